@@ -1,0 +1,29 @@
+"""Result records of the step simulator (what `twin step --json` prints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One simulated optimizer step of the whole job (one representative pipeline)."""
+
+    schedule: str
+    step_time_s: float
+    pipeline_time_s: float          # forward/backward pipeline makespan, before the DP/optimizer tail
+    bubble_frac: float              # largest per-rank idle fraction of the pipeline makespan
+    tokens_per_step: int
+    tokens_per_s_per_gpu: float
+    model_flops_per_step: float     # training FLOPs of the model (6N + attention), BF16 MFU basis
+    mfu_frac: float                 # model FLOPs / (step time x GPUs x BF16 dense peak)
+    memory_per_gpu_bytes: float     # peak over pipeline ranks
+    memory_breakdown_bytes: dict    # component -> bytes on the worst rank
+    memory_capacity_bytes: float
+    op_time_s: dict                 # op name -> compute/comm seconds on the busiest rank per step
+    num_gpus: int
+    num_microbatches: int
+    pipeline: object = field(repr=False, default=None)   # twin.sim.pipeline.PipelineResult (events for traces/Gantt)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "pipeline"}
