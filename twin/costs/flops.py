@@ -1,0 +1,285 @@
+"""Parameter, FLOP and byte accounting: the one definition used by the twin and by real/'s MFU.
+
+Conventions
+- A GEMM `(m, n, k)` multiplies an (m x k) activation by a (k x n) weight: 2*m*n*k FLOPs.
+- Training FLOPs per token follow the usual "6N + attention" count (Kaplan et al. 2020; Narayanan
+  et al. 2021): every matmul weight costs 2 FLOPs forward and 4 backward per token; the attention
+  score and value products cost 2*(d_qk + d_v) per head per attended key forward, 3x for training.
+  With causal masking half the keys are attended. For DeepSeek-V3 at 4K this gives ~250 GFLOP per
+  token causal, matching the 250 GFLOP/token of DeepSeek's ISCA'25 paper (Table 2).
+- Embedding lookups cost no FLOPs; the output head is a matmul. MTP modules are excluded from the
+  MFU basis (as DeepSeek's published MFU is) but simulated as work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twin.specs import ModelSpec
+
+BF16_BYTES = 2
+FP8_BYTES = 1
+FP32_BYTES = 4
+FP8_TILE = 128  # 1x128 activation tiles / 128x128 weight blocks, one FP32 scale each (V3 report §3.3)
+
+
+def gemm_flops(m: int, n: int, k: int) -> float:
+    return 2.0 * m * n * k
+
+
+def gemm_bytes(m: int, n: int, k: int, in_bytes: float, out_bytes: float = BF16_BYTES) -> float:
+    """HBM traffic of one GEMM if each operand is read once and the output written once."""
+    return (m * k + k * n) * in_bytes + m * n * out_bytes
+
+
+def attention_flops(batch: int, seq_len: int, heads: int, qk_dim: int, v_dim: int, causal: bool) -> float:
+    """Forward FLOPs of the attention core (scores and weighted values) for self-attention."""
+    pairs = seq_len * seq_len * (0.5 if causal else 1.0)
+    return 2.0 * batch * heads * pairs * (qk_dim + v_dim)
+
+
+def attention_bwd_flops(batch: int, seq_len: int, heads: int, qk_dim: int, v_dim: int, causal: bool) -> float:
+    """Backward of the attention core as flash-attention runs it: the two forward products are
+    recomputed-or-reused and four more are added (dQ, dK, dV, dP) -> 2.5x forward."""
+    return 2.5 * attention_flops(batch, seq_len, heads, qk_dim, v_dim, causal)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def attention_params(m: ModelSpec) -> int:
+    d, h = m.hidden_size, m.num_heads
+    if m.attention == "mla":
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        q = d * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * h * qk if m.q_lora_rank else d * h * qk
+        kv = d * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank + m.kv_lora_rank * h * (m.qk_nope_head_dim + m.v_head_dim)
+        return q + kv + h * m.v_head_dim * d
+    return d * (h + 2 * m.num_kv_heads) * m.head_dim + h * m.head_dim * d
+
+
+def ffn_params(d: int, inner: int) -> int:
+    """SwiGLU: gate, up and down projections."""
+    return 3 * d * inner
+
+
+def layer_params(m: ModelSpec, dense: bool) -> tuple[int, int]:
+    """(total, active per token) parameters of one transformer block, norms included."""
+    attn = attention_params(m) + 2 * m.hidden_size
+    if dense:
+        p = attn + ffn_params(m.hidden_size, m.intermediate_size)
+        return p, p
+    expert = ffn_params(m.hidden_size, m.moe_intermediate_size)
+    router = m.num_routed_experts * m.hidden_size
+    total = attn + router + (m.num_routed_experts + m.num_shared_experts) * expert
+    active = attn + router + (m.top_k + m.num_shared_experts) * expert
+    return total, active
+
+
+def param_counts(m: ModelSpec) -> dict:
+    """Total and activated parameters of the main model and of its MTP modules."""
+    dense_t, dense_a = layer_params(m, dense=True) if m.num_dense_layers else (0, 0)
+    moe_t, moe_a = layer_params(m, dense=False) if m.is_moe else (0, 0)
+    n_moe = m.num_layers - m.num_dense_layers
+    embed = m.vocab_size * m.hidden_size
+    head = 0 if m.tie_embeddings else embed
+    blocks_t = m.num_dense_layers * dense_t + n_moe * moe_t
+    blocks_a = m.num_dense_layers * dense_a + n_moe * moe_a
+    # an MTP module: two RMSNorms, a 2d->d projection and one block (MoE if the model is MoE)
+    mtp_block_t, mtp_block_a = (moe_t, moe_a) if m.is_moe else (dense_t, dense_a)
+    mtp_extra = 2 * m.hidden_size + 2 * m.hidden_size * m.hidden_size
+    return {
+        "total_params": blocks_t + embed + head + m.hidden_size,
+        "active_params": blocks_a + embed + head + m.hidden_size,
+        "embedding_params": embed,
+        "head_params": head,
+        "mtp_params": m.num_mtp_modules * (mtp_block_t + mtp_extra),
+        "mtp_active_params": m.num_mtp_modules * (mtp_block_a + mtp_extra),
+    }
+
+
+def matmul_params_per_token(m: ModelSpec) -> int:
+    """Activated weights that a token multiplies with (no embedding lookup, no norms)."""
+    counts = param_counts(m)
+    norms = m.num_layers * 2 * m.hidden_size + m.hidden_size
+    return counts["active_params"] - counts["embedding_params"] - norms
+
+
+def attention_flops_per_token(m: ModelSpec, seq_len: int, causal: bool = True) -> float:
+    """Forward attention-core FLOPs per token, averaged over a sequence."""
+    return m.num_layers * attention_flops(1, seq_len, m.num_heads, m.qk_head_dim, m.attn_v_head_dim, causal) / seq_len
+
+
+def train_flops_per_token(m: ModelSpec, seq_len: int, causal: bool = True) -> float:
+    """Model FLOPs per trained token (the MFU basis): 6 x matmul weights + 3 x attention core."""
+    return 6.0 * matmul_params_per_token(m) + 3.0 * attention_flops_per_token(m, seq_len, causal)
+
+
+def forward_flops_per_token(m: ModelSpec, seq_len: int, causal: bool = True) -> float:
+    return 2.0 * matmul_params_per_token(m) + attention_flops_per_token(m, seq_len, causal)
+
+
+def kv_cache_bytes_per_token(m: ModelSpec, bytes_per_elem: float = BF16_BYTES) -> float:
+    """Decode cache per token over all layers: MLA keeps the compressed latent plus the shared
+    RoPE key (d_c + d_rope per layer, V2/V3 reports); GQA keeps K and V per KV head."""
+    if m.attention == "mla":
+        per_layer = m.kv_lora_rank + m.qk_rope_head_dim
+    else:
+        per_layer = 2 * m.num_kv_heads * m.head_dim
+    return m.num_layers * per_layer * bytes_per_elem
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-op shapes of one transformer block on one GPU, for the cost functions and the benchmark
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel-level operation of a block's forward pass on one GPU.
+
+    kind: "gemm" (m, n, k), "grouped_gemm" (groups of m rows each, n, k), "attention" (the core),
+    "memory" (bandwidth-bound elementwise/norm/permute work, `bytes`), "dispatch"/"combine"
+    (expert-parallel all-to-all, `bytes` sent per GPU, split into `nvlink_bytes` and `ib_bytes`).
+    part: "attn" or "mlp" - DualPipe splits a block into these two compute components.
+    recompute: re-run in the backward pass under selective recomputation (V3 §3.3.3).
+    """
+
+    name: str
+    kind: str
+    part: str
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    groups: int = 1
+    bytes: float = 0.0
+    nvlink_bytes: float = 0.0
+    ib_bytes: float = 0.0
+    batch: int = 0
+    seq_len: int = 0
+    heads: int = 0
+    qk_dim: int = 0
+    v_dim: int = 0
+    causal: bool = True
+    recompute: bool = False
+
+    @property
+    def flops(self) -> float:
+        if self.kind == "gemm":
+            return gemm_flops(self.m, self.n, self.k)
+        if self.kind == "grouped_gemm":
+            return self.groups * gemm_flops(self.m, self.n, self.k)
+        if self.kind == "attention":
+            return attention_flops(self.batch, self.seq_len, self.heads, self.qk_dim, self.v_dim, self.causal)
+        return 0.0
+
+
+def _norm(name: str, part: str, tokens: int, width: int, recompute: bool = False) -> Op:
+    # RMSNorm reads and writes BF16 activations
+    return Op(name, "memory", part, bytes=2 * tokens * width * BF16_BYTES, recompute=recompute)
+
+
+def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: bool = True) -> list[Op]:
+    """Attention half of a block on one GPU (heads split over TP ranks)."""
+    t, d = batch * seq_len, m.hidden_size
+    h = m.num_heads // tp
+    ops = [_norm("attn_norm", "attn", t, d, recompute=True)]
+    if m.attention == "mla":
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        if m.q_lora_rank:
+            ops += [Op("q_down", "gemm", "attn", t, m.q_lora_rank, d),
+                    _norm("q_norm", "attn", t, m.q_lora_rank, recompute=True),
+                    Op("q_up", "gemm", "attn", t, h * qk, m.q_lora_rank, recompute=True)]
+        else:
+            ops.append(Op("q_proj", "gemm", "attn", t, h * qk, d))
+        ops += [Op("kv_down", "gemm", "attn", t, m.kv_lora_rank + m.qk_rope_head_dim, d),
+                _norm("kv_norm", "attn", t, m.kv_lora_rank, recompute=True),
+                Op("kv_up", "gemm", "attn", t, h * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank, recompute=True),
+                Op("rope", "memory", "attn", bytes=2 * t * h * m.qk_rope_head_dim * BF16_BYTES * 2)]
+        qk_dim, v_dim = qk, m.v_head_dim
+    else:
+        kvh = max(1, m.num_kv_heads // tp)
+        ops += [Op("qkv_proj", "gemm", "attn", t, (h + 2 * kvh) * m.head_dim, d),
+                Op("rope", "memory", "attn", bytes=2 * t * (h + kvh) * m.head_dim * BF16_BYTES)]
+        qk_dim = v_dim = m.head_dim
+    ops += [Op("attn_core", "attention", "attn", batch=batch, seq_len=seq_len, heads=h, qk_dim=qk_dim, v_dim=v_dim, causal=causal),
+            Op("o_proj", "gemm", "attn", t, d, h * v_dim),
+            Op("residual_add", "memory", "attn", bytes=3 * t * d * BF16_BYTES)]
+    return ops
+
+
+def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
+    d, inner = m.hidden_size, m.intermediate_size // tp
+    return [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
+            Op("ffn_gate_up", "gemm", "mlp", tokens, 2 * inner, d),
+            Op("swiglu", "memory", "mlp", bytes=3 * tokens * inner * BF16_BYTES),
+            Op("ffn_down", "gemm", "mlp", tokens, d, inner),
+            Op("residual_add", "memory", "mlp", bytes=3 * tokens * d * BF16_BYTES)]
+
+
+def ep_nodes(ep: int, gpus_per_node: int) -> int:
+    return max(1, -(-ep // gpus_per_node))
+
+
+def expected_nodes_per_token(top_k: int, num_nodes: int, max_nodes: int) -> float:
+    """Distinct nodes a token's top-k experts land on, under uniform routing, capped by
+    node-limited routing (V3 §3.2.2: each token goes to at most M nodes)."""
+    if num_nodes <= 1:
+        return 1.0
+    uniform = num_nodes * (1.0 - (1.0 - 1.0 / num_nodes) ** top_k)
+    return min(float(max_nodes), uniform)
+
+
+def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_per_token: int,
+            routing_imbalance: float = 1.0, dispatch_bytes_per_elem: float = FP8_BYTES) -> list[Op]:
+    """MoE half of a block on one GPU of an EP group: router, dispatch, shared and routed
+    experts (grouped GEMMs over the local experts), combine.
+
+    Each GPU sends `tokens * top_k` expert rows; balanced routing gives each GPU as many rows back,
+    and `routing_imbalance` (max over mean) scales the most loaded GPU's rows. Dispatch sends a
+    token once per remote node over IB (DeepEP forwards within the node over NVLink).
+    """
+    d, e_inner = m.hidden_size, m.moe_intermediate_size
+    local_experts = m.num_routed_experts // ep
+    rows = tokens * m.top_k * routing_imbalance
+    rows_per_expert = max(1, round(rows / local_experts))
+    nodes = ep_nodes(ep, gpus_per_node)
+    nodes_per_token = expected_nodes_per_token(m.top_k, nodes, max_nodes_per_token)
+    remote_nodes = nodes_per_token * (nodes - 1) / nodes
+    gpus_in_node = min(ep, gpus_per_node)
+    scale_bytes = FP32_BYTES / FP8_TILE if dispatch_bytes_per_elem == FP8_BYTES else 0.0
+    row_bytes = d * (dispatch_bytes_per_elem + scale_bytes)
+    # IB: one copy per remote node; NVLink: rows for other GPUs of this node plus forwarding of
+    # rows that arrived over IB to their target GPU in the destination node.
+    ib = tokens * remote_nodes * row_bytes
+    nvl = rows * row_bytes * (gpus_in_node - 1) / gpus_in_node
+    comb_row = d * BF16_BYTES
+    ops = [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
+           Op("router", "gemm", "mlp", tokens, m.num_routed_experts, d),
+           Op("router_topk", "memory", "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3),
+           Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * routing_imbalance, nvlink_bytes=nvl)]
+    if m.num_shared_experts:
+        s_inner = m.num_shared_experts * e_inner
+        ops += [Op("shared_gate_up", "gemm", "mlp", tokens, 2 * s_inner, d),
+                Op("shared_swiglu", "memory", "mlp", bytes=3 * tokens * s_inner * BF16_BYTES),
+                Op("shared_down", "gemm", "mlp", tokens, d, s_inner)]
+    ops += [Op("permute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),
+            Op("experts_gate_up", "grouped_gemm", "mlp", rows_per_expert, 2 * e_inner, d, groups=local_experts),
+            Op("experts_swiglu", "memory", "mlp", bytes=3 * rows * e_inner * BF16_BYTES),
+            Op("experts_down", "grouped_gemm", "mlp", rows_per_expert, d, e_inner, groups=local_experts),
+            Op("unpermute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),
+            Op("combine", "combine", "mlp", bytes=(ib / row_bytes + nvl / row_bytes) * comb_row,
+               ib_bytes=ib / row_bytes * comb_row * routing_imbalance, nvlink_bytes=nvl / row_bytes * comb_row),
+            Op("residual_add", "memory", "mlp", bytes=3 * tokens * d * BF16_BYTES)]
+    return ops
+
+
+def head_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
+    """Final norm, output head and the cross-entropy (softmax over the vocabulary)."""
+    v = m.vocab_size // tp
+    return [_norm("final_norm", "mlp", tokens, m.hidden_size),
+            Op("lm_head", "gemm", "mlp", tokens, v, m.hidden_size),
+            Op("cross_entropy", "memory", "mlp", bytes=3 * tokens * v * FP32_BYTES)]
+
+
+def embedding_ops(m: ModelSpec, tokens: int) -> list[Op]:
+    return [Op("embedding", "memory", "attn", bytes=2 * tokens * m.hidden_size * BF16_BYTES)]
