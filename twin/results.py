@@ -12,7 +12,8 @@ class StepResult:
     schedule: str
     step_time_s: float
     pipeline_time_s: float          # forward/backward pipeline makespan, before the DP/optimizer tail
-    bubble_frac: float              # largest per-rank idle fraction of the pipeline makespan
+    bubble_frac: float              # pipeline bubble: largest per-rank time with no task on any stream, / makespan
+    exposed_comm_frac: float        # on that rank: time communicating while compute idles, / makespan
     tokens_per_step: int
     tokens_per_s_per_gpu: float
     model_flops_per_step: float     # training FLOPs of the model (6N + attention), BF16 MFU basis

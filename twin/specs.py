@@ -181,6 +181,7 @@ class ParallelPlan:
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
+    optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
 
 

@@ -11,21 +11,26 @@ Model
     FB     both parts' inputs.
   Transfers between chunks on the same rank (DualPipeV's turn) cost nothing.
 * An op's cost is a set of concurrent chains (`OpCosts.chains`); tasks within a chain run in
-  sequence, each holding one of the rank's streams (a capacity-1 `simpy.Resource`). The op ends
-  when all its chains end. Two chains sharing the compute and comm streams is how DualPipe's
-  overlapped forward+backward hides communication behind computation.
+  sequence, each holding one of the rank's streams (capacity 1, first come first served, like
+  a `simpy.Resource(capacity=1)`). The op ends when all its chains end. Two chains sharing the
+  compute and comm streams is how DualPipe's overlapped forward+backward hides communication
+  behind computation.
 * p2p transfers are pure delays: they hold no stream.
 
-Because a rank runs one op at a time, only the chains of that op compete for its streams; an op
-with a single chain therefore never waits for a stream and is timed without SimPy resource
-events (the result is identical, and the V3-size step stays well under a second).
+Streams are arbitrated per op, not with SimPy resource events: a rank runs one op at a time, so
+only that op's chains ever compete for the rank's streams, and their timeline is a function of
+the chains alone (`arbitrate_streams`, memoised per chains object). SimPy runs what couples
+ranks: program order and dataflow. This keeps a DeepSeek-V3-size step (16 ranks, ~100k tasks)
+well under a second; tests check the arbitration against real `simpy.Resource`s.
 """
 
 from __future__ import annotations
 
+import heapq
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import simpy
 
@@ -52,8 +57,10 @@ class OpCosts(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One task's interval on one stream of one rank. For FB ops, (microbatch, chunk) is the
+    part the task serves (its `Task.part`, default the forward part)."""
+
     rank: int
     stream: str
     name: str
@@ -79,20 +86,59 @@ class PipelineResult:
         return len(self.busy_s)
 
 
+def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tuple[Task, float, float]]]:
+    """Time one op's concurrent chains on capacity-1 streams, first come first served.
+
+    A chain requests the stream of its next task the moment its previous task ends; requests
+    are granted in order of request time (ties: lower chain index first). Returns the op's
+    duration and (task, start, end) offsets from the op's start.
+    """
+    if len(chains) == 1:
+        t, out = 0.0, []
+        for task in chains[0]:
+            out.append((task, t, t + task.duration_s))
+            t += task.duration_s
+        return t, out
+    requests = [(0.0, i, 0) for i, chain in enumerate(chains) if chain]
+    heapq.heapify(requests)
+    free_at: dict[str, float] = {}
+    out, duration = [], 0.0
+    while requests:
+        t, c, k = heapq.heappop(requests)
+        task = chains[c][k]
+        start = max(t, free_at.get(task.stream, 0.0))
+        end = start + task.duration_s
+        free_at[task.stream] = end
+        out.append((task, start, end))
+        duration = max(duration, end)
+        if k + 1 < len(chains[c]):
+            heapq.heappush(requests, (end, c, k + 1))
+    return duration, out
+
+
+_event_order = operator.itemgetter(6, 0)  # (start_s, rank)
+
+
 def simulate_pipeline(schedule: Schedule, costs: OpCosts,
-                      streams: Sequence[str] = ("compute", "comm")) -> PipelineResult:
-    """Simulate one step of `schedule`. Activation sets are counted from the start of their
-    forward (an overlapped FB pair holds both its sets) to the end of their B or BW."""
+                      streams: Sequence[str] = ("compute", "comm"),
+                      record_events: bool = True) -> PipelineResult:
+    """Simulate one step of `schedule`. An activation set is counted from the start of its
+    forward (an overlapped FB pair holds both its sets) to the end of its B or BW.
+    `record_events=False` skips the per-task event log (sweeps that need only the totals)."""
     streams = tuple(streams)
     env = simpy.Environment()  # env.now is float seconds
     num_ranks = schedule.num_ranks
-    resources = [{s: simpy.Resource(env, capacity=1) for s in streams} for _ in range(num_ranks)]
     f_done: dict[tuple[int, int, int], simpy.Event] = {}  # (rank, mb, chunk) -> value: end time
     b_done: dict[tuple[int, int, int], simpy.Event] = {}
-    events: list[Event] = []
+    raw: list[tuple] = []  # Event fields; made Events once at the end (cheaper)
     busy = [0.0] * num_ranks
     peak = [0] * num_ranks
     finished = [False] * num_ranks
+    timelines: dict[tuple[int, ...], tuple] = {}  # ids of an op's chains -> its timeline
+    forward_up = {(r, c): schedule.forward_upstream(r, c)
+                  for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    backward_up = {(r, c): schedule.backward_upstream(r, c)
+                   for r in range(num_ranks) for c in range(schedule.num_chunks)}
 
     def done_event(table: dict, key: tuple[int, int, int]) -> simpy.Event:
         ev = table.get(key)
@@ -106,13 +152,13 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         fwd, bwd = op.forward_part, op.backward_part
         if fwd is not None:
             mb, chunk = fwd
-            up = schedule.forward_upstream(rank, chunk)
+            up = forward_up[rank, chunk]
             if up is not None:
                 delay = costs.p2p_s(up[0], rank, "F") if up[0] != rank else 0.0
                 needs.append((done_event(f_done, (up[0], mb, up[1])), delay))
         if bwd is not None:
             mb, chunk = bwd
-            up = schedule.backward_upstream(rank, chunk)
+            up = backward_up[rank, chunk]
             if up is None:  # last stage: the loss of its own forward
                 needs.append((done_event(f_done, (rank, mb, chunk)), 0.0))
             else:
@@ -122,23 +168,22 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             needs.append((done_event(b_done, (rank, op.microbatch, op.chunk)), 0.0))
         return needs
 
-    def record(rank: int, op: PipeOp, task: Task, start: float, end: float) -> None:
-        if task.stream not in resources[rank]:
-            raise ValueError(f"task {task.name!r} uses stream {task.stream!r}; streams are {streams}")
-        mb, chunk = op.microbatch, op.chunk
-        if op.kind == "FB" and task.part == "B":
-            mb, chunk = op.b_microbatch, op.b_chunk
-        events.append(Event(rank, task.stream, task.name, op.kind, mb, chunk, start, end))
-        if task.stream == "compute":
-            busy[rank] += task.duration_s
-
-    def run_chain(rank: int, op: PipeOp, chain: Sequence[Task]):
-        for task in chain:
-            with resources[rank][task.stream].request() as req:
-                yield req
-                start = env.now
-                yield env.timeout(task.duration_s)
-                record(rank, op, task, start, env.now)
+    def timeline(chains: Sequence[Sequence[Task]]) -> tuple[float, float, list]:
+        """Memoised on the identity of the chain objects (cost models reuse them)."""
+        key = tuple(map(id, chains))
+        memo = timelines.get(key)
+        if memo is not None and all(a is b for a, b in zip(memo[0], chains)):
+            return memo[1:]
+        for chain in chains:
+            for task in chain:
+                if task.stream not in streams:
+                    raise ValueError(f"task {task.name!r} uses stream {task.stream!r}; "
+                                     f"streams are {streams}")
+        duration, placed = arbitrate_streams(chains)
+        compute_s = sum(task.duration_s for task, _, _ in placed if task.stream == "compute")
+        flat = [(task.stream, task.name, task.part == "B", start, end) for task, start, end in placed]
+        timelines[key] = (tuple(chains), duration, compute_s, flat)  # holds chains: ids stay valid
+        return duration, compute_s, flat
 
     def run_rank(rank: int):
         live = 0
@@ -151,26 +196,28 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             if ready > env.now:
                 yield env.timeout(ready - env.now)
 
-            if op.forward_part is not None:
+            fwd, bwd = op.forward_part, op.backward_part
+            if fwd is not None:
                 live += 1
                 peak[rank] = max(peak[rank], live)
-            chains = [c for c in costs.chains(rank, op) if c]
-            if len(chains) == 1:  # nothing else on this rank competes for its streams
-                t = env.now
-                for task in chains[0]:
-                    record(rank, op, task, t, t + task.duration_s)
-                    t += task.duration_s
-                if t > env.now:
-                    yield env.timeout(t - env.now)
-            elif chains:
-                yield env.all_of([env.process(run_chain(rank, op, c)) for c in chains])
+            duration, compute_s, placed = timeline(costs.chains(rank, op))
+            t0 = env.now
+            kind, mb, chunk = op.kind, op.microbatch, op.chunk
+            b_mb, b_chunk = bwd if bwd is not None else (mb, chunk)
+            if record_events:
+                for stream, name, is_b, start, end in placed:
+                    if is_b:
+                        raw.append((rank, stream, name, kind, b_mb, b_chunk, t0 + start, t0 + end))
+                    else:
+                        raw.append((rank, stream, name, kind, mb, chunk, t0 + start, t0 + end))
+            busy[rank] += compute_s
+            if duration > 0:
+                yield env.timeout(duration)
 
-            if op.forward_part is not None:
-                mb, chunk = op.forward_part
-                done_event(f_done, (rank, mb, chunk)).succeed(env.now)
-            if op.backward_part is not None:
-                mb, chunk = op.backward_part
-                done_event(b_done, (rank, mb, chunk)).succeed(env.now)
+            if fwd is not None:
+                done_event(f_done, (rank, fwd[0], fwd[1])).succeed(env.now)
+            if bwd is not None:
+                done_event(b_done, (rank, bwd[0], bwd[1])).succeed(env.now)
                 live -= 1
         finished[rank] = True
 
@@ -182,7 +229,9 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         raise RuntimeError(f"pipeline deadlock: ranks {stuck} never finished their programs")
 
     makespan = env.now
-    events.sort(key=lambda e: (e.start_s, e.rank))
+    raw.sort(key=_event_order)
+    make = tuple.__new__
+    events = [make(Event, fields) for fields in raw]
     idle = tuple(makespan - b for b in busy)
     return PipelineResult(
         makespan_s=makespan,

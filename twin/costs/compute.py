@@ -1,0 +1,69 @@
+"""Compute-time cost functions: (op shape, GPU, profile) -> seconds. Pure, no state.
+
+Roofline with measured efficiency: time = max(FLOPs / (peak * eff(shape) * sm_frac),
+bytes / (HBM bandwidth * memory_eff)) + launch overhead. `sm_frac` is the share of SMs left to
+computation when some are reserved for communication kernels (V3 §3.2.2 reserves 20 of 132):
+compute-bound kernels slow in proportion, bandwidth-bound ones keep saturating HBM.
+"""
+
+from __future__ import annotations
+
+from twin.costs.flops import BF16_BYTES, FP8_BYTES, Op, attention_bwd_flops, gemm_bytes
+from twin.costs.profile import Profile
+from twin.specs import GPUSpec
+
+
+def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
+    return (gpu.num_sms - comm_sms) / gpu.num_sms
+
+
+def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
+                groups: int = 1, sm_frac: float = 1.0) -> float:
+    """One (grouped) GEMM. FP8 GEMMs include their activation quantize/dequantize overhead as
+    extra bytes: reading the BF16 input and writing FP8 plus per-tile scales."""
+    curves = profile.grouped_gemm if groups > 1 else profile.gemm
+    eff = curves[precision].eff(m, n, k)
+    flops = 2.0 * m * n * k * groups
+    in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
+    bytes_moved = groups * gemm_bytes(m, n, k, in_bytes)
+    if precision == "fp8":
+        bytes_moved += groups * m * k * (BF16_BYTES + FP8_BYTES)  # quantize the activation
+    compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
+    memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff)
+    return max(compute_s, memory_s) + profile.launch_s
+
+
+def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
+    """Flash-style attention core in BF16 (V3 keeps attention in BF16, §3.3)."""
+    flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim, op.causal)
+    eff = profile.attention[direction].eff(op.seq_len)
+    return flops / (gpu.peak_bf16_flops_per_s * eff * sm_frac) + profile.launch_s
+
+
+def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile) -> float:
+    return bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff) + profile.launch_s
+
+
+def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
+    """Seconds of one compute op in a phase: 'fwd', 'bwd_input' (activation gradient) or
+    'bwd_weight' (weight gradient). Communication ops are costed in twin.costs.comm."""
+    if op.kind in ("gemm", "grouped_gemm"):
+        # router GEMMs stay in higher precision in V3 (§3.3: gating network not in FP8)
+        prec = "bf16" if op.name == "router" else precision
+        if phase == "fwd":
+            m, n, k = op.m, op.n, op.k
+        elif phase == "bwd_input":   # dX = dY W^T: (m x n) (n x k)
+            m, n, k = op.m, op.k, op.n
+        else:                        # dW = X^T dY: (k x m) (m x n)
+            m, n, k = op.k, op.n, op.m
+        return gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+    if op.kind == "attention":
+        if phase == "bwd_weight":
+            return 0.0
+        return attention_time_s(op, "fwd" if phase == "fwd" else "bwd", gpu, profile, sm_frac)
+    if op.kind == "memory":
+        if phase == "bwd_weight":
+            return 0.0
+        # a backward elementwise/norm kernel reads the saved input and the output gradient
+        return memory_time_s(op.bytes * (1.0 if phase == "fwd" else 1.5), gpu, profile)
+    raise ValueError(f"not a compute op: {op.kind}")
