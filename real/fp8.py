@@ -78,6 +78,7 @@ def best_fp8(device: torch.device | str) -> Precision:
 
 def quantize_rowwise(x_MK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """E4M3 with one scale per row: returns q_MK (fp8) and scale_M1 (fp32)."""
+    x_MK = x_MK.contiguous()  # the kernels want row-major fp8 operands
     amax_M1 = x_MK.abs().amax(dim=-1, keepdim=True).float().clamp(min=EPS)
     scale_M1 = amax_M1 / FP8_MAX
     q_MK = (x_MK.float() / scale_M1).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
@@ -87,7 +88,7 @@ def quantize_rowwise(x_MK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_1x128(x_MK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """E4M3 with one scale per 1x128 tile along K (K % 128 == 0): q_MK and scale_MKb."""
     M, K = x_MK.shape
-    x_MKbB = x_MK.float().view(M, K // BLOCK, BLOCK)
+    x_MKbB = x_MK.contiguous().float().view(M, K // BLOCK, BLOCK)
     scale_MKb1 = x_MKbB.abs().amax(dim=-1, keepdim=True).clamp(min=EPS) / FP8_MAX
     q_MK = (x_MKbB / scale_MKb1).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).view(M, K)
     return q_MK, scale_MKb1.squeeze(-1)
@@ -96,7 +97,7 @@ def quantize_1x128(x_MK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_128x128(w_NK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """E4M3 with one scale per 128x128 block (N, K % 128 == 0): q_NK and scale_NbKb."""
     N, K = w_NK.shape
-    w_NbBKbB = w_NK.float().view(N // BLOCK, BLOCK, K // BLOCK, BLOCK)
+    w_NbBKbB = w_NK.contiguous().float().view(N // BLOCK, BLOCK, K // BLOCK, BLOCK)
     scale_Nb1Kb1 = w_NbBKbB.abs().amax(dim=(1, 3), keepdim=True).clamp(min=EPS) / FP8_MAX
     q_NK = (w_NbBKbB / scale_Nb1Kb1).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).view(N, K)
     return q_NK, scale_Nb1Kb1[:, 0, :, 0]

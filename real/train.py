@@ -49,21 +49,18 @@ def allreduce_replicated_grads(model: Transformer, group) -> None:
 
 
 def train_step(model: Transformer, opt: MasterAdamW, tokens_BS, targets_BS,
-               precision: Precision = BF16, bias_update_rate: float = 1e-3, group=None) -> float:
+               precision: Precision = BF16, bias_update_rate: float = 1e-3, group=None):
     """One optimizer step: forward+backward, (DP grad sum), AdamW, balancing-bias update.
-    Returns the loss (a host float: this synchronises)."""
+    Returns the loss (a host float: this synchronises) and each MoE layer's routed-token
+    counts of this step (summed over `group`), E-vectors."""
     opt.zero_grad()
     loss = model.loss(tokens_BS, targets_BS, precision)
     loss.backward()
     if group is not None and dist.get_world_size(group) > 1:
         allreduce_replicated_grads(model, group)
     opt.step()
-    for moe in model.moe_layers():
-        if bias_update_rate:
-            moe.gate.update_bias(bias_update_rate, group)
-        else:
-            moe.gate.tokens_per_expert_E.zero_()
-    return loss.item()
+    loads = [moe.gate.update_bias(bias_update_rate, group) for moe in model.moe_layers()]
+    return loss.item(), loads
 
 
 def synthetic_batch(vocab: int, batch: int, seq_len: int, *, generator=None, device=None):
@@ -107,7 +104,7 @@ def main(argv=None):
         tokens, targets = synthetic_batch(spec.vocab_size, args.batch, args.seq_len, generator=g,
                                           device=device)
         t0 = time.perf_counter()
-        loss = train_step(model, opt, tokens, targets, precision, group=group)
+        loss, _ = train_step(model, opt, tokens, targets, precision, group=group)
         print(f"step {step} loss {loss:.4f} step_time_s {time.perf_counter() - t0:.3f}")
 
 

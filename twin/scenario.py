@@ -79,6 +79,14 @@ class Scenario:
         if w.global_batch_seqs % per_pipeline:
             raise ScenarioError("workload.global_batch_seqs", w.global_batch_seqs,
                                 f"a multiple of data-parallel degree x plan.micro_batch_seqs = {dp} x {p.micro_batch_seqs} = {per_pipeline}", source)
+        from twin.sim.schedules import build_schedule
+        try:
+            build_schedule(p.schedule, p.pp, w.global_batch_seqs // per_pipeline)
+        except ScenarioError as exc:
+            raise ScenarioError("workload.global_batch_seqs", w.global_batch_seqs,
+                                f"a batch giving {exc.allowed.replace('pp', 'plan.pp')} micro-batches per pipeline "
+                                f"(now {w.global_batch_seqs} / ({dp} x {p.micro_batch_seqs}) = {w.global_batch_seqs // per_pipeline})",
+                                source) from None
         stages = 2 * p.pp if p.schedule == "dualpipev" else p.pp
         if m.num_layers < stages:
             raise ScenarioError("plan.pp", p.pp, f"at most {m.num_layers} model stages for {m.num_layers} layers (schedule {p.schedule} makes {stages} stages)", source)

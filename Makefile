@@ -1,0 +1,21 @@
+# Two entry points (README quick start): `make replay` and `make test`. Each installs what it needs.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned exactly: the CPU wheel on disk; a range would pull a multi-GB CUDA build
+	$(PY) -m pip install -q "torch==2.13.0" -e ".[test,torch]"
+	touch $@
+
+.PHONY: replay test browser
+replay: $(VENV)/.installed
+	$(VENV)/bin/twin replay --out out/replay --json out/replay/replay.json
+
+# headless Chromium (Debian's package) renders the HTML report in the browser test
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.installed browser
+	$(PY) -m pytest -q

@@ -1,0 +1,693 @@
+"""Benchmark harness and calibration campaign for `real/`.
+
+    python -m real.bench --out DIR [--quick] [--only gemm,grouped,...] [--budget-s 450]
+
+Writes one CSV per family (gemm.csv, attention.csv, memory.csv, moe_layer.csv, model.csv,
+expert_load.csv) plus env.json, appending and flushing row by row so a run cut short still leaves
+its data. Every row: the shape columns of its bench, `time_s` (median), `time_p10_s`,
+`time_p90_s`, `reps`, `flops`, `bytes`, achieved rates, and the environment (GPU name, SM and
+memory clocks read right after the timed loop, average board power over the loop and the energy
+of one timed repetition (= power_w * time_s), torch and CUDA versions, UTC timestamp).
+
+Timing: warm-up calls, then CUDA events around each repetition (host clock on the CPU); the
+repetition count is chosen so each configuration runs at least `min_time_s`. Shapes come from the
+DeepSeek-V3 / V2-Lite catalog entries; FLOP and byte formulas from `twin/costs/flops.py`.
+`--quick` shrinks every shape so the whole campaign runs on a CPU in a minute (a dry run).
+Targets printed (never asserted): FP8 expert GEMMs at V3 shapes >= 1000 TFLOP/s and BF16 dense
+>= 650 TFLOP/s on an H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from real import fp8
+from real.configs import get_spec
+from real.fp8 import Precision
+from real.model import MLA, MoE, build_model, route, rope_tables
+from real.telemetry import Telemetry
+from twin.costs.flops import (attention_bwd_flops, attention_flops, attention_ops,
+                              forward_flops_per_token, gemm_bytes, gemm_flops,
+                              kv_cache_bytes_per_token, matmul_params_per_token, param_counts,
+                              train_flops_per_token)
+
+# Dense tensor-core peaks (FLOP/s), NVIDIA H100/H200 SXM datasheets (sparsity figures halved);
+# used only for the MFU column.
+PEAK_FLOPS_PER_S = {"H100": {"bf16": 989.4e12, "fp8": 1978.9e12},
+                    "H200": {"bf16": 989.4e12, "fp8": 1978.9e12}}
+
+STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "flops", "bytes",
+             "achieved_flops_per_s", "achieved_bytes_per_s"]
+ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
+            "torch_version", "cuda_version", "timestamp_utc"]
+SHAPE_COLS = {
+    "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
+    "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
+                  "causal", "precision"],
+    "memory": ["bench", "op", "tokens", "width", "bytes_moved"],
+    "moe_layer": ["bench", "model", "hidden_size", "moe_intermediate_size", "tokens",
+                  "num_experts", "top_k", "num_shared_experts", "skew", "max_expert_tokens",
+                  "mean_expert_tokens", "precision"],
+    "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
+              "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
+    "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
+                    "max_over_mean", "tokens_per_expert"],
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Recorder:
+    """Appends rows to DIR/<family>.csv (header first), flushing each row."""
+
+    def __init__(self, out_dir: Path, env: dict):
+        self.out_dir, self.env, self.files = out_dir, env, {}
+
+    def row(self, family: str, **values) -> None:
+        if family not in self.files:
+            f = open(self.out_dir / f"{family}.csv", "w", newline="")
+            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + ENV_COLS
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="raise")
+            w.writeheader()
+            self.files[family] = (f, w)
+        f, w = self.files[family]
+        row = {k: self.env.get(k, "") for k in ENV_COLS}
+        row["timestamp_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        row.update(values)
+        w.writerow({k: _fmt(v) for k, v in row.items()})
+        f.flush()
+
+    def close(self):
+        for f, _ in self.files.values():
+            f.close()
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+class Timer:
+    """Warm-up, then per-repetition timing with CUDA events (or the host clock on CPU)."""
+
+    def __init__(self, device: torch.device, telemetry: Telemetry, min_time_s: float,
+                 max_reps: int = 100, warmup: int = 3):
+        self.device, self.tel = device, telemetry
+        self.min_time_s, self.max_reps, self.warmup = min_time_s, max_reps, warmup
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _once(self, fn, setup):
+        state = setup() if setup else None
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(state) if setup else fn()
+            end.record()
+            return (start, end)
+        self.sync()
+        t0 = time.perf_counter()
+        fn(state) if setup else fn()
+        return time.perf_counter() - t0
+
+    def _elapsed(self, handle) -> float:
+        if isinstance(handle, float):
+            return handle
+        handle[1].synchronize()
+        return handle[0].elapsed_time(handle[1]) * 1e-3
+
+    def measure(self, fn, setup=None, flops: float = math.nan, bytes_: float = math.nan,
+                reps: int | None = None) -> dict:
+        """fn() (or fn(setup()) with setup outside the timed region) -> timing statistics."""
+        for _ in range(self.warmup):
+            last = self._once(fn, setup)
+        self.sync()
+        t_est = max(self._elapsed(last), 1e-6)
+        if reps is None:
+            reps = int(min(self.max_reps, max(3, math.ceil(self.min_time_s / t_est))))
+        e0, w0 = self.tel.energy_j(), time.perf_counter()
+        handles = [self._once(fn, setup) for _ in range(reps)]
+        self.sync()
+        wall = time.perf_counter() - w0
+        e1 = self.tel.energy_j()
+        sm, mem = self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz()
+        times = sorted(self._elapsed(h) for h in handles)
+        med = statistics.median(times)
+        power = (e1 - e0) / wall if wall > 0 else math.nan
+        q = statistics.quantiles(times, n=10) if len(times) >= 2 else [med] * 9
+        return {"time_s": med, "time_p10_s": q[0], "time_p90_s": q[-1], "reps": reps,
+                "flops": flops, "bytes": bytes_,
+                "achieved_flops_per_s": flops / med, "achieved_bytes_per_s": bytes_ / med,
+                "sm_clock_mhz": sm, "mem_clock_mhz": mem, "power_w": power,
+                "energy_j": power * med}
+
+
+class Deadline:
+    """Cumulative time shares per section: a section ends early when its share is spent."""
+
+    def __init__(self, budget_s: float):
+        self.t0, self.budget_s, self.used_share = time.perf_counter(), budget_s, 0.0
+        self.until = self.t0
+
+    def start(self, share: float):
+        self.used_share += share
+        self.until = self.t0 + self.budget_s * self.used_share
+
+    def over(self) -> bool:
+        return time.perf_counter() > self.until
+
+
+def environment(device: torch.device, tel: Telemetry) -> dict:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{platform.machine()}"
+    env = {"gpu_name": gpu, "torch_version": torch.__version__,
+           "cuda_version": torch.version.cuda or "", "python_version": sys.version.split()[0],
+           "hostname": platform.node(), "nvml": tel.available, **tel.static_info()}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update(sm_count=p.multi_processor_count, total_memory_bytes=p.total_memory,
+                   cudnn_version=torch.backends.cudnn.version())
+    env["fp8_blockwise_kernel"] = fp8.blockwise_kernel_available(device)
+    return env
+
+
+def peak_flops(env: dict, precision: str) -> float:
+    for key, peaks in PEAK_FLOPS_PER_S.items():
+        if key in env["gpu_name"]:
+            return peaks["fp8" if precision.startswith("fp8") else "bf16"]
+    return math.nan
+
+
+def _free():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------
+# GEMMs
+# ------------------------------------------------------------------------------------------
+
+V3_PROJECTIONS_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
+                     (7168, 2048)]
+
+
+def _fp8_gemm_callable(a_MK, w_NK, kind: str):
+    """Pre-quantized operands and the kernel call, so only the GEMM is timed."""
+    if kind == "fp8-tensor":
+        aq, bq = a_MK.to(fp8.FP8_DTYPE), w_NK.to(fp8.FP8_DTYPE)
+        one = torch.ones((), device=a_MK.device)
+        return lambda: torch._scaled_mm(aq, bq.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    if kind == "fp8-rowwise":
+        aq, sa = fp8.quantize_rowwise(a_MK)
+        bq, sb = fp8.quantize_rowwise(w_NK)
+        return lambda: torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb.t(), out_dtype=torch.bfloat16)
+    aq, sa = fp8.quantize_1x128(a_MK)  # fp8-blockwise
+    bq, sb = fp8.quantize_128x128(w_NK)
+    variant = fp8._BLOCKWISE_VARIANT[a_MK.device.type]
+    return lambda: fp8._blockwise_call(aq, sa, bq, sb, torch.bfloat16, variant)
+
+
+def bench_gemm(rec, timer, dev, deadline, quick, env):
+    ms = [128, 512, 2048] if quick else [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+    shapes = [(n // 16, k // 16) for n, k in V3_PROJECTIONS_NK[:3]] if quick else V3_PROJECTIONS_NK
+    squares = [256] if quick else [1024, 2048, 4096, 8192, 16384]
+    kinds = ["bf16", "fp8-rowwise", "fp8-tensor"]
+    if env["fp8_blockwise_kernel"]:
+        kinds.append("fp8-blockwise")
+    cases = [(m, n, k, "v3_proj") for n, k in shapes for m in ms] + [(s, s, s, "square") for s in squares]
+    best = {}
+    for m, n, k, tag in cases:
+        if deadline.over():
+            log("gemm: time share spent, skipping the rest")
+            break
+        a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        for kind in kinds:
+            fn = (lambda: F.linear(a, w)) if kind == "bf16" else _fp8_gemm_callable(a, w, kind)
+            in_bytes = 2 if kind == "bf16" else 1
+            r = timer.measure(fn, flops=gemm_flops(m, n, k), bytes_=gemm_bytes(m, n, k, in_bytes))
+            rec.row("gemm", bench="gemm", m=m, n=n, k=k, groups=1, tokens_per_group=m,
+                    precision=kind, shape_tag=tag, **r)
+            best[kind] = max(best.get(kind, 0), r["achieved_flops_per_s"])
+        del a, w
+    for kind, v in best.items():
+        log(f"gemm best {kind}: {v / 1e12:.0f} TFLOP/s" + ("  (target BF16 >= 650)" if kind == "bf16" else ""))
+    _free()
+
+
+def bench_grouped(rec, timer, dev, deadline, quick, env):
+    groups = [4, 8] if quick else [4, 8, 16, 32, 64]
+    tpgs = [32, 64] if quick else [128, 256, 512, 1024, 2048, 4096, 8192]
+    shapes = [(256, 448), (448, 128)] if quick else [(4096, 7168), (7168, 2048), (2816, 2048),
+                                                     (2048, 1408)]
+    max_rows = 4096 if quick else 131072
+    best = {}
+    for n, k in shapes:
+        for e in groups:
+            w_EKN = torch.randn(e, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
+            w_EKN_q = None
+            for tpg in tpgs:
+                if e * tpg > max_rows:
+                    continue
+                if deadline.over():
+                    break
+                x = torch.randn(e * tpg, k, device=dev, dtype=torch.bfloat16)
+                offs = torch.arange(1, e + 1, device=dev, dtype=torch.int32) * tpg
+                for kind in ["bf16", "fp8-rowwise"]:
+                    if kind == "bf16":
+                        fn = lambda: torch._grouped_mm(x, w_EKN, offs=offs)
+                    elif dev.type == "cuda":
+                        xq, sx = fp8.quantize_rowwise(x)
+                        if w_EKN_q is None:
+                            wq, sw = fp8.quantize_rowwise(w_EKN.transpose(-2, -1).reshape(e * n, k))
+                            w_EKN_q = (wq.view(e, n, k).transpose(-2, -1), sw.view(e, n))
+                        fn = lambda: torch._scaled_grouped_mm(xq, w_EKN_q[0], sx.squeeze(-1), w_EKN_q[1],
+                                                              offs=offs, out_dtype=torch.bfloat16)
+                    else:  # CPU dry run: the emulated path of the seam
+                        fn = lambda: fp8.grouped_mm(x, w_EKN, offs, Precision("fp8", "emulated"))
+                    fl = e * gemm_flops(tpg, n, k)
+                    by = e * gemm_bytes(tpg, n, k, 2 if kind == "bf16" else 1)
+                    r = timer.measure(fn, flops=fl, bytes_=by)
+                    rec.row("gemm", bench="grouped_gemm", m=e * tpg, n=n, k=k, groups=e,
+                            tokens_per_group=tpg, precision=kind, shape_tag="expert", **r)
+                    key = (kind, n, k)
+                    best[key] = max(best.get(key, 0), r["achieved_flops_per_s"])
+                del x
+            del w_EKN, w_EKN_q
+            _free()
+    for (kind, n, k), v in sorted(best.items()):
+        tgt = "  (target FP8 >= 1000 on H100)" if kind.startswith("fp8") and (n, k) in V3_PROJECTIONS_NK else ""
+        log(f"grouped best {kind} N={n} K={k}: {v / 1e12:.0f} TFLOP/s{tgt}")
+
+
+# ------------------------------------------------------------------------------------------
+# Memory-bound ops
+# ------------------------------------------------------------------------------------------
+
+
+def bench_memory(rec, timer, dev, deadline, quick, env):
+    D = 256 if quick else 7168
+    tokens_list = [64, 256] if quick else [1024, 4096, 16384, 65536]
+    best = 0.0
+    for T in tokens_list:
+        if deadline.over():
+            break
+        x = torch.randn(T, D, device=dev, dtype=torch.bfloat16)
+        w = torch.ones(D, device=dev, dtype=torch.bfloat16)
+        F2 = 2 * (128 if quick else 2048)
+        h = torch.randn(T, F2, device=dev, dtype=torch.bfloat16)
+        E = 256
+        logits = torch.randn(T, E, device=dev, dtype=torch.float32)
+        bias = torch.zeros(E, device=dev)
+        y = torch.empty_like(x)
+
+        def swiglu():
+            a, b = h.chunk(2, dim=-1)
+            return F.silu(a) * b
+
+        ops = [
+            ("copy", lambda: y.copy_(x), 2 * x.numel() * 2, D),
+            ("rmsnorm", lambda: F.rms_norm(x, (D,), w, 1e-6), 2 * x.numel() * 2, D),
+            ("swiglu", swiglu, h.numel() * 2 + h.numel() // 2 * 2, F2),
+            ("softmax", lambda: torch.softmax(logits, dim=-1), 2 * logits.numel() * 4, E),
+            ("router_topk", lambda: route(torch.sigmoid(logits), bias, 8, 8, 4, 2.5),
+             logits.numel() * 4 + T * 8 * 12, E),
+            ("fp8_quant_1x128", lambda: fp8.quantize_1x128(x), x.numel() * 3 + x.numel() // 128 * 4, D),
+            ("fp8_quant_rowwise", lambda: fp8.quantize_rowwise(x), x.numel() * 3 + T * 4, D),
+        ]
+        for name, fn, nbytes, width in ops:
+            r = timer.measure(fn, bytes_=float(nbytes))
+            rec.row("memory", bench="memory", op=name, tokens=T, width=width, bytes_moved=nbytes, **r)
+            if name == "copy":
+                best = max(best, r["achieved_bytes_per_s"])
+        del x, h, logits, y
+        _free()
+    log(f"memory: best copy {best / 1e9:.0f} GB/s (read + write)")
+
+
+# ------------------------------------------------------------------------------------------
+# Attention core and MLA layer
+# ------------------------------------------------------------------------------------------
+
+
+def bench_attention(rec, timer, dev, deadline, quick, env):
+    heads_list = [2, 4] if quick else [16, 32, 128]
+    seqs = [128, 256] if quick else [1024, 2048, 4096, 8192, 16384]
+    qk, vd = (48, 32) if quick else (192, 128)
+    best = {}
+    for H in heads_list:
+        for S in seqs:
+            if deadline.over():
+                break
+            tokens = 512 if quick else (16384 if H <= 32 else 8192)
+            B = max(1, tokens // S)
+            q = torch.randn(B, H, S, qk, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            k = torch.randn(B, H, S, qk, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            v = torch.randn(B, H, S, vd, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            fl = attention_flops(B, S, H, qk, vd, True)
+            by = (2 * q.numel() + k.numel() + 2 * v.numel() // vd * vd) * 2.0
+            r = timer.measure(sdpa, flops=fl, bytes_=by)
+            common = dict(model="", batch=B, seq_len=S, num_heads=H, qk_head_dim=qk, v_head_dim=vd,
+                          causal=True, precision="bf16")
+            rec.row("attention", bench="attn_fwd", **common, **r)
+            best["fwd"] = max(best.get("fwd", 0), r["achieved_flops_per_s"])
+            g = torch.randn(B, H, S, vd, device=dev, dtype=torch.bfloat16)
+
+            def setup():
+                return sdpa()
+
+            def bwd(o):
+                torch.autograd.grad(o, (q, k, v), g)
+
+            r = timer.measure(bwd, setup=setup, flops=attention_bwd_flops(B, S, H, qk, vd, True),
+                              bytes_=2 * by)
+            rec.row("attention", bench="attn_bwd", **common, **r)
+            best["bwd"] = max(best.get("bwd", 0), r["achieved_flops_per_s"])
+            del q, k, v, g
+            _free()
+    for kk, v in best.items():
+        log(f"attention best {kk}: {v / 1e12:.0f} TFLOP/s")
+    # whole MLA layer (projections + core), forward and backward
+    for name in (["tiny"] if quick else ["v3-slice-1l", "v2-lite-slice"]):
+        spec = get_spec(name)
+        for S, B in ([(64, 2)] if quick else [(1024, 4), (4096, 1), (4096, 4)]):
+            if deadline.over():
+                break
+            for prec in _precisions(dev, env):
+                old = torch.get_default_dtype()
+                torch.set_default_dtype(torch.bfloat16)
+                with torch.device(dev):
+                    mla = MLA(spec)
+                    cos, sin = rope_tables(spec.qk_rope_head_dim, S)
+                torch.set_default_dtype(old)
+                x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16,
+                                requires_grad=True)
+                g = torch.randn_like(x)
+                T = B * S
+                fl_fwd = sum(op.flops for op in attention_ops(spec, B, S))
+                common = dict(model=name, batch=B, seq_len=S, num_heads=spec.num_heads,
+                              qk_head_dim=spec.qk_nope_head_dim + spec.qk_rope_head_dim,
+                              v_head_dim=spec.v_head_dim, causal=True, precision=prec.label)
+                r = timer.measure(lambda: mla(x, cos, sin, prec), flops=fl_fwd)
+                rec.row("attention", bench="mla_layer_fwd", **common, **r)
+                r = timer.measure(lambda o: torch.autograd.grad(o, [x, *mla.parameters()], g),
+                                  setup=lambda: mla(x, cos, sin, prec), flops=2 * fl_fwd)
+                rec.row("attention", bench="mla_layer_bwd", **common, **r)
+                del mla, x, g
+                _free()
+
+
+def _spec_replace(spec, **kw):
+    import dataclasses
+    return dataclasses.replace(spec, **kw)
+
+
+def _precisions(dev, env) -> list[Precision]:
+    return [fp8.BF16, Precision("fp8", "blockwise" if env["fp8_blockwise_kernel"] else "rowwise")]
+
+
+# ------------------------------------------------------------------------------------------
+# MoE layer under controlled routing skew
+# ------------------------------------------------------------------------------------------
+
+
+def skewed_routing(T: int, E: int, K: int, skew: float, route_scale: float, device, generator):
+    """topk_ids_TK with expert popularity ~ rank^-skew (Zipf; 0 = exactly balanced round-robin),
+    K distinct experts per token, uniform weights summing to route_scale."""
+    if skew == 0:
+        ids_TK = (torch.arange(T * K) % E).view(T, K)
+    else:
+        p_E = torch.arange(1, E + 1, dtype=torch.float64) ** -skew
+        p_E = p_E[torch.randperm(E, generator=generator)]
+        ids_TK = torch.multinomial(p_E.float().expand(T, E), K, replacement=False, generator=generator)
+    w_TK = torch.full((T, K), route_scale / K)
+    return w_TK.to(device, torch.bfloat16), ids_TK.to(device)
+
+
+def bench_moe(rec, timer, dev, deadline, quick, env):
+    if quick:
+        cases = [("tiny", [8], [256], [0.0, 1.0])]
+    else:
+        cases = [("v3-slice-1l", [16, 32, 64], [1024, 4096, 16384], [0.0, 0.5, 1.0, 1.5]),
+                 ("v2-lite-slice", [64], [4096, 16384], [0.0, 1.0])]
+    g = torch.Generator().manual_seed(0)
+    for name, experts, token_counts, skews in cases:
+        base = get_spec(name)
+        for E in experts:
+            if deadline.over():
+                break
+            groups = base.num_expert_groups if E % base.num_expert_groups == 0 else 1
+            spec = _spec_replace(base, num_routed_experts=E, num_expert_groups=groups,
+                                 top_k_groups=min(base.top_k_groups, groups))
+            old = torch.get_default_dtype()
+            torch.set_default_dtype(torch.bfloat16)
+            with torch.device(dev):
+                moe = MoE(spec)
+            torch.set_default_dtype(old)
+            D, Fe, K = spec.hidden_size, spec.moe_intermediate_size, spec.top_k
+            for T in token_counts:
+                x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+                gy = torch.randn(T, D, device=dev, dtype=torch.bfloat16)
+                for skew in skews:
+                    if deadline.over():
+                        break
+                    routing = skewed_routing(T, E, K, skew, spec.route_scale, dev, g)
+                    counts = torch.bincount(routing[1].flatten(), minlength=E)
+                    fl = (gemm_flops(T * K, 3 * Fe, D)
+                          + gemm_flops(T, 3 * Fe * spec.num_shared_experts, D))
+                    by = (E + spec.num_shared_experts) * 3 * D * Fe * 2.0 + 4 * T * K * D * 2.0
+                    for prec in _precisions(dev, env):
+                        common = dict(model=name, hidden_size=D, moe_intermediate_size=Fe, tokens=T,
+                                      num_experts=E, top_k=K, num_shared_experts=spec.num_shared_experts,
+                                      skew=skew, max_expert_tokens=int(counts.max()),
+                                      mean_expert_tokens=T * K / E, precision=prec.label)
+                        r = timer.measure(lambda: moe(x, prec, routing), flops=fl, bytes_=by)
+                        rec.row("moe_layer", bench="moe_layer_fwd", **common, **r)
+                        r = timer.measure(lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy,
+                                                                        allow_unused=True),
+                                          setup=lambda: moe(x, prec, routing), flops=2 * fl,
+                                          bytes_=2 * by)
+                        rec.row("moe_layer", bench="moe_layer_bwd", **common, **r)
+                del x, gy
+                _free()
+            log(f"moe {name} E={E}: done")
+            del moe
+            _free()
+
+
+# ------------------------------------------------------------------------------------------
+# Whole training step, prefill and decode
+# ------------------------------------------------------------------------------------------
+
+
+def bench_train(rec, timer, dev, deadline, quick, env):
+    from real.train import MasterAdamW, train_step
+
+    cases = ([("tiny", 64, [2, 4])] if quick else
+             [("v2-lite-slice", 4096, [1, 2, 4]), ("v3-slice-1l", 4096, [1, 2, 4]),
+              ("v3-slice-2l", 4096, [1, 2])])
+    for name, S, batches in cases:
+        if deadline.over():
+            break
+        spec = get_spec(name)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=S)
+        opt = MasterAdamW(model.parameters())
+        for B in batches:
+            for prec in _precisions(dev, env):
+                if deadline.over():
+                    break
+                tokens = torch.randint(0, spec.vocab_size, (B, S), device=dev)
+                targets = torch.roll(tokens, -1, 1)
+                losses = []
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                try:
+                    r = timer.measure(lambda: losses.append(train_step(model, opt, tokens, targets, prec)[0]),
+                                      flops=train_flops_per_token(spec, S) * B * S, reps=3 if quick else 5)
+                except torch.OutOfMemoryError:
+                    log(f"train {name} B={B} {prec.label}: out of memory")
+                    opt.zero_grad()
+                    _free()
+                    continue
+                peak_mem = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else math.nan
+                mfu = r["achieved_flops_per_s"] / peak_flops(env, "bf16")
+                rec.row("model", bench="train_step", model=name, batch=B, seq_len=S, prompt_len="",
+                        gen_len="", precision=prec.label, tokens_per_s=B * S / r["time_s"], mfu=mfu,
+                        peak_memory_bytes=peak_mem, loss=losses[-1], **r)
+                log(f"train {name} B={B} S={S} {prec.label}: {r['time_s'] * 1e3:.1f} ms, "
+                    f"MFU {mfu:.3f} (BF16 peak basis), peak mem {peak_mem / 2**30:.1f} GiB")
+        del model, opt
+        _free()
+
+
+def bench_serve(rec, timer, dev, deadline, quick, env):
+    from real.infer import decode_step, prefill
+
+    cases = ([("tiny", 32, 8, [1, 4], [1, 4])] if quick else
+             [("v2-lite-slice", 1024, 32, [1, 4, 16, 64], [1, 8, 32, 128, 256]),
+              ("v3-slice-2l", 1024, 32, [1, 8, 32], [1, 8, 32, 128])])
+    for name, P, G, prefill_batches, decode_batches in cases:
+        if deadline.over():
+            break
+        spec = get_spec(name)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=P + G)
+        model.eval()
+        fwd_tok = forward_flops_per_token(spec, P)
+        for B in prefill_batches:
+            if deadline.over():
+                break
+            prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
+            caches = model.new_caches(B, P + G)
+            r = timer.measure(lambda: prefill(model, prompt, caches), flops=fwd_tok * B * P,
+                              reps=3 if B >= 16 else None)
+            rec.row("model", bench="prefill", model=name, batch=B, seq_len="", prompt_len=P, gen_len=0,
+                    precision="bf16", tokens_per_s=B * P / r["time_s"], mfu="", peak_memory_bytes="",
+                    loss="", **r)
+            del caches
+        for B in decode_batches:
+            if deadline.over():
+                break
+            prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
+            caches = model.new_caches(B, P + G)
+            token = prefill(model, prompt, caches)
+            pos = [P]
+
+            def step():
+                nonlocal token
+                token = decode_step(model, token, caches, pos[0])
+                pos[0] += 1
+
+            timer_ = Timer(dev, timer.tel, 0.0, max_reps=G - 4, warmup=3)
+            L = P + G / 2  # mean cached length over the timed steps
+            r = timer_.measure(step, flops=_decode_flops(spec, B, L),
+                               bytes_=kv_cache_bytes_per_token(spec) * B * L + _weight_bytes(spec, B),
+                               reps=G - 4)
+            rec.row("model", bench="decode", model=name, batch=B, seq_len="", prompt_len=P, gen_len=G,
+                    precision="bf16", tokens_per_s=B / r["time_s"], mfu="", peak_memory_bytes="",
+                    loss="", **r)
+            log(f"decode {name} B={B}: {B / r['time_s']:.0f} tok/s ({r['time_s'] * 1e3:.2f} ms/step)")
+            del caches
+            _free()
+        del model
+        _free()
+
+
+def _decode_flops(spec, batch: int, cached_len: float) -> float:
+    """One decode step: 2 x activated matmul weights per token, plus absorbed MLA attention over
+    the cache: scores on C + R dims and values on C dims, per head and cached token."""
+    per_key = 2 * spec.num_heads * (2 * spec.kv_lora_rank + spec.qk_rope_head_dim)
+    return batch * (2.0 * matmul_params_per_token(spec) + spec.num_layers * per_key * cached_len)
+
+
+def _weight_bytes(spec, batch: int) -> float:
+    """BF16 weights one decode step reads: all but unvisited routed experts (at most batch*K)."""
+    pc = param_counts(spec)
+    total = pc["total_params"] - pc["embedding_params"]
+    if spec.num_routed_experts:
+        expert = 3 * spec.hidden_size * spec.moe_intermediate_size
+        n_moe = spec.num_layers - spec.num_dense_layers
+        untouched = max(0, spec.num_routed_experts - batch * spec.top_k)
+        total -= n_moe * untouched * expert
+    return 2.0 * total
+
+
+def bench_expert_load(rec, timer, dev, deadline, quick, env):
+    """Per-layer, per-step routed-token counts of a short training run, with and without the
+    auxiliary-loss-free bias update (V3 uses rate 0.001)."""
+    from real.train import MasterAdamW, synthetic_batch, train_step
+
+    name, steps, B, S = ("tiny", 6, 4, 32) if quick else ("bench-small", 60, 8, 512)
+    spec = get_spec(name)
+    for rate in [0.0, 1e-3]:
+        if deadline.over():
+            break
+        torch.manual_seed(0)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=S)
+        opt = MasterAdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        for step in range(steps):
+            tokens, targets = synthetic_batch(spec.vocab_size, B, S, generator=gen, device=dev)
+            _, loads = train_step(model, opt, tokens, targets, bias_update_rate=rate)
+            for layer, load in enumerate(loads):
+                load = load.cpu()
+                rec.row("expert_load", bench="expert_load", model=name, step=step, layer=layer,
+                        bias_update_rate=rate, num_experts=load.numel(),
+                        max_over_mean=float(load.max() / load.mean()),
+                        tokens_per_expert=" ".join(str(int(v)) for v in load.tolist()))
+        log(f"expert_load rate={rate}: last step max/mean per layer "
+            + ", ".join(f"{float(l.max() / l.mean()):.2f}" for l in loads))
+        del model, opt
+        _free()
+
+
+SECTIONS = {  # name -> (function, share of the time budget)
+    "gemm": (bench_gemm, 0.13), "grouped": (bench_grouped, 0.13), "memory": (bench_memory, 0.04),
+    "attention": (bench_attention, 0.13), "moe": (bench_moe, 0.17), "train": (bench_train, 0.2),
+    "serve": (bench_serve, 0.14), "expert_load": (bench_expert_load, 0.06),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="real/ benchmark campaign")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes: a CPU dry run")
+    ap.add_argument("--only", default="", help=f"comma list of {','.join(SECTIONS)}")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="whole-campaign time budget")
+    ap.add_argument("--min-time-s", type=float, default=0.1, help="timed time per configuration")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tel = Telemetry(0)
+    env = environment(dev, tel)
+    env["sections"] = args.only or "all"
+    (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    log(f"env: {json.dumps(env, default=str)}")
+    rec = Recorder(args.out, env)
+    timer = Timer(dev, tel, args.min_time_s if not args.quick else 0.0,
+                  max_reps=100 if not args.quick else 3, warmup=3 if not args.quick else 1)
+    deadline = Deadline(args.budget_s)
+    names = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    failures = []
+    for name in names:
+        fn, share = SECTIONS[name]
+        deadline.start(share)
+        log(f"== {name}")
+        t0 = time.perf_counter()
+        try:
+            fn(rec, timer, dev, deadline, args.quick, env)
+        except Exception as e:  # keep the campaign going; the log says what broke
+            import traceback
+            traceback.print_exc()
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+            _free()
+        log(f"== {name} done in {time.perf_counter() - t0:.1f} s")
+    rec.close()
+    env["failures"] = failures
+    env["elapsed_s"] = time.perf_counter() - deadline.t0
+    (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    log(f"failures: {failures}" if failures else "all sections ran")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

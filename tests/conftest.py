@@ -1,0 +1,9 @@
+import pytest
+
+from twin.scenario import load_scenario
+
+
+@pytest.fixture(scope="session")
+def v3():
+    """The embedded default: DeepSeek-V3 pre-training on 2,048 H800."""
+    return load_scenario()

@@ -1,0 +1,90 @@
+"""Strict loading: every bad input names the field, the value and what is allowed."""
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from twin.errors import ScenarioError
+from twin.scenario import apply_overrides, from_dict, load_scenario, read_raw
+
+
+def test_default_scenario_resolves_v3_layout(v3):
+    assert (v3.cluster.gpu, v3.cluster.num_gpus) == ("h800", 2048)
+    assert (v3.plan.tp, v3.plan.pp, v3.plan.ep) == (1, 16, 64)
+    assert v3.dp == 128                 # 2048 / (1 * 16)
+    assert v3.num_microbatches == 120   # 15360 sequences / (128 pipelines * 1 sequence)
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("plan.pp=7", r"cluster.num_gpus.*got 2048.*multiple of plan.tp \* plan.pp = 1 \* 7 = 7"),
+    ("plan.foo=1", r"plan.foo.*known keys: .*comm_sms"),
+    ("plan.schedule='gpipe'", r"plan.schedule.*'gpipe'.*one of '1f1b', 'zb1p', 'dualpipe', 'dualpipev'"),
+    ("cluster.num_gpus=0", r"cluster.num_gpus.*got 0.*integer >= 1"),
+    ("workload.seq_len='long'", r"workload.seq_len.*'long'.*integer"),
+    ("plan.ep=3", r"plan.ep.*got 3.*divisor of data-parallel x tensor-parallel ranks = 128 x 1 = 128"),
+    ("cluster.gpu='a100'", r"cluster.gpu.*'a100'.*one of b200, h100, h200, h800"),
+    ("workload.global_batch_seqs=100", r"workload.global_batch_seqs.*got 100.*multiple of .* 128 x 1 = 128"),
+    ("model.top_k=300", r"model.top_k.*300.*1..num_routed_experts = 256"),
+    ("plan.comm_sms=132", r"plan.comm_sms.*132.*< the GPU's 132 SMs"),
+    ("workload.global_batch_seqs=1920", r"workload.global_batch_seqs.*even number >= 2\*plan.pp = 32 .*1920 / \(128 x 1\) = 15"),
+    ("plan.zero_stage=4", r"plan.zero_stage.*one of 0, 1, 2, 3"),
+    ("model.route_scale=nan", r"model.route_scale.*nan"),
+])
+def test_bad_overrides_name_field_value_and_allowed(override, pattern):
+    with pytest.raises(ScenarioError, match=pattern):
+        load_scenario(overrides=[override])
+
+
+def test_unknown_section_and_missing_model(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[modle]\nname = "deepseek-v3"\n')
+    with pytest.raises(ScenarioError, match=r"modle.*known sections"):
+        load_scenario(bad)
+    bad.write_text("[cluster]\nnum_gpus = 8\n")
+    with pytest.raises(ScenarioError, match=r"model.*<missing>"):
+        load_scenario(bad)
+
+
+def test_inline_model_needs_required_fields():
+    raw, _ = read_raw(None)
+    raw = apply_overrides(raw, ["model.name='my-moe'"])
+    with pytest.raises(ScenarioError, match=r"model.num_layers.*required"):
+        from_dict({**raw, "model": {"name": "my-moe"}})
+
+
+def test_cli_exits_2_without_traceback_on_bad_input(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is = = not toml")
+    for argv in (["step", str(bad)], ["step", "--set", "plan.pp=7"], ["step", str(tmp_path / "missing.toml")],
+                 ["replay", "--set", "cluster.gpu=tpu"], ["model", "gpt-5"]):
+        proc = subprocess.run([sys.executable, "-m", "twin.cli", *argv], capture_output=True, text=True)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+# Malformed scenarios: random values in random fields must give ScenarioError, never another exception.
+_values = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(),
+                    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+_keys = st.sampled_from(["plan.tp", "plan.pp", "plan.ep", "plan.schedule", "plan.comm_sms", "plan.zero_stage",
+                         "cluster.gpu", "cluster.num_gpus", "workload.seq_len", "workload.global_batch_seqs",
+                         "workload.routing_imbalance", "model.num_layers", "model.top_k", "model.attention",
+                         "model.num_heads", "model.num_kv_heads", "plan.bogus", "name", "model", "plan"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_keys, _values), min_size=1, max_size=3))
+def test_malformed_scenarios_never_raise_anything_but_scenario_error(edits):
+    raw, _ = read_raw(None)
+    for key, value in edits:
+        parts = key.split(".")
+        table = raw
+        for p in parts[:-1]:
+            table = table.setdefault(p, {}) if isinstance(table.get(p, {}), dict) else {}
+        table[parts[-1]] = value
+    try:
+        from_dict(raw)
+    except ScenarioError as exc:
+        assert exc.field and str(exc)

@@ -1,0 +1,130 @@
+"""The step simulator on the V3 plan and small variants: behaviour, not fixed numbers."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from twin.costs.flops import Op, moe_ops, expected_nodes_per_token
+from twin.costs.memory import activation_bytes_per_token
+from twin.errors import InfeasiblePlan
+from twin.scenario import load_scenario
+from twin.sim.schedules import build_schedule
+from twin.sim.step import peak_live_bytes, simulate_step, stage_layers
+from twin.specs import get_gpu, get_model
+
+
+@pytest.fixture(scope="module")
+def v3_step(v3):
+    return simulate_step(v3)
+
+
+def test_v3_step_is_feasible_and_consistent(v3, v3_step):
+    r = v3_step
+    assert r.memory_per_gpu_bytes <= get_gpu("h800").hbm_bytes
+    assert r.tokens_per_step == 15360 * 4096
+    assert r.tokens_per_s_per_gpu == pytest.approx(r.tokens_per_step / r.step_time_s / 2048)
+    assert r.mfu_frac == pytest.approx(r.model_flops_per_step / (r.step_time_s * 2048 * 989.5e12))
+    assert 0 < r.bubble_frac < 1 and 0 <= r.exposed_comm_frac < 1
+    assert r.step_time_s >= r.pipeline_time_s
+    # every simulated compute second on the busiest rank is in the breakdown
+    busiest = max(r.pipeline.busy_s)
+    compute_names = [k for k in r.op_time_s if k.endswith(("_fwd", "_bwd_input", "_bwd_weight"))]
+    assert sum(r.op_time_s[k] for k in compute_names) == pytest.approx(busiest, rel=1e-9)
+
+
+def test_dualpipe_hides_communication_better_than_1f1b(v3):
+    dual = simulate_step(v3, check_memory=False)
+    one = simulate_step(load_scenario(overrides=["plan.schedule='1f1b'"]), check_memory=False)
+    assert dual.step_time_s < one.step_time_s
+    assert dual.exposed_comm_frac < 0.5
+
+
+def test_more_bandwidth_and_less_imbalance_never_slow_a_step(v3):
+    base = simulate_step(v3, record_events=False).step_time_s
+    assert simulate_step(v3, perturb={"link_bw_scale": 2.0}, record_events=False).step_time_s <= base
+    assert simulate_step(v3, perturb={"routing_imbalance": 1.5}, record_events=False).step_time_s > base
+    assert simulate_step(v3, perturb={"compute_eff_scale": 0.8}, record_events=False).step_time_s > base
+
+
+def test_reserving_sms_for_communication_slows_compute(v3):
+    none = simulate_step(load_scenario(overrides=["plan.comm_sms=0"]), record_events=False)
+    twenty = simulate_step(v3, record_events=False)
+    assert twenty.step_time_s > none.step_time_s
+
+
+def test_oom_plan_is_reported_with_breakdown():
+    sc = load_scenario(overrides=["cluster.gpu='h800'", "workload.seq_len=32768", "workload.global_batch_seqs=4096",
+                                  "plan.micro_batch_seqs=1", "plan.recompute='none'"])
+    with pytest.raises(InfeasiblePlan, match=r"out of memory on pipeline rank \d+: needs .* GB of 80 GB") as exc:
+        simulate_step(sc)
+    assert set(exc.value.breakdown) == {"weights", "gradients", "optimizer", "activations", "comm_buffers"}
+
+
+def test_stage_layers_cover_every_layer_once():
+    for layers, stages in [(61, 16), (61, 32), (8, 8), (27, 4), (5, 4)]:
+        split = stage_layers(layers, stages)
+        assert [i for r in split for i in r] == list(range(layers))
+        assert max(map(len, split)) - min(map(len, split)) <= 1
+
+
+def test_peak_live_bytes_walks_program_order():
+    sch = build_schedule("1f1b", 4, 8)
+    # rank 0 of 1F1B holds PP = 4 activation sets at its peak
+    assert peak_live_bytes(sch.programs[0], {0: 1.0}) == 4.0
+    assert peak_live_bytes(sch.programs[3], {0: 1.0}) == 1.0
+
+
+def test_node_limited_routing_caps_ib_traffic():
+    m = get_model("deepseek-v3")
+    # uniform routing of 8 experts over 8 nodes touches 8 * (1 - (7/8)^8) = 5.25 nodes; V3 caps it at 4
+    assert expected_nodes_per_token(8, 8, 4) == 4.0
+    assert expected_nodes_per_token(8, 8, 8) == pytest.approx(8 * (1 - (7 / 8) ** 8))
+    capped = {o.name: o for o in moe_ops(m, 4096, 64, 8, 4)}
+    free = {o.name: o for o in moe_ops(m, 4096, 64, 8, 8)}
+    assert capped["dispatch"].ib_bytes < free["dispatch"].ib_bytes
+    # a token is sent once per remote node: 4096 tokens x 4 nodes x 7/8 remote x 7168 x (1 + 4/128) bytes
+    assert capped["dispatch"].ib_bytes == pytest.approx(4096 * 4 * 7 / 8 * 7168 * (1 + 4 / 128))
+    # BF16 combine moves twice the FP8 payload (without scales)
+    assert capped["combine"].ib_bytes == pytest.approx(4096 * 4 * 7 / 8 * 7168 * 2)
+
+
+def test_selective_recompute_and_fp8_shrink_activations(v3):
+    m = get_model("deepseek-v3")
+    keep = dataclasses.replace(v3.plan, recompute="none", gemm_precision="bf16")
+    sel = dataclasses.replace(v3.plan, recompute="selective", gemm_precision="bf16")
+    fp8 = dataclasses.replace(v3.plan, recompute="selective", gemm_precision="fp8")
+    full = dataclasses.replace(v3.plan, recompute="full")
+    sizes = [activation_bytes_per_token(m, False, p) for p in (keep, sel, fp8, full)]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+    assert sizes[3] == 7168 * 2   # full recomputation keeps only the block input
+
+
+def test_step_and_trace_cli(tmp_path):
+    out = tmp_path / "step.json"
+    proc = subprocess.run([sys.executable, "-m", "twin.cli", "step", "--json", str(out), "--schedule", "zb1p",
+                           "--set", "cluster.gpu=h200"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    for key in ("step_time_s", "bubble_frac", "tokens_per_s_per_gpu", "mfu_frac", "memory_per_gpu_bytes", "schedule", "op_time_s"):
+        assert key in data
+    assert data["schedule"] == "zb1p" and data["scenario"]["cluster"]["gpu"] == "h200"
+    trace = tmp_path / "trace.json"
+    proc = subprocess.run([sys.executable, "-m", "twin.cli", "trace", "--out", str(trace), "--set", "workload.global_batch_seqs=4096"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert spans and all(e["dur"] >= 0 and isinstance(e["ts"], (int, float)) for e in spans)
+    assert {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"} >= {"compute", "comm"}
+
+
+def test_infeasible_step_cli_exits_3_and_writes_reason(tmp_path):
+    out = tmp_path / "step.json"
+    proc = subprocess.run([sys.executable, "-m", "twin.cli", "step", "--json", str(out), "--set", "workload.seq_len=32768",
+                           "--set", "workload.global_batch_seqs=4096", "--set", "plan.recompute='none'"], capture_output=True, text=True)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    data = json.loads(out.read_text())
+    assert data["feasible"] is False and "out of memory" in data["reason"]

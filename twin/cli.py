@@ -1,0 +1,238 @@
+"""`twin`: one command, subcommands, few options, `--set a.b=value` everywhere.
+
+Exit status: 0 ok, 2 invalid input (one line, no traceback), 3 infeasible plan (reason printed and,
+with --json, written as {"feasible": false, ...}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from twin.errors import InfeasiblePlan, ScenarioError
+
+EXIT_INVALID = 2
+EXIT_INFEASIBLE = 3
+
+
+def _write_json(target: str | None, payload: dict) -> None:
+    """--json FILE writes atomically; --json - prints to stdout."""
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    from twin.atomic import write_text
+    write_text(target, text)
+
+
+def _json_default(obj):
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _scenario(args):
+    from twin.scenario import load_scenario
+    overrides = list(args.set or [])
+    if getattr(args, "schedule", None):
+        overrides.append(f'plan.schedule="{args.schedule}"')
+    return load_scenario(args.scenario, overrides)
+
+
+# --- subcommands ---------------------------------------------------------------------------------
+
+def cmd_model(args) -> int:
+    from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
+    from twin.scenario import apply_overrides, _load_model
+    from twin.specs import model_names
+    if args.list or not args.name:
+        print("\n".join(model_names()))
+        return 0
+    raw = apply_overrides({"model": {"name": args.name}}, args.set or [])
+    if args.name not in model_names():
+        raise ScenarioError("NAME", args.name, "one of " + ", ".join(model_names()))
+    m = _load_model(raw["model"], "twin/data/models.toml")
+    counts = param_counts(m)
+    out = {
+        "name": m.name,
+        **counts,
+        "train_flops_per_token": train_flops_per_token(m, args.seq_len),
+        "forward_flops_per_token": forward_flops_per_token(m, args.seq_len),
+        "seq_len": args.seq_len,
+        "kv_cache_bytes_per_token": kv_cache_bytes_per_token(m),
+        "spec": _spec_dict(m),
+    }
+    print(f"{m.name}: {counts['total_params'] / 1e9:.1f}B total, {counts['active_params'] / 1e9:.1f}B active, "
+          f"{out['train_flops_per_token'] / 1e9:.1f} GFLOP/token training at {args.seq_len} tokens, "
+          f"KV cache {out['kv_cache_bytes_per_token'] / 1024:.1f} KiB/token (BF16)", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def _spec_dict(spec) -> dict:
+    from twin.fields import to_dict
+    return to_dict(spec)
+
+
+def cmd_step(args) -> int:
+    from twin.sim.step import simulate_step
+    sc = _scenario(args)
+    try:
+        res = simulate_step(sc)
+    except InfeasiblePlan as exc:
+        _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
+                                "scenario": sc.to_dict()})
+        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    out = {"feasible": True, **res.to_json(), "scenario": sc.to_dict()}
+    gib = 1024**3
+    print(f"{sc.name}: {res.schedule} step {res.step_time_s:.2f} s, bubble {res.bubble_frac:.1%}, "
+          f"exposed comm {res.exposed_comm_frac:.1%}, {res.tokens_per_s_per_gpu:.0f} tok/s/GPU, MFU {res.mfu_frac:.1%}, "
+          f"memory {res.memory_per_gpu_bytes / gib:.1f} GiB of {res.memory_capacity_bytes / gib:.1f} GiB", file=sys.stderr)
+    if args.breakdown:
+        for name, secs in sorted(res.op_time_s.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<20} {secs:8.3f} s", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from twin.sim.ideal import ideal_schedule
+    out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb)
+    print(f"{args.name} PP={args.pp} micro-batches={args.microbatches}: makespan {out['makespan_s']:g} s, "
+          f"bubble {out['bubble_s']:g} s (simulated) vs {out['formula_bubble_s']:g} s ({out['formula']})", file=sys.stderr)
+    if out.get("note"):
+        print(f"note: {out['note']}", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from twin.sim.pipeline import to_chrome_trace
+    from twin.sim.step import simulate_step
+    sc = _scenario(args)
+    try:
+        res = simulate_step(sc)
+    except InfeasiblePlan as exc:
+        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    names = {r: f"PP rank {r} (GPU)" for r in range(res.pipeline.num_ranks)}
+    trace = to_chrome_trace(res.pipeline, names)
+    trace["otherData"] = {"scenario": sc.name, "step_time_s": res.step_time_s}
+    from twin.atomic import write_text
+    write_text(args.out, json.dumps(trace))
+    write_text(Path(args.out).with_suffix(".scenario.json"), json.dumps(sc.to_dict(), indent=2))
+    print(f"wrote {args.out} ({len(trace['traceEvents'])} events); open it in https://ui.perfetto.dev", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from twin.replay import run_replay
+    sc = _scenario(args)
+    out = run_replay(sc, json_path=None, out_dir=args.out, progress=not args.quiet)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from twin.docs import scenario_reference
+    text = scenario_reference()
+    if args.out:
+        from twin.atomic import write_text
+        write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> None:
+    p.add_argument("scenario", nargs="?", default=None, help="scenario TOML (default: DeepSeek-V3 pre-training on 2,048 H800)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario field, e.g. --set cluster.gpu=h200")
+    if schedule:
+        p.add_argument("--schedule", choices=("1f1b", "zb1p", "dualpipe", "dualpipev"), help="override plan.schedule")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("model", help="parameter, FLOP and KV-cache accounting of a catalog model")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--list", action="store_true", help="list catalog models")
+    p.add_argument("--seq-len", type=int, default=4096, help="sequence length for FLOPs per token (default 4096)")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field, e.g. --set model.num_layers=4")
+    p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("step", help="simulate one training step")
+    _add_scenario_args(p, schedule=True)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--breakdown", action="store_true", help="print the per-op time breakdown")
+    p.set_defaults(func=cmd_step)
+
+    p = sub.add_parser("schedule", help="idealised pipeline schedule with constant op times")
+    p.add_argument("name", choices=("1f1b", "zb1p", "dualpipe", "dualpipev"))
+    p.add_argument("--pp", type=int, required=True, help="pipeline ranks")
+    p.add_argument("--microbatches", type=int, required=True, help="micro-batches per step (both directions for DualPipe)")
+    p.add_argument("--f", type=float, default=1.0, help="forward chunk time F (s)")
+    p.add_argument("--b", type=float, default=2.0, help="full backward chunk time B (s)")
+    p.add_argument("--w", type=float, default=1.0, help="weight-gradient part W of B (s)")
+    p.add_argument("--fb", type=float, default=None, help="overlapped forward+backward pair F&B (s); default F+B")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("trace", help="write the simulated step as a Chrome trace (Perfetto)")
+    _add_scenario_args(p, schedule=True)
+    p.add_argument("--out", required=True, metavar="FILE", help="trace JSON to write")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("replay", help="replay a whole training run and write the cost report")
+    _add_scenario_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", default="out/replay", help="report directory (default out/replay)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md)")
+    p.add_argument("--out", metavar="FILE")
+    p.set_defaults(func=cmd_docs)
+
+    _add_calibration_commands(sub)
+    return ap
+
+
+def _add_calibration_commands(sub) -> None:
+    """`twin calibrate`, `twin fit` and `twin validate` live in calibration/ (it depends on twin)."""
+    try:
+        from calibration.cli import add_commands
+    except ImportError:
+        return
+    add_commands(sub, _write_json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except InfeasiblePlan as exc:
+        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    except KeyboardInterrupt:
+        print("interrupted; earlier outputs are intact (writes are atomic)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
