@@ -21,7 +21,8 @@ A `Precision` policy (passed down from the model, never a global) says which GEM
     dequantize per block and multiply in the input dtype. The numerics of the recipe at BF16 speed;
     used on the CPU and to check the kernels.
 
-  Dense FP8 layers use FP8 for all three GEMMs (forward, input gradient, weight gradient), each
+  On the GPU, a GEMM whose K or N is not a multiple of 16 stays BF16 (the kernels refuse it;
+  only toy configs have such dims). Dense FP8 layers use FP8 for all three GEMMs (forward, input gradient, weight gradient), each
   `a_MK @ b_KN` quantizing A along K and B along K with the kernel's scale granularity.
   Grouped (expert) GEMMs use `torch._scaled_grouped_mm` with row-wise scales forward (that is
   what the Hopper kernel accepts) and BF16 `torch._grouped_mm` for their two backward GEMMs.
@@ -209,6 +210,8 @@ def fp8_mm(a_MK: torch.Tensor, b_KN: torch.Tensor, kernel: str) -> torch.Tensor:
     if kernel == "emulated":
         return mm_emulated(a_MK, b_KN)
     K, N = b_KN.shape
+    if a_MK.is_cuda and (K % 16 or N % 16):  # the FP8 kernels need 16-aligned K and N
+        return a_MK @ b_KN
     if (kernel == "blockwise" and K % BLOCK == 0 and N % BLOCK == 0
             and blockwise_kernel_available(a_MK.device)):
         return mm_blockwise(a_MK, b_KN)

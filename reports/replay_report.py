@@ -91,7 +91,7 @@ def plot_gpu_hours(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_gantt(step, path: Path, max_events: int = 60000) -> None:
+def plot_gantt(step, path: Path, max_events: int = 1_000_000) -> None:
     fig, ax = plt.subplots(figsize=(10, 5))
     pipe = getattr(step, "pipeline", None) if step is not None else None
     if pipe is None or not getattr(pipe, "events", None):
@@ -117,7 +117,7 @@ def plot_gantt(step, path: Path, max_events: int = 60000) -> None:
         handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in
                    (("forward", "#4477aa"), ("backward", "#66ccee"), ("weight grad", "#228833"),
                     ("overlapped F&B", "#aa3377"), ("communication", "#ccbb44"), ("bubble (white)", "#ffffff"))]
-        ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=3, framealpha=0.9)
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=6, framealpha=0.9)
         ax.set_title(f"Simulated step ({step.schedule}, {step.num_microbatches} micro-batches, "
                      f"bubble {step.bubble_frac * 100:.1f}%): lanes per rank = " + " / ".join(streams), fontsize=9)
     fig.tight_layout()

@@ -13,7 +13,8 @@ P10, base, P90); Monte Carlo samples of all inputs are pushed through the produc
 responses (effects on time are multiplicative) to give P10/P50/P90 of every headline number, and
 the one-at-a-time swings are the sensitivity tornado. Perturbed runs re-simulate each stage's
 full-batch step and scale the stage by the ratio to its base step; stages under 1% of the total
-reuse the ratio of the largest stage with the same sequence length.
+reuse the ratio of the largest stage (SMALL_STAGE_FRAC), which keeps a replay to a few dozen
+step simulations; those of the uncertainty and size sweep run in a small process pool.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import functools
 import importlib.metadata
 import inspect
 import math
+import os
 import platform
 import sys
 import time
@@ -41,6 +43,7 @@ from twin.scenario import Scenario, load_scenario, replace
 from twin.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 Z90 = 1.2815515655446004  # standard normal quantile of 0.9
+SMALL_STAGE_FRAC = 0.10  # stages below this share of the run reuse the largest stage's sensitivity ratios
 BAND_METRICS = ("total_gpu_hours", "total_cost_usd", "total_wall_days", "total_energy_kwh",
                 "total_gpu_hours_goodput", "total_cost_usd_goodput")
 
@@ -94,12 +97,40 @@ class StepCache:
         self.sim_s = 0.0
         self.progress = progress
 
-    def step(self, sc: Scenario, perturb: Perturb = Perturb()) -> StepResult:
-        """A StepResult, or raises InfeasiblePlan (also cached)."""
+    def _key(self, sc: Scenario, perturb: Perturb):
         if perturb.routing_imbalance is not None and perturb.routing_imbalance != sc.workload.routing_imbalance:
             sc = replace(sc, workload=dataclasses.replace(sc.workload, routing_imbalance=perturb.routing_imbalance))
         hook = perturb.step_hook
-        key = (sc.model, sc.cluster, sc.plan, sc.workload, tuple(sorted(hook.items())))
+        return sc, hook, (sc.model, sc.cluster, sc.plan, sc.workload, tuple(sorted(hook.items())))
+
+    def prefetch(self, jobs: list[tuple[Scenario, Perturb]], workers: int | None = None) -> None:
+        """Simulate the missing steps of `jobs` in a process pool (results land in the cache)."""
+        todo = {}
+        for sc, p in jobs:
+            sc2, hook, key = self._key(sc, p)
+            if key not in self.cache and (not hook or self.perturb_ok):
+                todo[key] = (sc2, hook)
+        workers = workers or min(2, os.cpu_count() or 1)
+        if len(todo) < 2 or workers < 2:
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        t0 = time.perf_counter()
+        try:
+            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                futs = {pool.submit(_simulate_job, self.step_fn, sc2, hook): key for key, (sc2, hook) in todo.items()}
+                for fut in cf.as_completed(futs):
+                    self.cache[futs[fut]] = fut.result()
+                    self.num_simulated += 1
+                    if self.progress is not None:
+                        self.progress.update(1)
+        except Exception:  # a pool that cannot start (or pickle) falls back to serial runs on demand
+            pass
+        self.sim_s += time.perf_counter() - t0
+
+    def step(self, sc: Scenario, perturb: Perturb = Perturb()) -> StepResult:
+        """A StepResult, or raises InfeasiblePlan (also cached)."""
+        sc, hook, key = self._key(sc, perturb)
         if key not in self.cache:
             t0 = time.perf_counter()
             try:
@@ -122,19 +153,28 @@ class StepCache:
         return value
 
 
+def _simulate_job(step_fn, sc: Scenario, hook: dict):
+    try:
+        return step_fn(sc, perturb=hook) if hook else step_fn(sc)
+    except InfeasiblePlan as exc:
+        return InfeasiblePlan(exc.reason, exc.breakdown)
+
+
 # --------------------------------------------------------------------------- stages
 
-def _plan_for(sc: Scenario, stage, tp: int | None = None, recompute: str | None = None):
+def _plan_for(sc: Scenario, stage, tp: int | None = None, recompute=None):
     over = {k: getattr(stage, k) for k in ("tp", "pp", "ep", "micro_batch_seqs", "recompute") if getattr(stage, k) is not None}
     if tp is not None:
         over["tp"] = tp
+    if isinstance(recompute, tuple):  # (recompute, schedule)
+        recompute, over["schedule"] = recompute
     if recompute is not None:
         over["recompute"] = recompute
     return dataclasses.replace(sc.plan, **over)
 
 
 def stage_scenario(sc: Scenario, stage, batch_seqs: int | None = None, tp: int | None = None,
-                   recompute: str | None = None) -> Scenario:
+                   recompute=None) -> Scenario:
     """The scenario of one step of `stage` (raises ScenarioError if its plan does not fit)."""
     workload = dataclasses.replace(sc.workload, seq_len=stage.seq_len,
                                    global_batch_seqs=batch_seqs or stage.global_batch_seqs)
@@ -153,6 +193,11 @@ def _candidates(sc: Scenario, stage) -> list[tuple[int | None, str | None, str]]
         if tp > base_tp and tp <= sc.gpu.gpus_per_node:
             out.append((tp, None, f"tp={tp}"))
             out.append((tp, "full", f"tp={tp} with full recomputation"))
+    base_sched = sc.plan.schedule
+    for sched in sc.run.fallback_schedules:
+        if sched != base_sched:
+            for tp in (None, *[t for t in sc.run.fallback_tp if t > base_tp and t <= sc.gpu.gpus_per_node]):
+                out.append((tp, ("full", sched), f"schedule {sched}" + (f", tp={tp}" if tp else "") + ", full recomputation"))
     return out
 
 
@@ -449,20 +494,26 @@ def _metrics(out: dict) -> dict:
     return m
 
 
-def _time_scales(sc: Scenario, runs: list[StageRun], cache: StepCache, perturb: Perturb) -> list[float]:
-    """Per stage: perturbed / base full-batch step time (small stages reuse the largest same-seq stage's)."""
+def _ratio_jobs(runs: list[StageRun]) -> dict[int, int]:
+    """Stage index -> index of the stage whose step is re-simulated for it (small stages use the largest)."""
     total = sum(r.wall_s for r in runs if r.feasible) or 1.0
+    feas = [i for i, r in enumerate(runs) if r.feasible]
+    if not feas:
+        return {}
+    big = max(feas, key=lambda i: runs[i].wall_s)
+    return {i: (i if runs[i].wall_s >= SMALL_STAGE_FRAC * total else big) for i in feas}
+
+
+def _time_scales(sc: Scenario, runs: list[StageRun], cache: StepCache, perturb: Perturb) -> list[float]:
+    """Per stage: perturbed / base full-batch step time (small stages reuse the largest stage's ratio)."""
+    jobs = _ratio_jobs(runs)
     scales: dict[int, float] = {}
-    big = {}
-    for i, r in enumerate(runs):
-        if r.feasible and (r.plan.stage.seq_len not in big or r.wall_s > runs[big[r.plan.stage.seq_len]].wall_s):
-            big[r.plan.stage.seq_len] = i
     out = []
     for i, r in enumerate(runs):
-        if not r.feasible:
+        if i not in jobs:
             out.append(1.0)
             continue
-        j = i if r.wall_s >= 0.01 * total else big[r.plan.stage.seq_len]
+        j = jobs[i]
         if j not in scales:
             rj = runs[j]
             try:
@@ -480,6 +531,9 @@ def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict) 
     ins = uncertain_inputs(sc)
     oat: dict[str, dict] = {}
     skipped = []
+    big = sorted(set(_ratio_jobs(runs).values()))
+    cache.prefetch([(runs[j].plan.scenario, Perturb(**{i.name: i.quantile(q)}))
+                    for i in ins if i.kind == "step" for q in (0.1, 0.9) for j in big])
     for inp in ins:
         vals = {}
         for q in (0.1, 0.9):
@@ -546,38 +600,38 @@ def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict) 
 # --------------------------------------------------------------------------- size sweep
 
 def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache) -> list[dict]:
-    """Cost against cluster size: at each size every stage's plan is resolved again (same plan, DP
-    scaled, the fallbacks if it no longer fits) and its full-batch step simulated; the stage's wall
-    time is scaled by the step-time ratio to the base run (stages under 1% of the total reuse the
-    ratio of the largest stage with the same sequence length)."""
+    """Cost against cluster size: at each size the plan of each large stage is resolved again (same
+    plan, DP scaled, the fallbacks if it no longer fits) and its full-batch step simulated; the stage's
+    wall time is scaled by the step-time ratio to the base run (small stages reuse the largest's)."""
     rows = []
-    total_base = sum(r.wall_s for r in runs if r.feasible) or 1.0
+    jobs = _ratio_jobs(runs)
+    big = sorted(set(jobs.values()))
+
+    def at_size(s: Scenario, n: int) -> Scenario:  # unchecked: resolve_stage checks each stage
+        return dataclasses.replace(s, cluster=dataclasses.replace(s.cluster, num_gpus=n))
+
+    prefetch = []
     for n in sc.cost.size_sweep_gpus:
-        try:
-            scn = replace(sc, cluster=dataclasses.replace(sc.cluster, num_gpus=n))
-        except ScenarioError as exc:
-            rows.append({"num_gpus": n, "feasible": False, "reason": str(exc)})
-            continue
-        gh = wall = 0.0
-        reason = ""
-        ratio_by_seq: dict = {}
-        for r in sorted((r for r in runs if r.feasible), key=lambda r: -r.wall_s):
-            st = r.plan.stage
-            if r.wall_s >= 0.01 * total_base or st.seq_len not in ratio_by_seq:
-                sp = resolve_stage(scn, st, cache)
-                if sp.scenario is None:
-                    reason = f"{st.name}: {sp.note}"
-                    break
-                ratio = cache.step(sp.scenario).step_time_s / r.full_step.step_time_s
-                ratio_by_seq.setdefault(st.seq_len, ratio)
-            else:
-                ratio = ratio_by_seq[st.seq_len]
-            w = r.wall_s * ratio
-            wall += w
-            gh += costmodel.gpu_hours(w, n)
+        for j in big:
+            try:
+                prefetch.append((replace(runs[j].plan.scenario, cluster=dataclasses.replace(sc.cluster, num_gpus=n)), Perturb()))
+            except ScenarioError:
+                pass
+    cache.prefetch(prefetch)
+    for n in sc.cost.size_sweep_gpus:
+        scn = at_size(sc, n)
+        ratios, reason = {}, ""
+        for j in big:
+            sp = resolve_stage(scn, runs[j].plan.stage, cache)
+            if sp.scenario is None:
+                reason = f"{runs[j].plan.stage.name}: {sp.note}"
+                break
+            ratios[j] = cache.step(sp.scenario).step_time_s / runs[j].full_step.step_time_s
         if reason:
             rows.append({"num_gpus": n, "feasible": False, "reason": reason})
             continue
+        wall = sum(runs[i].wall_s * ratios[j] for i, j in jobs.items())
+        gh = costmodel.gpu_hours(wall, n)
         rows.append({"num_gpus": n, "feasible": True, "gpu_hours": gh, "wall_days": wall / SECONDS_PER_DAY,
                      "cost_usd": gh * sc.cluster.price_usd_per_gpu_hour})
     return rows

@@ -70,10 +70,10 @@ V3_STAGES = (
               claim_id="train.cost.context_ext_gpu_hours", source=f"{_V3} §4.3: 1,000 steps, 32K sequences, batch 1,920"),
     StageSpec(name="context_128k", group="context_extension", steps=1000, seq_len=131072, global_batch_seqs=480,
               claim_id="train.cost.context_ext_gpu_hours", source=f"{_V3} §4.3: 1,000 steps, 128K sequences, batch 480"),
-    StageSpec(name="sft", group="post_training", tokens=3.0e9, seq_len=4096, global_batch_seqs=1920,
+    StageSpec(name="sft", group="post_training", tokens=3.0e9, seq_len=4096, global_batch_seqs=15360,
               claim_id="train.cost.posttrain_gpu_hours",
-              source=f"{_V3} §5.1: 1.5M instances, 2 epochs; assumption: ~1,000 tokens per instance (unpublished); batch unpublished"),
-    StageSpec(name="rl", group="post_training", tokens=1.0e9, seq_len=4096, global_batch_seqs=1920, overhead_factor=3.0,
+              source=f"{_V3} §5.1: 1.5M instances, 2 epochs; assumption: ~1,000 tokens per instance (unpublished); batch unpublished, pre-training's 15,360 used"),
+    StageSpec(name="rl", group="post_training", tokens=1.0e9, seq_len=4096, global_batch_seqs=15360, overhead_factor=3.0,
               claim_id="train.cost.posttrain_gpu_hours",
               source=f"{_V3} §5.2 (GRPO); assumption: 1B trained tokens, rollout generation costs 2x the training step (unpublished)"),
 )
@@ -84,9 +84,10 @@ class RunSpec:
     """The training run to replay: its stages, in order."""
 
     stages: tuple[StageSpec, ...] = spec_field(default=V3_STAGES, doc="Stages in order ([[run.stages]] tables)")
-    ramp_knots: int = spec_field(3, unit="count", ge=2, le=16, doc="Batch sizes simulated along a batch ramp (step time is interpolated between them)")
+    ramp_knots: int = spec_field(2, unit="count", ge=2, le=16, doc="Batch sizes simulated along a batch ramp (step time is interpolated between them)")
     plan_search: bool = spec_field(True, doc="If a stage's plan does not fit (memory, divisibility), try the fallback plans in order and report which one ran")
     fallback_tp: tuple[int, ...] = spec_field(default=(2, 4, 8), unit="count", doc="TP degrees tried, smallest first, when a stage's plan does not fit")
+    fallback_schedules: tuple[str, ...] = spec_field(default=("zb1p", "1f1b"), doc="Pipeline schedules tried last (with full recomputation) when no TP degree fits, e.g. too few micro-batches for DualPipe")
     claims_basis: str = spec_field("ideal", choices=("ideal", "goodput"), doc="Compare published figures with ideal GPU-hours, or with failure-adjusted ones (V3's 2,664K = 14.8 x 180K is throughput-derived, i.e. ideal)")
 
     def check(self, path: str = "run", source: str | None = None) -> None:
@@ -103,7 +104,7 @@ class CostSpec:
     """Money: the rental price is cluster.price_usd_per_gpu_hour; these add electricity and the size sweep."""
 
     electricity_usd_per_kwh: float = spec_field(0.0, unit="USD/kWh", ge=0, doc="Electricity price for an owner-operator view (0 = rental only; rental prices include power)")
-    size_sweep_gpus: tuple[int, ...] = spec_field(default=(1024, 2048, 4096, 8192), unit="count", doc="Cluster sizes for the cost-against-cluster-size plot (same plan, DP scaled)")
+    size_sweep_gpus: tuple[int, ...] = spec_field(default=(2048, 3072, 4096, 8192), unit="count", doc="Cluster sizes for the cost-against-cluster-size plot (same plan, DP scaled)")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""`twin fit`, `twin validate`, `twin calibrate` (registered by twin/cli.py via add_commands)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXIT_INVALID = 2
+
+
+def cmd_fit(args) -> int:
+    from calibration import records as rec
+    from calibration.fit import fit_gpu, write_profile
+
+    gpus = [args.gpu] if args.gpu else rec.gpu_dirs()
+    if not gpus:
+        print(f"error: no records under {rec.MEASUREMENTS_DIR}; run `twin calibrate --out DIR` on a GPU first",
+              file=sys.stderr)
+        return EXIT_INVALID
+    out = {}
+    for gpu in gpus:
+        try:
+            prof, stats = fit_gpu(gpu)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        path = write_profile(prof)
+        print(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
+              f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}")
+        out[gpu] = {"profile_path": str(path), **stats, "profile": prof.to_json()}
+    args.write_json(args.json, out)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from calibration import trace
+    from calibration.validate import failures, format_table, validate
+
+    result = validate()
+    print(format_table(result))
+    tr = trace.compare()
+    print(trace.format_table(tr))
+    result["h800_trace"] = tr
+    if args.out:
+        from reports.validation_report import write_report
+        for p in write_report(result, Path(args.out)):
+            print(f"wrote {p}")
+    args.write_json(args.json, result)
+    fails = failures(result)
+    for f in fails:
+        print(f"target missed: {f}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        print("error: `twin calibrate` measures a GPU and needs CUDA (torch with a visible GPU); none here. "
+              "Run it on an H100/H200 host, then copy DIR/*.csv to calibration/measurements/<gpu>/ and run `twin fit`.",
+              file=sys.stderr)
+        return EXIT_INVALID
+    cmd = [sys.executable, "-m", "real.bench", "--out", args.out] + (["--quick"] if args.quick else [])
+    return subprocess.call(cmd)
+
+
+def add_commands(sub, write_json) -> None:
+    p = sub.add_parser("fit", help="fit efficiency profiles to calibration/measurements -> calibration/profiles")
+    p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
+    p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
+    p.set_defaults(func=cmd_fit, write_json=write_json)
+
+    p = sub.add_parser("validate", help="predict held-out measurements and the H800 trace; report errors")
+    p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write plots (scatter, error by op kind) and a CSV here")
+    p.set_defaults(func=cmd_validate, write_json=write_json)
+
+    p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")
+    p.add_argument("--out", metavar="DIR", required=True, help="directory for the CSVs")
+    p.add_argument("--quick", action="store_true", help="small shapes (a dry run)")
+    p.set_defaults(func=cmd_calibrate, write_json=write_json)

@@ -1,0 +1,198 @@
+"""Fit a GPU's efficiency profile to its measurement records (fitting split only).
+
+Least squares on log time: residual_i = log(predicted_i) - log(measured_i), where predicted_i is
+the twin's own cost function (`calibration.predict.predict_s` -> `twin.costs.compute`) evaluated
+with the candidate profile. All curves of a GPU are fitted jointly because `memory_eff` (the
+bandwidth roofline of small GEMMs) and `launch_s` (added to every kernel) are shared.
+
+Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs,
+SeqCurve(e_max, s_half) for attention fwd and bwd, memory_eff, launch_s. Curves without fitting
+data keep the default profile's values and are listed under provenance["not_fitted"].
+The fit writes data (calibration/profiles/<gpu>.json); it never edits code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from calibration import records as rec
+from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s
+from calibration.split import split
+from twin.costs.profile import GemmCurve, Profile, SeqCurve, default_profile
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
+SEQ_FIELDS = ("e_max", "s_half")
+E_MAX_BOUNDS = (0.02, 1.0)
+HALF_BOUNDS = (0.0, 1e5)
+MEMORY_EFF_BOUNDS = (0.05, 1.0)
+LAUNCH_S_BOUNDS = (0.0, 1e-4)
+
+
+def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """[(table, key, field)]: the parameters the fitting rows can inform."""
+    layout = []
+    for table, bench in (("gemm", "gemm"), ("grouped_gemm", "grouped_gemm")):
+        for label in sorted(fit_rows.loc[fit_rows.bench == bench, "precision"].unique()):
+            layout += [(table, label, f) for f in GEMM_FIELDS]
+    for d in ("fwd", "bwd"):
+        if (fit_rows.bench == f"attn_{d}").any():
+            layout += [("attention", d, f) for f in SEQ_FIELDS]
+    layout += [("memory_eff", "", ""), ("launch_s", "", "")]
+    return layout
+
+
+def _initial(base: Profile, table: str, key: str, field: str) -> float:
+    if table == "memory_eff":
+        return base.memory_eff
+    if table == "launch_s":
+        return base.launch_s
+    curves = getattr(base, table)
+    curve = curves.get(key) or curves["fp8" if key.startswith("fp8") else "bf16"]
+    return getattr(curve, field)
+
+
+def _bounds(table: str, field: str) -> tuple[float, float]:
+    if table == "memory_eff":
+        return MEMORY_EFF_BOUNDS
+    if table == "launch_s":
+        return LAUNCH_S_BOUNDS
+    return E_MAX_BOUNDS if field == "e_max" else HALF_BOUNDS
+
+
+def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, provenance: dict | None = None) -> Profile:
+    """A Profile from a parameter vector; curves not in the layout come from `base`."""
+    vals: dict = {}
+    memory_eff, launch_s = base.memory_eff, base.launch_s
+    for v, (table, key, field) in zip(x, layout):
+        if table == "memory_eff":
+            memory_eff = float(v)
+        elif table == "launch_s":
+            launch_s = float(v)
+        else:
+            vals.setdefault((table, key), {})[field] = float(v)
+    gemm, grouped = dict(base.gemm), dict(base.grouped_gemm)
+    attention = dict(base.attention)
+    for (table, key), f in vals.items():
+        if table == "attention":
+            attention[key] = SeqCurve(**f)
+        else:
+            (gemm if table == "gemm" else grouped)[key] = GemmCurve(**f)
+    # the twin's `fp8` is the kernel V3 runs: blockwise if measured, else rowwise, else tensor-wise
+    for curves in (gemm, grouped):
+        for label in FP8_PREFERENCE[:-1]:
+            if label in curves and (curves is gemm and ("gemm", label) in vals or curves is grouped and ("grouped_gemm", label) in vals):
+                curves["fp8"] = curves[label]
+                break
+    return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {})
+
+
+def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows the fit may use: primitive benches of the fitting split."""
+    held = split(df)
+    return df[(~held) & df.bench.isin(rec.PRIMITIVE_BENCHES)].reset_index(drop=True)
+
+
+def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tuple[Profile, dict]:
+    """Fit a profile to the fitting split of one GPU's records -> (profile, fit statistics)."""
+    base = base or default_profile()
+    rows = fit_rows(df)
+    if rows.empty:
+        raise ValueError(f"{gpu}: no fitting rows (primitive benches outside the held-out families)")
+    layout = _param_layout(rows)
+    spec = gpu_spec(gpu)
+    x0 = np.array([_initial(base, *p) for p in layout], dtype=float)
+    lo = np.array([_bounds(t, f)[0] for t, _, f in layout])
+    hi = np.array([_bounds(t, f)[1] for t, _, f in layout])
+    x0 = np.clip(np.where((x0 == 0) & (hi > 1), 10.0, x0), lo, hi)
+    x_scale = np.array([1e-5 if t == "launch_s" else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
+    records = rows.to_dict("records")
+    log_meas = np.log(rows["time_s"].to_numpy(float))
+
+    # sparsity: a row depends on its own curve, memory_eff and launch_s
+    index = {p: i for i, p in enumerate(layout)}
+    sparsity = np.zeros((len(records), len(layout)), dtype=int)
+    for i, r in enumerate(records):
+        b = r["bench"]
+        if b in ("gemm", "grouped_gemm"):
+            for f in GEMM_FIELDS:
+                sparsity[i, index[(b, r["precision"], f)]] = 1
+        elif b in ("attn_fwd", "attn_bwd"):
+            for f in SEQ_FIELDS:
+                sparsity[i, index[("attention", b[5:], f)]] = 1
+        sparsity[i, index[("memory_eff", "", "")]] = 1
+        sparsity[i, index[("launch_s", "", "")]] = 1
+
+    def residuals(x):
+        prof = build_profile(gpu, x, layout, base)
+        pred = np.array([predict_s(r, spec, prof) for r in records])
+        return np.log(pred) - log_meas
+
+    sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=x_scale, jac_sparsity=sparsity,
+                        loss="soft_l1", f_scale=0.1, max_nfev=400)
+    res = residuals(sol.x)
+    stats = {"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
+             "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
+             "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
+             "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(layout, sol.x)}}
+    fitted = {(t, k) for t, k, _ in layout}
+    not_fitted = ([f"gemm.{k}" for k in base.gemm if ("gemm", k) not in fitted and k != "fp8"]
+                  + [f"grouped_gemm.{k}" for k in base.grouped_gemm if ("grouped_gemm", k) not in fitted and k != "fp8"]
+                  + [f"attention.{d}" for d in base.attention if ("attention", d) not in fitted])
+    for table in ("gemm", "grouped_gemm"):
+        if not any((table, lab) in fitted for lab in FP8_PREFERENCE[:-1]):
+            not_fitted.append(f"{table}.fp8")
+    stats["not_fitted"] = not_fitted
+    return build_profile(gpu, sol.x, layout, base), stats
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    files = rec.records_sha256(gpu, root)
+    combined = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+    env = rec.environment(df)
+    return {
+        "records_sha256": combined,
+        "record_files_sha256": files,
+        "git_commit": git_commit(),
+        "fitted_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": gpu,
+        "gpu_name": env.get("gpu_name", ""),
+        "torch_version": env.get("torch_version", ""),
+        "cuda_version": env.get("cuda_version", ""),
+        "num_fit_points": stats["num_fit_points"],
+        "rms_log_residual": stats["rms_log_residual"],
+        "method": "scipy least_squares (soft_l1, f_scale 0.1) on log time, twin roofline; split: calibration/split.py",
+        "not_fitted": stats["not_fitted"],
+    }
+
+
+def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile, dict]:
+    df = rec.load_records(gpu, root)
+    prof, stats = fit_profile(df, gpu)
+    prov = provenance(df, gpu, stats, root)
+    return Profile(prof.gpu, prof.gemm, prof.grouped_gemm, prof.attention, prof.memory_eff, prof.launch_s,
+                   True, prov), stats
+
+
+def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:
+    from twin.atomic import write_text
+    path = Path(out_dir) / f"{profile.gpu}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(profile.to_json(), indent=1, sort_keys=False) + "\n")
+    return path

@@ -1,0 +1,103 @@
+"""Measurement records: the CSVs written by `python -m real.bench` on a GPU, as one table.
+
+Layout: calibration/measurements/<gpu>/<family>.csv (gemm, attention, memory, moe_layer, model,
+expert_load; see `real/bench.py` SHAPE_COLS / STAT_COLS / ENV_COLS). Every row has `bench`
+(gemm, grouped_gemm, attn_fwd, attn_bwd, mla_layer_fwd, mla_layer_bwd, memory, moe_layer_fwd,
+moe_layer_bwd, train_step, prefill, decode), its shape columns, `time_s` (median of the timed
+repetitions, seconds), `time_p10_s`, `time_p90_s` and the environment (gpu_name, clocks, torch and
+CUDA versions). Records are data: nothing here edits or filters them beyond dropping rows without
+a positive time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
+
+# Families whose rows the twin predicts (expert_load has no time: it feeds routing statistics).
+TIMED_FAMILIES = ("gemm", "attention", "memory", "moe_layer", "model")
+PRIMITIVE_BENCHES = ("gemm", "grouped_gemm", "attn_fwd", "attn_bwd", "memory")
+
+_INT_COLS = ("m", "n", "k", "groups", "tokens_per_group", "batch", "seq_len", "num_heads", "qk_head_dim",
+             "v_head_dim", "tokens", "width", "num_experts", "top_k", "num_shared_experts",
+             "hidden_size", "moe_intermediate_size", "prompt_len", "gen_len")
+_FLOAT_COLS = ("time_s", "time_p10_s", "time_p90_s", "flops", "bytes", "bytes_moved", "skew",
+               "max_expert_tokens", "mean_expert_tokens", "sm_clock_mhz")
+
+
+def gpu_dirs(root: Path | str = MEASUREMENTS_DIR) -> list[str]:
+    """GPU names that have records: the sub-folders of `root` holding at least one CSV."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.csv")))
+
+
+def record_files(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> list[Path]:
+    return sorted((Path(root) / gpu).glob("*.csv"))
+
+
+def records_sha256(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+    """{file name: sha256} of a GPU's record files (profile provenance)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in record_files(gpu, root)}
+
+
+def _case_name(r) -> str:
+    b = r["bench"]
+    if b in ("gemm", "grouped_gemm"):
+        g = f" g{int(r['groups'])}x{int(r['tokens_per_group'])}" if b == "grouped_gemm" else ""
+        return f"{b} {r['precision']} m{int(r['m'])} n{int(r['n'])} k{int(r['k'])}{g}"
+    if b in ("attn_fwd", "attn_bwd", "mla_layer_fwd", "mla_layer_bwd"):
+        return f"{b} {r.get('model') or ''} {r.get('precision', '')} b{int(r['batch'])} s{int(r['seq_len'])} h{int(r['num_heads'])}".replace("  ", " ")
+    if b == "memory":
+        return f"memory {r['op']} {int(r['bytes_moved'])}B"
+    if b in ("moe_layer_fwd", "moe_layer_bwd"):
+        return f"{b} {r['model']} {r['precision']} t{int(r['tokens'])} e{int(r['num_experts'])} skew{r['skew']:g}"
+    if b in ("train_step", "prefill", "decode"):
+        return f"{b} {r['model']} {r.get('precision', '')} b{int(r['batch'])}"
+    return b
+
+
+def load_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
+    """All timed rows of one GPU, with a `gpu` column (the folder name) and a readable `name`."""
+    frames = []
+    for path in record_files(gpu, root):
+        if path.stem not in TIMED_FAMILIES:
+            continue
+        df = pd.read_csv(path, keep_default_na=True)
+        if df.empty or "time_s" not in df.columns:
+            continue
+        df["family"] = path.stem
+        frames.append(df)
+    if not frames:
+        raise FileNotFoundError(f"no timed records under {Path(root) / gpu}: run `twin calibrate --out DIR` "
+                                f"on a GPU and copy its CSVs to calibration/measurements/{gpu}/")
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    for c in _INT_COLS + _FLOAT_COLS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    if "causal" in df.columns:
+        df["causal"] = df["causal"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+    for c in ("model", "precision", "op"):
+        if c in df.columns:
+            df[c] = df[c].fillna("").astype(str)
+    df = df[df["time_s"].notna() & (df["time_s"] > 0)].reset_index(drop=True)
+    df["gpu"] = gpu
+    df["name"] = [_case_name(r) for _, r in df.iterrows()]
+    return df
+
+
+def environment(df: pd.DataFrame) -> dict:
+    """The environment the records were taken in (distinct values joined, for provenance)."""
+    out = {}
+    for c in ("gpu_name", "torch_version", "cuda_version"):
+        if c in df.columns:
+            vals = sorted({str(v) for v in df[c].dropna().unique()})
+            out[c] = ", ".join(vals)
+    if "sm_clock_mhz" in df.columns and df["sm_clock_mhz"].notna().any():
+        out["sm_clock_mhz_median"] = float(df["sm_clock_mhz"].median())
+    return out

@@ -1,0 +1,59 @@
+"""The fixed fitting / held-out split of the measurement records.
+
+Whole shape families are held out, never random rows, so a held-out case is a model size, batch
+size, expert count or routing skew that the fit never saw. The rule is a pure function of a row's
+shape columns; it does not depend on which other rows exist or on their order.
+
+Held out:
+  gemm          (n, k) in HELD_OUT_GEMM_NK: two V3 projections (kv_down 2112x7168 is a small-n
+                shape, o_proj 7168x16384 a large-k shape), and the 4096^3 square;
+  grouped_gemm  groups == 16 (an expert count between the fitted 8 and 32), tokens_per_group in
+                {512, 4096} (batch sizes), and the V2-Lite-like (n, k) = (2816, 2048);
+  attn_fwd/bwd  seq_len == 4096 and num_heads == 32;
+  memory        tokens == 16384 and the swiglu op;
+  composed      every MLA layer, MoE layer, train/prefill/decode case is a composition the fit
+                never uses (only the primitives above are fitted); their `held_out` flag marks
+                the families that also differ from everything fitted in shape: MoE layers with
+                32 experts, skew 0.5 or 1.5, or the v2-lite-slice model; MLA layers of
+                v2-lite-slice; every whole-model case.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+HELD_OUT_GEMM_NK = {(2112, 7168), (7168, 16384), (4096, 4096)}
+HELD_OUT_GROUPS = {16}
+HELD_OUT_TOKENS_PER_GROUP = {512, 4096}
+HELD_OUT_GROUPED_NK = {(2816, 2048)}
+HELD_OUT_SEQ_LENS = {4096}
+HELD_OUT_HEADS = {32}
+HELD_OUT_MEMORY_TOKENS = {16384}
+HELD_OUT_MEMORY_OPS = {"swiglu"}
+HELD_OUT_MOE_EXPERTS = {32}
+HELD_OUT_MOE_SKEWS = {0.5, 1.5}
+HELD_OUT_MODELS = {"v2-lite-slice"}
+
+
+def is_held_out(row) -> bool:
+    b = row["bench"]
+    if b == "gemm":
+        return (int(row["n"]), int(row["k"])) in HELD_OUT_GEMM_NK
+    if b == "grouped_gemm":
+        return (int(row["groups"]) in HELD_OUT_GROUPS or int(row["tokens_per_group"]) in HELD_OUT_TOKENS_PER_GROUP
+                or (int(row["n"]), int(row["k"])) in HELD_OUT_GROUPED_NK)
+    if b in ("attn_fwd", "attn_bwd"):
+        return int(row["seq_len"]) in HELD_OUT_SEQ_LENS or int(row["num_heads"]) in HELD_OUT_HEADS
+    if b == "memory":
+        return int(row["tokens"]) in HELD_OUT_MEMORY_TOKENS or row["op"] in HELD_OUT_MEMORY_OPS
+    if b in ("moe_layer_fwd", "moe_layer_bwd"):
+        return (int(row["num_experts"]) in HELD_OUT_MOE_EXPERTS or float(row["skew"]) in HELD_OUT_MOE_SKEWS
+                or row["model"] in HELD_OUT_MODELS)
+    if b in ("mla_layer_fwd", "mla_layer_bwd"):
+        return row["model"] in HELD_OUT_MODELS
+    return True  # whole-model cases and anything new: never fitted
+
+
+def split(df: pd.DataFrame) -> pd.Series:
+    """Boolean Series: True where the row is held out."""
+    return df.apply(is_held_out, axis=1).astype(bool)

@@ -1,0 +1,92 @@
+"""Synthetic records: CSVs in real/bench.py's columns whose times come from known curves.
+
+`synthetic_records(tmp, profile)` writes <tmp>/<gpu>/{gemm,attention,memory,moe_layer}.csv with
+time_s = the twin's prediction under `profile` times a deterministic +-noise, so a fit must
+recover `profile` and validation must score it near zero error.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.predict import gpu_spec, predict_s
+from twin.costs.profile import GemmCurve, Profile, SeqCurve
+
+ENV = {"gpu_name": "NVIDIA H100 80GB HBM3", "sm_clock_mhz": 1980, "torch_version": "2.9.0",
+       "cuda_version": "12.8"}
+
+TRUE = Profile(
+    "h100",
+    gemm={"bf16": GemmCurve(0.80, 60.0, 400.0, 300.0), "fp8-rowwise": GemmCurve(0.70, 150.0, 900.0, 500.0)},
+    grouped_gemm={"bf16": GemmCurve(0.72, 40.0, 200.0, 400.0), "fp8-rowwise": GemmCurve(0.60, 120.0, 300.0, 600.0)},
+    attention={"fwd": SeqCurve(0.55, 300.0), "bwd": SeqCurve(0.45, 500.0)},
+    memory_eff=0.85, launch_s=6e-6, calibrated=True)
+TRUE = Profile(TRUE.gpu, {**TRUE.gemm, "fp8": TRUE.gemm["fp8-rowwise"]},
+               {**TRUE.grouped_gemm, "fp8": TRUE.grouped_gemm["fp8-rowwise"]},
+               TRUE.attention, TRUE.memory_eff, TRUE.launch_s, True)
+
+
+def _rows():
+    rows = []
+    for n, k in [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]:
+        for m in [128, 256, 512, 1024, 2048, 4096, 8192, 16384]:
+            for p in ("bf16", "fp8-rowwise"):
+                rows.append(("gemm", dict(bench="gemm", m=m, n=n, k=k, groups=1, tokens_per_group=m, precision=p, shape_tag="v3_proj")))
+    for s in [1024, 2048, 4096, 8192]:
+        for p in ("bf16", "fp8-rowwise"):
+            rows.append(("gemm", dict(bench="gemm", m=s, n=s, k=s, groups=1, tokens_per_group=s, precision=p, shape_tag="square")))
+    for n, k in [(4096, 7168), (7168, 2048), (2816, 2048), (2048, 1408)]:
+        for e in [4, 8, 16, 32, 64]:
+            for tpg in [128, 256, 512, 1024, 2048, 4096]:
+                if e * tpg > 131072:
+                    continue
+                for p in ("bf16", "fp8-rowwise"):
+                    rows.append(("gemm", dict(bench="grouped_gemm", m=e * tpg, n=n, k=k, groups=e, tokens_per_group=tpg,
+                                              precision=p, shape_tag="expert")))
+    for h in [16, 32, 128]:
+        for s in [1024, 2048, 4096, 8192, 16384]:
+            b = max(1, (16384 if h <= 32 else 8192) // s)
+            for bench in ("attn_fwd", "attn_bwd"):
+                rows.append(("attention", dict(bench=bench, model="", batch=b, seq_len=s, num_heads=h, qk_head_dim=192,
+                                               v_head_dim=128, causal=True, precision="bf16")))
+    for t in [1024, 4096, 16384, 65536]:
+        for op, nbytes in [("copy", 4 * t * 7168), ("rmsnorm", 4 * t * 7168), ("swiglu", 12 * t * 2048), ("softmax", 8 * t * 256)]:
+            rows.append(("memory", dict(bench="memory", op=op, tokens=t, width=7168, bytes_moved=nbytes)))
+    for e in [16, 32, 64]:
+        for t in [1024, 4096]:
+            for skew, imb in [(0.0, 1.0), (1.0, 1.6)]:
+                mean = t * 8 / e
+                for bench in ("moe_layer_fwd", "moe_layer_bwd"):
+                    rows.append(("moe_layer", dict(bench=bench, model="v3-slice-1l", hidden_size=7168, moe_intermediate_size=2048,
+                                                   tokens=t, num_experts=e, top_k=8, num_shared_experts=1, skew=skew,
+                                                   max_expert_tokens=int(mean * imb), mean_expert_tokens=mean, precision="bf16")))
+    return rows
+
+
+def synthetic_records(root: Path, profile: Profile = TRUE, gpu: str = "h100", noise_frac: float = 0.01) -> Path:
+    spec = gpu_spec(gpu)
+    rng = np.random.default_rng(0)
+    files: dict[str, list[dict]] = {}
+    for family, row in _rows():
+        row = dict(row)
+        t = predict_s(row, spec, profile) * (1.0 + noise_frac * rng.uniform(-1, 1))
+        row.update(time_s=t, time_p10_s=t * 0.98, time_p90_s=t * 1.02, reps=10, flops="", bytes="", **ENV)
+        files.setdefault(family, []).append(row)
+    out = root / gpu
+    out.mkdir(parents=True, exist_ok=True)
+    for family, rows in files.items():
+        cols = list(dict.fromkeys(c for r in rows for c in r))
+        with open(out / f"{family}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    return synthetic_records(tmp_path_factory.mktemp("records"))

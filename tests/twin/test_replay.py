@@ -1,0 +1,119 @@
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from twin.errors import ScenarioError
+from twin.replay import _ramp_levels, claims_catalog, replay_run, run_replay
+from twin.scenario import load_scenario
+
+_spec = importlib.util.spec_from_file_location("replay_fake_step", Path(__file__).resolve().parents[1] / "reports" / "fake_step.py")
+_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mod)
+fake_step = _mod.fake_step
+
+
+@pytest.fixture(scope="module")
+def base():
+    return replay_run(load_scenario(), step_fn=fake_step)[0]
+
+
+def test_default_stages_follow_the_v3_report():
+    st = {s.name: s for s in load_scenario().run.stages}
+    assert st["pretrain"].total_tokens == 14.8e12
+    assert (st["pretrain"].batch_ramp_start_seqs, st["pretrain"].global_batch_seqs) == (3072, 15360)
+    assert st["context_32k"].total_tokens == 1000 * 32768 * 1920
+    assert st["context_128k"].total_tokens == 1000 * 131072 * 480
+
+
+def test_json_keys_and_totals_add_up(base):
+    for key in ("stages", "total_gpu_hours", "total_cost_usd", "claims", "band"):
+        assert key in base
+    for s in base["stages"]:
+        assert {"name", "tokens", "gpu_hours", "claimed_gpu_hours", "wall_days"} <= set(s)
+    assert base["total_gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in base["stages"]))
+    assert base["total_cost_usd"] == pytest.approx(base["total_gpu_hours"] * 2.0)
+    assert base["total_gpu_hours_goodput"] > base["total_gpu_hours"]
+    pre = next(s for s in base["stages"] if s["name"] == "pretrain")
+    assert pre["claimed_gpu_hours"] == 2664000
+    json.dumps(base)  # serialisable
+
+
+def test_claims_are_compared_not_fitted(base):
+    ids = {c["id"] for c in base["claims"]}
+    assert {c["id"] for c in claims_catalog()} == ids
+    for c in base["claims"]:
+        assert c["rel_error"] == pytest.approx((c["predicted"] - c["claimed"]) / c["claimed"])
+    total = next(c for c in base["claims"] if c["id"] == "train.cost.total_gpu_hours")
+    assert total["predicted"] == pytest.approx(base["total_gpu_hours"])
+
+
+def test_ramp_levels_cover_the_ramp_tokens():
+    levels = _ramp_levels(3072, 15360, 469e9, 128)
+    assert sum(t for _, t in levels) == pytest.approx(469e9)
+    assert levels[0][0] == 3072 and levels[-1][0] == 15360 - 128
+    assert all(b % 128 == 0 for b, _ in levels)
+
+
+def test_ramp_costs_more_than_no_ramp():
+    sc = load_scenario()
+    pre = dataclasses.replace(sc.run.stages[0], batch_ramp_start_seqs=0, batch_ramp_tokens=0.0)
+    flat = dataclasses.replace(sc, run=dataclasses.replace(sc.run, stages=(pre,)))
+    ramp = dataclasses.replace(sc, run=dataclasses.replace(sc.run, stages=(sc.run.stages[0],)))
+    a = replay_run(flat, step_fn=fake_step, uncertainty=False, sweep=False)[0]["total_gpu_hours"]
+    b = replay_run(ramp, step_fn=fake_step, uncertainty=False, sweep=False)[0]["total_gpu_hours"]
+    assert b > a  # smaller batches fill the pipeline less well
+
+
+def test_infeasible_stage_is_reported_not_crashed():
+    sc = load_scenario(overrides=["run.plan_search=false"])
+    res = replay_run(sc, step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    bad = next(s for s in res["stages"] if s["name"] == "context_128k")
+    assert bad["feasible"] is False and bad["gpu_hours"] is None
+    assert res["complete"] is False
+    total = next(c for c in res["claims"] if c["id"] == "train.cost.total_gpu_hours")
+    assert total["predicted"] is None and total["rel_error"] is None
+
+
+def test_plan_search_finds_a_fitting_plan():
+    res = replay_run(load_scenario(), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    s = next(s for s in res["stages"] if s["name"] == "context_128k")
+    assert s["feasible"] and s["plan"]["tp"] * 65536 >= 131072  # the fake's memory limit
+    assert "fallback" in s["plan_note"]
+
+
+def test_what_if_needs_no_new_code():
+    base = replay_run(load_scenario(), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    more = replay_run(load_scenario(overrides=["cluster.num_gpus=4096"]), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    h200 = replay_run(load_scenario(overrides=["cluster.gpu='h200'", "cluster.price_usd_per_gpu_hour=3.5"]),
+                      step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    assert more["total_wall_days"] < base["total_wall_days"]
+    assert h200["gpu"] == "h200" and h200["total_cost_usd"] == pytest.approx(h200["total_gpu_hours"] * 3.5)
+
+
+def test_failures_off_gives_ideal_and_goodput_basis():
+    off = replay_run(load_scenario(overrides=["failures.enabled=false"]), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    assert off["total_gpu_hours_goodput"] == pytest.approx(off["total_gpu_hours_ideal"])
+    gp = replay_run(load_scenario(overrides=["run.claims_basis='goodput'"]), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    assert gp["total_gpu_hours"] == pytest.approx(gp["total_gpu_hours_goodput"])
+
+
+def test_bad_stage_tables_name_the_field():
+    with pytest.raises(ScenarioError, match=r"run\.stages\[0\]\.tokens"):
+        load_scenario(overrides=["run.stages=[{name='x'}]"])
+    with pytest.raises(ScenarioError, match=r"run\.stages\[0\]\.bogus"):
+        load_scenario(overrides=["run.stages=[{name='x', tokens=1e9, bogus=1}]"])
+    with pytest.raises(ScenarioError, match=r"batch_ramp_start_seqs"):
+        load_scenario(overrides=["run.stages=[{name='x', tokens=1e9, global_batch_seqs=128, batch_ramp_start_seqs=256, batch_ramp_tokens=1e8}]"])
+
+
+def test_run_replay_writes_json_and_report(tmp_path):
+    out = run_replay(load_scenario(), json_path=tmp_path / "r.json", out_dir=tmp_path / "rep", progress=False, step_fn=fake_step)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["total_gpu_hours"] == pytest.approx(out["total_gpu_hours"])
+    for f in ("report.html", "report.md", "results.csv", "scenario.resolved.toml", "gpu_hours_by_stage.png",
+              "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png"):
+        assert (tmp_path / "rep" / f).stat().st_size > 0
+    assert load_scenario(tmp_path / "rep" / "scenario.resolved.toml") == load_scenario()
