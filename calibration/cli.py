@@ -13,19 +13,20 @@ def cmd_fit(args) -> int:
     from calibration import records as rec
     from calibration.fit import fit_gpu, write_profile
 
-    gpus = [args.gpu] if args.gpu else rec.gpu_dirs()
+    root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
+    gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
     if not gpus:
-        print(f"error: no records under {rec.MEASUREMENTS_DIR}; run `twin calibrate --out DIR` on a GPU first",
+        print(f"error: no records under {root}; run `twin calibrate --out DIR` on a GPU first",
               file=sys.stderr)
         return EXIT_INVALID
     out = {}
     for gpu in gpus:
         try:
-            prof, stats = fit_gpu(gpu)
+            prof, stats = fit_gpu(gpu, root)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID
-        path = write_profile(prof)
+        path = write_profile(prof, args.profiles) if args.profiles else write_profile(prof)
         print(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
               f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}")
         out[gpu] = {"profile_path": str(path), **stats, "profile": prof.to_json()}
@@ -37,9 +38,18 @@ def cmd_validate(args) -> int:
     from calibration import trace
     from calibration.validate import failures, format_table, validate
 
-    result = validate()
+    from calibration import records as rec
+    from calibration.fit import PROFILES_DIR
+    profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
+    result = validate(Path(args.records) if args.records else rec.MEASUREMENTS_DIR, profiles)
     print(format_table(result))
-    tr = trace.compare()
+    h100 = profiles / "h100.json"
+    tr_profile = None
+    if h100.is_file():
+        import json
+        from twin.costs.profile import profile_from_json
+        tr_profile = profile_from_json(json.loads(h100.read_text()))
+    tr = trace.compare(tr_profile)
     print(trace.format_table(tr))
     result["h800_trace"] = tr
     if args.out:
@@ -68,15 +78,22 @@ def cmd_calibrate(args) -> int:
     return subprocess.call(cmd)
 
 
+def _add_dirs(p) -> None:
+    p.add_argument("--records", metavar="DIR", help="records root with <gpu>/*.csv (default calibration/measurements)")
+    p.add_argument("--profiles", metavar="DIR", help="profiles directory (default calibration/profiles)")
+
+
 def add_commands(sub, write_json) -> None:
     p = sub.add_parser("fit", help="fit efficiency profiles to calibration/measurements -> calibration/profiles")
     p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
     p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
+    _add_dirs(p)
     p.set_defaults(func=cmd_fit, write_json=write_json)
 
     p = sub.add_parser("validate", help="predict held-out measurements and the H800 trace; report errors")
     p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write plots (scatter, error by op kind) and a CSV here")
+    _add_dirs(p)
     p.set_defaults(func=cmd_validate, write_json=write_json)
 
     p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")

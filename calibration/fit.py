@@ -35,16 +35,19 @@ E_MAX_BOUNDS = (0.02, 1.0)
 HALF_BOUNDS = (0.0, 1e5)
 MEMORY_EFF_BOUNDS = (0.05, 1.0)
 LAUNCH_S_BOUNDS = (0.0, 1e-4)
+MIN_POINTS_PER_PARAM = 2  # a curve is fitted only with at least 2 fitting points per parameter
 
 
 def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     """[(table, key, field)]: the parameters the fitting rows can inform."""
     layout = []
     for table, bench in (("gemm", "gemm"), ("grouped_gemm", "grouped_gemm")):
-        for label in sorted(fit_rows.loc[fit_rows.bench == bench, "precision"].unique()):
-            layout += [(table, label, f) for f in GEMM_FIELDS]
+        counts = fit_rows.loc[fit_rows.bench == bench, "precision"].value_counts()
+        for label in sorted(counts.index):
+            if counts[label] >= MIN_POINTS_PER_PARAM * len(GEMM_FIELDS):
+                layout += [(table, label, f) for f in GEMM_FIELDS]
     for d in ("fwd", "bwd"):
-        if (fit_rows.bench == f"attn_{d}").any():
+        if (fit_rows.bench == f"attn_{d}").sum() >= MIN_POINTS_PER_PARAM * len(SEQ_FIELDS):
             layout += [("attention", d, f) for f in SEQ_FIELDS]
     layout += [("memory_eff", "", ""), ("launch_s", "", "")]
     return layout
@@ -105,9 +108,13 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     """Fit a profile to the fitting split of one GPU's records -> (profile, fit statistics)."""
     base = base or default_profile()
     rows = fit_rows(df)
+    layout = _param_layout(rows)
+    informed = {(t, k) for t, k, _ in layout}
+    keep = [(b in ("gemm", "grouped_gemm") and (b, p) in informed) or (b.startswith("attn_") and ("attention", b[5:]) in informed)
+            or b == "memory" for b, p in zip(rows.bench, rows.precision)]
+    rows = rows[keep].reset_index(drop=True)  # rows of curves too thin to fit are left out
     if rows.empty:
         raise ValueError(f"{gpu}: no fitting rows (primitive benches outside the held-out families)")
-    layout = _param_layout(rows)
     spec = gpu_spec(gpu)
     x0 = np.array([_initial(base, *p) for p in layout], dtype=float)
     lo = np.array([_bounds(t, f)[0] for t, _, f in layout])

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_to_all_single as all_to_all_single_autograd
 
+from real.model import expert_counts
+
 
 @dataclass
 class DispatchState:
@@ -44,7 +46,7 @@ def dispatch(x_TD: torch.Tensor, topk_ids_TK: torch.Tensor, num_experts: int, gr
     T, K = topk_ids_TK.shape
     flat_ids_N = topk_ids_TK.flatten()
     order_N = torch.argsort(flat_ids_N, stable=True)
-    counts_E = torch.bincount(flat_ids_N, minlength=num_experts)
+    counts_E = expert_counts(flat_ids_N, num_experts)
 
     recv_counts_E = torch.empty_like(counts_E)  # laid out (source rank W, local expert El)
     dist.all_to_all_single(recv_counts_E, counts_E, group=group)

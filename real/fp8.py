@@ -192,6 +192,13 @@ def blockwise_kernel_available(device: torch.device | str) -> bool:
     return _BLOCKWISE_VARIANT[dev.type] is not None
 
 
+def blockwise_shape_ok(K: int, N: int) -> bool:
+    """Shapes the Hopper block-scaled kernel takes: whole 128x128 blocks, and K-blocks in
+    multiples of 4 (cuBLAS pads the scale rows to 4; seen on H100, torch 2.11, K = 2816
+    refused). Other shapes run row-wise."""
+    return N % BLOCK == 0 and K % (4 * BLOCK) == 0
+
+
 def mm_blockwise(a_MK: torch.Tensor, b_KN: torch.Tensor, out_dtype=torch.bfloat16) -> torch.Tensor:
     """V3 recipe on the kernel: A in 1x128 tiles, B in 128x128 blocks (K, N % 128 == 0)."""
     aq_MK, sa_MKb = quantize_1x128(a_MK)
@@ -212,8 +219,7 @@ def fp8_mm(a_MK: torch.Tensor, b_KN: torch.Tensor, kernel: str) -> torch.Tensor:
     K, N = b_KN.shape
     if a_MK.is_cuda and (K % 16 or N % 16):  # the FP8 kernels need 16-aligned K and N
         return a_MK @ b_KN
-    if (kernel == "blockwise" and K % BLOCK == 0 and N % BLOCK == 0
-            and blockwise_kernel_available(a_MK.device)):
+    if kernel == "blockwise" and blockwise_shape_ok(K, N) and blockwise_kernel_available(a_MK.device):
         return mm_blockwise(a_MK, b_KN)
     return mm_rowwise(a_MK, b_KN)
 

@@ -15,10 +15,17 @@ from real.model import MLACache, Transformer
 
 @torch.no_grad()
 def prefill(model: Transformer, prompt_BS: torch.Tensor, caches: list[MLACache],
-            precision: Precision = BF16) -> torch.Tensor:
-    """Fill the caches with the prompt; returns the next token for each sequence, (B, 1)."""
-    h_BSD = model.hidden(prompt_BS, precision, caches, start_pos=0)
-    return model.logits(h_BSD[:, -1:], precision).argmax(dim=-1)
+            precision: Precision = BF16, max_batch: int | None = None) -> torch.Tensor:
+    """Fill the caches with the prompt; returns the next token for each sequence, (B, 1).
+    max_batch: prefill at most this many sequences at a time (bounds activation memory)."""
+    B = prompt_BS.shape[0]
+    step = max_batch or B
+    next_tokens = []
+    for i in range(0, B, step):
+        part = [MLACache(c.c_BLC[i:i + step], c.kpe_BLR[i:i + step]) for c in caches]
+        h_BSD = model.hidden(prompt_BS[i:i + step], precision, part, start_pos=0)
+        next_tokens.append(model.logits(h_BSD[:, -1:], precision).argmax(dim=-1))
+    return torch.cat(next_tokens, dim=0)
 
 
 @torch.no_grad()

@@ -196,6 +196,14 @@ class MLP(nn.Module):
         return linear(F.silu(a_xF) * b_xF, self.w2_DF, precision)
 
 
+def expert_counts(topk_ids_TK: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Rows routed to each expert, counts_E (int64). A scatter-add, not `bincount`, which would
+    synchronise with the host on a GPU."""
+    ids_N = topk_ids_TK.flatten()
+    return torch.zeros(num_experts, dtype=torch.int64, device=ids_N.device).scatter_add_(
+        0, ids_N, torch.ones_like(ids_N))
+
+
 def route(scores_TE: torch.Tensor, bias_E: torch.Tensor, top_k: int, num_groups: int,
           top_k_groups: int, route_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-limited top-k routing with a selection-only bias (V3 eqs. 13-16 and §2.1.2).
@@ -241,8 +249,7 @@ class Gate(nn.Module):
         weights_TK, topk_ids_TK = route(scores_TE, self.bias_E, self.top_k, self.num_groups,
                                         self.top_k_groups, self.route_scale)
         with torch.no_grad():
-            self.tokens_per_expert_E += torch.bincount(
-                topk_ids_TK.flatten(), minlength=self.bias_E.numel()).float()
+            self.tokens_per_expert_E += expert_counts(topk_ids_TK, self.bias_E.numel()).float()
         return weights_TK.to(x_TD.dtype), topk_ids_TK
 
     @torch.no_grad()
@@ -323,7 +330,7 @@ class MoE(nn.Module):
         if self.ep_group is None:
             flat_ids_N = topk_ids_TK.flatten()
             order_N = torch.argsort(flat_ids_N, stable=True)  # sort (token, slot) pairs by expert
-            counts_E = torch.bincount(flat_ids_N, minlength=self.num_experts)
+            counts_E = expert_counts(flat_ids_N, self.num_experts)
             y_ND = expert_ffn(x_TD[order_N // K], flat_ids_N[order_N], counts_E,
                               self.w13_E2FD, self.w2_EDF, precision)
             y_TKD = y_ND[torch.argsort(order_N)].view(T, K, -1)  # back to (token, slot) order

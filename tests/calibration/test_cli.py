@@ -33,7 +33,7 @@ def test_calibrate_quick_on_gpu_then_fit(tmp_path):
     from calibration import records as rec
     from calibration.fit import fit_profile
     rc = subprocess.call([sys.executable, "-m", "real.bench", "--out", str(tmp_path / "gpu"), "--quick",
-                          "--only", "gemm,grouped,memory,attention"])
+                          "--only", "grouped,memory,attention"])
     assert rc == 0
     df = rec.load_records("gpu", tmp_path)
     df["gpu"] = "h100"
