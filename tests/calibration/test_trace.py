@@ -31,11 +31,7 @@ def test_twin_uses_a_middle_stage_of_four_moe_layers():
 # Targets the twin does not meet yet (issue 5 stays open until they pass). strict=True: the day a
 # calibrated profile meets one, the xpass fails CI and this list must shrink.
 KNOWN_MISSES = {
-    "chunk_pair": "uncalibrated default profile gives ~114 ms vs 129 ms (-11.8%)",
-    "attn_F": "attention forward short by ~30%: FP8 quantize/cast kernels around the MLA GEMMs are not modelled",
-    "attn_B": "attention backward short by ~33% (same cause)",
-    "attn_W": "attention weight-gradient short by ~36%",
-    "mlp_W": "the trace splits MoE weight gradients over two streams (3540 + 2839 us); the twin has one",
+    "mlp_W": "the trace splits MoE weight gradients over two streams (3540 + 2839 us); the twin has one (-44%)",
 }
 
 
@@ -43,7 +39,6 @@ def _known(name):
     return pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[name]) if name in KNOWN_MISSES else ()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_MISSES["chunk_pair"])
 def test_chunk_pair_within_10_percent():
     c = _result()["chunk_pair"]
     assert abs(c["rel_error"]) <= trace.CHUNK_PAIR_TARGET, trace.format_table(_result())
