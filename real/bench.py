@@ -7,7 +7,10 @@ expert_load.csv) plus env.json, appending and flushing row by row so a run cut s
 its data. Every row: the shape columns of its bench, `time_s` (median), `time_p10_s`,
 `time_p90_s`, `reps`, `flops`, `bytes`, achieved rates, and the environment (GPU name, SM and
 memory clocks read right after the timed loop, average board power over the loop and the energy
-of one timed repetition (= power_w * time_s), torch and CUDA versions, UTC timestamp).
+of one timed repetition (= power_w * time_s), torch and CUDA versions, UTC timestamp). NVML's
+energy counter advances in ~0.1 s steps, so power and energy are left empty for timed loops
+shorter than ENERGY_MIN_WINDOW_S; the `power` section times a representative subset for >= 2 s
+each to give reliable figures.
 
 Timing: warm-up calls, then CUDA events around each repetition (host clock on the CPU); the
 repetition count is chosen so each configuration runs at least `min_time_s`. Shapes come from the
@@ -50,6 +53,7 @@ from twin.costs.flops import (attention_bwd_flops, attention_flops, attention_op
 PEAK_FLOPS_PER_S = {"H100": {"bf16": 989.4e12, "fp8": 1978.9e12},
                     "H200": {"bf16": 989.4e12, "fp8": 1978.9e12}}
 
+ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust (see Timer)
 STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
@@ -64,6 +68,7 @@ SHAPE_COLS = {
                   "mean_expert_tokens", "precision"],
     "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
               "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
+    "power": ["bench", "config", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
 }
@@ -152,7 +157,8 @@ class Timer:
         sm, mem = self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz()
         times = sorted(self._elapsed(h) for h in handles)
         med = statistics.median(times)
-        power = (e1 - e0) / wall if wall > 0 else math.nan
+        # NVML's energy counter advances in steps of ~0.1 s: shorter windows give no power figure
+        power = (e1 - e0) / wall if wall >= ENERGY_MIN_WINDOW_S else math.nan
         q = statistics.quantiles(times, n=10) if len(times) >= 2 else [med] * 9
         return {"time_s": med, "time_p10_s": q[0], "time_p90_s": q[-1], "reps": reps,
                 "flops": flops, "bytes": bytes_,
@@ -646,10 +652,105 @@ def bench_expert_load(rec, timer, dev, deadline, quick, env):
         _free()
 
 
+def bench_power(rec, timer, dev, deadline, quick, env):
+    """Board power of representative kernels, each looped for >= 2 s (power.csv)."""
+    from real.infer import decode_step, prefill
+    from real.train import MasterAdamW, train_step
+
+    t = Timer(dev, timer.tel, 0.2 if quick else 2.0, max_reps=100000, warmup=timer.warmup)
+
+    def pw(config, precision, fn, setup=None, flops=math.nan, bytes_=math.nan):
+        if deadline.over():
+            return
+        r = t.measure(fn, setup=setup, flops=flops, bytes_=bytes_)
+        rec.row("power", bench="power", config=config, precision=precision, **r)
+        log(f"power {config} {precision}: {r['power_w']:.0f} W, {r['time_s'] * 1e3:.3f} ms")
+
+    if dev.type == "cuda":  # idle board power over 2 s
+        e0 = timer.tel.energy_j()
+        time.sleep(2.0)
+        idle = (timer.tel.energy_j() - e0) / 2.0
+        rec.row("power", bench="power", config="idle", precision="", time_s=2.0, reps=1,
+                power_w=idle, energy_j=2 * idle)
+    sc = 16 if quick else 1
+    for m, n, k in [(8192, 4096, 7168), (512, 7168, 2048), (8192, 8192, 8192)]:
+        m, n, k = m // sc, n // sc, k // sc
+        a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        fl, cfg = gemm_flops(m, n, k), f"gemm m={m} n={n} k={k}"
+        pw(cfg, "bf16", lambda: F.linear(a, w), flops=fl)
+        pw(cfg, "fp8-rowwise", _fp8_gemm_callable(a, w, "fp8-rowwise"), flops=fl)
+        if env["fp8_blockwise_kernel"] and fp8.blockwise_shape_ok(k, n):
+            pw(cfg, "fp8-blockwise", _fp8_gemm_callable(a, w, "fp8-blockwise"), flops=fl)
+    x = torch.randn(2**29 // sc**2, device=dev, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    pw(f"copy bytes={4 * x.numel()}", "bf16", lambda: y.copy_(x), bytes_=4.0 * x.numel())
+    del x, y
+    B, H, S = (1, 4, 256) if quick else (2, 128, 4096)
+    q = torch.randn(B, H, S, 192, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    k_ = torch.randn(B, H, S, 192, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(B, H, S, 128, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    g = torch.randn(B, H, S, 128, device=dev, dtype=torch.bfloat16)
+    sdpa = lambda: F.scaled_dot_product_attention(q, k_, v, is_causal=True)
+    cfg = f"attention b={B} h={H} s={S}"
+    pw(cfg + " fwd", "bf16", sdpa, flops=attention_flops(B, S, H, 192, 128, True))
+    pw(cfg + " bwd", "bf16", lambda o: torch.autograd.grad(o, (q, k_, v), g), setup=sdpa,
+       flops=attention_bwd_flops(B, S, H, 192, 128, True))
+    del q, k_, v, g
+    _free()
+    name = "tiny" if quick else "v3-slice-1l"
+    spec = get_spec(name)
+    E, T = (8, 256) if quick else (64, 16384)
+    spec = _spec_replace(spec, num_routed_experts=E)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(dev):
+        moe = MoE(spec)
+    torch.set_default_dtype(old)
+    xm = torch.randn(T, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    routing = skewed_routing(T, E, spec.top_k, 0.0, spec.route_scale, dev, None)
+    fl = gemm_flops(T * spec.top_k, 3 * spec.moe_intermediate_size, spec.hidden_size)
+    for prec in _precisions(dev, env):
+        cfg = f"moe_layer {name} E={E} T={T} balanced"
+        pw(cfg + " fwd", prec.label, lambda: moe(xm, prec, routing), flops=fl)
+        pw(cfg + " bwd", prec.label, lambda o: torch.autograd.grad(o, [xm, *moe.parameters()],
+                                                                   torch.ones_like(o), allow_unused=True),
+           setup=lambda: moe(xm, prec, routing), flops=2 * fl)
+    del moe, xm
+    _free()
+    Bt, St = (2, 64) if quick else (2, 4096)
+    model = build_model(spec if quick else get_spec(name), dev, torch.bfloat16, max_seq_len=St)
+    opt = MasterAdamW(model.parameters())
+    tokens = torch.randint(0, model.spec.vocab_size, (Bt, St), device=dev)
+    pw(f"train_step {name} b={Bt} s={St}", "bf16",
+       lambda: train_step(model, opt, tokens, torch.roll(tokens, -1, 1)),
+       flops=train_flops_per_token(model.spec, St) * Bt * St)
+    del model, opt
+    _free()
+    name, Bd, P, G = ("tiny", 4, 16, 400) if quick else ("v3-slice-2l", 64, 512, 1200)
+    spec = get_spec(name)
+    model = build_model(spec, dev, torch.bfloat16, max_seq_len=P + G).eval()
+    caches = model.new_caches(Bd, P + G)
+    token = [prefill(model, torch.randint(0, spec.vocab_size, (Bd, P), device=dev), caches)]
+    pos = [P]
+
+    def step():
+        if pos[0] < P + G:  # past the cache end, keep decoding at the last position
+            token[0] = decode_step(model, token[0], caches, pos[0])
+        else:
+            token[0] = decode_step(model, token[0], caches, P + G - 1)
+        pos[0] += 1
+
+    pw(f"decode {name} b={Bd} prompt={P}", "bf16", step, flops=_decode_flops(spec, Bd, P + G / 2))
+    del model, caches
+    _free()
+
+
 SECTIONS = {  # name -> (function, share of the time budget)
     "gemm": (bench_gemm, 0.12), "grouped": (bench_grouped, 0.12), "memory": (bench_memory, 0.03),
     "attention": (bench_attention, 0.1), "moe": (bench_moe, 0.25), "train": (bench_train, 0.2),
     "serve": (bench_serve, 0.12), "expert_load": (bench_expert_load, 0.06),
+    "power": (bench_power, 0.2),  # not in the default list: --only power
 }
 
 
@@ -672,11 +773,11 @@ def main(argv=None) -> int:
     timer = Timer(dev, tel, args.min_time_s if not args.quick else 0.0,
                   max_reps=100 if not args.quick else 3, warmup=3 if not args.quick else 1)
     deadline = Deadline(args.budget_s)
-    names = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    names = [s for s in args.only.split(",") if s] or [s for s in SECTIONS if s != "power"]
     failures = []
     for name in names:
         fn, share = SECTIONS[name]
-        deadline.start(share)
+        deadline.start(share if len(names) > 1 else 1.0)
         log(f"== {name}")
         t0 = time.perf_counter()
         try:
