@@ -69,6 +69,8 @@ SHAPE_COLS = {
     "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
               "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
     "power": ["bench", "config", "precision"],
+    "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
+           "max_rank_rows", "bytes_per_rank", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
 }
@@ -159,7 +161,7 @@ class Timer:
         med = statistics.median(times)
         # NVML's energy counter advances in steps of ~0.1 s: shorter windows give no power figure
         power = (e1 - e0) / wall if wall >= ENERGY_MIN_WINDOW_S else math.nan
-        q = statistics.quantiles(times, n=10) if len(times) >= 2 else [med] * 9
+        q = statistics.quantiles(times, n=10, method="inclusive") if len(times) >= 2 else [med] * 9
         return {"time_s": med, "time_p10_s": q[0], "time_p90_s": q[-1], "reps": reps,
                 "flops": flops, "bytes": bytes_,
                 "achieved_flops_per_s": flops / med, "achieved_bytes_per_s": bytes_ / med,
@@ -746,11 +748,84 @@ def bench_power(rec, timer, dev, deadline, quick, env):
     _free()
 
 
+class _NoRecorder:
+    def row(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def bench_ep(rec, timer, dev, deadline, quick, env):
+    """Expert parallelism over the torchrun world (NCCL on GPUs): raw all-to-all, and an MoE
+    layer's dispatch, combine, forward and backward with E/W experts per rank. Fixed repetition
+    counts so every rank issues the same collectives; rank 0 writes ep.csv."""
+    import torch.distributed as dist
+
+    from real.ep import combine, dispatch
+
+    group = dist.group.WORLD
+    world = dist.get_world_size()
+    t = Timer(dev, timer.tel, 0.0, warmup=3)
+    reps = 3 if quick else 20
+    for mib in ([1] if quick else [1, 4, 16, 64, 256, 1024]):
+        x = torch.randn(mib * 2**20 // 2, device=dev, dtype=torch.bfloat16)
+        out = torch.empty_like(x)
+        sent = mib * 2**20 * (world - 1) / world
+        r = t.measure(lambda: dist.all_to_all_single(out, x, group=group), bytes_=sent, reps=reps)
+        rec.row("ep", bench="all_to_all", world_size=world, tokens_per_rank="", num_experts="",
+                top_k="", hidden_size="", skew="", max_rank_rows="", bytes_per_rank=sent,
+                precision="bf16", **r)
+        log(f"all_to_all {mib} MiB/rank: {r['achieved_bytes_per_s'] / 1e9:.0f} GB/s sent per rank")
+    name = "tiny" if quick else "v3-slice-1l"
+    spec = get_spec(name)
+    E = 8 if quick else 32
+    spec = _spec_replace(spec, num_routed_experts=E)
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(dev):
+        moe = MoE(spec, ep_group=group)
+    torch.set_default_dtype(old)
+    gen = torch.Generator().manual_seed(dist.get_rank())
+    D, K = spec.hidden_size, spec.top_k
+    for T in ([64] if quick else [1024, 4096, 16384]):
+        for skew in [0.0, 1.0]:
+            w, ids = skewed_routing(T, E, K, skew, spec.route_scale, dev, gen)
+            x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            rows = torch.zeros(world, dtype=torch.int64, device=dev).scatter_add_(
+                0, ids.flatten() // (E // world), torch.ones(T * K, dtype=torch.int64, device=dev))
+            dist.all_reduce(rows, group=group)
+            common = dict(world_size=world, tokens_per_rank=T, num_experts=E, top_k=K, hidden_size=D,
+                          skew=skew, max_rank_rows=int(rows.max()), bytes_per_rank=T * K * D * 2.0)
+            fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
+            state = {}
+
+            def do_dispatch():
+                state["d"] = dispatch(x.detach(), ids, E, group)
+
+            r = t.measure(do_dispatch, bytes_=T * K * D * 2.0, reps=reps)
+            rec.row("ep", bench="ep_dispatch", precision="bf16", **common, **r)
+            y_local = state["d"][0]
+            r = t.measure(lambda: combine(y_local, state["d"][3], group), bytes_=T * K * D * 2.0,
+                          reps=reps)
+            rec.row("ep", bench="ep_combine", precision="bf16", **common, **r)
+            for prec in _precisions(dev, env):
+                r = t.measure(lambda: moe(x, prec, (w, ids)), flops=fl, reps=reps)
+                rec.row("ep", bench="moe_layer_ep_fwd", precision=prec.label, **common, **r)
+                r = t.measure(lambda o: torch.autograd.grad(o, [x, *moe.parameters()], torch.ones_like(o),
+                                                            allow_unused=True),
+                              setup=lambda: moe(x, prec, (w, ids)), flops=2 * fl, reps=reps)
+                rec.row("ep", bench="moe_layer_ep_bwd", precision=prec.label, **common, **r)
+            log(f"ep T={T} skew={skew}: done")
+
+
 SECTIONS = {  # name -> (function, share of the time budget)
     "gemm": (bench_gemm, 0.12), "grouped": (bench_grouped, 0.12), "memory": (bench_memory, 0.03),
     "attention": (bench_attention, 0.1), "moe": (bench_moe, 0.25), "train": (bench_train, 0.2),
     "serve": (bench_serve, 0.12), "expert_load": (bench_expert_load, 0.06),
     "power": (bench_power, 0.2),  # not in the default list: --only power
+    "ep": (bench_ep, 0.5),  # under torchrun with >= 2 ranks: --only ep
 }
 
 
@@ -763,17 +838,26 @@ def main(argv=None) -> int:
     ap.add_argument("--min-time-s", type=float, default=0.1, help="timed time per configuration")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tel = Telemetry(0)
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    dev = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun: expert parallel over all ranks
+        import torch.distributed as dist
+
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    tel = Telemetry(local_rank)
     env = environment(dev, tel)
     env["sections"] = args.only or "all"
-    (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
-    log(f"env: {json.dumps(env, default=str)}")
-    rec = Recorder(args.out, env)
+    env["world_size"] = int(os.environ.get("WORLD_SIZE", 1))
+    if rank == 0:
+        (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
+        log(f"env: {json.dumps(env, default=str)}")
+    rec = Recorder(args.out, env) if rank == 0 else _NoRecorder()
     timer = Timer(dev, tel, args.min_time_s if not args.quick else 0.0,
                   max_reps=100 if not args.quick else 3, warmup=3 if not args.quick else 1)
     deadline = Deadline(args.budget_s)
-    names = [s for s in args.only.split(",") if s] or [s for s in SECTIONS if s != "power"]
+    names = [s for s in args.only.split(",") if s] or [s for s in SECTIONS if s not in ("power", "ep")]
     failures = []
     for name in names:
         fn, share = SECTIONS[name]
@@ -791,7 +875,8 @@ def main(argv=None) -> int:
     rec.close()
     env["failures"] = failures
     env["elapsed_s"] = time.perf_counter() - deadline.t0
-    (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    if rank == 0:
+        (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
     log(f"failures: {failures}" if failures else "all sections ran")
     return 1 if failures else 0
 
