@@ -30,11 +30,14 @@ _FLOAT_COLS = ("time_s", "time_p10_s", "time_p90_s", "flops", "bytes", "bytes_mo
 
 
 def gpu_dirs(root: Path | str = MEASUREMENTS_DIR) -> list[str]:
-    """GPU names that have records: the sub-folders of `root` holding at least one CSV."""
+    """GPU names that have timed single-GPU records: sub-folders of `root` holding a CSV of a timed
+    family (gemm, attention, ...). Other folders (e.g. h200x2/ with multi-GPU all-to-all runs) are
+    measurements of another kind and are not fitted here."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.csv")))
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and any((p / f"{family}.csv").is_file() for family in TIMED_FAMILIES))
 
 
 def record_files(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> list[Path]:

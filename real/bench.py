@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from real import fp8
 from real.configs import get_spec
 from real.fp8 import Precision
-from real.model import MLA, MoE, build_model, route, rope_tables
+from real.model import MLA, MoE, build_model, building, route, rope_tables
 from real.telemetry import Telemetry
 from twin.costs.flops import (attention_bwd_flops, attention_flops, attention_ops,
                               forward_flops_per_token, gemm_bytes, gemm_flops,
@@ -377,7 +377,7 @@ def bench_attention(rec, timer, dev, deadline, quick, env):
             v = torch.randn(B, H, S, vd, device=dev, dtype=torch.bfloat16, requires_grad=True)
             sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
             fl = attention_flops(B, S, H, qk, vd, True)
-            by = (2 * q.numel() + k.numel() + 2 * v.numel() // vd * vd) * 2.0
+            by = (q.numel() + k.numel() + 2 * v.numel()) * 2.0  # read q, k, v; write o (BF16)
             r = timer.measure(sdpa, flops=fl, bytes_=by)
             common = dict(model="", batch=B, seq_len=S, num_heads=H, qk_head_dim=qk, v_head_dim=vd,
                           causal=True, precision="bf16")
@@ -406,16 +406,12 @@ def bench_attention(rec, timer, dev, deadline, quick, env):
             if deadline.over():
                 break
             for prec in _precisions(dev, env):
-                old = torch.get_default_dtype()
-                torch.set_default_dtype(torch.bfloat16)
-                with torch.device(dev):
+                with building(dev):
                     mla = MLA(spec)
                     cos, sin = rope_tables(spec.qk_rope_head_dim, S)
-                torch.set_default_dtype(old)
                 x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16,
                                 requires_grad=True)
                 g = torch.randn_like(x)
-                T = B * S
                 fl_fwd = sum(op.flops for op in attention_ops(spec, B, S))
                 common = dict(model=name, batch=B, seq_len=S, num_heads=spec.num_heads,
                               qk_head_dim=spec.qk_nope_head_dim + spec.qk_rope_head_dim,
@@ -472,11 +468,8 @@ def bench_moe(rec, timer, dev, deadline, quick, env):
             groups = base.num_expert_groups if E % base.num_expert_groups == 0 else 1
             spec = _spec_replace(base, num_routed_experts=E, num_expert_groups=groups,
                                  top_k_groups=min(base.top_k_groups, groups))
-            old = torch.get_default_dtype()
-            torch.set_default_dtype(torch.bfloat16)
-            with torch.device(dev):
+            with building(dev):
                 moe = MoE(spec)
-            torch.set_default_dtype(old)
             D, Fe, K = spec.hidden_size, spec.moe_intermediate_size, spec.top_k
             for T in token_counts:
                 x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
@@ -704,11 +697,8 @@ def bench_power(rec, timer, dev, deadline, quick, env):
     spec = get_spec(name)
     E, T = (8, 256) if quick else (64, 16384)
     spec = _spec_replace(spec, num_routed_experts=E)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device(dev):
+    with building(dev):
         moe = MoE(spec)
-    torch.set_default_dtype(old)
     xm = torch.randn(T, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
     routing = skewed_routing(T, E, spec.top_k, 0.0, spec.route_scale, dev, None)
     fl = gemm_flops(T * spec.top_k, 3 * spec.moe_intermediate_size, spec.hidden_size)
@@ -782,11 +772,8 @@ def bench_ep(rec, timer, dev, deadline, quick, env):
     E = 8 if quick else 32
     spec = _spec_replace(spec, num_routed_experts=E)
     torch.manual_seed(0)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device(dev):
+    with building(dev):
         moe = MoE(spec, ep_group=group)
-    torch.set_default_dtype(old)
     gen = torch.Generator().manual_seed(dist.get_rank())
     D, K = spec.hidden_size, spec.top_k
     for T in ([64] if quick else [1024, 4096, 16384]):

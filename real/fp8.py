@@ -24,6 +24,8 @@ A `Precision` policy (passed down from the model, never a global) says which GEM
   On the GPU, a GEMM whose K or N is not a multiple of 16 stays BF16 (the kernels refuse it;
   only toy configs have such dims). Dense FP8 layers use FP8 for all three GEMMs (forward, input gradient, weight gradient), each
   `a_MK @ b_KN` quantizing A along K and B along K with the kernel's scale granularity.
+  Operands (weights included) are quantized on every call by eager PyTorch ops, which the
+  benchmarks measure as such (no cached FP8 weights, no fused quantize-GEMM kernels).
   Grouped (expert) GEMMs use `torch._scaled_grouped_mm` with row-wise scales forward (that is
   what the Hopper kernel accepts) and BF16 `torch._grouped_mm` for their two backward GEMMs.
 """

@@ -21,6 +21,7 @@ uses the compressed cache with the up-projections absorbed into the query and ou
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -450,17 +451,24 @@ class Transformer(nn.Module):
                 for _ in self.layers]
 
 
-def build_model(spec, device="cpu", dtype=torch.bfloat16, ep_group=None,
-                max_seq_len: int = 4096) -> Transformer:
-    """Construct the model directly on `device` with parameters in `dtype` (no host copy);
-    the router bias and load counters stay FP32."""
+@contextlib.contextmanager
+def building(device, dtype=torch.bfloat16):
+    """Modules constructed inside get parameters on `device` in `dtype`, with no host copy
+    (buffers created with an explicit dtype, such as the router bias, keep it)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            return Transformer(spec, ep_group=ep_group, max_seq_len=max_seq_len)
+            yield
     finally:
         torch.set_default_dtype(old)
+
+
+def build_model(spec, device="cpu", dtype=torch.bfloat16, ep_group=None,
+                max_seq_len: int = 4096) -> Transformer:
+    """The model built directly on `device` in `dtype`; router bias and load counters stay FP32."""
+    with building(device, dtype):
+        return Transformer(spec, ep_group=ep_group, max_seq_len=max_seq_len)
 
 
 def num_params(model: nn.Module) -> int:

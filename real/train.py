@@ -8,13 +8,14 @@ replicated parameters' gradients are all-reduced (data parallel over the same ra
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 import torch.distributed as dist
 
-from real.fp8 import BF16, Precision
-from real.model import Transformer
+from real.fp8 import BF16, Precision, best_fp8
+from real.model import Transformer, build_model
 
 
 class MasterAdamW:
@@ -88,17 +89,19 @@ def main(argv=None):
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp8"])
     args = ap.parse_args(argv)
     group = None
-    if dist.is_available() and "RANK" in __import__("os").environ:
+    if dist.is_available() and "RANK" in os.environ:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         group = dist.group.WORLD
-    device = torch.device("cuda", dist.get_rank() % torch.cuda.device_count()) \
-        if torch.cuda.is_available() else torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)  # identical replicated weights on every rank
     spec = get_spec(args.model)
-    model = Transformer(spec, ep_group=group, max_seq_len=args.seq_len).to(device, dtype)
+    model = build_model(spec, device, dtype, ep_group=group, max_seq_len=args.seq_len)
     opt = MasterAdamW(model.parameters())
-    precision = Precision(args.precision, "rowwise")
+    precision = best_fp8(device) if args.precision == "fp8" else BF16
     g = torch.Generator().manual_seed(1 + (dist.get_rank() if group else 0))
     for step in range(args.steps):
         tokens, targets = synthetic_batch(spec.vocab_size, args.batch, args.seq_len, generator=g,

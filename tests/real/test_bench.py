@@ -1,0 +1,57 @@
+"""The benchmark harness: a CPU dry run of some sections writes well-formed records."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from real import bench
+from real.telemetry import Telemetry
+
+
+def test_quick_campaign_writes_records(tmp_path):
+    rc = bench.main(["--out", str(tmp_path), "--quick", "--only", "gemm,memory,moe,serve"])
+    assert rc == 0
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["failures"] == [] and env["torch_version"] == torch.__version__
+    for family, benches in [("gemm", {"gemm"}), ("memory", {"memory"}),
+                            ("moe_layer", {"moe_layer_fwd", "moe_layer_bwd"}),
+                            ("model", {"prefill", "decode"})]:
+        rows = list(csv.DictReader((tmp_path / f"{family}.csv").open()))
+        assert {r["bench"] for r in rows} == benches
+        for r in rows:
+            t, p10, p90 = float(r["time_s"]), float(r["time_p10_s"]), float(r["time_p90_s"])
+            assert 0 < p10 <= t <= p90, r
+            assert r["gpu_name"] and r["timestamp_utc"]
+    moe = list(csv.DictReader((tmp_path / "moe_layer.csv").open()))
+    balanced = [r for r in moe if float(r["skew"]) == 0]
+    # round-robin routing: every expert gets exactly tokens * top_k / experts rows
+    assert all(int(r["max_expert_tokens"]) == float(r["mean_expert_tokens"]) for r in balanced)
+
+
+def test_skewed_routing_is_balanced_at_zero_and_skewed_otherwise():
+    g = torch.Generator().manual_seed(0)
+    _, ids = bench.skewed_routing(256, 16, 4, 0.0, 1.0, "cpu", g)
+    assert torch.bincount(ids.flatten(), minlength=16).tolist() == [64] * 16
+    _, ids = bench.skewed_routing(256, 16, 4, 1.5, 1.0, "cpu", g)
+    counts = torch.bincount(ids.flatten(), minlength=16)
+    assert counts.max() > 2 * counts.float().mean()
+    assert all(len(set(row)) == 4 for row in ids.tolist())  # distinct experts per token
+
+
+def test_timer_reports_median_and_spread_on_cpu():
+    # min_time_s asks for more reps than max_reps allows: 5 reps
+    timer = bench.Timer(torch.device("cpu"), Telemetry(), min_time_s=10.0, max_reps=5, warmup=1)
+    r = timer.measure(lambda: torch.ones(64, 64) @ torch.ones(64, 64), flops=2 * 64**3)
+    assert r["reps"] == 5 and r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
+    assert r["achieved_flops_per_s"] == pytest.approx(2 * 64**3 / r["time_s"])
+    assert math.isnan(r["power_w"])  # no NVML here
+
+
+def test_telemetry_without_gpu_reads_nan():
+    tel = Telemetry()
+    if not tel.available:
+        assert math.isnan(tel.energy_j()) and math.isnan(tel.sm_clock_mhz())
+        assert tel.static_info() == {}
