@@ -80,10 +80,24 @@ class PipelineResult:
     bubble_s: float  # max idle over ranks
     peak_inflight_activations: tuple[int, ...]  # per rank
     streams: tuple[str, ...]
+    covered_s: tuple[float, ...] = ()  # per rank: time with a task on any stream (union of intervals)
+    last_compute_end_s: tuple[float, ...] = ()  # per rank: end of its last compute task
+    task_time_s: tuple[dict, ...] = ()  # per rank: task name -> summed seconds (kept without the event log)
 
     @property
     def num_ranks(self) -> int:
         return len(self.busy_s)
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by possibly overlapping intervals."""
+    total, cursor = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        start = max(start, cursor)
+        if end > start:
+            total += end - start
+            cursor = end
+    return total
 
 
 def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tuple[Task, float, float]]]:
@@ -132,6 +146,9 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     b_done: dict[tuple[int, int, int], simpy.Event] = {}
     raw: list[tuple] = []  # Event fields; made Events once at the end (cheaper)
     busy = [0.0] * num_ranks
+    covered = [0.0] * num_ranks
+    last_compute_end = [0.0] * num_ranks
+    task_time: list[dict[str, float]] = [{} for _ in range(num_ranks)]
     peak = [0] * num_ranks
     finished = [False] * num_ranks
     timelines: dict[tuple[int, ...], tuple] = {}  # ids of an op's chains -> its timeline
@@ -182,8 +199,13 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         duration, placed = arbitrate_streams(chains)
         compute_s = sum(task.duration_s for task, _, _ in placed if task.stream == "compute")
         flat = [(task.stream, task.name, task.part == "B", start, end) for task, start, end in placed]
-        timelines[key] = (tuple(chains), duration, compute_s, flat)  # holds chains: ids stay valid
-        return duration, compute_s, flat
+        union = _union_length([(start, end) for _, start, end in placed])
+        last_compute = max((end for task, _, end in placed if task.stream == "compute"), default=None)
+        by_name: dict[str, float] = {}
+        for task, start, end in placed:
+            by_name[task.name] = by_name.get(task.name, 0.0) + (end - start)
+        timelines[key] = (tuple(chains), duration, compute_s, flat, union, last_compute, by_name)  # holds chains: ids stay valid
+        return duration, compute_s, flat, union, last_compute, by_name
 
     def run_rank(rank: int):
         live = 0
@@ -200,8 +222,14 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             if fwd is not None:
                 live += 1
                 peak[rank] = max(peak[rank], live)
-            duration, compute_s, placed = timeline(costs.chains(rank, op))
+            duration, compute_s, placed, union, last_compute, by_name = timeline(costs.chains(rank, op))
             t0 = env.now
+            covered[rank] += union
+            names = task_time[rank]
+            for name, secs in by_name.items():
+                names[name] = names.get(name, 0.0) + secs
+            if last_compute is not None:
+                last_compute_end[rank] = t0 + last_compute
             kind, mb, chunk = op.kind, op.microbatch, op.chunk
             b_mb, b_chunk = bwd if bwd is not None else (mb, chunk)
             if record_events:
@@ -241,6 +269,9 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         bubble_s=max(idle),
         peak_inflight_activations=tuple(peak),
         streams=streams,
+        covered_s=tuple(covered),
+        last_compute_end_s=tuple(last_compute_end),
+        task_time_s=tuple(task_time),
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections import defaultdict
 
 from twin.costs import comm, compute, memory
 from twin.costs.flops import (BF16_BYTES, Op, attention_ops, dense_ffn_ops, embedding_ops, head_ops, moe_ops,
@@ -266,17 +265,8 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
     """Pipeline bubble = time a rank has no task on any stream (waiting on other stages);
     exposed communication = time it communicates with its compute stream idle. Both are taken
     on the rank with the largest bubble."""
-    covered = [0.0] * pipe.num_ranks
-    cursor = [0.0] * pipe.num_ranks
-    for ev in sorted(pipe.events, key=lambda e: (e.rank, e.start_s)):
-        start = max(ev.start_s, cursor[ev.rank])
-        if ev.end_s > start:
-            covered[ev.rank] += ev.end_s - start
-            cursor[ev.rank] = ev.end_s
-    if not pipe.events:
-        return pipe.bubble_s, 0.0
-    worst = max(range(pipe.num_ranks), key=lambda r: pipe.makespan_s - covered[r])
-    return pipe.makespan_s - covered[worst], covered[worst] - pipe.busy_s[worst]
+    worst = max(range(pipe.num_ranks), key=lambda r: pipe.makespan_s - pipe.covered_s[r])
+    return pipe.makespan_s - pipe.covered_s[worst], pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
 def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: dict | None = None,
@@ -305,12 +295,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: dict | 
             breakdown=mems[worst])
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
-    last_end = [0.0] * schedule.num_ranks
-    for ev in pipe.events:
-        if ev.stream == "compute":
-            last_end[ev.rank] = max(last_end[ev.rank], ev.end_s)
-    if not pipe.events:
-        last_end = [pipe.makespan_s] * schedule.num_ranks
+    last_end = pipe.last_compute_end_s
     tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
     end = max(max(last_end[r] + tails[r][0], pipe.makespan_s) for r in range(schedule.num_ranks))
     opt_s = max(t[1] for t in tails)
@@ -322,10 +307,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: dict | 
     model_flops = train_flops_per_token(sc.model, sc.workload.seq_len, sc.workload.causal) * tokens
     n = sc.cluster.num_gpus
     busiest = max(range(schedule.num_ranks), key=lambda r: pipe.busy_s[r])
-    op_time: dict[str, float] = defaultdict(float)
-    for ev in pipe.events:
-        if ev.rank == busiest:
-            op_time[ev.name] += ev.end_s - ev.start_s
+    op_time: dict[str, float] = dict(pipe.task_time_s[busiest])
     op_time["dp_reduce_scatter"] = tails[busiest][0]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
