@@ -128,3 +128,11 @@ def test_infeasible_step_cli_exits_3_and_writes_reason(tmp_path):
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     data = json.loads(out.read_text())
     assert data["feasible"] is False and "out of memory" in data["reason"]
+
+
+def test_event_log_is_optional_and_changes_nothing(v3, v3_step):
+    quiet = simulate_step(v3, record_events=False)
+    assert quiet.pipeline.events == []
+    assert quiet.step_time_s == v3_step.step_time_s
+    assert quiet.bubble_frac == v3_step.bubble_frac and quiet.exposed_comm_frac == v3_step.exposed_comm_frac
+    assert quiet.op_time_s == v3_step.op_time_s
