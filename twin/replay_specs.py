@@ -140,7 +140,7 @@ class UncertaintySpec:
     num_samples: int = spec_field(4000, unit="count", ge=10, doc="Monte Carlo samples (cheap: drawn through the response surface)")
     seed: int = spec_field(0, unit="count", ge=0, doc="Random seed")
     compute_eff_rel_sigma: float = spec_field(0.08, unit="fraction", ge=0, le=0.5, doc="Relative sigma of compute efficiency (DeepGEMM H800 tables moved ~10% between releases; H800 throttles 990 -> 865 TFLOPS)")
-    link_bw_rel_sigma: float = spec_field(0.15, unit="fraction", ge=0, le=0.5, doc="Relative sigma of achieved link bandwidth (DeepEP EP64 internode 46 -> 51 GB/s between releases; trace-effective 25-34 GB/s)")
+    link_bw_rel_sigma: float = spec_field(0.15, unit="fraction", ge=0, le=0.5, doc="Relative sigma of achieved link bandwidth (DeepEP EP64 internode 46 -> 51 GB/s between releases, NCCL's 46-49 GB/s per NDR NIC; DeepSeek's trace is a validation target, not an input)")
     routing_imbalance_high: float = spec_field(1.15, ge=1.0, doc="Upper end of the routing imbalance range (uniform from the scenario's value; V3's aux-loss-free balancing keeps it near 1)")
     failure_rate_rel_sigma: float = spec_field(0.5, unit="fraction", ge=0, doc="Relative sigma of the interruption rate (Llama 3 vs Meta RSC vs Epoch's 1 per 50K GPU-hours)")
     pue_low: float = spec_field(1.1, ge=1.0, doc="Low end of the PUE range (hyperscale)")
