@@ -6,13 +6,16 @@ with the candidate profile. All curves of a GPU are fitted jointly because `memo
 bandwidth roofline of small GEMMs) and `launch_s` (added to every kernel) are shared.
 
 Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs,
-SeqCurve(e_max, s_half) for attention fwd and bwd, memory_eff, launch_s. Curves without fitting
+SeqCurve(e_max, s_half) for attention fwd and bwd, memory_eff, host_s per eager op class (stage 1,
+primitives); quant_bytes_per_elem and gather_eff (stage 2, the fitting split's MoE/MLA layers with
+the primitive curves fixed). launch_s stays the base profile's (records cannot separate it). Curves without fitting
 data keep the default profile's values and are listed under provenance["not_fitted"].
 The fit writes data (calibration/profiles/<gpu>.json); it never edits code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -35,6 +38,10 @@ E_MAX_BOUNDS = (0.02, 1.0)
 HALF_BOUNDS = (0.0, 1e5)
 MEMORY_EFF_BOUNDS = (0.05, 1.0)
 LAUNCH_S_BOUNDS = (0.0, 1e-4)
+HOST_S_BOUNDS = (0.0, 5e-4)
+HOST_S_INITIAL = 2e-5
+QUANT_BYTES_BOUNDS = (4.0, 200.0)
+GATHER_EFF_BOUNDS = (0.05, 1.0)
 MIN_POINTS_PER_PARAM = 2  # a curve is fitted only with at least 2 fitting points per parameter
 
 
@@ -49,8 +56,21 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     for d in ("fwd", "bwd"):
         if (fit_rows.bench == f"attn_{d}").sum() >= MIN_POINTS_PER_PARAM * len(SEQ_FIELDS):
             layout += [("attention", d, f) for f in SEQ_FIELDS]
-    layout += [("memory_eff", "", ""), ("launch_s", "", "")]
+    layout += [("memory_eff", "", "")]
+    # host dispatch time per eager op class seen in the primitive rows
+    for cls in sorted({host_class(r) for r in fit_rows.to_dict("records")}):
+        layout.append(("host_s", cls, ""))
     return layout
+
+
+def host_class(r) -> str:
+    """The profile.host_s class of a primitive record's op (calibration.predict.Eager)."""
+    b = r["bench"]
+    if b in ("gemm", "grouped_gemm"):
+        return f"{b}.{r['precision']}"
+    if b in ("attn_fwd", "attn_bwd"):
+        return b
+    return "op"
 
 
 def _initial(base: Profile, table: str, key: str, field: str) -> float:
@@ -58,6 +78,8 @@ def _initial(base: Profile, table: str, key: str, field: str) -> float:
         return base.memory_eff
     if table == "launch_s":
         return base.launch_s
+    if table == "host_s":
+        return HOST_S_INITIAL
     curves = getattr(base, table)
     curve = curves.get(key) or curves["fp8" if key.startswith("fp8") else "bf16"]
     return getattr(curve, field)
@@ -68,18 +90,25 @@ def _bounds(table: str, field: str) -> tuple[float, float]:
         return MEMORY_EFF_BOUNDS
     if table == "launch_s":
         return LAUNCH_S_BOUNDS
+    if table == "host_s":
+        return HOST_S_BOUNDS
     return E_MAX_BOUNDS if field == "e_max" else HALF_BOUNDS
 
 
-def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, provenance: dict | None = None) -> Profile:
-    """A Profile from a parameter vector; curves not in the layout come from `base`."""
+def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, provenance: dict | None = None,
+                  quant_bytes_per_elem: float | None = None, gather_eff: float = 1.0) -> Profile:
+    """A Profile of real/'s stack (unfused eager FP8 quantization) from a parameter vector; curves
+    not in the layout come from `base`."""
     vals: dict = {}
     memory_eff, launch_s = base.memory_eff, base.launch_s
+    host_s = dict(base.host_s)
     for v, (table, key, field) in zip(x, layout):
         if table == "memory_eff":
             memory_eff = float(v)
         elif table == "launch_s":
             launch_s = float(v)
+        elif table == "host_s":
+            host_s[key] = float(v)
         else:
             vals.setdefault((table, key), {})[field] = float(v)
     gemm, grouped = dict(base.gemm), dict(base.grouped_gemm)
@@ -95,7 +124,15 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
             if label in curves and (curves is gemm and ("gemm", label) in vals or curves is grouped and ("grouped_gemm", label) in vals):
                 curves["fp8"] = curves[label]
                 break
-    return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {})
+    qb = base.quant_bytes_per_elem if quant_bytes_per_elem is None else quant_bytes_per_elem
+    return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
+                   fp8_quant_fused=False, quant_bytes_per_elem=qb or QUANT_BYTES_INITIAL, host_s=host_s,
+                   gather_eff=gather_eff)
+
+
+# real/fp8.py quantize_*: 4-6 full passes over the values in BF16/FP32 (~33-39 bytes per element
+# by count); the starting value of the fit
+QUANT_BYTES_INITIAL = 36.0
 
 
 def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -120,7 +157,7 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     lo = np.array([_bounds(t, f)[0] for t, _, f in layout])
     hi = np.array([_bounds(t, f)[1] for t, _, f in layout])
     x0 = np.clip(np.where((x0 == 0) & (hi > 1), 10.0, x0), lo, hi)
-    x_scale = np.array([1e-5 if t == "launch_s" else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
+    x_scale = np.array([1e-5 if t in ("launch_s", "host_s") else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
     records = rows.to_dict("records")
     log_meas = np.log(rows["time_s"].to_numpy(float))
 
@@ -135,8 +172,12 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
         elif b in ("attn_fwd", "attn_bwd"):
             for f in SEQ_FIELDS:
                 sparsity[i, index[("attention", b[5:], f)]] = 1
+        if b == "attn_bwd":  # the timed backward starts behind its untimed forward
+            for f in SEQ_FIELDS:
+                sparsity[i, index[("attention", "fwd", f)]] = 1
+            sparsity[i, index[("host_s", "attn_fwd", "")]] = 1
         sparsity[i, index[("memory_eff", "", "")]] = 1
-        sparsity[i, index[("launch_s", "", "")]] = 1
+        sparsity[i, index[("host_s", host_class(r), "")]] = 1
 
     def residuals(x):
         prof = build_profile(gpu, x, layout, base)
@@ -146,7 +187,9 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=x_scale, jac_sparsity=sparsity,
                         loss="soft_l1", f_scale=0.1, max_nfev=400)
     res = residuals(sol.x)
-    stats = {"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
+    prof1 = build_profile(gpu, sol.x, layout, base)
+    (quant_b, gather_eff), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base)
+    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "num_composed_fit_points": n_comp,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
              "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
              "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
              "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(layout, sol.x)}}
@@ -158,7 +201,32 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
         if not any((table, lab) in fitted for lab in FP8_PREFERENCE[:-1]):
             not_fitted.append(f"{table}.fp8")
     stats["not_fitted"] = not_fitted
-    return build_profile(gpu, sol.x, layout, base), stats
+    return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff), stats
+
+
+def _fit_layers(df, spec, prof, gpu, x, layout, base) -> tuple[tuple[float, float], int]:
+    """Stage 2: what real/'s eager layers do beyond the primitives, from the MoE and MLA layer
+    records of the fitting split with every primitive curve held fixed: the achieved cost of
+    unfused FP8 quantization (bytes per element at the fitted memory roofline) and the bandwidth
+    of row gather/scatter kernels relative to streaming ones.
+    Returns ((quant_bytes_per_elem, gather_eff), number of rows used)."""
+    held = split(df)
+    comp = df[(~held) & df.bench.isin(COMPOSED_BENCHES)]
+    if len(comp) < 2 * MIN_POINTS_PER_PARAM:
+        return (prof.quant_bytes_per_elem, prof.gather_eff), 0
+    records = comp.to_dict("records")
+    log_meas = np.log(comp["time_s"].to_numpy(float))
+
+    def residuals(q):
+        p = build_profile(gpu, x, layout, base, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]))
+        return np.log([predict_s(r, spec, p) for r in records]) - log_meas
+
+    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8], bounds=([QUANT_BYTES_BOUNDS[0], GATHER_EFF_BOUNDS[0]],
+                        [QUANT_BYTES_BOUNDS[1], GATHER_EFF_BOUNDS[1]]), x_scale=[10.0, 0.1], loss="soft_l1", f_scale=0.1)
+    return (float(sol.x[0]), float(sol.x[1])), len(records)
+
+
+COMPOSED_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
 
 
 def git_commit() -> str:
@@ -184,7 +252,16 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "cuda_version": env.get("cuda_version", ""),
         "num_fit_points": stats["num_fit_points"],
         "rms_log_residual": stats["rms_log_residual"],
-        "method": "scipy least_squares (soft_l1, f_scale 0.1) on log time, twin roofline; split: calibration/split.py",
+        "method": "scipy least_squares (soft_l1, f_scale 0.1) on log time, twin roofline; split: calibration/split.py. "
+                  "Stage 1: primitive curves, memory_eff, host_s per op class (fitting-split primitives); stage 2: "
+                  "quant_bytes_per_elem and gather_eff from the fitting split's MoE/MLA layer records, curves fixed",
+        "stack": "real/ in eager PyTorch: fp8_quant_fused false (operands quantized by eager ops on every call), "
+                 "host_s = host dispatch per op as per-repetition CUDA events see it; launch_s is the default "
+                 "profile's 4 us assumption (not separable from host time in these records). "
+                 "load_profile() simulates DeepSeek's fused stack with this silicon (fp8_quant_fused true)",
+        "quant_bytes_per_elem": stats.get("quant_bytes_per_elem"),
+        "gather_eff": stats.get("gather_eff"),
+        "num_composed_fit_points": stats.get("num_composed_fit_points"),
         "not_fitted": stats["not_fitted"],
     }
 
@@ -193,8 +270,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     df = rec.load_records(gpu, root)
     prof, stats = fit_profile(df, gpu)
     prov = provenance(df, gpu, stats, root)
-    return Profile(prof.gpu, prof.gemm, prof.grouped_gemm, prof.attention, prof.memory_eff, prof.launch_s,
-                   True, prov), stats
+    return dataclasses.replace(prof, calibrated=True, provenance=prov), stats
 
 
 def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:

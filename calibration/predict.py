@@ -1,8 +1,13 @@
 """The twin's prediction of one measured case, with the twin's own cost functions.
 
-Every prediction goes through `twin.costs.compute` (gemm_time_s, attention_time_s, memory_time_s,
-op_time_s) and `twin.costs.flops` (attention_ops, moe_ops), so a fitted profile means exactly the
-same thing in the fit, in validation and in a simulated step.
+Every kernel is costed by `twin.costs.compute` (gemm_time_s, grouped_gemm_time_s, attention_time_s,
+memory_time_s, quantize_time_s), so a fitted profile means the same thing in the fit, in validation
+and in a simulated step. What differs is the software stack: the records time real/ in eager
+PyTorch, so a case is predicted as the eager op sequence real/ issues (counted from real/model.py
+and real/fp8.py), with the host dispatch time of each op (profile.host_s) and unfused FP8
+quantization (profile.fp8_quant_fused false), under the per-repetition CUDA-event timing of
+real/bench.py. MLA and MoE layers are composed here from those ops, not from the twin's
+attention_ops/moe_ops (which describe DeepSeek's fused V3 stack on an EP group).
 
 Precision labels in the records are kernel names (`bf16`, `fp8-rowwise`, `fp8-tensor`,
 `fp8-blockwise`); the twin knows `bf16` and `fp8`. A profile may carry one curve per label; the
@@ -15,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import numpy as np
+
 from twin.costs import compute
-from twin.costs.flops import Op, attention_ops, moe_ops
+from twin.costs.flops import BF16_BYTES, Op
 from twin.costs.profile import Profile
 from twin.specs import GPUSpec, get_gpu, get_model
 
@@ -47,41 +54,284 @@ def _moe_spec(model: str, num_experts: int):
     return dataclasses.replace(get_model(model), num_routed_experts=num_experts)
 
 
-def _sum_ops(ops, phases, prec, gpu, profile) -> float:
-    return sum(compute.op_time_s(op, ph, prec, gpu, profile)
-               for op in ops if op.kind not in ("dispatch", "combine") for ph in phases)
+def _memory_ops(row, e: "Eager") -> None:
+    """real/bench.py bench_memory ops as the kernels they launch (bytes per kernel counted from
+    the code; `bytes_moved` in the records counts each input read once and output written once)."""
+    op, T, width = row["op"], int(row["tokens"]), int(row["width"])
+    nbytes = float(row["bytes_moved"])
+    if op == "swiglu":                      # silu(a) then * b: 2 kernels, 10 bytes per output element
+        e.mem(nbytes * 10.0 / 6.0, kernels=2)
+    elif op == "router_topk":               # sigmoid, +bias, group top-2, sum, top-4 groups, scatter,
+        E = width                           # masked_fill, top-8, gather, sum, div, clamp, mul
+        e.mem(T * E * 4 * 8.0, kernels=5)
+        e.small(9)
+    elif op in ("fp8_quant_1x128", "fp8_quant_rowwise"):
+        e.quant(T * width)
+    else:                                   # copy, rmsnorm, softmax: one kernel each
+        e.mem(nbytes)
 
 
 def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     """Predicted seconds of a record row, or None when the twin has no prediction for its bench."""
     b = row["bench"]
+    e = Eager(gpu, profile)
     if b in ("gemm", "grouped_gemm"):
         label = row["precision"]
-        prof = profile_for_label(profile, label)
         if b == "grouped_gemm":
-            m, groups = int(row["tokens_per_group"]), int(row["groups"])
+            e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label)
         else:
-            m, groups = int(row["m"]), 1
-        return compute.gemm_time_s(m, int(row["n"]), int(row["k"]), twin_precision(label), gpu, prof, groups=groups)
+            e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
+        return timed_window_s([], e.ops)
     if b in ("attn_fwd", "attn_bwd"):
         op = Op("attn_core", "attention", "attn", batch=int(row["batch"]), seq_len=int(row["seq_len"]),
                 heads=int(row["num_heads"]), qk_dim=int(row["qk_head_dim"]), v_dim=int(row["v_head_dim"]),
                 causal=bool(row["causal"]))
-        return compute.attention_time_s(op, "fwd" if b == "attn_fwd" else "bwd", gpu, profile)
+        e.attention(op, "fwd")
+        if b == "attn_fwd":
+            return timed_window_s([], e.ops)
+        bwd = Eager(gpu, profile)
+        bwd.attention(op, "bwd")
+        return timed_window_s(e.ops, bwd.ops)
     if b == "memory":
-        return compute.memory_time_s(float(row["bytes_moved"]), gpu, profile)
-    phases = ("fwd",) if b.endswith("_fwd") else ("bwd_input", "bwd_weight")
+        _memory_ops(row, e)
+        return timed_window_s([], e.ops)
+    direction = "fwd" if b.endswith("_fwd") else "bwd"
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
-        label = row["precision"]
-        spec = get_model(row["model"])
-        ops = attention_ops(spec, int(row["batch"]), int(row["seq_len"]), 1, bool(row["causal"]))
-        return _sum_ops(ops, phases, twin_precision(label), gpu, profile_for_label(profile, label))
+        f, bw = _mla_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
+        return _layer_time_s(f, bw, direction)
     if b in ("moe_layer_fwd", "moe_layer_bwd"):
-        label = row["precision"]
-        spec = _moe_spec(row["model"], int(row["num_experts"]))
-        imbalance = float(row["max_expert_tokens"]) / float(row["mean_expert_tokens"])
-        # one GPU holds every expert (ep=1): no all-to-all; the most loaded expert sets the
-        # grouped-GEMM rows, as the twin's straggler model does for an EP rank
-        ops = moe_ops(spec, int(row["tokens"]), 1, gpu.gpus_per_node, 1, imbalance)
-        return _sum_ops(ops, phases, twin_precision(label), gpu, profile_for_label(profile, label))
+        spec = get_model(row["model"])
+        counts = zipf_expert_rows(int(row["tokens"]), int(row["num_experts"]), spec.top_k, float(row["skew"]))
+        f, bw = _moe_ops(spec, int(row["tokens"]), counts, row["precision"], gpu, profile)
+        return _layer_time_s(f, bw, direction)
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager execution of real/ (what the records timed): a host that dispatches PyTorch ops one by
+# one and a GPU that runs each op's kernel(s) once dispatched. Per-repetition CUDA events start
+# when the GPU reaches them, so a host-bound op measures its host cycle and a GPU-bound one its
+# kernels (steady state of back-to-back repetitions, `timed_window_s`).
+
+
+# real/fp8.py quantize_rowwise / quantize_1x128 / quantize_128x128: abs, amax, float (scale),
+# clamp, divide, float (x), divide, clamp, cast -> 9 kernels (4-6 of them full-size passes)
+QUANT_KERNELS = 9
+
+
+class Eager:
+    """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
+    cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
+
+    def __init__(self, gpu: GPUSpec, profile: Profile):
+        self.gpu, self.profile, self.ops = gpu, profile, []
+
+    def add(self, host_class: str, gpu_s: float) -> None:
+        self.ops.append((self.profile.host(host_class), gpu_s))
+
+    def mem(self, bytes_: float, kernels: int = 1) -> None:
+        """`kernels` bandwidth-bound eager ops moving `bytes_` in total."""
+        for _ in range(kernels):
+            self.add("op", compute.memory_time_s(bytes_ / kernels, self.gpu, self.profile))
+
+    def gather(self, bytes_: float, kernels: int = 1) -> None:
+        """Row gather/scatter kernels (index, index_copy, index_put): `profile.gather_eff` of the
+        streaming bandwidth."""
+        self.mem(bytes_ / self.profile.gather_eff, kernels)
+
+    def small(self, n: int) -> None:
+        """n tiny ops (index bookkeeping, views that launch a kernel): launch-bound."""
+        for _ in range(n):
+            self.add("op", self.profile.launch_s)
+
+    def gemm(self, m: int, n: int, k: int, label: str) -> None:
+        prof = profile_for_label(self.profile, label)
+        self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof))
+
+    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False) -> None:
+        prof = profile_for_label(self.profile, label)
+        self.add(f"grouped_gemm.{label}",
+                 compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed))
+
+    def quant(self, elems: float, kernels: int = QUANT_KERNELS) -> None:
+        """One unfused quantization (real/fp8.py quantize_*): `kernels` eager ops."""
+        t = compute.quantize_time_s(elems, kernels, self.gpu, self.profile)
+        for _ in range(kernels):
+            self.add("op", t / kernels)
+
+    def attention(self, op: Op, direction: str) -> None:
+        self.add(f"attn_{direction}", compute.attention_time_s(op, direction, self.gpu, self.profile))
+
+
+def timed_window_s(setup: list, timed: list, reps: int = 3) -> float:
+    """Median-repetition time of `timed` ops (host_s, gpu_s) run back to back after untimed
+    `setup` ops, CUDA events around each repetition (real/bench.py Timer, records as committed)."""
+    host = gpu = start = 0.0
+    for _ in range(reps):
+        for h, g in setup:
+            host += h
+            gpu = max(gpu, host) + g
+        start = gpu = max(gpu, host)
+        for h, g in timed:
+            host += h
+            gpu = max(gpu, host) + g
+    return gpu - start
+
+
+def _fp8_linear_fwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
+    """real/fp8.py linear() forward, y_MN = x_MK w_NK^T: quantize x and w on every call, then
+    the kernel (blockwise if the shape allows, else rowwise)."""
+    kern = label if (label != "fp8-blockwise" or (n % 128 == 0 and k % 512 == 0)) else "fp8-rowwise"
+    e.quant(m * k)
+    e.quant(n * k)
+    e.gemm(m, n, k, kern)
+
+
+def _linear_fwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
+    if twin_precision(label) == "bf16":
+        e.gemm(m, n, k, "bf16")
+    else:
+        _fp8_linear_fwd(e, m, n, k, label)
+
+
+def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
+    """dX = dY W (m x k over n) and dW = dY^T X (n x k over m); FP8 quantizes both operands of
+    both GEMMs (transposed copies for dY^T and X^T)."""
+    if twin_precision(label) == "bf16":
+        e.gemm(m, k, n, "bf16")
+        e.gemm(n, k, m, "bf16")
+        return
+    _fp8_linear_fwd(e, m, k, n, label)
+    e.mem(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
+    _fp8_linear_fwd(e, n, k, m, label)
+
+
+def _rope(e: Eager, elems: float) -> None:
+    """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates)."""
+    e.mem(elems * (4 + 4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=8)
+
+
+def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
+    """real/model.py MLA forward and backward as eager op lists (training path: expanded K/V)."""
+    T, D, H = batch * seq, spec.hidden_size, spec.num_heads
+    P, R, O, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank, spec.q_lora_rank
+    B2 = BF16_BYTES
+    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    lins = ([(T, Q, D), (T, H * (P + R), Q)] if Q else [(T, H * (P + R), D)]) + [(T, C + R, D), (T, H * (P + O), C), (T, D, H * O)]
+    core = Op("attn_core", "attention", "attn", batch=batch, seq_len=seq, heads=H, qk_dim=P + R, v_dim=O, causal=True)
+    # forward
+    _linear_fwd(f, *lins[0], label)
+    if Q:
+        f.mem(2 * T * Q * B2)                       # q_norm
+        _linear_fwd(f, *lins[1], label)
+    _rope(f, T * H * R)
+    _linear_fwd(f, *lins[-3], label)                # kv_a
+    f.mem(2 * T * C * B2)                           # kv_norm
+    _rope(f, T * R)
+    _linear_fwd(f, *lins[-2], label)                # kv_b
+    f.mem(2 * 2 * T * H * (P + R) * B2, kernels=2)  # q = cat(q_nope, q_pe); k = cat(k_nope, kpe expanded)
+    f.attention(core, "fwd")
+    f.mem(2 * T * H * O * B2)                       # o transposed -> contiguous for the output projection
+    _linear_fwd(f, *lins[-1], label)
+    # backward (autograd): mirror, GEMMs twice, elementwise ops' gradients
+    _linear_bwd(b, *lins[-1], label)
+    b.mem(2 * T * H * O * B2)
+    b.attention(core, "bwd")
+    b.mem(3 * T * H * (P + R) * B2, kernels=2)      # cat backward (slices) and expand backward (sum over heads)
+    _linear_bwd(b, *lins[-2], label)
+    _rope(b, T * R)
+    b.mem(3 * T * C * B2, kernels=2)                # kv_norm backward
+    _linear_bwd(b, *lins[-3], label)
+    _rope(b, T * H * R)
+    if Q:
+        _linear_bwd(b, *lins[1], label)
+        b.mem(3 * T * Q * B2, kernels=2)            # q_norm backward
+    _linear_bwd(b, *lins[0], label)
+    b.mem(3 * T * D * B2)                           # dx = sum of the two input gradients
+    return f, b
+
+
+def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> np.ndarray:
+    """Expected routed rows per expert under real/bench.py skewed_routing: skew 0 is exact
+    round-robin; skew s > 0 draws K distinct experts per token with popularity ~ rank^-s
+    (inclusion probabilities of weighted sampling without replacement, pi_e = min(1, c p_e),
+    sum pi_e = K)."""
+    if skew == 0:
+        return np.full(num_experts, tokens * top_k / num_experts)
+    p = np.arange(1, num_experts + 1, dtype=float) ** -skew
+    p /= p.sum()
+    lo, hi = 0.0, float(num_experts) / p.min()
+    for _ in range(60):
+        c = 0.5 * (lo + hi)
+        if np.minimum(1.0, c * p).sum() < top_k:
+            lo = c
+        else:
+            hi = c
+    return tokens * np.minimum(1.0, hi * p)
+
+
+def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
+    """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
+    over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
+    Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
+    call), BF16 backward (real/fp8.py _Fp8GroupedMM)."""
+    T, D, F_, K = tokens, spec.hidden_size, spec.moe_intermediate_size, spec.top_k
+    E, S = len(counts), spec.moe_intermediate_size * spec.num_shared_experts
+    N = T * K
+    rows = np.ceil(np.asarray(counts, float) / 16.0) * 16.0     # GROUP_ALIGN padding
+    Np = (N + E * 15 + 15) // 16 * 16                           # static capacity
+    B2, I8 = BF16_BYTES, 8
+    gl = "bf16" if twin_precision(label) == "bf16" else "fp8-rowwise"
+    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    # --- forward: sort (token, slot) pairs by expert, gather rows, pad
+    f.mem(N * I8 * 2 * 4, kernels=3)            # argsort (radix sort passes)
+    f.small(2)                                   # expert_counts: zeros, scatter_add
+    f.mem(2 * N * I8)                            # order // K
+    f.gather(2 * N * D * B2)                        # x_TD[order // K]
+    f.mem(2 * N * I8)                            # ids[order]
+    f.small(12)                                  # group_offsets bookkeeping
+    f.mem(Np * D * B2)                           # new_zeros(capacity, D)
+    f.gather(2 * N * D * B2)                        # index_copy
+    for n_, k_ in ((2 * F_, D), (D, F_)):
+        if gl != "bf16":
+            f.quant(Np * k_)
+            f.quant(E * n_ * k_)
+        f.grouped(rows, n_, k_, gl)
+        if n_ == 2 * F_:
+            f.mem(Np * F_ * B2 * 2 + Np * F_ * B2 * 3, kernels=2)   # silu(a), * b
+    f.gather(2 * N * D * B2)                        # y_NpD[pos]
+    f.mem(N * I8 * 2 * 4, kernels=3)             # argsort(order)
+    f.gather(2 * N * D * B2)                        # y_ND[inverse order]
+    f.mem(2 * N * D * B2)                        # * weights
+    f.mem(N * D * B2 + T * D * B2)               # sum over K
+    if S:
+        _linear_fwd(f, T, 2 * S, D, label)
+        f.mem(T * S * B2 * 2 + T * S * B2 * 3, kernels=2)
+        _linear_fwd(f, T, D, S, label)
+        f.mem(3 * T * D * B2)                    # routed + shared
+    # --- backward
+    if S:
+        _linear_bwd(b, T, D, S, label)
+        b.mem(T * S * B2 * 9, kernels=4)         # silu * b backward, cat of chunk grads
+        _linear_bwd(b, T, 2 * S, D, label)
+    b.mem(2 * N * D * B2 + T * D * B2, kernels=2)   # sum backward (expand) * weights
+    b.mem(N * D * B2)
+    b.gather(2 * N * D * B2)   # index backward: zeros + index_put
+    b.mem(Np * D * B2)
+    b.gather(2 * N * D * B2)  # y_NpD[pos] backward: zeros + index_put
+    b.mem(2 * Np * D * B2)                       # grad contiguous
+    b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
+    b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
+    b.mem(Np * F_ * B2 * 9, kernels=4)           # silu * b backward, cat
+    b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
+    b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
+    b.gather(2 * N * D * B2)                        # index_copy backward (gather)
+    b.mem(2 * T * D * B2, kernels=2)
+    b.gather(2 * N * D * B2)  # x[order // K] backward: zeros, index_put, add
+    return f, b
+
+
+def _layer_time_s(fwd: Eager, bwd: Eager, direction: str) -> float:
+    if direction == "fwd":
+        return timed_window_s([], fwd.ops)
+    return timed_window_s(fwd.ops, bwd.ops)

@@ -19,18 +19,48 @@ def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
                 groups: int = 1, sm_frac: float = 1.0) -> float:
-    """One (grouped) GEMM. FP8 GEMMs include their activation quantize/dequantize overhead as
-    extra bytes: reading the BF16 input and writing FP8 plus per-tile scales."""
+    """One (grouped) GEMM kernel. On a fused-quantization stack (profile.fp8_quant_fused, DeepGEMM)
+    FP8 GEMMs include their activation quantize overhead as extra bytes: reading the BF16 input and
+    writing FP8 plus per-tile scales. On an unfused stack the quantization is separate eager work
+    (`quantize_time_s`) and the GEMM reads pre-quantized operands."""
     curves = profile.grouped_gemm if groups > 1 else profile.gemm
     eff = curves[precision].eff(m, n, k)
     flops = 2.0 * m * n * k * groups
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
     bytes_moved = groups * gemm_bytes(m, n, k, in_bytes)
-    if precision == "fp8":
+    if precision == "fp8" and profile.fp8_quant_fused:
         bytes_moved += groups * m * k * (BF16_BYTES + FP8_BYTES)  # quantize the activation
     compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff)
     return max(compute_s, memory_s) + profile.launch_s
+
+
+def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
+                        sm_frac: float = 1.0, transposed: bool = False) -> float:
+    """One grouped GEMM kernel whose groups have different row counts (experts with uneven load):
+    every group's tiles run at that group's efficiency, all groups share one launch. Groups
+    without rows launch no tiles. `transposed`: the weight-gradient form (n x k per group,
+    contracted over the group's rows), costed with the rows as the contraction dimension."""
+    curve = profile.grouped_gemm[precision]
+    in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
+    compute_s, bytes_moved = 0.0, 0.0
+    peak = gpu.peak_flops_per_s(precision) * sm_frac
+    for rows in rows_per_group:
+        if rows <= 0:
+            continue
+        eff = curve.eff(n, k, rows) if transposed else curve.eff(rows, n, k)
+        compute_s += 2.0 * rows * n * k / (peak * eff)
+        bytes_moved += gemm_bytes(rows, n, k, in_bytes)
+    memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff)
+    return max(compute_s, memory_s) + profile.launch_s
+
+
+def quantize_time_s(elems: float, num_kernels: int, gpu: GPUSpec, profile: Profile) -> float:
+    """Unfused FP8 quantization of `elems` BF16 values by eager ops (real/fp8.py): all passes'
+    bytes at the HBM roofline, plus one launch per kernel. Zero on a fused stack."""
+    if profile.fp8_quant_fused:
+        return 0.0
+    return elems * profile.quant_bytes_per_elem / (gpu.hbm_bytes_per_s * profile.memory_eff) + num_kernels * profile.launch_s
 
 
 def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:

@@ -9,7 +9,20 @@ A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holdi
   attention, per direction (fwd, bwd):
       eff(s) = e_max / (1 + s_half/s)
   memory: fraction of HBM bandwidth reached by bandwidth-bound kernels (e_mem)
-  launch_s: fixed per-kernel overhead
+  launch_s: fixed per-kernel overhead on the GPU (device side)
+
+A profile also describes the *software stack* that ran the kernels, as data:
+  fp8_quant_fused: whether FP8 quantization of GEMM inputs is fused into neighbouring kernels
+    (DeepGEMM/DeepEP, DeepSeek's V3 stack: the GEMM reads a quantized activation, the quantize pass
+    costs only its bytes) or runs as separate eager PyTorch ops on every call (real/fp8.py).
+  quant_bytes_per_elem: HBM bytes per element of one unfused quantization (all its eager passes:
+    abs, amax, float, divide, clamp, cast; ~33-39 by count in real/fp8.py), fitted.
+  gather_eff: bandwidth of row gather/scatter kernels (index, index_copy, index_put) relative to
+    streaming kernels (memory_eff), fitted; 1.0 where unmeasured.
+  host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
+    the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
+    dispatches). Used only to predict eager measurements (calibration/predict.py); a simulated
+    step (twin.sim) runs DeepSeek's stack and never adds host time.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
@@ -17,6 +30,7 @@ published kernel tables (sources inline) and are flagged as uncalibrated in ever
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -53,6 +67,19 @@ class Profile:
     launch_s: float
     calibrated: bool
     provenance: dict = field(default_factory=dict, compare=False, hash=False)
+    fp8_quant_fused: bool = True
+    quant_bytes_per_elem: float = 0.0
+    host_s: dict = field(default_factory=dict)
+    gather_eff: float = 1.0
+
+    def host(self, op_class: str) -> float:
+        """Host dispatch seconds of one eager op of a class (falls back to the generic "op")."""
+        return self.host_s.get(op_class, self.host_s.get("op", 0.0))
+
+    def as_stack(self, fp8_quant_fused: bool) -> "Profile":
+        """The same silicon under another software stack (e.g. the fused DeepGEMM/DeepEP stack that
+        DeepSeek trained V3 with, simulated on a GPU whose profile was measured with real/)."""
+        return dataclasses.replace(self, fp8_quant_fused=fp8_quant_fused)
 
     def to_json(self) -> dict:
         return {
@@ -63,6 +90,10 @@ class Profile:
             "attention": {d: vars(c) for d, c in self.attention.items()},
             "memory_eff": self.memory_eff,
             "launch_s": self.launch_s,
+            "fp8_quant_fused": self.fp8_quant_fused,
+            "quant_bytes_per_elem": self.quant_bytes_per_elem,
+            "host_s": dict(self.host_s),
+            "gather_eff": self.gather_eff,
             "provenance": self.provenance,
         }
 
@@ -76,7 +107,8 @@ class Profile:
             {p: g(c) for p, c in self.gemm.items()},
             {p: g(c) for p, c in self.grouped_gemm.items()},
             {d: SeqCurve(c.e_max * compute, c.s_half) for d, c in self.attention.items()},
-            min(1.0, self.memory_eff * memory), self.launch_s, self.calibrated, self.provenance)
+            min(1.0, self.memory_eff * memory), self.launch_s, self.calibrated, self.provenance,
+            self.fp8_quant_fused, self.quant_bytes_per_elem, dict(self.host_s), self.gather_eff)
 
 
 def profile_from_json(data: dict) -> Profile:
@@ -89,6 +121,10 @@ def profile_from_json(data: dict) -> Profile:
         launch_s=data["launch_s"],
         calibrated=data.get("calibrated", True),
         provenance=data.get("provenance", {}),
+        fp8_quant_fused=bool(data.get("fp8_quant_fused", True)),
+        quant_bytes_per_elem=float(data.get("quant_bytes_per_elem", 0.0)),
+        host_s={k: float(v) for k, v in data.get("host_s", {}).items()},
+        gather_eff=float(data.get("gather_eff", 1.0)),
     )
 
 
@@ -101,12 +137,16 @@ def default_profile() -> Profile:
 
 @functools.cache
 def load_profile(gpu_profile_name: str) -> Profile:
-    """The calibrated profile for a GPU type (GPUSpec.calibrated_as), else the default."""
+    """The calibrated profile for a GPU type (GPUSpec.calibrated_as), else the default, for
+    simulating DeepSeek's V3 software stack: FP8 quantization fused into the GEMM/communication
+    kernels (DeepGEMM, DeepEP; V3 report §3.3). A calibrated profile records the stack it was
+    measured with (real/: unfused eager quantization); that stack is used only to predict the
+    records (calibration/predict.py), so here the silicon is kept and the stack switched."""
     try:
         path = resources.files("calibration").joinpath("profiles", f"{gpu_profile_name}.json")
         if path.is_file():
             with path.open() as fh:
-                return profile_from_json(json.load(fh))
+                return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True)
     except ModuleNotFoundError:
         pass
     return default_profile()
