@@ -142,6 +142,15 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_balance(args) -> int:
+    from twin.moe.balance import run_balance, summary_lines
+    sc = _scenario(args)
+    out = run_balance(sc, json_path=None, out_dir=args.out)
+    print("\n".join(summary_lines(out)), file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
 def cmd_docs(args) -> int:
     from twin.docs import scenario_reference
     text = scenario_reference()
@@ -200,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="out/replay", help="report directory (default out/replay)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("balance", help="what expert-load balancing buys: step time and GPU-hours under measured and fitted skew, EPLB")
+    _add_scenario_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write plots and the resolved scenario here")
+    p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md)")
     p.add_argument("--out", metavar="FILE")

@@ -1,7 +1,7 @@
 """Scenario: the strict TOML loader and the whole-job spec it produces.
 
 A scenario file has the sections [model], [cluster], [plan], [workload] and, for whole-run replay,
-[run], [cost], [energy], [failures], [uncertainty]. Unknown keys, wrong types, out-of-range values
+[run], [cost], [energy], [failures], [uncertainty]; [moe] picks the expert-load model. Unknown keys, wrong types, out-of-range values
 and plans whose degrees don't fit the cluster raise ScenarioError naming the field, the value and
 what is allowed. `--set a.b=value` overrides are applied to the raw tables before validation, so
 they are checked exactly like file values.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from twin.errors import ScenarioError
 from twin.fields import build, to_dict
+from twin.moe.specs import MoeLoadSpec
 from twin.replay_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
 
@@ -36,6 +37,7 @@ class Scenario:
     energy: EnergySpec = EnergySpec()
     failures: FailureSpec = FailureSpec()
     uncertainty: UncertaintySpec = UncertaintySpec()
+    moe: MoeLoadSpec = MoeLoadSpec()
 
     @property
     def gpu(self) -> GPUSpec:
@@ -113,6 +115,7 @@ SECTIONS = {
     "energy": EnergySpec,
     "failures": FailureSpec,
     "uncertainty": UncertaintySpec,
+    "moe": MoeLoadSpec,
 }
 
 

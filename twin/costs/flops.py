@@ -229,21 +229,48 @@ def expected_nodes_per_token(top_k: int, num_nodes: int, max_nodes: int) -> floa
     return min(float(max_nodes), uniform)
 
 
+@dataclass(frozen=True)
+class ExpertLoad:
+    """Per-rank expert load of one MoE layer, as ratios to balanced routing (1 = balanced).
+
+    rows_frac: routed rows received by the most loaded EP rank over the mean (the straggler).
+    gemm_rows_frac: rows its grouped expert GEMMs process over the mean (rows_frac plus any tile
+        padding of uneven groups; see twin/moe/validate.py).
+    ib_frac: IB bytes of the rank with the most IB traffic (max of sent and received) over the
+        balanced figure.
+    nodes_per_token: distinct nodes a token's experts span (None = uniform routing's closed form).
+    Built by twin.moe.placement from a load model; a bare float r means ExpertLoad(r, r, r).
+    """
+
+    rows_frac: float = 1.0
+    gemm_rows_frac: float = 1.0
+    ib_frac: float = 1.0
+    nodes_per_token: float | None = None
+
+    @classmethod
+    def of(cls, load: "float | ExpertLoad") -> "ExpertLoad":
+        return load if isinstance(load, ExpertLoad) else cls(float(load), float(load), float(load))
+
+
 def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_per_token: int,
-            routing_imbalance: float = 1.0, dispatch_bytes_per_elem: float = FP8_BYTES) -> list[Op]:
+            routing_imbalance: "float | ExpertLoad" = 1.0, dispatch_bytes_per_elem: float = FP8_BYTES) -> list[Op]:
     """MoE half of a block on one GPU of an EP group: router, dispatch, shared and routed
     experts (grouped GEMMs over the local experts), combine.
 
-    Each GPU sends `tokens * top_k` expert rows; balanced routing gives each GPU as many rows back,
-    and `routing_imbalance` (max over mean) scales the most loaded GPU's rows. Dispatch sends a
-    token once per remote node over IB (DeepEP forwards within the node over NVLink).
+    Each GPU sends `tokens * top_k` expert rows; balanced routing gives each GPU as many rows back.
+    `routing_imbalance` is either a max-over-mean ratio (scales the most loaded GPU's rows and IB
+    bytes alike) or an ExpertLoad with per-rank figures from a load model and placement
+    (twin.moe.placement). Dispatch sends a token once per remote node over IB (DeepEP forwards
+    within the node over NVLink).
     """
+    load = ExpertLoad.of(routing_imbalance)
     d, e_inner = m.hidden_size, m.moe_intermediate_size
     local_experts = m.num_routed_experts // ep
-    rows = tokens * m.top_k * routing_imbalance
-    rows_per_expert = max(1, round(rows / local_experts))
+    rows = tokens * m.top_k * load.rows_frac
+    rows_per_expert = max(1, round(tokens * m.top_k * load.gemm_rows_frac / local_experts))
     nodes = ep_nodes(ep, gpus_per_node)
-    nodes_per_token = expected_nodes_per_token(m.top_k, nodes, max_nodes_per_token)
+    nodes_per_token = (expected_nodes_per_token(m.top_k, nodes, max_nodes_per_token)
+                       if load.nodes_per_token is None else min(float(max_nodes_per_token), load.nodes_per_token))
     remote_nodes = nodes_per_token * (nodes - 1) / nodes
     gpus_in_node = min(ep, gpus_per_node)
     scale_bytes = FP32_BYTES / FP8_TILE if dispatch_bytes_per_elem == FP8_BYTES else 0.0
@@ -256,7 +283,7 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     ops = [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
            Op("router", "gemm", "mlp", tokens, m.num_routed_experts, d),
            Op("router_topk", "memory", "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3),
-           Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * routing_imbalance, nvlink_bytes=nvl)]
+           Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * load.ib_frac, nvlink_bytes=nvl)]
     if m.num_shared_experts:
         s_inner = m.num_shared_experts * e_inner
         ops += [Op("shared_gate_up", "gemm", "mlp", tokens, 2 * s_inner, d),
@@ -268,7 +295,7 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
             Op("experts_down", "grouped_gemm", "mlp", rows_per_expert, d, e_inner, groups=local_experts),
             Op("unpermute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),
             Op("combine", "combine", "mlp", bytes=(ib / row_bytes + nvl / row_bytes) * comb_row,
-               ib_bytes=ib / row_bytes * comb_row * routing_imbalance, nvlink_bytes=nvl / row_bytes * comb_row),
+               ib_bytes=ib / row_bytes * comb_row * load.ib_frac, nvlink_bytes=nvl / row_bytes * comb_row),
             Op("residual_add", "memory", "mlp", bytes=3 * tokens * d * BF16_BYTES)]
     return ops
 

@@ -50,7 +50,27 @@ class _Block:
     is_moe: bool
 
 
-def _block_ops(sc: Scenario, layer: int, imbalance: float) -> _Block:
+def _layer_load(imbalance, layer: int):
+    """A layer's routing load: one scalar for all layers, or a per-layer sequence (twin.moe)."""
+    return imbalance[layer] if isinstance(imbalance, (list, tuple)) else imbalance
+
+
+def routing_loads(sc: Scenario, perturb: dict | None = None):
+    """What the MoE ops get as routing load: `perturb["routing_imbalance"]` (absolute scalar) if
+    given; else the scenario's [moe] load model (per-layer ExpertLoads from twin.moe.placement,
+    scaled by workload.routing_imbalance) if it has one; else workload.routing_imbalance."""
+    perturb = perturb or {}
+    if "routing_imbalance" in perturb:
+        return perturb["routing_imbalance"]
+    spec = getattr(sc, "moe", None)
+    model = spec.load_model_spec() if spec is not None else None
+    if model is None or not sc.model.is_moe:
+        return sc.workload.routing_imbalance
+    from twin.moe.placement import scenario_layer_loads
+    return scenario_layer_loads(sc, model, sc.workload.routing_imbalance)
+
+
+def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     m, p, w = sc.model, sc.plan, sc.workload
     tokens = sc.tokens_per_microbatch
     ops = attention_ops(m, p.micro_batch_seqs, w.seq_len, p.tp, w.causal)
@@ -58,7 +78,7 @@ def _block_ops(sc: Scenario, layer: int, imbalance: float) -> _Block:
     if dense:
         ops += dense_ffn_ops(m, tokens, p.tp)
     else:
-        ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, imbalance,
+        ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, _layer_load(imbalance, layer),
                        dispatch_bytes_per_elem=1 if p.gemm_precision == "fp8" else BF16_BYTES)
     return _Block(tuple(ops), not dense)
 
@@ -66,7 +86,9 @@ def _block_ops(sc: Scenario, layer: int, imbalance: float) -> _Block:
 class StepCosts:
     """OpCosts for the pipeline engine: chains of tasks per (rank, op), built once per stage."""
 
-    def __init__(self, sc: Scenario, schedule: Schedule, profile: Profile, imbalance: float, link_bw_scale: float):
+    def __init__(self, sc: Scenario, schedule: Schedule, profile: Profile, imbalance, link_bw_scale: float):
+        """imbalance: a max/mean ratio for every MoE layer, or a per-layer list of ratios or
+        ExpertLoads (see routing_loads)."""
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
@@ -272,14 +294,15 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
 def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: dict | None = None,
                   record_events: bool = True, check_memory: bool = True) -> StepResult:
     """Simulate one optimizer step. `perturb` scales inputs for sensitivity/Monte Carlo runs:
-    compute_eff_scale, memory_eff_scale, link_bw_scale, routing_imbalance (absolute)."""
+    compute_eff_scale, memory_eff_scale, link_bw_scale, routing_imbalance (absolute; overrides a
+    [moe] load model)."""
     perturb = perturb or {}
     gpu = sc.gpu
     profile = profile or load_profile(gpu.calibrated_as)
     if perturb.get("compute_eff_scale", 1.0) != 1.0 or perturb.get("memory_eff_scale", 1.0) != 1.0:
         profile = profile.scaled(perturb.get("compute_eff_scale", 1.0), perturb.get("memory_eff_scale", 1.0))
     link_bw_scale = perturb.get("link_bw_scale", 1.0)
-    imbalance = perturb.get("routing_imbalance", sc.workload.routing_imbalance)
+    imbalance = routing_loads(sc, perturb)
 
     schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches)
     costs = StepCosts(sc, schedule, profile, imbalance, link_bw_scale)

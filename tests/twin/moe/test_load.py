@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from twin.fields import build
+from twin.errors import ScenarioError
+from twin.moe.load import (LoadModel, fit_dirichlet, fit_zipf, gumbel_topk_counts, read_expert_load,
+                           resample_shares, simulate_bias_update, zipf_weights)
+from twin.moe.specs import MoeLoadSpec
+
+
+def _synthetic(p_fn, n, e, k, tokens, seed):
+    rng = np.random.default_rng(seed)
+    return np.stack([gumbel_topk_counts(np.log(p_fn(rng)), k, tokens, rng) for _ in range(n)])
+
+
+def test_fit_zipf_recovers_known_exponent():
+    counts = _synthetic(lambda rng: zipf_weights(16, 1.2)[rng.permutation(16)], 60, 16, 4, 1024, seed=11)
+    assert fit_zipf(counts, 4, draws=4, seed=5).param == pytest.approx(1.2, abs=0.1)
+
+
+def test_fit_dirichlet_recovers_known_concentration():
+    counts = _synthetic(lambda rng: rng.dirichlet(np.full(16, 0.5)), 150, 16, 4, 1024, seed=12)
+    assert fit_dirichlet(counts, 4, draws=32, seed=5).param == pytest.approx(0.5, rel=0.3)
+
+
+def test_distinct_topk_caps_share():
+    # one overwhelmingly popular expert still gets at most one row per token: share <= 1/top_k
+    s = LoadModel("zipf", 8.0).shares_LE(1, 16, 4)
+    assert s.max() <= 0.25 + 1e-12 and s.sum() == pytest.approx(1.0)
+
+
+def test_balanced_and_resample():
+    assert np.allclose(LoadModel("balanced").shares_LE(2, 8, 2), 1 / 8)
+    # sorted curve / mean = [1.6, 1.2, .8, .4] at ranks .125 .. .875; at 8 experts (ranks 1/16 ..
+    # 15/16) it interpolates to [1.6, 1.5, 1.3, 1.1, .9, .7, .5, .4] (ends clamped), mean 1
+    r = resample_shares(np.array([0.4, 0.3, 0.2, 0.1]), 8, np.random.default_rng(0))
+    assert sorted(r * 8, reverse=True) == pytest.approx([1.6, 1.5, 1.3, 1.1, 0.9, 0.7, 0.5, 0.4])
+
+
+def test_measured_replay_reads_recorded_counts():
+    c = read_expert_load("h200", 0.0)
+    # 8 x 512 tokens x top-4 per main layer; the MTP layer (last) sees 511 positions per sequence
+    assert c.shape == (60, 4, 16)
+    assert (c.sum(axis=2)[:, :3] == 8 * 512 * 4).all() and (c.sum(axis=2)[:, 3] == 8 * 511 * 4).all()
+    with pytest.raises(ValueError, match="recorded"):
+        read_expert_load("h200", 0.5)
+
+
+def test_bias_update_decays_imbalance_and_faster_with_gamma():
+    def tail(gamma):
+        return simulate_bias_update(16, 4, 1.0, gamma, 120, 1024, seed=1).rank_imbalance_S(16)[-20:].mean()
+    none, slow, fast = tail(0.0), tail(1e-3), tail(1e-2)
+    assert fast < slow < none
+
+
+def test_moe_section_is_strict():
+    assert build(MoeLoadSpec, {"load_model": "zipf", "zipf_s": 1.2}, "moe").zipf_s == 1.2
+    with pytest.raises(ScenarioError, match="moe.load_model"):
+        build(MoeLoadSpec, {"load_model": "pareto"}, "moe")
+    assert MoeLoadSpec().load_model_spec() is None
