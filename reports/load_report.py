@@ -94,13 +94,17 @@ def step_png(curve: list[dict], cases: dict) -> bytes:
     return _png(fig)
 
 
-def build(out_dir: str | Path, gpu: str = "h200", quick: bool = False) -> dict:
+def build(out_dir: str | Path, gpu: str = "h200", quick: bool = False, sc=None, balance: dict | None = None) -> dict:
+    """Write the load report for scenario `sc` (default: the embedded V3 scenario). `balance` is a
+    finished `run_balance` result to reuse (its cases are plotted and it is saved as balance.json)."""
     from twin.scenario import load_scenario
-    sc = load_scenario()
+    sc = sc or load_scenario()
     m = sc.model
     shares = LoadModel("measured", measured_gpu=gpu).shares_LE(m.num_layers - m.num_dense_layers, m.num_routed_experts, m.top_k)
     eplb = eplb_before_after(shares, sc.plan.ep, sc.plan.ep // sc.gpu.gpus_per_node, m.num_expert_groups, redundant=sc.plan.ep)
-    if quick:
+    if balance is not None:
+        cases = balance["cases"]
+    elif quick:
         cases = {}
     else:
         from twin.moe.balance import run_balance
@@ -120,6 +124,8 @@ def build(out_dir: str | Path, gpu: str = "h200", quick: bool = False) -> dict:
         (tmp / "load_report.md").write_text("\n".join(md))
         (tmp / "load_report.json").write_text(json.dumps(result, indent=2))
         (tmp / "scenario.json").write_text(json.dumps(sc.to_dict(), indent=2, default=str))
+        if balance is not None:
+            (tmp / "balance.json").write_text(json.dumps(balance, indent=2))
     return result
 
 

@@ -145,8 +145,25 @@ def cmd_replay(args) -> int:
 def cmd_balance(args) -> int:
     from twin.moe.balance import run_balance, summary_lines
     sc = _scenario(args)
-    out = run_balance(sc, json_path=None, out_dir=args.out)
+    out = run_balance(sc)
     print("\n".join(summary_lines(out)), file=sys.stderr)
+    if args.out:
+        from reports.load_report import build
+        build(args.out, sc=sc, balance=out)
+        print(f"wrote {args.out}: expert-load heatmap, step time vs imbalance, EPLB before/after", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from twin.serve import run_serve
+    sc = _scenario(args)
+    out = run_serve(sc, json_path=None, out_dir=args.out)
+    print(f"{sc.name}: {out['output_tokens_per_s']:.0f} output tok/s ({out['output_tokens_per_s_per_gpu']:.0f}/GPU), "
+          f"TPOT {out['tpot_s'] * 1e3:.1f} ms, TTFT {out['ttft_s'] * 1e3:.0f} ms, batch {out['batch']}, "
+          f"memory {out['memory_per_gpu_bytes'] / 1024**3:.1f} GiB/GPU", file=sys.stderr)
+    for c in out.get("claims", []):
+        print(f"  {c['id']}: twin {c['predicted']:,.0f} vs published {c['claimed']:,.0f} ({c['rel_error']:+.1%})", file=sys.stderr)
     _write_json(args.json, out)
     return 0
 
@@ -213,8 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("balance", help="what expert-load balancing buys: step time and GPU-hours under measured and fitted skew, EPLB")
     _add_scenario_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write plots and the resolved scenario here")
+    p.add_argument("--out", metavar="DIR", help="write the load report (heatmap, step time vs imbalance, EPLB before/after, JSON, resolved scenario) here")
     p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("serve", help="serving throughput and latency of a deployment, beside published serving claims")
+    _add_scenario_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", default="out/serve", help="output directory (default out/serve)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md)")
     p.add_argument("--out", metavar="FILE")

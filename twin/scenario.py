@@ -19,6 +19,7 @@ from pathlib import Path
 from twin.errors import ScenarioError
 from twin.fields import build, to_dict
 from twin.moe.specs import MoeLoadSpec
+from twin.serve_specs import ServeSpec
 from twin.replay_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
 
@@ -38,6 +39,7 @@ class Scenario:
     failures: FailureSpec = FailureSpec()
     uncertainty: UncertaintySpec = UncertaintySpec()
     moe: MoeLoadSpec = MoeLoadSpec()
+    serve: ServeSpec = ServeSpec()
 
     @property
     def gpu(self) -> GPUSpec:
@@ -116,6 +118,7 @@ SECTIONS = {
     "failures": FailureSpec,
     "uncertainty": UncertaintySpec,
     "moe": MoeLoadSpec,
+    "serve": ServeSpec,
 }
 
 

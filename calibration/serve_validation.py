@@ -1,0 +1,181 @@
+"""Serving twin vs our own measurements: real/'s eager prefill and decode (calibration/measurements/*/model.csv).
+
+real/ runs eager PyTorch without CUDA graphs, so decode is mostly host dispatch: this composes the
+ops real/ issues with calibration.predict's eager host model. It validates the serving twin's op
+accounting on a stack we can measure; the twin's deployment figures use the fused-stack profile.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from twin.costs.flops import BF16_BYTES
+from twin.costs.profile import Profile
+from twin.serve import decode_step, prefill_forward
+from twin.serve_specs import ServeSpec
+from twin.specs import GPUSpec, ModelSpec
+
+
+def eager_decode_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, ctx: float) -> float:
+    """One eager-PyTorch decode step of real/infer.py decode_step (BF16, one GPU, all experts
+    local), as the op sequence real/model.py issues, with the host dispatch time of each op
+    (profile.host_s) - calibration.predict.Eager. Op counts are read from real/model.py."""
+    from calibration.predict import Eager, timed_window_s
+    e = Eager(gpu, prof)
+    B, D, H = batch, m.hidden_size, m.num_heads
+    P, R, O, C, Q = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim, m.kv_lora_rank, m.q_lora_rank
+    B2 = BF16_BYTES
+    e.mem(2 * B * D * B2)                                          # embedding
+    for layer in range(m.num_layers):
+        e.mem(2 * B * D * B2)                                      # attn_norm
+        if Q:
+            e.gemm(B, Q, D, "bf16")
+            e.mem(2 * B * Q * B2)
+            e.gemm(B, H * (P + R), Q, "bf16")
+        else:
+            e.gemm(B, H * (P + R), D, "bf16")
+        e.mem(B * H * R * 40, kernels=8)                           # rope on q_pe
+        e.gemm(B, C + R, D, "bf16")
+        e.mem(2 * B * C * B2)                                      # kv_norm
+        e.mem(B * R * 40, kernels=8)                               # rope on k_pe
+        e.small(2)                                                 # cache writes
+        e.small(3)                                                 # view/split of wkv_b
+        e.grouped([B] * H, C, P, "bf16")                           # q_abs einsum (bmm over heads)
+        e.mem(B * ctx * C * B2 + B * H * ctx * 4)                  # scores vs latent (bmm, memory-bound)
+        e.mem(B * ctx * R * B2 + B * H * ctx * 4)                  # scores vs rope key
+        e.mem(3 * B * H * ctx * 4, kernels=2)                      # add, float
+        e.small(4)                                                 # arange x2, compare, index
+        e.mem(2 * B * H * ctx * 4 * 3, kernels=3)                  # masked_fill, * scale, softmax
+        e.mem(B * H * ctx * (4 + B2))                              # .to(bf16)
+        e.mem(B * ctx * C * B2 + B * H * ctx * B2)                 # p @ latent
+        e.grouped([B] * H, O, C, "bf16")                           # W_UV einsum
+        e.gemm(B, D, H * O, "bf16")
+        e.mem(3 * B * D * B2)                                      # residual
+        e.mem(2 * B * D * B2)                                      # ffn_norm
+        if layer < m.num_dense_layers:
+            e.gemm(B, 2 * m.intermediate_size, D, "bf16")
+            e.mem(5 * B * m.intermediate_size * B2, kernels=2)
+            e.gemm(B, D, m.intermediate_size, "bf16")
+        else:
+            E, K, F_ = m.num_routed_experts, m.top_k, m.moe_intermediate_size
+            e.gemm(B, E, D, "bf16")                                # gate
+            e.small(14)                                            # routing (sigmoid, bias, group top-k, top-k, ...)
+            e.small(18)                                            # argsort, counts, gathers, group offsets
+            N = B * K
+            touched = E * (1.0 - (1.0 - 1.0 / E) ** N)
+            rows = [max(1.0, N / touched)] * max(1, round(touched))
+            rows = [math.ceil(r / 16) * 16 for r in rows]
+            e.gather(4 * N * D * B2, kernels=2)
+            e.grouped(rows, 2 * F_, D, "bf16")
+            e.mem(5 * sum(rows) * F_ * B2, kernels=2)
+            e.grouped(rows, D, F_, "bf16")
+            e.gather(4 * N * D * B2, kernels=2)
+            e.small(2)
+            e.mem(3 * N * D * B2, kernels=2)                       # * weights, sum over K
+            if m.num_shared_experts:
+                S = m.num_shared_experts * F_
+                e.gemm(B, 2 * S, D, "bf16")
+                e.mem(5 * B * S * B2, kernels=2)
+                e.gemm(B, D, S, "bf16")
+                e.mem(3 * B * D * B2)
+        e.mem(3 * B * D * B2)                                      # residual
+    e.mem(2 * B * D * B2)                                          # final norm
+    e.gemm(B, m.vocab_size, D, "bf16")                             # logits
+    e.mem(B * m.vocab_size * 4)                                    # argmax
+    return timed_window_s([], e.ops)
+
+
+def eager_prefill_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, prompt_len: int) -> float:
+    """One eager-PyTorch prefill of real/infer.py (BF16, one GPU): per layer the MLA forward
+    (expanded K/V) and MoE forward op sequences of calibration.predict (_mla_ops, _moe_ops with
+    balanced routing), the dense MLP, norms, residuals and cache writes, then the head on the
+    last position. Host dispatch from profile.host_s."""
+    from calibration.predict import Eager, _mla_ops, _moe_ops, timed_window_s, zipf_expert_rows
+    T, D, B2 = batch * prompt_len, m.hidden_size, BF16_BYTES
+    ops = Eager(gpu, prof)
+    ops.mem(2 * T * D * B2)                                            # embedding
+    ops_list = list(ops.ops)
+    for layer in range(m.num_layers):
+        e = Eager(gpu, prof)
+        e.mem(2 * T * D * B2)                                          # attn_norm
+        ops_list += e.ops
+        mla_f, _ = _mla_ops(m, batch, prompt_len, "bf16", gpu, prof)
+        ops_list += mla_f.ops
+        e = Eager(gpu, prof)
+        e.mem(2 * T * (m.kv_lora_rank + m.qk_rope_head_dim) * B2, kernels=2)   # cache writes
+        e.mem(3 * T * D * B2)                                          # residual
+        e.mem(2 * T * D * B2)                                          # ffn_norm
+        if layer < m.num_dense_layers:
+            e.gemm(T, 2 * m.intermediate_size, D, "bf16")
+            e.mem(5 * T * m.intermediate_size * B2, kernels=2)
+            e.gemm(T, D, m.intermediate_size, "bf16")
+            ops_list += e.ops
+        else:
+            e.gemm(T, m.num_routed_experts, D, "bf16")                 # gate
+            e.mem(T * m.num_routed_experts * 4 * 8.0, kernels=5)       # routing (memory.csv router_topk form)
+            e.small(9)
+            ops_list += e.ops
+            counts = zipf_expert_rows(T, m.num_routed_experts, m.top_k, 0.0)
+            moe_f, _ = _moe_ops(m, T, counts, "bf16", gpu, prof)
+            ops_list += moe_f.ops
+        e = Eager(gpu, prof)
+        e.mem(3 * T * D * B2)                                          # residual
+        ops_list += e.ops
+    e = Eager(gpu, prof)
+    e.mem(2 * batch * D * B2)
+    e.gemm(batch, m.vocab_size, D, "bf16")
+    e.mem(batch * m.vocab_size * 4)
+    ops_list += e.ops
+    return timed_window_s([], ops_list)
+
+
+def validate_measured(gpus=("h100", "h200")) -> list[dict]:
+    """Twin vs measured decode/prefill rows of calibration/measurements/<gpu>/model.csv.
+
+    decode: eager op sequence with host dispatch (eager_decode_s) - on these small slices a
+    host-overhead test, said so in the row. prefill: the twin's fused-stack prefill model on
+    one GPU (ep = 1, BF16) and, for comparison, the same with the eager host floor."""
+    from twin.specs import get_gpu, get_model
+    root = Path(__file__).resolve().parents[1] / "calibration" / "measurements"
+    out = []
+    for g in gpus:
+        path = root / g / "model.csv"
+        if not path.is_file():
+            continue
+        gpu = get_gpu(g)
+        eager = _eager_profile(g)
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                if row["bench"] not in ("decode", "prefill"):
+                    continue
+                m = get_model(row["model"])
+                B, Pl = int(row["batch"]), int(float(row["prompt_len"]))
+                measured = float(row["time_s"])
+                if row["bench"] == "decode":
+                    G = int(float(row["gen_len"]))
+                    pred = eager_decode_s(m, gpu, eager, B, Pl + G / 2)
+                    s = ServeSpec(ep=1, weight_precision="bf16", batch=B, input_len=Pl, output_len=G, num_microbatches=1)
+                    gpu_only = decode_step(m, gpu, s, B, dataclasses.replace(eager, host_s={}))["step_s"]
+                    note = "eager host dispatch dominates: a host-overhead test" if pred > 1.5 * gpu_only else "GPU-bound"
+                else:
+                    s = ServeSpec(ep=1, weight_precision="bf16", input_len=Pl, output_len=1, num_microbatches=1,
+                                  prefill_chunk_tokens=B * Pl, prefill_comm_sms=0)
+                    pred = eager_prefill_s(m, gpu, eager, B, Pl)
+                    gpu_only = prefill_forward(m, gpu, s, dataclasses.replace(eager, host_s={}))["forward_s"]
+                    note = "eager op sequence (calibration.predict); GPU-only = the serving twin's fused prefill"
+                out.append({"gpu": g, "bench": row["bench"], "model": row["model"], "batch": B,
+                            "measured_s": measured, "predicted_s": pred, "gpu_only_s": gpu_only,
+                            "rel_error": pred / measured - 1.0, "note": note})
+    return out
+
+
+def _eager_profile(g: str) -> Profile:
+    """The profile as fitted: real/'s eager stack (unfused FP8 quantization, host dispatch times)."""
+    from twin.costs.profile import profile_from_json
+    path = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / f"{g}.json"
+    with path.open() as fh:
+        return profile_from_json(json.load(fh))
