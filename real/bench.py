@@ -12,8 +12,14 @@ energy counter advances in ~0.1 s steps, so power and energy are left empty for 
 shorter than ENERGY_MIN_WINDOW_S; the `power` section times a representative subset for >= 2 s
 each to give reliable figures.
 
-Timing: warm-up calls, then CUDA events around each repetition (host clock on the CPU); the
-repetition count is chosen so each configuration runs at least `min_time_s`. Shapes come from the
+Timing (column `timing`): single kernels (gemm, grouped, memory, attention forward) are timed as
+GPU time per call: n calls captured in one CUDA graph, replayed several times with one CUDA event
+pair around each replay (`cuda_graph`; `batched_events` = n eager calls between one event pair
+where capture fails), so host dispatch is not measured. Layers, steps and backward passes (which
+need an untimed forward) keep warm-up calls, then CUDA events around each repetition
+(`per_rep_events`): what eager PyTorch achieves, host dispatch included. On the CPU: the host
+clock (`host_clock`). The repetition count is chosen so each configuration runs at least
+`min_time_s`. Shapes come from the
 DeepSeek-V3 / V2-Lite catalog entries; FLOP and byte formulas from `twin/costs/flops.py`.
 `--quick` shrinks every shape so the whole campaign runs on a CPU in a minute (a dry run).
 Targets printed (never asserted): FP8 expert GEMMs at V3 shapes >= 1000 TFLOP/s and BF16 dense
@@ -54,7 +60,7 @@ PEAK_FLOPS_PER_S = {"H100": {"bf16": 989.4e12, "fp8": 1978.9e12},
                     "H200": {"bf16": 989.4e12, "fp8": 1978.9e12}}
 
 ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust (see Timer)
-STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "flops", "bytes",
+STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
             "torch_version", "cuda_version", "timestamp_utc"]
@@ -65,7 +71,7 @@ SHAPE_COLS = {
     "memory": ["bench", "op", "tokens", "width", "bytes_moved"],
     "moe_layer": ["bench", "model", "hidden_size", "moe_intermediate_size", "tokens",
                   "num_experts", "top_k", "num_shared_experts", "skew", "max_expert_tokens",
-                  "mean_expert_tokens", "precision"],
+                  "mean_expert_tokens", "tokens_per_expert", "precision"],
     "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
               "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
     "power": ["bench", "config", "precision"],
@@ -143,8 +149,15 @@ class Timer:
         return handle[0].elapsed_time(handle[1]) * 1e-3
 
     def measure(self, fn, setup=None, flops: float = math.nan, bytes_: float = math.nan,
-                reps: int | None = None) -> dict:
-        """fn() (or fn(setup()) with setup outside the timed region) -> timing statistics."""
+                reps: int | None = None, batched: bool = False) -> dict:
+        """fn() (or fn(setup()) with setup outside the timed region) -> timing statistics.
+
+        Per-repetition (default, and always with `setup`): CUDA events around each call; a call
+        shorter than its host dispatch then measures the host (`timing` per_rep_events).
+        `batched`: the GPU time of one call, from many back-to-back calls between one event pair
+        (`measure_batched`)."""
+        if batched and setup is None and reps is None:
+            return self.measure_batched(fn, flops, bytes_)
         for _ in range(self.warmup):
             last = self._once(fn, setup)
         self.sync()
@@ -156,8 +169,12 @@ class Timer:
         self.sync()
         wall = time.perf_counter() - w0
         e1 = self.tel.energy_j()
-        sm, mem = self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz()
         times = sorted(self._elapsed(h) for h in handles)
+        return self._stats(times, reps, wall, e0, e1, flops, bytes_,
+                           "per_rep_events" if self.device.type == "cuda" else "host_clock")
+
+    def _stats(self, times, reps, wall, e0, e1, flops, bytes_, timing) -> dict:
+        sm, mem = self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz()
         med = statistics.median(times)
         # NVML's energy counter advances in steps of ~0.1 s: shorter windows give no power figure
         power = (e1 - e0) / wall if wall >= ENERGY_MIN_WINDOW_S else math.nan
@@ -166,7 +183,84 @@ class Timer:
                 "flops": flops, "bytes": bytes_,
                 "achieved_flops_per_s": flops / med, "achieved_bytes_per_s": bytes_ / med,
                 "sm_clock_mhz": sm, "mem_clock_mhz": mem, "power_w": power,
-                "energy_j": power * med}
+                "energy_j": power * med, "timing": timing}
+
+    def measure_batched(self, fn, flops: float = math.nan, bytes_: float = math.nan) -> dict:
+        """GPU time of one call of fn, free of host dispatch: n calls captured in one CUDA graph
+        (`timing` cuda_graph; n such that a replay holds >= BATCH_WINDOW_S of work, at most
+        BATCH_MAX_CALLS calls), replayed >= BATCH_MIN_WINDOWS times with one event pair around
+        each replay. time_s = median over replays of replay time / n; p10/p90 over replays. If fn
+        cannot be captured, the n calls are issued eagerly between one event pair (`timing`
+        batched_events: the GPU time where the GPU is slower than the host's dispatch, else the
+        host's). On CPU: the host clock around n calls (`timing` host_clock)."""
+        for _ in range(self.warmup):
+            last = self._once(fn, None)
+        self.sync()
+        t_est = max(self._elapsed(last), 1e-7)
+        n = int(min(BATCH_MAX_CALLS, max(1, math.ceil(BATCH_WINDOW_S / t_est))))
+        windows = int(min(BATCH_MAX_WINDOWS, max(BATCH_MIN_WINDOWS, math.ceil(self.min_time_s / (n * t_est)))))
+        if self.device.type != "cuda":
+            times = []
+            w0 = time.perf_counter()
+            for _ in range(windows):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times.append((time.perf_counter() - t0) / n)
+            return self._stats(sorted(times), n * windows, time.perf_counter() - w0, math.nan, math.nan,
+                               flops, bytes_, "host_clock")
+        graph, timing = None, "cuda_graph"
+        try:
+            graph = _capture(fn, n, self.device)
+        except Exception as e:  # not capturable (host sync, CPU tensors): eager back-to-back calls
+            log(f"cuda graph capture failed ({type(e).__name__}: {str(e)[:80]}); batched eager events")
+            torch.cuda.synchronize(self.device)
+            graph, timing = None, "batched_events"
+
+        def window():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            if graph is not None:
+                graph.replay()
+            else:
+                for _ in range(n):
+                    fn()
+            end.record()
+            return start, end
+
+        window()  # first replay uploads the graph
+        self.sync()
+        e0, w0 = self.tel.energy_j(), time.perf_counter()
+        handles = [window() for _ in range(windows)]
+        self.sync()
+        wall = time.perf_counter() - w0
+        e1 = self.tel.energy_j()
+        times = sorted(self._elapsed(h) / n for h in handles)
+        del graph
+        return self._stats(times, n * windows, wall, e0, e1, flops, bytes_, timing)
+
+
+# measure_batched: a timed window holds >= 20 ms of work or BATCH_MAX_CALLS calls (the one event
+# pair's few-microsecond overhead is then < 0.1% of the window)
+BATCH_WINDOW_S = 0.02
+BATCH_MAX_CALLS = 500
+BATCH_MIN_WINDOWS, BATCH_MAX_WINDOWS = 5, 20
+
+
+def _capture(fn, n: int, device: torch.device):
+    """n calls of fn captured into one CUDA graph (warmed up on a side stream first, as
+    torch.cuda.graphs requires); outputs of each call are freed inside the graph's pool."""
+    s = torch.cuda.Stream(device)
+    s.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream(device).wait_stream(s)
+    torch.cuda.synchronize(device)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            fn()
+    return g
 
 
 class Deadline:
@@ -255,7 +349,7 @@ def bench_gemm(rec, timer, dev, deadline, quick, env):
                 continue
             fn = (lambda: F.linear(a, w)) if kind == "bf16" else _fp8_gemm_callable(a, w, kind)
             in_bytes = 2 if kind == "bf16" else 1
-            r = timer.measure(fn, flops=gemm_flops(m, n, k), bytes_=gemm_bytes(m, n, k, in_bytes))
+            r = timer.measure(fn, flops=gemm_flops(m, n, k), bytes_=gemm_bytes(m, n, k, in_bytes), batched=True)
             rec.row("gemm", bench="gemm", m=m, n=n, k=k, groups=1, tokens_per_group=m,
                     precision=kind, shape_tag=tag, **r)
             best[kind] = max(best.get(kind, 0), r["achieved_flops_per_s"])
@@ -298,7 +392,7 @@ def bench_grouped(rec, timer, dev, deadline, quick, env):
                         fn = lambda: fp8.grouped_mm(x, w_EKN, offs, Precision("fp8", "emulated"))
                     fl = e * gemm_flops(tpg, n, k)
                     by = e * gemm_bytes(tpg, n, k, 2 if kind == "bf16" else 1)
-                    r = timer.measure(fn, flops=fl, bytes_=by)
+                    r = timer.measure(fn, flops=fl, bytes_=by, batched=True)
                     rec.row("gemm", bench="grouped_gemm", m=e * tpg, n=n, k=k, groups=e,
                             tokens_per_group=tpg, precision=kind, shape_tag="expert", **r)
                     key = (kind, n, k)
@@ -347,7 +441,7 @@ def bench_memory(rec, timer, dev, deadline, quick, env):
             ("fp8_quant_rowwise", lambda: fp8.quantize_rowwise(x), x.numel() * 3 + T * 4, D),
         ]
         for name, fn, nbytes, width in ops:
-            r = timer.measure(fn, bytes_=float(nbytes))
+            r = timer.measure(fn, bytes_=float(nbytes), batched=True)
             rec.row("memory", bench="memory", op=name, tokens=T, width=width, bytes_moved=nbytes, **r)
             if name == "copy":
                 best = max(best, r["achieved_bytes_per_s"])
@@ -378,7 +472,7 @@ def bench_attention(rec, timer, dev, deadline, quick, env):
             sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
             fl = attention_flops(B, S, H, qk, vd, True)
             by = (q.numel() + k.numel() + 2 * v.numel()) * 2.0  # read q, k, v; write o (BF16)
-            r = timer.measure(sdpa, flops=fl, bytes_=by)
+            r = timer.measure(sdpa, flops=fl, bytes_=by, batched=True)
             common = dict(model="", batch=B, seq_len=S, num_heads=H, qk_head_dim=qk, v_head_dim=vd,
                           causal=True, precision="bf16")
             rec.row("attention", bench="attn_fwd", **common, **r)
@@ -486,7 +580,8 @@ def bench_moe(rec, timer, dev, deadline, quick, env):
                         common = dict(model=name, hidden_size=D, moe_intermediate_size=Fe, tokens=T,
                                       num_experts=E, top_k=K, num_shared_experts=spec.num_shared_experts,
                                       skew=skew, max_expert_tokens=int(counts.max()),
-                                      mean_expert_tokens=T * K / E, precision=prec.label)
+                                      mean_expert_tokens=T * K / E,
+                                      tokens_per_expert=json.dumps(counts.tolist()), precision=prec.label)
                         r = timer.measure(lambda: moe(x, prec, routing), flops=fl, bytes_=by)
                         rec.row("moe_layer", bench="moe_layer_fwd", **common, **r)
                         r = timer.measure(lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy,
