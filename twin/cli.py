@@ -168,6 +168,55 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ScenarioError(field, text, "comma-separated integers, e.g. 1024,2048") from None
+    if not values:
+        raise ScenarioError(field, text, "at least one integer")
+    return values
+
+
+def cmd_plan(args) -> int:
+    from twin.plan import candidates, run_plan
+    from twin.scenario import apply_overrides, from_dict, read_raw
+    raw, source = read_raw(args.scenario)
+    raw = apply_overrides(raw, args.set or [])
+    sc = from_dict(raw, source)
+    prices = {sc.cluster.gpu: sc.cluster.price_usd_per_gpu_hour}
+    for item in args.price or []:
+        gpu, _, value = item.partition("=")
+        try:
+            prices[gpu.strip()] = float(value)
+        except ValueError:
+            raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
+    if args.tokens <= 0 or args.days <= 0:
+        raise ScenarioError("--tokens/--days", (args.tokens, args.days), "positive numbers")
+    cands = candidates(
+        gpus=args.gpu.split(",") if args.gpu else [sc.cluster.gpu],
+        num_gpus=_int_list(args.num_gpus, "--num-gpus") if args.num_gpus else [sc.cluster.num_gpus],
+        pp=_int_list(args.pp, "--pp") if args.pp else [sc.plan.pp],
+        ep=_int_list(args.ep, "--ep") if args.ep else [sc.plan.ep],
+        tp=_int_list(args.tp, "--tp") if args.tp else [sc.plan.tp],
+        schedules=args.schedules.split(",") if args.schedules else [sc.plan.schedule],
+        micro_batch_seqs=_int_list(args.micro_batch, "--micro-batch") if args.micro_batch else [sc.plan.micro_batch_seqs])
+    out = run_plan(raw, args.tokens, args.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
+    print(f"{out['num_candidates']} candidates, {out['num_feasible']} feasible, {out['num_meeting_deadline']} within "
+          f"{args.days:g} days", file=sys.stderr)
+    for r in out["ranked"][:10]:
+        cost = f"${r['cost_usd'] / 1e6:.2f}M" if r["cost_usd"] is not None else "price unknown"
+        print(f"  {r['label']:<45} {r['wall_days']:6.1f} days {r['gpu_hours'] / 1e3:9.0f}K GPU-h {cost:>14}  "
+              f"MFU {r['mfu_frac']:.1%}", file=sys.stderr)
+    for reason, count in sorted(out["infeasible_reasons"].items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  skipped {count}: {reason}", file=sys.stderr)
+    if args.out:
+        from reports.plan_report import write_plan_report
+        write_plan_report(out, sc, args.out)
+    _write_json(args.json, out)
+    return 0
+
+
 def cmd_docs(args) -> int:
     from twin.docs import scenario_reference
     text = scenario_reference()
@@ -238,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", default="out/serve", help="output directory (default out/serve)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
+    _add_scenario_args(p)
+    p.add_argument("--tokens", type=float, required=True, help="tokens to train, e.g. 14.8e12")
+    p.add_argument("--days", type=float, required=True, help="wall-clock deadline in days")
+    p.add_argument("--gpu", help="GPU types to consider, comma-separated (default: the scenario's)")
+    p.add_argument("--num-gpus", help="GPU counts, comma-separated (default: the scenario's)")
+    p.add_argument("--pp", help="pipeline degrees, comma-separated")
+    p.add_argument("--ep", help="expert-parallel degrees, comma-separated")
+    p.add_argument("--tp", help="tensor-parallel degrees, comma-separated")
+    p.add_argument("--schedules", help="pipeline schedules, comma-separated")
+    p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
+    p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of another GPU type")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write plan.csv, a cost-vs-days plot and the resolved scenario here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md)")
     p.add_argument("--out", metavar="FILE")
