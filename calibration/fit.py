@@ -6,9 +6,11 @@ with the candidate profile. All curves of a GPU are fitted jointly because `memo
 bandwidth roofline of small GEMMs) and `launch_s` (added to every kernel) are shared.
 
 Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs,
-SeqCurve(e_max, s_half) for attention fwd and bwd, memory_eff, host_s per eager op class (stage 1,
-primitives); quant_bytes_per_elem and gather_eff (stage 2, the fitting split's MoE/MLA layers with
-the primitive curves fixed). launch_s stays the base profile's (records cannot separate it). Curves without fitting
+SeqCurve(e_max, s_half) for attention fwd and bwd, memory_eff, launch_s (the device-side cost
+per kernel, seen in CUDA-graph-timed rows) and host_s for the op classes of per-repetition-timed
+primitives (stage 1); quant_bytes_per_elem, gather_eff and host_s of the op classes only the
+layers show (stage 2, the fitting split's MoE/MLA layers with the primitive curves fixed; where
+the layers are GPU-bound host_s stays at its 20 us start value). Curves without fitting
 data keep the default profile's values and are listed under provenance["not_fitted"].
 The fit writes data (calibration/profiles/<gpu>.json); it never edits code.
 """
@@ -27,7 +29,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from calibration import records as rec
-from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s
+from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
 from twin.costs.profile import GemmCurve, Profile, SeqCurve, default_profile
 
@@ -49,7 +51,7 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     """[(table, key, field)]: the parameters the fitting rows can inform."""
     layout = []
     for table, bench in (("gemm", "gemm"), ("grouped_gemm", "grouped_gemm")):
-        counts = fit_rows.loc[fit_rows.bench == bench, "precision"].value_counts()
+        counts = fit_rows.loc[fit_rows.bench == bench, "kernel"].value_counts()
         for label in sorted(counts.index):
             if counts[label] >= MIN_POINTS_PER_PARAM * len(GEMM_FIELDS):
                 layout += [(table, label, f) for f in GEMM_FIELDS]
@@ -57,10 +59,22 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
         if (fit_rows.bench == f"attn_{d}").sum() >= MIN_POINTS_PER_PARAM * len(SEQ_FIELDS):
             layout += [("attention", d, f) for f in SEQ_FIELDS]
     layout += [("memory_eff", "", "")]
-    # host dispatch time per eager op class seen in the primitive rows
-    for cls in sorted({host_class(r) for r in fit_rows.to_dict("records")}):
+    recs = fit_rows.to_dict("records")
+    # the device-side cost per kernel is visible only where host dispatch is not timed
+    if any(timing_of(r) != "per_rep_events" for r in recs):
+        layout.append(("launch_s", "", ""))
+    # host dispatch time per eager op class seen in the per-repetition primitive rows
+    for cls in sorted(set().union(*[row_host_classes(r) for r in recs])):
         layout.append(("host_s", cls, ""))
     return layout
+
+
+def row_host_classes(r) -> set:
+    """host_s classes a primitive record's timing depends on: none under CUDA graphs, its op's
+    class otherwise (an attention backward also waits on its untimed forward's dispatch)."""
+    if timing_of(r) == "cuda_graph":
+        return set()
+    return {host_class(r)} | ({"attn_fwd"} if r["bench"] == "attn_bwd" else set())
 
 
 def host_class(r) -> str:
@@ -96,7 +110,8 @@ def _bounds(table: str, field: str) -> tuple[float, float]:
 
 
 def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, provenance: dict | None = None,
-                  quant_bytes_per_elem: float | None = None, gather_eff: float = 1.0) -> Profile:
+                  quant_bytes_per_elem: float | None = None, gather_eff: float = 1.0,
+                  group_row_tile: int | None = None) -> Profile:
     """A Profile of real/'s stack (unfused eager FP8 quantization) from a parameter vector; curves
     not in the layout come from `base`."""
     vals: dict = {}
@@ -127,8 +142,15 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
     qb = base.quant_bytes_per_elem if quant_bytes_per_elem is None else quant_bytes_per_elem
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
                    fp8_quant_fused=False, quant_bytes_per_elem=qb or QUANT_BYTES_INITIAL, host_s=host_s,
-                   gather_eff=gather_eff)
+                   gather_eff=gather_eff, wave_tile=WAVE_TILE,
+                   group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile)
 
+
+# tile-wave model of fitted GEMM curves (twin.costs.compute.wave_factor), 128 x 128 output tiles:
+# OFF (0). Tried 2026-11-24 on the re-timed records: held-out gemm P90 16.8% -> 33.3% (H100),
+# grouped 29.3% -> 29.3%; cuBLAS/CUTLASS pick tile shapes and split/stream-K per shape, so a fixed
+# 128-tile wave count is not what the kernels do. Set 128 to try it again.
+WAVE_TILE = 0
 
 # real/fp8.py quantize_*: 4-6 full passes over the values in BF16/FP32 (~33-39 bytes per element
 # by count); the starting value of the fit
@@ -138,17 +160,37 @@ QUANT_BYTES_INITIAL = 36.0
 def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows the fit may use: primitive benches of the fitting split."""
     held = split(df)
-    return df[(~held) & df.bench.isin(rec.PRIMITIVE_BENCHES)].reset_index(drop=True)
+    rows = df[(~held) & df.bench.isin(rec.PRIMITIVE_BENCHES)].reset_index(drop=True)
+    # the GEMM curve each row is timed with (kernel configuration of grouped FP8 rows)
+    rows["kernel"] = [row_kernel(r) if r["bench"] in ("gemm", "grouped_gemm") else "" for r in rows.to_dict("records")]
+    return rows
+
+
+GROUP_ROW_TILES = (0, 128, 256)  # candidate grouped-GEMM row tiles (compute.padded_group_rows)
 
 
 def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tuple[Profile, dict]:
-    """Fit a profile to the fitting split of one GPU's records -> (profile, fit statistics)."""
+    """Fit a profile to the fitting split of one GPU's records -> (profile, fit statistics).
+    The grouped GEMMs' row tile is a discrete choice: the fit runs once per candidate in
+    GROUP_ROW_TILES (where the records hold grouped GEMMs) and keeps the lowest fitting-split
+    residual (soft_l1 cost)."""
     base = base or default_profile()
+    has_grouped = bool((df.bench == "grouped_gemm").any())
+    results = {tile: _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile))
+               for tile in (GROUP_ROW_TILES if has_grouped else (base.group_row_tile,))}
+    tile = min(results, key=lambda t: results[t][1]["cost"])
+    prof, stats = results[tile]
+    stats["group_row_tile"] = tile
+    stats["group_row_tile_cost"] = {str(t): r[1]["cost"] for t, r in results.items()}
+    return prof, stats
+
+
+def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, dict]:
     rows = fit_rows(df)
     layout = _param_layout(rows)
     informed = {(t, k) for t, k, _ in layout}
     keep = [(b in ("gemm", "grouped_gemm") and (b, p) in informed) or (b.startswith("attn_") and ("attention", b[5:]) in informed)
-            or b == "memory" for b, p in zip(rows.bench, rows.precision)]
+            or b == "memory" for b, p in zip(rows.bench, rows.kernel)]
     rows = rows[keep].reset_index(drop=True)  # rows of curves too thin to fit are left out
     if rows.empty:
         raise ValueError(f"{gpu}: no fitting rows (primitive benches outside the held-out families)")
@@ -168,16 +210,18 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
         b = r["bench"]
         if b in ("gemm", "grouped_gemm"):
             for f in GEMM_FIELDS:
-                sparsity[i, index[(b, r["precision"], f)]] = 1
+                sparsity[i, index[(b, r["kernel"], f)]] = 1
         elif b in ("attn_fwd", "attn_bwd"):
             for f in SEQ_FIELDS:
                 sparsity[i, index[("attention", b[5:], f)]] = 1
         if b == "attn_bwd":  # the timed backward starts behind its untimed forward
             for f in SEQ_FIELDS:
                 sparsity[i, index[("attention", "fwd", f)]] = 1
-            sparsity[i, index[("host_s", "attn_fwd", "")]] = 1
         sparsity[i, index[("memory_eff", "", "")]] = 1
-        sparsity[i, index[("host_s", host_class(r), "")]] = 1
+        if ("launch_s", "", "") in index:
+            sparsity[i, index[("launch_s", "", "")]] = 1
+        for cls in row_host_classes(r):
+            sparsity[i, index[("host_s", cls, "")]] = 1
 
     def residuals(x):
         prof = build_profile(gpu, x, layout, base)
@@ -188,10 +232,13 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
                         loss="soft_l1", f_scale=0.1, max_nfev=400)
     res = residuals(sol.x)
     prof1 = build_profile(gpu, sol.x, layout, base)
-    (quant_b, gather_eff), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base)
-    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "num_composed_fit_points": n_comp,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
+    (quant_b, gather_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base)
+    if host2:  # host classes only the layers inform (primitives timed without the host)
+        base = dataclasses.replace(base, host_s={**base.host_s, **host2})
+    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "num_composed_fit_points": n_comp,
+             "host_s_from_layers": host2,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
              "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
-             "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
+             "cost": float(sol.cost), "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
              "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(layout, sol.x)}}
     fitted = {(t, k) for t, k, _ in layout}
     not_fitted = ([f"gemm.{k}" for k in base.gemm if ("gemm", k) not in fitted and k != "fp8"]
@@ -204,26 +251,53 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff), stats
 
 
-def _fit_layers(df, spec, prof, gpu, x, layout, base) -> tuple[tuple[float, float], int]:
+class _SeenKeys(dict):
+    """A host_s dict that notes which op classes a prediction asks for."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.seen = set()
+
+    def get(self, key, default=None):
+        self.seen.add(key)
+        return super().get(key, default)
+
+
+def _fit_layers(df, spec, prof, gpu, x, layout, base) -> tuple[tuple[float, float, dict], int]:
     """Stage 2: what real/'s eager layers do beyond the primitives, from the MoE and MLA layer
     records of the fitting split with every primitive curve held fixed: the achieved cost of
-    unfused FP8 quantization (bytes per element at the fitted memory roofline) and the bandwidth
-    of row gather/scatter kernels relative to streaming ones.
-    Returns ((quant_bytes_per_elem, gather_eff), number of rows used)."""
+    unfused FP8 quantization (bytes per element at the fitted memory roofline), the bandwidth
+    of row gather/scatter kernels relative to streaming ones, and the host dispatch time of the
+    op classes that stage 1 could not see (primitives timed in CUDA graphs exclude the host; the
+    layers are timed per repetition, eager, and include it).
+    Returns ((quant_bytes_per_elem, gather_eff, {host class: s}), number of rows used)."""
     held = split(df)
     comp = df[(~held) & df.bench.isin(COMPOSED_BENCHES)]
     if len(comp) < 2 * MIN_POINTS_PER_PARAM:
-        return (prof.quant_bytes_per_elem, prof.gather_eff), 0
+        return (prof.quant_bytes_per_elem, prof.gather_eff, {}), 0
     records = comp.to_dict("records")
     log_meas = np.log(comp["time_s"].to_numpy(float))
+    probe = dataclasses.replace(prof, host_s=_SeenKeys(prof.host_s))
+    for r in records:
+        predict_s(r, spec, probe)
+    fitted_host = {k for t, k, _ in layout if t == "host_s"}
+    classes = sorted(probe.host_s.seen - fitted_host)
+
+    def profile_of(q):
+        host = {c: float(v) for c, v in zip(classes, q[2:])}
+        b = dataclasses.replace(base, host_s={**base.host_s, **host}) if host else base
+        return build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]))
 
     def residuals(q):
-        p = build_profile(gpu, x, layout, base, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]))
+        p = profile_of(q)
         return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
-    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8], bounds=([QUANT_BYTES_BOUNDS[0], GATHER_EFF_BOUNDS[0]],
-                        [QUANT_BYTES_BOUNDS[1], GATHER_EFF_BOUNDS[1]]), x_scale=[10.0, 0.1], loss="soft_l1", f_scale=0.1)
-    return (float(sol.x[0]), float(sol.x[1])), len(records)
+    n = len(classes)
+    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8] + [HOST_S_INITIAL] * n,
+                        bounds=([QUANT_BYTES_BOUNDS[0], GATHER_EFF_BOUNDS[0]] + [HOST_S_BOUNDS[0]] * n,
+                                [QUANT_BYTES_BOUNDS[1], GATHER_EFF_BOUNDS[1]] + [HOST_S_BOUNDS[1]] * n),
+                        x_scale=[10.0, 0.1] + [1e-5] * n, loss="soft_l1", f_scale=0.1)
+    return (float(sol.x[0]), float(sol.x[1]), {c: float(v) for c, v in zip(classes, sol.x[2:])}), len(records)
 
 
 COMPOSED_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
@@ -253,16 +327,22 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "num_fit_points": stats["num_fit_points"],
         "rms_log_residual": stats["rms_log_residual"],
         "method": "scipy least_squares (soft_l1, f_scale 0.1) on log time, twin roofline; split: calibration/split.py. "
-                  "Stage 1: primitive curves, memory_eff, host_s per op class (fitting-split primitives); stage 2: "
-                  "quant_bytes_per_elem and gather_eff from the fitting split's MoE/MLA layer records, curves fixed",
+                  "Stage 1: primitive curves (grouped FP8: one curve per torch kernel configuration, "
+                  "calibration.predict.grouped_kernel), memory_eff, launch_s (CUDA-graph rows), host_s per op class "
+                  "of per-repetition primitives; group_row_tile chosen among 0/128/256 by stage-1 cost; stage 2: "
+                  "quant_bytes_per_elem, gather_eff and the remaining host_s classes from the fitting split's MoE/MLA "
+                  "layer records, curves fixed (host_s stays at its 20 us start where the layers are GPU-bound)",
         "stack": "real/ in eager PyTorch: fp8_quant_fused false (operands quantized by eager ops on every call), "
-                 "host_s = host dispatch per op as per-repetition CUDA events see it; launch_s is the default "
-                 "profile's 4 us assumption (not separable from host time in these records). "
+                 "host_s = host dispatch per op as per-repetition CUDA events see it (layers); launch_s = device-side "
+                 "cost per kernel, fitted from CUDA-graph-timed kernels (records' timing column). "
                  "load_profile() simulates DeepSeek's fused stack with this silicon (fp8_quant_fused true)",
         "quant_bytes_per_elem": stats.get("quant_bytes_per_elem"),
         "gather_eff": stats.get("gather_eff"),
         "num_composed_fit_points": stats.get("num_composed_fit_points"),
         "not_fitted": stats["not_fitted"],
+        "group_row_tile": stats.get("group_row_tile"),
+        "group_row_tile_cost": stats.get("group_row_tile_cost"),
+        "host_s_from_layers": stats.get("host_s_from_layers"),
     }
 
 

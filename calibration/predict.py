@@ -5,8 +5,9 @@ memory_time_s, quantize_time_s), so a fitted profile means the same thing in the
 and in a simulated step. What differs is the software stack: the records time real/ in eager
 PyTorch, so a case is predicted as the eager op sequence real/ issues (counted from real/model.py
 and real/fp8.py), with the host dispatch time of each op (profile.host_s) and unfused FP8
-quantization (profile.fp8_quant_fused false), under the per-repetition CUDA-event timing of
-real/bench.py. MLA and MoE layers are composed here from those ops, not from the twin's
+quantization (profile.fp8_quant_fused false), under the timing method the record names
+(`timing` column, `window_s`): single kernels captured in CUDA graphs (GPU time only, launch_s
+per kernel), or layers timed per repetition with CUDA events (host dispatch included). MLA and MoE layers are composed here from those ops, not from the twin's
 attention_ops/moe_ops (which describe DeepSeek's fused V3 stack on an EP group).
 
 Precision labels in the records are kernel names (`bf16`, `fp8-rowwise`, `fp8-tensor`,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 
 import numpy as np
 
@@ -47,6 +49,33 @@ def profile_for_label(profile: Profile, label: str) -> Profile:
     g = profile.gemm.get(label, profile.gemm["fp8"])
     gg = profile.grouped_gemm.get(label, profile.grouped_gemm["fp8"])
     return dataclasses.replace(profile, gemm={**profile.gemm, "fp8": g}, grouped_gemm={**profile.grouped_gemm, "fp8": gg})
+
+
+def grouped_kernel(label: str, rows_per_group, n: int, k: int) -> str:
+    """The kernel configuration torch._scaled_grouped_mm runs for a row-wise FP8 grouped GEMM on
+    Hopper, by its dispatch rule on the mean rows per group m, n and k (PyTorch 2.11
+    aten/src/ATen/native/cuda/ScaledGroupMM.cu, dispatch_fp8_grouped_gemm_on_tile_size, no fast
+    accumulation as real/ calls it): m <= 128 or n <= 128 -> 64x128x128 ping-pong tiles
+    (`<label>/small`); two of m, n, k >= 2048 (m with either) -> 128x128x128 cooperative (the
+    label's own curve); otherwise 128x256x64 cooperative (`<label>/medium`). A profile may hold one
+    curve per configuration; other labels (BF16 torch._grouped_mm) map to themselves."""
+    if label != "fp8-rowwise":
+        return label
+    rows = [r for r in rows_per_group]
+    m = sum(rows) / max(1, len(rows))
+    if m <= 128 or n <= 128:
+        return f"{label}/small"
+    large = (m >= 2048 and k >= 2048) or (m >= 2048 and n >= 2048) or (k >= 2048 and n >= 2048)
+    return label if large else f"{label}/medium"
+
+
+def row_kernel(row) -> str:
+    """The GEMM curve a gemm/grouped_gemm record row is timed with (grouped_kernel for grouped
+    rows, the precision label otherwise)."""
+    if row["bench"] == "grouped_gemm":
+        return grouped_kernel(row["precision"], [int(row["tokens_per_group"])] * int(row["groups"]),
+                              int(row["n"]), int(row["k"]))
+    return row["precision"]
 
 
 @functools.cache
@@ -81,29 +110,29 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
             e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label)
         else:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
-        return timed_window_s([], e.ops)
+        return window_s(row, [], e.ops)
     if b in ("attn_fwd", "attn_bwd"):
         op = Op("attn_core", "attention", "attn", batch=int(row["batch"]), seq_len=int(row["seq_len"]),
                 heads=int(row["num_heads"]), qk_dim=int(row["qk_head_dim"]), v_dim=int(row["v_head_dim"]),
                 causal=bool(row["causal"]))
         e.attention(op, "fwd")
         if b == "attn_fwd":
-            return timed_window_s([], e.ops)
+            return window_s(row, [], e.ops)
         bwd = Eager(gpu, profile)
         bwd.attention(op, "bwd")
-        return timed_window_s(e.ops, bwd.ops)
+        return window_s(row, e.ops, bwd.ops)
     if b == "memory":
         _memory_ops(row, e)
-        return timed_window_s([], e.ops)
+        return window_s(row, [], e.ops)
     direction = "fwd" if b.endswith("_fwd") else "bwd"
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
         f, bw = _mla_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
-        return _layer_time_s(f, bw, direction)
+        return _layer_time_s(row, f, bw, direction)
     if b in ("moe_layer_fwd", "moe_layer_bwd"):
         spec = get_model(row["model"])
-        counts = zipf_expert_rows(int(row["tokens"]), int(row["num_experts"]), spec.top_k, float(row["skew"]))
+        counts = expert_rows(row, spec.top_k)
         f, bw = _moe_ops(spec, int(row["tokens"]), counts, row["precision"], gpu, profile)
-        return _layer_time_s(f, bw, direction)
+        return _layer_time_s(row, f, bw, direction)
     return None
 
 
@@ -149,7 +178,8 @@ class Eager:
         self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof))
 
     def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False) -> None:
-        prof = profile_for_label(self.profile, label)
+        kernel = label if transposed else grouped_kernel(label, rows, n, k)
+        prof = profile_for_label(self.profile, kernel)
         self.add(f"grouped_gemm.{label}",
                  compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed))
 
@@ -161,6 +191,30 @@ class Eager:
 
     def attention(self, op: Op, direction: str) -> None:
         self.add(f"attn_{direction}", compute.attention_time_s(op, direction, self.gpu, self.profile))
+
+
+TIMINGS = ("per_rep_events", "batched_events", "cuda_graph")
+
+
+def timing_of(row) -> str:
+    """The record's timing method (real/bench.py `timing` column); rows from before the column
+    existed were timed per repetition."""
+    t = row.get("timing") if hasattr(row, "get") else None
+    return t if isinstance(t, str) and t in TIMINGS else "per_rep_events"
+
+
+def window_s(row, setup: list, timed: list) -> float:
+    """Predicted time of `timed` ops as the record's timing method measured them:
+    cuda_graph      GPU time per call: the kernels back to back, no host (graph replay);
+    batched_events  many eager calls between one event pair: steady state, whichever of the host's
+                    dispatch and the GPU's kernels is slower per call;
+    per_rep_events  CUDA events around each eager repetition (`timed_window_s`)."""
+    t = timing_of(row)
+    if t == "cuda_graph":
+        return sum(g for _, g in timed)
+    if t == "batched_events":
+        return max(sum(h for h, _ in timed), sum(g for _, g in timed))
+    return timed_window_s(setup, timed)
 
 
 def timed_window_s(setup: list, timed: list, reps: int = 3) -> float:
@@ -331,7 +385,16 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     return f, b
 
 
-def _layer_time_s(fwd: Eager, bwd: Eager, direction: str) -> float:
+def _layer_time_s(row, fwd: Eager, bwd: Eager, direction: str) -> float:
     if direction == "fwd":
-        return timed_window_s([], fwd.ops)
-    return timed_window_s(fwd.ops, bwd.ops)
+        return window_s(row, [], fwd.ops)
+    return window_s(row, fwd.ops, bwd.ops)
+
+
+def expert_rows(row, top_k: int) -> np.ndarray:
+    """Routed rows per expert of a moe_layer record: the measured `tokens_per_expert` (JSON list,
+    records from 2026-11-24 07:16 on) or, for older rows, the Zipf expectation."""
+    tpe = row.get("tokens_per_expert") if hasattr(row, "get") else None
+    if isinstance(tpe, str) and tpe.strip().startswith("["):
+        return np.asarray(json.loads(tpe), dtype=float)
+    return zipf_expert_rows(int(row["tokens"]), int(row["num_experts"]), top_k, float(row["skew"]))

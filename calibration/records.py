@@ -5,7 +5,10 @@ expert_load; see `real/bench.py` SHAPE_COLS / STAT_COLS / ENV_COLS). Every row h
 (gemm, grouped_gemm, attn_fwd, attn_bwd, mla_layer_fwd, mla_layer_bwd, memory, moe_layer_fwd,
 moe_layer_bwd, train_step, prefill, decode), its shape columns, `time_s` (median of the timed
 repetitions, seconds), `time_p10_s`, `time_p90_s` and the environment (gpu_name, clocks, torch and
-CUDA versions). Records are data: nothing here edits or filters them beyond dropping rows without
+CUDA versions) and `timing` (how time_s was taken: `cuda_graph`, GPU time per call of a kernel
+captured n times in a CUDA graph; `batched_events`, n eager calls between one event pair;
+`per_rep_events`, CUDA events around each eager repetition, host dispatch included; missing = the
+last). Records are data: nothing here edits or filters them beyond dropping rows without
 a positive time.
 """
 
@@ -88,6 +91,8 @@ def load_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
     for c in ("model", "precision", "op"):
         if c in df.columns:
             df[c] = df[c].fillna("").astype(str)
+    # timing method (real/bench.py): rows from before the column existed were timed per repetition
+    df["timing"] = df["timing"].fillna("per_rep_events").astype(str) if "timing" in df.columns else "per_rep_events"
     df = df[df["time_s"].notna() & (df["time_s"] > 0)].reset_index(drop=True)
     df["gpu"] = gpu
     df["name"] = [_case_name(r) for _, r in df.iterrows()]

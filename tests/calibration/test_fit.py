@@ -75,3 +75,48 @@ def test_profile_json_round_trip_and_provenance(synthetic_root, tmp_path):
 def test_missing_records_say_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"twin calibrate --out DIR"):
         rec.load_records("h100", tmp_path)
+
+
+def test_timing_methods_predict_what_each_measured():
+    """cuda_graph: the kernels' GPU time only; batched_events: the slower of host and GPU per call;
+    per_rep_events: host-bound repetitions (host 30 us > GPU 10 us per op) span the ops' dispatch."""
+    from calibration.predict import window_s
+    ops = [(30e-6, 10e-6), (30e-6, 10e-6)]
+    assert window_s({"timing": "cuda_graph"}, [], ops) == pytest.approx(20e-6)
+    assert window_s({"timing": "batched_events"}, [], ops) == pytest.approx(60e-6)
+    assert window_s({}, [], ops) == pytest.approx(60e-6)
+
+
+def test_fit_measures_launch_s_from_cuda_graph_rows(tmp_path):
+    """Kernels timed in CUDA graphs expose the device-side cost per kernel: the fit recovers it."""
+    import dataclasses
+    import pandas as pd
+    from tests.calibration.conftest import synthetic_records
+    true = dataclasses.replace(TRUE, launch_s=9e-6)
+    root = synthetic_records(tmp_path, true)
+    for f in ("gemm.csv", "memory.csv"):  # re-time the single kernels as the harness now does
+        path = root / "h100" / f
+        df = pd.read_csv(path)
+        df["timing"] = "cuda_graph"
+        df.to_csv(path, index=False)
+    df = rec.load_records("h100", root)
+    from calibration.predict import gpu_spec, predict_s
+    df["time_s"] = [predict_s(r, gpu_spec("h100"), true) for r in df.to_dict("records")]
+    prof, _ = fit_profile(df, "h100")
+    assert prof.launch_s == pytest.approx(9e-6, rel=0.2)
+
+
+def test_grouped_fp8_kernel_configuration_follows_torch_dispatch():
+    """torch._scaled_grouped_mm (SM90) picks its tile by mean rows per group m, n, k."""
+    from calibration.predict import grouped_kernel
+    assert grouped_kernel("fp8-rowwise", [128] * 8, 4096, 7168) == "fp8-rowwise/small"       # m <= 128
+    assert grouped_kernel("fp8-rowwise", [1024] * 8, 2048, 1408) == "fp8-rowwise/medium"     # no two dims >= 2048
+    assert grouped_kernel("fp8-rowwise", [2048] * 8, 2048, 1408) == "fp8-rowwise"            # m, n >= 2048
+    assert grouped_kernel("fp8-rowwise", [256] * 8, 2816, 2048) == "fp8-rowwise"             # n, k >= 2048
+    assert grouped_kernel("bf16", [128] * 8, 2048, 1408) == "bf16"
+
+
+def test_group_rows_run_in_row_tiles():
+    from twin.costs.compute import padded_group_rows
+    assert [padded_group_rows(r, 256) for r in (0.03, 100, 128, 192, 384, 768)] == [0.03, 100, 128, 256, 512, 768]
+    assert padded_group_rows(192, 0) == 192

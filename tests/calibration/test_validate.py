@@ -42,9 +42,11 @@ def test_validate_reports_plots(two_gpu, tmp_path):
     assert {p.name for p in paths} == {"validation_cases.csv", "validation_scatter.png", "validation_error_by_op.png"}
 
 
-@pytest.mark.xfail(strict=True, reason="held-out median 4.7% (H100) / 5.3% (H200), P90 18.5% / 19.4% (targets 5% / "
-                   "10%): small GEMMs are host-bound under per-repetition timing and grouped FP8 kernels switch "
-                   "tiles at some shapes (+-40%); MLA layers 15-25% off; issue 5 stays open")
+@pytest.mark.xfail(strict=True, reason="held-out median 3.9% (H100) / 3.3% (H200) met, P90 14.5% / 17.1% (target "
+                   "10%) not: single kernels CUDA-graph timed since 2026-11-24, grouped GEMMs modelled with 256-row "
+                   "tiles and torch's FP8 grouped kernel configurations; still off: dense GEMMs at small m (P90 15-17%), "
+                   "multi-kernel memory ops (router_topk -90%, swiglu -37%), MLA layers (12-35%) and host-bound "
+                   "v2-lite MoE layers at 1024 tokens (-30..-56%); issue 5 stays open")
 def test_committed_records_meet_targets():
     """Held-out median <= 5% and P90 <= 10% per GPU on calibration/measurements (CI, no GPU)."""
     gpus = rec.gpu_dirs()

@@ -25,7 +25,13 @@ def test_quick_campaign_writes_records(tmp_path):
             t, p10, p90 = float(r["time_s"]), float(r["time_p10_s"]), float(r["time_p90_s"])
             assert 0 < p10 <= t <= p90, r
             assert r["gpu_name"] and r["timestamp_utc"]
+    # single kernels are timed batched (host clock on the CPU), layers per repetition
+    assert {r["timing"] for r in csv.DictReader((tmp_path / "gemm.csv").open())} == {"host_clock"}
     moe = list(csv.DictReader((tmp_path / "moe_layer.csv").open()))
+    for r in moe:  # exact routed rows per expert, summing to tokens * top_k
+        tpe = json.loads(r["tokens_per_expert"])
+        assert len(tpe) == int(r["num_experts"]) and max(tpe) == int(r["max_expert_tokens"])
+        assert sum(tpe) == int(r["tokens"]) * int(r["top_k"])
     balanced = [r for r in moe if float(r["skew"]) == 0]
     # round-robin routing: every expert gets exactly tokens * top_k / experts rows
     assert all(int(r["max_expert_tokens"]) == float(r["mean_expert_tokens"]) for r in balanced)
@@ -55,3 +61,23 @@ def test_telemetry_without_gpu_reads_nan():
     if not tel.available:
         assert math.isnan(tel.energy_j()) and math.isnan(tel.sm_clock_mhz())
         assert tel.static_info() == {}
+
+
+def test_batched_timer_on_cpu_times_many_calls_per_window():
+    timer = bench.Timer(torch.device("cpu"), Telemetry(), min_time_s=0.0, warmup=1)
+    r = timer.measure(lambda: torch.ones(64, 64) @ torch.ones(64, 64), flops=2 * 64**3, batched=True)
+    assert r["timing"] == "host_clock"
+    assert r["reps"] >= bench.BATCH_MIN_WINDOWS * 2  # several calls in each of >= 5 windows
+    assert r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
+    # a setup-based measurement (backward after an untimed forward) stays per repetition
+    r = timer.measure(lambda x: x.sum(), setup=lambda: torch.ones(8), batched=True)
+    assert r["timing"] == "host_clock" and r["reps"] >= 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_timing_excludes_host_dispatch():
+    timer = bench.Timer(torch.device("cuda"), Telemetry(), min_time_s=0.01)
+    x = torch.randn(256, 256, device="cuda")
+    r = timer.measure(lambda: x.mul(2.0), batched=True)
+    assert r["timing"] == "cuda_graph" and r["time_s"] < 20e-6  # a tiny kernel: no host time

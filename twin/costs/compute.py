@@ -31,8 +31,27 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     if precision == "fp8" and profile.fp8_quant_fused:
         bytes_moved += groups * m * k * (BF16_BYTES + FP8_BYTES)  # quantize the activation
     compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
+    compute_s *= wave_factor(groups * _tiles(m, n, profile.wave_tile), gpu, profile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff)
     return max(compute_s, memory_s) + profile.launch_s
+
+
+def _tiles(rows: float, cols: float, tile: int) -> int:
+    if tile <= 0:
+        return 0
+    return -(-int(rows) // tile) * -(-int(cols) // tile)
+
+
+def wave_factor(tiles: int, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
+    """Tile-wave quantization: a GEMM kernel runs its output tiles (profile.wave_tile square, e.g.
+    128 x 128) in waves of one tile per SM; the last wave is partly empty, so a kernel of `tiles`
+    tiles takes ceil(tiles / SMs) full waves of time. Returns (waves * SMs) / tiles >= 1 (1 where
+    the profile has no tile model, wave_tile 0). The efficiency curves then describe the per-tile
+    rate of a full wave."""
+    if profile.wave_tile <= 0 or tiles <= 0:
+        return 1.0
+    sms = max(1, int(gpu.num_sms * sm_frac))
+    return -(-tiles // sms) * sms / tiles
 
 
 def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
@@ -45,14 +64,30 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
     compute_s, bytes_moved = 0.0, 0.0
     peak = gpu.peak_flops_per_s(precision) * sm_frac
+    tiles = 0
     for rows in rows_per_group:
         if rows <= 0:
             continue
         eff = curve.eff(n, k, rows) if transposed else curve.eff(rows, n, k)
-        compute_s += 2.0 * rows * n * k / (peak * eff)
+        rows_run = rows if transposed else padded_group_rows(rows, profile.group_row_tile)
+        compute_s += 2.0 * rows_run * n * k / (peak * eff)
         bytes_moved += gemm_bytes(rows, n, k, in_bytes)
+        tiles += _tiles(n, k, profile.wave_tile) if transposed else _tiles(rows, n, profile.wave_tile)
+    compute_s *= wave_factor(tiles, gpu, profile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff)
     return max(compute_s, memory_s) + profile.launch_s
+
+
+def padded_group_rows(rows: float, tile: int) -> float:
+    """Rows a grouped GEMM kernel computes for a group of `rows`: each group's rows are cut into
+    row tiles of `tile` (0 = no tiling model), the last one partly empty, except that a group that
+    fits one half-tile is left to the efficiency curve's small-m term (the tile is a 2-CTA cluster
+    of 128-row tiles on Hopper; a lone CTA does the work, and expected loads below one row, as in
+    serving, must not be inflated to a tile). E.g. tile 256: 100 -> 100, 192 -> 256, 384 -> 512,
+    768 -> 768."""
+    if tile <= 0 or rows <= tile // 2:
+        return rows
+    return float(-(-rows // tile) * tile)
 
 
 def quantize_time_s(elems: float, num_kernels: int, gpu: GPUSpec, profile: Profile) -> float:

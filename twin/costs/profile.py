@@ -10,6 +10,12 @@ A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holdi
       eff(s) = e_max / (1 + s_half/s)
   memory: fraction of HBM bandwidth reached by bandwidth-bound kernels (e_mem)
   launch_s: fixed per-kernel overhead on the GPU (device side)
+  wave_tile: output tile edge (128) of the tile-wave model of GEMM kernels: compute time is
+    multiplied by ceil(tiles / SMs) * SMs / tiles (twin.costs.compute.wave_factor), the idle part
+    of a kernel's last wave; 0 = no wave model (the curves alone)
+  group_row_tile: row tile of grouped GEMM kernels: each expert's rows are computed in tiles of
+    this many rows, the last partly empty (compute.padded_group_rows); 0 = no row tiling;
+    chosen by the fit among 0/128/256 on the fitting split
 
 A profile also describes the *software stack* that ran the kernels, as data:
   fp8_quant_fused: whether FP8 quantization of GEMM inputs is fused into neighbouring kernels
@@ -21,7 +27,7 @@ A profile also describes the *software stack* that ran the kernels, as data:
     streaming kernels (memory_eff), fitted; 1.0 where unmeasured.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
-    dispatches). Used only to predict eager measurements (calibration/predict.py); a simulated
+    dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
     step (twin.sim) runs DeepSeek's stack and never adds host time.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
@@ -71,6 +77,8 @@ class Profile:
     quant_bytes_per_elem: float = 0.0
     host_s: dict = field(default_factory=dict)
     gather_eff: float = 1.0
+    wave_tile: int = 0
+    group_row_tile: int = 0
 
     def host(self, op_class: str) -> float:
         """Host dispatch seconds of one eager op of a class (falls back to the generic "op")."""
@@ -94,6 +102,8 @@ class Profile:
             "quant_bytes_per_elem": self.quant_bytes_per_elem,
             "host_s": dict(self.host_s),
             "gather_eff": self.gather_eff,
+            "wave_tile": self.wave_tile,
+            "group_row_tile": self.group_row_tile,
             "provenance": self.provenance,
         }
 
@@ -108,7 +118,8 @@ class Profile:
             {p: g(c) for p, c in self.grouped_gemm.items()},
             {d: SeqCurve(c.e_max * compute, c.s_half) for d, c in self.attention.items()},
             min(1.0, self.memory_eff * memory), self.launch_s, self.calibrated, self.provenance,
-            self.fp8_quant_fused, self.quant_bytes_per_elem, dict(self.host_s), self.gather_eff)
+            self.fp8_quant_fused, self.quant_bytes_per_elem, dict(self.host_s), self.gather_eff, self.wave_tile,
+            self.group_row_tile)
 
 
 def profile_from_json(data: dict) -> Profile:
@@ -125,6 +136,8 @@ def profile_from_json(data: dict) -> Profile:
         quant_bytes_per_elem=float(data.get("quant_bytes_per_elem", 0.0)),
         host_s={k: float(v) for k, v in data.get("host_s", {}).items()},
         gather_eff=float(data.get("gather_eff", 1.0)),
+        wave_tile=int(data.get("wave_tile", 0)),
+        group_row_tile=int(data.get("group_row_tile", 0)),
     )
 
 
