@@ -88,15 +88,17 @@ def _memory_ops(row, e: "Eager") -> None:
     the code; `bytes_moved` in the records counts each input read once and output written once)."""
     op, T, width = row["op"], int(row["tokens"]), int(row["width"])
     nbytes = float(row["bytes_moved"])
-    if op == "swiglu":                      # silu(a) then * b: 2 kernels, 10 bytes per output element
-        e.mem(nbytes * 10.0 / 6.0, kernels=2)
+    if op == "swiglu":                      # silu(a) then * b: 2 kernels, 10 bytes per output element,
+        e.strided(nbytes * 10.0 / 6.0, kernels=2)   # both on strided chunk views (Eager.strided)
+    elif op == "rmsnorm":                   # fused F.rms_norm: two passes over each row (sum of
+        e.mem(nbytes * 1.5)                 # squares, then normalize) + the write: 3 x T x D x 2 B
     elif op == "router_topk":               # sigmoid, +bias, group top-2, sum, top-4 groups, scatter,
         E = width                           # masked_fill, top-8, gather, sum, div, clamp, mul
         e.mem(T * E * 4 * 8.0, kernels=5)
         e.small(9)
     elif op in ("fp8_quant_1x128", "fp8_quant_rowwise"):
         e.quant(T * width)
-    else:                                   # copy, rmsnorm, softmax: one kernel each
+    else:                                   # copy, softmax: one kernel each
         e.mem(nbytes)
 
 
@@ -167,6 +169,14 @@ class Eager:
         """Row gather/scatter kernels (index, index_copy, index_put): `profile.gather_eff` of the
         streaming bandwidth."""
         self.mem(bytes_ / self.profile.gather_eff, kernels)
+
+    def strided(self, bytes_: float, kernels: int = 1) -> None:
+        """Elementwise kernels over a strided view (a.chunk(2, -1) halves: inner dim contiguous,
+        row stride 2x the width): TensorIterator cannot coalesce them into one contiguous dim, so
+        it runs its unrolled OffsetCalculator loop with per-element loads instead of the
+        vectorized contiguous loop, which is the loop the index/gather kernels run; costed at
+        the same fitted streaming efficiency (`profile.gather_eff`)."""
+        self.gather(bytes_, kernels)
 
     def small(self, n: int) -> None:
         """n tiny ops (index bookkeeping, views that launch a kernel): launch-bound."""
@@ -250,13 +260,16 @@ def _linear_fwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
 
 def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
     """dX = dY W (m x k over n) and dW = dY^T X (n x k over m); FP8 quantizes both operands of
-    both GEMMs (transposed copies for dY^T and X^T)."""
+    both GEMMs. real/fp8.py _Fp8Linear.backward -> fp8_mm quantizes `b_KN.t()` and `a_MK` after
+    .contiguous(): W^T for dX, dY^T and X^T for dW are transposed views, so each is first copied
+    (a copy_ of a transposed view: TensorIterator's strided, non-vectorized loop, Eager.strided)."""
     if twin_precision(label) == "bf16":
         e.gemm(m, k, n, "bf16")
         e.gemm(n, k, m, "bf16")
         return
+    e.strided(2 * n * k * BF16_BYTES)                        # W^T made contiguous
     _fp8_linear_fwd(e, m, k, n, label)
-    e.mem(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
+    e.strided(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
     _fp8_linear_fwd(e, n, k, m, label)
 
 
@@ -276,11 +289,11 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
     # forward
     _linear_fwd(f, *lins[0], label)
     if Q:
-        f.mem(2 * T * Q * B2)                       # q_norm
+        f.mem(3 * T * Q * B2)                       # q_norm (fused rms_norm: reads each row twice)
         _linear_fwd(f, *lins[1], label)
     _rope(f, T * H * R)
     _linear_fwd(f, *lins[-3], label)                # kv_a
-    f.mem(2 * T * C * B2)                           # kv_norm
+    f.mem(3 * T * C * B2)                           # kv_norm (fused rms_norm: reads each row twice)
     _rope(f, T * R)
     _linear_fwd(f, *lins[-2], label)                # kv_b
     f.mem(2 * 2 * T * H * (P + R) * B2, kernels=2)  # q = cat(q_nope, q_pe); k = cat(k_nope, kpe expanded)
@@ -352,7 +365,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
             f.quant(E * n_ * k_)
         f.grouped(rows, n_, k_, gl)
         if n_ == 2 * F_:
-            f.mem(Np * F_ * B2 * 2 + Np * F_ * B2 * 3, kernels=2)   # silu(a), * b
+            f.strided(Np * F_ * B2 * 2 + Np * F_ * B2 * 3, kernels=2)   # silu(a), * b on chunk views
     f.gather(2 * N * D * B2)                        # y_NpD[pos]
     f.mem(N * I8 * 2 * 4, kernels=3)             # argsort(order)
     f.gather(2 * N * D * B2)                        # y_ND[inverse order]
@@ -360,7 +373,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     f.mem(N * D * B2 + T * D * B2)               # sum over K
     if S:
         _linear_fwd(f, T, 2 * S, D, label)
-        f.mem(T * S * B2 * 2 + T * S * B2 * 3, kernels=2)
+        f.strided(T * S * B2 * 2 + T * S * B2 * 3, kernels=2)   # silu(a), * b on chunk views
         _linear_fwd(f, T, D, S, label)
         f.mem(3 * T * D * B2)                    # routed + shared
     # --- backward
