@@ -111,8 +111,8 @@ class CostSpec:
 class EnergySpec:
     """Power model: per GPU between idle and TDP by utilisation, plus node overhead, times PUE."""
 
-    gpu_busy_power_frac: float = spec_field(1.0, unit="fraction", ge=0, le=1, doc="GPU power while computing, as a fraction of TDP (FP8 training runs at the power cap: FlashMLA deep dive reports H800 throttling to ~1,600 MHz under load)")
-    gpu_idle_power_frac: float = spec_field(0.15, unit="fraction", ge=0, le=1, doc="GPU power in pipeline bubbles, as a fraction of TDP (assumption: ~100 W of 700 W)")
+    gpu_busy_power_frac: float = spec_field(1.0, unit="fraction", ge=0, le=1, doc="GPU power while computing, as a fraction of TDP (measured with NVML on our H100/H200: 680-712 W of 700 W for large GEMMs and attention, calibration/measurements/*/power.csv; the FlashMLA deep dive reports H800 throttling at the cap)")
+    gpu_idle_power_frac: float = spec_field(0.17, unit="fraction", ge=0, le=1, doc="GPU power in pipeline bubbles, as a fraction of TDP (measured idle with NVML: 117.9 W on H100, 124.2 W on H200 of 700 W, calibration/measurements/*/power.csv)")
     node_overhead_w: float = spec_field(4600.0, unit="W", ge=0, doc="Non-GPU power per 8-GPU node: DGX H100 datasheet ~10.2 kW max - 8 x 700 W (an upper bound)")
     pue: float = spec_field(1.58, ge=1.0, doc="Power usage effectiveness (Uptime Institute Global Data Center Survey 2023 industry average 1.58; hyperscale 1.1-1.2)")
     carbon_kg_per_kwh: float = spec_field(0.0, unit="kgCO2e/kWh", ge=0, doc="Grid carbon intensity (0 = not reported)")
