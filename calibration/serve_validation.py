@@ -20,6 +20,13 @@ from twin.serve_specs import ServeSpec
 from twin.specs import GPUSpec, ModelSpec
 
 
+def _dense_ffn(e, m: ModelSpec, tokens: int) -> None:
+    """real/'s dense SwiGLU FFN in BF16: gate+up GEMM, silu and multiply, down GEMM."""
+    e.gemm(tokens, 2 * m.intermediate_size, m.hidden_size, "bf16")
+    e.mem(5 * tokens * m.intermediate_size * BF16_BYTES, kernels=2)
+    e.gemm(tokens, m.hidden_size, m.intermediate_size, "bf16")
+
+
 def eager_decode_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, ctx: float) -> float:
     """One eager-PyTorch decode step of real/infer.py decode_step (BF16, one GPU, all experts
     local), as the op sequence real/model.py issues, with the host dispatch time of each op
@@ -57,9 +64,7 @@ def eager_decode_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, ctx: f
         e.mem(3 * B * D * B2)                                      # residual
         e.mem(2 * B * D * B2)                                      # ffn_norm
         if layer < m.num_dense_layers:
-            e.gemm(B, 2 * m.intermediate_size, D, "bf16")
-            e.mem(5 * B * m.intermediate_size * B2, kernels=2)
-            e.gemm(B, D, m.intermediate_size, "bf16")
+            _dense_ffn(e, m, B)
         else:
             E, K, F_ = m.num_routed_experts, m.top_k, m.moe_intermediate_size
             e.gemm(B, E, D, "bf16")                                # gate
@@ -110,9 +115,7 @@ def eager_prefill_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, promp
         e.mem(3 * T * D * B2)                                          # residual
         e.mem(2 * T * D * B2)                                          # ffn_norm
         if layer < m.num_dense_layers:
-            e.gemm(T, 2 * m.intermediate_size, D, "bf16")
-            e.mem(5 * T * m.intermediate_size * B2, kernels=2)
-            e.gemm(T, D, m.intermediate_size, "bf16")
+            _dense_ffn(e, m, T)
             ops_list += e.ops
         else:
             e.gemm(T, m.num_routed_experts, D, "bf16")                 # gate

@@ -83,6 +83,12 @@ def _map(raw: dict, cands: list[Candidate], tokens: float, prices: dict, schedul
                                       [prices] * len(cands)), total=len(cands)))
 
 
+def _reason_kind(reason: str) -> str:
+    """Group failure reasons: 'invalid' for loader errors, else the reason without its numbers
+    ('out of memory on pipeline rank 0: needs ...' -> 'out of memory')."""
+    return "invalid" if reason.startswith("invalid") else reason.split(" on pipeline")[0]
+
+
 def run_plan(raw: dict, tokens: float, deadline_days: float, cands: list[Candidate], prices: dict[str, float],
              scheduler: str | None = None, workers: int | None = None, progress: bool = False) -> dict:
     """Rank the feasible candidates that meet the deadline by cost (GPU-hours where a price is
@@ -102,8 +108,7 @@ def run_plan(raw: dict, tokens: float, deadline_days: float, cands: list[Candida
     def cost_key(r):
         return (r["cost_usd"] is None, r["cost_usd"] if r["cost_usd"] is not None else r["gpu_hours"])
 
-    reasons = Counter(r["reason"].split(":")[0] if r["reason"].startswith("invalid") else r["reason"].split(" on pipeline")[0]
-                      for r in rows if not r["feasible"])
+    reasons = Counter(_reason_kind(r["reason"]) for r in rows if not r["feasible"])
     return {
         "tokens": tokens,
         "deadline_days": deadline_days,

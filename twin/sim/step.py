@@ -262,13 +262,15 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                     if op.kind in ("dispatch", "combine"):
                         buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
         live = peak_live_bytes(s.programs[rank], set_bytes)
+        # two sets of all-to-all buffers: an overlapped F&B pair has two micro-batches in flight
         out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, 2 * buffers, p, sc.dp))
     return out
 
 
 def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, link_bw_scale: float) -> tuple[float, float, float]:
     """(reduce-scatter, optimizer, all-gather) seconds after a rank's last backward. Gradients
-    travel in BF16 over the scale-out network (data-parallel peers are on other nodes)."""
+    travel over the scale-out network (data-parallel peers are on other nodes) in BF16 - an
+    assumption: the V3 report says gradients are accumulated in FP32 but not how they are sent."""
     p = sc.plan
     params = breakdown["weights"] / memory.WEIGHT_BYTES * (sc.dp if p.zero_stage >= 3 else 1)
     grad_bytes = params * BF16_BYTES
