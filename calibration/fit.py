@@ -2,15 +2,18 @@
 
 Least squares on log time: residual_i = log(predicted_i) - log(measured_i), where predicted_i is
 the twin's own cost function (`calibration.predict.predict_s` -> `twin.costs.compute`) evaluated
-with the candidate profile. All curves of a GPU are fitted jointly because `memory_eff` (the
-bandwidth roofline of small GEMMs) and `launch_s` (added to every kernel) are shared.
+with the candidate profile. All curves of a GPU are fitted jointly because the shared terms
+(memory_eff, gemm_memory_eff, launch_s, grouped_setup_s) enter every row of their kind.
 
-Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs,
-SeqCurve(e_max, s_half) for attention fwd and bwd, memory_eff, launch_s (the device-side cost
-per kernel, seen in CUDA-graph-timed rows) and host_s for the op classes of per-repetition-timed
-primitives (stage 1); quant_bytes_per_elem, gather_eff and host_s of the op classes only the
-layers show (stage 2, the fitting split's MoE/MLA layers with the primitive curves fixed; where
-the layers are GPU-bound host_s stays at its 20 us start value). Curves without fitting
+Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs
+(with the tile-wave model per curve where it fits clearly better), SeqCurve(e_max, s_half) for
+attention fwd and bwd, memory_eff (elementwise kernels), gemm_memory_eff (GEMM operand
+streaming), launch_s (the device-side cost per kernel, seen in CUDA-graph-timed rows),
+grouped_setup_s (torch's per-call grouped-GEMM argument kernel) and host_s for the op classes of
+per-repetition-timed primitives (stage 1); quant_bytes_per_elem and gather_eff (stage 2, the
+fitting split's MoE/MLA layers with the primitive curves fixed). host_s of op classes no
+primitive row times is held at HOST_S_INITIAL. Not fitted but measured: `sustained`, the
+burst/sustained time ratios (sustained_ratios). Curves without fitting
 data keep the default profile's values and are listed under provenance["not_fitted"].
 The fit writes data (calibration/profiles/<gpu>.json); it never edits code.
 """
@@ -40,8 +43,10 @@ E_MAX_BOUNDS = (0.02, 1.0)
 HALF_BOUNDS = (0.0, 1e5)
 MEMORY_EFF_BOUNDS = (0.05, 1.0)
 LAUNCH_S_BOUNDS = (0.0, 1e-4)
+GROUPED_SETUP_S_BOUNDS = (0.0, 1e-4)
+GROUPED_SETUP_S_INITIAL = 3e-6
 HOST_S_BOUNDS = (0.0, 5e-4)
-HOST_S_INITIAL = 2e-5
+HOST_S_INITIAL = 2e-5  # eager PyTorch dispatch per op, assumed (typical for these hosts), not measured in isolation
 QUANT_BYTES_BOUNDS = (4.0, 200.0)
 GATHER_EFF_BOUNDS = (0.05, 1.0)
 MIN_POINTS_PER_PARAM = 2  # a curve is fitted only with at least 2 fitting points per parameter
@@ -59,10 +64,14 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
         if (fit_rows.bench == f"attn_{d}").sum() >= MIN_POINTS_PER_PARAM * len(SEQ_FIELDS):
             layout += [("attention", d, f) for f in SEQ_FIELDS]
     layout += [("memory_eff", "", "")]
+    if fit_rows.bench.isin(["gemm", "grouped_gemm"]).any():
+        layout.append(("gemm_memory_eff", "", ""))
     recs = fit_rows.to_dict("records")
     # the device-side cost per kernel is visible only where host dispatch is not timed
     if any(timing_of(r) != "per_rep_events" for r in recs):
         layout.append(("launch_s", "", ""))
+    if any(r["bench"] == "grouped_gemm" for r in recs):
+        layout.append(("grouped_setup_s", "", ""))
     # host dispatch time per eager op class seen in the per-repetition primitive rows
     for cls in sorted(set().union(*[row_host_classes(r) for r in recs])):
         layout.append(("host_s", cls, ""))
@@ -90,8 +99,12 @@ def host_class(r) -> str:
 def _initial(base: Profile, table: str, key: str, field: str) -> float:
     if table == "memory_eff":
         return base.memory_eff
+    if table == "gemm_memory_eff":
+        return base.gemm_streaming_eff
     if table == "launch_s":
         return base.launch_s
+    if table == "grouped_setup_s":
+        return base.grouped_setup_s or GROUPED_SETUP_S_INITIAL
     if table == "host_s":
         return HOST_S_INITIAL
     curves = getattr(base, table)
@@ -100,10 +113,12 @@ def _initial(base: Profile, table: str, key: str, field: str) -> float:
 
 
 def _bounds(table: str, field: str) -> tuple[float, float]:
-    if table == "memory_eff":
+    if table in ("memory_eff", "gemm_memory_eff"):
         return MEMORY_EFF_BOUNDS
     if table == "launch_s":
         return LAUNCH_S_BOUNDS
+    if table == "grouped_setup_s":
+        return GROUPED_SETUP_S_BOUNDS
     if table == "host_s":
         return HOST_S_BOUNDS
     return E_MAX_BOUNDS if field == "e_max" else HALF_BOUNDS
@@ -111,17 +126,24 @@ def _bounds(table: str, field: str) -> tuple[float, float]:
 
 def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, provenance: dict | None = None,
                   quant_bytes_per_elem: float | None = None, gather_eff: float = 1.0,
-                  group_row_tile: int | None = None) -> Profile:
+                  group_row_tile: int | None = None, wave_tiles: dict | None = None) -> Profile:
     """A Profile of real/'s stack (unfused eager FP8 quantization) from a parameter vector; curves
-    not in the layout come from `base`."""
+    not in the layout come from `base`. `wave_tiles`: {(table, label): tile} of the curves that run
+    the tile-wave model (choose_wave_tiles)."""
     vals: dict = {}
-    memory_eff, launch_s = base.memory_eff, base.launch_s
+    memory_eff, launch_s, setup_s = base.memory_eff, base.launch_s, base.grouped_setup_s
+    gemm_memory_eff = base.gemm_memory_eff
     host_s = dict(base.host_s)
+    waves = wave_tiles or {}
     for v, (table, key, field) in zip(x, layout):
         if table == "memory_eff":
             memory_eff = float(v)
         elif table == "launch_s":
             launch_s = float(v)
+        elif table == "grouped_setup_s":
+            setup_s = float(v)
+        elif table == "gemm_memory_eff":
+            gemm_memory_eff = float(v)
         elif table == "host_s":
             host_s[key] = float(v)
         else:
@@ -132,7 +154,7 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
         if table == "attention":
             attention[key] = SeqCurve(**f)
         else:
-            (gemm if table == "gemm" else grouped)[key] = GemmCurve(**f)
+            (gemm if table == "gemm" else grouped)[key] = GemmCurve(**f, wave_tile=waves.get((table, key), 0))
     # the twin's `fp8` is the kernel V3 runs: blockwise if measured, else rowwise, else tensor-wise
     for curves in (gemm, grouped):
         for label in FP8_PREFERENCE[:-1]:
@@ -142,15 +164,17 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
     qb = base.quant_bytes_per_elem if quant_bytes_per_elem is None else quant_bytes_per_elem
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
                    fp8_quant_fused=False, quant_bytes_per_elem=qb or QUANT_BYTES_INITIAL, host_s=host_s,
-                   gather_eff=gather_eff, wave_tile=WAVE_TILE,
+                   gather_eff=gather_eff, wave_tile=0, grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
                    group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile)
 
 
-# tile-wave model of fitted GEMM curves (twin.costs.compute.wave_factor), 128 x 128 output tiles:
-# OFF (0). Tried 2026-11-24 on the re-timed records: held-out gemm P90 16.8% -> 33.3% (H100),
-# grouped 29.3% -> 29.3%; cuBLAS/CUTLASS pick tile shapes and split/stream-K per shape, so a fixed
-# 128-tile wave count is not what the kernels do. Set 128 to try it again.
-WAVE_TILE = 0
+# tile-wave model (twin.costs.compute.wave_factor), 128 x 128 output tiles, chosen per curve: one
+# tile size for every kernel was tried 2026-11-24 and hurt (held-out gemm P90 16.8% -> 33.3% on the
+# H100) because cuBLAS (BF16, FP8 tensor-wise) splits K or streams tiles at small m while torch's
+# CUTLASS row-wise FP8 kernels run one long tile per SM (an m=128, n=2112, k=7168 row-wise GEMM
+# takes 19 us, one 128-tile k-loop at the per-SM peak). `choose_wave_tiles` keeps it where it fits.
+WAVE_TILE_CANDIDATE = 128
+WAVE_CHOICE_MARGIN = 0.8   # the wave model must cut a curve's fitting cost by 20% to be kept
 
 # real/fp8.py quantize_*: 4-6 full passes over the values in BF16/FP32 (~33-39 bytes per element
 # by count); the starting value of the fit
@@ -199,7 +223,7 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
     lo = np.array([_bounds(t, f)[0] for t, _, f in layout])
     hi = np.array([_bounds(t, f)[1] for t, _, f in layout])
     x0 = np.clip(np.where((x0 == 0) & (hi > 1), 10.0, x0), lo, hi)
-    x_scale = np.array([1e-5 if t in ("launch_s", "host_s") else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
+    x_scale = np.array([1e-5 if t in ("launch_s", "host_s", "grouped_setup_s") else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
     records = rows.to_dict("records")
     log_meas = np.log(rows["time_s"].to_numpy(float))
 
@@ -220,26 +244,40 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
         sparsity[i, index[("memory_eff", "", "")]] = 1
         if ("launch_s", "", "") in index:
             sparsity[i, index[("launch_s", "", "")]] = 1
+        if b == "grouped_gemm":
+            sparsity[i, index[("grouped_setup_s", "", "")]] = 1
+        if b in ("gemm", "grouped_gemm"):
+            sparsity[i, index[("gemm_memory_eff", "", "")]] = 1
         for cls in row_host_classes(r):
             sparsity[i, index[("host_s", cls, "")]] = 1
 
-    def residuals(x):
-        prof = build_profile(gpu, x, layout, base)
-        pred = np.array([predict_s(r, spec, prof) for r in records])
-        return np.log(pred) - log_meas
+    def residuals(x, waves=None, rows_idx=None):
+        prof = build_profile(gpu, x, layout, base, wave_tiles=waves)
+        recs = records if rows_idx is None else [records[i] for i in rows_idx]
+        pred = np.array([predict_s(r, spec, prof) for r in recs])
+        return np.log(pred) - (log_meas if rows_idx is None else log_meas[rows_idx])
 
-    sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=x_scale, jac_sparsity=sparsity,
-                        loss="soft_l1", f_scale=0.1, max_nfev=400)
-    res = residuals(sol.x)
-    prof1 = build_profile(gpu, sol.x, layout, base)
-    (quant_b, gather_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base)
+    def solve(x_start, waves):
+        return least_squares(lambda x: residuals(x, waves), x_start, bounds=(lo, hi), x_scale=x_scale,
+                             jac_sparsity=sparsity, loss="soft_l1", f_scale=0.1, max_nfev=400)
+
+    sol = solve(x0, {})
+    waves = choose_wave_tiles(records, layout, sol.x, lo, hi, residuals)
+    if waves:
+        sol = solve(sol.x, waves)
+    res = residuals(sol.x, waves)
+    base = dataclasses.replace(base, grouped_setup_s=_value(sol.x, layout, "grouped_setup_s", base.grouped_setup_s),
+                               gemm_memory_eff=_value(sol.x, layout, "gemm_memory_eff", base.gemm_memory_eff))
+    prof1 = build_profile(gpu, sol.x, layout, base, wave_tiles=waves)
+    (quant_b, gather_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
     if host2:  # host classes only the layers inform (primitives timed without the host)
         base = dataclasses.replace(base, host_s={**base.host_s, **host2})
     stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "num_composed_fit_points": n_comp,
              "host_s_from_layers": host2,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
              "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
              "cost": float(sol.cost), "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
-             "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(layout, sol.x)}}
+             "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(layout, sol.x)},
+             "wave_tiles": {f"{t}.{k}": v for (t, k), v in waves.items()}}
     fitted = {(t, k) for t, k, _ in layout}
     not_fitted = ([f"gemm.{k}" for k in base.gemm if ("gemm", k) not in fitted and k != "fp8"]
                   + [f"grouped_gemm.{k}" for k in base.grouped_gemm if ("grouped_gemm", k) not in fitted and k != "fp8"]
@@ -248,7 +286,42 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
         if not any((table, lab) in fitted for lab in FP8_PREFERENCE[:-1]):
             not_fitted.append(f"{table}.fp8")
     stats["not_fitted"] = not_fitted
-    return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff), stats
+    return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff,
+                         wave_tiles=waves), stats
+
+
+def _value(x, layout, table: str, default: float) -> float:
+    return next((float(v) for v, (t, _, _) in zip(x, layout) if t == table), default)
+
+
+def soft_l1_cost(res: np.ndarray, f_scale: float = 0.1) -> float:
+    """scipy least_squares' soft_l1 cost of residuals (what the fit minimizes)."""
+    z = (res / f_scale) ** 2
+    return float(0.5 * f_scale ** 2 * np.sum(2.0 * (np.sqrt(1.0 + z) - 1.0)))
+
+
+def choose_wave_tiles(records, layout, x, lo, hi, residuals) -> dict:
+    """{(table, label): WAVE_TILE_CANDIDATE} for the GEMM curves whose own fitting rows are fitted
+    clearly better (WAVE_CHOICE_MARGIN) with the tile-wave model: each curve's four parameters are
+    refitted with the wave model on, every shared parameter held at the joint solution `x`."""
+    chosen = {}
+    curves = sorted({(t, k) for t, k, _ in layout if t in ("gemm", "grouped_gemm")})
+    for table, label in curves:
+        rows_idx = [i for i, r in enumerate(records) if r["bench"] == table and r["kernel"] == label]
+        idx = [j for j, (t, k, _) in enumerate(layout) if (t, k) == (table, label)]
+        waves = {(table, label): WAVE_TILE_CANDIDATE}
+
+        def sub(p, idx=idx, rows_idx=rows_idx, waves=waves):
+            xx = np.array(x, dtype=float)
+            xx[idx] = p
+            return residuals(xx, waves, rows_idx)
+
+        off_cost = soft_l1_cost(residuals(x, {}, rows_idx))
+        fit = least_squares(sub, np.asarray(x, float)[idx], bounds=(lo[idx], hi[idx]),
+                            x_scale=[1.0, 300.0, 300.0, 300.0], loss="soft_l1", f_scale=0.1, max_nfev=200)
+        if soft_l1_cost(sub(fit.x)) < WAVE_CHOICE_MARGIN * off_cost:
+            chosen[(table, label)] = WAVE_TILE_CANDIDATE
+    return chosen
 
 
 class _SeenKeys(dict):
@@ -263,13 +336,15 @@ class _SeenKeys(dict):
         return super().get(key, default)
 
 
-def _fit_layers(df, spec, prof, gpu, x, layout, base) -> tuple[tuple[float, float, dict], int]:
+def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[float, float, dict], int]:
     """Stage 2: what real/'s eager layers do beyond the primitives, from the MoE and MLA layer
     records of the fitting split with every primitive curve held fixed: the achieved cost of
     unfused FP8 quantization (bytes per element at the fitted memory roofline), the bandwidth
-    of row gather/scatter kernels relative to streaming ones, and the host dispatch time of the
-    op classes that stage 1 could not see (primitives timed in CUDA graphs exclude the host; the
-    layers are timed per repetition, eager, and include it).
+    of row gather/scatter kernels relative to streaming ones. The host dispatch time of the op
+    classes stage 1 could not see (primitives timed in CUDA graphs exclude the host) is held at
+    HOST_S_INITIAL, not fitted: the layers are mostly GPU-bound, so a fitted host time only soaks
+    up their GPU-side residuals (2026-11-24: it drifted to 37 us on the H100 and over-predicted
+    the host-bound V2-Lite MLA layers by 40-90%).
     Returns ((quant_bytes_per_elem, gather_eff, {host class: s}), number of rows used)."""
     held = split(df)
     comp = df[(~held) & df.bench.isin(COMPOSED_BENCHES)]
@@ -283,21 +358,18 @@ def _fit_layers(df, spec, prof, gpu, x, layout, base) -> tuple[tuple[float, floa
     fitted_host = {k for t, k, _ in layout if t == "host_s"}
     classes = sorted(probe.host_s.seen - fitted_host)
 
-    def profile_of(q):
-        host = {c: float(v) for c, v in zip(classes, q[2:])}
-        b = dataclasses.replace(base, host_s={**base.host_s, **host}) if host else base
-        return build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]))
+    host = {c: HOST_S_INITIAL for c in classes}
+    b = dataclasses.replace(base, host_s={**base.host_s, **host})
 
     def residuals(q):
-        p = profile_of(q)
+        p = build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]),
+                          wave_tiles=waves)
         return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
-    n = len(classes)
-    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8] + [HOST_S_INITIAL] * n,
-                        bounds=([QUANT_BYTES_BOUNDS[0], GATHER_EFF_BOUNDS[0]] + [HOST_S_BOUNDS[0]] * n,
-                                [QUANT_BYTES_BOUNDS[1], GATHER_EFF_BOUNDS[1]] + [HOST_S_BOUNDS[1]] * n),
-                        x_scale=[10.0, 0.1] + [1e-5] * n, loss="soft_l1", f_scale=0.1)
-    return (float(sol.x[0]), float(sol.x[1]), {c: float(v) for c, v in zip(classes, sol.x[2:])}), len(records)
+    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8],
+                        bounds=([QUANT_BYTES_BOUNDS[0], GATHER_EFF_BOUNDS[0]], [QUANT_BYTES_BOUNDS[1], GATHER_EFF_BOUNDS[1]]),
+                        x_scale=[10.0, 0.1], loss="soft_l1", f_scale=0.1)
+    return (float(sol.x[0]), float(sol.x[1]), host), len(records)
 
 
 COMPOSED_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
@@ -328,10 +400,13 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "rms_log_residual": stats["rms_log_residual"],
         "method": "scipy least_squares (soft_l1, f_scale 0.1) on log time, twin roofline; split: calibration/split.py. "
                   "Stage 1: primitive curves (grouped FP8: one curve per torch kernel configuration, "
-                  "calibration.predict.grouped_kernel), memory_eff, launch_s (CUDA-graph rows), host_s per op class "
-                  "of per-repetition primitives; group_row_tile chosen among 0/128/256 by stage-1 cost; stage 2: "
-                  "quant_bytes_per_elem, gather_eff and the remaining host_s classes from the fitting split's MoE/MLA "
-                  "layer records, curves fixed (host_s stays at its 20 us start where the layers are GPU-bound)",
+                  "calibration.predict.grouped_kernel), memory_eff, launch_s (CUDA-graph rows), grouped_setup_s "
+                  "(grouped rows), host_s per op class of per-repetition primitives; the tile-wave model kept per "
+                  "curve where it cuts that curve's cost by 20% (choose_wave_tiles); group_row_tile chosen among "
+                  "0/128/256 by stage-1 cost; stage 2: quant_bytes_per_elem and gather_eff from the fitting split's "
+                  "MoE/MLA layer records, curves fixed; host_s of op classes no primitive row times is held at 20 us "
+                  "(assumed, not fitted); sustained: burst/sustained time ratios per kernel class "
+                  "from sustained.csv (sustained_ratios), not fitted",
         "stack": "real/ in eager PyTorch: fp8_quant_fused false (operands quantized by eager ops on every call), "
                  "host_s = host dispatch per op as per-repetition CUDA events see it (layers); launch_s = device-side "
                  "cost per kernel, fitted from CUDA-graph-timed kernels (records' timing column). "
@@ -343,14 +418,52 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "group_row_tile": stats.get("group_row_tile"),
         "group_row_tile_cost": stats.get("group_row_tile_cost"),
         "host_s_from_layers": stats.get("host_s_from_layers"),
+        "wave_tiles": stats.get("wave_tiles"),
+        "sustained": stats.get("sustained"),
+        "sustained_per_kernel": stats.get("sustained_per_kernel"),
     }
 
 
 def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile, dict]:
     df = rec.load_records(gpu, root)
     prof, stats = fit_profile(df, gpu)
+    ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
+    stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
     prov = provenance(df, gpu, stats, root)
-    return dataclasses.replace(prof, calibrated=True, provenance=prov), stats
+    return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios), stats
+
+
+def kernel_class(config: str) -> str:
+    """sustained.csv config -> Profile.sustained class."""
+    if config.startswith(("gemm", "grouped_gemm")):
+        return "gemm"
+    return "attention" if config.startswith("attention") else "memory"
+
+
+def sustained_ratios(path: Path) -> tuple[dict, list]:
+    """Per kernel class, the median over its kernels of burst time / sustained time, from
+    real/bench.py bench_sustained rows: `burst` is the CUDA-graph timing every other record uses,
+    `sustained` the windows of 30 s of back-to-back replays, of which the second half (steady
+    clocks and temperature) is averaged. ({}, []) without the file."""
+    if not path.is_file():
+        return {}, []
+    df = pd.read_csv(path)
+    per_kernel = []
+    for (config, prec), g in df.groupby(["config", "precision"], sort=False):
+        burst = g[g.phase == "burst"]
+        windows = g[g.phase == "sustained"]
+        steady = windows[windows.window > windows.window.max() / 2]
+        if burst.empty or steady.empty:
+            continue
+        per_kernel.append({"config": config, "precision": prec, "class": kernel_class(config),
+                           "burst_s": float(burst.time_s.iloc[0]), "sustained_s": float(steady.time_s.mean()),
+                           "ratio": float(burst.time_s.iloc[0] / steady.time_s.mean()),
+                           "sustained_sm_clock_mhz": float(steady.sm_clock_mhz.mean()),
+                           "sustained_power_w": float(steady.power_w.mean())})
+    ratios = {}
+    for cls in sorted({k["class"] for k in per_kernel}):
+        ratios[cls] = float(np.median([k["ratio"] for k in per_kernel if k["class"] == cls]))
+    return ratios, per_kernel
 
 
 def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:

@@ -106,6 +106,10 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     """Predicted seconds of a record row, or None when the twin has no prediction for its bench."""
     b = row["bench"]
     e = Eager(gpu, profile)
+    if b == "grouped_gemm_wgrad":   # dW = x^T g per group (real/fp8.py _Fp8GroupedMM backward)
+        e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]),
+                  row["precision"], transposed=True)
+        return window_s(row, [], e.ops)
     if b in ("gemm", "grouped_gemm"):
         label = row["precision"]
         if b == "grouped_gemm":

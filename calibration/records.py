@@ -23,7 +23,7 @@ MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
 
 # Families whose rows the twin predicts (expert_load has no time: it feeds routing statistics).
 TIMED_FAMILIES = ("gemm", "attention", "memory", "moe_layer", "model")
-PRIMITIVE_BENCHES = ("gemm", "grouped_gemm", "attn_fwd", "attn_bwd", "memory")
+PRIMITIVE_BENCHES = ("gemm", "grouped_gemm", "grouped_gemm_wgrad", "attn_fwd", "attn_bwd", "memory")
 
 _INT_COLS = ("m", "n", "k", "groups", "tokens_per_group", "batch", "seq_len", "num_heads", "qk_head_dim",
              "v_head_dim", "tokens", "width", "num_experts", "top_k", "num_shared_experts",
@@ -54,8 +54,8 @@ def records_sha256(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
 
 def _case_name(r) -> str:
     b = r["bench"]
-    if b in ("gemm", "grouped_gemm"):
-        g = f" g{int(r['groups'])}x{int(r['tokens_per_group'])}" if b == "grouped_gemm" else ""
+    if b in ("gemm", "grouped_gemm", "grouped_gemm_wgrad"):
+        g = f" g{int(r['groups'])}x{int(r['tokens_per_group'])}" if b != "gemm" else ""
         return f"{b} {r['precision']} m{int(r['m'])} n{int(r['n'])} k{int(r['k'])}{g}"
     if b in ("attn_fwd", "attn_bwd", "mla_layer_fwd", "mla_layer_bwd"):
         return f"{b} {r.get('model') or ''} {r.get('precision', '')} b{int(r['batch'])} s{int(r['seq_len'])} h{int(r['num_heads'])}".replace("  ", " ")

@@ -9,6 +9,8 @@ Held out:
                 shape, o_proj 7168x16384 a large-k shape), and the 4096^3 square;
   grouped_gemm  groups == 16 (an expert count between the fitted 8 and 32), tokens_per_group in
                 {512, 4096} (batch sizes), and the V2-Lite-like (n, k) = (2816, 2048);
+  grouped_gemm_wgrad  every row: the weight-gradient form (contracted over each group's rows) is
+                predicted from the forward-form curves, never fitted;
   attn_fwd/bwd  seq_len == 4096 and num_heads == 32;
   memory        tokens == 16384 and the swiglu op; and the multi-kernel ops (router_topk,
                 fp8_quant_*): real/ builds them from several PyTorch kernels, which the twin's
@@ -43,6 +45,8 @@ def is_held_out(row) -> bool:
     b = row["bench"]
     if b == "gemm":
         return (int(row["n"]), int(row["k"])) in HELD_OUT_GEMM_NK
+    if b == "grouped_gemm_wgrad":
+        return True
     if b == "grouped_gemm":
         return (int(row["groups"]) in HELD_OUT_GROUPS or int(row["tokens_per_group"]) in HELD_OUT_TOKENS_PER_GROUP
                 or (int(row["n"]), int(row["k"])) in HELD_OUT_GROUPED_NK)

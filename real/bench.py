@@ -75,6 +75,8 @@ SHAPE_COLS = {
     "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
               "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
     "power": ["bench", "config", "precision"],
+    "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
+    "kernels": ["bench", "config", "precision", "kernel", "calls"],
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
            "max_rank_rows", "bytes_per_rank", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
@@ -359,20 +361,45 @@ def bench_gemm(rec, timer, dev, deadline, quick, env):
     _free()
 
 
-def bench_grouped(rec, timer, dev, deadline, quick, env):
-    groups = [4, 8] if quick else [4, 8, 16, 32, 64]
-    tpgs = [32, 64] if quick else [128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
-                                   6144, 8192]
-    shapes = [(256, 448), (448, 128)] if quick else [(4096, 7168), (7168, 2048), (2816, 2048),
-                                                     (2048, 1408)]
-    max_rows = 4096 if quick else 262144
+GROUPED_SHAPES_NK = [(4096, 7168), (7168, 2048), (2816, 2048), (2048, 1408)]
+GROUPED_GROUPS = [4, 8, 16, 32, 64]
+GROUPED_TPGS = [128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192]
+# below one 128-row tile per expert and 128 experts: MoE layers at 512-2048 tokens and serving run
+# there (added 2026-11-24, section grouped_small)
+GROUPED_SMALL_TPGS = [16, 32, 64]
+GROUPED_SMALL_GROUPS = [128]
+GROUPED_MAX_ROWS = 262144
+
+
+def _small_grid(quick: bool):
+    """(groups, rows per group, keep) of section grouped_small: the combinations outside the main
+    grid, with fewer than 128 rows per group or 128 groups."""
+    if quick:
+        return [16], [8, 16], lambda e, tpg: True
+    return (GROUPED_GROUPS + GROUPED_SMALL_GROUPS, GROUPED_SMALL_TPGS + GROUPED_TPGS,
+            lambda e, tpg: tpg in GROUPED_SMALL_TPGS or e in GROUPED_SMALL_GROUPS)
+
+
+def bench_grouped_small(rec, timer, dev, deadline, quick, env):
+    groups, tpgs, keep = _small_grid(quick)
+    bench_grouped(rec, timer, dev, deadline, quick, env, groups, tpgs, keep)
+    bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups, tpgs, keep)
+
+
+def bench_grouped(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None):
+    """Grouped (expert) GEMMs, forward form, BF16 and row-wise FP8, over (groups, rows per group)."""
+    groups = groups or ([4, 8] if quick else GROUPED_GROUPS)
+    tpgs = tpgs or ([32, 64] if quick else GROUPED_TPGS)
+    shapes = [(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK
+    max_rows = 4096 if quick else GROUPED_MAX_ROWS
+    keep = keep or (lambda e, tpg: True)
     best = {}
     for n, k in shapes:
         for e in groups:
             w_EKN = torch.randn(e, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
             w_EKN_q = None
             for tpg in tpgs:
-                if e * tpg > max_rows:
+                if e * tpg > max_rows or not keep(e, tpg):
                     continue
                 if deadline.over():
                     break
@@ -408,6 +435,36 @@ def bench_grouped(rec, timer, dev, deadline, quick, env):
 # ------------------------------------------------------------------------------------------
 # Memory-bound ops
 # ------------------------------------------------------------------------------------------
+
+
+def bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None):
+    """Grouped GEMMs in the weight-gradient form real/ runs in the MoE backward (real/fp8.py
+    _Fp8GroupedMM: dW_EKN = x_TK^T g_TN per expert, contracted over the expert's rows): BF16
+    torch._grouped_mm on a transposed left operand, the same (n, k), group and rows-per-group grid as
+    bench_grouped. Rows: bench `grouped_gemm_wgrad`, output n x k per group (n = g's width, k = x's)."""
+    groups = groups or ([4, 8] if quick else GROUPED_GROUPS)
+    tpgs = tpgs or ([32, 64] if quick else GROUPED_TPGS)
+    shapes = [(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK
+    max_rows = 4096 if quick else GROUPED_MAX_ROWS
+    keep = keep or (lambda e, tpg: True)
+    for n, k in shapes:
+        for e in groups:
+            for tpg in tpgs:
+                if e * tpg > max_rows or deadline.over() or not keep(e, tpg):
+                    continue
+                x = torch.randn(e * tpg, k, device=dev, dtype=torch.bfloat16)
+                g = torch.randn(e * tpg, n, device=dev, dtype=torch.bfloat16)
+                offs = torch.arange(1, e + 1, device=dev, dtype=torch.int32) * tpg
+                if dev.type == "cuda":
+                    fn = lambda: torch._grouped_mm(x.t(), g, offs=offs)
+                else:  # CPU dry run: per-group matmuls
+                    fn = lambda: [x[i * tpg:(i + 1) * tpg].t() @ g[i * tpg:(i + 1) * tpg] for i in range(e)]
+                r = timer.measure(fn, flops=e * gemm_flops(tpg, n, k), bytes_=e * gemm_bytes(tpg, n, k, 2), batched=True)
+                rec.row("gemm", bench="grouped_gemm_wgrad", m=e * tpg, n=n, k=k, groups=e, tokens_per_group=tpg,
+                        precision="bf16", shape_tag="expert_wgrad", **r)
+                del x, g
+        log(f"grouped wgrad N={n} K={k}: done")
+    _free()
 
 
 def bench_memory(rec, timer, dev, deadline, quick, env):
@@ -902,11 +959,179 @@ def bench_ep(rec, timer, dev, deadline, quick, env):
             log(f"ep T={T} skew={skew}: done")
 
 
+# bench_sustained: seconds each kernel is replayed back to back, and the NVML sampling window
+SUSTAIN_S, SUSTAIN_WINDOW_S = 30.0, 1.0
+
+
+def bench_sustained(rec, timer, dev, deadline, quick, env):
+    """How much slower compute-bound kernels run under sustained load than in the short CUDA-graph
+    timing of the other sections (sustained.csv). Each kernel is timed as `gemm`/`attention` time
+    it (phase `burst`), then its graph is replayed back to back for SUSTAIN_S seconds, the way a
+    training step keeps the GPU busy for hours at its power limit; every SUSTAIN_WINDOW_S window
+    is one row (phase `sustained`) with the time per call, SM clock, board power and temperature.
+    Analysis (calibration.fit.sustained_compute_ratio) compares the burst time with the mean of the
+    windows in the second half."""
+    sc = 16 if quick else 1
+    hold_s = 0.3 if quick else SUSTAIN_S
+    kernels = []
+    m, n, k = 8192 // sc, 4096 // sc, 7168 // sc   # a V3 expert up-projection on 8 experts' rows
+    a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+    w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+    fl = gemm_flops(m, n, k)
+    kernels.append((f"gemm m={m} n={n} k={k}", "bf16", lambda: F.linear(a, w), fl))
+    if dev.type == "cuda":
+        kernels.append((f"gemm m={m} n={n} k={k}", "fp8-rowwise", _fp8_gemm_callable(a, w, "fp8-rowwise"), fl))
+        if env["fp8_blockwise_kernel"] and fp8.blockwise_shape_ok(k, n):
+            kernels.append((f"gemm m={m} n={n} k={k}", "fp8-blockwise", _fp8_gemm_callable(a, w, "fp8-blockwise"), fl))
+    e, tpg = 8, 4096 // sc
+    xg = torch.randn(e * tpg, k, device=dev, dtype=torch.bfloat16)
+    wg = torch.randn(e, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
+    offs = torch.arange(1, e + 1, device=dev, dtype=torch.int32) * tpg
+    if dev.type == "cuda":
+        kernels.append((f"grouped_gemm g={e}x{tpg} n={n} k={k}", "bf16",
+                        lambda: torch._grouped_mm(xg, wg, offs=offs), e * gemm_flops(tpg, n, k)))
+    B, H, S = (1, 4, 256) if quick else (2, 128, 4096)
+    q = torch.randn(B, H, S, 192, device=dev, dtype=torch.bfloat16)
+    kk = torch.randn(B, H, S, 192, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(B, H, S, 128, device=dev, dtype=torch.bfloat16)
+    kernels.append((f"attention b={B} h={H} s={S} fwd", "bf16",
+                    lambda: F.scaled_dot_product_attention(q, kk, v, is_causal=True),
+                    attention_flops(B, S, H, 192, 128, True)))
+    x = torch.randn(2**28 // sc**2, device=dev, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    kernels.append((f"copy bytes={4 * x.numel()}", "bf16", lambda: y.copy_(x), math.nan))
+    for config, prec, fn, flops in kernels:
+        if deadline.over():
+            break
+        burst = timer.measure(fn, flops=flops, batched=True)
+        rec.row("sustained", bench="sustained", config=config, precision=prec, phase="burst", window=0,
+                elapsed_s=0.0, temperature_c=timer.tel.temperature_c(), **burst)
+        _hold(rec, timer, dev, config, prec, fn, flops, hold_s, burst["time_s"])
+        log(f"sustained {config} {prec}: burst {burst['time_s'] * 1e3:.3f} ms")
+    del a, w, xg, wg, q, kk, v, x, y
+    _free()
+
+
+def _hold(rec, timer, dev, config, prec, fn, flops, hold_s, t_call):
+    """Replay fn back to back for hold_s seconds; one row per SUSTAIN_WINDOW_S window."""
+    n = int(min(BATCH_MAX_CALLS, max(1, math.ceil(BATCH_WINDOW_S / max(t_call, 1e-7)))))
+    graph = _capture(fn, n, dev) if dev.type == "cuda" else None
+    run = graph.replay if graph is not None else (lambda: [fn() for _ in range(n)])
+    t0 = time.perf_counter()
+    window = 0
+    while time.perf_counter() - t0 < hold_s:
+        window += 1
+        w0, e0 = time.perf_counter(), timer.tel.energy_j()
+        calls = 0
+        if dev.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        while time.perf_counter() - w0 < min(SUSTAIN_WINDOW_S, hold_s):
+            run()
+            calls += n
+            if dev.type == "cuda" and calls % (8 * n) == 0:
+                torch.cuda.current_stream(dev).synchronize()  # keep the host within a few replays
+        if dev.type == "cuda":
+            end.record()
+            end.synchronize()
+            t = start.elapsed_time(end) * 1e-3 / calls
+        else:
+            t = (time.perf_counter() - w0) / calls
+        wall = time.perf_counter() - w0
+        power = (timer.tel.energy_j() - e0) / wall
+        rec.row("sustained", bench="sustained", config=config, precision=prec, phase="sustained",
+                window=window, elapsed_s=time.perf_counter() - t0, temperature_c=timer.tel.temperature_c(),
+                time_s=t, time_p10_s=t, time_p90_s=t, reps=calls, flops=flops, bytes=math.nan,
+                achieved_flops_per_s=flops / t, achieved_bytes_per_s=math.nan,
+                sm_clock_mhz=timer.tel.sm_clock_mhz(), mem_clock_mhz=timer.tel.mem_clock_mhz(),
+                power_w=power, energy_j=power * t,
+                timing="cuda_graph" if graph is not None else "host_clock")
+    del graph
+
+
+def bench_kernels(rec, timer, dev, deadline, quick, env):
+    """Per-kernel GPU time of MoE and MLA layers (kernels.csv): the torch profiler's CUDA kernel
+    records over KERNEL_REPS eager repetitions, summed per kernel name and divided by the
+    repetitions (`time_s` per repetition, `calls` per repetition). Tells which kernels of a
+    composed layer the twin mispredicts, which the layer's total cannot."""
+    from torch.profiler import ProfilerActivity, profile
+    cases = ([("tiny", 8, 256, 1.0)] if quick else
+             [("v3-slice-1l", 128, 1024, 0.0), ("v3-slice-1l", 128, 1024, 1.5), ("v3-slice-1l", 64, 16384, 0.0),
+              ("v3-slice-1l", 32, 4096, 1.0), ("v2-lite-slice", 64, 1024, 0.0), ("v2-lite-slice", 64, 16384, 0.0)])
+    g = torch.Generator().manual_seed(0)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+
+    def trace(config, prec_label, fn, setup=None):
+        for _ in range(3):
+            fn(setup()) if setup else fn()
+        timer.sync()
+        with profile(activities=acts) as prof:
+            for _ in range(KERNEL_REPS):
+                state = setup() if setup else None
+                timer.sync()
+                fn(state) if setup else fn()
+                timer.sync()
+        totals = {}
+        for ev in prof.events():
+            if dev.type == "cuda" and ev.device_type.name != "CUDA":
+                continue
+            t = ev.device_time if dev.type == "cuda" else ev.cpu_time
+            n, s_ = totals.get(ev.name, (0, 0.0))
+            totals[ev.name] = (n + 1, s_ + t * 1e-6)
+        for name, (n, tot) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+            rec.row("kernels", bench="kernels", config=config, precision=prec_label, kernel=name if len(name) <= 240 else name[:120] + "..." + name[-117:],
+                    calls=n / KERNEL_REPS, time_s=tot / KERNEL_REPS, reps=KERNEL_REPS,
+                    timing="profiler", sm_clock_mhz=timer.tel.sm_clock_mhz())
+
+    for name, E, T, skew in cases:
+        if deadline.over():
+            break
+        base = get_spec(name)
+        groups = base.num_expert_groups if E % base.num_expert_groups == 0 else 1
+        spec = _spec_replace(base, num_routed_experts=E, num_expert_groups=groups,
+                             top_k_groups=min(base.top_k_groups, groups))
+        with building(dev):
+            moe = MoE(spec)
+        x = torch.randn(T, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        gy = torch.randn(T, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        routing = skewed_routing(T, E, spec.top_k, skew, spec.route_scale, dev, g)
+        for prec in _precisions(dev, env):
+            cfg = f"moe_layer {name} t{T} e{E} skew{skew:g}"
+            trace(cfg + " fwd", prec.label, lambda: moe(x, prec, routing))
+            trace(cfg + " bwd", prec.label,
+                  lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True),
+                  setup=lambda: moe(x, prec, routing))
+        log(f"kernels {name} E={E} T={T} skew={skew}: done")
+        del moe, x, gy
+        _free()
+    for name, B, S in ([("tiny", 1, 64)] if quick else [("v2-lite-slice", 4, 1024), ("v3-slice-1l", 1, 4096)]):
+        spec = get_spec(name)
+        with building(dev):
+            mla = MLA(spec)
+            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
+        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        for prec in _precisions(dev, env):
+            cfg = f"mla_layer {name} b{B} s{S}"
+            trace(cfg + " fwd", prec.label, lambda: mla(x, cos, sin, prec))
+            trace(cfg + " bwd", prec.label, lambda o: torch.autograd.grad(o, [x, *mla.parameters()], gx),
+                  setup=lambda: mla(x, cos, sin, prec))
+        log(f"kernels mla {name}: done")
+        del mla, x, gx
+        _free()
+
+
+KERNEL_REPS = 5
+
+
 SECTIONS = {  # name -> (function, share of the time budget)
     "gemm": (bench_gemm, 0.12), "grouped": (bench_grouped, 0.12), "memory": (bench_memory, 0.03),
     "attention": (bench_attention, 0.1), "moe": (bench_moe, 0.25), "train": (bench_train, 0.2),
     "serve": (bench_serve, 0.12), "expert_load": (bench_expert_load, 0.06),
     "power": (bench_power, 0.2),  # not in the default list: --only power
+    "sustained": (bench_sustained, 0.5),  # not in the default list: --only sustained
+    "kernels": (bench_kernels, 0.3),  # not in the default list: --only kernels
+    "grouped_wgrad": (bench_grouped_wgrad, 0.12), "grouped_small": (bench_grouped_small, 0.1),
     "ep": (bench_ep, 0.5),  # under torchrun with >= 2 ranks: --only ep
 }
 
@@ -939,7 +1164,7 @@ def main(argv=None) -> int:
     timer = Timer(dev, tel, args.min_time_s if not args.quick else 0.0,
                   max_reps=100 if not args.quick else 3, warmup=3 if not args.quick else 1)
     deadline = Deadline(args.budget_s)
-    names = [s for s in args.only.split(",") if s] or [s for s in SECTIONS if s not in ("power", "ep")]
+    names = [s for s in args.only.split(",") if s] or [s for s in SECTIONS if s not in ("power", "ep", "sustained", "kernels")]
     failures = []
     for name in names:
         fn, share = SECTIONS[name]

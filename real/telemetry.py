@@ -50,6 +50,9 @@ class Telemetry:
     def mem_clock_mhz(self) -> float:
         return self._read(pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_MEM) if pynvml else math.nan
 
+    def temperature_c(self) -> float:
+        return self._read(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU) if pynvml else math.nan
+
     def static_info(self) -> dict:
         """Name, driver, limits and max clocks, for env.json."""
         if self.handle is None:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -118,5 +119,40 @@ def test_grouped_fp8_kernel_configuration_follows_torch_dispatch():
 
 def test_group_rows_run_in_row_tiles():
     from twin.costs.compute import padded_group_rows
-    assert [padded_group_rows(r, 256) for r in (0.03, 100, 128, 192, 384, 768)] == [0.03, 100, 128, 256, 512, 768]
+    assert [padded_group_rows(r, 256) for r in (0.03, 16, 100, 128, 192, 384, 768)] == pytest.approx(
+        [3.84, 128, 128, 128, 256, 512, 768])
     assert padded_group_rows(192, 0) == 192
+
+
+def test_sustained_ratios_from_burst_and_steady_windows(tmp_path):
+    from calibration.fit import sustained_ratios
+    rows = ["bench,config,precision,phase,window,elapsed_s,temperature_c,time_s,sm_clock_mhz,power_w"]
+    for config, burst, steady in (("gemm m=1 n=1 k=1", 1.0, 1.25), ("grouped_gemm g=8x1", 2.0, 2.0),
+                                  ("attention b=1 fwd", 1.0, 1.1), ("copy bytes=8", 1.0, 1.0)):
+        rows.append(f"sustained,{config},bf16,burst,0,0,40,{burst},1900,500")
+        # the first windows run faster (clocks not yet settled): only the second half counts
+        for w, t in enumerate([burst, burst, steady, steady], start=1):
+            rows.append(f"sustained,{config},bf16,sustained,{w},{w},60,{t},1400,700")
+    path = tmp_path / "sustained.csv"
+    path.write_text("\n".join(rows) + "\n")
+    ratios, per_kernel = sustained_ratios(path)
+    assert ratios["gemm"] == pytest.approx(0.9)          # median of 0.8 and 1.0
+    assert ratios["attention"] == pytest.approx(1 / 1.1)
+    assert ratios["memory"] == pytest.approx(1.0)
+    assert len(per_kernel) == 4 and per_kernel[0]["sustained_power_w"] == 700
+    assert sustained_ratios(tmp_path / "missing.csv") == ({}, [])
+
+
+def test_sustained_load_slows_compute_not_the_fitted_curves():
+    from twin.costs.compute import attention_time_s, gemm_time_s
+    from twin.costs.flops import Op
+    from twin.specs import get_gpu
+    gpu = get_gpu("h100")
+    prof = dataclasses.replace(TRUE, sustained={"gemm": 0.9, "attention": 0.8, "memory": 1.0})
+    loaded = prof.under_sustained_load()
+    assert loaded.sustained == {} and loaded.under_sustained_load() is loaded
+    big = (8192, 8192, 8192, "bf16", gpu)
+    assert gemm_time_s(*big, loaded) - loaded.launch_s == pytest.approx((gemm_time_s(*big, prof) - prof.launch_s) / 0.9)
+    op = Op("attn_core", "attention", "attn", batch=1, seq_len=4096, heads=16, qk_dim=192, v_dim=128, causal=True)
+    assert attention_time_s(op, "fwd", gpu, loaded) > attention_time_s(op, "fwd", gpu, prof) * 1.2
+    assert profile_from_json(json.loads(json.dumps(prof.to_json()))).sustained == prof.sustained

@@ -9,13 +9,29 @@ A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holdi
   attention, per direction (fwd, bwd):
       eff(s) = e_max / (1 + s_half/s)
   memory: fraction of HBM bandwidth reached by bandwidth-bound kernels (e_mem)
+  gemm_memory_eff: the same for GEMM kernels' operand streaming, their memory roofline (0 = use
+    memory_eff): a bandwidth-bound GEMM (few rows per expert) streams its weights through TMA tile
+    loads at less than a copy kernel's bandwidth (H100: 2.0-2.7 TB/s against 3.0 TB/s for a copy,
+    calibration/measurements/h100/gemm.csv), fitted from the GEMM rows
   launch_s: fixed per-kernel overhead on the GPU (device side)
   wave_tile: output tile edge (128) of the tile-wave model of GEMM kernels: compute time is
     multiplied by ceil(tiles / SMs) * SMs / tiles (twin.costs.compute.wave_factor), the idle part
-    of a kernel's last wave; 0 = no wave model (the curves alone)
+    of a kernel's last wave; 0 = no wave model (the curves alone). A curve may carry its own
+    `wave_tile` (GemmCurve.wave_tile): kernels without split-K/stream-K (CUTLASS row-wise FP8 in
+    torch) run a few long tiles at small m, libraries with split-K (cuBLAS) do not; the fit picks
+    per curve (calibration/fit.py)
+  grouped_setup_s: device time a grouped GEMM call spends before its tiles run, beyond launch_s
+    (torch._grouped_mm / _scaled_grouped_mm build the per-group problem and pointer arrays from the
+    offsets on the GPU first), fitted from the grouped rows
   group_row_tile: row tile of grouped GEMM kernels: each expert's rows are computed in tiles of
     this many rows, the last partly empty (compute.padded_group_rows); 0 = no row tiling;
     chosen by the fit among 0/128/256 on the fitting split
+  sustained: measured ratio, per kernel class ("gemm", "attention", "memory"), of a kernel's time
+    in the calibration's short CUDA-graph timing to its time when replayed back to back for 30 s
+    (real/bench.py bench_sustained, sustained.csv): at the 700 W power limit the SM clock settles
+    lower than in a short burst. A training or serving run is sustained load, so the twin's
+    simulations use the curves scaled by these ratios (`under_sustained_load`, via load_profile);
+    predicting the calibration records uses the curves as fitted.
 
 A profile also describes the *software stack* that ran the kernels, as data:
   fp8_quant_fused: whether FP8 quantization of GEMM inputs is fused into neighbouring kernels
@@ -49,6 +65,7 @@ class GemmCurve:
     m_half: float = 0.0
     n_half: float = 0.0
     k_half: float = 0.0
+    wave_tile: int = 0   # this kernel's tile-wave model (0: the profile's wave_tile)
 
     def eff(self, m: float, n: float, k: float) -> float:
         return self.e_max / (1.0 + self.m_half / max(m, 1) + self.n_half / max(n, 1) + self.k_half / max(k, 1))
@@ -79,6 +96,14 @@ class Profile:
     gather_eff: float = 1.0
     wave_tile: int = 0
     group_row_tile: int = 0
+    grouped_setup_s: float = 0.0
+    sustained: dict = field(default_factory=dict)   # kernel class -> burst / sustained time
+    gemm_memory_eff: float = 0.0
+
+    @property
+    def gemm_streaming_eff(self) -> float:
+        """Fraction of HBM bandwidth a bandwidth-bound GEMM kernel reaches."""
+        return self.gemm_memory_eff or self.memory_eff
 
     def host(self, op_class: str) -> float:
         """Host dispatch seconds of one eager op of a class (falls back to the generic "op")."""
@@ -88,6 +113,23 @@ class Profile:
         """The same silicon under another software stack (e.g. the fused DeepGEMM/DeepEP stack that
         DeepSeek trained V3 with, simulated on a GPU whose profile was measured with real/)."""
         return dataclasses.replace(self, fp8_quant_fused=fp8_quant_fused)
+
+    def under_sustained_load(self) -> "Profile":
+        """The curves as they run under sustained load (the `sustained` ratios; 1 where unmeasured).
+        Idempotent: the result carries no ratios."""
+        if not self.sustained:
+            return self
+        r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
+
+        def g(c: GemmCurve) -> GemmCurve:
+            return dataclasses.replace(c, e_max=c.e_max * r["gemm"])
+        return dataclasses.replace(
+            self,
+            gemm={p: g(c) for p, c in self.gemm.items()},
+            grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
+            attention={d: SeqCurve(c.e_max * r["attention"], c.s_half) for d, c in self.attention.items()},
+            memory_eff=self.memory_eff * r["memory"], gemm_memory_eff=self.gemm_memory_eff * r["memory"],
+            sustained={})
 
     def to_json(self) -> dict:
         return {
@@ -104,6 +146,9 @@ class Profile:
             "gather_eff": self.gather_eff,
             "wave_tile": self.wave_tile,
             "group_row_tile": self.group_row_tile,
+            "grouped_setup_s": self.grouped_setup_s,
+            "sustained": dict(self.sustained),
+            "gemm_memory_eff": self.gemm_memory_eff,
             "provenance": self.provenance,
         }
 
@@ -111,15 +156,14 @@ class Profile:
         """A variant with every compute efficiency (and/or the memory efficiency) scaled: the hook
         for sensitivity and Monte Carlo analysis."""
         def g(c: GemmCurve) -> GemmCurve:
-            return GemmCurve(c.e_max * compute, c.m_half, c.n_half, c.k_half)
-        return Profile(
-            self.gpu,
-            {p: g(c) for p, c in self.gemm.items()},
-            {p: g(c) for p, c in self.grouped_gemm.items()},
-            {d: SeqCurve(c.e_max * compute, c.s_half) for d, c in self.attention.items()},
-            min(1.0, self.memory_eff * memory), self.launch_s, self.calibrated, self.provenance,
-            self.fp8_quant_fused, self.quant_bytes_per_elem, dict(self.host_s), self.gather_eff, self.wave_tile,
-            self.group_row_tile)
+            return dataclasses.replace(c, e_max=c.e_max * compute)
+        return dataclasses.replace(
+            self,
+            gemm={p: g(c) for p, c in self.gemm.items()},
+            grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
+            attention={d: SeqCurve(c.e_max * compute, c.s_half) for d, c in self.attention.items()},
+            memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
+            host_s=dict(self.host_s))
 
 
 def profile_from_json(data: dict) -> Profile:
@@ -138,6 +182,9 @@ def profile_from_json(data: dict) -> Profile:
         gather_eff=float(data.get("gather_eff", 1.0)),
         wave_tile=int(data.get("wave_tile", 0)),
         group_row_tile=int(data.get("group_row_tile", 0)),
+        grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
+        sustained={k: float(v) for k, v in data.get("sustained", {}).items()},
+        gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
     )
 
 
@@ -154,12 +201,13 @@ def load_profile(gpu_profile_name: str) -> Profile:
     simulating DeepSeek's V3 software stack: FP8 quantization fused into the GEMM/communication
     kernels (DeepGEMM, DeepEP; V3 report §3.3). A calibrated profile records the stack it was
     measured with (real/: unfused eager quantization); that stack is used only to predict the
-    records (calibration/predict.py), so here the silicon is kept and the stack switched."""
+    records (calibration/predict.py), so here the silicon is kept and the stack switched; and
+    the curves are those measured under sustained load (Profile.under_sustained_load)."""
     try:
         path = resources.files("calibration").joinpath("profiles", f"{gpu_profile_name}.json")
         if path.is_file():
             with path.open() as fh:
-                return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True)
+                return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True).under_sustained_load()
     except ModuleNotFoundError:
         pass
     return default_profile()
