@@ -651,6 +651,12 @@ def gap_drivers(result: dict) -> list[str]:
                      "That figure is exactly 14.8T tokens x 180K GPU-hours/T, i.e. a throughput figure without failures or "
                      "restarts, so it is compared with the twin's ideal GPU-hours; the failure model adds "
                      f"{(result['total_gpu_hours_goodput'] / result['total_gpu_hours_ideal'] - 1) * 100:.1f}% on top.")
+        notes.append("The step twin itself reproduces DeepSeek's own H800 DualPipe chunk-pair trace (4 MoE layers, "
+                     "balanced routing) to within a few percent (`twin validate`), so the pre-training gap lies in what "
+                     "that trace does not show: routing is perfectly balanced in the default scenario (the trace's "
+                     "setting; real batches under aux-loss-free balancing are not), and no straggler, preemption or "
+                     "data-loader stall is modelled. Compute runs at the profile's measured sustained-load rates "
+                     "(calibration/measurements/<gpu>/sustained.csv), not at short-benchmark clocks.")
     sens = result.get("uncertainty", {}).get("sensitivity", [])
     if sens:
         top = sens[:3]
