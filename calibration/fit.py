@@ -8,9 +8,10 @@ with the candidate profile. All curves of a GPU are fitted jointly because the s
 Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs
 (with the tile-wave model per curve where it fits clearly better), SeqCurve(e_max, s_half) for
 attention fwd and bwd, memory_eff (elementwise kernels), gemm_memory_eff (GEMM operand
-streaming), launch_s (the device-side cost per kernel, seen in CUDA-graph-timed rows),
+streaming), gemm_overlap_p (how compute and memory times of a GEMM combine), launch_s (the device-side cost per kernel, seen in CUDA-graph-timed rows),
 grouped_setup_s (torch's per-call grouped-GEMM argument kernel) and host_s for the op classes of
-per-repetition-timed primitives (stage 1); quant_bytes_per_elem and gather_eff (stage 2, the
+per-repetition-timed primitives (stage 1); the topk select cost from the topk rows (fit_topk);
+quant_bytes_per_elem and gather_eff (stage 2, the
 fitting split's MoE/MLA layers with the primitive curves fixed). host_s of op classes no
 primitive row times is held at HOST_S_INITIAL. Not fitted but measured: `sustained`, the
 burst/sustained time ratios (sustained_ratios). Curves without fitting
@@ -45,6 +46,8 @@ MEMORY_EFF_BOUNDS = (0.05, 1.0)
 LAUNCH_S_BOUNDS = (0.0, 1e-4)
 GROUPED_SETUP_S_BOUNDS = (0.0, 1e-4)
 GROUPED_SETUP_S_INITIAL = 3e-6
+GEMM_OVERLAP_P_BOUNDS = (1.0, 30.0)   # 1: compute and memory times add; 30: ~max()
+GEMM_OVERLAP_P_INITIAL = 4.0
 HOST_S_BOUNDS = (0.0, 5e-4)
 HOST_S_INITIAL = 2e-5  # eager PyTorch dispatch per op, assumed (typical for these hosts), not measured in isolation
 QUANT_BYTES_BOUNDS = (4.0, 200.0)
@@ -55,8 +58,8 @@ MIN_POINTS_PER_PARAM = 2  # a curve is fitted only with at least 2 fitting point
 def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     """[(table, key, field)]: the parameters the fitting rows can inform."""
     layout = []
-    for table, bench in (("gemm", "gemm"), ("grouped_gemm", "grouped_gemm")):
-        counts = fit_rows.loc[fit_rows.bench == bench, "kernel"].value_counts()
+    for table in ("gemm", "grouped_gemm"):
+        counts = fit_rows.loc[fit_rows.table == table, "kernel"].value_counts()
         for label in sorted(counts.index):
             if counts[label] >= MIN_POINTS_PER_PARAM * len(GEMM_FIELDS):
                 layout += [(table, label, f) for f in GEMM_FIELDS]
@@ -64,13 +67,13 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
         if (fit_rows.bench == f"attn_{d}").sum() >= MIN_POINTS_PER_PARAM * len(SEQ_FIELDS):
             layout += [("attention", d, f) for f in SEQ_FIELDS]
     layout += [("memory_eff", "", "")]
-    if fit_rows.bench.isin(["gemm", "grouped_gemm"]).any():
-        layout.append(("gemm_memory_eff", "", ""))
+    if (fit_rows.table != "").any():
+        layout += [("gemm_memory_eff", "", ""), ("gemm_overlap_p", "", "")]
     recs = fit_rows.to_dict("records")
     # the device-side cost per kernel is visible only where host dispatch is not timed
     if any(timing_of(r) != "per_rep_events" for r in recs):
         layout.append(("launch_s", "", ""))
-    if any(r["bench"] == "grouped_gemm" for r in recs):
+    if any(r["table"] == "grouped_gemm" for r in recs):
         layout.append(("grouped_setup_s", "", ""))
     # host dispatch time per eager op class seen in the per-repetition primitive rows
     for cls in sorted(set().union(*[row_host_classes(r) for r in recs])):
@@ -89,8 +92,8 @@ def row_host_classes(r) -> set:
 def host_class(r) -> str:
     """The profile.host_s class of a primitive record's op (calibration.predict.Eager)."""
     b = r["bench"]
-    if b in ("gemm", "grouped_gemm"):
-        return f"{b}.{r['precision']}"
+    if b in GEMM_TABLE:
+        return f"{GEMM_TABLE[b]}.{r['precision']}"
     if b in ("attn_fwd", "attn_bwd"):
         return b
     return "op"
@@ -101,6 +104,8 @@ def _initial(base: Profile, table: str, key: str, field: str) -> float:
         return base.memory_eff
     if table == "gemm_memory_eff":
         return base.gemm_streaming_eff
+    if table == "gemm_overlap_p":
+        return base.gemm_overlap_p or GEMM_OVERLAP_P_INITIAL
     if table == "launch_s":
         return base.launch_s
     if table == "grouped_setup_s":
@@ -119,6 +124,8 @@ def _bounds(table: str, field: str) -> tuple[float, float]:
         return LAUNCH_S_BOUNDS
     if table == "grouped_setup_s":
         return GROUPED_SETUP_S_BOUNDS
+    if table == "gemm_overlap_p":
+        return GEMM_OVERLAP_P_BOUNDS
     if table == "host_s":
         return HOST_S_BOUNDS
     return E_MAX_BOUNDS if field == "e_max" else HALF_BOUNDS
@@ -132,7 +139,7 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
     the tile-wave model (choose_wave_tiles)."""
     vals: dict = {}
     memory_eff, launch_s, setup_s = base.memory_eff, base.launch_s, base.grouped_setup_s
-    gemm_memory_eff = base.gemm_memory_eff
+    gemm_memory_eff, overlap_p = base.gemm_memory_eff, base.gemm_overlap_p
     host_s = dict(base.host_s)
     waves = wave_tiles or {}
     for v, (table, key, field) in zip(x, layout):
@@ -144,6 +151,8 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
             setup_s = float(v)
         elif table == "gemm_memory_eff":
             gemm_memory_eff = float(v)
+        elif table == "gemm_overlap_p":
+            overlap_p = float(v)
         elif table == "host_s":
             host_s[key] = float(v)
         else:
@@ -165,6 +174,7 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
                    fp8_quant_fused=False, quant_bytes_per_elem=qb or QUANT_BYTES_INITIAL, host_s=host_s,
                    gather_eff=gather_eff, wave_tile=0, grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
+                   gemm_overlap_p=overlap_p, topk=dict(base.topk),
                    group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile)
 
 
@@ -185,9 +195,15 @@ def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows the fit may use: primitive benches of the fitting split."""
     held = split(df)
     rows = df[(~held) & df.bench.isin(rec.PRIMITIVE_BENCHES)].reset_index(drop=True)
-    # the GEMM curve each row is timed with (kernel configuration of grouped FP8 rows)
-    rows["kernel"] = [row_kernel(r) if r["bench"] in ("gemm", "grouped_gemm") else "" for r in rows.to_dict("records")]
+    # the profile table and GEMM curve each row is timed with (kernel configuration of grouped FP8
+    # rows, the weight-gradient form of grouped rows)
+    rows["table"] = [GEMM_TABLE.get(b, "") for b in rows.bench]
+    rows["kernel"] = [row_kernel(r) if r["bench"] in GEMM_TABLE else "" for r in rows.to_dict("records")]
     return rows
+
+
+# record bench -> the profile table of its GEMM curve
+GEMM_TABLE = {"gemm": "gemm", "grouped_gemm": "grouped_gemm", "grouped_gemm_wgrad": "grouped_gemm"}
 
 
 GROUP_ROW_TILES = (0, 128, 256)  # candidate grouped-GEMM row tiles (compute.padded_group_rows)
@@ -213,8 +229,11 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
     rows = fit_rows(df)
     layout = _param_layout(rows)
     informed = {(t, k) for t, k, _ in layout}
-    keep = [(b in ("gemm", "grouped_gemm") and (b, p) in informed) or (b.startswith("attn_") and ("attention", b[5:]) in informed)
-            or b == "memory" for b, p in zip(rows.bench, rows.kernel)]
+    ops = rows["op"].astype(str) if "op" in rows.columns else pd.Series([""] * len(rows))
+    is_topk = (rows.bench == "memory") & ops.str.startswith("topk")   # fitted on their own (fit_topk)
+    topk_rows = rows[is_topk]
+    keep = [(t != "" and (t, p) in informed) or (b.startswith("attn_") and ("attention", b[5:]) in informed)
+            or (b == "memory" and not tk) for b, t, p, tk in zip(rows.bench, rows.table, rows.kernel, is_topk)]
     rows = rows[keep].reset_index(drop=True)  # rows of curves too thin to fit are left out
     if rows.empty:
         raise ValueError(f"{gpu}: no fitting rows (primitive benches outside the held-out families)")
@@ -231,10 +250,10 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
     index = {p: i for i, p in enumerate(layout)}
     sparsity = np.zeros((len(records), len(layout)), dtype=int)
     for i, r in enumerate(records):
-        b = r["bench"]
-        if b in ("gemm", "grouped_gemm"):
+        b, t = r["bench"], r["table"]
+        if t:
             for f in GEMM_FIELDS:
-                sparsity[i, index[(b, r["kernel"], f)]] = 1
+                sparsity[i, index[(t, r["kernel"], f)]] = 1
         elif b in ("attn_fwd", "attn_bwd"):
             for f in SEQ_FIELDS:
                 sparsity[i, index[("attention", b[5:], f)]] = 1
@@ -244,10 +263,11 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
         sparsity[i, index[("memory_eff", "", "")]] = 1
         if ("launch_s", "", "") in index:
             sparsity[i, index[("launch_s", "", "")]] = 1
-        if b == "grouped_gemm":
+        if t == "grouped_gemm":
             sparsity[i, index[("grouped_setup_s", "", "")]] = 1
-        if b in ("gemm", "grouped_gemm"):
+        if t:
             sparsity[i, index[("gemm_memory_eff", "", "")]] = 1
+            sparsity[i, index[("gemm_overlap_p", "", "")]] = 1
         for cls in row_host_classes(r):
             sparsity[i, index[("host_s", cls, "")]] = 1
 
@@ -267,8 +287,11 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
         sol = solve(sol.x, waves)
     res = residuals(sol.x, waves)
     base = dataclasses.replace(base, grouped_setup_s=_value(sol.x, layout, "grouped_setup_s", base.grouped_setup_s),
-                               gemm_memory_eff=_value(sol.x, layout, "gemm_memory_eff", base.gemm_memory_eff))
+                               gemm_memory_eff=_value(sol.x, layout, "gemm_memory_eff", base.gemm_memory_eff),
+                               gemm_overlap_p=_value(sol.x, layout, "gemm_overlap_p", base.gemm_overlap_p))
     prof1 = build_profile(gpu, sol.x, layout, base, wave_tiles=waves)
+    base = dataclasses.replace(base, topk=fit_topk(topk_rows, prof1.launch_s))
+    prof1 = dataclasses.replace(prof1, topk=base.topk)
     (quant_b, gather_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
     if host2:  # host classes only the layers inform (primitives timed without the host)
         base = dataclasses.replace(base, host_s={**base.host_s, **host2})
@@ -290,6 +313,23 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
                          wave_tiles=waves), stats
 
 
+def fit_topk(rows: pd.DataFrame, launch_s: float) -> dict:
+    """Profile.topk {fixed_s, row_s, elem_s} from bench_topk rows (time = fixed_s + rows * (row_s +
+    elem_s * width), least squares on log time); {} with fewer than 6 rows. fixed_s starts at
+    launch_s: torch.topk launches several kernels."""
+    if len(rows) < 6:
+        return {}
+    n, w = rows.tokens.to_numpy(float), rows.width.to_numpy(float)
+    log_t = np.log(rows.time_s.to_numpy(float))
+
+    def res(q):
+        return np.log(q[0] + n * (q[1] + q[2] * w)) - log_t
+
+    sol = least_squares(res, [max(launch_s, 1e-6), 1e-9, 1e-10], bounds=([0, 0, 0], [1e-3, 1e-6, 1e-7]),
+                        x_scale=[1e-5, 1e-9, 1e-10], loss="soft_l1", f_scale=0.1)
+    return {"fixed_s": float(sol.x[0]), "row_s": float(sol.x[1]), "elem_s": float(sol.x[2])}
+
+
 def _value(x, layout, table: str, default: float) -> float:
     return next((float(v) for v, (t, _, _) in zip(x, layout) if t == table), default)
 
@@ -307,7 +347,7 @@ def choose_wave_tiles(records, layout, x, lo, hi, residuals) -> dict:
     chosen = {}
     curves = sorted({(t, k) for t, k, _ in layout if t in ("gemm", "grouped_gemm")})
     for table, label in curves:
-        rows_idx = [i for i, r in enumerate(records) if r["bench"] == table and r["kernel"] == label]
+        rows_idx = [i for i, r in enumerate(records) if r["table"] == table and r["kernel"] == label]
         idx = [j for j, (t, k, _) in enumerate(layout) if (t, k) == (table, label)]
         waves = {(table, label): WAVE_TILE_CANDIDATE}
 
@@ -401,7 +441,8 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "method": "scipy least_squares (soft_l1, f_scale 0.1) on log time, twin roofline; split: calibration/split.py. "
                   "Stage 1: primitive curves (grouped FP8: one curve per torch kernel configuration, "
                   "calibration.predict.grouped_kernel), memory_eff, launch_s (CUDA-graph rows), grouped_setup_s "
-                  "(grouped rows), host_s per op class of per-repetition primitives; the tile-wave model kept per "
+                  "(grouped rows), gemm_memory_eff and gemm_overlap_p (GEMM rows), host_s per op class of per-repetition "
+                  "primitives; topk fixed/row/element cost from the topk rows (fit_topk); the tile-wave model kept per "
                   "curve where it cuts that curve's cost by 20% (choose_wave_tiles); group_row_tile chosen among "
                   "0/128/256 by stage-1 cost; stage 2: quant_bytes_per_elem and gather_eff from the fitting split's "
                   "MoE/MLA layer records, curves fixed; host_s of op classes no primitive row times is held at 20 us "

@@ -69,9 +69,18 @@ def grouped_kernel(label: str, rows_per_group, n: int, k: int) -> str:
     return label if large else f"{label}/medium"
 
 
+def wgrad_kernel(label: str) -> str:
+    """The curve of a grouped GEMM in the weight-gradient form (x^T g per group, contracted over
+    the group's rows): its own CUTLASS configuration in torch._grouped_mm (transposed A operand; a
+    different kernel template in calibration/measurements/<gpu>/kernels.csv)."""
+    return f"{label}/wgrad"
+
+
 def row_kernel(row) -> str:
     """The GEMM curve a gemm/grouped_gemm record row is timed with (grouped_kernel for grouped
-    rows, the precision label otherwise)."""
+    rows, `<label>/wgrad` for the weight-gradient form, the precision label otherwise)."""
+    if row["bench"] == "grouped_gemm_wgrad":
+        return wgrad_kernel(row["precision"])
     if row["bench"] == "grouped_gemm":
         return grouped_kernel(row["precision"], [int(row["tokens_per_group"])] * int(row["groups"]),
                               int(row["n"]), int(row["k"]))
@@ -92,10 +101,19 @@ def _memory_ops(row, e: "Eager") -> None:
         e.strided(nbytes * 10.0 / 6.0, kernels=2)   # both on strided chunk views (Eager.strided)
     elif op == "rmsnorm":                   # fused F.rms_norm: two passes over each row (sum of
         e.mem(nbytes * 1.5)                 # squares, then normalize) + the write: 3 x T x D x 2 B
-    elif op == "router_topk":               # sigmoid, +bias, group top-2, sum, top-4 groups, scatter,
-        E = width                           # masked_fill, top-8, gather, sum, div, clamp, mul
-        e.mem(T * E * 4 * 8.0, kernels=5)
-        e.small(9)
+    elif op == "router_topk":               # real/model.py route(), V3's 8 groups, top-4 groups, top-8
+        E, G = width, 8
+        e.mem(T * E * 4 * 2.0)              # sigmoid (the bench's input)
+        e.mem(T * E * 4 * 3.0)              # + bias
+        e.topk(T * G, E // G, 2)            # best two per group
+        e.mem(T * G * 2 * 4 * 2.0)          # their sum
+        e.topk(T, G, 4)                     # top-4 groups
+        e.small(2)                          # ones_like, scatter
+        e.mem(T * E * 4 * 2.0 + T * G)      # masked_fill
+        e.topk(T, E, 8)                     # top-8 experts
+        e.small(5)                          # gather, sum, clamp, div, * route_scale
+    elif op.startswith("topk"):             # bench_topk: one torch.topk
+        e.topk(T, width, int(op[4:]))
     elif op in ("fp8_quant_1x128", "fp8_quant_rowwise"):
         e.quant(T * width)
     else:                                   # copy, softmax: one kernel each
@@ -181,6 +199,9 @@ class Eager:
         vectorized contiguous loop, which is the loop the index/gather kernels run; costed at
         the same fitted streaming efficiency (`profile.gather_eff`)."""
         self.gather(bytes_, kernels)
+
+    def topk(self, rows: float, width: int, k: int) -> None:
+        self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
 
     def small(self, n: int) -> None:
         """n tiny ops (index bookkeeping, views that launch a kernel): launch-bound."""

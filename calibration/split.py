@@ -9,13 +9,13 @@ Held out:
                 shape, o_proj 7168x16384 a large-k shape), and the 4096^3 square;
   grouped_gemm  groups == 16 (an expert count between the fitted 8 and 32), tokens_per_group in
                 {512, 4096} (batch sizes), and the V2-Lite-like (n, k) = (2816, 2048);
-  grouped_gemm_wgrad  every row: the weight-gradient form (contracted over each group's rows) is
-                predicted from the forward-form curves, never fitted;
+  grouped_gemm_wgrad  the same families as grouped_gemm (the weight-gradient form, contracted over
+                each group's rows, has its own fitted curve);
   attn_fwd/bwd  seq_len == 4096 and num_heads == 32;
-  memory        tokens == 16384 and the swiglu op; and the multi-kernel ops (router_topk,
-                fp8_quant_*): real/ builds them from several PyTorch kernels, which the twin's
-                one-kernel bandwidth roofline cannot represent, so they are predicted, never fitted
-                (fitting them drags launch_s and memory_eff away from the single kernels);
+  memory        tokens == 16384 (topk rows: 16,384 rows) and the swiglu op; and the multi-kernel ops
+                (router_topk, fp8_quant_*): real/ builds them from several PyTorch kernels, so they
+                are predicted as those kernels (router_topk: three torch.topk calls costed by the
+                topk rows' fit, plus elementwise kernels), never fitted;
   composed      every MLA layer, MoE layer, train/prefill/decode case is a composition the fit
                 never uses (only the primitives above are fitted); their `held_out` flag marks
                 the families that also differ from everything fitted in shape: MoE layers with
@@ -45,9 +45,7 @@ def is_held_out(row) -> bool:
     b = row["bench"]
     if b == "gemm":
         return (int(row["n"]), int(row["k"])) in HELD_OUT_GEMM_NK
-    if b == "grouped_gemm_wgrad":
-        return True
-    if b == "grouped_gemm":
+    if b in ("grouped_gemm", "grouped_gemm_wgrad"):
         return (int(row["groups"]) in HELD_OUT_GROUPS or int(row["tokens_per_group"]) in HELD_OUT_TOKENS_PER_GROUP
                 or (int(row["n"]), int(row["k"])) in HELD_OUT_GROUPED_NK)
     if b in ("attn_fwd", "attn_bwd"):

@@ -507,6 +507,24 @@ def bench_memory(rec, timer, dev, deadline, quick, env):
     log(f"memory: best copy {best / 1e9:.0f} GB/s (read + write)")
 
 
+def bench_topk(rec, timer, dev, deadline, quick, env):
+    """torch.topk as real/model.py route() calls it (memory.csv, op `topk<k>`, `width` = the
+    reduced dimension, `tokens` = rows): the group top-2 over 32 experts per group, the top-4 of 8
+    groups and the top-8 of 256 experts, on float32 scores. A routing step is several of these
+    kernels (radix select), which the bandwidth roofline of one streaming kernel does not describe."""
+    tokens_list = [64, 256] if quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+    for T in tokens_list:
+        if deadline.over():
+            break
+        for rows, width, k in ((T * 8, 32, 2), (T, 8, 4), (T, 256, 8)):
+            scores = torch.randn(rows, width, device=dev, dtype=torch.float32)
+            nbytes = rows * width * 4 + rows * k * 12   # read the scores, write values and indices
+            r = timer.measure(lambda: scores.topk(k, dim=-1), bytes_=float(nbytes), batched=True)
+            rec.row("memory", bench="memory", op=f"topk{k}", tokens=rows, width=width, bytes_moved=nbytes, **r)
+            del scores
+    log("topk: done")
+
+
 # ------------------------------------------------------------------------------------------
 # Attention core and MLA layer
 # ------------------------------------------------------------------------------------------
@@ -1132,6 +1150,7 @@ SECTIONS = {  # name -> (function, share of the time budget)
     "sustained": (bench_sustained, 0.5),  # not in the default list: --only sustained
     "kernels": (bench_kernels, 0.3),  # not in the default list: --only kernels
     "grouped_wgrad": (bench_grouped_wgrad, 0.12), "grouped_small": (bench_grouped_small, 0.1),
+    "topk": (bench_topk, 0.03),
     "ep": (bench_ep, 0.5),  # under torchrun with >= 2 ranks: --only ep
 }
 

@@ -156,3 +156,16 @@ def test_sustained_load_slows_compute_not_the_fitted_curves():
     op = Op("attn_core", "attention", "attn", batch=1, seq_len=4096, heads=16, qk_dim=192, v_dim=128, causal=True)
     assert attention_time_s(op, "fwd", gpu, loaded) > attention_time_s(op, "fwd", gpu, prof) * 1.2
     assert profile_from_json(json.loads(json.dumps(prof.to_json()))).sustained == prof.sustained
+
+
+def test_fit_topk_recovers_a_select_cost():
+    import pandas as pd
+    from calibration.fit import fit_topk
+    true = {"fixed_s": 9e-6, "row_s": 1.5e-9, "elem_s": 4.3e-11}
+    rows = [(n, w) for n in (1024, 4096, 16384, 65536) for w in (8, 32, 256)]
+    df = pd.DataFrame({"tokens": [n for n, _ in rows], "width": [w for _, w in rows],
+                       "time_s": [true["fixed_s"] + n * (true["row_s"] + true["elem_s"] * w) for n, w in rows]})
+    got = fit_topk(df, 2e-6)
+    for k, v in true.items():
+        assert got[k] == pytest.approx(v, rel=0.02)
+    assert fit_topk(df.head(3), 2e-6) == {}

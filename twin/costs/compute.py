@@ -35,7 +35,7 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     compute_s *= wave_factor(groups * _tiles(m, n, tile), gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     setup_s = profile.grouped_setup_s if groups > 1 else 0.0
-    return max(compute_s, memory_s) + profile.launch_s + setup_s
+    return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s
 
 
 def _tiles(rows: float, cols: float, tile: int) -> int:
@@ -64,6 +64,8 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
     output); the call pays launch_s and the grouped setup once. `transposed`: the weight-gradient form (n x k per group,
     contracted over the group's rows), costed with the rows as the contraction dimension."""
     curve = profile.grouped_gemm[precision]
+    if transposed:  # the weight-gradient kernel's own curve where the profile has one
+        curve = profile.grouped_gemm.get(f"{precision}/wgrad", curve)
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
     compute_s, bytes_moved = 0.0, 0.0
     peak = gpu.peak_flops_per_s(precision) * sm_frac
@@ -80,7 +82,20 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
         tiles += _tiles(n, k, tile) if transposed else _tiles(rows, n, tile)
     compute_s *= wave_factor(tiles, gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
-    return max(compute_s, memory_s) + profile.launch_s + profile.grouped_setup_s
+    return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + profile.grouped_setup_s
+
+
+def roofline_s(compute_s: float, memory_s: float, p: float) -> float:
+    """A GEMM kernel's time from its compute and memory times: max() where they overlap fully
+    (p = 0), else the p-norm (c^p + m^p)^(1/p), which is max() for large p and their sum for p = 1:
+    near the ridge point a tiled kernel's prologue loads and epilogue stores do not hide behind
+    its math (profile.gemm_overlap_p, fitted)."""
+    if p <= 0:
+        return max(compute_s, memory_s)
+    hi = max(compute_s, memory_s)
+    if hi <= 0:
+        return 0.0
+    return hi * ((compute_s / hi) ** p + (memory_s / hi) ** p) ** (1.0 / p)
 
 
 def padded_group_rows(rows: float, tile: int) -> float:
@@ -116,6 +131,15 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim, op.causal)
     eff = profile.attention[direction].eff(op.seq_len)
     return flops / (gpu.peak_bf16_flops_per_s * eff * sm_frac) + profile.launch_s
+
+
+def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile) -> float:
+    """torch.topk of k over the last dimension of a (rows, width) float32 tensor: the profile's
+    fitted radix-select cost (Profile.topk), else one streaming kernel's bandwidth roofline."""
+    t = profile.topk
+    if t:
+        return t["fixed_s"] + rows * (t["row_s"] + t["elem_s"] * width)
+    return memory_time_s(rows * width * 4.0 + rows * k * 12.0, gpu, profile)
 
 
 def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile) -> float:

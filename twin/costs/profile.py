@@ -9,6 +9,11 @@ A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holdi
   attention, per direction (fwd, bwd):
       eff(s) = e_max / (1 + s_half/s)
   memory: fraction of HBM bandwidth reached by bandwidth-bound kernels (e_mem)
+  gemm_overlap_p: how a GEMM's compute and memory times combine (compute.roofline_s): 0 = max(),
+    else the p-norm, which adds part of the smaller one near the ridge point, fitted
+  topk: torch.topk on the last dimension (a radix select of several kernels, bound by the SMs,
+    not by HBM: the H100 and H200 take the same time): fixed_s + rows * (row_s + elem_s * width),
+    fitted from the topk rows (real/bench.py bench_topk); empty = the bandwidth roofline
   gemm_memory_eff: the same for GEMM kernels' operand streaming, their memory roofline (0 = use
     memory_eff): a bandwidth-bound GEMM (few rows per expert) streams its weights through TMA tile
     loads at less than a copy kernel's bandwidth (H100: 2.0-2.7 TB/s against 3.0 TB/s for a copy,
@@ -99,6 +104,8 @@ class Profile:
     grouped_setup_s: float = 0.0
     sustained: dict = field(default_factory=dict)   # kernel class -> burst / sustained time
     gemm_memory_eff: float = 0.0
+    gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
+    topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -149,6 +156,8 @@ class Profile:
             "grouped_setup_s": self.grouped_setup_s,
             "sustained": dict(self.sustained),
             "gemm_memory_eff": self.gemm_memory_eff,
+            "gemm_overlap_p": self.gemm_overlap_p,
+            "topk": dict(self.topk),
             "provenance": self.provenance,
         }
 
@@ -185,6 +194,8 @@ def profile_from_json(data: dict) -> Profile:
         grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
         sustained={k: float(v) for k, v in data.get("sustained", {}).items()},
         gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
+        gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
+        topk={k: float(v) for k, v in data.get("topk", {}).items()},
     )
 
 

@@ -1,0 +1,83 @@
+"""The kernel cost model's structural terms (twin.costs.compute), each on a hand-made profile."""
+
+import dataclasses
+
+import pytest
+
+from twin.costs import compute
+from twin.costs.profile import GemmCurve, Profile, SeqCurve, profile_from_json
+from twin.specs import get_gpu
+
+GPU = get_gpu("h100")
+BASE = Profile("h100", gemm={"bf16": GemmCurve(0.8), "fp8": GemmCurve(0.7)},
+               grouped_gemm={"bf16": GemmCurve(0.7), "fp8": GemmCurve(0.6)},
+               attention={"fwd": SeqCurve(0.6), "bwd": SeqCurve(0.5)}, memory_eff=0.9, launch_s=2e-6,
+               calibrated=True, group_row_tile=256)
+
+
+def test_grouped_call_pays_its_setup_kernel_once():
+    with_setup = dataclasses.replace(BASE, grouped_setup_s=7e-6)
+    rows = [512] * 16
+    one = compute.grouped_gemm_time_s(rows, 4096, 7168, "bf16", GPU, BASE)
+    assert compute.grouped_gemm_time_s(rows, 4096, 7168, "bf16", GPU, with_setup) == pytest.approx(one + 7e-6)
+    # a dense GEMM launches no setup kernel
+    assert compute.gemm_time_s(512, 4096, 7168, "bf16", GPU, with_setup) == compute.gemm_time_s(512, 4096, 7168, "bf16", GPU, BASE)
+
+
+def test_small_groups_cost_a_whole_row_tile():
+    """16 and 100 rows per expert both run one 128-row tile: the same time; skew that leaves the
+    same mean but part-empty tiles costs more."""
+    slow = dataclasses.replace(BASE, grouped_gemm={"bf16": GemmCurve(0.05)})   # compute-bound throughout
+    t16 = compute.grouped_gemm_time_s([16] * 64, 7168, 7168, "bf16", GPU, slow)
+    t100 = compute.grouped_gemm_time_s([100] * 64, 7168, 7168, "bf16", GPU, slow)
+    assert t16 == pytest.approx(t100)
+    untiled = dataclasses.replace(slow, group_row_tile=0)
+    assert compute.grouped_gemm_time_s([16] * 64, 7168, 7168, "bf16", GPU, untiled) < t16 / 5
+    even = compute.grouped_gemm_time_s([200] * 64, 7168, 7168, "bf16", GPU, slow)
+    skewed = compute.grouped_gemm_time_s([300, 100] * 32, 7168, 7168, "bf16", GPU, slow)
+    assert skewed > 1.2 * even
+
+
+def test_weight_gradient_form_uses_its_own_curve_and_writes_empty_experts():
+    slow = dataclasses.replace(BASE, grouped_gemm={**BASE.grouped_gemm, "bf16/wgrad": GemmCurve(0.35)})
+    rows = [4096] * 8
+    fwd = compute.grouped_gemm_time_s(rows, 4096, 7168, "bf16", GPU, slow)
+    assert fwd == compute.grouped_gemm_time_s(rows, 4096, 7168, "bf16", GPU, BASE)
+    wgrad = compute.grouped_gemm_time_s(rows, 4096, 7168, "bf16", GPU, slow, transposed=True)
+    assert wgrad > 1.8 * compute.grouped_gemm_time_s(rows, 4096, 7168, "bf16", GPU, BASE, transposed=True)
+    # an expert with no rows still writes its zero n x k gradient; in the forward form it runs nothing
+    assert (compute.grouped_gemm_time_s([0] * 8, 4096, 7168, "bf16", GPU, BASE, transposed=True)
+            > 8 * 4096 * 7168 * 2 / GPU.hbm_bytes_per_s)
+    assert compute.grouped_gemm_time_s([0] * 8, 4096, 7168, "bf16", GPU, BASE) == pytest.approx(BASE.launch_s)
+
+
+def test_roofline_blend_between_sum_and_max():
+    assert compute.roofline_s(3.0, 4.0, 0.0) == 4.0
+    assert compute.roofline_s(3.0, 4.0, 1.0) == pytest.approx(7.0)
+    assert compute.roofline_s(3.0, 4.0, 2.0) == pytest.approx(5.0)
+    assert 4.0 < compute.roofline_s(3.0, 4.0, 30.0) < 4.001
+    assert compute.roofline_s(0.0, 0.0, 4.0) == 0.0
+
+
+def test_gemm_streaming_efficiency_sets_the_memory_roofline_of_gemms_only():
+    slow_stream = dataclasses.replace(BASE, gemm_memory_eff=0.45)
+    # m = 16: far below the ridge, the GEMM is weight-streaming bound
+    assert compute.gemm_time_s(16, 7168, 7168, "bf16", GPU, slow_stream) - BASE.launch_s == pytest.approx(
+        2 * (compute.gemm_time_s(16, 7168, 7168, "bf16", GPU, BASE) - BASE.launch_s), rel=1e-6)
+    assert compute.memory_time_s(1e9, GPU, slow_stream) == compute.memory_time_s(1e9, GPU, BASE)
+
+
+def test_topk_uses_the_fitted_select_cost():
+    fitted = dataclasses.replace(BASE, topk={"fixed_s": 9e-6, "row_s": 1.5e-9, "elem_s": 4.3e-11})
+    t = compute.topk_time_s(65536, 256, 8, GPU, fitted)
+    assert t == pytest.approx(9e-6 + 65536 * (1.5e-9 + 4.3e-11 * 256))
+    # without a fit: one streaming kernel over the scores
+    assert compute.topk_time_s(65536, 256, 8, GPU, BASE) == pytest.approx(
+        compute.memory_time_s(65536 * 256 * 4 + 65536 * 8 * 12, GPU, BASE))
+
+
+def test_new_profile_fields_round_trip():
+    prof = dataclasses.replace(BASE, grouped_setup_s=7e-6, gemm_memory_eff=0.8, gemm_overlap_p=4.5,
+                               topk={"fixed_s": 1e-5, "row_s": 1e-9, "elem_s": 1e-11},
+                               sustained={"gemm": 0.96}, grouped_gemm={**BASE.grouped_gemm, "bf16": GemmCurve(0.7, wave_tile=128)})
+    assert profile_from_json(prof.to_json()) == prof
