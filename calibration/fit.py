@@ -216,16 +216,20 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     residual (soft_l1 cost)."""
     base = base or default_profile()
     has_grouped = bool((df.bench == "grouped_gemm").any())
-    results = {tile: _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile))
-               for tile in (GROUP_ROW_TILES if has_grouped else (base.group_row_tile,))}
-    tile = min(results, key=lambda t: results[t][1]["cost"])
-    prof, stats = results[tile]
+    tiles = GROUP_ROW_TILES if has_grouped else (base.group_row_tile,)
+    # screen the row tiles on the stage-1 fit alone, then fit the chosen one in full
+    costs = {t: _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=t), screen=True)[1]["cost"]
+             for t in tiles} if len(tiles) > 1 else {tiles[0]: None}
+    tile = min(costs, key=lambda t: costs[t] if costs[t] is not None else 0.0)
+    prof, stats = _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile))
     stats["group_row_tile"] = tile
-    stats["group_row_tile_cost"] = {str(t): r[1]["cost"] for t, r in results.items()}
+    stats["group_row_tile_cost"] = {str(t): c for t, c in costs.items()}
     return prof, stats
 
 
-def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, dict]:
+def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False) -> tuple[Profile, dict]:
+    """The fit at one group_row_tile. `screen`: stage 1 without the tile-wave choice, for
+    comparing row tiles by cost (fit_profile)."""
     rows = fit_rows(df)
     layout = _param_layout(rows)
     informed = {(t, k) for t, k, _ in layout}
@@ -282,6 +286,8 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile) -> tuple[Profile, di
                              jac_sparsity=sparsity, loss="soft_l1", f_scale=0.1, max_nfev=400)
 
     sol = solve(x0, {})
+    if screen:
+        return build_profile(gpu, sol.x, layout, base), {"cost": float(sol.cost)}
     waves = choose_wave_tiles(records, layout, sol.x, lo, hi, residuals)
     if waves:
         sol = solve(sol.x, waves)
@@ -444,7 +450,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
                   "(grouped rows), gemm_memory_eff and gemm_overlap_p (GEMM rows), host_s per op class of per-repetition "
                   "primitives; topk fixed/row/element cost from the topk rows (fit_topk); the tile-wave model kept per "
                   "curve where it cuts that curve's cost by 20% (choose_wave_tiles); group_row_tile chosen among "
-                  "0/128/256 by stage-1 cost; stage 2: quant_bytes_per_elem and gather_eff from the fitting split's "
+                  "0/128/256 by the stage-1 cost without the wave choice; stage 2: quant_bytes_per_elem and gather_eff from the fitting split's "
                   "MoE/MLA layer records, curves fixed; host_s of op classes no primitive row times is held at 20 us "
                   "(assumed, not fitted); sustained: burst/sustained time ratios per kernel class "
                   "from sustained.csv (sustained_ratios), not fitted",
