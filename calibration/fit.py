@@ -11,7 +11,7 @@ attention fwd and bwd, memory_eff (elementwise kernels), gemm_memory_eff (GEMM o
 streaming), gemm_overlap_p (how compute and memory times of a GEMM combine), launch_s (the device-side cost per kernel, seen in CUDA-graph-timed rows),
 grouped_setup_s (torch's per-call grouped-GEMM argument kernel) and host_s for the op classes of
 per-repetition-timed primitives (stage 1); the topk select cost from the topk rows (fit_topk);
-quant_bytes_per_elem and gather_eff (stage 2, the
+quant_bytes_per_elem, gather_eff and transpose_eff (stage 2, the
 fitting split's MoE/MLA layers with the primitive curves fixed). host_s of op classes no
 primitive row times is held at HOST_S_INITIAL. Not fitted but measured: `sustained`, the
 burst/sustained time ratios (sustained_ratios). Curves without fitting
@@ -298,10 +298,11 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     prof1 = build_profile(gpu, sol.x, layout, base, wave_tiles=waves)
     base = dataclasses.replace(base, topk=fit_topk(topk_rows, prof1.launch_s))
     prof1 = dataclasses.replace(prof1, topk=base.topk)
-    (quant_b, gather_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
+    (quant_b, gather_eff, transpose_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
     if host2:  # host classes only the layers inform (primitives timed without the host)
         base = dataclasses.replace(base, host_s={**base.host_s, **host2})
-    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "num_composed_fit_points": n_comp,
+    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "transpose_eff": transpose_eff,
+             "num_composed_fit_points": n_comp,
              "host_s_from_layers": host2,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
              "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
              "cost": float(sol.cost), "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
@@ -315,8 +316,8 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
         if not any((table, lab) in fitted for lab in FP8_PREFERENCE[:-1]):
             not_fitted.append(f"{table}.fp8")
     stats["not_fitted"] = not_fitted
-    return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff,
-                         wave_tiles=waves), stats
+    prof = build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff, wave_tiles=waves)
+    return dataclasses.replace(prof, transpose_eff=transpose_eff), stats
 
 
 def fit_topk(rows: pd.DataFrame, launch_s: float) -> dict:
@@ -382,7 +383,7 @@ class _SeenKeys(dict):
         return super().get(key, default)
 
 
-def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[float, float, dict], int]:
+def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[float, float, float, dict], int]:
     """Stage 2: what real/'s eager layers do beyond the primitives, from the MoE and MLA layer
     records of the fitting split with every primitive curve held fixed: the achieved cost of
     unfused FP8 quantization (bytes per element at the fitted memory roofline), the bandwidth
@@ -391,11 +392,12 @@ def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[floa
     HOST_S_INITIAL, not fitted: the layers are mostly GPU-bound, so a fitted host time only soaks
     up their GPU-side residuals (2026-11-24: it drifted to 37 us on the H100 and over-predicted
     the host-bound V2-Lite MLA layers by 40-90%).
-    Returns ((quant_bytes_per_elem, gather_eff, {host class: s}), number of rows used)."""
+    And the bandwidth of transposed-view copies (transpose_eff, FP8 backward operands).
+    Returns ((quant_bytes_per_elem, gather_eff, transpose_eff, {host class: s}), rows used)."""
     held = split(df)
     comp = df[(~held) & df.bench.isin(COMPOSED_BENCHES)]
     if len(comp) < 2 * MIN_POINTS_PER_PARAM:
-        return (prof.quant_bytes_per_elem, prof.gather_eff, {}), 0
+        return (prof.quant_bytes_per_elem, prof.gather_eff, prof.transpose_eff, {}), 0
     records = comp.to_dict("records")
     log_meas = np.log(comp["time_s"].to_numpy(float))
     probe = dataclasses.replace(prof, host_s=_SeenKeys(prof.host_s))
@@ -408,14 +410,15 @@ def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[floa
     b = dataclasses.replace(base, host_s={**base.host_s, **host})
 
     def residuals(q):
-        p = build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]),
-                          wave_tiles=waves)
+        p = dataclasses.replace(build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]),
+                                              gather_eff=float(q[1]), wave_tiles=waves), transpose_eff=float(q[2]))
         return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
-    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8],
-                        bounds=([QUANT_BYTES_BOUNDS[0], GATHER_EFF_BOUNDS[0]], [QUANT_BYTES_BOUNDS[1], GATHER_EFF_BOUNDS[1]]),
-                        x_scale=[10.0, 0.1], loss="soft_l1", f_scale=0.1)
-    return (float(sol.x[0]), float(sol.x[1]), host), len(records)
+    lo, hi = GATHER_EFF_BOUNDS
+    sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8, 0.5],
+                        bounds=([QUANT_BYTES_BOUNDS[0], lo, lo], [QUANT_BYTES_BOUNDS[1], hi, hi]),
+                        x_scale=[10.0, 0.1, 0.1], loss="soft_l1", f_scale=0.1)
+    return (float(sol.x[0]), float(sol.x[1]), float(sol.x[2]), host), len(records)
 
 
 COMPOSED_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
@@ -450,7 +453,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
                   "(grouped rows), gemm_memory_eff and gemm_overlap_p (GEMM rows), host_s per op class of per-repetition "
                   "primitives; topk fixed/row/element cost from the topk rows (fit_topk); the tile-wave model kept per "
                   "curve where it cuts that curve's cost by 20% (choose_wave_tiles); group_row_tile chosen among "
-                  "0/128/256 by the stage-1 cost without the wave choice; stage 2: quant_bytes_per_elem and gather_eff from the fitting split's "
+                  "0/128/256 by the stage-1 cost without the wave choice; stage 2: quant_bytes_per_elem, gather_eff and transpose_eff from the fitting split's "
                   "MoE/MLA layer records, curves fixed; host_s of op classes no primitive row times is held at 20 us "
                   "(assumed, not fitted); sustained: burst/sustained time ratios per kernel class "
                   "from sustained.csv (sustained_ratios), not fitted",
@@ -460,6 +463,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
                  "load_profile() simulates DeepSeek's fused stack with this silicon (fp8_quant_fused true)",
         "quant_bytes_per_elem": stats.get("quant_bytes_per_elem"),
         "gather_eff": stats.get("gather_eff"),
+        "transpose_eff": stats.get("transpose_eff"),
         "num_composed_fit_points": stats.get("num_composed_fit_points"),
         "not_fitted": stats["not_fitted"],
         "group_row_tile": stats.get("group_row_tile"),

@@ -192,6 +192,13 @@ class Eager:
         streaming bandwidth."""
         self.mem(bytes_ / self.profile.gather_eff, kernels)
 
+    def transpose(self, bytes_: float, kernels: int = 1) -> None:
+        """Copies of transposed views made contiguous (`.t().contiguous()`): the inner dimension is
+        strided on one side, so each warp's loads or stores are uncoalesced; costed at the fitted
+        `profile.transpose_eff` of the streaming bandwidth (gather_eff where the profile has none)."""
+        eff = self.profile.transpose_eff or self.profile.gather_eff
+        self.mem(bytes_ / eff, kernels)
+
     def strided(self, bytes_: float, kernels: int = 1) -> None:
         """Elementwise kernels over a strided view (a.chunk(2, -1) halves: inner dim contiguous,
         row stride 2x the width): TensorIterator cannot coalesce them into one contiguous dim, so
@@ -287,14 +294,14 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
     """dX = dY W (m x k over n) and dW = dY^T X (n x k over m); FP8 quantizes both operands of
     both GEMMs. real/fp8.py _Fp8Linear.backward -> fp8_mm quantizes `b_KN.t()` and `a_MK` after
     .contiguous(): W^T for dX, dY^T and X^T for dW are transposed views, so each is first copied
-    (a copy_ of a transposed view: TensorIterator's strided, non-vectorized loop, Eager.strided)."""
+    (a copy_ of a transposed view, Eager.transpose)."""
     if twin_precision(label) == "bf16":
         e.gemm(m, k, n, "bf16")
         e.gemm(n, k, m, "bf16")
         return
-    e.strided(2 * n * k * BF16_BYTES)                        # W^T made contiguous
+    e.transpose(2 * n * k * BF16_BYTES)                      # W^T made contiguous
     _fp8_linear_fwd(e, m, k, n, label)
-    e.strided(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
+    e.transpose(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
     _fp8_linear_fwd(e, n, k, m, label)
 
 

@@ -42,12 +42,6 @@ def test_validate_reports_plots(two_gpu, tmp_path):
     assert {p.name for p in paths} == {"validation_cases.csv", "validation_scatter.png", "validation_error_by_op.png"}
 
 
-@pytest.mark.xfail(strict=True, reason="held-out median 3.0% (H100) / 2.9% (H200) met, P90 10.4% / 10.5% (target "
-                   "10%) not, over 976 held-out cases per GPU (104 each above 10%, 97 allowed; the 730 cases of the "
-                   "first campaign: P90 11.3% / 11.1%). Still off: MoE layer backward in FP8 (shared experts' eager "
-                   "FP8 backward, -10..-23%), dense row-wise FP8 GEMMs at small m and k=7168 (one long tile per SM, "
-                   "down to -60%), host-bound V2-Lite MoE layers at 1,024 tokens, MLA layers (median 13-19%); "
-                   "issue 5 stays open")
 def test_committed_records_meet_targets():
     """Held-out median <= 5% and P90 <= 10% per GPU on calibration/measurements (CI, no GPU)."""
     gpus = rec.gpu_dirs()

@@ -44,6 +44,8 @@ A profile also describes the *software stack* that ran the kernels, as data:
     costs only its bytes) or runs as separate eager PyTorch ops on every call (real/fp8.py).
   quant_bytes_per_elem: HBM bytes per element of one unfused quantization (all its eager passes:
     abs, amax, float, divide, clamp, cast; ~33-39 by count in real/fp8.py), fitted.
+  transpose_eff: the same for copies of a transposed view (`.t().contiguous()`: reads or writes
+    are uncoalesced across the inner dimension), fitted with gather_eff; 0 = gather_eff.
   gather_eff: bandwidth of row gather/scatter kernels (index, index_copy, index_put) relative to
     streaming kernels (memory_eff), fitted; 1.0 where unmeasured.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
@@ -99,6 +101,7 @@ class Profile:
     quant_bytes_per_elem: float = 0.0
     host_s: dict = field(default_factory=dict)
     gather_eff: float = 1.0
+    transpose_eff: float = 0.0   # 0 = gather_eff
     wave_tile: int = 0
     group_row_tile: int = 0
     grouped_setup_s: float = 0.0
@@ -151,6 +154,7 @@ class Profile:
             "quant_bytes_per_elem": self.quant_bytes_per_elem,
             "host_s": dict(self.host_s),
             "gather_eff": self.gather_eff,
+            "transpose_eff": self.transpose_eff,
             "wave_tile": self.wave_tile,
             "group_row_tile": self.group_row_tile,
             "grouped_setup_s": self.grouped_setup_s,
@@ -189,6 +193,7 @@ def profile_from_json(data: dict) -> Profile:
         quant_bytes_per_elem=float(data.get("quant_bytes_per_elem", 0.0)),
         host_s={k: float(v) for k, v in data.get("host_s", {}).items()},
         gather_eff=float(data.get("gather_eff", 1.0)),
+        transpose_eff=float(data.get("transpose_eff", 0.0)),
         wave_tile=int(data.get("wave_tile", 0)),
         group_row_tile=int(data.get("group_row_tile", 0)),
         grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
