@@ -76,7 +76,12 @@ def cmd_calibrate(args) -> int:
               "Run it on an H100/H200 host, then copy DIR/*.csv to calibration/measurements/<gpu>/ and run `twin fit`.",
               file=sys.stderr)
         return EXIT_INVALID
-    cmd = [sys.executable, "-m", "real.bench", "--out", args.out] + (["--quick"] if args.quick else [])
+    from real.bench import SECTIONS
+    # every single-GPU section the fit reads, sustained load included (power, the per-kernel
+    # profiles and multi-GPU EP are separate runs: `python -m real.bench --only ...`)
+    sections = [s for s in SECTIONS if s not in ("power", "kernels", "ep")]
+    cmd = ([sys.executable, "-m", "real.bench", "--out", args.out, "--only", ",".join(sections)]
+           + (["--quick"] if args.quick else []))
     return subprocess.call(cmd)
 
 
