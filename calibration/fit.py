@@ -206,7 +206,8 @@ def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
 GEMM_TABLE = {"gemm": "gemm", "grouped_gemm": "grouped_gemm", "grouped_gemm_wgrad": "grouped_gemm"}
 
 
-GROUP_ROW_TILES = (0, 128, 256)  # candidate grouped-GEMM row tiles (compute.padded_group_rows)
+GROUP_ROW_TILES = (0, 128, 256)
+SCREEN_NFEV = 150   # residual evaluations of a row-tile screen (its cost only ranks the tiles)  # candidate grouped-GEMM row tiles (compute.padded_group_rows)
 
 
 def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tuple[Profile, dict]:
@@ -218,18 +219,22 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     has_grouped = bool((df.bench == "grouped_gemm").any())
     tiles = GROUP_ROW_TILES if has_grouped else (base.group_row_tile,)
     # screen the row tiles on the stage-1 fit alone, then fit the chosen one in full
-    costs = {t: _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=t), screen=True)[1]["cost"]
-             for t in tiles} if len(tiles) > 1 else {tiles[0]: None}
+    screens = {t: _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=t), screen=True)[1]
+               for t in tiles} if len(tiles) > 1 else {}
+    costs = {t: r["cost"] for t, r in screens.items()} or {tiles[0]: None}
     tile = min(costs, key=lambda t: costs[t] if costs[t] is not None else 0.0)
-    prof, stats = _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile))
+    x_start = screens[tile]["x"] if screens else None   # the full fit continues from the screen's solution
+    prof, stats = _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile), x_start=x_start)
     stats["group_row_tile"] = tile
     stats["group_row_tile_cost"] = {str(t): c for t, c in costs.items()}
     return prof, stats
 
 
-def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False) -> tuple[Profile, dict]:
-    """The fit at one group_row_tile. `screen`: stage 1 without the tile-wave choice, for
-    comparing row tiles by cost (fit_profile)."""
+def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False,
+                 x_start=None) -> tuple[Profile, dict]:
+    """The fit at one group_row_tile. `screen`: stage 1 alone (no tile-wave choice, at most
+    SCREEN_NFEV evaluations), for comparing row tiles by cost (fit_profile); `x_start`: the
+    stage-1 starting point (a screen's solution)."""
     rows = fit_rows(df)
     layout = _param_layout(rows)
     informed = {(t, k) for t, k, _ in layout}
@@ -281,13 +286,14 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
         pred = np.array([predict_s(r, spec, prof) for r in recs])
         return np.log(pred) - (log_meas if rows_idx is None else log_meas[rows_idx])
 
-    def solve(x_start, waves):
-        return least_squares(lambda x: residuals(x, waves), x_start, bounds=(lo, hi), x_scale=x_scale,
-                             jac_sparsity=sparsity, loss="soft_l1", f_scale=0.1, max_nfev=400)
+    def solve(x_first, waves, max_nfev=400):
+        return least_squares(lambda x: residuals(x, waves), x_first, bounds=(lo, hi), x_scale=x_scale,
+                             jac_sparsity=sparsity, loss="soft_l1", f_scale=0.1, max_nfev=max_nfev)
 
-    sol = solve(x0, {})
     if screen:
-        return build_profile(gpu, sol.x, layout, base), {"cost": float(sol.cost)}
+        sol = solve(x0, {}, SCREEN_NFEV)
+        return build_profile(gpu, sol.x, layout, base), {"cost": float(sol.cost), "x": sol.x}
+    sol = solve(x0 if x_start is None else np.clip(x_start, lo, hi), {})
     waves = choose_wave_tiles(records, layout, sol.x, lo, hi, residuals)
     if waves:
         sol = solve(sol.x, waves)

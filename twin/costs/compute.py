@@ -18,7 +18,7 @@ def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
 
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
-                groups: int = 1, sm_frac: float = 1.0) -> float:
+                groups: int = 1, sm_frac: float = 1.0, out_bytes: float = BF16_BYTES) -> float:
     """One (grouped) GEMM kernel. On a fused-quantization stack (profile.fp8_quant_fused, DeepGEMM)
     FP8 GEMMs include their activation quantize overhead as extra bytes: reading the BF16 input and
     writing FP8 plus per-tile scales. On an unfused stack the quantization is separate eager work
@@ -27,7 +27,7 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     eff = curve.eff(m, n, k)
     flops = 2.0 * m * n * k * groups
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
-    bytes_moved = groups * gemm_bytes(m, n, k, in_bytes)
+    bytes_moved = groups * gemm_bytes(m, n, k, in_bytes, out_bytes)
     if precision == "fp8" and profile.fp8_quant_fused:
         bytes_moved += groups * m * k * (BF16_BYTES + FP8_BYTES)  # quantize the activation
     compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
@@ -146,6 +146,11 @@ def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile) -> float:
     return bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff) + profile.launch_s
 
 
+# A weight-gradient GEMM adds into the FP32 gradient buffer (V3 §3.3.3 keeps weight gradients in
+# FP32; each micro-batch accumulates into them): it reads and writes 4 bytes per weight element
+WGRAD_ACCUM_BYTES = 8.0
+
+
 def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
     """Seconds of one compute op in a phase: 'fwd', 'bwd_input' (activation gradient) or
     'bwd_weight' (weight gradient). Communication ops are costed in twin.costs.comm."""
@@ -156,8 +161,10 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
             m, n, k = op.m, op.n, op.k
         elif phase == "bwd_input":   # dX = dY W^T: (m x n) (n x k)
             m, n, k = op.m, op.k, op.n
-        else:                        # dW = X^T dY: (k x m) (m x n)
+        else:                        # dW = X^T dY: (k x m) (m x n), accumulated into FP32 gradients
             m, n, k = op.k, op.n, op.m
+            return gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
+                               out_bytes=WGRAD_ACCUM_BYTES)
         return gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
     if op.kind == "attention":
         if phase == "bwd_weight":
