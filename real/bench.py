@@ -22,6 +22,11 @@ clock (`host_clock`). The repetition count is chosen so each configuration runs 
 `min_time_s`. Shapes come from the
 DeepSeek-V3 / V2-Lite catalog entries; FLOP and byte formulas from `twin/costs/flops.py`.
 `--quick` shrinks every shape so the whole campaign runs on a CPU in a minute (a dry run).
+Sections outside the default list (`--only`): `power` (board power of representative kernels),
+`sustained` (30 s of back-to-back replays per kernel with NVML clock, power and temperature:
+sustained.csv), `kernels` (torch-profiler kernel times of MoE/MLA layers: kernels.csv) and `ep`
+(expert parallelism under torchrun). `grouped_wgrad`, `grouped_small` and `topk` are in the
+default list. `twin calibrate` runs every section but power, kernels and ep.
 Targets printed (never asserted): FP8 expert GEMMs at V3 shapes >= 1000 TFLOP/s and BF16 dense
 >= 650 TFLOP/s on an H100.
 """

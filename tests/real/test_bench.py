@@ -81,3 +81,19 @@ def test_cuda_graph_timing_excludes_host_dispatch():
     x = torch.randn(256, 256, device="cuda")
     r = timer.measure(lambda: x.mul(2.0), batched=True)
     assert r["timing"] == "cuda_graph" and r["time_s"] < 20e-6  # a tiny kernel: no host time
+
+
+def test_quick_calibration_extras_write_records(tmp_path):
+    """The sections added for the second calibration campaign, as a CPU dry run."""
+    rc = bench.main(["--out", str(tmp_path), "--quick", "--only", "grouped_small,topk,sustained,kernels"])
+    assert rc == 0
+    assert json.loads((tmp_path / "env.json").read_text())["failures"] == []
+    gemm = list(csv.DictReader((tmp_path / "gemm.csv").open()))
+    assert {r["bench"] for r in gemm} == {"grouped_gemm", "grouped_gemm_wgrad"}
+    assert {r["op"] for r in csv.DictReader((tmp_path / "memory.csv").open())} == {"topk2", "topk4", "topk8"}
+    sustained = list(csv.DictReader((tmp_path / "sustained.csv").open()))
+    for config in {r["config"] for r in sustained}:
+        phases = [r["phase"] for r in sustained if r["config"] == config]
+        assert phases[0] == "burst" and phases.count("sustained") >= 1
+    kernels = list(csv.DictReader((tmp_path / "kernels.csv").open()))
+    assert any(r["config"].startswith("moe_layer") for r in kernels) and all(float(r["time_s"]) > 0 for r in kernels)
