@@ -133,7 +133,8 @@ def _bounds(table: str, field: str) -> tuple[float, float]:
 
 def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, provenance: dict | None = None,
                   quant_bytes_per_elem: float | None = None, gather_eff: float = 1.0,
-                  group_row_tile: int | None = None, wave_tiles: dict | None = None) -> Profile:
+                  group_row_tile: int | None = None, wave_tiles: dict | None = None,
+                  transpose_eff: float | None = None) -> Profile:
     """A Profile of real/'s stack (unfused eager FP8 quantization) from a parameter vector; curves
     not in the layout come from `base`. `wave_tiles`: {(table, label): tile} of the curves that run
     the tile-wave model (choose_wave_tiles)."""
@@ -173,7 +174,8 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
     qb = base.quant_bytes_per_elem if quant_bytes_per_elem is None else quant_bytes_per_elem
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
                    fp8_quant_fused=False, quant_bytes_per_elem=qb or QUANT_BYTES_INITIAL, host_s=host_s,
-                   gather_eff=gather_eff, wave_tile=0, grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
+                   gather_eff=gather_eff, wave_tile=0,
+                   transpose_eff=base.transpose_eff if transpose_eff is None else transpose_eff, grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
                    gemm_overlap_p=overlap_p, topk=dict(base.topk),
                    group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile)
 
@@ -206,8 +208,8 @@ def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
 GEMM_TABLE = {"gemm": "gemm", "grouped_gemm": "grouped_gemm", "grouped_gemm_wgrad": "grouped_gemm"}
 
 
-GROUP_ROW_TILES = (0, 128, 256)
-SCREEN_NFEV = 150   # residual evaluations of a row-tile screen (its cost only ranks the tiles)  # candidate grouped-GEMM row tiles (compute.padded_group_rows)
+GROUP_ROW_TILES = (0, 128, 256)  # candidate grouped-GEMM row tiles (compute.padded_group_rows)
+SCREEN_NFEV = 150   # residual evaluations of a row-tile screen (its cost only ranks the tiles)
 
 
 def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tuple[Profile, dict]:
@@ -298,12 +300,8 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     if waves:
         sol = solve(sol.x, waves)
     res = residuals(sol.x, waves)
-    base = dataclasses.replace(base, grouped_setup_s=_value(sol.x, layout, "grouped_setup_s", base.grouped_setup_s),
-                               gemm_memory_eff=_value(sol.x, layout, "gemm_memory_eff", base.gemm_memory_eff),
-                               gemm_overlap_p=_value(sol.x, layout, "gemm_overlap_p", base.gemm_overlap_p))
+    base = dataclasses.replace(base, topk=fit_topk(topk_rows, build_profile(gpu, sol.x, layout, base).launch_s))
     prof1 = build_profile(gpu, sol.x, layout, base, wave_tiles=waves)
-    base = dataclasses.replace(base, topk=fit_topk(topk_rows, prof1.launch_s))
-    prof1 = dataclasses.replace(prof1, topk=base.topk)
     (quant_b, gather_eff, transpose_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
     if host2:  # host classes only the layers inform (primitives timed without the host)
         base = dataclasses.replace(base, host_s={**base.host_s, **host2})
@@ -322,8 +320,8 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
         if not any((table, lab) in fitted for lab in FP8_PREFERENCE[:-1]):
             not_fitted.append(f"{table}.fp8")
     stats["not_fitted"] = not_fitted
-    prof = build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff, wave_tiles=waves)
-    return dataclasses.replace(prof, transpose_eff=transpose_eff), stats
+    return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff,
+                         transpose_eff=transpose_eff, wave_tiles=waves), stats
 
 
 def fit_topk(rows: pd.DataFrame, launch_s: float) -> dict:
@@ -341,10 +339,6 @@ def fit_topk(rows: pd.DataFrame, launch_s: float) -> dict:
     sol = least_squares(res, [max(launch_s, 1e-6), 1e-9, 1e-10], bounds=([0, 0, 0], [1e-3, 1e-6, 1e-7]),
                         x_scale=[1e-5, 1e-9, 1e-10], loss="soft_l1", f_scale=0.1)
     return {"fixed_s": float(sol.x[0]), "row_s": float(sol.x[1]), "elem_s": float(sol.x[2])}
-
-
-def _value(x, layout, table: str, default: float) -> float:
-    return next((float(v) for v, (t, _, _) in zip(x, layout) if t == table), default)
 
 
 def soft_l1_cost(res: np.ndarray, f_scale: float = 0.1) -> float:
@@ -416,8 +410,8 @@ def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[floa
     b = dataclasses.replace(base, host_s={**base.host_s, **host})
 
     def residuals(q):
-        p = dataclasses.replace(build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]),
-                                              gather_eff=float(q[1]), wave_tiles=waves), transpose_eff=float(q[2]))
+        p = build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]),
+                          transpose_eff=float(q[2]), wave_tiles=waves)
         return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
     lo, hi = GATHER_EFF_BOUNDS

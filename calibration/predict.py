@@ -69,18 +69,11 @@ def grouped_kernel(label: str, rows_per_group, n: int, k: int) -> str:
     return label if large else f"{label}/medium"
 
 
-def wgrad_kernel(label: str) -> str:
-    """The curve of a grouped GEMM in the weight-gradient form (x^T g per group, contracted over
-    the group's rows): its own CUTLASS configuration in torch._grouped_mm (transposed A operand; a
-    different kernel template in calibration/measurements/<gpu>/kernels.csv)."""
-    return f"{label}/wgrad"
-
-
 def row_kernel(row) -> str:
     """The GEMM curve a gemm/grouped_gemm record row is timed with (grouped_kernel for grouped
     rows, `<label>/wgrad` for the weight-gradient form, the precision label otherwise)."""
     if row["bench"] == "grouped_gemm_wgrad":
-        return wgrad_kernel(row["precision"])
+        return compute.wgrad_curve(row["precision"])
     if row["bench"] == "grouped_gemm":
         return grouped_kernel(row["precision"], [int(row["tokens_per_group"])] * int(row["groups"]),
                               int(row["n"]), int(row["k"]))
@@ -124,14 +117,11 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     """Predicted seconds of a record row, or None when the twin has no prediction for its bench."""
     b = row["bench"]
     e = Eager(gpu, profile)
-    if b == "grouped_gemm_wgrad":   # dW = x^T g per group (real/fp8.py _Fp8GroupedMM backward)
-        e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]),
-                  row["precision"], transposed=True)
-        return window_s(row, [], e.ops)
-    if b in ("gemm", "grouped_gemm"):
+    if b in ("gemm", "grouped_gemm", "grouped_gemm_wgrad"):
         label = row["precision"]
-        if b == "grouped_gemm":
-            e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label)
+        if b != "gemm":   # grouped_gemm_wgrad: dW = x^T g per group (real/fp8.py _Fp8GroupedMM backward)
+            e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label,
+                      transposed=b == "grouped_gemm_wgrad")
         else:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
         return window_s(row, [], e.ops)

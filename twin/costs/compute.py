@@ -65,7 +65,7 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
     contracted over the group's rows), costed with the rows as the contraction dimension."""
     curve = profile.grouped_gemm[precision]
     if transposed:  # the weight-gradient kernel's own curve where the profile has one
-        curve = profile.grouped_gemm.get(f"{precision}/wgrad", curve)
+        curve = profile.grouped_gemm.get(wgrad_curve(precision), curve)
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
     compute_s, bytes_moved = 0.0, 0.0
     peak = gpu.peak_flops_per_s(precision) * sm_frac
@@ -83,6 +83,13 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
     compute_s *= wave_factor(tiles, gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + profile.grouped_setup_s
+
+
+def wgrad_curve(label: str) -> str:
+    """Profile key of a grouped GEMM's weight-gradient form (x^T g per group, contracted over the
+    group's rows): torch._grouped_mm runs it as its own CUTLASS configuration (transposed A
+    operand; another kernel template in calibration/measurements/<gpu>/kernels.csv)."""
+    return f"{label}/wgrad"
 
 
 def roofline_s(compute_s: float, memory_s: float, p: float) -> float:

@@ -9,15 +9,16 @@ A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holdi
   attention, per direction (fwd, bwd):
       eff(s) = e_max / (1 + s_half/s)
   memory: fraction of HBM bandwidth reached by bandwidth-bound kernels (e_mem)
+  gemm_memory_eff: the same for GEMM kernels' operand streaming, their memory roofline (0 = use
+    memory_eff): a bandwidth-bound GEMM (few rows per expert) streams its weights through TMA tile
+    loads at less than a copy kernel's bandwidth (H100, BF16 grouped GEMMs of 128-256 rows per
+    group: 1.0-2.7 TB/s of weights against 3.0 TB/s for a copy, calibration/measurements/h100/
+    gemm.csv), fitted from the GEMM rows
   gemm_overlap_p: how a GEMM's compute and memory times combine (compute.roofline_s): 0 = max(),
     else the p-norm, which adds part of the smaller one near the ridge point, fitted
   topk: torch.topk on the last dimension (a radix select of several kernels, bound by the SMs,
     not by HBM: the H100 and H200 take the same time): fixed_s + rows * (row_s + elem_s * width),
     fitted from the topk rows (real/bench.py bench_topk); empty = the bandwidth roofline
-  gemm_memory_eff: the same for GEMM kernels' operand streaming, their memory roofline (0 = use
-    memory_eff): a bandwidth-bound GEMM (few rows per expert) streams its weights through TMA tile
-    loads at less than a copy kernel's bandwidth (H100: 2.0-2.7 TB/s against 3.0 TB/s for a copy,
-    calibration/measurements/h100/gemm.csv), fitted from the GEMM rows
   launch_s: fixed per-kernel overhead on the GPU (device side)
   wave_tile: output tile edge (128) of the tile-wave model of GEMM kernels: compute time is
     multiplied by ceil(tiles / SMs) * SMs / tiles (twin.costs.compute.wave_factor), the idle part
@@ -130,16 +131,7 @@ class Profile:
         if not self.sustained:
             return self
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
-
-        def g(c: GemmCurve) -> GemmCurve:
-            return dataclasses.replace(c, e_max=c.e_max * r["gemm"])
-        return dataclasses.replace(
-            self,
-            gemm={p: g(c) for p, c in self.gemm.items()},
-            grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
-            attention={d: SeqCurve(c.e_max * r["attention"], c.s_half) for d, c in self.attention.items()},
-            memory_eff=self.memory_eff * r["memory"], gemm_memory_eff=self.gemm_memory_eff * r["memory"],
-            sustained={})
+        return dataclasses.replace(self._scaled_by(r["gemm"], r["attention"], r["memory"]), sustained={})
 
     def to_json(self) -> dict:
         return {
@@ -168,13 +160,17 @@ class Profile:
     def scaled(self, compute: float = 1.0, memory: float = 1.0) -> "Profile":
         """A variant with every compute efficiency (and/or the memory efficiency) scaled: the hook
         for sensitivity and Monte Carlo analysis."""
+        return self._scaled_by(compute, compute, memory)
+
+    def _scaled_by(self, gemm: float, attention: float, memory: float) -> "Profile":
+        """GEMM curves, attention curves and both bandwidth efficiencies scaled (capped at 1)."""
         def g(c: GemmCurve) -> GemmCurve:
-            return dataclasses.replace(c, e_max=c.e_max * compute)
+            return dataclasses.replace(c, e_max=c.e_max * gemm)
         return dataclasses.replace(
             self,
             gemm={p: g(c) for p, c in self.gemm.items()},
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
-            attention={d: SeqCurve(c.e_max * compute, c.s_half) for d, c in self.attention.items()},
+            attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             host_s=dict(self.host_s))
 
