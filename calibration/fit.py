@@ -456,11 +456,13 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
                   "0/128/256 by the stage-1 cost without the wave choice; stage 2: quant_bytes_per_elem, gather_eff and transpose_eff from the fitting split's "
                   "MoE/MLA layer records, curves fixed; host_s of op classes no primitive row times is held at 20 us "
                   "(assumed, not fitted); sustained: burst/sustained time ratios per kernel class "
-                  "from sustained.csv (sustained_ratios), not fitted",
+                  "from sustained.csv (sustained_ratios), not fitted; fp8_stack: DeepSeek-stack terms measured in "
+                  "fp8_stack.csv (fp8_stack_terms: 1x128 x 1x128 weight-gradient GEMM speed, cast-kernel bandwidths), not fitted",
         "stack": "real/ in eager PyTorch: fp8_quant_fused false (operands quantized by eager ops on every call), "
                  "host_s = host dispatch per op as per-repetition CUDA events see it (layers); launch_s = device-side "
                  "cost per kernel, fitted from CUDA-graph-timed kernels (records' timing column). "
-                 "load_profile() simulates DeepSeek's fused stack with this silicon (fp8_quant_fused true)",
+                 "load_profile() simulates DeepSeek's stack with this silicon (fp8_quant_fused true: single-pass cast "
+                 "kernels at the fp8_stack bandwidths, V3-recipe weight-gradient GEMMs)",
         "quant_bytes_per_elem": stats.get("quant_bytes_per_elem"),
         "gather_eff": stats.get("gather_eff"),
         "transpose_eff": stats.get("transpose_eff"),
@@ -472,6 +474,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "wave_tiles": stats.get("wave_tiles"),
         "sustained": stats.get("sustained"),
         "sustained_per_kernel": stats.get("sustained_per_kernel"),
+        "fp8_stack": stats.get("fp8_stack"),
     }
 
 
@@ -480,8 +483,31 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     prof, stats = fit_profile(df, gpu)
     ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
     stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
+    stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
+    stats["fp8_stack"] = stack
     prov = provenance(df, gpu, stats, root)
-    return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios), stats
+    return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack), stats
+
+
+def fp8_stack_terms(path: Path, hbm_bytes_per_s: float) -> dict:
+    """Profile.fp8_stack from real/bench.py bench_fp8_stack rows (measured, not fitted):
+    wgrad_1d1d_speed = median over weight-gradient shapes of time(fp8-blockwise) / time(fp8-1d1d-f32),
+    and per cast kernel the median achieved bandwidth over its shapes / the GPU's HBM bandwidth,
+    plus the P10-P90 range of the speed ratio for uncertainty analysis. {} without the file."""
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    out = {}
+    w = df[df.bench == "gemm_wgrad"].pivot_table(index=["m", "n", "k"], columns="precision", values="time_s")
+    if {"fp8-blockwise", "fp8-1d1d-f32"} <= set(w.columns):
+        ratio = (w["fp8-blockwise"] / w["fp8-1d1d-f32"]).dropna()
+        out.update(wgrad_1d1d_speed=float(ratio.median()), wgrad_1d1d_speed_p10=float(ratio.quantile(0.1)),
+                   wgrad_1d1d_speed_p90=float(ratio.quantile(0.9)))
+    casts = df[df.bench == "cast"]
+    for op, g in casts.groupby("op"):
+        kind = "cast" if op == "cast_1x128" else op
+        out[f"{kind}_eff"] = float(g.achieved_bytes_per_s.median() / hbm_bytes_per_s)
+    return out
 
 
 def kernel_class(config: str) -> str:

@@ -10,8 +10,20 @@ Phase mapping (per layer = twin task time summed over the pair / 4 layers):
   attn_B  <- attn_bwd_input      attn_W <- attn_bwd_weight
   mlp_B   <- mlp_bwd_input       mlp_W  <- mlp_bwd_weight   (trace: mlp_W + mlp_W_stream23)
   dispatch_F <- dispatch         combine_F <- combine
-  dispatch_B <- combine_bwd      combine_B <- dispatch_bwd
-(in backward, the gradient of a combine is sent by a dispatch kernel and vice versa).
+  dispatch_B <- dispatch_bwd     combine_B <- combine_bwd
+(the trace names backward phases after the forward op they differentiate: its combine(B) runs a
+DeepEP dispatch kernel in FP8, its dispatch(B) a combine kernel in BF16, as the twin's
+combine_bwd and dispatch_bwd are costed, V3 §3.3.3).
+
+Where the two sides book the same work differently (known, not corrected for):
+  - The twin charges the 128x1 re-quantization of a weight gradient's operands (cast kernels of
+    DeepSeek's stack, twin.costs.compute.fp8_cast_passes) to the W phase; the trace runs the
+    attention's in attn(B) (`per_channel_cast_and_transpose`, ~0.45 ms per layer) and the MLP's
+    in mlp(W).
+  - The trace's mlp(W) kernels on stream 23 run concurrently with those on stream 7, so the two
+    streams' kernel times (compared here, as the published phase means give them) add up to more
+    than the GPU time they take: the union of the two streams' mlp(W) kernels is ~5.06 ms per
+    layer against the 6.38 ms sum (analysed from train.json; not a published figure).
 
 Communication phases are shown but judged separately: a trace's DeepEP kernel duration includes
 the time it spends waiting for its 63 peers (notify/barrier), which the twin charges as pipeline
@@ -37,8 +49,8 @@ COMPUTE_PHASE_TARGET = 0.20
 
 COMPUTE_PHASES = {"attn_F": ("attn_fwd",), "mlp_F": ("mlp_fwd",), "mlp_B": ("mlp_bwd_input",),
                   "mlp_W": ("mlp_bwd_weight",), "attn_B": ("attn_bwd_input",), "attn_W": ("attn_bwd_weight",)}
-COMM_PHASES = {"dispatch_F": ("dispatch",), "combine_F": ("combine",), "dispatch_B": ("combine_bwd",),
-               "combine_B": ("dispatch_bwd",)}
+COMM_PHASES = {"dispatch_F": ("dispatch",), "combine_F": ("combine",), "dispatch_B": ("dispatch_bwd",),
+               "combine_B": ("combine_bwd",)}
 
 
 def load_trace(path: Path | str = TRACE_FILE) -> dict:

@@ -194,6 +194,43 @@ def blockwise_kernel_available(device: torch.device | str) -> bool:
     return _BLOCKWISE_VARIANT[dev.type] is not None
 
 
+def _wgrad_1d1d_call(aq_MK, sa_MKb, bq_NK, sb_NKb, out_dtype, variant: int):
+    """a_MK @ b_NK^T with 1x128 scales along K on *both* operands (the weight-gradient recipe of V3
+    §3.3.3: both operands re-quantized in 128-token groups along the contraction), in one of the
+    scale layouts PyTorch versions have used for Hopper's 1D x 1D block scaling."""
+    sa = (sa_MKb.t().contiguous().t(), sa_MKb)[variant // 4]
+    sb = (sb_NKb.t().contiguous().t(), sb_NKb, sb_NKb.t(), sb_NKb.t().contiguous())[variant % 4]
+    return F.scaled_mm(aq_MK, bq_NK.t(), sa, F.ScalingType.BlockWise1x128, sb, F.ScalingType.BlockWise1x128,
+                       output_dtype=out_dtype)
+
+
+_WGRAD_1D1D_VARIANT: dict[str, int | None] = {}
+
+
+def wgrad_1d1d_variant(device: torch.device | str) -> int | None:
+    """Probe once per device type for a 1x128 x 1x128 block-scaled FP8 GEMM that runs and matches
+    the emulated recipe (relative error < 1%); None where the kernel does not exist."""
+    dev = torch.device(device)
+    if dev.type not in _WGRAD_1D1D_VARIANT:
+        _WGRAD_1D1D_VARIANT[dev.type] = None
+        if dev.type == "cuda" and hasattr(F, "scaled_mm"):
+            g = torch.Generator(device=dev).manual_seed(0)
+            a = torch.randn(256, 512, device=dev, generator=g).to(torch.bfloat16)
+            b = torch.randn(384, 512, device=dev, generator=g).to(torch.bfloat16)
+            ref = fake_quant_1x128(a).float() @ fake_quant_1x128(b).float().t()
+            aq, sa = quantize_1x128(a)
+            bq, sb = quantize_1x128(b)
+            for variant in range(8):
+                try:
+                    out = _wgrad_1d1d_call(aq, sa, bq, sb, torch.bfloat16, variant).float()
+                except (RuntimeError, NotImplementedError, ValueError, TypeError):
+                    continue
+                if ((out - ref).norm() / ref.norm()).item() < 1e-2:
+                    _WGRAD_1D1D_VARIANT[dev.type] = variant
+                    break
+    return _WGRAD_1D1D_VARIANT[dev.type]
+
+
 def blockwise_shape_ok(K: int, N: int) -> bool:
     """Shapes the Hopper block-scaled kernel takes: whole 128x128 blocks, and K-blocks in
     multiples of 4 (cuBLAS pads the scale rows to 4; seen on H100, torch 2.11, K = 2816

@@ -656,7 +656,9 @@ def gap_drivers(result: dict) -> list[str]:
                      "that trace does not show: routing is perfectly balanced in the default scenario (the trace's "
                      "setting; real batches under aux-loss-free balancing are not), and no straggler, preemption or "
                      "data-loader stall is modelled. Compute runs at the profile's measured sustained-load rates "
-                     "(calibration/measurements/<gpu>/sustained.csv), not at short-benchmark clocks.")
+                     "(calibration/measurements/<gpu>/sustained.csv), not at short-benchmark clocks, and FP8 GEMMs pay "
+                     "the costs of DeepSeek's stack as the V3 report describes it: separate cast kernels and 1x128 x 1x128 "
+                     "weight-gradient GEMMs (measured in calibration/measurements/<gpu>/fp8_stack.csv).")
     sens = result.get("uncertainty", {}).get("sensitivity", [])
     if sens:
         top = sens[:3]

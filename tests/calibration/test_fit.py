@@ -169,3 +169,27 @@ def test_fit_topk_recovers_a_select_cost():
     for k, v in true.items():
         assert got[k] == pytest.approx(v, rel=0.02)
     assert fit_topk(df.head(3), 2e-6) == {}
+
+
+def test_fp8_stack_terms_from_their_records(tmp_path):
+    """The speed ratio is time(1x128 x 128x128) / time(1x128 x 1x128, FP32 out) per shape, median;
+    cast bandwidth fractions are achieved bytes/s over the HBM peak."""
+    import pandas as pd
+
+    from calibration.fit import fp8_stack_terms
+    rows = []
+    for m, t_2d, t_1d in ((2112, 1.0, 1.25), (7168, 2.0, 2.5), (4096, 1.0, 2.0)):
+        rows += [{"bench": "gemm_wgrad", "op": "dW", "m": m, "n": 7168, "k": 4096, "precision": "fp8-blockwise",
+                  "time_s": t_2d, "achieved_bytes_per_s": 0.0},
+                 {"bench": "gemm_wgrad", "op": "dW", "m": m, "n": 7168, "k": 4096, "precision": "fp8-1d1d-f32",
+                  "time_s": t_1d, "achieved_bytes_per_s": 0.0}]
+    rows += [{"bench": "cast", "op": "cast_1x128", "m": 4096, "n": 0, "k": 7168, "precision": "fp8",
+              "time_s": 1e-5, "achieved_bytes_per_s": 3.0e12},
+             {"bench": "cast", "op": "requant_transpose", "m": 4096, "n": 0, "k": 7168, "precision": "fp8",
+              "time_s": 1e-5, "achieved_bytes_per_s": 1.5e12}]
+    path = tmp_path / "fp8_stack.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    terms = fp8_stack_terms(path, hbm_bytes_per_s=3.0e12)
+    assert terms["wgrad_1d1d_speed"] == pytest.approx(0.8)
+    assert terms["cast_eff"] == pytest.approx(1.0) and terms["requant_transpose_eff"] == pytest.approx(0.5)
+    assert fp8_stack_terms(tmp_path / "missing.csv", 3.0e12) == {}

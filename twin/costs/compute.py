@@ -18,18 +18,17 @@ def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
 
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
-                groups: int = 1, sm_frac: float = 1.0, out_bytes: float = BF16_BYTES) -> float:
-    """One (grouped) GEMM kernel. On a fused-quantization stack (profile.fp8_quant_fused, DeepGEMM)
-    FP8 GEMMs include their activation quantize overhead as extra bytes: reading the BF16 input and
-    writing FP8 plus per-tile scales. On an unfused stack the quantization is separate eager work
-    (`quantize_time_s`) and the GEMM reads pre-quantized operands."""
+                groups: int = 1, sm_frac: float = 1.0, out_bytes: float = BF16_BYTES,
+                eff_scale: float = 1.0) -> float:
+    """One (grouped) GEMM kernel on quantized operands (the quantization is costed apart:
+    `fp8_cast_time_s` on DeepSeek's stack, `quantize_time_s` on real/'s eager one). `eff_scale`
+    scales the curve's efficiency for a kernel variant the curve was not measured with (the
+    1x128 x 1x128 weight-gradient recipe, Profile.fp8_stack)."""
     curve = (profile.grouped_gemm if groups > 1 else profile.gemm)[precision]
-    eff = curve.eff(m, n, k)
+    eff = curve.eff(m, n, k) * eff_scale
     flops = 2.0 * m * n * k * groups
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
     bytes_moved = groups * gemm_bytes(m, n, k, in_bytes, out_bytes)
-    if precision == "fp8" and profile.fp8_quant_fused:
-        bytes_moved += groups * m * k * (BF16_BYTES + FP8_BYTES)  # quantize the activation
     compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
     tile = curve.wave_tile or profile.wave_tile
     compute_s *= wave_factor(groups * _tiles(m, n, tile), gpu, tile, sm_frac)
@@ -133,6 +132,43 @@ def quantize_time_s(elems: float, num_kernels: int, gpu: GPUSpec, profile: Profi
     return elems * profile.quant_bytes_per_elem / (gpu.hbm_bytes_per_s * profile.memory_eff) + num_kernels * profile.launch_s
 
 
+# Bytes per element of DeepSeek's cast kernels (Profile.fp8_stack): a 1x128 cast reads BF16 and
+# writes FP8 plus one FP32 scale per 128 elements; re-quantizing a cached FP8 tensor reads and
+# writes FP8 and both tensors' scales.
+CAST_BYTES_PER_ELEM = {"cast": BF16_BYTES + FP8_BYTES + 4.0 / 128,
+                       "cast_transpose": BF16_BYTES + FP8_BYTES + 4.0 / 128,
+                       "requant_transpose": 2 * FP8_BYTES + 8.0 / 128}
+
+
+def fp8_cast_passes(op: Op, phase: str) -> list[tuple[str, float]]:
+    """(cast kind, elements) of the cast kernels that feed an FP8 GEMM op's phase on DeepSeek's
+    stack (V3 report §3.3.2-3.3.3, §3.5.2), op in forward form x (rows x k) . W^T -> y (rows x n):
+    fwd: x cast in 1x128 tiles (none when x arrived already in FP8, `fp8_input`: the routed
+    experts' rows, quantized before the dispatch); bwd_input: the output gradient dy (rows x n)
+    cast in 1x128 tiles; bwd_weight: dy cast into the transposed 128x1 layout, and the cached FP8
+    x dequantized, transposed and re-quantized to 128x1 (both operands of dW = dy^T x are grouped
+    along the token contraction). Weight transposes (128x128 blocks, once per step) are not costed."""
+    rows = op.m * op.groups
+    if phase == "fwd":
+        return [] if op.fp8_input else [("cast", rows * op.k)]
+    if phase == "bwd_input":
+        return [("cast", rows * op.n)]
+    return [("cast_transpose", rows * op.n), ("requant_transpose", rows * op.k)]
+
+
+def fp8_cast_time_s(op: Op, phase: str, gpu: GPUSpec, profile: Profile) -> float:
+    """Seconds of the cast kernels of `fp8_cast_passes` at the HBM roofline with the measured
+    bandwidth fraction of each cast kind (Profile.fp8_stack; memory_eff where unmeasured), one
+    launch each. Zero off DeepSeek's stack (real/'s eager casts: quantize_time_s)."""
+    if not profile.fp8_quant_fused:
+        return 0.0
+    total = 0.0
+    for kind, elems in fp8_cast_passes(op, phase):
+        eff = profile.fp8_stack.get(f"{kind}_eff", profile.memory_eff)
+        total += elems * CAST_BYTES_PER_ELEM[kind] / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
+    return total
+
+
 def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
     """Flash-style attention core in BF16 (V3 keeps attention in BF16, §3.3)."""
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim, op.causal)
@@ -160,19 +196,23 @@ WGRAD_ACCUM_BYTES = 8.0
 
 def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
     """Seconds of one compute op in a phase: 'fwd', 'bwd_input' (activation gradient) or
-    'bwd_weight' (weight gradient). Communication ops are costed in twin.costs.comm."""
+    'bwd_weight' (weight gradient). Communication ops are costed in twin.costs.comm. An FP8 GEMM
+    includes its operands' cast kernels on DeepSeek's stack, and its weight gradient runs V3's
+    1x128 x 1x128 recipe at the measured `wgrad_1d1d_speed`."""
     if op.kind in ("gemm", "grouped_gemm"):
         # router GEMMs stay in higher precision in V3 (§3.3: gating network not in FP8)
         prec = "bf16" if op.name == "router" else precision
+        casts_s = fp8_cast_time_s(op, phase, gpu, profile) if prec == "fp8" else 0.0
         if phase == "fwd":
             m, n, k = op.m, op.n, op.k
         elif phase == "bwd_input":   # dX = dY W^T: (m x n) (n x k)
             m, n, k = op.m, op.k, op.n
         else:                        # dW = X^T dY: (k x m) (m x n), accumulated into FP32 gradients
             m, n, k = op.k, op.n, op.m
-            return gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
-                               out_bytes=WGRAD_ACCUM_BYTES)
-        return gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+            speed = profile.fp8_stack.get("wgrad_1d1d_speed", 1.0) if prec == "fp8" and profile.fp8_quant_fused else 1.0
+            return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
+                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed)
+        return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
     if op.kind == "attention":
         if phase == "bwd_weight":
             return 0.0

@@ -142,6 +142,8 @@ class Op:
     (expert-parallel all-to-all, `bytes` sent per GPU, split into `nvlink_bytes` and `ib_bytes`).
     part: "attn" or "mlp" - DualPipe splits a block into these two compute components.
     recompute: re-run in the backward pass under selective recomputation (V3 §3.3.3).
+    fp8_input: a GEMM whose input arrives already quantized to FP8 (the routed experts' rows,
+    cast before an FP8 dispatch, V3 §3.3.3), so no cast kernel precedes its forward.
     """
 
     name: str
@@ -160,6 +162,7 @@ class Op:
     qk_dim: int = 0
     v_dim: int = 0
     causal: bool = True
+    fp8_input: bool = False
     recompute: bool = False
 
     @property
@@ -290,7 +293,8 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
                 Op("shared_swiglu", "memory", "mlp", bytes=3 * tokens * s_inner * BF16_BYTES),
                 Op("shared_down", "gemm", "mlp", tokens, d, s_inner)]
     ops += [Op("permute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),
-            Op("experts_gate_up", "grouped_gemm", "mlp", rows_per_expert, 2 * e_inner, d, groups=local_experts),
+            Op("experts_gate_up", "grouped_gemm", "mlp", rows_per_expert, 2 * e_inner, d, groups=local_experts,
+               fp8_input=dispatch_bytes_per_elem == FP8_BYTES),
             Op("experts_swiglu", "memory", "mlp", bytes=3 * rows * e_inner * BF16_BYTES),
             Op("experts_down", "grouped_gemm", "mlp", rows_per_expert, d, e_inner, groups=local_experts),
             Op("unpermute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),

@@ -40,9 +40,18 @@ A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holdi
     predicting the calibration records uses the curves as fitted.
 
 A profile also describes the *software stack* that ran the kernels, as data:
-  fp8_quant_fused: whether FP8 quantization of GEMM inputs is fused into neighbouring kernels
-    (DeepGEMM/DeepEP, DeepSeek's V3 stack: the GEMM reads a quantized activation, the quantize pass
-    costs only its bytes) or runs as separate eager PyTorch ops on every call (real/fp8.py).
+  fp8_quant_fused: whether FP8 quantization runs as DeepSeek's V3 stack runs it, one fused
+    single-pass cast kernel per operand (V3 report §3.5.2: the BF16 activation is read from HBM,
+    quantized, written back as FP8 and read again by the GEMM; compute.fp8_cast_time_s), or as
+    separate eager PyTorch ops on every call (real/fp8.py, `quant_bytes_per_elem`).
+  fp8_stack: measured terms of that stack (real/bench.py bench_fp8_stack, fp8_stack.csv;
+    calibration.fit.fp8_stack_terms): `wgrad_1d1d_speed`, the median ratio of the rate of a 1x128 x
+    1x128 scaled FP8 GEMM with an FP32 output (V3's weight-gradient recipe: both operands scaled
+    along the token contraction) to the rate of the 1x128 x 128x128 forward recipe at the same
+    weight-gradient shape; `cast_eff`, `cast_transpose_eff`, `requant_transpose_eff`: HBM bandwidth fractions
+    of the fused cast kernels (1x128 cast of a BF16 tensor; cast into the transposed 128x1 layout;
+    a cached 1x128 FP8 tensor dequantized, transposed and re-quantized). Empty: no casts charged
+    beyond the stream roofline at memory_eff, and weight-gradient GEMMs at the forward rate.
   quant_bytes_per_elem: HBM bytes per element of one unfused quantization (all its eager passes:
     abs, amax, float, divide, clamp, cast; ~33-39 by count in real/fp8.py), fitted.
   transpose_eff: the same for copies of a transposed view (`.t().contiguous()`: reads or writes
@@ -110,6 +119,7 @@ class Profile:
     gemm_memory_eff: float = 0.0
     gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
+    fp8_stack: dict = field(default_factory=dict)   # compute.fp8_cast_time_s, wgrad_1d1d_speed
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -154,6 +164,7 @@ class Profile:
             "gemm_memory_eff": self.gemm_memory_eff,
             "gemm_overlap_p": self.gemm_overlap_p,
             "topk": dict(self.topk),
+            "fp8_stack": dict(self.fp8_stack),
             "provenance": self.provenance,
         }
 
@@ -172,7 +183,12 @@ class Profile:
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
-            host_s=dict(self.host_s))
+            host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
+
+
+def _scaled_casts(fp8_stack: dict, memory: float) -> dict:
+    """The stack's cast-kernel bandwidth fractions scaled like the other bandwidths (capped at 1)."""
+    return {k: (min(1.0, v * memory) if k.endswith("_eff") else v) for k, v in fp8_stack.items()}
 
 
 def profile_from_json(data: dict) -> Profile:
@@ -197,6 +213,7 @@ def profile_from_json(data: dict) -> Profile:
         gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
         gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
+        fp8_stack={k: float(v) for k, v in data.get("fp8_stack", {}).items()},
     )
 
 

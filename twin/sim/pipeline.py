@@ -12,9 +12,11 @@ Model
   Transfers between chunks on the same rank (DualPipeV's turn) cost nothing.
 * An op's cost is a set of concurrent chains (`OpCosts.chains`); tasks within a chain run in
   sequence, each holding one of the rank's streams (capacity 1, first come first served, like
-  a `simpy.Resource(capacity=1)`). The op ends when all its chains end. Two chains sharing the
-  compute and comm streams is how DualPipe's overlapped forward+backward hides communication
-  behind computation.
+  a `simpy.PriorityResource(capacity=1)`), except that in an overlapped pair weight-gradient
+  tasks do not hold up their chain and take a stream only when nothing else is ready
+  (`arbitrate_streams`). The op ends when all its tasks end. Two chains sharing the compute and
+  comm streams is how DualPipe's overlapped forward+backward hides communication behind
+  computation.
 * p2p transfers are pure delays: they hold no stream.
 
 Streams are arbitrated per op, not with SimPy resource events: a rank runs one op at a time, so
@@ -100,12 +102,23 @@ def _union_length(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tuple[Task, float, float]]]:
-    """Time one op's concurrent chains on capacity-1 streams, first come first served.
+def is_weight_task(task: Task) -> bool:
+    """A weight-gradient task ("... backward for weights", V3 §3.2.1): nothing later in its
+    chain consumes its result."""
+    return task.name.endswith("_bwd_weight")
 
-    A chain requests the stream of its next task the moment its previous task ends; requests
-    are granted in order of request time (ties: lower chain index first). Returns the op's
-    duration and (task, start, end) offsets from the op's start.
+
+def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tuple[Task, float, float]]]:
+    """Time one op's concurrent chains on capacity-1 streams (a list scheduler).
+
+    A chain requests the stream of its next task the moment its previous task ends. Whenever a
+    stream is free, it starts the best of the requests made so far, by (weight-gradient task,
+    request time, chain index). With several chains (an
+    overlapped forward+backward pair), a weight-gradient task does not hold up its chain: it is
+    requested when its input-gradient task ends and runs whenever the stream has nothing else
+    ready. This is DualPipe's arrangement (V3 §3.2.1, Figure 4: MLP(W) and ATTN(W) fill the
+    compute stream while the all-to-alls of the pair are in flight). A single chain runs in order.
+    Returns the op's duration and (task, start, end) offsets from the op's start.
     """
     if len(chains) == 1:
         t, out = 0.0, []
@@ -113,20 +126,41 @@ def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tup
             out.append((task, t, t + task.duration_s))
             t += task.duration_s
         return t, out
-    requests = [(0.0, i, 0) for i, chain in enumerate(chains) if chain]
-    heapq.heapify(requests)
+    pending: list[tuple] = []   # (is_weight, request time, chain, index)
+
+    def request(c: int, k: int, t: float) -> None:
+        chain = chains[c]
+        while k < len(chain) and is_weight_task(chain[k]):
+            pending.append((True, t, c, k))
+            k += 1
+        if k < len(chain):
+            pending.append((False, t, c, k))
+
+    for c, chain in enumerate(chains):
+        request(c, 0, 0.0)
     free_at: dict[str, float] = {}
     out, duration = [], 0.0
-    while requests:
-        t, c, k = heapq.heappop(requests)
+    while pending:
+        # the stream that can start a task earliest, then its best request ready by then
+        starts = {}
+        for entry in pending:
+            stream = chains[entry[2]][entry[3]].stream
+            at = max(entry[1], free_at.get(stream, 0.0))
+            if at < starts.get(stream, float("inf")):
+                starts[stream] = at
+        best = {stream: min(e for e in pending if chains[e[2]][e[3]].stream == stream and e[1] <= at)
+                for stream, at in starts.items()}
+        stream = min(starts, key=lambda st: (starts[st], best[st][2:]))
+        start, entry = starts[stream], best[stream]
+        pending.remove(entry)
+        is_weight, _, c, k = entry
         task = chains[c][k]
-        start = max(t, free_at.get(task.stream, 0.0))
         end = start + task.duration_s
-        free_at[task.stream] = end
+        free_at[stream] = end
         out.append((task, start, end))
         duration = max(duration, end)
-        if k + 1 < len(chains[c]):
-            heapq.heappush(requests, (end, c, k + 1))
+        if not is_weight:
+            request(c, k + 1, end)
     return duration, out
 
 

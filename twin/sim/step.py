@@ -144,10 +144,15 @@ class StepCosts:
         tasks = []
         if recompute == "full":
             tasks += [dataclasses.replace(t, name="recompute_" + t.name) for t in self._forward_tasks(ops)]
-        for key, seg in reversed(self._segments(ops)):
+        segments = self._segments(ops)
+        comm_op = {key: seg[0] for key, seg in segments if key in ("dispatch", "combine")}
+        for key, seg in reversed(segments):
             if key in ("dispatch", "combine"):
-                # the gradient of a combine travels like a dispatch and vice versa
-                tasks.append(Task("comm", self._comm_s(seg[0]), f"{key}_bwd"))
+                # the gradient of a combine travels like a dispatch (to the experts, in FP8: V3
+                # §3.3.3 quantizes the activation gradient before the MoE down-projections) and
+                # the gradient of a dispatch like a combine (back to the tokens, kept in BF16)
+                twin = comm_op.get("dispatch" if key == "combine" else "combine", seg[0])
+                tasks.append(Task("comm", self._comm_s(twin), f"{key}_bwd"))
                 continue
             t = self._compute_s(seg, "bwd_input")
             if recompute == "selective":

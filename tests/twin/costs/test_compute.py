@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from twin.costs import compute
+from twin.costs.flops import Op
 from twin.costs.profile import GemmCurve, Profile, SeqCurve, profile_from_json
 from twin.specs import get_gpu
 
@@ -79,5 +80,46 @@ def test_topk_uses_the_fitted_select_cost():
 def test_new_profile_fields_round_trip():
     prof = dataclasses.replace(BASE, grouped_setup_s=7e-6, gemm_memory_eff=0.8, gemm_overlap_p=4.5,
                                topk={"fixed_s": 1e-5, "row_s": 1e-9, "elem_s": 1e-11},
-                               sustained={"gemm": 0.96}, grouped_gemm={**BASE.grouped_gemm, "bf16": GemmCurve(0.7, wave_tile=128)})
+                               sustained={"gemm": 0.96}, fp8_stack={"wgrad_1d1d_speed": 0.74, "cast_eff": 0.88},
+                               grouped_gemm={**BASE.grouped_gemm, "bf16": GemmCurve(0.7, wave_tile=128)})
     assert profile_from_json(prof.to_json()) == prof
+
+
+STACK = {"wgrad_1d1d_speed": 0.75, "cast_eff": 0.9, "cast_transpose_eff": 0.55, "requant_transpose_eff": 0.45}
+PROJ = Op("o_proj", "gemm", "attn", 4096, 7168, 16384)
+
+
+def test_fp8_casts_per_phase_follow_the_v3_recipe():
+    """fwd casts the input (rows x k); dgrad casts the output gradient (rows x n); wgrad re-casts
+    both operands along the tokens; an expert GEMM fed by an FP8 dispatch casts nothing forward."""
+    assert compute.fp8_cast_passes(PROJ, "fwd") == [("cast", 4096 * 16384)]
+    assert compute.fp8_cast_passes(PROJ, "bwd_input") == [("cast", 4096 * 7168)]
+    assert compute.fp8_cast_passes(PROJ, "bwd_weight") == [("cast_transpose", 4096 * 7168),
+                                                          ("requant_transpose", 4096 * 16384)]
+    experts = Op("experts_gate_up", "grouped_gemm", "mlp", 512, 4096, 7168, groups=4, fp8_input=True)
+    assert compute.fp8_cast_passes(experts, "fwd") == []
+    assert compute.fp8_cast_passes(experts, "bwd_input") == [("cast", 4 * 512 * 4096)]
+
+
+def test_fp8_casts_cost_their_bytes_at_the_measured_bandwidth_on_deepseeks_stack_only():
+    prof = dataclasses.replace(BASE, fp8_stack=STACK)
+    t = compute.fp8_cast_time_s(PROJ, "fwd", GPU, prof)
+    assert t == pytest.approx(4096 * 16384 * (3 + 4 / 128) / (GPU.hbm_bytes_per_s * 0.9) + prof.launch_s)
+    slower = dataclasses.replace(prof, fp8_stack={**STACK, "cast_eff": 0.45})
+    assert compute.fp8_cast_time_s(PROJ, "fwd", GPU, slower) - prof.launch_s == pytest.approx(2 * (t - prof.launch_s))
+    assert compute.fp8_cast_time_s(PROJ, "fwd", GPU, dataclasses.replace(prof, fp8_quant_fused=False)) == 0.0
+    # BF16 GEMMs and the router are never cast
+    bf16 = compute.op_time_s(PROJ, "fwd", "bf16", GPU, prof)
+    assert bf16 == pytest.approx(compute.gemm_time_s(4096, 7168, 16384, "bf16", GPU, prof))
+
+
+def test_fp8_weight_gradients_run_at_the_measured_1d1d_speed():
+    slow = dataclasses.replace(BASE, gemm={"fp8": GemmCurve(0.2)}, gemm_overlap_p=0.0)   # compute-bound
+    fast_w = compute.op_time_s(PROJ, "bwd_weight", "fp8", GPU, slow)
+    slow_w = compute.op_time_s(PROJ, "bwd_weight", "fp8", GPU, dataclasses.replace(slow, fp8_stack={"wgrad_1d1d_speed": 0.5}))
+    casts = compute.fp8_cast_time_s(PROJ, "bwd_weight", GPU, slow)
+    assert slow_w - casts - slow.launch_s == pytest.approx(2 * (fast_w - casts - slow.launch_s))
+    # the input gradient keeps the forward recipe
+    fwd_prof = dataclasses.replace(slow, fp8_stack={"wgrad_1d1d_speed": 0.5})
+    assert compute.op_time_s(PROJ, "bwd_input", "fp8", GPU, fwd_prof) == pytest.approx(
+        compute.op_time_s(PROJ, "bwd_input", "fp8", GPU, slow))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twin.sim.ideal import IdealCosts
-from twin.sim.pipeline import Task, arbitrate_streams, simulate_pipeline, to_chrome_trace
+from twin.sim.pipeline import Task, arbitrate_streams, is_weight_task, simulate_pipeline, to_chrome_trace
 from twin.sim.schedules import build_schedule
 
 
@@ -97,18 +97,31 @@ def test_overlapped_chains_share_streams():
 
 
 def simpy_reference(chains):
-    """Chains as SimPy processes on capacity-1 Resources: the semantics arbitrate_streams models."""
+    """Chains as SimPy processes on capacity-1 PriorityResources: the semantics arbitrate_streams
+    models. With several chains a weight-gradient task is its own process (it does not hold up
+    its chain), requesting after its chain's next task and at a lower priority."""
     env = simpy.Environment()
-    res = {s: simpy.Resource(env, capacity=1) for s in ("compute", "comm")}
+    res = {s: simpy.PriorityResource(env, capacity=1) for s in ("compute", "comm")}
     out = []
+    defer = len(chains) > 1
+
+    def hold(task, priority):
+        with res[task.stream].request(priority=priority) as req:
+            yield req
+            start = env.now
+            yield env.timeout(task.duration_s)
+            out.append((task.name, start, env.now))
+
+    def side(task):
+        yield env.timeout(0)  # the chain's own next request goes first
+        yield from hold(task, 1)
 
     def run(chain):
         for task in chain:
-            with res[task.stream].request() as req:
-                yield req
-                start = env.now
-                yield env.timeout(task.duration_s)
-                out.append((task.name, start, env.now))
+            if defer and is_weight_task(task):
+                env.process(side(task))
+            else:
+                yield from hold(task, 0)
 
     for chain in chains:
         env.process(run(chain))
@@ -120,7 +133,8 @@ def simpy_reference(chains):
 @given(st.integers(0, 10_000))
 def test_arbitration_matches_simpy_resources(seed):
     rng = random.Random(seed)
-    chains = [[Task(rng.choice(("compute", "comm")), rng.uniform(0.1, 2.0), f"c{i}t{k}")
+    names = ("x", "x", "mlp_bwd_weight")  # one task in three a weight gradient
+    chains = [[Task(rng.choice(("compute", "comm")), rng.uniform(0.1, 2.0), f"c{i}t{k}_{rng.choice(names)}")
                for k in range(rng.randint(1, 6))] for i in range(rng.randint(1, 3))]
     duration, placed = arbitrate_streams(chains)
     ref_duration, ref = simpy_reference(chains)
@@ -128,6 +142,21 @@ def test_arbitration_matches_simpy_resources(seed):
     got = sorted((t.name, s, e) for t, s, e in placed)
     for (n1, s1, e1), (n2, s2, e2) in zip(got, ref):
         assert n1 == n2 and abs(s1 - s2) < 1e-9 and abs(e1 - e2) < 1e-9
+
+
+def test_weight_gradients_fill_the_wait_for_communication():
+    # backward chain: input grad (1), its weight grad (2), then a dispatch (comm 2), then more input
+    # grad (1). The weight grad runs while the dispatch is in flight, not before it.
+    b_in, b_w = Task("compute", 1.0, "mlp_bwd_input"), Task("compute", 2.0, "mlp_bwd_weight")
+    disp, b_in2 = Task("comm", 2.0, "dispatch_bwd"), Task("compute", 1.0, "attn_bwd_input")
+    idle = Task("comm", 0.5, "combine")
+    duration, placed = arbitrate_streams([(idle,), (b_in, b_w, disp, b_in2)])
+    at = {t.name: (s, e) for t, s, e in placed}
+    assert at["dispatch_bwd"] == (1.0, 3.0) and at["mlp_bwd_weight"] == (1.0, 3.0)
+    assert at["attn_bwd_input"] == (3.0, 4.0) and duration == 4.0
+    # a single chain keeps its order: the weight grad before the dispatch
+    duration, placed = arbitrate_streams([(b_in, b_w, disp, b_in2)])
+    assert duration == 6.0
 
 
 def test_fb_tasks_are_attributed_to_their_part():
