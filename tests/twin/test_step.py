@@ -85,10 +85,13 @@ def test_node_limited_routing_caps_ib_traffic():
     capped = {o.name: o for o in moe_ops(m, 4096, 64, 8, 4)}
     free = {o.name: o for o in moe_ops(m, 4096, 64, 8, 8)}
     assert capped["dispatch"].ib_bytes < free["dispatch"].ib_bytes
-    # a token is sent once per remote node: 4096 tokens x 4 nodes x 7/8 remote x 7168 x (1 + 4/128) bytes
-    assert capped["dispatch"].ib_bytes == pytest.approx(4096 * 4 * 7 / 8 * 7168 * (1 + 4 / 128))
+    # a token takes DeepEP's RDMA path once per node it spans, its own included (as DeepEP counts
+    # the bytes of its published rates): 4096 tokens x 4 nodes x 7168 x (1 + 4/128) bytes
+    assert capped["dispatch"].ib_bytes == pytest.approx(4096 * 4 * 7168 * (1 + 4 / 128))
     # BF16 combine moves twice the FP8 payload (without scales)
-    assert capped["combine"].ib_bytes == pytest.approx(4096 * 4 * 7 / 8 * 7168 * 2)
+    assert capped["combine"].ib_bytes == pytest.approx(4096 * 4 * 7168 * 2)
+    # within one node there is no RDMA traffic
+    assert {o.name: o for o in moe_ops(m, 4096, 8, 8, 4)}["dispatch"].ib_bytes == 0.0
 
 
 def test_selective_recompute_and_fp8_shrink_activations(v3):

@@ -263,8 +263,8 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     Each GPU sends `tokens * top_k` expert rows; balanced routing gives each GPU as many rows back.
     `routing_imbalance` is either a max-over-mean ratio (scales the most loaded GPU's rows and IB
     bytes alike) or an ExpertLoad with per-rank figures from a load model and placement
-    (twin.moe.placement). Dispatch sends a token once per remote node over IB (DeepEP forwards
-    within the node over NVLink).
+    (twin.moe.placement). Dispatch sends a token once per node its experts span over RDMA (DeepEP
+    forwards within the node over NVLink).
     """
     load = ExpertLoad.of(routing_imbalance)
     d, e_inner = m.hidden_size, m.moe_intermediate_size
@@ -274,13 +274,18 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     nodes = ep_nodes(ep, gpus_per_node)
     nodes_per_token = (expected_nodes_per_token(m.top_k, nodes, max_nodes_per_token)
                        if load.nodes_per_token is None else min(float(max_nodes_per_token), load.nodes_per_token))
-    remote_nodes = nodes_per_token * (nodes - 1) / nodes
+    # RDMA: DeepEP's internode kernels send a token once to each node its experts span, its own
+    # node included, and take the RDMA path's time for every such pair: DeepEP's published rates
+    # count all pairs (tests/test_internode.py `num_rdma_token_sent`), and EP16, where half the
+    # pairs are node-local, runs at 43 GB/s against EP64's 46 (README @ebfe47e), so node-local
+    # pairs are not free. The catalog's achieved scale-out rate applies to these bytes.
+    rdma_nodes = nodes_per_token if nodes > 1 else 0.0
     gpus_in_node = min(ep, gpus_per_node)
     scale_bytes = FP32_BYTES / FP8_TILE if dispatch_bytes_per_elem == FP8_BYTES else 0.0
     row_bytes = d * (dispatch_bytes_per_elem + scale_bytes)
-    # IB: one copy per remote node; NVLink: rows for other GPUs of this node plus forwarding of
-    # rows that arrived over IB to their target GPU in the destination node.
-    ib = tokens * remote_nodes * row_bytes
+    # NVLink: rows for other GPUs of this node plus forwarding of rows that arrived over RDMA to
+    # their target GPU in the destination node.
+    ib = tokens * rdma_nodes * row_bytes
     nvl = rows * row_bytes * (gpus_in_node - 1) / gpus_in_node
     comb_row = d * BF16_BYTES
     ops = [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
