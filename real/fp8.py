@@ -181,17 +181,22 @@ def blockwise_kernel_available(device: torch.device | str) -> bool:
             a = torch.randn(256, 512, device=dev, generator=g).to(torch.bfloat16)
             b = torch.randn(512, 384, device=dev, generator=g).to(torch.bfloat16)
             ref = fake_quant_1x128(a).float() @ fake_quant_128x128(b.t()).float().t()
-            aq, sa = quantize_1x128(a)
-            bq, sb = quantize_128x128(b.t())
-            for variant in range(4):
-                try:
-                    out = _blockwise_call(aq, sa, bq, sb, torch.bfloat16, variant).float()
-                except (RuntimeError, NotImplementedError, ValueError, TypeError):
-                    continue
-                if ((out - ref).norm() / ref.norm()).item() < 1e-2:
-                    _BLOCKWISE_VARIANT[dev.type] = variant
-                    break
+            _BLOCKWISE_VARIANT[dev.type] = _first_matching_variant(
+                _blockwise_call, (*quantize_1x128(a), *quantize_128x128(b.t())), ref, 4)
     return _BLOCKWISE_VARIANT[dev.type] is not None
+
+
+def _first_matching_variant(call, operands, ref: torch.Tensor, variants: int) -> int | None:
+    """The first scale-layout variant of `call(*operands, torch.bfloat16, variant)` that runs and
+    matches `ref` (relative error < 1%); None if none does."""
+    for variant in range(variants):
+        try:
+            out = call(*operands, torch.bfloat16, variant).float()
+        except (RuntimeError, NotImplementedError, ValueError, TypeError):
+            continue
+        if ((out - ref).norm() / ref.norm()).item() < 1e-2:
+            return variant
+    return None
 
 
 def _wgrad_1d1d_call(aq_MK, sa_MKb, bq_NK, sb_NKb, out_dtype, variant: int):
@@ -218,16 +223,8 @@ def wgrad_1d1d_variant(device: torch.device | str) -> int | None:
             a = torch.randn(256, 512, device=dev, generator=g).to(torch.bfloat16)
             b = torch.randn(384, 512, device=dev, generator=g).to(torch.bfloat16)
             ref = fake_quant_1x128(a).float() @ fake_quant_1x128(b).float().t()
-            aq, sa = quantize_1x128(a)
-            bq, sb = quantize_1x128(b)
-            for variant in range(8):
-                try:
-                    out = _wgrad_1d1d_call(aq, sa, bq, sb, torch.bfloat16, variant).float()
-                except (RuntimeError, NotImplementedError, ValueError, TypeError):
-                    continue
-                if ((out - ref).norm() / ref.norm()).item() < 1e-2:
-                    _WGRAD_1D1D_VARIANT[dev.type] = variant
-                    break
+            _WGRAD_1D1D_VARIANT[dev.type] = _first_matching_variant(
+                _wgrad_1d1d_call, (*quantize_1x128(a), *quantize_1x128(b)), ref, 8)
     return _WGRAD_1D1D_VARIANT[dev.type]
 
 

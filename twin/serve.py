@@ -317,12 +317,19 @@ def mla_decode_core_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, requests: float,
     return max(flops / peak, nbytes / mem_bw) + profile.launch_s, flops, nbytes
 
 
+def _gemm_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, prof: Profile, sm: float, groups: int = 1) -> float:
+    """A forward GEMM, with the cast kernel of its activation when it runs in FP8 on DeepSeek's
+    stack (compute.cast_time_s)."""
+    cast_s = compute.cast_time_s("cast", m * k * groups, gpu, prof) if precision == "fp8" else 0.0
+    return compute.gemm_time_s(m, n, k, precision, gpu, prof, groups=groups, sm_frac=sm) + cast_s
+
+
 def _attn_proj_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> float:
     """Decode attention projections of one layer at m = t tokens on one GPU (heads / tp)."""
     if t <= 0:
         return 0.0
     p, d, h = s.weight_precision, m.hidden_size, m.num_heads // s.tp
-    g = functools.partial(compute.gemm_time_s, gpu=gpu, profile=prof, sm_frac=sm)
+    g = functools.partial(_gemm_s, gpu=gpu, prof=prof, sm=sm)
     mem = lambda b: compute.memory_time_s(b, gpu, prof)  # noqa: E731
     if m.attention == "mla":
         P, R, C, O = m.qk_nope_head_dim, m.qk_rope_head_dim, m.kv_lora_rank, m.v_head_dim
@@ -354,11 +361,13 @@ def _moe_compute_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t_att
     if m.num_shared_experts:   # shared experts run on the attention group's tokens (DP, replicated weights)
         sf = m.num_shared_experts * f
         ts = max(1, t_attn // s.tp) if s.dp_attention else tr
-        tt += compute.gemm_time_s(ts, 2 * sf, d, p, gpu, prof, sm_frac=sm) + compute.gemm_time_s(ts, d, sf, p, gpu, prof, sm_frac=sm)
+        tt += _gemm_s(ts, 2 * sf, d, p, gpu, prof, sm) + _gemm_s(ts, d, sf, p, gpu, prof, sm)
     rows = straggler_slot_rows(loads["slot_shares"], t_gpu * s.ep * m.top_k)
     if rows:
+        # the up-projection's rows arrive in FP8 (cast before the dispatch); the down-projection's are cast here
         tt += compute.grouped_gemm_time_s(rows, 2 * f, d, p, gpu, prof, sm_frac=sm)
         tt += compute.grouped_gemm_time_s(rows, d, f, p, gpu, prof, sm_frac=sm)
+        tt += compute.cast_time_s("cast", sum(rows) * f, gpu, prof) if p == "fp8" else 0.0
         tt += compute.memory_time_s(3 * sum(rows) * f * BF16_BYTES, gpu, prof)     # swiglu
     tt += 2 * compute.memory_time_s(3 * tr * d * BF16_BYTES, gpu, prof)             # norm, residual
     return tt

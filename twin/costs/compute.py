@@ -160,13 +160,16 @@ def fp8_cast_time_s(op: Op, phase: str, gpu: GPUSpec, profile: Profile) -> float
     """Seconds of the cast kernels of `fp8_cast_passes` at the HBM roofline with the measured
     bandwidth fraction of each cast kind (Profile.fp8_stack; memory_eff where unmeasured), one
     launch each. Zero off DeepSeek's stack (real/'s eager casts: quantize_time_s)."""
-    if not profile.fp8_quant_fused:
+    return sum(cast_time_s(kind, elems, gpu, profile) for kind, elems in fp8_cast_passes(op, phase))
+
+
+def cast_time_s(kind: str, elems: float, gpu: GPUSpec, profile: Profile) -> float:
+    """One cast kernel of DeepSeek's stack ("cast", "cast_transpose", "requant_transpose") over
+    `elems` elements; zero off that stack."""
+    if not profile.fp8_quant_fused or elems <= 0:
         return 0.0
-    total = 0.0
-    for kind, elems in fp8_cast_passes(op, phase):
-        eff = profile.fp8_stack.get(f"{kind}_eff", profile.memory_eff)
-        total += elems * CAST_BYTES_PER_ELEM[kind] / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
-    return total
+    eff = profile.fp8_stack.get(f"{kind}_eff", profile.memory_eff)
+    return elems * CAST_BYTES_PER_ELEM[kind] / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
 
 
 def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
