@@ -25,6 +25,8 @@ Where the two sides book the same work differently (known, not corrected for):
     than the GPU time they take: the union of the two streams' mlp(W) kernels is ~5.06 ms per
     layer against the 6.38 ms sum (analysed from train.json; not a published figure).
 
+Communication is compared twice, per phase and per data-moving DeepEP kernel (the published
+kernel means; a phase also holds the notify kernels that exchange counts with the 63 peers first).
 Communication phases are shown but judged separately: a trace's DeepEP kernel duration includes
 the time it spends waiting for its 63 peers (notify/barrier), which the twin charges as pipeline
 idle time rather than as kernel time, so a per-kernel comparison mixes bandwidth with skew.
@@ -51,6 +53,9 @@ COMPUTE_PHASES = {"attn_F": ("attn_fwd",), "mlp_F": ("mlp_fwd",), "mlp_B": ("mlp
                   "mlp_W": ("mlp_bwd_weight",), "attn_B": ("attn_bwd_input",), "attn_W": ("attn_bwd_weight",)}
 COMM_PHASES = {"dispatch_F": ("dispatch",), "combine_F": ("combine",), "dispatch_B": ("dispatch_bwd",),
                "combine_B": ("combine_bwd",)}
+# the data-moving kernel of each communication phase (h800_trace.toml [comm_kernel_means_us])
+COMM_KERNELS = {"dispatch_fresh": ("dispatch",), "dispatch_cached": ("combine_bwd",),
+                "combine": ("combine", "dispatch_bwd")}
 
 
 def load_trace(path: Path | str = TRACE_FILE) -> dict:
@@ -93,8 +98,8 @@ def compare(profile: Profile | None = None, scenario=None) -> dict:
     ph = trace["phase_means_us"]
     rows = []
 
-    def add(phase, names, kind, trace_us):
-        twin_us = sum(pred["per_task_s"].get(x, 0.0) for x in names) / n * 1e6
+    def add(phase, names, kind, trace_us):   # twin: per layer, averaged over the tasks it names
+        twin_us = sum(pred["per_task_s"].get(x, 0.0) for x in names) / n / (len(names) if kind == "comm_kernel" else 1) * 1e6
         err = twin_us / trace_us - 1.0
         target = COMPUTE_PHASE_TARGET if kind == "compute" else None
         rows.append({"phase": phase, "kind": kind, "twin_tasks": list(names), "trace_us": float(trace_us),
@@ -106,6 +111,10 @@ def compare(profile: Profile | None = None, scenario=None) -> dict:
         add(phase, names, "compute", trace_us)
     for phase, names in COMM_PHASES.items():
         add(phase, names, "comm", ph[phase])
+    kernels = trace.get("comm_kernel_means_us", {})
+    for kernel, names in COMM_KERNELS.items():
+        if kernel in kernels:
+            add(f"{kernel} kernel", names, "comm_kernel", kernels[kernel])
     span_us = float(trace["chunk_pair"]["gpu_span_us"])
     pair_us = pred["chunk_pair_s"] * 1e6
     return {"stage": pred["stage"], "gpu": pred["gpu"], "profile_gpu": pred["profile_gpu"],
@@ -120,10 +129,10 @@ def format_table(result: dict) -> str:
     lines = [f"H800 chunk pair (stage {result['stage']}, profile {result['profile_gpu']}"
              f"{'' if result['profile_calibrated'] else ' UNCALIBRATED'}): twin {c['predicted_us'] / 1e3:.1f} ms vs trace "
              f"{c['trace_us'] / 1e3:.1f} ms ({c['rel_error']:+.1%}, target 10%: {'met' if c['meets_target'] else 'NOT met'})",
-             f"{'phase':12} {'kind':8} {'trace_us':>9} {'twin_us':>9} {'error':>8}  target"]
+             f"{'phase':22} {'kind':11} {'trace_us':>9} {'twin_us':>9} {'error':>8}  target"]
     for r in result["phases"]:
         tgt = "judged separately" if r["target"] is None else ("met" if r["meets_target"] else "NOT met")
-        lines.append(f"{r['phase']:12} {r['kind']:8} {r['trace_us']:>9.0f} {r['predicted_us']:>9.0f} {r['rel_error']:>+8.1%}  {tgt}")
+        lines.append(f"{r['phase']:22} {r['kind']:11} {r['trace_us']:>9.0f} {r['predicted_us']:>9.0f} {r['rel_error']:>+8.1%}  {tgt}")
     return "\n".join(lines)
 
 

@@ -42,6 +42,18 @@ def test_validate_reports_plots(two_gpu, tmp_path):
     assert {p.name for p in paths} == {"validation_cases.csv", "validation_scatter.png", "validation_error_by_op.png"}
 
 
+def test_validation_report_shows_the_trace_side_by_side(tmp_path):
+    import pandas as pd
+
+    from calibration import trace
+    from reports.validation_report import write_trace_comparison
+    paths = write_trace_comparison(trace.compare(), tmp_path)
+    assert {p.name for p in paths} == {"h800_trace.csv", "h800_trace.png"}
+    table = pd.read_csv(tmp_path / "h800_trace.csv")
+    assert table.phase.iloc[0] == "chunk pair" and set(trace.COMPUTE_PHASES) <= set(table.phase)
+    assert (table.rel_error - (table.predicted_us / table.trace_us - 1)).abs().max() < 1e-9
+
+
 def test_committed_records_meet_targets():
     """Held-out median <= 5% and P90 <= 10% per GPU on calibration/measurements (CI, no GPU)."""
     gpus = rec.gpu_dirs()

@@ -274,11 +274,11 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     nodes = ep_nodes(ep, gpus_per_node)
     nodes_per_token = (expected_nodes_per_token(m.top_k, nodes, max_nodes_per_token)
                        if load.nodes_per_token is None else min(float(max_nodes_per_token), load.nodes_per_token))
-    # RDMA: DeepEP's internode kernels send a token once to each node its experts span, its own
-    # node included, and take the RDMA path's time for every such pair: DeepEP's published rates
-    # count all pairs (tests/test_internode.py `num_rdma_token_sent`), and EP16, where half the
-    # pairs are node-local, runs at 43 GB/s against EP64's 46 (README @ebfe47e), so node-local
-    # pairs are not free. The catalog's achieved scale-out rate applies to these bytes.
+    # RDMA: DeepEP's internode kernels send a token once to each node its experts span, and its
+    # published rates are "logical bandwidth" over all such pairs, the sender's own node included
+    # (tests/test_internode.py `num_rdma_token_sent`; the current README says so). With the V3-era
+    # kernels (README @ebfe47e) node-local pairs cost the same time: EP16, half of whose pairs are
+    # node-local, runs at 43 GB/s against EP64's 46. The catalog's achieved rate applies to these bytes.
     rdma_nodes = nodes_per_token if nodes > 1 else 0.0
     gpus_in_node = min(ep, gpus_per_node)
     scale_bytes = FP32_BYTES / FP8_TILE if dispatch_bytes_per_elem == FP8_BYTES else 0.0
