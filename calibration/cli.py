@@ -99,7 +99,7 @@ def add_commands(sub, write_json) -> None:
 
     p = sub.add_parser("validate", help="predict held-out measurements and the H800 trace; report errors")
     p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write plots (scatter, error by op kind) and a CSV here")
+    p.add_argument("--out", metavar="DIR", help="write plots (scatter, error by op kind, the H800 trace beside the twin) and CSVs here")
     _add_dirs(p)
     p.set_defaults(func=cmd_validate, write_json=write_json)
 

@@ -97,3 +97,18 @@ def test_quick_calibration_extras_write_records(tmp_path):
         assert phases[0] == "burst" and phases.count("sustained") >= 1
     kernels = list(csv.DictReader((tmp_path / "kernels.csv").open()))
     assert any(r["config"].startswith("moe_layer") for r in kernels) and all(float(r["time_s"]) > 0 for r in kernels)
+
+
+def test_quick_fp8_stack_section_writes_records(tmp_path):
+    """Section fp8_stack as a CPU dry run: weight-gradient GEMMs by kernel (no block-scaled FP8
+    kernel on a CPU, so BF16 and row-wise only) and the three cast kernels with their bytes."""
+    rc = bench.main(["--out", str(tmp_path), "--quick", "--only", "fp8_stack"])
+    assert rc == 0
+    rows = list(csv.DictReader((tmp_path / "fp8_stack.csv").open()))
+    wgrad = [r for r in rows if r["bench"] == "gemm_wgrad"]
+    assert {r["precision"] for r in wgrad} == {"bf16", "fp8-rowwise"}
+    assert all(float(r["flops"]) == pytest.approx(2.0 * int(r["m"]) * int(r["n"]) * int(r["k"]), rel=1e-5) for r in wgrad)
+    casts = {r["op"]: r for r in rows if r["bench"] == "cast"}
+    assert set(casts) == {"cast_1x128", "cast_transpose", "requant_transpose"}
+    m, k = int(casts["cast_1x128"]["m"]), int(casts["cast_1x128"]["k"])
+    assert float(casts["cast_1x128"]["bytes_moved"]) == pytest.approx(m * k * 3 + m * k // 128 * 4, rel=1e-5)
