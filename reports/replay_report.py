@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -279,7 +278,7 @@ def render_markdown(result: dict, scenario) -> str:
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
     prov = result["provenance"]
     lines += ["## Provenance", "", f"- scenario: `{prov['scenario']}` (resolved copy: `scenario.resolved.toml`)",
-              f"- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
               f"- created: {prov['created_utc']}; replay took {result['runtime']['wall_s']:.2f} s "
               f"({result['runtime']['steps_simulated']} steps simulated)", ""]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from twin.costs.flops import Op, moe_ops, expected_nodes_per_token
+from twin.costs.flops import moe_ops, expected_nodes_per_token
 from twin.costs.memory import activation_bytes_per_token
 from twin.errors import InfeasiblePlan
 from twin.scenario import load_scenario

@@ -28,7 +28,6 @@ well under a second; tests check the arbitration against real `simpy.Resource`s.
 
 from __future__ import annotations
 
-import heapq
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,10 +112,9 @@ def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tup
 
     A chain requests the stream of its next task the moment its previous task ends. Whenever a
     stream is free, it starts the best of the requests made so far, by (weight-gradient task,
-    request time, chain index). With several chains (an
-    overlapped forward+backward pair), a weight-gradient task does not hold up its chain: it is
-    requested when its input-gradient task ends and runs whenever the stream has nothing else
-    ready. This is DualPipe's arrangement (V3 §3.2.1, Figure 4: MLP(W) and ATTN(W) fill the
+    request time, chain index). With several chains (an overlapped forward+backward pair), a
+    weight-gradient task does not hold up its chain: it is requested when its input-gradient task
+    ends and runs whenever the stream has nothing else ready. This is DualPipe's arrangement (V3 §3.2.1, Figure 4: MLP(W) and ATTN(W) fill the
     compute stream while the all-to-alls of the pair are in flight). A single chain runs in order.
     Returns the op's duration and (task, start, end) offsets from the op's start.
     """
