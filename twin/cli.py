@@ -181,10 +181,13 @@ def _int_list(text: str, field: str) -> list[int]:
 def cmd_plan(args) -> int:
     from twin.plan import candidates, run_plan
     from twin.scenario import apply_overrides, from_dict, read_raw
+    from twin.specs import get_gpu, gpu_names
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
     sc = from_dict(raw, source)
-    prices = {sc.cluster.gpu: sc.cluster.price_usd_per_gpu_hour}
+    # catalog prices of every GPU type, the scenario's own price for its GPU, then --price
+    prices = {g: get_gpu(g).rental_usd_per_gpu_hour for g in gpu_names()}
+    prices[sc.cluster.gpu] = sc.cluster.price_usd_per_gpu_hour
     for item in args.price or []:
         gpu, _, value = item.partition("=")
         try:
@@ -299,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tp", help="tensor-parallel degrees, comma-separated")
     p.add_argument("--schedules", help="pipeline schedules, comma-separated")
     p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
-    p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of another GPU type")
+    p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write plan.csv, a cost-vs-days plot and the resolved scenario here")

@@ -138,7 +138,9 @@ def from_dict(raw: dict, source: str | None = None) -> Scenario:
     parts = {key: build(cls, raw.get(key, {}), key, source) for key, cls in SECTIONS.items()}
     scenario = Scenario(name=name, model=_load_model(raw["model"], source), **parts)
     scenario.check(source)
-    return scenario
+    # the price of the GPU type the scenario runs on, unless it names one (so --set cluster.gpu=...
+    # also switches the price); the resolved scenario written beside outputs carries it
+    return dataclasses.replace(scenario, cluster=scenario.cluster.resolved())
 
 
 def parse_override(text: str) -> tuple[list[str], object]:

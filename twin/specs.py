@@ -113,6 +113,7 @@ class GPUSpec:
     gpus_per_node: int
     tdp_w: float
     calibrated_as: str
+    rental_usd_per_gpu_hour: float = 0.0   # default rental price (cluster.price_usd_per_gpu_hour overrides)
     sources: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     def peak_flops_per_s(self, precision: str) -> float:
@@ -153,7 +154,13 @@ def get_gpu(name: str) -> GPUSpec:
 class ClusterSpec:
     gpu: str = spec_field("h800", doc="GPU type, a key of twin/data/hardware.toml")
     num_gpus: int = spec_field(2048, unit="count", ge=1, doc="GPUs in the job")
-    price_usd_per_gpu_hour: float = spec_field(2.0, unit="USD/GPU-hour", ge=0, doc="Rental price (DeepSeek-V3 report assumes $2 for H800)")
+    price_usd_per_gpu_hour: float | None = spec_field(None, unit="USD/GPU-hour", ge=0, doc="Rental price; absent = the GPU type's catalog price (twin/data/hardware.toml rental_usd_per_gpu_hour: H800 $2 as the DeepSeek-V3 report assumes, H100 $2.95, H200 $3.50, B200 $4.89, sourced there)")
+
+    def resolved(self) -> "ClusterSpec":
+        """With the price filled in from the GPU catalog where the scenario leaves it out."""
+        if self.price_usd_per_gpu_hour is not None:
+            return self
+        return dataclasses.replace(self, price_usd_per_gpu_hour=get_gpu(self.gpu).rental_usd_per_gpu_hour)
 
     def check(self, path: str = "cluster", source: str | None = None) -> None:
         get_gpu_checked(self.gpu, f"{path}.gpu", source)

@@ -88,3 +88,15 @@ def test_malformed_scenarios_never_raise_anything_but_scenario_error(edits):
         from_dict(raw)
     except ScenarioError as exc:
         assert exc.field and str(exc)
+
+
+def test_rental_price_follows_the_gpu_unless_the_scenario_names_one():
+    from twin.specs import get_gpu, gpu_names
+    assert load_scenario().cluster.price_usd_per_gpu_hour == 2.0   # the V3 report's H800 assumption
+    h200 = load_scenario(overrides=["cluster.gpu=h200"]).cluster
+    assert h200.price_usd_per_gpu_hour == get_gpu("h200").rental_usd_per_gpu_hour != 2.0
+    named = load_scenario(overrides=["cluster.gpu=h200", "cluster.price_usd_per_gpu_hour=5.0"]).cluster
+    assert named.price_usd_per_gpu_hour == 5.0
+    for g in gpu_names():   # every catalog GPU has a price and says where it comes from
+        spec = get_gpu(g)
+        assert spec.rental_usd_per_gpu_hour > 0 and "rental_usd_per_gpu_hour" in spec.sources
