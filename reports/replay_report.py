@@ -241,7 +241,9 @@ def _claims_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _assumption_rows(result: dict, scenario) -> list[str]:
-    out = [f"Rental price ${scenario.cluster.price_usd_per_gpu_hour:g} per {scenario.cluster.gpu} GPU-hour (cluster.price_usd_per_gpu_hour).",
+    out = [f"Rental price ${scenario.cluster.price_usd_per_gpu_hour:g} per {scenario.cluster.gpu} GPU-hour "
+           "(cluster.price_usd_per_gpu_hour; where a scenario names none, the GPU type's catalog price, "
+           "twin/data/hardware.toml).",
            f"Power: GPU busy at {scenario.energy.gpu_busy_power_frac:.0%} and idle at {scenario.energy.gpu_idle_power_frac:.0%} of "
            f"{scenario.gpu.tdp_w:.0f} W TDP, node overhead {scenario.energy.node_overhead_w:.0f} W, PUE {scenario.energy.pue:g}.",
            ]
