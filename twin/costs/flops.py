@@ -290,8 +290,10 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     comb_row = d * BF16_BYTES
     ops = [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
            Op("router", "gemm", "mlp", tokens, m.num_routed_experts, d),
-           Op("router_topk", "memory", "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3),
-           Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * load.ib_frac, nvlink_bytes=nvl)]
+           Op("router_topk", "memory", "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3)]
+    if scale_bytes and ep > 1:   # an FP8 dispatch sends tokens cast to FP8 first (V3 §3.3.3; read BF16, write FP8 + scales)
+        ops += [Op("dispatch_cast", "memory", "mlp", bytes=tokens * d * (BF16_BYTES + FP8_BYTES + scale_bytes))]
+    ops += [Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * load.ib_frac, nvlink_bytes=nvl)]
     if m.num_shared_experts:
         s_inner = m.num_shared_experts * e_inner
         ops += [Op("shared_gate_up", "gemm", "mlp", tokens, 2 * s_inner, d),
