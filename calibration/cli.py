@@ -48,7 +48,7 @@ def cmd_validate(args) -> int:
     if h100.is_file():
         import json
         from twin.costs.profile import profile_from_json
-        # the H800 derivation simulates DeepSeek's fused-quantization stack on H100 silicon, under the
+        # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon, under the
         # sustained load of a training run (as twin.costs.profile.load_profile does)
         tr_profile = profile_from_json(json.loads(h100.read_text())).as_stack(fp8_quant_fused=True).under_sustained_load()
     tr = trace.compare(tr_profile)

@@ -1,7 +1,7 @@
 """The serving twin: throughput and latency of serving a model on a cluster under a deployment plan.
 
 From first principles plus the calibrated efficiency profiles (the same cost functions as a
-training step, on DeepSeek's fused FP8 stack: `load_profile(gpu.calibrated_as)`), for one GPU of
+training step, on DeepSeek's FP8 stack: `load_profile(gpu.calibrated_as)`), for one GPU of
 one serving instance (`ep` GPUs, twin.serve_specs.ServeSpec):
 
 Decode step (every request advances 1 + mtp_draft_tokens query tokens), per layer:

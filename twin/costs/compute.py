@@ -126,7 +126,7 @@ def padded_group_rows(rows: float, tile: int) -> float:
 
 def quantize_time_s(elems: float, num_kernels: int, gpu: GPUSpec, profile: Profile) -> float:
     """Unfused FP8 quantization of `elems` BF16 values by eager ops (real/fp8.py): all passes'
-    bytes at the HBM roofline, plus one launch per kernel. Zero on a fused stack."""
+    bytes at the HBM roofline, plus one launch per kernel. Zero on DeepSeek's stack (its casts: cast_time_s)."""
     if profile.fp8_quant_fused:
         return 0.0
     return elems * profile.quant_bytes_per_elem / (gpu.hbm_bytes_per_s * profile.memory_eff) + num_kernels * profile.launch_s

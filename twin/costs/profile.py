@@ -227,8 +227,9 @@ def default_profile() -> Profile:
 @functools.cache
 def load_profile(gpu_profile_name: str) -> Profile:
     """The calibrated profile for a GPU type (GPUSpec.calibrated_as), else the default, for
-    simulating DeepSeek's V3 software stack: FP8 quantization fused into the GEMM/communication
-    kernels (DeepGEMM, DeepEP; V3 report §3.3). A calibrated profile records the stack it was
+    simulating DeepSeek's V3 software stack: one fused cast kernel per FP8 operand and V3's
+    weight-gradient recipe (V3 report §3.3, §3.5.2; the profile's fp8_stack terms, measured on
+    the same silicon; calibration/H800.md). A calibrated profile records the stack it was
     measured with (real/: unfused eager quantization); that stack is used only to predict the
     records (calibration/predict.py), so here the silicon is kept and the stack switched; and
     the curves are those measured under sustained load (Profile.under_sustained_load)."""

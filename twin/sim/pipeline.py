@@ -11,8 +11,8 @@ Model
     FB     both parts' inputs.
   Transfers between chunks on the same rank (DualPipeV's turn) cost nothing.
 * An op's cost is a set of concurrent chains (`OpCosts.chains`); tasks within a chain run in
-  sequence, each holding one of the rank's streams (capacity 1, first come first served, like
-  a `simpy.PriorityResource(capacity=1)`), except that in an overlapped pair weight-gradient
+  sequence, each holding one of the rank's streams (capacity 1, first come first served by
+  request time, like a `simpy.PriorityResource(capacity=1)`), except that in an overlapped pair weight-gradient
   tasks do not hold up their chain and take a stream only when nothing else is ready
   (`arbitrate_streams`). The op ends when all its tasks end. Two chains sharing the compute and
   comm streams is how DualPipe's overlapped forward+backward hides communication behind
