@@ -98,8 +98,11 @@ def compare(profile: Profile | None = None, scenario=None) -> dict:
     ph = trace["phase_means_us"]
     rows = []
 
-    def add(phase, names, kind, trace_us):   # twin: per layer, averaged over the tasks it names
-        twin_us = sum(pred["per_task_s"].get(x, 0.0) for x in names) / n / (len(names) if kind == "comm_kernel" else 1) * 1e6
+    def add(phase, names, kind, trace_us, per_kernel=False):
+        """twin: per layer, the named tasks summed (a phase) or averaged (one kernel's mean)."""
+        twin_us = sum(pred["per_task_s"].get(x, 0.0) for x in names) / n * 1e6
+        if per_kernel:
+            twin_us /= len(names)
         err = twin_us / trace_us - 1.0
         target = COMPUTE_PHASE_TARGET if kind == "compute" else None
         rows.append({"phase": phase, "kind": kind, "twin_tasks": list(names), "trace_us": float(trace_us),
@@ -114,7 +117,7 @@ def compare(profile: Profile | None = None, scenario=None) -> dict:
     kernels = trace.get("comm_kernel_means_us", {})
     for kernel, names in COMM_KERNELS.items():
         if kernel in kernels:
-            add(f"{kernel} kernel", names, "comm_kernel", kernels[kernel])
+            add(f"{kernel} kernel", names, "comm_kernel", kernels[kernel], per_kernel=True)
     span_us = float(trace["chunk_pair"]["gpu_span_us"])
     pair_us = pred["chunk_pair_s"] * 1e6
     return {"stage": pred["stage"], "gpu": pred["gpu"], "profile_gpu": pred["profile_gpu"],

@@ -54,7 +54,7 @@ from real.configs import get_spec
 from real.fp8 import Precision
 from real.model import MLA, MoE, build_model, building, route, rope_tables
 from real.telemetry import Telemetry
-from twin.costs.flops import (attention_bwd_flops, attention_flops, attention_ops,
+from twin.costs.flops import (CAST_BYTES_PER_ELEM, attention_bwd_flops, attention_flops, attention_ops,
                               forward_flops_per_token, gemm_bytes, gemm_flops,
                               kv_cache_bytes_per_token, matmul_params_per_token, param_counts,
                               train_flops_per_token)
@@ -1158,15 +1158,12 @@ CAST_SHAPES_MK = [(4096, 7168), (32768, 7168), (32768, 2048)]
 
 
 def _cast_fns(quick: bool):
-    """(name, fn, bytes per element moved) of the three cast kernels of the stack, each compiled by
-    torch.compile into fused kernels on a GPU (eager on a CPU dry run):
+    """(op name, cast kind of CAST_BYTES_PER_ELEM, fn) of the three cast kernels of the stack, each
+    compiled by torch.compile into fused kernels on a GPU (eager on a CPU dry run):
     cast_1x128: BF16 -> FP8 with 1x128 scales along the row (the forward and dgrad operand cast);
     cast_transpose: BF16 -> the transposed FP8 tensor with 128x1 scales (the wgrad operand of an
     output gradient); requant_transpose: a cached 1x128 FP8 activation read back, dequantized,
     transposed and re-quantized to 128x1 (V3 §3.5.2, "Support for Transposed GEMM Operations")."""
-    def cast_1x128(x):
-        return fp8.quantize_1x128(x)
-
     def cast_transpose(x):
         return fp8.quantize_1x128(x.t())
 
@@ -1175,11 +1172,9 @@ def _cast_fns(quick: bool):
         x = (q.float().view(M, K // fp8.BLOCK, fp8.BLOCK) * s.unsqueeze(-1)).view(M, K)
         return fp8.quantize_1x128(x.t())
 
-    fns = [("cast_1x128", cast_1x128, 3.0), ("cast_transpose", cast_transpose, 3.0),
-           ("requant_transpose", requant_transpose, 2.0)]
-    if quick:
-        return fns
-    return [(name, torch.compile(fn, dynamic=False), b) for name, fn, b in fns]
+    fns = [("cast_1x128", "cast", fp8.quantize_1x128), ("cast_transpose", "cast_transpose", cast_transpose),
+           ("requant_transpose", "requant_transpose", requant_transpose)]
+    return fns if quick else [(name, kind, torch.compile(fn, dynamic=False)) for name, kind, fn in fns]
 
 
 def bench_fp8_stack(rec, timer, dev, deadline, quick, env):
@@ -1187,8 +1182,8 @@ def bench_fp8_stack(rec, timer, dev, deadline, quick, env):
     dW (n_out x k_in) = dY^T X contracted over T tokens, by kernel: `fp8-1d1d` (1x128 scales along
     T on both operands, V3's wgrad recipe; `-f32` with an FP32 output as V3's FP32 gradients take
     it), `fp8-blockwise` (1x128 x 128x128, the forward recipe at the same shape), `fp8-rowwise`,
-    `bf16`. m = n_out, n = k_in, k = T. (2) The cast kernels (bench `cast`), bytes_moved at their
-    bytes per element plus 4-byte scales per 128 elements."""
+    `bf16`. m = n_out, n = k_in, k = T. (2) The cast kernels (bench `cast`), bytes_moved at the
+    twin's bytes per element of their kind (twin.costs.flops.CAST_BYTES_PER_ELEM)."""
     variant = fp8.wgrad_1d1d_variant(dev)
     env["fp8_wgrad_1d1d_variant"] = variant
     log(f"fp8_stack: 1x128 x 1x128 kernel variant {variant}")
@@ -1227,13 +1222,13 @@ def bench_fp8_stack(rec, timer, dev, deadline, quick, env):
             _free()
     log("fp8_stack: wgrad GEMMs done")
     cast_shapes = [(256, 384)] if quick else CAST_SHAPES_MK
-    for name, fn, bytes_per_elem in _cast_fns(quick):
+    for name, kind, fn in _cast_fns(quick):
         for M, K in cast_shapes:
             if deadline.over():
                 break
             x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
-            args = (x,) if name != "requant_transpose" else fp8.quantize_1x128(x)
-            nbytes = M * K * bytes_per_elem + M * K // fp8.BLOCK * 4 * (2 if name == "requant_transpose" else 1)
+            args = (x,) if kind != "requant_transpose" else fp8.quantize_1x128(x)
+            nbytes = M * K * CAST_BYTES_PER_ELEM[kind]
             try:
                 fn(*args)  # compile outside the timed region
                 r = timer.measure(lambda: fn(*args), bytes_=float(nbytes), batched=True)

@@ -173,17 +173,23 @@ _BLOCKWISE_VARIANT: dict[str, int | None] = {}  # capability cache per device ty
 def blockwise_kernel_available(device: torch.device | str) -> bool:
     """Probe once per device type whether a 1x128/128x128 block-scaled FP8 GEMM runs *and*
     matches the emulated recipe (relative error < 1%)."""
+    return _probe_variant(_BLOCKWISE_VARIANT, device, _blockwise_call, quantize_128x128, fake_quant_128x128, 4) is not None
+
+
+def _probe_variant(cache: dict, device, call, quantize_b, fake_quant_b, variants: int) -> int | None:
+    """Once per device type (cached in `cache`): the scale-layout variant of `call` that runs a
+    256x512 @ (384x512)^T product with A in 1x128 tiles and B quantized by `quantize_b`, matching
+    the emulated recipe; None off CUDA or where no variant works."""
     dev = torch.device(device)
-    if dev.type not in _BLOCKWISE_VARIANT:
-        _BLOCKWISE_VARIANT[dev.type] = None
+    if dev.type not in cache:
+        cache[dev.type] = None
         if dev.type == "cuda" and hasattr(F, "scaled_mm"):
             g = torch.Generator(device=dev).manual_seed(0)
             a = torch.randn(256, 512, device=dev, generator=g).to(torch.bfloat16)
-            b = torch.randn(512, 384, device=dev, generator=g).to(torch.bfloat16)
-            ref = fake_quant_1x128(a).float() @ fake_quant_128x128(b.t()).float().t()
-            _BLOCKWISE_VARIANT[dev.type] = _first_matching_variant(
-                _blockwise_call, (*quantize_1x128(a), *quantize_128x128(b.t())), ref, 4)
-    return _BLOCKWISE_VARIANT[dev.type] is not None
+            b_NK = torch.randn(384, 512, device=dev, generator=g).to(torch.bfloat16)
+            ref = fake_quant_1x128(a).float() @ fake_quant_b(b_NK).float().t()
+            cache[dev.type] = _first_matching_variant(call, (*quantize_1x128(a), *quantize_b(b_NK)), ref, variants)
+    return cache[dev.type]
 
 
 def _first_matching_variant(call, operands, ref: torch.Tensor, variants: int) -> int | None:
@@ -215,17 +221,7 @@ _WGRAD_1D1D_VARIANT: dict[str, int | None] = {}
 def wgrad_1d1d_variant(device: torch.device | str) -> int | None:
     """Probe once per device type for a 1x128 x 1x128 block-scaled FP8 GEMM that runs and matches
     the emulated recipe (relative error < 1%); None where the kernel does not exist."""
-    dev = torch.device(device)
-    if dev.type not in _WGRAD_1D1D_VARIANT:
-        _WGRAD_1D1D_VARIANT[dev.type] = None
-        if dev.type == "cuda" and hasattr(F, "scaled_mm"):
-            g = torch.Generator(device=dev).manual_seed(0)
-            a = torch.randn(256, 512, device=dev, generator=g).to(torch.bfloat16)
-            b = torch.randn(384, 512, device=dev, generator=g).to(torch.bfloat16)
-            ref = fake_quant_1x128(a).float() @ fake_quant_1x128(b).float().t()
-            _WGRAD_1D1D_VARIANT[dev.type] = _first_matching_variant(
-                _wgrad_1d1d_call, (*quantize_1x128(a), *quantize_1x128(b)), ref, 8)
-    return _WGRAD_1D1D_VARIANT[dev.type]
+    return _probe_variant(_WGRAD_1D1D_VARIANT, device, _wgrad_1d1d_call, quantize_1x128, fake_quant_1x128, 8)
 
 
 def blockwise_shape_ok(K: int, N: int) -> bool:

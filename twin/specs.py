@@ -113,7 +113,7 @@ class GPUSpec:
     gpus_per_node: int
     tdp_w: float
     calibrated_as: str
-    rental_usd_per_gpu_hour: float = 0.0   # default rental price (cluster.price_usd_per_gpu_hour overrides)
+    rental_usd_per_gpu_hour: float   # default rental price (cluster.price_usd_per_gpu_hour overrides)
     sources: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
     def peak_flops_per_s(self, precision: str) -> float:

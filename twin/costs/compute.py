@@ -8,7 +8,7 @@ compute-bound kernels slow in proportion, bandwidth-bound ones keep saturating H
 
 from __future__ import annotations
 
-from twin.costs.flops import BF16_BYTES, FP8_BYTES, Op, attention_bwd_flops, gemm_bytes
+from twin.costs.flops import BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, Op, attention_bwd_flops, gemm_bytes
 from twin.costs.profile import Profile
 from twin.specs import GPUSpec
 
@@ -130,14 +130,6 @@ def quantize_time_s(elems: float, num_kernels: int, gpu: GPUSpec, profile: Profi
     if profile.fp8_quant_fused:
         return 0.0
     return elems * profile.quant_bytes_per_elem / (gpu.hbm_bytes_per_s * profile.memory_eff) + num_kernels * profile.launch_s
-
-
-# Bytes per element of DeepSeek's cast kernels (Profile.fp8_stack): a 1x128 cast reads BF16 and
-# writes FP8 plus one FP32 scale per 128 elements; re-quantizing a cached FP8 tensor reads and
-# writes FP8 and both tensors' scales.
-CAST_BYTES_PER_ELEM = {"cast": BF16_BYTES + FP8_BYTES + 4.0 / 128,
-                       "cast_transpose": BF16_BYTES + FP8_BYTES + 4.0 / 128,
-                       "requant_transpose": 2 * FP8_BYTES + 8.0 / 128}
 
 
 def fp8_cast_passes(op: Op, phase: str) -> list[tuple[str, float]]:

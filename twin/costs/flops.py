@@ -21,6 +21,12 @@ BF16_BYTES = 2
 FP8_BYTES = 1
 FP32_BYTES = 4
 FP8_TILE = 128  # 1x128 activation tiles / 128x128 weight blocks, one FP32 scale each (V3 report §3.3)
+# HBM bytes per element of the FP8 cast kernels of DeepSeek's stack (V3 §3.5.2): a 1x128 cast,
+# plain or into the transposed 128x1 layout, reads BF16 and writes FP8 plus one FP32 scale per
+# tile; re-quantizing a cached FP8 tensor reads and writes FP8 and both tensors' scales.
+CAST_BYTES_PER_ELEM = {"cast": BF16_BYTES + FP8_BYTES + FP32_BYTES / FP8_TILE,
+                       "cast_transpose": BF16_BYTES + FP8_BYTES + FP32_BYTES / FP8_TILE,
+                       "requant_transpose": 2 * (FP8_BYTES + FP32_BYTES / FP8_TILE)}
 
 
 def gemm_flops(m: int, n: int, k: int) -> float:
@@ -292,7 +298,7 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
            Op("router", "gemm", "mlp", tokens, m.num_routed_experts, d),
            Op("router_topk", "memory", "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3)]
     if scale_bytes and ep > 1:   # an FP8 dispatch sends tokens cast to FP8 first (V3 §3.3.3; read BF16, write FP8 + scales)
-        ops += [Op("dispatch_cast", "memory", "mlp", bytes=tokens * d * (BF16_BYTES + FP8_BYTES + scale_bytes))]
+        ops += [Op("dispatch_cast", "memory", "mlp", bytes=tokens * d * CAST_BYTES_PER_ELEM["cast"])]
     ops += [Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * load.ib_frac, nvlink_bytes=nvl)]
     if m.num_shared_experts:
         s_inner = m.num_shared_experts * e_inner

@@ -50,8 +50,8 @@ A profile also describes the *software stack* that ran the kernels, as data:
     along the token contraction) to the rate of the 1x128 x 128x128 forward recipe at the same
     weight-gradient shape; `cast_eff`, `cast_transpose_eff`, `requant_transpose_eff`: HBM bandwidth fractions
     of the fused cast kernels (1x128 cast of a BF16 tensor; cast into the transposed 128x1 layout;
-    a cached 1x128 FP8 tensor dequantized, transposed and re-quantized). Empty: no casts charged
-    beyond the stream roofline at memory_eff, and weight-gradient GEMMs at the forward rate.
+    a cached 1x128 FP8 tensor dequantized, transposed and re-quantized). Empty: the casts run at
+    memory_eff and weight-gradient GEMMs at the forward rate.
   quant_bytes_per_elem: HBM bytes per element of one unfused quantization (all its eager passes:
     abs, amax, float, divide, clamp, cast; ~33-39 by count in real/fp8.py), fitted.
   transpose_eff: the same for copies of a transposed view (`.t().contiguous()`: reads or writes
