@@ -21,7 +21,7 @@ class MoeLoadSpec:
     load_model: str = spec_field("scalar", choices=LOAD_MODELS,
                                  doc="Expert-load model: 'scalar' = workload.routing_imbalance only; 'balanced'; 'zipf' / 'dirichlet' (parametric skew); 'measured' (replay real/ expert_load.csv); 'dynamic' (zipf base + simulated aux-loss-free bias update)")
     zipf_s: float = spec_field(1.79, ge=0, doc="Zipf exponent of expert affinity (default: fitted to the H200 bench-small run without bias update, twin.moe.load.fit_measured)")
-    dirichlet_alpha: float = spec_field(0.29, gt=0, doc="Dirichlet concentration of expert affinity (default: fitted to the H200 bench-small run without bias update)")
+    dirichlet_alpha: float = spec_field(0.32, gt=0, doc="Dirichlet concentration of expert affinity (default: fitted to the H200 bench-small run without bias update)")
     measured_gpu: str = spec_field("h200", choices=("h100", "h200"), doc="Which recorded expert_load.csv a 'measured' model replays")
     measured_bias_update_rate: float = spec_field(0.0, ge=0, doc="Which recorded run (bias update rate) a 'measured' model replays")
     bias_update_speed: float = spec_field(0.001, ge=0, doc="Bias update speed gamma of the 'dynamic' model (V3 §4.2: 0.001, then 0 for the last 500B tokens)")

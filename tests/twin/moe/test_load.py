@@ -3,8 +3,8 @@ import pytest
 
 from twin.fields import build
 from twin.errors import ScenarioError
-from twin.moe.load import (LoadModel, fit_dirichlet, fit_zipf, gumbel_topk_counts, read_expert_load,
-                           resample_shares, simulate_bias_update, zipf_weights)
+from twin.moe.load import (LoadModel, fit_dirichlet, fit_measured, fit_zipf, gumbel_topk_counts, read_expert_load,
+                           resample_shares, routed_shares, simulate_bias_update, zipf_weights)
 from twin.moe.specs import MoeLoadSpec
 
 
@@ -58,3 +58,29 @@ def test_moe_section_is_strict():
     with pytest.raises(ScenarioError, match="moe.load_model"):
         build(MoeLoadSpec, {"load_model": "pareto"}, "moe")
     assert MoeLoadSpec().load_model_spec() is None
+
+
+def test_default_affinity_parameters_are_the_fits_of_the_recorded_run():
+    fit = fit_measured("h200")
+    spec = MoeLoadSpec()
+    assert spec.zipf_s == pytest.approx(fit["zipf_s"], abs=0.01)
+    assert spec.dirichlet_alpha == pytest.approx(fit["dirichlet_alpha"], abs=0.01)
+
+
+def test_exponential_keys_sample_the_softmax_exactly():
+    # top-1 of log p - log Exp(1) is a softmax draw: shares converge to p (binomial sigma ~ 0.0016)
+    p = np.array([0.5, 0.25, 0.15, 0.1])
+    counts = gumbel_topk_counts(np.log(p), 1, 100_000, np.random.default_rng(3))
+    assert np.allclose(counts / counts.sum(), p, atol=0.006)
+    # the bias enters the choice: +log 2 on the last expert doubles its weight
+    biased = gumbel_topk_counts(np.log(p), 1, 100_000, np.random.default_rng(3), bias_E=np.array([0, 0, 0, np.log(2)]))
+    assert np.allclose(biased / biased.sum(), np.array([0.5, 0.25, 0.15, 0.2]) / 1.1, atol=0.006)
+
+
+def test_bias_update_without_bias_is_the_zipf_model():
+    # sigmoid affinity keys without bias rank experts as the Gumbel keys do: same sorted share curve
+    run = simulate_bias_update(32, 4, 1.2, 0.0, 40, 2048, seed=2)
+    dyn = np.sort(run.counts_SE.sum(0) / run.counts_SE.sum())[::-1]
+    zipf = np.sort(routed_shares(zipf_weights(32, 1.2), 4, 80_000))[::-1]
+    assert zipf[0] > 4 * zipf[-1]
+    assert np.allclose(dyn, zipf, atol=0.004)
