@@ -278,6 +278,10 @@ def _interp_log2(ep: int, xs: list, ys: list) -> float:
     return float(np.interp(x, np.log2(xs), ys))
 
 
+def _a2a_kind(gpu: GPUSpec, s: ServeSpec) -> str:
+    return s.a2a if s.a2a != "auto" else ("nvlink" if s.ep <= gpu.gpus_per_node else "deepep_ll")
+
+
 def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_frac: float) -> tuple[float, float]:
     """(dispatch, combine) seconds for `tokens` per GPU. NVLink: remote rows over the achieved
     NVLink bandwidth. DeepEP low-latency: all top-k rows over the table's bandwidth for this EP
@@ -287,8 +291,7 @@ def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_f
     rows = tokens * m.top_k * rows_frac
     disp_row = m.hidden_size * (FP8_BYTES + FP32_BYTES / FP8_TILE)
     comb_row = m.hidden_size * BF16_BYTES
-    kind = s.a2a if s.a2a != "auto" else ("nvlink" if s.ep <= gpu.gpus_per_node else "deepep_ll")
-    if kind == "nvlink":
+    if _a2a_kind(gpu, s) == "nvlink":
         remote = rows * (s.ep - 1) / s.ep
         return (remote * disp_row / gpu.nvlink_achieved_bytes_per_s + gpu.nvlink_latency_s,
                 remote * comb_row / gpu.nvlink_achieved_bytes_per_s + gpu.nvlink_latency_s)
@@ -362,6 +365,10 @@ def _moe_compute_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t_att
         sf = m.num_shared_experts * f
         ts = max(1, t_attn // s.tp) if s.dp_attention else tr
         tt += _gemm_s(ts, 2 * sf, d, p, gpu, prof, sm) + _gemm_s(ts, d, sf, p, gpu, prof, sm)
+    if p == "fp8" and s.ep > 1 and _a2a_kind(gpu, s) == "nvlink":
+        # an FP8 dispatch over NVLink casts its tokens first; DeepEP's low-latency kernels cast
+        # inside the dispatch kernel, so their published latencies already hold that cast
+        tt += compute.cast_time_s("cast", tr * d, gpu, prof)
     rows = straggler_slot_rows(loads["slot_shares"], t_gpu * s.ep * m.top_k)
     if rows:
         # the up-projection's rows arrive in FP8 (cast before the dispatch); the down-projection's are cast here

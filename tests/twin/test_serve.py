@@ -11,6 +11,7 @@ from twin.fields import build
 from twin.serve import (_load_figures, decode_step, kv_bytes_per_token, load_serve_scenario, max_batch_by_memory,
                         memory_per_gpu, mla_decode_core_s, run_serve, serving_profile, straggler_slot_rows,
                         weight_breakdown, weight_stream_floor_s)
+from twin.costs import compute
 from twin.serve_specs import ServeSpec
 from twin.specs import get_gpu, get_model
 
@@ -169,3 +170,14 @@ def test_bad_serve_specs_name_field_value_and_allowed(table, pattern):
     with pytest.raises(ScenarioError, match=pattern):
         s = build(ServeSpec, table, "serve")
         s.check_against(V3, get_gpu("h200"), num_gpus)
+
+
+def test_fp8_dispatch_over_nvlink_pays_its_cast_but_deepep_low_latency_does_not():
+    # DeepEP's low-latency dispatch casts to FP8 inside its kernel; an NVLink dispatch casts first
+    from twin import serve
+    m, gpu = get_model("deepseek-v3"), get_gpu("h200")
+    loads = {"slot_shares": np.full(256, 1 / 256)}
+    prof = serve.serving_profile(gpu, ServeSpec(ep=8))
+    nv = serve._moe_compute_s(m, gpu, ServeSpec(ep=8, a2a="nvlink"), 64.0, 64, loads, prof, 1.0)
+    ll = serve._moe_compute_s(m, gpu, ServeSpec(ep=8, a2a="deepep_ll"), 64.0, 64, loads, prof, 1.0)
+    assert nv - ll == pytest.approx(compute.cast_time_s("cast", 64 * m.hidden_size, gpu, prof))
