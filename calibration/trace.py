@@ -27,10 +27,14 @@ Where the two sides book the same work differently (known, not corrected for):
 
 Communication is compared twice, per phase and per data-moving DeepEP kernel (the published
 kernel means; a phase also holds the notify kernels that exchange counts with the 63 peers first).
-Communication phases are shown but judged separately: a trace's DeepEP kernel duration includes
-the time it spends waiting for its 63 peers (notify/barrier), which the twin charges as pipeline
-idle time rather than as kernel time, so a per-kernel comparison mixes bandwidth with skew.
-Targets: chunk pair within 10%, each compute phase within 20%.
+Every phase, communication included, is judged against the same 20% target. The communication
+phases do NOT meet it (the twin is 32-61% short): the twin times a DeepEP kernel at DeepEP's
+published isolated rate and has no term for what the trace adds in situ - notify kernels of 1-4 ms
+that wait for all 63 peers, and data kernels 1.2-1.6x slower than the isolated rate while GEMMs
+share the GPU. Telling peer skew, compute contention and the 20-vs-24 SM difference apart needs a
+multi-node DeepEP run under concurrent compute, which no lent machine can make (issue 5, blocked).
+The data-kernel rows are diagnostic: the published per-kernel means, without the notify kernels.
+Targets: chunk pair within 10%, each phase within 20%.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from twin.sim.step import StepCosts
 
 TRACE_FILE = Path(__file__).resolve().parent / "data" / "h800_trace.toml"
 CHUNK_PAIR_TARGET = 0.10
-COMPUTE_PHASE_TARGET = 0.20
+PHASE_TARGET = 0.20
 
 COMPUTE_PHASES = {"attn_F": ("attn_fwd",), "mlp_F": ("mlp_fwd",), "mlp_B": ("mlp_bwd_input",),
                   "mlp_W": ("mlp_bwd_weight",), "attn_B": ("attn_bwd_input",), "attn_W": ("attn_bwd_weight",)}
@@ -104,7 +108,7 @@ def compare(profile: Profile | None = None, scenario=None) -> dict:
         if per_kernel:
             twin_us /= len(names)
         err = twin_us / trace_us - 1.0
-        target = COMPUTE_PHASE_TARGET if kind == "compute" else None
+        target = PHASE_TARGET if kind in ("compute", "comm") else None
         rows.append({"phase": phase, "kind": kind, "twin_tasks": list(names), "trace_us": float(trace_us),
                      "predicted_us": twin_us, "rel_error": err,
                      "target": target, "meets_target": None if target is None else abs(err) <= target})
@@ -134,7 +138,7 @@ def format_table(result: dict) -> str:
              f"{c['trace_us'] / 1e3:.1f} ms ({c['rel_error']:+.1%}, target 10%: {'met' if c['meets_target'] else 'NOT met'})",
              f"{'phase':22} {'kind':11} {'trace_us':>9} {'twin_us':>9} {'error':>8}  target"]
     for r in result["phases"]:
-        tgt = "judged separately" if r["target"] is None else ("met" if r["meets_target"] else "NOT met")
+        tgt = "diagnostic" if r["target"] is None else ("met" if r["meets_target"] else "NOT met")
         lines.append(f"{r['phase']:22} {r['kind']:11} {r['trace_us']:>9.0f} {r['predicted_us']:>9.0f} {r['rel_error']:>+8.1%}  {tgt}")
     return "\n".join(lines)
 

@@ -42,5 +42,29 @@ def test_chunk_pair_within_10_percent():
 @pytest.mark.parametrize("phase", list(trace.COMPUTE_PHASES))
 def test_compute_phase_within_20_percent(phase):
     row = next(r for r in _result()["phases"] if r["phase"] == phase)
-    assert abs(row["rel_error"]) <= trace.COMPUTE_PHASE_TARGET, (
+    assert abs(row["rel_error"]) <= trace.PHASE_TARGET, (
+        f"{phase}: twin {row['predicted_us']:.0f} us vs trace {row['trace_us']:.0f} us ({row['rel_error']:+.1%})")
+
+
+def test_communication_phases_are_judged_and_reported_against_the_same_target():
+    # the table must say plainly whether each all-to-all phase meets the issue's 20% target
+    rows = [r for r in _result()["phases"] if r["kind"] == "comm"]
+    assert [r["phase"] for r in rows] == list(trace.COMM_PHASES)
+    for r in rows:
+        assert r["target"] == trace.PHASE_TARGET
+        assert r["meets_target"] == (abs(r["rel_error"]) <= trace.PHASE_TARGET)
+    table = trace.format_table(_result())
+    assert all(("NOT met" in line) != r["meets_target"] for r in rows for line in table.splitlines()
+               if line.startswith(r["phase"] + " "))
+
+
+# Blocked (issue 5): the twin has no in-situ term for DeepEP (peer synchronisation in the notify
+# kernels, data kernels slower beside concurrent GEMMs); the isolated published rate leaves it
+# 32-61% short. Modelling it needs a multi-node run no lent machine can make. Strict: the day a
+# sourced term closes the gap, this starts passing and must be turned into a plain test.
+@pytest.mark.xfail(strict=True, reason="blocked: in-situ DeepEP slowdown needs a multi-node measurement")
+@pytest.mark.parametrize("phase", list(trace.COMM_PHASES))
+def test_communication_phase_within_20_percent(phase):
+    row = next(r for r in _result()["phases"] if r["phase"] == phase)
+    assert abs(row["rel_error"]) <= trace.PHASE_TARGET, (
         f"{phase}: twin {row['predicted_us']:.0f} us vs trace {row['trace_us']:.0f} us ({row['rel_error']:+.1%})")
