@@ -34,6 +34,13 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def profile_from_json_file(path: Path):
+    """A fitted profile as the twin uses it (DeepSeek's stack, sustained load: load_profile)."""
+    import json
+    from twin.costs.profile import profile_from_json
+    return profile_from_json(json.loads(Path(path).read_text())).as_stack(fp8_quant_fused=True).under_sustained_load()
+
+
 def cmd_validate(args) -> int:
     from calibration import trace
     from calibration.validate import failures, format_table, validate
@@ -46,14 +53,22 @@ def cmd_validate(args) -> int:
     h100 = profiles / "h100.json"
     tr_profile = None
     if h100.is_file():
-        import json
-        from twin.costs.profile import profile_from_json
-        # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon, under the
-        # sustained load of a training run (as twin.costs.profile.load_profile does)
-        tr_profile = profile_from_json(json.loads(h100.read_text())).as_stack(fp8_quant_fused=True).under_sustained_load()
+        # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
+        tr_profile = profile_from_json_file(h100)
     tr = trace.compare(tr_profile)
     print(trace.format_table(tr))
     result["h800_trace"] = tr
+    from calibration import sm_reserve
+    records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
+    result["sm_reserve"] = {}
+    for gpu in result["gpus"]:
+        prof_path = profiles / f"{gpu}.json"
+        if not prof_path.is_file():
+            continue
+        rows = sm_reserve.compare(gpu, profile_from_json_file(prof_path), records_root)
+        if rows:
+            print(sm_reserve.format_table(rows))
+            result["sm_reserve"][gpu] = rows
     if args.out:
         from reports.validation_report import write_report
         for p in write_report(result, Path(args.out)):

@@ -54,7 +54,20 @@ def write_report(result: dict, out_dir: Path) -> list[Path]:
         paths.append(p)
     if result.get("h800_trace"):
         paths += write_trace_comparison(result["h800_trace"], out_dir)
+    if any(result.get("sm_reserve", {}).values()):
+        paths += write_sm_reserve(result["sm_reserve"], out_dir)
     return paths
+
+
+def write_sm_reserve(rows_by_gpu: dict, out_dir: Path) -> list[Path]:
+    """sm_reserve.csv (the twin's SM-reservation slowdown beside the measured one, per GPU, mode,
+    precision and SM count) and sm_reserve.png (the same against the SM count)."""
+    from calibration.sm_reserve import slowdown_png
+    csv_path = out_dir / "sm_reserve.csv"
+    pd.DataFrame([r for rows in rows_by_gpu.values() for r in rows]).to_csv(csv_path, index=False)
+    png_path = out_dir / "sm_reserve.png"
+    png_path.write_bytes(slowdown_png(rows_by_gpu))
+    return [csv_path, png_path]
 
 
 def write_trace_comparison(tr: dict, out_dir: Path) -> list[Path]:

@@ -112,3 +112,9 @@ def test_quick_fp8_stack_section_writes_records(tmp_path):
     assert set(casts) == {"cast_1x128", "cast_transpose", "requant_transpose"}
     m, k = int(casts["cast_1x128"]["m"]), int(casts["cast_1x128"]["k"])
     assert float(casts["cast_1x128"]["bytes_moved"]) == pytest.approx(m * k * 3 + m * k // 128 * 4, rel=1e-5)
+
+
+def test_sm_reserve_section_needs_cuda_and_records_nothing_on_a_cpu(tmp_path):
+    assert "sm_reserve" in bench.SECTIONS
+    assert bench.main(["--out", str(tmp_path), "--quick", "--only", "sm_reserve"]) == 0
+    assert not (tmp_path / "sm_reserve.csv").exists()
