@@ -457,7 +457,8 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
                   "MoE/MLA layer records, curves fixed; host_s of op classes no primitive row times is held at 20 us "
                   "(assumed, not fitted); sustained: burst/sustained time ratios per kernel class "
                   "from sustained.csv (sustained_ratios), not fitted; fp8_stack: DeepSeek-stack terms measured in "
-                  "fp8_stack.csv (fp8_stack_terms: 1x128 x 1x128 weight-gradient GEMM speed, cast-kernel bandwidths), not fitted",
+                  "fp8_stack.csv (fp8_stack_terms: 1x128 x 1x128 weight-gradient GEMM speed, cast-kernel bandwidths), not fitted; "
+                  "sm_reserve.csv validates the SM-share slowdown (calibration/sm_reserve.py), never fitted",
         "stack": "real/ in eager PyTorch: fp8_quant_fused false (operands quantized by eager ops on every call), "
                  "host_s = host dispatch per op as per-repetition CUDA events see it (layers); launch_s = device-side "
                  "cost per kernel, fitted from CUDA-graph-timed kernels (records' timing column). "

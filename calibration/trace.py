@@ -31,7 +31,9 @@ Every phase, communication included, is judged against the same 20% target. The 
 phases do NOT meet it (the twin is 32-61% short): the twin times a DeepEP kernel at DeepEP's
 published isolated rate and has no term for what the trace adds in situ - notify kernels of 1-4 ms
 that wait for all 63 peers, and data kernels 1.2-1.6x slower than the isolated rate while GEMMs
-share the GPU. Telling peer skew, compute contention and the 20-vs-24 SM difference apart needs a
+share the GPU. On one H100, a data mover on 20 held SMs runs 1.37-1.55x slower beside FP8 GEMMs
+than alone (calibration/sm_reserve.py), which would explain the data kernels if DeepEP's were
+SM-bound. Telling peer skew, compute contention and the 20-vs-24 SM difference apart needs a
 multi-node DeepEP run under concurrent compute, which no lent machine can make (issue 5, blocked).
 The data-kernel rows are diagnostic: the published per-kernel means, without the notify kernels.
 Targets: chunk pair within 10%, each phase within 20%.
