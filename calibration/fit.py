@@ -458,7 +458,8 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
                   "(assumed, not fitted); sustained: burst/sustained time ratios per kernel class "
                   "from sustained.csv (sustained_ratios), not fitted; fp8_stack: DeepSeek-stack terms measured in "
                   "fp8_stack.csv (fp8_stack_terms: 1x128 x 1x128 weight-gradient GEMM speed, cast-kernel bandwidths), not fitted; "
-                  "sm_reserve.csv validates the SM-share slowdown (calibration/sm_reserve.py), never fitted",
+                  "sm_reserve: medians of sm_reserve.csv's untold GEMMs beside held SMs (sm_reserve_terms), not fitted; "
+                  "the same file validates the SM-share slowdown of told GEMMs (calibration/sm_reserve.py)",
         "stack": "real/ in eager PyTorch: fp8_quant_fused false (operands quantized by eager ops on every call), "
                  "host_s = host dispatch per op as per-repetition CUDA events see it (layers); launch_s = device-side "
                  "cost per kernel, fitted from CUDA-graph-timed kernels (records' timing column). "
@@ -476,6 +477,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "sustained": stats.get("sustained"),
         "sustained_per_kernel": stats.get("sustained_per_kernel"),
         "fp8_stack": stats.get("fp8_stack"),
+        "sm_reserve": stats.get("sm_reserve"),
     }
 
 
@@ -486,8 +488,33 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
     stats["fp8_stack"] = stack
+    stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
     prov = provenance(df, gpu, stats, root)
-    return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack), stats
+    return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
+                               sm_reserve=reserve), stats
+
+
+# sm_reserve.csv precision -> the twin's: FP8 is DeepSeek's 1x128 x 128x128 recipe
+SM_RESERVE_PRECISIONS = {"bf16": "bf16", "fp8-blockwise": "fp8"}
+
+
+def sm_reserve_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """Profile.sm_reserve from real/bench.py bench_sm_reserve rows (measured, not fitted): for GEMMs
+    not told that communication holds some SMs (mode spin: beside a kernel holding them), the median
+    over the V3 projection shapes and trials of time beside / paired time alone, per held-SM count,
+    with (0, 1.0) first. {} without the file."""
+    from calibration.sm_reserve import load
+    df = load(gpu, root)
+    if df.empty:
+        return {}
+    out = {}
+    untold = df[df["mode"] == "spin"].assign(slowdown=lambda d: d["time_s"] / d["time_solo_s"])
+    for label, prec in SM_RESERVE_PRECISIONS.items():
+        g = untold[untold["precision"] == label]
+        if not g.empty:
+            med = g.groupby("reserved_sms")["slowdown"].median()
+            out[f"untold_{prec}"] = [(0, 1.0)] + [(int(n), float(r)) for n, r in med.items()]
+    return out
 
 
 def fp8_stack_terms(path: Path, hbm_bytes_per_s: float) -> dict:

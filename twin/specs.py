@@ -185,6 +185,7 @@ class ParallelPlan:
     micro_batch_seqs: int = spec_field(1, unit="sequences", ge=1, doc="Sequences per micro-batch per pipeline")
     schedule: str = spec_field("dualpipe", choices=SCHEDULES, doc="Pipeline schedule")
     comm_sms: int = spec_field(20, unit="count", ge=0, doc="SMs reserved for EP communication kernels (V3 report §3.2.2: 20 of 132)")
+    comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")

@@ -55,6 +55,37 @@ def test_reserving_sms_for_communication_slows_compute(v3):
     assert twenty.step_time_s > none.step_time_s
 
 
+def test_untold_gemms_beside_held_sms_are_slower_than_told_ones(v3):
+    # DeepSeek tells its GEMMs the SMs left to them; a stack that does not runs them beside the
+    # comm kernels at the slowdown measured in sm_reserve.csv (profile.sm_reserve)
+    told = simulate_step(v3, record_events=False)
+    untold = simulate_step(load_scenario(overrides=["plan.comm_sms_told=false"]), record_events=False)
+    assert 1.0 < untold.step_time_s / told.step_time_s < 1.25
+    # with no SMs held, telling changes nothing
+    none_told = simulate_step(load_scenario(overrides=["plan.comm_sms=0"]), record_events=False)
+    none_untold = simulate_step(load_scenario(overrides=["plan.comm_sms=0", "plan.comm_sms_told=false"]),
+                                record_events=False)
+    assert none_untold.step_time_s == pytest.approx(none_told.step_time_s)
+
+
+def test_untold_mode_needs_a_measured_profile(v3):
+    from twin.costs.profile import default_profile
+    from twin.errors import ScenarioError
+    with pytest.raises(ScenarioError, match="plan.comm_sms_told"):
+        simulate_step(load_scenario(overrides=["plan.comm_sms_told=false"]), default_profile(), record_events=False)
+
+
+def test_untold_slowdown_interpolates_the_measured_curve():
+    from twin.costs.compute import untold_sm_slowdown
+    from twin.costs.profile import load_profile
+    prof, gpu = load_profile("h100"), get_gpu("h100")
+    pts = dict(prof.sm_reserve["untold_fp8"])
+    assert untold_sm_slowdown(prof, "fp8", 20, gpu) == pytest.approx(pts[20])
+    assert pts[8] < untold_sm_slowdown(prof, "fp8", 14, gpu) < pts[20]
+    # past the last measured count, the SM share carries it on
+    assert untold_sm_slowdown(prof, "fp8", 99, gpu) == pytest.approx(pts[66] * (132 - 66) / (132 - 99))
+
+
 def test_oom_plan_is_reported_with_breakdown():
     sc = load_scenario(overrides=["cluster.gpu='h800'", "workload.seq_len=32768", "workload.global_batch_seqs=4096",
                                   "plan.micro_batch_seqs=1", "plan.recompute='none'"])

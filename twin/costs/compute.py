@@ -8,6 +8,8 @@ compute-bound kernels slow in proportion, bandwidth-bound ones keep saturating H
 
 from __future__ import annotations
 
+import numpy as np
+
 from twin.costs.flops import BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, Op, attention_bwd_flops, gemm_bytes
 from twin.costs.profile import Profile
 from twin.specs import GPUSpec
@@ -15,6 +17,21 @@ from twin.specs import GPUSpec
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
     return (gpu.num_sms - comm_sms) / gpu.num_sms
+
+
+def untold_sm_slowdown(profile: Profile, precision: str, comm_sms: int, gpu: GPUSpec) -> float:
+    """Time factor of a compute kernel that is not told that communication holds `comm_sms` SMs:
+    it launches for every SM and runs beside the kernels holding them (Profile.sm_reserve, measured).
+    Linear in the SM count between measured points; past the last, that point's factor scaled by
+    the SM shares (sm_fraction). Raises ValueError where the profile has no such measurement."""
+    points = profile.sm_reserve.get(f"untold_{precision}")
+    if not points:
+        raise ValueError(f"profile {profile.gpu} has no measured slowdown of {precision} kernels beside held SMs "
+                         "(sm_reserve.csv); use plan.comm_sms_told = true or a calibrated H100/H200 profile")
+    sms, factor = zip(*sorted(points))
+    if comm_sms <= sms[-1]:
+        return float(np.interp(comm_sms, sms, factor))
+    return factor[-1] * sm_fraction(gpu, sms[-1]) / sm_fraction(gpu, comm_sms)
 
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,

@@ -52,6 +52,10 @@ A profile also describes the *software stack* that ran the kernels, as data:
     of the fused cast kernels (1x128 cast of a BF16 tensor; cast into the transposed 128x1 layout;
     a cached 1x128 FP8 tensor dequantized, transposed and re-quantized). Empty: the casts run at
     memory_eff and weight-gradient GEMMs at the forward rate.
+  sm_reserve: measured slowdown of GEMMs that are NOT told that communication holds some SMs and
+    run beside the kernels holding them (real/bench.py bench_sm_reserve, mode spin;
+    calibration.fit.sm_reserve_terms): "untold_bf16" / "untold_fp8" -> [(held SMs, time beside /
+    alone)], starting at (0, 1.0). Used only for plans with comm_sms_told false.
   quant_bytes_per_elem: HBM bytes per element of one unfused quantization (all its eager passes:
     abs, amax, float, divide, clamp, cast; ~33-39 by count in real/fp8.py), fitted.
   transpose_eff: the same for copies of a transposed view (`.t().contiguous()`: reads or writes
@@ -120,6 +124,7 @@ class Profile:
     gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
     fp8_stack: dict = field(default_factory=dict)   # compute.fp8_cast_time_s, wgrad_1d1d_speed
+    sm_reserve: dict = field(default_factory=dict)  # compute.untold_sm_slowdown: "untold_<prec>" -> [[sms, slowdown]]
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -165,6 +170,7 @@ class Profile:
             "gemm_overlap_p": self.gemm_overlap_p,
             "topk": dict(self.topk),
             "fp8_stack": dict(self.fp8_stack),
+            "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "provenance": self.provenance,
         }
 
@@ -214,6 +220,7 @@ def profile_from_json(data: dict) -> Profile:
         gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
         fp8_stack={k: float(v) for k, v in data.get("fp8_stack", {}).items()},
+        sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
     )
 
 

@@ -20,7 +20,7 @@ from twin.costs import comm, compute, memory
 from twin.costs.flops import (BF16_BYTES, Op, attention_ops, dense_ffn_ops, embedding_ops, head_ops, moe_ops,
                               train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
-from twin.errors import InfeasiblePlan
+from twin.errors import InfeasiblePlan, ScenarioError
 from twin.results import StepResult
 from twin.scenario import Scenario
 from twin.sim.pipeline import PipelineResult, Task, simulate_pipeline
@@ -93,6 +93,13 @@ class StepCosts:
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
         self.sm_frac = compute.sm_fraction(self.gpu, sc.plan.comm_sms)
+        self.untold_slowdown = None
+        if not sc.plan.comm_sms_told and sc.plan.comm_sms > 0:
+            try:
+                self.untold_slowdown = {p: compute.untold_sm_slowdown(profile, p, sc.plan.comm_sms, self.gpu)
+                                        for p in ("bf16", sc.plan.gemm_precision)}
+            except ValueError as exc:
+                raise ScenarioError("plan.comm_sms_told", False, f"true: {exc}") from None
         m = sc.model
         self.layers = stage_layers(m.num_layers, schedule.num_model_stages)
         self.blocks = [_block_ops(sc, layer, imbalance) for layer in range(m.num_layers)]
@@ -112,7 +119,17 @@ class StepCosts:
     # -- costs of op lists --------------------------------------------------------------------
     def _compute_s(self, ops, phase: str) -> float:
         prec = self.sc.plan.gemm_precision
-        return sum(compute.op_time_s(op, phase, prec, self.gpu, self.profile, self.sm_frac) for op in ops)
+        if self.untold_slowdown is None:
+            return sum(compute.op_time_s(op, phase, prec, self.gpu, self.profile, self.sm_frac) for op in ops)
+        return sum(compute.op_time_s(op, phase, prec, self.gpu, self.profile) * self._untold_factor(op, prec)
+                   for op in ops)
+
+    def _untold_factor(self, op: Op, prec: str) -> float:
+        """Compute kernels not told the held SMs: the measured factor of their precision (the
+        router and the attention core run in BF16); bandwidth-bound kernels keep their time."""
+        if op.kind == "attention" or (op.kind in ("gemm", "grouped_gemm") and op.name == "router"):
+            return self.untold_slowdown["bf16"]
+        return self.untold_slowdown[prec] if op.kind in ("gemm", "grouped_gemm") else 1.0
 
     def _comm_s(self, op: Op) -> float:
         return comm.all_to_all_time_s(op, self.gpu, self.link_bw_scale)
