@@ -36,6 +36,7 @@ from calibration import records as rec
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
 from twin.costs.profile import GemmCurve, Profile, SeqCurve, default_profile
+from twin.specs import GPUSpec
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
@@ -175,7 +176,8 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
                    fp8_quant_fused=False, quant_bytes_per_elem=qb or QUANT_BYTES_INITIAL, host_s=host_s,
                    gather_eff=gather_eff, wave_tile=0,
-                   transpose_eff=base.transpose_eff if transpose_eff is None else transpose_eff, grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
+                   transpose_eff=base.transpose_eff if transpose_eff is None else transpose_eff, cat_eff=base.cat_eff,
+                   grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
                    gemm_overlap_p=overlap_p, topk=dict(base.topk),
                    group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile)
 
@@ -243,8 +245,11 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     ops = rows["op"].astype(str) if "op" in rows.columns else pd.Series([""] * len(rows))
     is_topk = (rows.bench == "memory") & ops.str.startswith("topk")   # fitted on their own (fit_topk)
     topk_rows = rows[is_topk]
+    is_cat = (rows.bench == "memory") & (ops == "mla_qk_cat")          # measured on their own (fit_cat_eff)
+    cat_rows = rows[is_cat]
     keep = [(t != "" and (t, p) in informed) or (b.startswith("attn_") and ("attention", b[5:]) in informed)
-            or (b == "memory" and not tk) for b, t, p, tk in zip(rows.bench, rows.table, rows.kernel, is_topk)]
+            or (b == "memory" and not tk and not ct)
+            for b, t, p, tk, ct in zip(rows.bench, rows.table, rows.kernel, is_topk, is_cat)]
     rows = rows[keep].reset_index(drop=True)  # rows of curves too thin to fit are left out
     if rows.empty:
         raise ValueError(f"{gpu}: no fitting rows (primitive benches outside the held-out families)")
@@ -300,12 +305,15 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     if waves:
         sol = solve(sol.x, waves)
     res = residuals(sol.x, waves)
-    base = dataclasses.replace(base, topk=fit_topk(topk_rows, build_profile(gpu, sol.x, layout, base).launch_s))
+    stage1 = build_profile(gpu, sol.x, layout, base)
+    base = dataclasses.replace(base, topk=fit_topk(topk_rows, stage1.launch_s),
+                               cat_eff=fit_cat_eff(cat_rows, stage1, spec))
     prof1 = build_profile(gpu, sol.x, layout, base, wave_tiles=waves)
     (quant_b, gather_eff, transpose_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
     if host2:  # host classes only the layers inform (primitives timed without the host)
         base = dataclasses.replace(base, host_s={**base.host_s, **host2})
     stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "transpose_eff": transpose_eff,
+             "cat_eff": base.cat_eff,
              "num_composed_fit_points": n_comp,
              "host_s_from_layers": host2,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
              "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
@@ -322,6 +330,18 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     stats["not_fitted"] = not_fitted
     return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff,
                          transpose_eff=transpose_eff, wave_tiles=waves), stats
+
+
+def fit_cat_eff(rows: pd.DataFrame, profile: Profile, gpu: GPUSpec) -> float:
+    """Profile.cat_eff from the fitting split's `mla_qk_cat` memory rows (two torch.cat kernels over
+    strided split views, real/bench.py bench_memory): the median over rows of their achieved
+    bandwidth, net of two launches, as a fraction of streaming bandwidth (HBM x memory_eff).
+    0.0 (= gather_eff) without rows."""
+    if rows.empty:
+        return 0.0
+    busy_s = (rows["time_s"] - 2 * profile.launch_s).clip(lower=1e-9)
+    eff = rows["bytes_moved"] / busy_s / (gpu.hbm_bytes_per_s * profile.memory_eff)
+    return float(min(1.0, eff.median()))
 
 
 def fit_topk(rows: pd.DataFrame, launch_s: float) -> dict:
@@ -478,6 +498,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "sustained_per_kernel": stats.get("sustained_per_kernel"),
         "fp8_stack": stats.get("fp8_stack"),
         "sm_reserve": stats.get("sm_reserve"),
+        "cat_eff": stats.get("cat_eff"),
     }
 
 

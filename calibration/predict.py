@@ -105,6 +105,8 @@ def _memory_ops(row, e: "Eager") -> None:
         e.mem(T * E * 4 * 2.0 + T * G)      # masked_fill
         e.topk(T, E, 8)                     # top-8 experts
         e.small(5)                          # gather, sum, clamp, div, * route_scale
+    elif op == "mla_qk_cat":                # MLA's q and k: two cats of strided split views
+        e.cat(nbytes, kernels=2)
     elif op.startswith("topk"):             # bench_topk: one torch.topk
         e.topk(T, width, int(op[4:]))
     elif op in ("fp8_quant_1x128", "fp8_quant_rowwise"):
@@ -196,6 +198,11 @@ class Eager:
         vectorized contiguous loop, which is the loop the index/gather kernels run; costed at
         the same fitted streaming efficiency (`profile.gather_eff`)."""
         self.gather(bytes_, kernels)
+
+    def cat(self, bytes_: float, kernels: int = 1) -> None:
+        """torch.cat over strided split views (CatArrayBatchedCopy with per-element offsets):
+        `profile.cat_eff` of the streaming bandwidth (gather_eff where the profile has none)."""
+        self.mem(bytes_ / (self.profile.cat_eff or self.profile.gather_eff), kernels)
 
     def topk(self, rows: float, width: int, k: int) -> None:
         self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
@@ -318,7 +325,7 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
     f.mem(3 * T * C * B2)                           # kv_norm (fused rms_norm: reads each row twice)
     _rope(f, T * R)
     _linear_fwd(f, *lins[-2], label)                # kv_b
-    f.mem(2 * 2 * T * H * (P + R) * B2, kernels=2)  # q = cat(q_nope, q_pe); k = cat(k_nope, kpe expanded)
+    f.cat((T * H * (P + R) * 2 + T * H * P + T * R + T * H * (P + R)) * B2, kernels=2)  # q = cat(q_nope, q_pe); k = cat(k_nope, kpe expanded)
     f.attention(core, "fwd")
     f.mem(2 * T * H * O * B2)                       # o transposed -> contiguous for the output projection
     _linear_fwd(f, *lins[-1], label)

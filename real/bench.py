@@ -495,8 +495,23 @@ def bench_memory(rec, timer, dev, deadline, quick, env):
             a, b = h.chunk(2, dim=-1)
             return F.silu(a) * b
 
+        H, P, R = (4, 32, 16) if quick else (128, 128, 64)   # V3's MLA heads and head dims
+        q = torch.randn(T, H, P + R, device=dev, dtype=torch.bfloat16)
+        q_pe = torch.randn(T, H, R, device=dev, dtype=torch.bfloat16)
+        kv = torch.randn(T, H, 2 * P, device=dev, dtype=torch.bfloat16)
+        kpe = torch.randn(T, R, device=dev, dtype=torch.bfloat16)
+
+        def mla_qk_cat():
+            # real/model.py MLA._attend_expanded: q and k built by cat of strided split views
+            q_nope, k_nope = q[..., :P], kv[..., :P]
+            return (torch.cat([q_nope, q_pe], dim=-1),
+                    torch.cat([k_nope, kpe[:, None, :].expand(T, H, R)], dim=-1))
+
+        # each input read once (q_nope, q_pe; k_nope, kpe), each output written once, 2 B each
+        cat_bytes = 2 * (T * H * (P + R) + T * H * (P + R) + T * H * P + T * R + T * H * (P + R))
         ops = [
             ("copy", lambda: y.copy_(x), 2 * x.numel() * 2, D),
+            ("mla_qk_cat", mla_qk_cat, cat_bytes, H * (P + R)),
             ("rmsnorm", lambda: F.rms_norm(x, (D,), w, 1e-6), 2 * x.numel() * 2, D),
             ("swiglu", swiglu, h.numel() * 2 + h.numel() // 2 * 2, F2),
             ("softmax", lambda: torch.softmax(logits, dim=-1), 2 * logits.numel() * 4, E),
@@ -510,7 +525,7 @@ def bench_memory(rec, timer, dev, deadline, quick, env):
             rec.row("memory", bench="memory", op=name, tokens=T, width=width, bytes_moved=nbytes, **r)
             if name == "copy":
                 best = max(best, r["achieved_bytes_per_s"])
-        del x, h, logits, y
+        del x, h, logits, y, q, q_pe, kv, kpe
         _free()
     log(f"memory: best copy {best / 1e9:.0f} GB/s (read + write)")
 

@@ -63,3 +63,24 @@ def test_committed_records_meet_targets():
     print(format_table(result))
     fails = failures(result)
     assert not fails, f"targets {MEDIAN_TARGET:.0%}/{P90_TARGET:.0%} missed: " + "; ".join(fails)
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_mla_cat_of_strided_views_runs_at_its_measured_bandwidth(gpu):
+    """real/model.py builds MLA's q and k by torch.cat of strided split views, a third of streaming
+    bandwidth; the fit measures it (Profile.cat_eff) and the MLA layers are costed with it."""
+    import dataclasses
+    import json
+
+    from calibration.fit import PROFILES_DIR
+    from calibration.predict import _mla_ops, gpu_spec
+    from twin.costs.profile import profile_from_json
+    from twin.specs import get_model
+    prof = profile_from_json(json.loads((PROFILES_DIR / f"{gpu}.json").read_text()))
+    assert 0.1 < prof.cat_eff < prof.gather_eff
+    fwd, _ = _mla_ops(get_model("v3-slice-1l"), 1, 4096, "bf16", gpu_spec(gpu), prof)
+    slower = _mla_ops(get_model("v3-slice-1l"), 1, 4096, "bf16", gpu_spec(gpu),
+                      dataclasses.replace(prof, cat_eff=prof.cat_eff / 2))[0]
+    assert sum(g for _, g in slower.ops) > sum(g for _, g in fwd.ops)
+    held = [c for c in validate()["cases"] if c["gpu"] == gpu and "mla_qk_cat" in c["name"] and c["held_out"]]
+    assert held and all(abs(c["rel_error"]) <= 0.05 for c in held)

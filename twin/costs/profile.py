@@ -60,6 +60,8 @@ A profile also describes the *software stack* that ran the kernels, as data:
     abs, amax, float, divide, clamp, cast; ~33-39 by count in real/fp8.py), fitted.
   transpose_eff: the same for copies of a transposed view (`.t().contiguous()`: reads or writes
     are uncoalesced across the inner dimension), fitted with gather_eff; 0 = gather_eff.
+  cat_eff: the same for torch.cat of strided split views (real/model.py builds MLA's q and k so),
+    measured from the memory op `mla_qk_cat` (calibration.fit.fit_cat_eff); 0 = gather_eff.
   gather_eff: bandwidth of row gather/scatter kernels (index, index_copy, index_put) relative to
     streaming kernels (memory_eff), fitted; 1.0 where unmeasured.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
@@ -116,6 +118,7 @@ class Profile:
     host_s: dict = field(default_factory=dict)
     gather_eff: float = 1.0
     transpose_eff: float = 0.0   # 0 = gather_eff
+    cat_eff: float = 0.0         # 0 = gather_eff
     wave_tile: int = 0
     group_row_tile: int = 0
     grouped_setup_s: float = 0.0
@@ -162,6 +165,7 @@ class Profile:
             "host_s": dict(self.host_s),
             "gather_eff": self.gather_eff,
             "transpose_eff": self.transpose_eff,
+            "cat_eff": self.cat_eff,
             "wave_tile": self.wave_tile,
             "group_row_tile": self.group_row_tile,
             "grouped_setup_s": self.grouped_setup_s,
@@ -212,6 +216,7 @@ def profile_from_json(data: dict) -> Profile:
         host_s={k: float(v) for k, v in data.get("host_s", {}).items()},
         gather_eff=float(data.get("gather_eff", 1.0)),
         transpose_eff=float(data.get("transpose_eff", 0.0)),
+        cat_eff=float(data.get("cat_eff", 0.0)),
         wave_tile=int(data.get("wave_tile", 0)),
         group_row_tile=int(data.get("group_row_tile", 0)),
         grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
