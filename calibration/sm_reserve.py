@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from calibration import records as rec
@@ -134,11 +133,3 @@ def slowdown_png(rows_by_gpu: dict[str, list[dict]]) -> bytes:
     plt.close(fig)
     return buf.getvalue()
 
-
-def summary(rows: list[dict]) -> dict:
-    """Median |error| of the twin against the untold (spin) and told (carveout) measurements."""
-    out = {}
-    for mode in MODES:
-        errs = [abs(r["rel_error"]) for r in rows if r["mode"] == mode]
-        out[mode] = float(np.median(errs)) if errs else None
-    return out
