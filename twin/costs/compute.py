@@ -156,7 +156,9 @@ def fp8_cast_passes(op: Op, phase: str) -> list[tuple[str, float]]:
     experts' rows, quantized before the dispatch); bwd_input: the output gradient dy (rows x n)
     cast in 1x128 tiles; bwd_weight: dy cast into the transposed 128x1 layout, and the cached FP8
     x dequantized, transposed and re-quantized to 128x1 (both operands of dW = dy^T x are grouped
-    along the token contraction). Weight transposes (128x128 blocks, once per step) are not costed."""
+    along the token contraction). The dgrad's transposed FP8 weight (DeepGEMM takes only the NT
+    layout) is assumed made once per step and is not costed; DeepSeek's one-pair trace shows these
+    transposes (~1.4% of the pair) but cannot tell per-step from per-micro-batch."""
     rows = op.m * op.groups
     if phase == "fwd":
         return [] if op.fp8_input else [("cast", rows * op.k)]
