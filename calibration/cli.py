@@ -35,10 +35,10 @@ def cmd_fit(args) -> int:
 
 
 def profile_from_json_file(path: Path):
-    """A fitted profile as the twin uses it (DeepSeek's stack, sustained load: load_profile)."""
+    """A fitted profile file as the twin simulates with it (twin.costs.profile.simulation_profile)."""
     import json
-    from twin.costs.profile import profile_from_json
-    return profile_from_json(json.loads(Path(path).read_text())).as_stack(fp8_quant_fused=True).under_sustained_load()
+    from twin.costs.profile import simulation_profile
+    return simulation_profile(json.loads(Path(path).read_text()))
 
 
 def cmd_validate(args) -> int:

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from calibration import records as rec
+from calibration import sm_reserve
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
 from twin.costs.profile import GemmCurve, Profile, SeqCurve, default_profile
@@ -524,16 +525,15 @@ def sm_reserve_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     not told that communication holds some SMs (mode spin: beside a kernel holding them), the median
     over the V3 projection shapes and trials of time beside / paired time alone, per held-SM count,
     with (0, 1.0) first. {} without the file."""
-    from calibration.sm_reserve import load
-    df = load(gpu, root)
+    df = sm_reserve.load(gpu, root)
     if df.empty:
         return {}
     out = {}
-    untold = df[df["mode"] == "spin"].assign(slowdown=lambda d: d["time_s"] / d["time_solo_s"])
+    untold = sm_reserve.with_slowdowns(df[df["mode"] == "spin"])
     for label, prec in SM_RESERVE_PRECISIONS.items():
         g = untold[untold["precision"] == label]
         if not g.empty:
-            med = g.groupby("reserved_sms")["slowdown"].median()
+            med = g.groupby("reserved_sms")["measured"].median()
             out[f"untold_{prec}"] = [(0, 1.0)] + [(int(n), float(r)) for n, r in med.items()]
     return out
 

@@ -44,6 +44,12 @@ def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     return df[keep & (df["time_s"] > 0) & (df["time_solo_s"] > 0)].reset_index(drop=True)
 
 
+def with_slowdowns(df: pd.DataFrame) -> pd.DataFrame:
+    """`load` rows plus `measured` (GEMM time with SMs held / its paired time alone) and `holder`
+    (the holder's span beside the GEMMs / alone; NaN for carveout rows)."""
+    return df.assign(measured=df["time_s"] / df["time_solo_s"], holder=df["holder_s"] / df["holder_solo_s"])
+
+
 def twin_slowdown(m: int, n: int, k: int, precision: str, reserved_sms: int, gpu_name: str, profile: Profile) -> float:
     """The twin's GEMM time with `reserved_sms` SMs held over its time with all SMs."""
     gpu = get_gpu(gpu_name)
@@ -59,10 +65,9 @@ def compare(gpu: str, profile: Profile | None = None, root: Path | str = rec.MEA
     if df.empty:
         return []
     profile = profile or load_profile(gpu)
-    df = df.assign(measured=df["time_s"] / df["time_solo_s"],
-                   holder=df["holder_s"] / df["holder_solo_s"],
-                   twin=[twin_slowdown(int(r.m), int(r.n), int(r.k), r.precision, int(r.reserved_sms), gpu, profile)
-                         for r in df.itertuples()])
+    df = with_slowdowns(df).assign(
+        twin=[twin_slowdown(int(r.m), int(r.n), int(r.k), r.precision, int(r.reserved_sms), gpu, profile)
+              for r in df.itertuples()])
     rows = []
     for (mode, prec, sms), g in df.groupby(["mode", "precision", "reserved_sms"]):
         measured, twin = float(g["measured"].median()), float(g["twin"].median())

@@ -68,7 +68,7 @@ def test_untold_gemms_beside_held_sms_are_slower_than_told_ones(v3):
     assert none_untold.step_time_s == pytest.approx(none_told.step_time_s)
 
 
-def test_untold_mode_needs_a_measured_profile(v3):
+def test_untold_mode_needs_a_measured_profile():
     from twin.costs.profile import default_profile
     from twin.errors import ScenarioError
     with pytest.raises(ScenarioError, match="plan.comm_sms_told"):

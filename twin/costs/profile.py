@@ -236,6 +236,12 @@ def default_profile() -> Profile:
         return profile_from_json(json.load(fh))
 
 
+def simulation_profile(data: dict) -> Profile:
+    """A fitted profile's JSON as the twin simulates with it: DeepSeek's FP8 stack on that silicon,
+    at sustained-load clocks (see load_profile)."""
+    return profile_from_json(data).as_stack(fp8_quant_fused=True).under_sustained_load()
+
+
 @functools.cache
 def load_profile(gpu_profile_name: str) -> Profile:
     """The calibrated profile for a GPU type (GPUSpec.calibrated_as), else the default, for
@@ -249,7 +255,7 @@ def load_profile(gpu_profile_name: str) -> Profile:
         path = resources.files("calibration").joinpath("profiles", f"{gpu_profile_name}.json")
         if path.is_file():
             with path.open() as fh:
-                return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True).under_sustained_load()
+                return simulation_profile(json.load(fh))
     except ModuleNotFoundError:
         pass
     return default_profile()
