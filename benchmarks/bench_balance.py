@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from twin.moe.balance import imbalance_decay, run_balance
+from twin.training.balance import imbalance_decay, run_balance
 from twin.moe.load import simulate_bias_update
-from twin.scenario import load_scenario
+from twin.core.scenario import load_scenario
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import sys
 import tempfile
 import time
 
-from twin.replay import replay_run
-from twin.scenario import load_scenario
+from twin.training.replay import replay_run
+from twin.core.scenario import load_scenario
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import platform
 import statistics
 import time
 
-from twin.scenario import load_scenario
-from twin.sim.step import simulate_step
+from twin.core.scenario import load_scenario
+from twin.training.step import simulate_step
 
 
 def timed(fn, repeats: int = 5) -> list[float]:

@@ -16,7 +16,7 @@ fitting split's MoE/MLA layers with the primitive curves fixed). host_s of op cl
 primitive row times is held at HOST_S_INITIAL. Not fitted but measured: `sustained`, the
 burst/sustained time ratios (sustained_ratios). Curves without fitting
 data keep the default profile's values and are listed under provenance["not_fitted"].
-The fit writes data (calibration/profiles/<gpu>.json); it never edits code.
+The fit writes data (twin/data/profiles/<gpu>.json, package data the twin reads); it never edits code.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from calibration import records as rec
 from calibration import sm_reserve
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
-from twin.costs.profile import GemmCurve, Profile, SeqCurve, default_profile
-from twin.specs import GPUSpec
+from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
+from twin.core.atomic import write_text
+from twin.core.specs import GPUSpec
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILES_DIR = Path(str(PROFILES))  # package data of the twin: twin/data/profiles
 GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
 SEQ_FIELDS = ("e_max", "s_half")
 E_MAX_BOUNDS = (0.02, 1.0)
@@ -240,30 +241,41 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     """The fit at one group_row_tile. `screen`: stage 1 alone (no tile-wave choice, at most
     SCREEN_NFEV evaluations), for comparing row tiles by cost (fit_profile); `x_start`: the
     stage-1 starting point (a screen's solution)."""
+    rows, topk_rows, cat_rows, layout = _select_primitive_rows(df, gpu)
+    problem = _PrimitiveProblem.build(gpu, rows, layout, base)
+    if screen:
+        return _screen_row_tile(problem)
+    sol, waves = _fit_primitive_curves(problem, x_start)            # stage 1: curves, shared terms
+    side = _fit_side_terms(problem, sol.x, topk_rows, cat_rows)     # topk, cat_eff
+    layers, n_comp = _fit_layers(df, problem, sol.x, waves, side)   # stage 2: quant, gather, transpose
+    return _assemble_profile(problem, sol, waves, side, layers, n_comp)
+
+
+def _select_primitive_rows(df: pd.DataFrame, gpu: str):
+    """Stage-1 rows and the parameters they inform -> (rows, topk_rows, cat_rows, layout).
+    From the fitting split's primitive records (fit_rows): the `topk*` and `mla_qk_cat` memory
+    rows are set aside (fitted on their own by fit_topk and fit_cat_eff), and rows of GEMM or
+    attention curves with too few points to fit (_param_layout) are left out."""
     rows = fit_rows(df)
     layout = _param_layout(rows)
     informed = {(t, k) for t, k, _ in layout}
     ops = rows["op"].astype(str) if "op" in rows.columns else pd.Series([""] * len(rows))
     is_topk = (rows.bench == "memory") & ops.str.startswith("topk")   # fitted on their own (fit_topk)
-    topk_rows = rows[is_topk]
     is_cat = (rows.bench == "memory") & (ops == "mla_qk_cat")          # measured on their own (fit_cat_eff)
-    cat_rows = rows[is_cat]
+    topk_rows, cat_rows = rows[is_topk], rows[is_cat]
     keep = [(t != "" and (t, p) in informed) or (b.startswith("attn_") and ("attention", b[5:]) in informed)
             or (b == "memory" and not tk and not ct)
             for b, t, p, tk, ct in zip(rows.bench, rows.table, rows.kernel, is_topk, is_cat)]
     rows = rows[keep].reset_index(drop=True)  # rows of curves too thin to fit are left out
     if rows.empty:
         raise ValueError(f"{gpu}: no fitting rows (primitive benches outside the held-out families)")
-    spec = gpu_spec(gpu)
-    x0 = np.array([_initial(base, *p) for p in layout], dtype=float)
-    lo = np.array([_bounds(t, f)[0] for t, _, f in layout])
-    hi = np.array([_bounds(t, f)[1] for t, _, f in layout])
-    x0 = np.clip(np.where((x0 == 0) & (hi > 1), 10.0, x0), lo, hi)
-    x_scale = np.array([1e-5 if t in ("launch_s", "host_s", "grouped_setup_s") else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
-    records = rows.to_dict("records")
-    log_meas = np.log(rows["time_s"].to_numpy(float))
+    return rows, topk_rows, cat_rows, layout
 
-    # sparsity: a row depends on its own curve, memory_eff and launch_s
+
+def _jac_sparsity(records: list[dict], layout) -> np.ndarray:
+    """Which parameters each stage-1 row depends on: its own GEMM or attention curve (an attention
+    backward also its untimed forward's), memory_eff, launch_s where fitted, grouped_setup_s
+    (grouped rows), gemm_memory_eff and gemm_overlap_p (GEMM rows), and its host_s classes."""
     index = {p: i for i, p in enumerate(layout)}
     sparsity = np.zeros((len(records), len(layout)), dtype=int)
     for i, r in enumerate(records):
@@ -287,40 +299,86 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
             sparsity[i, index[("gemm_overlap_p", "", "")]] = 1
         for cls in row_host_classes(r):
             sparsity[i, index[("host_s", cls, "")]] = 1
+    return sparsity
 
-    def residuals(x, waves=None, rows_idx=None):
-        prof = build_profile(gpu, x, layout, base, wave_tiles=waves)
-        recs = records if rows_idx is None else [records[i] for i in rows_idx]
-        pred = np.array([predict_s(r, spec, prof) for r in recs])
-        return np.log(pred) - (log_meas if rows_idx is None else log_meas[rows_idx])
 
-    def solve(x_first, waves, max_nfev=400):
-        return least_squares(lambda x: residuals(x, waves), x_first, bounds=(lo, hi), x_scale=x_scale,
-                             jac_sparsity=sparsity, loss="soft_l1", f_scale=0.1, max_nfev=max_nfev)
+@dataclasses.dataclass(frozen=True, eq=False)
+class _PrimitiveProblem:
+    """Stage 1 as a least-squares problem: log residuals of the primitive rows' predicted time
+    (the twin's cost functions under build_profile(x)) against their measured time, x laid out as
+    `layout`, with its start, bounds, scales and Jacobian sparsity."""
+    gpu: str
+    spec: GPUSpec
+    base: Profile
+    layout: list
+    records: list[dict]
+    log_meas: np.ndarray
+    x0: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    x_scale: np.ndarray
+    sparsity: np.ndarray
 
-    if screen:
-        sol = solve(x0, {}, SCREEN_NFEV)
-        return build_profile(gpu, sol.x, layout, base), {"cost": float(sol.cost), "x": sol.x}
-    sol = solve(x0 if x_start is None else np.clip(x_start, lo, hi), {})
-    waves = choose_wave_tiles(records, layout, sol.x, lo, hi, residuals)
+    @classmethod
+    def build(cls, gpu: str, rows: pd.DataFrame, layout, base: Profile) -> _PrimitiveProblem:
+        """Start at the base profile's values (a zero half-point starts at 10), clipped to bounds."""
+        x0 = np.array([_initial(base, *p) for p in layout], dtype=float)
+        lo = np.array([_bounds(t, f)[0] for t, _, f in layout])
+        hi = np.array([_bounds(t, f)[1] for t, _, f in layout])
+        x0 = np.clip(np.where((x0 == 0) & (hi > 1), 10.0, x0), lo, hi)
+        x_scale = np.array([1e-5 if t in ("launch_s", "host_s", "grouped_setup_s")
+                            else (1.0 if f in ("e_max", "") else 300.0) for t, _, f in layout])
+        records = rows.to_dict("records")
+        return cls(gpu, gpu_spec(gpu), base, layout, records, np.log(rows["time_s"].to_numpy(float)),
+                   x0, lo, hi, x_scale, _jac_sparsity(records, layout))
+
+    def residuals(self, x, waves=None, rows_idx=None) -> np.ndarray:
+        """log(predicted) - log(measured) of all rows, or of the rows `rows_idx`."""
+        prof = build_profile(self.gpu, x, self.layout, self.base, wave_tiles=waves)
+        recs = self.records if rows_idx is None else [self.records[i] for i in rows_idx]
+        pred = np.array([predict_s(r, self.spec, prof) for r in recs])
+        return np.log(pred) - (self.log_meas if rows_idx is None else self.log_meas[rows_idx])
+
+    def solve(self, x_first, waves, max_nfev=400):
+        """scipy least_squares from `x_first` with the curves in `waves` on the tile-wave model."""
+        return least_squares(lambda x: self.residuals(x, waves), x_first, bounds=(self.lo, self.hi),
+                             x_scale=self.x_scale, jac_sparsity=self.sparsity, loss="soft_l1", f_scale=0.1,
+                             max_nfev=max_nfev)
+
+
+def _screen_row_tile(problem: _PrimitiveProblem) -> tuple[Profile, dict]:
+    """Stage 1 alone from the base profile, at most SCREEN_NFEV evaluations, no tile-wave choice:
+    its cost ranks one group_row_tile against the others (fit_profile) -> (profile, {cost, x})."""
+    sol = problem.solve(problem.x0, {}, SCREEN_NFEV)
+    return build_profile(problem.gpu, sol.x, problem.layout, problem.base), {"cost": float(sol.cost), "x": sol.x}
+
+
+def _fit_primitive_curves(problem: _PrimitiveProblem, x_start=None):
+    """Stage 1 from the primitive rows -> (least_squares solution, wave tiles): every GEMM and
+    attention curve jointly with the shared terms (memory_eff, gemm_memory_eff, gemm_overlap_p,
+    launch_s, grouped_setup_s, host_s), from `x_start` (a screen's solution) or the base profile;
+    then the tile-wave model per GEMM curve where it fits clearly better (choose_wave_tiles), and
+    if any curve takes it, the joint fit again with those wave tiles."""
+    x_first = problem.x0 if x_start is None else np.clip(x_start, problem.lo, problem.hi)
+    sol = problem.solve(x_first, {})
+    waves = choose_wave_tiles(problem.records, problem.layout, sol.x, problem.lo, problem.hi, problem.residuals)
     if waves:
-        sol = solve(sol.x, waves)
-    res = residuals(sol.x, waves)
-    stage1 = build_profile(gpu, sol.x, layout, base)
-    base = dataclasses.replace(base, topk=fit_topk(topk_rows, stage1.launch_s),
-                               cat_eff=fit_cat_eff(cat_rows, stage1, spec))
-    prof1 = build_profile(gpu, sol.x, layout, base, wave_tiles=waves)
-    (quant_b, gather_eff, transpose_eff, host2), n_comp = _fit_layers(df, spec, prof1, gpu, sol.x, layout, base, waves)
-    if host2:  # host classes only the layers inform (primitives timed without the host)
-        base = dataclasses.replace(base, host_s={**base.host_s, **host2})
-    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "transpose_eff": transpose_eff,
-             "cat_eff": base.cat_eff,
-             "num_composed_fit_points": n_comp,
-             "host_s_from_layers": host2,"num_fit_points": int(len(records)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
-             "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
-             "cost": float(sol.cost), "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
-             "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(layout, sol.x)},
-             "wave_tiles": {f"{t}.{k}": v for (t, k), v in waves.items()}}
+        sol = problem.solve(sol.x, waves)
+    return sol, waves
+
+
+def _fit_side_terms(problem: _PrimitiveProblem, x, topk_rows: pd.DataFrame, cat_rows: pd.DataFrame) -> Profile:
+    """The base profile with the terms measured beside stage 1, against the stage-1 profile (no
+    wave tiles): the topk select cost from the topk rows (fit_topk, from its launch_s) and cat_eff
+    from the `mla_qk_cat` rows (fit_cat_eff, at its memory_eff and launch_s)."""
+    stage1 = build_profile(problem.gpu, x, problem.layout, problem.base)
+    return dataclasses.replace(problem.base, topk=fit_topk(topk_rows, stage1.launch_s),
+                               cat_eff=fit_cat_eff(cat_rows, stage1, problem.spec))
+
+
+def _not_fitted(base: Profile, layout) -> list[str]:
+    """Curves of `base` the fitting rows could not inform (they keep the base values); `fp8` of a
+    GEMM table is not fitted when none of its FP8 kernels is."""
     fitted = {(t, k) for t, k, _ in layout}
     not_fitted = ([f"gemm.{k}" for k in base.gemm if ("gemm", k) not in fitted and k != "fp8"]
                   + [f"grouped_gemm.{k}" for k in base.grouped_gemm if ("grouped_gemm", k) not in fitted and k != "fp8"]
@@ -328,9 +386,32 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     for table in ("gemm", "grouped_gemm"):
         if not any((table, lab) in fitted for lab in FP8_PREFERENCE[:-1]):
             not_fitted.append(f"{table}.fp8")
-    stats["not_fitted"] = not_fitted
-    return build_profile(gpu, sol.x, layout, base, quant_bytes_per_elem=quant_b, gather_eff=gather_eff,
-                         transpose_eff=transpose_eff, wave_tiles=waves), stats
+    return not_fitted
+
+
+def _assemble_profile(problem: _PrimitiveProblem, sol, waves: dict, side: Profile, layers: tuple,
+                      n_comp: int) -> tuple[Profile, dict]:
+    """The fitted profile and its fit statistics: stage 1's parameters and wave tiles on `side`
+    (the base with topk and cat_eff), stage 2's quant_bytes_per_elem, gather_eff and
+    transpose_eff, and the host_s classes only the layers inform (held, _fit_layers)."""
+    quant_b, gather_eff, transpose_eff, host2 = layers
+    base = side
+    if host2:  # host classes only the layers inform (primitives timed without the host)
+        base = dataclasses.replace(base, host_s={**base.host_s, **host2})
+    res = problem.residuals(sol.x, waves)
+    stats = {"quant_bytes_per_elem": quant_b, "gather_eff": gather_eff, "transpose_eff": transpose_eff,
+             "cat_eff": base.cat_eff,
+             "num_composed_fit_points": n_comp,
+             "host_s_from_layers": host2,
+             "num_fit_points": int(len(problem.records)),
+             "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
+             "median_abs_rel_error_fit": float(np.median(np.abs(np.expm1(res)))),
+             "cost": float(sol.cost), "optimizer_status": int(sol.status), "optimizer_message": str(sol.message),
+             "parameters": {".".join(x for x in p if x): float(v) for p, v in zip(problem.layout, sol.x)},
+             "wave_tiles": {f"{t}.{k}": v for (t, k), v in waves.items()},
+             "not_fitted": _not_fitted(base, problem.layout)}
+    return build_profile(problem.gpu, sol.x, problem.layout, base, quant_bytes_per_elem=quant_b,
+                         gather_eff=gather_eff, transpose_eff=transpose_eff, wave_tiles=waves), stats
 
 
 def fit_cat_eff(rows: pd.DataFrame, profile: Profile, gpu: GPUSpec) -> float:
@@ -404,17 +485,21 @@ class _SeenKeys(dict):
         return super().get(key, default)
 
 
-def _fit_layers(df, spec, prof, gpu, x, layout, base, waves) -> tuple[tuple[float, float, float, dict], int]:
-    """Stage 2: what real/'s eager layers do beyond the primitives, from the MoE and MLA layer
-    records of the fitting split with every primitive curve held fixed: the achieved cost of
-    unfused FP8 quantization (bytes per element at the fitted memory roofline), the bandwidth
-    of row gather/scatter kernels relative to streaming ones. The host dispatch time of the op
-    classes stage 1 could not see (primitives timed in CUDA graphs exclude the host) is held at
+def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
+                base: Profile) -> tuple[tuple[float, float, float, dict], int]:
+    """Stage 2 from the MoE and MLA layer records of the fitting split, every primitive curve held
+    at stage 1's solution (`x`, `waves`; `base`: the base profile with the side terms): what
+    real/'s eager layers do beyond the primitives. Fitted: the achieved cost of unfused FP8
+    quantization (quant_bytes_per_elem, bytes per element at the fitted memory roofline), the
+    bandwidth of row gather/scatter kernels relative to streaming ones (gather_eff) and of
+    transposed-view copies (transpose_eff, FP8 backward operands). The host dispatch time of the
+    op classes stage 1 could not see (primitives timed in CUDA graphs exclude the host) is held at
     HOST_S_INITIAL, not fitted: the layers are mostly GPU-bound, so a fitted host time only soaks
     up their GPU-side residuals (2026-11-24: it drifted to 37 us on the H100 and over-predicted
     the host-bound V2-Lite MLA layers by 40-90%).
-    And the bandwidth of transposed-view copies (transpose_eff, FP8 backward operands).
     Returns ((quant_bytes_per_elem, gather_eff, transpose_eff, {host class: s}), rows used)."""
+    gpu, spec, layout = problem.gpu, problem.spec, problem.layout
+    prof = build_profile(gpu, x, layout, base, wave_tiles=waves)
     held = split(df)
     comp = df[(~held) & df.bench.isin(COMPOSED_BENCHES)]
     if len(comp) < 2 * MIN_POINTS_PER_PARAM:
@@ -593,7 +678,6 @@ def sustained_ratios(path: Path) -> tuple[dict, list]:
 
 
 def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:
-    from twin.atomic import write_text
     path = Path(out_dir) / f"{profile.gpu}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(profile.to_json(), indent=1, sort_keys=False) + "\n")

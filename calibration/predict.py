@@ -27,7 +27,7 @@ import numpy as np
 from twin.costs import compute
 from twin.costs.flops import BF16_BYTES, Op
 from twin.costs.profile import Profile
-from twin.specs import GPUSpec, get_gpu, get_model
+from twin.core.specs import GPUSpec, get_gpu, get_model
 
 # which GEMM benches/labels the twin can predict
 FP8_PREFERENCE = ("fp8-blockwise", "fp8-rowwise", "fp8-tensor", "fp8")

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 from twin.costs.flops import BF16_BYTES
-from twin.costs.profile import Profile
-from twin.serve import decode_step, prefill_forward
-from twin.serve_specs import ServeSpec
-from twin.specs import GPUSpec, ModelSpec
+from calibration import records as rec
+from calibration.predict import Eager, _mla_ops, _moe_ops, timed_window_s, zipf_expert_rows
+from twin.costs.profile import Profile, fitted_profile
+from twin.serving.iteration import decode_step, prefill_forward
+from twin.core.serve_specs import ServeSpec
+from twin.core.specs import GPUSpec, ModelSpec, get_gpu, get_model
 
 
 def _dense_ffn(e, m: ModelSpec, tokens: int) -> None:
@@ -31,7 +31,6 @@ def eager_decode_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, ctx: f
     """One eager-PyTorch decode step of real/infer.py decode_step (BF16, one GPU, all experts
     local), as the op sequence real/model.py issues, with the host dispatch time of each op
     (profile.host_s) - calibration.predict.Eager. Op counts are read from real/model.py."""
-    from calibration.predict import Eager, timed_window_s
     e = Eager(gpu, prof)
     B, D, H = batch, m.hidden_size, m.num_heads
     P, R, O, C, Q = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim, m.kv_lora_rank, m.q_lora_rank
@@ -99,7 +98,6 @@ def eager_prefill_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, promp
     (expanded K/V) and MoE forward op sequences of calibration.predict (_mla_ops, _moe_ops with
     balanced routing), the dense MLP, norms, residuals and cache writes, then the head on the
     last position. Host dispatch from profile.host_s."""
-    from calibration.predict import Eager, _mla_ops, _moe_ops, timed_window_s, zipf_expert_rows
     T, D, B2 = batch * prompt_len, m.hidden_size, BF16_BYTES
     ops = Eager(gpu, prof)
     ops.mem(2 * T * D * B2)                                            # embedding
@@ -142,8 +140,7 @@ def validate_measured(gpus=("h100", "h200")) -> list[dict]:
     decode: eager op sequence with host dispatch (eager_decode_s) - on these small slices a
     host-overhead test, said so in the row. prefill: the twin's fused-stack prefill model on
     one GPU (ep = 1, BF16) and, for comparison, the same with the eager host floor."""
-    from twin.specs import get_gpu, get_model
-    root = Path(__file__).resolve().parents[1] / "calibration" / "measurements"
+    root = rec.MEASUREMENTS_DIR
     out = []
     for g in gpus:
         path = root / g / "model.csv"
@@ -178,7 +175,4 @@ def validate_measured(gpus=("h100", "h200")) -> list[dict]:
 
 def _eager_profile(g: str) -> Profile:
     """The profile as fitted: real/'s eager stack (unfused FP8 quantization, host dispatch times)."""
-    from twin.costs.profile import profile_from_json
-    path = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / f"{g}.json"
-    with path.open() as fh:
-        return profile_from_json(json.load(fh))
+    return fitted_profile(g)

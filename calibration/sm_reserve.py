@@ -18,6 +18,7 @@ runs while GEMMs share the GPU (its clock drops to the power limit's). Never a f
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ from calibration import records as rec
 from calibration.predict import profile_for_label, twin_precision
 from twin.costs import compute
 from twin.costs.profile import Profile, load_profile
-from twin.specs import get_gpu
+from twin.core.specs import get_gpu
 
 MODES = ("carveout", "spin", "copy")
 V3_RESERVED_SMS = 20
@@ -105,11 +106,9 @@ def format_table(rows: list[dict]) -> str:
 
 def slowdown_png(rows_by_gpu: dict[str, list[dict]]) -> bytes:
     """Slowdown against reserved SMs: measured per mode and the twin, per GPU and precision."""
-    import io
-
-    import matplotlib
+    import matplotlib  # lazy: heavy to import (~0.5 s) and only this plot needs it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as above, and after the Agg backend is chosen
 
     gpus = [g for g, rows in rows_by_gpu.items() if rows]
     precs = sorted({r["precision"] for g in gpus for r in rows_by_gpu[g]})

@@ -1,6 +1,6 @@
 """Validation rung 3: the twin against DeepSeek's H800 trace (one DualPipe F+B chunk pair).
 
-The twin side: the default V3 scenario (`twin.scenario.load_scenario()`: 2,048 H800, EP64, DualPipe,
+The twin side: the default V3 scenario (`twin.core.scenario.load_scenario()`: 2,048 H800, EP64, DualPipe,
 FP8), its H800 GPU spec (links from the catalog) and the H100 profile (DESIGN: H800 compute is H100
 silicon). A middle pipeline stage holding 4 MoE layers runs one overlapped forward+backward chunk
 pair: `StepCosts._op_chains(stage, stage, "FB", False)` timed by `arbitrate_streams`.
@@ -46,10 +46,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from twin.costs.profile import Profile, load_profile
-from twin.scenario import load_scenario
+from twin.core.scenario import load_scenario
 from twin.sim.pipeline import arbitrate_streams
-from twin.sim.schedules import build_schedule
-from twin.sim.step import StepCosts
+from twin.core.schedules import build_schedule
+from twin.training.step import StepCosts
 
 TRACE_FILE = Path(__file__).resolve().parent / "data" / "h800_trace.toml"
 CHUNK_PAIR_TARGET = 0.10

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_to_all_single as all_to_all_single_autograd
 
-from real.model import expert_counts
+from real.routing import expert_counts
 
 
 @dataclass

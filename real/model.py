@@ -2,8 +2,10 @@
 
 Built from a catalog `ModelSpec` (`real.configs.get_spec`). Follows the DeepSeek-V3 technical
 report (arXiv 2412.19437) §2.1 (MLA, DeepSeekMoE, bias-based balancing) and §2.2 (MTP); the
-GEMM precision is a `Precision` policy (`real/fp8.py`), and expert parallelism takes a process
-group (`real/ep.py`). Nothing here reads globals: rank, world size and GEMM choice are passed in.
+GEMM precision is a `Precision` policy (`real/fp8.py`), expert parallelism takes a process
+group (`real/ep.py`), and the router's top-k rule and per-expert counts are `real/routing.py`
+(shared with `real/ep.py`). Nothing here reads globals: rank, world size and GEMM choice are
+passed in.
 
 Shape legend (suffixes on tensor names)
     B batch            S query positions       L key/cache positions     T tokens (= B*S)
@@ -29,7 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from real.ep import combine, dispatch
 from real.fp8 import BF16, Precision, grouped_mm, linear
+from real.routing import expert_counts, route
 
 GROUP_ALIGN = 16  # grouped GEMM kernels want each expert's row block aligned to 16 rows
 
@@ -197,38 +201,6 @@ class MLP(nn.Module):
         return linear(F.silu(a_xF) * b_xF, self.w2_DF, precision)
 
 
-def expert_counts(topk_ids_TK: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """Rows routed to each expert, counts_E (int64). A scatter-add, not `bincount`, which would
-    synchronise with the host on a GPU."""
-    ids_N = topk_ids_TK.flatten()
-    return torch.zeros(num_experts, dtype=torch.int64, device=ids_N.device).scatter_add_(
-        0, ids_N, torch.ones_like(ids_N))
-
-
-def route(scores_TE: torch.Tensor, bias_E: torch.Tensor, top_k: int, num_groups: int,
-          top_k_groups: int, route_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group-limited top-k routing with a selection-only bias (V3 eqs. 13-16 and §2.1.2).
-
-    The bias shifts which experts are *chosen*; the gating weights come from the unbiased
-    sigmoid scores, normalised over the chosen K and multiplied by route_scale.
-    Groups: experts split into G equal groups, a group scores the sum of its top-2 biased
-    scores; only the top `top_k_groups` groups may be chosen from.
-    Returns weights_TK (float32) and topk_ids_TK (int64)."""
-    T, E = scores_TE.shape
-    choice_TE = scores_TE + bias_E
-    if num_groups > 1:
-        choice_TGe = choice_TE.view(T, num_groups, E // num_groups)
-        per_group = min(2, E // num_groups)
-        group_score_TG = choice_TGe.topk(per_group, dim=-1).values.sum(dim=-1)
-        top_groups_TG = group_score_TG.topk(top_k_groups, dim=-1).indices
-        excluded_TG = torch.ones_like(group_score_TG, dtype=torch.bool).scatter(1, top_groups_TG, False)
-        choice_TE = choice_TGe.masked_fill(excluded_TG[:, :, None], float("-inf")).view(T, E)
-    topk_ids_TK = choice_TE.topk(top_k, dim=-1).indices
-    weights_TK = scores_TE.gather(1, topk_ids_TK)
-    weights_TK = weights_TK / weights_TK.sum(dim=-1, keepdim=True).clamp(min=1e-20)
-    return weights_TK * route_scale, topk_ids_TK
-
-
 class Gate(nn.Module):
     """Router: sigmoid affinities, group-limited top-k, and the balancing bias (a buffer, no grad).
 
@@ -336,8 +308,6 @@ class MoE(nn.Module):
                               self.w13_E2FD, self.w2_EDF, precision)
             y_TKD = y_ND[torch.argsort(order_N)].view(T, K, -1)  # back to (token, slot) order
         else:
-            from real.ep import combine, dispatch
-
             x_ND, expert_of_row_N, counts_e, state = dispatch(
                 x_TD, topk_ids_TK, self.num_experts, self.ep_group)
             y_ND = expert_ffn(x_ND, expert_of_row_N, counts_e, self.w13_E2FD, self.w2_EDF, precision)

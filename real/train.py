@@ -14,6 +14,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from real.configs import get_spec
 from real.fp8 import BF16, Precision, best_fp8
 from real.model import Transformer, build_model
 
@@ -79,8 +80,6 @@ def synthetic_batch(vocab: int, batch: int, seq_len: int, *, generator=None, dev
 
 
 def main(argv=None):
-    from real.configs import get_spec
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--steps", type=int, default=20)

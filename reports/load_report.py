@@ -6,7 +6,7 @@ Writes (each file atomically, the set staged so a failed run leaves an earlier r
   expert_load_heatmap.png     layer x expert routed-token share, step-averaged, without and with
                               the bias update (real/ bench-small runs, expert_load.csv)
   step_time_vs_imbalance.png  V3 step time for a scalar rank max/mean sweep, with the load-model
-                              cases of twin.moe.balance marked
+                              cases of twin.training.balance marked
   eplb_before_after.png       per-layer GPU max/mean without EPLB (contiguous) and with EPLB
                               (hierarchical, one redundant expert per GPU) on the measured-skew V3 loads
   load_report.md, load_report.json
@@ -25,9 +25,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from twin import atomic  # noqa: E402
+from twin.core import atomic  # noqa: E402
 from twin.moe.eplb import contiguous_gpu_loads, rebalance_experts  # noqa: E402
+from twin.core.scenario import load_scenario  # noqa: E402
 from twin.moe.load import LoadModel, read_expert_load, recorded_rates  # noqa: E402
+from twin.training.balance import run_balance  # noqa: E402
+from twin.training.results import Perturb  # noqa: E402
+from twin.training.step import simulate_step  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -75,8 +79,7 @@ def eplb_png(res: dict) -> bytes:
 
 
 def step_curve(sc, ratios=(1.0, 1.1, 1.25, 1.5, 2.0, 3.0)) -> list[dict]:
-    from twin.sim.step import simulate_step
-    return [{"rank_max_over_mean": r, "step_time_s": simulate_step(sc, perturb={"routing_imbalance": r}, record_events=False,
+    return [{"rank_max_over_mean": r, "step_time_s": simulate_step(sc, perturb=Perturb(routing_imbalance=r), record_events=False,
                                                                      check_memory=False).step_time_s} for r in ratios]
 
 
@@ -97,7 +100,6 @@ def step_png(curve: list[dict], cases: dict) -> bytes:
 def build(out_dir: str | Path, gpu: str = "h200", quick: bool = False, sc=None, balance: dict | None = None) -> dict:
     """Write the load report for scenario `sc` (default: the embedded V3 scenario). `balance` is a
     finished `run_balance` result to reuse (its cases are plotted and it is saved as balance.json)."""
-    from twin.scenario import load_scenario
     sc = sc or load_scenario()
     m = sc.model
     shares = LoadModel("measured", measured_gpu=gpu).shares_LE(m.num_layers - m.num_dense_layers, m.num_routed_experts, m.top_k)
@@ -107,7 +109,6 @@ def build(out_dir: str | Path, gpu: str = "h200", quick: bool = False, sc=None, 
     elif quick:
         cases = {}
     else:
-        from twin.moe.balance import run_balance
         cases = run_balance(sc, gpu=gpu)["cases"]
     curve = step_curve(sc, (1.0, 1.5, 2.0) if quick else (1.0, 1.1, 1.25, 1.5, 2.0, 3.0))
     result = {"gpu": gpu, "eplb": eplb, "step_curve": curve, "cases": cases}

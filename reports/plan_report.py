@@ -12,7 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from twin.atomic import staged_dir  # noqa: E402
+from twin.core.atomic import staged_dir  # noqa: E402
+from twin.core.results import to_json  # noqa: E402
+from twin.planning.result import PlanResult  # noqa: E402
 
 COLUMNS = ("label", "feasible", "reason", "gpu", "num_gpus", "tp", "pp", "ep", "schedule", "micro_batch_seqs",
            "step_time_s", "mfu_frac", "tokens_per_s_per_gpu", "memory_per_gpu_bytes", "wall_days", "gpu_hours", "cost_usd")
@@ -48,7 +50,8 @@ def plot_cost_vs_days(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_plan_report(result: dict, scenario, out_dir) -> None:
+def write_plan_report(plan: PlanResult, scenario, out_dir) -> None:
+    result = to_json(plan)
     with staged_dir(out_dir) as tmp:
         (tmp / "plan.csv").write_text(plan_csv(result))
         (tmp / "plan.json").write_text(json.dumps(result, indent=2))

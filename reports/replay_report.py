@@ -19,7 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from twin.atomic import staged_dir  # noqa: E402
+from twin.core.atomic import staged_dir  # noqa: E402
+from twin.core.results import to_json  # noqa: E402
+from twin.training.replay.result import ReplayResult  # noqa: E402
 
 PLOTS = ("gpu_hours_by_stage.png", "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png")
 
@@ -261,8 +263,6 @@ def _assumption_rows(result: dict, scenario) -> list[str]:
                    "runs at each input's P10 and P90); inputs: " + ", ".join(
                        f"{i['label']} ({'lognormal sigma ' + format(i['a'], 'g') if i['dist'] == 'lognormal' else f'uniform {i[chr(97)]:g}–{i[chr(98)]:g}'})"
                        for i in u["inputs"]) + ".")
-        for s in u.get("not_propagated", []):
-            out.append(f"Not propagated: {s}.")
     return out
 
 
@@ -363,21 +363,21 @@ def to_toml(data: dict) -> str:
 
 # --------------------------------------------------------------------------- entry point
 
-def write_report(result: dict, scenario, internals: dict, out_dir) -> Path:
-    """Write every report file into `out_dir`; nothing there changes until all are complete."""
-    from twin.replay import clean_json
-
+def write_report(replay: ReplayResult, scenario, out_dir) -> Path:
+    """Write every report file into `out_dir`; nothing there changes until all are complete.
+    The report renders the result's JSON form (twin.core.results.to_json), the same as results.json."""
+    result = to_json(replay)
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as tmp:
         plot_gpu_hours(result, tmp / PLOTS[0])
-        plot_gantt(internals.get("gantt_step"), tmp / PLOTS[1])
+        plot_gantt(replay.gantt_step, tmp / PLOTS[1])
         plot_tornado(result, tmp / PLOTS[2])
         plot_cost_vs_size(result, tmp / PLOTS[3])
         images = {p: (tmp / p).read_bytes() for p in PLOTS}
         (tmp / "report.md").write_text(render_markdown(result, scenario), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(result, scenario, images), encoding="utf-8")
         write_csv(result, tmp / "results.csv")
-        (tmp / "results.json").write_text(json.dumps(clean_json(result), indent=2) + "\n", encoding="utf-8")
+        (tmp / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         resolved = scenario.to_dict()
         (tmp / "scenario.resolved.toml").write_text(to_toml(resolved), encoding="utf-8")
     return out_dir

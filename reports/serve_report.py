@@ -4,7 +4,7 @@
 
 For each scenario (default: the three scenarios/r1_serve_*.toml) writes, staged and atomic:
   <name>/serve.json, serve_sweep.csv, scenario.resolved.json, throughput_vs_batch.png,
-  throughput_vs_tpot.png (twin.serve.write_outputs)
+  throughput_vs_tpot.png (write_outputs)
 and at the top: serve_report.md, serve_report.json (claims table, DeepGEMM kernel check, twin vs
 measured decode/prefill of calibration/measurements/<gpu>/model.csv).
 """
@@ -12,6 +12,8 @@ measured decode/prefill of calibration/measurements/<gpu>/model.csv).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import csv
 import io
 import json
 from pathlib import Path
@@ -21,7 +23,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from twin import atomic  # noqa: E402
+from calibration.kernel_tables import deepgemm_check  # noqa: E402
+from calibration.serve_validation import validate_measured  # noqa: E402
+from twin.core import atomic  # noqa: E402
+from twin.core.results import to_json  # noqa: E402
+from twin.core.scenario import SERVING, ServeScenario, load_scenario  # noqa: E402
+from twin.serving.result import SweepPoint, ServeResult  # noqa: E402
+from twin.serving.run import serve  # noqa: E402
+
+SWEEP_COLUMNS = tuple(f.name for f in dataclasses.fields(SweepPoint))
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIOS = ("scenarios/r1_serve_h200.toml", "scenarios/r1_serve_h800_decode.toml",
@@ -108,9 +118,26 @@ def markdown(results: list[dict], validation: list[dict], kernel: list[dict]) ->
     return "\n".join(lines) + "\n"
 
 
+def sweep_csv(result: dict) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(SWEEP_COLUMNS))
+    w.writeheader()
+    for r in result["sweep"]:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in SWEEP_COLUMNS})
+    return buf.getvalue()
+
+
+def write_outputs(result: ServeResult, scenario: ServeScenario, out_dir: str | Path) -> None:
+    """serve.json, serve_sweep.csv, scenario.resolved.json and the throughput plots, atomically."""
+    data = to_json(result)
+    with atomic.staged_dir(out_dir) as tmp:
+        (tmp / "serve.json").write_text(json.dumps(data, indent=2) + "\n")
+        (tmp / "serve_sweep.csv").write_text(sweep_csv(data))
+        (tmp / "scenario.resolved.json").write_text(json.dumps(scenario.to_dict(), indent=2) + "\n")
+        plot_sweep(data, tmp)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from calibration.serve_validation import validate_measured
-    from twin.serve import deepgemm_check, load_serve_scenario, run_serve
     ap = argparse.ArgumentParser(prog="python -m reports.serve_report")
     ap.add_argument("out")
     ap.add_argument("scenarios", nargs="*")
@@ -119,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     results = []
     for path in args.scenarios or [str(ROOT / p) for p in DEFAULT_SCENARIOS]:
-        sc, s = load_serve_scenario(path, args.set)
-        results.append(run_serve(sc, out_dir=out / sc.name, serve=s))
+        sc = load_scenario(path, args.set, kind=SERVING)
+        result = serve(sc)
+        write_outputs(result, sc, out / sc.name)
+        results.append(to_json(result))
     validation = validate_measured()
     kernel = deepgemm_check()
     payload = {"results": [{k: v for k, v in r.items() if k != "sweep"} for r in results],

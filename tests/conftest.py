@@ -1,6 +1,6 @@
 import pytest
 
-from twin.scenario import load_scenario
+from twin.core.scenario import load_scenario
 
 
 @pytest.fixture(scope="session")

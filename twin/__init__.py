@@ -1,0 +1,19 @@
+"""moe-twin: a calibrated digital twin of Mixture-of-Experts training and serving clusters.
+
+The Python API (twin.api) is available from the package itself: `twin.load_scenario`,
+`twin.simulate_step`, `twin.replay`, `twin.serve`, `twin.plan`, `twin.to_json`.
+"""
+
+from __future__ import annotations
+
+_API = ("load_scenario", "simulate_step", "replay", "serve", "plan", "to_json")
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    # lazy: `import twin.costs.flops` (real/ on a GPU image without simpy) must not pull in the
+    # simulators; the API is imported the first time one of its names is asked for
+    if name in _API:
+        from twin import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'twin' has no attribute {name!r}")

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from twin.cli import build_parser, main
+from twin.cli.main import build_parser, main
 
 
 def test_commands_registered():

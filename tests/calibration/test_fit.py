@@ -146,7 +146,7 @@ def test_sustained_ratios_from_burst_and_steady_windows(tmp_path):
 def test_sustained_load_slows_compute_not_the_fitted_curves():
     from twin.costs.compute import attention_time_s, gemm_time_s
     from twin.costs.flops import Op
-    from twin.specs import get_gpu
+    from twin.core.specs import get_gpu
     gpu = get_gpu("h100")
     prof = dataclasses.replace(TRUE, sustained={"gemm": 0.9, "attention": 0.8, "memory": 1.0})
     loaded = prof.under_sustained_load()

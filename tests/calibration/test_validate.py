@@ -75,7 +75,7 @@ def test_mla_cat_of_strided_views_runs_at_its_measured_bandwidth(gpu):
     from calibration.fit import PROFILES_DIR
     from calibration.predict import _mla_ops, gpu_spec
     from twin.costs.profile import profile_from_json
-    from twin.specs import get_model
+    from twin.core.specs import get_model
     prof = profile_from_json(json.loads((PROFILES_DIR / f"{gpu}.json").read_text()))
     assert 0.1 < prof.cat_eff < prof.gather_eff
     fwd, _ = _mla_ops(get_model("v3-slice-1l"), 1, 4096, "bf16", gpu_spec(gpu), prof)

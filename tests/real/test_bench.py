@@ -3,16 +3,22 @@
 import csv
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from real import bench
+import real.bench
+from real.bench.cli import SECTIONS, main
+from real.bench.moe_layer import skewed_routing
+from real.bench.timing import BATCH_MIN_WINDOWS, Timer
 from real.telemetry import Telemetry
 
 
 def test_quick_campaign_writes_records(tmp_path):
-    rc = bench.main(["--out", str(tmp_path), "--quick", "--only", "gemm,memory,moe,serve"])
+    rc = main(["--out", str(tmp_path), "--quick", "--only", "gemm,memory,moe,serve"])
     assert rc == 0
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["failures"] == [] and env["torch_version"] == torch.__version__
@@ -39,9 +45,9 @@ def test_quick_campaign_writes_records(tmp_path):
 
 def test_skewed_routing_is_balanced_at_zero_and_skewed_otherwise():
     g = torch.Generator().manual_seed(0)
-    _, ids = bench.skewed_routing(256, 16, 4, 0.0, 1.0, "cpu", g)
+    _, ids = skewed_routing(256, 16, 4, 0.0, 1.0, "cpu", g)
     assert torch.bincount(ids.flatten(), minlength=16).tolist() == [64] * 16
-    _, ids = bench.skewed_routing(256, 16, 4, 1.5, 1.0, "cpu", g)
+    _, ids = skewed_routing(256, 16, 4, 1.5, 1.0, "cpu", g)
     counts = torch.bincount(ids.flatten(), minlength=16)
     assert counts.max() > 2 * counts.float().mean()
     assert all(len(set(row)) == 4 for row in ids.tolist())  # distinct experts per token
@@ -49,7 +55,7 @@ def test_skewed_routing_is_balanced_at_zero_and_skewed_otherwise():
 
 def test_timer_reports_median_and_spread_on_cpu():
     # min_time_s asks for more reps than max_reps allows: 5 reps
-    timer = bench.Timer(torch.device("cpu"), Telemetry(), min_time_s=10.0, max_reps=5, warmup=1)
+    timer = Timer(torch.device("cpu"), Telemetry(), min_time_s=10.0, max_reps=5, warmup=1)
     r = timer.measure(lambda: torch.ones(64, 64) @ torch.ones(64, 64), flops=2 * 64**3)
     assert r["reps"] == 5 and r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
     assert r["achieved_flops_per_s"] == pytest.approx(2 * 64**3 / r["time_s"])
@@ -64,10 +70,10 @@ def test_telemetry_without_gpu_reads_nan():
 
 
 def test_batched_timer_on_cpu_times_many_calls_per_window():
-    timer = bench.Timer(torch.device("cpu"), Telemetry(), min_time_s=0.0, warmup=1)
+    timer = Timer(torch.device("cpu"), Telemetry(), min_time_s=0.0, warmup=1)
     r = timer.measure(lambda: torch.ones(64, 64) @ torch.ones(64, 64), flops=2 * 64**3, batched=True)
     assert r["timing"] == "host_clock"
-    assert r["reps"] >= bench.BATCH_MIN_WINDOWS * 2  # several calls in each of >= 5 windows
+    assert r["reps"] >= BATCH_MIN_WINDOWS * 2  # several calls in each of >= 5 windows
     assert r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
     # a setup-based measurement (backward after an untimed forward) stays per repetition
     r = timer.measure(lambda x: x.sum(), setup=lambda: torch.ones(8), batched=True)
@@ -77,7 +83,7 @@ def test_batched_timer_on_cpu_times_many_calls_per_window():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_timing_excludes_host_dispatch():
-    timer = bench.Timer(torch.device("cuda"), Telemetry(), min_time_s=0.01)
+    timer = Timer(torch.device("cuda"), Telemetry(), min_time_s=0.01)
     x = torch.randn(256, 256, device="cuda")
     r = timer.measure(lambda: x.mul(2.0), batched=True)
     assert r["timing"] == "cuda_graph" and r["time_s"] < 20e-6  # a tiny kernel: no host time
@@ -85,7 +91,7 @@ def test_cuda_graph_timing_excludes_host_dispatch():
 
 def test_quick_calibration_extras_write_records(tmp_path):
     """The sections added for the second calibration campaign, as a CPU dry run."""
-    rc = bench.main(["--out", str(tmp_path), "--quick", "--only", "grouped_small,topk,sustained,kernels"])
+    rc = main(["--out", str(tmp_path), "--quick", "--only", "grouped_small,topk,sustained,kernels"])
     assert rc == 0
     assert json.loads((tmp_path / "env.json").read_text())["failures"] == []
     gemm = list(csv.DictReader((tmp_path / "gemm.csv").open()))
@@ -102,7 +108,7 @@ def test_quick_calibration_extras_write_records(tmp_path):
 def test_quick_fp8_stack_section_writes_records(tmp_path):
     """Section fp8_stack as a CPU dry run: weight-gradient GEMMs by kernel (no block-scaled FP8
     kernel on a CPU, so BF16 and row-wise only) and the three cast kernels with their bytes."""
-    rc = bench.main(["--out", str(tmp_path), "--quick", "--only", "fp8_stack"])
+    rc = main(["--out", str(tmp_path), "--quick", "--only", "fp8_stack"])
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "fp8_stack.csv").open()))
     wgrad = [r for r in rows if r["bench"] == "gemm_wgrad"]
@@ -115,6 +121,20 @@ def test_quick_fp8_stack_section_writes_records(tmp_path):
 
 
 def test_sm_reserve_section_needs_cuda_and_records_nothing_on_a_cpu(tmp_path):
-    assert "sm_reserve" in bench.SECTIONS
-    assert bench.main(["--out", str(tmp_path), "--quick", "--only", "sm_reserve"]) == 0
+    assert "sm_reserve" in SECTIONS
+    assert main(["--out", str(tmp_path), "--quick", "--only", "sm_reserve"]) == 0
     assert not (tmp_path / "sm_reserve.csv").exists()
+
+
+def test_package_lists_sections_without_torch_and_reexports_lazily():
+    # `twin calibrate` reads the section names on machines without torch: importing real.bench
+    # (and its names, budget shares and ENERGY_MIN_WINDOW_S) must not import torch
+    code = ("import sys; import real.bench as b; "
+            "assert 'torch' not in sys.modules, 'real.bench imported torch'; "
+            "print(','.join(b.SECTION_NAMES), b.ENERGY_MIN_WINDOW_S)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[2]).stdout
+    assert out.split() == [",".join(SECTIONS), "0.5"]
+    # the torch-dependent names come from real.bench.cli on first use
+    assert real.bench.SECTIONS is SECTIONS and real.bench.main is main
+    assert tuple(SECTIONS) == real.bench.SECTION_NAMES

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from real.model import Gate, expert_counts, route
+from real.model import Gate
+from real.routing import expert_counts, route
 
 # one token, 8 experts in 4 groups of 2; group score = sum of its top-2 scores:
 #   g0 = 0.9 + 0.1 = 1.0, g1 = 0.8 + 0.7 = 1.5, g2 = 0.2 + 0.3 = 0.5, g3 = 0.85 + 0.0 = 0.85

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from fake_step import fake_step as fake_step_fn  # tests/ is on sys.path (rootdir conftest)
 
-
-def load_fake_step():
-    spec = importlib.util.spec_from_file_location("replay_fake_step", Path(__file__).with_name("fake_step.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.fake_step
+from twin.core.results import to_json
+from twin.core.scenario import load_scenario
+from twin.training.replay.run import replay
 
 
 @pytest.fixture(scope="session")
 def fake_step():
-    return load_fake_step()
+    return fake_step_fn
 
 
 @pytest.fixture(scope="session")
 def replayed(fake_step):
-    from twin.replay import replay_run
-    from twin.scenario import load_scenario
-
+    """(scenario, the result's JSON form the renderers take, the typed ReplayResult)."""
     sc = load_scenario()
-    result, internals = replay_run(sc, step_fn=fake_step)
-    return sc, result, internals
+    result = replay(sc, step_fn=fake_step)
+    return sc, to_json(result), result

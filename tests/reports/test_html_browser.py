@@ -15,8 +15,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def test_report_renders_with_all_images(tmp_path, replayed):
     if not shutil.which(CHROMIUM):
         pytest.fail("chromium is not installed: apt-get install -y chromium (the browser test must not be skipped)")
-    sc, result, internals = replayed
-    write_report(result, sc, internals, tmp_path / "r")
+    sc, _, typed = replayed
+    write_report(typed, sc, tmp_path / "r")
     page = (tmp_path / "r" / "report.html").resolve()
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -1,9 +1,10 @@
 import csv
+import dataclasses
 
 import pytest
 
 from reports.replay_report import render_html, render_markdown, to_toml, write_report
-from twin.scenario import from_dict, load_scenario
+from twin.core.scenario import from_dict, load_scenario
 
 
 def test_markdown_shows_claims_errors_and_assumptions(replayed):
@@ -24,8 +25,8 @@ def test_html_is_self_contained(replayed):
 
 
 def test_csv_has_one_row_per_stage(tmp_path, replayed):
-    sc, result, internals = replayed
-    write_report(result, sc, internals, tmp_path / "r")
+    sc, result, typed = replayed
+    write_report(typed, sc, tmp_path / "r")
     rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
     assert [r["stage"] for r in rows] == [s["name"] for s in result["stages"]]
 
@@ -37,18 +38,18 @@ def test_resolved_scenario_round_trips():
 
 
 def test_interrupted_write_keeps_the_earlier_report(tmp_path, replayed, monkeypatch):
-    sc, result, internals = replayed
+    sc, result, typed = replayed
     out = tmp_path / "r"
-    write_report(result, sc, internals, out)
+    write_report(typed, sc, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     import reports.replay_report as rr
 
     def boom(*a, **k):
         raise KeyboardInterrupt("interrupted mid-write")
     monkeypatch.setattr(rr, "write_csv", boom)  # fails after the plots and html are written
-    changed = dict(result, scenario_name="SHOULD-NOT-APPEAR")
+    changed = dataclasses.replace(typed, scenario_name="SHOULD-NOT-APPEAR")
     with pytest.raises(KeyboardInterrupt):
-        write_report(changed, sc, internals, out)
+        write_report(changed, sc, out)
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
@@ -57,7 +58,7 @@ def test_interrupted_write_keeps_the_earlier_report(tmp_path, replayed, monkeypa
 def test_atomic_write_text_keeps_old_file_on_error(tmp_path, monkeypatch):
     import os
 
-    from twin import atomic
+    from twin.core import atomic
     p = tmp_path / "x.json"
     atomic.write_text(p, "old")
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))

@@ -1,7 +1,7 @@
 import pytest
 
-from twin.costmodel import energy_of, gpu_hours, gpu_power_w, rental_cost_usd
-from twin.replay_specs import EnergySpec
+from twin.training.costmodel import energy_of, gpu_hours, gpu_power_w, rental_cost_usd
+from twin.core.run_specs import EnergySpec
 
 
 def test_power_between_idle_and_busy():

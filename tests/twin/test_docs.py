@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from twin.docs import scenario_reference
+from twin.core.docs import scenario_reference
 
 
 def test_scenario_reference_is_up_to_date():

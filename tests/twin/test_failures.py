@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from twin.errors import InfeasiblePlan, ScenarioError
-from twin.failures import cause_rates, failure_catalog, goodput
-from twin.replay_specs import FailureSpec
+from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.training.failures import cause_rates, failure_catalog, goodput
+from twin.core.run_specs import FailureSpec
 
 
 def test_llama3_rate_from_table5_counts():

@@ -3,7 +3,7 @@
 import pytest
 
 from twin.costs.flops import kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.specs import get_model
+from twin.core.specs import get_model
 
 
 @pytest.mark.parametrize("name, total_b, active_b, tol", [

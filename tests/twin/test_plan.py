@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 
-from twin.plan import Candidate, candidates, evaluate, run_plan
-from twin.scenario import read_raw
+from twin.core.results import to_json
+from twin.planning.search import Candidate, candidates, evaluate, plan
+from twin.core.scenario import read_raw
 
 
 def _raw():
@@ -14,15 +15,15 @@ def _raw():
 
 def test_invalid_and_oom_candidates_are_reported_not_raised():
     raw = _raw()
-    bad_degree = evaluate(raw, Candidate("h800", 2048, 7, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0})
+    bad_degree = to_json(evaluate(raw, Candidate("h800", 2048, 7, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0}))
     assert not bad_degree["feasible"] and bad_degree["reason"].startswith("invalid: cluster.num_gpus")
-    oom = evaluate(raw, Candidate("h800", 2048, 8, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0})
+    oom = to_json(evaluate(raw, Candidate("h800", 2048, 8, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0}))
     assert not oom["feasible"] and "out of memory" in oom["reason"]
 
 
 def test_cost_and_days_follow_from_the_step():
     raw = _raw()
-    row = evaluate(raw, Candidate("h800", 2048, 16, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0})
+    row = to_json(evaluate(raw, Candidate("h800", 2048, 16, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0}))
     steps = 14.8e12 / (15360 * 4096)
     assert row["feasible"]
     assert row["wall_days"] * 86400 == __import__("pytest").approx(steps * row["step_time_s"])
@@ -32,7 +33,7 @@ def test_cost_and_days_follow_from_the_step():
 def test_ranking_respects_deadline_and_missing_prices():
     raw = _raw()
     cands = candidates(["h800", "h200"], [2048, 4096], [16], [64], [1], ["dualpipe"], [1])
-    out = run_plan(raw, 14.8e12, 40.0, cands, {"h800": 2.0}, workers=1)
+    out = to_json(plan(raw, 14.8e12, 40.0, cands, {"h800": 2.0}, workers=1))
     assert out["num_candidates"] == 4
     assert all(r["wall_days"] <= 40.0 for r in out["ranked"])
     priced = [r for r in out["ranked"] if r["cost_usd"] is not None]
@@ -47,11 +48,11 @@ def test_ranking_respects_deadline_and_missing_prices():
 
 def test_plan_cli(tmp_path):
     out = tmp_path / "plan.json"
-    proc = subprocess.run([sys.executable, "-m", "twin.cli", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,16",
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,16",
                            "--json", str(out), "--out", str(tmp_path / "p"), "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["num_candidates"] == 2 and (tmp_path / "p" / "cost_vs_days.png").is_file()
-    proc = subprocess.run([sys.executable, "-m", "twin.cli", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,x"],
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--pp" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,23 +1,23 @@
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from twin.errors import ScenarioError
-from twin.replay import _ramp_levels, claims_catalog, replay_run, run_replay
-from twin.scenario import load_scenario
+from twin.core.errors import ScenarioError
+from reports.replay_report import write_report
+from twin.core.results import to_json
+from twin.core.specs import training_claims
+from twin.training.replay.run import replay
+from twin.training.replay.stages import _ramp_levels
+from twin.core.scenario import load_scenario
 
-_spec = importlib.util.spec_from_file_location("replay_fake_step", Path(__file__).resolve().parents[1] / "reports" / "fake_step.py")
-_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mod)
-fake_step = _mod.fake_step
+from fake_step import fake_step  # tests/ is on sys.path (rootdir conftest)
 
 
 @pytest.fixture(scope="module")
 def base():
-    return replay_run(load_scenario(), step_fn=fake_step)[0]
+    return to_json(replay(load_scenario(), step_fn=fake_step))
 
 
 def test_default_stages_follow_the_v3_report():
@@ -43,7 +43,7 @@ def test_json_keys_and_totals_add_up(base):
 
 def test_claims_are_compared_not_fitted(base):
     ids = {c["id"] for c in base["claims"]}
-    assert {c["id"] for c in claims_catalog()} == ids
+    assert {c["id"] for c in training_claims()} == ids
     for c in base["claims"]:
         assert c["rel_error"] == pytest.approx((c["predicted"] - c["claimed"]) / c["claimed"])
     total = next(c for c in base["claims"] if c["id"] == "train.cost.total_gpu_hours")
@@ -62,14 +62,14 @@ def test_ramp_costs_more_than_no_ramp():
     pre = dataclasses.replace(sc.run.stages[0], batch_ramp_start_seqs=0, batch_ramp_tokens=0.0)
     flat = dataclasses.replace(sc, run=dataclasses.replace(sc.run, stages=(pre,)))
     ramp = dataclasses.replace(sc, run=dataclasses.replace(sc.run, stages=(sc.run.stages[0],)))
-    a = replay_run(flat, step_fn=fake_step, uncertainty=False, sweep=False)[0]["total_gpu_hours"]
-    b = replay_run(ramp, step_fn=fake_step, uncertainty=False, sweep=False)[0]["total_gpu_hours"]
+    a = to_json(replay(flat, step_fn=fake_step, uncertainty=False, sweep=False))["total_gpu_hours"]
+    b = to_json(replay(ramp, step_fn=fake_step, uncertainty=False, sweep=False))["total_gpu_hours"]
     assert b > a  # smaller batches fill the pipeline less well
 
 
 def test_infeasible_stage_is_reported_not_crashed():
     sc = load_scenario(overrides=["run.plan_search=false"])
-    res = replay_run(sc, step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    res = to_json(replay(sc, step_fn=fake_step, uncertainty=False, sweep=False))
     bad = next(s for s in res["stages"] if s["name"] == "context_128k")
     assert bad["feasible"] is False and bad["gpu_hours"] is None
     assert res["complete"] is False
@@ -78,25 +78,25 @@ def test_infeasible_stage_is_reported_not_crashed():
 
 
 def test_plan_search_finds_a_fitting_plan():
-    res = replay_run(load_scenario(), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    res = to_json(replay(load_scenario(), step_fn=fake_step, uncertainty=False, sweep=False))
     s = next(s for s in res["stages"] if s["name"] == "context_128k")
     assert s["feasible"] and s["plan"]["tp"] * 65536 >= 131072  # the fake's memory limit
     assert "fallback" in s["plan_note"]
 
 
 def test_what_if_needs_no_new_code():
-    base = replay_run(load_scenario(), step_fn=fake_step, uncertainty=False, sweep=False)[0]
-    more = replay_run(load_scenario(overrides=["cluster.num_gpus=4096"]), step_fn=fake_step, uncertainty=False, sweep=False)[0]
-    h200 = replay_run(load_scenario(overrides=["cluster.gpu='h200'", "cluster.price_usd_per_gpu_hour=3.5"]),
-                      step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    base = to_json(replay(load_scenario(), step_fn=fake_step, uncertainty=False, sweep=False))
+    more = to_json(replay(load_scenario(overrides=["cluster.num_gpus=4096"]), step_fn=fake_step, uncertainty=False, sweep=False))
+    h200 = to_json(replay(load_scenario(overrides=["cluster.gpu='h200'", "cluster.price_usd_per_gpu_hour=3.5"]),
+                      step_fn=fake_step, uncertainty=False, sweep=False))
     assert more["total_wall_days"] < base["total_wall_days"]
     assert h200["gpu"] == "h200" and h200["total_cost_usd"] == pytest.approx(h200["total_gpu_hours"] * 3.5)
 
 
 def test_failures_off_gives_ideal_and_goodput_basis():
-    off = replay_run(load_scenario(overrides=["failures.enabled=false"]), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    off = to_json(replay(load_scenario(overrides=["failures.enabled=false"]), step_fn=fake_step, uncertainty=False, sweep=False))
     assert off["total_gpu_hours_goodput"] == pytest.approx(off["total_gpu_hours_ideal"])
-    gp = replay_run(load_scenario(overrides=["run.claims_basis='goodput'"]), step_fn=fake_step, uncertainty=False, sweep=False)[0]
+    gp = to_json(replay(load_scenario(overrides=["run.claims_basis='goodput'"]), step_fn=fake_step, uncertainty=False, sweep=False))
     assert gp["total_gpu_hours"] == pytest.approx(gp["total_gpu_hours_goodput"])
 
 
@@ -110,9 +110,10 @@ def test_bad_stage_tables_name_the_field():
 
 
 def test_run_replay_writes_json_and_report(tmp_path):
-    out = run_replay(load_scenario(), json_path=tmp_path / "r.json", out_dir=tmp_path / "rep", progress=False, step_fn=fake_step)
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert data["total_gpu_hours"] == pytest.approx(out["total_gpu_hours"])
+    out = replay(load_scenario(), step_fn=fake_step)
+    write_report(out, load_scenario(), tmp_path / "rep")
+    data = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert data["total_gpu_hours"] == pytest.approx(out.total_gpu_hours)
     for f in ("report.html", "report.md", "results.csv", "scenario.resolved.toml", "gpu_hours_by_stage.png",
               "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png"):
         assert (tmp_path / "rep" / f).stat().st_size > 0

@@ -6,8 +6,8 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from twin.errors import ScenarioError
-from twin.scenario import apply_overrides, from_dict, load_scenario, read_raw
+from twin.core.errors import ScenarioError
+from twin.core.scenario import apply_overrides, from_dict, load_scenario, read_raw
 
 
 def test_default_scenario_resolves_v3_layout(v3):
@@ -59,7 +59,7 @@ def test_cli_exits_2_without_traceback_on_bad_input(tmp_path):
     bad.write_text("this is = = not toml")
     for argv in (["step", str(bad)], ["step", "--set", "plan.pp=7"], ["step", str(tmp_path / "missing.toml")],
                  ["replay", "--set", "cluster.gpu=tpu"], ["model", "gpt-5"]):
-        proc = subprocess.run([sys.executable, "-m", "twin.cli", *argv], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "twin.cli.main", *argv], capture_output=True, text=True)
         assert proc.returncode == 2, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
@@ -91,7 +91,7 @@ def test_malformed_scenarios_never_raise_anything_but_scenario_error(edits):
 
 
 def test_rental_price_follows_the_gpu_unless_the_scenario_names_one():
-    from twin.specs import get_gpu, gpu_names
+    from twin.core.specs import get_gpu, gpu_names
     assert load_scenario().cluster.price_usd_per_gpu_hour == 2.0   # the V3 report's H800 assumption
     h200 = load_scenario(overrides=["cluster.gpu=h200"]).cluster
     assert h200.price_usd_per_gpu_hour == get_gpu("h200").rental_usd_per_gpu_hour != 2.0

@@ -6,17 +6,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twin.errors import InfeasiblePlan, ScenarioError
-from twin.fields import build
-from twin.serve import (_load_figures, decode_step, kv_bytes_per_token, load_serve_scenario, max_batch_by_memory,
-                        memory_per_gpu, mla_decode_core_s, run_serve, serving_profile, straggler_slot_rows,
-                        weight_breakdown, weight_stream_floor_s)
+from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.fields import build
+from reports.serve_report import write_outputs
+from twin.core.results import to_json
+from twin.core.scenario import SERVING, load_scenario
+from twin.costs.memory import kv_bytes_per_token, max_batch_by_memory, memory_per_gpu, weight_breakdown
+from twin.serving.iteration import (_load_figures, _moe_compute_s, decode_step, mla_decode_core_s, serving_profile, straggler_slot_rows,
+                                    weight_stream_floor_s)
+from twin.serving.run import serve
 from twin.costs import compute
-from twin.serve_specs import ServeSpec
-from twin.specs import get_gpu, get_model
+from twin.core.serve_specs import ServeSpec
+from twin.core.specs import get_gpu, get_model
 
 ROOT = Path(__file__).resolve().parents[2]
 V3 = get_model("deepseek-v3")
+
+
+def load_serve_scenario(path):
+    sc = load_scenario(path, kind=SERVING)
+    return sc, sc.serve
+
+
+def run_serve(sc, serve_spec=None):
+    """The serving result as JSON values, with the scenario's [serve] replaced by `serve_spec`."""
+    return to_json(serve(dataclasses.replace(sc, serve=serve_spec) if serve_spec else sc))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +59,7 @@ def test_r1_does_not_fit_8xh100_in_fp8(h200_node):
     # 8 x 80 GB = 640 GB < 685 GB of FP8 weights
     assert max_batch_by_memory(V3, get_gpu("h100"), s) == 0
     with pytest.raises(InfeasiblePlan, match=r"needs [\d.]+ GB per GPU \(weights [\d.]+ GB.*> 80 GB.*640 GB for 685 GB of weights"):
-        run_serve(h100, serve=s)
+        run_serve(h100, s)
 
 
 def test_r1_fits_one_h200_node_and_kv_limits_the_batch(h200_node):
@@ -65,7 +79,7 @@ def test_r1_fits_one_h200_node_and_kv_limits_the_batch(h200_node):
 def test_decode_throughput_monotone_in_batch_until_memory_bound(h200_node):
     sc, s = h200_node
     for variant in (s, dataclasses.replace(s, disaggregated=True), dataclasses.replace(s, tp=1, dp_attention=True)):
-        out = run_serve(sc, serve=variant)
+        out = run_serve(sc, variant)
         rows = [r for r in out["sweep"] if r["feasible"]]
         thr = [r["output_tokens_per_s"] for r in rows]
         assert len(rows) >= 5
@@ -126,7 +140,7 @@ def test_straggler_rows_keep_rows_and_skip_untouched_experts():
 
 def test_claims_are_compared_not_fitted(h200_node):
     sc, s = h200_node
-    out = run_serve(sc, serve=s)
+    out = run_serve(sc, s)
     ids = {c["id"]: c for c in out["claims"]}
     c = ids["h200.nim_3872"]
     assert c["claimed"] == 3872 and c["predicted"] == out["output_tokens_per_s_per_node"]
@@ -136,17 +150,18 @@ def test_claims_are_compared_not_fitted(h200_node):
 
 def test_outputs_written(tmp_path, h200_node):
     sc, s = h200_node
-    out = run_serve(sc, json_path=tmp_path / "r.json", out_dir=tmp_path / "out", serve=s)
+    result = serve(sc)
+    write_outputs(result, sc, tmp_path / "out")
+    out = to_json(result)
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"serve.json", "serve_sweep.csv", "scenario.resolved.json", "throughput_vs_batch.png", "throughput_vs_tpot.png"} <= names
-    assert (tmp_path / "r.json").is_file()
     assert (tmp_path / "out" / "serve_sweep.csv").read_text().count("\n") == len(out["sweep"]) + 1
 
 
 @pytest.mark.parametrize("name", ["r1_serve_h200.toml", "r1_serve_h800_decode.toml", "r1_serve_h800_prefill.toml"])
 def test_shipped_scenarios_run(name):
     sc, s = load_serve_scenario(ROOT / "scenarios" / name)
-    out = run_serve(sc, serve=s)
+    out = run_serve(sc, s)
     assert out["output_tokens_per_s"] > 0 and out["input_tokens_per_s"] > 0 and out["ttft_s"] > 0
     assert out["memory_per_gpu_bytes"] <= sc.gpu.hbm_bytes
     assert all(c["predicted"] is not None for c in out["claims"])
@@ -174,10 +189,9 @@ def test_bad_serve_specs_name_field_value_and_allowed(table, pattern):
 
 def test_fp8_dispatch_over_nvlink_pays_its_cast_but_deepep_low_latency_does_not():
     # DeepEP's low-latency dispatch casts to FP8 inside its kernel; an NVLink dispatch casts first
-    from twin import serve
     m, gpu = get_model("deepseek-v3"), get_gpu("h200")
     loads = {"slot_shares": np.full(256, 1 / 256)}
-    prof = serve.serving_profile(gpu, ServeSpec(ep=8))
-    nv = serve._moe_compute_s(m, gpu, ServeSpec(ep=8, a2a="nvlink"), 64.0, 64, loads, prof, 1.0)
-    ll = serve._moe_compute_s(m, gpu, ServeSpec(ep=8, a2a="deepep_ll"), 64.0, 64, loads, prof, 1.0)
+    prof = serving_profile(gpu, ServeSpec(ep=8))
+    nv = _moe_compute_s(m, gpu, ServeSpec(ep=8, a2a="nvlink"), 64.0, 64, loads, prof, 1.0)
+    ll = _moe_compute_s(m, gpu, ServeSpec(ep=8, a2a="deepep_ll"), 64.0, 64, loads, prof, 1.0)
     assert nv - ll == pytest.approx(compute.cast_time_s("cast", 64 * m.hidden_size, gpu, prof))

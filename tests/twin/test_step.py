@@ -9,11 +9,12 @@ import pytest
 
 from twin.costs.flops import moe_ops, expected_nodes_per_token
 from twin.costs.memory import activation_bytes_per_token
-from twin.errors import InfeasiblePlan
-from twin.scenario import load_scenario
-from twin.sim.schedules import build_schedule
-from twin.sim.step import peak_live_bytes, simulate_step, stage_layers
-from twin.specs import get_gpu, get_model
+from twin.core.errors import InfeasiblePlan
+from twin.core.scenario import load_scenario
+from twin.core.schedules import build_schedule
+from twin.training.results import Perturb
+from twin.training.step import peak_live_bytes, simulate_step, stage_layers
+from twin.core.specs import get_gpu, get_model
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,9 @@ def test_dualpipe_hides_communication_better_than_1f1b(v3):
 
 def test_more_bandwidth_and_less_imbalance_never_slow_a_step(v3):
     base = simulate_step(v3, record_events=False).step_time_s
-    assert simulate_step(v3, perturb={"link_bw_scale": 2.0}, record_events=False).step_time_s <= base
-    assert simulate_step(v3, perturb={"routing_imbalance": 1.5}, record_events=False).step_time_s > base
-    assert simulate_step(v3, perturb={"compute_eff_scale": 0.8}, record_events=False).step_time_s > base
+    assert simulate_step(v3, perturb=Perturb(link_bw_scale=2.0), record_events=False).step_time_s <= base
+    assert simulate_step(v3, perturb=Perturb(routing_imbalance=1.5), record_events=False).step_time_s > base
+    assert simulate_step(v3, perturb=Perturb(compute_eff_scale=0.8), record_events=False).step_time_s > base
 
 
 def test_reserving_sms_for_communication_slows_compute(v3):
@@ -70,7 +71,7 @@ def test_untold_gemms_beside_held_sms_are_slower_than_told_ones(v3):
 
 def test_untold_mode_needs_a_measured_profile():
     from twin.costs.profile import default_profile
-    from twin.errors import ScenarioError
+    from twin.core.errors import ScenarioError
     with pytest.raises(ScenarioError, match="plan.comm_sms_told"):
         simulate_step(load_scenario(overrides=["plan.comm_sms_told=false"]), default_profile(), record_events=False)
 
@@ -138,7 +139,7 @@ def test_selective_recompute_and_fp8_shrink_activations(v3):
 
 def test_step_and_trace_cli(tmp_path):
     out = tmp_path / "step.json"
-    proc = subprocess.run([sys.executable, "-m", "twin.cli", "step", "--json", str(out), "--schedule", "zb1p",
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "step", "--json", str(out), "--schedule", "zb1p",
                            "--set", "cluster.gpu=h200"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
@@ -146,7 +147,7 @@ def test_step_and_trace_cli(tmp_path):
         assert key in data
     assert data["schedule"] == "zb1p" and data["scenario"]["cluster"]["gpu"] == "h200"
     trace = tmp_path / "trace.json"
-    proc = subprocess.run([sys.executable, "-m", "twin.cli", "trace", "--out", str(trace), "--set", "workload.global_batch_seqs=4096"],
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "trace", "--out", str(trace), "--set", "workload.global_batch_seqs=4096"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     events = json.loads(trace.read_text())["traceEvents"]
@@ -157,7 +158,7 @@ def test_step_and_trace_cli(tmp_path):
 
 def test_infeasible_step_cli_exits_3_and_writes_reason(tmp_path):
     out = tmp_path / "step.json"
-    proc = subprocess.run([sys.executable, "-m", "twin.cli", "step", "--json", str(out), "--set", "workload.seq_len=32768",
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "step", "--json", str(out), "--set", "workload.seq_len=32768",
                            "--set", "workload.global_batch_seqs=4096", "--set", "plan.recompute='none'"], capture_output=True, text=True)
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     data = json.loads(out.read_text())

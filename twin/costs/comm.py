@@ -8,7 +8,7 @@ and NVLink legs (DeepEP moves both concurrently: IB to the target node, then NVL
 from __future__ import annotations
 
 from twin.costs.flops import Op
-from twin.specs import GPUSpec
+from twin.core.specs import GPUSpec
 
 
 def all_to_all_time_s(op: Op, gpu: GPUSpec, link_bw_scale: float = 1.0) -> float:

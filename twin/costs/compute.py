@@ -12,7 +12,7 @@ import numpy as np
 
 from twin.costs.flops import BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, Op, attention_bwd_flops, gemm_bytes
 from twin.costs.profile import Profile
-from twin.specs import GPUSpec
+from twin.core.specs import GPUSpec
 
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:

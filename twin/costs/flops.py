@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twin.specs import ModelSpec
+from twin.core.specs import ModelSpec
 
 BF16_BYTES = 2
 FP8_BYTES = 1

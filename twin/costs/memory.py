@@ -6,14 +6,22 @@ optimizer state per `plan.optimizer_bytes_per_param` (FP32 master + two FP32 Ada
 V3 keeps the moments in BF16 -> 8). ZeRO shards optimizer state (stage >= 1), gradients (>= 2)
 and parameters (3) over the data-parallel replicas of each parameter: dp for dense parameters,
 dp * tp / ep for routed experts.
+
+Serving (the second half): weights as served (FP8 with 128x128 block scales, BF16 embeddings, head,
+norms and router, the MTP module when the model has one), the KV cache (paged in 64-token blocks;
+MLA's latent is replicated over TP ranks), activations and logits of one step, and a runtime
+reserve. A deployment that does not fit raises InfeasiblePlan with the breakdown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twin.costs.flops import BF16_BYTES, FP8_BYTES, FP32_BYTES, attention_params, ffn_params
-from twin.specs import ModelSpec, ParallelPlan
+from twin.core.errors import InfeasiblePlan
+from twin.core.serve_specs import ServeSpec
+from twin.core.specs import GPUSpec, ModelSpec, ParallelPlan, serving_tables
+from twin.costs.flops import (BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, attention_params, ffn_params,
+                              kv_cache_bytes_per_token, param_counts)
 
 WEIGHT_BYTES = BF16_BYTES
 GRAD_BYTES = FP32_BYTES
@@ -98,3 +106,108 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
         "activations": activation_bytes,
         "comm_buffers": comm_buffer_bytes,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving
+
+KV_BLOCK_TOKENS = 64  # FlashMLA paged KV cache block (deepseek_claims.yaml flashmla.block)
+
+
+def weight_bytes_per_param(precision: str) -> float:
+    """FP8 weights carry one FP32 scale per 128x128 block (V3 §3.3)."""
+    return FP8_BYTES + FP32_BYTES / (FP8_TILE * FP8_TILE) if precision == "fp8" else BF16_BYTES
+
+
+def kv_bytes_per_token(m: ModelSpec, precision: str, include_mtp: bool = True) -> float:
+    """KV cache per token over all layers (plus the MTP modules' layers when loaded). BF16 equals
+    flops.kv_cache_bytes_per_token (70,272 B for V3's 61 layers). FP8 (FlashMLA's format): the
+    latent in FP8 with an FP32 scale per 128 values, the RoPE key in BF16."""
+    layers = m.num_layers + (m.num_mtp_modules if include_mtp else 0)
+    if precision == "bf16":
+        return kv_cache_bytes_per_token(m) / m.num_layers * layers
+    if m.attention == "mla":
+        per_layer = m.kv_lora_rank * (FP8_BYTES + serving_tables()["flashmla"]["fp8_kv_bytes_per_128"] / FP8_TILE) + m.qk_rope_head_dim * BF16_BYTES
+    else:
+        per_layer = 2 * m.num_kv_heads * m.head_dim * (FP8_BYTES + FP32_BYTES / FP8_TILE)
+    return layers * per_layer
+
+
+def weight_breakdown(m: ModelSpec, s: ServeSpec) -> dict:
+    """Weight bytes of the whole model (instance) and per GPU."""
+    pc = param_counts(m)
+    expert = 3 * m.hidden_size * m.moe_intermediate_size
+    mtp = m.num_mtp_modules
+    routed_layers = m.num_moe_layers + (mtp if m.is_moe else 0)
+    routed = routed_layers * m.num_routed_experts * expert
+    bf16_params = (pc["embedding_params"] + pc["head_params"]
+                   + (m.num_layers + mtp) * (2 * m.hidden_size + m.q_lora_rank + m.kv_lora_rank) + m.hidden_size
+                   + routed_layers * m.num_routed_experts * m.hidden_size)          # embeddings, head, norms, router
+    total = pc["total_params"] + pc["mtp_params"]
+    matmul_dense = total - routed - bf16_params
+    wb = weight_bytes_per_param(s.weight_precision)
+    slots = m.num_routed_experts + s.redundant_experts
+    routed_gpu = routed * (slots / max(m.num_routed_experts, 1)) / s.ep * wb if m.is_moe else 0.0
+    dense_gpu = matmul_dense / s.tp * wb + bf16_params / s.tp * BF16_BYTES
+    return {
+        "params_total": float(total),
+        "weight_bytes_total": float(routed * wb + matmul_dense * wb + bf16_params * BF16_BYTES),
+        "routed_expert_bytes_per_gpu": float(routed_gpu),
+        "dense_bytes_per_gpu": float(dense_gpu),
+        "weights_per_gpu_bytes": float(routed_gpu + dense_gpu),
+    }
+
+
+def requests_per_attention_group(s: ServeSpec, batch: int) -> int:
+    return -(-batch // s.attention_dp)
+
+
+def memory_per_gpu(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, phase: str = "decode") -> dict:
+    """Bytes per GPU by component for `batch` concurrent requests of one instance."""
+    w = weight_breakdown(m, s)
+    reqs = requests_per_attention_group(s, batch)
+    ctx = -(-(s.input_len + s.output_len) // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
+    kv_share = 1.0 if m.attention == "mla" else 1.0 / min(s.tp, m.num_kv_heads)   # MLA latent replicated over TP
+    kv = reqs * ctx * kv_bytes_per_token(m, s.kv_precision, include_mtp=s.mtp_draft_tokens > 0) * kv_share
+    q = 1 + s.mtp_draft_tokens
+    tokens = reqs * q if phase == "decode" else s.prefill_chunk_tokens
+    h = m.num_heads // s.tp
+    width = 6 * m.hidden_size + 2 * h * (m.qk_head_dim + m.attn_v_head_dim) + m.top_k * (m.hidden_size + 2 * m.moe_intermediate_size)
+    act = tokens * width * BF16_BYTES + reqs * m.vocab_size / s.tp * FP32_BYTES
+    out = {
+        "weights": w["weights_per_gpu_bytes"],
+        "kv_cache": float(kv),
+        "activations": float(act),
+        "runtime_reserved": s.runtime_reserved_bytes,
+    }
+    out["total"] = float(sum(out.values()))
+    out["capacity"] = gpu.hbm_bytes
+    return out
+
+
+def max_batch_by_memory(m: ModelSpec, gpu: GPUSpec, s: ServeSpec) -> int:
+    """Largest concurrency per instance whose decode memory fits (0 if not even one request)."""
+    lo, hi = 0, 1
+    while memory_per_gpu(m, gpu, s, hi)["total"] <= gpu.hbm_bytes:
+        lo, hi = hi, hi * 2
+        if hi > 1 << 24:
+            return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if memory_per_gpu(m, gpu, s, mid)["total"] <= gpu.hbm_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def check_memory(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int) -> dict:
+    mem = memory_per_gpu(m, gpu, s, batch)
+    if mem["total"] > gpu.hbm_bytes:
+        parts = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in mem.items() if k not in ("total", "capacity"))
+        raise InfeasiblePlan(
+            f"{m.name} at batch {batch} needs {mem['total'] / 1e9:.1f} GB per GPU ({parts}) "
+            f"> {gpu.hbm_bytes / 1e9:.0f} GB of {gpu.name}; instance of {s.ep} GPUs has "
+            f"{s.ep * gpu.hbm_bytes / 1e9:.0f} GB for {weight_breakdown(m, s)['weight_bytes_total'] / 1e9:.0f} GB of weights",
+            {k: float(v) for k, v in mem.items()})
+    return mem

@@ -1,6 +1,6 @@
 """Efficiency profiles: how close each kernel class gets to the GPU's peaks, as data.
 
-A profile is JSON (calibration/profiles/<gpu>.json, written by `twin fit`) holding curve parameters:
+A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin fit`) holding curve parameters:
 
   gemm / grouped_gemm, per precision:
       eff(m, n, k) = e_max / (1 + m_half/m + n_half/n + k_half/k)
@@ -80,6 +80,9 @@ import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+
+# fitted profiles are package data (twin fit writes them; the twin reads them through importlib.resources)
+PROFILES = resources.files("twin.data").joinpath("profiles")
 
 
 @dataclass(frozen=True)
@@ -251,11 +254,15 @@ def load_profile(gpu_profile_name: str) -> Profile:
     measured with (real/: unfused eager quantization); that stack is used only to predict the
     records (calibration/predict.py), so here the silicon is kept and the stack switched; and
     the curves are those measured under sustained load (Profile.under_sustained_load)."""
-    try:
-        path = resources.files("calibration").joinpath("profiles", f"{gpu_profile_name}.json")
-        if path.is_file():
-            with path.open() as fh:
-                return simulation_profile(json.load(fh))
-    except ModuleNotFoundError:
-        pass
+    path = PROFILES.joinpath(f"{gpu_profile_name}.json")
+    if path.is_file():
+        with path.open() as fh:
+            return simulation_profile(json.load(fh))
     return default_profile()
+
+
+def fitted_profile(gpu_profile_name: str) -> Profile:
+    """The committed profile of a GPU type as fitted (real/'s eager stack, short-benchmark clocks):
+    what predicts the calibration records."""
+    with PROFILES.joinpath(f"{gpu_profile_name}.json").open() as fh:
+        return profile_from_json(json.load(fh))

@@ -9,7 +9,7 @@ A load model yields `shares_LE`: for each MoE layer, the fraction of the layer's
   same routing `real/bench.py::skewed_routing` injects). A share can never exceed 1/top_k.
 - dirichlet(alpha): affinity weights p ~ Dirichlet(alpha * 1), then the same distinct top-k routing.
 - measured: per-(step, layer, expert) counts recorded from `real/` training
-  (calibration/measurements/<gpu>/expert_load.csv), replayed; for another expert count the sorted
+  (calibration/measurements/<gpu>/expert_load.csv, shipped as twin/data/expert_load/<gpu>.csv), replayed; for another expert count the sorted
   share curve is interpolated over normalised rank.
 - dynamic: the auxiliary-loss-free bias update of V3 (§2.1.2: b_i += gamma * sign(mean load -
   load_i) after every step) simulated over steps on top of a zipf base affinity.
@@ -29,12 +29,15 @@ from __future__ import annotations
 import csv
 import functools
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 from scipy import optimize
 
-MEASUREMENTS = Path(__file__).resolve().parents[2] / "calibration" / "measurements"
+from twin.core.moe_specs import MoeLoadSpec
+
+# measured loads replayed by the twin: package data copied from calibration/measurements/<gpu>/expert_load.csv by `twin fit`
+EXPERT_LOADS = resources.files("twin.data").joinpath("expert_load")
 MC_TOKENS = 4096  # tokens per Monte Carlo estimate of routed shares
 DYNAMIC_RUNS = 4  # independent bias-update runs of a dynamic model, cycled over layers
 
@@ -159,8 +162,7 @@ def resample_shares(shares_E: np.ndarray, num_experts: int, rng: np.random.Gener
 
 @functools.cache
 def _read_rows(gpu: str) -> tuple:
-    path = MEASUREMENTS / gpu / "expert_load.csv"
-    with path.open() as fh:
+    with EXPERT_LOADS.joinpath(f"{gpu}.csv").open() as fh:
         return tuple(csv.DictReader(fh))
 
 
@@ -310,3 +312,20 @@ def simulate_bias_update(num_experts: int, top_k: int, base_s: float, gamma: flo
         b = b + gamma * np.sign(load.mean() - load)
         counts[step], biases[step] = load, b
     return BiasRun(counts, biases)
+
+
+def load_model_of(spec: MoeLoadSpec) -> LoadModel | None:
+    """The LoadModel a scenario's [moe] section names, or None for the scalar knob."""
+    k = spec.load_model
+    if k == "scalar":
+        return None
+    if k == "balanced":
+        return LoadModel("balanced")
+    if k == "zipf":
+        return LoadModel("zipf", spec.zipf_s, seed=spec.seed)
+    if k == "dirichlet":
+        return LoadModel("dirichlet", spec.dirichlet_alpha, seed=spec.seed)
+    if k == "measured":
+        return LoadModel("measured", seed=spec.seed, measured_gpu=spec.measured_gpu,
+                         bias_update_rate=spec.measured_bias_update_rate)
+    return LoadModel("dynamic", spec.zipf_s, gamma=spec.bias_update_speed, steps=spec.dynamic_steps, seed=spec.seed)

@@ -29,17 +29,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from twin.errors import ScenarioError
+from twin.core.errors import ScenarioError
 from twin.sim.pipeline import Task, simulate_pipeline
-from twin.sim.schedules import PipeOp, build_schedule
-
-FORMULAS = {
-    "1f1b": "(PP-1)(F+B)",
-    "zb1p": "(PP-1)(F+B-2W)",
-    "dualpipe": "(PP/2-1)(F&B+B-3W)",
-    "dualpipev": "(PP/2-1)(F&B+B-3W), PP = 2*pp stages",
-}
-
+from twin.core.schedules import SCHEDULES, PipeOp, build_schedule
 
 @dataclass(frozen=True)
 class IdealCosts:
@@ -71,16 +63,10 @@ class IdealCosts:
 
 
 def formula_bubble_s(name: str, pp: int, f_s: float, b_s: float, w_s: float, fb_s: float) -> float:
-    """The README table's bubble for `pp` ranks."""
-    if name == "1f1b":
-        return (pp - 1) * (f_s + b_s)
-    if name == "zb1p":
-        return (pp - 1) * (f_s + b_s - 2 * w_s)
-    if name == "dualpipe":
-        return (pp / 2 - 1) * (fb_s + b_s - 3 * w_s)
-    if name == "dualpipev":
-        return (pp - 1) * (fb_s + b_s - 3 * w_s)  # PP = 2*pp stages: PP/2 - 1 = pp - 1
-    raise ScenarioError("plan.schedule", name, "one of " + ", ".join(FORMULAS))
+    """The README table's bubble for `pp` ranks (the schedule registry's closed form)."""
+    if name not in SCHEDULES:
+        raise ScenarioError("plan.schedule", name, "one of " + ", ".join(SCHEDULES))
+    return SCHEDULES[name].bubble_s(pp, f_s, b_s, w_s, fb_s)
 
 
 def _check_time(field: str, value: float, allow_zero: bool) -> float:
@@ -118,7 +104,7 @@ def ideal_schedule(name: str, pp: int, num_microbatches: int, f_s: float, b_s: f
         "makespan_s": result.makespan_s,
         "bubble_s": result.bubble_s,
         "formula_bubble_s": formula,
-        "formula": FORMULAS[name],
+        "formula": SCHEDULES[name].bubble_formula,
         "idle_s": list(result.idle_s),
         "busy_s": list(result.busy_s),
         "peak_inflight_activations": list(result.peak_inflight_activations),
@@ -135,9 +121,9 @@ def _why_different(name: str, pp: int, n: int, f_s: float, b_s: float, w_s: floa
     if not canonical:
         reasons.append("the table is derived for the canonical op times W = F, B = 2F; with other "
                        "times the critical path runs through different ops")
-    if name in ("1f1b", "zb1p") and n < pp:
+    if SCHEDULES[name].layout.num_chunks == 1 and n < pp:
         reasons.append(f"fewer micro-batches ({n}) than ranks ({pp}): the pipeline never fills")
-    if name in ("dualpipe", "dualpipev") and not max(f_s, b_s) <= fb_s <= f_s + b_s:
+    if SCHEDULES[name].layout.num_chunks == 2 and not max(f_s, b_s) <= fb_s <= f_s + b_s:
         reasons.append("F&B outside [max(F, B), F+B] is not an overlapped pair")
     if not reasons:
         reasons.append("simulated max idle differs from the closed form; see idle_s per rank")

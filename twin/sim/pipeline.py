@@ -35,7 +35,7 @@ from typing import NamedTuple, Protocol
 
 import simpy
 
-from twin.sim.schedules import PipeOp, Schedule
+from twin.core.schedules import PipeOp, Schedule
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 from twin.costs import compute
 from twin.costs.flops import Op
 from twin.costs.profile import GemmCurve, Profile, SeqCurve, profile_from_json
-from twin.specs import get_gpu
+from twin.core.specs import get_gpu
 
 GPU = get_gpu("h100")
 BASE = Profile("h100", gemm={"bf16": GemmCurve(0.8), "fp8": GemmCurve(0.7)},

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from twin.fields import build
-from twin.errors import ScenarioError
-from twin.moe.load import (LoadModel, fit_dirichlet, fit_measured, fit_zipf, gumbel_topk_counts, read_expert_load,
+from twin.core.fields import build
+from twin.core.errors import ScenarioError
+from twin.moe.load import (LoadModel, fit_dirichlet, load_model_of, fit_measured, fit_zipf, gumbel_topk_counts, read_expert_load,
                            resample_shares, routed_shares, simulate_bias_update, zipf_weights)
-from twin.moe.specs import MoeLoadSpec
+from twin.core.moe_specs import MoeLoadSpec
 
 
 def _synthetic(p_fn, n, e, k, tokens, seed):
@@ -57,7 +57,7 @@ def test_moe_section_is_strict():
     assert build(MoeLoadSpec, {"load_model": "zipf", "zipf_s": 1.2}, "moe").zipf_s == 1.2
     with pytest.raises(ScenarioError, match="moe.load_model"):
         build(MoeLoadSpec, {"load_model": "pareto"}, "moe")
-    assert MoeLoadSpec().load_model_spec() is None
+    assert load_model_of(MoeLoadSpec()) is None
 
 
 def test_default_affinity_parameters_are_the_fits_of_the_recorded_run():

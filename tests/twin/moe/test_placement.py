@@ -3,8 +3,8 @@ import pytest
 
 from twin.costs.flops import ExpertLoad, expected_nodes_per_token, moe_ops
 from twin.moe.placement import (monte_carlo_nodes_per_token, padded_gemm_rows_frac, rank_traffic)
-from twin.moe.validate import gemm_rows_frac
-from twin.specs import get_model
+from calibration.moe_skew import gemm_rows_frac
+from twin.core.specs import get_model
 
 
 def test_rows_and_ib_by_hand():

@@ -3,14 +3,15 @@ import dataclasses
 import pytest
 
 from twin.costs.flops import ExpertLoad
-from twin.moe.balance import pretrain_steps
+from twin.training.balance import pretrain_steps
 from twin.moe.load import LoadModel
 from twin.moe.placement import scenario_layer_loads
-from twin.sim.step import simulate_step
+from twin.training.results import Perturb
+from twin.training.step import simulate_step
 
 
 def _step(sc, imb):
-    return simulate_step(sc, perturb={"routing_imbalance": imb}, record_events=False, check_memory=False).step_time_s
+    return simulate_step(sc, perturb=Perturb(routing_imbalance=imb), record_events=False, check_memory=False).step_time_s
 
 
 def test_balanced_load_model_reproduces_todays_step_exactly(v3):
@@ -33,7 +34,7 @@ def test_skewed_model_slower_and_scenario_section_hook(v3):
 
 
 def test_moe_section_drives_simulate_step(v3):
-    from twin.moe.specs import MoeLoadSpec
+    from twin.core.moe_specs import MoeLoadSpec
 
     @dataclasses.dataclass(frozen=True)
     class WithMoe:  # stands in for Scenario until the lead registers the [moe] section
@@ -43,8 +44,8 @@ def test_moe_section_drives_simulate_step(v3):
         def __getattr__(self, name):
             return getattr(self.base, name)
 
-    from twin.sim.step import routing_loads
+    from twin.training.step import routing_loads
     assert routing_loads(WithMoe(v3, MoeLoadSpec())) == v3.workload.routing_imbalance
     loads = routing_loads(WithMoe(v3, MoeLoadSpec(load_model="measured")))
     assert loads[0] == 1.0 and loads[-1].rows_frac > 1.2
-    assert routing_loads(WithMoe(v3, MoeLoadSpec(load_model="measured")), {"routing_imbalance": 1.3}) == 1.3
+    assert routing_loads(WithMoe(v3, MoeLoadSpec(load_model="measured")), Perturb(routing_imbalance=1.3)) == 1.3

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from twin.errors import ScenarioError
+from twin.core.errors import ScenarioError
 from twin.sim.ideal import IdealCosts, ideal_schedule
-from twin.sim.schedules import PipeOp
+from twin.core.schedules import PipeOp
 
 F, B, W = 1.0, 2.0, 1.0  # the canonical case: W = F, B = 2F
 

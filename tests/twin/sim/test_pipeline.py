@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from twin.sim.ideal import IdealCosts
 from twin.sim.pipeline import Task, arbitrate_streams, is_weight_task, simulate_pipeline, to_chrome_trace
-from twin.sim.schedules import build_schedule
+from twin.core.schedules import build_schedule
 
 
 class P2PCosts(IdealCosts):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from twin.errors import ScenarioError
-from twin.sim.schedules import SCHEDULES, PipeOp, build_schedule
+from twin.core.errors import ScenarioError
+from twin.core.schedules import SCHEDULE_NAMES, PipeOp, build_schedule
 
 CASES = [("1f1b", pp, n) for pp in (1, 2, 4, 8) for n in (1, 3, pp, 2 * pp + 1)] \
     + [("zb1p", pp, n) for pp in (1, 2, 4, 8) for n in (1, 3, pp, 2 * pp + 1)] \
@@ -120,4 +120,4 @@ def test_invalid_inputs_name_the_field(name, pp, n, field, allowed):
 
 
 def test_schedule_names():
-    assert SCHEDULES == ("1f1b", "zb1p", "dualpipe", "dualpipev")
+    assert SCHEDULE_NAMES == ("1f1b", "zb1p", "dualpipe", "dualpipev")

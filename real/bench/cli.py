@@ -1,0 +1,92 @@
+"""`python -m real.bench`: run the named sections (or the default list), write DIR/env.json and
+one CSV per family, and keep going past a section that fails (the log and env.json say which)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from real.bench.attention import bench_attention
+from real.bench.device import environment, free_memory
+from real.bench.ep import bench_ep
+from real.bench.fp8_stack import bench_fp8_stack
+from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad
+from real.bench.kernels import bench_kernels
+from real.bench.memory import bench_memory, bench_topk
+from real.bench.moe_layer import bench_moe
+from real.bench.power import bench_power, bench_sustained
+from real.bench.records import NoRecorder, Recorder, log
+from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
+from real.bench.sm_reserve import bench_sm_reserve
+from real.bench.timing import Deadline, Timer
+from real.bench.whole_model import bench_expert_load, bench_serve, bench_train
+from real.telemetry import Telemetry
+
+_FUNCTIONS = {
+    "gemm": bench_gemm, "grouped": bench_grouped, "memory": bench_memory,
+    "attention": bench_attention, "moe": bench_moe, "train": bench_train,
+    "serve": bench_serve, "expert_load": bench_expert_load,
+    "power": bench_power, "sustained": bench_sustained, "kernels": bench_kernels,
+    "grouped_wgrad": bench_grouped_wgrad, "grouped_small": bench_grouped_small,
+    "topk": bench_topk, "fp8_stack": bench_fp8_stack, "sm_reserve": bench_sm_reserve,
+    "ep": bench_ep,
+}
+assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
+# name -> (function, share of the time budget), in run order
+SECTIONS = {name: (_FUNCTIONS[name], share) for name, share in SECTION_SHARES.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m real.bench", description="real/ benchmark campaign")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes: a CPU dry run")
+    ap.add_argument("--only", default="", help=f"comma list of {','.join(SECTIONS)}")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="whole-campaign time budget")
+    ap.add_argument("--min-time-s", type=float, default=0.1, help="timed time per configuration")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    dev = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun: expert parallel over all ranks
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    tel = Telemetry(local_rank)
+    env = environment(dev, tel)
+    env["sections"] = args.only or "all"
+    env["world_size"] = int(os.environ.get("WORLD_SIZE", 1))
+    if rank == 0:
+        (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
+        log(f"env: {json.dumps(env, default=str)}")
+    rec = Recorder(args.out, env) if rank == 0 else NoRecorder()
+    timer = Timer(dev, tel, args.min_time_s if not args.quick else 0.0,
+                  max_reps=100 if not args.quick else 3, warmup=3 if not args.quick else 1)
+    deadline = Deadline(args.budget_s)
+    names = [s for s in args.only.split(",") if s] or list(DEFAULT_SECTIONS)
+    failures = []
+    for name in names:
+        fn, share = SECTIONS[name]
+        deadline.start(share if len(names) > 1 else 1.0)
+        log(f"== {name}")
+        t0 = time.perf_counter()
+        try:
+            fn(rec, timer, dev, deadline, args.quick, env)
+        except Exception as e:  # keep the campaign going; the log says what broke
+            traceback.print_exc()
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+            free_memory()
+        log(f"== {name} done in {time.perf_counter() - t0:.1f} s")
+    rec.close()
+    env["failures"] = failures
+    env["elapsed_s"] = time.perf_counter() - deadline.t0
+    if rank == 0:
+        (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    log(f"failures: {failures}" if failures else "all sections ran")
+    return 1 if failures else 0

@@ -1,0 +1,74 @@
+"""Section ep (ep.csv): expert parallelism under torchrun with >= 2 ranks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.distributed as dist
+
+from real.bench.device import precisions_to_bench
+from real.bench.moe_layer import skewed_routing
+from real.bench.records import log
+from real.bench.timing import Timer
+from real.configs import get_spec
+from real.ep import combine, dispatch
+from real.model import MoE, building
+from twin.costs.flops import gemm_flops
+
+
+def bench_ep(rec, timer, dev, deadline, quick, env):
+    """Expert parallelism over the torchrun world (NCCL on GPUs): raw all-to-all, and an MoE
+    layer's dispatch, combine, forward and backward with E/W experts per rank. Fixed repetition
+    counts so every rank issues the same collectives; rank 0 writes ep.csv."""
+    group = dist.group.WORLD
+    world = dist.get_world_size()
+    t = Timer(dev, timer.tel, 0.0, warmup=3)
+    reps = 3 if quick else 20
+    for mib in ([1] if quick else [1, 4, 16, 64, 256, 1024]):
+        x = torch.randn(mib * 2**20 // 2, device=dev, dtype=torch.bfloat16)
+        out = torch.empty_like(x)
+        sent = mib * 2**20 * (world - 1) / world
+        r = t.measure(lambda: dist.all_to_all_single(out, x, group=group), bytes_=sent, reps=reps)
+        rec.row("ep", bench="all_to_all", world_size=world, tokens_per_rank="", num_experts="",
+                top_k="", hidden_size="", skew="", max_rank_rows="", bytes_per_rank=sent,
+                precision="bf16", **r)
+        log(f"all_to_all {mib} MiB/rank: {r['achieved_bytes_per_s'] / 1e9:.0f} GB/s sent per rank")
+    name = "tiny" if quick else "v3-slice-1l"
+    spec = get_spec(name)
+    E = 8 if quick else 32
+    spec = dataclasses.replace(spec, num_routed_experts=E)
+    torch.manual_seed(0)
+    with building(dev):
+        moe = MoE(spec, ep_group=group)
+    gen = torch.Generator().manual_seed(dist.get_rank())
+    D, K = spec.hidden_size, spec.top_k
+    for T in ([64] if quick else [1024, 4096, 16384]):
+        for skew in [0.0, 1.0]:
+            w, ids = skewed_routing(T, E, K, skew, spec.route_scale, dev, gen)
+            x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            rows = torch.zeros(world, dtype=torch.int64, device=dev).scatter_add_(
+                0, ids.flatten() // (E // world), torch.ones(T * K, dtype=torch.int64, device=dev))
+            dist.all_reduce(rows, group=group)
+            common = dict(world_size=world, tokens_per_rank=T, num_experts=E, top_k=K, hidden_size=D,
+                          skew=skew, max_rank_rows=int(rows.max()), bytes_per_rank=T * K * D * 2.0)
+            fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
+            state = {}
+
+            def do_dispatch():
+                state["d"] = dispatch(x.detach(), ids, E, group)
+
+            r = t.measure(do_dispatch, bytes_=T * K * D * 2.0, reps=reps)
+            rec.row("ep", bench="ep_dispatch", precision="bf16", **common, **r)
+            y_local = state["d"][0]
+            r = t.measure(lambda: combine(y_local, state["d"][3], group), bytes_=T * K * D * 2.0,
+                          reps=reps)
+            rec.row("ep", bench="ep_combine", precision="bf16", **common, **r)
+            for prec in precisions_to_bench(env):
+                r = t.measure(lambda: moe(x, prec, (w, ids)), flops=fl, reps=reps)
+                rec.row("ep", bench="moe_layer_ep_fwd", precision=prec.label, **common, **r)
+                r = t.measure(lambda o: torch.autograd.grad(o, [x, *moe.parameters()], torch.ones_like(o),
+                                                            allow_unused=True),
+                              setup=lambda: moe(x, prec, (w, ids)), flops=2 * fl, reps=reps)
+                rec.row("ep", bench="moe_layer_ep_bwd", precision=prec.label, **common, **r)
+            log(f"ep T={T} skew={skew}: done")

@@ -1,0 +1,165 @@
+"""Sections gemm, grouped, grouped_wgrad and grouped_small (gemm.csv): dense GEMMs at the V3
+projection shapes and squares, by precision, and grouped (expert) GEMMs in their forward and
+weight-gradient forms over (groups, rows per group)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from real import fp8
+from real.bench.device import free_memory
+from real.bench.records import log
+from real.fp8 import Precision
+from twin.costs.flops import gemm_bytes, gemm_flops
+
+V3_PROJECTIONS_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
+                     (7168, 2048)]
+
+
+def fp8_gemm_callable(a_MK, w_NK, kind: str):
+    """Pre-quantized operands and the kernel call, so only the GEMM is timed."""
+    if kind == "fp8-tensor":
+        aq, bq = a_MK.to(fp8.FP8_DTYPE), w_NK.to(fp8.FP8_DTYPE)
+        one = torch.ones((), device=a_MK.device)
+        return lambda: torch._scaled_mm(aq, bq.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    if kind == "fp8-rowwise":
+        aq, sa = fp8.quantize_rowwise(a_MK)
+        bq, sb = fp8.quantize_rowwise(w_NK)
+        return lambda: torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb.t(), out_dtype=torch.bfloat16)
+    aq, sa = fp8.quantize_1x128(a_MK)  # fp8-blockwise
+    bq, sb = fp8.quantize_128x128(w_NK)
+    variant = fp8._BLOCKWISE_VARIANT[a_MK.device.type]
+    return lambda: fp8._blockwise_call(aq, sa, bq, sb, torch.bfloat16, variant)
+
+
+def bench_gemm(rec, timer, dev, deadline, quick, env):
+    ms = [128, 512, 2048] if quick else [128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144,
+                                         8192, 12288, 16384]
+    shapes = [(128, 448), (1536, 96), (448, 128)] if quick else V3_PROJECTIONS_NK
+    squares = [256] if quick else [512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
+    kinds = ["bf16", "fp8-rowwise", "fp8-tensor"]
+    if env["fp8_blockwise_kernel"]:
+        kinds.append("fp8-blockwise")
+    cases = [(m, n, k, "v3_proj") for n, k in shapes for m in ms] + [(s, s, s, "square") for s in squares]
+    best = {}
+    for m, n, k, tag in cases:
+        if deadline.over():
+            log("gemm: time share spent, skipping the rest")
+            break
+        a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        for kind in kinds:
+            if kind == "fp8-blockwise" and not fp8.blockwise_shape_ok(k, n):
+                continue
+            fn = (lambda: F.linear(a, w)) if kind == "bf16" else fp8_gemm_callable(a, w, kind)
+            in_bytes = 2 if kind == "bf16" else 1
+            r = timer.measure(fn, flops=gemm_flops(m, n, k), bytes_=gemm_bytes(m, n, k, in_bytes), batched=True)
+            rec.row("gemm", bench="gemm", m=m, n=n, k=k, groups=1, tokens_per_group=m,
+                    precision=kind, shape_tag=tag, **r)
+            best[kind] = max(best.get(kind, 0), r["achieved_flops_per_s"])
+        del a, w
+    for kind, v in best.items():
+        log(f"gemm best {kind}: {v / 1e12:.0f} TFLOP/s" + ("  (target BF16 >= 650)" if kind == "bf16" else ""))
+    free_memory()
+
+
+GROUPED_SHAPES_NK = [(4096, 7168), (7168, 2048), (2816, 2048), (2048, 1408)]
+GROUPED_GROUPS = [4, 8, 16, 32, 64]
+GROUPED_TPGS = [128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192]
+# below one 128-row tile per expert and 128 experts: MoE layers at 512-2048 tokens and serving run
+# there (added 2026-11-24, section grouped_small)
+GROUPED_SMALL_TPGS = [16, 32, 64]
+GROUPED_SMALL_GROUPS = [128]
+GROUPED_MAX_ROWS = 262144
+
+
+def _small_grid(quick: bool):
+    """(groups, rows per group, keep) of section grouped_small: the combinations outside the main
+    grid, with fewer than 128 rows per group or 128 groups."""
+    if quick:
+        return [16], [8, 16], lambda e, tpg: True
+    return (GROUPED_GROUPS + GROUPED_SMALL_GROUPS, GROUPED_SMALL_TPGS + GROUPED_TPGS,
+            lambda e, tpg: tpg in GROUPED_SMALL_TPGS or e in GROUPED_SMALL_GROUPS)
+
+
+def bench_grouped_small(rec, timer, dev, deadline, quick, env):
+    groups, tpgs, keep = _small_grid(quick)
+    bench_grouped(rec, timer, dev, deadline, quick, env, groups, tpgs, keep)
+    bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups, tpgs, keep)
+
+
+def bench_grouped(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None):
+    """Grouped (expert) GEMMs, forward form, BF16 and row-wise FP8, over (groups, rows per group)."""
+    groups = groups or ([4, 8] if quick else GROUPED_GROUPS)
+    tpgs = tpgs or ([32, 64] if quick else GROUPED_TPGS)
+    shapes = [(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK
+    max_rows = 4096 if quick else GROUPED_MAX_ROWS
+    keep = keep or (lambda e, tpg: True)
+    best = {}
+    for n, k in shapes:
+        for e in groups:
+            w_EKN = torch.randn(e, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
+            w_EKN_q = None
+            for tpg in tpgs:
+                if e * tpg > max_rows or not keep(e, tpg):
+                    continue
+                if deadline.over():
+                    break
+                x = torch.randn(e * tpg, k, device=dev, dtype=torch.bfloat16)
+                offs = torch.arange(1, e + 1, device=dev, dtype=torch.int32) * tpg
+                for kind in ["bf16", "fp8-rowwise"]:
+                    if kind == "bf16":
+                        fn = lambda: torch._grouped_mm(x, w_EKN, offs=offs)
+                    elif dev.type == "cuda":
+                        xq, sx = fp8.quantize_rowwise(x)
+                        if w_EKN_q is None:
+                            wq, sw = fp8.quantize_rowwise(w_EKN.transpose(-2, -1).reshape(e * n, k))
+                            w_EKN_q = (wq.view(e, n, k).transpose(-2, -1), sw.view(e, n))
+                        fn = lambda: torch._scaled_grouped_mm(xq, w_EKN_q[0], sx.squeeze(-1), w_EKN_q[1],
+                                                              offs=offs, out_dtype=torch.bfloat16)
+                    else:  # CPU dry run: the emulated path of the seam
+                        fn = lambda: fp8.grouped_mm(x, w_EKN, offs, Precision("fp8", "emulated"))
+                    fl = e * gemm_flops(tpg, n, k)
+                    by = e * gemm_bytes(tpg, n, k, 2 if kind == "bf16" else 1)
+                    r = timer.measure(fn, flops=fl, bytes_=by, batched=True)
+                    rec.row("gemm", bench="grouped_gemm", m=e * tpg, n=n, k=k, groups=e,
+                            tokens_per_group=tpg, precision=kind, shape_tag="expert", **r)
+                    key = (kind, n, k)
+                    best[key] = max(best.get(key, 0), r["achieved_flops_per_s"])
+                del x
+            del w_EKN, w_EKN_q
+            free_memory()
+    for (kind, n, k), v in sorted(best.items()):
+        tgt = "  (target FP8 >= 1000 on H100)" if kind.startswith("fp8") and (n, k) in V3_PROJECTIONS_NK else ""
+        log(f"grouped best {kind} N={n} K={k}: {v / 1e12:.0f} TFLOP/s{tgt}")
+
+
+def bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None):
+    """Grouped GEMMs in the weight-gradient form real/ runs in the MoE backward (real/fp8.py
+    _Fp8GroupedMM: dW_EKN = x_TK^T g_TN per expert, contracted over the expert's rows): BF16
+    torch._grouped_mm on a transposed left operand, the same (n, k), group and rows-per-group grid as
+    bench_grouped. Rows: bench `grouped_gemm_wgrad`, output n x k per group (n = g's width, k = x's)."""
+    groups = groups or ([4, 8] if quick else GROUPED_GROUPS)
+    tpgs = tpgs or ([32, 64] if quick else GROUPED_TPGS)
+    shapes = [(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK
+    max_rows = 4096 if quick else GROUPED_MAX_ROWS
+    keep = keep or (lambda e, tpg: True)
+    for n, k in shapes:
+        for e in groups:
+            for tpg in tpgs:
+                if e * tpg > max_rows or deadline.over() or not keep(e, tpg):
+                    continue
+                x = torch.randn(e * tpg, k, device=dev, dtype=torch.bfloat16)
+                g = torch.randn(e * tpg, n, device=dev, dtype=torch.bfloat16)
+                offs = torch.arange(1, e + 1, device=dev, dtype=torch.int32) * tpg
+                if dev.type == "cuda":
+                    fn = lambda: torch._grouped_mm(x.t(), g, offs=offs)
+                else:  # CPU dry run: per-group matmuls
+                    fn = lambda: [x[i * tpg:(i + 1) * tpg].t() @ g[i * tpg:(i + 1) * tpg] for i in range(e)]
+                r = timer.measure(fn, flops=e * gemm_flops(tpg, n, k), bytes_=e * gemm_bytes(tpg, n, k, 2), batched=True)
+                rec.row("gemm", bench="grouped_gemm_wgrad", m=e * tpg, n=n, k=k, groups=e, tokens_per_group=tpg,
+                        precision="bf16", shape_tag="expert_wgrad", **r)
+                del x, g
+        log(f"grouped wgrad N={n} K={k}: done")
+    free_memory()

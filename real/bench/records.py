@@ -1,0 +1,89 @@
+"""What a campaign writes: one CSV per family, its columns, and the console log.
+
+Torch-free, so the column schema and ENERGY_MIN_WINDOW_S can be read without a GPU image
+(benchmarks/real_blank_short_power.py applies the same power rule to recorded files).
+Every row: the shape columns of its family (SHAPE_COLS), the timing statistics (STAT_COLS; not
+for expert_load) and the environment (ENV_COLS).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+import time
+from pathlib import Path
+
+# NVML's energy counter advances in ~0.1 s steps: timed loops shorter than this leave power_w and
+# energy_j empty (real/bench/timing.py Timer)
+ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust
+STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
+             "achieved_flops_per_s", "achieved_bytes_per_s"]
+ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
+            "torch_version", "cuda_version", "timestamp_utc"]
+SHAPE_COLS = {
+    "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
+    "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
+                  "causal", "precision"],
+    "memory": ["bench", "op", "tokens", "width", "bytes_moved"],
+    "moe_layer": ["bench", "model", "hidden_size", "moe_intermediate_size", "tokens",
+                  "num_experts", "top_k", "num_shared_experts", "skew", "max_expert_tokens",
+                  "mean_expert_tokens", "tokens_per_expert", "precision"],
+    "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
+              "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
+    "power": ["bench", "config", "precision"],
+    "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
+    "kernels": ["bench", "config", "precision", "kernel", "calls"],
+    "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
+           "max_rank_rows", "bytes_per_rank", "precision"],
+    "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
+    "sm_reserve": ["bench", "mode", "reserved_sms", "m", "n", "k", "precision", "trial", "time_solo_s",
+                   "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],
+    "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
+                    "max_over_mean", "tokens_per_expert"],
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Recorder:
+    """Appends rows to DIR/<family>.csv (header first), flushing each row."""
+
+    def __init__(self, out_dir: Path, env: dict):
+        self.out_dir, self.env, self.files = out_dir, env, {}
+
+    def row(self, family: str, **values) -> None:
+        if family not in self.files:
+            f = open(self.out_dir / f"{family}.csv", "w", newline="")
+            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + ENV_COLS
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="raise")
+            w.writeheader()
+            self.files[family] = (f, w)
+        f, w = self.files[family]
+        row = {k: self.env.get(k, "") for k in ENV_COLS}
+        row["timestamp_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        row.update(values)
+        w.writerow({k: _fmt(v) for k, v in row.items()})
+        f.flush()
+
+    def close(self):
+        for f, _ in self.files.values():
+            f.close()
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+class NoRecorder:
+    """Ranks other than 0 of a torchrun world record nothing."""
+
+    def row(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass

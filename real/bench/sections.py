@@ -1,0 +1,22 @@
+"""The campaign's sections: their names in run order and each one's share of the time budget.
+
+Torch-free on purpose: the twin's CLI (`twin calibrate`) lists the sections without torch.
+real/bench/cli.py binds each name to its function.
+"""
+
+SECTION_SHARES = {  # name -> share of the time budget
+    "gemm": 0.12, "grouped": 0.12, "memory": 0.03,
+    "attention": 0.1, "moe": 0.25, "train": 0.2,
+    "serve": 0.12, "expert_load": 0.06,
+    "power": 0.2,  # not in the default list: --only power
+    "sustained": 0.5,  # not in the default list: --only sustained
+    "kernels": 0.3,  # not in the default list: --only kernels
+    "grouped_wgrad": 0.12, "grouped_small": 0.1,
+    "topk": 0.03,
+    "fp8_stack": 0.15,
+    "sm_reserve": 0.15,
+    "ep": 0.5,  # under torchrun with >= 2 ranks: --only ep
+}
+SECTION_NAMES = tuple(SECTION_SHARES)
+OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels")  # run only when named in --only
+DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

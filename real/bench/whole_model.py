@@ -1,0 +1,153 @@
+"""Sections train, serve (model.csv) and expert_load (expert_load.csv): whole training steps,
+prefill and decode, and the routed-token counts of a short training run."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from real.bench.device import free_memory, peak_flops, precisions_to_bench
+from real.bench.records import log
+from real.bench.timing import Timer
+from real.configs import get_spec
+from real.infer import decode_step, prefill
+from real.model import build_model
+from real.train import MasterAdamW, synthetic_batch, train_step
+from twin.costs.flops import (forward_flops_per_token, kv_cache_bytes_per_token, matmul_params_per_token,
+                              param_counts, train_flops_per_token)
+
+
+def bench_train(rec, timer, dev, deadline, quick, env):
+    cases = ([("tiny", 64, [2, 4])] if quick else
+             [("v2-lite-slice", 4096, [1, 2, 4]), ("v2-lite-slice", 2048, [1, 4]),
+              ("v3-slice-1l", 4096, [1, 2, 4]), ("v3-slice-1l", 2048, [1, 4, 8]),
+              ("v3-slice-2l", 4096, [1, 2, 3])])
+    for name, S, batches in cases:
+        if deadline.over():
+            break
+        spec = get_spec(name)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=S)
+        opt = MasterAdamW(model.parameters())
+        for B in batches:
+            for prec in precisions_to_bench(env):
+                if deadline.over():
+                    break
+                tokens = torch.randint(0, spec.vocab_size, (B, S), device=dev)
+                targets = torch.roll(tokens, -1, 1)
+                losses = []
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                try:
+                    r = timer.measure(lambda: losses.append(train_step(model, opt, tokens, targets, prec)[0]),
+                                      flops=train_flops_per_token(spec, S) * B * S, reps=3 if quick else 5)
+                except torch.OutOfMemoryError:
+                    log(f"train {name} B={B} {prec.label}: out of memory")
+                    opt.zero_grad()
+                    free_memory()
+                    continue
+                peak_mem = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else math.nan
+                mfu = r["achieved_flops_per_s"] / peak_flops(env, "bf16")
+                rec.row("model", bench="train_step", model=name, batch=B, seq_len=S, prompt_len="",
+                        gen_len="", precision=prec.label, tokens_per_s=B * S / r["time_s"], mfu=mfu,
+                        peak_memory_bytes=peak_mem, loss=losses[-1], **r)
+                log(f"train {name} B={B} S={S} {prec.label}: {r['time_s'] * 1e3:.1f} ms, "
+                    f"MFU {mfu:.3f} (BF16 peak basis), peak mem {peak_mem / 2**30:.1f} GiB")
+        del model, opt
+        free_memory()
+
+
+def bench_serve(rec, timer, dev, deadline, quick, env):
+    cases = ([("tiny", 32, 8, [1, 4], [1, 4])] if quick else
+             [("v2-lite-slice", 1024, 32, [1, 4, 16, 64], [1, 8, 32, 128, 256]),
+              ("v3-slice-2l", 1024, 32, [1, 4, 16], [1, 8, 32, 64, 128, 256])])
+    for name, P, G, prefill_batches, decode_batches in cases:
+        if deadline.over():
+            break
+        spec = get_spec(name)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=P + G)
+        model.eval()
+        fwd_tok = forward_flops_per_token(spec, P)
+        for B in prefill_batches:
+            if deadline.over():
+                break
+            prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
+            caches = model.new_caches(B, P + G)
+            r = timer.measure(lambda: prefill(model, prompt, caches), flops=fwd_tok * B * P,
+                              reps=3 if B >= 16 else None)
+            rec.row("model", bench="prefill", model=name, batch=B, seq_len="", prompt_len=P, gen_len=0,
+                    precision="bf16", tokens_per_s=B * P / r["time_s"], mfu="", peak_memory_bytes="",
+                    loss="", **r)
+            del caches
+        for B in decode_batches:
+            if deadline.over():
+                break
+            prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
+            caches = model.new_caches(B, P + G)
+            token = prefill(model, prompt, caches, max_batch=16)
+            pos = [P]
+
+            def step():
+                nonlocal token
+                token = decode_step(model, token, caches, pos[0])
+                pos[0] += 1
+
+            timer_ = Timer(dev, timer.tel, 0.0, max_reps=G - 4, warmup=3)
+            L = P + G / 2  # mean cached length over the timed steps
+            r = timer_.measure(step, flops=decode_flops(spec, B, L),
+                               bytes_=kv_cache_bytes_per_token(spec) * B * L + _weight_bytes(spec, B),
+                               reps=G - 4)
+            rec.row("model", bench="decode", model=name, batch=B, seq_len="", prompt_len=P, gen_len=G,
+                    precision="bf16", tokens_per_s=B / r["time_s"], mfu="", peak_memory_bytes="",
+                    loss="", **r)
+            log(f"decode {name} B={B}: {B / r['time_s']:.0f} tok/s ({r['time_s'] * 1e3:.2f} ms/step)")
+            del caches
+            free_memory()
+        del model
+        free_memory()
+
+
+def decode_flops(spec, batch: int, cached_len: float) -> float:
+    """One decode step: 2 x activated matmul weights per token, plus absorbed MLA attention over
+    the cache: scores on C + R dims and values on C dims, per head and cached token."""
+    per_key = 2 * spec.num_heads * (2 * spec.kv_lora_rank + spec.qk_rope_head_dim)
+    return batch * (2.0 * matmul_params_per_token(spec) + spec.num_layers * per_key * cached_len)
+
+
+def _weight_bytes(spec, batch: int) -> float:
+    """BF16 weights one decode step reads: all but unvisited routed experts (at most batch*K)."""
+    pc = param_counts(spec)
+    total = pc["total_params"] - pc["embedding_params"]
+    if spec.num_routed_experts:
+        expert = 3 * spec.hidden_size * spec.moe_intermediate_size
+        n_moe = spec.num_layers - spec.num_dense_layers
+        untouched = max(0, spec.num_routed_experts - batch * spec.top_k)
+        total -= n_moe * untouched * expert
+    return 2.0 * total
+
+
+def bench_expert_load(rec, timer, dev, deadline, quick, env):
+    """Per-layer, per-step routed-token counts of a short training run, with and without the
+    auxiliary-loss-free bias update (V3 uses rate 0.001)."""
+    name, steps, B, S = ("tiny", 6, 4, 32) if quick else ("bench-small", 60, 8, 512)
+    spec = get_spec(name)
+    for rate in [0.0, 1e-3, 1e-2]:
+        if deadline.over():
+            break
+        torch.manual_seed(0)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=S)
+        opt = MasterAdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        for step in range(steps):
+            tokens, targets = synthetic_batch(spec.vocab_size, B, S, generator=gen, device=dev)
+            _, loads = train_step(model, opt, tokens, targets, bias_update_rate=rate)
+            for layer, load in enumerate(loads):
+                load = load.cpu()
+                rec.row("expert_load", bench="expert_load", model=name, step=step, layer=layer,
+                        bias_update_rate=rate, num_experts=load.numel(),
+                        max_over_mean=float(load.max() / load.mean()),
+                        tokens_per_expert=" ".join(str(int(v)) for v in load.tolist()))
+        log(f"expert_load rate={rate}: last step max/mean per layer "
+            + ", ".join(f"{float(l.max() / l.mean()):.2f}" for l in loads))
+        del model, opt
+        free_memory()

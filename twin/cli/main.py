@@ -1,0 +1,332 @@
+"""`twin`: one command, subcommands, few options, `--set a.b=value` everywhere.
+
+Exit status: 0 ok, 2 invalid input (one line, no traceback), 3 infeasible plan (reason printed and,
+with --json, written as {"feasible": false, ...}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from reports.load_report import build as write_load_report
+from reports.plan_report import write_plan_report
+from reports.replay_report import write_report as write_replay_report
+from reports.serve_report import write_outputs as write_serve_report
+from twin.cli.calibration import add_commands as add_calibration_commands
+from twin.core.atomic import write_text
+from twin.core.docs import scenario_reference
+from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.fields import to_dict
+from twin.core.results import to_json
+from twin.core.scenario import SERVING, TRAINING, _load_model, apply_overrides, from_dict, load_scenario, read_raw
+from twin.core.schedules import SCHEDULE_NAMES
+from twin.core.specs import get_gpu, gpu_names, model_names
+from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
+from twin.planning.search import candidates, plan
+from twin.serving.run import serve
+from twin.sim.ideal import ideal_schedule
+from twin.sim.pipeline import to_chrome_trace
+from twin.training.balance import run_balance, summary_lines
+from twin.training.replay.run import replay
+from twin.training.step import simulate_step
+
+EXIT_INVALID = 2
+EXIT_INFEASIBLE = 3
+
+
+def _write_json(target: str | None, payload) -> None:
+    """--json FILE writes atomically; --json - prints to stdout. Results go through to_json."""
+    if target is None:
+        return
+    text = json.dumps(to_json(payload), indent=2, allow_nan=False) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    write_text(target, text)
+
+
+def _scenario(args, kind: str = TRAINING):
+    overrides = list(args.set or [])
+    if getattr(args, "schedule", None):
+        overrides.append(f'plan.schedule="{args.schedule}"')
+    return load_scenario(args.scenario, overrides, kind)
+
+
+# --- subcommands ---------------------------------------------------------------------------------
+
+def cmd_model(args) -> int:
+    if args.list or not args.name:
+        print("\n".join(model_names()))
+        return 0
+    raw = apply_overrides({"model": {"name": args.name}}, args.set or [])
+    if args.name not in model_names():
+        raise ScenarioError("NAME", args.name, "one of " + ", ".join(model_names()))
+    m = _load_model(raw["model"], "twin/data/models.toml")
+    counts = param_counts(m)
+    out = {
+        "name": m.name,
+        **counts,
+        "train_flops_per_token": train_flops_per_token(m, args.seq_len),
+        "forward_flops_per_token": forward_flops_per_token(m, args.seq_len),
+        "seq_len": args.seq_len,
+        "kv_cache_bytes_per_token": kv_cache_bytes_per_token(m),
+        "spec": _spec_dict(m),
+    }
+    print(f"{m.name}: {counts['total_params'] / 1e9:.1f}B total, {counts['active_params'] / 1e9:.1f}B active, "
+          f"{out['train_flops_per_token'] / 1e9:.1f} GFLOP/token training at {args.seq_len} tokens, "
+          f"KV cache {out['kv_cache_bytes_per_token'] / 1024:.1f} KiB/token (BF16)", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def _spec_dict(spec) -> dict:
+    return to_dict(spec)
+
+
+def cmd_step(args) -> int:
+    sc = _scenario(args)
+    try:
+        res = simulate_step(sc)
+    except InfeasiblePlan as exc:
+        _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
+                                "scenario": sc.to_dict()})
+        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
+    gib = 1024**3
+    print(f"{sc.name}: {res.schedule} step {res.step_time_s:.2f} s, bubble {res.bubble_frac:.1%}, "
+          f"exposed comm {res.exposed_comm_frac:.1%}, {res.tokens_per_s_per_gpu:.0f} tok/s/GPU, MFU {res.mfu_frac:.1%}, "
+          f"memory {res.memory_per_gpu_bytes / gib:.1f} GiB of {res.memory_capacity_bytes / gib:.1f} GiB", file=sys.stderr)
+    if args.breakdown:
+        for name, secs in sorted(res.op_time_s.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<20} {secs:8.3f} s", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb)
+    print(f"{args.name} PP={args.pp} micro-batches={args.microbatches}: makespan {out['makespan_s']:g} s, "
+          f"bubble {out['bubble_s']:g} s (simulated) vs {out['formula_bubble_s']:g} s ({out['formula']})", file=sys.stderr)
+    if out.get("note"):
+        print(f"note: {out['note']}", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_trace(args) -> int:
+    sc = _scenario(args)
+    try:
+        res = simulate_step(sc)
+    except InfeasiblePlan as exc:
+        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    names = {r: f"PP rank {r} (GPU)" for r in range(res.pipeline.num_ranks)}
+    trace = to_chrome_trace(res.pipeline, names)
+    trace["otherData"] = {"scenario": sc.name, "step_time_s": res.step_time_s}
+    write_text(args.out, json.dumps(trace))
+    write_text(Path(args.out).with_suffix(".scenario.json"), json.dumps(sc.to_dict(), indent=2))
+    print(f"wrote {args.out} ({len(trace['traceEvents'])} events); open it in https://ui.perfetto.dev", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args) -> int:
+    sc = _scenario(args)
+    result = replay(sc, progress=not args.quiet)
+    if args.out:
+        write_replay_report(result, sc, args.out)
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_balance(args) -> int:
+    sc = _scenario(args)
+    out = run_balance(sc)
+    print("\n".join(summary_lines(out)), file=sys.stderr)
+    if args.out:
+        write_load_report(args.out, sc=sc, balance=out)
+        print(f"wrote {args.out}: expert-load heatmap, step time vs imbalance, EPLB before/after", file=sys.stderr)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    sc = _scenario(args, SERVING)
+    out = serve(sc)
+    print(f"{sc.name}: {out.output_tokens_per_s:.0f} output tok/s ({out.output_tokens_per_s_per_gpu:.0f}/GPU), "
+          f"TPOT {out.tpot_s * 1e3:.1f} ms, TTFT {out.ttft_s * 1e3:.0f} ms, batch {out.batch}, "
+          f"memory {out.memory_per_gpu_bytes / 1024**3:.1f} GiB/GPU", file=sys.stderr)
+    for c in out.claims:
+        if c.predicted is not None:
+            print(f"  {c.id}: twin {c.predicted:,.0f} vs published {c.claimed:,.0f} ({c.rel_error:+.1%})", file=sys.stderr)
+    if args.out:
+        write_serve_report(out, sc, args.out)
+    _write_json(args.json, out)
+    return 0
+
+
+def _int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ScenarioError(field, text, "comma-separated integers, e.g. 1024,2048") from None
+    if not values:
+        raise ScenarioError(field, text, "at least one integer")
+    return values
+
+
+def cmd_plan(args) -> int:
+    raw, source = read_raw(args.scenario)
+    raw = apply_overrides(raw, args.set or [])
+    sc = from_dict(raw, source, TRAINING)
+    # catalog prices of every GPU type, the scenario's own price for its GPU, then --price
+    prices = {g: get_gpu(g).rental_usd_per_gpu_hour for g in gpu_names()}
+    prices[sc.cluster.gpu] = sc.cluster.price_usd_per_gpu_hour
+    for item in args.price or []:
+        gpu, _, value = item.partition("=")
+        try:
+            prices[gpu.strip()] = float(value)
+        except ValueError:
+            raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
+    if args.tokens <= 0 or args.days <= 0:
+        raise ScenarioError("--tokens/--days", (args.tokens, args.days), "positive numbers")
+    cands = candidates(
+        gpus=args.gpu.split(",") if args.gpu else [sc.cluster.gpu],
+        num_gpus=_int_list(args.num_gpus, "--num-gpus") if args.num_gpus else [sc.cluster.num_gpus],
+        pp=_int_list(args.pp, "--pp") if args.pp else [sc.plan.pp],
+        ep=_int_list(args.ep, "--ep") if args.ep else [sc.plan.ep],
+        tp=_int_list(args.tp, "--tp") if args.tp else [sc.plan.tp],
+        schedules=args.schedules.split(",") if args.schedules else [sc.plan.schedule],
+        micro_batch_seqs=_int_list(args.micro_batch, "--micro-batch") if args.micro_batch else [sc.plan.micro_batch_seqs])
+    out = plan(raw, args.tokens, args.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
+    print(f"{out.num_candidates} candidates, {out.num_feasible} feasible, {out.num_meeting_deadline} within "
+          f"{args.days:g} days", file=sys.stderr)
+    for r in out.ranked[:10]:
+        cost = f"${r.cost_usd / 1e6:.2f}M" if r.cost_usd is not None else "price unknown"
+        print(f"  {r.label:<45} {r.wall_days:6.1f} days {r.gpu_hours / 1e3:9.0f}K GPU-h {cost:>14}  "
+              f"MFU {r.mfu_frac:.1%}", file=sys.stderr)
+    for reason, count in sorted(out.infeasible_reasons.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  skipped {count}: {reason}", file=sys.stderr)
+    if args.out:
+        write_plan_report(out, sc, args.out)
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_docs(args) -> int:
+    text = scenario_reference()
+    if args.out:
+            write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> None:
+    p.add_argument("scenario", nargs="?", default=None,
+                   help="scenario TOML (default: DeepSeek-V3 pre-training on 2,048 H800; for serve, R1 on one HGX H200)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario field, e.g. --set cluster.gpu=h200")
+    if schedule:
+        p.add_argument("--schedule", choices=SCHEDULE_NAMES, help="override plan.schedule")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("model", help="parameter, FLOP and KV-cache accounting of a catalog model")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--list", action="store_true", help="list catalog models")
+    p.add_argument("--seq-len", type=int, default=4096, help="sequence length for FLOPs per token (default 4096)")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field, e.g. --set model.num_layers=4")
+    p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("step", help="simulate one training step")
+    _add_scenario_args(p, schedule=True)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--breakdown", action="store_true", help="print the per-op time breakdown")
+    p.set_defaults(func=cmd_step)
+
+    p = sub.add_parser("schedule", help="idealised pipeline schedule with constant op times")
+    p.add_argument("name", choices=SCHEDULE_NAMES)
+    p.add_argument("--pp", type=int, required=True, help="pipeline ranks")
+    p.add_argument("--microbatches", type=int, required=True, help="micro-batches per step (both directions for DualPipe)")
+    p.add_argument("--f", type=float, default=1.0, help="forward chunk time F (s)")
+    p.add_argument("--b", type=float, default=2.0, help="full backward chunk time B (s)")
+    p.add_argument("--w", type=float, default=1.0, help="weight-gradient part W of B (s)")
+    p.add_argument("--fb", type=float, default=None, help="overlapped forward+backward pair F&B (s); default F+B")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("trace", help="write the simulated step as a Chrome trace (Perfetto)")
+    _add_scenario_args(p, schedule=True)
+    p.add_argument("--out", required=True, metavar="FILE", help="trace JSON to write")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("replay", help="replay a whole training run and write the cost report")
+    _add_scenario_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", default="out/replay", help="report directory (default out/replay)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("balance", help="what expert-load balancing buys: step time and GPU-hours under measured and fitted skew, EPLB")
+    _add_scenario_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write the load report (heatmap, step time vs imbalance, EPLB before/after, JSON, resolved scenario) here")
+    p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("serve", help="serving throughput and latency of a deployment, beside published serving claims (default: R1 on one HGX H200)")
+    _add_scenario_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write serve.json, the sweep CSV, the throughput plots and the resolved scenario here")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
+    _add_scenario_args(p)
+    p.add_argument("--tokens", type=float, required=True, help="tokens to train, e.g. 14.8e12")
+    p.add_argument("--days", type=float, required=True, help="wall-clock deadline in days")
+    p.add_argument("--gpu", help="GPU types to consider, comma-separated (default: the scenario's)")
+    p.add_argument("--num-gpus", help="GPU counts, comma-separated (default: the scenario's)")
+    p.add_argument("--pp", help="pipeline degrees, comma-separated")
+    p.add_argument("--ep", help="expert-parallel degrees, comma-separated")
+    p.add_argument("--tp", help="tensor-parallel degrees, comma-separated")
+    p.add_argument("--schedules", help="pipeline schedules, comma-separated")
+    p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
+    p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--out", metavar="DIR", help="write plan.csv, a cost-vs-days plot and the resolved scenario here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md)")
+    p.add_argument("--out", metavar="FILE")
+    p.set_defaults(func=cmd_docs)
+
+    add_calibration_commands(sub, _write_json)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except InfeasiblePlan as exc:
+        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    except KeyboardInterrupt:
+        print("interrupted; earlier outputs are intact (writes are atomic)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

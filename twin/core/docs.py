@@ -1,0 +1,72 @@
+"""Generates docs/scenario.md from the spec dataclasses' field metadata (one source of truth)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from twin.core.fields import allowed_text
+from twin.core.scenario import SECTIONS
+from twin.core.specs import ModelSpec
+
+INTRO = """# Scenario reference
+
+A scenario is a TOML file with the tables below. Loading is strict: an unknown key, a wrong type,
+a value out of range, or a plan whose degrees don't fit the cluster stops the command with one line
+naming the field, the value and what is allowed (exit status 2). Any field can be overridden on the
+command line with `--set section.field=value` (the value is read as TOML: `--set plan.pp=8`,
+`--set cluster.gpu=h200`, `--set plan.schedule=1f1b`). `twin docs` regenerates this page.
+
+`[model]` takes `name = "<catalog model>"` (see `twin model --list`) and optionally any field below
+to override it; a name that is not in the catalog defines a model inline and then needs every
+required field. Every output directory holds the resolved scenario it was computed from.
+
+Derived quantities: data-parallel degree `dp = cluster.num_gpus / (plan.tp * plan.pp)`;
+micro-batches per step `workload.global_batch_seqs / (dp * plan.micro_batch_seqs)`.
+"""
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "list of " + _type_name(typing.get_args(tp)[0])
+    if origin is not None:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        return f"table ({tp.__name__})"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return "`" + repr(f.default).replace("'", '"') + "`"
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return "`" + (f"{len(value)} entries" if isinstance(value, tuple) else repr(value)) + "`"
+    return "required"
+
+
+def section_table(name: str, cls) -> str:
+    hints = typing.get_type_hints(cls)
+    rows = [f"## [{name}]\n", (cls.__doc__ or "").strip().split("\n")[0] + "\n",
+            "| key | unit | default | allowed | meaning |", "|---|---|---|---|---|"]
+    nested = []
+    for f in dataclasses.fields(cls):
+        if not f.init or "doc" not in f.metadata:
+            continue
+        tp = hints[f.name]
+        rows.append(f"| `{f.name}` | {f.metadata.get('unit') or '-'} | {_default(f)} | "
+                    f"{allowed_text(f, _type_name(tp))} | {f.metadata['doc']} |")
+        inner = typing.get_args(tp)
+        if typing.get_origin(tp) is tuple and inner and dataclasses.is_dataclass(inner[0]):
+            nested.append((f"{name}.{f.name}", inner[0]))
+    text = "\n".join(rows) + "\n"
+    for sub_name, sub_cls in nested:
+        text += "\n" + section_table(sub_name, sub_cls).replace("## [", "### [[", 1).replace("]\n", "]]\n", 1)
+    return text
+
+
+def scenario_reference() -> str:
+    parts = [INTRO, section_table("model", ModelSpec)]
+    parts += [section_table(name, cls) for name, cls in SECTIONS.items()]
+    return "\n".join(parts)

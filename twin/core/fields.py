@@ -1,0 +1,148 @@
+"""Declarative spec fields: one place holds each field's unit, default, allowed range and meaning.
+
+Every scenario section is a frozen dataclass whose fields are declared with `spec_field`. The
+strict loader (twin.core.scenario) checks types and ranges from this metadata, and docs/scenario.md is
+generated from it, so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from twin.core.errors import ScenarioError
+
+_MISSING = dataclasses.MISSING
+
+
+def spec_field(
+    default: Any = _MISSING,
+    *,
+    unit: str = "",
+    doc: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: tuple | None = None,
+    default_factory: Any = _MISSING,
+) -> Any:
+    """A dataclass field with the metadata the loader and the docs need."""
+    meta = {"unit": unit, "doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices}
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def allowed_text(f: dataclasses.Field, type_name: str) -> str:
+    """Human-readable description of what a field accepts, e.g. 'integer >= 1'."""
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in m["choices"])
+    parts = []
+    if m.get("ge") is not None:
+        parts.append(f">= {m['ge']:g}")
+    if m.get("gt") is not None:
+        parts.append(f"> {m['gt']:g}")
+    if m.get("le") is not None:
+        parts.append(f"<= {m['le']:g}")
+    return type_name + (" " + " and ".join(parts) if parts else "")
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, path: str, f: dataclasses.Field, source: str | None) -> Any:
+    """Check a TOML value against a field type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], path, f, source)
+    if origin is tuple:
+        (item_tp, *_) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ScenarioError(path, value, f"a list of {_type_name(item_tp)}", source)
+        return tuple(_coerce(v, item_tp, f"{path}[{i}]", f, source) for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ScenarioError(path, value, allowed_text(f, "number"), source)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(path, value, allowed_text(f, "integer"), source)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ScenarioError(path, value, "true or false", source)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ScenarioError(path, value, allowed_text(f, "string"), source)
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path, source)
+    return value
+
+
+def _check_range(value: Any, f: dataclasses.Field, path: str, type_name: str, source: str | None) -> None:
+    m = f.metadata
+    if value is None:
+        return
+    ok = True
+    if m.get("choices") is not None:
+        ok = value in m["choices"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value:  # NaN
+            ok = False
+        if m.get("ge") is not None and not value >= m["ge"]:
+            ok = False
+        if m.get("gt") is not None and not value > m["gt"]:
+            ok = False
+        if m.get("le") is not None and not value <= m["le"]:
+            ok = False
+    if not ok:
+        raise ScenarioError(path, value, allowed_text(f, type_name), source)
+
+
+def build(cls: type, data: Any, path: str, source: str | None = None) -> Any:
+    """Build a frozen spec dataclass from a TOML table, strictly.
+
+    Unknown keys, wrong types and out-of-range values raise ScenarioError naming the dotted path.
+    """
+    if not isinstance(data, dict):
+        raise ScenarioError(path, data, "a table", source)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ScenarioError(f"{path}.{unknown[0]}", data[unknown[0]], "known keys: " + ", ".join(sorted(fields)), source)
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name not in data:
+            if f.default is _MISSING and f.default_factory is _MISSING:
+                raise ScenarioError(sub, "<missing>", "a required " + _type_name(hints[name]), source)
+            continue
+        value = _coerce(data[name], hints[name], sub, f, source)
+        _check_range(value, f, sub, _type_name(hints[name]), source)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(path, source)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A spec as plain TOML/JSON-able data (the resolved scenario written beside every output)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,398 @@
+"""Pipeline-parallel schedules as per-rank programs of ops (pure: no simpy).
+
+A schedule says *what* each pipeline rank runs and in which order; the SimPy engine in
+`twin.sim.pipeline` decides *when*, from op costs and the dataflow methods below.
+
+Op kinds (one chunk of one micro-batch each):
+    F   forward
+    BW  full backward (input grad + weight grad)
+    B   input-grad-only backward; its weight grad runs later as a separate W op
+    W   weight-grad part of an earlier B (zero-bubble split)
+    FB  a forward and a backward of two different (micro-batch, chunk)s issued as one
+        mutually overlapped pair (DualPipe's overlapped chunk pair)
+
+Schedules:
+    1f1b       one-forward-one-backward (PipeDream-flush / Megatron)
+    zb1p       ZB-H1 of Qi et al. 2023 ("Zero Bubble Pipeline Parallelism"): 1F1B with the
+               backward split into B and W, rank r deferring r W passes to fill the cooldown
+    dualpipe   DeepSeek-V3's bidirectional schedule (two model copies, both directions)
+    dualpipev  DualPipe "cut in half" (one copy, V-shaped: rank r holds stages r and 2PP-1-r)
+
+`num_microbatches` counts all micro-batches of a step. For DualPipe that is both directions
+together, exactly like the reference's `num_chunks`: micro-batches 0..N/2-1 travel the forward
+direction (chunk 0, rank 0 -> PP-1), N/2..N-1 the reverse one (chunk 1, rank PP-1 -> 0).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twin.core.errors import ScenarioError
+
+OP_KINDS = ("F", "B", "W", "BW", "FB")
+
+
+@dataclass(frozen=True)
+class PipeOp:
+    """One op of a rank's program. For FB, (microbatch, chunk) is the forward part and
+    (b_microbatch, b_chunk) the backward part; b_split says the backward is input-only."""
+
+    kind: str
+    microbatch: int
+    chunk: int = 0
+    b_microbatch: int | None = None
+    b_chunk: int | None = None
+    b_split: bool = False
+
+    @property
+    def forward_part(self) -> tuple[int, int] | None:
+        """(microbatch, chunk) whose forward this op computes, if any."""
+        return (self.microbatch, self.chunk) if self.kind in ("F", "FB") else None
+
+    @property
+    def backward_part(self) -> tuple[int, int] | None:
+        """(microbatch, chunk) whose input-grad backward (B or BW) this op computes, if any."""
+        if self.kind in ("B", "BW"):
+            return (self.microbatch, self.chunk)
+        if self.kind == "FB":
+            return (self.b_microbatch, self.b_chunk)
+        return None
+
+    def __str__(self) -> str:
+        if self.kind == "FB":
+            back = "B" if self.b_split else "BW"
+            return f"F{self.microbatch}.{self.chunk}&{back}{self.b_microbatch}.{self.b_chunk}"
+        return f"{self.kind}{self.microbatch}.{self.chunk}"
+
+
+class Layout:
+    """How model stages sit on pipeline ranks: which stage a (rank, chunk) computes, and which
+    chunks a micro-batch passes through. Schedules differ in their programs and share layouts."""
+
+    num_chunks = 1
+
+    def num_model_stages(self, pp: int) -> int:
+        return pp
+
+    def stage_of(self, pp: int, rank: int, chunk: int) -> int:
+        if chunk == 0:
+            return rank
+        raise ValueError(f"one chunk per rank, not chunk {chunk}")
+
+    def chunks_of(self, num_microbatches: int, microbatch: int) -> tuple[int, ...]:
+        return (0,)
+
+    def rank_of_stage(self, pp: int, stage: int, like_chunk: int) -> tuple[int, int]:
+        return (stage, 0)
+
+
+class Bidirectional(Layout):
+    """DualPipe: two full model copies, chunk 0 flowing rank 0 -> PP-1 and chunk 1 back; the first
+    half of the micro-batches travels chunk 0, the second half chunk 1."""
+
+    num_chunks = 2
+
+    def stage_of(self, pp: int, rank: int, chunk: int) -> int:
+        return rank if chunk == 0 else pp - 1 - rank
+
+    def chunks_of(self, num_microbatches: int, microbatch: int) -> tuple[int, ...]:
+        return (0,) if microbatch < num_microbatches // 2 else (1,)
+
+    def rank_of_stage(self, pp: int, stage: int, like_chunk: int) -> tuple[int, int]:
+        return (stage, 0) if like_chunk == 0 else (pp - 1 - stage, 1)
+
+
+class VShape(Layout):
+    """DualPipeV: one copy cut into 2PP stages, rank r holding stages r and 2PP-1-r; every
+    micro-batch passes down chunk 0 and back up chunk 1."""
+
+    num_chunks = 2
+
+    def num_model_stages(self, pp: int) -> int:
+        return 2 * pp
+
+    def stage_of(self, pp: int, rank: int, chunk: int) -> int:
+        return rank if chunk == 0 else 2 * pp - 1 - rank
+
+    def chunks_of(self, num_microbatches: int, microbatch: int) -> tuple[int, ...]:
+        return (0, 1)
+
+    def rank_of_stage(self, pp: int, stage: int, like_chunk: int) -> tuple[int, int]:
+        return (stage, 0) if stage < pp else (2 * pp - 1 - stage, 1)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-rank programs plus the model-stage layout that defines the dataflow."""
+
+    name: str
+    num_ranks: int
+    num_microbatches: int
+    programs: tuple[tuple[PipeOp, ...], ...]
+    layout: Layout
+
+    @property
+    def num_chunks(self) -> int:
+        return self.layout.num_chunks
+
+    @property
+    def num_model_stages(self) -> int:
+        """Equal model stages: PP for 1F1B/ZB1P/DualPipe (DualPipe holds two copies), 2PP for DualPipeV."""
+        return self.layout.num_model_stages(self.num_ranks)
+
+    def stage_of(self, rank: int, chunk: int) -> int:
+        """The model stage (0 = first layers) that `rank` computes for `chunk`."""
+        return self.layout.stage_of(self.num_ranks, rank, chunk)
+
+    def chunks_of(self, microbatch: int) -> tuple[int, ...]:
+        """The chunks a micro-batch passes through (on every rank)."""
+        return self.layout.chunks_of(self.num_microbatches, microbatch)
+
+    def forward_upstream(self, rank: int, chunk: int) -> tuple[int, int] | None:
+        """(rank, chunk) whose forward output feeds this forward; None at the first stage."""
+        stage = self.stage_of(rank, chunk)
+        if stage == 0:
+            return None
+        return self.layout.rank_of_stage(self.num_ranks, stage - 1, chunk)
+
+    def backward_upstream(self, rank: int, chunk: int) -> tuple[int, int] | None:
+        """(rank, chunk) whose input-grad is this backward's output-grad; None at the last
+        stage, whose backward starts from the loss of its own forward. (DualPipe's two copies
+        each end at stage PP-1.)"""
+        stage = self.stage_of(rank, chunk)
+        if stage == self.num_model_stages - 1:
+            return None
+        return self.layout.rank_of_stage(self.num_ranks, stage + 1, chunk)
+
+
+# --------------------------------------------------------------------------------------------
+# builders
+
+
+def _check_int(field: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ScenarioError(field, value, f"an integer >= {minimum}")
+    return value
+
+
+def _any_count(pp: int, n: int) -> None:
+    return None
+
+
+def _dualpipe_counts(pp: int, n: int) -> None:
+    if pp % 2:
+        raise ScenarioError("plan.pp", pp, "an even number of ranks for dualpipe")
+    if n % 2 or n < 2 * pp:
+        raise ScenarioError("plan.num_microbatches", n,
+                            f"an even number >= 2*pp = {2 * pp} for dualpipe (both directions together)")
+
+
+def _dualpipev_counts(pp: int, n: int) -> None:
+    if n < 2 * pp:
+        raise ScenarioError("plan.num_microbatches", n, f">= 2*pp = {2 * pp} for dualpipev")
+
+
+def build_schedule(name: str, num_ranks: int, num_microbatches: int) -> Schedule:
+    """Build the per-rank programs of schedule `name` for `num_ranks` pipeline ranks."""
+    if name not in SCHEDULES:
+        raise ScenarioError("plan.schedule", name, "one of " + ", ".join(SCHEDULES))
+    entry = SCHEDULES[name]
+    pp = _check_int("plan.pp", num_ranks, 1)
+    n = _check_int("plan.num_microbatches", num_microbatches, 1)
+    entry.check_counts(pp, n)
+    programs = tuple(tuple(entry.program(rank, pp, n)) for rank in range(pp))
+    return Schedule(name, pp, n, programs, entry.layout)
+
+
+def num_stages(name: str, pp: int) -> int:
+    """Model stages that schedule `name` cuts the layers into on `pp` ranks."""
+    return SCHEDULES[name].layout.num_model_stages(pp)
+
+
+def _one_f_one_b(rank: int, pp: int, n: int) -> list[PipeOp]:
+    """Warm-up forwards, then steady 1F1B, then cooldown backwards."""
+    warmup = min(pp - rank - 1, n)
+    ops = [PipeOp("F", m) for m in range(warmup)]
+    for i in range(n - warmup):  # steady state: F(warmup+i), BW(i)
+        ops += [PipeOp("F", warmup + i), PipeOp("BW", i)]
+    ops += [PipeOp("BW", m) for m in range(n - warmup, n)]  # cooldown
+    return ops
+
+
+def _zb1p(rank: int, pp: int, n: int) -> list[PipeOp]:
+    """ZB-H1: 1F1B order with B = input grad only; rank r keeps r weight passes pending
+    (so every rank holds 1F1B's activations) and runs them in the cooldown bubbles.
+
+    Sections (counts for rank r, as in the ZB-H1 definition):
+        F    : pp - r - 1 warm-up forwards
+        FB   : r steady iterations F, B (W deferred)
+        FBW  : steady iterations F, B, W until all forwards are issued
+        BW   : cooldown B, W
+        W    : the r deferred weight passes
+    """
+    ops: list[PipeOp] = []
+    f = b = w = 0
+    for _ in range(min(pp - rank - 1, n)):
+        ops.append(PipeOp("F", f))
+        f += 1
+    for _ in range(min(rank, n - f)):
+        ops += [PipeOp("F", f), PipeOp("B", b)]
+        f += 1
+        b += 1
+    while f < n:
+        ops += [PipeOp("F", f), PipeOp("B", b), PipeOp("W", w)]
+        f, b, w = f + 1, b + 1, w + 1
+    while b < n:
+        ops += [PipeOp("B", b), PipeOp("W", w)]
+        b, w = b + 1, w + 1
+    while w < n:
+        ops.append(PipeOp("W", w))
+        w += 1
+    return ops
+
+
+class _DualProgram:
+    """Issues one rank's DualPipe/DualPipeV ops the way the reference's helpers do.
+
+    `phase` is the reference's local phase; `flip` maps it to our chunk (DualPipe's second-half
+    ranks see phase 0 as the reverse direction). Micro-batch ids come from per-chunk counters
+    like the reference's current_f_chunk_id / current_b_chunk_id, and weight passes pop a FIFO
+    of deferred backwards like its WeightGradStore.
+    """
+
+    def __init__(self, flip: int, mb_offset: tuple[int, int]):
+        self.flip = flip
+        self.mb_offset = mb_offset
+        self.next_f = [0, 0]
+        self.next_b = [0, 0]
+        self.deferred_w: deque[tuple[int, int]] = deque()
+        self.ops: list[PipeOp] = []
+
+    def _take(self, counter: list[int], phase: int) -> tuple[int, int]:
+        chunk = phase ^ self.flip
+        mb = self.mb_offset[chunk] + counter[chunk]
+        counter[chunk] += 1
+        return mb, chunk
+
+    def forward(self, phase: int) -> None:
+        mb, chunk = self._take(self.next_f, phase)
+        self.ops.append(PipeOp("F", mb, chunk))
+
+    def backward(self, phase: int, zero_bubble: bool = False) -> None:
+        mb, chunk = self._take(self.next_b, phase)
+        if zero_bubble:
+            self.deferred_w.append((mb, chunk))
+        self.ops.append(PipeOp("B" if zero_bubble else "BW", mb, chunk))
+
+    def forward_backward(self, f_phase: int, b_phase: int) -> None:
+        mb, chunk = self._take(self.next_f, f_phase)
+        b_mb, b_chunk = self._take(self.next_b, b_phase)
+        self.ops.append(PipeOp("FB", mb, chunk, b_mb, b_chunk, b_split=False))
+
+    def weight(self) -> None:
+        mb, chunk = self.deferred_w.popleft()
+        self.ops.append(PipeOp("W", mb, chunk))
+
+
+def _dual_phases(p: _DualProgram, pos: int, num_pos: int, per_chunk: int, is_turn: bool) -> None:
+    """The eight phases of the reference's DualPipe(V) step(), with their closed-form counts.
+
+    pos: the rank's distance from the start of its half (DualPipe: half_rank; DualPipeV: rank).
+    num_pos: ranks per half (DualPipe: PP/2; DualPipeV: PP).
+    per_chunk: micro-batches per chunk (DualPipe: N/2 per direction; DualPipeV: N).
+    is_turn: the rank where the two chunks meet (DualPipe's middle ranks, DualPipeV's last
+        rank); its first main-step pair is issued as two separate ops, not overlapped.
+    """
+    # Step 1: nF0
+    for _ in range((num_pos - pos - 1) * 2):
+        p.forward(0)
+    # Step 2: nF0F1
+    for _ in range(pos + 1):
+        p.forward(0)
+        p.forward(1)
+    # Step 3: nB1W1F1 (zero bubble: each B's weight pass runs right after it)
+    for _ in range(num_pos - pos - 1):
+        p.backward(1, zero_bubble=True)
+        p.weight()
+        p.forward(1)
+    # Step 4 (main step): nF0B1F1B0, as overlapped pairs
+    for i in range(per_chunk - 2 * num_pos + pos + 1):
+        if i == 0 and is_turn:
+            p.forward(0)
+            p.backward(1)
+        else:
+            p.forward_backward(0, 1)
+        p.forward_backward(1, 0)
+    # Step 5: nB1F1B0
+    for _ in range(num_pos - pos - 1):
+        p.backward(1)
+        p.forward_backward(1, 0)
+    # Step 6: nB1B0 (the second half of these backwards defer their weight passes)
+    step_6 = pos + 1
+    zero_bubble = False
+    for i in range(step_6):
+        if i == step_6 // 2 and pos % 2 == 1:
+            zero_bubble = True
+        p.backward(1, zero_bubble)
+        if i == step_6 // 2 and pos % 2 == 0:
+            zero_bubble = True
+        p.backward(0, zero_bubble)
+    # Step 7: nWB0 (zero bubble)
+    for _ in range(num_pos - pos - 1):
+        p.weight()
+        p.backward(0, zero_bubble=True)
+    # Step 8: nW
+    for _ in range(pos + 1):
+        p.weight()
+    assert not p.deferred_w, "every deferred weight pass must be issued"
+
+
+def _dualpipe(rank: int, pp: int, n: int) -> list[PipeOp]:
+    half_ranks, half_n = pp // 2, n // 2
+    second_half = int(rank >= half_ranks)
+    pos = min(rank, pp - 1 - rank)
+    prog = _DualProgram(flip=second_half, mb_offset=(0, half_n))
+    is_middle = rank in (half_ranks - 1, half_ranks)
+    _dual_phases(prog, pos, half_ranks, half_n, is_middle)
+    return prog.ops
+
+
+def _dualpipev(rank: int, pp: int, n: int) -> list[PipeOp]:
+    prog = _DualProgram(flip=0, mb_offset=(0, 0))
+    _dual_phases(prog, rank, pp, n, rank == pp - 1)
+    return prog.ops
+
+
+# --------------------------------------------------------------------------------------------
+# the registry: adding a schedule is one entry here
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    program: Callable[[int, int, int], list[PipeOp]]   # (rank, pp, num_microbatches) -> ops
+    layout: Layout
+    check_counts: Callable[[int, int], None]           # raises ScenarioError for (pp, n) it can't run
+    # the DualPipe paper's closed-form bubble for pp ranks from op times (F, B, W, F&B), and its text
+    bubble_s: Callable[[int, float, float, float, float], float]
+    bubble_formula: str
+    summary: str
+
+
+SCHEDULES: dict[str, ScheduleEntry] = {
+    "1f1b": ScheduleEntry(_one_f_one_b, Layout(), _any_count,
+                          lambda pp, f, b, w, fb: (pp - 1) * (f + b), "(PP-1)(F+B)",
+                          "one-forward-one-backward (PipeDream-flush / Megatron)"),
+    "zb1p": ScheduleEntry(_zb1p, Layout(), _any_count,
+                          lambda pp, f, b, w, fb: (pp - 1) * (f + b - 2 * w), "(PP-1)(F+B-2W)",
+                          "ZB-H1 zero-bubble 1F1B: backward split into B and W"),
+    "dualpipe": ScheduleEntry(_dualpipe, Bidirectional(), _dualpipe_counts,
+                              lambda pp, f, b, w, fb: (pp / 2 - 1) * (fb + b - 3 * w), "(PP/2-1)(F&B+B-3W)",
+                              "DeepSeek-V3's bidirectional DualPipe"),
+    # PP = 2*pp model stages, so PP/2 - 1 = pp - 1
+    "dualpipev": ScheduleEntry(_dualpipev, VShape(), _dualpipev_counts,
+                               lambda pp, f, b, w, fb: (pp - 1) * (fb + b - 3 * w), "(PP/2-1)(F&B+B-3W), PP = 2*pp stages",
+                               "DualPipe cut in half (V-shaped)"),
+}
+SCHEDULE_NAMES = tuple(SCHEDULES)

@@ -1,0 +1,222 @@
+"""Frozen specs: model, GPU, cluster, parallel plan and training workload.
+
+Specs hold inputs only; derived quantities are properties. Sweeps make variants with
+`dataclasses.replace`. Field metadata (unit, allowed range, meaning) drives both the strict
+scenario loader and docs/scenario.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+
+from twin.core.errors import ScenarioError
+from twin.core.fields import build, spec_field
+from twin.core.schedules import SCHEDULE_NAMES
+
+ATTENTION_KINDS = ("mla", "gqa")
+PRECISIONS = ("fp8", "bf16")
+RECOMPUTE = ("none", "selective", "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A transformer, dense or MoE, with MLA or GQA attention (DeepSeek-V3, Mixtral, Llama 3)."""
+
+    name: str = spec_field("custom", doc="Model name (a catalog key, or any label for an inline model)")
+    num_layers: int = spec_field(unit="count", ge=1, doc="Transformer blocks of the main model")
+    hidden_size: int = spec_field(unit="count", ge=1, doc="Model width d")
+    vocab_size: int = spec_field(unit="count", ge=1, doc="Vocabulary size")
+    num_heads: int = spec_field(unit="count", ge=1, doc="Query heads")
+    attention: str = spec_field("mla", choices=ATTENTION_KINDS, doc="Multi-head latent attention or grouped-query attention")
+    q_lora_rank: int = spec_field(0, unit="count", ge=0, doc="MLA query compression rank (0 = no compression)")
+    kv_lora_rank: int = spec_field(0, unit="count", ge=0, doc="MLA key-value compression rank d_c")
+    qk_nope_head_dim: int = spec_field(0, unit="count", ge=0, doc="MLA per-head query/key dimension without RoPE")
+    qk_rope_head_dim: int = spec_field(0, unit="count", ge=0, doc="MLA decoupled RoPE dimension (shared key)")
+    v_head_dim: int = spec_field(0, unit="count", ge=0, doc="MLA per-head value dimension")
+    num_kv_heads: int = spec_field(0, unit="count", ge=0, doc="GQA key-value heads")
+    head_dim: int = spec_field(0, unit="count", ge=0, doc="GQA head dimension")
+    intermediate_size: int = spec_field(0, unit="count", ge=0, doc="Dense SwiGLU FFN hidden size")
+    num_dense_layers: int = spec_field(0, unit="count", ge=0, doc="The first k blocks use the dense FFN (all of them for a dense model)")
+    num_routed_experts: int = spec_field(0, unit="count", ge=0, doc="Routed experts per MoE layer (0 = dense model)")
+    num_shared_experts: int = spec_field(0, unit="count", ge=0, doc="Always-active shared experts per MoE layer")
+    moe_intermediate_size: int = spec_field(0, unit="count", ge=0, doc="Hidden size of one expert's SwiGLU FFN")
+    top_k: int = spec_field(0, unit="count", ge=0, doc="Routed experts per token")
+    num_expert_groups: int = spec_field(1, unit="count", ge=1, doc="Expert groups for group-limited routing")
+    top_k_groups: int = spec_field(1, unit="count", ge=1, doc="Groups a token may route to")
+    route_scale: float = spec_field(1.0, gt=0, doc="Scale applied to the normalised routing weights")
+    num_mtp_modules: int = spec_field(0, unit="count", ge=0, doc="Multi-token-prediction modules (each one extra MoE block)")
+    tie_embeddings: bool = spec_field(False, doc="Output head shares the embedding matrix")
+
+    def check(self, path: str = "model", source: str | None = None) -> None:
+        if self.attention == "mla":
+            for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+                if getattr(self, name) < 1:
+                    raise ScenarioError(f"{path}.{name}", getattr(self, name), "integer >= 1 for attention = 'mla'", source)
+        else:
+            if self.num_kv_heads < 1 or self.head_dim < 1:
+                raise ScenarioError(f"{path}.num_kv_heads", self.num_kv_heads, "num_kv_heads and head_dim >= 1 for attention = 'gqa'", source)
+            if self.num_heads % self.num_kv_heads:
+                raise ScenarioError(f"{path}.num_kv_heads", self.num_kv_heads, f"a divisor of num_heads = {self.num_heads}", source)
+        if self.num_dense_layers > self.num_layers:
+            raise ScenarioError(f"{path}.num_dense_layers", self.num_dense_layers, f"<= num_layers = {self.num_layers}", source)
+        if self.num_dense_layers < self.num_layers and self.num_routed_experts == 0:
+            raise ScenarioError(f"{path}.num_routed_experts", 0, "integer >= 1 when num_dense_layers < num_layers", source)
+        if self.num_routed_experts:
+            if not 1 <= self.top_k <= self.num_routed_experts:
+                raise ScenarioError(f"{path}.top_k", self.top_k, f"1..num_routed_experts = {self.num_routed_experts}", source)
+            if self.moe_intermediate_size < 1:
+                raise ScenarioError(f"{path}.moe_intermediate_size", self.moe_intermediate_size, "integer >= 1 for an MoE model", source)
+            if self.num_routed_experts % self.num_expert_groups:
+                raise ScenarioError(f"{path}.num_expert_groups", self.num_expert_groups, f"a divisor of num_routed_experts = {self.num_routed_experts}", source)
+            if self.top_k_groups > self.num_expert_groups:
+                raise ScenarioError(f"{path}.top_k_groups", self.top_k_groups, f"<= num_expert_groups = {self.num_expert_groups}", source)
+        if self.num_dense_layers and self.intermediate_size < 1:
+            raise ScenarioError(f"{path}.intermediate_size", self.intermediate_size, "integer >= 1 when there are dense layers", source)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_routed_experts > 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        return self.num_layers - self.num_dense_layers if self.is_moe else 0
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.attention == "mla" else self.head_dim
+
+    @property
+    def attn_v_head_dim(self) -> int:
+        return self.v_head_dim if self.attention == "mla" else self.head_dim
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    """One GPU type's peaks and links (SI units). Loaded from twin/data/hardware.toml."""
+
+    name: str
+    peak_bf16_flops_per_s: float
+    peak_fp8_flops_per_s: float
+    num_sms: int
+    hbm_bytes: float
+    hbm_bytes_per_s: float
+    nvlink_bytes_per_s: float
+    nvlink_achieved_bytes_per_s: float
+    scale_out_bytes_per_s: float
+    scale_out_achieved_bytes_per_s: float
+    nvlink_latency_s: float
+    scale_out_latency_s: float
+    gpus_per_node: int
+    tdp_w: float
+    calibrated_as: str
+    rental_usd_per_gpu_hour: float   # default rental price (cluster.price_usd_per_gpu_hour overrides)
+    sources: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+
+    def peak_flops_per_s(self, precision: str) -> float:
+        return self.peak_fp8_flops_per_s if precision == "fp8" else self.peak_bf16_flops_per_s
+
+
+@functools.cache
+def _catalog(filename: str) -> dict:
+    """A TOML catalog shipped as package data (twin/data): models, GPUs, claims, failures."""
+    with resources.files("twin.data").joinpath(filename).open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def serving_tables() -> dict:
+    """Published serving kernel tables and figures (twin/data/serving_claims.toml): FlashMLA's
+    rates, DeepEP's low-latency bandwidths by EP size, and the serving claims."""
+    return _catalog("serving_claims.toml")
+
+
+def serving_claims() -> dict:
+    """Published serving figures by id (twin/data/serving_claims.toml), compared against, never fitted."""
+    return serving_tables()["claims"]
+
+
+def training_claims() -> tuple[dict, ...]:
+    """Published training figures (twin/data/claims.toml), compared against, never fitted."""
+    return tuple(_catalog("claims.toml")["claims"])
+
+
+def model_names() -> list[str]:
+    return sorted(_catalog("models.toml")["models"])
+
+
+def gpu_names() -> list[str]:
+    return sorted(_catalog("hardware.toml")["gpus"])
+
+
+def get_model(name: str) -> ModelSpec:
+    """A named model from the catalog (`twin model --list` shows them)."""
+    table = _catalog("models.toml")["models"]
+    if name not in table:
+        raise ScenarioError("model.name", name, "one of " + ", ".join(sorted(table)))
+    return build(ModelSpec, {"name": name, **table[name]}, "model", "twin/data/models.toml")
+
+
+def get_gpu(name: str) -> GPUSpec:
+    table = _catalog("hardware.toml")["gpus"]
+    if name not in table:
+        raise ScenarioError("cluster.gpu", name, "one of " + ", ".join(sorted(table)))
+    row = dict(table[name])
+    return GPUSpec(**row)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    gpu: str = spec_field("h800", doc="GPU type, a key of twin/data/hardware.toml")
+    num_gpus: int = spec_field(2048, unit="count", ge=1, doc="GPUs in the job")
+    price_usd_per_gpu_hour: float | None = spec_field(None, unit="USD/GPU-hour", ge=0, doc="Rental price; absent = the GPU type's catalog price (twin/data/hardware.toml rental_usd_per_gpu_hour: H800 $2 as the DeepSeek-V3 report assumes, H100 $2.95, H200 $3.50, B200 $4.89, sourced there)")
+
+    def resolved(self) -> "ClusterSpec":
+        """With the price filled in from the GPU catalog where the scenario leaves it out."""
+        if self.price_usd_per_gpu_hour is not None:
+            return self
+        return dataclasses.replace(self, price_usd_per_gpu_hour=get_gpu(self.gpu).rental_usd_per_gpu_hour)
+
+    def check(self, path: str = "cluster", source: str | None = None) -> None:
+        get_gpu_checked(self.gpu, f"{path}.gpu", source)
+
+    @property
+    def spec(self) -> GPUSpec:
+        return get_gpu(self.gpu)
+
+
+def get_gpu_checked(name: str, path: str, source: str | None) -> GPUSpec:
+    if name not in _catalog("hardware.toml")["gpus"]:
+        raise ScenarioError(path, name, "one of " + ", ".join(gpu_names()), source)
+    return get_gpu(name)
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    tp: int = spec_field(1, unit="count", ge=1, doc="Tensor-parallel degree (attention and dense layers)")
+    pp: int = spec_field(16, unit="count", ge=1, doc="Pipeline-parallel degree (ranks in one pipeline)")
+    ep: int = spec_field(64, unit="count", ge=1, doc="Expert-parallel degree (ranks sharing one layer's routed experts; drawn from the data-parallel ranks)")
+    zero_stage: int = spec_field(1, unit="count", choices=(0, 1, 2, 3), doc="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters, over data-parallel ranks")
+    micro_batch_seqs: int = spec_field(1, unit="sequences", ge=1, doc="Sequences per micro-batch per pipeline")
+    schedule: str = spec_field("dualpipe", choices=SCHEDULE_NAMES, doc="Pipeline schedule")
+    comm_sms: int = spec_field(20, unit="count", ge=0, doc="SMs reserved for EP communication kernels (V3 report §3.2.2: 20 of 132)")
+    comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
+    max_nodes_per_token: int = spec_field(4, unit="count", ge=1, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
+    recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'full' recomputes whole layers")
+    gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
+    optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
+    overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
+
+
+@dataclass(frozen=True)
+class Workload:
+    seq_len: int = spec_field(4096, unit="tokens", ge=1, doc="Sequence length")
+    global_batch_seqs: int = spec_field(15360, unit="sequences", ge=1, doc="Sequences per optimizer step (V3: 15,360 after the batch ramp)")
+    causal: bool = spec_field(True, doc="Causal attention (only half the score matrix is computed)")
+    routing_imbalance: float = spec_field(1.0, ge=1.0, doc="Tokens on the most loaded EP rank over the mean (1 = balanced, as in DeepSeek's profile)")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.global_batch_seqs

@@ -1,0 +1,349 @@
+"""The time of one serving iteration: a decode step and a prefill forward of one instance.
+
+From first principles plus the calibrated efficiency profiles (the same cost functions as a
+training step, on DeepSeek's FP8 stack: `load_profile(gpu.calibrated_as)`), for one GPU of
+one serving instance (`ep` GPUs, twin.core.serve_specs.ServeSpec):
+
+Decode step (every request advances 1 + mtp_draft_tokens query tokens), per layer:
+  attention  projections as GEMMs at m = tokens of the attention group (small m -> weight streaming,
+             through compute.gemm_time_s, so roofline and calibrated curves apply), the absorbed
+             W_UK / W_UV products as grouped GEMMs over heads, and the MLA core as FlashMLA's roofline:
+             max(cache bytes / (HBM x 3000/3350), FLOPs / (BF16 peak x 660/989.5)) - the published
+             memory-bound and compute-bound figures as fractions of the GPU's peaks. Reading the
+             compressed cache is (d_c + d_rope) x 2 B per token per layer (70,272 B over V3's 61).
+  MoE        router, shared expert, routed experts as one grouped GEMM over the straggler rank's
+             physical experts (rows from the load model, EPLB replication from twin.moe.eplb), and
+             dispatch + combine: NVLink inside a node, else DeepEP's low-latency table (H800,
+             bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows.
+  overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a
+             step takes layers x n x max(C, A) + min(C, A) with C, A the per-micro-batch compute
+             and communication (n = 1: C + A). Weight-streaming GEMMs read their weights once per
+             micro-batch, so splitting is not free.
+  head       output head and sampling per step, plus `host_overhead_s`.
+  TPOT = step time / tokens produced per request per step (1 + draft x acceptance).
+
+Prefill (per GPU, `prefill_chunk_tokens` prompt tokens per forward): twin.costs.flops attention_ops
+and moe_ops at large m (causal attention quadratic in the prompt), all-to-all through
+twin.costs.comm (DeepEP normal kernels, `prefill_comm_sms` SMs taken from compute), the same
+micro-batch overlap. Input tokens/s per GPU = chunk / forward time; TTFT = forwards a prompt needs
+x forward time (no queueing).
+
+Throughput: disaggregated instances report decode output tokens/s = batch / TPOT per instance x
+instances; a co-located instance also spends batch x ISL / prefill rate per OSL tokens generated.
+
+Memory per GPU is twin.costs.memory's serving section; the operating points, the sweep and the
+claims are twin.serving.run.
+
+Expert loads: `load_model` shares (twin.moe.load) per layer; with EPLB the physical experts and
+their per-GPU loads come from twin.moe.eplb.rebalance_experts fed the same shares (a perfect load
+estimate: optimistic); without, contiguous placement. Expected rows per expert below one are
+handled with a Poisson hit probability (an expert nobody routed to reads no weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+from twin.core.moe_specs import MoeLoadSpec
+from twin.core.serve_specs import ServeSpec
+from twin.core.specs import GPUSpec, ModelSpec, serving_tables
+from twin.costs import comm, compute
+from twin.costs.flops import (BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, ExpertLoad, Op, attention_ops,
+                              dense_ffn_ops, moe_ops)
+from twin.costs.memory import kv_bytes_per_token, requests_per_attention_group, weight_breakdown
+from twin.costs.profile import Profile, load_profile
+from twin.moe.eplb import contiguous_gpu_loads, rebalance_experts
+from twin.moe.load import LoadModel
+
+NUM_LOAD_LAYERS = 4   # MoE layers whose loads are sampled (EPLB per layer); the straggler ratio is their mean
+
+
+def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> Profile:
+    """The GPU's fused-stack profile (load_profile) with the FP8 GEMM curve chosen by
+    s.fp8_gemm_curve standing for DeepGEMM (see ServeSpec.fp8_gemm_curve and deepgemm_check)."""
+    prof = profile or load_profile(gpu.calibrated_as)
+    curve = prof.gemm.get(s.fp8_gemm_curve)
+    if curve is None or s.fp8_gemm_curve == "fp8":
+        return prof
+    return dataclasses.replace(prof, gemm={**prof.gemm, "fp8": curve})
+
+
+# ---------------------------------------------------------------------------------------------
+# Expert loads
+
+
+@functools.cache
+def _load_figures(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict:
+    """Straggler figures of one MoE layer, averaged over NUM_LOAD_LAYERS sampled layers:
+    rows_frac (max GPU rows / mean, with and without EPLB) and the straggler GPU's per-slot
+    share of the instance's routed rows (for its grouped GEMM)."""
+    e, ep = m.num_routed_experts, s.ep
+    defaults = MoeLoadSpec()
+    param = s.load_param or {"zipf": defaults.zipf_s, "dirichlet": defaults.dirichlet_alpha}.get(s.load_model, 0.0)
+    lm = LoadModel(s.load_model, param) if s.load_model != "balanced" else LoadModel("balanced")
+    layers = min(NUM_LOAD_LAYERS, max(1, m.num_moe_layers))
+    shares = lm.shares_LE(layers, e, m.top_k)
+    contiguous_frac = None                 # contiguous placement needs E divisible by ep
+    if e % ep == 0:
+        contiguous = contiguous_gpu_loads(shares, ep)                           # (L, ep), shares
+        contiguous_frac = float((contiguous.max(1) * ep).mean())
+    if not s.eplb:
+        strag = contiguous.argmax(1)
+        slot_shares = [shares[i].reshape(ep, -1)[strag[i]] for i in range(layers)]
+        return {"rows_frac": contiguous_frac, "rows_frac_contiguous": contiguous_frac,
+                "slot_shares": np.mean(slot_shares, axis=0), "policy": "contiguous"}
+    nodes = max(1, -(-ep // gpus_per_node))
+    num_phys = e + s.redundant_experts
+    groups = m.num_expert_groups if (m.num_expert_groups % nodes == 0 and ep % nodes == 0) else 1
+    plan = rebalance_experts(shares, num_phys, groups, nodes if groups > 1 else 1, ep)
+    loads = plan.gpu_loads(shares)                                             # (L, ep)
+    strag = loads.argmax(1)
+    per_slot = np.take_along_axis(shares / plan.count_LE, plan.phy2log_LP, axis=1).reshape(layers, ep, -1)
+    slot_shares = np.mean([np.sort(per_slot[i, strag[i]])[::-1] for i in range(layers)], axis=0)
+    return {"rows_frac": float((loads.max(1) * ep).mean()), "rows_frac_contiguous": contiguous_frac,
+            "slot_shares": slot_shares, "policy": plan.policy}
+
+
+def straggler_slot_rows(slot_shares: np.ndarray, total_rows: float) -> list[float]:
+    """Rows per *touched* physical expert of the straggler GPU, given the instance's routed rows.
+    A slot expecting lambda < ~1 rows is hit with probability 1 - exp(-lambda) (Poisson); the
+    expected number of touched slots keeps the largest ones, carrying all the rows."""
+    lam = np.sort(np.asarray(slot_shares, dtype=float) * total_rows)[::-1]
+    if lam.sum() <= 0:
+        return []
+    touched = max(1, min(len(lam), round(float(np.sum(1.0 - np.exp(-lam))))))
+    kept = lam[:touched]
+    return list(kept * lam.sum() / kept.sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode step
+
+
+def _interp_log2(ep: int, xs: list, ys: list) -> float:
+    x = math.log2(min(max(ep, xs[0]), xs[-1]))
+    return float(np.interp(x, np.log2(xs), ys))
+
+
+def _a2a_kind(gpu: GPUSpec, s: ServeSpec) -> str:
+    return s.a2a if s.a2a != "auto" else ("nvlink" if s.ep <= gpu.gpus_per_node else "deepep_ll")
+
+
+def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_frac: float) -> tuple[float, float]:
+    """(dispatch, combine) seconds for `tokens` per GPU. NVLink: remote rows over the achieved
+    NVLink bandwidth. DeepEP low-latency: all top-k rows over the table's bandwidth for this EP
+    size (the straggler receives rows_frac x the mean)."""
+    if tokens <= 0 or not m.is_moe or s.ep == 1:
+        return 0.0, 0.0
+    rows = tokens * m.top_k * rows_frac
+    disp_row = m.hidden_size * (FP8_BYTES + FP32_BYTES / FP8_TILE)
+    comb_row = m.hidden_size * BF16_BYTES
+    if _a2a_kind(gpu, s) == "nvlink":
+        remote = rows * (s.ep - 1) / s.ep
+        return (remote * disp_row / gpu.nvlink_achieved_bytes_per_s + gpu.nvlink_latency_s,
+                remote * comb_row / gpu.nvlink_achieved_bytes_per_s + gpu.nvlink_latency_s)
+    t = serving_tables()["deepep_ll"]
+    bw_d = _interp_log2(s.ep, t["ep"], t["dispatch_bytes_per_s"])
+    bw_c = _interp_log2(s.ep, t["ep"], t["combine_bytes_per_s"])
+    return (rows * disp_row / bw_d + gpu.scale_out_latency_s, rows * comb_row / bw_c + gpu.scale_out_latency_s)
+
+
+def mla_decode_core_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, requests: float, q_tokens: int, ctx: float,
+                      profile: Profile) -> tuple[float, float, float]:
+    """(seconds, flops, bytes) of the decode attention core of one layer on one GPU, FlashMLA's
+    roofline: the cache read once per request, q_tokens x heads queries against it."""
+    fm = serving_tables()["flashmla"]
+    h = m.num_heads // s.tp
+    kv_layer = kv_bytes_per_token(m, s.kv_precision, include_mtp=False) / m.num_layers
+    if m.attention == "mla":
+        flops = 2.0 * requests * q_tokens * h * ctx * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+        nbytes = requests * ctx * kv_layer
+    else:
+        kvh = max(1, m.num_kv_heads // s.tp)
+        flops = 2.0 * requests * q_tokens * h * ctx * 2 * m.head_dim
+        nbytes = requests * ctx * kv_layer * kvh / m.num_kv_heads
+    mem_bw = gpu.hbm_bytes_per_s * fm["mem_bytes_per_s"] / fm["ref_hbm_bytes_per_s"]
+    peak = gpu.peak_bf16_flops_per_s * fm["compute_flops_per_s"] / fm["ref_peak_flops_per_s"]
+    return max(flops / peak, nbytes / mem_bw) + profile.launch_s, flops, nbytes
+
+
+def _gemm_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, prof: Profile, sm: float, groups: int = 1) -> float:
+    """A forward GEMM, with the cast kernel of its activation when it runs in FP8 on DeepSeek's
+    stack (compute.cast_time_s)."""
+    cast_s = compute.cast_time_s("cast", m * k * groups, gpu, prof) if precision == "fp8" else 0.0
+    return compute.gemm_time_s(m, n, k, precision, gpu, prof, groups=groups, sm_frac=sm) + cast_s
+
+
+def _attn_proj_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> float:
+    """Decode attention projections of one layer at m = t tokens on one GPU (heads / tp)."""
+    if t <= 0:
+        return 0.0
+    p, d, h = s.weight_precision, m.hidden_size, m.num_heads // s.tp
+    g = functools.partial(_gemm_s, gpu=gpu, prof=prof, sm=sm)
+    mem = lambda b: compute.memory_time_s(b, gpu, prof)  # noqa: E731
+    if m.attention == "mla":
+        P, R, C, O = m.qk_nope_head_dim, m.qk_rope_head_dim, m.kv_lora_rank, m.v_head_dim
+        tt = 0.0
+        if m.q_lora_rank:
+            tt += g(t, m.q_lora_rank, d, p) + mem(2 * t * m.q_lora_rank * BF16_BYTES) + g(t, h * (P + R), m.q_lora_rank, p)
+        else:
+            tt += g(t, h * (P + R), d, p)
+        tt += g(t, C + R, d, p) + mem(2 * t * C * BF16_BYTES)                   # kv_down, kv_norm
+        tt += g(t, C, P, "bf16", groups=h) + g(t, O, C, "bf16", groups=h)       # absorbed W_UK, W_UV per head
+        tt += g(t, d, h * O, p)                                                  # o_proj
+    else:
+        kvh = max(1, m.num_kv_heads // s.tp)
+        tt = g(t, (h + 2 * kvh) * m.head_dim, d, p) + g(t, d, h * m.head_dim, p)
+    tt += 3 * mem(3 * t * d * BF16_BYTES)                                        # norm, rope, residual
+    if s.tp > 1:                                                                 # all-reduce of the output
+        tt += 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=True)
+    return tt
+
+
+def _moe_compute_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t_attn: int, loads: dict,
+                   prof: Profile, sm: float) -> float:
+    """Router, shared expert and the straggler's routed experts for one MoE layer."""
+    if t_gpu <= 0:
+        return 0.0
+    p, d, f = s.weight_precision, m.hidden_size, m.moe_intermediate_size
+    tr = max(1, round(t_gpu))
+    tt = compute.gemm_time_s(tr, m.num_routed_experts, d, "bf16", gpu, prof, sm_frac=sm)
+    if m.num_shared_experts:   # shared experts run on the attention group's tokens (DP, replicated weights)
+        sf = m.num_shared_experts * f
+        ts = max(1, t_attn // s.tp) if s.dp_attention else tr
+        tt += _gemm_s(ts, 2 * sf, d, p, gpu, prof, sm) + _gemm_s(ts, d, sf, p, gpu, prof, sm)
+    if p == "fp8" and s.ep > 1 and _a2a_kind(gpu, s) == "nvlink":
+        # an FP8 dispatch over NVLink casts its tokens first; DeepEP's low-latency kernels cast
+        # inside the dispatch kernel, so their published latencies already hold that cast
+        tt += compute.cast_time_s("cast", tr * d, gpu, prof)
+    rows = straggler_slot_rows(loads["slot_shares"], t_gpu * s.ep * m.top_k)
+    if rows:
+        # the up-projection's rows arrive in FP8 (cast before the dispatch); the down-projection's are cast here
+        tt += compute.grouped_gemm_time_s(rows, 2 * f, d, p, gpu, prof, sm_frac=sm)
+        tt += compute.grouped_gemm_time_s(rows, d, f, p, gpu, prof, sm_frac=sm)
+        tt += compute.cast_time_s("cast", sum(rows) * f, gpu, prof) if p == "fp8" else 0.0
+        tt += compute.memory_time_s(3 * sum(rows) * f * BF16_BYTES, gpu, prof)     # swiglu
+    tt += 2 * compute.memory_time_s(3 * tr * d * BF16_BYTES, gpu, prof)             # norm, residual
+    return tt
+
+
+def _dense_ffn_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> float:
+    if t <= 0:
+        return 0.0
+    return sum(compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm) for op in dense_ffn_ops(m, t, s.tp)
+               if op.kind != "memory") + 3 * compute.memory_time_s(3 * t * m.hidden_size * BF16_BYTES, gpu, prof)
+
+
+def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: Profile | None = None) -> dict:
+    """One decode step of one instance at concurrency `batch`: seconds per step and its parts."""
+    prof = serving_profile(gpu, s, profile)
+    q = 1 + s.mtp_draft_tokens
+    reqs = requests_per_attention_group(s, batch)
+    n = max(1, min(s.num_microbatches, reqs))      # no micro-batch without a request of its own
+    ctx = s.input_len + s.output_len / 2.0
+    sm = compute.sm_fraction(gpu, _comm_sms_decode(gpu, s))
+    loads = _load_figures(m, s, gpu.gpus_per_node) if m.is_moe else {"rows_frac": 1.0, "rows_frac_contiguous": 1.0}
+
+    def per_mb(frac: float) -> dict:
+        r = reqs * frac
+        t_attn = max(1, math.ceil(r * q)) if r > 0 else 0
+        t_gpu = batch * q * frac / s.ep                   # tokens each GPU dispatches
+        core, flops, nbytes = mla_decode_core_s(m, gpu, s, r, q, ctx, prof)
+        a = _attn_proj_s(m, gpu, s, t_attn, prof, sm) + core
+        moe = _moe_compute_s(m, gpu, s, t_gpu, t_attn, loads, prof, sm) if m.is_moe else 0.0
+        dense = _dense_ffn_s(m, gpu, s, t_attn, prof, sm)
+        disp, comb = decode_a2a_s(m, gpu, s, t_gpu, loads["rows_frac"])
+        return {"attn": a, "mla_core": core, "mla_core_flops": flops, "mla_core_bytes": nbytes,
+                "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn}
+
+    mb = per_mb(1.0 / n)
+    moe_layers, dense_layers = m.num_moe_layers, m.num_layers - m.num_moe_layers
+    extra = s.mtp_draft_tokens  # the MTP module runs once per drafted token: one more block each
+    c_moe, c_dense, a = mb["attn"] + mb["moe"], mb["attn"] + mb["dense_ffn"], mb["a2a"]
+    if n == 1:
+        moe_s = (moe_layers + extra) * (c_moe + a)
+    else:
+        moe_s = (moe_layers + extra) * n * max(c_moe, a) + min(c_moe, a)
+    dense_s = dense_layers * n * c_dense
+    t_head = max(1, reqs * q)
+    head_s = (compute.gemm_time_s(t_head, m.vocab_size // s.tp, m.hidden_size, "bf16", gpu, prof)
+              + compute.memory_time_s(3 * t_head * m.vocab_size / s.tp * FP32_BYTES, gpu, prof)) * (1 + extra)
+    step = moe_s + dense_s + head_s + s.host_overhead_s
+    tokens_per_req = 1.0 + sum(s.mtp_acceptance_frac ** (i + 1) for i in range(s.mtp_draft_tokens))
+    return {
+        "step_s": step,
+        "tpot_s": step / tokens_per_req,
+        "tokens_per_request_per_step": tokens_per_req,
+        "num_microbatches": n,
+        "layers_moe_s": moe_s, "layers_dense_s": dense_s, "head_s": head_s, "host_s": s.host_overhead_s,
+        "per_layer_attn_s": n * mb["attn"], "per_layer_mla_core_s": n * mb["mla_core"],
+        "per_layer_moe_compute_s": n * mb["moe"], "per_layer_a2a_s": n * mb["a2a"],
+        "mla_core_bound": "compute" if mb["mla_core_flops"] / max(mb["mla_core_bytes"], 1) >
+        (gpu.peak_bf16_flops_per_s * serving_tables()["flashmla"]["compute_flops_per_s"] / serving_tables()["flashmla"]["ref_peak_flops_per_s"])
+        / (gpu.hbm_bytes_per_s * serving_tables()["flashmla"]["mem_bytes_per_s"] / serving_tables()["flashmla"]["ref_hbm_bytes_per_s"]) else "memory",
+        "rows_frac": loads["rows_frac"], "rows_frac_contiguous": loads["rows_frac_contiguous"],
+    }
+
+
+def _comm_sms_decode(gpu: GPUSpec, s: ServeSpec) -> int:
+    return s.prefill_comm_sms if s.decode_a2a_uses_sms else 0
+
+
+def weight_stream_floor_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec) -> float:
+    """Lower bound on a decode step: every weight byte a GPU holds read once at full HBM
+    bandwidth (all experts touched at large batch). TPOT >= this / tokens per step only when
+    every expert is hit; the tests use it with a large batch."""
+    return weight_breakdown(m, s)["weights_per_gpu_bytes"] / gpu.hbm_bytes_per_s
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefill
+
+
+def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> dict:
+    """One prefill forward of `prefill_chunk_tokens` per GPU (prompts of input_len)."""
+    prof = serving_profile(gpu, s, profile)
+    T = s.prefill_chunk_tokens
+    n = max(1, min(s.num_microbatches, T))
+    sm = compute.sm_fraction(gpu, s.prefill_comm_sms if m.is_moe and s.ep > 1 else 0)
+    loads = _load_figures(m, s, gpu.gpus_per_node) if m.is_moe else {"rows_frac": 1.0}
+    t = T // n
+    t_attn = t * s.tp                 # a TP group's tokens: each GPU computes its heads for all of them
+    seqs = t_attn / s.input_len       # sequences (fractional) whose attention this GPU's head slice computes
+
+    def attn_s() -> float:
+        total = 0.0
+        for op in attention_ops(m, 1, t_attn, s.tp):
+            if op.kind == "attention":
+                one = Op("attn_core", "attention", "attn", batch=1, seq_len=s.input_len, heads=op.heads,
+                         qk_dim=op.qk_dim, v_dim=op.v_dim, causal=True)
+                total += (compute.attention_time_s(one, "fwd", gpu, prof, sm) - prof.launch_s) * seqs + prof.launch_s
+            else:
+                total += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+        if s.tp > 1:
+            total += 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=True)
+        return total
+
+    a = attn_s()
+    moe_c = moe_a = 0.0
+    if m.is_moe:
+        load = ExpertLoad(loads["rows_frac"], loads["rows_frac"], loads["rows_frac"])
+        for op in moe_ops(m, t, s.ep, gpu.gpus_per_node, s.max_nodes_per_token, load):
+            if op.kind in ("dispatch", "combine"):
+                moe_a += comm.all_to_all_time_s(op, gpu) if s.ep > 1 else 0.0
+            else:
+                moe_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+    dense_c = _dense_ffn_s(m, gpu, s, t, prof, sm)
+    c_moe = a + moe_c
+    moe_s = m.num_moe_layers * (n * max(c_moe, moe_a) + min(c_moe, moe_a) if n > 1 else (c_moe + moe_a)) if m.is_moe else 0.0
+    dense_s = (m.num_layers - m.num_moe_layers) * n * (a + dense_c)
+    last = max(1, round(T / s.input_len))
+    head_s = compute.gemm_time_s(last, m.vocab_size // s.tp, m.hidden_size, "bf16", gpu, prof)
+    fwd = moe_s + dense_s + head_s
+    return {"forward_s": fwd, "tokens_per_gpu": T, "input_tokens_per_s_per_gpu": T / fwd,
+            "ttft_s": math.ceil(s.input_len / T) * fwd,
+            "per_layer_attn_s": n * a, "per_layer_moe_compute_s": n * moe_c, "per_layer_a2a_s": n * moe_a}

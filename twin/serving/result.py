@@ -1,0 +1,70 @@
+"""What the serving twin returns: typed, unit-suffixed, JSON through twin.core.results.to_json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One concurrency of the sweep: every instance serving `batch` requests at once."""
+
+    batch: int
+    feasible: bool
+    output_tokens_per_s: float | None = None
+    output_tokens_per_s_per_gpu: float | None = None
+    output_tokens_per_s_per_node: float | None = None
+    output_tokens_per_s_per_request: float | None = None
+    tpot_s: float | None = None
+    decode_step_s: float | None = None
+    memory_per_gpu_bytes: float | None = None
+    kv_cache_per_gpu_bytes: float | None = None
+    rows_frac: float | None = None
+    mla_core_bound: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ServeClaim:
+    """A published serving figure beside the twin's prediction (never fitted)."""
+
+    id: str
+    metric: str
+    claimed: float
+    predicted: float | None
+    rel_error: float | None
+    source: str
+    conditions_note: str
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """Throughput, latency and memory of a deployment at its best feasible concurrency."""
+
+    scenario: str
+    model: str
+    gpu: str
+    gpu_name: str
+    num_gpus: int
+    instance_gpus: int
+    instances: int
+    profile: dict[str, Any]
+    batch: int
+    max_batch_by_memory: int
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    output_tokens_per_s_per_node: float
+    input_tokens_per_s: float
+    input_tokens_per_s_per_gpu: float
+    input_tokens_per_s_per_node: float
+    tpot_s: float
+    ttft_s: float
+    prefill: dict[str, float]
+    decode: dict[str, Any]
+    memory_per_gpu_bytes: float
+    memory_breakdown_bytes: dict[str, float]
+    weight_bytes: dict[str, float]
+    kv_bytes_per_token: float
+    sweep: tuple[SweepPoint, ...]
+    claims: tuple[ServeClaim, ...]

@@ -1,0 +1,129 @@
+"""The serving twin: throughput and latency of serving a model on a cluster under a deployment plan.
+
+`serve(scenario)` sweeps the concurrency of one instance (or takes `serve.batch`), times each
+operating point from one decode step and one prefill forward (twin.serving.iteration), checks its
+memory (twin.costs.memory), and returns the point of highest throughput that fits and meets
+`serve.max_tpot_s`, beside the published figures the scenario names. Nothing here writes files:
+reports/serve_report.py does.
+
+Throughput: disaggregated instances report decode output tokens/s = batch / TPOT per instance x
+instances; a co-located instance also spends batch x ISL / prefill rate per OSL tokens generated.
+"""
+
+from __future__ import annotations
+
+from twin.core.errors import InfeasiblePlan
+from twin.core.scenario import ServeScenario
+from twin.core.serve_specs import ServeSpec
+from twin.core.specs import GPUSpec, ModelSpec, serving_claims
+from twin.costs.memory import check_memory, kv_bytes_per_token, max_batch_by_memory, weight_breakdown
+from twin.costs.profile import Profile
+from twin.serving.iteration import decode_step, prefill_forward, serving_profile
+from twin.serving.result import ServeClaim, ServeResult, SweepPoint
+
+
+def serve_point(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, num_gpus: int,
+                profile: Profile | None = None, prefill: dict | None = None) -> dict:
+    """Throughput and latency of the cluster with every instance at concurrency `batch`.
+    Raises InfeasiblePlan when the batch does not fit in memory."""
+    mem = check_memory(m, gpu, s, batch)
+    pre = prefill or prefill_forward(m, gpu, s, profile)
+    dec = decode_step(m, gpu, s, batch, profile)
+    instances = num_gpus // s.ep
+    decode_rate = batch / dec["tpot_s"]                                  # output tok/s per instance
+    if s.disaggregated:
+        out_rate = decode_rate
+    else:   # co-located: per request, its prompt's prefill work shares the instance's time
+        prefill_rate = pre["input_tokens_per_s_per_gpu"] * s.ep         # input tok/s per instance
+        gen_time = s.output_len * dec["tpot_s"] + batch * s.input_len / prefill_rate
+        out_rate = batch * s.output_len / gen_time
+    total = out_rate * instances
+    return {
+        "batch": batch,
+        "feasible": True,
+        "output_tokens_per_s": total,
+        "output_tokens_per_s_per_gpu": total / num_gpus,
+        "output_tokens_per_s_per_node": total / num_gpus * gpu.gpus_per_node,
+        "output_tokens_per_s_per_request": 1.0 / dec["tpot_s"],
+        "tpot_s": dec["tpot_s"],
+        "decode_step_s": dec["step_s"],
+        "memory_per_gpu_bytes": mem["total"],
+        "kv_cache_per_gpu_bytes": mem["kv_cache"],
+        "rows_frac": dec["rows_frac"],
+        "mla_core_bound": dec["mla_core_bound"],
+        "decode": dec,
+        "memory_breakdown": mem,
+    }
+
+
+
+def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tuple[ServeClaim, ...]:
+    rows = []
+    for cid in s.claims:
+        c = serving_claims()[cid]
+        metric = c["metric"]
+        if metric == "min_hbm_bytes":
+            need = (weight_breakdown(m, s)["weight_bytes_total"] + s.ep * s.runtime_reserved_bytes
+                    + (s.input_len + s.output_len) * kv_bytes_per_token(m, s.kv_precision, s.mtp_draft_tokens > 0))
+            pred = need
+        elif metric == "weight_bytes_total":
+            pred = weight_breakdown(m, s)["weight_bytes_total"]
+        else:
+            pred = figures.get(metric)
+        note = c["conditions_note"]
+        if c.get("gpu") and c["gpu"] != scenario_gpu:
+            note = f"[scenario GPU {scenario_gpu} differs from the claim's {c['gpu']}] " + note
+        rows.append(ServeClaim(id=cid, metric=metric, claimed=float(c["claimed"]),
+                               predicted=None if pred is None else float(pred),
+                               rel_error=None if pred is None else float(pred) / float(c["claimed"]) - 1.0,
+                               source=c["source"], conditions_note=note))
+    return tuple(rows)
+
+
+def serve(scenario: ServeScenario) -> ServeResult:
+    """Serving prediction for a serving scenario ([model], [cluster], [serve]) and its claims.
+    Raises InfeasiblePlan when no concurrency fits memory and the TPOT target."""
+    s = scenario.serve
+    m, gpu, num_gpus = scenario.model, scenario.gpu, scenario.cluster.num_gpus
+    s.check_against(m, gpu, num_gpus)
+    prof = serving_profile(gpu, s)
+    pre = prefill_forward(m, gpu, s, prof)
+    max_b = max_batch_by_memory(m, gpu, s)
+    batches = [s.batch] if s.batch else sorted(set(s.batch_sweep) | ({max_b} if max_b else set()))
+    points = {}
+    for b in batches:
+        try:
+            points[b] = serve_point(m, gpu, s, b, num_gpus, prof, pre)
+        except InfeasiblePlan as exc:
+            points[b] = None
+            points[(b, "reason")] = exc.reason
+    sweep = tuple(SweepPoint(b, False, reason=points[(b, "reason")]) if points[b] is None else
+                  SweepPoint(**{k: v for k, v in points[b].items() if k not in ("decode", "memory_breakdown")})
+                  for b in batches)
+    feasible = [points[p.batch] for p in sweep if p.feasible and (not s.max_tpot_s or p.tpot_s <= s.max_tpot_s)]
+    if not feasible:
+        if s.batch or not max_b:
+            # not even one request (or the requested batch) fits: report why
+            check_memory(m, gpu, s, s.batch or 1)
+        raise InfeasiblePlan(f"no swept batch meets serve.max_tpot_s = {s.max_tpot_s} s", {})
+    best = max(feasible, key=lambda r: r["output_tokens_per_s"])
+    figures = {
+        "output_tokens_per_s": best["output_tokens_per_s"],
+        "output_tokens_per_s_per_gpu": best["output_tokens_per_s_per_gpu"],
+        "output_tokens_per_s_per_node": best["output_tokens_per_s_per_node"],
+        "input_tokens_per_s": pre["input_tokens_per_s_per_gpu"] * num_gpus,
+        "input_tokens_per_s_per_gpu": pre["input_tokens_per_s_per_gpu"],
+        "input_tokens_per_s_per_node": pre["input_tokens_per_s_per_gpu"] * gpu.gpus_per_node,
+        "tpot_s": best["tpot_s"],
+        "ttft_s": pre["ttft_s"],
+        "memory_per_gpu_bytes": best["memory_per_gpu_bytes"],
+    }
+    return ServeResult(
+        scenario=scenario.name, model=m.name, gpu=scenario.cluster.gpu, gpu_name=gpu.name, num_gpus=num_gpus,
+        instance_gpus=s.ep, instances=num_gpus // s.ep,
+        profile={"gpu": prof.gpu, "calibrated": prof.calibrated, "fp8_quant_fused": prof.fp8_quant_fused},
+        batch=best["batch"], max_batch_by_memory=max_b, **figures,
+        prefill=pre, decode=best["decode"], memory_breakdown_bytes=best["memory_breakdown"],
+        weight_bytes=weight_breakdown(m, s),
+        kv_bytes_per_token=kv_bytes_per_token(m, s.kv_precision, s.mtp_draft_tokens > 0),
+        sweep=sweep, claims=_claims(figures, s, m, scenario.cluster.gpu))

@@ -1,0 +1,1 @@
+"""Whole-run replay: stages (which plan, how many steps), costs, uncertainty, and the run itself (run.replay)."""
