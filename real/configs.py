@@ -1,6 +1,6 @@
 """Model configurations for real/: the twin's named catalog (`twin/data/models.toml`).
 
-`twin.specs` is pure standard library (no torch, no simpy), so real/ reads the same frozen
+`twin.core.specs` is pure standard library (no torch, no simpy), so real/ reads the same frozen
 `ModelSpec` the twin uses, on CPU and on the GPU image alike: one catalog, one set of names.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from twin.specs import ModelSpec, get_model
+from twin.core.specs import ModelSpec, get_model
 
 
 def get_spec(name: str) -> ModelSpec:

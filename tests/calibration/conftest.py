@@ -1,4 +1,4 @@
-"""Synthetic records: CSVs in real/bench.py's columns whose times come from known curves.
+"""Synthetic records: CSVs in real/bench/records.py's columns whose times come from known curves.
 
 `synthetic_records(tmp, profile)` writes <tmp>/<gpu>/{gemm,attention,memory,moe_layer}.csv with
 time_s = the twin's prediction under `profile` times a deterministic +-noise, so a fit must

@@ -1,5 +1,5 @@
 """SMs reserved for communication: the twin's SM-share model against the H100/H200 records of
-real/bench.py section sm_reserve (validation only; nothing here is fitted)."""
+real/bench/sm_reserve.py (validation only; nothing here is fitted)."""
 
 import json
 

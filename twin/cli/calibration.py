@@ -12,6 +12,7 @@ from calibration import sm_reserve, trace
 from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
 from calibration.publish import publish_expert_loads
 from calibration.validate import failures, format_table, validate
+from real.bench.sections import SECTION_NAMES
 from reports.validation_report import write_report
 from twin.costs.profile import simulation_profile
 
@@ -90,10 +91,9 @@ def cmd_calibrate(args) -> int:
               "Run it on an H100/H200 host, then copy DIR/*.csv to calibration/measurements/<gpu>/ and run `twin fit`.",
               file=sys.stderr)
         return EXIT_INVALID
-    from real.bench import SECTIONS  # lazy: real/ is the torch side; the twin's CLI runs without it
     # every single-GPU section the fit reads, sustained load included (power, the per-kernel
     # profiles and multi-GPU EP are separate runs: `python -m real.bench --only ...`)
-    sections = [s for s in SECTIONS if s not in ("power", "kernels", "ep")]
+    sections = [s for s in SECTION_NAMES if s not in ("power", "kernels", "ep")]
     cmd = ([sys.executable, "-m", "real.bench", "--out", args.out, "--only", ",".join(sections)]
            + (["--quick"] if args.quick else []))
     return subprocess.call(cmd)

@@ -18,7 +18,7 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     else the p-norm, which adds part of the smaller one near the ridge point, fitted
   topk: torch.topk on the last dimension (a radix select of several kernels, bound by the SMs,
     not by HBM: the H100 and H200 take the same time): fixed_s + rows * (row_s + elem_s * width),
-    fitted from the topk rows (real/bench.py bench_topk); empty = the bandwidth roofline
+    fitted from the topk rows (real/bench/memory.py bench_topk); empty = the bandwidth roofline
   launch_s: fixed per-kernel overhead on the GPU (device side)
   wave_tile: output tile edge (128) of the tile-wave model of GEMM kernels: compute time is
     multiplied by ceil(tiles / SMs) * SMs / tiles (twin.costs.compute.wave_factor), the idle part
@@ -34,7 +34,7 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     chosen by the fit among 0/128/256 on the fitting split
   sustained: measured ratio, per kernel class ("gemm", "attention", "memory"), of a kernel's time
     in the calibration's short CUDA-graph timing to its time when replayed back to back for 30 s
-    (real/bench.py bench_sustained, sustained.csv): at the 700 W power limit the SM clock settles
+    (real/bench/power.py bench_sustained, sustained.csv): at the 700 W power limit the SM clock settles
     lower than in a short burst. A training or serving run is sustained load, so the twin's
     simulations use the curves scaled by these ratios (`under_sustained_load`, via load_profile);
     predicting the calibration records uses the curves as fitted.
@@ -44,7 +44,7 @@ A profile also describes the *software stack* that ran the kernels, as data:
     single-pass cast kernel per operand (V3 report §3.5.2: the BF16 activation is read from HBM,
     quantized, written back as FP8 and read again by the GEMM; compute.fp8_cast_time_s), or as
     separate eager PyTorch ops on every call (real/fp8.py, `quant_bytes_per_elem`).
-  fp8_stack: measured terms of that stack (real/bench.py bench_fp8_stack, fp8_stack.csv;
+  fp8_stack: measured terms of that stack (real/bench/fp8_stack.py bench_fp8_stack, fp8_stack.csv;
     calibration.fit.fp8_stack_terms): `wgrad_1d1d_speed`, the median ratio of the rate of a 1x128 x
     1x128 scaled FP8 GEMM with an FP32 output (V3's weight-gradient recipe: both operands scaled
     along the token contraction) to the rate of the 1x128 x 128x128 forward recipe at the same
@@ -53,7 +53,7 @@ A profile also describes the *software stack* that ran the kernels, as data:
     a cached 1x128 FP8 tensor dequantized, transposed and re-quantized). Empty: the casts run at
     memory_eff and weight-gradient GEMMs at the forward rate.
   sm_reserve: measured slowdown of GEMMs that are NOT told that communication holds some SMs and
-    run beside the kernels holding them (real/bench.py bench_sm_reserve, mode spin;
+    run beside the kernels holding them (real/bench/sm_reserve.py bench_sm_reserve, mode spin;
     calibration.fit.sm_reserve_terms): "untold_bf16" / "untold_fp8" -> [(held SMs, time beside /
     alone)], starting at (0, 1.0). Used only for plans with comm_sms_told false.
   quant_bytes_per_elem: HBM bytes per element of one unfused quantization (all its eager passes:

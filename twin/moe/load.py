@@ -6,7 +6,7 @@ A load model yields `shares_LE`: for each MoE layer, the fraction of the layer's
 - balanced: 1/E each (DeepSeek's profiling runs).
 - zipf(s): expert affinity weights p_e ~ rank^-s (experts randomly permuted per layer), and each
   token picks top_k *distinct* experts by sampling without replacement from p (Plackett-Luce; the
-  same routing `real/bench.py::skewed_routing` injects). A share can never exceed 1/top_k.
+  same routing `real/bench/moe_layer.py::skewed_routing` injects). A share can never exceed 1/top_k.
 - dirichlet(alpha): affinity weights p ~ Dirichlet(alpha * 1), then the same distinct top-k routing.
 - measured: per-(step, layer, expert) counts recorded from `real/` training
   (calibration/measurements/<gpu>/expert_load.csv, shipped as twin/data/expert_load/<gpu>.csv), replayed; for another expert count the sorted
