@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from calibration.sm_reserve import slowdown_png  # noqa: E402
+
 
 def write_report(result: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
@@ -62,7 +64,6 @@ def write_report(result: dict, out_dir: Path) -> list[Path]:
 def write_sm_reserve(rows_by_gpu: dict, out_dir: Path) -> list[Path]:
     """sm_reserve.csv (the twin's SM-reservation slowdown beside the measured one, per GPU, mode,
     precision and SM count) and sm_reserve.png (the same against the SM count)."""
-    from calibration.sm_reserve import slowdown_png
     csv_path = out_dir / "sm_reserve.csv"
     pd.DataFrame([r for rows in rows_by_gpu.values() for r in rows]).to_csv(csv_path, index=False)
     png_path = out_dir / "sm_reserve.png"

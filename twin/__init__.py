@@ -11,9 +11,9 @@ __all__ = list(_API)
 
 
 def __getattr__(name: str):
-    # lazy: `import twin.costs.flops` (real/ on a GPU image without simpy) must not pull in the
-    # simulators; the API is imported the first time one of its names is asked for
+    # the API is imported the first time one of its names is asked for, so that `import
+    # twin.costs.flops` (real/ on a GPU image without simpy) does not pull in the simulators
     if name in _API:
-        from twin import api
+        from twin import api  # lazy: keeps the shared definitions importable without simpy
         return getattr(api, name)
     raise AttributeError(f"module 'twin' has no attribute {name!r}")
