@@ -29,7 +29,7 @@ from calibration import records as rec
 from calibration.predict import gpu_spec, profile_for_label, twin_precision
 from twin.core.specs import get_model
 from twin.costs import compute
-from twin.costs.flops import ExpertLoad, moe_ops
+from twin.costs.flops import ALL_TO_ALL_KINDS, ExpertLoad, moe_ops
 from twin.costs.profile import load_profile
 from twin.moe.load import gumbel_topk_counts, zipf_weights
 
@@ -41,8 +41,9 @@ HELD_OUT_SKEWS = (1.5,)
 
 
 def expert_counts(tokens: int, num_experts: int, top_k: int, skew: float, seed: int = 0) -> np.ndarray:
-    """Per-expert rows of the benchmark's routing law: round-robin for skew 0, else Zipf(skew)
-    popularity with top_k distinct experts per token."""
+    """Per-expert rows of the benchmark's routing law (real/bench/moe_layer.py skewed_routing):
+    round-robin for skew 0, else Zipf(skew) popularity (twin.moe.load.zipf_weights) with top_k
+    distinct experts per token, drawn by twin.moe.load.gumbel_topk_counts."""
     if skew == 0:
         return np.bincount(np.arange(tokens * top_k) % num_experts, minlength=num_experts).astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -78,7 +79,7 @@ def predict_row_s(row: dict, gpu_name: str, hypothesis: str, profile=None) -> fl
     ops = moe_ops(_spec(row["model"], e), t, 1, gpu.gpus_per_node, 1, load)
     phases = ("fwd",) if row["bench"].endswith("_fwd") else ("bwd_input", "bwd_weight")
     return sum(compute.op_time_s(op, ph, twin_precision(label), gpu, prof)
-               for op in ops if op.kind not in ("dispatch", "combine") for ph in phases)
+               for op in ops if op.kind not in ALL_TO_ALL_KINDS for ph in phases)
 
 
 def read_rows(gpu: str, precision: str = "bf16") -> list[dict]:

@@ -25,9 +25,10 @@ import json
 import numpy as np
 
 from twin.costs import compute
-from twin.costs.flops import BF16_BYTES, Op
+from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec, get_gpu, get_model
+from twin.moe.load import expected_topk_rows, zipf_weights
 
 # which GEMM benches/labels the twin can predict
 FP8_PREFERENCE = ("fp8-blockwise", "fp8-rowwise", "fp8-tensor", "fp8")
@@ -128,9 +129,9 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
         return window_s(row, [], e.ops)
     if b in ("attn_fwd", "attn_bwd"):
-        op = Op("attn_core", "attention", "attn", batch=int(row["batch"]), seq_len=int(row["seq_len"]),
+        op = Op("attn_core", OpKind.ATTENTION, "attn", batch=int(row["batch"]), seq_len=int(row["seq_len"]),
                 heads=int(row["num_heads"]), qk_dim=int(row["qk_head_dim"]), v_dim=int(row["v_head_dim"]),
-                causal=bool(row["causal"]))
+                causal=bool(row["causal"]), precision="bf16")
         e.attention(op, "fwd")
         if b == "attn_fwd":
             return window_s(row, [], e.ops)
@@ -314,7 +315,8 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
     B2 = BF16_BYTES
     f, b = Eager(gpu, profile), Eager(gpu, profile)
     lins = ([(T, Q, D), (T, H * (P + R), Q)] if Q else [(T, H * (P + R), D)]) + [(T, C + R, D), (T, H * (P + O), C), (T, D, H * O)]
-    core = Op("attn_core", "attention", "attn", batch=batch, seq_len=seq, heads=H, qk_dim=P + R, v_dim=O, causal=True)
+    core = Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq, heads=H, qk_dim=P + R, v_dim=O, causal=True,
+              precision="bf16")
     # forward
     _linear_fwd(f, *lins[0], label)
     if Q:
@@ -348,22 +350,12 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
 
 
 def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> np.ndarray:
-    """Expected routed rows per expert under real/bench.py skewed_routing: skew 0 is exact
-    round-robin; skew s > 0 draws K distinct experts per token with popularity ~ rank^-s
-    (inclusion probabilities of weighted sampling without replacement, pi_e = min(1, c p_e),
-    sum pi_e = K)."""
+    """Expected routed rows per expert under real/bench/moe_layer.py skewed_routing: skew 0 is exact
+    round-robin; skew s > 0 draws top_k distinct experts per token with Zipf(s) popularity
+    (twin.moe.load: zipf_weights, and expected_topk_rows for the rows)."""
     if skew == 0:
         return np.full(num_experts, tokens * top_k / num_experts)
-    p = np.arange(1, num_experts + 1, dtype=float) ** -skew
-    p /= p.sum()
-    lo, hi = 0.0, float(num_experts) / p.min()
-    for _ in range(60):
-        c = 0.5 * (lo + hi)
-        if np.minimum(1.0, c * p).sum() < top_k:
-            lo = c
-        else:
-            hi = c
-    return tokens * np.minimum(1.0, hi * p)
+    return expected_topk_rows(zipf_weights(num_experts, skew), top_k, tokens)
 
 
 def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:

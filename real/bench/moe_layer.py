@@ -17,7 +17,12 @@ from twin.costs.flops import gemm_flops
 
 def skewed_routing(T: int, E: int, K: int, skew: float, route_scale: float, device, generator):
     """topk_ids_TK with expert popularity ~ rank^-skew (Zipf; 0 = exactly balanced round-robin),
-    K distinct experts per token, uniform weights summing to route_scale."""
+    K distinct experts per token, uniform weights summing to route_scale.
+
+    The popularity law is twin.moe.load.zipf_weights (the twin's one definition; torch.multinomial
+    normalises the weights itself), permuted over experts, and the K experts are drawn by successive
+    sampling without replacement, as twin.moe.load.gumbel_topk_counts draws them. real/ may not
+    import twin.moe (pyproject's import contracts), so the law is restated here in torch."""
     if skew == 0:
         ids_TK = (torch.arange(T * K) % E).view(T, K)
     else:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin.costs.flops import BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, Op, attention_bwd_flops, gemm_bytes
+from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
+                              gemm_bytes)
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec
 
@@ -212,10 +213,10 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
     """Seconds of one compute op in a phase: 'fwd', 'bwd_input' (activation gradient) or
     'bwd_weight' (weight gradient). Communication ops are costed in twin.costs.comm. An FP8 GEMM
     includes its operands' cast kernels on DeepSeek's stack, and its weight gradient runs V3's
-    1x128 x 1x128 recipe at the measured `wgrad_1d1d_speed`."""
-    if op.kind in ("gemm", "grouped_gemm"):
-        # router GEMMs stay in higher precision in V3 (§3.3: gating network not in FP8)
-        prec = "bf16" if op.name == "router" else precision
+    1x128 x 1x128 recipe at the measured `wgrad_1d1d_speed`. A GEMM runs in `precision` unless the
+    op is pinned to one (Op.precision: the router)."""
+    if op.kind in GEMM_KINDS:
+        prec = op.precision or precision
         casts_s = fp8_cast_time_s(op, phase, gpu, profile) if prec == "fp8" else 0.0
         if phase == "fwd":
             m, n, k = op.m, op.n, op.k
@@ -227,11 +228,11 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
             return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
                                          out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed)
         return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
-    if op.kind == "attention":
+    if op.kind == OpKind.ATTENTION:
         if phase == "bwd_weight":
             return 0.0
         return attention_time_s(op, "fwd" if phase == "fwd" else "bwd", gpu, profile, sm_frac)
-    if op.kind == "memory":
+    if op.kind == OpKind.MEMORY:
         if phase == "bwd_weight":
             return 0.0
         # a backward elementwise/norm kernel reads the saved input and the output gradient

@@ -14,6 +14,7 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from twin.core.specs import ModelSpec
 
@@ -139,21 +140,40 @@ def kv_cache_bytes_per_token(m: ModelSpec, bytes_per_elem: float = BF16_BYTES) -
 # Per-op shapes of one transformer block on one GPU, for the cost functions and the benchmark
 
 
+class OpKind(StrEnum):
+    """What an Op is, and so which cost function times it: twin.costs.compute for the compute
+    kinds, twin.costs.comm for the all-to-alls. A StrEnum: a kind compares and serializes as its
+    string ("gemm", ...)."""
+
+    GEMM = "gemm"                   # one GEMM (m, n, k)
+    GROUPED_GEMM = "grouped_gemm"   # `groups` GEMMs of m rows each, (n, k): the routed experts
+    ATTENTION = "attention"         # the attention core (scores and weighted values), flash-style
+    MEMORY = "memory"               # bandwidth-bound elementwise/norm/permute work, `bytes`
+    DISPATCH = "dispatch"           # expert-parallel all-to-all to the experts
+    COMBINE = "combine"             # expert-parallel all-to-all back to the tokens
+
+
+GEMM_KINDS = frozenset({OpKind.GEMM, OpKind.GROUPED_GEMM})
+ALL_TO_ALL_KINDS = frozenset({OpKind.DISPATCH, OpKind.COMBINE})
+
+
 @dataclass(frozen=True)
 class Op:
     """One kernel-level operation of a block's forward pass on one GPU.
 
-    kind: "gemm" (m, n, k), "grouped_gemm" (groups of m rows each, n, k), "attention" (the core),
-    "memory" (bandwidth-bound elementwise/norm/permute work, `bytes`), "dispatch"/"combine"
-    (expert-parallel all-to-all, `bytes` sent per GPU, split into `nvlink_bytes` and `ib_bytes`).
+    kind: an OpKind; "dispatch"/"combine" carry `bytes` sent per GPU, split into `nvlink_bytes`
+    and `ib_bytes`.
     part: "attn" or "mlp" - DualPipe splits a block into these two compute components.
     recompute: re-run in the backward pass under selective recomputation (V3 §3.3.3).
     fp8_input: a GEMM whose input arrives already quantized to FP8 (the routed experts' rows,
     cast before an FP8 dispatch, V3 §3.3.3), so no cast kernel precedes its forward.
+    precision: the precision the op runs in whatever the job's GEMM precision: "bf16" for the
+    router (V3 §3.3: the gating network is not in FP8) and the attention core (V3 keeps attention
+    in BF16); None = the job's precision.
     """
 
     name: str
-    kind: str
+    kind: OpKind
     part: str
     m: int = 0
     n: int = 0
@@ -170,21 +190,25 @@ class Op:
     causal: bool = True
     fp8_input: bool = False
     recompute: bool = False
+    precision: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", OpKind(self.kind))   # a plain string names its kind; unknown ones raise
 
     @property
     def flops(self) -> float:
-        if self.kind == "gemm":
+        if self.kind == OpKind.GEMM:
             return gemm_flops(self.m, self.n, self.k)
-        if self.kind == "grouped_gemm":
+        if self.kind == OpKind.GROUPED_GEMM:
             return self.groups * gemm_flops(self.m, self.n, self.k)
-        if self.kind == "attention":
+        if self.kind == OpKind.ATTENTION:
             return attention_flops(self.batch, self.seq_len, self.heads, self.qk_dim, self.v_dim, self.causal)
         return 0.0
 
 
 def _norm(name: str, part: str, tokens: int, width: int, recompute: bool = False) -> Op:
     # RMSNorm reads and writes BF16 activations
-    return Op(name, "memory", part, bytes=2 * tokens * width * BF16_BYTES, recompute=recompute)
+    return Op(name, OpKind.MEMORY, part, bytes=2 * tokens * width * BF16_BYTES, recompute=recompute)
 
 
 def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: bool = True) -> list[Op]:
@@ -195,34 +219,35 @@ def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: b
     if m.attention == "mla":
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
         if m.q_lora_rank:
-            ops += [Op("q_down", "gemm", "attn", t, m.q_lora_rank, d),
+            ops += [Op("q_down", OpKind.GEMM, "attn", t, m.q_lora_rank, d),
                     _norm("q_norm", "attn", t, m.q_lora_rank, recompute=True),
-                    Op("q_up", "gemm", "attn", t, h * qk, m.q_lora_rank, recompute=True)]
+                    Op("q_up", OpKind.GEMM, "attn", t, h * qk, m.q_lora_rank, recompute=True)]
         else:
-            ops.append(Op("q_proj", "gemm", "attn", t, h * qk, d))
-        ops += [Op("kv_down", "gemm", "attn", t, m.kv_lora_rank + m.qk_rope_head_dim, d),
+            ops.append(Op("q_proj", OpKind.GEMM, "attn", t, h * qk, d))
+        ops += [Op("kv_down", OpKind.GEMM, "attn", t, m.kv_lora_rank + m.qk_rope_head_dim, d),
                 _norm("kv_norm", "attn", t, m.kv_lora_rank, recompute=True),
-                Op("kv_up", "gemm", "attn", t, h * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank, recompute=True),
-                Op("rope", "memory", "attn", bytes=2 * t * h * m.qk_rope_head_dim * BF16_BYTES * 2)]
+                Op("kv_up", OpKind.GEMM, "attn", t, h * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank, recompute=True),
+                Op("rope", OpKind.MEMORY, "attn", bytes=2 * t * h * m.qk_rope_head_dim * BF16_BYTES * 2)]
         qk_dim, v_dim = qk, m.v_head_dim
     else:
         kvh = max(1, m.num_kv_heads // tp)
-        ops += [Op("qkv_proj", "gemm", "attn", t, (h + 2 * kvh) * m.head_dim, d),
-                Op("rope", "memory", "attn", bytes=2 * t * (h + kvh) * m.head_dim * BF16_BYTES)]
+        ops += [Op("qkv_proj", OpKind.GEMM, "attn", t, (h + 2 * kvh) * m.head_dim, d),
+                Op("rope", OpKind.MEMORY, "attn", bytes=2 * t * (h + kvh) * m.head_dim * BF16_BYTES)]
         qk_dim = v_dim = m.head_dim
-    ops += [Op("attn_core", "attention", "attn", batch=batch, seq_len=seq_len, heads=h, qk_dim=qk_dim, v_dim=v_dim, causal=causal),
-            Op("o_proj", "gemm", "attn", t, d, h * v_dim),
-            Op("residual_add", "memory", "attn", bytes=3 * t * d * BF16_BYTES)]
+    ops += [Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq_len, heads=h, qk_dim=qk_dim, v_dim=v_dim,
+               causal=causal, precision="bf16"),
+            Op("o_proj", OpKind.GEMM, "attn", t, d, h * v_dim),
+            Op("residual_add", OpKind.MEMORY, "attn", bytes=3 * t * d * BF16_BYTES)]
     return ops
 
 
 def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
     d, inner = m.hidden_size, m.intermediate_size // tp
     return [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
-            Op("ffn_gate_up", "gemm", "mlp", tokens, 2 * inner, d),
-            Op("swiglu", "memory", "mlp", bytes=3 * tokens * inner * BF16_BYTES),
-            Op("ffn_down", "gemm", "mlp", tokens, d, inner),
-            Op("residual_add", "memory", "mlp", bytes=3 * tokens * d * BF16_BYTES)]
+            Op("ffn_gate_up", OpKind.GEMM, "mlp", tokens, 2 * inner, d),
+            Op("swiglu", OpKind.MEMORY, "mlp", bytes=3 * tokens * inner * BF16_BYTES),
+            Op("ffn_down", OpKind.GEMM, "mlp", tokens, d, inner),
+            Op("residual_add", OpKind.MEMORY, "mlp", bytes=3 * tokens * d * BF16_BYTES)]
 
 
 def ep_nodes(ep: int, gpus_per_node: int) -> int:
@@ -261,6 +286,12 @@ class ExpertLoad:
         return load if isinstance(load, ExpertLoad) else cls(float(load), float(load), float(load))
 
 
+def router_op(m: ModelSpec, tokens: int) -> Op:
+    """The gating GEMM: `tokens` tokens scored against every routed expert, in BF16 whatever the
+    job's GEMM precision (V3 §3.3: the gating network is not in FP8)."""
+    return Op("router", OpKind.GEMM, "mlp", tokens, m.num_routed_experts, m.hidden_size, precision="bf16")
+
+
 def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_per_token: int,
             routing_imbalance: "float | ExpertLoad" = 1.0, dispatch_bytes_per_elem: float = FP8_BYTES) -> list[Op]:
     """MoE half of a block on one GPU of an EP group: router, dispatch, shared and routed
@@ -295,25 +326,25 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     nvl = rows * row_bytes * (gpus_in_node - 1) / gpus_in_node
     comb_row = d * BF16_BYTES
     ops = [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
-           Op("router", "gemm", "mlp", tokens, m.num_routed_experts, d),
-           Op("router_topk", "memory", "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3)]
+           router_op(m, tokens),
+           Op("router_topk", OpKind.MEMORY, "mlp", bytes=tokens * m.num_routed_experts * FP32_BYTES * 3)]
     if scale_bytes and ep > 1:   # an FP8 dispatch sends tokens cast to FP8 first (V3 §3.3.3; read BF16, write FP8 + scales)
-        ops += [Op("dispatch_cast", "memory", "mlp", bytes=tokens * d * CAST_BYTES_PER_ELEM["cast"])]
-    ops += [Op("dispatch", "dispatch", "mlp", bytes=ib + nvl, ib_bytes=ib * load.ib_frac, nvlink_bytes=nvl)]
+        ops += [Op("dispatch_cast", OpKind.MEMORY, "mlp", bytes=tokens * d * CAST_BYTES_PER_ELEM["cast"])]
+    ops += [Op("dispatch", OpKind.DISPATCH, "mlp", bytes=ib + nvl, ib_bytes=ib * load.ib_frac, nvlink_bytes=nvl)]
     if m.num_shared_experts:
         s_inner = m.num_shared_experts * e_inner
-        ops += [Op("shared_gate_up", "gemm", "mlp", tokens, 2 * s_inner, d),
-                Op("shared_swiglu", "memory", "mlp", bytes=3 * tokens * s_inner * BF16_BYTES),
-                Op("shared_down", "gemm", "mlp", tokens, d, s_inner)]
-    ops += [Op("permute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),
-            Op("experts_gate_up", "grouped_gemm", "mlp", rows_per_expert, 2 * e_inner, d, groups=local_experts,
+        ops += [Op("shared_gate_up", OpKind.GEMM, "mlp", tokens, 2 * s_inner, d),
+                Op("shared_swiglu", OpKind.MEMORY, "mlp", bytes=3 * tokens * s_inner * BF16_BYTES),
+                Op("shared_down", OpKind.GEMM, "mlp", tokens, d, s_inner)]
+    ops += [Op("permute", OpKind.MEMORY, "mlp", bytes=2 * rows * d * BF16_BYTES),
+            Op("experts_gate_up", OpKind.GROUPED_GEMM, "mlp", rows_per_expert, 2 * e_inner, d, groups=local_experts,
                fp8_input=dispatch_bytes_per_elem == FP8_BYTES),
-            Op("experts_swiglu", "memory", "mlp", bytes=3 * rows * e_inner * BF16_BYTES),
-            Op("experts_down", "grouped_gemm", "mlp", rows_per_expert, d, e_inner, groups=local_experts),
-            Op("unpermute", "memory", "mlp", bytes=2 * rows * d * BF16_BYTES),
-            Op("combine", "combine", "mlp", bytes=(ib / row_bytes + nvl / row_bytes) * comb_row,
+            Op("experts_swiglu", OpKind.MEMORY, "mlp", bytes=3 * rows * e_inner * BF16_BYTES),
+            Op("experts_down", OpKind.GROUPED_GEMM, "mlp", rows_per_expert, d, e_inner, groups=local_experts),
+            Op("unpermute", OpKind.MEMORY, "mlp", bytes=2 * rows * d * BF16_BYTES),
+            Op("combine", OpKind.COMBINE, "mlp", bytes=(ib / row_bytes + nvl / row_bytes) * comb_row,
                ib_bytes=ib / row_bytes * comb_row * load.ib_frac, nvlink_bytes=nvl / row_bytes * comb_row),
-            Op("residual_add", "memory", "mlp", bytes=3 * tokens * d * BF16_BYTES)]
+            Op("residual_add", OpKind.MEMORY, "mlp", bytes=3 * tokens * d * BF16_BYTES)]
     return ops
 
 
@@ -321,9 +352,9 @@ def head_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
     """Final norm, output head and the cross-entropy (softmax over the vocabulary)."""
     v = m.vocab_size // tp
     return [_norm("final_norm", "mlp", tokens, m.hidden_size),
-            Op("lm_head", "gemm", "mlp", tokens, v, m.hidden_size),
-            Op("cross_entropy", "memory", "mlp", bytes=3 * tokens * v * FP32_BYTES)]
+            Op("lm_head", OpKind.GEMM, "mlp", tokens, v, m.hidden_size),
+            Op("cross_entropy", OpKind.MEMORY, "mlp", bytes=3 * tokens * v * FP32_BYTES)]
 
 
 def embedding_ops(m: ModelSpec, tokens: int) -> list[Op]:
-    return [Op("embedding", "memory", "attn", bytes=2 * tokens * m.hidden_size * BF16_BYTES)]
+    return [Op("embedding", OpKind.MEMORY, "attn", bytes=2 * tokens * m.hidden_size * BF16_BYTES)]

@@ -52,8 +52,8 @@ from twin.core.moe_specs import MoeLoadSpec
 from twin.core.serve_specs import ServeSpec
 from twin.core.specs import GPUSpec, ModelSpec, serving_tables
 from twin.costs import comm, compute
-from twin.costs.flops import (BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, ExpertLoad, Op, attention_ops,
-                              dense_ffn_ops, moe_ops)
+from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, ExpertLoad, OpKind,
+                              attention_ops, dense_ffn_ops, moe_ops, router_op)
 from twin.costs.memory import kv_bytes_per_token, requests_per_attention_group, weight_breakdown
 from twin.costs.profile import Profile, load_profile
 from twin.moe.eplb import contiguous_gpu_loads, rebalance_experts
@@ -211,7 +211,7 @@ def _moe_compute_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t_att
         return 0.0
     p, d, f = s.weight_precision, m.hidden_size, m.moe_intermediate_size
     tr = max(1, round(t_gpu))
-    tt = compute.gemm_time_s(tr, m.num_routed_experts, d, "bf16", gpu, prof, sm_frac=sm)
+    tt = compute.op_time_s(router_op(m, tr), "fwd", p, gpu, prof, sm)
     if m.num_shared_experts:   # shared experts run on the attention group's tokens (DP, replicated weights)
         sf = m.num_shared_experts * f
         ts = max(1, t_attn // s.tp) if s.dp_attention else tr
@@ -235,7 +235,7 @@ def _dense_ffn_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile
     if t <= 0:
         return 0.0
     return sum(compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm) for op in dense_ffn_ops(m, t, s.tp)
-               if op.kind != "memory") + 3 * compute.memory_time_s(3 * t * m.hidden_size * BF16_BYTES, gpu, prof)
+               if op.kind != OpKind.MEMORY) + 3 * compute.memory_time_s(3 * t * m.hidden_size * BF16_BYTES, gpu, prof)
 
 
 def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: Profile | None = None) -> dict:
@@ -318,9 +318,8 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
     def attn_s() -> float:
         total = 0.0
         for op in attention_ops(m, 1, t_attn, s.tp):
-            if op.kind == "attention":
-                one = Op("attn_core", "attention", "attn", batch=1, seq_len=s.input_len, heads=op.heads,
-                         qk_dim=op.qk_dim, v_dim=op.v_dim, causal=True)
+            if op.kind == OpKind.ATTENTION:
+                one = dataclasses.replace(op, batch=1, seq_len=s.input_len, causal=True)
                 total += (compute.attention_time_s(one, "fwd", gpu, prof, sm) - prof.launch_s) * seqs + prof.launch_s
             else:
                 total += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
@@ -333,7 +332,7 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
     if m.is_moe:
         load = ExpertLoad(loads["rows_frac"], loads["rows_frac"], loads["rows_frac"])
         for op in moe_ops(m, t, s.ep, gpu.gpus_per_node, s.max_nodes_per_token, load):
-            if op.kind in ("dispatch", "combine"):
+            if op.kind in ALL_TO_ALL_KINDS:
                 moe_a += comm.all_to_all_time_s(op, gpu) if s.ep > 1 else 0.0
             else:
                 moe_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)

@@ -17,8 +17,8 @@ import dataclasses
 import functools
 
 from twin.costs import comm, compute, memory
-from twin.costs.flops import (BF16_BYTES, Op, attention_ops, dense_ffn_ops, embedding_ops, head_ops, moe_ops,
-                              train_flops_per_token)
+from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, GEMM_KINDS, Op, OpKind, attention_ops, dense_ffn_ops,
+                              embedding_ops, head_ops, moe_ops, train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -109,7 +109,7 @@ class StepCosts:
         head = head_ops(m, tokens, sc.plan.tp)
         mtp = []
         for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
-            mtp += [Op("mtp_proj", "gemm", "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
+            mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
             mtp += list(_block_ops(sc, m.num_layers - 1, imbalance).ops) + head
         self.extra_last = tuple(head + mtp)
         self.last_stage = last
@@ -125,11 +125,12 @@ class StepCosts:
                    for op in ops)
 
     def _untold_factor(self, op: Op, prec: str) -> float:
-        """Compute kernels not told the held SMs: the measured factor of their precision (the
-        router and the attention core run in BF16); bandwidth-bound kernels keep their time."""
-        if op.kind == "attention" or (op.kind in ("gemm", "grouped_gemm") and op.name == "router"):
-            return self.untold_slowdown["bf16"]
-        return self.untold_slowdown[prec] if op.kind in ("gemm", "grouped_gemm") else 1.0
+        """Compute kernels not told the held SMs: the measured factor of the precision they run in
+        (Op.precision where the op is pinned to one: the router, the attention core); bandwidth-bound
+        kernels keep their time."""
+        if op.kind in GEMM_KINDS or op.kind == OpKind.ATTENTION:
+            return self.untold_slowdown[op.precision or prec]
+        return 1.0
 
     def _comm_s(self, op: Op) -> float:
         return comm.all_to_all_time_s(op, self.gpu, self.link_bw_scale)
@@ -138,8 +139,8 @@ class StepCosts:
         """Split a block's ops at its all-to-alls: [('attn', ...), ('dispatch', [op]), ('mlp', ...), ...]."""
         segs: list[tuple[str, list[Op]]] = []
         for op in ops:
-            key = op.kind if op.kind in ("dispatch", "combine") else op.part
-            if segs and segs[-1][0] == key and key not in ("dispatch", "combine"):
+            key = op.kind if op.kind in ALL_TO_ALL_KINDS else op.part
+            if segs and segs[-1][0] == key and key not in ALL_TO_ALL_KINDS:
                 segs[-1][1].append(op)
             else:
                 segs.append((key, [op]))
@@ -148,8 +149,8 @@ class StepCosts:
     def _forward_tasks(self, ops) -> list[Task]:
         tasks = []
         for key, seg in self._segments(ops):
-            if key in ("dispatch", "combine"):
-                tasks.append(Task("comm", self._comm_s(seg[0]), key))
+            if key in ALL_TO_ALL_KINDS:
+                tasks.append(Task("comm", self._comm_s(seg[0]), key.value))
             else:
                 tasks.append(Task("compute", self._compute_s(seg, "fwd"), f"{key}_fwd"))
         return tasks
@@ -162,13 +163,13 @@ class StepCosts:
         if recompute == "full":
             tasks += [dataclasses.replace(t, name="recompute_" + t.name) for t in self._forward_tasks(ops)]
         segments = self._segments(ops)
-        comm_op = {key: seg[0] for key, seg in segments if key in ("dispatch", "combine")}
+        comm_op = {key: seg[0] for key, seg in segments if key in ALL_TO_ALL_KINDS}
         for key, seg in reversed(segments):
-            if key in ("dispatch", "combine"):
+            if key in ALL_TO_ALL_KINDS:
                 # the gradient of a combine travels like a dispatch (to the experts, in FP8: V3
                 # §3.3.3 quantizes the activation gradient before the MoE down-projections) and
                 # the gradient of a dispatch like a combine (back to the tokens, kept in BF16)
-                twin = comm_op.get("dispatch" if key == "combine" else "combine", seg[0])
+                twin = comm_op.get(OpKind.DISPATCH if key == OpKind.COMBINE else OpKind.COMBINE, seg[0])
                 tasks.append(Task("comm", self._comm_s(twin), f"{key}_bwd"))
                 continue
             t = self._compute_s(seg, "bwd_input")
@@ -181,7 +182,7 @@ class StepCosts:
 
     def _weight_tasks(self, ops) -> list[Task]:
         return [Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
-                for key, seg in reversed(self._segments(ops)) if key not in ("dispatch", "combine")]
+                for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS]
 
     def stage_ops(self, stage: int) -> list[tuple[Op, ...]]:
         """Per block op tuples of a model stage, the embedding and head folded into its ends."""
@@ -281,7 +282,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             set_bytes[chunk] = acts
             for ops in costs.stage_ops(stage):
                 for op in ops:
-                    if op.kind in ("dispatch", "combine"):
+                    if op.kind in ALL_TO_ALL_KINDS:
                         buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
         live = peak_live_bytes(s.programs[rank], set_bytes)
         # two sets of all-to-all buffers: an overlapped F&B pair has two micro-batches in flight

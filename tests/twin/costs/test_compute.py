@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 
 from twin.costs import compute
-from twin.costs.flops import Op
+from twin.costs.flops import Op, OpKind, router_op
 from twin.costs.profile import GemmCurve, Profile, SeqCurve, profile_from_json
-from twin.core.specs import get_gpu
+from twin.core.specs import get_gpu, get_model
 
 GPU = get_gpu("h100")
 BASE = Profile("h100", gemm={"bf16": GemmCurve(0.8), "fp8": GemmCurve(0.7)},
@@ -86,7 +86,7 @@ def test_new_profile_fields_round_trip():
 
 
 STACK = {"wgrad_1d1d_speed": 0.75, "cast_eff": 0.9, "cast_transpose_eff": 0.55, "requant_transpose_eff": 0.45}
-PROJ = Op("o_proj", "gemm", "attn", 4096, 7168, 16384)
+PROJ = Op("o_proj", OpKind.GEMM, "attn", 4096, 7168, 16384)
 
 
 def test_fp8_casts_per_phase_follow_the_v3_recipe():
@@ -96,7 +96,7 @@ def test_fp8_casts_per_phase_follow_the_v3_recipe():
     assert compute.fp8_cast_passes(PROJ, "bwd_input") == [("cast", 4096 * 7168)]
     assert compute.fp8_cast_passes(PROJ, "bwd_weight") == [("cast_transpose", 4096 * 7168),
                                                           ("requant_transpose", 4096 * 16384)]
-    experts = Op("experts_gate_up", "grouped_gemm", "mlp", 512, 4096, 7168, groups=4, fp8_input=True)
+    experts = Op("experts_gate_up", OpKind.GROUPED_GEMM, "mlp", 512, 4096, 7168, groups=4, fp8_input=True)
     assert compute.fp8_cast_passes(experts, "fwd") == []
     assert compute.fp8_cast_passes(experts, "bwd_input") == [("cast", 4 * 512 * 4096)]
 
@@ -111,6 +111,24 @@ def test_fp8_casts_cost_their_bytes_at_the_measured_bandwidth_on_deepseeks_stack
     # BF16 GEMMs and the router are never cast
     bf16 = compute.op_time_s(PROJ, "fwd", "bf16", GPU, prof)
     assert bf16 == pytest.approx(compute.gemm_time_s(4096, 7168, 16384, "bf16", GPU, prof))
+
+
+def test_the_router_runs_in_bf16_under_an_fp8_job():
+    """V3 §3.3 keeps the gating network out of FP8: the router op is built pinned to BF16, and the
+    cost function honours the pin (no cast kernels, the BF16 curve) whatever the job's precision."""
+    prof = dataclasses.replace(BASE, fp8_stack=STACK)
+    router = router_op(get_model("deepseek-v3"), 4096)
+    assert router.kind == OpKind.GEMM and router.precision == "bf16"
+    bf16 = compute.gemm_time_s(4096, 256, 7168, "bf16", GPU, prof)
+    assert compute.op_time_s(router, "fwd", "fp8", GPU, prof) == bf16
+    assert compute.op_time_s(dataclasses.replace(router, precision=None), "fwd", "fp8", GPU, prof) != bf16
+
+
+def test_an_op_kind_given_as_a_string_becomes_an_op_kind_and_a_typo_raises():
+    assert Op("x", "gemm", "mlp", 1, 1, 1).kind is OpKind.GEMM
+    assert OpKind.GROUPED_GEMM == "grouped_gemm" and f"{OpKind.DISPATCH}_bwd" == "dispatch_bwd"
+    with pytest.raises(ValueError, match="'gem' is not a valid OpKind"):
+        Op("x", "gem", "mlp")
 
 
 def test_fp8_weight_gradients_run_at_the_measured_1d1d_speed():

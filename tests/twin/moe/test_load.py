@@ -3,8 +3,9 @@ import pytest
 
 from twin.core.fields import build
 from twin.core.errors import ScenarioError
-from twin.moe.load import (LoadModel, fit_dirichlet, load_model_of, fit_measured, fit_zipf, gumbel_topk_counts, read_expert_load,
-                           resample_shares, routed_shares, simulate_bias_update, zipf_weights)
+from twin.moe.load import (LoadModel, expected_topk_rows, fit_dirichlet, load_model_of, fit_measured, fit_zipf,
+                           gumbel_topk_counts, read_expert_load, resample_shares, routed_shares, simulate_bias_update,
+                           zipf_weights)
 from twin.core.moe_specs import MoeLoadSpec
 
 
@@ -27,6 +28,16 @@ def test_distinct_topk_caps_share():
     # one overwhelmingly popular expert still gets at most one row per token: share <= 1/top_k
     s = LoadModel("zipf", 8.0).shares_LE(1, 16, 4)
     assert s.max() <= 0.25 + 1e-12 and s.sum() == pytest.approx(1.0)
+
+
+def test_expected_topk_rows_are_capped_proportional_inclusions():
+    # 4 experts, weights 1/2, 1/4, 1/8, 1/8, top-2 of 100 tokens: c = 4 gives pi = (1, 1, 1/2, 1/2)
+    # uncapped (sum 3), so the first is capped at 1 and c = 8/3 spreads the other 1 + ... : solve
+    # 1 + c/4 + 2 c/8 = 2 -> c = 2, pi = (1, 1/2, 1/4, 1/4), rows = 100 pi
+    rows = expected_topk_rows(np.array([0.5, 0.25, 0.125, 0.125]), 2, 100)
+    assert rows == pytest.approx([100.0, 50.0, 25.0, 25.0])
+    # uniform weights: every expert gets tokens * top_k / E
+    assert expected_topk_rows(zipf_weights(16, 0.0), 4, 1024) == pytest.approx(np.full(16, 256.0))
 
 
 def test_balanced_and_resample():
