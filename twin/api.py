@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from twin.core.errors import ScenarioError
-from twin.core.results import to_json
+from twin.core.results import json_schema, to_json
 from twin.core.scenario import SERVING, TRAINING, Scenario, ServeScenario
 from twin.core.scenario import load_scenario as _load
 from twin.core.specs import get_gpu, gpu_names
@@ -29,10 +29,19 @@ from twin.serving.result import ServeResult
 from twin.serving.run import serve as _serve
 from twin.training.replay.result import ReplayResult
 from twin.training.replay.run import replay as _replay
-from twin.training.results import StepResult
+from twin.training.results import Perturb, StepResult
 from twin.training.step import simulate_step as _simulate_step
 
 __all__ = ["load_scenario", "simulate_step", "replay", "serve", "plan", "to_json"]
+
+# what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
+RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult,
+                "perturb": Perturb}
+
+
+def result_schemas() -> dict[str, dict]:
+    """File name -> the JSON Schema of what `to_json` writes for each result type."""
+    return {f"{name}.schema.json": json_schema(cls) for name, cls in RESULT_TYPES.items()}
 
 
 def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),

@@ -15,6 +15,7 @@ from reports.load_report import build as write_load_report
 from reports.plan_report import write_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
+from twin.api import result_schemas
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.core.atomic import write_text
 from twin.core.docs import scenario_reference
@@ -217,9 +218,14 @@ def cmd_plan(args) -> int:
 
 
 def cmd_docs(args) -> int:
+    if args.schemas:
+        for name, schema in result_schemas().items():
+            write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
+        print(f"wrote {len(result_schemas())} result schemas to {args.schemas}", file=sys.stderr)
+        return 0
     text = scenario_reference()
     if args.out:
-            write_text(args.out, text)
+        write_text(args.out, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -304,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md)")
-    p.add_argument("--out", metavar="FILE")
+    p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")
+    p.add_argument("--out", metavar="FILE", help="write the scenario reference here")
+    p.add_argument("--schemas", metavar="DIR", help="write the JSON schema of every result type here (docs/results)")
     p.set_defaults(func=cmd_docs)
 
     add_calibration_commands(sub, _write_json)

@@ -31,11 +31,10 @@ def test_distinct_topk_caps_share():
 
 
 def test_expected_topk_rows_are_capped_proportional_inclusions():
-    # 4 experts, weights 1/2, 1/4, 1/8, 1/8, top-2 of 100 tokens: c = 4 gives pi = (1, 1, 1/2, 1/2)
-    # uncapped (sum 3), so the first is capped at 1 and c = 8/3 spreads the other 1 + ... : solve
-    # 1 + c/4 + 2 c/8 = 2 -> c = 2, pi = (1, 1/2, 1/4, 1/4), rows = 100 pi
-    rows = expected_topk_rows(np.array([0.5, 0.25, 0.125, 0.125]), 2, 100)
-    assert rows == pytest.approx([100.0, 50.0, 25.0, 25.0])
+    # weights (0.7, 0.1, 0.1, 0.1), top-2: pi = min(1, c p) with sum 2; the first is capped, so
+    # 1 + 3 * 0.1 c = 2 -> c = 10/3 and pi = (1, 1/3, 1/3, 1/3); 300 tokens get 300 pi rows
+    rows = expected_topk_rows(np.array([0.7, 0.1, 0.1, 0.1]), 2, 300)
+    assert rows == pytest.approx([300.0, 100.0, 100.0, 100.0])
     # uniform weights: every expert gets tokens * top_k / E
     assert expected_topk_rows(zipf_weights(16, 0.0), 4, 1024) == pytest.approx(np.full(16, 256.0))
 
