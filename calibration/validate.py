@@ -1,6 +1,6 @@
 """Validation rung 2: the twin predicts every measured case; errors are judged on held-out cases.
 
-For each GPU with records: the profile is calibration/profiles/<gpu>.json (fitted by `twin fit`),
+For each GPU with records: the profile is twin/data/profiles/<gpu>.json (fitted by `twin fit`),
 or, if none is committed, a profile fitted in memory from the fitting split. Every record row the
 twin can predict becomes a case {name, gpu, bench, measured_s, predicted_s, rel_error, held_out};
 rel_error = predicted / measured - 1. Targets (DESIGN.md rung 2): held-out median |rel_error|

@@ -1,7 +1,7 @@
 """The [serve] scenario section: a deployment plan for serving a model (`twin serve`).
 
-GPU type and count come from the scenario's [cluster]; the training sections ([plan], [workload])
-are not used by the serving twin. One *instance* is `ep` GPUs that together hold every routed
+A serving scenario has [model], [cluster] and [serve] only (twin.core.scenario tells it from a
+training scenario by its [serve] table); GPU type and count come from its [cluster]. One *instance* is `ep` GPUs that together hold every routed
 expert once (plus `redundant_experts` EPLB replicas); the cluster runs num_gpus / ep instances.
 Inside an instance attention runs data-parallel over ep / tp groups of `tp` GPUs each
 (`dp_attention`, DeepSeek's deployment) or tensor-parallel over the whole instance (tp == ep).
