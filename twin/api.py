@@ -5,7 +5,7 @@
     step = twin.simulate_step(sc)                             # a StepResult
     run = twin.replay(sc)                                     # a ReplayResult
     r1 = twin.serve(twin.load_scenario(kind="serving"))       # a ServeResult: R1 on one HGX H200
-    plans = twin.plan(sc, tokens=14.8e12, days=60, pp=[8, 16])  # a PlanResult
+    plans = twin.plan(sc, tokens=14.8e12, days=60, pp=[8, 16])  # a PlanResult (or a plan scenario's [search])
     twin.to_json(step)                                        # plain JSON values of any result
 
 Every function takes a validated scenario (bad input raises ScenarioError naming the field, an
@@ -19,11 +19,12 @@ from pathlib import Path
 
 from twin.core.errors import ScenarioError
 from twin.core.results import json_schema, to_json
-from twin.core.scenario import SERVING, TRAINING, Scenario, ServeScenario
+from twin.core.fields import build, to_dict
+from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
+from twin.core.search_specs import SearchSpec
 from twin.core.scenario import load_scenario as _load
-from twin.core.specs import get_gpu, gpu_names
 from twin.planning.result import PlanResult
-from twin.planning.search import candidates
+from twin.planning.search import catalog_prices, search_candidates
 from twin.planning.search import plan as _plan
 from twin.serving.result import ServeResult
 from twin.serving.run import serve as _serve
@@ -45,7 +46,7 @@ def result_schemas() -> dict[str, dict]:
 
 
 def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),
-                  kind: str | None = None) -> Scenario | ServeScenario:
+                  kind: str | None = None) -> Scenario | PlanScenario | ServeScenario:
     """A validated scenario from TOML (None: the embedded default of `kind`, training if unset),
     with `section.field=value` overrides applied first. Its kind follows from its tables."""
     return _load(path, list(overrides), kind)
@@ -74,20 +75,16 @@ def serve(sc: ServeScenario) -> ServeResult:
     return _serve(sc)
 
 
-def plan(sc: Scenario, tokens: float, days: float, gpus: Sequence[str] | None = None,
-         num_gpus: Sequence[int] | None = None, pp: Sequence[int] | None = None, ep: Sequence[int] | None = None,
-         tp: Sequence[int] | None = None, schedules: Sequence[str] | None = None,
-         micro_batch_seqs: Sequence[int] | None = None, prices: dict[str, float] | None = None,
-         progress: bool = False) -> PlanResult:
-    """The cheapest plan that trains `tokens` within `days`, over the product of the lists given
-    (each defaults to the scenario's own value); prices default to the catalog's."""
-    _require(sc, TRAINING, "plan")
-    p = sc.plan
-    cands = candidates(gpus=list(gpus or [sc.cluster.gpu]), num_gpus=list(num_gpus or [sc.cluster.num_gpus]),
-                       pp=list(pp or [p.pp]), ep=list(ep or [p.ep]), tp=list(tp or [p.tp]),
-                       schedules=list(schedules or [p.schedule]),
-                       micro_batch_seqs=list(micro_batch_seqs or [p.micro_batch_seqs]))
-    all_prices = {g: get_gpu(g).rental_usd_per_gpu_hour for g in gpu_names()}
-    all_prices[sc.cluster.gpu] = sc.cluster.price_usd_per_gpu_hour
-    all_prices.update(prices or {})
-    return _plan(sc.to_dict(), tokens, days, cands, all_prices, progress=progress)
+def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, progress: bool = False,
+         **search) -> PlanResult:
+    """The cheapest plan that trains `tokens` within `days`. A plan scenario carries its [search];
+    keyword arguments (tokens, days, gpus, num_gpus, pp, ep, tp, schedules, micro_batch_seqs) set or
+    override its fields, checked like scenario values. Prices default to the catalog's."""
+    if getattr(sc, "kind", None) not in (TRAINING, PLAN):
+        raise ScenarioError("scenario", type(sc).__name__, "a training or plan scenario for plan")
+    table = to_dict(sc.search) if sc.kind == PLAN else {}
+    table.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in search.items()})
+    spec = build(SearchSpec, table, "search")
+    base = sc.base() if sc.kind == PLAN else sc
+    all_prices = {**catalog_prices(base), **(prices or {})}
+    return _plan(base.to_dict(), spec.tokens, spec.days, search_candidates(base, spec), all_prices, progress=progress)

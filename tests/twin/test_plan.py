@@ -3,10 +3,19 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+import twin
+from twin.core.errors import ScenarioError
 
 from twin.core.results import to_json
 from twin.planning.search import Candidate, candidates, evaluate, plan
 from twin.core.scenario import read_raw
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _raw():
@@ -56,3 +65,35 @@ def test_plan_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--pp" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plan_scenario_carries_its_search_and_flags_override_it(tmp_path):
+    out = tmp_path / "plan.json"
+    # the scenario's [search] has 2 GPU types x 2 counts x 2 PP degrees; the flags narrow it to 2
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "scenarios/v3_plan.toml", "--gpu", "h800",
+                           "--num-gpus", "2048", "--json", str(out), "--quiet"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["num_candidates"] == 2 and data["tokens"] == 14.8e12 and data["deadline_days"] == 60
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["plan", "--tokens", "nan", "--days", "30"], "search.tokens"),
+    (["plan", "--days", "30"], "search.tokens"),
+    (["plan", "scenarios/r1_serve_h200.toml", "--tokens", "1e12", "--days", "30"], "serve"),
+    (["step", "scenarios/r1_serve_h200.toml"], "serve"),
+    (["serve", "scenarios/v3_plan.toml"], "search"),
+])
+def test_wrong_kind_or_bad_search_exits_2_naming_the_field(argv, field):
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", *argv], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {field} ")
+
+
+def test_python_api_plan_takes_the_search_of_a_plan_scenario():
+    sc = twin.load_scenario(ROOT / "scenarios" / "v3_plan.toml")
+    out = twin.plan(sc, gpus=["h800"], num_gpus=[2048], pp=[16])
+    assert out.num_candidates == 1 and out.best.label.startswith("2048xh800 TP1 PP16")
+    with pytest.raises(ScenarioError, match="search.days"):
+        twin.plan(sc, days=-1)

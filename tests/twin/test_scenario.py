@@ -2,12 +2,15 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from twin.core.errors import ScenarioError
 from twin.core.scenario import apply_overrides, from_dict, load_scenario, read_raw
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_scenario_resolves_v3_layout(v3):
@@ -100,3 +103,49 @@ def test_rental_price_follows_the_gpu_unless_the_scenario_names_one():
     for g in gpu_names():   # every catalog GPU has a price and says where it comes from
         spec = get_gpu(g)
         assert spec.rental_usd_per_gpu_hour > 0 and "rental_usd_per_gpu_hour" in spec.sources
+
+
+# --- kinds: one loader tells training, plan and serving scenarios apart by their tables --------
+
+def test_loader_tells_the_kind_from_the_tables():
+    from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, ServeScenario
+    assert load_scenario().kind == TRAINING
+    serving = load_scenario(ROOT / "scenarios" / "r1_serve_h200.toml")
+    assert isinstance(serving, ServeScenario) and serving.kind == SERVING
+    assert not hasattr(serving, "plan") and not hasattr(serving, "workload")   # no training placeholders
+    plan = load_scenario(ROOT / "scenarios" / "v3_plan.toml")
+    assert isinstance(plan, PlanScenario) and plan.kind == PLAN
+    assert plan.search.pp == (8, 16) and plan.base().kind == TRAINING
+    assert plan.base().plan == plan.plan
+
+
+def test_a_serving_scenario_takes_no_training_sections():
+    raw = read_raw(ROOT / "scenarios" / "r1_serve_h200.toml")[0]
+    with pytest.raises(ScenarioError, match=r"workload.*a training section does not belong in a serving scenario"):
+        from_dict(apply_overrides(raw, ["workload.seq_len=4096"]))
+
+
+@pytest.mark.parametrize("path, kind, pattern", [
+    ("scenarios/r1_serve_h200.toml", "training", r"serve.*a training scenario for this command"),
+    (None, "serving", r"serve.*<missing>.*this command takes a serving scenario"),
+    ("scenarios/v3_plan.toml", "training", r"search.*a training scenario for this command"),
+])
+def test_a_command_refuses_a_scenario_of_another_kind(path, kind, pattern):
+    raw = read_raw(ROOT / path if path else None)[0]
+    with pytest.raises(ScenarioError, match=pattern):
+        from_dict(raw, None, kind)
+
+
+def test_search_lists_are_checked_item_by_item():
+    with pytest.raises(ScenarioError, match=r"search\.pp\[1\].*got 0"):
+        load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.pp=[8, 0]"])
+    with pytest.raises(ScenarioError, match=r"search\.tokens.*got nan"):
+        load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.tokens=nan"])
+    with pytest.raises(ScenarioError, match=r"serve\.batch_sweep\[0\].*got -4"):
+        load_scenario(ROOT / "scenarios" / "r1_serve_h200.toml", ["serve.batch_sweep=[-4]"])
+
+
+def test_embedded_serving_default_is_the_shipped_h200_scenario():
+    from importlib import resources
+    embedded = resources.files("twin.data").joinpath("r1_serve_h200.toml").read_text()
+    assert embedded == (ROOT / "scenarios" / "r1_serve_h200.toml").read_text()

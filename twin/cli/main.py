@@ -22,11 +22,11 @@ from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import to_dict
 from twin.core.results import to_json
-from twin.core.scenario import SERVING, TRAINING, _load_model, apply_overrides, from_dict, load_scenario, read_raw
+from twin.core.scenario import PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario, read_raw
 from twin.core.schedules import SCHEDULE_NAMES
-from twin.core.specs import get_gpu, gpu_names, model_names
+from twin.core.specs import model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.search import candidates, plan
+from twin.planning.search import catalog_prices, plan, search_candidates
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
 from twin.sim.pipeline import to_chrome_trace
@@ -179,32 +179,41 @@ def _int_list(text: str, field: str) -> list[int]:
     return values
 
 
+def _search_flags(args) -> dict:
+    """The search table entries that `twin plan`'s options set (they override a plan scenario's [search])."""
+    table = {}
+    for flag, key in (("tokens", "tokens"), ("days", "days")):
+        if getattr(args, flag) is not None:
+            table[key] = getattr(args, flag)
+    for flag, key in (("num_gpus", "num_gpus"), ("pp", "pp"), ("ep", "ep"), ("tp", "tp"), ("micro_batch", "micro_batch_seqs")):
+        if getattr(args, flag):
+            table[key] = _int_list(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.gpu:
+        table["gpus"] = [g.strip() for g in args.gpu.split(",") if g.strip()]
+    if args.schedules:
+        table["schedules"] = [x.strip() for x in args.schedules.split(",") if x.strip()]
+    return table
+
+
 def cmd_plan(args) -> int:
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
-    sc = from_dict(raw, source, TRAINING)
-    # catalog prices of every GPU type, the scenario's own price for its GPU, then --price
-    prices = {g: get_gpu(g).rental_usd_per_gpu_hour for g in gpu_names()}
-    prices[sc.cluster.gpu] = sc.cluster.price_usd_per_gpu_hour
+    if kind_of(raw) == SERVING:
+        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
+    raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
+    sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+    base_raw = {k: v for k, v in raw.items() if k != "search"}
+    prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
         try:
             prices[gpu.strip()] = float(value)
         except ValueError:
             raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
-    if args.tokens <= 0 or args.days <= 0:
-        raise ScenarioError("--tokens/--days", (args.tokens, args.days), "positive numbers")
-    cands = candidates(
-        gpus=args.gpu.split(",") if args.gpu else [sc.cluster.gpu],
-        num_gpus=_int_list(args.num_gpus, "--num-gpus") if args.num_gpus else [sc.cluster.num_gpus],
-        pp=_int_list(args.pp, "--pp") if args.pp else [sc.plan.pp],
-        ep=_int_list(args.ep, "--ep") if args.ep else [sc.plan.ep],
-        tp=_int_list(args.tp, "--tp") if args.tp else [sc.plan.tp],
-        schedules=args.schedules.split(",") if args.schedules else [sc.plan.schedule],
-        micro_batch_seqs=_int_list(args.micro_batch, "--micro-batch") if args.micro_batch else [sc.plan.micro_batch_seqs])
-    out = plan(raw, args.tokens, args.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
+    cands = search_candidates(sc, sc.search)
+    out = plan(base_raw, sc.search.tokens, sc.search.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
     print(f"{out.num_candidates} candidates, {out.num_feasible} feasible, {out.num_meeting_deadline} within "
-          f"{args.days:g} days", file=sys.stderr)
+          f"{sc.search.days:g} days", file=sys.stderr)
     for r in out.ranked[:10]:
         cost = f"${r.cost_usd / 1e6:.2f}M" if r.cost_usd is not None else "price unknown"
         print(f"  {r.label:<45} {r.wall_days:6.1f} days {r.gpu_hours / 1e3:9.0f}K GPU-h {cost:>14}  "
@@ -294,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
     _add_scenario_args(p)
-    p.add_argument("--tokens", type=float, required=True, help="tokens to train, e.g. 14.8e12")
-    p.add_argument("--days", type=float, required=True, help="wall-clock deadline in days")
+    p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
+    p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
     p.add_argument("--gpu", help="GPU types to consider, comma-separated (default: the scenario's)")
     p.add_argument("--num-gpus", help="GPU counts, comma-separated (default: the scenario's)")
     p.add_argument("--pp", help="pipeline degrees, comma-separated")

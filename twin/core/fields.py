@@ -92,6 +92,10 @@ def _check_range(value: Any, f: dataclasses.Field, path: str, type_name: str, so
     m = f.metadata
     if value is None:
         return
+    if isinstance(value, tuple):   # a list field: every item within the field's range
+        for i, item in enumerate(value):
+            _check_range(item, f, f"{path}[{i}]", type_name, source)
+        return
     ok = True
     if m.get("choices") is not None:
         ok = value in m["choices"]

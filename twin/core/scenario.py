@@ -3,8 +3,9 @@
 The kind follows from the tables (`kind_of`):
 - a *training* scenario (`Scenario`) has [model], [cluster], [plan], [workload] and, for whole-run
   replay, [run], [cost], [energy], [failures], [uncertainty]; [moe] picks the expert-load model;
-- a *serving* scenario (`ServeScenario`) has [model], [cluster] and [serve], and nothing of training.
-A plan search takes a training scenario as its base. Unknown keys, wrong types, out-of-range values,
+- a *plan* scenario (`PlanScenario`) is a training scenario, the base plan, with a [search] table:
+  the tokens, the deadline and the lists of values a plan search tries;
+- a *serving* scenario (`ServeScenario`) has [model], [cluster] and [serve], and nothing of training. Unknown keys, wrong types, out-of-range values,
 tables of the other kind and plans whose degrees don't fit the cluster raise ScenarioError naming
 the field, the value and what is allowed. `--set a.b=value` overrides are applied to the raw tables
 before validation, so they are checked exactly like file values.
@@ -22,12 +23,13 @@ from pathlib import Path
 from twin.core.errors import ScenarioError
 from twin.core.fields import build, to_dict
 from twin.core.moe_specs import MoeLoadSpec
+from twin.core.search_specs import SearchSpec
 from twin.core.serve_specs import ServeSpec
 from twin.core.run_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.core.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
 from twin.core.schedules import build_schedule, num_stages
 
-TRAINING, SERVING = "training", "serving"
+TRAINING, PLAN, SERVING = "training", "plan", "serving"
 # the embedded default of each kind (package data, twin/data)
 DEFAULT_SCENARIO = {TRAINING: "deepseek_v3_pretrain.toml", SERVING: "r1_serve_h200.toml"}
 
@@ -115,6 +117,19 @@ def _load_model(table: dict, source: str | None) -> ModelSpec:
 
 
 @dataclass(frozen=True)
+class PlanScenario(Scenario):
+    """A training scenario (the base plan) with the question a plan search answers ([search])."""
+
+    search: SearchSpec = None   # always given by the loader
+
+    kind = PLAN
+
+    def base(self) -> Scenario:
+        """The base training scenario, without the search."""
+        return Scenario(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Scenario)})
+
+
+@dataclass(frozen=True)
 class ServeScenario:
     """A serving deployment: the model, the GPUs, and how they serve it ([serve])."""
 
@@ -149,26 +164,29 @@ TRAINING_SECTIONS = {
 }
 SERVING_SECTIONS = {"cluster": ClusterSpec, "serve": ServeSpec}
 SECTIONS = {**TRAINING_SECTIONS, **SERVING_SECTIONS}   # every section of every kind (docs/scenario.md)
-KINDS = {TRAINING: (Scenario, TRAINING_SECTIONS), SERVING: (ServeScenario, SERVING_SECTIONS)}
+KINDS = {TRAINING: (Scenario, TRAINING_SECTIONS), PLAN: (PlanScenario, {**TRAINING_SECTIONS, "search": SearchSpec}),
+         SERVING: (ServeScenario, SERVING_SECTIONS)}
+SECTIONS["search"] = SearchSpec
 
 
 def kind_of(raw: dict) -> str:
-    """A scenario with a [serve] table is a serving scenario; otherwise it is a training one."""
-    return SERVING if isinstance(raw, dict) and "serve" in raw else TRAINING
+    """A scenario with a [serve] table is a serving scenario, one with a [search] table a plan
+    scenario; otherwise it is a training one."""
+    if not isinstance(raw, dict) or "serve" in raw:
+        return SERVING if isinstance(raw, dict) else TRAINING
+    return PLAN if "search" in raw else TRAINING
 
 
-def from_dict(raw: dict, source: str | None = None, kind: str | None = None) -> Scenario | ServeScenario:
+def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] | None = None
+              ) -> Scenario | PlanScenario | ServeScenario:
     """Validate raw scenario tables (as parsed from TOML) into a scenario of their kind; `kind`
-    demands one (a serving scenario given to a training command is an error naming [serve])."""
+    demands one or several (a serving scenario given to a training command is an error naming [serve])."""
     if not isinstance(raw, dict):
         raise ScenarioError("<scenario>", raw, "a TOML document of tables", source)
     found = kind_of(raw)
-    if kind is not None and found != kind:
-        if found == SERVING:
-            raise ScenarioError("serve", "a [serve] table (a serving scenario)",
-                                "a training scenario for this command; `twin serve` takes serving scenarios", source)
-        raise ScenarioError("serve", "<missing> (a training scenario)",
-                            "a [serve] table: this command takes a serving scenario (see scenarios/r1_serve_*.toml)", source)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and found not in kinds:
+        raise _wrong_kind(found, kinds, source)
     cls, sections = KINDS[found]
     allowed = {"name", "model", *sections}
     unknown = sorted(set(raw) - allowed)
@@ -188,6 +206,23 @@ def from_dict(raw: dict, source: str | None = None, kind: str | None = None) -> 
     # the price of the GPU type the scenario runs on, unless it names one (so --set cluster.gpu=...
     # also switches the price); the resolved scenario written beside outputs carries it
     return dataclasses.replace(scenario, cluster=scenario.cluster.resolved())
+
+
+def _wrong_kind(found: str, wanted: tuple[str, ...], source: str | None) -> ScenarioError:
+    """The error for a scenario of one kind given to a command that takes another: it names the
+    table that makes the difference."""
+    want = " or ".join(wanted)
+    if found == SERVING:
+        return ScenarioError("serve", "a [serve] table (a serving scenario)",
+                             f"a {want} scenario for this command; `twin serve` takes serving scenarios", source)
+    if found == PLAN:
+        return ScenarioError("search", "a [search] table (a plan scenario)",
+                             f"a {want} scenario for this command; `twin plan` takes plan scenarios", source)
+    if SERVING in wanted:
+        return ScenarioError("serve", "<missing> (a training scenario)",
+                             "a [serve] table: this command takes a serving scenario (see scenarios/r1_serve_*.toml)", source)
+    return ScenarioError("search", "<missing> (a training scenario)",
+                         "a [search] table (tokens, days): this command takes a plan scenario", source)
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -237,10 +272,12 @@ def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
 
 
 def load_scenario(path: str | Path | None = None, overrides: list[str] | tuple = (),
-                  kind: str | None = None) -> Scenario | ServeScenario:
+                  kind: str | tuple[str, ...] | None = None) -> Scenario | PlanScenario | ServeScenario:
     """A validated scenario from a TOML file (None: the embedded default of `kind`, training if
-    unset), with `--set` overrides applied first. Its kind follows from its tables; `kind` demands one."""
-    raw, source = read_raw(path, kind or TRAINING)
+    unset), with `--set` overrides applied first. Its kind follows from its tables; `kind` demands
+    one, or one of several."""
+    default_kind = kind if isinstance(kind, str) else (kind[0] if kind else TRAINING)
+    raw, source = read_raw(path, SERVING if default_kind == SERVING else TRAINING)
     return from_dict(apply_overrides(raw, list(overrides)), source, kind)
 
 

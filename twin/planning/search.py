@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import TRAINING, Scenario, apply_overrides, from_dict
+from twin.core.search_specs import SearchSpec
+from twin.core.specs import get_gpu, gpu_names
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from twin.planning.result import PlanResult, PlanRow
 from twin.training.step import simulate_step
@@ -50,6 +52,22 @@ class Candidate:
 def candidates(gpus: list[str], num_gpus: list[int], pp: list[int], ep: list[int], tp: list[int],
                schedules: list[str], micro_batch_seqs: list[int]) -> list[Candidate]:
     return [Candidate(*c) for c in itertools.product(gpus, num_gpus, pp, ep, tp, schedules, micro_batch_seqs)]
+
+
+def search_candidates(sc: Scenario, search: SearchSpec) -> list[Candidate]:
+    """Every combination of the search's lists; an empty list keeps the base scenario's value."""
+    p = sc.plan
+    return candidates(gpus=list(search.gpus or [sc.cluster.gpu]), num_gpus=list(search.num_gpus or [sc.cluster.num_gpus]),
+                      pp=list(search.pp or [p.pp]), ep=list(search.ep or [p.ep]), tp=list(search.tp or [p.tp]),
+                      schedules=list(search.schedules or [p.schedule]),
+                      micro_batch_seqs=list(search.micro_batch_seqs or [p.micro_batch_seqs]))
+
+
+def catalog_prices(sc: Scenario) -> dict[str, float]:
+    """Rental price per GPU-hour of every catalog GPU type, with the scenario's own price for its GPU."""
+    prices = {g: get_gpu(g).rental_usd_per_gpu_hour for g in gpu_names()}
+    prices[sc.cluster.gpu] = sc.cluster.price_usd_per_gpu_hour
+    return prices
 
 
 def evaluate(raw: dict, cand: Candidate, tokens: float, prices: dict[str, float]) -> PlanRow:
