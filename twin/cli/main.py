@@ -7,6 +7,7 @@ with --json, written as {"feasible": false, ...}).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from reports.plan_report import write_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
 from twin.api import result_schemas
+from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.core.atomic import write_text
 from twin.core.docs import scenario_reference
@@ -36,6 +38,12 @@ from twin.training.step import simulate_step
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
+
+
+def _say(args, text: str) -> None:
+    """The command's human summary: on stdout, unless stdout carries the JSON (--json -)."""
+    stream = sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+    print(text, file=stream)
 
 
 def _write_json(target: str | None, payload) -> None:
@@ -76,9 +84,7 @@ def cmd_model(args) -> int:
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(m),
         "spec": _spec_dict(m),
     }
-    print(f"{m.name}: {counts['total_params'] / 1e9:.1f}B total, {counts['active_params'] / 1e9:.1f}B active, "
-          f"{out['train_flops_per_token'] / 1e9:.1f} GFLOP/token training at {args.seq_len} tokens, "
-          f"KV cache {out['kv_cache_bytes_per_token'] / 1024:.1f} KiB/token (BF16)", file=sys.stderr)
+    _say(args, summary.model_summary(out))
     _write_json(args.json, out)
     return 0
 
@@ -94,26 +100,17 @@ def cmd_step(args) -> int:
     except InfeasiblePlan as exc:
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
-        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
-    gib = 1024**3
-    print(f"{sc.name}: {res.schedule} step {res.step_time_s:.2f} s, bubble {res.bubble_frac:.1%}, "
-          f"exposed comm {res.exposed_comm_frac:.1%}, {res.tokens_per_s_per_gpu:.0f} tok/s/GPU, MFU {res.mfu_frac:.1%}, "
-          f"memory {res.memory_per_gpu_bytes / gib:.1f} GiB of {res.memory_capacity_bytes / gib:.1f} GiB", file=sys.stderr)
-    if args.breakdown:
-        for name, secs in sorted(res.op_time_s.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<20} {secs:8.3f} s", file=sys.stderr)
+    _say(args, summary.step_summary(sc.name, res, args.breakdown))
     _write_json(args.json, out)
     return 0
 
 
 def cmd_schedule(args) -> int:
     out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb)
-    print(f"{args.name} PP={args.pp} micro-batches={args.microbatches}: makespan {out['makespan_s']:g} s, "
-          f"bubble {out['bubble_s']:g} s (simulated) vs {out['formula_bubble_s']:g} s ({out['formula']})", file=sys.stderr)
-    if out.get("note"):
-        print(f"note: {out['note']}", file=sys.stderr)
+    _say(args, summary.schedule_summary(out))
     _write_json(args.json, out)
     return 0
 
@@ -123,14 +120,14 @@ def cmd_trace(args) -> int:
     try:
         res = simulate_step(sc)
     except InfeasiblePlan as exc:
-        print(f"infeasible: {exc.reason}", file=sys.stderr)
+        _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
     names = {r: f"PP rank {r} (GPU)" for r in range(res.pipeline.num_ranks)}
     trace = to_chrome_trace(res.pipeline, names)
     trace["otherData"] = {"scenario": sc.name, "step_time_s": res.step_time_s}
     write_text(args.out, json.dumps(trace))
     write_text(Path(args.out).with_suffix(".scenario.json"), json.dumps(sc.to_dict(), indent=2))
-    print(f"wrote {args.out} ({len(trace['traceEvents'])} events); open it in https://ui.perfetto.dev", file=sys.stderr)
+    _say(args, f"wrote {args.out} ({len(trace['traceEvents']):,} events); open it in https://ui.perfetto.dev")
     return 0
 
 
@@ -139,6 +136,7 @@ def cmd_replay(args) -> int:
     result = replay(sc, progress=not args.quiet)
     if args.out:
         write_replay_report(result, sc, args.out)
+    _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
     return 0
 
@@ -146,10 +144,9 @@ def cmd_replay(args) -> int:
 def cmd_balance(args) -> int:
     sc = _scenario(args)
     out = run_balance(sc)
-    print("\n".join(summary_lines(out)), file=sys.stderr)
     if args.out:
         write_load_report(args.out, sc=sc, balance=out)
-        print(f"wrote {args.out}: expert-load heatmap, step time vs imbalance, EPLB before/after", file=sys.stderr)
+    _say(args, "\n".join(summary_lines(out)) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     return 0
 
@@ -157,14 +154,9 @@ def cmd_balance(args) -> int:
 def cmd_serve(args) -> int:
     sc = _scenario(args, SERVING)
     out = serve(sc)
-    print(f"{sc.name}: {out.output_tokens_per_s:.0f} output tok/s ({out.output_tokens_per_s_per_gpu:.0f}/GPU), "
-          f"TPOT {out.tpot_s * 1e3:.1f} ms, TTFT {out.ttft_s * 1e3:.0f} ms, batch {out.batch}, "
-          f"memory {out.memory_per_gpu_bytes / 1024**3:.1f} GiB/GPU", file=sys.stderr)
-    for c in out.claims:
-        if c.predicted is not None:
-            print(f"  {c.id}: twin {c.predicted:,.0f} vs published {c.claimed:,.0f} ({c.rel_error:+.1%})", file=sys.stderr)
     if args.out:
         write_serve_report(out, sc, args.out)
+    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     return 0
 
@@ -212,16 +204,9 @@ def cmd_plan(args) -> int:
             raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
     cands = search_candidates(sc, sc.search)
     out = plan(base_raw, sc.search.tokens, sc.search.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
-    print(f"{out.num_candidates} candidates, {out.num_feasible} feasible, {out.num_meeting_deadline} within "
-          f"{sc.search.days:g} days", file=sys.stderr)
-    for r in out.ranked[:10]:
-        cost = f"${r.cost_usd / 1e6:.2f}M" if r.cost_usd is not None else "price unknown"
-        print(f"  {r.label:<45} {r.wall_days:6.1f} days {r.gpu_hours / 1e3:9.0f}K GPU-h {cost:>14}  "
-              f"MFU {r.mfu_frac:.1%}", file=sys.stderr)
-    for reason, count in sorted(out.infeasible_reasons.items(), key=lambda kv: -kv[1])[:5]:
-        print(f"  skipped {count}: {reason}", file=sys.stderr)
     if args.out:
         write_plan_report(out, sc, args.out)
+    _say(args, summary.plan_summary(out, sc.search.days) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     return 0
 
@@ -230,7 +215,7 @@ def cmd_docs(args) -> int:
     if args.schemas:
         for name, schema in result_schemas().items():
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
-        print(f"wrote {len(result_schemas())} result schemas to {args.schemas}", file=sys.stderr)
+        _say(args, f"wrote {len(result_schemas())} result schemas to {args.schemas}")
         return 0
     text = scenario_reference()
     if args.out:
@@ -248,8 +233,16 @@ def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> No
         p.add_argument("--schedule", choices=SCHEDULE_NAMES, help="override plan.schedule")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("moe-twin")
+    except importlib.metadata.PackageNotFoundError:   # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="twin", description="Calibrated digital twin of MoE training and inference clusters")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("model", help="parameter, FLOP and KV-cache accounting of a catalog model")
@@ -342,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; earlier outputs are intact (writes are atomic)", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `twin step | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

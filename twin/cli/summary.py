@@ -1,0 +1,149 @@
+"""What each command prints on stdout: a short human summary of its typed result.
+
+Pure functions from results to text, so the terminal output is tested like any other output.
+Memory is in GiB (binary) everywhere; counts in K/M/B/T; money in $K/$M.
+"""
+
+from __future__ import annotations
+
+from twin.core.units import GIB
+
+PUBLISHED_SCENARIO = ("deepseek-v3", "h800")   # what DeepSeek's published training figures describe
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
+    """Rows of cells as aligned columns (the first left-aligned, the rest right-aligned)."""
+    rows = ([header] if header else []) + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(len(r) for r in rows))]
+    lines = []
+    for j, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [c.rjust(widths[i + 1]) for i, c in enumerate(r[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if header and j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def pairs(rows: list[tuple[str, str]]) -> str:
+    """Label/value lines, both left-aligned."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def count(x: float) -> str:
+    """14.8e12 -> '14.8T', 2.782e6 -> '2.78M'."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def usd(x: float | None) -> str:
+    return "-" if x is None else f"${count(x)}"
+
+
+def gib(x: float) -> str:
+    return f"{x / GIB:.1f} GiB"
+
+
+def model_summary(out: dict) -> str:
+    return pairs([
+        ("model", out["name"]),
+        ("parameters", f"{count(out['total_params'])} total, {count(out['active_params'])} active per token"),
+        ("training FLOPs per token", f"{out['train_flops_per_token'] / 1e9:.1f} GFLOP at {out['seq_len']} tokens"),
+        ("KV cache per token (BF16)", f"{out['kv_cache_bytes_per_token'] / 1024:.1f} KiB"),
+    ])
+
+
+def step_summary(name: str, res, breakdown: bool = False) -> str:
+    text = f"{name}: one {res.schedule} step on {res.num_gpus:,} GPUs\n" + pairs([
+        ("step time", f"{res.step_time_s:.2f} s"),
+        ("pipeline bubble", f"{res.bubble_frac:.1%}"),
+        ("exposed communication", f"{res.exposed_comm_frac:.1%}"),
+        ("tokens/s per GPU", f"{res.tokens_per_s_per_gpu:,.0f}"),
+        ("MFU (BF16 peak)", f"{res.mfu_frac:.1%}"),
+        ("memory per GPU", f"{gib(res.memory_per_gpu_bytes)} of {gib(res.memory_capacity_bytes)}"),
+    ])
+    if breakdown:
+        ops = sorted(res.op_time_s.items(), key=lambda kv: -kv[1])
+        text += "\n\n" + table([(op, f"{s:.3f} s") for op, s in ops], header=("op (busiest rank)", "time per step"))
+    return text
+
+
+def infeasible_summary(reason: str, breakdown: dict | None) -> str:
+    text = f"infeasible: {reason}"
+    if breakdown:
+        text += "\nmemory per GPU:\n" + pairs([(f"  {k}", gib(v)) for k, v in breakdown.items()])
+    return text
+
+
+def schedule_summary(out: dict) -> str:
+    text = (f"{out['schedule']} on {out['pp']} ranks, {out['num_microbatches']} micro-batches\n" + pairs([
+        ("makespan", f"{out['makespan_s']:g} s"),
+        ("bubble (simulated)", f"{out['bubble_s']:g} s"),
+        ("bubble (closed form)", f"{out['formula_bubble_s']:g} s = {out['formula']}"),
+    ]))
+    return text + (f"\nnote: {out['note']}" if out.get("note") else "")
+
+
+def replay_summary(sc, res, out_dir: str | None) -> str:
+    claims = {c.id: c for c in res.claims}
+    published = (sc.model.name, sc.cluster.gpu) == PUBLISHED_SCENARIO
+    head = (f"{sc.name}: {count(res.total_tokens)} tokens on {res.num_gpus:,} {res.gpu.upper()} in "
+            f"{res.total_wall_days:.1f} days: {count(res.total_gpu_hours)} GPU-hours, {usd(res.total_cost_usd)} "
+            f"at ${res.price_usd_per_gpu_hour:.2f}/GPU-hour")
+    rows = []
+    for c in res.claims:
+        if c.predicted is None or "gpu_hours" not in c.id:
+            continue
+        band = f"{count(c.band.p10)}-{count(c.band.p90)}" if c.band else ""
+        row = (c.statement, count(c.predicted), band)
+        rows.append(row + ((count(c.claimed), f"{c.rel_error:+.1%}") if published else ()))
+    header = ("GPU-hours", "twin", "P10-P90") + (("published", "error") if published else ())
+    text = head + "\n\n" + table(rows, header=header)
+    if not published:
+        text += (f"\n(DeepSeek's published figures describe DeepSeek-V3 on H800s; this scenario runs "
+                 f"{sc.model.name} on {sc.cluster.gpu}, so they are not compared.)")
+    if not res.complete:
+        text += "\nincomplete: some stages could not be simulated (see the report's notes)"
+    if "train.cost.total_cost_usd" in claims and published:
+        c = claims["train.cost.total_cost_usd"]
+        text += f"\nrental cost: twin {usd(c.predicted)} vs published {usd(c.claimed)} ({c.rel_error:+.1%})"
+    if out_dir:
+        text += f"\nreport: {out_dir}/report.html"
+    return text
+
+
+def balance_summary(result: dict, lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+def serve_summary(sc, out) -> str:
+    text = (f"{sc.name}: {sc.model.name} on {out.num_gpus} {out.gpu.upper()} ({out.instances} instance(s) of "
+            f"{out.instance_gpus} GPUs), best concurrency {out.batch} per instance\n" + pairs([
+                ("output tokens/s", f"{out.output_tokens_per_s:,.0f} ({out.output_tokens_per_s_per_gpu:,.0f} per GPU, "
+                                    f"{out.output_tokens_per_s_per_node:,.0f} per node)"),
+                ("input tokens/s", f"{out.input_tokens_per_s:,.0f} ({out.input_tokens_per_s_per_node:,.0f} per node)"),
+                ("TPOT", f"{out.tpot_s * 1e3:.1f} ms"),
+                ("TTFT (one prompt, no queueing)", f"{out.ttft_s * 1e3:.0f} ms"),
+                ("memory per GPU", gib(out.memory_per_gpu_bytes)),
+            ]))
+    def fmt(c, x):
+        return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
+    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims
+            if c.predicted is not None]
+    if rows:
+        text += "\n\n" + table(rows, header=("published figure", "twin", "published", "error"))
+    return text
+
+
+def plan_summary(out, days: float) -> str:
+    text = (f"{out.num_candidates} candidates, {out.num_feasible} feasible, {out.num_meeting_deadline} within "
+            f"{days:g} days")
+    rows = [(r.label, f"{r.wall_days:.1f}", count(r.gpu_hours), usd(r.cost_usd), f"{r.mfu_frac:.1%}")
+            for r in out.ranked[:10]]
+    if rows:
+        text += "\n\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU"))
+    for reason, n in sorted(out.infeasible_reasons.items(), key=lambda kv: -kv[1])[:5]:
+        text += f"\n  skipped {n}: {reason}"
+    return text
