@@ -1,179 +1,190 @@
-"""The replay's cost report: report.md, a self-contained report.html, PNG plots, results.csv and the
-resolved scenario, written atomically (all files are built in a temporary directory first).
+"""The replay's cost report, in the shared page style (reports/page.py).
 
-Plots: GPU-hours by stage against the published figures, a Gantt chart of the simulated step per
-pipeline stage (compute, communication, bubbles), a sensitivity tornado, and cost against cluster size.
+Files (staged, atomic): report.html (self-contained), report.md, result.json (the ReplayResult as
+twin.core.results.to_json writes it), scenario.resolved.toml, results.csv (one row per stage) and
+the plots: GPU-hours by stage, a Gantt chart of the simulated step per pipeline rank (compute,
+communication, bubbles), a sensitivity tornado, and cost against cluster size.
+
+DeepSeek's published training figures (twin/data/claims.toml) describe one run: DeepSeek-V3 on
+H800. The report compares against them (with an error column) only when the scenario is that
+run; for another model or GPU it shows them as context, without an error, and says why.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import json
-import math
+import io
+import re
 from pathlib import Path
 
-import matplotlib
+import matplotlib.patches
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from twin.core.atomic import staged_dir  # noqa: E402
-from twin.core.results import to_json  # noqa: E402
-from twin.training.replay.result import ReplayResult  # noqa: E402
+from reports import page as pg
+from reports.page import Page
+from twin.core.results import to_json
+from twin.training.replay.result import ReplayResult
 
 PLOTS = ("gpu_hours_by_stage.png", "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png")
+STAGES_CSV = "results.csv"
+# the run DeepSeek's published figures describe
+PUBLISHED_MODEL, PUBLISHED_GPU = "deepseek-v3", "h800"
+PUBLISHED_RUN = "DeepSeek-V3 trained on H800"
+TOTAL_CLAIM = "train.cost.total_gpu_hours"
+# the replay's notes that are about its gap to DeepSeek's figures (twin.training.replay.run.gap_drivers)
+_COMPARISON_NOTE = re.compile(r"\bpublished\b|\bgap\b")
+
+
+def compares_to_published(scenario) -> bool:
+    """True when the scenario is the run DeepSeek's figures describe (model and GPU type)."""
+    return scenario.model.name == PUBLISHED_MODEL and scenario.cluster.gpu == PUBLISHED_GPU
+
+
+def why_not_compared(scenario) -> str:
+    return (f"DeepSeek's published figures describe {PUBLISHED_RUN}; this run is {scenario.model.name} on "
+            f"{scenario.cluster.gpu.upper()}, so they are shown for context only, without an error.")
 
 
 # --------------------------------------------------------------------------- formatting
 
-def _k(x: float | None) -> str:
-    return "n/a" if x is None else f"{x / 1e3:,.1f}K"
-
-
-def _usd(x: float | None) -> str:
-    return "n/a" if x is None else f"${x / 1e6:,.3f}M"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:+.1f}%"
-
-
-def _num(x, unit: str = "") -> str:
+def quantity(x, unit: str, published: bool = False) -> str:
+    """A claim's value in its unit, for people (published figures keep up to four figures)."""
     if x is None:
-        return "n/a"
-    if isinstance(x, float) and not math.isfinite(x):
-        return "n/a"
-    a = abs(x)
-    if a >= 1e4:
-        s = f"{x:,.0f}"
-    elif a >= 10:
-        s = f"{x:,.1f}"
-    else:
-        s = f"{x:.3g}"
-    return s + (f" {unit}" if unit else "")
+        return pg.NA
+    digits = 4 if published else 3
+    if "GPU-hours" in unit:
+        per_t = "1e12 tokens" in unit
+        return f"{pg.count(x, digits, published)} GPU-hours" + (" per 1T tokens" if per_t else "")
+    if unit == "USD":
+        return pg.usd(x, digits, published)
+    if unit == "days":
+        return pg.days(x)
+    if unit == "tokens/s/GPU":
+        return f"{pg.number(x)} tokens/s per GPU"
+    if unit == "fraction":
+        return pg.pct(x)
+    return f"{pg.sig(x)} {unit}"
 
 
-def _band(b: dict | None, fmt=_num) -> str:
-    return "n/a" if not b else f"{fmt(b['p10'])} – {fmt(b['p90'])}"
+def _gpu(result: dict) -> str:
+    return result["gpu"].upper()
 
 
 # --------------------------------------------------------------------------- plots
 
-def plot_gpu_hours(result: dict, path: Path) -> None:
+def plot_gpu_hours(result: dict, compared: bool):
+    """GPU-hours per stage group (log scale, P10–P90 whiskers), beside the published figures when compared."""
     groups = result["groups"]
-    claims = {c["id"]: c for c in result["claims"]}
     names = list(groups)
-    claimed = [next((s.get("group_claimed_gpu_hours") for s in result["stages"] if s["group"] == g), None) for g in names]
     band = result.get("band", {})
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    x = range(len(names))
-    pred = [groups[g]["gpu_hours"] / 1e3 for g in names]
-    err = [[0] * len(names), [0] * len(names)]
+    fig, ax = pg.figure(8, 4.2)
+    x = np.arange(len(names))
+    pred = np.array([groups[g]["gpu_hours"] for g in names])
+    err = np.zeros((2, len(names)))
     for i, g in enumerate(names):
         b = band.get(f"group.{g}.gpu_hours")
         if b:
-            err[0][i] = max(pred[i] - b["p10"] / 1e3, 0)
-            err[1][i] = max(b["p90"] / 1e3 - pred[i], 0)
-    ax.bar([i - 0.2 for i in x], pred, 0.4, yerr=err, capsize=4, label="twin (P10–P90)", color="#4477aa")
-    ax.bar([i + 0.2 for i in x], [c / 1e3 if c else 0 for c in claimed], 0.4, label="published (DeepSeek-V3 Table 1)", color="#ee7733")
-    ax.set_xticks(list(x), names)
+            err[:, i] = max(pred[i] - b["p10"], 0), max(b["p90"] - pred[i], 0)
+    width = 0.4 if compared else 0.6
+    ax.bar(x - (0.2 if compared else 0), pred, width, yerr=err, capsize=4, label="twin (P10–P90)", color="#4477aa")
+    if compared:
+        claimed = [next((s.get("group_claimed_gpu_hours") for s in result["stages"] if s["group"] == g), None) for g in names]
+        ax.bar(x + 0.2, [c or 0 for c in claimed], width, label="published (DeepSeek-V3 report, Table 1)", color="#ee7733")
+    ax.set_xticks(x, [g.replace("_", " ") for g in names])
     ax.set_yscale("log")
-    ax.set_ylabel("GPU-hours (thousands, log)")
-    tot = claims.get("train.cost.total_gpu_hours")
-    title = f"GPU-hours by stage ({result['gpu']} x {result['num_gpus']})"
-    if tot and tot["rel_error"] is not None:
-        title += f" — total {_k(tot['predicted'])} vs {_k(tot['claimed'])} ({_pct(tot['rel_error'])})"
-    ax.set_title(title, fontsize=10)
+    ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
+    ax.yaxis.set_minor_formatter(pg.axis_formatter(lambda v: ""))
+    ax.set_ylabel("GPU-hours (log scale)")
+    ax.set_title(f"GPU-hours by stage on {result['num_gpus']:,} {_gpu(result)}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_gantt(step, path: Path, max_events: int = 1_000_000) -> None:
-    fig, ax = plt.subplots(figsize=(10, 5))
+def plot_gantt(step, max_events: int = 1_000_000):
+    """The simulated step: one row per pipeline rank, a lane per stream, bubbles left white."""
+    fig, ax = pg.figure(10, 5)
     pipe = getattr(step, "pipeline", None) if step is not None else None
     if pipe is None or not getattr(pipe, "events", None):
         ax.text(0.5, 0.5, "no pipeline timeline available", ha="center", va="center")
         ax.set_axis_off()
-    else:
-        colors = {"F": "#4477aa", "B": "#66ccee", "W": "#228833", "BW": "#66ccee", "FB": "#aa3377"}
-        streams = list(getattr(pipe, "streams", ("compute", "comm")))
-        lane_h = 0.8 / max(len(streams), 1)
-        n_ranks = pipe.num_ranks
-        by_lane: dict = {}
-        for ev in pipe.events[:max_events]:
-            si = streams.index(ev.stream) if ev.stream in streams else 0
-            key = (ev.rank, si, ev.kind if ev.stream == "compute" else "comm")
-            by_lane.setdefault(key, []).append((ev.start_s, ev.end_s - ev.start_s))
-        for (rank, si, kind), spans in by_lane.items():
-            color = colors.get(kind, "#bbbbbb") if kind != "comm" else "#ccbb44"
-            ax.broken_barh(spans, (rank - 0.4 + si * lane_h, lane_h * 0.95), facecolors=color, linewidth=0)
-        ax.set_xlim(0, pipe.makespan_s)
-        ax.set_ylim(n_ranks - 0.5, -0.5)
-        ax.set_yticks(range(n_ranks), [f"PP{r}" for r in range(n_ranks)], fontsize=7)
-        ax.set_xlabel("time in step (s)")
-        handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in
-                   (("forward", "#4477aa"), ("backward", "#66ccee"), ("weight grad", "#228833"),
-                    ("overlapped F&B", "#aa3377"), ("communication", "#ccbb44"), ("bubble (white)", "#ffffff"))]
-        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=6, framealpha=0.9)
-        ax.set_title(f"Simulated step ({step.schedule}, {step.num_microbatches} micro-batches, "
-                     f"bubble {step.bubble_frac * 100:.1f}%): lanes per rank = " + " / ".join(streams), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        return fig
+    colors = {"F": "#4477aa", "B": "#66ccee", "W": "#228833", "BW": "#66ccee", "FB": "#aa3377"}
+    streams = list(getattr(pipe, "streams", ("compute", "comm")))
+    lane_h = 0.8 / max(len(streams), 1)
+    n_ranks = pipe.num_ranks
+    by_lane: dict = {}
+    for ev in pipe.events[:max_events]:
+        si = streams.index(ev.stream) if ev.stream in streams else 0
+        key = (ev.rank, si, ev.kind if ev.stream == "compute" else "comm")
+        by_lane.setdefault(key, []).append((ev.start_s, ev.end_s - ev.start_s))
+    for (rank, si, kind), spans in by_lane.items():
+        color = colors.get(kind, "#bbbbbb") if kind != "comm" else "#ccbb44"
+        ax.broken_barh(spans, (rank - 0.4 + si * lane_h, lane_h * 0.95), facecolors=color, linewidth=0)
+    ax.set_xlim(0, pipe.makespan_s)
+    ax.set_ylim(n_ranks - 0.5, -0.5)
+    step_ranks = range(0, n_ranks, max(1, n_ranks // 16))
+    ax.set_yticks(list(step_ranks), [f"PP{r}" for r in step_ranks], fontsize=7)
+    ax.set_xlabel("time in step (s)")
+    handles = [matplotlib.patches.Patch(facecolor=c, edgecolor="#999999", label=k) for k, c in
+               (("forward", "#4477aa"), ("backward", "#66ccee"), ("weight grad", "#228833"),
+                ("overlapped F&B", "#aa3377"), ("communication", "#ccbb44"), ("bubble", "#ffffff"))]
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=6)
+    ax.set_title(f"Simulated step: {step.schedule}, {step.num_microbatches} micro-batches, bubble "
+                 f"{pg.pct(step.bubble_frac)}; each rank's lanes: " + " / ".join(streams), fontsize=9)
+    return fig
 
 
-def plot_tornado(result: dict, path: Path) -> None:
-    sens = result.get("uncertainty", {}).get("sensitivity", [])
+def plot_tornado(result: dict):
+    """Total cost with each uncertain input at its P10 and P90, widest first."""
+    sens = (result.get("uncertainty") or {}).get("sensitivity", [])
     base = result["total_cost_usd"]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = pg.figure(8, 0.45 * max(len(sens), 2) + 1.4)
     if not sens:
         ax.text(0.5, 0.5, "no sensitivity analysis", ha="center", va="center")
         ax.set_axis_off()
-    else:
-        rows = sorted(sens, key=lambda s: abs(s["total_cost_usd_high"] - s["total_cost_usd_low"]))
-        for i, s in enumerate(rows):
-            lo, hi = s["total_cost_usd_low"] / 1e6, s["total_cost_usd_high"] / 1e6
-            ax.barh(i, lo - base / 1e6, left=base / 1e6, color="#4477aa")
-            ax.barh(i, hi - base / 1e6, left=base / 1e6, color="#ee6677")
-        ax.set_yticks(range(len(rows)), [f"{s['label']} ({s['low_value']:.3g} / {s['high_value']:.3g})" for s in rows], fontsize=8)
-        ax.axvline(base / 1e6, color="k", lw=0.8)
-        ax.set_xlabel("total cost (M USD); blue = input at P10, red = at P90")
-        ax.set_title("Sensitivity of the total cost to each input (one at a time)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        return fig
+    rows = sorted(sens, key=lambda s: abs(s["total_cost_usd_high"] - s["total_cost_usd_low"]))
+    for i, s in enumerate(rows):
+        ax.barh(i, s["total_cost_usd_low"] - base, left=base, color="#4477aa", label="input at P10" if i == 0 else None)
+        ax.barh(i, s["total_cost_usd_high"] - base, left=base, color="#ee6677", label="input at P90" if i == 0 else None)
+    ax.set_yticks(range(len(rows)), [f"{s['label']} ({pg.sig(s['low_value'])} / {pg.sig(s['high_value'])})" for s in rows],
+                  fontsize=8)
+    ax.axvline(base, color="k", lw=0.8)
+    ax.xaxis.set_major_formatter(pg.axis_formatter(pg.tick_usd))
+    ax.set_xlabel(f"total rental cost (base {pg.usd(base)})")
+    ax.set_title("Sensitivity of the total cost to each input, one at a time", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
 
 
-def plot_cost_vs_size(result: dict, path: Path) -> None:
+def plot_cost_vs_size(result: dict):
+    """Cost (left axis, USD) and wall-clock days (right axis) against the number of GPUs."""
     rows = [r for r in result.get("size_sweep", []) if r.get("feasible")]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = pg.figure(7, 3.8)
     if not rows:
         ax.text(0.5, 0.5, "no feasible cluster sizes in the sweep", ha="center", va="center")
         ax.set_axis_off()
-    else:
-        n = [r["num_gpus"] for r in rows]
-        ax.plot(n, [r["cost_usd"] / 1e6 for r in rows], "o-", color="#4477aa", label="cost (M USD)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(n, [str(v) for v in n])
-        ax.set_xlabel(f"{result['gpu']} GPUs")
-        ax.set_ylabel("total cost (M USD)")
-        ax2 = ax.twinx()
-        ax2.plot(n, [r["wall_days"] for r in rows], "s--", color="#ee7733", label="wall-clock days")
-        ax2.set_ylabel("wall-clock days")
-        ax.set_title("Cost and duration against cluster size (same plan, DP scaled)", fontsize=10)
-        fig.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.88))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        return fig
+    n = [r["num_gpus"] for r in rows]
+    ax.plot(n, [r["cost_usd"] for r in rows], "o-", color="#4477aa", label="rental cost (left)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(n, [f"{v:,}" for v in n])
+    ax.minorticks_off()
+    ax.set_xlabel(f"{_gpu(result)} GPUs")
+    ax.set_ylabel("total rental cost")
+    ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_usd))
+    ax2 = ax.twinx()
+    ax2.plot(n, [r["wall_days"] for r in rows], "s--", color="#ee7733", label="wall-clock days (right)")
+    ax2.set_ylabel("wall-clock days")
+    ax.set_title("Cost and duration against cluster size (same plan, data parallelism scaled)", fontsize=10)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=2)
+    return fig
 
 
 # --------------------------------------------------------------------------- tables
 
 def stage_rows(result: dict) -> list[dict]:
+    """The CSV's rows: one per stage, machine-readable (SI units, unit-suffixed names)."""
     rows = []
     for s in result["stages"]:
         rows.append({
@@ -188,196 +199,154 @@ def stage_rows(result: dict) -> list[dict]:
     return rows
 
 
-def write_csv(result: dict, path: Path) -> None:
+def write_csv(result: dict) -> str:
+    """results.csv: one row per stage."""
     rows = stage_rows(result)
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
 
 
-def _headline(result: dict) -> list[tuple[str, str, str]]:
+def _headline(result: dict) -> list[list[str]]:
     band = result.get("band", {})
-    return [
-        ("GPU-hours (ideal)", _k(result["total_gpu_hours"]), _band(band.get("total_gpu_hours"), _k)),
-        ("GPU-hours (goodput-adjusted)", _k(result["total_gpu_hours_goodput"]), _band(band.get("total_gpu_hours_goodput"), _k)),
-        ("Rental cost", _usd(result["total_cost_usd"]) + f" at ${result['price_usd_per_gpu_hour']:g}/GPU-hour",
-         _band(band.get("total_cost_usd"), _usd)),
-        ("Rental cost (goodput-adjusted)", _usd(result["total_cost_usd_goodput"]), _band(band.get("total_cost_usd_goodput"), _usd)),
-        ("Wall-clock days", _num(result["total_wall_days"]), _band(band.get("total_wall_days"))),
-        ("Facility energy", _num(result["total_energy_kwh"] / 1e3, "MWh"),
-         _band({k: v / 1e3 for k, v in band["total_energy_kwh"].items()} if band.get("total_energy_kwh") else None, lambda x: _num(x, "MWh"))),
-        ("Carbon", "not reported (energy.carbon_kg_per_kwh = 0)" if result["total_carbon_kg"] is None
-         else _num(result["total_carbon_kg"] / 1e3, "t CO2e"), ""),
+    kwh = band.get("total_energy_kwh")
+    rows = [
+        ["GPU-hours (no failures)", pg.gpu_hours(result["total_gpu_hours"]), pg.band(band.get("total_gpu_hours"), pg.count)],
+        ["GPU-hours (with failures and restarts)", pg.gpu_hours(result["total_gpu_hours_goodput"]),
+         pg.band(band.get("total_gpu_hours_goodput"), pg.count)],
+        [f"Rental cost at {pg.usd(result['price_usd_per_gpu_hour'], trim=True)} per GPU-hour", pg.usd(result["total_cost_usd"]),
+         pg.band(band.get("total_cost_usd"), pg.usd)],
+        ["Rental cost (with failures)", pg.usd(result["total_cost_usd_goodput"]), pg.band(band.get("total_cost_usd_goodput"), pg.usd)],
+        ["Wall-clock time", pg.days(result["total_wall_days"]), pg.band(band.get("total_wall_days"), pg.days)],
+        ["Facility energy", pg.energy_kwh(result["total_energy_kwh"]), pg.band(kwh, pg.energy_kwh)],
+        ["Carbon", "not reported (energy.carbon_kg_per_kwh = 0)" if result["total_carbon_kg"] is None
+         else f"{pg.sig(result['total_carbon_kg'] / 1e3)} t CO2e", ""],
     ]
+    return rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def _stage_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["stage", "tokens", "seq", "batch", "GPU-hours", "published", "error", "wall days", "tok/s/GPU", "MFU", "plan"]
+def _stage_table(result: dict, compared: bool) -> tuple[list[str], list[list[str]]]:
+    header = ["stage", "tokens", "sequence", "batch (sequences)", "GPU-hours"]
+    header += ["published", "error"] if compared else []
+    header += ["wall-clock", "tokens/s per GPU", "MFU", "plan"]
     rows = []
     for s in result["stages"]:
-        claimed = s.get("claimed_gpu_hours")
-        err = (s["gpu_hours"] - claimed) / claimed if claimed and s.get("gpu_hours") is not None else None
-        pub = _k(claimed) if claimed else (f"group {_k(s['group_claimed_gpu_hours'])}" if s.get("group_claimed_gpu_hours") else "—")
-        rows.append([s["name"], f"{s['tokens'] / 1e9:,.1f}B", s["seq_len"], s["global_batch_seqs"],
-                     _k(s.get("gpu_hours")), pub, _pct(err) if err is not None else "—",
-                     _num(s.get("wall_days")), _num(s.get("tokens_per_s_per_gpu")),
-                     f"{s['mfu_frac'] * 100:.1f}%" if s.get("mfu_frac") is not None else "n/a", s["plan_note"].split(" (fallback")[0]])
+        row = [s["name"].replace("_", " "), pg.count(s["tokens"]), f"{s['seq_len']:,}", f"{s['global_batch_seqs']:,}",
+               pg.count(s.get("gpu_hours"))]
+        if compared:
+            claimed = s.get("claimed_gpu_hours")
+            err = (s["gpu_hours"] - claimed) / claimed if claimed and s.get("gpu_hours") is not None else None
+            pub = (pg.count(claimed, 4, True) if claimed else
+                   f"group: {pg.count(s['group_claimed_gpu_hours'], 4, True)}" if s.get("group_claimed_gpu_hours") else "—")
+            row += [pub, pg.pct(err, signed=True) if err is not None else "—"]
+        row += [pg.days(s.get("wall_days")), pg.number(s.get("tokens_per_s_per_gpu")), pg.pct(s.get("mfu_frac")),
+                s["plan_note"].split(" (fallback")[0]]
+        rows.append(row)
     return header, rows
 
 
-def _claims_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["claim", "published", "twin", "error", "twin P10–P90", "unit", "source"]
-    rows = []
-    for c in result["claims"]:
-        rows.append([c["id"], _num(c["claimed"]), _num(c["predicted"]), _pct(c["rel_error"]),
-                     _band(c.get("band")), c["unit"], c["source"]])
+def _claims_table(result: dict, compared: bool) -> tuple[list[str], list[list[str]]]:
+    if compared:
+        header = ["figure", "published", "twin", "error", "twin P10–P90", "source"]
+        rows = [[c["statement"], quantity(c["claimed"], c["unit"], published=True), quantity(c["predicted"], c["unit"]),
+                 pg.pct(c["rel_error"], signed=True), pg.band(c.get("band"), lambda v, u=c["unit"]: quantity(v, u)),
+                 c["source"]] for c in result["claims"]]
+    else:
+        header = ["figure (DeepSeek-V3 on H800)", "published", "source"]
+        rows = [[c["statement"], quantity(c["claimed"], c["unit"], published=True), c["source"]] for c in result["claims"]]
     return header, rows
 
 
-def _assumption_rows(result: dict, scenario) -> list[str]:
-    out = [f"Rental price ${scenario.cluster.price_usd_per_gpu_hour:g} per {scenario.cluster.gpu} GPU-hour "
-           "(cluster.price_usd_per_gpu_hour; where a scenario names none, the GPU type's catalog price, "
+def _input_note(i: dict) -> str:
+    a, b = pg.sig(i["a"], trim=True), pg.sig(i["b"], trim=True)
+    dist = f"lognormal, sigma {a}" if i["dist"] == "lognormal" else f"uniform {a}–{b}"
+    return f"{i['label']} ({dist})"
+
+
+def _assumptions(result: dict, scenario) -> list[str]:
+    e = scenario.energy
+    out = [f"Rental price {pg.usd(scenario.cluster.price_usd_per_gpu_hour, trim=True)} per {scenario.cluster.gpu.upper()} GPU-hour "
+           "(`cluster.price_usd_per_gpu_hour`; where a scenario names none, the GPU type's catalog price, "
            "twin/data/hardware.toml).",
-           f"Power: GPU busy at {scenario.energy.gpu_busy_power_frac:.0%} and idle at {scenario.energy.gpu_idle_power_frac:.0%} of "
-           f"{scenario.gpu.tdp_w:.0f} W TDP, node overhead {scenario.energy.node_overhead_w:.0f} W, PUE {scenario.energy.pue:g}.",
-           ]
+           f"Power: GPU busy at {pg.pct(e.gpu_busy_power_frac)} and idle at {pg.pct(e.gpu_idle_power_frac)} of "
+           f"{scenario.gpu.tdp_w:,.0f} W TDP, node overhead {e.node_overhead_w:,.0f} W, PUE {pg.sig(e.pue)}."]
     f = scenario.failures
     stage0 = next((s for s in result["stages"] if s.get("goodput")), None)
     if f.enabled and stage0:
         g = stage0["goodput"]
-        out.append(f"Failures ({f.catalog}): {g['rate_per_gpu_hour'] * 1e6:.1f} interruptions per million GPU-hours, job MTBF "
-                   f"{g['job_mtbf_s'] / 3600:.1f} h on {stage0['num_gpus']} GPUs, detection+restart {g['restart_overhead_s'] / 60:.0f} min, "
-                   f"checkpoint write {g['checkpoint_write_s']:.1f} s every {g['checkpoint_interval_s'] / 60:.1f} min ({g['interval_rule']}), "
-                   f"ETTR {g['ettr_frac']:.3f}.")
+        out.append(f"Failures ({f.catalog}): {pg.sig(g['rate_per_gpu_hour'] * 1e6)} interruptions per million GPU-hours, "
+                   f"job MTBF {pg.days(g['job_mtbf_s'] / 86400)} on {stage0['num_gpus']:,} GPUs, detection and restart "
+                   f"{pg.days(g['restart_overhead_s'] / 86400)}, checkpoint write {pg.seconds(g['checkpoint_write_s'])} every "
+                   f"{pg.days(g['checkpoint_interval_s'] / 86400)} ({g['interval_rule'].replace('_', '-')}); "
+                   f"effective training time {pg.pct(g['ettr_frac'])}.")
     u = result.get("uncertainty")
     if u:
-        out.append(f"Uncertainty: {u['method']} ({u['num_samples']} samples through per-input response surfaces from one-at-a-time "
-                   "runs at each input's P10 and P90); inputs: " + ", ".join(
-                       f"{i['label']} ({'lognormal sigma ' + format(i['a'], 'g') if i['dist'] == 'lognormal' else f'uniform {i[chr(97)]:g}–{i[chr(98)]:g}'})"
-                       for i in u["inputs"]) + ".")
+        out.append(f"Uncertainty: {u['method'].replace('_', ' ')} ({u['num_samples']:,} samples through per-input response surfaces from "
+                   "one-at-a-time runs at each input's P10 and P90); inputs: " + ", ".join(_input_note(i) for i in u["inputs"]) + ".")
     return out
 
 
-def render_markdown(result: dict, scenario) -> str:
-    lines = [f"# Training-run replay: {result['scenario_name']}", "",
-             f"{result['num_gpus']} x {result['gpu']}; {result['total_tokens'] / 1e12:.3f}T tokens over "
-             f"{len(result['stages'])} stages. Published figures are compared against, never fitted.", ""]
+def _verdict(result: dict, scenario, compared: bool) -> str:
+    total = next((c for c in result["claims"] if c["id"] == TOTAL_CLAIM), None)
+    gpu = _gpu(result)
+    if compared and total and total["predicted"] is not None:
+        cost = total["predicted"] * result["price_usd_per_gpu_hour"]
+        return (f"The twin puts DeepSeek-V3's training at {pg.count(total['predicted'])} {gpu} GPU-hours ({pg.usd(cost)}), "
+                f"{pg.above_below(total['rel_error'])} DeepSeek's published {pg.count(total['claimed'], 4, True)}.")
+    return (f"The twin puts this {scenario.model.name} run ({pg.tokens(result['total_tokens'])} in {len(result['stages'])} "
+            f"stages) at {pg.count(result['total_gpu_hours'])} {gpu} GPU-hours ({pg.usd(result['total_cost_usd'])}) and "
+            f"{pg.days(result['total_wall_days'])} on {result['num_gpus']:,} {gpu}.")
+
+
+def build_page(result: dict, scenario, gantt_step=None) -> Page:
+    """The report page of a replay result's JSON form (`to_json(ReplayResult)`)."""
+    compared = compares_to_published(scenario)
+    p = Page(f"Training-run replay: {result['scenario_name']}", _verdict(result, scenario, compared))
     if not result["complete"]:
-        lines += ["**Incomplete: some stages could not be simulated (see the stage table); totals exclude them.**", ""]
-    lines += ["## Headline (P10–P90 band)", "", _md_table(["quantity", "twin", "P10–P90"], [list(r) for r in _headline(result)]), ""]
-    lines += ["## Stages", "", _md_table(*_stage_table(result)), ""]
-    lines += ["## Published figures", "", _md_table(*_claims_table(result)), ""]
-    lines += ["## What drives the gap", ""] + [f"- {n}" for n in result["gap_drivers"]] + [""]
-    lines += ["## Assumptions", ""] + [f"- {a}" for a in _assumption_rows(result, scenario)] + [""]
-    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
+        p.warn("Incomplete: some stages could not be simulated (see the stage table); the totals exclude them.")
+    if compared:
+        p.para(f"{result['num_gpus']:,} × {_gpu(result)} training {scenario.model.name} on "
+               f"{pg.tokens(result['total_tokens'])} in {len(result['stages'])} stages. DeepSeek's published figures "
+               "describe this run, so the twin is compared with them; they are compared against, never fitted.")
+    else:
+        p.para(why_not_compared(scenario))
+    p.section("Headline (with the P10–P90 band)").table(["quantity", "twin", "P10–P90"], _headline(result))
+    p.section("Stages").table(*_stage_table(result, compared))
+    p.section("Published figures" if compared else "Published figures, for context only")
+    p.table(*_claims_table(result, compared))
+    if compared:
+        p.section("What drives the gap").bullets(result["gap_drivers"])
+    else:
+        # the replay's notes on its gap to DeepSeek's figures don't apply to another run; its stage notes do
+        notes = [n for n in result["gap_drivers"] if not _COMPARISON_NOTE.search(n)]
+        if notes:
+            p.section("Notes").bullets(notes)
+    p.section("Assumptions").bullets(_assumptions(result, scenario))
+    p.section("Plots")
+    p.figure(PLOTS[0], plot_gpu_hours(result, compared),
+             "GPU-hours by stage with the P10–P90 band" + (", beside DeepSeek's published figures." if compared else "."))
+    p.figure(PLOTS[1], plot_gantt(gantt_step), "One simulated step of the first feasible stage, per pipeline rank.")
+    p.figure(PLOTS[2], plot_tornado(result), "How far each uncertain input moves the total cost.")
+    p.figure(PLOTS[3], plot_cost_vs_size(result), "Cost and wall-clock days at other cluster sizes.")
     prov = result["provenance"]
-    lines += ["## Provenance", "", f"- scenario: `{prov['scenario']}` (resolved copy: `scenario.resolved.toml`)",
-              "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
-              f"- created: {prov['created_utc']}; replay took {result['runtime']['wall_s']:.2f} s "
-              f"({result['runtime']['steps_simulated']} steps simulated)", ""]
-    return "\n".join(lines)
-
-
-def _html_table(header: list[str], rows: list[list]) -> str:
-    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-
-def render_html(result: dict, scenario, images: dict[str, bytes]) -> str:
-    esc = html.escape
-    imgs = "".join(
-        f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
-        for name, data in images.items())
-    prov = result["provenance"]
-    body = [f"<h1>Training-run replay: {esc(result['scenario_name'])}</h1>",
-            f"<p>{result['num_gpus']} × {esc(result['gpu'])}; {result['total_tokens'] / 1e12:.3f}T tokens over {len(result['stages'])} stages. "
-            "Published figures are compared against, never fitted.</p>"]
-    if not result["complete"]:
-        body.append('<p class="warn">Incomplete: some stages could not be simulated; totals exclude them.</p>')
-    body += ["<h2>Headline (P10–P90 band)</h2>", _html_table(["quantity", "twin", "P10–P90"], _headline(result)),
-             "<h2>Stages</h2>", _html_table(*_stage_table(result)),
-             "<h2>Published figures</h2>", _html_table(*_claims_table(result)),
-             "<h2>What drives the gap</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in result["gap_drivers"]) + "</ul>",
-             "<h2>Assumptions</h2><ul>" + "".join(f"<li>{esc(a)}</li>" for a in _assumption_rows(result, scenario)) + "</ul>",
-             "<h2>Plots</h2>" + imgs,
-             "<h2>Provenance</h2><ul>" + f"<li>scenario: {esc(prov['scenario'])} (resolved copy: scenario.resolved.toml)</li>"
-             + "<li>versions: " + esc(", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v)) + "</li>"
-             + f"<li>created {esc(prov['created_utc'])}; replay took {result['runtime']['wall_s']:.2f} s</li></ul>"]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}img{max-width:100%}"
-             "figure{margin:1em 0}.warn{color:#a00;font-weight:bold}")
-    # The script reports how many images decoded (the browser test reads it from the title).
-    script = ("<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
-              "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++;}"
-              "document.title='report-loaded images='+ok+'/'+im.length;});</script>")
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>report</title>"
-            f"<style>{style}</style>{script}</head><body>" + "\n".join(body) + "</body></html>\n")
-
-
-# --------------------------------------------------------------------------- resolved scenario
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(type(v))
-
-
-def to_toml(data: dict) -> str:
-    """A small TOML writer for the resolved scenario (tables, arrays of tables, scalars; None omitted)."""
-    lines: list[str] = []
-
-    def table(prefix: str, d: dict) -> None:
-        scalars = {k: v for k, v in d.items() if v is not None and not isinstance(v, dict)
-                   and not (isinstance(v, (list, tuple)) and v and isinstance(v[0], dict))}
-        for k, v in scalars.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-        for k, v in d.items():
-            if isinstance(v, dict):
-                lines.append("")
-                lines.append(f"[{prefix}{k}]")
-                table(f"{prefix}{k}.", v)
-            elif isinstance(v, (list, tuple)) and v and isinstance(v[0], dict):
-                for item in v:
-                    lines.append("")
-                    lines.append(f"[[{prefix}{k}]]")
-                    table(f"{prefix}{k}.", item)
-
-    table("", data)
-    return "\n".join(lines).lstrip() + "\n"
+    p.section("Provenance").bullets([
+        f"scenario: {prov['scenario']} (resolved copy: `{pg.RESOLVED_SCENARIO}`); the result: `{pg.RESULT_JSON}`; "
+        f"one row per stage: `{STAGES_CSV}`",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v),
+        f"created {prov['created_utc']}; the replay took {pg.seconds(result['runtime']['wall_s'])} "
+        f"({result['runtime']['steps_simulated']:,} steps simulated)"])
+    return p
 
 
 # --------------------------------------------------------------------------- entry point
 
 def write_report(replay: ReplayResult, scenario, out_dir) -> Path:
-    """Write every report file into `out_dir`; nothing there changes until all are complete.
-    The report renders the result's JSON form (twin.core.results.to_json), the same as results.json."""
+    """Write the report into `out_dir` (report.html, report.md, result.json, scenario.resolved.toml,
+    results.csv, the plots); nothing there changes until all are complete. Returns `out_dir`."""
     result = to_json(replay)
-    out_dir = Path(out_dir)
-    with staged_dir(out_dir) as tmp:
-        plot_gpu_hours(result, tmp / PLOTS[0])
-        plot_gantt(replay.gantt_step, tmp / PLOTS[1])
-        plot_tornado(result, tmp / PLOTS[2])
-        plot_cost_vs_size(result, tmp / PLOTS[3])
-        images = {p: (tmp / p).read_bytes() for p in PLOTS}
-        (tmp / "report.md").write_text(render_markdown(result, scenario), encoding="utf-8")
-        (tmp / "report.html").write_text(render_html(result, scenario, images), encoding="utf-8")
-        write_csv(result, tmp / "results.csv")
-        (tmp / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        resolved = scenario.to_dict()
-        (tmp / "scenario.resolved.toml").write_text(to_toml(resolved), encoding="utf-8")
-    return out_dir
+    page = build_page(result, scenario, replay.gantt_step)
+    pg.write_report_dir(out_dir, page, result, scenario, files={STAGES_CSV: write_csv(result)})
+    return Path(out_dir)

@@ -1,122 +1,123 @@
-"""Serving report: throughput vs concurrency and vs TPOT, claims, and validation on our measurements.
+"""Serving report, in the shared page style (reports/page.py).
+
+`write_outputs(result, scenario, out_dir)` (twin serve --out) writes, staged and atomic:
+  report.html, report.md      the headline (output and input tokens/s per GPU and per node, TPOT,
+                              TTFT, memory per GPU in GiB), the memory breakdown, where a decode
+                              step goes, the published figures beside the twin, the sweep plots
+  result.json                 the ServeResult (twin.core.results.to_json)
+  scenario.resolved.toml      the serving scenario as resolved
+  serve_sweep.csv             one row per concurrency of the sweep
+  throughput_vs_batch.png, throughput_vs_tpot.png
 
   python -m reports.serve_report OUT_DIR [SCENARIO.toml ...] [--set serve.x=v]
 
-For each scenario (default: the three scenarios/r1_serve_*.toml) writes, staged and atomic:
-  <name>/serve.json, serve_sweep.csv, scenario.resolved.json, throughput_vs_batch.png,
-  throughput_vs_tpot.png (write_outputs)
-and at the top: serve_report.md, serve_report.json (claims table, DeepGEMM kernel check, twin vs
-measured decode/prefill of calibration/measurements/<gpu>/model.csv).
+runs each scenario (default: the three scenarios/r1_serve_*.toml) into OUT_DIR/<n>-<slug>/ (the
+slug is made from the scenario's name, reduced to letters, digits and '-', so nothing is written
+outside OUT_DIR) and writes an overview at the top: report.html, report.md and result.json with
+every scenario's headline, the DeepGEMM kernel check and the twin against our measured decode and
+prefill (calibration/measurements/<gpu>/model.csv).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import io
-import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from calibration.kernel_tables import deepgemm_check  # noqa: E402
-from calibration.serve_validation import validate_measured  # noqa: E402
-from twin.core import atomic  # noqa: E402
-from twin.core.results import to_json  # noqa: E402
-from twin.core.scenario import SERVING, ServeScenario, load_scenario  # noqa: E402
-from twin.serving.result import SweepPoint, ServeResult  # noqa: E402
-from twin.serving.run import serve  # noqa: E402
+from calibration.kernel_tables import deepgemm_check
+from calibration.serve_validation import validate_measured
+from reports import page as pg
+from reports.page import Page
+from twin.core.results import to_json
+from twin.core.scenario import SERVING, ServeScenario, load_scenario
+from twin.core.specs import serving_claims
+from twin.serving.result import ServeResult, SweepPoint
+from twin.serving.run import serve
 
 SWEEP_COLUMNS = tuple(f.name for f in dataclasses.fields(SweepPoint))
+SWEEP_CSV = "serve_sweep.csv"
+PLOTS = ("throughput_vs_batch.png", "throughput_vs_tpot.png")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIOS = ("scenarios/r1_serve_h200.toml", "scenarios/r1_serve_h800_decode.toml",
                      "scenarios/r1_serve_h800_prefill.toml")
+# the model DeepSeek's and NVIDIA's serving figures describe (R1 shares V3's architecture)
+PUBLISHED_MODEL = "deepseek-v3"
+
+# what a claim's metric measures, and how its values read
+METRICS = {
+    "output_tokens_per_s_per_node": ("Output tokens/s per node", lambda v: f"{pg.number(v)} tokens/s"),
+    "input_tokens_per_s_per_node": ("Input tokens/s per node", lambda v: f"{pg.number(v)} tokens/s"),
+    "min_hbm_bytes": ("Least GPU memory that serves the model", pg.binary_bytes),
+    "weight_bytes_total": ("Model weights in memory", pg.binary_bytes),
+}
+MEMORY_PARTS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("activations", "Activations"),
+                ("runtime_reserved", "Runtime reserve"))
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+def _metric(metric: str):
+    return METRICS.get(metric, (metric.replace("_", " "), pg.sig))
 
+
+def claim_gpu(claim_id: str) -> str:
+    """The GPU type a published serving figure was measured on ('' when it doesn't depend on one)."""
+    return serving_claims().get(claim_id, {}).get("gpu", "")
+
+
+def comparable(claim: dict, result: dict) -> bool:
+    """A published figure is compared (with an error) only for the model and GPU type it describes."""
+    gpu = claim_gpu(claim["id"])
+    return result["model"] == PUBLISHED_MODEL and (not gpu or gpu == result["gpu"])
+
+
+# --------------------------------------------------------------------------- plots
 
 def _claim_lines(result: dict) -> list[tuple[str, float]]:
-    return [(c["id"], c["claimed"]) for c in result.get("claims", [])
-            if c["metric"] == "output_tokens_per_s_per_node"]
+    return [(f"published {c['id']}", c["claimed"]) for c in result.get("claims", [])
+            if c["metric"] == "output_tokens_per_s_per_node" and comparable(c, result)]
 
 
-def plot_sweep(result: dict, out_dir: Path) -> None:
-    """throughput_vs_batch.png and throughput_vs_tpot.png (output tok/s per node) into out_dir."""
+def plot_throughput_vs_batch(result: dict):
     rows = [r for r in result["sweep"] if r["feasible"]]
-    if not rows:
-        return
-    x = [r["batch"] for r in rows]
-    y = [r["output_tokens_per_s_per_node"] for r in rows]
-    tpot_ms = [r["tpot_s"] * 1e3 for r in rows]
-    claims = _claim_lines(result)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(x, y, "o-", label="twin")
+    fig, ax = pg.figure(6.5, 4)
+    ax.plot([r["batch"] for r in rows], [r["output_tokens_per_s_per_node"] for r in rows], "o-", label="twin")
     if result.get("max_batch_by_memory"):
         ax.axvline(result["max_batch_by_memory"], color="grey", ls=":", label="memory limit")
-    for cid, val in claims:
-        ax.axhline(val, color="C3", ls="--", label=f"claim {cid}")
+    for label, val in _claim_lines(result):
+        ax.axhline(val, color="C3", ls="--", label=label)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(pg.axis_formatter(lambda v: f"{v:,.0f}"))
+    ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
     ax.set_xlabel("concurrent requests per instance")
     ax.set_ylabel("output tokens/s per node")
-    ax.set_title(f"{result['scenario']}: {result['model']} on {result['num_gpus']}x {result['gpu']}")
+    ax.set_title(f"{result['model']} on {result['num_gpus']} × {result['gpu'].upper()}", fontsize=10)
     ax.legend(fontsize=8)
-    (out_dir / "throughput_vs_batch.png").write_bytes(_png(fig))
+    return fig
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(tpot_ms, y, "o-", label="twin (batch sweep)")
-    for b, t, v in zip(x, tpot_ms, y):
-        ax.annotate(str(b), (t, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    for cid, val in claims:
-        ax.axhline(val, color="C3", ls="--", label=f"claim {cid}")
-    ax.set_xlabel("TPOT (ms)")
+
+def plot_throughput_vs_tpot(result: dict):
+    rows = [r for r in result["sweep"] if r["feasible"]]
+    fig, ax = pg.figure(6.5, 4)
+    tpot_ms = [r["tpot_s"] * 1e3 for r in rows]
+    y = [r["output_tokens_per_s_per_node"] for r in rows]
+    ax.plot(tpot_ms, y, "o-", label="twin (labels: concurrent requests)")
+    # label every other point at most, so neighbouring labels never overlap
+    step = max(1, len(rows) // 8)
+    for r, t, v in list(zip(rows, tpot_ms, y))[::step]:
+        ax.annotate(f"{r['batch']:,}", (t, v), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    for label, val in _claim_lines(result):
+        ax.axhline(val, color="C3", ls="--", label=label)
+    ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
+    ax.set_xlabel("time per output token (ms)")
     ax.set_ylabel("output tokens/s per node")
-    ax.legend(fontsize=8)
-    (out_dir / "throughput_vs_tpot.png").write_bytes(_png(fig))
+    ax.set_title("Throughput against latency over the concurrency sweep", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
 
 
-def _fmt(v, scale=1.0, digits=1) -> str:
-    return "-" if v is None else f"{v * scale:,.{digits}f}"
-
-
-def markdown(results: list[dict], validation: list[dict], kernel: list[dict]) -> str:
-    lines = ["# Serving twin report", "",
-             "Predicted from first principles and the calibrated profiles; published figures are compared, never fitted.", "",
-             "## Headline", "",
-             "| scenario | batch | out tok/s/node | in tok/s/node | TPOT ms | TTFT s | mem/GPU GB |",
-             "|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['scenario']} | {r['batch']} | {_fmt(r['output_tokens_per_s_per_node'])} | "
-                     f"{_fmt(r['input_tokens_per_s_per_node'])} | {_fmt(r['tpot_s'], 1e3)} | {_fmt(r['ttft_s'], 1, 2)} | "
-                     f"{_fmt(r['memory_per_gpu_bytes'], 1e-9)} |")
-    lines += ["", "## Claims", "", "| claim | claimed | predicted | error | conditions |", "|---|---|---|---|---|"]
-    for r in results:
-        for c in r["claims"]:
-            err = "-" if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
-            lines.append(f"| {c['id']} | {c['claimed']:,.0f} | {_fmt(c['predicted'], 1, 0)} | {err} | {c['conditions_note']} |")
-    lines += ["", "## FP8 GEMM kernel check (DeepGEMM H800 table, published)", "",
-              "| m | n | k | published us | fp8-rowwise us (err) | fp8 blockwise us (err) |", "|---|---|---|---|---|---|"]
-    for k in kernel:
-        lines.append(f"| {k['m']} | {k['n']} | {k['k']} | {k['published_s'] * 1e6:.1f} | "
-                     f"{k['fp8-rowwise_s'] * 1e6:.1f} ({k['fp8-rowwise_rel_error']:+.0%}) | {k['fp8_s'] * 1e6:.1f} ({k['fp8_rel_error']:+.0%}) |")
-    lines += ["", "## Validation on our measurements (calibration/measurements/*/model.csv)", "",
-              "| gpu | bench | model | batch | measured ms | twin ms | error | GPU-only ms | note |", "|---|---|---|---|---|---|---|---|---|"]
-    for v in validation:
-        lines.append(f"| {v['gpu']} | {v['bench']} | {v['model']} | {v['batch']} | {v['measured_s'] * 1e3:.2f} | "
-                     f"{v['predicted_s'] * 1e3:.2f} | {v['rel_error']:+.1%} | {v['gpu_only_s'] * 1e3:.2f} | {v['note']} |")
-    return "\n".join(lines) + "\n"
-
+# --------------------------------------------------------------------------- tables
 
 def sweep_csv(result: dict) -> str:
     buf = io.StringIO()
@@ -127,37 +128,164 @@ def sweep_csv(result: dict) -> str:
     return buf.getvalue()
 
 
-def write_outputs(result: ServeResult, scenario: ServeScenario, out_dir: str | Path) -> None:
-    """serve.json, serve_sweep.csv, scenario.resolved.json and the throughput plots, atomically."""
+def _headline(r: dict) -> list[list[str]]:
+    return [
+        ["Output tokens/s", pg.number(r["output_tokens_per_s_per_gpu"]), pg.number(r["output_tokens_per_s_per_node"]),
+         pg.number(r["output_tokens_per_s"])],
+        ["Input (prompt) tokens/s", pg.number(r["input_tokens_per_s_per_gpu"]), pg.number(r["input_tokens_per_s_per_node"]),
+         pg.number(r["input_tokens_per_s"])],
+    ]
+
+
+def _latency(r: dict) -> list[list[str]]:
+    return [
+        ["Time per output token (TPOT)", pg.seconds(r["tpot_s"])],
+        ["Time to first token (TTFT)", pg.seconds(r["ttft_s"])],
+        ["Concurrent requests per instance", f"{r['batch']:,} (memory allows {r['max_batch_by_memory']:,})"],
+        ["Memory per GPU", f"{pg.gib(r['memory_per_gpu_bytes'])} of {pg.gib(r['memory_breakdown_bytes'].get('capacity'))}"],
+    ]
+
+
+def _memory(r: dict) -> list[list[str]]:
+    mem = r["memory_breakdown_bytes"]
+    cap = mem.get("capacity")
+    rows = [[label, pg.gib(mem.get(key)), pg.pct(mem[key] / cap) if cap and mem.get(key) is not None else pg.NA]
+            for key, label in MEMORY_PARTS if key in mem]
+    rows.append(["Total", pg.gib(mem.get("total")), pg.pct(mem["total"] / cap) if cap else pg.NA])
+    rows.append(["HBM capacity", pg.gib(cap), "100%"])
+    return rows
+
+
+def _decode(r: dict) -> list[list[str]]:
+    d, p = r["decode"], r["prefill"]
+    rows = [["Decode step", pg.seconds(d.get("step_s")),
+             f"{d.get('num_microbatches', 1)} micro-batch(es); MLA core {d.get('mla_core_bound', 'n/a')}-bound"],
+            ["  MoE layers", pg.seconds(d.get("layers_moe_s")), "all MoE layers of one step"],
+            ["  dense layers", pg.seconds(d.get("layers_dense_s")), ""],
+            ["  output head", pg.seconds(d.get("head_s")), ""],
+            ["Prefill forward", pg.seconds(p.get("forward_s")), f"{p.get('tokens_per_gpu', 0):,.0f} prompt tokens per GPU"]]
+    return rows
+
+
+def _claims(r: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["figure", "published", "twin", "error", "conditions", "source"]
+    rows = []
+    for c in r["claims"]:
+        label, fmt = _metric(c["metric"])
+        gpu = claim_gpu(c["id"])
+        ok = comparable(c, r)
+        rows.append([f"{label}" + (f" ({gpu.upper()})" if gpu else ""), fmt(c["claimed"]),
+                     fmt(c["predicted"]) if c["predicted"] is not None else pg.NA,
+                     pg.pct(c["rel_error"], signed=True) if ok else "not compared",
+                     c["conditions_note"], c["source"]])
+    return header, rows
+
+
+def _verdict(r: dict) -> str:
+    return (f"The twin serves {r['model']} on {r['num_gpus']} × {r['gpu'].upper()} at "
+            f"{pg.number(r['output_tokens_per_s_per_gpu'])} output tokens/s per GPU "
+            f"({pg.number(r['output_tokens_per_s_per_node'])} per node) with {r['batch']:,} concurrent requests per "
+            f"instance, a time per output token of {pg.seconds(r['tpot_s'])} and a time to first token of {pg.seconds(r['ttft_s'])}.")
+
+
+def build_page(result: dict) -> Page:
+    """The serving page of a ServeResult's JSON form."""
+    r = result
+    p = Page(f"Serving: {r['scenario']}", _verdict(r))
+    prof = r.get("profile", {})
+    p.para(f"{r['instances']} instance(s) of {r['instance_gpus']} GPUs ({r.get('gpu_name', r['gpu'])}); efficiency profile "
+           f"{prof.get('gpu', r['gpu']).upper()}{'' if prof.get('calibrated', True) else ' (not calibrated: the default profile)'}. "
+           "Predicted from first principles and the calibrated profiles; published figures are compared, never fitted.")
+    p.section("Headline").table(["throughput", "per GPU", "per node", "whole deployment"], _headline(r))
+    p.table(["latency and memory", "twin"], _latency(r))
+    p.section("Memory per GPU").table(["part", "GiB", "of capacity"], _memory(r))
+    p.section("Where the time goes").table(["part", "time", "note"], _decode(r))
+    p.section("Published figures")
+    off = [c for c in r["claims"] if not comparable(c, r)]
+    if off:
+        p.para(f"Figures marked 'not compared' describe {PUBLISHED_MODEL} on another GPU type (or another model) than this "
+               "scenario's, so they are context, not a test of the twin.")
+    if r["claims"]:
+        p.table(*_claims(r))
+    else:
+        p.para("The scenario names no published figures ([serve] claims).")
+    p.section("Plots")
+    if any(s["feasible"] for s in r["sweep"]):
+        p.figure(PLOTS[0], plot_throughput_vs_batch(r), "Output tokens/s per node against concurrency.")
+        p.figure(PLOTS[1], plot_throughput_vs_tpot(r), "Output tokens/s per node against time per output token.")
+    else:
+        p.warn("No concurrency of the sweep fits: see the reasons in serve_sweep.csv.")
+    p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the result; `{SWEEP_CSV}`: one row per concurrency of the sweep; "
+                                f"`{pg.RESOLVED_SCENARIO}`: the scenario as resolved"])
+    return p
+
+
+def write_outputs(result: ServeResult, scenario: ServeScenario, out_dir: str | Path) -> list[Path]:
+    """report.html, report.md, result.json, scenario.resolved.toml, serve_sweep.csv and the
+    throughput plots into `out_dir`, atomically. Returns the paths written."""
     data = to_json(result)
-    with atomic.staged_dir(out_dir) as tmp:
-        (tmp / "serve.json").write_text(json.dumps(data, indent=2) + "\n")
-        (tmp / "serve_sweep.csv").write_text(sweep_csv(data))
-        (tmp / "scenario.resolved.json").write_text(json.dumps(scenario.to_dict(), indent=2) + "\n")
-        plot_sweep(data, tmp)
+    return pg.write_report_dir(out_dir, build_page(data), data, scenario, files={SWEEP_CSV: sweep_csv(data)})
+
+
+# --------------------------------------------------------------------------- several scenarios
+
+def overview_page(runs: list[tuple[str, dict]], validation: list[dict], kernel: list[dict]) -> Page:
+    """The top of `python -m reports.serve_report`: each scenario's headline (linking its own report),
+    the DeepGEMM kernel check and the twin against our measured decode and prefill."""
+    best = max(runs, key=lambda x: x[1]["output_tokens_per_s_per_gpu"]) if runs else None
+    verdict = (f"Of {len(runs)} serving scenarios, {best[1]['scenario']} gives the most output per GPU: "
+               f"{pg.number(best[1]['output_tokens_per_s_per_gpu'])} tokens/s at a TPOT of {pg.seconds(best[1]['tpot_s'])}."
+               if best else "No serving scenarios were run.")
+    p = Page("Serving twin: overview", verdict)
+    p.para("Predicted from first principles and the calibrated profiles; published figures are compared, never fitted. "
+           "Each scenario's full report is in its own folder.")
+    p.section("Scenarios").table(
+        ["scenario", "folder", "output tokens/s per GPU", "per node", "input tokens/s per node", "TPOT", "TTFT", "memory per GPU"],
+        [[r["scenario"], f"[{d}]({d}/{pg.REPORT_HTML})", pg.number(r["output_tokens_per_s_per_gpu"]), pg.number(r["output_tokens_per_s_per_node"]),
+          pg.number(r["input_tokens_per_s_per_node"]), pg.seconds(r["tpot_s"]), pg.seconds(r["ttft_s"]),
+          pg.gib(r["memory_per_gpu_bytes"])] for d, r in runs])
+    claim_rows = []
+    for _, r in runs:
+        for c in r["claims"]:
+            label, fmt = _metric(c["metric"])
+            claim_rows.append([r["scenario"], label, fmt(c["claimed"]),
+                               fmt(c["predicted"]) if c["predicted"] is not None else pg.NA,
+                               pg.pct(c["rel_error"], signed=True) if comparable(c, r) else "not compared"])
+    if claim_rows:
+        p.section("Published figures").table(["scenario", "figure", "published", "twin", "error"], claim_rows)
+    p.section("FP8 GEMM kernel check (DeepGEMM's published H800 table)").table(
+        ["m", "n", "k", "published", "FP8 row-wise (error)", "FP8 block-wise (error)"],
+        [[f"{k['m']:,}", f"{k['n']:,}", f"{k['k']:,}", pg.seconds(k["published_s"]),
+          f"{pg.seconds(k['fp8-rowwise_s'])} ({pg.pct(k['fp8-rowwise_rel_error'], signed=True)})",
+          f"{pg.seconds(k['fp8_s'])} ({pg.pct(k['fp8_rel_error'], signed=True)})"] for k in kernel])
+    p.section("The twin against our measurements (calibration/measurements/*/model.csv)").table(
+        ["GPU", "bench", "model", "batch", "measured", "twin", "error", "GPU-only", "note"],
+        [[v["gpu"].upper(), v["bench"], v["model"], f"{v['batch']:,}", pg.seconds(v["measured_s"]), pg.seconds(v["predicted_s"]),
+          pg.pct(v["rel_error"], signed=True), pg.seconds(v["gpu_only_s"]), v["note"]] for v in validation])
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reports.serve_report")
+    ap = argparse.ArgumentParser(prog="python -m reports.serve_report", description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("scenarios", nargs="*")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args(argv)
     out = Path(args.out)
-    results = []
-    for path in args.scenarios or [str(ROOT / p) for p in DEFAULT_SCENARIOS]:
+    runs = []
+    for i, path in enumerate(args.scenarios or [str(ROOT / p) for p in DEFAULT_SCENARIOS], start=1):
         sc = load_scenario(path, args.set, kind=SERVING)
         result = serve(sc)
-        write_outputs(result, sc, out / sc.name)
-        results.append(to_json(result))
-    validation = validate_measured()
-    kernel = deepgemm_check()
-    payload = {"results": [{k: v for k, v in r.items() if k != "sweep"} for r in results],
+        # never a path from the scenario's name: an index and a slug reduced to [a-z0-9._-], one component
+        folder = f"{i:02d}-{pg.slug(sc.name, 'scenario')}"
+        write_outputs(result, sc, out / folder)
+        runs.append((folder, to_json(result)))
+    validation = to_json(validate_measured())
+    kernel = to_json(deepgemm_check())
+    payload = {"results": [{k: v for k, v in r.items() if k != "sweep"} | {"folder": d} for d, r in runs],
                "validation": validation, "deepgemm_check": kernel}
-    with atomic.staged_dir(out) as tmp:
-        (tmp / "serve_report.md").write_text(markdown(results, validation, kernel))
-        (tmp / "serve_report.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    print(out / "serve_report.md")
+    pg.write_report_dir(out, overview_page(runs, validation, kernel), payload)
+    print(out / pg.REPORT_HTML)
     return 0
 
 
