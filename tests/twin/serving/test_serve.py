@@ -19,7 +19,7 @@ from twin.costs import compute
 from twin.core.serve_specs import ServeSpec
 from twin.core.specs import get_gpu, get_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 V3 = get_model("deepseek-v3")
 
 
