@@ -7,6 +7,7 @@ with --json, written as {"feasible": false, ...}).
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.metadata
 import json
 import sys
@@ -19,7 +20,7 @@ from reports.serve_report import write_outputs as write_serve_report
 from twin.api import result_schemas
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
-from twin.core.atomic import write_text
+from twin.core.atomic import write_bytes, write_text
 from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import to_dict
@@ -31,10 +32,10 @@ from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, 
 from twin.planning.search import catalog_prices, plan, search_candidates
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
-from twin.sim.pipeline import to_chrome_trace
 from twin.training.balance import run_balance, summary_lines
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
+from twin.training.trace import step_trace
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
@@ -122,13 +123,26 @@ def cmd_trace(args) -> int:
     except InfeasiblePlan as exc:
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
-    names = {r: f"PP rank {r} (GPU)" for r in range(res.pipeline.num_ranks)}
-    trace = to_chrome_trace(res.pipeline, names)
-    trace["otherData"] = {"scenario": sc.name, "step_time_s": res.step_time_s}
-    write_text(args.out, json.dumps(trace))
-    write_text(Path(args.out).with_suffix(".scenario.json"), json.dumps(sc.to_dict(), indent=2))
-    _say(args, f"wrote {args.out} ({len(trace['traceEvents']):,} events); open it in https://ui.perfetto.dev")
+    window = _window(args.window) if args.window else None
+    trace = step_trace(sc, res, window)
+    data = json.dumps(trace, separators=(",", ":")).encode()
+    out = Path(args.out)
+    write_bytes(out, gzip.compress(data, mtime=0) if out.suffix == ".gz" else data)
+    write_text(out.parent / (out.name.split(".")[0] + ".scenario.resolved.json"), json.dumps(sc.to_dict(), indent=2))
+    _say(args, f"wrote {out} ({len(trace['traceEvents']):,} events, {out.stat().st_size / 1e6:.1f} MB); "
+               "open it in https://ui.perfetto.dev")
     return 0
+
+
+def _window(text: str) -> tuple[float, float]:
+    """'9.0:9.3' -> (9.0, 9.3) seconds of the step."""
+    try:
+        start, end = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ScenarioError("--window", text, "START:END in seconds of the step, e.g. 9.0:9.3") from None
+    if not (0 <= start < end < float("inf")):
+        raise ScenarioError("--window", text, "0 <= START < END, finite seconds")
+    return start, end
 
 
 def cmd_replay(args) -> int:
@@ -272,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trace", help="write the simulated step as a Chrome trace (Perfetto)")
     _add_scenario_args(p, schedule=True)
-    p.add_argument("--out", required=True, metavar="FILE", help="trace JSON to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="trace JSON to write (a .gz name writes it gzipped; Perfetto opens both)")
+    p.add_argument("--window", metavar="START:END", help="only the slices overlapping this time span of the step, in seconds (e.g. one chunk pair)")
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("replay", help="replay a whole training run and write the cost report")

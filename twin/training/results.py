@@ -39,3 +39,6 @@ class StepResult:
     num_microbatches: int
     # twin.sim.pipeline.PipelineResult (events for traces and the Gantt chart); not part of the JSON
     pipeline: object = field(repr=False, default=None, metadata={"json": False})
+    # the step's tail after the pipeline, per rank (data-parallel reduce-scatter, optimizer,
+    # all-gather) as twin.sim.pipeline.Events; empty without the event log
+    tail_events: tuple = field(repr=False, default=(), metadata={"json": False})

@@ -25,7 +25,7 @@ from twin.moe.placement import scenario_layer_loads
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.training.results import Perturb, StepResult
 from twin.core.scenario import Scenario
-from twin.sim.pipeline import PipelineResult, Task, simulate_pipeline
+from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
 from twin.core.schedules import PipeOp, Schedule, build_schedule
 from twin.core.specs import GPUSpec
 
@@ -358,6 +358,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     op_time["dp_reduce_scatter"] = tails[busiest][0]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
+    tail_events = tuple(_tail_events(last_end, tails, end, opt_s, ag_s)) if record_events else ()
     return StepResult(
         schedule=sc.plan.schedule,
         step_time_s=step_time,
@@ -375,4 +376,20 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
         num_gpus=n,
         num_microbatches=sc.num_microbatches,
         pipeline=pipe,
+        tail_events=tail_events,
     )
+
+
+def _tail_events(last_end: tuple[float, ...], tails: list[tuple[float, float, float]], end_s: float,
+                 opt_s: float, ag_s: float) -> list[Event]:
+    """The step's tail on each rank: its gradient reduce-scatter right after its last compute, then
+    (once every rank is done) the optimizer, then the parameter all-gather unless overlapped."""
+    out = []
+    for rank, (rs_s, _, _) in enumerate(tails):
+        if rs_s > 0:
+            out.append(Event(rank, "comm", "dp_reduce_scatter", "step", -1, 0, last_end[rank], last_end[rank] + rs_s))
+        if opt_s > 0:
+            out.append(Event(rank, "compute", "optimizer", "step", -1, 0, end_s, end_s + opt_s))
+        if ag_s > 0:
+            out.append(Event(rank, "comm", "dp_all_gather", "step", -1, 0, end_s + opt_s, end_s + opt_s + ag_s))
+    return out

@@ -1,0 +1,72 @@
+"""The step's Chrome trace: DeepSeek's annotation names, the DP/optimizer tail, flow arrows across
+ranks, no zero-length slices, a time window, gzip."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+import twin
+from twin.training.trace import TRACE_NAMES, step_trace
+
+DEEPSEEK_ANNOTATIONS = {"attn(F)", "attn(B)", "attn(W)", "mlp(F)", "mlp(B)", "mlp(W)",
+                        "dispatch(F)", "dispatch(B)", "combine(F)", "combine(B)"}
+
+
+@pytest.fixture(scope="module")
+def small():
+    sc = twin.load_scenario(overrides=["workload.global_batch_seqs=4096"])   # 32 micro-batches per pipeline
+    return sc, twin.simulate_step(sc)
+
+
+def test_slices_carry_deepseeks_names_and_the_step_tail(small):
+    sc, res = small
+    trace = step_trace(sc, res)
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    names = {e["name"] for e in slices}
+    assert DEEPSEEK_ANNOTATIONS <= names
+    assert {"reduce_scatter(DP)", "optimizer"} <= names
+    assert names <= set(TRACE_NAMES.values())
+    assert all(e["dur"] > 0 for e in slices)                  # no zero-length slices
+    # the optimizer ends the step on every rank
+    opt = [e for e in slices if e["name"] == "optimizer"]
+    assert len(opt) == sc.plan.pp
+    assert max(e["ts"] + e["dur"] for e in opt) == pytest.approx(res.step_time_s * 1e6, rel=1e-6)
+
+
+def test_flow_arrows_join_dependent_slices_across_ranks(small):
+    sc, res = small
+    events = step_trace(sc, res)["traceEvents"]
+    starts = {e["id"]: e for e in events if e["ph"] == "s"}
+    ends = {e["id"]: e for e in events if e["ph"] == "f"}
+    assert starts and starts.keys() == ends.keys()
+    for i, s in starts.items():
+        f = ends[i]
+        assert s["pid"] != f["pid"] and s["ts"] <= f["ts"]      # a send lands later on another rank
+    # the first rank's forwards feed rank 1: at least one arrow per micro-batch in each direction
+    assert sum(1 for i, s in starts.items() if s["pid"] == 0 and ends[i]["pid"] == 1) >= 16
+
+
+def test_window_keeps_overlapping_slices_only(small):
+    sc, res = small
+    mid = res.step_time_s / 2
+    trace = step_trace(sc, res, (mid, mid + 0.05))
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert slices and len(slices) < len([e for e in step_trace(sc, res)["traceEvents"] if e["ph"] == "X"]) / 5
+    assert all(e["ts"] < (mid + 0.05) * 1e6 and e["ts"] + e["dur"] > mid * 1e6 for e in slices)
+
+
+def test_trace_cli_writes_gzip_and_rejects_a_bad_window(tmp_path):
+    out = tmp_path / "step.json.gz"
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "trace", "--out", str(out),
+                           "--set", "workload.global_batch_seqs=4096"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(gzip.decompress(out.read_bytes()))["traceEvents"]
+    assert (tmp_path / "step.scenario.resolved.json").is_file()
+    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "trace", "--out", str(out), "--window", "5:1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --window")

@@ -1,0 +1,98 @@
+"""A simulated training step as a Chrome trace (`twin trace`), to open in Perfetto beside DeepSeek's.
+
+One process per pipeline rank, one thread per stream (compute, comm), times in microseconds.
+Slices carry DeepSeek's own annotation names (`attn(F)`, `mlp(B)`, `mlp(W)`, `dispatch(F)`,
+`combine(B)`, as in shared/reference/profile-data/train.json), so a twin slice and the real one
+line up by name. The step's tail is included: each rank's data-parallel reduce-scatter after its
+last backward, then the optimizer (and the parameter all-gather unless it is overlapped). Flow
+arrows join the last forward slice of a micro-batch's chunk on one rank to the first forward slice
+that consumes it on the next (and likewise for backward input-gradients), so the pipeline's
+dependencies show as arrows across ranks. Zero-length slices are dropped.
+
+The JSON is compact (no spaces, times rounded to 1 ns); a `.gz` path writes it gzipped, which
+Perfetto opens directly. `window_s` keeps only slices that overlap [start, end) seconds.
+"""
+
+from __future__ import annotations
+
+from twin.core.schedules import build_schedule
+from twin.core.scenario import Scenario
+from twin.sim.pipeline import Event
+from twin.training.results import StepResult
+
+# the twin's task names -> DeepSeek's annotations in its published H800 trace
+TRACE_NAMES = {
+    "attn_fwd": "attn(F)", "attn_bwd_input": "attn(B)", "attn_bwd_weight": "attn(W)",
+    "mlp_fwd": "mlp(F)", "mlp_bwd_input": "mlp(B)", "mlp_bwd_weight": "mlp(W)",
+    "dispatch": "dispatch(F)", "combine": "combine(F)",
+    "dispatch_bwd": "dispatch(B)", "combine_bwd": "combine(B)",
+    "dp_reduce_scatter": "reduce_scatter(DP)", "optimizer": "optimizer", "dp_all_gather": "all_gather(DP)",
+}
+FORWARD_TASKS = ("attn_fwd", "mlp_fwd")
+BACKWARD_TASKS = ("attn_bwd_input", "mlp_bwd_input")
+
+
+def _us(t_s: float) -> float:
+    return round(t_s * 1e6, 3)
+
+
+def _in_window(e: Event, window_s: tuple[float, float] | None) -> bool:
+    return window_s is None or (e.end_s > window_s[0] and e.start_s < window_s[1])
+
+
+def _flows(sc: Scenario, res: StepResult, tids: dict[str, int]) -> list[tuple[Event, Event]]:
+    """(producer, consumer) slice pairs of the pipeline's point-to-point dependencies."""
+    pipe = res.pipeline
+    schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches)
+    first: dict[tuple, Event] = {}
+    last: dict[tuple, Event] = {}
+    for e in pipe.events:
+        if e.stream != "compute":
+            continue
+        direction = "F" if e.name in FORWARD_TASKS else "B" if e.name in BACKWARD_TASKS else None
+        if direction is None:
+            continue
+        key = (direction, e.rank, e.microbatch, e.chunk)
+        if key not in first or e.start_s < first[key].start_s:
+            first[key] = e
+        if key not in last or e.end_s > last[key].end_s:
+            last[key] = e
+    pairs = []
+    for (direction, rank, mb, chunk), consumer in first.items():
+        up = (schedule.forward_upstream if direction == "F" else schedule.backward_upstream)(rank, chunk)
+        if up is None or up[0] == rank:
+            continue
+        producer = last.get((direction, up[0], mb, up[1]))
+        if producer is not None:
+            pairs.append((producer, consumer))
+    return pairs
+
+
+def step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | None = None) -> dict:
+    """Chrome-trace JSON of a simulated step (with its event log: simulate_step(record_events=True))."""
+    pipe = res.pipeline
+    tids = {s: i for i, s in enumerate(pipe.streams)}
+    out: list[dict] = []
+    for rank in range(pipe.num_ranks):
+        out.append({"ph": "M", "name": "process_name", "pid": rank, "args": {"name": f"PP rank {rank} (GPU)"}})
+        out.append({"ph": "M", "name": "process_sort_index", "pid": rank, "args": {"sort_index": rank}})
+        for stream, tid in tids.items():
+            out.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": tid, "args": {"name": stream}})
+    for e in (*pipe.events, *res.tail_events):
+        if e.end_s <= e.start_s or not _in_window(e, window_s):
+            continue
+        slice_ = {"ph": "X", "name": TRACE_NAMES.get(e.name, e.name), "pid": e.rank, "tid": tids[e.stream],
+                  "ts": _us(e.start_s), "dur": _us(e.end_s - e.start_s)}
+        if e.microbatch >= 0:
+            slice_["args"] = {"mb": e.microbatch, "chunk": e.chunk, "op": e.kind}
+        out.append(slice_)
+    for i, (src, dst) in enumerate(_flows(sc, res, tids)):
+        if not (_in_window(src, window_s) and _in_window(dst, window_s)):
+            continue
+        out.append({"ph": "s", "id": i, "name": "p2p", "cat": "p2p", "pid": src.rank, "tid": tids[src.stream],
+                    "ts": _us(src.end_s) - 0.001})
+        out.append({"ph": "f", "bp": "e", "id": i, "name": "p2p", "cat": "p2p", "pid": dst.rank,
+                    "tid": tids[dst.stream], "ts": _us(dst.start_s)})
+    return {"traceEvents": out, "displayTimeUnit": "ms",
+            "otherData": {"scenario": sc.name, "step_time_s": res.step_time_s,
+                          "window_s": list(window_s) if window_s else None}}
