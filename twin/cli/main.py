@@ -157,7 +157,7 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     sc = _scenario(args)
-    out = run_balance(sc)
+    out = run_balance(sc, progress=not args.quiet)
     if args.out:
         write_load_report(args.out, sc=sc, balance=out)
     _say(args, "\n".join(summary_lines(out)) + (f"\nreport: {args.out}/report.html" if args.out else ""))
@@ -243,6 +243,7 @@ def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> No
     p.add_argument("scenario", nargs="?", default=None,
                    help="scenario TOML (default: DeepSeek-V3 pre-training on 2,048 H800; for serve, R1 on one HGX H200)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario field, e.g. --set cluster.gpu=h200")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (results are still printed)")
     if schedule:
         p.add_argument("--schedule", choices=SCHEDULE_NAMES, help="override plan.schedule")
 
@@ -294,7 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", default="out/replay", help="report directory (default out/replay)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("balance", help="what expert-load balancing buys: step time and GPU-hours under measured and fitted skew, EPLB")
@@ -324,7 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write plan.csv, a cost-vs-days plot and the resolved scenario here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")

@@ -15,7 +15,10 @@ buffers; an OOM under skew is reported as a flag, not raised).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan
 from twin.moe.load import LoadModel, fit_measured, recorded_rates, simulate_bias_update, read_expert_load, max_over_mean
@@ -77,7 +80,7 @@ def measured_decay(gpu: str = "h200") -> dict:
     return {f"{r:g}": max_over_mean(read_expert_load(gpu, r)).mean(axis=1).tolist() for r in recorded_rates(gpu)}
 
 
-def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3) -> dict:
+def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3, progress: bool = False) -> dict:
     """Step time and pre-training GPU-hours under each load case (unit-suffixed keys)."""
     sc = scenario
     steps = pretrain_steps(sc)
@@ -85,7 +88,10 @@ def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3) -> dict:
     fit = fit_measured(gpu)
     cases = {}
     base = None
-    for name, model in load_cases(gpu, gamma).items():
+    load_models = load_cases(gpu, gamma)
+    bar = tqdm(total=len(load_models) + 1, desc="balance", unit="case", file=sys.stderr, disable=not progress)
+    for name, model in load_models.items():
+        bar.update(1)
         try:
             r = step_under_load(sc, model)
         except InfeasiblePlan as exc:
@@ -98,6 +104,9 @@ def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3) -> dict:
         r["usd_lost"] = r["gpu_hours_lost"] * sc.cluster.price_usd_per_gpu_hour
         cases[name] = r
     m = sc.model
+    decay = imbalance_decay(m.num_routed_experts, m.top_k, sc.plan.ep, fit["zipf_s"])
+    bar.update(1)
+    bar.close()
     result = {
         "scenario": sc.name, "num_gpus": n, "pretrain_steps": steps,
         "balanced_step_time_s": base,
@@ -105,7 +114,7 @@ def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3) -> dict:
         "cases": cases,
         "decay_simulated": {"num_experts": m.num_routed_experts, "top_k": m.top_k, "ep": sc.plan.ep,
                             "base_zipf_s": fit["zipf_s"],
-                            "rank_max_over_mean_by_gamma": imbalance_decay(m.num_routed_experts, m.top_k, sc.plan.ep, fit["zipf_s"])},
+                            "rank_max_over_mean_by_gamma": decay},
         "decay_measured_expert_max_over_mean_by_rate": measured_decay(gpu),
     }
     return result

@@ -8,6 +8,7 @@ reports/replay_report.py does.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import sys
@@ -20,7 +21,7 @@ from twin.core.specs import training_claims
 from twin.training.replay.costs import evaluate
 from twin.training.replay.result import ReplayResult, typed
 from twin.training.replay.stages import StepCache, StepFn, default_step_fn, resolve_stage, run_stage
-from twin.training.replay.uncertainty import propagate, size_sweep
+from twin.training.replay.uncertainty import propagate, size_sweep, uncertain_inputs
 
 
 def gap_drivers(result: dict) -> list[str]:
@@ -66,21 +67,28 @@ def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = F
     the cost against cluster size (`sweep`). `step_fn` stands in for the step twin (tests)."""
     t0 = time.perf_counter()
     step_fn = step_fn or default_step_fn()
-    bar = tqdm(desc="replay: simulated steps", unit="step", file=sys.stderr, disable=not progress, leave=False)
-    cache = StepCache(step_fn, bar)
+    # progress in parts of known count: the stages, each uncertain input at its P10 and P90, each
+    # cluster size of the sweep
+    total = (len(scenario.run.stages) + (2 * len(uncertain_inputs(scenario)) if uncertainty else 0)
+             + (len(scenario.cost.size_sweep_gpus) if sweep else 0))
+    bar = tqdm(total=total, desc="replay", unit="part", file=sys.stderr, disable=not progress)
+    tick = functools.partial(bar.update, 1)
+    cache = StepCache(step_fn)
     try:
-        plans = [resolve_stage(scenario, st, cache) for st in scenario.run.stages]
-        runs = [run_stage(p, cache) for p in plans]
+        runs = []
+        for st in scenario.run.stages:
+            runs.append(run_stage(resolve_stage(scenario, st, cache), cache))
+            tick()
         result = evaluate(scenario, runs)
         if uncertainty:
-            result["uncertainty"] = propagate(scenario, runs, cache, result)
+            result["uncertainty"] = propagate(scenario, runs, cache, result, tick)
             result["band"] = result["uncertainty"]["band"]
             for c in result["claims"]:
                 b = result["band"].get(f"claim.{c['id']}")
                 c["band"] = {"p10": b["p10"], "p90": b["p90"]} if b else None
         else:
             result["band"] = {}
-        result["size_sweep"] = size_sweep(scenario, runs, cache) if sweep else []
+        result["size_sweep"] = size_sweep(scenario, runs, cache, tick) if sweep else []
     finally:
         bar.close()
     for r in result["stages"]:

@@ -42,12 +42,11 @@ def default_step_fn() -> StepFn:
 class StepCache:
     """Simulates steps once per (model, cluster, plan, workload, perturbation)."""
 
-    def __init__(self, step_fn: StepFn, progress=None):
+    def __init__(self, step_fn: StepFn):
         self.step_fn = step_fn
         self.cache: dict = {}
         self.num_simulated = 0
         self.sim_s = 0.0
-        self.progress = progress
 
     def _key(self, sc: Scenario, perturb: Perturb):
         # a perturbed routing imbalance is the scenario's own knob, so the scenario carries it
@@ -72,8 +71,6 @@ class StepCache:
             for fut in cf.as_completed(futs):
                 self.cache[futs[fut]] = fut.result()
                 self.num_simulated += 1
-                if self.progress is not None:
-                    self.progress.update(1)
         self.sim_s += time.perf_counter() - t0
 
     def step(self, sc: Scenario, perturb: Perturb = Perturb()) -> StepResult:
@@ -87,8 +84,6 @@ class StepCache:
                 value = exc
             self.sim_s += time.perf_counter() - t0
             self.num_simulated += 1
-            if self.progress is not None:
-                self.progress.update(1)
             self.cache[key] = value
         value = self.cache[key]
         if isinstance(value, InfeasiblePlan):

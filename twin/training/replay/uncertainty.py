@@ -106,7 +106,7 @@ def _time_scales(sc: Scenario, runs: list[StageRun], cache: StepCache, perturb: 
     return out
 
 
-def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict) -> dict:
+def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict, tick=lambda: None) -> dict:
     """Sensitivity (one at a time, P10/P90 of each input) and the P10-P90 band of every headline number."""
     u = sc.uncertainty
     m0 = _metrics(base)
@@ -126,6 +126,7 @@ def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict) 
             else:
                 out = evaluate(sc, runs, None, Inputs(failure_rate_scale=x))
             vals[q] = (x, _metrics(out))
+            tick()
         oat[inp.name] = {"input": inp, "lo": vals[0.1], "hi": vals[0.9]}
     rng = np.random.default_rng(u.seed)
     samples = {name: d["input"].sample(rng, u.num_samples) for name, d in oat.items()}
@@ -170,7 +171,7 @@ def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict) 
             "inputs": [{"name": i.name, "label": i.label, "dist": i.dist, "a": i.a, "b": i.b, "base": i.base} for i in ins]}
 
 
-def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache) -> list[dict]:
+def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache, tick=lambda: None) -> list[dict]:
     """Cost against cluster size: at each size the plan of each large stage is resolved again (same
     plan, DP scaled, the fallbacks if it no longer fits) and its full-batch step simulated; the stage's
     wall time is scaled by the step-time ratio to the base run (small stages reuse the largest's)."""
@@ -190,6 +191,7 @@ def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache) -> list[dic
                 pass
     cache.prefetch(prefetch)
     for n in sc.cost.size_sweep_gpus:
+        tick()
         scn = at_size(sc, n)
         ratios, reason = {}, ""
         for j in big:
