@@ -98,9 +98,7 @@ class Timer:
         for _ in range(self.warmup):
             last = self._once(fn, None)
         self.sync()
-        t_est = max(self._elapsed(last), 1e-7)
-        n = int(min(BATCH_MAX_CALLS, max(1, math.ceil(BATCH_WINDOW_S / t_est))))
-        windows = int(min(BATCH_MAX_WINDOWS, max(BATCH_MIN_WINDOWS, math.ceil(self.min_time_s / (n * t_est)))))
+        n, windows = batch_shape(self._elapsed(last), self.min_time_s)
         if self.device.type != "cuda":
             times = []
             w0 = time.perf_counter()
@@ -140,6 +138,17 @@ class Timer:
         times = sorted(self._elapsed(h) / n for h in handles)
         del graph
         return self._stats(times, n * windows, wall, e0, e1, flops, bytes_, timing)
+
+
+def batch_shape(call_s: float, min_time_s: float) -> tuple[int, int]:
+    """(calls per timed window, windows) for a call estimated at `call_s`: enough calls that a
+    window holds BATCH_WINDOW_S of work (at most BATCH_MAX_CALLS), and enough windows to cover
+    `min_time_s` (between BATCH_MIN_WINDOWS and BATCH_MAX_WINDOWS).
+    E.g. a 10 us call: 2,000 calls would fill 20 ms, capped at 500; min_time 0.1 s / 5 ms = 20 windows."""
+    call_s = max(call_s, 1e-7)
+    n = int(min(BATCH_MAX_CALLS, max(1, math.ceil(BATCH_WINDOW_S / call_s))))
+    windows = int(min(BATCH_MAX_WINDOWS, max(BATCH_MIN_WINDOWS, math.ceil(min_time_s / (n * call_s)))))
+    return n, windows
 
 
 def capture_graph(fn, n: int, device: torch.device):

@@ -13,7 +13,7 @@ import torch
 import real.bench
 from real.bench.cli import SECTIONS, main
 from real.bench.moe_layer import skewed_routing
-from real.bench.timing import BATCH_MIN_WINDOWS, Timer
+from real.bench.timing import BATCH_MAX_CALLS, BATCH_MAX_WINDOWS, BATCH_MIN_WINDOWS, Timer, batch_shape
 from real.telemetry import Telemetry
 
 
@@ -69,11 +69,31 @@ def test_telemetry_without_gpu_reads_nan():
         assert tel.static_info() == {}
 
 
-def test_batched_timer_on_cpu_times_many_calls_per_window():
+def test_batch_shape_fills_windows_within_the_caps():
+    # a 10 us call: 20 ms / 10 us = 2,000 calls, capped at BATCH_MAX_CALLS = 500 per window;
+    # 0.1 s of timing at 5 ms a window = 20 windows (the cap)
+    assert batch_shape(10e-6, 0.1) == (BATCH_MAX_CALLS, BATCH_MAX_WINDOWS)
+    # a 4 ms call: 5 calls fill 20 ms; no minimum time -> the minimum of 5 windows
+    assert batch_shape(4e-3, 0.0) == (5, BATCH_MIN_WINDOWS)
+    # a call longer than a window: one call per window, windows to cover 1 s of 0.1 s calls
+    assert batch_shape(0.1, 1.0) == (1, 10)
+
+
+def test_batched_timer_on_cpu_counts_every_call_it_times():
+    # the logic, not the clock: however long a call takes on a busy machine, every timed call is
+    # counted once, in whole windows of equal size
+    calls = []
+
+    def fn():
+        calls.append(1)
+        return torch.ones(64, 64) @ torch.ones(64, 64)
     timer = Timer(torch.device("cpu"), Telemetry(), min_time_s=0.0, warmup=1)
-    r = timer.measure(lambda: torch.ones(64, 64) @ torch.ones(64, 64), flops=2 * 64**3, batched=True)
+    r = timer.measure(fn, flops=2 * 64**3, batched=True)
     assert r["timing"] == "host_clock"
-    assert r["reps"] >= BATCH_MIN_WINDOWS * 2  # several calls in each of >= 5 windows
+    assert len(calls) == 1 + r["reps"]                # one warm-up call, then the timed ones
+    # whole windows of equal size: reps = calls per window x windows, within the caps
+    assert any(r["reps"] == n * w for w in range(BATCH_MIN_WINDOWS, BATCH_MAX_WINDOWS + 1)
+               for n in range(1, BATCH_MAX_CALLS + 1))
     assert r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
     # a setup-based measurement (backward after an untimed forward) stays per repetition
     r = timer.measure(lambda x: x.sum(), setup=lambda: torch.ones(8), batched=True)
