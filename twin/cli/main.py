@@ -35,7 +35,7 @@ from twin.sim.ideal import ideal_schedule
 from twin.training.balance import run_balance, summary_lines
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
-from twin.training.trace import step_trace
+from twin.training.trace import GRANULARITIES, step_trace
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
@@ -124,7 +124,7 @@ def cmd_trace(args) -> int:
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
     window = _window(args.window) if args.window else None
-    trace = step_trace(sc, res, window)
+    trace = step_trace(sc, res, window, args.granularity)
     data = json.dumps(trace, separators=(",", ":")).encode()
     out = Path(args.out)
     write_bytes(out, gzip.compress(data, mtime=0) if out.suffix == ".gz" else data)
@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_args(p, schedule=True)
     p.add_argument("--out", required=True, metavar="FILE", help="trace JSON to write (a .gz name writes it gzipped; Perfetto opens both)")
     p.add_argument("--window", metavar="START:END", help="only the slices overlapping this time span of the step, in seconds (e.g. one chunk pair)")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="op",
+                   help="op: one slice per pipeline op and stream (default, ~1 MB for a V3 step); "
+                        "layer: per layer and block part, named as DeepSeek's trace (attn(F), mlp(W), dispatch(B), ...)")
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("replay", help="replay a whole training run and write the cost report")

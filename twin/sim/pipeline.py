@@ -84,6 +84,7 @@ class PipelineResult:
     covered_s: tuple[float, ...] = ()  # per rank: time with a task on any stream (union of intervals)
     last_compute_end_s: tuple[float, ...] = ()  # per rank: end of its last compute task
     task_time_s: tuple[dict, ...] = ()  # per rank: task name -> summed seconds (kept without the event log)
+    op_spans: tuple = ()  # with the event log: (rank, op label e.g. "F3.0&B1.0", start_s, end_s) of every op
 
     @property
     def num_ranks(self) -> int:
@@ -177,6 +178,7 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     f_done: dict[tuple[int, int, int], simpy.Event] = {}  # (rank, mb, chunk) -> value: end time
     b_done: dict[tuple[int, int, int], simpy.Event] = {}
     raw: list[tuple] = []  # Event fields; made Events once at the end (cheaper)
+    spans: list[tuple] = []  # (rank, op label, start, end), with the event log
     busy = [0.0] * num_ranks
     covered = [0.0] * num_ranks
     last_compute_end = [0.0] * num_ranks
@@ -265,6 +267,7 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             kind, mb, chunk = op.kind, op.microbatch, op.chunk
             b_mb, b_chunk = bwd if bwd is not None else (mb, chunk)
             if record_events:
+                spans.append((rank, str(op), t0, t0 + duration))
                 for stream, name, is_b, start, end in placed:
                     if is_b:
                         raw.append((rank, stream, name, kind, b_mb, b_chunk, t0 + start, t0 + end))
@@ -304,6 +307,7 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         covered_s=tuple(covered),
         last_compute_end_s=tuple(last_compute_end),
         task_time_s=tuple(task_time),
+        op_spans=tuple(sorted(spans, key=lambda x: (x[2], x[0]))),
     )
 
 

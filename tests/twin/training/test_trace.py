@@ -23,9 +23,9 @@ def small():
     return sc, twin.simulate_step(sc)
 
 
-def test_slices_carry_deepseeks_names_and_the_step_tail(small):
+def test_layer_slices_carry_deepseeks_names_and_the_step_tail(small):
     sc, res = small
-    trace = step_trace(sc, res)
+    trace = step_trace(sc, res, granularity="layer")
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     names = {e["name"] for e in slices}
     assert DEEPSEEK_ANNOTATIONS <= names
@@ -36,6 +36,25 @@ def test_slices_carry_deepseeks_names_and_the_step_tail(small):
     opt = [e for e in slices if e["name"] == "optimizer"]
     assert len(opt) == sc.plan.pp
     assert max(e["ts"] + e["dur"] for e in opt) == pytest.approx(res.step_time_s * 1e6, rel=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["op", "layer"])
+def test_slices_on_one_thread_never_overlap(small, granularity):
+    sc, res = small
+    threads: dict = {}
+    for e in step_trace(sc, res, granularity=granularity)["traceEvents"]:
+        if e["ph"] == "X":
+            threads.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for spans in threads.values():
+        spans.sort()
+        assert all(b[0] >= a[1] - 0.002 for a, b in zip(spans, spans[1:]))   # 1 ns rounding either side
+
+
+def test_op_slices_span_each_op_of_the_schedule(small):
+    sc, res = small
+    slices = [e for e in step_trace(sc, res)["traceEvents"] if e["ph"] == "X" and e["tid"] == 0]
+    ops = {(rank, label) for rank, label, _, _ in res.pipeline.op_spans}
+    assert {(e["pid"], e["name"]) for e in slices if e["name"] != "optimizer"} == ops
 
 
 def test_flow_arrows_join_dependent_slices_across_ranks(small):
@@ -54,9 +73,10 @@ def test_flow_arrows_join_dependent_slices_across_ranks(small):
 def test_window_keeps_overlapping_slices_only(small):
     sc, res = small
     mid = res.step_time_s / 2
-    trace = step_trace(sc, res, (mid, mid + 0.05))
+    trace = step_trace(sc, res, (mid, mid + 0.05), granularity="layer")
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert slices and len(slices) < len([e for e in step_trace(sc, res)["traceEvents"] if e["ph"] == "X"]) / 5
+    whole = step_trace(sc, res, granularity="layer")["traceEvents"]
+    assert slices and len(slices) < len([e for e in whole if e["ph"] == "X"]) / 5
     assert all(e["ts"] < (mid + 0.05) * 1e6 and e["ts"] + e["dur"] > mid * 1e6 for e in slices)
 
 
