@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from twin.core.units import GIB
 
-PUBLISHED_SCENARIO = ("deepseek-v3", "h800")   # what DeepSeek's published training figures describe
-
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
     """Rows of cells as aligned columns (the first left-aligned, the rest right-aligned)."""
@@ -88,7 +86,7 @@ def schedule_summary(out: dict) -> str:
 
 def replay_summary(sc, res, out_dir: str | None) -> str:
     claims = {c.id: c for c in res.claims}
-    published = (sc.model.name, sc.cluster.gpu) == PUBLISHED_SCENARIO
+    published = res.claims_describe_run
     head = (f"{sc.name}: {count(res.total_tokens)} tokens on {res.num_gpus:,} {res.gpu.upper()} in "
             f"{res.total_wall_days:.1f} days: {count(res.total_gpu_hours)} GPU-hours, {usd(res.total_cost_usd)} "
             f"at ${res.price_usd_per_gpu_hour:.2f}/GPU-hour")

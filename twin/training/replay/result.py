@@ -167,6 +167,7 @@ class ReplayResult:
     stages: tuple[StageResult, ...]
     groups: dict[str, GroupResult]
     claims: tuple[ClaimComparison, ...]
+    claims_describe_run: bool     # the published figures describe this run (else: context, no error)
     band: dict[str, Band | None]
     uncertainty: Uncertainty | None
     size_sweep: tuple[SizePoint, ...]
