@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from twin.core.atomic import staged_dir  # noqa: E402
+from twin.core.units import GIB, KIB, MIB, SECONDS_PER_DAY  # noqa: E402
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -61,7 +62,10 @@ def sig(x: float, digits: int = 3, trim: bool = False) -> str:
     if x == 0:
         return "0"
     decimals = max(digits - 1 - math.floor(math.log10(abs(x))), 0)
-    s = f"{x:,.{decimals}f}"
+    rounded = round(x, decimals)          # 0.99996 rounds to 1.00, not 1.000: count the figures again
+    if rounded:
+        decimals = max(digits - 1 - math.floor(math.log10(abs(rounded))), 0)
+    s = f"{rounded:,.{decimals}f}"
     return s.rstrip("0").rstrip(".") if trim and "." in s else s
 
 
@@ -102,7 +106,8 @@ def gpu_hours(x: float, digits: int = 3) -> str:
 
 
 def tokens(x: float) -> str:
-    return NA if _missing(x) else f"{count(x)} tokens"
+    """14.8T tokens, 1T tokens."""
+    return NA if _missing(x) else f"{count(x, 3, trim=True)} tokens"
 
 
 def days(x: float) -> str:
@@ -110,11 +115,17 @@ def days(x: float) -> str:
     if _missing(x):
         return NA
     if x >= 1:
-        return f"{sig(x)} days" if x != 1 else "1 day"
+        s = sig(x, 3, trim=True)
+        return f"{s} days" if s != "1" else "1 day"
     hours = x * 24
     if hours >= 1:
-        return f"{sig(hours, 2 if hours < 10 else 3)} hours"
-    return f"{sig(hours * 60, 2)} minutes"
+        return f"{sig(hours, 2 if hours < 10 else 3, trim=True)} hours"
+    return f"{sig(hours * 60, 2, trim=True)} minutes"
+
+
+def duration(x_s: float) -> str:
+    """A duration given in seconds, read like `days`: 1.03 days, 25 minutes, 11 minutes."""
+    return NA if _missing(x_s) else days(x_s / SECONDS_PER_DAY)
 
 
 def seconds(x: float) -> str:
@@ -131,7 +142,7 @@ def seconds(x: float) -> str:
     return f"{sig(x * 1e9)} ns"
 
 
-_BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+_BINARY = (("TiB", 1024 * GIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB))
 
 
 def binary_bytes(x: float) -> str:
@@ -146,7 +157,7 @@ def binary_bytes(x: float) -> str:
 
 def gib(x: float) -> str:
     """Memory always in GiB (for columns that compare GPUs): 79.7 GiB."""
-    return NA if _missing(x) else f"{sig(x / 2**30)} GiB"
+    return NA if _missing(x) else f"{sig(x / GIB)} GiB"
 
 
 def pct(x: float, signed: bool = False) -> str:
@@ -189,7 +200,8 @@ def band(b: dict | None, fmt=sig) -> str:
 def slug(text: str, fallback: str = "item") -> str:
     """A file-name-safe single path component: lower-case letters, digits, '-', '_' and '.' not at
     the start. '../x' -> 'x'; '' -> fallback. Never a separator, never '.' or '..'."""
-    s = re.sub(r"[^a-z0-9._-]+", "-", str(text).lower()).strip("-._")
+    s = re.sub(r"[^a-z0-9._-]+|\.{2,}", "-", str(text).lower())
+    s = re.sub(r"-{2,}", "-", s).strip("-._")
     return s[:80] or fallback
 
 
@@ -249,7 +261,7 @@ def _inline_html(text: str) -> str:
 
 
 def _md_cell(text) -> str:
-    return str(text).replace("|", "/").replace("\n", " ")
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 @dataclass
@@ -354,8 +366,8 @@ STYLE = (
     "h1{font-size:1.6em;margin-bottom:.3em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}"
     ".verdict{font-size:1.1em;background:#f4f7fb;border-left:4px solid #4477aa;padding:.6em .9em;margin:0 0 1em}"
     "table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}"
-    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}"
-    "td.num{text-align:right;white-space:nowrap}th{background:#f3f3f3}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}"
+    "td{overflow-wrap:anywhere}td.num{text-align:right;white-space:nowrap}th{background:#f3f3f3;hyphens:auto}"
     "img{max-width:100%;height:auto;display:block}figure{margin:1.2em 0}figcaption{font-size:.9em;color:#555}"
     "code{background:#f3f3f3;padding:0 .2em;border-radius:3px;font-size:.92em;overflow-wrap:anywhere}"
     ".warn{color:#a00;font-weight:bold}"

@@ -6,15 +6,15 @@ the plots: GPU-hours by stage, a Gantt chart of the simulated step per pipeline 
 communication, bubbles), a sensitivity tornado, and cost against cluster size.
 
 DeepSeek's published training figures (twin/data/claims.toml) describe one run: DeepSeek-V3 on
-H800. The report compares against them (with an error column) only when the scenario is that
-run; for another model or GPU it shows them as context, without an error, and says why.
+H800. The report compares against them (with an error column) only when the result says they
+describe its run (`ReplayResult.claims_describe_run`); otherwise it shows them as context, without
+an error, and says why.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
 import matplotlib.patches
@@ -23,26 +23,22 @@ import numpy as np
 from reports import page as pg
 from reports.page import Page
 from twin.core.results import to_json
+from twin.training.replay.costs import PUBLISHED_RUN
 from twin.training.replay.result import ReplayResult
 
 PLOTS = ("gpu_hours_by_stage.png", "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png")
 STAGES_CSV = "results.csv"
-# the run DeepSeek's published figures describe
-PUBLISHED_MODEL, PUBLISHED_GPU = "deepseek-v3", "h800"
-PUBLISHED_RUN = "DeepSeek-V3 trained on H800"
 TOTAL_CLAIM = "train.cost.total_gpu_hours"
-# the replay's notes that are about its gap to DeepSeek's figures (twin.training.replay.run.gap_drivers)
-_COMPARISON_NOTE = re.compile(r"\bpublished\b|\bgap\b")
 
 
-def compares_to_published(scenario) -> bool:
-    """True when the scenario is the run DeepSeek's figures describe (model and GPU type)."""
-    return scenario.model.name == PUBLISHED_MODEL and scenario.cluster.gpu == PUBLISHED_GPU
+def published_run() -> str:
+    """'deepseek-v3 on H800': the run DeepSeek's published figures describe."""
+    return f"{PUBLISHED_RUN['model']} on {PUBLISHED_RUN['gpu'].upper()}"
 
 
-def why_not_compared(scenario) -> str:
-    return (f"DeepSeek's published figures describe {PUBLISHED_RUN}; this run is {scenario.model.name} on "
-            f"{scenario.cluster.gpu.upper()}, so they are shown for context only, without an error.")
+def why_not_compared(result: dict, scenario) -> str:
+    return (f"DeepSeek's published figures describe {published_run()}; this run is {scenario.model.name} on "
+            f"{result['gpu'].upper()}, so they are shown for context only, without an error.")
 
 
 # --------------------------------------------------------------------------- formatting
@@ -234,7 +230,7 @@ def _stage_table(result: dict, compared: bool) -> tuple[list[str], list[list[str
     header += ["wall-clock", "tokens/s per GPU", "MFU", "plan"]
     rows = []
     for s in result["stages"]:
-        row = [s["name"].replace("_", " "), pg.count(s["tokens"]), f"{s['seq_len']:,}", f"{s['global_batch_seqs']:,}",
+        row = [s["name"].replace("_", " "), pg.count(s["tokens"], trim=True), f"{s['seq_len']:,}", f"{s['global_batch_seqs']:,}",
                pg.count(s.get("gpu_hours"))]
         if compared:
             claimed = s.get("claimed_gpu_hours")
@@ -255,7 +251,7 @@ def _claims_table(result: dict, compared: bool) -> tuple[list[str], list[list[st
                  pg.pct(c["rel_error"], signed=True), pg.band(c.get("band"), lambda v, u=c["unit"]: quantity(v, u)),
                  c["source"]] for c in result["claims"]]
     else:
-        header = ["figure (DeepSeek-V3 on H800)", "published", "source"]
+        header = [f"figure ({published_run()})", "published", "source"]
         rows = [[c["statement"], quantity(c["claimed"], c["unit"], published=True), c["source"]] for c in result["claims"]]
     return header, rows
 
@@ -278,9 +274,9 @@ def _assumptions(result: dict, scenario) -> list[str]:
     if f.enabled and stage0:
         g = stage0["goodput"]
         out.append(f"Failures ({f.catalog}): {pg.sig(g['rate_per_gpu_hour'] * 1e6)} interruptions per million GPU-hours, "
-                   f"job MTBF {pg.days(g['job_mtbf_s'] / 86400)} on {stage0['num_gpus']:,} GPUs, detection and restart "
-                   f"{pg.days(g['restart_overhead_s'] / 86400)}, checkpoint write {pg.seconds(g['checkpoint_write_s'])} every "
-                   f"{pg.days(g['checkpoint_interval_s'] / 86400)} ({g['interval_rule'].replace('_', '-')}); "
+                   f"job MTBF {pg.duration(g['job_mtbf_s'])} on {stage0['num_gpus']:,} GPUs, detection and restart "
+                   f"{pg.duration(g['restart_overhead_s'])}, checkpoint write {pg.seconds(g['checkpoint_write_s'])} every "
+                   f"{pg.duration(g['checkpoint_interval_s'])} ({g['interval_rule'].replace('_', '-')}); "
                    f"effective training time {pg.pct(g['ettr_frac'])}.")
     u = result.get("uncertainty")
     if u:
@@ -303,7 +299,7 @@ def _verdict(result: dict, scenario, compared: bool) -> str:
 
 def build_page(result: dict, scenario, gantt_step=None) -> Page:
     """The report page of a replay result's JSON form (`to_json(ReplayResult)`)."""
-    compared = compares_to_published(scenario)
+    compared = result["claims_describe_run"]     # the twin decides (twin.training.replay.costs.describes)
     p = Page(f"Training-run replay: {result['scenario_name']}", _verdict(result, scenario, compared))
     if not result["complete"]:
         p.warn("Incomplete: some stages could not be simulated (see the stage table); the totals exclude them.")
@@ -312,18 +308,15 @@ def build_page(result: dict, scenario, gantt_step=None) -> Page:
                f"{pg.tokens(result['total_tokens'])} in {len(result['stages'])} stages. DeepSeek's published figures "
                "describe this run, so the twin is compared with them; they are compared against, never fitted.")
     else:
-        p.para(why_not_compared(scenario))
+        p.para(why_not_compared(result, scenario))
     p.section("Headline (with the P10–P90 band)").table(["quantity", "twin", "P10–P90"], _headline(result))
     p.section("Stages").table(*_stage_table(result, compared))
     p.section("Published figures" if compared else "Published figures, for context only")
     p.table(*_claims_table(result, compared))
     if compared:
         p.section("What drives the gap").bullets(result["gap_drivers"])
-    else:
-        # the replay's notes on its gap to DeepSeek's figures don't apply to another run; its stage notes do
-        notes = [n for n in result["gap_drivers"] if not _COMPARISON_NOTE.search(n)]
-        if notes:
-            p.section("Notes").bullets(notes)
+    elif result["gap_drivers"]:
+        p.section("Notes").bullets(result["gap_drivers"])
     p.section("Assumptions").bullets(_assumptions(result, scenario))
     p.section("Plots")
     p.figure(PLOTS[0], plot_gpu_hours(result, compared),

@@ -75,8 +75,8 @@ def comparable(claim: dict, result: dict) -> bool:
 # --------------------------------------------------------------------------- plots
 
 def _claim_lines(result: dict) -> list[tuple[str, float]]:
-    return [(f"published {c['id']}", c["claimed"]) for c in result.get("claims", [])
-            if c["metric"] == "output_tokens_per_s_per_node" and comparable(c, result)]
+    return [(f"published: {pg.number(c['claimed'])} per {(claim_gpu(c['id']) or result['gpu']).upper()} node", c["claimed"])
+            for c in result.get("claims", []) if c["metric"] == "output_tokens_per_s_per_node" and comparable(c, result)]
 
 
 def plot_throughput_vs_batch(result: dict):
@@ -88,7 +88,11 @@ def plot_throughput_vs_batch(result: dict):
     for label, val in _claim_lines(result):
         ax.axhline(val, color="C3", ls="--", label=label)
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(pg.axis_formatter(lambda v: f"{v:,.0f}"))
+    batches = [r["batch"] for r in rows] + ([result["max_batch_by_memory"]] if result.get("max_batch_by_memory") else [])
+    ticks = sorted(set(batches))
+    ticks = ticks[::max(1, -(-len(ticks) // 8))]             # at most 8 labels: they never collide
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.minorticks_off()
     ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
     ax.set_xlabel("concurrent requests per instance")
     ax.set_ylabel("output tokens/s per node")
@@ -103,10 +107,14 @@ def plot_throughput_vs_tpot(result: dict):
     tpot_ms = [r["tpot_s"] * 1e3 for r in rows]
     y = [r["output_tokens_per_s_per_node"] for r in rows]
     ax.plot(tpot_ms, y, "o-", label="twin (labels: concurrent requests)")
-    # label every other point at most, so neighbouring labels never overlap
-    step = max(1, len(rows) // 8)
-    for r, t, v in list(zip(rows, tpot_ms, y))[::step]:
-        ax.annotate(f"{r['batch']:,}", (t, v), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    # label a point only when it is clear of the last labelled one (in axes fractions), so labels never collide
+    span_x, span_y = (max(tpot_ms) - min(tpot_ms)) or 1.0, (max(y) - min(y)) or 1.0
+    last = None
+    for r, t, v in zip(rows, tpot_ms, y):
+        here = (t / span_x, v / span_y)
+        if last is None or abs(here[0] - last[0]) > 0.05 or abs(here[1] - last[1]) > 0.08:
+            ax.annotate(f"{r['batch']:,}", (t, v), fontsize=7, xytext=(4, -10), textcoords="offset points")
+            last = here
     for label, val in _claim_lines(result):
         ax.axhline(val, color="C3", ls="--", label=label)
     ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
@@ -160,9 +168,9 @@ def _decode(r: dict) -> list[list[str]]:
     d, p = r["decode"], r["prefill"]
     rows = [["Decode step", pg.seconds(d.get("step_s")),
              f"{d.get('num_microbatches', 1)} micro-batch(es); MLA core {d.get('mla_core_bound', 'n/a')}-bound"],
-            ["  MoE layers", pg.seconds(d.get("layers_moe_s")), "all MoE layers of one step"],
-            ["  dense layers", pg.seconds(d.get("layers_dense_s")), ""],
-            ["  output head", pg.seconds(d.get("head_s")), ""],
+            ["of which MoE layers", pg.seconds(d.get("layers_moe_s")), ""],
+            ["of which dense layers", pg.seconds(d.get("layers_dense_s")), ""],
+            ["of which the output head", pg.seconds(d.get("head_s")), ""],
             ["Prefill forward", pg.seconds(p.get("forward_s")), f"{p.get('tokens_per_gpu', 0):,.0f} prompt tokens per GPU"]]
     return rows
 

@@ -1,102 +1,225 @@
-"""Plots and CSVs for `twin validate --out DIR`: predicted vs measured (log-log, identity line,
-one colour per GPU/op kind), median |error| by op kind (held-out cases), and, when the result holds
-it, the H800 trace beside the twin phase by phase (h800_trace.csv / h800_trace.png)."""
+"""Validation report (`twin validate --out DIR`), in the shared page style (reports/page.py).
+
+Writes, staged and atomic:
+  report.html, report.md     a verdict (held-out error against the targets per GPU, and the H800
+                             trace), the per-GPU and per-op-kind errors, the H100 -> H200 transfer,
+                             the H800 trace phase by phase, the SM-reservation check, the plots
+  result.json                the validation result (every case, the summaries, the trace)
+  validation_cases.csv       every predicted case
+  validation_scatter.png     predicted against measured (log-log, identity line, per GPU and op kind)
+  validation_error_by_op.png median |error| by op kind on the held-out cases
+  h800_trace.csv, h800_trace.png   DeepSeek's H800 trace beside the twin, phase by phase (when present)
+  sm_reserve.csv, sm_reserve.png   the SM-reservation slowdown, twin against measured (when present)
+Validation predicts recorded measurements and has no scenario, so there is no scenario.resolved.toml.
+"""
 
 from __future__ import annotations
 
+import io
+from collections import Counter
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from calibration.sm_reserve import slowdown_png
+from reports import page as pg
+from reports.page import Page
+from twin.core.atomic import staged_dir
+from twin.core.results import to_json
 
-from calibration.sm_reserve import slowdown_png  # noqa: E402
+CASES_CSV = "validation_cases.csv"
+SCATTER, BY_OP = "validation_scatter.png", "validation_error_by_op.png"
+TRACE_CSV, TRACE_PNG = "h800_trace.csv", "h800_trace.png"
+SM_CSV, SM_PNG = "sm_reserve.csv", "sm_reserve.png"
 
 
-def write_report(result: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cases = pd.DataFrame(result["cases"])
-    paths = []
-    csv_path = out_dir / "validation_cases.csv"
-    cases.to_csv(csv_path, index=False)
-    paths.append(csv_path)
-    if cases.empty:
-        return paths
+# --------------------------------------------------------------------------- plots
 
-    fig, ax = plt.subplots(figsize=(7, 7))
+def plot_scatter(cases: pd.DataFrame):
+    fig, ax = pg.figure(7.5, 6.5)
     for (gpu, bench), g in cases.groupby(["gpu", "bench"]):
-        ax.scatter(g["measured_s"], g["predicted_s"], s=12, alpha=0.7, label=f"{gpu} {bench}",
+        ax.scatter(g["measured_s"], g["predicted_s"], s=10, alpha=0.6, label=f"{gpu.upper()} {bench}",
                    marker="o" if gpu == "h100" else "^")
     lo = min(cases["measured_s"].min(), cases["predicted_s"].min()) * 0.8
     hi = max(cases["measured_s"].max(), cases["predicted_s"].max()) * 1.25
     ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="identity")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)", ylabel="predicted (s)",
-           title="Twin vs measurements")
-    ax.legend(fontsize=6, ncol=2)
-    p = out_dir / "validation_scatter.png"
-    fig.savefig(p, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(p)
-
-    held = cases[cases["held_out"]].copy()
-    if not held.empty:
-        held["abs_err"] = held["rel_error"].abs()
-        tab = held.groupby(["bench", "gpu"])["abs_err"].median().unstack("gpu")
-        fig, ax = plt.subplots(figsize=(8, 4))
-        tab.plot.bar(ax=ax)
-        ax.axhline(0.05, color="k", ls="--", lw=1, label="5% target")
-        ax.set(ylabel="median |relative error| (held-out)", xlabel="op kind", title="Held-out error by op kind")
-        ax.legend()
-        p = out_dir / "validation_error_by_op.png"
-        fig.savefig(p, dpi=130, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(p)
-    if result.get("h800_trace"):
-        paths += write_trace_comparison(result["h800_trace"], out_dir)
-    if any(result.get("sm_reserve", {}).values()):
-        paths += write_sm_reserve(result["sm_reserve"], out_dir)
-    return paths
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)", ylabel="twin (s)",
+           title="The twin against every measured case")
+    fig.legend(fontsize=7, ncol=1, loc="outside right upper")
+    return fig
 
 
-def write_sm_reserve(rows_by_gpu: dict, out_dir: Path) -> list[Path]:
-    """sm_reserve.csv (the twin's SM-reservation slowdown beside the measured one, per GPU, mode,
-    precision and SM count) and sm_reserve.png (the same against the SM count)."""
-    csv_path = out_dir / "sm_reserve.csv"
-    pd.DataFrame([r for rows in rows_by_gpu.values() for r in rows]).to_csv(csv_path, index=False)
-    png_path = out_dir / "sm_reserve.png"
-    png_path.write_bytes(slowdown_png(rows_by_gpu))
-    return [csv_path, png_path]
+def plot_error_by_op(held: pd.DataFrame, target: float):
+    tab = held.assign(abs_err=held["rel_error"].abs()).groupby(["bench", "gpu"])["abs_err"].median().unstack("gpu")
+    tab.columns = [c.upper() for c in tab.columns]
+    fig, ax = pg.figure(8, 4.2)
+    tab.plot.bar(ax=ax, rot=30)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right")
+    ax.axhline(target, color="k", ls="--", lw=1, label=f"{pg.pct(target)} target (median)")
+    ax.yaxis.set_major_formatter(pg.axis_formatter(pg.pct))
+    ax.set(ylabel="median |error| (held-out)", xlabel="op kind", title="Held-out error by op kind")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _trace_table(tr: dict) -> pd.DataFrame:
+    c = tr["chunk_pair"]
+    rows = [{"phase": "chunk pair", "kind": "chunk_pair", "trace_us": c["trace_us"], "predicted_us": c["predicted_us"],
+             "rel_error": c["rel_error"], "target": c["target"]}]
+    rows += [{k: r[k] for k in ("phase", "kind", "trace_us", "predicted_us", "rel_error", "target")} for r in tr["phases"]]
+    return pd.DataFrame(rows)
+
+
+def plot_trace(tr: dict):
+    table = _trace_table(tr)
+    phases = table[table.kind != "chunk_pair"].iloc[::-1]
+    fig, ax = pg.figure(8, 0.42 * len(phases) + 1.4)
+    y = np.arange(len(phases))
+    ax.barh(y + 0.2, phases.trace_us / 1e3, height=0.4, label="DeepSeek trace", color="#4477aa")
+    ax.barh(y - 0.2, phases.predicted_us / 1e3, height=0.4, label="twin", color="#ee6677")
+    for i, (_, r) in zip(y, phases.iterrows()):
+        miss = not pd.isna(r.target) and abs(r.rel_error) > r.target
+        ax.text(max(r.trace_us, r.predicted_us) / 1e3 * 1.02, i, pg.pct(r.rel_error, signed=True), va="center", fontsize=7,
+                color="#aa3377" if miss else "k")
+    ax.set_yticks(y, [f"{r.phase} ({r.kind})" for _, r in phases.iterrows()], fontsize=7)
+    ax.set_xlim(0, max(phases.trace_us.max(), phases.predicted_us.max()) / 1e3 * 1.15)   # room for the error labels
+    c = tr["chunk_pair"]
+    ax.set(xlabel="ms per layer", title=f"H800 chunk pair: twin {pg.seconds(c['predicted_us'] / 1e6)} against the trace's "
+           f"{pg.seconds(c['trace_us'] / 1e6)} ({pg.pct(c['rel_error'], signed=True)})")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+# --------------------------------------------------------------------------- files kept for callers
+
+def _csv(df: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def trace_files(tr: dict) -> dict[str, str | bytes]:
+    return {TRACE_CSV: _csv(_trace_table(tr)), TRACE_PNG: pg.png(plot_trace(tr))}
+
+
+def sm_reserve_csv(rows_by_gpu: dict) -> str:
+    """The twin's SM-reservation slowdown beside the measured one, per GPU, mode, precision and SM count."""
+    return _csv(pd.DataFrame([r for rows in rows_by_gpu.values() for r in rows]))
 
 
 def write_trace_comparison(tr: dict, out_dir: Path) -> list[Path]:
-    """DeepSeek's H800 chunk-pair trace and the twin side by side: per phase (and per DeepEP data
-    kernel) trace and twin microseconds, the relative error and the target band where one applies."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [{"phase": "chunk pair", "kind": "chunk_pair", "trace_us": tr["chunk_pair"]["trace_us"],
-             "predicted_us": tr["chunk_pair"]["predicted_us"], "rel_error": tr["chunk_pair"]["rel_error"],
-             "target": tr["chunk_pair"]["target"]}]
-    rows += [{k: r[k] for k in ("phase", "kind", "trace_us", "predicted_us", "rel_error", "target")} for r in tr["phases"]]
-    table = pd.DataFrame(rows)
-    csv_path = out_dir / "h800_trace.csv"
-    table.to_csv(csv_path, index=False)
-    phases = table[table.kind != "chunk_pair"].iloc[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(phases) + 1.2))
-    y = range(len(phases))
-    ax.barh([i + 0.2 for i in y], phases.trace_us / 1e3, height=0.4, label="DeepSeek trace", color="#4477aa")
-    ax.barh([i - 0.2 for i in y], phases.predicted_us / 1e3, height=0.4, label="twin", color="#ee6677")
-    for i, (_, r) in zip(y, phases.iterrows()):
-        ax.text(max(r.trace_us, r.predicted_us) / 1e3 * 1.02, i, f"{r.rel_error:+.0%}", va="center", fontsize=7,
-                color="k" if pd.isna(r.target) or abs(r.rel_error) <= r.target else "#aa3377")
-    ax.set_yticks(list(y), [f"{r.phase} ({r.kind})" for _, r in phases.iterrows()], fontsize=7)
-    c = tr["chunk_pair"]
-    ax.set(xlabel="ms per layer", title=f"H800 chunk pair: twin {c['predicted_us'] / 1e3:.1f} ms vs trace "
-           f"{c['trace_us'] / 1e3:.1f} ms ({c['rel_error']:+.1%})")
-    ax.legend(fontsize=7, loc="lower right")
-    png = out_dir / "h800_trace.png"
-    fig.savefig(png, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return [csv_path, png]
+    """h800_trace.csv and h800_trace.png alone into `out_dir` (atomically): DeepSeek's H800 chunk-pair
+    trace and the twin, per phase, with the relative error and the target band where one applies."""
+    files = trace_files(tr)
+    with staged_dir(out_dir) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return [Path(out_dir) / n for n in files]
+
+
+# --------------------------------------------------------------------------- the page
+
+def _verdict(result: dict) -> str:
+    t = result.get("targets", {})
+    med_t, p90_t = t.get("median_abs_rel_error", 0.05), t.get("p90_abs_rel_error", 0.10)
+    parts = []
+    for gpu, s in result["gpus"].items():
+        if s["median_abs_rel_error"] is None:
+            parts.append(f"{gpu.upper()} has no held-out cases")
+            continue
+        parts.append(f"{gpu.upper()} {pg.pct(s['median_abs_rel_error'])} median and {pg.pct(s['p90_abs_rel_error'])} P90 "
+                     f"({'meets' if s['meets_targets'] else 'misses'} the targets)")
+    met = all(s.get("meets_targets") for s in result["gpus"].values())
+    text = (f"The twin predicts the held-out measurements within {pg.pct(med_t)} median and {pg.pct(p90_t)} P90 |error| "
+            f"{'on every GPU' if met else 'not on every GPU'}: " + "; ".join(parts))
+    tr = result.get("h800_trace")
+    if tr:
+        c = tr["chunk_pair"]
+        text += (f"; DeepSeek's H800 chunk pair is {pg.above_below(c['rel_error'])} the trace"
+                 + (f" (target {pg.pct(c['target'])})" if c.get("target") else ""))
+        banded = [ph for ph in tr["phases"] if ph.get("target") is not None]
+        missed = [ph for ph in banded if not ph.get("meets_target", True)]
+        if missed:
+            text += f", though {len(missed)} of its {len(banded)} phases miss their band"
+    return text + "."
+
+
+def _summary_rows(result: dict) -> list[list[str]]:
+    return [[gpu.upper(), f"{s['num_cases']:,}", f"{s.get('num_predicted', 0):,}", pg.pct(s["median_abs_rel_error"]),
+             pg.pct(s["p90_abs_rel_error"]), "met" if s["meets_targets"] else "NOT met"] for gpu, s in result["gpus"].items()]
+
+
+def _by_bench_rows(result: dict) -> list[list[str]]:
+    rows = []
+    for gpu, s in result["gpus"].items():
+        for bench, v in s.get("by_bench", {}).items():
+            h, a = v["held_out"], v["all"]
+            rows.append([gpu.upper(), bench, f"{h['num_cases']:,}", pg.pct(h["median_abs_rel_error"]) if h["num_cases"] else "—",
+                         pg.pct(h["p90_abs_rel_error"]) if h["num_cases"] else "—", f"{a['num_cases']:,}",
+                         pg.pct(a["median_abs_rel_error"])])
+    return rows
+
+
+def build_page(result: dict, cases: pd.DataFrame) -> Page:
+    p = Page("Validation: the twin against measurements", _verdict(result))
+    t = result.get("targets", {})
+    p.para("Each recorded measurement (calibration/measurements/<gpu>/*.csv) is predicted with the fitted profile; "
+           "the held-out cases were not used in the fit. Targets: held-out median |error| at most "
+           f"{pg.pct(t.get('median_abs_rel_error', 0.05))} and P90 at most {pg.pct(t.get('p90_abs_rel_error', 0.10))} per GPU. "
+           "Validation predicts recorded measurements and has no scenario.")
+    p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
+                               _summary_rows(result))
+    p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
+                                    "median |error| (all)"], _by_bench_rows(result))
+    x = result.get("h100_to_h200")
+    if x:
+        p.section("Transfer: the H100 profile on H200 records").para(
+            f"{x['note']}: median |error| {pg.pct(x['all']['median_abs_rel_error'])}, P90 {pg.pct(x['all']['p90_abs_rel_error'])} "
+            f"over {x['all']['num_cases']:,} cases; held-out median {pg.pct(x['held_out']['median_abs_rel_error'])}.")
+    skipped = {g: v for g, v in result.get("not_predicted", {}).items() if v}
+    if skipped:
+        def kinds(names: list[str]) -> str:
+            c = Counter(n.split()[0] for n in names)
+            return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+        p.section("Not predicted here").para("`twin validate` does not predict these whole-model records case by case:")
+        p.bullets([f"{g.upper()}: {len(v)} records ({kinds(v)})" for g, v in skipped.items()])
+    tr = result.get("h800_trace")
+    if tr:
+        table = _trace_table(tr)
+        p.section("DeepSeek's H800 trace, phase by phase").table(
+            ["phase", "kind", "trace", "twin", "error", "target"],
+            [[r.phase, r.kind, pg.seconds(r.trace_us / 1e6), pg.seconds(r.predicted_us / 1e6), pg.pct(r.rel_error, signed=True),
+              "—" if pd.isna(r.target) else f"±{pg.pct(r.target)}"] for r in table.itertuples()])
+    sm = {g: rows for g, rows in result.get("sm_reserve", {}).items() if rows}
+    if sm:
+        p.section("SMs reserved for communication").para(
+            f"The twin's GEMM slowdown with SMs held by communication beside the measured one, per GPU, mode and precision: "
+            f"`{SM_CSV}` and the plot below.")
+    p.section("Plots")
+    if not cases.empty:
+        p.figure(SCATTER, plot_scatter(cases), "The twin's prediction against each measured case, log-log.")
+        held = cases[cases["held_out"]]
+        if not held.empty:
+            p.figure(BY_OP, plot_error_by_op(held, t.get("median_abs_rel_error", 0.05)), "Median |error| of the held-out cases "
+                     "by op kind.")
+    if tr:
+        p.figure(TRACE_PNG, plot_trace(tr), "DeepSeek's H800 chunk-pair trace beside the twin, phase by phase.")
+    if sm:
+        p.figure(SM_PNG, slowdown_png(sm), "GEMM slowdown against SMs held by communication: measured and twin.")
+    p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the whole result; `{CASES_CSV}`: every case"
+                                + (f"; `{TRACE_CSV}`: the trace table" if tr else "") + (f"; `{SM_CSV}`" if sm else "")])
+    return p
+
+
+def write_report(result: dict, out_dir: Path) -> list[Path]:
+    """Write the validation report into `out_dir`, atomically; returns the paths written (sorted)."""
+    cases = pd.DataFrame(result["cases"])
+    files: dict[str, str | bytes] = {CASES_CSV: _csv(cases)}
+    if result.get("h800_trace"):
+        files[TRACE_CSV] = _csv(_trace_table(result["h800_trace"]))
+    sm = {g: rows for g, rows in result.get("sm_reserve", {}).items() if rows}
+    if sm:
+        files[SM_CSV] = sm_reserve_csv(sm)
+    return pg.write_report_dir(out_dir, build_page(result, cases), to_json(result), None, files=files)

@@ -39,7 +39,8 @@ def test_validate_reports_plots(two_gpu, tmp_path):
     from reports.validation_report import write_report
     root, profiles = two_gpu
     paths = write_report(validate(root, profiles), tmp_path)
-    assert {p.name for p in paths} == {"validation_cases.csv", "validation_scatter.png", "validation_error_by_op.png"}
+    assert {p.name for p in paths} == {"report.html", "report.md", "result.json", "validation_cases.csv",
+                                       "validation_scatter.png", "validation_error_by_op.png"}
 
 
 def test_validation_report_shows_the_trace_side_by_side(tmp_path):

@@ -1,13 +1,29 @@
-"""Fixtures for the report tests: a replayed result from the analytic stand-in for the step twin."""
+"""Fixtures for the report tests: one result of each product, built fast (the analytic stand-in for
+the step twin, a hand-made plan search, a small synthetic validation), and every report written
+once into a session directory."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from fake_step import fake_step as fake_step_fn  # tests/ is on sys.path (rootdir conftest)
 
+from calibration import sm_reserve, trace
+from calibration.validate import MEDIAN_TARGET, P90_TARGET, by_bench, summarize
+from reports.load_report import build as write_load_report
+from reports.plan_report import write_plan_report
+from reports.replay_report import write_report as write_replay_report
+from reports.serve_report import write_outputs as write_serve_report
+from reports.validation_report import write_report as write_validation_report
 from twin.core.results import to_json
-from twin.core.scenario import load_scenario
+from twin.core.scenario import PLAN, SERVING, from_dict, load_scenario, read_raw
+from twin.planning.result import PlanResult, PlanRow
+from twin.serving.run import serve
 from twin.training.replay.run import replay
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORTS = ("replay", "replay_h200", "serve", "plan", "load", "validation")
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +33,83 @@ def fake_step():
 
 @pytest.fixture(scope="session")
 def replayed(fake_step):
-    """(scenario, the result's JSON form the renderers take, the typed ReplayResult)."""
+    """(scenario, the result's JSON form the renderers take, the typed ReplayResult): V3 on H800."""
     sc = load_scenario()
     result = replay(sc, step_fn=fake_step)
     return sc, to_json(result), result
+
+
+@pytest.fixture(scope="session")
+def replayed_h200(fake_step):
+    """The same run on H200: DeepSeek's H800 figures are context, not a comparison."""
+    sc = load_scenario(overrides=["cluster.gpu=h200"])
+    result = replay(sc, step_fn=fake_step)
+    return sc, to_json(result), result
+
+
+@pytest.fixture(scope="session")
+def served():
+    sc = load_scenario(ROOT / "scenarios" / "r1_serve_h200.toml", kind=SERVING)
+    return sc, serve(sc)
+
+
+def plan_row(gpu: str, num_gpus: int, pp: int, days: float, price: float | None) -> PlanRow:
+    gpu_hours = days * 24 * num_gpus
+    return PlanRow(f"{gpu} x{num_gpus} pp{pp}", gpu, num_gpus, pp, 64, 1, "dualpipe", 1, True, step_time_s=17.0,
+                   mfu_frac=0.4, tokens_per_s_per_gpu=1700.0, memory_per_gpu_bytes=70 * 2**30, wall_days=days,
+                   gpu_hours=gpu_hours, cost_usd=None if price is None else gpu_hours * price)
+
+
+@pytest.fixture(scope="session")
+def planned():
+    """A plan search by hand: priced H800 and H200 rows, an unpriced B200 row, one out of memory.
+    Front in cost (H800/H200): 20 days $9.2M (h200 x4096), 30 days $5.9M (h800 x4096), 45 days $4.4M (h800 x2048)."""
+    rows = (plan_row("h800", 2048, 16, 45.0, 2.0), plan_row("h800", 4096, 16, 30.0, 2.0), plan_row("h800", 4096, 8, 33.0, 2.0),
+            plan_row("h200", 4096, 16, 20.0, 3.5), plan_row("b200", 2048, 16, 18.0, None),
+            PlanRow("h800 x2048 pp8", "h800", 2048, 8, 64, 1, "dualpipe", 1, False, reason="out of memory: 83.1 GiB > 80 GiB"))
+    feasible = [r for r in rows if r.feasible]
+    on_time = [r for r in feasible if r.wall_days <= 40.0]
+    ranked = tuple(sorted(on_time, key=lambda r: (r.cost_usd is None, r.cost_usd or r.gpu_hours)))
+    result = PlanResult(14.8e12, 40.0, len(rows), len(feasible), len(on_time), ranked[0], min(feasible, key=lambda r: r.wall_days),
+                        ranked, {"out of memory": 1}, rows)
+    raw, source = read_raw(ROOT / "scenarios" / "v3_plan.toml")
+    return from_dict(raw, source, PLAN), result
+
+
+def _case(gpu: str, bench: str, i: int) -> dict:
+    measured = 1e-4 * (1 + i)
+    err = ((i * 37) % 11 - 5) / 200        # -2.5% .. +2.5%, deterministic
+    return {"name": f"{bench} case {i}", "gpu": gpu, "bench": bench, "measured_s": measured,
+            "predicted_s": measured * (1 + err), "rel_error": err, "held_out": i % 3 == 0}
+
+
+@pytest.fixture(scope="session")
+def validated():
+    """A validation result in calibration.validate's shape: synthetic cases, DeepSeek's H800 trace
+    against the default profile, and the SM-reservation check on the H100 records."""
+    cases = [_case(gpu, bench, i) for gpu in ("h100", "h200") for bench in ("gemm", "attn_fwd", "memory") for i in range(12)]
+    result = {"targets": {"median_abs_rel_error": MEDIAN_TARGET, "p90_abs_rel_error": P90_TARGET}, "gpus": {}, "cases": cases,
+              "not_predicted": {"h100": ["decode tiny b1", "prefill tiny b1"], "h200": []}}
+    for gpu in ("h100", "h200"):
+        sub = [c for c in cases if c["gpu"] == gpu]
+        s = summarize(sub)
+        s.update(profile="synthetic", num_predicted=len(sub), by_bench=by_bench(sub),
+                 meets_targets=s["median_abs_rel_error"] <= MEDIAN_TARGET and s["p90_abs_rel_error"] <= P90_TARGET)
+        result["gpus"][gpu] = s
+    result["h800_trace"] = trace.compare()
+    result["sm_reserve"] = {"h100": sm_reserve.compare("h100")}
+    return result
+
+
+@pytest.fixture(scope="session")
+def report_dirs(tmp_path_factory, replayed, replayed_h200, served, planned, validated) -> dict[str, Path]:
+    """Every report written once, by the writers the CLI calls."""
+    root = tmp_path_factory.mktemp("reports")
+    dirs = {name: root / name for name in REPORTS}
+    for key, (sc, _, typed) in (("replay", replayed), ("replay_h200", replayed_h200)):
+        write_replay_report(typed, sc, dirs[key])
+    write_serve_report(served[1], served[0], dirs["serve"])
+    write_plan_report(planned[1], planned[0], dirs["plan"])
+    write_load_report(dirs["load"], sc=load_scenario(), quick=True)
+    write_validation_report(validated, dirs["validation"])
+    return dirs

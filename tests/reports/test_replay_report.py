@@ -1,40 +1,89 @@
 import csv
 import dataclasses
+import json
+import re
+import tomllib
 
 import pytest
 
-from reports.replay_report import render_html, render_markdown, to_toml, write_report
+import reports.page as page_mod
+from reports.page import COMMON_FILES
+from reports.replay_report import PLOTS, build_page, write_report
 from twin.core.scenario import from_dict, load_scenario
 
 
-def test_markdown_shows_claims_errors_and_assumptions(replayed):
+def test_verdict_is_one_sentence_against_the_published_total(replayed):
     sc, result, _ = replayed
-    md = render_markdown(result, sc)
+    total = next(c for c in result["claims"] if c["id"] == "train.cost.total_gpu_hours")
+    verdict = build_page(result, sc).verdict
+    side = "below" if total["rel_error"] < 0 else "above"
+    # e.g. "The twin puts DeepSeek-V3's training at 2.48M H800 GPU-hours ($4.97M), 10.9% below DeepSeek's published 2.788M."
+    assert re.fullmatch(r"The twin puts DeepSeek-V3's training at \d\.\d\dM H800 GPU-hours \(\$\d\.\d\dM\), "
+                        rf"\d+\.\d% {side} DeepSeek's published 2\.788M\.", verdict), verdict
+    assert f"{abs(total['rel_error']) * 100:.1f}% {side}" in verdict
+
+
+def test_claims_read_by_their_statement_with_errors(replayed):
+    sc, result, _ = replayed
+    md = build_page(result, sc).markdown()
     for c in result["claims"]:
-        assert c["id"] in md
+        assert f"| {c['statement']} |" in md and f"| {c['id']} |" not in md   # rows labelled for people
     pre = next(c for c in result["claims"] if c["id"] == "train.cost.pretrain_gpu_hours")
     assert f"{pre['rel_error'] * 100:+.1f}%" in md
-    assert "What drives the gap" in md and "Assumptions" in md and "PUE" in md
+    assert "| error |" in md and "What drives the gap" in md and "Assumptions" in md and "PUE" in md
 
 
-def test_html_is_self_contained(replayed):
+def test_numbers_are_human(replayed):
     sc, result, _ = replayed
-    page = render_html(result, sc, {"a.png": b"\x89PNG fake"})
-    assert "data:image/png;base64," in page
-    assert "src=\"http" not in page and "href=\"http" not in page
+    md = build_page(result, sc).markdown()
+    assert "| pretrain | 14.8T |" in md                      # not 14,800.0B
+    assert "14 minutes" in md or "minutes" in md              # a short stage in minutes, not 0.0106 days
+    assert not re.search(r"\b0\.0\d+ days", md)
+    assert "$2 per H800 GPU-hour" in md
 
 
-def test_csv_has_one_row_per_stage(tmp_path, replayed):
+def test_another_gpu_shows_published_figures_as_context_only(replayed_h200):
+    sc, result, _ = replayed_h200
+    assert result["claims_describe_run"] is False
+    p = build_page(result, sc)
+    md = p.markdown()
+    assert "error" not in " ".join(h for kind, b in p.blocks if kind == "table" for h in b[0])
+    assert "describe deepseek-v3 on H800; this run is deepseek-v3 on H200" in md and "without an error" in md
+    assert "2.664M GPU-hours" in md                           # still shown, as context
+    assert "What drives the gap" not in md and "## Notes" in md
+    assert p.verdict.startswith("The twin puts this deepseek-v3 run") and "published" not in p.verdict
+
+
+def test_the_report_follows_the_result_on_what_is_compared(replayed):
+    sc, result, _ = replayed
+    assert result["claims_describe_run"] is True
+    as_context = build_page({**result, "claims_describe_run": False}, sc).markdown()
+    assert "| error |" in build_page(result, sc).markdown() and "| error |" not in as_context
+
+
+def test_html_is_self_contained_without_backticks_or_test_hooks(replayed):
+    sc, result, _ = replayed
+    html = build_page(result, sc).html()
+    assert html.count("data:image/png;base64,") == len(PLOTS)
+    assert "src=\"http" not in html and "href=\"http" not in html and "<script" not in html
+    assert "`" not in html and "<code>twin validate</code>" in html
+    assert re.search(r"<title>Training-run replay: deepseek-v3-pretrain</title>", html)
+
+
+def test_writes_the_common_files_and_its_csv(tmp_path, replayed):
     sc, result, typed = replayed
-    write_report(typed, sc, tmp_path / "r")
-    rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
+    out = write_report(typed, sc, tmp_path / "r")
+    names = {p.name for p in out.iterdir()}
+    assert names == set(COMMON_FILES) | set(PLOTS) | {"results.csv"}
+    assert json.loads((out / "result.json").read_text())["total_gpu_hours"] == pytest.approx(result["total_gpu_hours"])
+    rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["stage"] for r in rows] == [s["name"] for s in result["stages"]]
+    assert load_scenario(out / "scenario.resolved.toml") == sc
 
 
 def test_resolved_scenario_round_trips():
     sc = load_scenario(overrides=["cluster.num_gpus=4096", "energy.carbon_kg_per_kwh=0.4"])
-    import tomllib
-    assert from_dict(tomllib.loads(to_toml(sc.to_dict()))) == sc
+    assert from_dict(tomllib.loads(page_mod.to_toml(sc.to_dict()))) == sc
 
 
 def test_interrupted_write_keeps_the_earlier_report(tmp_path, replayed, monkeypatch):
@@ -42,11 +91,10 @@ def test_interrupted_write_keeps_the_earlier_report(tmp_path, replayed, monkeypa
     out = tmp_path / "r"
     write_report(typed, sc, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    import reports.replay_report as rr
 
     def boom(*a, **k):
         raise KeyboardInterrupt("interrupted mid-write")
-    monkeypatch.setattr(rr, "write_csv", boom)  # fails after the plots and html are written
+    monkeypatch.setattr(page_mod, "to_toml", boom)  # the last file: the plots, CSV, pages and JSON are staged by then
     changed = dataclasses.replace(typed, scenario_name="SHOULD-NOT-APPEAR")
     with pytest.raises(KeyboardInterrupt):
         write_report(changed, sc, out)

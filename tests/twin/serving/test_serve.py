@@ -154,7 +154,7 @@ def test_outputs_written(tmp_path, h200_node):
     write_outputs(result, sc, tmp_path / "out")
     out = to_json(result)
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"serve.json", "serve_sweep.csv", "scenario.resolved.json", "throughput_vs_batch.png", "throughput_vs_tpot.png"} <= names
+    assert {"report.html", "report.md", "result.json", "scenario.resolved.toml", "serve_sweep.csv", "throughput_vs_batch.png", "throughput_vs_tpot.png"} <= names
     assert (tmp_path / "out" / "serve_sweep.csv").read_text().count("\n") == len(out["sweep"]) + 1
 
 

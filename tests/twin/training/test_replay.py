@@ -111,7 +111,7 @@ def test_bad_stage_tables_name_the_field():
 def test_run_replay_writes_json_and_report(tmp_path):
     out = replay(load_scenario(), step_fn=fake_step)
     write_report(out, load_scenario(), tmp_path / "rep")
-    data = json.loads((tmp_path / "rep" / "results.json").read_text())
+    data = json.loads((tmp_path / "rep" / "result.json").read_text())
     assert data["total_gpu_hours"] == pytest.approx(out.total_gpu_hours)
     for f in ("report.html", "report.md", "results.csv", "scenario.resolved.toml", "gpu_hours_by_stage.png",
               "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png"):
