@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: replay test browser
 replay: $(VENV)/.installed
-	$(VENV)/bin/twin replay --out out/replay --json out/replay/replay.json
+	$(VENV)/bin/twin replay --out out/replay
 
 # headless Chromium (Debian's package) renders the HTML report in the browser test
 browser:

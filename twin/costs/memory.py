@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from twin.core.errors import InfeasiblePlan
 from twin.core.serve_specs import ServeSpec
 from twin.core.specs import GPUSpec, ModelSpec, ParallelPlan, serving_tables
+from twin.core.units import GIB
 from twin.costs.flops import (BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, attention_params, ffn_params,
                               kv_cache_bytes_per_token, param_counts)
 
@@ -204,10 +205,10 @@ def max_batch_by_memory(m: ModelSpec, gpu: GPUSpec, s: ServeSpec) -> int:
 def check_memory(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int) -> dict:
     mem = memory_per_gpu(m, gpu, s, batch)
     if mem["total"] > gpu.hbm_bytes:
-        parts = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in mem.items() if k not in ("total", "capacity"))
+        parts = ", ".join(f"{k} {v / GIB:.1f} GiB" for k, v in mem.items() if k not in ("total", "capacity"))
         raise InfeasiblePlan(
-            f"{m.name} at batch {batch} needs {mem['total'] / 1e9:.1f} GB per GPU ({parts}) "
-            f"> {gpu.hbm_bytes / 1e9:.0f} GB of {gpu.name}; instance of {s.ep} GPUs has "
-            f"{s.ep * gpu.hbm_bytes / 1e9:.0f} GB for {weight_breakdown(m, s)['weight_bytes_total'] / 1e9:.0f} GB of weights",
+            f"{m.name} at batch {batch} needs {mem['total'] / GIB:.1f} GiB per GPU ({parts}) "
+            f"> {gpu.hbm_bytes / GIB:.1f} GiB of {gpu.name}; instance of {s.ep} GPUs has "
+            f"{s.ep * gpu.hbm_bytes / GIB:.0f} GiB for {weight_breakdown(m, s)['weight_bytes_total'] / GIB:.0f} GiB of weights",
             {k: float(v) for k, v in mem.items()})
     return mem

@@ -28,6 +28,7 @@ from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
 from twin.core.schedules import PipeOp, Schedule, build_schedule
 from twin.core.specs import GPUSpec
+from twin.core.units import GIB
 
 
 def stage_layers(num_layers: int, num_stages: int) -> list[range]:
@@ -337,8 +338,8 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     worst = max(range(len(totals)), key=totals.__getitem__)
     if check_memory and totals[worst] > gpu.hbm_bytes:
         raise InfeasiblePlan(
-            f"out of memory on pipeline rank {worst}: needs {totals[worst] / 1e9:.1f} GB of {gpu.hbm_bytes / 1e9:.0f} GB "
-            f"({', '.join(f'{k} {v / 1e9:.1f} GB' for k, v in mems[worst].items())})",
+            f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
+            f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
             breakdown=mems[worst])
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
