@@ -3,8 +3,13 @@ two-candidate plan (the full defaults, since a smaller scenario could hide a bro
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+import pytest
+
+from twin.cli.main import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -18,3 +23,24 @@ def test_readme_api_snippet_runs(capsys):
     out = capsys.readouterr().out
     assert "s per step, MFU" in out and "M GPU-hours" in out and "output tok/s" in out
     assert namespace["data"]["total_gpu_hours"] == namespace["run"].total_gpu_hours
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["model", "deepseek-v3"], "671B total"),
+    (["step"], "step time"),
+    (["schedule", "dualpipe", "--pp", "8", "--microbatches", "20"], "bubble (closed form)"),
+    (["serve", "--quiet"], "output tokens/s"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--quiet"], "1 candidates, 1 feasible"),
+    (["validate", "--quiet"], "HELD-OUT TOTAL"),
+    (["docs"], "# Scenario reference"),
+])
+def test_readme_commands_print_their_answer_on_stdout(argv, expect, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert expect in out
+
+
+def test_json_to_stdout_keeps_stdout_pure_json(capsys):
+    assert main(["step", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["step_time_s"] > 0 and "step time" in captured.err

@@ -14,6 +14,7 @@ from calibration.publish import publish_expert_loads
 from calibration.validate import failures, format_table, validate
 from real.bench.sections import SECTION_NAMES
 from reports.validation_report import write_report
+from tqdm import tqdm
 from twin.costs.profile import simulation_profile
 
 EXIT_INVALID = 2
@@ -49,35 +50,50 @@ def profile_from_json_file(path: Path):
 
 
 def cmd_validate(args) -> int:
+    out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
-    result = validate(Path(args.records) if args.records else rec.MEASUREMENTS_DIR, profiles)
-    print(format_table(result))
-    h100 = profiles / "h100.json"
-    tr_profile = None
-    if h100.is_file():
-        # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
-        tr_profile = profile_from_json_file(h100)
-    tr = trace.compare(tr_profile)
-    print(trace.format_table(tr))
-    result["h800_trace"] = tr
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
-    result["sm_reserve"] = {}
-    for gpu in result["gpus"]:
-        prof_path = profiles / f"{gpu}.json"
-        if not prof_path.is_file():
-            continue
-        rows = sm_reserve.compare(gpu, profile_from_json_file(prof_path), records_root)
-        if rows:
-            print(sm_reserve.format_table(rows))
-            result["sm_reserve"][gpu] = rows
+    bar = tqdm(total=3, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
+    with bar:
+        result = validate(records_root, profiles)
+        bar.update(1)
+        h100 = profiles / "h100.json"
+        # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
+        tr = trace.compare(profile_from_json_file(h100) if h100.is_file() else None)
+        result["h800_trace"] = tr
+        bar.update(1)
+        result["sm_reserve"] = {}
+        for gpu in result["gpus"]:
+            prof_path = profiles / f"{gpu}.json"
+            rows = sm_reserve.compare(gpu, profile_from_json_file(prof_path), records_root) if prof_path.is_file() else []
+            if rows:
+                result["sm_reserve"][gpu] = rows
+        bar.update(1)
+    tables = [format_table(result), trace.format_table(tr),
+              *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values())]
+    print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
-        for p in write_report(result, Path(args.out)):
-            print(f"wrote {p}")
+        write_report(result, Path(args.out))
+        print(f"report: {args.out}/report.html", file=out)
     args.write_json(args.json, result)
-    fails = failures(result)
-    for f in fails:
+    for f in failures(result):
         print(f"target missed: {f}", file=sys.stderr)
     return 0
+
+
+def _headline(tables: list[str]) -> str:
+    """The lines that carry the verdicts: held-out totals per GPU, the H100 -> H200 transfer, the
+    H800 chunk pair, and the SM-reservation bracket at V3's 20 SMs (--detail prints every table)."""
+    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair")
+    lines, gpu = [], ""
+    for line in (line for t in tables for line in t.splitlines()):
+        if line.startswith("SMs reserved for communication ("):
+            gpu = line.split("(", 1)[1].split(")", 1)[0]
+        if line.startswith(keep) or "HELD-OUT TOTAL" in line:
+            lines.append(line)
+        elif line.startswith("at V3's 20 SMs"):
+            lines.append(f"{gpu}: {line}")
+    return "\n".join(lines) + "\n(every table: twin validate --detail, or the report with --out)"
 
 
 def cmd_calibrate(args) -> int:
@@ -105,19 +121,23 @@ def _add_dirs(p) -> None:
 
 
 def add_commands(sub, write_json) -> None:
+    """The calibration subcommands. `outputs` lists the options that name files or directories to
+    write (twin/cli/main.py checks each before the command runs, exit 2 naming the option)."""
     p = sub.add_parser("fit", help="fit efficiency profiles to calibration/measurements -> twin/data/profiles")
     p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
     p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
     _add_dirs(p)
-    p.set_defaults(func=cmd_fit, write_json=write_json)
+    p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")))
 
     p = sub.add_parser("validate", help="predict held-out measurements and the H800 trace; report errors")
+    p.add_argument("--detail", action="store_true", help="print every table (per op kind, every trace phase, every SM count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write plots (scatter, error by op kind, the H800 trace beside the twin) and CSVs here")
+    p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, the plots (scatter, error by op kind, the H800 trace beside the twin) and CSVs here")
     _add_dirs(p)
-    p.set_defaults(func=cmd_validate, write_json=write_json)
+    p.set_defaults(func=cmd_validate, write_json=write_json, outputs=(("json", "--json", "file"), ("out", "--out", "dir")))
 
     p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")
     p.add_argument("--out", metavar="DIR", required=True, help="directory for the CSVs")
     p.add_argument("--quick", action="store_true", help="small shapes (a dry run)")
-    p.set_defaults(func=cmd_calibrate, write_json=write_json)
+    p.set_defaults(func=cmd_calibrate, write_json=write_json, outputs=(("out", "--out", "dir"),))
