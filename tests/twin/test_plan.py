@@ -11,7 +11,8 @@ import twin
 from twin.core.errors import ScenarioError
 
 from twin.core.results import to_json
-from twin.planning.search import Candidate, candidates, evaluate, plan
+from twin.planning.result import Candidate
+from twin.planning.search import candidates, evaluate, plan
 from twin.core.scenario import read_raw
 
 

@@ -1,4 +1,5 @@
-"""What a plan search returns: typed, unit-suffixed, JSON through twin.core.results.to_json."""
+"""What a plan search takes (candidates) and returns: typed, unit-suffixed, JSON through
+twin.core.results.to_json."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class PlanRow:
-    """One candidate: its plan, and either its step, run length and cost, or why it can't run."""
-
-    label: str
+class Candidate:
     gpu: str
     num_gpus: int
     pp: int
@@ -17,6 +15,22 @@ class PlanRow:
     tp: int
     schedule: str
     micro_batch_seqs: int
+
+    def overrides(self) -> list[str]:
+        return [f"cluster.gpu='{self.gpu}'", f"cluster.num_gpus={self.num_gpus}", f"plan.pp={self.pp}",
+                f"plan.ep={self.ep}", f"plan.tp={self.tp}", f"plan.schedule='{self.schedule}'",
+                f"plan.micro_batch_seqs={self.micro_batch_seqs}"]
+
+    def plan_label(self) -> str:
+        return (f"{self.num_gpus}x{self.gpu} TP{self.tp} PP{self.pp} EP{self.ep} {self.schedule} "
+                f"mb{self.micro_batch_seqs}")
+
+
+@dataclass(frozen=True)
+class PlanRow(Candidate):
+    """One candidate: its plan, and either its step, run length and cost, or why it can't run."""
+
+    label: str
     feasible: bool
     reason: str = ""
     step_time_s: float | None = None

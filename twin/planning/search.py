@@ -16,7 +16,6 @@ import os
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
 from tqdm import tqdm
 
@@ -25,28 +24,8 @@ from twin.core.scenario import TRAINING, Scenario, apply_overrides, from_dict
 from twin.core.search_specs import SearchSpec
 from twin.core.specs import get_gpu, gpu_names
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
-from twin.planning.result import PlanResult, PlanRow
+from twin.planning.result import Candidate, PlanResult, PlanRow
 from twin.training.step import simulate_step
-
-
-@dataclass(frozen=True)
-class Candidate:
-    gpu: str
-    num_gpus: int
-    pp: int
-    ep: int
-    tp: int
-    schedule: str
-    micro_batch_seqs: int
-
-    def overrides(self) -> list[str]:
-        return [f"cluster.gpu='{self.gpu}'", f"cluster.num_gpus={self.num_gpus}", f"plan.pp={self.pp}",
-                f"plan.ep={self.ep}", f"plan.tp={self.tp}", f"plan.schedule='{self.schedule}'",
-                f"plan.micro_batch_seqs={self.micro_batch_seqs}"]
-
-    def label(self) -> str:
-        return (f"{self.num_gpus}x{self.gpu} TP{self.tp} PP{self.pp} EP{self.ep} {self.schedule} "
-                f"mb{self.micro_batch_seqs}")
 
 
 def candidates(gpus: list[str], num_gpus: list[int], pp: list[int], ep: list[int], tp: list[int],
@@ -73,7 +52,7 @@ def catalog_prices(sc: Scenario) -> dict[str, float]:
 def evaluate(raw: dict, cand: Candidate, tokens: float, prices: dict[str, float]) -> PlanRow:
     """One candidate: its step, run length and cost, or why it can't run. Never raises for a bad
     or infeasible plan (sweeps must not crash)."""
-    row = dict(label=cand.label(), **cand.__dict__)
+    row = dict(**cand.__dict__, label=cand.plan_label())
     try:
         sc: Scenario = from_dict(apply_overrides(raw, cand.overrides()), kind=TRAINING)
         res = simulate_step(sc, record_events=False)
