@@ -20,14 +20,14 @@ from reports.serve_report import write_outputs as write_serve_report
 from twin.api import result_schemas
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
-from twin.core.atomic import write_bytes, write_text
+from twin.core.atomic import check_output, write_bytes, write_text
 from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
-from twin.core.fields import to_dict
+from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
 from twin.core.scenario import PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario, read_raw
 from twin.core.schedules import SCHEDULE_NAMES
-from twin.core.specs import model_names
+from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
 from twin.planning.search import catalog_prices, plan, search_candidates
 from twin.serving.run import serve
@@ -39,6 +39,11 @@ from twin.training.trace import GRANULARITIES, step_trace
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
+
+# `twin schedule` simulates pp x micro-batches ops of ~50 us each: 50,000 is a few seconds
+MAX_SCHEDULE_MICROBATCHES = 100_000
+MAX_SCHEDULE_RANK_MICROBATCHES = 50_000
+MAX_OP_TIME_S = 1e6
 
 
 def _say(args, text: str) -> None:
@@ -206,6 +211,8 @@ def cmd_plan(args) -> int:
     raw = apply_overrides(raw, args.set or [])
     if kind_of(raw) == SERVING:
         from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
+    if not isinstance(raw.get("search", {}), dict):
+        raise ScenarioError("search", raw["search"], "a [search] table", source)
     raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
     sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     base_raw = {k: v for k, v in raw.items() if k != "search"}
@@ -216,6 +223,7 @@ def cmd_plan(args) -> int:
             prices[gpu.strip()] = float(value)
         except ValueError:
             raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
+        check_value("--price", prices[gpu.strip()], like=(ClusterSpec, "price_usd_per_gpu_hour"))
     cands = search_candidates(sc, sc.search)
     out = plan(base_raw, sc.search.tokens, sc.search.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
     if args.out:
@@ -248,6 +256,35 @@ def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> No
         p.add_argument("--schedule", choices=SCHEDULE_NAMES, help="override plan.schedule")
 
 
+# --- argument checks: numbers like scenario fields, output paths, all before any work -------------
+
+FILE, DIR = "file", "dir"
+JSON_OUT = (("json", "--json", FILE),)
+
+
+def _check_args(args) -> None:
+    """Check the parsed options before the command runs: each number finite and in range, and each
+    output path writable (`outputs`: (attribute, option, file or dir) set by its subparser); a
+    ScenarioError names the option. --json - (stdout) is not a path."""
+    for attr, option, bounds in getattr(args, "numbers", ()):
+        check_value(option, getattr(args, attr), **bounds)
+    extra = getattr(args, "check", None)
+    if extra is not None:
+        extra(args)
+    for attr, option, kind in getattr(args, "outputs", ()):
+        target = getattr(args, attr, None)
+        if target is not None and not (attr == "json" and target == "-"):
+            check_output(option, target, kind)
+
+
+def _check_schedule_args(args) -> None:
+    """`twin schedule` simulates pp x micro-batches ops: bound their product too."""
+    if args.pp * args.microbatches > MAX_SCHEDULE_RANK_MICROBATCHES:
+        raise ScenarioError("--microbatches", args.microbatches,
+                            f"--pp x --microbatches <= {MAX_SCHEDULE_RANK_MICROBATCHES:,} "
+                            f"(now {args.pp:,} x {args.microbatches:,} = {args.pp * args.microbatches:,})")
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("moe-twin")
@@ -266,13 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=4096, help="sequence length for FLOPs per token (default 4096)")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field, e.g. --set model.num_layers=4")
-    p.set_defaults(func=cmd_model)
+    p.set_defaults(func=cmd_model, outputs=JSON_OUT, numbers=(("seq_len", "--seq-len", {"integer": True, "like": (Workload, "seq_len")}),))
 
     p = sub.add_parser("step", help="simulate one training step")
     _add_scenario_args(p, schedule=True)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--breakdown", action="store_true", help="print the per-op time breakdown")
-    p.set_defaults(func=cmd_step)
+    p.set_defaults(func=cmd_step, outputs=JSON_OUT)
 
     p = sub.add_parser("schedule", help="idealised pipeline schedule with constant op times")
     p.add_argument("name", choices=SCHEDULE_NAMES)
@@ -283,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w", type=float, default=1.0, help="weight-gradient part W of B (s)")
     p.add_argument("--fb", type=float, default=None, help="overlapped forward+backward pair F&B (s); default F+B")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.set_defaults(func=cmd_schedule)
+    op_s = {"gt": 0, "le": MAX_OP_TIME_S}
+    p.set_defaults(func=cmd_schedule, outputs=JSON_OUT, check=_check_schedule_args, numbers=(
+        ("pp", "--pp", {"integer": True, "ge": 1, "le": MAX_DEGREE}),
+        ("microbatches", "--microbatches", {"integer": True, "ge": 1, "le": MAX_SCHEDULE_MICROBATCHES}),
+        ("f", "--f", op_s), ("b", "--b", op_s), ("w", "--w", {**op_s, "gt": None, "ge": 0}), ("fb", "--fb", op_s)))
 
     p = sub.add_parser("trace", help="write the simulated step as a Chrome trace (Perfetto)")
     _add_scenario_args(p, schedule=True)
@@ -292,25 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", choices=GRANULARITIES, default="op",
                    help="op: one slice per pipeline op and stream (default, ~1 MB for a V3 step); "
                         "layer: per layer and block part, named as DeepSeek's trace (attn(F), mlp(W), dispatch(B), ...)")
-    p.set_defaults(func=cmd_trace)
+    p.set_defaults(func=cmd_trace, outputs=(("out", "--out", FILE),))
 
     p = sub.add_parser("replay", help="replay a whole training run and write the cost report")
     _add_scenario_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", default="out/replay", help="report directory (default out/replay)")
-    p.set_defaults(func=cmd_replay)
+    p.add_argument("--out", metavar="DIR", default="out/replay", help="write report.html, report.md, result.json, results.csv, the plots and scenario.resolved.toml here (default out/replay)")
+    p.set_defaults(func=cmd_replay, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
     p = sub.add_parser("balance", help="what expert-load balancing buys: step time and GPU-hours under measured and fitted skew, EPLB")
     _add_scenario_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write the load report (heatmap, step time vs imbalance, EPLB before/after, JSON, resolved scenario) here")
-    p.set_defaults(func=cmd_balance)
+    p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, the expert-load heatmap, step time vs imbalance, EPLB before/after and scenario.resolved.toml here")
+    p.set_defaults(func=cmd_balance, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
     p = sub.add_parser("serve", help="serving throughput and latency of a deployment, beside published serving claims (default: R1 on one HGX H200)")
     _add_scenario_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write serve.json, the sweep CSV, the throughput plots and the resolved scenario here")
-    p.set_defaults(func=cmd_serve)
+    p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, serve_sweep.csv, the throughput plots and scenario.resolved.toml here")
+    p.set_defaults(func=cmd_serve, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
     p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
     _add_scenario_args(p)
@@ -326,13 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write plan.csv, a cost-vs-days plot and the resolved scenario here")
-    p.set_defaults(func=cmd_plan)
+    p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and scenario.resolved.toml here")
+    # --tokens and --days are checked as search.tokens and search.days, with the rest of [search]
+    p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")
     p.add_argument("--out", metavar="FILE", help="write the scenario reference here")
     p.add_argument("--schemas", metavar="DIR", help="write the JSON schema of every result type here (docs/results)")
-    p.set_defaults(func=cmd_docs)
+    p.set_defaults(func=cmd_docs, outputs=(("out", "--out", FILE), ("schemas", "--schemas", DIR)))
 
     add_calibration_commands(sub, _write_json)
     return ap
@@ -342,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_args(args)
         return args.func(args)
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 
 from twin.core.fields import allowed_text
-from twin.core.scenario import SECTIONS
+from twin.core.scenario import MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, TASKS_PER_BLOCK
 from twin.core.specs import ModelSpec
 
 INTRO = """# Scenario reference
@@ -23,7 +23,17 @@ required field. Every output directory holds the resolved scenario it was comput
 
 Derived quantities: data-parallel degree `dp = cluster.num_gpus / (plan.tp * plan.pp)`;
 micro-batches per step `workload.global_batch_seqs / (dp * plan.micro_batch_seqs)`.
-"""
+
+Limits. Every number must be finite (`inf` and `nan` are refused). Every count and size has an
+upper bound and every list a maximum length (the "allowed" column): far beyond any real model or
+cluster, but small enough that a typo cannot start hours of simulation. A training step is also
+bounded as a whole: the step twin simulates about `plan.pp x micro-batches per pipeline x passes
+x blocks per stage x {tasks}` tasks (passes: 2 for `dualpipev`, else 1; blocks per stage:
+`ceil(model.num_layers / stages) + model.num_mtp_modules`), and a scenario above {limit:,} tasks is
+refused, naming `workload.global_batch_seqs` or `model.num_layers` with the numbers (the default
+V3 step: 16 x 120 x 1 x 5 x 16 = 153,600). TOML nested deeper than {depth} levels is refused
+before it is read.
+""".format(tasks=TASKS_PER_BLOCK, limit=STEP_TASK_LIMIT, depth=MAX_TOML_DEPTH)
 
 
 def _type_name(tp) -> str:
@@ -34,7 +44,7 @@ def _type_name(tp) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if dataclasses.is_dataclass(tp):
         return f"table ({tp.__name__})"
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+    return {int: "integer", float: "finite number", str: "string", bool: "boolean"}.get(tp, str(tp))
 
 
 def _default(f: dataclasses.Field) -> str:

@@ -1,5 +1,21 @@
 """The two error types users see. Everything else is a bug."""
 
+import reprlib
+
+# How an offending value is shown: whole for anything a person types, cut short for a 100,000-entry
+# list or a table nested hundreds deep (which would otherwise flood the one-line message, or
+# exhaust the recursion limit while being printed).
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel = 4
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxset = _SHOW.maxfrozenset = _SHOW.maxdict = 8
+_SHOW.maxstring = _SHOW.maxother = 200
+_SHOW.maxlong = 60
+
+
+def show_value(value: object) -> str:
+    """repr(value), shortened with '...' where it would be long or deep."""
+    return _SHOW.repr(value)
+
 
 class ScenarioError(ValueError):
     """Invalid input: names the field, the value and what is allowed. CLI exits with status 2."""
@@ -10,7 +26,7 @@ class ScenarioError(ValueError):
         self.allowed = allowed
         self.source = source
         where = f" in {source}" if source else ""
-        super().__init__(f"{field}{where}: got {value!r}; allowed: {allowed}")
+        super().__init__(f"{field}{where}: got {show_value(value)}; allowed: {allowed}")
 
 
 class InfeasiblePlan(Exception):

@@ -3,11 +3,17 @@
 Every scenario section is a frozen dataclass whose fields are declared with `spec_field`. The
 strict loader (twin.core.scenario) checks types and ranges from this metadata, and docs/scenario.md is
 generated from it, so the documentation cannot drift from the code.
+
+Numbers are finite: NaN and infinity are refused in every field (none gives them a meaning). Every
+count and size has an upper bound (`le`) and every list a length limit (`max_items`), generous for
+real clusters but small enough that a typo cannot start hours of simulation or a huge allocation.
+`check_value` applies the same rules to a command-line option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -26,31 +32,51 @@ def spec_field(
     gt: float | None = None,
     le: float | None = None,
     choices: tuple | None = None,
+    max_items: int | None = None,
     default_factory: Any = _MISSING,
 ) -> Any:
-    """A dataclass field with the metadata the loader and the docs need."""
-    meta = {"unit": unit, "doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices}
+    """A dataclass field with the metadata the loader and the docs need. For a list field, `ge`,
+    `gt`, `le` and `choices` apply to each item and `max_items` bounds its length."""
+    meta = {"unit": unit, "doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices, "max_items": max_items}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
-def allowed_text(f: dataclasses.Field, type_name: str) -> str:
-    """Human-readable description of what a field accepts, e.g. 'integer >= 1'."""
-    m = f.metadata
+def number_text(x: float) -> str:
+    """A bound as text: whole numbers with thousands separators (1,000,000), others as %g."""
+    if float(x).is_integer() and abs(x) < 1e16:
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
+def _bounds_text(m: dict, type_name: str) -> str:
     if m.get("choices"):
         return "one of " + ", ".join(repr(c) for c in m["choices"])
     parts = []
     if m.get("ge") is not None:
-        parts.append(f">= {m['ge']:g}")
+        parts.append(f">= {number_text(m['ge'])}")
     if m.get("gt") is not None:
-        parts.append(f"> {m['gt']:g}")
+        parts.append(f"> {number_text(m['gt'])}")
     if m.get("le") is not None:
-        parts.append(f"<= {m['le']:g}")
+        parts.append(f"<= {number_text(m['le'])}")
     return type_name + (" " + " and ".join(parts) if parts else "")
 
 
+def allowed_text(f: dataclasses.Field, type_name: str) -> str:
+    """Human-readable description of what a field accepts, e.g. 'integer >= 1 and <= 1,000'; a
+    list field adds its length limit."""
+    text = _bounds_text(f.metadata, type_name)
+    if f.metadata.get("max_items") is not None:
+        text += f"; at most {f.metadata['max_items']:,} entries"
+    return text
+
+
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:   # a list field's items
+        return _type_name(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return _type_name(next(a for a in typing.get_args(tp) if a is not type(None)))
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -66,14 +92,20 @@ def _coerce(value: Any, tp: Any, path: str, f: dataclasses.Field, source: str | 
         (item_tp, *_) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ScenarioError(path, value, f"a list of {_type_name(item_tp)}", source)
+        limit = f.metadata.get("max_items")
+        if limit is not None and len(value) > limit:   # before building the items: a huge list stops here
+            raise ScenarioError(path, value, f"a list of at most {limit:,} entries (got {len(value):,})", source)
         return tuple(_coerce(v, item_tp, f"{path}[{i}]", f, source) for i, v in enumerate(value))
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ScenarioError(path, value, allowed_text(f, "number"), source)
-        return float(value)
+            raise ScenarioError(path, value, _bounds_text(f.metadata, "number"), source)
+        try:
+            return float(value)
+        except OverflowError:   # an integer beyond any float (only the Python API can pass one)
+            raise ScenarioError(path, value, _bounds_text(f.metadata, "finite number"), source) from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ScenarioError(path, value, allowed_text(f, "integer"), source)
+            raise ScenarioError(path, value, _bounds_text(f.metadata, "integer"), source)
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -81,7 +113,7 @@ def _coerce(value: Any, tp: Any, path: str, f: dataclasses.Field, source: str | 
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ScenarioError(path, value, allowed_text(f, "string"), source)
+            raise ScenarioError(path, value, _bounds_text(f.metadata, "string"), source)
         return value
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path, source)
@@ -89,19 +121,22 @@ def _coerce(value: Any, tp: Any, path: str, f: dataclasses.Field, source: str | 
 
 
 def _check_range(value: Any, f: dataclasses.Field, path: str, type_name: str, source: str | None) -> None:
-    m = f.metadata
     if value is None:
         return
     if isinstance(value, tuple):   # a list field: every item within the field's range
         for i, item in enumerate(value):
             _check_range(item, f, f"{path}[{i}]", type_name, source)
         return
+    _check_bounds(value, f.metadata, path, type_name, source)
+
+
+def _check_bounds(value: Any, m: dict, path: str, type_name: str, source: str | None) -> None:
     ok = True
     if m.get("choices") is not None:
         ok = value in m["choices"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value != value:  # NaN
-            ok = False
+        if isinstance(value, float) and not math.isfinite(value):   # NaN, inf, -inf
+            raise ScenarioError(path, value, _bounds_text(m, "finite " + type_name), source)
         if m.get("ge") is not None and not value >= m["ge"]:
             ok = False
         if m.get("gt") is not None and not value > m["gt"]:
@@ -109,7 +144,25 @@ def _check_range(value: Any, f: dataclasses.Field, path: str, type_name: str, so
         if m.get("le") is not None and not value <= m["le"]:
             ok = False
     if not ok:
-        raise ScenarioError(path, value, allowed_text(f, type_name), source)
+        raise ScenarioError(path, value, _bounds_text(m, type_name), source)
+
+
+def check_value(option: str, value: Any, *, integer: bool = False, ge: float | None = None,
+                gt: float | None = None, le: float | None = None, like: tuple[type, str] | None = None) -> Any:
+    """Check one command-line number like a scenario field: finite, within [ge/gt, le]; the error
+    names the option (`--seq-len`). `like=(SpecClass, "field")` takes the bounds of that field,
+    e.g. `--seq-len` is checked exactly like workload.seq_len."""
+    m = {"ge": ge, "gt": gt, "le": le}
+    if like is not None:
+        fld = {x.name: x for x in dataclasses.fields(like[0])}[like[1]]
+        m = {k: fld.metadata.get(k) for k in ("ge", "gt", "le", "choices")}
+    type_name = "integer" if integer else "number"
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ScenarioError(option, value, _bounds_text(m, type_name))
+    _check_bounds(value, m, option, type_name, None)
+    return value
 
 
 def build(cls: type, data: Any, path: str, source: str | None = None) -> Any:

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 from twin.core.errors import ScenarioError
 from twin.core.fields import spec_field
-from twin.core.specs import RECOMPUTE
+from twin.core.schedules import SCHEDULE_NAMES
+from twin.core.specs import (MAX_BATCH_SEQS, MAX_BYTES_PER_PARAM, MAX_DEGREE, MAX_GPUS, MAX_IMBALANCE, MAX_SEED,
+                             MAX_SEQ_LEN, RECOMPUTE)
+
+MAX_TOKENS = 1e17          # tokens of a stage (V3's pre-training: 1.48e13)
+MAX_STEPS = 1_000_000_000  # optimizer steps of a stage
+MAX_STAGES = 64            # [[run.stages]] tables
+MAX_FALLBACKS = 16         # fallback TP degrees, fallback schedules
+MAX_SWEEP_SIZES = 16       # cluster sizes of the cost sweep (each simulates the large stages again)
+MAX_SAMPLES = 1_000_000    # Monte Carlo samples
 
 UNCERTAINTY_METHODS = ("monte_carlo", "linear")
 
@@ -24,18 +33,18 @@ class StageSpec:
 
     name: str = spec_field(doc="Stage name, e.g. 'pretrain'")
     group: str = spec_field("", doc="Group for published per-group figures (stages sharing a group are summed); '' = the stage's name")
-    tokens: float = spec_field(0.0, unit="tokens", ge=0, doc="Tokens trained in the stage (0 = given by steps)")
-    steps: int = spec_field(0, unit="count", ge=0, doc="Optimizer steps (used when tokens = 0)")
-    seq_len: int = spec_field(4096, unit="tokens", ge=1, doc="Sequence length")
-    global_batch_seqs: int = spec_field(15360, unit="sequences", ge=1, doc="Sequences per step (after any ramp)")
-    batch_ramp_start_seqs: int = spec_field(0, unit="sequences", ge=0, doc="Batch at the start of a linear batch ramp (0 = no ramp)")
-    batch_ramp_tokens: float = spec_field(0.0, unit="tokens", ge=0, doc="Tokens over which the batch ramps linearly to global_batch_seqs")
-    tp: int | None = spec_field(None, unit="count", ge=1, doc="Stage override of plan.tp (absent = the scenario's plan)")
-    pp: int | None = spec_field(None, unit="count", ge=1, doc="Stage override of plan.pp")
-    ep: int | None = spec_field(None, unit="count", ge=1, doc="Stage override of plan.ep")
-    micro_batch_seqs: int | None = spec_field(None, unit="sequences", ge=1, doc="Stage override of plan.micro_batch_seqs")
+    tokens: float = spec_field(0.0, unit="tokens", ge=0, le=MAX_TOKENS, doc="Tokens trained in the stage (0 = given by steps)")
+    steps: int = spec_field(0, unit="count", ge=0, le=MAX_STEPS, doc="Optimizer steps (used when tokens = 0)")
+    seq_len: int = spec_field(4096, unit="tokens", ge=1, le=MAX_SEQ_LEN, doc="Sequence length")
+    global_batch_seqs: int = spec_field(15360, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Sequences per step (after any ramp)")
+    batch_ramp_start_seqs: int = spec_field(0, unit="sequences", ge=0, le=MAX_BATCH_SEQS, doc="Batch at the start of a linear batch ramp (0 = no ramp)")
+    batch_ramp_tokens: float = spec_field(0.0, unit="tokens", ge=0, le=MAX_TOKENS, doc="Tokens over which the batch ramps linearly to global_batch_seqs")
+    tp: int | None = spec_field(None, unit="count", ge=1, le=MAX_DEGREE, doc="Stage override of plan.tp (absent = the scenario's plan)")
+    pp: int | None = spec_field(None, unit="count", ge=1, le=MAX_DEGREE, doc="Stage override of plan.pp")
+    ep: int | None = spec_field(None, unit="count", ge=1, le=MAX_GPUS, doc="Stage override of plan.ep")
+    micro_batch_seqs: int | None = spec_field(None, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Stage override of plan.micro_batch_seqs")
     recompute: str | None = spec_field(None, choices=RECOMPUTE, doc="Stage override of plan.recompute")
-    overhead_factor: float = spec_field(1.0, gt=0, doc="GPU-time multiplier for work the step twin does not simulate (e.g. RL rollout generation); an assumption shown in the report")
+    overhead_factor: float = spec_field(1.0, gt=0, le=1_000, doc="GPU-time multiplier for work the step twin does not simulate (e.g. RL rollout generation); an assumption shown in the report")
     claim_id: str = spec_field("", doc="Published GPU-hour figure for this stage's group (an id in twin/data/claims.toml); '' = none")
     source: str = spec_field("", doc="Where the stage's shape comes from, or 'assumption: ...'")
 
@@ -83,11 +92,11 @@ V3_STAGES = (
 class RunSpec:
     """The training run to replay: its stages, in order."""
 
-    stages: tuple[StageSpec, ...] = spec_field(default=V3_STAGES, doc="Stages in order ([[run.stages]] tables)")
+    stages: tuple[StageSpec, ...] = spec_field(default=V3_STAGES, max_items=MAX_STAGES, doc="Stages in order ([[run.stages]] tables)")
     ramp_knots: int = spec_field(2, unit="count", ge=2, le=16, doc="Batch sizes simulated along a batch ramp (step time is interpolated between them)")
     plan_search: bool = spec_field(True, doc="If a stage's plan does not fit (memory, divisibility), try the fallback plans in order and report which one ran")
-    fallback_tp: tuple[int, ...] = spec_field(default=(2, 4, 8), unit="count", doc="TP degrees tried, smallest first, when a stage's plan does not fit")
-    fallback_schedules: tuple[str, ...] = spec_field(default=("zb1p", "1f1b"), doc="Pipeline schedules tried last (with full recomputation) when no TP degree fits, e.g. too few micro-batches for DualPipe")
+    fallback_tp: tuple[int, ...] = spec_field(default=(2, 4, 8), unit="count", ge=1, le=MAX_DEGREE, max_items=MAX_FALLBACKS, doc="TP degrees tried, smallest first, when a stage's plan does not fit")
+    fallback_schedules: tuple[str, ...] = spec_field(default=("zb1p", "1f1b"), choices=SCHEDULE_NAMES, max_items=MAX_FALLBACKS, doc="Pipeline schedules tried last (with full recomputation) when no TP degree fits, e.g. too few micro-batches for DualPipe")
     claims_basis: str = spec_field("ideal", choices=("ideal", "goodput"), doc="Compare published figures with ideal GPU-hours, or with failure-adjusted ones (V3's 2,664K = 14.8 x 180K is throughput-derived, i.e. ideal)")
 
     def check(self, path: str = "run", source: str | None = None) -> None:
@@ -104,7 +113,7 @@ class CostSpec:
     """Money: the rental price is cluster.price_usd_per_gpu_hour; these add electricity and the size sweep."""
 
     electricity_usd_per_kwh: float = spec_field(0.0, unit="USD/kWh", ge=0, doc="Electricity price for an owner-operator view (0 = rental only; rental prices include power)")
-    size_sweep_gpus: tuple[int, ...] = spec_field(default=(2048, 3072, 4096, 8192), unit="count", doc="Cluster sizes for the cost-against-cluster-size plot (same plan, DP scaled)")
+    size_sweep_gpus: tuple[int, ...] = spec_field(default=(2048, 3072, 4096, 8192), unit="count", ge=1, le=MAX_GPUS, max_items=MAX_SWEEP_SIZES, doc="Cluster sizes for the cost-against-cluster-size plot (same plan, DP scaled)")
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ class FailureSpec:
     rate_scale: float = spec_field(1.0, ge=0, doc="Multiplier on the catalog's interruption rate per GPU-hour")
     detection_s: float = spec_field(600.0, unit="s", ge=0, doc="Time to detect a failure (PyTorch NCCL watchdog default timeout 10 min)")
     restart_s: float = spec_field(900.0, unit="s", ge=0, doc="Time to restart: reschedule, re-init NCCL, load the checkpoint (assumption)")
-    checkpoint_bytes_per_param: float = spec_field(10.0, unit="bytes", ge=0, doc="Checkpoint bytes per parameter: BF16 weights + FP32 master + BF16 AdamW moments (V3 report §3.3.4)")
+    checkpoint_bytes_per_param: float = spec_field(10.0, unit="bytes", ge=0, le=MAX_BYTES_PER_PARAM, doc="Checkpoint bytes per parameter: BF16 weights + FP32 master + BF16 AdamW moments (V3 report §3.3.4)")
     checkpoint_write_bytes_per_s_per_node: float = spec_field(10.737e9, unit="bytes/s", gt=0, doc="Checkpoint write bandwidth per node (Fire-Flyer 3FS: >10 GiB/s per node)")
     checkpoint_interval_s: float = spec_field(0.0, unit="s", ge=0, doc="Checkpoint interval (0 = Young/Daly sqrt(2 x write time x MTBF))")
 
@@ -137,11 +146,11 @@ class UncertaintySpec:
     """Input uncertainty propagated to the P10-P90 band of every headline number."""
 
     method: str = spec_field("monte_carlo", choices=UNCERTAINTY_METHODS, doc="Monte Carlo through a per-input response surface from one-at-a-time runs, or linear (quadrature) propagation")
-    num_samples: int = spec_field(4000, unit="count", ge=10, doc="Monte Carlo samples (cheap: drawn through the response surface)")
-    seed: int = spec_field(0, unit="count", ge=0, doc="Random seed")
+    num_samples: int = spec_field(4000, unit="count", ge=10, le=MAX_SAMPLES, doc="Monte Carlo samples (cheap: drawn through the response surface)")
+    seed: int = spec_field(0, unit="count", ge=0, le=MAX_SEED, doc="Random seed")
     compute_eff_rel_sigma: float = spec_field(0.08, unit="fraction", ge=0, le=0.5, doc="Relative sigma of compute efficiency (DeepGEMM H800 tables moved ~10% between releases; H800 throttles 990 -> 865 TFLOPS)")
     link_bw_rel_sigma: float = spec_field(0.15, unit="fraction", ge=0, le=0.5, doc="Relative sigma of achieved link bandwidth (DeepEP EP64 internode 46 -> 51 GB/s between releases, NCCL's 46-49 GB/s per NDR NIC; DeepSeek's trace is a validation target, not an input)")
-    routing_imbalance_high: float = spec_field(1.15, ge=1.0, doc="Upper end of the routing imbalance range (uniform from the scenario's value; V3's aux-loss-free balancing keeps it near 1)")
+    routing_imbalance_high: float = spec_field(1.15, ge=1.0, le=MAX_IMBALANCE, doc="Upper end of the routing imbalance range (uniform from the scenario's value; V3's aux-loss-free balancing keeps it near 1)")
     failure_rate_rel_sigma: float = spec_field(0.5, unit="fraction", ge=0, doc="Relative sigma of the interruption rate (Llama 3 vs Meta RSC vs Epoch's 1 per 50K GPU-hours)")
     pue_low: float = spec_field(1.1, ge=1.0, doc="Low end of the PUE range (hyperscale)")
     pue_high: float = spec_field(1.6, ge=1.0, doc="High end of the PUE range (industry average)")

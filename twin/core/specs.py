@@ -17,6 +17,26 @@ from twin.core.errors import ScenarioError
 from twin.core.fields import build, spec_field
 from twin.core.schedules import SCHEDULE_NAMES
 
+# Upper bounds of counts and sizes (the loader refuses larger values, naming the field). Each is
+# far beyond any model or cluster built so far (DeepSeek-V3: 61 layers, width 7,168, 256 experts,
+# 2,048 GPUs; Llama 3 405B: 126 layers, 16,384 GPUs), yet small enough that a typo cannot start hours of
+# simulation or an allocation of terabytes. How much a training step simulates is bounded
+# separately, by the work estimate in Scenario.check.
+MAX_LAYERS = 1_000             # transformer blocks
+MAX_WIDTH = 1_000_000          # hidden sizes, ranks and head dimensions
+MAX_VOCAB = 10_000_000         # vocabulary entries
+MAX_HEADS = 4_096              # attention heads
+MAX_EXPERTS = 1_024            # routed experts per layer (Monte Carlo routing draws tokens x experts)
+MAX_MTP_MODULES = 16           # multi-token-prediction modules (each one more block on the last stage)
+MAX_GPUS = 1_000_000           # GPUs, and degrees or node counts drawn from them
+MAX_DEGREE = 1_024             # tensor- and pipeline-parallel degrees
+MAX_SMS = 1_024                # streaming multiprocessors
+MAX_SEQ_LEN = 10_000_000       # tokens per sequence
+MAX_BATCH_SEQS = 10_000_000    # sequences per step or micro-batch
+MAX_IMBALANCE = 1_000.0        # max/mean routing load (a rank cannot exceed EP x the mean)
+MAX_BYTES_PER_PARAM = 1_024.0  # optimizer or checkpoint bytes per parameter
+MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffice)
+
 ATTENTION_KINDS = ("mla", "gqa")
 PRECISIONS = ("fp8", "bf16")
 RECOMPUTE = ("none", "selective", "full")
@@ -27,28 +47,28 @@ class ModelSpec:
     """A transformer, dense or MoE, with MLA or GQA attention (DeepSeek-V3, Mixtral, Llama 3)."""
 
     name: str = spec_field("custom", doc="Model name (a catalog key, or any label for an inline model)")
-    num_layers: int = spec_field(unit="count", ge=1, doc="Transformer blocks of the main model")
-    hidden_size: int = spec_field(unit="count", ge=1, doc="Model width d")
-    vocab_size: int = spec_field(unit="count", ge=1, doc="Vocabulary size")
-    num_heads: int = spec_field(unit="count", ge=1, doc="Query heads")
+    num_layers: int = spec_field(unit="count", ge=1, le=MAX_LAYERS, doc="Transformer blocks of the main model")
+    hidden_size: int = spec_field(unit="count", ge=1, le=MAX_WIDTH, doc="Model width d")
+    vocab_size: int = spec_field(unit="count", ge=1, le=MAX_VOCAB, doc="Vocabulary size")
+    num_heads: int = spec_field(unit="count", ge=1, le=MAX_HEADS, doc="Query heads")
     attention: str = spec_field("mla", choices=ATTENTION_KINDS, doc="Multi-head latent attention or grouped-query attention")
-    q_lora_rank: int = spec_field(0, unit="count", ge=0, doc="MLA query compression rank (0 = no compression)")
-    kv_lora_rank: int = spec_field(0, unit="count", ge=0, doc="MLA key-value compression rank d_c")
-    qk_nope_head_dim: int = spec_field(0, unit="count", ge=0, doc="MLA per-head query/key dimension without RoPE")
-    qk_rope_head_dim: int = spec_field(0, unit="count", ge=0, doc="MLA decoupled RoPE dimension (shared key)")
-    v_head_dim: int = spec_field(0, unit="count", ge=0, doc="MLA per-head value dimension")
-    num_kv_heads: int = spec_field(0, unit="count", ge=0, doc="GQA key-value heads")
-    head_dim: int = spec_field(0, unit="count", ge=0, doc="GQA head dimension")
-    intermediate_size: int = spec_field(0, unit="count", ge=0, doc="Dense SwiGLU FFN hidden size")
-    num_dense_layers: int = spec_field(0, unit="count", ge=0, doc="The first k blocks use the dense FFN (all of them for a dense model)")
-    num_routed_experts: int = spec_field(0, unit="count", ge=0, doc="Routed experts per MoE layer (0 = dense model)")
-    num_shared_experts: int = spec_field(0, unit="count", ge=0, doc="Always-active shared experts per MoE layer")
-    moe_intermediate_size: int = spec_field(0, unit="count", ge=0, doc="Hidden size of one expert's SwiGLU FFN")
-    top_k: int = spec_field(0, unit="count", ge=0, doc="Routed experts per token")
-    num_expert_groups: int = spec_field(1, unit="count", ge=1, doc="Expert groups for group-limited routing")
-    top_k_groups: int = spec_field(1, unit="count", ge=1, doc="Groups a token may route to")
+    q_lora_rank: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="MLA query compression rank (0 = no compression)")
+    kv_lora_rank: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="MLA key-value compression rank d_c")
+    qk_nope_head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="MLA per-head query/key dimension without RoPE")
+    qk_rope_head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="MLA decoupled RoPE dimension (shared key)")
+    v_head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="MLA per-head value dimension")
+    num_kv_heads: int = spec_field(0, unit="count", ge=0, le=MAX_HEADS, doc="GQA key-value heads")
+    head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="GQA head dimension")
+    intermediate_size: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="Dense SwiGLU FFN hidden size")
+    num_dense_layers: int = spec_field(0, unit="count", ge=0, le=MAX_LAYERS, doc="The first k blocks use the dense FFN (all of them for a dense model)")
+    num_routed_experts: int = spec_field(0, unit="count", ge=0, le=MAX_EXPERTS, doc="Routed experts per MoE layer (0 = dense model)")
+    num_shared_experts: int = spec_field(0, unit="count", ge=0, le=MAX_EXPERTS, doc="Always-active shared experts per MoE layer")
+    moe_intermediate_size: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="Hidden size of one expert's SwiGLU FFN")
+    top_k: int = spec_field(0, unit="count", ge=0, le=MAX_EXPERTS, doc="Routed experts per token")
+    num_expert_groups: int = spec_field(1, unit="count", ge=1, le=MAX_EXPERTS, doc="Expert groups for group-limited routing")
+    top_k_groups: int = spec_field(1, unit="count", ge=1, le=MAX_EXPERTS, doc="Groups a token may route to")
     route_scale: float = spec_field(1.0, gt=0, doc="Scale applied to the normalised routing weights")
-    num_mtp_modules: int = spec_field(0, unit="count", ge=0, doc="Multi-token-prediction modules (each one extra MoE block)")
+    num_mtp_modules: int = spec_field(0, unit="count", ge=0, le=MAX_MTP_MODULES, doc="Multi-token-prediction modules (each one extra MoE block)")
     tie_embeddings: bool = spec_field(False, doc="Output head shares the embedding matrix")
 
     def check(self, path: str = "model", source: str | None = None) -> None:
@@ -170,7 +190,7 @@ def get_gpu(name: str) -> GPUSpec:
 @dataclass(frozen=True)
 class ClusterSpec:
     gpu: str = spec_field("h800", doc="GPU type, a key of twin/data/hardware.toml")
-    num_gpus: int = spec_field(2048, unit="count", ge=1, doc="GPUs in the job")
+    num_gpus: int = spec_field(2048, unit="count", ge=1, le=MAX_GPUS, doc="GPUs in the job")
     price_usd_per_gpu_hour: float | None = spec_field(None, unit="USD/GPU-hour", ge=0, doc="Rental price; absent = the GPU type's catalog price (twin/data/hardware.toml rental_usd_per_gpu_hour: H800 $2 as the DeepSeek-V3 report assumes, H100 $2.95, H200 $3.50, B200 $4.89, sourced there)")
 
     def resolved(self) -> "ClusterSpec":
@@ -195,27 +215,27 @@ def get_gpu_checked(name: str, path: str, source: str | None) -> GPUSpec:
 
 @dataclass(frozen=True)
 class ParallelPlan:
-    tp: int = spec_field(1, unit="count", ge=1, doc="Tensor-parallel degree (attention and dense layers)")
-    pp: int = spec_field(16, unit="count", ge=1, doc="Pipeline-parallel degree (ranks in one pipeline)")
-    ep: int = spec_field(64, unit="count", ge=1, doc="Expert-parallel degree (ranks sharing one layer's routed experts; drawn from the data-parallel ranks)")
+    tp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Tensor-parallel degree (attention and dense layers)")
+    pp: int = spec_field(16, unit="count", ge=1, le=MAX_DEGREE, doc="Pipeline-parallel degree (ranks in one pipeline)")
+    ep: int = spec_field(64, unit="count", ge=1, le=MAX_GPUS, doc="Expert-parallel degree (ranks sharing one layer's routed experts; drawn from the data-parallel ranks)")
     zero_stage: int = spec_field(1, unit="count", choices=(0, 1, 2, 3), doc="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters, over data-parallel ranks")
-    micro_batch_seqs: int = spec_field(1, unit="sequences", ge=1, doc="Sequences per micro-batch per pipeline")
+    micro_batch_seqs: int = spec_field(1, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Sequences per micro-batch per pipeline")
     schedule: str = spec_field("dualpipe", choices=SCHEDULE_NAMES, doc="Pipeline schedule")
-    comm_sms: int = spec_field(20, unit="count", ge=0, doc="SMs reserved for EP communication kernels (V3 report §3.2.2: 20 of 132)")
+    comm_sms: int = spec_field(20, unit="count", ge=0, le=MAX_SMS, doc="SMs reserved for EP communication kernels (V3 report §3.2.2: 20 of 132)")
     comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
-    max_nodes_per_token: int = spec_field(4, unit="count", ge=1, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
+    max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
-    optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
+    optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
 
 
 @dataclass(frozen=True)
 class Workload:
-    seq_len: int = spec_field(4096, unit="tokens", ge=1, doc="Sequence length")
-    global_batch_seqs: int = spec_field(15360, unit="sequences", ge=1, doc="Sequences per optimizer step (V3: 15,360 after the batch ramp)")
+    seq_len: int = spec_field(4096, unit="tokens", ge=1, le=MAX_SEQ_LEN, doc="Sequence length")
+    global_batch_seqs: int = spec_field(15360, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Sequences per optimizer step (V3: 15,360 after the batch ramp)")
     causal: bool = spec_field(True, doc="Causal attention (only half the score matrix is computed)")
-    routing_imbalance: float = spec_field(1.0, ge=1.0, doc="Tokens on the most loaded EP rank over the mean (1 = balanced, as in DeepSeek's profile)")
+    routing_imbalance: float = spec_field(1.0, ge=1.0, le=MAX_IMBALANCE, doc="Tokens on the most loaded EP rank over the mean (1 = balanced, as in DeepSeek's profile)")
 
     @property
     def tokens_per_step(self) -> int:

@@ -1,0 +1,269 @@
+"""Input limits (issue 16): every number finite, every count, size and list bounded, a training step
+bounded as a whole, TOML nesting bounded before parsing, options and output paths checked before
+any work. Each refusal names the field or option and prints the numbers."""
+
+import dataclasses
+import math
+import os
+import re
+import stat
+import types
+import typing
+from pathlib import Path
+
+import pytest
+
+import twin.cli.main as cli
+from twin.core.atomic import check_output, staged_dir, write_text
+from twin.core.errors import ScenarioError, show_value
+from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS
+from twin.core.run_specs import StageSpec
+from twin.core.scenario import (MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, from_dict, load_scenario, parse_override,
+                                read_raw, toml_depth)
+from twin.core.specs import ModelSpec
+from twin.moe.load import DYNAMIC_RUNS as MOE_DYNAMIC_RUNS, MC_TOKENS
+from twin.training.step import simulate_step
+
+ROOT = Path(__file__).resolve().parents[3]
+SPEC_CLASSES = [("model", ModelSpec), ("run.stages", StageSpec), *SECTIONS.items()]
+
+
+def _spec_fields():
+    for section, cls in SPEC_CLASSES:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield section, f, hints[f.name]
+
+
+def _base(tp) -> type:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return _base(args[0]) if typing.get_origin(tp) in (typing.Union, types.UnionType) else tp
+
+
+# --- every field bounded ------------------------------------------------------------------------
+
+def test_every_count_has_an_upper_bound_and_every_list_a_length_limit():
+    missing = []
+    for section, f, tp in _spec_fields():
+        base = _base(tp)
+        if typing.get_origin(base) is tuple:
+            if f.metadata.get("max_items") is None:
+                missing.append(f"{section}.{f.name}: no max_items")
+        elif base is int and not f.metadata.get("choices") and f.metadata.get("le") is None:
+            missing.append(f"{section}.{f.name}: no le")
+    assert not missing
+
+
+def _raw_of(section: str):
+    """Raw tables of a scenario that has `section`, and the path prefix of that section's fields."""
+    if section == "serve":
+        return read_raw(ROOT / "scenarios" / "r1_serve_h200.toml")[0], "serve"
+    if section == "search":
+        return read_raw(ROOT / "scenarios" / "v3_plan.toml")[0], "search"
+    return read_raw(None)[0], section
+
+
+def _put(raw: dict, section: str, name: str, value) -> None:
+    if section == "run.stages":
+        raw["run"]["stages"][0][name] = value
+    else:
+        raw.setdefault(section, {})[name] = value
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_field_refuses_non_finite_values(value):
+    for section, f, tp in _spec_fields():
+        if _base(tp) is not float:
+            continue
+        raw, _ = _raw_of(section)
+        _put(raw, section, f.name, value)
+        with pytest.raises(ScenarioError) as exc:
+            from_dict(raw)
+        field = f"{section.replace('run.stages', 'run.stages[0]')}.{f.name}"
+        assert exc.value.field == field, (field, str(exc.value))
+        assert "finite number" in exc.value.allowed
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("workload.routing_imbalance=1e308", r"workload.routing_imbalance.*got 1e\+308; allowed: number >= 1 and <= 1,000$"),
+    ("workload.routing_imbalance=inf", r"got inf; allowed: finite number >= 1 and <= 1,000"),
+    ("model.num_layers=1001", r"model.num_layers.*got 1001; allowed: integer >= 1 and <= 1,000"),
+    ("model.num_mtp_modules=1000000000", r"model.num_mtp_modules.*<= 16"),
+    ("workload.global_batch_seqs=1000000000000", r"workload.global_batch_seqs.*<= 10,000,000"),
+    ("cluster.num_gpus=1000001", r"cluster.num_gpus.*<= 1,000,000"),
+    ("uncertainty.num_samples=1000000000000", r"uncertainty.num_samples.*<= 1,000,000"),
+    ("moe.dynamic_steps=1000000000000", r"moe.dynamic_steps.*<= 1,000"),
+    ("cost.size_sweep_gpus=[0]", r"cost.size_sweep_gpus\[0\].*got 0; allowed: integer >= 1"),
+    ("run.fallback_schedules=['gpipe']", r"run.fallback_schedules\[0\].*'gpipe'.*one of '1f1b'"),
+])
+def test_bounds_name_the_field(override, pattern):
+    with pytest.raises(ScenarioError, match=pattern):
+        load_scenario(overrides=[override])
+
+
+def test_a_huge_list_is_refused_before_its_items_are_built():
+    raw = read_raw(None)[0]
+    raw["run"]["fallback_schedules"] = ["1f1b"] * 100_000
+    with pytest.raises(ScenarioError, match=r"run.fallback_schedules.*got \['1f1b', .*\.\.\.\]; allowed: a list of at most 16 "
+                                            r"entries \(got 100,000\)$"):
+        from_dict(raw)
+    raw = read_raw(None)[0]
+    raw["run"]["stages"] = [{"name": f"s{i}", "steps": 1} for i in range(65)]
+    with pytest.raises(ScenarioError, match=r"run.stages.*at most 64 entries \(got 65\)"):
+        from_dict(raw)
+
+
+def test_a_search_with_too_many_combinations_is_refused():
+    sc = ROOT / "scenarios" / "v3_plan.toml"
+    lists = ["search.num_gpus=" + str(list(range(2048, 2048 + 64))), "search.pp=" + str(list(range(1, 65)))]
+    with pytest.raises(ScenarioError, match=r"search.num_gpus.*at most 4,096 candidates \(now 2 gpus x 64 num_gpus x 64 pp = 8,192\)"):
+        load_scenario(sc, lists)
+
+
+def test_values_are_shown_short():
+    assert show_value(list(range(100_000))) == "[0, 1, 2, 3, 4, 5, 6, 7, ...]"
+    assert show_value("<missing> (a training scenario)") == "'<missing> (a training scenario)'"
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):   # printing this whole would exhaust the recursion limit
+        node["a"] = node = {}
+    assert show_value(deep).count("{") <= 5
+
+
+# --- the work estimate --------------------------------------------------------------------------
+
+def test_the_default_step_is_well_inside_the_work_limit(v3):
+    work = v3.step_work()
+    # 16 ranks x 120 micro-batches x 1 pass x (ceil(61 / 16) = 4 layers + 1 MTP block) x 16 tasks
+    assert work == {"tasks": 153_600, "ranks": 16, "microbatches": 120, "passes": 1, "blocks": 5}
+    assert work["tasks"] * 16 <= STEP_TASK_LIMIT
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "zb1p", "dualpipe", "dualpipev"])
+def test_the_estimate_bounds_the_simulated_tasks(schedule):
+    # a 16-layer model on 4 ranks: the estimate is within 2x above what the step twin simulates
+    sc = load_scenario(overrides=["model.num_layers=16", "plan.pp=4", "cluster.num_gpus=64", "plan.ep=16",
+                                  "workload.global_batch_seqs=256", f"plan.schedule='{schedule}'"])
+    simulated = len(simulate_step(sc, check_memory=False).pipeline.events)
+    assert simulated <= sc.step_work()["tasks"] <= 2 * simulated
+
+
+def test_a_step_too_large_to_simulate_names_the_batch():
+    # 30x the default batch: 3,600 micro-batches per pipeline
+    with pytest.raises(ScenarioError, match=r"^workload.global_batch_seqs.*got 460800; allowed: a training step of at most "
+                                            r"2,500,000 simulated tasks; this one has ~4,608,000 = 16 pipeline ranks x 3,600 "
+                                            r"micro-batches x 1 pass x 5 blocks per stage x 16 tasks per block"):
+        load_scenario(overrides=["workload.global_batch_seqs=460800"])
+
+
+def test_a_step_too_deep_to_simulate_names_the_layers():
+    # 1,000 layers on 2 ranks: 501 blocks per stage outnumber the 300 micro-batches
+    with pytest.raises(ScenarioError, match=r"^model.num_layers.*got 1000;.*~4,809,600 = 2 pipeline ranks x 300 micro-batches "
+                                            r"x 1 pass x 501 blocks per stage"):
+        load_scenario(overrides=["model.num_layers=1000", "plan.pp=2", "workload.global_batch_seqs=307200"])
+
+
+def test_the_dynamic_load_model_is_bounded_by_its_draws():
+    with pytest.raises(ScenarioError, match=r"moe.dynamic_steps.*got 1000;.*1,000 steps x 1,024 experts x 4,096 tokens x 4 runs"):
+        load_scenario(overrides=["moe.load_model='dynamic'", "moe.dynamic_steps=1000", "model.num_routed_experts=1024"])
+    assert load_scenario(overrides=["moe.load_model='dynamic'", "moe.dynamic_steps=1000"]).moe.dynamic_steps == 1000
+    assert (DYNAMIC_TOKENS, DYNAMIC_RUNS) == (MC_TOKENS, MOE_DYNAMIC_RUNS)   # the estimate counts what twin.moe does
+
+
+# --- TOML nesting -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, depth", [
+    ('a = [[1, 2], [3]]', 2),
+    ('[run]\n[[run.stages]]\nname = "x.y.z"\n', 3),
+    ('a = "[[[[[["  # [[[[[[\nb = \'{{{{\'\n', 0),
+    ('a = """\n[[[[\n\\"""\n"""\n', 0),
+    ('a.b.c = 1.5', 2),
+    ('t = {x = {y = [1]}}', 3),
+])
+def test_toml_depth_counts_brackets_and_dotted_keys_outside_strings(text, depth):
+    assert toml_depth(text) == depth
+
+
+@pytest.mark.parametrize("deep", [
+    "a = " + "[" * 500 + "]" * 500,
+    "a = " + "{b = " * 500 + "1" + "}" * 500,
+    "[" + ".".join(["t"] * 500) + "]\nx = 1",
+    ".".join(["k"] * 500) + " = 1",
+])
+def test_deep_toml_is_refused_before_parsing(tmp_path, deep):
+    path = tmp_path / "deep.toml"
+    path.write_text('[model]\nname = "tiny"\n' + deep + "\n")
+    with pytest.raises(ScenarioError, match=rf"^SCENARIO: got .*deep.toml.; allowed: TOML nested at most {MAX_TOML_DEPTH} levels deep"):
+        read_raw(path)
+
+
+def test_deep_overrides_are_refused():
+    with pytest.raises(ScenarioError, match=r"^--set: got 'plan.pp=\[\[\[.*TOML nested at most 32"):
+        parse_override("plan.pp=" + "[" * 3000 + "]" * 3000)
+    with pytest.raises(ScenarioError, match=r"^--set: got .*; allowed: a key of at most 32 dotted parts \(this has 300\)"):
+        parse_override(".".join(["a"] * 300) + "=1")
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def _cli(argv, capsys):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["model", "deepseek-v3", "--seq-len", "0"], r"--seq-len: got 0; allowed: integer >= 1 and <= 10,000,000"),
+    (["schedule", "1f1b", "--pp", "0", "--microbatches", "8"], r"--pp: got 0; allowed: integer >= 1 and <= 1,024"),
+    (["schedule", "1f1b", "--pp", "4", "--microbatches", "100000"], r"--microbatches: got 100000; allowed: --pp x --microbatches <= 50,000"),
+    (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--f", "inf"], r"--f: got inf; allowed: finite number > 0"),
+    (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--fb", "nan"], r"--fb: got nan"),
+    (["plan", "scenarios/v3_plan.toml", "--price", "h800=nan"], r"--price: got nan; allowed: finite number >= 0"),
+    (["plan", "--tokens", "1e12", "--days", "inf"], r"search.days.*got inf; allowed: finite number > 0 and <= 36,500"),
+])
+def test_numeric_options_are_checked_like_fields(argv, pattern, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert re.search(pattern, err), err
+
+
+@pytest.mark.parametrize("option, target", [
+    ("--json", "/proc/x/y.json"),
+    ("--json", "/dev/null/x"),
+    ("--json", "{tmp}/afile/x.json"),
+    ("--json", "{tmp}"),
+    ("--out", "{tmp}/afile"),
+])
+def test_unwritable_outputs_exit_2_before_any_simulation(option, target, tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("a file\n")
+    monkeypatch.setattr(cli, "simulate_step", lambda *a, **k: pytest.fail("simulated before checking the output path"))
+    monkeypatch.setattr(cli, "serve", lambda *a, **k: pytest.fail("simulated before checking the output path"))
+    command = ["step", "--set", "model.num_layers=4"] if option == "--json" else ["serve"]
+    code, err = _cli([*command, option, target.format(tmp=tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"error: {option}: got ") and err.count("\n") == 1, err
+
+
+def test_check_output_accepts_new_nested_paths_and_creates_nothing(tmp_path):
+    check_output("--json", tmp_path / "a" / "b" / "x.json")
+    check_output("--out", tmp_path / "report", "dir")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- atomic outputs follow the umask ------------------------------------------------------------
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_atomic_writes_follow_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        write_text(tmp_path / "x.json", "{}\n")
+        with staged_dir(tmp_path / "report") as tmp:
+            assert stat.S_IMODE(tmp.stat().st_mode) == 0o777 & ~mask
+            (tmp / "a.txt").write_text("a")
+            write_text(tmp / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "report" / "b.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "report").stat().st_mode) == 0o777 & ~mask
+
