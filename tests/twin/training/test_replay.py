@@ -117,3 +117,9 @@ def test_run_replay_writes_json_and_report(tmp_path):
               "step_gantt.png", "sensitivity_tornado.png", "cost_vs_cluster_size.png"):
         assert (tmp_path / "rep" / f).stat().st_size > 0
     assert load_scenario(tmp_path / "rep" / "scenario.resolved.toml") == load_scenario()
+
+
+def test_a_replay_too_large_to_simulate_is_refused_naming_the_field():
+    # 8x V3's batch: each step is within the step limit (1.2M tasks), but ~24 of them are not
+    with pytest.raises(ScenarioError, match=r"workload.global_batch_seqs.*a replay of at most 20,000,000 simulated tasks"):
+        replay(load_scenario(overrides=["workload.global_batch_seqs=122880"]), step_fn=fake_step)

@@ -16,6 +16,7 @@ import time
 
 from tqdm import tqdm
 
+from twin.core.errors import ScenarioError
 from twin.core.scenario import Scenario
 from twin.core.specs import training_claims
 from twin.training.replay.costs import evaluate
@@ -61,10 +62,31 @@ def gap_drivers(result: dict) -> list[str]:
     return notes
 
 
+# simulated tasks a whole replay may run (its steps x their tasks): about 20 s on a 2-core machine
+# (the default V3 replay estimates 24 x 153,600 = 3.7M and takes 3.3 s)
+REPLAY_TASK_LIMIT = 20_000_000
+
+
+def check_replay_work(sc: Scenario, uncertainty: bool = True, sweep: bool = True) -> None:
+    """Refuse a replay whose step simulations would together exceed REPLAY_TASK_LIMIT tasks. Each
+    step is already within the step limit (Scenario.check); a replay simulates each stage (at
+    `run.ramp_knots` batches along a ramp), the largest stages again at each uncertain input's P10
+    and P90, and once per cluster size of the sweep."""
+    stages = len(sc.run.stages) * sc.run.ramp_knots
+    steps = stages + (2 * len(uncertain_inputs(sc)) if uncertainty else 0) + (len(sc.cost.size_sweep_gpus) if sweep else 0)
+    per_step = sc.step_work()["tasks"]
+    if steps * per_step > REPLAY_TASK_LIMIT:
+        field, value = (("model.num_layers", sc.model.num_layers) if sc.step_work()["blocks"] > sc.step_work()["microbatches"]
+                        else ("workload.global_batch_seqs", sc.workload.global_batch_seqs))
+        raise ScenarioError(field, value, f"a replay of at most {REPLAY_TASK_LIMIT:,} simulated tasks; this one needs "
+                                          f"~{steps} step simulations x ~{per_step:,} tasks = {steps * per_step:,}")
+
+
 def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = False,
            uncertainty: bool = True, sweep: bool = True) -> ReplayResult:
     """Replay the run of a training scenario: every stage, its cost, the bands (`uncertainty`) and
     the cost against cluster size (`sweep`). `step_fn` stands in for the step twin (tests)."""
+    check_replay_work(scenario, uncertainty, sweep)
     t0 = time.perf_counter()
     step_fn = step_fn or default_step_fn()
     # progress in parts of known count: the stages, each uncertain input at its P10 and P90, each
