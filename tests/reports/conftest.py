@@ -55,7 +55,7 @@ def served():
 
 def plan_row(gpu: str, num_gpus: int, pp: int, days: float, price: float | None) -> PlanRow:
     gpu_hours = days * 24 * num_gpus
-    return PlanRow(f"{gpu} x{num_gpus} pp{pp}", gpu, num_gpus, pp, 64, 1, "dualpipe", 1, True, step_time_s=17.0,
+    return PlanRow(gpu, num_gpus, pp, 64, 1, "dualpipe", 1, label=f"{gpu} x{num_gpus} pp{pp}", feasible=True, step_time_s=17.0,
                    mfu_frac=0.4, tokens_per_s_per_gpu=1700.0, memory_per_gpu_bytes=70 * 2**30, wall_days=days,
                    gpu_hours=gpu_hours, cost_usd=None if price is None else gpu_hours * price)
 
@@ -66,7 +66,8 @@ def planned():
     Front in cost (H800/H200): 20 days $9.2M (h200 x4096), 30 days $5.9M (h800 x4096), 45 days $4.4M (h800 x2048)."""
     rows = (plan_row("h800", 2048, 16, 45.0, 2.0), plan_row("h800", 4096, 16, 30.0, 2.0), plan_row("h800", 4096, 8, 33.0, 2.0),
             plan_row("h200", 4096, 16, 20.0, 3.5), plan_row("b200", 2048, 16, 18.0, None),
-            PlanRow("h800 x2048 pp8", "h800", 2048, 8, 64, 1, "dualpipe", 1, False, reason="out of memory: 83.1 GiB > 80 GiB"))
+            PlanRow("h800", 2048, 8, 64, 1, "dualpipe", 1, label="h800 x2048 pp8", feasible=False,
+                    reason="out of memory: 83.1 GiB > 80 GiB"))
     feasible = [r for r in rows if r.feasible]
     on_time = [r for r in feasible if r.wall_days <= 40.0]
     ranked = tuple(sorted(on_time, key=lambda r: (r.cost_usd is None, r.cost_usd or r.gpu_hours)))
