@@ -406,7 +406,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="inputs in all, spread evenly over the four commands")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit-s", type=float, default=30.0, help="per-input time limit (a longer run counts as a hang)")
+    ap.add_argument("--only", default=",".join(COMMANDS),
+                    help="run only these commands' inputs (the others are still drawn, so the inputs are those of a full run)")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     rng = random.Random(args.seed)
     counts: dict[str, collections.Counter] = {c: collections.Counter() for c in COMMANDS}
     slowest: dict[str, tuple[float, str]] = {c: (0.0, "") for c in COMMANDS}
@@ -420,6 +423,8 @@ def main() -> None:
             for i in range(args.n):
                 command = COMMANDS[i % len(COMMANDS)]
                 case = make_case(rng, command, workdir)
+                if command not in only:
+                    continue
                 o = run_case(case, args.limit_s)
                 c = counts[command]
                 c["total"] += 1
