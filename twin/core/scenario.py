@@ -1,14 +1,15 @@
-"""Scenarios: the one strict TOML loader, and the two kinds of scenario it produces.
+"""Scenarios: the one strict TOML loader, and the three kinds of scenario it produces.
 
 The kind follows from the tables (`kind_of`):
 - a *training* scenario (`Scenario`) has [model], [cluster], [plan], [workload] and, for whole-run
   replay, [run], [cost], [energy], [failures], [uncertainty]; [moe] picks the expert-load model;
 - a *plan* scenario (`PlanScenario`) is a training scenario, the base plan, with a [search] table:
   the tokens, the deadline and the lists of values a plan search tries;
-- a *serving* scenario (`ServeScenario`) has [model], [cluster] and [serve], and nothing of training. Unknown keys, wrong types, out-of-range values,
-tables of the other kind and plans whose degrees don't fit the cluster raise ScenarioError naming
-the field, the value and what is allowed. `--set a.b=value` overrides are applied to the raw tables
-before validation, so they are checked exactly like file values.
+- a *serving* scenario (`ServeScenario`) has [model], [cluster] and [serve], and nothing of training.
+Unknown keys, wrong types, out-of-range values, tables of another kind and plans whose degrees
+don't fit the cluster raise ScenarioError naming the field, the value and what is allowed.
+`--set a.b=value` overrides are applied to the raw tables before validation, so they are checked
+exactly like file values.
 
 Two guards keep hostile or mistyped input from running away before any field is checked: TOML
 nested deeper than MAX_TOML_DEPTH is refused before it is parsed (the parser recurses once per
