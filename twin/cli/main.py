@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from reports.load_report import build as write_load_report
+from reports.page import to_toml
 from reports.plan_report import write_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
@@ -133,7 +134,7 @@ def cmd_trace(args) -> int:
     data = json.dumps(trace, separators=(",", ":")).encode()
     out = Path(args.out)
     write_bytes(out, gzip.compress(data, mtime=0) if out.suffix == ".gz" else data)
-    write_text(out.parent / (out.name.split(".")[0] + ".scenario.resolved.json"), json.dumps(sc.to_dict(), indent=2))
+    write_text(out.parent / (out.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
     _say(args, f"wrote {out} ({len(trace['traceEvents']):,} events, {out.stat().st_size / 1e6:.1f} MB); "
                "open it in https://ui.perfetto.dev")
     return 0

@@ -86,7 +86,8 @@ def test_trace_cli_writes_gzip_and_rejects_a_bad_window(tmp_path):
                            "--set", "workload.global_batch_seqs=4096"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(gzip.decompress(out.read_bytes()))["traceEvents"]
-    assert (tmp_path / "step.scenario.resolved.json").is_file()
+    resolved = tmp_path / "step.scenario.resolved.toml"   # the same resolved scenario as every report folder
+    assert twin.load_scenario(resolved) == twin.load_scenario(overrides=["workload.global_batch_seqs=4096"])
     proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "trace", "--out", str(out), "--window", "5:1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --window")
