@@ -46,6 +46,11 @@ TRAINING, PLAN, SERVING = "training", "plan", "serving"
 # 3.7 M tasks in 15 s and 1.2 GB. The limit admits 16x the default batch on the default cluster.
 TASKS_PER_BLOCK = 16
 STEP_TASK_LIMIT = 2_500_000
+# An op's tasks are placed on its rank's streams together (twin.sim.pipeline.arbitrate_streams), at
+# a cost that grows with the square of its blocks: measured 2.6 us per op per block^2 on one core
+# (a 516-layer model on 2 ranks, 259 blocks per stage: 16 ops in 2.8 s; the default V3, 5 blocks:
+# 1,920 ops in 0.07 s). Ops x blocks^2 is capped at about 5 s of that work.
+STEP_OP_BLOCKS2_LIMIT = 2_000_000
 # the 'dynamic' load model routes 4,096 tokens over every expert per simulated step, in up to 4
 # runs: the default (200 steps, 256 experts) draws 0.84e9 keys in ~15 s
 DYNAMIC_DRAW_LIMIT = 4.2e9
@@ -139,13 +144,19 @@ class Scenario:
         blocks = math.ceil(m.num_layers / stages) + m.num_mtp_modules
         n = self.workload.global_batch_seqs // (self.dp * p.micro_batch_seqs)
         return {"tasks": p.pp * n * passes * blocks * TASKS_PER_BLOCK, "ranks": p.pp, "microbatches": n,
-                "passes": passes, "blocks": blocks}
+                "passes": passes, "blocks": blocks, "op_blocks2": p.pp * n * passes * blocks ** 2}
 
     def _check_work(self, source: str | None) -> None:
         """Refuse a step too large to simulate (STEP_TASK_LIMIT). The error names the larger factor:
         the batch (micro-batches per pipeline) or the depth (blocks per stage: layers, MTP modules)."""
         m, w = self.model, self.workload
         wk = self.step_work()
+        if wk["op_blocks2"] > STEP_OP_BLOCKS2_LIMIT and wk["tasks"] <= STEP_TASK_LIMIT:
+            raise ScenarioError("model.num_layers", m.num_layers,
+                                f"at most {STEP_OP_BLOCKS2_LIMIT:,} ops x blocks^2 per simulated step (an op's tasks are "
+                                f"placed together, at a cost that grows with the square of its blocks); this one has "
+                                f"{wk['ranks'] * wk['microbatches'] * wk['passes']:,} ops x {wk['blocks']:,}^2 blocks per stage "
+                                f"= {wk['op_blocks2']:,}: use fewer layers or more pipeline stages (plan.pp)", source)
         if wk["tasks"] <= STEP_TASK_LIMIT:
             return
         if wk["microbatches"] >= wk["blocks"]:

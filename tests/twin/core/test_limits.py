@@ -135,7 +135,8 @@ def test_values_are_shown_short():
 def test_the_default_step_is_well_inside_the_work_limit(v3):
     work = v3.step_work()
     # 16 ranks x 120 micro-batches x 1 pass x (ceil(61 / 16) = 4 layers + 1 MTP block) x 16 tasks
-    assert work == {"tasks": 153_600, "ranks": 16, "microbatches": 120, "passes": 1, "blocks": 5}
+    assert work == {"tasks": 153_600, "ranks": 16, "microbatches": 120, "passes": 1, "blocks": 5,
+                    "op_blocks2": 16 * 120 * 5**2}
     assert work["tasks"] * 16 <= STEP_TASK_LIMIT
 
 
@@ -267,3 +268,12 @@ def test_atomic_writes_follow_the_umask(tmp_path, mask):
     assert stat.S_IMODE((tmp_path / "report" / "b.json").stat().st_mode) == 0o666 & ~mask
     assert stat.S_IMODE((tmp_path / "report").stat().st_mode) == 0o777 & ~mask
 
+
+
+def test_deep_stages_are_refused_by_their_quadratic_placement_cost():
+    # 2,000 layers on 2 ranks: 1,000 blocks per stage; 16 ops x 1,000^2 = 16M > 2M (a few minutes)
+    with pytest.raises(ScenarioError, match=r"model\.num_layers.*ops x blocks\^2 per simulated step"):
+        load_scenario(overrides=["model.name='tiny'", "model.num_layers=1000", "cluster.num_gpus=8", "plan.pp=1",
+                                 "plan.ep=4", "plan.schedule='1f1b'", "workload.seq_len=512", "workload.global_batch_seqs=32"])
+    # the default V3: 1,920 ops x 5^2 blocks
+    assert load_scenario().step_work()["op_blocks2"] == 1920 * 25

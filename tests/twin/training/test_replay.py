@@ -123,3 +123,8 @@ def test_a_replay_too_large_to_simulate_is_refused_naming_the_field():
     # 8x V3's batch: each step is within the step limit (1.2M tasks), but ~24 of them are not
     with pytest.raises(ScenarioError, match=r"workload.global_batch_seqs.*a replay of at most 20,000,000 simulated tasks"):
         replay(load_scenario(overrides=["workload.global_batch_seqs=122880"]), step_fn=fake_step)
+    # 516 layers on 2 ranks: few tasks, but each op places 259 blocks together (measured 18 s alone)
+    deep = [f"{k}={v}" for k, v in {"model.name": "'tiny'", "model.num_layers": 516, "cluster.num_gpus": 8, "plan.pp": 2,
+                                    "plan.ep": 4, "workload.seq_len": 512, "workload.global_batch_seqs": 32}.items()]
+    with pytest.raises(ScenarioError, match=r"model.num_layers.*a replay of at most 8,000,000 ops x blocks\^2"):
+        replay(load_scenario(overrides=deep), step_fn=fake_step)

@@ -63,8 +63,10 @@ def gap_drivers(result: dict) -> list[str]:
 
 
 # simulated tasks a whole replay may run (its steps x their tasks): about 20 s on a 2-core machine
-# (the default V3 replay estimates 24 x 153,600 = 3.7M and takes 3.3 s)
+# (the default V3 replay estimates 24 x 153,600 = 3.7M and takes 3.3 s); and its steps x ops x
+# blocks^2 (twin.core.scenario.STEP_OP_BLOCKS2_LIMIT: 2.6 us each), about 20 s too
 REPLAY_TASK_LIMIT = 20_000_000
+REPLAY_OP_BLOCKS2_LIMIT = 8_000_000
 
 
 def check_replay_work(sc: Scenario, uncertainty: bool = True, sweep: bool = True) -> None:
@@ -74,12 +76,15 @@ def check_replay_work(sc: Scenario, uncertainty: bool = True, sweep: bool = True
     and P90, and once per cluster size of the sweep."""
     stages = len(sc.run.stages) * sc.run.ramp_knots
     steps = stages + (2 * len(uncertain_inputs(sc)) if uncertainty else 0) + (len(sc.cost.size_sweep_gpus) if sweep else 0)
-    per_step = sc.step_work()["tasks"]
-    if steps * per_step > REPLAY_TASK_LIMIT:
-        field, value = (("model.num_layers", sc.model.num_layers) if sc.step_work()["blocks"] > sc.step_work()["microbatches"]
-                        else ("workload.global_batch_seqs", sc.workload.global_batch_seqs))
+    work = sc.step_work()
+    field, value = (("model.num_layers", sc.model.num_layers) if work["blocks"] > work["microbatches"]
+                    else ("workload.global_batch_seqs", sc.workload.global_batch_seqs))
+    if steps * work["tasks"] > REPLAY_TASK_LIMIT:
         raise ScenarioError(field, value, f"a replay of at most {REPLAY_TASK_LIMIT:,} simulated tasks; this one needs "
-                                          f"~{steps} step simulations x ~{per_step:,} tasks = {steps * per_step:,}")
+                                          f"~{steps} step simulations x ~{work['tasks']:,} tasks = {steps * work['tasks']:,}")
+    if steps * work["op_blocks2"] > REPLAY_OP_BLOCKS2_LIMIT:
+        raise ScenarioError(field, value, f"a replay of at most {REPLAY_OP_BLOCKS2_LIMIT:,} ops x blocks^2; this one needs "
+                                          f"~{steps} step simulations x {work['op_blocks2']:,} = {steps * work['op_blocks2']:,}")
 
 
 def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = False,
