@@ -15,8 +15,7 @@ from twin.core.specs import MAX_SEED
 
 # The 'dynamic' model routes DYNAMIC_TOKENS tokens over every expert for each simulated step, in up
 # to DYNAMIC_RUNS independent runs: ~15 s for the default 200 steps and 256 experts on one CPU core.
-# Scenario.check bounds steps x experts too. (twin.moe.load's MC_TOKENS and DYNAMIC_RUNS carry
-# the same numbers.)
+# Scenario.check bounds steps x experts too. twin.moe.load routes with these same constants.
 MAX_DYNAMIC_STEPS = 1_000
 DYNAMIC_TOKENS = 4096
 DYNAMIC_RUNS = 4

@@ -33,12 +33,13 @@ from importlib import resources
 
 import numpy as np
 
-from twin.core.moe_specs import MoeLoadSpec
+from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS, MoeLoadSpec
 
 # measured loads replayed by the twin: package data copied from calibration/measurements/<gpu>/expert_load.csv by `twin fit`
 EXPERT_LOADS = resources.files("twin.data").joinpath("expert_load")
-MC_TOKENS = 4096  # tokens per Monte Carlo estimate of routed shares
-DYNAMIC_RUNS = 4  # independent bias-update runs of a dynamic model, cycled over layers
+# tokens per Monte Carlo estimate of routed shares, and independent bias-update runs of a dynamic
+# model (cycled over layers): defined in core, where Scenario.check bounds the dynamic model's work
+MC_TOKENS = DYNAMIC_TOKENS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,12 +16,10 @@ import pytest
 import twin.cli.main as cli
 from twin.core.atomic import check_output, staged_dir, write_text
 from twin.core.errors import ScenarioError, show_value
-from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS
 from twin.core.run_specs import StageSpec
 from twin.core.scenario import (MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, from_dict, load_scenario, parse_override,
                                 read_raw, toml_depth)
 from twin.core.specs import ModelSpec
-from twin.moe.load import DYNAMIC_RUNS as MOE_DYNAMIC_RUNS, MC_TOKENS
 from twin.training.step import simulate_step
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -168,7 +166,6 @@ def test_the_dynamic_load_model_is_bounded_by_its_draws():
     with pytest.raises(ScenarioError, match=r"moe.dynamic_steps.*got 1000;.*1,000 steps x 1,024 experts x 4,096 tokens x 4 runs"):
         load_scenario(overrides=["moe.load_model='dynamic'", "moe.dynamic_steps=1000", "model.num_routed_experts=1024"])
     assert load_scenario(overrides=["moe.load_model='dynamic'", "moe.dynamic_steps=1000"]).moe.dynamic_steps == 1000
-    assert (DYNAMIC_TOKENS, DYNAMIC_RUNS) == (MC_TOKENS, MOE_DYNAMIC_RUNS)   # the estimate counts what twin.moe does
 
 
 # --- TOML nesting -------------------------------------------------------------------------------
