@@ -27,7 +27,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
 from twin.core.scenario import PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario, read_raw
-from twin.core.schedules import SCHEDULE_NAMES
+from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
 from twin.planning.search import catalog_prices, plan, search_candidates
@@ -116,7 +116,7 @@ def cmd_step(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb)
+    out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
     _say(args, summary.schedule_summary(out))
     _write_json(args.json, out)
     return 0
@@ -280,10 +280,15 @@ def _check_args(args) -> None:
 
 def _check_schedule_args(args) -> None:
     """`twin schedule` simulates pp x micro-batches ops: bound their product too."""
-    if args.pp * args.microbatches > MAX_SCHEDULE_RANK_MICROBATCHES:
+    ops = args.pp * args.microbatches * args.virtual_stages
+    if ops > MAX_SCHEDULE_RANK_MICROBATCHES:
         raise ScenarioError("--microbatches", args.microbatches,
-                            f"--pp x --microbatches <= {MAX_SCHEDULE_RANK_MICROBATCHES:,} "
-                            f"(now {args.pp:,} x {args.microbatches:,} = {args.pp * args.microbatches:,})")
+                            f"--pp x --microbatches x --virtual-stages <= {MAX_SCHEDULE_RANK_MICROBATCHES:,} "
+                            f"(now {args.pp:,} x {args.microbatches:,} x {args.virtual_stages:,} = {ops:,})")
+    try:
+        check_virtual_stages(args.name, args.virtual_stages)
+    except ScenarioError as exc:
+        raise ScenarioError("--virtual-stages", exc.value, exc.allowed) from None
 
 
 def _version() -> str:
@@ -320,11 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b", type=float, default=2.0, help="full backward chunk time B (s)")
     p.add_argument("--w", type=float, default=1.0, help="weight-gradient part W of B (s)")
     p.add_argument("--fb", type=float, default=None, help="overlapped forward+backward pair F&B (s); default F+B")
+    p.add_argument("--virtual-stages", type=int, default=1,
+                   help="model chunks per rank V (interleaved-1f1b only, >= 2); --f/--b/--w are then a whole stage's times, split evenly over its V chunks")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     op_s = {"gt": 0, "le": MAX_OP_TIME_S}
     p.set_defaults(func=cmd_schedule, outputs=JSON_OUT, check=_check_schedule_args, numbers=(
         ("pp", "--pp", {"integer": True, "ge": 1, "le": MAX_DEGREE}),
         ("microbatches", "--microbatches", {"integer": True, "ge": 1, "le": MAX_SCHEDULE_MICROBATCHES}),
+        ("virtual_stages", "--virtual-stages", {"integer": True, "ge": 1, "le": MAX_DEGREE}),
         ("f", "--f", op_s), ("b", "--b", op_s), ("w", "--w", {**op_s, "gt": None, "ge": 0}), ("fb", "--fb", op_s)))
 
     p = sub.add_parser("trace", help="write the simulated step as a Chrome trace (Perfetto)")

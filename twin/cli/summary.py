@@ -76,7 +76,8 @@ def infeasible_summary(reason: str, breakdown: dict | None) -> str:
 
 
 def schedule_summary(out: dict) -> str:
-    text = (f"{out['schedule']} on {out['pp']} ranks, {out['num_microbatches']} micro-batches\n" + pairs([
+    chunks = f" x {out['virtual_stages']} chunks" if out.get("virtual_stages", 1) > 1 else ""
+    text = (f"{out['schedule']} on {out['pp']} ranks{chunks}, {out['num_microbatches']} micro-batches\n" + pairs([
         ("makespan", f"{out['makespan_s']:g} s"),
         ("bubble (simulated)", f"{out['bubble_s']:g} s"),
         ("bubble (closed form)", f"{out['formula_bubble_s']:g} s = {out['formula']}"),

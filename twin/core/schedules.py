@@ -17,6 +17,11 @@ Schedules:
                backward split into B and W, rank r deferring r W passes to fill the cooldown
     dualpipe   DeepSeek-V3's bidirectional schedule (two model copies, both directions)
     dualpipev  DualPipe "cut in half" (one copy, V-shaped: rank r holds stages r and 2PP-1-r)
+    interleaved-1f1b
+               Megatron-LM's interleaved 1F1B (Narayanan et al. 2021, "Efficient Large-Scale
+               Language Model Training on GPU Clusters", §2.2): each rank holds V model chunks
+               (`plan.virtual_stages`), rank r computing stages r, r+PP, ..., r+(V-1)PP; micro-batches
+               run in groups of PP through one chunk before moving to the next
 
 `num_microbatches` counts all micro-batches of a step. For DualPipe that is both directions
 together, exactly like the reference's `num_chunks`: micro-batches 0..N/2-1 travel the forward
@@ -123,6 +128,27 @@ class VShape(Layout):
         return (stage, 0) if stage < pp else (2 * pp - 1 - stage, 1)
 
 
+class Interleaved(Layout):
+    """Megatron's interleaved layout: PP*V model stages, rank r holding stages r + v*PP for its
+    chunks v = 0..V-1; every micro-batch passes through every chunk, rank PP-1's chunk v feeding rank
+    0's chunk v+1."""
+
+    def __init__(self, virtual_stages: int):
+        self.num_chunks = virtual_stages
+
+    def num_model_stages(self, pp: int) -> int:
+        return pp * self.num_chunks
+
+    def stage_of(self, pp: int, rank: int, chunk: int) -> int:
+        return chunk * pp + rank
+
+    def chunks_of(self, num_microbatches: int, microbatch: int) -> tuple[int, ...]:
+        return tuple(range(self.num_chunks))
+
+    def rank_of_stage(self, pp: int, stage: int, like_chunk: int) -> tuple[int, int]:
+        return (stage % pp, stage // pp)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Per-rank programs plus the model-stage layout that defines the dataflow."""
@@ -139,7 +165,8 @@ class Schedule:
 
     @property
     def num_model_stages(self) -> int:
-        """Equal model stages: PP for 1F1B/ZB1P/DualPipe (DualPipe holds two copies), 2PP for DualPipeV."""
+        """Equal model stages: PP for 1F1B/ZB1P/DualPipe (DualPipe holds two copies), 2PP for
+        DualPipeV, PP*V for interleaved 1F1B."""
         return self.layout.num_model_stages(self.num_ranks)
 
     def stage_of(self, rank: int, chunk: int) -> int:
@@ -194,21 +221,41 @@ def _dualpipev_counts(pp: int, n: int) -> None:
         raise ScenarioError("plan.num_microbatches", n, f">= 2*pp = {2 * pp} for dualpipev")
 
 
-def build_schedule(name: str, num_ranks: int, num_microbatches: int) -> Schedule:
-    """Build the per-rank programs of schedule `name` for `num_ranks` pipeline ranks."""
+def check_virtual_stages(name: str, virtual_stages: int) -> int:
+    """Virtual stages (model chunks per rank) that schedule `name` can run: >= 2 for
+    interleaved-1f1b (with one it is plain 1f1b), exactly 1 for every other schedule."""
+    v = _check_int("plan.virtual_stages", virtual_stages, 1)
+    if name in SCHEDULES and SCHEDULES[name].virtual and v < 2:
+        raise ScenarioError("plan.virtual_stages", v, f">= 2 for schedule {name!r} (with 1 chunk per rank use '1f1b')")
+    if name in SCHEDULES and not SCHEDULES[name].virtual and v != 1:
+        raise ScenarioError("plan.virtual_stages", v,
+                            f"1 for schedule {name!r}; virtual stages need plan.schedule = "
+                            + " or ".join(repr(n) for n, e in SCHEDULES.items() if e.virtual))
+    return v
+
+
+def build_schedule(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int = 1) -> Schedule:
+    """Build the per-rank programs of schedule `name` for `num_ranks` pipeline ranks (with
+    `virtual_stages` model chunks per rank where the schedule interleaves them)."""
     if name not in SCHEDULES:
         raise ScenarioError("plan.schedule", name, "one of " + ", ".join(SCHEDULES))
     entry = SCHEDULES[name]
     pp = _check_int("plan.pp", num_ranks, 1)
     n = _check_int("plan.num_microbatches", num_microbatches, 1)
+    v = check_virtual_stages(name, virtual_stages)
+    if entry.virtual:
+        entry.check_counts(pp, n)
+        programs = tuple(tuple(_interleaved(rank, pp, n, v)) for rank in range(pp))
+        return Schedule(name, pp, n, programs, Interleaved(v))
     entry.check_counts(pp, n)
     programs = tuple(tuple(entry.program(rank, pp, n)) for rank in range(pp))
     return Schedule(name, pp, n, programs, entry.layout)
 
 
-def num_stages(name: str, pp: int) -> int:
+def num_stages(name: str, pp: int, virtual_stages: int = 1) -> int:
     """Model stages that schedule `name` cuts the layers into on `pp` ranks."""
-    return SCHEDULES[name].layout.num_model_stages(pp)
+    entry = SCHEDULES[name]
+    return pp * virtual_stages if entry.virtual else entry.layout.num_model_stages(pp)
 
 
 def _one_f_one_b(rank: int, pp: int, n: int) -> list[PipeOp]:
@@ -349,6 +396,42 @@ def _dual_phases(p: _DualProgram, pos: int, num_pos: int, per_chunk: int, is_tur
     assert not p.deferred_w, "every deferred weight pass must be issued"
 
 
+def _interleaved_counts(pp: int, n: int) -> None:
+    if n % pp:
+        raise ScenarioError("plan.num_microbatches", n,
+                            f"a multiple of pp = {pp} for interleaved-1f1b (micro-batches run in groups of pp through each chunk)")
+
+
+def _interleaved(rank: int, pp: int, n: int, v: int) -> list[PipeOp]:
+    """Megatron-LM's interleaved 1F1B (megatron/core/pipeline_parallel/schedules.py,
+    forward_backward_pipelining_with_interleaving, micro-batch group size PP), as three phases:
+
+        warm-up   (PP - r - 1) * 2 + (V - 1) * PP forwards (all N*V if fewer)
+        steady    one forward, one backward, until the forwards run out
+        cooldown  the remaining backwards
+
+    The k-th forward of a rank computes chunk (k mod PP*V) // PP of micro-batch
+    (k // (PP*V)) * PP + k mod PP; the k-th backward the same micro-batch in chunk
+    V - 1 - (k mod PP*V) // PP, so chunks are entered in order going down and left in reverse
+    going back up.
+    """
+    total = n * v
+    group = pp * v
+
+    def forward(k: int) -> PipeOp:
+        return PipeOp("F", (k // group) * pp + k % pp, (k % group) // pp)
+
+    def backward(k: int) -> PipeOp:
+        return PipeOp("BW", (k // group) * pp + k % pp, v - 1 - (k % group) // pp)
+
+    warmup = min((pp - rank - 1) * 2 + (v - 1) * pp, total)
+    ops = [forward(k) for k in range(warmup)]
+    for k in range(total - warmup):
+        ops += [forward(warmup + k), backward(k)]
+    ops += [backward(k) for k in range(total - warmup, total)]
+    return ops
+
+
 def _dualpipe(rank: int, pp: int, n: int) -> list[PipeOp]:
     half_ranks, half_n = pp // 2, n // 2
     second_half = int(rank >= half_ranks)
@@ -371,28 +454,34 @@ def _dualpipev(rank: int, pp: int, n: int) -> list[PipeOp]:
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    program: Callable[[int, int, int], list[PipeOp]]   # (rank, pp, num_microbatches) -> ops
+    program: Callable[[int, int, int], list[PipeOp]] | None   # (rank, pp, num_microbatches) -> ops; None: virtual (_interleaved)
     layout: Layout
     check_counts: Callable[[int, int], None]           # raises ScenarioError for (pp, n) it can't run
-    # the DualPipe paper's closed-form bubble for pp ranks from op times (F, B, W, F&B), and its text
-    bubble_s: Callable[[int, float, float, float, float], float]
+    # the closed-form bubble for pp ranks from a stage's op times (F, B, W, F&B) and the virtual
+    # stages V (the DualPipe paper's table; Megatron's interleaved schedule), and its text
+    bubble_s: Callable[[int, float, float, float, float, int], float]
     bubble_formula: str
     summary: str
+    virtual: bool = False   # holds plan.virtual_stages chunks per rank (layout Interleaved(V))
 
 
 SCHEDULES: dict[str, ScheduleEntry] = {
     "1f1b": ScheduleEntry(_one_f_one_b, Layout(), _any_count,
-                          lambda pp, f, b, w, fb: (pp - 1) * (f + b), "(PP-1)(F+B)",
+                          lambda pp, f, b, w, fb, v=1: (pp - 1) * (f + b), "(PP-1)(F+B)",
                           "one-forward-one-backward (PipeDream-flush / Megatron)"),
     "zb1p": ScheduleEntry(_zb1p, Layout(), _any_count,
-                          lambda pp, f, b, w, fb: (pp - 1) * (f + b - 2 * w), "(PP-1)(F+B-2W)",
+                          lambda pp, f, b, w, fb, v=1: (pp - 1) * (f + b - 2 * w), "(PP-1)(F+B-2W)",
                           "ZB-H1 zero-bubble 1F1B: backward split into B and W"),
     "dualpipe": ScheduleEntry(_dualpipe, Bidirectional(), _dualpipe_counts,
-                              lambda pp, f, b, w, fb: (pp / 2 - 1) * (fb + b - 3 * w), "(PP/2-1)(F&B+B-3W)",
+                              lambda pp, f, b, w, fb, v=1: (pp / 2 - 1) * (fb + b - 3 * w), "(PP/2-1)(F&B+B-3W)",
                               "DeepSeek-V3's bidirectional DualPipe"),
     # PP = 2*pp model stages, so PP/2 - 1 = pp - 1
     "dualpipev": ScheduleEntry(_dualpipev, VShape(), _dualpipev_counts,
-                               lambda pp, f, b, w, fb: (pp - 1) * (fb + b - 3 * w), "(PP/2-1)(F&B+B-3W), PP = 2*pp stages",
+                               lambda pp, f, b, w, fb, v=1: (pp - 1) * (fb + b - 3 * w), "(PP/2-1)(F&B+B-3W), PP = 2*pp stages",
                                "DualPipe cut in half (V-shaped)"),
+    # F, B: a whole stage's times (its V chunks take F/V and B/V each); Narayanan et al. 2021 §2.2.2
+    "interleaved-1f1b": ScheduleEntry(None, Layout(), _interleaved_counts,
+                                      lambda pp, f, b, w, fb, v=1: (pp - 1) * (f + b) / v, "(PP-1)(F+B)/V",
+                                      "Megatron-LM's interleaved 1F1B: V model chunks per rank", virtual=True),
 }
 SCHEDULE_NAMES = tuple(SCHEDULES)

@@ -19,6 +19,9 @@ The DualPipe README's bubble table (F, B, W per chunk; PP = number of model stag
     ZB1P       (PP-1)(F+B-2W)
     DualPipe   (PP/2-1)(F&B+B-3W)          PP = pp ranks
     DualPipeV  (PP/2-1)(F&B+B-3W)          PP = 2*pp stages on pp ranks, i.e. (pp-1)(F&B+B-3W)
+Megatron's interleaved 1F1B with V chunks per rank (Narayanan et al. 2021 §2.2.2), F and B the
+times of a whole stage (each chunk takes F/V, B/V):
+    interleaved-1f1b  (PP-1)(F+B)/V
 It is exact for the canonical case it was derived for (W = F, B = 2F, enough micro-batches);
 for other op times the simulated bubble is reported beside it, never forced equal.
 """
@@ -62,11 +65,12 @@ class IdealCosts:
         return 0.0
 
 
-def formula_bubble_s(name: str, pp: int, f_s: float, b_s: float, w_s: float, fb_s: float) -> float:
+def formula_bubble_s(name: str, pp: int, f_s: float, b_s: float, w_s: float, fb_s: float,
+                     virtual_stages: int = 1) -> float:
     """The README table's bubble for `pp` ranks (the schedule registry's closed form)."""
     if name not in SCHEDULES:
         raise ScenarioError("plan.schedule", name, "one of " + ", ".join(SCHEDULES))
-    return SCHEDULES[name].bubble_s(pp, f_s, b_s, w_s, fb_s)
+    return SCHEDULES[name].bubble_s(pp, f_s, b_s, w_s, fb_s, virtual_stages)
 
 
 def _check_time(field: str, value: float, allow_zero: bool) -> float:
@@ -77,8 +81,10 @@ def _check_time(field: str, value: float, allow_zero: bool) -> float:
 
 
 def ideal_schedule(name: str, pp: int, num_microbatches: int, f_s: float, b_s: float,
-                   w_s: float, fb_s: float | None = None) -> dict:
+                   w_s: float, fb_s: float | None = None, virtual_stages: int = 1) -> dict:
     """Simulate `name` with constant op times and compare with the README's bubble formula.
+    With `virtual_stages` V > 1 (interleaved-1f1b) the times are a whole stage's, each of its V
+    chunks taking 1/V of them.
 
     Returns a JSON-able dict with unit-suffixed keys.
     """
@@ -91,13 +97,15 @@ def ideal_schedule(name: str, pp: int, num_microbatches: int, f_s: float, b_s: f
     if fb_s < w_s:
         raise ScenarioError("schedule.fb_s", fb_s, f">= w_s = {w_s}")
 
-    schedule = build_schedule(name, pp, num_microbatches)
-    result = simulate_pipeline(schedule, IdealCosts(f_s, b_s, w_s, fb_s), streams=("compute",))
-    formula = formula_bubble_s(name, pp, f_s, b_s, w_s, fb_s)
+    schedule = build_schedule(name, pp, num_microbatches, virtual_stages)
+    v = virtual_stages
+    result = simulate_pipeline(schedule, IdealCosts(f_s / v, b_s / v, w_s / v, fb_s / v), streams=("compute",))
+    formula = formula_bubble_s(name, pp, f_s, b_s, w_s, fb_s, v)
 
     out = {
         "schedule": name,
         "pp": pp,
+        "virtual_stages": v,
         "num_model_stages": schedule.num_model_stages,
         "num_microbatches": num_microbatches,
         "f_s": f_s, "b_s": b_s, "w_s": w_s, "fb_s": fb_s,
@@ -121,7 +129,7 @@ def _why_different(name: str, pp: int, n: int, f_s: float, b_s: float, w_s: floa
     if not canonical:
         reasons.append("the table is derived for the canonical op times W = F, B = 2F; with other "
                        "times the critical path runs through different ops")
-    if SCHEDULES[name].layout.num_chunks == 1 and n < pp:
+    if SCHEDULES[name].layout.num_chunks == 1 and not SCHEDULES[name].virtual and n < pp:
         reasons.append(f"fewer micro-batches ({n}) than ranks ({pp}): the pipeline never fills")
     if SCHEDULES[name].layout.num_chunks == 2 and not max(f_s, b_s) <= fb_s <= f_s + b_s:
         reasons.append("F&B outside [max(F, B), F+B] is not an overlapped pair")
