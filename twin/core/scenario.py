@@ -34,7 +34,7 @@ from twin.core.search_specs import SearchSpec
 from twin.core.serve_specs import ServeSpec
 from twin.core.run_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.core.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
-from twin.core.schedules import build_schedule, num_stages
+from twin.core.schedules import build_schedule, check_virtual_stages, num_stages
 
 TRAINING, PLAN, SERVING = "training", "plan", "serving"
 
@@ -81,8 +81,8 @@ class Scenario:
 
     @property
     def dp(self) -> int:
-        """Data-parallel degree: pipelines in the job."""
-        return self.cluster.num_gpus // (self.plan.tp * self.plan.pp)
+        """Data-parallel degree: pipelines in the job, each of tp x cp x pp GPUs."""
+        return self.cluster.num_gpus // (self.plan.tp * self.plan.cp * self.plan.pp)
 
     @property
     def num_microbatches(self) -> int:
@@ -90,7 +90,13 @@ class Scenario:
 
     @property
     def tokens_per_microbatch(self) -> int:
+        """Tokens of one micro-batch, over all its tp x cp ranks."""
         return self.plan.micro_batch_seqs * self.workload.seq_len
+
+    @property
+    def gpus_per_pipeline_stage(self) -> int:
+        """GPUs that share one pipeline stage of one pipeline: tp x cp."""
+        return self.plan.tp * self.plan.cp
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -98,39 +104,63 @@ class Scenario:
     def check(self, source: str | None = None) -> None:
         """Cross-section invariants; each error prints the numbers involved."""
         m, c, p, w = self.model, self.cluster, self.plan, self.workload
-        gpus_per_pipeline = p.tp * p.pp
+        gpus_per_pipeline = p.tp * p.cp * p.pp
         if c.num_gpus % gpus_per_pipeline:
-            raise ScenarioError("cluster.num_gpus", c.num_gpus, f"a multiple of plan.tp * plan.pp = {p.tp} * {p.pp} = {gpus_per_pipeline}", source)
+            raise ScenarioError("cluster.num_gpus", c.num_gpus, f"a multiple of plan.tp * plan.cp * plan.pp = {p.tp} * {p.cp} * {p.pp} = {gpus_per_pipeline}", source)
         dp = c.num_gpus // gpus_per_pipeline
         if m.num_heads % p.tp:
             raise ScenarioError("plan.tp", p.tp, f"a divisor of model.num_heads = {m.num_heads}", source)
         if p.tp > self.gpu.gpus_per_node:
             raise ScenarioError("plan.tp", p.tp, f"<= GPUs per node = {self.gpu.gpus_per_node} (TP stays inside a node)", source)
+        if m.attention == "gqa" and p.tp > m.num_kv_heads and p.tp % m.num_kv_heads:
+            raise ScenarioError("plan.tp", p.tp, f"a divisor or multiple of model.num_kv_heads = {m.num_kv_heads}", source)
+        self._check_inapplicable(source)
+        if p.cp > 1 and w.seq_len % (2 * p.cp):
+            raise ScenarioError("plan.cp", p.cp, f"a degree with workload.seq_len = {w.seq_len} a multiple of 2 x plan.cp "
+                                "(each rank holds two balanced halves of the causal sequence)", source)
         if m.is_moe:
-            if (dp * p.tp) % p.ep:
-                raise ScenarioError("plan.ep", p.ep, f"a divisor of data-parallel x tensor-parallel ranks = {dp} x {p.tp} = {dp * p.tp}", source)
+            # expert parallelism draws on every rank that holds different tokens of one layer:
+            # data-, context- and tensor-parallel ranks (the MoE takes each TP rank's share of tokens)
+            if (dp * p.cp * p.tp) % p.ep:
+                raise ScenarioError("plan.ep", p.ep, f"a divisor of data-parallel x context-parallel x tensor-parallel ranks = "
+                                    f"{dp} x {p.cp} x {p.tp} = {dp * p.cp * p.tp}", source)
             if m.num_routed_experts % p.ep:
                 raise ScenarioError("plan.ep", p.ep, f"a divisor of model.num_routed_experts = {m.num_routed_experts}", source)
         elif p.ep != 1:
-            raise ScenarioError("plan.ep", p.ep, "1 for a dense model", source)
+            raise ScenarioError("plan.ep", p.ep, f"1 for a dense model (model {m.name!r} has no routed experts to spread)", source)
         per_pipeline = dp * p.micro_batch_seqs
         if w.global_batch_seqs % per_pipeline:
             raise ScenarioError("workload.global_batch_seqs", w.global_batch_seqs,
                                 f"a multiple of data-parallel degree x plan.micro_batch_seqs = {dp} x {p.micro_batch_seqs} = {per_pipeline}", source)
         self._check_work(source)
         self._check_dynamic_load(source)
+        check_virtual_stages(p.schedule, p.virtual_stages, source)
         try:
-            build_schedule(p.schedule, p.pp, w.global_batch_seqs // per_pipeline)
+            build_schedule(p.schedule, p.pp, w.global_batch_seqs // per_pipeline, p.virtual_stages)
         except ScenarioError as exc:
             raise ScenarioError("workload.global_batch_seqs", w.global_batch_seqs,
                                 f"a batch giving {exc.allowed.replace('pp', 'plan.pp')} micro-batches per pipeline "
                                 f"(now {w.global_batch_seqs} / ({dp} x {p.micro_batch_seqs}) = {w.global_batch_seqs // per_pipeline})",
                                 source) from None
-        stages = num_stages(p.schedule, p.pp)
+        stages = num_stages(p.schedule, p.pp, p.virtual_stages)
         if m.num_layers < stages:
-            raise ScenarioError("plan.pp", p.pp, f"at most {m.num_layers} model stages for {m.num_layers} layers (schedule {p.schedule} makes {stages} stages)", source)
-        if p.comm_sms >= self.gpu.num_sms:
-            raise ScenarioError("plan.comm_sms", p.comm_sms, f"< the GPU's {self.gpu.num_sms} SMs", source)
+            field, value = ("plan.virtual_stages", p.virtual_stages) if p.virtual_stages > 1 else ("plan.pp", p.pp)
+            raise ScenarioError(field, value, f"at most {m.num_layers} model stages for {m.num_layers} layers (schedule {p.schedule} makes {stages} stages)", source)
+        if p.held_comm_sms >= self.gpu.num_sms:
+            raise ScenarioError("plan.comm_sms", p.held_comm_sms, f"< the GPU's {self.gpu.num_sms} SMs", source)
+
+    def _check_inapplicable(self, source: str | None) -> None:
+        """Refuse plan fields that do not apply to this model or plan, rather than ignore them."""
+        p = self.plan
+        if p.sequence_parallel and p.tp == 1:
+            raise ScenarioError("plan.sequence_parallel", True, "false when plan.tp = 1 (sequence parallelism splits over tensor-parallel ranks)", source)
+        if p.tp_comm_overlap and p.tp == 1:
+            raise ScenarioError("plan.tp_comm_overlap", True, "false when plan.tp = 1 (no tensor-parallel communication to overlap)", source)
+        if p.cp_kind != "ring" and p.cp == 1:
+            raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
+        if not self.model.is_moe and p.comm_sms:
+            raise ScenarioError("plan.comm_sms", p.comm_sms, f"0 or absent for a dense model (model {self.model.name!r} has no "
+                                "expert-parallel all-to-all to hold SMs for)", source)
 
     def step_work(self) -> dict:
         """Estimated tasks of one simulated step, and its factors: pipeline ranks x micro-batches
@@ -139,8 +169,8 @@ class Scenario:
         MTP module (they sit on the last stage): an upper bound. From the specs alone (no schedule
         is built), so a huge batch is refused before anything is allocated."""
         m, p = self.model, self.plan
-        stages = num_stages(p.schedule, p.pp)
-        passes = stages // p.pp   # DualPipeV: every micro-batch passes each rank twice
+        stages = num_stages(p.schedule, p.pp, p.virtual_stages)
+        passes = stages // p.pp   # DualPipeV: every micro-batch passes each rank twice; interleaved: V times
         blocks = math.ceil(m.num_layers / stages) + m.num_mtp_modules
         n = self.workload.global_batch_seqs // (self.dp * p.micro_batch_seqs)
         return {"tasks": p.pp * n * passes * blocks * TASKS_PER_BLOCK, "ranks": p.pp, "microbatches": n,

@@ -221,16 +221,16 @@ def _dualpipev_counts(pp: int, n: int) -> None:
         raise ScenarioError("plan.num_microbatches", n, f">= 2*pp = {2 * pp} for dualpipev")
 
 
-def check_virtual_stages(name: str, virtual_stages: int) -> int:
+def check_virtual_stages(name: str, virtual_stages: int, source: str | None = None) -> int:
     """Virtual stages (model chunks per rank) that schedule `name` can run: >= 2 for
     interleaved-1f1b (with one it is plain 1f1b), exactly 1 for every other schedule."""
     v = _check_int("plan.virtual_stages", virtual_stages, 1)
     if name in SCHEDULES and SCHEDULES[name].virtual and v < 2:
-        raise ScenarioError("plan.virtual_stages", v, f">= 2 for schedule {name!r} (with 1 chunk per rank use '1f1b')")
+        raise ScenarioError("plan.virtual_stages", v, f">= 2 for schedule {name!r} (with 1 chunk per rank use '1f1b')", source)
     if name in SCHEDULES and not SCHEDULES[name].virtual and v != 1:
         raise ScenarioError("plan.virtual_stages", v,
                             f"1 for schedule {name!r}; virtual stages need plan.schedule = "
-                            + " or ".join(repr(n) for n, e in SCHEDULES.items() if e.virtual))
+                            + " or ".join(repr(n) for n, e in SCHEDULES.items() if e.virtual), source)
     return v
 
 

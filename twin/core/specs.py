@@ -40,6 +40,10 @@ MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffic
 ATTENTION_KINDS = ("mla", "gqa")
 PRECISIONS = ("fp8", "bf16")
 RECOMPUTE = ("none", "selective", "full")
+CP_KINDS = ("ring", "allgather")
+# SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
+# (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
+EP_COMM_SMS_DEFAULT = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,18 +220,31 @@ def get_gpu_checked(name: str, path: str, source: str | None) -> GPUSpec:
 @dataclass(frozen=True)
 class ParallelPlan:
     tp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Tensor-parallel degree (attention and dense layers)")
+    sequence_parallel: bool = spec_field(False, doc="Megatron sequence parallelism (needs tp > 1): each block's tensor-parallel all-reduces become all-gather + reduce-scatter, and norms, residuals and their activations are split over the TP ranks")
+    tp_comm_overlap: bool = spec_field(False, doc="Overlap tensor-parallel collectives with the GEMM beside them (Megatron/TransformerEngine userbuffers; needs tp > 1): only the part longer than that GEMM is exposed. False: every TP collective waits in line with the block's computation")
+    cp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Context-parallel degree: each sequence is split over cp ranks (attention exchanges keys and values); data-parallel degree = num_gpus / (tp * cp * pp)")
+    cp_kind: str = spec_field("ring", choices=CP_KINDS, doc="Context-parallel attention: 'ring' passes key/value chunks around the cp ranks, each transfer overlapped with the attention of the chunk in hand (Megatron/TransformerEngine); 'allgather' gathers the whole sequence's keys and values before attention and reduce-scatters their gradients (Llama 3)")
     pp: int = spec_field(16, unit="count", ge=1, le=MAX_DEGREE, doc="Pipeline-parallel degree (ranks in one pipeline)")
     ep: int = spec_field(64, unit="count", ge=1, le=MAX_GPUS, doc="Expert-parallel degree (ranks sharing one layer's routed experts; drawn from the data-parallel ranks)")
-    zero_stage: int = spec_field(1, unit="count", choices=(0, 1, 2, 3), doc="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters, over data-parallel ranks")
+    zero_stage: int = spec_field(1, unit="count", choices=(0, 1, 2, 3), doc="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP: each block's parameters all-gathered before its forward and backward, its gradients reduce-scattered after, prefetched one block ahead), over the data-parallel (x context-parallel) ranks")
     micro_batch_seqs: int = spec_field(1, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Sequences per micro-batch per pipeline")
     schedule: str = spec_field("dualpipe", choices=SCHEDULE_NAMES, doc="Pipeline schedule")
-    comm_sms: int = spec_field(20, unit="count", ge=0, le=MAX_SMS, doc="SMs reserved for EP communication kernels (V3 report §3.2.2: 20 of 132)")
+    virtual_stages: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Model chunks per pipeline rank for schedule 'interleaved-1f1b' (>= 2 there; 1 for every other schedule)")
+    comm_sms: int | None = spec_field(None, unit="count", ge=0, le=MAX_SMS, doc=f"SMs reserved for EP communication kernels; absent = {EP_COMM_SMS_DEFAULT} with expert parallelism (ep > 1, V3 report §3.2.2: 20 of 132), 0 without")
     comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
+
+    @property
+    def held_comm_sms(self) -> int:
+        """SMs held for communication: plan.comm_sms where given, else the default that follows
+        the plan (EP_COMM_SMS_DEFAULT with expert parallelism, none without)."""
+        if self.comm_sms is not None:
+            return self.comm_sms
+        return EP_COMM_SMS_DEFAULT if self.ep > 1 else 0
 
 
 @dataclass(frozen=True)

@@ -34,3 +34,45 @@ def ring_collective_time_s(num_bytes: float, ranks: int, gpu: GPUSpec, same_node
     bw = gpu.nvlink_achieved_bytes_per_s if same_node else gpu.scale_out_achieved_bytes_per_s
     lat = gpu.nvlink_latency_s if same_node else gpu.scale_out_latency_s
     return num_bytes * (ranks - 1) / ranks / (bw * link_bw_scale) + (ranks - 1) * lat
+
+
+# Collectives by their NCCL names. Bus bandwidth (nccl-tests doc/PERFORMANCE.md): a collective on n
+# ranks moves `factor x bytes` through each rank's link, bytes being the whole buffer (the
+# all-reduce's input, the all-gather's output, the reduce-scatter's input):
+#   all_reduce 2(n-1)/n, all_gather and reduce_scatter (n-1)/n, all_to_all (n-1)/n, send_recv 1.
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+# ring steps whose latency a collective pays: 2(n-1) for the all-reduce (reduce-scatter then
+# all-gather), n-1 for the others, 1 for a send/recv
+_LATENCY_STEPS = {"all_reduce": 2, "all_gather": 1, "reduce_scatter": 1, "all_to_all": 1}
+
+
+def bus_factor(kind: str, ranks: int) -> float:
+    """Bytes each rank's link carries per byte of buffer (nccl-tests' busBw / algBw)."""
+    if kind not in COLLECTIVES:
+        raise ValueError(f"unknown collective {kind!r}; one of {COLLECTIVES}")
+    if kind == "send_recv":
+        return 1.0
+    if ranks <= 1:
+        return 0.0
+    return (2.0 if kind == "all_reduce" else 1.0) * (ranks - 1) / ranks
+
+
+def collective_time_s(kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, same_node: bool,
+                      measured: dict | None = None, link_bw_scale: float = 1.0) -> float:
+    """One collective of a `num_bytes` buffer over `ranks` GPUs: bus_factor x bytes over the bus
+    bandwidth, plus latency. `measured` is the profile's `collectives` table ({kind: {"latency_s",
+    "bus_bytes_per_s", "source"}}, nccl-tests-style measurements within one node); it is used for
+    collectives inside a node. Otherwise the catalog's achieved link bandwidth is the bus bandwidth
+    (H100: ~370 GB/s of NVLink's 450 for collectives other than all-reduce, an NCCL maintainer in
+    nccl-tests#212; the scale-out NIC's 46 GB/s, nccl-tests#290), with the link's small-message
+    latency per ring step."""
+    if num_bytes <= 0 or (ranks <= 1 and kind != "send_recv"):
+        return 0.0
+    factor = bus_factor(kind, ranks)
+    row = (measured or {}).get(kind) if same_node else None
+    if row:
+        return row["latency_s"] + factor * num_bytes / (row["bus_bytes_per_s"] * link_bw_scale)
+    bw = gpu.nvlink_achieved_bytes_per_s if same_node else gpu.scale_out_achieved_bytes_per_s
+    lat = gpu.nvlink_latency_s if same_node else gpu.scale_out_latency_s
+    steps = 1 if kind == "send_recv" else _LATENCY_STEPS[kind] * (ranks - 1)
+    return factor * num_bytes / (bw * link_bw_scale) + steps * lat

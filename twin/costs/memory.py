@@ -50,7 +50,18 @@ def block_params_on_gpu(m: ModelSpec, dense_layer: bool, tp: int, ep: int) -> Ra
 
 
 def activation_bytes_per_token(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> float:
-    """Bytes one token leaves behind in one block for its backward pass.
+    """Bytes one token leaves behind in one block for its backward pass, on one GPU that holds
+    every token of its micro-batch shard (tp = 1). `activation_bytes` splits them over TP ranks."""
+    return sum(_activation_parts(m, dense_layer, plan).values())
+
+
+def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> dict[str, float]:
+    """Per-token bytes of one block by how they split over tensor-parallel ranks:
+    'hidden' (width d: block and FFN inputs, norm outputs): split only with sequence parallelism
+        (or in an MoE block, whose tokens are shared out over the TP ranks for the experts);
+    'heads' (per attention head, dense FFN inner width): already per TP rank;
+    'latent' (MLA's compressed latents, from replicated down-projections): on every TP rank;
+    'routed' (router scores, expert rows): per token share of the MoE, split over TP.
 
     'selective' follows V3 §3.3.3: RMSNorms and MLA up-projections are recomputed, so only the
     block input and the compressed latents are kept for attention; with FP8 the inputs of MoE
@@ -59,34 +70,60 @@ def activation_bytes_per_token(m: ModelSpec, dense_layer: bool, plan: ParallelPl
     input; 'none' keeps every intermediate in BF16.
     """
     d, tp = m.hidden_size, plan.tp
+    parts = {"hidden": d * BF16_BYTES, "heads": 0.0, "latent": 0.0, "routed": 0.0}   # block input
     if plan.recompute == "full":
-        return d * BF16_BYTES
+        return parts
     keep_all = plan.recompute == "none"
     fp8 = plan.gemm_precision == "fp8"
     h = m.num_heads // tp
-    act = d * BF16_BYTES  # block input
     if m.attention == "mla":
-        act += (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim) * BF16_BYTES
+        parts["latent"] += (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim) * BF16_BYTES
         if keep_all:
-            act += (d + m.q_lora_rank + m.kv_lora_rank) * BF16_BYTES                      # norm outputs
-            act += h * (2 * (m.qk_nope_head_dim + m.qk_rope_head_dim) + m.v_head_dim) * BF16_BYTES  # q, k, v
+            parts["hidden"] += d * BF16_BYTES                                              # attention norm output
+            parts["latent"] += (m.q_lora_rank + m.kv_lora_rank) * BF16_BYTES               # latent norm outputs
+            parts["heads"] += h * (2 * (m.qk_nope_head_dim + m.qk_rope_head_dim) + m.v_head_dim) * BF16_BYTES  # q, k, v
     else:
         kvh = max(1, m.num_kv_heads // tp)
-        act += (h + 2 * kvh) * m.head_dim * BF16_BYTES + (d * BF16_BYTES if keep_all else 0)
-    act += h * m.attn_v_head_dim * BF16_BYTES + h * FP32_BYTES   # attention output and softmax stats
-    act += d * BF16_BYTES                                          # FFN input (residual stream)
+        parts["heads"] += (h + 2 * kvh) * m.head_dim * BF16_BYTES
+        parts["hidden"] += d * BF16_BYTES if keep_all else 0
+    parts["heads"] += h * m.attn_v_head_dim * BF16_BYTES + h * FP32_BYTES   # attention output and softmax stats
+    parts["hidden"] += d * BF16_BYTES                                       # FFN input (residual stream)
     lin = FP8_BYTES if fp8 else BF16_BYTES
     if keep_all:
-        act += d * BF16_BYTES
+        parts["hidden"] += d * BF16_BYTES
     if dense_layer:
         inner = m.intermediate_size / tp
-        act += d * lin + 2 * inner * lin + (0 if fp8 else inner * BF16_BYTES)
-        return act
+        parts["hidden"] += d * lin                                           # FFN up-projection input
+        parts["heads"] += 2 * inner * lin + (0 if fp8 else inner * BF16_BYTES)
+        return parts
     e = m.moe_intermediate_size
     rows = m.top_k + m.num_shared_experts
-    act += m.num_routed_experts * FP32_BYTES                       # router scores
-    act += rows * (d * lin + 2 * e * lin + (0 if fp8 else e * BF16_BYTES))
-    return act
+    parts["routed"] += m.num_routed_experts * FP32_BYTES                      # router scores
+    parts["routed"] += rows * (d * lin + 2 * e * lin + (0 if fp8 else e * BF16_BYTES))
+    return parts
+
+
+def activation_bytes(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, tokens: float) -> float:
+    """Bytes one block keeps for the backward of `tokens` tokens (a micro-batch's share on one
+    context-parallel rank: micro_batch_seqs x seq_len / cp), on one TP rank. Hidden-width parts
+    split over TP ranks with sequence parallelism (Korthikanti et al. 2022, "Reducing Activation
+    Recomputation in Large Transformer Models": sbh(10 + 24/t) -> sbh(34/t)) and in MoE blocks
+    (their tokens are shared out over the TP ranks); per-head parts are per rank already; MLA's
+    latents are on every rank. With tp = 1 every part counts whole."""
+    tp = plan.tp
+    parts = _activation_parts(m, dense_layer, plan)
+    hidden_split = tp if (plan.sequence_parallel or not dense_layer) else 1
+    return tokens * (parts["hidden"] / hidden_split + parts["heads"] + parts["latent"] + parts["routed"] / tp)
+
+
+def kv_exchange_bytes_per_token(m: ModelSpec, tp: int) -> float:
+    """Key and value bytes per token that context-parallel attention exchanges, on one TP rank:
+    GQA's K and V heads; MLA's per-head keys (with the shared RoPE part) and values after the
+    up-projection, as Megatron/TransformerEngine's context parallelism passes them (BF16)."""
+    if m.attention == "mla":
+        h = m.num_heads // tp
+        return h * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * BF16_BYTES
+    return 2 * max(1, m.num_kv_heads // tp) * m.head_dim * BF16_BYTES
 
 
 def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:
@@ -94,8 +131,10 @@ def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:
 
 
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,
-                     plan: ParallelPlan, dp: int) -> dict:
-    """Bytes per GPU by component."""
+                     plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0) -> dict:
+    """Bytes per GPU by component. `dp`: the data-parallel replicas of a dense parameter (data x
+    context-parallel ranks); `gathered_param_bytes`: ZeRO-3's working set of unsharded blocks
+    (fsdp_working_set_bytes), shown as its own component."""
     expert_replicas = max(1.0, dp * plan.tp / plan.ep)
     def sharded(bytes_per_param: float, stage_min: int) -> float:
         return bytes_per_param * (params.dense / optimizer_shards(plan.zero_stage, stage_min, dp)
@@ -106,7 +145,20 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
         "optimizer": sharded(plan.optimizer_bytes_per_param, 1),
         "activations": activation_bytes,
         "comm_buffers": comm_buffer_bytes,
+        **({"fsdp_gathered": gathered_param_bytes} if plan.zero_stage >= 3 else {}),
     }
+
+
+# FSDP2 (torch.distributed.fsdp.fully_shard) prefetches one block ahead: the block computing and
+# the next one's gathered parameters are resident, and in the backward one block's unsharded
+# gradients wait for their reduce-scatter (FP32: torchtitan's default mixed_precision_reduce)
+FSDP_RESIDENT_BLOCKS = 2
+
+
+def fsdp_working_set_bytes(largest_block: RankParams) -> float:
+    """ZeRO-3's unsharded working set: FSDP_RESIDENT_BLOCKS blocks of BF16 parameters as this rank
+    holds them after the all-gather (its TP/EP share), plus one block of FP32 gradients."""
+    return largest_block.total * (FSDP_RESIDENT_BLOCKS * WEIGHT_BYTES + GRAD_BYTES)
 
 
 # ---------------------------------------------------------------------------------------------

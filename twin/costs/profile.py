@@ -131,6 +131,9 @@ class Profile:
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
     fp8_stack: dict = field(default_factory=dict)   # compute.fp8_cast_time_s, wgrad_1d1d_speed
     sm_reserve: dict = field(default_factory=dict)  # compute.untold_sm_slowdown: "untold_<prec>" -> [[sms, slowdown]]
+    # comm.collective_time_s: NCCL collectives measured within one node, {op: {"latency_s",
+    # "bus_bytes_per_s", "source"}} for op in comm.COLLECTIVES; empty: the catalog's links
+    collectives: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -179,6 +182,7 @@ class Profile:
             "fp8_stack": dict(self.fp8_stack),
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "provenance": self.provenance,
+            **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
 
     def scaled(self, compute: float = 1.0, memory: float = 1.0) -> "Profile":
@@ -229,7 +233,19 @@ def profile_from_json(data: dict) -> Profile:
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
         fp8_stack={k: float(v) for k, v in data.get("fp8_stack", {}).items()},
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
+        collectives=_collectives(data.get("collectives", {})),
     )
+
+
+def _collectives(table: dict) -> dict:
+    """The profile's measured collectives, checked: op -> latency_s, bus_bytes_per_s, source."""
+    out = {}
+    for op, row in table.items():
+        lat, bw = float(row["latency_s"]), float(row["bus_bytes_per_s"])
+        if not (lat >= 0 and bw > 0):
+            raise ValueError(f"profile collectives.{op}: latency_s >= 0 and bus_bytes_per_s > 0 (got {lat}, {bw})")
+        out[op] = {"latency_s": lat, "bus_bytes_per_s": bw, "source": str(row.get("source", ""))}
+    return out
 
 
 @functools.cache

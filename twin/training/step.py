@@ -9,6 +9,20 @@ Each block is split as DualPipe splits it: attention and MLP compute on the comp
 dispatch and combine on the communication stream. An F op runs its blocks' tasks in sequence; an
 overlapped FB pair runs the forward and the backward chains concurrently, so one micro-batch's
 all-to-all hides behind the other's computation as far as the streams allow.
+
+Beyond DeepSeek's layout, on the communication stream, by name:
+- tensor parallelism (Megatron, Shoeybi et al. 2019; Korthikanti et al. 2022): around each
+  attention and dense-FFN part, `tp_all_reduce` (forward after the part, backward before the
+  part's input), or with sequence parallelism `tp_all_gather` before and `tp_reduce_scatter` after
+  (mirrored in the backward). An MoE block's attention always gathers and scatters: its tokens are
+  shared out over the TP ranks for the experts. With plan.tp_comm_overlap only the part of a
+  collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
+- context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
+  attention of the chunk in hand, exposed by the part longer than it) or `cp_all_gather_kv` /
+  `cp_reduce_scatter_kv` (all-gather variant, exposed).
+- ZeRO-3 / FSDP: `fsdp_all_gather` of each block's parameters before its forward and backward and
+  `fsdp_reduce_scatter` of its gradients after its backward, prefetched one block ahead (FSDP2):
+  only the part longer than the previous block's computation is exposed.
 """
 
 from __future__ import annotations
@@ -71,17 +85,50 @@ def routing_loads(sc: Scenario, perturb: Perturb = Perturb()):
     return scenario_layer_loads(sc, model, sc.workload.routing_imbalance)
 
 
+# norms and residual adds over the model width: split over TP ranks by sequence parallelism
+HIDDEN_WIDTH_OPS = frozenset({"attn_norm", "ffn_norm", "residual_add"})
+
+
+def local_tokens(sc: Scenario) -> int:
+    """Tokens of one micro-batch on one context-parallel rank (all its TP ranks see them)."""
+    return sc.tokens_per_microbatch // sc.plan.cp
+
+
 def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     m, p, w = sc.model, sc.plan, sc.workload
-    tokens = sc.tokens_per_microbatch
-    ops = attention_ops(m, p.micro_batch_seqs, w.seq_len, p.tp, w.causal)
+    tokens = local_tokens(sc)
+    seq_local = w.seq_len // p.cp
+    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal)
+    if p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs
+        ops = [dataclasses.replace(op, batch=op.batch * p.cp) if op.kind == OpKind.ATTENTION else op for op in ops]
     dense = layer < m.num_dense_layers or not m.is_moe
     if dense:
         ops += dense_ffn_ops(m, tokens, p.tp)
     else:
         ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, _layer_load(imbalance, layer),
                        dispatch_bytes_per_elem=1 if p.gemm_precision == "fp8" else BF16_BYTES)
+    if p.sequence_parallel:   # norms and residuals run on each rank's 1/tp of the sequence
+        ops = [dataclasses.replace(op, bytes=op.bytes / p.tp) if op.name in HIDDEN_WIDTH_OPS and op.part == "attn" or
+               (op.name in HIDDEN_WIDTH_OPS and dense) else op for op in ops]
     return _Block(tuple(ops), not dense)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Collective:
+    """One collective of a block part: its kind (twin.costs.comm.COLLECTIVES) and seconds."""
+
+    kind: str
+    time_s: float
+
+
+def _tp_kinds(moe_attention: bool, sequence_parallel: bool) -> dict[str, str | None]:
+    """The TP collective at each point of a part (Megatron's f and g operators): in/out of the
+    part, forward and backward. Sequence parallelism (and an MoE block's attention, whose output
+    is shared out over the TP ranks) gathers the input and reduce-scatters the output; otherwise
+    the output is all-reduced forward and the input's gradient all-reduced backward."""
+    if sequence_parallel or moe_attention:
+        return {"in_fwd": "all_gather", "out_fwd": "reduce_scatter", "out_bwd": "all_gather", "in_bwd": "reduce_scatter"}
+    return {"in_fwd": None, "out_fwd": "all_reduce", "out_bwd": None, "in_bwd": "all_reduce"}
 
 
 class StepCosts:
@@ -93,11 +140,12 @@ class StepCosts:
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
-        self.sm_frac = compute.sm_fraction(self.gpu, sc.plan.comm_sms)
+        held_sms = sc.plan.held_comm_sms
+        self.sm_frac = compute.sm_fraction(self.gpu, held_sms)
         self.untold_slowdown = None
-        if not sc.plan.comm_sms_told and sc.plan.comm_sms > 0:
+        if not sc.plan.comm_sms_told and held_sms > 0:
             try:
-                self.untold_slowdown = {p: compute.untold_sm_slowdown(profile, p, sc.plan.comm_sms, self.gpu)
+                self.untold_slowdown = {p: compute.untold_sm_slowdown(profile, p, held_sms, self.gpu)
                                         for p in ("bf16", sc.plan.gemm_precision)}
             except ValueError as exc:
                 raise ScenarioError("plan.comm_sms_told", False, f"true: {exc}") from None
@@ -105,7 +153,7 @@ class StepCosts:
         self.layers = stage_layers(m.num_layers, schedule.num_model_stages)
         self.blocks = [_block_ops(sc, layer, imbalance) for layer in range(m.num_layers)]
         last = schedule.num_model_stages - 1
-        tokens = sc.tokens_per_microbatch
+        tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
         head = head_ops(m, tokens, sc.plan.tp)
         mtp = []
@@ -114,8 +162,24 @@ class StepCosts:
             mtp += list(_block_ops(sc, m.num_layers - 1, imbalance).ops) + head
         self.extra_last = tuple(head + mtp)
         self.last_stage = last
-        pp_same_node = sc.dp * sc.plan.tp < self.gpu.gpus_per_node
-        self._p2p_s = comm.p2p_time_s(tokens * m.hidden_size * BF16_BYTES / sc.plan.tp, self.gpu, pp_same_node, link_bw_scale)
+        p, node = sc.plan, self.gpu.gpus_per_node
+        pp_same_node = sc.dp * p.tp * p.cp < node
+        self._p2p_s = comm.p2p_time_s(tokens * m.hidden_size * BF16_BYTES / p.tp, self.gpu, pp_same_node, link_bw_scale)
+        # measured collectives are the profile's own GPU's (an H800 simulated on the H100 profile
+        # keeps its catalog NVLink)
+        self.measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
+        self.tp_same_node = p.tp <= node                 # TP innermost (Megatron's rank order)
+        self.cp_same_node = p.tp * p.cp <= node          # then CP
+        self.tp_bytes = tokens * m.hidden_size * BF16_BYTES   # one part's activations, the whole buffer
+        self.kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)   # this rank's K/V chunk
+        self.fsdp = p.zero_stage >= 3
+        # the ranks a block's parameters are sharded over (ZeRO-3): dense ones over data x context
+        # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
+        self.fsdp_ranks = (sc.dp * p.cp, max(1, sc.dp * p.cp * p.tp // p.ep))
+        self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
+
+    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
+        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
 
     # -- costs of op lists --------------------------------------------------------------------
     def _compute_s(self, ops, phase: str) -> float:
@@ -147,13 +211,83 @@ class StepCosts:
                 segs.append((key, [op]))
         return segs
 
+    # -- tensor and context parallelism around a block's parts ---------------------------------
+    def _tp_points(self, seg: list[Op]) -> dict[str, _Collective | None] | None:
+        """The TP collectives around a compute segment, or None where it has none: the attention
+        part (with the attention core) and a dense FFN part (with its gate/up GEMM)."""
+        p = self.sc.plan
+        if p.tp == 1:
+            return None
+        names = {op.name for op in seg}
+        attention = any(op.kind == OpKind.ATTENTION for op in seg)
+        if not attention and "ffn_gate_up" not in names:
+            return None
+        kinds = _tp_kinds(attention and self.sc.model.is_moe, p.sequence_parallel)
+        return {point: None if kind is None else
+                _Collective(kind, self._collective_s(kind, self.tp_bytes, p.tp, self.tp_same_node))
+                for point, kind in kinds.items()}
+
+    def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
+        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap only the part longer
+        than the GEMM it is pipelined with (TransformerEngine's userbuffers overlap)."""
+        if c is None:
+            return []
+        t = max(0.0, c.time_s - beside_gemm_s) if self.sc.plan.tp_comm_overlap else c.time_s
+        return [Task("comm", t, f"tp_{c.kind}" + ("_bwd" if backward else ""))] if t > 0 else []
+
+    def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
+        """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps."""
+        gemms = [op for op in seg if op.kind in GEMM_KINDS]
+        if not gemms:
+            return 0.0
+        return self._compute_s([gemms[0] if first else gemms[-1]], phase)
+
+    def _cp_tasks(self, seg: list[Op], backward: bool) -> list[Task]:
+        """Context parallelism around the attention core of a segment. Ring: cp-1 transfers of this
+        rank's K/V chunk (in the backward K/V out and dK/dV back: twice the bytes), each hidden
+        behind the attention of one chunk (1/cp of the core), exposed by what is longer. All-gather:
+        the sequence's K/V gathered before the core (dK/dV reduce-scattered after it), exposed."""
+        p = self.sc.plan
+        core = [op for op in seg if op.kind == OpKind.ATTENTION]
+        if p.cp == 1 or not core:
+            return []
+        if p.cp_kind == "ring":
+            step_s = self._collective_s("send_recv", self.kv_bytes * (2 if backward else 1), 2, self.cp_same_node)
+            core_s = self._compute_s(core, "bwd_input" if backward else "fwd")
+            exposed = (p.cp - 1) * max(0.0, step_s - core_s / p.cp)
+            return [Task("comm", exposed, "cp_ring_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
+        kind = "reduce_scatter" if backward else "all_gather"
+        t = self._collective_s(kind, self.kv_bytes * p.cp, p.cp, self.cp_same_node)
+        return [Task("comm", t, f"cp_{kind}_kv")]
+
+    def _compute_segment(self, seg: list[Op], phase: str, name: str) -> list[Task]:
+        """A compute segment's task, the attention core split off where context parallelism
+        exchanges keys and values around it."""
+        if self.sc.plan.cp == 1 or not any(op.kind == OpKind.ATTENTION for op in seg):
+            return [Task("compute", self._compute_s(seg, phase), name)]
+        i = next(k for k, op in enumerate(seg) if op.kind == OpKind.ATTENTION)
+        before, after = seg[:i + 1], seg[i + 1:]
+        backward = phase != "fwd"
+        if backward:   # the backward runs the core first after o_proj's gradient: core, then exchange
+            before, after = seg[i:], seg[:i]
+        if self.sc.plan.cp_kind == "allgather" and not backward:   # gather first, then attend
+            return ([Task("compute", self._compute_s(seg[:i], phase), name)] + self._cp_tasks(seg, False)
+                    + [Task("compute", self._compute_s(seg[i:], phase), name)])
+        return ([Task("compute", self._compute_s(before, phase), name)] + self._cp_tasks(seg, backward)
+                + [Task("compute", self._compute_s(after, phase), name)])
+
     def _forward_tasks(self, ops) -> list[Task]:
         tasks = []
         for key, seg in self._segments(ops):
             if key in ALL_TO_ALL_KINDS:
                 tasks.append(Task("comm", self._comm_s(seg[0]), key.value))
-            else:
-                tasks.append(Task("compute", self._compute_s(seg, "fwd"), f"{key}_fwd"))
+                continue
+            tp = self._tp_points(seg)
+            if tp:
+                tasks += self._tp_task(tp["in_fwd"], self._gemm_s(seg, "fwd", first=True), backward=False)
+            tasks += self._compute_segment(seg, "fwd", f"{key}_fwd")
+            if tp:
+                tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), backward=False)
         return tasks
 
     def _backward_tasks(self, ops, with_weight: bool) -> list[Task]:
@@ -173,10 +307,16 @@ class StepCosts:
                 twin = comm_op.get(OpKind.DISPATCH if key == OpKind.COMBINE else OpKind.COMBINE, seg[0])
                 tasks.append(Task("comm", self._comm_s(twin), f"{key}_bwd"))
                 continue
-            t = self._compute_s(seg, "bwd_input")
+            tp = self._tp_points(seg)
+            if tp:
+                tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), backward=True)
             if recompute == "selective":
-                t += self._compute_s([op for op in seg if op.recompute], "fwd")
-            tasks.append(Task("compute", t, f"{key}_bwd_input"))
+                extra = [op for op in seg if op.recompute]
+                if extra:
+                    tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
+            tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
+            if tp:
+                tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), backward=True)
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tasks
@@ -184,6 +324,50 @@ class StepCosts:
     def _weight_tasks(self, ops) -> list[Task]:
         return [Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS]
+
+    # -- ZeRO-3 / FSDP ---------------------------------------------------------------------------
+    @functools.cache
+    def _fsdp_s(self, stage: int) -> list[tuple[float, float]]:
+        """(all-gather, reduce-scatter) seconds of each block of a stage, in forward order: its
+        parameters as this rank holds them (its TP/EP share) gathered in BF16 from their shards,
+        its gradients reduce-scattered in FP32 (torchtitan's default reduce dtype)."""
+        m, p = self.sc.model, self.sc.plan
+        out = []
+        for layer in self.layers[stage]:
+            rp = memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep)
+            ag = rs = 0.0
+            for params, ranks in ((rp.dense, self.fsdp_ranks[0]), (rp.expert, self.fsdp_ranks[1])):
+                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node)
+                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node)
+            out.append((ag, rs))
+        return out
+
+    def _with_fsdp(self, block_tasks: list[list[Task]], comm: list[tuple[float, float]], gather: bool,
+                   scatter: bool) -> list[Task]:
+        """Blocks' task lists (in execution order) with FSDP2's traffic: each block's all-gather is
+        prefetched during the previous block (the first is exposed whole), and reduce-scatters
+        queue behind the prefetches, using whatever computation they leave; what they cannot
+        hide waits at the end of the op."""
+        out: list[Task] = []
+        backlog_s = 0.0
+        prev_s = None
+        for tasks, (ag, rs) in zip(block_tasks, comm):
+            if gather:
+                free = float("inf") if prev_s is None else prev_s
+                exposed = ag if prev_s is None else max(0.0, ag - free)
+                if exposed > 0:
+                    out.append(Task("comm", exposed, "fsdp_all_gather"))
+                slack = 0.0 if prev_s is None else max(0.0, prev_s - ag)
+            else:
+                slack = prev_s or 0.0
+            backlog_s = max(0.0, backlog_s - slack)
+            out += tasks
+            prev_s = sum(t.duration_s for t in tasks)
+            if scatter:
+                backlog_s += rs
+        if scatter and backlog_s > 0:
+            out.append(Task("comm", backlog_s, "fsdp_reduce_scatter"))
+        return out
 
     def stage_ops(self, stage: int) -> list[tuple[Op, ...]]:
         """Per block op tuples of a model stage, the embedding and head folded into its ends."""
@@ -197,16 +381,21 @@ class StepCosts:
     @functools.cache
     def _chain(self, stage: int, kind: str) -> tuple[Task, ...]:
         blocks = self.stage_ops(stage)
-        tasks: list[Task] = []
         if kind == "F":
-            for ops in blocks:
-                tasks += self._forward_tasks(ops)
+            per_block = [self._forward_tasks(ops) for ops in blocks]
         elif kind in ("B", "BW"):
-            for ops in reversed(blocks):
-                tasks += self._backward_tasks(ops, with_weight=kind == "BW")
-        elif kind == "W":
-            for ops in reversed(blocks):
-                tasks += self._weight_tasks(ops)
+            per_block = [self._backward_tasks(ops, with_weight=kind == "BW") for ops in reversed(blocks)]
+        else:   # W
+            per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
+        if self.fsdp:
+            fsdp = self._fsdp_s(stage)
+            # the head/MTP block of the last stage is sharded too, but small: it is not gathered here
+            fsdp = fsdp + [(0.0, 0.0)] * (len(per_block) - len(fsdp))
+            if kind != "F":
+                fsdp = fsdp[::-1]
+            tasks = self._with_fsdp(per_block, fsdp, gather=kind != "W", scatter=kind in ("BW", "W"))
+        else:
+            tasks = [t for block in per_block for t in block]
         return tuple(_merge(tasks))
 
     @functools.cache
@@ -255,7 +444,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     """Memory breakdown (bytes) of every pipeline rank."""
     m, p = sc.model, sc.plan
     s = costs.schedule
-    tokens = sc.tokens_per_microbatch // p.tp
+    tokens = local_tokens(sc)
 
     def is_dense(layer: int) -> bool:
         return layer < m.num_dense_layers or not m.is_moe
@@ -263,6 +452,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     out = []
     for rank in range(s.num_ranks):
         dense = expert = buffers = 0.0
+        largest = memory.RankParams(0.0, 0.0)
         set_bytes = {}
         for chunk in range(s.num_chunks):
             stage = s.stage_of(rank, chunk)
@@ -270,7 +460,8 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             for layer in costs.layers[stage]:
                 rp = memory.block_params_on_gpu(m, is_dense(layer), p.tp, p.ep)
                 dense, expert = dense + rp.dense, expert + rp.expert
-                acts += tokens * memory.activation_bytes_per_token(m, is_dense(layer), p)
+                largest = max(largest, rp, key=lambda r: r.total)
+                acts += memory.activation_bytes(m, is_dense(layer), p, tokens)
             if stage == 0:
                 dense += m.vocab_size * m.hidden_size / p.tp
             if stage == costs.last_stage:
@@ -279,7 +470,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                     rp = memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep)
                     dense += rp.dense + 2 * m.hidden_size * m.hidden_size
                     expert += rp.expert
-                    acts += tokens * memory.activation_bytes_per_token(m, not m.is_moe, p)
+                    acts += memory.activation_bytes(m, not m.is_moe, p, tokens)
             set_bytes[chunk] = acts
             for ops in costs.stage_ops(stage):
                 for op in ops:
@@ -287,24 +478,34 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                         buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
         live = peak_live_bytes(s.programs[rank], set_bytes)
         # two sets of all-to-all buffers: an overlapped F&B pair has two micro-batches in flight
-        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, 2 * buffers, p, sc.dp))
+        buffers *= 2
+        if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
+            buffers += costs.kv_bytes * (2 if p.cp_kind == "ring" else p.cp)
+        if p.tp > 1 and (p.sequence_parallel or m.is_moe):   # a gathered part input, beside its shard
+            buffers += costs.tp_bytes
+        gathered = memory.fsdp_working_set_bytes(largest) if p.zero_stage >= 3 else 0.0
+        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered))
     return out
 
 
 def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, link_bw_scale: float) -> tuple[float, float, float]:
     """(reduce-scatter, optimizer, all-gather) seconds after a rank's last backward. Gradients
     travel over the scale-out network (data-parallel peers are on other nodes) in BF16 - an
-    assumption: the V3 report says gradients are accumulated in FP32 but not how they are sent."""
+    assumption: the V3 report says gradients are accumulated in FP32 but not how they are sent.
+    Gradients are reduced over the data- and context-parallel ranks (CP ranks hold the same
+    parameters). Under ZeRO-3 they were reduce-scattered block by block in the pipeline
+    (StepCosts._with_fsdp), so the tail is the optimizer alone."""
     p = sc.plan
-    params = breakdown["weights"] / memory.WEIGHT_BYTES * (sc.dp if p.zero_stage >= 3 else 1)
+    ranks = sc.dp * p.cp
+    params = breakdown["weights"] / memory.WEIGHT_BYTES
     grad_bytes = params * BF16_BYTES
-    same_node = sc.dp * p.tp <= gpu.gpus_per_node and p.pp == 1
-    rs = comm.ring_collective_time_s(grad_bytes, sc.dp, gpu, same_node, link_bw_scale) if p.zero_stage >= 1 else 0.0
-    ag = comm.ring_collective_time_s(grad_bytes, sc.dp, gpu, same_node, link_bw_scale) if p.zero_stage >= 1 else 0.0
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
+    ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
-        rs = 2 * comm.ring_collective_time_s(grad_bytes, sc.dp, gpu, same_node, link_bw_scale)
+        rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale)
     # optimizer: read and write master weights and moments, read gradients, write BF16 weights
-    opt_bytes = breakdown["optimizer"] * 2 + breakdown["gradients"] / (sc.dp if p.zero_stage < 2 and p.zero_stage >= 1 else 1) + breakdown["weights"]
+    opt_bytes = breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1) + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes, gpu, profile)
     return rs, opt, ag
 
@@ -329,7 +530,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     link_bw_scale = perturb.link_bw_scale
     imbalance = routing_loads(sc, perturb)
 
-    schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches)
+    schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches, sc.plan.virtual_stages)
     costs = StepCosts(sc, schedule, profile, imbalance, link_bw_scale)
     pipe = simulate_pipeline(schedule, costs, record_events=record_events)
 

@@ -47,7 +47,7 @@ def _in_window(e: Event, window_s: tuple[float, float] | None) -> bool:
 def _flows(sc: Scenario, res: StepResult, tids: dict[str, int]) -> list[tuple[Event, Event]]:
     """(producer, consumer) slice pairs of the pipeline's point-to-point dependencies."""
     pipe = res.pipeline
-    schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches)
+    schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches, sc.plan.virtual_stages)
     first: dict[tuple, Event] = {}
     last: dict[tuple, Event] = {}
     for e in pipe.events:
