@@ -94,9 +94,10 @@ class RunSpec:
 
     stages: tuple[StageSpec, ...] = spec_field(default=V3_STAGES, max_items=MAX_STAGES, doc="Stages in order ([[run.stages]] tables)")
     ramp_knots: int = spec_field(2, unit="count", ge=2, le=16, doc="Batch sizes simulated along a batch ramp (step time is interpolated between them)")
-    plan_search: bool = spec_field(True, doc="If a stage's plan does not fit (memory, divisibility), try the fallback plans in order and report which one ran")
-    fallback_tp: tuple[int, ...] = spec_field(default=(2, 4, 8), unit="count", ge=1, le=MAX_DEGREE, max_items=MAX_FALLBACKS, doc="TP degrees tried, smallest first, when a stage's plan does not fit")
-    fallback_schedules: tuple[str, ...] = spec_field(default=("zb1p", "1f1b"), choices=SCHEDULE_NAMES, max_items=MAX_FALLBACKS, doc="Pipeline schedules tried last (with full recomputation) when no TP degree fits, e.g. too few micro-batches for DualPipe")
+    plan_search: bool = spec_field(True, doc="If a stage's plan does not fit (memory, divisibility), simulate every fallback plan (TP x CP x recomputation, schedules where needed) and run the fastest that fits; the report says which")
+    fallback_tp: tuple[int, ...] = spec_field(default=(2, 4, 8), unit="count", ge=1, le=MAX_DEGREE, max_items=MAX_FALLBACKS, doc="TP degrees a stage's plan search tries (with sequence parallelism) when its plan does not fit")
+    fallback_cp: tuple[int, ...] = spec_field(default=(2, 4, 8), unit="count", ge=1, le=MAX_DEGREE, max_items=MAX_FALLBACKS, doc="Context-parallel degrees a stage's plan search tries (with each fallback TP degree and recomputation) when its plan does not fit")
+    fallback_schedules: tuple[str, ...] = spec_field(default=("zb1p", "1f1b"), choices=SCHEDULE_NAMES, max_items=MAX_FALLBACKS, doc="Pipeline schedules a stage's plan search falls back to, in order, where the scenario's cannot take the stage's micro-batch count (e.g. too few for DualPipe)")
     claims_basis: str = spec_field("ideal", choices=("ideal", "goodput"), doc="Compare published figures with ideal GPU-hours, or with failure-adjusted ones (V3's 2,664K = 14.8 x 180K is throughput-derived, i.e. ideal)")
 
     def check(self, path: str = "run", source: str | None = None) -> None:

@@ -114,7 +114,6 @@ class Scenario:
             raise ScenarioError("plan.tp", p.tp, f"<= GPUs per node = {self.gpu.gpus_per_node} (TP stays inside a node)", source)
         if m.attention == "gqa" and p.tp > m.num_kv_heads and p.tp % m.num_kv_heads:
             raise ScenarioError("plan.tp", p.tp, f"a divisor or multiple of model.num_kv_heads = {m.num_kv_heads}", source)
-        self._check_inapplicable(source)
         if p.cp > 1 and w.seq_len % (2 * p.cp):
             raise ScenarioError("plan.cp", p.cp, f"a degree with workload.seq_len = {w.seq_len} a multiple of 2 x plan.cp "
                                 "(each rank holds two balanced halves of the causal sequence)", source)
@@ -128,6 +127,7 @@ class Scenario:
                 raise ScenarioError("plan.ep", p.ep, f"a divisor of model.num_routed_experts = {m.num_routed_experts}", source)
         elif p.ep != 1:
             raise ScenarioError("plan.ep", p.ep, f"1 for a dense model (model {m.name!r} has no routed experts to spread)", source)
+        self._check_inapplicable(source)
         per_pipeline = dp * p.micro_batch_seqs
         if w.global_batch_seqs % per_pipeline:
             raise ScenarioError("workload.global_batch_seqs", w.global_batch_seqs,

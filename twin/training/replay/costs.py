@@ -59,7 +59,7 @@ def evaluate(sc: Scenario, runs: list[StageRun], time_scale: list[float] | None 
         en = costmodel.energy_of(wall, n_gpus, gpu.gpus_per_node, gpu.tdp_w, r.util_frac, sc.energy, inputs.pue)
         full = r.full_step
         row.update(
-            steps=r.steps, plan={k: getattr(s.plan, k) for k in ("tp", "pp", "ep", "micro_batch_seqs", "recompute", "schedule")},
+            steps=r.steps, plan={k: getattr(s.plan, k) for k in ("tp", "cp", "pp", "ep", "micro_batch_seqs", "recompute", "schedule", "sequence_parallel")},
             dp=s.dp, num_gpus=n_gpus, step_time_s=full.step_time_s, bubble_frac=full.bubble_frac,
             memory_per_gpu_bytes=full.memory_per_gpu_bytes, wall_s=wall, wall_days=wall / SECONDS_PER_DAY,
             gpu_hours=gh, gpu_hours_goodput=gh / ettr, wall_days_goodput=wall / ettr / SECONDS_PER_DAY,

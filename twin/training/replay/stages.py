@@ -4,8 +4,11 @@ Each stage of [run] is simulated with the step twin. Steps with the same shape (
 batch, plan, perturbation) are simulated once and cached (StepCache); along a batch ramp a few
 batch sizes (`run.ramp_knots`) are simulated and the step time is interpolated linearly in the
 number of micro-batches between them (a pipeline's step time is affine in it once the pipeline is
-full). A stage whose plan does not fit tries the scenario's fallbacks (full recomputation, larger
-TP, other schedules) in order and records why each earlier one failed.
+full). A stage whose plan does not fit searches the scenario's fallbacks: every combination of a
+larger TP degree (with sequence parallelism), a context-parallel degree and full recomputation,
+each on the scenario's schedule or, where that cannot take the stage's micro-batch count, the
+first fallback schedule that can; every option that fits is simulated and the fastest step runs.
+The stage records the plan that ran, how many fitted, and why the others did not.
 """
 
 from __future__ import annotations
@@ -100,42 +103,64 @@ def _simulate_job(step_fn, sc: Scenario, perturb: Perturb):
 
 # --------------------------------------------------------------------------- stages
 
-def _plan_for(sc: Scenario, stage, tp: int | None = None, recompute=None):
-    over = {k: getattr(stage, k) for k in ("tp", "pp", "ep", "micro_batch_seqs", "recompute") if getattr(stage, k) is not None}
-    if tp is not None:
-        over["tp"] = tp
-    if isinstance(recompute, tuple):  # (recompute, schedule)
-        recompute, over["schedule"] = recompute
-    if recompute is not None:
-        over["recompute"] = recompute
+STAGE_FIELDS = ("tp", "pp", "ep", "micro_batch_seqs", "recompute")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One plan a stage may run: changes to the scenario's plan (after the stage's own overrides)."""
+
+    label: str
+    changes: tuple[tuple[str, Any], ...] = ()
+
+
+def _plan_for(sc: Scenario, stage, option: Option = Option("")):
+    over = {k: getattr(stage, k) for k in STAGE_FIELDS if getattr(stage, k) is not None}
+    over.update(dict(option.changes))
     return dataclasses.replace(sc.plan, **over)
 
 
-def stage_scenario(sc: Scenario, stage, batch_seqs: int | None = None, tp: int | None = None,
-                   recompute=None) -> Scenario:
+def stage_scenario(sc: Scenario, stage, batch_seqs: int | None = None, option: Option = Option("")) -> Scenario:
     """The scenario of one step of `stage` (raises ScenarioError if its plan does not fit)."""
     workload = dataclasses.replace(sc.workload, seq_len=stage.seq_len,
                                    global_batch_seqs=batch_seqs or stage.global_batch_seqs)
-    return replace(sc, plan=_plan_for(sc, stage, tp, recompute), workload=workload)
+    return replace(sc, plan=_plan_for(sc, stage, option), workload=workload)
 
 
-def _candidates(sc: Scenario, stage) -> list[tuple[int | None, str | None, str]]:
+def _base_option(sc: Scenario, stage) -> Option:
+    return Option("the scenario's plan" + (" with the stage's overrides" if any(
+        getattr(stage, k) is not None for k in STAGE_FIELDS) else ""))
+
+
+def _search_options(sc: Scenario, stage) -> list[list[Option]]:
+    """The plans a stage searches when its own does not fit: each a list of the same plan on the
+    scenario's schedule and then on each fallback schedule (the first that can take the stage's
+    micro-batch count is used). Larger TP degrees run with sequence parallelism (Megatron's
+    advice: the same traffic, activations split over TP); context parallelism uses a ring."""
     base_tp = stage.tp or sc.plan.tp
-    out = [(None, None, "the scenario's plan" + (" with the stage's overrides" if any(
-        getattr(stage, k) is not None for k in ("tp", "pp", "ep", "micro_batch_seqs", "recompute")) else ""))]
-    if not sc.run.plan_search:
-        return out
-    if (stage.recompute or sc.plan.recompute) != "full":
-        out.append((None, "full", "full recomputation"))
-    for tp in sc.run.fallback_tp:
-        if tp > base_tp and tp <= sc.gpu.gpus_per_node:
-            out.append((tp, None, f"tp={tp}"))
-            out.append((tp, "full", f"tp={tp} with full recomputation"))
-    base_sched = sc.plan.schedule
-    for sched in sc.run.fallback_schedules:
-        if sched != base_sched:
-            for tp in (None, *[t for t in sc.run.fallback_tp if t > base_tp and t <= sc.gpu.gpus_per_node]):
-                out.append((tp, ("full", sched), f"schedule {sched}" + (f", tp={tp}" if tp else "") + ", full recomputation"))
+    base_rc = stage.recompute or sc.plan.recompute
+    tps = [None] + [t for t in sc.run.fallback_tp if base_tp < t <= sc.gpu.gpus_per_node]
+    cps = [None] + [c for c in sc.run.fallback_cp if c > sc.plan.cp]
+    rcs = [None] + (["full"] if base_rc != "full" else [])
+    schedules = [None] + [x for x in sc.run.fallback_schedules if x != sc.plan.schedule]
+    out = []
+    for tp in tps:
+        for cp in cps:
+            for rc in rcs:
+                if tp is None and cp is None and rc is None:
+                    continue   # the scenario's own plan, tried first
+                changes, words = [], []
+                if tp is not None:
+                    changes += [("tp", tp), ("sequence_parallel", True)]
+                    words.append(f"tp={tp} with sequence parallelism")
+                if cp is not None:
+                    changes.append(("cp", cp))
+                    words.append(f"cp={cp}")
+                if rc is not None:
+                    changes.append(("recompute", rc))
+                    words.append(f"{rc} recomputation")
+                out.append([Option(", ".join(w for w in (f"schedule {x}" if x else "",) + tuple(words) if w),
+                                   tuple(changes) + ((("schedule", x),) if x else ())) for x in schedules])
     return out
 
 
@@ -149,21 +174,54 @@ class StagePlan:
     tried: list[str] = field(default_factory=list)
 
 
+def _try(sc: Scenario, stage, option: Option, cache: StepCache) -> Scenario:
+    """The stage's scenario under `option`, simulated once (raises ScenarioError or InfeasiblePlan)."""
+    s = stage_scenario(sc, stage, option=option)
+    if stage.batch_ramp_start_seqs:
+        unit = s.dp * s.plan.micro_batch_seqs
+        if stage.batch_ramp_start_seqs < unit:
+            raise ScenarioError("batch_ramp_start_seqs", stage.batch_ramp_start_seqs, f">= dp x micro_batch_seqs = {unit}")
+    cache.step(s)
+    return s
+
+
+def _why(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, InfeasiblePlan) else str(exc)
+
+
 def resolve_stage(sc: Scenario, stage, cache: StepCache) -> StagePlan:
-    tried = []
-    for tp, rc, label in _candidates(sc, stage):
-        try:
-            s = stage_scenario(sc, stage, tp=tp, recompute=rc)
-            if stage.batch_ramp_start_seqs:
-                unit = s.dp * s.plan.micro_batch_seqs
-                if stage.batch_ramp_start_seqs < unit:
-                    raise ScenarioError("batch_ramp_start_seqs", stage.batch_ramp_start_seqs, f">= dp x micro_batch_seqs = {unit}")
-            cache.step(s)
-            return StagePlan(stage, s, label if not tried else f"{label} (fallback: {'; '.join(tried)})", tried)
-        except (InfeasiblePlan, ScenarioError) as exc:
-            reason = exc.reason if isinstance(exc, InfeasiblePlan) else str(exc)
-            tried.append(f"{label} does not fit: {reason}")
-    return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
+    """The plan a stage runs: the scenario's own if it fits; else, with run.plan_search, the
+    fastest of the search options that fit (the same step simulation as every stage)."""
+    base = _base_option(sc, stage)
+    try:
+        return StagePlan(stage, _try(sc, stage, base, cache), base.label, [])
+    except (InfeasiblePlan, ScenarioError) as exc:
+        tried = [f"{base.label} does not fit: {_why(exc)}"]
+    if not sc.run.plan_search:
+        return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
+    fits: list[tuple[float, int, Scenario, str]] = []
+    for i, variants in enumerate(_search_options(sc, stage)):
+        reason = None
+        for option in variants:
+            try:
+                s = _try(sc, stage, option, cache)
+            except ScenarioError as exc:   # e.g. this schedule can't take the micro-batch count: the next one
+                reason = _why(exc)
+                continue
+            except InfeasiblePlan as exc:   # out of memory: another schedule would not help
+                reason = _why(exc)
+                break
+            fits.append((cache.step(s).step_time_s, i, s, option.label))
+            reason = None
+            break
+        if reason is not None:
+            tried.append(f"{variants[0].label} does not fit: {reason}")
+    if not fits:
+        return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
+    step_s, _, s, label = min(fits, key=lambda f: (f[0], f[1]))
+    note = (f"{label} (fallback: fastest of {len(fits)} plans that fit, {step_s:.3g} s per step; "
+            f"{'; '.join(tried)})")
+    return StagePlan(stage, s, note, tried)
 
 
 def _ramp_levels(b0: int, b1: int, ramp_tokens: float, unit: int) -> list[tuple[int, float]]:
