@@ -1,0 +1,164 @@
+"""TP/SP, CP, interleaving and ZeRO-3 in the step twin, on a tiny dense model: behaviour and
+formulas, not fixed figures."""
+
+import dataclasses
+import json
+
+import pytest
+
+from twin.cli.main import main
+from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.scenario import from_dict
+from twin.core.specs import ParallelPlan
+from twin.costs.memory import activation_bytes, activation_bytes_per_token
+from twin.costs.profile import load_profile
+from twin.training.results import Perturb
+from twin.training.step import simulate_step
+
+DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
+         "attention": "gqa", "num_kv_heads": 8, "head_dim": 64, "intermediate_size": 4096, "num_dense_layers": 4}
+
+
+def scenario(model=None, dp=2, seq_len=4096, **plan):
+    """A training scenario of `model` (default DENSE) on dp pipelines of tp x cp x pp H100s."""
+    p = {"tp": 1, "pp": 2, "ep": 1, "schedule": "1f1b", "gemm_precision": "bf16", "recompute": "selective", **plan}
+    gpus = p["tp"] * p.get("cp", 1) * p["pp"] * dp
+    return from_dict({"name": "t", "model": model or DENSE, "cluster": {"gpu": "h100", "num_gpus": gpus},
+                      "plan": p, "workload": {"seq_len": seq_len, "global_batch_seqs": 16}})
+
+
+def step(sc, **kw):
+    return simulate_step(sc, record_events=False, **kw)
+
+
+def tp_time(r, prefix="tp_"):
+    return sum(v for k, v in r.op_time_s.items() if k.startswith(prefix))
+
+
+def test_tp_communication_present_and_growing_with_tp():
+    assert tp_time(step(scenario(tp=1))) == 0
+    times = [tp_time(step(scenario(tp=tp))) for tp in (2, 4, 8)]
+    # the same activations all-reduced over more ranks: 2(n-1)/n of them per rank grows with n
+    assert 0 < times[0] < times[1] < times[2]
+    r = step(scenario(tp=4))
+    assert {"tp_all_reduce", "tp_all_reduce_bwd"} <= set(r.op_time_s) and r.exposed_comm_frac > 0
+
+
+def test_sequence_parallel_moves_the_same_bytes_and_splits_activations():
+    plain, sp = step(scenario(tp=4)), step(scenario(tp=4, sequence_parallel=True))
+    assert "tp_all_reduce" in plain.op_time_s and "tp_all_reduce" not in sp.op_time_s
+    assert {"tp_all_gather", "tp_reduce_scatter", "tp_all_gather_bwd", "tp_reduce_scatter_bwd"} <= set(sp.op_time_s)
+    # all-reduce = reduce-scatter + all-gather: the same bus traffic and ring steps
+    assert tp_time(sp) == pytest.approx(tp_time(plain), rel=1e-9)
+    assert sp.memory_breakdown_bytes["activations"] < plain.memory_breakdown_bytes["activations"]
+    # norms and residual adds run on 1/tp of the tokens
+    assert sp.op_time_s["attn_fwd"] < plain.op_time_s["attn_fwd"]
+
+
+def test_sp_activation_memory_by_hand():
+    p1 = ParallelPlan(tp=1, ep=1, recompute="full")
+    sp = dataclasses.replace(p1, tp=4, sequence_parallel=True)
+    m = scenario().model
+    # full recomputation keeps the block input (d BF16 per token): split over TP only with SP
+    assert activation_bytes(m, True, p1, 100) == 100 * activation_bytes_per_token(m, True, p1) == 100 * 1024 * 2
+    assert activation_bytes(m, True, sp, 100) == 100 * 1024 * 2 / 4
+    assert activation_bytes(m, True, dataclasses.replace(sp, sequence_parallel=False), 100) == 100 * 1024 * 2
+
+
+def test_tp_comm_overlap_hides_collectives_behind_gemms():
+    exposed = step(scenario(tp=8, sequence_parallel=True))
+    hidden = step(scenario(tp=8, sequence_parallel=True, tp_comm_overlap=True))
+    assert tp_time(hidden) < tp_time(exposed) and hidden.step_time_s < exposed.step_time_s
+
+
+def test_measured_collectives_by_hand():
+    # pp=1, 1F1B: 4 micro-batches (16 sequences / dp 4), 4 layers, 2 parts each, one all-reduce per part
+    sc = scenario(tp=2, pp=1, dp=4)
+    prof = dataclasses.replace(load_profile("h100"), collectives={
+        "all_reduce": {"latency_s": 1e-5, "bus_bytes_per_s": 2e11, "source": "test"}})
+    r = step(sc, profile=prof)
+    one = 1e-5 + 1.0 * (4096 * 1024 * 2) / 2e11     # 2(n-1)/n = 1 at n = 2; BF16 activations of 4,096 tokens
+    assert r.op_time_s["tp_all_reduce"] == pytest.approx(4 * 4 * 2 * one, rel=1e-9)
+    assert r.op_time_s["tp_all_reduce_bwd"] == pytest.approx(4 * 4 * 2 * one, rel=1e-9)
+
+
+def test_context_parallel_halves_activations_and_sets_dp():
+    one, two = scenario(tp=2, dp=2), scenario(tp=2, cp=2, dp=1)
+    assert one.cluster.num_gpus == two.cluster.num_gpus and two.dp == two.cluster.num_gpus // (2 * 2 * 2)
+    a, b = step(one), step(two)
+    assert b.memory_breakdown_bytes["activations"] == pytest.approx(a.memory_breakdown_bytes["activations"] / 2, rel=1e-12)
+    assert b.memory_breakdown_bytes["comm_buffers"] > a.memory_breakdown_bytes["comm_buffers"]   # K/V chunks in flight
+
+
+def test_ring_exchange_exposed_only_when_longer_than_attention():
+    # at 64K tokens a rank's 16K-token K/V chunk (32 MB) crosses NVLink faster than the attention of
+    # one chunk (a quarter of the core) runs; at 4K the attention is too short to hide it
+    long = step(scenario(cp=4, dp=1, seq_len=65536))
+    assert "cp_ring_kv" not in long.op_time_s and "cp_ring_kv_bwd" not in long.op_time_s
+    short = step(scenario(cp=4, dp=1))
+    slow = step(scenario(cp=4, dp=1), perturb=Perturb(link_bw_scale=0.1))
+    assert 0 < short.op_time_s["cp_ring_kv"] < slow.op_time_s["cp_ring_kv"]
+    gather = step(scenario(cp=4, dp=1, cp_kind="allgather"))
+    assert gather.op_time_s["cp_all_gather_kv"] > 0 and gather.op_time_s["cp_reduce_scatter_kv"] > 0
+
+
+def test_ep_is_drawn_from_data_and_context_parallel_ranks():
+    tiny = {"name": "tiny"}
+    sc = scenario(tiny, tp=1, pp=1, cp=2, dp=2, ep=4, gemm_precision="fp8")   # 2 x 2 ranks hold different tokens
+    assert sc.dp == 2 and sc.plan.held_comm_sms == 20
+    with pytest.raises(ScenarioError, match=r"plan.ep.*data-parallel x context-parallel x tensor-parallel ranks = 2 x 1 x 1"):
+        scenario(tiny, tp=1, pp=1, cp=1, dp=2, ep=4)
+
+
+def test_zero3_shards_weights_and_gathers_per_block():
+    z1, z3 = scenario(pp=1, dp=8, zero_stage=1), scenario(pp=1, dp=8, zero_stage=3)
+    a, b = step(z1), step(z3)
+    assert b.memory_breakdown_bytes["weights"] == pytest.approx(a.memory_breakdown_bytes["weights"] / 8)
+    assert b.memory_breakdown_bytes["fsdp_gathered"] > 0 and "fsdp_gathered" not in a.memory_breakdown_bytes
+    assert {"fsdp_all_gather", "fsdp_reduce_scatter"} <= set(b.op_time_s)
+    assert b.op_time_s["dp_reduce_scatter"] == 0   # reduced block by block instead
+    slow = step(z3, perturb=Perturb(link_bw_scale=0.1))
+    assert slow.exposed_comm_frac > b.exposed_comm_frac
+
+
+def test_interleaving_shrinks_the_bubble():
+    plain = step(scenario(pp=2, dp=1))
+    inter = step(scenario(pp=2, dp=1, schedule="interleaved-1f1b", virtual_stages=2))
+    assert inter.bubble_frac < plain.bubble_frac
+
+
+def test_comm_sms_default_follows_expert_parallelism():
+    assert scenario().plan.held_comm_sms == 0 and scenario().plan.comm_sms is None
+    assert ParallelPlan(ep=64).held_comm_sms == 20 and ParallelPlan(ep=1).held_comm_sms == 0
+    assert ParallelPlan(ep=64, comm_sms=8).held_comm_sms == 8 and ParallelPlan(ep=1, comm_sms=8).held_comm_sms == 8
+    # a dense model's compute keeps every SM
+    assert step(scenario()).step_time_s < step(scenario(), perturb=Perturb(compute_eff_scale=112 / 132)).step_time_s
+
+
+@pytest.mark.parametrize("setting,field", [
+    ("plan.sequence_parallel=true", "plan.sequence_parallel"),
+    ("plan.tp_comm_overlap=true", "plan.tp_comm_overlap"),
+    ("plan.cp_kind='allgather'", "plan.cp_kind"),
+    ("plan.virtual_stages=2", "plan.virtual_stages"),
+    ("plan.ep=8", "plan.ep"),
+    ("plan.comm_sms=20", "plan.comm_sms"),
+    ("plan.cp=3", "plan.cp"),
+])
+def test_inapplicable_plan_fields_exit_2_naming_the_field(tmp_path, capsys, setting, field):
+    path = tmp_path / "s.toml"
+    path.write_text('[model]\nname = "llama3-8b"\n[cluster]\ngpu = "h100"\nnum_gpus = 48\n'
+                    '[plan]\ntp = 1\npp = 2\nep = 1\nschedule = "1f1b"\n[workload]\nseq_len = 4096\nglobal_batch_seqs = 24\n')
+    assert main(["step", str(path), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {field}") and "Traceback" not in err
+
+
+def test_activations_that_do_not_fit_exit_3_with_breakdown(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["step", "--set", "model.name='llama3-70b'", "--set", "cluster.gpu='h100'", "--set", "cluster.num_gpus=16",
+            "--set", "plan.ep=1", "--set", "plan.comm_sms=0", "--set", "plan.pp=2", "--set", "plan.tp=8",
+            "--set", "plan.schedule='1f1b'", "--set", "workload.seq_len=131072", "--set", "workload.global_batch_seqs=4",
+            "--json", str(out)]
+    assert main(args) == 3
+    data = json.loads(out.read_text())
+    assert data["feasible"] is False and data["memory_breakdown_bytes"]["activations"] > 80e9
