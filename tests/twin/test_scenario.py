@@ -21,12 +21,12 @@ def test_default_scenario_resolves_v3_layout(v3):
 
 
 @pytest.mark.parametrize("override, pattern", [
-    ("plan.pp=7", r"cluster.num_gpus.*got 2048.*multiple of plan.tp \* plan.pp = 1 \* 7 = 7"),
+    ("plan.pp=7", r"cluster.num_gpus.*got 2048.*multiple of plan.tp \* plan.cp \* plan.pp = 1 \* 1 \* 7 = 7"),
     ("plan.foo=1", r"plan.foo.*known keys: .*comm_sms"),
     ("plan.schedule='gpipe'", r"plan.schedule.*'gpipe'.*one of '1f1b', 'zb1p', 'dualpipe', 'dualpipev'"),
     ("cluster.num_gpus=0", r"cluster.num_gpus.*got 0.*integer >= 1"),
     ("workload.seq_len='long'", r"workload.seq_len.*'long'.*integer"),
-    ("plan.ep=3", r"plan.ep.*got 3.*divisor of data-parallel x tensor-parallel ranks = 128 x 1 = 128"),
+    ("plan.ep=3", r"plan.ep.*got 3.*divisor of data-parallel x context-parallel x tensor-parallel ranks = 128 x 1 x 1 = 128"),
     ("cluster.gpu='a100'", r"cluster.gpu.*'a100'.*one of b200, h100, h200, h800"),
     ("workload.global_batch_seqs=100", r"workload.global_batch_seqs.*got 100.*multiple of .* 128 x 1 = 128"),
     ("model.top_k=300", r"model.top_k.*300.*1..num_routed_experts = 256"),

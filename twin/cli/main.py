@@ -282,9 +282,10 @@ def _check_schedule_args(args) -> None:
     """`twin schedule` simulates pp x micro-batches ops: bound their product too."""
     ops = args.pp * args.microbatches * args.virtual_stages
     if ops > MAX_SCHEDULE_RANK_MICROBATCHES:
+        v = args.virtual_stages
         raise ScenarioError("--microbatches", args.microbatches,
-                            f"--pp x --microbatches x --virtual-stages <= {MAX_SCHEDULE_RANK_MICROBATCHES:,} "
-                            f"(now {args.pp:,} x {args.microbatches:,} x {args.virtual_stages:,} = {ops:,})")
+                            f"--pp x --microbatches{' x --virtual-stages' if v > 1 else ''} <= {MAX_SCHEDULE_RANK_MICROBATCHES:,} "
+                            f"(now {args.pp:,} x {args.microbatches:,}{f' x {v:,}' if v > 1 else ''} = {ops:,})")
     try:
         check_virtual_stages(args.name, args.virtual_stages)
     except ScenarioError as exc:

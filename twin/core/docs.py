@@ -21,15 +21,16 @@ command line with `--set section.field=value` (the value is read as TOML: `--set
 to override it; a name that is not in the catalog defines a model inline and then needs every
 required field. Every output directory holds the resolved scenario it was computed from.
 
-Derived quantities: data-parallel degree `dp = cluster.num_gpus / (plan.tp * plan.pp)`;
+Derived quantities: data-parallel degree `dp = cluster.num_gpus / (plan.tp * plan.cp * plan.pp)`;
 micro-batches per step `workload.global_batch_seqs / (dp * plan.micro_batch_seqs)`.
 
 Limits. Every number must be finite (`inf` and `nan` are refused). Every count and size has an
 upper bound and every list a maximum length (the "allowed" column): far beyond any real model or
 cluster, but small enough that a typo cannot start hours of simulation. A training step is also
 bounded as a whole: the step twin simulates about `plan.pp x micro-batches per pipeline x passes
-x blocks per stage x {tasks}` tasks (passes: 2 for `dualpipev`, else 1; blocks per stage:
-`ceil(model.num_layers / stages) + model.num_mtp_modules`), and a scenario above {limit:,} tasks is
+x blocks per stage x {tasks}` tasks (passes: 2 for `dualpipev`, `plan.virtual_stages` for
+`interleaved-1f1b`, else 1; blocks per stage: `ceil(model.num_layers / stages) +
+model.num_mtp_modules`), and a scenario above {limit:,} tasks is
 refused, naming `workload.global_batch_seqs` or `model.num_layers` with the numbers (the default
 V3 step: 16 x 120 x 1 x 5 x 16 = 153,600). TOML nested deeper than {depth} levels is refused
 before it is read.

@@ -120,4 +120,4 @@ def test_invalid_inputs_name_the_field(name, pp, n, field, allowed):
 
 
 def test_schedule_names():
-    assert SCHEDULE_NAMES == ("1f1b", "zb1p", "dualpipe", "dualpipev")
+    assert SCHEDULE_NAMES == ("1f1b", "zb1p", "dualpipe", "dualpipev", "interleaved-1f1b")
