@@ -174,13 +174,19 @@ class StagePlan:
     tried: list[str] = field(default_factory=list)
 
 
-def _try(sc: Scenario, stage, option: Option, cache: StepCache) -> Scenario:
-    """The stage's scenario under `option`, simulated once (raises ScenarioError or InfeasiblePlan)."""
+def _checked(sc: Scenario, stage, option: Option) -> Scenario:
+    """The stage's scenario under `option`, checked (raises ScenarioError)."""
     s = stage_scenario(sc, stage, option=option)
     if stage.batch_ramp_start_seqs:
         unit = s.dp * s.plan.micro_batch_seqs
         if stage.batch_ramp_start_seqs < unit:
             raise ScenarioError("batch_ramp_start_seqs", stage.batch_ramp_start_seqs, f">= dp x micro_batch_seqs = {unit}")
+    return s
+
+
+def _try(sc: Scenario, stage, option: Option, cache: StepCache) -> Scenario:
+    """The stage's scenario under `option`, simulated once (raises ScenarioError or InfeasiblePlan)."""
+    s = _checked(sc, stage, option)
     cache.step(s)
     return s
 
@@ -199,28 +205,53 @@ def resolve_stage(sc: Scenario, stage, cache: StepCache) -> StagePlan:
         tried = [f"{base.label} does not fit: {_why(exc)}"]
     if not sc.run.plan_search:
         return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
-    fits: list[tuple[float, int, Scenario, str]] = []
-    for i, variants in enumerate(_search_options(sc, stage)):
-        reason = None
+    # each option on the first schedule that takes the stage's micro-batch count (checking a
+    # scenario is cheap); their steps are then simulated together (a process pool where there are
+    # cores), and the fastest that fits runs
+    chosen: list[tuple[Option, Scenario | None, str]] = []
+    for variants in _search_options(sc, stage):
+        picked, reason = None, ""
         for option in variants:
             try:
-                s = _try(sc, stage, option, cache)
-            except ScenarioError as exc:   # e.g. this schedule can't take the micro-batch count: the next one
-                reason = _why(exc)
-                continue
-            except InfeasiblePlan as exc:   # out of memory: another schedule would not help
-                reason = _why(exc)
+                picked = (option, _checked(sc, stage, option), "")
                 break
-            fits.append((cache.step(s).step_time_s, i, s, option.label))
-            reason = None
-            break
-        if reason is not None:
-            tried.append(f"{variants[0].label} does not fit: {reason}")
+            except ScenarioError as exc:
+                reason = _why(exc)
+        chosen.append(picked or (variants[0], None, reason))
+    # full recomputation only adds work: where the same plan fits without it, it is slower and is
+    # not simulated (the search then costs about half the steps)
+    def lighter(option: Option) -> tuple | None:
+        changes = dict(option.changes)
+        if changes.get("recompute") != "full":
+            return None
+        return tuple((k, v) for k, v in option.changes if k not in ("recompute", "schedule"))
+    first = [(o, s) for o, s, _ in chosen if s is not None and lighter(o) is None]
+    cache.prefetch([(s, Perturb()) for _, s in first])
+    fitting = set()
+    for o, s in first:
+        try:
+            cache.step(s)
+            fitting.add(tuple((k, v) for k, v in o.changes if k != "schedule"))
+        except (InfeasiblePlan, ScenarioError):
+            pass
+    cache.prefetch([(s, Perturb()) for o, s, _ in chosen if s is not None and lighter(o) is not None
+                    and lighter(o) not in fitting])
+    fits: list[tuple[float, int, Scenario, str]] = []
+    for i, (option, s, reason) in enumerate(chosen):
+        if s is not None and lighter(option) in fitting:
+            continue   # dominated: the same plan without full recomputation fits
+        if s is not None:
+            try:
+                fits.append((cache.step(s).step_time_s, i, s, option.label))
+                continue
+            except (InfeasiblePlan, ScenarioError) as exc:
+                reason = _why(exc)
+        tried.append(f"{option.label} does not fit: {reason}")
     if not fits:
         return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
     step_s, _, s, label = min(fits, key=lambda f: (f[0], f[1]))
-    note = (f"{label} (fallback: fastest of {len(fits)} plans that fit, {step_s:.3g} s per step; "
-            f"{'; '.join(tried)})")
+    note = (f"{label} (fallback: fastest of {len(fits)} plans that fit, {step_s:.3g} s per step, the same plans "
+            f"with full recomputation being slower; {'; '.join(tried)})")
     return StagePlan(stage, s, note, tried)
 
 

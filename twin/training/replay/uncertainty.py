@@ -172,9 +172,10 @@ def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict, 
 
 
 def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache, tick=lambda: None) -> list[dict]:
-    """Cost against cluster size: at each size the plan of each large stage is resolved again (same
-    plan, DP scaled, the fallbacks if it no longer fits) and its full-batch step simulated; the stage's
-    wall time is scaled by the step-time ratio to the base run (small stages reuse the largest's)."""
+    """Cost against cluster size: at each size each large stage keeps the plan it ran (DP scaled),
+    or where that no longer fits resolves its plan again (the scenario's, else the plan search),
+    and its full-batch step is simulated; the stage's wall time is scaled by the step-time ratio to
+    the base run (small stages reuse the largest's)."""
     rows = []
     jobs = _ratio_jobs(runs)
     big = sorted(set(jobs.values()))
@@ -195,6 +196,12 @@ def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache, tick=lambda
         scn = at_size(sc, n)
         ratios, reason = {}, ""
         for j in big:
+            try:   # the plan the stage ran, DP scaled
+                kept = replace(runs[j].plan.scenario, cluster=dataclasses.replace(runs[j].plan.scenario.cluster, num_gpus=n))
+                ratios[j] = cache.step(kept).step_time_s / runs[j].full_step.step_time_s
+                continue
+            except (ScenarioError, InfeasiblePlan):
+                pass
             sp = resolve_stage(scn, runs[j].plan.stage, cache)
             if sp.scenario is None:
                 reason = f"{runs[j].plan.stage.name}: {sp.note}"
