@@ -155,10 +155,13 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
 FSDP_RESIDENT_BLOCKS = 2
 
 
-def fsdp_working_set_bytes(largest_block: RankParams) -> float:
-    """ZeRO-3's unsharded working set: FSDP_RESIDENT_BLOCKS blocks of BF16 parameters as this rank
-    holds them after the all-gather (its TP/EP share), plus one block of FP32 gradients."""
-    return largest_block.total * (FSDP_RESIDENT_BLOCKS * WEIGHT_BYTES + GRAD_BYTES)
+def fsdp_working_set_bytes(params: RankParams, resident_blocks: int = FSDP_RESIDENT_BLOCKS) -> float:
+    """ZeRO-3's unsharded working set: `resident_blocks` copies of `params` (the largest block; or
+    with pipeline parallelism, where a stage stays gathered through the step, all of the rank's
+    blocks once) in BF16 as this rank holds them after the all-gather (its TP/EP share), plus
+    their unsharded FP32 gradients (one block's; with PP the stage's, accumulated until the last
+    micro-batch's reduce-scatter)."""
+    return params.total * (resident_blocks * WEIGHT_BYTES + GRAD_BYTES)
 
 
 # ---------------------------------------------------------------------------------------------

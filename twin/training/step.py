@@ -22,7 +22,8 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   `cp_reduce_scatter_kv` (all-gather variant, exposed).
 - ZeRO-3 / FSDP: `fsdp_all_gather` of each block's parameters before its forward and backward and
   `fsdp_reduce_scatter` of its gradients after its backward, prefetched one block ahead (FSDP2):
-  only the part longer than the previous block's computation is exposed.
+  only the part longer than the previous block's computation is exposed. With pipeline
+  parallelism a stage gathers once per step and reduce-scatters once (StepCosts.fsdp_flags).
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ class StepCosts:
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
         self.fsdp_ranks = (sc.dp * p.cp, max(1, sc.dp * p.cp * p.tp // p.ep))
         self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
+        self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
+                                                       if self.fsdp else ({}, {}))
 
     def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
         return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
@@ -379,7 +382,9 @@ class StepCosts:
         return blocks
 
     @functools.cache
-    def _chain(self, stage: int, kind: str) -> tuple[Task, ...]:
+    def _chain(self, stage: int, kind: str, gather: bool = False, scatter: bool = False) -> tuple[Task, ...]:
+        """A stage's tasks for one op kind; with ZeRO-3, `gather`/`scatter` add the blocks'
+        parameter all-gathers and gradient reduce-scatters (StepCosts.fsdp_flags says when)."""
         blocks = self.stage_ops(stage)
         if kind == "F":
             per_block = [self._forward_tasks(ops) for ops in blocks]
@@ -387,33 +392,73 @@ class StepCosts:
             per_block = [self._backward_tasks(ops, with_weight=kind == "BW") for ops in reversed(blocks)]
         else:   # W
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
-        if self.fsdp:
+        if gather or scatter:
             fsdp = self._fsdp_s(stage)
             # the head/MTP block of the last stage is sharded too, but small: it is not gathered here
             fsdp = fsdp + [(0.0, 0.0)] * (len(per_block) - len(fsdp))
             if kind != "F":
                 fsdp = fsdp[::-1]
-            tasks = self._with_fsdp(per_block, fsdp, gather=kind != "W", scatter=kind in ("BW", "W"))
+            tasks = self._with_fsdp(per_block, fsdp, gather, scatter)
         else:
             tasks = [t for block in per_block for t in block]
         return tuple(_merge(tasks))
 
     @functools.cache
-    def _op_chains(self, stage_f: int | None, stage_b: int | None, kind: str, b_split: bool):
+    def _op_chains(self, stage_f: int | None, stage_b: int | None, kind: str, b_split: bool,
+                   flags: tuple[bool, bool, bool, bool] = (False, False, False, False)):
+        """flags: ZeRO-3's (gather, scatter) of the forward part, then of the backward part."""
         if kind == "FB":
-            f = tuple(dataclasses.replace(t, part="F") for t in self._chain(stage_f, "F"))
-            b = tuple(dataclasses.replace(t, part="B") for t in self._chain(stage_b, "B" if b_split else "BW"))
+            f = tuple(dataclasses.replace(t, part="F") for t in self._chain(stage_f, "F", *flags[:2]))
+            b = tuple(dataclasses.replace(t, part="B") for t in self._chain(stage_b, "B" if b_split else "BW", *flags[2:]))
             return (f, b)
-        return (self._chain(stage_f if stage_f is not None else stage_b, kind),)
+        stage = stage_f if stage_f is not None else stage_b
+        return (self._chain(stage, kind, *(flags[:2] if kind == "F" else flags[2:])),)
+
+    def fsdp_flags(self, rank: int, kind: str, part: tuple[int, int] | None) -> tuple[bool, bool]:
+        """(gather, scatter) of ZeRO-3 traffic for the forward ("F") or backward ("B", "BW", "W")
+        of (micro-batch, chunk) `part`. Without pipeline parallelism FSDP2 reshards after every
+        forward and backward and reduces every micro-batch's gradients: each forward and backward
+        gathers, each weight gradient scatters. With it (torchtitan's default
+        reshard_after_forward = not pp_enabled; torch.distributed.pipelining syncs gradients on
+        the last backward only) a stage's parameters are gathered once, at its first forward, and
+        its gradients reduce-scattered once, after its last weight gradient."""
+        if not self.fsdp or part is None:
+            return (False, False)
+        if self.schedule.num_ranks == 1:
+            return (kind in ("F", "B", "BW"), kind in ("BW", "W"))
+        chunk = part[1]
+        if kind == "F":
+            return (part[0] == self._first_forward[rank, chunk], False)
+        return (False, kind in ("BW", "W") and part[0] == self._last_weight_grad[rank, chunk])
 
     def chains(self, rank: int, op: PipeOp):
         s = self.schedule
         if op.kind == "FB":
-            return self._op_chains(s.stage_of(rank, op.chunk), s.stage_of(rank, op.b_chunk), "FB", op.b_split)
-        return self._op_chains(s.stage_of(rank, op.chunk), None, op.kind, False)
+            flags = (self.fsdp_flags(rank, "F", op.forward_part)
+                     + self.fsdp_flags(rank, "B" if op.b_split else "BW", op.backward_part))
+            return self._op_chains(s.stage_of(rank, op.chunk), s.stage_of(rank, op.b_chunk), "FB", op.b_split, flags)
+        part = (op.microbatch, op.chunk)
+        flags = (self.fsdp_flags(rank, "F", part) + (False, False) if op.kind == "F"
+                 else (False, False) + self.fsdp_flags(rank, op.kind, part))
+        return self._op_chains(s.stage_of(rank, op.chunk), None, op.kind, False, flags)
 
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
         return self._p2p_s
+
+
+def _first_forwards_and_last_weight_grads(schedule: Schedule) -> tuple[dict, dict]:
+    """Per (rank, chunk): the micro-batch of its first forward, and of the last op that finishes a
+    weight gradient (BW, W, or an FB pair whose backward is full)."""
+    first, last = {}, {}
+    for rank, program in enumerate(schedule.programs):
+        for op in program:
+            if op.forward_part is not None:
+                first.setdefault((rank, op.forward_part[1]), op.forward_part[0])
+            if op.kind in ("BW", "W"):
+                last[rank, op.chunk] = op.microbatch
+            elif op.kind == "FB" and not op.b_split:
+                last[rank, op.b_chunk] = op.b_microbatch
+    return first, last
 
 
 def _merge(tasks: list[Task]) -> list[Task]:
@@ -483,7 +528,12 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             buffers += costs.kv_bytes * (2 if p.cp_kind == "ring" else p.cp)
         if p.tp > 1 and (p.sequence_parallel or m.is_moe):   # a gathered part input, beside its shard
             buffers += costs.tp_bytes
-        gathered = memory.fsdp_working_set_bytes(largest) if p.zero_stage >= 3 else 0.0
+        if p.zero_stage < 3:
+            gathered = 0.0
+        elif p.pp == 1:   # resharded after every forward and backward: a couple of blocks at a time
+            gathered = memory.fsdp_working_set_bytes(largest)
+        else:             # with PP the stage stays gathered through the step (see StepCosts.fsdp_flags)
+            gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense, expert), resident_blocks=1)
         out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered))
     return out
 

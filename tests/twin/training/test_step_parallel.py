@@ -162,3 +162,16 @@ def test_activations_that_do_not_fit_exit_3_with_breakdown(tmp_path, capsys):
     assert main(args) == 3
     data = json.loads(out.read_text())
     assert data["feasible"] is False and data["memory_breakdown_bytes"]["activations"] > 80e9
+
+
+def test_zero3_gathers_per_micro_batch_alone_and_once_per_step_with_pipeline():
+    def fsdp_s(pp, dp, batch):
+        sc = scenario(pp=pp, dp=dp, zero_stage=3)
+        sc = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, global_batch_seqs=batch))
+        r = step(sc, perturb=Perturb(link_bw_scale=0.01))   # slow links: the traffic shows
+        return r.op_time_s.get("fsdp_all_gather", 0.0) + r.op_time_s.get("fsdp_reduce_scatter", 0.0)
+    # without PP (FSDP2 reshards after each forward and backward): twice the micro-batches, twice the traffic
+    assert fsdp_s(1, 4, 32) == pytest.approx(2 * fsdp_s(1, 4, 16), rel=1e-9)
+    # with PP a stage gathers at its first forward and reduce-scatters after its last backward
+    once = fsdp_s(2, 2, 16)
+    assert once > 0 and fsdp_s(2, 2, 32) == pytest.approx(once, rel=1e-9)
