@@ -14,6 +14,7 @@ from twin.costs.memory import activation_bytes, activation_bytes_per_token
 from twin.costs.profile import load_profile
 from twin.training.results import Perturb
 from twin.training.step import simulate_step
+from twin.training.trace import step_trace
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
          "attention": "gqa", "num_kv_heads": 8, "head_dim": 64, "intermediate_size": 4096, "num_dense_layers": 4}
@@ -175,3 +176,10 @@ def test_zero3_gathers_per_micro_batch_alone_and_once_per_step_with_pipeline():
     # with PP a stage gathers at its first forward and reduce-scatters after its last backward
     once = fsdp_s(2, 2, 16)
     assert once > 0 and fsdp_s(2, 2, 32) == pytest.approx(once, rel=1e-9)
+
+
+def test_trace_names_the_tp_cp_and_fsdp_collectives():
+    sc = scenario(tp=2, cp=2, pp=1, dp=2, zero_stage=3, cp_kind="allgather")
+    names = {e["name"] for e in step_trace(sc, simulate_step(sc), granularity="layer")["traceEvents"] if e["ph"] == "X"}
+    assert {"all_reduce(TP)", "all_reduce(TP, B)", "all_gather_kv(CP)", "reduce_scatter_kv(CP, B)",
+            "all_gather(FSDP)", "reduce_scatter(FSDP)"} <= names
