@@ -30,6 +30,7 @@ direction (chunk 0, rank 0 -> PP-1), N/2..N-1 the reverse one (chunk 1, rank PP-
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,7 +237,13 @@ def check_virtual_stages(name: str, virtual_stages: int, source: str | None = No
 
 def build_schedule(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int = 1) -> Schedule:
     """Build the per-rank programs of schedule `name` for `num_ranks` pipeline ranks (with
-    `virtual_stages` model chunks per rank where the schedule interleaves them)."""
+    `virtual_stages` model chunks per rank where the schedule interleaves them). A schedule is
+    immutable, so the last ones built are kept (a scenario check and its step build the same one)."""
+    return _build_schedule(name, num_ranks, num_microbatches, virtual_stages)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_schedule(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int) -> Schedule:
     if name not in SCHEDULES:
         raise ScenarioError("plan.schedule", name, "one of " + ", ".join(SCHEDULES))
     entry = SCHEDULES[name]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import Counter
 
 from twin.costs import comm, compute, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, GEMM_KINDS, Op, OpKind, attention_ops, dense_ffn_ops,
@@ -152,7 +153,15 @@ class StepCosts:
                 raise ScenarioError("plan.comm_sms_told", False, f"true: {exc}") from None
         m = sc.model
         self.layers = stage_layers(m.num_layers, schedule.num_model_stages)
-        self.blocks = [_block_ops(sc, layer, imbalance) for layer in range(m.num_layers)]
+        # blocks with the same kind and routing load have the same ops: build each once
+        built: dict = {}
+        self.blocks = []
+        for layer in range(m.num_layers):
+            load = _layer_load(imbalance, layer)
+            key = (layer < m.num_dense_layers or not m.is_moe, load if isinstance(load, (int, float)) else id(load))
+            if key not in built:
+                built[key] = _block_ops(sc, layer, imbalance)
+            self.blocks.append(built[key])
         last = schedule.num_model_stages - 1
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
@@ -279,7 +288,9 @@ class StepCosts:
         return ([Task("compute", self._compute_s(before, phase), name)] + self._cp_tasks(seg, backward)
                 + [Task("compute", self._compute_s(after, phase), name)])
 
-    def _forward_tasks(self, ops) -> list[Task]:
+    @functools.cache
+    def _forward_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
+        """A block's forward tasks (memoised: the MoE blocks of a model are alike)."""
         tasks = []
         for key, seg in self._segments(ops):
             if key in ALL_TO_ALL_KINDS:
@@ -291,15 +302,16 @@ class StepCosts:
             tasks += self._compute_segment(seg, "fwd", f"{key}_fwd")
             if tp:
                 tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), backward=False)
-        return tasks
+        return tuple(tasks)
 
-    def _backward_tasks(self, ops, with_weight: bool) -> list[Task]:
+    @functools.cache
+    def _backward_tasks(self, ops: tuple[Op, ...], with_weight: bool) -> tuple[Task, ...]:
         """Input-gradient backward of a block (reverse order); with_weight adds each segment's
-        weight gradient right after its input gradient (a full, unsplit backward)."""
+        weight gradient right after its input gradient (a full, unsplit backward). Memoised."""
         recompute = self.sc.plan.recompute
         tasks = []
         if recompute == "full":
-            tasks += [dataclasses.replace(t, name="recompute_" + t.name) for t in self._forward_tasks(ops)]
+            tasks += [dataclasses.replace(t, name="recompute_" + t.name) for t in self._forward_tasks(tuple(ops))]
         segments = self._segments(ops)
         comm_op = {key: seg[0] for key, seg in segments if key in ALL_TO_ALL_KINDS}
         for key, seg in reversed(segments):
@@ -322,11 +334,12 @@ class StepCosts:
                 tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), backward=True)
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
-        return tasks
+        return tuple(tasks)
 
-    def _weight_tasks(self, ops) -> list[Task]:
-        return [Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
-                for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS]
+    @functools.cache
+    def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
+        return tuple(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
+                for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS)
 
     # -- ZeRO-3 / FSDP ---------------------------------------------------------------------------
     @functools.cache
@@ -568,22 +581,18 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
     return pipe.makespan_s - pipe.covered_s[worst], pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
-def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb(),
-                  record_events: bool = True, check_memory: bool = True) -> StepResult:
-    """Simulate one optimizer step of a training scenario. `perturb` moves the uncertain inputs
-    (sensitivity and Monte Carlo runs); `record_events` keeps the per-task event log that traces
-    and Gantt charts need (totals are identical without it)."""
+def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memory: bool
+             ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
+    """A step's schedule, costs and per-rank memory, refusing (InfeasiblePlan) a plan that does not
+    fit: memory needs only the schedule's programs, so a plan that does not fit is refused before
+    its pipeline is simulated (a plan search meets many)."""
     gpu = sc.gpu
     profile = profile or load_profile(gpu.calibrated_as)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
-    link_bw_scale = perturb.link_bw_scale
     imbalance = routing_loads(sc, perturb)
-
     schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches, sc.plan.virtual_stages)
-    costs = StepCosts(sc, schedule, profile, imbalance, link_bw_scale)
-    # memory first: it needs only the schedule's programs, so a plan that does not fit is refused
-    # before its pipeline is simulated (a plan search meets many)
+    costs = StepCosts(sc, schedule, profile, imbalance, perturb.link_bw_scale)
     mems = rank_memory(sc, costs)
     totals = [sum(b.values()) for b in mems]
     worst = max(range(len(totals)), key=totals.__getitem__)
@@ -592,6 +601,37 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
             f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
             f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
             breakdown=mems[worst])
+    return schedule, costs, profile, mems, totals, worst
+
+
+def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb()) -> float:
+    """A lower bound of simulate_step(sc).step_time_s, without simulating the pipeline: the most
+    compute-stream time any rank's program holds (a rank's makespan is at least its compute).
+    Raises InfeasiblePlan exactly as simulate_step does. A plan search simulates its options in
+    the order of this bound and stops once the bound passes the best step found."""
+    schedule, costs, _, _, _, _ = _prepare(sc, profile, perturb, check_memory=True)
+    busiest = 0.0
+    for rank, program in enumerate(schedule.programs):
+        # ops with the same kind and chunks have the same chains (ZeRO-3's first and last ones
+        # differ: there every op is looked at)
+        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
+                          op.b_microbatch if costs.fsdp else 0) for op in program)
+        busy = 0.0
+        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items():
+            op = PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)
+            busy += n * sum(t.duration_s for chain in costs.chains(rank, op) for t in chain if t.stream == "compute")
+        busiest = max(busiest, busy)
+    return busiest
+
+
+def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb(),
+                  record_events: bool = True, check_memory: bool = True) -> StepResult:
+    """Simulate one optimizer step of a training scenario. `perturb` moves the uncertain inputs
+    (sensitivity and Monte Carlo runs); `record_events` keeps the per-task event log that traces
+    and Gantt charts need (totals are identical without it)."""
+    gpu = sc.gpu
+    link_bw_scale = perturb.link_bw_scale
+    schedule, costs, profile, mems, totals, worst = _prepare(sc, profile, perturb, check_memory)
     pipe = simulate_pipeline(schedule, costs, record_events=record_events)
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)

@@ -13,7 +13,7 @@ from twin.core.specs import ParallelPlan
 from twin.costs.memory import activation_bytes, activation_bytes_per_token
 from twin.costs.profile import load_profile
 from twin.training.results import Perturb
-from twin.training.step import simulate_step
+from twin.training.step import simulate_step, step_time_lower_bound_s
 from twin.training.trace import step_trace
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
@@ -183,3 +183,20 @@ def test_trace_names_the_tp_cp_and_fsdp_collectives():
     names = {e["name"] for e in step_trace(sc, simulate_step(sc), granularity="layer")["traceEvents"] if e["ph"] == "X"}
     assert {"all_reduce(TP)", "all_reduce(TP, B)", "all_gather_kv(CP)", "reduce_scatter_kv(CP, B)",
             "all_gather(FSDP)", "reduce_scatter(FSDP)"} <= names
+
+
+@pytest.mark.parametrize("plan", [dict(), dict(tp=4, sequence_parallel=True), dict(cp=2, dp=1),
+                                  dict(pp=1, dp=4, zero_stage=3), dict(pp=2, dp=2, zero_stage=3, schedule="zb1p"),
+                                  dict(pp=2, dp=1, schedule="interleaved-1f1b", virtual_stages=2)])
+def test_lower_bound_never_exceeds_the_simulated_step(plan):
+    sc = scenario(**plan)
+    bound = step_time_lower_bound_s(sc)
+    r = step(sc)
+    assert 0 < bound <= r.step_time_s
+    assert bound == pytest.approx(max(r.pipeline.busy_s), rel=1e-9)   # the busiest rank's compute
+
+
+def test_lower_bound_refuses_what_the_step_refuses():
+    sc = scenario({"name": "llama3-70b"}, tp=8, pp=1, dp=1, seq_len=131072)
+    with pytest.raises(InfeasiblePlan):
+        step_time_lower_bound_s(sc)

@@ -21,7 +21,7 @@ from twin.core.scenario import Scenario
 from twin.core.specs import training_claims
 from twin.training.replay.costs import evaluate
 from twin.training.replay.result import ReplayResult, typed
-from twin.training.replay.stages import StepCache, StepFn, default_step_fn, resolve_stage, run_stage
+from twin.training.replay.stages import StepCache, StepFn, default_bound_fn, default_step_fn, resolve_stage, run_stage
 from twin.training.replay.uncertainty import propagate, size_sweep, uncertain_inputs
 
 
@@ -93,6 +93,7 @@ def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = F
     the cost against cluster size (`sweep`). `step_fn` stands in for the step twin (tests)."""
     check_replay_work(scenario, uncertainty, sweep)
     t0 = time.perf_counter()
+    bound_fn = default_bound_fn() if step_fn is None else None   # a stand-in step function has no bound
     step_fn = step_fn or default_step_fn()
     # progress in parts of known count: the stages, each uncertain input at its P10 and P90, each
     # cluster size of the sweep
@@ -100,7 +101,7 @@ def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = F
              + (len(scenario.cost.size_sweep_gpus) if sweep else 0))
     bar = tqdm(total=total, desc="replay", unit="part", file=sys.stderr, disable=not progress)
     tick = functools.partial(bar.update, 1)
-    cache = StepCache(step_fn)
+    cache = StepCache(step_fn, bound_fn)
     try:
         runs = []
         for st in scenario.run.stages:

@@ -28,10 +28,15 @@ import numpy as np
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import Scenario, replace
 from twin.training.results import Perturb, StepResult
-from twin.training.step import simulate_step
+from twin.training.step import simulate_step, step_time_lower_bound_s
 
 # (scenario, perturb=Perturb) -> StepResult, raising InfeasiblePlan; the step twin, or a stand-in in tests
 StepFn = Callable[..., StepResult]
+
+
+def default_bound_fn() -> Callable[[Scenario], float]:
+    """The step twin's lower bound of a step's time (no pipeline simulation)."""
+    return step_time_lower_bound_s
 
 
 def default_step_fn() -> StepFn:
@@ -43,13 +48,30 @@ def default_step_fn() -> StepFn:
 # --------------------------------------------------------------------------- step cache
 
 class StepCache:
-    """Simulates steps once per (model, cluster, plan, workload, perturbation)."""
+    """Simulates steps once per (model, cluster, plan, workload, perturbation). `bound_fn`, where
+    given, is a lower bound of step_fn's step time that needs no simulation (for the step twin:
+    twin.training.step.step_time_lower_bound_s); a plan search uses it to skip options."""
 
-    def __init__(self, step_fn: StepFn):
+    def __init__(self, step_fn: StepFn, bound_fn: Callable[[Scenario], float] | None = None):
         self.step_fn = step_fn
+        self.bound_fn = bound_fn
         self.cache: dict = {}
+        self.bounds: dict = {}
         self.num_simulated = 0
         self.sim_s = 0.0
+
+    def bound(self, sc: Scenario) -> float:
+        """bound_fn(sc), once per scenario (raises InfeasiblePlan or ScenarioError, also cached)."""
+        key = (sc.model, sc.cluster, sc.plan, sc.workload)
+        if key not in self.bounds:
+            try:
+                self.bounds[key] = self.bound_fn(sc)
+            except (InfeasiblePlan, ScenarioError) as exc:
+                self.bounds[key] = exc
+        value = self.bounds[key]
+        if isinstance(value, Exception):
+            raise value
+        return value
 
     def _key(self, sc: Scenario, perturb: Perturb):
         # a perturbed routing imbalance is the scenario's own knob, so the scenario carries it
@@ -218,8 +240,50 @@ def resolve_stage(sc: Scenario, stage, cache: StepCache) -> StagePlan:
             except ScenarioError as exc:
                 reason = _why(exc)
         chosen.append(picked or (variants[0], None, reason))
-    # full recomputation only adds work: where the same plan fits without it, it is slower and is
-    # not simulated (the search then costs about half the steps)
+    search = _search_bounded if cache.bound_fn is not None else _search_all
+    fits, how = search(chosen, cache, tried)
+    if not fits:
+        return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
+    step_s, _, s, label = min(fits, key=lambda f: (f[0], f[1]))
+    note = f"{label} (fallback: fastest of {how}, {step_s:.3g} s per step; {'; '.join(tried)})"
+    return StagePlan(stage, s, note, tried)
+
+
+Fit = tuple[float, int, Scenario, str]   # (step time, option index, scenario, label)
+
+
+def _search_bounded(chosen: list[tuple[Option, Scenario | None, str]], cache: StepCache,
+                    tried: list[str]) -> tuple[list[Fit], str]:
+    """Branch and bound: every option's lower bound (memory checked, no simulation), then
+    simulations in the order of the bounds until the next bound is no better than the best step."""
+    bounded = []
+    for i, (option, s, reason) in enumerate(chosen):
+        if s is not None:
+            try:
+                bounded.append((cache.bound(s), i, option, s))
+                continue
+            except (InfeasiblePlan, ScenarioError) as exc:
+                reason = _why(exc)
+        tried.append(f"{option.label} does not fit: {reason}")
+    fits: list[Fit] = []
+    best = float("inf")
+    for bound, i, option, s in sorted(bounded, key=lambda x: (x[0], x[1])):
+        if bound >= best:
+            break
+        try:
+            fits.append((cache.step(s).step_time_s, i, s, option.label))
+        except (InfeasiblePlan, ScenarioError) as exc:
+            tried.append(f"{option.label} does not fit: {_why(exc)}")
+            continue
+        best = min(best, fits[-1][0])
+    return fits, (f"{len(bounded)} plans that fit ({len(fits)} simulated; the others compute longer "
+                  "than it steps)")
+
+
+def _search_all(chosen: list[tuple[Option, Scenario | None, str]], cache: StepCache,
+                tried: list[str]) -> tuple[list[Fit], str]:
+    """Without a bound (a stand-in step function): simulate every option, together where there
+    are cores, except full recomputation where the same plan fits without it (it only adds work)."""
     def lighter(option: Option) -> tuple | None:
         changes = dict(option.changes)
         if changes.get("recompute") != "full":
@@ -236,7 +300,7 @@ def resolve_stage(sc: Scenario, stage, cache: StepCache) -> StagePlan:
             pass
     cache.prefetch([(s, Perturb()) for o, s, _ in chosen if s is not None and lighter(o) is not None
                     and lighter(o) not in fitting])
-    fits: list[tuple[float, int, Scenario, str]] = []
+    fits: list[Fit] = []
     for i, (option, s, reason) in enumerate(chosen):
         if s is not None and lighter(option) in fitting:
             continue   # dominated: the same plan without full recomputation fits
@@ -247,12 +311,7 @@ def resolve_stage(sc: Scenario, stage, cache: StepCache) -> StagePlan:
             except (InfeasiblePlan, ScenarioError) as exc:
                 reason = _why(exc)
         tried.append(f"{option.label} does not fit: {reason}")
-    if not fits:
-        return StagePlan(stage, None, "infeasible: " + "; ".join(tried), tried)
-    step_s, _, s, label = min(fits, key=lambda f: (f[0], f[1]))
-    note = (f"{label} (fallback: fastest of {len(fits)} plans that fit, {step_s:.3g} s per step, the same plans "
-            f"with full recomputation being slower; {'; '.join(tried)})")
-    return StagePlan(stage, s, note, tried)
+    return fits, f"{len(fits)} plans that fit, the same plans with full recomputation being slower"
 
 
 def _ramp_levels(b0: int, b1: int, ramp_tokens: float, unit: int) -> list[tuple[int, float]]:
