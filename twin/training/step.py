@@ -110,8 +110,9 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
         ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, _layer_load(imbalance, layer),
                        dispatch_bytes_per_elem=1 if p.gemm_precision == "fp8" else BF16_BYTES)
     if p.sequence_parallel:   # norms and residuals run on each rank's 1/tp of the sequence
-        ops = [dataclasses.replace(op, bytes=op.bytes / p.tp) if op.name in HIDDEN_WIDTH_OPS and op.part == "attn" or
-               (op.name in HIDDEN_WIDTH_OPS and dense) else op for op in ops]
+        # (an MoE part's already do: its tokens are shared out over the TP ranks)
+        split = [op.name in HIDDEN_WIDTH_OPS and (op.part == "attn" or dense) for op in ops]
+        ops = [dataclasses.replace(op, bytes=op.bytes / p.tp) if s else op for op, s in zip(ops, split)]
     return _Block(tuple(ops), not dense)
 
 
