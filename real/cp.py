@@ -17,6 +17,8 @@ log-sum-exp and whose backward takes the merged output and log-sum-exp (the flas
 recurrence); elsewhere (CPU, or if that kernel is refused) an exact math version, tiled over
 queries so its score matrix stays bounded. `BLOCK_KERNEL` says which ran.
 
+`CPMLABlock` is an MLA sublayer (x + MLA(norm(x))) on this rank's positions around the ring.
+
 Tensors are (B, H, s, E): batch, heads, this rank's s = S/W positions, head dim (queries and keys
 E, values Ev).
 """
@@ -27,8 +29,11 @@ import contextlib
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from real.collectives import CommTimer
+from real.fp8 import BF16, Precision, linear
+from real.model import MLA, RMSNorm
 
 MATH_TILE_ROWS = 1024  # math path: query rows per tile (scores tile B*H*1024*keys FP32)
 LSE_ALIGN = 32  # the memory-efficient kernel pads its log-sum-exp rows to a multiple of 32
@@ -114,8 +119,8 @@ def block_backward(do, q, k, v, o, lse, causal: bool, scale: float):
         try:
             seed = torch.zeros((), dtype=torch.int64, device=q.device)
             dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
-                do.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(), None, o.contiguous(), _pad_lse(lse), seed, seed, 0.0,
-                [True, True, True, False], causal, scale=scale)
+                do.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(), None, o.contiguous(),
+                _pad_lse(lse), seed, seed, 0.0, [True, True, True, False], causal, scale=scale)
             return dq, dk, dv
         except RuntimeError:
             BLOCK_KERNEL["name"] = "math"
@@ -193,7 +198,7 @@ class _RingAttention(torch.autograd.Function):
         dq = torch.zeros_like(q, dtype=torch.float32)
         kv = (k, v)
         dkv = (torch.zeros_like(k, dtype=torch.float32), torch.zeros_like(v, dtype=torch.float32))
-        dkv_wait = None
+        dkv_wait, nxt_dkv = None, None
         for step in range(world):
             kv_wait = None
             if step < world - 1:
@@ -222,3 +227,34 @@ def ring_attention(q, k, v, group, scale: float, timer: CommTimer | None = None)
     if q.shape[-2] % 2:
         raise ValueError(f"a rank's {q.shape[-2]} positions are not two equal chunks")
     return _RingAttention.apply(q, k, v, group, scale, timer)
+
+
+class CPMLABlock(nn.Module):
+    """x + MLA(norm(x)) of one sequence split over a context-parallel group (zigzag positions):
+    norm, projections and output projection on this rank's positions, weights replicated (their
+    gradients are partial per rank, summed over the group like data-parallel ones); the
+    expanded per-head keys and values go around the ring (`ring_attention`)."""
+
+    def __init__(self, spec, group):
+        super().__init__()
+        self.group = group
+        self.norm = RMSNorm(spec.hidden_size)
+        self.attn = MLA(spec)
+        self.comm: CommTimer | None = None  # set by benchmarks to time the P2P waits
+
+    def forward(self, x_sD: torch.Tensor, cos_sR: torch.Tensor, sin_sR: torch.Tensor,
+                precision: Precision = BF16) -> torch.Tensor:
+        """x_sD: this rank's positions (`zigzag_positions`) of one sequence; cos_sR/sin_sR: the
+        rope tables at those positions."""
+        a, s = self.attn, x_sD.shape[0]
+        h_BsD = self.norm(x_sD)[None]
+        q_nope_BsHP, q_pe_BsHR = a._queries(h_BsD, cos_sR, sin_sR, precision)
+        c_BsC, kpe_BsR = a._latents(h_BsD, cos_sR, sin_sR, precision)
+        kv_BsHW = linear(c_BsC, a.wkv_b_WC, precision).view(1, s, a.H, a.P + a.O)
+        k_nope_BsHP, v_BsHO = kv_BsHW.split([a.P, a.O], dim=-1)
+        q_BHsX = torch.cat([q_nope_BsHP, q_pe_BsHR], dim=-1).transpose(1, 2).contiguous()
+        k_BHsX = torch.cat([k_nope_BsHP, kpe_BsR[:, :, None, :].expand(1, s, a.H, a.R)],
+                           dim=-1).transpose(1, 2).contiguous()
+        o_BHsO = ring_attention(q_BHsX, k_BHsX, v_BsHO.transpose(1, 2).contiguous(), self.group,
+                                a.softmax_scale, self.comm)
+        return x_sD + linear(o_BHsO.transpose(1, 2).reshape(s, a.H * a.O), a.wo_DU, precision)

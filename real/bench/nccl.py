@@ -75,19 +75,23 @@ def agreed_over(deadline, dev) -> bool:
 def _call(op: str, size: int, world: int, rank: int, dev):
     """A function issuing one `op` of nccl-tests size `size` bytes (BF16), its buffers bound."""
     n = size // 2
+
+    def ones(numel):
+        return torch.ones(numel, device=dev, dtype=torch.bfloat16)
+
     if op == "all_reduce":
-        x = torch.ones(n, device=dev, dtype=torch.bfloat16)
+        x = ones(n)
         return lambda: dist.all_reduce(x)
     if op == "all_gather":
-        x, out = torch.ones(n // world, device=dev, dtype=torch.bfloat16), torch.empty(n, device=dev, dtype=torch.bfloat16)
+        x, out = ones(n // world), ones(n)
         return lambda: dist.all_gather_into_tensor(out, x)
     if op == "reduce_scatter":
-        x, out = torch.ones(n, device=dev, dtype=torch.bfloat16), torch.empty(n // world, device=dev, dtype=torch.bfloat16)
+        x, out = ones(n), ones(n // world)
         return lambda: dist.reduce_scatter_tensor(out, x)
     if op == "all_to_all":
-        x, out = torch.ones(n, device=dev, dtype=torch.bfloat16), torch.empty(n, device=dev, dtype=torch.bfloat16)
+        x, out = ones(n), ones(n)
         return lambda: dist.all_to_all_single(out, x)
-    x, buf = torch.ones(n, device=dev, dtype=torch.bfloat16), torch.empty(n, device=dev, dtype=torch.bfloat16)
+    x, buf = ones(n), ones(n)
     if op == "send_recv":
         peer = rank + 1 if rank % 2 == 0 else rank - 1
         if peer >= world:  # odd world: the last rank idles

@@ -10,6 +10,8 @@ reference (tp = cp = 1, run on rank 0 while the others wait).
   bench cp_block, block attention: causal ring attention (real/cp.py) of MLA-shaped heads
       (qk 192, v 128) over seq_len positions, each rank seq_len/W (zigzag); the reference is
       causal `scaled_dot_product_attention` on the whole sequence.
+  bench cp_block, block mla: x + MLA(norm(x)) with the positions split (real/cp.py CPMLABlock:
+      projections local, expanded K/V around the ring); the reference is the unsplit sublayer.
 time_s: the median over repetitions of forward + backward (input and weight gradients), each
 repetition timed by CUDA events on every rank and taken as the slowest rank's (ranks start
 together after a barrier). comm_time_s: rank 0's median per repetition of the time its stream
@@ -76,6 +78,14 @@ def cp_cases(quick: bool):
 def common_kernel(dev) -> str:
     """Which per-block attention kernel the ring ran (real/cp.py)."""
     return cp_mod.BLOCK_KERNEL["name"] if dev.type == "cuda" else "math"
+
+
+def cp_mla_cases(quick: bool):
+    """(model, seq_len) of the context-parallel MLA sublayer sweep."""
+    if quick:
+        return [("tiny", 32)]
+    return ([("v2-lite-slice", s) for s in (4096, 8192, 16384, 32768)]
+            + [("v3-slice-1l", s) for s in (4096, 8192, 16384)])
 
 
 def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) -> tuple[list, list]:
@@ -177,6 +187,23 @@ def _tp_flops(block_kind, spec, T) -> float:
     return 3 * proj + 3.5 * attention_flops(1, T, H, P + R, O, causal=True)
 
 
+def _cp_mla_fn(spec, group, S, dev, rank, world):
+    """A fwd+bwd closure of the CP MLA sublayer on this rank's zigzag positions (group None: the
+    unsplit sublayer, TPMLABlock without a group), and its block."""
+    with building(dev):
+        block = cp_mod.CPMLABlock(spec, group) if group is not None else TPMLABlock(spec, None)
+    pos = (cp_mod.zigzag_positions(S, world, rank) if group is not None else torch.arange(S)).to(dev)
+    cos, sin = (t.to(dev)[pos] for t in rope_tables(spec.qk_rope_head_dim, S))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(S, spec.hidden_size, generator=g).to(dev, torch.bfloat16)[pos].requires_grad_()
+    gy = torch.randn_like(x)
+    params = list(block.parameters())
+
+    def step():
+        torch.autograd.grad(block(x, cos, sin), [x, *params], gy)
+    return step, block
+
+
 def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
@@ -251,5 +278,31 @@ def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
             st = _row(rec, env, timer, times, [], cp=1, attn_kernel="sdpa", **common)
             log(f"cp_block {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del q, k, v, gy, ref_step
+            free_memory()
+        dist.barrier()
+    for model, S in cp_mla_cases(quick):
+        if agreed_over(deadline, dev):
+            log("parallel_blocks: deadline reached")
+            return
+        spec = get_spec(model)
+        common = dict(bench="cp_block", block="mla", model=model, tp=1, sequence_parallel=False,
+                      tokens=S, seq_len=S, batch=1, hidden_size=spec.hidden_size, num_heads=spec.num_heads,
+                      qk_head_dim=spec.qk_nope_head_dim + spec.qk_rope_head_dim, v_head_dim=spec.v_head_dim,
+                      num_experts="", top_k="", moe_intermediate_size="", skew="", precision="bf16",
+                      flops=_tp_flops("mla", spec, S), split=block_split("cp_block", "mla", model, S))
+        step, block = _cp_mla_fn(spec, group, S, dev, rank, world)
+        block.comm = CommTimer(dev)
+        times, comms = time_reps(step, dev, reps, warmup, block.comm, group)
+        st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world,
+                  attn_kernel=common_kernel(dev), **common)
+        log(f"cp_block mla {model} S={S} cp{world}: {st['time_s'] * 1e3:.2f} ms")
+        del step, block
+        free_memory()
+        if rank == 0:
+            step, block = _cp_mla_fn(spec, None, S, dev, 0, 1)
+            times, _ = time_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], cp=1, attn_kernel="sdpa", **common)
+            log(f"cp_block mla {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
+            del step, block
             free_memory()
         dist.barrier()

@@ -51,7 +51,7 @@ def test_quick_campaign_sections_on_two_gloo_ranks(tmp_path):
     got = {(r["bench"], r["block"], r["tp"], r["cp"], r["sequence_parallel"]) for r in rows}
     assert got == {("tp_block", b, tp, "1", sp) for b in ("mla", "moe")
                    for tp, sp in (("2", "True"), ("2", "False"), ("1", "False"))} | {
-        ("cp_block", "attention", "1", cp, "False") for cp in ("2", "1")}
+        ("cp_block", b, "1", cp, "False") for b in ("attention", "mla") for cp in ("2", "1")}
     for r in rows:
         assert 0 < float(r["time_p10_s"]) <= float(r["time_s"]) <= float(r["time_p90_s"])
         assert r["split"] == block_split(r["bench"], r["block"], r["model"], int(r["tokens"]))

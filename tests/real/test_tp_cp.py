@@ -98,11 +98,13 @@ def _two_rank_worker(rank, world):
         _tp_worker(rank, world, *case)
     for seq_len in (8, 4):
         _cp_worker(rank, world, seq_len)
+    _cp_mla_worker(rank, world)
 
 
 def test_tp_blocks_and_ring_attention_match_single_process_on_two_ranks():
     """One spawn (process start-up dominates): TP MLA/MoE blocks with and without sequence
-    parallelism, with and without query compression; ring attention at two lengths."""
+    parallelism, with and without query compression; ring attention at two lengths; the
+    context-parallel MLA sublayer."""
     _spawn(_two_rank_worker, 2)
 
 
@@ -123,6 +125,31 @@ def _cp_worker(rank, world, seq_len):
     for name, t, r in zip("qkv", mine, ref_in):
         torch.testing.assert_close(t.grad, r.grad[..., pos, :], msg=f"d{name}")
     assert set(timer.totals_s()) == {"p2p_wait"}
+
+
+def _cp_mla_worker(rank, world):
+    spec, S = get_spec("tiny"), 16
+    norm, ref = RMSNorm(spec.hidden_size), MLA(spec)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    block = cp.CPMLABlock(spec, dist.group.WORLD)
+    block.norm.load_state_dict(norm.state_dict())
+    block.attn.load_state_dict(ref.state_dict())
+    cos, sin = rope_tables(spec.qk_rope_head_dim, S)
+    x_all, target = torch.randn(S, spec.hidden_size), torch.randn(S, spec.hidden_size)
+    x_ref = x_all.clone().requires_grad_()
+    y_ref = x_ref + ref(norm(x_ref)[None], cos, sin)[0]
+    (y_ref * target).sum().backward()
+    pos = cp.zigzag_positions(S, world, rank)
+    x = x_all[pos].clone().requires_grad_()
+    y = block(x, cos[pos], sin[pos])
+    (y * target[pos]).sum().backward()
+    _close(y, y_ref[pos].detach(), "cp mla output")
+    _close(x.grad, x_ref.grad[pos], "cp mla input grad")
+    want = dict(ref.named_parameters())
+    for name, p in block.named_parameters():  # replicated weights: the ranks' partial grads summed
+        dist.all_reduce(p.grad)
+        _close(p.grad, norm.weight.grad if name == "norm.weight" else want[name.removeprefix("attn.")].grad, name)
 
 
 def test_ring_attention_matches_full_causal_attention_on_three_ranks():
