@@ -21,6 +21,9 @@ STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "b
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
             "torch_version", "cuda_version", "timestamp_utc"]
+# multi-GPU families also carry the NCCL version and the number of GPUs of the run
+DIST_ENV_COLS = ["nccl_version", "num_gpus"]
+DIST_FAMILIES = {"nccl", "parallel_blocks"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -41,7 +44,18 @@ SHAPE_COLS = {
                    "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
+    "nccl": ["bench", "op", "message_bytes", "world_size", "dtype", "calls_per_window", "bus_factor",
+             "algbw_bytes_per_s", "busbw_bytes_per_s", "split"],
+    "parallel_blocks": ["bench", "block", "model", "tp", "cp", "sequence_parallel", "tokens", "seq_len",
+                        "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
+                        "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
+                        "comm_time_s", "comm_detail", "split"],
 }
+
+
+def env_cols(family: str) -> list[str]:
+    """The environment columns of a family's rows."""
+    return ENV_COLS + (DIST_ENV_COLS if family in DIST_FAMILIES else [])
 
 
 def log(msg: str) -> None:
@@ -57,12 +71,12 @@ class Recorder:
     def row(self, family: str, **values) -> None:
         if family not in self.files:
             f = open(self.out_dir / f"{family}.csv", "w", newline="")
-            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + ENV_COLS
+            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + env_cols(family)
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="raise")
             w.writeheader()
             self.files[family] = (f, w)
         f, w = self.files[family]
-        row = {k: self.env.get(k, "") for k in ENV_COLS}
+        row = {k: self.env.get(k, "") for k in env_cols(family)}
         row["timestamp_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         row.update(values)
         w.writerow({k: _fmt(v) for k, v in row.items()})
