@@ -54,6 +54,11 @@ def _args(argv):
     return args, plan, names
 
 
+def _nccl_version() -> str:
+    v = torch.cuda.nccl.version()  # a tuple (major, minor, patch) in recent torch, an int before
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
 def _gather(obj, rank, group):
     if group is None:
         return [obj]
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
 
     tel = Telemetry(local_rank)
     env = environment(dev, tel)
-    env["nccl_version"] = (".".join(map(str, torch.cuda.nccl.version())) if use_cuda else "")
+    env["nccl_version"] = _nccl_version() if use_cuda else ""
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     spec = get_spec(plan.model)
     cfg = EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,

@@ -21,6 +21,9 @@ import random
 import time
 from dataclasses import dataclass
 
+import torch
+import torch.distributed as dist
+
 from real.serve.engine import Engine, Request
 
 MAX_REQUESTS_PER_RUN = 100_000  # bounds memory whatever the rate and load time
@@ -143,9 +146,6 @@ def make_arrivals(run, vocab_size: int, rank: int = 0, world: int = 1):
 
 def _exchange(flags: list[int], group) -> list[int]:
     """Elementwise max of the flags over the control group's ranks."""
-    import torch
-    import torch.distributed as dist
-
     t = torch.tensor(flags, dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return t.tolist()
