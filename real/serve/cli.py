@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -27,11 +28,11 @@ import torch.distributed as dist
 from real.bench.device import environment
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
+from real.fp8 import BF16
 from real.model import build_model
 from real.serve.engine import Engine, EngineConfig
-from real.serve.graphs import default_batch_buckets, default_page_buckets
 from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
-from real.serve.plans import PLANS, Plan
+from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
 from real.telemetry import Telemetry
 
@@ -117,15 +118,16 @@ def main(argv=None) -> int:
             log(f"warm-up {run.name}: {len(engine.finished)} requests in {time.perf_counter() - t:.1f} s")
 
     settings = {
-        "engine": "real.serve", "model": plan.model, "precision": "bf16",
+        "engine": "real.serve", "model": plan.model, "precision": BF16.label,
         "dtype": str(dtype).removeprefix("torch."), "num_gpus": world if use_cuda else 0,
         "ep_size": world, "attention_parallel": "dp", "page_size": cfg.page_size,
         "num_pages": cfg.num_pages, "token_budget": cfg.token_budget,
         "max_running": cfg.max_running, "max_context": cfg.max_context,
         "kv_bytes_per_token": engine.cache.bytes_per_token,
-        "graph_batch_buckets": " ".join(map(str, default_batch_buckets(cfg.max_running))),
-        "graph_page_buckets": " ".join(map(str, default_page_buckets(engine.cache.pages_for(cfg.max_context)))),
     }
+    if engine.graphs is not None:
+        settings["graph_batch_buckets"] = " ".join(map(str, engine.graphs.batch_buckets))
+        settings["graph_page_buckets"] = " ".join(map(str, engine.graphs.page_buckets))
     records = CsvFamilies(out_dir) if rank == 0 else None
     done, failures = [], []
     graphs = engine.graphs
@@ -136,8 +138,15 @@ def main(argv=None) -> int:
             log(f"budget of {args.budget_s:.0f} s spent: {run.name} and the rest skipped")
             break
         engine.graphs = graphs if run.cuda_graphs else None
-        duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
-                            run.max_duration_s, control)
+        try:
+            duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
+                                run.max_duration_s, control)
+        except Exception as e:  # one GPU: note it and go on; EP ranks would be out of step, so stop
+            if world > 1:
+                raise
+            traceback.print_exc()
+            failures.append(f"{run.name}: {type(e).__name__}: {e}")
+            continue
         parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
                          duration), rank, control)
         if rank != 0:
@@ -152,7 +161,8 @@ def main(argv=None) -> int:
                "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},
                "nccl_version": env["nccl_version"],
                "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()  # right after the run
+        # clocks read right after the run, as real/bench does
+        row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
         records.row("serve_load", row)
         for r in reqs:
             records.row("serve_requests", r)
@@ -173,7 +183,7 @@ def main(argv=None) -> int:
     if world > 1:
         dist.barrier(group=control)
         dist.destroy_process_group()
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
