@@ -88,6 +88,7 @@ class IterationRecord:
     decode_seqs: int
     kv_tokens: int  # cached tokens attended over by all rows (decode contexts + chunk contexts)
     decode_kv_tokens: int
+    max_kv_tokens: int  # the longest context in the batch (sets a graph's page bucket)
     waiting: int  # requests waiting for admission when the iteration was scheduled
     running: int  # requests admitted (prefilling or decoding) after scheduling
     graph_batch: int  # CUDA-graph batch bucket replayed; 0 = eager
@@ -242,11 +243,12 @@ class Engine:
         it = len(self.iterations)
         end_s = end - self.t0
         emitting = plan.decode + [r for r, n in plan.prefill if r.num_prefilled + n == r.input_len]
-        kv = sum(r.input_len + len(r.output) for r in plan.decode)
+        decode_kv = [r.input_len + len(r.output) for r in plan.decode]
+        chunk_kv = [r.num_prefilled + n for r, n in plan.prefill]
         rec = IterationRecord(it, start - self.t0, end - start, sum(n for _, n in plan.prefill),
-                              len(plan.prefill), len(plan.decode),
-                              kv + sum(r.num_prefilled + n for r, n in plan.prefill), kv,
-                              waiting, len(self.running), graph_batch)
+                              len(plan.prefill), len(plan.decode), sum(decode_kv) + sum(chunk_kv),
+                              sum(decode_kv), max(decode_kv + chunk_kv), waiting, len(self.running),
+                              graph_batch)
         for r, n in plan.prefill:
             r.num_prefilled += n
             r.num_chunks += 1
@@ -274,7 +276,7 @@ class Engine:
                          torch.ones(1, dtype=torch.long, device=dev))
         step_forward(self.model, self.cache, inp, self.precision).tolist()
         end = self.clock()
-        rec = IterationRecord(len(self.iterations), start - self.t0, end - start, 0, 0, 0, 0, 0,
+        rec = IterationRecord(len(self.iterations), start - self.t0, end - start, 0, 0, 0, 0, 0, 0,
                               len(self.waiting), len(self.running), 0, idle=True)
         self.iterations.append(rec)
         return rec

@@ -39,7 +39,7 @@ REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "inpu
                 "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
                 "finish_iteration", "num_chunks", "tokens_out"]
 ITERATION_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens",
-                  "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "waiting", "running",
+                  "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "max_kv_tokens", "waiting", "running",
                   "graph_batch", "idle"]
 FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS}
 

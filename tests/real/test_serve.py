@@ -51,7 +51,15 @@ def _drain(engine, on_step=None):
             on_step(engine)
 
 
-def test_engine_tokens_equal_unbatched_generation(tiny):
+@pytest.fixture(scope="module")
+def references():
+    """real.infer.generate on each LENGTHS prompt alone (computed once for the module)."""
+    spec = get_spec("tiny")
+    model = _model(spec)
+    return [_reference(model, r) for r in _requests(spec, LENGTHS)]
+
+
+def test_engine_tokens_equal_unbatched_generation(tiny, references):
     """Seven prompts of 1-40 tokens through 4-token pages, a 16-token budget and 4 running slots:
     chunked prefills, mixed prefill+decode iterations and admissions mid-run all happen, and every
     request's tokens equal real.infer.generate on that prompt alone."""
@@ -62,15 +70,15 @@ def test_engine_tokens_equal_unbatched_generation(tiny):
     for r in reqs:
         engine.add(r)
     _drain(engine)
-    for r in reqs:
-        assert r.output == _reference(model, r), f"request {r.request_id}"
+    for r, want in zip(reqs, references):
+        assert r.output == want, f"request {r.request_id}"
     its = engine.iterations
     assert any(it.prefill_seqs and it.decode_seqs for it in its), "no mixed iteration"
     assert max(r.num_chunks for r in reqs) > 1, "no chunked prefill"
     assert all(it.prefill_tokens + it.decode_seqs <= 16 and it.running <= 4 for it in its)
 
 
-def test_pages_are_owned_once_and_freed(tiny):
+def test_pages_are_owned_once_and_freed(tiny, references):
     """While running, no page belongs to two requests and none is scratch page 0; each request
     holds ceil((input + output - 1) / page) pages; at the end the pool is whole again. A pool of
     12 pages makes requests wait for pages (admission is by pages, not only by slots)."""
@@ -93,8 +101,7 @@ def test_pages_are_owned_once_and_freed(tiny):
     _drain(engine, check)
     assert any(waited), "the small pool never held a request back"
     assert engine.cache.num_free_pages == 12
-    for r in reqs:
-        assert r.output == _reference(model, r)
+    assert [r.output for r in reqs] == references
 
 
 def _ep_worker(rank, world, port, out_dir):
@@ -208,6 +215,9 @@ def test_campaign_script_cpu_dry_run_records_agree(tmp_path):
                     == sum(int(r["tokens_out"]) for r in mine) - sum(r["first_token_s"] != "" for r in mine))
             assert sum(int(i["prefill_tokens"]) for i in its_r) == sum(
                 int(r["input_len"]) for r in mine if r["first_token_s"] != "")
+            for i in its_r:
+                assert int(i["decode_kv_tokens"]) <= int(i["kv_tokens"])
+                assert int(i["max_kv_tokens"]) <= min(int(i["kv_tokens"]), int(load["max_context"]))
             starts = [float(i["start_s"]) for i in its_r]
             assert starts == sorted(starts)
         if load["arrival"] == "closed":
