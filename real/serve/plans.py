@@ -3,7 +3,8 @@
 `gpu1`: one GPU, v3-slice-2l (V3 layer shapes, 2 layers, 32 experts: ~2.5 B parameters, so decode
 is weight-read bound and prefill compute bound), BF16, CUDA graphs. `ep2`: the same model with
 expert parallelism over two GPUs (16 experts a rank) and data-parallel attention, eager.
-`tiny`/`tiny-ep2`: the catalog's tiny model for CPU dry runs and tests.
+`tiny`/`tiny-ep2`: the catalog's tiny model for CPU dry runs and tests (hard caps of 30 s, so a
+loaded CPU drains its few requests rather than cutting them off).
 
 Held out (split=holdout; a fit must never see them): configurations between fitted ones, so a
 held-out run is interpolation in load, never a new regime: in gpu1 a closed-loop concurrency and
@@ -111,12 +112,12 @@ EP2 = Plan(
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
-                    max_duration_s=2.0, seed=99),),
+                    max_duration_s=30.0, seed=99),),
     runs=(
         RunSpec("tiny-closed-c2", "closed", "uniform:4-40", "fixed:5", concurrency=2, load_s=0.3,
-                max_duration_s=3.0),
+                max_duration_s=30.0),
         RunSpec("tiny-poisson-r20", "poisson", "list:6,30,12", "uniform:1-6", rate_per_s=20.0,
-                load_s=0.3, max_duration_s=3.0, split="holdout"),
+                load_s=0.3, max_duration_s=30.0, split="holdout"),
     ),
 )
 
