@@ -1,0 +1,135 @@
+"""Pipeline parallelism (real/pipeline.py) over gloo ranks against a single-process reference:
+the loss and every gradient of each layout (PP2 under every schedule, EP2, PP2 x DP2 with and
+without EP) equal one process's over the same model and batch; and the pure pieces (stage cut,
+flow orders, the deferred weight gradient) on their own."""
+
+import dataclasses
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from real.configs import get_spec
+from real.fp8 import Precision, grouped_mm, linear
+from real.model import Transformer
+from real.pipeline import PipelineRunner, build_mesh, flow_orders, load_from, stage_layers
+from real.wgrad import WeightGradStore, deferring
+from twin.core.schedules import SCHEDULES, build_schedule
+
+MB_SEQS, SEQ = 2, 8
+
+
+def _spec():
+    # tiny with four layers (DualPipeV on 2 ranks cuts 4 stages) and no MTP (stages don't run it)
+    return dataclasses.replace(get_spec("tiny"), num_layers=4, num_mtp_modules=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_stage_layers_cut_contiguously():
+    assert stage_layers(4, 2) == [range(0, 2), range(2, 4)]
+    assert stage_layers(7, 4) == [range(0, 1), range(1, 3), range(3, 5), range(5, 7)]
+    with pytest.raises(ValueError, match="cannot fill"):
+        stage_layers(3, 4)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("pp", [2, 4])
+def test_every_flow_is_sent_and_received_in_the_same_order(name, pp):
+    for n in (2 * pp, 2 * pp + 2, 3 * pp + 2):
+        sent, received = flow_orders(build_schedule(name, pp, n))
+        assert sent == received
+        assert sent  # there are flows at all
+
+
+def test_deferred_weight_gradient_equals_the_immediate_one():
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    w = torch.randn(12, 8, requires_grad=True)
+    we = torch.randn(3, 12, 8, requires_grad=True)  # E, N, K: passed transposed, as the model does
+    offs = torch.tensor([16, 16, 32], dtype=torch.int32)
+    split = Precision(split_wgrad=True)
+
+    def run(precision, defer):
+        for t in (x, w, we):
+            t.grad = None
+        h = linear(x, w, precision).reshape(-1, 12)[:, :8]
+        y = grouped_mm(torch.cat([h, h.new_zeros(17, 8)]), we.transpose(-2, -1), offs, precision)
+        store = WeightGradStore()
+        if defer:
+            with deferring(store):
+                y.square().sum().backward()
+            assert w.grad is None and we.grad is None and x.grad is not None
+            assert store.flush() == 2
+        else:
+            y.square().sum().backward()
+        return [t.grad.clone() for t in (x, w, we)]
+
+    for got, want in zip(run(split, True), run(Precision(), False)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+# ---- spawned gloo ranks
+
+LAYOUTS = {  # world size -> (pp, ep, schedule, num_microbatches)
+    2: [(2, 1, "1f1b", 4), (2, 1, "zb1p", 4), (2, 1, "dualpipev", 4), (2, 1, "dualpipe", 4),
+        (1, 2, "1f1b", 2)],
+    4: [(2, 1, "zb1p", 4), (2, 2, "1f1b", 3), (2, 2, "dualpipev", 4)],
+}
+
+
+def _check(pp, ep, name, n):
+    spec = _spec()
+    mesh = build_mesh(pp, ep, pairs=name == "dualpipe")
+    torch.manual_seed(0)
+    ref = Transformer(spec, max_seq_len=SEQ)
+    model = Transformer(spec, ep_group=mesh.ep_group, max_seq_len=SEQ)
+    ep_rank = mesh.dp_rank % ep
+    load_from(model, ref, ep_rank, ep)
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, spec.vocab_size, (mesh.dp, n, MB_SEQS, SEQ), generator=gen)
+    targets = torch.roll(tokens, -1, -1)
+    ref_loss = ref.loss(tokens.flatten(0, 2), targets.flatten(0, 2))
+    ref_loss.backward()
+
+    runner = PipelineRunner(model, build_schedule(name, pp, n), mesh, torch.device("cpu"),
+                            (MB_SEQS, SEQ, spec.hidden_size))
+    timeline = runner.step(tokens[mesh.dp_rank], targets[mesh.dp_rank])
+    losses = [None] * dist.get_world_size()
+    dist.all_gather_object(losses, timeline.loss)
+    label = f"{name} pp={pp} ep={ep} dp={mesh.dp} rank={mesh.rank}"
+    assert sum(losses) == pytest.approx(ref_loss.item(), rel=1e-5), label
+    ref_params = dict(ref.named_parameters())
+    grads = runner.grads_by_name()
+    assert grads, label
+    for param_name, grad in grads.items():
+        want = ref_params[param_name].grad
+        if param_name.endswith(("w13_E2FD", "w2_EDF")):
+            el = want.shape[0] // ep
+            want = want[ep_rank * el:(ep_rank + 1) * el]
+        torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6, msg=f"{label}: {param_name}")
+    # every compute op of the program was timed once, in program order, on a clock from 0
+    compute = [o for o in timeline.ops if o.kind in ("F", "B", "W", "BW", "FB")]
+    assert [o.op_index for o in compute] == list(range(len(runner.program)))
+    assert all(0 <= o.start_s <= o.end_s for o in timeline.ops), label
+
+
+def _worker(rank, world, port):
+    torch.set_num_threads(1)  # tiny tensors: more threads per rank only contend for the cores
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        for layout in LAYOUTS[world]:
+            _check(*layout)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", sorted(LAYOUTS))
+def test_pipeline_layouts_match_single_process(world):
+    mp.spawn(_worker, args=(world, _free_port()), nprocs=world, join=True)
