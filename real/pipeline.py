@@ -142,8 +142,9 @@ class Mesh:
         return self.dp_rank * self.pp + pp_rank
 
 
-def build_mesh(pp: int, ep: int = 1, pairs: bool = False) -> Mesh:
-    """Create every group of a (world/pp, pp) grid; collective: all ranks call it alike."""
+def build_mesh(pp: int, ep: int = 1, pairs: bool = False, flows=None) -> Mesh:
+    """Create every group of a (world/pp, pp) grid; collective: all ranks call it alike.
+    `flows`: the flow keys the schedules to run use (`flow_orders`); default every possible one."""
     world, rank = dist.get_world_size(), dist.get_rank()
     if world % pp:
         raise ValueError(f"pp={pp} does not divide the {world} ranks")
@@ -180,7 +181,7 @@ def build_mesh(pp: int, ep: int = 1, pairs: bool = False) -> Mesh:
                 g = group([d * pp + r, d * pp + pp - 1 - r])
                 if g is not None:
                     mesh.pair_group = g
-        for key in possible_flows(pp):
+        for key in sorted(flows) if flows is not None else possible_flows(pp):
             g = group(sorted((d * pp + key[1], d * pp + key[2])))
             if d == mesh.dp_rank:
                 mesh.flows[key] = g
@@ -387,18 +388,34 @@ class PipelineRunner:
             self.deferred.pop((op.microbatch, op.chunk)).flush()
             self.marks.append((i, "W", op.microbatch, op.chunk, str(op), a, self.clock.mark()))
         elif op.kind == "FB":
-            self._forward(i, op, op.microbatch, op.chunk, record=False)
-            self._backward(i, op, op.b_microbatch, op.b_chunk, split=op.b_split, record=False)
+            # both inputs first (as DualPipe posts the pair's receives together), then the pair
+            x = self._input(i, op.microbatch, op.chunk)
+            grad = self._output_grad(i, op.b_microbatch, op.b_chunk)
+            self._forward(i, op, op.microbatch, op.chunk, record=False, x=x)
+            self._backward(i, op, op.b_microbatch, op.b_chunk, split=op.b_split, record=False, grad=grad)
             # one record for the pair: from the forward's start to the backward's end
             fwd, bwd = self.pending_marks
             self.marks.append((i, "FB", op.microbatch, op.chunk, str(op), fwd[0], bwd[1]))
         else:
             raise ValueError(f"unknown op kind {op.kind!r}")
 
-    def _forward(self, i, op, mb, chunk, record=True):
+    def _input(self, i, mb, chunk) -> torch.Tensor:
+        """Tokens at the first stage, else the received activation (a leaf that collects its grad)."""
+        if self.schedule.stage_of(self.mesh.pp_rank, chunk) == 0:
+            return self.tokens[mb]
+        return self._receive(i, "act", mb, chunk).requires_grad_()
+
+    def _output_grad(self, i, mb, chunk) -> torch.Tensor | None:
+        """The gradient of this chunk's output (None at the last stage: it starts from the loss)."""
+        if self.schedule.stage_of(self.mesh.pp_rank, chunk) == self.schedule.num_model_stages - 1:
+            return None
+        return self._receive(i, "grad", mb, chunk)
+
+    def _forward(self, i, op, mb, chunk, record=True, x=None):
         stage_idx = self.schedule.stage_of(self.mesh.pp_rank, chunk)
         stage = self.stages[chunk]
-        x = self.tokens[mb] if stage_idx == 0 else self._receive(i, "act", mb, chunk).requires_grad_()
+        if x is None:
+            x = self._input(i, mb, chunk)
         a = self.clock.mark()
         last = stage_idx == self.schedule.num_model_stages - 1
         out = stage(x, self.targets[mb] if last else None, self.precision, self.loss_scale)
@@ -410,12 +427,10 @@ class PipelineRunner:
         else:
             self._send(i, "act", mb, chunk, out.detach())
 
-    def _backward(self, i, op, mb, chunk, split, record=True):
+    def _backward(self, i, op, mb, chunk, split, record=True, grad=False):
         x, out = self.saved.pop((mb, chunk))
-        stage_idx = self.schedule.stage_of(self.mesh.pp_rank, chunk)
-        grad = None
-        if stage_idx < self.schedule.num_model_stages - 1:
-            grad = self._receive(i, "grad", mb, chunk)
+        if grad is False:  # not received by the caller
+            grad = self._output_grad(i, mb, chunk)
         a = self.clock.mark()
         if split:
             store = WeightGradStore()
@@ -472,7 +487,9 @@ class PipelineRunner:
                 p.grad = torch.zeros_like(p)
         m = self.mesh
         steps = []
-        if m.pair_group is not None:
+        if self.schedule.name == "dualpipe" and m.pp > 1:
+            if m.pair_group is None:
+                raise ValueError("dualpipe needs the copy-pair groups: build_mesh(..., pairs=True)")
             # both copies of a stage, in stage order on both ranks of the pair
             order = sorted(self.stages, key=lambda c: self.schedule.stage_of(m.pp_rank, c))
             steps.append(("pair", [p for c in order for p in self.stages[c].parameters()], m.pair_group))

@@ -133,3 +133,55 @@ def _worker(rank, world, port):
 @pytest.mark.parametrize("world", sorted(LAYOUTS))
 def test_pipeline_layouts_match_single_process(world):
     mp.spawn(_worker, args=(world, _free_port()), nprocs=world, join=True)
+
+
+# ---- the campaign's entry point (real/campaigns/i13pp.sh runs it under torchrun on two GPUs)
+
+
+def _bench_worker(rank, world, port, out):
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from real.pipeline_bench import main
+
+    for layouts, append in (("pp2", False), ("ep2", True)):
+        args = ["--out", str(out), "--tiny", "--layouts", layouts, "--schedules", "zb1p,dualpipev",
+                "--microbatches", "4", "--ep-microbatches", "2", "--holdout", "4", "--trace-microbatches", "4",
+                "--warmup", "1", "--reps-min", "2", "--reps-max", "2"]
+        assert main(args + (["--append"] if append else [])) == 0
+
+
+def test_bench_writes_step_rows_op_timelines_and_traces(tmp_path):
+    import csv
+    import json
+
+    from real.bench.records import PIPELINE_OPS_COLS, PIPELINE_STEP_COLS
+
+    mp.spawn(_bench_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    with open(tmp_path / "pipeline_step.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == PIPELINE_STEP_COLS
+        steps = list(reader)
+    assert [(r["bench"], r["schedule"], r["pp"], r["ep"], r["dp"], r["split"]) for r in steps] == [
+        ("pipeline_step", "zb1p", "2", "1", "1", "holdout"), ("pipeline_step", "dualpipev", "2", "1", "1", "holdout"),
+        ("ep_step", "1f1b", "1", "2", "2", "holdout")]
+    assert all(float(r["time_p10_s"]) <= float(r["time_s"]) <= float(r["time_p90_s"]) for r in steps)
+    with open(tmp_path / "pipeline_ops.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == PIPELINE_OPS_COLS
+        ops = list(reader)
+    zb = [o for o in ops if o["schedule"] == "zb1p" and o["rep"] == "0"]
+    assert {o["kind"] for o in zb} == {"F", "B", "W", "send", "recv"}
+    assert {o["kind"] for o in ops if o["schedule"] == "dualpipev"} >= {"F", "B", "W", "BW", "FB"}
+    assert {o["kind"] for o in ops if o["pp"] == "1"} == {"F", "BW", "allreduce"}
+    # one shared axis per step: the step's time is its latest op end, over both ranks
+    for r in steps[:2]:
+        ends = [float(o["end_s"]) for o in ops if o["schedule"] == r["schedule"]]
+        assert min(float(o["start_s"]) for o in ops if o["schedule"] == r["schedule"]) >= 0
+        assert max(ends) >= float(r["time_s"])
+    trace = json.loads((tmp_path / "pipeline_trace_dualpipev.json").read_text())
+    names = {e["name"] for e in trace["traceEvents"] if e["ph"] == "X" and e["tid"] == 0}
+    assert "F0.0" in names and any("&" in n for n in names)  # the twin's labels, e.g. F2.1&BW0.0
+    assert {e["pid"] for e in trace["traceEvents"] if e["ph"] == "X"} == {0, 1}
+    assert (tmp_path / "pipeline_trace_ep2.json").exists()
