@@ -154,9 +154,9 @@ def build_mesh(pp: int, ep: int = 1, pairs: bool = False, flows=None) -> Mesh:
     mesh = Mesh(pp, dp, ep, rank, rank % pp, rank // pp)
     warm: list = []
 
-    def group(ranks: list[int]):
+    def group(ranks: list[int], p2p: tuple[int, int] | None = None):
         g = dist.new_group(ranks)  # every rank creates every group, in the same order
-        warm.append((ranks, g))
+        warm.append((ranks, g, p2p))
         return g if rank in ranks else None
 
     for p in range(pp):
@@ -182,7 +182,8 @@ def build_mesh(pp: int, ep: int = 1, pairs: bool = False, flows=None) -> Mesh:
                 if g is not None:
                     mesh.pair_group = g
         for key in sorted(flows) if flows is not None else possible_flows(pp):
-            g = group(sorted((d * pp + key[1], d * pp + key[2])))
+            src, dst = d * pp + key[1], d * pp + key[2]
+            g = group(sorted((src, dst)), p2p=(src, dst))
             if d == mesh.dp_rank:
                 mesh.flows[key] = g
     _warm_up(warm)
@@ -190,13 +191,22 @@ def build_mesh(pp: int, ep: int = 1, pairs: bool = False, flows=None) -> Mesh:
 
 
 def _warm_up(groups: list) -> None:
-    """One tiny all-reduce per group, group by group in creation order: NCCL creates each
-    communicator here, before any step, never in an order that could wait in a cycle."""
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    """One tiny all-reduce per group (and, on a flow's group, one send from its source to its
+    destination), group by group in creation order: NCCL creates each communicator here, before
+    any step, never in an order that could wait in a cycle."""
+    cuda = dist.get_backend() == "nccl"
+    dev = torch.device("cuda", torch.cuda.current_device()) if cuda else "cpu"
     me = dist.get_rank()
-    for ranks, g in groups:
-        if me in ranks:
-            dist.all_reduce(torch.ones(1, device=dev), group=g)
+    for ranks, g, p2p in groups:
+        if me not in ranks:
+            continue
+        dist.all_reduce(torch.ones(1, device=dev), group=g)
+        if p2p is not None:
+            t = torch.ones(1, device=dev)
+            work = dist.isend(t, dst=p2p[1], group=g) if me == p2p[0] else dist.irecv(t, src=p2p[0], group=g)
+            work.wait()
+        if cuda:
+            torch.cuda.synchronize(dev)
     dist.barrier()
 
 

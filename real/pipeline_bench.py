@@ -179,7 +179,8 @@ def main(argv=None) -> int:
         torch.cuda.set_device(dev)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # a rank that dies (out of memory) makes the others fail within a minute, not hang to the timeout
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
     rank, world = dist.get_rank(), dist.get_world_size()
     tel = Telemetry(local_rank)
     env = environment(dev, tel)
