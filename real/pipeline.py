@@ -191,7 +191,7 @@ def build_mesh(pp: int, ep: int = 1, pairs: bool = False, flows=None) -> Mesh:
 
 
 def _warm_up(groups: list) -> None:
-    """One tiny all-reduce per group (and, on a flow's group, one send from its source to its
+    """One tiny all-reduce per group (on a flow's group: one send from its source to its
     destination), group by group in creation order: NCCL creates each communicator here, before
     any step, never in an order that could wait in a cycle."""
     cuda = dist.get_backend() == "nccl"
@@ -200,8 +200,9 @@ def _warm_up(groups: list) -> None:
     for ranks, g, p2p in groups:
         if me not in ranks:
             continue
-        dist.all_reduce(torch.ones(1, device=dev), group=g)
-        if p2p is not None:
+        if p2p is None:
+            dist.all_reduce(torch.ones(1, device=dev), group=g)
+        else:  # flow groups only ever send one way
             t = torch.ones(1, device=dev)
             work = dist.isend(t, dst=p2p[1], group=g) if me == p2p[0] else dist.irecv(t, src=p2p[0], group=g)
             work.wait()
