@@ -43,7 +43,7 @@ SHAPE_COLS = {
                     "max_over_mean", "tokens_per_expert"],
 }
 
-# real/pipeline_bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and
+# real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and
 # every op of every rank, on one time axis per step (agreed with the twin's pipeline validation)
 PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
                       "micro_batch_seqs", "seq_len", "precision", "num_layers", "time_s", "time_p10_s",

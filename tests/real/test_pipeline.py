@@ -1,4 +1,4 @@
-"""Pipeline parallelism (real/pipeline.py) over gloo ranks against a single-process reference:
+"""Pipeline parallelism (real/pipeline/) over gloo ranks against a single-process reference:
 the loss and every gradient of each layout (PP2 under every schedule, EP2, PP2 x DP2 with and
 without EP) equal one process's over the same model and batch; and the pure pieces (stage cut,
 flow orders, the deferred weight gradient) on their own."""
@@ -143,7 +143,7 @@ def _bench_worker(rank, world, port, out):
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from real.pipeline_bench import main
+    from real.pipeline.bench import main
 
     for layouts, append in (("pp2", False), ("ep2", True)):
         args = ["--out", str(out), "--tiny", "--layouts", layouts, "--schedules", "zb1p,dualpipev",

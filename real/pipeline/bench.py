@@ -2,7 +2,7 @@
 
 For each layout (`pp2`: two pipeline ranks; `ep2`: one stage, experts over two ranks, i.e. EP2 =
 DP2; `pp2ep2`: both, on four ranks), each schedule (pipeline layouts; `1f1b` with pp=1 is plain
-gradient accumulation) and each micro-batch count, it times warm steps of `real/pipeline.py` and
+gradient accumulation) and each micro-batch count, it times warm steps of `real/pipeline/engine.py` and
 writes, from rank 0:
 
   pipeline_step.csv   one row per configuration: median / p10 / p90 step time over the timed
@@ -44,7 +44,7 @@ from real.bench.records import ENV_COLS, PIPELINE_OPS_COLS, PIPELINE_STEP_COLS, 
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
-from real.pipeline import PipelineRunner, StepTimeline, build_mesh, flow_orders, on_shared_axis
+from real.pipeline.engine import PipelineRunner, StepTimeline, build_mesh, flow_orders, on_shared_axis
 from real.telemetry import Telemetry
 from twin.core.schedules import build_schedule
 

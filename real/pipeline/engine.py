@@ -6,7 +6,7 @@ between stages by point-to-point sends. Launch with torchrun (NCCL on GPUs, gloo
 
     torchrun --standalone --nproc-per-node 2 -m real.pipeline --out DIR [--tiny] ...
 
-(`real/pipeline_bench.py` is the command: configurations, CSVs, Chrome traces.)
+(`real/pipeline/bench.py` is the command: configurations, CSVs, Chrome traces.)
 
 Ranks form a (dp, pp) grid, pp innermost: global rank = dp_rank * pp + pp_rank. Each data-parallel
 replica runs the pipeline on its own micro-batches; MoE experts are split over `ep` consecutive
@@ -536,9 +536,3 @@ def on_shared_axis(timelines: list[StepTimeline]) -> list[StepTimeline]:
                for o in t.ops]
         out.append(StepTimeline(t.rank, t.pp_rank, t.dp_rank, t.host_start_s - t0, t.loss, ops))
     return out
-
-
-if __name__ == "__main__":
-    from real.pipeline_bench import main
-
-    raise SystemExit(main())
