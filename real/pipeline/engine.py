@@ -258,7 +258,9 @@ def build_stages(model: Transformer, schedule: Schedule, pp_rank: int) -> dict[i
         stage = Stage(model, cuts[s], s == 0, s == last)
         if schedule.name == "dualpipe" and chunk == 1:
             names = stage.full_names
-            stage = copy.deepcopy(stage)
+            # process groups are shared, not copied
+            groups = {id(m.ep_group): m.ep_group for m in stage.modules() if isinstance(m, MoE)}
+            stage = copy.deepcopy(stage, memo=groups)
             stage.full_names = names
         stages[chunk] = stage
     return stages
@@ -481,7 +483,9 @@ class PipelineRunner:
         if dst[0] == self.mesh.pp_rank:
             self.local[(kind, mb, dst[1])] = tensor.detach()
             return
-        tensor = tensor.detach().contiguous()
+        if tuple(tensor.shape) != tuple(self.act_shape):  # the receiver's buffer has act_shape: fail, not hang
+            raise ValueError(f"sending {kind} of shape {tuple(tensor.shape)}, receivers expect {self.act_shape}")
+        tensor = tensor.detach().to(self.dtype).contiguous()
         a = self.clock.mark()
         work = dist.isend(tensor, dst=self.mesh.global_rank(dst[0]),
                           group=self.mesh.flows[(kind, self.mesh.pp_rank, dst[0], dst[1])])

@@ -80,7 +80,7 @@ def test_deferred_weight_gradient_equals_the_immediate_one():
 LAYOUTS = {  # world size -> (pp, ep, schedule, num_microbatches)
     2: [(2, 1, "1f1b", 4), (2, 1, "zb1p", 4), (2, 1, "dualpipev", 4), (2, 1, "dualpipe", 4),
         (1, 2, "1f1b", 2)],
-    4: [(2, 1, "zb1p", 4), (2, 2, "1f1b", 3), (2, 2, "dualpipev", 4)],
+    4: [(2, 1, "zb1p", 4), (2, 2, "1f1b", 3), (2, 2, "dualpipev", 4), (2, 2, "dualpipe", 4)],
 }
 
 
