@@ -138,14 +138,16 @@ def test_pipeline_layouts_match_single_process(world):
 # ---- the campaign's entry point (real/campaigns/i13pp.sh runs it under torchrun on two GPUs)
 
 
-def _bench_worker(rank, world, port, out):
+def _bench_worker(rank, world, ports, out):
     import os
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from real.pipeline.bench import main
 
-    for layouts, append in (("pp2", False), ("ep2", True)):
+    # two runs, like the campaign's two torchruns; each its own rendezvous port (a rank that
+    # finishes the first run early must not join the other rank's closing store)
+    for port, (layouts, append) in zip(ports, (("pp2", False), ("ep2", True))):
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         args = ["--out", str(out), "--tiny", "--layouts", layouts, "--schedules", "zb1p,dualpipev",
                 "--microbatches", "4", "--ep-microbatches", "2", "--holdout", "4", "--trace-microbatches", "4",
                 "--warmup", "1", "--reps-min", "2", "--reps-max", "2"]
@@ -158,7 +160,7 @@ def test_bench_writes_step_rows_op_timelines_and_traces(tmp_path):
 
     from real.bench.records import PIPELINE_OPS_COLS, PIPELINE_STEP_COLS
 
-    mp.spawn(_bench_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(_bench_worker, args=(2, (_free_port(), _free_port()), tmp_path), nprocs=2, join=True)
     with open(tmp_path / "pipeline_step.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == PIPELINE_STEP_COLS
@@ -180,8 +182,21 @@ def test_bench_writes_step_rows_op_timelines_and_traces(tmp_path):
         ends = [float(o["end_s"]) for o in ops if o["schedule"] == r["schedule"]]
         assert min(float(o["start_s"]) for o in ops if o["schedule"] == r["schedule"]) >= 0
         assert max(ends) >= float(r["time_s"])
+    for rank in ("0", "1"):  # a rank's compute ops run one after another, in program order
+        mine = [o for o in zb if o["rank"] == rank and o["kind"] in ("F", "B", "W")]
+        assert [int(o["op_index"]) for o in mine] == sorted(int(o["op_index"]) for o in mine)
+        assert all(float(a["end_s"]) <= float(b["start_s"]) for a, b in zip(mine, mine[1:]))
     trace = json.loads((tmp_path / "pipeline_trace_dualpipev.json").read_text())
     names = {e["name"] for e in trace["traceEvents"] if e["ph"] == "X" and e["tid"] == 0}
     assert "F0.0" in names and any("&" in n for n in names)  # the twin's labels, e.g. F2.1&BW0.0
     assert {e["pid"] for e in trace["traceEvents"] if e["ph"] == "X"} == {0, 1}
     assert (tmp_path / "pipeline_trace_ep2.json").exists()
+
+
+def test_layouts_parse_and_refuse_what_they_are_not():
+    from real.pipeline.bench import parse_layout
+
+    assert [parse_layout(x) for x in ("pp2", "ep2", "pp2ep2", "pp4")] == [(2, 1), (1, 2), (2, 2), (4, 1)]
+    for bad in ("", "pp", "dp2", "pp2x", "ep2pp2"):
+        with pytest.raises(SystemExit, match="not a layout"):
+            parse_layout(bad)
