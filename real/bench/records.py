@@ -52,6 +52,15 @@ SHAPE_COLS = {
                         "comm_time_s", "comm_detail", "split"],
 }
 
+# real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and
+# every op of every rank, on one time axis per step (agreed with the twin's pipeline validation)
+PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
+                      "micro_batch_seqs", "seq_len", "precision", "num_layers", "time_s", "time_p10_s",
+                      "time_p90_s", "reps", "tokens_per_s", "loss", "split", *ENV_COLS, "nccl_version"]
+PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
+                     "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
+                     "end_s", "gpu_name", "timestamp_utc"]
+
 
 def env_cols(family: str) -> list[str]:
     """The environment columns of a family's rows."""
