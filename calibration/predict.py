@@ -143,14 +143,32 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
         return window_s(row, [], e.ops)
     direction = "fwd" if b.endswith("_fwd") else "bwd"
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
-        f, bw = _mla_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
+        f, bw = mla_layer_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
         return _layer_time_s(row, f, bw, direction)
     if b in ("moe_layer_fwd", "moe_layer_bwd"):
         spec = get_model(row["model"])
         counts = expert_rows(row, spec.top_k)
-        f, bw = _moe_ops(spec, int(row["tokens"]), counts, row["precision"], gpu, profile)
+        f, bw = moe_layer_ops(spec, int(row["tokens"]), counts, row["precision"], gpu, profile)
         return _layer_time_s(row, f, bw, direction)
     return None
+
+
+def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile) -> tuple["Eager", "Eager"]:
+    """real/'s MLA layer forward and backward as it runs eagerly: the named ops (_mla_ops) and the
+    kernels they launch beyond those (Eager.missing_kernels)."""
+    f, b = _mla_ops(spec, batch, seq, label, gpu, profile)
+    f.missing_kernels("mla_layer_fwd", label)
+    b.missing_kernels("mla_layer_bwd", label)
+    return f, b
+
+
+def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile) -> tuple["Eager", "Eager"]:
+    """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
+    Eager.missing_kernels)."""
+    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile)
+    f.missing_kernels("moe_layer_fwd", label)
+    b.missing_kernels("moe_layer_bwd", label)
+    return f, b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +225,33 @@ class Eager:
 
     def topk(self, rows: float, width: int, k: int) -> None:
         self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
+
+    def missing_kernels(self, layer_bench: str, label: str) -> None:
+        """real/'s eager layer as the kernel records show it (Profile.eager, measured by
+        calibration.layer_gaps): the kernels it launches that the op list above does not name
+        (argsort's radix passes and memsets, index bookkeeping, copies), spread evenly through the
+        op sequence, each launch-bound on the GPU (launch_s); and, where measured, the host
+        dispatch per launched kernel of the layer's direction (`host_s`: autograd's backward
+        dispatches slower than the forward), for the named ops and the missing ones alike."""
+        eager = self.profile.eager or {}
+        direction = layer_bench.rsplit("_", 1)[-1]
+        host = eager.get("host_s", {}).get(direction)
+        if host is not None:
+            self.ops = [(float(host), g) for _, g in self.ops]
+        n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
+        if n <= 0:
+            return
+        h = float(host) if host is not None else self.profile.host("op")
+        ops, out = self.ops, []
+        step = len(ops) / n if ops else 0.0
+        k = 0
+        for i, op in enumerate(ops):
+            while k < n and k * step <= i:
+                out.append((h, self.profile.launch_s))
+                k += 1
+            out.append(op)
+        out += [(h, self.profile.launch_s)] * (n - k)
+        self.ops = out
 
     def small(self, n: int) -> None:
         """n tiny ops (index bookkeeping, views that launch a kernel): launch-bound."""
