@@ -39,6 +39,8 @@ SHAPE_COLS = {
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
     "sm_reserve": ["bench", "mode", "reserved_sms", "m", "n", "k", "precision", "trial", "time_solo_s",
                    "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],
+    "host_dispatch": ["bench", "config", "phase", "model", "batch", "seq_len", "tokens", "num_experts", "precision",
+                      "split", "host_s", "kernels", "kernel_s", "aten_ops"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
 }
