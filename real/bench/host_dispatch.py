@@ -11,6 +11,8 @@ optimizer, a prefill, a decode step), over HOST_REPS warm repetitions:
   kernels     kernels launched per call and kernel_s their GPU time (torch profiler, KERNEL_REPS
               repetitions; 0 and empty on the CPU)
   aten_ops    aten operators dispatched per call (a TorchDispatchMode count, views included)
+and, for the whole-step phases, each kernel's calls and GPU time (step_kernels.csv, the
+kernels.csv schema).
 So host_s / kernels is the host time per launched kernel, measured, that a prediction of an
 eager record needs (calibration.layer_gaps reads it).
 `split`: fit for shapes of the fitting families of calibration/split.py, holdout otherwise.
@@ -79,7 +81,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
         else:
             wall.append(t1 - t0)
         host.append(t1 - t0)
-    kernels, kernel_s = 0.0, float("nan")
+    kernels, kernel_s, per_kernel = 0.0, float("nan"), {}
     if dev.type == "cuda":
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(KERNEL_REPS):
@@ -90,6 +92,9 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
         ev = [e for e in prof.events() if e.device_type.name == "CUDA"]
         kernels = len(ev) / KERNEL_REPS
         kernel_s = sum(e.device_time for e in ev) * 1e-6 / KERNEL_REPS
+        for e in ev:
+            n, t = per_kernel.get(e.name, (0, 0.0))
+            per_kernel[e.name] = (n + 1, t + e.device_time * 1e-6)
     state = setup()
     counter = _CountOps()
     with counter:
@@ -98,10 +103,20 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
     q = statistics.quantiles(wall, n=10, method="inclusive") if len(wall) > 1 else [wall[0]] * 9
     return {"host_s": statistics.median(host), "time_s": statistics.median(wall), "time_p10_s": q[0],
             "time_p90_s": q[-1], "reps": reps, "timing": "per_rep_events" if dev.type == "cuda" else "host_clock",
-            "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n}
+            "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n,
+            "per_kernel": {k: (n / KERNEL_REPS, t / KERNEL_REPS) for k, (n, t) in per_kernel.items()}}
 
 
 def _row(rec, timer, config: str, phase: str, prec, split: str, r: dict, **shape):
+    r = dict(r)
+    per_kernel = r.pop("per_kernel", {})
+    if phase.startswith("train_") or phase in ("prefill", "decode"):
+        # whole-step phases: each kernel's calls and GPU time per call of the phase (step_kernels.csv,
+        # the kernels.csv schema), so a step's time can be split by kernel class
+        for name, (n, t) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
+            rec.row("step_kernels", bench="step_kernels", config=f"{config} {phase}", precision=prec.label,
+                    kernel=name if len(name) <= 240 else name[:120] + "..." + name[-117:], calls=n, time_s=t,
+                    reps=KERNEL_REPS, timing="profiler", sm_clock_mhz=timer.tel.sm_clock_mhz())
     rec.row("host_dispatch", bench="host_dispatch", config=config, phase=phase, precision=prec.label,
             split=split, sm_clock_mhz=timer.tel.sm_clock_mhz(), **shape, **r)
     log(f"host_dispatch {config} {phase} {prec.label}: host {r['host_s'] * 1e3:.3f} ms, events "

@@ -34,6 +34,7 @@ SHAPE_COLS = {
     "power": ["bench", "config", "precision"],
     "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
     "kernels": ["bench", "config", "precision", "kernel", "calls"],
+    "step_kernels": ["bench", "config", "precision", "kernel", "calls"],
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
            "max_rank_rows", "bytes_per_rank", "precision"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
