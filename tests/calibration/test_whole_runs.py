@@ -128,3 +128,11 @@ def test_dualpipe_v_has_less_bubble_than_1f1b_in_the_twin(fixture_root):
     result = validate(fixture_root)
     idle = {p["schedule"]: max(p["idle_simulated_s"]) for p in result["pipelines"]}
     assert idle["dualpipev"] < idle["1f1b"]
+
+
+def test_report_shows_kinds_and_the_pipeline_timelines(fixture_root, tmp_path):
+    from reports.validation_report import write_report
+    paths = {p.name for p in write_report(validate(fixture_root), tmp_path)}
+    assert {"validation_by_kind.png", "pipeline_0.png", "pipeline_1.png", "pipeline_2.png"} <= paths
+    html = (tmp_path / "report.html").read_text()
+    assert "Per kind of case" in html and "each rank&#x27;s idle" in html.lower() or "each rank's idle" in html.lower()
