@@ -24,8 +24,12 @@ its op is dispatched by the host, so small layers, which are host-bound, are pre
 fitting split only (calibration/split.py applied to the profiled configuration's shape):
   extra_kernels  per layer, direction and precision: median over the fitting-split profiled
                  configurations of (kernels launched - kernels the op list names);
-  (host)         each missing kernel is dispatched at the profile's host_s per op like the named
-                 ops. A per-direction host time (Profile.eager["host_s"], fit_host_s) is NOT set:
+  host_s         per direction, the host dispatch per launched kernel MEASURED by the
+                 host_dispatch campaign section (real/bench/host_dispatch.py: host seconds of a call
+                 over the kernels it launches, fitting-split layer rows; measured_host_s), when
+                 calibration/measurements/<gpu>/host_dispatch.csv is committed. Until then each
+                 missing kernel is dispatched at the profile's host_s per op like the named ops.
+                 A host time FITTED to the layer records is not used:
                  the fitting split's layers are GPU-bound and leave it unfixed (fitted, it went to
                  11 / 20 us forward / backward on the H100, soaking up GPU residuals), while the
                  host-bound layers (V2-Lite MLA backward: 36 kernels in 1.3 ms, ~36 us a kernel
@@ -47,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
 from calibration import records as rec
 from calibration.predict import _mla_ops, _moe_ops, expert_rows, gpu_spec, predict_s, timed_window_s, twin_precision
@@ -55,8 +58,6 @@ from calibration.split import is_held_out
 from twin.core.specs import get_model
 
 COMPOSED = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
-HOST_BOUNDS_S = (1e-6, 1e-4)
-HOST_S_START = 2e-5
 _MOE_CFG = re.compile(r"moe_layer (\S+) t(\d+) e(\d+) skew([\d.]+) (fwd|bwd)")
 _MLA_CFG = re.compile(r"mla_layer (\S+) b(\d+) s(\d+) (fwd|bwd)")
 
@@ -159,36 +160,31 @@ def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str = 
     return {k: float(max(0.0, round(float(np.median(v))))) for k, v in sorted(diffs.items())}
 
 
-def fit_host_s(gpu: str, profile, df: pd.DataFrame, extra_kernels: dict) -> dict:
-    """{"fwd": s, "bwd": s}: host dispatch per launched kernel of a layer's forward and backward,
-    least squares on log time over the fitting split's MoE/MLA layer records, every other term
-    of `profile` held (only host-bound layers inform it; GPU-bound ones hide the host)."""
-    held = df.apply(is_held_out, axis=1)
-    comp = df[(~held) & df.bench.isin(COMPOSED)]
-    if comp.empty:
-        return {"fwd": 0.0, "bwd": 0.0}
-    records, spec = comp.to_dict("records"), gpu_spec(gpu)
-    log_meas = np.log(comp.time_s.to_numpy(float))
+HOST_PHASES = ("fwd", "bwd")
 
-    def residuals(q):
-        p = dataclasses.replace(profile, eager={"extra_kernels": extra_kernels,
-                                                "host_s": {"fwd": float(q[0]), "bwd": float(q[1])}})
-        return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
-    lo, hi = HOST_BOUNDS_S
-    sol = least_squares(residuals, [HOST_S_START, HOST_S_START], bounds=([lo, lo], [hi, hi]), x_scale=[1e-5, 1e-5],
-                        diff_step=0.05, loss="soft_l1", f_scale=0.1)
-    return {"fwd": float(sol.x[0]), "bwd": float(sol.x[1])}
+def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """{"fwd": s, "bwd": s}: host dispatch seconds per launched kernel of real/'s eager layers,
+    measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
+    host_s / kernels, the median per phase. {} without the file or such rows."""
+    path = Path(root) / gpu / "host_dispatch.csv"
+    if not path.is_file():
+        return {}
+    hd = pd.read_csv(path)
+    hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["kernels"] > 0) & (hd["host_s"] > 0)]
+    return {ph: float((g["host_s"] / g["kernels"]).median()) for ph, g in hd.groupby("phase")}
 
 
 def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
-    """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv)."""
+    """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
+    with the measured host time per kernel where host_dispatch.csv is committed."""
     df = rec.load_records(gpu, root) if df is None else df
     base = dataclasses.replace(profile, eager={})
     counts = extra_kernel_counts(gpu, base, df, root)
     if not counts:
         return {}
-    return {"extra_kernels": counts,
+    host = measured_host_s(gpu, root)
+    return {"extra_kernels": counts, **({"host_s": host} if host else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
 

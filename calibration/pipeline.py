@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
-from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, _rmsnorm, _rmsnorm_bwd, block_ops)
+from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
+                                    _rmsnorm, _rmsnorm_bwd, block_ops)
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -87,12 +88,8 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
     if last:
         _rmsnorm(f, T, D)
         _linear_fwd(f, T, Y, D, label)
-        f.mem(T * Y * (BF16_BYTES + FP32_BYTES))
-        f.mem(T * Y * FP32_BYTES * 2.0)
-        f.small(2)
-        b.small(2)
-        b.mem(T * Y * FP32_BYTES * 3.0)
-        b.mem(T * Y * (FP32_BYTES + BF16_BYTES))
+        _cross_entropy_fwd(f, T, Y)
+        _cross_entropy_bwd(b, T, Y)
         _linear_bwd(b, T, Y, D, label)
         _rmsnorm_bwd(b, T, D)
     for _, bb in reversed(blocks):
@@ -102,6 +99,8 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
             b.mem(Y * D * BF16_BYTES)
             b.gather(2 * T * D * FP32_BYTES)
             b.small(6)
+    f.use_eager_host("fwd")
+    b.use_eager_host("bwd")
     return StageCost(_window(f.ops), _window(b.ops), _window(b.w_ops))
 
 

@@ -251,9 +251,7 @@ class Eager:
         dispatches slower than the forward), for the named ops and the missing ones alike."""
         eager = self.profile.eager or {}
         direction = layer_bench.rsplit("_", 1)[-1]
-        host = eager.get("host_s", {}).get(direction)
-        if host is not None:
-            self.ops = [(h if h is None else float(host), g) for h, g in self.ops]
+        host = self.use_eager_host(direction)
         n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
         if n <= 0:
             return
@@ -268,6 +266,16 @@ class Eager:
             out.append(op)
         out += [(h, self.profile.launch_s)] * (n - k)
         self.ops = out
+
+    def use_eager_host(self, direction: str) -> float | None:
+        """Where the profile holds a measured host dispatch time per launched kernel of eager
+        forward or autograd backward work (Profile.eager["host_s"], from host_dispatch.csv,
+        calibration.layer_gaps), every op issued so far takes it; returns it (None: unmeasured)."""
+        host = (self.profile.eager or {}).get("host_s", {}).get(direction)
+        if host is not None:
+            self.ops = [(h if h is None else float(host), g) for h, g in self.ops]
+            self.w_ops = [(h if h is None else float(host), g) for h, g in self.w_ops]
+        return host
 
     def sync(self) -> None:
         """A host synchronisation (.item(), .tolist() of a GPU tensor): timed_window_s."""

@@ -137,9 +137,10 @@ def _param_tensors(spec) -> int:
     return n
 
 
-def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> Eager:
-    """real/train.py train_step on one GPU: zero_grad, Transformer.loss forward, backward,
-    MasterAdamW.step, the bias update of every MoE layer, loss.item()."""
+def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> dict[str, Eager]:
+    """real/train.py train_step on one GPU in its three phases: "train_fwd" (zero_grad,
+    Transformer.loss), "train_bwd" (loss.backward()), "train_opt" (MasterAdamW.step and the bias
+    update of every MoE layer): the phases real/bench/host_dispatch.py times apart."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile)
     f.gather(2 * T * D * BF16_BYTES)                  # embedding lookup
@@ -148,13 +149,9 @@ def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> E
         f.extend(bf)
     _rmsnorm(f, T, D)
     _linear_fwd(f, T, Y, D, label)                    # output head, in the step's precision
-    f.mem(T * Y * (BF16_BYTES + FP32_BYTES))          # logits .float()
-    f.mem(T * Y * FP32_BYTES * 2.0)                   # log_softmax
-    f.small(2)                                        # nll_loss (gather, mean)
+    _cross_entropy_fwd(f, T, Y)
     # backward
-    b.small(2)
-    b.mem(T * Y * FP32_BYTES * 3.0)                   # log_softmax backward
-    b.mem(T * Y * (FP32_BYTES + BF16_BYTES))          # .float() backward
+    _cross_entropy_bwd(b, T, Y)
     _linear_bwd(b, T, Y, D, label)
     _rmsnorm_bwd(b, T, D)
     for _, bb in reversed(blocks):
@@ -170,11 +167,40 @@ def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> E
     o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))  # _foreach_copy_ to the BF16 weights
     moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
     o.small(7 * moe_layers)                           # update_bias: clone, mean, sub, sign, mul, add_, zero_
+    f.use_eager_host("fwd")
+    b.use_eager_host("bwd")
+    o.use_eager_host("fwd")
+    return {"train_fwd": f, "train_bwd": b, "train_opt": o}
+
+
+def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> Eager:
+    """The whole step: the three phases in order, then loss.item() (a host synchronisation)."""
     step = Eager(gpu, profile)
-    for part in (f, b, o):
+    for part in train_step_parts(spec, B, S, label, gpu, profile).values():
         step.extend(part)
-    step.sync()                                        # loss.item()
+    step.sync()
     return step
+
+
+def _cross_entropy_fwd(e: Eager, T: int, Y: int) -> None:
+    """F.cross_entropy(logits.float(), targets): the cast (read BF16, write FP32), log_softmax over
+    the vocabulary (a pass for the max and sum of exponentials, a pass to write: 12 B an element),
+    nll_loss (gather and mean, small)."""
+    e.mem(T * Y * (BF16_BYTES + FP32_BYTES))
+    e.mem(T * Y * FP32_BYTES * 3.0)
+    e.small(2)
+
+
+def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
+    """nll_loss backward (a zeroed T x Y gradient and a scatter), log_softmax backward (a pass
+    summing the gradient, a pass reading it and the output and writing: 16 B an element), the
+    cast's backward (read FP32, write BF16)."""
+    e.mem(T * Y * FP32_BYTES)
+    e.small(1)
+    e.mem(T * Y * FP32_BYTES * 4.0)
+    e.mem(T * Y * (FP32_BYTES + BF16_BYTES))
+
+
 
 
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
@@ -192,6 +218,7 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)                         # argmax
     e.small(1)                                        # cat of the chunks' tokens
+    e.use_eager_host("fwd")
     return e
 
 
@@ -249,6 +276,7 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
     _rmsnorm(e, B, D)
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)
+    e.use_eager_host("fwd")
     return e
 
 

@@ -136,3 +136,22 @@ def test_report_shows_kinds_and_the_pipeline_timelines(fixture_root, tmp_path):
     assert {"validation_by_kind.png", "pipeline_0.png", "pipeline_1.png", "pipeline_2.png"} <= paths
     html = (tmp_path / "report.html").read_text()
     assert "Per kind of case" in html and "each rank&#x27;s idle" in html.lower() or "each rank's idle" in html.lower()
+
+
+def test_a_measured_host_time_per_kernel_reaches_host_bound_steps():
+    """Decode is host-bound in eager mode: a measured host time per kernel (Profile.eager host_s,
+    from host_dispatch.csv) sets its prediction; a compute-bound training step barely moves."""
+    import dataclasses
+
+    from calibration.predict import gpu_spec
+    from calibration.whole_step import predict_model_row, train_step_ops
+    from twin.costs.profile import fitted_profile
+    prof, spec = fitted_profile("h100"), gpu_spec("h100")
+    fast = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"fwd": 5e-6, "bwd": 5e-6}})
+    decode = pd.Series({"bench": "decode", "model": "v2-lite-slice", "batch": 8, "prompt_len": 1024, "gen_len": 32})
+    assert predict_model_row(decode, spec, fast) < 0.5 * predict_model_row(decode, spec, prof)
+    step = pd.Series({"bench": "train_step", "model": "v3-slice-1l", "batch": 4, "seq_len": 4096, "precision": "bf16"})
+    assert predict_model_row(step, spec, fast) == pytest.approx(predict_model_row(step, spec, prof), rel=0.05)
+    from twin.core.specs import get_model
+    ops = train_step_ops(get_model("v3-slice-1l"), 1, 512, "bf16", spec, prof).ops
+    assert sum(1 for h, _ in ops if h is None) == 1     # loss.item(): the one host synchronisation
