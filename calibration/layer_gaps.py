@@ -35,6 +35,10 @@ fitting split only (calibration/split.py applied to the profiled configuration's
                  host-bound layers (V2-Lite MLA backward: 36 kernels in 1.3 ms, ~36 us a kernel
                  under autograd) are all held out.
 
+  optimizer_eff  the HBM bandwidth fraction of MasterAdamW's fused AdamW kernels, measured from
+                 step_kernels.csv (measured_optimizer_eff) when committed; until then AdamW is
+                 costed at memory_eff (a copy kernel's rate).
+
 Effect on the held-out layer cases (2026-11-26): signed median -0.6% -> +0.3% (H100), -1.0% ->
 +0.3% (H200); |error| P90 9.0% -> 7.2%, 10.1% -> 7.7%. What stays: the MLA layers (kernel costs
 of the V3 MLA backward and FP8 forward 7-11% low in the kernel sum itself; V2-Lite's host-bound
@@ -175,6 +179,34 @@ def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return {ph: float((g["host_s"] / g["kernels"]).median()) for ph, g in hd.groupby("phase")}
 
 
+ADAMW_BYTES_PER_PARAM = 28.0   # fused AdamW on FP32 masters: reads p, g, m, v; writes p, m, v
+_STEP_CFG = re.compile(r"train_step (\S+) b(\d+) s(\d+) train_opt")
+
+
+def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+    """HBM bandwidth fraction the fused AdamW kernels of MasterAdamW reach (step_kernels.csv,
+    real/bench/host_dispatch.py: the optimizer phase's kernels whose name holds "adam"), median
+    over the profiled models: 28 bytes per parameter over their GPU time, over the catalog HBM
+    bandwidth. None without the file. A kernel's measured rate, like cat_eff: the step's time is
+    never used."""
+    from calibration.predict import gpu_spec
+    from twin.costs.flops import param_counts
+    path = Path(root) / gpu / "step_kernels.csv"
+    if not path.is_file():
+        return None
+    k = pd.read_csv(path)
+    effs = []
+    for cfg, g in k.groupby("config"):
+        m = _STEP_CFG.fullmatch(str(cfg).strip())
+        adam = g[g["kernel"].str.contains("adam", case=False)]
+        if m is None or adam.empty:
+            continue
+        for _, per_prec in adam.groupby("precision"):
+            params = param_counts(get_model(m[1]))["total_params"]
+            effs.append(params * ADAMW_BYTES_PER_PARAM / float(per_prec["time_s"].sum()) / gpu_spec(gpu).hbm_bytes_per_s)
+    return float(np.median(effs)) if effs else None
+
+
 def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
     with the measured host time per kernel where host_dispatch.csv is committed."""
@@ -184,7 +216,9 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     if not counts:
         return {}
     host = measured_host_s(gpu, root)
+    opt_eff = measured_optimizer_eff(gpu, root)
     return {"extra_kernels": counts, **({"host_s": host} if host else {}),
+            **({"optimizer_eff": opt_eff} if opt_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
 

@@ -163,7 +163,7 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     params = param_counts(spec)["total_params"]
     tensors = _param_tensors(spec)
     o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)   # p.grad.float(), one per tensor
-    o.mem(params * FP32_BYTES * 7.0, kernels=max(1, tensors // 4))  # fused AdamW: p, g, m, v in; p, m, v out
+    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))  # fused AdamW: p, g, m, v in; p, m, v out
     o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))  # _foreach_copy_ to the BF16 weights
     moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
     o.small(7 * moe_layers)                           # update_bias: clone, mean, sub, sign, mul, add_, zero_
@@ -201,6 +201,14 @@ def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
     e.mem(T * Y * (FP32_BYTES + BF16_BYTES))
 
 
+
+
+def adamw_bytes(params: float, profile) -> float:
+    """Bytes of the fused AdamW step over FP32 masters (28 a parameter), scaled so that Eager.mem's
+    streaming rate becomes the optimizer kernels' measured rate (Profile.eager optimizer_eff,
+    calibration.layer_gaps) where one is measured."""
+    eff = (profile.eager or {}).get("optimizer_eff")
+    return params * FP32_BYTES * 7.0 * (profile.memory_eff / eff if eff else 1.0)
 
 
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:

@@ -74,3 +74,18 @@ def test_measured_host_time_per_kernel_comes_from_fitting_rows_only(tmp_path):
     host = lg.measured_host_s("h100", tmp_path)
     assert host == {"fwd": pytest.approx(2e-5), "bwd": pytest.approx(4e-5)}
     assert lg.measured_host_s("h200", tmp_path) == {}
+
+
+def test_optimizer_rate_is_the_adamw_kernels_measured_bandwidth(tmp_path):
+    from calibration.predict import gpu_spec
+    from twin.costs.flops import param_counts
+    from twin.core.specs import get_model
+    (tmp_path / "h100").mkdir()
+    params = param_counts(get_model("v3-slice-1l"))["total_params"]
+    adam_s = params * 28.0 / (0.5 * gpu_spec("h100").hbm_bytes_per_s)      # a kernel at half the HBM peak
+    pd.DataFrame([("train_step v3-slice-1l b1 s2048 train_opt", "bf16", "multi_tensor_apply_kernel<FusedAdamMathFunctor>", 40, adam_s),
+                  ("train_step v3-slice-1l b1 s2048 train_opt", "bf16", "vectorized_elementwise_kernel copy", 25, 1e-3),
+                  ("train_step v3-slice-1l b1 s2048 train_fwd", "bf16", "nvjet gemm", 10, 5e-3)],
+                 columns=["config", "precision", "kernel", "calls", "time_s"]).to_csv(tmp_path / "h100" / "step_kernels.csv")
+    assert lg.measured_optimizer_eff("h100", tmp_path) == pytest.approx(0.5)
+    assert lg.measured_optimizer_eff("h200", tmp_path) is None
