@@ -59,7 +59,10 @@ import pandas as pd
 from calibration import records as rec
 from calibration.predict import _mla_ops, _moe_ops, expert_rows, gpu_spec, predict_s, timed_window_s, twin_precision
 from calibration.split import is_held_out
+from twin.core.atomic import write_text
 from twin.core.specs import get_model
+from twin.costs.flops import param_counts
+from twin.costs.profile import PROFILES, profile_from_json
 
 COMPOSED = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
 _MOE_CFG = re.compile(r"moe_layer (\S+) t(\d+) e(\d+) skew([\d.]+) (fwd|bwd)")
@@ -189,8 +192,6 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
     over the profiled models: 28 bytes per parameter over their GPU time, over the catalog HBM
     bandwidth. None without the file. A kernel's measured rate, like cat_eff: the step's time is
     never used."""
-    from calibration.predict import gpu_spec
-    from twin.costs.flops import param_counts
     path = Path(root) / gpu / "step_kernels.csv"
     if not path.is_file():
         return None
@@ -229,12 +230,10 @@ def main(argv=None) -> int:
     ap.add_argument("--update", action="store_true",
                     help="write the measured eager terms into the committed profiles (twin/data/profiles)")
     args = ap.parse_args(argv)
-    from calibration.fit import PROFILES_DIR
-    from twin.core.atomic import write_text
-    from twin.costs.profile import profile_from_json
+    profiles_dir = Path(str(PROFILES))
     gpus = args.gpu or [g for g in rec.gpu_dirs() if (rec.MEASUREMENTS_DIR / g / "kernels.csv").is_file()]
     for gpu in gpus:
-        path = PROFILES_DIR / f"{gpu}.json"
+        path = profiles_dir / f"{gpu}.json"
         data = json.loads(path.read_text())
         prof = profile_from_json(data)
         df = rec.load_records(gpu)

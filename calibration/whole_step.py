@@ -21,6 +21,8 @@ host may run ahead (three repetitions, steady state); EP dispatch moves split si
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
@@ -359,7 +361,6 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
         return timed_window_s([], e.ops)
     if b not in ("moe_layer_ep_fwd", "moe_layer_ep_bwd"):
         return None
-    import dataclasses
     local = dataclasses.replace(spec, num_routed_experts=E // world, hidden_size=D, top_k=K)
     counts = np.full(E // world, rows_in / (E // world))
     label = row["precision"]
