@@ -64,6 +64,12 @@ A profile also describes the *software stack* that ran the kernels, as data:
     measured from the memory op `mla_qk_cat` (calibration.fit.fit_cat_eff); 0 = gather_eff.
   gather_eff: bandwidth of row gather/scatter kernels (index, index_copy, index_put) relative to
     streaming kernels (memory_eff), fitted; 1.0 where unmeasured.
+  eager: what real/'s eager MoE and MLA layers run beyond the kernels the op lists of
+    calibration/predict.py name, measured from the torch profiler's kernel records
+    (calibration/measurements/<gpu>/kernels.csv) by calibration.layer_gaps: `extra_kernels`
+    ("<layer>_<fwd|bwd>/<bf16|fp8>" -> kernels a call launches that the op list omits: radix-sort
+    passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd" -> host
+    seconds to dispatch each kernel of a layer's forward / autograd backward). Used only to predict real/'s eager records.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
@@ -131,6 +137,7 @@ class Profile:
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
     fp8_stack: dict = field(default_factory=dict)   # compute.fp8_cast_time_s, wgrad_1d1d_speed
     sm_reserve: dict = field(default_factory=dict)  # compute.untold_sm_slowdown: "untold_<prec>" -> [[sms, slowdown]]
+    eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -178,6 +185,7 @@ class Profile:
             "topk": dict(self.topk),
             "fp8_stack": dict(self.fp8_stack),
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
+            "eager": json.loads(json.dumps(self.eager)),
             "provenance": self.provenance,
         }
 
@@ -229,6 +237,7 @@ def profile_from_json(data: dict) -> Profile:
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
         fp8_stack={k: float(v) for k, v in data.get("fp8_stack", {}).items()},
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
+        eager=dict(data.get("eager", {})),
     )
 
 
