@@ -15,11 +15,15 @@ mkdir -p "$out/campaign"
   nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,power.limit,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'nccl', torch.cuda.nccl.version())"
 } > "$out/campaign/host.txt" 2>&1
+t0=$(date +%s); total_s=${X2_TOTAL_S:-560}  # the device tool stops a command at 600 s
 for part in "${parts[@]}"; do
   script=real/campaigns/$part.sh
   [ -f "$script" ] || { echo "skip $part: no $script" | tee -a "$out/campaign/parts.log"; continue; }
   start=$(date +%s)
-  timeout --kill-after=5 $(( ${budget_s[$part]:-60} + 20 )) bash "$script" "$out/campaign" \
+  left_s=$(( total_s - (start - t0) - 10 ))
+  limit_s=$(( ${budget_s[$part]:-60} + 10 )); [ $limit_s -gt $left_s ] && limit_s=$left_s
+  [ $limit_s -lt 20 ] && { echo "skip $part: ${left_s}s left" | tee -a "$out/campaign/parts.log"; continue; }
+  timeout --kill-after=5 $limit_s bash "$script" "$out/campaign" \
     > "$out/campaign/$part.log" 2>&1
   rc=$?
   echo "$part rc=$rc wall_s=$(( $(date +%s) - start ))" | tee -a "$out/campaign/parts.log"
