@@ -76,11 +76,18 @@ def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) 
 # Expert loads
 
 
-@functools.cache
 def _load_figures(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict:
     """Straggler figures of one MoE layer, averaged over NUM_LOAD_LAYERS sampled layers:
     rows_frac (max GPU rows / mean, with and without EPLB) and the straggler GPU's per-slot
     share of the instance's routed rows (for its grouped GEMM)."""
+    # cached on the fields that matter only: the request simulation asks for many ServeSpec variants
+    key = ServeSpec(ep=s.ep, tp=1, redundant_experts=s.redundant_experts, eplb=s.eplb,
+                    load_model=s.load_model, load_param=s.load_param)
+    return _load_figures_cached(m, key, gpus_per_node)
+
+
+@functools.cache
+def _load_figures_cached(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict:
     e, ep = m.num_routed_experts, s.ep
     defaults = MoeLoadSpec()
     param = s.load_param or {"zipf": defaults.zipf_s, "dirichlet": defaults.dirichlet_alpha}.get(s.load_model, 0.0)
@@ -200,7 +207,7 @@ def _attn_proj_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile
         tt = g(t, (h + 2 * kvh) * m.head_dim, d, p) + g(t, d, h * m.head_dim, p)
     tt += 3 * mem(3 * t * d * BF16_BYTES)                                        # norm, rope, residual
     if s.tp > 1:                                                                 # all-reduce of the output
-        tt += 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=True)
+        tt += 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
     return tt
 
 
@@ -324,7 +331,7 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
             else:
                 total += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
         if s.tp > 1:
-            total += 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=True)
+            total += 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
         return total
 
     a = attn_s()

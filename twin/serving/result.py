@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -68,3 +68,63 @@ class ServeResult:
     kv_bytes_per_token: float
     sweep: tuple[SweepPoint, ...]
     claims: tuple[ServeClaim, ...]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A latency distribution over requests, in seconds."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True)
+class RequestSimResult:
+    """What the request-level simulation measured (twin.serving.simulate): throughput in the steady
+    window, latency distributions, goodput, cost, memory, KV and what the engine did."""
+
+    simulated_requests: int
+    arrival: str
+    concurrency: int
+    decode_instances: int
+    decode_gpus: int
+    prefill_gpus: int
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    output_tokens_per_s_per_node: float
+    input_tokens_per_s: float
+    input_tokens_per_s_per_gpu: float
+    input_tokens_per_s_per_node: float
+    input_computed_tokens_per_s: float
+    requests_per_s: float
+    goodput_requests_per_s: float
+    slo_attained_frac: float
+    ttft_s: Latency
+    tpot_s: Latency
+    e2e_s: Latency
+    output_tokens_per_s_per_request: float
+    usd_per_million_output_tokens: float
+    usd_per_million_input_tokens: float
+    memory_per_gpu_bytes: float
+    memory_breakdown_bytes: dict[str, float]
+    kv_capacity_tokens_per_instance: float
+    kv_peak_tokens_per_instance: float
+    preemptions: int
+    iterations: int
+    grid_points: int
+    prefill_time_frac: float
+    kv_transfer_bytes: float
+    makespan_s: float
+    mean_in_system: float
+    output_tokens_total: float
+    decode_token_steps: float
+    first_tokens: int
+    steady: dict[str, float]
+    ttft_cdf_s: list[float]
+    tpot_cdf_s: list[float]
+    e2e_cdf_s: list[float]
+    requests: dict[str, Any] = field(default=None, metadata={"json": False})
+    trace: tuple = field(default=(), metadata={"json": False})
