@@ -39,38 +39,6 @@ class ServeClaim:
 
 
 @dataclass(frozen=True)
-class ServeResult:
-    """Throughput, latency and memory of a deployment at its best feasible concurrency."""
-
-    scenario: str
-    model: str
-    gpu: str
-    gpu_name: str
-    num_gpus: int
-    instance_gpus: int
-    instances: int
-    profile: dict[str, Any]
-    batch: int
-    max_batch_by_memory: int
-    output_tokens_per_s: float
-    output_tokens_per_s_per_gpu: float
-    output_tokens_per_s_per_node: float
-    input_tokens_per_s: float
-    input_tokens_per_s_per_gpu: float
-    input_tokens_per_s_per_node: float
-    tpot_s: float
-    ttft_s: float
-    prefill: dict[str, float]
-    decode: dict[str, Any]
-    memory_per_gpu_bytes: float
-    memory_breakdown_bytes: dict[str, float]
-    weight_bytes: dict[str, float]
-    kv_bytes_per_token: float
-    sweep: tuple[SweepPoint, ...]
-    claims: tuple[ServeClaim, ...]
-
-
-@dataclass(frozen=True)
 class Latency:
     """A latency distribution over requests, in seconds."""
 
@@ -128,3 +96,55 @@ class RequestSimResult:
     e2e_cdf_s: list[float]
     requests: dict[str, Any] = field(default=None, metadata={"json": False})
     trace: tuple = field(default=(), metadata={"json": False})
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """A deployment under its traffic. The headline (throughput, latency percentiles, goodput,
+    memory, cost) is the request-level simulation's (`simulation`); `batch`, `tpot_s`, `ttft_s`,
+    `prefill`, `decode` and `sweep` are the analytic sweep over concurrency (no queueing), kept as
+    the throughput-against-latency curve."""
+
+    scenario: str
+    model: str
+    gpu: str
+    gpu_name: str
+    num_gpus: int
+    instance_gpus: int
+    instances: int
+    profile: dict[str, Any]
+    # --- the request simulation (headline)
+    simulated_requests: int
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    output_tokens_per_s_per_node: float
+    input_tokens_per_s: float
+    input_tokens_per_s_per_gpu: float
+    input_tokens_per_s_per_node: float
+    ttft_p50_s: float
+    ttft_p90_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    tpot_p90_s: float
+    tpot_p99_s: float
+    e2e_p50_s: float
+    e2e_p90_s: float
+    e2e_p99_s: float
+    goodput_requests_per_s: float
+    usd_per_million_output_tokens: float
+    usd_per_million_input_tokens: float
+    memory_per_gpu_bytes: float
+    memory_breakdown_bytes: dict[str, float]
+    simulation: RequestSimResult
+    # --- the analytic sweep (every instance at a fixed concurrency, no queueing)
+    batch: int
+    max_batch_by_memory: int
+    tpot_s: float
+    ttft_s: float
+    analytic_output_tokens_per_s_per_node: float
+    prefill: dict[str, float]
+    decode: dict[str, Any]
+    weight_bytes: dict[str, float]
+    kv_bytes_per_token: float
+    sweep: tuple[SweepPoint, ...]
+    claims: tuple[ServeClaim, ...]

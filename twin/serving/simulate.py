@@ -32,7 +32,8 @@ from twin.costs.memory import kv_bytes_per_token, max_batch_by_memory, memory_pe
 from twin.serving.engine import Engine, Records
 from twin.serving.result import Latency, RequestSimResult
 from twin.serving.timing import IterationCosts
-from twin.serving.workload import Requests, make_requests
+from twin.core.serve_specs import MAX_SIM_REQUESTS
+from twin.serving.workload import DEFAULT_REQUESTS, Requests, make_requests
 
 WINDOW = (0.10, 0.90)   # the steady window: between these shares of requests finished
 
@@ -84,12 +85,17 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
     decode_gpus_total = sc.cluster.num_gpus - prefill_gpus_total
     instances = decode_gpus_total // s.ep
     cap, base = kv_capacity_tokens(m, gpu, s)
-    reqs = requests if requests is not None else make_requests(t, s, num_requests)
+    concurrency = t.concurrency or (s.batch * instances if s.batch else max(1, max_batch_by_memory(m, gpu, s)) * instances)
+    if requests is None:
+        n = num_requests or t.num_requests
+        if not n:
+            n = min(MAX_SIM_REQUESTS, max(DEFAULT_REQUESTS, 2 * concurrency if t.arrival == "closed" else 0))
+        requests = make_requests(t, s, n)
+    reqs = requests
     longest = int((reqs.input_len + reqs.output_len).max())
     if longest > cap:
         raise InfeasiblePlan(f"a request of {longest:,} tokens (prompt + output) does not fit the KV cache of one "
                              f"instance ({cap:,.0f} tokens); shorten traffic lengths or add memory", {})
-    concurrency = t.concurrency or (s.batch * instances if s.batch else max(1, max_batch_by_memory(m, gpu, s)) * instances)
     decode_costs = IterationCosts(m, gpu, s)
     prefill_spec = dataclasses.replace(s, ep=s.prefill_gpus) if disagg else s
     prefill_costs = IterationCosts(m, gpu, prefill_spec) if disagg else None
@@ -142,11 +148,14 @@ def _measure(sc, reqs: Requests, rec: Records, eng: Engine, instances: int, deco
     breakdown = {"weights": base["weights"], "kv_cache": kv_peak_per_gpu, "activations": base["activations"],
                  "runtime_reserved": base["runtime_reserved"]}
     mem_total = float(sum(breakdown.values()))
+    breakdown["total"] = mem_total
+    breakdown["capacity"] = gpu.hbm_bytes
     span_s = float(finish.max() - np.nanmin(arrival))
     in_system_mean = rec.in_system_integral / span_s if span_s > 0 else 0.0
     steady = {"window_start_s": a, "window_end_s": b}
     return RequestSimResult(
-        simulated_requests=n, arrival=t.arrival, concurrency=concurrency if t.arrival == "closed" else 0,
+        simulated_requests=n, arrival="closed" if eng.closed else (t.arrival if t.arrival != "closed" else "trace"),
+        concurrency=eng.concurrency,
         decode_instances=instances, decode_gpus=decode_gpus, prefill_gpus=prefill_gpus,
         output_tokens_per_s=out_tok_s, output_tokens_per_s_per_gpu=out_tok_s / out_gpus,
         output_tokens_per_s_per_node=out_tok_s / out_gpus * per_node,

@@ -76,6 +76,7 @@ class IterationCosts:
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int], float] = {}
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._cells: dict[tuple, tuple] = {}
         self.decode_parts: dict[int, dict] = {}     # one decode_step breakdown per batch grid point (reports)
 
     # -- grid evaluations ---------------------------------------------------------------------
@@ -119,12 +120,15 @@ class IterationCosts:
         """Across context cell j at fine index x: (value at the cell's start, slope per token, start)."""
         i0 = int(x)
         fx = x - i0
-        c0, c1 = _coarse_point(j), _coarse_point(j + 1)
-        v = []
-        for jj in (j, j + 1):
-            a = fn(i0, jj)
-            v.append(a + (fn(i0 + 1, jj) - a) * fx if fx > 1e-12 else a)
-        return v[0], (v[1] - v[0]) / (c1 - c0), c0
+        key = (fn, i0, j)
+        cell = self._cells.get(key)
+        if cell is None:
+            c0, c1 = _coarse_point(j), _coarse_point(j + 1)
+            cell = self._cells[key] = (fn(i0, j), fn(i0 + 1, j), fn(i0, j + 1), fn(i0 + 1, j + 1), c0, c1 - c0)
+        a0, b0, a1, b1, c0, width = cell
+        v0 = a0 + (b0 - a0) * fx
+        v1 = a1 + (b1 - a1) * fx
+        return v0, (v1 - v0) / width, c0
 
     # -- what the engine asks ---------------------------------------------------------------
     def decode_s(self, batch: int, ctx: float) -> float:

@@ -26,6 +26,7 @@ from twin.core.serve_specs import MAX_SIM_REQUESTS, ServeSpec, TrafficSpec
 from twin.core.specs import MAX_SEQ_LEN
 
 TRACE_COLUMNS = ("arrival_s", "input_len", "output_len")
+DEFAULT_REQUESTS = 2000
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _arrivals(rng: np.random.Generator, t: TrafficSpec, n: int) -> np.ndarray:
 
 def make_requests(t: TrafficSpec, s: ServeSpec, num_requests: int | None = None) -> Requests:
     """The requests of a run (`num_requests` overrides traffic.num_requests)."""
-    n = num_requests or t.num_requests
+    n = num_requests or t.num_requests or DEFAULT_REQUESTS
     if t.arrival == "trace":
         return read_trace(t.trace_csv, t.prefix_hit_frac, n)
     rng = np.random.default_rng(t.seed)
