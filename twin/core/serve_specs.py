@@ -105,7 +105,9 @@ class ServeSpec:
             raise ScenarioError("serve.prefill_instances", self.prefill_instances,
                                 f"fewer than cluster.num_gpus = {num_gpus} GPUs for prefill ({self.prefill_instances} x {self.prefill_gpus} = {prefill_gpus}), leaving decode GPUs", source)
         if (num_gpus - prefill_gpus) % self.ep:
-            raise ScenarioError("serve.ep", self.ep, f"a divisor of the decode GPUs = cluster.num_gpus - prefill GPUs = {num_gpus} - {prefill_gpus}", source)
+            what = (f"the decode GPUs = cluster.num_gpus - prefill GPUs = {num_gpus} - {prefill_gpus}" if prefill_gpus
+                    else f"cluster.num_gpus = {num_gpus}")
+            raise ScenarioError("serve.ep", self.ep, f"a divisor of {what}", source)
         if self.ep % self.moe_tp:
             raise ScenarioError("serve.moe_tp", self.moe_tp, f"a divisor of serve.ep = {self.ep}", source)
         if self.prefill_ep and self.prefill_ep % self.tp:
@@ -156,6 +158,7 @@ class TrafficSpec:
     rate_per_s: float = spec_field(1.0, unit="requests/s", gt=0, le=MAX_RATE, doc="Mean arrival rate of the whole cluster (poisson, gamma)")
     arrival_cv: float = spec_field(2.0, ge=0.05, le=100, doc="Coefficient of variation of gamma inter-arrival times (1 = Poisson; >1 bursty)")
     concurrency: int = spec_field(0, unit="requests", ge=0, le=MAX_REQUESTS, doc="Closed loop: clients in flight over the whole cluster (0 = serve.batch x instances, or the memory limit when serve.batch = 0)")
+    target_tpot_s: float = spec_field(0.0, unit="s", ge=0, le=1000, doc="Closed loop with concurrency = 0: the largest concurrency per instance whose decode step at the mean context (input_len + output_len / 2) gives this time per output token, within memory (DeepSeek's service: 20-22 tokens/s per user); 0 = the memory limit")
     trace_csv: str = spec_field("", doc="CSV trace (arrival): columns arrival_s, input_len, output_len and optionally cached_len; one row per request")
     num_requests: int = spec_field(0, unit="requests", ge=0, le=MAX_SIM_REQUESTS, doc="Requests simulated (`twin serve --requests N`); 0 = 2,000, and a closed loop at least 2 x its concurrency (the steady window then spans the second wave)")
     input_dist: str = spec_field("fixed", choices=LENGTH_DISTS, doc="Prompt-length distribution around serve.input_len (mean): fixed, uniform over mean x (1 +- sqrt(3) cv), lognormal with CV input_cv")

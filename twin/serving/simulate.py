@@ -75,6 +75,24 @@ def _cdf(x: np.ndarray, points: int = 101) -> list[float]:
     return [float(v) for v in np.percentile(x, np.linspace(0, 100, points))] if len(x) else []
 
 
+def concurrency_for_tpot(costs: IterationCosts, s, target_tpot_s: float, max_batch: int) -> int:
+    """The largest decode batch per instance (<= max_batch) whose step at the mean context gives
+    `target_tpot_s` per output token (at least 1): bisection, the step time rising with the batch."""
+    ctx = s.input_len + s.output_len / 2.0
+    tps = 1.0 + sum(s.mtp_acceptance_frac ** (i + 1) for i in range(s.mtp_draft_tokens))
+
+    def tpot(b: int) -> float:
+        return costs.iteration_s(b, ctx, 0, 0.0)[0] / tps
+
+    if tpot(max_batch) <= target_tpot_s:
+        return max_batch
+    lo, hi = 1, max_batch
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if tpot(mid) <= target_tpot_s else (lo, mid)
+    return lo
+
+
 def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Requests | None = None) -> RequestSimResult:
     """Simulate the scenario's traffic request by request. Raises InfeasiblePlan when a request can
     never fit the KV cache or the weights leave no room for one."""
@@ -85,7 +103,10 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
     decode_gpus_total = sc.cluster.num_gpus - prefill_gpus_total
     instances = decode_gpus_total // s.ep
     cap, base = kv_capacity_tokens(m, gpu, s)
-    concurrency = t.concurrency or (s.batch * instances if s.batch else max(1, max_batch_by_memory(m, gpu, s)) * instances)
+    decode_costs = IterationCosts(m, gpu, s)
+    max_b = max(1, max_batch_by_memory(m, gpu, s))
+    per_instance = s.batch or (concurrency_for_tpot(decode_costs, s, t.target_tpot_s, max_b) if t.target_tpot_s else max_b)
+    concurrency = t.concurrency or per_instance * instances
     if requests is None:
         n = num_requests or t.num_requests
         if not n:
@@ -96,7 +117,6 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
     if longest > cap:
         raise InfeasiblePlan(f"a request of {longest:,} tokens (prompt + output) does not fit the KV cache of one "
                              f"instance ({cap:,.0f} tokens); shorten traffic lengths or add memory", {})
-    decode_costs = IterationCosts(m, gpu, s)
     prefill_spec = dataclasses.replace(s, ep=s.prefill_gpus) if disagg else s
     prefill_costs = IterationCosts(m, gpu, prefill_spec) if disagg else None
     kv_tok = kv_token_bytes_per_gpu(m, s) / (1.0 if m.attention == "mla" else 1.0)
