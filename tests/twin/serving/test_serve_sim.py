@@ -224,3 +224,19 @@ def test_disaggregated_transfers_kv_over_the_scale_out_link():
     assert r.kv_transfer_bytes == pytest.approx(8 * 1024 * kv_per_token, rel=1e-9)
     off = simulate(dataclasses.replace(sc, serve=dataclasses.replace(sc.serve, kv_transfer=False)))
     assert off.tpot_s.p50 < r.tpot_s.p50 and off.kv_transfer_bytes == 0
+
+
+def test_moe_by_tp_ep_or_both():
+    from twin.serving.iteration import decode_step, moe_view
+    sc = h200()
+    steps = {}
+    for moe_tp in (1, 2, 8):
+        s = dataclasses.replace(sc.serve, moe_tp=moe_tp)
+        mm, ms = moe_view(sc.model, s)
+        assert ms.ep * moe_tp == 8 and mm.moe_intermediate_size * moe_tp == sc.model.moe_intermediate_size
+        d = decode_step(sc.model, sc.gpu, s, 64)
+        steps[moe_tp] = d["step_s"]
+        assert (d["per_layer_a2a_s"] == 0.0) == (moe_tp == 8)   # pure TP: no all-to-all; EP groups: one
+    assert len(set(steps.values())) == 3          # each layout is timed differently
+    r = simulate(closed(4, 8, 512, 32, "serve.moe_tp=8"))
+    assert np.isfinite(r.requests["finish_s"]).all()
