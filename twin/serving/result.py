@@ -97,6 +97,17 @@ class RequestSimResult:
     requests: dict[str, Any] = field(default=None, metadata={"json": False})
     trace: tuple = field(default=(), metadata={"json": False})
 
+    def per_request(self) -> dict[str, Any]:
+        """Per-request columns (numpy arrays, in request order) as a load generator records them,
+        with ttft_s, tpot_s (NaN for one-token outputs) and e2e_s."""
+        r = dict(self.requests)
+        out = r["output_len"].astype(float)
+        r["ttft_s"] = r["first_token_s"] - r["arrival_s"]
+        r["tpot_s"] = (r["finish_s"] - r["first_token_s"]) / (out - 1).clip(min=1) + 0 * out
+        r["tpot_s"][out <= 1] = float("nan")
+        r["e2e_s"] = r["finish_s"] - r["arrival_s"]
+        return r
+
 
 @dataclass(frozen=True)
 class ServeResult:

@@ -90,9 +90,17 @@ def with_prefixes(arrival, isl, osl, t: TrafficSpec, cached=None) -> Requests:
     return Requests(np.asarray(arrival, dtype=float), isl, np.asarray(osl, dtype=np.int64), cached, group.astype(np.int64))
 
 
-def from_records(arrival_s, input_len, output_len, traffic: TrafficSpec | None = None) -> Requests:
-    """Requests of a recorded load run (real/'s load generator): its arrivals and lengths."""
-    return with_prefixes(arrival_s, input_len, output_len, traffic or TrafficSpec())
+def from_records(arrival_s, input_len, output_len, traffic: TrafficSpec | None = None, cached_len=None) -> Requests:
+    """Requests of a recorded load run (real/'s load generator): its arrival times (seconds from the
+    run's start; None = a closed loop, each client's next request sent when its last finishes, with
+    traffic.concurrency clients), prompt and output lengths, and optionally the cached prompt tokens."""
+    n = len(input_len)
+    arrival = np.full(n, np.nan) if arrival_s is None else np.asarray(arrival_s, dtype=float)
+    if arrival_s is not None and (len(arrival) != n or not np.all(np.isfinite(arrival)) or np.any(np.diff(arrival) < 0)):
+        raise ScenarioError("arrival_s", list(arrival[:5]), f"{n} finite, non-decreasing times (one per request)")
+    if len(output_len) != n:
+        raise ScenarioError("output_len", len(output_len), f"one per request ({n})")
+    return with_prefixes(arrival, input_len, output_len, traffic or TrafficSpec(), cached_len)
 
 
 def read_trace(path: str, hit_frac: float, limit: int) -> Requests:

@@ -240,3 +240,17 @@ def test_moe_by_tp_ep_or_both():
     assert len(set(steps.values())) == 3          # each layout is timed differently
     r = simulate(closed(4, 8, 512, 32, "serve.moe_tp=8"))
     assert np.isfinite(r.requests["finish_s"]).all()
+
+
+def test_api_replays_a_load_run_closed_or_timed():
+    import twin
+    sc = h200("traffic.concurrency=2")
+    timed = twin.simulate_load(sc, [0.0, 0.0, 1.0], [512, 512, 64], [8, 8, 4])
+    per = timed.per_request()
+    assert np.allclose(per["e2e_s"], per["ttft_s"] + per["tpot_s"] * (np.array([8, 8, 4]) - 1))
+    closed_run = twin.simulate_load(sc, None, [512] * 6, [8] * 6)
+    assert closed_run.concurrency == 2 and closed_run.arrival == "closed"
+    arr = closed_run.per_request()["arrival_s"]
+    assert arr[0] == arr[1] == 0.0 and (arr[2:] > 0).all()       # released when earlier ones finish
+    with pytest.raises(ScenarioError, match="arrival_s"):
+        twin.simulate_load(sc, [1.0, 0.0], [5, 5], [2, 2])
