@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from twin.core.errors import InfeasiblePlan
+from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
 from twin.core.specs import GPUSpec, ModelSpec
 from twin.core.units import GIB
@@ -35,7 +35,8 @@ from twin.serving.timing import IterationCosts
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.serving.workload import DEFAULT_REQUESTS, Requests, make_requests
 
-WINDOW = (0.10, 0.90)   # the steady window: between these shares of requests finished
+WINDOW = (0.10, 0.90)
+MAX_SIM_WORK = 20e6      # iterations + requests of one simulation (~3 minutes at ~10 us each; 100,000 requests ~ 0.6M)   # the steady window: between these shares of requests finished
 
 
 def kv_token_bytes_per_gpu(m: ModelSpec, s) -> float:
@@ -73,6 +74,23 @@ def _tokens_in_window(first: np.ndarray, finish: np.ndarray, out: np.ndarray, a:
 def _cdf(x: np.ndarray, points: int = 101) -> list[float]:
     x = x[np.isfinite(x)]
     return [float(v) for v in np.percentile(x, np.linspace(0, 100, points))] if len(x) else []
+
+
+def check_work(reqs: Requests, s, kv_capacity_tokens: float, instances: int) -> None:
+    """Refuse a run whose iterations would take minutes (no input makes `twin serve` hang): a lower
+    bound on the iterations of the busiest instance, decode steps (the longest output, or every
+    output token over the most requests the KV cache holds at once) plus prompt chunks."""
+    out = reqs.output_len.astype(float)
+    per_request = float(np.mean(reqs.input_len + out))
+    most_running = max(1.0, min(kv_capacity_tokens / per_request, s.batch or math.inf))
+    decode_iters = max(float(out.max()), float(out.sum()) / instances / most_running)
+    prompt_iters = float((reqs.input_len - reqs.cached_len).sum()) / instances / max(1, s.token_budget * s.attention_dp)
+    work = decode_iters + prompt_iters + len(out)
+    if work > MAX_SIM_WORK:
+        raise ScenarioError("traffic.num_requests", len(out),
+                            f"a run of at most {MAX_SIM_WORK:,.0f} iterations and requests (this one needs at least "
+                            f"{work:,.0f}: {len(out):,} requests, the longest output {out.max():,.0f} tokens, "
+                            f"{out.sum():,.0f} output tokens over {instances} instance(s)); fewer or shorter requests")
 
 
 def concurrency_for_tpot(costs: IterationCosts, s, target_tpot_s: float, max_batch: int) -> int:
@@ -113,6 +131,7 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
             n = min(MAX_SIM_REQUESTS, max(DEFAULT_REQUESTS, 2 * concurrency if t.arrival == "closed" else 0))
         requests = make_requests(t, s, n)
     reqs = requests
+    check_work(reqs, s, cap, instances)
     longest = int((reqs.input_len + reqs.output_len).max())
     if longest > cap:
         raise InfeasiblePlan(f"a request of {longest:,} tokens (prompt + output) does not fit the KV cache of one "

@@ -254,3 +254,8 @@ def test_api_replays_a_load_run_closed_or_timed():
     assert arr[0] == arr[1] == 0.0 and (arr[2:] > 0).all()       # released when earlier ones finish
     with pytest.raises(ScenarioError, match="arrival_s"):
         twin.simulate_load(sc, [1.0, 0.0], [5, 5], [2, 2])
+
+
+def test_a_run_too_long_to_simulate_is_refused_naming_the_field():
+    with pytest.raises(ScenarioError, match=r"traffic\.num_requests.*at most 20,000,000 iterations"):
+        simulate(h200("traffic.num_requests=1000000", "serve.output_len=1000000", "serve.input_len=16"))
