@@ -47,6 +47,8 @@ def kv_token_bytes_per_gpu(m: ModelSpec, s) -> float:
 def kv_capacity_tokens(m: ModelSpec, gpu: GPUSpec, s) -> tuple[float, dict]:
     """KV tokens one instance holds, and the per-GPU memory outside the KV cache."""
     base = memory_per_gpu(m, gpu, s, 0, phase="prefill")
+    if s.kv_capacity_tokens:
+        return float(s.kv_capacity_tokens), base
     free = (gpu.hbm_bytes - base["total"]) * s.kv_memory_frac
     if free <= 0:
         raise InfeasiblePlan(f"{m.name} leaves no KV memory on {gpu.name}: weights {base['weights'] / GIB:.1f} GiB + "
