@@ -108,7 +108,7 @@ def plot_throughput_vs_tpot(result: dict):
     fig, ax = pg.figure(6.5, 4)
     tpot_ms = [r["tpot_s"] * 1e3 for r in rows]
     y = [r["output_tokens_per_s_per_node"] for r in rows]
-    ax.plot(tpot_ms, y, "o-", label="twin (labels: concurrent requests)")
+    ax.plot(tpot_ms, y, "o-", label="analytic sweep (labels: concurrent requests)")
     # label a point only when it is clear of the last labelled one (in axes fractions), so labels never collide
     span_x, span_y = (max(tpot_ms) - min(tpot_ms)) or 1.0, (max(y) - min(y)) or 1.0
     last = None
