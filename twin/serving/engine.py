@@ -224,6 +224,9 @@ class Instance:
         self.kv_prefill = 0.0
         self.kv_fixed = 0.0                     # 'reserve': sum of prompt + remaining output of admitted requests
         self.peak_kv = 0.0
+        # MTP: a step writes the KV of every drafted token, accepted or not, so a reservation keeps
+        # that many lookahead slots per request (vLLM's num_lookahead_slots)
+        self.lookahead = eng.s.mtp_draft_tokens
         self.tokens_per_step = 1.0 + sum(eng.s.mtp_acceptance_frac ** (i + 1) for i in range(eng.s.mtp_draft_tokens))
         self.seen_prefix: set[int] = set()
         self.wake: simpy.Event | None = None
@@ -256,12 +259,12 @@ class Instance:
             if self.batch + len(self.prefilling) >= cap_running:
                 break
             prompt = self.prompt_tokens(rid)
-            need = prompt + (self._remaining_out(rid) if self.reserve else 0)
+            need = prompt + (self._remaining_out(rid) + self.lookahead if self.reserve else 0)
             if self.kv_committed() + need > self.kv_capacity + EPS:
                 break
             self.waiting.popleft()
             if self.reserve:
-                self.kv_fixed += prompt + self._remaining_out(rid)
+                self.kv_fixed += prompt + self._remaining_out(rid) + self.lookahead
             if not self.does_prefill:          # a decoder receiving a prefilled request
                 self._start_decode(rid, prompt)
                 continue
@@ -287,7 +290,7 @@ class Instance:
 
     def _release(self, rid: int) -> None:
         if self.reserve:
-            self.kv_fixed -= self.prompt_tokens(rid) + self._remaining_out(rid)
+            self.kv_fixed -= self.prompt_tokens(rid) + self._remaining_out(rid) + self.lookahead
 
     def _start_decode(self, rid: int, context: int) -> None:
         left = self.eng.output_len[rid] - 1 - self.generated.get(rid, 0)

@@ -105,9 +105,10 @@ def test_littles_law_on_a_steady_run():
     assert r.mean_in_system > 1.0
 
 
-@pytest.mark.parametrize("admission", ["optimistic", "reserve"])
-def test_kv_admission_never_exceeds_memory(admission):
-    sc = closed(64, 160, 1024, 1024, "serve.kv_memory_frac=0.02", f'serve.kv_admission="{admission}"')
+@pytest.mark.parametrize("admission, mtp", [("optimistic", 0), ("reserve", 0), ("optimistic", 1), ("reserve", 1)])
+def test_kv_admission_never_exceeds_memory(admission, mtp):
+    sc = closed(64, 160, 1024, 1024, "serve.kv_memory_frac=0.02", f'serve.kv_admission="{admission}"',
+                f"serve.mtp_draft_tokens={mtp}")
     r = simulate(sc)
     assert r.kv_peak_tokens_per_instance <= r.kv_capacity_tokens_per_instance
     assert r.kv_peak_tokens_per_instance > 0.5 * r.kv_capacity_tokens_per_instance    # the cache was the limit
@@ -213,6 +214,19 @@ def test_serve_json_keys_and_chrome_trace(tmp_path, capsys):
     slices = [e for e in events if e["ph"] == "X"]
     assert slices and all(e["dur"] > 0 for e in slices)
     assert (tmp_path / "iters.scenario.resolved.toml").exists()
+
+
+@pytest.mark.parametrize("disaggregated", [False, True])
+def test_reservations_hold_the_drafted_tokens_of_mtp(disaggregated):
+    # the cache holds exactly 8 requests of 100 + 51 tokens; with one drafted token a step can write
+    # up to 1.85 tokens, so the last step would overrun the output's reservation by up to 0.85: a
+    # reservation keeps one lookahead slot, so only 7 fit at once, and the cache never overflows
+    pools = ("cluster.num_gpus=16", "serve.disaggregated=true", "serve.prefill_instances=1") if disaggregated else ()
+    sc = h200(*pools, "serve.kv_capacity_tokens=1208", 'serve.kv_admission="reserve"', "serve.mtp_draft_tokens=1",
+              "traffic.concurrency=8", "traffic.num_requests=16", "serve.input_len=100", "serve.output_len=51")
+    r = simulate(sc)
+    assert r.preemptions == 0
+    assert r.kv_peak_tokens_per_instance <= 1208
 
 
 def test_disaggregated_transfers_kv_over_the_scale_out_link():
