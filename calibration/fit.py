@@ -34,6 +34,7 @@ from scipy.optimize import least_squares
 
 from calibration import records as rec
 from calibration import sm_reserve
+from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
 from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
@@ -596,6 +597,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
     stats["fp8_stack"] = stack
     stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
+    prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root))
     prov = provenance(df, gpu, stats, root)
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
                                sm_reserve=reserve), stats

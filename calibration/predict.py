@@ -18,6 +18,7 @@ twin's `fp8` roofline with that label's curve substituted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -143,14 +144,34 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
         return window_s(row, [], e.ops)
     direction = "fwd" if b.endswith("_fwd") else "bwd"
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
-        f, bw = _mla_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
+        f, bw = mla_layer_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
         return _layer_time_s(row, f, bw, direction)
     if b in ("moe_layer_fwd", "moe_layer_bwd"):
         spec = get_model(row["model"])
         counts = expert_rows(row, spec.top_k)
-        f, bw = _moe_ops(spec, int(row["tokens"]), counts, row["precision"], gpu, profile)
+        f, bw = moe_layer_ops(spec, int(row["tokens"]), counts, row["precision"], gpu, profile)
         return _layer_time_s(row, f, bw, direction)
     return None
+
+
+def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
+                  split_weight_grads: bool = False) -> tuple["Eager", "Eager"]:
+    """real/'s MLA layer forward and backward as it runs eagerly: the named ops (_mla_ops) and the
+    kernels they launch beyond those (Eager.missing_kernels)."""
+    f, b = _mla_ops(spec, batch, seq, label, gpu, profile, split_weight_grads)
+    f.missing_kernels("mla_layer_fwd", label)
+    b.missing_kernels("mla_layer_bwd", label)
+    return f, b
+
+
+def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
+                  split_weight_grads: bool = False) -> tuple["Eager", "Eager"]:
+    """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
+    Eager.missing_kernels)."""
+    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads)
+    f.missing_kernels("moe_layer_fwd", label)
+    b.missing_kernels("moe_layer_bwd", label)
+    return f, b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,11 +190,24 @@ class Eager:
     """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
     cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
 
-    def __init__(self, gpu: GPUSpec, profile: Profile):
+    def __init__(self, gpu: GPUSpec, profile: Profile, split_weight_grads: bool = False):
         self.gpu, self.profile, self.ops = gpu, profile, []
+        # zero-bubble schedules run weight gradients as separate W ops: with split_weight_grads the
+        # ops issued inside weight_grad() go to w_ops instead (otherwise they stay in issue order)
+        self.split_weight_grads, self.w_ops, self._in_wgrad = split_weight_grads, [], False
 
     def add(self, host_class: str, gpu_s: float) -> None:
-        self.ops.append((self.profile.host(host_class), gpu_s))
+        target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
+        target.append((self.profile.host(host_class), gpu_s))
+
+    @contextlib.contextmanager
+    def weight_grad(self):
+        """Ops issued inside are weight-gradient work (dW GEMMs and their operand preparation)."""
+        self._in_wgrad = True
+        try:
+            yield
+        finally:
+            self._in_wgrad = False
 
     def mem(self, bytes_: float, kernels: int = 1) -> None:
         """`kernels` bandwidth-bound eager ops moving `bytes_` in total."""
@@ -207,6 +241,49 @@ class Eager:
 
     def topk(self, rows: float, width: int, k: int) -> None:
         self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
+
+    def missing_kernels(self, layer_bench: str, label: str) -> None:
+        """real/'s eager layer as the kernel records show it (Profile.eager, measured by
+        calibration.layer_gaps): the kernels it launches that the op list above does not name
+        (argsort's radix passes and memsets, index bookkeeping, copies), spread evenly through the
+        op sequence, each launch-bound on the GPU (launch_s); and, where measured, the host
+        dispatch per launched kernel of the layer's direction (`host_s`: autograd's backward
+        dispatches slower than the forward), for the named ops and the missing ones alike."""
+        eager = self.profile.eager or {}
+        direction = layer_bench.rsplit("_", 1)[-1]
+        host = self.use_eager_host(direction)
+        n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
+        if n <= 0:
+            return
+        h = float(host) if host is not None else self.profile.host("op")
+        ops, out = self.ops, []
+        step = len(ops) / n if ops else 0.0
+        k = 0
+        for i, op in enumerate(ops):
+            while k < n and k * step <= i:
+                out.append((h, self.profile.launch_s))
+                k += 1
+            out.append(op)
+        out += [(h, self.profile.launch_s)] * (n - k)
+        self.ops = out
+
+    def use_eager_host(self, direction: str) -> float | None:
+        """Where the profile holds a measured host dispatch time per launched kernel of eager
+        forward or autograd backward work (Profile.eager["host_s"], from host_dispatch.csv,
+        calibration.layer_gaps), every op issued so far takes it; returns it (None: unmeasured)."""
+        host = (self.profile.eager or {}).get("host_s", {}).get(direction)
+        if host is not None:
+            self.ops = [(h if h is None else float(host), g) for h, g in self.ops]
+            self.w_ops = [(h if h is None else float(host), g) for h, g in self.w_ops]
+        return host
+
+    def sync(self) -> None:
+        """A host synchronisation (.item(), .tolist() of a GPU tensor): timed_window_s."""
+        self.ops.append((None, 0.0))
+
+    def extend(self, other: "Eager") -> None:
+        self.ops += other.ops
+        self.w_ops += other.w_ops
 
     def small(self, n: int) -> None:
         """n tiny ops (index bookkeeping, views that launch a kernel): launch-bound."""
@@ -259,16 +336,24 @@ def window_s(row, setup: list, timed: list) -> float:
 
 def timed_window_s(setup: list, timed: list, reps: int = 3) -> float:
     """Median-repetition time of `timed` ops (host_s, gpu_s) run back to back after untimed
-    `setup` ops, CUDA events around each repetition (real/bench.py Timer, records as committed)."""
+    `setup` ops, CUDA events around each repetition (real/bench.py Timer, records as committed).
+    An op with host_s None is a host synchronisation (Eager.sync: .item(), .tolist()): the host
+    waits there until the GPU has run everything issued before it."""
     host = gpu = start = 0.0
+
+    def run(ops):
+        nonlocal host, gpu
+        for h, g in ops:
+            if h is None:
+                host = max(host, gpu)
+                continue
+            host += h
+            gpu = max(gpu, host) + g
+
     for _ in range(reps):
-        for h, g in setup:
-            host += h
-            gpu = max(gpu, host) + g
+        run(setup)
         start = gpu = max(gpu, host)
-        for h, g in timed:
-            host += h
-            gpu = max(gpu, host) + g
+        run(timed)
     return gpu - start
 
 
@@ -295,12 +380,14 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
     (a copy_ of a transposed view, Eager.transpose)."""
     if twin_precision(label) == "bf16":
         e.gemm(m, k, n, "bf16")
-        e.gemm(n, k, m, "bf16")
+        with e.weight_grad():
+            e.gemm(n, k, m, "bf16")
         return
     e.transpose(2 * n * k * BF16_BYTES)                      # W^T made contiguous
     _fp8_linear_fwd(e, m, k, n, label)
-    e.transpose(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
-    _fp8_linear_fwd(e, n, k, m, label)
+    with e.weight_grad():
+        e.transpose(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
+        _fp8_linear_fwd(e, n, k, m, label)
 
 
 def _rope(e: Eager, elems: float) -> None:
@@ -308,12 +395,13 @@ def _rope(e: Eager, elems: float) -> None:
     e.mem(elems * (4 + 4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=8)
 
 
-def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
+def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
+             split_weight_grads: bool = False) -> tuple[Eager, Eager]:
     """real/model.py MLA forward and backward as eager op lists (training path: expanded K/V)."""
     T, D, H = batch * seq, spec.hidden_size, spec.num_heads
     P, R, O, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank, spec.q_lora_rank
     B2 = BF16_BYTES
-    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     lins = ([(T, Q, D), (T, H * (P + R), Q)] if Q else [(T, H * (P + R), D)]) + [(T, C + R, D), (T, H * (P + O), C), (T, D, H * O)]
     core = Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq, heads=H, qk_dim=P + R, v_dim=O, causal=True,
               precision="bf16")
@@ -358,7 +446,8 @@ def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> 
     return expected_topk_rows(zipf_weights(num_experts, skew), top_k, tokens)
 
 
-def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
+def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
+             split_weight_grads: bool = False) -> tuple[Eager, Eager]:
     """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
     over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
     Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
@@ -370,7 +459,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     Np = (N + E * 15 + 15) // 16 * 16                           # static capacity
     B2, I8 = BF16_BYTES, 8
     gl = "bf16" if twin_precision(label) == "bf16" else "fp8-rowwise"
-    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     # --- forward: sort (token, slot) pairs by expert, gather rows, pad
     f.mem(N * I8 * 2 * 4, kernels=3)            # argsort (radix sort passes)
     f.small(2)                                   # expert_counts: zeros, scatter_add
@@ -409,10 +498,12 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     b.gather(2 * N * D * B2)  # y_NpD[pos] backward: zeros + index_put
     b.mem(2 * Np * D * B2)                       # grad contiguous
     b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
-    b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
+    with b.weight_grad():
+        b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
     b.mem(Np * F_ * B2 * 9, kernels=4)           # silu * b backward, cat
     b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
-    b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
+    with b.weight_grad():
+        b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
     b.gather(2 * N * D * B2)                        # index_copy backward (gather)
     b.mem(2 * T * D * B2, kernels=2)
     b.gather(2 * N * D * B2)  # x[order // K] backward: zeros, index_put, add

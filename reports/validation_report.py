@@ -32,6 +32,9 @@ CASES_CSV = "validation_cases.csv"
 SCATTER, BY_OP = "validation_scatter.png", "validation_error_by_op.png"
 TRACE_CSV, TRACE_PNG = "h800_trace.csv", "h800_trace.png"
 SM_CSV, SM_PNG = "sm_reserve.csv", "sm_reserve.png"
+BY_KIND = "validation_by_kind.png"
+KIND_COLORS = {"F": "#4477aa", "B": "#ee6677", "W": "#ccbb44", "BW": "#aa3377", "FB": "#228833",
+               "send": "#bbbbbb", "recv": "#dddddd", "allreduce": "#66ccee", "optimizer": "#777777"}
 
 
 # --------------------------------------------------------------------------- plots
@@ -61,6 +64,51 @@ def plot_error_by_op(held: pd.DataFrame, target: float):
     ax.yaxis.set_major_formatter(pg.axis_formatter(pg.pct))
     ax.set(ylabel="median |error| (held-out)", xlabel="op kind", title="Held-out error by op kind")
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_by_kind(cases: pd.DataFrame):
+    """Predicted against measured per kind of case (one colour per kind; H100 circles, H200 triangles,
+    filled = one GPU, open = two)."""
+    fig, ax = pg.figure(7.5, 6.5)
+    kinds = sorted(cases["kind"].unique())
+    cmap = {k: f"C{i % 10}" for i, k in enumerate(kinds)}
+    for (gpu, kind, n), g in cases.groupby(["gpu", "kind", "num_gpus"]):
+        ax.scatter(g["measured_s"], g["predicted_s"], s=12, alpha=0.7, label=f"{gpu.upper()} {kind} x{n}",
+                   marker="o" if gpu == "h100" else "^", facecolors=cmap[kind] if n == 1 else "none",
+                   edgecolors=cmap[kind])
+    lo = min(cases["measured_s"].min(), cases["predicted_s"].min()) * 0.8
+    hi = max(cases["measured_s"].max(), cases["predicted_s"].max()) * 1.25
+    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="identity")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)", ylabel="twin (s)",
+           title="The twin against measured, per kind of case")
+    fig.legend(fontsize=6, ncol=1, loc="outside right upper")
+    return fig
+
+
+def plot_pipeline(p: dict):
+    """Per-rank timeline of one pipeline step: the measured ops (pipeline_ops.csv, first repetition)
+    above, the twin's simulated op spans (PipelineResult.op_spans) below, on one time axis."""
+    pp = int(p["pp"])
+    fig, axes = pg.figure(9, 1.0 + 0.9 * pp, nrows=2, ncols=1, sharex=True)
+    meas = p["measured_ops"]
+    t0 = min((o[4] for o in meas), default=0.0)
+    for rank, kind, mb, chunk, start, end in meas:
+        axes[0].barh(rank, (end - start) * 1e3, left=(start - t0) * 1e3, color=KIND_COLORS.get(kind, "#999999"),
+                     edgecolor="white", lw=0.3)
+        if kind in ("F", "B", "W", "BW", "FB") and (end - start) > 0:
+            axes[0].text((start + end - 2 * t0) / 2 * 1e3, rank, f"{kind}{mb}", ha="center", va="center", fontsize=5)
+    for rank, label, start, end in p["simulated_op_spans"]:
+        kind = "FB" if "&" in label else label.rstrip("0123456789.")
+        axes[1].barh(rank, (end - start) * 1e3, left=start * 1e3, color=KIND_COLORS.get(kind, "#999999"),
+                     edgecolor="white", lw=0.3)
+        axes[1].text((start + end) / 2 * 1e3, rank, label.split(".")[0], ha="center", va="center", fontsize=5)
+    for ax, title in zip(axes, ("measured (real/)", "twin (SimPy)")):
+        ax.set_yticks(range(pp), [f"rank {r}" for r in range(pp)])
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=8)
+    axes[1].set_xlabel("ms from the step's first op")
+    fig.suptitle(p["name"], fontsize=8)
     return fig
 
 
@@ -173,6 +221,29 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
                                _summary_rows(result))
     p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
                                     "median |error| (all)"], _by_bench_rows(result))
+    kinds = result.get("by_gpu_kind", {})
+    if kinds:
+        p.section("Per kind of case").para(
+            "Whole steps (train_step, prefill, decode, pipeline_step, ep_step) and layers are the issue-13 targets "
+            f"(median at most {pg.pct(t.get('median_abs_rel_error', 0.05))}, P90 at most "
+            f"{pg.pct(t.get('p90_abs_rel_error', 0.10))} held out, per GPU); records of two GPUs of one host "
+            "(<gpu>x2 folders) are all held out.")
+        p.table(["GPU", "kind", "GPUs", "held-out cases", "median |error|", "P90 |error|", "signed median", "targets"],
+                [[gpu.upper(), k, ",".join(map(str, v["num_gpus"])), f"{v['held_out']['num_cases']:,}",
+                  pg.pct(v["held_out"]["median_abs_rel_error"]) if v["held_out"]["num_cases"] else "—",
+                  pg.pct(v["held_out"]["p90_abs_rel_error"]) if v["held_out"]["num_cases"] else "—",
+                  pg.pct(v["signed_median_rel_error"], signed=True),
+                  "met" if (v["held_out"]["num_cases"] and v["held_out"]["median_abs_rel_error"] <= t.get("median_abs_rel_error", 0.05)
+                            and v["held_out"]["p90_abs_rel_error"] <= t.get("p90_abs_rel_error", 0.10)) else "NOT met"]
+                 for gpu, per in kinds.items() for k, v in per.items()])
+    pipes = result.get("pipelines", [])
+    if pipes:
+        p.section("Pipelines: each rank's idle time").table(
+            ["case", "step (twin)", "step (measured)", "rank", "idle (twin)", "idle (measured)", "error"],
+            [[q["name"], pg.seconds(q["predicted_s"]), pg.seconds(q["measured_s"]), r,
+              pg.seconds(q["idle_simulated_s"][int(r)]), pg.seconds(m),
+              pg.pct(q["idle_rel_error"][r], signed=True) if q["idle_rel_error"].get(r) is not None else "—"]
+             for q in pipes for r, m in q["idle_measured_s"].items() if int(r) < len(q["idle_simulated_s"])])
     x = result.get("h100_to_h200")
     if x:
         p.section("Transfer: the H100 profile on H200 records").para(
@@ -204,6 +275,12 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         if not held.empty:
             p.figure(BY_OP, plot_error_by_op(held, t.get("median_abs_rel_error", 0.05)), "Median |error| of the held-out cases "
                      "by op kind.")
+        if "kind" in cases.columns:
+            p.figure(BY_KIND, plot_by_kind(cases), "The twin's prediction against each measured case, per kind of case "
+                     "and GPU count (filled: one GPU, open: two), log-log.")
+    for i, q in enumerate(pipes):
+        p.figure(f"pipeline_{i}.png", plot_pipeline(q), f"{q['name']}: each rank's ops as measured (above) and as the "
+                 "twin simulates them (below), on one time axis.")
     if tr:
         p.figure(TRACE_PNG, plot_trace(tr), "DeepSeek's H800 chunk-pair trace beside the twin, phase by phase.")
     if sm:

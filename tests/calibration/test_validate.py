@@ -27,7 +27,7 @@ def test_validate_synthetic_meets_targets(two_gpu):
         assert s["num_cases"] > 20
         assert s["median_abs_rel_error"] < 0.02 and s["p90_abs_rel_error"] < 0.03
     case = result["cases"][0]
-    assert set(case) == {"name", "gpu", "bench", "measured_s", "predicted_s", "rel_error", "held_out"}
+    assert set(case) == {"name", "gpu", "bench", "kind", "num_gpus", "measured_s", "predicted_s", "rel_error", "held_out"}
     benches = {c["bench"] for c in result["cases"]}
     assert {"gemm", "grouped_gemm", "attn_fwd", "attn_bwd", "memory", "moe_layer_fwd", "moe_layer_bwd"} <= benches
     assert "h100_to_h200" in result
@@ -40,7 +40,8 @@ def test_validate_reports_plots(two_gpu, tmp_path):
     root, profiles = two_gpu
     paths = write_report(validate(root, profiles), tmp_path)
     assert {p.name for p in paths} == {"report.html", "report.md", "result.json", "validation_cases.csv",
-                                       "validation_scatter.png", "validation_error_by_op.png"}
+                                       "validation_scatter.png", "validation_error_by_op.png",
+                                       "validation_by_kind.png"}
 
 
 def test_validation_report_shows_the_trace_side_by_side(tmp_path):

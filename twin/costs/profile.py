@@ -64,6 +64,12 @@ A profile also describes the *software stack* that ran the kernels, as data:
     measured from the memory op `mla_qk_cat` (calibration.fit.fit_cat_eff); 0 = gather_eff.
   gather_eff: bandwidth of row gather/scatter kernels (index, index_copy, index_put) relative to
     streaming kernels (memory_eff), fitted; 1.0 where unmeasured.
+  eager: what real/'s eager MoE and MLA layers run beyond the kernels the op lists of
+    calibration/predict.py name, measured from the torch profiler's kernel records
+    (calibration/measurements/<gpu>/kernels.csv) by calibration.layer_gaps: `extra_kernels`
+    ("<layer>_<fwd|bwd>/<bf16|fp8>" -> kernels a call launches that the op list omits: radix-sort
+    passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd" -> host
+    seconds to dispatch each kernel of a layer's forward / autograd backward). Used only to predict real/'s eager records.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
@@ -134,6 +140,7 @@ class Profile:
     # comm.collective_time_s: NCCL collectives measured within one node, {op: {"latency_s",
     # "bus_bytes_per_s", "source"}} for op in comm.COLLECTIVES; empty: the catalog's links
     collectives: dict = field(default_factory=dict, compare=False, hash=False)
+    eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -181,6 +188,7 @@ class Profile:
             "topk": dict(self.topk),
             "fp8_stack": dict(self.fp8_stack),
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
+            "eager": json.loads(json.dumps(self.eager)),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -234,6 +242,7 @@ def profile_from_json(data: dict) -> Profile:
         fp8_stack={k: float(v) for k, v in data.get("fp8_stack", {}).items()},
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
         collectives=_collectives(data.get("collectives", {})),
+        eager=dict(data.get("eager", {})),
     )
 
 

@@ -1,0 +1,234 @@
+"""The twin's prediction of real/'s pipeline-parallel steps (pipeline_step.csv) and of each rank's
+idle time (pipeline_ops.csv), from the twin's SimPy pipeline (twin.sim.pipeline) running the same
+schedule program (twin.core.schedules, the one definition real/ runs too).
+
+Given a pipeline_step row (model, schedule, pp, ep, dp, micro-batches, micro_batch_seqs x seq_len,
+precision, num_layers), the scenario is:
+  stages   the schedule's model stages (pp, or 2 pp for DualPipe's two directions / DualPipeV's V),
+           the model's layers cut evenly in order, the embedding on the first stage, the final
+           norm, head and FP32 cross entropy on the last;
+  op costs each stage's forward (F), input-gradient backward (B), weight-gradient backward (W) and
+           full backward (BW = B + W) of one micro-batch, from the eager op lists that predict the
+           layer records (calibration.whole_step.block_ops and calibration.predict, committed
+           profile, balanced expert loads); an op's time is its eager window (host dispatch and
+           kernels, calibration.predict.timed_window_s at steady state); FB = F then B on one stream
+           (real/ issues the pair from one thread);
+  p2p      a micro-batch's activations (or gradients), micro_batch_seqs x seq_len x hidden x 2 B,
+           over NVLink at the catalog's achieved rate (twin.costs.comm.p2p_time_s);
+  after    the optimizer of the rank's parameters (MasterAdamW) and, where dp > 1, a ring
+           all-reduce of the replicated gradients; EP (ep > 1) costs each MoE layer as the two-GPU
+           EP layer of calibration.whole_step (dispatch, local experts, combine).
+Nothing is fitted to pipeline times.
+
+Per-rank idle, measured: for each repetition, the step span (first op start to last op end over
+all ranks, schedule ops only: F, B, W, BW, FB, send, recv) minus the summed durations of the
+rank's compute ops (F, B, W, BW, FB); the median over repetitions. Simulated: makespan minus the
+rank's compute time (PipelineResult.idle_s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
+from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
+                                    _rmsnorm, _rmsnorm_bwd, adamw_bytes, block_ops)
+from twin.core.schedules import build_schedule
+from twin.core.specs import GPUSpec, get_model
+from twin.costs import comm
+from twin.costs.flops import param_counts
+from twin.sim.pipeline import PipelineResult, Task, simulate_pipeline
+
+COMPUTE_KINDS = ("F", "B", "W", "BW", "FB")
+SCHEDULE_KINDS = COMPUTE_KINDS + ("send", "recv")
+SCHEDULE_NAMES = {"1f1b": "1f1b", "zb1p": "zb1p", "zbh1": "zb1p", "dualpipe": "dualpipe", "dualpipev": "dualpipev"}
+
+
+def _window(ops: list) -> float:
+    return timed_window_s([], ops) if ops else 0.0
+
+
+def stage_layers(num_layers: int, num_stages: int) -> list[range]:
+    """Layers of each model stage: contiguous, as even as the count allows (earlier stages take
+    the remainder)."""
+    base, extra = divmod(num_layers, num_stages)
+    out, start = [], 0
+    for s in range(num_stages):
+        n = base + (1 if s < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCost:
+    f_s: float
+    b_s: float
+    w_s: float
+
+    @property
+    def bw_s(self) -> float:
+        return self.b_s + self.w_s
+
+
+def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
+               gpu: GPUSpec, profile) -> StageCost:
+    """F, B and W seconds of one micro-batch on one model stage."""
+    T, D, Y = B * S, spec.hidden_size, spec.vocab_size
+    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
+    if first:
+        f.gather(2 * T * D * BF16_BYTES)
+    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True) for i in layers]
+    for bf, _ in blocks:
+        f.extend(bf)
+    if last:
+        _rmsnorm(f, T, D)
+        _linear_fwd(f, T, Y, D, label)
+        _cross_entropy_fwd(f, T, Y)
+        _cross_entropy_bwd(b, T, Y)
+        _linear_bwd(b, T, Y, D, label)
+        _rmsnorm_bwd(b, T, D)
+    for _, bb in reversed(blocks):
+        b.extend(bb)
+    if first:
+        with b.weight_grad():
+            b.mem(Y * D * BF16_BYTES)
+            b.gather(2 * T * D * FP32_BYTES)
+            b.small(6)
+    f.use_eager_host("fwd")
+    b.use_eager_host("bwd")
+    return StageCost(_window(f.ops), _window(b.ops), _window(b.w_ops))
+
+
+class PipelineCosts:
+    """twin.sim.pipeline OpCosts from per-stage costs: one compute chain per op, its tasks reused
+    (the engine memoises on task identity)."""
+
+    def __init__(self, schedule, costs: dict[int, StageCost], p2p_s: float):
+        self.schedule, self.p2p = schedule, p2p_s
+        self._tasks = {}
+        for stage, c in costs.items():
+            self._tasks[stage] = {"F": Task("compute", c.f_s, "stage_fwd"),
+                                  "B": Task("compute", c.b_s, "stage_bwd_input"),
+                                  "W": Task("compute", c.w_s, "stage_bwd_weight"),
+                                  "BW": Task("compute", c.bw_s, "stage_bwd")}
+        self._chains = {}
+
+    def _task(self, rank: int, kind: str, chunk: int, part: str | None = None) -> Task:
+        t = self._tasks[self.schedule.stage_of(rank, chunk)][kind]
+        return dataclasses.replace(t, part=part) if part else t
+
+    def chains(self, rank, op):
+        key = (rank, op.kind, op.chunk, op.b_chunk, op.b_split)
+        hit = self._chains.get(key)
+        if hit is None:
+            if op.kind == "FB":
+                bkind = "B" if op.b_split else "BW"
+                hit = ((self._task(rank, "F", op.chunk, "F"), self._task(rank, bkind, op.b_chunk, "B")),)
+            else:
+                hit = ((self._task(rank, op.kind, op.chunk),),)
+            self._chains[key] = hit
+        return hit
+
+    def p2p_s(self, src_rank, dst_rank, kind):
+        return self.p2p
+
+
+def _spec_of(row):
+    spec = get_model(str(row["model"]))
+    n = row.get("num_layers") if hasattr(row, "get") else None
+    if n is not None and not pd.isna(n) and int(n) > 0:
+        spec = dataclasses.replace(spec, num_layers=int(n))
+    return spec
+
+
+def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dict]:
+    """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row."""
+    spec = _spec_of(row)
+    name = SCHEDULE_NAMES.get(str(row["schedule"]).lower(), str(row["schedule"]).lower())
+    pp, n = int(row["pp"]), int(row["num_microbatches"])
+    B, S, label = int(row["micro_batch_seqs"]), int(row["seq_len"]), str(row["precision"])
+    schedule = build_schedule(name, pp, n)
+    stages = stage_layers(spec.num_layers, schedule.num_model_stages)
+    costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile)
+             for s, layers in enumerate(stages)}
+    p2p = comm.p2p_time_s(B * S * spec.hidden_size * BF16_BYTES, gpu, same_node=True)
+    result = simulate_pipeline(schedule, PipelineCosts(schedule, costs, p2p), streams=("compute",))
+    after = _after_step_s(spec, schedule, pp, int(row.get("dp", 1) or 1), gpu, profile)
+    return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
+                                               "p2p_s": p2p, "after_s": after, "schedule": name}
+
+
+def _after_step_s(spec, schedule, pp: int, dp: int, gpu: GPUSpec, profile) -> float:
+    """MasterAdamW over one rank's share of the parameters (the largest), plus the DP all-reduce."""
+    params = param_counts(spec)["total_params"] / pp
+    tensors = max(1, _param_tensors(spec) // pp)
+    o = Eager(gpu, profile)
+    o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)
+    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))
+    o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))
+    t = _window(o.ops)
+    if dp > 1:
+        t += comm.ring_collective_time_s(2.0 * params * BF16_BYTES, dp, gpu, same_node=True)
+    return t
+
+
+def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:
+    """Per rank: median over repetitions of (step span - the rank's compute-op seconds), from
+    pipeline_ops rows of one configuration."""
+    ops = ops[ops["kind"].isin(SCHEDULE_KINDS)]
+    per_rank: dict[int, list[float]] = {}
+    for _, rep in ops.groupby("rep"):
+        span = float(rep["end_s"].max() - rep["start_s"].min())
+        comp = rep[rep["kind"].isin(COMPUTE_KINDS)]
+        for rank in sorted(rep["rank"].unique()):
+            mine = comp[comp["rank"] == rank]
+            per_rank.setdefault(int(rank), []).append(span - float((mine["end_s"] - mine["start_s"]).sum()))
+    return {r: float(np.median(v)) for r, v in per_rank.items()}
+
+
+CONFIG_KEYS = ("model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision")
+
+
+def ops_of(row, ops: pd.DataFrame) -> pd.DataFrame:
+    """The pipeline_ops rows of a pipeline_step row's configuration."""
+    sel = np.ones(len(ops), dtype=bool)
+    for k in CONFIG_KEYS:
+        if k in ops.columns:
+            sel &= (ops[k].astype(str) == str(row[k])).to_numpy()
+    return ops[sel]
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    steps = folder / "pipeline_step.csv"
+    ops = folder / "pipeline_ops.csv"
+    return (pd.read_csv(steps) if steps.is_file() else pd.DataFrame(),
+            pd.read_csv(ops) if ops.is_file() else pd.DataFrame())
+
+
+def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
+    """A case per pipeline_step row of a multi-GPU records folder: predicted and measured step
+    time, per-rank idle (simulated and measured), the simulated op spans and the measured ops."""
+    steps, ops = load(Path(folder))
+    cases = []
+    spec_gpu = gpu_spec(gpu)
+    for _, row in steps.iterrows():
+        if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
+            continue
+        result, pred, detail = simulate_row(row, spec_gpu, profile)
+        meas_ops = ops_of(row, ops) if not ops.empty else ops
+        idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
+        cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),
+                      "idle_simulated_s": list(result.idle_s), "idle_measured_s": idle_meas,
+                      "makespan_s": result.makespan_s, "op_spans": [list(s) for s in result.op_spans],
+                      "measured_ops": meas_ops, "detail": detail})
+    return cases
+
+
+def schedule_ranking(cases: list[dict], key: str) -> list[str]:
+    """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
+    return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]

@@ -1,0 +1,393 @@
+"""The twin's prediction of whole runs of real/: training steps, prefill and decode steps on one GPU
+(model.csv) and the expert-parallel rows on two (calibration/measurements/<gpu>x2/ep.csv).
+
+Nothing here is fitted to a whole-run time. A step is composed from the same eager op lists that
+predict the layer records (calibration.predict: mla_layer_ops, moe_layer_ops, the Eager costs
+under the committed profile) plus the parts of real/'s step no layer record holds, each counted
+from real/'s code: the embedding and its backward, RMSNorms and residual adds, the gate (F.linear,
+sigmoid, group-limited top-k, expert counts) and its backward, the output head and FP32 cross
+entropy, MasterAdamW (grads upcast per parameter, fused AdamW over FP32 masters, the copy back),
+the bias update, the loss's .item(). The model's shape is the catalog entry real/configs.py reads
+(the same twin/data/models.toml entry); expert loads are those of balanced routing (model.csv
+holds no per-expert counts; the gate of a randomly initialised model routes close to uniform);
+the EP rows carry their own (`max_rank_rows`).
+
+Timing as the records took it (real/bench/timing.py Timer, CUDA events around each eager
+repetition): a training step ends with loss.item(), so each repetition starts with host and GPU
+aligned (timed_window_s with one repetition); prefill and decode steps never synchronise, so the
+host may run ahead (three repetitions, steady state); EP dispatch moves split sizes to the host
+(a synchronisation inside every dispatch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
+                                 moe_layer_ops, timed_window_s, twin_precision)
+from twin.costs import comm
+from twin.costs.flops import param_counts
+from twin.core.specs import GPUSpec, get_model
+
+FP32_BYTES = 4
+I64 = 8
+
+
+def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
+    """F.rms_norm forward: one fused kernel reading each row twice and writing it (3 x T x D x 2 B)."""
+    e.mem(3 * tokens * width * BF16_BYTES)
+
+
+def _rmsnorm_bwd(e: Eager, tokens: float, width: int) -> None:
+    """rms_norm backward: the input gradient (reads x and dy, writes dx) and the weight gradient's
+    reduction over tokens."""
+    e.mem(4 * tokens * width * BF16_BYTES)
+    e.mem(2 * tokens * width * BF16_BYTES)
+
+
+def _gate_fwd(e: Eager, spec, T: int) -> None:
+    """real/model.py Gate.forward and real/routing.py route(): the BF16 scoring GEMM, .float(),
+    sigmoid, the group-limited top-k (as calibration.predict costs the router_topk memory op),
+    gather/normalise/scale the weights, expert_counts (zeros, ones_like, scatter_add), the
+    counter update and the weights' cast."""
+    E, G = spec.num_routed_experts, max(1, spec.num_expert_groups)
+    e.gemm(T, E, spec.hidden_size, "bf16")
+    e.mem(T * E * (BF16_BYTES + FP32_BYTES))          # .float()
+    e.mem(T * E * FP32_BYTES * 2.0)                   # sigmoid
+    e.mem(T * E * FP32_BYTES * 3.0)                   # + bias
+    if G > 1:
+        e.topk(T * G, E // G, 2)
+        e.mem(T * G * 2 * FP32_BYTES * 2.0)
+        e.topk(T, G, spec.top_k_groups)
+        e.small(2)
+        e.mem(T * E * FP32_BYTES * 2.0 + T * G)
+    e.topk(T, E, spec.top_k)
+    e.small(5)                                        # gather, sum, clamp, div, * route_scale
+    e.small(6)                                        # expert_counts, .float(), +=, weights .to(bf16)
+
+
+def _gate_bwd(e: Eager, spec, T: int) -> None:
+    """The routing weights' gradient back to x and the gate weight: through the cast, the
+    normalisation and gather (small elementwise kernels on T x K), sigmoid and .float() (T x E),
+    then the gate GEMM's two backward GEMMs in BF16."""
+    E = spec.num_routed_experts
+    e.small(6)
+    e.mem(T * E * FP32_BYTES * 3.0, kernels=2)
+    e.mem(T * E * (BF16_BYTES + FP32_BYTES))
+    e.gemm(T, spec.hidden_size, E, "bf16")
+    with e.weight_grad():
+        e.gemm(E, spec.hidden_size, T, "bf16")
+
+
+def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> None:
+    """real/model.py MLP: fused gate/up linear, silu(a) * b on chunk views, down linear; backward."""
+    _linear_fwd(f, T, 2 * inner, D, label)
+    f.strided(T * inner * BF16_BYTES * 5, kernels=2)
+    _linear_fwd(f, T, D, inner, label)
+    _linear_bwd(b, T, D, inner, label)
+    b.mem(T * inner * BF16_BYTES * 9, kernels=4)
+    _linear_bwd(b, T, 2 * inner, D, label)
+
+
+def balanced_counts(spec, tokens: int) -> np.ndarray:
+    return np.full(spec.num_routed_experts, tokens * spec.top_k / spec.num_routed_experts)
+
+
+def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
+              training: bool = True, split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+    """One real/model.py Block (norm, MLA, residual, norm, dense FFN or MoE, residual): forward
+    and backward eager op lists (with split_weight_grads, the backward's weight-gradient work in
+    its w_ops)."""
+    T, D = B * S, spec.hidden_size
+    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
+    _rmsnorm(f, T, D)
+    mf, mb = mla_layer_ops(spec, B, S, label, gpu, profile, split_weight_grads)
+    f.extend(mf)
+    f.mem(3 * T * D * BF16_BYTES)                     # residual add
+    _rmsnorm(f, T, D)
+    is_moe = spec.num_routed_experts > 0 and layer_id >= spec.num_dense_layers
+    if is_moe:
+        _gate_fwd(f, spec, T)
+        ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
+        f.extend(ef)
+    else:
+        _dense_ffn(f, b, T, D, spec.intermediate_size, label)
+    f.mem(3 * T * D * BF16_BYTES)                     # residual add
+    if not training:
+        return f, b
+    # backward, in reverse: the residual branches' gradients meet in adds
+    b.mem(3 * T * D * BF16_BYTES)
+    if is_moe:
+        b.extend(eb)
+        _gate_bwd(b, spec, T)
+    _rmsnorm_bwd(b, T, D)
+    b.mem(3 * T * D * BF16_BYTES)
+    b.extend(mb)
+    _rmsnorm_bwd(b, T, D)
+    return f, b
+
+
+def _param_tensors(spec) -> int:
+    """Parameter tensors of real/model.py's Transformer (MasterAdamW upcasts each grad on its own)."""
+    mla = 7 if spec.q_lora_rank else 5
+    n = 3 if spec.tie_embeddings is False else 2      # embedding, final norm, head
+    for i in range(spec.num_layers):
+        moe = spec.num_routed_experts > 0 and i >= spec.num_dense_layers
+        n += 2 + mla + ((3 + (2 if spec.num_shared_experts else 0)) if moe else 2)
+    return n
+
+
+def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> dict[str, Eager]:
+    """real/train.py train_step on one GPU in its three phases: "train_fwd" (zero_grad,
+    Transformer.loss), "train_bwd" (loss.backward()), "train_opt" (MasterAdamW.step and the bias
+    update of every MoE layer): the phases real/bench/host_dispatch.py times apart."""
+    T, D, Y = B * S, spec.hidden_size, spec.vocab_size
+    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    f.gather(2 * T * D * BF16_BYTES)                  # embedding lookup
+    blocks = [block_ops(spec, i, B, S, label, gpu, profile) for i in range(spec.num_layers)]
+    for bf, _ in blocks:
+        f.extend(bf)
+    _rmsnorm(f, T, D)
+    _linear_fwd(f, T, Y, D, label)                    # output head, in the step's precision
+    _cross_entropy_fwd(f, T, Y)
+    # backward
+    _cross_entropy_bwd(b, T, Y)
+    _linear_bwd(b, T, Y, D, label)
+    _rmsnorm_bwd(b, T, D)
+    for _, bb in reversed(blocks):
+        b.extend(bb)
+    b.mem(Y * D * BF16_BYTES)                         # embedding backward: zeroed gradient,
+    b.gather(2 * T * D * FP32_BYTES)                  # sorted indices, rows accumulated
+    b.small(6)
+    o = Eager(gpu, profile)
+    params = param_counts(spec)["total_params"]
+    tensors = _param_tensors(spec)
+    o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)   # p.grad.float(), one per tensor
+    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))  # fused AdamW: p, g, m, v in; p, m, v out
+    o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))  # _foreach_copy_ to the BF16 weights
+    moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
+    o.small(7 * moe_layers)                           # update_bias: clone, mean, sub, sign, mul, add_, zero_
+    f.use_eager_host("fwd")
+    b.use_eager_host("bwd")
+    o.use_eager_host("fwd")
+    return {"train_fwd": f, "train_bwd": b, "train_opt": o}
+
+
+def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> Eager:
+    """The whole step: the three phases in order, then loss.item() (a host synchronisation)."""
+    step = Eager(gpu, profile)
+    for part in train_step_parts(spec, B, S, label, gpu, profile).values():
+        step.extend(part)
+    step.sync()
+    return step
+
+
+def _cross_entropy_fwd(e: Eager, T: int, Y: int) -> None:
+    """F.cross_entropy(logits.float(), targets): the cast (read BF16, write FP32), log_softmax over
+    the vocabulary (a pass for the max and sum of exponentials, a pass to write: 12 B an element),
+    nll_loss (gather and mean, small)."""
+    e.mem(T * Y * (BF16_BYTES + FP32_BYTES))
+    e.mem(T * Y * FP32_BYTES * 3.0)
+    e.small(2)
+
+
+def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
+    """nll_loss backward (a zeroed T x Y gradient and a scatter), log_softmax backward (a pass
+    summing the gradient, a pass reading it and the output and writing: 16 B an element), the
+    cast's backward (read FP32, write BF16)."""
+    e.mem(T * Y * FP32_BYTES)
+    e.small(1)
+    e.mem(T * Y * FP32_BYTES * 4.0)
+    e.mem(T * Y * (FP32_BYTES + BF16_BYTES))
+
+
+
+
+def adamw_bytes(params: float, profile) -> float:
+    """Bytes of the fused AdamW step over FP32 masters (28 a parameter), scaled so that Eager.mem's
+    streaming rate becomes the optimizer kernels' measured rate (Profile.eager optimizer_eff,
+    calibration.layer_gaps) where one is measured."""
+    eff = (profile.eager or {}).get("optimizer_eff")
+    return params * FP32_BYTES * 7.0 * (profile.memory_eff / eff if eff else 1.0)
+
+
+def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
+    """real/infer.py prefill (BF16, no grad): the blocks' forward over the prompt with the latents
+    written to the cache, then the head on each sequence's last position and argmax."""
+    T, D, Y = B * P, spec.hidden_size, spec.vocab_size
+    e = Eager(gpu, profile)
+    e.small(2 * spec.num_layers)                      # cache views
+    e.gather(2 * T * D * BF16_BYTES)
+    for i in range(spec.num_layers):
+        f, _ = block_ops(spec, i, B, P, "bf16", gpu, profile, training=False)
+        e.extend(f)
+        e.mem(2 * T * (spec.kv_lora_rank + spec.qk_rope_head_dim) * BF16_BYTES, kernels=2)   # cache writes
+    _rmsnorm(e, B, D)
+    e.gemm(B, Y, D, "bf16")
+    e.mem(B * Y * BF16_BYTES)                         # argmax
+    e.small(1)                                        # cat of the chunks' tokens
+    e.use_eager_host("fwd")
+    return e
+
+
+def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
+    """real/model.py MLA._attend_absorbed for one new token per sequence over L cached positions:
+    five einsums (each a batched GEMM plus the copies that lay its operands out), the mask
+    (two aranges, a compare, masked_fill), softmax in FP32 and the casts."""
+    H, P, R, O, C = spec.num_heads, spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank
+    e.gemm(B, H * C, P, "bf16")                       # q_abs = q_nope . W_k (per head)
+    e.mem(B * L * C * BF16_BYTES + B * H * L * FP32_BYTES)     # scores on the latent
+    e.mem(B * L * R * BF16_BYTES + B * H * L * FP32_BYTES)     # scores on the rope key
+    e.mem(3 * B * H * L * FP32_BYTES, kernels=2)      # add, .float()
+    e.small(4)                                        # aranges, compare, mask
+    e.mem(2 * B * H * L * FP32_BYTES, kernels=2)      # masked_fill, * scale
+    e.mem(2 * B * H * L * FP32_BYTES)                 # softmax
+    e.mem(B * H * L * (FP32_BYTES + BF16_BYTES))      # .to(bf16)
+    e.mem(B * L * C * BF16_BYTES + B * H * L * BF16_BYTES)     # p . c
+    e.gemm(B, H * O, C, "bf16")                       # . W_v (per head)
+    e.small(10)                                       # the einsums' operand copies and views
+
+
+def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
+    """real/infer.py decode_step: one token per sequence through every block (absorbed MLA over the
+    cache, the FFN or MoE at B tokens), the head and argmax; BF16, no grad."""
+    D, Y, H = spec.hidden_size, spec.vocab_size, spec.num_heads
+    P, R, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.kv_lora_rank, spec.q_lora_rank
+    e = Eager(gpu, profile)
+    e.gather(2 * B * D * BF16_BYTES)
+    for i in range(spec.num_layers):
+        _rmsnorm(e, B, D)
+        if Q:
+            e.gemm(B, Q, D, "bf16")
+            _rmsnorm(e, B, Q)
+            e.gemm(B, H * (P + R), Q, "bf16")
+        else:
+            e.gemm(B, H * (P + R), D, "bf16")
+        _rope(e, B * H * R)
+        e.gemm(B, C + R, D, "bf16")
+        _rmsnorm(e, B, C)
+        _rope(e, B * R)
+        e.mem(2 * B * (C + R) * BF16_BYTES, kernels=2)   # cache writes
+        _absorbed_attention(e, spec, B, L)
+        e.gemm(B, D, H * spec.v_head_dim, "bf16")
+        e.mem(3 * B * D * BF16_BYTES)
+        _rmsnorm(e, B, D)
+        if spec.num_routed_experts and i >= spec.num_dense_layers:
+            _gate_fwd(e, spec, B)
+            f, _ = moe_layer_ops(spec, B, balanced_counts(spec, B), "bf16", gpu, profile)
+            e.extend(f)
+        else:
+            f, b = Eager(gpu, profile), Eager(gpu, profile)
+            _dense_ffn(f, b, B, D, spec.intermediate_size, "bf16")
+            e.extend(f)
+        e.mem(3 * B * D * BF16_BYTES)
+    _rmsnorm(e, B, D)
+    e.gemm(B, Y, D, "bf16")
+    e.mem(B * Y * BF16_BYTES)
+    e.use_eager_host("fwd")
+    return e
+
+
+def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
+    """Predicted seconds of a model.csv row (train_step, prefill, decode)."""
+    b = row["bench"]
+    spec = get_model(row["model"])
+    B = int(row["batch"])
+    if b == "train_step":
+        return timed_window_s([], train_step_ops(spec, B, int(row["seq_len"]), row["precision"], gpu, profile).ops, reps=1)
+    if b == "prefill":
+        return timed_window_s([], prefill_ops(spec, B, int(row["prompt_len"]), gpu, profile).ops)
+    if b == "decode":
+        L = int(row["prompt_len"]) + int(row["gen_len"]) / 2.0   # mean cached length of the timed steps
+        return timed_window_s([], decode_ops(spec, B, int(L), gpu, profile).ops)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Expert parallelism on two GPUs of one host (real/ep.py; h200x2/ep.csv)
+
+
+def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec) -> None:
+    """One NCCL all_to_all_single within the node: the bytes this rank sends to the others over
+    NVLink at the catalog's achieved rate, plus its latency (twin.costs.comm.p2p_time_s)."""
+    e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True))
+
+
+def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
+    """real/ep.py dispatch: argsort, expert counts, the counts' all-to-all, split sizes to the host
+    (.tolist(): a synchronisation), gather the rows, their all-to-all, repeat_interleave, argsort
+    of the received rows and their permutation."""
+    N = T * K
+    e.mem(N * I64 * 2 * 4, kernels=3)
+    e.small(3)
+    _all_to_all(e, 8.0 * 4, gpu)
+    e.small(2)
+    e.sync()
+    e.gather(2 * N * D * BF16_BYTES)
+    _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu)
+    e.small(4)
+    e.mem(rows_in * I64 * 2 * 4, kernels=3)
+    e.gather(2 * rows_in * D * BF16_BYTES, kernels=2)
+
+
+def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
+    """real/ep.py combine: un-permute (argsort + gather), the all-to-all back, un-sort."""
+    N = T * K
+    e.mem(rows_in * I64 * 2 * 4, kernels=3)
+    e.gather(2 * rows_in * D * BF16_BYTES)
+    _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)
+    e.mem(N * I64 * 2 * 4, kernels=3)
+    e.gather(2 * N * D * BF16_BYTES)
+
+
+def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
+    """Predicted seconds of an ep.csv row on rank 0 (the rank that writes the row; collectives make
+    every rank wait for the most loaded one, so rows per rank are the measured max_rank_rows)."""
+    b, world = row["bench"], int(row["world_size"])
+    e = Eager(gpu, profile)
+    if b == "all_to_all":
+        _all_to_all(e, float(row["bytes_per_rank"]), gpu)
+        return timed_window_s([], e.ops)
+    spec = get_model("v3-slice-1l")
+    E, K, D, T = int(row["num_experts"]), int(row["top_k"]), int(row["hidden_size"]), int(row["tokens_per_rank"])
+    rows_in = float(row["max_rank_rows"])
+    if b == "ep_dispatch":
+        _dispatch(e, T, K, D, world, rows_in, gpu)
+        return timed_window_s([], e.ops)
+    if b == "ep_combine":
+        _combine(e, T, K, D, world, rows_in, gpu)
+        return timed_window_s([], e.ops)
+    if b not in ("moe_layer_ep_fwd", "moe_layer_ep_bwd"):
+        return None
+    local = dataclasses.replace(spec, num_routed_experts=E // world, hidden_size=D, top_k=K)
+    counts = np.full(E // world, rows_in / (E // world))
+    label = row["precision"]
+    # the local experts' work is moe_layer_ops on the received rows (as if routed locally: rows_in
+    # rows over E/W experts), with the local sort and unsort replaced by dispatch and combine
+    tokens_equiv = rows_in / K
+    lf, lb = moe_layer_ops(local, int(round(tokens_equiv)), counts, label, gpu, profile)
+    f = Eager(gpu, profile)
+    _dispatch(f, T, K, D, world, rows_in, gpu)
+    f.extend(lf)
+    _combine(f, T, K, D, world, rows_in, gpu)
+    if b == "moe_layer_ep_fwd":
+        return timed_window_s([], f.ops)
+    bw = Eager(gpu, profile)
+    _all_to_all(bw, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
+    bw.extend(lb)
+    _all_to_all(bw, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
+    return timed_window_s(f.ops, bw.ops)
+
+
+def model_gpu(folder: str) -> tuple[str, int]:
+    """Records folder -> (GPU catalog name, GPUs): "h200x2" -> ("h200", 2), "h100" -> ("h100", 1)."""
+    if "x" in folder and folder.rsplit("x", 1)[-1].isdigit():
+        name, n = folder.rsplit("x", 1)
+        return name, int(n)
+    return folder, 1
+
+
+__all__ = ["predict_model_row", "predict_ep_row", "train_step_ops", "prefill_ops", "decode_ops", "model_gpu",
+           "gpu_spec", "twin_precision"]

@@ -1,0 +1,49 @@
+"""TEST FIXTURES, NOT MEASUREMENTS: synthetic pipeline_step.csv / pipeline_ops.csv records in
+the schema real/'s pipeline campaign writes (issue 13), made from the twin's own simulation of a
+configuration (optionally stretched), so the prediction side can be exercised before the records
+of a real run land. Never copy these into calibration/measurements/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from calibration import pipeline as pipe
+from calibration.predict import gpu_spec
+from twin.costs.profile import fitted_profile
+
+STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs",
+             "seq_len", "precision", "num_layers", "time_s", "time_p10_s", "time_p90_s", "reps", "tokens_per_s",
+             "loss", "split", "gpu_name", "timestamp_utc", "nccl_version"]
+_LABEL = re.compile(r"([A-Z]+)(\d+)\.(\d+)")
+
+
+def config(schedule: str, *, model: str = "v2-lite-slice", pp: int = 2, n: int = 4, b: int = 1, s: int = 512,
+           num_layers: int = 4, precision: str = "bf16") -> dict:
+    return {"bench": "pipeline_step", "model": model, "schedule": schedule, "pp": pp, "ep": 1, "dp": 1, "num_gpus": pp,
+            "num_microbatches": n, "micro_batch_seqs": b, "seq_len": s, "precision": precision, "num_layers": num_layers}
+
+
+def write(folder: Path, configs: list[dict], gpu: str = "h100", stretch: dict | None = None, reps: int = 2) -> Path:
+    """Write the fixture records of `configs` into `folder` (e.g. tmp/h100x2): each configuration's
+    ops are the twin's simulated op spans, every op stretched by stretch[schedule] (default 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prof, spec = fitted_profile(gpu), gpu_spec(gpu)
+    steps, ops = [], []
+    for cfg in configs:
+        k = (stretch or {}).get(cfg["schedule"], 1.0)
+        result, pred, _ = pipe.simulate_row(pd.Series(cfg), spec, prof)
+        for rep in range(reps):
+            for i, (rank, label, start, end) in enumerate(result.op_spans):
+                m = _LABEL.match(label)
+                ops.append({**{c: cfg[c] for c in pipe.CONFIG_KEYS}, "rep": rep, "rank": rank, "op_index": i,
+                            "kind": "FB" if "&" in label else m[1], "microbatch": int(m[2]), "chunk": int(m[3]),
+                            "start_s": start * k, "end_s": end * k, "gpu_name": "fixture", "timestamp_utc": "fixture"})
+        steps.append({**cfg, "time_s": pred * k, "time_p10_s": pred * k, "time_p90_s": pred * k, "reps": reps,
+                      "tokens_per_s": 0.0, "loss": 0.0, "split": "holdout", "gpu_name": "fixture (test)",
+                      "timestamp_utc": "fixture", "nccl_version": "fixture"})
+    pd.DataFrame(steps, columns=STEP_COLS).to_csv(folder / "pipeline_step.csv", index=False)
+    pd.DataFrame(ops).to_csv(folder / "pipeline_ops.csv", index=False)
+    return folder

@@ -1,0 +1,91 @@
+"""The layer bias (issue 13): kernels real/'s eager layers launch beyond the op lists, measured
+from the profiler's kernel records on the fitting split, and the host time per kernel from
+host_dispatch.csv."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibration import layer_gaps as lg
+from calibration import records as rec
+from calibration.fit import PROFILES_DIR
+from calibration.validate import predict_cases
+from twin.costs.profile import profile_from_json
+
+
+def test_config_names_parse_to_the_layer_records_shapes():
+    assert lg.parse_config("moe_layer v3-slice-1l t1024 e128 skew1.5 bwd") == {
+        "bench": "moe_layer_bwd", "model": "v3-slice-1l", "tokens": 1024, "num_experts": 128, "skew": 1.5,
+        "direction": "bwd"}
+    assert lg.parse_config("mla_layer v2-lite-slice b4 s1024 fwd")["seq_len"] == 1024
+    assert lg.parse_config("something else") is None
+
+
+def test_backward_configurations_are_net_of_their_forward():
+    k = pd.DataFrame([("mla_layer v3-slice-1l b1 s64 fwd", "bf16", "gemm", 2, 1e-3),
+                      ("mla_layer v3-slice-1l b1 s64 bwd", "bf16", "gemm", 6, 4e-3),
+                      ("mla_layer v3-slice-1l b1 s64 bwd", "bf16", "copy", 1, 5e-4)],
+                     columns=["config", "precision", "kernel", "calls", "time_s"])
+    layers = lg.profiled_layers(k).set_index("direction")
+    assert layers.loc["bwd", "calls"] == 5 and layers.loc["bwd", "kernel_s"] == pytest.approx(3.5e-3)
+    assert not layers.loc["fwd", "held_out"]
+
+
+@pytest.fixture(scope="module", params=["h100", "h200"])
+def gpu_state(request):
+    gpu = request.param
+    prof = profile_from_json(json.loads((PROFILES_DIR / f"{gpu}.json").read_text()))
+    return gpu, prof, rec.load_records(gpu)
+
+
+def test_committed_profiles_carry_the_measured_terms(gpu_state):
+    gpu, prof, df = gpu_state
+    assert prof.eager["extra_kernels"] == lg.eager_terms(gpu, prof, df)["extra_kernels"]
+    # a MoE layer launches dozens of kernels the op list does not name (argsort passes, bookkeeping)
+    assert prof.eager["extra_kernels"]["moe_layer_fwd/bf16"] > 30
+    assert 0 <= prof.eager["extra_kernels"]["mla_layer_fwd/bf16"] < prof.eager["extra_kernels"]["moe_layer_fwd/bf16"]
+
+
+def test_held_out_layers_move_toward_zero_and_kernels_stay(gpu_state):
+    gpu, prof, df = gpu_state
+    with_terms, _ = predict_cases(df, gpu, prof)
+    without, _ = predict_cases(df, gpu, dataclasses.replace(prof, eager={}))
+
+    def stats(cases, kinds):
+        e = np.array([c["rel_error"] for c in cases if c["held_out"] and c["kind"] in kinds])
+        return abs(float(np.median(e))), float(np.percentile(np.abs(e), 90))
+
+    layers = ("mla_layer", "moe_layer")
+    assert stats(with_terms, layers)[0] <= stats(without, layers)[0]
+    assert stats(with_terms, layers)[1] < stats(without, layers)[1]
+    kernels = ("gemm", "grouped_gemm", "attention", "memory")
+    assert stats(with_terms, kernels) == stats(without, kernels)
+
+
+def test_measured_host_time_per_kernel_comes_from_fitting_rows_only(tmp_path):
+    (tmp_path / "h100").mkdir()
+    pd.DataFrame([("moe_layer a", "fwd", "fit", 1.0e-3, 100), ("moe_layer b", "fwd", "fit", 3.0e-3, 100),
+                  ("moe_layer c", "fwd", "holdout", 9.0e-3, 10), ("mla_layer a", "bwd", "fit", 2.0e-3, 50),
+                  ("train_step a", "train_fwd", "holdout", 5.0e-3, 100)],
+                 columns=["config", "phase", "split", "host_s", "kernels"]).to_csv(tmp_path / "h100" / "host_dispatch.csv")
+    host = lg.measured_host_s("h100", tmp_path)
+    assert host == {"fwd": pytest.approx(2e-5), "bwd": pytest.approx(4e-5)}
+    assert lg.measured_host_s("h200", tmp_path) == {}
+
+
+def test_optimizer_rate_is_the_adamw_kernels_measured_bandwidth(tmp_path):
+    from calibration.predict import gpu_spec
+    from twin.costs.flops import param_counts
+    from twin.core.specs import get_model
+    (tmp_path / "h100").mkdir()
+    params = param_counts(get_model("v3-slice-1l"))["total_params"]
+    adam_s = params * 28.0 / (0.5 * gpu_spec("h100").hbm_bytes_per_s)      # a kernel at half the HBM peak
+    pd.DataFrame([("train_step v3-slice-1l b1 s2048 train_opt", "bf16", "multi_tensor_apply_kernel<FusedAdamMathFunctor>", 40, adam_s),
+                  ("train_step v3-slice-1l b1 s2048 train_opt", "bf16", "vectorized_elementwise_kernel copy", 25, 1e-3),
+                  ("train_step v3-slice-1l b1 s2048 train_fwd", "bf16", "nvjet gemm", 10, 5e-3)],
+                 columns=["config", "precision", "kernel", "calls", "time_s"]).to_csv(tmp_path / "h100" / "step_kernels.csv")
+    assert lg.measured_optimizer_eff("h100", tmp_path) == pytest.approx(0.5)
+    assert lg.measured_optimizer_eff("h200", tmp_path) is None

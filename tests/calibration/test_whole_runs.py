@@ -1,0 +1,157 @@
+"""Issue 13: the twin predicts whole runs of real/ (whole steps, layers, pipelines) on the
+committed records, per GPU and per kind, and the pipeline predictor's mechanics on fixtures.
+
+The targets are the issue's (held-out): whole steps (train_step, prefill, decode, pipeline_step,
+ep_step) and layers (mla_layer, moe_layer): median |error| <= 5% and P90 <= 10% on the H100 and
+the H200 separately; pipelines: each rank's idle within 10% of the measured, schedules ranked as
+measured. They are asserted as stated; where the records miss them the test fails and says by how
+much (nothing here is loosened or marked expected-to-fail)."""
+
+import functools
+
+import pandas as pd
+import pytest
+
+from calibration import pipeline as pipe
+from calibration import records as rec
+from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, multi_gpu_dirs, validate
+from tests.calibration import pipeline_fixture as fx
+
+MEDIAN, P90 = 0.05, 0.10
+GPUS = ("h100", "h200")
+
+
+@functools.cache
+def committed() -> dict:
+    return validate()
+
+
+def _kind_summary(gpu: str, kind: str):
+    return committed()["by_gpu_kind"].get(gpu, {}).get(kind)
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+@pytest.mark.parametrize("kind", LAYER_KINDS + ("train_step", "prefill", "decode"))
+def test_whole_steps_and_layers_meet_the_targets(gpu, kind):
+    if gpu not in rec.gpu_dirs():
+        pytest.skip(f"no committed {gpu} records")
+    s = _kind_summary(gpu, kind)
+    assert s is not None, f"{gpu}: no {kind} case predicted"
+    h = s["held_out"]
+    assert h["num_cases"] > 0
+    assert h["median_abs_rel_error"] <= MEDIAN and h["p90_abs_rel_error"] <= P90, (
+        f"{gpu} {kind}: held-out median {h['median_abs_rel_error']:.1%} (target {MEDIAN:.0%}), "
+        f"P90 {h['p90_abs_rel_error']:.1%} (target {P90:.0%}), signed median {s['signed_median_rel_error']:+.1%}, "
+        f"n={h['num_cases']}")
+
+
+def _pipelines():
+    return [p for p in committed()["pipelines"]]
+
+
+def test_committed_pipelines_idle_within_10_percent_and_schedules_ranked_as_measured():
+    pipes = _pipelines()
+    if not pipes:
+        pytest.skip("no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/<gpu>x2/ yet")
+    misses = [f"{p['name']} rank {r}: {e:+.1%}" for p in pipes for r, e in p["idle_rel_error"].items()
+              if e is None or abs(e) > 0.10]
+    assert not misses, "idle beyond 10%: " + "; ".join(misses)
+    for ranking in _rankings(pipes):
+        assert ranking["predicted"] == ranking["measured"], ranking
+
+
+def _rankings(pipes: list[dict]) -> list[dict]:
+    """Per GPU and configuration (all but the schedule), the schedules fastest first, twin and measured."""
+    groups: dict = {}
+    for p in pipes:
+        key = (p["gpu"],) + tuple(str(v) for k, v in p["config"].items() if k != "schedule")
+        groups.setdefault(key, []).append(p)
+    return [{"config": k, "predicted": [p["schedule"] for p in sorted(g, key=lambda p: p["predicted_s"])],
+             "measured": [p["schedule"] for p in sorted(g, key=lambda p: p["measured_s"])]}
+            for k, g in groups.items() if len(g) > 1]
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+@pytest.mark.parametrize("kind", WHOLE_STEP_KINDS + LAYER_KINDS)
+def test_every_case_of_a_kind_carries_its_gpu_count(gpu, kind):
+    for c in committed()["cases"]:
+        if c["gpu"] == gpu and c["kind"] == kind:
+            assert c["num_gpus"] >= 1 and c["held_out"] in (True, False)
+
+
+def test_measured_idle_is_span_minus_compute_per_rank():
+    # two ranks, one repetition: span 0..10; rank 0 computes 1 + 2 + 3, rank 1 computes 4 + 1;
+    # sends and receives count for the span, not as compute
+    ops = pd.DataFrame([(0, 0, "F", 0.0, 1.0), (0, 0, "send", 1.0, 1.5), (0, 0, "B", 5.0, 7.0),
+                        (0, 0, "BW", 7.0, 10.0), (0, 1, "recv", 0.5, 1.5), (0, 1, "F", 1.5, 5.5),
+                        (0, 1, "W", 6.0, 7.0), (0, 1, "optimizer", 10.0, 20.0)],
+                       columns=["rep", "rank", "kind", "start_s", "end_s"])
+    assert pipe.measured_idle_s(ops) == {0: 4.0, 1: 5.0}
+
+
+def test_stage_layers_cut_in_order_as_evenly_as_possible():
+    assert [list(r) for r in pipe.stage_layers(5, 2)] == [[0, 1, 2], [3, 4]]
+    assert [list(r) for r in pipe.stage_layers(4, 4)] == [[0], [1], [2], [3]]
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    """TEST FIXTURE records (not measurements): three schedules on 2 GPUs of an h100x2 folder,
+    ZB1P's ops stretched by 10%, so it measures slower than the twin says."""
+    root = tmp_path_factory.mktemp("records")
+    fx.write(root / "h100x2", [fx.config(s) for s in ("1f1b", "zb1p", "dualpipev")], stretch={"zb1p": 1.1})
+    return root
+
+
+def test_pipeline_fixture_cases_are_predicted_per_rank(fixture_root):
+    assert multi_gpu_dirs(fixture_root) == {"h100x2": ("h100", 2)}
+    result = validate(fixture_root)
+    s = result["multi_gpu"]["h100x2"]
+    assert s["by_kind"]["pipeline_step"]["held_out"]["num_cases"] == 3 and s["num_gpus"] == 2
+    pipes = {p["schedule"]: p for p in result["pipelines"]}
+    assert set(pipes) == {"1f1b", "zb1p", "dualpipev"}
+    for name, p in pipes.items():
+        assert len(p["idle_simulated_s"]) == 2 and set(p["idle_measured_s"]) == {"0", "1"}
+        assert p["simulated_op_spans"] and p["measured_ops"]
+        expect = 0.0 if name != "zb1p" else 1 / 1.1 - 1
+        for err in p["idle_rel_error"].values():
+            assert err == pytest.approx(expect, abs=1e-9)
+    case = {c["name"].split()[2]: c for c in result["cases"] if c["kind"] == "pipeline_step"}
+    assert case["zb1p"]["rel_error"] == pytest.approx(1 / 1.1 - 1)
+    assert case["1f1b"]["rel_error"] == pytest.approx(0.0) and case["1f1b"]["num_gpus"] == 2
+    # the fixture's measured ranking (ZB1P stretched) against the twin's
+    (ranking,) = _rankings(result["pipelines"])
+    assert ranking["measured"][-1] == "zb1p" or ranking["measured"] != ranking["predicted"]
+
+
+def test_dualpipe_v_has_less_bubble_than_1f1b_in_the_twin(fixture_root):
+    result = validate(fixture_root)
+    idle = {p["schedule"]: max(p["idle_simulated_s"]) for p in result["pipelines"]}
+    assert idle["dualpipev"] < idle["1f1b"]
+
+
+def test_report_shows_kinds_and_the_pipeline_timelines(fixture_root, tmp_path):
+    from reports.validation_report import write_report
+    paths = {p.name for p in write_report(validate(fixture_root), tmp_path)}
+    assert {"validation_by_kind.png", "pipeline_0.png", "pipeline_1.png", "pipeline_2.png"} <= paths
+    html = (tmp_path / "report.html").read_text()
+    assert "Per kind of case" in html and "each rank&#x27;s idle" in html.lower() or "each rank's idle" in html.lower()
+
+
+def test_a_measured_host_time_per_kernel_reaches_host_bound_steps():
+    """Decode is host-bound in eager mode: a measured host time per kernel (Profile.eager host_s,
+    from host_dispatch.csv) sets its prediction; a compute-bound training step barely moves."""
+    import dataclasses
+
+    from calibration.predict import gpu_spec
+    from calibration.whole_step import predict_model_row, train_step_ops
+    from twin.costs.profile import fitted_profile
+    prof, spec = fitted_profile("h100"), gpu_spec("h100")
+    fast = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"fwd": 5e-6, "bwd": 5e-6}})
+    decode = pd.Series({"bench": "decode", "model": "v2-lite-slice", "batch": 8, "prompt_len": 1024, "gen_len": 32})
+    assert predict_model_row(decode, spec, fast) < 0.5 * predict_model_row(decode, spec, prof)
+    step = pd.Series({"bench": "train_step", "model": "v3-slice-1l", "batch": 4, "seq_len": 4096, "precision": "bf16"})
+    assert predict_model_row(step, spec, fast) == pytest.approx(predict_model_row(step, spec, prof), rel=0.05)
+    from twin.core.specs import get_model
+    ops = train_step_ops(get_model("v3-slice-1l"), 1, 512, "bf16", spec, prof).ops
+    assert sum(1 for h, _ in ops if h is None) == 1     # loss.item(): the one host synchronisation
