@@ -157,10 +157,12 @@ def evaluate(run: PublishedRun) -> dict:
     try:
         step = simulate_step(sc, record_events=False)
     except InfeasiblePlan as exc:
-        step = simulate_step(sc, record_events=False, check_memory=False)
-        pred = predicted_metric(run, sc, step)
-        return {**row, "status": "infeasible", "reason": str(exc), "predicted_ignoring_memory": pred,
-                "rel_error_ignoring_memory": pred / run.published - 1.0}
+        refused = {**row, "status": "infeasible", "reason": str(exc)}
+        try:   # the figure it would predict were memory no object: for the diagnosis only
+            pred = predicted_metric(run, sc, simulate_step(sc, record_events=False, check_memory=False))
+        except InfeasiblePlan:
+            return refused
+        return {**refused, "predicted_ignoring_memory": pred, "rel_error_ignoring_memory": pred / run.published - 1.0}
     pred = predicted_metric(run, sc, step)
     return {**row, "predicted": pred, "rel_error": pred / run.published - 1.0,
             "step_time_s": step.step_time_s, "mfu_frac": step.mfu_frac, "bubble_frac": step.bubble_frac,
