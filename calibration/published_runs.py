@@ -11,7 +11,7 @@ way (`flop_basis`). rel_error = predicted / published - 1. Targets (issue 14): e
 A row whose plan needs a field this checkout's ParallelPlan lacks (e.g. `cp` before context
 parallelism exists) is not evaluated; the result names the fields. A field at its neutral value
 (cp = 1, virtual_stages = 1, no sequence parallelism, no TP overlap) is dropped instead, since the
-plan without it means the same.
+plan without it means the same; cp_kind is dropped whenever cp = 1 (it means nothing there).
 
 The peers (Calculon, llm-analysis) run outside the project's install, from
 benchmarks/published_runs.py, which writes calibration/published_runs/peers.csv; `compare` reads
@@ -108,7 +108,9 @@ def scenario_of(run: PublishedRun) -> Scenario:
     """The training scenario of a row: its model, GPUs, plan and batch; the twin's defaults for
     the rest. Neutral fields this checkout lacks are dropped (see the module docstring)."""
     known = plan_field_names()
-    plan = {k: v for k, v in run.plan.items() if k in known}
+    # a field this checkout lacks goes when neutral (missing_fields refuses the rest); a field that
+    # means nothing beside another's value (cp_kind at cp = 1) goes always: the loader refuses it
+    plan = {k: v for k, v in run.plan.items() if k in known and not (k in NEUTRAL_WITH and _neutral(k, run.plan))}
     raw = {"name": f"published-{run.id}", "model": {"name": run.model},
            "cluster": {"gpu": run.gpu, "num_gpus": run.num_gpus}, "plan": plan,
            "workload": {"seq_len": run.seq_len, "global_batch_seqs": run.global_batch_seqs}}
