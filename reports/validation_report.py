@@ -268,6 +268,9 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         p.section("SMs reserved for communication").para(
             f"The twin's GEMM slowdown with SMs held by communication beside the measured one, per GPU, mode and precision: "
             f"`{SM_CSV}` and the plot below.")
+    pub = result.get("published_runs")
+    if pub:
+        _published_runs_section(p, pub)
     p.section("Plots")
     if not cases.empty:
         p.figure(SCATTER, plot_scatter(cases), "The twin's prediction against each measured case, log-log.")
@@ -288,6 +291,29 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
     p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the whole result; `{CASES_CSV}`: every case"
                                 + (f"; `{TRACE_CSV}`: the trace table" if tr else "") + (f"; `{SM_CSV}`" if sm else "")])
     return p
+
+
+def _published_runs_section(p: Page, pub: dict) -> None:
+    """Rung 4 beyond DeepSeek: published runs of other models and layouts, the peers beside."""
+    s = pub["summary"]
+
+    def fig(v):
+        return "—" if v is None or pd.isna(v) else f"{v:,.1f}"
+
+    def err(v):
+        return "—" if v is None or pd.isna(v) else pg.pct(v, signed=True)
+
+    p.section("Published runs beyond DeepSeek").para(
+        f"Rows of calibration/data/published_runs.toml (torchtitan, Megatron-LM, Llama 3), each simulated from its published "
+        f"configuration; error = predicted / published − 1. Targets: every row within {pg.pct(pub['targets']['row_abs_rel_error'])}, "
+        f"median at most {pg.pct(pub['targets']['median_abs_rel_error'])}. {s['num_evaluated']} of {s['num_rows']} rows evaluated; "
+        f"rows whose plan needs fields this twin lacks are listed with them. Peers from the committed "
+        f"{pub['peers_file'] or 'peers table (not yet written)'}: {', '.join(pub['peer_versions'].values()) or '—'}.")
+    p.table(["run", "metric", "published", "twin", "error", "Calculon", "error", "llm-analysis", "error", "status"],
+            [[r["id"], "tok/s/GPU" if r["metric"] == "tokens_per_s_per_gpu" else "TFLOP/s/GPU", fig(r["published"]),
+              fig(r["predicted"]), err(r["rel_error"]), fig(r.get("calculon")), err(r.get("calculon_rel_error")),
+              fig(r.get("llm_analysis")), err(r.get("llm_analysis_rel_error")),
+              r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"] for r in pub["rows"]])
 
 
 def write_report(result: dict, out_dir: Path) -> list[Path]:

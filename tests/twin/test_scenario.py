@@ -27,7 +27,7 @@ def test_default_scenario_resolves_v3_layout(v3):
     ("cluster.num_gpus=0", r"cluster.num_gpus.*got 0.*integer >= 1"),
     ("workload.seq_len='long'", r"workload.seq_len.*'long'.*integer"),
     ("plan.ep=3", r"plan.ep.*got 3.*divisor of data-parallel x context-parallel x tensor-parallel ranks = 128 x 1 x 1 = 128"),
-    ("cluster.gpu='a100'", r"cluster.gpu.*'a100'.*one of b200, h100, h200, h800"),
+    ("cluster.gpu='a100'", r"cluster.gpu.*'a100'.*one of b200, h100, h100-hbm2e-500w, h200, h800"),
     ("workload.global_batch_seqs=100", r"workload.global_batch_seqs.*got 100.*multiple of .* 128 x 1 = 128"),
     ("model.top_k=300", r"model.top_k.*300.*1..num_routed_experts = 256"),
     ("plan.comm_sms=132", r"plan.comm_sms.*132.*< the GPU's 132 SMs"),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from calibration import records as rec
-from calibration import sm_reserve, trace
+from calibration import published_runs, sm_reserve, trace
 from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
 from calibration.publish import publish_expert_loads
 from calibration.validate import failures, format_table, validate
@@ -53,7 +53,7 @@ def cmd_validate(args) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
-    bar = tqdm(total=3, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
+    bar = tqdm(total=4, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
     with bar:
         result = validate(records_root, profiles)
         bar.update(1)
@@ -69,14 +69,17 @@ def cmd_validate(args) -> int:
             if rows:
                 result["sm_reserve"][gpu] = rows
         bar.update(1)
+        result["published_runs"] = published_runs.compare()   # rung 4 beyond DeepSeek, peers beside
+        bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
-              *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values())]
+              *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
+              published_runs.format_table(result["published_runs"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
         print(f"report: {args.out}/report.html", file=out)
     args.write_json(args.json, result)
-    for f in failures(result):
+    for f in failures(result) + published_runs.failures(result["published_runs"]):
         print(f"target missed: {f}", file=sys.stderr)
     return 0
 
@@ -84,7 +87,7 @@ def cmd_validate(args) -> int:
 def _headline(tables: list[str]) -> str:
     """The lines that carry the verdicts: held-out totals per GPU, the H100 -> H200 transfer, the
     H800 chunk pair, and the SM-reservation bracket at V3's 20 SMs (--detail prints every table)."""
-    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair")
+    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):

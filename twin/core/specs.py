@@ -139,9 +139,17 @@ class GPUSpec:
     calibrated_as: str
     rental_usd_per_gpu_hour: float   # default rental price (cluster.price_usd_per_gpu_hour overrides)
     sources: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    # A card run below the power limit its profile (calibrated_as) was measured at: its limit, and
+    # the sustained SM clock there over the clock at the measured limit (calibration/power_cap.py
+    # derives it from our power and clock records); compute-bound kernels slow by it
+    power_limit_w: float = 0.0       # 0: the limit the profile was measured at
+    clock_frac: float = 1.0
 
     def peak_flops_per_s(self, precision: str) -> float:
-        return self.peak_fp8_flops_per_s if precision == "fp8" else self.peak_bf16_flops_per_s
+        """Tensor-core rate the kernels see: the nominal peak at this card's sustained clock
+        (MFU keeps the nominal peak_bf16_flops_per_s as its basis, as published MFUs do)."""
+        peak = self.peak_fp8_flops_per_s if precision == "fp8" else self.peak_bf16_flops_per_s
+        return peak * self.clock_frac
 
 
 @functools.cache

@@ -1,0 +1,111 @@
+"""Published runs beyond DeepSeek (issue 14): the rows as data, the scenario built from each, the
+twin's live predictions against the issue's targets, and the committed peers table (read only for
+the report). The targets are asserted as the issue states them; see calibration/published_runs.py."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from calibration import published_runs as pr
+from calibration.power_cap import clock_frac_at
+from twin.core.specs import get_gpu, get_model
+
+
+@pytest.fixture(scope="module")
+def result():
+    return pr.compare()
+
+
+def test_rows_carry_their_source_and_the_configuration_they_publish():
+    runs, sources = pr.load_runs()
+    assert len(runs) >= 8 and len({r.source for r in runs}) >= 2   # issue 14: two sources at least
+    for r in runs:
+        assert r.source in sources and sources[r.source]["url"].startswith("https://")
+        assert r.where and r.published > 0
+        assert {"tp", "pp", "micro_batch_seqs", "gemm_precision", "recompute", "zero_stage"} <= set(r.plan)
+        get_model(r.model), get_gpu(r.gpu)   # every model and GPU is in the catalog
+        assert r.global_batch_seqs * r.seq_len > 0
+
+
+def test_a_neutral_field_is_dropped_and_a_needed_one_named():
+    run = pr.PublishedRun(id="x", source="torchtitan", where="-", model="llama3.1-8b", gpu="h100", num_gpus=8,
+                          seq_len=4096, global_batch_seqs=8, metric="tokens_per_s_per_gpu", published=1.0,
+                          plan={"tp": 1, "pp": 1, "cp": 1, "cp_kind": "allgather", "tp_comm_overlap": False})
+    known = {"tp", "pp"}
+    assert pr.missing_fields(run, known) == []
+    needs = dataclasses.replace(run, plan={**run.plan, "cp": 2})
+    assert pr.missing_fields(needs, known) == ["cp", "cp_kind"]
+
+
+def test_the_scenario_is_the_row_s_plan():
+    runs, _ = pr.load_runs()
+    run = next(r for r in runs if r.id == "tt-8b-fsdp8")
+    sc = pr.scenario_of(run)
+    assert (sc.model.name, sc.cluster.gpu, sc.cluster.num_gpus) == ("llama3.1-8b", "h100-hbm2e-500w", 8)
+    assert (sc.plan.zero_stage, sc.plan.micro_batch_seqs, sc.plan.comm_sms, sc.plan.gemm_precision) == (3, 2, 0, "bf16")
+    assert sc.workload.seq_len == 8192 and sc.num_microbatches == 1
+
+
+def test_megatron_flop_count_of_a_gpt_model():
+    # Narayanan et al. eq. 3 without recomputation: 72 L h^2 (1 + s/(6h) + V/(12 L h)) per token;
+    # the 1.7B row: 72 x 24 x 2048^2 x (1 + 4096/12288 + 131072/589824) = 1.1275e10
+    m = get_model("megatron-gpt-1.7b")
+    expected = 72 * 24 * 2048**2 * (1 + 4096 / 12288 + 131072 / (12 * 24 * 2048))
+    assert pr.megatron_flops_per_token(m, 4096) == pytest.approx(expected, rel=2e-4)   # 8h/3 rounded
+
+
+def test_the_500w_clock_follows_our_measurements():
+    # the catalog figure is the derivation from the committed H100 power and clock records
+    assert get_gpu("h100-hbm2e-500w").clock_frac == pytest.approx(clock_frac_at(500.0), abs=5e-4)
+    # no slower above the measured draw (713 W at the 700 W limit), slower the lower the cap
+    assert clock_frac_at(800.0) == 1.0 and clock_frac_at(400.0) < clock_frac_at(500.0) < clock_frac_at(700.0) < 1.0
+
+
+def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
+    for r in result["rows"]:
+        if r["status"] == "missing_fields":
+            assert r["predicted"] is None and r["missing_fields"]
+            assert set(r["missing_fields"]) <= {"cp", "cp_kind", "virtual_stages", "sequence_parallel", "tp_comm_overlap"}
+    assert result["summary"]["num_evaluated"] >= 1
+
+
+def test_every_evaluated_row_within_10_percent(result):
+    """Issue 14 target. Rows refused by the twin count as misses."""
+    misses = {r["id"]: r["rel_error"] for r in result["rows"]
+              if r["status"] in ("infeasible", "invalid") or (r["status"] == "ok" and abs(r["rel_error"]) > pr.ROW_TARGET)}
+    assert not misses, f"published runs beyond {pr.ROW_TARGET:.0%}: {misses}"
+
+
+def test_median_error_at_most_5_percent(result):
+    """Issue 14 target, over the rows the twin can express."""
+    med = result["summary"]["median_abs_rel_error"]
+    assert med is not None and med <= pr.MEDIAN_TARGET, f"median |error| {med:.1%} > {pr.MEDIAN_TARGET:.0%}"
+
+
+def test_the_committed_peers_table_covers_the_rows():
+    peers = pd.read_csv(pr.PEERS_CSV)
+    runs, _ = pr.load_runs()
+    assert set(peers["id"]) == {r.id for r in runs}
+    for col in ("published", "twin", "calculon", "llm_analysis", "calculon_rel_error", "llm_analysis_rel_error",
+                "calculon_version", "llm_analysis_version", "calculon_config", "llm_analysis_config"):
+        assert col in peers
+    assert peers["calculon_config"].notna().all() and peers["llm_analysis_config"].notna().all()
+    assert peers["llm_analysis_version"].str.startswith("llm-analysis==").all()
+
+
+def test_the_validate_table_and_report_section_name_every_row(result):
+    from reports.page import Page
+    from reports.validation_report import _published_runs_section
+    table = pr.format_table(result)
+    page = Page("t", "v")
+    _published_runs_section(page, result)
+    md = page.markdown()
+    for r in result["rows"]:
+        assert r["id"] in table and r["id"] in md
+    assert "Published runs:" in table.splitlines()[-1] and ("NOT met" in table) == (not result["summary"]["meets_targets"])
+    # a miss is listed by id (the CLI prints these as 'target missed')
+    misses = [r["id"] for r in result["rows"] if r["status"] == "ok" and abs(r["rel_error"]) > pr.ROW_TARGET]
+    assert all(m in " ".join(pr.failures(result)) for m in misses)
