@@ -6,6 +6,7 @@
     run = twin.replay(sc)                                     # a ReplayResult
     r1 = twin.serve(twin.load_scenario(kind="serving"))       # a ServeResult: R1 on one HGX H200
     plans = twin.plan(sc, tokens=14.8e12, days=60, pp=[8, 16])  # a PlanResult (or a plan scenario's [search])
+    sizing = twin.plan_serving(twin.load_scenario(kind="serving"), rate_per_s=10, ttft_s=2, tpot_s=0.05)
     twin.to_json(step)                                        # plain JSON values of any result
 
 Every function takes a validated scenario (bad input raises ScenarioError naming the field, an
@@ -19,13 +20,13 @@ from pathlib import Path
 
 from twin.core.errors import ScenarioError
 from twin.core.results import json_schema, to_json
-from twin.core.fields import build, to_dict
+from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
 from twin.core.search_specs import SearchSpec
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
-from twin.planning.search import catalog_prices, search_candidates
-from twin.planning.search import plan as _plan
+from twin.planning.search import catalog_prices, search
+from twin.planning.serving import ServingPlanResult, size_serving
 from twin.serving.result import ServeResult
 from twin.serving.run import serve as _serve
 from twin.training.replay.result import ReplayResult
@@ -33,10 +34,10 @@ from twin.training.replay.run import replay as _replay
 from twin.training.results import Perturb, StepResult
 from twin.training.step import simulate_step as _simulate_step
 
-__all__ = ["load_scenario", "simulate_step", "replay", "serve", "plan", "to_json"]
+__all__ = ["load_scenario", "simulate_step", "replay", "serve", "plan", "plan_serving", "to_json"]
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
-RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult,
+RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult,
                 "perturb": Perturb}
 
 
@@ -76,15 +77,26 @@ def serve(sc: ServeScenario) -> ServeResult:
 
 
 def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, progress: bool = False,
-         **search) -> PlanResult:
-    """The cheapest plan that trains `tokens` within `days`. A plan scenario carries its [search];
-    keyword arguments (tokens, days, gpus, num_gpus, pp, ep, tp, schedules, micro_batch_seqs) set or
-    override its fields, checked like scenario values. Prices default to the catalog's."""
+         workers: int | None = None, dask: str | None = None, **search_fields) -> PlanResult:
+    """Search clusters and plans: the cheapest that trains `tokens` within `days` (the fastest
+    within `budget_usd` when given), and the front of cost against time. A plan scenario carries its
+    [search]; keyword arguments (tokens, days, budget_usd, and the axis lists gpu, num_gpus, tp, pp,
+    ep, schedule, micro_batch_seqs, zero_stage, ...; see SearchSpec) set or override its fields,
+    checked like scenario values. Prices default to the catalog's."""
     if getattr(sc, "kind", None) not in (TRAINING, PLAN):
         raise ScenarioError("scenario", type(sc).__name__, "a training or plan scenario for plan")
     table = to_dict(sc.search) if sc.kind == PLAN else {}
-    table.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in search.items()})
+    table.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in search_fields.items()})
     spec = build(SearchSpec, table, "search")
     base = sc.base() if sc.kind == PLAN else sc
     all_prices = {**catalog_prices(base), **(prices or {})}
-    return _plan(base.to_dict(), spec.tokens, spec.days, search_candidates(base, spec), all_prices, progress=progress)
+    return search(base, spec, all_prices, workers=workers, dask=dask, progress=progress)
+
+
+def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: float) -> ServingPlanResult:
+    """The fewest GPUs, split between prefill and decode instances, that serve `rate_per_s`
+    requests within the TTFT and TPOT targets (seconds)."""
+    _require(sc, SERVING, "plan_serving")
+    for name, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
+        check_value(name, value, gt=0, le=1e9)
+    return size_serving(sc, rate_per_s, ttft_s, tpot_s)

@@ -11,11 +11,12 @@ import gzip
 import importlib.metadata
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 from reports.load_report import build as write_load_report
 from reports.page import to_toml
-from reports.plan_report import write_plan_report
+from reports.plan_report import write_plan_report, write_serving_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
 from twin.api import result_schemas
@@ -26,11 +27,13 @@ from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
-from twin.core.scenario import PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario, read_raw
+from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario,
+                                 parse_toml, read_raw)
 from twin.core.schedules import SCHEDULE_NAMES
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.search import catalog_prices, plan, search_candidates
+from twin.planning.search import catalog_prices, search
+from twin.planning.serving import size_serving
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
 from twin.training.balance import run_balance, summary_lines
@@ -103,7 +106,7 @@ def _spec_dict(spec) -> dict:
 def cmd_step(args) -> int:
     sc = _scenario(args)
     try:
-        res = simulate_step(sc)
+        res = simulate_step(sc, record_events=False)   # the event log is only for traces and timelines
     except InfeasiblePlan as exc:
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
@@ -181,42 +184,46 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _int_list(text: str, field: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ScenarioError(field, text, "comma-separated integers, e.g. 1024,2048") from None
+def _values(text: str, field: str) -> list:
+    """'1,2' -> [1, 2]; 'fp8,bf16' -> ['fp8', 'bf16']; each value read as TOML, else as a bare string."""
+    values = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(parse_toml(f"v = {item}", field)["v"])
+        except tomllib.TOMLDecodeError:
+            values.append(item)
     if not values:
-        raise ScenarioError(field, text, "at least one integer")
+        raise ScenarioError(field, text, "at least one value, comma-separated, e.g. 1,2")
     return values
+
+
+# `twin plan` list options and the [search] list each sets
+PLAN_LIST_FLAGS = (("gpu", "gpu"), ("num_gpus", "num_gpus"), ("tp", "tp"), ("pp", "pp"), ("ep", "ep"),
+                   ("schedules", "schedule"), ("micro_batch", "micro_batch_seqs"))
 
 
 def _search_flags(args) -> dict:
     """The search table entries that `twin plan`'s options set (they override a plan scenario's [search])."""
     table = {}
-    for flag, key in (("tokens", "tokens"), ("days", "days")):
+    for flag, key in (("tokens", "tokens"), ("days", "days"), ("budget", "budget_usd"), ("simulate", "simulate")):
         if getattr(args, flag) is not None:
             table[key] = getattr(args, flag)
-    for flag, key in (("num_gpus", "num_gpus"), ("pp", "pp"), ("ep", "ep"), ("tp", "tp"), ("micro_batch", "micro_batch_seqs")):
+    if args.full_space:
+        table["full_space"] = True
+    for flag, key in PLAN_LIST_FLAGS:
         if getattr(args, flag):
-            table[key] = _int_list(getattr(args, flag), "--" + flag.replace("_", "-"))
-    if args.gpu:
-        table["gpus"] = [g.strip() for g in args.gpu.split(",") if g.strip()]
-    if args.schedules:
-        table["schedules"] = [x.strip() for x in args.schedules.split(",") if x.strip()]
+            table[key] = _values(getattr(args, flag), "--" + flag.replace("_", "-"))
+    for item in args.vary or []:
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip():
+            raise ScenarioError("--vary", item, "FIELD=V1,V2 with a [search] list name, e.g. zero_stage=1,2")
+        table[name.strip()] = _values(text, f"--vary {name.strip()}")
     return table
 
 
-def cmd_plan(args) -> int:
-    raw, source = read_raw(args.scenario)
-    raw = apply_overrides(raw, args.set or [])
-    if kind_of(raw) == SERVING:
-        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
-    if not isinstance(raw.get("search", {}), dict):
-        raise ScenarioError("search", raw["search"], "a [search] table", source)
-    raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
-    sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
-    base_raw = {k: v for k, v in raw.items() if k != "search"}
+def _prices(args, sc) -> dict:
     prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
@@ -225,12 +232,53 @@ def cmd_plan(args) -> int:
         except ValueError:
             raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
         check_value("--price", prices[gpu.strip()], like=(ClusterSpec, "price_usd_per_gpu_hour"))
-    cands = search_candidates(sc, sc.search)
-    out = plan(base_raw, sc.search.tokens, sc.search.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
+    return prices
+
+
+SERVING_FLAGS = ("rate", "ttft", "tpot")
+
+
+def cmd_plan(args) -> int:
+    serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
+    raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
+    raw = apply_overrides(raw, args.set or [])
+    if kind_of(raw) == SERVING and serving_question:
+        return _plan_serving(args, raw, source)
+    if serving_question:
+        raise ScenarioError("--rate", args.rate, "a serving scenario (one with a [serve] table) for --rate/--ttft/--tpot")
+    if kind_of(raw) == SERVING:
+        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
+    if not isinstance(raw.get("search", {}), dict):
+        raise ScenarioError("search", raw["search"], "a [search] table", source)
+    raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
+    sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+    out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
+                 progress=not args.quiet, exhaustive=args.exhaustive)
     if args.out:
         write_plan_report(out, sc, args.out)
-    _say(args, summary.plan_summary(out, sc.search.days) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _say(args, summary.plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    if out.feasible == 0:
+        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
+        print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0
+
+
+def _plan_serving(args, raw: dict, source: str) -> int:
+    missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
+    if missing:
+        raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
+    sc = from_dict(raw, source, SERVING)
+    out = size_serving(sc, args.rate, args.ttft, args.tpot)
+    if args.out:
+        write_serving_plan_report(out, sc, args.out)
+    _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _write_json(args.json, out)
+    if out.best is None:
+        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
+        print(f"infeasible: no deployment serves {args.rate:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
     return 0
 
 
@@ -246,6 +294,15 @@ def cmd_docs(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+EXECUTOR_NUMBERS = (("workers", "--workers", {"integer": True, "ge": 1, "le": 1024}),)
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="worker processes (default: the CPUs this process may use)")
+    p.add_argument("--dask", metavar="local|tcp://HOST:PORT", help="run candidates on Dask distributed: 'local' starts a "
+                   "LocalCluster on the loopback interface, an address joins that scheduler (pip install -e .[dask])")
 
 
 def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> None:
@@ -354,23 +411,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, serve_sweep.csv, the throughput plots and scenario.resolved.toml here")
     p.set_defaults(func=cmd_serve, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
-    p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
+    p = sub.add_parser("plan", help="search clusters and parallel plans: the cheapest within a deadline, the fastest within a budget, "
+                                     "the front of cost against time; or size a serving deployment (--rate, --ttft, --tpot)")
     _add_scenario_args(p)
     p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
     p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
-    p.add_argument("--gpu", help="GPU types to consider, comma-separated (default: the scenario's)")
-    p.add_argument("--num-gpus", help="GPU counts, comma-separated (default: the scenario's)")
+    p.add_argument("--budget", type=float, metavar="USD", help="the fastest plan costing at most this (search.budget_usd)")
+    p.add_argument("--gpu", help="GPU types to consider, comma-separated (no list option at all: every catalog type and "
+                                 "every plan axis, twin.planning.space.DEFAULT_VALUES)")
+    p.add_argument("--num-gpus", help="GPU counts, comma-separated")
     p.add_argument("--pp", help="pipeline degrees, comma-separated")
     p.add_argument("--ep", help="expert-parallel degrees, comma-separated")
     p.add_argument("--tp", help="tensor-parallel degrees, comma-separated")
     p.add_argument("--schedules", help="pipeline schedules, comma-separated")
     p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
+    p.add_argument("--vary", action="append", metavar="FIELD=V1,V2", help="values of any plan axis, by its [search] name, "
+                   "e.g. --vary zero_stage=1,2 --vary recompute=selective,full --vary gemm_precision=fp8,bf16")
+    p.add_argument("--full-space", action="store_true", help="axes without a list take the default values (not the base plan's)")
+    p.add_argument("--simulate", type=int, metavar="K", help="candidates simulated after the screen (search.simulate, default 100)")
+    p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
+    p.add_argument("--rate", type=float, help="serving question: requests per second to serve (with a serving scenario)")
+    p.add_argument("--ttft", type=float, metavar="S", help="serving question: mean time-to-first-token target, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="serving question: time-per-output-token target, seconds")
+    _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and scenario.resolved.toml here")
-    # --tokens and --days are checked as search.tokens and search.days, with the rest of [search]
-    p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)))
+    # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
+    p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
+        *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
+        ("tpot", "--tpot", {"gt": 0, "le": 1e6})))
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")
     p.add_argument("--out", metavar="FILE", help="write the scenario reference here")

@@ -26,11 +26,11 @@ from twin.core.fields import build, to_dict
 from twin.core.scenario import Scenario
 from twin.core.schedules import SCHEDULE_NAMES
 from twin.core.search_specs import MAX_CANDIDATES, PLAN_AXES, SearchSpec
-from twin.core.specs import PRECISIONS, RECOMPUTE, ClusterSpec, ParallelPlan, gpu_names
+from twin.core.specs import PRECISIONS, RECOMPUTE, ClusterSpec, ParallelPlan, get_gpu, gpu_names
 
 # The values a search tries for an axis the question leaves open. With none of the lists given,
-# the default scenario's space is 4 GPU types x 2 counts x 2^8 x 4 schedules = 16,384 candidates
-# (the planner screens them all and simulates the best). Axes whose field this branch's
+# the default scenario's space is 4 GPU types x 3 counts x 2^8 x 4 schedules = 12,288 candidates
+# (the planner screens them all and simulates the best). Axes whose field this build's
 # ParallelPlan lacks are skipped in `plan_axis_fields`.
 DEFAULT_VALUES: dict[str, tuple] = {
     "tp": (1, 2),
@@ -48,9 +48,8 @@ DEFAULT_VALUES: dict[str, tuple] = {
     "tp_comm_overlap": (False, True),
 }
 CLUSTER_AXES = ("gpu", "num_gpus")
-# GPU counts tried when none is given: the base count halved and doubled is too wide a spread for
-# a deadline; the base and half of it (whole nodes)
-DEFAULT_COUNT_FACTORS = (0.5, 1.0)
+# GPU counts tried when none is given: the base scenario's count, half and twice it (whole nodes)
+DEFAULT_COUNT_FACTORS = (0.5, 1.0, 2.0)
 
 
 def plan_axis_fields() -> tuple[str, ...]:
@@ -114,7 +113,8 @@ def apply(base: Scenario, cand: Candidate) -> Scenario:
 
 
 def _default_counts(base: Scenario, gpus: tuple[str, ...]) -> tuple[int, ...]:
-    node = 8   # every catalog GPU type comes in 8-GPU nodes; counts are whole nodes of them
+    """Whole nodes of the largest node size among the GPU types (the catalog's are all 8 GPUs)."""
+    node = max(get_gpu(g).gpus_per_node for g in gpus)
     return tuple(sorted({max(node, int(base.cluster.num_gpus * f) // node * node) for f in DEFAULT_COUNT_FACTORS}))
 
 
