@@ -19,10 +19,12 @@ from reports.page import to_toml
 from reports.plan_report import write_plan_report, write_serving_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
+from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report
 from twin.api import result_schemas
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.core.atomic import check_output, write_bytes, write_text
+from twin.core.journal import Journal, clean_stale_tmp, read_rows
 from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
@@ -34,6 +36,7 @@ from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
 from twin.planning.search import catalog_prices, search
 from twin.planning.serving import size_serving
+from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
 from twin.training.balance import run_balance, summary_lines
@@ -282,6 +285,36 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    raw, source = read_raw(args.scenario)
+    raw = apply_overrides(raw, args.set or [])
+    sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
+    axes = [parse_axis(text) for text in args.grid]
+    check_keys(axes)
+    mode, n = (RANDOM, args.random) if args.random else (LHS, args.lhs) if args.lhs else (GRID, None)
+    pts = points(axes, mode, n, args.seed)
+    out = Path(args.out)
+    clean_stale_tmp(out)   # staging a killed run left behind
+    journal = out / JOURNAL
+    done = read_rows(journal)
+    with Journal(journal) as j:
+        def keep(row: dict) -> None:
+            j.append(row)
+            done[row["candidate_id"]] = row
+        evaluated = run_sweep(raw, source, pts, set(done), keep, workers=args.workers, dask=args.dask,
+                              progress=not args.quiet)
+    result = result_of(axes, mode, pts, raw, done, evaluated)
+    write_sweep_report(result, sc, out)
+    _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
+               f"{result.num_infeasible:,} infeasible ({evaluated:,} computed now, {result.num_points - evaluated:,} resumed)"
+               f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
+    _write_json(args.json, result)
+    if result.num_ok == 0:
+        print("infeasible: no point of the sweep can run (see the reasons in the report)", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0
+
+
 def cmd_docs(args) -> int:
     if args.schemas:
         for name, schema in result_schemas().items():
@@ -441,6 +474,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
         *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
         ("tpot", "--tpot", {"gt": 0, "le": 1e6})))
+
+    p = sub.add_parser("sweep", help="sweep any scenario keys (grid, random, Latin hypercube); one row per point, "
+                                      "streamed to disk and resumed after a kill; CSV, Parquet, plots")
+    _add_scenario_args(p)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|KEY=LOW:HIGH",
+                   help="an axis: a dotted scenario key and its values (a LOW:HIGH range with --random or --lhs), e.g. "
+                        "--grid plan.pp=8,16 --grid cluster.gpu=h800,h200")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--random", type=int, metavar="N", help="N points drawn uniformly from the axes (default: every combination)")
+    how.add_argument("--lhs", type=int, metavar="N", help="N points of a Latin hypercube over the axes")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random and --lhs (default 0)")
+    p.add_argument("--out", metavar="DIR", default="out/sweep", help="results.csv, results.parquet, sweep.png, report.html, "
+                   "result.json, scenario.resolved.toml and the rows journal rows.jsonl (default out/sweep); a re-run into "
+                   "the same DIR resumes")
+    _add_executor_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.set_defaults(func=cmd_sweep, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
+        *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
+        ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")
     p.add_argument("--out", metavar="FILE", help="write the scenario reference here")
