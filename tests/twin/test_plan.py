@@ -162,7 +162,7 @@ def test_plan_scenario_carries_its_search_and_flags_override_it(tmp_path):
     (["plan", "--tokens", "1e12", "--days", "30", "--budget", "-1"], "search.budget_usd"),
     (["plan", "--tokens", "1e12", "--days", "30", "--price", "h800=nan"], "--price"),
     (["plan", "--tokens", "1e12", "--days", "30", "--workers", "0"], "--workers"),
-    (["plan", "--tokens", "1e12", "--days", "30", "--vary", "zero_stage=7"], "search.zero_stage"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--vary", "zero_stage=7"], "search.zero_stage[0]"),
     (["plan", "--rate", "nan", "--ttft", "1", "--tpot", "0.05"], "--rate"),
     (["plan", "--days", "30"], "search.tokens"),
     (["plan", "scenarios/r1_serve_h200.toml", "--tokens", "1e12", "--days", "30"], "serve"),
