@@ -176,7 +176,7 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
     result = to_json(plan)
     rows, columns = plan_table(result)
     return pg.write_report_dir(out_dir, build_page(result), result, scenario,
-                               files={PLAN_CSV: table.to_csv(rows, columns), PLAN_PARQUET: table.to_parquet(rows, columns)})
+                               files={PLAN_CSV: table.to_csv(rows, columns), **table.parquet_files(PLAN_PARQUET, rows, columns)})
 
 
 # --------------------------------------------------------------------------- serving question

@@ -87,4 +87,4 @@ def write_sweep_report(result, scenario, out_dir) -> list[Path]:
     rows = [table.flatten(x) for x in data["rows"]]
     columns = table.columns_of(rows, ("candidate_id", *data["axes"], "status", "reason"))
     return pg.write_report_dir(out_dir, build_page(data), data, scenario,
-                               files={RESULTS_CSV: table.to_csv(rows, columns), RESULTS_PARQUET: table.to_parquet(rows, columns)})
+                               files={RESULTS_CSV: table.to_csv(rows, columns), **table.parquet_files(RESULTS_PARQUET, rows, columns)})

@@ -42,9 +42,18 @@ def to_csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
+def parquet_files(name: str, rows: list[dict], columns: list[str]) -> dict[str, bytes]:
+    """{name: Parquet bytes}, or nothing where pyarrow is not installed (the `parquet` extra):
+    the CSV beside it holds the same table."""
+    try:
+        return {name: to_parquet(rows, columns)}
+    except ImportError:
+        return {}
+
+
 def to_parquet(rows: list[dict], columns: list[str]) -> bytes:
-    """Parquet bytes of the table. pyarrow is imported here only: a heavy optional dependency that
-    only writing a table needs."""
+    """Parquet bytes of the table. pyarrow is imported here only: a heavy optional dependency
+    (pip install -e .[parquet]) that only writing a table needs."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
