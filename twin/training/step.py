@@ -93,6 +93,7 @@ class StepCosts:
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
+        self._tasks_of: dict[tuple, tuple[Task, ...]] = {}
         self.sm_frac = compute.sm_fraction(self.gpu, sc.plan.comm_sms)
         self.untold_slowdown = None
         if not sc.plan.comm_sms_told and sc.plan.comm_sms > 0:
@@ -147,7 +148,18 @@ class StepCosts:
                 segs.append((key, [op]))
         return segs
 
+    def _memo(self, key: tuple, build) -> list[Task]:
+        """Task lists per (kind, block ops): blocks with the same ops (every MoE layer under one
+        routing load) are costed once per step instead of once per stage and op kind."""
+        hit = self._tasks_of.get(key)
+        if hit is None:
+            hit = self._tasks_of[key] = tuple(build())
+        return list(hit)
+
     def _forward_tasks(self, ops) -> list[Task]:
+        return self._memo(("F", tuple(ops)), lambda: self._build_forward_tasks(ops))
+
+    def _build_forward_tasks(self, ops) -> list[Task]:
         tasks = []
         for key, seg in self._segments(ops):
             if key in ALL_TO_ALL_KINDS:
@@ -157,6 +169,9 @@ class StepCosts:
         return tasks
 
     def _backward_tasks(self, ops, with_weight: bool) -> list[Task]:
+        return self._memo(("B", with_weight, tuple(ops)), lambda: self._build_backward_tasks(ops, with_weight))
+
+    def _build_backward_tasks(self, ops, with_weight: bool) -> list[Task]:
         """Input-gradient backward of a block (reverse order); with_weight adds each segment's
         weight gradient right after its input gradient (a full, unsplit backward)."""
         recompute = self.sc.plan.recompute
@@ -182,6 +197,9 @@ class StepCosts:
         return tasks
 
     def _weight_tasks(self, ops) -> list[Task]:
+        return self._memo(("W", tuple(ops)), lambda: self._build_weight_tasks(ops))
+
+    def _build_weight_tasks(self, ops) -> list[Task]:
         return [Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS]
 
