@@ -45,6 +45,7 @@ PROFILES_DIR = Path(str(PROFILES))  # package data of the twin: twin/data/profil
 def least_squares(*args, **kwargs):
     """scipy.optimize.least_squares, imported here on the first fit: scipy.optimize costs about a
     second of import that every `twin` command paid while only `twin fit` uses it."""
+    # lazy: scipy.optimize is heavy and only a fit needs it
     from scipy.optimize import least_squares as solve
 
     return solve(*args, **kwargs)

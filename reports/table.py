@@ -54,7 +54,9 @@ def parquet_files(name: str, rows: list[dict], columns: list[str]) -> dict[str, 
 def to_parquet(rows: list[dict], columns: list[str]) -> bytes:
     """Parquet bytes of the table. pyarrow is imported here only: a heavy optional dependency
     (pip install -e .[parquet]) that only writing a table needs."""
+    # lazy: pyarrow is a heavy optional extra that only writing a Parquet table needs
     import pyarrow as pa
+    # lazy: as above
     import pyarrow.parquet as pq
 
     data = {c: [_scalar(r.get(c)) for r in rows] for c in columns}
