@@ -199,3 +199,12 @@ def test_sweep_cli_writes_one_table_and_a_rerun_recomputes_nothing(small, tmp_pa
     # dualpipe on pp1 can't run: a row with its reason, not a crash
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert sum(r["status"] == "invalid" for r in rows) == 1
+
+
+def test_python_api_sweep_returns_one_row_per_point(small):
+    import twin
+    out = twin.sweep(small, grid=["plan.pp=1,2", "plan.schedule=1f1b,dualpipe"], workers=1)
+    assert (out.num_points, out.num_ok, out.num_invalid) == (4, 3, 1)
+    assert [r["plan.pp"] for r in out.rows] == [1, 1, 2, 2]
+    with pytest.raises(ScenarioError, match="random"):
+        twin.sweep(small, grid=["plan.pp=1,2"], random=0)

@@ -349,8 +349,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
 
     schedule = build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches)
     costs = StepCosts(sc, schedule, profile, imbalance, link_bw_scale)
-    pipe = simulate_pipeline(schedule, costs, record_events=record_events)
-
+    # memory first: a plan that doesn't fit is refused before its pipeline is simulated
     mems = rank_memory(sc, costs)
     totals = [sum(b.values()) for b in mems]
     worst = max(range(len(totals)), key=totals.__getitem__)
@@ -359,6 +358,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
             f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
             f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
             breakdown=mems[worst])
+    pipe = simulate_pipeline(schedule, costs, record_events=record_events)
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
