@@ -178,7 +178,7 @@ def evaluate_point(args) -> dict:
         return {**row, "status": "invalid", "reason": str(exc)}
     except InfeasiblePlan as exc:
         return {**row, "status": "infeasible", "reason": exc.reason}
-    return {**row, "status": "ok", "reason": "", **{k: float(v) for k, v in figures.items()}}
+    return {**row, "status": "ok", "reason": "", **{k: v if isinstance(v, int) else float(v) for k, v in figures.items()}}
 
 
 def run_sweep(base_raw: dict, source: str, pts: list, done: set[str], on_row: Callable[[dict], None],
