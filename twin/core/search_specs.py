@@ -13,8 +13,10 @@ plan that costs at most that; always the front of cost against time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from twin.core.errors import ScenarioError
 from twin.core.fields import spec_field
 from twin.core.schedules import SCHEDULE_NAMES
 from twin.core.specs import MAX_BATCH_SEQS, MAX_DEGREE, MAX_GPUS, MAX_SMS, PRECISIONS, RECOMPUTE
@@ -62,6 +64,13 @@ class SearchSpec:
     max_candidates: int = spec_field(MAX_CANDIDATES, unit="count", ge=1, le=MAX_CANDIDATES, doc="Refuse a space larger than this (the product of the lists)")
 
     def check(self, path: str = "search", source: str | None = None) -> None:
-        """The size of the space is checked where it is built (twin.planning.space.check_size): the
-        default lists of empty axes count too."""
-        return None
+        """The product of the lists given is at most `max_candidates` (checked again, with the
+        default lists of empty axes, where the space is built: twin.planning.space.check_size)."""
+        lists = {name: len(getattr(self, name)) for name in ("gpu", "num_gpus", *PLAN_AXES) if getattr(self, name)}
+        total = math.prod(lists.values())
+        if total > self.max_candidates:
+            longest = max(lists, key=lists.get)
+            product = " x ".join(f"{n} {k}" for k, n in lists.items() if n > 1)
+            raise ScenarioError(f"{path}.{longest}", list(getattr(self, longest)),
+                                f"lists whose combinations number at most {self.max_candidates:,} candidates "
+                                f"(now {product} = {total:,}); shorten {path}.{longest}", source)
