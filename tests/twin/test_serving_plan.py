@@ -1,5 +1,10 @@
 """Serving capacity: the fewest GPUs and the prefill/decode split for a request rate within SLOs."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import twin
@@ -44,3 +49,16 @@ def test_api_checks_its_numbers(r1):
     with pytest.raises(ScenarioError, match="rate_per_s"):
         twin.plan_serving(r1, float("nan"), 1.0, 0.05)
     assert twin.plan_serving(r1, 1.0, 3.0, 0.05).best.num_gpus == 16
+
+
+def test_cli_serving_question_reports_the_split_or_exits_3(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    ok = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "3", "--tpot", "0.05",
+                         "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "s")], capture_output=True, text=True, cwd=root)
+    assert ok.returncode == 0, ok.stderr
+    best = json.loads((tmp_path / "s.json").read_text())["best"]
+    assert best["prefill_gpus"] + best["decode_gpus"] == best["num_gpus"] and "fewest GPUs" in ok.stdout
+    assert (tmp_path / "s" / "report.html").is_file()
+    no = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "0.001", "--tpot", "0.05"],
+                        capture_output=True, text=True, cwd=root)
+    assert no.returncode == 3 and "TTFT of one prompt alone" in no.stderr and "Traceback" not in no.stderr
