@@ -258,6 +258,7 @@ def cmd_plan(args) -> int:
     out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
                  progress=not args.quiet, exhaustive=args.exhaustive)
     if args.out:
+        clean_stale_tmp(args.out)   # staging a killed run left behind
         write_plan_report(out, sc, args.out)
     _say(args, summary.plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
