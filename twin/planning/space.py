@@ -44,8 +44,8 @@ DEFAULT_VALUES: dict[str, tuple] = {
     "comm_sms": (20, 32),
     "recompute": RECOMPUTE[1:],          # 'none' keeps every activation: never fits a large MoE
     "gemm_precision": PRECISIONS,
-    "sequence_parallel": (False, True),
-    "tp_comm_overlap": (False, True),
+    # sequence_parallel and tp_comm_overlap keep the base plan's value unless listed: they refine
+    # TP rather than choose a plan, and would multiply the default space by 2.5
 }
 CLUSTER_AXES = ("gpu", "num_gpus")
 # GPU counts tried when none is given: the base scenario's count, half and twice it (whole nodes)
@@ -135,7 +135,8 @@ def axes(base: Scenario, search: SearchSpec) -> list[tuple[str, tuple]]:
     out.append(("cluster.gpu", gpus))
     out.append(("cluster.num_gpus", given.get("num_gpus") or (_default_counts(base, gpus) if full else (base.cluster.num_gpus,))))
     for name in active:
-        out.append((axis_key(name), given.get(name) or (DEFAULT_VALUES[name] if full else (getattr(base.plan, name),))))
+        base_value = (getattr(base.plan, name),)
+        out.append((axis_key(name), given.get(name) or (DEFAULT_VALUES.get(name, base_value) if full else base_value)))
     return out
 
 
