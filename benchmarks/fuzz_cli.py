@@ -64,7 +64,8 @@ TINY_REPLAY = {
     "cost": {"size_sweep_gpus": [8, 16]},
     "uncertainty": {"num_samples": 100},
 }
-TINY_PLAN = {**TINY_TRAIN, "search": {"tokens": 1e9, "days": 1}}
+# lists keep the search small: a [search] with none walks the whole default space (thousands of candidates)
+TINY_PLAN = {**TINY_TRAIN, "search": {"tokens": 1e9, "days": 1, "pp": [1, 2], "micro_batch_seqs": [1, 2]}}
 TINY_SERVE = {
     "name": "tiny-serve",
     "model": {"name": "tiny"},

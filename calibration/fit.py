@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
 from calibration import records as rec
 from calibration import sm_reserve
@@ -42,6 +41,17 @@ from twin.core.atomic import write_text
 from twin.core.specs import GPUSpec
 
 PROFILES_DIR = Path(str(PROFILES))  # package data of the twin: twin/data/profiles
+
+
+def least_squares(*args, **kwargs):
+    """scipy.optimize.least_squares, imported here on the first fit: scipy.optimize costs about a
+    second of import that every `twin` command paid while only `twin fit` uses it."""
+    # lazy: scipy.optimize is heavy and only a fit needs it
+    from scipy.optimize import least_squares as solve
+
+    return solve(*args, **kwargs)
+
+
 GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
 SEQ_FIELDS = ("e_max", "s_half")
 E_MAX_BOUNDS = (0.02, 1.0)

@@ -1,40 +1,38 @@
 """Plan search report, in the shared page style (reports/page.py).
 
 `write_plan_report(plan, scenario, out_dir)` (twin plan --out) writes, staged and atomic:
-  report.html, report.md      a verdict (the cheapest plan that meets the deadline), the ranked
-                              table, the cost–time front, why the other candidates failed, the plot
+  report.html, report.md      a verdict (the answer to the question), the front of cost against
+                              time, the screen's error against the simulator, why the other
+                              candidates failed, the plot
   result.json                 the PlanResult (twin.core.results.to_json)
   scenario.resolved.toml      the plan scenario as resolved (its [search] included)
-  plan.csv                    every candidate, feasible or not
-  cost_vs_days.png            cost (USD) against wall-clock days; where some GPU types have no
-                              price, GPU-hours against days on a second panel: one unit per axis
+  plan.csv, plan.parquet      every candidate, one row each (plan axes as plan.<field> columns)
+  cost_vs_days.png            cost (USD) against wall-clock days of the simulated plans (the
+                              screened ones faint behind them); where some GPU types have no price,
+                              GPU-hours against days on a second panel: one unit per axis
+`write_serving_plan_report(result, scenario, out_dir)` writes the serving question's page.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from reports import page as pg
+from reports import table
 from reports.page import Page
 from twin.core.results import to_json
 from twin.planning.result import PlanResult
 
-COLUMNS = ("label", "feasible", "reason", "gpu", "num_gpus", "tp", "pp", "ep", "schedule", "micro_batch_seqs",
-           "step_time_s", "mfu_frac", "tokens_per_s_per_gpu", "memory_per_gpu_bytes", "wall_days", "gpu_hours", "cost_usd")
+FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
+PLAN_PARQUET = "plan.parquet"
 PLOT = "cost_vs_days.png"
-RANKED_ROWS = 25     # rows of the ranked table on the page (plan.csv has them all)
+FRONT_ROWS = 25      # rows of the front on the page (plan.csv has every candidate)
 
 
-def plan_csv(result: dict) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in result["rows"]:
-        writer.writerow(row)
-    return buf.getvalue()
+def plan_table(result: dict) -> tuple[list[dict], list[str]]:
+    rows = [table.flatten(r) for r in result["rows"]]
+    return rows, table.columns_of(rows, FIRST_COLUMNS)
 
 
 def front(rows: list[dict], key: str) -> list[dict]:
@@ -50,18 +48,23 @@ def front(rows: list[dict], key: str) -> list[dict]:
 
 def plot_cost_vs_days(result: dict):
     """One panel per unit: cost in USD for priced rows; GPU-hours for all rows when some have no price."""
-    feasible = [r for r in result["rows"] if r["feasible"]]
-    priced = [r for r in feasible if r["cost_usd"] is not None]
+    simulated = [r for r in result["rows"] if r["status"] == "simulated"]
+    screened = [r for r in result["rows"] if r["status"] == "screened"]
+    priced = [r for r in simulated if r["cost_usd"] is not None]
     panels = []
     if priced:
         panels.append(("cost_usd", "rental cost", pg.tick_usd, priced))
-    if len(priced) < len(feasible) or not priced:
-        title = "GPU-hours (every feasible plan)" if priced else "GPU-hours (no GPU type has a price)"
-        panels.append(("gpu_hours", title, pg.tick_count, feasible))
+    if len(priced) < len(simulated) or not priced:
+        title = "GPU-hours (every simulated plan)" if priced else "GPU-hours (no GPU type has a price)"
+        panels.append(("gpu_hours", title, pg.tick_count, simulated))
     fig, axes = pg.figure(7.5, 3.6 * len(panels) + 0.8, nrows=len(panels), sharex=True, squeeze=False)
-    gpus = sorted({r["gpu"] for r in feasible})
+    gpus = sorted({r["gpu"] for r in simulated})
     best = result.get("best")
     for ax, (key, label, fmt, rows) in zip(axes[:, 0], panels):
+        faint = [r for r in screened if r.get(key) is not None]
+        if faint:
+            ax.scatter([r["wall_days"] for r in faint], [r[key] for r in faint], s=4, color="#bbbbbb",
+                       label="screened only (closed form)", rasterized=True)
         for i, gpu in enumerate(gpus):
             sub = [r for r in rows if r["gpu"] == gpu]
             if sub:
@@ -71,8 +74,10 @@ def plot_cost_vs_days(result: dict):
             ax.step([r["wall_days"] for r in f], [r[key] for r in f], where="post", color="#555555", lw=1,
                     label="front (nothing is both faster and cheaper)")
         ax.axvline(result["deadline_days"], color="k", ls="--", lw=1, label=f"deadline ({pg.days(result['deadline_days'])})")
+        if key == "cost_usd" and result.get("budget_usd") is not None:
+            ax.axhline(result["budget_usd"], color="k", ls=":", lw=1, label=f"budget ({pg.usd(result['budget_usd'])})")
         if best and best.get(key) is not None:
-            ax.scatter([best["wall_days"]], [best[key]], marker="*", s=220, c="red", zorder=3, label="chosen: cheapest on time")
+            ax.scatter([best["wall_days"]], [best[key]], marker="*", s=220, c="red", zorder=3, label=f"chosen: {result['question']}")
         ax.yaxis.set_major_formatter(pg.axis_formatter(fmt))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -83,18 +88,26 @@ def plot_cost_vs_days(result: dict):
     # one legend for the figure, below the panels: it never covers a point
     fig.legend(list(legend.values()), list(legend), fontsize=8, loc="outside lower center", ncol=3)
     axes[-1, 0].set_xlabel("wall-clock days")
-    axes[0, 0].set_title(f"{result['num_feasible']} feasible plans of {result['num_candidates']} for "
-                         f"{pg.tokens(result['tokens'])}", fontsize=10)
+    axes[0, 0].set_title(f"{result['simulated']} simulated of {result['feasible']:,} that fit, {result['evaluated']:,} "
+                         f"screened, for {pg.tokens(result['tokens'])}", fontsize=10)
     return fig
 
 
 # --------------------------------------------------------------------------- tables
 
+def _plan_text(r: dict) -> str:
+    p = r["plan"]
+    keys = [k for k in ("tp", "pp", "ep") if k in p]
+    return " / ".join(str(p[k]) for k in keys)
+
+
 def _plan_cells(r: dict) -> list[str]:
-    return [r["label"], r["gpu"].upper(), f"{r['num_gpus']:,}", f"{r['tp']} / {r['pp']} / {r['ep']}", r["schedule"],
-            f"{r['micro_batch_seqs']}", pg.days(r["wall_days"]), pg.count(r["gpu_hours"]),
-            pg.usd(r["cost_usd"]) if r["cost_usd"] is not None else "no price", pg.pct(r["mfu_frac"]),
-            pg.number(r["tokens_per_s_per_gpu"]), pg.gib(r["memory_per_gpu_bytes"])]
+    p = r["plan"]
+    return [r["label"], r["gpu"].upper(), f"{r['num_gpus']:,}", _plan_text(r), str(p.get("schedule", "")),
+            str(p.get("micro_batch_seqs", "")), pg.days(r["wall_days"]), pg.count(r["gpu_hours"]),
+            pg.usd(r["cost_usd"]) if r["cost_usd"] is not None else "no price",
+            pg.pct(r["mfu_frac"]) if r["mfu_frac"] is not None else "-", pg.number(r["tokens_per_s_per_gpu"]),
+            pg.gib(r["memory_per_gpu_bytes"])]
 
 
 PLAN_HEADER = ["plan", "GPU", "GPUs", "TP / PP / EP", "schedule", "micro-batch", "wall-clock", "GPU-hours", "cost",
@@ -104,54 +117,88 @@ PLAN_HEADER = ["plan", "GPU", "GPUs", "TP / PP / EP", "schedule", "micro-batch",
 def _verdict(r: dict) -> str:
     tok, deadline = pg.tokens(r["tokens"]), pg.days(r["deadline_days"])
     best, fastest = r.get("best"), r.get("fastest")
+    within = f"within {deadline}" + (f" and {pg.usd(r['budget_usd'])}" if r.get("budget_usd") is not None else "")
     if best:
         cost = pg.usd(best["cost_usd"]) if best["cost_usd"] is not None else "no price for its GPU type"
-        return (f"The cheapest plan that trains {tok} within {deadline} is {best['label']}: {pg.days(best['wall_days'])}, "
-                f"{pg.gpu_hours(best['gpu_hours'])}, {cost} ({r['num_meeting_deadline']} of {r['num_candidates']} "
-                "candidates meet the deadline).")
+        what = "fastest" if r.get("budget_usd") is not None else "cheapest"
+        return (f"The {what} plan that trains {tok} {within} is {best['label']}: {pg.days(best['wall_days'])}, "
+                f"{pg.gpu_hours(best['gpu_hours'])}, {cost} ({r['num_meeting_deadline']} of {r['simulated']} simulated "
+                f"plans qualify; {r['evaluated']:,} candidates screened).")
     if fastest:
-        return (f"None of the {r['num_candidates']} candidates trains {tok} within {deadline}; the fastest, "
+        return (f"None of the {r['simulated']} simulated plans trains {tok} {within}; the fastest, "
                 f"{fastest['label']}, takes {pg.days(fastest['wall_days'])}.")
-    reason = max(r["infeasible_reasons"].items(), key=lambda kv: kv[1])[0] if r["infeasible_reasons"] else "unknown"
-    return f"None of the {r['num_candidates']} candidates can run; the most common reason: {reason}."
+    reason = next(iter(r["infeasible_by_reason"]), "unknown")
+    return f"None of the {r['evaluated']:,} candidates can run; the most common reason: {reason}."
+
+
+def _screen_para(e: dict) -> str:
+    if not e["num_compared"]:
+        return "No candidate was simulated, so the screen's error is not measured."
+    return (f"Every candidate was first screened in closed form (step estimate and memory check); the best "
+            f"{e['num_compared']} by the question were then simulated step by step. On those, the screen's step time "
+            f"differs from the simulator's by a median of {pg.pct(e['median_abs_frac'])} (P90 {pg.pct(e['p90_abs_frac'])}, "
+            f"max {pg.pct(e['max_abs_frac'])}; signed median {pg.pct(e['median_signed_frac'], signed=True)}). "
+            "The answer and the front use simulated figures only.")
 
 
 def build_page(result: dict) -> Page:
     r = result
     p = Page(f"Plan search: {pg.tokens(r['tokens'])} within {pg.days(r['deadline_days'])}", _verdict(r))
-    p.para(f"{r['num_candidates']} candidates, {r['num_feasible']} feasible, {r['num_meeting_deadline']} within the deadline. "
-           "Ranked by rental cost; a GPU type without a price ranks after every priced plan, by GPU-hours.")
-    ranked = r["ranked"]
-    p.section("Ranked (plans that meet the deadline)")
-    if ranked:
-        p.table(["rank"] + PLAN_HEADER, [[str(i)] + _plan_cells(row) for i, row in enumerate(ranked[:RANKED_ROWS], 1)])
-        if len(ranked) > RANKED_ROWS:
-            p.para(f"The first {RANKED_ROWS} of {len(ranked)}; `{PLAN_CSV}` holds every candidate.")
-    else:
-        p.para("No feasible plan meets the deadline.")
-    feasible = [x for x in r["rows"] if x["feasible"]]
-    p.section("The front: cost against time")
-    p.para("Plans that no other plan beats on both wall-clock time and cost: each is the cheapest at its speed.")
-    priced = front(feasible, "cost_usd")
+    p.para(f"{r['evaluated']:,} candidates over {len(r['axes'])} axes, {r['feasible']:,} fit in memory, "
+           f"{r['simulated']} simulated. Question: {r['question']}.")
+    p.section("Axes searched").table(["scenario key", "values"], [[k, ", ".join(str(v) for v in vs)] for k, vs in r["axes"].items()])
+    p.section("The front: cost against time").para(
+        "Simulated plans that no other simulated plan beats on both wall-clock time and cost: each is the cheapest at its speed.")
+    simulated = [x for x in r["rows"] if x["status"] == "simulated"]
+    priced = front(simulated, "cost_usd")
     if priced:
-        p.table(PLAN_HEADER, [_plan_cells(x) for x in priced])
-    if any(x["cost_usd"] is None for x in feasible):
-        p.para("Some GPU types have no price, so the same front in GPU-hours, over every feasible plan:")
-        p.table(PLAN_HEADER, [_plan_cells(x) for x in front(feasible, "gpu_hours")])
-    if r["infeasible_reasons"]:
+        p.table(PLAN_HEADER, [_plan_cells(x) for x in priced[:FRONT_ROWS]])
+    if any(x["cost_usd"] is None for x in simulated):
+        p.para("Some GPU types have no price, so the same front in GPU-hours, over every simulated plan:")
+        p.table(PLAN_HEADER, [_plan_cells(x) for x in front(simulated, "gpu_hours")[:FRONT_ROWS]])
+    p.section("Screen against simulator").para(_screen_para(r["screen_error"]))
+    if r["infeasible_by_reason"]:
         p.section("Why the other candidates can't run").table(
-            ["reason", "candidates"], [[k, f"{v:,}"] for k, v in sorted(r["infeasible_reasons"].items(), key=lambda kv: -kv[1])])
-    if feasible:
-        p.section("Plot").figure(PLOT, plot_cost_vs_days(r), "Each feasible plan's cost (and GPU-hours, where some GPU "
-                                 "types have no price) against wall-clock days; one unit per axis.")
-    p.section("Files").bullets([f"`{PLAN_CSV}`: every candidate with its step time, MFU, memory, days, GPU-hours and cost, "
-                                f"or why it can't run; `{pg.RESULT_JSON}`: the result; `{pg.RESOLVED_SCENARIO}`: the scenario "
-                                "and its search as resolved"])
+            ["reason", "candidates"], [[k, f"{v:,}"] for k, v in r["infeasible_by_reason"].items()])
+    if simulated:
+        p.section("Plot").figure(PLOT, plot_cost_vs_days(r), "Each simulated plan's cost (and GPU-hours, where some GPU "
+                                 "types have no price) against wall-clock days, the screened-only plans faint behind; one unit per axis.")
+    p.section("Files").bullets([f"`{PLAN_CSV}` and `{PLAN_PARQUET}`: every candidate, one row each, with its status "
+                                "(invalid, infeasible, screened, simulated), its screen and simulated step time, MFU, memory, "
+                                f"days, GPU-hours and cost, or why it can't run; `{pg.RESULT_JSON}`: the result; "
+                                f"`{pg.RESOLVED_SCENARIO}`: the scenario and its search as resolved"])
     return p
 
 
 def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
-    """report.html, report.md, result.json, scenario.resolved.toml, plan.csv and cost_vs_days.png
-    into `out_dir`, atomically. Returns the paths written."""
+    """report.html, report.md, result.json, scenario.resolved.toml, plan.csv, plan.parquet and
+    cost_vs_days.png into `out_dir`, atomically. Returns the paths written."""
     result = to_json(plan)
-    return pg.write_report_dir(out_dir, build_page(result), result, scenario, files={PLAN_CSV: plan_csv(result)})
+    rows, columns = plan_table(result)
+    return pg.write_report_dir(out_dir, build_page(result), result, scenario,
+                               files={PLAN_CSV: table.to_csv(rows, columns), **table.parquet_files(PLAN_PARQUET, rows, columns)})
+
+
+# --------------------------------------------------------------------------- serving question
+
+def build_serving_page(r: dict) -> Page:
+    b = r["best"]
+    target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
+    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode), "
+               f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}." if b else
+               f"No deployment of up to the checked size serves {target}.")
+    p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
+    p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} prefill/decode splits checked, smallest total first. "
+           "Decode by Little's law at the batch whose TPOT sustains the rate; prefill as one M/D/1 queue (twin.planning.serving).")
+    p.section("Deployments checked").table(
+        ["GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch", "prefill utilization"],
+        [[f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",
+          pg.seconds(c["ttft_s"]) if c["ttft_s"] is not None else "-", pg.seconds(c["tpot_s"]) if c["tpot_s"] is not None else "-",
+          str(c["decode_batch"] or "-"), pg.pct(c["prefill_utilization_frac"]) if c["prefill_utilization_frac"] is not None else "-"]
+         for c in r["checks"][-FRONT_ROWS:]])
+    return p
+
+
+def write_serving_plan_report(result, scenario, out_dir) -> list[Path]:
+    data = to_json(result)
+    return pg.write_report_dir(out_dir, build_serving_page(data), data, scenario)

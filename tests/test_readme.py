@@ -30,7 +30,7 @@ def test_readme_api_snippet_runs(capsys):
     (["step"], "step time"),
     (["schedule", "dualpipe", "--pp", "8", "--microbatches", "20"], "bubble (closed form)"),
     (["serve", "--quiet"], "output tokens/s"),
-    (["plan", "--tokens", "1e12", "--days", "30", "--quiet"], "1 candidates, 1 feasible"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--pp", "16", "--quiet", "--workers", "1"], "1 candidates screened, 1 fit"),
     (["validate", "--quiet"], "HELD-OUT TOTAL"),
     (["docs"], "# Scenario reference"),
 ])

@@ -8,6 +8,8 @@
     run = twin.simulate_load(sc1, arrival_s, input_len, output_len)  # a recorded load run, replayed
     run.per_request()["ttft_s"]                               # per-request TTFT / TPOT / E2E
     plans = twin.plan(sc, tokens=14.8e12, days=60, pp=[8, 16])  # a PlanResult (or a plan scenario's [search])
+    sizing = twin.plan_serving(twin.load_scenario(kind="serving"), rate_per_s=10, ttft_s=2, tpot_s=0.05)
+    table = twin.sweep(None, grid=["plan.pp=8,16"])           # a SweepResult: one row per point
     twin.to_json(step)                                        # plain JSON values of any result
 
 Every function takes a validated scenario (bad input raises ScenarioError naming the field, an
@@ -21,13 +23,16 @@ from pathlib import Path
 
 from twin.core.errors import ScenarioError
 from twin.core.results import json_schema, to_json
-from twin.core.fields import build, to_dict
+from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
 from twin.core.search_specs import SearchSpec
+from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
-from twin.planning.search import catalog_prices, search_candidates
-from twin.planning.search import plan as _plan
+from twin.planning.search import catalog_prices, search
+from twin.planning.serving import ServingPlanResult, size_serving
+from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, SweepResult, check_keys, parse_axis, points, result_of,
+                                 run_sweep)
 from twin.serving.result import RequestSimResult, ServeResult
 from twin.serving.run import serve as _serve
 from twin.serving.simulate import simulate as _simulate
@@ -37,10 +42,10 @@ from twin.training.replay.run import replay as _replay
 from twin.training.results import Perturb, StepResult
 from twin.training.step import simulate_step as _simulate_step
 
-__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "to_json"]
+__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "sweep", "to_json"]
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
-RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult,
+RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult, "sweep": SweepResult,
                 "perturb": Perturb}
 
 
@@ -92,15 +97,46 @@ def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=
 
 
 def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, progress: bool = False,
-         **search) -> PlanResult:
-    """The cheapest plan that trains `tokens` within `days`. A plan scenario carries its [search];
-    keyword arguments (tokens, days, gpus, num_gpus, pp, ep, tp, schedules, micro_batch_seqs) set or
-    override its fields, checked like scenario values. Prices default to the catalog's."""
+         workers: int | None = None, dask: str | None = None, **search_fields) -> PlanResult:
+    """Search clusters and plans: the cheapest that trains `tokens` within `days` (the fastest
+    within `budget_usd` when given), and the front of cost against time. A plan scenario carries its
+    [search]; keyword arguments (tokens, days, budget_usd, and the axis lists gpu, num_gpus, tp, pp,
+    ep, schedule, micro_batch_seqs, zero_stage, ...; see SearchSpec) set or override its fields,
+    checked like scenario values. Prices default to the catalog's."""
     if getattr(sc, "kind", None) not in (TRAINING, PLAN):
         raise ScenarioError("scenario", type(sc).__name__, "a training or plan scenario for plan")
     table = to_dict(sc.search) if sc.kind == PLAN else {}
-    table.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in search.items()})
+    table.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in search_fields.items()})
     spec = build(SearchSpec, table, "search")
     base = sc.base() if sc.kind == PLAN else sc
     all_prices = {**catalog_prices(base), **(prices or {})}
-    return _plan(base.to_dict(), spec.tokens, spec.days, search_candidates(base, spec), all_prices, progress=progress)
+    return search(base, spec, all_prices, workers=workers, dask=dask, progress=progress)
+
+
+def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int | None = None, lhs: int | None = None,
+          seed: int = 0, overrides: Sequence[str] = (), workers: int | None = None, dask: str | None = None) -> SweepResult:
+    """Every point of a sweep over scenario keys (`grid`: 'plan.pp=8,16', 'workload.routing_imbalance=1:1.5'),
+    all combinations, or `random` / `lhs` points; one row each. (`twin sweep` also journals the rows
+    to disk as they arrive and resumes.)"""
+    raw, source = read_raw(path)
+    raw = apply_overrides(raw, list(overrides))
+    from_dict(raw, source)   # the base must be valid
+    axes = [parse_axis(text) for text in grid]
+    check_keys(axes)
+    mode, n = (RANDOM, random) if random else (LHS, lhs) if lhs else (GRID, None)
+    for name, value in (("random", random), ("lhs", lhs)):
+        if value is not None:
+            check_value(name, value, integer=True, ge=1, le=MAX_POINTS)
+    pts = points(axes, mode, n, seed)
+    rows: dict[str, dict] = {}
+    done = run_sweep(raw, source, pts, set(), lambda r: rows.__setitem__(r["candidate_id"], r), workers=workers, dask=dask)
+    return result_of(axes, mode, pts, raw, rows, done)
+
+
+def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: float) -> ServingPlanResult:
+    """The fewest GPUs, split between prefill and decode instances, that serve `rate_per_s`
+    requests within the TTFT and TPOT targets (seconds)."""
+    _require(sc, SERVING, "plan_serving")
+    for name, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
+        check_value(name, value, gt=0, le=1e9)
+    return size_serving(sc, rate_per_s, ttft_s, tpot_s)

@@ -18,7 +18,8 @@ from reports.serve_report import write_outputs as write_serve_report
 from reports.validation_report import write_report as write_validation_report
 from twin.core.results import to_json
 from twin.core.scenario import PLAN, SERVING, from_dict, load_scenario, read_raw
-from twin.planning.result import PlanResult, PlanRow
+from twin.planning.result import CHEAPEST, PlanResult, PlanRow
+from twin.planning.search import front, screen_error
 from twin.serving.run import serve
 from twin.training.replay.run import replay
 
@@ -55,8 +56,10 @@ def served():
 
 def plan_row(gpu: str, num_gpus: int, pp: int, days: float, price: float | None) -> PlanRow:
     gpu_hours = days * 24 * num_gpus
-    return PlanRow(gpu, num_gpus, pp, 64, 1, "dualpipe", 1, label=f"{gpu} x{num_gpus} pp{pp}", feasible=True, step_time_s=17.0,
-                   mfu_frac=0.4, tokens_per_s_per_gpu=1700.0, memory_per_gpu_bytes=70 * 2**30, wall_days=days,
+    return PlanRow(candidate_id=f"{gpu}{num_gpus}pp{pp}", label=f"{gpu} x{num_gpus} pp{pp}", gpu=gpu, num_gpus=num_gpus,
+                   plan={"tp": 1, "pp": pp, "ep": 64, "schedule": "dualpipe", "micro_batch_seqs": 1}, status="simulated",
+                   feasible=True, screen_step_time_s=17.0 * (1 + pp / 400), step_time_s=17.0, mfu_frac=0.4,
+                   tokens_per_s_per_gpu=1700.0, memory_per_gpu_bytes=70 * 2**30, wall_days=days,
                    gpu_hours=gpu_hours, cost_usd=None if price is None else gpu_hours * price)
 
 
@@ -66,13 +69,17 @@ def planned():
     Front in cost (H800/H200): 20 days $9.2M (h200 x4096), 30 days $5.9M (h800 x4096), 45 days $4.4M (h800 x2048)."""
     rows = (plan_row("h800", 2048, 16, 45.0, 2.0), plan_row("h800", 4096, 16, 30.0, 2.0), plan_row("h800", 4096, 8, 33.0, 2.0),
             plan_row("h200", 4096, 16, 20.0, 3.5), plan_row("b200", 2048, 16, 18.0, None),
-            PlanRow("h800", 2048, 8, 64, 1, "dualpipe", 1, label="h800 x2048 pp8", feasible=False,
-                    reason="out of memory: 83.1 GiB > 80 GiB"))
-    feasible = [r for r in rows if r.feasible]
-    on_time = [r for r in feasible if r.wall_days <= 40.0]
-    ranked = tuple(sorted(on_time, key=lambda r: (r.cost_usd is None, r.cost_usd or r.gpu_hours)))
-    result = PlanResult(14.8e12, 40.0, len(rows), len(feasible), len(on_time), ranked[0], min(feasible, key=lambda r: r.wall_days),
-                        ranked, {"out of memory": 1}, rows)
+            PlanRow(candidate_id="oom", label="h800 x2048 pp8", gpu="h800", num_gpus=2048,
+                    plan={"tp": 1, "pp": 8, "ep": 64, "schedule": "dualpipe", "micro_batch_seqs": 1}, status="infeasible",
+                    feasible=False, reason="out of memory: 83.1 GiB > 80 GiB"))
+    simulated = [r for r in rows if r.feasible]
+    on_time = [r for r in simulated if r.wall_days <= 40.0]
+    ranked = sorted(on_time, key=lambda r: (r.cost_usd is None, r.cost_usd or r.gpu_hours))
+    result = PlanResult(question=CHEAPEST, tokens=14.8e12, deadline_days=40.0, budget_usd=None,
+                        axes={"cluster.gpu": ["h800", "h200", "b200"], "cluster.num_gpus": [2048, 4096], "plan.pp": [8, 16]},
+                        evaluated=len(rows), feasible=len(simulated), simulated=len(simulated), num_meeting_deadline=len(on_time),
+                        infeasible_by_reason={"out of memory": 1}, best=ranked[0], fastest=min(simulated, key=lambda r: r.wall_days),
+                        pareto=tuple(front(simulated)), screen_error=screen_error(list(rows)), rows=rows)
     raw, source = read_raw(ROOT / "scenarios" / "v3_plan.toml")
     return from_dict(raw, source, PLAN), result
 

@@ -78,7 +78,7 @@ def test_the_saved_png_holds_every_text(replayed):
     assert img.size[0] >= width_px - 2
 
 
-@pytest.mark.parametrize("rows_priced, panels", [("all", ["rental cost"]), ("some", ["rental cost", "GPU-hours (every feasible plan)"]),
+@pytest.mark.parametrize("rows_priced, panels", [("all", ["rental cost"]), ("some", ["rental cost", "GPU-hours (every simulated plan)"]),
                                                  ("none", ["GPU-hours (no GPU type has a price)"])])
 def test_plan_plot_keeps_one_unit_per_axis(planned, rows_priced, panels):
     result = to_json(planned[1])

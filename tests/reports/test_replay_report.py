@@ -8,7 +8,7 @@ import pytest
 
 import reports.page as page_mod
 from reports.page import COMMON_FILES
-from reports.replay_report import PLOTS, build_page, write_report
+from reports.replay_report import PLOTS, build_page, merge_spans, write_report
 from twin.core.scenario import from_dict, load_scenario
 
 
@@ -115,3 +115,10 @@ def test_atomic_write_text_keeps_old_file_on_error(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert p.read_text() == "old"
     assert [q.name for q in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_gantt_joins_spans_closer_than_a_column():
+    # (start, width): 0-1 and 1.05-2 are 0.05 apart (< 0.1: one bar); 2.5-3 is 0.5 after: its own bar
+    assert merge_spans([(1.05, 0.95), (0.0, 1.0), (2.5, 0.5)], 0.1) == [(0.0, 2.0), (2.5, 0.5)]
+    # a span inside the previous one keeps the previous end
+    assert merge_spans([(0.0, 3.0), (1.0, 0.5)], 0.1) == [(0.0, 3.0)]

@@ -1,5 +1,6 @@
-"""Capacity planning over scenario variants: ranking, deadlines, and plans that can't run."""
+"""Capacity planning: the space, the closed-form screen against the simulator, the questions, the CLI."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,92 +10,184 @@ import pytest
 
 import twin
 from twin.core.errors import ScenarioError
-
-from twin.core.results import to_json
-from twin.planning.result import Candidate
-from twin.planning.search import candidates, evaluate, plan
-from twin.core.scenario import read_raw
-
+from twin.core.fields import build
+from twin.core.scenario import load_scenario
+from twin.core.search_specs import PLAN_AXES, SearchSpec
+from twin.core.specs import ParallelPlan
+from twin.planning import space as space_mod
+from twin.planning.screen import screen
+from twin.planning.search import catalog_prices, front, screen_one, search, simulate_one
+from twin.planning.space import DEFAULT_VALUES, Candidate, apply, axes, candidates, plan_axis_fields, space_size
+from twin.training.step import StepCosts, rank_memory, routing_loads, simulate_step
+from twin.core.schedules import build_schedule
+from twin.costs.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
+PRICES = {"h800": 2.0, "h200": 3.5}
 
 
-def _raw():
-    return read_raw(None)[0]
+def _cand(**plan) -> Candidate:
+    settings = [("cluster.gpu", plan.pop("gpu", "h800")), ("cluster.num_gpus", plan.pop("num_gpus", 2048))]
+    return Candidate(tuple(settings + [(f"plan.{k}", v) for k, v in plan.items()]))
 
 
-def test_invalid_and_oom_candidates_are_reported_not_raised():
-    raw = _raw()
-    bad_degree = to_json(evaluate(raw, Candidate("h800", 2048, 7, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0}))
-    assert not bad_degree["feasible"] and bad_degree["reason"].startswith("invalid: cluster.num_gpus")
-    oom = to_json(evaluate(raw, Candidate("h800", 2048, 8, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0}))
-    assert not oom["feasible"] and "out of memory" in oom["reason"]
+def _spec(**table) -> SearchSpec:
+    return build(SearchSpec, {"tokens": 14.8e12, "days": 60, **table}, "search")
 
 
-def test_cost_and_days_follow_from_the_step():
-    raw = _raw()
-    row = to_json(evaluate(raw, Candidate("h800", 2048, 16, 64, 1, "dualpipe", 1), 14.8e12, {"h800": 2.0}))
+def test_invalid_and_oom_candidates_are_reported_not_raised(v3):
+    bad = screen_one(v3, _cand(pp=7), 14.8e12, PRICES)
+    assert bad.status == "invalid" and not bad.feasible and bad.reason.startswith("invalid: cluster.num_gpus")
+    oom = screen_one(v3, _cand(pp=8, micro_batch_seqs=2), 14.8e12, PRICES)
+    assert oom.status == "infeasible" and oom.reason.startswith("out of memory on pipeline rank")
+
+
+def test_cost_and_days_follow_from_the_simulated_step(v3):
+    row = simulate_one(v3, _cand(pp=16), 14.8e12, PRICES)
     steps = 14.8e12 / (15360 * 4096)
-    assert row["feasible"]
-    assert row["wall_days"] * 86400 == __import__("pytest").approx(steps * row["step_time_s"])
-    assert row["cost_usd"] == __import__("pytest").approx(row["gpu_hours"] * 2.0)
+    assert row.status == "simulated"
+    assert row.wall_days * 86400 == pytest.approx(steps * row.step_time_s)
+    assert row.cost_usd == pytest.approx(row.gpu_hours * 2.0)
+    assert row.step_time_s == pytest.approx(simulate_step(v3, record_events=False).step_time_s)
 
 
-def test_ranking_respects_deadline_and_missing_prices():
-    raw = _raw()
-    cands = candidates(["h800", "h200"], [2048, 4096], [16], [64], [1], ["dualpipe"], [1])
-    out = to_json(plan(raw, 14.8e12, 40.0, cands, {"h800": 2.0}, workers=1))
-    assert out["num_candidates"] == 4
-    assert all(r["wall_days"] <= 40.0 for r in out["ranked"])
-    priced = [r for r in out["ranked"] if r["cost_usd"] is not None]
-    assert [r["cost_usd"] for r in priced] == sorted(r["cost_usd"] for r in priced)
-    # a GPU without a price ranks after every priced plan
-    seen_unpriced = False
-    for r in out["ranked"]:
-        seen_unpriced |= r["cost_usd"] is None
-        assert not (seen_unpriced and r["cost_usd"] is not None)
-    assert out["fastest"]["wall_days"] == min(r["wall_days"] for r in out["rows"] if r["feasible"])
+@pytest.mark.parametrize("plan", [{}, {"schedule": "1f1b"}, {"schedule": "zb1p", "pp": 8}, {"schedule": "dualpipev"},
+                                  {"tp": 2, "zero_stage": 2}, {"recompute": "full", "gemm_precision": "bf16"},
+                                  {"num_gpus": 1024, "zero_stage": 3}])
+def test_screen_memory_is_the_simulators_sum_and_its_step_time_is_close(v3, plan):
+    sc = apply(v3, _cand(**plan))
+    sc.check()
+    est = screen(sc)
+    costs = StepCosts(sc, build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches),
+                      load_profile(sc.gpu.calibrated_as), routing_loads(sc), 1.0)
+    exact = max(rank_memory(sc, costs), key=lambda b: sum(b.values()))
+    assert est.memory_breakdown_bytes == pytest.approx(exact, rel=1e-12)
+    sim = simulate_step(sc, record_events=False, check_memory=False)
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.10)   # the screen's documented scope
 
 
-def test_plan_cli(tmp_path):
+def test_screen_picks_the_best_plan_that_simulating_every_candidate_picks(v3):
+    spec = _spec(gpu=["h800", "h200"], pp=[8, 16], schedule=["dualpipe", "1f1b", "zb1p"], simulate=1)
+    everything = search(v3, spec, PRICES, workers=1, exhaustive=True)
+    screened = search(v3, spec, PRICES, workers=1)
+    assert everything.best is not None
+    assert screened.best.candidate_id == everything.best.candidate_id
+    assert screened.simulated < everything.simulated           # the screen spared simulations
+    e = everything.screen_error
+    assert e.num_compared == everything.simulated and 0 <= e.median_abs_frac <= e.p90_abs_frac <= e.max_abs_frac
+
+
+def test_fastest_within_a_budget_and_the_front(v3):
+    spec = _spec(gpu=["h800", "h200"], num_gpus=[2048, 4096], budget_usd=7e6)
+    out = search(v3, spec, PRICES, workers=1)
+    assert out.question == "fastest within the budget"
+    sim = [r for r in out.rows if r.status == "simulated"]
+    within = [r for r in sim if r.cost_usd <= 7e6 and r.wall_days <= 60]
+    assert out.best.wall_days == min(r.wall_days for r in within)
+    for r in out.pareto:   # nothing simulated is both faster and cheaper than a front plan
+        assert not any(o.wall_days < r.wall_days and o.cost_usd < r.cost_usd for o in sim)
+    assert list(out.pareto) == front(sim)
+
+
+def test_default_space_covers_every_plan_axis_and_ten_thousand_candidates(v3):
+    space = axes(v3, _spec())
+    assert space_size(space) >= 10_000
+    keys = dict(space)
+    assert len(keys["cluster.gpu"]) >= 4 and len(keys["cluster.num_gpus"]) >= 2
+    # the issue's axes (TP, PP, virtual stages, EP, CP, ZeRO, micro-batch, schedule, SMs, recomputation,
+    # precision) each get several values wherever this build's plan has the field
+    issue_axes = {"tp", "pp", "virtual_stages", "ep", "cp", "zero_stage", "micro_batch_seqs", "schedule", "comm_sms",
+                  "recompute", "gemm_precision"}
+    assert issue_axes <= set(DEFAULT_VALUES)
+    for name in set(plan_axis_fields()) & issue_axes:
+        assert len(keys[f"plan.{name}"]) >= 2, name
+
+
+def test_axes_the_plan_lacks_are_skipped_and_refused_if_listed(v3, monkeypatch):
+    monkeypatch.setattr(space_mod, "PLAN_AXES", (*PLAN_AXES, "warp_drive"))
+    assert "warp_drive" not in plan_axis_fields()
+    monkeypatch.undo()
+    assert set(plan_axis_fields()) <= {f.name for f in dataclasses.fields(ParallelPlan)}
+    missing = [a for a in PLAN_AXES if a not in {f.name for f in dataclasses.fields(ParallelPlan)}]
+    for name in missing:   # e.g. cp before context parallelism lands: listing it is an error naming it
+        with pytest.raises(ScenarioError, match=f"search.{name}"):
+            axes(v3, _spec(**{name: [1, 2] if name not in ("sequence_parallel", "tp_comm_overlap") else [True]}))
+
+
+def test_candidate_ids_are_stable_and_redundant_knobs_are_dropped():
+    a = Candidate((("cluster.gpu", "h800"), ("plan.tp", 1)))
+    b = Candidate((("plan.tp", 1), ("cluster.gpu", "h800")))
+    assert a.id == b.id != Candidate((("cluster.gpu", "h800"), ("plan.tp", 2))).id
+    cands = list(candidates([("plan.ep", (1, 8)), ("plan.comm_sms", (0, 20))]))
+    # SMs for an all-to-all that EP1 never runs: only the first value is kept
+    assert [dict(c.settings) for c in cands] == [{"plan.ep": 1, "plan.comm_sms": 0}, {"plan.ep": 8, "plan.comm_sms": 0},
+                                                  {"plan.ep": 8, "plan.comm_sms": 20}]
+
+
+def test_space_over_the_cap_names_the_longest_list(v3):
+    with pytest.raises(ScenarioError, match=r"search.pp.*at most 4 candidates"):
+        search(v3, _spec(pp=[4, 8, 16], tp=[1, 2], max_candidates=4), PRICES, workers=1)
+
+
+def _twin(*argv, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "twin.cli.main", *argv], capture_output=True, text=True, cwd=cwd)
+
+
+def test_plan_cli_writes_json_and_report(tmp_path):
     out = tmp_path / "plan.json"
-    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,16",
-                           "--json", str(out), "--out", str(tmp_path / "p"), "--quiet"], capture_output=True, text=True)
+    proc = _twin("plan", "--tokens", "1e12", "--days", "30", "--pp", "8,16", "--json", str(out), "--out", str(tmp_path / "p"),
+                 "--quiet", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert data["num_candidates"] == 2 and (tmp_path / "p" / "cost_vs_days.png").is_file()
-    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--tokens", "1e12", "--days", "30", "--pp", "8,x"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "--pp" in proc.stderr and "Traceback" not in proc.stderr
+    for key in ("evaluated", "feasible", "infeasible_by_reason", "best", "pareto", "screen_error"):
+        assert key in data
+    assert data["evaluated"] == 2 and (tmp_path / "p" / "cost_vs_days.png").is_file()
+    assert (tmp_path / "p" / "plan.parquet").is_file()
+
+
+def test_plan_with_no_valid_candidate_exits_3_with_the_reasons():
+    proc = _twin("plan", "--tokens", "1e12", "--days", "30", "--pp", "7", "--quiet", "--workers", "1")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert "invalid: cluster.num_gpus" in proc.stderr
 
 
 def test_plan_scenario_carries_its_search_and_flags_override_it(tmp_path):
     out = tmp_path / "plan.json"
     # the scenario's [search] has 2 GPU types x 2 counts x 2 PP degrees; the flags narrow it to 2
-    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "scenarios/v3_plan.toml", "--gpu", "h800",
-                           "--num-gpus", "2048", "--json", str(out), "--quiet"], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = _twin("plan", "scenarios/v3_plan.toml", "--gpu", "h800", "--num-gpus", "2048", "--json", str(out), "--quiet",
+                 "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert data["num_candidates"] == 2 and data["tokens"] == 14.8e12 and data["deadline_days"] == 60
+    assert data["evaluated"] == 2 and data["tokens"] == 14.8e12 and data["deadline_days"] == 60
 
 
 @pytest.mark.parametrize("argv, field", [
     (["plan", "--tokens", "nan", "--days", "30"], "search.tokens"),
+    (["plan", "--tokens", "1e12", "--days", "inf"], "search.days"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--budget", "-1"], "search.budget_usd"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--price", "h800=nan"], "--price"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--workers", "0"], "--workers"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--vary", "zero_stage=7"], "search.zero_stage[0]"),
+    (["plan", "--rate", "nan", "--ttft", "1", "--tpot", "0.05"], "--rate"),
     (["plan", "--days", "30"], "search.tokens"),
     (["plan", "scenarios/r1_serve_h200.toml", "--tokens", "1e12", "--days", "30"], "serve"),
     (["step", "scenarios/r1_serve_h200.toml"], "serve"),
     (["serve", "scenarios/v3_plan.toml"], "search"),
 ])
-def test_wrong_kind_or_bad_search_exits_2_naming_the_field(argv, field):
-    proc = subprocess.run([sys.executable, "-m", "twin.cli.main", *argv], capture_output=True, text=True, cwd=ROOT)
+def test_bad_numbers_or_wrong_kind_exit_2_naming_the_field(argv, field):
+    proc = _twin(*argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"error: {field} ")
+    assert proc.stderr.startswith((f"error: {field} ", f"error: {field}: "))
 
 
 def test_python_api_plan_takes_the_search_of_a_plan_scenario():
     sc = twin.load_scenario(ROOT / "scenarios" / "v3_plan.toml")
-    out = twin.plan(sc, gpus=["h800"], num_gpus=[2048], pp=[16])
-    assert out.num_candidates == 1 and out.best.label.startswith("2048xh800 TP1 PP16")
+    out = twin.plan(sc, gpu=["h800"], num_gpus=[2048], pp=[16], workers=1)
+    assert out.evaluated == 1 and out.best.label.startswith("2048xh800 TP1 PP16")
     with pytest.raises(ScenarioError, match="search.days"):
         twin.plan(sc, days=-1)
+
+
+def test_catalog_prices_keep_the_scenarios_own_price():
+    sc = load_scenario(overrides=["cluster.price_usd_per_gpu_hour=1.5"])
+    assert catalog_prices(sc)["h800"] == 1.5 and catalog_prices(sc)["h200"] > 0

@@ -11,28 +11,34 @@ import gzip
 import importlib.metadata
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 from reports.load_report import build as write_load_report
 from reports.page import to_toml
-from reports.plan_report import write_plan_report
+from reports.plan_report import write_plan_report, write_serving_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import serve_trace
 from reports.serve_report import write_outputs as write_serve_report
+from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report
 from twin.api import result_schemas
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.core.atomic import check_output, write_bytes, write_text
+from twin.core.journal import Journal, clean_stale_tmp, read_rows
 from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
-from twin.core.scenario import PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario, read_raw
+from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario,
+                                 parse_toml, read_raw)
 from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.search import catalog_prices, plan, search_candidates
+from twin.planning.search import catalog_prices, search
+from twin.planning.serving import size_serving
+from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
 from twin.training.balance import run_balance, summary_lines
@@ -105,7 +111,7 @@ def _spec_dict(spec) -> dict:
 def cmd_step(args) -> int:
     sc = _scenario(args)
     try:
-        res = simulate_step(sc)
+        res = simulate_step(sc, record_events=False)   # the event log is only for traces and timelines
     except InfeasiblePlan as exc:
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
@@ -189,42 +195,46 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _int_list(text: str, field: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ScenarioError(field, text, "comma-separated integers, e.g. 1024,2048") from None
+def _values(text: str, field: str) -> list:
+    """'1,2' -> [1, 2]; 'fp8,bf16' -> ['fp8', 'bf16']; each value read as TOML, else as a bare string."""
+    values = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(parse_toml(f"v = {item}", field)["v"])
+        except tomllib.TOMLDecodeError:
+            values.append(item)
     if not values:
-        raise ScenarioError(field, text, "at least one integer")
+        raise ScenarioError(field, text, "at least one value, comma-separated, e.g. 1,2")
     return values
+
+
+# `twin plan` list options and the [search] list each sets
+PLAN_LIST_FLAGS = (("gpu", "gpu"), ("num_gpus", "num_gpus"), ("tp", "tp"), ("pp", "pp"), ("ep", "ep"),
+                   ("schedules", "schedule"), ("micro_batch", "micro_batch_seqs"))
 
 
 def _search_flags(args) -> dict:
     """The search table entries that `twin plan`'s options set (they override a plan scenario's [search])."""
     table = {}
-    for flag, key in (("tokens", "tokens"), ("days", "days")):
+    for flag, key in (("tokens", "tokens"), ("days", "days"), ("budget", "budget_usd"), ("simulate", "simulate")):
         if getattr(args, flag) is not None:
             table[key] = getattr(args, flag)
-    for flag, key in (("num_gpus", "num_gpus"), ("pp", "pp"), ("ep", "ep"), ("tp", "tp"), ("micro_batch", "micro_batch_seqs")):
+    if args.full_space:
+        table["full_space"] = True
+    for flag, key in PLAN_LIST_FLAGS:
         if getattr(args, flag):
-            table[key] = _int_list(getattr(args, flag), "--" + flag.replace("_", "-"))
-    if args.gpu:
-        table["gpus"] = [g.strip() for g in args.gpu.split(",") if g.strip()]
-    if args.schedules:
-        table["schedules"] = [x.strip() for x in args.schedules.split(",") if x.strip()]
+            table[key] = _values(getattr(args, flag), "--" + flag.replace("_", "-"))
+    for item in args.vary or []:
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip():
+            raise ScenarioError("--vary", item, "FIELD=V1,V2 with a [search] list name, e.g. zero_stage=1,2")
+        table[name.strip()] = _values(text, f"--vary {name.strip()}")
     return table
 
 
-def cmd_plan(args) -> int:
-    raw, source = read_raw(args.scenario)
-    raw = apply_overrides(raw, args.set or [])
-    if kind_of(raw) == SERVING:
-        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
-    if not isinstance(raw.get("search", {}), dict):
-        raise ScenarioError("search", raw["search"], "a [search] table", source)
-    raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
-    sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
-    base_raw = {k: v for k, v in raw.items() if k != "search"}
+def _prices(args, sc) -> dict:
     prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
@@ -233,12 +243,84 @@ def cmd_plan(args) -> int:
         except ValueError:
             raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR, e.g. h200=3.5") from None
         check_value("--price", prices[gpu.strip()], like=(ClusterSpec, "price_usd_per_gpu_hour"))
-    cands = search_candidates(sc, sc.search)
-    out = plan(base_raw, sc.search.tokens, sc.search.days, cands, prices, scheduler=args.scheduler, progress=not args.quiet)
+    return prices
+
+
+SERVING_FLAGS = ("rate", "ttft", "tpot")
+
+
+def cmd_plan(args) -> int:
+    serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
+    raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
+    raw = apply_overrides(raw, args.set or [])
+    if kind_of(raw) == SERVING and serving_question:
+        return _plan_serving(args, raw, source)
+    if serving_question:
+        raise ScenarioError("--rate", args.rate, "a serving scenario (one with a [serve] table) for --rate/--ttft/--tpot")
+    if kind_of(raw) == SERVING:
+        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
+    if not isinstance(raw.get("search", {}), dict):
+        raise ScenarioError("search", raw["search"], "a [search] table", source)
+    raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
+    sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+    out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
+                 progress=not args.quiet, exhaustive=args.exhaustive)
     if args.out:
+        clean_stale_tmp(args.out)   # staging a killed run left behind
         write_plan_report(out, sc, args.out)
-    _say(args, summary.plan_summary(out, sc.search.days) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _say(args, summary.plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    if out.feasible == 0:
+        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
+        print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0
+
+
+def _plan_serving(args, raw: dict, source: str) -> int:
+    missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
+    if missing:
+        raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
+    sc = from_dict(raw, source, SERVING)
+    out = size_serving(sc, args.rate, args.ttft, args.tpot)
+    if args.out:
+        write_serving_plan_report(out, sc, args.out)
+    _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _write_json(args.json, out)
+    if out.best is None:
+        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
+        print(f"infeasible: no deployment serves {args.rate:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    raw, source = read_raw(args.scenario)
+    raw = apply_overrides(raw, args.set or [])
+    sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
+    axes = [parse_axis(text) for text in args.grid]
+    check_keys(axes)
+    mode, n = (RANDOM, args.random) if args.random else (LHS, args.lhs) if args.lhs else (GRID, None)
+    pts = points(axes, mode, n, args.seed)
+    out = Path(args.out)
+    clean_stale_tmp(out)   # staging a killed run left behind
+    journal = out / JOURNAL
+    done = read_rows(journal)
+    with Journal(journal) as j:
+        def keep(row: dict) -> None:
+            j.append(row)
+            done[row["candidate_id"]] = row
+        evaluated = run_sweep(raw, source, pts, set(done), keep, workers=args.workers, dask=args.dask,
+                              progress=not args.quiet)
+    result = result_of(axes, mode, pts, raw, done, evaluated)
+    write_sweep_report(result, sc, out)
+    _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
+               f"{result.num_infeasible:,} infeasible ({evaluated:,} computed now, {result.num_points - evaluated:,} resumed)"
+               f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
+    _write_json(args.json, result)
+    if result.num_ok == 0:
+        print("infeasible: no point of the sweep can run (see the reasons in the report)", file=sys.stderr)
+        return EXIT_INFEASIBLE
     return 0
 
 
@@ -254,6 +336,15 @@ def cmd_docs(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+EXECUTOR_NUMBERS = (("workers", "--workers", {"integer": True, "ge": 1, "le": 1024}),)
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="worker processes (default: the CPUs this process may use)")
+    p.add_argument("--dask", metavar="local|tcp://HOST:PORT", help="run candidates on Dask distributed: 'local' starts a "
+                   "LocalCluster on the loopback interface, an address joins that scheduler (pip install -e .[dask])")
 
 
 def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> None:
@@ -374,23 +465,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve, outputs=(*JSON_OUT, ("out", "--out", DIR), ("trace", "--trace", FILE)),
                    numbers=(("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS}),))
 
-    p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
+    p = sub.add_parser("plan", help="search clusters and parallel plans: the cheapest within a deadline, the fastest within a budget, "
+                                     "the front of cost against time; or size a serving deployment (--rate, --ttft, --tpot)")
     _add_scenario_args(p)
     p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
     p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
-    p.add_argument("--gpu", help="GPU types to consider, comma-separated (default: the scenario's)")
-    p.add_argument("--num-gpus", help="GPU counts, comma-separated (default: the scenario's)")
+    p.add_argument("--budget", type=float, metavar="USD", help="the fastest plan costing at most this (search.budget_usd)")
+    p.add_argument("--gpu", help="GPU types to consider, comma-separated (no list option at all: every catalog type and "
+                                 "every plan axis, twin.planning.space.DEFAULT_VALUES)")
+    p.add_argument("--num-gpus", help="GPU counts, comma-separated")
     p.add_argument("--pp", help="pipeline degrees, comma-separated")
     p.add_argument("--ep", help="expert-parallel degrees, comma-separated")
     p.add_argument("--tp", help="tensor-parallel degrees, comma-separated")
     p.add_argument("--schedules", help="pipeline schedules, comma-separated")
     p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
+    p.add_argument("--vary", action="append", metavar="FIELD=V1,V2", help="values of any plan axis, by its [search] name, "
+                   "e.g. --vary zero_stage=1,2 --vary recompute=selective,full --vary gemm_precision=fp8,bf16")
+    p.add_argument("--full-space", action="store_true", help="axes without a list take the default values (not the base plan's)")
+    p.add_argument("--simulate", type=int, metavar="K", help="candidates simulated after the screen (search.simulate, default 100)")
+    p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run candidates on a Dask distributed scheduler (pip install -e .[dask])")
+    p.add_argument("--rate", type=float, help="serving question: requests per second to serve (with a serving scenario)")
+    p.add_argument("--ttft", type=float, metavar="S", help="serving question: mean time-to-first-token target, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="serving question: time-per-output-token target, seconds")
+    _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and scenario.resolved.toml here")
-    # --tokens and --days are checked as search.tokens and search.days, with the rest of [search]
-    p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)))
+    # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
+    p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
+        *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
+        ("tpot", "--tpot", {"gt": 0, "le": 1e6})))
+
+    p = sub.add_parser("sweep", help="sweep any scenario keys (grid, random, Latin hypercube); one row per point, "
+                                      "streamed to disk and resumed after a kill; CSV, Parquet, plots")
+    _add_scenario_args(p)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|KEY=LOW:HIGH",
+                   help="an axis: a dotted scenario key and its values (a LOW:HIGH range with --random or --lhs), e.g. "
+                        "--grid plan.pp=8,16 --grid cluster.gpu=h800,h200")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--random", type=int, metavar="N", help="N points drawn uniformly from the axes (default: every combination)")
+    how.add_argument("--lhs", type=int, metavar="N", help="N points of a Latin hypercube over the axes")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random and --lhs (default 0)")
+    p.add_argument("--out", metavar="DIR", default="out/sweep", help="results.csv, results.parquet, sweep.png, report.html, "
+                   "result.json, scenario.resolved.toml and the rows journal rows.jsonl (default out/sweep); a re-run into "
+                   "the same DIR resumes")
+    _add_executor_args(p)
+    p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.set_defaults(func=cmd_sweep, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
+        *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
+        ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
 
     p = sub.add_parser("docs", help="print the scenario reference (docs/scenario.md), or write the results' JSON schemas")
     p.add_argument("--out", metavar="FILE", help="write the scenario reference here")

@@ -147,13 +147,38 @@ def serve_summary(sc, out) -> str:
     return text
 
 
-def plan_summary(out, days: float) -> str:
-    text = (f"{out.num_candidates} candidates, {out.num_feasible} feasible, {out.num_meeting_deadline} within "
-            f"{days:g} days")
-    rows = [(r.label, f"{r.wall_days:.1f}", count(r.gpu_hours), usd(r.cost_usd), f"{r.mfu_frac:.1%}")
-            for r in out.ranked[:10]]
+def plan_summary(out) -> str:
+    """A PlanResult: the space, the answer, the front, the screen's error, why candidates failed."""
+    budget = f" and ${count(out.budget_usd)}" if out.budget_usd is not None else ""
+    text = (f"{out.evaluated:,} candidates screened, {out.feasible:,} fit, {out.simulated:,} simulated, "
+            f"{out.num_meeting_deadline:,} simulated within {out.deadline_days:g} days{budget}")
+    best = out.best
+    if best is not None:
+        text += (f"\n{out.question}: {best.label}: {best.wall_days:.1f} days, {count(best.gpu_hours)} GPU-hours, "
+                 f"{usd(best.cost_usd)}, MFU {best.mfu_frac:.1%}")
+    elif out.fastest is not None:
+        text += f"\nnone meets the question; the fastest simulated plan: {out.fastest.label}, {out.fastest.wall_days:.1f} days"
+    rows = [(r.label, f"{r.wall_days:.1f}", count(r.gpu_hours), usd(r.cost_usd), f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
     if rows:
-        text += "\n\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU"))
-    for reason, n in sorted(out.infeasible_reasons.items(), key=lambda kv: -kv[1])[:5]:
-        text += f"\n  skipped {n}: {reason}"
+        text += "\n\nfront of cost against time (simulated)\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU"))
+    e = out.screen_error
+    if e.num_compared:
+        text += (f"\n\nscreen step time vs simulator over {e.num_compared} plans: median |error| {e.median_abs_frac:.1%}, "
+                 f"P90 {e.p90_abs_frac:.1%}, max {e.max_abs_frac:.1%}")
+    for reason, n in list(out.infeasible_by_reason.items())[:6]:
+        text += f"\n  can't run {n:,}: {reason}"
     return text
+
+
+def serving_plan_summary(out) -> str:
+    head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
+            f"(instances of {out.instance_gpus} GPUs; {out.evaluated:,} deployments checked)")
+    b = out.best
+    if b is None:
+        reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
+        return head + f"\nno deployment meets the targets: {reasons}"
+    return head + "\n" + pairs([
+        ("fewest GPUs", f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"),
+        ("TTFT (mean, queueing included)", f"{b.ttft_s:.3g} s (prefill utilization {b.prefill_utilization_frac:.0%})"),
+        ("TPOT", f"{b.tpot_s * 1e3:.1f} ms at {b.decode_batch} requests per decode instance"),
+    ])

@@ -1,58 +1,68 @@
-"""What a plan search takes (candidates) and returns: typed, unit-suffixed, JSON through
-twin.core.results.to_json."""
+"""What a plan search returns: typed, unit-suffixed, JSON through twin.core.results.to_json."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+# a row's status, in the order a candidate passes them
+INVALID = "invalid"          # the loader's checks refuse it (degrees that don't divide, ...)
+INFEASIBLE = "infeasible"    # valid, but it does not fit in memory
+SCREENED = "screened"        # fits; its figures are the closed-form screen's
+SIMULATED = "simulated"      # fits; its figures are the step simulator's
+
+CHEAPEST, FASTEST = "cheapest within the deadline", "fastest within the budget"
 
 
 @dataclass(frozen=True)
-class Candidate:
+class PlanRow:
+    """One candidate: its cluster and plan, and either its step, run length and cost, or why it can't run."""
+
+    candidate_id: str
+    label: str
     gpu: str
     num_gpus: int
-    pp: int
-    ep: int
-    tp: int
-    schedule: str
-    micro_batch_seqs: int
-
-    def overrides(self) -> list[str]:
-        return [f"cluster.gpu='{self.gpu}'", f"cluster.num_gpus={self.num_gpus}", f"plan.pp={self.pp}",
-                f"plan.ep={self.ep}", f"plan.tp={self.tp}", f"plan.schedule='{self.schedule}'",
-                f"plan.micro_batch_seqs={self.micro_batch_seqs}"]
-
-    def plan_label(self) -> str:
-        return (f"{self.num_gpus}x{self.gpu} TP{self.tp} PP{self.pp} EP{self.ep} {self.schedule} "
-                f"mb{self.micro_batch_seqs}")
-
-
-@dataclass(frozen=True)
-class PlanRow(Candidate):
-    """One candidate: its plan, and either its step, run length and cost, or why it can't run."""
-
-    label: str
+    plan: dict[str, Any]          # ParallelPlan field -> value, for every plan axis of the search
+    status: str
     feasible: bool
     reason: str = ""
-    step_time_s: float | None = None
+    screen_step_time_s: float | None = None
+    step_time_s: float | None = None       # the simulator's where status is 'simulated', else the screen's
     mfu_frac: float | None = None
     tokens_per_s_per_gpu: float | None = None
     memory_per_gpu_bytes: float | None = None
     wall_days: float | None = None
     gpu_hours: float | None = None
-    cost_usd: float | None = None     # None where the GPU type has no price
+    cost_usd: float | None = None          # None where the GPU type has no price
+
+
+@dataclass(frozen=True)
+class ScreenError:
+    """The screen's step time against the simulator's, over the simulated candidates: |screen / sim - 1|."""
+
+    num_compared: int
+    median_abs_frac: float | None
+    p90_abs_frac: float | None
+    max_abs_frac: float | None
+    median_signed_frac: float | None
 
 
 @dataclass(frozen=True)
 class PlanResult:
-    """The candidates ranked: the cheapest that meets the deadline, the fastest, and why the others failed."""
+    """The space searched, the answer to the question, the front, and why the other candidates failed."""
 
+    question: str
     tokens: float
     deadline_days: float
-    num_candidates: int
-    num_feasible: int
-    num_meeting_deadline: int
-    best: PlanRow | None
-    fastest: PlanRow | None
-    ranked: tuple[PlanRow, ...]
-    infeasible_reasons: dict[str, int]
-    rows: tuple[PlanRow, ...]
+    budget_usd: float | None
+    axes: dict[str, list]                 # scenario key -> the values searched
+    evaluated: int                        # candidates screened (the whole space)
+    feasible: int                         # valid and fitting in memory
+    simulated: int                        # of those, checked by the step simulator
+    num_meeting_deadline: int             # simulated plans within the deadline (and the budget, if any)
+    infeasible_by_reason: dict[str, int]  # 'invalid: <field>' or 'out of memory' -> candidates
+    best: PlanRow | None                  # the answer, from simulated plans
+    fastest: PlanRow | None               # the fastest simulated plan, deadline or not
+    pareto: tuple[PlanRow, ...]           # simulated plans no other beats on both cost and days, fastest first
+    screen_error: ScreenError
+    rows: tuple[PlanRow, ...]             # every candidate, in the order of the space

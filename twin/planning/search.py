@@ -1,45 +1,41 @@
 """Capacity planning: which cluster and parallel plan trains a model on T tokens within D days at
-the lowest cost?
+the lowest cost (or the fastest within a budget), and the front of cost against time.
 
-Every candidate (GPU type, GPU count, PP, EP, TP, schedule, micro-batch) is a scenario variant made
-with `--set`-style overrides and checked by the same strict loader, so a candidate whose degrees
-don't divide is skipped with the loader's reason, and one that doesn't fit in memory is reported
-infeasible with the step twin's reason. Candidates run in a local process pool, or on a Dask
-distributed cluster when a scheduler address is given (`pip install -e .[dask]`). Nothing here
+Two levels. Every candidate of the space (twin.planning.space) is first checked like a scenario
+(the loader's invariants: an invalid one is counted under the field that refuses it) and screened
+in closed form (twin.planning.screen: step time and memory, ~1 ms); one that does not fit is
+counted 'out of memory'. The best `search.simulate` of the rest by the question's objective,
+with the screen's own cost-time front, are then simulated step by step (twin.training.step); the
+answer and the front come from simulated figures only, and the screen's error against them is
+reported. Candidates run in a local process pool or on Dask (twin.planning.executor). Nothing here
 writes files: reports/plan_report.py does.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
+import statistics
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 
 from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
-from twin.core.scenario import TRAINING, Scenario, apply_overrides, from_dict
+from twin.core.scenario import Scenario
 from twin.core.search_specs import SearchSpec
 from twin.core.specs import get_gpu, gpu_names
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
-from twin.planning.result import Candidate, PlanResult, PlanRow
+from twin.planning import executor
+from twin.planning.result import (CHEAPEST, FASTEST, INFEASIBLE, INVALID, SCREENED, SIMULATED, PlanResult, PlanRow,
+                                  ScreenError)
+from twin.planning.screen import screen
+from twin.planning.space import Candidate, apply, axes, candidates, check_axis_values, check_size
 from twin.training.step import simulate_step
 
-
-def candidates(gpus: list[str], num_gpus: list[int], pp: list[int], ep: list[int], tp: list[int],
-               schedules: list[str], micro_batch_seqs: list[int]) -> list[Candidate]:
-    return [Candidate(*c) for c in itertools.product(gpus, num_gpus, pp, ep, tp, schedules, micro_batch_seqs)]
-
-
-def search_candidates(sc: Scenario, search: SearchSpec) -> list[Candidate]:
-    """Every combination of the search's lists; an empty list keeps the base scenario's value."""
-    p = sc.plan
-    return candidates(gpus=list(search.gpus or [sc.cluster.gpu]), num_gpus=list(search.num_gpus or [sc.cluster.num_gpus]),
-                      pp=list(search.pp or [p.pp]), ep=list(search.ep or [p.ep]), tp=list(search.tp or [p.tp]),
-                      schedules=list(search.schedules or [p.schedule]),
-                      micro_batch_seqs=list(search.micro_batch_seqs or [p.micro_batch_seqs]))
+SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~1 ms to screen)
+# a candidate the screen puts this much beyond the deadline or budget may still meet it once
+# simulated: the screen's P90 error on V3 plans is a few per cent
+SCREEN_MARGIN_FRAC = 0.10
 
 
 def catalog_prices(sc: Scenario) -> dict[str, float]:
@@ -49,73 +45,163 @@ def catalog_prices(sc: Scenario) -> dict[str, float]:
     return prices
 
 
-def evaluate(raw: dict, cand: Candidate, tokens: float, prices: dict[str, float]) -> PlanRow:
-    """One candidate: its step, run length and cost, or why it can't run. Never raises for a bad
-    or infeasible plan (sweeps must not crash)."""
-    row = dict(**cand.__dict__, label=cand.plan_label())
+def reason_kind(reason: str) -> str:
+    """Group failure reasons: 'invalid: <field>' for loader errors, else the reason without its
+    numbers ('out of memory on pipeline rank 0: needs ...' -> 'out of memory')."""
+    if reason.startswith("invalid: "):
+        return "invalid: " + reason[len("invalid: "):].split(" ")[0].rstrip(":")
+    return reason.split(" on pipeline")[0]
+
+
+def _row(base: Scenario, cand: Candidate, **fields) -> PlanRow:
+    s = dict(cand.settings)
+    return PlanRow(candidate_id=cand.id, label=cand.label(), gpu=s.get("cluster.gpu", base.cluster.gpu),
+                   num_gpus=s.get("cluster.num_gpus", base.cluster.num_gpus),
+                   plan={k[5:]: v for k, v in cand.settings if k.startswith("plan.")}, **fields)
+
+
+def _run_figures(step_time_s: float, tokens_per_step: float, num_gpus: int, tokens: float, price: float | None) -> dict:
+    wall_s = tokens / tokens_per_step * step_time_s
+    gpu_hours = wall_s * num_gpus / SECONDS_PER_HOUR
+    return {"wall_days": wall_s / SECONDS_PER_DAY, "gpu_hours": gpu_hours,
+            "cost_usd": gpu_hours * price if price is not None else None,
+            "tokens_per_s_per_gpu": tokens_per_step / step_time_s / num_gpus}
+
+
+def screen_one(base: Scenario, cand: Candidate, tokens: float, prices: dict[str, float]) -> PlanRow:
+    """Check and screen one candidate. Never raises for a bad or infeasible plan."""
+    sc = apply(base, cand)
     try:
-        sc: Scenario = from_dict(apply_overrides(raw, cand.overrides()), kind=TRAINING)
+        sc.check()
+    except ScenarioError as exc:
+        return _row(base, cand, status=INVALID, feasible=False, reason=f"invalid: {exc}")
+    est = screen(sc)
+    if not est.fits:
+        return _row(base, cand, status=INFEASIBLE, feasible=False, reason=est.reason, screen_step_time_s=est.step_time_s,
+                    memory_per_gpu_bytes=est.memory_per_gpu_bytes)
+    figures = _run_figures(est.step_time_s, sc.workload.tokens_per_step, sc.cluster.num_gpus, tokens, prices.get(sc.cluster.gpu))
+    return _row(base, cand, status=SCREENED, feasible=True, screen_step_time_s=est.step_time_s, step_time_s=est.step_time_s,
+                memory_per_gpu_bytes=est.memory_per_gpu_bytes, **figures)
+
+
+def _screen_batch(args) -> list[PlanRow]:
+    base, cands, tokens, prices = args
+    return [screen_one(base, c, tokens, prices) for c in cands]
+
+
+def simulate_one(base: Scenario, cand: Candidate, tokens: float, prices: dict[str, float],
+                 screen_step_time_s: float | None = None) -> PlanRow:
+    """One candidate through the step simulator: its step, run length and cost, or why it can't run."""
+    sc = apply(base, cand)
+    try:
+        sc.check()
         res = simulate_step(sc, record_events=False)
     except ScenarioError as exc:
-        return PlanRow(**row, feasible=False, reason=f"invalid: {exc}")
+        return _row(base, cand, status=INVALID, feasible=False, reason=f"invalid: {exc}")
     except InfeasiblePlan as exc:
-        return PlanRow(**row, feasible=False, reason=exc.reason)
-    steps = tokens / res.tokens_per_step
-    wall_s = steps * res.step_time_s
-    gpu_hours = wall_s * cand.num_gpus / SECONDS_PER_HOUR
-    price = prices.get(cand.gpu)
-    return PlanRow(**row, feasible=True, step_time_s=res.step_time_s, mfu_frac=res.mfu_frac,
-                   tokens_per_s_per_gpu=res.tokens_per_s_per_gpu, memory_per_gpu_bytes=res.memory_per_gpu_bytes,
-                   wall_days=wall_s / SECONDS_PER_DAY, gpu_hours=gpu_hours,
-                   cost_usd=gpu_hours * price if price is not None else None)
+        return _row(base, cand, status=INFEASIBLE, feasible=False, reason=exc.reason, screen_step_time_s=screen_step_time_s)
+    figures = _run_figures(res.step_time_s, res.tokens_per_step, sc.cluster.num_gpus, tokens, prices.get(sc.cluster.gpu))
+    return _row(base, cand, status=SIMULATED, feasible=True, screen_step_time_s=screen_step_time_s,
+                step_time_s=res.step_time_s, mfu_frac=res.mfu_frac, memory_per_gpu_bytes=res.memory_per_gpu_bytes, **figures)
 
 
-def _map(raw: dict, cands: list[Candidate], tokens: float, prices: dict, scheduler: str | None,
-         workers: int | None, progress: bool) -> list[PlanRow]:
-    n = len(cands)
-    args = ([raw] * n, cands, [tokens] * n, [prices] * n)
-    if scheduler:
-        # lazy: dask is an optional extra (pip install -e .[dask]) that only a scheduler address needs
-        from dask.distributed import Client
-        with Client(scheduler) as client:
-            return client.gather(client.map(evaluate, *args))
-    workers = workers or max(1, min(n, os.cpu_count() or 1))
-    bar = tqdm(total=n, desc="plans", unit="plan", file=sys.stderr, disable=not progress)
-    with bar:
-        if workers == 1:
-            results = map(evaluate, *args)
-            return [_tick(bar, r) for r in results]
-        with ProcessPoolExecutor(workers) as pool:
-            return [_tick(bar, r) for r in pool.map(evaluate, *args)]
+def _simulate_task(args) -> PlanRow:
+    return simulate_one(*args)
 
 
-def _tick(bar, row: PlanRow) -> PlanRow:
-    bar.update(1)
-    return row
+def _price_key(r: PlanRow):
+    """Cost in USD; a GPU type without a price ranks after every priced plan, by GPU-hours."""
+    return (r.cost_usd is None, r.cost_usd if r.cost_usd is not None else r.gpu_hours)
 
 
-def _reason_kind(reason: str) -> str:
-    """Group failure reasons: 'invalid' for loader errors, else the reason without its numbers
-    ('out of memory on pipeline rank 0: needs ...' -> 'out of memory')."""
-    return "invalid" if reason.startswith("invalid") else reason.split(" on pipeline")[0]
+def front(rows: list[PlanRow]) -> list[PlanRow]:
+    """The rows no other row beats on both wall-clock days and price (_price_key), fastest first."""
+    out: list[PlanRow] = []
+    for r in sorted(rows, key=lambda r: (r.wall_days, _price_key(r))):
+        if not out or _price_key(r) < _price_key(out[-1]):
+            out.append(r)
+    return out
 
 
-def plan(raw: dict, tokens: float, deadline_days: float, cands: list[Candidate], prices: dict[str, float],
-         scheduler: str | None = None, workers: int | None = None, progress: bool = False) -> PlanResult:
-    """Rank the feasible candidates that meet the deadline by cost (GPU-hours where a price is
-    missing); report how many failed and why. `raw` is the base training scenario's tables."""
-    rows = _map(raw, cands, tokens, prices, scheduler, workers, progress)
-    feasible = [r for r in rows if r.feasible]
-    on_time = [r for r in feasible if r.wall_days <= deadline_days]
+def _meets(r: PlanRow, days: float, budget: float | None, margin: float = 0.0) -> bool:
+    if r.wall_days > days * (1 + margin):
+        return False
+    return budget is None or (r.cost_usd is not None and r.cost_usd <= budget * (1 + margin))
 
-    def cost_key(r: PlanRow):
-        return (r.cost_usd is None, r.cost_usd if r.cost_usd is not None else r.gpu_hours)
 
-    reasons = Counter(_reason_kind(r.reason) for r in rows if not r.feasible)
+def _objective(budget: float | None) -> Callable[[PlanRow], tuple]:
+    return (lambda r: (r.wall_days,)) if budget is not None else _price_key
+
+
+def pick_survivors(screened: list[PlanRow], days: float, budget: float | None, k: int) -> list[PlanRow]:
+    """What the simulator checks: the k best by the question's objective among the screened plans
+    that come near enough to the deadline (and budget), then the others by it, plus the screen's
+    own front of cost against time (it holds the answer of every other budget or deadline)."""
+    key = _objective(budget)
+    near = sorted((r for r in screened if _meets(r, days, budget, SCREEN_MARGIN_FRAC)), key=key)
+    rest = sorted((r for r in screened if not _meets(r, days, budget, SCREEN_MARGIN_FRAC)), key=lambda r: r.wall_days)
+    chosen = {r.candidate_id: r for r in (near + rest)[:k]}
+    for r in front(screened):
+        chosen.setdefault(r.candidate_id, r)
+    return list(chosen.values())
+
+
+def screen_error(rows: list[PlanRow]) -> ScreenError:
+    errs = [r.screen_step_time_s / r.step_time_s - 1 for r in rows
+            if r.status == SIMULATED and r.screen_step_time_s is not None]
+    if not errs:
+        return ScreenError(0, None, None, None, None)
+    abs_errs = sorted(abs(e) for e in errs)
+    p90 = abs_errs[min(len(abs_errs) - 1, int(0.9 * len(abs_errs)))]
+    return ScreenError(len(errs), statistics.median(abs_errs), p90, abs_errs[-1], statistics.median(errs))
+
+
+def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: int | None = None,
+           dask: str | None = None, progress: bool = False, exhaustive: bool = False) -> PlanResult:
+    """Screen the whole space, simulate the survivors, answer the question. `exhaustive` simulates
+    every candidate that fits (to measure the screen against the simulator)."""
+    space = axes(base, spec)
+    check_axis_values(base, space)
+    check_size(space, spec.max_candidates)
+    cands = list(candidates(space))
+    order = {c.id: i for i, c in enumerate(cands)}
+    by_id = {c.id: c for c in cands}
+
+    rows: dict[str, PlanRow] = {}
+    batches = [(base, cands[i:i + SCREEN_BATCH], spec.tokens, prices) for i in range(0, len(cands), SCREEN_BATCH)]
+    with tqdm(total=len(cands), desc="screen", unit="plan", file=sys.stderr, disable=not progress) as bar:
+        for batch in executor.run(_screen_batch, batches, workers, dask):
+            for r in batch:
+                rows[r.candidate_id] = r
+            bar.update(len(batch))
+
+    screened = [r for r in rows.values() if r.status == SCREENED]
+    survivors = screened if exhaustive else pick_survivors(screened, spec.days, spec.budget_usd, spec.simulate)
+    tasks = [(base, by_id[r.candidate_id], spec.tokens, prices, r.screen_step_time_s) for r in survivors]
+    with tqdm(total=len(tasks), desc="simulate", unit="plan", file=sys.stderr, disable=not progress) as bar:
+        for r in executor.run(_simulate_task, tasks, workers, dask):
+            rows[r.candidate_id] = r
+            bar.update(1)
+
+    ordered = sorted(rows.values(), key=lambda r: order[r.candidate_id])
+    simulated = [r for r in ordered if r.status == SIMULATED]
+    meeting = [r for r in simulated if _meets(r, spec.days, spec.budget_usd)]
+    feasible = [r for r in ordered if r.feasible]
+    reasons = Counter(reason_kind(r.reason) for r in ordered if not r.feasible)
     return PlanResult(
-        tokens=tokens, deadline_days=deadline_days, num_candidates=len(rows), num_feasible=len(feasible),
-        num_meeting_deadline=len(on_time),
-        best=min(on_time, key=cost_key) if on_time else None,
-        fastest=min(feasible, key=lambda r: r.wall_days) if feasible else None,
-        ranked=tuple(sorted(on_time, key=cost_key)),
-        infeasible_reasons=dict(reasons), rows=tuple(rows))
+        question=FASTEST if spec.budget_usd is not None else CHEAPEST,
+        tokens=spec.tokens, deadline_days=spec.days, budget_usd=spec.budget_usd,
+        axes={k: list(v) for k, v in space},
+        evaluated=len(ordered), feasible=len(feasible), simulated=len(simulated), num_meeting_deadline=len(meeting),
+        infeasible_by_reason=dict(reasons.most_common()),
+        best=min(meeting, key=_objective(spec.budget_usd)) if meeting else None,
+        fastest=min(simulated, key=lambda r: r.wall_days) if simulated else None,
+        pareto=tuple(front(simulated)), screen_error=screen_error(ordered), rows=tuple(ordered))
+
+
+def candidate_from_row(row: PlanRow) -> Candidate:
+    """The candidate a row was made from (its settings in the space's key order)."""
+    settings = [("cluster.gpu", row.gpu), ("cluster.num_gpus", row.num_gpus)]
+    settings += [(f"plan.{k}", v) for k, v in row.plan.items()]
+    return Candidate(tuple(settings))
+

@@ -113,8 +113,9 @@ def test_a_huge_list_is_refused_before_its_items_are_built():
 
 def test_a_search_with_too_many_combinations_is_refused():
     sc = ROOT / "scenarios" / "v3_plan.toml"
-    lists = ["search.num_gpus=" + str(list(range(2048, 2048 + 64))), "search.pp=" + str(list(range(1, 65)))]
-    with pytest.raises(ScenarioError, match=r"search.num_gpus.*at most 4,096 candidates \(now 2 gpus x 64 num_gpus x 64 pp = 8,192\)"):
+    lists = ["search.num_gpus=" + str(list(range(2048, 2048 + 64))), "search.pp=" + str(list(range(1, 65))),
+             "search.ep=" + str(list(range(1, 65)))]
+    with pytest.raises(ScenarioError, match=r"search.num_gpus.*at most 250,000 candidates \(now 2 gpu x 64 num_gpus x 64 pp x 64 ep = 524,288\)"):
         load_scenario(sc, lists)
 
 

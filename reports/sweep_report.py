@@ -1,0 +1,90 @@
+"""Sweep report, in the shared page style (reports/page.py).
+
+`write_sweep_report(result, scenario, out_dir)` (twin sweep --out) writes, staged and atomic:
+  results.csv, results.parquet  every point, one row each: candidate_id, the swept keys, status,
+                                reason, and the figures (step_time_s, mfu_frac, ... for training;
+                                output_tokens_per_s, tpot_s, ... for serving)
+  sweep.png                     the headline figure against each swept key, one panel per key
+  report.html, report.md, result.json, scenario.resolved.toml (the base scenario)
+The rows journal (rows.jsonl, twin.core.journal) that the sweep streams to stays beside them: it
+is what a re-run resumes from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reports import page as pg
+from reports import table
+from reports.page import Page
+from twin.core.results import to_json
+
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+PLOT = "sweep.png"
+JOURNAL = "rows.jsonl"
+MAX_PANELS = 6
+SHOWN_ROWS = 30
+HEADLINES = (("step_time_s", "step time (s)"), ("output_tokens_per_s_per_gpu", "output tokens/s per GPU"))
+
+
+def headline(rows: list[dict]) -> tuple[str, str] | None:
+    for key, label in HEADLINES:
+        if any(key in r for r in rows):
+            return key, label
+    return None
+
+
+def plot_sweep(result: dict):
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    key, label = headline(rows)
+    keys = list(result["axes"])[:MAX_PANELS]
+    fig, axes = pg.figure(4.0 * min(3, len(keys)), 3.2 * ((len(keys) + 2) // 3), nrows=(len(keys) + 2) // 3,
+                          ncols=min(3, len(keys)), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        xs = [r[k] for r in rows]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+            ax.scatter(xs, [r[key] for r in rows], s=14)
+        else:   # categories in order of first appearance
+            cats = list(dict.fromkeys(str(x) for x in xs))
+            ax.scatter([cats.index(str(x)) for x in xs], [r[key] for r in rows], s=14)
+            ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=8)
+        ax.set_xlabel(k)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    return fig
+
+
+def build_page(result: dict) -> Page:
+    r = result
+    rows = r["rows"]
+    verdict = (f"{r['num_points']:,} points ({r['mode']}): {r['num_ok']:,} ran, {r['num_invalid']:,} invalid, "
+               f"{r['num_infeasible']:,} infeasible; {r['evaluated_now']:,} computed by this run, the rest resumed.")
+    p = Page("Sweep", verdict)
+    p.section("Axes").table(["scenario key", "values"], [[k, ", ".join(map(str, v)) if isinstance(v, list) else f"{v['low']} to {v['high']}"]
+                                                         for k, v in r["axes"].items()])
+    head = headline([x for x in rows if x["status"] == "ok"])
+    if head:
+        ok = sorted((x for x in rows if x["status"] == "ok"), key=lambda x: x[head[0]],
+                    reverse=head[0] != "step_time_s")
+        p.section("Best points").table(["candidate", *r["axes"], head[1]],
+                                       [[x["candidate_id"], *(str(x[k]) for k in r["axes"]), pg.sig(x[head[0]])] for x in ok[:SHOWN_ROWS]])
+        p.section("Plot").figure(PLOT, plot_sweep(r), f"{head[1]} against each swept key (points that ran).")
+    bad = [x for x in rows if x["status"] != "ok"]
+    if bad:
+        p.section("Points that can't run").table(["candidate", "status", "reason"],
+                                                 [[x["candidate_id"], x["status"], x["reason"]] for x in bad[:SHOWN_ROWS]])
+    p.section("Files").bullets([f"`{RESULTS_CSV}` and `{RESULTS_PARQUET}`: every point, one row each; `{JOURNAL}`: the rows as "
+                                "they arrived (a re-run resumes from it); "
+                                f"`{pg.RESULT_JSON}`: the result; `{pg.RESOLVED_SCENARIO}`: the base scenario"])
+    return p
+
+
+def write_sweep_report(result, scenario, out_dir) -> list[Path]:
+    data = to_json(result)
+    rows = [table.flatten(x) for x in data["rows"]]
+    columns = table.columns_of(rows, ("candidate_id", *data["axes"], "status", "reason"))
+    return pg.write_report_dir(out_dir, build_page(data), data, scenario,
+                               files={RESULTS_CSV: table.to_csv(rows, columns), **table.parquet_files(RESULTS_PARQUET, rows, columns)})

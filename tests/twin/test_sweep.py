@@ -1,0 +1,210 @@
+"""Sweeps: axes and points, the rows journal, resume after SIGKILL with no orphaned worker, Dask."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from twin.core.errors import ScenarioError
+from twin.core.journal import Journal, clean_stale_tmp, read_rows
+from twin.core.scenario import read_raw
+from twin.planning.sweep import Axis, candidate_id, check_keys, parse_axis, points, run_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+# a small MoE training job: DeepSeek-V2-Lite on 64 H800, each step a fraction of a second
+SMALL = """name = "small"
+[model]
+name = "deepseek-v2-lite"
+[cluster]
+gpu = "h800"
+num_gpus = 64
+[plan]
+tp = 1
+pp = 4
+ep = 8
+schedule = "1f1b"
+[workload]
+seq_len = 4096
+global_batch_seqs = 256
+"""
+
+
+@pytest.fixture()
+def small(tmp_path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def test_axes_parse_lists_and_ranges():
+    assert parse_axis("plan.pp=8,16") == Axis("plan.pp", values=(8, 16))
+    assert parse_axis("cluster.gpu=h800,h200").values == ("h800", "h200")
+    assert parse_axis("workload.routing_imbalance=1.0:1.5") == Axis("workload.routing_imbalance", low=1.0, high=1.5)
+    assert parse_axis("plan.pp=2:8").integer
+    for bad in ("plan.pp", "pp=8", "plan.pp=", "plan.pp=3:1", "plan.pp=nan:2"):
+        with pytest.raises(ScenarioError, match="--grid"):
+            parse_axis(bad)
+    with pytest.raises(ScenarioError, match=r"--grid plan.ppp.*a field of \[plan\]"):
+        check_keys([parse_axis("plan.ppp=1")])
+
+
+def test_points_grid_random_and_latin_hypercube():
+    axes = [Axis("plan.pp", values=(1, 2, 4)), Axis("plan.schedule", values=("1f1b", "zb1p"))]
+    assert len(points(axes, "grid")) == 6
+    rnd = points(axes, "random", 50, seed=1)
+    assert rnd == points(axes, "random", 50, seed=1) and len(rnd) <= 6     # duplicates dropped
+    lhs = points([Axis("workload.routing_imbalance", low=1.0, high=2.0)], "lhs", 8, seed=3)
+    # one point in each eighth of the range: the Latin hypercube's stratification
+    assert sorted(int((v - 1.0) * 8) for ((_, v),) in lhs) == list(range(8))
+    with pytest.raises(ScenarioError, match="--random N or --lhs N"):
+        points([Axis("plan.pp", low=1, high=4, integer=True)], "grid")
+
+
+def test_journal_drops_a_row_cut_by_a_kill_and_never_duplicates(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    with Journal(path) as j:
+        j.append({"candidate_id": "a", "x": 1})
+        j.append({"candidate_id": "b", "x": 2})
+        j.append({"candidate_id": "a", "x": 3})        # a second row for a: the first wins
+    with open(path, "ab") as fh:
+        fh.write(b'{"candidate_id": "c", "x"')       # the kill landed mid-row
+    rows = read_rows(path)
+    assert rows == {"a": {"candidate_id": "a", "x": 1}, "b": {"candidate_id": "b", "x": 2}}
+    assert path.read_bytes().endswith(b"\n")        # truncated to the last whole row: appends stay well formed
+    with Journal(path) as j:
+        j.append({"candidate_id": "c", "x": 4})
+    assert set(read_rows(path)) == {"a", "b", "c"}
+
+
+def test_stale_staging_is_cleaned(tmp_path):
+    out = tmp_path / "sw"
+    (tmp_path / ".sw.abc123.tmp").mkdir()
+    out.mkdir()
+    (out / ".results.csv.x1.tmp").write_text("half")
+    (out / "keep.csv").write_text("ok")
+    removed = clean_stale_tmp(out)
+    assert len(removed) == 2 and [p.name for p in tmp_path.iterdir()] == ["sw"] and os.listdir(out) == ["keep.csv"]
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc (Linux)")
+def test_sweep_killed_with_sigkill_leaves_no_worker_and_resumes_without_loss_or_duplicates(small, tmp_path):
+    out = tmp_path / "sw"
+    argv = [sys.executable, "-m", "twin.cli.main", "sweep", str(small), "--grid", "plan.pp=1,2,4,8",
+            "--grid", "workload.routing_imbalance=1.0,1.2,1.4", "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    journal = out / "rows.jsonl"
+    deadline = time.monotonic() + 120
+    workers = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers |= _children(proc.pid)
+        if journal.exists() and journal.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed: " + proc.stderr.read().decode()
+    workers |= _children(proc.pid)
+    assert len(workers) >= 2
+    proc.kill()                  # SIGKILL: no handler runs in the parent
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "workers outlived the killed sweep"
+    done_before = set(read_rows(journal))
+    assert 2 <= len(done_before) < 12
+    (tmp_path / ".sw.stale.tmp").mkdir()      # what a kill during the report's staging leaves
+    rerun = subprocess.run(argv + ["--json", str(tmp_path / "r.json")], cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["num_points"] == 12 and result["evaluated_now"] == 12 - len(done_before)
+    ids = [r["candidate_id"] for r in result["rows"]]
+    assert len(ids) == len(set(ids)) == 12 and done_before <= set(ids)
+    lines = journal.read_text().splitlines()
+    assert len(lines) == len({json.loads(x)["candidate_id"] for x in lines}) == 12     # no row twice
+    table = pq.read_table(out / "results.parquet")
+    assert table.num_rows == 12 and sorted(table.column("candidate_id").to_pylist()) == sorted(ids)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc (Linux)")
+def test_pool_workers_die_with_a_killed_parent_even_mid_task():
+    # each worker is inside a 60 s task when its parent is killed: without the guard it would finish
+    # the task (and only then fail to send its result); with it the kernel kills it at once
+    code = "import time\nfrom twin.planning import executor\nfor _ in executor.run(time.sleep, [60, 60], workers=2): pass\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    workers = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) == 2
+    time.sleep(1.0)              # both inside their task
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "a worker outlived its killed parent"
+
+
+def test_dask_local_cluster_gives_the_process_pools_rows(small):
+    raw, source = read_raw(small)
+    pts = points([Axis("plan.pp", values=(1, 2, 4)), Axis("plan.schedule", values=("1f1b", "zb1p"))], "grid")[:4]
+    pool_rows, dask_rows = {}, {}
+    run_sweep(raw, source, pts, set(), lambda r: pool_rows.__setitem__(r["candidate_id"], r), workers=2)
+    run_sweep(raw, source, pts, set(), lambda r: dask_rows.__setitem__(r["candidate_id"], r), workers=2, dask="local")
+    assert set(pool_rows) == {candidate_id(raw, p) for p in pts}
+    assert dask_rows == pool_rows
+
+
+def test_sweep_cli_writes_one_table_and_a_rerun_recomputes_nothing(small, tmp_path):
+    out = tmp_path / "sw"
+    argv = [sys.executable, "-m", "twin.cli.main", "sweep", str(small), "--grid", "plan.pp=1,2", "--grid",
+            "plan.schedule=1f1b,dualpipe", "--out", str(out), "--workers", "1", "--quiet"]
+    first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "4 computed now, 0 resumed" in first.stdout
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["candidate_id", "plan.pp", "plan.schedule", "status", "reason"] and "step_time_s" in header
+    assert (out / "sweep.png").is_file() and (out / "report.html").is_file()
+    second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert "0 computed now, 4 resumed" in second.stdout
+    # dualpipe on pp1 can't run: a row with its reason, not a crash
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert sum(r["status"] == "invalid" for r in rows) == 1
+
+
+def test_python_api_sweep_returns_one_row_per_point(small):
+    import twin
+    out = twin.sweep(small, grid=["plan.pp=1,2", "plan.schedule=1f1b,dualpipe"], workers=1)
+    assert (out.num_points, out.num_ok, out.num_invalid) == (4, 3, 1)
+    assert [r["plan.pp"] for r in out.rows] == [1, 1, 2, 2]
+    with pytest.raises(ScenarioError, match="random"):
+        twin.sweep(small, grid=["plan.pp=1,2"], random=0)

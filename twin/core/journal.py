@@ -1,0 +1,81 @@
+"""An append-only journal of result rows (JSON lines) that survives being killed at any point.
+
+A sweep appends each row as it arrives, flushed and fsynced, so a run killed with SIGKILL loses at
+most the row being written. Reading back (`read_rows`) drops a last line cut short by the kill and
+truncates the file to the last whole row, so appends after a resume stay well formed; rows are
+keyed by their candidate id, the first row of an id winning, so nothing is ever counted twice.
+
+`clean_stale_tmp` removes what an interrupted run left beside its output: the staging directories
+and files of twin.core.atomic (`.NAME.*.tmp`), which a kill leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+ID_KEY = "candidate_id"
+
+
+def read_rows(path: str | Path) -> dict[str, dict]:
+    """candidate id -> row, of every whole line of the journal (missing file: none)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    rows: dict[str, dict] = {}
+    for line in data[:good_end].splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue    # a line garbled by a crash mid-write (never produced by append_row itself)
+        if isinstance(row, dict) and ID_KEY in row:
+            rows.setdefault(row[ID_KEY], row)
+    if good_end < len(data):   # the kill cut the last row: drop it so appends start on a new line
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+    return rows
+
+
+class Journal:
+    """Append rows, one JSON line each, durable before `append` returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "ab")
+
+    def append(self, row: dict) -> None:
+        self._fh.write(json.dumps(row, separators=(",", ":"), allow_nan=False).encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def clean_stale_tmp(out_dir: str | Path) -> list[Path]:
+    """Remove `.NAME.*.tmp` staging left beside `out_dir` and inside it by an interrupted run
+    (twin.core.atomic names its temporaries so). Returns what was removed."""
+    out_dir = Path(out_dir)
+    removed = []
+    for folder, prefix in ((out_dir.parent, f".{out_dir.name}."), (out_dir, ".")):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(prefix) and p.name.endswith(".tmp"):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed

@@ -1,0 +1,92 @@
+"""Where a search's or sweep's candidates run: a local process pool (default), or Dask distributed.
+
+`run(fn, items, ...)` yields `fn(item)` for every item as results arrive (in completion order),
+so callers can stream them to disk. Executors:
+- `workers=1`: in this process (tests, tiny searches);
+- a local process pool (`workers` processes, default the CPU count). Its workers never outlive
+  the run: each asks the kernel to kill it when the process that started it dies
+  (PR_SET_PDEATHSIG, Linux) and, everywhere, watches its parent and exits when it is gone; each
+  sits in its own process group, so a Ctrl-C at the terminal reaches only the parent, which then
+  terminates them. They are forked, so they share what the parent has already memoised (block
+  costs, schedules).
+- `dask="local"`: a Dask LocalCluster of `workers` processes on the loopback interface, closed
+  with the run; `dask="tcp://HOST:PORT"`: the scheduler at that address (`pip install -e .[dask]`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+PARENT_POLL_S = 0.5   # how often a worker checks that its parent is still there
+_PR_SET_PDEATHSIG = 1
+
+
+def _orphan_guard(parent_pid: int) -> None:
+    """Worker initializer: die with the parent, and leave the terminal's process group."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:   # the parent died before the guard was set
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def run(fn: Callable, items: Iterable, workers: int | None = None, dask: str | None = None,
+        chunksize: int = 1) -> Iterator:
+    """fn(item) for every item, yielded as each finishes. `fn` must be a module-level function
+    (it is pickled to the workers)."""
+    items = list(items)
+    if not items:
+        return
+    if dask:
+        yield from _run_dask(fn, items, workers, dask)
+        return
+    workers = min(workers or default_workers(), len(items))
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(workers, initializer=_orphan_guard, initargs=(os.getpid(),))
+    try:
+        yield from pool.imap_unordered(fn, items, chunksize=chunksize)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()   # an error, Ctrl-C or a consumer that stopped early: no worker survives
+
+
+def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> Iterator:
+    # lazy: dask is an optional extra that only `--dask` needs
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    with contextlib.ExitStack() as stack:
+        if address == "local":
+            cluster = stack.enter_context(LocalCluster(n_workers=workers or min(2, default_workers()), threads_per_worker=1,
+                                                       processes=True, host="127.0.0.1", dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(Client(address))
+        futures = client.map(fn, items, pure=False)
+        for fut in as_completed(futures):
+            yield fut.result()

@@ -1,0 +1,280 @@
+"""The fast screen of a plan search: a closed-form step time and the memory check, in about a
+millisecond per candidate, so that thousands of candidates can be ranked before the step simulator
+(twin.training.step, ~0.1-1 s each) sees the best of them.
+
+Step time. The op costs are the simulator's own: one MoE block and one dense block (plus the
+embedding, head and MTP modules) are costed by `twin.training.step.StepCosts`, on a model cut to
+those few blocks, and memoised on everything that changes them (GPU, TP, EP, micro-batch, SMs,
+precision, recomputation, ...) but not on what only arranges them (PP, schedule, GPU count,
+ZeRO). Each pipeline op then lasts as its chain of tasks does, run one after the other
+(F, B, W, BW); an overlapped F&B pair lasts as long as the busier of its compute and
+communication streams. A rank's busy time is the sum over its program's ops; the step is the
+busiest rank plus the schedule's closed-form bubble (the DualPipe README table, twin.core.schedules),
+the pipeline's p2p fill, and the data-parallel tail of the simulator (`dp_tail_s`). What the screen
+leaves out, the simulator has: the exact interleaving of the two streams, uneven stages. Its
+error against the simulator is measured on every simulated candidate and reported (median, P90).
+
+Memory. The same sum as `twin.training.step.rank_memory` (weights, gradients, optimizer state by
+ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers), from the same
+memory functions, with the peak found once per (schedule, pp, micro-batches) and memoised; a test
+keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections import Counter
+from dataclasses import dataclass
+
+from twin.core.errors import InfeasiblePlan
+from twin.core.scenario import Scenario
+from twin.core.schedules import SCHEDULES, Schedule, build_schedule
+from twin.core.units import GIB
+from twin.costs import comm, memory
+from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
+from twin.costs.profile import Profile, load_profile
+from twin.training.step import StepCosts, dp_tail_s, rank_memory, routing_loads, stage_layers
+
+# plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
+_ARRANGING = {"pp", "schedule", "virtual_stages", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
+
+
+@dataclass(frozen=True)
+class ChainTimes:
+    """One op's work on one stage, by stream (seconds)."""
+
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+
+    @property
+    def serial_s(self) -> float:
+        return self.compute_s + self.comm_s
+
+    def __add__(self, other: "ChainTimes") -> "ChainTimes":
+        return ChainTimes(self.compute_s + other.compute_s, self.comm_s + other.comm_s)
+
+    def scaled(self, k: float) -> "ChainTimes":
+        return ChainTimes(self.compute_s * k, self.comm_s * k)
+
+
+@dataclass(frozen=True)
+class BlockTimes:
+    """A block's (or the embedding's, or the head's) forward, input-gradient backward (with its
+    recomputation) and weight-gradient work."""
+
+    f: ChainTimes
+    b: ChainTimes
+    w: ChainTimes
+
+    def __add__(self, other: "BlockTimes") -> "BlockTimes":
+        return BlockTimes(self.f + other.f, self.b + other.b, self.w + other.w)
+
+    def scaled(self, k: float) -> "BlockTimes":
+        return BlockTimes(self.f.scaled(k), self.b.scaled(k), self.w.scaled(k))
+
+
+ZERO = BlockTimes(ChainTimes(), ChainTimes(), ChainTimes())
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The screen's verdict on one candidate."""
+
+    fits: bool
+    step_time_s: float
+    memory_per_gpu_bytes: float
+    memory_breakdown_bytes: dict
+    reason: str = ""
+
+
+def _sum(tasks) -> ChainTimes:
+    comp = sum(t.duration_s for t in tasks if t.stream == "compute")
+    return ChainTimes(comp, sum(t.duration_s for t in tasks) - comp)
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """What one candidate's blocks cost and hold, memoised by _pieces."""
+
+    dense: BlockTimes
+    moe: BlockTimes
+    first_extra: BlockTimes     # embedding
+    last_extra: BlockTimes      # head and MTP modules
+    a2a_bytes: float            # largest all-to-all of a MoE block (send), 0 for a dense model
+
+
+def _block_key(sc: Scenario) -> tuple:
+    plan = tuple((f.name, getattr(sc.plan, f.name)) for f in dataclasses.fields(sc.plan) if f.name not in _ARRANGING)
+    return (sc.model, sc.cluster.gpu, sc.workload, sc.moe, plan)
+
+
+_PIECES: dict[tuple, _Pieces] = {}   # _block_key -> _Pieces; a search makes a few hundred
+_MAX_PIECES = 8192
+
+
+def _pieces_for(sc: Scenario) -> _Pieces:
+    key = _block_key(sc)
+    hit = _PIECES.get(key)
+    if hit is None:
+        if len(_PIECES) >= _MAX_PIECES:
+            _PIECES.clear()
+        hit = _PIECES[key] = _pieces(sc)
+    return hit
+
+
+def _pieces(sc: Scenario) -> _Pieces:
+    """Cost one dense and one MoE block with the simulator's StepCosts, on the model cut to the
+    dense blocks' first and the first MoE block (the MTP modules kept: they cost as in the full model)."""
+    m = sc.model
+    cut_layers = min(m.num_layers, m.num_dense_layers + 1)
+    cut = dataclasses.replace(sc, model=dataclasses.replace(m, num_layers=cut_layers))
+    profile = load_profile(sc.gpu.calibrated_as)
+    costs = StepCosts(cut, build_schedule("1f1b", 1, 1), profile, routing_loads(cut), 1.0)
+
+    def times(ops) -> BlockTimes:
+        return BlockTimes(_sum(costs._forward_tasks(ops)), _sum(costs._backward_tasks(ops, with_weight=False)),
+                          _sum(costs._weight_tasks(ops)))
+
+    dense_ops = costs.blocks[0].ops if m.num_dense_layers or not m.is_moe else None
+    moe_ops = costs.blocks[cut_layers - 1].ops if m.is_moe else None
+    a2a = max((op.bytes for op in moe_ops or () if op.kind in ALL_TO_ALL_KINDS), default=0.0)
+    mtp_buffers = max((op.bytes for op in costs.extra_last if op.kind in ALL_TO_ALL_KINDS), default=0.0)
+    return _Pieces(dense=times(dense_ops) if dense_ops else ZERO, moe=times(moe_ops) if moe_ops else ZERO,
+                   first_extra=times(costs.extra_first), last_extra=times(costs.extra_last),
+                   a2a_bytes=max(a2a, mtp_buffers))
+
+
+@functools.lru_cache(maxsize=512)
+def _program_counts(name: str, pp: int, n: int) -> tuple:
+    """Per rank: Counter of its ops as (kind, forward stage, backward stage, input-only backward),
+    and the peaks of live activation sets as per-chunk counts (the frontier of the walk: any
+    weighting of chunks peaks at one of them)."""
+    s = build_schedule(name, pp, n)
+    out = []
+    for rank, program in enumerate(s.programs):
+        ops = Counter()
+        live = [0] * s.num_chunks
+        peaks: set[tuple[int, ...]] = set()
+        for op in program:
+            fstage = s.stage_of(rank, op.chunk) if op.kind in ("F", "FB", "B", "BW", "W") else None
+            bstage = s.stage_of(rank, op.b_chunk) if op.kind == "FB" else None
+            ops[(op.kind, fstage, bstage, op.b_split)] += 1
+            if op.forward_part is not None:
+                live[op.forward_part[1]] += 1
+                peaks.add(tuple(live))
+            if op.backward_part is not None:
+                live[op.backward_part[1]] -= 1
+        frontier = [p for p in peaks if not any(q != p and all(a >= b for a, b in zip(q, p)) for q in peaks)]
+        out.append((ops, tuple(frontier)))
+    return tuple(out)
+
+
+def _stage_times(sc: Scenario, pieces: _Pieces, layers: list[range]) -> list[BlockTimes]:
+    m = sc.model
+    last = len(layers) - 1
+    out = []
+    for stage, rng in enumerate(layers):
+        dense = sum(1 for layer in rng if layer < m.num_dense_layers or not m.is_moe)
+        t = pieces.dense.scaled(dense) + pieces.moe.scaled(len(rng) - dense)
+        if stage == 0:
+            t = t + pieces.first_extra
+        if stage == last:
+            t = t + pieces.last_extra
+        out.append(t)
+    return out
+
+
+def _op_s(kind: str, f: BlockTimes | None, b: BlockTimes | None, split: bool) -> float:
+    if kind == "F":
+        return f.f.serial_s
+    if kind == "BW":
+        return f.b.serial_s + f.w.serial_s
+    if kind == "B":
+        return f.b.serial_s
+    if kind == "W":
+        return f.w.serial_s
+    # FB: the forward of one micro-batch beside the backward of another, on two streams
+    back = b.b if split else b.b + b.w
+    return max(f.f.compute_s + back.compute_s, f.f.comm_s + back.comm_s, f.f.serial_s, back.serial_s)
+
+
+def rank_memory_estimate(sc: Scenario, layers: list[range], schedule: Schedule, peaks, a2a_bytes: float) -> list[dict]:
+    """Memory breakdown of every pipeline rank: rank_memory's sum, by block kind instead of by op."""
+    m, p = sc.model, sc.plan
+    tokens = sc.tokens_per_microbatch // p.tp
+    last = len(layers) - 1
+    per_kind = {}
+    for dense in (True, False):
+        rp = memory.block_params_on_gpu(m, dense, p.tp, p.ep)
+        per_kind[dense] = (rp.dense, rp.expert, tokens * memory.activation_bytes_per_token(m, dense, p))
+    out = []
+    for rank in range(schedule.num_ranks):
+        dense_p = expert_p = 0.0
+        set_bytes = []
+        has_a2a = False
+        for chunk in range(schedule.num_chunks):
+            stage = schedule.stage_of(rank, chunk)
+            acts = 0.0
+            for layer in layers[stage]:
+                d, e, a = per_kind[layer < m.num_dense_layers or not m.is_moe]
+                dense_p, expert_p, acts = dense_p + d, expert_p + e, acts + a
+                has_a2a |= m.is_moe and layer >= m.num_dense_layers
+            if stage == 0:
+                dense_p += m.vocab_size * m.hidden_size / p.tp
+            if stage == last:
+                dense_p += 0 if m.tie_embeddings else m.vocab_size * m.hidden_size / p.tp
+                for _ in range(m.num_mtp_modules):
+                    d, e, a = per_kind[not m.is_moe]
+                    dense_p += d + 2 * m.hidden_size * m.hidden_size
+                    expert_p, acts = expert_p + e, acts + a
+                    has_a2a |= m.is_moe
+            set_bytes.append(acts)
+        live = max((sum(c * b for c, b in zip(peak, set_bytes)) for peak in peaks[rank]), default=0.0)
+        buffers = 2 * a2a_bytes if has_a2a else 0.0
+        out.append(memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, 2 * buffers, p, sc.dp))
+    return out
+
+
+def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
+    """Closed-form step time and memory of a checked training scenario (see the module docstring).
+    Routing loads other than one scalar for every layer (a [moe] load model) fall back on the
+    full StepCosts, still without a simulation."""
+    p, gpu = sc.plan, sc.gpu
+    profile = profile or load_profile(gpu.calibrated_as)
+    n = sc.num_microbatches
+    schedule = build_schedule(p.schedule, p.pp, n)
+    layers = stage_layers(sc.model.num_layers, schedule.num_model_stages)
+    counts = _program_counts(p.schedule, p.pp, n)
+    loads = routing_loads(sc)
+    if isinstance(loads, (int, float)):
+        pieces = _pieces_for(sc)
+        mems = rank_memory_estimate(sc, layers, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes)
+        stages = _stage_times(sc, pieces, layers)
+    else:   # every layer its own load: the simulator's costs of every stage (slower, same closed form)
+        costs = StepCosts(sc, schedule, profile, loads, 1.0)
+        mems = rank_memory(sc, costs)
+        stages = [BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W")))
+                  for st in range(schedule.num_model_stages)]
+    totals = [sum(b.values()) for b in mems]
+    worst = max(range(len(totals)), key=totals.__getitem__)
+
+    busy = []
+    for ops, _ in counts:
+        busy.append(sum(k * _op_s(kind, stages[fs] if fs is not None else None, stages[bs] if bs is not None else None, split)
+                        for (kind, fs, bs, split), k in ops.items()))
+    big = max(stages, key=lambda t: t.f.serial_s + t.b.serial_s + t.w.serial_s)
+    f_s, w_s = big.f.serial_s, big.w.serial_s
+    b_s = big.b.serial_s + w_s
+    fb_s = _op_s("FB", big, big, False)
+    bubble_s = max(0.0, SCHEDULES[p.schedule].bubble_s(p.pp, f_s, b_s, w_s, fb_s))
+    tokens = sc.tokens_per_microbatch
+    pp_same_node = sc.dp * p.tp < gpu.gpus_per_node
+    p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
+    makespan = max(busy) + bubble_s + 2 * (p.pp - 1) * p2p_s
+    tails = [dp_tail_s(sc, mems[r], gpu, profile, 1.0) for r in range(len(mems))]
+    step = makespan + max(t[0] for t in tails) + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
+    if totals[worst] > gpu.hbm_bytes:
+        return Estimate(False, step, totals[worst], mems[worst],
+                        f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")
+    return Estimate(True, step, totals[worst], mems[worst])

@@ -1,0 +1,196 @@
+"""The space a plan search walks: one table of axes, candidates, and their stable ids.
+
+An axis is a scenario field a candidate may change: the cluster's GPU type and count, and the fields
+of the parallel plan (`twin.core.specs.ParallelPlan`), keyed by their field names. `DEFAULT_VALUES`
+holds what a search tries for an axis the question leaves open; `axes()` turns a [search] table into
+the (key, values) lists, and `candidates()` enumerates their product, dropping combinations that
+are the same plan twice (`_redundant`: e.g. SMs reserved for an all-to-all that a plan without
+expert parallelism never runs).
+
+Every candidate has a stable id: a hash of its (key, value) pairs, so a re-run of the same search
+names the same candidate the same way whatever the order it is evaluated in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from twin.core.errors import ScenarioError
+from twin.core.fields import build, to_dict
+from twin.core.scenario import Scenario
+from twin.core.schedules import SCHEDULE_NAMES
+from twin.core.search_specs import MAX_CANDIDATES, PLAN_AXES, SearchSpec
+from twin.core.specs import PRECISIONS, RECOMPUTE, ClusterSpec, ParallelPlan, get_gpu, gpu_names
+
+# The values a search tries for an axis the question leaves open. With none of the lists given,
+# the default scenario's space is 4 GPU types x 3 counts x 2^8 x 4 schedules = 12,288 candidates
+# (the planner screens them all and simulates the best). Axes whose field this build's
+# ParallelPlan lacks are skipped in `plan_axis_fields`.
+DEFAULT_VALUES: dict[str, tuple] = {
+    "tp": (1, 2),
+    "pp": (8, 16),
+    "virtual_stages": (1, 2),
+    "ep": (32, 64),
+    "cp": (1, 2),
+    "zero_stage": (1, 2),
+    "micro_batch_seqs": (1, 2),
+    "schedule": SCHEDULE_NAMES,
+    "comm_sms": (20, 32),
+    "recompute": RECOMPUTE[1:],          # 'none' keeps every activation: never fits a large MoE
+    "gemm_precision": PRECISIONS,
+    # sequence_parallel and tp_comm_overlap keep the base plan's value unless listed: they refine
+    # TP rather than choose a plan, and would multiply the default space by 2.5
+}
+CLUSTER_AXES = ("gpu", "num_gpus")
+# GPU counts tried when none is given: the base scenario's count, half and twice it (whole nodes)
+DEFAULT_COUNT_FACTORS = (0.5, 1.0, 2.0)
+
+
+def plan_axis_fields() -> tuple[str, ...]:
+    """THE ONE PLACE where axes are switched on: every axis of PLAN_AXES whose field this build's
+    ParallelPlan has. Fields added by later physics (context parallelism `cp`, `virtual_stages`,
+    `sequence_parallel`, `tp_comm_overlap`) join the search as soon as ParallelPlan declares them."""
+    have = {f.name for f in dataclasses.fields(ParallelPlan)}
+    return tuple(name for name in PLAN_AXES if name in have)
+
+
+def axis_key(name: str) -> str:
+    return f"cluster.{name}" if name in CLUSTER_AXES else f"plan.{name}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the space: (scenario key, value) pairs, e.g. (('cluster.gpu', 'h800'), ('plan.tp', 1))."""
+
+    settings: tuple[tuple[str, object], ...]
+
+    @property
+    def id(self) -> str:
+        """Stable id: the first 12 hex digits of the SHA-1 of its sorted settings as JSON."""
+        text = json.dumps(sorted(self.settings), separators=(",", ":"))
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def value(self, key: str, default=None):
+        return dict(self.settings).get(key, default)
+
+    def overrides(self) -> list[str]:
+        """`--set` overrides that make this candidate from the base scenario."""
+        return [f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}"
+                for k, v in self.settings]
+
+    def label(self) -> str:
+        s = dict(self.settings)
+        parts = [f"{s.get('cluster.num_gpus', '?')}x{s.get('cluster.gpu', '?')}"]
+        short = {"plan.tp": "TP", "plan.pp": "PP", "plan.virtual_stages": "V", "plan.ep": "EP", "plan.cp": "CP",
+                 "plan.zero_stage": "ZeRO", "plan.micro_batch_seqs": "mb", "plan.comm_sms": "SM"}
+        for key, value in self.settings:
+            if key in short:
+                parts.append(f"{short[key]}{value}")
+            elif key in ("plan.schedule", "plan.recompute", "plan.gemm_precision"):
+                parts.append(str(value))
+            elif key == "plan.sequence_parallel" and value:
+                parts.append("SP")
+            elif key == "plan.tp_comm_overlap" and value:
+                parts.append("TPoverlap")
+        return " ".join(parts)
+
+
+def apply(base: Scenario, cand: Candidate) -> Scenario:
+    """The candidate's scenario, unchecked (call .check() to validate it like the loader does).
+    Its price is the catalog's for its GPU type unless the base scenario's GPU type is kept."""
+    s = dict(cand.settings)
+    plan = dataclasses.replace(base.plan, **{k[5:]: v for k, v in s.items() if k.startswith("plan.")})
+    gpu = s.get("cluster.gpu", base.cluster.gpu)
+    cluster = dataclasses.replace(base.cluster, gpu=gpu, num_gpus=s.get("cluster.num_gpus", base.cluster.num_gpus),
+                                  price_usd_per_gpu_hour=base.cluster.price_usd_per_gpu_hour if gpu == base.cluster.gpu else None)
+    return dataclasses.replace(base, plan=plan, cluster=cluster.resolved())
+
+
+def _default_counts(base: Scenario, gpus: tuple[str, ...]) -> tuple[int, ...]:
+    """Whole nodes of the largest node size among the GPU types (the catalog's are all 8 GPUs)."""
+    node = max(get_gpu(g).gpus_per_node for g in gpus)
+    return tuple(sorted({max(node, int(base.cluster.num_gpus * f) // node * node) for f in DEFAULT_COUNT_FACTORS}))
+
+
+def axes(base: Scenario, search: SearchSpec) -> list[tuple[str, tuple]]:
+    """(scenario key, values) of every axis of the search. A list the search gives is used as is;
+    an axis it leaves empty keeps the base scenario's value, unless the search gives no list at all
+    (or asks for `full_space`), when it takes DEFAULT_VALUES (GPU types: the catalog's)."""
+    active = plan_axis_fields()
+    given = {name: tuple(getattr(search, name)) for name in (*CLUSTER_AXES, *PLAN_AXES) if getattr(search, name)}
+    for name in given:
+        if name not in CLUSTER_AXES and name not in active:
+            raise ScenarioError(f"search.{name}", list(given[name]),
+                                f"an empty list: plan.{name} is not a field of this build's plan "
+                                f"(searchable: {', '.join(active)})")
+    full = search.full_space or not given
+    out: list[tuple[str, tuple]] = []
+    gpus = given.get("gpu") or (tuple(gpu_names()) if full else (base.cluster.gpu,))
+    out.append(("cluster.gpu", gpus))
+    out.append(("cluster.num_gpus", given.get("num_gpus") or (_default_counts(base, gpus) if full else (base.cluster.num_gpus,))))
+    for name in active:
+        base_value = (getattr(base.plan, name),)
+        out.append((axis_key(name), given.get(name) or (DEFAULT_VALUES.get(name, base_value) if full else base_value)))
+    return out
+
+
+def check_axis_values(base: Scenario, space: list[tuple[str, tuple]]) -> None:
+    """Each value of each axis is checked like the scenario field it sets (range, choices, type),
+    the error naming search.<axis>."""
+    plan_raw, cluster_raw = to_dict(base.plan), to_dict(base.cluster)
+    for key, values in space:
+        section, name = key.split(".")
+        for v in values:
+            raw = {**(plan_raw if section == "plan" else cluster_raw), name: v}
+            try:
+                built = build(ParallelPlan if section == "plan" else ClusterSpec, raw, section)
+                if section == "cluster":
+                    built.check()
+            except ScenarioError as exc:
+                raise ScenarioError(f"search.{name}", list(values), exc.allowed) from None
+
+
+def space_size(space: list[tuple[str, tuple]]) -> int:
+    return math.prod(len(v) for _, v in space)
+
+
+def check_size(space: list[tuple[str, tuple]], limit: int = MAX_CANDIDATES) -> None:
+    """Refuse a space larger than `limit` candidates, naming the longest list."""
+    total = space_size(space)
+    if total > limit:
+        key, values = max(space, key=lambda kv: len(kv[1]))
+        product = " x ".join(f"{len(v)} {k.split('.')[1]}" for k, v in space if len(v) > 1)
+        raise ScenarioError(f"search.{key.split('.')[1]}", list(values),
+                            f"lists whose combinations number at most {limit:,} candidates "
+                            f"(now {product} = {total:,}); shorten search.{key.split('.')[1]}")
+
+
+def _redundant(s: dict, first: dict) -> bool:
+    """A combination that is another candidate under a second name: knobs that only act with a
+    degree the plan doesn't have keep their first value (SMs for an all-to-all without EP,
+    virtual stages outside the interleaved schedule, TP sequence parallelism / overlap without TP).
+    `first`: each axis's first value, the one such a knob keeps."""
+    if s.get("plan.ep") == 1 and s.get("plan.comm_sms", first.get("plan.comm_sms")) != first.get("plan.comm_sms"):
+        return True
+    if s.get("plan.schedule") != "interleaved-1f1b" and s.get("plan.virtual_stages", 1) != first.get("plan.virtual_stages", 1):
+        return True
+    if s.get("plan.tp") == 1:
+        for key in ("plan.sequence_parallel", "plan.tp_comm_overlap"):
+            if key in s and s[key] != first[key]:
+                return True
+    return False
+
+
+def candidates(space: list[tuple[str, tuple]]) -> Iterator[Candidate]:
+    """Every combination of the axes' values, in a fixed order, less the redundant ones."""
+    keys = [k for k, _ in space]
+    first = {k: v[0] for k, v in space}
+    for values in itertools.product(*(v for _, v in space)):
+        if not _redundant(dict(zip(keys, values)), first):
+            yield Candidate(tuple(zip(keys, values)))

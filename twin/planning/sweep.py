@@ -1,0 +1,194 @@
+"""Sweeps over any scenario keys: a grid, random points or a Latin hypercube, one result row each.
+
+An axis is a dotted scenario key with either a list of values (`plan.pp=8,16`, `cluster.gpu=h800,h200`)
+or, for --random and --lhs, a numeric range (`workload.routing_imbalance=1.0:1.5`; integers when both
+ends are). Every point is the base scenario with `--set`-style overrides, checked by the same
+strict loader, so an invalid point is a row with its reason, never a crash. A training scenario's
+point is one simulated step; a serving scenario's one `twin serve`.
+
+Each point has a stable candidate id: a hash of the base scenario and the point's settings, so a
+re-run of the same sweep names its points the same way and can skip those already done
+(`run_sweep(done=...)`); rows are handed to `on_row` as they arrive, for the caller to journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.scenario import SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
+from twin.core.specs import ModelSpec
+from twin.planning import executor
+from twin.serving.run import serve
+from twin.training.step import simulate_step
+
+MAX_POINTS = 10_000      # points in one sweep: each is a step simulation (0.1-1 s for V3)
+GRID, RANDOM, LHS = "grid", "random", "lhs"
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str                              # dotted scenario key, e.g. plan.pp
+    values: tuple = ()                    # a list axis
+    low: float | None = None              # a range axis (random and LHS only)
+    high: float | None = None
+    integer: bool = False
+
+    @property
+    def is_range(self) -> bool:
+        return self.low is not None
+
+
+def _value(text: str, field: str):
+    try:
+        return parse_toml(f"v = {text}", field)["v"]
+    except tomllib.TOMLDecodeError:   # a bare word is a string (h800, dualpipe)
+        return text
+
+
+def parse_axis(text: str) -> Axis:
+    """'plan.pp=8,16' -> list axis; 'workload.routing_imbalance=1.0:1.5' -> range axis."""
+    key, eq, rest = text.partition("=")
+    key = key.strip()
+    if not eq or not key or "." not in key or not rest.strip():
+        raise ScenarioError("--grid", text, "KEY=V1,V2 or KEY=LOW:HIGH with a dotted scenario key, e.g. plan.pp=8,16")
+    field = f"--grid {key}"
+    if ":" in rest and "," not in rest and not rest.strip().startswith(("'", '"')):
+        lo_text, _, hi_text = rest.partition(":")
+        lo, hi = _value(lo_text.strip(), field), _value(hi_text.strip(), field)
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+        if not ok or not lo < hi:
+            raise ScenarioError(field, rest, "LOW:HIGH, two finite numbers with LOW < HIGH")
+        return Axis(key, low=lo, high=hi, integer=isinstance(lo, int) and isinstance(hi, int))
+    values = tuple(_value(v.strip(), field) for v in rest.split(",") if v.strip())
+    if not values:
+        raise ScenarioError(field, rest, "at least one value")
+    return Axis(key, values=values)
+
+
+def check_keys(axes: list[Axis]) -> None:
+    """Each axis names a field of a scenario section (a typo would make every point invalid)."""
+    for a in axes:
+        section, _, name = a.key.partition(".")
+        spec = ModelSpec if section == "model" else SECTIONS.get(section)
+        names = {f.name for f in dataclasses.fields(spec)} if spec is not None else set()
+        if name not in names:
+            allowed = (f"a field of [{section}]: " + ", ".join(sorted(names))) if names else \
+                "SECTION.FIELD with a section of " + ", ".join(sorted({"model", *SECTIONS}))
+            raise ScenarioError(f"--grid {a.key}", a.key, allowed)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Every point of a sweep, one row each (settings, status, figures), in the order of the points."""
+
+    mode: str
+    axes: dict[str, Any]                  # key -> list of values, or {"low": .., "high": ..}
+    num_points: int
+    num_ok: int
+    num_invalid: int
+    num_infeasible: int
+    evaluated_now: int                    # rows computed by this run (the rest were resumed from the journal)
+    rows: tuple[dict[str, Any], ...]
+
+
+def result_of(axes: list[Axis], mode: str, pts: list, base_raw: dict, rows_by_id: dict[str, dict], evaluated_now: int) -> SweepResult:
+    rows = tuple(rows_by_id[cid] for cid in (candidate_id(base_raw, s) for s in pts) if cid in rows_by_id)
+    status = [r["status"] for r in rows]
+    return SweepResult(mode=mode, axes={a.key: ({"low": a.low, "high": a.high} if a.is_range else list(a.values)) for a in axes},
+                       num_points=len(pts), num_ok=status.count("ok"), num_invalid=status.count("invalid"),
+                       num_infeasible=status.count("infeasible"), evaluated_now=evaluated_now, rows=rows)
+
+
+def points(axes: list[Axis], mode: str, n: int | None = None, seed: int = 0) -> list[tuple[tuple[str, object], ...]]:
+    """The sweep's points as (key, value) settings: every combination of the lists (grid), or `n`
+    points drawn uniformly (random) or stratified per axis (Latin hypercube), duplicates dropped."""
+    if mode == GRID:
+        ranged = [a.key for a in axes if a.is_range]
+        if ranged:
+            raise ScenarioError("--grid", ranged[0], "a list of values (a LOW:HIGH range needs --random N or --lhs N)")
+        total = math.prod(len(a.values) for a in axes)
+        if total > MAX_POINTS:
+            longest = max(axes, key=lambda a: len(a.values))
+            raise ScenarioError(f"--grid {longest.key}", len(longest.values),
+                                f"lists whose combinations number at most {MAX_POINTS:,} points (now {total:,})")
+        return [tuple(zip([a.key for a in axes], combo)) for combo in itertools.product(*(a.values for a in axes))]
+    if mode == RANDOM:
+        u = np.random.default_rng(seed).random((n, len(axes)))
+    else:
+        # lazy: scipy.stats is heavy and only the Latin hypercube needs it
+        from scipy.stats import qmc
+        u = qmc.LatinHypercube(d=len(axes), seed=seed).random(n)
+    out, seen = [], set()
+    for row in u:
+        settings = tuple((a.key, _draw(a, x)) for a, x in zip(axes, row))
+        if settings not in seen:
+            seen.add(settings)
+            out.append(settings)
+    return out
+
+
+def _draw(a: Axis, x: float):
+    """The axis value at quantile x in [0, 1)."""
+    if not a.is_range:
+        return a.values[min(int(x * len(a.values)), len(a.values) - 1)]
+    if a.integer:
+        return min(a.high, a.low + int(x * (a.high - a.low + 1)))
+    return a.low + x * (a.high - a.low)
+
+
+def candidate_id(base_raw: dict, settings) -> str:
+    """Stable id of a point: SHA-1 of the base scenario's tables and the point's settings (12 hex digits)."""
+    text = json.dumps([base_raw, sorted([k, v] for k, v in settings)], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _override(key: str, value) -> str:
+    return f"{key}={json.dumps(value)}" if isinstance(value, str) else f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def evaluate_point(args) -> dict:
+    """One point: its settings, status (ok, invalid, infeasible) and figures. Never raises for bad input."""
+    base_raw, source, cid, settings = args
+    row = {"candidate_id": cid, **{k: v for k, v in settings}}
+    try:
+        sc = from_dict(apply_overrides(base_raw, [_override(k, v) for k, v in settings]), source)
+        if sc.kind == SERVING:
+            res = serve(sc)
+            figures = {"output_tokens_per_s": res.output_tokens_per_s, "output_tokens_per_s_per_gpu": res.output_tokens_per_s_per_gpu,
+                       "tpot_s": res.tpot_s, "ttft_s": res.ttft_s, "batch": res.batch, "memory_per_gpu_bytes": res.memory_per_gpu_bytes}
+        else:
+            res = simulate_step(sc.base() if hasattr(sc, "base") else sc, record_events=False)
+            figures = {"step_time_s": res.step_time_s, "mfu_frac": res.mfu_frac, "tokens_per_s_per_gpu": res.tokens_per_s_per_gpu,
+                       "bubble_frac": res.bubble_frac, "exposed_comm_frac": res.exposed_comm_frac,
+                       "memory_per_gpu_bytes": res.memory_per_gpu_bytes}
+    except ScenarioError as exc:
+        return {**row, "status": "invalid", "reason": str(exc)}
+    except InfeasiblePlan as exc:
+        return {**row, "status": "infeasible", "reason": exc.reason}
+    return {**row, "status": "ok", "reason": "", **{k: v if isinstance(v, int) else float(v) for k, v in figures.items()}}
+
+
+def run_sweep(base_raw: dict, source: str, pts: list, done: set[str], on_row: Callable[[dict], None],
+              workers: int | None = None, dask: str | None = None, progress: bool = False) -> int:
+    """Evaluate every point whose id is not in `done`, handing each row to `on_row` as it arrives
+    (in completion order). Returns the number evaluated now."""
+    todo = [(base_raw, source, cid, s) for cid, s in ((candidate_id(base_raw, s), s) for s in pts) if cid not in done]
+    with tqdm(total=len(pts), initial=len(pts) - len(todo), desc="sweep", unit="point", file=sys.stderr,
+              disable=not progress) as bar:
+        for row in executor.run(evaluate_point, todo, workers, dask):
+            on_row(row)
+            bar.update(1)
+    return len(todo)
