@@ -7,17 +7,24 @@ reference (tp = cp = 1, run on rank 0 while the others wait).
                               balanced routing injected (skew 0, round-robin)
       sequence_parallel true: all-gather in, reduce-scatter out; false: all-reduce out.
       tokens = seq_len = the whole sequence (batch 1); each rank holds tokens/W with SP.
-  bench cp_block, block attention: causal ring attention (real/cp.py) of MLA-shaped heads
-      (qk 192, v 128) over seq_len positions, each rank seq_len/W (zigzag); the reference is
-      causal `scaled_dot_product_attention` on the whole sequence.
+  bench cp_block, block attention: causal context-parallel attention (real/cp.py) of MLA-shaped
+      heads (qk 192, v 128) over seq_len positions, each rank seq_len/W (zigzag), of each cp_kind:
+      allgather (keys/values all-gathered, public SDPA causal from the bottom right) and ring
+      (keys/values around the ring, PyTorch's memory-efficient kernel per block); the reference
+      (cp 1, cp_kind empty) is causal `scaled_dot_product_attention` on the whole sequence.
   bench cp_block, block mla: x + MLA(norm(x)) with the positions split (real/cp.py CPMLABlock:
-      projections local, expanded K/V around the ring); the reference is the unsplit sublayer.
+      projections local, expanded K/V all-gathered or around the ring); the reference is the
+      unsplit sublayer.
+Sections: parallel_blocks runs the TP rows then the CP rows (all-gather before ring);
+cp_allgather the all-gather CP rows with the references; cp_ring the ring CP rows alone (run in
+a process of its own, after the others, by real/campaigns/i14cp.sh).
 time_s: the median over repetitions of forward + backward (input and weight gradients), each
 repetition timed by CUDA events on every rank and taken as the slowest rank's (ranks start
 together after a barrier). comm_time_s: rank 0's median per repetition of the time its stream
 spent in the collectives (`real/collectives.py` CommTimer: all-gather/reduce-scatter/all-reduce
-for TP, all exposed; for CP the waits for the ring's P2P exchanges, i.e. the exposed part of
-the overlapped transfer); comm_detail the same by kind (JSON).
+for TP, all exposed; for ring CP the waits for the P2P exchanges, i.e. the exposed part of the
+overlapped transfer; for all-gather CP its all-gathers and reduce-scatters, all exposed);
+comm_detail the same by kind (JSON).
 Split (`block_split`): holdout the middle size of each sweep (tp tokens 4096, cp seq_len 16384)
 and every row of v2-lite-slice's MoE; fit otherwise.
 """
@@ -46,6 +53,7 @@ from twin.costs.flops import attention_flops, gemm_flops
 HELD_OUT_TP_TOKENS = {4096}
 HELD_OUT_CP_SEQ_LENS = {16384}
 HELD_OUT_TP_MOE_MODELS = {"v2-lite-slice"}
+CP_KIND_ORDER = ("allgather", "ring")  # the all-gather rows first: public kernels only
 
 
 def block_split(bench: str, block: str, model: str, tokens: int) -> str:
@@ -187,11 +195,11 @@ def _tp_flops(block_kind, spec, T) -> float:
     return 3 * proj + 3.5 * attention_flops(1, T, H, P + R, O, causal=True)
 
 
-def _cp_mla_fn(spec, group, S, dev, rank, world):
-    """A fwd+bwd closure of the CP MLA sublayer on this rank's zigzag positions (group None: the
-    unsplit sublayer, TPMLABlock without a group), and its block."""
+def _cp_mla_fn(spec, group, S, dev, rank, world, kind="ring"):
+    """A fwd+bwd closure of the CP MLA sublayer (of `kind`) on this rank's zigzag positions
+    (group None: the unsplit sublayer, TPMLABlock without a group), and its block."""
     with building(dev):
-        block = cp_mod.CPMLABlock(spec, group) if group is not None else TPMLABlock(spec, None)
+        block = cp_mod.CPMLABlock(spec, group, kind) if group is not None else TPMLABlock(spec, None)
     pos = (cp_mod.zigzag_positions(S, world, rank) if group is not None else torch.arange(S)).to(dev)
     cos, sin = (t.to(dev)[pos] for t in rope_tables(spec.qk_rope_head_dim, S))
     g = torch.Generator().manual_seed(0)
@@ -239,9 +247,83 @@ def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
             del step, block
             free_memory()
         dist.barrier()
+    bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
+
+
+def bench_cp_allgather(rec, timer, dev, deadline, quick, env):
+    """Section cp_allgather: the CP rows of the all-gather form and the one-GPU references."""
+    bench_cp_rows(rec, timer, dev, deadline, quick, env, ("allgather",), reference=True)
+
+
+def bench_cp_ring(rec, timer, dev, deadline, quick, env):
+    """Section cp_ring: the CP rows of ring attention only (a campaign runs it in a process of
+    its own after cp_allgather, so a fault in the ring's private kernels loses no other row)."""
+    bench_cp_rows(rec, timer, dev, deadline, quick, env, ("ring",), reference=False)
+
+
+def _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm):
+    """A fwd+bwd closure of causal attention over S positions: context-parallel of `kind` on this
+    rank's S/W (zigzag) positions, or (group None) public SDPA on the whole sequence."""
+    n = S // world if group is not None else S
+    g = torch.Generator().manual_seed(rank)
+    q, k, v = (torch.randn(1, H, n, d, generator=g).to(dev, torch.bfloat16).requires_grad_()
+               for d in (E, E, Ev))
+    gy = torch.randn(1, H, n, Ev, generator=g).to(dev, torch.bfloat16)
+    if group is None:
+        def fwd():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    else:
+        def fwd():
+            return cp_mod.CP_ATTENTION[kind](q, k, v, group, scale, comm)
+
+    def step():
+        torch.autograd.grad(fwd(), [q, k, v], gy)
+    return step
+
+
+def _attn_kernel(kind: str, dev) -> str:
+    """What computed the attention of a CP row: the ring's per-block kernel, or the public SDPA
+    (causal from the bottom right) of the all-gather form."""
+    return common_kernel(dev) if kind == "ring" else "sdpa_lower_right"
+
+
+def cp_self_check(kind, dev, quick, group, rank, world) -> dict:
+    """Max abs error, over the ranks, of the context-parallel attention of `kind` (BF16) against
+    FP32 causal SDPA of the same BF16 inputs on the whole sequence: output and input gradients
+    of this rank's zigzag shard, beside the reference's largest magnitude (`ref_max_abs`)."""
+    H, S, E, Ev = (2, 16 * world, 24, 16) if quick else (4, 1024 * world, 192, 128)
+    scale = 1 / math.sqrt(E)
+    g = torch.Generator().manual_seed(1)  # the same whole-sequence inputs on every rank
+    q, k, v = (torch.randn(1, H, S, d, generator=g).to(dev, torch.bfloat16) for d in (E, E, Ev))
+    gy = torch.randn(1, H, S, Ev, generator=g).to(dev, torch.bfloat16)
+    ref_in = [t.float().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*ref_in, is_causal=True, scale=scale)
+    ref.backward(gy.float())
+    pos = cp_mod.zigzag_positions(S, world, rank).to(dev)
+    mine = [t[..., pos, :].clone().requires_grad_() for t in (q, k, v)]
+    out = cp_mod.CP_ATTENTION[kind](*mine, group, scale)
+    out.backward(gy[..., pos, :])
+    pairs = {"out": (out, ref), **{f"d{n}": (t.grad, r.grad) for n, t, r in zip("qkv", mine, ref_in)}}
+    errs = torch.stack([(a.float() - b[..., pos, :]).abs().max() for a, b in pairs.values()]
+                       + [ref.detach().abs().max()])
+    dist.all_reduce(errs, op=dist.ReduceOp.MAX, group=group)
+    return {name: float(f"{e:.3g}") for name, e in zip([*pairs, "ref_max_abs"], errs.tolist())}
+
+
+def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool):
+    """Context-parallel rows (cp = W) of each kind in `kinds`, in that order for each case, and
+    with `reference` the one-GPU row (cp = 1, cp_kind empty) on rank 0. First, each kind's
+    accuracy on a small case (`cp_self_check`) into the environment (env.json: cp_check_<kind>)."""
+    group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
+    distributed_env(env, dev)
+    reps, warmup = (2, 1) if quick else (6, 2)
+    for kind in kinds:
+        env[f"cp_check_{kind}"] = cp_self_check(kind, dev, quick, group, rank, world)
+        log(f"cp {kind} vs FP32 SDPA, max abs error: {env[f'cp_check_{kind}']}")
+        free_memory()
     for model, H, S in cp_cases(quick):
         if agreed_over(deadline, dev):
-            log("parallel_blocks: deadline reached")
+            log("cp blocks: deadline reached")
             return
         spec = get_spec(model)
         E, Ev = spec.qk_nope_head_dim + spec.qk_rope_head_dim, spec.v_head_dim
@@ -251,38 +333,27 @@ def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
                       qk_head_dim=E, v_head_dim=Ev, num_experts="", top_k="", moe_intermediate_size="",
                       skew="", precision="bf16", flops=3.5 * attention_flops(1, S, H, E, Ev, causal=True),
                       split=block_split("cp_block", "attention", model, S))
-        g = torch.Generator().manual_seed(rank)
-        q, k, v = (torch.randn(1, H, S // world, d, generator=g).to(dev, torch.bfloat16).requires_grad_()
-                   for d in (E, E, Ev))
-        gy = torch.randn(1, H, S // world, Ev, generator=g).to(dev, torch.bfloat16)
-        comm = CommTimer(dev)
-
-        def step():
-            torch.autograd.grad(cp_mod.ring_attention(q, k, v, group, scale, comm), [q, k, v], gy)
-        times, comms = time_reps(step, dev, reps, warmup, comm, group)
-        st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world,
-                  attn_kernel=common_kernel(dev), **common)
-        log(f"cp_block {model} S={S} cp{world}: {st['time_s'] * 1e3:.2f} ms "
-            f"({common_kernel(dev)} blocks)")
-        del q, k, v, gy, step
-        free_memory()
-        if rank == 0:
-            q, k, v = (torch.randn(1, H, S, d, generator=g).to(dev, torch.bfloat16).requires_grad_()
-                       for d in (E, E, Ev))
-            gy = torch.randn(1, H, S, Ev, generator=g).to(dev, torch.bfloat16)
-
-            def ref_step():
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-                torch.autograd.grad(o, [q, k, v], gy)
-            times, _ = time_reps(ref_step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], cp=1, attn_kernel="sdpa", **common)
-            log(f"cp_block {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
-            del q, k, v, gy, ref_step
+        for kind in kinds:
+            comm = CommTimer(dev)
+            step = _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm)
+            times, comms = time_reps(step, dev, reps, warmup, comm, group)
+            st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world, cp_kind=kind,
+                      attn_kernel=_attn_kernel(kind, dev), **common)
+            log(f"cp_block attention {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms "
+                f"({_attn_kernel(kind, dev)})")
+            del step
+            free_memory()
+        if reference and rank == 0:
+            step = _cp_attention_fn("", H, S, E, Ev, scale, None, dev, 0, 1, None)
+            times, _ = time_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], cp=1, cp_kind="", attn_kernel="sdpa", **common)
+            log(f"cp_block attention {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
+            del step
             free_memory()
         dist.barrier()
     for model, S in cp_mla_cases(quick):
         if agreed_over(deadline, dev):
-            log("parallel_blocks: deadline reached")
+            log("cp blocks: deadline reached")
             return
         spec = get_spec(model)
         common = dict(bench="cp_block", block="mla", model=model, tp=1, sequence_parallel=False,
@@ -290,18 +361,19 @@ def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
                       qk_head_dim=spec.qk_nope_head_dim + spec.qk_rope_head_dim, v_head_dim=spec.v_head_dim,
                       num_experts="", top_k="", moe_intermediate_size="", skew="", precision="bf16",
                       flops=_tp_flops("mla", spec, S), split=block_split("cp_block", "mla", model, S))
-        step, block = _cp_mla_fn(spec, group, S, dev, rank, world)
-        block.comm = CommTimer(dev)
-        times, comms = time_reps(step, dev, reps, warmup, block.comm, group)
-        st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world,
-                  attn_kernel=common_kernel(dev), **common)
-        log(f"cp_block mla {model} S={S} cp{world}: {st['time_s'] * 1e3:.2f} ms")
-        del step, block
-        free_memory()
-        if rank == 0:
+        for kind in kinds:
+            step, block = _cp_mla_fn(spec, group, S, dev, rank, world, kind)
+            block.comm = CommTimer(dev)
+            times, comms = time_reps(step, dev, reps, warmup, block.comm, group)
+            st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world, cp_kind=kind,
+                      attn_kernel=_attn_kernel(kind, dev), **common)
+            log(f"cp_block mla {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms")
+            del step, block
+            free_memory()
+        if reference and rank == 0:
             step, block = _cp_mla_fn(spec, None, S, dev, 0, 1)
             times, _ = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], cp=1, attn_kernel="sdpa", **common)
+            st = _row(rec, env, timer, times, [], cp=1, cp_kind="", attn_kernel="sdpa", **common)
             log(f"cp_block mla {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()

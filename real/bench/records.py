@@ -49,7 +49,7 @@ SHAPE_COLS = {
                     "max_over_mean", "tokens_per_expert"],
     "nccl": ["bench", "op", "message_bytes", "world_size", "dtype", "calls_per_window", "bus_factor",
              "algbw_bytes_per_s", "busbw_bytes_per_s", "split"],
-    "parallel_blocks": ["bench", "block", "model", "tp", "cp", "sequence_parallel", "tokens", "seq_len",
+    "parallel_blocks": ["bench", "block", "model", "tp", "cp", "cp_kind", "sequence_parallel", "tokens", "seq_len",
                         "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
                         "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
                         "comm_time_s", "comm_detail", "split"],

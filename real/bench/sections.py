@@ -18,9 +18,12 @@ SECTION_SHARES = {  # name -> share of the time budget
     "ep": 0.5,  # under torchrun with >= 2 ranks: --only ep
     "nccl": 1.0,  # under torchrun with >= 2 ranks: --only nccl
     "parallel_blocks": 1.0,  # under torchrun with >= 2 ranks: --only parallel_blocks
+    "cp_allgather": 1.0,  # under torchrun: the all-gather CP rows of parallel_blocks (+ references)
+    "cp_ring": 1.0,  # under torchrun: the ring CP rows of parallel_blocks, alone
     "host_dispatch": 1.0,  # not in the default list: --only host_dispatch (issue 13's layer bias)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
-OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "host_dispatch")  # run only when named in --only
-MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks")  # under torchrun with >= 2 ranks only
+OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
+                   "host_dispatch")  # run only when named in --only
+MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

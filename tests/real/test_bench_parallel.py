@@ -1,10 +1,14 @@
 """The i14real campaign's entry points (`python -m real.bench --only nccl,parallel_blocks` under
-torchrun) on two gloo ranks with tiny shapes: every row written, with its schema."""
+torchrun) on two gloo ranks with tiny shapes: every row written, with its schema; and the i14cp
+campaign script (all-gather CP rows, then ring CP rows in a process of their own) as a CPU dry run."""
 
 import csv
 import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import torch.multiprocessing as mp
 
@@ -48,10 +52,18 @@ def test_quick_campaign_sections_on_two_gloo_ranks(tmp_path):
         header = next(csv.reader(f))
     assert header == SHAPE_COLS["parallel_blocks"] + STAT_COLS + ENV_COLS + DIST_ENV_COLS
     rows = list(csv.DictReader((tmp_path / "parallel_blocks.csv").open()))
-    got = {(r["bench"], r["block"], r["tp"], r["cp"], r["sequence_parallel"]) for r in rows}
-    assert got == {("tp_block", b, tp, "1", sp) for b in ("mla", "moe")
+    got = {(r["bench"], r["block"], r["tp"], r["cp"], r["cp_kind"], r["sequence_parallel"]) for r in rows}
+    assert got == {("tp_block", b, tp, "1", "", sp) for b in ("mla", "moe")
                    for tp, sp in (("2", "True"), ("2", "False"), ("1", "False"))} | {
-        ("cp_block", b, "1", cp, "False") for b in ("attention", "mla") for cp in ("2", "1")}
+        ("cp_block", b, "1", cp, kind, "False") for b in ("attention", "mla")
+        for cp, kind in (("2", "allgather"), ("2", "ring"), ("1", ""))}
+    _check_block_rows(rows)
+
+
+CP_COMM_KINDS = {"ring": {"p2p_wait"}, "allgather": {"all_gather", "reduce_scatter"}}
+
+
+def _check_block_rows(rows):
     for r in rows:
         assert 0 < float(r["time_p10_s"]) <= float(r["time_s"]) <= float(r["time_p90_s"])
         assert r["split"] == block_split(r["bench"], r["block"], r["model"], int(r["tokens"]))
@@ -59,7 +71,35 @@ def test_quick_campaign_sections_on_two_gloo_ranks(tmp_path):
         assert (r["comm_time_s"] != "") == parallel  # collectives timed on the 2-rank rows only
         if parallel:
             kinds = set(json.loads(r["comm_detail"]))
-            want = ({"p2p_wait"} if r["bench"] == "cp_block" else
+            want = (CP_COMM_KINDS[r["cp_kind"]] if r["bench"] == "cp_block" else
                     {"all_gather", "reduce_scatter"} if r["sequence_parallel"] == "True" else {"all_reduce"})
             assert kinds == want, r
             assert 0 < float(r["comm_time_s"]) < float(r["time_p90_s"])
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_i14cp_campaign_cpu_dry_run_writes_allgather_rows_then_ring_rows(tmp_path):
+    """real/campaigns/i14cp.sh with tiny shapes on two gloo ranks: the all-gather part (with the
+    one-GPU references) and the ring part run as two torchrun processes, their rows merged into
+    parallel_blocks_cp.csv, all-gather rows first, every row with its environment columns."""
+    env = {**os.environ, "PYTHON": sys.executable, "I14CP_QUICK": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(REPO / "real/campaigns/i14cp.sh"), str(tmp_path)], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=240)
+    d = tmp_path / "i14cp"
+    for part in ("allgather", "ring"):
+        part_env = json.loads((d / f"env_{part}.json").read_text())
+        assert part_env["failures"] == [] and part_env["sections"] == f"cp_{part}"
+        check = part_env[f"cp_check_{part}"]  # BF16 CP attention against FP32 SDPA
+        assert set(check) == {"out", "dq", "dk", "dv", "ref_max_abs"} and check["ref_max_abs"] > 0
+        assert max(check[t] for t in ("out", "dq", "dk", "dv")) < 0.05 * max(1.0, check["ref_max_abs"])
+    with (d / "parallel_blocks_cp.csv").open() as f:
+        header = next(csv.reader(f))
+    assert header == SHAPE_COLS["parallel_blocks"] + STAT_COLS + ENV_COLS + DIST_ENV_COLS
+    rows = list(csv.DictReader((d / "parallel_blocks_cp.csv").open()))
+    assert [(r["block"], r["cp"], r["cp_kind"]) for r in rows] == [
+        ("attention", "2", "allgather"), ("attention", "1", ""), ("mla", "2", "allgather"), ("mla", "1", ""),
+        ("attention", "2", "ring"), ("mla", "2", "ring")]
+    assert all(r["bench"] == "cp_block" and r["num_gpus"] == "0" and "nccl_version" in r for r in rows)
+    _check_block_rows(rows)

@@ -1,5 +1,6 @@
-"""Tensor/sequence parallelism and ring context parallelism over gloo ranks (spawned processes)
-against single-process references: outputs, input gradients and weight gradients."""
+"""Tensor/sequence parallelism and context parallelism (ring and all-gather) over gloo ranks
+(spawned processes) against single-process references: outputs, input gradients and weight
+gradients; and the arguments the ring hands PyTorch's private attention kernels."""
 
 import dataclasses
 import math
@@ -96,19 +97,24 @@ TP_CASES = [("mla", True, 32), ("mla", False, 32), ("mla", True, 0), ("moe", Tru
 def _two_rank_worker(rank, world):
     for case in TP_CASES:
         _tp_worker(rank, world, *case)
-    for seq_len in (8, 4):
-        _cp_worker(rank, world, seq_len)
-    _cp_mla_worker(rank, world)
+    for kind in cp.CP_KINDS:
+        for seq_len in (8, 4):
+            _cp_worker(rank, world, seq_len, kind)
+        _cp_mla_worker(rank, world, kind)
+    _ring_kernel_arguments_worker(rank, world)
 
 
-def test_tp_blocks_and_ring_attention_match_single_process_on_two_ranks():
+def test_tp_blocks_and_context_parallel_attention_match_single_process_on_two_ranks():
     """One spawn (process start-up dominates): TP MLA/MoE blocks with and without sequence
-    parallelism, with and without query compression; ring attention at two lengths; the
-    context-parallel MLA sublayer."""
+    parallelism, with and without query compression; ring and all-gather attention at two
+    lengths; the context-parallel MLA sublayer of each kind; the ring's kernel arguments."""
     _spawn(_two_rank_worker, 2)
 
 
-def _cp_worker(rank, world, seq_len):
+CP_COMM_KINDS = {"ring": {"p2p_wait"}, "allgather": {"all_gather", "reduce_scatter"}}
+
+
+def _cp_worker(rank, world, seq_len, kind="ring"):
     B, H, E, Ev = 2, 3, 12, 8
     scale = 1 / math.sqrt(E)
     q, k, v = (torch.randn(B, H, seq_len, d) for d in (E, E, Ev))
@@ -119,20 +125,20 @@ def _cp_worker(rank, world, seq_len):
     pos = cp.zigzag_positions(seq_len, world, rank)
     mine = [t[..., pos, :].clone().requires_grad_() for t in (q, k, v)]
     timer = CommTimer(torch.device("cpu"))
-    out = cp.ring_attention(*mine, dist.group.WORLD, scale, timer)
+    out = cp.CP_ATTENTION[kind](*mine, dist.group.WORLD, scale, timer)
     out.backward(dout[..., pos, :])
-    torch.testing.assert_close(out, ref[..., pos, :].detach())
+    torch.testing.assert_close(out, ref[..., pos, :].detach(), msg=f"{kind} output")
     for name, t, r in zip("qkv", mine, ref_in):
-        torch.testing.assert_close(t.grad, r.grad[..., pos, :], msg=f"d{name}")
-    assert set(timer.totals_s()) == {"p2p_wait"}
+        torch.testing.assert_close(t.grad, r.grad[..., pos, :], msg=f"{kind} d{name}")
+    assert set(timer.totals_s()) == CP_COMM_KINDS[kind]
 
 
-def _cp_mla_worker(rank, world):
+def _cp_mla_worker(rank, world, kind):
     spec, S = get_spec("tiny"), 16
     norm, ref = RMSNorm(spec.hidden_size), MLA(spec)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
-    block = cp.CPMLABlock(spec, dist.group.WORLD)
+    block = cp.CPMLABlock(spec, dist.group.WORLD, kind)
     block.norm.load_state_dict(norm.state_dict())
     block.attn.load_state_dict(ref.state_dict())
     cos, sin = rope_tables(spec.qk_rope_head_dim, S)
@@ -152,9 +158,103 @@ def _cp_mla_worker(rank, world):
         _close(p.grad, norm.weight.grad if name == "norm.weight" else want[name.removeprefix("attn.")].grad, name)
 
 
-def test_ring_attention_matches_full_causal_attention_on_three_ranks():
-    """Three ranks: key/value gradients travel two hops before reaching their owner."""
-    _spawn(_cp_worker, 3, 12)
+def _three_rank_worker(rank, world):
+    for kind in cp.CP_KINDS:
+        _cp_worker(rank, world, 12, kind)
+
+
+def test_context_parallel_attention_matches_full_causal_attention_on_three_ranks():
+    """Three ranks: ring key/value gradients travel two hops before reaching their owner; the
+    all-gather's middle rank has a chunk that sees keys of every rank."""
+    _spawn(_three_rank_worker, 3)
+
+
+def test_cp_block_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="cp_kind 'ulysses'.*ring, allgather"):
+        cp.CPMLABlock(get_spec("tiny"), None, "ulysses")
+
+
+# --- the ring's calls of PyTorch's private efficient-attention kernels, mocked on CPU ---------
+# The mocks compute exact attention independently of real/cp.py and check that the backward
+# receives what PyTorch's autograd would hand it after that block's forward: out and grad_out in
+# the query's dtype with the forward output's (B, s, H, Ev) memory layout (the CUDA backward
+# reads out with row stride H*Ev), the forward's log-sum-exp shape/dtype and its philox tensors.
+
+
+def _scores(q, k, causal, scale):
+    s = torch.einsum("bhqe,bhke->bhqk", q.float(), k.float()) * scale
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    return s
+
+
+def _exact_block(q, k, v, causal, scale):
+    s = _scores(q, k, causal, scale)
+    lse = torch.logsumexp(s, -1)
+    return torch.exp(s - lse[..., None]), lse
+
+
+def _mock_efficient_kernels(forwards):
+    def fwd(q, k, v, causal, scale):
+        p, lse = _exact_block(q, k, v, causal, scale)
+        B, H, sq, Ev = *q.shape[:3], v.shape[-1]
+        out = torch.empty(B, sq, H, Ev, dtype=q.dtype).transpose(1, 2)  # the kernel's layout
+        out.copy_(torch.einsum("bhqk,bhke->bhqe", p, v.float()))
+        lse_pad = torch.full((B, H, -(-sq // 32) * 32), float("nan"))
+        lse_pad[..., :sq] = lse
+        seed, offset = torch.empty((), dtype=torch.int64), torch.empty((), dtype=torch.int64)
+        forwards.append(dict(q=q.shape, k=k.shape, v=v.shape, causal=causal, out=out, lse=lse_pad,
+                             seed=seed, offset=offset, used=0))
+        return out, lse_pad, seed, offset
+
+    def bwd(do, q, k, v, o, lse, seed, offset, causal, scale):
+        f = next(f for f in forwards if f["seed"] is seed)  # the forward of this very block
+        assert offset is f["offset"], "philox offset not the block forward's"
+        assert (q.shape, k.shape, v.shape, causal) == (f["q"], f["k"], f["v"], f["causal"])
+        assert q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+        for name, t in (("out", o), ("grad_out", do)):
+            assert t.dtype == q.dtype == f["out"].dtype, (name, t.dtype, q.dtype)
+            assert t.shape == f["out"].shape and t.stride() == f["out"].stride(), (name, t.stride())
+        assert lse.dtype == f["lse"].dtype and lse.shape == f["lse"].shape and lse.is_contiguous()
+        f["used"] += 1
+        sq = q.shape[-2]
+        # this block's probabilities under the merged (all blocks') log-sum-exp
+        p = torch.exp(_scores(q, k, causal, scale) - lse[..., :sq, None])
+        dof, qf, kf = do.float(), q.float(), k.float()
+        dv = torch.einsum("bhqk,bhqe->bhke", p, dof)
+        dp = torch.einsum("bhqe,bhke->bhqk", dof, v.float())
+        ds = p * (dp - (dof * o.float()).sum(-1, keepdim=True))
+        dq = torch.einsum("bhqk,bhke->bhqe", ds, kf) * scale
+        dk = torch.einsum("bhqk,bhqe->bhke", ds, qf) * scale
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None
+    return fwd, bwd
+
+
+def _ring_kernel_arguments_worker(rank, world):
+    B, H, S, E, Ev = 1, 2, 40, 16, 8  # a rank's 20 positions: chunks of 10, lse padded to 32
+    scale = 1 / math.sqrt(E)
+    q, k, v = (torch.randn(B, H, S, d).to(torch.bfloat16) for d in (E, E, Ev))
+    dout = torch.randn(B, H, S, Ev).to(torch.bfloat16)
+    ref_in = [t.float().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*ref_in, is_causal=True, scale=scale)
+    ref.backward(dout.float())
+    pos = cp.zigzag_positions(S, world, rank)
+    mine = [t[..., pos, :].clone().requires_grad_() for t in (q, k, v)]
+    forwards = []
+    saved = cp._use_efficient, cp._efficient_fwd, cp._efficient_bwd
+    cp._use_efficient = lambda q: True
+    cp._efficient_fwd, cp._efficient_bwd = _mock_efficient_kernels(forwards)
+    try:
+        out = cp.ring_attention(*mine, dist.group.WORLD, scale)
+        out.backward(dout[..., pos, :])
+    finally:
+        cp._use_efficient, cp._efficient_fwd, cp._efficient_bwd = saved
+    assert len(forwards) == world and all(f["used"] == 1 for f in forwards)
+    loose = dict(rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(out.float(), ref[..., pos, :].detach(), **loose, msg="mocked ring output")
+    for name, t, r in zip("qkv", mine, ref_in):
+        assert t.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(t.grad.float(), r.grad[..., pos, :], **loose, msg=f"mocked ring d{name}")
 
 
 def test_zigzag_positions_cover_the_sequence_once_with_equal_causal_work():
@@ -170,12 +270,13 @@ def test_zigzag_positions_cover_the_sequence_once_with_equal_causal_work():
 def test_math_block_tiles_match_untiled(monkeypatch):
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 3)
-    o, lse = cp.block_forward(q, k, v, True, 0.5)
+    o, lse, rng = cp.block_forward(q, k, v, True, 0.5)
+    assert rng is None  # the math path on a CPU
     do = torch.randn_like(o)
-    g = cp.block_backward(do, q, k, v, o, lse, True, 0.5)
+    g = cp.block_backward(do, q, k, v, o, lse, rng, True, 0.5)
     monkeypatch.setattr(cp, "MATH_TILE_ROWS", 3)
-    o3, lse3 = cp.block_forward(q, k, v, True, 0.5)
-    g3 = cp.block_backward(do, q, k, v, o3, lse3, True, 0.5)
+    o3, lse3, _ = cp.block_forward(q, k, v, True, 0.5)
+    g3 = cp.block_backward(do, q, k, v, o3, lse3, None, True, 0.5)
     torch.testing.assert_close(o3, o)
     torch.testing.assert_close(lse3, lse)
     for a, b in zip(g3, g):
@@ -188,9 +289,14 @@ def test_efficient_kernel_call_shapes_on_meta_tensors():
     q = torch.empty(1, 4, 100, 192, device="meta", dtype=torch.bfloat16)
     k = torch.empty(1, 4, 60, 192, device="meta", dtype=torch.bfloat16)
     v = torch.empty(1, 4, 60, 128, device="meta", dtype=torch.bfloat16)
-    o, lse = cp.block_forward(q, k, v, False, 0.1)
-    assert cp.BLOCK_KERNEL["name"] == "efficient"
+    o, lse, rng = cp.block_forward(q, k, v, False, 0.1)
+    assert cp.BLOCK_KERNEL["name"] == "efficient" and rng is not None
     assert o.shape == (1, 4, 100, 128) and o.dtype == torch.float32 and lse.shape == (1, 4, 100)
-    dq, dk, dv = cp.block_backward(o.to(q.dtype), q, k, v, o.to(q.dtype), lse, False, 0.1)
+    o_merged = torch.empty(1, 4, 100, 128, device="meta")  # the ring's FP32 (B, H, s, Ev) merge
+    do_k, q_k, k_k, v_k, o_k, lse_k = cp.efficient_bwd_args(o_merged, q, k, v, o_merged, lse)
+    assert o_k.dtype == do_k.dtype == torch.bfloat16
+    assert o_k.transpose(1, 2).is_contiguous() and do_k.transpose(1, 2).is_contiguous()
+    assert lse_k.shape == (1, 4, 128) and lse_k.dtype == torch.float32 and lse_k.is_contiguous()
+    dq, dk, dv = cp.block_backward(o_merged, q, k, v, o_merged, lse, rng, False, 0.1)
     assert cp.BLOCK_KERNEL["name"] == "efficient"
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
