@@ -155,3 +155,18 @@ def test_a_measured_host_time_per_kernel_reaches_host_bound_steps():
     from twin.core.specs import get_model
     ops = train_step_ops(get_model("v3-slice-1l"), 1, 512, "bf16", spec, prof).ops
     assert sum(1 for h, _ in ops if h is None) == 1     # loss.item(): the one host synchronisation
+
+
+def test_new_validation_plots_have_no_overlapping_text(fixture_root):
+    import matplotlib.pyplot as plt
+
+    from reports.validation_report import plot_by_kind, plot_pipeline
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reports"))
+    from plot_checks import overlapping_texts  # tests/reports/plot_checks.py
+    result = validate(fixture_root)
+    figs = [plot_by_kind(pd.DataFrame(result["cases"]))] + [plot_pipeline(p) for p in result["pipelines"]]
+    for fig in figs:
+        assert not overlapping_texts(fig)
+        plt.close(fig)
