@@ -390,9 +390,16 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
         _fp8_linear_fwd(e, n, k, m, label)
 
 
-def _rope(e: Eager, elems: float) -> None:
-    """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates)."""
-    e.mem(elems * (4 + 4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=8)
+def _rope(e: Eager, elems: float, backward: bool = False) -> None:
+    """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates). The
+    forward's cat([-x2, x1]) of the chunk halves is a CatArrayBatchedCopy over strided views (the
+    kernel records show it beside q's and k's cats), costed at cat_eff; its backward mirror is
+    slices and elementwise kernels (the chunk's backward cat is costed by the caller)."""
+    if backward:
+        e.mem(elems * (4 + 4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=8)
+        return
+    e.mem(elems * (4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=7)
+    e.cat(elems * 4)
 
 
 def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
@@ -423,12 +430,21 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
     _linear_bwd(b, *lins[-1], label)
     b.mem(2 * T * H * O * B2)
     b.attention(core, "bwd")
-    b.mem(3 * T * H * (P + R) * B2, kernels=2)      # cat backward (slices) and expand backward (sum over heads)
+    # q and k's cat backward are slices (views); the shared rope key's expand backward sums over
+    # heads. Each split of a projection's output (and each rope's chunk) is a cat of the parts'
+    # gradients in backward: CatArrayBatchedCopy kernels (calibration/measurements/<gpu>/
+    # kernels.csv: five in the MLA backward), costed at the measured cat_eff like the forward's
+    b.mem((T * H * R + T * R) * B2)                 # expand backward
+    b.cat(2 * T * H * (P + O) * B2)                 # kv_b output split([P, O]) backward
     _linear_bwd(b, *lins[-2], label)
-    _rope(b, T * R)
+    _rope(b, T * R, backward=True)
+    b.cat(2 * T * R * B2)                           # rope's chunk backward (shared key)
     b.mem(3 * T * C * B2, kernels=2)                # kv_norm backward
+    b.cat(2 * T * (C + R) * B2)                     # kv_a output split([C, R]) backward
     _linear_bwd(b, *lins[-3], label)
-    _rope(b, T * H * R)
+    _rope(b, T * H * R, backward=True)
+    b.cat(2 * T * H * R * B2)                       # rope's chunk backward (queries)
+    b.cat(2 * T * H * (P + R) * B2)                 # q split([P, R]) backward
     if Q:
         _linear_bwd(b, *lins[1], label)
         b.mem(3 * T * Q * B2, kernels=2)            # q_norm backward
