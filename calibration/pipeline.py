@@ -12,12 +12,14 @@ precision, num_layers), the scenario is:
            layer records (calibration.whole_step.block_ops and calibration.predict, committed
            profile, balanced expert loads); an op's time is its eager window (host dispatch and
            kernels, calibration.predict.timed_window_s at steady state); FB = F then B on one stream
-           (real/ issues the pair from one thread);
+           (real/ issues the pair from one thread); with ep > 1 each MoE layer's experts are spread
+           over the ep ranks (calibration.whole_step.ep_moe_ops: dispatch, local experts, combine,
+           balanced loads); the all-to-alls' coupling of ranks that run different stages at the
+           time is not simulated (each rank's all-to-all is a delay on its own stream);
   p2p      a micro-batch's activations (or gradients), micro_batch_seqs x seq_len x hidden x 2 B,
            over NVLink at the catalog's achieved rate (twin.costs.comm.p2p_time_s);
   after    the optimizer of the rank's parameters (MasterAdamW) and, where dp > 1, a ring
-           all-reduce of the replicated gradients; EP (ep > 1) costs each MoE layer as the two-GPU
-           EP layer of calibration.whole_step (dispatch, local experts, combine).
+           all-reduce of the replicated gradients.
 Nothing is fitted to pipeline times.
 
 Per-rank idle, measured: for each repetition, the step span (first op start to last op end over
@@ -76,13 +78,13 @@ class StageCost:
 
 
 def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile) -> StageCost:
+               gpu: GPUSpec, profile, ep: int = 1) -> StageCost:
     """F, B and W seconds of one micro-batch on one model stage."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
     if first:
         f.gather(2 * T * D * BF16_BYTES)
-    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True) for i in layers]
+    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True, ep=ep) for i in layers]
     for bf, _ in blocks:
         f.extend(bf)
     if last:
@@ -149,12 +151,14 @@ def _spec_of(row):
 def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row."""
     spec = _spec_of(row)
-    name = SCHEDULE_NAMES.get(str(row["schedule"]).lower(), str(row["schedule"]).lower())
     pp, n = int(row["pp"]), int(row["num_microbatches"])
+    # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
+    name = "1f1b" if pp == 1 else SCHEDULE_NAMES.get(str(row["schedule"]).lower(), str(row["schedule"]).lower())
+    ep = int(row.get("ep", 1) or 1) if hasattr(row, "get") else 1
     B, S, label = int(row["micro_batch_seqs"]), int(row["seq_len"]), str(row["precision"])
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
-    costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile)
+    costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep)
              for s, layers in enumerate(stages)}
     p2p = comm.p2p_time_s(B * S * spec.hidden_size * BF16_BYTES, gpu, same_node=True)
     result = simulate_pipeline(schedule, PipelineCosts(schedule, costs, p2p), streams=("compute",))

@@ -96,10 +96,11 @@ def balanced_counts(spec, tokens: int) -> np.ndarray:
 
 
 def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
-              training: bool = True, split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+              training: bool = True, split_weight_grads: bool = False, ep: int = 1) -> tuple[Eager, Eager]:
     """One real/model.py Block (norm, MLA, residual, norm, dense FFN or MoE, residual): forward
     and backward eager op lists (with split_weight_grads, the backward's weight-gradient work in
-    its w_ops)."""
+    its w_ops); with ep > 1 the MoE's experts are spread over `ep` ranks (ep_moe_ops, balanced
+    loads: each rank receives as many rows as it sends)."""
     T, D = B * S, spec.hidden_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     _rmsnorm(f, T, D)
@@ -110,7 +111,10 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     is_moe = spec.num_routed_experts > 0 and layer_id >= spec.num_dense_layers
     if is_moe:
         _gate_fwd(f, spec, T)
-        ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
+        if ep > 1:
+            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads)
+        else:
+            ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
         f.extend(ef)
     else:
         _dense_ffn(f, b, T, D, spec.intermediate_size, label)
@@ -361,24 +365,32 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
         return timed_window_s([], e.ops)
     if b not in ("moe_layer_ep_fwd", "moe_layer_ep_bwd"):
         return None
-    local = dataclasses.replace(spec, num_routed_experts=E // world, hidden_size=D, top_k=K)
+    spec = dataclasses.replace(spec, num_routed_experts=E, hidden_size=D, top_k=K)
+    f, bw = ep_moe_ops(spec, T, world, rows_in, row["precision"], gpu, profile)
+    if b == "moe_layer_ep_fwd":
+        return timed_window_s([], f.ops)
+    return timed_window_s(f.ops, bw.ops)
+
+
+def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpec, profile,
+               split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+    """real/model.py MoE.routed with an EP group of `world` ranks (real/ep.py): dispatch, the local
+    experts' work (moe_layer_ops on the `rows_in` received rows over E/W experts, as if routed
+    locally, its sort and unsort replaced by dispatch and combine), combine; the backward runs the
+    two all-to-alls in reverse around the local experts' backward."""
+    E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
+    local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = np.full(E // world, rows_in / (E // world))
-    label = row["precision"]
-    # the local experts' work is moe_layer_ops on the received rows (as if routed locally: rows_in
-    # rows over E/W experts), with the local sort and unsort replaced by dispatch and combine
-    tokens_equiv = rows_in / K
-    lf, lb = moe_layer_ops(local, int(round(tokens_equiv)), counts, label, gpu, profile)
+    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)
     _combine(f, T, K, D, world, rows_in, gpu)
-    if b == "moe_layer_ep_fwd":
-        return timed_window_s([], f.ops)
-    bw = Eager(gpu, profile)
-    _all_to_all(bw, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
-    bw.extend(lb)
-    _all_to_all(bw, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
-    return timed_window_s(f.ops, bw.ops)
+    b = Eager(gpu, profile, split_weight_grads)
+    _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
+    b.extend(lb)
+    _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
+    return f, b
 
 
 def model_gpu(folder: str) -> tuple[str, int]:

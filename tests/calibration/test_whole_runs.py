@@ -170,3 +170,16 @@ def test_new_validation_plots_have_no_overlapping_text(fixture_root):
     for fig in figs:
         assert not overlapping_texts(fig)
         plt.close(fig)
+
+
+def test_expert_parallel_and_one_stage_rows_are_simulated():
+    """An EP-only step (pp 1, ep 2) runs as one stage; with EP the MoE layers pay their
+    all-to-alls and hold half the experts."""
+    from calibration.predict import gpu_spec
+    from twin.costs.profile import fitted_profile
+    prof, spec = fitted_profile("h200"), gpu_spec("h200")
+    row = {**fx.config("none", model="v3-slice-1l", pp=1, n=2, num_layers=1), "ep": 2, "bench": "ep_step"}
+    result, pred, detail = pipe.simulate_row(pd.Series(row), spec, prof)
+    assert detail["schedule"] == "1f1b" and result.num_ranks == 1 and pred > result.makespan_s
+    local = pipe.simulate_row(pd.Series({**row, "ep": 1}), spec, prof)[0]
+    assert result.makespan_s != local.makespan_s
