@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
-                                 moe_layer_ops, timed_window_s, twin_precision)
+                                 moe_layer_ops, predict_s, timed_window_s, twin_precision)
 from twin.costs import comm
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -403,3 +403,33 @@ def model_gpu(folder: str) -> tuple[str, int]:
 
 __all__ = ["predict_model_row", "predict_ep_row", "train_step_ops", "prefill_ops", "decode_ops", "model_gpu",
            "gpu_spec", "twin_precision"]
+
+
+def step_components(df, gpu: str, profile) -> list[dict]:
+    """Where a training step's residual sits (issue 13's closing note): for each train_step record
+    whose layers were also timed alone (attention.csv MLA rows at its batch and sequence length,
+    moe_layer.csv rows at its tokens and expert count, balanced routing), the layers' measured
+    and predicted seconds (forward + backward, times the model's layer counts) and the rest of the
+    step (embedding, norms, router, dense FFN, head and cross entropy, optimizer), measured as the
+    step minus its layers."""
+    spec_gpu = gpu_spec(gpu)
+    out = []
+    for _, r in df[df["bench"] == "train_step"].iterrows():
+        spec = get_model(r["model"])
+        B, S, label = int(r["batch"]), int(r["seq_len"]), r["precision"]
+        mla = df[df["bench"].isin(["mla_layer_fwd", "mla_layer_bwd"]) & (df["model"] == r["model"])
+                 & (df["batch"] == B) & (df["seq_len"] == S) & (df["precision"] == label)]
+        moe = df[df["bench"].isin(["moe_layer_fwd", "moe_layer_bwd"]) & (df["model"] == r["model"])
+                 & (df["tokens"] == B * S) & (df["num_experts"] == spec.num_routed_experts) & (df["skew"] == 0)
+                 & (df["precision"] == label)]
+        if len(mla) != 2 or len(moe) != 2:
+            continue
+        n_moe = spec.num_layers - spec.num_dense_layers
+        layers_meas = spec.num_layers * mla["time_s"].sum() + n_moe * moe["time_s"].sum()
+        layers_pred = (spec.num_layers * sum(predict_s(x, spec_gpu, profile) for _, x in mla.iterrows())
+                       + n_moe * sum(predict_s(x, spec_gpu, profile) for _, x in moe.iterrows()))
+        step_pred = predict_model_row(r, spec_gpu, profile)
+        out.append({"name": r["name"], "gpu": gpu, "measured_s": float(r["time_s"]), "predicted_s": step_pred,
+                    "layers_measured_s": float(layers_meas), "layers_predicted_s": float(layers_pred),
+                    "rest_measured_s": float(r["time_s"] - layers_meas), "rest_predicted_s": float(step_pred - layers_pred)})
+    return out
