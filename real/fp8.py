@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from real.wgrad import split_grouped_mm, split_linear
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite E4M3 value
 BLOCK = 128  # V3 tile / block edge
@@ -50,6 +52,9 @@ class Precision:
 
     gemm: str = "bf16"
     fp8_kernel: str = "rowwise"
+    # BF16 GEMMs whose weight gradient a zero-bubble schedule may defer (real/wgrad.py); FP8 GEMMs
+    # ignore it (their weight gradients are computed in the input-gradient backward)
+    split_wgrad: bool = False
 
     def __post_init__(self):
         if self.gemm not in ("bf16", "fp8"):
@@ -277,7 +282,7 @@ class _Fp8Linear(torch.autograd.Function):
 def linear(x_xK: torch.Tensor, w_NK: torch.Tensor, precision: Precision = BF16) -> torch.Tensor:
     """y = x @ w^T over the last dim of x (any leading dims), in the policy's precision."""
     if precision.gemm == "bf16":
-        return F.linear(x_xK, w_NK)
+        return split_linear(x_xK, w_NK) if precision.split_wgrad else F.linear(x_xK, w_NK)
     lead = x_xK.shape[:-1]
     x_MK = x_xK.reshape(-1, x_xK.shape[-1])
     if precision.fp8_kernel == "emulated":  # straight-through: FP8 values, autograd in x's dtype
@@ -329,6 +334,8 @@ def grouped_mm(x_TK: torch.Tensor, w_EKN: torch.Tensor, offs_E: torch.Tensor,
     offs_E (int32) holds cumulative end rows; rows past offs_E[-1] are left unspecified.
     """
     if precision.gemm == "bf16":
+        if precision.split_wgrad:
+            return split_grouped_mm(x_TK, w_EKN, offs_E)
         return torch._grouped_mm(x_TK, w_EKN, offs=offs_E)
     if precision.fp8_kernel == "emulated" or x_TK.device.type != "cuda":
         # Row-wise E4M3 rounding of x and of each expert's output columns, then the BF16 kernel

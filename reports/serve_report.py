@@ -1,13 +1,15 @@
 """Serving report, in the shared page style (reports/page.py).
 
 `write_outputs(result, scenario, out_dir)` (twin serve --out) writes, staged and atomic:
-  report.html, report.md      the headline (output and input tokens/s per GPU and per node, TPOT,
-                              TTFT, memory per GPU in GiB), the memory breakdown, where a decode
+  report.html, report.md      the headline of the request simulation (output and input tokens/s per
+                              GPU and per node, TTFT/TPOT/E2E percentiles, goodput, $ per million
+                              tokens, memory per GPU in GiB), the memory breakdown, where a decode
                               step goes, the published figures beside the twin, the sweep plots
   result.json                 the ServeResult (twin.core.results.to_json)
   scenario.resolved.toml      the serving scenario as resolved
   serve_sweep.csv             one row per concurrency of the sweep
-  throughput_vs_batch.png, throughput_vs_tpot.png
+  throughput_vs_batch.png, throughput_vs_tpot.png, latency_cdf.png
+  (twin serve --trace FILE writes the simulated iterations as a Chrome trace: serve_trace)
 
   python -m reports.serve_report OUT_DIR [SCENARIO.toml ...] [--set serve.x=v]
 
@@ -38,7 +40,7 @@ from twin.serving.run import serve
 
 SWEEP_COLUMNS = tuple(f.name for f in dataclasses.fields(SweepPoint))
 SWEEP_CSV = "serve_sweep.csv"
-PLOTS = ("throughput_vs_batch.png", "throughput_vs_tpot.png")
+PLOTS = ("throughput_vs_batch.png", "throughput_vs_tpot.png", "latency_cdf.png")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIOS = ("scenarios/r1_serve_h200.toml", "scenarios/r1_serve_h800_decode.toml",
@@ -106,7 +108,7 @@ def plot_throughput_vs_tpot(result: dict):
     fig, ax = pg.figure(6.5, 4)
     tpot_ms = [r["tpot_s"] * 1e3 for r in rows]
     y = [r["output_tokens_per_s_per_node"] for r in rows]
-    ax.plot(tpot_ms, y, "o-", label="twin (labels: concurrent requests)")
+    ax.plot(tpot_ms, y, "o-", label="analytic sweep (labels: concurrent requests)")
     # label a point only when it is clear of the last labelled one (in axes fractions), so labels never collide
     span_x, span_y = (max(tpot_ms) - min(tpot_ms)) or 1.0, (max(y) - min(y)) or 1.0
     last = None
@@ -118,11 +120,54 @@ def plot_throughput_vs_tpot(result: dict):
     for label, val in _claim_lines(result):
         ax.axhline(val, color="C3", ls="--", label=label)
     ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
+    sim = result.get("simulation")
+    if sim and sim.get("tpot_s", {}).get("p50") is not None:
+        ax.plot([sim["tpot_s"]["p50"] * 1e3], [result["output_tokens_per_s_per_node"]], "*", ms=14, color="C2",
+                label="request simulation (TPOT P50)")
     ax.set_xlabel("time per output token (ms)")
     ax.set_ylabel("output tokens/s per node")
-    ax.set_title("Throughput against latency over the concurrency sweep", fontsize=10)
+    ax.set_title("Throughput against latency: analytic concurrency sweep and the simulated load", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+def plot_latency_cdf(result: dict):
+    """TTFT, TPOT and E2E distributions over the simulated requests (empirical CDFs)."""
+    sim = result["simulation"]
+    fig, axes = pg.figure(10, 3.4, ncols=3)
+    for ax, key, label, scale, unit in ((axes[0], "ttft_cdf_s", "time to first token", 1e3, "ms"),
+                                        (axes[1], "tpot_cdf_s", "time per output token", 1e3, "ms"),
+                                        (axes[2], "e2e_cdf_s", "end-to-end latency", 1.0, "s")):
+        xs = [x * scale for x in sim.get(key) or []]
+        if xs:
+            ax.plot(xs, [i / (len(xs) - 1) for i in range(len(xs))], "-")
+        ax.set_xlabel(f"{label} ({unit})")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of requests")
+    fig.suptitle(f"Latency over {sim['simulated_requests']:,} simulated requests", fontsize=10)
+    return fig
+
+
+def serve_trace(result: ServeResult) -> dict:
+    """The simulated iterations as a Chrome trace (µs; one process per pool, one thread per
+    instance), the first traffic.trace_iterations of them. Opens in https://ui.perfetto.dev."""
+    pools = {"colocated": 1, "prefill": 2, "decode": 3}
+    events = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"{name} instances"}}
+              for name, pid in pools.items()]
+    seen = set()
+    for pool, inst, start_s, dur_s, batch, prompt in result.simulation.trace:
+        pid = pools[pool]
+        if (pid, inst) not in seen:
+            seen.add((pid, inst))
+            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": inst, "args": {"name": f"instance {inst}"}})
+        kind = "mixed" if batch and prompt else ("prefill" if prompt else "decode")
+        events.append({"ph": "X", "name": f"{kind} b={batch} p={prompt}", "cat": kind, "pid": pid, "tid": inst,
+                       "ts": start_s * 1e6, "dur": dur_s * 1e6,
+                       "args": {"decode_requests": batch, "prompt_tokens": prompt}})
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"scenario": result.scenario, "iterations_total": result.simulation.iterations,
+                          "iterations_in_trace": len(result.simulation.trace)}}
 
 
 # --------------------------------------------------------------------------- tables
@@ -146,11 +191,20 @@ def _headline(r: dict) -> list[list[str]]:
 
 
 def _latency(r: dict) -> list[list[str]]:
+    sim = r["simulation"]
+    def dist(d, scale=1.0):
+        return " / ".join(pg.seconds(d[k]) for k in ("p50", "p90", "p99"))
     return [
-        ["Time per output token (TPOT)", pg.seconds(r["tpot_s"])],
-        ["Time to first token (TTFT)", pg.seconds(r["ttft_s"])],
-        ["Concurrent requests per instance", f"{r['batch']:,} (memory allows {r['max_batch_by_memory']:,})"],
+        ["Time to first token (TTFT), P50 / P90 / P99", dist(sim["ttft_s"])],
+        ["Time per output token (TPOT), P50 / P90 / P99", dist(sim["tpot_s"])],
+        ["End-to-end latency, P50 / P90 / P99", dist(sim["e2e_s"])],
+        ["Goodput (requests/s within the SLO)", f"{pg.sig(r['goodput_requests_per_s'])} ({pg.pct(sim['slo_attained_frac'])} of requests)"],
+        ["$ per million output / input tokens", f"{pg.usd(r['usd_per_million_output_tokens'])} / {pg.usd(r['usd_per_million_input_tokens'])}"],
+        ["Simulated", f"{sim['simulated_requests']:,} requests, {sim['iterations']:,} iterations, {sim['preemptions']:,} preemptions"],
+        ["KV cache per instance", f"peak {pg.count(sim['kv_peak_tokens_per_instance'])} of {pg.count(sim['kv_capacity_tokens_per_instance'])} tokens"],
         ["Memory per GPU", f"{pg.gib(r['memory_per_gpu_bytes'])} of {pg.gib(r['memory_breakdown_bytes'].get('capacity'))}"],
+        ["Analytic sweep (no queueing)", f"best concurrency {r['batch']:,} per instance (memory allows {r['max_batch_by_memory']:,}): "
+                                         f"TPOT {pg.seconds(r['tpot_s'])}, one prompt's prefill {pg.seconds(r['ttft_s'])}"],
     ]
 
 
@@ -190,10 +244,11 @@ def _claims(r: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _verdict(r: dict) -> str:
-    return (f"The twin serves {r['model']} on {r['num_gpus']} × {r['gpu'].upper()} at "
+    return (f"Simulating {r['simulated_requests']:,} requests, the twin serves {r['model']} on {r['num_gpus']} × {r['gpu'].upper()} at "
             f"{pg.number(r['output_tokens_per_s_per_gpu'])} output tokens/s per GPU "
-            f"({pg.number(r['output_tokens_per_s_per_node'])} per node) with {r['batch']:,} concurrent requests per "
-            f"instance, a time per output token of {pg.seconds(r['tpot_s'])} and a time to first token of {pg.seconds(r['ttft_s'])}.")
+            f"({pg.number(r['output_tokens_per_s_per_node'])} per node), a median time per output token of "
+            f"{pg.seconds(r['tpot_p50_s'])} and a median time to first token of {pg.seconds(r['ttft_p50_s'])} "
+            f"(P99 {pg.seconds(r['ttft_p99_s'])}).")
 
 
 def build_page(result: dict) -> Page:
@@ -218,6 +273,7 @@ def build_page(result: dict) -> Page:
     else:
         p.para("The scenario names no published figures ([serve] claims).")
     p.section("Plots")
+    p.figure(PLOTS[2], plot_latency_cdf(r), "Latency distributions of the simulated requests.")
     if any(s["feasible"] for s in r["sweep"]):
         p.figure(PLOTS[0], plot_throughput_vs_batch(r), "Output tokens/s per node against concurrency.")
         p.figure(PLOTS[1], plot_throughput_vs_tpot(r), "Output tokens/s per node against time per output token.")
@@ -242,15 +298,15 @@ def overview_page(runs: list[tuple[str, dict]], validation: list[dict], kernel: 
     the DeepGEMM kernel check and the twin against our measured decode and prefill."""
     best = max(runs, key=lambda x: x[1]["output_tokens_per_s_per_gpu"]) if runs else None
     verdict = (f"Of {len(runs)} serving scenarios, {best[1]['scenario']} gives the most output per GPU: "
-               f"{pg.number(best[1]['output_tokens_per_s_per_gpu'])} tokens/s at a TPOT of {pg.seconds(best[1]['tpot_s'])}."
+               f"{pg.number(best[1]['output_tokens_per_s_per_gpu'])} tokens/s at a median TPOT of {pg.seconds(best[1]['tpot_p50_s'])}."
                if best else "No serving scenarios were run.")
     p = Page("Serving twin: overview", verdict)
     p.para("Predicted from first principles and the calibrated profiles; published figures are compared, never fitted. "
            "Each scenario's full report is in its own folder.")
     p.section("Scenarios").table(
-        ["scenario", "folder", "output tokens/s per GPU", "per node", "input tokens/s per node", "TPOT", "TTFT", "memory per GPU"],
+        ["scenario", "folder", "output tokens/s per GPU", "per node", "input tokens/s per node", "TPOT P50", "TTFT P50", "memory per GPU"],
         [[r["scenario"], f"[{d}]({d}/{pg.REPORT_HTML})", pg.number(r["output_tokens_per_s_per_gpu"]), pg.number(r["output_tokens_per_s_per_node"]),
-          pg.number(r["input_tokens_per_s_per_node"]), pg.seconds(r["tpot_s"]), pg.seconds(r["ttft_s"]),
+          pg.number(r["input_tokens_per_s_per_node"]), pg.seconds(r["tpot_p50_s"]), pg.seconds(r["ttft_p50_s"]),
           pg.gib(r["memory_per_gpu_bytes"])] for d, r in runs])
     claim_rows = []
     for _, r in runs:

@@ -47,9 +47,13 @@ def headline_figures() -> dict:
     out["serve"] = {}
     for name in SERVING:
         r = twin.serve(twin.load_scenario(ROOT / "scenarios" / f"{name}.toml"))
+        # a prefill-only run has no TPOT (NaN): only finite figures are held
         out["serve"][name] = {k: getattr(r, k) for k in ("batch", "output_tokens_per_s", "output_tokens_per_s_per_node",
                                                          "input_tokens_per_s_per_node", "tpot_s", "ttft_s",
-                                                         "memory_per_gpu_bytes")}
+                                                         "memory_per_gpu_bytes", "ttft_p50_s", "ttft_p99_s",
+                                                         "tpot_p50_s", "goodput_requests_per_s",
+                                                         "usd_per_million_output_tokens")
+                              if math.isfinite(getattr(r, k))}
     return out
 
 

@@ -5,6 +5,8 @@
     step = twin.simulate_step(sc)                             # a StepResult
     run = twin.replay(sc)                                     # a ReplayResult
     r1 = twin.serve(twin.load_scenario(kind="serving"))       # a ServeResult: R1 on one HGX H200
+    run = twin.simulate_load(sc1, arrival_s, input_len, output_len)  # a recorded load run, replayed
+    run.per_request()["ttft_s"]                               # per-request TTFT / TPOT / E2E
     plans = twin.plan(sc, tokens=14.8e12, days=60, pp=[8, 16])  # a PlanResult (or a plan scenario's [search])
     twin.to_json(step)                                        # plain JSON values of any result
 
@@ -26,14 +28,16 @@ from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
 from twin.planning.search import catalog_prices, search_candidates
 from twin.planning.search import plan as _plan
-from twin.serving.result import ServeResult
+from twin.serving.result import RequestSimResult, ServeResult
 from twin.serving.run import serve as _serve
+from twin.serving.simulate import simulate as _simulate
+from twin.serving.workload import from_records
 from twin.training.replay.result import ReplayResult
 from twin.training.replay.run import replay as _replay
 from twin.training.results import Perturb, StepResult
 from twin.training.step import simulate_step as _simulate_step
 
-__all__ = ["load_scenario", "simulate_step", "replay", "serve", "plan", "to_json"]
+__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "to_json"]
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
 RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult,
@@ -69,10 +73,22 @@ def replay(sc: Scenario, progress: bool = False) -> ReplayResult:
     return _replay(sc, progress=progress)
 
 
-def serve(sc: ServeScenario) -> ServeResult:
-    """Throughput, latency and memory of a serving scenario at its best concurrency."""
+def serve(sc: ServeScenario, num_requests: int | None = None) -> ServeResult:
+    """A serving scenario under its traffic, request by request (the headline), beside the
+    analytic concurrency sweep and the published figures it names."""
     _require(sc, SERVING, "serve")
-    return _serve(sc)
+    return _serve(sc, num_requests)
+
+
+def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=None, cached_len=None,
+                  num_requests: int | None = None) -> RequestSimResult:
+    """The request simulation alone. With lengths: exactly that load run (arrival times in seconds
+    from its start, or None for a closed loop of traffic.concurrency clients); without: the
+    scenario's [traffic]. Per-request TTFT/TPOT/E2E: `.per_request()`."""
+    _require(sc, SERVING, "simulate_load")
+    if input_len is None:
+        return _simulate(sc, num_requests)
+    return _simulate(sc, requests=from_records(arrival_s, input_len, output_len, sc.traffic, cached_len))
 
 
 def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, progress: bool = False,

@@ -22,6 +22,8 @@ from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, benc
 from real.bench.kernels import bench_kernels
 from real.bench.memory import bench_memory, bench_topk
 from real.bench.moe_layer import bench_moe
+from real.bench.nccl import bench_nccl
+from real.bench.parallel_blocks import bench_parallel_blocks
 from real.bench.power import bench_power, bench_sustained
 from real.bench.records import NoRecorder, Recorder, log
 from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
@@ -37,7 +39,8 @@ _FUNCTIONS = {
     "power": bench_power, "sustained": bench_sustained, "kernels": bench_kernels,
     "grouped_wgrad": bench_grouped_wgrad, "grouped_small": bench_grouped_small,
     "topk": bench_topk, "fp8_stack": bench_fp8_stack, "sm_reserve": bench_sm_reserve,
-    "ep": bench_ep, "host_dispatch": bench_host_dispatch,
+    "ep": bench_ep, "nccl": bench_nccl, "parallel_blocks": bench_parallel_blocks,
+    "host_dispatch": bench_host_dispatch,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

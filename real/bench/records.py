@@ -21,6 +21,9 @@ STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "b
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
             "torch_version", "cuda_version", "timestamp_utc"]
+# multi-GPU families also carry the NCCL version and the number of GPUs of the run
+DIST_ENV_COLS = ["nccl_version", "num_gpus"]
+DIST_FAMILIES = {"nccl", "parallel_blocks"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -44,7 +47,27 @@ SHAPE_COLS = {
                       "split", "host_s", "kernels", "kernel_s", "aten_ops"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
+    "nccl": ["bench", "op", "message_bytes", "world_size", "dtype", "calls_per_window", "bus_factor",
+             "algbw_bytes_per_s", "busbw_bytes_per_s", "split"],
+    "parallel_blocks": ["bench", "block", "model", "tp", "cp", "sequence_parallel", "tokens", "seq_len",
+                        "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
+                        "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
+                        "comm_time_s", "comm_detail", "split"],
 }
+
+# real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and
+# every op of every rank, on one time axis per step (agreed with the twin's pipeline validation)
+PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
+                      "micro_batch_seqs", "seq_len", "precision", "num_layers", "time_s", "time_p10_s",
+                      "time_p90_s", "reps", "tokens_per_s", "loss", "split", *ENV_COLS, "nccl_version"]
+PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
+                     "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
+                     "end_s", "gpu_name", "timestamp_utc"]
+
+
+def env_cols(family: str) -> list[str]:
+    """The environment columns of a family's rows."""
+    return ENV_COLS + (DIST_ENV_COLS if family in DIST_FAMILIES else [])
 
 
 def log(msg: str) -> None:
@@ -60,12 +83,12 @@ class Recorder:
     def row(self, family: str, **values) -> None:
         if family not in self.files:
             f = open(self.out_dir / f"{family}.csv", "w", newline="")
-            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + ENV_COLS
+            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + env_cols(family)
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="raise")
             w.writeheader()
             self.files[family] = (f, w)
         f, w = self.files[family]
-        row = {k: self.env.get(k, "") for k in ENV_COLS}
+        row = {k: self.env.get(k, "") for k in env_cols(family)}
         row["timestamp_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         row.update(values)
         w.writerow({k: _fmt(v) for k, v in row.items()})

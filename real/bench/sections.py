@@ -16,8 +16,11 @@ SECTION_SHARES = {  # name -> share of the time budget
     "fp8_stack": 0.15,
     "sm_reserve": 0.15,
     "ep": 0.5,  # under torchrun with >= 2 ranks: --only ep
+    "nccl": 1.0,  # under torchrun with >= 2 ranks: --only nccl
+    "parallel_blocks": 1.0,  # under torchrun with >= 2 ranks: --only parallel_blocks
     "host_dispatch": 1.0,  # not in the default list: --only host_dispatch (issue 13's layer bias)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
-OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "host_dispatch")  # run only when named in --only
+OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "host_dispatch")  # run only when named in --only
+MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks")  # under torchrun with >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

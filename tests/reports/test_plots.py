@@ -43,6 +43,7 @@ def _figures(replayed, replayed_h200, served, planned, validated):
         "replay cost vs size": replay_report.plot_cost_vs_size(result),
         "serve vs batch": serve_report.plot_throughput_vs_batch(serve_json),
         "serve vs tpot": serve_report.plot_throughput_vs_tpot(serve_json),
+        "serve latency cdf": serve_report.plot_latency_cdf(serve_json),
         "plan": plan_report.plot_cost_vs_days(to_json(planned[1])),
         "load heatmap": load_report.plot_heatmap("h200", load_report.measured_model("h200"), "deepseek-v3", 256),
         "load step": load_report.plot_step(CURVE, CASES, v3),

@@ -12,7 +12,7 @@ from calibration import sm_reserve, trace
 from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
 from calibration.publish import publish_expert_loads
 from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, failures, format_table, validate
-from real.bench.sections import SECTION_NAMES
+from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES
 from reports.validation_report import write_report
 from tqdm import tqdm
 from twin.costs.profile import simulation_profile
@@ -118,7 +118,7 @@ def cmd_calibrate(args) -> int:
         return EXIT_INVALID
     # every single-GPU section the fit reads, sustained load included (power, the per-kernel
     # profiles and multi-GPU EP are separate runs: `python -m real.bench --only ...`)
-    sections = [s for s in SECTION_NAMES if s not in ("power", "kernels", "ep")]
+    sections = [s for s in SECTION_NAMES if s not in ("power", "kernels", *MULTI_GPU_SECTIONS)]
     cmd = ([sys.executable, "-m", "real.bench", "--out", args.out, "--only", ",".join(sections)]
            + (["--quick"] if args.quick else []))
     return subprocess.call(cmd)

@@ -17,6 +17,7 @@ from reports.load_report import build as write_load_report
 from reports.page import to_toml
 from reports.plan_report import write_plan_report
 from reports.replay_report import write_report as write_replay_report
+from reports.serve_report import serve_trace
 from reports.serve_report import write_outputs as write_serve_report
 from twin.api import result_schemas
 from twin.cli import summary
@@ -28,6 +29,7 @@ from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
 from twin.core.scenario import PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario, read_raw
 from twin.core.schedules import SCHEDULE_NAMES
+from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
 from twin.planning.search import catalog_prices, plan, search_candidates
@@ -173,9 +175,15 @@ def cmd_balance(args) -> int:
 
 def cmd_serve(args) -> int:
     sc = _scenario(args, SERVING)
-    out = serve(sc)
+    out = serve(sc, args.requests)
     if args.out:
         write_serve_report(out, sc, args.out)
+    if args.trace:
+        trace = serve_trace(out)
+        data = json.dumps(trace, separators=(",", ":")).encode()
+        target = Path(args.trace)
+        write_bytes(target, gzip.compress(data, mtime=0) if target.suffix == ".gz" else data)
+        write_text(target.parent / (target.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
     _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     return 0
@@ -352,7 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, serve_sweep.csv, the throughput plots and scenario.resolved.toml here")
-    p.set_defaults(func=cmd_serve, outputs=(*JSON_OUT, ("out", "--out", DIR)))
+    p.add_argument("--requests", type=int, metavar="N", help="requests to simulate (default: traffic.num_requests)")
+    p.add_argument("--trace", metavar="FILE", help="write the simulated iterations as a Chrome trace (Perfetto; .gz gzips it)")
+    p.set_defaults(func=cmd_serve, outputs=(*JSON_OUT, ("out", "--out", DIR), ("trace", "--trace", FILE)),
+                   numbers=(("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS}),))
 
     p = sub.add_parser("plan", help="cheapest cluster and parallel plan that trains TOKENS within DAYS")
     _add_scenario_args(p)

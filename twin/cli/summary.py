@@ -117,14 +117,25 @@ def balance_summary(result: dict, lines: list[str]) -> str:
 
 
 def serve_summary(sc, out) -> str:
+    sim = out.simulation
+    load = (f"closed loop, {sim.concurrency:,} in flight" if sim.arrival == "closed" else
+            f"{sim.arrival} arrivals at {sc.traffic.rate_per_s:g}/s" if sim.arrival != "trace" else "trace")
     text = (f"{sc.name}: {sc.model.name} on {out.num_gpus} {out.gpu.upper()} ({out.instances} instance(s) of "
-            f"{out.instance_gpus} GPUs), best concurrency {out.batch} per instance\n" + pairs([
+            f"{out.instance_gpus} GPUs{', disaggregated' if sc.serve.disaggregated else ''}); "
+            f"{out.simulated_requests:,} requests simulated ({load})\n" + pairs([
                 ("output tokens/s", f"{out.output_tokens_per_s:,.0f} ({out.output_tokens_per_s_per_gpu:,.0f} per GPU, "
                                     f"{out.output_tokens_per_s_per_node:,.0f} per node)"),
                 ("input tokens/s", f"{out.input_tokens_per_s:,.0f} ({out.input_tokens_per_s_per_node:,.0f} per node)"),
-                ("TPOT", f"{out.tpot_s * 1e3:.1f} ms"),
-                ("TTFT (one prompt, no queueing)", f"{out.ttft_s * 1e3:.0f} ms"),
-                ("memory per GPU", gib(out.memory_per_gpu_bytes)),
+                ("TTFT P50 / P90 / P99", f"{out.ttft_p50_s * 1e3:,.0f} / {out.ttft_p90_s * 1e3:,.0f} / {out.ttft_p99_s * 1e3:,.0f} ms"),
+                ("TPOT P50 / P90 / P99", f"{out.tpot_p50_s * 1e3:.1f} / {out.tpot_p90_s * 1e3:.1f} / {out.tpot_p99_s * 1e3:.1f} ms"),
+                ("E2E P50 / P99", f"{out.e2e_p50_s:,.1f} / {out.e2e_p99_s:,.1f} s"),
+                ("goodput", f"{out.goodput_requests_per_s:,.2f} requests/s within TTFT {sc.traffic.slo_ttft_s:g} s, "
+                            f"TPOT {sc.traffic.slo_tpot_s * 1e3:g} ms"),
+                ("$ per million tokens", f"output ${out.usd_per_million_output_tokens:,.2f}, input ${out.usd_per_million_input_tokens:,.2f}"),
+                ("memory per GPU", f"{gib(out.memory_per_gpu_bytes)} (KV peak {sim.kv_peak_tokens_per_instance:,.0f} of "
+                                   f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {sim.preemptions} preemptions)"),
+                ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
+                                   f"output tok/s per node at TPOT {out.tpot_s * 1e3:.1f} ms; one prompt's prefill {out.ttft_s * 1e3:.0f} ms"),
             ]))
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"

@@ -27,6 +27,41 @@ MAX_SAMPLES = 1_000_000    # Monte Carlo samples
 UNCERTAINTY_METHODS = ("monte_carlo", "linear")
 
 
+_R1 = "DeepSeek-R1 (Nature 645, 2025; arXiv 2501.12948) Methods"
+
+
+@dataclass(frozen=True)
+class GrpoSpec:
+    """An RL stage trained with GRPO ([run.stages.grpo]): each step generates `samples_per_prompt`
+    outputs for each of `prompts_per_step` prompts on the serving twin, scores them against a
+    reference model, and updates the policy on the training twin. Defaults: DeepSeek-R1-Zero's
+    published settings where published, else marked as assumptions."""
+
+    prompts_per_step: int = spec_field(32, unit="count", ge=1, le=MAX_BATCH_SEQS, doc=f"Prompts per optimizer step ({_R1}: 32 unique questions per step)")
+    samples_per_prompt: int = spec_field(16, unit="count", ge=1, le=1024, doc=f"Outputs sampled per prompt, the GRPO group ({_R1}: 16)")
+    steps_per_rollout: int = spec_field(16, unit="count", ge=1, le=1024, doc=f"Optimizer steps trained on one rollout's outputs ({_R1}: 8,192 outputs per rollout, split into 16 mini-batches, one inner epoch)")
+    prompt_len: int = spec_field(256, unit="tokens", ge=1, le=MAX_SEQ_LEN, doc="Prompt length (assumption: reasoning questions of a few hundred tokens; unpublished)")
+    gen_len_mean: float = spec_field(6000.0, unit="tokens", gt=0, le=MAX_SEQ_LEN, doc="Mean generated length over the stage (assumption: R1-Zero's average response length grew from a few hundred to ~12K tokens over training, its Fig. 1b; mean taken as ~half)")
+    gen_len_cv: float = spec_field(0.8, ge=0, le=10, doc="Coefficient of variation of generated lengths, lognormal (assumption)")
+    gen_len_max: int = spec_field(32768, unit="tokens", ge=1, le=MAX_SEQ_LEN, doc=f"Maximum generated length ({_R1}: 32,768 tokens, 65,536 after step 8.2K)")
+    reference_forward: bool = spec_field(True, doc=f"A reference-model forward over every output for the KL term ({_R1}: KL coefficient 0.001, reference refreshed every 400 steps)")
+    old_policy_forward: bool = spec_field(True, doc="A forward of the policy before the update for the old log-probabilities (assumption: recomputed by the trainer, as verl/OpenRLHF do)")
+    reward_model_forward: bool = spec_field(False, doc=f"A reward-model forward over every output (R1-Zero: rule-based accuracy and format rewards, no reward model, {_R1})")
+    forward_frac: float = spec_field(1 / 3, gt=0, le=1, doc="A forward pass's share of a training step's time, for the reference, old-policy and reward passes (assumption: forward : backward = 1 : 2)")
+    rollout_gpus: int = spec_field(32, unit="count", ge=1, le=MAX_GPUS, doc="GPUs of one rollout (generation) instance: EP over them, DP attention (assumption: 80 GB GPUs need >= 16 for R1's 685 GB of FP8 weights)")
+    rollout_mtp_draft_tokens: int = spec_field(0, unit="count", ge=0, le=4, doc="MTP tokens drafted per rollout decode step (0: none)")
+    seed: int = spec_field(0, unit="count", ge=0, le=MAX_SEED, doc="Seed of the sampled generation lengths")
+
+    @property
+    def outputs_per_step(self) -> int:
+        return self.prompts_per_step * self.samples_per_prompt
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens the policy update trains on per step (prompts + generated, mean lengths)."""
+        return self.outputs_per_step * (self.prompt_len + self.gen_len_mean)
+
+
 @dataclass(frozen=True, kw_only=True)
 class StageSpec:
     """One training stage: a number of tokens (or steps) at one sequence length and batch size."""
@@ -45,6 +80,7 @@ class StageSpec:
     micro_batch_seqs: int | None = spec_field(None, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Stage override of plan.micro_batch_seqs")
     recompute: str | None = spec_field(None, choices=RECOMPUTE, doc="Stage override of plan.recompute")
     overhead_factor: float = spec_field(1.0, gt=0, le=1_000, doc="GPU-time multiplier for work the step twin does not simulate (e.g. RL rollout generation); an assumption shown in the report")
+    grpo: GrpoSpec | None = spec_field(None, doc="An RL stage trained with GRPO: rollouts on the serving twin, reference/old-policy passes and the policy update; its steps come from `steps`, or `tokens` over GrpoSpec.tokens_per_step. seq_len x global_batch_seqs is the training step's shape, scaled to the GRPO step's tokens")
     claim_id: str = spec_field("", doc="Published GPU-hour figure for this stage's group (an id in twin/data/claims.toml); '' = none")
     source: str = spec_field("", doc="Where the stage's shape comes from, or 'assumption: ...'")
 
@@ -67,6 +103,8 @@ class StageSpec:
 
     @property
     def total_tokens(self) -> float:
+        if self.grpo is not None and self.tokens <= 0:
+            return float(self.steps * self.grpo.tokens_per_step)
         return self.tokens if self.tokens > 0 else float(self.steps * self.seq_len * self.global_batch_seqs)
 
 
@@ -82,9 +120,9 @@ V3_STAGES = (
     StageSpec(name="sft", group="post_training", tokens=3.0e9, seq_len=4096, global_batch_seqs=15360,
               claim_id="train.cost.posttrain_gpu_hours",
               source=f"{_V3} §5.1: 1.5M instances, 2 epochs; assumption: ~1,000 tokens per instance (unpublished); batch unpublished, pre-training's 15,360 used"),
-    StageSpec(name="rl", group="post_training", tokens=1.0e9, seq_len=4096, global_batch_seqs=15360, overhead_factor=3.0,
+    StageSpec(name="rl", group="post_training", tokens=1.0e9, seq_len=4096, global_batch_seqs=15360, grpo=GrpoSpec(),
               claim_id="train.cost.posttrain_gpu_hours",
-              source=f"{_V3} §5.2 (GRPO); assumption: 1B trained tokens, rollout generation costs 2x the training step (unpublished)"),
+              source=f"{_V3} §5.2 (GRPO); assumption: 1B trained tokens (unpublished); GRPO step shape from {_R1} (R1-Zero's settings)"),
 )
 
 

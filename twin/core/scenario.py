@@ -31,7 +31,7 @@ from twin.core.errors import ScenarioError
 from twin.core.fields import build, to_dict
 from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS, MoeLoadSpec
 from twin.core.search_specs import SearchSpec
-from twin.core.serve_specs import ServeSpec
+from twin.core.serve_specs import ServeSpec, TrafficSpec
 from twin.core.run_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.core.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
 from twin.core.schedules import build_schedule, num_stages
@@ -216,6 +216,7 @@ class ServeScenario:
     model: ModelSpec
     cluster: ClusterSpec
     serve: ServeSpec
+    traffic: TrafficSpec = TrafficSpec()
 
     kind = SERVING
 
@@ -241,7 +242,7 @@ TRAINING_SECTIONS = {
     "uncertainty": UncertaintySpec,
     "moe": MoeLoadSpec,
 }
-SERVING_SECTIONS = {"cluster": ClusterSpec, "serve": ServeSpec}
+SERVING_SECTIONS = {"cluster": ClusterSpec, "serve": ServeSpec, "traffic": TrafficSpec}
 SECTIONS = {**TRAINING_SECTIONS, **SERVING_SECTIONS}   # every section of every kind (docs/scenario.md)
 KINDS = {TRAINING: (Scenario, TRAINING_SECTIONS), PLAN: (PlanScenario, {**TRAINING_SECTIONS, "search": SearchSpec}),
          SERVING: (ServeScenario, SERVING_SECTIONS)}

@@ -22,6 +22,12 @@ from twin.core.specs import MAX_DEGREE, MAX_EXPERTS, MAX_GPUS, MAX_SEQ_LEN, MAX_
 SERVE_PRECISIONS = ("fp8", "bf16")
 LOAD_MODELS = ("balanced", "zipf", "dirichlet", "measured")
 A2A_KINDS = ("auto", "nvlink", "deepep_ll")
+MICROBATCH_POLICIES = ("auto", "always")
+KV_ADMISSION = ("optimistic", "reserve")
+ARRIVALS = ("poisson", "gamma", "closed", "trace")
+LENGTH_DISTS = ("fixed", "uniform", "lognormal")
+MAX_SIM_REQUESTS = 2_000_000  # requests of one simulation (100,000 run in well under a minute)
+MAX_RATE = 1e7                # requests per second
 MAX_REQUESTS = 1_000_000   # concurrent requests of one instance
 MAX_SWEEP = 64             # concurrencies swept
 MAX_CLAIMS = 64            # claims compared against
@@ -61,6 +67,21 @@ class ServeSpec:
     runtime_reserved_bytes: float = spec_field(4e9, unit="bytes", ge=0, le=MAX_RESERVED_BYTES, doc="Per-GPU memory outside weights/KV/activations: CUDA context, GEMM workspaces, CUDA graphs, DeepEP buffers (assumption)")
     max_tpot_s: float = spec_field(0.0, unit="s", ge=0, doc="Latency SLO on time per output token when picking the best sweep point (0 = none)")
     claims: tuple[str, ...] = spec_field((), max_items=MAX_CLAIMS, doc="Claim ids of twin/data/serving_claims.toml to compare against")
+    # --- engine knobs of the request-level simulation (twin.serving.engine) ---
+    moe_tp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Tensor-parallel degree of each routed expert inside the instance (MoE by TP: moe_tp = ep; by EP: 1; both: between). Experts are spread over ep / moe_tp groups")
+    max_batch_tokens: int = spec_field(0, unit="tokens", ge=0, le=MAX_SEQ_LEN, doc="Prompt tokens one attention group takes into an iteration (chunked-prefill size: SGLang --chunked-prefill-size, vLLM max_num_batched_tokens); 0 = prefill_chunk_tokens x tp")
+    mixed_batches: bool = spec_field(True, doc="Co-located: decode requests advance in the same iteration as a prefill chunk (vLLM V1, SGLang --enable-mixed-chunk); false = an iteration with prompt work stalls decode")
+    microbatch_policy: str = spec_field("auto", choices=MICROBATCH_POLICIES, doc="Two-batch overlap (num_microbatches > 1): 'auto' splits an iteration only where it is faster (the engine's threshold; splitting re-reads weights per micro-batch); 'always' splits every iteration")
+    cuda_graphs: bool = spec_field(True, doc="Decode iterations replay CUDA graphs (no per-kernel launch cost) up to cuda_graph_max_batch requests per attention group; false or beyond: eager launches")
+    cuda_graph_max_batch: int = spec_field(512, unit="requests", ge=0, le=MAX_REQUESTS, doc="Largest decode batch per attention group captured in a CUDA graph (vLLM: 512, SGLang default 160-256)")
+    kernel_launch_s: float = spec_field(5e-6, unit="s", ge=0, le=1.0, doc="Host time per eager kernel launch (assumption: a few microseconds, NVIDIA 'Getting started with CUDA Graphs')")
+    kernels_per_layer: int = spec_field(24, unit="count", ge=0, le=10_000, doc="Kernels launched per transformer layer in an eager iteration (assumption: MLA ~12, MoE ~12)")
+    kv_admission: str = spec_field("optimistic", choices=KV_ADMISSION, doc="KV admission: 'optimistic' admits a prompt when its tokens fit and preempts (recompute) the newest request when the cache fills (vLLM); 'reserve' also reserves every admitted request's full output (TensorRT-LLM GUARANTEED_NO_EVICT), never preempting")
+    kv_capacity_tokens: int = spec_field(0, unit="tokens", ge=0, le=10**12, doc="KV tokens one instance holds, when the engine reports it (vLLM's GPU blocks x block size, a paged cache's pages x page size); 0 = from memory (what weights, activations and the reserve leave, times kv_memory_frac)")
+    kv_memory_frac: float = spec_field(1.0, gt=0, le=1, doc="Share of the memory left after weights, activations and the runtime reserve given to the KV cache (vLLM gpu_memory_utilization, SGLang mem_fraction_static)")
+    prefill_ep: int = spec_field(0, unit="count", ge=0, le=MAX_GPUS, doc="Disaggregated: GPUs of one prefill instance (0 = ep)")
+    prefill_instances: int = spec_field(0, unit="count", ge=0, le=MAX_GPUS, doc="Disaggregated: prefill instances; their GPUs come out of cluster.num_gpus, the rest are decode instances of ep GPUs. 0 = the prefill pool is not simulated (each prompt is prefilled alone at once on a prefill instance of ep GPUs)")
+    kv_transfer: bool = spec_field(True, doc="Disaggregated: a request's KV moves from its prefill GPU to its decode GPU over the scale-out link (one GPU's NIC) before it decodes")
 
     def check(self, path: str = "serve", source: str | None = None) -> None:
         if self.ep % self.tp:
@@ -78,16 +99,31 @@ class ServeSpec:
 
     def check_against(self, model, gpu, num_gpus: int, source: str | None = None) -> None:
         """Invariants that need the model and the cluster; each error prints the numbers."""
-        if num_gpus % self.ep:
-            raise ScenarioError("serve.ep", self.ep, f"a divisor of cluster.num_gpus = {num_gpus}", source)
+        if self.prefill_instances and not self.disaggregated:
+            raise ScenarioError("serve.prefill_instances", self.prefill_instances, "0 unless serve.disaggregated = true", source)
+        prefill_gpus = self.prefill_instances * self.prefill_gpus
+        if prefill_gpus >= num_gpus:
+            raise ScenarioError("serve.prefill_instances", self.prefill_instances,
+                                f"fewer than cluster.num_gpus = {num_gpus} GPUs for prefill ({self.prefill_instances} x {self.prefill_gpus} = {prefill_gpus}), leaving decode GPUs", source)
+        if (num_gpus - prefill_gpus) % self.ep:
+            what = (f"the decode GPUs = cluster.num_gpus - prefill GPUs = {num_gpus} - {prefill_gpus}" if prefill_gpus
+                    else f"cluster.num_gpus = {num_gpus}")
+            raise ScenarioError("serve.ep", self.ep, f"a divisor of {what}", source)
+        if self.ep % self.moe_tp:
+            raise ScenarioError("serve.moe_tp", self.moe_tp, f"a divisor of serve.ep = {self.ep}", source)
+        if self.prefill_ep and self.prefill_ep % self.tp:
+            raise ScenarioError("serve.prefill_ep", self.prefill_ep, f"a multiple of serve.tp = {self.tp}", source)
         if model.num_heads % self.tp:
             raise ScenarioError("serve.tp", self.tp, f"a divisor of model.num_heads = {model.num_heads}", source)
-        if self.tp > gpu.gpus_per_node:
-            raise ScenarioError("serve.tp", self.tp, f"<= GPUs per node = {gpu.gpus_per_node} (TP stays inside a node)", source)
+        if self.tp > 2 * gpu.gpus_per_node:
+            raise ScenarioError("serve.tp", self.tp, f"<= two nodes' GPUs = {2 * gpu.gpus_per_node} (TP16 spans two nodes at most)", source)
         if self.prefill_comm_sms >= gpu.num_sms:
             raise ScenarioError("serve.prefill_comm_sms", self.prefill_comm_sms, f"< the GPU's {gpu.num_sms} SMs", source)
         if model.is_moe:
             slots = model.num_routed_experts + self.redundant_experts
+            if self.prefill_ep and slots % self.prefill_ep:
+                raise ScenarioError("serve.prefill_ep", self.prefill_ep,
+                                    f"a divisor of routed + redundant experts = {slots}", source)
             if slots % self.ep:
                 raise ScenarioError("serve.ep", self.ep,
                                     f"a divisor of routed + redundant experts = {model.num_routed_experts} + {self.redundant_experts} = {slots}", source)
@@ -99,6 +135,45 @@ class ServeSpec:
             raise ScenarioError("serve.a2a", self.a2a, f"'auto' or 'deepep_ll' when serve.ep = {self.ep} spans more than one {gpu.gpus_per_node}-GPU node", source)
 
     @property
+    def prefill_gpus(self) -> int:
+        """GPUs of one prefill instance (disaggregated)."""
+        return self.prefill_ep or self.ep
+
+    @property
+    def token_budget(self) -> int:
+        """Prompt tokens one attention group takes into an iteration."""
+        return self.max_batch_tokens or self.prefill_chunk_tokens * self.tp
+
+    @property
     def attention_dp(self) -> int:
         """Attention groups per instance."""
         return self.ep // self.tp if self.dp_attention else 1
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    """The load of a request-level serving simulation ([traffic]): how requests arrive, their lengths,
+    their prefix-cache hits and the latency SLO. Lengths default to serve.input_len / output_len."""
+
+    arrival: str = spec_field("closed", choices=ARRIVALS, doc="Arrivals: 'poisson' at rate_per_s; 'gamma' (bursty) at rate_per_s with inter-arrival CV arrival_cv; 'closed' = `concurrency` clients, each sending its next request when the last one finishes; 'trace' = trace_csv")
+    rate_per_s: float = spec_field(1.0, unit="requests/s", gt=0, le=MAX_RATE, doc="Mean arrival rate of the whole cluster (poisson, gamma)")
+    arrival_cv: float = spec_field(2.0, ge=0.05, le=100, doc="Coefficient of variation of gamma inter-arrival times (1 = Poisson; >1 bursty)")
+    concurrency: int = spec_field(0, unit="requests", ge=0, le=MAX_REQUESTS, doc="Closed loop: clients in flight over the whole cluster (0 = serve.batch x instances, or the memory limit when serve.batch = 0)")
+    target_tpot_s: float = spec_field(0.0, unit="s", ge=0, le=1000, doc="Closed loop with concurrency = 0: the largest concurrency per instance whose decode step at the mean context (input_len + output_len / 2) gives this time per output token, within memory (DeepSeek's service: 20-22 tokens/s per user); 0 = the memory limit")
+    trace_csv: str = spec_field("", doc="CSV trace (arrival): columns arrival_s, input_len, output_len and optionally cached_len; one row per request")
+    num_requests: int = spec_field(0, unit="requests", ge=0, le=MAX_SIM_REQUESTS, doc="Requests simulated (`twin serve --requests N`); 0 = 2,000, and a closed loop at least 2 x its concurrency (the steady window then spans the second wave)")
+    input_dist: str = spec_field("fixed", choices=LENGTH_DISTS, doc="Prompt-length distribution around serve.input_len (mean): fixed, uniform over mean x (1 +- sqrt(3) cv), lognormal with CV input_cv")
+    input_cv: float = spec_field(0.5, ge=0, le=10, doc="Coefficient of variation of prompt lengths (uniform, lognormal)")
+    output_dist: str = spec_field("fixed", choices=LENGTH_DISTS, doc="Output-length distribution around serve.output_len (mean)")
+    output_cv: float = spec_field(0.5, ge=0, le=10, doc="Coefficient of variation of output lengths (uniform, lognormal)")
+    prefix_hit_frac: float = spec_field(0.0, ge=0, le=0.999, doc="Share of each prompt found in the prefix/KV cache (not recomputed; DeepSeek's service: 0.563 of input tokens hit its on-disk cache)")
+    shared_prefix_tokens: int = spec_field(0, unit="tokens", ge=0, le=MAX_SEQ_LEN, doc="Tokens at the start of every prompt shared within its prefix group (a system prompt): computed once per instance, then hits")
+    prefix_groups: int = spec_field(1, unit="count", ge=1, le=MAX_REQUESTS, doc="Distinct shared prefixes; request i uses prefix i mod prefix_groups")
+    slo_ttft_s: float = spec_field(2.0, unit="s", gt=0, doc="SLO on time to first token, for goodput")
+    slo_tpot_s: float = spec_field(0.1, unit="s", gt=0, doc="SLO on time per output token, for goodput")
+    seed: int = spec_field(0, unit="count", ge=0, le=2**31 - 1, doc="Seed of arrivals and lengths")
+    trace_iterations: int = spec_field(20000, unit="count", ge=0, le=1_000_000, doc="Iterations kept for the Chrome trace (the first ones)")
+
+    def check(self, path: str = "traffic", source: str | None = None) -> None:
+        if self.arrival == "trace" and not self.trace_csv:
+            raise ScenarioError(f"{path}.trace_csv", self.trace_csv, f"a CSV path when {path}.arrival = 'trace'", source)

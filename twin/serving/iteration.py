@@ -76,11 +76,18 @@ def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) 
 # Expert loads
 
 
-@functools.cache
 def _load_figures(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict:
     """Straggler figures of one MoE layer, averaged over NUM_LOAD_LAYERS sampled layers:
     rows_frac (max GPU rows / mean, with and without EPLB) and the straggler GPU's per-slot
     share of the instance's routed rows (for its grouped GEMM)."""
+    # cached on the fields that matter only: the request simulation asks for many ServeSpec variants
+    key = ServeSpec(ep=s.ep, tp=1, redundant_experts=s.redundant_experts, eplb=s.eplb,
+                    load_model=s.load_model, load_param=s.load_param)
+    return _load_figures_cached(m, key, gpus_per_node)
+
+
+@functools.cache
+def _load_figures_cached(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict:
     e, ep = m.num_routed_experts, s.ep
     defaults = MoeLoadSpec()
     param = s.load_param or {"zipf": defaults.zipf_s, "dirichlet": defaults.dirichlet_alpha}.get(s.load_model, 0.0)
@@ -106,6 +113,26 @@ def _load_figures(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict:
     slot_shares = np.mean([np.sort(per_slot[i, strag[i]])[::-1] for i in range(layers)], axis=0)
     return {"rows_frac": float((loads.max(1) * ep).mean()), "rows_frac_contiguous": contiguous_frac,
             "slot_shares": slot_shares, "policy": plan.policy}
+
+
+def moe_view(m: ModelSpec, s: ServeSpec) -> tuple[ModelSpec, ServeSpec]:
+    """MoE by TP inside EP (serve.moe_tp): each routed expert is split over moe_tp GPUs, so the
+    experts are spread over ep / moe_tp groups and each GPU computes 1 / moe_tp of every expert it
+    holds for all of its group's tokens. Seen as EP over the groups with experts (and the shared
+    expert) moe_tp times narrower; the partial outputs are all-reduced over the moe_tp GPUs
+    (moe_allreduce_s). moe_tp = 1 is plain EP; moe_tp = ep is plain TP (no all-to-all)."""
+    if s.moe_tp == 1:
+        return m, s
+    narrow = dataclasses.replace(m, moe_intermediate_size=m.moe_intermediate_size // s.moe_tp)
+    return narrow, dataclasses.replace(s, ep=s.ep // s.moe_tp, moe_tp=1)
+
+
+def moe_allreduce_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float) -> float:
+    """All-reduce of the MoE output of `tokens` over the moe_tp GPUs that share each expert."""
+    if s.moe_tp == 1 or tokens <= 0:
+        return 0.0
+    return 2 * comm.ring_collective_time_s(tokens * m.hidden_size * BF16_BYTES, s.moe_tp, gpu,
+                                           same_node=s.moe_tp <= gpu.gpus_per_node)
 
 
 def straggler_slot_rows(slot_shares: np.ndarray, total_rows: float) -> list[float]:
@@ -200,7 +227,7 @@ def _attn_proj_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile
         tt = g(t, (h + 2 * kvh) * m.head_dim, d, p) + g(t, d, h * m.head_dim, p)
     tt += 3 * mem(3 * t * d * BF16_BYTES)                                        # norm, rope, residual
     if s.tp > 1:                                                                 # all-reduce of the output
-        tt += 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=True)
+        tt += 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
     return tt
 
 
@@ -246,7 +273,8 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
     n = max(1, min(s.num_microbatches, reqs))      # no micro-batch without a request of its own
     ctx = s.input_len + s.output_len / 2.0
     sm = compute.sm_fraction(gpu, _comm_sms_decode(gpu, s))
-    loads = _load_figures(m, s, gpu.gpus_per_node) if m.is_moe else {"rows_frac": 1.0, "rows_frac_contiguous": 1.0}
+    mm, ms = moe_view(m, s)
+    loads = _load_figures(m, ms, gpu.gpus_per_node) if m.is_moe else {"rows_frac": 1.0, "rows_frac_contiguous": 1.0}
 
     def per_mb(frac: float) -> dict:
         r = reqs * frac
@@ -254,9 +282,11 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         t_gpu = batch * q * frac / s.ep                   # tokens each GPU dispatches
         core, flops, nbytes = mla_decode_core_s(m, gpu, s, r, q, ctx, prof)
         a = _attn_proj_s(m, gpu, s, t_attn, prof, sm) + core
-        moe = _moe_compute_s(m, gpu, s, t_gpu, t_attn, loads, prof, sm) if m.is_moe else 0.0
+        t_group = t_gpu * s.moe_tp                        # tokens of a GPU's expert group (MoE TP)
+        moe = _moe_compute_s(mm, gpu, ms, t_group, t_attn, loads, prof, sm) if m.is_moe else 0.0
+        moe += moe_allreduce_s(m, gpu, s, t_group) if m.is_moe else 0.0
         dense = _dense_ffn_s(m, gpu, s, t_attn, prof, sm)
-        disp, comb = decode_a2a_s(m, gpu, s, t_gpu, loads["rows_frac"])
+        disp, comb = decode_a2a_s(mm, gpu, ms, t_group, loads["rows_frac"]) if m.is_moe else (0.0, 0.0)
         return {"attn": a, "mla_core": core, "mla_core_flops": flops, "mla_core_bytes": nbytes,
                 "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn}
 
@@ -310,7 +340,8 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
     T = s.prefill_chunk_tokens
     n = max(1, min(s.num_microbatches, T))
     sm = compute.sm_fraction(gpu, s.prefill_comm_sms if m.is_moe and s.ep > 1 else 0)
-    loads = _load_figures(m, s, gpu.gpus_per_node) if m.is_moe else {"rows_frac": 1.0}
+    mm, ms = moe_view(m, s)
+    loads = _load_figures(m, ms, gpu.gpus_per_node) if m.is_moe else {"rows_frac": 1.0}
     t = T // n
     t_attn = t * s.tp                 # a TP group's tokens: each GPU computes its heads for all of them
     seqs = t_attn / s.input_len       # sequences (fractional) whose attention this GPU's head slice computes
@@ -324,18 +355,19 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
             else:
                 total += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
         if s.tp > 1:
-            total += 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=True)
+            total += 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
         return total
 
     a = attn_s()
     moe_c = moe_a = 0.0
     if m.is_moe:
         load = ExpertLoad(loads["rows_frac"], loads["rows_frac"], loads["rows_frac"])
-        for op in moe_ops(m, t, s.ep, gpu.gpus_per_node, s.max_nodes_per_token, load):
+        for op in moe_ops(mm, t * s.moe_tp, ms.ep, gpu.gpus_per_node, s.max_nodes_per_token, load):
             if op.kind in ALL_TO_ALL_KINDS:
-                moe_a += comm.all_to_all_time_s(op, gpu) if s.ep > 1 else 0.0
+                moe_a += comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
             else:
                 moe_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+    moe_c += moe_allreduce_s(m, gpu, s, t * s.moe_tp) if m.is_moe else 0.0
     dense_c = _dense_ffn_s(m, gpu, s, t, prof, sm)
     c_moe = a + moe_c
     moe_s = m.num_moe_layers * (n * max(c_moe, moe_a) + min(c_moe, moe_a) if n > 1 else (c_moe + moe_a)) if m.is_moe else 0.0

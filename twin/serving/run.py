@@ -1,10 +1,12 @@
 """The serving twin: throughput and latency of serving a model on a cluster under a deployment plan.
 
-`serve(scenario)` sweeps the concurrency of one instance (or takes `serve.batch`), times each
-operating point from one decode step and one prefill forward (twin.serving.iteration), checks its
-memory (twin.costs.memory), and returns the point of highest throughput that fits and meets
-`serve.max_tpot_s`, beside the published figures the scenario names. Nothing here writes files:
-reports/serve_report.py does.
+`serve(scenario)` simulates the scenario's traffic request by request (twin.serving.simulate: the
+headline: throughput, TTFT/TPOT/E2E percentiles, goodput, memory, cost), and beside it sweeps the
+concurrency of one instance analytically (or takes `serve.batch`), timing each operating point from
+one decode step and one prefill forward (twin.serving.iteration) with its memory checked
+(twin.costs.memory): the throughput-against-latency curve and the best point that fits and meets
+`serve.max_tpot_s`. Published figures the scenario names are compared with the simulation's.
+Nothing here writes files: reports/serve_report.py does.
 
 Throughput: disaggregated instances report decode output tokens/s = batch / TPOT per instance x
 instances; a co-located instance also spends batch x ISL / prefill rate per OSL tokens generated.
@@ -20,6 +22,7 @@ from twin.costs.memory import check_memory, kv_bytes_per_token, max_batch_by_mem
 from twin.costs.profile import Profile
 from twin.serving.iteration import decode_step, prefill_forward, serving_profile
 from twin.serving.result import ServeClaim, ServeResult, SweepPoint
+from twin.serving.simulate import simulate
 
 
 def serve_point(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, num_gpus: int,
@@ -80,12 +83,12 @@ def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tup
     return tuple(rows)
 
 
-def serve(scenario: ServeScenario) -> ServeResult:
-    """Serving prediction for a serving scenario ([model], [cluster], [serve]) and its claims.
-    Raises InfeasiblePlan when no concurrency fits memory and the TPOT target."""
+def analytic(scenario: ServeScenario) -> dict:
+    """The analytic sweep: every instance at each concurrency of serve.batch_sweep (or serve.batch),
+    no queueing; the best feasible point. Raises InfeasiblePlan when no concurrency fits memory and
+    the TPOT target."""
     s = scenario.serve
     m, gpu, num_gpus = scenario.model, scenario.gpu, scenario.cluster.num_gpus
-    s.check_against(m, gpu, num_gpus)
     prof = serving_profile(gpu, s)
     pre = prefill_forward(m, gpu, s, prof)
     max_b = max_batch_by_memory(m, gpu, s)
@@ -107,23 +110,43 @@ def serve(scenario: ServeScenario) -> ServeResult:
             check_memory(m, gpu, s, s.batch or 1)
         raise InfeasiblePlan(f"no swept batch meets serve.max_tpot_s = {s.max_tpot_s} s", {})
     best = max(feasible, key=lambda r: r["output_tokens_per_s"])
+    return {"best": best, "prefill": pre, "max_batch": max_b, "sweep": sweep, "profile": prof}
+
+
+def serve(scenario: ServeScenario, num_requests: int | None = None) -> ServeResult:
+    """Serving prediction for a serving scenario ([model], [cluster], [serve], [traffic]) and its
+    claims: the request-level simulation of `num_requests` (default traffic.num_requests) requests,
+    and the analytic sweep beside it. Raises InfeasiblePlan when nothing fits."""
+    s = scenario.serve
+    m, gpu, num_gpus = scenario.model, scenario.gpu, scenario.cluster.num_gpus
+    s.check_against(m, gpu, num_gpus)
+    an = analytic(scenario)
+    best, pre, prof = an["best"], an["prefill"], an["profile"]
+    sim = simulate(scenario, num_requests)
     figures = {
-        "output_tokens_per_s": best["output_tokens_per_s"],
-        "output_tokens_per_s_per_gpu": best["output_tokens_per_s_per_gpu"],
-        "output_tokens_per_s_per_node": best["output_tokens_per_s_per_node"],
-        "input_tokens_per_s": pre["input_tokens_per_s_per_gpu"] * num_gpus,
-        "input_tokens_per_s_per_gpu": pre["input_tokens_per_s_per_gpu"],
-        "input_tokens_per_s_per_node": pre["input_tokens_per_s_per_gpu"] * gpu.gpus_per_node,
-        "tpot_s": best["tpot_s"],
-        "ttft_s": pre["ttft_s"],
-        "memory_per_gpu_bytes": best["memory_per_gpu_bytes"],
+        "output_tokens_per_s": sim.output_tokens_per_s,
+        "output_tokens_per_s_per_gpu": sim.output_tokens_per_s_per_gpu,
+        "output_tokens_per_s_per_node": sim.output_tokens_per_s_per_node,
+        "input_tokens_per_s": sim.input_tokens_per_s,
+        "input_tokens_per_s_per_gpu": sim.input_tokens_per_s_per_gpu,
+        "input_tokens_per_s_per_node": sim.input_tokens_per_s_per_node,
+        "memory_per_gpu_bytes": sim.memory_per_gpu_bytes,
     }
     return ServeResult(
         scenario=scenario.name, model=m.name, gpu=scenario.cluster.gpu, gpu_name=gpu.name, num_gpus=num_gpus,
-        instance_gpus=s.ep, instances=num_gpus // s.ep,
+        instance_gpus=s.ep, instances=sim.decode_instances,
         profile={"gpu": prof.gpu, "calibrated": prof.calibrated, "fp8_quant_fused": prof.fp8_quant_fused},
-        batch=best["batch"], max_batch_by_memory=max_b, **figures,
-        prefill=pre, decode=best["decode"], memory_breakdown_bytes=best["memory_breakdown"],
+        simulated_requests=sim.simulated_requests, **figures,
+        ttft_p50_s=sim.ttft_s.p50, ttft_p90_s=sim.ttft_s.p90, ttft_p99_s=sim.ttft_s.p99,
+        tpot_p50_s=sim.tpot_s.p50, tpot_p90_s=sim.tpot_s.p90, tpot_p99_s=sim.tpot_s.p99,
+        e2e_p50_s=sim.e2e_s.p50, e2e_p90_s=sim.e2e_s.p90, e2e_p99_s=sim.e2e_s.p99,
+        goodput_requests_per_s=sim.goodput_requests_per_s,
+        usd_per_million_output_tokens=sim.usd_per_million_output_tokens,
+        usd_per_million_input_tokens=sim.usd_per_million_input_tokens,
+        memory_breakdown_bytes=sim.memory_breakdown_bytes, simulation=sim,
+        batch=best["batch"], max_batch_by_memory=an["max_batch"], tpot_s=best["tpot_s"], ttft_s=pre["ttft_s"],
+        analytic_output_tokens_per_s_per_node=best["output_tokens_per_s_per_node"],
+        prefill=pre, decode=best["decode"],
         weight_bytes=weight_breakdown(m, s),
         kv_bytes_per_token=kv_bytes_per_token(m, s.kv_precision, s.mtp_draft_tokens > 0),
-        sweep=sweep, claims=_claims(figures, s, m, scenario.cluster.gpu))
+        sweep=an["sweep"], claims=_claims(figures, s, m, scenario.cluster.gpu))

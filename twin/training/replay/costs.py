@@ -41,7 +41,7 @@ def evaluate(sc: Scenario, runs: list[StageRun], time_scale: list[float] | None 
         st = r.plan.stage
         row = {"name": st.name, "group": st.label, "tokens": st.total_tokens, "seq_len": st.seq_len,
                "global_batch_seqs": st.global_batch_seqs, "feasible": r.feasible, "plan_note": r.plan.note,
-               "source": st.source, "overhead_factor": st.overhead_factor, "ramp_note": r.ramp_note}
+               "source": st.source, "overhead_factor": st.overhead_factor, "ramp_note": r.ramp_note, "rl": r.rl}
         if not r.feasible:
             row.update(gpu_hours=None, gpu_hours_goodput=None, wall_days=None, steps=None)
             stages.append(row)

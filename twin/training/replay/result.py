@@ -58,6 +58,7 @@ class StageResult:
     gpu_power_w: float | None = None
     facility_power_w: float | None = None
     carbon_kg: float | None = None
+    rl: dict[str, float] | None = None   # a GRPO stage's step by part: rollout, forward passes, update (seconds)
     goodput: dict[str, Any] | None = None
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import Scenario, replace
 from twin.training.results import Perturb, StepResult
+from twin.training.replay.rollout import grpo_step
 from twin.training.step import simulate_step
 
 # (scenario, perturb=Perturb) -> StepResult, raising InfeasiblePlan; the step twin, or a stand-in in tests
@@ -190,6 +191,7 @@ class StageRun:
     flops: float = 0.0
     util_frac: float = 0.0
     ramp_note: str = ""
+    rl: dict | None = None               # a GRPO stage's step by part (twin.training.replay.rollout)
 
     @property
     def feasible(self) -> bool:
@@ -242,6 +244,11 @@ def run_stage(sp: StagePlan, cache: StepCache) -> StageRun:
     n = rest / (stage.global_batch_seqs * seq)
     steps += n
     wall += n * full.step_time_s
+    if stage.grpo is not None:   # an RL stage: GRPO steps (rollout + passes + update) instead of plain steps
+        g = stage.grpo
+        run.rl = grpo_step(s, g, full.step_time_s, stage.global_batch_seqs * seq)
+        steps = stage.steps if stage.steps else tokens / g.tokens_per_step
+        wall = steps * run.rl["step_s"]
     run.wall_s = wall * stage.overhead_factor
     run.steps = steps
     run.flops = tokens * flops_per_token

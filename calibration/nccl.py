@@ -1,0 +1,95 @@
+"""NCCL collectives: an alpha-beta model per op, fitted to the size sweep of
+`python -m real.bench --only nccl` (real/bench/nccl.py; calibration/measurements/<gpu>x2/nccl.csv).
+
+Per op, time = latency_s + message_bytes x bus_factor / bus_bytes_per_s, with nccl-tests'
+conventions (bus_factor 2(n-1)/n for all_reduce, (n-1)/n for all_gather, reduce_scatter and
+all_to_all, 1 for send_recv and send_recv_bidir; message_bytes is nccl-tests' size), so
+bus_bytes_per_s is the asymptotic bus bandwidth and latency_s the small-message floor. The fit
+minimises the relative error (a 4 KiB call and a 1 GiB call weigh alike), over the rows whose
+`split` is fit only (sizes 2^even); the rows held out (2^odd) give the reported error.
+
+`fit_collectives(df)` -> {op: {"latency_s", "bus_bytes_per_s", "source"}}: the profile's
+`collectives` mapping the twin reads. `holdout_errors(df, fits)` -> the held-out errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv", "send_recv_bidir")
+_NUMERIC = ("message_bytes", "world_size", "bus_factor", "time_s", "time_p10_s", "time_p90_s")
+
+
+def load_nccl(path: Path | str) -> pd.DataFrame:
+    """The sweep's rows (a nccl.csv, or a folder holding one), numeric columns parsed, rows
+    without a positive time dropped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "nccl.csv"
+    df = pd.read_csv(path)
+    for c in _NUMERIC:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["split"] = df["split"].fillna("holdout").astype(str)
+    return df[df["time_s"].notna() & (df["time_s"] > 0)].reset_index(drop=True)
+
+
+def _bus_bytes(rows: pd.DataFrame) -> np.ndarray:
+    return (rows["message_bytes"] * rows["bus_factor"]).to_numpy(float)
+
+
+def fit_op(rows: pd.DataFrame) -> tuple[float, float]:
+    """(latency_s, bus_bytes_per_s) minimising sum ((pred - t) / t)^2 with both terms >= 0:
+    the least squares of 1 = latency / t + bus_bytes * (1 / bus_bw) / t, solved by NNLS."""
+    t = rows["time_s"].to_numpy(float)
+    if len(t) < 2:
+        raise ValueError(f"an alpha-beta fit needs >= 2 sizes, got {len(t)}")
+    A = np.stack([1.0 / t, _bus_bytes(rows) / t], axis=1)
+    (latency_s, inv_bw), _ = nnls(A, np.ones(len(t)))
+    return float(latency_s), float(1.0 / inv_bw) if inv_bw > 0 else float("inf")
+
+
+def predict_s(entry: dict, bus_bytes: np.ndarray | float) -> np.ndarray | float:
+    """An op's time for `bus_bytes` (message_bytes x bus_factor) under its fitted entry."""
+    return entry["latency_s"] + np.asarray(bus_bytes, float) / entry["bus_bytes_per_s"]
+
+
+def holdout_errors(df: pd.DataFrame, fits: dict) -> dict:
+    """{op: {"rows", "median_abs_rel_err", "max_abs_rel_err"}} over the held-out rows."""
+    out = {}
+    for op, entry in fits.items():
+        rows = df[(df["op"] == op) & (df["split"] == "holdout")]
+        if rows.empty:
+            continue
+        err = predict_s(entry, _bus_bytes(rows)) / rows["time_s"].to_numpy(float) - 1.0
+        out[op] = {"rows": int(len(rows)), "median_abs_rel_err": float(np.median(np.abs(err))),
+                   "max_abs_rel_err": float(np.max(np.abs(err)))}
+    return out
+
+
+def fit_collectives(df: pd.DataFrame, source: str = "nccl.csv") -> dict:
+    """{op: {"latency_s", "bus_bytes_per_s", "source"}} for every op with >= 2 fit rows; `source`
+    names the records, the fit's sizes and world size and its held-out error."""
+    fits = {}
+    for op in OPS:
+        rows = df[(df["op"] == op) & (df["split"] == "fit")]
+        if len(rows) < 2:
+            continue
+        latency_s, bw = fit_op(rows)
+        fits[op] = {"latency_s": latency_s, "bus_bytes_per_s": bw}
+    errors = holdout_errors(df, fits)
+    for op, entry in fits.items():
+        rows = df[(df["op"] == op) & (df["split"] == "fit")]
+        worlds = ",".join(str(int(w)) for w in sorted(rows["world_size"].unique()))
+        gpu = ", ".join(sorted({str(g) for g in rows.get("gpu_name", pd.Series(dtype=str)).dropna()}))
+        held = errors.get(op)
+        held_txt = (f"held-out median |err| {held['median_abs_rel_err']:.1%}, max {held['max_abs_rel_err']:.1%} "
+                    f"over {held['rows']} sizes" if held else "no held-out sizes")
+        entry["source"] = (f"{source}: alpha-beta fit of {op} on {len(rows)} sizes "
+                           f"({int(rows['message_bytes'].min())}-{int(rows['message_bytes'].max())} B), "
+                           f"{worlds} ranks{', ' + gpu if gpu else ''}; {held_txt}")
+    return fits

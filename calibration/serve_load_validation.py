@@ -1,0 +1,118 @@
+"""The request simulation against real/'s serving engine: each recorded load run replayed.
+
+real/serve's load generator writes (real/serve/records.py) serve_load.csv (one row per run: the
+engine's settings, the load, throughput and latency percentiles, fit or holdout) and
+serve_requests.csv (one row per request: arrival, lengths, first token, finish). `scenario_for`
+turns a run's settings into a serving scenario (the model by its catalog name, the GPU from the
+environment's GPU name, EP over the run's GPUs with DP attention, the engine's token budget, running
+cap, CUDA-graph buckets and paged-cache size), `predict_run` replays exactly its requests (Poisson:
+their arrival times; closed loop: the same concurrency, each next request released by a finish) and
+reduces the twin's per-request records the way the load generator does (throughput = tokens over
+the run, percentiles linear between order statistics), and `validate_load` compares every run.
+
+Targets (issue 15, held-out runs): throughput within 5%, TTFT and TPOT P50 within 10%, P99 within 20%.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from twin.core.scenario import SERVING, from_dict
+from twin.serving.simulate import simulate
+from twin.serving.workload import from_records
+
+FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
+TARGETS = {"output_tokens_per_s": 0.05, "ttft_p50_s": 0.10, "tpot_p50_s": 0.10, "ttft_p99_s": 0.20, "tpot_p99_s": 0.20}
+
+
+def gpu_key(gpu_name: str) -> str:
+    """'NVIDIA H200' -> 'h200' (the catalog's names)."""
+    name = gpu_name.lower()
+    for key in ("h200", "h100", "h800", "b200"):
+        if key in name:
+            return key
+    raise ValueError(f"no catalog GPU for {gpu_name!r}")
+
+
+def scenario_for(run: dict):
+    """The serving scenario of one serve_load row."""
+    gpus = max(1, int(run["num_gpus"] or 1))
+    ep = int(run["ep_size"] or 1)
+    dp = run.get("attention_parallel", "dp") == "dp"
+    buckets = [int(b) for b in str(run.get("graph_batch_buckets") or "").split()]
+    graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets)
+    raw = {
+        "name": f"real-serve-{run['run_id']}",
+        "model": {"name": run["model"]},
+        "cluster": {"gpu": gpu_key(run["gpu_name"]), "num_gpus": gpus},
+        "serve": {"ep": ep, "tp": 1 if dp else ep, "dp_attention": dp,
+                  "weight_precision": "fp8" if "fp8" in str(run.get("precision", "")).lower() else "bf16",
+                  "kv_precision": "bf16", "num_microbatches": 1, "batch": int(run["max_running"]) * (ep if dp else 1),
+                  "max_batch_tokens": int(run["token_budget"]), "cuda_graphs": graphs,
+                  "cuda_graph_max_batch": max(buckets) if buckets else 0,
+                  "kv_capacity_tokens": int(run["num_pages"]) * int(run["page_size"]) * (ep if dp else 1),
+                  "disaggregated": False},
+        "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",
+                    "concurrency": int(float(run.get("concurrency") or 0))},
+    }
+    if raw["traffic"]["arrival"] == "trace":
+        raw["traffic"] = {"arrival": "poisson", "rate_per_s": float(run.get("rate_per_s") or 1.0)}
+    return from_dict(raw, f"serve_load.csv run {run['run_id']}", SERVING)
+
+
+def _pct(x, q) -> float:
+    x = np.asarray([v for v in x if math.isfinite(v)])
+    return float(np.percentile(x, q)) if len(x) else math.nan
+
+
+def loadgen_figures(per: dict) -> dict:
+    """The load generator's figures from per-request columns (real/serve/records.py summarize)."""
+    done = np.isfinite(per["finish_s"])
+    start = float(np.nanmin(per["arrival_s"])) if np.isfinite(per["arrival_s"]).any() else 0.0
+    duration = float(np.nanmax(per["finish_s"])) - min(start, 0.0)
+    out_tokens = float(per["output_len"][done].sum())
+    tpot = per["tpot_s"][done]
+    return {"output_tokens_per_s": out_tokens / duration if duration > 0 else math.nan,
+            "ttft_p50_s": _pct(per["ttft_s"], 50), "ttft_p99_s": _pct(per["ttft_s"], 99),
+            "tpot_p50_s": _pct(tpot, 50), "tpot_p99_s": _pct(tpot, 99)}
+
+
+def predict_run(run: dict, requests: list[dict]) -> dict:
+    """The twin's figures for one recorded run, replaying its requests."""
+    sc = scenario_for(run)
+    rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
+    isl = [int(r["input_len"]) for r in rows]
+    osl = [int(r["output_len"]) for r in rows]
+    arrival = None if run["arrival"] == "closed" else [float(r["arrival_s"]) for r in rows]
+    sim = simulate(sc, requests=from_records(arrival, isl, osl, sc.traffic))
+    return loadgen_figures(sim.per_request())
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def validate_load(records_dir: str | Path) -> list[dict]:
+    """One row per recorded run: measured and predicted figures, relative errors, within target."""
+    d = Path(records_dir)
+    runs = _read(d / "serve_load.csv")
+    reqs = _read(d / "serve_requests.csv")
+    out = []
+    for run in runs:
+        # every rank's requests: with DP attention each EP rank admits its own, one instance in all
+        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]])
+        row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
+               "arrival": run["arrival"]}
+        for k in FIGURES:
+            meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
+            row[f"{k}_measured"], row[f"{k}_predicted"] = meas, pred[k]
+            err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) and math.isfinite(pred[k]) else math.nan
+            row[f"{k}_rel_error"] = err
+            row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
+        out.append(row)
+    return out

@@ -1,0 +1,308 @@
+"""Measured pipeline steps: `torchrun --standalone --nproc-per-node 2 -m real.pipeline --out DIR`.
+
+For each layout (`pp2`: two pipeline ranks; `ep2`: one stage, experts over two ranks, i.e. EP2 =
+DP2; `pp2ep2`: both, on four ranks), each schedule (pipeline layouts; `1f1b` with pp=1 is plain
+gradient accumulation) and each micro-batch count, it times warm steps of `real/pipeline/engine.py` and
+writes, from rank 0:
+
+  pipeline_step.csv   one row per configuration: median / p10 / p90 step time over the timed
+                      steps (a step: from the barrier to the end of the last op of any rank,
+                      gradient all-reduces included, no optimizer unless --sgd-lr), tokens/s,
+                      loss, split (fit | holdout), the environment and nccl_version
+  pipeline_ops.csv    every op of every rank of every timed step: kind F B W BW FB send recv
+                      allreduce optimizer, start_s / end_s on the step's shared axis
+  pipeline_trace_<schedule>.json   (pipeline_trace_ep<E>.json for pp=1) a Chrome trace of the
+                      median step of one configuration per schedule: one process per rank,
+                      threads compute / comm / dp, compute slices named like the twin's op slices
+                      (`F3.0`, `B1.1`, `F3.0&BW1.1`), opens in Perfetto beside `twin trace`
+  env_pipeline_<layouts>.json   the environment and the resolved configuration
+
+Rows are written as each configuration ends, so a run cut short keeps what it measured. All
+ranks take every decision alike (rank 0's clock decides repetitions and the budget).
+`--tiny` is the CPU dry run (gloo, the catalog's tiny model with 4 layers, seq 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from real.bench.device import environment, free_memory
+from real.bench.records import ENV_COLS, PIPELINE_OPS_COLS, PIPELINE_STEP_COLS, log
+from real.configs import get_spec
+from real.fp8 import BF16, best_fp8
+from real.model import build_model
+from real.pipeline.engine import PipelineRunner, StepTimeline, build_mesh, flow_orders, on_shared_axis
+from real.telemetry import Telemetry
+from twin.core.schedules import build_schedule
+
+COMPUTE_KINDS = ("F", "B", "W", "BW", "FB")
+TRACK = {**{k: 0 for k in COMPUTE_KINDS}, "send": 1, "recv": 1, "allreduce": 2, "optimizer": 2}
+
+
+def parse_layout(text: str) -> tuple[int, int]:
+    """'pp2' -> (2, 1), 'ep2' -> (1, 2), 'pp2ep2' -> (2, 2)."""
+    pp = ep = 1
+    rest = text
+    for key in ("pp", "ep"):
+        if rest.startswith(key):
+            digits = ""
+            rest = rest[2:]
+            while rest[:1].isdigit():
+                digits, rest = digits + rest[0], rest[1:]
+            if not digits:
+                break
+            pp, ep = (int(digits), ep) if key == "pp" else (pp, int(digits))
+    if rest or text in ("", "pp", "ep"):
+        raise SystemExit(f"--layouts: {text!r} is not a layout like pp2, ep2 or pp2ep2")
+    return pp, ep
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _quantiles(times: list[float]) -> tuple[float, float, float]:
+    med = statistics.median(times)
+    if len(times) < 2:
+        return med, med, med
+    q = statistics.quantiles(times, n=10, method="inclusive")
+    return med, q[0], q[-1]
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.9g}"
+    return v
+
+
+class CsvFamily:
+    """DIR/<name>.csv with a fixed header, one flush per batch of rows; `append` adds to an
+    existing file of the same columns (a second torchrun of one campaign)."""
+
+    def __init__(self, path: Path, cols: list[str], append: bool = False):
+        exists = append and path.exists() and path.stat().st_size > 0
+        if exists:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f))
+            if header != cols:
+                raise SystemExit(f"{path}: columns {header} differ from {cols}; not appending")
+        self.f = open(path, "a" if exists else "w", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=cols, extrasaction="raise")
+        if not exists:
+            self.w.writeheader()
+
+    def rows(self, rows: list[dict]) -> None:
+        for r in rows:
+            self.w.writerow({k: _fmt(v) for k, v in r.items()})
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+
+
+def chrome_trace(steps: list[StepTimeline], meta: dict) -> dict:
+    """One measured step (all ranks, shared axis) as Chrome-trace JSON, times in microseconds."""
+    out = []
+    for t in steps:
+        out.append({"ph": "M", "name": "process_name", "pid": t.rank,
+                    "args": {"name": f"PP rank {t.pp_rank} (GPU {t.rank}, dp {t.dp_rank})"}})
+        out.append({"ph": "M", "name": "process_sort_index", "pid": t.rank, "args": {"sort_index": t.rank}})
+        for name, tid in (("compute", 0), ("comm", 1), ("dp", 2)):
+            out.append({"ph": "M", "name": "thread_name", "pid": t.rank, "tid": tid, "args": {"name": name}})
+        for o in t.ops:
+            if o.end_s <= o.start_s:
+                continue
+            out.append({"ph": "X", "name": o.name, "pid": t.rank, "tid": TRACK[o.kind],
+                        "ts": round(o.start_s * 1e6, 3), "dur": round((o.end_s - o.start_s) * 1e6, 3),
+                        "args": {"mb": o.microbatch, "chunk": o.chunk, "op": o.kind, "op_index": o.op_index}})
+    return {"traceEvents": out, "displayTimeUnit": "ms",
+            "otherData": {**meta, "rank_offsets_s": {t.rank: t.host_start_s for t in steps},
+                          "time_axis": "seconds from the earliest rank's step start (after a barrier)"}}
+
+
+def _agree(value: float) -> float:
+    """Rank 0's value on every rank (decisions that change what the ranks run must match)."""
+    t = torch.tensor([value], dtype=torch.float64,
+                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="torchrun ... -m real.pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--tiny", action="store_true", help="CPU dry run: tiny model, seq 16, 2 sequences per micro-batch")
+    ap.add_argument("--model", default="v2-lite-slice")
+    ap.add_argument("--num-layers", type=int, default=0, help="override the catalog's layer count (0: keep)")
+    ap.add_argument("--seq-len", type=int, default=4096)
+    ap.add_argument("--mb-seqs", type=int, default=1, help="sequences per micro-batch")
+    ap.add_argument("--layouts", default="pp2,ep2")
+    ap.add_argument("--schedules", default="1f1b,zb1p,dualpipev,dualpipe")
+    ap.add_argument("--microbatches", default="4,8,16", help="counts for pipeline layouts")
+    ap.add_argument("--ep-microbatches", default="1,2,4", help="counts for pp=1 layouts")
+    ap.add_argument("--holdout", default="8", help="micro-batch counts whose pipeline rows are split=holdout")
+    ap.add_argument("--ep-holdout", default="2", help="the same for pp=1 layouts")
+    ap.add_argument("--trace-microbatches", type=int, default=8, help="the count whose median step is traced")
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp8"])
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--min-time-s", type=float, default=1.0, help="timed time per configuration")
+    ap.add_argument("--reps-min", type=int, default=3)
+    ap.add_argument("--reps-max", type=int, default=8)
+    ap.add_argument("--budget-s", type=float, default=120.0, help="no configuration starts after this")
+    ap.add_argument("--append", action="store_true", help="add rows to existing CSVs in --out")
+    ap.add_argument("--sgd-lr", type=float, default=None, help="add a plain SGD update to each step")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
+    t_start = time.perf_counter()
+    layouts = [parse_layout(x) for x in args.layouts.split(",") if x]
+
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available() and not args.tiny
+    dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    # a rank that dies (out of memory) makes the others fail within a minute, not hang to the timeout
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tel = Telemetry(local_rank)
+    env = environment(dev, tel)
+    env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
+    env["num_gpus"] = world
+    env["config"] = vars(args) | {"out": str(args.out)}
+    spec = get_spec(args.model)
+    spec = dataclasses.replace(spec, num_mtp_modules=0,
+                               num_layers=args.num_layers or spec.num_layers)
+    precision = best_fp8(dev) if args.precision == "fp8" else BF16
+    dtype = torch.bfloat16 if cuda else torch.float32
+    S, B = args.seq_len, args.mb_seqs
+    if rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        env_path = args.out / f"env_pipeline_{args.layouts.replace(',', '_')}.json"
+        env_path.write_text(json.dumps(env, indent=2, default=str))
+        log(f"pipeline bench: world {world}, {spec.name} x{spec.num_layers} layers, seq {S}, "
+            f"{B} seq/micro-batch, {precision.label}, layouts {args.layouts}")
+        steps_csv = CsvFamily(args.out / "pipeline_step.csv", PIPELINE_STEP_COLS, args.append)
+        ops_csv = CsvFamily(args.out / "pipeline_ops.csv", PIPELINE_OPS_COLS, args.append)
+    holdout, ep_holdout = set(_ints(args.holdout)), set(_ints(args.ep_holdout))
+    failures = []
+    traced: set = set()
+    for pp, ep in layouts:
+        if world % pp or (world // pp) % ep:
+            log(f"skip layout pp{pp}ep{ep}: does not fit {world} ranks")
+            continue
+        schedules = args.schedules.split(",") if pp > 1 else ["1f1b"]
+        counts = _ints(args.microbatches) if pp > 1 else _ints(args.ep_microbatches)
+        flows = set()  # the point-to-point flows these schedules use: one communicator each
+        for name in schedules:
+            for n in counts:
+                with contextlib.suppress(ValueError):  # ScenarioError: a count this schedule can't run
+                    flows |= set(flow_orders(build_schedule(name, pp, n))[0])
+        mesh = build_mesh(pp, ep, pairs="dualpipe" in schedules and pp % 2 == 0, flows=flows)
+        torch.manual_seed(0)  # replicated weights equal on every rank
+        model = build_model(spec, dev, dtype, ep_group=mesh.ep_group, max_seq_len=S)
+        for name in schedules:
+            for n in counts:
+                label = f"pp{pp} ep{ep} dp{mesh.dp} {name} n={n}"
+                if _agree(time.perf_counter() - t_start) > args.budget_s:
+                    log(f"skip {label}: budget spent")
+                    continue
+                try:
+                    schedule = build_schedule(name, pp, n)
+                except ValueError as e:  # twin's ScenarioError: e.g. dualpipe with too few micro-batches
+                    log(f"skip {label}: {e}")
+                    continue
+                try:
+                    runner = PipelineRunner(model, schedule, mesh, dev, (B, S, spec.hidden_size), precision,
+                                            sgd_lr=args.sgd_lr)
+                    gen = torch.Generator().manual_seed(1 + mesh.dp_rank)
+                    tokens = torch.randint(0, spec.vocab_size, (n, B, S), generator=gen).to(dev)
+                    targets = torch.roll(tokens, -1, -1)
+                    t0 = time.perf_counter()
+                    for _ in range(args.warmup):
+                        runner.step(tokens, targets)
+                    step_s = _agree((time.perf_counter() - t0) / max(1, args.warmup))
+                    left_s = args.budget_s - (time.perf_counter() - t_start)
+                    reps = int(min(args.reps_max, max(args.reps_min, math.ceil(args.min_time_s / max(step_s, 1e-6)))))
+                    reps = int(_agree(max(1, min(reps, int(left_s / max(step_s, 1e-6))))))
+                    e0, w0 = tel.energy_j(), time.perf_counter()
+                    mine = [runner.step(tokens, targets) for _ in range(reps)]
+                    wall_s, e1 = time.perf_counter() - w0, tel.energy_j()
+                    sm, mem = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+                except torch.OutOfMemoryError as e:  # noted; the ranks are then likely out of step
+                    failures.append(f"{label}: out of memory")
+                    log(f"{label}: out of memory: {str(e)[:200]}")
+                    raise
+                everyone: list = [None] * world
+                dist.all_gather_object(everyone, mine)
+                del runner
+                for p in model.parameters():
+                    p.grad = None
+                free_memory()
+                if rank != 0:
+                    continue
+                steps = [on_shared_axis([everyone[r][k] for r in range(world)]) for k in range(reps)]
+                times = [max(o.end_s for t in step for o in t.ops) for step in steps]
+                med, p10, p90 = _quantiles(times)
+                loss = sum(t.loss for t in steps[-1])
+                is_holdout = n in (holdout if pp > 1 else ep_holdout)
+                power = (e1 - e0) / wall_s if wall_s >= 0.5 else math.nan
+                stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                common = dict(model=spec.name, schedule=name, pp=pp, ep=ep, num_microbatches=n,
+                              micro_batch_seqs=B, seq_len=S, precision=precision.label)
+                envcols = {k: env.get(k, "") for k in ENV_COLS}
+                envcols.update(sm_clock_mhz=sm, mem_clock_mhz=mem, power_w=power, energy_j=power * med,
+                               timestamp_utc=stamp)
+                steps_csv.rows([dict(bench="pipeline_step" if pp > 1 else "ep_step", **common, dp=mesh.dp,
+                                     num_gpus=world, num_layers=spec.num_layers, time_s=med, time_p10_s=p10,
+                                     time_p90_s=p90, reps=reps,
+                                     tokens_per_s=n * B * S * mesh.dp / med, loss=loss,
+                                     split="holdout" if is_holdout else "fit", **envcols,
+                                     nccl_version=env["nccl_version"])])
+                ops_csv.rows([dict(**common, rep=k, rank=t.rank, op_index=o.op_index, kind=o.kind,
+                                   microbatch=o.microbatch, chunk=o.chunk, start_s=o.start_s, end_s=o.end_s,
+                                   gpu_name=env["gpu_name"], timestamp_utc=stamp)
+                              for k, step in enumerate(steps) for t in step for o in t.ops])
+                trace_key = name if pp > 1 else f"ep{ep}"
+                if trace_key not in traced and (n == args.trace_microbatches or n == counts[-1]):
+                    traced.add(trace_key)
+                    k = sorted(range(reps), key=lambda i: times[i])[reps // 2]
+                    meta = dict(common, dp=mesh.dp, rep=k, step_time_s=times[k], num_layers=spec.num_layers,
+                                gpu_name=env["gpu_name"])
+                    path = args.out / f"pipeline_trace_{trace_key}.json"
+                    tmp = path.with_suffix(".json.tmp")
+                    tmp.write_text(json.dumps(chrome_trace(steps[k], meta), separators=(",", ":")))
+                    tmp.replace(path)
+                log(f"{label}: {med * 1e3:.1f} ms (p10 {p10 * 1e3:.1f}, p90 {p90 * 1e3:.1f}, {reps} reps), "
+                    f"{n * B * S * mesh.dp / med:.0f} tok/s, loss {loss:.4f}")
+        del model
+        free_memory()
+    if rank == 0:
+        steps_csv.close()
+        ops_csv.close()
+        env["failures"] = failures
+        env["elapsed_s"] = time.perf_counter() - t_start
+        env_path.write_text(json.dumps(env, indent=2, default=str))
+        log(f"pipeline bench done in {env['elapsed_s']:.1f} s")
+    dist.destroy_process_group()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""`python -m real.serve`: run a plan's load runs and write the three record families.
+
+    python -m real.serve --out DIR --plan gpu1 [--budget-s 70] [--device cpu] [--only a,b]
+    torchrun --standalone --nproc-per-node 2 -m real.serve --out DIR --plan ep2
+
+Under torchrun (WORLD_SIZE > 1) the model's MoE layers are expert-parallel over all ranks (NCCL
+on GPUs, gloo on CPUs) with data-parallel attention; a gloo group carries the control flags and
+gathers every rank's records to rank 0, which writes them. Steps: build the model (random
+weights, the same seed on every rank), capture the decode CUDA graphs (one GPU only), run the
+plan's warm-up loads (untimed, unrecorded), then each run, skipping the rest once --budget-s is
+spent. env.json records the environment, the plan and the runs done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from real.bench.device import environment
+from real.bench.records import ENV_COLS, log
+from real.configs import get_spec
+from real.fp8 import BF16
+from real.model import build_model
+from real.serve.engine import Engine, EngineConfig
+from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
+from real.serve.plans import PLANS
+from real.serve.records import CsvFamilies, summarize
+from real.telemetry import Telemetry
+
+
+def _args(argv):
+    ap = argparse.ArgumentParser(prog="python -m real.serve", description="serving load campaign")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--plan", required=True, choices=sorted(PLANS))
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu"])
+    ap.add_argument("--budget-s", type=float, default=float("inf"),
+                    help="no run starts once this many seconds have passed since start")
+    ap.add_argument("--only", default="", help="comma list of run names (default: all)")
+    args = ap.parse_args(argv)
+    plan = PLANS[args.plan]
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - {r.name for r in plan.runs}
+    if unknown:
+        ap.error(f"--only: unknown run(s) {sorted(unknown)}; plan {args.plan} has "
+                 f"{[r.name for r in plan.runs]}")
+    return args, plan, names
+
+
+def _nccl_version() -> str:
+    v = torch.cuda.nccl.version()  # a tuple (major, minor, patch) in recent torch, an int before
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def _gather(obj, rank, group):
+    if group is None:
+        return [obj]
+    out = [None] * dist.get_world_size(group) if rank == 0 else None
+    dist.gather_object(obj, out, dst=0, group=group)
+    return out
+
+
+def _agree(flag: bool, group) -> bool:
+    """Rank 0's decision, for every rank."""
+    if group is None:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
+
+
+def main(argv=None) -> int:
+    t_start = time.perf_counter()
+    args, plan, only = _args(argv)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and args.device != "cpu"
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    ep_group = control = None
+    if world > 1:
+        if use_cuda:
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        ep_group = dist.group.WORLD
+        control = dist.new_group(backend="gloo")
+    out_dir = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    tel = Telemetry(local_rank)
+    env = environment(dev, tel)
+    env["nccl_version"] = _nccl_version() if use_cuda else ""
+    dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
+    spec = get_spec(plan.model)
+    cfg = EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,
+                       token_budget=plan.token_budget, max_running=plan.max_running,
+                       max_context=plan.max_context, cuda_graphs=True)
+    torch.manual_seed(0)
+    model = build_model(spec, dev, dtype, ep_group=ep_group, max_seq_len=plan.max_context)
+    model.eval()
+    engine = Engine(model, cfg)
+    t = time.perf_counter()
+    num_graphs = engine.capture_graphs()
+    if rank == 0:
+        log(f"{plan.model} on {env['gpu_name']} x{world}: {num_graphs} decode graphs captured in "
+            f"{time.perf_counter() - t:.1f} s")
+    for run in plan.warmup:
+        t = time.perf_counter()
+        run_load(engine, make_arrivals(run, spec.vocab_size, rank, world), run.max_duration_s, control)
+        if rank == 0:
+            log(f"warm-up {run.name}: {len(engine.finished)} requests in {time.perf_counter() - t:.1f} s")
+
+    settings = {
+        "engine": "real.serve", "model": plan.model, "precision": BF16.label,
+        "dtype": str(dtype).removeprefix("torch."), "num_gpus": world if use_cuda else 0,
+        "ep_size": world, "attention_parallel": "dp", "page_size": cfg.page_size,
+        "num_pages": cfg.num_pages, "token_budget": cfg.token_budget,
+        "max_running": cfg.max_running, "max_context": cfg.max_context,
+        "kv_bytes_per_token": engine.cache.bytes_per_token,
+    }
+    if engine.graphs is not None:
+        settings["graph_batch_buckets"] = " ".join(map(str, engine.graphs.batch_buckets))
+        settings["graph_page_buckets"] = " ".join(map(str, engine.graphs.page_buckets))
+    records = CsvFamilies(out_dir) if rank == 0 else None
+    done, failures = [], []
+    graphs = engine.graphs
+    for run in plan.runs:
+        if only and run.name not in only:
+            continue
+        if not _agree(time.perf_counter() - t_start < args.budget_s, control):
+            log(f"budget of {args.budget_s:.0f} s spent: {run.name} and the rest skipped")
+            break
+        engine.graphs = graphs if run.cuda_graphs else None
+        try:
+            duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
+                                run.max_duration_s, control)
+        except Exception as e:  # one GPU: note it and go on; EP ranks would be out of step, so stop
+            if world > 1:
+                raise
+            traceback.print_exc()
+            failures.append(f"{run.name}: {type(e).__name__}: {e}")
+            continue
+        parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
+                         duration), rank, control)
+        if rank != 0:
+            continue
+        reqs = [r for p in parts for r in p[0]]
+        iters = [it for p in parts for it in p[1]]
+        summary = summarize(reqs, iters, max(p[2] for p in parts))
+        row = {**{k: v for k, v in dataclasses.asdict(run).items()
+                  if k not in ("name", "cuda_graphs", "input_len", "output_len")},
+               "input_len_spec": run.input_len, "output_len_spec": run.output_len,
+               **settings, "cuda_graphs": int(engine.graphs is not None), **summary,
+               "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},
+               "nccl_version": env["nccl_version"],
+               "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        # clocks read right after the run, as real/bench does
+        row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+        records.row("serve_load", row)
+        for r in reqs:
+            records.row("serve_requests", r)
+        for it in iters:
+            records.row("serve_iterations", it)
+        records.flush()
+        done.append(run.name)
+        log(f"{run.name}: {summary['num_completed']}/{summary['num_requests']} requests, "
+            f"{summary['output_tokens_per_s']:.0f} out tok/s, {summary['input_tokens_per_s']:.0f} in tok/s, "
+            f"TTFT p50 {summary['ttft_p50_s'] * 1e3:.1f} ms, TPOT p50 {summary['tpot_p50_s'] * 1e3:.2f} ms, "
+            f"{summary['num_iterations']} iterations in {summary['duration_s']:.2f} s")
+    if rank == 0:
+        records.close()
+        env.update(plan=dataclasses.asdict(plan), settings=settings, runs_done=done, failures=failures,
+                   world_size=world, decode_graphs=num_graphs,
+                   elapsed_s=time.perf_counter() - t_start)
+        (out_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
+    if world > 1:
+        dist.barrier(group=control)
+        dist.destroy_process_group()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

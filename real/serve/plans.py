@@ -1,0 +1,127 @@
+"""The load runs of each campaign plan (torch-free).
+
+`gpu1`: one GPU, v3-slice-2l (V3 layer shapes, 2 layers, 32 experts: ~2.5 B parameters, so decode
+is weight-read bound and prefill compute bound), BF16, CUDA graphs. `ep2`: the same model with
+expert parallelism over two GPUs (16 experts a rank) and data-parallel attention, eager.
+`tiny`/`tiny-ep2`: the catalog's tiny model for CPU dry runs and tests (hard caps of 30 s, so a
+loaded CPU drains its few requests rather than cutting them off).
+
+Held out (split=holdout; a fit must never see them): configurations between fitted ones, so a
+held-out run is interpolation in load, never a new regime: in gpu1 a closed-loop concurrency and
+a Poisson rate of the short class and a concurrency of the long class; in ep2 a concurrency of
+the short class and the Poisson rate of the long class. The one graphs-off run is fitted (the
+twin's CUDA-graph knob needs a measured eager decode).
+Each run issues requests for `load_s` seconds, then drains; `max_duration_s` is a hard cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    arrival: str  # "poisson" | "closed"
+    input_len: str  # "fixed:N" | "uniform:LO-HI" | "list:A,B,C"
+    output_len: str
+    rate_per_s: float = 0.0  # poisson: requests per second over all ranks
+    concurrency: int = 0  # closed: requests in flight over all ranks
+    load_s: float = 2.5
+    max_duration_s: float = 4.5
+    split: str = "fit"
+    cuda_graphs: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.arrival not in ("poisson", "closed"):
+            raise ValueError(f"run {self.name}: arrival must be 'poisson' or 'closed', got {self.arrival!r}")
+        if self.split not in ("fit", "holdout"):
+            raise ValueError(f"run {self.name}: split must be 'fit' or 'holdout', got {self.split!r}")
+        if self.arrival == "poisson" and self.rate_per_s <= 0:
+            raise ValueError(f"run {self.name}: poisson needs rate_per_s > 0")
+        if self.arrival == "closed" and self.concurrency <= 0:
+            raise ValueError(f"run {self.name}: closed needs concurrency > 0")
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    page_size: int
+    num_pages: int
+    token_budget: int
+    max_running: int  # per rank
+    max_context: int
+    runs: tuple[RunSpec, ...]
+    warmup: tuple[RunSpec, ...] = field(default=())
+    dtype_cpu: str = "float32"  # CPU dry runs compare against float references
+    dtype_gpu: str = "bfloat16"
+
+
+SHORT_IN, SHORT_OUT = "uniform:128-512", "fixed:128"
+LONG_IN, LONG_OUT = "uniform:1536-2048", "fixed:64"
+
+GPU1 = Plan(
+    model="v3-slice-2l", page_size=64, num_pages=4096, token_budget=2048, max_running=64,
+    max_context=2112,
+    warmup=(RunSpec("warmup-short", "closed", SHORT_IN, "fixed:16", concurrency=64, load_s=0.5,
+                    max_duration_s=5.0, seed=99),
+            RunSpec("warmup-long", "closed", LONG_IN, "fixed:8", concurrency=8, load_s=0.3,
+                    max_duration_s=5.0, seed=98)),
+    runs=(
+        RunSpec("g1-closed-c1-short", "closed", SHORT_IN, SHORT_OUT, concurrency=1),
+        RunSpec("g1-closed-c8-short", "closed", SHORT_IN, SHORT_OUT, concurrency=8),
+        RunSpec("g1-closed-c24-short", "closed", SHORT_IN, SHORT_OUT, concurrency=24, split="holdout"),
+        RunSpec("g1-closed-c64-short", "closed", SHORT_IN, SHORT_OUT, concurrency=64),
+        RunSpec("g1-closed-c16-short-eager", "closed", SHORT_IN, SHORT_OUT, concurrency=16,
+                cuda_graphs=False),
+        RunSpec("g1-poisson-r10-short", "poisson", SHORT_IN, SHORT_OUT, rate_per_s=10.0),
+        RunSpec("g1-poisson-r40-short", "poisson", SHORT_IN, SHORT_OUT, rate_per_s=40.0, split="holdout"),
+        RunSpec("g1-poisson-r120-short", "poisson", SHORT_IN, SHORT_OUT, rate_per_s=120.0),
+        RunSpec("g1-closed-c2-long", "closed", LONG_IN, LONG_OUT, concurrency=2),
+        RunSpec("g1-closed-c8-long", "closed", LONG_IN, LONG_OUT, concurrency=8, split="holdout"),
+        RunSpec("g1-closed-c16-long", "closed", LONG_IN, LONG_OUT, concurrency=16),
+        RunSpec("g1-poisson-r8-long", "poisson", LONG_IN, LONG_OUT, rate_per_s=8.0),
+    ),
+)
+
+EP2 = Plan(
+    model="v3-slice-2l", page_size=64, num_pages=4096, token_budget=2048, max_running=64,
+    max_context=2112,
+    warmup=(RunSpec("warmup-short", "closed", SHORT_IN, "fixed:16", concurrency=32, load_s=0.5,
+                    max_duration_s=5.0, seed=99),
+            RunSpec("warmup-long", "closed", LONG_IN, "fixed:8", concurrency=8, load_s=0.3,
+                    max_duration_s=5.0, seed=98)),
+    runs=(
+        RunSpec("ep2-closed-c16-short", "closed", SHORT_IN, SHORT_OUT, concurrency=16, load_s=3.5,
+                max_duration_s=5.5),
+        RunSpec("ep2-closed-c48-short", "closed", SHORT_IN, SHORT_OUT, concurrency=48, load_s=3.5,
+                max_duration_s=5.5, split="holdout"),
+        RunSpec("ep2-closed-c128-short", "closed", SHORT_IN, SHORT_OUT, concurrency=128, load_s=3.5,
+                max_duration_s=5.5),
+        RunSpec("ep2-poisson-r60-short", "poisson", SHORT_IN, SHORT_OUT, rate_per_s=60.0, load_s=3.5,
+                max_duration_s=5.5),
+        RunSpec("ep2-closed-c8-long", "closed", LONG_IN, LONG_OUT, concurrency=8, load_s=3.5,
+                max_duration_s=5.5),
+        RunSpec("ep2-poisson-r10-long", "poisson", LONG_IN, LONG_OUT, rate_per_s=10.0, load_s=3.5,
+                max_duration_s=5.5, split="holdout"),
+    ),
+)
+
+TINY = Plan(
+    model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
+    warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
+                    max_duration_s=30.0, seed=99),),
+    runs=(
+        RunSpec("tiny-closed-c2", "closed", "uniform:4-40", "fixed:5", concurrency=2, load_s=0.3,
+                max_duration_s=30.0),
+        RunSpec("tiny-poisson-r20", "poisson", "list:6,30,12", "uniform:1-6", rate_per_s=20.0,
+                load_s=0.3, max_duration_s=30.0, split="holdout"),
+    ),
+)
+
+TINY_EP2 = dataclasses.replace(TINY, runs=tuple(dataclasses.replace(r, name=r.name.replace("tiny-", "tiny-ep2-"))
+                                                for r in TINY.runs))
+
+PLANS = {"gpu1": GPU1, "ep2": EP2, "tiny": TINY, "tiny-ep2": TINY_EP2}

@@ -1,0 +1,130 @@
+"""What a serving load campaign writes (torch-free, so calibration can read the schema):
+
+serve_load.csv        one row per load run: engine settings, load, throughput, latency percentiles,
+                      split (fit|holdout) and the environment (ENV_COLS + nccl_version).
+serve_requests.csv    one row per request: arrival, admission, lengths, first token, finish,
+                      mean and largest gap between its tokens, and the iterations of its first and
+                      last token. A running request decodes in every iteration (decode rows go
+                      first), so its k-th token came at the end of iteration first_token_iteration
+                      + k - 1: with serve_iterations.csv that gives every token's time.
+serve_iterations.csv  one row per iteration and rank (EP ranks step together, so num_iterations
+                      in serve_load is the count of one rank): start, duration, the batch (prefill tokens
+                      and sequences, decode sequences, cached tokens attended over), queue lengths,
+                      the CUDA-graph bucket (0 = eager) and whether it was an EP rank's padding step.
+All times in seconds from the run's start (the first arrival may come later for Poisson loads).
+Requests unfinished at a run's hard cap have empty finish columns and count in no latency figure;
+their tokens count in the throughput, which is tokens produced over the run's duration (start to
+the end of its last iteration).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from pathlib import Path
+
+from real.bench.records import ENV_COLS
+
+ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "attention_parallel",
+               "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
+               "graph_batch_buckets", "graph_page_buckets", "kv_bytes_per_token"]
+LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_len_spec",
+              "output_len_spec", "load_s", "max_duration_s", "seed"] + ENGINE_COLS
+             + ["num_requests", "num_completed", "truncated", "num_iterations", "duration_s",
+                "output_tokens_per_s", "input_tokens_per_s",
+                "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
+                "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version"])
+REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "input_len", "output_len",
+                "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
+                "finish_iteration", "num_chunks", "tokens_out"]
+ITERATION_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens",
+                  "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "max_kv_tokens", "waiting", "running",
+                  "graph_batch", "idle"]
+FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between order statistics (numpy's default); NaN if empty."""
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(requests: list[dict], iterations: list[dict], duration_s: float) -> dict:
+    """Throughput and latency figures of one run from its request and iteration rows."""
+    done = [r for r in requests if r["finish_s"] != ""]
+    ttft = [r["first_token_s"] - r["arrival_s"] for r in requests if r["first_token_s"] != ""]
+    tpot = [r["mean_tpot_s"] for r in done if r["mean_tpot_s"] != ""]
+    e2e = [r["finish_s"] - r["arrival_s"] for r in done]
+    out_tokens = sum(r["tokens_out"] for r in requests)
+    in_tokens = sum(it["prefill_tokens"] for it in iterations)
+    d = duration_s if duration_s > 0 else math.nan
+    return {"num_requests": len(requests), "num_completed": len(done),
+            "truncated": int(len(done) < len(requests)),
+            "num_iterations": max(Counter(it["rank"] for it in iterations).values(), default=0),
+            "duration_s": duration_s,
+            "output_tokens_per_s": out_tokens / d, "input_tokens_per_s": in_tokens / d,
+            "ttft_p50_s": percentile(ttft, 50), "ttft_p90_s": percentile(ttft, 90),
+            "ttft_p99_s": percentile(ttft, 99), "tpot_p50_s": percentile(tpot, 50),
+            "tpot_p90_s": percentile(tpot, 90), "tpot_p99_s": percentile(tpot, 99),
+            "e2e_p50_s": percentile(e2e, 50), "e2e_p99_s": percentile(e2e, 99)}
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.9g}"
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+class CsvFamilies:
+    """Appends rows to DIR/<family>.csv (header first), flushing each row, so a run cut short
+    leaves every row written so far."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir, self.files = Path(out_dir), {}
+
+    def row(self, family: str, values: dict) -> None:
+        if family not in self.files:
+            f = open(self.out_dir / f"{family}.csv", "w", newline="")
+            w = csv.DictWriter(f, fieldnames=FAMILIES[family], extrasaction="raise")
+            w.writeheader()
+            self.files[family] = (f, w)
+        f, w = self.files[family]
+        w.writerow({k: _fmt(values.get(k, "")) for k in FAMILIES[family]})
+
+    def flush(self) -> None:
+        for f, _ in self.files.values():
+            f.flush()
+
+    def close(self) -> None:
+        for f, _ in self.files.values():
+            f.close()
+
+
+def merge(parts: list[Path], out_dir: Path) -> dict[str, int]:
+    """Concatenate each family's CSV from the `parts` folders into out_dir (rows per family)."""
+    counts = {}
+    for family, cols in FAMILIES.items():
+        rows = []
+        for part in parts:
+            path = Path(part) / f"{family}.csv"
+            if path.exists():
+                with open(path, newline="") as f:
+                    rows.extend(csv.DictReader(f))
+        if not rows:
+            continue
+        tmp = Path(out_dir) / f".{family}.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(Path(out_dir) / f"{family}.csv")
+        counts[family] = len(rows)
+    return counts

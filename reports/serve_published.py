@@ -1,0 +1,82 @@
+"""Published serving figures against the request simulation: a report folder.
+
+    PYTHONPATH=. python -m reports.serve_published OUT_DIR
+
+writes report.html, report.md, result.json, h200_curve.csv and h200_curve.png: DeepSeek's production
+figures under their published conditions (errors, never fitted), and the 3,872 tokens/s HGX H200 figure
+as a curve over concurrency and lengths with the conditions under which the twin reaches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+from pathlib import Path
+
+from reports import page as pg
+from reports.page import Page
+from twin.core.results import to_json
+from twin.serving.published import H200_CLAIM_TOKENS_PER_S, crossings, deepseek_production, h200_curve
+
+ROOT = Path(__file__).resolve().parents[1]
+CURVE_CSV = "h200_curve.csv"
+CURVE_PNG = "h200_curve.png"
+
+
+def plot_curve(points: list[dict]):
+    fig, ax = pg.figure(6.5, 4)
+    for i, (isl, osl) in enumerate(sorted({(p["input_len"], p["output_len"]) for p in points})):
+        row = sorted((p for p in points if (p["input_len"], p["output_len"]) == (isl, osl)), key=lambda p: p["concurrency"])
+        ax.plot([p["concurrency"] for p in row], [p["output_tokens_per_s_per_node"] for p in row], "o-", color=f"C{i}",
+                label=f"ISL {isl:,} / OSL {osl:,}")
+    ax.axhline(H200_CLAIM_TOKENS_PER_S, color="C3", ls="--", label="published: 3,872 tokens/s (conditions unpublished)")
+    ax.set_xscale("log", base=2)
+    ax.yaxis.set_major_formatter(pg.axis_formatter(pg.tick_count))
+    ax.set_xlabel("concurrent requests (closed loop)")
+    ax.set_ylabel("output tokens/s per node")
+    ax.set_title("R1 on one HGX H200: simulated output tokens/s", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def build(out_dir: str | Path) -> list[Path]:
+    ds = deepseek_production(ROOT)
+    points = h200_curve()
+    cross = crossings(points)
+    rows = [dataclasses.asdict(p) for p in points]
+    errors = ", ".join(f"{r['metric'].split('_per_s')[0].replace('_', ' ')} {pg.pct(r['rel_error'], signed=True)}" for r in ds)
+    p = Page("Serving twin against published figures", f"DeepSeek's production figures under their published conditions: {errors}.")
+    p.para("Predicted by the request simulation from first principles and the calibrated profiles; never fitted. "
+           "Conditions: scenarios/r1_serve_h800_prefill.toml and r1_serve_h800_decode.toml state them and the assumptions.")
+    p.section("DeepSeek's online service (H800)").table(
+        ["scenario", "figure", "published", "twin", "error", "concurrency", "TPOT P50", "tokens/s per user"],
+        [[r["scenario"], r["metric"].replace("_", " "), pg.number(r["claimed"]), pg.number(r["predicted"]),
+          pg.pct(r["rel_error"], signed=True), f"{r['concurrency']:,}", pg.seconds(r["tpot_p50_s"]),
+          pg.sig(r["output_tokens_per_s_per_request"])] for r in ds])
+    p.section("3,872 tokens/s on one HGX H200 (conditions unpublished)")
+    p.table(["ISL", "OSL", "reaches 3,872?", "at concurrency", "TPOT P50 there", "most simulated"],
+            [[f"{c['input_len']:,}", f"{c['output_len']:,}", "yes" if c["reaches"] else "no",
+              f"{c['concurrency']:.0f}" if c["reaches"] else pg.NA, pg.seconds(c["tpot_s"]) if c["reaches"] else pg.NA,
+              pg.number(c["max_tokens_per_s_per_node"])] for c in cross])
+    p.figure(CURVE_PNG, plot_curve(rows), "Output tokens/s per node against concurrency, per length pair.")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    payload = {"deepseek": ds, "h200_curve": rows, "h200_crossings": cross}
+    return pg.write_report_dir(out_dir, p, to_json(payload), files={CURVE_CSV: buf.getvalue()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reports.serve_published", description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    args = ap.parse_args(argv)
+    build(args.out)
+    print(Path(args.out) / pg.REPORT_HTML)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

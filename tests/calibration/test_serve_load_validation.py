@@ -1,0 +1,49 @@
+"""The request simulation replays real/'s recorded load runs: settings to scenario, requests to
+the same load, figures reduced as the load generator does."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from calibration.serve_load_validation import FIGURES, gpu_key, loadgen_figures, scenario_for, validate_load
+from twin.serving.simulate import simulate
+from twin.serving.workload import from_records
+
+RUN = {"run_id": "r1", "split": "holdout", "arrival": "poisson", "rate_per_s": "20", "concurrency": "0",
+       "model": "v3-slice-2l", "precision": "bf16", "num_gpus": "2", "ep_size": "2", "attention_parallel": "dp",
+       "page_size": "16", "num_pages": "4096", "token_budget": "2048", "max_running": "32",
+       "cuda_graphs": "1", "graph_batch_buckets": "1 2 4 8 16 32", "gpu_name": "NVIDIA H200"}
+
+
+def test_settings_become_the_scenario():
+    sc = scenario_for(RUN)
+    s = sc.serve
+    assert (sc.model.name, sc.cluster.gpu, sc.cluster.num_gpus) == ("v3-slice-2l", "h200", 2)
+    assert (s.ep, s.tp, s.dp_attention, s.weight_precision) == (2, 1, True, "bf16")
+    # per-rank engine limits x 2 DP ranks = one instance's
+    assert (s.batch, s.kv_capacity_tokens, s.max_batch_tokens, s.cuda_graph_max_batch) == (64, 2 * 4096 * 16, 2048, 32)
+    assert gpu_key("NVIDIA H100 80GB HBM3") == "h100"
+
+
+def test_a_run_the_twin_itself_recorded_validates_with_no_error(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 40
+    arrival = np.cumsum(rng.exponential(1 / 20, n))
+    isl, osl = rng.integers(64, 512, n), rng.integers(8, 64, n)
+    sc = scenario_for(RUN)
+    per = simulate(sc, requests=from_records(arrival, isl, osl, sc.traffic)).per_request()
+    figs = loadgen_figures(per)
+    with open(tmp_path / "serve_load.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*RUN, *FIGURES])
+        w.writeheader()
+        w.writerow({**RUN, **figs})
+    with open(tmp_path / "serve_requests.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["run_id", "rank", "arrival_s", "input_len", "output_len"])
+        w.writeheader()
+        for i in range(n):
+            w.writerow({"run_id": "r1", "rank": i % 2, "arrival_s": arrival[i], "input_len": isl[i], "output_len": osl[i]})
+    (row,) = validate_load(tmp_path)
+    for k in FIGURES:
+        assert row[f"{k}_rel_error"] == pytest.approx(0.0, abs=1e-9), k
+        assert row[f"{k}_within_target"]

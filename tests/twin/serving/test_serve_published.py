@@ -1,0 +1,42 @@
+"""Published serving figures: the H200 curve and where it crosses a figure; DeepSeek's conditions."""
+
+from pathlib import Path
+
+import pytest
+
+from twin.core.scenario import SERVING, load_scenario
+from twin.serving.published import CurvePoint, crossings, h200_curve
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _pt(c, tok, tpot):
+    return CurvePoint(1024, 1024, c, tok, tpot, 0.1, 0)
+
+
+def test_crossing_is_interpolated_between_simulated_points():
+    # 3,000 at 100 and 5,000 at 200: 3,872 is 43.6% of the way, concurrency 143.6, TPOT 40 + 0.436 x 10 ms
+    rows = crossings((_pt(100, 3000.0, 0.040), _pt(200, 5000.0, 0.050)))
+    assert rows[0]["reaches"] and rows[0]["concurrency"] == pytest.approx(143.6)
+    assert rows[0]["tpot_s"] == pytest.approx(0.04436)
+    never = crossings((_pt(100, 1000.0, 0.040), _pt(200, 2000.0, 0.050)))
+    assert not never[0]["reaches"] and never[0]["max_tokens_per_s_per_node"] == 2000.0
+
+
+def test_h200_curve_rises_with_concurrency():
+    pts = h200_curve(concurrency=(1, 16), lengths=((1024, 64),), waves=2)
+    assert [p.concurrency for p in pts] == [1, 16]
+    assert pts[1].output_tokens_per_s_per_node > 4 * pts[0].output_tokens_per_s_per_node
+    assert pts[1].tpot_p50_s > pts[0].tpot_p50_s
+
+
+def test_deepseek_scenarios_state_the_published_conditions():
+    pre = load_scenario(ROOT / "scenarios" / "r1_serve_h800_prefill.toml", kind=SERVING)
+    dec = load_scenario(ROOT / "scenarios" / "r1_serve_h800_decode.toml", kind=SERVING)
+    # prefill EP32 on 4 nodes, decode EP144 on 18 nodes, 32 redundant experts, DP attention
+    assert (pre.serve.prefill_gpus, pre.serve.prefill_instances, pre.serve.redundant_experts) == (32, 1, 32)
+    assert (dec.serve.ep, dec.cluster.num_gpus, dec.serve.redundant_experts) == (144, 144, 32)
+    assert pre.traffic.prefix_hit_frac == 0.563
+    # mean KV length per output token ISL + OSL / 2 = 4,989 (to a token), 20-22 tokens/s per user
+    assert dec.serve.input_len + dec.serve.output_len / 2 == pytest.approx(4989, abs=1)
+    assert 1 / 22 <= dec.traffic.target_tpot_s <= 1 / 20

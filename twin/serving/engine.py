@@ -1,0 +1,480 @@
+"""The request-level serving simulation: SimPy processes for arrivals and for each instance's
+iteration loop. `env.now` is float seconds.
+
+What an instance does each iteration (continuous batching, as vLLM / SGLang / TensorRT-LLM):
+  1. admit waiting requests in arrival order (first come, first served, no overtaking) while their
+     prompt fits the free KV cache (`kv_admission = 'reserve'`: their whole output too) and the
+     running count stays within serve.batch (0 = memory only);
+  2. before decoding, if the cache cannot hold one more step of every running request
+     ('optimistic' admission), preempt the newest running requests: their KV is freed and they go
+     back to the head of the queue to recompute prompt + generated tokens (vLLM's recompute);
+  3. build the batch: every decoding request advances 1 + drafted x accepted tokens (MTP, as an
+     expectation), and prompts take up to `token_budget` x attention groups tokens, the partly
+     prefilled prompt first, the last one chunked (chunked prefill);
+  4. the iteration takes IterationCosts.iteration_s (twin.serving.timing) of the batch;
+  5. at its end, a prompt whose last chunk ran emits its first token (TTFT) and starts decoding;
+     a request with all its tokens finishes (E2E) and frees its KV.
+
+Co-located instances do all of this; disaggregated prefill instances do 1, 3 (prompts only) and 4,
+then send the KV over the scale-out link to a decode instance (one GPU's NIC: bytes / achieved
+bandwidth + latency), which admits it when its output fits ('reserve') and decodes. With
+serve.prefill_instances = 0 the prefill pool is not simulated: each prompt is prefilled alone on
+arrival (no queue).
+
+Symmetry: the attention groups of one instance (DP attention) are taken as evenly loaded (DeepSeek
+balances them), so an instance is simulated as one queue whose iteration is timed at its total
+batch; instances are separate processes, requests go to them round-robin.
+
+Cost per iteration is O(log n): decoding requests share one counter G of tokens produced per
+request, so a request finishes when G reaches the value stored for it in a heap, and the summed
+context of the running batch is kept as (sum of prompts - sum of G at join) + batch x G.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from twin.core.serve_specs import ServeSpec, TrafficSpec
+from twin.serving.timing import IterationCosts
+from twin.serving.workload import Requests
+
+EPS = 1e-9
+MAX_RUN = 4096   # decode iterations run back to back in one timeout (bounds the per-run lists)
+
+
+@dataclass
+class Records:
+    """Per-request and per-iteration outcomes of a simulation (filled in by the engine)."""
+
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    preemptions: np.ndarray
+    instance: np.ndarray
+    arrival_s: np.ndarray                # closed-loop arrivals are written when released
+    iterations: int = 0
+    busy_s: float = 0.0                  # summed over instances
+    prefill_busy_s: float = 0.0          # of which prompt work (marginal cost in mixed batches)
+    transfer_bytes: float = 0.0
+    in_system_integral: float = 0.0      # integral of requests in the system over time
+    peak_kv_tokens: list = field(default_factory=list)     # per decode-capable instance
+    kv_capacity_tokens: list = field(default_factory=list)
+    peak_running: int = 0
+    decode_token_steps: float = 0.0      # tokens produced by decode steps (requests x tokens per step)
+    prefill_tokens_emitted: int = 0      # first tokens (one per completed prompt, recomputes included)
+    trace: list = field(default_factory=list)   # (pool, instance, start_s, dur_s, decode_batch, prompt_tokens)
+
+
+class Engine:
+    """Builds the processes for one run; `run()` simulates until every request finished."""
+
+    def __init__(self, reqs: Requests, s: ServeSpec, t: TrafficSpec, decode_costs: IterationCosts,
+                 prefill_costs: IterationCosts | None, num_instances: int, kv_capacity_tokens: float,
+                 transfer_s_per_token: float, transfer_latency_s: float, kv_bytes_per_token: float,
+                 concurrency: int, trace_cap: int):
+        self.env = simpy.Environment()
+        self.r, self.s, self.t = reqs, s, t
+        n = len(reqs)
+        self.rec = Records(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64),
+                           np.zeros(n, dtype=np.int64), reqs.arrival_s.copy())
+        self.input_len = reqs.input_len.tolist()
+        self.output_len = reqs.output_len.tolist()
+        self.cached_len = reqs.cached_len.tolist()
+        self.group = reqs.prefix_group.tolist()
+        self.trace_cap = trace_cap
+        self.kv_bytes_per_token = kv_bytes_per_token
+        self.transfer_s_per_token, self.transfer_latency_s = transfer_s_per_token, transfer_latency_s
+        self.closed = bool(np.isnan(reqs.arrival_s).all())   # closed loop: arrivals are released by finishes
+        self.concurrency = min(concurrency, n) if self.closed else 0
+        self.next_closed = self.concurrency
+        self.in_system = 0
+        self.last_change_s = 0.0
+        self.done = 0
+        self.all_done = self.env.event()
+        disagg = s.disaggregated
+        self.decoders = [Instance(self, i, decode_costs, kv_capacity_tokens, prefill=not disagg, decode=True)
+                         for i in range(num_instances)]
+        self.prefillers = []
+        if disagg and s.prefill_instances:
+            self.prefillers = [Instance(self, i, prefill_costs, math.inf, prefill=True, decode=False)
+                               for i in range(s.prefill_instances)]
+        self.solo_prefill = prefill_costs if disagg and not s.prefill_instances else None
+        self._rr_decode = 0
+        # can work reach a decoding instance from outside while it runs? (other instances' finishes
+        # releasing closed-loop requests, KV transfers from the prefill pool)
+        self.outside_work = disagg or (self.closed and num_instances > 1)
+        self._solo_s: dict[tuple[int, int], float] = {}
+        self.next_arrival_s = math.inf if self.closed else float(reqs.arrival_s[0])   # open loop: known ahead
+        self._rr_prefill = 0
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _count(self, delta: int) -> None:
+        now = self.env.now
+        self.rec.in_system_integral += self.in_system * (now - self.last_change_s)
+        self.last_change_s = now
+        self.in_system += delta
+
+    def arrive(self, rid: int) -> None:
+        """Request `rid` enters the system now."""
+        self._count(+1)
+        if self.prefillers:
+            inst = self.prefillers[self._rr_prefill]
+            self._rr_prefill = (self._rr_prefill + 1) % len(self.prefillers)
+            inst.enqueue(rid)
+        elif self.solo_prefill is not None:
+            key = (self.input_len[rid], self.cached_len[rid])
+            pre_s = self._solo_s.get(key)
+            if pre_s is None:
+                span = key[0] + key[1]
+                pre_s = self._solo_s[key] = self.solo_prefill.iteration_s(0, 0.0, key[0] - key[1], span)[0]
+            self.rec.prefill_busy_s += pre_s
+            ev = self.env.timeout(pre_s)
+            ev.callbacks.append(lambda _ev, rid=rid: self.prefilled(rid))
+        else:
+            self.decoders[rid % len(self.decoders)].enqueue(rid)
+
+    def prefilled(self, rid: int) -> None:
+        """Disaggregated: the prompt of `rid` is done (first token now); its KV moves to a decoder."""
+        self.rec.first_token_s[rid] = self.env.now
+        if self.output_len[rid] <= 1:
+            self.finish(rid)
+            return
+        inst = self.decoders[self._rr_decode]
+        self._rr_decode = (self._rr_decode + 1) % len(self.decoders)
+        if not self.s.kv_transfer:
+            inst.enqueue(rid)
+            return
+        tokens = self.input_len[rid]
+        self.rec.transfer_bytes += tokens * self.kv_bytes_per_token
+        ev = self.env.timeout(tokens * self.transfer_s_per_token + self.transfer_latency_s)
+        ev.callbacks.append(lambda _ev, rid=rid, inst=inst: inst.enqueue(rid))
+
+    def finish(self, rid: int) -> None:
+        self.rec.finish_s[rid] = self.env.now
+        self._count(-1)
+        self.done += 1
+        if self.closed and self.next_closed < len(self.input_len):
+            nxt = self.next_closed
+            self.next_closed += 1
+            self.rec.arrival_s[nxt] = self.env.now
+            self.arrive(nxt)
+        if self.done == len(self.input_len) and not self.all_done.triggered:
+            self.all_done.succeed()
+
+    def _arrivals(self):
+        arrival = self.r.arrival_s
+        now = 0.0
+        for rid in range(len(arrival)):
+            a = float(arrival[rid])
+            if a > now:
+                yield self.env.timeout(a - now)
+                now = a
+            self.next_arrival_s = float(arrival[rid + 1]) if rid + 1 < len(arrival) else math.inf
+            self.arrive(rid)
+
+    def run(self) -> Records:
+        if self.closed:
+            for rid in range(self.concurrency):
+                self.rec.arrival_s[rid] = 0.0
+                self.arrive(rid)
+        else:
+            self.env.process(self._arrivals())
+        for inst in self.prefillers + self.decoders:
+            self.env.process(inst.loop())
+        self.env.run(until=self.all_done)
+        self._count(0)
+        for inst in self.decoders:
+            self.rec.peak_kv_tokens.append(inst.peak_kv)
+            self.rec.kv_capacity_tokens.append(inst.kv_capacity)
+        return self.rec
+
+
+class Instance:
+    """One serving instance: a queue, a prefill FIFO, a decoding set, and its iteration loop.
+
+    KV accounting in tokens: `used` = prompts admitted for prefill (whole, from admission) + the
+    contexts of decoding requests (prompt + tokens produced). Admission checks `committed`: `used`
+    with 'optimistic' admission; with 'reserve' (and on disaggregated decoders) every admitted
+    request's prompt + remaining output, constant from admission to finish."""
+
+    def __init__(self, eng: Engine, index: int, costs: IterationCosts, kv_capacity: float, prefill: bool, decode: bool):
+        self.eng, self.index, self.costs = eng, index, costs
+        self.kv_capacity = kv_capacity
+        self.does_prefill, self.does_decode = prefill, decode
+        self.pool = "decode" if decode and not prefill else ("prefill" if prefill and not decode else "colocated")
+        self.reserve = eng.s.kv_admission == "reserve" or not prefill
+        self.waiting: deque[int] = deque()
+        self.prefilling: deque[int] = deque()   # admitted, prompt not done (FIFO)
+        self.prefill_left: dict[int, int] = {}  # prompt tokens still to compute
+        self.prefill_span0: dict[int, int] = {} # tokens before the next chunk (cached + computed)
+        self.generated: dict[int, int] = {}     # tokens produced before the current prefill (preempted requests)
+        self.heap: list[tuple[float, int, int]] = []   # (G at which it finishes, epoch, rid)
+        self.epoch: dict[int, int] = {}
+        self.join: dict[int, tuple[float, float]] = {}  # rid -> (G at join, context at join)
+        self.order: list[int] = []              # decoding requests, oldest first (preemption takes the newest)
+        self.batch = 0
+        self.G = 0.0
+        self.ctx_base = 0.0                     # sum over decoding requests of (context at join - G at join)
+        self.kv_prefill = 0.0
+        self.kv_fixed = 0.0                     # 'reserve': sum of prompt + remaining output of admitted requests
+        self.peak_kv = 0.0
+        # MTP: a step writes the KV of every drafted token, accepted or not, so a reservation keeps
+        # that many lookahead slots per request (vLLM's num_lookahead_slots)
+        self.lookahead = eng.s.mtp_draft_tokens
+        self.tokens_per_step = 1.0 + sum(eng.s.mtp_acceptance_frac ** (i + 1) for i in range(eng.s.mtp_draft_tokens))
+        self.seen_prefix: set[int] = set()
+        self.wake: simpy.Event | None = None
+        self.budget = eng.s.token_budget * eng.s.attention_dp
+
+    # -- queue and KV -----------------------------------------------------------------------
+    def enqueue(self, rid: int, front: bool = False) -> None:
+        (self.waiting.appendleft if front else self.waiting.append)(rid)
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+
+    def kv_used(self) -> float:
+        return self.kv_prefill + self.ctx_base + self.batch * self.G
+
+    def kv_committed(self) -> float:
+        return self.kv_fixed if self.reserve else self.kv_used()
+
+    def prompt_tokens(self, rid: int) -> int:
+        return self.eng.input_len[rid] + self.generated.get(rid, 0)
+
+    def _remaining_out(self, rid: int) -> int:
+        return self.eng.output_len[rid] - self.generated.get(rid, 0)
+
+    # -- admission ----------------------------------------------------------------------------
+    def _admit(self) -> None:
+        s = self.eng.s
+        cap_running = s.batch if s.batch else math.inf
+        while self.waiting:
+            rid = self.waiting[0]
+            if self.batch + len(self.prefilling) >= cap_running:
+                break
+            prompt = self.prompt_tokens(rid)
+            need = prompt + (self._remaining_out(rid) + self.lookahead if self.reserve else 0)
+            if self.kv_committed() + need > self.kv_capacity + EPS:
+                break
+            self.waiting.popleft()
+            if self.reserve:
+                self.kv_fixed += prompt + self._remaining_out(rid) + self.lookahead
+            if not self.does_prefill:          # a decoder receiving a prefilled request
+                self._start_decode(rid, prompt)
+                continue
+            cached = self._cached(rid)
+            self.prefilling.append(rid)
+            self.prefill_left[rid] = prompt - cached
+            self.prefill_span0[rid] = cached
+            self.kv_prefill += prompt
+
+    def _cached(self, rid: int) -> int:
+        eng = self.eng
+        if self.generated.get(rid):
+            return 0                            # recompute after preemption: all of it
+        cached = eng.cached_len[rid]
+        g = eng.group[rid]
+        if g >= 0:
+            shared = min(eng.t.shared_prefix_tokens, eng.input_len[rid] - 1)
+            if g in self.seen_prefix:
+                cached = max(cached, shared)
+            else:
+                self.seen_prefix.add(g)
+        return cached
+
+    def _release(self, rid: int) -> None:
+        if self.reserve:
+            self.kv_fixed -= self.prompt_tokens(rid) + self._remaining_out(rid) + self.lookahead
+
+    def _start_decode(self, rid: int, context: int) -> None:
+        left = self.eng.output_len[rid] - 1 - self.generated.get(rid, 0)
+        if left <= 0:
+            self._release(rid)
+            self.eng.finish(rid)
+            return
+        ep = self.epoch.get(rid, 0) + 1
+        self.epoch[rid] = ep
+        self.join[rid] = (self.G, context - self.G)
+        heapq.heappush(self.heap, (self.G + left - EPS, ep, rid))
+        self.order.append(rid)
+        self.batch += 1
+        self.ctx_base += context - self.G
+
+    def _stop_decode(self, rid: int) -> float:
+        """Take a request out of the decoding set; returns the tokens it produced there."""
+        g0, base = self.join.pop(rid)
+        self.batch -= 1
+        self.ctx_base -= base
+        self.epoch[rid] += 1                     # its heap entry is now stale
+        return self.G - g0
+
+    def _preempt_for_growth(self, growth: float) -> None:
+        """'optimistic': free the newest decoding requests until one more step fits."""
+        eng = self.eng
+        while self.batch and self.kv_used() + growth * self.batch > self.kv_capacity + EPS:
+            rid = self.order.pop()
+            if rid not in self.join:
+                continue                          # finished already
+            produced = self._stop_decode(rid)
+            gen = self.generated.get(rid, 0) + 1 + int(produced + EPS)   # the prefill's token + decoded ones
+            self.generated[rid] = min(gen, eng.output_len[rid] - 1)
+            eng.rec.preemptions[rid] += 1
+            self.enqueue(rid, front=True)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def loop(self):
+        eng, env, s = self.eng, self.eng.env, self.eng.s
+        rec = eng.rec
+        costs = self.costs
+        tps = self.tokens_per_step
+        trace = rec.trace
+        optimistic = not self.reserve
+        while True:
+            if self.waiting:
+                self._admit()
+            if not self.batch and not self.prefilling:
+                self.wake = env.event()
+                yield self.wake
+                self.wake = None
+                continue
+            if self.batch and not self.prefilling and not self.waiting:
+                yield from self._decode_run(tps)
+                continue
+            chunk: list[tuple[int, int]] = []
+            prompt_tokens = 0
+            span_weighted = 0.0
+            if self.prefilling:
+                budget = self.budget
+                for rid in self.prefilling:
+                    if budget <= 0:
+                        break
+                    take = min(self.prefill_left[rid], budget)
+                    budget -= take
+                    chunk.append((rid, take))
+                    prompt_tokens += take
+                    span_weighted += take * (take + 2 * self.prefill_span0[rid])
+            decode_now = self.batch if (not chunk or s.mixed_batches) else 0
+            if decode_now and optimistic:
+                self._preempt_for_growth(tps)
+                decode_now = self.batch
+            ctx = (self.ctx_base + self.batch * self.G) / self.batch if self.batch else 0.0
+            span = span_weighted / prompt_tokens if prompt_tokens else 0.0
+            if not decode_now and not prompt_tokens:
+                continue                          # everything was preempted: admit again
+            dur, pre_s = costs.iteration_s(decode_now, ctx, prompt_tokens, span)
+            kv_now = self.kv_used() + decode_now * tps
+            if kv_now > self.peak_kv:
+                self.peak_kv = kv_now
+            start = env.now
+            yield env.timeout(dur)
+            rec.iterations += 1
+            rec.busy_s += dur
+            rec.prefill_busy_s += pre_s
+            rec.decode_token_steps += decode_now * tps
+            if len(trace) < eng.trace_cap:
+                trace.append((self.pool, self.index, start, dur, decode_now, prompt_tokens))
+            if decode_now:
+                self.G += tps
+            running = self.batch + len(self.prefilling)
+            if running > rec.peak_running:
+                rec.peak_running = running
+            # prompts whose last chunk ran: first token now
+            for rid, take in chunk:
+                left = self.prefill_left[rid] - take
+                if left > 0:
+                    self.prefill_left[rid] = left
+                    self.prefill_span0[rid] += take
+                    continue
+                self.prefilling.popleft()           # chunks are taken in FIFO order
+                del self.prefill_left[rid], self.prefill_span0[rid]
+                prompt = self.prompt_tokens(rid)
+                self.kv_prefill -= prompt
+                rec.prefill_tokens_emitted += 1
+                if math.isnan(rec.first_token_s[rid]):
+                    rec.first_token_s[rid] = env.now
+                if not self.does_decode:
+                    self._release(rid)
+                    eng.prefilled(rid)
+                    continue
+                self._start_decode(rid, prompt)
+            self._finish_due()
+
+    def _finish_due(self) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= self.G:
+            _, ep, rid = heapq.heappop(heap)
+            if self.epoch.get(rid) != ep:
+                continue
+            self._stop_decode(rid)
+            self._release(rid)
+            self.eng.finish(rid)
+
+    def _decode_run(self, tps: float):
+        """Decode-only iterations with nothing waiting: run them back to back up to the next finish
+        (at most MAX_RUN), as one SimPy timeout that an arrival (the wake event) cuts short at the
+        end of the iteration in progress. Same iterations, same times as one by one."""
+        eng, env = self.eng, self.eng.env
+        rec = eng.rec
+        b = self.batch
+        heap = self.heap
+        while heap and self.epoch.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)                    # drop stale entries so the top is live
+        steps = max(1, min(MAX_RUN, math.ceil((heap[0][0] - self.G) / tps))) if heap else 1
+        if not self.reserve:                       # 'optimistic': only as many steps as the cache holds
+            room = (self.kv_capacity + EPS - self.kv_used()) / (b * tps)
+            if room < 1:
+                self._preempt_for_growth(tps)
+                return
+            steps = min(steps, int(room))
+        ctx0 = (self.ctx_base + b * self.G) / b
+        cum = []
+        total = 0.0
+        until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
+        for i in range(steps):
+            total += self.costs.iteration_s(b, ctx0 + i * tps, 0, 0.0)[0]
+            cum.append(total)
+            if total >= until:
+                break
+        steps = len(cum)
+        start = env.now
+        done = steps
+        if not eng.outside_work:
+            # new work reaches this instance only from open-loop arrivals (bounded above) or from
+            # its own finishes (closed loop, one instance): nothing can cut the run short
+            yield env.timeout(total)
+            self._end_run(start, cum, done, b, tps)
+            return
+        self.wake = env.event()
+        yield env.timeout(total) | self.wake
+        if self.wake.triggered and env.now < start + total - 1e-15:
+            elapsed = env.now - start
+            done = bisect.bisect_left(cum, elapsed - 1e-15) + 1
+            done = min(done, steps)
+            yield env.timeout(max(0.0, start + cum[done - 1] - env.now))
+        self.wake = None
+        self._end_run(start, cum, done, b, tps)
+
+    def _end_run(self, start: float, cum: list, done: int, b: int, tps: float) -> None:
+        eng = self.eng
+        rec = eng.rec
+        kv_end = self.kv_used() + b * tps * done
+        if kv_end > self.peak_kv:
+            self.peak_kv = kv_end
+        rec.iterations += done
+        rec.busy_s += cum[done - 1]
+        rec.decode_token_steps += b * tps * done
+        trace = rec.trace
+        prev = 0.0
+        for i in range(min(done, max(0, eng.trace_cap - len(trace)))):
+            trace.append((self.pool, self.index, start + prev, cum[i] - prev, b, 0))
+            prev = cum[i]
+        if b > rec.peak_running:
+            rec.peak_running = b
+        self.G += tps * done
+        self._finish_due()

@@ -1,0 +1,169 @@
+"""Iteration times for the request-level simulation, from the serving cost functions, cached.
+
+An iteration of one instance carries `b` decoding requests (mean context `ctx` tokens) and `p`
+prompt tokens (mean attention span `span` tokens per prompt token). Its time is
+
+    decode_s(b, ctx)                                  p = 0   (twin.serving.iteration.decode_step)
+    prefill_s(p, span)                                b = 0   (twin.serving.iteration.prefill_forward)
+    decode_s(b, ctx) + prefill_s(p + b q, span) - prefill_s(b q, span)     both (a mixed batch)
+
+The mixed form charges the prompt tokens their *marginal* cost in a forward that already carries
+the b x q decode tokens: the weights the decode step streams are not read twice, and the sum is
+continuous in p (p -> 0 gives the decode step) and in b. Attention of a prompt token is charged
+through prefill_forward's causal attention at input_len = span: a chunk of n new tokens behind c
+cached ones costs n (c + n / 2) token-pairs, which is n x span / 2 with span = n + 2c.
+
+Cost functions are evaluated on a grid and interpolated linearly: batch and tokens on integer points
+to 16 and then 2^(1/8) apart (9%), contexts and spans 2x apart and interpolated linearly in tokens
+(decode and prefill time are affine in context, so a coarse grid there loses nothing). A decode
+step's line in context is kept per (batch, cell), so the common iteration costs one dict lookup. Each grid point is
+computed once, when first needed: a 100,000-request run touches a few hundred of them.
+
+Two-batch overlap ("microbatch_policy = auto"): each grid point takes the faster of one micro-batch
+and `num_microbatches`, as an engine that splits only where it pays; "always" splits every
+iteration (splitting re-reads the weights per micro-batch, so small decode batches get slower).
+
+CUDA graphs: a decode-only iteration of at most `cuda_graph_max_batch` requests per attention group
+replays a graph; any other iteration (eager) pays kernel_launch_s x kernels_per_layer x layers of
+host time on top (the GPU idles while the host launches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from twin.core.serve_specs import ServeSpec
+from twin.core.specs import GPUSpec, ModelSpec
+from twin.costs.profile import Profile
+from twin.serving.iteration import decode_step, prefill_forward, serving_profile
+
+LINEAR_TO = 16               # grid points 1..16 are integers
+FINE_RATIO = 2 ** (1 / 8)    # batch/token grid spacing above that
+COARSE_RATIO = 2.0           # context/span grid spacing (times are affine there)
+MIN_SPAN = 16                # tokens: the context/span grid starts here
+
+
+def _fine_index(x: float) -> float:
+    """Continuous grid index of x >= 1 on the fine grid (1, 2, ..., 16, 16 r, 16 r^2, ...)."""
+    if x <= LINEAR_TO:
+        return x - 1.0
+    return LINEAR_TO - 1.0 + math.log(x / LINEAR_TO, FINE_RATIO)
+
+
+def _fine_point(i: int) -> float:
+    return float(i + 1) if i < LINEAR_TO else LINEAR_TO * FINE_RATIO ** (i - LINEAR_TO + 1)
+
+
+def _coarse_cell(x: float) -> int:
+    """The context cell [16 x 2^j, 16 x 2^(j+1)) holding x (j = 0 below 16: extrapolated)."""
+    return max(0, (int(x) // MIN_SPAN).bit_length() - 1)
+
+
+def _coarse_point(j: int) -> float:
+    return MIN_SPAN * COARSE_RATIO ** j
+
+
+class IterationCosts:
+    """Seconds of one iteration of one instance; grid points computed on first use and kept."""
+
+    def __init__(self, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None):
+        self.m, self.gpu, self.s = m, gpu, s
+        self.prof = serving_profile(gpu, s, profile)
+        self.q = 1 + s.mtp_draft_tokens
+        self.eager_s = s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens)
+        self.graph_max = s.cuda_graph_max_batch * s.attention_dp if s.cuda_graphs else 0
+        self._decode: dict[tuple[int, int], float] = {}
+        self._prefill: dict[tuple[int, int], float] = {}
+        self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._cells: dict[tuple, tuple] = {}
+        self.decode_parts: dict[int, dict] = {}     # one decode_step breakdown per batch grid point (reports)
+
+    # -- grid evaluations ---------------------------------------------------------------------
+    def _policies(self) -> list[int]:
+        n = self.s.num_microbatches
+        if n == 1 or self.s.microbatch_policy == "always":
+            return [n]
+        return [1, n]
+
+    def _decode_at(self, i: int, j: int) -> float:
+        key = (i, j)
+        t = self._decode.get(key)
+        if t is None:
+            b = max(1, round(_fine_point(i)))
+            ctx = _coarse_point(j)
+            best = None
+            for n in self._policies():
+                spec = dataclasses.replace(self.s, input_len=ctx, output_len=0, num_microbatches=n)
+                d = decode_step(self.m, self.gpu, spec, b, self.prof)
+                if best is None or d["step_s"] < best["step_s"]:
+                    best = d
+            t = self._decode[key] = best["step_s"]
+            self.decode_parts.setdefault(i, best)
+        return t
+
+    def _prefill_at(self, i: int, j: int) -> float:
+        key = (i, j)
+        t = self._prefill.get(key)
+        if t is None:
+            tokens = _fine_point(i)                   # per GPU
+            span = _coarse_point(j)
+            best = math.inf
+            for n in self._policies():
+                spec = dataclasses.replace(self.s, prefill_chunk_tokens=max(1, round(tokens)), input_len=max(1, round(span)),
+                                           num_microbatches=n)
+                best = min(best, prefill_forward(self.m, self.gpu, spec, self.prof)["forward_s"])
+            t = self._prefill[key] = best
+        return t
+
+    def _line(self, fn, x: float, j: int) -> tuple[float, float, float]:
+        """Across context cell j at fine index x: (value at the cell's start, slope per token, start)."""
+        i0 = int(x)
+        fx = x - i0
+        key = (fn, i0, j)
+        cell = self._cells.get(key)
+        if cell is None:
+            c0, c1 = _coarse_point(j), _coarse_point(j + 1)
+            cell = self._cells[key] = (fn(i0, j), fn(i0 + 1, j), fn(i0, j + 1), fn(i0 + 1, j + 1), c0, c1 - c0)
+        a0, b0, a1, b1, c0, width = cell
+        v0 = a0 + (b0 - a0) * fx
+        v1 = a1 + (b1 - a1) * fx
+        return v0, (v1 - v0) / width, c0
+
+    # -- what the engine asks ---------------------------------------------------------------
+    def decode_s(self, batch: int, ctx: float) -> float:
+        """A decode-only step of `batch` requests at mean context `ctx` (no launch overhead)."""
+        if batch <= 0:
+            return 0.0
+        j = _coarse_cell(ctx)
+        key = (batch, j)
+        line = self._decode_lines.get(key)
+        if line is None:
+            line = self._decode_lines[key] = self._line(self._decode_at, _fine_index(batch), j)
+        v0, slope, c0 = line
+        return v0 + slope * (ctx - c0)
+
+    def prefill_s(self, tokens: float, span: float) -> float:
+        """A forward of `tokens` (instance total) prompt tokens of mean attention span `span`."""
+        if tokens <= 0:
+            return 0.0
+        per_gpu = max(1.0, tokens / self.s.ep)
+        v0, slope, c0 = self._line(self._prefill_at, _fine_index(per_gpu), _coarse_cell(span))
+        return v0 + slope * (span - c0)
+
+    def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float) -> tuple[float, float]:
+        """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
+        context `ctx` and `prompt_tokens` prompt tokens of mean span `span`."""
+        if prompt_tokens <= 0:
+            t = self.decode_s(batch, ctx)
+            return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
+        if batch <= 0:
+            t = self.prefill_s(prompt_tokens, span)
+            return t + self.eager_s, t
+        dq = batch * self.q
+        extra = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span))
+        return self.decode_s(batch, ctx) + extra + self.eager_s, extra
+
+    @property
+    def grid_points(self) -> int:
+        return len(self._decode) + len(self._prefill)
