@@ -38,7 +38,7 @@ import pandas as pd
 
 from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
-                                    _rmsnorm, _rmsnorm_bwd, adamw_bytes, block_ops)
+                                    _rmsnorm, _rmsnorm_bwd, block_ops, optimizer_ops)
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -172,9 +172,7 @@ def _after_step_s(spec, schedule, pp: int, dp: int, gpu: GPUSpec, profile) -> fl
     params = param_counts(spec)["total_params"] / pp
     tensors = max(1, _param_tensors(spec) // pp)
     o = Eager(gpu, profile)
-    o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)
-    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))
-    o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))
+    optimizer_ops(o, params, tensors, profile)
     t = _window(o.ops)
     if dp > 1:
         t += comm.ring_collective_time_s(2.0 * params * BF16_BYTES, dp, gpu, same_node=True)

@@ -169,8 +169,8 @@ def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: 
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
     Eager.missing_kernels)."""
     f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads)
-    f.missing_kernels("moe_layer_fwd", label)
-    b.missing_kernels("moe_layer_bwd", label)
+    f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
+    b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
     return f, b
 
 
@@ -180,6 +180,11 @@ def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: 
 # when the GPU reaches them, so a host-bound op measures its host cycle and a GPU-bound one its
 # kernels (steady state of back-to-back repetitions, `timed_window_s`).
 
+
+# PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
+# runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
+SMALL_SORT_ELEMS = 4096
+SMALL_SORT_KERNELS = 3
 
 # real/fp8.py quantize_rowwise / quantize_1x128 / quantize_128x128: abs, amax, float (scale),
 # clamp, divide, float (x), divide, clamp, cast -> 9 kernels (4-6 of them full-size passes)
@@ -242,7 +247,7 @@ class Eager:
     def topk(self, rows: float, width: int, k: int) -> None:
         self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
 
-    def missing_kernels(self, layer_bench: str, label: str) -> None:
+    def missing_kernels(self, layer_bench: str, label: str, sort_elems: float | None = None) -> None:
         """real/'s eager layer as the kernel records show it (Profile.eager, measured by
         calibration.layer_gaps): the kernels it launches that the op list above does not name
         (argsort's radix passes and memsets, index bookkeeping, copies), spread evenly through the
@@ -253,6 +258,11 @@ class Eager:
         direction = layer_bench.rsplit("_", 1)[-1]
         host = self.use_eager_host(direction)
         n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
+        radix = eager.get("radix_sort_kernels", {}).get(layer_bench, 0.0)
+        if sort_elems is not None and sort_elems <= SMALL_SORT_ELEMS and radix:
+            # torch.sort/argsort of <= 4096 elements runs in place (fill indices, copy, one sort
+            # kernel: 3 a sort, the layer's two sorts) instead of cub's radix passes and memsets
+            n = max(0, n - int(round(radix)) + 2 * SMALL_SORT_KERNELS)
         if n <= 0:
             return
         h = float(host) if host is not None else self.profile.host("op")

@@ -168,9 +168,7 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     o = Eager(gpu, profile)
     params = param_counts(spec)["total_params"]
     tensors = _param_tensors(spec)
-    o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)   # p.grad.float(), one per tensor
-    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))  # fused AdamW: p, g, m, v in; p, m, v out
-    o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))  # _foreach_copy_ to the BF16 weights
+    optimizer_ops(o, params, tensors, profile)
     moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
     o.small(7 * moe_layers)                           # update_bias: clone, mean, sub, sign, mul, add_, zero_
     f.use_eager_host("fwd")
@@ -209,12 +207,22 @@ def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
 
 
 
-def adamw_bytes(params: float, profile) -> float:
-    """Bytes of the fused AdamW step over FP32 masters (28 a parameter), scaled so that Eager.mem's
-    streaming rate becomes the optimizer kernels' measured rate (Profile.eager optimizer_eff,
-    calibration.layer_gaps) where one is measured."""
-    eff = (profile.eager or {}).get("optimizer_eff")
-    return params * FP32_BYTES * 7.0 * (profile.memory_eff / eff if eff else 1.0)
+def optimizer_bytes(kind: str, params: float, profile) -> float:
+    """Bytes one of MasterAdamW's kernel classes moves ("grad_cast": the grads upcast, 6 a
+    parameter; "adamw": the fused AdamW over FP32 masters, 28; "copy_back": to the BF16 weights, 6),
+    scaled so that Eager.mem's streaming rate becomes that class's measured rate (Profile.eager
+    optimizer_eff, calibration.layer_gaps) where one is measured."""
+    per_param = {"grad_cast": BF16_BYTES + FP32_BYTES, "adamw": 7.0 * FP32_BYTES, "copy_back": FP32_BYTES + BF16_BYTES}[kind]
+    eff = ((profile.eager or {}).get("optimizer_eff") or {}).get(kind)
+    return params * per_param * (profile.memory_eff / eff if eff else 1.0)
+
+
+def optimizer_ops(o: Eager, params: float, tensors: int, profile) -> None:
+    """real/train.py MasterAdamW.step: each grad upcast on its own (one kernel a tensor), the fused
+    AdamW and the foreach copy back (multi-tensor kernels, a launch per few tensors)."""
+    o.mem(optimizer_bytes("grad_cast", params, profile), kernels=tensors)
+    o.mem(optimizer_bytes("adamw", params, profile), kernels=max(1, tensors // 4))
+    o.mem(optimizer_bytes("copy_back", params, profile), kernels=max(1, tensors // 4))
 
 
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
