@@ -35,9 +35,12 @@ fitting split only (calibration/split.py applied to the profiled configuration's
                  host-bound layers (V2-Lite MLA backward: 36 kernels in 1.3 ms, ~36 us a kernel
                  under autograd) are all held out.
 
-  optimizer_eff  the HBM bandwidth fraction of MasterAdamW's fused AdamW kernels, measured from
-                 step_kernels.csv (measured_optimizer_eff) when committed; until then AdamW is
-                 costed at memory_eff (a copy kernel's rate).
+  optimizer_eff  the HBM bandwidth fractions of MasterAdamW's kernels (the grads' casting copy,
+                 the fused AdamW, the copy back), measured from step_kernels.csv
+                 (measured_optimizer_eff) when committed; until then they run at memory_eff (a
+                 copy kernel's rate). H200, 2026-11-26: 0.41, 0.71, 0.76.
+  radix_sort_kernels  the radix-sort kernels among a MoE layer's missing ones: below
+                 SMALL_SORT_ELEMS routed rows torch runs one in-place sort kernel instead.
 
 Effect on the held-out layer cases (2026-11-26): signed median -0.6% -> +0.3% (H100), -1.0% ->
 +0.3% (H200); |error| P90 9.0% -> 7.2%, 10.1% -> 7.7%. What stays: the MLA layers (kernel costs
@@ -152,6 +155,26 @@ def decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
     return out
 
 
+SORT_KERNELS = "RadixSort|Memset"   # cub's radix-sort passes and the memsets around them
+
+
+def radix_sort_kernels(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """{"moe_layer_fwd": n, "moe_layer_bwd": n}: the radix-sort kernels (and their memsets) one MoE
+    layer call launches, the median over the fitting split's profiled configurations (backward net
+    of its forward). torch.sort / argsort take cub's radix sort only above SMALL_SORT_ELEMS
+    elements; below it one in-place sort kernel runs instead (Eager.missing_kernels)."""
+    k = load_kernels(gpu, root)
+    if k.empty:
+        return {}
+    k = k[k["kernel"].str.contains(SORT_KERNELS)]
+    out: dict[str, list[float]] = {}
+    layers = profiled_layers(k)
+    for layer in layers.to_dict("records") if not layers.empty else []:
+        if layer["bench"].startswith("moe") and not layer["held_out"] and layer["precision"] == "bf16":
+            out.setdefault(layer["bench"], []).append(layer["calls"])
+    return {b: float(np.median(v)) for b, v in out.items()}
+
+
 def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     """{"<bench>/<bf16|fp8>": kernels launched - kernels named}, the median over the fitting split's
     profiled configurations (held-out configurations never enter)."""
@@ -170,42 +193,82 @@ def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str = 
 HOST_PHASES = ("fwd", "bwd")
 
 
+# what each phase's profiled region also ran before it (real/bench/host_dispatch.py profiles the
+# phase's setup with it): its kernels are netted out by subtracting the setup phase's row
+SETUP_PHASE = {"bwd": "fwd", "train_bwd": "train_fwd", "train_opt": "train_bwd"}
+
+
+def _with_setup(r) -> bool:
+    """Records written before the bench profiled the phase alone (no `profiled` column) hold the
+    phase's setup kernels too."""
+    p = r.get("profiled") if hasattr(r, "get") else None
+    return not (isinstance(p, str) and p == "phase")
+
+
+def net_kernels(hd: pd.DataFrame) -> pd.Series:
+    """Kernels launched by each host_dispatch row's phase alone: in records profiled with their
+    setup (_with_setup) a backward's region also held its forward, an optimizer's its forward and
+    backward; rows whose setup row is missing keep their count."""
+    index = {(r["config"], r["precision"], r["phase"]): r["kernels"] for _, r in hd.iterrows()}
+    net = []
+    for _, r in hd.iterrows():
+        setup = SETUP_PHASE.get(r["phase"]) if _with_setup(r) else None
+        net.append(r["kernels"] - index.get((r["config"], r["precision"], setup), 0.0) if setup else r["kernels"])
+    return pd.Series(net, index=hd.index, dtype=float)
+
+
 def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     """{"fwd": s, "bwd": s}: host dispatch seconds per launched kernel of real/'s eager layers,
     measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
-    host_s / kernels, the median per phase. {} without the file or such rows."""
+    host_s / its own kernels (net_kernels), the median per phase. {} without the file or rows."""
     path = Path(root) / gpu / "host_dispatch.csv"
     if not path.is_file():
         return {}
     hd = pd.read_csv(path)
-    hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["kernels"] > 0) & (hd["host_s"] > 0)]
-    return {ph: float((g["host_s"] / g["kernels"]).median()) for ph, g in hd.groupby("phase")}
+    hd = hd.assign(net=net_kernels(hd))
+    hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["net"] > 0) & (hd["host_s"] > 0)]
+    return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
 
 
-ADAMW_BYTES_PER_PARAM = 28.0   # fused AdamW on FP32 masters: reads p, g, m, v; writes p, m, v
+# MasterAdamW.step's kernels (real/train.py), each matched by name in step_kernels.csv, and the
+# bytes per parameter it moves: grads upcast (read BF16, write FP32; an unvectorised casting copy),
+# the fused AdamW on the FP32 masters (reads p, g, m, v; writes p, m, v), the copy back to BF16
+OPTIMIZER_KERNELS = {"grad_cast": ("direct_copy_kernel.*LoadWithCast", 6.0), "adamw": ("ADAM_MODE", 28.0),
+                     "copy_back": ("CopyFunctor", 6.0)}
+ANNOTATION = r"^[\w.]+#[\w.]+$"   # a profiler range ("Optimizer.step#AdamW.step"), not a kernel
 _STEP_CFG = re.compile(r"train_step (\S+) b(\d+) s(\d+) train_opt")
 
 
-def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
-    """HBM bandwidth fraction the fused AdamW kernels of MasterAdamW reach (step_kernels.csv,
-    real/bench/host_dispatch.py: the optimizer phase's kernels whose name holds "adam"), median
-    over the profiled models: 28 bytes per parameter over their GPU time, over the catalog HBM
-    bandwidth. None without the file. A kernel's measured rate, like cat_eff: the step's time is
-    never used."""
+def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+    """HBM bandwidth fractions MasterAdamW's kernels reach ({"grad_cast", "adamw", "copy_back"}),
+    from step_kernels.csv (real/bench/host_dispatch.py, the optimizer phase): a kernel class's bytes
+    per parameter times the model's parameters over its GPU time, over the catalog HBM bandwidth;
+    the median over the profiled models and precisions. Profiler range annotations (names with
+    '#') are not kernels and are left out. None without the file. A kernel's measured rate, like
+    cat_eff: the step's time is never used."""
     path = Path(root) / gpu / "step_kernels.csv"
     if not path.is_file():
         return None
     k = pd.read_csv(path)
-    effs = []
-    for cfg, g in k.groupby("config"):
+    k = k[~k["kernel"].str.contains(ANNOTATION)]
+    with_setup = "profiled" not in k.columns or (k["profiled"] != "phase").any()
+    effs: dict[str, list[float]] = {}
+    for (cfg, prec), g in k.groupby(["config", "precision"]):
         m = _STEP_CFG.fullmatch(str(cfg).strip())
-        adam = g[g["kernel"].str.contains("adam", case=False)]
-        if m is None or adam.empty:
+        if m is None:
             continue
-        for _, per_prec in adam.groupby("precision"):
-            params = param_counts(get_model(m[1]))["total_params"]
-            effs.append(params * ADAMW_BYTES_PER_PARAM / float(per_prec["time_s"].sum()) / gpu_spec(gpu).hbm_bytes_per_s)
-    return float(np.median(effs)) if effs else None
+        params = param_counts(get_model(m[1]))["total_params"]
+        # in records profiled with their setup the optimizer phase also holds the forward and
+        # backward: kernels of a class they launch too (casting copies) are netted against the
+        # backward phase's row (which holds the forward and backward)
+        setup = k[(k["config"] == str(cfg).replace("train_opt", "train_bwd")) & (k["precision"] == prec)]
+        for name, (pattern, bytes_per_param) in OPTIMIZER_KERNELS.items():
+            t = float(g[g["kernel"].str.contains(pattern)]["time_s"].sum())
+            if with_setup:
+                t -= float(setup[setup["kernel"].str.contains(pattern)]["time_s"].sum())
+            if t > 0:
+                effs.setdefault(name, []).append(params * bytes_per_param / t / gpu_spec(gpu).hbm_bytes_per_s)
+    return {n: float(np.median(v)) for n, v in effs.items()} or None
 
 
 def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
@@ -218,8 +281,8 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
         return {}
     host = measured_host_s(gpu, root)
     opt_eff = measured_optimizer_eff(gpu, root)
-    return {"extra_kernels": counts, **({"host_s": host} if host else {}),
-            **({"optimizer_eff": opt_eff} if opt_eff else {}),
+    return {"extra_kernels": counts, "radix_sort_kernels": radix_sort_kernels(gpu, root),
+            **({"host_s": host} if host else {}), **({"optimizer_eff": opt_eff} if opt_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
 

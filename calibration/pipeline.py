@@ -12,12 +12,15 @@ precision, num_layers), the scenario is:
            layer records (calibration.whole_step.block_ops and calibration.predict, committed
            profile, balanced expert loads); an op's time is its eager window (host dispatch and
            kernels, calibration.predict.timed_window_s at steady state); FB = F then B on one stream
-           (real/ issues the pair from one thread);
+           (real/ issues the pair from one thread); with ep > 1 each MoE layer's experts are spread
+           over the ep ranks (calibration.whole_step.ep_moe_ops: dispatch, local experts, combine,
+           balanced loads); the all-to-alls' coupling of ranks that run different stages at the
+           time is not simulated (each rank's all-to-all is a delay on its own stream);
   p2p      a micro-batch's activations (or gradients), micro_batch_seqs x seq_len x hidden x 2 B,
            over NVLink at the catalog's achieved rate (twin.costs.comm.p2p_time_s);
-  after    the optimizer of the rank's parameters (MasterAdamW) and, where dp > 1, a ring
-           all-reduce of the replicated gradients; EP (ep > 1) costs each MoE layer as the two-GPU
-           EP layer of calibration.whole_step (dispatch, local experts, combine).
+  after    the gradient reduction of real/pipeline/engine.py (DualPipe's copy pairs; dp > 1) and the
+           optimizer of the rank's parameters (MasterAdamW); weight gradients of micro-batches after
+           the first accumulate into .grad (a W/BW term).
 Nothing is fitted to pipeline times.
 
 Per-rank idle, measured: for each repetition, the step span (first op start to last op end over
@@ -36,11 +39,11 @@ import pandas as pd
 
 from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
-                                    _rmsnorm, _rmsnorm_bwd, adamw_bytes, block_ops)
+                                    _rmsnorm, _rmsnorm_bwd, block_ops, optimizer_ops)
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
-from twin.costs.flops import param_counts
+from twin.costs.flops import layer_params
 from twin.sim.pipeline import PipelineResult, Task, simulate_pipeline
 
 COMPUTE_KINDS = ("F", "B", "W", "BW", "FB")
@@ -76,13 +79,13 @@ class StageCost:
 
 
 def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile) -> StageCost:
+               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0) -> StageCost:
     """F, B and W seconds of one micro-batch on one model stage."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
     if first:
         f.gather(2 * T * D * BF16_BYTES)
-    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True) for i in layers]
+    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True, ep=ep) for i in layers]
     for bf, _ in blocks:
         f.extend(bf)
     if last:
@@ -99,6 +102,10 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
             b.mem(Y * D * BF16_BYTES)
             b.gather(2 * T * D * FP32_BYTES)
             b.small(6)
+    # weight gradients of every micro-batch but the first add into the existing .grad (AccumulateGrad:
+    # read both, write one, BF16): the fraction (n - 1) / n of them, averaged over the step
+    with b.weight_grad():
+        b.mem(3 * BF16_BYTES * stage_params(spec, layers, first, last, ep) * accumulate_frac)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
     return StageCost(_window(f.ops), _window(b.ops), _window(b.w_ops))
@@ -149,32 +156,64 @@ def _spec_of(row):
 def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row."""
     spec = _spec_of(row)
-    name = SCHEDULE_NAMES.get(str(row["schedule"]).lower(), str(row["schedule"]).lower())
     pp, n = int(row["pp"]), int(row["num_microbatches"])
+    # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
+    name = "1f1b" if pp == 1 else SCHEDULE_NAMES.get(str(row["schedule"]).lower(), str(row["schedule"]).lower())
+    ep = int(row.get("ep", 1) or 1) if hasattr(row, "get") else 1
     B, S, label = int(row["micro_batch_seqs"]), int(row["seq_len"]), str(row["precision"])
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
-    costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile)
+    costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
+                           accumulate_frac=(n - 1) / n)
              for s, layers in enumerate(stages)}
     p2p = comm.p2p_time_s(B * S * spec.hidden_size * BF16_BYTES, gpu, same_node=True)
     result = simulate_pipeline(schedule, PipelineCosts(schedule, costs, p2p), streams=("compute",))
-    after = _after_step_s(spec, schedule, pp, int(row.get("dp", 1) or 1), gpu, profile)
+    after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile)
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                                                "p2p_s": p2p, "after_s": after, "schedule": name}
 
 
-def _after_step_s(spec, schedule, pp: int, dp: int, gpu: GPUSpec, profile) -> float:
-    """MasterAdamW over one rank's share of the parameters (the largest), plus the DP all-reduce."""
-    params = param_counts(spec)["total_params"] / pp
-    tensors = max(1, _param_tensors(spec) // pp)
+def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
+    """Parameters one rank holds of a model stage (routed experts divided over the EP ranks)."""
+    dense_t, _ = layer_params(spec, dense=True) if spec.num_dense_layers else (0, 0)
+    moe_t, _ = layer_params(spec, dense=False) if spec.num_routed_experts else (0, 0)
+    expert = 3 * spec.hidden_size * spec.moe_intermediate_size
+    n = 0.0
+    for i in layers:
+        if spec.num_routed_experts and i >= spec.num_dense_layers:
+            n += moe_t - spec.num_routed_experts * expert * (1 - 1 / ep)
+        else:
+            n += dense_t
+    embed = spec.vocab_size * spec.hidden_size
+    return n + (embed if first else 0) + ((embed + spec.hidden_size) if last else 0)
+
+
+def _after_step_s(spec, schedule, stages: list, pp: int, dp: int, ep: int, gpu: GPUSpec, profile) -> float:
+    """What real/pipeline/engine.py runs after the schedule on the busiest rank: the gradient
+    reduction (_reduce: DualPipe's two copies of a stage sum their gradients over the rank pair;
+    data-parallel replicas sum the dense ones; each a flatten copy, an NCCL all-reduce over
+    NVLink, a copy back) and MasterAdamW over the rank's parameters."""
+    chunks = {r: [c for c in range(schedule.num_chunks)] for r in range(pp)}
+    per_rank = [sum(stage_params(spec, stages[schedule.stage_of(r, c)], schedule.stage_of(r, c) == 0,
+                                 schedule.stage_of(r, c) == len(stages) - 1, ep) for c in chunks[r]) for r in range(pp)]
+    params = max(per_rank)
+    tensors = max(1, _param_tensors(spec) * schedule.num_chunks // len(stages))
     o = Eager(gpu, profile)
-    o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)
-    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))
-    o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))
-    t = _window(o.ops)
+    reduce_s = 0.0
+    groups = []
+    if schedule.name == "dualpipe" and pp > 1:
+        groups.append((params, 2))
     if dp > 1:
-        t += comm.ring_collective_time_s(2.0 * params * BF16_BYTES, dp, gpu, same_node=True)
-    return t
+        expert = 3 * spec.hidden_size * spec.moe_intermediate_size * spec.num_routed_experts / ep
+        moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
+        groups.append((max(0.0, params - expert * moe_layers / pp), dp))
+    for n, ranks in groups:
+        grad_bytes = n * BF16_BYTES
+        o.mem(2 * grad_bytes)                                          # flatten
+        reduce_s += 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node=True)   # all-reduce
+        o.mem(2 * grad_bytes)                                          # copy back
+    optimizer_ops(o, params, tensors, profile)
+    return _window(o.ops) + reduce_s
 
 
 def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:

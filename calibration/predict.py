@@ -169,8 +169,8 @@ def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: 
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
     Eager.missing_kernels)."""
     f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads)
-    f.missing_kernels("moe_layer_fwd", label)
-    b.missing_kernels("moe_layer_bwd", label)
+    f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
+    b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
     return f, b
 
 
@@ -180,6 +180,11 @@ def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: 
 # when the GPU reaches them, so a host-bound op measures its host cycle and a GPU-bound one its
 # kernels (steady state of back-to-back repetitions, `timed_window_s`).
 
+
+# PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
+# runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
+SMALL_SORT_ELEMS = 4096
+SMALL_SORT_KERNELS = 3
 
 # real/fp8.py quantize_rowwise / quantize_1x128 / quantize_128x128: abs, amax, float (scale),
 # clamp, divide, float (x), divide, clamp, cast -> 9 kernels (4-6 of them full-size passes)
@@ -242,7 +247,7 @@ class Eager:
     def topk(self, rows: float, width: int, k: int) -> None:
         self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
 
-    def missing_kernels(self, layer_bench: str, label: str) -> None:
+    def missing_kernels(self, layer_bench: str, label: str, sort_elems: float | None = None) -> None:
         """real/'s eager layer as the kernel records show it (Profile.eager, measured by
         calibration.layer_gaps): the kernels it launches that the op list above does not name
         (argsort's radix passes and memsets, index bookkeeping, copies), spread evenly through the
@@ -253,6 +258,11 @@ class Eager:
         direction = layer_bench.rsplit("_", 1)[-1]
         host = self.use_eager_host(direction)
         n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
+        radix = eager.get("radix_sort_kernels", {}).get(layer_bench, 0.0)
+        if sort_elems is not None and sort_elems <= SMALL_SORT_ELEMS and radix:
+            # torch.sort/argsort of <= 4096 elements runs in place (fill indices, copy, one sort
+            # kernel: 3 a sort, the layer's two sorts) instead of cub's radix passes and memsets
+            n = max(0, n - int(round(radix)) + 2 * SMALL_SORT_KERNELS)
         if n <= 0:
             return
         h = float(host) if host is not None else self.profile.host("op")
@@ -390,9 +400,16 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
         _fp8_linear_fwd(e, n, k, m, label)
 
 
-def _rope(e: Eager, elems: float) -> None:
-    """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates)."""
-    e.mem(elems * (4 + 4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=8)
+def _rope(e: Eager, elems: float, backward: bool = False) -> None:
+    """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates). The
+    forward's cat([-x2, x1]) of the chunk halves is a CatArrayBatchedCopy over strided views (the
+    kernel records show it beside q's and k's cats), costed at cat_eff; its backward mirror is
+    slices and elementwise kernels (the chunk's backward cat is costed by the caller)."""
+    if backward:
+        e.mem(elems * (4 + 4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=8)
+        return
+    e.mem(elems * (4 + 6 * 2 + 12 * 2 + 12 + 6), kernels=7)
+    e.cat(elems * 4)
 
 
 def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
@@ -423,12 +440,21 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
     _linear_bwd(b, *lins[-1], label)
     b.mem(2 * T * H * O * B2)
     b.attention(core, "bwd")
-    b.mem(3 * T * H * (P + R) * B2, kernels=2)      # cat backward (slices) and expand backward (sum over heads)
+    # q and k's cat backward are slices (views); the shared rope key's expand backward sums over
+    # heads. Each split of a projection's output (and each rope's chunk) is a cat of the parts'
+    # gradients in backward: CatArrayBatchedCopy kernels (calibration/measurements/<gpu>/
+    # kernels.csv: five in the MLA backward), costed at the measured cat_eff like the forward's
+    b.mem((T * H * R + T * R) * B2)                 # expand backward
+    b.cat(2 * T * H * (P + O) * B2)                 # kv_b output split([P, O]) backward
     _linear_bwd(b, *lins[-2], label)
-    _rope(b, T * R)
+    _rope(b, T * R, backward=True)
+    b.cat(2 * T * R * B2)                           # rope's chunk backward (shared key)
     b.mem(3 * T * C * B2, kernels=2)                # kv_norm backward
+    b.cat(2 * T * (C + R) * B2)                     # kv_a output split([C, R]) backward
     _linear_bwd(b, *lins[-3], label)
-    _rope(b, T * H * R)
+    _rope(b, T * H * R, backward=True)
+    b.cat(2 * T * H * R * B2)                       # rope's chunk backward (queries)
+    b.cat(2 * T * H * (P + R) * B2)                 # q split([P, R]) backward
     if Q:
         _linear_bwd(b, *lins[1], label)
         b.mem(3 * T * Q * B2, kernels=2)            # q_norm backward

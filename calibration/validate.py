@@ -32,7 +32,7 @@ from calibration import records as rec
 from calibration.fit import PROFILES_DIR, fit_profile
 from calibration.predict import gpu_spec, predict_s
 from calibration.split import split
-from calibration.whole_step import predict_ep_row, predict_model_row
+from calibration.whole_step import predict_ep_row, predict_model_row, step_components
 from twin.costs.profile import Profile, profile_from_json
 
 MEDIAN_TARGET = 0.05
@@ -188,6 +188,7 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         out["gpus"][gpu] = s
         out["cases"] += cases
         out["not_predicted"][gpu] = sorted(set(skipped))
+        out.setdefault("step_components", []).extend(step_components(df, gpu, prof))
     out["multi_gpu"], out["pipelines"] = {}, []
     for folder, (gpu, n) in multi_gpu_dirs(root).items():
         prof = profiles.get(gpu)
@@ -248,6 +249,11 @@ def format_table(result: dict) -> str:
             lines.append(f"{gpu:6} kind {k:11} {h['num_cases']:>6} {h['median_abs_rel_error']:>8.1%} "
                          f"{h['p90_abs_rel_error']:>8.1%}   signed median {v['signed_median_rel_error']:+.1%}, "
                          f"GPUs {','.join(map(str, v['num_gpus']))}")
+    for c in result.get("step_components", []):
+        lines.append(f"{c['gpu']:6} {c['name']}: step {c['predicted_s'] / c['measured_s'] - 1:+.1%}; its MLA/MoE layers "
+                     f"as timed alone {c['layers_predicted_s'] / c['layers_measured_s'] - 1:+.1%} "
+                     f"({c['layers_measured_s'] * 1e3:.1f} ms), the rest {c['rest_predicted_s'] / c['rest_measured_s'] - 1:+.1%} "
+                     f"({c['rest_measured_s'] * 1e3:.1f} ms measured)")
     for p in result.get("pipelines", []):
         idle = ", ".join(f"r{r} {p['idle_simulated_s'][int(r)] * 1e3:.1f}/{m * 1e3:.1f} ms"
                          for r, m in p["idle_measured_s"].items() if int(r) < len(p["idle_simulated_s"]))

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
-                                 moe_layer_ops, timed_window_s, twin_precision)
+                                 moe_layer_ops, predict_s, timed_window_s, twin_precision)
 from twin.costs import comm
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -96,10 +96,11 @@ def balanced_counts(spec, tokens: int) -> np.ndarray:
 
 
 def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
-              training: bool = True, split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+              training: bool = True, split_weight_grads: bool = False, ep: int = 1) -> tuple[Eager, Eager]:
     """One real/model.py Block (norm, MLA, residual, norm, dense FFN or MoE, residual): forward
     and backward eager op lists (with split_weight_grads, the backward's weight-gradient work in
-    its w_ops)."""
+    its w_ops); with ep > 1 the MoE's experts are spread over `ep` ranks (ep_moe_ops, balanced
+    loads: each rank receives as many rows as it sends)."""
     T, D = B * S, spec.hidden_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     _rmsnorm(f, T, D)
@@ -110,7 +111,10 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     is_moe = spec.num_routed_experts > 0 and layer_id >= spec.num_dense_layers
     if is_moe:
         _gate_fwd(f, spec, T)
-        ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
+        if ep > 1:
+            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads)
+        else:
+            ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
         f.extend(ef)
     else:
         _dense_ffn(f, b, T, D, spec.intermediate_size, label)
@@ -164,9 +168,7 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     o = Eager(gpu, profile)
     params = param_counts(spec)["total_params"]
     tensors = _param_tensors(spec)
-    o.mem(params * (BF16_BYTES + FP32_BYTES), kernels=tensors)   # p.grad.float(), one per tensor
-    o.mem(adamw_bytes(params, profile), kernels=max(1, tensors // 4))  # fused AdamW: p, g, m, v in; p, m, v out
-    o.mem(params * (FP32_BYTES + BF16_BYTES), kernels=max(1, tensors // 4))  # _foreach_copy_ to the BF16 weights
+    optimizer_ops(o, params, tensors, profile)
     moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
     o.small(7 * moe_layers)                           # update_bias: clone, mean, sub, sign, mul, add_, zero_
     f.use_eager_host("fwd")
@@ -205,12 +207,22 @@ def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
 
 
 
-def adamw_bytes(params: float, profile) -> float:
-    """Bytes of the fused AdamW step over FP32 masters (28 a parameter), scaled so that Eager.mem's
-    streaming rate becomes the optimizer kernels' measured rate (Profile.eager optimizer_eff,
-    calibration.layer_gaps) where one is measured."""
-    eff = (profile.eager or {}).get("optimizer_eff")
-    return params * FP32_BYTES * 7.0 * (profile.memory_eff / eff if eff else 1.0)
+def optimizer_bytes(kind: str, params: float, profile) -> float:
+    """Bytes one of MasterAdamW's kernel classes moves ("grad_cast": the grads upcast, 6 a
+    parameter; "adamw": the fused AdamW over FP32 masters, 28; "copy_back": to the BF16 weights, 6),
+    scaled so that Eager.mem's streaming rate becomes that class's measured rate (Profile.eager
+    optimizer_eff, calibration.layer_gaps) where one is measured."""
+    per_param = {"grad_cast": BF16_BYTES + FP32_BYTES, "adamw": 7.0 * FP32_BYTES, "copy_back": FP32_BYTES + BF16_BYTES}[kind]
+    eff = ((profile.eager or {}).get("optimizer_eff") or {}).get(kind)
+    return params * per_param * (profile.memory_eff / eff if eff else 1.0)
+
+
+def optimizer_ops(o: Eager, params: float, tensors: int, profile) -> None:
+    """real/train.py MasterAdamW.step: each grad upcast on its own (one kernel a tensor), the fused
+    AdamW and the foreach copy back (multi-tensor kernels, a launch per few tensors)."""
+    o.mem(optimizer_bytes("grad_cast", params, profile), kernels=tensors)
+    o.mem(optimizer_bytes("adamw", params, profile), kernels=max(1, tensors // 4))
+    o.mem(optimizer_bytes("copy_back", params, profile), kernels=max(1, tensors // 4))
 
 
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
@@ -361,24 +373,32 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
         return timed_window_s([], e.ops)
     if b not in ("moe_layer_ep_fwd", "moe_layer_ep_bwd"):
         return None
-    local = dataclasses.replace(spec, num_routed_experts=E // world, hidden_size=D, top_k=K)
+    spec = dataclasses.replace(spec, num_routed_experts=E, hidden_size=D, top_k=K)
+    f, bw = ep_moe_ops(spec, T, world, rows_in, row["precision"], gpu, profile)
+    if b == "moe_layer_ep_fwd":
+        return timed_window_s([], f.ops)
+    return timed_window_s(f.ops, bw.ops)
+
+
+def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpec, profile,
+               split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+    """real/model.py MoE.routed with an EP group of `world` ranks (real/ep.py): dispatch, the local
+    experts' work (moe_layer_ops on the `rows_in` received rows over E/W experts, as if routed
+    locally, its sort and unsort replaced by dispatch and combine), combine; the backward runs the
+    two all-to-alls in reverse around the local experts' backward."""
+    E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
+    local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = np.full(E // world, rows_in / (E // world))
-    label = row["precision"]
-    # the local experts' work is moe_layer_ops on the received rows (as if routed locally: rows_in
-    # rows over E/W experts), with the local sort and unsort replaced by dispatch and combine
-    tokens_equiv = rows_in / K
-    lf, lb = moe_layer_ops(local, int(round(tokens_equiv)), counts, label, gpu, profile)
+    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)
     _combine(f, T, K, D, world, rows_in, gpu)
-    if b == "moe_layer_ep_fwd":
-        return timed_window_s([], f.ops)
-    bw = Eager(gpu, profile)
-    _all_to_all(bw, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
-    bw.extend(lb)
-    _all_to_all(bw, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
-    return timed_window_s(f.ops, bw.ops)
+    b = Eager(gpu, profile, split_weight_grads)
+    _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
+    b.extend(lb)
+    _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
+    return f, b
 
 
 def model_gpu(folder: str) -> tuple[str, int]:
@@ -391,3 +411,33 @@ def model_gpu(folder: str) -> tuple[str, int]:
 
 __all__ = ["predict_model_row", "predict_ep_row", "train_step_ops", "prefill_ops", "decode_ops", "model_gpu",
            "gpu_spec", "twin_precision"]
+
+
+def step_components(df, gpu: str, profile) -> list[dict]:
+    """Where a training step's residual sits (issue 13's closing note): for each train_step record
+    whose layers were also timed alone (attention.csv MLA rows at its batch and sequence length,
+    moe_layer.csv rows at its tokens and expert count, balanced routing), the layers' measured
+    and predicted seconds (forward + backward, times the model's layer counts) and the rest of the
+    step (embedding, norms, router, dense FFN, head and cross entropy, optimizer), measured as the
+    step minus its layers."""
+    spec_gpu = gpu_spec(gpu)
+    out = []
+    for _, r in df[df["bench"] == "train_step"].iterrows():
+        spec = get_model(r["model"])
+        B, S, label = int(r["batch"]), int(r["seq_len"]), r["precision"]
+        mla = df[df["bench"].isin(["mla_layer_fwd", "mla_layer_bwd"]) & (df["model"] == r["model"])
+                 & (df["batch"] == B) & (df["seq_len"] == S) & (df["precision"] == label)]
+        moe = df[df["bench"].isin(["moe_layer_fwd", "moe_layer_bwd"]) & (df["model"] == r["model"])
+                 & (df["tokens"] == B * S) & (df["num_experts"] == spec.num_routed_experts) & (df["skew"] == 0)
+                 & (df["precision"] == label)]
+        if len(mla) != 2 or len(moe) != 2:
+            continue
+        n_moe = spec.num_layers - spec.num_dense_layers
+        layers_meas = spec.num_layers * mla["time_s"].sum() + n_moe * moe["time_s"].sum()
+        layers_pred = (spec.num_layers * sum(predict_s(x, spec_gpu, profile) for _, x in mla.iterrows())
+                       + n_moe * sum(predict_s(x, spec_gpu, profile) for _, x in moe.iterrows()))
+        step_pred = predict_model_row(r, spec_gpu, profile)
+        out.append({"name": r["name"], "gpu": gpu, "measured_s": float(r["time_s"]), "predicted_s": step_pred,
+                    "layers_measured_s": float(layers_meas), "layers_predicted_s": float(layers_pred),
+                    "rest_measured_s": float(r["time_s"] - layers_meas), "rest_predicted_s": float(step_pred - layers_pred)})
+    return out

@@ -93,16 +93,22 @@ def plot_pipeline(p: dict):
     fig, axes = pg.figure(9, 1.0 + 0.9 * pp, nrows=2, ncols=1, sharex=True)
     meas = p["measured_ops"]
     t0 = min((o[4] for o in meas), default=0.0)
+    span = max([o[5] - t0 for o in meas] + [s[3] for s in p["simulated_op_spans"]] + [1e-9])
+
+    def label(ax, rank, start, end, text):
+        if end - start > 0.04 * span:    # only bars wide enough to hold their label
+            ax.text((start + end) / 2 * 1e3, rank, text, ha="center", va="center", fontsize=5)
+
     for rank, kind, mb, chunk, start, end in meas:
         axes[0].barh(rank, (end - start) * 1e3, left=(start - t0) * 1e3, color=KIND_COLORS.get(kind, "#999999"),
                      edgecolor="white", lw=0.3)
-        if kind in ("F", "B", "W", "BW", "FB") and (end - start) > 0:
-            axes[0].text((start + end - 2 * t0) / 2 * 1e3, rank, f"{kind}{mb}", ha="center", va="center", fontsize=5)
-    for rank, label, start, end in p["simulated_op_spans"]:
-        kind = "FB" if "&" in label else label.rstrip("0123456789.")
+        if kind in ("F", "B", "W", "BW", "FB"):
+            label(axes[0], rank, start - t0, end - t0, f"{kind}{mb}")
+    for rank, op, start, end in p["simulated_op_spans"]:
+        kind = "FB" if "&" in op else op.rstrip("0123456789.")
         axes[1].barh(rank, (end - start) * 1e3, left=start * 1e3, color=KIND_COLORS.get(kind, "#999999"),
                      edgecolor="white", lw=0.3)
-        axes[1].text((start + end) / 2 * 1e3, rank, label.split(".")[0], ha="center", va="center", fontsize=5)
+        label(axes[1], rank, start, end, op.replace(".0", ""))
     for ax, title in zip(axes, ("measured (real/)", "twin (SimPy)")):
         ax.set_yticks(range(pp), [f"rank {r}" for r in range(pp)])
         ax.invert_yaxis()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import statistics
 import time
 
@@ -37,6 +38,7 @@ from real.infer import decode_step, prefill
 from real.model import MLA, MoE, build_model, building, rope_tables
 from real.train import MasterAdamW
 
+ANNOTATION = re.compile(r"[\w.]+#[\w.]+")   # a profiler range such as "Optimizer.step#AdamW.step"
 HOST_REPS = 10
 KERNEL_REPS = 3
 WARMUP = 2
@@ -83,13 +85,15 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
         host.append(t1 - t0)
     kernels, kernel_s, per_kernel = 0.0, float("nan"), {}
     if dev.type == "cuda":
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(KERNEL_REPS):
-                state = setup()
-                _sync(dev)
+        ev = []
+        for _ in range(KERNEL_REPS):   # the profiler around the phase alone, not its setup
+            state = setup()
+            _sync(dev)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 fn(state)
                 _sync(dev)
-        ev = [e for e in prof.events() if e.device_type.name == "CUDA"]
+            # kernels only: range annotations ("Optimizer.step#AdamW.step") also show as CUDA events
+            ev += [e for e in prof.events() if e.device_type.name == "CUDA" and not ANNOTATION.fullmatch(e.name)]
         kernels = len(ev) / KERNEL_REPS
         kernel_s = sum(e.device_time for e in ev) * 1e-6 / KERNEL_REPS
         for e in ev:
@@ -114,10 +118,10 @@ def _row(rec, timer, config: str, phase: str, prec, split: str, r: dict, **shape
         # whole-step phases: each kernel's calls and GPU time per call of the phase (step_kernels.csv,
         # the kernels.csv schema), so a step's time can be split by kernel class
         for name, (n, t) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
-            rec.row("step_kernels", bench="step_kernels", config=f"{config} {phase}", precision=prec.label,
+            rec.row("step_kernels", bench="step_kernels", config=f"{config} {phase}", precision=prec.label, profiled="phase",
                     kernel=name if len(name) <= 240 else name[:120] + "..." + name[-117:], calls=n, time_s=t,
                     reps=KERNEL_REPS, timing="profiler", sm_clock_mhz=timer.tel.sm_clock_mhz())
-    rec.row("host_dispatch", bench="host_dispatch", config=config, phase=phase, precision=prec.label,
+    rec.row("host_dispatch", bench="host_dispatch", config=config, phase=phase, precision=prec.label, profiled="phase",
             split=split, sm_clock_mhz=timer.tel.sm_clock_mhz(), **shape, **r)
     log(f"host_dispatch {config} {phase} {prec.label}: host {r['host_s'] * 1e3:.3f} ms, events "
         f"{r['time_s'] * 1e3:.3f} ms, {r['kernels']:.0f} kernels ({r['kernel_s'] * 1e3:.3f} ms), {r['aten_ops']} aten ops")

@@ -37,14 +37,16 @@ SHAPE_COLS = {
     "power": ["bench", "config", "precision"],
     "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
     "kernels": ["bench", "config", "precision", "kernel", "calls"],
-    "step_kernels": ["bench", "config", "precision", "kernel", "calls"],
+    "step_kernels": ["bench", "config", "precision", "profiled", "kernel", "calls"],
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
            "max_rank_rows", "bytes_per_rank", "precision"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
     "sm_reserve": ["bench", "mode", "reserved_sms", "m", "n", "k", "precision", "trial", "time_solo_s",
                    "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],
+    # profiled: "phase" = kernels of the phase alone (records before 2026-11-26 04:00 also hold the
+    # phase's setup: a backward's forward, an optimizer's forward and backward)
     "host_dispatch": ["bench", "config", "phase", "model", "batch", "seq_len", "tokens", "num_experts", "precision",
-                      "split", "host_s", "kernels", "kernel_s", "aten_ops"],
+                      "split", "profiled", "host_s", "kernels", "kernel_s", "aten_ops"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
     "nccl": ["bench", "op", "message_bytes", "world_size", "dtype", "calls_per_window", "bus_factor",

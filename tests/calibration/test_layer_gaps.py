@@ -70,22 +70,47 @@ def test_measured_host_time_per_kernel_comes_from_fitting_rows_only(tmp_path):
     pd.DataFrame([("moe_layer a", "fwd", "fit", 1.0e-3, 100), ("moe_layer b", "fwd", "fit", 3.0e-3, 100),
                   ("moe_layer c", "fwd", "holdout", 9.0e-3, 10), ("mla_layer a", "bwd", "fit", 2.0e-3, 50),
                   ("train_step a", "train_fwd", "holdout", 5.0e-3, 100)],
-                 columns=["config", "phase", "split", "host_s", "kernels"]).to_csv(tmp_path / "h100" / "host_dispatch.csv")
+                 columns=["config", "phase", "split", "host_s", "kernels"]).assign(precision="bf16").to_csv(tmp_path / "h100" / "host_dispatch.csv")
     host = lg.measured_host_s("h100", tmp_path)
     assert host == {"fwd": pytest.approx(2e-5), "bwd": pytest.approx(4e-5)}
     assert lg.measured_host_s("h200", tmp_path) == {}
 
 
-def test_optimizer_rate_is_the_adamw_kernels_measured_bandwidth(tmp_path):
+def test_optimizer_rates_are_its_kernels_measured_bandwidth(tmp_path):
     from calibration.predict import gpu_spec
     from twin.costs.flops import param_counts
     from twin.core.specs import get_model
     (tmp_path / "h100").mkdir()
     params = param_counts(get_model("v3-slice-1l"))["total_params"]
-    adam_s = params * 28.0 / (0.5 * gpu_spec("h100").hbm_bytes_per_s)      # a kernel at half the HBM peak
-    pd.DataFrame([("train_step v3-slice-1l b1 s2048 train_opt", "bf16", "multi_tensor_apply_kernel<FusedAdamMathFunctor>", 40, adam_s),
-                  ("train_step v3-slice-1l b1 s2048 train_opt", "bf16", "vectorized_elementwise_kernel copy", 25, 1e-3),
+    hbm = gpu_spec("h100").hbm_bytes_per_s
+    cfg = "train_step v3-slice-1l b1 s2048 train_opt"
+    pd.DataFrame([(cfg, "bf16", "Optimizer.step#AdamW.step", 1, 9.0),      # a range annotation, not a kernel
+                  (cfg, "bf16", "multi_tensor_apply_kernel<FusedOptimizerTensorListMetadata, ADAM_MODE>", 40,
+                   params * 28.0 / (0.5 * hbm)),
+                  (cfg, "bf16", "unrolled_elementwise_kernel<direct_copy_kernel_cuda LoadWithCast>", 25,
+                   params * 6.0 / (0.25 * hbm)),
+                  (cfg, "bf16", "multi_tensor_apply_kernel<CopyFunctor<BFloat16, float>>", 40, params * 6.0 / (0.75 * hbm)),
                   ("train_step v3-slice-1l b1 s2048 train_fwd", "bf16", "nvjet gemm", 10, 5e-3)],
                  columns=["config", "precision", "kernel", "calls", "time_s"]).to_csv(tmp_path / "h100" / "step_kernels.csv")
-    assert lg.measured_optimizer_eff("h100", tmp_path) == pytest.approx(0.5)
+    eff = lg.measured_optimizer_eff("h100", tmp_path)
+    assert eff == {"adamw": pytest.approx(0.5), "grad_cast": pytest.approx(0.25), "copy_back": pytest.approx(0.75)}
     assert lg.measured_optimizer_eff("h200", tmp_path) is None
+
+
+def test_host_time_per_kernel_nets_out_the_profiled_setup(tmp_path):
+    """A backward's profiled region also ran its forward: its own kernels are the difference."""
+    (tmp_path / "h100").mkdir()
+    pd.DataFrame([("moe_layer a", "fwd", "bf16", "fit", 1.0e-3, 50), ("moe_layer a", "bwd", "bf16", "fit", 3.0e-3, 150)],
+                 columns=["config", "phase", "precision", "split", "host_s", "kernels"]).to_csv(tmp_path / "h100" / "host_dispatch.csv")
+    assert lg.measured_host_s("h100", tmp_path) == {"fwd": pytest.approx(2e-5), "bwd": pytest.approx(3e-5)}
+
+
+def test_small_sorts_launch_no_radix_passes():
+    """Decode-sized MoE layers (<= 4,096 routed rows) sort in place: fewer kernels than training ones."""
+    from calibration.predict import gpu_spec, moe_layer_ops
+    from calibration.whole_step import balanced_counts
+    from twin.core.specs import get_model
+    prof, spec = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text())), get_model("v3-slice-1l")
+    small, _ = moe_layer_ops(spec, 8, balanced_counts(spec, 8), "bf16", gpu_spec("h200"), prof)
+    large, _ = moe_layer_ops(spec, 1024, balanced_counts(spec, 1024), "bf16", gpu_spec("h200"), prof)
+    assert len(large.ops) - len(small.ops) == prof.eager["radix_sort_kernels"]["moe_layer_fwd"] - 6

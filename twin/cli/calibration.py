@@ -11,7 +11,7 @@ from calibration import records as rec
 from calibration import published_runs, sm_reserve, trace
 from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
 from calibration.publish import publish_expert_loads
-from calibration.validate import failures, format_table, validate
+from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, failures, format_table, validate
 from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES
 from reports.validation_report import write_report
 from tqdm import tqdm
@@ -84,15 +84,24 @@ def cmd_validate(args) -> int:
     return 0
 
 
+WHOLE_RUN_KINDS = WHOLE_STEP_KINDS + LAYER_KINDS
+
+
+def _is_whole_run_kind(line: str) -> bool:
+    """A per-kind verdict line of whole steps and layers (issue 13's targets)."""
+    parts = line.split()
+    return len(parts) > 2 and parts[1] == "kind" and parts[2] in WHOLE_RUN_KINDS
+
+
 def _headline(tables: list[str]) -> str:
-    """The lines that carry the verdicts: held-out totals per GPU, the H100 -> H200 transfer, the
+    """The lines that carry the verdicts: held-out totals per GPU, whole steps and layers per kind, the H100 -> H200 transfer, the
     H800 chunk pair, and the SM-reservation bracket at V3's 20 SMs (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
             gpu = line.split("(", 1)[1].split(")", 1)[0]
-        if line.startswith(keep) or "HELD-OUT TOTAL" in line:
+        if line.startswith(keep) or "HELD-OUT TOTAL" in line or _is_whole_run_kind(line):
             lines.append(line)
         elif line.startswith("at V3's 20 SMs"):
             lines.append(f"{gpu}: {line}")
