@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.core.scenario import SERVING, from_dict
+from twin.core.specs import serve_engines
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
 
@@ -38,13 +39,25 @@ def gpu_key(gpu_name: str) -> str:
     raise ValueError(f"no catalog GPU for {gpu_name!r}")
 
 
-def scenario_for(run: dict):
-    """The serving scenario of one serve_load row."""
+def engine_name(run: dict) -> str:
+    """The serve_engines.toml table of a run's engine: real/serve on its GPU at its EP size."""
+    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}"
+
+
+def scenario_for(run: dict, engine_costs: bool = True):
+    """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
+    the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
+    buckets - real/serve captures graphs only without EP) and, with `engine_costs`, its fitted engine
+    terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
     dp = run.get("attention_parallel", "dp") == "dp"
     buckets = [int(b) for b in str(run.get("graph_batch_buckets") or "").split()]
-    graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets)
+    pages = [int(b) for b in str(run.get("graph_page_buckets") or "").split()]
+    graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets) and ep == 1
+    name = engine_name(run) if engine_costs else ""
+    if name and name not in serve_engines():
+        name = ""
     raw = {
         "name": f"real-serve-{run['run_id']}",
         "model": {"name": run["model"]},
@@ -52,9 +65,12 @@ def scenario_for(run: dict):
         "serve": {"ep": ep, "tp": 1 if dp else ep, "dp_attention": dp,
                   "weight_precision": "fp8" if "fp8" in str(run.get("precision", "")).lower() else "bf16",
                   "kv_precision": "bf16", "num_microbatches": 1, "batch": int(run["max_running"]) * (ep if dp else 1),
-                  "max_batch_tokens": int(run["token_budget"]), "cuda_graphs": graphs,
-                  "cuda_graph_max_batch": max(buckets) if buckets else 0,
-                  "kv_capacity_tokens": int(run["num_pages"]) * int(run["page_size"]) * (ep if dp else 1),
+                  "max_batch_tokens": int(run["token_budget"]), "token_budget_counts_decode": True,
+                  "kv_admission": "reserve", "cuda_graphs": graphs,
+                  "cuda_graph_max_batch": max(buckets) if graphs else 0,
+                  "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
+                  "kv_page_size": int(run["page_size"]), "engine_costs": name,
+                  "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
         "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",
                     "concurrency": int(float(run.get("concurrency") or 0))},

@@ -218,6 +218,7 @@ class Instance:
         self.epoch: dict[int, int] = {}
         self.join: dict[int, tuple[float, float]] = {}  # rid -> (G at join, context at join)
         self.order: list[int] = []              # decoding requests, oldest first (preemption takes the newest)
+        self.ctx_heap: list[tuple[float, int, int]] = []   # (-(context at join - G at join), epoch, rid): the longest
         self.batch = 0
         self.G = 0.0
         self.ctx_base = 0.0                     # sum over decoding requests of (context at join - G at join)
@@ -302,6 +303,7 @@ class Instance:
         self.epoch[rid] = ep
         self.join[rid] = (self.G, context - self.G)
         heapq.heappush(self.heap, (self.G + left - EPS, ep, rid))
+        heapq.heappush(self.ctx_heap, (-(context - self.G), ep, rid))
         self.order.append(rid)
         self.batch += 1
         self.ctx_base += context - self.G
@@ -313,6 +315,13 @@ class Instance:
         self.ctx_base -= base
         self.epoch[rid] += 1                     # its heap entry is now stale
         return self.G - g0
+
+    def max_ctx(self) -> float:
+        """The longest context of the decoding set (its page-table width)."""
+        h = self.ctx_heap
+        while h and (h[0][2] not in self.join or self.epoch.get(h[0][2]) != h[0][1]):
+            heapq.heappop(h)
+        return (-h[0][0] + self.G) if h else 0.0
 
     def _preempt_for_growth(self, growth: float) -> None:
         """'optimistic': free the newest decoding requests until one more step fits."""
@@ -349,8 +358,9 @@ class Instance:
             chunk: list[tuple[int, int]] = []
             prompt_tokens = 0
             span_weighted = 0.0
+            pairs = 0.0
             if self.prefilling:
-                budget = self.budget
+                budget = self.budget - (self.batch if s.token_budget_counts_decode and s.mixed_batches else 0)
                 for rid in self.prefilling:
                     if budget <= 0:
                         break
@@ -359,6 +369,7 @@ class Instance:
                     chunk.append((rid, take))
                     prompt_tokens += take
                     span_weighted += take * (take + 2 * self.prefill_span0[rid])
+                    pairs += take * (take + self.prefill_span0[rid])
             decode_now = self.batch if (not chunk or s.mixed_batches) else 0
             if decode_now and optimistic:
                 self._preempt_for_growth(tps)
@@ -367,7 +378,8 @@ class Instance:
             span = span_weighted / prompt_tokens if prompt_tokens else 0.0
             if not decode_now and not prompt_tokens:
                 continue                          # everything was preempted: admit again
-            dur, pre_s = costs.iteration_s(decode_now, ctx, prompt_tokens, span)
+            dur, pre_s = costs.iteration_s(decode_now, ctx, prompt_tokens, span, self.max_ctx() if decode_now else 0.0,
+                                           len(chunk), pairs)
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -433,11 +445,12 @@ class Instance:
                 return
             steps = min(steps, int(room))
         ctx0 = (self.ctx_base + b * self.G) / b
+        max0 = self.max_ctx()
         cum = []
         total = 0.0
         until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
         for i in range(steps):
-            total += self.costs.iteration_s(b, ctx0 + i * tps, 0, 0.0)[0]
+            total += self.costs.iteration_s(b, ctx0 + i * tps, 0, 0.0, max0 + i * tps)[0]
             cum.append(total)
             if total >= until:
                 break
