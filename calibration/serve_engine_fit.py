@@ -118,16 +118,6 @@ def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[i
             "graph_rows": rows}
 
 
-def physics_s(costs: IterationCosts, row, ranks: int, graph_rows: int) -> float:
-    """The twin's kernel time of one iteration (engine terms off), the instance being `ranks`
-    ranks each carrying this rank's batch (the lockstep EP ranks are taken alike)."""
-    b = graph_rows or int(row.decode_seqs)
-    p = sum(n for n, _ in row.chunks)
-    span = sum(n * (n + 2 * c) for n, c in row.chunks) / p if p else 0.0
-    ctx = float(row.decode_ctx_mean)
-    return costs.iteration_s(b * ranks, ctx, p * ranks, span)[0]
-
-
 def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
     """Feature rows of every busy iteration of the `split` runs in one records folder."""
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
@@ -142,27 +132,47 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             continue
         sc = scenario_for(run, engine_costs=False)
         costs = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, kernel_launch_s=0.0))
-        ranks = int(run["ep_size"] or 1)
-        graphs = str(run["cuda_graphs"]).lower() in ("1", "true") and ranks == 1
+        graphs = str(run["cuda_graphs"]).lower() in ("1", "true") and int(run["ep_size"] or 1) == 1
         pb = _buckets(run["graph_page_buckets"])
         bb = _buckets(run["graph_batch_buckets"])
         ps = int(run["page_size"])
-        meta = {"gpu": sc.cluster.gpu, "ep": ranks, "model": run["model"], "engine": run["engine"]}
+        meta = {"gpu": sc.cluster.gpu, "ep": int(run["ep_size"] or 1), "model": run["model"], "engine": run["engine"]}
+        per_rank = []
         for rank in sorted(its.loc[its.run_id == run["run_id"], "rank"].unique()):
             it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
             rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
-            rb = rebuild(it, rq)
-            ends = rb.start_s + rb.duration_s
-            gaps = (rb.start_s.shift(-1) - ends).to_numpy()
-            for k, row in enumerate(rb.itertuples()):
-                if int(row.idle):
-                    continue
-                f = features(row, ps, bb, pb, graphs)
-                f.update(run_id=run["run_id"], rank=rank, measured_s=float(row.duration_s), gap_s=gaps[k],
-                         physics_s=physics_s(costs, row, ranks, f["graph_rows"]),
-                         prefill_ok=sum(n for n, _ in row.chunks) == int(row.prefill_tokens),
-                         decode_ok=int(row.rebuilt_decode) == int(row.decode_seqs))
-                rows.append(f)
+            per_rank.append(rebuild(it, rq).set_index("iteration"))
+        # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
+        # instance is the slower rank's duration, its features the ranks' totals (what the
+        # twin's one-queue instance sees), the width the longest context of either
+        common = sorted(set.intersection(*(set(r.index) for r in per_rank)))
+        for i in common:
+            rws = [r.loc[i] for r in per_rank if not int(r.loc[i].idle)]
+            if not rws:
+                continue
+            fr = [features(r, ps, bb, pb, graphs) for r in rws]
+            chunks = [c for r in rws for c in r.chunks]
+            dec = sum(int(r.decode_seqs) for r in rws)
+            # padded decode rows of each rank (graph bucket or batch) and the widest padded context
+            pad_rows = sum(f["graph_rows"] or int(r.decode_seqs) for f, r in zip(fr, rws))
+            width = max((f["gather_s_per_row_token"] / (f["graph_rows"] or int(r.decode_seqs))
+                         for f, r in zip(fr, rws) if int(r.decode_seqs) > 0), default=0.0)
+            graph = all(f["graph_rows"] > 0 for f in fr)
+            p = sum(n for n, _ in chunks)
+            span = sum(n * (n + 2 * c) for n, c in chunks) / p if p else 0.0
+            ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
+            gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
+                    for r2 in per_rank if (i + 1) in r2.index]
+            rows.append({
+                "iteration_s": 1.0, "eager_iteration_s": float(not graph), "chunk_s": float(len(chunks)),
+                "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
+                "gather_s_per_row_token": float(pad_rows * width),
+                "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0,
+                "measured_s": max(float(r.duration_s) for r in rws),
+                "physics_s": costs.iteration_s(pad_rows if graph else dec, ctx_mean, p, span)[0],
+                "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
+                "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
+                "gap_s": min(gaps) if gaps else math.nan})
     return pd.DataFrame(rows), meta
 
 

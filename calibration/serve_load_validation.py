@@ -132,3 +132,52 @@ def validate_load(records_dir: str | Path) -> list[dict]:
             row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
         out.append(row)
     return out
+
+
+def serve_load_dirs(root: str | Path) -> list[Path]:
+    """Records folders holding a serving load campaign (serve_load.csv and serve_requests.csv)."""
+    root = Path(root)
+    return sorted(d for d in root.iterdir() if (d / "serve_load.csv").is_file() and (d / "serve_requests.csv").is_file())
+
+
+def summarize_load(rows: list[dict]) -> dict:
+    """Per split ('holdout', 'fit'): per figure the median and P90 of |relative error|, the worst
+    run, and how many runs meet the figure's target."""
+    out = {}
+    for split in ("holdout", "fit"):
+        sub = [r for r in rows if r["split"] == split]
+        figs = {}
+        for k in FIGURES:
+            errs = np.array([abs(r[f"{k}_rel_error"]) for r in sub if math.isfinite(r[f"{k}_rel_error"])])
+            figs[k] = {"target": TARGETS[k], "num_runs": int(len(errs)),
+                       "median_abs_rel_error": float(np.median(errs)) if len(errs) else None,
+                       "p90_abs_rel_error": float(np.percentile(errs, 90)) if len(errs) else None,
+                       "max_abs_rel_error": float(errs.max()) if len(errs) else None,
+                       "runs_within_target": int(sum(r[f"{k}_within_target"] for r in sub))}
+        out[split] = {"num_runs": len(sub), "figures": figs,
+                      "meets_targets": bool(sub) and all(r[f"{k}_within_target"] for r in sub for k in FIGURES)}
+    return out
+
+
+def validate_serve_load(root: str | Path) -> dict:
+    """`twin validate`'s serving-load section: every records folder with load runs, its runs'
+    errors and their summary (targets judged on the held-out runs)."""
+    out = {}
+    for d in serve_load_dirs(root):
+        rows = validate_load(d)
+        out[d.name] = {"gpu": rows[0]["gpu"] if rows else "", "runs": rows, **summarize_load(rows)}
+    return out
+
+
+def format_serve_load(section: dict) -> list[str]:
+    lines = []
+    for folder, s in section.items():
+        h = s["holdout"]
+        for k, v in h["figures"].items():
+            if not v["num_runs"]:
+                continue
+            lines.append(f"serve_load {folder:7} {k:20} held-out {v['num_runs']} runs: median {v['median_abs_rel_error']:.1%}, "
+                         f"P90 {v['p90_abs_rel_error']:.1%}, within {v['target']:.0%}: {v['runs_within_target']}/{v['num_runs']}"
+                         f"   (fit median {s['fit']['figures'][k]['median_abs_rel_error'] or 0:.1%})")
+        lines.append(f"serve_load {folder:7} held-out targets: {'met' if h['meets_targets'] else 'NOT met'}")
+    return lines

@@ -31,7 +31,8 @@ the smallest captured batch >= the decode batch (the rest padding rows, timed as
 
 Engine costs (`serve.engine_costs`, a table of twin/data/serve_engines.toml fitted by
 calibration/serve_engine_fit.py on an engine's fit-split load runs): the engine's own host and
-implementation costs on top of the kernels, per attention group (the groups step in lockstep):
+implementation costs on top of the kernels, on the instance's totals (its attention groups step in
+lockstep, the slowest setting the pace):
 host time per iteration, eager launches, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
@@ -219,8 +220,9 @@ class IterationCosts:
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float) -> tuple[float, float]:
-        """iteration_s with graph buckets and the engine's fitted terms, per attention group
-        (an instance's batch and chunks spread evenly over its dp groups)."""
+        """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
+        attention group (the instance's batch spread evenly over its dp groups); the engine terms
+        are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
         dp = self.s.attention_dp
         rows = math.ceil(batch / dp) if batch > 0 else 0
         bucket, width = graph_bucket(rows, max_ctx if batch > 0 else 0.0, prompt_tokens > 0, self.s.kv_page_size,
@@ -240,10 +242,10 @@ class IterationCosts:
         e = self.engine
         if not e:
             return kern + (self.eager_s if eager else 0.0), pre
-        pad_rows = bucket if bucket else rows
+        pad_rows = b                            # padded decode rows of all groups
         host = (e["iteration_s"] + e["loop_s"] + (e["eager_iteration_s"] if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
-        pre_host = e["chunk_s"] * chunks / dp + e["score_s_per_pair"] * pairs / dp
+        pre_host = e["chunk_s"] * chunks + e["score_s_per_pair"] * pairs
         return kern + host + pre_host, pre + pre_host
 
     @property
