@@ -9,6 +9,10 @@ What real/serve does per iteration beyond the GPU work the serving cost function
   eager_iteration_s   launching every kernel of the forward from Python when no CUDA graph is
                       replayed (prefill and mixed iterations; all iterations under EP, whose
                       all-to-all sizes are read on the host);
+  prompt_iteration_s  an iteration carrying prompt work takes the eager prefill path: its inputs
+                      built token by token on the host (positions, cache slots), the chunks' page
+                      tables copied, the completed prompts' logits (under EP also the larger,
+                      uneven all-to-all whose sizes the host reads);
   chunk_s             each prefill chunk's own attention (page gather, latent expansion, SDPA) is
                       launched separately, per layer;
   score_s_per_pair    each chunk's SDPA gets 3-D (heads, n, Lc) inputs, which PyTorch serves with
@@ -47,7 +51,7 @@ from twin.core import atomic
 from calibration.serve_load_validation import scenario_for
 from twin.serving.timing import IterationCosts, graph_bucket
 
-TERMS = ("iteration_s", "eager_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token")
+TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 
@@ -112,7 +116,7 @@ def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[i
     eager = rows == 0 or int(row.prefill_tokens) > 0 or not graphs
     pad_rows = rows if rows else int(row.decode_seqs)
     return {"iteration_s": 1.0, "eager_iteration_s": float(eager),
-            "chunk_s": float(len(row.chunks)),
+            "prompt_iteration_s": float(int(row.prefill_tokens) > 0), "chunk_s": float(len(row.chunks)),
             "score_s_per_pair": float(sum(n * (c + n) for n, c in row.chunks)),
             "gather_s_per_row_token": float(pad_rows * width),
             "graph_rows": rows}
@@ -164,7 +168,8 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
                     for r2 in per_rank if (i + 1) in r2.index]
             rows.append({
-                "iteration_s": 1.0, "eager_iteration_s": float(not graph), "chunk_s": float(len(chunks)),
+                "iteration_s": 1.0, "eager_iteration_s": float(not graph),
+                "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
                 "gather_s_per_row_token": float(pad_rows * width),
                 "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0,

@@ -33,7 +33,7 @@ Engine costs (`serve.engine_costs`, a table of twin/data/serve_engines.toml fitt
 calibration/serve_engine_fit.py on an engine's fit-split load runs): the engine's own host and
 implementation costs on top of the kernels, on the instance's totals (its attention groups step in
 lockstep, the slowest setting the pace):
-host time per iteration, eager launches, per prefill chunk, per query-key pair of a chunk's
+host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
 """
@@ -76,7 +76,7 @@ def _coarse_point(j: int) -> float:
     return MIN_SPAN * COARSE_RATIO ** j
 
 
-ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s")
+ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s")
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -245,7 +245,8 @@ class IterationCosts:
         pad_rows = b                            # padded decode rows of all groups
         host = (e["iteration_s"] + e["loop_s"] + (e["eager_iteration_s"] if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
-        pre_host = e["chunk_s"] * chunks + e["score_s_per_pair"] * pairs
+        pre_host = ((e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
+                    + e["score_s_per_pair"] * pairs)
         return kern + host + pre_host, pre + pre_host
 
     @property
