@@ -157,12 +157,16 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             fr = [features(r, ps, bb, pb, graphs) for r in rws]
             chunks = [c for r in rws for c in r.chunks]
             dec = sum(int(r.decode_seqs) for r in rws)
-            # padded decode rows of each rank (graph bucket or batch) and the widest padded context
-            pad_rows = sum(f["graph_rows"] or int(r.decode_seqs) for f, r in zip(fr, rws))
+            # padded decode rows of the busiest rank (graph bucket or batch) times the ranks, as
+            # the twin times lockstep groups (serve.dp_routing = 'round_robin'), and the widest
+            # padded context
+            ranks = len(per_rank)
+            pad_rows = ranks * max(f["graph_rows"] or int(r.decode_seqs) for f, r in zip(fr, rws))
+            p_busiest = ranks * max(sum(n for n, _ in r.chunks) for r in rws)
             width = max((f["gather_s_per_row_token"] / (f["graph_rows"] or int(r.decode_seqs))
                          for f, r in zip(fr, rws) if int(r.decode_seqs) > 0), default=0.0)
             graph = all(f["graph_rows"] > 0 for f in fr)
-            p = sum(n for n, _ in chunks)
+            p = sum(n for n, _ in chunks)   # the span's weights: every chunk
             span = sum(n * (n + 2 * c) for n, c in chunks) / p if p else 0.0
             ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
             gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
@@ -172,9 +176,9 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
                 "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
                 "gather_s_per_row_token": float(pad_rows * width),
-                "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0,
+                "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
                 "measured_s": max(float(r.duration_s) for r in rws),
-                "physics_s": costs.iteration_s(pad_rows if graph else dec, ctx_mean, p, span)[0],
+                "physics_s": costs.iteration_s(pad_rows, ctx_mean, p_busiest, span)[0],
                 "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})

@@ -47,7 +47,8 @@ def engine_name(run: dict) -> str:
 def scenario_for(run: dict, engine_costs: bool = True):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
-    buckets - real/serve captures graphs only without EP) and, with `engine_costs`, its fitted engine
+    buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
+    the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
     terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
@@ -66,6 +67,7 @@ def scenario_for(run: dict, engine_costs: bool = True):
                   "weight_precision": "fp8" if "fp8" in str(run.get("precision", "")).lower() else "bf16",
                   "kv_precision": "bf16", "num_microbatches": 1, "batch": int(run["max_running"]) * (ep if dp else 1),
                   "max_batch_tokens": int(run["token_budget"]), "token_budget_counts_decode": True,
+                  "dp_routing": "round_robin",
                   "kv_admission": "reserve", "cuda_graphs": graphs,
                   "cuda_graph_max_batch": max(buckets) if graphs else 0,
                   "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
