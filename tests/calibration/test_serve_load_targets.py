@@ -80,3 +80,22 @@ def test_graph_bucket_pads_rows_and_width_like_real_serve():
     assert graph_bucket(5, 130, True, 64, [1, 2, 4, 8], [1, 2, 4, 8]) == (0, 192.0)    # a prompt: eager
     assert graph_bucket(9, 130, False, 64, [1, 2, 4, 8], [1, 2, 4, 8])[0] == 0        # beyond the buckets
     assert graph_bucket(2, 600, False, 64, [1, 2, 4, 8], [1, 2, 4, 8])[0] == 0        # 10 pages > 8
+
+
+def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
+    """twin/data/serve_engines.toml is what calibration/serve_engine_fit.py gives on the committed
+    records (regenerate with `python -m calibration.serve_engine_fit`), and no held-out run was in it."""
+    import csv
+
+    from calibration.serve_engine_fit import TERMS, engine_key, fit_folder
+    from twin.core.specs import serve_engines
+    table = serve_engines()
+    folder = FOLDERS[0]
+    r = fit_folder(rec.MEASUREMENTS_DIR / folder)
+    entry = table[engine_key(r["gpu"], r["ep"])]
+    for k in (*TERMS, "loop_s"):
+        assert entry[k] == pytest.approx(r[k], rel=1e-4, abs=1e-12), k
+    with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
+        held = {run["run_id"] for run in csv.DictReader(f) if run["split"] == "holdout"}
+    assert held and not held & set(r["fit_runs"])
+    assert not held & set(entry["source"].split(": ")[1].split(", "))
