@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.core.scenario import SERVING, from_dict
+from twin.core.specs import serve_engines
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
 
@@ -38,13 +39,26 @@ def gpu_key(gpu_name: str) -> str:
     raise ValueError(f"no catalog GPU for {gpu_name!r}")
 
 
-def scenario_for(run: dict):
-    """The serving scenario of one serve_load row."""
+def engine_name(run: dict) -> str:
+    """The serve_engines.toml table of a run's engine: real/serve on its GPU at its EP size."""
+    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}"
+
+
+def scenario_for(run: dict, engine_costs: bool = True):
+    """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
+    the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
+    buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
+    the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
+    terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
     dp = run.get("attention_parallel", "dp") == "dp"
     buckets = [int(b) for b in str(run.get("graph_batch_buckets") or "").split()]
-    graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets)
+    pages = [int(b) for b in str(run.get("graph_page_buckets") or "").split()]
+    graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets) and ep == 1
+    name = engine_name(run) if engine_costs else ""
+    if name and name not in serve_engines():
+        name = ""
     raw = {
         "name": f"real-serve-{run['run_id']}",
         "model": {"name": run["model"]},
@@ -52,9 +66,13 @@ def scenario_for(run: dict):
         "serve": {"ep": ep, "tp": 1 if dp else ep, "dp_attention": dp,
                   "weight_precision": "fp8" if "fp8" in str(run.get("precision", "")).lower() else "bf16",
                   "kv_precision": "bf16", "num_microbatches": 1, "batch": int(run["max_running"]) * (ep if dp else 1),
-                  "max_batch_tokens": int(run["token_budget"]), "cuda_graphs": graphs,
-                  "cuda_graph_max_batch": max(buckets) if buckets else 0,
-                  "kv_capacity_tokens": int(run["num_pages"]) * int(run["page_size"]) * (ep if dp else 1),
+                  "max_batch_tokens": int(run["token_budget"]), "token_budget_counts_decode": True,
+                  "dp_routing": "round_robin",
+                  "kv_admission": "reserve", "cuda_graphs": graphs,
+                  "cuda_graph_max_batch": max(buckets) if graphs else 0,
+                  "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
+                  "kv_page_size": int(run["page_size"]), "engine_costs": name,
+                  "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
         "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",
                     "concurrency": int(float(run.get("concurrency") or 0))},
@@ -116,3 +134,52 @@ def validate_load(records_dir: str | Path) -> list[dict]:
             row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
         out.append(row)
     return out
+
+
+def serve_load_dirs(root: str | Path) -> list[Path]:
+    """Records folders holding a serving load campaign (serve_load.csv and serve_requests.csv)."""
+    root = Path(root)
+    return sorted(d for d in root.iterdir() if (d / "serve_load.csv").is_file() and (d / "serve_requests.csv").is_file())
+
+
+def summarize_load(rows: list[dict]) -> dict:
+    """Per split ('holdout', 'fit'): per figure the median and P90 of |relative error|, the worst
+    run, and how many runs meet the figure's target."""
+    out = {}
+    for split in ("holdout", "fit"):
+        sub = [r for r in rows if r["split"] == split]
+        figs = {}
+        for k in FIGURES:
+            errs = np.array([abs(r[f"{k}_rel_error"]) for r in sub if math.isfinite(r[f"{k}_rel_error"])])
+            figs[k] = {"target": TARGETS[k], "num_runs": int(len(errs)),
+                       "median_abs_rel_error": float(np.median(errs)) if len(errs) else None,
+                       "p90_abs_rel_error": float(np.percentile(errs, 90)) if len(errs) else None,
+                       "max_abs_rel_error": float(errs.max()) if len(errs) else None,
+                       "runs_within_target": int(sum(r[f"{k}_within_target"] for r in sub))}
+        out[split] = {"num_runs": len(sub), "figures": figs,
+                      "meets_targets": bool(sub) and all(r[f"{k}_within_target"] for r in sub for k in FIGURES)}
+    return out
+
+
+def validate_serve_load(root: str | Path) -> dict:
+    """`twin validate`'s serving-load section: every records folder with load runs, its runs'
+    errors and their summary (targets judged on the held-out runs)."""
+    out = {}
+    for d in serve_load_dirs(root):
+        rows = validate_load(d)
+        out[d.name] = {"gpu": rows[0]["gpu"] if rows else "", "runs": rows, **summarize_load(rows)}
+    return out
+
+
+def format_serve_load(section: dict) -> list[str]:
+    lines = []
+    for folder, s in section.items():
+        h = s["holdout"]
+        for k, v in h["figures"].items():
+            if not v["num_runs"]:
+                continue
+            lines.append(f"serve_load {folder:7} {k:20} held-out {v['num_runs']} runs: median {v['median_abs_rel_error']:.1%}, "
+                         f"P90 {v['p90_abs_rel_error']:.1%}, within {v['target']:.0%}: {v['runs_within_target']}/{v['num_runs']}"
+                         f"   (fit median {s['fit']['figures'][k]['median_abs_rel_error'] or 0:.1%})")
+        lines.append(f"serve_load {folder:7} held-out targets: {'met' if h['meets_targets'] else 'NOT met'}")
+    return lines

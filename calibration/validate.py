@@ -31,6 +31,7 @@ from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR, fit_profile
 from calibration.predict import gpu_spec, predict_s
+from calibration.serve_load_validation import format_serve_load, validate_serve_load
 from calibration.split import split
 from calibration.whole_step import predict_ep_row, predict_model_row, step_components
 from twin.costs.profile import Profile, profile_from_json
@@ -207,6 +208,8 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         out["pipelines"] += pipelines
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
+    # the request simulation against real/serve's load runs (issue 15's serving targets)
+    out["serve_load"] = validate_serve_load(root)
     if "h100" in frames and "h200" in frames:
         cases, _ = predict_cases(frames["h200"], "h200", profiles["h100"])
         out["h100_to_h200"] = {"all": summarize(cases, held_only=False), "held_out": summarize(cases),
@@ -259,6 +262,7 @@ def format_table(result: dict) -> str:
                          for r, m in p["idle_measured_s"].items() if int(r) < len(p["idle_simulated_s"]))
         lines.append(f"pipeline {p['name']}: step {p['predicted_s'] * 1e3:.1f} / {p['measured_s'] * 1e3:.1f} ms "
                      f"(twin / measured); idle twin/measured {idle}")
+    lines += format_serve_load(result.get("serve_load", {}))
     t = result.get("h100_to_h200")
     if t:
         lines.append(f"H100 profile -> H200 records: all median {t['all']['median_abs_rel_error']:.1%}, "

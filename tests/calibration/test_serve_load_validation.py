@@ -21,8 +21,14 @@ def test_settings_become_the_scenario():
     s = sc.serve
     assert (sc.model.name, sc.cluster.gpu, sc.cluster.num_gpus) == ("v3-slice-2l", "h200", 2)
     assert (s.ep, s.tp, s.dp_attention, s.weight_precision) == (2, 1, True, "bf16")
-    # per-rank engine limits x 2 DP ranks = one instance's
-    assert (s.batch, s.kv_capacity_tokens, s.max_batch_tokens, s.cuda_graph_max_batch) == (64, 2 * 4096 * 16, 2048, 32)
+    # per-rank engine limits x 2 DP ranks = one instance's (page 0 is real/serve's scratch page);
+    # real/serve captures no CUDA graphs under EP, so the EP2 scenario runs eager
+    assert (s.batch, s.kv_capacity_tokens, s.max_batch_tokens) == (64, 2 * 4095 * 16, 2048)
+    assert (s.cuda_graphs, s.token_budget_counts_decode, s.kv_admission) == (False, True, "reserve")
+    assert s.engine_costs == "real-serve-h200-ep2"
+    one = scenario_for({**RUN, "num_gpus": "1", "ep_size": "1"}).serve
+    assert one.cuda_graphs and one.graph_batch_buckets == (1, 2, 4, 8, 16, 32) and one.kv_page_size == 16
+    assert scenario_for(RUN, engine_costs=False).serve.engine_costs == ""
     assert gpu_key("NVIDIA H100 80GB HBM3") == "h100"
 
 

@@ -165,6 +165,13 @@ def serving_tables() -> dict:
     return _catalog("serving_claims.toml")
 
 
+@functools.cache
+def serve_engines() -> dict:
+    """Fitted engine costs of real/serve (twin/data/serve_engines.toml, written by
+    calibration/serve_engine_fit.py from the fit-split load runs), by name."""
+    return _catalog("serve_engines.toml")
+
+
 def serving_claims() -> dict:
     """Published serving figures by id (twin/data/serving_claims.toml), compared against, never fitted."""
     return serving_tables()["claims"]

@@ -87,6 +87,9 @@ class Engine:
         self.output_len = reqs.output_len.tolist()
         self.cached_len = reqs.cached_len.tolist()
         self.group = reqs.prefix_group.tolist()
+        # attention-DP group of each request (serve.dp_routing = 'round_robin'): i mod dp, a
+        # closed-loop client's next request on the group of its last
+        self.dp_group = (np.arange(n) % s.attention_dp).tolist()
         self.trace_cap = trace_cap
         self.kv_bytes_per_token = kv_bytes_per_token
         self.transfer_s_per_token, self.transfer_latency_s = transfer_s_per_token, transfer_latency_s
@@ -162,6 +165,7 @@ class Engine:
         if self.closed and self.next_closed < len(self.input_len):
             nxt = self.next_closed
             self.next_closed += 1
+            self.dp_group[nxt] = self.dp_group[rid]
             self.rec.arrival_s[nxt] = self.env.now
             self.arrive(nxt)
         if self.done == len(self.input_len) and not self.all_done.triggered:
@@ -195,6 +199,34 @@ class Engine:
         return self.rec
 
 
+class GroupQueues:
+    """The waiting requests of round-robin DP groups: one FIFO per group (the deque interface the
+    instance uses: truthiness, length, append, appendleft)."""
+
+    def __init__(self, groups: int, group_of: list):
+        self.queues = [deque() for _ in range(groups)]
+        self.group_of = group_of
+        self.n = 0
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, rid: int) -> None:
+        self.queues[self.group_of[rid]].append(rid)
+        self.n += 1
+
+    def appendleft(self, rid: int) -> None:
+        self.queues[self.group_of[rid]].appendleft(rid)
+        self.n += 1
+
+    def popleft(self, g: int) -> int:
+        self.n -= 1
+        return self.queues[g].popleft()
+
+
 class Instance:
     """One serving instance: a queue, a prefill FIFO, a decoding set, and its iteration loop.
 
@@ -218,6 +250,7 @@ class Instance:
         self.epoch: dict[int, int] = {}
         self.join: dict[int, tuple[float, float]] = {}  # rid -> (G at join, context at join)
         self.order: list[int] = []              # decoding requests, oldest first (preemption takes the newest)
+        self.ctx_heap: list[tuple[float, int, int]] = []   # (-(context at join - G at join), epoch, rid): the longest
         self.batch = 0
         self.G = 0.0
         self.ctx_base = 0.0                     # sum over decoding requests of (context at join - G at join)
@@ -231,6 +264,15 @@ class Instance:
         self.seen_prefix: set[int] = set()
         self.wake: simpy.Event | None = None
         self.budget = eng.s.token_budget * eng.s.attention_dp
+        # round-robin DP groups: per group a queue, decoding and prefilling counts, KV reservation
+        dp = eng.s.attention_dp
+        self.rr = eng.s.dp_routing == "round_robin" and dp > 1
+        self.dp = dp
+        if self.rr:
+            self.waiting = GroupQueues(dp, eng.dp_group)
+            self.dec_g = [0] * dp
+            self.pre_g = [0] * dp
+            self.kv_g = [0.0] * dp
 
     # -- queue and KV -----------------------------------------------------------------------
     def enqueue(self, rid: int, front: bool = False) -> None:
@@ -252,6 +294,9 @@ class Instance:
 
     # -- admission ----------------------------------------------------------------------------
     def _admit(self) -> None:
+        if self.rr:
+            self._admit_groups()
+            return
         s = self.eng.s
         cap_running = s.batch if s.batch else math.inf
         while self.waiting:
@@ -274,6 +319,34 @@ class Instance:
             self.prefill_span0[rid] = cached
             self.kv_prefill += prompt
 
+    def _admit_groups(self) -> None:
+        """Round-robin DP groups: each group admits its own queue first come first served, within
+        its running cap (batch / dp) and its share of the KV cache (reserved for the whole request)."""
+        s, dp = self.eng.s, self.dp
+        cap_running = s.batch / dp if s.batch else math.inf
+        cap_kv = self.kv_capacity / dp
+        for g, q in enumerate(self.waiting.queues):
+            while q:
+                rid = q[0]
+                if self.dec_g[g] + self.pre_g[g] >= cap_running:
+                    break
+                prompt = self.prompt_tokens(rid)
+                need = prompt + self._remaining_out(rid) + self.lookahead
+                if self.kv_g[g] + need > cap_kv + EPS:
+                    break
+                self.waiting.popleft(g)
+                self.kv_g[g] += need
+                self.kv_fixed += need if self.reserve else 0.0
+                if not self.does_prefill:
+                    self._start_decode(rid, prompt)
+                    continue
+                cached = self._cached(rid)
+                self.prefilling.append(rid)
+                self.pre_g[g] += 1
+                self.prefill_left[rid] = prompt - cached
+                self.prefill_span0[rid] = cached
+                self.kv_prefill += prompt
+
     def _cached(self, rid: int) -> int:
         eng = self.eng
         if self.generated.get(rid):
@@ -289,6 +362,8 @@ class Instance:
         return cached
 
     def _release(self, rid: int) -> None:
+        if self.rr:
+            self.kv_g[self.eng.dp_group[rid]] -= self.prompt_tokens(rid) + self._remaining_out(rid) + self.lookahead
         if self.reserve:
             self.kv_fixed -= self.prompt_tokens(rid) + self._remaining_out(rid) + self.lookahead
 
@@ -302,17 +377,29 @@ class Instance:
         self.epoch[rid] = ep
         self.join[rid] = (self.G, context - self.G)
         heapq.heappush(self.heap, (self.G + left - EPS, ep, rid))
+        heapq.heappush(self.ctx_heap, (-(context - self.G), ep, rid))
         self.order.append(rid)
         self.batch += 1
+        if self.rr:
+            self.dec_g[self.eng.dp_group[rid]] += 1
         self.ctx_base += context - self.G
 
     def _stop_decode(self, rid: int) -> float:
         """Take a request out of the decoding set; returns the tokens it produced there."""
         g0, base = self.join.pop(rid)
         self.batch -= 1
+        if self.rr:
+            self.dec_g[self.eng.dp_group[rid]] -= 1
         self.ctx_base -= base
         self.epoch[rid] += 1                     # its heap entry is now stale
         return self.G - g0
+
+    def max_ctx(self) -> float:
+        """The longest context of the decoding set (its page-table width)."""
+        h = self.ctx_heap
+        while h and (h[0][2] not in self.join or self.epoch.get(h[0][2]) != h[0][1]):
+            heapq.heappop(h)
+        return (-h[0][0] + self.G) if h else 0.0
 
     def _preempt_for_growth(self, growth: float) -> None:
         """'optimistic': free the newest decoding requests until one more step fits."""
@@ -321,6 +408,8 @@ class Instance:
             rid = self.order.pop()
             if rid not in self.join:
                 continue                          # finished already
+            if self.rr:                            # its group's KV reservation goes back with it
+                self.kv_g[eng.dp_group[rid]] -= self.prompt_tokens(rid) + self._remaining_out(rid) + self.lookahead
             produced = self._stop_decode(rid)
             gen = self.generated.get(rid, 0) + 1 + int(produced + EPS)   # the prefill's token + decoded ones
             self.generated[rid] = min(gen, eng.output_len[rid] - 1)
@@ -349,8 +438,28 @@ class Instance:
             chunk: list[tuple[int, int]] = []
             prompt_tokens = 0
             span_weighted = 0.0
-            if self.prefilling:
-                budget = self.budget
+            pairs = 0.0
+            busiest = 0.0                         # round-robin groups: the most prompt tokens of one group
+            if self.prefilling and self.rr:
+                counts = s.token_budget_counts_decode and s.mixed_batches
+                left = [s.token_budget - (self.dec_g[g] if counts else 0) for g in range(self.dp)]
+                for rid in self.prefilling:
+                    g = eng.dp_group[rid]
+                    if left[g] <= 0:
+                        continue
+                    take = min(self.prefill_left[rid], left[g])
+                    left[g] -= take
+                    chunk.append((rid, take))
+                    prompt_tokens += take
+                    span_weighted += take * (take + 2 * self.prefill_span0[rid])
+                    pairs += take * (take + self.prefill_span0[rid])
+                if chunk:
+                    per = [0] * self.dp
+                    for rid, take in chunk:
+                        per[eng.dp_group[rid]] += take
+                    busiest = max(per)
+            elif self.prefilling:
+                budget = self.budget - (self.batch if s.token_budget_counts_decode and s.mixed_batches else 0)
                 for rid in self.prefilling:
                     if budget <= 0:
                         break
@@ -359,6 +468,7 @@ class Instance:
                     chunk.append((rid, take))
                     prompt_tokens += take
                     span_weighted += take * (take + 2 * self.prefill_span0[rid])
+                    pairs += take * (take + self.prefill_span0[rid])
             decode_now = self.batch if (not chunk or s.mixed_batches) else 0
             if decode_now and optimistic:
                 self._preempt_for_growth(tps)
@@ -367,7 +477,11 @@ class Instance:
             span = span_weighted / prompt_tokens if prompt_tokens else 0.0
             if not decode_now and not prompt_tokens:
                 continue                          # everything was preempted: admit again
-            dur, pre_s = costs.iteration_s(decode_now, ctx, prompt_tokens, span)
+            # lockstep groups: timed as if every group carried the busiest one's rows and prompt
+            b_time = self.dp * max(self.dec_g) if self.rr and decode_now else decode_now
+            p_time = self.dp * busiest if self.rr else prompt_tokens
+            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, self.max_ctx() if decode_now else 0.0,
+                                           len(chunk), pairs)
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -391,7 +505,9 @@ class Instance:
                     self.prefill_left[rid] = left
                     self.prefill_span0[rid] += take
                     continue
-                self.prefilling.popleft()           # chunks are taken in FIFO order
+                self.prefilling.remove(rid) if self.rr else self.prefilling.popleft()   # FIFO (per group)
+                if self.rr:
+                    self.pre_g[eng.dp_group[rid]] -= 1
                 del self.prefill_left[rid], self.prefill_span0[rid]
                 prompt = self.prompt_tokens(rid)
                 self.kv_prefill -= prompt
@@ -433,11 +549,13 @@ class Instance:
                 return
             steps = min(steps, int(room))
         ctx0 = (self.ctx_base + b * self.G) / b
+        max0 = self.max_ctx()
         cum = []
         total = 0.0
         until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
+        b_time = self.dp * max(self.dec_g) if self.rr else b
         for i in range(steps):
-            total += self.costs.iteration_s(b, ctx0 + i * tps, 0, 0.0)[0]
+            total += self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps)[0]
             cum.append(total)
             if total >= until:
                 break

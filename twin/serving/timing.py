@@ -25,16 +25,28 @@ iteration (splitting re-reads the weights per micro-batch, so small decode batch
 
 CUDA graphs: a decode-only iteration of at most `cuda_graph_max_batch` requests per attention group
 replays a graph; any other iteration (eager) pays kernel_launch_s x kernels_per_layer x layers of
-host time on top (the GPU idles while the host launches).
+host time on top (the GPU idles while the host launches). With `graph_batch_buckets` the graph runs
+the smallest captured batch >= the decode batch (the rest padding rows, timed as rows) and, with
+`graph_page_buckets`, the longest context's pages must fit the largest captured width.
+
+Engine costs (`serve.engine_costs`, a table of twin/data/serve_engines.toml fitted by
+calibration/serve_engine_fit.py on an engine's fit-split load runs): the engine's own host and
+implementation costs on top of the kernels, on the instance's totals (its attention groups step in
+lockstep, the slowest setting the pace):
+host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
+materialized scores, per padded decode row x padded context token of the gathered decode attention,
+and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 
 from twin.core.serve_specs import ServeSpec
-from twin.core.specs import GPUSpec, ModelSpec
+from twin.core.errors import ScenarioError
+from twin.core.specs import GPUSpec, ModelSpec, serve_engines
 from twin.costs.profile import Profile
 from twin.serving.iteration import decode_step, prefill_forward, serving_profile
 
@@ -64,6 +76,39 @@ def _coarse_point(j: int) -> float:
     return MIN_SPAN * COARSE_RATIO ** j
 
 
+ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s")
+
+
+def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
+    """(graph rows, padded context tokens) of one attention group's iteration: the smallest
+    captured batch >= decode_rows and the page-table width (the longest context's pages, rounded up
+    to the next captured width). Graph rows 0 = eager (a prompt in the batch, no buckets, or beyond
+    the largest); the width is then the longest context's pages."""
+    pages = math.ceil(max_ctx / page_size) if max_ctx > 0 else 0
+    width = pages * page_size
+    if has_prompt or not batch_buckets or decode_rows <= 0:
+        return 0, float(width)
+    i = bisect.bisect_left(batch_buckets, decode_rows)
+    if i == len(batch_buckets):
+        return 0, float(width)
+    if page_buckets:
+        j = bisect.bisect_left(page_buckets, pages)
+        if j == len(page_buckets):
+            return 0, float(width)
+        width = page_buckets[j] * page_size
+    return int(batch_buckets[i]), float(width)
+
+
+def engine_costs(name: str) -> dict[str, float]:
+    """The fitted engine terms of `name` (twin/data/serve_engines.toml); {} for ''."""
+    if not name:
+        return {}
+    table = serve_engines()
+    if name not in table:
+        raise ScenarioError("serve.engine_costs", name, "'' or one of " + ", ".join(sorted(table)))
+    return {k: float(table[name].get(k, 0.0)) for k in ENGINE_TERMS}
+
+
 class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept."""
 
@@ -71,8 +116,12 @@ class IterationCosts:
         self.m, self.gpu, self.s = m, gpu, s
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
-        self.eager_s = s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens)
+        self.engine = engine_costs(s.engine_costs)
+        self.eager_s = (self.engine["eager_iteration_s"] if self.engine else
+                        s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens))
         self.graph_max = s.cuda_graph_max_batch * s.attention_dp if s.cuda_graphs else 0
+        self.batch_buckets = sorted(b for b in s.graph_batch_buckets if b <= s.cuda_graph_max_batch) if s.cuda_graphs else []
+        self.page_buckets = sorted(s.graph_page_buckets)
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int], float] = {}
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
@@ -151,9 +200,14 @@ class IterationCosts:
         v0, slope, c0 = self._line(self._prefill_at, _fine_index(per_gpu), _coarse_cell(span))
         return v0 + slope * (span - c0)
 
-    def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float) -> tuple[float, float]:
+    def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
+                    chunks: int = 0, pairs: float = 0.0) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
-        context `ctx` and `prompt_tokens` prompt tokens of mean span `span`."""
+        context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
+        span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))."""
+        if self.batch_buckets or self.engine:
+            return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
+                                            chunks, pairs)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -163,6 +217,37 @@ class IterationCosts:
         dq = batch * self.q
         extra = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span))
         return self.decode_s(batch, ctx) + extra + self.eager_s, extra
+
+    def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
+                            chunks: int, pairs: float) -> tuple[float, float]:
+        """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
+        attention group (the instance's batch spread evenly over its dp groups); the engine terms
+        are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
+        dp = self.s.attention_dp
+        rows = math.ceil(batch / dp) if batch > 0 else 0
+        bucket, width = graph_bucket(rows, max_ctx if batch > 0 else 0.0, prompt_tokens > 0, self.s.kv_page_size,
+                                     self.batch_buckets, self.page_buckets)
+        if not self.batch_buckets and self.s.cuda_graphs and prompt_tokens <= 0 and 0 < rows <= self.s.cuda_graph_max_batch:
+            bucket = rows                       # graphs of every batch: no padding rows
+        eager = not bucket
+        b = bucket * dp if bucket else batch
+        if prompt_tokens <= 0:
+            kern, pre = self.decode_s(b, ctx), 0.0
+        elif b <= 0:
+            kern = pre = self.prefill_s(prompt_tokens, span)
+        else:
+            dq = b * self.q
+            pre = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span))
+            kern = self.decode_s(b, ctx) + pre
+        e = self.engine
+        if not e:
+            return kern + (self.eager_s if eager else 0.0), pre
+        pad_rows = b                            # padded decode rows of all groups
+        host = (e["iteration_s"] + e["loop_s"] + (e["eager_iteration_s"] if eager else 0.0)
+                + e["gather_s_per_row_token"] * pad_rows * width)
+        pre_host = ((e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
+                    + e["score_s_per_pair"] * pairs)
+        return kern + host + pre_host, pre + pre_host
 
     @property
     def grid_points(self) -> int:

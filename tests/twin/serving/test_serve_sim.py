@@ -273,3 +273,20 @@ def test_api_replays_a_load_run_closed_or_timed():
 def test_a_run_too_long_to_simulate_is_refused_naming_the_field():
     with pytest.raises(ScenarioError, match=r"traffic\.num_requests.*at most 20,000,000 iterations"):
         simulate(h200("traffic.num_requests=1000000", "serve.output_len=1000000", "serve.input_len=16"))
+
+
+def test_round_robin_dp_groups_pace_a_lone_prompt_by_its_own_group():
+    """serve.dp_routing = 'round_robin' (real/serve's EP ranks): a lone request sits on one DP group,
+    which carries its whole prompt, so its prefill is slower than the balanced view that spreads it
+    over every group; two requests land on different groups and share one iteration."""
+    base = ('serve.ep=8', 'serve.tp=1', 'serve.dp_attention=true', 'traffic.arrival="closed"', 'serve.input_len=2048', 'serve.output_len=4',
+            'traffic.num_requests=1', 'traffic.concurrency=1')
+    bal = simulate(h200(*base))
+    rr = simulate(h200(*base, 'serve.dp_routing="round_robin"'))
+    assert rr.ttft_s.p50 > bal.ttft_s.p50 * 1.5
+    sc = h200(*base, 'serve.dp_routing="round_robin"')
+    reqs = from_records(None, [2048, 2048], [4, 4], sc.traffic)
+    two = simulate(dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, concurrency=2)), requests=reqs)
+    # groups 0 and 1 prefill together: both first tokens at the end of the same iteration
+    first = two.per_request()["first_token_s"]
+    assert first[0] == pytest.approx(first[1]) and first[0] == pytest.approx(rr.ttft_s.p50, rel=0.05)

@@ -1,0 +1,260 @@
+"""Costs of real/serve's engine that the twin's kernel physics does not hold, fitted on the
+FIT-split load runs' iteration logs only (never the held-out runs).
+
+What real/serve does per iteration beyond the GPU work the serving cost functions time
+(twin.serving.iteration, twin.serving.timing), each an additive term with its own feature:
+
+  iteration_s         host work of every iteration (scheduling, building the inputs on the host,
+                      copying them, the `.tolist()` that waits for the tokens);
+  eager_iteration_s   launching every kernel of the forward from Python when no CUDA graph is
+                      replayed (prefill and mixed iterations; all iterations under EP, whose
+                      all-to-all sizes are read on the host);
+  prompt_iteration_s  an iteration carrying prompt work takes the eager prefill path: its inputs
+                      built token by token on the host (positions, cache slots), the chunks' page
+                      tables copied, the completed prompts' logits (under EP also the larger,
+                      uneven all-to-all whose sizes the host reads);
+  chunk_s             each prefill chunk's own attention (page gather, latent expansion, SDPA) is
+                      launched separately, per layer;
+  score_s_per_pair    each chunk's SDPA gets 3-D (heads, n, Lc) inputs, which PyTorch serves with
+                      its math backend: the n x Lc score matrix per head is materialized (time per
+                      query-key pair of a chunk, all heads and layers);
+  gather_s_per_row_token  decode attention gathers every row's pages into a padded
+                      (rows, width x page_size) latent block and runs einsums on it: time per padded
+                      row x padded context token (graphs pad rows to the batch bucket and width to the
+                      page bucket);
+  loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
+                      median gap between the end of one busy iteration and the start of the next.
+
+The GPU work itself is the twin's IterationCosts (engine terms off) at the engine's padded batch.
+Each iteration's prefill chunks (tokens and prefix) and decode contexts are rebuilt from the request
+log (a request prefills in the num_chunks iterations ending at first_token_iteration, taking what
+the iteration's prompt tokens leave in admission order, and decodes from the next iteration to
+finish_iteration at context input_len + tokens so far). The coefficients come from non-negative
+least squares of (measured - kernel physics) on those features, weighted so each run counts alike.
+
+`python -m calibration.serve_engine_fit` rewrites twin/data/serve_engines.toml (one table per
+records folder: GPU and EP size) with the fit and its source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from calibration import records as rec
+from twin.core import atomic
+from calibration.serve_load_validation import scenario_for
+from twin.serving.timing import IterationCosts, graph_bucket
+
+TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token")
+OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
+FOLDERS = ("h200", "h200x2", "h100", "h100x2")
+
+
+def _buckets(text) -> list[int]:
+    return sorted(int(b) for b in str(text or "").split())
+
+
+def rebuild(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
+    """Per iteration of one (run, rank): the chunks [(n, prefix)] and the decode contexts' max and
+    mean, from the request log. Checks the rebuild against the logged totals."""
+    its = its.sort_values("iteration").reset_index(drop=True)
+    n_it = len(its)
+    idx = {int(i): k for k, i in enumerate(its["iteration"])}
+    chunks: list[list[tuple[int, int]]] = [[] for _ in range(n_it)]
+    dmax = np.zeros(n_it)
+    dsum = np.zeros(n_it)
+    dcnt = np.zeros(n_it, dtype=int)
+    left = {}
+    spans = []
+    for r in reqs.sort_values("request_id").itertuples():
+        if r.first_token_iteration == "" or pd.isna(r.first_token_iteration) or int(r.first_token_iteration) < 0:
+            continue
+        fti, k = int(r.first_token_iteration), int(r.num_chunks)
+        left[r.request_id] = int(r.input_len)
+        spans.append((fti - k + 1, fti, r.request_id))
+        fin = int(r.finish_iteration) if str(r.finish_iteration) not in ("", "nan") else int(its["iteration"].max())
+        for j in range(fti + 1, fin + 1):
+            kk = idx.get(j)
+            if kk is None:
+                continue
+            ctx = int(r.input_len) + (j - fti)
+            dmax[kk] = max(dmax[kk], ctx)
+            dsum[kk] += ctx
+            dcnt[kk] += 1
+    by_it: dict[int, list[int]] = {}
+    for first, last, rid in spans:
+        for j in range(first, last + 1):
+            by_it.setdefault(j, []).append(rid)
+    done = {rid: 0 for rid in left}
+    for kk, row in enumerate(its.itertuples()):
+        budget = int(row.prefill_tokens)
+        for rid in sorted(by_it.get(int(row.iteration), [])):
+            take = min(left[rid] - done[rid], budget)
+            if take <= 0:
+                continue
+            chunks[kk].append((take, done[rid]))
+            done[rid] += take
+            budget -= take
+    out = its.copy()
+    out["chunks"] = chunks
+    out["decode_ctx_max"] = dmax
+    out["decode_ctx_mean"] = np.where(dcnt > 0, dsum / np.maximum(dcnt, 1), 0.0)
+    out["rebuilt_decode"] = dcnt
+    return out
+
+
+def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[int], graphs: bool) -> dict:
+    """The engine terms' features of one iteration (one rank), as IterationCosts computes them."""
+    rows, width = graph_bucket(int(row.decode_seqs), float(row.decode_ctx_max), int(row.prefill_tokens) > 0,
+                               page_size, batch_buckets if graphs else [], page_buckets)
+    eager = rows == 0 or int(row.prefill_tokens) > 0 or not graphs
+    pad_rows = rows if rows else int(row.decode_seqs)
+    return {"iteration_s": 1.0, "eager_iteration_s": float(eager),
+            "prompt_iteration_s": float(int(row.prefill_tokens) > 0), "chunk_s": float(len(row.chunks)),
+            "score_s_per_pair": float(sum(n * (c + n) for n, c in row.chunks)),
+            "gather_s_per_row_token": float(pad_rows * width),
+            "graph_rows": rows}
+
+
+def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
+    """Feature rows of every busy iteration of the `split` runs in one records folder."""
+    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
+    its = pd.read_csv(folder / "serve_iterations.csv")
+    reqs = pd.read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
+    reqs["first_token_iteration"] = pd.to_numeric(reqs["first_token_iteration"], errors="coerce")
+    reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
+    rows = []
+    meta = {}
+    for run in load.to_dict("records"):
+        if run["split"] != split:
+            continue
+        sc = scenario_for(run, engine_costs=False)
+        costs = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, kernel_launch_s=0.0))
+        graphs = str(run["cuda_graphs"]).lower() in ("1", "true") and int(run["ep_size"] or 1) == 1
+        pb = _buckets(run["graph_page_buckets"])
+        bb = _buckets(run["graph_batch_buckets"])
+        ps = int(run["page_size"])
+        meta = {"gpu": sc.cluster.gpu, "ep": int(run["ep_size"] or 1), "model": run["model"], "engine": run["engine"]}
+        per_rank = []
+        for rank in sorted(its.loc[its.run_id == run["run_id"], "rank"].unique()):
+            it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
+            rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
+            per_rank.append(rebuild(it, rq).set_index("iteration"))
+        # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
+        # instance is the slower rank's duration, its features the ranks' totals (what the
+        # twin's one-queue instance sees), the width the longest context of either
+        common = sorted(set.intersection(*(set(r.index) for r in per_rank)))
+        for i in common:
+            rws = [r.loc[i] for r in per_rank if not int(r.loc[i].idle)]
+            if not rws:
+                continue
+            fr = [features(r, ps, bb, pb, graphs) for r in rws]
+            chunks = [c for r in rws for c in r.chunks]
+            dec = sum(int(r.decode_seqs) for r in rws)
+            # padded decode rows of the busiest rank (graph bucket or batch) times the ranks, as
+            # the twin times lockstep groups (serve.dp_routing = 'round_robin'), and the widest
+            # padded context
+            ranks = len(per_rank)
+            pad_rows = ranks * max(f["graph_rows"] or int(r.decode_seqs) for f, r in zip(fr, rws))
+            p_busiest = ranks * max(sum(n for n, _ in r.chunks) for r in rws)
+            width = max((f["gather_s_per_row_token"] / (f["graph_rows"] or int(r.decode_seqs))
+                         for f, r in zip(fr, rws) if int(r.decode_seqs) > 0), default=0.0)
+            graph = all(f["graph_rows"] > 0 for f in fr)
+            p = sum(n for n, _ in chunks)   # the span's weights: every chunk
+            span = sum(n * (n + 2 * c) for n, c in chunks) / p if p else 0.0
+            ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
+            gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
+                    for r2 in per_rank if (i + 1) in r2.index]
+            rows.append({
+                "iteration_s": 1.0, "eager_iteration_s": float(not graph),
+                "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
+                "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
+                "gather_s_per_row_token": float(pad_rows * width),
+                "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
+                "measured_s": max(float(r.duration_s) for r in rws),
+                "physics_s": costs.iteration_s(pad_rows, ctx_mean, p_busiest, span)[0],
+                "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
+                "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
+                "gap_s": min(gaps) if gaps else math.nan})
+    return pd.DataFrame(rows), meta
+
+
+def fit(df: pd.DataFrame) -> dict:
+    """Non-negative least squares of measured - physics on the engine terms, each run weighted
+    alike (1 / sqrt(its iterations)); plus loop_s, the median gap between busy iterations."""
+    ok = df[df.prefill_ok & df.decode_ok]
+    X = ok[list(TERMS)].to_numpy(float)
+    y = (ok.measured_s - ok.physics_s).to_numpy(float)
+    w = 1.0 / np.sqrt(ok.groupby("run_id").run_id.transform("size").to_numpy(float))
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-30)
+    coef, _ = nnls((X / scale) * w[:, None], y * w)
+    coef = coef / scale
+    pred = ok.physics_s + X @ coef
+    gaps = df.gap_s[np.isfinite(df.gap_s) & (df.gap_s < 0.005)]
+    out = {k: float(v) for k, v in zip(TERMS, coef)}
+    out["loop_s"] = float(np.median(gaps)) if len(gaps) else 0.0
+    rel = (pred / ok.measured_s - 1.0).abs()
+    out["fit_iterations"] = int(len(ok))
+    out["fit_median_abs_rel_error"] = float(rel.median())
+    out["fit_runs"] = sorted(ok.run_id.unique())
+    return out
+
+
+def fit_folder(folder: Path) -> dict | None:
+    folder = Path(folder)
+    if not (folder / "serve_iterations.csv").exists():
+        return None
+    df, meta = design(folder, "fit")
+    if df.empty:
+        return None
+    return {**meta, **fit(df)}
+
+
+def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
+    lines = ["# real/serve's engine costs beyond the twin's kernel physics (twin.serving.timing.EngineCosts),",
+             "# fitted by calibration/serve_engine_fit.py on the FIT-split load runs' iteration logs of",
+             "# calibration/measurements/<folder>/serve_iterations.csv (held-out runs never seen).",
+             "# Regenerate: python -m calibration.serve_engine_fit", ""]
+    for name, r in results.items():
+        lines.append(f"[{name}]")
+        lines.append(f'source = "calibration/measurements/{r["folder"]}/serve_iterations.csv, fit runs: '
+                     f'{", ".join(r["fit_runs"])}"')
+        lines.append(f'gpu = "{r["gpu"]}"')
+        lines.append(f'engine = "{r["engine"]}"')
+        lines.append(f'model = "{r["model"]}"')
+        lines.append(f"ep = {r['ep']}")
+        for k in (*TERMS, "loop_s"):
+            lines.append(f"{k} = {r[k]:.6g}")
+        lines.append(f"fit_iterations = {r['fit_iterations']}")
+        lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
+        lines.append("")
+    atomic.write_text(path, "\n".join(lines))
+
+
+def engine_key(gpu: str, ep: int) -> str:
+    return f"real-serve-{gpu}-ep{ep}"
+
+
+def main() -> None:
+    results = {}
+    for name in FOLDERS:
+        folder = Path(rec.MEASUREMENTS_DIR) / name
+        r = fit_folder(folder)
+        if r is None:
+            continue
+        r["folder"] = name
+        results[engine_key(r["gpu"], r["ep"])] = r
+        print(f"{name}: " + ", ".join(f"{k} {r[k]:.3g}" for k in (*TERMS, "loop_s"))
+              + f"; {r['fit_iterations']} iterations, median |error| {r['fit_median_abs_rel_error']:.1%}")
+    write_toml(results)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

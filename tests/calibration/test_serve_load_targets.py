@@ -1,0 +1,101 @@
+"""Issue 15's serving targets on the committed records: the request simulation replays each
+held-out real/serve load run (configurations the engine-cost fit never saw) and must give its
+throughput within 5%, TTFT and TPOT P50 within 10%, P99 within 20%, on each GPU.
+
+The (folder, run, figure) pairs the twin does not yet meet are listed in NOT_MET with their
+measured error, as strict xfails: they are reported, never loosened, and the test fails the day
+one of them passes (so the list must shrink with the model). The lead decides on them."""
+
+import functools
+
+import pytest
+
+from calibration import records as rec
+import pandas as pd
+
+from calibration.serve_engine_fit import rebuild
+from twin.serving.timing import graph_bucket
+from calibration.serve_load_validation import FIGURES, TARGETS, serve_load_dirs, validate_load
+
+FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
+
+# (folder, run, figure): relative error at the time of writing (twin / measured - 1)
+NOT_MET = {
+    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.129,
+    ("h200", "g1-poisson-r40-short", "ttft_p99_s"): -0.244,
+    ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.059,
+    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.104,
+    ("h200x2", "ep2-poisson-r10-long", "ttft_p99_s"): -0.212,
+}
+
+
+@functools.cache
+def _rows(folder: str) -> dict:
+    return {r["run_id"]: r for r in validate_load(rec.MEASUREMENTS_DIR / folder)}
+
+
+def _held_out_cases():
+    import csv
+    for folder in FOLDERS:
+        with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
+            for run in csv.DictReader(f):
+                if run["split"] != "holdout":
+                    continue
+                for k in FIGURES:
+                    marks = []
+                    if (folder, run["run_id"], k) in NOT_MET:
+                        marks = [pytest.mark.xfail(strict=True, reason=f"not met: {NOT_MET[folder, run['run_id'], k]:+.0%} "
+                                                                       f"against {TARGETS[k]:.0%} (reported to the lead)")]
+                    yield pytest.param(folder, run["run_id"], k, marks=marks, id=f"{folder}-{run['run_id']}-{k}")
+
+
+@pytest.mark.parametrize("folder,run_id,figure", list(_held_out_cases()))
+def test_held_out_load_run_within_target(folder, run_id, figure):
+    row = _rows(folder)[run_id]
+    assert row["split"] == "holdout"
+    err = row[f"{figure}_rel_error"]
+    assert abs(err) <= TARGETS[figure], f"{run_id} {figure}: {err:+.1%} (target {TARGETS[figure]:.0%})"
+
+
+def test_every_gpu_folder_has_held_out_runs():
+    assert FOLDERS, "no serving load records committed"
+    for folder in FOLDERS:
+        assert any(r["split"] == "holdout" for r in _rows(folder).values()), folder
+
+
+def test_rebuild_splits_each_iterations_prompt_tokens_and_decode_contexts():
+    # request 0 (300 tokens) chunked over iterations 0-1 by a budget that request 1 (100) shares
+    its = pd.DataFrame({"iteration": [0, 1, 2], "prefill_tokens": [200, 200, 0], "decode_seqs": [0, 0, 2],
+                        "start_s": [0, 1, 2], "duration_s": [1, 1, 1], "idle": [0, 0, 0]})
+    reqs = pd.DataFrame({"request_id": [0, 1], "input_len": [300, 100], "first_token_iteration": [1, 1],
+                         "num_chunks": [2, 1], "finish_iteration": [2, 2]})
+    rb = rebuild(its, reqs)
+    assert rb.chunks.tolist() == [[(200, 0)], [(100, 200), (100, 0)], []]
+    assert rb.decode_ctx_max.tolist() == [0, 0, 301] and rb.rebuilt_decode.tolist() == [0, 0, 2]
+
+
+def test_graph_bucket_pads_rows_and_width_like_real_serve():
+    # 5 rows -> bucket 8; the longest context 130 tokens = 3 pages of 64 -> width bucket 4 pages
+    assert graph_bucket(5, 130, False, 64, [1, 2, 4, 8], [1, 2, 4, 8]) == (8, 256.0)
+    assert graph_bucket(5, 130, True, 64, [1, 2, 4, 8], [1, 2, 4, 8]) == (0, 192.0)    # a prompt: eager
+    assert graph_bucket(9, 130, False, 64, [1, 2, 4, 8], [1, 2, 4, 8])[0] == 0        # beyond the buckets
+    assert graph_bucket(2, 600, False, 64, [1, 2, 4, 8], [1, 2, 4, 8])[0] == 0        # 10 pages > 8
+
+
+def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
+    """twin/data/serve_engines.toml is what calibration/serve_engine_fit.py gives on the committed
+    records (regenerate with `python -m calibration.serve_engine_fit`), and no held-out run was in it."""
+    import csv
+
+    from calibration.serve_engine_fit import TERMS, engine_key, fit_folder
+    from twin.core.specs import serve_engines
+    table = serve_engines()
+    folder = FOLDERS[0]
+    r = fit_folder(rec.MEASUREMENTS_DIR / folder)
+    entry = table[engine_key(r["gpu"], r["ep"])]
+    for k in (*TERMS, "loop_s"):
+        assert entry[k] == pytest.approx(r[k], rel=1e-4, abs=1e-12), k
+    with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
+        held = {run["run_id"] for run in csv.DictReader(f) if run["split"] == "holdout"}
+    assert held and not held & set(r["fit_runs"])
+    assert not held & set(entry["source"].split(": ")[1].split(", "))
