@@ -39,7 +39,7 @@ MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffic
 
 ATTENTION_KINDS = ("mla", "gqa")
 PRECISIONS = ("fp8", "bf16")
-RECOMPUTE = ("none", "selective", "full")
+RECOMPUTE = ("none", "selective", "selective_op", "full")
 CP_KINDS = ("ring", "allgather")
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
@@ -241,7 +241,7 @@ class ParallelPlan:
     comm_sms: int | None = spec_field(None, unit="count", ge=0, le=MAX_SMS, doc=f"SMs reserved for EP communication kernels; absent = {EP_COMM_SMS_DEFAULT} with expert parallelism (ep > 1, V3 report §3.2.2: 20 of 132), 0 without")
     comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
-    recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'full' recomputes whole layers")
+    recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'selective_op' is torchtitan's per-op policy (selective_ac_option 'op': every elementwise op and every second BF16 linear recomputed, FP8 linears all, attention kept; twin.costs.flops.op_sac_recompute); 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")

@@ -34,7 +34,7 @@ from collections import Counter
 
 from twin.costs import comm, compute, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, GEMM_KINDS, Op, OpKind, attention_ops, dense_ffn_ops,
-                              embedding_ops, head_ops, moe_ops, train_flops_per_token)
+                              embedding_ops, head_ops, moe_ops, op_sac_recompute, train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -326,8 +326,9 @@ class StepCosts:
             tp = self._tp_points(seg)
             if tp:
                 tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), backward=True)
-            if recompute == "selective":
-                extra = [op for op in seg if op.recompute]
+            if recompute in ("selective", "selective_op"):
+                extra = ([op for op in seg if op.recompute] if recompute == "selective"
+                         else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
                 if extra:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
@@ -336,6 +337,13 @@ class StepCosts:
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)
+
+    @functools.cache
+    def _op_sac(self, ops: tuple[Op, ...]) -> tuple[tuple[Op, Op], ...]:
+        """plan.recompute 'selective_op': what torchtitan's per-op policy recomputes of a block
+        (flops.op_sac_recompute), memoised per block."""
+        p = self.sc.plan
+        return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp, p.gemm_precision))
 
     @functools.cache
     def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
