@@ -596,7 +596,7 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
     fit: memory needs only the schedule's programs, so a plan that does not fit is refused before
     its pipeline is simulated (a plan search meets many)."""
     gpu = sc.gpu
-    profile = profile or load_profile(gpu.calibrated_as)
+    profile = (profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
     imbalance = routing_loads(sc, perturb)
