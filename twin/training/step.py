@@ -241,11 +241,13 @@ class StepCosts:
                 for point, kind in kinds.items()}
 
     def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
-        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap only the part longer
-        than the GEMM it is pipelined with (TransformerEngine's userbuffers overlap)."""
+        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap what stays exposed
+        when it is pipelined chunk by chunk with the GEMM beside it (comm.pipelined_exposed_s:
+        torch's micro-pipelined TP, TransformerEngine's userbuffers overlap)."""
         if c is None:
             return []
-        t = max(0.0, c.time_s - beside_gemm_s) if self.sc.plan.tp_comm_overlap else c.time_s
+        p = self.sc.plan
+        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp) if p.tp_comm_overlap else c.time_s
         return [Task("comm", t, f"tp_{c.kind}" + ("_bwd" if backward else ""))] if t > 0 else []
 
     def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
