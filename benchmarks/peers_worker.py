@@ -30,8 +30,10 @@ from importlib import metadata
 
 LLM_ANALYSIS_FLOPS_EFF = 0.5    # llm-analysis README, "How to Set FLOPS and Memory Efficiency"
 LLM_ANALYSIS_HBM_EFF = 0.9      # same section: "0.9 can be an aggressive target for memory efficiency"
-RECOMPUTE_CALCULON = {"none": "none", "selective": "attn_only", "full": "full"}
-RECOMPUTE_LLM_ANALYSIS = {"none": 0, "selective": 1, "full": 2}   # ActivationRecomputation
+# torchtitan's per-op policy ('selective_op') has no counterpart in either peer: their selective
+# (attention-only) recomputation is the nearest they can express
+RECOMPUTE_CALCULON = {"none": "none", "selective": "attn_only", "selective_op": "attn_only", "full": "full"}
+RECOMPUTE_LLM_ANALYSIS = {"none": 0, "selective": 1, "selective_op": 1, "full": 2}   # ActivationRecomputation
 
 
 def calculon_run(row: dict, system: dict) -> tuple[float | None, str]:

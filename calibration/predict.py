@@ -413,33 +413,41 @@ def _rope(e: Eager, elems: float, backward: bool = False) -> None:
 
 
 def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
-             split_weight_grads: bool = False) -> tuple[Eager, Eager]:
-    """real/model.py MLA forward and backward as eager op lists (training path: expanded K/V)."""
+             split_weight_grads: bool = False, down_tokens: int | None = None,
+             with_core: bool = True) -> tuple[Eager, Eager]:
+    """real/model.py MLA forward and backward as eager op lists (training path: expanded K/V).
+    `down_tokens`: the tokens the down-projections (W_qa, W_kva) and their norms run on, where
+    they differ from the sequence's (real/tp.py TPMLABlock under sequence parallelism: T/W);
+    with_core False leaves the attention core out (a caller that costs it otherwise: ring
+    attention)."""
     T, D, H = batch * seq, spec.hidden_size, spec.num_heads
+    t = T if down_tokens is None else down_tokens
     P, R, O, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank, spec.q_lora_rank
     B2 = BF16_BYTES
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
-    lins = ([(T, Q, D), (T, H * (P + R), Q)] if Q else [(T, H * (P + R), D)]) + [(T, C + R, D), (T, H * (P + O), C), (T, D, H * O)]
+    lins = ([(t, Q, D), (T, H * (P + R), Q)] if Q else [(T, H * (P + R), D)]) + [(t, C + R, D), (T, H * (P + O), C), (T, D, H * O)]
     core = Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq, heads=H, qk_dim=P + R, v_dim=O, causal=True,
               precision="bf16")
     # forward
     _linear_fwd(f, *lins[0], label)
     if Q:
-        f.mem(3 * T * Q * B2)                       # q_norm (fused rms_norm: reads each row twice)
+        f.mem(3 * t * Q * B2)                       # q_norm (fused rms_norm: reads each row twice)
         _linear_fwd(f, *lins[1], label)
     _rope(f, T * H * R)
     _linear_fwd(f, *lins[-3], label)                # kv_a
-    f.mem(3 * T * C * B2)                           # kv_norm (fused rms_norm: reads each row twice)
+    f.mem(3 * t * C * B2)                           # kv_norm (fused rms_norm: reads each row twice)
     _rope(f, T * R)
     _linear_fwd(f, *lins[-2], label)                # kv_b
     f.cat((T * H * (P + R) * 2 + T * H * P + T * R + T * H * (P + R)) * B2, kernels=2)  # q = cat(q_nope, q_pe); k = cat(k_nope, kpe expanded)
-    f.attention(core, "fwd")
+    if with_core:
+        f.attention(core, "fwd")
     f.mem(2 * T * H * O * B2)                       # o transposed -> contiguous for the output projection
     _linear_fwd(f, *lins[-1], label)
     # backward (autograd): mirror, GEMMs twice, elementwise ops' gradients
     _linear_bwd(b, *lins[-1], label)
     b.mem(2 * T * H * O * B2)
-    b.attention(core, "bwd")
+    if with_core:
+        b.attention(core, "bwd")
     # q and k's cat backward are slices (views); the shared rope key's expand backward sums over
     # heads. Each split of a projection's output (and each rope's chunk) is a cat of the parts'
     # gradients in backward: CatArrayBatchedCopy kernels (calibration/measurements/<gpu>/
@@ -449,15 +457,15 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
     _linear_bwd(b, *lins[-2], label)
     _rope(b, T * R, backward=True)
     b.cat(2 * T * R * B2)                           # rope's chunk backward (shared key)
-    b.mem(3 * T * C * B2, kernels=2)                # kv_norm backward
-    b.cat(2 * T * (C + R) * B2)                     # kv_a output split([C, R]) backward
+    b.mem(3 * t * C * B2, kernels=2)                # kv_norm backward
+    b.cat(2 * t * (C + R) * B2)                     # kv_a output split([C, R]) backward
     _linear_bwd(b, *lins[-3], label)
     _rope(b, T * H * R, backward=True)
     b.cat(2 * T * H * R * B2)                       # rope's chunk backward (queries)
     b.cat(2 * T * H * (P + R) * B2)                 # q split([P, R]) backward
     if Q:
         _linear_bwd(b, *lins[1], label)
-        b.mem(3 * T * Q * B2, kernels=2)            # q_norm backward
+        b.mem(3 * t * Q * B2, kernels=2)            # q_norm backward
     _linear_bwd(b, *lins[0], label)
     b.mem(3 * T * D * B2)                           # dx = sum of the two input gradients
     return f, b

@@ -12,8 +12,10 @@ moe_layer, train_step, prefill, decode, all_to_all, ep_comm, pipeline_step, ep_s
 `num_gpus`; summaries are given per GPU and per kind. Whole steps are predicted by
 calibration.whole_step, pipelines by calibration.pipeline (the twin's SimPy pipeline). Records of
 several GPUs of one host live in calibration/measurements/<gpu>x<N>/ (e.g. h200x2: ep.csv,
-pipeline_step.csv, pipeline_ops.csv); they are predicted with <gpu>'s profile and reported under
-`multi_gpu`, every case held out (nothing there is fitted). The per-GPU targets (`failures`) judge
+pipeline_step.csv, pipeline_ops.csv, parallel_blocks.csv); they are predicted with <gpu>'s profile
+and reported under `multi_gpu`, every case held out (nothing there is fitted) except the
+parallel_blocks rows of the campaign's `fit` split (kinds tp_block and cp_block,
+calibration.parallel_blocks; num_gpus tp x cp, 1 for the one-GPU reference rows). The per-GPU targets (`failures`) judge
 the single-GPU folders as before; the issue-13 targets per kind are asserted in
 tests/calibration/test_whole_runs.py.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR, fit_profile
@@ -55,7 +58,8 @@ KIND_OF_BENCH = {"gemm": "gemm", "grouped_gemm": "grouped_gemm", "grouped_gemm_w
                  "moe_layer_ep_fwd": "moe_layer", "moe_layer_ep_bwd": "moe_layer",
                  "train_step": "train_step", "prefill": "prefill", "decode": "decode",
                  "all_to_all": "all_to_all", "ep_dispatch": "ep_comm", "ep_combine": "ep_comm",
-                 "pipeline_step": "pipeline_step", "ep_step": "ep_step"}
+                 "pipeline_step": "pipeline_step", "ep_step": "ep_step",
+                 "tp_block": "tp_block", "cp_block": "cp_block"}
 WHOLE_STEP_KINDS = ("train_step", "prefill", "decode", "pipeline_step", "ep_step")
 LAYER_KINDS = ("mla_layer", "moe_layer")
 
@@ -120,6 +124,12 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
             pred = predict_ep_row(r, spec, profile)
             if pred is not None and r["time_s"] > 0:
                 cases.append(_case(_ep_name(r), gpu, r["bench"], float(r["time_s"]), pred, True, num_gpus))
+    # TP / CP blocks (parallel_blocks*.csv): held out as the campaign split them (nothing is fitted
+    # to any of them); a one-GPU reference row counts 1 GPU
+    for c in blocks.predict_folder(Path(folder), gpu, profile):
+        r = c["row"]
+        ranks = int(r.get("tp", 1) or 1) * int(r.get("cp", 1) or 1)
+        cases.append(_case(c["name"], gpu, str(r["bench"]), c["measured_s"], c["predicted_s"], c["held_out"], ranks))
     for c in pipe.predict_folder(Path(folder), gpu, profile):
         r = c["row"]
         name = _pipeline_name(r)

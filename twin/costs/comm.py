@@ -76,3 +76,21 @@ def collective_time_s(kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, sam
     lat = gpu.nvlink_latency_s if same_node else gpu.scale_out_latency_s
     steps = 1 if kind == "send_recv" else _LATENCY_STEPS[kind] * (ranks - 1)
     return factor * num_bytes / (bw * link_bw_scale) + steps * lat
+
+
+def pipelined_exposed_s(kind: str, comm_s: float, gemm_s: float, ranks: int) -> float:
+    """Exposed seconds of a TP collective pipelined with the GEMM that consumes (all-gather) or
+    produces (reduce-scatter, all-reduce) it, the GEMM split into one chunk per rank (the
+    decomposition of torch's micro-pipelined TP, torch/distributed/_symmetric_memory
+    _pipelined_all_gather_and_consume / _pipelined_produce_and_all2all, and of TransformerEngine's
+    ring-exchange userbuffers overlap). The ring moves ranks-1 shards of comm_s / (ranks-1) each.
+    All-gather: the local shard's chunk runs with no transfer beside it, and chunk i waits for
+    shard i, so comm_s - gemm_s (ranks-1)/ranks stays exposed. Reduce-scatter: a shard leaves only
+    once its chunk is computed; besides that bound, the last transfer (comm_s / (ranks-1)) can hide
+    behind the local chunk (gemm_s / ranks) only. Never less than perfect overlap (comm_s - gemm_s)."""
+    if ranks <= 1 or comm_s <= 0:
+        return 0.0
+    exposed = comm_s - gemm_s * (ranks - 1) / ranks
+    if kind != "all_gather":
+        exposed = max(exposed, comm_s / (ranks - 1) - gemm_s / ranks)
+    return max(0.0, exposed)

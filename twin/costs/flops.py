@@ -13,6 +13,7 @@ Conventions
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -248,6 +249,50 @@ def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
             Op("swiglu", OpKind.MEMORY, "mlp", bytes=3 * tokens * inner * BF16_BYTES),
             Op("ffn_down", OpKind.GEMM, "mlp", tokens, d, inner),
             Op("residual_add", OpKind.MEMORY, "mlp", bytes=3 * tokens * d * BF16_BYTES)]
+
+
+def _unfused_linears(op: Op, m: ModelSpec, tp: int) -> list[Op]:
+    """A GEMM op as the separate linears an unfused PyTorch model issues (torchtitan's Llama:
+    wq, wk, wv for qkv_proj; w1, w3 for ffn_gate_up and shared_gate_up), in forward order."""
+    if op.name == "qkv_proj":
+        h, kvh = m.num_heads // tp, max(1, m.num_kv_heads // tp)
+        return [dataclasses.replace(op, n=w * m.head_dim) for w in (h, kvh, kvh)]
+    if op.name in ("ffn_gate_up", "shared_gate_up"):
+        return [dataclasses.replace(op, n=op.n // 2)] * 2
+    return [op]
+
+
+def op_sac_recompute(ops: list[Op], m: ModelSpec, tp: int, gemm_precision: str) -> list[tuple[Op, Op]]:
+    """What torchtitan's per-op selective activation checkpointing (activation_checkpoint.mode
+    'selective', selective_ac_option 'op') recomputes in the backward of one block, as
+    (op of the block, the part of it recomputed) pairs. The policy (torchtitan
+    torchtitan/parallelisms/parallelize_llama.py @ 9dec370, `_save_list` and `_custom_policy`, one
+    checkpoint region per TransformerBlock) saves the outputs of aten.mm, the SDPA attention
+    kernels, reduce-scatter and abs/max, except every second aten.mm of the region, and
+    recomputes every other op. So: the attention core is kept; elementwise ops (norms, RoPE,
+    SwiGLU, residual adds) are recomputed; of the BF16 linears, counted in forward order as the
+    unfused model issues them, the 2nd, 4th, ... are recomputed; FP8 linears run
+    torch._scaled_mm (torchao Float8Linear), which is not in the save list, so all are
+    recomputed; grouped GEMMs likewise."""
+    out, mm_count = [], 0
+    for op in ops:
+        if op.kind == OpKind.MEMORY:
+            out.append((op, op))
+        elif op.kind == OpKind.GROUPED_GEMM:
+            out.append((op, op))
+        elif op.kind == OpKind.GEMM:
+            fp8 = (op.precision or gemm_precision) == "fp8"
+            parts = []
+            for lin in _unfused_linears(op, m, tp):
+                if fp8:
+                    parts.append(lin)
+                    continue
+                mm_count += 1
+                if mm_count % 2 == 0:
+                    parts.append(lin)
+            if parts:
+                out.append((op, dataclasses.replace(op, n=sum(p.n for p in parts))))
+    return out
 
 
 def ep_nodes(ep: int, gpus_per_node: int) -> int:

@@ -21,8 +21,8 @@ from twin.core.errors import InfeasiblePlan
 from twin.core.serve_specs import ServeSpec
 from twin.core.specs import GPUSpec, ModelSpec, ParallelPlan, serving_tables
 from twin.core.units import GIB
-from twin.costs.flops import (BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, attention_params, ffn_params,
-                              kv_cache_bytes_per_token, param_counts)
+from twin.costs.flops import (BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, Op, OpKind, attention_ops, attention_params,
+                              dense_ffn_ops, ffn_params, kv_cache_bytes_per_token, op_sac_recompute, param_counts)
 
 WEIGHT_BYTES = BF16_BYTES
 GRAD_BYTES = FP32_BYTES
@@ -73,6 +73,8 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     parts = {"hidden": d * BF16_BYTES, "heads": 0.0, "latent": 0.0, "routed": 0.0}   # block input
     if plan.recompute == "full":
         return parts
+    if plan.recompute == "selective_op":
+        return _op_sac_parts(m, dense_layer, plan, parts)
     keep_all = plan.recompute == "none"
     fp8 = plan.gemm_precision == "fp8"
     h = m.num_heads // tp
@@ -100,6 +102,32 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     rows = m.top_k + m.num_shared_experts
     parts["routed"] += m.num_routed_experts * FP32_BYTES                      # router scores
     parts["routed"] += rows * (d * lin + 2 * e * lin + (0 if fp8 else e * BF16_BYTES))
+    return parts
+
+
+def _op_sac_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, parts: dict) -> dict:
+    """plan.recompute 'selective_op' (torchtitan's per-op policy, flops.op_sac_recompute): the
+    block input, the attention output and its softmax statistics, and the BF16 outputs of the
+    linears the policy saves (per TP rank; the replicated router's on every rank). An MoE block's
+    routed experts are grouped GEMMs, all recomputed; its router and shared experts count as
+    linears."""
+    tp = plan.tp
+    ops = attention_ops(m, 1, 1, tp)
+    if dense_layer:
+        ops += dense_ffn_ops(m, 1, tp)
+    else:
+        ops.append(Op("router", OpKind.GEMM, "mlp", 1, m.num_routed_experts, m.hidden_size, precision="bf16"))
+        if m.num_shared_experts:
+            s_inner = m.num_shared_experts * m.moe_intermediate_size // tp
+            ops += [Op("shared_gate_up", OpKind.GEMM, "mlp", 1, 2 * s_inner, m.hidden_size),
+                    Op("shared_down", OpKind.GEMM, "mlp", 1, m.hidden_size, s_inner)]
+    again = {id(op): r.n for op, r in op_sac_recompute(ops, m, tp, plan.gemm_precision) if op.kind == OpKind.GEMM}
+    for op in ops:
+        if op.kind == OpKind.GEMM:
+            kept = (op.n - again.get(id(op), 0)) * BF16_BYTES
+            parts["latent" if op.name == "router" else "heads"] += kept
+        elif op.kind == OpKind.ATTENTION:
+            parts["heads"] += op.heads * op.v_dim * BF16_BYTES + op.heads * FP32_BYTES
     return parts
 
 

@@ -84,6 +84,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import statistics
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -101,6 +102,17 @@ class GemmCurve:
 
     def eff(self, m: float, n: float, k: float) -> float:
         return self.e_max / (1.0 + self.m_half / max(m, 1) + self.n_half / max(n, 1) + self.k_half / max(k, 1))
+
+
+# FlashAttention-2's speed relative to cuDNN's fused attention on the H100 SXM5, head dim 128, BF16:
+# FlashAttention-3 paper (Shah et al., arXiv 2407.08608, Figures "Attention forward/backward speed,
+# head dim 128 (H100 80GB SXM5)"), TFLOP/s of FA2 / cuDNN at sequence lengths 2k, 4k, 8k, 16k:
+# forward causal 298/484, 319/518, 333/529, 335/539; forward 362/617, 368/609, 370/600, 370/595;
+# backward 291/465, 310/499, 318/518, 322/516. The median ratio (0.62; every one lies in 0.59-0.64).
+_FA2_CUDNN_TFLOPS = ((298, 484), (319, 518), (333, 529), (335, 539), (362, 617), (368, 609), (370, 600),
+                     (370, 595), (291, 465), (310, 499), (318, 518), (322, 516))
+FA2_OVER_CUDNN = statistics.median(a / b for a, b in _FA2_CUDNN_TFLOPS)
+ATTENTION_KERNELS = ("cudnn", "fa2")
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,17 @@ class Profile:
             return self
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
         return dataclasses.replace(self._scaled_by(r["gemm"], r["attention"], r["memory"]), sustained={})
+
+    def with_attention_kernel(self, kernel: str) -> "Profile":
+        """The profile with another attention kernel than the one its records measured (cuDNN's
+        SDPA, which PyTorch 2.11 runs on Hopper: calibration/measurements/*/kernels.csv name its
+        sm90 flash fprop/bprop kernels): 'fa2' scales both attention curves by FA2_OVER_CUDNN."""
+        if kernel == "cudnn":
+            return self
+        if kernel != "fa2":
+            raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
+        return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * FA2_OVER_CUDNN, c.s_half)
+                                                    for d, c in self.attention.items()})
 
     def to_json(self) -> dict:
         return {

@@ -34,7 +34,7 @@ from collections import Counter
 
 from twin.costs import comm, compute, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, GEMM_KINDS, Op, OpKind, attention_ops, dense_ffn_ops,
-                              embedding_ops, head_ops, moe_ops, train_flops_per_token)
+                              embedding_ops, head_ops, moe_ops, op_sac_recompute, train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -241,11 +241,13 @@ class StepCosts:
                 for point, kind in kinds.items()}
 
     def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
-        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap only the part longer
-        than the GEMM it is pipelined with (TransformerEngine's userbuffers overlap)."""
+        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap what stays exposed
+        when it is pipelined chunk by chunk with the GEMM beside it (comm.pipelined_exposed_s:
+        torch's micro-pipelined TP, TransformerEngine's userbuffers overlap)."""
         if c is None:
             return []
-        t = max(0.0, c.time_s - beside_gemm_s) if self.sc.plan.tp_comm_overlap else c.time_s
+        p = self.sc.plan
+        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp) if p.tp_comm_overlap else c.time_s
         return [Task("comm", t, f"tp_{c.kind}" + ("_bwd" if backward else ""))] if t > 0 else []
 
     def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
@@ -326,8 +328,9 @@ class StepCosts:
             tp = self._tp_points(seg)
             if tp:
                 tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), backward=True)
-            if recompute == "selective":
-                extra = [op for op in seg if op.recompute]
+            if recompute in ("selective", "selective_op"):
+                extra = ([op for op in seg if op.recompute] if recompute == "selective"
+                         else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
                 if extra:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
@@ -336,6 +339,13 @@ class StepCosts:
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)
+
+    @functools.cache
+    def _op_sac(self, ops: tuple[Op, ...]) -> tuple[tuple[Op, Op], ...]:
+        """plan.recompute 'selective_op': what torchtitan's per-op policy recomputes of a block
+        (flops.op_sac_recompute), memoised per block."""
+        p = self.sc.plan
+        return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp, p.gemm_precision))
 
     @functools.cache
     def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
@@ -588,7 +598,7 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
     fit: memory needs only the schedule's programs, so a plan that does not fit is refused before
     its pipeline is simulated (a plan search meets many)."""
     gpu = sc.gpu
-    profile = profile or load_profile(gpu.calibrated_as)
+    profile = (profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
     imbalance = routing_loads(sc, perturb)

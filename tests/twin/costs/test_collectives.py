@@ -5,7 +5,7 @@ import math
 import pytest
 
 from twin.core.specs import get_gpu
-from twin.costs.comm import bus_factor, collective_time_s, ring_collective_time_s
+from twin.costs.comm import bus_factor, collective_time_s, pipelined_exposed_s, ring_collective_time_s
 
 H100 = get_gpu("h100")
 
@@ -53,3 +53,17 @@ def test_measured_rows_replace_the_catalog_inside_a_node_only():
 def test_unknown_collective_is_a_bug():
     with pytest.raises(ValueError, match="unknown collective"):
         bus_factor("broadcast", 2)
+
+
+def test_pipelined_overlap_leaves_the_local_chunk_uncovered():
+    # 8 ranks, a 1 ms all-gather beside a 1 ms GEMM: 7 of its 8 chunks cover the transfers,
+    # 1 - 7/8 ms stays exposed; a GEMM twice as long hides it all
+    assert pipelined_exposed_s("all_gather", 1e-3, 1e-3, 8) == pytest.approx(1e-3 / 8)
+    assert pipelined_exposed_s("all_gather", 1e-3, 2e-3, 8) == 0.0
+    # two ranks: the one transfer leaves after the remote chunk (0.5 ms) and must hide behind the
+    # local chunk: 1 ms - 0.5 ms exposed
+    assert pipelined_exposed_s("reduce_scatter", 1e-3, 1e-3, 2) == pytest.approx(0.5e-3)
+    # never better than perfect overlap, nothing without TP
+    for kind in ("all_gather", "reduce_scatter", "all_reduce"):
+        assert pipelined_exposed_s(kind, 3e-3, 1e-3, 4) >= 2e-3
+        assert pipelined_exposed_s(kind, 3e-3, 1e-3, 1) == 0.0

@@ -1,0 +1,250 @@
+"""The twin's prediction of the tensor- and context-parallel blocks of parallel_blocks.csv
+(real/bench/parallel_blocks.py, records in calibration/measurements/<gpu>x<N>/).
+
+A row times one block's forward + backward on every rank of a TP (or CP) group, eagerly, the
+slowest rank's repetition (CUDA events, per_rep_events). Its prediction is the eager op list of
+that block on one rank, costed exactly as the one-GPU layer cases are (calibration.predict:
+_mla_ops and _moe_ops, the Eager costs, Profile.eager's missing kernels and measured host
+dispatch, `timed_window_s`) with the shapes a rank holds, plus the block's collectives, each an op
+of the same stream costed by `twin.costs.comm.collective_time_s` from the profile's measured NCCL
+collectives (Profile.collectives, fitted from <gpu>x2/nccl.csv). real/ runs every collective on
+the compute stream (no overlap), so each adds its whole time.
+
+  tp_block mla (real/tp.py TPMLABlock): norm on this rank's tokens t (t = T/W with sequence
+      parallelism, T without), the down-projections W_qa/W_kva and their norms on t, the latents
+      (Q + C + R values a token; D + C + R without query compression) concatenated and entering
+      the TP region, the rest of MLA on the whole sequence with H/W heads, the row-parallel
+      output leaving it, the residual add on t. SP: all-gather of the latents in, reduce-scatter
+      of S x D out; their backwards reduce-scatter and all-gather. No SP: all-reduce of S x D out
+      (a clone, then the collective: real/collectives.py all_reduce_sum), all-reduce of the
+      latents' gradient in the backward.
+  tp_block moe (TPMoEBlock): norm on t, [h, routing weights] concatenated and entering the region
+      (SP: plus an all-gather of the int64 expert ids, forward only), every expert and the shared
+      experts at F/W width over all T tokens, the partial sums leaving it; collectives as above.
+  cp_block attention / mla: predict_cp_row (ring attention on S/W positions per rank).
+With W = 1 (the one-GPU reference rows) a row is the same block without collectives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from calibration.predict import Eager, _mla_ops, _moe_ops, gpu_spec, timed_window_s, zipf_expert_rows
+from twin.costs import comm
+from twin.costs.flops import BF16_BYTES, Op, OpKind
+from twin.costs.profile import Profile
+from twin.core.specs import GPUSpec, get_model
+
+I64 = 8
+BENCHES = ("tp_block", "cp_block")
+
+
+def _bool(v) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
+
+
+def _int(v, default: int = 1) -> int:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return default if math.isnan(f) else int(f)
+
+
+def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile) -> None:
+    """One NCCL collective of a `num_bytes` buffer on the block's stream (its host dispatch is an
+    eager op's)."""
+    e.add("op", comm.collective_time_s(kind, num_bytes, ranks, gpu, True, profile.collectives))
+
+
+def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
+    e.mem(3 * tokens * width * BF16_BYTES)          # F.rms_norm: reads each row twice, writes it
+
+
+def _rmsnorm_bwd(e: Eager, tokens: float, width: int) -> None:
+    e.mem(4 * tokens * width * BF16_BYTES)          # input gradient
+    e.mem(2 * tokens * width * BF16_BYTES)          # weight gradient's reduction over tokens
+
+
+def _enter_leave(f: Eager, b: Eager, in_bytes: float, out_bytes: float, sp: bool, world: int,
+                 gpu: GPUSpec, profile: Profile, where: str) -> None:
+    """The TP region's collectives: `where` "in_fwd" / "out_fwd" / "out_bwd" / "in_bwd", the
+    buffer the whole sequence's (real/collectives.py to_tp / from_tp)."""
+    if world <= 1:
+        return
+    if where == "in_fwd" and sp:
+        _collective(f, "all_gather", in_bytes, world, gpu, profile)
+    elif where == "out_fwd":
+        if sp:
+            _collective(f, "reduce_scatter", out_bytes, world, gpu, profile)
+        else:
+            f.mem(2 * out_bytes)                    # all_reduce_sum: contiguous().clone()
+            _collective(f, "all_reduce", out_bytes, world, gpu, profile)
+    elif where == "out_bwd" and sp:
+        _collective(b, "all_gather", out_bytes, world, gpu, profile)
+    elif where == "in_bwd":
+        if sp:
+            _collective(b, "reduce_scatter", in_bytes, world, gpu, profile)
+        else:
+            b.mem(2 * in_bytes)
+            _collective(b, "all_reduce", in_bytes, world, gpu, profile)
+
+
+def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
+    """Forward and backward eager op lists of one rank's TP block (module docstring)."""
+    spec = get_model(str(row["model"]))
+    world, sp = _int(row["tp"]), _bool(row["sequence_parallel"]) and _int(row["tp"]) > 1
+    T, D = _int(row["tokens"]), spec.hidden_size
+    t = T // world if sp else T
+    block = str(row["block"])
+    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    _rmsnorm(f, t, D)
+    if block == "mla":
+        C, R, Q = spec.kv_lora_rank, spec.qk_rope_head_dim, spec.q_lora_rank
+        latent_bytes = T * ((Q or D) + C + R) * BF16_BYTES
+        local = dataclasses.replace(spec, num_heads=spec.num_heads // world)
+        mf, mb = _mla_ops(local, 1, T, str(row["precision"]), gpu, profile, down_tokens=t)
+        f.mem(2 * t * ((Q or D) + C + R) * BF16_BYTES)          # cat of the latents
+        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd")
+        f.extend(mf)
+        bench = "mla_layer"
+    elif block == "moe":
+        K = spec.top_k
+        local = dataclasses.replace(spec, moe_intermediate_size=spec.moe_intermediate_size // world,
+                                    num_routed_experts=_int(row["num_experts"], spec.num_routed_experts))
+        counts = zipf_expert_rows(T, local.num_routed_experts, K, float(row.get("skew") or 0.0))
+        mf, mb = _moe_ops(local, T, counts, str(row["precision"]), gpu, profile)
+        latent_bytes = T * (D + K) * BF16_BYTES
+        f.mem(2 * t * (D + K) * BF16_BYTES)                     # cat [h, weights]
+        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd")
+        if sp:
+            _collective(f, "all_gather", T * K * I64, world, gpu, profile)   # expert ids, no autograd
+        f.extend(mf)
+        bench = "moe_layer"
+    else:
+        raise ValueError(f"tp_block block {block!r}: one of mla, moe")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_fwd")
+    f.mem(3 * t * D * BF16_BYTES)                               # residual add
+    # backward: the residual's gradient leaves through the exit's backward, the block mirrors
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_bwd")
+    b.extend(mb)
+    b.mem(latent_bytes / T * t * 2)                             # the cat's backward (slices made contiguous)
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_bwd")
+    _rmsnorm_bwd(b, t, D)
+    b.mem(3 * t * D * BF16_BYTES)                               # dx: residual + norm branch
+    # the kernels real/'s eager layer launches beyond the named ops, and its measured host
+    # dispatch per kernel, as the one-GPU layer cases take them
+    f.missing_kernels(f"{bench}_fwd", str(row["precision"]))
+    b.missing_kernels(f"{bench}_bwd", str(row["precision"]))
+    return f, b
+
+
+def predict_tp_row(row, gpu: GPUSpec, profile: Profile) -> float:
+    f, b = tp_block_ops(row, gpu, profile)
+    return timed_window_s([], f.ops + b.ops)
+
+
+def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
+    """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
+    halves, so the causal work is even), forward and backward. cp_kind ring (real/cp.py, the
+    default): W steps, each the attention of the rank's S/W queries against one rank's keys (the
+    diagonal one causal, the others half the queries or half the keys, unmasked), the K/V chunk
+    (in the backward K/V and their FP32 gradients) passed on as a send/recv overlapped with that
+    step's attention: exposed is what the transfer takes beyond it; the partial outputs merged by
+    log-sum-exp in FP32. cp_kind allgather: the sequence's K/V all-gathered before the attention (dK/dV
+    reduce-scattered after), exposed, the attention the rank's share of the causal whole (heads
+    H/W over all S positions: the same FLOPs). block mla adds the sublayer's projections on S/W
+    positions (no collective). W = 1: the unsplit block."""
+    spec = get_model(str(row["model"]))
+    world, S = _int(row["cp"]), _int(row["seq_len"])
+    H, E, Ev = _int(row["num_heads"]), _int(row["qk_head_dim"]), _int(row["v_head_dim"])
+    s = S // world
+    kind = str(row.get("cp_kind") or "ring")
+    kind = "ring" if kind in ("", "nan") else kind
+    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    if str(row["bench"]) == "cp_block" and str(row["block"]) == "mla":
+        # the sublayer's ops on this rank's positions, its attention core the ring's (below)
+        mf, mb = _mla_ops(spec, 1, s, str(row["precision"]), gpu, profile, with_core=False)
+        f.extend(mf)
+        b.extend(mb)
+    kv_bytes = s * H * (E + Ev) * BF16_BYTES
+
+    def core(seq: int, heads: int, causal: bool) -> Op:
+        return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=seq, heads=heads, qk_dim=E, v_dim=Ev,
+                  causal=causal, precision="bf16")
+
+    if world == 1:
+        f.attention(core(S, H, True), "fwd")
+        b.attention(core(S, H, True), "bwd")
+    elif kind == "allgather":
+        _collective(f, "all_gather", kv_bytes * world, world, gpu, profile)
+        f.attention(core(S, max(1, H // world), True), "fwd")
+        b.attention(core(S, max(1, H // world), True), "bwd")
+        _collective(b, "reduce_scatter", kv_bytes * world, world, gpu, profile)
+    elif kind == "ring":
+        # backward: K/V (BF16) travel with their FP32 gradients: 1 + 2 x (E + Ev) / (E + Ev) = 3x
+        send_f = comm.collective_time_s("send_recv", kv_bytes, world, gpu, True, profile.collectives)
+        send_b = comm.collective_time_s("send_recv", 3 * kv_bytes, world, gpu, True, profile.collectives)
+        out_fp32 = s * H * Ev * 4
+        for step in range(world):
+            # the diagonal block causal over s; every other block half the queries or half the
+            # keys, unmasked: s x s/2 pairs, costed as s/2 x s/2 on twice the heads
+            op = core(s, H, True) if step == 0 else core(s // 2, 2 * H, False)
+            f.attention(op, "fwd")
+            b.attention(op, "bwd")
+            if step < world - 1:
+                f.add("op", max(0.0, send_f - f.ops[-1][1]))
+                b.add("op", max(0.0, send_b - b.ops[-1][1]))
+            if step > 0:   # merge by log-sum-exp (FP32 out, lse); dK/dV accumulated in FP32
+                f.mem(5 * out_fp32, kernels=6)
+                b.mem(3 * s * H * (E + Ev) * 4, kernels=2)
+    else:
+        raise ValueError(f"cp_block cp_kind {kind!r}: one of ring, allgather")
+    block = "mla_layer" if str(row["block"]) == "mla" else None
+    if block:
+        f.missing_kernels(f"{block}_fwd", str(row["precision"]))
+        b.missing_kernels(f"{block}_bwd", str(row["precision"]))
+    return timed_window_s([], f.ops + b.ops)
+
+
+def predict_block_row(row, gpu: GPUSpec, profile: Profile) -> float | None:
+    """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know."""
+    if row["bench"] == "tp_block":
+        return predict_tp_row(row, gpu, profile)
+    if row["bench"] == "cp_block":
+        return predict_cp_row(row, gpu, profile)
+    return None
+
+
+def block_name(r) -> str:
+    par = (f"tp{_int(r['tp'])}{' sp' if _bool(r['sequence_parallel']) and _int(r['tp']) > 1 else ''}"
+           if r["bench"] == "tp_block" else f"cp{_int(r['cp'])}" + (f" {r['cp_kind']}" if str(r.get('cp_kind') or '') not in ('', 'nan') else ""))
+    return f"{r['bench']} {r['block']} {r['model']} t{_int(r['tokens'])} {par}"
+
+
+def load_block_rows(folder: Path | str) -> pd.DataFrame:
+    """parallel_blocks.csv and any parallel_blocks_*.csv beside it (e.g. the CP re-measurement),
+    rows with a positive time."""
+    frames = [pd.read_csv(p) for p in sorted(Path(folder).glob("parallel_blocks*.csv"))]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
+    return df[df["time_s"] > 0].reset_index(drop=True)
+
+
+def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
+    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows."""
+    spec = gpu_spec(gpu)
+    out = []
+    for _, r in load_block_rows(folder).iterrows():
+        pred = predict_block_row(r, spec, profile)
+        if pred is None:
+            continue
+        out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),
+                    "held_out": str(r.get("split", "holdout")) != "fit"})
+    return out
