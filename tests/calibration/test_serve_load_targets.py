@@ -26,6 +26,7 @@ NOT_MET = {
     ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.059,
     ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.104,
     ("h200x2", "ep2-poisson-r10-long", "ttft_p99_s"): -0.212,
+    ("h100", "g1-poisson-r40-short", "ttft_p99_s"): -0.257,
 }
 
 
@@ -45,7 +46,7 @@ def _held_out_cases():
                     marks = []
                     if (folder, run["run_id"], k) in NOT_MET:
                         marks = [pytest.mark.xfail(strict=True, reason=f"not met: {NOT_MET[folder, run['run_id'], k]:+.0%} "
-                                                                       f"against {TARGETS[k]:.0%} (reported to the lead)")]
+                                                                       f"against {TARGETS[k]:.0%} (issue 15 open)")]
                     yield pytest.param(folder, run["run_id"], k, marks=marks, id=f"{folder}-{run['run_id']}-{k}")
 
 
