@@ -321,10 +321,18 @@ def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
 # Expert parallelism on two GPUs of one host (real/ep.py; h200x2/ep.csv)
 
 
-def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec) -> None:
-    """One NCCL all_to_all_single within the node: the bytes this rank sends to the others over
-    NVLink at the catalog's achieved rate, plus its latency (twin.costs.comm.p2p_time_s)."""
-    e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True))
+def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> None:
+    """One NCCL all_to_all_single within the node, `sent_bytes` being what this rank sends to the
+    others. Where the profile carries NCCL collectives measured on this host (Profile.collectives,
+    calibration.nccl's alpha-beta fit of the nccl.csv sweep: `with_measured_collectives`), the
+    measured all_to_all (its ~37 us floor and bus bandwidth, buffer = sent x world / (world - 1));
+    otherwise the catalog's NVLink rate plus its latency (twin.costs.comm.p2p_time_s)."""
+    measured = (e.profile.collectives or {}).get("all_to_all")
+    if measured and world > 1:
+        buffer = sent_bytes * world / (world - 1)
+        e.add("op", comm.collective_time_s("all_to_all", buffer, world, gpu, True, e.profile.collectives))
+    else:
+        e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True))
 
 
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
@@ -334,11 +342,11 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     N = T * K
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.small(3)
-    _all_to_all(e, 8.0 * 4, gpu)
+    _all_to_all(e, 8.0 * 4, gpu, world)
     e.small(2)
     e.sync()
     e.gather(2 * N * D * BF16_BYTES)
-    _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu)
+    _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.small(4)
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
     e.gather(2 * rows_in * D * BF16_BYTES, kernels=2)
@@ -349,7 +357,7 @@ def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: 
     N = T * K
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
     e.gather(2 * rows_in * D * BF16_BYTES)
-    _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)
+    _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.gather(2 * N * D * BF16_BYTES)
 
@@ -360,7 +368,7 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
     b, world = row["bench"], int(row["world_size"])
     e = Eager(gpu, profile)
     if b == "all_to_all":
-        _all_to_all(e, float(row["bytes_per_rank"]), gpu)
+        _all_to_all(e, float(row["bytes_per_rank"]), gpu, world)
         return timed_window_s([], e.ops)
     spec = get_model("v3-slice-1l")
     E, K, D, T = int(row["num_experts"]), int(row["top_k"]), int(row["hidden_size"]), int(row["tokens_per_rank"])
@@ -395,10 +403,24 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     f.extend(lf)
     _combine(f, T, K, D, world, rows_in, gpu)
     b = Eager(gpu, profile, split_weight_grads)
-    _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
+    _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)   # combine's backward
     b.extend(lb)
-    _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
+    _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu, world)     # dispatch's backward
     return f, b
+
+
+def with_measured_collectives(profile, folder) -> object:
+    """`profile` with the NCCL collectives measured on a multi-GPU host (calibration.nccl's fit of
+    the folder's nccl.csv sweep: a latency floor and a bus bandwidth per op) where the folder has
+    one and the profile carries none; otherwise `profile` unchanged."""
+    from pathlib import Path
+
+    from calibration import nccl
+    path = Path(folder) / "nccl.csv"
+    if profile.collectives or not path.is_file():
+        return profile
+    fits = nccl.fit_collectives(nccl.load_nccl(path), source=f"{Path(folder).name}/nccl.csv")
+    return dataclasses.replace(profile, collectives=fits) if fits else profile
 
 
 def model_gpu(folder: str) -> tuple[str, int]:
