@@ -84,7 +84,8 @@ class StageCost:
 
 
 def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0) -> StageCost:
+               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
+               accumulate: dict | None = None) -> StageCost:
     """F, B and W seconds of one micro-batch on one model stage."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
@@ -108,7 +109,7 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
             b.gather(2 * T * D * FP32_BYTES)
             b.small(6)
     with b.weight_grad():
-        accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac)
+        accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
     return StageCost(_window(f.ops), _window(b.ops), _window(b.w_ops))
@@ -121,7 +122,7 @@ def routed_params(spec, layers: range, ep: int = 1) -> float:
 
 
 def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep: int, label: str,
-                     accumulate_frac: float) -> None:
+                     accumulate_frac: float, measured: dict | None = None) -> None:
     """AccumulateGrad of a stage's weight gradients in real/pipeline/engine.py, per micro-batch,
     averaged over the step (`accumulate_frac` = (n - 1) / n of the micro-batches find a .grad):
       dense weights (linears, norms, embedding, head): the first micro-batch's gradient is stolen
@@ -134,15 +135,35 @@ def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep:
         parameter's strides (a copy of a transposed view), later ones add it in place (the same
         uncoalesced read of the transposed gradient, plus the contiguous .grad read). torch's own
         _grouped_mm backward writes dW in mat2's strides (GroupedMmBackward0 keeps them), so the
-        one-GPU layer and step records have no such copy. Costed at the fitted transposed-copy
-        bandwidth (profile.transpose_eff, Eager.transpose). FP8 grouped GEMMs do not split
-        (real/fp8.py): unchanged."""
+        one-GPU layer and step records have no such copy. Costed from `measured` (seconds per
+        element of the `first` and `add` paths, real/bench/wgrad_accum.py records:
+        `measured_accumulate`) where given, else at the fitted transposed-copy bandwidth
+        (profile.transpose_eff, Eager.transpose). FP8 grouped GEMMs do not split (real/fp8.py):
+        unchanged."""
     routed = routed_params(spec, layers, ep) if twin_precision(label) == "bf16" else 0.0
     dense = stage_params(spec, layers, first, last, ep) - routed
-    if routed:
+    if routed and measured:
+        b.add("op", routed * ((1 - accumulate_frac) * measured["first"] + accumulate_frac * measured["add"]))
+    elif routed:
         b.transpose(2 * routed * BF16_BYTES)                     # clone (first) or strided read (add)
         b.mem(routed * BF16_BYTES * accumulate_frac)             # the add's contiguous .grad read
     b.mem(3 * BF16_BYTES * dense * accumulate_frac)
+
+
+def measured_accumulate(folder: Path, gpu: str) -> dict | None:
+    """{"first", "add"}: seconds per gradient element of AccumulateGrad through a transposed view
+    (real/bench/wgrad_accum.py: wgrad_accum.csv in the folder or in the one-GPU folder of `gpu`
+    beside it), the median over the measured shapes; None where no such records exist (then
+    accumulate_grads falls back to profile.transpose_eff)."""
+    for path in (Path(folder) / "wgrad_accum.csv", Path(folder).parent / gpu / "wgrad_accum.csv"):
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        df = df[(df["time_s"] > 0) & (df["elements"] > 0)]
+        per = {op: float(np.median(g["time_s"] / g["elements"])) for op, g in df.groupby("op")}
+        if {"first", "add"} <= per.keys():
+            return {"first": per["first"], "add": per["add"], "source": str(path)}
+    return None
 
 
 class PipelineCosts:
@@ -187,8 +208,9 @@ def _spec_of(row):
     return spec
 
 
-def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dict]:
-    """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row."""
+def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> tuple[PipelineResult, float, dict]:
+    """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
+    `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback."""
     spec = _spec_of(row)
     pp, n = int(row["pp"]), int(row["num_microbatches"])
     # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
@@ -198,13 +220,14 @@ def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dic
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                           accumulate_frac=(n - 1) / n)
+                           accumulate_frac=(n - 1) / n, accumulate=accumulate)
              for s, layers in enumerate(stages)}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
     result = simulate_pipeline(schedule, PipelineCosts(schedule, costs, p2p), streams=("compute",))
     after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
-                                               "p2p_s": p2p, "after_s": after, "schedule": name}
+                                               "p2p_s": p2p, "after_s": after, "schedule": name,
+                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff")}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
@@ -319,10 +342,11 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     cases = []
     spec_gpu = gpu_spec(gpu)
     profile = with_measured_collectives(profile, folder)
+    accumulate = measured_accumulate(Path(folder), gpu)
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
         cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),
