@@ -190,7 +190,7 @@ def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str = 
     return {k: float(max(0.0, round(float(np.median(v))))) for k, v in sorted(diffs.items())}
 
 
-HOST_PHASES = ("fwd", "bwd")
+HOST_PHASES = ("fwd", "bwd", "infer")   # infer: a layer forward under torch.no_grad (prefill, decode)
 
 
 # what each phase's profiled region also ran before it (real/bench/host_dispatch.py profiles the

@@ -225,6 +225,16 @@ def optimizer_ops(o: Eager, params: float, tensors: int, profile) -> None:
     o.mem(optimizer_bytes("copy_back", params, profile), kernels=max(1, tensors // 4))
 
 
+def use_inference_host(e: Eager) -> None:
+    """real/infer.py runs prefill and decode under torch.no_grad (no autograd graph recorded): every
+    op takes the host dispatch per kernel measured for layer forwards under no_grad
+    (Profile.eager host_s["infer"], host_dispatch.csv phase `infer`) where the profile has it;
+    until that is measured (older records; the H100 has no host_dispatch records yet), the
+    autograd-recording forward's (host_s["fwd"]), else the profile's host time per op class."""
+    if e.use_eager_host("infer") is None:
+        e.use_eager_host("fwd")
+
+
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     """real/infer.py prefill (BF16, no grad): the blocks' forward over the prompt with the latents
     written to the cache, then the head on each sequence's last position and argmax."""
@@ -240,7 +250,7 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)                         # argmax
     e.small(1)                                        # cat of the chunks' tokens
-    e.use_eager_host("fwd")
+    use_inference_host(e)
     return e
 
 
@@ -298,7 +308,7 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
     _rmsnorm(e, B, D)
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)
-    e.use_eager_host("fwd")
+    use_inference_host(e)
     return e
 
 

@@ -251,3 +251,20 @@ def test_two_gpu_all_to_all_takes_the_measured_nccl_floor(tmp_path):
     row = pd.Series({"bench": "all_to_all", "world_size": 2, "bytes_per_rank": 2**19})
     assert predict_ep_row(row, spec, measured) > 40e-6
     assert predict_ep_row(row, spec, measured) != predict_ep_row(row, spec, prof)
+
+
+def test_inference_steps_take_the_no_grad_host_time_where_measured():
+    """real/infer.py runs under torch.no_grad: decode and prefill take host_s["infer"] (layer
+    forwards timed under no_grad) where measured, else the autograd-recording forward's."""
+    import dataclasses
+
+    from calibration.predict import gpu_spec
+    from calibration.whole_step import predict_model_row
+    from twin.costs.profile import fitted_profile
+    prof, spec = fitted_profile("h200"), gpu_spec("h200")
+    fwd_only = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"fwd": 30e-6, "bwd": 30e-6}})
+    with_infer = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"fwd": 30e-6, "bwd": 30e-6, "infer": 10e-6}})
+    decode = pd.Series({"bench": "decode", "model": "v2-lite-slice", "batch": 1, "prompt_len": 1024, "gen_len": 32})
+    assert predict_model_row(decode, spec, with_infer) < 0.5 * predict_model_row(decode, spec, fwd_only)
+    step = pd.Series({"bench": "train_step", "model": "v2-lite-slice", "batch": 1, "seq_len": 2048, "precision": "bf16"})
+    assert predict_model_row(step, spec, with_infer) == predict_model_row(step, spec, fwd_only)
