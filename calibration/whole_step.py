@@ -22,9 +22,11 @@ host may run ahead (three repetitions, steady state); EP dispatch moves split si
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
+from calibration import nccl
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
                                  moe_layer_ops, predict_s, timed_window_s, twin_precision)
 from twin.costs import comm
@@ -423,9 +425,6 @@ def with_measured_collectives(profile, folder) -> object:
     """`profile` with the NCCL collectives measured on a multi-GPU host (calibration.nccl's fit of
     the folder's nccl.csv sweep: a latency floor and a bus bandwidth per op) where the folder has
     one and the profile carries none; otherwise `profile` unchanged."""
-    from pathlib import Path
-
-    from calibration import nccl
     path = Path(folder) / "nccl.csv"
     if profile.collectives or not path.is_file():
         return profile
