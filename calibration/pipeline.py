@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration.layer_gaps import measured_transpose_eff
 from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s, twin_precision
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
                                     _rmsnorm, _rmsnorm_bwd, block_ops, with_measured_collectives)
@@ -136,10 +137,11 @@ def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep:
         uncoalesced read of the transposed gradient, plus the contiguous .grad read). torch's own
         _grouped_mm backward writes dW in mat2's strides (GroupedMmBackward0 keeps them), so the
         one-GPU layer and step records have no such copy. Costed from `measured` (seconds per
-        element of the `first` and `add` paths, real/bench/wgrad_accum.py records:
-        `measured_accumulate`) where given, else at the fitted transposed-copy bandwidth
-        (profile.transpose_eff, Eager.transpose). FP8 grouped GEMMs do not split (real/fp8.py):
-        unchanged."""
+        element of the `first` and `add` paths: real/bench/wgrad_accum.py records,
+        `measured_accumulate`; else the profiler-measured rate of the same copy kernel in the FP8
+        layers, `accumulate_from_copy_kernels`) where given, else at the layer fit's transposed-copy
+        bandwidth (profile.transpose_eff, Eager.transpose). FP8 grouped GEMMs do not split
+        (real/fp8.py): unchanged."""
     routed = routed_params(spec, layers, ep) if twin_precision(label) == "bf16" else 0.0
     dense = stage_params(spec, layers, first, last, ep) - routed
     if routed and measured:
@@ -148,6 +150,21 @@ def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep:
         b.transpose(2 * routed * BF16_BYTES)                     # clone (first) or strided read (add)
         b.mem(routed * BF16_BYTES * accumulate_frac)             # the add's contiguous .grad read
     b.mem(3 * BF16_BYTES * dense * accumulate_frac)
+
+
+def accumulate_from_copy_kernels(gpu: str, spec_gpu: GPUSpec, profile) -> dict | None:
+    """Seconds per element of the two AccumulateGrad paths from the profiler-measured rate of the
+    same copy kernel elsewhere (calibration.layer_gaps.measured_transpose_eff: transposed BF16
+    views made contiguous in the fitting split's FP8 layer backwards): `first` copies the
+    transposed gradient (read + write, 2 B each); `add` does that read beside a contiguous read and
+    write of .grad (one more 2 B stream at the streaming rate). None without kernel records."""
+    eff = measured_transpose_eff(gpu, profile)
+    if not eff:
+        return None
+    stream_bytes_per_s = spec_gpu.hbm_bytes_per_s * profile.memory_eff
+    first = 2 * BF16_BYTES / (eff * stream_bytes_per_s)
+    return {"first": first, "add": first + BF16_BYTES / stream_bytes_per_s,
+            "source": f"calibration/measurements/{gpu}/kernels.csv transposed-copy kernels (eff {eff:.3f})"}
 
 
 def measured_accumulate(folder: Path, gpu: str) -> dict | None:
@@ -342,7 +359,7 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     cases = []
     spec_gpu = gpu_spec(gpu)
     profile = with_measured_collectives(profile, folder)
-    accumulate = measured_accumulate(Path(folder), gpu)
+    accumulate = measured_accumulate(Path(folder), gpu) or accumulate_from_copy_kernels(gpu, spec_gpu, profile)
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
