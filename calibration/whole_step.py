@@ -189,12 +189,24 @@ def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> E
 
 
 def _cross_entropy_fwd(e: Eager, T: int, Y: int) -> None:
-    """F.cross_entropy(logits.float(), targets): the cast (read BF16, write FP32), log_softmax over
-    the vocabulary (a pass for the max and sum of exponentials, a pass to write: 12 B an element),
-    nll_loss (gather and mean, small)."""
-    e.mem(T * Y * (BF16_BYTES + FP32_BYTES))
-    e.mem(T * Y * FP32_BYTES * 3.0)
+    """F.cross_entropy(logits.float(), targets): the cast (read BF16, write FP32: the unvectorised
+    casting copy, `casting_copy`), log_softmax over the vocabulary and nll_loss (gather and mean,
+    small). log_softmax's rows (Y FP32 values, 400 KB for V2-Lite's 102,400) exceed shared memory,
+    so cunn_SoftMaxForward makes three passes over the row in HBM (max, sum of exponentials, the
+    write pass reading it again) and writes once: 16 B an element."""
+    casting_copy(e, T * Y * (BF16_BYTES + FP32_BYTES))
+    e.mem(T * Y * FP32_BYTES * 4.0)
     e.small(2)
+
+
+def casting_copy(e: Eager, bytes_: float) -> None:
+    """A copy that changes dtype (Tensor.float() of BF16): TensorIterator's unrolled
+    LoadWithCast/StoreWithCast direct copy, at the rate the profiler measured for that kernel in
+    MasterAdamW's grad upcast (Profile.eager optimizer_eff["grad_cast"], calibration.layer_gaps,
+    the same kernel and dtypes); at the streaming rate where unmeasured (the H100 until
+    step_kernels.csv is recorded there)."""
+    eff = ((e.profile.eager or {}).get("optimizer_eff") or {}).get("grad_cast")
+    e.mem(bytes_ * (e.profile.memory_eff / eff if eff else 1.0))
 
 
 def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
