@@ -322,8 +322,10 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
         return {}
     host = measured_host_s(gpu, root)
     opt_eff = measured_optimizer_eff(gpu, root)
+    copy_eff = measured_transpose_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix_sort_kernels(gpu, root),
             **({"host_s": host} if host else {}), **({"optimizer_eff": opt_eff} if opt_eff else {}),
+            **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
 

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibration.layer_gaps import measured_transpose_eff
-from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s, twin_precision
+from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
-                                    _rmsnorm, _rmsnorm_bwd, block_ops, with_measured_collectives)
+                                    _rmsnorm, _rmsnorm_bwd, block_ops, routed_expert_params, transposed_grad_copy,
+                                    with_measured_collectives)
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -118,8 +118,7 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
 
 def routed_params(spec, layers: range, ep: int = 1) -> float:
     """Routed-expert weights one rank holds of a stage's MoE layers (w13 and w2 of E/ep experts)."""
-    moe = sum(1 for i in layers if spec.num_routed_experts and i >= spec.num_dense_layers)
-    return moe * (spec.num_routed_experts / ep) * 3 * spec.hidden_size * spec.moe_intermediate_size
+    return routed_expert_params(spec, layers, ep)
 
 
 def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep: int, label: str,
@@ -128,43 +127,30 @@ def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep:
     averaged over the step (`accumulate_frac` = (n - 1) / n of the micro-batches find a .grad):
       dense weights (linears, norms, embedding, head): the first micro-batch's gradient is stolen
         (no kernel); later ones add into .grad (read both, write one: 3 x 2 B a weight);
-      routed experts under BF16 (real/wgrad.py _SplitGroupedMM, the split-capable GEMM every
-        pipeline backward runs): dW = torch._grouped_mm(x^T, dY) comes out contiguous as
-        (E, K, N), the layout of the forward's operand w.transpose(-2, -1), not of the parameter
-        (E, N, K); autograd routes it back through the transpose, so AccumulateGrad sees a gradient
-        whose strides break the layout contract: the first micro-batch clones it into the
-        parameter's strides (a copy of a transposed view), later ones add it in place (the same
-        uncoalesced read of the transposed gradient, plus the contiguous .grad read). torch's own
-        _grouped_mm backward writes dW in mat2's strides (GroupedMmBackward0 keeps them), so the
-        one-GPU layer and step records have no such copy. Costed from `measured` (seconds per
-        element of the `first` and `add` paths: real/bench/wgrad_accum.py records,
-        `measured_accumulate`; else the profiler-measured rate of the same copy kernel in the FP8
-        layers, `accumulate_from_copy_kernels`) where given, else at the layer fit's transposed-copy
-        bandwidth (profile.transpose_eff, Eager.transpose). FP8 grouped GEMMs do not split
-        (real/fp8.py): unchanged."""
-    routed = routed_params(spec, layers, ep) if twin_precision(label) == "bf16" else 0.0
+      routed experts: real/wgrad.py _SplitGroupedMM (BF16, every pipeline backward, B/W split or
+        not) and real/fp8.py _Fp8GroupedMM (FP8: BF16 backward) both return dW =
+        torch._grouped_mm(x^T, dY), contiguous as (E, K, N): the layout of the forward's operand
+        w.transpose(-2, -1), not of the parameter (E, N, K). Autograd routes it back through the
+        transpose, so AccumulateGrad sees a gradient whose strides break the layout contract: the
+        first micro-batch clones it into the parameter's strides (a copy of a transposed view),
+        later ones add it in place (the same uncoalesced read of the transposed gradient, plus the
+        contiguous .grad read). torch's own _grouped_mm backward (one-GPU BF16 steps) writes dW in
+        the weight view's strides (GroupedMmBackward0 keeps them), so it has no such copy; the
+        layer records take gradients with autograd.grad (no AccumulateGrad) and have none either.
+        Costed from `measured` (seconds per element of the `first` and `add` paths,
+        real/bench/wgrad_accum.py records: `measured_accumulate`) where given, else the copy at the
+        profiler-measured rate of the same kernel (whole_step.transposed_grad_copy: Profile.eager
+        transpose_copy_eff) and the extra .grad read at the streaming rate.
+    (A measured W op checks it: V2-Lite's 64 experts, 4,096 tokens a micro-batch, H200: the MoE
+    layer's W takes ~5.3 ms of which ~3.6 ms is this copy; the dW GEMMs ~1.3 ms.)"""
+    routed = routed_params(spec, layers, ep)
     dense = stage_params(spec, layers, first, last, ep) - routed
     if routed and measured:
         b.add("op", routed * ((1 - accumulate_frac) * measured["first"] + accumulate_frac * measured["add"]))
     elif routed:
-        b.transpose(2 * routed * BF16_BYTES)                     # clone (first) or strided read (add)
+        transposed_grad_copy(b, routed)                          # clone (first) or strided read (add)
         b.mem(routed * BF16_BYTES * accumulate_frac)             # the add's contiguous .grad read
     b.mem(3 * BF16_BYTES * dense * accumulate_frac)
-
-
-def accumulate_from_copy_kernels(gpu: str, spec_gpu: GPUSpec, profile) -> dict | None:
-    """Seconds per element of the two AccumulateGrad paths from the profiler-measured rate of the
-    same copy kernel elsewhere (calibration.layer_gaps.measured_transpose_eff: transposed BF16
-    views made contiguous in the fitting split's FP8 layer backwards): `first` copies the
-    transposed gradient (read + write, 2 B each); `add` does that read beside a contiguous read and
-    write of .grad (one more 2 B stream at the streaming rate). None without kernel records."""
-    eff = measured_transpose_eff(gpu, profile)
-    if not eff:
-        return None
-    stream_bytes_per_s = spec_gpu.hbm_bytes_per_s * profile.memory_eff
-    first = 2 * BF16_BYTES / (eff * stream_bytes_per_s)
-    return {"first": first, "add": first + BF16_BYTES / stream_bytes_per_s,
-            "source": f"calibration/measurements/{gpu}/kernels.csv transposed-copy kernels (eff {eff:.3f})"}
 
 
 def measured_accumulate(folder: Path, gpu: str) -> dict | None:
@@ -359,7 +345,7 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     cases = []
     spec_gpu = gpu_spec(gpu)
     profile = with_measured_collectives(profile, folder)
-    accumulate = measured_accumulate(Path(folder), gpu) or accumulate_from_copy_kernels(gpu, spec_gpu, profile)
+    accumulate = measured_accumulate(Path(folder), gpu)
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue

@@ -167,6 +167,12 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     b.mem(Y * D * BF16_BYTES)                         # embedding backward: zeroed gradient,
     b.gather(2 * T * D * FP32_BYTES)                  # sorted indices, rows accumulated
     b.small(6)
+    if twin_precision(label) != "bf16":
+        # real/fp8.py _Fp8GroupedMM.backward returns dW = _grouped_mm(x^T, dY): contiguous (E, K, N),
+        # the layout of the forward's operand w.transpose(-2, -1), not of the parameter (E, N, K);
+        # AccumulateGrad (grads set to None by zero_grad) clones it into the parameter's strides.
+        # BF16 runs torch's own _grouped_mm backward, which writes dW in the weight view's strides.
+        transposed_grad_copy(b, routed_expert_params(spec, range(spec.num_layers)))
     o = Eager(gpu, profile)
     params = param_counts(spec)["total_params"]
     tensors = _param_tensors(spec)
@@ -197,6 +203,25 @@ def _cross_entropy_fwd(e: Eager, T: int, Y: int) -> None:
     casting_copy(e, T * Y * (BF16_BYTES + FP32_BYTES))
     e.mem(T * Y * FP32_BYTES * 4.0)
     e.small(2)
+
+
+def transposed_grad_copy(e: Eager, elements: float) -> None:
+    """AccumulateGrad receiving a BF16 gradient laid out transposed relative to its parameter and
+    copying it into the parameter's strides (`elements` values, read and written, 2 B each): the
+    non-vectorised copy of a transposed view, at the rate the profiler measured for that kernel
+    (Profile.eager transpose_copy_eff, calibration.layer_gaps.measured_transpose_eff), else the
+    layer fit's profile.transpose_eff (Eager.transpose)."""
+    eff = (e.profile.eager or {}).get("transpose_copy_eff")   # of the fitted streaming rate, like transpose_eff
+    if eff:
+        e.mem(2 * elements * BF16_BYTES / eff)
+    else:
+        e.transpose(2 * elements * BF16_BYTES)
+
+
+def routed_expert_params(spec, layers, ep: int = 1) -> float:
+    """Routed-expert weights (w13 and w2 of E/ep experts) of the MoE layers among `layers`."""
+    moe = sum(1 for i in layers if spec.num_routed_experts and i >= spec.num_dense_layers)
+    return moe * (spec.num_routed_experts / ep) * 3 * spec.hidden_size * spec.moe_intermediate_size
 
 
 def casting_copy(e: Eager, bytes_: float) -> None:
