@@ -452,8 +452,15 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     f.extend(lf)
     _combine(f, T, K, D, world, rows_in, gpu)
     b = Eager(gpu, profile, split_weight_grads)
+    # the received rows' permutations (combine's y_RD[argsort(perm)], dispatch's x_recv[perm]) are
+    # autograd index ops beyond the local layer's: each backward a zeroed R x D gradient and an
+    # index_put of the rows (the token-side x[order // K] and y[argsort(order)] are lb's own)
+    b.mem(rows_in * D * BF16_BYTES)
+    b.gather(2 * rows_in * D * BF16_BYTES)
     _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)   # combine's backward
     b.extend(lb)
+    b.mem(rows_in * D * BF16_BYTES)
+    b.gather(2 * rows_in * D * BF16_BYTES)
     _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu, world)     # dispatch's backward
     return f, b
 
