@@ -190,7 +190,48 @@ def extra_kernel_counts(gpu: str, profile, df: pd.DataFrame, root: Path | str = 
     return {k: float(max(0.0, round(float(np.median(v))))) for k, v in sorted(diffs.items())}
 
 
-HOST_PHASES = ("fwd", "bwd")
+# the copy of a transposed BF16 view into contiguous memory (Tensor.contiguous(), AccumulateGrad's
+# clone into a parameter's strides): TensorIterator's non-vectorised direct copy, BF16 to BF16
+TRANSPOSE_COPY_KERNEL = re.compile(r"elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::"
+                                   r"direct_copy_kernel_cuda.*c10::BFloat16\)#1\} const&\)::\{lambda\(int\)#1\}\)$")
+
+
+def measured_transpose_eff(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+    """The streaming-bandwidth fraction that copies of transposed BF16 views reach, MEASURED by the
+    profiler (kernels.csv): over the fitting split's profiled FP8 layer backwards (real/fp8.py
+    makes W^T, dY^T and X^T contiguous), the bytes the op list names for those copies
+    (Eager.transpose) over the measured seconds of the transposed-copy kernels
+    (TRANSPOSE_COPY_KERNEL), at the profile's memory_eff. None without kernel records. (2026-11-26:
+    0.137 on the H200 and 0.162 on the H100, every profiled shape within 0.13-0.16; the layer fit's
+    transpose_eff, which also soaks up other residuals of the FP8 layers, is 0.093 / 0.108.)"""
+    kernels = load_kernels(gpu, root)
+    if kernels.empty:
+        return None
+    try:
+        df = rec.load_records(gpu, root)
+    except FileNotFoundError:
+        return None
+    layers = profiled_layers(kernels)
+    if layers.empty:
+        return None
+    g = gpu_spec(gpu)
+    named = seconds = 0.0
+    for _, layer in layers[(layers.direction == "bwd") & (layers.precision != "bf16") & ~layers.held_out].iterrows():
+        record = _record_for(layer.to_dict(), df)
+        if record is None:
+            continue
+        _, b = _named_ops(layer.to_dict(), record, gpu, profile)
+        copies = kernels[(kernels.config == layer["config"]) & (kernels.precision == layer["precision"])
+                         & kernels.kernel.astype(str).str.contains(TRANSPOSE_COPY_KERNEL)]
+        if b.transposed_bytes > 0 and copies["time_s"].sum() > 0:
+            named += b.transposed_bytes
+            seconds += float(copies["time_s"].sum())
+    if seconds <= 0:
+        return None
+    return named / (seconds * g.hbm_bytes_per_s * profile.memory_eff)
+
+
+HOST_PHASES = ("fwd", "bwd", "infer")   # infer: a layer forward under torch.no_grad (prefill, decode)
 
 
 # what each phase's profiled region also ran before it (real/bench/host_dispatch.py profiles the
@@ -281,8 +322,10 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
         return {}
     host = measured_host_s(gpu, root)
     opt_eff = measured_optimizer_eff(gpu, root)
+    copy_eff = measured_transpose_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix_sort_kernels(gpu, root),
             **({"host_s": host} if host else {}), **({"optimizer_eff": opt_eff} if opt_eff else {}),
+            **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
 

@@ -16,11 +16,16 @@ precision, num_layers), the scenario is:
            over the ep ranks (calibration.whole_step.ep_moe_ops: dispatch, local experts, combine,
            balanced loads); the all-to-alls' coupling of ranks that run different stages at the
            time is not simulated (each rank's all-to-all is a delay on its own stream);
-  p2p      a micro-batch's activations (or gradients), micro_batch_seqs x seq_len x hidden x 2 B,
-           over NVLink at the catalog's achieved rate (twin.costs.comm.p2p_time_s);
-  after    the gradient reduction of real/pipeline/engine.py (DualPipe's copy pairs; dp > 1) and the
-           optimizer of the rank's parameters (MasterAdamW); weight gradients of micro-batches after
-           the first accumulate into .grad (a W/BW term).
+  grads    AccumulateGrad of each micro-batch's weight gradients as real/ lays them out
+           (`accumulate_grads`: BF16 routed experts' dW arrives transposed relative to the
+           parameter, so it is copied or added through a transposed view; the rest is stolen on the
+           first micro-batch and added after), a W (or BW) term;
+  p2p      a micro-batch's activations (or gradients), micro_batch_seqs x seq_len x hidden x 2 B:
+           NCCL send_recv as measured on the host (the folder's nccl.csv fit, calibration.nccl),
+           else NVLink at the catalog's achieved rate (twin.costs.comm.p2p_time_s);
+  after    the gradient reduction of real/pipeline/engine.py (DualPipe's copy pairs; dp > 1; the
+           measured NCCL all-reduce where the folder has nccl.csv) and, only for runs with
+           --sgd-lr, the SGD update (the bench's default times no optimizer).
 Nothing is fitted to pipeline times.
 
 Per-rank idle, measured: for each repetition, the step span (first op start to last op end over
@@ -39,7 +44,8 @@ import pandas as pd
 
 from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
-                                    _rmsnorm, _rmsnorm_bwd, block_ops, optimizer_ops)
+                                    _rmsnorm, _rmsnorm_bwd, block_ops, routed_expert_params, transposed_grad_copy,
+                                    with_measured_collectives)
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -79,7 +85,8 @@ class StageCost:
 
 
 def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0) -> StageCost:
+               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
+               accumulate: dict | None = None) -> StageCost:
     """F, B and W seconds of one micro-batch on one model stage."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
@@ -102,13 +109,64 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
             b.mem(Y * D * BF16_BYTES)
             b.gather(2 * T * D * FP32_BYTES)
             b.small(6)
-    # weight gradients of every micro-batch but the first add into the existing .grad (AccumulateGrad:
-    # read both, write one, BF16): the fraction (n - 1) / n of them, averaged over the step
     with b.weight_grad():
-        b.mem(3 * BF16_BYTES * stage_params(spec, layers, first, last, ep) * accumulate_frac)
+        accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
     return StageCost(_window(f.ops), _window(b.ops), _window(b.w_ops))
+
+
+def routed_params(spec, layers: range, ep: int = 1) -> float:
+    """Routed-expert weights one rank holds of a stage's MoE layers (w13 and w2 of E/ep experts)."""
+    return routed_expert_params(spec, layers, ep)
+
+
+def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep: int, label: str,
+                     accumulate_frac: float, measured: dict | None = None) -> None:
+    """AccumulateGrad of a stage's weight gradients in real/pipeline/engine.py, per micro-batch,
+    averaged over the step (`accumulate_frac` = (n - 1) / n of the micro-batches find a .grad):
+      dense weights (linears, norms, embedding, head): the first micro-batch's gradient is stolen
+        (no kernel); later ones add into .grad (read both, write one: 3 x 2 B a weight);
+      routed experts: real/wgrad.py _SplitGroupedMM (BF16, every pipeline backward, B/W split or
+        not) and real/fp8.py _Fp8GroupedMM (FP8: BF16 backward) both return dW =
+        torch._grouped_mm(x^T, dY), contiguous as (E, K, N): the layout of the forward's operand
+        w.transpose(-2, -1), not of the parameter (E, N, K). Autograd routes it back through the
+        transpose, so AccumulateGrad sees a gradient whose strides break the layout contract: the
+        first micro-batch clones it into the parameter's strides (a copy of a transposed view),
+        later ones add it in place (the same uncoalesced read of the transposed gradient, plus the
+        contiguous .grad read). torch's own _grouped_mm backward (one-GPU BF16 steps) writes dW in
+        the weight view's strides (GroupedMmBackward0 keeps them), so it has no such copy; the
+        layer records take gradients with autograd.grad (no AccumulateGrad) and have none either.
+        Costed from `measured` (seconds per element of the `first` and `add` paths,
+        real/bench/wgrad_accum.py records: `measured_accumulate`) where given, else the copy at the
+        profiler-measured rate of the same kernel (whole_step.transposed_grad_copy: Profile.eager
+        transpose_copy_eff) and the extra .grad read at the streaming rate.
+    (A measured W op checks it: V2-Lite's 64 experts, 4,096 tokens a micro-batch, H200: the MoE
+    layer's W takes ~5.3 ms of which ~3.6 ms is this copy; the dW GEMMs ~1.3 ms.)"""
+    routed = routed_params(spec, layers, ep)
+    dense = stage_params(spec, layers, first, last, ep) - routed
+    if routed and measured:
+        b.add("op", routed * ((1 - accumulate_frac) * measured["first"] + accumulate_frac * measured["add"]))
+    elif routed:
+        transposed_grad_copy(b, routed)                          # clone (first) or strided read (add)
+        b.mem(routed * BF16_BYTES * accumulate_frac)             # the add's contiguous .grad read
+    b.mem(3 * BF16_BYTES * dense * accumulate_frac)
+
+
+def measured_accumulate(folder: Path, gpu: str) -> dict | None:
+    """{"first", "add"}: seconds per gradient element of AccumulateGrad through a transposed view
+    (real/bench/wgrad_accum.py: wgrad_accum.csv in the folder or in the one-GPU folder of `gpu`
+    beside it), the median over the measured shapes; None where no such records exist (then
+    accumulate_grads falls back to profile.transpose_eff)."""
+    for path in (Path(folder) / "wgrad_accum.csv", Path(folder).parent / gpu / "wgrad_accum.csv"):
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        df = df[(df["time_s"] > 0) & (df["elements"] > 0)]
+        per = {op: float(np.median(g["time_s"] / g["elements"])) for op, g in df.groupby("op")}
+        if {"first", "add"} <= per.keys():
+            return {"first": per["first"], "add": per["add"], "source": str(path)}
+    return None
 
 
 class PipelineCosts:
@@ -153,8 +211,9 @@ def _spec_of(row):
     return spec
 
 
-def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dict]:
-    """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row."""
+def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> tuple[PipelineResult, float, dict]:
+    """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
+    `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback."""
     spec = _spec_of(row)
     pp, n = int(row["pp"]), int(row["num_microbatches"])
     # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
@@ -164,13 +223,14 @@ def simulate_row(row, gpu: GPUSpec, profile) -> tuple[PipelineResult, float, dic
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                           accumulate_frac=(n - 1) / n)
+                           accumulate_frac=(n - 1) / n, accumulate=accumulate)
              for s, layers in enumerate(stages)}
-    p2p = comm.p2p_time_s(B * S * spec.hidden_size * BF16_BYTES, gpu, same_node=True)
+    p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
     result = simulate_pipeline(schedule, PipelineCosts(schedule, costs, p2p), streams=("compute",))
-    after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile)
+    after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
-                                               "p2p_s": p2p, "after_s": after, "schedule": name}
+                                               "p2p_s": p2p, "after_s": after, "schedule": name,
+                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff")}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
@@ -188,11 +248,16 @@ def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> f
     return n + (embed if first else 0) + ((embed + spec.hidden_size) if last else 0)
 
 
-def _after_step_s(spec, schedule, stages: list, pp: int, dp: int, ep: int, gpu: GPUSpec, profile) -> float:
+def _after_step_s(spec, schedule, stages: list, pp: int, dp: int, ep: int, gpu: GPUSpec, profile,
+                  sgd_lr: float | None = None) -> float:
     """What real/pipeline/engine.py runs after the schedule on the busiest rank: the gradient
     reduction (_reduce: DualPipe's two copies of a stage sum their gradients over the rank pair;
     data-parallel replicas sum the dense ones; each a flatten copy, an NCCL all-reduce over
-    NVLink, a copy back) and MasterAdamW over the rank's parameters."""
+    NVLink, a copy back) and, only when the run passed --sgd-lr (the row's `sgd_lr`; the bench's
+    default is none: real/pipeline/bench.py times the step without an optimizer), the plain SGD
+    update (torch._foreach_add_ over the rank's parameters: read weight and grad, write weight).
+    The all-reduce is NCCL's as measured on the host where the profile carries the fit
+    (Profile.collectives), else the catalog's ring over NVLink."""
     chunks = {r: [c for c in range(schedule.num_chunks)] for r in range(pp)}
     per_rank = [sum(stage_params(spec, stages[schedule.stage_of(r, c)], schedule.stage_of(r, c) == 0,
                                  schedule.stage_of(r, c) == len(stages) - 1, ep) for c in chunks[r]) for r in range(pp)]
@@ -210,10 +275,34 @@ def _after_step_s(spec, schedule, stages: list, pp: int, dp: int, ep: int, gpu: 
     for n, ranks in groups:
         grad_bytes = n * BF16_BYTES
         o.mem(2 * grad_bytes)                                          # flatten
-        reduce_s += 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node=True)   # all-reduce
+        reduce_s += all_reduce_s(grad_bytes, ranks, gpu, profile)
         o.mem(2 * grad_bytes)                                          # copy back
-    optimizer_ops(o, params, tensors, profile)
+    if sgd_lr is not None:
+        o.mem(3 * BF16_BYTES * params, kernels=max(1, tensors // 4))   # foreach add_ (multi-tensor launches)
     return _window(o.ops) + reduce_s
+
+
+def all_reduce_s(grad_bytes: float, ranks: int, gpu: GPUSpec, profile) -> float:
+    """One NCCL all-reduce of `grad_bytes` over `ranks` GPUs of one host: the measured fit where the
+    profile has one, else two catalog rings (reduce-scatter then all-gather)."""
+    if (profile.collectives or {}).get("all_reduce"):
+        return comm.collective_time_s("all_reduce", grad_bytes, ranks, gpu, True, profile.collectives)
+    return 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node=True)
+
+
+def p2p_s(num_bytes: float, gpu: GPUSpec, profile) -> float:
+    """One activation or gradient send between neighbouring stages: NCCL's send_recv as measured on
+    the host where the profile has it, else the catalog's NVLink rate and latency."""
+    if (profile.collectives or {}).get("send_recv"):
+        return comm.collective_time_s("send_recv", num_bytes, 2, gpu, True, profile.collectives)
+    return comm.p2p_time_s(num_bytes, gpu, same_node=True)
+
+
+def _sgd_lr(row) -> float | None:
+    v = row.get("sgd_lr") if hasattr(row, "get") else None
+    if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in ("", "nan", "None"):
+        return None
+    return float(v)
 
 
 def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:
@@ -255,10 +344,12 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     steps, ops = load(Path(folder))
     cases = []
     spec_gpu = gpu_spec(gpu)
+    profile = with_measured_collectives(profile, folder)
+    accumulate = measured_accumulate(Path(folder), gpu)
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
         cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),

@@ -200,6 +200,7 @@ class Eager:
         # zero-bubble schedules run weight gradients as separate W ops: with split_weight_grads the
         # ops issued inside weight_grad() go to w_ops instead (otherwise they stay in issue order)
         self.split_weight_grads, self.w_ops, self._in_wgrad = split_weight_grads, [], False
+        self.transposed_bytes = 0.0   # bytes named by transpose() (calibration.layer_gaps.measured_transpose_eff)
 
     def add(self, host_class: str, gpu_s: float) -> None:
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
@@ -229,6 +230,7 @@ class Eager:
         strided on one side, so each warp's loads or stores are uncoalesced; costed at the fitted
         `profile.transpose_eff` of the streaming bandwidth (gather_eff where the profile has none)."""
         eff = self.profile.transpose_eff or self.profile.gather_eff
+        self.transposed_bytes += bytes_
         self.mem(bytes_ / eff, kernels)
 
     def strided(self, bytes_: float, kernels: int = 1) -> None:

@@ -36,7 +36,7 @@ from calibration.fit import PROFILES_DIR, fit_profile
 from calibration.predict import gpu_spec, predict_s
 from calibration.serve_load_validation import format_serve_load, validate_serve_load
 from calibration.split import split
-from calibration.whole_step import predict_ep_row, predict_model_row, step_components
+from calibration.whole_step import predict_ep_row, predict_model_row, step_components, with_measured_collectives
 from twin.costs.profile import Profile, profile_from_json
 
 MEDIAN_TARGET = 0.05
@@ -117,6 +117,7 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
     """Cases of a multi-GPU folder (ep.csv, pipeline_step.csv; all held out) and the pipeline
     comparisons (per-rank idle, simulated op spans, measured ops) for the report."""
     spec = gpu_spec(gpu)
+    profile = with_measured_collectives(profile, folder)   # the host's NCCL sweep, where measured
     cases, pipelines = [], []
     ep_path = Path(folder) / "ep.csv"
     if ep_path.is_file():

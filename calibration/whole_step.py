@@ -22,9 +22,11 @@ host may run ahead (three repetitions, steady state); EP dispatch moves split si
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
+from calibration import nccl
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
                                  moe_layer_ops, predict_s, timed_window_s, twin_precision)
 from twin.costs import comm
@@ -165,6 +167,12 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     b.mem(Y * D * BF16_BYTES)                         # embedding backward: zeroed gradient,
     b.gather(2 * T * D * FP32_BYTES)                  # sorted indices, rows accumulated
     b.small(6)
+    if twin_precision(label) != "bf16":
+        # real/fp8.py _Fp8GroupedMM.backward returns dW = _grouped_mm(x^T, dY): contiguous (E, K, N),
+        # the layout of the forward's operand w.transpose(-2, -1), not of the parameter (E, N, K);
+        # AccumulateGrad (grads set to None by zero_grad) clones it into the parameter's strides.
+        # BF16 runs torch's own _grouped_mm backward, which writes dW in the weight view's strides.
+        transposed_grad_copy(b, routed_expert_params(spec, range(spec.num_layers)))
     o = Eager(gpu, profile)
     params = param_counts(spec)["total_params"]
     tensors = _param_tensors(spec)
@@ -187,12 +195,43 @@ def train_step_ops(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) -> E
 
 
 def _cross_entropy_fwd(e: Eager, T: int, Y: int) -> None:
-    """F.cross_entropy(logits.float(), targets): the cast (read BF16, write FP32), log_softmax over
-    the vocabulary (a pass for the max and sum of exponentials, a pass to write: 12 B an element),
-    nll_loss (gather and mean, small)."""
-    e.mem(T * Y * (BF16_BYTES + FP32_BYTES))
-    e.mem(T * Y * FP32_BYTES * 3.0)
+    """F.cross_entropy(logits.float(), targets): the cast (read BF16, write FP32: the unvectorised
+    casting copy, `casting_copy`), log_softmax over the vocabulary and nll_loss (gather and mean,
+    small). log_softmax's rows (Y FP32 values, 400 KB for V2-Lite's 102,400) exceed shared memory,
+    so cunn_SoftMaxForward makes three passes over the row in HBM (max, sum of exponentials, the
+    write pass reading it again) and writes once: 16 B an element."""
+    casting_copy(e, T * Y * (BF16_BYTES + FP32_BYTES))
+    e.mem(T * Y * FP32_BYTES * 4.0)
     e.small(2)
+
+
+def transposed_grad_copy(e: Eager, elements: float) -> None:
+    """AccumulateGrad receiving a BF16 gradient laid out transposed relative to its parameter and
+    copying it into the parameter's strides (`elements` values, read and written, 2 B each): the
+    non-vectorised copy of a transposed view, at the rate the profiler measured for that kernel
+    (Profile.eager transpose_copy_eff, calibration.layer_gaps.measured_transpose_eff), else the
+    layer fit's profile.transpose_eff (Eager.transpose)."""
+    eff = (e.profile.eager or {}).get("transpose_copy_eff")   # of the fitted streaming rate, like transpose_eff
+    if eff:
+        e.mem(2 * elements * BF16_BYTES / eff)
+    else:
+        e.transpose(2 * elements * BF16_BYTES)
+
+
+def routed_expert_params(spec, layers, ep: int = 1) -> float:
+    """Routed-expert weights (w13 and w2 of E/ep experts) of the MoE layers among `layers`."""
+    moe = sum(1 for i in layers if spec.num_routed_experts and i >= spec.num_dense_layers)
+    return moe * (spec.num_routed_experts / ep) * 3 * spec.hidden_size * spec.moe_intermediate_size
+
+
+def casting_copy(e: Eager, bytes_: float) -> None:
+    """A copy that changes dtype (Tensor.float() of BF16): TensorIterator's unrolled
+    LoadWithCast/StoreWithCast direct copy, at the rate the profiler measured for that kernel in
+    MasterAdamW's grad upcast (Profile.eager optimizer_eff["grad_cast"], calibration.layer_gaps,
+    the same kernel and dtypes); at the streaming rate where unmeasured (the H100 until
+    step_kernels.csv is recorded there)."""
+    eff = ((e.profile.eager or {}).get("optimizer_eff") or {}).get("grad_cast")
+    e.mem(bytes_ * (e.profile.memory_eff / eff if eff else 1.0))
 
 
 def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
@@ -225,6 +264,16 @@ def optimizer_ops(o: Eager, params: float, tensors: int, profile) -> None:
     o.mem(optimizer_bytes("copy_back", params, profile), kernels=max(1, tensors // 4))
 
 
+def use_inference_host(e: Eager) -> None:
+    """real/infer.py runs prefill and decode under torch.no_grad (no autograd graph recorded): every
+    op takes the host dispatch per kernel measured for layer forwards under no_grad
+    (Profile.eager host_s["infer"], host_dispatch.csv phase `infer`) where the profile has it;
+    until that is measured (older records; the H100 has no host_dispatch records yet), the
+    autograd-recording forward's (host_s["fwd"]), else the profile's host time per op class."""
+    if e.use_eager_host("infer") is None:
+        e.use_eager_host("fwd")
+
+
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     """real/infer.py prefill (BF16, no grad): the blocks' forward over the prompt with the latents
     written to the cache, then the head on each sequence's last position and argmax."""
@@ -240,7 +289,7 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)                         # argmax
     e.small(1)                                        # cat of the chunks' tokens
-    e.use_eager_host("fwd")
+    use_inference_host(e)
     return e
 
 
@@ -298,7 +347,7 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
     _rmsnorm(e, B, D)
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)
-    e.use_eager_host("fwd")
+    use_inference_host(e)
     return e
 
 
@@ -321,10 +370,18 @@ def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
 # Expert parallelism on two GPUs of one host (real/ep.py; h200x2/ep.csv)
 
 
-def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec) -> None:
-    """One NCCL all_to_all_single within the node: the bytes this rank sends to the others over
-    NVLink at the catalog's achieved rate, plus its latency (twin.costs.comm.p2p_time_s)."""
-    e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True))
+def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> None:
+    """One NCCL all_to_all_single within the node, `sent_bytes` being what this rank sends to the
+    others. Where the profile carries NCCL collectives measured on this host (Profile.collectives,
+    calibration.nccl's alpha-beta fit of the nccl.csv sweep: `with_measured_collectives`), the
+    measured all_to_all (its ~37 us floor and bus bandwidth, buffer = sent x world / (world - 1));
+    otherwise the catalog's NVLink rate plus its latency (twin.costs.comm.p2p_time_s)."""
+    measured = (e.profile.collectives or {}).get("all_to_all")
+    if measured and world > 1:
+        buffer = sent_bytes * world / (world - 1)
+        e.add("op", comm.collective_time_s("all_to_all", buffer, world, gpu, True, e.profile.collectives))
+    else:
+        e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True))
 
 
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
@@ -334,11 +391,11 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     N = T * K
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.small(3)
-    _all_to_all(e, 8.0 * 4, gpu)
+    _all_to_all(e, 8.0 * 4, gpu, world)
     e.small(2)
     e.sync()
     e.gather(2 * N * D * BF16_BYTES)
-    _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu)
+    _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.small(4)
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
     e.gather(2 * rows_in * D * BF16_BYTES, kernels=2)
@@ -349,7 +406,7 @@ def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: 
     N = T * K
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
     e.gather(2 * rows_in * D * BF16_BYTES)
-    _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)
+    _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.gather(2 * N * D * BF16_BYTES)
 
@@ -360,7 +417,7 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
     b, world = row["bench"], int(row["world_size"])
     e = Eager(gpu, profile)
     if b == "all_to_all":
-        _all_to_all(e, float(row["bytes_per_rank"]), gpu)
+        _all_to_all(e, float(row["bytes_per_rank"]), gpu, world)
         return timed_window_s([], e.ops)
     spec = get_model("v3-slice-1l")
     E, K, D, T = int(row["num_experts"]), int(row["top_k"]), int(row["hidden_size"]), int(row["tokens_per_rank"])
@@ -395,10 +452,28 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     f.extend(lf)
     _combine(f, T, K, D, world, rows_in, gpu)
     b = Eager(gpu, profile, split_weight_grads)
-    _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu)   # combine's backward
+    # the received rows' permutations (combine's y_RD[argsort(perm)], dispatch's x_recv[perm]) are
+    # autograd index ops beyond the local layer's: each backward a zeroed R x D gradient and an
+    # index_put of the rows (the token-side x[order // K] and y[argsort(order)] are lb's own)
+    b.mem(rows_in * D * BF16_BYTES)
+    b.gather(2 * rows_in * D * BF16_BYTES)
+    _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)   # combine's backward
     b.extend(lb)
-    _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu)     # dispatch's backward
+    b.mem(rows_in * D * BF16_BYTES)
+    b.gather(2 * rows_in * D * BF16_BYTES)
+    _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu, world)     # dispatch's backward
     return f, b
+
+
+def with_measured_collectives(profile, folder) -> object:
+    """`profile` with the NCCL collectives measured on a multi-GPU host (calibration.nccl's fit of
+    the folder's nccl.csv sweep: a latency floor and a bus bandwidth per op) where the folder has
+    one and the profile carries none; otherwise `profile` unchanged."""
+    path = Path(folder) / "nccl.csv"
+    if profile.collectives or not path.is_file():
+        return profile
+    fits = nccl.fit_collectives(nccl.load_nccl(path), source=f"{Path(folder).name}/nccl.csv")
+    return dataclasses.replace(profile, collectives=fits) if fits else profile
 
 
 def model_gpu(folder: str) -> tuple[str, int]:

@@ -29,6 +29,7 @@ from real.bench.records import NoRecorder, Recorder, log
 from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
 from real.bench.sm_reserve import bench_sm_reserve
 from real.bench.timing import Deadline, Timer
+from real.bench.wgrad_accum import bench_wgrad_accum
 from real.bench.whole_model import bench_expert_load, bench_serve, bench_train
 from real.telemetry import Telemetry
 
@@ -41,7 +42,7 @@ _FUNCTIONS = {
     "topk": bench_topk, "fp8_stack": bench_fp8_stack, "sm_reserve": bench_sm_reserve,
     "ep": bench_ep, "nccl": bench_nccl, "parallel_blocks": bench_parallel_blocks,
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
-    "host_dispatch": bench_host_dispatch,
+    "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

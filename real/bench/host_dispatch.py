@@ -1,8 +1,9 @@
 """Section host_dispatch (host_dispatch.csv): how long the host takes to dispatch real/'s eager
 layers and whole steps, beside the kernels they launch (issue 13: the layer bias).
 
-Per case and phase (a layer's forward or backward, a training step's forward, backward and
-optimizer, a prefill, a decode step), over HOST_REPS warm repetitions:
+Per case and phase (a layer's forward, its forward under torch.no_grad as inference runs it
+(`infer`), its backward, a training step's forward, backward and optimizer, a prefill, a decode
+step), over HOST_REPS warm repetitions:
   host_s      median host (CPU) seconds of the Python call that issues the phase, with the GPU
               idle at its start (synchronised before): the dispatch of every op (autograd, the
               allocator and Python included), measured on the host clock; nothing waits for the
@@ -127,6 +128,14 @@ def _row(rec, timer, config: str, phase: str, prec, split: str, r: dict, **shape
         f"{r['time_s'] * 1e3:.3f} ms, {r['kernels']:.0f} kernels ({r['kernel_s'] * 1e3:.3f} ms), {r['aten_ops']} aten ops")
 
 
+def _no_grad(layer, *args):
+    """The layer's forward as real/infer.py runs its steps (@torch.no_grad(): no autograd graph
+    recorded, so less host work per op): phase `infer`, the host time per kernel of prefill and
+    decode."""
+    with torch.no_grad():
+        return layer(*args)
+
+
 def _layer_cases(quick: bool):
     if quick:
         return [("moe", "tiny", 8, 64)], [("mla", "tiny", 1, 64)]
@@ -159,6 +168,8 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
         for prec in precs:
             cfg = f"moe_layer {name} t{T} e{E} skew0"
             _row(rec, timer, cfg, "fwd", prec, split, measure(lambda _: moe(x, prec, routing), lambda: None, dev), **shape)
+            _row(rec, timer, cfg, "infer", prec, split, measure(lambda _: _no_grad(moe, x, prec, routing), lambda: None, dev),
+                 **shape)
             _row(rec, timer, cfg, "bwd", prec, split,
                  measure(lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True),
                                lambda: moe(x, prec, routing), dev), **shape)
@@ -178,6 +189,8 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
         for prec in precs:
             cfg = f"mla_layer {name} b{B} s{S}"
             _row(rec, timer, cfg, "fwd", prec, split, measure(lambda _: mla(x, cos, sin, prec), lambda: None, dev), **shape)
+            _row(rec, timer, cfg, "infer", prec, split, measure(lambda _: _no_grad(mla, x, cos, sin, prec), lambda: None, dev),
+                 **shape)
             _row(rec, timer, cfg, "bwd", prec, split,
                  measure(lambda o: torch.autograd.grad(o, [x, *mla.parameters()], gx),
                                lambda: mla(x, cos, sin, prec), dev), **shape)

@@ -47,6 +47,7 @@ SHAPE_COLS = {
     # phase's setup: a backward's forward, an optimizer's forward and backward)
     "host_dispatch": ["bench", "config", "phase", "model", "batch", "seq_len", "tokens", "num_experts", "precision",
                       "split", "profiled", "host_s", "kernels", "kernel_s", "aten_ops"],
+    "wgrad_accum": ["bench", "op", "shape_tag", "num_experts", "n", "k", "elements", "bytes_moved", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
     "nccl": ["bench", "op", "message_bytes", "world_size", "dtype", "calls_per_window", "bus_factor",

@@ -7,7 +7,7 @@ set -u
 out=${1:?usage: x2.sh OUTDIR [PART ...]}; shift
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(i14real i13pp i15engine i13pred)
-declare -A budget_s=([i14real]=120 [i14cp]=70 [i13pp]=150 [i15engine]=150 [i13pred]=100)
+declare -A budget_s=([i14real]=120 [i14cp]=70 [i13pp]=150 [i15engine]=150 [i13pred]=140)
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 mkdir -p "$out/campaign"
 {

@@ -158,3 +158,24 @@ def test_package_lists_sections_without_torch_and_reexports_lazily():
     # the torch-dependent names come from real.bench.cli on first use
     assert real.bench.SECTIONS is SECTIONS and real.bench.main is main
     assert tuple(SECTIONS) == real.bench.SECTION_NAMES
+
+
+def test_quick_wgrad_accum_section_times_both_accumulate_paths(tmp_path):
+    """The pipeline's expert dW reaches .grad through the transposed view as real/wgrad.py routes
+    it: the first call leaves a .grad in the parameter's strides (AccumulateGrad's clone), a later
+    one adds in place; the section records both paths."""
+    import torch
+
+    from real.bench.wgrad_accum import accumulate_fn
+    w = torch.zeros(3, 8, 5, dtype=torch.bfloat16, requires_grad=True)
+    accumulate_fn(w, (3, 5, 8), "first")()
+    assert w.grad.stride() == w.stride()
+    add = accumulate_fn(w, (3, 5, 8), "add")
+    grad = w.grad
+    add()
+    add()
+    assert w.grad is grad and w.grad.abs().sum() > 0      # in place, into the existing .grad
+    assert main(["--out", str(tmp_path), "--quick", "--only", "wgrad_accum"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "wgrad_accum.csv")))
+    assert {r["op"] for r in rows} == {"first", "add"}
+    assert all(float(r["time_s"]) > 0 and int(r["elements"]) > 0 for r in rows)

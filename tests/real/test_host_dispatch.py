@@ -37,8 +37,9 @@ def test_section_writes_rows_of_the_first_case(tmp_path):
     hd.bench_host_dispatch(rec, timer, torch.device("cpu"), _OneCase(), True, env)
     rec.close()
     rows = list(csv.DictReader((tmp_path / "host_dispatch.csv").open()))
-    assert [(r["phase"], r["precision"]) for r in rows] == [("fwd", "bf16"), ("bwd", "bf16"),
-                                                             ("fwd", "fp8-rowwise"), ("bwd", "fp8-rowwise")]
+    assert [(r["phase"], r["precision"]) for r in rows] == [("fwd", "bf16"), ("infer", "bf16"), ("bwd", "bf16"),
+                                                             ("fwd", "fp8-rowwise"), ("infer", "fp8-rowwise"),
+                                                             ("bwd", "fp8-rowwise")]
     for r in rows:
         assert r["config"].startswith("moe_layer tiny") and r["split"] == "fit"
         assert float(r["host_s"]) > 0 and int(r["aten_ops"]) > 10 and r["gpu_name"] == "cpu"
