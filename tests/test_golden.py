@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import twin
+if __name__ == "__main__":   # run as a script, sys.path[0] is tests/: its twin/ folder would shadow the package
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import twin  # noqa: E402
 from calibration import trace
 from calibration.validate import validate
 from twin.costs.profile import load_profile
