@@ -54,8 +54,8 @@ def test_every_count_has_an_upper_bound_and_every_list_a_length_limit():
 
 def _raw_of(section: str):
     """Raw tables of a scenario that has `section`, and the path prefix of that section's fields."""
-    if section == "serve":
-        return read_raw(ROOT / "scenarios" / "r1_serve_h200.toml")[0], "serve"
+    if section in ("serve", "traffic"):   # serving sections live in a serving scenario
+        return read_raw(ROOT / "scenarios" / "r1_serve_h200.toml")[0], section
     if section == "search":
         return read_raw(ROOT / "scenarios" / "v3_plan.toml")[0], "search"
     return read_raw(None)[0], section
