@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 from twin.core.errors import InfeasiblePlan
 from twin.core.scenario import Scenario
-from twin.core.schedules import SCHEDULES, Schedule, build_schedule
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
 from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import StepCosts, dp_tail_s, rank_memory, routing_loads, stage_layers
+from twin.training.step import StepCosts, dp_tail_s, local_tokens, rank_memory, routing_loads, stage_layers
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
@@ -146,11 +146,11 @@ def _pieces(sc: Scenario) -> _Pieces:
 
 
 @functools.lru_cache(maxsize=512)
-def _program_counts(name: str, pp: int, n: int) -> tuple:
+def _program_counts(name: str, pp: int, n: int, virtual_stages: int = 1) -> tuple:
     """Per rank: Counter of its ops as (kind, forward stage, backward stage, input-only backward),
     and the peaks of live activation sets as per-chunk counts (the frontier of the walk: any
     weighting of chunks peaks at one of them)."""
-    s = build_schedule(name, pp, n)
+    s = build_schedule(name, pp, n, virtual_stages)
     out = []
     for rank, program in enumerate(s.programs):
         ops = Counter()
@@ -170,13 +170,26 @@ def _program_counts(name: str, pp: int, n: int) -> tuple:
     return tuple(out)
 
 
-def _stage_times(sc: Scenario, pieces: _Pieces, layers: list[range]) -> list[BlockTimes]:
-    m = sc.model
-    last = len(layers) - 1
+@functools.lru_cache(maxsize=256)
+def _stage_kinds(num_layers: int, num_dense_layers: int, is_moe: bool, num_stages: int) -> tuple[tuple[int, int], ...]:
+    """(dense blocks, MoE blocks) of each model stage (twin.training.step.stage_layers)."""
     out = []
-    for stage, rng in enumerate(layers):
-        dense = sum(1 for layer in rng if layer < m.num_dense_layers or not m.is_moe)
-        t = pieces.dense.scaled(dense) + pieces.moe.scaled(len(rng) - dense)
+    for rng in stage_layers(num_layers, num_stages):
+        dense = sum(1 for layer in rng if layer < num_dense_layers or not is_moe)
+        out.append((dense, len(rng) - dense))
+    return tuple(out)
+
+
+def _kinds(sc: Scenario, num_stages: int) -> tuple[tuple[int, int], ...]:
+    m = sc.model
+    return _stage_kinds(m.num_layers, m.num_dense_layers, m.is_moe, num_stages)
+
+
+def _stage_times(sc: Scenario, pieces: _Pieces, kinds: tuple[tuple[int, int], ...]) -> list[BlockTimes]:
+    last = len(kinds) - 1
+    out = []
+    for stage, (dense, moe) in enumerate(kinds):
+        t = pieces.dense.scaled(dense) + pieces.moe.scaled(moe)
         if stage == 0:
             t = t + pieces.first_extra
         if stage == last:
@@ -199,79 +212,130 @@ def _op_s(kind: str, f: BlockTimes | None, b: BlockTimes | None, split: bool) ->
     return max(f.f.compute_s + back.compute_s, f.f.comm_s + back.comm_s, f.f.serial_s, back.serial_s)
 
 
-def rank_memory_estimate(sc: Scenario, layers: list[range], schedule: Schedule, peaks, a2a_bytes: float) -> list[dict]:
-    """Memory breakdown of every pipeline rank: rank_memory's sum, by block kind instead of by op."""
+def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
+                         a2a_bytes: float) -> list[dict]:
+    """Memory breakdown of every pipeline rank: rank_memory's sum (twin.training.step), by block
+    kind instead of by op (`kinds`: each stage's dense and MoE blocks): the same parameters,
+    activations of the context-parallel rank's tokens, all-to-all, K/V-exchange and TP-gather
+    buffers, and ZeRO-3's gathered working set."""
     m, p = sc.model, sc.plan
-    tokens = sc.tokens_per_microbatch // p.tp
-    last = len(layers) - 1
-    per_kind = {}
-    for dense in (True, False):
-        rp = memory.block_params_on_gpu(m, dense, p.tp, p.ep)
-        per_kind[dense] = (rp.dense, rp.expert, tokens * memory.activation_bytes_per_token(m, dense, p))
+    tokens = local_tokens(sc)
+    last = len(kinds) - 1
+    rp_dense = memory.block_params_on_gpu(m, True, p.tp, p.ep)
+    rp_moe = memory.block_params_on_gpu(m, False, p.tp, p.ep)
+    act_dense = memory.activation_bytes(m, True, p, tokens)
+    act_moe = memory.activation_bytes(m, False, p, tokens)
+    mtp_rp, mtp_act = (rp_moe, act_moe) if m.is_moe else (rp_dense, act_dense)
+    extra_buffers = 0.0
+    if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
+        kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)
+        extra_buffers += kv_bytes * (2 if p.cp_kind == "ring" else p.cp)
+    if p.tp > 1 and (p.sequence_parallel or m.is_moe):   # a gathered part input, beside its shard
+        extra_buffers += tokens * m.hidden_size * BF16_BYTES
     out = []
     for rank in range(schedule.num_ranks):
         dense_p = expert_p = 0.0
+        largest = memory.RankParams(0.0, 0.0)
         set_bytes = []
         has_a2a = False
         for chunk in range(schedule.num_chunks):
             stage = schedule.stage_of(rank, chunk)
-            acts = 0.0
-            for layer in layers[stage]:
-                d, e, a = per_kind[layer < m.num_dense_layers or not m.is_moe]
-                dense_p, expert_p, acts = dense_p + d, expert_p + e, acts + a
-                has_a2a |= m.is_moe and layer >= m.num_dense_layers
+            n_dense, n_moe = kinds[stage]
+            dense_p += n_dense * rp_dense.dense + n_moe * rp_moe.dense
+            expert_p += n_dense * rp_dense.expert + n_moe * rp_moe.expert
+            acts = n_dense * act_dense + n_moe * act_moe
+            # the simulator keeps the first largest block it meets (dense blocks come first)
+            for n, rp in ((n_dense, rp_dense), (n_moe, rp_moe)):
+                if n and rp.total > largest.total:
+                    largest = rp
+            has_a2a |= m.is_moe and n_moe > 0
             if stage == 0:
                 dense_p += m.vocab_size * m.hidden_size / p.tp
             if stage == last:
                 dense_p += 0 if m.tie_embeddings else m.vocab_size * m.hidden_size / p.tp
-                for _ in range(m.num_mtp_modules):
-                    d, e, a = per_kind[not m.is_moe]
-                    dense_p += d + 2 * m.hidden_size * m.hidden_size
-                    expert_p, acts = expert_p + e, acts + a
-                    has_a2a |= m.is_moe
+                k = m.num_mtp_modules
+                dense_p += k * (mtp_rp.dense + 2 * m.hidden_size * m.hidden_size)
+                expert_p, acts = expert_p + k * mtp_rp.expert, acts + k * mtp_act
+                has_a2a |= m.is_moe and k > 0
             set_bytes.append(acts)
         live = max((sum(c * b for c, b in zip(peak, set_bytes)) for peak in peaks[rank]), default=0.0)
-        buffers = 2 * a2a_bytes if has_a2a else 0.0
-        out.append(memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, 2 * buffers, p, sc.dp))
+        buffers = 2 * (2 * a2a_bytes if has_a2a else 0.0) + extra_buffers
+        if p.zero_stage < 3:
+            gathered = 0.0
+        elif p.pp == 1:   # resharded after every forward and backward: a couple of blocks at a time
+            gathered = memory.fsdp_working_set_bytes(largest)
+        else:             # with PP the stage stays gathered through the step
+            gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
+        out.append(memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, buffers, p, sc.dp * p.cp, gathered))
     return out
+
+
+def _chains_s(chains) -> float:
+    """An op's seconds from its chains (StepCosts.chains): one chain runs its tasks one after the
+    other; an overlapped F&B pair lasts as long as the busier of its streams (see _op_s)."""
+    if len(chains) == 1:
+        return sum(t.duration_s for t in chains[0])
+    f, b = _sum(chains[0]), _sum(chains[1])
+    return max(f.compute_s + b.compute_s, f.comm_s + b.comm_s, f.serial_s, b.serial_s)
+
+
+def _busy_from_costs(costs: StepCosts, schedule: Schedule) -> list[float]:
+    """Each rank's busy time from the simulator's own chains of its ops (ZeRO-3's gathers and
+    scatters included: ops are told apart by micro-batch where its first and last ones differ, as
+    in step_time_lower_bound_s)."""
+    busy = []
+    for rank, program in enumerate(schedule.programs):
+        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
+                          op.b_microbatch if costs.fsdp else 0) for op in program)
+        busy.append(sum(n * _chains_s(costs.chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)))
+                        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items()))
+    return busy
 
 
 def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     """Closed-form step time and memory of a checked training scenario (see the module docstring).
-    Routing loads other than one scalar for every layer (a [moe] load model) fall back on the
-    full StepCosts, still without a simulation."""
+    Routing loads other than one scalar for every layer (a [moe] load model) and ZeRO-3 (whose
+    first forwards and last weight gradients carry the parameter gathers and gradient scatters)
+    take the full StepCosts of the scenario, still without a simulation."""
     p, gpu = sc.plan, sc.gpu
     profile = profile or load_profile(gpu.calibrated_as)
     n = sc.num_microbatches
-    schedule = build_schedule(p.schedule, p.pp, n)
-    layers = stage_layers(sc.model.num_layers, schedule.num_model_stages)
-    counts = _program_counts(p.schedule, p.pp, n)
+    v = p.virtual_stages
+    schedule = build_schedule(p.schedule, p.pp, n, v)
+    kinds = _kinds(sc, schedule.num_model_stages)
+    counts = _program_counts(p.schedule, p.pp, n, v)
     loads = routing_loads(sc)
-    if isinstance(loads, (int, float)):
+    if isinstance(loads, (int, float)) and p.zero_stage < 3:
         pieces = _pieces_for(sc)
-        mems = rank_memory_estimate(sc, layers, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes)
-        stages = _stage_times(sc, pieces, layers)
-    else:   # every layer its own load: the simulator's costs of every stage (slower, same closed form)
+        mems = rank_memory_estimate(sc, kinds, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes)
+        stages = _stage_times(sc, pieces, kinds)
+        busy = [sum(k * _op_s(kind, stages[fs] if fs is not None else None, stages[bs] if bs is not None else None, split)
+                    for (kind, fs, bs, split), k in ops.items()) for ops, _ in counts]
+    else:   # the simulator's costs of every stage and op (slower, same closed form)
         costs = StepCosts(sc, schedule, profile, loads, 1.0)
         mems = rank_memory(sc, costs)
         stages = [BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W")))
                   for st in range(schedule.num_model_stages)]
+        busy = _busy_from_costs(costs, schedule)
     totals = [sum(b.values()) for b in mems]
     worst = max(range(len(totals)), key=totals.__getitem__)
 
-    busy = []
-    for ops, _ in counts:
-        busy.append(sum(k * _op_s(kind, stages[fs] if fs is not None else None, stages[bs] if bs is not None else None, split)
-                        for (kind, fs, bs, split), k in ops.items()))
-    big = max(stages, key=lambda t: t.f.serial_s + t.b.serial_s + t.w.serial_s)
+    # the bubble formula's op times: a stage's, or with virtual stages a rank's whole chunks' (the
+    # registry's formula divides by V)
+    if SCHEDULES[p.schedule].virtual:
+        per_rank = [functools.reduce(BlockTimes.__add__, (stages[schedule.stage_of(r, c)] for c in range(schedule.num_chunks)))
+                    for r in range(schedule.num_ranks)]
+    else:
+        per_rank = stages
+    big = max(per_rank, key=lambda t: t.f.serial_s + t.b.serial_s + t.w.serial_s)
     f_s, w_s = big.f.serial_s, big.w.serial_s
     b_s = big.b.serial_s + w_s
     fb_s = _op_s("FB", big, big, False)
-    bubble_s = max(0.0, SCHEDULES[p.schedule].bubble_s(p.pp, f_s, b_s, w_s, fb_s))
-    tokens = sc.tokens_per_microbatch
-    pp_same_node = sc.dp * p.tp < gpu.gpus_per_node
+    bubble_s = max(0.0, SCHEDULES[p.schedule].bubble_s(p.pp, f_s, b_s, w_s, fb_s, v))
+    tokens = local_tokens(sc)
+    pp_same_node = sc.dp * p.tp * p.cp < gpu.gpus_per_node
     p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
-    makespan = max(busy) + bubble_s + 2 * (p.pp - 1) * p2p_s
+    makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
     tails = [dp_tail_s(sc, mems[r], gpu, profile, 1.0) for r in range(len(mems))]
     step = makespan + max(t[0] for t in tails) + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
     if totals[worst] > gpu.hbm_bytes:
