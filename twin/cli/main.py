@@ -37,7 +37,7 @@ from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
 from twin.planning.search import catalog_prices, search
-from twin.planning.serving import size_serving
+from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving
 from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
@@ -282,7 +282,8 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     sc = from_dict(raw, source, SERVING)
-    out = size_serving(sc, args.rate, args.ttft, args.tpot)
+    out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=args.requests or SLO_REQUESTS,
+                       percentile=args.percentile or SLO_PERCENTILE)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
@@ -486,15 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
     p.add_argument("--rate", type=float, help="serving question: requests per second to serve (with a serving scenario)")
-    p.add_argument("--ttft", type=float, metavar="S", help="serving question: mean time-to-first-token target, seconds")
-    p.add_argument("--tpot", type=float, metavar="S", help="serving question: time-per-output-token target, seconds")
+    p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
+    p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
+    p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default 2,000)")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and scenario.resolved.toml here")
     # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
     p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
         *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
-        ("tpot", "--tpot", {"gt": 0, "le": 1e6})))
+        ("tpot", "--tpot", {"gt": 0, "le": 1e6}), ("percentile", "--percentile", {"gt": 0, "le": 100}),
+        ("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS})))
 
     p = sub.add_parser("sweep", help="sweep any scenario keys (grid, random, Latin hypercube); one row per point, "
                                       "streamed to disk and resumed after a kill; CSV, Parquet, plots")

@@ -153,20 +153,26 @@ def _program_counts(name: str, pp: int, n: int, virtual_stages: int = 1) -> tupl
     s = build_schedule(name, pp, n, virtual_stages)
     out = []
     for rank, program in enumerate(s.programs):
+        raw = Counter((op.kind, op.chunk, op.b_chunk, op.b_split) for op in program)
         ops = Counter()
+        for (kind, chunk, b_chunk, split), k in raw.items():
+            ops[(kind, s.stage_of(rank, chunk), s.stage_of(rank, b_chunk) if kind == "FB" else None, split)] += k
         live = [0] * s.num_chunks
         peaks: set[tuple[int, ...]] = set()
         for op in program:
-            fstage = s.stage_of(rank, op.chunk) if op.kind in ("F", "FB", "B", "BW", "W") else None
-            bstage = s.stage_of(rank, op.b_chunk) if op.kind == "FB" else None
-            ops[(op.kind, fstage, bstage, op.b_split)] += 1
-            if op.forward_part is not None:
-                live[op.forward_part[1]] += 1
+            fwd, bwd = op.forward_part, op.backward_part
+            if fwd is not None:
+                live[fwd[1]] += 1
                 peaks.add(tuple(live))
-            if op.backward_part is not None:
-                live[op.backward_part[1]] -= 1
-        frontier = [p for p in peaks if not any(q != p and all(a >= b for a, b in zip(q, p)) for q in peaks)]
-        out.append((ops, tuple(frontier)))
+            if bwd is not None:
+                live[bwd[1]] -= 1
+        # a peak is dominated only by one at least as large lexicographically: walk them in
+        # descending order, keeping those no kept one dominates
+        frontier: list[tuple[int, ...]] = []
+        for peak in sorted(peaks, reverse=True):
+            if not any(all(a >= b for a, b in zip(q, peak)) for q in frontier):
+                frontier.append(peak)
+        out.append((tuple((kind, fs, bs, split, k) for (kind, fs, bs, split), k in ops.items()), tuple(frontier)))
     return tuple(out)
 
 
@@ -185,39 +191,56 @@ def _kinds(sc: Scenario, num_stages: int) -> tuple[tuple[int, int], ...]:
     return _stage_kinds(m.num_layers, m.num_dense_layers, m.is_moe, num_stages)
 
 
-def _stage_times(sc: Scenario, pieces: _Pieces, kinds: tuple[tuple[int, int], ...]) -> list[BlockTimes]:
+def _flat(t: BlockTimes) -> tuple[float, float, float, float, float, float]:
+    """(F compute, F comm, B compute, B comm, W compute, W comm) seconds: the screen's hot loop
+    works on plain floats."""
+    return (t.f.compute_s, t.f.comm_s, t.b.compute_s, t.b.comm_s, t.w.compute_s, t.w.comm_s)
+
+
+def _flat_stage_times(pieces: _Pieces, kinds: tuple[tuple[int, int], ...]) -> list[tuple]:
+    """_stage_times as flat tuples (see _flat)."""
+    d, m_, first, last_extra = _flat(pieces.dense), _flat(pieces.moe), _flat(pieces.first_extra), _flat(pieces.last_extra)
     last = len(kinds) - 1
     out = []
-    for stage, (dense, moe) in enumerate(kinds):
-        t = pieces.dense.scaled(dense) + pieces.moe.scaled(moe)
+    for stage, (nd, nm) in enumerate(kinds):
+        t = [nd * a + nm * b for a, b in zip(d, m_)]
         if stage == 0:
-            t = t + pieces.first_extra
+            t = [a + b for a, b in zip(t, first)]
         if stage == last:
-            t = t + pieces.last_extra
-        out.append(t)
+            t = [a + b for a, b in zip(t, last_extra)]
+        out.append(tuple(t))
     return out
 
 
-def _op_s(kind: str, f: BlockTimes | None, b: BlockTimes | None, split: bool) -> float:
-    if kind == "F":
-        return f.f.serial_s
-    if kind == "BW":
-        return f.b.serial_s + f.w.serial_s
-    if kind == "B":
-        return f.b.serial_s
-    if kind == "W":
-        return f.w.serial_s
-    # FB: the forward of one micro-batch beside the backward of another, on two streams
-    back = b.b if split else b.b + b.w
-    return max(f.f.compute_s + back.compute_s, f.f.comm_s + back.comm_s, f.f.serial_s, back.serial_s)
+def _busy(counts, stages: list[tuple]) -> list[float]:
+    """Each rank's busy time: its ops' seconds (on flat stage times): F, B, W, BW run their chains' tasks one after the other; an overlapped F&B pair
+    lasts as long as the busiest of its two streams or of its two chains times their counts."""
+    busy = []
+    for ops, _ in counts:
+        total = 0.0
+        for kind, fs, bs, split, k in ops:
+            if kind == "FB":
+                fc, fm = stages[fs][0], stages[fs][1]
+                b = stages[bs]
+                bc, bm = (b[2], b[3]) if split else (b[2] + b[4], b[3] + b[5])
+                t = max(fc + bc, fm + bm, fc + fm, bc + bm)
+            else:
+                st = stages[fs]
+                t = (st[0] + st[1] if kind == "F" else st[2] + st[3] + st[4] + st[5] if kind == "BW"
+                     else st[2] + st[3] if kind == "B" else st[4] + st[5])
+            total += k * t
+        busy.append(total)
+    return busy
 
 
-def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
-                         a2a_bytes: float) -> list[dict]:
-    """Memory breakdown of every pipeline rank: rank_memory's sum (twin.training.step), by block
-    kind instead of by op (`kinds`: each stage's dense and MoE blocks): the same parameters,
-    activations of the context-parallel rank's tokens, all-to-all, K/V-exchange and TP-gather
-    buffers, and ZeRO-3's gathered working set."""
+def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
+                      a2a_bytes: float) -> list[tuple[float, float, float, float, float]]:
+    """What rank_memory (twin.training.step) sums on every pipeline rank, by block kind instead of
+    by op (`kinds`: each stage's dense and MoE blocks): (dense parameters, expert parameters,
+    live activations, communication buffers, ZeRO-3's gathered working set). The same
+    parameters, activations of the context-parallel rank's tokens, all-to-all, K/V-exchange and
+    TP-gather buffers, from the same memory functions; twin.costs.memory.memory_breakdown turns
+    them into bytes by component."""
     m, p = sc.model, sc.plan
     tokens = local_tokens(sc)
     last = len(kinds) - 1
@@ -226,6 +249,7 @@ def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], sched
     act_dense = memory.activation_bytes(m, True, p, tokens)
     act_moe = memory.activation_bytes(m, False, p, tokens)
     mtp_rp, mtp_act = (rp_moe, act_moe) if m.is_moe else (rp_dense, act_dense)
+    embedding = m.vocab_size * m.hidden_size / p.tp
     extra_buffers = 0.0
     if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
         kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)
@@ -245,14 +269,15 @@ def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], sched
             expert_p += n_dense * rp_dense.expert + n_moe * rp_moe.expert
             acts = n_dense * act_dense + n_moe * act_moe
             # the simulator keeps the first largest block it meets (dense blocks come first)
-            for n, rp in ((n_dense, rp_dense), (n_moe, rp_moe)):
-                if n and rp.total > largest.total:
-                    largest = rp
+            if n_dense and rp_dense.total > largest.total:
+                largest = rp_dense
+            if n_moe and rp_moe.total > largest.total:
+                largest = rp_moe
             has_a2a |= m.is_moe and n_moe > 0
             if stage == 0:
-                dense_p += m.vocab_size * m.hidden_size / p.tp
+                dense_p += embedding
             if stage == last:
-                dense_p += 0 if m.tie_embeddings else m.vocab_size * m.hidden_size / p.tp
+                dense_p += 0 if m.tie_embeddings else embedding
                 k = m.num_mtp_modules
                 dense_p += k * (mtp_rp.dense + 2 * m.hidden_size * m.hidden_size)
                 expert_p, acts = expert_p + k * mtp_rp.expert, acts + k * mtp_act
@@ -266,13 +291,40 @@ def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], sched
             gathered = memory.fsdp_working_set_bytes(largest)
         else:             # with PP the stage stays gathered through the step
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
-        out.append(memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, buffers, p, sc.dp * p.cp, gathered))
+        out.append((dense_p, expert_p, live, buffers, gathered))
     return out
+
+
+def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
+                         a2a_bytes: float) -> list[dict]:
+    """Memory breakdown of every pipeline rank (bytes by component), as rank_memory gives it."""
+    p = sc.plan
+    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g)
+            for d, e, live, buf, g in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
+
+
+def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
+    """The rank that needs the most memory and its breakdown, and one breakdown per distinct
+    parameter holding (all the data-parallel tail depends on). memory_breakdown is a sum of
+    components, so it is built once per parameter holding and the rank's activations and buffers
+    put in."""
+    p = sc.plan
+    by_params: dict[tuple, dict] = {}
+    worst, worst_total = None, -1.0
+    for rank, (d, e, live, buf, g) in enumerate(parts):
+        base = by_params.get((d, e, g))
+        if base is None:
+            base = by_params[d, e, g] = memory.memory_breakdown(memory.RankParams(d, e), 0.0, 0.0, p, sc.dp * p.cp, g)
+        total = sum(base.values()) + live + buf
+        if total > worst_total:
+            worst, worst_total = (rank, base, live, buf), total
+    rank, base, live, buf = worst
+    return rank, {**base, "activations": live, "comm_buffers": buf}, list(by_params.values())
 
 
 def _chains_s(chains) -> float:
     """An op's seconds from its chains (StepCosts.chains): one chain runs its tasks one after the
-    other; an overlapped F&B pair lasts as long as the busier of its streams (see _op_s)."""
+    other; an overlapped F&B pair lasts as long as the busier of its streams (see _busy)."""
     if len(chains) == 1:
         return sum(t.duration_s for t in chains[0])
     f, b = _sum(chains[0]), _sum(chains[1])
@@ -307,38 +359,39 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     loads = routing_loads(sc)
     if isinstance(loads, (int, float)) and p.zero_stage < 3:
         pieces = _pieces_for(sc)
-        mems = rank_memory_estimate(sc, kinds, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes)
-        stages = _stage_times(sc, pieces, kinds)
-        busy = [sum(k * _op_s(kind, stages[fs] if fs is not None else None, stages[bs] if bs is not None else None, split)
-                    for (kind, fs, bs, split), k in ops.items()) for ops, _ in counts]
+        worst, worst_mem, param_mems = _worst_and_params(
+            sc, rank_memory_parts(sc, kinds, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes))
+        flat = _flat_stage_times(pieces, kinds)
+        busy = _busy(counts, flat)
     else:   # the simulator's costs of every stage and op (slower, same closed form)
         costs = StepCosts(sc, schedule, profile, loads, 1.0)
         mems = rank_memory(sc, costs)
-        stages = [BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W")))
-                  for st in range(schedule.num_model_stages)]
+        worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
+        worst_mem, param_mems = mems[worst], mems
+        flat = [_flat(BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W"))))
+                for st in range(schedule.num_model_stages)]
         busy = _busy_from_costs(costs, schedule)
-    totals = [sum(b.values()) for b in mems]
-    worst = max(range(len(totals)), key=totals.__getitem__)
+    need = sum(worst_mem.values())
 
     # the bubble formula's op times: a stage's, or with virtual stages a rank's whole chunks' (the
     # registry's formula divides by V)
     if SCHEDULES[p.schedule].virtual:
-        per_rank = [functools.reduce(BlockTimes.__add__, (stages[schedule.stage_of(r, c)] for c in range(schedule.num_chunks)))
+        per_rank = [tuple(map(sum, zip(*(flat[schedule.stage_of(r, c)] for c in range(schedule.num_chunks)))))
                     for r in range(schedule.num_ranks)]
     else:
-        per_rank = stages
-    big = max(per_rank, key=lambda t: t.f.serial_s + t.b.serial_s + t.w.serial_s)
-    f_s, w_s = big.f.serial_s, big.w.serial_s
-    b_s = big.b.serial_s + w_s
-    fb_s = _op_s("FB", big, big, False)
+        per_rank = flat
+    fc, fm, bc, bm, wc, wm = max(per_rank, key=sum)
+    f_s, w_s = fc + fm, wc + wm
+    b_s = bc + bm + w_s
+    fb_s = max(fc + bc + wc, fm + bm + wm, f_s, b_s)   # an F&B pair with a full backward (_busy)
     bubble_s = max(0.0, SCHEDULES[p.schedule].bubble_s(p.pp, f_s, b_s, w_s, fb_s, v))
     tokens = local_tokens(sc)
     pp_same_node = sc.dp * p.tp * p.cp < gpu.gpus_per_node
     p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
     makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
-    tails = [dp_tail_s(sc, mems[r], gpu, profile, 1.0) for r in range(len(mems))]
+    tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     step = makespan + max(t[0] for t in tails) + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
-    if totals[worst] > gpu.hbm_bytes:
-        return Estimate(False, step, totals[worst], mems[worst],
-                        f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")
-    return Estimate(True, step, totals[worst], mems[worst])
+    if need > gpu.hbm_bytes:
+        return Estimate(False, step, need, worst_mem,
+                        f"out of memory on pipeline rank {worst}: needs {need / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")
+    return Estimate(True, step, need, worst_mem)
