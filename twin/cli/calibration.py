@@ -7,20 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calibration import records as rec
-from calibration import published_runs, sm_reserve, trace
-from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
-from calibration.publish import publish_expert_loads
-from calibration.validate import failures, format_table, validate
-from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES
-from reports.validation_report import write_report
-from tqdm import tqdm
 from twin.costs.profile import simulation_profile
+
+# calibration/, real/ and reports/ (pandas, matplotlib) are imported by the commands that use them:
+# `twin replay` or `twin step` should not pay for them at start-up
 
 EXIT_INVALID = 2
 
 
 def cmd_fit(args) -> int:
+    from calibration import records as rec
+    from calibration.fit import fit_gpu, write_profile
+    from calibration.publish import publish_expert_loads
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
     if not gpus:
@@ -50,6 +48,13 @@ def profile_from_json_file(path: Path):
 
 
 def cmd_validate(args) -> int:
+    from tqdm import tqdm
+
+    from calibration import published_runs, sm_reserve, trace
+    from calibration import records as rec
+    from calibration.fit import PROFILES_DIR
+    from calibration.validate import failures, format_table, validate
+    from reports.validation_report import write_report
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
@@ -110,6 +115,7 @@ def cmd_calibrate(args) -> int:
               "Run it on an H100/H200 host, then copy DIR/*.csv to calibration/measurements/<gpu>/ and run `twin fit`.",
               file=sys.stderr)
         return EXIT_INVALID
+    from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES
     # every single-GPU section the fit reads, sustained load included (power, the per-kernel
     # profiles and multi-GPU EP are separate runs: `python -m real.bench --only ...`)
     sections = [s for s in SECTION_NAMES if s not in ("power", "kernels", *MULTI_GPU_SECTIONS)]

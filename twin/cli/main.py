@@ -14,14 +14,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-from reports.load_report import build as write_load_report
-from reports.page import to_toml
-from reports.plan_report import write_plan_report, write_serving_plan_report
-from reports.replay_report import write_report as write_replay_report
-from reports.serve_report import serve_trace
-from reports.serve_report import write_outputs as write_serve_report
-from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report
-from twin.api import result_schemas
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.core.atomic import check_output, write_bytes, write_text
@@ -45,6 +37,9 @@ from twin.training.balance import run_balance, summary_lines
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
 from twin.training.trace import GRANULARITIES, step_trace
+
+# reports/ (matplotlib, pandas) and twin.api are imported inside the commands that write reports or
+# schemas: a command pays only for what it draws (`twin replay` starts in well under a second)
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
@@ -131,6 +126,7 @@ def cmd_schedule(args) -> int:
 
 
 def cmd_trace(args) -> int:
+    from reports.page import to_toml
     sc = _scenario(args)
     try:
         res = simulate_step(sc)
@@ -160,6 +156,7 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def cmd_replay(args) -> int:
+    from reports.replay_report import write_report as write_replay_report
     sc = _scenario(args)
     result = replay(sc, progress=not args.quiet)
     if args.out:
@@ -170,6 +167,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_balance(args) -> int:
+    from reports.load_report import build as write_load_report
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
@@ -180,6 +178,9 @@ def cmd_balance(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from reports.page import to_toml
+    from reports.serve_report import serve_trace
+    from reports.serve_report import write_outputs as write_serve_report
     sc = _scenario(args, SERVING)
     out = serve(sc, args.requests)
     if args.out:
@@ -250,6 +251,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 
 def cmd_plan(args) -> int:
+    from reports.plan_report import write_plan_report
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
@@ -278,6 +280,7 @@ def cmd_plan(args) -> int:
 
 
 def _plan_serving(args, raw: dict, source: str) -> int:
+    from reports.plan_report import write_serving_plan_report
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
@@ -296,6 +299,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
     sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
@@ -326,6 +330,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_docs(args) -> int:
+    from twin.api import result_schemas
     if args.schemas:
         for name, schema in result_schemas().items():
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
