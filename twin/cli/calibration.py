@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from twin.costs.profile import simulation_profile
 
 # calibration/, real/ and reports/ (pandas, matplotlib) are imported by the commands that use them:
@@ -16,9 +18,9 @@ EXIT_INVALID = 2
 
 
 def cmd_fit(args) -> int:
-    from calibration import records as rec
-    from calibration.fit import fit_gpu, write_profile
-    from calibration.publish import publish_expert_loads
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    from calibration.fit import fit_gpu, write_profile  # lazy: pandas, matplotlib
+    from calibration.publish import publish_expert_loads  # lazy: pandas, matplotlib
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
     if not gpus:
@@ -48,13 +50,12 @@ def profile_from_json_file(path: Path):
 
 
 def cmd_validate(args) -> int:
-    from tqdm import tqdm
 
-    from calibration import published_runs, sm_reserve, trace
-    from calibration import records as rec
-    from calibration.fit import PROFILES_DIR
-    from calibration.validate import failures, format_table, validate
-    from reports.validation_report import write_report
+    from calibration import published_runs, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
+    from calibration.validate import failures, format_table, validate  # lazy: pandas, matplotlib
+    from reports.validation_report import write_report  # lazy: pandas, matplotlib
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
@@ -115,7 +116,7 @@ def cmd_calibrate(args) -> int:
               "Run it on an H100/H200 host, then copy DIR/*.csv to calibration/measurements/<gpu>/ and run `twin fit`.",
               file=sys.stderr)
         return EXIT_INVALID
-    from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES
+    from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES  # lazy: pandas, matplotlib
     # every single-GPU section the fit reads, sustained load included (power, the per-kernel
     # profiles and multi-GPU EP are separate runs: `python -m real.bench --only ...`)
     sections = [s for s in SECTION_NAMES if s not in ("power", "kernels", *MULTI_GPU_SECTIONS)]

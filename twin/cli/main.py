@@ -126,7 +126,7 @@ def cmd_schedule(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from reports.page import to_toml
+    from reports.page import to_toml  # lazy: matplotlib
     sc = _scenario(args)
     try:
         res = simulate_step(sc)
@@ -156,7 +156,7 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def cmd_replay(args) -> int:
-    from reports.replay_report import write_report as write_replay_report
+    from reports.replay_report import write_report as write_replay_report  # lazy: matplotlib
     sc = _scenario(args)
     result = replay(sc, progress=not args.quiet)
     if args.out:
@@ -167,7 +167,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_balance(args) -> int:
-    from reports.load_report import build as write_load_report
+    from reports.load_report import build as write_load_report  # lazy: matplotlib
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
@@ -178,9 +178,9 @@ def cmd_balance(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from reports.page import to_toml
-    from reports.serve_report import serve_trace
-    from reports.serve_report import write_outputs as write_serve_report
+    from reports.page import to_toml  # lazy: matplotlib
+    from reports.serve_report import serve_trace  # lazy: matplotlib
+    from reports.serve_report import write_outputs as write_serve_report  # lazy: matplotlib
     sc = _scenario(args, SERVING)
     out = serve(sc, args.requests)
     if args.out:
@@ -251,7 +251,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 
 def cmd_plan(args) -> int:
-    from reports.plan_report import write_plan_report
+    from reports.plan_report import write_plan_report  # lazy: matplotlib
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
@@ -280,7 +280,7 @@ def cmd_plan(args) -> int:
 
 
 def _plan_serving(args, raw: dict, source: str) -> int:
-    from reports.plan_report import write_serving_plan_report
+    from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
@@ -299,7 +299,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report
+    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
     sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
@@ -330,7 +330,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from twin.api import result_schemas
+    from twin.api import result_schemas  # lazy: twin.api loads every product; only `twin docs --schemas` needs it
     if args.schemas:
         for name, schema in result_schemas().items():
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")

@@ -706,9 +706,9 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
                 op_s = max(max(by_stream.values(), default=0.0), sum(t.duration_s for t in chains[0]))
             ops_s += n * op_s
             compute_s += n * by_stream.get("compute", 0.0)
-        first, last = program[0], program[-1]
-        wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first.forward_part else 0.0
-        drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last.backward_part else 0.0
+        first, last = (program[0], program[-1]) if program else (None, None)
+        wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
+        drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
         pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + tails[rank][0])
     opt_s = max(t[1] for t in tails)
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
