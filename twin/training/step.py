@@ -630,7 +630,10 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     step's lower bound and then, for the best options, simulates the same step (StepCosts memoises
     its chains, so the simulation reuses the bound's)."""
     key = (sc, perturb) if profile is None else None
-    hit = _PREPARED.get(key) if key is not None else None
+    try:
+        hit = _PREPARED.get(key) if key is not None else None
+    except TypeError:   # a perturbation with per-layer loads (a list) is not kept
+        key = hit = None
     if hit is not None:
         return hit
     gpu = sc.gpu
