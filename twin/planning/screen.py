@@ -4,20 +4,27 @@ millisecond per candidate, so that thousands of candidates can be ranked before 
 
 Step time. The op costs are the simulator's own: one MoE block and one dense block (plus the
 embedding, head and MTP modules) are costed by `twin.training.step.StepCosts`, on a model cut to
-those few blocks, and memoised on everything that changes them (GPU, TP, EP, micro-batch, SMs,
-precision, recomputation, ...) but not on what only arranges them (PP, schedule, GPU count,
-ZeRO). Each pipeline op then lasts as its chain of tasks does, run one after the other
-(F, B, W, BW); an overlapped F&B pair lasts as long as the busier of its compute and
-communication streams. A rank's busy time is the sum over its program's ops; the step is the
-busiest rank plus the schedule's closed-form bubble (the DualPipe README table, twin.core.schedules),
-the pipeline's p2p fill, and the data-parallel tail of the simulator (`dp_tail_s`). What the screen
-leaves out, the simulator has: the exact interleaving of the two streams, uneven stages. Its
-error against the simulator is measured on every simulated candidate and reported (median, P90).
+those few blocks, and memoised on everything that changes them (GPU, TP, EP, CP, micro-batch, SMs,
+precision, recomputation, sequence parallelism, TP overlap, ...) but not on what only arranges them
+(PP, schedule, virtual stages, GPU count, ZeRO). The task builders put in the TP/SP collectives
+around attention and dense FFN parts and the context-parallel K/V exchange (ring or all-gather)
+exactly as the simulator does. Each pipeline op then lasts as its chain of tasks does, run one
+after the other (F, B, W, BW); an overlapped F&B pair lasts as long as the busier of its compute
+and communication streams. A rank's busy time is the sum over its program's ops (interleaved
+1F1B: its V chunks' stages); the step is the busiest rank plus the schedule's closed-form bubble
+(the registry's formula, twin.core.schedules, with V for interleaved 1F1B), the pipeline's p2p
+fill, and the data-parallel tail of the simulator (`dp_tail_s`). ZeRO-3 (FSDP's per-block
+parameter gathers and gradient scatters, on the first forward and last weight gradient of a stage
+under PP) and per-layer routing loads take the simulator's StepCosts of the whole model and its
+chains op by op (slower, same closed form). What the screen leaves out, the simulator has: the
+exact interleaving of the two streams, uneven stages. Its error against the simulator is measured
+on every simulated candidate and reported (median, P90).
 
 Memory. The same sum as `twin.training.step.rank_memory` (weights, gradients, optimizer state by
-ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers), from the same
-memory functions, with the peak found once per (schedule, pp, micro-batches) and memoised; a test
-keeps the two equal.
+ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers, CP K/V and TP
+gather buffers, ZeRO-3's gathered working set), from the same memory functions, by block kind per
+stage, with the peak found once per (schedule, pp, micro-batches, V) and memoised; a test keeps
+the two equal for CP, SP, ZeRO-3 and interleaved plans.
 """
 
 from __future__ import annotations
