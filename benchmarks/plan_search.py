@@ -28,6 +28,7 @@ from twin.core.fields import build
 from twin.core.scenario import load_scenario
 from twin.core.search_specs import SearchSpec
 from twin.planning.search import catalog_prices, search
+from twin.training import step as step_module
 from twin.training.step import simulate_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,7 @@ def bench_step() -> None:
     runs = []
     for events in (False, True):
         for _ in range(3):
+            step_module._PREPARED.clear()   # as in a fresh `twin step` process: no step prepared before
             c0 = time.process_time()
             simulate_step(sc, record_events=events)
             runs.append((events, time.process_time() - c0))

@@ -199,3 +199,13 @@ def test_python_api_plan_takes_the_search_of_a_plan_scenario():
 def test_catalog_prices_keep_the_scenarios_own_price():
     sc = load_scenario(overrides=["cluster.price_usd_per_gpu_hour=1.5"])
     assert catalog_prices(sc)["h800"] == 1.5 and catalog_prices(sc)["h200"] > 0
+
+
+def test_a_scenario_error_raised_in_a_worker_reaches_the_parent():
+    # a pool worker's exception is pickled back; one that cannot be rebuilt kills the pool's result
+    # thread and the search hangs (the default space once met interleaved-1f1b with V=1 this way)
+    import pickle
+    err = ScenarioError("plan.virtual_stages", 1, ">= 2 for schedule 'interleaved-1f1b'", "plan.toml")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.field, back.value, back.allowed, back.source, str(back)) == (err.field, err.value, err.allowed,
+                                                                              err.source, str(err))
