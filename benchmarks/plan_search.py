@@ -8,7 +8,8 @@ shared machine compare the CPU figures and the ratios measured in this run):
      (exhaustive) beside the two-level search; same best plan? the screen's step-time error (median, P90);
   3. `twin step` on the default scenario: seconds of simulation (target: under 0.1 s);
   4. `twin replay` as a whole process (target: under 3 s).
-Run: .venv/bin/python benchmarks/plan_search.py [--quick]   (--quick skips the 500-candidate grid)
+Run: .venv/bin/python benchmarks/plan_search.py [--quick]   (--quick skips the 500-candidate grid;
+     --only PART runs one part; --baseline DIR --repeats N times DIR's `twin replay` alternately with this tree's)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from twin.core.fields import build
 from twin.core.scenario import load_scenario
 from twin.core.search_specs import SearchSpec
 from twin.planning.search import catalog_prices, search
+from twin.training import step as step_module
 from twin.training.step import simulate_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +85,7 @@ def bench_step() -> None:
     runs = []
     for events in (False, True):
         for _ in range(3):
+            step_module._PREPARED.clear()   # as in a fresh `twin step` process: no step prepared before
             c0 = time.process_time()
             simulate_step(sc, record_events=events)
             runs.append((events, time.process_time() - c0))
@@ -92,25 +95,52 @@ def bench_step() -> None:
           f"{on:.3f} s with it (traces); target < 0.1 s ({load()})")
 
 
-def bench_replay() -> None:
+def _replay_run(pythonpath: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `twin replay --out DIR --quiet` process with this PYTHONPATH."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "twin.cli.main", "replay", "--out", str(Path(tmp) / "r"), "--quiet"]
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         w0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        subprocess.run(cmd, check=True, capture_output=True, cwd=pythonpath, env={**os.environ, "PYTHONPATH": pythonpath})
         wall = time.perf_counter() - w0
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-    print(f"[4] twin replay, whole process with its report: {wall:.1f} s wall, {cpu:.1f} s CPU; target < 3 s ({load()})")
+    return wall, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+
+
+def bench_replay(baseline: str | None = None, repeats: int = 1) -> None:
+    """`twin replay` as a whole process; with `baseline` (another checkout) the two alternate,
+    `repeats` times each, and the fastest of each is shown (the machine is shared)."""
+    trees = [("this tree", str(ROOT))] + ([("baseline", baseline)] if baseline else [])
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in trees}
+    for _ in range(repeats):
+        for name, path in trees:
+            runs[name].append(_replay_run(path))
+    for name, _ in trees:
+        wall = min(w for w, _ in runs[name])
+        cpu = min(c for _, c in runs[name])
+        print(f"[4] twin replay ({name}), whole process with its report: {wall:.1f} s wall, {cpu:.1f} s CPU "
+              f"(best of {repeats}); target < 3 s ({load()})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the exhaustive 500-candidate grid")
+    ap.add_argument("--baseline", metavar="DIR", help="another checkout (e.g. `git worktree add /tmp/base main`): its "
+                                                      "`twin replay` is timed alternately with this tree's")
+    ap.add_argument("--repeats", type=int, default=1, help="replay runs per tree (the fastest is shown)")
+    ap.add_argument("--only", choices=("step", "replay", "search", "grid"), help="run one part")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, {load()}")
-    bench_step()
-    bench_replay()
+    if args.only in (None, "step"):
+        bench_step()
+    if args.only in (None, "replay"):
+        bench_replay(args.baseline, args.repeats)
+    if args.only == "search":
+        bench_default_search()
+    if args.only == "grid":
+        bench_screen_vs_exhaustive()
+    if args.only is not None:
+        return
     bench_default_search()
     if not args.quick:
         bench_screen_vs_exhaustive()

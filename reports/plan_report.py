@@ -188,13 +188,17 @@ def build_serving_page(r: dict) -> Page:
                f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}." if b else
                f"No deployment of up to the checked size serves {target}.")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
-    p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} prefill/decode splits checked, smallest total first. "
-           "Decode by Little's law at the batch whose TPOT sustains the rate; prefill as one M/D/1 queue (twin.planning.serving).")
+    pct = f"P{b['percentile']:g}" if b else "percentile"
+    p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} deployments simulated request by request "
+           "(twin.serving.simulate, open-loop arrivals at the rate): the fewest decode instances with every prompt "
+           "prefilled on arrival (prefill 0 below), then the fewest prefill instances beside them, each by bisection "
+           f"(twin.planning.serving). TTFT and TPOT: {pct} over the requests arriving in the steady window.")
     p.section("Deployments checked").table(
-        ["GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch", "prefill utilization"],
+        ["GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],
         [[f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",
           pg.seconds(c["ttft_s"]) if c["ttft_s"] is not None else "-", pg.seconds(c["tpot_s"]) if c["tpot_s"] is not None else "-",
-          str(c["decode_batch"] or "-"), pg.pct(c["prefill_utilization_frac"]) if c["prefill_utilization_frac"] is not None else "-"]
+          str(c["decode_batch"] or "-"), f"{c['served_rate_per_s']:.3g}" if c["served_rate_per_s"] is not None else "-",
+          f"{c['simulated_requests']:,}"]
          for c in r["checks"][-FRONT_ROWS:]])
     return p
 

@@ -113,6 +113,33 @@ def merge_spans(spans: list[tuple[float, float]], min_gap_s: float) -> list[tupl
     return [(a, b) for a, b in out]
 
 
+def merge_spans_array(starts: np.ndarray, widths: np.ndarray, min_gap_s: float) -> list[tuple[float, float]]:
+    """merge_spans on arrays: sorted by (start, width), a span joins the bar before it when it starts
+    less than `min_gap_s` after the furthest end so far (the bar's end)."""
+    order = np.lexsort((widths, starts))
+    starts, ends = starts[order], starts[order] + widths[order]
+    reach = np.maximum.accumulate(ends)
+    new_bar = np.ones(len(starts), dtype=bool)
+    new_bar[1:] = starts[1:] - reach[:-1] >= min_gap_s
+    first = np.flatnonzero(new_bar)
+    last = np.append(first[1:], len(starts)) - 1
+    return list(zip(starts[first].tolist(), (reach[last] - starts[first]).tolist()))
+
+
+def _lanes(events, streams: list[str]) -> dict:
+    """(rank, stream index, op kind or 'comm') -> (starts, widths) arrays of the events drawn in it."""
+    cols: dict = {}
+    for ev in events:
+        si = streams.index(ev.stream) if ev.stream in streams else 0
+        key = (ev.rank, si, ev.kind if ev.stream == "compute" else "comm")
+        lane = cols.get(key)
+        if lane is None:
+            lane = cols[key] = ([], [])
+        lane[0].append(ev.start_s)
+        lane[1].append(ev.end_s)
+    return {k: (np.array(a), np.array(b) - np.array(a)) for k, (a, b) in cols.items()}
+
+
 def plot_gantt(step, max_events: int = 1_000_000):
     """The simulated step: one row per pipeline rank, a lane per stream, bubbles left white. Spans
     closer than one of GANTT_COLUMNS columns of the step are drawn as one bar (merge_spans)."""
@@ -126,15 +153,11 @@ def plot_gantt(step, max_events: int = 1_000_000):
     streams = list(getattr(pipe, "streams", ("compute", "comm")))
     lane_h = 0.8 / max(len(streams), 1)
     n_ranks = pipe.num_ranks
-    by_lane: dict = {}
-    for ev in pipe.events[:max_events]:
-        si = streams.index(ev.stream) if ev.stream in streams else 0
-        key = (ev.rank, si, ev.kind if ev.stream == "compute" else "comm")
-        by_lane.setdefault(key, []).append((ev.start_s, ev.end_s - ev.start_s))
     min_gap_s = pipe.makespan_s / GANTT_COLUMNS
-    for (rank, si, kind), spans in by_lane.items():
+    for (rank, si, kind), (starts, widths) in _lanes(pipe.events[:max_events], streams).items():
         color = colors.get(kind, "#bbbbbb") if kind != "comm" else "#ccbb44"
-        ax.broken_barh(merge_spans(spans, min_gap_s), (rank - 0.4 + si * lane_h, lane_h * 0.95), facecolors=color, linewidth=0)
+        ax.broken_barh(merge_spans_array(starts, widths, min_gap_s), (rank - 0.4 + si * lane_h, lane_h * 0.95),
+                       facecolors=color, linewidth=0)
     ax.set_xlim(0, pipe.makespan_s)
     ax.set_ylim(n_ranks - 0.5, -0.5)
     step_ranks = range(0, n_ranks, max(1, n_ranks // 16))

@@ -4,11 +4,12 @@ import json
 import re
 import tomllib
 
+import numpy as np
 import pytest
 
 import reports.page as page_mod
 from reports.page import COMMON_FILES
-from reports.replay_report import PLOTS, build_page, merge_spans, write_report
+from reports.replay_report import PLOTS, build_page, merge_spans, merge_spans_array, write_report
 from twin.core.scenario import from_dict, load_scenario
 
 
@@ -122,3 +123,15 @@ def test_gantt_joins_spans_closer_than_a_column():
     assert merge_spans([(1.05, 0.95), (0.0, 1.0), (2.5, 0.5)], 0.1) == [(0.0, 2.0), (2.5, 0.5)]
     # a span inside the previous one keeps the previous end
     assert merge_spans([(0.0, 3.0), (1.0, 0.5)], 0.1) == [(0.0, 3.0)]
+
+
+def test_the_gantts_array_merge_draws_the_same_bars_as_merge_spans():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        starts, widths = rng.uniform(0, 10, n), rng.uniform(0, 1, n)
+        gap = float(rng.choice([0.0, 0.05, 0.3]))
+        expected = merge_spans(list(zip(starts.tolist(), widths.tolist())), gap)
+        got = merge_spans_array(starts, widths, gap)
+        assert len(got) == len(expected)
+        assert np.allclose(np.array(got), np.array(expected), rtol=0, atol=1e-12)

@@ -14,7 +14,6 @@ from twin.core.fields import build
 from twin.core.scenario import load_scenario
 from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.specs import ParallelPlan
-from twin.planning import space as space_mod
 from twin.planning.screen import screen
 from twin.planning.search import catalog_prices, front, screen_one, search, simulate_one
 from twin.planning.space import DEFAULT_VALUES, Candidate, apply, axes, candidates, plan_axis_fields, space_size
@@ -51,14 +50,21 @@ def test_cost_and_days_follow_from_the_simulated_step(v3):
     assert row.step_time_s == pytest.approx(simulate_step(v3, record_events=False).step_time_s)
 
 
-@pytest.mark.parametrize("plan", [{}, {"schedule": "1f1b"}, {"schedule": "zb1p", "pp": 8}, {"schedule": "dualpipev"},
-                                  {"tp": 2, "zero_stage": 2}, {"recompute": "full", "gemm_precision": "bf16"},
-                                  {"num_gpus": 1024, "zero_stage": 3}])
+@pytest.mark.parametrize("plan", [
+    {}, {"schedule": "1f1b"}, {"schedule": "zb1p", "pp": 8}, {"schedule": "dualpipev"},
+    {"tp": 2, "zero_stage": 2}, {"recompute": "full", "gemm_precision": "bf16"}, {"num_gpus": 1024, "zero_stage": 3},
+    # context parallelism (ring and all-gather), sequence parallelism with and without TP overlap
+    {"cp": 2}, {"cp": 2, "cp_kind": "allgather", "tp": 2},
+    {"tp": 2, "sequence_parallel": True}, {"tp": 2, "sequence_parallel": True, "tp_comm_overlap": True},
+    # interleaved 1F1B (virtual stages), with CP; ZeRO-3 with pipeline parallelism and with CP
+    {"schedule": "interleaved-1f1b", "virtual_stages": 2, "pp": 8, "num_gpus": 1024},
+    {"schedule": "interleaved-1f1b", "virtual_stages": 2, "pp": 16, "cp": 2, "num_gpus": 1024},
+    {"zero_stage": 3, "pp": 8, "schedule": "1f1b"}, {"zero_stage": 3, "cp": 2, "num_gpus": 4096}])
 def test_screen_memory_is_the_simulators_sum_and_its_step_time_is_close(v3, plan):
     sc = apply(v3, _cand(**plan))
     sc.check()
     est = screen(sc)
-    costs = StepCosts(sc, build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches),
+    costs = StepCosts(sc, build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches, sc.plan.virtual_stages),
                       load_profile(sc.gpu.calibrated_as), routing_loads(sc), 1.0)
     exact = max(rank_memory(sc, costs), key=lambda b: sum(b.values()))
     assert est.memory_breakdown_bytes == pytest.approx(exact, rel=1e-12)
@@ -103,15 +109,17 @@ def test_default_space_covers_every_plan_axis_and_ten_thousand_candidates(v3):
         assert len(keys[f"plan.{name}"]) >= 2, name
 
 
-def test_axes_the_plan_lacks_are_skipped_and_refused_if_listed(v3, monkeypatch):
-    monkeypatch.setattr(space_mod, "PLAN_AXES", (*PLAN_AXES, "warp_drive"))
-    assert "warp_drive" not in plan_axis_fields()
-    monkeypatch.undo()
-    assert set(plan_axis_fields()) <= {f.name for f in dataclasses.fields(ParallelPlan)}
-    missing = [a for a in PLAN_AXES if a not in {f.name for f in dataclasses.fields(ParallelPlan)}]
-    for name in missing:   # e.g. cp before context parallelism lands: listing it is an error naming it
-        with pytest.raises(ScenarioError, match=f"search.{name}"):
-            axes(v3, _spec(**{name: [1, 2] if name not in ("sequence_parallel", "tp_comm_overlap") else [True]}))
+def test_every_plan_axis_is_a_field_of_the_plan_and_reaches_the_candidates(v3):
+    fields = {f.name for f in dataclasses.fields(ParallelPlan)}
+    assert set(plan_axis_fields()) == set(PLAN_AXES) <= fields
+    for name, values in (("cp", [1, 2]), ("virtual_stages", [2]), ("sequence_parallel", [True]), ("tp_comm_overlap", [True])):
+        space = dict(axes(v3, _spec(**{name: values})))
+        assert space[f"plan.{name}"] == tuple(values)
+    # interleaved 1F1B with one chunk per rank is 1F1B: dropped where 1f1b is searched too
+    cands = [dict(c.settings) for c in candidates([("plan.schedule", ("1f1b", "interleaved-1f1b")),
+                                                    ("plan.virtual_stages", (1, 2))])]
+    assert cands == [{"plan.schedule": "1f1b", "plan.virtual_stages": 1},
+                     {"plan.schedule": "interleaved-1f1b", "plan.virtual_stages": 2}]
 
 
 def test_candidate_ids_are_stable_and_redundant_knobs_are_dropped():
@@ -191,3 +199,13 @@ def test_python_api_plan_takes_the_search_of_a_plan_scenario():
 def test_catalog_prices_keep_the_scenarios_own_price():
     sc = load_scenario(overrides=["cluster.price_usd_per_gpu_hour=1.5"])
     assert catalog_prices(sc)["h800"] == 1.5 and catalog_prices(sc)["h200"] > 0
+
+
+def test_a_scenario_error_raised_in_a_worker_reaches_the_parent():
+    # a pool worker's exception is pickled back; one that cannot be rebuilt kills the pool's result
+    # thread and the search hangs (the default space once met interleaved-1f1b with V=1 this way)
+    import pickle
+    err = ScenarioError("plan.virtual_stages", 1, ">= 2 for schedule 'interleaved-1f1b'", "plan.toml")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.field, back.value, back.allowed, back.source, str(back)) == (err.field, err.value, err.allowed,
+                                                                              err.source, str(err))

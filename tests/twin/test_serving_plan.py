@@ -1,42 +1,64 @@
 """Serving capacity: the fewest GPUs and the prefill/decode split for a request rate within SLOs."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import twin
 from twin.core.errors import ScenarioError
 from twin.core.scenario import SERVING, load_scenario
 from twin.planning.serving import size_serving, slo_check
+from twin.serving.simulate import simulate
 
 
 @pytest.fixture(scope="module")
 def r1():
-    return load_scenario(kind=SERVING)    # R1 on HGX H200, instances of 8 GPUs
+    """R1 on HGX H200, instances of 8 GPUs, with short outputs so that a few hundred requests reach
+    a steady state (a request lasts seconds, not a minute)."""
+    sc = load_scenario(kind=SERVING)
+    return dataclasses.replace(sc, serve=dataclasses.replace(sc.serve, input_len=512, output_len=64))
 
 
-def test_more_decode_gpus_lower_tpot_and_more_prefill_gpus_lower_ttft(r1):
-    small = slo_check(r1, 10.0, 10.0, 1.0, prefill_gpus=8, decode_gpus=16)
-    big = slo_check(r1, 10.0, 10.0, 1.0, prefill_gpus=16, decode_gpus=32)
-    assert small.meets and big.meets
-    assert big.tpot_s < small.tpot_s and big.decode_batch < small.decode_batch
-    assert big.ttft_s < small.ttft_s and big.prefill_utilization_frac == pytest.approx(small.prefill_utilization_frac / 2)
-    # Little's law: requests in flight per decode instance = rate per instance x output tokens x TPOT
-    assert small.decode_batch >= 10.0 / 2 * r1.serve.output_len * small.tpot_s
+N = 400   # requests per simulated deployment in these tests
+
+
+def test_checks_are_simulated_and_more_gpus_serve_better(r1):
+    small = slo_check(r1, 20.0, 10.0, 1.0, prefill_gpus=8, decode_gpus=8, num_requests=N)
+    big = slo_check(r1, 20.0, 10.0, 1.0, prefill_gpus=16, decode_gpus=16, num_requests=N)
+    assert small.simulated_requests == big.simulated_requests == N
+    assert big.tpot_s <= small.tpot_s and big.ttft_s <= small.ttft_s
+    # the verdict is the simulation's own percentile of the steady-window requests
+    sc = _deployment(r1, 20.0, 1, 1, N)
+    res = simulate(sc)
+    r = res.requests
+    inside = (r["arrival_s"] >= res.steady["window_start_s"]) & (r["arrival_s"] <= res.steady["window_end_s"])
+    ttft = (r["first_token_s"] - r["arrival_s"])[inside]
+    assert small.ttft_s == pytest.approx(np.percentile(ttft, 90))
+    # a deployment far below the load fails, naming the target it misses
+    tight = slo_check(r1, 200.0, 0.5, 0.02, prefill_gpus=8, decode_gpus=8, num_requests=N)
+    assert not tight.meets and tight.reason in ("TTFT over target", "TPOT over target")
+
+
+def _deployment(r1, rate, p_inst, d_inst, n):
+    from twin.planning.serving import _Deployment, _scenario
+    return _scenario(_Deployment(r1, 1.0), rate, p_inst, d_inst, n)
 
 
 def test_fewest_gpus_is_minimal(r1):
-    out = size_serving(r1, 20.0, 3.0, 0.05)
+    out = size_serving(r1, 40.0, 0.5, 0.03, num_requests=N)
     best = out.best
-    assert best is not None and best.meets and best.tpot_s <= 0.05 and best.ttft_s <= 3.0
-    # every split of one instance fewer fails
-    fewer = best.num_gpus - 8
-    for p in range(8, fewer, 8):
-        assert not slo_check(r1, 20.0, 3.0, 0.05, p, fewer - p).meets
-    assert out.evaluated == len(out.checks) and sum(out.infeasible_by_reason.values()) == out.evaluated - 1
+    assert best is not None and best.meets and best.tpot_s <= 0.03 and best.ttft_s <= 0.5
+    assert best.prefill_gpus + best.decode_gpus == best.num_gpus and best.prefill_gpus >= 8
+    # one instance fewer in either pool fails (the bisection's own neighbours, simulated again)
+    for p, d in ((best.prefill_gpus - 8, best.decode_gpus), (best.prefill_gpus, best.decode_gpus - 8)):
+        if p >= 8 and d >= 8:
+            assert not slo_check(r1, 40.0, 0.5, 0.03, p, d, num_requests=N).meets
+    assert out.evaluated == len(out.checks) and sum(out.infeasible_by_reason.values()) == out.evaluated - out.feasible
 
 
 def test_unreachable_targets_say_why_without_searching(r1):
@@ -48,16 +70,18 @@ def test_unreachable_targets_say_why_without_searching(r1):
 def test_api_checks_its_numbers(r1):
     with pytest.raises(ScenarioError, match="rate_per_s"):
         twin.plan_serving(r1, float("nan"), 1.0, 0.05)
-    assert twin.plan_serving(r1, 1.0, 3.0, 0.05).best.num_gpus == 16
+    assert twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N).best.num_gpus == 16   # one instance each
 
 
 def test_cli_serving_question_reports_the_split_or_exits_3(tmp_path):
     root = Path(__file__).resolve().parents[2]
-    ok = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "3", "--tpot", "0.05",
+    short = ["--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300"]
+    ok = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "3", "--tpot", "0.05", *short,
                          "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "s")], capture_output=True, text=True, cwd=root)
     assert ok.returncode == 0, ok.stderr
     best = json.loads((tmp_path / "s.json").read_text())["best"]
     assert best["prefill_gpus"] + best["decode_gpus"] == best["num_gpus"] and "fewest GPUs" in ok.stdout
+    assert best["simulated_requests"] == 300 and best["percentile"] == 90 and "P90" in ok.stdout
     assert (tmp_path / "s" / "report.html").is_file()
     no = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "0.001", "--tpot", "0.05"],
                         capture_output=True, text=True, cwd=root)

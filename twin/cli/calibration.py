@@ -7,20 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calibration import records as rec
-from calibration import published_runs, sm_reserve, trace
-from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
-from calibration.publish import publish_expert_loads
-from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, failures, format_table, validate
-from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES
-from reports.validation_report import write_report
 from tqdm import tqdm
+
 from twin.costs.profile import simulation_profile
+
+# calibration/, real/ and reports/ (pandas, matplotlib) are imported by the commands that use them:
+# `twin replay` or `twin step` should not pay for them at start-up
 
 EXIT_INVALID = 2
 
 
 def cmd_fit(args) -> int:
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    from calibration.fit import fit_gpu, write_profile  # lazy: pandas, matplotlib
+    from calibration.publish import publish_expert_loads  # lazy: pandas, matplotlib
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
     if not gpus:
@@ -50,6 +50,12 @@ def profile_from_json_file(path: Path):
 
 
 def cmd_validate(args) -> int:
+
+    from calibration import published_runs, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
+    from calibration.validate import failures, format_table, validate  # lazy: pandas, matplotlib
+    from reports.validation_report import write_report  # lazy: pandas, matplotlib
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
@@ -84,13 +90,11 @@ def cmd_validate(args) -> int:
     return 0
 
 
-WHOLE_RUN_KINDS = WHOLE_STEP_KINDS + LAYER_KINDS
-
-
 def _is_whole_run_kind(line: str) -> bool:
     """A per-kind verdict line of whole steps and layers (issue 13's targets)."""
+    from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS  # lazy: pandas, matplotlib
     parts = line.split()
-    return len(parts) > 2 and parts[1] == "kind" and parts[2] in WHOLE_RUN_KINDS
+    return len(parts) > 2 and parts[1] == "kind" and parts[2] in WHOLE_STEP_KINDS + LAYER_KINDS
 
 
 def _headline(tables: list[str]) -> str:
@@ -119,6 +123,7 @@ def cmd_calibrate(args) -> int:
               "Run it on an H100/H200 host, then copy DIR/*.csv to calibration/measurements/<gpu>/ and run `twin fit`.",
               file=sys.stderr)
         return EXIT_INVALID
+    from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES  # lazy: pandas, matplotlib
     # every single-GPU section the fit reads, sustained load included (power, the per-kernel
     # profiles and multi-GPU EP are separate runs: `python -m real.bench --only ...`)
     sections = [s for s in SECTION_NAMES if s not in ("power", "kernels", *MULTI_GPU_SECTIONS)]

@@ -14,14 +14,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-from reports.load_report import build as write_load_report
-from reports.page import to_toml
-from reports.plan_report import write_plan_report, write_serving_plan_report
-from reports.replay_report import write_report as write_replay_report
-from reports.serve_report import serve_trace
-from reports.serve_report import write_outputs as write_serve_report
-from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report
-from twin.api import result_schemas
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.core.atomic import check_output, write_bytes, write_text
@@ -37,7 +29,7 @@ from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
 from twin.planning.search import catalog_prices, search
-from twin.planning.serving import size_serving
+from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving
 from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
 from twin.serving.run import serve
 from twin.sim.ideal import ideal_schedule
@@ -45,6 +37,9 @@ from twin.training.balance import run_balance, summary_lines
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
 from twin.training.trace import GRANULARITIES, step_trace
+
+# reports/ (matplotlib, pandas) and twin.api are imported inside the commands that write reports or
+# schemas: a command pays only for what it draws (`twin replay` starts in well under a second)
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
@@ -131,6 +126,7 @@ def cmd_schedule(args) -> int:
 
 
 def cmd_trace(args) -> int:
+    from reports.page import to_toml  # lazy: matplotlib
     sc = _scenario(args)
     try:
         res = simulate_step(sc)
@@ -160,6 +156,7 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def cmd_replay(args) -> int:
+    from reports.replay_report import write_report as write_replay_report  # lazy: matplotlib
     sc = _scenario(args)
     result = replay(sc, progress=not args.quiet)
     if args.out:
@@ -170,6 +167,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_balance(args) -> int:
+    from reports.load_report import build as write_load_report  # lazy: matplotlib
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
@@ -180,6 +178,9 @@ def cmd_balance(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from reports.page import to_toml  # lazy: matplotlib
+    from reports.serve_report import serve_trace  # lazy: matplotlib
+    from reports.serve_report import write_outputs as write_serve_report  # lazy: matplotlib
     sc = _scenario(args, SERVING)
     out = serve(sc, args.requests)
     if args.out:
@@ -250,6 +251,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 
 def cmd_plan(args) -> int:
+    from reports.plan_report import write_plan_report  # lazy: matplotlib
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
@@ -278,11 +280,13 @@ def cmd_plan(args) -> int:
 
 
 def _plan_serving(args, raw: dict, source: str) -> int:
+    from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     sc = from_dict(raw, source, SERVING)
-    out = size_serving(sc, args.rate, args.ttft, args.tpot)
+    out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=args.requests or SLO_REQUESTS,
+                       percentile=args.percentile or SLO_PERCENTILE)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
@@ -295,6 +299,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
     sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
@@ -325,6 +330,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_docs(args) -> int:
+    from twin.api import result_schemas  # lazy: twin.api loads every product; only `twin docs --schemas` needs it
     if args.schemas:
         for name, schema in result_schemas().items():
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
@@ -486,15 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
     p.add_argument("--rate", type=float, help="serving question: requests per second to serve (with a serving scenario)")
-    p.add_argument("--ttft", type=float, metavar="S", help="serving question: mean time-to-first-token target, seconds")
-    p.add_argument("--tpot", type=float, metavar="S", help="serving question: time-per-output-token target, seconds")
+    p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
+    p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
+    p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default 2,000)")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and scenario.resolved.toml here")
     # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
     p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
         *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
-        ("tpot", "--tpot", {"gt": 0, "le": 1e6})))
+        ("tpot", "--tpot", {"gt": 0, "le": 1e6}), ("percentile", "--percentile", {"gt": 0, "le": 100}),
+        ("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS})))
 
     p = sub.add_parser("sweep", help="sweep any scenario keys (grid, random, Latin hypercube); one row per point, "
                                       "streamed to disk and resumed after a kill; CSV, Parquet, plots")

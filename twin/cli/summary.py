@@ -179,6 +179,8 @@ def serving_plan_summary(out) -> str:
         return head + f"\nno deployment meets the targets: {reasons}"
     return head + "\n" + pairs([
         ("fewest GPUs", f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"),
-        ("TTFT (mean, queueing included)", f"{b.ttft_s:.3g} s (prefill utilization {b.prefill_utilization_frac:.0%})"),
-        ("TPOT", f"{b.tpot_s * 1e3:.1f} ms at {b.decode_batch} requests per decode instance"),
+        (f"TTFT (P{b.percentile:g}, simulated)", f"{b.ttft_s:.3g} s"),
+        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch} requests per decode instance"),
+        ("simulated", f"{b.simulated_requests:,} requests per deployment at {out.rate_per_s:g}/s "
+                      f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
     ])

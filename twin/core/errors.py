@@ -28,6 +28,11 @@ class ScenarioError(ValueError):
         where = f" in {source}" if source else ""
         super().__init__(f"{field}{where}: got {show_value(value)}; allowed: {allowed}")
 
+    def __reduce__(self):
+        # picklable with its fields: an error raised in a worker process must reach the parent
+        # (otherwise multiprocessing's result thread dies on it and the pool hangs)
+        return (ScenarioError, (self.field, self.value, self.allowed, self.source))
+
 
 class InfeasiblePlan(Exception):
     """A well-formed plan that cannot run (OOM, degrees that don't divide). Sweeps catch this."""

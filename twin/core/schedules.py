@@ -242,7 +242,7 @@ def build_schedule(name: str, num_ranks: int, num_microbatches: int, virtual_sta
     return _build_schedule(name, num_ranks, num_microbatches, virtual_stages)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _build_schedule(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int) -> Schedule:
     if name not in SCHEDULES:
         raise ScenarioError("plan.schedule", name, "one of " + ", ".join(SCHEDULES))

@@ -4,20 +4,27 @@ millisecond per candidate, so that thousands of candidates can be ranked before 
 
 Step time. The op costs are the simulator's own: one MoE block and one dense block (plus the
 embedding, head and MTP modules) are costed by `twin.training.step.StepCosts`, on a model cut to
-those few blocks, and memoised on everything that changes them (GPU, TP, EP, micro-batch, SMs,
-precision, recomputation, ...) but not on what only arranges them (PP, schedule, GPU count,
-ZeRO). Each pipeline op then lasts as its chain of tasks does, run one after the other
-(F, B, W, BW); an overlapped F&B pair lasts as long as the busier of its compute and
-communication streams. A rank's busy time is the sum over its program's ops; the step is the
-busiest rank plus the schedule's closed-form bubble (the DualPipe README table, twin.core.schedules),
-the pipeline's p2p fill, and the data-parallel tail of the simulator (`dp_tail_s`). What the screen
-leaves out, the simulator has: the exact interleaving of the two streams, uneven stages. Its
-error against the simulator is measured on every simulated candidate and reported (median, P90).
+those few blocks, and memoised on everything that changes them (GPU, TP, EP, CP, micro-batch, SMs,
+precision, recomputation, sequence parallelism, TP overlap, ...) but not on what only arranges them
+(PP, schedule, virtual stages, GPU count, ZeRO). The task builders put in the TP/SP collectives
+around attention and dense FFN parts and the context-parallel K/V exchange (ring or all-gather)
+exactly as the simulator does. Each pipeline op then lasts as its chain of tasks does, run one
+after the other (F, B, W, BW); an overlapped F&B pair lasts as long as the busier of its compute
+and communication streams. A rank's busy time is the sum over its program's ops (interleaved
+1F1B: its V chunks' stages); the step is the busiest rank plus the schedule's closed-form bubble
+(the registry's formula, twin.core.schedules, with V for interleaved 1F1B), the pipeline's p2p
+fill, and the data-parallel tail of the simulator (`dp_tail_s`). ZeRO-3 (FSDP's per-block
+parameter gathers and gradient scatters, on the first forward and last weight gradient of a stage
+under PP) and per-layer routing loads take the simulator's StepCosts of the whole model and its
+chains op by op (slower, same closed form). What the screen leaves out, the simulator has: the
+exact interleaving of the two streams, uneven stages. Its error against the simulator is measured
+on every simulated candidate and reported (median, P90).
 
 Memory. The same sum as `twin.training.step.rank_memory` (weights, gradients, optimizer state by
-ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers), from the same
-memory functions, with the peak found once per (schedule, pp, micro-batches) and memoised; a test
-keeps the two equal.
+ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers, CP K/V and TP
+gather buffers, ZeRO-3's gathered working set), from the same memory functions, by block kind per
+stage, with the peak found once per (schedule, pp, micro-batches, V) and memoised; a test keeps
+the two equal for CP, SP, ZeRO-3 and interleaved plans.
 """
 
 from __future__ import annotations
@@ -29,12 +36,12 @@ from dataclasses import dataclass
 
 from twin.core.errors import InfeasiblePlan
 from twin.core.scenario import Scenario
-from twin.core.schedules import SCHEDULES, Schedule, build_schedule
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
 from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import StepCosts, dp_tail_s, rank_memory, routing_loads, stage_layers
+from twin.training.step import StepCosts, dp_tail_s, local_tokens, rank_memory, routing_loads, stage_layers
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
@@ -146,135 +153,252 @@ def _pieces(sc: Scenario) -> _Pieces:
 
 
 @functools.lru_cache(maxsize=512)
-def _program_counts(name: str, pp: int, n: int) -> tuple:
+def _program_counts(name: str, pp: int, n: int, virtual_stages: int = 1) -> tuple:
     """Per rank: Counter of its ops as (kind, forward stage, backward stage, input-only backward),
     and the peaks of live activation sets as per-chunk counts (the frontier of the walk: any
     weighting of chunks peaks at one of them)."""
-    s = build_schedule(name, pp, n)
+    s = build_schedule(name, pp, n, virtual_stages)
     out = []
     for rank, program in enumerate(s.programs):
+        raw = Counter((op.kind, op.chunk, op.b_chunk, op.b_split) for op in program)
         ops = Counter()
+        for (kind, chunk, b_chunk, split), k in raw.items():
+            ops[(kind, s.stage_of(rank, chunk), s.stage_of(rank, b_chunk) if kind == "FB" else None, split)] += k
         live = [0] * s.num_chunks
         peaks: set[tuple[int, ...]] = set()
         for op in program:
-            fstage = s.stage_of(rank, op.chunk) if op.kind in ("F", "FB", "B", "BW", "W") else None
-            bstage = s.stage_of(rank, op.b_chunk) if op.kind == "FB" else None
-            ops[(op.kind, fstage, bstage, op.b_split)] += 1
-            if op.forward_part is not None:
-                live[op.forward_part[1]] += 1
+            fwd, bwd = op.forward_part, op.backward_part
+            if fwd is not None:
+                live[fwd[1]] += 1
                 peaks.add(tuple(live))
-            if op.backward_part is not None:
-                live[op.backward_part[1]] -= 1
-        frontier = [p for p in peaks if not any(q != p and all(a >= b for a, b in zip(q, p)) for q in peaks)]
-        out.append((ops, tuple(frontier)))
+            if bwd is not None:
+                live[bwd[1]] -= 1
+        # a peak is dominated only by one at least as large lexicographically: walk them in
+        # descending order, keeping those no kept one dominates
+        frontier: list[tuple[int, ...]] = []
+        for peak in sorted(peaks, reverse=True):
+            if not any(all(a >= b for a, b in zip(q, peak)) for q in frontier):
+                frontier.append(peak)
+        out.append((tuple((kind, fs, bs, split, k) for (kind, fs, bs, split), k in ops.items()), tuple(frontier)))
     return tuple(out)
 
 
-def _stage_times(sc: Scenario, pieces: _Pieces, layers: list[range]) -> list[BlockTimes]:
-    m = sc.model
-    last = len(layers) - 1
+@functools.lru_cache(maxsize=256)
+def _stage_kinds(num_layers: int, num_dense_layers: int, is_moe: bool, num_stages: int) -> tuple[tuple[int, int], ...]:
+    """(dense blocks, MoE blocks) of each model stage (twin.training.step.stage_layers)."""
     out = []
-    for stage, rng in enumerate(layers):
-        dense = sum(1 for layer in rng if layer < m.num_dense_layers or not m.is_moe)
-        t = pieces.dense.scaled(dense) + pieces.moe.scaled(len(rng) - dense)
+    for rng in stage_layers(num_layers, num_stages):
+        dense = sum(1 for layer in rng if layer < num_dense_layers or not is_moe)
+        out.append((dense, len(rng) - dense))
+    return tuple(out)
+
+
+def _kinds(sc: Scenario, num_stages: int) -> tuple[tuple[int, int], ...]:
+    m = sc.model
+    return _stage_kinds(m.num_layers, m.num_dense_layers, m.is_moe, num_stages)
+
+
+def _flat(t: BlockTimes) -> tuple[float, float, float, float, float, float]:
+    """(F compute, F comm, B compute, B comm, W compute, W comm) seconds: the screen's hot loop
+    works on plain floats."""
+    return (t.f.compute_s, t.f.comm_s, t.b.compute_s, t.b.comm_s, t.w.compute_s, t.w.comm_s)
+
+
+def _flat_stage_times(pieces: _Pieces, kinds: tuple[tuple[int, int], ...]) -> list[tuple]:
+    """_stage_times as flat tuples (see _flat)."""
+    d, m_, first, last_extra = _flat(pieces.dense), _flat(pieces.moe), _flat(pieces.first_extra), _flat(pieces.last_extra)
+    last = len(kinds) - 1
+    out = []
+    for stage, (nd, nm) in enumerate(kinds):
+        t = [nd * a + nm * b for a, b in zip(d, m_)]
         if stage == 0:
-            t = t + pieces.first_extra
+            t = [a + b for a, b in zip(t, first)]
         if stage == last:
-            t = t + pieces.last_extra
-        out.append(t)
+            t = [a + b for a, b in zip(t, last_extra)]
+        out.append(tuple(t))
     return out
 
 
-def _op_s(kind: str, f: BlockTimes | None, b: BlockTimes | None, split: bool) -> float:
-    if kind == "F":
-        return f.f.serial_s
-    if kind == "BW":
-        return f.b.serial_s + f.w.serial_s
-    if kind == "B":
-        return f.b.serial_s
-    if kind == "W":
-        return f.w.serial_s
-    # FB: the forward of one micro-batch beside the backward of another, on two streams
-    back = b.b if split else b.b + b.w
-    return max(f.f.compute_s + back.compute_s, f.f.comm_s + back.comm_s, f.f.serial_s, back.serial_s)
+def _busy(counts, stages: list[tuple]) -> list[float]:
+    """Each rank's busy time: its ops' seconds (on flat stage times): F, B, W, BW run their chains' tasks one after the other; an overlapped F&B pair
+    lasts as long as the busiest of its two streams or of its two chains times their counts."""
+    busy = []
+    for ops, _ in counts:
+        total = 0.0
+        for kind, fs, bs, split, k in ops:
+            if kind == "FB":
+                fc, fm = stages[fs][0], stages[fs][1]
+                b = stages[bs]
+                bc, bm = (b[2], b[3]) if split else (b[2] + b[4], b[3] + b[5])
+                t = max(fc + bc, fm + bm, fc + fm, bc + bm)
+            else:
+                st = stages[fs]
+                t = (st[0] + st[1] if kind == "F" else st[2] + st[3] + st[4] + st[5] if kind == "BW"
+                     else st[2] + st[3] if kind == "B" else st[4] + st[5])
+            total += k * t
+        busy.append(total)
+    return busy
 
 
-def rank_memory_estimate(sc: Scenario, layers: list[range], schedule: Schedule, peaks, a2a_bytes: float) -> list[dict]:
-    """Memory breakdown of every pipeline rank: rank_memory's sum, by block kind instead of by op."""
+def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
+                      a2a_bytes: float) -> list[tuple[float, float, float, float, float]]:
+    """What rank_memory (twin.training.step) sums on every pipeline rank, by block kind instead of
+    by op (`kinds`: each stage's dense and MoE blocks): (dense parameters, expert parameters,
+    live activations, communication buffers, ZeRO-3's gathered working set). The same
+    parameters, activations of the context-parallel rank's tokens, all-to-all, K/V-exchange and
+    TP-gather buffers, from the same memory functions; twin.costs.memory.memory_breakdown turns
+    them into bytes by component."""
     m, p = sc.model, sc.plan
-    tokens = sc.tokens_per_microbatch // p.tp
-    last = len(layers) - 1
-    per_kind = {}
-    for dense in (True, False):
-        rp = memory.block_params_on_gpu(m, dense, p.tp, p.ep)
-        per_kind[dense] = (rp.dense, rp.expert, tokens * memory.activation_bytes_per_token(m, dense, p))
+    tokens = local_tokens(sc)
+    last = len(kinds) - 1
+    rp_dense = memory.block_params_on_gpu(m, True, p.tp, p.ep)
+    rp_moe = memory.block_params_on_gpu(m, False, p.tp, p.ep)
+    act_dense = memory.activation_bytes(m, True, p, tokens)
+    act_moe = memory.activation_bytes(m, False, p, tokens)
+    mtp_rp, mtp_act = (rp_moe, act_moe) if m.is_moe else (rp_dense, act_dense)
+    embedding = m.vocab_size * m.hidden_size / p.tp
+    extra_buffers = 0.0
+    if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
+        kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)
+        extra_buffers += kv_bytes * (2 if p.cp_kind == "ring" else p.cp)
+    if p.tp > 1 and (p.sequence_parallel or m.is_moe):   # a gathered part input, beside its shard
+        extra_buffers += tokens * m.hidden_size * BF16_BYTES
     out = []
     for rank in range(schedule.num_ranks):
         dense_p = expert_p = 0.0
+        largest = memory.RankParams(0.0, 0.0)
         set_bytes = []
         has_a2a = False
         for chunk in range(schedule.num_chunks):
             stage = schedule.stage_of(rank, chunk)
-            acts = 0.0
-            for layer in layers[stage]:
-                d, e, a = per_kind[layer < m.num_dense_layers or not m.is_moe]
-                dense_p, expert_p, acts = dense_p + d, expert_p + e, acts + a
-                has_a2a |= m.is_moe and layer >= m.num_dense_layers
+            n_dense, n_moe = kinds[stage]
+            dense_p += n_dense * rp_dense.dense + n_moe * rp_moe.dense
+            expert_p += n_dense * rp_dense.expert + n_moe * rp_moe.expert
+            acts = n_dense * act_dense + n_moe * act_moe
+            # the simulator keeps the first largest block it meets (dense blocks come first)
+            if n_dense and rp_dense.total > largest.total:
+                largest = rp_dense
+            if n_moe and rp_moe.total > largest.total:
+                largest = rp_moe
+            has_a2a |= m.is_moe and n_moe > 0
             if stage == 0:
-                dense_p += m.vocab_size * m.hidden_size / p.tp
+                dense_p += embedding
             if stage == last:
-                dense_p += 0 if m.tie_embeddings else m.vocab_size * m.hidden_size / p.tp
-                for _ in range(m.num_mtp_modules):
-                    d, e, a = per_kind[not m.is_moe]
-                    dense_p += d + 2 * m.hidden_size * m.hidden_size
-                    expert_p, acts = expert_p + e, acts + a
-                    has_a2a |= m.is_moe
+                dense_p += 0 if m.tie_embeddings else embedding
+                k = m.num_mtp_modules
+                dense_p += k * (mtp_rp.dense + 2 * m.hidden_size * m.hidden_size)
+                expert_p, acts = expert_p + k * mtp_rp.expert, acts + k * mtp_act
+                has_a2a |= m.is_moe and k > 0
             set_bytes.append(acts)
         live = max((sum(c * b for c, b in zip(peak, set_bytes)) for peak in peaks[rank]), default=0.0)
-        buffers = 2 * a2a_bytes if has_a2a else 0.0
-        out.append(memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, 2 * buffers, p, sc.dp))
+        buffers = 2 * (2 * a2a_bytes if has_a2a else 0.0) + extra_buffers
+        if p.zero_stage < 3:
+            gathered = 0.0
+        elif p.pp == 1:   # resharded after every forward and backward: a couple of blocks at a time
+            gathered = memory.fsdp_working_set_bytes(largest)
+        else:             # with PP the stage stays gathered through the step
+            gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
+        out.append((dense_p, expert_p, live, buffers, gathered))
     return out
+
+
+def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
+                         a2a_bytes: float) -> list[dict]:
+    """Memory breakdown of every pipeline rank (bytes by component), as rank_memory gives it."""
+    p = sc.plan
+    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g)
+            for d, e, live, buf, g in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
+
+
+def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
+    """The rank that needs the most memory and its breakdown, and one breakdown per distinct
+    parameter holding (all the data-parallel tail depends on). memory_breakdown is a sum of
+    components, so it is built once per parameter holding and the rank's activations and buffers
+    put in."""
+    p = sc.plan
+    by_params: dict[tuple, dict] = {}
+    worst, worst_total = None, -1.0
+    for rank, (d, e, live, buf, g) in enumerate(parts):
+        base = by_params.get((d, e, g))
+        if base is None:
+            base = by_params[d, e, g] = memory.memory_breakdown(memory.RankParams(d, e), 0.0, 0.0, p, sc.dp * p.cp, g)
+        total = sum(base.values()) + live + buf
+        if total > worst_total:
+            worst, worst_total = (rank, base, live, buf), total
+    rank, base, live, buf = worst
+    return rank, {**base, "activations": live, "comm_buffers": buf}, list(by_params.values())
+
+
+def _chains_s(chains) -> float:
+    """An op's seconds from its chains (StepCosts.chains): one chain runs its tasks one after the
+    other; an overlapped F&B pair lasts as long as the busier of its streams (see _busy)."""
+    if len(chains) == 1:
+        return sum(t.duration_s for t in chains[0])
+    f, b = _sum(chains[0]), _sum(chains[1])
+    return max(f.compute_s + b.compute_s, f.comm_s + b.comm_s, f.serial_s, b.serial_s)
+
+
+def _busy_from_costs(costs: StepCosts, schedule: Schedule) -> list[float]:
+    """Each rank's busy time from the simulator's own chains of its ops (ZeRO-3's gathers and
+    scatters included: ops are told apart by micro-batch where its first and last ones differ, as
+    in step_time_lower_bound_s)."""
+    busy = []
+    for rank, program in enumerate(schedule.programs):
+        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
+                          op.b_microbatch if costs.fsdp else 0) for op in program)
+        busy.append(sum(n * _chains_s(costs.chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)))
+                        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items()))
+    return busy
 
 
 def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     """Closed-form step time and memory of a checked training scenario (see the module docstring).
-    Routing loads other than one scalar for every layer (a [moe] load model) fall back on the
-    full StepCosts, still without a simulation."""
+    Routing loads other than one scalar for every layer (a [moe] load model) and ZeRO-3 (whose
+    first forwards and last weight gradients carry the parameter gathers and gradient scatters)
+    take the full StepCosts of the scenario, still without a simulation."""
     p, gpu = sc.plan, sc.gpu
     profile = profile or load_profile(gpu.calibrated_as)
     n = sc.num_microbatches
-    schedule = build_schedule(p.schedule, p.pp, n)
-    layers = stage_layers(sc.model.num_layers, schedule.num_model_stages)
-    counts = _program_counts(p.schedule, p.pp, n)
+    v = p.virtual_stages
+    schedule = build_schedule(p.schedule, p.pp, n, v)
+    kinds = _kinds(sc, schedule.num_model_stages)
+    counts = _program_counts(p.schedule, p.pp, n, v)
     loads = routing_loads(sc)
-    if isinstance(loads, (int, float)):
+    if isinstance(loads, (int, float)) and p.zero_stage < 3:
         pieces = _pieces_for(sc)
-        mems = rank_memory_estimate(sc, layers, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes)
-        stages = _stage_times(sc, pieces, layers)
-    else:   # every layer its own load: the simulator's costs of every stage (slower, same closed form)
+        worst, worst_mem, param_mems = _worst_and_params(
+            sc, rank_memory_parts(sc, kinds, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes))
+        flat = _flat_stage_times(pieces, kinds)
+        busy = _busy(counts, flat)
+    else:   # the simulator's costs of every stage and op (slower, same closed form)
         costs = StepCosts(sc, schedule, profile, loads, 1.0)
         mems = rank_memory(sc, costs)
-        stages = [BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W")))
-                  for st in range(schedule.num_model_stages)]
-    totals = [sum(b.values()) for b in mems]
-    worst = max(range(len(totals)), key=totals.__getitem__)
+        worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
+        worst_mem, param_mems = mems[worst], mems
+        flat = [_flat(BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W"))))
+                for st in range(schedule.num_model_stages)]
+        busy = _busy_from_costs(costs, schedule)
+    need = sum(worst_mem.values())
 
-    busy = []
-    for ops, _ in counts:
-        busy.append(sum(k * _op_s(kind, stages[fs] if fs is not None else None, stages[bs] if bs is not None else None, split)
-                        for (kind, fs, bs, split), k in ops.items()))
-    big = max(stages, key=lambda t: t.f.serial_s + t.b.serial_s + t.w.serial_s)
-    f_s, w_s = big.f.serial_s, big.w.serial_s
-    b_s = big.b.serial_s + w_s
-    fb_s = _op_s("FB", big, big, False)
-    bubble_s = max(0.0, SCHEDULES[p.schedule].bubble_s(p.pp, f_s, b_s, w_s, fb_s))
-    tokens = sc.tokens_per_microbatch
-    pp_same_node = sc.dp * p.tp < gpu.gpus_per_node
+    # the bubble formula's op times: a stage's, or with virtual stages a rank's whole chunks' (the
+    # registry's formula divides by V)
+    if SCHEDULES[p.schedule].virtual:
+        per_rank = [tuple(map(sum, zip(*(flat[schedule.stage_of(r, c)] for c in range(schedule.num_chunks)))))
+                    for r in range(schedule.num_ranks)]
+    else:
+        per_rank = flat
+    fc, fm, bc, bm, wc, wm = max(per_rank, key=sum)
+    f_s, w_s = fc + fm, wc + wm
+    b_s = bc + bm + w_s
+    fb_s = max(fc + bc + wc, fm + bm + wm, f_s, b_s)   # an F&B pair with a full backward (_busy)
+    bubble_s = max(0.0, SCHEDULES[p.schedule].bubble_s(p.pp, f_s, b_s, w_s, fb_s, v))
+    tokens = local_tokens(sc)
+    pp_same_node = sc.dp * p.tp * p.cp < gpu.gpus_per_node
     p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
-    makespan = max(busy) + bubble_s + 2 * (p.pp - 1) * p2p_s
-    tails = [dp_tail_s(sc, mems[r], gpu, profile, 1.0) for r in range(len(mems))]
+    makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
+    tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     step = makespan + max(t[0] for t in tails) + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
-    if totals[worst] > gpu.hbm_bytes:
-        return Estimate(False, step, totals[worst], mems[worst],
-                        f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")
-    return Estimate(True, step, totals[worst], mems[worst])
+    if need > gpu.hbm_bytes:
+        return Estimate(False, step, need, worst_mem,
+                        f"out of memory on pipeline rank {worst}: needs {need / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")
+    return Estimate(True, step, need, worst_mem)

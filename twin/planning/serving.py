@@ -1,49 +1,63 @@
 """Serving capacity: the fewest GPUs, and their split between prefill and decode instances, that
 serve a request rate within TTFT and TPOT targets.
 
-`slo_check` is the one seam with the serving twin: given a serving scenario (its model, GPU type
-and instance plan), a prefill pool and a decode pool, a request rate and the two targets, it says
-whether they are met, with the figures behind the verdict. It is built on today's
-`twin.serving` (one decode step and one prefill forward per operating point) with two textbook
-queueing steps:
-- decode: an instance holding b requests emits b tokens per TPOT(b); by Little's law the rate
-  needs b = rate / instances x output_len x TPOT(b) requests in flight per instance. The smallest
-  such b is found by bisection; it must fit in memory and have TPOT(b) within the target;
-- prefill: instances process prompts at their prefill rate (prompt tokens/s); the pool is one
-  queue with deterministic service (M/D/1 with c-fold capacity), so TTFT = prefill time of one
-  prompt + rho / (2 mu (1 - rho)) of waiting, rho = rate / mu.
-A request-level simulation can replace this function without changing `size_serving`.
+`slo_check` is the one seam with the serving twin: a deployment (a prefill pool and a decode pool
+of the scenario's GPU type, disaggregated like DeepSeek's) is run through the request-level
+simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
+transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
+traffic is gamma; `num_requests` requests, a few thousand). Its verdict: the given percentile
+(P90 by default) of TTFT and of TPOT, over the requests that arrive in the steady window (between
+the times 10% and 90% of requests have finished: the ramp-up and the drain are left out), within
+the targets. Decode instances run at most the batch whose step at the mean context meets the TPOT
+target (within memory, `concurrency_for_tpot`), as a provider caps them; load beyond it queues and
+shows in TTFT.
+
+`size_serving` bisects the two pools, each assumed to need more GPUs the tighter its target
+(TPOT falls and TTFT falls as a pool grows): first the fewest decode instances that meet both
+targets with every prompt prefilled at once on arrival (serve.prefill_instances = 0: the prefill
+pool is not simulated), then the fewest prefill instances that meet both with those decode
+instances; a deployment where the two pools interfere (rare) gets one more decode instance until
+it meets (at most MAX_EXTRA_DECODE). Every deployment simulated is returned with its figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 from dataclasses import dataclass
 
-from twin.core.errors import InfeasiblePlan
+import numpy as np
+
+from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
 from twin.costs.memory import max_batch_by_memory
-from twin.serving.iteration import decode_step, prefill_forward, serving_profile
+from twin.serving.simulate import concurrency_for_tpot, simulate
+from twin.serving.timing import IterationCosts
 
-MAX_INSTANCES = 4_096     # instances tried by size_serving (prefill + decode)
+MAX_INSTANCES = 4_096        # instances tried by size_serving (prefill + decode)
+SLO_REQUESTS = 2_000         # requests simulated per deployment
+SLO_PERCENTILE = 90.0        # the percentile of TTFT and TPOT held to the targets
+OPEN_ARRIVALS = ("poisson", "gamma")
+MAX_EXTRA_DECODE = 4         # decode instances added where the pools interfere, before giving up
 
 
 @dataclass(frozen=True)
 class SloCheck:
-    """One deployment at one request rate: met or not, and the figures behind it."""
+    """One deployment at one request rate: met or not, and the simulated figures behind it."""
 
     meets: bool
     reason: str
     num_gpus: int
-    prefill_gpus: int
+    prefill_gpus: int            # 0: the prefill pool was not simulated (every prompt prefilled on arrival)
     decode_gpus: int
     rate_per_s: float
-    ttft_s: float | None = None              # mean, queueing included
+    ttft_s: float | None = None              # the percentile below, steady-window requests
     tpot_s: float | None = None
-    decode_batch: int | None = None          # requests in flight per decode instance
-    prefill_utilization_frac: float | None = None
+    percentile: float = SLO_PERCENTILE
+    decode_batch: int | None = None          # the running cap per decode instance (TPOT target, memory)
     max_decode_batch_by_memory: int | None = None
+    simulated_requests: int = 0
+    served_rate_per_s: float | None = None   # requests finishing per second in the steady window
 
 
 @dataclass(frozen=True)
@@ -62,91 +76,142 @@ class ServingPlanResult:
 
 
 class _Deployment:
-    """Memoised per-instance figures of one serving scenario (independent of pool sizes)."""
+    """Per-instance figures of one serving scenario (independent of pool sizes), from the serving
+    simulation's own iteration costs (twin.serving.timing)."""
 
-    def __init__(self, sc: ServeScenario):
+    def __init__(self, sc: ServeScenario, tpot_target_s: float):
         self.sc = sc
         s = dataclasses.replace(sc.serve, disaggregated=True)
         self.m, self.gpu, self.s = sc.model, sc.gpu, s
-        self.profile = serving_profile(self.gpu, s)
-        self.prefill = prefill_forward(self.m, self.gpu, s, self.profile)
         self.max_batch = max_batch_by_memory(self.m, self.gpu, s)
-
-    @functools.cache
-    def tpot_s(self, batch: int) -> float:
-        return float(decode_step(self.m, self.gpu, self.s, batch, self.profile)["tpot_s"])
-
-
-def _decode_batch(dep: _Deployment, per_instance_rate: float) -> int | None:
-    """Smallest b with b >= rate x output_len x TPOT(b) (Little's law), or None beyond memory."""
-    need = lambda b: b >= per_instance_rate * dep.s.output_len * dep.tpot_s(b)   # noqa: E731
-    if dep.max_batch < 1 or not need(dep.max_batch):
-        return None
-    lo, hi = 0, dep.max_batch   # need(lo) false (0 requests serve nothing), need(hi) true
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if need(mid) else (mid, hi)
-    return hi
+        decode = IterationCosts(self.m, self.gpu, s)
+        prefill = IterationCosts(self.m, self.gpu, dataclasses.replace(s, ep=s.prefill_gpus))
+        tokens_per_step = 1.0 + sum(s.mtp_acceptance_frac ** (i + 1) for i in range(s.mtp_draft_tokens))
+        # floors no pool size can beat: one prompt prefilled alone, one request decoding alone
+        self.prompt_alone_s = prefill.iteration_s(0, 0.0, s.input_len, s.input_len)[0]
+        self.tpot_alone_s = decode.iteration_s(1, float(s.input_len), 0, 0.0)[0] / tokens_per_step
+        # the running cap of a decode instance: the scenario's serve.batch, else the batch whose
+        # step meets the TPOT target at the mean context
+        self.batch_cap = s.batch or (concurrency_for_tpot(decode, s, tpot_target_s, self.max_batch)
+                                     if self.max_batch >= 1 else 0)
 
 
-def slo_check(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-              prefill_gpus: int, decode_gpus: int, _dep: _Deployment | None = None) -> SloCheck:
-    """Do `prefill_gpus` + `decode_gpus` of the scenario's GPU type, in instances of serve.ep GPUs,
-    serve `rate_per_s` requests within both targets? (See the module docstring for the model.)"""
-    dep = _dep or _Deployment(sc)
-    ep = dep.s.ep
-    base = dict(num_gpus=prefill_gpus + decode_gpus, prefill_gpus=prefill_gpus, decode_gpus=decode_gpus,
-                rate_per_s=rate_per_s, max_decode_batch_by_memory=dep.max_batch)
-    p_inst, d_inst = prefill_gpus // ep, decode_gpus // ep
-    if p_inst < 1 or d_inst < 1:
-        return SloCheck(False, "an instance of each kind is needed", **base)
-    service_s = dep.prefill["ttft_s"]
-    mu = p_inst * dep.prefill["input_tokens_per_s_per_gpu"] * ep / dep.s.input_len   # prompts/s of the pool
-    rho = rate_per_s / mu
-    if rho >= 1:
-        return SloCheck(False, "prefill saturated", prefill_utilization_frac=rho, **base)
-    ttft = service_s + rho / (2 * mu * (1 - rho))
-    b = _decode_batch(dep, rate_per_s / d_inst)
-    if b is None:
-        return SloCheck(False, "decode out of memory", ttft_s=ttft, prefill_utilization_frac=rho, **base)
-    tpot = dep.tpot_s(b)
-    figures = dict(ttft_s=ttft, tpot_s=tpot, decode_batch=b, prefill_utilization_frac=rho, **base)
-    if tpot > tpot_target_s:
+def _scenario(dep: _Deployment, rate_per_s: float, prefill_instances: int, decode_instances: int,
+              num_requests: int) -> ServeScenario:
+    sc, s = dep.sc, dep.s
+    serve = dataclasses.replace(s, prefill_instances=prefill_instances, batch=dep.batch_cap)
+    arrival = sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
+    traffic = dataclasses.replace(sc.traffic, arrival=arrival, rate_per_s=rate_per_s, num_requests=num_requests,
+                                  concurrency=0, trace_csv="")
+    gpus = prefill_instances * s.prefill_gpus + decode_instances * s.ep
+    return dataclasses.replace(sc, serve=serve, traffic=traffic, cluster=dataclasses.replace(sc.cluster, num_gpus=gpus))
+
+
+def _steady_percentiles(res, percentile: float) -> tuple[float, float]:
+    """TTFT and TPOT at `percentile` over the requests arriving in the steady window."""
+    r = res.requests
+    a, b = res.steady["window_start_s"], res.steady["window_end_s"]
+    arrival = r["arrival_s"]
+    inside = (arrival >= a) & (arrival <= b)
+    if inside.sum() < 10:   # too short a window to judge: every request
+        inside = np.ones_like(arrival, dtype=bool)
+    ttft = (r["first_token_s"] - arrival)[inside]
+    out = r["output_len"][inside].astype(float)
+    tpot = ((r["finish_s"][inside] - r["first_token_s"][inside]) / np.maximum(out - 1, 1))[out > 1]
+    pct = lambda x: float(np.percentile(x, percentile)) if len(x) else math.nan   # noqa: E731
+    return pct(ttft), pct(tpot)
+
+
+def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_target_s: float, prefill_instances: int,
+           decode_instances: int, num_requests: int, percentile: float) -> SloCheck:
+    s = dep.s
+    base = dict(num_gpus=prefill_instances * s.prefill_gpus + decode_instances * s.ep,
+                prefill_gpus=prefill_instances * s.prefill_gpus, decode_gpus=decode_instances * s.ep,
+                rate_per_s=rate_per_s, percentile=percentile, decode_batch=dep.batch_cap,
+                max_decode_batch_by_memory=dep.max_batch)
+    if decode_instances < 1:
+        return SloCheck(False, "a decode instance is needed", **base)
+    try:
+        res = simulate(_scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests))
+    except InfeasiblePlan as exc:
+        return SloCheck(False, exc.reason, **base)
+    except ScenarioError as exc:   # a run too long to simulate (twin.serving.simulate.check_work)
+        return SloCheck(False, f"not simulated: {exc}", **base)
+    ttft, tpot = _steady_percentiles(res, percentile)
+    figures = dict(ttft_s=ttft, tpot_s=tpot, simulated_requests=res.simulated_requests,
+                   served_rate_per_s=res.requests_per_s, **base)
+    if not tpot <= tpot_target_s:
         return SloCheck(False, "TPOT over target", **figures)
-    if ttft > ttft_target_s:
+    if not ttft <= ttft_target_s:
         return SloCheck(False, "TTFT over target", **figures)
     return SloCheck(True, "", **figures)
 
 
+def slo_check(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
+              prefill_gpus: int, decode_gpus: int, num_requests: int = SLO_REQUESTS,
+              percentile: float = SLO_PERCENTILE, _dep: _Deployment | None = None) -> SloCheck:
+    """Do `prefill_gpus` + `decode_gpus` of the scenario's GPU type (prefill instances of
+    serve.prefill_ep or serve.ep GPUs, decode instances of serve.ep) serve `rate_per_s` requests
+    within both targets at `percentile`? Simulated request by request (see the module docstring)."""
+    dep = _dep or _Deployment(sc, tpot_target_s)
+    p_inst, d_inst = prefill_gpus // dep.s.prefill_gpus, decode_gpus // dep.s.ep
+    if p_inst < 1 or d_inst < 1:
+        return SloCheck(False, "an instance of each kind is needed", num_gpus=prefill_gpus + decode_gpus,
+                        prefill_gpus=prefill_gpus, decode_gpus=decode_gpus, rate_per_s=rate_per_s, percentile=percentile)
+    return _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p_inst, d_inst, num_requests, percentile)
+
+
+def _fewest(meets, limit: int) -> int | None:
+    """The smallest n in [1, limit] with meets(n), meets assumed monotone: doubling, then bisection."""
+    hi = 1
+    while not meets(hi):
+        if hi >= limit:
+            return None
+        hi = min(limit, 2 * hi)
+    lo = hi // 2   # meets(lo) false (or lo = 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if meets(mid) else (mid, hi)
+    return hi
+
+
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-                 max_instances: int = MAX_INSTANCES) -> ServingPlanResult:
-    """The fewest GPUs (then the fewest prefill GPUs) meeting the targets: for each total of
-    instances, every split between prefill and decode, smallest total first. Raises InfeasiblePlan
-    when not even one request fits an instance."""
-    dep = _Deployment(sc)
+                 max_instances: int = MAX_INSTANCES, num_requests: int = SLO_REQUESTS,
+                 percentile: float = SLO_PERCENTILE) -> ServingPlanResult:
+    """The fewest GPUs meeting the targets, and their prefill/decode split (see the module
+    docstring). Raises InfeasiblePlan when not even one request fits an instance."""
+    dep = _Deployment(sc, tpot_target_s)
     if dep.max_batch < 1:
         raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
-    ep = dep.s.ep
-    checks, best = [], None
+    checks: dict[tuple[int, int], SloCheck] = {}
+
+    def check(p: int, d: int) -> SloCheck:
+        if (p, d) not in checks:
+            checks[p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile)
+        return checks[p, d]
+
     # targets no pool size can meet: one prompt's prefill alone, or one request's decode step
     floor = None
-    if dep.prefill["ttft_s"] > ttft_target_s:
-        floor = f"TTFT of one prompt alone ({dep.prefill['ttft_s']:.3g} s) over target"
-    elif dep.tpot_s(1) > tpot_target_s:
-        floor = f"TPOT of one request alone ({dep.tpot_s(1):.3g} s) over target"
-    for total in range(2, max_instances + 1 if floor is None else 2):
-        for p in range(1, total):
-            c = slo_check(sc, rate_per_s, ttft_target_s, tpot_target_s, p * ep, (total - p) * ep, dep)
-            checks.append(c)
-            if c.meets:
-                best = c
+    if dep.prompt_alone_s > ttft_target_s:
+        floor = f"TTFT of one prompt alone ({dep.prompt_alone_s:.3g} s) over target"
+    elif dep.tpot_alone_s > tpot_target_s:
+        floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
+    best = None
+    if floor is None:
+        decode = _fewest(lambda d: check(0, d).meets, max_instances - 1)
+        for _ in range(MAX_EXTRA_DECODE + 1):
+            if decode is None or decode >= max_instances:
                 break
-        if best is not None:
-            break
+            prefill = _fewest(lambda p: check(p, decode).meets, max_instances - decode)
+            if prefill is not None:
+                best = check(prefill, decode)
+                break
+            decode += 1   # the pools interfere: one more decode instance
+    done = list(checks.values())
     reasons: dict[str, int] = {floor: 1} if floor else {}
-    for c in checks:
+    for c in done:
         if not c.meets:
             reasons[c.reason] = reasons.get(c.reason, 0) + 1
     return ServingPlanResult(rate_per_s=rate_per_s, ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s,
-                             instance_gpus=ep, evaluated=len(checks), feasible=sum(c.meets for c in checks),
-                             infeasible_by_reason=reasons, best=best, checks=tuple(checks))
+                             instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
+                             infeasible_by_reason=reasons, best=best, checks=tuple(done))

@@ -29,9 +29,8 @@ from twin.core.search_specs import MAX_CANDIDATES, PLAN_AXES, SearchSpec
 from twin.core.specs import PRECISIONS, RECOMPUTE, ClusterSpec, ParallelPlan, get_gpu, gpu_names
 
 # The values a search tries for an axis the question leaves open. With none of the lists given,
-# the default scenario's space is 4 GPU types x 3 counts x 2^8 x 4 schedules = 12,288 candidates
-# (the planner screens them all and simulates the best). Axes whose field this build's
-# ParallelPlan lacks are skipped in `plan_axis_fields`.
+# the default scenario's space is 5 GPU types x 3 counts x 2^9 x 5 schedules (interleaved 1F1B with 2
+# virtual stages) = 38,400 candidates (the planner screens them all and simulates the best).
 DEFAULT_VALUES: dict[str, tuple] = {
     "tp": (1, 2),
     "pp": (8, 16),
@@ -53,11 +52,9 @@ DEFAULT_COUNT_FACTORS = (0.5, 1.0, 2.0)
 
 
 def plan_axis_fields() -> tuple[str, ...]:
-    """THE ONE PLACE where axes are switched on: every axis of PLAN_AXES whose field this build's
-    ParallelPlan has. Fields added by later physics (context parallelism `cp`, `virtual_stages`,
-    `sequence_parallel`, `tp_comm_overlap`) join the search as soon as ParallelPlan declares them."""
-    have = {f.name for f in dataclasses.fields(ParallelPlan)}
-    return tuple(name for name in PLAN_AXES if name in have)
+    """The plan axes a search varies: PLAN_AXES, every one a field of ParallelPlan (a test keeps
+    them so)."""
+    return PLAN_AXES
 
 
 def axis_key(name: str) -> str:
@@ -124,11 +121,6 @@ def axes(base: Scenario, search: SearchSpec) -> list[tuple[str, tuple]]:
     (or asks for `full_space`), when it takes DEFAULT_VALUES (GPU types: the catalog's)."""
     active = plan_axis_fields()
     given = {name: tuple(getattr(search, name)) for name in (*CLUSTER_AXES, *PLAN_AXES) if getattr(search, name)}
-    for name in given:
-        if name not in CLUSTER_AXES and name not in active:
-            raise ScenarioError(f"search.{name}", list(given[name]),
-                                f"an empty list: plan.{name} is not a field of this build's plan "
-                                f"(searchable: {', '.join(active)})")
     full = search.full_space or not given
     out: list[tuple[str, tuple]] = []
     gpus = given.get("gpu") or (tuple(gpu_names()) if full else (base.cluster.gpu,))
@@ -171,14 +163,17 @@ def check_size(space: list[tuple[str, tuple]], limit: int = MAX_CANDIDATES) -> N
                             f"(now {product} = {total:,}); shorten search.{key.split('.')[1]}")
 
 
-def _redundant(s: dict, first: dict) -> bool:
+def _redundant(s: dict, first: dict, schedules: tuple = ()) -> bool:
     """A combination that is another candidate under a second name: knobs that only act with a
     degree the plan doesn't have keep their first value (SMs for an all-to-all without EP,
-    virtual stages outside the interleaved schedule, TP sequence parallelism / overlap without TP).
-    `first`: each axis's first value, the one such a knob keeps."""
+    virtual stages outside the interleaved schedule, TP sequence parallelism / overlap without TP),
+    and interleaved 1F1B with one chunk per rank is 1F1B (dropped where '1f1b' is searched too).
+    `first`: each axis's first value, the one such a knob keeps; `schedules`: the schedule axis."""
     if s.get("plan.ep") == 1 and s.get("plan.comm_sms", first.get("plan.comm_sms")) != first.get("plan.comm_sms"):
         return True
     if s.get("plan.schedule") != "interleaved-1f1b" and s.get("plan.virtual_stages", 1) != first.get("plan.virtual_stages", 1):
+        return True
+    if s.get("plan.schedule") == "interleaved-1f1b" and s.get("plan.virtual_stages", 1) == 1 and "1f1b" in schedules:
         return True
     if s.get("plan.tp") == 1:
         for key in ("plan.sequence_parallel", "plan.tp_comm_overlap"):
@@ -191,6 +186,7 @@ def candidates(space: list[tuple[str, tuple]]) -> Iterator[Candidate]:
     """Every combination of the axes' values, in a fixed order, less the redundant ones."""
     keys = [k for k, _ in space]
     first = {k: v[0] for k, v in space}
+    schedules = dict(space).get("plan.schedule", ())
     for values in itertools.product(*(v for _, v in space)):
-        if not _redundant(dict(zip(keys, values)), first):
+        if not _redundant(dict(zip(keys, values)), first, schedules):
             yield Candidate(tuple(zip(keys, values)))

@@ -42,7 +42,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.training.results import Perturb, StepResult
 from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
-from twin.core.schedules import PipeOp, Schedule, build_schedule
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
 from twin.core.specs import GPUSpec
 from twin.core.units import GIB
 
@@ -466,6 +466,17 @@ class StepCosts:
                  else (False, False) + self.fsdp_flags(rank, op.kind, part))
         return self._op_chains(s.stage_of(rank, op.chunk), None, op.kind, False, flags)
 
+    def compute_chains(self, rank: int, op: PipeOp):
+        """chains(rank, op) with the same tasks and durations, without naming the parts of an F&B
+        pair (what a sum of durations needs: step_time_lower_bound_s)."""
+        s = self.schedule
+        if op.kind != "FB":
+            return self.chains(rank, op)
+        flags = (self.fsdp_flags(rank, "F", op.forward_part)
+                 + self.fsdp_flags(rank, "B" if op.b_split else "BW", op.backward_part))
+        return (self._chain(s.stage_of(rank, op.chunk), "F", *flags[:2]),
+                self._chain(s.stage_of(rank, op.b_chunk), "B" if op.b_split else "BW", *flags[2:]))
+
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
         return self._p2p_s
 
@@ -509,6 +520,37 @@ def peak_live_bytes(program, set_bytes: dict[int, float]) -> float:
     return peak
 
 
+@functools.lru_cache(maxsize=256)
+def live_frontier(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int, rank: int
+                   ) -> tuple[tuple[int, ...], ...]:
+    """The live activation sets of a rank's program at each forward, as counts per chunk, less
+    those another count dominates: any non-negative set sizes peak at one of them, so
+    peak_live_bytes(program, sizes) = max over the frontier of counts . sizes (a schedule is walked
+    once, not once per scenario)."""
+    s = build_schedule(name, num_ranks, num_microbatches, virtual_stages)
+    live = [0] * s.num_chunks
+    peaks: set[tuple[int, ...]] = set()
+    for op in s.programs[rank]:
+        fwd, bwd = op.forward_part, op.backward_part
+        if fwd is not None:
+            live[fwd[1]] += 1
+            peaks.add(tuple(live))
+        if bwd is not None:
+            live[bwd[1]] -= 1
+    frontier: list[tuple[int, ...]] = []
+    for peak in sorted(peaks, reverse=True):   # a count is dominated only by a larger one
+        if not any(all(a >= b for a, b in zip(q, peak)) for q in frontier):
+            frontier.append(peak)
+    return tuple(frontier)
+
+
+def peak_live_bytes_of(schedule: Schedule, rank: int, set_bytes: dict[int, float]) -> float:
+    """peak_live_bytes of a rank of a built schedule, from its memoised frontier."""
+    virtual = schedule.num_chunks if SCHEDULES[schedule.name].virtual else 1
+    frontier = live_frontier(schedule.name, schedule.num_ranks, schedule.num_microbatches, virtual, rank)
+    return max((sum(c * set_bytes[chunk] for chunk, c in enumerate(counts)) for counts in frontier), default=0.0)
+
+
 def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     """Memory breakdown (bytes) of every pipeline rank."""
     m, p = sc.model, sc.plan
@@ -545,7 +587,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                 for op in ops:
                     if op.kind in ALL_TO_ALL_KINDS:
                         buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
-        live = peak_live_bytes(s.programs[rank], set_bytes)
+        live = peak_live_bytes_of(s, rank, set_bytes)
         # two sets of all-to-all buffers: an overlapped F&B pair has two micro-batches in flight
         buffers *= 2
         if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
@@ -592,11 +634,18 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
     return pipe.makespan_s - pipe.covered_s[worst], pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
-def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memory: bool
-             ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
-    """A step's schedule, costs and per-rank memory, refusing (InfeasiblePlan) a plan that does not
-    fit: memory needs only the schedule's programs, so a plan that does not fit is refused before
-    its pipeline is simulated (a plan search meets many)."""
+def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
+                      ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
+    """A step's schedule, costs and per-rank memory, the last few kept: a plan search takes a
+    step's lower bound and then, for the best options, simulates the same step (StepCosts memoises
+    its chains, so the simulation reuses the bound's)."""
+    key = (sc, perturb) if profile is None else None
+    try:
+        hit = _PREPARED.get(key) if key is not None else None
+    except TypeError:   # a perturbation with per-layer loads (a list) is not kept
+        key = hit = None
+    if hit is not None:
+        return hit
     gpu = sc.gpu
     profile = (profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
@@ -607,6 +656,25 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
     mems = rank_memory(sc, costs)
     totals = [sum(b.values()) for b in mems]
     worst = max(range(len(totals)), key=totals.__getitem__)
+    out = (schedule, costs, profile, mems, totals, worst)
+    if key is not None:
+        if len(_PREPARED) >= _MAX_PREPARED:
+            _PREPARED.pop(next(iter(_PREPARED)))   # the oldest
+        _PREPARED[key] = out
+    return out
+
+
+_PREPARED: dict = {}     # (scenario, perturb) -> _costs_and_memory's tuple
+_MAX_PREPARED = 8
+
+
+def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memory: bool
+             ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
+    """A step's schedule, costs and per-rank memory, refusing (InfeasiblePlan) a plan that does not
+    fit: memory needs only the schedule's programs, so a plan that does not fit is refused before
+    its pipeline is simulated (a plan search meets many)."""
+    gpu = sc.gpu
+    schedule, costs, profile, mems, totals, worst = _costs_and_memory(sc, profile, perturb)
     if check_memory and totals[worst] > gpu.hbm_bytes:
         raise InfeasiblePlan(
             f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
@@ -616,23 +684,48 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
 
 
 def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb()) -> float:
-    """A lower bound of simulate_step(sc).step_time_s, without simulating the pipeline: the most
-    compute-stream time any rank's program holds (a rank's makespan is at least its compute).
-    Raises InfeasiblePlan exactly as simulate_step does. A plan search simulates its options in
-    the order of this bound and stops once the bound passes the best step found."""
-    schedule, costs, _, _, _, _ = _prepare(sc, profile, perturb, check_memory=True)
-    busiest = 0.0
+    """A lower bound of simulate_step(sc).step_time_s, without simulating the pipeline. A rank runs
+    its ops one after the other (twin.sim.pipeline), and an op lasts at least as long as its
+    tasks: all of them where it is one chain (its tasks run in sequence), the busier stream or its
+    forward chain where it is an overlapped F&B pair (streams hold one task at a time). A rank's
+    first op waits for its micro-batch's forwards on the stages before (at least their forward
+    chains), and its last backward's gradient still has the backwards of the stages before to go
+    through (at least their input-gradient chains). So the step is at least the longest rank's
+    wait + ops + drain, and at least a rank's compute followed by its gradient reduce-scatter;
+    then the optimizer and the parameter all-gather (simulate_step's tail). Raises InfeasiblePlan
+    exactly as simulate_step does. A plan search simulates its options in the order of this bound
+    and stops once the bound passes the best step found."""
+    schedule, costs, profile, mems, _, _ = _prepare(sc, profile, perturb, check_memory=True)
+    tails = [dp_tail_s(sc, mems[r], sc.gpu, profile, perturb.link_bw_scale) for r in range(schedule.num_ranks)]
+    stages = schedule.num_model_stages
+    forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
+    input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
+    pipeline = 0.0
     for rank, program in enumerate(schedule.programs):
         # ops with the same kind and chunks have the same chains (ZeRO-3's first and last ones
         # differ: there every op is looked at)
         counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
                           op.b_microbatch if costs.fsdp else 0) for op in program)
-        busy = 0.0
+        ops_s = compute_s = 0.0
         for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items():
-            op = PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)
-            busy += n * sum(t.duration_s for chain in costs.chains(rank, op) for t in chain if t.stream == "compute")
-        busiest = max(busiest, busy)
-    return busiest
+            chains = costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split))
+            by_stream: dict[str, float] = {}
+            for chain in chains:
+                for t in chain:
+                    by_stream[t.stream] = by_stream.get(t.stream, 0.0) + t.duration_s
+            if len(chains) == 1:
+                op_s = sum(t.duration_s for t in chains[0])
+            else:
+                op_s = max(max(by_stream.values(), default=0.0), sum(t.duration_s for t in chains[0]))
+            ops_s += n * op_s
+            compute_s += n * by_stream.get("compute", 0.0)
+        first, last = (program[0], program[-1]) if program else (None, None)
+        wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
+        drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
+        pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + tails[rank][0])
+    opt_s = max(t[1] for t in tails)
+    ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
+    return pipeline + opt_s + ag_s
 
 
 def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb(),

@@ -193,7 +193,8 @@ def test_lower_bound_never_exceeds_the_simulated_step(plan):
     bound = step_time_lower_bound_s(sc)
     r = step(sc)
     assert 0 < bound <= r.step_time_s
-    assert bound == pytest.approx(max(r.pipeline.busy_s), rel=1e-9)   # the busiest rank's compute
+    # at least the busiest rank's compute: its ops' whole chains, the F&B pairs' busier stream
+    assert bound >= max(r.pipeline.busy_s) * (1 - 1e-12)
 
 
 def test_lower_bound_refuses_what_the_step_refuses():

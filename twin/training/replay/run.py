@@ -21,7 +21,8 @@ from twin.core.scenario import Scenario
 from twin.core.specs import training_claims
 from twin.training.replay.costs import evaluate
 from twin.training.replay.result import ReplayResult, typed
-from twin.training.replay.stages import StepCache, StepFn, default_bound_fn, default_step_fn, resolve_stage, run_stage
+from twin.training.replay.stages import (StepCache, StepFn, default_bound_fn, default_step_fn, resolve_stage, run_stage,
+                                         stage_scenario)
 from twin.training.replay.uncertainty import propagate, size_sweep, uncertain_inputs
 
 
@@ -102,6 +103,11 @@ def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = F
     bar = tqdm(total=total, desc="replay", unit="part", file=sys.stderr, disable=not progress)
     tick = functools.partial(bar.update, 1)
     cache = StepCache(step_fn, bound_fn)
+    if bound_fn is not None and scenario.run.stages:   # the step twin: the report's Gantt is the first stage's
+        try:
+            cache.keep_events(stage_scenario(scenario, scenario.run.stages[0]))
+        except ScenarioError:
+            pass
     try:
         runs = []
         for st in scenario.run.stages:

@@ -58,8 +58,10 @@ class StepCache:
         self.bound_fn = bound_fn
         self.cache: dict = {}
         self.bounds: dict = {}
+        self.with_events: set = set()   # keys whose step keeps its event log (the report's Gantt)
         self.num_simulated = 0
         self.sim_s = 0.0
+        self.workers = min(2, os.cpu_count() or 1)   # processes of prefetch
 
     def bound(self, sc: Scenario) -> float:
         """bound_fn(sc), once per scenario (raises InfeasiblePlan or ScenarioError, also cached)."""
@@ -81,14 +83,19 @@ class StepCache:
         perturb = dataclasses.replace(perturb, routing_imbalance=None)
         return sc, perturb, (sc.model, sc.cluster, sc.plan, sc.workload, perturb)
 
+    def keep_events(self, sc: Scenario) -> None:
+        """Simulate this scenario's unperturbed step with its per-task event log when it comes (the
+        report draws it; the totals are the same), instead of simulating it twice."""
+        self.with_events.add(self._key(sc, Perturb())[2])
+
     def prefetch(self, jobs: list[tuple[Scenario, Perturb]], workers: int | None = None) -> None:
         """Simulate the missing steps of `jobs` in a process pool (results land in the cache)."""
         todo = {}
         for sc, p in jobs:
             sc2, perturb, key = self._key(sc, p)
-            if key not in self.cache:
+            if key not in self.cache and key not in self.with_events:
                 todo[key] = (sc2, perturb)
-        workers = workers or min(2, os.cpu_count() or 1)
+        workers = workers or self.workers
         if len(todo) < 2 or workers < 2:
             return
         t0 = time.perf_counter()
@@ -105,7 +112,8 @@ class StepCache:
         if key not in self.cache:
             t0 = time.perf_counter()
             try:
-                value = self.step_fn(sc, perturb=perturb)
+                value = (self.step_fn(sc, perturb=perturb, record_events=True) if key in self.with_events
+                         else self.step_fn(sc, perturb=perturb))
             except InfeasiblePlan as exc:
                 value = exc
             self.sim_s += time.perf_counter() - t0
@@ -268,9 +276,13 @@ def _search_bounded(chosen: list[tuple[Option, Scenario | None, str]], cache: St
         tried.append(f"{option.label} does not fit: {reason}")
     fits: list[Fit] = []
     best = float("inf")
-    for bound, i, option, s in sorted(bounded, key=lambda x: (x[0], x[1])):
+    order = sorted(bounded, key=lambda x: (x[0], x[1]))
+    for k, (bound, i, option, s) in enumerate(order):
         if bound >= best:
             break
+        # where there are cores, the next options by bound are simulated together (the walk
+        # below then finds them cached: the same options are compared, a few more simulated)
+        cache.prefetch([(x[3], Perturb()) for x in order[k:k + cache.workers] if x[0] < best])
         try:
             fits.append((cache.step(s).step_time_s, i, s, option.label))
         except (InfeasiblePlan, ScenarioError) as exc:
