@@ -162,7 +162,7 @@ class EnergySpec:
     gpu_busy_power_frac: float = spec_field(1.0, unit="fraction", ge=0, le=1, doc="GPU power while computing, as a fraction of TDP (measured with NVML on our H100/H200: 680-712 W of 700 W for large GEMMs and attention, calibration/measurements/*/power.csv; the FlashMLA deep dive reports H800 throttling at the cap)")
     gpu_idle_power_frac: float = spec_field(0.17, unit="fraction", ge=0, le=1, doc="GPU power in pipeline bubbles, as a fraction of TDP (measured idle with NVML: 117.9 W on H100, 124.2 W on H200 of 700 W, calibration/measurements/*/power.csv)")
     node_overhead_w: float = spec_field(4600.0, unit="W", ge=0, doc="Non-GPU power per 8-GPU node: DGX H100 datasheet ~10.2 kW max - 8 x 700 W (an upper bound)")
-    pue: float = spec_field(1.58, ge=1.0, doc="Power usage effectiveness (Uptime Institute Global Data Center Survey 2023 industry average 1.58; hyperscale 1.1-1.2)")
+    pue: float = spec_field(1.58, ge=1.0, le=5.0, doc="Power usage effectiveness (Uptime Institute Global Data Center Survey 2023 industry average 1.58; hyperscale 1.1-1.2)")
     carbon_kg_per_kwh: float = spec_field(0.0, unit="kgCO2e/kWh", ge=0, doc="Grid carbon intensity (0 = not reported)")
 
 
@@ -172,7 +172,7 @@ class FailureSpec:
 
     enabled: bool = spec_field(True, doc="Apply the failure model (goodput-adjusted GPU-hours beside the ideal ones)")
     catalog: str = spec_field("llama3_405b", doc="Interruption statistics by cause, a key of twin/data/failures.toml")
-    rate_scale: float = spec_field(1.0, ge=0, doc="Multiplier on the catalog's interruption rate per GPU-hour")
+    rate_scale: float = spec_field(1.0, ge=0, le=1_000, doc="Multiplier on the catalog's interruption rate per GPU-hour")
     detection_s: float = spec_field(600.0, unit="s", ge=0, doc="Time to detect a failure (PyTorch NCCL watchdog default timeout 10 min)")
     restart_s: float = spec_field(900.0, unit="s", ge=0, doc="Time to restart: reschedule, re-init NCCL, load the checkpoint (assumption)")
     checkpoint_bytes_per_param: float = spec_field(10.0, unit="bytes", ge=0, le=MAX_BYTES_PER_PARAM, doc="Checkpoint bytes per parameter: BF16 weights + FP32 master + BF16 AdamW moments (V3 report §3.3.4)")
@@ -190,6 +190,6 @@ class UncertaintySpec:
     compute_eff_rel_sigma: float = spec_field(0.08, unit="fraction", ge=0, le=0.5, doc="Relative sigma of compute efficiency (DeepGEMM H800 tables moved ~10% between releases; H800 throttles 990 -> 865 TFLOPS)")
     link_bw_rel_sigma: float = spec_field(0.15, unit="fraction", ge=0, le=0.5, doc="Relative sigma of achieved link bandwidth (DeepEP EP64 internode 46 -> 51 GB/s between releases, NCCL's 46-49 GB/s per NDR NIC; DeepSeek's trace is a validation target, not an input)")
     routing_imbalance_high: float = spec_field(1.15, ge=1.0, le=MAX_IMBALANCE, doc="Upper end of the routing imbalance range (uniform from the scenario's value; V3's aux-loss-free balancing keeps it near 1)")
-    failure_rate_rel_sigma: float = spec_field(0.5, unit="fraction", ge=0, doc="Relative sigma of the interruption rate (Llama 3 vs Meta RSC vs Epoch's 1 per 50K GPU-hours)")
-    pue_low: float = spec_field(1.1, ge=1.0, doc="Low end of the PUE range (hyperscale)")
-    pue_high: float = spec_field(1.6, ge=1.0, doc="High end of the PUE range (industry average)")
+    failure_rate_rel_sigma: float = spec_field(0.5, unit="fraction", ge=0, le=2.0, doc="Relative sigma of the interruption rate (Llama 3 vs Meta RSC vs Epoch's 1 per 50K GPU-hours)")
+    pue_low: float = spec_field(1.1, ge=1.0, le=5.0, doc="Low end of the PUE range (hyperscale)")
+    pue_high: float = spec_field(1.6, ge=1.0, le=5.0, doc="High end of the PUE range (industry average)")
