@@ -41,7 +41,8 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import StepCosts, dp_tail_s, local_tokens, rank_memory, routing_loads, stage_layers
+from twin.training.step import (StepCosts, dp_tail_s, live_frontier, local_tokens, rank_memory, routing_loads,
+                                 stage_layers)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
@@ -164,21 +165,7 @@ def _program_counts(name: str, pp: int, n: int, virtual_stages: int = 1) -> tupl
         ops = Counter()
         for (kind, chunk, b_chunk, split), k in raw.items():
             ops[(kind, s.stage_of(rank, chunk), s.stage_of(rank, b_chunk) if kind == "FB" else None, split)] += k
-        live = [0] * s.num_chunks
-        peaks: set[tuple[int, ...]] = set()
-        for op in program:
-            fwd, bwd = op.forward_part, op.backward_part
-            if fwd is not None:
-                live[fwd[1]] += 1
-                peaks.add(tuple(live))
-            if bwd is not None:
-                live[bwd[1]] -= 1
-        # a peak is dominated only by one at least as large lexicographically: walk them in
-        # descending order, keeping those no kept one dominates
-        frontier: list[tuple[int, ...]] = []
-        for peak in sorted(peaks, reverse=True):
-            if not any(all(a >= b for a, b in zip(q, peak)) for q in frontier):
-                frontier.append(peak)
+        frontier = live_frontier(name, pp, n, virtual_stages, rank)   # the simulator's own memory walk
         out.append((tuple((kind, fs, bs, split, k) for (kind, fs, bs, split), k in ops.items()), tuple(frontier)))
     return tuple(out)
 
