@@ -42,10 +42,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibration.predict import Eager, _linear_bwd, _linear_fwd, gpu_spec, timed_window_s
-from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _cross_entropy_bwd, _cross_entropy_fwd, _param_tensors,
-                                    _rmsnorm, _rmsnorm_bwd, block_ops, routed_expert_params, transposed_grad_copy,
-                                    with_measured_collectives)
+from calibration.predict import Eager, gpu_spec, timed_window_s
+from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
+                                    routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -96,12 +95,7 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
     for bf, _ in blocks:
         f.extend(bf)
     if last:
-        _rmsnorm(f, T, D)
-        _linear_fwd(f, T, Y, D, label)
-        _cross_entropy_fwd(f, T, Y)
-        _cross_entropy_bwd(b, T, Y)
-        _linear_bwd(b, T, Y, D, label)
-        _rmsnorm_bwd(b, T, D)
+        head_and_loss(f, b, T, Y, D, label)
     for _, bb in reversed(blocks):
         b.extend(bb)
     if first:

@@ -155,13 +155,7 @@ def train_step_parts(spec, B: int, S: int, label: str, gpu: GPUSpec, profile) ->
     blocks = [block_ops(spec, i, B, S, label, gpu, profile) for i in range(spec.num_layers)]
     for bf, _ in blocks:
         f.extend(bf)
-    _rmsnorm(f, T, D)
-    _linear_fwd(f, T, Y, D, label)                    # output head, in the step's precision
-    _cross_entropy_fwd(f, T, Y)
-    # backward
-    _cross_entropy_bwd(b, T, Y)
-    _linear_bwd(b, T, Y, D, label)
-    _rmsnorm_bwd(b, T, D)
+    head_and_loss(f, b, T, Y, D, label)
     for _, bb in reversed(blocks):
         b.extend(bb)
     b.mem(Y * D * BF16_BYTES)                         # embedding backward: zeroed gradient,
@@ -245,6 +239,17 @@ def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
 
 
 
+
+
+def head_and_loss(f: Eager, b: Eager, T: int, Y: int, D: int, label: str) -> None:
+    """The last stage's tail: final norm, output head (in the step's precision) and cross entropy,
+    forward into `f` and backward into `b` (real/model.py's order)."""
+    _rmsnorm(f, T, D)
+    _linear_fwd(f, T, Y, D, label)
+    _cross_entropy_fwd(f, T, Y)
+    _cross_entropy_bwd(b, T, Y)
+    _linear_bwd(b, T, Y, D, label)
+    _rmsnorm_bwd(b, T, D)
 
 def optimizer_bytes(kind: str, params: float, profile) -> float:
     """Bytes one of MasterAdamW's kernel classes moves ("grad_cast": the grads upcast, 6 a

@@ -21,7 +21,6 @@ eager record needs (calibration.layer_gaps reads it).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 import statistics
@@ -32,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from real.bench.device import free_memory, precisions_to_bench
-from real.bench.moe_layer import skewed_routing
+from real.bench.moe_layer import skewed_routing, with_experts
 from real.bench.records import log
 from real.configs import get_spec
 from real.infer import decode_step, prefill
@@ -154,10 +153,7 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
     for _, name, E, T in moe_cases:
         if deadline.over():
             return
-        base = get_spec(name)
-        groups = base.num_expert_groups if E % base.num_expert_groups == 0 else 1
-        spec = dataclasses.replace(base, num_routed_experts=E, num_expert_groups=groups,
-                                   top_k_groups=min(base.top_k_groups, groups))
+        spec = with_experts(get_spec(name), E)
         with building(dev):
             moe = MoE(spec)
         x = torch.randn(T, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)

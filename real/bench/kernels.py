@@ -3,13 +3,12 @@ profiler, which tells which kernels of a composed layer the twin mispredicts."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from real.bench.device import free_memory, precisions_to_bench
-from real.bench.moe_layer import skewed_routing
+from real.bench.moe_layer import skewed_routing, with_experts
 from real.bench.records import log
 from real.configs import get_spec
 from real.model import MLA, MoE, building, rope_tables
@@ -53,10 +52,7 @@ def bench_kernels(rec, timer, dev, deadline, quick, env):
     for name, E, T, skew in cases:
         if deadline.over():
             break
-        base = get_spec(name)
-        groups = base.num_expert_groups if E % base.num_expert_groups == 0 else 1
-        spec = dataclasses.replace(base, num_routed_experts=E, num_expert_groups=groups,
-                             top_k_groups=min(base.top_k_groups, groups))
+        spec = with_experts(get_spec(name), E)
         with building(dev):
             moe = MoE(spec)
         x = torch.randn(T, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)

@@ -33,6 +33,13 @@ def skewed_routing(T: int, E: int, K: int, skew: float, route_scale: float, devi
     return w_TK.to(device, torch.bfloat16), ids_TK.to(device)
 
 
+def with_experts(base, num_experts: int):
+    """`base` with `num_experts` routed experts; its expert groups kept where they divide them, else one."""
+    groups = base.num_expert_groups if num_experts % base.num_expert_groups == 0 else 1
+    return dataclasses.replace(base, num_routed_experts=num_experts, num_expert_groups=groups,
+                               top_k_groups=min(base.top_k_groups, groups))
+
+
 def bench_moe(rec, timer, dev, deadline, quick, env):
     if quick:
         cases = [("tiny", [8], [256], [0.0, 1.0])]
@@ -46,9 +53,7 @@ def bench_moe(rec, timer, dev, deadline, quick, env):
         for E in experts:
             if deadline.over():
                 break
-            groups = base.num_expert_groups if E % base.num_expert_groups == 0 else 1
-            spec = dataclasses.replace(base, num_routed_experts=E, num_expert_groups=groups,
-                                 top_k_groups=min(base.top_k_groups, groups))
+            spec = with_experts(base, E)
             with building(dev):
                 moe = MoE(spec)
             D, Fe, K = spec.hidden_size, spec.moe_intermediate_size, spec.top_k
