@@ -137,7 +137,9 @@ def test_sweep_killed_with_sigkill_leaves_no_worker_and_resumes_without_loss_or_
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "workers outlived the killed sweep"
     done_before = set(read_rows(journal))
-    assert 2 <= len(done_before) < 12
+    # the kill can land after the last row is journalled (a race on a loaded machine): then the
+    # re-run must simply add nothing
+    assert 2 <= len(done_before) <= 12
     (tmp_path / ".sw.stale.tmp").mkdir()      # what a kill during the report's staging leaves
     rerun = subprocess.run(argv + ["--json", str(tmp_path / "r.json")], cwd=ROOT, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
