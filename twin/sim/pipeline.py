@@ -35,6 +35,7 @@ from typing import NamedTuple, Protocol
 
 import simpy
 
+from twin.core.gc_pause import gc_paused
 from twin.core.schedules import PipeOp, Schedule
 
 
@@ -185,7 +186,9 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     task_time: list[dict[str, float]] = [{} for _ in range(num_ranks)]
     peak = [0] * num_ranks
     finished = [False] * num_ranks
-    timelines: dict[tuple[int, ...], tuple] = {}  # ids of an op's chains -> its timeline
+    timelines: dict[tuple[int, ...], tuple] = {}  # ids of an op's chains -> (chains, index in placed_by)
+    placed_by: list[tuple] = []   # (duration, compute s, placed tasks, covered s, last compute end, s per name)
+    op_uses: list[dict[int, int]] = [{} for _ in range(num_ranks)]   # per rank: timeline -> ops that ran it
     forward_up = {(r, c): schedule.forward_upstream(r, c)
                   for r in range(num_ranks) for c in range(schedule.num_chunks)}
     backward_up = {(r, c): schedule.backward_upstream(r, c)
@@ -219,12 +222,13 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             needs.append((done_event(b_done, (rank, op.microbatch, op.chunk)), 0.0))
         return needs
 
-    def timeline(chains: Sequence[Sequence[Task]]) -> tuple[float, float, list]:
-        """Memoised on the identity of the chain objects (cost models reuse them)."""
+    def timeline(chains: Sequence[Sequence[Task]]) -> int:
+        """The index in `placed_by` of the chains' timeline, memoised on the identity of the chain
+        objects (cost models reuse them)."""
         key = tuple(map(id, chains))
         memo = timelines.get(key)
         if memo is not None and all(a is b for a, b in zip(memo[0], chains)):
-            return memo[1:]
+            return memo[1]
         for chain in chains:
             for task in chain:
                 if task.stream not in streams:
@@ -238,35 +242,47 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         by_name: dict[str, float] = {}
         for task, start, end in placed:
             by_name[task.name] = by_name.get(task.name, 0.0) + (end - start)
-        timelines[key] = (tuple(chains), duration, compute_s, flat, union, last_compute, by_name)  # holds chains: ids stay valid
-        return duration, compute_s, flat, union, last_compute, by_name
+        placed_by.append((duration, compute_s, flat, union, last_compute, by_name))
+        timelines[key] = (tuple(chains), len(placed_by) - 1)   # holds chains: ids stay valid
+        return len(placed_by) - 1
 
-    def run_rank(rank: int):
-        live = 0
+    def plan(rank: int) -> list[tuple]:
+        """The rank's program, resolved before the run: per op its inputs, its timeline (an index
+        into `placed_by`), the events it completes, and what the event log needs."""
+        out = []
         for op in schedule.programs[rank]:
+            fwd, bwd = op.forward_part, op.backward_part
+            key = timeline(costs.chains(rank, op))
+            f_ev = done_event(f_done, (rank, fwd[0], fwd[1])) if fwd is not None else None
+            b_ev = done_event(b_done, (rank, bwd[0], bwd[1])) if bwd is not None else None
+            out.append((inputs(rank, op), key, f_ev, b_ev, op))
+        return out
+
+    def run_rank(rank: int, program: list[tuple]):
+        live = peak_live = 0
+        uses = op_uses[rank]
+        for needs, key, f_ev, b_ev, op in program:
             ready = env.now
-            for ev, delay in inputs(rank, op):
+            for ev, delay in needs:
                 if not ev.triggered:
                     yield ev
                 ready = max(ready, ev.value + delay)
             if ready > env.now:
                 yield env.timeout(ready - env.now)
 
-            fwd, bwd = op.forward_part, op.backward_part
-            if fwd is not None:
+            if f_ev is not None:
                 live += 1
-                peak[rank] = max(peak[rank], live)
-            duration, compute_s, placed, union, last_compute, by_name = timeline(costs.chains(rank, op))
+                if live > peak_live:
+                    peak_live = live
+            duration, compute_s, placed, union, last_compute, _ = placed_by[key]
+            uses[key] = uses.get(key, 0) + 1
             t0 = env.now
             covered[rank] += union
-            names = task_time[rank]
-            for name, secs in by_name.items():
-                names[name] = names.get(name, 0.0) + secs
             if last_compute is not None:
                 last_compute_end[rank] = t0 + last_compute
-            kind, mb, chunk = op.kind, op.microbatch, op.chunk
-            b_mb, b_chunk = bwd if bwd is not None else (mb, chunk)
             if record_events:
+                kind, mb, chunk = op.kind, op.microbatch, op.chunk
+                b_mb, b_chunk = op.backward_part if b_ev is not None else (mb, chunk)
                 spans.append((rank, str(op), t0, t0 + duration))
                 for stream, name, is_b, start, end in placed:
                     if is_b:
@@ -277,16 +293,24 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             if duration > 0:
                 yield env.timeout(duration)
 
-            if fwd is not None:
-                done_event(f_done, (rank, fwd[0], fwd[1])).succeed(env.now)
-            if bwd is not None:
-                done_event(b_done, (rank, bwd[0], bwd[1])).succeed(env.now)
+            if f_ev is not None:
+                f_ev.succeed(env.now)
+            if b_ev is not None:
+                b_ev.succeed(env.now)
                 live -= 1
+        peak[rank] = peak_live
         finished[rank] = True
 
-    for rank in range(num_ranks):
-        env.process(run_rank(rank))
-    env.run()
+    with gc_paused():
+        programs = [plan(rank) for rank in range(num_ranks)]
+        for rank in range(num_ranks):
+            env.process(run_rank(rank, programs[rank]))
+        env.run()
+    for rank, uses in enumerate(op_uses):   # seconds per task name: each timeline times its uses
+        names = task_time[rank]
+        for key, n in uses.items():
+            for name, secs in placed_by[key][5].items():
+                names[name] = names.get(name, 0.0) + n * secs
     if not all(finished):
         stuck = [r for r in range(num_ranks) if not finished[r]]
         raise RuntimeError(f"pipeline deadlock: ranks {stuck} never finished their programs")
