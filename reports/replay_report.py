@@ -127,8 +127,16 @@ def merge_spans_array(starts: np.ndarray, widths: np.ndarray, min_gap_s: float) 
 
 
 def _lanes(events, streams: list[str]) -> dict:
-    """(rank, stream index, op kind or 'comm') -> (starts, widths) arrays of the events drawn in it."""
+    """(rank, stream index, op kind or 'comm') -> (starts, widths) arrays of the events drawn in it
+    (from the simulator's per-op lanes where it kept them: no per-task events are built)."""
     cols: dict = {}
+    if hasattr(events, "lanes"):
+        for (rank, stream, kind), spans in events.lanes().items():
+            si = streams.index(stream) if stream in streams else 0
+            lane = cols.setdefault((rank, si, kind if stream == "compute" else "comm"), ([], []))
+            lane[0].extend(a for a, _ in spans)
+            lane[1].extend(b for _, b in spans)
+        return {k: (np.array(a), np.array(b) - np.array(a)) for k, (a, b) in cols.items()}
     for ev in events:
         si = streams.index(ev.stream) if ev.stream in streams else 0
         key = (ev.rank, si, ev.kind if ev.stream == "compute" else "comm")
@@ -154,7 +162,8 @@ def plot_gantt(step, max_events: int = 1_000_000):
     lane_h = 0.8 / max(len(streams), 1)
     n_ranks = pipe.num_ranks
     min_gap_s = pipe.makespan_s / GANTT_COLUMNS
-    for (rank, si, kind), (starts, widths) in _lanes(pipe.events[:max_events], streams).items():
+    events = pipe.events if hasattr(pipe.events, "lanes") else pipe.events[:max_events]   # lanes: one bar per op
+    for (rank, si, kind), (starts, widths) in _lanes(events, streams).items():
         color = colors.get(kind, "#bbbbbb") if kind != "comm" else "#ccbb44"
         ax.broken_barh(merge_spans_array(starts, widths, min_gap_s), (rank - 0.4 + si * lane_h, lane_h * 0.95),
                        facecolors=color, linewidth=0)
