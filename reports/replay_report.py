@@ -370,11 +370,14 @@ def build_page(result: dict, scenario, gantt_step=None) -> Page:
         p.section("Notes").bullets(result["gap_drivers"])
     p.section("Assumptions").bullets(_assumptions(result, scenario))
     p.section("Plots")
-    p.figure(PLOTS[0], plot_gpu_hours(result, compared),
-             "GPU-hours by stage with the P10–P90 band" + (", beside DeepSeek's published figures." if compared else "."))
-    p.figure(PLOTS[1], plot_gantt(gantt_step), "One simulated step of the first feasible stage, per pipeline rank.")
-    p.figure(PLOTS[2], plot_tornado(result), "How far each uncertain input moves the total cost.")
-    p.figure(PLOTS[3], plot_cost_vs_size(result), "Cost and wall-clock days at other cluster sizes.")
+    drawn = pg.pngs([lambda: plot_gpu_hours(result, compared), lambda: plot_gantt(gantt_step),
+                     lambda: plot_tornado(result), lambda: plot_cost_vs_size(result)])
+    for name, data, caption in zip(PLOTS, drawn, (
+            "GPU-hours by stage with the P10–P90 band" + (", beside DeepSeek's published figures." if compared else "."),
+            "One simulated step of the first feasible stage, per pipeline rank.",
+            "How far each uncertain input moves the total cost.",
+            "Cost and wall-clock days at other cluster sizes.")):
+        p.figure(name, data, caption)
     prov = result["provenance"]
     p.section("Provenance").bullets([
         f"scenario: {prov['scenario']} (resolved copy: `{pg.RESOLVED_SCENARIO}`); the result: `{pg.RESULT_JSON}`; "
