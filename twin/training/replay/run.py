@@ -131,6 +131,7 @@ def _replay(scenario: Scenario, step_fn: StepFn | None, progress: bool, uncertai
         result["size_sweep"] = size_sweep(scenario, runs, cache, tick) if sweep else []
     finally:
         bar.close()
+        cache.close()
     for r in result["stages"]:
         c = next((c for c in training_claims() if c["id"] == _stage_claim(scenario, r["name"])), None)
         sole = c is not None and sum(1 for s in scenario.run.stages if s.claim_id == c["id"]) == 1
