@@ -141,7 +141,7 @@ def _pieces(sc: Scenario) -> _Pieces:
     costs = StepCosts(cut, build_schedule("1f1b", 1, 1), profile, routing_loads(cut), 1.0)
 
     def times(ops) -> BlockTimes:
-        return BlockTimes(_sum(costs._forward_tasks(ops)), _sum(costs._backward_tasks(ops, with_weight=False)),
+        return BlockTimes(_sum(costs._forward_tasks(ops)), _sum(costs._backward_tasks(ops, False)),
                           _sum(costs._weight_tasks(ops)))
 
     dense_ops = costs.blocks[0].ops if m.num_dense_layers or not m.is_moe else None

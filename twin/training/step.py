@@ -134,6 +134,20 @@ def _tp_kinds(moe_attention: bool, sequence_parallel: bool) -> dict[str, str | N
     return {"in_fwd": None, "out_fwd": "all_reduce", "out_bwd": None, "in_bwd": "all_reduce"}
 
 
+def _per_block(method):
+    """Memoise a StepCosts method of a block's op tuple on the tuple's identity: blocks alike share
+    one tuple, and hashing its ~40 Ops on every call (what functools.cache does) cost more than a
+    plan search's bound spent building tasks."""
+    @functools.wraps(method)
+    def memoised(self, ops, *args):
+        key = (method.__name__, id(ops), *args)
+        hit = self._block_memo.get(key)
+        if hit is None or hit[0] is not ops:
+            hit = self._block_memo[key] = (ops, method(self, ops, *args))   # holds ops: its id stays valid
+        return hit[1]
+    return memoised
+
+
 class StepCosts:
     """OpCosts for the pipeline engine: chains of tasks per (rank, op), built once per stage."""
 
@@ -141,6 +155,7 @@ class StepCosts:
         """imbalance: a max/mean ratio for every MoE layer, or a per-layer list of ratios or
         ExpertLoads (see routing_loads)."""
         self.sc, self.schedule, self.profile = sc, schedule, profile
+        self._block_memo: dict = {}
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
         held_sms = sc.plan.held_comm_sms
@@ -291,7 +306,7 @@ class StepCosts:
         return ([Task("compute", self._compute_s(before, phase), name)] + self._cp_tasks(seg, backward)
                 + [Task("compute", self._compute_s(after, phase), name)])
 
-    @functools.cache
+    @_per_block
     def _forward_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
         """A block's forward tasks (memoised: the MoE blocks of a model are alike)."""
         tasks = []
@@ -307,7 +322,7 @@ class StepCosts:
                 tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), backward=False)
         return tuple(tasks)
 
-    @functools.cache
+    @_per_block
     def _backward_tasks(self, ops: tuple[Op, ...], with_weight: bool) -> tuple[Task, ...]:
         """Input-gradient backward of a block (reverse order); with_weight adds each segment's
         weight gradient right after its input gradient (a full, unsplit backward). Memoised."""
@@ -340,14 +355,14 @@ class StepCosts:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)
 
-    @functools.cache
+    @_per_block
     def _op_sac(self, ops: tuple[Op, ...]) -> tuple[tuple[Op, Op], ...]:
         """plan.recompute 'selective_op': what torchtitan's per-op policy recomputes of a block
         (flops.op_sac_recompute), memoised per block."""
         p = self.sc.plan
         return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp, p.gemm_precision))
 
-    @functools.cache
+    @_per_block
     def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
         return tuple(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS)
@@ -413,7 +428,7 @@ class StepCosts:
         if kind == "F":
             per_block = [self._forward_tasks(ops) for ops in blocks]
         elif kind in ("B", "BW"):
-            per_block = [self._backward_tasks(ops, with_weight=kind == "BW") for ops in reversed(blocks)]
+            per_block = [self._backward_tasks(ops, kind == "BW") for ops in reversed(blocks)]
         else:   # W
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
         if gather or scatter:
@@ -501,7 +516,8 @@ def _merge(tasks: list[Task]) -> list[Task]:
     out: list[Task] = []
     for t in tasks:
         if out and out[-1].stream == t.stream and out[-1].name == t.name:
-            out[-1] = dataclasses.replace(out[-1], duration_s=out[-1].duration_s + t.duration_s)
+            last = out[-1]
+            out[-1] = Task(last.stream, last.duration_s + t.duration_s, last.name, last.part)
         else:
             out.append(t)
     return out
@@ -683,6 +699,25 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
     return schedule, costs, profile, mems, totals, worst
 
 
+def _op_counts(schedule: Schedule, rank: int, by_microbatch: bool) -> tuple[tuple[tuple, int], ...]:
+    """A rank's ops counted by what sets their chains: kind and chunks, and with ZeRO-3 the
+    micro-batches too (its first and last ops differ). Kept per schedule object (a plan search's
+    options share a few; hashing a schedule would walk its programs): counting ~10^4 ops was a
+    third of a bound."""
+    key = (id(schedule), rank, by_microbatch)
+    hit = _OP_COUNTS.get(key)
+    if hit is None or hit[0] is not schedule:
+        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if by_microbatch else 0,
+                          op.b_microbatch if by_microbatch else 0) for op in schedule.programs[rank])
+        if len(_OP_COUNTS) >= 4096:
+            _OP_COUNTS.clear()
+        hit = _OP_COUNTS[key] = (schedule, tuple(counts.items()))   # holds the schedule: its id stays valid
+    return hit[1]
+
+
+_OP_COUNTS: dict = {}   # (id(schedule), rank, by micro-batch) -> (schedule, counts)
+
+
 def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb()) -> float:
     """A lower bound of simulate_step(sc).step_time_s, without simulating the pipeline. A rank runs
     its ops one after the other (twin.sim.pipeline), and an op lasts at least as long as its
@@ -702,12 +737,8 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
     pipeline = 0.0
     for rank, program in enumerate(schedule.programs):
-        # ops with the same kind and chunks have the same chains (ZeRO-3's first and last ones
-        # differ: there every op is looked at)
-        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
-                          op.b_microbatch if costs.fsdp else 0) for op in program)
         ops_s = compute_s = 0.0
-        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items():
+        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in _op_counts(schedule, rank, costs.fsdp):
             chains = costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split))
             by_stream: dict[str, float] = {}
             for chain in chains:
