@@ -238,6 +238,53 @@ def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tup
 _event_order = operator.itemgetter(6, 0)  # (start_s, rank)
 
 
+def _dependencies(schedule: Schedule) -> list[list[tuple]]:
+    """Per rank, per op of its program: (op, inputs, forward done key, backward done key), each
+    input (0 for a forward's or 1 for a backward's done table, its key (rank, micro-batch, chunk),
+    the rank it is sent from or None where nothing travels, "F" or "B"):
+      F      the forward upstream's F of the same (micro-batch, chunk), sent;
+      B, BW  the backward upstream's B/BW, sent; at the last stage its own F (the loss);
+      W      its own B;
+      FB     both parts' inputs.
+    A function of the schedule alone, kept per schedule object (the steps of a plan search and of a
+    replay's perturbations share a few)."""
+    hit = _DEPENDENCIES.get(id(schedule))
+    if hit is not None and hit[0] is schedule:
+        return hit[1]
+    num_ranks = schedule.num_ranks
+    forward_up = {(r, c): schedule.forward_upstream(r, c) for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    backward_up = {(r, c): schedule.backward_upstream(r, c) for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    table = []
+    for rank in range(num_ranks):
+        rows = []
+        for op in schedule.programs[rank]:
+            needs = []
+            fwd, bwd = op.forward_part, op.backward_part
+            if fwd is not None:
+                mb, chunk = fwd
+                up = forward_up[rank, chunk]
+                if up is not None:
+                    needs.append((0, (up[0], mb, up[1]), up[0] if up[0] != rank else None, "F"))
+            if bwd is not None:
+                mb, chunk = bwd
+                up = backward_up[rank, chunk]
+                if up is None:  # last stage: the loss of its own forward
+                    needs.append((0, (rank, mb, chunk), None, "B"))
+                else:
+                    needs.append((1, (up[0], mb, up[1]), up[0] if up[0] != rank else None, "B"))
+            if op.kind == "W":
+                needs.append((1, (rank, op.microbatch, op.chunk), None, "B"))
+            rows.append((op, tuple(needs), None if fwd is None else (rank, *fwd), None if bwd is None else (rank, *bwd)))
+        table.append(rows)
+    if len(_DEPENDENCIES) >= 64:
+        _DEPENDENCIES.pop(next(iter(_DEPENDENCIES)))   # the oldest
+    _DEPENDENCIES[id(schedule)] = (schedule, table)   # holds the schedule: its id stays valid
+    return table
+
+
+_DEPENDENCIES: dict = {}   # id(schedule) -> (schedule, _dependencies' table)
+
+
 def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                       streams: Sequence[str] = ("compute", "comm"),
                       record_events: bool = True) -> PipelineResult:
@@ -257,13 +304,17 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     task_time: list[dict[str, float]] = [{} for _ in range(num_ranks)]
     peak = [0] * num_ranks
     finished = [False] * num_ranks
-    timelines: dict[tuple[int, ...], tuple] = {}  # ids of an op's chains -> (chains, index in placed_by)
+    timelines: dict = {}  # id of an op's chains, or the ids of its chains -> (chains, index in placed_by)
     placed_by: list[tuple] = []   # (duration, compute s, placed tasks, covered s, last compute end, s per name)
     op_uses: list[dict[int, int]] = [{} for _ in range(num_ranks)]   # per rank: timeline -> ops that ran it
-    forward_up = {(r, c): schedule.forward_upstream(r, c)
-                  for r in range(num_ranks) for c in range(schedule.num_chunks)}
-    backward_up = {(r, c): schedule.backward_upstream(r, c)
-                   for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    done: tuple[dict, dict] = (f_done, b_done)
+    delays: dict[tuple[int, int, str], float] = {}
+
+    def delay_s(src: int, dst: int, kind: str) -> float:
+        d = delays.get((src, dst, kind))
+        if d is None:
+            d = delays[src, dst, kind] = costs.p2p_s(src, dst, kind)
+        return d
 
     def done_event(table: dict, key: tuple[int, int, int]) -> simpy.Event:
         ev = table.get(key)
@@ -271,31 +322,12 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             ev = table[key] = env.event()
         return ev
 
-    def inputs(rank: int, op: PipeOp) -> list[tuple[simpy.Event, float]]:
-        """(event to wait for, transfer delay after it) for each input of `op`."""
-        needs = []
-        fwd, bwd = op.forward_part, op.backward_part
-        if fwd is not None:
-            mb, chunk = fwd
-            up = forward_up[rank, chunk]
-            if up is not None:
-                delay = costs.p2p_s(up[0], rank, "F") if up[0] != rank else 0.0
-                needs.append((done_event(f_done, (up[0], mb, up[1])), delay))
-        if bwd is not None:
-            mb, chunk = bwd
-            up = backward_up[rank, chunk]
-            if up is None:  # last stage: the loss of its own forward
-                needs.append((done_event(f_done, (rank, mb, chunk)), 0.0))
-            else:
-                delay = costs.p2p_s(up[0], rank, "B") if up[0] != rank else 0.0
-                needs.append((done_event(b_done, (up[0], mb, up[1])), delay))
-        if op.kind == "W":
-            needs.append((done_event(b_done, (rank, op.microbatch, op.chunk)), 0.0))
-        return needs
-
     def timeline(chains: Sequence[Sequence[Task]]) -> int:
         """The index in `placed_by` of the chains' timeline, memoised on the identity of the chain
         objects (cost models reuse them)."""
+        memo = timelines.get(id(chains))   # the same chains object again (StepCosts keeps them)
+        if memo is not None and memo[0] is chains:
+            return memo[1]
         key = tuple(map(id, chains))
         memo = timelines.get(key)
         if memo is not None and all(a is b for a, b in zip(memo[0], chains)):
@@ -315,18 +347,20 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             by_name[task.name] = by_name.get(task.name, 0.0) + (end - start)
         placed_by.append((duration, compute_s, flat, union, last_compute, by_name))
         timelines[key] = (tuple(chains), len(placed_by) - 1)   # holds chains: ids stay valid
+        timelines[id(chains)] = (chains, len(placed_by) - 1)
         return len(placed_by) - 1
 
     def plan(rank: int) -> list[tuple]:
-        """The rank's program, resolved before the run: per op its inputs, its timeline (an index
-        into `placed_by`), the events it completes, and what the event log needs."""
+        """The rank's program, resolved before the run: per op (event to wait for, transfer delay
+        after it) of each input, its timeline (an index into `placed_by`), the events it
+        completes, and the op (the event log's)."""
         out = []
-        for op in schedule.programs[rank]:
-            fwd, bwd = op.forward_part, op.backward_part
-            key = timeline(costs.chains(rank, op))
-            f_ev = done_event(f_done, (rank, fwd[0], fwd[1])) if fwd is not None else None
-            b_ev = done_event(b_done, (rank, bwd[0], bwd[1])) if bwd is not None else None
-            out.append((inputs(rank, op), key, f_ev, b_ev, op))
+        for op, needs, f_key, b_key in _dependencies(schedule)[rank]:
+            inputs = [(done_event(done[table], key), 0.0 if src is None else delay_s(src, rank, kind))
+                      for table, key, src, kind in needs]
+            out.append((inputs, timeline(costs.chains(rank, op)),
+                        None if f_key is None else done_event(f_done, f_key),
+                        None if b_key is None else done_event(b_done, b_key), op))
         return out
 
     def run_rank(rank: int, program: list[tuple]):

@@ -156,6 +156,7 @@ class StepCosts:
         ExpertLoads (see routing_loads)."""
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self._block_memo: dict = {}
+        self._chains_of: dict = {}   # (rank, kind, chunk, b_chunk, b_split) -> chains, without ZeRO-3
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
         held_sms = sc.plan.held_comm_sms
@@ -471,6 +472,15 @@ class StepCosts:
         return (False, kind in ("BW", "W") and part[0] == self._last_weight_grad[rank, chunk])
 
     def chains(self, rank: int, op: PipeOp):
+        if not self.fsdp:   # the chains depend on the op's kind and chunks only: one lookup
+            key = (rank, op.kind, op.chunk, op.b_chunk, op.b_split)
+            hit = self._chains_of.get(key)
+            if hit is None:
+                hit = self._chains_of[key] = self._chains(rank, op)
+            return hit
+        return self._chains(rank, op)
+
+    def _chains(self, rank: int, op: PipeOp):
         s = self.schedule
         if op.kind == "FB":
             flags = (self.fsdp_flags(rank, "F", op.forward_part)
