@@ -18,6 +18,7 @@ import io
 from pathlib import Path
 
 import matplotlib.patches
+from matplotlib.collections import PolyCollection
 import numpy as np
 
 from reports import page as pg
@@ -163,10 +164,17 @@ def plot_gantt(step, max_events: int = 1_000_000):
     n_ranks = pipe.num_ranks
     min_gap_s = pipe.makespan_s / GANTT_COLUMNS
     events = pipe.events if hasattr(pipe.events, "lanes") else pipe.events[:max_events]   # lanes: one bar per op
+    bars: dict[str, list[np.ndarray]] = {}   # color -> (x0, y0, x1, y1) rows: one collection per color
     for (rank, si, kind), (starts, widths) in _lanes(events, streams).items():
         color = colors.get(kind, "#bbbbbb") if kind != "comm" else "#ccbb44"
-        ax.broken_barh(merge_spans_array(starts, widths, min_gap_s), (rank - 0.4 + si * lane_h, lane_h * 0.95),
-                       facecolors=color, linewidth=0)
+        spans = np.array(merge_spans_array(starts, widths, min_gap_s)).reshape(-1, 2)
+        y0 = rank - 0.4 + si * lane_h
+        bars.setdefault(color, []).append(np.column_stack([spans[:, 0], np.full(len(spans), y0),
+                                                           spans.sum(axis=1), np.full(len(spans), y0 + lane_h * 0.95)]))
+    for color, rows in bars.items():   # rectangles as polygons: what broken_barh draws, ~100x fewer calls
+        x0, y0, x1, y1 = np.concatenate(rows).T
+        ax.add_collection(PolyCollection(np.stack([np.column_stack(c) for c in ((x0, y0), (x0, y1), (x1, y1), (x1, y0))], axis=1),
+                                         facecolors=color, linewidths=0))
     ax.set_xlim(0, pipe.makespan_s)
     ax.set_ylim(n_ranks - 0.5, -0.5)
     step_ranks = range(0, n_ranks, max(1, n_ranks // 16))
