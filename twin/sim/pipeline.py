@@ -367,13 +367,11 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         live = peak_live = 0
         uses = op_uses[rank]
         for needs, key, f_ev, b_ev, op in program:
-            ready = env.now
+            t0 = env.now
             for ev, delay in needs:
                 if not ev.triggered:
                     yield ev
-                ready = max(ready, ev.value + delay)
-            if ready > env.now:
-                yield env.timeout(ready - env.now)
+                t0 = max(t0, env.now, ev.value + delay)   # the op starts once its inputs have arrived
 
             if f_ev is not None:
                 live += 1
@@ -381,7 +379,6 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                     peak_live = live
             duration, compute_s, _, union, last_compute, _ = placed_by[key]
             uses[key] = uses.get(key, 0) + 1
-            t0 = env.now
             covered[rank] += union
             if last_compute is not None:
                 last_compute_end[rank] = t0 + last_compute
@@ -389,8 +386,8 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                 spans.append((rank, str(op), t0, t0 + duration))
                 op_log.append((rank, t0, key, op))
             busy[rank] += compute_s
-            if duration > 0:
-                yield env.timeout(duration)
+            if t0 + duration > env.now:   # the wait for a transfer and the op itself: one timeout
+                yield env.timeout(t0 + duration - env.now)
 
             if f_ev is not None:
                 f_ev.succeed(env.now)
