@@ -16,6 +16,7 @@ from pathlib import Path
 
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
+from twin.cli.prefork import prepared
 from twin.core.atomic import check_output, write_bytes, write_text
 from twin.core.journal import Journal, clean_stale_tmp, read_rows
 from twin.core.docs import scenario_reference
@@ -156,11 +157,13 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def cmd_replay(args) -> int:
-    from reports.replay_report import write_report as write_replay_report  # lazy: matplotlib
     sc = _scenario(args)
-    result = replay(sc, progress=not args.quiet)
-    if args.out:
-        write_replay_report(result, sc, args.out)
+    # the report's plotting stack (matplotlib, ~0.6 s) is imported in a forked process while the
+    # replay simulates, which then writes the report
+    with prepared("reports.replay_report", "write_report", enabled=bool(args.out)) as report:
+        result = replay(sc, progress=not args.quiet)
+        if report is not None:
+            report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
     return 0

@@ -115,7 +115,7 @@ class EventLog(Sequence):
         return f"EventLog({len(self)} events)"
 
     def __reduce__(self):
-        return (list, (self._built(),))   # crosses processes as the plain list it stands for
+        return (EventLog, (self._ops, self._placed_by))   # crosses processes as its op records
 
     def lanes(self) -> dict[tuple[int, str, str], list[tuple[float, float]]]:
         """(rank, stream, op kind) -> (start_s, end_s) intervals of the tasks drawn there, tasks that
