@@ -294,8 +294,10 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     streams = tuple(streams)
     env = simpy.Environment()  # env.now is float seconds
     num_ranks = schedule.num_ranks
-    f_done: dict[tuple[int, int, int], simpy.Event] = {}  # (rank, mb, chunk) -> value: end time
-    b_done: dict[tuple[int, int, int], simpy.Event] = {}
+    # (rank, micro-batch, chunk) of a forward / a backward -> when it finished; and the SimPy event
+    # a rank waits on where it needs one not finished yet (only then: most inputs have arrived)
+    finished_at: tuple[dict, dict] = ({}, {})
+    waiting: tuple[dict, dict] = ({}, {})
     op_log: list[tuple] = []  # with the event log: (rank, start, timeline index, op) of every op
     spans: list[tuple] = []  # (rank, op label, start, end), with the event log
     busy = [0.0] * num_ranks
@@ -307,7 +309,6 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     timelines: dict = {}  # id of an op's chains, or the ids of its chains -> (chains, index in placed_by)
     placed_by: list[tuple] = []   # (duration, compute s, placed tasks, covered s, last compute end, s per name)
     op_uses: list[dict[int, int]] = [{} for _ in range(num_ranks)]   # per rank: timeline -> ops that ran it
-    done: tuple[dict, dict] = (f_done, b_done)
     delays: dict[tuple[int, int, str], float] = {}
 
     def delay_s(src: int, dst: int, kind: str) -> float:
@@ -315,12 +316,6 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         if d is None:
             d = delays[src, dst, kind] = costs.p2p_s(src, dst, kind)
         return d
-
-    def done_event(table: dict, key: tuple[int, int, int]) -> simpy.Event:
-        ev = table.get(key)
-        if ev is None:
-            ev = table[key] = env.event()
-        return ev
 
     def timeline(chains: Sequence[Sequence[Task]]) -> int:
         """The index in `placed_by` of the chains' timeline, memoised on the identity of the chain
@@ -351,29 +346,36 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         return len(placed_by) - 1
 
     def plan(rank: int) -> list[tuple]:
-        """The rank's program, resolved before the run: per op (event to wait for, transfer delay
-        after it) of each input, its timeline (an index into `placed_by`), the events it
-        completes, and the op (the event log's)."""
+        """The rank's program, resolved before the run: per op (table, key, transfer delay) of
+        each input, its timeline (an index into `placed_by`), the forward and backward it
+        finishes, and the op (the event log's)."""
         out = []
         for op, needs, f_key, b_key in _dependencies(schedule)[rank]:
-            inputs = [(done_event(done[table], key), 0.0 if src is None else delay_s(src, rank, kind))
-                      for table, key, src, kind in needs]
-            out.append((inputs, timeline(costs.chains(rank, op)),
-                        None if f_key is None else done_event(f_done, f_key),
-                        None if b_key is None else done_event(b_done, b_key), op))
+            inputs = [(table, key, 0.0 if src is None else delay_s(src, rank, kind)) for table, key, src, kind in needs]
+            out.append((inputs, timeline(costs.chains(rank, op)), f_key, b_key, op))
         return out
+
+    def finish(table: int, key: tuple[int, int, int]) -> None:
+        finished_at[table][key] = env.now
+        ev = waiting[table].pop(key, None)
+        if ev is not None:
+            ev.succeed(env.now)
 
     def run_rank(rank: int, program: list[tuple]):
         live = peak_live = 0
         uses = op_uses[rank]
-        for needs, key, f_ev, b_ev, op in program:
+        for needs, key, f_key, b_key, op in program:
             t0 = env.now
-            for ev, delay in needs:
-                if not ev.triggered:
-                    yield ev
-                t0 = max(t0, env.now, ev.value + delay)   # the op starts once its inputs have arrived
+            for table, k, delay in needs:
+                at = finished_at[table].get(k)
+                if at is None:   # not finished yet: wait for it
+                    ev = waiting[table].get(k)
+                    if ev is None:
+                        ev = waiting[table][k] = env.event()
+                    at = yield ev
+                t0 = max(t0, env.now, at + delay)   # the op starts once its inputs have arrived
 
-            if f_ev is not None:
+            if f_key is not None:
                 live += 1
                 if live > peak_live:
                     peak_live = live
@@ -389,10 +391,10 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             if t0 + duration > env.now:   # the wait for a transfer and the op itself: one timeout
                 yield env.timeout(t0 + duration - env.now)
 
-            if f_ev is not None:
-                f_ev.succeed(env.now)
-            if b_ev is not None:
-                b_ev.succeed(env.now)
+            if f_key is not None:
+                finish(0, f_key)
+            if b_key is not None:
+                finish(1, b_key)
                 live -= 1
         peak[rank] = peak_live
         finished[rank] = True
