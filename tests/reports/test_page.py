@@ -106,3 +106,5 @@ def test_pngs_draws_in_forked_workers_the_same_bytes_in_order():
     assert len(set(here)) == 3
     assert pg.pngs(makers, workers=2) == here
     assert pg.pngs(makers, workers=1) == here
+    uncropped = [pg.png(m(), crop=False) for m in makers]   # as the layout placed it: the figure's full size
+    assert pg.pngs(makers, workers=2, crop=False) == uncropped != here
