@@ -18,10 +18,18 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 
-def _serve(module: str, name: str, conn: Connection, other_end: Connection) -> None:
+def _function(path: str):
+    """'package.module.function' -> the function."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _serve(module: str, name: str, warm: str | None, conn: Connection, other_end: Connection) -> None:
     other_end.close()   # the parent's end: once the parent is gone, recv() ends with EOFError
     try:
         func = getattr(importlib.import_module(module), name)
+        if warm:
+            _function(warm)()
     except BaseException as exc:   # reported when called
         func, failure = None, exc
     try:
@@ -42,16 +50,17 @@ def _serve(module: str, name: str, conn: Connection, other_end: Connection) -> N
 
 
 class Prepared:
-    """`module.name` in a process forked now; call(*args) runs it there once."""
+    """`module.name` in a process forked now; call(*args) runs it there once. `warm` names a
+    function ('package.module.function') run there after the import, before the call comes."""
 
-    def __init__(self, module: str, name: str):
+    def __init__(self, module: str, name: str, warm: str | None = None):
         self.module, self.name = module, name
         self._proc = self._conn = None
         if "fork" in mp.get_all_start_methods():
             ctx = mp.get_context("fork")
             self._conn, child_end = ctx.Pipe()
             # not a daemon: the function may start processes of its own (the report's plots)
-            self._proc = ctx.Process(target=_serve, args=(module, name, child_end, self._conn), daemon=False)
+            self._proc = ctx.Process(target=_serve, args=(module, name, warm, child_end, self._conn), daemon=False)
             self._proc.start()
             child_end.close()
 
@@ -82,9 +91,9 @@ class Prepared:
 
 
 @contextlib.contextmanager
-def prepared(module: str, name: str, enabled: bool = True) -> Iterator[Prepared | None]:
+def prepared(module: str, name: str, enabled: bool = True, warm: str | None = None) -> Iterator[Prepared | None]:
     """A Prepared (None where not `enabled`), closed on the way out whatever happens."""
-    p = Prepared(module, name) if enabled else None
+    p = Prepared(module, name, warm) if enabled else None
     try:
         yield p
     finally:
