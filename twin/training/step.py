@@ -157,6 +157,7 @@ class StepCosts:
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self._block_memo: dict = {}
         self._chains_of: dict = {}   # (rank, kind, chunk, b_chunk, b_split) -> chains, without ZeRO-3
+        self._compute_chains_of: dict = {}   # (rank, chunk, b_chunk, b_split) of an F&B pair -> compute_chains
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
         held_sms = sc.plan.held_comm_sms
@@ -493,10 +494,20 @@ class StepCosts:
 
     def compute_chains(self, rank: int, op: PipeOp):
         """chains(rank, op) with the same tasks and durations, without naming the parts of an F&B
-        pair (what a sum of durations needs: step_time_lower_bound_s)."""
-        s = self.schedule
+        pair (what a sum of durations needs: step_time_lower_bound_s). The same object for the same
+        (rank, kind, chunks) without ZeRO-3."""
         if op.kind != "FB":
             return self.chains(rank, op)
+        if not self.fsdp:
+            key = (rank, op.chunk, op.b_chunk, op.b_split)
+            hit = self._compute_chains_of.get(key)
+            if hit is None:
+                hit = self._compute_chains_of[key] = self._fb_compute_chains(rank, op)
+            return hit
+        return self._fb_compute_chains(rank, op)
+
+    def _fb_compute_chains(self, rank: int, op: PipeOp):
+        s = self.schedule
         flags = (self.fsdp_flags(rank, "F", op.forward_part)
                  + self.fsdp_flags(rank, "B" if op.b_split else "BW", op.backward_part))
         return (self._chain(s.stage_of(rank, op.chunk), "F", *flags[:2]),
@@ -746,10 +757,11 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
     pipeline = 0.0
-    for rank, program in enumerate(schedule.programs):
-        ops_s = compute_s = 0.0
-        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in _op_counts(schedule, rank, costs.fsdp):
-            chains = costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split))
+    op_times: dict[int, tuple] = {}   # id(chains) -> (chains, op s, compute s): ranks share chains
+
+    def op_time(chains) -> tuple[float, float]:
+        hit = op_times.get(id(chains))
+        if hit is None or hit[0] is not chains:
             by_stream: dict[str, float] = {}
             for chain in chains:
                 for t in chain:
@@ -758,8 +770,15 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
                 op_s = sum(t.duration_s for t in chains[0])
             else:
                 op_s = max(max(by_stream.values(), default=0.0), sum(t.duration_s for t in chains[0]))
+            hit = op_times[id(chains)] = (chains, op_s, by_stream.get("compute", 0.0))
+        return hit[1], hit[2]
+
+    for rank, program in enumerate(schedule.programs):
+        ops_s = compute_s = 0.0
+        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in _op_counts(schedule, rank, costs.fsdp):
+            op_s, op_compute_s = op_time(costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)))
             ops_s += n * op_s
-            compute_s += n * by_stream.get("compute", 0.0)
+            compute_s += n * op_compute_s
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
