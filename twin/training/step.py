@@ -33,8 +33,9 @@ import functools
 from collections import Counter
 
 from twin.costs import comm, compute, memory
-from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, GEMM_KINDS, Op, OpKind, attention_ops, dense_ffn_ops,
-                              embedding_ops, head_ops, moe_ops, op_sac_recompute, train_flops_per_token)
+from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
+                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, moe_ops, op_sac_recompute,
+                              train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -100,7 +101,7 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     m, p, w = sc.model, sc.plan, sc.workload
     tokens = local_tokens(sc)
     seq_local = w.seq_len // p.cp
-    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal)
+    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal, kv_repeat=p.kv_repeat)
     if p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs
         ops = [dataclasses.replace(op, batch=op.batch * p.cp) if op.kind == OpKind.ATTENTION else op for op in ops]
     dense = layer < m.num_dense_layers or not m.is_moe
@@ -113,6 +114,8 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
         # (an MoE part's already do: its tokens are shared out over the TP ranks)
         split = [op.name in HIDDEN_WIDTH_OPS and (op.part == "attn" or dense) for op in ops]
         ops = [dataclasses.replace(op, bytes=op.bytes / p.tp) if s else op for op, s in zip(ops, split)]
+    if p.kernels == "eager":   # the elementwise chains as torch eager issues them (after the SP split)
+        ops = eager_ops(ops)
     return _Block(tuple(ops), not dense)
 
 
@@ -132,6 +135,27 @@ def _tp_kinds(moe_attention: bool, sequence_parallel: bool) -> dict[str, str | N
     if sequence_parallel or moe_attention:
         return {"in_fwd": "all_gather", "out_fwd": "reduce_scatter", "out_bwd": "all_gather", "in_bwd": "reduce_scatter"}
     return {"in_fwd": None, "out_fwd": "all_reduce", "out_bwd": None, "in_bwd": "all_reduce"}
+
+
+# PyTorch's experimental context parallelism (torch/distributed/tensor/experimental/_attention.py,
+# _templated_ring_attention and its backward, rotate method 'allgather', load-balanced causal
+# sharding), as torchtitan runs it (utils.create_context_parallel_ctx @ 9dec370). A pass runs cp
+# attention calls of equal work (1/cp of the core each). Forward: the K/V all-gather is issued
+# before the first call and awaited at the second. Backward: the K/V all-gather again behind the
+# first call; after every call the FP32 dK/dV accumulated so far goes to the next rank
+# (_AllToAllRotater), awaited after the next call, the last one at once. Around the calls,
+# eager kernels (the merger and accumulators convert to FP32, convert_to_f32 = True), in bytes per
+# element of the rank's attention output (q) and of its K/V (kv), counted from the code:
+# forward, the first call's output to FP32 (6) and the final cast back (6); each later call's
+# output to FP32 6, out - block_out 12, x sigmoid 8, out - that 12 (32.5 on average over the
+# ranks, half of whose later calls take half the queries and then copy the whole FP32 output
+# back together with torch.cat); K/V made contiguous once and concatenated for each send, 4 each.
+# Backward: FP32 zeros for dq, dK, dV (4) and the final casts (6); per call, dq += (10, with
+# the half-and-cat calls 11.5 on average) and dK, dV += (11.5) and concatenated in FP32 for the
+# send (8) and the K/V concatenated (4).
+TORCH_CP_FWD_BYTES = {"q_fixed": 12.0, "q_per_later_call": 32.5, "kv_per_call": 4.0}
+TORCH_CP_BWD_BYTES = {"q_fixed": 10.0, "q_per_call": 11.5, "kv_fixed": 10.0, "kv_per_call": 23.5}
+TORCH_CP_LAUNCHES_PER_CALL = {"fwd": 6, "bwd": 8}
 
 
 class StepCosts:
@@ -167,6 +191,8 @@ class StepCosts:
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
         head = head_ops(m, tokens, sc.plan.tp)
+        if sc.plan.kernels == "eager":
+            head = eager_ops(head)
         mtp = []
         for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
             mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
@@ -182,7 +208,9 @@ class StepCosts:
         self.tp_same_node = p.tp <= node                 # TP innermost (Megatron's rank order)
         self.cp_same_node = p.tp * p.cp <= node          # then CP
         self.tp_bytes = tokens * m.hidden_size * BF16_BYTES   # one part's activations, the whole buffer
-        self.kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)   # this rank's K/V chunk
+        self.kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp, p.kv_repeat)   # this rank's K/V chunk
+        # the query (= output) elements of this rank's attention: torch_allgather's FP32 merges
+        self.q_elems = tokens * (m.num_heads // p.tp) * (m.v_head_dim if m.attention == "mla" else m.head_dim)
         self.fsdp = p.zero_stage >= 3
         # the ranks a block's parameters are sharded over (ZeRO-3): dense ones over data x context
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
@@ -271,9 +299,38 @@ class StepCosts:
             core_s = self._compute_s(core, "bwd_input" if backward else "fwd")
             exposed = (p.cp - 1) * max(0.0, step_s - core_s / p.cp)
             return [Task("comm", exposed, "cp_ring_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
+        if p.cp_kind == "torch_allgather":
+            exposed = self._torch_cp_exposed_s(self._compute_s(core, "bwd_input" if backward else "fwd"), backward)
+            return [Task("comm", exposed, "cp_torch_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
         kind = "reduce_scatter" if backward else "all_gather"
         t = self._collective_s(kind, self.kv_bytes * p.cp, p.cp, self.cp_same_node)
         return [Task("comm", t, f"cp_{kind}_kv")]
+
+    def _torch_cp_merge_s(self, backward: bool) -> float:
+        """Seconds of the eager FP32 merge and accumulation kernels around one pass of
+        torch_allgather context-parallel attention on this rank."""
+        cp, q, kv = self.sc.plan.cp, self.q_elems, self.kv_bytes / BF16_BYTES
+        if backward:
+            b = TORCH_CP_BWD_BYTES
+            nbytes = q * (b["q_fixed"] + b["q_per_call"] * cp) + kv * (b["kv_fixed"] + b["kv_per_call"] * cp)
+        else:
+            b = TORCH_CP_FWD_BYTES
+            nbytes = q * (b["q_fixed"] + b["q_per_later_call"] * (cp - 1)) + kv * b["kv_per_call"] * cp
+        launches = TORCH_CP_LAUNCHES_PER_CALL["bwd" if backward else "fwd"] * cp
+        return compute.memory_time_s(nbytes, self.gpu, self.profile) + (launches - 1) * self.profile.launch_s
+
+    def _torch_cp_exposed_s(self, core_s: float, backward: bool) -> float:
+        """Communication of one torch_allgather pass not hidden behind its attention calls (each
+        1/cp of `core_s`): the all-gather beyond the first call; in the backward also each dK/dV
+        hand-over (FP32, twice the K/V bytes) beyond the call after it, and the last one whole."""
+        p = self.sc.plan
+        call_s = core_s / p.cp
+        gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node)
+        exposed = max(0.0, gather_s - call_s)
+        if backward:
+            pass_s = self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
+            exposed += (p.cp - 1) * max(0.0, pass_s - call_s) + pass_s
+        return exposed
 
     def _compute_segment(self, seg: list[Op], phase: str, name: str) -> list[Task]:
         """A compute segment's task, the attention core split off where context parallelism
@@ -285,6 +342,13 @@ class StepCosts:
         backward = phase != "fwd"
         if backward:   # the backward runs the core first after o_proj's gradient: core, then exchange
             before, after = seg[i:], seg[:i]
+        if self.sc.plan.cp_kind == "torch_allgather":   # the merges run on the compute stream with the core
+            merge = [Task("compute", self._torch_cp_merge_s(backward), name)]
+            if not backward:
+                return ([Task("compute", self._compute_s(seg[:i], phase), name)] + self._cp_tasks(seg, False)
+                        + [Task("compute", self._compute_s(seg[i:], phase), name)] + merge)
+            return ([Task("compute", self._compute_s(before, phase), name)] + merge + self._cp_tasks(seg, True)
+                    + [Task("compute", self._compute_s(after, phase), name)])
         if self.sc.plan.cp_kind == "allgather" and not backward:   # gather first, then attend
             return ([Task("compute", self._compute_s(seg[:i], phase), name)] + self._cp_tasks(seg, False)
                     + [Task("compute", self._compute_s(seg[i:], phase), name)])
