@@ -81,7 +81,8 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # torchtitan's BF16 rows with or without compile, CP at 128K-256K, and Megatron's 70B-177B rows
 # (~+18%); see calibration/published_runs/README.md.
 NOT_MET = {
-    "tt-8b-fsdp8": 0.124, "tt-8b-fsdp8-compile": 0.166, "tt-8b-fsdp128": 0.149, "tt-8b-cp1-32k": 0.100,
+    "tt-8b-fsdp8": 0.124, "tt-8b-fsdp8-compile": 0.166, "tt-8b-fsdp128": 0.149, "tt-8b-fsdp128-compile": 0.186,
+    "tt-8b-cp1-32k": 0.100,
     "tt-8b-cp4-128k": 0.319, "tt-8b-cp8-256k": 0.376, "tt-70b-fsdp32-tp8-async": 0.101,
     "tt-405b-3d-1f1b": 0.150, "tt-405b-3d-interleaved": 0.187, "tt-405b-4d-cp1-32k": 0.109,
     "tt-405b-4d-cp2-64k": 0.227, "tt-405b-4d-cp4-128k": 0.204, "tt-405b-4d-cp8-256k": 0.307,
@@ -89,7 +90,7 @@ NOT_MET = {
     "mlm-gpt-462b": 0.110, "l3-405b-8k-gpus8192": None, "l3-405b-8k-gpus16384": 0.103,
     "l3-405b-128k-cp16": -0.121,
 }
-MEDIAN_NOT_MET = 0.123
+MEDIAN_NOT_MET = 0.124
 
 
 def _row_params():
