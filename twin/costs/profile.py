@@ -38,6 +38,10 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     lower than in a short burst. A training or serving run is sustained load, so the twin's
     simulations use the curves scaled by these ratios (`under_sustained_load`, via load_profile);
     predicting the calibration records uses the curves as fitted.
+  sustained_curves: the same ratio for a GEMM curve whose own kernel sustained.csv measured,
+    "<gemm|grouped_gemm>/<label>" -> ratio (calibration.fit.sustained_curve_ratios): kernels of one
+    class throttle differently (H100: a BF16 dense GEMM runs 0.90 of its burst rate, the FP8 ones
+    0.96-0.97, against the class median 0.96); a curve without one takes its class's ratio.
 
 A profile also describes the *software stack* that ran the kernels, as data:
   fp8_quant_fused: whether FP8 quantization runs as DeepSeek's V3 stack runs it, one fused
@@ -144,6 +148,7 @@ class Profile:
     group_row_tile: int = 0
     grouped_setup_s: float = 0.0
     sustained: dict = field(default_factory=dict)   # kernel class -> burst / sustained time
+    sustained_curves: dict = field(default_factory=dict)   # "<table>/<label>" -> burst / sustained time
     gemm_memory_eff: float = 0.0
     gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
@@ -174,7 +179,15 @@ class Profile:
         if not self.sustained:
             return self
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
-        return dataclasses.replace(self._scaled_by(r["gemm"], r["attention"], r["memory"]), sustained={})
+        scaled = self._scaled_by(r["gemm"], r["attention"], r["memory"])
+        if self.sustained_curves:   # a curve measured on its own: its ratio instead of the class's
+
+            def own(table: str, curves: dict, fitted: dict) -> dict:
+                return {k: (dataclasses.replace(c, e_max=fitted[k].e_max * min(1.0, float(self.sustained_curves[f"{table}/{k}"])))
+                            if f"{table}/{k}" in self.sustained_curves else c) for k, c in curves.items()}
+            scaled = dataclasses.replace(scaled, gemm=own("gemm", scaled.gemm, self.gemm),
+                                         grouped_gemm=own("grouped_gemm", scaled.grouped_gemm, self.grouped_gemm))
+        return dataclasses.replace(scaled, sustained={}, sustained_curves={})
 
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
@@ -206,6 +219,7 @@ class Profile:
             "group_row_tile": self.group_row_tile,
             "grouped_setup_s": self.grouped_setup_s,
             "sustained": dict(self.sustained),
+            **({"sustained_curves": dict(self.sustained_curves)} if self.sustained_curves else {}),
             "gemm_memory_eff": self.gemm_memory_eff,
             "gemm_overlap_p": self.gemm_overlap_p,
             "topk": dict(self.topk),
@@ -259,6 +273,7 @@ def profile_from_json(data: dict) -> Profile:
         group_row_tile=int(data.get("group_row_tile", 0)),
         grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
         sustained={k: float(v) for k, v in data.get("sustained", {}).items()},
+        sustained_curves={k: float(v) for k, v in data.get("sustained_curves", {}).items()},
         gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
         gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
