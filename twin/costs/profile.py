@@ -181,13 +181,19 @@ class Profile:
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
         scaled = self._scaled_by(r["gemm"], r["attention"], r["memory"])
         if self.sustained_curves:   # a curve measured on its own: its ratio instead of the class's
-
-            def own(table: str, curves: dict, fitted: dict) -> dict:
-                return {k: (dataclasses.replace(c, e_max=fitted[k].e_max * min(1.0, float(self.sustained_curves[f"{table}/{k}"])))
-                            if f"{table}/{k}" in self.sustained_curves else c) for k, c in curves.items()}
-            scaled = dataclasses.replace(scaled, gemm=own("gemm", scaled.gemm, self.gemm),
-                                         grouped_gemm=own("grouped_gemm", scaled.grouped_gemm, self.grouped_gemm))
+            scaled = dataclasses.replace(scaled, gemm=self._own_sustained("gemm", scaled.gemm, self.gemm),
+                                         grouped_gemm=self._own_sustained("grouped_gemm", scaled.grouped_gemm,
+                                                                          self.grouped_gemm))
         return dataclasses.replace(scaled, sustained={}, sustained_curves={})
+
+    def _own_sustained(self, table: str, scaled: dict, fitted: dict) -> dict:
+        """The curves of a GEMM table at their own measured sustained ratio where sustained_curves
+        has one (scaled from the fitted curve), else as the class ratio scaled them."""
+        out = {}
+        for label, curve in scaled.items():
+            ratio = self.sustained_curves.get(f"{table}/{label}")
+            out[label] = curve if ratio is None else dataclasses.replace(curve, e_max=fitted[label].e_max * min(1.0, ratio))
+        return out
 
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
