@@ -19,7 +19,13 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
   attention of the chunk in hand, exposed by the part longer than it) or `cp_all_gather_kv` /
-  `cp_reduce_scatter_kv` (all-gather variant, exposed).
+  `cp_reduce_scatter_kv` (all-gather variant, exposed), or `cp_torch_kv` (PyTorch's experimental
+  context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
+  the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
+  compute stream; TORCH_CP_FWD_BYTES).
+- plan.kernels 'eager': the block's elementwise chains at torch eager's bytes and kernel counts
+  (twin.costs.flops.eager_ops); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
+  the heads context parallelism exchanges).
 - ZeRO-3 / FSDP: `fsdp_all_gather` of each block's parameters before its forward and backward and
   `fsdp_reduce_scatter` of its gradients after its backward, prefetched one block ahead (FSDP2):
   only the part longer than the previous block's computation is exposed. With pipeline
