@@ -43,6 +43,7 @@ RECOMPUTE = ("none", "selective", "selective_op", "full")
 CP_KINDS = ("ring", "allgather", "torch_allgather")
 KERNEL_STACKS = ("fused", "eager")   # twin.costs.flops.eager_ops
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
+FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
 EP_COMM_SMS_DEFAULT = 20
@@ -253,6 +254,7 @@ class ParallelPlan:
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'selective_op' is torchtitan's per-op policy (selective_ac_option 'op': every elementwise op and every second BF16 linear recomputed, FP8 linears all, attention kept; twin.costs.flops.op_sac_recompute); 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
     attention_kernel: str = spec_field("cudnn", choices=ATTENTION_KERNELS, doc="The attention kernel the job's stack runs: 'cudnn' is the one the profile's records measured (PyTorch 2.11's SDPA on Hopper: cuDNN's fused flash kernels); 'fa2' is FlashAttention-2, which PyTorch's SDPA ran on H100 before cuDNN became its default there (pytorch/pytorch#142132, #138522), at 0.62 of cuDNN's speed (FlashAttention-3 paper, H100 head dim 128; twin.costs.profile.FA2_OVER_CUDNN)")
+    fp8_recipe: str = spec_field("blockwise", choices=FP8_RECIPES, doc="Scaling of the FP8 GEMMs (gemm_precision 'fp8'): 'blockwise' is DeepSeek-V3's (1x128 activation tiles, 128x128 weight blocks; weight gradients with 1x128 scales on both operands, at their measured slowdown); 'tensorwise' is torchao's Float8Linear as torchtitan trains (one scale per tensor, all three GEMMs at the measured tensorwise torch._scaled_mm rate; twin.costs.profile.Profile.with_fp8_recipe)")
     kernels: str = spec_field("fused", choices=KERNEL_STACKS, doc="How the elementwise work of a block runs: 'fused' (torch.compile, TransformerEngine, DeepSeek's kernels: each norm, RoPE, SwiGLU, cross-entropy one kernel reading and writing its tensors once); 'eager' (plain PyTorch eager as torchtitan's Llama code issues it: RMSNorm and RoPE through FP32 copies, SwiGLU in two kernels, the loss on an FP32 copy of the logits; twin.costs.flops.EAGER_ELEMENTWISE)")
     kv_repeat: bool = spec_field(False, doc="GQA keys and values copied out to every query head before the attention kernel (torchtitan's Llama repeat_kv @ 9dec370): the copy and its backward are costed, and context parallelism exchanges the repeated keys and values (GQA models only)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")

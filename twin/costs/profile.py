@@ -117,6 +117,7 @@ _FA2_CUDNN_TFLOPS = ((298, 484), (319, 518), (333, 529), (335, 539), (362, 617),
                      (370, 595), (291, 465), (310, 499), (318, 518), (322, 516))
 FA2_OVER_CUDNN = statistics.median(a / b for a, b in _FA2_CUDNN_TFLOPS)
 ATTENTION_KERNELS = ("cudnn", "fa2")
+FP8_RECIPES = ("blockwise", "tensorwise")
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,24 @@ class Profile:
             raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
         return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * FA2_OVER_CUDNN, c.s_half)
                                                     for d, c in self.attention.items()})
+
+    def with_fp8_recipe(self, recipe: str) -> "Profile":
+        """The profile for another FP8 scaling recipe than DeepSeek's blockwise one, which the
+        `fp8` curve and fp8_stack describe. 'tensorwise' (torchao's Float8Linear with dynamic
+        tensorwise scales, as torchtitan trains: all three GEMMs of a linear run torch._scaled_mm
+        with one scale per tensor): the `fp8` GEMM curve becomes the measured `fp8-tensor` one
+        (gemm.csv; kept where the profile has none), and the weight gradient runs that same kernel,
+        so it loses the 1x128 x 1x128 recipe's slowdown (fp8_stack wgrad_1d1d_speed). The cast
+        kernels stay those of fp8_stack: one cast of the input and of the output gradient and one
+        transposed copy of each for the weight gradient, as torchao needs (the amax each tensorwise
+        cast needs first is left to torch.compile to fuse into the kernel producing the tensor)."""
+        if recipe == "blockwise":
+            return self
+        if recipe != "tensorwise":
+            raise ValueError(f"FP8 recipe {recipe!r}: one of {FP8_RECIPES}")
+        gemm = {**self.gemm, "fp8": self.gemm.get("fp8-tensor", self.gemm["fp8"])}
+        stack = {k: v for k, v in self.fp8_stack.items() if not k.startswith("wgrad_1d1d_speed")}
+        return dataclasses.replace(self, gemm=gemm, fp8_stack=stack)
 
     def to_json(self) -> dict:
         return {

@@ -717,7 +717,8 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     if hit is not None:
         return hit
     gpu = sc.gpu
-    profile = (profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+    profile = ((profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+               .with_fp8_recipe(sc.plan.fp8_recipe))
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
     imbalance = routing_loads(sc, perturb)

@@ -84,3 +84,25 @@ def test_torch_allgather_merges_grow_with_the_calls():
     assert merges[2] > merges[0] and merges[3] > merges[1]
     r = st.simulate_step(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True), record_events=False)
     assert "cp_torch_kv_bwd" in r.op_time_s
+
+
+def test_tensorwise_fp8_runs_the_measured_tensorwise_kernel_for_all_three_gemms():
+    prof = load_profile("h100")
+    tw = prof.with_fp8_recipe("tensorwise")
+    assert prof.with_fp8_recipe("blockwise") is prof
+    assert tw.gemm["fp8"] == prof.gemm["fp8-tensor"] and tw.gemm["bf16"] == prof.gemm["bf16"]
+    assert "wgrad_1d1d_speed" in prof.fp8_stack and "wgrad_1d1d_speed" not in tw.fp8_stack
+    assert tw.fp8_stack["cast_eff"] == prof.fp8_stack["cast_eff"]    # the casts stay
+    gpu = get_gpu("h100")
+    op = Op("ffn_down", OpKind.GEMM, "mlp", 8192, 4096, 14336)
+    # the weight gradient loses the 1x128 x 1x128 recipe's slowdown (0.74 measured)
+    assert compute.op_time_s(op, "bwd_weight", "fp8", gpu, tw) < compute.op_time_s(op, "bwd_weight", "fp8", gpu, prof)
+    with pytest.raises(ValueError, match="FP8 recipe 'mx'"):
+        prof.with_fp8_recipe("mx")
+
+
+def test_an_fp8_recipe_without_fp8_gemms_is_refused():
+    with pytest.raises(ScenarioError, match=r"plan\.fp8_recipe.*no FP8 GEMMs"):
+        scenario(pp=1, fp8_recipe="tensorwise")    # the helper's GEMMs are BF16
+    r = st.simulate_step(scenario(pp=1, gemm_precision="fp8", fp8_recipe="tensorwise"), record_events=False)
+    assert r.step_time_s > 0
