@@ -39,7 +39,7 @@ import functools
 from collections import Counter
 
 from twin.costs import comm, compute, memory
-from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
+from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               dense_ffn_ops, eager_ops, embedding_ops, head_ops, moe_ops, op_sac_recompute,
                               train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
@@ -271,8 +271,19 @@ class StepCosts:
             return None
         kinds = _tp_kinds(attention and self.sc.model.is_moe, p.sequence_parallel)
         return {point: None if kind is None else
-                _Collective(kind, self._collective_s(kind, self.tp_bytes, p.tp, self.tp_same_node))
+                _Collective(kind, self._collective_s(kind, self._tp_collective_bytes(kind), p.tp, self.tp_same_node))
                 for point, kind in kinds.items()}
+
+    def _tp_collective_bytes(self, kind: str) -> float:
+        """Bytes of one TP collective's buffer. With torchao's tensorwise Float8 (plan.fp8_recipe),
+        torchtitan parallelizes the linears with Float8ColwiseParallel / Float8RowwiseParallel
+        (parallelize_llama.apply_tp @ 9dec370; torchao/float8/float8_tensor_parallel.py): a
+        column-parallel linear's input is cast to FP8 before it is all-gathered, and a row-parallel
+        linear's output gradient before its all-gather in the backward; the reduce-scatters stay BF16."""
+        p = self.sc.plan
+        if kind == "all_gather" and p.gemm_precision == "fp8" and p.fp8_recipe == "tensorwise":
+            return self.tp_bytes * FP8_BYTES / BF16_BYTES
+        return self.tp_bytes
 
     def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
         """A TP collective as a comm task: whole, or with plan.tp_comm_overlap what stays exposed

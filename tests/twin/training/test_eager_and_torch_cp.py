@@ -106,3 +106,10 @@ def test_an_fp8_recipe_without_fp8_gemms_is_refused():
         scenario(pp=1, fp8_recipe="tensorwise")    # the helper's GEMMs are BF16
     r = st.simulate_step(scenario(pp=1, gemm_precision="fp8", fp8_recipe="tensorwise"), record_events=False)
     assert r.step_time_s > 0
+
+
+def test_torchao_float8_all_gathers_tp_inputs_in_fp8_and_reduce_scatters_in_bf16():
+    bf16 = _costs(scenario(tp=4, pp=1, sequence_parallel=True, gemm_precision="fp8"))
+    tw = _costs(scenario(tp=4, pp=1, sequence_parallel=True, gemm_precision="fp8", fp8_recipe="tensorwise"))
+    assert tw._tp_collective_bytes("all_gather") == bf16._tp_collective_bytes("all_gather") / 2
+    assert tw._tp_collective_bytes("reduce_scatter") == bf16._tp_collective_bytes("reduce_scatter") == bf16.tp_bytes
