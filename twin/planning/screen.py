@@ -246,7 +246,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
     embedding = m.vocab_size * m.hidden_size / p.tp
     extra_buffers = 0.0
     if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
-        kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)
+        kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp, p.kv_repeat)
         extra_buffers += kv_bytes * (2 if p.cp_kind == "ring" else p.cp)
     if p.tp > 1 and (p.sequence_parallel or m.is_moe):   # a gathered part input, beside its shard
         extra_buffers += tokens * m.hidden_size * BF16_BYTES

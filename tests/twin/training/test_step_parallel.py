@@ -187,7 +187,8 @@ def test_trace_names_the_tp_cp_and_fsdp_collectives():
 
 @pytest.mark.parametrize("plan", [dict(), dict(tp=4, sequence_parallel=True), dict(cp=2, dp=1),
                                   dict(pp=1, dp=4, zero_stage=3), dict(pp=2, dp=2, zero_stage=3, schedule="zb1p"),
-                                  dict(pp=2, dp=1, schedule="interleaved-1f1b", virtual_stages=2)])
+                                  dict(pp=2, dp=1, schedule="interleaved-1f1b", virtual_stages=2),
+                                  dict(cp=4, dp=1, cp_kind="torch_allgather", kv_repeat=True, kernels="eager")])
 def test_lower_bound_never_exceeds_the_simulated_step(plan):
     sc = scenario(**plan)
     bound = step_time_lower_bound_s(sc)
