@@ -256,8 +256,9 @@ def pngs(makers: Sequence[Callable[[], Any]], workers: int | None = None, crop: 
     processes, which inherit the makers and the data they close over; elsewhere (one core, no
     fork) one after another."""
     global _MAKERS, _CROP
-    workers = min(len(makers), workers or os.cpu_count() or 1)
-    if workers < 2 or "fork" not in mp.get_all_start_methods():
+    cores = os.cpu_count() or 1
+    workers = min(len(makers), workers or cores)
+    if workers < 2 or cores < 2 or "fork" not in mp.get_all_start_methods():
         return [png(make(), crop) for make in makers]
     _MAKERS, _CROP = makers, crop
     try:

@@ -378,9 +378,11 @@ def build_page(result: dict, scenario, gantt_step=None) -> Page:
         p.section("Notes").bullets(result["gap_drivers"])
     p.section("Assumptions").bullets(_assumptions(result, scenario))
     p.section("Plots")
-    # constrained layout places every label of these four: drawn once each, uncropped
-    drawn = pg.pngs([lambda: plot_gpu_hours(result, compared), lambda: plot_gantt(gantt_step),
-                     lambda: plot_tornado(result), lambda: plot_cost_vs_size(result)], crop=False)
+    # constrained layout places every label of these four: drawn once each, uncropped; a process
+    # each (the Gantt takes as long as two others: with one process per core it ends last)
+    makers = [lambda: plot_gpu_hours(result, compared), lambda: plot_gantt(gantt_step),
+              lambda: plot_tornado(result), lambda: plot_cost_vs_size(result)]
+    drawn = pg.pngs(makers, workers=len(makers), crop=False)
     for name, data, caption in zip(PLOTS, drawn, (
             "GPU-hours by stage with the P10–P90 band" + (", beside DeepSeek's published figures." if compared else "."),
             "One simulated step of the first feasible stage, per pipeline rank.",
