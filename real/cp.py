@@ -40,6 +40,7 @@ E, values Ev).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.distributed as dist
@@ -52,7 +53,18 @@ from real.model import MLA, RMSNorm
 MATH_TILE_ROWS = 1024  # math path: query rows per tile (scores tile B*H*1024*keys FP32)
 LSE_ALIGN = 32  # the memory-efficient kernel pads its log-sum-exp rows to a multiple of 32
 BLOCK_KERNELS = ("cudnn", "efficient", "math")  # tried in this order on a GPU
-BLOCK_KERNEL = {"name": "cudnn"}  # the one in use: moves down BLOCK_KERNELS when a GPU call is refused
+
+
+def _first_kernel() -> str:
+    """The kernel a GPU block tries first: cuDNN, or REAL_CP_BLOCK_KERNEL (a campaign's fallback
+    run after a fault of the cuDNN path)."""
+    name = os.environ.get("REAL_CP_BLOCK_KERNEL", "cudnn")
+    if name not in BLOCK_KERNELS:
+        raise ValueError(f"REAL_CP_BLOCK_KERNEL {name!r}: allowed {', '.join(BLOCK_KERNELS)}")
+    return name
+
+
+BLOCK_KERNEL = {"name": _first_kernel()}  # the one in use: moves down BLOCK_KERNELS when a GPU call is refused
 # PyTorch's private cuDNN attention ops (module attributes so that tests can stand in for them)
 CUDNN_FWD_OP = torch.ops.aten._scaled_dot_product_cudnn_attention
 CUDNN_BWD_OP = torch.ops.aten._scaled_dot_product_cudnn_attention_backward

@@ -55,7 +55,7 @@ SHAPE_COLS = {
     "parallel_blocks": ["bench", "block", "model", "tp", "cp", "cp_kind", "sequence_parallel", "tokens", "seq_len",
                         "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
                         "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
-                        "comm_time_s", "comm_detail", "split"],
+                        "comm_time_s", "comm_detail", "host_time_s", "split"],
 }
 
 # real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and

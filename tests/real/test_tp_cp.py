@@ -358,3 +358,13 @@ def test_fused_kernel_call_shapes_on_meta_tensors(kernel, monkeypatch):
     dq, dk, dv = cp.block_backward(o_merged, q, k, v, o_merged, lse, kctx, False, 0.1)
     assert cp.BLOCK_KERNEL["name"] == kernel
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+
+
+def test_first_block_kernel_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("REAL_CP_BLOCK_KERNEL", raising=False)
+    assert cp._first_kernel() == "cudnn"
+    monkeypatch.setenv("REAL_CP_BLOCK_KERNEL", "efficient")  # the campaign's fallback run
+    assert cp._first_kernel() == "efficient"
+    monkeypatch.setenv("REAL_CP_BLOCK_KERNEL", "flash")
+    with pytest.raises(ValueError, match="REAL_CP_BLOCK_KERNEL 'flash'.*cudnn, efficient, math"):
+        cp._first_kernel()
