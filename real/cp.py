@@ -10,7 +10,8 @@ softmax). With keys from rank j at rank r:
     j <  r: all queries see keys chunk j fully, none of chunk 2W-1-j   -> half the keys, no mask;
     j >  r: only query chunk 2W-1-r sees keys, both chunks fully       -> half the queries, no mask.
 Backward runs the same ring: keys/values travel again, and their gradients (FP32) travel with
-them one step behind, arriving back at their owner after W exchanges.
+them one step behind, arriving back at their owner after W exchanges (the last hop in the keys'
+dtype: the owner only casts them).
 
 Per-block attention: on a GPU cuDNN's fused attention (the kernel PyTorch's public SDPA runs on
 Hopper, so the CP rows and their one-GPU reference time the same kernel), called through its
@@ -310,9 +311,7 @@ class _RingAttention(torch.autograd.Function):
         group, scale, timer = ctx.group, ctx.scale, ctx.timer
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         dout = dout.contiguous()
-        dq = torch.zeros_like(q, dtype=torch.float32)
-        kv = (k, v)
-        dkv = (torch.zeros_like(k, dtype=torch.float32), torch.zeros_like(v, dtype=torch.float32))
+        kv, dq, dkv = (k, v), None, None
         dkv_wait, nxt_dkv = None, None
         for step in range(world):
             kv_wait = None
@@ -320,18 +319,22 @@ class _RingAttention(torch.autograd.Function):
                 nxt_kv, kv_wait = _exchange(kv, group, timer)
             qs, ks, (dq_i, dk_i, dv_i) = _block_grads(dout, q, *kv, out, lse, rank, (rank - step) % world,
                                                       ctx.kctxs[step], scale)
-            if dkv_wait is not None:  # the gradient of the keys we hold, from the previous rank
+            if step == 0:  # the diagonal block: every query and key row, FP32 accumulators from it
+                dq, dkv = dq_i.float(), (dk_i.float(), dv_i.float())
+            else:  # the gradient of the keys we hold, from the previous rank, plus this block's
                 dkv_wait()
                 dkv = tuple(nxt_dkv)
-            dq[..., qs, :] += dq_i
-            dkv[0][..., ks, :] += dk_i
-            dkv[1][..., ks, :] += dv_i
+                dq[..., qs, :] += dq_i
+                dkv[0][..., ks, :] += dk_i
+                dkv[1][..., ks, :] += dv_i
+            if step == world - 1:  # the last hop takes the keys' gradients home: the owner only
+                dkv = (dkv[0].to(k.dtype), dkv[1].to(v.dtype))  # casts them, so they travel cast
             nxt_dkv, dkv_wait = _exchange(dkv, group, timer)  # onward with its keys
             if kv_wait is not None:
                 kv_wait()
                 kv = tuple(nxt_kv)
         dkv_wait()  # our own keys' gradient, back from the last rank that used them
-        return dq.to(q.dtype), nxt_dkv[0].to(k.dtype), nxt_dkv[1].to(v.dtype), None, None, None
+        return dq.to(q.dtype), nxt_dkv[0], nxt_dkv[1], None, None, None
 
 
 def ring_attention(q, k, v, group, scale: float, timer: CommTimer | None = None) -> torch.Tensor:
