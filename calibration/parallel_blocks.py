@@ -148,31 +148,99 @@ def predict_tp_row(row, gpu: GPUSpec, profile: Profile) -> float:
     return timed_window_s([], f.ops + b.ops)
 
 
+def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profile) -> float:
+    """One ring step's P2P exchange: every rank sends `num_bytes` to the next and receives as
+    much from the previous at once (NVLink both ways: the sweep's bidirectional send/recv where
+    measured)."""
+    both_ways = (profile.collectives or {}).get("send_recv_bidir")   # busbw: one direction's bytes / time
+    if both_ways:
+        return both_ways["latency_s"] + num_bytes / both_ways["bus_bytes_per_s"]
+    return comm.collective_time_s("send_recv", num_bytes, world, gpu, True, profile.collectives)
+
+
+def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int, Ev: int, gpu: GPUSpec,
+               profile: Profile, core) -> None:
+    """The attention of one rank's s positions over W ranks' shards (real/cp.py), forward into f and
+    backward into b. Per block: the fused kernel, its sliced operands made contiguous, the FP32
+    merge (forward) and accumulation (backward); the exchanges or collectives of `kind`."""
+    ring = kind == "ring"
+    kv_elems = s * H * (E + Ev)                 # one rank's K and V
+    kv_bytes = kv_elems * BF16_BYTES
+    q_elems, o_elems = s * H * E, s * H * Ev
+    if not ring:   # K and V all-gathered, one collective each, exposed
+        for width in (E, Ev):
+            _collective(f, "all_gather", world * s * H * width * BF16_BYTES, world, gpu, profile)
+        b.mem(world * kv_bytes)                 # zeroed gradient buffers of every shard
+    # overlapped with a block: K/V forward; K/V (BF16) and the keys' gradients (FP32) backward
+    send_f = _ring_exchange_s(kv_bytes, world, gpu, profile)
+    send_b = _ring_exchange_s(3 * kv_bytes, world, gpu, profile)
+    # the off-diagonal blocks take half the queries (src > rank) or half the keys (src < rank):
+    # on average 3/4 of the rows of each, the halves copied contiguous
+    half = 0.75
+    for step in range(world):
+        # the diagonal block causal over s; every other one s x s/2 pairs, unmasked, costed
+        # as s/2 x s/2 on twice the heads
+        op = core(s, H, True) if step == 0 else core(s // 2, 2 * H, False)
+        if step > 0:
+            f.mem(2 * BF16_BYTES * (q_elems + kv_elems) / 4, kernels=2)      # sliced q or k, v
+        f.attention(op, "fwd")
+        if step == 0:
+            f.mem(o_elems * (BF16_BYTES + 4))                                # its output to FP32
+        else:   # FP32 copy, then out*exp(lse-new) + o_i*exp(lse_i-new) over its rows
+            f.mem(half * o_elems * (BF16_BYTES + 4 + 8 + 8 + 12), kernels=6)
+        if ring and step < world - 1:
+            f.add("op", max(0.0, send_f - f.ops[-2][1]))
+        if step > 0:   # sliced q or k, v; out and grad_out of the half-query rows
+            b.mem(2 * BF16_BYTES * (q_elems + kv_elems + 2 * o_elems) / 4, kernels=3)
+        b.attention(op, "bwd")
+        if ring and step < world - 1:
+            b.add("op", max(0.0, send_b - b.ops[-1][1]))
+        if ring and step == 0:   # FP32 accumulators from the diagonal block's gradients
+            b.mem((q_elems + kv_elems) * (BF16_BYTES + 4), kernels=3)
+        elif ring:               # += this block's rows
+            b.mem(half * (q_elems + kv_elems) * (4 + BF16_BYTES + 4), kernels=3)
+        else:                    # dQ as the ring's; dK/dV copied into their shard's buffer
+            b.mem(half * q_elems * (4 + BF16_BYTES + 4) if step else q_elems * (BF16_BYTES + 4))
+            b.mem(2 * (kv_bytes if step == 0 else half * kv_bytes), kernels=2)
+    f.mem(o_elems * (4 + BF16_BYTES))                                        # merged output to BF16
+    b.mem(q_elems * (4 + BF16_BYTES))                                        # dQ to BF16
+    if ring:   # the keys' gradients cast, then home over the last hop, exposed
+        b.mem(kv_elems * (4 + BF16_BYTES), kernels=2)
+        b.add("op", _ring_exchange_s(kv_bytes, world, gpu, profile))
+    else:
+        for width in (E, Ev):
+            _collective(b, "reduce_scatter", world * s * H * width * BF16_BYTES, world, gpu, profile)
+
+
 def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
     """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
-    halves, so the causal work is even), forward and backward. cp_kind ring (real/cp.py, the
-    default): W steps, each the attention of the rank's S/W queries against one rank's keys (the
-    diagonal one causal, the others half the queries or half the keys, unmasked), the K/V chunk
-    (in the backward K/V and their FP32 gradients) passed on as a send/recv overlapped with that
-    step's attention: exposed is what the transfer takes beyond it; the partial outputs merged by
-    log-sum-exp in FP32. cp_kind allgather: the sequence's K/V all-gathered before the attention (dK/dV
-    reduce-scattered after), exposed, the attention the rank's share of the causal whole (heads
-    H/W over all S positions: the same FLOPs). block mla adds the sublayer's projections on S/W
-    positions (no collective). W = 1: the unsplit block."""
+    halves, so the causal work is even), forward and backward, as real/cp.py runs it: W blocks
+    per rank, the diagonal one causal over its s = S/W positions, every other one half the
+    queries or half the keys, unmasked (s x s/2 pairs), each a fused attention kernel (cuDNN's,
+    the one SDPA runs for the CP1 reference), the blocks' outputs merged by log-sum-exp in FP32.
+    Backward: the same blocks, dQ and dK/dV accumulated in FP32.
+    cp_kind ring (the default): the next rank's K/V travel (send/recv both ways at once) while a
+    block is attended, exposed only beyond it; in the backward K/V (BF16) and the gradients of
+    the keys in hand (FP32) travel during the next block, and the last exchange, each rank's own
+    keys' gradients coming home, is exposed whole.
+    cp_kind allgather: K and V all-gathered before the blocks and their gradients reduce-scattered
+    after (one collective each, exposed), the gradient buffers of every rank's shard zeroed and
+    filled block by block. block mla adds the sublayer's projections on S/W positions (no
+    collective). W = 1: the unsplit block (SDPA, causal)."""
     spec = get_model(str(row["model"]))
     world, S = _int(row["cp"]), _int(row["seq_len"])
     H, E, Ev = _int(row["num_heads"]), _int(row["qk_head_dim"]), _int(row["v_head_dim"])
     s = S // world
     kind = str(row.get("cp_kind") or "ring")
     kind = "ring" if kind in ("", "nan") else kind
+    if world > 1 and kind not in ("ring", "allgather"):
+        raise ValueError(f"cp_block cp_kind {kind!r}: one of ring, allgather")
     f, b = Eager(gpu, profile), Eager(gpu, profile)
     if str(row["bench"]) == "cp_block" and str(row["block"]) == "mla":
-        # the sublayer's ops on this rank's positions, its attention core the ring's (below)
+        # the sublayer's ops on this rank's positions, its attention core the CP form's (below)
         mf, mb = _mla_ops(spec, 1, s, str(row["precision"]), gpu, profile, with_core=False)
         f.extend(mf)
         b.extend(mb)
-    kv_bytes = s * H * (E + Ev) * BF16_BYTES
-
     def core(seq: int, heads: int, causal: bool) -> Op:
         return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=seq, heads=heads, qk_dim=E, v_dim=Ev,
                   causal=causal, precision="bf16")
@@ -180,30 +248,8 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
     if world == 1:
         f.attention(core(S, H, True), "fwd")
         b.attention(core(S, H, True), "bwd")
-    elif kind == "allgather":
-        _collective(f, "all_gather", kv_bytes * world, world, gpu, profile)
-        f.attention(core(S, max(1, H // world), True), "fwd")
-        b.attention(core(S, max(1, H // world), True), "bwd")
-        _collective(b, "reduce_scatter", kv_bytes * world, world, gpu, profile)
-    elif kind == "ring":
-        # backward: K/V (BF16) travel with their FP32 gradients: 1 + 2 x (E + Ev) / (E + Ev) = 3x
-        send_f = comm.collective_time_s("send_recv", kv_bytes, world, gpu, True, profile.collectives)
-        send_b = comm.collective_time_s("send_recv", 3 * kv_bytes, world, gpu, True, profile.collectives)
-        out_fp32 = s * H * Ev * 4
-        for step in range(world):
-            # the diagonal block causal over s; every other block half the queries or half the
-            # keys, unmasked: s x s/2 pairs, costed as s/2 x s/2 on twice the heads
-            op = core(s, H, True) if step == 0 else core(s // 2, 2 * H, False)
-            f.attention(op, "fwd")
-            b.attention(op, "bwd")
-            if step < world - 1:
-                f.add("op", max(0.0, send_f - f.ops[-1][1]))
-                b.add("op", max(0.0, send_b - b.ops[-1][1]))
-            if step > 0:   # merge by log-sum-exp (FP32 out, lse); dK/dV accumulated in FP32
-                f.mem(5 * out_fp32, kernels=6)
-                b.mem(3 * s * H * (E + Ev) * 4, kernels=2)
     else:
-        raise ValueError(f"cp_block cp_kind {kind!r}: one of ring, allgather")
+        _cp_blocks(f, b, kind, world, s, H, E, Ev, gpu, profile, core)
     block = "mla_layer" if str(row["block"]) == "mla" else None
     if block:
         f.missing_kernels(f"{block}_fwd", str(row["precision"]))
