@@ -47,7 +47,7 @@ from real import cp as cp_mod
 from real.bench.device import free_memory
 from real.bench.moe_layer import skewed_routing
 from real.bench.nccl import agreed_over, distributed_env, log, stats
-from real.collectives import CommTimer
+from real.collectives import CommTimer, all_gather_tokens, all_reduce_sum, reduce_scatter_tokens
 from real.configs import get_spec
 from real.model import building, rope_tables
 from real.tp import TPMLABlock, TPMoEBlock
@@ -240,11 +240,61 @@ def bench_cp_blocks(rec, timer, dev, deadline, quick, env):
     bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
 
 
+COLLECTIVE_HOST_OPS = ("kernel", "all_gather", "reduce_scatter", "all_reduce")
+
+
+def _collective_call(op: str, x_TD, group, comm: CommTimer):
+    """One call of `op` as the TP blocks issue it (real/collectives.py, timed by a CommTimer as
+    the benchmarks time theirs); "kernel": one plain eager elementwise kernel, for comparison."""
+    if op == "kernel":
+        return x_TD.add_(1.0)
+    if op == "all_gather":
+        return all_gather_tokens(x_TD, group, comm)
+    if op == "reduce_scatter":
+        return reduce_scatter_tokens(x_TD, group, comm)
+    return all_reduce_sum(x_TD, group, comm)
+
+
+def bench_collective_host(rec, dev, quick, group):
+    """collective_host.csv: host seconds to issue one call of each TP collective (and of a plain
+    eager kernel) in this W-rank process, the slowest rank's: `calls` calls back to back, timed
+    by the host clock, repeated; the device synchronised and the ranks aligned between repetitions.
+    The host side of a collective, which the block rows' host-bound cases pay at every one."""
+    T, D = (32, 64) if quick else (2048, 2048)
+    calls, reps = (4, 2) if quick else (20, 7)
+    x = torch.randn(T, D, device=dev).to(torch.bfloat16)
+    comm = CommTimer(dev)
+    for op in COLLECTIVE_HOST_OPS:
+        for _ in range(3):
+            _collective_call(op, x, group, comm)
+        per_call = []
+        for _ in range(reps):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            dist.barrier(group=group)
+            comm.reset()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                _collective_call(op, x, group, comm)
+            per_call.append((time.perf_counter() - t0) / calls)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = torch.tensor(per_call, device=dev, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        st = stats(t.tolist())
+        rec.row("collective_host", bench="collective_host", op=op, tokens=T, hidden_size=D, calls=calls,
+                split="fit", **st, timing="host_clock", flops=math.nan, bytes=math.nan,
+                achieved_flops_per_s=math.nan, achieved_bytes_per_s=math.nan)
+        log(f"collective_host {op} {T}x{D}: {st['time_s'] * 1e6:.1f} us a call")
+
+
 def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
-    """Section tp_blocks: the TP rows (TP = W with and without sequence parallelism, and the
-    one-GPU reference) of `tp_cases`."""
+    """Section tp_blocks: the host cost of a collective call (`bench_collective_host`), then the
+    TP rows (TP = W with and without sequence parallelism, and the one-GPU reference) of
+    `tp_cases`."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
+    bench_collective_host(rec, dev, quick, group)
     reps, warmup = (2, 1) if quick else (10, 3)
     for block_kind, model, T in tp_cases(quick):
         spec = get_spec(model)

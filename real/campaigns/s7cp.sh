@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 14 re-measurement on a host with 2 GPUs joined by NVLink (150 s at most):
-#   1. `--only tp_blocks`: the TP2 MLA/MoE blocks with and without sequence parallelism beside
-#      their one-GPU references, now with each repetition's host issue time (host_time_s), 10
-#      repetitions (wall <= 45 s);
+#   1. `--only tp_blocks`: the host time to issue one call of each TP collective and of a plain
+#      kernel (collective_host.csv, ~1 s), then the TP2 MLA/MoE blocks with and without sequence
+#      parallelism beside their one-GPU references, now with each repetition's host issue time
+#      (host_time_s), 10 repetitions (wall <= 45 s);
 #   2. `--only cp_blocks`: CP2 attention and MLA sublayer rows, all-gather and ring, both on
 #      cuDNN's fused attention per block (real/cp.py; the first campaigns' memory-efficient kernel
 #      made CP2 5x slower than CP1), beside the one-GPU SDPA references (wall <= 60 s);
@@ -12,8 +13,9 @@
 # The held-out split is the bench's (real/bench/parallel_blocks.py block_split): TP 4096 tokens and
 # every v2-lite MoE row, CP 16384 positions. Each part under `timeout`; a part cut short keeps the
 # rows already written (one flushed row at a time). Writes OUTDIR/s7cp/parallel_blocks_tp.csv,
-# parallel_blocks_cp.csv, env_{tp,cp}.json, topo.txt and log.txt; the lead copies the two CSVs
-# over calibration/measurements/<gpu>x2/parallel_blocks.csv and parallel_blocks_cp.csv.
+# parallel_blocks_cp.csv, collective_host.csv, env_{tp,cp}.json, topo.txt and log.txt; the lead
+# copies parallel_blocks_tp.csv over calibration/measurements/<gpu>x2/parallel_blocks.csv,
+# parallel_blocks_cp.csv over parallel_blocks_cp.csv, collective_host.csv beside them.
 #   bash real/campaigns/s7cp.sh OUTDIR     (S7CP_QUICK=1: tiny shapes, a CPU dry run on gloo)
 # NVLink SHARP (multicast) stays off, as in the EP campaign (calibration/measurements/README.md).
 set -u
@@ -33,6 +35,7 @@ QUICK=()
       -m real.bench --out "$dir" --only "$1" --budget-s "$4" ${QUICK[@]+"${QUICK[@]}"}
     echo "part $1 ($2) exit $? at $(date -u +%FT%TZ)"
     [ -e "$dir/parallel_blocks.csv" ] && mv "$dir/parallel_blocks.csv" "$OUT/parallel_blocks_$2.csv"
+    [ -e "$dir/collective_host.csv" ] && mv "$dir/collective_host.csv" "$OUT/collective_host.csv"
     [ -e "$dir/env.json" ] && mv "$dir/env.json" "$OUT/env_$2.json"
     rm -rf "$dir"
   }

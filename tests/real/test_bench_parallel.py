@@ -137,3 +137,9 @@ def test_s7cp_campaign_cpu_dry_run_writes_tp_rows_then_cp_rows_with_host_times(t
         ("attention", "2", "allgather"), ("attention", "2", "ring"), ("attention", "1", ""),
         ("mla", "2", "allgather"), ("mla", "2", "ring"), ("mla", "1", "")]
     assert all(r["bench"] == "tp_block" for r in rows["tp"]) and all(r["bench"] == "cp_block" for r in rows["cp"])
+    with (d / "collective_host.csv").open() as f:
+        assert next(csv.reader(f)) == SHAPE_COLS["collective_host"] + STAT_COLS + ENV_COLS + DIST_ENV_COLS
+    host = list(csv.DictReader((d / "collective_host.csv").open()))
+    assert [r["op"] for r in host] == ["kernel", "all_gather", "reduce_scatter", "all_reduce"]
+    assert all(0 < float(r["time_p10_s"]) <= float(r["time_s"]) <= float(r["time_p90_s"]) for r in host)
+    assert all(r["split"] == "fit" and r["num_gpus"] == "0" for r in host)
