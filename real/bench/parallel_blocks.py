@@ -73,7 +73,7 @@ def tp_cases(quick: bool):
         return [("mla", "tiny", 32), ("moe", "tiny", 32)]
     out = []
     for block in ("mla", "moe"):
-        for model in ("v3-slice-1l", "v2-lite-slice"):
+        for model in ("v2-lite-slice", "v3-slice-1l"):  # the host-bound model first
             out += [(block, model, t) for t in (2048, 4096, 8192)]
     return out
 
