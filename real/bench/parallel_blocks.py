@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -288,6 +290,34 @@ def bench_collective_host(rec, dev, quick, group):
         log(f"collective_host {op} {T}x{D}: {st['time_s'] * 1e6:.1f} us a call")
 
 
+TRACE_CASES = (("mla", True), ("mla", False), ("moe", False))  # v2-lite-slice, fit tokens (2048)
+
+
+def trace_tp_reps(dev, quick, group, rank, world, out_dir: str) -> None:
+    """Chrome traces (torch.profiler, host and device) of two repetitions of the host-bound
+    v2-lite TP2 blocks of TRACE_CASES at a fitting size, one file per rank and case
+    (trace_tp_<block>_<sp|nosp>_rank<r>.json.gz): each op's host dispatch and each collective's
+    wait, rank by rank."""
+    model, T = ("tiny", 32) if quick else ("v2-lite-slice", 2048)
+    spec = get_spec(model)
+    for block_kind, sp in TRACE_CASES:
+        step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
+        block.comm = CommTimer(dev)
+        time_reps(step, dev, 1, 3, block.comm, group)  # warm
+        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        dist.barrier(group=group)
+        with torch.profiler.profile(activities=acts) as prof:
+            for _ in range(2):
+                step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        name = f"trace_tp_{block_kind}_{'sp' if sp else 'nosp'}_rank{rank}.json.gz"
+        prof.export_chrome_trace(str(Path(out_dir) / name))
+        log(f"trace {name}")
+        del step, block
+        free_memory()
+
+
 def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
     """Section tp_blocks: the host cost of a collective call (`bench_collective_host`), then the
     TP rows (TP = W with and without sequence parallelism, and the one-GPU reference) of
@@ -327,6 +357,12 @@ def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
             del step, block
             free_memory()
         dist.barrier()
+    trace_dir = os.environ.get("REAL_BENCH_TRACE_DIR", "")
+    if trace_dir and not agreed_over(deadline, dev):
+        try:
+            trace_tp_reps(dev, quick, group, rank, world, trace_dir)
+        except Exception as e:  # a diagnostic: its failure costs no row
+            log(f"tp traces failed: {type(e).__name__}: {e}")
 
 
 def bench_cp_allgather(rec, timer, dev, deadline, quick, env):

@@ -3,7 +3,9 @@
 #   1. `--only tp_blocks`: the host time to issue one call of each TP collective and of a plain
 #      kernel (collective_host.csv, ~1 s), then the TP2 MLA/MoE blocks with and without sequence
 #      parallelism beside their one-GPU references, now with each repetition's host issue time
-#      (host_time_s), 10 repetitions (wall <= 45 s);
+#      (host_time_s), 10 repetitions, then Chrome traces of two repetitions of three fitting-size
+#      v2-lite TP2 blocks on each rank (traces/, a diagnostic of where the host time goes)
+#      (wall <= 45 s);
 #   2. `--only cp_blocks`: CP2 attention and MLA sublayer rows, all-gather and ring, both on
 #      cuDNN's fused attention per block (real/cp.py; the first campaigns' memory-efficient kernel
 #      made CP2 5x slower than CP1), beside the one-GPU SDPA references (wall <= 60 s);
@@ -39,7 +41,8 @@ QUICK=()
     [ -e "$dir/env.json" ] && mv "$dir/env.json" "$OUT/env_$2.json"
     rm -rf "$dir"
   }
-  run_part tp_blocks tp 45 30
+  mkdir -p "$OUT/traces"
+  REAL_BENCH_TRACE_DIR="$OUT/traces" run_part tp_blocks tp 45 30
   run_part cp_blocks cp 60 42
   if ! grep -q ",ring," "$OUT/parallel_blocks_cp.csv" 2>/dev/null; then
     echo "no ring row from the cuDNN path: again with the memory-efficient kernel"

@@ -143,3 +143,6 @@ def test_s7cp_campaign_cpu_dry_run_writes_tp_rows_then_cp_rows_with_host_times(t
     assert [r["op"] for r in host] == ["kernel", "all_gather", "reduce_scatter", "all_reduce"]
     assert all(0 < float(r["time_p10_s"]) <= float(r["time_s"]) <= float(r["time_p90_s"]) for r in host)
     assert all(r["split"] == "fit" and r["num_gpus"] == "0" for r in host)
+    traces = sorted(p.name for p in (d / "traces").iterdir())  # both ranks' profiler traces
+    assert traces == sorted(f"trace_tp_{b}_{sp}_rank{r}.json.gz" for b, sp in (("mla", "sp"), ("mla", "nosp"),
+                                                                               ("moe", "nosp")) for r in (0, 1))
