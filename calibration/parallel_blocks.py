@@ -55,10 +55,34 @@ def _int(v, default: int = 1) -> int:
     return default if math.isnan(f) else int(f)
 
 
-def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile) -> None:
-    """One NCCL collective of a `num_bytes` buffer on the block's stream (its host dispatch is an
-    eager op's)."""
-    e.add("op", comm.collective_time_s(kind, num_bytes, ranks, gpu, True, profile.collectives))
+COLLECTIVE_HOST_FILE = "collective_host.csv"
+
+
+def load_collective_host(folder: Path | str) -> dict[str, float]:
+    """{op: host seconds to issue one call} from <folder>/collective_host.csv (real/bench/
+    parallel_blocks.py bench_collective_host: each TP collective as the blocks call it, in the
+    two-rank process, the slowest rank's; fitting rows only, the median over sizes); {} without
+    the file."""
+    path = Path(folder) / COLLECTIVE_HOST_FILE
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    df = df[(df["split"] == "fit") & (df["time_s"] > 0)]
+    return {str(op): float(g["time_s"].median()) for op, g in df.groupby("op")}
+
+
+def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile,
+                host: dict | None = None) -> None:
+    """One NCCL collective of a `num_bytes` buffer on the block's stream. Its host dispatch: the
+    measured host time of one such call (`load_collective_host`) where there is one, else an eager
+    op's. Where the block is host-bound this is what it pays at every collective: the device
+    waits for the host to issue it, on each rank, and the collective completes only once both
+    ranks have (the ranks are alike, so the later rank's host is this one's)."""
+    gpu_s = comm.collective_time_s(kind, num_bytes, ranks, gpu, True, profile.collectives)
+    if host and kind in host:
+        e.fixed(host[kind], gpu_s)
+    else:
+        e.add("op", gpu_s)
 
 
 def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
@@ -71,31 +95,32 @@ def _rmsnorm_bwd(e: Eager, tokens: float, width: int) -> None:
 
 
 def _enter_leave(f: Eager, b: Eager, in_bytes: float, out_bytes: float, sp: bool, world: int,
-                 gpu: GPUSpec, profile: Profile, where: str) -> None:
+                 gpu: GPUSpec, profile: Profile, where: str, host: dict | None = None) -> None:
     """The TP region's collectives: `where` "in_fwd" / "out_fwd" / "out_bwd" / "in_bwd", the
     buffer the whole sequence's (real/collectives.py to_tp / from_tp)."""
     if world <= 1:
         return
     if where == "in_fwd" and sp:
-        _collective(f, "all_gather", in_bytes, world, gpu, profile)
+        _collective(f, "all_gather", in_bytes, world, gpu, profile, host)
     elif where == "out_fwd":
         if sp:
-            _collective(f, "reduce_scatter", out_bytes, world, gpu, profile)
+            _collective(f, "reduce_scatter", out_bytes, world, gpu, profile, host)
         else:
             f.mem(2 * out_bytes)                    # all_reduce_sum: contiguous().clone()
-            _collective(f, "all_reduce", out_bytes, world, gpu, profile)
+            _collective(f, "all_reduce", out_bytes, world, gpu, profile, host)
     elif where == "out_bwd" and sp:
-        _collective(b, "all_gather", out_bytes, world, gpu, profile)
+        _collective(b, "all_gather", out_bytes, world, gpu, profile, host)
     elif where == "in_bwd":
         if sp:
-            _collective(b, "reduce_scatter", in_bytes, world, gpu, profile)
+            _collective(b, "reduce_scatter", in_bytes, world, gpu, profile, host)
         else:
             b.mem(2 * in_bytes)
-            _collective(b, "all_reduce", in_bytes, world, gpu, profile)
+            _collective(b, "all_reduce", in_bytes, world, gpu, profile, host)
 
 
-def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
-    """Forward and backward eager op lists of one rank's TP block (module docstring)."""
+def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> tuple[Eager, Eager]:
+    """Forward and backward eager op lists of one rank's TP block (module docstring); `host`: the
+    measured host time per collective call (`load_collective_host`)."""
     spec = get_model(str(row["model"]))
     world, sp = _int(row["tp"]), _bool(row["sequence_parallel"]) and _int(row["tp"]) > 1
     T, D = _int(row["tokens"]), spec.hidden_size
@@ -109,7 +134,7 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
         local = dataclasses.replace(spec, num_heads=spec.num_heads // world)
         mf, mb = _mla_ops(local, 1, T, str(row["precision"]), gpu, profile, down_tokens=t)
         f.mem(2 * t * ((Q or D) + C + R) * BF16_BYTES)          # cat of the latents
-        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd")
+        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
         f.extend(mf)
         bench = "mla_layer"
     elif block == "moe":
@@ -120,20 +145,20 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
         mf, mb = _moe_ops(local, T, counts, str(row["precision"]), gpu, profile)
         latent_bytes = T * (D + K) * BF16_BYTES
         f.mem(2 * t * (D + K) * BF16_BYTES)                     # cat [h, weights]
-        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd")
+        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
         if sp:
-            _collective(f, "all_gather", T * K * I64, world, gpu, profile)   # expert ids, no autograd
+            _collective(f, "all_gather", T * K * I64, world, gpu, profile, host)   # expert ids, no autograd
         f.extend(mf)
         bench = "moe_layer"
     else:
         raise ValueError(f"tp_block block {block!r}: one of mla, moe")
-    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_fwd")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_fwd", host)
     f.mem(3 * t * D * BF16_BYTES)                               # residual add
     # backward: the residual's gradient leaves through the exit's backward, the block mirrors
-    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_bwd")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_bwd", host)
     b.extend(mb)
     b.mem(latent_bytes / T * t * 2)                             # the cat's backward (slices made contiguous)
-    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_bwd")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_bwd", host)
     _rmsnorm_bwd(b, t, D)
     b.mem(3 * t * D * BF16_BYTES)                               # dx: residual + norm branch
     # the kernels real/'s eager layer launches beyond the named ops, and its measured host
@@ -143,8 +168,8 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
     return f, b
 
 
-def predict_tp_row(row, gpu: GPUSpec, profile: Profile) -> float:
-    f, b = tp_block_ops(row, gpu, profile)
+def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> float:
+    f, b = tp_block_ops(row, gpu, profile, host)
     return timed_window_s([], f.ops + b.ops)
 
 
@@ -159,7 +184,7 @@ def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profil
 
 
 def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int, Ev: int, gpu: GPUSpec,
-               profile: Profile, core) -> None:
+               profile: Profile, core, host: dict | None = None) -> None:
     """The attention of one rank's s positions over W ranks' shards (real/cp.py), forward into f and
     backward into b. Per block: the fused kernel, its sliced operands made contiguous, the FP32
     merge (forward) and accumulation (backward); the exchanges or collectives of `kind`."""
@@ -169,7 +194,7 @@ def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int
     q_elems, o_elems = s * H * E, s * H * Ev
     if not ring:   # K and V all-gathered, one collective each, exposed
         for width in (E, Ev):
-            _collective(f, "all_gather", world * s * H * width * BF16_BYTES, world, gpu, profile)
+            _collective(f, "all_gather", world * s * H * width * BF16_BYTES, world, gpu, profile, host)
         b.mem(world * kv_bytes)                 # zeroed gradient buffers of every shard
     # overlapped with a block: K/V forward; K/V (BF16) and the keys' gradients (FP32) backward
     send_f = _ring_exchange_s(kv_bytes, world, gpu, profile)
@@ -209,10 +234,10 @@ def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int
         b.add("op", _ring_exchange_s(kv_bytes, world, gpu, profile))
     else:
         for width in (E, Ev):
-            _collective(b, "reduce_scatter", world * s * H * width * BF16_BYTES, world, gpu, profile)
+            _collective(b, "reduce_scatter", world * s * H * width * BF16_BYTES, world, gpu, profile, host)
 
 
-def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
+def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> float:
     """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
     halves, so the causal work is even), forward and backward, as real/cp.py runs it: W blocks
     per rank, the diagonal one causal over its s = S/W positions, every other one half the
@@ -249,7 +274,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
         f.attention(core(S, H, True), "fwd")
         b.attention(core(S, H, True), "bwd")
     else:
-        _cp_blocks(f, b, kind, world, s, H, E, Ev, gpu, profile, core)
+        _cp_blocks(f, b, kind, world, s, H, E, Ev, gpu, profile, core, host)
     block = "mla_layer" if str(row["block"]) == "mla" else None
     if block:
         f.missing_kernels(f"{block}_fwd", str(row["precision"]))
@@ -257,12 +282,13 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
     return timed_window_s([], f.ops + b.ops)
 
 
-def predict_block_row(row, gpu: GPUSpec, profile: Profile) -> float | None:
-    """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know."""
+def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> float | None:
+    """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know; `host`:
+    the measured host time per collective call (`load_collective_host`)."""
     if row["bench"] == "tp_block":
-        return predict_tp_row(row, gpu, profile)
+        return predict_tp_row(row, gpu, profile, host)
     if row["bench"] == "cp_block":
-        return predict_cp_row(row, gpu, profile)
+        return predict_cp_row(row, gpu, profile, host)
     return None
 
 
@@ -284,11 +310,13 @@ def load_block_rows(folder: Path | str) -> pd.DataFrame:
 
 
 def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
-    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows."""
+    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, the collectives'
+    host dispatch measured beside them where it was (collective_host.csv)."""
     spec = gpu_spec(gpu)
+    host = load_collective_host(folder)
     out = []
     for _, r in load_block_rows(folder).iterrows():
-        pred = predict_block_row(r, spec, profile)
+        pred = predict_block_row(r, spec, profile, host)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),
