@@ -58,6 +58,29 @@ def test_tp_rows_charge_their_collectives(h200):
     assert with_comm < tp1   # half the heads per rank outweighs the collectives at 8K tokens
 
 
+def test_host_bound_tp_rows_pay_the_measured_host_time_of_each_collective_call(h200, tmp_path):
+    pd.DataFrame([dict(bench="collective_host", op=op, tokens=2048, hidden_size=2048, calls=20, split=split,
+                       time_s=t) for op, split, t in (("all_gather", "fit", 1e-3), ("reduce_scatter", "fit", 1e-3),
+                                                      ("all_reduce", "fit", 1e-3), ("all_reduce", "holdout", 9.0),
+                                                      ("kernel", "fit", 3e-5))]).to_csv(
+        tmp_path / blocks.COLLECTIVE_HOST_FILE, index=False)
+    host = blocks.load_collective_host(tmp_path)
+    assert host == {"all_gather": 1e-3, "reduce_scatter": 1e-3, "all_reduce": 1e-3, "kernel": 3e-5}
+    assert blocks.load_collective_host(tmp_path / "none") == {}
+    gpu = gpu_spec("h200")
+    row = dict(bench="tp_block", block="mla", model="v2-lite-slice", tp=2, cp=1, sequence_parallel=True,
+               tokens=2048, seq_len=2048, num_experts=float("nan"), precision="bf16", skew=float("nan"))
+    with_host = blocks.predict_tp_row(row, gpu, h200, host)
+    without = blocks.predict_tp_row(row, gpu, h200)
+    # host-bound: four collectives (all-gather in, reduce-scatter out, and their backwards), each
+    # issued in 1 ms instead of the layer's per-kernel host dispatch (tens of microseconds)
+    eager = h200.eager["host_s"]
+    want = 4e-3 - 2 * eager["fwd"] - 2 * eager["bwd"]
+    assert with_host - without == pytest.approx(want, rel=0.05)
+    big = dict(row, model="v3-slice-1l", tokens=8192, seq_len=8192)   # device-bound: the host hides
+    assert blocks.predict_tp_row(big, gpu, h200, host) - blocks.predict_tp_row(big, gpu, h200) < 0.5 * want
+
+
 def test_cp_rows_predict_ring_and_allgather(h200):
     gpu = gpu_spec("h200")
     ring = blocks.predict_block_row(_row(), gpu, h200)
