@@ -8,7 +8,11 @@ _mla_ops and _moe_ops, the Eager costs, Profile.eager's missing kernels and meas
 dispatch, `timed_window_s`) with the shapes a rank holds, plus the block's collectives, each an op
 of the same stream costed by `twin.costs.comm.collective_time_s` from the profile's measured NCCL
 collectives (Profile.collectives, fitted from <gpu>x2/nccl.csv). real/ runs every collective on
-the compute stream (no overlap), so each adds its whole time.
+the compute stream (no overlap), so each adds its whole time. Each collective's host dispatch is
+its own measured host time per call where the folder holds one (collective_host.csv, measured in
+the same two-rank process as the blocks): a host-bound block pays it at every collective, on
+every rank, and a collective completes only once the later rank has issued it; the ranks of a
+TP or CP block are alike, so that is any rank's host timeline (timed_window_s).
 
   tp_block mla (real/tp.py TPMLABlock): norm on this rank's tokens t (t = T/W with sequence
       parallelism, T without), the down-projections W_qa/W_kva and their norms on t, the latents
