@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.predict import Eager, _mla_ops, _moe_ops, gpu_spec, timed_window_s, zipf_expert_rows
+from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
+                                 zipf_expert_rows)
 from twin.costs import comm
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
@@ -73,6 +74,37 @@ def load_collective_host(folder: Path | str) -> dict[str, float]:
     df = pd.read_csv(path)
     df = df[(df["split"] == "fit") & (df["time_s"] > 0)]
     return {str(op): float(g["time_s"].median()) for op, g in df.groupby("op")}
+
+
+# collectives a TP block's forward + backward calls (real/tp.py): with sequence parallelism the
+# all-gather in and reduce-scatter out and their backwards (MoE: plus the expert ids' all-gather),
+# without it the all-reduce out and the input gradient's all-reduce
+TP_BLOCK_COLLECTIVES = {("mla", True): 4, ("mla", False): 2, ("moe", True): 5, ("moe", False): 2}
+TP_COLLECTIVE_KINDS = ("all_gather", "reduce_scatter", "all_reduce")
+
+
+def block_collective_host_s(rows: pd.DataFrame) -> float | None:
+    """Host seconds a TP block spends per collective call beyond what its one-GPU reference
+    spends, measured on the fitting rows (host_time_s: the slowest rank's host time to issue a
+    repetition): for each fitting TP row with a fitting one-GPU reference of the same block,
+    model and tokens, (host_time_s(TP) - host_time_s(TP1)) / its collectives; the median. The
+    call as the block makes it: the autograd Function and its backward's hand-off from the
+    autograd thread, the buffer clone or view, the CommTimer's events, c10d's dispatch and the
+    NCCL launch -- which the isolated calls of collective_host.csv time only in part. None where
+    the rows carry no host times."""
+    if "host_time_s" not in rows or rows.empty:
+        return None
+    tp = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
+    tp = tp[pd.to_numeric(tp["host_time_s"], errors="coerce") > 0]
+    ref = {(r["block"], r["model"], _int(r["tokens"])): float(r["host_time_s"])
+           for _, r in tp.iterrows() if _int(r["tp"]) == 1}
+    per_call = []
+    for _, r in tp.iterrows():
+        key = (r["block"], r["model"], _int(r["tokens"]))
+        sp = _bool(r["sequence_parallel"])
+        if _int(r["tp"]) > 1 and key in ref and (r["block"], sp) in TP_BLOCK_COLLECTIVES:
+            per_call.append((float(r["host_time_s"]) - ref[key]) / TP_BLOCK_COLLECTIVES[(r["block"], sp)])
+    return float(pd.Series(per_call).median()) if per_call else None
 
 
 def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile,
@@ -122,9 +154,12 @@ def _enter_leave(f: Eager, b: Eager, in_bytes: float, out_bytes: float, sp: bool
             _collective(b, "all_reduce", in_bytes, world, gpu, profile, host)
 
 
-def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> tuple[Eager, Eager]:
+def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                 kernel_host: dict | None = None) -> tuple[Eager, Eager]:
     """Forward and backward eager op lists of one rank's TP block (module docstring); `host`: the
-    measured host time per collective call (`load_collective_host`)."""
+    measured host time per collective call (`load_collective_host`); `kernel_host`: {block: the
+    host time per launched kernel measured on the fitting one-GPU block rows}
+    (`block_kernel_host_s`), which then replaces the profile's per-kernel host dispatch."""
     spec = get_model(str(row["model"]))
     world, sp = _int(row["tp"]), _bool(row["sequence_parallel"]) and _int(row["tp"]) > 1
     T, D = _int(row["tokens"]), spec.hidden_size
@@ -169,11 +204,35 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) 
     # dispatch per kernel, as the one-GPU layer cases take them
     f.missing_kernels(f"{bench}_fwd", str(row["precision"]))
     b.missing_kernels(f"{bench}_bwd", str(row["precision"]))
+    if kernel_host and block in kernel_host:
+        for e in (f, b):
+            e.ops = [op if (op[0] is None or isinstance(op, FixedHost)) else (kernel_host[block], op[1])
+                     for op in e.ops]
     return f, b
 
 
-def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> float:
-    f, b = tp_block_ops(row, gpu, profile, host)
+def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> dict[str, float]:
+    """{block: host seconds per launched kernel} of the TP blocks as the benchmark issues them,
+    measured on the fitting one-GPU block rows: host_time_s (the host time to issue one forward
+    + backward) over the kernels the block's op list launches (tp_block_ops, the profile's
+    missing kernels included); the median over a block's rows. The MoE block's kernels dispatch
+    faster than the profile's per-kernel figure (measured on MLA-like eager work): many of them
+    come from a few C++ ops (sorts, grouped GEMMs, index bookkeeping). {} without host times."""
+    if "host_time_s" not in rows or rows.empty:
+        return {}
+    ref = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
+    ref = ref[(pd.to_numeric(ref["tp"], errors="coerce") == 1) & (pd.to_numeric(ref["host_time_s"], errors="coerce") > 0)]
+    per_kernel: dict[str, list[float]] = {}
+    for _, r in ref.iterrows():
+        f, b = tp_block_ops(r, gpu, profile)
+        kernels = sum(1 for h, _ in f.ops + b.ops if h is not None)
+        per_kernel.setdefault(str(r["block"]), []).append(float(r["host_time_s"]) / kernels)
+    return {block: float(pd.Series(v).median()) for block, v in per_kernel.items()}
+
+
+def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                   kernel_host: dict | None = None) -> float:
+    f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
     return timed_window_s([], f.ops + b.ops)
 
 
@@ -286,11 +345,13 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     return timed_window_s([], f.ops + b.ops)
 
 
-def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> float | None:
+def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                      kernel_host: dict | None = None) -> float | None:
     """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know; `host`:
-    the measured host time per collective call (`load_collective_host`)."""
+    the measured host time per collective call (`load_collective_host`), `kernel_host` per
+    launched kernel of a TP block (`block_kernel_host_s`)."""
     if row["bench"] == "tp_block":
-        return predict_tp_row(row, gpu, profile, host)
+        return predict_tp_row(row, gpu, profile, host, kernel_host)
     if row["bench"] == "cp_block":
         return predict_cp_row(row, gpu, profile, host)
     return None
@@ -314,13 +375,19 @@ def load_block_rows(folder: Path | str) -> pd.DataFrame:
 
 
 def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
-    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, the collectives'
-    host dispatch measured beside them where it was (collective_host.csv)."""
+    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
+    host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
+    the isolated call's (collective_host.csv), where measured."""
     spec = gpu_spec(gpu)
+    rows = load_block_rows(folder)
     host = load_collective_host(folder)
+    in_block = block_collective_host_s(rows)
+    if in_block is not None:   # the call as the blocks make it, where the records say
+        host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
+    kernel_host = block_kernel_host_s(rows, spec, profile)
     out = []
-    for _, r in load_block_rows(folder).iterrows():
-        pred = predict_block_row(r, spec, profile, host)
+    for _, r in rows.iterrows():
+        pred = predict_block_row(r, spec, profile, host, kernel_host)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),
