@@ -22,10 +22,11 @@ TP or CP block are alike, so that is any rank's host timeline (timed_window_s).
       of S x D out; their backwards reduce-scatter and all-gather. No SP: all-reduce of S x D out
       (a clone, then the collective: real/collectives.py all_reduce_sum), all-reduce of the
       latents' gradient in the backward.
-  tp_block moe (TPMoEBlock): norm on t, [h, routing weights] concatenated and entering the region
-      (SP: plus an all-gather of the int64 expert ids, forward only), every expert and the shared
+  tp_block moe (TPMoEBlock): norm on t, [h, routing weights] concatenated (rows padded to 16
+      bytes) and entering the region (SP: plus an all-gather of the int64 expert ids, forward
+      only), every expert and the shared
       experts at F/W width over all T tokens, the partial sums leaving it; collectives as above.
-  cp_block attention / mla: predict_cp_row (ring attention on S/W positions per rank).
+  cp_block attention / mla: predict_cp_row (ring or all-gather attention on S/W positions per rank).
 With W = 1 (the one-GPU reference rows) a row is the same block without collectives.
 
 Measured on the folder's fitting rows (split fit; predict_folder; no held-out row is seen), as the
@@ -194,8 +195,9 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
                                     num_routed_experts=_int(row["num_experts"], spec.num_routed_experts))
         counts = zipf_expert_rows(T, local.num_routed_experts, K, float(row.get("skew") or 0.0))
         mf, mb = _moe_ops(local, T, counts, str(row["precision"]), gpu, profile)
-        latent_bytes = T * (D + K) * BF16_BYTES
-        f.mem(2 * t * (D + K) * BF16_BYTES)                     # cat [h, weights]
+        width = D + K + (-(D + K) % 8)                          # [h, weights, pad to 16 bytes]
+        latent_bytes = T * width * BF16_BYTES
+        f.mem(2 * t * width * BF16_BYTES)                       # the cat
         _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
         if sp:
             _collective(f, "all_gather", T * K * I64, world, gpu, profile, host)   # expert ids, no autograd

@@ -138,7 +138,9 @@ def test_block_rows_load_every_parallel_blocks_file(tmp_path):
 # not met for these. Strict xfails: listed, never loosened, and the test fails the day one passes.
 # Records: real/campaigns/s7cp.sh on 2xH200. v2-lite MoE at 4-8K tokens: the one-GPU reference
 # block is itself 17-19% above the twin (whose one-GPU MoE layer records at 4-16K are within 4%), a
-# device-side gap the TP rows inherit; at 2K with SP the block's measured host per collective
+# device-side gap the TP rows inherit: the block's experts read h in place from the gathered
+# [h | routing weights] rows, 2054 values wide for v2-lite (2-byte-aligned rows for cuBLAS; v3's
+# 7176 are aligned); real/tp.py now pads those rows to 16 bytes, after these records; at 2K with SP the block's measured host per collective
 # (0.19 ms) is below the fitting rows' median (0.28 ms). v2-lite MLA at 4K without SP: host-bound,
 # its host time per collective (0.55 ms) twice the fitting rows' median.
 NOT_MET = {
