@@ -18,7 +18,8 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   shared out over the TP ranks for the experts. With plan.tp_comm_overlap only the part of a
   collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
-  attention of the chunk in hand, exposed by the part longer than it) or `cp_all_gather_kv` /
+  attention of the chunk in hand, exposed by the part longer than it; in the backward
+  `cp_ring_dkv_home`, the last hop of the key/value gradients to their owner, exposed) or `cp_all_gather_kv` /
   `cp_reduce_scatter_kv` (all-gather variant, exposed), or `cp_torch_kv` (PyTorch's experimental
   context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
@@ -322,7 +323,8 @@ class StepCosts:
     def _cp_tasks(self, seg: list[Op], backward: bool) -> list[Task]:
         """Context parallelism around the attention core of a segment. Ring: cp-1 transfers of this
         rank's K/V chunk (in the backward K/V out and dK/dV back: twice the bytes), each hidden
-        behind the attention of one chunk (1/cp of the core), exposed by what is longer. All-gather:
+        behind the attention of one chunk (1/cp of the core), exposed by what is longer; then, in
+        the backward, the dK/dV of the last chunk travel home to their owner, exposed. All-gather:
         the sequence's K/V gathered before the core (dK/dV reduce-scattered after it), exposed."""
         p = self.sc.plan
         core = [op for op in seg if op.kind == OpKind.ATTENTION]
@@ -332,7 +334,12 @@ class StepCosts:
             step_s = self._collective_s("send_recv", self.kv_bytes * (2 if backward else 1), 2, self.cp_same_node)
             core_s = self._compute_s(core, "bwd_input" if backward else "fwd")
             exposed = (p.cp - 1) * max(0.0, step_s - core_s / p.cp)
-            return [Task("comm", exposed, "cp_ring_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
+            tasks = [Task("comm", exposed, "cp_ring_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
+            if backward:   # the last hop takes each rank's own dK/dV home after the last chunk: nothing
+                # left to hide it behind (real/cp.py, torch's ring attention alike)
+                tasks.append(Task("comm", self._collective_s("send_recv", self.kv_bytes, 2, self.cp_same_node),
+                                  "cp_ring_dkv_home"))
+            return tasks
         if p.cp_kind == "torch_allgather":
             exposed = self._torch_cp_exposed_s(self._compute_s(core, "bwd_input" if backward else "fwd"), backward)
             return [Task("comm", exposed, "cp_torch_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []

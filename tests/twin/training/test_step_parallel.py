@@ -96,6 +96,8 @@ def test_ring_exchange_exposed_only_when_longer_than_attention():
     # one chunk (a quarter of the core) runs; at 4K the attention is too short to hide it
     long = step(scenario(cp=4, dp=1, seq_len=65536))
     assert "cp_ring_kv" not in long.op_time_s and "cp_ring_kv_bwd" not in long.op_time_s
+    # the last hop of the key/value gradients to their owner has no chunk left to hide behind
+    assert long.op_time_s["cp_ring_dkv_home"] > 0
     short = step(scenario(cp=4, dp=1))
     slow = step(scenario(cp=4, dp=1), perturb=Perturb(link_bw_scale=0.1))
     assert 0 < short.op_time_s["cp_ring_kv"] < slow.op_time_s["cp_ring_kv"]
