@@ -147,12 +147,28 @@ def _layer_cases(quick: bool):
 def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
     # quick (a CPU dry run): one repetition, no warm-up: the code path, not the figures
     measure = functools.partial(measure_phase, reps=1, warmup=0) if quick else measure_phase
-    g = torch.Generator().manual_seed(0)
     moe_cases, mla_cases = _layer_cases(quick)
     precs = precisions_to_bench(env)
+    if not bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases):
+        return
+    _bench_whole(rec, timer, dev, deadline, quick, precs, measure)
+
+
+def fit_layer_cases(quick: bool):
+    """The layer cases of the fitting split (calibration/split.py): the host calibration that a
+    run of host-bound records needs beside them (real/bench/host_bound.py)."""
+    moe, mla = _layer_cases(quick)
+    return ([c for c in moe if c[1] not in HOLDOUT_MODELS and c[2] not in HOLDOUT_EXPERTS],
+            [c for c in mla if c[1] not in HOLDOUT_MODELS])
+
+
+def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases) -> bool:
+    """host_dispatch rows (fwd, infer, bwd) of MoE and MLA layer cases; False when the deadline
+    ended the section."""
+    g = torch.Generator().manual_seed(0)
     for _, name, E, T in moe_cases:
         if deadline.over():
-            return
+            return False
         spec = with_experts(get_spec(name), E)
         with building(dev):
             moe = MoE(spec)
@@ -173,7 +189,7 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
         free_memory()
     for _, name, B, S in mla_cases:
         if deadline.over():
-            return
+            return False
         spec = get_spec(name)
         with building(dev):
             mla = MLA(spec)
@@ -192,7 +208,7 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
                                lambda: mla(x, cos, sin, prec), dev), **shape)
         del mla, x, gx
         free_memory()
-    _bench_whole(rec, timer, dev, deadline, quick, precs, measure)
+    return True
 
 
 def _bench_whole(rec, timer, dev, deadline, quick, precs, measure):
