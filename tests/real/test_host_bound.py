@@ -39,6 +39,9 @@ def test_quick_section_writes_calibration_records_and_kernels(tmp_path):
     hd_rows = list(csv.DictReader((tmp_path / "host_dispatch.csv").open()))
     layers = [r for r in hd_rows if r["phase"] in ("fwd", "infer", "bwd")]
     assert layers and all(r["split"] == "fit" for r in layers)
+    # the calibration runs before the records and again after them
+    kinds = [r["phase"] in ("prefill", "decode") for r in hd_rows]
+    assert not kinds[0] and not kinds[-1] and any(kinds)
     assert {r["phase"] for r in layers} == {"fwd", "infer", "bwd"}
     steps = [r for r in hd_rows if r["phase"] in ("prefill", "decode")]
     assert {r["phase"] for r in steps} == {"prefill", "decode"} and all(r["split"] == "holdout" for r in steps)
