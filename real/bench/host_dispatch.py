@@ -12,6 +12,7 @@ step), over HOST_REPS warm repetitions:
   kernels     kernels launched per call and kernel_s their GPU time (torch profiler, KERNEL_REPS
               repetitions; 0 and empty on the CPU)
   aten_ops    aten operators dispatched per call (a TorchDispatchMode count, views included)
+  aten_views  of those, the views (OpOverload.is_view: no kernel; columns since 2026-11-26 s7dec)
 and, for the whole-step phases, each kernel's calls and GPU time (step_kernels.csv, the
 kernels.csv schema).
 So host_s / kernels is the host time per launched kernel, measured, that a prediction of an
@@ -50,10 +51,11 @@ HOLDOUT_EXPERTS = {32}
 class _CountOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()
-        self.n = 0
+        self.n = self.views = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.n += 1
+        self.views += bool(getattr(func, "is_view", False))   # views launch nothing (cheap to dispatch)
         return func(*args, **(kwargs or {}))
 
 
@@ -107,7 +109,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
     q = statistics.quantiles(wall, n=10, method="inclusive") if len(wall) > 1 else [wall[0]] * 9
     return {"host_s": statistics.median(host), "time_s": statistics.median(wall), "time_p10_s": q[0],
             "time_p90_s": q[-1], "reps": reps, "timing": "per_rep_events" if dev.type == "cuda" else "host_clock",
-            "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n,
+            "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n, "aten_views": counter.views,
             "per_kernel": {k: (n / KERNEL_REPS, t / KERNEL_REPS) for k, (n, t) in per_kernel.items()}}
 
 
