@@ -284,7 +284,7 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     written to the cache, then the head on each sequence's last position and argmax."""
     T, D, Y = B * P, spec.hidden_size, spec.vocab_size
     e = Eager(gpu, profile)
-    e.small(2 * spec.num_layers)                      # cache views
+    # (the per-layer MLACache slices of the batch are views: no kernel)
     e.gather(2 * T * D * BF16_BYTES)
     for i in range(spec.num_layers):
         f, _ = block_ops(spec, i, B, P, "bf16", gpu, profile, training=False)
