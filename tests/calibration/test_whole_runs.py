@@ -305,3 +305,28 @@ def test_inference_steps_take_the_no_grad_host_time_where_measured():
     assert predict_model_row(decode, spec, with_infer) < 0.5 * predict_model_row(decode, spec, fwd_only)
     step = pd.Series({"bench": "train_step", "model": "v2-lite-slice", "batch": 1, "seq_len": 2048, "precision": "bf16"})
     assert predict_model_row(step, spec, with_infer) == predict_model_row(step, spec, fwd_only)
+
+
+def test_back_to_back_decode_steps_take_the_longer_of_host_and_gpu():
+    """Decode steps never synchronise (real/infer.py): repeated back to back, a step lasts as long
+    as the slower of the host's dispatch of its ops and the GPU's kernels (per-repetition events in
+    steady state, timed_window_s), not their sum: host-bound at small batches, GPU-bound where the
+    kernels outgrow the dispatch."""
+    import dataclasses
+
+    from calibration.predict import gpu_spec, timed_window_s
+    from calibration.whole_step import decode_ops
+    from twin.costs.profile import fitted_profile
+    from twin.core.specs import get_model
+    prof, spec = fitted_profile("h100"), gpu_spec("h100")
+    for host_s, B in ((20e-6, 1), (1e-6, 256)):
+        p = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"fwd": host_s, "bwd": host_s, "infer": host_s}})
+        ops = decode_ops(get_model("v3-slice-2l"), B, 1040, spec, p).ops
+        host, gpu = sum(h for h, _ in ops), sum(g for _, g in ops)
+        longest = max(max(h, g) for h, g in ops)
+        assert max(host, gpu) * (1 - 1e-9) <= timed_window_s([], ops) <= max(host, gpu) + longest
+        assert timed_window_s([], ops) < 0.9 * (host + gpu)
+    # the two regimes: 20 us a kernel leaves the GPU waiting at batch 1, 1 us leaves the host ahead
+    p_slow = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"infer": 20e-6}})
+    ops = decode_ops(get_model("v3-slice-2l"), 1, 1040, spec, p_slow).ops
+    assert sum(h for h, _ in ops) > sum(g for _, g in ops)
