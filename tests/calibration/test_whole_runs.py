@@ -325,7 +325,8 @@ def test_back_to_back_decode_steps_take_the_longer_of_host_and_gpu():
         host, gpu = sum(h for h, _ in ops), sum(g for _, g in ops)
         longest = max(max(h, g) for h, g in ops)
         assert max(host, gpu) * (1 - 1e-9) <= timed_window_s([], ops) <= max(host, gpu) + longest
-        assert timed_window_s([], ops) < 0.9 * (host + gpu)
+        if B == 1:   # host and GPU of the same order: the sum would be far off
+            assert timed_window_s([], ops) < 0.9 * (host + gpu)
     # the two regimes: 20 us a kernel leaves the GPU waiting at batch 1, 1 us leaves the host ahead
     p_slow = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"infer": 20e-6}})
     ops = decode_ops(get_model("v3-slice-2l"), 1, 1040, spec, p_slow).ops
