@@ -26,9 +26,7 @@ fitting split only (calibration/split.py applied to the profiled configuration's
                  configurations of (kernels launched - kernels the op list names);
   host_s         per direction, the host dispatch per launched kernel MEASURED by the
                  host_dispatch campaign section (real/bench/host_dispatch.py: host seconds of a call
-                 over the kernels it launches less the radix-sort passes a large sort launches from
-                 its one dispatch, which take no host time of their own in the twin either;
-                 fitting-split layer rows; measured_host_s), when
+                 over the kernels it launches, fitting-split layer rows; measured_host_s), when
                  calibration/measurements/<gpu>/host_dispatch.csv is committed. Until then each
                  missing kernel is dispatched at the profile's host_s per op like the named ops.
                  A host time FITTED to the layer records is not used:
