@@ -33,14 +33,18 @@ def _kind_summary(gpu: str, kind: str):
 
 # (gpu, kind) -> (held-out median, P90) when last run: issue 13's targets (median 5%, P90 10%) are
 # not met for these. Strict xfails: listed with their figures, never loosened, and the test fails
-# the day one passes. MLA layers: the small v2-lite shapes are host-bound with a wide spread;
-# prefill: one short host-bound case per GPU; decode: host-bound eager steps whose kernel count the
-# op lists do not yet match (issue-13 note); ep_step: the EP2 step is 9% slow-predicted.
+# the day one passes. MLA layers: the small v2-lite shapes are host-bound and their host time per
+# kernel differs from the fitting layers' by op mix (BF16 backward ~1.5x FP8's, same run); decode:
+# host-bound steps (real/ launches 184 / 385 kernels, the op lists 175 / 385) whose host time per
+# kernel runs ~17% above the fitting layers' median (H200, same run: 19.3 vs 16.5 us), and the
+# batch-256 V3 step is GPU-bound on unaligned batched GEMMs over the cache (cuBLAS's align1
+# fallback, 1.6 of its 5.0 ms) the twin costs as streaming; ep_step: the EP2 step is slow-predicted.
+# The H200 serve and MLA-layer records were re-taken beside their host calibration (s7dec).
 NOT_MET = {
-    ("h100", "mla_layer"): (0.063, 0.185), ("h200", "mla_layer"): (0.083, 0.236),
-    ("h100", "prefill"): (0.002, 0.115), ("h200", "prefill"): (0.016, 0.266),
-    ("h100", "decode"): (0.118, 0.297), ("h200", "decode"): (0.189, 0.343),
-    ("h200", "ep_step"): (0.086, 0.093),
+    ("h100", "mla_layer"): (0.063, 0.185), ("h200", "mla_layer"): (0.124, 0.238),
+    ("h100", "prefill"): (0.003, 0.107),
+    ("h100", "decode"): (0.100, 0.276), ("h200", "decode"): (0.180, 0.229),
+    ("h200", "ep_step"): (0.106, 0.112),
 }
 # the two-GPU kinds exist where two-GPU records do: 2xH200 only (2xH100 was never lent)
 TWO_GPU_KINDS = {"h200": ("pipeline_step", "ep_step")}
