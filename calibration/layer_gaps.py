@@ -60,7 +60,8 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration.predict import _mla_ops, _moe_ops, expert_rows, gpu_spec, predict_s, timed_window_s, twin_precision
+from calibration.predict import (SMALL_SORT_ELEMS, _mla_ops, _moe_ops, expert_rows, gpu_spec, predict_s, timed_window_s,
+                                 twin_precision)
 from calibration.split import is_held_out
 from twin.core.atomic import write_text
 from twin.core.specs import get_model
@@ -258,15 +259,34 @@ def net_kernels(hd: pd.DataFrame) -> pd.Series:
     return pd.Series(net, index=hd.index, dtype=float)
 
 
-def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
-    """{"fwd": s, "bwd": s}: host dispatch seconds per launched kernel of real/'s eager layers,
-    measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
-    host_s / its own kernels (net_kernels), the median per phase. {} without the file or rows."""
+def radix_kernels_of_rows(hd: pd.DataFrame, radix: dict) -> pd.Series:
+    """The radix-sort kernels among each host_dispatch row's kernels: a MoE layer whose routed
+    rows (tokens x top-k) exceed SMALL_SORT_ELEMS sorts them with cub's radix passes, launched
+    from inside the sort's one dispatch (`radix`: radix_sort_kernels, per moe_layer direction;
+    the no-grad forward `infer` launches the forward's)."""
+    out = []
+    for _, r in hd.iterrows():
+        cfg = str(r.get("config", ""))
+        n = 0.0
+        if cfg.startswith("moe_layer") and str(r.get("model", "")) and pd.notna(r.get("tokens")):
+            rows = float(r["tokens"]) * get_model(str(r["model"])).top_k
+            if rows > SMALL_SORT_ELEMS:
+                n = float(radix.get("moe_layer_bwd" if r["phase"] == "bwd" else "moe_layer_fwd", 0.0))
+        out.append(n)
+    return pd.Series(out, index=hd.index, dtype=float)
+
+
+def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: dict | None = None) -> dict:
+    """{"fwd": s, "bwd": s, "infer": s}: host dispatch seconds per launched kernel of real/'s eager
+    layers, measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
+    host_s / its own kernels (net_kernels) less the radix-sort kernels its sorts launch from one
+    dispatch (radix_kernels_of_rows, where `radix` is given), the median per phase. {} without
+    the file or rows."""
     path = Path(root) / gpu / "host_dispatch.csv"
     if not path.is_file():
         return {}
     hd = pd.read_csv(path)
-    hd = hd.assign(net=net_kernels(hd))
+    hd = hd.assign(net=net_kernels(hd) - (radix_kernels_of_rows(hd, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["net"] > 0) & (hd["host_s"] > 0)]
     return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
 
@@ -320,10 +340,11 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     counts = extra_kernel_counts(gpu, base, df, root)
     if not counts:
         return {}
-    host = measured_host_s(gpu, root)
+    radix = radix_sort_kernels(gpu, root)
+    host = measured_host_s(gpu, root, radix)
     opt_eff = measured_optimizer_eff(gpu, root)
     copy_eff = measured_transpose_eff(gpu, base, root)
-    return {"extra_kernels": counts, "radix_sort_kernels": radix_sort_kernels(gpu, root),
+    return {"extra_kernels": counts, "radix_sort_kernels": radix,
             **({"host_s": host} if host else {}), **({"optimizer_eff": opt_eff} if opt_eff else {}),
             **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "

@@ -271,23 +271,26 @@ class Eager:
         direction = layer_bench.rsplit("_", 1)[-1]
         host = self.use_eager_host(direction)
         n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
-        radix = eager.get("radix_sort_kernels", {}).get(layer_bench, 0.0)
+        radix = int(round(eager.get("radix_sort_kernels", {}).get(layer_bench, 0.0)))
         if sort_elems is not None and sort_elems <= SMALL_SORT_ELEMS and radix:
             # torch.sort/argsort of <= 4096 elements runs in place (fill indices, copy, one sort
             # kernel: 3 a sort, the layer's two sorts) instead of cub's radix passes and memsets
-            n = max(0, n - int(round(radix)) + 2 * SMALL_SORT_KERNELS)
+            n, radix = max(0, n - radix + 2 * SMALL_SORT_KERNELS), 0
         if n <= 0:
             return
         h = float(host) if host is not None else self.profile.host("op")
+        # cub's radix-sort passes and memsets are launched from inside the sort op's one dispatch:
+        # no host time of their own (host 0.0, which use_eager_host keeps)
+        missing = [(0.0 if j < min(radix, n) else h, self.profile.launch_s) for j in range(n)]
         ops, out = self.ops, []
         step = len(ops) / n if ops else 0.0
         k = 0
         for i, op in enumerate(ops):
             while k < n and k * step <= i:
-                out.append((h, self.profile.launch_s))
+                out.append(missing[k])
                 k += 1
             out.append(op)
-        out += [(h, self.profile.launch_s)] * (n - k)
+        out += missing[k:]
         self.ops = out
 
     def use_eager_host(self, direction: str) -> float | None:
@@ -298,7 +301,9 @@ class Eager:
         host = (self.profile.eager or {}).get("host_s", {}).get(direction)
         if host is not None:
             def each(op):
-                return op if (op[0] is None or isinstance(op, FixedHost)) else (float(host), op[1])
+                # kept: a synchronisation (None), a kernel launched inside another op's dispatch
+                # (0.0), an op with its own measured host time (FixedHost)
+                return op if (not op[0] or isinstance(op, FixedHost)) else (float(host), op[1])
             self.ops = [each(op) for op in self.ops]
             self.w_ops = [each(op) for op in self.w_ops]
         return host

@@ -284,7 +284,7 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     written to the cache, then the head on each sequence's last position and argmax."""
     T, D, Y = B * P, spec.hidden_size, spec.vocab_size
     e = Eager(gpu, profile)
-    e.small(2 * spec.num_layers)                      # cache views
+    # (the per-layer MLACache slices of the batch are views: no kernel)
     e.gather(2 * T * D * BF16_BYTES)
     for i in range(spec.num_layers):
         f, _ = block_ops(spec, i, B, P, "bf16", gpu, profile, training=False)
@@ -300,20 +300,27 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
 
 def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
     """real/model.py MLA._attend_absorbed for one new token per sequence over L cached positions:
-    five einsums (each a batched GEMM plus the copies that lay its operands out), the mask
-    (two aranges, a compare, masked_fill), softmax in FP32 and the casts."""
+    five einsums (batched GEMMs; their BF16 scores B x H x L), the add and the cast to FP32, the
+    mask (two aranges and a compare; masked_fill over the FP32 scores), the scale, softmax (one
+    warp-per-row pass: L <= 2048), the cast back and the two value einsums. The einsums lay their
+    operands out with copies: q_nope and the output head-major, q_abs batch-major, the output's
+    flatten (4 copy kernels a layer in the profiler's decode records, 2026-11-26: Memcpy DtoD and
+    direct copies beside the cache writes, sorts' and top-k's own). Views launch nothing."""
     H, P, R, O, C = spec.num_heads, spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank
+    S = B * H * L                                     # score elements
     e.gemm(B, H * C, P, "bf16")                       # q_abs = q_nope . W_k (per head)
-    e.mem(B * L * C * BF16_BYTES + B * H * L * FP32_BYTES)     # scores on the latent
-    e.mem(B * L * R * BF16_BYTES + B * H * L * FP32_BYTES)     # scores on the rope key
-    e.mem(3 * B * H * L * FP32_BYTES, kernels=2)      # add, .float()
-    e.small(4)                                        # aranges, compare, mask
-    e.mem(2 * B * H * L * FP32_BYTES, kernels=2)      # masked_fill, * scale
-    e.mem(2 * B * H * L * FP32_BYTES)                 # softmax
-    e.mem(B * H * L * (FP32_BYTES + BF16_BYTES))      # .to(bf16)
-    e.mem(B * L * C * BF16_BYTES + B * H * L * BF16_BYTES)     # p . c
+    e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # scores on the latent (BF16 out)
+    e.mem(B * L * R * BF16_BYTES + S * BF16_BYTES)    # scores on the rope key
+    e.mem(3 * S * BF16_BYTES)                         # add
+    e.mem(S * (BF16_BYTES + FP32_BYTES))              # .float()
+    e.small(3)                                        # two aranges, the compare
+    e.mem(2 * S * FP32_BYTES)                         # masked_fill (reads and writes FP32)
+    e.mem(2 * S * FP32_BYTES)                         # * softmax_scale
+    e.mem(2 * S * FP32_BYTES)                         # softmax
+    e.mem(S * (FP32_BYTES + BF16_BYTES))              # .to(bf16)
+    e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # p . c
     e.gemm(B, H * O, C, "bf16")                       # . W_v (per head)
-    e.small(10)                                       # the einsums' operand copies and views
+    e.mem(2 * B * H * (P + C + O) * BF16_BYTES, kernels=4)   # the einsums' operand copies
 
 
 def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
@@ -342,6 +349,10 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
         _rmsnorm(e, B, D)
         if spec.num_routed_experts and i >= spec.num_dense_layers:
             _gate_fwd(e, spec, B)
+            # each torch.topk of a few rows launches gatherTopK, then a bitonic sort of the k
+            # results (the profiler's decode records: as many sorts as top-k calls): one kernel
+            # more a call than _gate_fwd names (three calls with group-limited routing, else one)
+            e.small(3 if spec.num_expert_groups > 1 else 1)
             f, _ = moe_layer_ops(spec, B, balanced_counts(spec, B), "bf16", gpu, profile)
             e.extend(f)
         else:

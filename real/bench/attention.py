@@ -51,7 +51,12 @@ def bench_attention(rec, timer, dev, deadline, quick, env):
             free_memory()
     for kk, v in best.items():
         log(f"attention best {kk}: {v / 1e12:.0f} TFLOP/s")
-    # whole MLA layer (projections + core), forward and backward
+    bench_mla_layers(rec, timer, dev, deadline, quick, env)
+
+
+def bench_mla_layers(rec, timer, dev, deadline, quick, env):
+    """Whole MLA layers (projections + core), forward and backward (attention.csv mla_layer_*
+    rows): the attention section's last part, also run alone by real/bench/host_bound.py."""
     for name in (["tiny"] if quick else ["v3-slice-1l", "v2-lite-slice"]):
         spec = get_spec(name)
         for S, B in ([(64, 2)] if quick else [(1024, 4), (4096, 1), (4096, 4)]):

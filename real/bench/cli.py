@@ -17,6 +17,7 @@ from real.bench.attention import bench_attention
 from real.bench.device import environment, free_memory
 from real.bench.ep import bench_ep
 from real.bench.fp8_stack import bench_fp8_stack
+from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
 from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad
 from real.bench.kernels import bench_kernels
@@ -44,7 +45,7 @@ _FUNCTIONS = {
     "ep": bench_ep, "nccl": bench_nccl, "parallel_blocks": bench_parallel_blocks,
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
     "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
-    "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum,
+    "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

@@ -12,6 +12,7 @@ step), over HOST_REPS warm repetitions:
   kernels     kernels launched per call and kernel_s their GPU time (torch profiler, KERNEL_REPS
               repetitions; 0 and empty on the CPU)
   aten_ops    aten operators dispatched per call (a TorchDispatchMode count, views included)
+  aten_views  of those, the views (OpOverload.is_view: no kernel; columns since 2026-11-26 s7dec)
 and, for the whole-step phases, each kernel's calls and GPU time (step_kernels.csv, the
 kernels.csv schema).
 So host_s / kernels is the host time per launched kernel, measured, that a prediction of an
@@ -50,10 +51,11 @@ HOLDOUT_EXPERTS = {32}
 class _CountOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()
-        self.n = 0
+        self.n = self.views = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.n += 1
+        self.views += bool(getattr(func, "is_view", False))   # views launch nothing (cheap to dispatch)
         return func(*args, **(kwargs or {}))
 
 
@@ -107,7 +109,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
     q = statistics.quantiles(wall, n=10, method="inclusive") if len(wall) > 1 else [wall[0]] * 9
     return {"host_s": statistics.median(host), "time_s": statistics.median(wall), "time_p10_s": q[0],
             "time_p90_s": q[-1], "reps": reps, "timing": "per_rep_events" if dev.type == "cuda" else "host_clock",
-            "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n,
+            "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n, "aten_views": counter.views,
             "per_kernel": {k: (n / KERNEL_REPS, t / KERNEL_REPS) for k, (n, t) in per_kernel.items()}}
 
 
@@ -147,12 +149,28 @@ def _layer_cases(quick: bool):
 def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
     # quick (a CPU dry run): one repetition, no warm-up: the code path, not the figures
     measure = functools.partial(measure_phase, reps=1, warmup=0) if quick else measure_phase
-    g = torch.Generator().manual_seed(0)
     moe_cases, mla_cases = _layer_cases(quick)
     precs = precisions_to_bench(env)
+    if not bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases):
+        return
+    _bench_whole(rec, timer, dev, deadline, quick, precs, measure)
+
+
+def fit_layer_cases(quick: bool):
+    """The layer cases of the fitting split (calibration/split.py): the host calibration that a
+    run of host-bound records needs beside them (real/bench/host_bound.py)."""
+    moe, mla = _layer_cases(quick)
+    return ([c for c in moe if c[1] not in HOLDOUT_MODELS and c[2] not in HOLDOUT_EXPERTS],
+            [c for c in mla if c[1] not in HOLDOUT_MODELS])
+
+
+def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases) -> bool:
+    """host_dispatch rows (fwd, infer, bwd) of MoE and MLA layer cases; False when the deadline
+    ended the section."""
+    g = torch.Generator().manual_seed(0)
     for _, name, E, T in moe_cases:
         if deadline.over():
-            return
+            return False
         spec = with_experts(get_spec(name), E)
         with building(dev):
             moe = MoE(spec)
@@ -173,7 +191,7 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
         free_memory()
     for _, name, B, S in mla_cases:
         if deadline.over():
-            return
+            return False
         spec = get_spec(name)
         with building(dev):
             mla = MLA(spec)
@@ -192,7 +210,7 @@ def bench_host_dispatch(rec, timer, dev, deadline, quick, env):
                                lambda: mla(x, cos, sin, prec), dev), **shape)
         del mla, x, gx
         free_memory()
-    _bench_whole(rec, timer, dev, deadline, quick, precs, measure)
+    return True
 
 
 def _bench_whole(rec, timer, dev, deadline, quick, precs, measure):

@@ -46,7 +46,7 @@ SHAPE_COLS = {
     # profiled: "phase" = kernels of the phase alone (records before 2026-11-26 04:00 also hold the
     # phase's setup: a backward's forward, an optimizer's forward and backward)
     "host_dispatch": ["bench", "config", "phase", "model", "batch", "seq_len", "tokens", "num_experts", "precision",
-                      "split", "profiled", "host_s", "kernels", "kernel_s", "aten_ops"],
+                      "split", "profiled", "host_s", "kernels", "kernel_s", "aten_ops", "aten_views"],
     "wgrad_accum": ["bench", "op", "shape_tag", "num_experts", "n", "k", "elements", "bytes_moved", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],

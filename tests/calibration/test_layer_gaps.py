@@ -114,3 +114,34 @@ def test_small_sorts_launch_no_radix_passes():
     small, _ = moe_layer_ops(spec, 8, balanced_counts(spec, 8), "bf16", gpu_spec("h200"), prof)
     large, _ = moe_layer_ops(spec, 1024, balanced_counts(spec, 1024), "bf16", gpu_spec("h200"), prof)
     assert len(large.ops) - len(small.ops) == prof.eager["radix_sort_kernels"]["moe_layer_fwd"] - 6
+
+
+def test_host_time_per_kernel_leaves_out_the_radix_passes_of_large_sorts(tmp_path):
+    """cub's radix-sort passes are launched from inside one sort dispatch: a MoE row whose routed
+    rows exceed 4,096 is divided by its kernels less those passes; a small-sort row is not."""
+    (tmp_path / "h100").mkdir()
+    pd.DataFrame([("moe_layer v3-slice-1l t2048 e128 skew0", "infer", "bf16", "fit", "v3-slice-1l", 2048, 44e-5, 85),
+                  ("moe_layer v3-slice-1l t512 e128 skew0", "infer", "bf16", "fit", "v3-slice-1l", 512, 50e-5, 50),
+                  ("mla_layer v3-slice-1l b1 s1024", "infer", "bf16", "fit", "v3-slice-1l", 1024, 30e-5, 30)],
+                 columns=["config", "phase", "precision", "split", "model", "tokens", "host_s", "kernels"]
+                 ).to_csv(tmp_path / "h100" / "host_dispatch.csv")
+    radix = {"moe_layer_fwd": 41.0, "moe_layer_bwd": 29.0}
+    assert lg.measured_host_s("h100", tmp_path, radix) == {"infer": pytest.approx(1e-5)}
+    assert lg.measured_host_s("h100", tmp_path)["infer"] == pytest.approx(10e-6)     # 44/85, 10, 10: median
+
+
+def test_radix_passes_have_no_host_time_of_their_own():
+    from calibration.predict import gpu_spec, moe_layer_ops
+    from calibration.whole_step import balanced_counts
+    from twin.core.specs import get_model
+    prof, spec = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text())), get_model("v3-slice-1l")
+    large, _ = moe_layer_ops(spec, 1024, balanced_counts(spec, 1024), "bf16", gpu_spec("h200"), prof)
+    small, _ = moe_layer_ops(spec, 8, balanced_counts(spec, 8), "bf16", gpu_spec("h200"), prof)
+    radix = prof.eager["radix_sort_kernels"]["moe_layer_fwd"]
+    assert sum(1 for h, _ in large.ops if h == 0.0) == radix
+    assert not any(h == 0.0 for h, _ in small.ops)
+    host = prof.eager["host_s"]["fwd"]
+    assert sum(h for h, _ in large.ops) == pytest.approx((len(large.ops) - radix) * host)
+    # a whole step that re-times every op at its phase's host keeps them free
+    large.use_eager_host("infer")
+    assert sum(1 for h, _ in large.ops if h == 0.0) == radix

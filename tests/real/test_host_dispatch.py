@@ -15,6 +15,9 @@ def test_measure_phase_counts_ops_and_times_the_call():
     x = torch.ones(8, 8)
     r = hd.measure_phase(lambda _: (x @ x).relu(), lambda: None, torch.device("cpu"), reps=2, warmup=0)
     assert r["aten_ops"] == 2                       # mm, relu
+    assert r["aten_views"] == 0
+    r = hd.measure_phase(lambda _: x.t().relu(), lambda: None, torch.device("cpu"), reps=1, warmup=0)
+    assert r["aten_ops"] == 2 and r["aten_views"] == 1    # t is a view
     assert r["host_s"] > 0 and r["time_p10_s"] <= r["time_s"] <= r["time_p90_s"]
     assert r["kernels"] == 0                        # no GPU: no kernels
 
