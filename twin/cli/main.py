@@ -116,7 +116,7 @@ def cmd_step(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from twin.sim.ideal import ideal_schedule
+    from twin.sim.ideal import ideal_schedule  # lazy: only `twin schedule` draws ideal pipelines
     out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
     _say(args, summary.schedule_summary(out))
     _write_json(args.json, out)
@@ -168,7 +168,7 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     from reports.load_report import build as write_load_report  # lazy: matplotlib
-    from twin.training.balance import run_balance, summary_lines
+    from twin.training.balance import run_balance, summary_lines  # lazy: only `twin balance`
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
@@ -237,7 +237,7 @@ def _search_flags(args) -> dict:
 
 
 def _prices(args, sc) -> dict:
-    from twin.planning.search import catalog_prices
+    from twin.planning.search import catalog_prices  # lazy: the plan search loads its screen
     prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
@@ -254,7 +254,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 def cmd_plan(args) -> int:
     from reports.plan_report import write_plan_report  # lazy: matplotlib
-    from twin.planning.search import search
+    from twin.planning.search import search  # lazy: the plan search loads its screen
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
@@ -284,7 +284,7 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
-    from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving
+    from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving  # lazy: only serving sizing
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
@@ -340,7 +340,7 @@ def cmd_docs(args) -> int:
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
         _say(args, f"wrote {len(result_schemas())} result schemas to {args.schemas}")
         return 0
-    from twin.core.docs import scenario_reference
+    from twin.core.docs import scenario_reference  # lazy: only `twin docs` walks every field
     text = scenario_reference()
     if args.out:
         write_text(args.out, text)
