@@ -73,14 +73,15 @@ def _gate_fwd(e: Eager, spec, T: int) -> None:
 def _gate_bwd(e: Eager, spec, T: int) -> None:
     """The routing weights' gradient back to x and the gate weight: through the cast, the
     normalisation and gather (small elementwise kernels on T x K), sigmoid and .float() (T x E),
-    then the gate GEMM's two backward GEMMs in BF16."""
+    then the gate GEMM's two backward GEMMs in BF16. The gate is F.linear (real/model.py Gate),
+    not real/fp8.py's splittable linear, so its weight gradient is computed in the backward itself
+    even where a pipeline defers the other weight gradients (a B op, not W: real/wgrad.py)."""
     E = spec.num_routed_experts
     e.small(6)
     e.mem(T * E * FP32_BYTES * 3.0, kernels=2)
     e.mem(T * E * (BF16_BYTES + FP32_BYTES))
     e.gemm(T, spec.hidden_size, E, "bf16")
-    with e.weight_grad():
-        e.gemm(E, spec.hidden_size, T, "bf16")
+    e.gemm(E, spec.hidden_size, T, "bf16")
 
 
 def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> None:

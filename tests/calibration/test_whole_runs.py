@@ -305,3 +305,33 @@ def test_inference_steps_take_the_no_grad_host_time_where_measured():
     assert predict_model_row(decode, spec, with_infer) < 0.5 * predict_model_row(decode, spec, fwd_only)
     step = pd.Series({"bench": "train_step", "model": "v2-lite-slice", "batch": 1, "seq_len": 2048, "precision": "bf16"})
     assert predict_model_row(step, spec, with_infer) == predict_model_row(step, spec, fwd_only)
+
+
+def test_an_op_runs_at_the_hosts_pace_until_the_host_is_ahead():
+    """calibration.pipeline.issue: the same op list is host-bound from a level start, GPU-bound
+    with the host ahead, and a host synchronisation levels them again."""
+    ops = [(10e-6, 1e-6)] * 10 + [(10e-6, 500e-6)]           # ten small kernels, then a big one
+    level_gpu, level_host = pipe.issue(ops, 0.0)
+    ahead_gpu, _ = pipe.issue(ops, 1.0)
+    assert level_gpu == pytest.approx(110e-6 + 500e-6) and level_host == pytest.approx(110e-6)
+    assert ahead_gpu == pytest.approx(10e-6 + 500e-6)        # only the kernels
+    synced, _ = pipe.issue(ops[:10] + [(None, 0.0)] + ops[10:], 1.0)
+    assert synced == pytest.approx(10e-6 + 10e-6 + 500e-6)   # the host waits, then issues the big one
+
+
+def test_the_host_lead_carries_from_op_to_op_in_the_pipeline():
+    """1F1B on two ranks whose forwards are host-bound: rank 0 starts level with the host, so its
+    first forward takes the host's time; rank 1's host runs ahead while it waits for the first
+    activation, so its first forward takes the GPU's."""
+    from twin.core.schedules import build_schedule
+    host_bound = [(20e-6, 5e-6)] * 200                     # 4 ms host, 1 ms GPU
+    gpu_bound = [(20e-6, 100e-6)] * 50                     # 1 ms host, 5 ms GPU
+    ops = {0: pipe.StageOps(host_bound, gpu_bound, []), 1: pipe.StageOps(host_bound, gpu_bound, [])}
+    schedule = build_schedule("1f1b", 2, 2)
+    result = pipe.simulate_host_led(schedule, ops, 0.0)
+    spans = {(r, label): end - start for r, label, start, end in result.op_spans}
+    assert spans[0, "F0.0"] == pytest.approx(4e-3 + 5e-6, rel=1e-6)     # host-bound from the level start
+    assert spans[1, "F0.0"] == pytest.approx(1e-3, rel=1e-6)            # the host got ahead while waiting
+    steady = pipe.simulate_pipeline(schedule, pipe.PipelineCosts(schedule, {s: o.steady() for s, o in ops.items()}, 0.0),
+                                    streams=("compute",))
+    assert result.makespan_s != steady.makespan_s
