@@ -392,14 +392,16 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py dispatch: argsort, expert counts, the counts' all-to-all, split sizes to the host
-    (.tolist(): a synchronisation), gather the rows, their all-to-all, repeat_interleave, argsort
-    of the received rows and their permutation."""
+    (two .tolist() calls, send and receive splits: each a per-rank sum, its copy to the host and
+    a synchronisation), gather the rows, their all-to-all, repeat_interleave, argsort of the
+    received rows and their permutation."""
     N = T * K
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.small(3)
     _all_to_all(e, 8.0 * 4, gpu, world)
-    e.small(2)
-    e.sync()
+    for _ in ("send_splits", "recv_splits"):
+        e.small(2)
+        e.sync()
     e.gather(2 * N * D * BF16_BYTES)
     _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.small(4)
