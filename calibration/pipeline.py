@@ -106,8 +106,10 @@ class StageOps:
 
 def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
-              accumulate: dict | None = None) -> StageOps:
-    """F, B and W op lists of one micro-batch on one model stage."""
+              accumulate: dict | None = None, host: dict | None = None) -> StageOps:
+    """F, B and W op lists of one micro-batch on one model stage; `host`: the host seconds per
+    launched kernel of the pipeline's own ops where measured (`measured_host_s`), else the
+    profile's (Profile.eager host_s of layer records)."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
     if first:
@@ -128,7 +130,60 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
-    return StageOps(f.ops, b.ops, b.w_ops)
+    if not host:
+        return StageOps(f.ops, b.ops, b.w_ops)
+    return StageOps(_with_host(f.ops, host.get("fwd")), _with_host(b.ops, host.get("bwd")),
+                    _with_host(b.w_ops, host.get("wgrad")))
+
+
+def _with_host(ops: list, host_s: float | None) -> list:
+    """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None."""
+    return ops if host_s is None else [(h if h is None else host_s, g) for h, g in ops]
+
+
+HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
+
+
+def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
+    """Host seconds per launched kernel that real/pipeline's own ops take to issue, per direction
+    ("fwd": F, "bwd": B and BW, "wgrad": W), from pipeline_host.csv (real/pipeline/probe.py: each
+    op's host issue interval): an op's host interval over the launches of its op list (the named
+    ops and Profile.eager's missing kernels), the median over the fitting split's pipeline rows
+    (pp > 1: an EP step's forward waits for the GPU inside its dispatches). Beyond the layer
+    records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
+    the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
+    gradients' closures and their own autograd.backward calls in W. None without the file."""
+    path = Path(folder) / "pipeline_host.csv"
+    if not path.is_file():
+        return None
+    h = pd.read_csv(path)
+    h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
+    rates: dict[str, list[float]] = {}
+    for key, g in h.groupby(list(CONFIG_KEYS)):
+        cfg = dict(zip(CONFIG_KEYS, key))
+        spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
+        pp, n = int(cfg["pp"]), int(cfg["num_microbatches"])
+        schedule = build_schedule(SCHEDULE_NAMES.get(str(cfg["schedule"]), str(cfg["schedule"])), pp, n)
+        stages = stage_layers(spec.num_layers, schedule.num_model_stages)
+        ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, int(cfg["micro_batch_seqs"]),
+                            int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
+                            (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
+        for r in g.itertuples():
+            launches = sum(1 for hs, _ in ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind) if hs is not None)
+            if launches and r.host_end_s > r.host_start_s:
+                rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
+    return {d: float(np.median(v)) for d, v in rates.items()} or None
+
+
+def _num_layers(folder: Path, cfg: dict) -> int | None:
+    """The layer count of a configuration's pipeline_step row (pipeline_host.csv does not carry it)."""
+    steps = Path(folder) / "pipeline_step.csv"
+    if steps.is_file():
+        df = pd.read_csv(steps)
+        sel = df[(df["model"] == cfg["model"]) & (df["seq_len"] == cfg["seq_len"])]
+        if "num_layers" in df.columns and not sel.empty:
+            return int(sel["num_layers"].iloc[0])
+    return None
 
 
 def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
@@ -334,9 +389,12 @@ def _spec_of(row):
     return spec
 
 
-def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> tuple[PipelineResult, float, dict]:
+def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
+                 host: dict | None = None) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
-    `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback."""
+    `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback;
+    `host`: the pipeline's measured host seconds per launch (measured_host_s), None for the
+    profile's."""
     spec = _spec_of(row)
     pp, n = int(row["pp"]), int(row["num_microbatches"])
     # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
@@ -346,7 +404,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> 
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                        accumulate_frac=(n - 1) / n, accumulate=accumulate)
+                        accumulate_frac=(n - 1) / n, accumulate=accumulate, host=host)
            for s, layers in enumerate(stages)}
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
@@ -354,7 +412,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> 
     after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                                                "p2p_s": p2p, "after_s": after, "schedule": name,
-                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff")}
+                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
+                                               "host_s": host or (profile.eager or {}).get("host_s")}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
@@ -470,10 +529,11 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     spec_gpu = gpu_spec(gpu)
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
+    host = measured_host_s(Path(folder), gpu, profile, accumulate)
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
         cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),

@@ -335,3 +335,24 @@ def test_the_host_lead_carries_from_op_to_op_in_the_pipeline():
     steady = pipe.simulate_pipeline(schedule, pipe.PipelineCosts(schedule, {s: o.steady() for s, o in ops.items()}, 0.0),
                                     streams=("compute",))
     assert result.makespan_s != steady.makespan_s
+
+
+def test_measured_host_time_per_launch_comes_from_the_pipelines_own_ops(tmp_path):
+    """pipeline_host.csv (real/pipeline/probe.py): an op's host issue interval over the launches of
+    its op list, median per direction, fitting split of pipeline rows only; absent file: None."""
+    from calibration.predict import gpu_spec
+    from twin.costs.profile import fitted_profile
+    prof = fitted_profile("h200")
+    assert pipe.measured_host_s(tmp_path, "h200", prof) is None
+    cfg = {**{k: v for k, v in fx.config("zb1p", n=4, s=512).items() if k in pipe.CONFIG_KEYS}, "split": "fit"}
+    pd.DataFrame([{**fx.config("zb1p", n=4, s=512), "time_s": 1.0}]).to_csv(tmp_path / "pipeline_step.csv", index=False)
+    rows = [{**cfg, "rank": 0, "kind": "F", "chunk": 0, "host_start_s": 0.0, "host_end_s": 0.010},
+            {**cfg, "rank": 1, "kind": "B", "chunk": 0, "host_start_s": 0.0, "host_end_s": 0.020},
+            {**cfg, "split": "holdout", "rank": 1, "kind": "W", "chunk": 0, "host_start_s": 0.0, "host_end_s": 9.0}]
+    pd.DataFrame(rows).to_csv(tmp_path / "pipeline_host.csv", index=False)
+    got = pipe.measured_host_s(tmp_path, "h200", prof)
+    spec = pipe._spec_of({"model": "v2-lite-slice", "num_layers": 4})
+    ops = [pipe.stage_ops(spec, layers, s == 0, s == 1, 1, 512, "bf16", gpu_spec("h200"), prof, 1, 0.75)
+           for s, layers in enumerate(pipe.stage_layers(4, 2))]
+    launches = lambda o: sum(1 for h, _ in o if h is not None)   # noqa: E731
+    assert got == {"fwd": pytest.approx(0.010 / launches(ops[0].f)), "bwd": pytest.approx(0.020 / launches(ops[1].b))}
