@@ -146,7 +146,9 @@ HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
 
 def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
     """Host seconds per launched kernel that real/pipeline's own ops take to issue, per direction
-    ("fwd": F, "bwd": B and BW, "wgrad": W), from pipeline_host.csv (real/pipeline/probe.py: each
+    ("fwd": F, "bwd": B and BW, "wgrad": W), and the host seconds between two compute ops of a
+    rank ("between_ops": posting the sends and receives, the marks), from pipeline_host.csv
+    (real/pipeline/probe.py: each
     op's host issue interval): an op's host interval over the launches of its op list (the named
     ops and Profile.eager's missing kernels), the median over the fitting split's pipeline rows
     (pp > 1: an EP step's forward waits for the GPU inside its dispatches). Beyond the layer
@@ -159,6 +161,11 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     h = pd.read_csv(path)
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
     rates: dict[str, list[float]] = {}
+    # between two compute ops of a rank the host posts the sends and receives and takes the marks
+    for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
+        g = g.sort_values("host_start_s")
+        gaps = g["host_start_s"].to_numpy()[1:] - g["host_end_s"].to_numpy()[:-1]
+        rates.setdefault("between_ops", []).extend(float(x) for x in gaps if x >= 0)
     for key, g in h.groupby(list(CONFIG_KEYS)):
         cfg = dict(zip(CONFIG_KEYS, key))
         spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
@@ -172,7 +179,7 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
             launches = sum(1 for hs, _ in ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind) if hs is not None)
             if launches and r.host_end_s > r.host_start_s:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
-    return {d: float(np.median(v)) for d, v in rates.items()} or None
+    return {d: float(np.median(v)) for d, v in rates.items() if v} or None
 
 
 def _num_layers(folder: Path, cfg: dict) -> int | None:
@@ -331,18 +338,20 @@ def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
     return [ops[schedule.stage_of(rank, op.chunk)].of(op.kind)]
 
 
-def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict) -> dict:
+def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0) -> dict:
     """(rank, op index) -> GPU seconds of each part of the op, with the host's lead carried from
     op to op (real/pipeline/engine.py: one host thread per rank issues its program in order and
     never waits for the GPU - receives and sends are stream waits, the step has no .item() - while
     the GPU runs each op once its inputs have arrived, at `starts[rank, k]`): the step starts with
     host and GPU level (barrier, synchronize), so a rank's first op runs its host-bound stretches
     at the host's pace, and so does every op until a wait for an input, or GPU-bound work, has let
-    the host get ahead again. Host synchronisations inside an op (EP dispatch) level them again."""
+    the host get ahead again. Host synchronisations inside an op (EP dispatch) level them again.
+    `between_s`: the host's time between two ops (sends, receives, marks)."""
     parts: dict = {}
     for rank, program in enumerate(schedule.programs):
         host_t = 0.0
         for k, op in enumerate(program):
+            host_t += between_s if k else 0.0
             t_gpu, durations = starts[rank, k], []
             for seg in op_parts(schedule, ops, rank, op):
                 gpu_s, host_s = issue(seg, t_gpu - host_t)
@@ -364,7 +373,7 @@ def op_starts(result: PipelineResult, schedule) -> dict:
 HOST_LEAD_ITERATIONS = 12
 
 
-def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float) -> PipelineResult:
+def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0) -> PipelineResult:
     """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
     ops' starts depend on their predecessors' times and the times on the starts, so simulate
     with steady-state costs, re-cost every op from the simulated starts and simulate again until
@@ -373,7 +382,7 @@ def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float) -> Pipelin
     result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p), streams=("compute",))
     last = None
     for _ in range(HOST_LEAD_ITERATIONS):
-        parts = host_led_parts(schedule, ops, op_starts(result, schedule))
+        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s)
         if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
             break
         last = parts
@@ -408,7 +417,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
            for s, layers in enumerate(stages)}
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
-    result = simulate_host_led(schedule, ops, p2p)
+    result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0))
     after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                                                "p2p_s": p2p, "after_s": after, "schedule": name,

@@ -346,13 +346,16 @@ def test_measured_host_time_per_launch_comes_from_the_pipelines_own_ops(tmp_path
     assert pipe.measured_host_s(tmp_path, "h200", prof) is None
     cfg = {**{k: v for k, v in fx.config("zb1p", n=4, s=512).items() if k in pipe.CONFIG_KEYS}, "split": "fit"}
     pd.DataFrame([{**fx.config("zb1p", n=4, s=512), "time_s": 1.0}]).to_csv(tmp_path / "pipeline_step.csv", index=False)
-    rows = [{**cfg, "rank": 0, "kind": "F", "chunk": 0, "host_start_s": 0.0, "host_end_s": 0.010},
-            {**cfg, "rank": 1, "kind": "B", "chunk": 0, "host_start_s": 0.0, "host_end_s": 0.020},
-            {**cfg, "split": "holdout", "rank": 1, "kind": "W", "chunk": 0, "host_start_s": 0.0, "host_end_s": 9.0}]
+    rows = [{**cfg, "rep": 0, "rank": 0, "kind": "F", "chunk": 0, "host_start_s": 0.0, "host_end_s": 0.010},
+            {**cfg, "rep": 0, "rank": 1, "kind": "B", "chunk": 0, "host_start_s": 0.0, "host_end_s": 0.020},
+            {**cfg, "rep": 0, "rank": 1, "kind": "B", "chunk": 0, "host_start_s": 0.0201, "host_end_s": 0.0401},
+            {**cfg, "rep": 0, "split": "holdout", "rank": 1, "kind": "W", "chunk": 0, "host_start_s": 0.0,
+             "host_end_s": 9.0}]
     pd.DataFrame(rows).to_csv(tmp_path / "pipeline_host.csv", index=False)
     got = pipe.measured_host_s(tmp_path, "h200", prof)
     spec = pipe._spec_of({"model": "v2-lite-slice", "num_layers": 4})
     ops = [pipe.stage_ops(spec, layers, s == 0, s == 1, 1, 512, "bf16", gpu_spec("h200"), prof, 1, 0.75)
            for s, layers in enumerate(pipe.stage_layers(4, 2))]
     launches = lambda o: sum(1 for h, _ in o if h is not None)   # noqa: E731
-    assert got == {"fwd": pytest.approx(0.010 / launches(ops[0].f)), "bwd": pytest.approx(0.020 / launches(ops[1].b))}
+    assert got == {"fwd": pytest.approx(0.010 / launches(ops[0].f)), "bwd": pytest.approx(0.020 / launches(ops[1].b)),
+                   "between_ops": pytest.approx(1e-4)}
