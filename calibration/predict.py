@@ -402,6 +402,24 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
         _fp8_linear_fwd(e, n, k, m, label)
 
 
+def swiglu_bwd(e: Eager, rows: float, width: int) -> None:
+    """Backward of silu(a) * b on the two chunk views of h = [a | b] (rows x 2 width, BF16), as
+    autograd runs it (the kernels the profiler records in a training step's backward):
+      g * b            reads b through its strided view: the unrolled, non-vectorised elementwise
+                       kernel (Eager.strided), 6 B an element;
+      g * silu(a)      silu(a) saved contiguous: the vectorised kernel, 6 B;
+      silu_backward    reads a through its strided view (non-vectorised), 6 B;
+      cat of the two   chunk's backward: the halves' gradients into one (rows x 2 width) tensor,
+                       vectorised, 8 B.
+    The non-vectorised kernels reach the gather rate (H200 train_step records, 2026-11-26:
+    silu_backward and the strided mul ~0.4-0.5 of the streaming rate, the vectorised ones ~1)."""
+    n = rows * width * BF16_BYTES
+    e.strided(3 * n)
+    e.mem(3 * n)
+    e.strided(3 * n)
+    e.mem(4 * n)
+
+
 def _rope(e: Eager, elems: float, backward: bool = False) -> None:
     """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates). The
     forward's cat([-x2, x1]) of the chunk halves is a CatArrayBatchedCopy over strided views (the
@@ -525,22 +543,26 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     # --- backward
     if S:
         _linear_bwd(b, T, D, S, label)
-        b.mem(T * S * B2 * 9, kernels=4)         # silu * b backward, cat of chunk grads
+        swiglu_bwd(b, T, S)                      # silu * b backward, cat of chunk grads
         _linear_bwd(b, T, 2 * S, D, label)
-    b.mem(2 * N * D * B2 + T * D * B2, kernels=2)   # sum backward (expand) * weights
+    # sum over K backward: dY broadcast over the K slots times the weights, and dY times the rows
+    # for the weights' gradient; both multiply a broadcast (expanded) view: non-vectorised
+    b.strided(2 * N * D * B2 + T * D * B2, kernels=2)
     b.mem(N * D * B2)
     b.gather(2 * N * D * B2)   # index backward: zeros + index_put
     b.mem(Np * D * B2)
     b.gather(2 * N * D * B2)  # y_NpD[pos] backward: zeros + index_put
-    b.mem(2 * Np * D * B2)                       # grad contiguous
     b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
     with b.weight_grad():
         b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
-    b.mem(Np * F_ * B2 * 9, kernels=4)           # silu * b backward, cat
+    swiglu_bwd(b, Np, F_)                        # silu * b backward, cat
     b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
     with b.weight_grad():
         b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
-    b.gather(2 * N * D * B2)                        # index_copy backward (gather)
+    # index_copy backward: a gather of the padded rows' gradients; the profiler shows torch's
+    # vectorized_gather_kernel at the streaming rate (H200 moe_layer kernels, 2026-11-24), not the
+    # index/scatter kernels' gather_eff
+    b.mem(2 * N * D * B2)
     b.mem(2 * T * D * B2, kernels=2)
     b.gather(2 * N * D * B2)  # x[order // K] backward: zeros, index_put, add
     return f, b

@@ -28,7 +28,7 @@ import numpy as np
 
 from calibration import nccl
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
-                                 moe_layer_ops, predict_s, timed_window_s, twin_precision)
+                                 moe_layer_ops, predict_s, swiglu_bwd, timed_window_s, twin_precision)
 from twin.costs import comm
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -90,7 +90,7 @@ def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> No
     f.strided(T * inner * BF16_BYTES * 5, kernels=2)
     _linear_fwd(f, T, D, inner, label)
     _linear_bwd(b, T, D, inner, label)
-    b.mem(T * inner * BF16_BYTES * 9, kernels=4)
+    swiglu_bwd(b, T, inner)
     _linear_bwd(b, T, 2 * inner, D, label)
 
 
