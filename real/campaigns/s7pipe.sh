@@ -8,7 +8,8 @@
 #   pipeline_op_kernels.csv  one profiled step per configuration: every op's kernels (calls, GPU s)
 # Configurations (v2-lite-slice x 8 layers, seq 4096, one sequence per micro-batch, BF16, as
 # i13pp): PP2 zb1p / dualpipev / 1f1b / dualpipe at 4 micro-batches and dualpipev at 16 (fit
-# split), EP2 (pp 1, dp 2) at 1 and 4 (fit split); warm-up 2, 3 timed steps, 1 profiled step each.
+# split), EP2 (pp 1, dp 2) at 1 and 4 (fit split); warm-up 2, 3 timed steps, and 1 profiled step
+# for each configuration of at most 4 micro-batches.
 # Budget 140 s: --budget-s 100 (no configuration starts later) inside `timeout 140`; rows are
 # written per configuration, so a cut-short run keeps what it measured.
 #   bash real/campaigns/s7pipe.sh OUTDIR

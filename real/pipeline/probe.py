@@ -13,7 +13,8 @@ which: for each configuration (`--configs`, layout:schedule:micro-batches),
                            pipeline_ops.csv) and host_start_s / host_end_s, when the host began
                            and finished issuing it (perf_counter), on the same axis; the host is
                            ahead where host_end_s < end_s
-  pipeline_op_kernels.csv  one further step under the torch profiler: per op of every rank, each
+  pipeline_op_kernels.csv  one further step under the torch profiler (configurations of at most
+                           --profile-max-microbatches micro-batches): per op of every rank, each
                            kernel name's calls and GPU seconds (kernels are attributed to the op
                            during whose host interval they were launched, autograd's thread
                            included; op_index = program length for the gradient reduction,
@@ -139,6 +140,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-profile", action="store_true", help="skip the profiled step")
+    ap.add_argument("--profile-max-microbatches", type=int, default=4,
+                    help="profile only configurations with at most this many micro-batches (the "
+                         "profiler's event parsing grows with the kernels of a step)")
     ap.add_argument("--budget-s", type=float, default=100.0, help="no configuration starts after this")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
                 runner.step(tokens, targets)
             timed = [runner.step(tokens, targets) for _ in range(args.reps)]
             kernels: dict = {}
-            if not args.no_profile:
+            if not args.no_profile and n <= args.profile_max_microbatches:
                 _, kernels = _profiled_step(runner, tokens, targets, cuda)
             everyone: list = [None] * world
             dist.all_gather_object(everyone, (timed, kernels, mesh.rank))
