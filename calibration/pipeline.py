@@ -142,6 +142,7 @@ def _with_host(ops: list, host_s: float | None) -> list:
 
 
 HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
+HOST_CLEAN_LEAD_S = 2e-3
 
 
 def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
@@ -160,12 +161,20 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
         return None
     h = pd.read_csv(path)
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
+    # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
+    # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
+    # time the issue itself (on the H200 records such forwards take 19 us a launch whether the
+    # host is level or a few ms ahead; backwards are only ever issued tens of ms ahead, where
+    # their intervals double: those directions keep the profile's)
+    h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
     rates: dict[str, list[float]] = {}
     # between two compute ops of a rank the host posts the sends and receives and takes the marks
     for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
         g = g.sort_values("host_start_s")
         gaps = g["host_start_s"].to_numpy()[1:] - g["host_end_s"].to_numpy()[:-1]
-        rates.setdefault("between_ops", []).extend(float(x) for x in gaps if x >= 0)
+        rates.setdefault("between_ops", []).extend(float(x) for x, ok in zip(gaps, g["clean"].to_numpy()[1:])
+                                                   if x >= 0 and ok)
+    h = h[h["clean"]]
     for key, g in h.groupby(list(CONFIG_KEYS)):
         cfg = dict(zip(CONFIG_KEYS, key))
         spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
@@ -179,7 +188,32 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
             launches = sum(1 for hs, _ in ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind) if hs is not None)
             if launches and r.host_end_s > r.host_start_s:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
+    gap = measured_device_gap_s(Path(folder))
+    if gap is not None:
+        rates["device_gap"] = [gap]
     return {d: float(np.median(v)) for d, v in rates.items() if v} or None
+
+
+def measured_device_gap_s(folder: Path) -> float | None:
+    """The GPU's time between two queued kernels of a stream: for each pipeline op of the fitting
+    split (pp > 1: no host synchronisation inside) that the host had issued ahead of the GPU by
+    at least the op's own length (so every kernel was queued when its predecessor ended), the op's
+    stream-marked time (pipeline_host.csv, median over the timed steps) less its kernels' GPU
+    time (pipeline_op_kernels.csv, the profiled step; NCCL kernels, which run on their own
+    streams, left out), over its kernel launches; the median. None without both files."""
+    hp, kp = Path(folder) / "pipeline_host.csv", Path(folder) / "pipeline_op_kernels.csv"
+    if not (hp.is_file() and kp.is_file()):
+        return None
+    keys = ["schedule", "pp", "ep", "num_microbatches", "rank", "op_index"]
+    h, k = pd.read_csv(hp), pd.read_csv(kp)
+    h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(COMPUTE_KINDS))]
+    h = h.assign(dur=h["end_s"] - h["start_s"], lead=h["start_s"] - h["host_start_s"])
+    ops = h.groupby(keys).agg(dur=("dur", "median"), lead=("lead", "median")).reset_index()
+    k = k[~k["kernel"].astype(str).str.contains("nccl", case=False)]
+    kern = k.groupby(keys).agg(kernel_s=("time_s", "sum"), calls=("calls", "sum")).reset_index()
+    m = ops.merge(kern, on=keys)
+    m = m[(m["lead"] >= m["dur"]) & (m["calls"] > 0)]
+    return float(np.median((m["dur"] - m["kernel_s"]) / m["calls"])) if not m.empty else None
 
 
 def _num_layers(folder: Path, cfg: dict) -> int | None:
@@ -200,18 +234,20 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
     return stage_ops(spec, layers, first, last, B, S, label, gpu, profile, ep, accumulate_frac, accumulate).steady()
 
 
-def issue(ops: list, lead_s: float) -> tuple[float, float]:
+def issue(ops: list, lead_s: float, gap_s: float = 0.0) -> tuple[float, float]:
     """An op list run from the moment the GPU can start it, the host having begun issuing it
     `lead_s` earlier (negative: later): (GPU seconds until its last kernel ends, host seconds
     until it has issued the last one), both from that moment. A host synchronisation (host_s
-    None) makes the host wait for the GPU (calibration.predict.timed_window_s, one repetition)."""
+    None) makes the host wait for the GPU (calibration.predict.timed_window_s, one repetition).
+    `gap_s`: the GPU's own time from one kernel's end to the next one's start on the stream when
+    the next is already queued (measured_host_s "device_gap")."""
     host, gpu = -lead_s, 0.0
     for h, g in ops:
         if h is None:
             host = max(host, gpu)
             continue
         host += h
-        gpu = max(gpu, host) + g
+        gpu = max(gpu + gap_s, host) + g
     return gpu, host
 
 
@@ -338,7 +374,8 @@ def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
     return [ops[schedule.stage_of(rank, op.chunk)].of(op.kind)]
 
 
-def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0) -> dict:
+def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0,
+                   gap_s: float = 0.0) -> dict:
     """(rank, op index) -> GPU seconds of each part of the op, with the host's lead carried from
     op to op (real/pipeline/engine.py: one host thread per rank issues its program in order and
     never waits for the GPU - receives and sends are stream waits, the step has no .item() - while
@@ -346,7 +383,8 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
     host and GPU level (barrier, synchronize), so a rank's first op runs its host-bound stretches
     at the host's pace, and so does every op until a wait for an input, or GPU-bound work, has let
     the host get ahead again. Host synchronisations inside an op (EP dispatch) level them again.
-    `between_s`: the host's time between two ops (sends, receives, marks)."""
+    `between_s`: the host's time between two ops (sends, receives, marks); `gap_s`: the GPU's
+    between two queued kernels (issue)."""
     parts: dict = {}
     for rank, program in enumerate(schedule.programs):
         host_t = 0.0
@@ -354,7 +392,7 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
             host_t += between_s if k else 0.0
             t_gpu, durations = starts[rank, k], []
             for seg in op_parts(schedule, ops, rank, op):
-                gpu_s, host_s = issue(seg, t_gpu - host_t)
+                gpu_s, host_s = issue(seg, t_gpu - host_t, gap_s)
                 durations.append(gpu_s)
                 host_t = t_gpu + host_s
                 t_gpu += gpu_s
@@ -373,7 +411,8 @@ def op_starts(result: PipelineResult, schedule) -> dict:
 HOST_LEAD_ITERATIONS = 12
 
 
-def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0) -> PipelineResult:
+def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0,
+                      gap_s: float = 0.0) -> PipelineResult:
     """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
     ops' starts depend on their predecessors' times and the times on the starts, so simulate
     with steady-state costs, re-cost every op from the simulated starts and simulate again until
@@ -382,7 +421,7 @@ def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s:
     result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p), streams=("compute",))
     last = None
     for _ in range(HOST_LEAD_ITERATIONS):
-        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s)
+        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s)
         if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
             break
         last = parts
@@ -417,7 +456,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
            for s, layers in enumerate(stages)}
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
-    result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0))
+    result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
+                               (host or {}).get("device_gap", 0.0))
     after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                                                "p2p_s": p2p, "after_s": after, "schedule": name,

@@ -165,10 +165,11 @@ def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile:
 
 
 def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
-                  split_weight_grads: bool = False) -> tuple["Eager", "Eager"]:
+                  split_weight_grads: bool = False, gate_grad: bool = False) -> tuple["Eager", "Eager"]:
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
-    Eager.missing_kernels)."""
-    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads)
+    Eager.missing_kernels); `gate_grad`: the routing weights come from the gate and take a
+    gradient (a model's layer, not a layer record's injected routing)."""
+    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad)
     f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
     b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
     return f, b
@@ -501,7 +502,7 @@ def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> 
 
 
 def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
-             split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+             split_weight_grads: bool = False, gate_grad: bool = False) -> tuple[Eager, Eager]:
     """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
     over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
     Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
@@ -545,9 +546,14 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
         _linear_bwd(b, T, D, S, label)
         swiglu_bwd(b, T, S)                      # silu * b backward, cat of chunk grads
         _linear_bwd(b, T, 2 * S, D, label)
-    # sum over K backward: dY broadcast over the K slots times the weights, and dY times the rows
-    # for the weights' gradient; both multiply a broadcast (expanded) view: non-vectorised
-    b.strided(2 * N * D * B2 + T * D * B2, kernels=2)
+    # sum over K backward: dY broadcast over the K slots times the weights (a broadcast, expanded
+    # view: the non-vectorised kernel; the layer records' kernels show one such multiply, their
+    # routing injected); with the gate's weights also their gradient: dY broadcast times the rows
+    # (another), summed over D
+    b.strided(N * D * B2 + T * D * B2)
+    if gate_grad:
+        b.strided(2 * N * D * B2 + T * D * B2)
+        b.mem(N * D * B2)
     b.mem(N * D * B2)
     b.gather(2 * N * D * B2)   # index backward: zeros + index_put
     b.mem(Np * D * B2)

@@ -115,9 +115,11 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     if is_moe:
         _gate_fwd(f, spec, T)
         if ep > 1:
-            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads)
+            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads,
+                                gate_grad=True)
         else:
-            ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
+            ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads,
+                                   gate_grad=True)
         f.extend(ef)
     else:
         _dense_ffn(f, b, T, D, spec.intermediate_size, label)
@@ -446,7 +448,7 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
 
 
 def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpec, profile,
-               split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+               split_weight_grads: bool = False, gate_grad: bool = False) -> tuple[Eager, Eager]:
     """real/model.py MoE.routed with an EP group of `world` ranks (real/ep.py): dispatch, the local
     experts' work (moe_layer_ops on the `rows_in` received rows over E/W experts, as if routed
     locally, its sort and unsort replaced by dispatch and combine), combine; the backward runs the
@@ -454,7 +456,7 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
     local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = np.full(E // world, rows_in / (E // world))
-    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads)
+    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)
