@@ -87,8 +87,12 @@ NOT_MET = {
     "tp_block mla v2-lite-slice t4096 tp2": -0.334,
     "tp_block moe v2-lite-slice t4096 tp2 sp": -0.246,
     "tp_block moe v2-lite-slice t4096 tp2": -0.164,
-    "tp_block moe v2-lite-slice t8192 tp2 sp": -0.275,
-    "tp_block moe v2-lite-slice t8192 tp2": -0.250,
+    "tp_block moe v2-lite-slice t8192 tp2 sp": -0.268,
+    "tp_block moe v2-lite-slice t8192 tp2": -0.243,
+    # -9.1% before issue 13's MoE backward corrections (s7pipe: no copy of the output gradient,
+    # the index_copy backward a vectorised gather, both seen in the v3 kernel records), which
+    # took 0.3 ms off its prediction; the TP MoE blocks' shortfall is issue 14's
+    "tp_block moe v3-slice-1l t4096 tp2 sp": -0.106,
     "cp_block attention v2-lite-slice t16384 cp2 allgather": -0.893,
     "cp_block attention v2-lite-slice t16384 cp2 ring": -0.902,
 }
