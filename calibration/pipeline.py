@@ -15,6 +15,8 @@ precision, num_layers), the scenario is:
            per rank issues its program without waiting for the GPU, so the lead carries from op to
            op; the step starts level after a barrier and synchronize; EP's dispatch synchronises),
            the op starts taken from the simulation itself (`simulate_host_led`, a few rounds);
+           where the folder holds the s7pipe probe's records, the pipeline's own host time per
+           launch and between ops and the GPU's gap between queued kernels (`measured_host_s`);
            FB = F then B on one stream
            (real/ issues the pair from one thread); with ep > 1 each MoE layer's experts are spread
            over the ep ranks (calibration.whole_step.ep_moe_ops: dispatch, local experts, combine,
