@@ -10,8 +10,14 @@ precision, num_layers), the scenario is:
   op costs each stage's forward (F), input-gradient backward (B), weight-gradient backward (W) and
            full backward (BW = B + W) of one micro-batch, from the eager op lists that predict the
            layer records (calibration.whole_step.block_ops and calibration.predict, committed
-           profile, balanced expert loads); an op's time is its eager window (host dispatch and
-           kernels, calibration.predict.timed_window_s at steady state); FB = F then B on one stream
+           profile, balanced expert loads); an op's time is its eager run (host dispatch and
+           kernels) from the host's lead at its start (`host_led_parts`: real/'s one host thread
+           per rank issues its program without waiting for the GPU, so the lead carries from op to
+           op; the step starts level after a barrier and synchronize; EP's dispatch synchronises),
+           the op starts taken from the simulation itself (`simulate_host_led`, a few rounds);
+           where the folder holds the s7pipe probe's records, the pipeline's own host time per
+           launch and between ops and the GPU's gap between queued kernels (`measured_host_s`);
+           FB = F then B on one stream
            (real/ issues the pair from one thread); with ep > 1 each MoE layer's experts are spread
            over the ep ranks (calibration.whole_step.ep_moe_ops: dispatch, local experts, combine,
            balanced loads); the all-to-alls' coupling of ranks that run different stages at the
@@ -83,10 +89,29 @@ class StageCost:
         return self.b_s + self.w_s
 
 
-def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
-               accumulate: dict | None = None) -> StageCost:
-    """F, B and W seconds of one micro-batch on one model stage."""
+@dataclasses.dataclass(frozen=True)
+class StageOps:
+    """One micro-batch's eager op lists ((host_s, gpu_s) pairs, calibration.predict.Eager) of one
+    model stage: forward, input-gradient backward, weight-gradient backward."""
+
+    f: list
+    b: list
+    w: list
+
+    def of(self, kind: str) -> list:
+        return {"F": self.f, "B": self.b, "W": self.w, "BW": self.b + self.w}[kind]
+
+    def steady(self) -> StageCost:
+        """Each op's window at steady state (the op repeated back to back: timed_window_s)."""
+        return StageCost(_window(self.f), _window(self.b), _window(self.w))
+
+
+def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
+              gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
+              accumulate: dict | None = None, host: dict | None = None) -> StageOps:
+    """F, B and W op lists of one micro-batch on one model stage; `host`: the host seconds per
+    launched kernel of the pipeline's own ops where measured (`measured_host_s`), else the
+    profile's (Profile.eager host_s of layer records)."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
     if first:
@@ -99,15 +124,133 @@ def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, lab
     for _, bb in reversed(blocks):
         b.extend(bb)
     if first:
-        with b.weight_grad():
-            b.mem(Y * D * BF16_BYTES)
-            b.gather(2 * T * D * FP32_BYTES)
-            b.small(6)
-    with b.weight_grad():
-        accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
+        # the embedding's backward (zeroed Y x D gradient, sorted indices, rows accumulated): the
+        # embedding is no splittable linear, so its gradient comes in the B op (real/wgrad.py)
+        b.mem(Y * D * BF16_BYTES)
+        b.gather(2 * T * D * FP32_BYTES)
+        b.small(6)
+    accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
-    return StageCost(_window(f.ops), _window(b.ops), _window(b.w_ops))
+    if not host:
+        return StageOps(f.ops, b.ops, b.w_ops)
+    return StageOps(_with_host(f.ops, host.get("fwd")), _with_host(b.ops, host.get("bwd")),
+                    _with_host(b.w_ops, host.get("wgrad")))
+
+
+def _with_host(ops: list, host_s: float | None) -> list:
+    """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None."""
+    return ops if host_s is None else [(h if h is None else host_s, g) for h, g in ops]
+
+
+HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
+HOST_CLEAN_LEAD_S = 2e-3
+
+
+def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
+    """Host seconds per launched kernel that real/pipeline's own ops take to issue, per direction
+    ("fwd": F, "bwd": B and BW, "wgrad": W), and the host seconds between two compute ops of a
+    rank ("between_ops": posting the sends and receives, the marks), from pipeline_host.csv
+    (real/pipeline/probe.py: each
+    op's host issue interval): an op's host interval over the launches of its op list (the named
+    ops and Profile.eager's missing kernels), the median over the fitting split's pipeline rows
+    (pp > 1: an EP step's forward waits for the GPU inside its dispatches). Beyond the layer
+    records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
+    the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
+    gradients' closures and their own autograd.backward calls in W. None without the file."""
+    path = Path(folder) / "pipeline_host.csv"
+    if not path.is_file():
+        return None
+    h = pd.read_csv(path)
+    h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
+    # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
+    # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
+    # time the issue itself (on the H200 records such forwards take 19 us a launch whether the
+    # host is level or a few ms ahead; backwards are only ever issued tens of ms ahead, where
+    # their intervals double: those directions keep the profile's)
+    h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
+    rates: dict[str, list[float]] = {}
+    # between two compute ops of a rank the host posts the sends and receives and takes the marks
+    for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
+        g = g.sort_values("host_start_s")
+        gaps = g["host_start_s"].to_numpy()[1:] - g["host_end_s"].to_numpy()[:-1]
+        rates.setdefault("between_ops", []).extend(float(x) for x, ok in zip(gaps, g["clean"].to_numpy()[1:])
+                                                   if x >= 0 and ok)
+    h = h[h["clean"]]
+    for key, g in h.groupby(list(CONFIG_KEYS)):
+        cfg = dict(zip(CONFIG_KEYS, key))
+        spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
+        pp, n = int(cfg["pp"]), int(cfg["num_microbatches"])
+        schedule = build_schedule(SCHEDULE_NAMES.get(str(cfg["schedule"]), str(cfg["schedule"])), pp, n)
+        stages = stage_layers(spec.num_layers, schedule.num_model_stages)
+        ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, int(cfg["micro_batch_seqs"]),
+                            int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
+                            (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
+        for r in g.itertuples():
+            launches = sum(1 for hs, _ in ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind) if hs is not None)
+            if launches and r.host_end_s > r.host_start_s:
+                rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
+    gap = measured_device_gap_s(Path(folder))
+    if gap is not None:
+        rates["device_gap"] = [gap]
+    return {d: float(np.median(v)) for d, v in rates.items() if v} or None
+
+
+def measured_device_gap_s(folder: Path) -> float | None:
+    """The GPU's time between two queued kernels of a stream: for each pipeline op of the fitting
+    split (pp > 1: no host synchronisation inside) that the host had issued ahead of the GPU by
+    at least the op's own length (so every kernel was queued when its predecessor ended), the op's
+    stream-marked time (pipeline_host.csv, median over the timed steps) less its kernels' GPU
+    time (pipeline_op_kernels.csv, the profiled step; NCCL kernels, which run on their own
+    streams, left out), over its kernel launches; the median. None without both files."""
+    hp, kp = Path(folder) / "pipeline_host.csv", Path(folder) / "pipeline_op_kernels.csv"
+    if not (hp.is_file() and kp.is_file()):
+        return None
+    keys = ["schedule", "pp", "ep", "num_microbatches", "rank", "op_index"]
+    h, k = pd.read_csv(hp), pd.read_csv(kp)
+    h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(COMPUTE_KINDS))]
+    h = h.assign(dur=h["end_s"] - h["start_s"], lead=h["start_s"] - h["host_start_s"])
+    ops = h.groupby(keys).agg(dur=("dur", "median"), lead=("lead", "median")).reset_index()
+    k = k[~k["kernel"].astype(str).str.contains("nccl", case=False)]
+    kern = k.groupby(keys).agg(kernel_s=("time_s", "sum"), calls=("calls", "sum")).reset_index()
+    m = ops.merge(kern, on=keys)
+    m = m[(m["lead"] >= m["dur"]) & (m["calls"] > 0)]
+    return float(np.median((m["dur"] - m["kernel_s"]) / m["calls"])) if not m.empty else None
+
+
+def _num_layers(folder: Path, cfg: dict) -> int | None:
+    """The layer count of a configuration's pipeline_step row (pipeline_host.csv does not carry it)."""
+    steps = Path(folder) / "pipeline_step.csv"
+    if steps.is_file():
+        df = pd.read_csv(steps)
+        sel = df[(df["model"] == cfg["model"]) & (df["seq_len"] == cfg["seq_len"])]
+        if "num_layers" in df.columns and not sel.empty:
+            return int(sel["num_layers"].iloc[0])
+    return None
+
+
+def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
+               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
+               accumulate: dict | None = None) -> StageCost:
+    """F, B and W seconds of one micro-batch on one model stage, each at steady state."""
+    return stage_ops(spec, layers, first, last, B, S, label, gpu, profile, ep, accumulate_frac, accumulate).steady()
+
+
+def issue(ops: list, lead_s: float, gap_s: float = 0.0) -> tuple[float, float]:
+    """An op list run from the moment the GPU can start it, the host having begun issuing it
+    `lead_s` earlier (negative: later): (GPU seconds until its last kernel ends, host seconds
+    until it has issued the last one), both from that moment. A host synchronisation (host_s
+    None) makes the host wait for the GPU (calibration.predict.timed_window_s, one repetition).
+    `gap_s`: the GPU's own time from one kernel's end to the next one's start on the stream when
+    the next is already queued (measured_host_s "device_gap")."""
+    host, gpu = -lead_s, 0.0
+    for h, g in ops:
+        if h is None:
+            host = max(host, gpu)
+            continue
+        host += h
+        gpu = max(gpu + gap_s, host) + g
+    return gpu, host
 
 
 def routed_params(spec, layers: range, ep: int = 1) -> float:
@@ -120,7 +263,9 @@ def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep:
     """AccumulateGrad of a stage's weight gradients in real/pipeline/engine.py, per micro-batch,
     averaged over the step (`accumulate_frac` = (n - 1) / n of the micro-batches find a .grad):
       dense weights (linears, norms, embedding, head): the first micro-batch's gradient is stolen
-        (no kernel); later ones add into .grad (read both, write one: 3 x 2 B a weight);
+        (no kernel); later ones add into .grad (read both, write one: 3 x 2 B a weight); in the
+        W op (weight-gradient work) for the splittable linears, in the B op for the weights whose
+        gradient B computes (`undeferred_params`: embedding, norms, router);
       routed experts: real/wgrad.py _SplitGroupedMM (BF16, every pipeline backward, B/W split or
         not) and real/fp8.py _Fp8GroupedMM (FP8: BF16 backward) both return dW =
         torch._grouped_mm(x^T, dY), contiguous as (E, K, N): the layout of the forward's operand
@@ -138,13 +283,28 @@ def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep:
     (A measured W op checks it: V2-Lite's 64 experts, 4,096 tokens a micro-batch, H200: the MoE
     layer's W takes ~5.3 ms of which ~3.6 ms is this copy; the dW GEMMs ~1.3 ms.)"""
     routed = routed_params(spec, layers, ep)
-    dense = stage_params(spec, layers, first, last, ep) - routed
-    if routed and measured:
-        b.add("op", routed * ((1 - accumulate_frac) * measured["first"] + accumulate_frac * measured["add"]))
-    elif routed:
-        transposed_grad_copy(b, routed)                          # clone (first) or strided read (add)
-        b.mem(routed * BF16_BYTES * accumulate_frac)             # the add's contiguous .grad read
-    b.mem(3 * BF16_BYTES * dense * accumulate_frac)
+    in_b = undeferred_params(spec, layers, first)
+    dense = stage_params(spec, layers, first, last, ep) - routed - in_b
+    with b.weight_grad():
+        if routed and measured:
+            b.add("op", routed * ((1 - accumulate_frac) * measured["first"] + accumulate_frac * measured["add"]))
+        elif routed:
+            transposed_grad_copy(b, routed)                      # clone (first) or strided read (add)
+            b.mem(routed * BF16_BYTES * accumulate_frac)         # the add's contiguous .grad read
+        b.mem(3 * BF16_BYTES * dense * accumulate_frac)
+    # weights whose gradient the B op computes (the embedding, norms, router) accumulate there
+    b.mem(3 * BF16_BYTES * in_b * accumulate_frac)
+
+
+def undeferred_params(spec, layers: range, first: bool) -> float:
+    """Parameters of a stage whose gradients the B op computes: those of no splittable GEMM
+    (real/wgrad.py: norms, router, embedding) - the embedding on the first stage, each MoE
+    layer's gate (E x D) and the blocks' RMSNorm weights (two per block; MLA's latent norms).
+    The final norm is the last stage's (D: negligible, left out)."""
+    D = spec.hidden_size
+    norms = 2 * D + spec.kv_lora_rank + (spec.q_lora_rank or 0)
+    gates = sum(spec.num_routed_experts * D for i in layers if spec.num_routed_experts and i >= spec.num_dense_layers)
+    return (spec.vocab_size * D if first else 0) + len(layers) * norms + gates
 
 
 def measured_accumulate(folder: Path, gpu: str) -> dict | None:
@@ -165,9 +325,10 @@ def measured_accumulate(folder: Path, gpu: str) -> dict | None:
 
 class PipelineCosts:
     """twin.sim.pipeline OpCosts from per-stage costs: one compute chain per op, its tasks reused
-    (the engine memoises on task identity)."""
+    (the engine memoises on task identity); `per_op` ((rank, op index) -> compute seconds of each
+    part of the op, e.g. (F, B) of an FB pair) replaces the stage cost of those ops."""
 
-    def __init__(self, schedule, costs: dict[int, StageCost], p2p_s: float):
+    def __init__(self, schedule, costs: dict[int, StageCost], p2p_s: float, per_op: dict | None = None):
         self.schedule, self.p2p = schedule, p2p_s
         self._tasks = {}
         for stage, c in costs.items():
@@ -175,26 +336,99 @@ class PipelineCosts:
                                   "B": Task("compute", c.b_s, "stage_bwd_input"),
                                   "W": Task("compute", c.w_s, "stage_bwd_weight"),
                                   "BW": Task("compute", c.bw_s, "stage_bwd")}
+        self._index = {(r, id(op)): k for r, program in enumerate(schedule.programs) for k, op in enumerate(program)}
         self._chains = {}
+        self._per_op = {}
+        for (rank, k), parts in (per_op or {}).items():
+            op = schedule.programs[rank][k]
+            chain = self._chain(rank, op)
+            self._per_op[rank, k] = (tuple(dataclasses.replace(t, duration_s=d) for t, d in zip(chain, parts)),)
 
     def _task(self, rank: int, kind: str, chunk: int, part: str | None = None) -> Task:
         t = self._tasks[self.schedule.stage_of(rank, chunk)][kind]
         return dataclasses.replace(t, part=part) if part else t
 
+    def _chain(self, rank, op) -> tuple:
+        if op.kind == "FB":
+            bkind = "B" if op.b_split else "BW"
+            return (self._task(rank, "F", op.chunk, "F"), self._task(rank, bkind, op.b_chunk, "B"))
+        return (self._task(rank, op.kind, op.chunk),)
+
     def chains(self, rank, op):
+        hit = self._per_op.get((rank, self._index.get((rank, id(op)))))
+        if hit is not None:
+            return hit
         key = (rank, op.kind, op.chunk, op.b_chunk, op.b_split)
         hit = self._chains.get(key)
         if hit is None:
-            if op.kind == "FB":
-                bkind = "B" if op.b_split else "BW"
-                hit = ((self._task(rank, "F", op.chunk, "F"), self._task(rank, bkind, op.b_chunk, "B")),)
-            else:
-                hit = ((self._task(rank, op.kind, op.chunk),),)
-            self._chains[key] = hit
+            hit = self._chains[key] = (self._chain(rank, op),)
         return hit
 
     def p2p_s(self, src_rank, dst_rank, kind):
         return self.p2p
+
+
+def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
+    """The op lists of an op's parts in issue order (an FB pair: the forward, then the backward)."""
+    if op.kind == "FB":
+        return [ops[schedule.stage_of(rank, op.chunk)].f,
+                ops[schedule.stage_of(rank, op.b_chunk)].of("B" if op.b_split else "BW")]
+    return [ops[schedule.stage_of(rank, op.chunk)].of(op.kind)]
+
+
+def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0,
+                   gap_s: float = 0.0) -> dict:
+    """(rank, op index) -> GPU seconds of each part of the op, with the host's lead carried from
+    op to op (real/pipeline/engine.py: one host thread per rank issues its program in order and
+    never waits for the GPU - receives and sends are stream waits, the step has no .item() - while
+    the GPU runs each op once its inputs have arrived, at `starts[rank, k]`): the step starts with
+    host and GPU level (barrier, synchronize), so a rank's first op runs its host-bound stretches
+    at the host's pace, and so does every op until a wait for an input, or GPU-bound work, has let
+    the host get ahead again. Host synchronisations inside an op (EP dispatch) level them again.
+    `between_s`: the host's time between two ops (sends, receives, marks); `gap_s`: the GPU's
+    between two queued kernels (issue)."""
+    parts: dict = {}
+    for rank, program in enumerate(schedule.programs):
+        host_t = 0.0
+        for k, op in enumerate(program):
+            host_t += between_s if k else 0.0
+            t_gpu, durations = starts[rank, k], []
+            for seg in op_parts(schedule, ops, rank, op):
+                gpu_s, host_s = issue(seg, t_gpu - host_t, gap_s)
+                durations.append(gpu_s)
+                host_t = t_gpu + host_s
+                t_gpu += gpu_s
+            parts[rank, k] = tuple(durations)
+    return parts
+
+
+def op_starts(result: PipelineResult, schedule) -> dict:
+    """(rank, op index) -> the op's simulated start (a rank's ops run in program order)."""
+    by_rank: dict[int, list] = {}
+    for rank, _, start, _ in sorted(result.op_spans, key=lambda s: (s[0], s[2])):
+        by_rank.setdefault(rank, []).append(start)
+    return {(r, k): t for r, starts in by_rank.items() for k, t in enumerate(starts)}
+
+
+HOST_LEAD_ITERATIONS = 12
+
+
+def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0,
+                      gap_s: float = 0.0) -> PipelineResult:
+    """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
+    ops' starts depend on their predecessors' times and the times on the starts, so simulate
+    with steady-state costs, re-cost every op from the simulated starts and simulate again until
+    no op moves (a handful of rounds; capped at HOST_LEAD_ITERATIONS)."""
+    steady = {s: o.steady() for s, o in ops.items()}
+    result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p), streams=("compute",))
+    last = None
+    for _ in range(HOST_LEAD_ITERATIONS):
+        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s)
+        if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
+            break
+        last = parts
+        result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p, parts), streams=("compute",))
+    return result
 
 
 def _spec_of(row):
@@ -205,9 +439,12 @@ def _spec_of(row):
     return spec
 
 
-def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> tuple[PipelineResult, float, dict]:
+def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
+                 host: dict | None = None) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
-    `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback."""
+    `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback;
+    `host`: the pipeline's measured host seconds per launch (measured_host_s), None for the
+    profile's."""
     spec = _spec_of(row)
     pp, n = int(row["pp"]), int(row["num_microbatches"])
     # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
@@ -216,15 +453,18 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None) -> 
     B, S, label = int(row["micro_batch_seqs"]), int(row["seq_len"]), str(row["precision"])
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
-    costs = {s: stage_cost(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                           accumulate_frac=(n - 1) / n, accumulate=accumulate)
-             for s, layers in enumerate(stages)}
+    ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
+                        accumulate_frac=(n - 1) / n, accumulate=accumulate, host=host)
+           for s, layers in enumerate(stages)}
+    costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
-    result = simulate_pipeline(schedule, PipelineCosts(schedule, costs, p2p), streams=("compute",))
+    result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
+                               (host or {}).get("device_gap", 0.0))
     after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
     return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                                                "p2p_s": p2p, "after_s": after, "schedule": name,
-                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff")}
+                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
+                                               "host_s": host or (profile.eager or {}).get("host_s")}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
@@ -340,10 +580,11 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     spec_gpu = gpu_spec(gpu)
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
+    host = measured_host_s(Path(folder), gpu, profile, accumulate)
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
         cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),

@@ -165,10 +165,11 @@ def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile:
 
 
 def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
-                  split_weight_grads: bool = False) -> tuple["Eager", "Eager"]:
+                  split_weight_grads: bool = False, gate_grad: bool = False) -> tuple["Eager", "Eager"]:
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
-    Eager.missing_kernels)."""
-    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads)
+    Eager.missing_kernels); `gate_grad`: the routing weights come from the gate and take a
+    gradient (a model's layer, not a layer record's injected routing)."""
+    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad)
     f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
     b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
     return f, b
@@ -421,6 +422,24 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
         _fp8_linear_fwd(e, n, k, m, label)
 
 
+def swiglu_bwd(e: Eager, rows: float, width: int) -> None:
+    """Backward of silu(a) * b on the two chunk views of h = [a | b] (rows x 2 width, BF16), as
+    autograd runs it (the kernels the profiler records in a training step's backward):
+      g * b            reads b through its strided view: the unrolled, non-vectorised elementwise
+                       kernel (Eager.strided), 6 B an element;
+      g * silu(a)      silu(a) saved contiguous: the vectorised kernel, 6 B;
+      silu_backward    reads a through its strided view (non-vectorised), 6 B;
+      cat of the two   chunk's backward: the halves' gradients into one (rows x 2 width) tensor,
+                       vectorised, 8 B.
+    The non-vectorised kernels reach the gather rate (H200 train_step records, 2026-11-26:
+    silu_backward and the strided mul ~0.4-0.5 of the streaming rate, the vectorised ones ~1)."""
+    n = rows * width * BF16_BYTES
+    e.strided(3 * n)
+    e.mem(3 * n)
+    e.strided(3 * n)
+    e.mem(4 * n)
+
+
 def _rope(e: Eager, elems: float, backward: bool = False) -> None:
     """apply_rope on BF16 values: neg, cat, float x2, mul x2, add, cast (fp32 intermediates). The
     forward's cat([-x2, x1]) of the chunk halves is a CatArrayBatchedCopy over strided views (the
@@ -502,7 +521,7 @@ def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> 
 
 
 def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
-             split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+             split_weight_grads: bool = False, gate_grad: bool = False) -> tuple[Eager, Eager]:
     """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
     over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
     Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
@@ -544,22 +563,31 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     # --- backward
     if S:
         _linear_bwd(b, T, D, S, label)
-        b.mem(T * S * B2 * 9, kernels=4)         # silu * b backward, cat of chunk grads
+        swiglu_bwd(b, T, S)                      # silu * b backward, cat of chunk grads
         _linear_bwd(b, T, 2 * S, D, label)
-    b.mem(2 * N * D * B2 + T * D * B2, kernels=2)   # sum backward (expand) * weights
+    # sum over K backward: dY broadcast over the K slots times the weights (a broadcast, expanded
+    # view: the non-vectorised kernel; the layer records' kernels show one such multiply, their
+    # routing injected); with the gate's weights also their gradient: dY broadcast times the rows
+    # (another), summed over D
+    b.strided(N * D * B2 + T * D * B2)
+    if gate_grad:
+        b.strided(2 * N * D * B2 + T * D * B2)
+        b.mem(N * D * B2)
     b.mem(N * D * B2)
     b.gather(2 * N * D * B2)   # index backward: zeros + index_put
     b.mem(Np * D * B2)
     b.gather(2 * N * D * B2)  # y_NpD[pos] backward: zeros + index_put
-    b.mem(2 * Np * D * B2)                       # grad contiguous
     b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
     with b.weight_grad():
         b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
-    b.mem(Np * F_ * B2 * 9, kernels=4)           # silu * b backward, cat
+    swiglu_bwd(b, Np, F_)                        # silu * b backward, cat
     b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
     with b.weight_grad():
         b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
-    b.gather(2 * N * D * B2)                        # index_copy backward (gather)
+    # index_copy backward: a gather of the padded rows' gradients; the profiler shows torch's
+    # vectorized_gather_kernel at the streaming rate (H200 moe_layer kernels, 2026-11-24), not the
+    # index/scatter kernels' gather_eff
+    b.mem(2 * N * D * B2)
     b.mem(2 * T * D * B2, kernels=2)
     b.gather(2 * N * D * B2)  # x[order // K] backward: zeros, index_put, add
     return f, b

@@ -28,7 +28,7 @@ import numpy as np
 
 from calibration import nccl
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
-                                 moe_layer_ops, predict_s, timed_window_s, twin_precision)
+                                 moe_layer_ops, predict_s, swiglu_bwd, timed_window_s, twin_precision)
 from twin.costs import comm
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -73,14 +73,15 @@ def _gate_fwd(e: Eager, spec, T: int) -> None:
 def _gate_bwd(e: Eager, spec, T: int) -> None:
     """The routing weights' gradient back to x and the gate weight: through the cast, the
     normalisation and gather (small elementwise kernels on T x K), sigmoid and .float() (T x E),
-    then the gate GEMM's two backward GEMMs in BF16."""
+    then the gate GEMM's two backward GEMMs in BF16. The gate is F.linear (real/model.py Gate),
+    not real/fp8.py's splittable linear, so its weight gradient is computed in the backward itself
+    even where a pipeline defers the other weight gradients (a B op, not W: real/wgrad.py)."""
     E = spec.num_routed_experts
     e.small(6)
     e.mem(T * E * FP32_BYTES * 3.0, kernels=2)
     e.mem(T * E * (BF16_BYTES + FP32_BYTES))
     e.gemm(T, spec.hidden_size, E, "bf16")
-    with e.weight_grad():
-        e.gemm(E, spec.hidden_size, T, "bf16")
+    e.gemm(E, spec.hidden_size, T, "bf16")
 
 
 def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> None:
@@ -89,7 +90,7 @@ def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> No
     f.strided(T * inner * BF16_BYTES * 5, kernels=2)
     _linear_fwd(f, T, D, inner, label)
     _linear_bwd(b, T, D, inner, label)
-    b.mem(T * inner * BF16_BYTES * 9, kernels=4)
+    swiglu_bwd(b, T, inner)
     _linear_bwd(b, T, 2 * inner, D, label)
 
 
@@ -114,9 +115,11 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     if is_moe:
         _gate_fwd(f, spec, T)
         if ep > 1:
-            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads)
+            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads,
+                                gate_grad=True)
         else:
-            ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads)
+            ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads,
+                                   gate_grad=True)
         f.extend(ef)
     else:
         _dense_ffn(f, b, T, D, spec.intermediate_size, label)
@@ -402,14 +405,16 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py dispatch: argsort, expert counts, the counts' all-to-all, split sizes to the host
-    (.tolist(): a synchronisation), gather the rows, their all-to-all, repeat_interleave, argsort
-    of the received rows and their permutation."""
+    (two .tolist() calls, send and receive splits: each a per-rank sum, its copy to the host and
+    a synchronisation), gather the rows, their all-to-all, repeat_interleave, argsort of the
+    received rows and their permutation."""
     N = T * K
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.small(3)
     _all_to_all(e, 8.0 * 4, gpu, world)
-    e.small(2)
-    e.sync()
+    for _ in ("send_splits", "recv_splits"):
+        e.small(2)
+        e.sync()
     e.gather(2 * N * D * BF16_BYTES)
     _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.small(4)
@@ -454,7 +459,7 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
 
 
 def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpec, profile,
-               split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+               split_weight_grads: bool = False, gate_grad: bool = False) -> tuple[Eager, Eager]:
     """real/model.py MoE.routed with an EP group of `world` ranks (real/ep.py): dispatch, the local
     experts' work (moe_layer_ops on the `rows_in` received rows over E/W experts, as if routed
     locally, its sort and unsort replaced by dispatch and combine), combine; the backward runs the
@@ -462,7 +467,7 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
     local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = np.full(E // world, rows_in / (E // world))
-    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads)
+    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)

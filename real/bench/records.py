@@ -68,6 +68,14 @@ PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus"
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
                      "end_s", "gpu_name", "timestamp_utc"]
+# real/pipeline/probe.py (s7pipe): each op's stream marks beside the host's issue marks, and the
+# kernels each op launched (one profiled step)
+_PROBE_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision",
+               "split"]
+PIPELINE_HOST_COLS = [*_PROBE_COLS, "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s", "end_s",
+                      "host_start_s", "host_end_s", *ENV_COLS, *DIST_ENV_COLS]
+PIPELINE_OP_KERNELS_COLS = [*_PROBE_COLS, "rank", "op_index", "kind", "microbatch", "chunk", "kernel", "calls",
+                            "time_s", *ENV_COLS, *DIST_ENV_COLS]
 
 
 def env_cols(family: str) -> list[str]:

@@ -283,6 +283,16 @@ def load_from(model: Transformer, reference: Transformer, ep_rank: int, ep: int)
 # timing
 
 
+@dataclass(frozen=True)
+class Mark:
+    """One point of a rank's program: on the compute stream (a CUDA event; the host clock on CPU,
+    where ops are synchronous) and on the host (perf_counter when the host reached it: the host
+    issues a GPU op's kernels ahead of the GPU, so host and GPU marks of one op differ)."""
+
+    gpu: object
+    host_s: float
+
+
 class Clock:
     """Marks on the compute stream (CUDA events) or the host clock (CPU, where ops are synchronous)."""
 
@@ -290,19 +300,24 @@ class Clock:
         self.cuda = device.type == "cuda"
         self.device = device
 
-    def mark(self):
+    def mark(self) -> Mark:
+        host_s = time.perf_counter()
         if self.cuda:
             e = torch.cuda.Event(enable_timing=True)
             e.record()
-            return e
-        return time.perf_counter()
+            return Mark(e, host_s)
+        return Mark(host_s, host_s)
 
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
-    def seconds(self, start, mark) -> float:
-        return start.elapsed_time(mark) * 1e-3 if self.cuda else mark - start
+    def seconds(self, start: Mark, mark: Mark) -> float:
+        return start.gpu.elapsed_time(mark.gpu) * 1e-3 if self.cuda else mark.gpu - start.gpu
+
+    @staticmethod
+    def host_seconds(start: Mark, mark: Mark) -> float:
+        return mark.host_s - start.host_s
 
 
 @dataclass
@@ -316,6 +331,10 @@ class OpRecord:
     name: str          # the twin's op label (e.g. F3.0, F3.0&BW1.0) or what the comm op moved
     start_s: float
     end_s: float
+    # when the host began and finished issuing the op (same axis: the step's start mark is taken
+    # on the host and the stream together, after a synchronize); host_end_s < end_s: the host ran ahead
+    host_start_s: float = float("nan")
+    host_end_s: float = float("nan")
 
 
 @dataclass
@@ -386,7 +405,9 @@ class PipelineRunner:
         for work, _ in self.sends:
             work.wait()
         self.clock.sync()
-        ops = [OpRecord(i, kind, mb, chunk, name, self.clock.seconds(self.t0, a), self.clock.seconds(self.t0, b))
+        c = self.clock
+        ops = [OpRecord(i, kind, mb, chunk, name, c.seconds(self.t0, a), c.seconds(self.t0, b),
+                        c.host_seconds(self.t0, a), c.host_seconds(self.t0, b))
                for i, kind, mb, chunk, name, a, b in self.marks]
         m = self.mesh
         return StepTimeline(m.rank, m.pp_rank, m.dp_rank, host_start_s, float(self.loss), ops)
@@ -536,7 +557,7 @@ def on_shared_axis(timelines: list[StepTimeline]) -> list[StepTimeline]:
     out = []
     for t in timelines:
         off = t.host_start_s - t0
-        ops = [OpRecord(o.op_index, o.kind, o.microbatch, o.chunk, o.name, o.start_s + off, o.end_s + off)
-               for o in t.ops]
+        ops = [OpRecord(o.op_index, o.kind, o.microbatch, o.chunk, o.name, o.start_s + off, o.end_s + off,
+                        o.host_start_s + off, o.host_end_s + off) for o in t.ops]
         out.append(StepTimeline(t.rank, t.pp_rank, t.dp_rank, t.host_start_s - t0, t.loss, ops))
     return out
