@@ -19,14 +19,14 @@ from calibration.serve_load_validation import FIGURES, TARGETS, serve_load_dirs,
 
 FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 
-# (folder, run, figure): relative error at the time of writing (twin / measured - 1)
+# (folder, run, figure): relative error at the time of writing (twin / measured - 1; the twin's
+# figure the median of SPREAD_SEEDS replays drawing iteration times from the measured spread).
+# H200 r40-short: the spread's short-prompt bin (fit runs c1, r10: an eager prompt right after a long
+# run of graph replays takes ~2x) is wider than this run's prompts (P99 ~1.9x), so the twin's TTFT
+# tail overshoots while its median stays short.
 NOT_MET = {
-    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.129,
-    ("h200", "g1-poisson-r40-short", "ttft_p99_s"): -0.244,
-    ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.059,
-    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.104,
-    ("h200x2", "ep2-poisson-r10-long", "ttft_p99_s"): -0.212,
-    ("h100", "g1-poisson-r40-short", "ttft_p99_s"): -0.257,
+    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.168,
+    ("h200", "g1-poisson-r40-short", "ttft_p99_s"): +0.262,
 }
 
 
