@@ -96,6 +96,11 @@ def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
     entry = table[engine_key(r["gpu"], r["ep"])]
     for k in (*TERMS, "loop_s"):
         assert entry[k] == pytest.approx(r[k], rel=1e-4, abs=1e-12), k
+    # the per-iteration spread comes from the same fit iterations
+    for k in ("edges_s", "probs", "decode_iterations", "prompt_iterations"):
+        assert entry["spread"][k] == pytest.approx(r["spread"][k], rel=1e-5), k
+    for kind in ("decode", "prompt"):
+        assert entry["spread"][kind] == [pytest.approx(q, rel=1e-5) for q in r["spread"][kind]], kind
     with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
         held = {run["run_id"] for run in csv.DictReader(f) if run["split"] == "holdout"}
     assert held and not held & set(r["fit_runs"])
