@@ -51,12 +51,13 @@ def engine_name(run: dict) -> str:
     return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}"
 
 
-def scenario_for(run: dict, engine_costs: bool = True):
+def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
     buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
     the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
-    terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)."""
+    terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)
+    and, with `spread`, iteration times drawn from their measured spread."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
     dp = run.get("attention_parallel", "dp") == "dp"
@@ -78,7 +79,7 @@ def scenario_for(run: dict, engine_costs: bool = True):
                   "kv_admission": "reserve", "cuda_graphs": graphs,
                   "cuda_graph_max_batch": max(buckets) if graphs else 0,
                   "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
-                  "kv_page_size": int(run["page_size"]), "engine_costs": name,
+                  "kv_page_size": int(run["page_size"]), "engine_costs": name, "iteration_spread": spread,
                   "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
         "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",
@@ -106,10 +107,10 @@ def loadgen_figures(per: dict) -> dict:
             "tpot_p50_s": _pct(tpot, 50), "tpot_p99_s": _pct(tpot, 99)}
 
 
-def predict_run(run: dict, requests: list[dict]) -> dict:
+def predict_run(run: dict, requests: list[dict], spread: bool = True) -> dict:
     """The twin's figures for one recorded run, replaying its requests (the median over
     SPREAD_SEEDS replays when iteration times are drawn from the engine's spread)."""
-    sc = scenario_for(run)
+    sc = scenario_for(run, spread=spread)
     rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
     isl = [int(r["input_len"]) for r in rows]
     osl = [int(r["output_len"]) for r in rows]
@@ -127,15 +128,16 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def validate_load(records_dir: str | Path) -> list[dict]:
-    """One row per recorded run: measured and predicted figures, relative errors, within target."""
+def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
+    """One row per recorded run: measured and predicted figures, relative errors, within target
+    (`spread`: iteration times drawn from the engine's measured spread, the median of seeded replays)."""
     d = Path(records_dir)
     runs = _read(d / "serve_load.csv")
     reqs = _read(d / "serve_requests.csv")
     out = []
     for run in runs:
         # every rank's requests: with DP attention each EP rank admits its own, one instance in all
-        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]])
+        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread)
         row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
                "arrival": run["arrival"]}
         for k in FIGURES:
