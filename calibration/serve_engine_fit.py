@@ -285,9 +285,9 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
         lines.append("")
         sp = r["spread"]
         lines.append(f"[{name}.spread]")
-        lines.append('# measured / predicted iteration time of the fit iterations (the same runs), as quantiles at')
-        lines.append('# `probs`, by kind and by predicted duration: bin i holds predictions below edges_s[i], the')
-        lines.append('# last bin the rest; a bin of fewer than ' f'{SPREAD_MIN_ITERATIONS} iterations (see *_iterations) repeats its nearest')
+        lines.append("# measured / predicted time of the fit iterations (the same runs) as quantiles at `probs`, by")
+        lines.append("# kind and predicted duration: bin i holds predictions below edges_s[i], the last bin the rest;")
+        lines.append(f"# a bin of fewer than {SPREAD_MIN_ITERATIONS} iterations (*_iterations) repeats its nearest")
         lines.append(f"edges_s = {_toml_list(sp['edges_s'])}")
         lines.append(f"probs = {_toml_list(sp['probs'])}")
         for kind in ("decode", "prompt"):
