@@ -2,11 +2,11 @@
 # Low-load serving runs for the engine fit's per-iteration spread (issue 15, branch s7srv), on a
 # 2-GPU host, 150 s in all:
 #   real/campaigns/s7srv.sh OUTDIR
-# 1. one GPU (GPU 0): plan gpu1-lowload (v3-slice-2l, BF16, CUDA-graph decode), 7 fit runs at low
-#    load of 4-8 s each after an untimed warm-up and graph capture (timeout 85 s);
-# 2. two GPUs: plan ep2-lowload (expert parallel over both, data-parallel attention), 5 fit runs
-#    of 3.5-6 s (timeout 60 s).
-# Every run is split=fit (the held-out runs of plans gpu1/ep2 stay unseen).
+# 1. one GPU (GPU 0): plan gpu1-lowload (v3-slice-2l, BF16, CUDA-graph decode), 7 fit and 2 held-out runs at low
+#    load of 3-7 s each after an untimed warm-up and graph capture (timeout 85 s);
+# 2. two GPUs: plan ep2-lowload (expert parallel over both, data-parallel attention), 5 fit runs and 1 held-out
+#    run of 3-6 s (timeout 60 s).
+# Fit runs feed the engine fit; held-out runs (new configurations) check it; plans gpu1/ep2 held-out runs stay unseen.
 # Writes OUTDIR/s7srv/{gpu1,ep2}/serve_{load,requests,iterations}.csv + env.json, the merged
 # families in OUTDIR/s7srv/, and log.txt. A part cut by its timeout keeps the runs it finished.
 # CPU dry run (the test suite does this): PYTHON=... S7_DEVICE=cpu S7_PLAN1=tiny S7_PLAN2=tiny-ep2
