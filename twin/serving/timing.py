@@ -51,8 +51,6 @@ import bisect
 import dataclasses
 import math
 
-import numpy as np
-
 from twin.core.serve_specs import ServeSpec
 from twin.core.errors import ScenarioError
 from twin.core.specs import GPUSpec, ModelSpec, serve_engines
