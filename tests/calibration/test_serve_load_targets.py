@@ -105,3 +105,27 @@ def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
         held = {run["run_id"] for run in csv.DictReader(f) if run["split"] == "holdout"}
     assert held and not held & set(r["fit_runs"])
     assert not held & set(entry["source"].split(": ")[1].split(", "))
+
+
+def test_spread_keeps_quantiles_by_kind_and_predicted_duration():
+    """calibration.serve_engine_fit.spread on made-up iterations (engine terms all zero, so the
+    prediction is the kernel physics): 41 decode iterations of 2 ms (bin 0) measured 1.00..1.40x,
+    30 prompt iterations of 10 ms (bin 2) measured 1.0x or 2.0x, and 5 of 50 ms (bin 4: too few,
+    so it repeats bin 2, its nearest with data)."""
+    from calibration.serve_engine_fit import SPREAD_PROBS, TERMS, spread
+    rows = [{"physics_s": 0.002, "measured_s": 0.002 * (1 + i / 100), "prompt_iteration_s": 0.0} for i in range(41)]
+    rows += [{"physics_s": 0.010, "measured_s": 0.010 * (2.0 if i % 3 == 0 else 1.0), "prompt_iteration_s": 1.0} for i in range(30)]
+    rows += [{"physics_s": 0.050, "measured_s": 0.050, "prompt_iteration_s": 1.0} for _ in range(5)]
+    df = pd.DataFrame(rows).assign(run_id="r", prefill_ok=True, decode_ok=True)
+    for k in TERMS:
+        df[k] = df.get(k, 0.0)
+    sp = spread(df, {k: 0.0 for k in TERMS})
+    assert sp["decode_iterations"] == [41, 0, 0, 0, 0] and sp["prompt_iterations"] == [0, 0, 30, 0, 5]
+    dec = sp["decode"][0]
+    assert dec[0] == pytest.approx(1.0) and dec[-1] == pytest.approx(1.4)
+    assert dec[SPREAD_PROBS.index(0.5)] == pytest.approx(1.2, abs=0.01)
+    assert all(row == dec for row in sp["decode"][1:])          # no decode data above 4 ms: bin 0's
+    pro = sp["prompt"][2]
+    assert pro[0] == pytest.approx(1.0) and pro[-1] == pytest.approx(2.0)
+    assert pro[SPREAD_PROBS.index(0.5)] == pytest.approx(1.0)  # two in three iterations took the predicted time
+    assert sp["prompt"][4] == pro and sp["prompt"][0] == pro
