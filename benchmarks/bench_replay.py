@@ -1,4 +1,5 @@
-"""Benchmark: `twin replay` on the default scenario (target: under 10 s on a 2-core machine).
+"""Benchmark: `twin replay` on the default scenario, in this process (the whole `twin replay` process,
+whose target is under 3 s on a 2-core machine, is timed by `benchmarks/plan_search.py --only replay`).
 
 Prints wall time of the replay alone and with the report, and how many steps were simulated.
 Usage: python benchmarks/bench_replay.py [--no-report]
@@ -27,7 +28,7 @@ def main() -> None:
             t2 = time.perf_counter()
             write_report(result, sc, d)
             t3 = time.perf_counter()
-        print(f"report (plots, html, md, csv): {t3 - t2:.2f} s; total {t1 - t0 + t3 - t2:.2f} s (target < 10 s)")
+        print(f"report (plots, html, md, csv): {t3 - t2:.2f} s; total {t1 - t0 + t3 - t2:.2f} s")
     claims = {c.id: c for c in result.claims}
     for c in (claims["train.cost.pretrain_gpu_hours"], claims["train.cost.total_gpu_hours"]):
         err = "n/a" if c.rel_error is None else f"{c.rel_error * 100:+.1f}%"

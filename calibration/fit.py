@@ -613,6 +613,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     collectives, stats["collectives"] = collectives_terms(gpu, root)
     prov = provenance(df, gpu, stats, root)
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
+                               sustained_curves=sustained_curve_ratios(per_kernel, prof),
                                sm_reserve=reserve, collectives=collectives), stats
 
 
@@ -685,6 +686,23 @@ def kernel_class(config: str) -> str:
     if config.startswith(("gemm", "grouped_gemm")):
         return "gemm"
     return "attention" if config.startswith("attention") else "memory"
+
+
+def sustained_curve_ratios(per_kernel: list, prof: Profile) -> dict:
+    """Profile.sustained_curves: each measured GEMM kernel's own burst/sustained ratio (sustained_ratios'
+    per-kernel rows), keyed "<gemm|grouped_gemm>/<label>" for the profile curve of that precision
+    label and for any label that holds the same curve (the twin's "fp8" is a copy of one kernel's)."""
+    out = {}
+    for k in per_kernel:
+        table = k["config"].split(" ", 1)[0]
+        curves = {"gemm": prof.gemm, "grouped_gemm": prof.grouped_gemm}.get(table)
+        if curves is None or k["precision"] not in curves:
+            continue
+        own = curves[k["precision"]]
+        for label, curve in curves.items():
+            if label == k["precision"] or curve == own:
+                out[f"{table}/{label}"] = float(k["ratio"])
+    return out
 
 
 def sustained_ratios(path: Path) -> tuple[dict, list]:

@@ -8,7 +8,11 @@ _mla_ops and _moe_ops, the Eager costs, Profile.eager's missing kernels and meas
 dispatch, `timed_window_s`) with the shapes a rank holds, plus the block's collectives, each an op
 of the same stream costed by `twin.costs.comm.collective_time_s` from the profile's measured NCCL
 collectives (Profile.collectives, fitted from <gpu>x2/nccl.csv). real/ runs every collective on
-the compute stream (no overlap), so each adds its whole time.
+the compute stream (no overlap), so each adds its whole time. Each collective's host dispatch is
+its own measured host time per call where the folder holds one (collective_host.csv, measured in
+the same two-rank process as the blocks): a host-bound block pays it at every collective, on
+every rank, and a collective completes only once the later rank has issued it; the ranks of a
+TP or CP block are alike, so that is any rank's host timeline (timed_window_s).
 
   tp_block mla (real/tp.py TPMLABlock): norm on this rank's tokens t (t = T/W with sequence
       parallelism, T without), the down-projections W_qa/W_kva and their norms on t, the latents
@@ -18,11 +22,24 @@ the compute stream (no overlap), so each adds its whole time.
       of S x D out; their backwards reduce-scatter and all-gather. No SP: all-reduce of S x D out
       (a clone, then the collective: real/collectives.py all_reduce_sum), all-reduce of the
       latents' gradient in the backward.
-  tp_block moe (TPMoEBlock): norm on t, [h, routing weights] concatenated and entering the region
-      (SP: plus an all-gather of the int64 expert ids, forward only), every expert and the shared
+  tp_block moe (TPMoEBlock): norm on t, [h, routing weights] concatenated (rows padded to 16
+      bytes) and entering the region (SP: plus an all-gather of the int64 expert ids, forward
+      only), every expert and the shared
       experts at F/W width over all T tokens, the partial sums leaving it; collectives as above.
-  cp_block attention / mla: predict_cp_row (ring attention on S/W positions per rank).
+  cp_block attention / mla: predict_cp_row (ring or all-gather attention on S/W positions per rank).
 With W = 1 (the one-GPU reference rows) a row is the same block without collectives.
+
+Measured on the folder's fitting rows (split fit; predict_folder; no held-out row is seen), as the
+one-GPU profile is fitted on its fitting split:
+  - host per launched kernel of each TP block kind (`block_kernel_host_s`, from the one-GPU
+    reference rows' host_time_s): the MoE block's kernels dispatch at ~16 us, not the profile's
+    ~25 us (many come from a few C++ ops), the MLA block's at ~27 us;
+  - host per collective call in a block (`block_collective_host_s`, TP rows' host_time_s less their
+    reference's, per collective): ~0.28 ms, the autograd Function and its hand-off included, where
+    an isolated call (collective_host.csv) takes 50-75 us;
+  - CP terms (`cp_block_terms`): the ring's and the gather's host per op, and the off-diagonal
+    blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks, which no
+    one-GPU record measures: ~1.56x).
 """
 
 from __future__ import annotations
@@ -33,7 +50,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.predict import Eager, _mla_ops, _moe_ops, gpu_spec, timed_window_s, zipf_expert_rows
+from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
+                                 zipf_expert_rows)
 from twin.costs import comm
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
@@ -55,10 +73,65 @@ def _int(v, default: int = 1) -> int:
     return default if math.isnan(f) else int(f)
 
 
-def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile) -> None:
-    """One NCCL collective of a `num_bytes` buffer on the block's stream (its host dispatch is an
-    eager op's)."""
-    e.add("op", comm.collective_time_s(kind, num_bytes, ranks, gpu, True, profile.collectives))
+COLLECTIVE_HOST_FILE = "collective_host.csv"
+
+
+def load_collective_host(folder: Path | str) -> dict[str, float]:
+    """{op: host seconds to issue one call} from <folder>/collective_host.csv (real/bench/
+    parallel_blocks.py bench_collective_host: each TP collective as the blocks call it, in the
+    two-rank process, the slowest rank's; fitting rows only, the median over sizes); {} without
+    the file."""
+    path = Path(folder) / COLLECTIVE_HOST_FILE
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    df = df[(df["split"] == "fit") & (df["time_s"] > 0)]
+    return {str(op): float(g["time_s"].median()) for op, g in df.groupby("op")}
+
+
+# collectives a TP block's forward + backward calls (real/tp.py): with sequence parallelism the
+# all-gather in and reduce-scatter out and their backwards (MoE: plus the expert ids' all-gather),
+# without it the all-reduce out and the input gradient's all-reduce
+TP_BLOCK_COLLECTIVES = {("mla", True): 4, ("mla", False): 2, ("moe", True): 5, ("moe", False): 2}
+TP_COLLECTIVE_KINDS = ("all_gather", "reduce_scatter", "all_reduce")
+
+
+def block_collective_host_s(rows: pd.DataFrame) -> float | None:
+    """Host seconds a TP block spends per collective call beyond what its one-GPU reference
+    spends, measured on the fitting rows (host_time_s: the slowest rank's host time to issue a
+    repetition): for each fitting TP row with a fitting one-GPU reference of the same block,
+    model and tokens, (host_time_s(TP) - host_time_s(TP1)) / its collectives; the median. The
+    call as the block makes it: the autograd Function and its backward's hand-off from the
+    autograd thread, the buffer clone or view, the CommTimer's events, c10d's dispatch and the
+    NCCL launch -- which the isolated calls of collective_host.csv time only in part. None where
+    the rows carry no host times."""
+    if "host_time_s" not in rows or rows.empty:
+        return None
+    tp = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
+    tp = tp[pd.to_numeric(tp["host_time_s"], errors="coerce") > 0]
+    ref = {(r["block"], r["model"], _int(r["tokens"])): float(r["host_time_s"])
+           for _, r in tp.iterrows() if _int(r["tp"]) == 1}
+    per_call = []
+    for _, r in tp.iterrows():
+        key = (r["block"], r["model"], _int(r["tokens"]))
+        sp = _bool(r["sequence_parallel"])
+        if _int(r["tp"]) > 1 and key in ref and (r["block"], sp) in TP_BLOCK_COLLECTIVES:
+            per_call.append((float(r["host_time_s"]) - ref[key]) / TP_BLOCK_COLLECTIVES[(r["block"], sp)])
+    return float(pd.Series(per_call).median()) if per_call else None
+
+
+def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile,
+                host: dict | None = None) -> None:
+    """One NCCL collective of a `num_bytes` buffer on the block's stream. Its host dispatch: the
+    measured host time of one such call (`load_collective_host`) where there is one, else an eager
+    op's. Where the block is host-bound this is what it pays at every collective: the device
+    waits for the host to issue it, on each rank, and the collective completes only once both
+    ranks have (the ranks are alike, so the later rank's host is this one's)."""
+    gpu_s = comm.collective_time_s(kind, num_bytes, ranks, gpu, True, profile.collectives)
+    if host and kind in host:
+        e.fixed(host[kind], gpu_s)
+    else:
+        e.add("op", gpu_s)
 
 
 def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
@@ -71,31 +144,35 @@ def _rmsnorm_bwd(e: Eager, tokens: float, width: int) -> None:
 
 
 def _enter_leave(f: Eager, b: Eager, in_bytes: float, out_bytes: float, sp: bool, world: int,
-                 gpu: GPUSpec, profile: Profile, where: str) -> None:
+                 gpu: GPUSpec, profile: Profile, where: str, host: dict | None = None) -> None:
     """The TP region's collectives: `where` "in_fwd" / "out_fwd" / "out_bwd" / "in_bwd", the
     buffer the whole sequence's (real/collectives.py to_tp / from_tp)."""
     if world <= 1:
         return
     if where == "in_fwd" and sp:
-        _collective(f, "all_gather", in_bytes, world, gpu, profile)
+        _collective(f, "all_gather", in_bytes, world, gpu, profile, host)
     elif where == "out_fwd":
         if sp:
-            _collective(f, "reduce_scatter", out_bytes, world, gpu, profile)
+            _collective(f, "reduce_scatter", out_bytes, world, gpu, profile, host)
         else:
             f.mem(2 * out_bytes)                    # all_reduce_sum: contiguous().clone()
-            _collective(f, "all_reduce", out_bytes, world, gpu, profile)
+            _collective(f, "all_reduce", out_bytes, world, gpu, profile, host)
     elif where == "out_bwd" and sp:
-        _collective(b, "all_gather", out_bytes, world, gpu, profile)
+        _collective(b, "all_gather", out_bytes, world, gpu, profile, host)
     elif where == "in_bwd":
         if sp:
-            _collective(b, "reduce_scatter", in_bytes, world, gpu, profile)
+            _collective(b, "reduce_scatter", in_bytes, world, gpu, profile, host)
         else:
             b.mem(2 * in_bytes)
-            _collective(b, "all_reduce", in_bytes, world, gpu, profile)
+            _collective(b, "all_reduce", in_bytes, world, gpu, profile, host)
 
 
-def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
-    """Forward and backward eager op lists of one rank's TP block (module docstring)."""
+def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                 kernel_host: dict | None = None) -> tuple[Eager, Eager]:
+    """Forward and backward eager op lists of one rank's TP block (module docstring); `host`: the
+    measured host time per collective call (`load_collective_host`); `kernel_host`: {block: the
+    host time per launched kernel measured on the fitting one-GPU block rows}
+    (`block_kernel_host_s`), which then replaces the profile's per-kernel host dispatch."""
     spec = get_model(str(row["model"]))
     world, sp = _int(row["tp"]), _bool(row["sequence_parallel"]) and _int(row["tp"]) > 1
     T, D = _int(row["tokens"]), spec.hidden_size
@@ -109,7 +186,7 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
         local = dataclasses.replace(spec, num_heads=spec.num_heads // world)
         mf, mb = _mla_ops(local, 1, T, str(row["precision"]), gpu, profile, down_tokens=t)
         f.mem(2 * t * ((Q or D) + C + R) * BF16_BYTES)          # cat of the latents
-        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd")
+        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
         f.extend(mf)
         bench = "mla_layer"
     elif block == "moe":
@@ -118,61 +195,163 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile) -> tuple[Eager, Eager]:
                                     num_routed_experts=_int(row["num_experts"], spec.num_routed_experts))
         counts = zipf_expert_rows(T, local.num_routed_experts, K, float(row.get("skew") or 0.0))
         mf, mb = _moe_ops(local, T, counts, str(row["precision"]), gpu, profile)
-        latent_bytes = T * (D + K) * BF16_BYTES
-        f.mem(2 * t * (D + K) * BF16_BYTES)                     # cat [h, weights]
-        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd")
+        width = D + K + (-(D + K) % 8)                          # [h, weights, pad to 16 bytes]
+        latent_bytes = T * width * BF16_BYTES
+        f.mem(2 * t * width * BF16_BYTES)                       # the cat
+        _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
         if sp:
-            _collective(f, "all_gather", T * K * I64, world, gpu, profile)   # expert ids, no autograd
+            _collective(f, "all_gather", T * K * I64, world, gpu, profile, host)   # expert ids, no autograd
         f.extend(mf)
         bench = "moe_layer"
     else:
         raise ValueError(f"tp_block block {block!r}: one of mla, moe")
-    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_fwd")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_fwd", host)
     f.mem(3 * t * D * BF16_BYTES)                               # residual add
     # backward: the residual's gradient leaves through the exit's backward, the block mirrors
-    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_bwd")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "out_bwd", host)
     b.extend(mb)
     b.mem(latent_bytes / T * t * 2)                             # the cat's backward (slices made contiguous)
-    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_bwd")
+    _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_bwd", host)
     _rmsnorm_bwd(b, t, D)
     b.mem(3 * t * D * BF16_BYTES)                               # dx: residual + norm branch
     # the kernels real/'s eager layer launches beyond the named ops, and its measured host
     # dispatch per kernel, as the one-GPU layer cases take them
     f.missing_kernels(f"{bench}_fwd", str(row["precision"]))
     b.missing_kernels(f"{bench}_bwd", str(row["precision"]))
+    if kernel_host and block in kernel_host:
+        for e in (f, b):
+            e.ops = [op if (op[0] is None or isinstance(op, FixedHost)) else (kernel_host[block], op[1])
+                     for op in e.ops]
     return f, b
 
 
-def predict_tp_row(row, gpu: GPUSpec, profile: Profile) -> float:
-    f, b = tp_block_ops(row, gpu, profile)
+def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> dict[str, float]:
+    """{block: host seconds per launched kernel} of the TP blocks as the benchmark issues them,
+    measured on the fitting one-GPU block rows: host_time_s (the host time to issue one forward
+    + backward) over the kernels the block's op list launches (tp_block_ops, the profile's
+    missing kernels included); the median over a block's rows. The MoE block's kernels dispatch
+    faster than the profile's per-kernel figure (measured on MLA-like eager work): many of them
+    come from a few C++ ops (sorts, grouped GEMMs, index bookkeeping). {} without host times."""
+    if "host_time_s" not in rows or rows.empty:
+        return {}
+    ref = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
+    ref = ref[(pd.to_numeric(ref["tp"], errors="coerce") == 1) & (pd.to_numeric(ref["host_time_s"], errors="coerce") > 0)]
+    per_kernel: dict[str, list[float]] = {}
+    for _, r in ref.iterrows():
+        f, b = tp_block_ops(r, gpu, profile)
+        kernels = sum(1 for h, _ in f.ops + b.ops if h is not None)
+        per_kernel.setdefault(str(r["block"]), []).append(float(r["host_time_s"]) / kernels)
+    return {block: float(pd.Series(v).median()) for block, v in per_kernel.items()}
+
+
+def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                   kernel_host: dict | None = None) -> float:
+    f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
     return timed_window_s([], f.ops + b.ops)
 
 
-def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
+def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profile) -> float:
+    """One ring step's P2P exchange: every rank sends `num_bytes` to the next and receives as
+    much from the previous at once (NVLink both ways: the sweep's bidirectional send/recv where
+    measured)."""
+    both_ways = (profile.collectives or {}).get("send_recv_bidir")   # busbw: one direction's bytes / time
+    if both_ways:
+        return both_ways["latency_s"] + num_bytes / both_ways["bus_bytes_per_s"]
+    return comm.collective_time_s("send_recv", num_bytes, world, gpu, True, profile.collectives)
+
+
+def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int, Ev: int, gpu: GPUSpec,
+               profile: Profile, core, host: dict | None = None, offdiag_scale: float = 1.0) -> None:
+    """The attention of one rank's s positions over W ranks' shards (real/cp.py), forward into f and
+    backward into b. Per block: the fused kernel, its sliced operands made contiguous, the FP32
+    merge (forward) and accumulation (backward); the exchanges or collectives of `kind`.
+    `offdiag_scale`: the off-diagonal (unmasked, s x s/2) blocks' time over the one-GPU causal
+    attention curves' (`cp_block_terms`)."""
+    ring = kind == "ring"
+    kv_elems = s * H * (E + Ev)                 # one rank's K and V
+    kv_bytes = kv_elems * BF16_BYTES
+    q_elems, o_elems = s * H * E, s * H * Ev
+    if not ring:   # K and V all-gathered, one collective each, exposed
+        for width in (E, Ev):
+            _collective(f, "all_gather", world * s * H * width * BF16_BYTES, world, gpu, profile, host)
+        b.mem(world * kv_bytes)                 # zeroed gradient buffers of every shard
+    # overlapped with a block: K/V forward; K/V (BF16) and the keys' gradients (FP32) backward
+    send_f = _ring_exchange_s(kv_bytes, world, gpu, profile)
+    send_b = _ring_exchange_s(3 * kv_bytes, world, gpu, profile)
+    # the off-diagonal blocks take half the queries (src > rank) or half the keys (src < rank):
+    # on average 3/4 of the rows of each, the halves copied contiguous
+    half = 0.75
+    for step in range(world):
+        # the diagonal block causal over s; every other one s x s/2 pairs, unmasked, costed
+        # as s/2 x s/2 on twice the heads
+        op = core(s, H, True) if step == 0 else core(s // 2, 2 * H, False)
+        if step > 0:
+            f.mem(2 * BF16_BYTES * (q_elems + kv_elems) / 4, kernels=2)      # sliced q or k, v
+        f.attention(op, "fwd")
+        if step > 0:
+            f.ops[-1] = (f.ops[-1][0], f.ops[-1][1] * offdiag_scale)
+        if step == 0:
+            f.mem(o_elems * (BF16_BYTES + 4))                                # its output to FP32
+        else:   # FP32 copy, then out*exp(lse-new) + o_i*exp(lse_i-new) over its rows
+            f.mem(half * o_elems * (BF16_BYTES + 4 + 8 + 8 + 12), kernels=6)
+        if ring and step < world - 1:
+            f.add("op", max(0.0, send_f - f.ops[-2][1]))
+        if step > 0:   # sliced q or k, v; out and grad_out of the half-query rows
+            b.mem(2 * BF16_BYTES * (q_elems + kv_elems + 2 * o_elems) / 4, kernels=3)
+        b.attention(op, "bwd")
+        if step > 0:
+            b.ops[-1] = (b.ops[-1][0], b.ops[-1][1] * offdiag_scale)
+        if ring and step < world - 1:
+            b.add("op", max(0.0, send_b - b.ops[-1][1]))
+        if ring and step == 0:   # FP32 accumulators from the diagonal block's gradients
+            b.mem((q_elems + kv_elems) * (BF16_BYTES + 4), kernels=3)
+        elif ring:               # += this block's rows
+            b.mem(half * (q_elems + kv_elems) * (4 + BF16_BYTES + 4), kernels=3)
+        else:                    # dQ as the ring's; dK/dV copied into their shard's buffer
+            b.mem(half * q_elems * (4 + BF16_BYTES + 4) if step else q_elems * (BF16_BYTES + 4))
+            b.mem(2 * (kv_bytes if step == 0 else half * kv_bytes), kernels=2)
+    f.mem(o_elems * (4 + BF16_BYTES))                                        # merged output to BF16
+    b.mem(q_elems * (4 + BF16_BYTES))                                        # dQ to BF16
+    if ring:   # the keys' gradients cast, then home over the last hop, exposed
+        b.mem(kv_elems * (4 + BF16_BYTES), kernels=2)
+        b.add("op", _ring_exchange_s(kv_bytes, world, gpu, profile))
+    else:
+        for width in (E, Ev):
+            _collective(b, "reduce_scatter", world * s * H * width * BF16_BYTES, world, gpu, profile, host)
+
+
+def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                   cp_terms: dict | None = None) -> float:
     """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
-    halves, so the causal work is even), forward and backward. cp_kind ring (real/cp.py, the
-    default): W steps, each the attention of the rank's S/W queries against one rank's keys (the
-    diagonal one causal, the others half the queries or half the keys, unmasked), the K/V chunk
-    (in the backward K/V and their FP32 gradients) passed on as a send/recv overlapped with that
-    step's attention: exposed is what the transfer takes beyond it; the partial outputs merged by
-    log-sum-exp in FP32. cp_kind allgather: the sequence's K/V all-gathered before the attention (dK/dV
-    reduce-scattered after), exposed, the attention the rank's share of the causal whole (heads
-    H/W over all S positions: the same FLOPs). block mla adds the sublayer's projections on S/W
-    positions (no collective). W = 1: the unsplit block."""
+    halves, so the causal work is even), forward and backward, as real/cp.py runs it: W blocks
+    per rank, the diagonal one causal over its s = S/W positions, every other one half the
+    queries or half the keys, unmasked (s x s/2 pairs), each a fused attention kernel (cuDNN's,
+    the one SDPA runs for the CP1 reference), the blocks' outputs merged by log-sum-exp in FP32.
+    Backward: the same blocks, dQ and dK/dV accumulated in FP32.
+    cp_kind ring (the default): the next rank's K/V travel (send/recv both ways at once) while a
+    block is attended, exposed only beyond it; in the backward K/V (BF16) and the gradients of
+    the keys in hand (FP32) travel during the next block, and the last exchange, each rank's own
+    keys' gradients coming home, is exposed whole.
+    cp_kind allgather: K and V all-gathered before the blocks and their gradients reduce-scattered
+    after (one collective each, exposed), the gradient buffers of every rank's shard zeroed and
+    filled block by block. block mla adds the sublayer's projections on S/W positions (no
+    collective). W = 1: the unsplit block (SDPA, causal). `cp_terms` (`cp_block_terms`, measured
+    on the fitting CP rows): the CP part's host time per op of each kind, and the off-diagonal
+    blocks' time over the causal curves'."""
     spec = get_model(str(row["model"]))
     world, S = _int(row["cp"]), _int(row["seq_len"])
     H, E, Ev = _int(row["num_heads"]), _int(row["qk_head_dim"]), _int(row["v_head_dim"])
     s = S // world
     kind = str(row.get("cp_kind") or "ring")
     kind = "ring" if kind in ("", "nan") else kind
+    if world > 1 and kind not in ("ring", "allgather"):
+        raise ValueError(f"cp_block cp_kind {kind!r}: one of ring, allgather")
     f, b = Eager(gpu, profile), Eager(gpu, profile)
     if str(row["bench"]) == "cp_block" and str(row["block"]) == "mla":
-        # the sublayer's ops on this rank's positions, its attention core the ring's (below)
+        # the sublayer's ops on this rank's positions, its attention core the CP form's (below)
         mf, mb = _mla_ops(spec, 1, s, str(row["precision"]), gpu, profile, with_core=False)
         f.extend(mf)
         b.extend(mb)
-    kv_bytes = s * H * (E + Ev) * BF16_BYTES
-
     def core(seq: int, heads: int, causal: bool) -> Op:
         return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=seq, heads=heads, qk_dim=E, v_dim=Ev,
                   causal=causal, precision="bf16")
@@ -180,30 +359,15 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
     if world == 1:
         f.attention(core(S, H, True), "fwd")
         b.attention(core(S, H, True), "bwd")
-    elif kind == "allgather":
-        _collective(f, "all_gather", kv_bytes * world, world, gpu, profile)
-        f.attention(core(S, max(1, H // world), True), "fwd")
-        b.attention(core(S, max(1, H // world), True), "bwd")
-        _collective(b, "reduce_scatter", kv_bytes * world, world, gpu, profile)
-    elif kind == "ring":
-        # backward: K/V (BF16) travel with their FP32 gradients: 1 + 2 x (E + Ev) / (E + Ev) = 3x
-        send_f = comm.collective_time_s("send_recv", kv_bytes, world, gpu, True, profile.collectives)
-        send_b = comm.collective_time_s("send_recv", 3 * kv_bytes, world, gpu, True, profile.collectives)
-        out_fp32 = s * H * Ev * 4
-        for step in range(world):
-            # the diagonal block causal over s; every other block half the queries or half the
-            # keys, unmasked: s x s/2 pairs, costed as s/2 x s/2 on twice the heads
-            op = core(s, H, True) if step == 0 else core(s // 2, 2 * H, False)
-            f.attention(op, "fwd")
-            b.attention(op, "bwd")
-            if step < world - 1:
-                f.add("op", max(0.0, send_f - f.ops[-1][1]))
-                b.add("op", max(0.0, send_b - b.ops[-1][1]))
-            if step > 0:   # merge by log-sum-exp (FP32 out, lse); dK/dV accumulated in FP32
-                f.mem(5 * out_fp32, kernels=6)
-                b.mem(3 * s * H * (E + Ev) * 4, kernels=2)
     else:
-        raise ValueError(f"cp_block cp_kind {kind!r}: one of ring, allgather")
+        terms = cp_terms or {}
+        cf, cb = Eager(gpu, profile), Eager(gpu, profile)
+        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, terms.get("offdiag_scale", 1.0))
+        per_op = terms.get("host_per_op", {}).get(kind)
+        for part, e in ((cf, f), (cb, b)):
+            if per_op is not None:   # the ring / gather code's own measured host, kept
+                part.ops = [op if isinstance(op, FixedHost) else FixedHost((per_op, op[1])) for op in part.ops]
+            e.extend(part)
     block = "mla_layer" if str(row["block"]) == "mla" else None
     if block:
         f.missing_kernels(f"{block}_fwd", str(row["precision"]))
@@ -211,12 +375,66 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile) -> float:
     return timed_window_s([], f.ops + b.ops)
 
 
-def predict_block_row(row, gpu: GPUSpec, profile: Profile) -> float | None:
-    """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know."""
+def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None):
+    """(forward, backward) Eagers of a CP2 attention row's CP part (`_cp_blocks`) at offdiag 1,
+    and the time of its off-diagonal blocks' kernels."""
+    world, S = _int(row["cp"]), _int(row["seq_len"])
+    H, E, Ev = _int(row["num_heads"]), _int(row["qk_head_dim"]), _int(row["v_head_dim"])
+
+    def core(seq: int, heads: int, causal: bool) -> Op:
+        return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=seq, heads=heads, qk_dim=E, v_dim=Ev,
+                  causal=causal, precision="bf16")
+    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    _cp_blocks(f, b, str(row["cp_kind"]), world, S // world, H, E, Ev, gpu, profile, core, host)
+    off = Eager(gpu, profile)
+    off.attention(core(S // world // 2, 2 * H, False), "fwd")
+    off.attention(core(S // world // 2, 2 * H, False), "bwd")
+    return f, b, (world - 1) * sum(g for _, g in off.ops)
+
+
+def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> dict:
+    """Two terms of the CP2 rows, measured on the fitting CP attention rows (no held-out row):
+    host_per_op {cp_kind: host_time_s, less the collectives' own measured host, over the other
+    ops of the CP part} -- the ring's and the
+    gather's Python (P2P ops, slices, merges, autograd Function) issue at far more than a kernel's
+    dispatch; the median over the kind's rows -- and offdiag_scale, the off-diagonal blocks'
+    (unmasked, s x s/2: cuDNN's non-causal kernels, which no one-GPU record measures) time over
+    what the causal attention curves give them: per device-bound row (host_time_s below half of
+    time_s), 1 + (time_s - predicted at scale 1) / the off-diagonal blocks' predicted time; the
+    median. {} without host times."""
+    if "host_time_s" not in rows or rows.empty:
+        return {}
+    fit = rows[(rows["bench"] == "cp_block") & (rows["block"] == "attention") & (rows["split"] == "fit")]
+    fit = fit[(pd.to_numeric(fit["cp"], errors="coerce") > 1) & (pd.to_numeric(fit["host_time_s"], errors="coerce") > 0)]
+    if fit.empty:
+        return {}
+    per_op: dict[str, list[float]] = {}
+    for _, r in fit.iterrows():
+        f, b, _ = _cp_attention_part(r, gpu, profile, host)
+        fixed = [op[0] for op in f.ops + b.ops if isinstance(op, FixedHost)]   # measured collectives
+        others = len(f.ops + b.ops) - len(fixed)
+        per_op.setdefault(str(r["cp_kind"]), []).append((float(r["host_time_s"]) - sum(fixed)) / others)
+    terms: dict = {"host_per_op": {k: float(pd.Series(v).median()) for k, v in per_op.items()}}
+    scales = []
+    for _, r in fit.iterrows():
+        if float(r["host_time_s"]) < 0.5 * float(r["time_s"]):
+            _, _, off = _cp_attention_part(r, gpu, profile, host)
+            pred = predict_cp_row(r, gpu, profile, host, dict(terms, offdiag_scale=1.0))
+            scales.append(1.0 + (float(r["time_s"]) - pred) / off)
+    if scales:
+        terms["offdiag_scale"] = float(pd.Series(scales).median())
+    return terms
+
+
+def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                      kernel_host: dict | None = None, cp_terms: dict | None = None) -> float | None:
+    """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know; `host`:
+    the measured host time per collective call (`load_collective_host`), `kernel_host` per
+    launched kernel of a TP block (`block_kernel_host_s`)."""
     if row["bench"] == "tp_block":
-        return predict_tp_row(row, gpu, profile)
+        return predict_tp_row(row, gpu, profile, host, kernel_host)
     if row["bench"] == "cp_block":
-        return predict_cp_row(row, gpu, profile)
+        return predict_cp_row(row, gpu, profile, host, cp_terms)
     return None
 
 
@@ -238,11 +456,20 @@ def load_block_rows(folder: Path | str) -> pd.DataFrame:
 
 
 def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
-    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows."""
+    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
+    host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
+    the isolated call's (collective_host.csv), where measured."""
     spec = gpu_spec(gpu)
+    rows = load_block_rows(folder)
+    host = load_collective_host(folder)
+    in_block = block_collective_host_s(rows)
+    if in_block is not None:   # the call as the blocks make it, where the records say
+        host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
+    kernel_host = block_kernel_host_s(rows, spec, profile)
+    cp_terms = cp_block_terms(rows, spec, profile, host)
     out = []
-    for _, r in load_block_rows(folder).iterrows():
-        pred = predict_block_row(r, spec, profile)
+    for _, r in rows.iterrows():
+        pred = predict_block_row(r, spec, profile, host, kernel_host, cp_terms)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),

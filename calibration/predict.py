@@ -191,6 +191,12 @@ SMALL_SORT_KERNELS = 3
 QUANT_KERNELS = 9
 
 
+class FixedHost(tuple):
+    """An eager op (host_s, gpu_s) whose host time was measured for that very call (a collective:
+    calibration.parallel_blocks), kept as it is where Eager.use_eager_host gives every other op
+    the layer's measured host dispatch per kernel."""
+
+
 class Eager:
     """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
     cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
@@ -205,6 +211,11 @@ class Eager:
     def add(self, host_class: str, gpu_s: float) -> None:
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
         target.append((self.profile.host(host_class), gpu_s))
+
+    def fixed(self, host_s: float, gpu_s: float) -> None:
+        """An op with its own measured host time (FixedHost)."""
+        target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
+        target.append(FixedHost((float(host_s), gpu_s)))
 
     @contextlib.contextmanager
     def weight_grad(self):
@@ -282,11 +293,14 @@ class Eager:
     def use_eager_host(self, direction: str) -> float | None:
         """Where the profile holds a measured host dispatch time per launched kernel of eager
         forward or autograd backward work (Profile.eager["host_s"], from host_dispatch.csv,
-        calibration.layer_gaps), every op issued so far takes it; returns it (None: unmeasured)."""
+        calibration.layer_gaps), every op issued so far takes it but those with their own measured
+        host time (FixedHost); returns it (None: unmeasured)."""
         host = (self.profile.eager or {}).get("host_s", {}).get(direction)
         if host is not None:
-            self.ops = [(h if h is None else float(host), g) for h, g in self.ops]
-            self.w_ops = [(h if h is None else float(host), g) for h, g in self.w_ops]
+            def each(op):
+                return op if (op[0] is None or isinstance(op, FixedHost)) else (float(host), op[1])
+            self.ops = [each(op) for op in self.ops]
+            self.w_ops = [each(op) for op in self.w_ops]
         return host
 
     def sync(self) -> None:

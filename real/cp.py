@@ -10,27 +10,29 @@ softmax). With keys from rank j at rank r:
     j <  r: all queries see keys chunk j fully, none of chunk 2W-1-j   -> half the keys, no mask;
     j >  r: only query chunk 2W-1-r sees keys, both chunks fully       -> half the queries, no mask.
 Backward runs the same ring: keys/values travel again, and their gradients (FP32) travel with
-them one step behind, arriving back at their owner after W exchanges.
+them one step behind, arriving back at their owner after W exchanges (the last hop in the keys'
+dtype: the owner only casts them).
 
-Per-block attention: on a GPU PyTorch's memory-efficient attention kernel, which returns the
-log-sum-exp and whose backward takes the merged output and log-sum-exp (the flash-attention
-recurrence); elsewhere (CPU, or if that kernel is refused) an exact math version, tiled over
-queries so its score matrix stays bounded. `BLOCK_KERNEL` says which ran. The private kernel is
-called exactly as PyTorch's autograd calls it (derivatives.yaml; torch's own ring attention in
-torch/distributed/tensor/experimental/_context_parallel): out and grad_out in the query's dtype
-and in the forward output's memory layout (B, s, H, Ev) seen as (B, H, s, Ev) -- the CUDA
-backward reads `out` with a row stride of H*Ev whatever its strides say (kernel_backward.h
-`o_strideM()`), so a (B, H, s, Ev)-contiguous `out` made it read past its buffer: the illegal
-memory access of the first 2xH200 campaign --, the log-sum-exp FP32 padded to a multiple of 32
-rows, and the philox seed/offset tensors the block's forward returned.
+Per-block attention: on a GPU cuDNN's fused attention (the kernel PyTorch's public SDPA runs on
+Hopper, so the CP rows and their one-GPU reference time the same kernel), called through its
+private op, which returns the log-sum-exp, and its backward fed the merged output and log-sum-exp
+(the flash-attention recurrence), exactly as PyTorch's autograd calls it (derivatives.yaml) and
+as torch's own ring attention does (torch/distributed/tensor/experimental/_context_parallel):
+q, k, v, out and grad_out contiguous (B, H, s, E) in the query's dtype -- the layout the forward
+gives its output, and the one the cached cuDNN graph was built for --, the log-sum-exp FP32
+(B, H, s, 1), and the forward's philox tensors and sequence bounds. If cuDNN refuses a shape, the
+memory-efficient kernel (its backward reads `out` with a row stride of H*Ev whatever its strides
+say, kernel_backward.h `o_strideM()`: out and grad_out in the forward output's (B, s, H, Ev)
+layout, log-sum-exp padded to 32 rows); elsewhere (CPU) an exact math version, tiled over queries
+so its score matrix stays bounded. `BLOCK_KERNEL` says which ran. (The first campaigns ran the
+memory-efficient kernel, which at MLA's head dims 192/128 is about ten times slower than cuDNN on
+an H200: CP2 measured 5x its CP1 reference.)
 
 `allgather_attention` is the other context-parallel form (Llama 3, torchtitan): every rank
-all-gathers the whole sequence's keys and values (their gradients reduce-scattered back), then
-attends its two zigzag query chunks with the public `scaled_dot_product_attention`, each chunk
-to the keys up to its end with a causal mask aligned to the bottom right
-(`torch.nn.attention.bias.causal_lower_right`); backward by autograd.
-
-`CPMLABlock` is an MLA sublayer (x + MLA(norm(x))) on this rank's positions around the ring.
+all-gathers every rank's keys and values (their gradients reduce-scattered back), then attends
+its zigzag queries to each rank's shard with the same blocks, merges and kernels as the ring --
+the two forms differ only in how keys and values travel (exposed collectives before and after,
+against P2P exchanges overlapped with the blocks).
 
 Tensors are (B, H, s, E): batch, heads, this rank's s = S/W positions, head dim (queries and keys
 E, values Ev).
@@ -39,12 +41,11 @@ E, values Ev).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 from real.collectives import CommTimer, to_tp
 from real.fp8 import BF16, Precision, linear
@@ -52,7 +53,22 @@ from real.model import MLA, RMSNorm
 
 MATH_TILE_ROWS = 1024  # math path: query rows per tile (scores tile B*H*1024*keys FP32)
 LSE_ALIGN = 32  # the memory-efficient kernel pads its log-sum-exp rows to a multiple of 32
-BLOCK_KERNEL = {"name": "efficient"}  # "efficient" or "math" once a GPU call has been refused
+BLOCK_KERNELS = ("cudnn", "efficient", "math")  # tried in this order on a GPU
+
+
+def _first_kernel() -> str:
+    """The kernel a GPU block tries first: cuDNN, or REAL_CP_BLOCK_KERNEL (a campaign's fallback
+    run after a fault of the cuDNN path)."""
+    name = os.environ.get("REAL_CP_BLOCK_KERNEL", "cudnn")
+    if name not in BLOCK_KERNELS:
+        raise ValueError(f"REAL_CP_BLOCK_KERNEL {name!r}: allowed {', '.join(BLOCK_KERNELS)}")
+    return name
+
+
+BLOCK_KERNEL = {"name": _first_kernel()}  # the one in use: moves down BLOCK_KERNELS when a GPU call is refused
+# PyTorch's private cuDNN attention ops (module attributes so that tests can stand in for them)
+CUDNN_FWD_OP = torch.ops.aten._scaled_dot_product_cudnn_attention
+CUDNN_BWD_OP = torch.ops.aten._scaled_dot_product_cudnn_attention_backward
 
 
 def zigzag_positions(seq_len: int, world: int, rank: int) -> torch.Tensor:
@@ -69,8 +85,45 @@ def zigzag_positions(seq_len: int, world: int, rank: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _use_efficient(q: torch.Tensor) -> bool:
-    return q.device.type in ("cuda", "meta") and BLOCK_KERNEL["name"] == "efficient"
+def _fused(q: torch.Tensor) -> str:
+    """The fused kernel a block on q's device runs ("cudnn" or "efficient"), "math" off a GPU."""
+    return BLOCK_KERNEL["name"] if q.device.type in ("cuda", "meta") else "math"
+
+
+def _refused(kernel: str) -> None:
+    """A GPU call of `kernel` raised: the next kernel of BLOCK_KERNELS from here on."""
+    if BLOCK_KERNEL["name"] == kernel:
+        BLOCK_KERNEL["name"] = BLOCK_KERNELS[BLOCK_KERNELS.index(kernel) + 1]
+
+
+def _cudnn_fwd(q, k, v, causal: bool, scale: float):
+    """cuDNN's fused attention forward: (out (B,H,sq,Ev) in q's layout and dtype, lse FP32
+    (B,H,sq,1), cum_seq_q, cum_seq_k, max_q, max_k, philox seed, philox offset, debug mask)."""
+    return CUDNN_FWD_OP(q, k, v, None, True, 0.0, causal, False, scale=scale)
+
+
+def _cudnn_bwd(do, q, k, v, o, lse, saved, causal: bool, scale: float):
+    """Its backward, argument for argument as autograd passes them; `saved`: what the block
+    forward kept of its outputs (`_cudnn_saved`). Returns (dq, dk, dv)."""
+    lse_shape, cum_q, cum_k, max_q, max_k, seed, offset = saved
+    return CUDNN_BWD_OP(
+        do, q, k, v, o, lse.reshape(lse_shape), seed, offset, None, cum_q, cum_k, max_q, max_k, 0.0, causal,
+        scale=scale)
+
+
+def _cudnn_saved(fwd) -> tuple:
+    """What the backward needs of a cuDNN forward's outputs: the log-sum-exp's shape, the
+    sequence bounds and the philox tensors (not the block's own output or log-sum-exp: the
+    backward takes the merged ones)."""
+    _, lse, cum_q, cum_k, max_q, max_k, seed, offset, _ = fwd
+    return tuple(lse.shape), cum_q, cum_k, max_q, max_k, seed, offset
+
+
+def cudnn_bwd_args(do, q, k, v, o, lse):
+    """The cuDNN backward's tensor arguments as the forward would have produced them: q, k, v,
+    out and grad_out contiguous (B, H, s, E) in q's dtype, lse FP32 contiguous."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return do.to(q.dtype).contiguous(), q, k, v, o.to(q.dtype).contiguous(), lse.float().contiguous()
 
 
 def _efficient_fwd(q, k, v, causal: bool, scale: float):
@@ -146,28 +199,31 @@ def _math_bwd(do, q, k, v, o, lse, causal, scale):
 
 
 def block_forward(q, k, v, causal: bool, scale: float):
-    """(out FP32 (B,H,sq,Ev), lse FP32 (B,H,sq), rng) of q's rows attending to k/v's rows; rng is
-    the efficient kernel's (philox seed, philox offset), to hand back to its backward, or None
-    when the math path ran."""
-    if _use_efficient(q):
+    """(out FP32 (B,H,sq,Ev) contiguous, lse FP32 (B,H,sq), ctx) of q's rows attending to k/v's rows; ctx is
+    what the block's backward needs of its forward: ("cudnn", `_cudnn_saved`),
+    ("efficient", philox seed, philox offset) or None when the math path ran."""
+    while (kernel := _fused(q)) != "math":
         try:
-            o, lse, seed, offset = _efficient_fwd(q.contiguous(), k.contiguous(), v.contiguous(), causal, scale)
-            return o.float(), lse[..., :q.shape[-2]], (seed, offset)
-        except RuntimeError:  # kernel refused these shapes: exact math from here on
-            BLOCK_KERNEL["name"] = "math"
+            qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
+            if kernel == "cudnn":
+                fwd = _cudnn_fwd(qc, kc, vc, causal, scale)
+                return fwd[0].float(), fwd[1].reshape(fwd[0].shape[:-1]), ("cudnn", _cudnn_saved(fwd))
+            o, lse, seed, offset = _efficient_fwd(qc, kc, vc, causal, scale)  # o laid out (B, sq, H, Ev)
+            return o.float().contiguous(), lse[..., :q.shape[-2]], ("efficient", seed, offset)
+        except RuntimeError:  # kernel refused these shapes: the next one from here on
+            _refused(kernel)
     o, lse = _math_fwd(q, k, v, causal, scale)
     return o, lse, None
 
 
-def block_backward(do, q, k, v, o, lse, rng, causal: bool, scale: float):
+def block_backward(do, q, k, v, o, lse, ctx, causal: bool, scale: float):
     """(dq, dk, dv) of this block given the merged output o and log-sum-exp lse of q's rows and
-    the block forward's rng (None: the forward ran the math path, so does the backward)."""
-    if rng is not None and _use_efficient(q):
-        try:
-            dq, dk, dv, _ = _efficient_bwd(*efficient_bwd_args(do, q, k, v, o, lse), *rng, causal, scale)
-            return dq, dk, dv
-        except RuntimeError:
-            BLOCK_KERNEL["name"] = "math"
+    the block forward's ctx (None: the forward ran the math path, so does the backward)."""
+    if ctx is not None and ctx[0] == "cudnn":
+        return _cudnn_bwd(*cudnn_bwd_args(do, q, k, v, o, lse), ctx[1], causal, scale)
+    if ctx is not None:
+        dq, dk, dv, _ = _efficient_bwd(*efficient_bwd_args(do, q, k, v, o, lse), *ctx[1:], causal, scale)
+        return dq, dk, dv
     return _math_bwd(do, q, k, v, o, lse, causal, scale)
 
 
@@ -210,28 +266,43 @@ def _step_plan(rank: int, src: int, c: int):
     return slice(c, None), slice(None), False
 
 
+def _fold_block(q, k, v, rank: int, src: int, scale: float, acc: list):
+    """Attend q's rows to the keys of rank src's shard (k, v) as `_step_plan` says and fold the
+    block into acc = [out FP32, lse] (both None before the first block, the diagonal one, which
+    covers every query row and is taken as it is). Returns the block's kernel context."""
+    qs, ks, causal = _step_plan(rank, src, q.shape[-2] // 2)
+    o_i, lse_i, kctx = block_forward(q[..., qs, :], k[..., ks, :], v[..., ks, :], causal, scale)
+    if acc[0] is None:
+        acc[0], acc[1] = o_i, lse_i
+    else:
+        _merge(acc[0][..., qs, :], acc[1][..., qs], o_i, lse_i)
+    return kctx
+
+
+def _block_grads(dout, q, k, v, out, lse, rank: int, src: int, kctx, scale: float):
+    """(query rows, key rows, (dq, dk, dv)) of the block of q's rows and shard src's keys."""
+    qs, ks, causal = _step_plan(rank, src, q.shape[-2] // 2)
+    grads = block_backward(dout[..., qs, :], q[..., qs, :], k[..., ks, :], v[..., ks, :], out[..., qs, :],
+                           lse[..., qs], kctx, causal, scale)
+    return qs, ks, grads
+
+
 class _RingAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, group, scale, timer):
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        c = q.shape[-2] // 2
-        out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=torch.float32, device=q.device)
-        lse = torch.full(q.shape[:-1], float("-inf"), dtype=torch.float32, device=q.device)
-        kv, rngs = (k, v), []
+        kv, acc, kctxs = (k, v), [None, None], []
         for step in range(world):
             wait = None
-            if step < world - 1:
+            if step < world - 1:  # the next shard travels while this one is attended
                 nxt_kv, wait = _exchange(kv, group, timer)
-            qs, ks, causal = _step_plan(rank, (rank - step) % world, c)
-            o_i, lse_i, rng = block_forward(q[..., qs, :], kv[0][..., ks, :], kv[1][..., ks, :], causal, scale)
-            rngs.append(rng)
-            _merge(out[..., qs, :], lse[..., qs], o_i, lse_i)
+            kctxs.append(_fold_block(q, *kv, rank, (rank - step) % world, scale, acc))
             if wait is not None:
                 wait()
                 kv = tuple(nxt_kv)
-        out = out.to(q.dtype)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.group, ctx.scale, ctx.timer, ctx.rngs = group, scale, timer, rngs
+        out = acc[0].to(q.dtype)
+        ctx.save_for_backward(q, k, v, out, acc[1])
+        ctx.group, ctx.scale, ctx.timer, ctx.kctxs = group, scale, timer, kctxs
         return out
 
     @staticmethod
@@ -239,31 +310,31 @@ class _RingAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         group, scale, timer = ctx.group, ctx.scale, ctx.timer
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        c = q.shape[-2] // 2
-        dq = torch.zeros_like(q, dtype=torch.float32)
-        kv = (k, v)
-        dkv = (torch.zeros_like(k, dtype=torch.float32), torch.zeros_like(v, dtype=torch.float32))
+        dout = dout.contiguous()
+        kv, dq, dkv = (k, v), None, None
         dkv_wait, nxt_dkv = None, None
         for step in range(world):
             kv_wait = None
             if step < world - 1:
                 nxt_kv, kv_wait = _exchange(kv, group, timer)
-            qs, ks, causal = _step_plan(rank, (rank - step) % world, c)
-            dq_i, dk_i, dv_i = block_backward(dout[..., qs, :], q[..., qs, :], kv[0][..., ks, :],
-                                              kv[1][..., ks, :], out[..., qs, :], lse[..., qs],
-                                              ctx.rngs[step], causal, scale)
-            if dkv_wait is not None:  # the gradient of the keys we hold, from the previous rank
+            qs, ks, (dq_i, dk_i, dv_i) = _block_grads(dout, q, *kv, out, lse, rank, (rank - step) % world,
+                                                      ctx.kctxs[step], scale)
+            if step == 0:  # the diagonal block: every query and key row, FP32 accumulators from it
+                dq, dkv = dq_i.float(), (dk_i.float(), dv_i.float())
+            else:  # the gradient of the keys we hold, from the previous rank, plus this block's
                 dkv_wait()
                 dkv = tuple(nxt_dkv)
-            dq[..., qs, :] += dq_i
-            dkv[0][..., ks, :] += dk_i
-            dkv[1][..., ks, :] += dv_i
+                dq[..., qs, :] += dq_i
+                dkv[0][..., ks, :] += dk_i
+                dkv[1][..., ks, :] += dv_i
+            if step == world - 1:  # the last hop takes the keys' gradients home: the owner only
+                dkv = (dkv[0].to(k.dtype), dkv[1].to(v.dtype))  # casts them, so they travel cast
             nxt_dkv, dkv_wait = _exchange(dkv, group, timer)  # onward with its keys
             if kv_wait is not None:
                 kv_wait()
                 kv = tuple(nxt_kv)
         dkv_wait()  # our own keys' gradient, back from the last rank that used them
-        return dq.to(q.dtype), nxt_dkv[0].to(k.dtype), nxt_dkv[1].to(v.dtype), None, None, None
+        return dq.to(q.dtype), nxt_dkv[0], nxt_dkv[1], None, None, None
 
 
 def ring_attention(q, k, v, group, scale: float, timer: CommTimer | None = None) -> torch.Tensor:
@@ -279,32 +350,47 @@ def ring_attention(q, k, v, group, scale: float, timer: CommTimer | None = None)
 # ---------------------------------------------------------------------------------------------
 
 
-def _gather_sequence(t_BHsE: torch.Tensor, group, timer: CommTimer | None) -> torch.Tensor:
-    """Every rank's zigzag shard of t gathered into the whole sequence in position order,
-    (B, H, S, E); backward: the gradient reduce-scattered back to each rank's shard."""
-    world, s = dist.get_world_size(group), t_BHsE.shape[-2]
-    gathered_SBHE = to_tp(t_BHsE.permute(2, 0, 1, 3), True, group, timer)  # rank order
-    held = torch.cat([zigzag_positions(s * world, world, r) for r in range(world)])
-    return gathered_SBHE.index_select(0, torch.argsort(held).to(t_BHsE.device)).permute(1, 2, 0, 3)
+class _GatheredAttention(torch.autograd.Function):
+    """This rank's queries against every rank's shard of keys and values, already gathered
+    (k_W, v_W: (W, B, H, s, E) in rank order): the ring's blocks without the ring."""
+
+    @staticmethod
+    def forward(ctx, q, k_W, v_W, rank, scale):
+        world = k_W.shape[0]
+        acc, kctxs = [None, None], []
+        for step in range(world):
+            src = (rank - step) % world
+            kctxs.append(_fold_block(q, k_W[src], v_W[src], rank, src, scale, acc))
+        out = acc[0].to(q.dtype)
+        ctx.save_for_backward(q, k_W, v_W, out, acc[1])
+        ctx.rank, ctx.scale, ctx.kctxs = rank, scale, kctxs
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k_W, v_W, out, lse = ctx.saved_tensors
+        dout = dout.contiguous()
+        dq = torch.zeros_like(q, dtype=torch.float32)
+        dk_W, dv_W = torch.zeros_like(k_W), torch.zeros_like(v_W)
+        for step in range(k_W.shape[0]):
+            src = (ctx.rank - step) % k_W.shape[0]
+            qs, ks, (dq_i, dk_i, dv_i) = _block_grads(dout, q, k_W[src], v_W[src], out, lse, ctx.rank, src,
+                                                      ctx.kctxs[step], ctx.scale)
+            dq[..., qs, :] += dq_i
+            dk_W[src][..., ks, :] = dk_i  # one block per shard: its whole gradient from this rank
+            dv_W[src][..., ks, :] = dv_i
+        return dq.to(q.dtype), dk_W, dv_W, None, None
 
 
 def allgather_attention(q, k, v, group, scale: float, timer: CommTimer | None = None) -> torch.Tensor:
     """Causal attention of this rank's zigzag shard of queries over the whole sequence, the keys
     and values all-gathered first (Llama 3 / torchtitan); same arguments as `ring_attention`.
-    Each of the two query chunks attends to the keys up to its own end, causal from the bottom
-    right; autograd gives the backward (its gathers' gradients reduce-scattered)."""
+    The gathers' backward reduce-scatters the key and value gradients to their owners."""
     if q.shape[-2] % 2:
         raise ValueError(f"a rank's {q.shape[-2]} positions are not two equal chunks")
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
-    c = q.shape[-2] // 2
-    k_BHSE, v_BHSE = _gather_sequence(k, group, timer), _gather_sequence(v, group, timer)
-    outs = []
-    for half, chunk in enumerate((rank, 2 * world - 1 - rank)):
-        end = (chunk + 1) * c  # the chunk's queries see keys [0, end), the last c causally
-        outs.append(F.scaled_dot_product_attention(
-            q[..., half * c:(half + 1) * c, :], k_BHSE[..., :end, :], v_BHSE[..., :end, :],
-            attn_mask=causal_lower_right(c, end), scale=scale))
-    return torch.cat(outs, dim=-2)
+    k_W = to_tp(k.contiguous()[None], True, group, timer)  # (W, B, H, s, E), rank order
+    v_W = to_tp(v.contiguous()[None], True, group, timer)
+    return _GatheredAttention.apply(q, k_W, v_W, dist.get_rank(group), scale)
 
 
 CP_ATTENTION = {"ring": ring_attention, "allgather": allgather_attention}

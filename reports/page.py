@@ -21,13 +21,18 @@ Numbers are formatted for people, in one place: counts with K/M/B/T suffixes (14
 from __future__ import annotations
 
 import base64
+import concurrent.futures as cf
 import html
 import io
 import json
 import math
+import multiprocessing as mp
+import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -212,12 +217,55 @@ def figure(width_in: float, height_in: float, nrows: int = 1, ncols: int = 1, **
     return plt.subplots(nrows, ncols, figsize=(width_in, height_in), layout="constrained", **kw)
 
 
-def png(fig) -> bytes:
-    """The figure as PNG bytes, cropped to everything drawn (nothing clipped at the edges); closes it."""
+def png(fig, crop: bool = True) -> bytes:
+    """The figure as PNG bytes, cropped to everything drawn (nothing clipped at the edges); closes it.
+    `crop=False` saves the figure as its constrained layout placed it, drawn once instead of twice
+    (a Gantt of 10^4 bars takes half the time); for figures whose every label the layout places."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08)
+    fig.savefig(buf, format="png", dpi=PNG_DPI, **({"bbox_inches": "tight", "pad_inches": 0.08} if crop else {}))
     plt.close(fig)
     return buf.getvalue()
+
+
+def warm_up() -> None:
+    """Draw a small figure and throw it away: the first figure a process draws also loads fonts
+    and fills text caches (~0.25 s). Done in a process that will fork plot workers (pngs), while it
+    waits for its data, each worker draws warm."""
+    fig, ax = figure(2, 1.5)
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.set_title("warm-up", fontsize=9)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(fontsize=8)
+    png(fig, crop=False)
+
+
+_MAKERS: Sequence[Callable[[], Any]] = ()   # what pngs' forked workers draw (inherited, never pickled)
+
+
+def _draw(index: int) -> bytes:
+    return png(_MAKERS[index](), _CROP)
+
+
+_CROP = True
+
+
+def pngs(makers: Sequence[Callable[[], Any]], workers: int | None = None, crop: bool = True) -> list[bytes]:
+    """Each maker's figure as PNG bytes (`png(fig, crop)`), in order. Drawing is pure Python under
+    one lock (~0.3 s a figure), so with several figures and cores they are drawn in forked
+    processes, which inherit the makers and the data they close over; elsewhere (one core, no
+    fork) one after another."""
+    global _MAKERS, _CROP
+    cores = os.cpu_count() or 1
+    workers = min(len(makers), workers or cores)
+    if workers < 2 or cores < 2 or "fork" not in mp.get_all_start_methods():
+        return [png(make(), crop) for make in makers]
+    _MAKERS, _CROP = makers, crop
+    try:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_draw, range(len(makers))))
+    finally:
+        _MAKERS = ()
 
 
 def axis_formatter(fmt) -> FuncFormatter:

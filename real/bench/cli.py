@@ -23,7 +23,8 @@ from real.bench.kernels import bench_kernels
 from real.bench.memory import bench_memory, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
-from real.bench.parallel_blocks import bench_cp_allgather, bench_cp_ring, bench_parallel_blocks
+from real.bench.parallel_blocks import (bench_cp_allgather, bench_cp_blocks, bench_cp_ring, bench_parallel_blocks,
+                                       bench_tp_blocks)
 from real.bench.power import bench_power, bench_sustained
 from real.bench.records import NoRecorder, Recorder, log
 from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
@@ -42,6 +43,7 @@ _FUNCTIONS = {
     "topk": bench_topk, "fp8_stack": bench_fp8_stack, "sm_reserve": bench_sm_reserve,
     "ep": bench_ep, "nccl": bench_nccl, "parallel_blocks": bench_parallel_blocks,
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
+    "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"

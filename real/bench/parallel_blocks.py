@@ -9,22 +9,25 @@ reference (tp = cp = 1, run on rank 0 while the others wait).
       tokens = seq_len = the whole sequence (batch 1); each rank holds tokens/W with SP.
   bench cp_block, block attention: causal context-parallel attention (real/cp.py) of MLA-shaped
       heads (qk 192, v 128) over seq_len positions, each rank seq_len/W (zigzag), of each cp_kind:
-      allgather (keys/values all-gathered, public SDPA causal from the bottom right) and ring
-      (keys/values around the ring, PyTorch's memory-efficient kernel per block); the reference
-      (cp 1, cp_kind empty) is causal `scaled_dot_product_attention` on the whole sequence.
+      allgather (keys/values all-gathered) and ring (keys/values around the ring), both attending
+      block by block with cuDNN's fused kernel (attn_kernel: the kernel that ran); the reference
+      (cp 1, cp_kind empty) is causal `scaled_dot_product_attention` on the whole sequence
+      (attn_kernel sdpa_<the backend SDPA chose>).
   bench cp_block, block mla: x + MLA(norm(x)) with the positions split (real/cp.py CPMLABlock:
       projections local, expanded K/V all-gathered or around the ring); the reference is the
       unsplit sublayer.
-Sections: parallel_blocks runs the TP rows then the CP rows (all-gather before ring);
-cp_allgather the all-gather CP rows with the references; cp_ring the ring CP rows alone (run in
-a process of its own, after the others, by real/campaigns/i14cp.sh).
+Sections: parallel_blocks runs the TP rows then the CP rows (all-gather before ring); tp_blocks
+the TP rows alone; cp_blocks the CP rows of both kinds with the references; cp_allgather the
+all-gather CP rows with the references; cp_ring the ring CP rows alone.
 time_s: the median over repetitions of forward + backward (input and weight gradients), each
 repetition timed by CUDA events on every rank and taken as the slowest rank's (ranks start
 together after a barrier). comm_time_s: rank 0's median per repetition of the time its stream
 spent in the collectives (`real/collectives.py` CommTimer: all-gather/reduce-scatter/all-reduce
 for TP, all exposed; for ring CP the waits for the P2P exchanges, i.e. the exposed part of the
 overlapped transfer; for all-gather CP its all-gathers and reduce-scatters, all exposed);
-comm_detail the same by kind (JSON).
+comm_detail the same by kind (JSON). host_time_s: the median over repetitions of the slowest
+rank's host time to issue the repetition (forward + backward calls returned, no device sync):
+where it is close to time_s the block is host-bound.
 Split (`block_split`): holdout the middle size of each sweep (tp tokens 4096, cp seq_len 16384)
 and every row of v2-lite-slice's MoE; fit otherwise.
 """
@@ -33,8 +36,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -44,7 +49,7 @@ from real import cp as cp_mod
 from real.bench.device import free_memory
 from real.bench.moe_layer import skewed_routing
 from real.bench.nccl import agreed_over, distributed_env, log, stats
-from real.collectives import CommTimer
+from real.collectives import CommTimer, all_gather_tokens, all_reduce_sum, reduce_scatter_tokens
 from real.configs import get_spec
 from real.model import building, rope_tables
 from real.tp import TPMLABlock, TPMoEBlock
@@ -70,7 +75,7 @@ def tp_cases(quick: bool):
         return [("mla", "tiny", 32), ("moe", "tiny", 32)]
     out = []
     for block in ("mla", "moe"):
-        for model in ("v3-slice-1l", "v2-lite-slice"):
+        for model in ("v2-lite-slice", "v3-slice-1l"):  # the host-bound model first
             out += [(block, model, t) for t in (2048, 4096, 8192)]
     return out
 
@@ -84,8 +89,18 @@ def cp_cases(quick: bool):
 
 
 def common_kernel(dev) -> str:
-    """Which per-block attention kernel the ring ran (real/cp.py)."""
+    """Which per-block attention kernel the CP forms ran (real/cp.py)."""
     return cp_mod.BLOCK_KERNEL["name"] if dev.type == "cuda" else "math"
+
+
+def sdpa_kernel(q, k, v) -> str:
+    """The backend causal `scaled_dot_product_attention` runs for these inputs ("sdpa_cudnn",
+    "sdpa_flash", "sdpa_efficient", "sdpa_math"; "sdpa" where PyTorch cannot say)."""
+    try:
+        choice = torch._fused_sdp_choice(q, k, v, is_causal=True)
+        return "sdpa_" + torch.nn.attention.SDPBackend(choice).name.lower().removesuffix("_attention")
+    except (AttributeError, RuntimeError, ValueError):
+        return "sdpa"
 
 
 def cp_mla_cases(quick: bool):
@@ -96,9 +111,10 @@ def cp_mla_cases(quick: bool):
             + [("v3-slice-1l", s) for s in (4096, 8192, 16384)])
 
 
-def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) -> tuple[list, list]:
-    """Seconds per repetition of fn() (the slowest rank's when group is not None) and, per
-    repetition, this rank's collective time by kind."""
+def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) -> tuple[list, list, list]:
+    """Seconds per repetition of fn() (the slowest rank's when group is not None), per repetition
+    this rank's collective time by kind, and seconds per repetition the host took to issue fn()
+    (the slowest rank's)."""
     for _ in range(warmup):
         fn()
     cuda = dev.type == "cuda"
@@ -106,20 +122,23 @@ def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) ->
         torch.cuda.synchronize(dev)
     if group is not None:
         dist.barrier(group=group)
-    handles, comms = [], []
+    handles, comms, hosts = [], [], []
     for _ in range(reps):
         if comm is not None:
             comm.reset()
         if cuda:
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
+            h0 = time.perf_counter()
             fn()
+            hosts.append(time.perf_counter() - h0)
             e.record()
             handles.append((s, e))
         else:
             t0 = time.perf_counter()
             fn()
             handles.append(time.perf_counter() - t0)
+            hosts.append(handles[-1])
         if comm is not None:
             if cuda:
                 torch.cuda.synchronize(dev)
@@ -128,10 +147,10 @@ def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) ->
         torch.cuda.synchronize(dev)
     times = [s.elapsed_time(e) * 1e-3 for s, e in handles] if cuda else handles
     if group is not None:
-        t = torch.tensor(times, device=dev, dtype=torch.float64)
+        t = torch.tensor([times, hosts], device=dev, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
-        times = t.tolist()
-    return times, comms
+        times, hosts = t.tolist()
+    return times, comms, hosts
 
 
 def _comm_cols(comms: list[dict]) -> dict:
@@ -143,10 +162,10 @@ def _comm_cols(comms: list[dict]) -> dict:
             "comm_detail": json.dumps({k: float(f"{v:.6g}") for k, v in detail.items()})}
 
 
-def _row(rec, env, timer, times, comms, **cols):
+def _row(rec, env, timer, times, comms, hosts, **cols):
     st = stats(times)
     fl = cols.pop("flops", math.nan)
-    rec.row("parallel_blocks", **cols, **_comm_cols(comms), **st,
+    rec.row("parallel_blocks", **cols, **_comm_cols(comms), host_time_s=statistics.median(hosts), **st,
             timing="per_rep_events" if env.get("num_gpus") else "host_clock",
             flops=fl, bytes=math.nan, achieved_flops_per_s=fl / st["time_s"],
             achieved_bytes_per_s=math.nan, sm_clock_mhz=timer.tel.sm_clock_mhz(),
@@ -202,8 +221,8 @@ def _cp_mla_fn(spec, group, S, dev, rank, world, kind="ring"):
         block = cp_mod.CPMLABlock(spec, group, kind) if group is not None else TPMLABlock(spec, None)
     pos = (cp_mod.zigzag_positions(S, world, rank) if group is not None else torch.arange(S)).to(dev)
     cos, sin = (t.to(dev)[pos] for t in rope_tables(spec.qk_rope_head_dim, S))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(S, spec.hidden_size, generator=g).to(dev, torch.bfloat16)[pos].requires_grad_()
+    g = torch.Generator(device=dev).manual_seed(0)  # on the device: no GiB of host randn
+    x = torch.randn(S, spec.hidden_size, generator=g, device=dev, dtype=torch.bfloat16)[pos].requires_grad_()
     gy = torch.randn_like(x)
     params = list(block.parameters())
 
@@ -213,9 +232,100 @@ def _cp_mla_fn(spec, group, S, dev, rank, world, kind="ring"):
 
 
 def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
+    """Section parallel_blocks: the TP rows, then the CP rows of both kinds with references."""
+    bench_tp_blocks(rec, timer, dev, deadline, quick, env)
+    bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
+
+
+def bench_cp_blocks(rec, timer, dev, deadline, quick, env):
+    """Section cp_blocks: the CP rows of both kinds (all-gather first) with the references."""
+    bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
+
+
+COLLECTIVE_HOST_OPS = ("kernel", "all_gather", "reduce_scatter", "all_reduce")
+
+
+def _collective_call(op: str, x_TD, group, comm: CommTimer):
+    """One call of `op` as the TP blocks issue it (real/collectives.py, timed by a CommTimer as
+    the benchmarks time theirs); "kernel": one plain eager elementwise kernel, for comparison."""
+    if op == "kernel":
+        return x_TD.add_(1.0)
+    if op == "all_gather":
+        return all_gather_tokens(x_TD, group, comm)
+    if op == "reduce_scatter":
+        return reduce_scatter_tokens(x_TD, group, comm)
+    return all_reduce_sum(x_TD, group, comm)
+
+
+def bench_collective_host(rec, dev, quick, group):
+    """collective_host.csv: host seconds to issue one call of each TP collective (and of a plain
+    eager kernel) in this W-rank process, the slowest rank's: `calls` calls back to back, timed
+    by the host clock, repeated; the device synchronised and the ranks aligned between repetitions.
+    The host side of a collective, which the block rows' host-bound cases pay at every one."""
+    T, D = (32, 64) if quick else (2048, 2048)
+    calls, reps = (4, 2) if quick else (20, 7)
+    x = torch.randn(T, D, device=dev).to(torch.bfloat16)
+    comm = CommTimer(dev)
+    for op in COLLECTIVE_HOST_OPS:
+        for _ in range(3):
+            _collective_call(op, x, group, comm)
+        per_call = []
+        for _ in range(reps):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            dist.barrier(group=group)
+            comm.reset()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                _collective_call(op, x, group, comm)
+            per_call.append((time.perf_counter() - t0) / calls)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = torch.tensor(per_call, device=dev, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        st = stats(t.tolist())
+        rec.row("collective_host", bench="collective_host", op=op, tokens=T, hidden_size=D, calls=calls,
+                split="fit", **st, timing="host_clock", flops=math.nan, bytes=math.nan,
+                achieved_flops_per_s=math.nan, achieved_bytes_per_s=math.nan)
+        log(f"collective_host {op} {T}x{D}: {st['time_s'] * 1e6:.1f} us a call")
+
+
+TRACE_CASES = (("mla", True), ("mla", False), ("moe", False))  # v2-lite-slice, fit tokens (2048)
+
+
+def trace_tp_reps(dev, quick, group, rank, world, out_dir: str) -> None:
+    """Chrome traces (torch.profiler, host and device) of two repetitions of the host-bound
+    v2-lite TP2 blocks of TRACE_CASES at a fitting size, one file per rank and case
+    (trace_tp_<block>_<sp|nosp>_rank<r>.json.gz): each op's host dispatch and each collective's
+    wait, rank by rank."""
+    model, T = ("tiny", 32) if quick else ("v2-lite-slice", 2048)
+    spec = get_spec(model)
+    for block_kind, sp in TRACE_CASES:
+        step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
+        block.comm = CommTimer(dev)
+        time_reps(step, dev, 1, 3, block.comm, group)  # warm
+        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        dist.barrier(group=group)
+        with torch.profiler.profile(activities=acts) as prof:
+            for _ in range(2):
+                step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        name = f"trace_tp_{block_kind}_{'sp' if sp else 'nosp'}_rank{rank}.json.gz"
+        prof.export_chrome_trace(str(Path(out_dir) / name))
+        log(f"trace {name}")
+        del step, block
+        free_memory()
+
+
+def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
+    """Section tp_blocks: the host cost of a collective call (`bench_collective_host`), then the
+    TP rows (TP = W with and without sequence parallelism, and the one-GPU reference) of
+    `tp_cases`."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
-    reps, warmup = (2, 1) if quick else (6, 2)
+    bench_collective_host(rec, dev, quick, group)
+    reps, warmup = (2, 1) if quick else (10, 3)
     for block_kind, model, T in tp_cases(quick):
         spec = get_spec(model)
         common = dict(bench="tp_block", block=block_kind, model=model, cp=1, tokens=T, seq_len=T, batch=1,
@@ -233,21 +343,26 @@ def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
                 return
             step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
             block.comm = CommTimer(dev)
-            times, comms = time_reps(step, dev, reps, warmup, block.comm, group)
-            st = _row(rec, env, timer, times, comms if rank == 0 else [], tp=world,
+            times, comms, hosts = time_reps(step, dev, reps, warmup, block.comm, group)
+            st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, tp=world,
                       sequence_parallel=sp, **common)
             log(f"tp_block {block_kind} {model} T={T} tp{world} sp={sp}: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         if rank == 0:  # the one-GPU reference
             step, block = _tp_block_fn(block_kind, spec, None, False, T, dev, 0, 1)
-            times, _ = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], tp=1, sequence_parallel=False, **common)
+            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, tp=1, sequence_parallel=False, **common)
             log(f"tp_block {block_kind} {model} T={T} tp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         dist.barrier()
-    bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
+    trace_dir = os.environ.get("REAL_BENCH_TRACE_DIR", "")
+    if trace_dir and not agreed_over(deadline, dev):
+        try:
+            trace_tp_reps(dev, quick, group, rank, world, trace_dir)
+        except Exception as e:  # a diagnostic: its failure costs no row
+            log(f"tp traces failed: {type(e).__name__}: {e}")
 
 
 def bench_cp_allgather(rec, timer, dev, deadline, quick, env):
@@ -263,12 +378,13 @@ def bench_cp_ring(rec, timer, dev, deadline, quick, env):
 
 def _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm):
     """A fwd+bwd closure of causal attention over S positions: context-parallel of `kind` on this
-    rank's S/W (zigzag) positions, or (group None) public SDPA on the whole sequence."""
+    rank's S/W (zigzag) positions, or (group None) public SDPA on the whole sequence; and the
+    kernel it runs (the CP blocks' kernel is known once it has run: `common_kernel`)."""
     n = S // world if group is not None else S
-    g = torch.Generator().manual_seed(rank)
-    q, k, v = (torch.randn(1, H, n, d, generator=g).to(dev, torch.bfloat16).requires_grad_()
+    g = torch.Generator(device=dev).manual_seed(rank)  # on the device: no GiB of host randn
+    q, k, v = (torch.randn(1, H, n, d, generator=g, device=dev, dtype=torch.bfloat16).requires_grad_()
                for d in (E, E, Ev))
-    gy = torch.randn(1, H, n, Ev, generator=g).to(dev, torch.bfloat16)
+    gy = torch.randn(1, H, n, Ev, generator=g, device=dev, dtype=torch.bfloat16)
     if group is None:
         def fwd():
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
@@ -278,13 +394,12 @@ def _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm):
 
     def step():
         torch.autograd.grad(fwd(), [q, k, v], gy)
-    return step
+    return step, (sdpa_kernel(q, k, v) if group is None else common_kernel(dev))
 
 
 def _attn_kernel(kind: str, dev) -> str:
-    """What computed the attention of a CP row: the ring's per-block kernel, or the public SDPA
-    (causal from the bottom right) of the all-gather form."""
-    return common_kernel(dev) if kind == "ring" else "sdpa_lower_right"
+    """What computed the attention of a CP row: the per-block kernel both forms use."""
+    return common_kernel(dev)
 
 
 def cp_self_check(kind, dev, quick, group, rank, world) -> dict:
@@ -316,7 +431,7 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
     accuracy on a small case (`cp_self_check`) into the environment (env.json: cp_check_<kind>)."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
-    reps, warmup = (2, 1) if quick else (6, 2)
+    reps, warmup = (2, 1) if quick else (8, 2)
     for kind in kinds:
         env[f"cp_check_{kind}"] = cp_self_check(kind, dev, quick, group, rank, world)
         log(f"cp {kind} vs FP32 SDPA, max abs error: {env[f'cp_check_{kind}']}")
@@ -335,18 +450,18 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
                       split=block_split("cp_block", "attention", model, S))
         for kind in kinds:
             comm = CommTimer(dev)
-            step = _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm)
-            times, comms = time_reps(step, dev, reps, warmup, comm, group)
-            st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world, cp_kind=kind,
+            step, _ = _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm)
+            times, comms, hosts = time_reps(step, dev, reps, warmup, comm, group)
+            st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, cp=world, cp_kind=kind,
                       attn_kernel=_attn_kernel(kind, dev), **common)
             log(f"cp_block attention {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms "
                 f"({_attn_kernel(kind, dev)})")
             del step
             free_memory()
         if reference and rank == 0:
-            step = _cp_attention_fn("", H, S, E, Ev, scale, None, dev, 0, 1, None)
-            times, _ = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], cp=1, cp_kind="", attn_kernel="sdpa", **common)
+            step, kernel = _cp_attention_fn("", H, S, E, Ev, scale, None, dev, 0, 1, None)
+            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel=kernel, **common)
             log(f"cp_block attention {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step
             free_memory()
@@ -364,16 +479,16 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
         for kind in kinds:
             step, block = _cp_mla_fn(spec, group, S, dev, rank, world, kind)
             block.comm = CommTimer(dev)
-            times, comms = time_reps(step, dev, reps, warmup, block.comm, group)
-            st = _row(rec, env, timer, times, comms if rank == 0 else [], cp=world, cp_kind=kind,
+            times, comms, hosts = time_reps(step, dev, reps, warmup, block.comm, group)
+            st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, cp=world, cp_kind=kind,
                       attn_kernel=_attn_kernel(kind, dev), **common)
             log(f"cp_block mla {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         if reference and rank == 0:
             step, block = _cp_mla_fn(spec, None, S, dev, 0, 1)
-            times, _ = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], cp=1, cp_kind="", attn_kernel="sdpa", **common)
+            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel="sdpa", **common)
             log(f"cp_block mla {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()

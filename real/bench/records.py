@@ -23,7 +23,7 @@ ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
             "torch_version", "cuda_version", "timestamp_utc"]
 # multi-GPU families also carry the NCCL version and the number of GPUs of the run
 DIST_ENV_COLS = ["nccl_version", "num_gpus"]
-DIST_FAMILIES = {"nccl", "parallel_blocks"}
+DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -55,7 +55,9 @@ SHAPE_COLS = {
     "parallel_blocks": ["bench", "block", "model", "tp", "cp", "cp_kind", "sequence_parallel", "tokens", "seq_len",
                         "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
                         "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
-                        "comm_time_s", "comm_detail", "split"],
+                        "comm_time_s", "comm_detail", "host_time_s", "split"],
+    # real/bench/parallel_blocks.py bench_collective_host: host seconds to issue one call (time_s)
+    "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split"],
 }
 
 # real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and

@@ -20,11 +20,13 @@ SECTION_SHARES = {  # name -> share of the time budget
     "parallel_blocks": 1.0,  # under torchrun with >= 2 ranks: --only parallel_blocks
     "cp_allgather": 1.0,  # under torchrun: the all-gather CP rows of parallel_blocks (+ references)
     "cp_ring": 1.0,  # under torchrun: the ring CP rows of parallel_blocks, alone
+    "tp_blocks": 1.0,  # under torchrun: the TP rows of parallel_blocks, alone
+    "cp_blocks": 1.0,  # under torchrun: the CP rows of parallel_blocks (both kinds + references)
     "host_dispatch": 1.0,  # not in the default list: --only host_dispatch (issue 13's layer bias)
     "wgrad_accum": 0.05,  # not in the default list: --only wgrad_accum (the pipeline's expert dW accumulation)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
 OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
-                   "host_dispatch", "wgrad_accum")  # run only when named in --only
-MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring")  # torchrun, >= 2 ranks only
+                   "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum")  # run only when named in --only
+MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

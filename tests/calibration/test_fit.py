@@ -158,6 +158,25 @@ def test_sustained_load_slows_compute_not_the_fitted_curves():
     assert profile_from_json(json.loads(json.dumps(prof.to_json()))).sustained == prof.sustained
 
 
+def test_a_curve_measured_under_sustained_load_keeps_its_own_ratio():
+    # H100 records: the BF16 dense GEMM settles at 0.90 of its burst rate, the class median is 0.96
+    from calibration.fit import sustained_curve_ratios
+    per_kernel = [{"config": "gemm m=8192 n=4096 k=7168", "precision": "bf16", "ratio": 0.9},
+                  {"config": "grouped_gemm g=8x4096", "precision": "bf16", "ratio": 0.99},
+                  {"config": "attention b=2 fwd", "precision": "bf16", "ratio": 0.8}]
+    own = sustained_curve_ratios(per_kernel, TRUE)
+    assert own["gemm/bf16"] == 0.9 and own["grouped_gemm/bf16"] == 0.99
+    assert not any(k.startswith("attention") for k in own)
+    prof = dataclasses.replace(TRUE, sustained={"gemm": 0.96, "attention": 0.8, "memory": 1.0}, sustained_curves=own)
+    loaded = prof.under_sustained_load()
+    assert loaded.gemm["bf16"].e_max == pytest.approx(TRUE.gemm["bf16"].e_max * 0.9)
+    assert loaded.grouped_gemm["bf16"].e_max == pytest.approx(TRUE.grouped_gemm["bf16"].e_max * 0.99)
+    unmeasured = [k for k in TRUE.gemm if f"gemm/{k}" not in own]
+    assert unmeasured and all(loaded.gemm[k].e_max == pytest.approx(TRUE.gemm[k].e_max * 0.96) for k in unmeasured)
+    assert loaded.sustained_curves == {} and loaded.under_sustained_load() is loaded
+    assert profile_from_json(json.loads(json.dumps(prof.to_json()))).sustained_curves == own
+
+
 def test_fit_topk_recovers_a_select_cost():
     import pandas as pd
     from calibration.fit import fit_topk

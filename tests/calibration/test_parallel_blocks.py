@@ -58,6 +58,63 @@ def test_tp_rows_charge_their_collectives(h200):
     assert with_comm < tp1   # half the heads per rank outweighs the collectives at 8K tokens
 
 
+def test_host_bound_tp_rows_pay_the_measured_host_time_of_each_collective_call(h200, tmp_path):
+    pd.DataFrame([dict(bench="collective_host", op=op, tokens=2048, hidden_size=2048, calls=20, split=split,
+                       time_s=t) for op, split, t in (("all_gather", "fit", 1e-3), ("reduce_scatter", "fit", 1e-3),
+                                                      ("all_reduce", "fit", 1e-3), ("all_reduce", "holdout", 9.0),
+                                                      ("kernel", "fit", 3e-5))]).to_csv(
+        tmp_path / blocks.COLLECTIVE_HOST_FILE, index=False)
+    host = blocks.load_collective_host(tmp_path)
+    assert host == {"all_gather": 1e-3, "reduce_scatter": 1e-3, "all_reduce": 1e-3, "kernel": 3e-5}
+    assert blocks.load_collective_host(tmp_path / "none") == {}
+    gpu = gpu_spec("h200")
+    row = dict(bench="tp_block", block="mla", model="v2-lite-slice", tp=2, cp=1, sequence_parallel=True,
+               tokens=2048, seq_len=2048, num_experts=float("nan"), precision="bf16", skew=float("nan"))
+    with_host = blocks.predict_tp_row(row, gpu, h200, host)
+    without = blocks.predict_tp_row(row, gpu, h200)
+    # host-bound: four collectives (all-gather in, reduce-scatter out, and their backwards), each
+    # issued in 1 ms instead of the layer's per-kernel host dispatch (tens of microseconds)
+    eager = h200.eager["host_s"]
+    want = 4e-3 - 2 * eager["fwd"] - 2 * eager["bwd"]
+    assert with_host - without == pytest.approx(want, rel=0.05)
+    big = dict(row, model="v3-slice-1l", tokens=8192, seq_len=8192)   # device-bound: the host hides
+    assert blocks.predict_tp_row(big, gpu, h200, host) - blocks.predict_tp_row(big, gpu, h200) < 0.5 * want
+
+
+def test_block_host_terms_come_from_the_fitting_rows_host_times(h200):
+    gpu = gpu_spec("h200")
+
+    def tp(block, tp_, sp, tokens, host_s, split="fit"):
+        return dict(bench="tp_block", block=block, model="v2-lite-slice", tp=tp_, cp=1, sequence_parallel=sp,
+                    tokens=tokens, seq_len=tokens, num_experts=64, precision="bf16", skew=0.0, split=split,
+                    host_time_s=host_s, time_s=1.0)
+    rows = pd.DataFrame([tp("mla", 1, False, 2048, 2e-3), tp("mla", 2, True, 2048, 3.2e-3),
+                         tp("mla", 2, False, 2048, 2.4e-3), tp("mla", 2, False, 4096, 9.0, "holdout"),
+                         tp("mla", 1, False, 4096, 1e-3, "holdout")])
+    # (3.2 - 2.0) / 4 collectives and (2.4 - 2.0) / 2: median 0.25 ms; held-out rows unused
+    assert blocks.block_collective_host_s(rows) == pytest.approx(2.5e-4)
+    f, b = blocks.tp_block_ops(rows.iloc[0], gpu, h200)
+    kernels = sum(1 for h, _ in f.ops + b.ops if h is not None)
+    assert blocks.block_kernel_host_s(rows, gpu, h200) == {"mla": pytest.approx(2e-3 / kernels)}
+    assert blocks.block_collective_host_s(rows.drop(columns="host_time_s")) is None
+
+
+def test_measured_block_terms_never_see_held_out_rows(h200):
+    """The host per kernel and per collective call and the CP terms come from fitting rows only:
+    the held-out rows' times changed tenfold change none of them."""
+    gpu, rows = gpu_spec("h200"), blocks.load_block_rows(FOLDER)
+    skewed = rows.copy()
+    held = skewed["split"] != "fit"
+    skewed.loc[held, ["time_s", "host_time_s"]] *= 10
+    cp = blocks.cp_block_terms(rows, gpu, h200, {})
+    assert set(cp["host_per_op"]) == {"ring", "allgather"} and 1.0 < cp["offdiag_scale"] < 3.0
+    assert blocks.cp_block_terms(skewed, gpu, h200, {}) == cp
+    assert blocks.block_kernel_host_s(skewed, gpu, h200) == blocks.block_kernel_host_s(rows, gpu, h200)
+    assert blocks.block_collective_host_s(skewed) == blocks.block_collective_host_s(rows)
+    # the ring's Python issues each op slower than a kernel's dispatch
+    assert min(cp["host_per_op"].values()) > max(blocks.block_kernel_host_s(rows, gpu, h200).values())
+
+
 def test_cp_rows_predict_ring_and_allgather(h200):
     gpu = gpu_spec("h200")
     ring = blocks.predict_block_row(_row(), gpu, h200)
@@ -79,18 +136,20 @@ def test_block_rows_load_every_parallel_blocks_file(tmp_path):
 
 # held-out block -> relative error when last run (twin / measured - 1): issue 14's 10% target is
 # not met for these. Strict xfails: listed, never loosened, and the test fails the day one passes.
-# The v2-lite rows are host-bound with ranks waiting on each other (measured comm time up to 3.2 ms
-# against ~0.1 ms of transfer); real/'s CP2 attention runs 5x slower than its CP1 reference, which
-# the twin (CP2 ~ half of CP1 plus the K/V exchange) does not explain.
+# Records: real/campaigns/s7cp.sh on 2xH200. v2-lite MoE at 4-8K tokens: the one-GPU reference
+# block is itself 17-19% above the twin (whose one-GPU MoE layer records at 4-16K are within 4%), a
+# device-side gap the TP rows inherit: the block's experts read h in place from the gathered
+# [h | routing weights] rows, 2054 values wide for v2-lite (2-byte-aligned rows for cuBLAS; v3's
+# 7176 are aligned); real/tp.py now pads those rows to 16 bytes, after these records; at 2K with SP the block's measured host per collective
+# (0.19 ms) is below the fitting rows' median (0.28 ms). v2-lite MLA at 4K without SP: host-bound,
+# its host time per collective (0.55 ms) twice the fitting rows' median.
 NOT_MET = {
-    "tp_block mla v2-lite-slice t4096 tp2 sp": -0.377,
-    "tp_block mla v2-lite-slice t4096 tp2": -0.334,
-    "tp_block moe v2-lite-slice t4096 tp2 sp": -0.246,
-    "tp_block moe v2-lite-slice t4096 tp2": -0.164,
-    "tp_block moe v2-lite-slice t8192 tp2 sp": -0.275,
-    "tp_block moe v2-lite-slice t8192 tp2": -0.250,
-    "cp_block attention v2-lite-slice t16384 cp2 allgather": -0.893,
-    "cp_block attention v2-lite-slice t16384 cp2 ring": -0.902,
+    "tp_block mla v2-lite-slice t4096 tp2": -0.170,
+    "tp_block moe v2-lite-slice t2048 tp2 sp": +0.131,
+    "tp_block moe v2-lite-slice t4096 tp2": -0.239,
+    "tp_block moe v2-lite-slice t4096 tp2 sp": -0.170,
+    "tp_block moe v2-lite-slice t8192 tp2": -0.235,
+    "tp_block moe v2-lite-slice t8192 tp2 sp": -0.243,
 }
 
 

@@ -103,3 +103,46 @@ def test_i14cp_campaign_cpu_dry_run_writes_allgather_rows_then_ring_rows(tmp_pat
         ("attention", "2", "ring"), ("mla", "2", "ring")]
     assert all(r["bench"] == "cp_block" and r["num_gpus"] == "0" and "nccl_version" in r for r in rows)
     _check_block_rows(rows)
+
+
+def test_s7cp_campaign_cpu_dry_run_writes_tp_rows_then_cp_rows_with_host_times(tmp_path):
+    """real/campaigns/s7cp.sh with tiny shapes on two gloo ranks: the TP part (TP2 with and
+    without SP and the one-GPU references) and the CP part (all-gather and ring, with the
+    references), each a torchrun process of its own; every row carries its environment, the
+    split of `block_split` and the slowest rank's host issue time, at most its measured time on
+    a CPU (where the host does the work)."""
+    env = {**os.environ, "PYTHON": sys.executable, "S7CP_QUICK": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s7cp.sh"), str(tmp_path)], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=240)
+    d = tmp_path / "s7cp"
+    assert not (d / "parallel_blocks_cp_efficient.csv").exists()  # the cuDNN-path fallback not needed
+    for part, section in (("tp", "tp_blocks"), ("cp", "cp_blocks")):
+        part_env = json.loads((d / f"env_{part}.json").read_text())
+        assert part_env["failures"] == [] and part_env["sections"] == section
+    check = json.loads((d / "env_cp.json").read_text())
+    for kind in ("allgather", "ring"):
+        errs = check[f"cp_check_{kind}"]
+        assert max(errs[t] for t in ("out", "dq", "dk", "dv")) < 0.05 * max(1.0, errs["ref_max_abs"])
+    rows = {}
+    for part in ("tp", "cp"):
+        with (d / f"parallel_blocks_{part}.csv").open() as f:
+            assert next(csv.reader(f)) == SHAPE_COLS["parallel_blocks"] + STAT_COLS + ENV_COLS + DIST_ENV_COLS
+        rows[part] = list(csv.DictReader((d / f"parallel_blocks_{part}.csv").open()))
+        _check_block_rows(rows[part])
+        for r in rows[part]:
+            assert 0 < float(r["host_time_s"]) <= float(r["time_p90_s"]) * 1.05, r
+    assert {(r["block"], r["tp"], r["sequence_parallel"]) for r in rows["tp"]} == {
+        (b, tp, sp) for b in ("mla", "moe") for tp, sp in (("2", "True"), ("2", "False"), ("1", "False"))}
+    assert [(r["block"], r["cp"], r["cp_kind"]) for r in rows["cp"]] == [
+        ("attention", "2", "allgather"), ("attention", "2", "ring"), ("attention", "1", ""),
+        ("mla", "2", "allgather"), ("mla", "2", "ring"), ("mla", "1", "")]
+    assert all(r["bench"] == "tp_block" for r in rows["tp"]) and all(r["bench"] == "cp_block" for r in rows["cp"])
+    with (d / "collective_host.csv").open() as f:
+        assert next(csv.reader(f)) == SHAPE_COLS["collective_host"] + STAT_COLS + ENV_COLS + DIST_ENV_COLS
+    host = list(csv.DictReader((d / "collective_host.csv").open()))
+    assert [r["op"] for r in host] == ["kernel", "all_gather", "reduce_scatter", "all_reduce"]
+    assert all(0 < float(r["time_p10_s"]) <= float(r["time_s"]) <= float(r["time_p90_s"]) for r in host)
+    assert all(r["split"] == "fit" and r["num_gpus"] == "0" for r in host)
+    traces = sorted(p.name for p in (d / "traces").iterdir())  # both ranks' profiler traces
+    assert traces == sorted(f"trace_tp_{b}_{sp}_rank{r}.json.gz" for b, sp in (("mla", "sp"), ("mla", "nosp"),
+                                                                               ("moe", "nosp")) for r in (0, 1))

@@ -101,13 +101,14 @@ def _two_rank_worker(rank, world):
         for seq_len in (8, 4):
             _cp_worker(rank, world, seq_len, kind)
         _cp_mla_worker(rank, world, kind)
-    _ring_kernel_arguments_worker(rank, world)
+    _kernel_arguments_worker(rank, world)
 
 
 def test_tp_blocks_and_context_parallel_attention_match_single_process_on_two_ranks():
     """One spawn (process start-up dominates): TP MLA/MoE blocks with and without sequence
     parallelism, with and without query compression; ring and all-gather attention at two
-    lengths; the context-parallel MLA sublayer of each kind; the ring's kernel arguments."""
+    lengths; the context-parallel MLA sublayer of each kind; each kind's kernel arguments
+    (cuDNN, and the memory-efficient fallback when cuDNN refuses)."""
     _spawn(_two_rank_worker, 2)
 
 
@@ -174,11 +175,14 @@ def test_cp_block_refuses_an_unknown_kind():
         cp.CPMLABlock(get_spec("tiny"), None, "ulysses")
 
 
-# --- the ring's calls of PyTorch's private efficient-attention kernels, mocked on CPU ---------
-# The mocks compute exact attention independently of real/cp.py and check that the backward
-# receives what PyTorch's autograd would hand it after that block's forward: out and grad_out in
-# the query's dtype with the forward output's (B, s, H, Ev) memory layout (the CUDA backward
-# reads out with row stride H*Ev), the forward's log-sum-exp shape/dtype and its philox tensors.
+# --- the CP blocks' calls of PyTorch's private attention kernels, mocked on CPU ---------------
+# The mocks compute exact attention independently of real/cp.py and check that each backward
+# receives what PyTorch's autograd would hand it after that block's forward. cuDNN (the first
+# choice): q, k, v, out and grad_out contiguous in the query's dtype with the forward output's
+# strides, the forward's log-sum-exp shape (B, H, s, 1) FP32, its philox tensors and sequence
+# bounds, no bias. Memory-efficient (the fallback when cuDNN refuses): out and grad_out in the
+# forward output's (B, s, H, Ev) memory layout (the CUDA backward reads out with row stride
+# H*Ev), the padded log-sum-exp.
 
 
 def _scores(q, k, causal, scale):
@@ -192,6 +196,53 @@ def _exact_block(q, k, v, causal, scale):
     s = _scores(q, k, causal, scale)
     lse = torch.logsumexp(s, -1)
     return torch.exp(s - lse[..., None]), lse
+
+
+def _exact_grads(do, q, k, v, o, lse_BHs, causal, scale):
+    """The block's gradients under the merged (all blocks') output and log-sum-exp."""
+    p = torch.exp(_scores(q, k, causal, scale) - lse_BHs[..., None])
+    dof, qf, kf = do.float(), q.float(), k.float()
+    dv = torch.einsum("bhqk,bhqe->bhke", p, dof)
+    dp = torch.einsum("bhqe,bhke->bhqk", dof, v.float())
+    ds = p * (dp - (dof * o.float()).sum(-1, keepdim=True))
+    dq = torch.einsum("bhqk,bhke->bhqe", ds, kf) * scale
+    dk = torch.einsum("bhqk,bhqe->bhke", ds, qf) * scale
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+def _forward_of(forwards, seed, offset, q, k, v, causal):
+    f = next(f for f in forwards if f["seed"] is seed)  # the forward of this very block
+    assert offset is f["offset"], "philox offset not the block forward's"
+    assert (q.shape, k.shape, v.shape, causal) == (f["q"], f["k"], f["v"], f["causal"])
+    assert q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+    f["used"] += 1
+    return f
+
+
+def _mock_cudnn_ops(forwards):
+    def fwd(q, k, v, bias, compute_lse, dropout, causal, debug_mask, *, scale):
+        assert bias is None and compute_lse and dropout == 0.0 and not debug_mask
+        p, lse = _exact_block(q, k, v, causal, scale)
+        out = torch.einsum("bhqk,bhke->bhqe", p, v.float()).to(q.dtype).contiguous()  # q's layout
+        seed, offset = torch.empty((), dtype=torch.int64), torch.empty((), dtype=torch.int64)
+        forwards.append(dict(q=q.shape, k=k.shape, v=v.shape, causal=causal, out=out, lse=lse[..., None],
+                             seed=seed, offset=offset, used=0))
+        return out, lse[..., None].contiguous(), None, None, q.shape[-2], k.shape[-2], seed, offset, None
+
+    def bwd(do, q, k, v, o, lse, seed, offset, bias, cum_q, cum_k, max_q, max_k, dropout, causal, *, scale):
+        f = _forward_of(forwards, seed, offset, q, k, v, causal)
+        assert bias is None and cum_q is None and cum_k is None and dropout == 0.0
+        assert (max_q, max_k) == (q.shape[-2], k.shape[-2])
+        for name, t in (("out", o), ("grad_out", do)):
+            assert t.dtype == q.dtype == f["out"].dtype, (name, t.dtype, q.dtype)
+            assert t.shape == f["out"].shape and t.stride() == f["out"].stride(), (name, t.stride())
+        assert lse.dtype == torch.float32 and lse.shape == f["lse"].shape and lse.is_contiguous()
+        return _exact_grads(do, q, k, v, o, lse[..., 0], causal, scale)
+    return fwd, bwd
+
+
+def _refusing_cudnn_fwd(*args, **kwargs):
+    raise RuntimeError("cuDNN refuses these shapes (mock)")
 
 
 def _mock_efficient_kernels(forwards):
@@ -208,29 +259,16 @@ def _mock_efficient_kernels(forwards):
         return out, lse_pad, seed, offset
 
     def bwd(do, q, k, v, o, lse, seed, offset, causal, scale):
-        f = next(f for f in forwards if f["seed"] is seed)  # the forward of this very block
-        assert offset is f["offset"], "philox offset not the block forward's"
-        assert (q.shape, k.shape, v.shape, causal) == (f["q"], f["k"], f["v"], f["causal"])
-        assert q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+        f = _forward_of(forwards, seed, offset, q, k, v, causal)
         for name, t in (("out", o), ("grad_out", do)):
             assert t.dtype == q.dtype == f["out"].dtype, (name, t.dtype, q.dtype)
             assert t.shape == f["out"].shape and t.stride() == f["out"].stride(), (name, t.stride())
         assert lse.dtype == f["lse"].dtype and lse.shape == f["lse"].shape and lse.is_contiguous()
-        f["used"] += 1
-        sq = q.shape[-2]
-        # this block's probabilities under the merged (all blocks') log-sum-exp
-        p = torch.exp(_scores(q, k, causal, scale) - lse[..., :sq, None])
-        dof, qf, kf = do.float(), q.float(), k.float()
-        dv = torch.einsum("bhqk,bhqe->bhke", p, dof)
-        dp = torch.einsum("bhqe,bhke->bhqk", dof, v.float())
-        ds = p * (dp - (dof * o.float()).sum(-1, keepdim=True))
-        dq = torch.einsum("bhqk,bhke->bhqe", ds, kf) * scale
-        dk = torch.einsum("bhqk,bhqe->bhke", ds, qf) * scale
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None
+        return (*_exact_grads(do, q, k, v, o, lse[..., :q.shape[-2]], causal, scale), None)
     return fwd, bwd
 
 
-def _ring_kernel_arguments_worker(rank, world):
+def _kernel_arguments_case(rank, world, kind, cudnn_refuses):
     B, H, S, E, Ev = 1, 2, 40, 16, 8  # a rank's 20 positions: chunks of 10, lse padded to 32
     scale = 1 / math.sqrt(E)
     q, k, v = (torch.randn(B, H, S, d).to(torch.bfloat16) for d in (E, E, Ev))
@@ -241,20 +279,33 @@ def _ring_kernel_arguments_worker(rank, world):
     pos = cp.zigzag_positions(S, world, rank)
     mine = [t[..., pos, :].clone().requires_grad_() for t in (q, k, v)]
     forwards = []
-    saved = cp._use_efficient, cp._efficient_fwd, cp._efficient_bwd
-    cp._use_efficient = lambda q: True
+    saved = cp._fused, cp.CUDNN_FWD_OP, cp.CUDNN_BWD_OP, cp._efficient_fwd, cp._efficient_bwd, dict(cp.BLOCK_KERNEL)
+    cp._fused = lambda q: cp.BLOCK_KERNEL["name"]  # the GPU path on CPU tensors
+    cp.BLOCK_KERNEL["name"] = "cudnn"
+    cp.CUDNN_FWD_OP, cp.CUDNN_BWD_OP = _mock_cudnn_ops(forwards)
+    if cudnn_refuses:
+        cp.CUDNN_FWD_OP = _refusing_cudnn_fwd
     cp._efficient_fwd, cp._efficient_bwd = _mock_efficient_kernels(forwards)
     try:
-        out = cp.ring_attention(*mine, dist.group.WORLD, scale)
+        out = cp.CP_ATTENTION[kind](*mine, dist.group.WORLD, scale)
         out.backward(dout[..., pos, :])
+        ran = cp.BLOCK_KERNEL["name"]
     finally:
-        cp._use_efficient, cp._efficient_fwd, cp._efficient_bwd = saved
+        cp._fused, cp.CUDNN_FWD_OP, cp.CUDNN_BWD_OP, cp._efficient_fwd, cp._efficient_bwd, state = saved
+        cp.BLOCK_KERNEL.update(state)
+    assert ran == ("efficient" if cudnn_refuses else "cudnn")
     assert len(forwards) == world and all(f["used"] == 1 for f in forwards)
     loose = dict(rtol=3e-2, atol=3e-2)
-    torch.testing.assert_close(out.float(), ref[..., pos, :].detach(), **loose, msg="mocked ring output")
+    torch.testing.assert_close(out.float(), ref[..., pos, :].detach(), **loose, msg=f"mocked {kind} output")
     for name, t, r in zip("qkv", mine, ref_in):
         assert t.grad.dtype == torch.bfloat16
-        torch.testing.assert_close(t.grad.float(), r.grad[..., pos, :], **loose, msg=f"mocked ring d{name}")
+        torch.testing.assert_close(t.grad.float(), r.grad[..., pos, :], **loose, msg=f"mocked {kind} d{name}")
+
+
+def _kernel_arguments_worker(rank, world):
+    for kind in cp.CP_KINDS:
+        for cudnn_refuses in (False, True):
+            _kernel_arguments_case(rank, world, kind, cudnn_refuses)
 
 
 def test_zigzag_positions_cover_the_sequence_once_with_equal_causal_work():
@@ -283,20 +334,37 @@ def test_math_block_tiles_match_untiled(monkeypatch):
         torch.testing.assert_close(a, b)
 
 
-def test_efficient_kernel_call_shapes_on_meta_tensors():
-    """The GPU path's calls (memory-efficient attention forward with log-sum-exp, and its backward
-    fed the merged output and padded log-sum-exp) accepted with these arguments and shapes."""
+@pytest.mark.parametrize("kernel", ["cudnn", "efficient"])
+def test_fused_kernel_call_shapes_on_meta_tensors(kernel, monkeypatch):
+    """The GPU path's calls (the fused attention forward with log-sum-exp, and its backward fed
+    the merged output and log-sum-exp) accepted with these arguments and shapes."""
+    monkeypatch.setitem(cp.BLOCK_KERNEL, "name", kernel)
     q = torch.empty(1, 4, 100, 192, device="meta", dtype=torch.bfloat16)
     k = torch.empty(1, 4, 60, 192, device="meta", dtype=torch.bfloat16)
     v = torch.empty(1, 4, 60, 128, device="meta", dtype=torch.bfloat16)
-    o, lse, rng = cp.block_forward(q, k, v, False, 0.1)
-    assert cp.BLOCK_KERNEL["name"] == "efficient" and rng is not None
+    o, lse, kctx = cp.block_forward(q, k, v, False, 0.1)
+    assert cp.BLOCK_KERNEL["name"] == kernel and kctx[0] == kernel
     assert o.shape == (1, 4, 100, 128) and o.dtype == torch.float32 and lse.shape == (1, 4, 100)
-    o_merged = torch.empty(1, 4, 100, 128, device="meta")  # the ring's FP32 (B, H, s, Ev) merge
-    do_k, q_k, k_k, v_k, o_k, lse_k = cp.efficient_bwd_args(o_merged, q, k, v, o_merged, lse)
+    o_merged = torch.empty(1, 4, 100, 128, device="meta")  # the blocks' FP32 (B, H, s, Ev) merge
+    if kernel == "efficient":
+        do_k, q_k, k_k, v_k, o_k, lse_k = cp.efficient_bwd_args(o_merged, q, k, v, o_merged, lse)
+        assert o_k.transpose(1, 2).is_contiguous() and do_k.transpose(1, 2).is_contiguous()
+        assert lse_k.shape == (1, 4, 128) and lse_k.dtype == torch.float32 and lse_k.is_contiguous()
+    else:
+        do_k, q_k, k_k, v_k, o_k, lse_k = cp.cudnn_bwd_args(o_merged, q, k, v, o_merged, lse)
+        assert o_k.is_contiguous() and do_k.is_contiguous() and lse_k.dtype == torch.float32
+        assert kctx[1][0] == (1, 4, 100, 1)  # the forward's log-sum-exp shape, handed back as it was
     assert o_k.dtype == do_k.dtype == torch.bfloat16
-    assert o_k.transpose(1, 2).is_contiguous() and do_k.transpose(1, 2).is_contiguous()
-    assert lse_k.shape == (1, 4, 128) and lse_k.dtype == torch.float32 and lse_k.is_contiguous()
-    dq, dk, dv = cp.block_backward(o_merged, q, k, v, o_merged, lse, rng, False, 0.1)
-    assert cp.BLOCK_KERNEL["name"] == "efficient"
+    dq, dk, dv = cp.block_backward(o_merged, q, k, v, o_merged, lse, kctx, False, 0.1)
+    assert cp.BLOCK_KERNEL["name"] == kernel
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+
+
+def test_first_block_kernel_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("REAL_CP_BLOCK_KERNEL", raising=False)
+    assert cp._first_kernel() == "cudnn"
+    monkeypatch.setenv("REAL_CP_BLOCK_KERNEL", "efficient")  # the campaign's fallback run
+    assert cp._first_kernel() == "efficient"
+    monkeypatch.setenv("REAL_CP_BLOCK_KERNEL", "flash")
+    with pytest.raises(ValueError, match="REAL_CP_BLOCK_KERNEL 'flash'.*cudnn, efficient, math"):
+        cp._first_kernel()

@@ -90,3 +90,21 @@ def test_report_dir_refuses_paths_and_common_names(tmp_path):
 def test_report_dir_writes_the_common_files(tmp_path):
     paths = pg.write_report_dir(tmp_path / "out", Page("t", "v"), {"a_s": 1.0}, load_scenario(), files={"x.csv": "a\n"})
     assert [p.name for p in paths] == sorted(set(pg.COMMON_FILES) | {"x.csv"})
+
+
+def test_pngs_draws_in_forked_workers_the_same_bytes_in_order():
+    """Several figures are drawn in forked processes; the PNGs are those drawn here, in order."""
+    def maker(k):
+        def make():
+            fig, ax = pg.figure(3, 2)
+            ax.plot([0, 1, 2], [0, k, 2 * k])
+            ax.set_title(f"figure {k}")
+            return fig
+        return make
+    makers = [maker(k) for k in (1, 2, 3)]
+    here = [pg.png(m()) for m in makers]
+    assert len(set(here)) == 3
+    assert pg.pngs(makers, workers=2) == here
+    assert pg.pngs(makers, workers=1) == here
+    uncropped = [pg.png(m(), crop=False) for m in makers]   # as the layout placed it: the figure's full size
+    assert pg.pngs(makers, workers=2, crop=False) == uncropped != here

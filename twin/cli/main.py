@@ -16,9 +16,9 @@ from pathlib import Path
 
 from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
+from twin.cli.prefork import prepared
 from twin.core.atomic import check_output, write_bytes, write_text
 from twin.core.journal import Journal, clean_stale_tmp, read_rows
-from twin.core.docs import scenario_reference
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
@@ -28,18 +28,15 @@ from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.search import catalog_prices, search
-from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving
 from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
 from twin.serving.run import serve
-from twin.sim.ideal import ideal_schedule
-from twin.training.balance import run_balance, summary_lines
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
 from twin.training.trace import GRANULARITIES, step_trace
 
-# reports/ (matplotlib, pandas) and twin.api are imported inside the commands that write reports or
-# schemas: a command pays only for what it draws (`twin replay` starts in well under a second)
+# reports/ (matplotlib, pandas), twin.api and the modules of one command (the plan search, the
+# scenario reference, expert balance, ideal schedules) are imported inside the commands that use
+# them: a command pays only for what it runs (`twin replay` starts in well under half a second)
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
@@ -119,6 +116,7 @@ def cmd_step(args) -> int:
 
 
 def cmd_schedule(args) -> int:
+    from twin.sim.ideal import ideal_schedule
     out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
     _say(args, summary.schedule_summary(out))
     _write_json(args.json, out)
@@ -156,11 +154,13 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def cmd_replay(args) -> int:
-    from reports.replay_report import write_report as write_replay_report  # lazy: matplotlib
     sc = _scenario(args)
-    result = replay(sc, progress=not args.quiet)
-    if args.out:
-        write_replay_report(result, sc, args.out)
+    # the report's plotting stack (matplotlib, ~0.6 s) is imported and warmed up in a forked
+    # process while the replay simulates, which then writes the report
+    with prepared("reports.replay_report", "write_report", enabled=bool(args.out), warm="reports.page.warm_up") as report:
+        result = replay(sc, progress=not args.quiet)
+        if report is not None:
+            report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
     return 0
@@ -168,6 +168,7 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     from reports.load_report import build as write_load_report  # lazy: matplotlib
+    from twin.training.balance import run_balance, summary_lines
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
@@ -236,6 +237,7 @@ def _search_flags(args) -> dict:
 
 
 def _prices(args, sc) -> dict:
+    from twin.planning.search import catalog_prices
     prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
@@ -252,6 +254,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 def cmd_plan(args) -> int:
     from reports.plan_report import write_plan_report  # lazy: matplotlib
+    from twin.planning.search import search
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
@@ -281,6 +284,7 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
+    from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
@@ -336,6 +340,7 @@ def cmd_docs(args) -> int:
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
         _say(args, f"wrote {len(result_schemas())} result schemas to {args.schemas}")
         return 0
+    from twin.core.docs import scenario_reference
     text = scenario_reference()
     if args.out:
         write_text(args.out, text)

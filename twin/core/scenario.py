@@ -158,6 +158,12 @@ class Scenario:
             raise ScenarioError("plan.tp_comm_overlap", True, "false when plan.tp = 1 (no tensor-parallel communication to overlap)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
+        if p.fp8_recipe != "blockwise" and p.gemm_precision != "fp8":
+            raise ScenarioError("plan.fp8_recipe", p.fp8_recipe, f"'blockwise' (the default) when plan.gemm_precision = "
+                                f"{p.gemm_precision!r} (no FP8 GEMMs to scale)", source)
+        if p.kv_repeat and self.model.attention != "gqa":
+            raise ScenarioError("plan.kv_repeat", True, f"false for model {self.model.name!r}: its attention is "
+                                f"{self.model.attention!r}, not GQA (no key/value heads to repeat)", source)
         if not self.model.is_moe and p.comm_sms:
             raise ScenarioError("plan.comm_sms", p.comm_sms, f"0 or absent for a dense model (model {self.model.name!r} has no "
                                 "expert-parallel all-to-all to hold SMs for)", source)

@@ -40,8 +40,10 @@ MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffic
 ATTENTION_KINDS = ("mla", "gqa")
 PRECISIONS = ("fp8", "bf16")
 RECOMPUTE = ("none", "selective", "selective_op", "full")
-CP_KINDS = ("ring", "allgather")
+CP_KINDS = ("ring", "allgather", "torch_allgather")
+KERNEL_STACKS = ("fused", "eager")   # twin.costs.flops.eager_ops
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
+FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
 EP_COMM_SMS_DEFAULT = 20
@@ -239,7 +241,7 @@ class ParallelPlan:
     sequence_parallel: bool = spec_field(False, doc="Megatron sequence parallelism (needs tp > 1): each block's tensor-parallel all-reduces become all-gather + reduce-scatter, and norms, residuals and their activations are split over the TP ranks")
     tp_comm_overlap: bool = spec_field(False, doc="Overlap tensor-parallel collectives with the GEMM beside them (Megatron/TransformerEngine userbuffers; needs tp > 1): only the part longer than that GEMM is exposed. False: every TP collective waits in line with the block's computation")
     cp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Context-parallel degree: each sequence is split over cp ranks (attention exchanges keys and values); data-parallel degree = num_gpus / (tp * cp * pp)")
-    cp_kind: str = spec_field("ring", choices=CP_KINDS, doc="Context-parallel attention: 'ring' passes key/value chunks around the cp ranks, each transfer overlapped with the attention of the chunk in hand (Megatron/TransformerEngine); 'allgather' gathers the whole sequence's keys and values before attention and reduce-scatters their gradients (Llama 3)")
+    cp_kind: str = spec_field("ring", choices=CP_KINDS, doc="Context-parallel attention: 'ring' passes key/value chunks around the cp ranks, each transfer overlapped with the attention of the chunk in hand (Megatron/TransformerEngine); 'allgather' gathers the whole sequence's keys and values before attention and reduce-scatters their gradients (Llama 3); 'torch_allgather' is PyTorch's experimental context_parallel with rotate method 'allgather' as torchtitan runs it: cp attention calls per pass, K/V all-gathered behind the first, each output merged in FP32 by eager kernels, and in the backward dK/dV accumulated in FP32 and passed rank to rank after every call")
     pp: int = spec_field(16, unit="count", ge=1, le=MAX_DEGREE, doc="Pipeline-parallel degree (ranks in one pipeline)")
     ep: int = spec_field(64, unit="count", ge=1, le=MAX_GPUS, doc="Expert-parallel degree (ranks sharing one layer's routed experts; drawn from the data-parallel ranks)")
     zero_stage: int = spec_field(1, unit="count", choices=(0, 1, 2, 3), doc="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP: each block's parameters all-gathered before its forward and backward, its gradients reduce-scattered after, prefetched one block ahead), over the data-parallel (x context-parallel) ranks")
@@ -252,6 +254,9 @@ class ParallelPlan:
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'selective_op' is torchtitan's per-op policy (selective_ac_option 'op': every elementwise op and every second BF16 linear recomputed, FP8 linears all, attention kept; twin.costs.flops.op_sac_recompute); 'full' recomputes whole layers")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
     attention_kernel: str = spec_field("cudnn", choices=ATTENTION_KERNELS, doc="The attention kernel the job's stack runs: 'cudnn' is the one the profile's records measured (PyTorch 2.11's SDPA on Hopper: cuDNN's fused flash kernels); 'fa2' is FlashAttention-2, which PyTorch's SDPA ran on H100 before cuDNN became its default there (pytorch/pytorch#142132, #138522), at 0.62 of cuDNN's speed (FlashAttention-3 paper, H100 head dim 128; twin.costs.profile.FA2_OVER_CUDNN)")
+    fp8_recipe: str = spec_field("blockwise", choices=FP8_RECIPES, doc="Scaling of the FP8 GEMMs (gemm_precision 'fp8'): 'blockwise' is DeepSeek-V3's (1x128 activation tiles, 128x128 weight blocks; weight gradients with 1x128 scales on both operands, at their measured slowdown); 'tensorwise' is torchao's Float8Linear as torchtitan trains (one scale per tensor, all three GEMMs at the measured tensorwise torch._scaled_mm rate; twin.costs.profile.Profile.with_fp8_recipe)")
+    kernels: str = spec_field("fused", choices=KERNEL_STACKS, doc="How the elementwise work of a block runs: 'fused' (torch.compile, TransformerEngine, DeepSeek's kernels: each norm, RoPE, SwiGLU, cross-entropy one kernel reading and writing its tensors once); 'eager' (plain PyTorch eager as torchtitan's Llama code issues it: RMSNorm and RoPE through FP32 copies, SwiGLU in two kernels, the loss on an FP32 copy of the logits; twin.costs.flops.EAGER_ELEMENTWISE)")
+    kv_repeat: bool = spec_field(False, doc="GQA keys and values copied out to every query head before the attention kernel (torchtitan's Llama repeat_kv @ 9dec370): the copy and its backward are costed, and context parallelism exchanges the repeated keys and values (GQA models only)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
 

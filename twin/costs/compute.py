@@ -235,6 +235,10 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
     if op.kind == OpKind.MEMORY:
         if phase == "bwd_weight":
             return 0.0
-        # a backward elementwise/norm kernel reads the saved input and the output gradient
-        return memory_time_s(op.bytes * (1.0 if phase == "fwd" else 1.5), gpu, profile)
+        # a backward elementwise/norm kernel reads the saved input and the output gradient (1.5 x
+        # the forward bytes unless the op says: flops.eager_ops); each further kernel one launch
+        if phase == "fwd":
+            return memory_time_s(op.bytes, gpu, profile) + (op.launches - 1) * profile.launch_s
+        bwd_bytes = 1.5 * op.bytes if op.bwd_bytes is None else op.bwd_bytes
+        return memory_time_s(bwd_bytes, gpu, profile) + (op.bwd_launches - 1) * profile.launch_s
     raise ValueError(f"not a compute op: {op.kind}")

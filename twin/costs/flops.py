@@ -166,6 +166,9 @@ class Op:
     and `ib_bytes`.
     part: "attn" or "mlp" - DualPipe splits a block into these two compute components.
     recompute: re-run in the backward pass under selective recomputation (V3 §3.3.3).
+    bwd_bytes, launches, bwd_launches: a "memory" op's backward bytes (None: 1.5 x `bytes`, the
+    saved input and the output gradient read, the input gradient written) and its kernel launches
+    forward and backward (eager_ops: torch eager runs an elementwise op as several kernels).
     fp8_input: a GEMM whose input arrives already quantized to FP8 (the routed experts' rows,
     cast before an FP8 dispatch, V3 §3.3.3), so no cast kernel precedes its forward.
     precision: the precision the op runs in whatever the job's GEMM precision: "bf16" for the
@@ -181,6 +184,9 @@ class Op:
     k: int = 0
     groups: int = 1
     bytes: float = 0.0
+    bwd_bytes: float | None = None
+    launches: int = 1
+    bwd_launches: int = 1
     nvlink_bytes: float = 0.0
     ib_bytes: float = 0.0
     batch: int = 0
@@ -212,8 +218,12 @@ def _norm(name: str, part: str, tokens: int, width: int, recompute: bool = False
     return Op(name, OpKind.MEMORY, part, bytes=2 * tokens * width * BF16_BYTES, recompute=recompute)
 
 
-def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: bool = True) -> list[Op]:
-    """Attention half of a block on one GPU (heads split over TP ranks)."""
+def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: bool = True,
+                  kv_repeat: bool = False) -> list[Op]:
+    """Attention half of a block on one GPU (heads split over TP ranks). `kv_repeat`: GQA keys and
+    values are copied out to every query head before the attention kernel (torchtitan's Llama
+    `repeat_kv`, torchtitan/models/llama/model.py @ 9dec370: unsqueeze, expand, reshape): a copy
+    reading the K/V heads and writing the query heads' width, its backward the sum back."""
     t, d = batch * seq_len, m.hidden_size
     h = m.num_heads // tp
     ops = [_norm("attn_norm", "attn", t, d, recompute=True)]
@@ -234,6 +244,9 @@ def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: b
         kvh = max(1, m.num_kv_heads // tp)
         ops += [Op("qkv_proj", OpKind.GEMM, "attn", t, (h + 2 * kvh) * m.head_dim, d),
                 Op("rope", OpKind.MEMORY, "attn", bytes=2 * t * (h + kvh) * m.head_dim * BF16_BYTES)]
+        if kv_repeat and kvh < h:   # K and V: read kvh heads, write h heads (backward: the reverse)
+            copy = 2 * t * (kvh + h) * m.head_dim * BF16_BYTES
+            ops.append(Op("repeat_kv", OpKind.MEMORY, "attn", bytes=copy, bwd_bytes=copy, bwd_launches=2, launches=2))
         qk_dim = v_dim = m.head_dim
     ops += [Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq_len, heads=h, qk_dim=qk_dim, v_dim=v_dim,
                causal=causal, precision="bf16"),
@@ -249,6 +262,52 @@ def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
             Op("swiglu", OpKind.MEMORY, "mlp", bytes=3 * tokens * inner * BF16_BYTES),
             Op("ffn_down", OpKind.GEMM, "mlp", tokens, d, inner),
             Op("residual_add", OpKind.MEMORY, "mlp", bytes=3 * tokens * d * BF16_BYTES)]
+
+
+# torch eager's elementwise kernels as torchtitan's Llama code issues them (@ 9dec370), as multiples
+# of the fused op's forward bytes above (a norm reads and writes its BF16 row: 4 B per element; RoPE
+# likewise; SwiGLU reads two and writes one: 6 B per inner element; the cross-entropy 12 B per
+# logit), forward and backward, with their kernel counts. Counted kernel by kernel from the code,
+# each tensor read or written once per kernel (BF16 2 B, FP32 4 B per element):
+# - RMSNorm (torchtitan/models/norms.py RMSNorm: `(x.float() * rsqrt(x.float().pow(2).mean(-1) +
+#   eps)).type_as(x) * weight`): forward float 6, pow 8, mean 4, mul 8, type_as 6, * weight 4 = 36 B
+#   per element (9 x 4) in 8 kernels; backward through autograd: * weight 4 and its weight gradient
+#   12, to-float 6, mul 8 and its reduction 16, mean 4, pow 28, the sum of the two input gradients
+#   12, to-bf16 6 = 96 B (24 x 4) in 14 kernels.
+# - RoPE (model.py apply_rotary_emb: view_as_complex(x.float()) * freqs_cis, type_as): float 6,
+#   complex mul 8, type_as 6 = 20 B per element (5 x 4) in 3 kernels for each of q and k; the
+#   backward the same 20 B.
+# - SwiGLU (model.py FeedForward: silu(w1(x)) * w3(x)): silu 4, mul 6 = 10 B per inner element in 2
+#   kernels; backward: the two products' gradients 6 + 6, silu_backward 6 = 18 B in 3 kernels.
+# - Cross-entropy (train.py loss_fn: cross_entropy(pred.float(), labels)): to-float 6, log_softmax
+#   12 = 18 B per logit in 3 kernels (with nll_loss); backward nll 4, log_softmax 16, to-bf16 6 =
+#   26 B in 3 kernels.
+# Residual adds and the embedding are one kernel either way. torch.compile fuses these chains into
+# kernels of the fused byte counts (the default, plan.kernels = "fused").
+EAGER_ELEMENTWISE = {   # class -> (forward bytes, backward bytes as multiples of the fused forward; kernels fwd, bwd)
+    "norm": (36 / 4, 96 / 4, 8, 14),
+    "rope": (20 / 4, 20 / 4, 6, 6),
+    "swiglu": (10 / 6, 18 / 6, 2, 3),
+    "cross_entropy": (18 / 12, 26 / 12, 3, 3),
+}
+EAGER_CLASS = {"attn_norm": "norm", "ffn_norm": "norm", "q_norm": "norm", "kv_norm": "norm", "final_norm": "norm",
+               "rope": "rope", "swiglu": "swiglu", "shared_swiglu": "swiglu", "experts_swiglu": "swiglu",
+               "cross_entropy": "cross_entropy"}
+
+
+def eager_ops(ops: list[Op]) -> list[Op]:
+    """The ops as torch eager runs them (plan.kernels = "eager"): each elementwise chain of
+    EAGER_CLASS at its eager bytes and kernel count; GEMMs, attention and other ops unchanged."""
+    out = []
+    for op in ops:
+        cls = EAGER_CLASS.get(op.name) if op.kind == OpKind.MEMORY else None
+        if cls is None:
+            out.append(op)
+            continue
+        fwd, bwd, k_fwd, k_bwd = EAGER_ELEMENTWISE[cls]
+        out.append(dataclasses.replace(op, bytes=op.bytes * fwd, bwd_bytes=op.bytes * bwd, launches=k_fwd,
+                                       bwd_launches=k_bwd))
+    return out
 
 
 def _unfused_linears(op: Op, m: ModelSpec, tp: int) -> list[Op]:

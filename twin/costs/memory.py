@@ -144,14 +144,16 @@ def activation_bytes(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, tokens
     return tokens * (parts["hidden"] / hidden_split + parts["heads"] + parts["latent"] + parts["routed"] / tp)
 
 
-def kv_exchange_bytes_per_token(m: ModelSpec, tp: int) -> float:
+def kv_exchange_bytes_per_token(m: ModelSpec, tp: int, kv_repeat: bool = False) -> float:
     """Key and value bytes per token that context-parallel attention exchanges, on one TP rank:
-    GQA's K and V heads; MLA's per-head keys (with the shared RoPE part) and values after the
+    GQA's K and V heads (every query head's, where the model repeats them before the attention
+    kernel: plan.kv_repeat); MLA's per-head keys (with the shared RoPE part) and values after the
     up-projection, as Megatron/TransformerEngine's context parallelism passes them (BF16)."""
     if m.attention == "mla":
         h = m.num_heads // tp
         return h * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * BF16_BYTES
-    return 2 * max(1, m.num_kv_heads // tp) * m.head_dim * BF16_BYTES
+    heads = m.num_heads // tp if kv_repeat else max(1, m.num_kv_heads // tp)
+    return 2 * heads * m.head_dim * BF16_BYTES
 
 
 def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:

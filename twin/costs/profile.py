@@ -38,6 +38,10 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     lower than in a short burst. A training or serving run is sustained load, so the twin's
     simulations use the curves scaled by these ratios (`under_sustained_load`, via load_profile);
     predicting the calibration records uses the curves as fitted.
+  sustained_curves: the same ratio for a GEMM curve whose own kernel sustained.csv measured,
+    "<gemm|grouped_gemm>/<label>" -> ratio (calibration.fit.sustained_curve_ratios): kernels of one
+    class throttle differently (H100: a BF16 dense GEMM runs 0.90 of its burst rate, the FP8 ones
+    0.96-0.97, against the class median 0.96); a curve without one takes its class's ratio.
 
 A profile also describes the *software stack* that ran the kernels, as data:
   fp8_quant_fused: whether FP8 quantization runs as DeepSeek's V3 stack runs it, one fused
@@ -113,6 +117,7 @@ _FA2_CUDNN_TFLOPS = ((298, 484), (319, 518), (333, 529), (335, 539), (362, 617),
                      (370, 595), (291, 465), (310, 499), (318, 518), (322, 516))
 FA2_OVER_CUDNN = statistics.median(a / b for a, b in _FA2_CUDNN_TFLOPS)
 ATTENTION_KERNELS = ("cudnn", "fa2")
+FP8_RECIPES = ("blockwise", "tensorwise")
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ class Profile:
     group_row_tile: int = 0
     grouped_setup_s: float = 0.0
     sustained: dict = field(default_factory=dict)   # kernel class -> burst / sustained time
+    sustained_curves: dict = field(default_factory=dict)   # "<table>/<label>" -> burst / sustained time
     gemm_memory_eff: float = 0.0
     gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
@@ -174,7 +180,21 @@ class Profile:
         if not self.sustained:
             return self
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
-        return dataclasses.replace(self._scaled_by(r["gemm"], r["attention"], r["memory"]), sustained={})
+        scaled = self._scaled_by(r["gemm"], r["attention"], r["memory"])
+        if self.sustained_curves:   # a curve measured on its own: its ratio instead of the class's
+            scaled = dataclasses.replace(scaled, gemm=self._own_sustained("gemm", scaled.gemm, self.gemm),
+                                         grouped_gemm=self._own_sustained("grouped_gemm", scaled.grouped_gemm,
+                                                                          self.grouped_gemm))
+        return dataclasses.replace(scaled, sustained={}, sustained_curves={})
+
+    def _own_sustained(self, table: str, scaled: dict, fitted: dict) -> dict:
+        """The curves of a GEMM table at their own measured sustained ratio where sustained_curves
+        has one (scaled from the fitted curve), else as the class ratio scaled them."""
+        out = {}
+        for label, curve in scaled.items():
+            ratio = self.sustained_curves.get(f"{table}/{label}")
+            out[label] = curve if ratio is None else dataclasses.replace(curve, e_max=fitted[label].e_max * min(1.0, ratio))
+        return out
 
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
@@ -186,6 +206,24 @@ class Profile:
             raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
         return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * FA2_OVER_CUDNN, c.s_half)
                                                     for d, c in self.attention.items()})
+
+    def with_fp8_recipe(self, recipe: str) -> "Profile":
+        """The profile for another FP8 scaling recipe than DeepSeek's blockwise one, which the
+        `fp8` curve and fp8_stack describe. 'tensorwise' (torchao's Float8Linear with dynamic
+        tensorwise scales, as torchtitan trains: all three GEMMs of a linear run torch._scaled_mm
+        with one scale per tensor): the `fp8` GEMM curve becomes the measured `fp8-tensor` one
+        (gemm.csv; kept where the profile has none), and the weight gradient runs that same kernel,
+        so it loses the 1x128 x 1x128 recipe's slowdown (fp8_stack wgrad_1d1d_speed). The cast
+        kernels stay those of fp8_stack: one cast of the input and of the output gradient and one
+        transposed copy of each for the weight gradient, as torchao needs (the amax each tensorwise
+        cast needs first is left to torch.compile to fuse into the kernel producing the tensor)."""
+        if recipe == "blockwise":
+            return self
+        if recipe != "tensorwise":
+            raise ValueError(f"FP8 recipe {recipe!r}: one of {FP8_RECIPES}")
+        gemm = {**self.gemm, "fp8": self.gemm.get("fp8-tensor", self.gemm["fp8"])}
+        stack = {k: v for k, v in self.fp8_stack.items() if not k.startswith("wgrad_1d1d_speed")}
+        return dataclasses.replace(self, gemm=gemm, fp8_stack=stack)
 
     def to_json(self) -> dict:
         return {
@@ -206,6 +244,7 @@ class Profile:
             "group_row_tile": self.group_row_tile,
             "grouped_setup_s": self.grouped_setup_s,
             "sustained": dict(self.sustained),
+            **({"sustained_curves": dict(self.sustained_curves)} if self.sustained_curves else {}),
             "gemm_memory_eff": self.gemm_memory_eff,
             "gemm_overlap_p": self.gemm_overlap_p,
             "topk": dict(self.topk),
@@ -259,6 +298,7 @@ def profile_from_json(data: dict) -> Profile:
         group_row_tile=int(data.get("group_row_tile", 0)),
         grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
         sustained={k: float(v) for k, v in data.get("sustained", {}).items()},
+        sustained_curves={k: float(v) for k, v in data.get("sustained_curves", {}).items()},
         gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
         gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
         topk={k: float(v) for k, v in data.get("topk", {}).items()},

@@ -141,7 +141,7 @@ def _pieces(sc: Scenario) -> _Pieces:
     costs = StepCosts(cut, build_schedule("1f1b", 1, 1), profile, routing_loads(cut), 1.0)
 
     def times(ops) -> BlockTimes:
-        return BlockTimes(_sum(costs._forward_tasks(ops)), _sum(costs._backward_tasks(ops, with_weight=False)),
+        return BlockTimes(_sum(costs._forward_tasks(ops)), _sum(costs._backward_tasks(ops, False)),
                           _sum(costs._weight_tasks(ops)))
 
     dense_ops = costs.blocks[0].ops if m.num_dense_layers or not m.is_moe else None
@@ -246,7 +246,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
     embedding = m.vocab_size * m.hidden_size / p.tp
     extra_buffers = 0.0
     if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
-        kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)
+        kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp, p.kv_repeat)
         extra_buffers += kv_bytes * (2 if p.cp_kind == "ring" else p.cp)
     if p.tp > 1 and (p.sequence_parallel or m.is_moe):   # a gathered part input, beside its shard
         extra_buffers += tokens * m.hidden_size * BF16_BYTES

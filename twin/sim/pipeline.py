@@ -35,6 +35,7 @@ from typing import NamedTuple, Protocol
 
 import simpy
 
+from twin.core.gc_pause import gc_paused
 from twin.core.schedules import PipeOp, Schedule
 
 
@@ -72,10 +73,81 @@ class Event(NamedTuple):
     end_s: float
 
 
+class EventLog(Sequence):
+    """The per-task event log of a simulated step, ordered by (start_s, rank), built from the ops'
+    timelines when first read: a step keeps one record per op (~4k for DeepSeek-V3) instead of
+    one Event per task (~10^5), and `lanes` draws a Gantt chart without building them."""
+
+    def __init__(self, ops: list[tuple], placed_by: list[tuple]):
+        self._ops = ops               # (rank, op start s, timeline index, PipeOp) per op run
+        self._placed_by = placed_by   # per timeline: (duration, ..., placed tasks, ...) as simulate_pipeline keeps them
+        self._events: list[Event] | None = None
+
+    def _built(self) -> list[Event]:
+        if self._events is None:
+            raw = []
+            for rank, t0, key, op in self._ops:
+                kind, mb, chunk = op.kind, op.microbatch, op.chunk
+                b_mb, b_chunk = op.backward_part or (mb, chunk)
+                for stream, name, is_b, start, end in self._placed_by[key][2]:
+                    if is_b:
+                        raw.append((rank, stream, name, kind, b_mb, b_chunk, t0 + start, t0 + end))
+                    else:
+                        raw.append((rank, stream, name, kind, mb, chunk, t0 + start, t0 + end))
+            raw.sort(key=_event_order)
+            make = tuple.__new__
+            self._events = [make(Event, fields) for fields in raw]
+        return self._events
+
+    def __len__(self) -> int:
+        return len(self._events) if self._events is not None else sum(len(self._placed_by[key][2]) for _, _, key, _ in self._ops)
+
+    def __getitem__(self, index):
+        return self._built()[index]
+
+    def __iter__(self):
+        return iter(self._built())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EventLog({len(self)} events)"
+
+    def __reduce__(self):
+        return (EventLog, (self._ops, self._placed_by))   # crosses processes as its op records
+
+    def lanes(self) -> dict[tuple[int, str, str], list[tuple[float, float]]]:
+        """(rank, stream, op kind) -> (start_s, end_s) intervals of the tasks drawn there, tasks that
+        touch joined into one interval (the same picture as the events, ~30x fewer bars)."""
+        per_timeline: dict[int, dict[str, list[tuple[float, float]]]] = {}
+        out: dict[tuple[int, str, str], list[tuple[float, float]]] = {}
+        for rank, t0, key, op in self._ops:
+            spans = per_timeline.get(key)
+            if spans is None:
+                spans = per_timeline[key] = _joined_by_stream(self._placed_by[key][2])
+            for stream, intervals in spans.items():
+                lane = out.setdefault((rank, stream, op.kind), [])
+                lane.extend((t0 + a, t0 + b) for a, b in intervals)
+        return out
+
+
+def _joined_by_stream(placed: list[tuple]) -> dict[str, list[tuple[float, float]]]:
+    """An op's task intervals per stream, those that touch or overlap joined."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for stream, _, _, start, end in sorted(placed, key=lambda x: (x[0], x[3])):
+        lane = out.setdefault(stream, [])
+        if lane and start <= lane[-1][1]:
+            lane[-1] = (lane[-1][0], max(lane[-1][1], end))
+        else:
+            lane.append((start, end))
+    return out
+
+
 @dataclass(frozen=True)
 class PipelineResult:
     makespan_s: float
-    events: list[Event]  # ordered by (start_s, rank)
+    events: Sequence[Event]  # ordered by (start_s, rank): an EventLog from simulate_pipeline
     busy_s: tuple[float, ...]  # per rank: compute-stream task time
     idle_s: tuple[float, ...]  # per rank: makespan - busy
     bubble_s: float  # max idle over ranks
@@ -166,6 +238,53 @@ def arbitrate_streams(chains: Sequence[Sequence[Task]]) -> tuple[float, list[tup
 _event_order = operator.itemgetter(6, 0)  # (start_s, rank)
 
 
+def _dependencies(schedule: Schedule) -> list[list[tuple]]:
+    """Per rank, per op of its program: (op, inputs, forward done key, backward done key), each
+    input (0 for a forward's or 1 for a backward's done table, its key (rank, micro-batch, chunk),
+    the rank it is sent from or None where nothing travels, "F" or "B"):
+      F      the forward upstream's F of the same (micro-batch, chunk), sent;
+      B, BW  the backward upstream's B/BW, sent; at the last stage its own F (the loss);
+      W      its own B;
+      FB     both parts' inputs.
+    A function of the schedule alone, kept per schedule object (the steps of a plan search and of a
+    replay's perturbations share a few)."""
+    hit = _DEPENDENCIES.get(id(schedule))
+    if hit is not None and hit[0] is schedule:
+        return hit[1]
+    num_ranks = schedule.num_ranks
+    forward_up = {(r, c): schedule.forward_upstream(r, c) for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    backward_up = {(r, c): schedule.backward_upstream(r, c) for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    table = []
+    for rank in range(num_ranks):
+        rows = []
+        for op in schedule.programs[rank]:
+            needs = []
+            fwd, bwd = op.forward_part, op.backward_part
+            if fwd is not None:
+                mb, chunk = fwd
+                up = forward_up[rank, chunk]
+                if up is not None:
+                    needs.append((0, (up[0], mb, up[1]), up[0] if up[0] != rank else None, "F"))
+            if bwd is not None:
+                mb, chunk = bwd
+                up = backward_up[rank, chunk]
+                if up is None:  # last stage: the loss of its own forward
+                    needs.append((0, (rank, mb, chunk), None, "B"))
+                else:
+                    needs.append((1, (up[0], mb, up[1]), up[0] if up[0] != rank else None, "B"))
+            if op.kind == "W":
+                needs.append((1, (rank, op.microbatch, op.chunk), None, "B"))
+            rows.append((op, tuple(needs), None if fwd is None else (rank, *fwd), None if bwd is None else (rank, *bwd)))
+        table.append(rows)
+    if len(_DEPENDENCIES) >= 64:
+        _DEPENDENCIES.pop(next(iter(_DEPENDENCIES)))   # the oldest
+    _DEPENDENCIES[id(schedule)] = (schedule, table)   # holds the schedule: its id stays valid
+    return table
+
+
+_DEPENDENCIES: dict = {}   # id(schedule) -> (schedule, _dependencies' table)
+
+
 def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                       streams: Sequence[str] = ("compute", "comm"),
                       record_events: bool = True) -> PipelineResult:
@@ -175,9 +294,11 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     streams = tuple(streams)
     env = simpy.Environment()  # env.now is float seconds
     num_ranks = schedule.num_ranks
-    f_done: dict[tuple[int, int, int], simpy.Event] = {}  # (rank, mb, chunk) -> value: end time
-    b_done: dict[tuple[int, int, int], simpy.Event] = {}
-    raw: list[tuple] = []  # Event fields; made Events once at the end (cheaper)
+    # (rank, micro-batch, chunk) of a forward / a backward -> when it finished; and the SimPy event
+    # a rank waits on where it needs one not finished yet (only then: most inputs have arrived)
+    finished_at: tuple[dict, dict] = ({}, {})
+    waiting: tuple[dict, dict] = ({}, {})
+    op_log: list[tuple] = []  # with the event log: (rank, start, timeline index, op) of every op
     spans: list[tuple] = []  # (rank, op label, start, end), with the event log
     busy = [0.0] * num_ranks
     covered = [0.0] * num_ranks
@@ -185,46 +306,27 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     task_time: list[dict[str, float]] = [{} for _ in range(num_ranks)]
     peak = [0] * num_ranks
     finished = [False] * num_ranks
-    timelines: dict[tuple[int, ...], tuple] = {}  # ids of an op's chains -> its timeline
-    forward_up = {(r, c): schedule.forward_upstream(r, c)
-                  for r in range(num_ranks) for c in range(schedule.num_chunks)}
-    backward_up = {(r, c): schedule.backward_upstream(r, c)
-                   for r in range(num_ranks) for c in range(schedule.num_chunks)}
+    timelines: dict = {}  # id of an op's chains, or the ids of its chains -> (chains, index in placed_by)
+    placed_by: list[tuple] = []   # (duration, compute s, placed tasks, covered s, last compute end, s per name)
+    op_uses: list[dict[int, int]] = [{} for _ in range(num_ranks)]   # per rank: timeline -> ops that ran it
+    delays: dict[tuple[int, int, str], float] = {}
 
-    def done_event(table: dict, key: tuple[int, int, int]) -> simpy.Event:
-        ev = table.get(key)
-        if ev is None:
-            ev = table[key] = env.event()
-        return ev
+    def delay_s(src: int, dst: int, kind: str) -> float:
+        d = delays.get((src, dst, kind))
+        if d is None:
+            d = delays[src, dst, kind] = costs.p2p_s(src, dst, kind)
+        return d
 
-    def inputs(rank: int, op: PipeOp) -> list[tuple[simpy.Event, float]]:
-        """(event to wait for, transfer delay after it) for each input of `op`."""
-        needs = []
-        fwd, bwd = op.forward_part, op.backward_part
-        if fwd is not None:
-            mb, chunk = fwd
-            up = forward_up[rank, chunk]
-            if up is not None:
-                delay = costs.p2p_s(up[0], rank, "F") if up[0] != rank else 0.0
-                needs.append((done_event(f_done, (up[0], mb, up[1])), delay))
-        if bwd is not None:
-            mb, chunk = bwd
-            up = backward_up[rank, chunk]
-            if up is None:  # last stage: the loss of its own forward
-                needs.append((done_event(f_done, (rank, mb, chunk)), 0.0))
-            else:
-                delay = costs.p2p_s(up[0], rank, "B") if up[0] != rank else 0.0
-                needs.append((done_event(b_done, (up[0], mb, up[1])), delay))
-        if op.kind == "W":
-            needs.append((done_event(b_done, (rank, op.microbatch, op.chunk)), 0.0))
-        return needs
-
-    def timeline(chains: Sequence[Sequence[Task]]) -> tuple[float, float, list]:
-        """Memoised on the identity of the chain objects (cost models reuse them)."""
+    def timeline(chains: Sequence[Sequence[Task]]) -> int:
+        """The index in `placed_by` of the chains' timeline, memoised on the identity of the chain
+        objects (cost models reuse them)."""
+        memo = timelines.get(id(chains))   # the same chains object again (StepCosts keeps them)
+        if memo is not None and memo[0] is chains:
+            return memo[1]
         key = tuple(map(id, chains))
         memo = timelines.get(key)
         if memo is not None and all(a is b for a, b in zip(memo[0], chains)):
-            return memo[1:]
+            return memo[1]
         for chain in chains:
             for task in chain:
                 if task.stream not in streams:
@@ -238,63 +340,81 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         by_name: dict[str, float] = {}
         for task, start, end in placed:
             by_name[task.name] = by_name.get(task.name, 0.0) + (end - start)
-        timelines[key] = (tuple(chains), duration, compute_s, flat, union, last_compute, by_name)  # holds chains: ids stay valid
-        return duration, compute_s, flat, union, last_compute, by_name
+        placed_by.append((duration, compute_s, flat, union, last_compute, by_name))
+        timelines[key] = (tuple(chains), len(placed_by) - 1)   # holds chains: ids stay valid
+        timelines[id(chains)] = (chains, len(placed_by) - 1)
+        return len(placed_by) - 1
 
-    def run_rank(rank: int):
-        live = 0
-        for op in schedule.programs[rank]:
-            ready = env.now
-            for ev, delay in inputs(rank, op):
-                if not ev.triggered:
-                    yield ev
-                ready = max(ready, ev.value + delay)
-            if ready > env.now:
-                yield env.timeout(ready - env.now)
+    def plan(rank: int) -> list[tuple]:
+        """The rank's program, resolved before the run: per op (table, key, transfer delay) of
+        each input, its timeline (an index into `placed_by`), the forward and backward it
+        finishes, and the op (the event log's)."""
+        out = []
+        for op, needs, f_key, b_key in _dependencies(schedule)[rank]:
+            inputs = [(table, key, 0.0 if src is None else delay_s(src, rank, kind)) for table, key, src, kind in needs]
+            out.append((inputs, timeline(costs.chains(rank, op)), f_key, b_key, op))
+        return out
 
-            fwd, bwd = op.forward_part, op.backward_part
-            if fwd is not None:
-                live += 1
-                peak[rank] = max(peak[rank], live)
-            duration, compute_s, placed, union, last_compute, by_name = timeline(costs.chains(rank, op))
+    def finish(table: int, key: tuple[int, int, int]) -> None:
+        finished_at[table][key] = env.now
+        ev = waiting[table].pop(key, None)
+        if ev is not None:
+            ev.succeed(env.now)
+
+    def run_rank(rank: int, program: list[tuple]):
+        live = peak_live = 0
+        uses = op_uses[rank]
+        for needs, key, f_key, b_key, op in program:
             t0 = env.now
+            for table, k, delay in needs:
+                at = finished_at[table].get(k)
+                if at is None:   # not finished yet: wait for it
+                    ev = waiting[table].get(k)
+                    if ev is None:
+                        ev = waiting[table][k] = env.event()
+                    at = yield ev
+                t0 = max(t0, env.now, at + delay)   # the op starts once its inputs have arrived
+
+            if f_key is not None:
+                live += 1
+                if live > peak_live:
+                    peak_live = live
+            duration, compute_s, _, union, last_compute, _ = placed_by[key]
+            uses[key] = uses.get(key, 0) + 1
             covered[rank] += union
-            names = task_time[rank]
-            for name, secs in by_name.items():
-                names[name] = names.get(name, 0.0) + secs
             if last_compute is not None:
                 last_compute_end[rank] = t0 + last_compute
-            kind, mb, chunk = op.kind, op.microbatch, op.chunk
-            b_mb, b_chunk = bwd if bwd is not None else (mb, chunk)
             if record_events:
                 spans.append((rank, str(op), t0, t0 + duration))
-                for stream, name, is_b, start, end in placed:
-                    if is_b:
-                        raw.append((rank, stream, name, kind, b_mb, b_chunk, t0 + start, t0 + end))
-                    else:
-                        raw.append((rank, stream, name, kind, mb, chunk, t0 + start, t0 + end))
+                op_log.append((rank, t0, key, op))
             busy[rank] += compute_s
-            if duration > 0:
-                yield env.timeout(duration)
+            if t0 + duration > env.now:   # the wait for a transfer and the op itself: one timeout
+                yield env.timeout(t0 + duration - env.now)
 
-            if fwd is not None:
-                done_event(f_done, (rank, fwd[0], fwd[1])).succeed(env.now)
-            if bwd is not None:
-                done_event(b_done, (rank, bwd[0], bwd[1])).succeed(env.now)
+            if f_key is not None:
+                finish(0, f_key)
+            if b_key is not None:
+                finish(1, b_key)
                 live -= 1
+        peak[rank] = peak_live
         finished[rank] = True
 
-    for rank in range(num_ranks):
-        env.process(run_rank(rank))
-    env.run()
+    with gc_paused():
+        programs = [plan(rank) for rank in range(num_ranks)]
+        for rank in range(num_ranks):
+            env.process(run_rank(rank, programs[rank]))
+        env.run()
+    for rank, uses in enumerate(op_uses):   # seconds per task name: each timeline times its uses
+        names = task_time[rank]
+        for key, n in uses.items():
+            for name, secs in placed_by[key][5].items():
+                names[name] = names.get(name, 0.0) + n * secs
     if not all(finished):
         stuck = [r for r in range(num_ranks) if not finished[r]]
         raise RuntimeError(f"pipeline deadlock: ranks {stuck} never finished their programs")
 
     makespan = env.now
-    raw.sort(key=_event_order)
-    make = tuple.__new__
-    events = [make(Event, fields) for fields in raw]
+    events = EventLog(op_log, placed_by) if record_events else []
     idle = tuple(makespan - b for b in busy)
     return PipelineResult(
         makespan_s=makespan,

@@ -18,8 +18,15 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   shared out over the TP ranks for the experts. With plan.tp_comm_overlap only the part of a
   collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
-  attention of the chunk in hand, exposed by the part longer than it) or `cp_all_gather_kv` /
-  `cp_reduce_scatter_kv` (all-gather variant, exposed).
+  attention of the chunk in hand, exposed by the part longer than it; in the backward
+  `cp_ring_dkv_home`, the last hop of the key/value gradients to their owner, exposed) or `cp_all_gather_kv` /
+  `cp_reduce_scatter_kv` (all-gather variant, exposed), or `cp_torch_kv` (PyTorch's experimental
+  context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
+  the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
+  compute stream; TORCH_CP_FWD_BYTES).
+- plan.kernels 'eager': the block's elementwise chains at torch eager's bytes and kernel counts
+  (twin.costs.flops.eager_ops); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
+  the heads context parallelism exchanges).
 - ZeRO-3 / FSDP: `fsdp_all_gather` of each block's parameters before its forward and backward and
   `fsdp_reduce_scatter` of its gradients after its backward, prefetched one block ahead (FSDP2):
   only the part longer than the previous block's computation is exposed. With pipeline
@@ -33,8 +40,9 @@ import functools
 from collections import Counter
 
 from twin.costs import comm, compute, memory
-from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, GEMM_KINDS, Op, OpKind, attention_ops, dense_ffn_ops,
-                              embedding_ops, head_ops, moe_ops, op_sac_recompute, train_flops_per_token)
+from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
+                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, moe_ops, op_sac_recompute,
+                              train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -100,7 +108,7 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     m, p, w = sc.model, sc.plan, sc.workload
     tokens = local_tokens(sc)
     seq_local = w.seq_len // p.cp
-    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal)
+    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal, kv_repeat=p.kv_repeat)
     if p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs
         ops = [dataclasses.replace(op, batch=op.batch * p.cp) if op.kind == OpKind.ATTENTION else op for op in ops]
     dense = layer < m.num_dense_layers or not m.is_moe
@@ -113,6 +121,8 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
         # (an MoE part's already do: its tokens are shared out over the TP ranks)
         split = [op.name in HIDDEN_WIDTH_OPS and (op.part == "attn" or dense) for op in ops]
         ops = [dataclasses.replace(op, bytes=op.bytes / p.tp) if s else op for op, s in zip(ops, split)]
+    if p.kernels == "eager":   # the elementwise chains as torch eager issues them (after the SP split)
+        ops = eager_ops(ops)
     return _Block(tuple(ops), not dense)
 
 
@@ -134,6 +144,41 @@ def _tp_kinds(moe_attention: bool, sequence_parallel: bool) -> dict[str, str | N
     return {"in_fwd": None, "out_fwd": "all_reduce", "out_bwd": None, "in_bwd": "all_reduce"}
 
 
+def _per_block(method):
+    """Memoise a StepCosts method of a block's op tuple on the tuple's identity: blocks alike share
+    one tuple, and hashing its ~40 Ops on every call (what functools.cache does) cost more than a
+    plan search's bound spent building tasks."""
+    @functools.wraps(method)
+    def memoised(self, ops, *args):
+        key = (method.__name__, id(ops), *args)
+        hit = self._block_memo.get(key)
+        if hit is None or hit[0] is not ops:
+            hit = self._block_memo[key] = (ops, method(self, ops, *args))   # holds ops: its id stays valid
+        return hit[1]
+    return memoised
+
+
+# PyTorch's experimental context parallelism (torch/distributed/tensor/experimental/_attention.py,
+# _templated_ring_attention and its backward, rotate method 'allgather', load-balanced causal
+# sharding), as torchtitan runs it (utils.create_context_parallel_ctx @ 9dec370). A pass runs cp
+# attention calls of equal work (1/cp of the core each). Forward: the K/V all-gather is issued
+# before the first call and awaited at the second. Backward: the K/V all-gather again behind the
+# first call; after every call the FP32 dK/dV accumulated so far goes to the next rank
+# (_AllToAllRotater), awaited after the next call, the last one at once. Around the calls,
+# eager kernels (the merger and accumulators convert to FP32, convert_to_f32 = True), in bytes per
+# element of the rank's attention output (q) and of its K/V (kv), counted from the code:
+# forward, the first call's output to FP32 (6) and the final cast back (6); each later call's
+# output to FP32 6, out - block_out 12, x sigmoid 8, out - that 12 (32.5 on average over the
+# ranks, half of whose later calls take half the queries and then copy the whole FP32 output
+# back together with torch.cat); K/V made contiguous once and concatenated for each send, 4 each.
+# Backward: FP32 zeros for dq, dK, dV (4) and the final casts (6); per call, dq += (10, with
+# the half-and-cat calls 11.5 on average) and dK, dV += (11.5) and concatenated in FP32 for the
+# send (8) and the K/V concatenated (4).
+TORCH_CP_FWD_BYTES = {"q_fixed": 12.0, "q_per_later_call": 32.5, "kv_per_call": 4.0}
+TORCH_CP_BWD_BYTES = {"q_fixed": 10.0, "q_per_call": 11.5, "kv_fixed": 10.0, "kv_per_call": 23.5}
+TORCH_CP_LAUNCHES_PER_CALL = {"fwd": 6, "bwd": 8}
+
+
 class StepCosts:
     """OpCosts for the pipeline engine: chains of tasks per (rank, op), built once per stage."""
 
@@ -141,6 +186,9 @@ class StepCosts:
         """imbalance: a max/mean ratio for every MoE layer, or a per-layer list of ratios or
         ExpertLoads (see routing_loads)."""
         self.sc, self.schedule, self.profile = sc, schedule, profile
+        self._block_memo: dict = {}
+        self._chains_of: dict = {}   # (rank, kind, chunk, b_chunk, b_split) -> chains, without ZeRO-3
+        self._compute_chains_of: dict = {}   # (rank, chunk, b_chunk, b_split) of an F&B pair -> compute_chains
         self.gpu: GPUSpec = sc.gpu
         self.link_bw_scale = link_bw_scale
         held_sms = sc.plan.held_comm_sms
@@ -167,6 +215,8 @@ class StepCosts:
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
         head = head_ops(m, tokens, sc.plan.tp)
+        if sc.plan.kernels == "eager":
+            head = eager_ops(head)
         mtp = []
         for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
             mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
@@ -182,7 +232,9 @@ class StepCosts:
         self.tp_same_node = p.tp <= node                 # TP innermost (Megatron's rank order)
         self.cp_same_node = p.tp * p.cp <= node          # then CP
         self.tp_bytes = tokens * m.hidden_size * BF16_BYTES   # one part's activations, the whole buffer
-        self.kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp)   # this rank's K/V chunk
+        self.kv_bytes = tokens * memory.kv_exchange_bytes_per_token(m, p.tp, p.kv_repeat)   # this rank's K/V chunk
+        # the query (= output) elements of this rank's attention: torch_allgather's FP32 merges
+        self.q_elems = tokens * (m.num_heads // p.tp) * (m.v_head_dim if m.attention == "mla" else m.head_dim)
         self.fsdp = p.zero_stage >= 3
         # the ranks a block's parameters are sharded over (ZeRO-3): dense ones over data x context
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
@@ -237,8 +289,19 @@ class StepCosts:
             return None
         kinds = _tp_kinds(attention and self.sc.model.is_moe, p.sequence_parallel)
         return {point: None if kind is None else
-                _Collective(kind, self._collective_s(kind, self.tp_bytes, p.tp, self.tp_same_node))
+                _Collective(kind, self._collective_s(kind, self._tp_collective_bytes(kind), p.tp, self.tp_same_node))
                 for point, kind in kinds.items()}
+
+    def _tp_collective_bytes(self, kind: str) -> float:
+        """Bytes of one TP collective's buffer. With torchao's tensorwise Float8 (plan.fp8_recipe),
+        torchtitan parallelizes the linears with Float8ColwiseParallel / Float8RowwiseParallel
+        (parallelize_llama.apply_tp @ 9dec370; torchao/float8/float8_tensor_parallel.py): a
+        column-parallel linear's input is cast to FP8 before it is all-gathered, and a row-parallel
+        linear's output gradient before its all-gather in the backward; the reduce-scatters stay BF16."""
+        p = self.sc.plan
+        if kind == "all_gather" and p.gemm_precision == "fp8" and p.fp8_recipe == "tensorwise":
+            return self.tp_bytes * FP8_BYTES / BF16_BYTES
+        return self.tp_bytes
 
     def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
         """A TP collective as a comm task: whole, or with plan.tp_comm_overlap what stays exposed
@@ -260,7 +323,8 @@ class StepCosts:
     def _cp_tasks(self, seg: list[Op], backward: bool) -> list[Task]:
         """Context parallelism around the attention core of a segment. Ring: cp-1 transfers of this
         rank's K/V chunk (in the backward K/V out and dK/dV back: twice the bytes), each hidden
-        behind the attention of one chunk (1/cp of the core), exposed by what is longer. All-gather:
+        behind the attention of one chunk (1/cp of the core), exposed by what is longer; then, in
+        the backward, the dK/dV of the last chunk travel home to their owner, exposed. All-gather:
         the sequence's K/V gathered before the core (dK/dV reduce-scattered after it), exposed."""
         p = self.sc.plan
         core = [op for op in seg if op.kind == OpKind.ATTENTION]
@@ -270,10 +334,44 @@ class StepCosts:
             step_s = self._collective_s("send_recv", self.kv_bytes * (2 if backward else 1), 2, self.cp_same_node)
             core_s = self._compute_s(core, "bwd_input" if backward else "fwd")
             exposed = (p.cp - 1) * max(0.0, step_s - core_s / p.cp)
-            return [Task("comm", exposed, "cp_ring_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
+            tasks = [Task("comm", exposed, "cp_ring_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
+            if backward:   # the last hop takes each rank's own dK/dV home after the last chunk: nothing
+                # left to hide it behind (real/cp.py, torch's ring attention alike)
+                tasks.append(Task("comm", self._collective_s("send_recv", self.kv_bytes, 2, self.cp_same_node),
+                                  "cp_ring_dkv_home"))
+            return tasks
+        if p.cp_kind == "torch_allgather":
+            exposed = self._torch_cp_exposed_s(self._compute_s(core, "bwd_input" if backward else "fwd"), backward)
+            return [Task("comm", exposed, "cp_torch_kv" + ("_bwd" if backward else ""))] if exposed > 0 else []
         kind = "reduce_scatter" if backward else "all_gather"
         t = self._collective_s(kind, self.kv_bytes * p.cp, p.cp, self.cp_same_node)
         return [Task("comm", t, f"cp_{kind}_kv")]
+
+    def _torch_cp_merge_s(self, backward: bool) -> float:
+        """Seconds of the eager FP32 merge and accumulation kernels around one pass of
+        torch_allgather context-parallel attention on this rank."""
+        cp, q, kv = self.sc.plan.cp, self.q_elems, self.kv_bytes / BF16_BYTES
+        if backward:
+            b = TORCH_CP_BWD_BYTES
+            nbytes = q * (b["q_fixed"] + b["q_per_call"] * cp) + kv * (b["kv_fixed"] + b["kv_per_call"] * cp)
+        else:
+            b = TORCH_CP_FWD_BYTES
+            nbytes = q * (b["q_fixed"] + b["q_per_later_call"] * (cp - 1)) + kv * b["kv_per_call"] * cp
+        launches = TORCH_CP_LAUNCHES_PER_CALL["bwd" if backward else "fwd"] * cp
+        return compute.memory_time_s(nbytes, self.gpu, self.profile) + (launches - 1) * self.profile.launch_s
+
+    def _torch_cp_exposed_s(self, core_s: float, backward: bool) -> float:
+        """Communication of one torch_allgather pass not hidden behind its attention calls (each
+        1/cp of `core_s`): the all-gather beyond the first call; in the backward also each dK/dV
+        hand-over (FP32, twice the K/V bytes) beyond the call after it, and the last one whole."""
+        p = self.sc.plan
+        call_s = core_s / p.cp
+        gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node)
+        exposed = max(0.0, gather_s - call_s)
+        if backward:
+            pass_s = self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
+            exposed += (p.cp - 1) * max(0.0, pass_s - call_s) + pass_s
+        return exposed
 
     def _compute_segment(self, seg: list[Op], phase: str, name: str) -> list[Task]:
         """A compute segment's task, the attention core split off where context parallelism
@@ -285,13 +383,20 @@ class StepCosts:
         backward = phase != "fwd"
         if backward:   # the backward runs the core first after o_proj's gradient: core, then exchange
             before, after = seg[i:], seg[:i]
+        if self.sc.plan.cp_kind == "torch_allgather":   # the merges run on the compute stream with the core
+            merge = [Task("compute", self._torch_cp_merge_s(backward), name)]
+            if not backward:
+                return ([Task("compute", self._compute_s(seg[:i], phase), name)] + self._cp_tasks(seg, False)
+                        + [Task("compute", self._compute_s(seg[i:], phase), name)] + merge)
+            return ([Task("compute", self._compute_s(before, phase), name)] + merge + self._cp_tasks(seg, True)
+                    + [Task("compute", self._compute_s(after, phase), name)])
         if self.sc.plan.cp_kind == "allgather" and not backward:   # gather first, then attend
             return ([Task("compute", self._compute_s(seg[:i], phase), name)] + self._cp_tasks(seg, False)
                     + [Task("compute", self._compute_s(seg[i:], phase), name)])
         return ([Task("compute", self._compute_s(before, phase), name)] + self._cp_tasks(seg, backward)
                 + [Task("compute", self._compute_s(after, phase), name)])
 
-    @functools.cache
+    @_per_block
     def _forward_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
         """A block's forward tasks (memoised: the MoE blocks of a model are alike)."""
         tasks = []
@@ -307,7 +412,7 @@ class StepCosts:
                 tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), backward=False)
         return tuple(tasks)
 
-    @functools.cache
+    @_per_block
     def _backward_tasks(self, ops: tuple[Op, ...], with_weight: bool) -> tuple[Task, ...]:
         """Input-gradient backward of a block (reverse order); with_weight adds each segment's
         weight gradient right after its input gradient (a full, unsplit backward). Memoised."""
@@ -340,14 +445,14 @@ class StepCosts:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)
 
-    @functools.cache
+    @_per_block
     def _op_sac(self, ops: tuple[Op, ...]) -> tuple[tuple[Op, Op], ...]:
         """plan.recompute 'selective_op': what torchtitan's per-op policy recomputes of a block
         (flops.op_sac_recompute), memoised per block."""
         p = self.sc.plan
         return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp, p.gemm_precision))
 
-    @functools.cache
+    @_per_block
     def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
         return tuple(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight")
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS)
@@ -413,7 +518,7 @@ class StepCosts:
         if kind == "F":
             per_block = [self._forward_tasks(ops) for ops in blocks]
         elif kind in ("B", "BW"):
-            per_block = [self._backward_tasks(ops, with_weight=kind == "BW") for ops in reversed(blocks)]
+            per_block = [self._backward_tasks(ops, kind == "BW") for ops in reversed(blocks)]
         else:   # W
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
         if gather or scatter:
@@ -456,6 +561,15 @@ class StepCosts:
         return (False, kind in ("BW", "W") and part[0] == self._last_weight_grad[rank, chunk])
 
     def chains(self, rank: int, op: PipeOp):
+        if not self.fsdp:   # the chains depend on the op's kind and chunks only: one lookup
+            key = (rank, op.kind, op.chunk, op.b_chunk, op.b_split)
+            hit = self._chains_of.get(key)
+            if hit is None:
+                hit = self._chains_of[key] = self._chains(rank, op)
+            return hit
+        return self._chains(rank, op)
+
+    def _chains(self, rank: int, op: PipeOp):
         s = self.schedule
         if op.kind == "FB":
             flags = (self.fsdp_flags(rank, "F", op.forward_part)
@@ -468,10 +582,20 @@ class StepCosts:
 
     def compute_chains(self, rank: int, op: PipeOp):
         """chains(rank, op) with the same tasks and durations, without naming the parts of an F&B
-        pair (what a sum of durations needs: step_time_lower_bound_s)."""
-        s = self.schedule
+        pair (what a sum of durations needs: step_time_lower_bound_s). The same object for the same
+        (rank, kind, chunks) without ZeRO-3."""
         if op.kind != "FB":
             return self.chains(rank, op)
+        if not self.fsdp:
+            key = (rank, op.chunk, op.b_chunk, op.b_split)
+            hit = self._compute_chains_of.get(key)
+            if hit is None:
+                hit = self._compute_chains_of[key] = self._fb_compute_chains(rank, op)
+            return hit
+        return self._fb_compute_chains(rank, op)
+
+    def _fb_compute_chains(self, rank: int, op: PipeOp):
+        s = self.schedule
         flags = (self.fsdp_flags(rank, "F", op.forward_part)
                  + self.fsdp_flags(rank, "B" if op.b_split else "BW", op.backward_part))
         return (self._chain(s.stage_of(rank, op.chunk), "F", *flags[:2]),
@@ -501,7 +625,8 @@ def _merge(tasks: list[Task]) -> list[Task]:
     out: list[Task] = []
     for t in tasks:
         if out and out[-1].stream == t.stream and out[-1].name == t.name:
-            out[-1] = dataclasses.replace(out[-1], duration_s=out[-1].duration_s + t.duration_s)
+            last = out[-1]
+            out[-1] = Task(last.stream, last.duration_s + t.duration_s, last.name, last.part)
         else:
             out.append(t)
     return out
@@ -647,7 +772,8 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     if hit is not None:
         return hit
     gpu = sc.gpu
-    profile = (profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+    profile = ((profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+               .with_fp8_recipe(sc.plan.fp8_recipe))
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
     imbalance = routing_loads(sc, perturb)
@@ -683,6 +809,25 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
     return schedule, costs, profile, mems, totals, worst
 
 
+def _op_counts(schedule: Schedule, rank: int, by_microbatch: bool) -> tuple[tuple[tuple, int], ...]:
+    """A rank's ops counted by what sets their chains: kind and chunks, and with ZeRO-3 the
+    micro-batches too (its first and last ops differ). Kept per schedule object (a plan search's
+    options share a few; hashing a schedule would walk its programs): counting ~10^4 ops was a
+    third of a bound."""
+    key = (id(schedule), rank, by_microbatch)
+    hit = _OP_COUNTS.get(key)
+    if hit is None or hit[0] is not schedule:
+        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if by_microbatch else 0,
+                          op.b_microbatch if by_microbatch else 0) for op in schedule.programs[rank])
+        if len(_OP_COUNTS) >= 4096:
+            _OP_COUNTS.clear()
+        hit = _OP_COUNTS[key] = (schedule, tuple(counts.items()))   # holds the schedule: its id stays valid
+    return hit[1]
+
+
+_OP_COUNTS: dict = {}   # (id(schedule), rank, by micro-batch) -> (schedule, counts)
+
+
 def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, perturb: Perturb = Perturb()) -> float:
     """A lower bound of simulate_step(sc).step_time_s, without simulating the pipeline. A rank runs
     its ops one after the other (twin.sim.pipeline), and an op lasts at least as long as its
@@ -701,14 +846,11 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
     pipeline = 0.0
-    for rank, program in enumerate(schedule.programs):
-        # ops with the same kind and chunks have the same chains (ZeRO-3's first and last ones
-        # differ: there every op is looked at)
-        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
-                          op.b_microbatch if costs.fsdp else 0) for op in program)
-        ops_s = compute_s = 0.0
-        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items():
-            chains = costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split))
+    op_times: dict[int, tuple] = {}   # id(chains) -> (chains, op s, compute s): ranks share chains
+
+    def op_time(chains) -> tuple[float, float]:
+        hit = op_times.get(id(chains))
+        if hit is None or hit[0] is not chains:
             by_stream: dict[str, float] = {}
             for chain in chains:
                 for t in chain:
@@ -717,8 +859,15 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
                 op_s = sum(t.duration_s for t in chains[0])
             else:
                 op_s = max(max(by_stream.values(), default=0.0), sum(t.duration_s for t in chains[0]))
+            hit = op_times[id(chains)] = (chains, op_s, by_stream.get("compute", 0.0))
+        return hit[1], hit[2]
+
+    for rank, program in enumerate(schedule.programs):
+        ops_s = compute_s = 0.0
+        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in _op_counts(schedule, rank, costs.fsdp):
+            op_s, op_compute_s = op_time(costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)))
             ops_s += n * op_s
-            compute_s += n * by_stream.get("compute", 0.0)
+            compute_s += n * op_compute_s
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0

@@ -35,13 +35,14 @@ TRACE_NAMES = {
     "tp_all_reduce": "all_reduce(TP)", "tp_all_reduce_bwd": "all_reduce(TP, B)",
     "tp_all_gather": "all_gather(TP)", "tp_all_gather_bwd": "all_gather(TP, B)",
     "tp_reduce_scatter": "reduce_scatter(TP)", "tp_reduce_scatter_bwd": "reduce_scatter(TP, B)",
-    "cp_ring_kv": "ring_kv(CP)", "cp_ring_kv_bwd": "ring_kv(CP, B)",
+    "cp_ring_kv": "ring_kv(CP)", "cp_ring_kv_bwd": "ring_kv(CP, B)", "cp_ring_dkv_home": "dkv_home(CP, B)",
     "cp_all_gather_kv": "all_gather_kv(CP)", "cp_reduce_scatter_kv": "reduce_scatter_kv(CP, B)",
     "fsdp_all_gather": "all_gather(FSDP)", "fsdp_reduce_scatter": "reduce_scatter(FSDP)",
 }
 # recomputed forwards (plan.recompute = 'full') keep their collectives, marked as recomputed
 TRACE_NAMES.update({"recompute_" + k: v.replace(")", ", recompute)") for k, v in list(TRACE_NAMES.items())
-                    if k.startswith(("tp_", "cp_")) and not k.endswith("_bwd") and "reduce_scatter_kv" not in k})
+                    if k.startswith(("tp_", "cp_")) and not k.endswith("_bwd") and "reduce_scatter_kv" not in k
+                    and "dkv_home" not in k})
 FORWARD_TASKS = ("attn_fwd", "mlp_fwd")
 BACKWARD_TASKS = ("attn_bwd_input", "mlp_bwd_input")
 

@@ -3,6 +3,7 @@
 import json
 import random
 
+import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -271,3 +272,39 @@ def test_unknown_stream_is_a_bug_report():
 
     with pytest.raises(ValueError, match="stream 'nvlink'"):
         simulate_pipeline(build_schedule("1f1b", 2, 2), Bad(1.0, 2.0, 1.0, 3.0))
+
+
+def test_event_log_is_built_on_read_and_its_lanes_cover_the_same_time():
+    """simulate_pipeline keeps one record per op; the events it builds on first read are the
+    per-task log (ordered by start, rank), and `lanes` (the Gantt's bars) cover, per rank, stream
+    and op kind, exactly the time the events cover."""
+    class Overlapped(IdealCosts):   # an F&B pair: two chains on two streams
+        def chains(self, rank, op):
+            if op.kind != "FB":
+                return super().chains(rank, op)
+            return ((Task("compute", 1.0, "attn_fwd", part="F"), Task("comm", 0.5, "dispatch", part="F")),
+                    (Task("comm", 0.5, "combine_bwd", part="B"), Task("compute", 2.0, "mlp_bwd", part="B")))
+
+    s = build_schedule("dualpipe", 4, 8)
+    r = simulate_pipeline(s, Overlapped(1.0, 2.0, 1.0, 3.0))
+    n = len(r.events)   # counted from the op records, before any event is built
+    events = list(r.events)
+    assert len(events) == n > 0
+    assert events == sorted(events, key=lambda e: (e.start_s, e.rank))
+    assert r.events == events and r.events[0] == events[0]
+    covered = {}
+    for e in events:
+        covered.setdefault((e.rank, e.stream, e.kind), []).append((e.start_s, e.end_s))
+
+    def union(spans):
+        total, reach = 0.0, float("-inf")
+        for a, b in sorted(spans):
+            a = max(a, reach)
+            if b > a:
+                total, reach = total + b - a, b
+        return total
+    lanes = r.events.lanes()
+    assert set(lanes) == set(covered)
+    for key, spans in lanes.items():
+        assert sum(b - a for a, b in spans) == pytest.approx(union(covered[key]), rel=1e-12)
+    assert simulate_pipeline(s, Overlapped(1.0, 2.0, 1.0, 3.0), record_events=False).events == []

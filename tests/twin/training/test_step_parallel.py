@@ -96,6 +96,8 @@ def test_ring_exchange_exposed_only_when_longer_than_attention():
     # one chunk (a quarter of the core) runs; at 4K the attention is too short to hide it
     long = step(scenario(cp=4, dp=1, seq_len=65536))
     assert "cp_ring_kv" not in long.op_time_s and "cp_ring_kv_bwd" not in long.op_time_s
+    # the last hop of the key/value gradients to their owner has no chunk left to hide behind
+    assert long.op_time_s["cp_ring_dkv_home"] > 0
     short = step(scenario(cp=4, dp=1))
     slow = step(scenario(cp=4, dp=1), perturb=Perturb(link_bw_scale=0.1))
     assert 0 < short.op_time_s["cp_ring_kv"] < slow.op_time_s["cp_ring_kv"]
@@ -187,7 +189,8 @@ def test_trace_names_the_tp_cp_and_fsdp_collectives():
 
 @pytest.mark.parametrize("plan", [dict(), dict(tp=4, sequence_parallel=True), dict(cp=2, dp=1),
                                   dict(pp=1, dp=4, zero_stage=3), dict(pp=2, dp=2, zero_stage=3, schedule="zb1p"),
-                                  dict(pp=2, dp=1, schedule="interleaved-1f1b", virtual_stages=2)])
+                                  dict(pp=2, dp=1, schedule="interleaved-1f1b", virtual_stages=2),
+                                  dict(cp=4, dp=1, cp_kind="torch_allgather", kv_repeat=True, kernels="eager")])
 def test_lower_bound_never_exceeds_the_simulated_step(plan):
     sc = scenario(**plan)
     bound = step_time_lower_bound_s(sc)

@@ -17,6 +17,7 @@ import time
 from tqdm import tqdm
 
 from twin.core.errors import ScenarioError
+from twin.core.gc_pause import gc_paused
 from twin.core.scenario import Scenario
 from twin.core.specs import training_claims
 from twin.training.replay.costs import evaluate
@@ -92,6 +93,11 @@ def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = F
            uncertainty: bool = True, sweep: bool = True) -> ReplayResult:
     """Replay the run of a training scenario: every stage, its cost, the bands (`uncertainty`) and
     the cost against cluster size (`sweep`). `step_fn` stands in for the step twin (tests)."""
+    with gc_paused():
+        return _replay(scenario, step_fn, progress, uncertainty, sweep)
+
+
+def _replay(scenario: Scenario, step_fn: StepFn | None, progress: bool, uncertainty: bool, sweep: bool) -> ReplayResult:
     check_replay_work(scenario, uncertainty, sweep)
     t0 = time.perf_counter()
     bound_fn = default_bound_fn() if step_fn is None else None   # a stand-in step function has no bound
@@ -125,6 +131,7 @@ def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = F
         result["size_sweep"] = size_sweep(scenario, runs, cache, tick) if sweep else []
     finally:
         bar.close()
+        cache.close()
     for r in result["stages"]:
         c = next((c for c in training_claims() if c["id"] == _stage_claim(scenario, r["name"])), None)
         sole = c is not None and sum(1 for s in scenario.run.stages if s.claim_id == c["id"]) == 1

@@ -62,6 +62,21 @@ class StepCache:
         self.num_simulated = 0
         self.sim_s = 0.0
         self.workers = min(2, os.cpu_count() or 1)   # processes of prefetch
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _executor(self) -> cf.ProcessPoolExecutor:
+        """The prefetch pool, forked once on first use and kept until close(): a replay prefetches
+        a dozen times, and a pool per prefetch cost ~30 ms of forking each. Jobs carry their whole
+        scenario, so workers need nothing of the parent's later state."""
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the prefetch pool's workers (the cache stays usable; a later prefetch forks anew)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def bound(self, sc: Scenario) -> float:
         """bound_fn(sc), once per scenario (raises InfeasiblePlan or ScenarioError, also cached)."""
@@ -76,6 +91,26 @@ class StepCache:
             raise value
         return value
 
+    def prefetch_bounds(self, scenarios: list[Scenario]) -> None:
+        """bound_fn of the scenarios not yet bounded, in a process pool (a plan search bounds every
+        option before it simulates any: ~20 ms each, tens of options per stage)."""
+        todo = {}
+        for sc in scenarios:
+            key = (sc.model, sc.cluster, sc.plan, sc.workload)
+            if key not in self.bounds:
+                todo[key] = sc
+        workers = self.workers
+        if len(todo) < 2 or workers < 2 or self.bound_fn is None:
+            return
+        keys = list(todo)
+        # contiguous parts, one per worker: options next to each other share schedules (memoised
+        # per process)
+        size = -(-len(keys) // workers)
+        parts = [keys[i:i + size] for i in range(0, len(keys), size)]
+        for part, values in zip(parts, self._executor().map(_bound_jobs, [self.bound_fn] * len(parts),
+                                                            [[todo[k] for k in part] for part in parts])):
+            self.bounds.update(zip(part, values))
+
     def _key(self, sc: Scenario, perturb: Perturb):
         # a perturbed routing imbalance is the scenario's own knob, so the scenario carries it
         if perturb.routing_imbalance is not None and perturb.routing_imbalance != sc.workload.routing_imbalance:
@@ -88,22 +123,22 @@ class StepCache:
         report draws it; the totals are the same), instead of simulating it twice."""
         self.with_events.add(self._key(sc, Perturb())[2])
 
-    def prefetch(self, jobs: list[tuple[Scenario, Perturb]], workers: int | None = None) -> None:
+    def prefetch(self, jobs: list[tuple[Scenario, Perturb]]) -> None:
         """Simulate the missing steps of `jobs` in a process pool (results land in the cache)."""
         todo = {}
         for sc, p in jobs:
             sc2, perturb, key = self._key(sc, p)
             if key not in self.cache and key not in self.with_events:
                 todo[key] = (sc2, perturb)
-        workers = workers or self.workers
+        workers = self.workers
         if len(todo) < 2 or workers < 2:
             return
         t0 = time.perf_counter()
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            futs = {pool.submit(_simulate_job, self.step_fn, sc2, perturb): key for key, (sc2, perturb) in todo.items()}
-            for fut in cf.as_completed(futs):
-                self.cache[futs[fut]] = fut.result()
-                self.num_simulated += 1
+        pool = self._executor()
+        futs = {pool.submit(_simulate_job, self.step_fn, sc2, perturb): key for key, (sc2, perturb) in todo.items()}
+        for fut in cf.as_completed(futs):
+            self.cache[futs[fut]] = fut.result()
+            self.num_simulated += 1
         self.sim_s += time.perf_counter() - t0
 
     def step(self, sc: Scenario, perturb: Perturb = Perturb()) -> StepResult:
@@ -123,6 +158,16 @@ class StepCache:
         if isinstance(value, InfeasiblePlan):
             raise value
         return value
+
+
+def _bound_jobs(bound_fn, scenarios: list[Scenario]) -> list:
+    out = []
+    for sc in scenarios:
+        try:
+            out.append(bound_fn(sc))
+        except (InfeasiblePlan, ScenarioError) as exc:
+            out.append(exc)
+    return out
 
 
 def _simulate_job(step_fn, sc: Scenario, perturb: Perturb):
@@ -265,6 +310,7 @@ def _search_bounded(chosen: list[tuple[Option, Scenario | None, str]], cache: St
                     tried: list[str]) -> tuple[list[Fit], str]:
     """Branch and bound: every option's lower bound (memory checked, no simulation), then
     simulations in the order of the bounds until the next bound is no better than the best step."""
+    cache.prefetch_bounds([s for _, s, _ in chosen if s is not None])
     bounded = []
     for i, (option, s, reason) in enumerate(chosen):
         if s is not None:
