@@ -32,8 +32,15 @@ the iteration's prompt tokens leave in admission order, and decodes from the nex
 finish_iteration at context input_len + tokens so far). The coefficients come from non-negative
 least squares of (measured - kernel physics) on those features, weighted so each run counts alike.
 
+Per-iteration spread (`spread`): the fitted model gives each iteration's mean; the same fit
+iterations' measured / predicted ratios are kept as quantiles, by kind (an iteration carrying prompt
+work or a decode-only one) and by predicted duration (bins of SPREAD_EDGES_S: a short eager prompt
+iteration is host-bound and its host stalls of a few ms double it, a 30 ms one is GPU-bound and
+varies by a few percent), every fit iteration counting once. The twin samples them
+(twin.serving.timing.IterationSpread) unless serve.iteration_spread = false.
+
 `python -m calibration.serve_engine_fit` rewrites twin/data/serve_engines.toml (one table per
-records folder: GPU and EP size) with the fit and its source.
+records folder: GPU and EP size) with the fit, its spread and their source.
 """
 
 from __future__ import annotations
@@ -54,6 +61,11 @@ from twin.serving.timing import IterationCosts, graph_bucket
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
+# upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
+SPREAD_EDGES_S = (0.004, 0.008, 0.016, 0.032)
+# quantile levels kept per bin: the body every 5%, the tail finer (TTFT P99 rests on it)
+SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
+SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 
 
 def _buckets(text) -> list[int]:
@@ -206,6 +218,42 @@ def fit(df: pd.DataFrame) -> dict:
     return out
 
 
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, probs) -> list[float]:
+    """Quantiles of x under weights w: linear between the weighted order statistics' midpoints."""
+    order = np.argsort(x)
+    x, w = x[order], w[order]
+    cdf = (np.cumsum(w) - 0.5 * w) / w.sum()
+    return [float(v) for v in np.interp(probs, cdf, x)]
+
+
+def spread(df: pd.DataFrame, coef: dict) -> dict:
+    """The fit iterations' measured / predicted time (predicted = kernel physics + the fitted engine
+    terms, as the twin times them before the loop gap) as quantiles per kind ('decode', 'prompt')
+    and predicted-duration bin, every fit iteration counting once. A bin with fewer than
+    SPREAD_MIN_ITERATIONS iterations takes the nearest bin's quantiles (the count says so)."""
+    ok = df[df.prefill_ok & df.decode_ok]
+    pred = ok.physics_s + ok[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
+    ratio = (ok.measured_s / pred).to_numpy(float)
+    w = np.ones(len(ratio))   # every fit iteration counts once: the spread is over iterations
+    bins = np.searchsorted(np.array(SPREAD_EDGES_S), pred.to_numpy(float))
+    prompt = ok.prompt_iteration_s.to_numpy(float) > 0
+    out = {"edges_s": list(SPREAD_EDGES_S), "probs": list(SPREAD_PROBS)}
+    for kind, sel in (("decode", ~prompt), ("prompt", prompt)):
+        counts = [int(((bins == b) & sel).sum()) for b in range(len(SPREAD_EDGES_S) + 1)]
+        have = [b for b, n in enumerate(counts) if n >= SPREAD_MIN_ITERATIONS]
+        table = []
+        for b in range(len(counts)):
+            if not have:
+                table.append([1.0] * len(SPREAD_PROBS))
+                continue
+            src = min(have, key=lambda h: (abs(h - b), -h))
+            m = (bins == src) & sel
+            table.append(_weighted_quantiles(ratio[m], w[m], SPREAD_PROBS))
+        out[kind] = table
+        out[f"{kind}_iterations"] = counts
+    return out
+
+
 def fit_folder(folder: Path) -> dict | None:
     folder = Path(folder)
     if not (folder / "serve_iterations.csv").exists():
@@ -213,7 +261,8 @@ def fit_folder(folder: Path) -> dict | None:
     df, meta = design(folder, "fit")
     if df.empty:
         return None
-    return {**meta, **fit(df)}
+    coef = fit(df)
+    return {**meta, **coef, "spread": spread(df, coef)}
 
 
 def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
@@ -234,7 +283,25 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
         lines.append(f"fit_iterations = {r['fit_iterations']}")
         lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
         lines.append("")
+        sp = r["spread"]
+        lines.append(f"[{name}.spread]")
+        lines.append("# measured / predicted time of the fit iterations (the same runs) as quantiles at `probs`, by")
+        lines.append("# kind and predicted duration: bin i holds predictions below edges_s[i], the last bin the rest;")
+        lines.append(f"# a bin of fewer than {SPREAD_MIN_ITERATIONS} iterations (*_iterations) repeats its nearest")
+        lines.append(f"edges_s = {_toml_list(sp['edges_s'])}")
+        lines.append(f"probs = {_toml_list(sp['probs'])}")
+        for kind in ("decode", "prompt"):
+            lines.append(f"{kind}_iterations = {_toml_list(sp[kind + '_iterations'])}")
+            lines.append(f"{kind} = [")
+            for q in sp[kind]:
+                lines.append(f"  {_toml_list(q)},")
+            lines.append("]")
+        lines.append("")
     atomic.write_text(path, "\n".join(lines))
+
+
+def _toml_list(xs) -> str:
+    return "[" + ", ".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in xs) + "]"
 
 
 def engine_key(gpu: str, ep: int) -> str:

@@ -10,12 +10,17 @@ their arrival times; closed loop: the same concurrency, each next request releas
 reduces the twin's per-request records the way the load generator does (throughput = tokens over
 the run, percentiles linear between order statistics), and `validate_load` compares every run.
 
+With the engine's measured iteration spread (serve.iteration_spread, the default) a replay is one
+draw: the twin's figure is then the median over SPREAD_SEEDS replays (traffic seeds 0..N-1), each
+of the measured run's size, so a P99 of 87 requests is compared with the twin's P99 of 87.
+
 Targets (issue 15, held-out runs): throughput within 5%, TTFT and TPOT P50 within 10%, P99 within 20%.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -24,9 +29,11 @@ import numpy as np
 from twin.core.scenario import SERVING, from_dict
 from twin.core.specs import serve_engines
 from twin.serving.simulate import simulate
+from twin.serving.timing import engine_spread
 from twin.serving.workload import from_records
 
 FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
+SPREAD_SEEDS = 8   # replays per run when iterations are drawn from the measured spread
 TARGETS = {"output_tokens_per_s": 0.05, "ttft_p50_s": 0.10, "tpot_p50_s": 0.10, "ttft_p99_s": 0.20, "tpot_p99_s": 0.20}
 
 
@@ -44,12 +51,13 @@ def engine_name(run: dict) -> str:
     return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}"
 
 
-def scenario_for(run: dict, engine_costs: bool = True):
+def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
     buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
     the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
-    terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)."""
+    terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)
+    and, with `spread`, iteration times drawn from their measured spread."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
     dp = run.get("attention_parallel", "dp") == "dp"
@@ -71,7 +79,7 @@ def scenario_for(run: dict, engine_costs: bool = True):
                   "kv_admission": "reserve", "cuda_graphs": graphs,
                   "cuda_graph_max_batch": max(buckets) if graphs else 0,
                   "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
-                  "kv_page_size": int(run["page_size"]), "engine_costs": name,
+                  "kv_page_size": int(run["page_size"]), "engine_costs": name, "iteration_spread": spread,
                   "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
         "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",
@@ -99,15 +107,20 @@ def loadgen_figures(per: dict) -> dict:
             "tpot_p50_s": _pct(tpot, 50), "tpot_p99_s": _pct(tpot, 99)}
 
 
-def predict_run(run: dict, requests: list[dict]) -> dict:
-    """The twin's figures for one recorded run, replaying its requests."""
-    sc = scenario_for(run)
+def predict_run(run: dict, requests: list[dict], spread: bool = True) -> dict:
+    """The twin's figures for one recorded run, replaying its requests (the median over
+    SPREAD_SEEDS replays when iteration times are drawn from the engine's spread)."""
+    sc = scenario_for(run, spread=spread)
     rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
     isl = [int(r["input_len"]) for r in rows]
     osl = [int(r["output_len"]) for r in rows]
     arrival = None if run["arrival"] == "closed" else [float(r["arrival_s"]) for r in rows]
-    sim = simulate(sc, requests=from_records(arrival, isl, osl, sc.traffic))
-    return loadgen_figures(sim.per_request())
+    seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
+    figs = []
+    for seed in range(seeds):
+        one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
+        figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic)).per_request()))
+    return {k: float(np.median([f[k] for f in figs])) for k in FIGURES}
 
 
 def _read(path: Path) -> list[dict]:
@@ -115,15 +128,16 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def validate_load(records_dir: str | Path) -> list[dict]:
-    """One row per recorded run: measured and predicted figures, relative errors, within target."""
+def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
+    """One row per recorded run: measured and predicted figures, relative errors, within target
+    (`spread`: iteration times drawn from the engine's measured spread, the median of seeded replays)."""
     d = Path(records_dir)
     runs = _read(d / "serve_load.csv")
     reqs = _read(d / "serve_requests.csv")
     out = []
     for run in runs:
         # every rank's requests: with DP attention each EP rank admits its own, one instance in all
-        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]])
+        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread)
         row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
                "arrival": run["arrival"]}
         for k in FIGURES:

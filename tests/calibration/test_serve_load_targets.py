@@ -19,14 +19,26 @@ from calibration.serve_load_validation import FIGURES, TARGETS, serve_load_dirs,
 
 FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 
-# (folder, run, figure): relative error at the time of writing (twin / measured - 1)
+# (folder, run, figure): relative error at the time of writing (twin / measured - 1; the twin's
+# figure the median of SPREAD_SEEDS replays drawing iteration times from the measured spread).
+# One GPU: TTFT P50 of Poisson short-prompt runs (the twin 11-21% short) and two TTFT P99 tails.
+# EP2: real/serve's expert-parallel engine is host-bound and its speed differs between sessions on
+# the same machine kind and software (decode iterations ~7 ms in the first campaign, ~4.5-5 ms in
+# the second, in phases of 0.3-2 s within a run); one fit over both sessions misses each.
 NOT_MET = {
-    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.129,
-    ("h200", "g1-poisson-r40-short", "ttft_p99_s"): -0.244,
-    ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.059,
-    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.104,
-    ("h200x2", "ep2-poisson-r10-long", "ttft_p99_s"): -0.212,
-    ("h100", "g1-poisson-r40-short", "ttft_p99_s"): -0.257,
+    ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.106,
+    ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.278,
+    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.210,
+    ("h200", "g1lo-poisson-r30-short", "ttft_p50_s"): -0.118,
+    ("h200", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.204,
+    ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): +0.125,
+    ("h200x2", "ep2-closed-c48-short", "ttft_p50_s"): -0.125,
+    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.128,
+    ("h200x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.141,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.784,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.512,
+    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.335,
+    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p99_s"): +0.339,
 }
 
 
@@ -96,7 +108,36 @@ def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
     entry = table[engine_key(r["gpu"], r["ep"])]
     for k in (*TERMS, "loop_s"):
         assert entry[k] == pytest.approx(r[k], rel=1e-4, abs=1e-12), k
+    # the per-iteration spread comes from the same fit iterations
+    for k in ("edges_s", "probs", "decode_iterations", "prompt_iterations"):
+        assert entry["spread"][k] == pytest.approx(r["spread"][k], rel=1e-5), k
+    for kind in ("decode", "prompt"):
+        assert entry["spread"][kind] == [pytest.approx(q, rel=1e-5) for q in r["spread"][kind]], kind
     with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
         held = {run["run_id"] for run in csv.DictReader(f) if run["split"] == "holdout"}
     assert held and not held & set(r["fit_runs"])
     assert not held & set(entry["source"].split(": ")[1].split(", "))
+
+
+def test_spread_keeps_quantiles_by_kind_and_predicted_duration():
+    """calibration.serve_engine_fit.spread on made-up iterations (engine terms all zero, so the
+    prediction is the kernel physics): 41 decode iterations of 2 ms (bin 0) measured 1.00..1.40x,
+    30 prompt iterations of 10 ms (bin 2) measured 1.0x or 2.0x, and 5 of 50 ms (bin 4: too few,
+    so it repeats bin 2, its nearest with data)."""
+    from calibration.serve_engine_fit import SPREAD_PROBS, TERMS, spread
+    rows = [{"physics_s": 0.002, "measured_s": 0.002 * (1 + i / 100), "prompt_iteration_s": 0.0} for i in range(41)]
+    rows += [{"physics_s": 0.010, "measured_s": 0.010 * (2.0 if i % 3 == 0 else 1.0), "prompt_iteration_s": 1.0} for i in range(30)]
+    rows += [{"physics_s": 0.050, "measured_s": 0.050, "prompt_iteration_s": 1.0} for _ in range(5)]
+    df = pd.DataFrame(rows).assign(run_id="r", prefill_ok=True, decode_ok=True)
+    for k in TERMS:
+        df[k] = df.get(k, 0.0)
+    sp = spread(df, {k: 0.0 for k in TERMS})
+    assert sp["decode_iterations"] == [41, 0, 0, 0, 0] and sp["prompt_iterations"] == [0, 0, 30, 0, 5]
+    dec = sp["decode"][0]
+    assert dec[0] == pytest.approx(1.0) and dec[-1] == pytest.approx(1.4)
+    assert dec[SPREAD_PROBS.index(0.5)] == pytest.approx(1.2, abs=0.01)
+    assert all(row == dec for row in sp["decode"][1:])          # no decode data above 4 ms: bin 0's
+    pro = sp["prompt"][2]
+    assert pro[0] == pytest.approx(1.0) and pro[-1] == pytest.approx(2.0)
+    assert pro[SPREAD_PROBS.index(0.5)] == pytest.approx(1.0)  # two in three iterations took the predicted time
+    assert sp["prompt"][4] == pro and sp["prompt"][0] == pro

@@ -2,11 +2,12 @@
 the same load, figures reduced as the load generator does."""
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
 
-from calibration.serve_load_validation import FIGURES, gpu_key, loadgen_figures, scenario_for, validate_load
+from calibration.serve_load_validation import FIGURES, SPREAD_SEEDS, gpu_key, loadgen_figures, scenario_for, validate_load
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
 
@@ -32,14 +33,22 @@ def test_settings_become_the_scenario():
     assert gpu_key("NVIDIA H100 80GB HBM3") == "h100"
 
 
-def test_a_run_the_twin_itself_recorded_validates_with_no_error(tmp_path):
+@pytest.mark.parametrize("spread", [False, True])
+def test_a_run_the_twin_itself_recorded_validates_with_no_error(tmp_path, spread):
+    """Recorded by the twin (with the measured spread: each figure the median of SPREAD_SEEDS
+    replays, traffic seeds 0..N-1), replayed by validate_load: no error."""
     rng = np.random.default_rng(1)
     n = 40
     arrival = np.cumsum(rng.exponential(1 / 20, n))
     isl, osl = rng.integers(64, 512, n), rng.integers(8, 64, n)
-    sc = scenario_for(RUN)
-    per = simulate(sc, requests=from_records(arrival, isl, osl, sc.traffic)).per_request()
-    figs = loadgen_figures(per)
+    sc = scenario_for(RUN, spread=spread)
+    runs = []
+    for seed in range(SPREAD_SEEDS if spread else 1):
+        one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
+        runs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic)).per_request()))
+    figs = {k: float(np.median([r[k] for r in runs])) for k in FIGURES}
+    if spread:   # the draws differ from seed to seed
+        assert len({r["ttft_p99_s"] for r in runs}) > 1
     with open(tmp_path / "serve_load.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*RUN, *FIGURES])
         w.writeheader()
@@ -49,7 +58,7 @@ def test_a_run_the_twin_itself_recorded_validates_with_no_error(tmp_path):
         w.writeheader()
         for i in range(n):
             w.writerow({"run_id": "r1", "rank": i % 2, "arrival_s": arrival[i], "input_len": isl[i], "output_len": osl[i]})
-    (row,) = validate_load(tmp_path)
+    (row,) = validate_load(tmp_path, spread=spread)
     for k in FIGURES:
         assert row[f"{k}_rel_error"] == pytest.approx(0.0, abs=1e-9), k
         assert row[f"{k}_within_target"]

@@ -311,3 +311,36 @@ def test_graph_replay_path_pads_and_gives_the_same_tokens(tiny):
     assert {it.graph_batch for it in engine.iterations} >= {0, 4}
     for r in reqs:
         assert r.output == _reference(model, r), f"request {r.request_id}"
+
+
+def test_lowload_plans_keep_away_from_the_runs_already_measured():
+    """The s7srv campaign's plans: run names and seeds of their own, closed-loop concurrencies that
+    divide over the EP ranks, fit runs at no held-out configuration, and held-out runs at
+    configurations no earlier run has (so no fit ever saw them)."""
+    from real.serve.plans import EP2, EP2_LOWLOAD, GPU1, GPU1_LOWLOAD
+    conf = lambda r: (r.arrival, r.input_len, r.rate_per_s, r.concurrency)  # noqa: E731
+    for base, low, ranks in ((GPU1, GPU1_LOWLOAD, 1), (EP2, EP2_LOWLOAD, 2)):
+        assert {r.split for r in low.runs} == {"fit", "holdout"}
+        assert not {r.name for r in low.runs} & {r.name for r in base.runs}
+        assert len({r.seed for r in low.runs}) == len(low.runs) and not {r.seed for r in low.runs} & {r.seed for r in base.runs}
+        assert all(r.concurrency % ranks == 0 for r in low.runs if r.arrival == "closed")
+        held = {conf(r) for r in base.runs if r.split == "holdout"}
+        assert not held & {conf(r) for r in low.runs if r.split == "fit"}
+        fitted = {conf(r) for r in (*base.runs, *low.runs) if r.split == "fit"}
+        assert not fitted & {conf(r) for r in low.runs if r.split == "holdout"}
+        # the engine settings (and so the fitted table they feed) are the base plan's
+        assert (low.model, low.page_size, low.token_budget, low.max_running) == (base.model, base.page_size, base.token_budget, base.max_running)
+
+
+def test_s7srv_campaign_script_cpu_dry_run(tmp_path):
+    """real/campaigns/s7srv.sh with the tiny plans on CPU (one process, then two gloo ranks)."""
+    env = {**os.environ, "PYTHON": sys.executable, "S7_DEVICE": "cpu", "S7_PLAN1": "tiny",
+           "S7_PLAN2": "tiny-ep2", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s7srv.sh"), str(tmp_path)], cwd=REPO,
+                   env=env, check=True, capture_output=True, timeout=240)
+    d = tmp_path / "s7srv"
+    loads = _read(d / "serve_load.csv")
+    assert [r["ep_size"] for r in loads] == ["1", "1", "2", "2"]
+    assert all(int(r["num_completed"]) > 0 for r in loads)
+    assert _read(d / "serve_iterations.csv") and (d / "gpu1" / "env.json").exists() and (d / "ep2" / "env.json").exists()
+    assert "s7srv end" in (d / "log.txt").read_text()

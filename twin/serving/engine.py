@@ -81,6 +81,9 @@ class Engine:
         self.env = simpy.Environment()
         self.r, self.s, self.t = reqs, s, t
         n = len(reqs)
+        # the engine's measured iteration spread (twin.serving.timing.IterationSpread), drawn from a
+        # generator of its own seeded by the traffic seed: one run per seed
+        self.rng = np.random.default_rng([t.seed, 15])
         self.rec = Records(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64),
                            np.zeros(n, dtype=np.int64), reqs.arrival_s.copy())
         self.input_len = reqs.input_len.tolist()
@@ -482,6 +485,10 @@ class Instance:
             p_time = self.dp * busiest if self.rr else prompt_tokens
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, self.max_ctx() if decode_now else 0.0,
                                            len(chunk), pairs)
+            if costs.spread is not None:
+                body = dur - costs.loop_s
+                r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
+                dur, pre_s = costs.loop_s + body * r, pre_s * r
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -554,8 +561,13 @@ class Instance:
         total = 0.0
         until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
         b_time = self.dp * max(self.dec_g) if self.rr else b
+        spread, loop_s = self.costs.spread, self.costs.loop_s
+        u = eng.rng.random(steps).tolist() if spread is not None else None
         for i in range(steps):
-            total += self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps)[0]
+            dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps)[0]
+            if spread is not None:
+                dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
+            total += dur
             cum.append(total)
             if total >= until:
                 break

@@ -36,6 +36,13 @@ lockstep, the slowest setting the pace):
 host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
+
+Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
+iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
+short eager prompt iteration, a 30 ms one moves by a few percent). The measured / predicted ratios
+of the fit iterations are kept as quantiles by kind (prompt work or decode only) and predicted
+duration; the simulation multiplies each iteration's time (less the loop gap) by a ratio drawn by
+inverse CDF from a generator seeded with traffic.seed, so a run is deterministic for its seed.
 """
 
 from __future__ import annotations
@@ -109,6 +116,39 @@ def engine_costs(name: str) -> dict[str, float]:
     return {k: float(table[name].get(k, 0.0)) for k in ENGINE_TERMS}
 
 
+class IterationSpread:
+    """Measured / predicted iteration time of an engine as quantiles (`probs` levels) per kind and
+    predicted-duration bin (bin i: predictions below edges_s[i]; the last bin the rest)."""
+
+    def __init__(self, edges_s, probs, decode, prompt):
+        self.edges_s = [float(e) for e in edges_s]
+        self.probs = [float(p) for p in probs]
+        self.rows = {False: [list(map(float, r)) for r in decode], True: [list(map(float, r)) for r in prompt]}
+        for prompt_kind, rows in self.rows.items():
+            if len(rows) != len(self.edges_s) + 1 or any(len(r) != len(self.probs) or min(r) <= 0 or r != sorted(r) for r in rows):
+                raise ValueError(f"serve_engines.toml spread.{'prompt' if prompt_kind else 'decode'}: expected "
+                                 f"{len(self.edges_s) + 1} rising rows of {len(self.probs)} positive quantiles")
+
+    @classmethod
+    def from_table(cls, table: dict) -> "IterationSpread":
+        return cls(table["edges_s"], table["probs"], table["decode"], table["prompt"])
+
+    def ratio(self, prompt: bool, pred_s: float, u: float) -> float:
+        """The ratio at uniform draw u in [0, 1) of an iteration predicted to take pred_s (inverse
+        CDF, linear between the stored quantiles)."""
+        row = self.rows[prompt][bisect.bisect_left(self.edges_s, pred_s)]
+        p = self.probs
+        k = min(max(bisect.bisect_right(p, u) - 1, 0), len(p) - 2)
+        f = (u - p[k]) / (p[k + 1] - p[k])
+        return row[k] + (row[k + 1] - row[k]) * f
+
+
+def engine_spread(name: str) -> IterationSpread | None:
+    """The measured iteration spread of engine `name`; None for '' or a table without one."""
+    table = serve_engines().get(name, {}) if name else {}
+    return IterationSpread.from_table(table["spread"]) if "spread" in table else None
+
+
 class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept."""
 
@@ -117,6 +157,9 @@ class IterationCosts:
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
         self.engine = engine_costs(s.engine_costs)
+        # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
+        self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
+        self.loop_s = self.engine.get("loop_s", 0.0)
         self.eager_s = (self.engine["eager_iteration_s"] if self.engine else
                         s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens))
         self.graph_max = s.cuda_graph_max_batch * s.attention_dp if s.cuda_graphs else 0

@@ -40,3 +40,19 @@ def test_deepseek_scenarios_state_the_published_conditions():
     # mean KV length per output token ISL + OSL / 2 = 4,989 (to a token), 20-22 tokens/s per user
     assert dec.serve.input_len + dec.serve.output_len / 2 == pytest.approx(4989, abs=1)
     assert 1 / 22 <= dec.traffic.target_tpot_s <= 1 / 20
+
+
+def test_decode_at_the_published_load_runs_littles_law_concurrency():
+    """14.8k output tokens/s per node x 18 nodes over 21 tokens/s per user = 12,686 requests in
+    flight (88 per GPU): the decode scenario runs there, with no TPOT target, and reports the
+    per-user speed (1 / TPOT P50) against 21."""
+    from twin.serving.published import deepseek_decode_at_published_load, published_decode_concurrency
+    assert published_decode_concurrency(21.0) == 12_686
+    assert published_decode_concurrency(20.0) > published_decode_concurrency(22.0)
+    row = deepseek_decode_at_published_load(ROOT)
+    assert row["concurrency"] == 12_686 and row["claimed"] == 21.0
+    assert row["predicted"] == pytest.approx(1.0 / row["tpot_p50_s"])
+    assert row["rel_error"] == pytest.approx(row["predicted"] / 21.0 - 1.0)
+    # fewer requests than the fully loaded unit (~116 per GPU at 21 tokens/s): faster steps
+    full = load_scenario(ROOT / "scenarios" / "r1_serve_h800_decode.toml", kind=SERVING)
+    assert row["concurrency"] < 144 * 116 and full.traffic.target_tpot_s > row["tpot_p50_s"]
