@@ -135,3 +135,20 @@ def test_the_gantts_array_merge_draws_the_same_bars_as_merge_spans():
         got = merge_spans_array(starts, widths, gap)
         assert len(got) == len(expected)
         assert np.allclose(np.array(got), np.array(expected), rtol=0, atol=1e-12)
+
+
+def test_a_gantt_drawn_ahead_is_used_only_for_the_same_step(monkeypatch):
+    """prepare() draws the first stage's Gantt before the replay ends: byte for byte what the
+    report would draw for that very step, kept under a key no other step shares."""
+    import reports.replay_report as rr
+    from twin.training.replay.stages import stage_scenario
+    from twin.training.step import simulate_step
+    sc = load_scenario()
+    step = simulate_step(stage_scenario(sc, sc.run.stages[0]), record_events=True)
+    monkeypatch.setattr(rr, "_EARLY_GANTT", {})
+    rr.prepare(sc)
+    assert list(rr._EARLY_GANTT) == [rr._gantt_key(step)]
+    assert rr._EARLY_GANTT[rr._gantt_key(step)] == page_mod.png(rr.plot_gantt(step), crop=False)
+    other = simulate_step(stage_scenario(load_scenario(overrides=["cluster.num_gpus=4096"]), sc.run.stages[0]),
+                          record_events=True)
+    assert rr._gantt_key(other) not in rr._EARLY_GANTT

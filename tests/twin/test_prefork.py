@@ -35,3 +35,10 @@ def test_closing_without_a_call_stops_the_process():
 def test_disabled_means_no_process():
     with prepared("os", "getpid", enabled=False) as p:
         assert p is None
+
+
+def test_work_ahead_runs_before_the_call_and_a_failure_there_does_not_stop_it():
+    with prepared("os", "getpid", warm="os.getenv", warm_args=("HOME",)) as p:
+        assert isinstance(p.call(), int)
+    with prepared("os", "getpid", warm="twin.no_such_module.f") as p:
+        assert isinstance(p.call(), int)

@@ -155,9 +155,11 @@ def _window(text: str) -> tuple[float, float]:
 
 def cmd_replay(args) -> int:
     sc = _scenario(args)
-    # the report's plotting stack (matplotlib, ~0.6 s) is imported and warmed up in a forked
-    # process while the replay simulates, which then writes the report
-    with prepared("reports.replay_report", "write_report", enabled=bool(args.out), warm="reports.page.warm_up") as report:
+    # the report's plotting stack (matplotlib, ~0.6 s) is imported in a forked process, which
+    # draws what it can ahead (reports.replay_report.prepare) while the replay simulates and then
+    # writes the report
+    with prepared("reports.replay_report", "write_report", enabled=bool(args.out),
+                  warm="reports.replay_report.prepare", warm_args=(sc,)) as report:
         result = replay(sc, progress=not args.quiet)
         if report is not None:
             report.call(result, sc, args.out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing as mp
+import sys
 import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -24,14 +25,17 @@ def _function(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _serve(module: str, name: str, warm: str | None, conn: Connection, other_end: Connection) -> None:
+def _serve(module: str, name: str, warm: str | None, warm_args: tuple, conn: Connection, other_end: Connection) -> None:
     other_end.close()   # the parent's end: once the parent is gone, recv() ends with EOFError
     try:
         func = getattr(importlib.import_module(module), name)
-        if warm:
-            _function(warm)()
     except BaseException as exc:   # reported when called
         func, failure = None, exc
+    if warm and func is not None:
+        try:
+            _function(warm)(*warm_args)
+        except Exception as exc:   # work done ahead is an optimisation: the call still runs
+            print(f"warning: {warm} failed ahead of {module}.{name} ({type(exc).__name__}: {exc})", file=sys.stderr)
     try:
         args = conn.recv()
     except (EOFError, OSError):
@@ -51,16 +55,17 @@ def _serve(module: str, name: str, warm: str | None, conn: Connection, other_end
 
 class Prepared:
     """`module.name` in a process forked now; call(*args) runs it there once. `warm` names a
-    function ('package.module.function') run there after the import, before the call comes."""
+    function ('package.module.function') run there with `warm_args` after the import, before the
+    call comes (work that needs only what is known now)."""
 
-    def __init__(self, module: str, name: str, warm: str | None = None):
+    def __init__(self, module: str, name: str, warm: str | None = None, warm_args: tuple = ()):
         self.module, self.name = module, name
         self._proc = self._conn = None
         if "fork" in mp.get_all_start_methods():
             ctx = mp.get_context("fork")
             self._conn, child_end = ctx.Pipe()
             # not a daemon: the function may start processes of its own (the report's plots)
-            self._proc = ctx.Process(target=_serve, args=(module, name, warm, child_end, self._conn), daemon=False)
+            self._proc = ctx.Process(target=_serve, args=(module, name, warm, warm_args, child_end, self._conn), daemon=False)
             self._proc.start()
             child_end.close()
 
@@ -91,9 +96,10 @@ class Prepared:
 
 
 @contextlib.contextmanager
-def prepared(module: str, name: str, enabled: bool = True, warm: str | None = None) -> Iterator[Prepared | None]:
+def prepared(module: str, name: str, enabled: bool = True, warm: str | None = None,
+             warm_args: tuple = ()) -> Iterator[Prepared | None]:
     """A Prepared (None where not `enabled`), closed on the way out whatever happens."""
-    p = Prepared(module, name, warm) if enabled else None
+    p = Prepared(module, name, warm, warm_args) if enabled else None
     try:
         yield p
     finally:
