@@ -141,6 +141,27 @@ def _agree(value: float) -> float:
     return float(t.item())
 
 
+
+def start_ranks(args):
+    """This torchrun rank's device (GPU LOCAL_RANK, or the CPU with gloo under --tiny or without
+    CUDA), its process group, telemetry and the environment record every row carries:
+    (device, cuda, rank, world size, telemetry, env)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available() and not args.tiny
+    dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    # a rank that dies (out of memory) makes the others fail within a minute, not hang to the timeout
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
+    tel = Telemetry(local_rank)
+    env = environment(dev, tel)
+    env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
+    env["num_gpus"] = dist.get_world_size()
+    env["config"] = vars(args) | {"out": str(args.out)}
+    return dev, cuda, dist.get_rank(), dist.get_world_size(), tel, env
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="torchrun ... -m real.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,21 +192,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     layouts = [parse_layout(x) for x in args.layouts.split(",") if x]
 
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    cuda = torch.cuda.is_available() and not args.tiny
-    dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(dev)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-    # a rank that dies (out of memory) makes the others fail within a minute, not hang to the timeout
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    tel = Telemetry(local_rank)
-    env = environment(dev, tel)
-    env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
-    env["num_gpus"] = world
-    env["config"] = vars(args) | {"out": str(args.out)}
+    dev, cuda, rank, world, tel, env = start_ranks(args)
     spec = get_spec(args.model)
     spec = dataclasses.replace(spec, num_mtp_modules=0,
                                num_layers=args.num_layers or spec.num_layers)

@@ -33,21 +33,19 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from real.bench.device import environment, free_memory
+from real.bench.device import free_memory
 from real.bench.records import ENV_COLS, PIPELINE_HOST_COLS, PIPELINE_OP_KERNELS_COLS, log
 from real.configs import get_spec
 from real.fp8 import BF16
 from real.model import build_model
-from real.pipeline.bench import CsvFamily, _agree, parse_layout
+from real.pipeline.bench import CsvFamily, _agree, parse_layout, start_ranks
 from real.pipeline.engine import PipelineRunner, build_mesh, flow_orders, on_shared_axis
-from real.telemetry import Telemetry
 from twin.core.schedules import build_schedule
 
 ANNOTATION = "pp_op/"
@@ -150,20 +148,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     configs = parse_configs(args.configs)
 
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    cuda = torch.cuda.is_available() and not args.tiny
-    dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(dev)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    tel = Telemetry(local_rank)
-    env = environment(dev, tel)
-    env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
-    env["num_gpus"] = world
-    env["config"] = vars(args) | {"out": str(args.out)}
+    dev, cuda, rank, world, tel, env = start_ranks(args)
     spec = get_spec(args.model)
     spec = dataclasses.replace(spec, num_mtp_modules=0, num_layers=args.num_layers or spec.num_layers)
     dtype = torch.bfloat16 if cuda else torch.float32

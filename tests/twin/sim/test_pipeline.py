@@ -160,14 +160,17 @@ def test_weight_gradients_fill_the_wait_for_communication():
     assert duration == 6.0
 
 
-def test_fb_tasks_are_attributed_to_their_part():
-    class TwoChains(IdealCosts):
-        def chains(self, rank, op):
-            if op.kind != "FB":
-                return super().chains(rank, op)
-            return ((Task("compute", 1.0, "attn_fwd", part="F"), Task("comm", 0.5, "dispatch", part="F")),
-                    (Task("comm", 0.5, "combine_bwd", part="B"), Task("compute", 2.0, "mlp_bwd", part="B")))
+class TwoChains(IdealCosts):
+    """Ideal op times, an F&B pair as two chains on two streams (its parts named)."""
 
+    def chains(self, rank, op):
+        if op.kind != "FB":
+            return super().chains(rank, op)
+        return ((Task("compute", 1.0, "attn_fwd", part="F"), Task("comm", 0.5, "dispatch", part="F")),
+                (Task("comm", 0.5, "combine_bwd", part="B"), Task("compute", 2.0, "mlp_bwd", part="B")))
+
+
+def test_fb_tasks_are_attributed_to_their_part():
     s = build_schedule("dualpipev", 1, 2)
     r = simulate_pipeline(s, TwoChains(1.0, 2.0, 1.0, 3.0))
     fb = [e for e in r.events if e.kind == "FB"]
@@ -278,15 +281,8 @@ def test_event_log_is_built_on_read_and_its_lanes_cover_the_same_time():
     """simulate_pipeline keeps one record per op; the events it builds on first read are the
     per-task log (ordered by start, rank), and `lanes` (the Gantt's bars) cover, per rank, stream
     and op kind, exactly the time the events cover."""
-    class Overlapped(IdealCosts):   # an F&B pair: two chains on two streams
-        def chains(self, rank, op):
-            if op.kind != "FB":
-                return super().chains(rank, op)
-            return ((Task("compute", 1.0, "attn_fwd", part="F"), Task("comm", 0.5, "dispatch", part="F")),
-                    (Task("comm", 0.5, "combine_bwd", part="B"), Task("compute", 2.0, "mlp_bwd", part="B")))
-
     s = build_schedule("dualpipe", 4, 8)
-    r = simulate_pipeline(s, Overlapped(1.0, 2.0, 1.0, 3.0))
+    r = simulate_pipeline(s, TwoChains(1.0, 2.0, 1.0, 3.0))
     n = len(r.events)   # counted from the op records, before any event is built
     events = list(r.events)
     assert len(events) == n > 0
@@ -307,4 +303,4 @@ def test_event_log_is_built_on_read_and_its_lanes_cover_the_same_time():
     assert set(lanes) == set(covered)
     for key, spans in lanes.items():
         assert sum(b - a for a, b in spans) == pytest.approx(union(covered[key]), rel=1e-12)
-    assert simulate_pipeline(s, Overlapped(1.0, 2.0, 1.0, 3.0), record_events=False).events == []
+    assert simulate_pipeline(s, TwoChains(1.0, 2.0, 1.0, 3.0), record_events=False).events == []
