@@ -162,6 +162,7 @@ def start_ranks(args):
     env["config"] = vars(args) | {"out": str(args.out)}
     return dev, cuda, dist.get_rank(), dist.get_world_size(), tel, env
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="torchrun ... -m real.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
