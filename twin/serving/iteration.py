@@ -334,6 +334,35 @@ def weight_stream_floor_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec) -> float:
 # Prefill
 
 
+def overlapped_layers_s(layers: int, n: int, pre_s: float, dispatch_s: float, post_s: float, combine_s: float) -> float:
+    """Seconds of `layers` MoE layers run as `n` micro-batches on two streams, each micro-batch's
+    layer being: compute before the dispatch (attention, router), dispatch, compute after it
+    (experts), combine, and the next layer's compute after the combine.
+
+    The compute stream runs every micro-batch's pre-dispatch compute, then every one's experts,
+    layer after layer; the communication stream runs each all-to-all as soon as its input is
+    computed and the stream is free (DeepSeek's prefill overlap, profile-data README and day-6 post:
+    the computation of one micro-batch overlaps the communication of the other; SGLang's two-batch
+    overlap runs the same order: attention, yield, dispatch, experts, yield, combine). The overlap
+    carries over layer boundaries, so the fill and drain are paid once per forward: in steady
+    state a layer takes n x max(compute, communication) where each compute piece covers the
+    all-to-all that follows it, more where one does not (a bubble on the compute stream).
+    n = 1 is compute and communication in sequence."""
+    comp = comm_free = 0.0
+    combine_done = [0.0] * n
+    for _ in range(layers):
+        dispatch_done = []
+        for k in range(n):
+            comp = max(comp, combine_done[k]) + pre_s
+            comm_free = max(comm_free, comp) + dispatch_s
+            dispatch_done.append(comm_free)
+        for k in range(n):
+            comp = max(comp, dispatch_done[k]) + post_s
+            comm_free = max(comm_free, comp) + combine_s
+            combine_done[k] = comm_free
+    return max(comp, comm_free)
+
+
 def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> dict:
     """One prefill forward of `prefill_chunk_tokens` per GPU (prompts of input_len)."""
     prof = serving_profile(gpu, s, profile)
@@ -359,18 +388,23 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
         return total
 
     a = attn_s()
-    moe_c = moe_a = 0.0
+    pre_c = post_c = disp = comb = 0.0     # per micro-batch: compute before the dispatch and after it, the two all-to-alls
     if m.is_moe:
         load = ExpertLoad(loads["rows_frac"], loads["rows_frac"], loads["rows_frac"])
+        dispatched = False
         for op in moe_ops(mm, t * s.moe_tp, ms.ep, gpu.gpus_per_node, s.max_nodes_per_token, load):
             if op.kind in ALL_TO_ALL_KINDS:
-                moe_a += comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
+                x = comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
+                disp, comb = (disp, comb + x) if dispatched else (disp + x, comb)
+                dispatched = True
+            elif dispatched:
+                post_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
             else:
-                moe_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
-    moe_c += moe_allreduce_s(m, gpu, s, t * s.moe_tp) if m.is_moe else 0.0
+                pre_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+        post_c += moe_allreduce_s(m, gpu, s, t * s.moe_tp)
+    moe_c, moe_a = pre_c + post_c, disp + comb
     dense_c = _dense_ffn_s(m, gpu, s, t, prof, sm)
-    c_moe = a + moe_c
-    moe_s = m.num_moe_layers * (n * max(c_moe, moe_a) + min(c_moe, moe_a) if n > 1 else (c_moe + moe_a)) if m.is_moe else 0.0
+    moe_s = overlapped_layers_s(m.num_moe_layers, n, a + pre_c, disp, post_c, comb) if m.is_moe else 0.0
     dense_s = (m.num_layers - m.num_moe_layers) * n * (a + dense_c)
     last = max(1, round(T / s.input_len))
     head_s = compute.gemm_time_s(last, m.vocab_size // s.tp, m.hidden_size, "bf16", gpu, prof)
