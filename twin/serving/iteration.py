@@ -25,8 +25,10 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
 Prefill (per GPU, `prefill_chunk_tokens` prompt tokens per forward): twin.costs.flops attention_ops
 and moe_ops at large m (causal attention quadratic in the prompt), all-to-all through
 twin.costs.comm (DeepEP normal kernels, `prefill_comm_sms` SMs taken from compute), the same
-micro-batch overlap. Input tokens/s per GPU = chunk / forward time; TTFT = forwards a prompt needs
-x forward time (no queueing).
+micro-batch overlap list-scheduled on a compute and a communication stream (overlapped_layers_s:
+it carries over layer boundaries, so a layer takes n x max(C, A) and the fill is paid once per
+forward). Input tokens/s per GPU = chunk / forward time; TTFT = forwards a prompt needs x forward
+time (no queueing). Checked against DeepSeek's own prefill profile (twin.serving.published).
 
 Throughput: disaggregated instances report decode output tokens/s = batch / TPOT per instance x
 instances; a co-located instance also spends batch x ISL / prefill rate per OSL tokens generated.

@@ -12,8 +12,8 @@ from reports.serve_report import write_outputs
 from twin.core.results import to_json
 from twin.core.scenario import SERVING, load_scenario
 from twin.costs.memory import kv_bytes_per_token, max_batch_by_memory, memory_per_gpu, weight_breakdown
-from twin.serving.iteration import (_load_figures, _moe_compute_s, decode_step, mla_decode_core_s, serving_profile, straggler_slot_rows,
-                                    weight_stream_floor_s)
+from twin.serving.iteration import (_load_figures, _moe_compute_s, decode_step, mla_decode_core_s, overlapped_layers_s, serving_profile,
+                                    straggler_slot_rows, weight_stream_floor_s)
 from twin.serving.run import serve
 from twin.costs import compute
 from twin.core.serve_specs import ServeSpec
@@ -128,6 +128,20 @@ def test_eplb_replication_lowers_the_max_rank_load():
     # weight-streaming regime (32 tokens per GPU): 36 resident experts per GPU instead of 32 cost
     # weight bytes and the rows barely matter - replication does not pay there
     assert moe_s(skewed, 256) > moe_s(contiguous, 256)
+
+
+def test_two_batch_overlap_fills_once_per_forward_not_per_layer():
+    """Micro-batches of a prefill forward: attention 4, dispatch 2, experts 5, combine 3 (ms) per
+    micro-batch. One micro-batch runs them in sequence; two overlap each one's all-to-all with the
+    other's compute across layer boundaries: 2 x 9 ms per layer plus one combine at the end."""
+    assert overlapped_layers_s(10, 1, 4, 2, 5, 3) == pytest.approx(10 * 14)
+    assert overlapped_layers_s(10, 2, 4, 2, 5, 3) == pytest.approx(10 * 2 * 9 + 3)
+    # communication-bound: the all-to-all stream sets the pace (2 x 10 ms a layer)
+    assert overlapped_layers_s(10, 2, 1, 5, 1, 5) == pytest.approx(10 * 2 * 10 + 1, rel=0.02)
+    # a dispatch longer than the attention that should hide it leaves a bubble on the compute stream
+    balanced = overlapped_layers_s(10, 2, 4, 4, 4, 4)
+    assert overlapped_layers_s(10, 2, 2, 6, 6, 2) > balanced
+    assert overlapped_layers_s(0, 2, 4, 2, 5, 3) == 0.0
 
 
 def test_straggler_rows_keep_rows_and_skip_untouched_experts():
