@@ -365,6 +365,28 @@ def overlapped_layers_s(layers: int, n: int, pre_s: float, dispatch_s: float, po
     return max(comp, comm_free)
 
 
+def prefix_expand_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, prefix_tokens: int, profile: Profile | None = None) -> float:
+    """Seconds, over all layers of one GPU, to expand the cached latents of `prefix_tokens` prefix
+    tokens into per-head keys and values for a prefill chunk that attends over them (MLA only).
+
+    A chunk behind a cached prefix (a prefix-cache hit or the prompt's earlier chunks) attends over
+    the prefix's keys and values, but MLA caches only the latent (d_c + d_rope per token): the
+    compute-friendly prefill path multiplies the prefix latents by W_UK and W_UV again, a GEMM of
+    m = prefix tokens, n = heads x (d_nope + d_v), k = d_c per layer, after reading them from the
+    cache (vLLM v1/attention/backends/mla/common.py, "Chunked Prefill": cache_k_nope_chunk =
+    cache_kv_c_chunk @ W_UK, cache_v_chunk = cache_kv_c_chunk @ W_UV; our real/serve/forward.py
+    prefill_attention expands prefix + chunk alike). The chunk's own tokens are expanded in
+    attention_ops (kv_up); their attention over the prefix is in the causal span."""
+    if m.attention != "mla" or prefix_tokens <= 0:
+        return 0.0
+    prof = serving_profile(gpu, s, profile)
+    sm = compute.sm_fraction(gpu, s.prefill_comm_sms if m.is_moe and s.ep > 1 else 0)
+    h = m.num_heads // s.tp
+    per_layer = (_gemm_s(prefix_tokens, h * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank, s.weight_precision, gpu, prof, sm)
+                 + compute.memory_time_s(prefix_tokens * (m.kv_lora_rank + m.qk_rope_head_dim) * BF16_BYTES, gpu, prof))
+    return m.num_layers * per_layer
+
+
 def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> dict:
     """One prefill forward of `prefill_chunk_tokens` per GPU (prompts of input_len)."""
     prof = serving_profile(gpu, s, profile)
