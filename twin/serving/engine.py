@@ -138,7 +138,7 @@ class Engine:
             pre_s = self._solo_s.get(key)
             if pre_s is None:
                 span = key[0] + key[1]
-                pre_s = self._solo_s[key] = self.solo_prefill.iteration_s(0, 0.0, key[0] - key[1], span)[0]
+                pre_s = self._solo_s[key] = self.solo_prefill.iteration_s(0, 0.0, key[0] - key[1], span, prefix_tokens=key[1])[0]
             self.rec.prefill_busy_s += pre_s
             ev = self.env.timeout(pre_s)
             ev.callbacks.append(lambda _ev, rid=rid: self.prefilled(rid))
@@ -442,6 +442,7 @@ class Instance:
             prompt_tokens = 0
             span_weighted = 0.0
             pairs = 0.0
+            prefix = 0                            # cached tokens the chunks attend over (latents expanded)
             busiest = 0.0                         # round-robin groups: the most prompt tokens of one group
             if self.prefilling and self.rr:
                 counts = s.token_budget_counts_decode and s.mixed_batches
@@ -456,6 +457,7 @@ class Instance:
                     prompt_tokens += take
                     span_weighted += take * (take + 2 * self.prefill_span0[rid])
                     pairs += take * (take + self.prefill_span0[rid])
+                    prefix += self.prefill_span0[rid]
                 if chunk:
                     per = [0] * self.dp
                     for rid, take in chunk:
@@ -472,6 +474,7 @@ class Instance:
                     prompt_tokens += take
                     span_weighted += take * (take + 2 * self.prefill_span0[rid])
                     pairs += take * (take + self.prefill_span0[rid])
+                    prefix += self.prefill_span0[rid]
             decode_now = self.batch if (not chunk or s.mixed_batches) else 0
             if decode_now and optimistic:
                 self._preempt_for_growth(tps)
@@ -484,7 +487,7 @@ class Instance:
             b_time = self.dp * max(self.dec_g) if self.rr and decode_now else decode_now
             p_time = self.dp * busiest if self.rr else prompt_tokens
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, self.max_ctx() if decode_now else 0.0,
-                                           len(chunk), pairs)
+                                           len(chunk), pairs, prefix * p_time / prompt_tokens if prompt_tokens else 0.0)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))

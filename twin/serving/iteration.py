@@ -25,8 +25,10 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
 Prefill (per GPU, `prefill_chunk_tokens` prompt tokens per forward): twin.costs.flops attention_ops
 and moe_ops at large m (causal attention quadratic in the prompt), all-to-all through
 twin.costs.comm (DeepEP normal kernels, `prefill_comm_sms` SMs taken from compute), the same
-micro-batch overlap. Input tokens/s per GPU = chunk / forward time; TTFT = forwards a prompt needs
-x forward time (no queueing).
+micro-batch overlap list-scheduled on a compute and a communication stream (overlapped_layers_s:
+it carries over layer boundaries, so a layer takes n x max(C, A) and the fill is paid once per
+forward). Input tokens/s per GPU = chunk / forward time; TTFT = forwards a prompt needs x forward
+time (no queueing). Checked against DeepSeek's own prefill profile (twin.serving.published).
 
 Throughput: disaggregated instances report decode output tokens/s = batch / TPOT per instance x
 instances; a co-located instance also spends batch x ISL / prefill rate per OSL tokens generated.
@@ -334,6 +336,57 @@ def weight_stream_floor_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec) -> float:
 # Prefill
 
 
+def overlapped_layers_s(layers: int, n: int, pre_s: float, dispatch_s: float, post_s: float, combine_s: float) -> float:
+    """Seconds of `layers` MoE layers run as `n` micro-batches on two streams, each micro-batch's
+    layer being: compute before the dispatch (attention, router), dispatch, compute after it
+    (experts), combine, and the next layer's compute after the combine.
+
+    The compute stream runs every micro-batch's pre-dispatch compute, then every one's experts,
+    layer after layer; the communication stream runs each all-to-all as soon as its input is
+    computed and the stream is free (DeepSeek's prefill overlap, profile-data README and day-6 post:
+    the computation of one micro-batch overlaps the communication of the other; SGLang's two-batch
+    overlap runs the same order: attention, yield, dispatch, experts, yield, combine). The overlap
+    carries over layer boundaries, so the fill and drain are paid once per forward: in steady
+    state a layer takes n x max(compute, communication) where each compute piece covers the
+    all-to-all that follows it, more where one does not (a bubble on the compute stream).
+    n = 1 is compute and communication in sequence."""
+    comp = comm_free = 0.0
+    combine_done = [0.0] * n
+    for _ in range(layers):
+        dispatch_done = []
+        for k in range(n):
+            comp = max(comp, combine_done[k]) + pre_s
+            comm_free = max(comm_free, comp) + dispatch_s
+            dispatch_done.append(comm_free)
+        for k in range(n):
+            comp = max(comp, dispatch_done[k]) + post_s
+            comm_free = max(comm_free, comp) + combine_s
+            combine_done[k] = comm_free
+    return max(comp, comm_free)
+
+
+def prefix_expand_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, prefix_tokens: int, profile: Profile | None = None) -> float:
+    """Seconds, over all layers of one GPU, to expand the cached latents of `prefix_tokens` prefix
+    tokens into per-head keys and values for a prefill chunk that attends over them (MLA only).
+
+    A chunk behind a cached prefix (a prefix-cache hit or the prompt's earlier chunks) attends over
+    the prefix's keys and values, but MLA caches only the latent (d_c + d_rope per token): the
+    compute-friendly prefill path multiplies the prefix latents by W_UK and W_UV again, a GEMM of
+    m = prefix tokens, n = heads x (d_nope + d_v), k = d_c per layer, after reading them from the
+    cache (vLLM v1/attention/backends/mla/common.py, "Chunked Prefill": cache_k_nope_chunk =
+    cache_kv_c_chunk @ W_UK, cache_v_chunk = cache_kv_c_chunk @ W_UV; our real/serve/forward.py
+    prefill_attention expands prefix + chunk alike). The chunk's own tokens are expanded in
+    attention_ops (kv_up); their attention over the prefix is in the causal span."""
+    if m.attention != "mla" or prefix_tokens <= 0:
+        return 0.0
+    prof = serving_profile(gpu, s, profile)
+    sm = compute.sm_fraction(gpu, s.prefill_comm_sms if m.is_moe and s.ep > 1 else 0)
+    h = m.num_heads // s.tp
+    per_layer = (_gemm_s(prefix_tokens, h * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank, s.weight_precision, gpu, prof, sm)
+                 + compute.memory_time_s(prefix_tokens * (m.kv_lora_rank + m.qk_rope_head_dim) * BF16_BYTES, gpu, prof))
+    return m.num_layers * per_layer
+
+
 def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> dict:
     """One prefill forward of `prefill_chunk_tokens` per GPU (prompts of input_len)."""
     prof = serving_profile(gpu, s, profile)
@@ -359,18 +412,23 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
         return total
 
     a = attn_s()
-    moe_c = moe_a = 0.0
+    pre_c = post_c = disp = comb = 0.0     # per micro-batch: compute before the dispatch and after it, the two all-to-alls
     if m.is_moe:
         load = ExpertLoad(loads["rows_frac"], loads["rows_frac"], loads["rows_frac"])
+        dispatched = False
         for op in moe_ops(mm, t * s.moe_tp, ms.ep, gpu.gpus_per_node, s.max_nodes_per_token, load):
             if op.kind in ALL_TO_ALL_KINDS:
-                moe_a += comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
+                x = comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
+                disp, comb = (disp, comb + x) if dispatched else (disp + x, comb)
+                dispatched = True
+            elif dispatched:
+                post_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
             else:
-                moe_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
-    moe_c += moe_allreduce_s(m, gpu, s, t * s.moe_tp) if m.is_moe else 0.0
+                pre_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+        post_c += moe_allreduce_s(m, gpu, s, t * s.moe_tp)
+    moe_c, moe_a = pre_c + post_c, disp + comb
     dense_c = _dense_ffn_s(m, gpu, s, t, prof, sm)
-    c_moe = a + moe_c
-    moe_s = m.num_moe_layers * (n * max(c_moe, moe_a) + min(c_moe, moe_a) if n > 1 else (c_moe + moe_a)) if m.is_moe else 0.0
+    moe_s = overlapped_layers_s(m.num_moe_layers, n, a + pre_c, disp, post_c, comb) if m.is_moe else 0.0
     dense_s = (m.num_layers - m.num_moe_layers) * n * (a + dense_c)
     last = max(1, round(T / s.input_len))
     head_s = compute.gemm_time_s(last, m.vocab_size // s.tp, m.hidden_size, "bf16", gpu, prof)

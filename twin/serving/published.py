@@ -12,6 +12,17 @@ number of requests decoding on a node is its output rate over the per-user speed
 `deepseek_decode_at_published_load` runs the decode scenario at that load and compares the
 per-user speed, the one published figure it does not take as input. The prefill post gives no
 latency, so its average load is not pinned; the prefill row stays the fully loaded unit.
+
+What a fully loaded prefill unit does is published too, by DeepSeek's own profile of it
+(deepseek-ai/profile-data prefill.json: EP32, TP1, 4K prompts, 16,384 tokens per GPU, two
+micro-batches, balanced routing), which the SGLang team read as 62,713 input tokens/s per node
+(lmsys.org blog 2025-05-05, "Profile Results"): `deepseek_prefill_profile` runs the prefill scenario
+at those conditions. The production figure with its cache hits taken out, 73.7k x (1 - 0.563) =
+32.2k computed tokens/s per node, is about half of it ("DeepSeek's profile reports a throughput
+roughly twice that of its production environment", same blog): the gap between the fully loaded
+unit and the daily average is the unit's load and the routing of real traffic (the blog measures its
+own engine 15% slower with a real expert distribution than with perfectly balanced routing, 50,302
+against 59,337 at the profile's conditions), neither published for DeepSeek's service.
 Consistency of the published set: 608B input tokens / 24 h / 73.7k per prefill node = 95.5 nodes
 and 168B output tokens / 24 h / 14.8k per decode node = 131.4 nodes add up to 226.9, the published
 average occupancy of 226.75 nodes: the per-node figures are daily tokens over the average node
@@ -37,6 +48,13 @@ DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE = 73_700.0  # '~73.7k tokens/s input (inc
 DEEPSEEK_USER_TOKENS_PER_S = (20.0, 22.0)          # 'The average output speed was 20-22 tokens per second'
 DEEPSEEK_DECODE_NODES = 18                         # 'Decoding Phase [Routed Expert EP144 ...]: 18 nodes'
 DEEPSEEK_DECODE_SCENARIO = "r1_serve_h800_decode"
+DEEPSEEK_PREFILL_SCENARIO = "r1_serve_h800_prefill"
+# DeepSeek's prefill profile (deepseek-ai/profile-data README: EP32, TP1, prompt 4K, 16K tokens per GPU,
+# two micro-batches, 'absolutely balanced' routing) read as input tokens/s per node by the SGLang team
+# (lmsys.org/blog/2025-05-05-large-scale-ep, "Profile Results" table, column "DeepSeek Profile")
+DEEPSEEK_PROFILE_PREFILL_TOKENS_PER_S_PER_NODE = 62_713.0
+DEEPSEEK_PROFILE_PREFILL_CONDITIONS = ("serve.input_len=4096", "serve.prefill_chunk_tokens=16384", "serve.load_model=\"balanced\"",
+                                       "traffic.prefix_hit_frac=0")
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
 
@@ -101,7 +119,22 @@ def deepseek_production(root) -> list[dict]:
                      "rel_error": pred / claimed - 1.0, "concurrency": r.concurrency, "tpot_p50_s": r.tpot_s.p50,
                      "ttft_p50_s": r.ttft_s.p50, "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request})
     rows.append(deepseek_decode_at_published_load(root))
+    rows.append(deepseek_prefill_profile(root))
     return rows
+
+
+def deepseek_prefill_profile(root) -> dict:
+    """The prefill scenario at the conditions of DeepSeek's prefill profile (4K prompts, no cache
+    hits, 16,384 tokens per GPU per forward, balanced routing; the unit, its parallelism and two
+    micro-batches as in production) against the 62,713 input tokens/s per node read from it."""
+    sc = load_scenario(root / "scenarios" / f"{DEEPSEEK_PREFILL_SCENARIO}.toml", list(DEEPSEEK_PROFILE_PREFILL_CONDITIONS), SERVING)
+    r = simulate(sc)
+    pred = r.input_tokens_per_s_per_node
+    claimed = DEEPSEEK_PROFILE_PREFILL_TOKENS_PER_S_PER_NODE
+    return {"scenario": f"{DEEPSEEK_PREFILL_SCENARIO} at DeepSeek's profile conditions", "metric": "input_tokens_per_s_per_node",
+            "claimed": claimed, "predicted": pred, "rel_error": pred / claimed - 1.0, "concurrency": r.concurrency,
+            "tpot_p50_s": r.tpot_s.p50, "ttft_p50_s": r.ttft_s.p50,
+            "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request}
 
 
 def published_decode_concurrency(user_tokens_per_s: float) -> int:

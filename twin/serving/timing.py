@@ -11,7 +11,10 @@ The mixed form charges the prompt tokens their *marginal* cost in a forward that
 the b x q decode tokens: the weights the decode step streams are not read twice, and the sum is
 continuous in p (p -> 0 gives the decode step) and in b. Attention of a prompt token is charged
 through prefill_forward's causal attention at input_len = span: a chunk of n new tokens behind c
-cached ones costs n (c + n / 2) token-pairs, which is n x span / 2 with span = n + 2c.
+cached ones costs n (c + n / 2) token-pairs, which is n x span / 2 with span = n + 2c. The c cached
+tokens' latents are expanded into keys and values once more for the chunk (MLA:
+twin.serving.iteration.prefix_expand_s, on its own grid of prefix tokens per GPU), added to the
+prompt work.
 
 Cost functions are evaluated on a grid and interpolated linearly: batch and tokens on integer points
 to 16 and then 2^(1/8) apart (9%), contexts and spans 2x apart and interpolated linearly in tokens
@@ -55,7 +58,7 @@ from twin.core.serve_specs import ServeSpec
 from twin.core.errors import ScenarioError
 from twin.core.specs import GPUSpec, ModelSpec, serve_engines
 from twin.costs.profile import Profile
-from twin.serving.iteration import decode_step, prefill_forward, serving_profile
+from twin.serving.iteration import decode_step, prefill_forward, prefix_expand_s, serving_profile
 
 LINEAR_TO = 16               # grid points 1..16 are integers
 FINE_RATIO = 2 ** (1 / 8)    # batch/token grid spacing above that
@@ -167,6 +170,7 @@ class IterationCosts:
         self.page_buckets = sorted(s.graph_page_buckets)
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int], float] = {}
+        self._prefix: dict[int, float] = {}
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
         self.decode_parts: dict[int, dict] = {}     # one decode_step breakdown per batch grid point (reports)
@@ -208,6 +212,12 @@ class IterationCosts:
             t = self._prefill[key] = best
         return t
 
+    def _prefix_at(self, i: int) -> float:
+        t = self._prefix.get(i)
+        if t is None:
+            t = self._prefix[i] = prefix_expand_s(self.m, self.gpu, self.s, max(1, round(_fine_point(i))), self.prof)
+        return t
+
     def _line(self, fn, x: float, j: int) -> tuple[float, float, float]:
         """Across context cell j at fine index x: (value at the cell's start, slope per token, start)."""
         i0 = int(x)
@@ -243,26 +253,37 @@ class IterationCosts:
         v0, slope, c0 = self._line(self._prefill_at, _fine_index(per_gpu), _coarse_cell(span))
         return v0 + slope * (span - c0)
 
+    def prefix_s(self, prefix_tokens: float) -> float:
+        """Expanding the cached latents of `prefix_tokens` (instance total) prefix tokens that this
+        iteration's prompt chunks attend over (twin.serving.iteration.prefix_expand_s)."""
+        if prefix_tokens <= 0 or self.m.attention != "mla":
+            return 0.0
+        x = _fine_index(max(1.0, prefix_tokens / self.s.ep))
+        i0 = int(x)
+        a, b = self._prefix_at(i0), self._prefix_at(i0 + 1)
+        return a + (b - a) * (x - i0)
+
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
-                    chunks: int = 0, pairs: float = 0.0) -> tuple[float, float]:
+                    chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
-        span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))."""
+        span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
+        behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs)
+                                            chunks, pairs, prefix_tokens)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
         if batch <= 0:
-            t = self.prefill_s(prompt_tokens, span)
+            t = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens)
             return t + self.eager_s, t
         dq = batch * self.q
-        extra = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span))
+        extra = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
         return self.decode_s(batch, ctx) + extra + self.eager_s, extra
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
-                            chunks: int, pairs: float) -> tuple[float, float]:
+                            chunks: int, pairs: float, prefix_tokens: float = 0.0) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -277,10 +298,10 @@ class IterationCosts:
         if prompt_tokens <= 0:
             kern, pre = self.decode_s(b, ctx), 0.0
         elif b <= 0:
-            kern = pre = self.prefill_s(prompt_tokens, span)
+            kern = pre = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens)
         else:
             dq = b * self.q
-            pre = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span))
+            pre = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
             kern = self.decode_s(b, ctx) + pre
         e = self.engine
         if not e:

@@ -12,8 +12,9 @@ from reports.serve_report import write_outputs
 from twin.core.results import to_json
 from twin.core.scenario import SERVING, load_scenario
 from twin.costs.memory import kv_bytes_per_token, max_batch_by_memory, memory_per_gpu, weight_breakdown
-from twin.serving.iteration import (_load_figures, _moe_compute_s, decode_step, mla_decode_core_s, serving_profile, straggler_slot_rows,
-                                    weight_stream_floor_s)
+from twin.serving.iteration import (_load_figures, _moe_compute_s, decode_step, mla_decode_core_s, overlapped_layers_s, prefix_expand_s,
+                                    serving_profile, straggler_slot_rows, weight_stream_floor_s)
+from twin.serving.timing import IterationCosts
 from twin.serving.run import serve
 from twin.costs import compute
 from twin.core.serve_specs import ServeSpec
@@ -128,6 +129,35 @@ def test_eplb_replication_lowers_the_max_rank_load():
     # weight-streaming regime (32 tokens per GPU): 36 resident experts per GPU instead of 32 cost
     # weight bytes and the rows barely matter - replication does not pay there
     assert moe_s(skewed, 256) > moe_s(contiguous, 256)
+
+
+def test_two_batch_overlap_fills_once_per_forward_not_per_layer():
+    """Micro-batches of a prefill forward: attention 4, dispatch 2, experts 5, combine 3 (ms) per
+    micro-batch. One micro-batch runs them in sequence; two overlap each one's all-to-all with the
+    other's compute across layer boundaries: 2 x 9 ms per layer plus one combine at the end."""
+    assert overlapped_layers_s(10, 1, 4, 2, 5, 3) == pytest.approx(10 * 14)
+    assert overlapped_layers_s(10, 2, 4, 2, 5, 3) == pytest.approx(10 * 2 * 9 + 3)
+    # communication-bound: the all-to-all stream sets the pace (2 x 10 ms a layer)
+    assert overlapped_layers_s(10, 2, 1, 5, 1, 5) == pytest.approx(10 * 2 * 10 + 1, rel=0.02)
+    # a dispatch longer than the attention that should hide it leaves a bubble on the compute stream
+    balanced = overlapped_layers_s(10, 2, 4, 4, 4, 4)
+    assert overlapped_layers_s(10, 2, 2, 6, 6, 2) > balanced
+    assert overlapped_layers_s(0, 2, 4, 2, 5, 3) == 0.0
+
+
+def test_a_chunk_behind_a_cached_prefix_pays_to_expand_its_latents():
+    """MLA caches latents: a prefill chunk behind c cached tokens multiplies their latents by W_UK and
+    W_UV again (a GEMM of m = c, n = 128 x (128 + 128), k = 512 per layer on V3), so the same chunk
+    at the same attention span costs more with the prefix's latents to expand; GQA caches K and V."""
+    gpu, s = get_gpu("h800"), ServeSpec(ep=8, weight_precision="fp8")
+    assert prefix_expand_s(V3, gpu, s, 0) == 0.0
+    one, two = prefix_expand_s(V3, gpu, s, 4096), prefix_expand_s(V3, gpu, s, 8192)
+    assert 0 < one < two <= 2.05 * one
+    costs = IterationCosts(V3, gpu, s)
+    alone = costs.iteration_s(0, 0.0, 8 * 2048, 2048 + 2 * 2048)[0]
+    behind = costs.iteration_s(0, 0.0, 8 * 2048, 2048 + 2 * 2048, prefix_tokens=8 * 2048)[0]
+    assert behind - alone == pytest.approx(costs.prefix_s(8 * 2048)) and behind > alone
+    assert prefix_expand_s(get_model("llama3-8b"), gpu, ServeSpec(), 4096) == 0.0
 
 
 def test_straggler_rows_keep_rows_and_skip_untouched_experts():

@@ -56,3 +56,41 @@ def test_decode_at_the_published_load_runs_littles_law_concurrency():
     # fewer requests than the fully loaded unit (~116 per GPU at 21 tokens/s): faster steps
     full = load_scenario(ROOT / "scenarios" / "r1_serve_h800_decode.toml", kind=SERVING)
     assert row["concurrency"] < 144 * 116 and full.traffic.target_tpot_s > row["tpot_p50_s"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 15's target: DeepSeek's published figures under their published conditions within 15%,
+# never fitted. Rows not met are strict xfails carrying the measured error: reported, never
+# loosened, and the test fails the day one passes (then move it to MET).
+PUBLISHED_TOLERANCE = 0.15
+NOT_MET = {
+    # fully loaded prefill unit (closed loop) against the 24 h average of the service, which counts the
+    # unit's idle time and real routing; its average load is not published (no TTFT figure)
+    "r1_serve_h800_prefill": "+75.6%: 129.4k against 73.7k input tokens/s per node (fully loaded unit, "
+                             "balanced routing, every prompt 4,384 tokens; the daily load is not published)",
+    # the decode unit at the largest batch giving 21 tokens/s per user: the twin's step is 13% faster
+    # at the published load (below), so the same speed holds ~116 requests per GPU instead of 88
+    "r1_serve_h800_decode": "+33.4%: 19.7k against 14.8k output tokens/s per node (fully loaded at 21 tokens/s "
+                            "per user; at the published load the per-user speed is +12.9%)",
+}
+
+
+@pytest.fixture(scope="module")
+def production_rows():
+    from twin.serving.published import deepseek_production
+    return {r["scenario"]: r for r in deepseek_production(ROOT)}
+
+
+@pytest.mark.parametrize("scenario", [
+    pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=f"not met: {NOT_MET[name]} (issue 15 open)")]
+                 if name in NOT_MET else [])
+    for name in ("r1_serve_h800_prefill", "r1_serve_h800_decode", "r1_serve_h800_decode at the published load",
+                 "r1_serve_h800_prefill at DeepSeek's profile conditions")])
+def test_deepseek_published_figures_within_15_percent(production_rows, scenario):
+    """Each DeepSeek figure under its published conditions: the production prefill and decode units,
+    the decode unit at the load the published figures imply (per-user speed against 21 tokens/s) and
+    the prefill unit at the conditions of DeepSeek's own prefill profile (62,713 input tokens/s per
+    node, EP32, 4K prompts, 16K tokens per GPU, no cache hits)."""
+    row = production_rows[scenario]
+    assert row["rel_error"] == pytest.approx(row["predicted"] / row["claimed"] - 1.0)
+    assert abs(row["rel_error"]) <= PUBLISHED_TOLERANCE, f"{scenario}: {row['rel_error']:+.1%}"
