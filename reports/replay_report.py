@@ -350,7 +350,7 @@ def _assumptions(result: dict, scenario) -> list[str]:
 def _verdict(result: dict, scenario, compared: bool) -> str:
     total = next((c for c in result["claims"] if c["id"] == TOTAL_CLAIM), None)
     gpu = _gpu(result)
-    if compared and total and total["predicted"] is not None:
+    if compared and total and total["rel_error"] is not None:   # the run the total describes
         cost = total["predicted"] * result["price_usd_per_gpu_hour"]
         return (f"The twin puts DeepSeek-V3's training at {pg.count(total['predicted'])} {gpu} GPU-hours ({pg.usd(cost)}), "
                 f"{pg.above_below(total['rel_error'])} DeepSeek's published {pg.count(total['claimed'], 4, True)}.")

@@ -152,3 +152,22 @@ def test_a_gantt_drawn_ahead_is_used_only_for_the_same_step(monkeypatch):
     other = simulate_step(stage_scenario(load_scenario(overrides=["cluster.num_gpus=4096"]), sc.run.stages[0]),
                           record_events=True)
     assert rr._gantt_key(other) not in rr._EARLY_GANTT
+
+
+def test_a_whole_run_figure_is_not_compared_with_a_run_of_other_stages():
+    """V3's total GPU-hours add up pre-training, context extension and post-training; a run of
+    other stages on the same model and GPU (R1-Zero's RL) has no counterpart, while its own
+    group's figure is compared."""
+    from twin.core.specs import training_claims
+    from twin.training.replay.costs import compare_claims
+
+    sc = load_scenario(None)
+    group = {"gpu_hours": 64_000.0, "cost_usd": 128_000.0, "feasible": True}
+    rl_only = {"complete": True, "total_gpu_hours": 64_000.0, "total_cost_usd": 128_000.0, "groups": {"r1_zero": group}}
+    rows = {r["id"]: r for r in compare_claims(rl_only, sc)}
+    assert rows["train.cost.total_gpu_hours"]["predicted"] is None and rows["train.cost.total_gpu_hours"]["rel_error"] is None
+    assert rows["train.cost.r1_zero_gpu_hours"]["rel_error"] == pytest.approx(64_000 / 101_000 - 1)
+    whole = {**rl_only, "groups": {g: group for g in ("pretrain", "context_extension", "post_training")}}
+    rows = {r["id"]: r for r in compare_claims(whole, sc)}
+    total = next(c for c in training_claims() if c["id"] == "train.cost.total_gpu_hours")
+    assert rows["train.cost.total_gpu_hours"]["rel_error"] == pytest.approx(64_000 / total["value"] - 1)

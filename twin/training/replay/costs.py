@@ -155,7 +155,9 @@ def compare_claims(out: dict, sc: Scenario) -> list[dict]:
     rows = []
     comparable = describes(sc)
     for c in training_claims():
-        pred = _predicted(c, out)
+        # a whole-run figure (V3's total) has no counterpart in a run of other stages (R1-Zero's RL)
+        covered = set(c.get("covers", ())) <= set(out["groups"])
+        pred = _predicted(c, out) if covered else None
         rows.append({"id": c["id"], "statement": c["statement"], "claimed": float(c["value"]), "predicted": pred,
                      "rel_error": (pred - c["value"]) / c["value"] if pred is not None and comparable else None,
                      "unit": c["unit"], "status": c["status"], "source": c["source"]})
