@@ -21,7 +21,7 @@ probe_extra=${S8PPEP_PROBE_ARGS:-}
 nproc=${S8PPEP_NPROC:-4}
 log="$out/s8ppep.log"
 if [ -z "$extra" ]; then
-  ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+  ngpu=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
   [ "$ngpu" -ge 4 ] || { echo "s8ppep: $ngpu GPUs, needs 4: nothing run" | tee -a "$log"; exit 0; }
 fi
 common=(--model v2-lite-slice --num-layers 8 --seq-len 4096 --mb-seqs 1 --precision bf16
