@@ -26,14 +26,15 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}
 QUICK=()
-[ "${S7CP_QUICK:-0}" = "1" ] && QUICK=(--quick)
+k=1   # wall limits are the GPU's; a CPU dry run on a loaded machine gets five times as long
+[ "${S7CP_QUICK:-0}" = "1" ] && { QUICK=(--quick); k=5; }
 {
   echo "s7cp campaign $(date -u +%FT%TZ)"
   nvidia-smi topo -m > "$OUT/topo.txt" 2>&1 || echo "no nvidia-smi topo" > "$OUT/topo.txt"
   run_part() {  # section, output name, wall limit (s), section budget (s)
     local dir="$OUT/part_$2"
     mkdir -p "$dir"
-    timeout -k 5 "$3" "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 \
+    timeout -k 5 $(( $3 * k )) "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 \
       -m real.bench --out "$dir" --only "$1" --budget-s "$4" ${QUICK[@]+"${QUICK[@]}"}
     echo "part $1 ($2) exit $? at $(date -u +%FT%TZ)"
     [ -e "$dir/parallel_blocks.csv" ] && mv "$dir/parallel_blocks.csv" "$OUT/parallel_blocks_$2.csv"

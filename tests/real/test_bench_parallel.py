@@ -86,7 +86,7 @@ def test_i14cp_campaign_cpu_dry_run_writes_allgather_rows_then_ring_rows(tmp_pat
     parallel_blocks_cp.csv, all-gather rows first, every row with its environment columns."""
     env = {**os.environ, "PYTHON": sys.executable, "I14CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/i14cp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=240)
+                   check=True, capture_output=True, timeout=600)
     d = tmp_path / "i14cp"
     for part in ("allgather", "ring"):
         part_env = json.loads((d / f"env_{part}.json").read_text())
@@ -113,7 +113,7 @@ def test_s7cp_campaign_cpu_dry_run_writes_tp_rows_then_cp_rows_with_host_times(t
     a CPU (where the host does the work)."""
     env = {**os.environ, "PYTHON": sys.executable, "S7CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s7cp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=240)
+                   check=True, capture_output=True, timeout=600)
     d = tmp_path / "s7cp"
     assert not (d / "parallel_blocks_cp_efficient.csv").exists()  # the cuDNN-path fallback not needed
     for part, section in (("tp", "tp_blocks"), ("cp", "cp_blocks")):
