@@ -638,6 +638,27 @@ def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tupl
     return fits, info
 
 
+def update_profile_collectives(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR,
+                               profiles_dir: Path | str = PROFILES_DIR) -> Path | None:
+    """Write `collectives_terms(gpu)` into the committed profile <profiles_dir>/<gpu>.json and its
+    provenance, nothing else (the rest of the profile is left as its last `twin fit` wrote it; a
+    whole refit also moves every term whose records changed since). None without the sweep or
+    the profile."""
+    path = Path(profiles_dir) / f"{gpu}.json"
+    fits, info = collectives_terms(gpu, root)
+    if not fits or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    prov = data.pop("provenance", None)
+    data.pop("collectives", None)
+    data["collectives"] = fits                 # before the provenance, as the profiles keep it
+    if prov is not None:
+        prov["collectives"] = info
+        data["provenance"] = prov
+    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    return path
+
+
 # sm_reserve.csv precision -> the twin's: FP8 is DeepSeek's 1x128 x 128x128 recipe
 SM_RESERVE_PRECISIONS = {"bf16": "bf16", "fp8-blockwise": "fp8"}
 
