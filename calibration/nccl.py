@@ -9,11 +9,18 @@ minimises the relative error (a 4 KiB call and a 1 GiB call weigh alike), over t
 `split` is fit only (sizes 2^even); the rows held out (2^odd) give the reported error.
 
 `fit_collectives(df)` -> {op: {"latency_s", "bus_bytes_per_s", "source"}}: the profile's
-`collectives` mapping the twin reads. `holdout_errors(df, fits)` -> the held-out errors.
+`collectives` mapping the twin reads. `holdout_errors(df, fits)` -> the held-out errors;
+`sweep_summary(folder)` both per op, as `twin validate` reports them for every <gpu>x2 folder.
+
+  python -m calibration.nccl [--gpu h100] [--update]
+prints each GPU's fit and held-out errors; --update writes them into the committed profile
+twin/data/profiles/<gpu>.json (its `collectives` and provenance only: calibration.fit.
+update_profile_collectives).
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +100,52 @@ def fit_collectives(df: pd.DataFrame, source: str = "nccl.csv") -> dict:
                            f"({int(rows['message_bytes'].min())}-{int(rows['message_bytes'].max())} B), "
                            f"{worlds} ranks{', ' + gpu if gpu else ''}; {held_txt}")
     return fits
+
+
+def sweep_summary(folder: Path | str) -> dict:
+    """{op: {"latency_s", "bus_bytes_per_s", "rows", "median_abs_rel_err", "max_abs_rel_err"}}:
+    the alpha-beta fit of a folder's sweep on its fitting sizes and its error on the held-out ones
+    (the figures a profile fitted from that folder carries); {} without nccl.csv."""
+    path = Path(folder) / "nccl.csv"
+    if not path.is_file():
+        return {}
+    df = load_nccl(path)
+    fits = fit_collectives(df)
+    held = holdout_errors(df, fits)
+    return {op: {"latency_s": e["latency_s"], "bus_bytes_per_s": e["bus_bytes_per_s"], **held[op]}
+            for op, e in fits.items() if op in held}
+
+
+def format_summary(name: str, summary: dict) -> str:
+    """One line: each op's held-out median (max) |error| of a folder's sweep."""
+    ops = ", ".join(f"{op} {v['median_abs_rel_err']:.1%} ({v['max_abs_rel_err']:.1%})" for op, v in summary.items())
+    return f"NCCL {name} held-out |error| median (max) over {max(v['rows'] for v in summary.values())} sizes: {ops}"
+
+
+def main(argv=None) -> int:
+    from calibration import records as rec    # lazy: calibration.fit imports this module
+    from calibration.fit import COLLECTIVES_FOLDER, update_profile_collectives
+    ap = argparse.ArgumentParser(description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
+                                             "and its held-out error")
+    ap.add_argument("--gpu", action="append", help="GPU (default: every one with a <gpu>x2/nccl.csv)")
+    ap.add_argument("--update", action="store_true",
+                    help="write the fit into the committed profile (its collectives and provenance only)")
+    args = ap.parse_args(argv)
+    root = rec.MEASUREMENTS_DIR
+    gpus = args.gpu or sorted(p.name[:-2] for p in root.glob("*x2") if (p / "nccl.csv").is_file())
+    for gpu in gpus:
+        folder = root / COLLECTIVES_FOLDER.format(gpu=gpu)
+        summary = sweep_summary(folder)
+        if not summary:
+            print(f"{gpu}: no {folder.name}/nccl.csv")
+            continue
+        for op, v in summary.items():
+            print(f"{gpu} {op:16} latency {v['latency_s'] * 1e6:6.1f} us  bus {v['bus_bytes_per_s'] / 1e9:6.1f} GB/s  "
+                  f"held-out median {v['median_abs_rel_err']:6.1%}  max {v['max_abs_rel_err']:6.1%}  ({v['rows']} sizes)")
+        if args.update:
+            print(f"{gpu}: wrote {update_profile_collectives(gpu, root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
