@@ -14,18 +14,26 @@ minimises the relative error (a 4 KiB call and a 1 GiB call weigh alike), over t
 
   python -m calibration.nccl [--gpu h100] [--update]
 prints each GPU's fit and held-out errors; --update writes them into the committed profile
-twin/data/profiles/<gpu>.json (its `collectives` and provenance only: calibration.fit.
-update_profile_collectives).
+twin/data/profiles/<gpu>.json (its `collectives` and provenance only: update_profile_collectives;
+`twin fit` takes the same terms through collectives_terms).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
+
+from calibration import records as rec
+from twin.core.atomic import write_text
+from twin.costs.profile import PROFILES
+
+PROFILES_DIR = Path(str(PROFILES))  # the twin's package data (twin/data/profiles), as calibration.fit's
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv", "send_recv_bidir")
 _NUMERIC = ("message_bytes", "world_size", "bus_factor", "time_s", "time_p10_s", "time_p90_s")
@@ -102,6 +110,48 @@ def fit_collectives(df: pd.DataFrame, source: str = "nccl.csv") -> dict:
     return fits
 
 
+# the records folder of two GPUs of one host whose NCCL sweep (real/bench/nccl.py) gives a GPU's
+# in-node collectives: <gpu>x2/nccl.csv
+COLLECTIVES_FOLDER = "{gpu}x2"
+
+
+def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, dict]:
+    """Profile.collectives from <gpu>x2/nccl.csv (fit_collectives: an alpha-beta fit per op on the
+    sweep's fitting sizes, measured, each entry naming its source and held-out error) ->
+    (collectives, {"file", "sha256", "holdout": {op: errors}}); ({}, {}) without the file (the twin
+    then costs collectives from the catalog's links)."""
+    folder = COLLECTIVES_FOLDER.format(gpu=gpu)
+    path = Path(root) / folder / "nccl.csv"
+    if not path.is_file():
+        return {}, {}
+    df = load_nccl(path)
+    fits = fit_collectives(df, source=f"calibration/measurements/{folder}/nccl.csv")
+    info = {"file": f"{folder}/nccl.csv", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "holdout": holdout_errors(df, fits)}
+    return fits, info
+
+
+def update_profile_collectives(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR,
+                               profiles_dir: Path | str = PROFILES_DIR) -> Path | None:
+    """Write `collectives_terms(gpu)` into the committed profile <profiles_dir>/<gpu>.json and its
+    provenance, nothing else (the rest of the profile is left as its last `twin fit` wrote it; a
+    whole refit also moves every term whose records changed since). None without the sweep or
+    the profile."""
+    path = Path(profiles_dir) / f"{gpu}.json"
+    fits, info = collectives_terms(gpu, root)
+    if not fits or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    prov = data.pop("provenance", None)
+    data.pop("collectives", None)
+    data["collectives"] = fits                 # before the provenance, as the profiles keep it
+    if prov is not None:
+        prov["collectives"] = info
+        data["provenance"] = prov
+    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    return path
+
+
 def sweep_summary(folder: Path | str) -> dict:
     """{op: {"latency_s", "bus_bytes_per_s", "rows", "median_abs_rel_err", "max_abs_rel_err"}}:
     the alpha-beta fit of a folder's sweep on its fitting sizes and its error on the held-out ones
@@ -123,8 +173,6 @@ def format_summary(name: str, summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from calibration import records as rec    # lazy: calibration.fit imports this module
-    from calibration.fit import COLLECTIVES_FOLDER, update_profile_collectives
     ap = argparse.ArgumentParser(description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
                                              "and its held-out error")
     ap.add_argument("--gpu", action="append", help="GPU (default: every one with a <gpu>x2/nccl.csv)")
