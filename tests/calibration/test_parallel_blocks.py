@@ -178,9 +178,10 @@ NOT_MET = {
 }
 # 2xH100 (h100x2/, real/campaigns/s7cp.sh on two H100s of a 4xH100 host, 2026-11-26 09:02 UTC),
 # predicted with the H100 profile and its own sweep: the v2-lite MoE TP2 rows at 4-8K tokens fall
-# short as on the H200 (their one-GPU references are within 4-8%); v2-lite MLA at 4K with SP and
-# its CP2 ring sublayer as on the H200 too. The host-bound v2-lite rows moved up to 30% between
-# this run and the first-pass rows of i14real.sh a minute before on the other GPU pair.
+# short as on the H200 (their one-GPU references are within 4-8%); the v2-lite MLA TP2 block at 4K
+# (here with SP, on the H200 without) and the v2-lite CP2 ring MLA sublayer miss by 10.5-10.6%.
+# Host-bound v2-lite rows moved by up to 30% between this run and i14real.sh's first-pass rows a
+# minute earlier on the host's other GPU pair (calibration/measurements/README.md).
 NOT_MET_H100 = {
     "cp_block mla v2-lite-slice t16384 cp2 ring": -0.105,
     "tp_block mla v2-lite-slice t4096 tp2 sp": -0.106,
