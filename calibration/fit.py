@@ -33,7 +33,7 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration import sm_reserve
-from calibration.nccl import fit_collectives, holdout_errors, load_nccl
+from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
@@ -615,27 +615,6 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
                                sustained_curves=sustained_curve_ratios(per_kernel, prof),
                                sm_reserve=reserve, collectives=collectives), stats
-
-
-# the records folder of two GPUs of one host whose NCCL sweep (real/bench/nccl.py) gives a GPU's
-# in-node collectives: <gpu>x2/nccl.csv
-COLLECTIVES_FOLDER = "{gpu}x2"
-
-
-def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, dict]:
-    """Profile.collectives from <gpu>x2/nccl.csv (calibration.nccl.fit_collectives: an alpha-beta
-    fit per op on the sweep's fitting sizes, measured, each entry naming its source and held-out
-    error) -> (collectives, {"file", "sha256", "holdout": {op: errors}}); ({}, {}) without the file
-    (the twin then costs collectives from the catalog's links)."""
-    folder = COLLECTIVES_FOLDER.format(gpu=gpu)
-    path = Path(root) / folder / "nccl.csv"
-    if not path.is_file():
-        return {}, {}
-    df = load_nccl(path)
-    fits = fit_collectives(df, source=f"calibration/measurements/{folder}/nccl.csv")
-    info = {"file": f"{folder}/nccl.csv", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "holdout": holdout_errors(df, fits)}
-    return fits, info
 
 
 # sm_reserve.csv precision -> the twin's: FP8 is DeepSeek's 1x128 x 128x128 recipe

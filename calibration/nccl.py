@@ -9,16 +9,31 @@ minimises the relative error (a 4 KiB call and a 1 GiB call weigh alike), over t
 `split` is fit only (sizes 2^even); the rows held out (2^odd) give the reported error.
 
 `fit_collectives(df)` -> {op: {"latency_s", "bus_bytes_per_s", "source"}}: the profile's
-`collectives` mapping the twin reads. `holdout_errors(df, fits)` -> the held-out errors.
+`collectives` mapping the twin reads. `holdout_errors(df, fits)` -> the held-out errors;
+`sweep_summary(folder)` both per op, as `twin validate` reports them for every <gpu>x2 folder.
+
+  python -m calibration.nccl [--gpu h100] [--update]
+prints each GPU's fit and held-out errors; --update writes them into the committed profile
+twin/data/profiles/<gpu>.json (its `collectives` and provenance only: update_profile_collectives;
+`twin fit` takes the same terms through collectives_terms).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
+
+from calibration import records as rec
+from twin.core.atomic import write_text
+from twin.costs.profile import PROFILES
+
+PROFILES_DIR = Path(str(PROFILES))  # the twin's package data (twin/data/profiles), as calibration.fit's
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv", "send_recv_bidir")
 _NUMERIC = ("message_bytes", "world_size", "bus_factor", "time_s", "time_p10_s", "time_p90_s")
@@ -93,3 +108,92 @@ def fit_collectives(df: pd.DataFrame, source: str = "nccl.csv") -> dict:
                            f"({int(rows['message_bytes'].min())}-{int(rows['message_bytes'].max())} B), "
                            f"{worlds} ranks{', ' + gpu if gpu else ''}; {held_txt}")
     return fits
+
+
+# the records folder of two GPUs of one host whose NCCL sweep (real/bench/nccl.py) gives a GPU's
+# in-node collectives: <gpu>x2/nccl.csv
+COLLECTIVES_FOLDER = "{gpu}x2"
+
+
+def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, dict]:
+    """Profile.collectives from <gpu>x2/nccl.csv (fit_collectives: an alpha-beta fit per op on the
+    sweep's fitting sizes, measured, each entry naming its source and held-out error) ->
+    (collectives, {"file", "sha256", "holdout": {op: errors}}); ({}, {}) without the file (the twin
+    then costs collectives from the catalog's links)."""
+    folder = COLLECTIVES_FOLDER.format(gpu=gpu)
+    path = Path(root) / folder / "nccl.csv"
+    if not path.is_file():
+        return {}, {}
+    df = load_nccl(path)
+    fits = fit_collectives(df, source=f"calibration/measurements/{folder}/nccl.csv")
+    info = {"file": f"{folder}/nccl.csv", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "holdout": holdout_errors(df, fits)}
+    return fits, info
+
+
+def update_profile_collectives(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR,
+                               profiles_dir: Path | str = PROFILES_DIR) -> Path | None:
+    """Write `collectives_terms(gpu)` into the committed profile <profiles_dir>/<gpu>.json and its
+    provenance, nothing else (the rest of the profile is left as its last `twin fit` wrote it; a
+    whole refit also moves every term whose records changed since). None without the sweep or
+    the profile."""
+    path = Path(profiles_dir) / f"{gpu}.json"
+    fits, info = collectives_terms(gpu, root)
+    if not fits or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    prov = data.pop("provenance", None)
+    data.pop("collectives", None)
+    data["collectives"] = fits                 # before the provenance, as the profiles keep it
+    if prov is not None:
+        prov["collectives"] = info
+        data["provenance"] = prov
+    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def sweep_summary(folder: Path | str) -> dict:
+    """{op: {"latency_s", "bus_bytes_per_s", "rows", "median_abs_rel_err", "max_abs_rel_err"}}:
+    the alpha-beta fit of a folder's sweep on its fitting sizes and its error on the held-out ones
+    (the figures a profile fitted from that folder carries); {} without nccl.csv."""
+    path = Path(folder) / "nccl.csv"
+    if not path.is_file():
+        return {}
+    df = load_nccl(path)
+    fits = fit_collectives(df)
+    held = holdout_errors(df, fits)
+    return {op: {"latency_s": e["latency_s"], "bus_bytes_per_s": e["bus_bytes_per_s"], **held[op]}
+            for op, e in fits.items() if op in held}
+
+
+def format_summary(name: str, summary: dict) -> str:
+    """One line: each op's held-out median (max) |error| of a folder's sweep."""
+    ops = ", ".join(f"{op} {v['median_abs_rel_err']:.1%} ({v['max_abs_rel_err']:.1%})" for op, v in summary.items())
+    return f"NCCL {name} held-out |error| median (max) over {max(v['rows'] for v in summary.values())} sizes: {ops}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
+                                             "and its held-out error")
+    ap.add_argument("--gpu", action="append", help="GPU (default: every one with a <gpu>x2/nccl.csv)")
+    ap.add_argument("--update", action="store_true",
+                    help="write the fit into the committed profile (its collectives and provenance only)")
+    args = ap.parse_args(argv)
+    root = rec.MEASUREMENTS_DIR
+    gpus = args.gpu or sorted(p.name[:-2] for p in root.glob("*x2") if (p / "nccl.csv").is_file())
+    for gpu in gpus:
+        folder = root / COLLECTIVES_FOLDER.format(gpu=gpu)
+        summary = sweep_summary(folder)
+        if not summary:
+            print(f"{gpu}: no {folder.name}/nccl.csv")
+            continue
+        for op, v in summary.items():
+            print(f"{gpu} {op:16} latency {v['latency_s'] * 1e6:6.1f} us  bus {v['bus_bytes_per_s'] / 1e9:6.1f} GB/s  "
+                  f"held-out median {v['median_abs_rel_err']:6.1%}  max {v['max_abs_rel_err']:6.1%}  ({v['rows']} sizes)")
+        if args.update:
+            print(f"{gpu}: wrote {update_profile_collectives(gpu, root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

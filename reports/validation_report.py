@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.sm_reserve import slowdown_png
+from calibration.validate import format_blocks
 from reports import page as pg
 from reports.page import Page
 from twin.core.atomic import staged_dir
@@ -250,6 +251,18 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
               pg.seconds(q["idle_simulated_s"][int(r)]), pg.seconds(m),
               pg.pct(q["idle_rel_error"][r], signed=True) if q["idle_rel_error"].get(r) is not None else "—"]
              for q in pipes for r, m in q["idle_measured_s"].items() if int(r) < len(q["idle_simulated_s"])])
+    sweeps = result.get("nccl", {})
+    if sweeps:
+        p.section("NCCL collectives on two GPUs of one host").para(
+            "Each host's size sweep (<gpu>x2/nccl.csv), an alpha-beta fit per op on the fitting sizes (2^even bytes), "
+            "judged on the held-out sizes (2^odd): the collectives the GPU's profile carries.")
+        p.table(["host", "op", "latency", "bus bandwidth", "held-out sizes", "median |error|", "max |error|"],
+                [[folder, op, pg.seconds(v["latency_s"]), f"{v['bus_bytes_per_s'] / 1e9:.0f} GB/s", v["rows"],
+                  pg.pct(v["median_abs_rel_err"]), pg.pct(v["max_abs_rel_err"])]
+                 for folder, sweep in sweeps.items() for op, v in sweep["ops"].items()])
+    block_lines = format_blocks(result.get("cases", []))
+    if block_lines:
+        p.section("TP2 and CP2 blocks").bullets(block_lines)
     x = result.get("h100_to_h200")
     if x:
         p.section("Transfer: the H100 profile on H200 records").para(

@@ -58,3 +58,32 @@ def test_predict_and_load_round_trip(tmp_path):
     with pytest.raises(ValueError, match=">= 2 sizes"):
         from calibration.nccl import fit_op
         fit_op(loaded.head(1))
+
+
+def test_validate_reports_each_two_gpu_hosts_sweep_held_out(tmp_path):
+    """`twin validate` fits every <gpu>x2 folder's sweep and reports its held-out error per op."""
+    from calibration.nccl import format_summary, sweep_summary
+    from calibration.validate import format_table, validate
+    (tmp_path / "h100x2").mkdir()
+    _rows(noise=0.02).to_csv(tmp_path / "h100x2" / "nccl.csv", index=False)
+    result = validate(tmp_path, tmp_path / "no-profiles")
+    entry = result["nccl"]["h100x2"]
+    assert (entry["gpu"], entry["num_gpus"]) == ("h100", 2)
+    assert entry["ops"] == sweep_summary(tmp_path / "h100x2")
+    for op, (lat, bw) in TRUE.items():
+        v = entry["ops"][op]
+        assert v["rows"] == 9 and v["median_abs_rel_err"] < 0.05
+        assert v["latency_s"] == pytest.approx(lat, rel=0.3) and v["bus_bytes_per_s"] == pytest.approx(bw, rel=0.1)
+    assert format_summary("h100x2", entry["ops"]) in format_table(result)
+    assert sweep_summary(tmp_path) == {}
+
+
+def test_block_verdicts_count_held_out_two_gpu_blocks_per_host():
+    from calibration.validate import format_blocks
+
+    def case(name, gpus, err, held=True, kind="tp_block"):
+        return {"name": name, "gpu": "h100", "kind": kind, "num_gpus": gpus, "rel_error": err, "held_out": held}
+    cases = [case("a tp2", 2, 0.05), case("b tp2", 2, -0.15), case("c cp2", 2, 0.099, kind="cp_block"),
+             case("d tp2 fit", 2, 0.5, held=False), case("e tp1", 1, 0.9)]
+    assert format_blocks(cases) == ["TP/CP blocks h100x2: 2 of 3 held-out within 10%; worst b tp2 -15.0%"]
+    assert format_blocks([case("e tp1", 1, 0.9)]) == []

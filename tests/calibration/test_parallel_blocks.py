@@ -1,7 +1,8 @@
 """calibration.parallel_blocks: the twin's prediction of the TP and CP blocks measured on two GPUs
 (parallel_blocks.csv), and the profile's measured collectives (calibration.fit.collectives_terms).
 
-The issue-14 target: held-out TP2 / CP2 block rows within 10% of the measured time."""
+The issue-14 target: held-out TP2 / CP2 block rows within 10% of the measured time, on each GPU
+with two-GPU records (h200x2/, h100x2/), each predicted with its own GPU's profile and collectives."""
 
 import dataclasses
 import functools
@@ -17,14 +18,19 @@ from calibration.validate import load_fitted_profile
 
 TARGET = 0.10
 FOLDER = rec.MEASUREMENTS_DIR / "h200x2"
+GPUS = ("h200", "h100")
+
+
+def _profile(gpu: str):
+    prof, _ = load_fitted_profile(gpu, None)   # as `twin validate` predicts the records
+    if not prof.collectives:
+        prof = dataclasses.replace(prof, collectives=collectives_terms(gpu)[0])
+    return prof
 
 
 @pytest.fixture(scope="module")
 def h200():
-    prof, _ = load_fitted_profile("h200", None)   # as `twin validate` predicts the records
-    if not prof.collectives:
-        prof = dataclasses.replace(prof, collectives=collectives_terms("h200")[0])
-    return prof
+    return _profile("h200")
 
 
 def _row(**kw) -> dict:
@@ -35,14 +41,27 @@ def _row(**kw) -> dict:
     return base
 
 
-def test_collectives_come_from_the_two_gpu_sweep_with_their_source():
-    fits, info = collectives_terms("h200")
+@pytest.mark.parametrize("gpu", GPUS)
+def test_collectives_come_from_the_two_gpu_sweep_with_their_source(gpu):
+    fits, info = collectives_terms(gpu)
     assert {"all_reduce", "all_gather", "reduce_scatter", "send_recv"} <= set(fits)
     for op, entry in fits.items():
         assert entry["latency_s"] > 0 and entry["bus_bytes_per_s"] > 0
-        assert "h200x2/nccl.csv" in entry["source"] and "held-out" in entry["source"]
-    assert info["file"] == "h200x2/nccl.csv" and set(info["holdout"]) == set(fits)
+        assert f"{gpu}x2/nccl.csv" in entry["source"] and "held-out" in entry["source"]
+    assert info["file"] == f"{gpu}x2/nccl.csv" and set(info["holdout"]) == set(fits)
     assert collectives_terms("no-such-gpu") == ({}, {})
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_committed_profile_carries_its_own_gpus_sweep(gpu):
+    """twin/data/profiles/<gpu>.json holds the fit of <gpu>x2/nccl.csv as committed now (the file's
+    hash and every op's terms: `python -m calibration.nccl --update` after a new sweep)."""
+    from twin.costs.profile import fitted_profile
+    fits, info = collectives_terms(gpu)
+    prof = fitted_profile(gpu)
+    assert prof.provenance["collectives"]["sha256"] == info["sha256"]
+    assert prof.collectives == fits
+    assert all(f"NVIDIA {gpu.upper()}" in e["source"] for e in fits.values())   # measured on this GPU
 
 
 def test_tp_rows_charge_their_collectives(h200):
@@ -99,20 +118,22 @@ def test_block_host_terms_come_from_the_fitting_rows_host_times(h200):
     assert blocks.block_collective_host_s(rows.drop(columns="host_time_s")) is None
 
 
-def test_measured_block_terms_never_see_held_out_rows(h200):
+@pytest.mark.parametrize("name", GPUS)
+def test_measured_block_terms_never_see_held_out_rows(name):
     """The host per kernel and per collective call and the CP terms come from fitting rows only:
     the held-out rows' times changed tenfold change none of them."""
-    gpu, rows = gpu_spec("h200"), blocks.load_block_rows(FOLDER)
+    prof = _profile(name)
+    gpu, rows = gpu_spec(name), blocks.load_block_rows(rec.MEASUREMENTS_DIR / f"{name}x2")
     skewed = rows.copy()
     held = skewed["split"] != "fit"
     skewed.loc[held, ["time_s", "host_time_s"]] *= 10
-    cp = blocks.cp_block_terms(rows, gpu, h200, {})
+    cp = blocks.cp_block_terms(rows, gpu, prof, {})
     assert set(cp["host_per_op"]) == {"ring", "allgather"} and 1.0 < cp["offdiag_scale"] < 3.0
-    assert blocks.cp_block_terms(skewed, gpu, h200, {}) == cp
-    assert blocks.block_kernel_host_s(skewed, gpu, h200) == blocks.block_kernel_host_s(rows, gpu, h200)
+    assert blocks.cp_block_terms(skewed, gpu, prof, {}) == cp
+    assert blocks.block_kernel_host_s(skewed, gpu, prof) == blocks.block_kernel_host_s(rows, gpu, prof)
     assert blocks.block_collective_host_s(skewed) == blocks.block_collective_host_s(rows)
     # the ring's Python issues each op slower than a kernel's dispatch
-    assert min(cp["host_per_op"].values()) > max(blocks.block_kernel_host_s(rows, gpu, h200).values())
+    assert min(cp["host_per_op"].values()) > max(blocks.block_kernel_host_s(rows, gpu, prof).values())
 
 
 def test_cp_rows_predict_ring_and_allgather(h200):
@@ -155,30 +176,55 @@ NOT_MET = {
     "tp_block moe v3-slice-1l t4096 tp2": -0.107,
     "tp_block moe v3-slice-1l t4096 tp2 sp": -0.108,
 }
+# 2xH100 (h100x2/, real/campaigns/s7cp.sh on two H100s of a 4xH100 host, 2026-11-26 09:02 UTC),
+# predicted with the H100 profile and its own sweep: the v2-lite MoE TP2 rows at 4-8K tokens fall
+# short as on the H200 (their one-GPU references are within 4-8%); the v2-lite MLA TP2 block at 4K
+# (here with SP, on the H200 without) and the v2-lite CP2 ring MLA sublayer miss by 10.5-10.6%.
+# Host-bound v2-lite rows moved by up to 30% between this run and i14real.sh's first-pass rows a
+# minute earlier on the host's other GPU pair (calibration/measurements/README.md).
+NOT_MET_H100 = {
+    "cp_block mla v2-lite-slice t16384 cp2 ring": -0.105,
+    "tp_block mla v2-lite-slice t4096 tp2 sp": -0.106,
+    "tp_block moe v2-lite-slice t4096 tp2": -0.195,
+    "tp_block moe v2-lite-slice t4096 tp2 sp": -0.144,
+    "tp_block moe v2-lite-slice t8192 tp2": -0.137,
+    "tp_block moe v2-lite-slice t8192 tp2 sp": -0.152,
+}
+NOT_MET_BY_GPU = {"h200": NOT_MET, "h100": NOT_MET_H100}
 
 
 @functools.cache
-def _held_out_blocks() -> dict[str, float]:
-    prof, _ = load_fitted_profile("h200", None)
-    if not prof.collectives:
-        prof = dataclasses.replace(prof, collectives=collectives_terms("h200")[0])
-    return {c["name"]: c["predicted_s"] / c["measured_s"] - 1 for c in blocks.predict_folder(FOLDER, "h200", prof)
+def _held_out_blocks(gpu: str) -> dict[str, float]:
+    folder = rec.MEASUREMENTS_DIR / f"{gpu}x2"
+    return {c["name"]: c["predicted_s"] / c["measured_s"] - 1 for c in blocks.predict_folder(folder, gpu, _profile(gpu))
             if c["held_out"] and int(c["row"]["tp"]) * int(c["row"]["cp"]) > 1}
 
 
 def _block_params():
     import csv
-    names = []
-    for path in sorted(FOLDER.glob("parallel_blocks*.csv")):
-        with open(path, newline="") as f:
-            names += [blocks.block_name(r) for r in csv.DictReader(f)
-                      if r["split"] == "holdout" and int(r["tp"]) * int(r["cp"]) > 1]
-    for name in names:
-        marks = [pytest.mark.xfail(strict=True, reason=f"not met: {NOT_MET[name]:+.0%} against 10% (issue 14 open)")] if name in NOT_MET else []
-        yield pytest.param(name, marks=marks, id=name.replace(" ", "-"))
+    for gpu in GPUS:
+        names = []
+        for path in sorted((rec.MEASUREMENTS_DIR / f"{gpu}x2").glob("parallel_blocks*.csv")):
+            with open(path, newline="") as f:
+                names += [blocks.block_name(r) for r in csv.DictReader(f)
+                          if r["split"] == "holdout" and int(r["tp"]) * int(r["cp"]) > 1]
+        not_met = NOT_MET_BY_GPU[gpu]
+        for name in names:
+            marks = ([pytest.mark.xfail(strict=True, reason=f"not met on {gpu}: {not_met[name]:+.0%} against 10% (issue 14 open)")]
+                     if name in not_met else [])
+            yield pytest.param(gpu, name, marks=marks, id=f"{gpu}-{name.replace(' ', '-')}")
 
 
-@pytest.mark.parametrize("name", list(_block_params()))
-def test_held_out_tp2_and_cp2_block_within_target(name):
-    err = _held_out_blocks()[name]
-    assert abs(err) <= TARGET, f"{name}: {err:+.1%} (target {TARGET:.0%})"
+def test_both_gpus_have_held_out_tp2_and_cp2_blocks():
+    """Issue 14's check runs on each GPU: TP2 with and without SP (MLA and MoE) and CP2 attention."""
+    for gpu in GPUS:
+        names = set(_held_out_blocks(gpu))
+        for kind in ("tp_block mla", "tp_block moe", "cp_block attention"):
+            assert any(n.startswith(kind) and ("tp2" in n or "cp2" in n) for n in names), (gpu, kind)
+        assert any(n.endswith("tp2 sp") for n in names), gpu
+
+
+@pytest.mark.parametrize("gpu,name", list(_block_params()))
+def test_held_out_tp2_and_cp2_block_within_target(gpu, name):
+    err = _held_out_blocks(gpu)[name]
+    assert abs(err) <= TARGET, f"{gpu} {name}: {err:+.1%} (target {TARGET:.0%})"

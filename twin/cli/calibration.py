@@ -99,8 +99,8 @@ def _is_whole_run_kind(line: str) -> bool:
 
 def _headline(tables: list[str]) -> str:
     """The lines that carry the verdicts: held-out totals per GPU, whole steps and layers per kind, the H100 -> H200 transfer, the
-    H800 chunk pair, and the SM-reservation bracket at V3's 20 SMs (--detail prints every table)."""
-    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:")
+    NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the H800 chunk pair, and the SM-reservation bracket at V3's 20 SMs (--detail prints every table)."""
+    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
