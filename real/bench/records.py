@@ -60,17 +60,17 @@ SHAPE_COLS = {
     "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split"],
     # real/bench/torch_cp.py: PyTorch's own context parallelism (two GPUs) and, one GPU, the
     # attention calls it is made of
-    "torch_cp": ["bench", "model", "cp", "rotate_method", "load_balance", "seq_len", "local_len", "num_heads",
+    "torch_cp": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len", "num_heads",
                  "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "sdpa_kernel", "host_time_s",
                  "split"],
-    "torch_cp_kernels": ["bench", "model", "cp", "rotate_method", "load_balance", "seq_len", "local_len",
+    "torch_cp_kernels": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len",
                          "num_heads", "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "split",
                          "rank", "phase", "category", "kernel", "calls"],
-    "torch_cp_timeline": ["bench", "model", "cp", "rotate_method", "load_balance", "seq_len", "local_len",
+    "torch_cp_timeline": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len",
                           "num_heads", "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "split",
                           "rank", "phase", "span_s", "compute_s", "nccl_s", "nccl_exposed_s", "idle_s",
                           "sdpa_calls"],
-    "cp_chunks": ["bench", "model", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
+    "cp_chunks": ["bench", "model", "sdpa_backend", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
                   "q_len", "kv_len", "causal", "kv_repeat", "source_seq_len", "precision", "host_time_s", "split"],
 }
 

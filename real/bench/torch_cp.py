@@ -38,6 +38,7 @@ fit (each is the per-rank diagonal call of a fitting CP2 row or a total length's
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
@@ -66,6 +67,10 @@ MLA_CHUNK_CASES = ([("v2-lite-slice", 16, s) for s in (4096, 8192, 16384, 32768)
                    + [("v3-slice-1l", 128, s) for s in (4096, 8192, 16384)])  # parallel_blocks' CP sweep
 HELD_OUT_MLA_SEQ_LENS = {16384}
 ROTATE_METHODS = ("allgather", "alltoall")
+# SDPA backends each Llama case runs with (torch.nn.attention.sdpa_kernel): FlashAttention-2, the
+# default on Hopper of the torch releases torchtitan's published CP rows ran; cuDNN, first in
+# torchtitan's ScaledDotProductAttention backends today
+SDPA_BACKENDS = ("flash", "cudnn")
 PHASES = ("fwd", "bwd")
 TRACE_SEQ_LENS = {65536}   # torch_cp: the Chrome traces kept (per rank and rotate method)
 
@@ -275,11 +280,21 @@ def llama_shape(quick: bool) -> tuple[int, int, int]:
     return (4, 2, 16) if quick else (LLAMA_HEADS, LLAMA_KV_HEADS, LLAMA_HEAD_DIM)
 
 
-def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = True, kv_len: int | None = None):
+def _sdpa_context(backend: str, dev):
+    """sdpa_kernel restricted to `backend` on a GPU (off a GPU: no restriction, the CPU kernel)."""
+    if dev.type != "cuda" or not backend:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                         "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]])
+
+
+def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = True, kv_len: int | None = None,
+                        backend: str = ""):
     """(fwd, bwd, inputs) of torchtitan's attention core on s query positions (and kv_len key
     positions, s by default): xq (1, s, H, E), xk/xv (1, kv_len, K, E) BF16 leaves; fwd repeats
-    K/V to H heads, transposes to (1, H, s, E) and calls SDPA (inside a context_parallel context
-    this is PyTorch's CP); bwd(out) takes the gradients of xq, xk, xv."""
+    K/V to H heads, transposes to (1, H, s, E) and calls SDPA restricted to `backend` (inside a
+    context_parallel context this is PyTorch's CP); bwd(out) takes the gradients of xq, xk, xv."""
     H, K, E = llama_shape(quick)
     kv_len = s if kv_len is None else kv_len
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -290,8 +305,9 @@ def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = 
 
     def fwd():
         keys, values = repeat_kv(xk, H // K), repeat_kv(xv, H // K)
-        return F.scaled_dot_product_attention(xq.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
-                                              is_causal=causal)
+        with _sdpa_context(backend, dev):
+            return F.scaled_dot_product_attention(xq.transpose(1, 2), keys.transpose(1, 2),
+                                                  values.transpose(1, 2), is_causal=causal)
 
     def bwd(out):
         torch.autograd.grad(out, [xq, xk, xv], gy)
@@ -376,27 +392,10 @@ def _block_kernel(dev) -> str:
 
 
 def bench_cp_chunks(rec, timer, dev, deadline, quick, env):
-    """Section cp_chunks (one GPU): the Llama CP1 references and chunk calls, then real/cp.py's
-    MLA blocks (module docstring)."""
+    """Section cp_chunks (one GPU): real/cp.py's MLA blocks, then the Llama CP1 references and
+    chunk calls for each SDPA backend (module docstring); a case a backend refuses is logged and
+    skipped."""
     reps, warmup = (2, 1) if quick else (5, 2)
-    H, K, E = llama_shape(quick)
-    for bench, q_len, kv_len, causal, S in llama_chunk_cases(quick):
-        if deadline.over():
-            log("cp_chunks: deadline reached")
-            return
-        fwd, bwd, _ = llama_attention_fns(q_len, dev, quick, causal=causal, kv_len=kv_len)
-        (tf, hf), (ts, hs) = _time_fwd_and_step(fwd, bwd, dev, reps, warmup)
-        common = dict(bench=bench, model="llama3.1-8b-attn" if not quick else "tiny", kernel=_sdpa_kernel_name(fwd, dev),
-                      num_heads=H, num_kv_heads=K, qk_head_dim=E, v_head_dim=E, q_len=q_len, kv_len=kv_len,
-                      causal=causal, kv_repeat=True, source_seq_len=S, precision="bf16",
-                      split=torch_cp_split(S) if bench == "llama_chunk" and not quick else "fit")
-        fl = _llama_flops(q_len, kv_len, causal, quick)
-        _chunk_row(rec, timer, tf, hf, fl / 3.5, phase="fwd", **common)
-        st = _chunk_row(rec, timer, ts, hs, fl, phase="fwd_bwd", **common)
-        log(f"cp_chunks {bench} {q_len}x{kv_len} causal={causal}: fwd {statistics.median(tf) * 1e3:.2f} ms, "
-            f"fwd+bwd {st['time_s'] * 1e3:.2f} ms")
-        del fwd, bwd
-        free_memory()
     for model, H, q_len, kv_len, causal, S in mla_chunk_cases(quick):
         if deadline.over():
             log("cp_chunks: deadline reached")
@@ -407,7 +406,8 @@ def bench_cp_chunks(rec, timer, dev, deadline, quick, env):
         (tf, hf), (ts, hs) = _time_fwd_and_step(fwd, bwd, dev, reps, warmup)
         fl = (3.5 * attention_flops(1, q_len, H, E, Ev, causal=True) if causal
               else 3.5 * 2.0 * q_len * kv_len * H * (E + Ev))
-        common = dict(bench="mla_block", model=model, kernel=_block_kernel(dev), num_heads=H, num_kv_heads=H, qk_head_dim=E, v_head_dim=Ev, q_len=q_len, kv_len=kv_len,
+        common = dict(bench="mla_block", model=model, sdpa_backend="", kernel=_block_kernel(dev), num_heads=H,
+                      num_kv_heads=H, qk_head_dim=E, v_head_dim=Ev, q_len=q_len, kv_len=kv_len,
                       causal=causal, kv_repeat=False, source_seq_len=S, precision="bf16",
                       split=mla_chunk_split(S) if not quick else "fit")
         _chunk_row(rec, timer, tf, hf, fl / 3.5, phase="fwd", **common)
@@ -416,6 +416,32 @@ def bench_cp_chunks(rec, timer, dev, deadline, quick, env):
             f"fwd {statistics.median(tf) * 1e3:.2f} ms, fwd+bwd {st['time_s'] * 1e3:.2f} ms ({common['kernel']})")
         del fwd, bwd
         free_memory()
+    H, K, E = llama_shape(quick)
+    for backend in SDPA_BACKENDS:
+        for bench, q_len, kv_len, causal, S in llama_chunk_cases(quick):
+            if deadline.over():
+                log("cp_chunks: deadline reached")
+                return
+            big = q_len * kv_len >= 2 ** 32   # the 64K+ calls: fewer repetitions (seconds each)
+            try:
+                fwd, bwd, _ = llama_attention_fns(q_len, dev, quick, causal=causal, kv_len=kv_len, backend=backend)
+                kernel = _sdpa_kernel_name(fwd, dev)
+                (tf, hf), (ts, hs) = _time_fwd_and_step(fwd, bwd, dev, 3 if big else reps, 1 if big else warmup)
+            except RuntimeError as e:   # the backend refused the shape
+                log(f"cp_chunks {bench} {backend} {q_len}x{kv_len}: {type(e).__name__}: {str(e)[:200]}")
+                free_memory()
+                continue
+            common = dict(bench=bench, model="llama3.1-8b-attn" if not quick else "tiny", sdpa_backend=backend,
+                          kernel=kernel, num_heads=H, num_kv_heads=K, qk_head_dim=E, v_head_dim=E, q_len=q_len,
+                          kv_len=kv_len, causal=causal, kv_repeat=True, source_seq_len=S, precision="bf16",
+                          split=torch_cp_split(S) if bench == "llama_chunk" and not quick else "fit")
+            fl = _llama_flops(q_len, kv_len, causal, quick)
+            _chunk_row(rec, timer, tf, hf, fl / 3.5, phase="fwd", **common)
+            st = _chunk_row(rec, timer, ts, hs, fl, phase="fwd_bwd", **common)
+            log(f"cp_chunks {bench} {backend} {q_len}x{kv_len} causal={causal}: fwd {statistics.median(tf) * 1e3:.2f}"
+                f" ms, fwd+bwd {st['time_s'] * 1e3:.2f} ms ({kernel})")
+            del fwd, bwd
+            free_memory()
     # the profiler path the torch_cp section takes, on the smallest CP1 reference (checks it runs)
     fwd, bwd, _ = llama_attention_fns(llama_chunk_cases(quick)[0][1], dev, quick)
     time_reps(lambda: bwd(fwd()), dev, 1, 1, None, None)
@@ -453,10 +479,10 @@ def _torch_cp_api():
 CP_API = {"unavailable": torch_cp_unavailable, "api": _torch_cp_api}
 
 
-def _cp_row_cols(S: int, world: int, method: str, quick: bool, kernel: str) -> dict:
+def _cp_row_cols(S: int, world: int, method: str, quick: bool, kernel: str, backend: str) -> dict:
     H, K, E = llama_shape(quick)
     return dict(bench="torch_cp", model="llama3.1-8b-attn" if not quick else "tiny", cp=world, rotate_method=method,
-                load_balance="head_tail", seq_len=S, local_len=S // world, num_heads=H, num_kv_heads=K,
+                sdpa_backend=backend, load_balance="head_tail", seq_len=S, local_len=S // world, num_heads=H, num_kv_heads=K,
                 head_dim=E, kv_repeat=True, causal=True, precision="bf16", sdpa_kernel=kernel,
                 split=torch_cp_split(S) if not quick else "fit")
 
@@ -477,39 +503,48 @@ def bench_torch_cp(rec, timer, dev, deadline, quick, env):
     trace_dir = Path(os.environ.get("REAL_BENCH_TRACE_DIR", "") or tempfile.gettempdir())
     seqs = QUICK_SEQ_LENS if quick else TORCH_CP_SEQ_LENS
     for S in seqs:
-        for method in ROTATE_METHODS:
-            if agreed_over(deadline, dev):
-                log("torch_cp: deadline reached")
-                return
-            try:
-                set_rotate_method(method)
-            except (NotImplementedError, ValueError) as e:
-                log(f"torch_cp: rotate method {method} refused: {e}")
-                continue
-            fwd, bwd, _ = llama_attention_fns(S // world, dev, quick, seed=rank)
-            pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
-            with context_parallel(mesh, buffers=[pos], buffer_seq_dims=[1], no_restore_buffers={pos}):
-                times, _, hosts = time_reps(lambda: bwd(fwd()), dev, reps, warmup, None, group)
+        for backend in SDPA_BACKENDS:
+            for method in ROTATE_METHODS:
+                if agreed_over(deadline, dev):
+                    log("torch_cp: deadline reached")
+                    return
+                try:
+                    _torch_cp_case(rec, timer, dev, quick, mesh, group, rank, world, S, backend, method,
+                                   context_parallel, set_rotate_method, reps, warmup, trace_dir)
+                except (RuntimeError, NotImplementedError, ValueError) as e:   # the backend refused
+                    log(f"torch_cp S={S} {backend} {method}: {type(e).__name__}: {str(e)[:300]}")
+                free_memory()
                 dist.barrier(group=group)
-                keep = S in TRACE_SEQ_LENS or quick
-                path = str(trace_dir / f"trace_torch_cp_{method}_S{S}_rank{rank}.json.gz") if keep else None
-                trace = profile_phases(fwd, bwd, dev, 2, path)
-            kernels = kernels_by_phase(trace)
-            calls = aten_calls_by_phase(trace)
-            kernel = next((name.removeprefix("aten::") for (p, name) in calls if p == "fwd"), "sdpa")
-            cols = _cp_row_cols(S, world, method, quick, kernel)
-            H, _, E = llama_shape(quick)
-            fl = 3.5 * attention_flops(1, S, H, E, E, causal=True)
-            st = stats(times)
-            rec.row("torch_cp", **cols, host_time_s=statistics.median(hosts), **st,
-                    timing="per_rep_events", flops=fl, bytes=math.nan, achieved_flops_per_s=fl / st["time_s"],
-                    achieved_bytes_per_s=math.nan, sm_clock_mhz=timer.tel.sm_clock_mhz(),
-                    mem_clock_mhz=timer.tel.mem_clock_mhz())
-            _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group)
-            log(f"torch_cp S={S} cp{world} {method}: {st['time_s'] * 1e3:.2f} ms ({kernel})")
-            del fwd, bwd, trace, kernels
-            free_memory()
-            dist.barrier(group=group)
+
+
+def _torch_cp_case(rec, timer, dev, quick, mesh, group, rank, world, S, backend, method, context_parallel,
+                   set_rotate_method, reps, warmup, trace_dir):
+    """One torch_cp row (and its kernel and timeline rows): S total positions, SDPA `backend`,
+    rotate `method`."""
+    set_rotate_method(method)
+    fwd, bwd, _ = llama_attention_fns(S // world, dev, quick, seed=rank, backend=backend)
+    pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
+    if S >= 131072:   # about half a second a repetition: fewer of them
+        reps, warmup = min(reps, 4), 1
+    with context_parallel(mesh, buffers=[pos], buffer_seq_dims=[1], no_restore_buffers={pos}):
+        times, _, hosts = time_reps(lambda: bwd(fwd()), dev, reps, warmup, None, group)
+        dist.barrier(group=group)
+        keep = S in TRACE_SEQ_LENS or quick
+        path = str(trace_dir / f"trace_torch_cp_{backend}_{method}_S{S}_rank{rank}.json.gz") if keep else None
+        trace = profile_phases(fwd, bwd, dev, 2, path)
+    kernels = kernels_by_phase(trace)
+    calls = aten_calls_by_phase(trace)
+    kernel = next((name.removeprefix("aten::") for (p, name) in calls if p == "fwd"), "sdpa")
+    cols = _cp_row_cols(S, world, method, quick, kernel, backend)
+    H, _, E = llama_shape(quick)
+    fl = 3.5 * attention_flops(1, S, H, E, E, causal=True)
+    st = stats(times)
+    rec.row("torch_cp", **cols, host_time_s=statistics.median(hosts), **st,
+            timing="per_rep_events" if dev.type == "cuda" else "host_clock", flops=fl, bytes=math.nan,
+            achieved_flops_per_s=fl / st["time_s"], achieved_bytes_per_s=math.nan,
+            sm_clock_mhz=timer.tel.sm_clock_mhz(), mem_clock_mhz=timer.tel.mem_clock_mhz())
+    _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group)
+    log(f"torch_cp S={S} cp{world} {backend} {method}: {st['time_s'] * 1e3:.2f} ms ({kernel})")
 
 
 def _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group):
