@@ -313,8 +313,9 @@ def trace_tp_reps(dev, quick, group, rank, world, out_dir: str, cases=None) -> N
     """Chrome traces (torch.profiler, host and device) of two repetitions of TP blocks, one file
     per rank and case (trace_tp_<block>_<sp|nosp>_rank<r>.json.gz for the default cases: the
     host-bound v2-lite TP2 blocks of TRACE_CASES at a fitting size; with `cases`, (block, model,
-    tokens, sp) each, trace_tp_<block>_<model>_<tokens>_<sp|nosp>_rank<r>.json.gz): each op's host
-    dispatch and each collective's wait, rank by rank."""
+    tokens, sp) each, trace_tp_<block>_<model>_<tokens>_<sp|nosp>_rank<r>.json.gz, and the one-GPU
+    reference of the block on rank 0, ..._tp1.json.gz): each op's host dispatch and each
+    collective's wait, rank by rank, and each kernel beside its one-GPU counterpart."""
     if cases is None:
         model, T = ("tiny", 32) if quick else ("v2-lite-slice", 2048)
         named = [(b, model, T, sp, f"trace_tp_{b}_{'sp' if sp else 'nosp'}") for b, sp in TRACE_CASES]
@@ -325,18 +326,29 @@ def trace_tp_reps(dev, quick, group, rank, world, out_dir: str, cases=None) -> N
         step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
         block.comm = CommTimer(dev)
         time_reps(step, dev, 1, 3, block.comm, group)  # warm
-        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
         dist.barrier(group=group)
-        with torch.profiler.profile(activities=acts) as prof:
-            for _ in range(2):
-                step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-        name = f"{stem}_rank{rank}.json.gz"
-        prof.export_chrome_trace(str(Path(out_dir) / name))
-        log(f"trace {name}")
+        _trace_two_reps(step, dev, Path(out_dir) / f"{stem}_rank{rank}.json.gz")
         del step, block
         free_memory()
+        if cases is not None and rank == 0:   # the one-GPU reference of the same block, kernel by kernel
+            step, _ = _tp_block_fn(block_kind, spec, None, False, T, dev, 0, 1)
+            time_reps(step, dev, 1, 3, None, None)
+            _trace_two_reps(step, dev, Path(out_dir) / f"{stem}_tp1.json.gz")
+            del step
+            free_memory()
+        dist.barrier(group=group)
+
+
+def _trace_two_reps(step, dev, path: Path) -> None:
+    """A Chrome trace (host and device) of two repetitions of step() at `path`."""
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(2):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    prof.export_chrome_trace(str(path))
+    log(f"trace {path.name}")
 
 
 def bench_tp_traces(rec, timer, dev, deadline, quick, env):

@@ -10,9 +10,10 @@
 #      allgather and alltoall, total sequence 16K..128K, timed, then two profiled repetitions per
 #      rank: kernels by phase (torch_cp_kernels.csv), GPU timelines with the NCCL time not under
 #      compute (torch_cp_timeline.csv), Chrome traces at 64K (traces/);
-#   3. only where 2 GPUs exist, `--only tp_traces` (wall <= 35 s): per-rank Chrome traces of TP2
+#   3. only where 2 GPUs exist, `--only tp_traces` (wall <= 38 s): per-rank Chrome traces of TP2
 #      blocks at fitting sizes (real/bench/parallel_blocks.py TP_TRACE_CASES), host and device,
-#      for the host-bound analysis of the TP2 misses (traces/).
+#      and of their one-GPU references (rank 0), host and device, for the analysis of the TP2
+#      misses (traces/).
 # The held-out split: Llama S = 32768 (its CP2 rows and chunk calls), MLA S = 16384 (as the
 # parallel_blocks CP rows); fit otherwise. Each part under `timeout`; a part cut short keeps the
 # rows already written (one flushed row at a time). Writes OUTDIR/s8cp/{cp_chunks,torch_cp,
@@ -51,8 +52,8 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
     echo "part torch_cp exit $? at $(date -u +%FT%TZ)"
     collect "$d" torch_cp
     d="$OUT/part_tp_traces"; mkdir -p "$d"
-    REAL_BENCH_TRACE_DIR="$OUT/traces" timeout -k 5 35 "$PY" -m torch.distributed.run --standalone \
-      --nproc-per-node 2 -m real.bench --out "$d" --only tp_traces --budget-s 20 ${QUICK[@]+"${QUICK[@]}"}
+    REAL_BENCH_TRACE_DIR="$OUT/traces" timeout -k 5 38 "$PY" -m torch.distributed.run --standalone \
+      --nproc-per-node 2 -m real.bench --out "$d" --only tp_traces --budget-s 24 ${QUICK[@]+"${QUICK[@]}"}
     echo "part tp_traces exit $? at $(date -u +%FT%TZ)"
     collect "$d" tp_traces
   else

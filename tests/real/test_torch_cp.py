@@ -157,4 +157,5 @@ def test_s8cp_campaign_cpu_dry_run(tmp_path):
         assert float(r["time_s"]) > 0 and r["gpu_name"] and r["torch_version"] and r["timestamp_utc"]
     assert "CUDA" in json.loads((out / "env_torch_cp.json").read_text())["torch_cp_skipped"]
     assert len(list((out / "traces").glob("trace_tp_*_rank*.json.gz"))) == 4
+    assert len(list((out / "traces").glob("trace_tp_*_tp1.json.gz"))) == 2   # the one-GPU references
     assert "s8cp done" in (out / "log.txt").read_text()
