@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from real import cp as cp_mod
 from real.bench.device import free_memory
@@ -89,8 +90,8 @@ def torch_cp_unavailable(dev) -> str:
         return ("PyTorch's context parallelism dispatches only the CUDA SDPA kernels (the CPU flash "
                 "op has no DTensor sharding rule): skipped off a GPU")
     try:
-        from torch.distributed.tensor.experimental import context_parallel  # noqa: F401
-        from torch.distributed.tensor.experimental._attention import set_rotate_method  # noqa: F401
+        from torch.distributed.tensor.experimental import context_parallel  # noqa: F401  # lazy: probes this torch for CP
+        from torch.distributed.tensor.experimental._attention import set_rotate_method  # noqa: F401  # lazy: as above
     except ImportError as e:
         return f"torch {torch.__version__} has no context_parallel: {e}"
     return ""
@@ -284,7 +285,6 @@ def _sdpa_context(backend: str, dev):
     """sdpa_kernel restricted to `backend` on a GPU (off a GPU: no restriction, the CPU kernel)."""
     if dev.type != "cuda" or not backend:
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
     return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                          "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]])
 
@@ -469,9 +469,9 @@ def _sdpa_kernel_name(fwd, dev) -> str:
 def _torch_cp_api():
     """(init_device_mesh, context_parallel, set_rotate_method): PyTorch's context parallelism as
     torchtitan calls it."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor.experimental import context_parallel
-    from torch.distributed.tensor.experimental._attention import set_rotate_method
+    from torch.distributed.device_mesh import init_device_mesh  # lazy: only where PyTorch's CP runs (a GPU)
+    from torch.distributed.tensor.experimental import context_parallel  # lazy: experimental API, as above
+    from torch.distributed.tensor.experimental._attention import set_rotate_method  # lazy: as above
     return init_device_mesh, context_parallel, set_rotate_method
 
 
