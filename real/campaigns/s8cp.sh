@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14, PyTorch's own context parallelism and the attention calls CP is made of (s8cp):
-#   1. one GPU (GPU 0), `--only cp_chunks` (wall <= 60 s): the Llama-3.1-8B attention core as
+#   1. one GPU (GPU 0), `--only tp_grouped,cp_chunks` (wall <= 60 s): the TP2 MoE blocks' half-width
+#      expert GEMMs (gemm.csv, real/bench/gemm.py TP2_GROUPED, ~10 s); the Llama-3.1-8B attention core as
 #      torchtitan runs it (repeat_kv, SDPA) causal at every total and per-rank length of part 2
 #      (the CP1 references, 8K..128K), the non-causal s x s/2 and s/2 x s calls of a CP2 rank, and
 #      real/cp.py's MLA blocks (cuDNN private op) at the CP2 rows' diagonal and off-diagonal shapes,
@@ -17,7 +18,7 @@
 # The held-out split: Llama S = 32768 (its CP2 rows and chunk calls), MLA S = 16384 (as the
 # parallel_blocks CP rows); fit otherwise. Each part under `timeout`; a part cut short keeps the
 # rows already written (one flushed row at a time). Writes OUTDIR/s8cp/{cp_chunks,torch_cp,
-# torch_cp_kernels,torch_cp_timeline}.csv, env_{chunks,torch_cp,tp_traces}.json, traces/,
+# torch_cp_kernels,torch_cp_timeline}.csv, gemm.csv (tp_grouped), env_{chunks,torch_cp,tp_traces}.json, traces/,
 # topo.txt, log.txt.
 #   bash real/campaigns/s8cp.sh OUTDIR     (S8CP_QUICK=1: tiny shapes, a CPU dry run on gloo; the
 #   torch_cp part then records that PyTorch's CP needs CUDA and writes no row)
@@ -41,7 +42,7 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
     rm -rf "$dir"
   }
   d="$OUT/part_chunks"; mkdir -p "$d"
-  CUDA_VISIBLE_DEVICES=0 timeout -k 5 60 "$PY" -m real.bench --out "$d" --only cp_chunks --budget-s 48 \
+  CUDA_VISIBLE_DEVICES=0 timeout -k 5 60 "$PY" -m real.bench --out "$d" --only tp_grouped,cp_chunks --budget-s 42 \
     ${QUICK[@]+"${QUICK[@]}"}
   echo "part cp_chunks exit $? at $(date -u +%FT%TZ)"
   collect "$d" chunks

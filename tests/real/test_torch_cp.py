@@ -142,7 +142,7 @@ def test_torch_cp_section_code_on_two_gloo_ranks(tmp_path):
 
 
 def test_s8cp_campaign_cpu_dry_run(tmp_path):
-    """real/campaigns/s8cp.sh with tiny shapes: the one-GPU chunk rows with the environment; the
+    """real/campaigns/s8cp.sh with tiny shapes: the one-GPU expert GEMM and chunk rows with the environment; the
     torch_cp part runs on two gloo ranks and says that PyTorch's CP needs CUDA; the TP traces."""
     env = {**os.environ, "PYTHON": sys.executable, "S8CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s8cp.sh"), str(tmp_path)], cwd=REPO, env=env,
@@ -155,6 +155,9 @@ def test_s8cp_campaign_cpu_dry_run(tmp_path):
     assert {r["phase"] for r in rows} == {"fwd", "fwd_bwd"}
     for r in rows:
         assert float(r["time_s"]) > 0 and r["gpu_name"] and r["torch_version"] and r["timestamp_utc"]
+    grouped = list(csv.DictReader((out / "gemm.csv").open()))   # the TP2 MoE blocks' expert GEMMs
+    assert {r["bench"] for r in grouped} == {"grouped_gemm", "grouped_gemm_wgrad"}
+    assert all(float(r["time_s"]) > 0 and r["precision"] == "bf16" for r in grouped)
     assert "CUDA" in json.loads((out / "env_torch_cp.json").read_text())["torch_cp_skipped"]
     assert len(list((out / "traces").glob("trace_tp_*_rank*.json.gz"))) == 4
     assert len(list((out / "traces").glob("trace_tp_*_tp1.json.gz"))) == 2   # the one-GPU references
