@@ -72,6 +72,8 @@ ROTATE_METHODS = ("allgather", "alltoall")
 # default on Hopper of the torch releases torchtitan's published CP rows ran; cuDNN, first in
 # torchtitan's ScaledDotProductAttention backends today
 SDPA_BACKENDS = ("flash", "cudnn")
+CHUNK_BACKEND_ORDER = ("cudnn", "flash")   # cp_chunks: the fast backend first (a cut run keeps it)
+FLASH_MAX_STANDALONE_LEN = 65536   # cp_chunks: flash's 128K causal reference takes ~14 s on an H100
 PHASES = ("fwd", "bwd")
 TRACE_SEQ_LENS = {65536}   # torch_cp: the Chrome traces kept (per rank and rotate method)
 
@@ -290,11 +292,12 @@ def _sdpa_context(backend: str, dev):
 
 
 def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = True, kv_len: int | None = None,
-                        backend: str = ""):
+                        backend: str = "", kv_contiguous: bool = False):
     """(fwd, bwd, inputs) of torchtitan's attention core on s query positions (and kv_len key
     positions, s by default): xq (1, s, H, E), xk/xv (1, kv_len, K, E) BF16 leaves; fwd repeats
     K/V to H heads, transposes to (1, H, s, E) and calls SDPA restricted to `backend` (inside a
-    context_parallel context this is PyTorch's CP); bwd(out) takes the gradients of xq, xk, xv."""
+    context_parallel context this is PyTorch's CP); bwd(out) takes the gradients of xq, xk, xv.
+    kv_contiguous: K and V copied contiguous in (1, H, s, E) before the call, as PyTorch's CP does."""
     H, K, E = llama_shape(quick)
     kv_len = s if kv_len is None else kv_len
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -304,10 +307,11 @@ def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = 
     gy = torch.randn(1, H, s, E, generator=g, device=dev, dtype=torch.bfloat16)
 
     def fwd():
-        keys, values = repeat_kv(xk, H // K), repeat_kv(xv, H // K)
+        keys, values = repeat_kv(xk, H // K).transpose(1, 2), repeat_kv(xv, H // K).transpose(1, 2)
+        if kv_contiguous:
+            keys, values = keys.contiguous(), values.contiguous()
         with _sdpa_context(backend, dev):
-            return F.scaled_dot_product_attention(xq.transpose(1, 2), keys.transpose(1, 2),
-                                                  values.transpose(1, 2), is_causal=causal)
+            return F.scaled_dot_product_attention(xq.transpose(1, 2), keys, values, is_causal=causal)
 
     def bwd(out):
         torch.autograd.grad(out, [xq, xk, xv], gy)
@@ -348,13 +352,17 @@ def _time_fwd_and_step(fwd, bwd, dev, reps, warmup):
 def llama_chunk_cases(quick: bool) -> list[tuple[str, int, int, bool, int]]:
     """(bench, q_len, kv_len, causal, source total S) of the Llama one-GPU calls: the causal CP1
     references at every total and per-rank length (each once, tagged with the largest S it
-    stands for), then the CP2 ranks' non-causal chunk calls."""
+    stands for), then the CP2 ranks' non-causal chunk calls, then llama_causal_kvcontig: the
+    per-rank causal calls again with K and V made contiguous (B, H, s, E) as PyTorch's CP passes
+    them to the kernel (torch's ring attention: key.contiguous(), value.contiguous()), where the
+    CP1 reference passes torchtitan's repeat_kv views ((B, s, H, E) memory, transposed)."""
     seqs = QUICK_SEQ_LENS if quick else TORCH_CP_SEQ_LENS
     lengths = sorted({L for S in seqs for L in (S, S // 2)})
     out = [("llama_causal", L, L, True, L if L in seqs else 2 * L) for L in lengths]
     for S in seqs:
         s = S // 2
         out += [("llama_chunk", s, s // 2, False, S), ("llama_chunk", s // 2, s, False, S)]
+    out += [("llama_causal_kvcontig", S // 2, S // 2, True, S) for S in seqs if S // 2 <= 65536]
     return out
 
 
@@ -417,15 +425,21 @@ def bench_cp_chunks(rec, timer, dev, deadline, quick, env):
         del fwd, bwd
         free_memory()
     H, K, E = llama_shape(quick)
-    for backend in SDPA_BACKENDS:
+    for backend in CHUNK_BACKEND_ORDER:
         for bench, q_len, kv_len, causal, S in llama_chunk_cases(quick):
             if deadline.over():
                 log("cp_chunks: deadline reached")
                 return
-            big = q_len * kv_len >= 2 ** 32   # the 64K+ calls: fewer repetitions (seconds each)
+            if backend == "flash" and causal and q_len > FLASH_MAX_STANDALONE_LEN:
+                continue
+            big = q_len * kv_len >= 2 ** 30   # the 32K+ calls: fewer repetitions
             try:
-                fwd, bwd, _ = llama_attention_fns(q_len, dev, quick, causal=causal, kv_len=kv_len, backend=backend)
+                fwd, bwd, _ = llama_attention_fns(q_len, dev, quick, causal=causal, kv_len=kv_len, backend=backend,
+                                                  kv_contiguous=bench == "llama_causal_kvcontig")
                 kernel = _sdpa_kernel_name(fwd, dev)
+                if q_len == kv_len == (64 if quick else 32768):   # which kernels, and how long each
+                    ks = kernels_by_phase(profile_phases(fwd, bwd, dev, 1))
+                    env[f"cp_chunks_kernels_{bench}_{backend}_{q_len}"] = kernel_table(ks, 1)
                 (tf, hf), (ts, hs) = _time_fwd_and_step(fwd, bwd, dev, 3 if big else reps, 1 if big else warmup)
             except RuntimeError as e:   # the backend refused the shape
                 log(f"cp_chunks {bench} {backend} {q_len}x{kv_len}: {type(e).__name__}: {str(e)[:200]}")

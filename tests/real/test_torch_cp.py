@@ -151,7 +151,7 @@ def test_s8cp_campaign_cpu_dry_run(tmp_path):
     with (out / "cp_chunks.csv").open() as f:
         assert next(csv.reader(f)) == SHAPE_COLS["cp_chunks"] + STAT_COLS + ENV_COLS
     rows = list(csv.DictReader((out / "cp_chunks.csv").open()))
-    assert {r["bench"] for r in rows} == {"llama_causal", "llama_chunk", "mla_block"}
+    assert {r["bench"] for r in rows} == {"llama_causal", "llama_chunk", "llama_causal_kvcontig", "mla_block"}
     assert {r["phase"] for r in rows} == {"fwd", "fwd_bwd"}
     for r in rows:
         assert float(r["time_s"]) > 0 and r["gpu_name"] and r["torch_version"] and r["timestamp_utc"]
@@ -159,6 +159,8 @@ def test_s8cp_campaign_cpu_dry_run(tmp_path):
     assert {r["bench"] for r in grouped} == {"grouped_gemm", "grouped_gemm_wgrad"}
     assert all(float(r["time_s"]) > 0 and r["precision"] == "bf16" for r in grouped)
     assert "CUDA" in json.loads((out / "env_torch_cp.json").read_text())["torch_cp_skipped"]
+    chunks_env = json.loads((out / "env_chunks.json").read_text())
+    assert "cp_chunks_kernels_llama_causal_cudnn_64" in chunks_env   # the profiled call (no kernels on CPU)
     assert len(list((out / "traces").glob("trace_tp_*_rank*.json.gz"))) == 4
     assert len(list((out / "traces").glob("trace_tp_*_tp1.json.gz"))) == 2   # the one-GPU references
     assert "s8cp done" in (out / "log.txt").read_text()
