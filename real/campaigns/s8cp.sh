@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14, PyTorch's own context parallelism and the attention calls CP is made of (s8cp):
-#   1. one GPU (GPU 0), `--only tp_grouped,cp_chunks` (wall <= 60 s): the TP2 MoE blocks' half-width
+#   1. one GPU (the first of CUDA_VISIBLE_DEVICES, else GPU 0), `--only tp_grouped,cp_chunks` (wall <= 60 s): the TP2 MoE blocks' half-width
 #      expert GEMMs (gemm.csv, real/bench/gemm.py TP2_GROUPED, ~10 s); the Llama-3.1-8B attention core as
 #      torchtitan runs it (repeat_kv, SDPA) causal at every total and per-rank length of part 2
 #      (the CP1 references, 8K..128K), the non-causal s x s/2 and s/2 x s calls of a CP2 rank, and
@@ -31,6 +31,10 @@ PY=${PYTHON:-python3}
 QUICK=()
 [ "${S8CP_QUICK:-0}" = "1" ] && QUICK=(--quick)
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+# the one-GPU part runs on the first GPU this campaign was given (CUDA_VISIBLE_DEVICES as the caller
+# set it; GPU 0 where unset): never on a GPU outside the caller's set, where another campaign may run
+ONE_GPU="${CUDA_VISIBLE_DEVICES:-0}"
+ONE_GPU="${ONE_GPU%%,*}"
 [ "${S8CP_QUICK:-0}" = "1" ] && NGPU=2   # the CPU dry run: two gloo ranks
 {
   echo "s8cp campaign $(date -u +%FT%TZ), $NGPU GPU(s)"
@@ -42,7 +46,9 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
     rm -rf "$dir"
   }
   d="$OUT/part_chunks"; mkdir -p "$d"
-  CUDA_VISIBLE_DEVICES=0 timeout -k 5 60 "$PY" -m real.bench --out "$d" --only tp_grouped,cp_chunks --budget-s 42 \
+  echo "one-GPU part on GPU $ONE_GPU; compute processes on the host's GPUs before it:"
+  nvidia-smi --query-compute-apps=gpu_bus_id,pid,used_memory --format=csv 2>&1 || true
+  CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 60 "$PY" -m real.bench --out "$d" --only tp_grouped,cp_chunks --budget-s 42 \
     ${QUICK[@]+"${QUICK[@]}"}
   echo "part cp_chunks exit $? at $(date -u +%FT%TZ)"
   collect "$d" chunks
