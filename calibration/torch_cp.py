@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from twin.costs import comm, compute
-from twin.costs.context_parallel import torch_cp_exposed_s, torch_cp_merge_s
+from twin.costs.context_parallel import TORCH_CP_MERGE_TIME_FACTOR, torch_cp_exposed_s, torch_cp_merge_s
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, Op, OpKind
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec
@@ -87,9 +87,10 @@ def core_calls(cp: int, s: int) -> list[tuple[int, int, bool]]:
 
 
 def predict_torch_cp_parts(row, gpu: GPUSpec, profile: Profile, calls: bool = False,
-                           noncausal_factor: float = 1.0) -> dict:
+                           noncausal_factor: float = 1.0, merge_factor: float = TORCH_CP_MERGE_TIME_FACTOR) -> dict:
     """{part: seconds} of a torch_cp.csv row on one rank (module docstring), forward and backward:
-    repeat_kv, core_fwd, core_bwd, merge_fwd, merge_bwd, exposed_fwd, exposed_bwd and total."""
+    repeat_kv, core_fwd, core_bwd, merge_fwd, merge_bwd, exposed_fwd, exposed_bwd and total;
+    `merge_factor` the merges' measured time factor (the twin's, unless given)."""
     prof = profile_for_backend(profile, row.get("sdpa_backend", ""))
     cp, S = int(row["cp"]), int(row["seq_len"])
     H, K, E = int(row["num_heads"]), int(row["num_kv_heads"]), int(row["head_dim"])
@@ -109,7 +110,7 @@ def predict_torch_cp_parts(row, gpu: GPUSpec, profile: Profile, calls: bool = Fa
     gather_s = comm.collective_time_s("all_gather", kv_bytes * cp, cp, gpu, True, prof.collectives or {})
     pass_s = comm.collective_time_s("send_recv", kv_bytes * FP32_BYTES / BF16_BYTES, 2, gpu, True, prof.collectives or {})
     for d, back in (("fwd", False), ("bwd", True)):
-        parts[f"merge_{d}"] = torch_cp_merge_s(cp, q_elems, kv_elems, back, gpu, prof) if cp > 1 else 0.0
+        parts[f"merge_{d}"] = torch_cp_merge_s(cp, q_elems, kv_elems, back, gpu, prof, merge_factor) if cp > 1 else 0.0
         parts[f"exposed_{d}"] = (torch_cp_exposed_s(cp, parts[f"core_{d}"], gather_s, pass_s if back else 0.0, back)
                                  if cp > 1 else 0.0)
     parts["total"] = sum(parts.values())
@@ -169,3 +170,35 @@ def compare_torch_cp(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, calls: 
                     "err": parts["total"] / float(r["time_s"]) - 1 if r["time_s"] > 0 else math.nan,
                     "split": r["split"], "parts": parts})
     return out
+
+
+KERNELS_FILE = "torch_cp_kernels.csv"
+CP_EAGER_CATEGORIES = ("copy", "elementwise", "fill", "reduce")   # real/bench/torch_cp.kernel_category
+
+
+def merge_time_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> float | None:
+    """The measured time of PyTorch CP's eager kernels around the attention calls over what
+    twin.costs.context_parallel.torch_cp_merge_s gives them (the merges' and accumulators' bytes at
+    the streaming bandwidth): on each fitting torch_cp row, per phase, the slowest rank's kernels of
+    CP_EAGER_CATEGORIES (torch_cp_kernels.csv, profiled) less the repeat_kv copy the twin costs
+    apart (`predict_torch_cp_parts`), over torch_cp_merge_s; the median over rows and phases. The
+    kernels are strided and broadcast elementwise ones (FP32 merges against an unsqueezed
+    log-sum-exp, copies of transposed K/V, torch.cat of chunks), below the streaming rate. None
+    without the records."""
+    rows, _ = load_folder(folder)
+    path = Path(folder) / KERNELS_FILE
+    if rows.empty or not path.is_file():
+        return None
+    k = pd.read_csv(path)
+    k = k[k["category"].isin(CP_EAGER_CATEGORIES)]
+    ratios = []
+    for _, r in rows[(rows["split"] == "fit") & (pd.to_numeric(rows["cp"]) > 1)].iterrows():
+        parts = predict_torch_cp_parts(r, gpu, profile, merge_factor=1.0)
+        mine = k[(k["seq_len"] == r["seq_len"]) & (k["sdpa_backend"] == r["sdpa_backend"])
+                 & (k["rotate_method"] == r["rotate_method"])]
+        per_rank = mine.groupby(["phase", "rank"])["time_s"].sum()
+        for phase in ("fwd", "bwd"):
+            if phase in per_rank.index.get_level_values(0):
+                slowest = float(per_rank.loc[phase].max())
+                ratios.append((slowest - parts["repeat_kv"] / 2) / parts[f"merge_{phase}"])
+    return float(pd.Series(ratios).median()) if ratios else None

@@ -28,12 +28,21 @@ from twin.core.specs import GPUSpec
 TORCH_CP_FWD_BYTES = {"q_fixed": 12.0, "q_per_later_call": 32.5, "kv_per_call": 4.0}
 TORCH_CP_BWD_BYTES = {"q_fixed": 10.0, "q_per_call": 11.5, "kv_fixed": 10.0, "kv_per_call": 23.5}
 TORCH_CP_LAUNCHES_PER_CALL = {"fwd": 6, "bwd": 8}
+# Those kernels' measured time over their bytes at the streaming bandwidth (and launches): PyTorch's
+# own CP2 of a Llama-3.1-8B attention block on 2x H100, 16K-128K positions, flash and cuDNN, both
+# rotate methods (calibration/measurements/h100x2/torch_cp_kernels.csv, campaign s8cp), the slowest
+# rank's copy/elementwise/fill/reduce kernels per phase less the repeat_kv copy, over
+# torch_cp_merge_s at factor 1: the median of the 24 fitting (row, phase) ratios, 1.47-1.77
+# (calibration.torch_cp.merge_time_factor). They are strided and broadcast kernels (FP32 merges
+# against an unsqueezed log-sum-exp, copies of transposed K/V, torch.cat of chunks).
+TORCH_CP_MERGE_TIME_FACTOR = 1.66
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
-                     profile: Profile) -> float:
+                     profile: Profile, time_factor: float = TORCH_CP_MERGE_TIME_FACTOR) -> float:
     """Seconds of the eager FP32 merge and accumulation kernels around one pass on this rank:
-    q_elems the rank's attention output elements, kv_elems its K/V chunk's elements (K and V)."""
+    q_elems the rank's attention output elements, kv_elems its K/V chunk's elements (K and V);
+    their bytes at the streaming bandwidth plus launches, times the measured `time_factor`."""
     if backward:
         b = TORCH_CP_BWD_BYTES
         nbytes = q_elems * (b["q_fixed"] + b["q_per_call"] * cp) + kv_elems * (b["kv_fixed"] + b["kv_per_call"] * cp)
@@ -41,7 +50,7 @@ def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, g
         b = TORCH_CP_FWD_BYTES
         nbytes = q_elems * (b["q_fixed"] + b["q_per_later_call"] * (cp - 1)) + kv_elems * b["kv_per_call"] * cp
     launches = TORCH_CP_LAUNCHES_PER_CALL["bwd" if backward else "fwd"] * cp
-    return compute.memory_time_s(nbytes, gpu, profile) + (launches - 1) * profile.launch_s
+    return time_factor * (compute.memory_time_s(nbytes, gpu, profile) + (launches - 1) * profile.launch_s)
 
 
 def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, backward: bool) -> float:
