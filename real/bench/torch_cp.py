@@ -21,11 +21,14 @@ cuDNN; the CPU flash op has no sharding rule): off a GPU the section writes no r
 references.
 
 cp_chunks (cp_chunks.csv), one GPU: the attention calls context parallelism is made of, alone,
-forward and forward + backward (phase fwd, fwd_bwd):
+forward and forward + backward (phase fwd, fwd_bwd), cuDNN before flash; each backend's 32K causal
+call also profiled once (env.json cp_chunks_kernels_*: its kernels and their times):
   bench llama_causal:   the CP1 reference, torchtitan's path (repeat_kv, then causal SDPA) on L
                         positions, L every total and every per-rank length of the torch_cp sweep;
   bench llama_chunk:    non-causal SDPA of a load-balanced CP2 rank's later calls, s = S/2
                         positions per rank: s queries x s/2 keys and s/2 queries x s keys;
+  bench llama_causal_kvcontig: the per-rank causal calls again with K/V contiguous (B, H, s, E),
+                        as PyTorch's CP hands them to the kernel;
   bench mla_block:      real/cp.py's per-block kernel (`block_forward`/`block_backward`, cuDNN's
                         fused attention through its private op on a GPU) at the CP2 blocks of the
                         parallel_blocks CP rows (MLA heads, qk 192, v 128): the diagonal s x s
