@@ -38,8 +38,10 @@ one-GPU profile is fitted on its fitting split:
     reference's, per collective): ~0.28 ms, the autograd Function and its hand-off included, where
     an isolated call (collective_host.csv) takes 50-75 us;
   - CP terms (`cp_block_terms`): the ring's and the gather's host per op, and the off-diagonal
-    blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks, which no
-    one-GPU record measures: ~1.56x).
+    blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks: ~1.56x inferred
+    from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv, campaign
+    s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the factor is
+    measured there instead.
 """
 
 from __future__ import annotations
