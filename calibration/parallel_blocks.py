@@ -38,8 +38,10 @@ one-GPU profile is fitted on its fitting split:
     reference's, per collective): ~0.28 ms, the autograd Function and its hand-off included, where
     an isolated call (collective_host.csv) takes 50-75 us;
   - CP terms (`cp_block_terms`): the ring's and the gather's host per op, and the off-diagonal
-    blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks, which no
-    one-GPU record measures: ~1.56x).
+    blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks: ~1.56x inferred
+    from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv, campaign
+    s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the factor is
+    measured there instead.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import pandas as pd
 
 from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
                                  zipf_expert_rows)
-from twin.costs import comm
+from twin.costs import comm, compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec, get_model
@@ -423,7 +425,49 @@ def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dic
             scales.append(1.0 + (float(r["time_s"]) - pred) / off)
     if scales:
         terms["offdiag_scale"] = float(pd.Series(scales).median())
+        terms["offdiag_source"] = "inferred from the fitting CP2 rows"
     return terms
+
+
+CHUNKS_FILE = "cp_chunks.csv"
+
+
+def chunks_folder(folder: Path | str) -> Path | None:
+    """Where the one-GPU records of real/cp.py's blocks (cp_chunks.csv, campaign s8cp) are for a
+    two-GPU folder <gpu>x<N>: the folder itself, else its one-GPU sibling <gpu>; None where
+    neither holds them."""
+    folder = Path(folder)
+    for f in (folder, folder.parent / folder.name.split("x")[0]):
+        if (f / CHUNKS_FILE).is_file():
+            return f
+    return None
+
+
+def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -> float | None:
+    """The off-diagonal blocks' time over what `_cp_blocks` costs them (the causal curve at s/2 on
+    2H heads, unmasked), measured on one GPU: cp_chunks.csv's mla_block rows (real/cp.py's
+    block_forward + block_backward at the CP2 rows' s x s/2 and s/2 x s shapes, the kernel the
+    blocks run), fitting rows, forward + backward, less the two casts of the block's output the
+    record also times (to FP32 after the forward, back for the backward: costed by `_cp_blocks`
+    as the merges); the median. None without the records."""
+    where = chunks_folder(folder)
+    if where is None:
+        return None
+    df = pd.read_csv(where / CHUNKS_FILE)
+    df = df[(df["bench"] == "mla_block") & (df["split"] == "fit") & (df["phase"] == "fwd_bwd")
+            & ~df["causal"].map(_bool) & (pd.to_numeric(df["time_s"], errors="coerce") > 0)]
+    ratios = []
+    for _, r in df.iterrows():
+        s2 = min(_int(r["q_len"]), _int(r["kv_len"]))   # s/2
+        H, E, Ev = _int(r["num_heads"]), _int(r["qk_head_dim"]), _int(r["v_head_dim"])
+        op = Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=s2, heads=2 * H, qk_dim=E, v_dim=Ev,
+                causal=False, precision="bf16")
+        e = Eager(gpu, profile)
+        e.attention(op, "fwd")
+        e.attention(op, "bwd")
+        casts_s = 2 * compute.memory_time_s(_int(r["q_len"]) * H * Ev * (BF16_BYTES + 4), gpu, profile)
+        ratios.append((float(r["time_s"]) - casts_s) / sum(g for _, g in e.ops))
+    return float(pd.Series(ratios).median()) if ratios else None
 
 
 def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
@@ -467,6 +511,9 @@ def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]
         host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
     kernel_host = block_kernel_host_s(rows, spec, profile)
     cp_terms = cp_block_terms(rows, spec, profile, host)
+    offdiag = measured_offdiag_scale(folder, spec, profile)
+    if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
+        cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}
     out = []
     for _, r in rows.iterrows():
         pred = predict_block_row(r, spec, profile, host, kernel_host, cp_terms)

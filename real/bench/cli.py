@@ -19,18 +19,19 @@ from real.bench.ep import bench_ep
 from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
-from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad
+from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped
 from real.bench.kernels import bench_kernels
 from real.bench.memory import bench_memory, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
 from real.bench.parallel_blocks import (bench_cp_allgather, bench_cp_blocks, bench_cp_ring, bench_parallel_blocks,
-                                       bench_tp_blocks)
+                                       bench_tp_blocks, bench_tp_traces)
 from real.bench.power import bench_power, bench_sustained
 from real.bench.records import NoRecorder, Recorder, log
 from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
 from real.bench.sm_reserve import bench_sm_reserve
 from real.bench.timing import Deadline, Timer
+from real.bench.torch_cp import bench_cp_chunks, bench_torch_cp
 from real.bench.wgrad_accum import bench_wgrad_accum
 from real.bench.whole_model import bench_expert_load, bench_serve, bench_train
 from real.telemetry import Telemetry
@@ -46,6 +47,8 @@ _FUNCTIONS = {
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
     "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,
+    "torch_cp": bench_torch_cp, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
+    "tp_grouped": bench_tp_grouped,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

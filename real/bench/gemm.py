@@ -89,11 +89,12 @@ def bench_grouped_small(rec, timer, dev, deadline, quick, env):
     bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups, tpgs, keep)
 
 
-def bench_grouped(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None):
+def bench_grouped(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None, shapes=None,
+                  kinds=("bf16", "fp8-rowwise")):
     """Grouped (expert) GEMMs, forward form, BF16 and row-wise FP8, over (groups, rows per group)."""
     groups = groups or ([4, 8] if quick else GROUPED_GROUPS)
     tpgs = tpgs or ([32, 64] if quick else GROUPED_TPGS)
-    shapes = [(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK
+    shapes = shapes or ([(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK)
     max_rows = 4096 if quick else GROUPED_MAX_ROWS
     keep = keep or (lambda e, tpg: True)
     best = {}
@@ -108,7 +109,7 @@ def bench_grouped(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None,
                     break
                 x = torch.randn(e * tpg, k, device=dev, dtype=torch.bfloat16)
                 offs = torch.arange(1, e + 1, device=dev, dtype=torch.int32) * tpg
-                for kind in ["bf16", "fp8-rowwise"]:
+                for kind in kinds:
                     if kind == "bf16":
                         fn = lambda: torch._grouped_mm(x, w_EKN, offs=offs)
                     elif dev.type == "cuda":
@@ -135,14 +136,14 @@ def bench_grouped(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None,
         log(f"grouped best {kind} N={n} K={k}: {v / 1e12:.0f} TFLOP/s{tgt}")
 
 
-def bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None):
+def bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=None, tpgs=None, keep=None, shapes=None):
     """Grouped GEMMs in the weight-gradient form real/ runs in the MoE backward (real/fp8.py
     _Fp8GroupedMM: dW_EKN = x_TK^T g_TN per expert, contracted over the expert's rows): BF16
     torch._grouped_mm on a transposed left operand, the same (n, k), group and rows-per-group grid as
     bench_grouped. Rows: bench `grouped_gemm_wgrad`, output n x k per group (n = g's width, k = x's)."""
     groups = groups or ([4, 8] if quick else GROUPED_GROUPS)
     tpgs = tpgs or ([32, 64] if quick else GROUPED_TPGS)
-    shapes = [(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK
+    shapes = shapes or ([(256, 448), (448, 128)] if quick else GROUPED_SHAPES_NK)
     max_rows = 4096 if quick else GROUPED_MAX_ROWS
     keep = keep or (lambda e, tpg: True)
     for n, k in shapes:
@@ -163,3 +164,25 @@ def bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=None, tpgs
                 del x, g
         log(f"grouped wgrad N={n} K={k}: done")
     free_memory()
+
+
+# The expert GEMMs of a TP2 MoE block on one rank (real/tp.py TPMoEBlock: every expert's width F
+# halved), at the blocks' experts and rows per expert under balanced routing (T x top_k / E for
+# T = 2048, 4096, 8192): v3-slice-1l (D 7168, F 2048, 32 experts, top-8) and v2-lite-slice (D 2048,
+# F 1408, 64 experts, top-6). Forward form: W13 (n 2F/2, k D), W2 (n D, k F/2) and the backward's
+# input gradient of W2 (n F/2, k D); weight-gradient form: W13's and W2's. The full-width (TP1)
+# counterparts are in the grouped grid (GROUPED_SHAPES_NK).
+TP2_GROUPED = {32: ((2048, 7168), (7168, 1024), (1024, 7168)), 64: ((1408, 2048), (2048, 704), (704, 2048))}
+TP2_GROUPED_WGRAD = {32: ((2048, 7168), (7168, 1024)), 64: ((1408, 2048), (2048, 704))}
+TP2_GROUPED_TPGS = {32: (512, 1024, 2048), 64: (192, 384, 768)}
+
+
+def bench_tp_grouped(rec, timer, dev, deadline, quick, env):
+    """Section tp_grouped (gemm.csv rows, shape_tag expert / expert_wgrad): the TP2 MoE blocks'
+    half-width expert GEMMs, BF16 (TP2_GROUPED)."""
+    for e, shapes in TP2_GROUPED.items():
+        g, t = ([4], [32]) if quick else ([e], list(TP2_GROUPED_TPGS[e]))
+        bench_grouped(rec, timer, dev, deadline, quick, env, groups=g, tpgs=t,
+                      shapes=[(256, 448)] if quick else list(shapes), kinds=("bf16",))
+        bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=g, tpgs=t,
+                            shapes=[(256, 448)] if quick else list(TP2_GROUPED_WGRAD[e]))

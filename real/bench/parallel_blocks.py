@@ -291,31 +291,84 @@ def bench_collective_host(rec, dev, quick, group):
 
 
 TRACE_CASES = (("mla", True), ("mla", False), ("moe", False))  # v2-lite-slice, fit tokens (2048)
+# section tp_traces' cases, overridable by REAL_BENCH_TRACE_CASES ("block:model:tokens:sp|nosp,...");
+# fitting sizes only (block_split): the miss analysis of issue 14 never looks at a held-out row
+TP_TRACE_CASES = (("mla", "v2-lite-slice", 8192, True), ("mla", "v2-lite-slice", 8192, False),
+                  ("moe", "v3-slice-1l", 2048, True), ("moe", "v3-slice-1l", 2048, False),
+                  ("moe", "v3-slice-1l", 8192, True), ("mla", "v3-slice-1l", 8192, True))
 
 
-def trace_tp_reps(dev, quick, group, rank, world, out_dir: str) -> None:
-    """Chrome traces (torch.profiler, host and device) of two repetitions of the host-bound
-    v2-lite TP2 blocks of TRACE_CASES at a fitting size, one file per rank and case
-    (trace_tp_<block>_<sp|nosp>_rank<r>.json.gz): each op's host dispatch and each collective's
-    wait, rank by rank."""
-    model, T = ("tiny", 32) if quick else ("v2-lite-slice", 2048)
-    spec = get_spec(model)
-    for block_kind, sp in TRACE_CASES:
+def trace_cases(spec: str) -> list[tuple[str, str, int, bool]]:
+    """(block, model, tokens, sequence_parallel) from "block:model:tokens:sp|nosp,..."."""
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        parts = item.split(":")
+        if len(parts) != 4 or parts[0] not in ("mla", "moe") or parts[3] not in ("sp", "nosp"):
+            raise ValueError(f"trace case {item!r}: allowed block:model:tokens:sp|nosp, block mla or moe")
+        out.append((parts[0], parts[1], int(parts[2]), parts[3] == "sp"))
+    return out
+
+
+def trace_tp_reps(dev, quick, group, rank, world, out_dir: str, cases=None) -> None:
+    """Chrome traces (torch.profiler, host and device) of two repetitions of TP blocks, one file
+    per rank and case (trace_tp_<block>_<sp|nosp>_rank<r>.json.gz for the default cases: the
+    host-bound v2-lite TP2 blocks of TRACE_CASES at a fitting size; with `cases`, (block, model,
+    tokens, sp) each, trace_tp_<block>_<model>_<tokens>_<sp|nosp>_rank<r>.json.gz, and the one-GPU
+    reference of the block on rank 0, ..._tp1.json.gz): each op's host dispatch and each
+    collective's wait, rank by rank, and each kernel beside its one-GPU counterpart."""
+    if cases is None:
+        model, T = ("tiny", 32) if quick else ("v2-lite-slice", 2048)
+        named = [(b, model, T, sp, f"trace_tp_{b}_{'sp' if sp else 'nosp'}") for b, sp in TRACE_CASES]
+    else:
+        named = [(b, m, T, sp, f"trace_tp_{b}_{m}_{T}_{'sp' if sp else 'nosp'}") for b, m, T, sp in cases]
+    for block_kind, model, T, sp, stem in named:
+        spec = get_spec(model)
         step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
         block.comm = CommTimer(dev)
         time_reps(step, dev, 1, 3, block.comm, group)  # warm
-        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
         dist.barrier(group=group)
-        with torch.profiler.profile(activities=acts) as prof:
-            for _ in range(2):
-                step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-        name = f"trace_tp_{block_kind}_{'sp' if sp else 'nosp'}_rank{rank}.json.gz"
-        prof.export_chrome_trace(str(Path(out_dir) / name))
-        log(f"trace {name}")
+        _trace_two_reps(step, dev, Path(out_dir) / f"{stem}_rank{rank}.json.gz")
         del step, block
         free_memory()
+        if cases is not None and rank == 0:   # the one-GPU reference of the same block, kernel by kernel
+            step, _ = _tp_block_fn(block_kind, spec, None, False, T, dev, 0, 1)
+            time_reps(step, dev, 1, 3, None, None)
+            _trace_two_reps(step, dev, Path(out_dir) / f"{stem}_tp1.json.gz")
+            del step
+            free_memory()
+        dist.barrier(group=group)
+
+
+def _trace_two_reps(step, dev, path: Path) -> None:
+    """A Chrome trace (host and device) of two repetitions of step() at `path`."""
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(2):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    prof.export_chrome_trace(str(path))
+    log(f"trace {path.name}")
+
+
+def bench_tp_traces(rec, timer, dev, deadline, quick, env):
+    """Section tp_traces (torchrun, W >= 2 ranks): Chrome traces of TP blocks into
+    REAL_BENCH_TRACE_DIR (the cases of REAL_BENCH_TRACE_CASES, else TP_TRACE_CASES; quick: the
+    tiny model), no rows; stops at the deadline."""
+    group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
+    distributed_env(env, dev)
+    out_dir = os.environ.get("REAL_BENCH_TRACE_DIR", "")
+    if not out_dir:
+        log("tp_traces: no REAL_BENCH_TRACE_DIR, nothing to do")
+        return
+    spec = os.environ.get("REAL_BENCH_TRACE_CASES", "")
+    cases = trace_cases(spec) if spec else ([("mla", "tiny", 32, True), ("moe", "tiny", 32, False)] if quick
+                                            else list(TP_TRACE_CASES))
+    for case in cases:
+        if agreed_over(deadline, dev):
+            log("tp_traces: deadline reached")
+            return
+        trace_tp_reps(dev, quick, group, rank, world, out_dir, [case])
 
 
 def bench_tp_blocks(rec, timer, dev, deadline, quick, env):

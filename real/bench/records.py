@@ -23,7 +23,7 @@ ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
             "torch_version", "cuda_version", "timestamp_utc"]
 # multi-GPU families also carry the NCCL version and the number of GPUs of the run
 DIST_ENV_COLS = ["nccl_version", "num_gpus"]
-DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host"}
+DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -58,6 +58,20 @@ SHAPE_COLS = {
                         "comm_time_s", "comm_detail", "host_time_s", "split"],
     # real/bench/parallel_blocks.py bench_collective_host: host seconds to issue one call (time_s)
     "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split"],
+    # real/bench/torch_cp.py: PyTorch's own context parallelism (two GPUs) and, one GPU, the
+    # attention calls it is made of
+    "torch_cp": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len", "num_heads",
+                 "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "sdpa_kernel", "host_time_s",
+                 "split"],
+    "torch_cp_kernels": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len",
+                         "num_heads", "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "split",
+                         "rank", "phase", "category", "kernel", "calls"],
+    "torch_cp_timeline": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len",
+                          "num_heads", "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "split",
+                          "rank", "phase", "span_s", "compute_s", "nccl_s", "nccl_exposed_s", "idle_s",
+                          "sdpa_calls"],
+    "cp_chunks": ["bench", "model", "sdpa_backend", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
+                  "q_len", "kv_len", "causal", "kv_repeat", "source_seq_len", "precision", "host_time_s", "split"],
 }
 
 # real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and

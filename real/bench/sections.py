@@ -24,10 +24,16 @@ SECTION_SHARES = {  # name -> share of the time budget
     "cp_blocks": 1.0,  # under torchrun: the CP rows of parallel_blocks (both kinds + references)
     "host_dispatch": 1.0,  # not in the default list: --only host_dispatch (issue 13's layer bias)
     "wgrad_accum": 0.05,  # not in the default list: --only wgrad_accum (the pipeline's expert dW accumulation)
+    "torch_cp": 1.0,  # under torchrun: PyTorch's own context parallelism (real/bench/torch_cp.py)
+    "cp_chunks": 1.0,  # not in the default list: --only cp_chunks (one GPU: the calls CP is made of)
+    "tp_traces": 1.0,  # under torchrun: Chrome traces of TP blocks (REAL_BENCH_TRACE_CASES), no rows
+    "tp_grouped": 0.25,  # not in the default list: --only tp_grouped (the TP2 MoE blocks' half-width expert GEMMs)
     "host_bound": 1.0,  # not in the default list: --only host_bound (host-bound records beside their host calibration)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
 OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
-                   "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum", "host_bound")  # run only when named in --only
-MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks")  # torchrun, >= 2 ranks only
+                   "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum", "host_bound",
+                   "torch_cp", "cp_chunks", "tp_traces", "tp_grouped")  # run only when named in --only
+MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
+                      "torch_cp", "tp_traces")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

@@ -13,7 +13,9 @@ import pytest
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
 from calibration.fit import collectives_terms
-from calibration.predict import gpu_spec
+from calibration.predict import Eager, gpu_spec
+from twin.costs import compute
+from twin.costs.flops import Op, OpKind
 from calibration.validate import load_fitted_profile
 
 TARGET = 0.10
@@ -228,3 +230,30 @@ def test_both_gpus_have_held_out_tp2_and_cp2_blocks():
 def test_held_out_tp2_and_cp2_block_within_target(gpu, name):
     err = _held_out_blocks(gpu)[name]
     assert abs(err) <= TARGET, f"{gpu} {name}: {err:+.1%} (target {TARGET:.0%})"
+
+
+def test_offdiag_factor_measured_on_one_gpu_where_recorded(h200, tmp_path):
+    """cp_chunks.csv (campaign s8cp) beside a two-GPU folder, or in its one-GPU sibling: the
+    off-diagonal blocks' factor is their measured time over `_cp_blocks`' costing (fitting non-causal
+    fwd_bwd rows only); none without the file."""
+    gpu = gpu_spec("h200")
+    two = tmp_path / "h200x2"
+    two.mkdir()
+    assert blocks.chunks_folder(two) is None and blocks.measured_offdiag_scale(two, gpu, h200) is None
+    row = dict(bench="mla_block", model="v2-lite-slice", sdpa_backend="", kernel="cudnn", phase="fwd_bwd",
+               num_heads=16, num_kv_heads=16, qk_head_dim=192, v_head_dim=128, q_len=8192, kv_len=4096,
+               causal=False, kv_repeat=False, source_seq_len=16384, split="fit")
+    # the costing of one s x s/2 block: s/2 x s/2 unmasked on 2H heads, forward and backward
+    op = Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=4096, heads=32, qk_dim=192,
+                   v_dim=128, causal=False, precision="bf16")
+    e = Eager(gpu, h200)
+    e.attention(op, "fwd")
+    e.attention(op, "bwd")
+    costed = sum(g for _, g in e.ops)
+    casts = 2 * compute.memory_time_s(8192 * 16 * 128 * (2 + 4), gpu, h200)
+    (tmp_path / "h200").mkdir()
+    pd.DataFrame([dict(row, time_s=1.5 * costed + casts), dict(row, time_s=9.0, split="holdout"),
+                  dict(row, time_s=9.0, phase="fwd"), dict(row, time_s=9.0, causal=True)]).to_csv(
+        tmp_path / "h200" / "cp_chunks.csv", index=False)
+    assert blocks.chunks_folder(two) == tmp_path / "h200"
+    assert blocks.measured_offdiag_scale(two, gpu, h200) == pytest.approx(1.5)

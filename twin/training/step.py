@@ -23,7 +23,7 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   `cp_reduce_scatter_kv` (all-gather variant, exposed), or `cp_torch_kv` (PyTorch's experimental
   context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
-  compute stream; TORCH_CP_FWD_BYTES).
+  compute stream; twin.costs.context_parallel).
 - plan.kernels 'eager': the block's elementwise chains at torch eager's bytes and kernel counts
   (twin.costs.flops.eager_ops); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
   the heads context parallelism exchanges).
@@ -39,7 +39,7 @@ import dataclasses
 import functools
 from collections import Counter
 
-from twin.costs import comm, compute, memory
+from twin.costs import comm, compute, context_parallel, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               dense_ffn_ops, eager_ops, embedding_ops, head_ops, moe_ops, op_sac_recompute,
                               train_flops_per_token)
@@ -158,25 +158,7 @@ def _per_block(method):
     return memoised
 
 
-# PyTorch's experimental context parallelism (torch/distributed/tensor/experimental/_attention.py,
-# _templated_ring_attention and its backward, rotate method 'allgather', load-balanced causal
-# sharding), as torchtitan runs it (utils.create_context_parallel_ctx @ 9dec370). A pass runs cp
-# attention calls of equal work (1/cp of the core each). Forward: the K/V all-gather is issued
-# before the first call and awaited at the second. Backward: the K/V all-gather again behind the
-# first call; after every call the FP32 dK/dV accumulated so far goes to the next rank
-# (_AllToAllRotater), awaited after the next call, the last one at once. Around the calls,
-# eager kernels (the merger and accumulators convert to FP32, convert_to_f32 = True), in bytes per
-# element of the rank's attention output (q) and of its K/V (kv), counted from the code:
-# forward, the first call's output to FP32 (6) and the final cast back (6); each later call's
-# output to FP32 6, out - block_out 12, x sigmoid 8, out - that 12 (32.5 on average over the
-# ranks, half of whose later calls take half the queries and then copy the whole FP32 output
-# back together with torch.cat); K/V made contiguous once and concatenated for each send, 4 each.
-# Backward: FP32 zeros for dq, dK, dV (4) and the final casts (6); per call, dq += (10, with
-# the half-and-cat calls 11.5 on average) and dK, dV += (11.5) and concatenated in FP32 for the
-# send (8) and the K/V concatenated (4).
-TORCH_CP_FWD_BYTES = {"q_fixed": 12.0, "q_per_later_call": 32.5, "kv_per_call": 4.0}
-TORCH_CP_BWD_BYTES = {"q_fixed": 10.0, "q_per_call": 11.5, "kv_fixed": 10.0, "kv_per_call": 23.5}
-TORCH_CP_LAUNCHES_PER_CALL = {"fwd": 6, "bwd": 8}
+# PyTorch's experimental context parallelism (cp_kind 'torch_allgather'): twin/costs/context_parallel.py
 
 
 class StepCosts:
@@ -350,28 +332,18 @@ class StepCosts:
     def _torch_cp_merge_s(self, backward: bool) -> float:
         """Seconds of the eager FP32 merge and accumulation kernels around one pass of
         torch_allgather context-parallel attention on this rank."""
-        cp, q, kv = self.sc.plan.cp, self.q_elems, self.kv_bytes / BF16_BYTES
-        if backward:
-            b = TORCH_CP_BWD_BYTES
-            nbytes = q * (b["q_fixed"] + b["q_per_call"] * cp) + kv * (b["kv_fixed"] + b["kv_per_call"] * cp)
-        else:
-            b = TORCH_CP_FWD_BYTES
-            nbytes = q * (b["q_fixed"] + b["q_per_later_call"] * (cp - 1)) + kv * b["kv_per_call"] * cp
-        launches = TORCH_CP_LAUNCHES_PER_CALL["bwd" if backward else "fwd"] * cp
-        return compute.memory_time_s(nbytes, self.gpu, self.profile) + (launches - 1) * self.profile.launch_s
+        return context_parallel.torch_cp_merge_s(self.sc.plan.cp, self.q_elems, self.kv_bytes / BF16_BYTES, backward,
+                                                 self.gpu, self.profile)
 
     def _torch_cp_exposed_s(self, core_s: float, backward: bool) -> float:
-        """Communication of one torch_allgather pass not hidden behind its attention calls (each
-        1/cp of `core_s`): the all-gather beyond the first call; in the backward also each dK/dV
-        hand-over (FP32, twice the K/V bytes) beyond the call after it, and the last one whole."""
+        """Communication of one torch_allgather pass not hidden behind its attention calls
+        (twin.costs.context_parallel.torch_cp_exposed_s): the K/V all-gather, and in the backward
+        the FP32 dK/dV hand-overs (twice the K/V bytes)."""
         p = self.sc.plan
-        call_s = core_s / p.cp
         gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node)
-        exposed = max(0.0, gather_s - call_s)
-        if backward:
-            pass_s = self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
-            exposed += (p.cp - 1) * max(0.0, pass_s - call_s) + pass_s
-        return exposed
+        pass_s = (self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
+                  if backward else 0.0)
+        return context_parallel.torch_cp_exposed_s(p.cp, core_s, gather_s, pass_s, backward)
 
     def _compute_segment(self, seg: list[Op], phase: str, name: str) -> list[Task]:
         """A compute segment's task, the attention core split off where context parallelism

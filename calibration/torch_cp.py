@@ -1,0 +1,204 @@
+"""The twin's prediction of PyTorch's own context parallelism measured on two GPUs (campaign s8cp,
+real/bench/torch_cp.py: torch_cp.csv, its per-rank kernels and timelines) and of the one-GPU
+attention calls it is made of (cp_chunks.csv), with the twin's own costs.
+
+A torch_cp row: a Llama-3.1-8B attention core (32 heads, 8 KV heads repeated to 32, head 128,
+causal, BF16) over S positions, CP = W ranks each holding s = S/W (head-tail load balanced),
+forward + backward, the slowest rank's CUDA-event time. The twin costs it as a training step costs
+one layer's attention core under plan.cp_kind 'torch_allgather' (twin.costs.context_parallel):
+  - repeat_kv: K and V copied out to the query heads (forward) and summed back (backward);
+  - the core: `core_ops` -- by default the twin's (cp equal calls of causal s-position attention,
+    batch cp); with `calls=True` the calls PyTorch makes (the diagonal causal s x s call and cp-1
+    non-causal s x s/2 calls), each costed by the twin's attention curve at its query length and
+    FLOPs, times the measured non-causal factor (`noncausal_factor`) for the non-causal ones;
+  - the FP32 merges and accumulations (torch_cp_merge_s) and the communication not hidden behind
+    the calls (torch_cp_exposed_s), from the profile's measured collectives.
+The SDPA backend of the row picks the curve: cuDNN's is the profile's; flash is FlashAttention-2
+(profile.with_attention_kernel('fa2')).
+
+cp_chunks rows (one GPU): llama_causal (the CP1 reference: repeat_kv + causal SDPA), llama_chunk
+(non-causal SDPA, q_len x kv_len) and mla_block (real/cp.py's per-block kernel), phase fwd or
+fwd_bwd; predicted as their kernel by the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from twin.costs import comm, compute
+from twin.costs.context_parallel import TORCH_CP_MERGE_TIME_FACTOR, torch_cp_exposed_s, torch_cp_merge_s
+from twin.costs.flops import BF16_BYTES, FP32_BYTES, Op, OpKind
+from twin.costs.profile import Profile
+from twin.core.specs import GPUSpec
+
+TORCH_CP_FILE, CHUNKS_FILE = "torch_cp.csv", "cp_chunks.csv"
+
+
+def _b(v) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
+
+
+def profile_for_backend(profile: Profile, backend: str) -> Profile:
+    """The attention curves of an SDPA backend: flash runs FlashAttention-2 (the profile scaled by
+    its FA2 ratio), cuDNN (and real/cp.py's blocks) the profile's own."""
+    return profile.with_attention_kernel("fa2") if str(backend) == "flash" else profile
+
+
+def attention_call_s(q_len: int, kv_len: int, heads: int, qk: int, v: int, causal: bool, direction: str,
+                     gpu: GPUSpec, profile: Profile, noncausal_factor: float = 1.0) -> float:
+    """One attention kernel call by the twin's curve (twin.costs.compute.attention_time_s). A
+    causal square call is the twin's causal Op; a non-causal q_len x kv_len call is costed at its
+    own FLOPs (4 q kv (qk + v) / 2 a head forward, 2.5x backward) at the curve's efficiency at its
+    query length, times `noncausal_factor` (the measured non-causal over causal time ratio)."""
+    if causal and q_len == kv_len:
+        op = Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=q_len, heads=heads, qk_dim=qk, v_dim=v,
+                causal=True, precision="bf16")
+        return compute.attention_time_s(op, direction, gpu, profile)
+    fwd_flops = 2.0 * q_len * kv_len * heads * (qk + v)
+    flops = fwd_flops if direction == "fwd" else 2.5 * fwd_flops
+    eff = profile.attention[direction].eff(q_len)
+    return noncausal_factor * flops / (gpu.peak_flops_per_s("bf16") * eff) + profile.launch_s
+
+
+def chunk_row_s(row, gpu: GPUSpec, profile: Profile, noncausal_factor: float = 1.0) -> float:
+    """Predicted seconds of a cp_chunks.csv row: its attention call(s) (forward, or forward +
+    backward), and for the Llama rows the repeat_kv copy and its backward."""
+    prof = profile_for_backend(profile, row.get("sdpa_backend", ""))
+    q, k = int(row["q_len"]), int(row["kv_len"])
+    H, E, Ev = int(row["num_heads"]), int(row["qk_head_dim"]), int(row["v_head_dim"])
+    causal = _b(row["causal"])
+    dirs = ("fwd",) if row["phase"] == "fwd" else ("fwd", "bwd")
+    t = sum(attention_call_s(q, k, H, E, Ev, causal, d, gpu, prof, noncausal_factor) for d in dirs)
+    if _b(row.get("kv_repeat", False)):
+        K = int(row["num_kv_heads"])
+        copy = 2 * k * (K + H) * E * BF16_BYTES
+        t += sum(compute.memory_time_s(copy, gpu, prof) for _ in dirs)
+    return t
+
+
+def core_calls(cp: int, s: int) -> list[tuple[int, int, bool]]:
+    """(q_len, kv_len, causal) of the attention calls of one load-balanced rank: the diagonal
+    causal s x s call, then cp-1 calls of half its queries over all keys or all its queries over
+    half the keys (s x s/2 pairs either way)."""
+    return [(s, s, True)] + [(s, s // 2, False)] * (cp - 1)
+
+
+def predict_torch_cp_parts(row, gpu: GPUSpec, profile: Profile, calls: bool = False,
+                           noncausal_factor: float = 1.0, merge_factor: float = TORCH_CP_MERGE_TIME_FACTOR) -> dict:
+    """{part: seconds} of a torch_cp.csv row on one rank (module docstring), forward and backward:
+    repeat_kv, core_fwd, core_bwd, merge_fwd, merge_bwd, exposed_fwd, exposed_bwd and total;
+    `merge_factor` the merges' measured time factor (the twin's, unless given)."""
+    prof = profile_for_backend(profile, row.get("sdpa_backend", ""))
+    cp, S = int(row["cp"]), int(row["seq_len"])
+    H, K, E = int(row["num_heads"]), int(row["num_kv_heads"]), int(row["head_dim"])
+    s = S // cp
+    heads_kv = H if _b(row.get("kv_repeat", True)) else K
+    parts = {"repeat_kv": 2 * compute.memory_time_s(2 * s * (K + H) * E * BF16_BYTES, gpu, prof) if heads_kv > K else 0.0}
+    for d in ("fwd", "bwd"):
+        if calls:
+            parts[f"core_{d}"] = sum(attention_call_s(q, k, H, E, E, c, d, gpu, prof, noncausal_factor)
+                                     for q, k, c in core_calls(cp, s))
+        else:
+            op = Op("attn_core", OpKind.ATTENTION, "attn", batch=cp, seq_len=s, heads=H, qk_dim=E, v_dim=E,
+                    causal=True, precision="bf16")
+            parts[f"core_{d}"] = compute.attention_time_s(op, d, gpu, prof)
+    q_elems, kv_elems = s * H * E, 2 * s * heads_kv * E
+    kv_bytes = kv_elems * BF16_BYTES
+    gather_s = comm.collective_time_s("all_gather", kv_bytes * cp, cp, gpu, True, prof.collectives or {})
+    pass_s = comm.collective_time_s("send_recv", kv_bytes * FP32_BYTES / BF16_BYTES, 2, gpu, True, prof.collectives or {})
+    for d, back in (("fwd", False), ("bwd", True)):
+        parts[f"merge_{d}"] = torch_cp_merge_s(cp, q_elems, kv_elems, back, gpu, prof, merge_factor) if cp > 1 else 0.0
+        parts[f"exposed_{d}"] = (torch_cp_exposed_s(cp, parts[f"core_{d}"], gather_s, pass_s if back else 0.0, back)
+                                 if cp > 1 else 0.0)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def load_folder(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(torch_cp rows, cp_chunks rows) of a records folder, rows with a positive time; empty
+    frames where a file is missing."""
+    out = []
+    for name in (TORCH_CP_FILE, CHUNKS_FILE):
+        p = Path(folder) / name
+        df = pd.read_csv(p) if p.is_file() else pd.DataFrame()
+        if not df.empty:
+            df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
+            df = df[df["time_s"] > 0].reset_index(drop=True)
+        out.append(df)
+    return out[0], out[1]
+
+
+def noncausal_factor(chunks: pd.DataFrame, gpu: GPUSpec, profile: Profile, bench: str = "llama_chunk",
+                     backend: str | None = None) -> float | None:
+    """The non-causal calls' measured time over the twin's curve at their FLOPs and query length
+    (`attention_call_s` at factor 1), forward + backward, on the fitting rows of `bench` (and SDPA
+    `backend`): the median. None without such rows."""
+    if chunks.empty:
+        return None
+    rows = chunks[(chunks["bench"] == bench) & (chunks["split"] == "fit") & (chunks["phase"] == "fwd_bwd")
+                  & ~chunks["causal"].map(_b)]
+    if backend is not None:
+        rows = rows[rows["sdpa_backend"].fillna("") == backend]
+    ratios = [float(r["time_s"]) / chunk_row_s(r, gpu, profile) for _, r in rows.iterrows()]
+    return float(pd.Series(ratios).median()) if ratios else None
+
+
+def compare_chunks(chunks: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> list[dict]:
+    """[{bench, backend, q_len, kv_len, causal, phase, measured_s, predicted_s, err, split}] of every
+    cp_chunks row at factor 1 (the twin's curve as it is)."""
+    out = []
+    for _, r in chunks.iterrows():
+        pred = chunk_row_s(r, gpu, profile)
+        out.append({"bench": r["bench"], "model": r["model"], "backend": r.get("sdpa_backend", ""),
+                    "q_len": int(r["q_len"]), "kv_len": int(r["kv_len"]), "causal": _b(r["causal"]),
+                    "phase": r["phase"], "measured_s": float(r["time_s"]), "predicted_s": pred,
+                    "err": pred / float(r["time_s"]) - 1, "split": r["split"]})
+    return out
+
+
+def compare_torch_cp(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, calls: bool = False,
+                     factor: float = 1.0) -> list[dict]:
+    """[{seq_len, backend, method, measured_s, predicted_s, err, split, parts}] of every torch_cp row."""
+    out = []
+    for _, r in rows.iterrows():
+        parts = predict_torch_cp_parts(r, gpu, profile, calls, factor)
+        out.append({"seq_len": int(r["seq_len"]), "backend": r.get("sdpa_backend", ""), "method": r["rotate_method"],
+                    "measured_s": float(r["time_s"]), "predicted_s": parts["total"],
+                    "err": parts["total"] / float(r["time_s"]) - 1 if r["time_s"] > 0 else math.nan,
+                    "split": r["split"], "parts": parts})
+    return out
+
+
+KERNELS_FILE = "torch_cp_kernels.csv"
+CP_EAGER_CATEGORIES = ("copy", "elementwise", "fill", "reduce")   # real/bench/torch_cp.kernel_category
+
+
+def merge_time_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> float | None:
+    """The measured time of PyTorch CP's eager kernels around the attention calls over what
+    twin.costs.context_parallel.torch_cp_merge_s gives them (the merges' and accumulators' bytes at
+    the streaming bandwidth): on each fitting torch_cp row, per phase, the slowest rank's kernels of
+    CP_EAGER_CATEGORIES (torch_cp_kernels.csv, profiled) less the repeat_kv copy the twin costs
+    apart (`predict_torch_cp_parts`), over torch_cp_merge_s; the median over rows and phases. The
+    kernels are strided and broadcast elementwise ones (FP32 merges against an unsqueezed
+    log-sum-exp, copies of transposed K/V, torch.cat of chunks), below the streaming rate. None
+    without the records."""
+    rows, _ = load_folder(folder)
+    path = Path(folder) / KERNELS_FILE
+    if rows.empty or not path.is_file():
+        return None
+    k = pd.read_csv(path)
+    k = k[k["category"].isin(CP_EAGER_CATEGORIES)]
+    ratios = []
+    for _, r in rows[(rows["split"] == "fit") & (pd.to_numeric(rows["cp"]) > 1)].iterrows():
+        parts = predict_torch_cp_parts(r, gpu, profile, merge_factor=1.0)
+        mine = k[(k["seq_len"] == r["seq_len"]) & (k["sdpa_backend"] == r["sdpa_backend"])
+                 & (k["rotate_method"] == r["rotate_method"])]
+        per_rank = mine.groupby(["phase", "rank"])["time_s"].sum()
+        for phase in ("fwd", "bwd"):
+            if phase in per_rank.index.get_level_values(0):
+                slowest = float(per_rank.loc[phase].max())
+                ratios.append((slowest - parts["repeat_kv"] / 2) / parts[f"merge_{phase}"])
+    return float(pd.Series(ratios).median()) if ratios else None

@@ -1,0 +1,64 @@
+"""PyTorch's experimental context parallelism as torchtitan runs it (plan.cp_kind 'torch_allgather'):
+pure costs of one attention pass on one context-parallel rank, used by the training step
+(twin/training/step.py) and by the calibration of the measured CP blocks (calibration/torch_cp.py).
+
+torch/distributed/tensor/experimental/_attention.py, _templated_ring_attention and its backward,
+rotate method 'allgather', load-balanced causal sharding (torchtitan utils.create_context_parallel_ctx
+@ 9dec370). A pass runs cp attention calls of equal work (1/cp of the core each). Forward: the K/V
+all-gather is issued before the first call and awaited at the second. Backward: the K/V all-gather
+again behind the first call; after every call the FP32 dK/dV accumulated so far goes to the next
+rank (_AllToAllRotater), awaited after the next call, the last one at once. Around the calls, eager
+kernels (the merger and accumulators convert to FP32, convert_to_f32 = True), in bytes per element
+of the rank's attention output (q) and of its K/V (kv), counted from the code:
+forward, the first call's output to FP32 (6) and the final cast back (6); each later call's output
+to FP32 6, out - block_out 12, x sigmoid 8, out - that 12 (32.5 on average over the ranks, half of
+whose later calls take half the queries and then copy the whole FP32 output back together with
+torch.cat); K/V made contiguous once and concatenated for each send, 4 each.
+Backward: FP32 zeros for dq, dK, dV (4) and the final casts (6); per call, dq += (10, with the
+half-and-cat calls 11.5 on average) and dK, dV += (11.5) and concatenated in FP32 for the send (8)
+and the K/V concatenated (4).
+"""
+
+from __future__ import annotations
+
+from twin.costs import compute
+from twin.costs.profile import Profile
+from twin.core.specs import GPUSpec
+
+TORCH_CP_FWD_BYTES = {"q_fixed": 12.0, "q_per_later_call": 32.5, "kv_per_call": 4.0}
+TORCH_CP_BWD_BYTES = {"q_fixed": 10.0, "q_per_call": 11.5, "kv_fixed": 10.0, "kv_per_call": 23.5}
+TORCH_CP_LAUNCHES_PER_CALL = {"fwd": 6, "bwd": 8}
+# Those kernels' measured time over their bytes at the streaming bandwidth (and launches): PyTorch's
+# own CP2 of a Llama-3.1-8B attention block on 2x H100, 16K-128K positions, flash and cuDNN, both
+# rotate methods (calibration/measurements/h100x2/torch_cp_kernels.csv, campaign s8cp), the slowest
+# rank's copy/elementwise/fill/reduce kernels per phase less the repeat_kv copy, over
+# torch_cp_merge_s at factor 1: the median of the 24 fitting (row, phase) ratios, 1.47-1.77
+# (calibration.torch_cp.merge_time_factor). They are strided and broadcast kernels (FP32 merges
+# against an unsqueezed log-sum-exp, copies of transposed K/V, torch.cat of chunks).
+TORCH_CP_MERGE_TIME_FACTOR = 1.66
+
+
+def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
+                     profile: Profile, time_factor: float = TORCH_CP_MERGE_TIME_FACTOR) -> float:
+    """Seconds of the eager FP32 merge and accumulation kernels around one pass on this rank:
+    q_elems the rank's attention output elements, kv_elems its K/V chunk's elements (K and V);
+    their bytes at the streaming bandwidth plus launches, times the measured `time_factor`."""
+    if backward:
+        b = TORCH_CP_BWD_BYTES
+        nbytes = q_elems * (b["q_fixed"] + b["q_per_call"] * cp) + kv_elems * (b["kv_fixed"] + b["kv_per_call"] * cp)
+    else:
+        b = TORCH_CP_FWD_BYTES
+        nbytes = q_elems * (b["q_fixed"] + b["q_per_later_call"] * (cp - 1)) + kv_elems * b["kv_per_call"] * cp
+    launches = TORCH_CP_LAUNCHES_PER_CALL["bwd" if backward else "fwd"] * cp
+    return time_factor * (compute.memory_time_s(nbytes, gpu, profile) + (launches - 1) * profile.launch_s)
+
+
+def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, backward: bool) -> float:
+    """Communication of one pass not hidden behind its attention calls (each 1/cp of `core_s`): the
+    K/V all-gather (`gather_s`) beyond the first call; in the backward also each FP32 dK/dV
+    hand-over (`pass_s`) beyond the call after it, and the last one whole."""
+    call_s = core_s / cp
+    exposed = max(0.0, gather_s - call_s)
+    if backward:
+        exposed += (cp - 1) * max(0.0, pass_s - call_s) + pass_s
+    return exposed
