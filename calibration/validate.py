@@ -140,12 +140,15 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
         first_rep = ops[ops["rep"] == ops["rep"].min()] if len(ops) else ops
         pipelines.append({
             "name": name, "gpu": gpu, "schedule": str(r["schedule"]), "pp": int(r["pp"]),
+            "num_gpus": int(r.get("num_gpus", num_gpus)),
             "config": {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in pipe.CONFIG_KEYS},
             "measured_s": c["measured_s"], "predicted_s": c["predicted_s"],
             "idle_simulated_s": c["idle_simulated_s"],
             "idle_measured_s": {str(k): v for k, v in c["idle_measured_s"].items()},
-            "idle_rel_error": {str(k): (c["idle_simulated_s"][k] / v - 1.0 if v > 0 else None)
-                               for k, v in c["idle_measured_s"].items() if k < len(c["idle_simulated_s"])},
+            # global rank = dp_rank * pp + pp_rank (real/pipeline/engine.py): the twin's pipeline rank
+            # k % pp stands for every data-parallel (and expert-parallel) replica of its stages
+            "idle_rel_error": {str(k): (c["idle_simulated_s"][k % len(c["idle_simulated_s"])] / v - 1.0 if v > 0 else None)
+                               for k, v in c["idle_measured_s"].items() if c["idle_simulated_s"]},
             "simulated_op_spans": c["op_spans"],
             "measured_ops": [[int(o["rank"]), str(o["kind"]), int(o["microbatch"]) if not pd.isna(o["microbatch"]) else -1,
                               int(o["chunk"]) if not pd.isna(o["chunk"]) else 0, float(o["start_s"]), float(o["end_s"])]
@@ -269,8 +272,8 @@ def format_table(result: dict) -> str:
                      f"({c['layers_measured_s'] * 1e3:.1f} ms), the rest {c['rest_predicted_s'] / c['rest_measured_s'] - 1:+.1%} "
                      f"({c['rest_measured_s'] * 1e3:.1f} ms measured)")
     for p in result.get("pipelines", []):
-        idle = ", ".join(f"r{r} {p['idle_simulated_s'][int(r)] * 1e3:.1f}/{m * 1e3:.1f} ms"
-                         for r, m in p["idle_measured_s"].items() if int(r) < len(p["idle_simulated_s"]))
+        idle = ", ".join(f"r{r} {p['idle_simulated_s'][int(r) % len(p['idle_simulated_s'])] * 1e3:.1f}/{m * 1e3:.1f} ms"
+                         for r, m in p["idle_measured_s"].items() if p["idle_simulated_s"])
         lines.append(f"pipeline {p['name']}: step {p['predicted_s'] * 1e3:.1f} / {p['measured_s'] * 1e3:.1f} ms "
                      f"(twin / measured); idle twin/measured {idle}")
     lines += format_serve_load(result.get("serve_load", {}))
