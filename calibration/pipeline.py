@@ -473,11 +473,13 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
                                (host or {}).get("device_gap", 0.0))
     ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
-    finish = rank_finish_s(spec, schedule, stages, ends, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
+    dp = int(row.get("dp", 1) or 1)
+    finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
     step = max([result.makespan_s] + finish)
     after = step - result.makespan_s
     return result, step, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
                           "p2p_s": p2p, "after_s": after, "rank_finish_s": finish, "schedule": name,
+                          "reduce_s": [sum(x) for x in rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)],
                           "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
                           "host_s": host or (profile.eager or {}).get("host_s")}
 
@@ -520,32 +522,43 @@ def reduce_s(grad_params: float, ranks: int, gpu: GPUSpec, profile) -> float:
     return _window(o.ops) + all_reduce_s(grad_bytes, ranks, gpu, profile)
 
 
-def rank_finish_s(spec, schedule, stages: list, ends_s: list[float], dp: int, ep: int, gpu: GPUSpec, profile,
-                  sgd_lr: float | None = None) -> list[float]:
-    """When each pipeline rank ends its step: its last compute op's end (`ends_s`), then what
-    real/pipeline/engine.py runs after the schedule, in its order (_reduce):
-      DualPipe's two copies of a stage sum all their gradients over the rank pair (r, pp-1-r): the
-        pair's reduction starts when both have ended;
+def rank_reductions_s(spec, schedule, stages: list, dp: int, ep: int, gpu: GPUSpec, profile) -> list[tuple]:
+    """Per pipeline rank, the seconds of real/pipeline/engine.py's gradient reductions after the
+    program (_reduce), in its order: (DualPipe's pair reduction, the data-parallel ones):
+      DualPipe's two copies of a stage sum all their gradients over the rank pair (r, pp-1-r);
       data-parallel replicas of a stage (dp = world / pp; EP ranks are DP ranks) sum the non-expert
-        gradients over the dp ranks holding the stage; the expert gradients over the dp / ep
-        replicas holding the same experts (none where ep = dp, e.g. PP2 x EP2 on four GPUs);
-        the twin's replicas run alike, so each reduction starts when the rank itself has ended;
-      only for runs with --sgd-lr (the row's `sgd_lr`; the bench times no optimizer by default),
-        the plain SGD update (torch._foreach_add_: read weight and grad, write weight).
+        gradients over the dp ranks holding the stage, and the expert gradients over the dp / ep
+        replicas holding the same experts (none where ep = dp, e.g. PP2 x EP2 on four GPUs).
     Each all-reduce is NCCL's as measured on the host where the profile carries the fit
     (Profile.collectives: the 2-rank sweep, the size of every group here), else the catalog's."""
-    pp = len(ends_s)
+    pp = schedule.num_ranks
     out = []
     for r in range(pp):
         dense, expert = rank_params(spec, schedule, stages, r, ep)
+        pair = reduce_s(dense + expert, 2, gpu, profile) if schedule.name == "dualpipe" and pp > 1 else 0.0
+        data = (reduce_s(dense, dp, gpu, profile) if dp > 1 else 0.0) + \
+            (reduce_s(expert, dp // ep, gpu, profile) if dp // ep > 1 else 0.0)
+        out.append((pair, data))
+    return out
+
+
+def rank_finish_s(spec, schedule, stages: list, ends_s: list[float], dp: int, ep: int, gpu: GPUSpec, profile,
+                  sgd_lr: float | None = None) -> list[float]:
+    """When each pipeline rank ends its step: its last compute op's end (`ends_s`), then the
+    gradient reductions (rank_reductions_s): DualPipe's pair reduction starts once both ranks of the
+    pair have ended; the data-parallel ones when the rank itself has (the twin's replicas of a
+    stage run alike); then, only for runs with --sgd-lr (the row's `sgd_lr`; the bench times no
+    optimizer by default), the plain SGD update (torch._foreach_add_: read weight and grad, write
+    weight)."""
+    pp = len(ends_s)
+    out = []
+    for r, (pair, data) in enumerate(rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)):
         t = ends_s[r]
-        if schedule.name == "dualpipe" and pp > 1:
-            t = max(t, ends_s[pp - 1 - r]) + reduce_s(dense + expert, 2, gpu, profile)
-        if dp > 1:
-            t += reduce_s(dense, dp, gpu, profile)
-        if dp // ep > 1:
-            t += reduce_s(expert, dp // ep, gpu, profile)
+        if pair:
+            t = max(t, ends_s[pp - 1 - r]) + pair
+        t += data
         if sgd_lr is not None:
+            dense, expert = rank_params(spec, schedule, stages, r, ep)
             tensors = max(1, _param_tensors(spec) * schedule.num_chunks // len(stages))
             o = Eager(gpu, profile)
             o.mem(3 * BF16_BYTES * (dense + expert), kernels=max(1, tensors // 4))   # multi-tensor launches
@@ -635,3 +648,29 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
 def schedule_ranking(cases: list[dict], key: str) -> list[str]:
     """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
     return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]
+
+
+def _span_kind(label: str) -> str:
+    return "FB" if "&" in label else label.rstrip("0123456789.")
+
+
+def op_seconds(case: dict) -> list[dict]:
+    """Where a pipeline case's residual sits (issue 13's closing note): per measured GPU and op
+    kind (F, B, W, BW, FB, send, recv, allreduce), the seconds its ops take in a step (median
+    over the repetitions of the per-step sum) beside the twin's (its simulated op spans of the
+    pipeline rank the GPU stands for, rank % pp, and its gradient reductions; a send's or receive's
+    wait is part of the twin's op it belongs to, so those kinds have no twin figure)."""
+    ops, pp = case["measured_ops"], int(case["row"]["pp"])
+    twin: dict = {(r, "allreduce"): s for r, s in enumerate(case["detail"].get("reduce_s", [])) if s}
+    for rank, label, start, end in case["op_spans"]:
+        key = (int(rank), _span_kind(str(label)))
+        twin[key] = twin.get(key, 0.0) + (end - start)
+    out = []
+    if ops is None or len(ops) == 0:
+        return out
+    ops = ops.assign(dur=ops["end_s"] - ops["start_s"])
+    for (rank, kind), g in ops.groupby(["rank", "kind"]):
+        per_rep = g.groupby("rep")["dur"].sum()
+        out.append({"rank": int(rank), "kind": str(kind), "measured_s": float(per_rep.median()),
+                    "twin_s": twin.get((int(rank) % pp, str(kind)))})
+    return out

@@ -398,6 +398,10 @@ def test_four_gpu_pipelines_are_predicted_for_every_rank(four_gpu_root, tmp_path
         assert all(err == pytest.approx(expect, abs=1e-9) for err in p["idle_rel_error"].values())
         assert p["idle_measured_s"]["0"] == pytest.approx(p["idle_measured_s"]["2"])
     assert not idle_misses([pipes["1f1b"]]) and len(idle_misses([pipes["dualpipev"]])) == 4
+    # the residual per GPU and op kind: GPU 3 against the twin's pipeline rank 1, 25% apart under DualPipeV
+    for name, k in (("1f1b", 1.0), ("dualpipev", 1.25)):
+        f3 = next(o for o in pipes[name]["op_seconds"] if o["rank"] == 3 and o["kind"] == "F")
+        assert f3["measured_s"] == pytest.approx(k * f3["twin_s"])
     cases = [c for c in result["cases"] if c["kind"] == "pipeline_step"]
     assert {c["num_gpus"] for c in cases} == {4}
     # the report draws a row per measured GPU above the twin's two pipeline ranks
