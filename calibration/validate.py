@@ -167,6 +167,14 @@ def by_kind(cases: list[dict]) -> dict:
     return out
 
 
+def by_gpu_kind_gpus(cases: list[dict]) -> list[dict]:
+    """The per-kind summaries (by_kind) of each GPU and GPU count: a pipeline of 4 GPUs (PP2 x EP2)
+    is judged apart from those of 2 (PP2, EP2), as the one-GPU layers apart from EP's."""
+    keys = sorted({(c["gpu"], c["kind"], c["num_gpus"]) for c in cases})
+    return [{**by_kind([c for c in cases if (c["gpu"], c["kind"], c["num_gpus"]) == key])[key[1]],
+             "gpu": key[0], "kind": key[1], "num_gpus": key[2]} for key in keys]
+
+
 def summarize(cases: list[dict], held_only: bool = True) -> dict:
     errs = np.array([abs(c["rel_error"]) for c in cases if c["held_out"] or not held_only])
     if errs.size == 0:
@@ -222,6 +230,7 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         out["pipelines"] += pipelines
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
+    out["by_gpu_kind_gpus"] = by_gpu_kind_gpus(out["cases"])
     # the request simulation against real/serve's load runs (issue 15's serving targets)
     out["serve_load"] = validate_serve_load(root)
     if "h100" in frames and "h200" in frames:
@@ -258,14 +267,15 @@ def format_table(result: dict) -> str:
         lines.append(f"{gpu:6} {'HELD-OUT TOTAL':16} {s['num_cases']:>6} {s['median_abs_rel_error'] or 0:>8.1%} "
                      f"{s['p90_abs_rel_error'] or 0:>8.1%}   targets 5% / 10%: {'met' if s['meets_targets'] else 'NOT met'}"
                      "   (kernels and layers)")
-    for gpu, per_kind in kinds.items():
-        for k, v in per_kind.items():
-            h = v["held_out"]
-            if not h["num_cases"]:
-                continue
-            lines.append(f"{gpu:6} kind {k:11} {h['num_cases']:>6} {h['median_abs_rel_error']:>8.1%} "
-                         f"{h['p90_abs_rel_error']:>8.1%}   signed median {v['signed_median_rel_error']:+.1%}, "
-                         f"GPUs {','.join(map(str, v['num_gpus']))}")
+    rows = result.get("by_gpu_kind_gpus") or [{**v, "gpu": gpu, "kind": k} for gpu, per in kinds.items()
+                                              for k, v in per.items()]
+    for v in rows:
+        h = v["held_out"]
+        if not h["num_cases"]:
+            continue
+        lines.append(f"{v['gpu']:6} kind {v['kind']:11} {h['num_cases']:>6} {h['median_abs_rel_error']:>8.1%} "
+                     f"{h['p90_abs_rel_error']:>8.1%}   signed median {v['signed_median_rel_error']:+.1%}, "
+                     f"GPUs {','.join(map(str, np.atleast_1d(v['num_gpus'])))}")
     for c in result.get("step_components", []):
         lines.append(f"{c['gpu']:6} {c['name']}: step {c['predicted_s'] / c['measured_s'] - 1:+.1%}; its MLA/MoE layers "
                      f"as timed alone {c['layers_predicted_s'] / c['layers_measured_s'] - 1:+.1%} "

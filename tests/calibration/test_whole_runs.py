@@ -14,7 +14,7 @@ import pytest
 
 from calibration import pipeline as pipe
 from calibration import records as rec
-from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, by_kind, multi_gpu_dirs, validate
+from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, multi_gpu_dirs, validate
 from tests.calibration import pipeline_fixture as fx
 
 MEDIAN, P90 = 0.05, 0.10
@@ -94,8 +94,9 @@ def test_whole_steps_and_layers_meet_the_targets(gpu, kind):
 def test_multi_gpu_steps_meet_the_targets(gpu, kind, num_gpus):
     """Pipelines and EP steps, per GPU count: the records of 2 and of 4 GPUs are different hosts and
     layouts (PP2 or EP2 against PP2 x EP2), each held to the issue's targets on its own."""
-    cases = [c for c in committed()["cases"] if c["gpu"] == gpu and c["kind"] == kind and c["num_gpus"] == num_gpus]
-    _assert_meets(f"{gpu}x{num_gpus}", kind, by_kind(cases).get(kind))
+    s = next((v for v in committed()["by_gpu_kind_gpus"]
+              if (v["gpu"], v["kind"], v["num_gpus"]) == (gpu, kind, num_gpus)), None)
+    _assert_meets(f"{gpu}x{num_gpus}", kind, s)
 
 
 def _pipelines(num_gpus: int | None = None):
@@ -404,6 +405,8 @@ def test_four_gpu_pipelines_are_predicted_for_every_rank(four_gpu_root, tmp_path
         assert f3["measured_s"] == pytest.approx(k * f3["twin_s"])
     cases = [c for c in result["cases"] if c["kind"] == "pipeline_step"]
     assert {c["num_gpus"] for c in cases} == {4}
+    (s,) = [v for v in result["by_gpu_kind_gpus"] if v["kind"] == "pipeline_step"]
+    assert (s["gpu"], s["num_gpus"], s["held_out"]["num_cases"]) == ("h200", 4, 2)
     # the report draws a row per measured GPU above the twin's two pipeline ranks
     from reports.validation_report import write_report
     paths = {p.name for p in write_report(result, tmp_path)}
