@@ -140,7 +140,7 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
         first_rep = ops[ops["rep"] == ops["rep"].min()] if len(ops) else ops
         pipelines.append({
             "name": name, "gpu": gpu, "schedule": str(r["schedule"]), "pp": int(r["pp"]),
-            "num_gpus": int(r.get("num_gpus", num_gpus)),
+            "num_gpus": int(r.get("num_gpus", num_gpus)), "split": str(r.get("split", "")),
             "config": {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in pipe.CONFIG_KEYS},
             "measured_s": c["measured_s"], "predicted_s": c["predicted_s"],
             "idle_simulated_s": c["idle_simulated_s"],

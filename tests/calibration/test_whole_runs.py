@@ -103,7 +103,7 @@ def _pipelines(num_gpus: int | None = None):
     return [p for p in committed()["pipelines"] if num_gpus is None or p["num_gpus"] == num_gpus]
 
 
-@pytest.mark.parametrize("num_gpus", [2, 4])
+@pytest.mark.parametrize("num_gpus", [pytest.param(n, id=f"x{n}") for n in (2, 4)])
 def test_committed_pipelines_rank_the_schedules_as_measured(num_gpus):
     pipes = _pipelines(num_gpus)
     assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/<gpu>x{num_gpus}/"
