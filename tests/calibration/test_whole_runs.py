@@ -46,11 +46,18 @@ NOT_MET = {
     ("h100", "mla_layer"): (0.061, 0.193), ("h200", "mla_layer"): (0.097, 0.276),
     ("h100", "decode"): (0.053, 0.282), ("h200", "decode"): (0.064, 0.119),
 }
-# the kinds of several GPUs of one host exist where such records do: 2xH200 (2xH100 was never
-# lent) and, for PP2 x EP2 (real/campaigns/s8ppep.sh), 4xH200; judged per GPU count
-MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step"), ("h200", 4): ("pipeline_step",)}
-# (gpu, kind, GPUs) -> (held-out median, P90) when last run, where not met (strict xfails as above)
-MULTI_NOT_MET: dict = {}
+# the kinds of several GPUs of one host exist where such records do: 2xH200, 2xH100 and, for
+# PP2 x EP2 (real/campaigns/s8ppep.sh), 4xH100 (asked as 4xH200, lent as 4xH100); judged per GPU
+# count (calibration.validate.by_gpu_kind_gpus)
+MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step"), ("h100", 2): ("pipeline_step", "ep_step"),
+                   ("h100", 4): ("pipeline_step",)}
+# (gpu, kind, GPUs) -> (held-out median, P90) when last run, where not met (strict xfails as above).
+# PP2 x EP2 on 4xH100, all 12 steps too fast (signed median -6.8%; the 4 held-out 8-micro-batch
+# rows alone 5.4% / 8.3%): the EP forwards (F) -6% to -18% per GPU, B -7% to -8%, the gradient
+# all-reduce -14% (the catalog's NVLink: no H100 NCCL sweep in the profile); the folder's probe
+# times no forward host rate (every EP forward synchronises the host), so F takes the profile's
+# 21 us a launch where the same host's 2-GPU probe (h100x2) measured 32 us
+MULTI_NOT_MET: dict = {("h100", "pipeline_step", 4): (0.068, 0.078)}
 
 
 def _target_params():
@@ -103,27 +110,36 @@ def _pipelines(num_gpus: int | None = None):
     return [p for p in committed()["pipelines"] if num_gpus is None or p["num_gpus"] == num_gpus]
 
 
-@pytest.mark.parametrize("num_gpus", [pytest.param(n, id=f"x{n}") for n in (2, 4)])
-def test_committed_pipelines_rank_the_schedules_as_measured(num_gpus):
-    pipes = _pipelines(num_gpus)
-    assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/<gpu>x{num_gpus}/"
+HOSTS = [pytest.param(gpu, n, id=f"{gpu}x{n}") for gpu, n in MULTI_GPU_KINDS]
+
+
+@pytest.mark.parametrize("gpu,num_gpus", HOSTS)
+def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
+    pipes = [p for p in _pipelines(num_gpus) if p["gpu"] == gpu]
+    assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/{gpu}x{num_gpus}/"
     for ranking in _rankings(pipes):
         assert ranking["predicted"] == ranking["measured"], ranking
 
 
-# (GPUs) -> why the idle target is not met there, with the figures when last run
+# (gpu, GPUs) -> why the idle target is not met there, with the figures when last run
 IDLE_NOT_MET = {
-    2: "not met: 2 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: twin 39.0 vs measured 35.4 ms; "
-       "DualPipe rank 0 at 4: 0.2 vs 3.8 ms; the s7pipe probe re-measured both configurations at 39.5 and 0.7 ms; "
-       "issue 13 open)",
+    ("h200", 2): "not met: 2 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: twin 39.0 vs measured "
+                 "35.4 ms; DualPipe rank 0 at 4: 0.2 vs 3.8 ms; the s7pipe probe re-measured both configurations at "
+                 "39.5 and 0.7 ms; issue 13 open)",
+    ("h100", 2): "not met: 1 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: twin 39.4 vs measured "
+                 "44.6 ms; issue 13 open)",
+    ("h100", 4): "not met: 12 of 48 GPUs beyond 10%, each pair of replicas alike (1F1B stage 1 at 4: twin 40.6 vs "
+                 "46.8 ms, stage 0 at 16: 360.5 vs 325.9 ms; DualPipeV stage 0 at 4: 11.4 vs 14.5 ms, stage 1 at "
+                 "8: 81.8 vs 72.7 ms; DualPipe stage 1 at 4 and 8: 0.1 vs 3.8 and 0.2 vs 9.3 ms; issue 13 open)",
 }
 
 
-@pytest.mark.parametrize("num_gpus", [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=IDLE_NOT_MET[n])]
-                                                   if n in IDLE_NOT_MET else [], id=f"x{n}") for n in (2, 4)])
-def test_committed_pipelines_idle_within_10_percent(num_gpus):
-    pipes = _pipelines(num_gpus)
-    assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/<gpu>x{num_gpus}/"
+@pytest.mark.parametrize("gpu,num_gpus", [pytest.param(*p.values, marks=[pytest.mark.xfail(
+    strict=True, reason=IDLE_NOT_MET[tuple(p.values)])] if tuple(p.values) in IDLE_NOT_MET else [], id=p.id)
+    for p in HOSTS])
+def test_committed_pipelines_idle_within_10_percent(gpu, num_gpus):
+    pipes = [p for p in _pipelines(num_gpus) if p["gpu"] == gpu]
+    assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/{gpu}x{num_gpus}/"
     misses = idle_misses(pipes)
     assert not misses, "idle beyond 10%: " + "; ".join(misses)
 
