@@ -154,7 +154,9 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     (real/pipeline/probe.py: each
     op's host issue interval): an op's host interval over the launches of its op list (the named
     ops and Profile.eager's missing kernels), the median over the fitting split's pipeline rows
-    (pp > 1: an EP step's forward waits for the GPU inside its dispatches). Beyond the layer
+    (pp > 1), ops whose op list synchronises the host left out (an EP forward waits for the GPU
+    inside its dispatches: PP2 x EP2's forwards time the GPU; its B, W and BW time the host).
+    Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one). Beyond the layer
     records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
     the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
     gradients' closures and their own autograd.backward calls in W. None without the file."""
@@ -187,7 +189,13 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
                             int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
                             (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
         for r in g.itertuples():
-            launches = sum(1 for hs, _ in ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind) if hs is not None)
+            op_list = ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind)
+            # an op that synchronises the host inside (an EP forward's dispatches: split sizes to
+            # the host) holds the host until the GPU catches up: its interval times the GPU, not
+            # the issue, so it says nothing of the host's time per launch
+            if any(hs is None for hs, _ in op_list):
+                continue
+            launches = sum(1 for hs, _ in op_list if hs is not None)
             if launches and r.host_end_s > r.host_start_s:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
     gap = measured_device_gap_s(Path(folder))
@@ -202,7 +210,8 @@ def measured_device_gap_s(folder: Path) -> float | None:
     at least the op's own length (so every kernel was queued when its predecessor ended), the op's
     stream-marked time (pipeline_host.csv, median over the timed steps) less its kernels' GPU
     time (pipeline_op_kernels.csv, the profiled step; NCCL kernels, which run on their own
-    streams, left out), over its kernel launches; the median. None without both files."""
+    streams, left out, except an EP op's all-to-alls, which the compute stream waits for), over
+    its kernel launches; the median. None without both files."""
     hp, kp = Path(folder) / "pipeline_host.csv", Path(folder) / "pipeline_op_kernels.csv"
     if not (hp.is_file() and kp.is_file()):
         return None
@@ -211,7 +220,10 @@ def measured_device_gap_s(folder: Path) -> float | None:
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(COMPUTE_KINDS))]
     h = h.assign(dur=h["end_s"] - h["start_s"], lead=h["start_s"] - h["host_start_s"])
     ops = h.groupby(keys).agg(dur=("dur", "median"), lead=("lead", "median")).reset_index()
-    k = k[~k["kernel"].astype(str).str.contains("nccl", case=False)]
+    # NCCL kernels run on their own streams: a pipeline's sends and receives beside the op, left
+    # out; an EP op's all-to-alls (ep > 1) sit between its compute kernels (the compute stream
+    # waits for each), so they count as the op's kernels there
+    k = k[~k["kernel"].astype(str).str.contains("nccl", case=False) | (k["ep"] > 1)]
     kern = k.groupby(keys).agg(kernel_s=("time_s", "sum"), calls=("calls", "sum")).reset_index()
     m = ops.merge(kern, on=keys)
     m = m[(m["lead"] >= m["dur"]) & (m["calls"] > 0)]
@@ -460,11 +472,16 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
                                (host or {}).get("device_gap", 0.0))
-    after = _after_step_s(spec, schedule, stages, pp, int(row.get("dp", 1) or 1), ep, gpu, profile, _sgd_lr(row))
-    return result, result.makespan_s + after, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
-                                               "p2p_s": p2p, "after_s": after, "schedule": name,
-                                               "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
-                                               "host_s": host or (profile.eager or {}).get("host_s")}
+    ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
+    dp = int(row.get("dp", 1) or 1)
+    finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
+    step = max([result.makespan_s] + finish)
+    after = step - result.makespan_s
+    return result, step, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
+                          "p2p_s": p2p, "after_s": after, "rank_finish_s": finish, "schedule": name,
+                          "reduce_s": [sum(x) for x in rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)],
+                          "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
+                          "host_s": host or (profile.eager or {}).get("host_s")}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
@@ -482,38 +499,72 @@ def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> f
     return n + (embed if first else 0) + ((embed + spec.hidden_size) if last else 0)
 
 
-def _after_step_s(spec, schedule, stages: list, pp: int, dp: int, ep: int, gpu: GPUSpec, profile,
-                  sgd_lr: float | None = None) -> float:
-    """What real/pipeline/engine.py runs after the schedule on the busiest rank: the gradient
-    reduction (_reduce: DualPipe's two copies of a stage sum their gradients over the rank pair;
-    data-parallel replicas sum the dense ones; each a flatten copy, an NCCL all-reduce over
-    NVLink, a copy back) and, only when the run passed --sgd-lr (the row's `sgd_lr`; the bench's
-    default is none: real/pipeline/bench.py times the step without an optimizer), the plain SGD
-    update (torch._foreach_add_ over the rank's parameters: read weight and grad, write weight).
-    The all-reduce is NCCL's as measured on the host where the profile carries the fit
-    (Profile.collectives), else the catalog's ring over NVLink."""
-    chunks = {r: [c for c in range(schedule.num_chunks)] for r in range(pp)}
-    per_rank = [sum(stage_params(spec, stages[schedule.stage_of(r, c)], schedule.stage_of(r, c) == 0,
-                                 schedule.stage_of(r, c) == len(stages) - 1, ep) for c in chunks[r]) for r in range(pp)]
-    params = max(per_rank)
-    tensors = max(1, _param_tensors(spec) * schedule.num_chunks // len(stages))
+def rank_params(spec, schedule, stages: list, rank: int, ep: int = 1) -> tuple[float, float]:
+    """(non-expert, routed-expert) parameters a pipeline rank holds over its chunks (DualPipe's and
+    DualPipeV's two; routed experts divided over the EP ranks): real/pipeline/engine.py's
+    dense_params and expert_params."""
+    dense = expert = 0.0
+    for c in range(schedule.num_chunks):
+        s = schedule.stage_of(rank, c)
+        total = stage_params(spec, stages[s], s == 0, s == len(stages) - 1, ep)
+        routed = routed_params(spec, stages[s], ep)
+        dense, expert = dense + total - routed, expert + routed
+    return dense, expert
+
+
+def reduce_s(grad_params: float, ranks: int, gpu: GPUSpec, profile) -> float:
+    """One gradient reduction of real/pipeline/engine.py (_reduce): the gradients flattened into
+    one buffer (a copy), an NCCL all-reduce over `ranks` GPUs, the copy back."""
+    grad_bytes = grad_params * BF16_BYTES
     o = Eager(gpu, profile)
-    reduce_s = 0.0
-    groups = []
-    if schedule.name == "dualpipe" and pp > 1:
-        groups.append((params, 2))
-    if dp > 1:
-        expert = 3 * spec.hidden_size * spec.moe_intermediate_size * spec.num_routed_experts / ep
-        moe_layers = sum(1 for i in range(spec.num_layers) if spec.num_routed_experts and i >= spec.num_dense_layers)
-        groups.append((max(0.0, params - expert * moe_layers / pp), dp))
-    for n, ranks in groups:
-        grad_bytes = n * BF16_BYTES
-        o.mem(2 * grad_bytes)                                          # flatten
-        reduce_s += all_reduce_s(grad_bytes, ranks, gpu, profile)
-        o.mem(2 * grad_bytes)                                          # copy back
-    if sgd_lr is not None:
-        o.mem(3 * BF16_BYTES * params, kernels=max(1, tensors // 4))   # foreach add_ (multi-tensor launches)
-    return _window(o.ops) + reduce_s
+    o.mem(2 * grad_bytes)                                              # flatten
+    o.mem(2 * grad_bytes)                                              # copy back
+    return _window(o.ops) + all_reduce_s(grad_bytes, ranks, gpu, profile)
+
+
+def rank_reductions_s(spec, schedule, stages: list, dp: int, ep: int, gpu: GPUSpec, profile) -> list[tuple]:
+    """Per pipeline rank, the seconds of real/pipeline/engine.py's gradient reductions after the
+    program (_reduce), in its order: (DualPipe's pair reduction, the data-parallel ones):
+      DualPipe's two copies of a stage sum all their gradients over the rank pair (r, pp-1-r);
+      data-parallel replicas of a stage (dp = world / pp; EP ranks are DP ranks) sum the non-expert
+        gradients over the dp ranks holding the stage, and the expert gradients over the dp / ep
+        replicas holding the same experts (none where ep = dp, e.g. PP2 x EP2 on four GPUs).
+    Each all-reduce is NCCL's as measured on the host where the profile carries the fit
+    (Profile.collectives: the 2-rank sweep, the size of every group here), else the catalog's."""
+    pp = schedule.num_ranks
+    out = []
+    for r in range(pp):
+        dense, expert = rank_params(spec, schedule, stages, r, ep)
+        pair = reduce_s(dense + expert, 2, gpu, profile) if schedule.name == "dualpipe" and pp > 1 else 0.0
+        data = (reduce_s(dense, dp, gpu, profile) if dp > 1 else 0.0) + \
+            (reduce_s(expert, dp // ep, gpu, profile) if dp // ep > 1 else 0.0)
+        out.append((pair, data))
+    return out
+
+
+def rank_finish_s(spec, schedule, stages: list, ends_s: list[float], dp: int, ep: int, gpu: GPUSpec, profile,
+                  sgd_lr: float | None = None) -> list[float]:
+    """When each pipeline rank ends its step: its last compute op's end (`ends_s`), then the
+    gradient reductions (rank_reductions_s): DualPipe's pair reduction starts once both ranks of the
+    pair have ended; the data-parallel ones when the rank itself has (the twin's replicas of a
+    stage run alike); then, only for runs with --sgd-lr (the row's `sgd_lr`; the bench times no
+    optimizer by default), the plain SGD update (torch._foreach_add_: read weight and grad, write
+    weight)."""
+    pp = len(ends_s)
+    out = []
+    for r, (pair, data) in enumerate(rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)):
+        t = ends_s[r]
+        if pair:
+            t = max(t, ends_s[pp - 1 - r]) + pair
+        t += data
+        if sgd_lr is not None:
+            dense, expert = rank_params(spec, schedule, stages, r, ep)
+            tensors = max(1, _param_tensors(spec) * schedule.num_chunks // len(stages))
+            o = Eager(gpu, profile)
+            o.mem(3 * BF16_BYTES * (dense + expert), kernels=max(1, tensors // 4))   # multi-tensor launches
+            t += _window(o.ops)
+        out.append(t)
+    return out
 
 
 def all_reduce_s(grad_bytes: float, ranks: int, gpu: GPUSpec, profile) -> float:
@@ -597,3 +648,29 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
 def schedule_ranking(cases: list[dict], key: str) -> list[str]:
     """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
     return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]
+
+
+def _span_kind(label: str) -> str:
+    return "FB" if "&" in label else label.rstrip("0123456789.")
+
+
+def op_seconds(case: dict) -> list[dict]:
+    """Where a pipeline case's residual sits (issue 13's closing note): per measured GPU and op
+    kind (F, B, W, BW, FB, send, recv, allreduce), the seconds its ops take in a step (median
+    over the repetitions of the per-step sum) beside the twin's (its simulated op spans of the
+    pipeline rank the GPU stands for, rank % pp, and its gradient reductions; a send's or receive's
+    wait is part of the twin's op it belongs to, so those kinds have no twin figure)."""
+    ops, pp = case["measured_ops"], int(case["row"]["pp"])
+    twin: dict = {(r, "allreduce"): s for r, s in enumerate(case["detail"].get("reduce_s", [])) if s}
+    for rank, label, start, end in case["op_spans"]:
+        key = (int(rank), _span_kind(str(label)))
+        twin[key] = twin.get(key, 0.0) + (end - start)
+    out = []
+    if ops is None or len(ops) == 0:
+        return out
+    ops = ops.assign(dur=ops["end_s"] - ops["start_s"])
+    for (rank, kind), g in ops.groupby(["rank", "kind"]):
+        per_rep = g.groupby("rep")["dur"].sum()
+        out.append({"rank": int(rank), "kind": str(kind), "measured_s": float(per_rep.median()),
+                    "twin_s": twin.get((int(rank) % pp, str(kind)))})
+    return out

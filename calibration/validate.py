@@ -145,17 +145,20 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
         first_rep = ops[ops["rep"] == ops["rep"].min()] if len(ops) else ops
         pipelines.append({
             "name": name, "gpu": gpu, "schedule": str(r["schedule"]), "pp": int(r["pp"]),
+            "num_gpus": int(r.get("num_gpus", num_gpus)), "split": str(r.get("split", "")),
             "config": {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in pipe.CONFIG_KEYS},
             "measured_s": c["measured_s"], "predicted_s": c["predicted_s"],
             "idle_simulated_s": c["idle_simulated_s"],
             "idle_measured_s": {str(k): v for k, v in c["idle_measured_s"].items()},
-            "idle_rel_error": {str(k): (c["idle_simulated_s"][k] / v - 1.0 if v > 0 else None)
-                               for k, v in c["idle_measured_s"].items() if k < len(c["idle_simulated_s"])},
+            # global rank = dp_rank * pp + pp_rank (real/pipeline/engine.py): the twin's pipeline rank
+            # k % pp stands for every data-parallel (and expert-parallel) replica of its stages
+            "idle_rel_error": {str(k): (c["idle_simulated_s"][k % len(c["idle_simulated_s"])] / v - 1.0 if v > 0 else None)
+                               for k, v in c["idle_measured_s"].items() if c["idle_simulated_s"]},
             "simulated_op_spans": c["op_spans"],
             "measured_ops": [[int(o["rank"]), str(o["kind"]), int(o["microbatch"]) if not pd.isna(o["microbatch"]) else -1,
                               int(o["chunk"]) if not pd.isna(o["chunk"]) else 0, float(o["start_s"]), float(o["end_s"])]
                              for _, o in first_rep.iterrows()],
-            "detail": c["detail"]})
+            "op_seconds": pipe.op_seconds(c), "detail": c["detail"]})
     return cases, pipelines
 
 
@@ -167,6 +170,14 @@ def by_kind(cases: list[dict]) -> dict:
                   "num_gpus": sorted({c["num_gpus"] for c in sub}),
                   "signed_median_rel_error": float(np.median([c["rel_error"] for c in sub]))}
     return out
+
+
+def by_gpu_kind_gpus(cases: list[dict]) -> list[dict]:
+    """The per-kind summaries (by_kind) of each GPU and GPU count: a pipeline of 4 GPUs (PP2 x EP2)
+    is judged apart from those of 2 (PP2, EP2), as the one-GPU layers apart from EP's."""
+    keys = sorted({(c["gpu"], c["kind"], c["num_gpus"]) for c in cases})
+    return [{**by_kind([c for c in cases if (c["gpu"], c["kind"], c["num_gpus"]) == key])[key[1]],
+             "gpu": key[0], "kind": key[1], "num_gpus": key[2]} for key in keys]
 
 
 def summarize(cases: list[dict], held_only: bool = True) -> dict:
@@ -227,6 +238,7 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         out["pipelines"] += pipelines
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
+    out["by_gpu_kind_gpus"] = by_gpu_kind_gpus(out["cases"])
     # the request simulation against real/serve's load runs (issue 15's serving targets)
     out["serve_load"] = validate_serve_load(root)
     if "h100" in frames and "h200" in frames:
@@ -255,8 +267,9 @@ def format_blocks(cases: list[dict]) -> list[str]:
     """Per two-GPU host, issue 14's check: how many held-out TP2 / CP2 blocks (tp x cp > 1) the
     twin predicts within BLOCK_TARGET, and the worst."""
     lines = []
-    for gpu, n in sorted({(c["gpu"], c["num_gpus"]) for c in cases if c["kind"] in BLOCK_KINDS and c["num_gpus"] > 1}):
-        held = [c for c in cases if c["gpu"] == gpu and c["num_gpus"] == n and c["kind"] in BLOCK_KINDS and c["held_out"]]
+    blocks = [c for c in cases if c.get("kind") in BLOCK_KINDS and c.get("num_gpus", 1) > 1]
+    for gpu, n in sorted({(c["gpu"], c["num_gpus"]) for c in blocks}):
+        held = [c for c in blocks if c["gpu"] == gpu and c["num_gpus"] == n and c["held_out"]]
         if not held:
             continue
         worst = max(held, key=lambda c: abs(c["rel_error"]))
@@ -278,22 +291,23 @@ def format_table(result: dict) -> str:
         lines.append(f"{gpu:6} {'HELD-OUT TOTAL':16} {s['num_cases']:>6} {s['median_abs_rel_error'] or 0:>8.1%} "
                      f"{s['p90_abs_rel_error'] or 0:>8.1%}   targets 5% / 10%: {'met' if s['meets_targets'] else 'NOT met'}"
                      "   (kernels and layers)")
-    for gpu, per_kind in kinds.items():
-        for k, v in per_kind.items():
-            h = v["held_out"]
-            if not h["num_cases"]:
-                continue
-            lines.append(f"{gpu:6} kind {k:11} {h['num_cases']:>6} {h['median_abs_rel_error']:>8.1%} "
-                         f"{h['p90_abs_rel_error']:>8.1%}   signed median {v['signed_median_rel_error']:+.1%}, "
-                         f"GPUs {','.join(map(str, v['num_gpus']))}")
+    rows = result.get("by_gpu_kind_gpus") or [{**v, "gpu": gpu, "kind": k} for gpu, per in kinds.items()
+                                              for k, v in per.items()]
+    for v in rows:
+        h = v["held_out"]
+        if not h["num_cases"]:
+            continue
+        lines.append(f"{v['gpu']:6} kind {v['kind']:11} {h['num_cases']:>6} {h['median_abs_rel_error']:>8.1%} "
+                     f"{h['p90_abs_rel_error']:>8.1%}   signed median {v['signed_median_rel_error']:+.1%}, "
+                     f"GPUs {','.join(map(str, np.atleast_1d(v['num_gpus'])))}")
     for c in result.get("step_components", []):
         lines.append(f"{c['gpu']:6} {c['name']}: step {c['predicted_s'] / c['measured_s'] - 1:+.1%}; its MLA/MoE layers "
                      f"as timed alone {c['layers_predicted_s'] / c['layers_measured_s'] - 1:+.1%} "
                      f"({c['layers_measured_s'] * 1e3:.1f} ms), the rest {c['rest_predicted_s'] / c['rest_measured_s'] - 1:+.1%} "
                      f"({c['rest_measured_s'] * 1e3:.1f} ms measured)")
     for p in result.get("pipelines", []):
-        idle = ", ".join(f"r{r} {p['idle_simulated_s'][int(r)] * 1e3:.1f}/{m * 1e3:.1f} ms"
-                         for r, m in p["idle_measured_s"].items() if int(r) < len(p["idle_simulated_s"]))
+        idle = ", ".join(f"r{r} {p['idle_simulated_s'][int(r) % len(p['idle_simulated_s'])] * 1e3:.1f}/{m * 1e3:.1f} ms"
+                         for r, m in p["idle_measured_s"].items() if p["idle_simulated_s"])
         lines.append(f"pipeline {p['name']}: step {p['predicted_s'] * 1e3:.1f} / {p['measured_s'] * 1e3:.1f} ms "
                      f"(twin / measured); idle twin/measured {idle}")
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]

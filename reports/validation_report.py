@@ -70,7 +70,7 @@ def plot_error_by_op(held: pd.DataFrame, target: float):
 
 def plot_by_kind(cases: pd.DataFrame):
     """Predicted against measured per kind of case (one colour per kind; H100 circles, H200 triangles,
-    filled = one GPU, open = two)."""
+    filled = one GPU, open = several)."""
     fig, ax = pg.figure(7.5, 6.5)
     kinds = sorted(cases["kind"].unique())
     cmap = {k: f"C{i % 10}" for i, k in enumerate(kinds)}
@@ -89,10 +89,15 @@ def plot_by_kind(cases: pd.DataFrame):
 
 def plot_pipeline(p: dict):
     """Per-rank timeline of one pipeline step: the measured ops (pipeline_ops.csv, first repetition)
-    above, the twin's simulated op spans (PipelineResult.op_spans) below, on one time axis."""
+    above, the twin's simulated op spans (PipelineResult.op_spans) below, on one time axis. The
+    measured panel has a row per GPU (global rank = dp rank x pp + pp rank, real/pipeline/engine.py:
+    PP2 x EP2 has four); the twin simulates the pp pipeline ranks once, every data-parallel (and
+    expert-parallel) replica of a stage alike."""
     pp = int(p["pp"])
-    fig, axes = pg.figure(9, 1.0 + 0.9 * pp, nrows=2, ncols=1, sharex=True)
     meas = p["measured_ops"]
+    ranks = sorted({int(o[0]) for o in meas}) or list(range(pp))
+    fig, axes = pg.figure(9, 1.0 + 0.45 * (len(ranks) + pp), nrows=2, ncols=1, sharex=True,
+                          height_ratios=[len(ranks), pp])
     t0 = min((o[4] for o in meas), default=0.0)
     span = max([o[5] - t0 for o in meas] + [s[3] for s in p["simulated_op_spans"]] + [1e-9])
 
@@ -110,8 +115,10 @@ def plot_pipeline(p: dict):
         axes[1].barh(rank, (end - start) * 1e3, left=start * 1e3, color=KIND_COLORS.get(kind, "#999999"),
                      edgecolor="white", lw=0.3)
         label(axes[1], rank, start, end, op.replace(".0", ""))
+    several = len(ranks) > pp
+    axes[0].set_yticks(ranks, [f"GPU {r} (stage rank {r % pp})" if several else f"rank {r}" for r in ranks], fontsize=7)
+    axes[1].set_yticks(range(pp), [f"rank {r}" + (" (each replica)" if several else "") for r in range(pp)], fontsize=7)
     for ax, title in zip(axes, ("measured (real/)", "twin (SimPy)")):
-        ax.set_yticks(range(pp), [f"rank {r}" for r in range(pp)])
         ax.invert_yaxis()
         ax.set_title(title, fontsize=8)
     axes[1].set_xlabel("ms from the step's first op")
@@ -229,28 +236,31 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
     p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
                                     "median |error| (all)"], _by_bench_rows(result))
     kinds = result.get("by_gpu_kind", {})
-    if kinds:
+    # one row per GPU, kind and GPU count where the result has them (a pipeline of 4 GPUs apart from 2)
+    rows = result.get("by_gpu_kind_gpus") or [{**v, "gpu": gpu, "kind": k} for gpu, per in kinds.items()
+                                              for k, v in per.items()]
+    if rows:
         p.section("Per kind of case").para(
             "Whole steps (train_step, prefill, decode, pipeline_step, ep_step) and layers are the issue-13 targets "
             f"(median at most {pg.pct(t.get('median_abs_rel_error', 0.05))}, P90 at most "
-            f"{pg.pct(t.get('p90_abs_rel_error', 0.10))} held out, per GPU); records of two GPUs of one host "
-            "(<gpu>x2 folders) are all held out.")
+            f"{pg.pct(t.get('p90_abs_rel_error', 0.10))} held out, per GPU and GPU count); records of several GPUs of one host "
+            "(<gpu>x<N> folders) are all held out (nothing is fitted to them).")
         p.table(["GPU", "kind", "GPUs", "held-out cases", "median |error|", "P90 |error|", "signed median", "targets"],
-                [[gpu.upper(), k, ",".join(map(str, v["num_gpus"])), f"{v['held_out']['num_cases']:,}",
+                [[v["gpu"].upper(), v["kind"], ",".join(map(str, np.atleast_1d(v["num_gpus"]))), f"{v['held_out']['num_cases']:,}",
                   pg.pct(v["held_out"]["median_abs_rel_error"]) if v["held_out"]["num_cases"] else "—",
                   pg.pct(v["held_out"]["p90_abs_rel_error"]) if v["held_out"]["num_cases"] else "—",
                   pg.pct(v["signed_median_rel_error"], signed=True),
                   "met" if (v["held_out"]["num_cases"] and v["held_out"]["median_abs_rel_error"] <= t.get("median_abs_rel_error", 0.05)
                             and v["held_out"]["p90_abs_rel_error"] <= t.get("p90_abs_rel_error", 0.10)) else "NOT met"]
-                 for gpu, per in kinds.items() for k, v in per.items()])
+                 for v in rows])
     pipes = result.get("pipelines", [])
     if pipes:
         p.section("Pipelines: each rank's idle time").table(
             ["case", "step (twin)", "step (measured)", "rank", "idle (twin)", "idle (measured)", "error"],
             [[q["name"], pg.seconds(q["predicted_s"]), pg.seconds(q["measured_s"]), r,
-              pg.seconds(q["idle_simulated_s"][int(r)]), pg.seconds(m),
+              pg.seconds(q["idle_simulated_s"][int(r) % len(q["idle_simulated_s"])]), pg.seconds(m),
               pg.pct(q["idle_rel_error"][r], signed=True) if q["idle_rel_error"].get(r) is not None else "—"]
-             for q in pipes for r, m in q["idle_measured_s"].items() if int(r) < len(q["idle_simulated_s"])])
+             for q in pipes for r, m in q["idle_measured_s"].items() if q["idle_simulated_s"]])
     sweeps = result.get("nccl", {})
     if sweeps:
         p.section("NCCL collectives on two GPUs of one host").para(
@@ -299,7 +309,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
                      "by op kind.")
         if "kind" in cases.columns:
             p.figure(BY_KIND, plot_by_kind(cases), "The twin's prediction against each measured case, per kind of case "
-                     "and GPU count (filled: one GPU, open: two), log-log.")
+                     "and GPU count (filled: one GPU, open: several; the legend gives the count), log-log.")
     for i, q in enumerate(pipes):
         p.figure(f"pipeline_{i}.png", plot_pipeline(q), f"{q['name']}: each rank's ops as measured (above) and as the "
                  "twin simulates them (below), on one time axis.")

@@ -21,14 +21,17 @@ _LABEL = re.compile(r"([A-Z]+)(\d+)\.(\d+)")
 
 
 def config(schedule: str, *, model: str = "v2-lite-slice", pp: int = 2, n: int = 4, b: int = 1, s: int = 512,
-           num_layers: int = 4, precision: str = "bf16") -> dict:
-    return {"bench": "pipeline_step", "model": model, "schedule": schedule, "pp": pp, "ep": 1, "dp": 1, "num_gpus": pp,
+           num_layers: int = 4, precision: str = "bf16", ep: int = 1, dp: int = 1) -> dict:
+    """A configuration on pp x dp GPUs (EP ranks are DP ranks: ep divides dp)."""
+    return {"bench": "pipeline_step", "model": model, "schedule": schedule, "pp": pp, "ep": ep, "dp": dp,
+            "num_gpus": pp * dp,
             "num_microbatches": n, "micro_batch_seqs": b, "seq_len": s, "precision": precision, "num_layers": num_layers}
 
 
 def write(folder: Path, configs: list[dict], gpu: str = "h100", stretch: dict | None = None, reps: int = 2) -> Path:
     """Write the fixture records of `configs` into `folder` (e.g. tmp/h100x2): each configuration's
-    ops are the twin's simulated op spans, every op stretched by stretch[schedule] (default 1)."""
+    ops are the twin's simulated op spans, every op stretched by stretch[schedule] (default 1); each
+    data-parallel replica d of the pipeline (global rank d x pp + pp rank) runs them alike."""
     folder.mkdir(parents=True, exist_ok=True)
     prof, spec = fitted_profile(gpu), gpu_spec(gpu)
     steps, ops = [], []
@@ -36,11 +39,13 @@ def write(folder: Path, configs: list[dict], gpu: str = "h100", stretch: dict | 
         k = (stretch or {}).get(cfg["schedule"], 1.0)
         result, pred, _ = pipe.simulate_row(pd.Series(cfg), spec, prof)
         for rep in range(reps):
-            for i, (rank, label, start, end) in enumerate(result.op_spans):
-                m = _LABEL.match(label)
-                ops.append({**{c: cfg[c] for c in pipe.CONFIG_KEYS}, "rep": rep, "rank": rank, "op_index": i,
-                            "kind": "FB" if "&" in label else m[1], "microbatch": int(m[2]), "chunk": int(m[3]),
-                            "start_s": start * k, "end_s": end * k, "gpu_name": "fixture", "timestamp_utc": "fixture"})
+            for d in range(int(cfg["dp"])):
+                for i, (rank, label, start, end) in enumerate(result.op_spans):
+                    m = _LABEL.match(label)
+                    ops.append({**{c: cfg[c] for c in pipe.CONFIG_KEYS}, "rep": rep, "rank": d * cfg["pp"] + rank,
+                                "op_index": i, "kind": "FB" if "&" in label else m[1], "microbatch": int(m[2]),
+                                "chunk": int(m[3]), "start_s": start * k, "end_s": end * k, "gpu_name": "fixture",
+                                "timestamp_utc": "fixture"})
         steps.append({**cfg, "time_s": pred * k, "time_p10_s": pred * k, "time_p90_s": pred * k, "reps": reps,
                       "tokens_per_s": 0.0, "loss": 0.0, "split": "holdout", "gpu_name": "fixture (test)",
                       "timestamp_utc": "fixture", "nccl_version": "fixture"})

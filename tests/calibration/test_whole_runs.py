@@ -46,13 +46,24 @@ NOT_MET = {
     ("h100", "mla_layer"): (0.061, 0.193), ("h200", "mla_layer"): (0.097, 0.276),
     ("h100", "decode"): (0.053, 0.282), ("h200", "decode"): (0.064, 0.119),
 }
-# the two-GPU kinds exist where two-GPU records do: 2xH200 only (2xH100 was never lent)
-TWO_GPU_KINDS = {"h200": ("pipeline_step", "ep_step")}
+# the kinds of several GPUs of one host exist where such records do: 2xH200, 2xH100 and, for
+# PP2 x EP2 (real/campaigns/s8ppep.sh), 4xH100 (asked as 4xH200, lent as 4xH100); judged per GPU
+# count (calibration.validate.by_gpu_kind_gpus)
+MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step"), ("h100", 2): ("pipeline_step", "ep_step"),
+                   ("h100", 4): ("pipeline_step",)}
+# (gpu, kind, GPUs) -> (held-out median, P90) when last run, where not met (strict xfails as above).
+# EP2 on 2xH100 (3 held-out steps, all slow in the twin, signed +5.4%) since the profile carries the
+# H100 collectives measured on 2xH100 (h100x2/nccl.csv): before, on the catalog's NVLink, 4.5% / 5.0%.
+# (PP2 x EP2 on 4xH100 met with those collectives: 4.9% / 6.0%, signed -4.9%; on the catalog's
+# NVLink it had been 6.8% / 7.8%. Its probe times no forward host rate, every EP forward
+# synchronising the host, so F takes the profile's 21 us a launch where the same host's 2-GPU probe
+# measured 32 us; not applied: a term from another folder.)
+MULTI_NOT_MET: dict = {("h100", "ep_step", 2): (0.054, 0.062)}
 
 
 def _target_params():
     for gpu in GPUS:
-        for kind in LAYER_KINDS + ("train_step", "prefill", "decode") + TWO_GPU_KINDS.get(gpu, ()):
+        for kind in LAYER_KINDS + ("train_step", "prefill", "decode"):
             marks = []
             if (gpu, kind) in NOT_MET:
                 med, p90 = NOT_MET[gpu, kind]
@@ -60,11 +71,17 @@ def _target_params():
             yield pytest.param(gpu, kind, marks=marks, id=f"{kind}-{gpu}")
 
 
-@pytest.mark.parametrize("gpu,kind", list(_target_params()))
-def test_whole_steps_and_layers_meet_the_targets(gpu, kind):
-    if gpu not in rec.gpu_dirs():
-        pytest.skip(f"no committed {gpu} records")
-    s = _kind_summary(gpu, kind)
+def _multi_target_params():
+    for (gpu, n), kinds in MULTI_GPU_KINDS.items():
+        for kind in kinds:
+            marks = []
+            if (gpu, kind, n) in MULTI_NOT_MET:
+                med, p90 = MULTI_NOT_MET[gpu, kind, n]
+                marks = [pytest.mark.xfail(strict=True, reason=f"not met: median {med:.1%}, P90 {p90:.1%} (issue 13 open)")]
+            yield pytest.param(gpu, kind, n, marks=marks, id=f"{kind}-{gpu}x{n}")
+
+
+def _assert_meets(gpu: str, kind: str, s: dict | None) -> None:
     assert s is not None, f"{gpu}: no {kind} case predicted"
     h = s["held_out"]
     assert h["num_cases"] > 0
@@ -74,35 +91,83 @@ def test_whole_steps_and_layers_meet_the_targets(gpu, kind):
         f"n={h['num_cases']}")
 
 
-def _pipelines():
-    return [p for p in committed()["pipelines"]]
+@pytest.mark.parametrize("gpu,kind", list(_target_params()))
+def test_whole_steps_and_layers_meet_the_targets(gpu, kind):
+    if gpu not in rec.gpu_dirs():
+        pytest.skip(f"no committed {gpu} records")
+    _assert_meets(gpu, kind, _kind_summary(gpu, kind))
 
 
-def test_committed_pipelines_rank_the_schedules_as_measured():
-    pipes = _pipelines()
-    assert pipes, "no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/<gpu>x2/"
+@pytest.mark.parametrize("gpu,kind,num_gpus", list(_multi_target_params()))
+def test_multi_gpu_steps_meet_the_targets(gpu, kind, num_gpus):
+    """Pipelines and EP steps, per GPU count: the records of 2 and of 4 GPUs are different hosts and
+    layouts (PP2 or EP2 against PP2 x EP2), each held to the issue's targets on its own."""
+    s = next((v for v in committed()["by_gpu_kind_gpus"]
+              if (v["gpu"], v["kind"], v["num_gpus"]) == (gpu, kind, num_gpus)), None)
+    _assert_meets(f"{gpu}x{num_gpus}", kind, s)
+
+
+def _pipelines(num_gpus: int | None = None):
+    return [p for p in committed()["pipelines"] if num_gpus is None or p["num_gpus"] == num_gpus]
+
+
+HOSTS = [pytest.param(gpu, n, id=f"{gpu}x{n}") for gpu, n in MULTI_GPU_KINDS]
+
+
+# (gpu, GPUs) -> why the ranking target is not met there, with the figures when last run
+RANK_NOT_MET = {
+    ("h100", 2): "not met at 8 micro-batches: DualPipe and DualPipeV swapped (twin 487.3 vs 486.0 ms, measured "
+                 "476.6 vs 482.8 ms; every other configuration ranked as measured; issue 13 open)",
+}
+
+
+@pytest.mark.parametrize("gpu,num_gpus", [pytest.param(*p.values, marks=[pytest.mark.xfail(
+    strict=True, reason=RANK_NOT_MET[tuple(p.values)])] if tuple(p.values) in RANK_NOT_MET else [], id=p.id)
+    for p in HOSTS])
+def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
+    pipes = [p for p in _pipelines(num_gpus) if p["gpu"] == gpu]
+    assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/{gpu}x{num_gpus}/"
     for ranking in _rankings(pipes):
         assert ranking["predicted"] == ranking["measured"], ranking
 
 
-@pytest.mark.xfail(strict=True, reason="not met: 2 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: "
-                                       "twin 39.0 vs measured 35.4 ms; DualPipe rank 0 at 4: 0.2 vs 3.8 ms; the s7pipe "
-                                       "probe re-measured both configurations at 39.5 and 0.7 ms; issue 13 open)")
-def test_committed_pipelines_idle_within_10_percent():
-    pipes = _pipelines()
-    if not pipes:
-        pytest.skip("no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/<gpu>x2/ yet")
-    # within 10% of the measured idle; a rank whose measured idle is under 1% of the step (an
-    # EP-only step has none) is judged against 1% of the step instead (a relative error of ~0 is noise)
+# (gpu, GPUs) -> why the idle target is not met there, with the figures when last run
+IDLE_NOT_MET = {
+    ("h200", 2): "not met: 2 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: twin 39.0 vs measured "
+                 "35.4 ms; DualPipe rank 0 at 4: 0.2 vs 3.8 ms; the s7pipe probe re-measured both configurations at "
+                 "39.5 and 0.7 ms; issue 13 open)",
+    ("h100", 2): "not met: 1 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: twin 39.4 vs measured "
+                 "44.6 ms; issue 13 open)",
+    ("h100", 4): "not met: 10 of 48 GPUs beyond 10%, each pair of replicas alike (1F1B stage 1 at 4: twin 41.4 vs "
+                 "46.8 ms, stage 0 at 16: 365.2 vs 325.9 ms; DualPipeV stage 1 at 8: 80.4 vs 72.7 ms; DualPipe "
+                 "stage 1 at 4 and 8: 0.2 vs 3.8 and 0.4 vs 9.3 ms; issue 13 open)",
+}
+
+
+@pytest.mark.parametrize("gpu,num_gpus", [pytest.param(*p.values, marks=[pytest.mark.xfail(
+    strict=True, reason=IDLE_NOT_MET[tuple(p.values)])] if tuple(p.values) in IDLE_NOT_MET else [], id=p.id)
+    for p in HOSTS])
+def test_committed_pipelines_idle_within_10_percent(gpu, num_gpus):
+    pipes = [p for p in _pipelines(num_gpus) if p["gpu"] == gpu]
+    assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/{gpu}x{num_gpus}/"
+    misses = idle_misses(pipes)
+    assert not misses, "idle beyond 10%: " + "; ".join(misses)
+
+
+def idle_misses(pipes: list[dict]) -> list[str]:
+    """Ranks whose twin idle is beyond 10% of the measured; a rank whose measured idle is under 1% of
+    the step (an EP-only step has none) is judged against 1% of the step instead (a relative error
+    of ~0 is noise)."""
     misses = []
     for p in pipes:
         for r, meas in p["idle_measured_s"].items():
             # global rank = dp_rank * pp + pp_rank (real/pipeline/engine.py): the simulated pipeline
-            # rank it stands for (an EP-only step simulates its one stage once for every EP rank)
+            # rank it stands for (an EP-only step simulates its one stage once for every EP rank;
+            # PP2 x EP2 its two stages once for both replicas)
             sim = p["idle_simulated_s"][int(r) % p["pp"]]
             if abs(sim - meas) > max(IDLE_TOL * meas, IDLE_FLOOR_OF_STEP * p["measured_s"]):
                 misses.append(f"{p['name']} rank {r}: twin {sim * 1e3:.1f} ms, measured {meas * 1e3:.1f} ms")
-    assert not misses, "idle beyond 10%: " + "; ".join(misses)
+    return misses
 
 
 def _rankings(pipes: list[dict]) -> list[dict]:
@@ -336,3 +401,102 @@ def test_back_to_back_decode_steps_take_the_longer_of_host_and_gpu():
     p_slow = dataclasses.replace(prof, eager={**prof.eager, "host_s": {"infer": 20e-6}})
     ops = decode_ops(get_model("v3-slice-2l"), 1, 1040, spec, p_slow).ops
     assert sum(h for h, _ in ops) > sum(g for _, g in ops)
+
+
+@pytest.fixture(scope="module")
+def four_gpu_root(tmp_path_factory):
+    """TEST FIXTURE records (not measurements): PP2 x EP2 on 4 GPUs of an h200x4 folder, both
+    data-parallel replicas running the twin's own op spans, DualPipeV's stretched by 25%."""
+    root = tmp_path_factory.mktemp("records4")
+    fx.write(root / "h200x4", [fx.config(s, ep=2, dp=2) for s in ("1f1b", "dualpipev")], gpu="h200",
+             stretch={"dualpipev": 1.25})
+    return root
+
+
+def test_four_gpu_pipelines_are_predicted_for_every_rank(four_gpu_root, tmp_path):
+    assert multi_gpu_dirs(four_gpu_root) == {"h200x4": ("h200", 4)}
+    result = validate(four_gpu_root)
+    assert result["multi_gpu"]["h200x4"]["num_gpus"] == 4
+    pipes = {p["schedule"]: p for p in result["pipelines"]}
+    for name, p in pipes.items():
+        # four measured GPUs, each judged against the twin's pipeline rank of its stage (rank % pp)
+        assert p["num_gpus"] == 4 and len(p["idle_simulated_s"]) == 2 and set(p["idle_measured_s"]) == {"0", "1", "2", "3"}
+        expect = 0.0 if name == "1f1b" else 1 / 1.25 - 1
+        assert all(err == pytest.approx(expect, abs=1e-9) for err in p["idle_rel_error"].values())
+        assert p["idle_measured_s"]["0"] == pytest.approx(p["idle_measured_s"]["2"])
+    assert not idle_misses([pipes["1f1b"]]) and len(idle_misses([pipes["dualpipev"]])) == 4
+    # the residual per GPU and op kind: GPU 3 against the twin's pipeline rank 1, 25% apart under DualPipeV
+    for name, k in (("1f1b", 1.0), ("dualpipev", 1.25)):
+        f3 = next(o for o in pipes[name]["op_seconds"] if o["rank"] == 3 and o["kind"] == "F")
+        assert f3["measured_s"] == pytest.approx(k * f3["twin_s"])
+    cases = [c for c in result["cases"] if c["kind"] == "pipeline_step"]
+    assert {c["num_gpus"] for c in cases} == {4}
+    (s,) = [v for v in result["by_gpu_kind_gpus"] if v["kind"] == "pipeline_step"]
+    assert (s["gpu"], s["num_gpus"], s["held_out"]["num_cases"]) == ("h200", 4, 2)
+    # the report draws a row per measured GPU above the twin's two pipeline ranks
+    from reports.validation_report import write_report
+    paths = {p.name for p in write_report(result, tmp_path)}
+    assert {"pipeline_0.png", "pipeline_1.png"} <= paths
+    assert "GPU 3 (stage rank 1)" in [t.get_text() for t in _pipeline_axes_labels(pipes["1f1b"])]
+
+
+def _pipeline_axes_labels(p: dict) -> list:
+    import matplotlib.pyplot as plt
+
+    from reports.validation_report import plot_pipeline
+    fig = plot_pipeline(p)
+    labels = fig.axes[0].get_yticklabels()
+    plt.close(fig)
+    return labels
+
+
+def test_rank_finish_adds_the_gradient_reductions_of_each_layout():
+    """real/pipeline/engine.py's _reduce after the program: the dense gradients over the dp replicas
+    of a stage, the expert gradients over the dp / ep replicas holding the same experts (none for
+    PP2 x EP2, where ep = dp), DualPipe's copies over the rank pair once both have ended."""
+    from calibration.predict import gpu_spec
+    from twin.core.schedules import build_schedule
+    from twin.costs.profile import fitted_profile
+    prof, gpu = fitted_profile("h200"), gpu_spec("h200")
+    spec = pipe._spec_of({"model": "v2-lite-slice", "num_layers": 4})
+    sched = build_schedule("1f1b", 2, 4)
+    stages = pipe.stage_layers(4, sched.num_model_stages)
+    ends = [1.0, 0.9]
+    params = [pipe.rank_params(spec, sched, stages, r, ep=2) for r in range(2)]
+    # every routed expert once over the pipeline ranks, halved by EP2
+    assert sum(e for _, e in params) == pytest.approx(pipe.routed_params(spec, range(4), 2))
+    assert pipe.rank_finish_s(spec, sched, stages, ends, 1, 1, gpu, prof) == ends
+    pp2ep2 = pipe.rank_finish_s(spec, sched, stages, ends, 2, 2, gpu, prof)
+    for r in range(2):
+        assert pp2ep2[r] == pytest.approx(ends[r] + pipe.reduce_s(params[r][0], 2, gpu, prof))
+    # plain DP2 (ep 1): the experts are replicas too and are reduced as well
+    full = [pipe.rank_params(spec, sched, stages, r, ep=1) for r in range(2)]
+    dp2 = pipe.rank_finish_s(spec, sched, stages, ends, 2, 1, gpu, prof)
+    assert dp2[1] == pytest.approx(ends[1] + pipe.reduce_s(full[1][0], 2, gpu, prof) + pipe.reduce_s(full[1][1], 2, gpu, prof))
+    dual = build_schedule("dualpipe", 2, 4)
+    dstages = pipe.stage_layers(4, dual.num_model_stages)
+    got = pipe.rank_finish_s(spec, dual, dstages, ends, 1, 1, gpu, prof)
+    both = sum(pipe.rank_params(spec, dual, dstages, 1, 1))
+    assert got[1] == pytest.approx(1.0 + pipe.reduce_s(both, 2, gpu, prof))
+
+
+def test_probe_host_rate_leaves_out_ops_that_synchronise_the_host(tmp_path):
+    """An EP forward waits for the GPU in its dispatches: its host interval times the GPU, so the
+    host's time per launch comes from the ops without a synchronisation (B, W, BW) only."""
+    from twin.costs.profile import fitted_profile
+    prof = fitted_profile("h200")
+    cfg = fx.config("1f1b", ep=2, dp=2)
+    rows = []
+    for kind, op_index, chunk, mb in (("F", 0, 0, 0), ("B", 1, 0, 0)):
+        rows.append({**{k: cfg[k] for k in pipe.CONFIG_KEYS}, "split": "fit", "rep": 0, "rank": 0,
+                     "op_index": op_index, "kind": kind, "microbatch": mb, "chunk": chunk,
+                     "start_s": 0.01 * op_index, "end_s": 0.01 * op_index + 0.009,
+                     "host_start_s": 0.01 * op_index, "host_end_s": 0.01 * op_index + 0.008})
+    for ep in (2, 1):
+        folder = tmp_path / f"ep{ep}"
+        folder.mkdir()
+        pd.DataFrame([{**r, "ep": ep} for r in rows]).to_csv(folder / "pipeline_host.csv", index=False)
+        pd.DataFrame([{**cfg, "ep": ep}]).to_csv(folder / "pipeline_step.csv", index=False)
+        host = pipe.measured_host_s(folder, "h200", prof)
+        assert "bwd" in host
+        assert ("fwd" in host) == (ep == 1)
