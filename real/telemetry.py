@@ -53,6 +53,19 @@ class Telemetry:
     def temperature_c(self) -> float:
         return self._read(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU) if pynvml else math.nan
 
+    def performance_state(self) -> float:
+        """The GPU's performance state (0 = P0, the highest), NaN where unreadable."""
+        return self._read(pynvml.nvmlDeviceGetPerformanceState) if pynvml else math.nan
+
+    def clock_event_reasons(self) -> float:
+        """NVML's bitmask of why the clocks are where they are (idle, application setting, power
+        cap, thermal...: nvmlClocksEventReason*; the older name 'throttle reasons'), NaN where unreadable."""
+        if pynvml is None:
+            return math.nan
+        fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        return self._read(fn) if fn else math.nan
+
     def static_info(self) -> dict:
         """Name, driver, limits and max clocks, for env.json."""
         if self.handle is None:
