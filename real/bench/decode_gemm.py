@@ -192,14 +192,30 @@ def profile_kernels(calls: dict, dev) -> dict:
     return kernels_by_range(ranges, kernels)
 
 
+GEMM_KERNEL = ("gemm", "nvjet", "cutlass", "splitk", "cublas")   # lower-case name parts of GEMM kernels
+
+
+def is_gemm_kernel(name: str) -> bool:
+    """A cuBLAS / CUTLASS GEMM kernel or cuBLAS's split-K reduction (not a copy or elementwise
+    kernel the einsum launches to lay out an operand)."""
+    low = name.lower()
+    return any(part in low for part in GEMM_KERNEL) and "elementwise" not in low and not low.startswith("memcpy")
+
+
 def kernel_columns(kernels: list[tuple[str, float]]) -> dict:
-    """The profiler's kernels of one call as row columns."""
+    """The profiler's kernels of one call as row columns: all of them (`kernels`, `kernel_s`,
+    `kernel_names`), the GEMM kernels among them (`gemm_kernels`, `gemm_kernel_s`: what a GEMM
+    cost model is fitted to; the rest are operand copies), the longest one (`kernel`), and
+    whether cuBLAS split the reduction (`split_k`)."""
     if not kernels:
-        return {"kernels": "", "kernel": "", "kernel_names": "", "kernel_s": "", "split_k": ""}
+        return {"kernels": "", "kernel": "", "kernel_names": "", "kernel_s": "", "gemm_kernels": "",
+                "gemm_kernel_s": "", "split_k": ""}
     main = max(kernels, key=lambda k: k[1])[0]
+    gemm = [(n, d) for n, d in kernels if is_gemm_kernel(n)]
     return {"kernels": len(kernels), "kernel": short_kernel_name(main, 160),
             "kernel_names": " | ".join(short_kernel_name(n) for n, _ in kernels),
             "kernel_s": sum(d for _, d in kernels) * 1e-6,
+            "gemm_kernels": len(gemm), "gemm_kernel_s": sum(d for _, d in gemm) * 1e-6,
             "split_k": any("splitk" in n.lower() for n, _ in kernels)}
 
 

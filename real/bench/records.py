@@ -59,7 +59,8 @@ SHAPE_COLS = {
     # real/bench/decode_gemm.py (s8dec): the absorbed MLA's batched GEMMs, and decode steps with
     # the GPU's and the host's state per step
     "decode_gemm": ["bench", "op", "weight", "model", "batch", "cache_len", "num_heads", "batch_count", "m", "n", "k",
-                    "align_elems", "split", "kernels", "kernel", "kernel_names", "kernel_s", "split_k"],
+                    "align_elems", "split", "kernels", "kernel", "kernel_names", "kernel_s", "gemm_kernels",
+                    "gemm_kernel_s", "split_k"],
     "decode_drift": ["bench", "model", "batch", "prompt_len", "gen_len", "round", "condition", "step", "cache_len",
                      "host_s", "power_now_w", "temperature_c", "pstate", "clock_event_reasons", "cpu_clock_mhz",
                      "load_avg_1m", "split"],

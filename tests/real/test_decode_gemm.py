@@ -51,9 +51,13 @@ def test_kernels_fall_in_the_range_that_holds_their_midpoint():
 
 def test_kernel_columns_name_the_longest_kernel_and_split_k():
     cols = dg.kernel_columns([("nvjet_sm90_tst_64x8_64x16_4x1_v_bz_splitK_TNT", 5.0),
-                              ("void cublasLt::splitKreduce_kernel<32, 16>", 1.0)])
-    assert cols["kernels"] == 2 and cols["kernel"].startswith("nvjet") and cols["split_k"] is True
-    assert abs(cols["kernel_s"] - 6e-6) < 1e-12
+                              ("void cublasLt::splitKreduce_kernel<32, 16>", 1.0),
+                              ("Memcpy DtoD (Device -> Device)", 2.0),
+                              ("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>", 0.5)])
+    assert cols["kernels"] == 4 and cols["kernel"].startswith("nvjet") and cols["split_k"] is True
+    assert abs(cols["kernel_s"] - 8.5e-6) < 1e-12
+    assert cols["gemm_kernels"] == 2 and abs(cols["gemm_kernel_s"] - 6e-6) < 1e-12   # the copies left out
+    assert dg.is_gemm_kernel("void cutlass::Kernel2<cutlass_75_tensorop_bf16_s1688gemm_bf16_128x128_tn_align1>")
     assert dg.kernel_columns([])["kernels"] == ""
 
 
