@@ -55,6 +55,33 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s
 
 
+def batched_gemm_curve(profile: Profile, precision: str, align: int):
+    """The batched GEMM curve of an alignment (Profile.batched_gemm "<precision>/align<a>"), else
+    the nearest measured coarser alignment's (align 2 without its own curve runs as align 1's),
+    else the dense GEMM curve (no batched measurement)."""
+    for a in (8, 4, 2, 1):
+        if a <= align and f"{precision}/align{a}" in profile.batched_gemm:
+            return profile.batched_gemm[f"{precision}/align{a}"]
+    return profile.gemm[precision]
+
+
+def batched_gemm_time_s(batch: int, m: int, n: int, k: int, align: int, gpu: GPUSpec, profile: Profile,
+                        precision: str = "bf16") -> float:
+    """One batched GEMM kernel (cuBLAS bmm: `batch` independent m x n x k products, e.g. the
+    absorbed MLA's scores of every sequence against its cached latents): the roofline of all the
+    products' FLOPs and operand bytes under the curve of its alignment (batched_gemm_curve), the
+    tile-wave model over the batch's tiles where the curve has one."""
+    curve = batched_gemm_curve(profile, precision, align)
+    eff = curve.eff(m, n, k)
+    flops = 2.0 * batch * m * n * k
+    in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
+    compute_s = flops / (gpu.peak_flops_per_s(precision) * eff)
+    tile = curve.wave_tile
+    compute_s *= wave_factor(batch * _tiles(m, n, tile), gpu, tile)
+    memory_s = batch * gemm_bytes(m, n, k, in_bytes, BF16_BYTES) / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
+    return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s
+
+
 def _tiles(rows: float, cols: float, tile: int) -> int:
     if tile <= 0:
         return 0

@@ -74,6 +74,17 @@ A profile also describes the *software stack* that ran the kernels, as data:
     ("<layer>_<fwd|bwd>/<bf16|fp8>" -> kernels a call launches that the op list omits: radix-sort
     passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd" -> host
     seconds to dispatch each kernel of a layer's forward / autograd backward). Used only to predict real/'s eager records.
+  batched_gemm: batched GEMM kernels (cuBLAS bmm, as torch.einsum runs real/'s absorbed MLA
+    decode over the latent cache), "<precision>/align<a>" -> GemmCurve over one batch element's
+    (m, n, k) (compute.batched_gemm_time_s): `a` is the largest of 8, 4, 2, 1 elements dividing
+    the leading dimensions; with a 16-byte-unaligned one (a cache length L % 8 != 0, 7 of 8 decode
+    steps) cuBLAS falls back to Ampere-era CUTLASS `*_align1/2/4` kernels several times slower
+    than its Hopper ones. Fitted from decode_gemm.csv's fitting rows (calibration/decode_gemm.py);
+    empty: the dense `gemm` curve.
+  cublas_kernels: the kernels each of real/'s eager cuBLAS calls launches beyond its GEMM kernel
+    at decode sizes (a split-K reduction, `cublasLt::splitKreduce_kernel`), from the profiler's
+    names in decode_gemm.csv (calibration/decode_gemm.py): {"linear": {"<n>x<k>": [[m, extra]]},
+    "bmm": {...}}. Used only to predict real/'s eager decode records.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
@@ -159,6 +170,8 @@ class Profile:
     # "bus_bytes_per_s", "source"}} for op in comm.COLLECTIVES; empty: the catalog's links
     collectives: dict = field(default_factory=dict, compare=False, hash=False)
     eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
+    batched_gemm: dict = field(default_factory=dict)   # "<precision>/align<a>" -> GemmCurve (calibration.decode_gemm)
+    cublas_kernels: dict = field(default_factory=dict)  # real/'s eager cuBLAS calls: extra kernels a call
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -251,6 +264,8 @@ class Profile:
             "fp8_stack": dict(self.fp8_stack),
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "eager": json.loads(json.dumps(self.eager)),
+            **({"batched_gemm": {k: vars(c) for k, c in self.batched_gemm.items()}} if self.batched_gemm else {}),
+            **({"cublas_kernels": json.loads(json.dumps(self.cublas_kernels))} if self.cublas_kernels else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -268,6 +283,7 @@ class Profile:
             self,
             gemm={p: g(c) for p, c in self.gemm.items()},
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
+            batched_gemm={p: g(c) for p, c in self.batched_gemm.items()},
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
@@ -306,6 +322,8 @@ def profile_from_json(data: dict) -> Profile:
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
         collectives=_collectives(data.get("collectives", {})),
         eager=dict(data.get("eager", {})),
+        batched_gemm={k: GemmCurve(**c) for k, c in data.get("batched_gemm", {}).items()},
+        cublas_kernels=dict(data.get("cublas_kernels", {})),
     )
 
 

@@ -1,0 +1,234 @@
+"""The batched GEMMs and small-m projections of real/'s eager decode step (issue 13, session s8dec).
+
+Records: calibration/measurements/<gpu>/decode_gemm.csv (real/bench/decode_gemm.py, section
+decode_gemm): the five einsums of MLA._attend_absorbed (cuBLAS batched GEMMs) at the decode rows'
+batches and cache lengths and around them, and the decode step's F.linear projections at m = batch
+rows, each timed alone in a CUDA graph, with the profiler's kernels of one call.
+
+Two terms of the profile come from the FITTING split's rows (calibration/split.py: batches 16 and
+192 and cache lengths 1,041 and 4,097 are held out):
+  batched_gemm    one GemmCurve per alignment class ("bf16/align<a>": the largest of 8, 4, 2, 1
+                  elements dividing the GEMM's leading dimensions), fitted by least squares on the
+                  log of the rows' GEMM-kernel time (the CUDA-graph time per call, times the GEMM
+                  kernels' share of the profiled kernel time: an einsum's operand copies, which
+                  the decode op list costs apart, left out) under compute.batched_gemm_time_s,
+                  with or without the tile-wave model (whichever fits the class better);
+  cublas_kernels  the kernels a call launches beyond its one GEMM kernel (cuBLAS's split-K
+                  reduction `cublasLt::splitKreduce_kernel`), per weight shape and m for the
+                  projections ("linear": {"<n>x<k>": [[m, extra], ...]}) and per einsum, heads and
+                  alignment for the batched GEMMs ("bmm": {"<op>/h<H>/align<a>": [[batch, extra]]});
+                  a lookup takes the nearest measured m (log scale).
+`held_out_errors` predicts the held-out rows with those terms (the report of
+`python -m calibration.decode_gemm`); `--update` writes the terms into the committed profiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import records as rec
+from calibration.predict import gpu_spec
+from calibration.split import split
+from twin.core.atomic import write_text
+from twin.costs import compute
+from twin.costs.profile import PROFILES, GemmCurve, Profile, profile_from_json
+
+FAMILY = "decode_gemm.csv"
+GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
+E_MAX_BOUNDS, HALF_BOUNDS = (0.02, 1.0), (0.0, 1e5)   # calibration.fit's bounds of a GemmCurve
+WAVE_TILES = (0, 128)
+MIN_ROWS = 8           # 2 fitting rows per parameter (calibration.fit MIN_POINTS_PER_PARAM)
+
+
+def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame | None:
+    """A GPU's decode_gemm.csv with `held_out` (calibration/split.py) and `gemm_time_s` (the GEMM
+    kernels' time per call), or None where not measured."""
+    path = Path(root) / gpu / FAMILY
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    df = df[df["time_s"].notna() & (df["time_s"] > 0)].reset_index(drop=True)
+    if df.empty:
+        return None
+    df["held_out"] = split(df).values
+    share = (df["gemm_kernel_s"] / df["kernel_s"]).where(df["kernel_s"] > 0).fillna(1.0).clip(0.0, 1.0)
+    df["gemm_time_s"] = df["time_s"] * share
+    return df
+
+
+def _bmm(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["bench"] == "decode_bmm"]
+
+
+def predict_bmm_s(row, profile: Profile, gpu) -> float:
+    return compute.batched_gemm_time_s(int(row["batch_count"]), int(row["m"]), int(row["n"]), int(row["k"]),
+                                       int(row["align_elems"]), gpu, profile)
+
+
+def _fit_curve(rows: pd.DataFrame, profile: Profile, gpu, key: str) -> tuple[GemmCurve, float]:
+    """(curve, soft-l1 cost) of one alignment class, the better of each wave-tile candidate."""
+    from scipy.optimize import least_squares   # lazy: scipy.optimize is heavy and only a fit needs it
+
+    meas = rows["gemm_time_s"].to_numpy(float)
+    best = None
+    for tile in WAVE_TILES:
+        def residuals(x):
+            curve = GemmCurve(*x, wave_tile=tile)
+            prof = _with_curves(profile, {key: curve})
+            pred = np.array([predict_bmm_s(r, prof, gpu) for _, r in rows.iterrows()])
+            return np.log(pred / meas)
+
+        x0 = (0.3, 1.0, 16.0, 16.0)
+        lo = (E_MAX_BOUNDS[0],) + (HALF_BOUNDS[0],) * 3
+        hi = (E_MAX_BOUNDS[1],) + (HALF_BOUNDS[1],) * 3
+        sol = least_squares(residuals, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, max_nfev=400)
+        cost = float(sol.cost)
+        if best is None or cost < best[1]:
+            best = (GemmCurve(*map(float, sol.x), wave_tile=tile), cost)
+    return best
+
+
+def _with_curves(profile: Profile, curves: dict) -> Profile:
+    return dataclasses.replace(profile, batched_gemm={**profile.batched_gemm, **curves})
+
+
+def fit_batched_curves(df: pd.DataFrame, profile: Profile, gpu_name: str, precision: str = "bf16") -> dict:
+    """"<precision>/align<a>" -> GemmCurve from the fitting rows of each alignment class with at
+    least MIN_ROWS rows."""
+    gpu = gpu_spec(gpu_name)
+    fit = _bmm(df)[~_bmm(df)["held_out"]]
+    curves = {}
+    for align, rows in sorted(fit.groupby("align_elems")):
+        if len(rows) < MIN_ROWS:
+            continue
+        key = f"{precision}/align{int(align)}"
+        curves[key], _ = _fit_curve(rows, profile, gpu, key)
+    return curves
+
+
+def _table(rows: pd.DataFrame, key_of, x_col: str) -> dict:
+    """key -> [[x, extra kernels]] (the median over rows of one key and x, rounded), x ascending."""
+    out: dict = {}
+    for (key, x), g in rows.groupby([rows.apply(key_of, axis=1), x_col]):
+        extra = max(0, int(round(float(np.median(g["gemm_kernels"].astype(float) - 1)))))
+        out.setdefault(key, []).append([int(x), extra])
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def linear_key(n: int, k: int) -> str:
+    return f"{int(n)}x{int(k)}"
+
+
+def bmm_key(op: str, heads: int, align: int) -> str:
+    return f"{op}/h{int(heads)}/align{int(align)}"
+
+
+def cublas_kernel_tables(df: pd.DataFrame) -> dict:
+    """{"linear": ..., "bmm": ...} extra kernels per call from the fitting rows that were profiled."""
+    fit = df[~df["held_out"] & df["gemm_kernels"].notna()]
+    lin, bmm = fit[fit["bench"] == "decode_linear"], fit[fit["bench"] == "decode_bmm"]
+    out = {}
+    if not lin.empty:
+        out["linear"] = _table(lin, lambda r: linear_key(r["n"], r["k"]), "m")
+    if not bmm.empty:
+        out["bmm"] = _table(bmm, lambda r: bmm_key(r["op"], r["num_heads"], r["align_elems"]), "batch")
+    return out
+
+
+def extra_kernels(points: list | None, x: float) -> int:
+    """The extra kernels of the measured point nearest x in log scale (ties: the smaller x); 0
+    where nothing was measured. E.g. [[1, 2], [8, 1], [256, 0]] at 4 -> 1 (log2: 2 from 1 and
+    1 from 8), at 100 -> 0."""
+    if not points:
+        return 0
+    lx = math.log2(max(x, 1))
+    return int(min(points, key=lambda p: (abs(math.log2(max(p[0], 1)) - lx), p[0]))[1])
+
+
+def decode_terms(gpu: str, profile: Profile, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """{"batched_gemm": curves, "cublas_kernels": tables} of a GPU ({} without decode_gemm.csv)."""
+    df = load(gpu, root)
+    if df is None:
+        return {}
+    base = _with_curves(profile, {})
+    curves = fit_batched_curves(df, base, gpu)
+    tables = cublas_kernel_tables(df)
+    if tables:
+        tables["source"] = (f"calibration.decode_gemm from {gpu}/{FAMILY} (fitting split; extra = the profiler's "
+                            "GEMM kernels per call - 1)")
+    return {"batched_gemm": curves, "cublas_kernels": tables}
+
+
+def with_decode_terms(profile: Profile, terms: dict) -> Profile:
+    if not terms:
+        return profile
+    return dataclasses.replace(profile, batched_gemm=dict(terms["batched_gemm"]),
+                               cublas_kernels=dict(terms["cublas_kernels"]))
+
+
+def held_out_errors(gpu: str, profile: Profile, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+    """Predicted against measured GEMM-kernel time of the batched GEMM rows, held out and fitted:
+    {"held_out": {"num_cases", "median_abs_rel_error", "p90_abs_rel_error"}, "fit": {...}, "cases": [...]}."""
+    df = load(gpu, root)
+    if df is None or not profile.batched_gemm:
+        return None
+    g = gpu_spec(gpu)
+    cases = []
+    for _, r in _bmm(df).iterrows():
+        pred = predict_bmm_s(r, profile, g)
+        cases.append({"op": r["op"], "model": r["model"], "batch": int(r["batch"]),
+                      "cache_len": None if pd.isna(r["cache_len"]) else int(r["cache_len"]),
+                      "align_elems": int(r["align_elems"]), "measured_s": float(r["gemm_time_s"]),
+                      "predicted_s": pred, "rel_error": pred / float(r["gemm_time_s"]) - 1.0,
+                      "held_out": bool(r["held_out"])})
+
+    def summary(sel):
+        e = np.abs([c["rel_error"] for c in sel])
+        return {"num_cases": len(sel), "median_abs_rel_error": float(np.median(e)) if len(e) else None,
+                "p90_abs_rel_error": float(np.percentile(e, 90)) if len(e) else None}
+    return {"held_out": summary([c for c in cases if c["held_out"]]),
+            "fit": summary([c for c in cases if not c["held_out"]]), "cases": cases}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with decode_gemm.csv)")
+    ap.add_argument("--update", action="store_true",
+                    help="write the batched GEMM curves and cuBLAS kernel tables into the committed profiles")
+    args = ap.parse_args(argv)
+    profiles_dir = Path(str(PROFILES))
+    gpus = args.gpu or [g for g in rec.gpu_dirs() if (rec.MEASUREMENTS_DIR / g / FAMILY).is_file()]
+    for gpu in gpus:
+        path = profiles_dir / f"{gpu}.json"
+        data = json.loads(path.read_text())
+        prof = profile_from_json(data)
+        terms = decode_terms(gpu, prof)
+        new = with_decode_terms(prof, terms)
+        for key, c in terms["batched_gemm"].items():
+            print(f"{gpu} {key}: e_max {c.e_max:.3f} m_half {c.m_half:.1f} n_half {c.n_half:.1f} "
+                  f"k_half {c.k_half:.1f} wave_tile {c.wave_tile}")
+        errs = held_out_errors(gpu, new)
+        if errs:
+            for part in ("fit", "held_out"):
+                s = errs[part]
+                print(f"{gpu} {part}: n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
+                      f"P90 {s['p90_abs_rel_error']:.1%}")
+        if args.update:
+            prov = data.pop("provenance", None)
+            data["batched_gemm"] = {k: vars(c) for k, c in terms["batched_gemm"].items()}
+            data["cublas_kernels"] = terms["cublas_kernels"]
+            if prov is not None:
+                data["provenance"] = prov
+            write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

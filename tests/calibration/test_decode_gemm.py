@@ -1,0 +1,102 @@
+"""calibration/decode_gemm.py: the batched-GEMM curves and cuBLAS kernel tables of real/'s eager
+decode (issue 13, s8dec), on TEST FIXTURE records (not measurements) generated from known curves,
+and the decode prediction's use of them."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from calibration import decode_gemm as dg
+from calibration import whole_step as ws
+from calibration.predict import gpu_spec
+from twin.core.specs import get_model
+from twin.costs import compute
+from twin.costs.profile import GemmCurve, fitted_profile
+
+# the fixture's "true" kernels: Hopper-aligned and the unaligned fallback, 4x slower at the top
+TRUE = {8: GemmCurve(0.6, 0.0, 40.0, 60.0), 1: GemmCurve(0.15, 0.0, 20.0, 30.0)}
+H, P, R, C, O = 128, 128, 64, 512, 128
+
+
+def _fixture(gpu: str) -> pd.DataFrame:
+    prof = dataclasses.replace(fitted_profile(gpu), batched_gemm={f"bf16/align{a}": c for a, c in TRUE.items()})
+    g = gpu_spec(gpu)
+    rows = []
+    for B in (1, 8, 16, 32, 64, 128, 192, 256):
+        for L in (513, 1025, 1032, 1041, 2049, 2056, 4097):
+            a = 8 if L % 8 == 0 else 1
+            for op, (nb, m, n, k) in (("scores_latent", (B, H, L, C)), ("p_c", (B, H, C, L)),
+                                      ("scores_rope", (B, H, L, R))):
+                t = compute.batched_gemm_time_s(nb, m, n, k, a, g, prof)
+                # an operand copy beside the GEMM kernel in half the calls: left out of gemm_time_s
+                copy_s = 0.1 * t if op == "p_c" else 0.0
+                rows.append({"bench": "decode_bmm", "op": op, "weight": "", "model": "v3-slice-2l", "batch": B,
+                             "cache_len": L, "num_heads": H, "batch_count": nb, "m": m, "n": n, "k": k,
+                             "align_elems": a, "kernels": 2 if copy_s else 1, "kernel_s": t + copy_s,
+                             "gemm_kernels": 1, "gemm_kernel_s": t, "time_s": t + copy_s})
+        for w, n, k, extra in (("wq_a", 1536, 7168, 1 if B <= 64 else 0), ("head", 129280, 7168, 0)):
+            rows.append({"bench": "decode_linear", "op": "linear", "weight": w, "model": "v3-slice-2l", "batch": B,
+                         "cache_len": None, "num_heads": H, "batch_count": 1, "m": B, "n": n, "k": k,
+                         "align_elems": 8, "kernels": 1 + extra, "kernel_s": 1e-5, "gemm_kernels": 1 + extra,
+                         "gemm_kernel_s": 1e-5, "time_s": 1e-5})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("records")
+    (root / "h200").mkdir()
+    _fixture("h200").to_csv(root / "h200" / dg.FAMILY, index=False)
+    return root
+
+
+def test_the_fit_recovers_the_curves_and_predicts_the_held_out_rows(fixture_root):
+    prof = fitted_profile("h200")
+    terms = dg.decode_terms("h200", prof, fixture_root)
+    assert set(terms["batched_gemm"]) == {"bf16/align8", "bf16/align1"}
+    new = dg.with_decode_terms(prof, terms)
+    errs = dg.held_out_errors("h200", new, fixture_root)
+    # held out: batches 16, 192 and lengths 1041, 4097 (calibration/split.py), never fitted
+    held = [c for c in errs["cases"] if c["held_out"]]
+    assert held and all(c["batch"] in (16, 192) or c["cache_len"] in (1041, 4097) for c in held)
+    assert errs["held_out"]["p90_abs_rel_error"] < 0.02
+    # the operand copy is not the GEMM's: p_c's measured GEMM time is its kernel's alone
+    p_c = next(c for c in errs["cases"] if c["op"] == "p_c")
+    assert abs(p_c["rel_error"]) < 0.02
+
+
+def test_kernel_tables_count_the_extra_kernels_per_shape_and_batch(fixture_root):
+    tables = dg.cublas_kernel_tables(dg.load("h200", fixture_root))
+    # fitting rows only: batches 1..256 but 16 and 192
+    assert tables["linear"]["1536x7168"] == [[1, 1], [8, 1], [32, 1], [64, 1], [128, 0], [256, 0]]
+    assert all(e == 0 for _, e in tables["linear"]["129280x7168"])
+    assert dg.extra_kernels(tables["linear"]["1536x7168"], 16) == 1      # nearest: 8 and 32 (tie -> 8)
+    assert dg.extra_kernels(tables["linear"]["1536x7168"], 192) == 0     # nearest: 256
+    assert dg.extra_kernels(None, 4) == 0
+
+
+def test_extra_kernels_take_the_nearest_measured_point_in_log_scale():
+    pts = [[1, 2], [8, 1], [256, 0]]
+    assert dg.extra_kernels(pts, 1) == 2 and dg.extra_kernels(pts, 4) == 1 and dg.extra_kernels(pts, 100) == 0
+
+
+def test_decode_costs_the_cache_gemms_by_alignment_and_adds_the_counted_kernels():
+    spec, g = get_model("v3-slice-2l"), gpu_spec("h200")
+    prof = dataclasses.replace(fitted_profile("h200"), batched_gemm={f"bf16/align{a}": c for a, c in TRUE.items()},
+                               cublas_kernels={"linear": {"1536x7168": [[1, 1], [256, 0]]}})
+    base = fitted_profile("h200")
+    aligned, unaligned = ws.decode_ops(spec, 256, 1032, g, prof), ws.decode_ops(spec, 256, 1033, g, prof)
+    gpu_s = lambda e: sum(op[1] for op in e.ops)
+    # the unaligned fallback is 4x slower at the top: 3 cache GEMMs x 2 layers, compute-bound at B 256
+    assert gpu_s(unaligned) - gpu_s(aligned) > 0.4e-3   # ~0.55 ms of the 3.7 ms
+    # wq_a (1536 x 7168) launches one split-K reduction at B 1 (one per layer), none at 256
+    assert len(ws.decode_ops(spec, 1, 1033, g, prof).ops) == len(ws.decode_ops(spec, 1, 1033, g, base).ops) + 2
+    assert len(ws.decode_ops(spec, 256, 1033, g, prof).ops) == len(ws.decode_ops(spec, 256, 1033, g, base).ops)
+
+
+def test_a_decode_record_is_the_median_of_its_timed_steps():
+    # real/bench/whole_model.py: prompt 1024, 32 generated -> 3 warm-ups, 28 timed steps over 1028..1055
+    lens = list(ws.decode_cache_lens(1024, 32))
+    assert lens[0] == 1028 and lens[-1] == 1055 and len(lens) == 28
+    assert sum(1 for L in lens if L % 8 == 0) == 3        # 1032, 1040, 1048: the aligned steps
