@@ -16,9 +16,10 @@ Held out:
                 (router_topk, fp8_quant_*): real/ builds them from several PyTorch kernels, so they
                 are predicted as those kernels (router_topk: three torch.topk calls costed by the
                 topk rows' fit, plus elementwise kernels), never fitted;
-  decode_bmm /  batch in {16, 192} (between the fitted decode batches) or cache_len in {1041,
-  decode_linear 4097} (an unaligned length between the fitted ones, a longer cache): the absorbed
-                MLA's batched GEMMs and the decode step's projections at m = batch rows
+  decode_bmm, decode_linear, decode_elementwise  batch in {16, 192} (between the fitted decode
+                batches) or cache_len in {1041, 4097} (an unaligned length between the fitted ones,
+                a longer cache): the absorbed MLA's batched GEMMs, the decode step's projections
+                at m = batch rows and the attention's elementwise kernels over the scores
                 (real/bench/decode_gemm.py, decode_gemm.csv; the campaign marks the same split);
   composed      every MLA layer, MoE layer, train/prefill/decode case is a composition the fit
                 never uses (only the primitives above are fitted); their `held_out` flag marks
@@ -64,7 +65,7 @@ def is_held_out(row) -> bool:
                 or row["model"] in HELD_OUT_MODELS)
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
         return row["model"] in HELD_OUT_MODELS
-    if b in ("decode_bmm", "decode_linear"):
+    if b in ("decode_bmm", "decode_linear", "decode_elementwise"):
         L = row.get("cache_len")
         return (int(row["batch"]) in HELD_OUT_DECODE_BATCHES
                 or (L not in ("", None) and not pd.isna(L) and int(L) in HELD_OUT_DECODE_CACHE_LENS))

@@ -27,6 +27,11 @@ FFN's, the shared experts', the gate's and the head's weights, `weight` naming w
 batches, below the 128 rows where gemm.csv's curves start, with their kernels (cuBLAS splits K at
 small m and adds a `splitKreduce` kernel: the ~9 kernels a V3 step launches beyond its op list).
 
+and `bench` decode_elementwise: the attention's elementwise kernels between the einsums, over the
+B x H x L scores (V3 slice only): `add` (the two BF16 score einsums), `float` (the cast to FP32: a
+casting copy), `masked_fill` (the FP32 scores, a broadcast (1, 1, 1, L) mask), `scale` (* the
+softmax scale), `softmax`, `to_bf16`; `bytes` = each input read and the output written once.
+
 `align_elems`: the largest of 8, 4, 2, 1 dividing every leading dimension the GEMM sees (L for
 the three cache GEMMs, else 8). `split` fit|holdout by calibration/split.py's rule (batches
 HOLDOUT_BATCHES and cache lengths HOLDOUT_CACHE_LENS are held out, whole families).
@@ -68,6 +73,10 @@ CACHE_LENS = FIT_CACHE_LENS + sorted(HOLDOUT_CACHE_LENS)
 MAX_CACHE_ELEMS = 2 ** 31 // 2       # a cache buffer of at most 2 GiB (BF16)
 OPS = ("q_abs", "scores_latent", "scores_rope", "p_c", "o_v")
 CACHE_OPS = ("scores_latent", "scores_rope", "p_c")   # the ones over the cache (L-dependent)
+# the elementwise kernels, (models, batches, cache lengths): where the scores are large enough to
+# matter (V3's 128 heads, B >= 32)
+ELEMENTWISE_CASES = ({"v3-slice-2l"}, {32, 64, 128, 192, 256}, {1025, 1032, 2049, 1041})
+QUICK_ELEMENTWISE_CASES = ({"tiny"}, {3}, {16})
 QUICK_CASES = {"tiny": [1, 3]}
 QUICK_CACHE_LENS = [9, 16]
 BF16 = 2
@@ -139,6 +148,21 @@ class AbsorbedOperands:
                 "scores_rope": lambda: torch.einsum("bshr,blr->bshl", self.q_pe_BSHR, self.kpe_BLR),
                 "p_c": lambda: torch.einsum("bshl,blc->bshc", self.p_BSHL, self.c_BLC),
                 "o_v": lambda: torch.einsum("bshc,hoc->bsho", self.o_BSHC, self.wv_HOC)}[op]
+
+    def elementwise_calls(self, softmax_scale: float = 0.07) -> dict:
+        """op -> (callable, bytes moved) of the kernels between the einsums (see attend), on score
+        tensors of the einsums' own layout."""
+        L = self.c_BLC.shape[1]
+        lat, rope = self.call("scores_latent")(), self.call("scores_rope")()
+        s32 = (lat + rope).float()
+        future = torch.arange(L, device=s32.device)[None, :] > torch.arange(L - 1, L, device=s32.device)[:, None]
+        mask = future[None, :, None, :]
+        n = s32.numel()
+        return {"add": (lambda: lat + rope, 3 * n * BF16), "float": (lambda: (lat).float(), n * (BF16 + 4)),
+                "masked_fill": (lambda: s32.masked_fill(mask, float("-inf")), 2 * n * 4),
+                "scale": (lambda: s32 * softmax_scale, 2 * n * 4),
+                "softmax": (lambda: torch.softmax(s32, dim=-1), 2 * n * 4),
+                "to_bf16": (lambda: s32.to(torch.bfloat16), n * (4 + BF16))}
 
     def attend(self, softmax_scale: float, start_pos: int):
         """The whole of MLA._attend_absorbed from these einsums (a test checks it is the model's)."""
@@ -224,6 +248,7 @@ def bench_decode_gemm(rec, timer, dev, deadline, quick, env):
     cases = QUICK_CASES if quick else {"v3-slice-2l": sorted(MODEL_BATCHES["v3-slice-2l"] + list(HOLDOUT_BATCHES)),
                                        "v2-lite-slice": MODEL_BATCHES["v2-lite-slice"]}
     lens = QUICK_CACHE_LENS if quick else CACHE_LENS
+    ew_models, ew_batches, ew_lens = QUICK_ELEMENTWISE_CASES if quick else ELEMENTWISE_CASES
     torch.manual_seed(0)
     # the decode rows' own batches of V3 first (largest first: the GPU-bound steps), then the rest
     order = [(m, b) for m in cases for b in sorted(cases[m], reverse=True)]
@@ -251,12 +276,26 @@ def bench_decode_gemm(rec, timer, dev, deadline, quick, env):
                         cache_len=L if op in CACHE_OPS else "", num_heads=H, batch_count=nb, m=m, n=n, k=k,
                         align_elems=align_elems(L) if op in CACHE_OPS else 8,
                         split="holdout" if is_holdout(B, L) else "fit", **kernel_columns(named[op]), **r)
+            if name in ew_models and B in ew_batches and L in ew_lens:
+                bench_decode_elementwise(rec, timer, dev, x, spec, name, B, L, quick)
             log(f"decode_gemm {name} B={B} L={L}: " + ", ".join(
                 f"{op} {(named[op][0][0][:28] if named[op] else '-')}" for op in ops))
             del x, calls
         if not deadline.over():
             bench_decode_linears(rec, timer, dev, spec, name, B, quick)
         free_memory()
+
+
+def bench_decode_elementwise(rec, timer, dev, x: AbsorbedOperands, spec, name: str, B: int, L: int,
+                             quick: bool = False) -> None:
+    """decode_gemm.csv bench decode_elementwise: the attention's elementwise kernels at (B, L)."""
+    calls = x.elementwise_calls()
+    named = profile_kernels({op: fn for op, (fn, _) in calls.items()}, dev)
+    for op, (fn, bytes_) in calls.items():
+        r = timer.measure(fn, bytes_=bytes_, batched=not quick)
+        rec.row("decode_gemm", bench="decode_elementwise", op=op, weight="", model=name, batch=B, cache_len=L,
+                num_heads=spec.num_heads, batch_count="", m="", n="", k="", align_elems=align_elems(L),
+                split="holdout" if is_holdout(B, L) else "fit", **kernel_columns(named[op]), **r)
 
 
 def bench_decode_linears(rec, timer, dev, spec, name: str, B: int, quick: bool = False) -> None:

@@ -5,7 +5,8 @@
 #   decode_gemm   the absorbed attention's five einsums (cuBLAS batched GEMMs) at the model.csv
 #                 decode rows' batches and cache lengths and around them, aligned and unaligned
 #                 leading dimensions, each timed in a CUDA graph and its kernels named by the
-#                 profiler (split fit|holdout) -> decode_gemm.csv
+#                 profiler (split fit|holdout), the decode projections (F.linear at m = batch)
+#                 and the attention's elementwise kernels over the scores -> decode_gemm.csv
 #   decode_drift  v3-slice-2l decode steps at batch 1 and 256 in rounds (back to back, after 2 s
 #                 idle, after a 1 s GEMM burst), one row per step with NVML SM clock, power,
 #                 temperature, P-state, clock-event reasons and the host's CPU clock -> decode_drift.csv

@@ -67,6 +67,7 @@ def test_campaign_split_is_calibration_split():
         assert is_held_out(row) == dg.is_holdout(B, L), (B, L)
     assert is_held_out({"bench": "decode_linear", "batch": 16, "cache_len": ""})
     assert not is_held_out({"bench": "decode_linear", "batch": 32, "cache_len": ""})
+    assert is_held_out({"bench": "decode_elementwise", "batch": 32, "cache_len": 1041})
 
 
 def test_linear_shapes_cover_the_decode_step_projections():
@@ -95,6 +96,9 @@ def test_quick_decode_gemm_writes_every_op_with_its_split(tmp_path):
     assert len(bmm[bmm.op == "p_c"]) == len(dg.QUICK_CASES["tiny"]) * len(dg.QUICK_CACHE_LENS)
     assert (rows.time_s > 0).all() and set(rows.split) <= {"fit", "holdout"}
     assert set(bmm[bmm.op == "scores_latent"].align_elems) == {1, 8}    # L 9 and 16
+    ew = rows[rows.bench == "decode_elementwise"]
+    assert set(ew.op) == {"add", "float", "masked_fill", "scale", "softmax", "to_bf16"}
+    assert set(ew.batch) == {3} and set(ew.cache_len) == {16} and (ew.bytes > 0).all()
 
 
 def test_quick_decode_drift_writes_a_row_per_step(tmp_path):
