@@ -5,8 +5,8 @@ decode_gemm): the five einsums of MLA._attend_absorbed (cuBLAS batched GEMMs) at
 batches and cache lengths and around them, and the decode step's F.linear projections at m = batch
 rows, each timed alone in a CUDA graph, with the profiler's kernels of one call.
 
-Two terms of the profile come from the FITTING split's rows (calibration/split.py: batches 16 and
-192 and cache lengths 1,041 and 4,097 are held out):
+Terms of the profile from the FITTING split's rows (calibration/split.py: batches 16 and 192 and
+cache lengths 1,041 and 4,097 are held out):
   batched_gemm    one GemmCurve per alignment class ("bf16/align<a>": the largest of 8, 4, 2, 1
                   elements dividing the GEMM's leading dimensions), fitted by least squares on the
                   log of the rows' GEMM-kernel time (the CUDA-graph time per call, times the GEMM
@@ -17,7 +17,10 @@ Two terms of the profile come from the FITTING split's rows (calibration/split.p
                   reduction `cublasLt::splitKreduce_kernel`), per weight shape and m for the
                   projections ("linear": {"<n>x<k>": [[m, extra], ...]}) and per einsum, heads and
                   alignment for the batched GEMMs ("bmm": {"<op>/h<H>/align<a>": [[batch, extra]]});
-                  a lookup takes the nearest measured m (log scale).
+                  a lookup takes the nearest measured m (log scale) (Profile.eager_decode);
+  elementwise_eff the attention's elementwise kernels over the scores (decode_elementwise rows):
+                  op -> the median over fitting rows of streaming time (bytes at memory_eff) over
+                  measured time less a launch (Profile.eager_decode).
 `held_out_errors` predicts the held-out rows with those terms (the report of
 `python -m calibration.decode_gemm`); `--update` writes the terms into the committed profiles.
 """
@@ -152,25 +155,37 @@ def extra_kernels(points: list | None, x: float) -> int:
     return int(min(points, key=lambda p: (abs(math.log2(max(p[0], 1)) - lx), p[0]))[1])
 
 
+def elementwise_eff(df: pd.DataFrame, profile: Profile, gpu_name: str) -> dict:
+    """op -> fraction of the streaming rate of the attention's elementwise kernels (fitting rows)."""
+    rows = df[(df["bench"] == "decode_elementwise") & ~df["held_out"]]
+    hbm = gpu_spec(gpu_name).hbm_bytes_per_s
+    out = {}
+    for op, g in rows.groupby("op"):
+        stream_s = g["bytes"] / (hbm * profile.memory_eff)
+        out[str(op)] = float(np.median(stream_s / (g["time_s"] - profile.launch_s).clip(lower=1e-9)))
+    return out
+
+
 def decode_terms(gpu: str, profile: Profile, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
-    """{"batched_gemm": curves, "cublas_kernels": tables} of a GPU ({} without decode_gemm.csv)."""
+    """{"batched_gemm": curves, "eager_decode": {"cublas_kernels", "elementwise_eff", "source"}} of a
+    GPU ({} without decode_gemm.csv)."""
     df = load(gpu, root)
     if df is None:
         return {}
-    base = _with_curves(profile, {})
-    curves = fit_batched_curves(df, base, gpu)
-    tables = cublas_kernel_tables(df)
-    if tables:
-        tables["source"] = (f"calibration.decode_gemm from {gpu}/{FAMILY} (fitting split; extra = the profiler's "
-                            "GEMM kernels per call - 1)")
-    return {"batched_gemm": curves, "cublas_kernels": tables}
+    curves = fit_batched_curves(df, _with_curves(profile, {}), gpu)
+    tables, effs = cublas_kernel_tables(df), elementwise_eff(df, profile, gpu)
+    eager = {**({"cublas_kernels": tables} if tables else {}), **({"elementwise_eff": effs} if effs else {})}
+    if eager:
+        eager["source"] = (f"calibration.decode_gemm from {gpu}/{FAMILY} (fitting split): extra kernels = the "
+                           "profiler's GEMM kernels per call - 1; elementwise = streaming time / measured time")
+    return {"batched_gemm": curves, "eager_decode": eager}
 
 
 def with_decode_terms(profile: Profile, terms: dict) -> Profile:
     if not terms:
         return profile
     return dataclasses.replace(profile, batched_gemm=dict(terms["batched_gemm"]),
-                               cublas_kernels=dict(terms["cublas_kernels"]))
+                               eager_decode=dict(terms["eager_decode"]))
 
 
 def held_out_errors(gpu: str, profile: Profile, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
@@ -211,6 +226,7 @@ def main(argv=None) -> int:
         prof = profile_from_json(data)
         terms = decode_terms(gpu, prof)
         new = with_decode_terms(prof, terms)
+        print(f"{gpu} eager_decode: {json.dumps(terms['eager_decode'].get('elementwise_eff', {}))}")
         for key, c in terms["batched_gemm"].items():
             print(f"{gpu} {key}: e_max {c.e_max:.3f} m_half {c.m_half:.1f} n_half {c.n_half:.1f} "
                   f"k_half {c.k_half:.1f} wave_tile {c.wave_tile}")
@@ -223,7 +239,7 @@ def main(argv=None) -> int:
         if args.update:
             prov = data.pop("provenance", None)
             data["batched_gemm"] = {k: vars(c) for k, c in terms["batched_gemm"].items()}
-            data["cublas_kernels"] = terms["cublas_kernels"]
+            data["eager_decode"] = terms["eager_decode"]
             if prov is not None:
                 data["provenance"] = prov
             write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")

@@ -305,7 +305,7 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
 class DecodeEager(Eager):
     """real/'s eager decode ops: each cuBLAS projection also launches the kernels the profiler
     counted beyond its GEMM kernel for that weight shape at that m (a split-K reduction;
-    Profile.cublas_kernels "linear", calibration.decode_gemm), each a launch-bound op dispatched
+    Profile.eager_decode cublas_kernels "linear", calibration.decode_gemm), each a launch-bound op dispatched
     like the others (the decode steps' host time per launched kernel, host_dispatch.csv, is that of
     the layers: ~19.5 us on both models' steps)."""
 
@@ -316,7 +316,8 @@ class DecodeEager(Eager):
 
 def cublas_extra_kernels(profile, table: str, key: str, x: float) -> int:
     """Kernels one cuBLAS call of real/'s eager decode launches beyond its GEMM kernel (0 unmeasured)."""
-    return extra_kernels((profile.cublas_kernels or {}).get(table, {}).get(key), x)
+    tables = (profile.eager_decode or {}).get("cublas_kernels", {})
+    return extra_kernels(tables.get(table, {}).get(key), x)
 
 
 def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
@@ -344,13 +345,13 @@ def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
         e.gemm(B, H * C, P, "bf16")                   # q_abs = q_nope . W_k (per head)
         e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # scores on the latent (BF16 out)
         e.mem(B * L * R * BF16_BYTES + S * BF16_BYTES)    # scores on the rope key
-    e.mem(3 * S * BF16_BYTES)                         # add
-    e.mem(S * (BF16_BYTES + FP32_BYTES))              # .float()
+    _elementwise(e, "add", 3 * S * BF16_BYTES)
+    _elementwise(e, "float", S * (BF16_BYTES + FP32_BYTES))
     e.small(3)                                        # two aranges, the compare
-    e.mem(2 * S * FP32_BYTES)                         # masked_fill (reads and writes FP32)
-    e.mem(2 * S * FP32_BYTES)                         # * softmax_scale
-    e.mem(2 * S * FP32_BYTES)                         # softmax
-    e.mem(S * (FP32_BYTES + BF16_BYTES))              # .to(bf16)
+    _elementwise(e, "masked_fill", 2 * S * FP32_BYTES)   # reads and writes FP32
+    _elementwise(e, "scale", 2 * S * FP32_BYTES)      # * softmax_scale
+    _elementwise(e, "softmax", 2 * S * FP32_BYTES)
+    _elementwise(e, "to_bf16", S * (FP32_BYTES + BF16_BYTES))
     if batched:
         _bmm(e, "p_c", B, H, C, L, align_elems(L), B, H)
         _bmm(e, "o_v", H, B, O, C, 8, B, H)           # . W_v (per head)
@@ -362,9 +363,18 @@ def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
 
 def _bmm(e: Eager, op: str, batch: int, m: int, n: int, k: int, align: int, B: int, H: int) -> None:
     """One einsum of the absorbed attention as the batched GEMM cuBLAS runs, and the kernels the
-    profiler counted beyond it for that einsum at that batch (Profile.cublas_kernels "bmm")."""
+    profiler counted beyond it for that einsum at that batch (Profile.eager_decode cublas_kernels "bmm")."""
     e.add("gemm.bf16", compute.batched_gemm_time_s(batch, m, n, k, align, e.gpu, e.profile))
     e.small(cublas_extra_kernels(e.profile, "bmm", bmm_key(op, H, align), B))
+
+
+def _elementwise(e: Eager, op: str, bytes_: float) -> None:
+    """One of the attention's elementwise kernels over the scores, at its measured fraction of the
+    streaming rate where the profile has it (Profile.eager_decode elementwise_eff: the cast to FP32
+    is a casting copy, masked_fill reads a broadcast mask through TensorIterator's offset loop),
+    else streaming."""
+    eff = ((e.profile.eager_decode or {}).get("elementwise_eff") or {}).get(op, 1.0)
+    e.mem(bytes_ / eff)
 
 
 def align_elems(n: int) -> int:

@@ -35,6 +35,15 @@ def _fixture(gpu: str) -> pd.DataFrame:
                              "cache_len": L, "num_heads": H, "batch_count": nb, "m": m, "n": n, "k": k,
                              "align_elems": a, "kernels": 2 if copy_s else 1, "kernel_s": t + copy_s,
                              "gemm_kernels": 1, "gemm_kernel_s": t, "time_s": t + copy_s})
+        for op, eff in (("float", 0.5), ("softmax", 0.9)):
+            if B < 32:
+                continue
+            L, n_bytes = 1025, B * H * 1025 * 6.0
+            t = n_bytes / (g.hbm_bytes_per_s * prof.memory_eff) / eff + prof.launch_s
+            rows.append({"bench": "decode_elementwise", "op": op, "weight": "", "model": "v3-slice-2l", "batch": B,
+                         "cache_len": L, "num_heads": H, "align_elems": 1, "kernels": 1, "kernel_s": t,
+                         "gemm_kernels": 0, "gemm_kernel_s": 0.0, "time_s": t if B not in (16, 192) else 9 * t,
+                         "bytes": n_bytes})
         for w, n, k, extra in (("wq_a", 1536, 7168, 1 if B <= 64 else 0), ("head", 129280, 7168, 0)):
             rows.append({"bench": "decode_linear", "op": "linear", "weight": w, "model": "v3-slice-2l", "batch": B,
                          "cache_len": None, "num_heads": H, "batch_count": 1, "m": B, "n": n, "k": k,
@@ -67,13 +76,19 @@ def test_the_fit_recovers_the_curves_and_predicts_the_held_out_rows(fixture_root
 
 
 def test_kernel_tables_count_the_extra_kernels_per_shape_and_batch(fixture_root):
-    tables = dg.cublas_kernel_tables(dg.load("h200", fixture_root))
+    tables = dg.decode_terms("h200", fitted_profile("h200"), fixture_root)["eager_decode"]["cublas_kernels"]
     # fitting rows only: batches 1..256 but 16 and 192
     assert tables["linear"]["1536x7168"] == [[1, 1], [8, 1], [32, 1], [64, 1], [128, 0], [256, 0]]
     assert all(e == 0 for _, e in tables["linear"]["129280x7168"])
     assert dg.extra_kernels(tables["linear"]["1536x7168"], 16) == 1      # nearest: 8 and 32 (tie -> 8)
     assert dg.extra_kernels(tables["linear"]["1536x7168"], 192) == 0     # nearest: 256
     assert dg.extra_kernels(None, 4) == 0
+
+
+def test_elementwise_rates_are_the_fitting_rows_own(fixture_root):
+    effs = dg.decode_terms("h200", fitted_profile("h200"), fixture_root)["eager_decode"]["elementwise_eff"]
+    # the held-out batch 192's rows (timed 9x slower in the fixture) never enter the median
+    assert effs == pytest.approx({"float": 0.5, "softmax": 0.9}, rel=1e-6)
 
 
 def test_extra_kernels_take_the_nearest_measured_point_in_log_scale():
@@ -84,7 +99,7 @@ def test_extra_kernels_take_the_nearest_measured_point_in_log_scale():
 def test_decode_costs_the_cache_gemms_by_alignment_and_adds_the_counted_kernels():
     spec, g = get_model("v3-slice-2l"), gpu_spec("h200")
     prof = dataclasses.replace(fitted_profile("h200"), batched_gemm={f"bf16/align{a}": c for a, c in TRUE.items()},
-                               cublas_kernels={"linear": {"1536x7168": [[1, 1], [256, 0]]}})
+                               eager_decode={"cublas_kernels": {"linear": {"1536x7168": [[1, 1], [256, 0]]}}})
     base = fitted_profile("h200")
     aligned, unaligned = ws.decode_ops(spec, 256, 1032, g, prof), ws.decode_ops(spec, 256, 1033, g, prof)
     gpu_s = lambda e: sum(op[1] for op in e.ops)

@@ -81,10 +81,12 @@ A profile also describes the *software stack* that ran the kernels, as data:
     steps) cuBLAS falls back to Ampere-era CUTLASS `*_align1/2/4` kernels several times slower
     than its Hopper ones. Fitted from decode_gemm.csv's fitting rows (calibration/decode_gemm.py);
     empty: the dense `gemm` curve.
-  cublas_kernels: the kernels each of real/'s eager cuBLAS calls launches beyond its GEMM kernel
-    at decode sizes (a split-K reduction, `cublasLt::splitKreduce_kernel`), from the profiler's
-    names in decode_gemm.csv (calibration/decode_gemm.py): {"linear": {"<n>x<k>": [[m, extra]]},
-    "bmm": {...}}. Used only to predict real/'s eager decode records.
+  eager_decode: what real/'s eager decode step runs beyond the op classes above, measured in
+    decode_gemm.csv (calibration/decode_gemm.py): `cublas_kernels`, the kernels each cuBLAS call
+    launches beyond its GEMM kernel at decode sizes (a split-K reduction,
+    `cublasLt::splitKreduce_kernel`; {"linear": {"<n>x<k>": [[m, extra]]}, "bmm": {...}}), and
+    `elementwise_eff`, the absorbed attention's elementwise kernels over the FP32 scores (op ->
+    fraction of the streaming rate, memory_eff). Used only to predict real/'s eager decode records.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
@@ -171,7 +173,7 @@ class Profile:
     collectives: dict = field(default_factory=dict, compare=False, hash=False)
     eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
     batched_gemm: dict = field(default_factory=dict)   # "<precision>/align<a>" -> GemmCurve (calibration.decode_gemm)
-    cublas_kernels: dict = field(default_factory=dict)  # real/'s eager cuBLAS calls: extra kernels a call
+    eager_decode: dict = field(default_factory=dict)   # real/'s eager decode only (calibration.decode_gemm)
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -265,7 +267,7 @@ class Profile:
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "eager": json.loads(json.dumps(self.eager)),
             **({"batched_gemm": {k: vars(c) for k, c in self.batched_gemm.items()}} if self.batched_gemm else {}),
-            **({"cublas_kernels": json.loads(json.dumps(self.cublas_kernels))} if self.cublas_kernels else {}),
+            **({"eager_decode": json.loads(json.dumps(self.eager_decode))} if self.eager_decode else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -323,7 +325,7 @@ def profile_from_json(data: dict) -> Profile:
         collectives=_collectives(data.get("collectives", {})),
         eager=dict(data.get("eager", {})),
         batched_gemm={k: GemmCurve(**c) for k, c in data.get("batched_gemm", {}).items()},
-        cublas_kernels=dict(data.get("cublas_kernels", {})),
+        eager_decode=dict(data.get("eager_decode", {})),
     )
 
 
