@@ -23,6 +23,11 @@ cache lengths 1,041 and 4,097 are held out):
                   measured time less a launch (Profile.eager_decode).
 `held_out_errors` predicts the held-out rows with those terms (the report of
 `python -m calibration.decode_gemm`); `--update` writes the terms into the committed profiles.
+
+decode_drift.csv (section decode_drift, diagnostic, never fitted): real/'s V3-slice decode steps in
+rounds under three GPU conditions with the GPU's clocks, power and P-state and the host's CPU
+clock per step; `drift_rounds` reduces them to one line per round as model.csv's decode rows
+would have timed it (the median of the steps after 3 warm-ups).
 """
 
 from __future__ import annotations
@@ -212,6 +217,30 @@ def held_out_errors(gpu: str, profile: Profile, root: Path | str = rec.MEASUREME
             "fit": summary([c for c in cases if not c["held_out"]]), "cases": cases}
 
 
+DRIFT = "decode_drift.csv"
+DRIFT_WARMUP = 3
+
+
+def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Per (batch, round) of decode_drift.csv: the condition, the median step time of the steps a
+    model.csv decode row times (after DRIFT_WARMUP), the median host dispatch seconds, SM clock,
+    power and CPU clock over those steps, and the P-states seen ([] where not measured)."""
+    path = Path(root) / gpu / DRIFT
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path)
+    out = []
+    for (batch, rnd), g in df.groupby(["batch", "round"], sort=True):
+        timed = g[g["step"] >= DRIFT_WARMUP]
+        out.append({"batch": int(batch), "round": int(rnd), "condition": str(g["condition"].iloc[0]),
+                    "time_s": float(timed["time_s"].median()), "host_s": float(timed["host_s"].median()),
+                    "sm_clock_mhz": float(timed["sm_clock_mhz"].median()),
+                    "power_w": float(timed["power_now_w"].median()),
+                    "cpu_clock_mhz": float(timed["cpu_clock_mhz"].median()),
+                    "pstates": sorted({int(p) for p in timed["pstate"].dropna()})})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with decode_gemm.csv)")
@@ -236,6 +265,10 @@ def main(argv=None) -> int:
                 s = errs[part]
                 print(f"{gpu} {part}: n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
                       f"P90 {s['p90_abs_rel_error']:.1%}")
+        for r in drift_rounds(gpu):
+            print(f"{gpu} drift B={r['batch']:3d} round {r['round']:2d} {r['condition']:12} "
+                  f"{r['time_s'] * 1e3:6.3f} ms (host {r['host_s'] * 1e3:6.3f} ms) SM {r['sm_clock_mhz']:5.0f} MHz "
+                  f"{r['power_w']:4.0f} W CPU {r['cpu_clock_mhz']:5.0f} MHz P{r['pstates']}")
         if args.update:
             prov = data.pop("provenance", None)
             data["batched_gemm"] = {k: vars(c) for k, c in terms["batched_gemm"].items()}

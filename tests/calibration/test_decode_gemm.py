@@ -115,3 +115,17 @@ def test_a_decode_record_is_the_median_of_its_timed_steps():
     lens = list(ws.decode_cache_lens(1024, 32))
     assert lens[0] == 1028 and lens[-1] == 1055 and len(lens) == 28
     assert sum(1 for L in lens if L % 8 == 0) == 3        # 1032, 1040, 1048: the aligned steps
+
+
+def test_drift_rounds_time_the_steps_after_the_warm_ups(tmp_path):
+    # two rounds of 5 steps: the first 3 are warm-ups; round 1's timed steps take 2 and 4 ms
+    rows = [{"batch": 1, "round": r, "condition": c, "step": s, "time_s": t, "host_s": t / 2, "sm_clock_mhz": 1980,
+             "power_now_w": 100.0, "cpu_clock_mhz": 2000.0, "pstate": 0}
+            for r, c, ts in ((0, "back_to_back", [9, 9, 9, 1, 1]), (1, "after_idle", [9, 9, 9, 2, 4]))
+            for s, t in enumerate(x * 1e-3 for x in ts)]
+    (tmp_path / "h100").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "h100" / dg.DRIFT, index=False)
+    out = dg.drift_rounds("h100", tmp_path)
+    assert [(r["round"], r["condition"]) for r in out] == [(0, "back_to_back"), (1, "after_idle")]
+    assert out[0]["time_s"] == pytest.approx(1e-3) and out[1]["time_s"] == pytest.approx(3e-3)
+    assert out[1]["host_s"] == pytest.approx(1.5e-3) and out[1]["pstates"] == [0]
