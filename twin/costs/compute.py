@@ -66,7 +66,7 @@ def batched_gemm_curve(profile: Profile, precision: str, align: int):
 
 
 def batched_gemm_time_s(batch: int, m: int, n: int, k: int, align: int, gpu: GPUSpec, profile: Profile,
-                        precision: str = "bf16") -> float:
+                        precision: str = "bf16", sm_frac: float = 1.0) -> float:
     """One batched GEMM kernel (cuBLAS bmm: `batch` independent m x n x k products, e.g. the
     absorbed MLA's scores of every sequence against its cached latents): the roofline of all the
     products' FLOPs and operand bytes under the curve of its alignment (batched_gemm_curve), the
@@ -75,9 +75,9 @@ def batched_gemm_time_s(batch: int, m: int, n: int, k: int, align: int, gpu: GPU
     eff = curve.eff(m, n, k)
     flops = 2.0 * batch * m * n * k
     in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
-    compute_s = flops / (gpu.peak_flops_per_s(precision) * eff)
+    compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
     tile = curve.wave_tile
-    compute_s *= wave_factor(batch * _tiles(m, n, tile), gpu, tile)
+    compute_s *= wave_factor(batch * _tiles(m, n, tile), gpu, tile, sm_frac)
     memory_s = batch * gemm_bytes(m, n, k, in_bytes, BF16_BYTES) / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s
 
