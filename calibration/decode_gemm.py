@@ -234,6 +234,7 @@ def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict
         timed = g[g["step"] >= DRIFT_WARMUP]
         out.append({"batch": int(batch), "round": int(rnd), "condition": str(g["condition"].iloc[0]),
                     "time_s": float(timed["time_s"].median()), "host_s": float(timed["host_s"].median()),
+                    "host_cpu_s": float(timed["host_cpu_s"].median()) if "host_cpu_s" in timed else float("nan"),
                     "sm_clock_mhz": float(timed["sm_clock_mhz"].median()),
                     "power_w": float(timed["power_now_w"].median()),
                     "cpu_clock_mhz": float(timed["cpu_clock_mhz"].median()),
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
                       f"P90 {s['p90_abs_rel_error']:.1%}")
         for r in drift_rounds(gpu):
             print(f"{gpu} drift B={r['batch']:3d} round {r['round']:2d} {r['condition']:12} "
-                  f"{r['time_s'] * 1e3:6.3f} ms (host {r['host_s'] * 1e3:6.3f} ms) SM {r['sm_clock_mhz']:5.0f} MHz "
+                  f"{r['time_s'] * 1e3:6.3f} ms (host {r['host_s'] * 1e3:6.3f} ms, CPU {r['host_cpu_s'] * 1e3:6.3f} ms) SM {r['sm_clock_mhz']:5.0f} MHz "
                   f"{r['power_w']:4.0f} W CPU {r['cpu_clock_mhz']:5.0f} MHz P{r['pstates']}")
         if args.update:
             prov = data.pop("provenance", None)

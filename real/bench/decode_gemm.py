@@ -386,12 +386,12 @@ def bench_decode_drift(rec, timer, dev, deadline, quick, env):
                       if dev.type == "cuda" else None)
                 if ev:
                     ev[0].record()
-                h0 = time.perf_counter()
+                h0, c0 = time.perf_counter(), time.thread_time()
                 token = decode_step(model, token, caches, pos)
-                host_s = time.perf_counter() - h0
+                host_s, host_cpu_s = time.perf_counter() - h0, time.thread_time() - c0
                 if ev:
                     ev[1].record()
-                steps.append({"step": step, "cache_len": pos + 1, "host_s": host_s, "ev": ev,
+                steps.append({"step": step, "cache_len": pos + 1, "host_s": host_s, "host_cpu_s": host_cpu_s, "ev": ev,
                               "power_now_w": tel.power_w(), "temperature_c": tel.temperature_c(),
                               "pstate": tel.performance_state(), "clock_event_reasons": tel.clock_event_reasons(),
                               "sm_clock_mhz": tel.sm_clock_mhz(), "mem_clock_mhz": tel.mem_clock_mhz()})

@@ -62,7 +62,7 @@ SHAPE_COLS = {
                     "align_elems", "split", "kernels", "kernel", "kernel_names", "kernel_s", "gemm_kernels",
                     "gemm_kernel_s", "split_k"],
     "decode_drift": ["bench", "model", "batch", "prompt_len", "gen_len", "round", "condition", "step", "cache_len",
-                     "host_s", "power_now_w", "temperature_c", "pstate", "clock_event_reasons", "cpu_clock_mhz",
+                     "host_s", "host_cpu_s", "power_now_w", "temperature_c", "pstate", "clock_event_reasons", "cpu_clock_mhz",
                      "load_avg_1m", "split"],
     # real/bench/parallel_blocks.py bench_collective_host: host seconds to issue one call (time_s)
     "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split"],

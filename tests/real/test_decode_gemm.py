@@ -107,5 +107,14 @@ def test_quick_decode_drift_writes_a_row_per_step(tmp_path):
     assert {r["condition"] for r in rows} == set(dg.CONDITIONS)
     per_round = len(rows) / len(dg.CONDITIONS)
     assert per_round == 6 - 1                      # quick: G 6 -> 5 steps a round
-    assert all(float(r["time_s"]) > 0 and float(r["host_s"]) > 0 for r in rows)
+    assert all(float(r["time_s"]) > 0 and float(r["host_s"]) > 0 and float(r["host_cpu_s"]) >= 0 for r in rows)
     assert [int(r["cache_len"]) for r in rows[:3]] == [17, 18, 19]   # quick: P 16
+
+
+def test_telemetry_reads_the_gpu_cuda_sees():
+    # NVML numbers every GPU of the host; CUDA device i is the i-th one CUDA_VISIBLE_DEVICES lists
+    from real.telemetry import nvml_handle_spec
+    assert nvml_handle_spec(0, "3") == ("index", 3)
+    assert nvml_handle_spec(1, "2,5") == ("index", 5)
+    assert nvml_handle_spec(0, None) == ("index", 0) and nvml_handle_spec(2, "") == ("index", 2)
+    assert nvml_handle_spec(0, "GPU-1a2b") == ("uuid", "GPU-1a2b")
