@@ -7,16 +7,16 @@ rows, each timed alone in a CUDA graph, with the profiler's kernels of one call.
 
 Terms of the profile from the FITTING split's rows (calibration/split.py: batches 16 and 192 and
 cache lengths 1,041 and 4,097 are held out):
-  batched_gemm    one GemmCurve per alignment class ("bf16/align<a>": the largest of 8, 4, 2, 1
+  batched_gemm    one BatchedCurve (a GemmCurve and a fixed time per call) per alignment class ("bf16/align<a>": the largest of 8, 4, 2, 1
                   elements dividing the GEMM's leading dimensions), fitted by least squares on the
                   log of the rows' GEMM-kernel time (the CUDA-graph time per call, times the GEMM
                   kernels' share of the profiled kernel time: an einsum's operand copies, which
                   the decode op list costs apart, left out) under compute.batched_gemm_time_s,
                   with or without the tile-wave model (whichever fits the class better);
   cublas_kernels  the kernels a call launches beyond its one GEMM kernel (cuBLAS's split-K
-                  reduction `cublasLt::splitKreduce_kernel`), per weight shape and m for the
-                  projections ("linear": {"<n>x<k>": [[m, extra], ...]}) and per einsum, heads and
-                  alignment for the batched GEMMs ("bmm": {"<op>/h<H>/align<a>": [[batch, extra]]});
+                  reduction `cublasLt::splitKreduce_kernel`, its workspace memsets), per weight shape and m for the
+                  projections ("linear": {"<n>x<k>": {"<m>": extra, ...}}) and per einsum, heads and
+                  alignment for the batched GEMMs ("bmm": {"<op>/h<H>/align<a>": {"<batch>": extra}});
                   a lookup takes the nearest measured m (log scale) (Profile.eager_decode);
   elementwise_eff the attention's elementwise kernels over the scores (decode_elementwise rows):
                   op -> the median over fitting rows of streaming time (bytes at memory_eff) over
@@ -46,12 +46,13 @@ from calibration.predict import gpu_spec
 from calibration.split import split
 from twin.core.atomic import write_text
 from twin.costs import compute
-from twin.costs.profile import PROFILES, GemmCurve, Profile, profile_from_json
+from twin.costs.profile import PROFILES, BatchedCurve, Profile, profile_from_json
 
 FAMILY = "decode_gemm.csv"
 GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
 E_MAX_BOUNDS, HALF_BOUNDS = (0.02, 1.0), (0.0, 1e5)   # calibration.fit's bounds of a GemmCurve
 WAVE_TILES = (0, 128)
+FIXED_US_BOUNDS = (0.0, 100.0)   # a batched GEMM call's fixed time, microseconds
 MIN_ROWS = 8           # 2 fitting rows per parameter (calibration.fit MIN_POINTS_PER_PARAM)
 
 
@@ -75,12 +76,17 @@ def _bmm(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["bench"] == "decode_bmm"]
 
 
+def curve_key(precision: str, align: int, op: str) -> str:
+    """Profile.batched_gemm key of one einsum of MLA._attend_absorbed at an alignment."""
+    return f"{precision}/{op}/align{int(align)}"
+
+
 def predict_bmm_s(row, profile: Profile, gpu) -> float:
     return compute.batched_gemm_time_s(int(row["batch_count"]), int(row["m"]), int(row["n"]), int(row["k"]),
-                                       int(row["align_elems"]), gpu, profile)
+                                       int(row["align_elems"]), row["op"], gpu, profile)
 
 
-def _fit_curve(rows: pd.DataFrame, profile: Profile, gpu, key: str) -> tuple[GemmCurve, float]:
+def _fit_curve(rows: pd.DataFrame, profile: Profile, gpu, key: str) -> tuple[BatchedCurve, float]:
     """(curve, soft-l1 cost) of one alignment class, the better of each wave-tile candidate."""
     from scipy.optimize import least_squares   # lazy: scipy.optimize is heavy and only a fit needs it
 
@@ -88,18 +94,19 @@ def _fit_curve(rows: pd.DataFrame, profile: Profile, gpu, key: str) -> tuple[Gem
     best = None
     for tile in WAVE_TILES:
         def residuals(x):
-            curve = GemmCurve(*x, wave_tile=tile)
+            curve = BatchedCurve(*x[:4], wave_tile=tile, fixed_s=x[4] * 1e-6)
             prof = _with_curves(profile, {key: curve})
             pred = np.array([predict_bmm_s(r, prof, gpu) for _, r in rows.iterrows()])
             return np.log(pred / meas)
 
-        x0 = (0.3, 1.0, 16.0, 16.0)
-        lo = (E_MAX_BOUNDS[0],) + (HALF_BOUNDS[0],) * 3
-        hi = (E_MAX_BOUNDS[1],) + (HALF_BOUNDS[1],) * 3
+        x0 = (0.3, 1.0, 16.0, 16.0, 2.0)               # fixed time in microseconds (scaled for the solver)
+        lo = (E_MAX_BOUNDS[0],) + (HALF_BOUNDS[0],) * 3 + (FIXED_US_BOUNDS[0],)
+        hi = (E_MAX_BOUNDS[1],) + (HALF_BOUNDS[1],) * 3 + (FIXED_US_BOUNDS[1],)
         sol = least_squares(residuals, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, max_nfev=400)
         cost = float(sol.cost)
         if best is None or cost < best[1]:
-            best = (GemmCurve(*map(float, sol.x), wave_tile=tile), cost)
+            x = [float(v) for v in sol.x]
+            best = (BatchedCurve(*x[:4], wave_tile=tile, fixed_s=x[4] * 1e-6), cost)
     return best
 
 
@@ -108,26 +115,34 @@ def _with_curves(profile: Profile, curves: dict) -> Profile:
 
 
 def fit_batched_curves(df: pd.DataFrame, profile: Profile, gpu_name: str, precision: str = "bf16") -> dict:
-    """"<precision>/align<a>" -> GemmCurve from the fitting rows of each alignment class with at
-    least MIN_ROWS rows."""
+    """"<precision>/<op>/align<a>" -> BatchedCurve from the fitting rows of each einsum and
+    alignment with at least MIN_ROWS rows."""
     gpu = gpu_spec(gpu_name)
     fit = _bmm(df)[~_bmm(df)["held_out"]]
+    keys = fit.apply(lambda r: curve_key(precision, r["align_elems"], r["op"]), axis=1)
     curves = {}
-    for align, rows in sorted(fit.groupby("align_elems")):
+    for key, rows in sorted(fit.groupby(keys)):
         if len(rows) < MIN_ROWS:
             continue
-        key = f"{precision}/align{int(align)}"
         curves[key], _ = _fit_curve(rows, profile, gpu, key)
     return curves
 
 
+def extra_per_call(row) -> int:
+    """Kernels a profiled call launched beyond its one GEMM kernel: cuBLAS's split-K reduction
+    (a second GEMM-class kernel) and its workspace memsets (`Memset (Device)`); an einsum's
+    operand copies are not cuBLAS's (the decode op list names them)."""
+    memsets = str(row.get("kernel_names", "")).count("Memset")
+    return max(0, int(row["gemm_kernels"]) - 1) + memsets
+
+
 def _table(rows: pd.DataFrame, key_of, x_col: str) -> dict:
-    """key -> [[x, extra kernels]] (the median over rows of one key and x, rounded), x ascending."""
+    """key -> {"<x>": extra kernels} (the median over rows of one key and x, rounded), x ascending."""
     out: dict = {}
+    rows = rows.assign(_extra=rows.apply(extra_per_call, axis=1))
     for (key, x), g in rows.groupby([rows.apply(key_of, axis=1), x_col]):
-        extra = max(0, int(round(float(np.median(g["gemm_kernels"].astype(float) - 1)))))
-        out.setdefault(key, []).append([int(x), extra])
-    return {k: sorted(v) for k, v in sorted(out.items())}
+        out.setdefault(key, {})[int(x)] = max(0, int(round(float(np.median(g["_extra"])))))
+    return {k: {str(x): e for x, e in sorted(v.items())} for k, v in sorted(out.items())}
 
 
 def linear_key(n: int, k: int) -> str:
@@ -150,14 +165,24 @@ def cublas_kernel_tables(df: pd.DataFrame) -> dict:
     return out
 
 
-def extra_kernels(points: list | None, x: float) -> int:
+def extra_kernels(points: dict | None, x: float) -> int:
     """The extra kernels of the measured point nearest x in log scale (ties: the smaller x); 0
-    where nothing was measured. E.g. [[1, 2], [8, 1], [256, 0]] at 4 -> 1 (log2: 2 from 1 and
+    where nothing was measured. E.g. {"1": 2, "8": 1, "256": 0} at 4 -> 1 (log2: 2 from 1 and
     1 from 8), at 100 -> 0."""
     if not points:
         return 0
     lx = math.log2(max(x, 1))
-    return int(min(points, key=lambda p: (abs(math.log2(max(p[0], 1)) - lx), p[0]))[1])
+    nearest = min((int(k) for k in points), key=lambda m: (abs(math.log2(max(m, 1)) - lx), m))
+    return int(points[str(nearest)])
+
+
+SOFTMAX_WARP_MAX = 2048   # PyTorch's softmax_warp_forward takes rows of at most 2^11 elements
+
+
+def elementwise_key(op: str, cache_len: float) -> str:
+    """The elementwise term of an op over L cached positions: softmax rows longer than 2,048
+    elements run another kernel (a block per row) than the warp-per-row one ("softmax_long")."""
+    return "softmax_long" if op == "softmax" and cache_len > SOFTMAX_WARP_MAX else str(op)
 
 
 def elementwise_eff(df: pd.DataFrame, profile: Profile, gpu_name: str) -> dict:
@@ -165,7 +190,7 @@ def elementwise_eff(df: pd.DataFrame, profile: Profile, gpu_name: str) -> dict:
     rows = df[(df["bench"] == "decode_elementwise") & ~df["held_out"]]
     hbm = gpu_spec(gpu_name).hbm_bytes_per_s
     out = {}
-    for op, g in rows.groupby("op"):
+    for op, g in rows.groupby(rows.apply(lambda r: elementwise_key(r["op"], r["cache_len"]), axis=1)):
         stream_s = g["bytes"] / (hbm * profile.memory_eff)
         out[str(op)] = float(np.median(stream_s / (g["time_s"] - profile.launch_s).clip(lower=1e-9)))
     return out

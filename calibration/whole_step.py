@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration import nccl
-from calibration.decode_gemm import bmm_key, extra_kernels, linear_key
+from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
                                  moe_layer_ops, predict_s, swiglu_bwd, timed_window_s, twin_precision)
 from twin.costs import comm, compute
@@ -350,7 +350,7 @@ def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
     e.small(3)                                        # two aranges, the compare
     _elementwise(e, "masked_fill", 2 * S * FP32_BYTES)   # reads and writes FP32
     _elementwise(e, "scale", 2 * S * FP32_BYTES)      # * softmax_scale
-    _elementwise(e, "softmax", 2 * S * FP32_BYTES)
+    _elementwise(e, elementwise_key("softmax", L), 2 * S * FP32_BYTES)
     _elementwise(e, "to_bf16", S * (FP32_BYTES + BF16_BYTES))
     if batched:
         _bmm(e, "p_c", B, H, C, L, align_elems(L), B, H)
@@ -364,7 +364,7 @@ def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
 def _bmm(e: Eager, op: str, batch: int, m: int, n: int, k: int, align: int, B: int, H: int) -> None:
     """One einsum of the absorbed attention as the batched GEMM cuBLAS runs, and the kernels the
     profiler counted beyond it for that einsum at that batch (Profile.eager_decode cublas_kernels "bmm")."""
-    e.add("gemm.bf16", compute.batched_gemm_time_s(batch, m, n, k, align, e.gpu, e.profile))
+    e.add("gemm.bf16", compute.batched_gemm_time_s(batch, m, n, k, align, op, e.gpu, e.profile))
     e.small(cublas_extra_kernels(e.profile, "bmm", bmm_key(op, H, align), B))
 
 

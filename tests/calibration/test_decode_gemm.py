@@ -12,15 +12,20 @@ from calibration import whole_step as ws
 from calibration.predict import gpu_spec
 from twin.core.specs import get_model
 from twin.costs import compute
-from twin.costs.profile import GemmCurve, fitted_profile
+from twin.costs.profile import BatchedCurve, fitted_profile
 
 # the fixture's "true" kernels: Hopper-aligned and the unaligned fallback, 4x slower at the top
-TRUE = {8: GemmCurve(0.6, 0.0, 40.0, 60.0), 1: GemmCurve(0.15, 0.0, 20.0, 30.0)}
+TRUE = {8: BatchedCurve(0.6, 0.0, 40.0, 60.0), 1: BatchedCurve(0.15, 0.0, 20.0, 30.0, fixed_s=3e-6)}
+OPS = ("scores_latent", "p_c", "scores_rope")
+
+
+def _curves():
+    return {f"bf16/{op}/align{a}": c for a, c in TRUE.items() for op in OPS}
 H, P, R, C, O = 128, 128, 64, 512, 128
 
 
 def _fixture(gpu: str) -> pd.DataFrame:
-    prof = dataclasses.replace(fitted_profile(gpu), batched_gemm={f"bf16/align{a}": c for a, c in TRUE.items()})
+    prof = dataclasses.replace(fitted_profile(gpu), batched_gemm=_curves())
     g = gpu_spec(gpu)
     rows = []
     for B in (1, 8, 16, 32, 64, 128, 192, 256):
@@ -28,7 +33,7 @@ def _fixture(gpu: str) -> pd.DataFrame:
             a = 8 if L % 8 == 0 else 1
             for op, (nb, m, n, k) in (("scores_latent", (B, H, L, C)), ("p_c", (B, H, C, L)),
                                       ("scores_rope", (B, H, L, R))):
-                t = compute.batched_gemm_time_s(nb, m, n, k, a, g, prof)
+                t = compute.batched_gemm_time_s(nb, m, n, k, a, op, g, prof)
                 # an operand copy beside the GEMM kernel in half the calls: left out of gemm_time_s
                 copy_s = 0.1 * t if op == "p_c" else 0.0
                 rows.append({"bench": "decode_bmm", "op": op, "weight": "", "model": "v3-slice-2l", "batch": B,
@@ -63,7 +68,7 @@ def fixture_root(tmp_path_factory):
 def test_the_fit_recovers_the_curves_and_predicts_the_held_out_rows(fixture_root):
     prof = fitted_profile("h200")
     terms = dg.decode_terms("h200", prof, fixture_root)
-    assert set(terms["batched_gemm"]) == {"bf16/align8", "bf16/align1"}
+    assert set(terms["batched_gemm"]) == set(_curves())
     new = dg.with_decode_terms(prof, terms)
     errs = dg.held_out_errors("h200", new, fixture_root)
     # held out: batches 16, 192 and lengths 1041, 4097 (calibration/split.py), never fitted
@@ -78,8 +83,8 @@ def test_the_fit_recovers_the_curves_and_predicts_the_held_out_rows(fixture_root
 def test_kernel_tables_count_the_extra_kernels_per_shape_and_batch(fixture_root):
     tables = dg.decode_terms("h200", fitted_profile("h200"), fixture_root)["eager_decode"]["cublas_kernels"]
     # fitting rows only: batches 1..256 but 16 and 192
-    assert tables["linear"]["1536x7168"] == [[1, 1], [8, 1], [32, 1], [64, 1], [128, 0], [256, 0]]
-    assert all(e == 0 for _, e in tables["linear"]["129280x7168"])
+    assert tables["linear"]["1536x7168"] == {"1": 1, "8": 1, "32": 1, "64": 1, "128": 0, "256": 0}
+    assert all(e == 0 for e in tables["linear"]["129280x7168"].values())
     assert dg.extra_kernels(tables["linear"]["1536x7168"], 16) == 1      # nearest: 8 and 32 (tie -> 8)
     assert dg.extra_kernels(tables["linear"]["1536x7168"], 192) == 0     # nearest: 256
     assert dg.extra_kernels(None, 4) == 0
@@ -92,14 +97,14 @@ def test_elementwise_rates_are_the_fitting_rows_own(fixture_root):
 
 
 def test_extra_kernels_take_the_nearest_measured_point_in_log_scale():
-    pts = [[1, 2], [8, 1], [256, 0]]
+    pts = {"1": 2, "8": 1, "256": 0}
     assert dg.extra_kernels(pts, 1) == 2 and dg.extra_kernels(pts, 4) == 1 and dg.extra_kernels(pts, 100) == 0
 
 
 def test_decode_costs_the_cache_gemms_by_alignment_and_adds_the_counted_kernels():
     spec, g = get_model("v3-slice-2l"), gpu_spec("h200")
-    prof = dataclasses.replace(fitted_profile("h200"), batched_gemm={f"bf16/align{a}": c for a, c in TRUE.items()},
-                               eager_decode={"cublas_kernels": {"linear": {"1536x7168": [[1, 1], [256, 0]]}}})
+    prof = dataclasses.replace(fitted_profile("h200"), batched_gemm=_curves(),
+                               eager_decode={"cublas_kernels": {"linear": {"1536x7168": {"1": 1, "256": 0}}}})
     base = fitted_profile("h200")
     aligned, unaligned = ws.decode_ops(spec, 256, 1032, g, prof), ws.decode_ops(spec, 256, 1033, g, prof)
     gpu_s = lambda e: sum(op[1] for op in e.ops)

@@ -75,8 +75,8 @@ A profile also describes the *software stack* that ran the kernels, as data:
     passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd" -> host
     seconds to dispatch each kernel of a layer's forward / autograd backward). Used only to predict real/'s eager records.
   batched_gemm: batched GEMM kernels (cuBLAS bmm, as torch.einsum runs real/'s absorbed MLA
-    decode over the latent cache), "<precision>/align<a>" -> GemmCurve over one batch element's
-    (m, n, k) (compute.batched_gemm_time_s): `a` is the largest of 8, 4, 2, 1 elements dividing
+    decode over the latent cache), "<precision>/align<a>" -> BatchedCurve: a GemmCurve over one
+    batch element's (m, n, k) plus a fixed time per call (compute.batched_gemm_time_s): `a` is the largest of 8, 4, 2, 1 elements dividing
     the leading dimensions; with a 16-byte-unaligned one (a cache length L % 8 != 0, 7 of 8 decode
     steps) cuBLAS falls back to Ampere-era CUTLASS `*_align1/2/4` kernels several times slower
     than its Hopper ones. Fitted from decode_gemm.csv's fitting rows (calibration/decode_gemm.py);
@@ -84,7 +84,8 @@ A profile also describes the *software stack* that ran the kernels, as data:
   eager_decode: what real/'s eager decode step runs beyond the op classes above, measured in
     decode_gemm.csv (calibration/decode_gemm.py): `cublas_kernels`, the kernels each cuBLAS call
     launches beyond its GEMM kernel at decode sizes (a split-K reduction,
-    `cublasLt::splitKreduce_kernel`; {"linear": {"<n>x<k>": [[m, extra]]}, "bmm": {...}}), and
+    `cublasLt::splitKreduce_kernel`, and its memsets; {"linear": {"<n>x<k>": {"<m>": extra}}, "bmm":
+    {"<op>/h<heads>/align<a>": {"<batch>": extra}}}), and
     `elementwise_eff`, the absorbed attention's elementwise kernels over the FP32 scores (op ->
     fraction of the streaming rate, memory_eff). Used only to predict real/'s eager decode records.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
@@ -119,6 +120,15 @@ class GemmCurve:
 
     def eff(self, m: float, n: float, k: float) -> float:
         return self.e_max / (1.0 + self.m_half / max(m, 1) + self.n_half / max(n, 1) + self.k_half / max(k, 1))
+
+
+@dataclass(frozen=True)
+class BatchedCurve(GemmCurve):
+    """A batched GEMM kernel's curve (Profile.batched_gemm): a GemmCurve over one batch element's
+    (m, n, k), plus `fixed_s`, the time a call takes beyond its roofline whatever its size (a
+    small batched GEMM's pipeline fill and, at batch 1, cuBLAS's split-K reduction: 4-10 us on the
+    H100 against 1-2 us of work, decode_gemm.csv)."""
+    fixed_s: float = 0.0
 
 
 # FlashAttention-2's speed relative to cuDNN's fused attention on the H100 SXM5, head dim 128, BF16:
@@ -172,7 +182,7 @@ class Profile:
     # "bus_bytes_per_s", "source"}} for op in comm.COLLECTIVES; empty: the catalog's links
     collectives: dict = field(default_factory=dict, compare=False, hash=False)
     eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
-    batched_gemm: dict = field(default_factory=dict)   # "<precision>/align<a>" -> GemmCurve (calibration.decode_gemm)
+    batched_gemm: dict = field(default_factory=dict)   # "<precision>/align<a>" -> BatchedCurve (calibration.decode_gemm)
     eager_decode: dict = field(default_factory=dict)   # real/'s eager decode only (calibration.decode_gemm)
 
     @property
@@ -324,7 +334,7 @@ def profile_from_json(data: dict) -> Profile:
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
         collectives=_collectives(data.get("collectives", {})),
         eager=dict(data.get("eager", {})),
-        batched_gemm={k: GemmCurve(**c) for k, c in data.get("batched_gemm", {}).items()},
+        batched_gemm={k: BatchedCurve(**c) for k, c in data.get("batched_gemm", {}).items()},
         eager_decode=dict(data.get("eager_decode", {})),
     )
 
