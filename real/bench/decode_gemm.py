@@ -63,7 +63,7 @@ from real.model import build_model
 
 # model.csv's decode rows: batches per model, prompt 1,024, 32 generated (L = 1,025..1,056)
 MODEL_BATCHES = {"v3-slice-2l": [1, 8, 32, 64, 128, 256], "v2-lite-slice": [1, 8, 32, 128, 256]}
-# held out (calibration/split.py HELD_OUT_DECODE_*; tests/real/test_decode_gemm.py keeps them equal)
+# held out (calibration/split.py HELD_OUT_DECODE_*; tests/real/test_bench_decode_gemm.py keeps them equal)
 HOLDOUT_BATCHES = {16, 192}          # between the fitted batches (v3-slice-2l only)
 # the decode rows' lengths by alignment (1025 odd, 1026 2-aligned, 1028 4-aligned, 1032 8-aligned),
 # shorter and longer caches; 1041 (odd) and 4097 held out
