@@ -33,6 +33,7 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration import sm_reserve
+from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
@@ -610,6 +611,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     stats["fp8_stack"] = stack
     stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
     prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root))
+    prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)
     collectives, stats["collectives"] = collectives_terms(gpu, root)
     prov = provenance(df, gpu, stats, root)
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,

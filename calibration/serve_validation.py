@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 
 from twin.costs.flops import BF16_BYTES
 from calibration import records as rec
 from calibration.predict import Eager, _mla_ops, _moe_ops, timed_window_s, zipf_expert_rows
+from calibration.whole_step import predict_model_row
 from twin.costs.profile import Profile, fitted_profile
 from twin.serving.iteration import decode_step, prefill_forward
 from twin.core.serve_specs import ServeSpec
@@ -25,72 +25,6 @@ def _dense_ffn(e, m: ModelSpec, tokens: int) -> None:
     e.gemm(tokens, 2 * m.intermediate_size, m.hidden_size, "bf16")
     e.mem(5 * tokens * m.intermediate_size * BF16_BYTES, kernels=2)
     e.gemm(tokens, m.hidden_size, m.intermediate_size, "bf16")
-
-
-def eager_decode_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, ctx: float) -> float:
-    """One eager-PyTorch decode step of real/infer.py decode_step (BF16, one GPU, all experts
-    local), as the op sequence real/model.py issues, with the host dispatch time of each op
-    (profile.host_s) - calibration.predict.Eager. Op counts are read from real/model.py."""
-    e = Eager(gpu, prof)
-    B, D, H = batch, m.hidden_size, m.num_heads
-    P, R, O, C, Q = m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim, m.kv_lora_rank, m.q_lora_rank
-    B2 = BF16_BYTES
-    e.mem(2 * B * D * B2)                                          # embedding
-    for layer in range(m.num_layers):
-        e.mem(2 * B * D * B2)                                      # attn_norm
-        if Q:
-            e.gemm(B, Q, D, "bf16")
-            e.mem(2 * B * Q * B2)
-            e.gemm(B, H * (P + R), Q, "bf16")
-        else:
-            e.gemm(B, H * (P + R), D, "bf16")
-        e.mem(B * H * R * 40, kernels=8)                           # rope on q_pe
-        e.gemm(B, C + R, D, "bf16")
-        e.mem(2 * B * C * B2)                                      # kv_norm
-        e.mem(B * R * 40, kernels=8)                               # rope on k_pe
-        e.small(2)                                                 # cache writes
-        e.small(3)                                                 # view/split of wkv_b
-        e.grouped([B] * H, C, P, "bf16")                           # q_abs einsum (bmm over heads)
-        e.mem(B * ctx * C * B2 + B * H * ctx * 4)                  # scores vs latent (bmm, memory-bound)
-        e.mem(B * ctx * R * B2 + B * H * ctx * 4)                  # scores vs rope key
-        e.mem(3 * B * H * ctx * 4, kernels=2)                      # add, float
-        e.small(4)                                                 # arange x2, compare, index
-        e.mem(2 * B * H * ctx * 4 * 3, kernels=3)                  # masked_fill, * scale, softmax
-        e.mem(B * H * ctx * (4 + B2))                              # .to(bf16)
-        e.mem(B * ctx * C * B2 + B * H * ctx * B2)                 # p @ latent
-        e.grouped([B] * H, O, C, "bf16")                           # W_UV einsum
-        e.gemm(B, D, H * O, "bf16")
-        e.mem(3 * B * D * B2)                                      # residual
-        e.mem(2 * B * D * B2)                                      # ffn_norm
-        if layer < m.num_dense_layers:
-            _dense_ffn(e, m, B)
-        else:
-            E, K, F_ = m.num_routed_experts, m.top_k, m.moe_intermediate_size
-            e.gemm(B, E, D, "bf16")                                # gate
-            e.small(14)                                            # routing (sigmoid, bias, group top-k, top-k, ...)
-            e.small(18)                                            # argsort, counts, gathers, group offsets
-            N = B * K
-            touched = E * (1.0 - (1.0 - 1.0 / E) ** N)
-            rows = [max(1.0, N / touched)] * max(1, round(touched))
-            rows = [math.ceil(r / 16) * 16 for r in rows]
-            e.gather(4 * N * D * B2, kernels=2)
-            e.grouped(rows, 2 * F_, D, "bf16")
-            e.mem(5 * sum(rows) * F_ * B2, kernels=2)
-            e.grouped(rows, D, F_, "bf16")
-            e.gather(4 * N * D * B2, kernels=2)
-            e.small(2)
-            e.mem(3 * N * D * B2, kernels=2)                       # * weights, sum over K
-            if m.num_shared_experts:
-                S = m.num_shared_experts * F_
-                e.gemm(B, 2 * S, D, "bf16")
-                e.mem(5 * B * S * B2, kernels=2)
-                e.gemm(B, D, S, "bf16")
-                e.mem(3 * B * D * B2)
-        e.mem(3 * B * D * B2)                                      # residual
-    e.mem(2 * B * D * B2)                                          # final norm
-    e.gemm(B, m.vocab_size, D, "bf16")                             # logits
-    e.mem(B * m.vocab_size * 4)                                    # argmax
-    return timed_window_s([], e.ops)
 
 
 def eager_prefill_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, prompt_len: int) -> float:
@@ -137,8 +71,9 @@ def eager_prefill_s(m: ModelSpec, gpu: GPUSpec, prof: Profile, batch: int, promp
 def validate_measured(gpus=("h100", "h200")) -> list[dict]:
     """Twin vs measured decode/prefill rows of calibration/measurements/<gpu>/model.csv.
 
-    decode: eager op sequence with host dispatch (eager_decode_s) - on these small slices a
-    host-overhead test, said so in the row. prefill: the twin's fused-stack prefill model on
+    decode: eager op sequence with host dispatch (calibration.whole_step.predict_model_row, the op
+    list twin validate predicts these records with) - on these small slices mostly a host-overhead
+    test, said so in the row. prefill: the twin's fused-stack prefill model on
     one GPU (ep = 1, BF16) and, for comparison, the same with the eager host floor."""
     root = rec.MEASUREMENTS_DIR
     out = []
@@ -157,7 +92,8 @@ def validate_measured(gpus=("h100", "h200")) -> list[dict]:
                 measured = float(row["time_s"])
                 if row["bench"] == "decode":
                     G = int(float(row["gen_len"]))
-                    pred = eager_decode_s(m, gpu, eager, B, Pl + G / 2)
+                    # real/'s eager decode step as twin validate predicts the records (one op list)
+                    pred = predict_model_row({**row, "batch": B, "prompt_len": Pl, "gen_len": G}, gpu, eager)
                     s = ServeSpec(ep=1, weight_precision="bf16", batch=B, input_len=Pl, output_len=G, num_microbatches=1)
                     gpu_only = decode_step(m, gpu, s, B, dataclasses.replace(eager, host_s={}))["step_s"]
                     note = "eager host dispatch dominates: a host-overhead test" if pred > 1.5 * gpu_only else "GPU-bound"

@@ -16,6 +16,11 @@ Held out:
                 (router_topk, fp8_quant_*): real/ builds them from several PyTorch kernels, so they
                 are predicted as those kernels (router_topk: three torch.topk calls costed by the
                 topk rows' fit, plus elementwise kernels), never fitted;
+  decode_bmm, decode_linear, decode_elementwise  batch in {16, 192} (between the fitted decode
+                batches) or cache_len in {1041, 4097} (an unaligned length between the fitted ones,
+                a longer cache): the absorbed MLA's batched GEMMs, the decode step's projections
+                at m = batch rows and the attention's elementwise kernels over the scores
+                (real/bench/decode_gemm.py, decode_gemm.csv; the campaign marks the same split);
   composed      every MLA layer, MoE layer, train/prefill/decode case is a composition the fit
                 never uses (only the primitives above are fitted); their `held_out` flag marks
                 the families that also differ from everything fitted in shape: MoE layers with
@@ -39,6 +44,8 @@ MULTI_KERNEL_MEMORY_OPS = {"router_topk", "fp8_quant_1x128", "fp8_quant_rowwise"
 HELD_OUT_MOE_EXPERTS = {32}
 HELD_OUT_MOE_SKEWS = {0.5, 1.5}
 HELD_OUT_MODELS = {"v2-lite-slice"}
+HELD_OUT_DECODE_BATCHES = {16, 192}
+HELD_OUT_DECODE_CACHE_LENS = {1041, 4097}
 
 
 def is_held_out(row) -> bool:
@@ -58,6 +65,10 @@ def is_held_out(row) -> bool:
                 or row["model"] in HELD_OUT_MODELS)
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
         return row["model"] in HELD_OUT_MODELS
+    if b in ("decode_bmm", "decode_linear", "decode_elementwise"):
+        L = row.get("cache_len")
+        return (int(row["batch"]) in HELD_OUT_DECODE_BATCHES
+                or (L not in ("", None) and not pd.isna(L) and int(L) in HELD_OUT_DECODE_CACHE_LENS))
     return True  # whole-model cases and anything new: never fitted
 
 

@@ -35,6 +35,7 @@ from calibration import nccl
 from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
 from calibration import records as rec
+from calibration.decode_gemm import held_out_errors as decode_gemm_errors
 from calibration.fit import PROFILES_DIR, fit_profile
 from calibration.predict import gpu_spec, predict_s
 from calibration.serve_load_validation import format_serve_load, validate_serve_load
@@ -239,6 +240,13 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
     out["by_gpu_kind_gpus"] = by_gpu_kind_gpus(out["cases"])
+    # real/'s decode GEMMs (decode_gemm.csv): the batched-GEMM curves on their own held-out rows
+    # (kernel records of their own, apart from the per-GPU kernel figures above)
+    out["decode_gemm"] = {}
+    for gpu, prof in profiles.items():
+        errs = decode_gemm_errors(gpu, prof, root)
+        if errs:
+            out["decode_gemm"][gpu] = {"held_out": errs["held_out"], "fit": errs["fit"]}
     # the request simulation against real/serve's load runs (issue 15's serving targets)
     out["serve_load"] = validate_serve_load(root)
     if "h100" in frames and "h200" in frames:

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from calibration import nccl
+from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
 from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
                                  moe_layer_ops, predict_s, swiglu_bwd, timed_window_s, twin_precision)
-from twin.costs import comm
+from twin.costs import comm, compute
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
 
@@ -301,29 +302,85 @@ def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
     return e
 
 
+class DecodeEager(Eager):
+    """real/'s eager decode ops: each cuBLAS projection also launches the kernels the profiler
+    counted beyond its GEMM kernel for that weight shape at that m (a split-K reduction;
+    Profile.eager_decode cublas_kernels "linear", calibration.decode_gemm), each a launch-bound op dispatched
+    like the others (the decode steps' host time per launched kernel, host_dispatch.csv, is that of
+    the layers: ~19.5 us on both models' steps)."""
+
+    def gemm(self, m: int, n: int, k: int, label: str) -> None:
+        super().gemm(m, n, k, label)
+        self.small(cublas_extra_kernels(self.profile, "linear", linear_key(n, k), m))
+
+
+def cublas_extra_kernels(profile, table: str, key: str, x: float) -> int:
+    """Kernels one cuBLAS call of real/'s eager decode launches beyond its GEMM kernel (0 unmeasured)."""
+    tables = (profile.eager_decode or {}).get("cublas_kernels", {})
+    return extra_kernels(tables.get(table, {}).get(key), x)
+
+
 def _absorbed_attention(e: Eager, spec, B: int, L: int) -> None:
     """real/model.py MLA._attend_absorbed for one new token per sequence over L cached positions:
-    five einsums (batched GEMMs; their BF16 scores B x H x L), the add and the cast to FP32, the
-    mask (two aranges and a compare; masked_fill over the FP32 scores), the scale, softmax (one
+    five einsums (cuBLAS batched GEMMs; their BF16 scores B x H x L), the add and the cast to FP32,
+    the mask (two aranges and a compare; masked_fill over the FP32 scores), the scale, softmax (one
     warp-per-row pass: L <= 2048), the cast back and the two value einsums. The einsums lay their
     operands out with copies: q_nope and the output head-major, q_abs batch-major, the output's
     flatten (4 copy kernels a layer in the profiler's decode records, 2026-11-26: Memcpy DtoD and
-    direct copies beside the cache writes, sorts' and top-k's own). Views launch nothing."""
+    direct copies beside the cache writes, sorts' and top-k's own). Views launch nothing.
+    The einsums are batched GEMMs under the profile's measured batched-GEMM curves where it has
+    them (Profile.batched_gemm, decode_gemm.csv): the three over the cache have L as a leading
+    dimension, and where L % 8 != 0 cuBLAS runs its unaligned CUTLASS fallback kernels (the
+    `align` class), compute-bound at batch 128-256 (1.6 of the 5.0 ms of the V3 slice's kernels at
+    batch 256 on the H200, step_kernels.csv); without curves, the scores and values stream the
+    cache at the memory roofline and the two per-head products are dense GEMMs."""
     H, P, R, O, C = spec.num_heads, spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank
     S = B * H * L                                     # score elements
-    e.gemm(B, H * C, P, "bf16")                       # q_abs = q_nope . W_k (per head)
-    e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # scores on the latent (BF16 out)
-    e.mem(B * L * R * BF16_BYTES + S * BF16_BYTES)    # scores on the rope key
-    e.mem(3 * S * BF16_BYTES)                         # add
-    e.mem(S * (BF16_BYTES + FP32_BYTES))              # .float()
+    batched = bool(e.profile.batched_gemm)
+    if batched:
+        _bmm(e, "q_abs", H, B, C, P, 8, B, H)         # q_abs = q_nope . W_k (per head)
+        _bmm(e, "scores_latent", B, H, L, C, align_elems(L), B, H)
+        _bmm(e, "scores_rope", B, H, L, R, align_elems(L), B, H)
+    else:
+        e.gemm(B, H * C, P, "bf16")                   # q_abs = q_nope . W_k (per head)
+        e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # scores on the latent (BF16 out)
+        e.mem(B * L * R * BF16_BYTES + S * BF16_BYTES)    # scores on the rope key
+    _elementwise(e, "add", 3 * S * BF16_BYTES)
+    _elementwise(e, "float", S * (BF16_BYTES + FP32_BYTES))
     e.small(3)                                        # two aranges, the compare
-    e.mem(2 * S * FP32_BYTES)                         # masked_fill (reads and writes FP32)
-    e.mem(2 * S * FP32_BYTES)                         # * softmax_scale
-    e.mem(2 * S * FP32_BYTES)                         # softmax
-    e.mem(S * (FP32_BYTES + BF16_BYTES))              # .to(bf16)
-    e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # p . c
-    e.gemm(B, H * O, C, "bf16")                       # . W_v (per head)
+    _elementwise(e, "masked_fill", 2 * S * FP32_BYTES)   # reads and writes FP32
+    _elementwise(e, "scale", 2 * S * FP32_BYTES)      # * softmax_scale
+    _elementwise(e, elementwise_key("softmax", L), 2 * S * FP32_BYTES)
+    _elementwise(e, "to_bf16", S * (FP32_BYTES + BF16_BYTES))
+    if batched:
+        _bmm(e, "p_c", B, H, C, L, align_elems(L), B, H)
+        _bmm(e, "o_v", H, B, O, C, 8, B, H)           # . W_v (per head)
+    else:
+        e.mem(B * L * C * BF16_BYTES + S * BF16_BYTES)    # p . c
+        e.gemm(B, H * O, C, "bf16")                   # . W_v (per head)
     e.mem(2 * B * H * (P + C + O) * BF16_BYTES, kernels=4)   # the einsums' operand copies
+
+
+def _bmm(e: Eager, op: str, batch: int, m: int, n: int, k: int, align: int, B: int, H: int) -> None:
+    """One einsum of the absorbed attention as the batched GEMM cuBLAS runs, and the kernels the
+    profiler counted beyond it for that einsum at that batch (Profile.eager_decode cublas_kernels "bmm")."""
+    e.add("gemm.bf16", compute.batched_gemm_time_s(batch, m, n, k, align, op, e.gpu, e.profile))
+    e.small(cublas_extra_kernels(e.profile, "bmm", bmm_key(op, H, align), B))
+
+
+def _elementwise(e: Eager, op: str, bytes_: float) -> None:
+    """One of the attention's elementwise kernels over the scores, at its measured fraction of the
+    streaming rate where the profile has it (Profile.eager_decode elementwise_eff: the cast to FP32
+    is a casting copy, masked_fill reads a broadcast mask through TensorIterator's offset loop),
+    else streaming."""
+    eff = ((e.profile.eager_decode or {}).get("elementwise_eff") or {}).get(op, 1.0)
+    e.mem(bytes_ / eff)
+
+
+def align_elems(n: int) -> int:
+    """Largest of 8, 4, 2, 1 elements dividing n: a BF16 leading dimension's alignment (16, 8, 4
+    or 2 bytes), which picks cuBLAS's kernel (real/bench/decode_gemm.py records the same)."""
+    return next(a for a in (8, 4, 2, 1) if n % a == 0)
 
 
 def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
@@ -331,7 +388,7 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
     cache, the FFN or MoE at B tokens), the head and argmax; BF16, no grad."""
     D, Y, H = spec.hidden_size, spec.vocab_size, spec.num_heads
     P, R, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.kv_lora_rank, spec.q_lora_rank
-    e = Eager(gpu, profile)
+    e = DecodeEager(gpu, profile)
     e.gather(2 * B * D * BF16_BYTES)
     for i in range(spec.num_layers):
         _rmsnorm(e, B, D)
@@ -358,8 +415,12 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
             e.small(3 if spec.num_expert_groups > 1 else 1)
             f, _ = moe_layer_ops(spec, B, balanced_counts(spec, B), "bf16", gpu, profile)
             e.extend(f)
+            if spec.num_shared_experts:               # the shared experts' projections (inside moe_layer_ops)
+                F_ = spec.moe_intermediate_size * spec.num_shared_experts
+                e.small(cublas_extra_kernels(profile, "linear", linear_key(2 * F_, D), B)
+                        + cublas_extra_kernels(profile, "linear", linear_key(D, F_), B))
         else:
-            f, b = Eager(gpu, profile), Eager(gpu, profile)
+            f, b = DecodeEager(gpu, profile), DecodeEager(gpu, profile)
             _dense_ffn(f, b, B, D, spec.intermediate_size, "bf16")
             e.extend(f)
         e.mem(3 * B * D * BF16_BYTES)
@@ -368,6 +429,13 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
     e.mem(B * Y * BF16_BYTES)
     use_inference_host(e)
     return e
+
+
+def decode_cache_lens(prompt_len: int, gen_len: int) -> range:
+    """Cache lengths of the decode steps a model.csv decode record times (real/bench/whole_model.py
+    bench_serve: after the prefill, 3 warm-up steps at positions P..P+2, then G - 4 timed steps at
+    P+3..P+G-2, each attending over its position + 1 cached latents)."""
+    return range(prompt_len + 4, prompt_len + gen_len)
 
 
 def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
@@ -380,8 +448,11 @@ def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
     if b == "prefill":
         return timed_window_s([], prefill_ops(spec, B, int(row["prompt_len"]), gpu, profile).ops)
     if b == "decode":
-        L = int(row["prompt_len"]) + int(row["gen_len"]) / 2.0   # mean cached length of the timed steps
-        return timed_window_s([], decode_ops(spec, B, int(L), gpu, profile).ops)
+        # the record is the median over its timed steps, whose cache lengths differ (and with them
+        # the batched GEMMs' alignment): the median of the steps' predictions
+        steps = [timed_window_s([], decode_ops(spec, B, L, gpu, profile).ops)
+                 for L in decode_cache_lens(int(row["prompt_len"]), int(row["gen_len"]))]
+        return float(np.median(steps))
     return None
 
 

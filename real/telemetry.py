@@ -3,16 +3,34 @@
 Energy comes from the board's cumulative energy counter (`nvmlDeviceGetTotalEnergyConsumption`,
 millijoules since driver load), read before and after a timed loop; clocks are read right after
 the loop, while the GPU is still at its working clock.
+
+NVML numbers the GPUs of the host whatever CUDA_VISIBLE_DEVICES says, while torch's device i is
+the i-th GPU that variable lists: `nvml_handle_spec` maps one to the other (before 2026-11-26
+09:30 UTC the harness read NVML device i, so a run under CUDA_VISIBLE_DEVICES=3 recorded GPU 0's
+clocks and power).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 try:
     import pynvml
 except ImportError:  # CPU machines, or no nvidia-ml-py
     pynvml = None
+
+
+def nvml_handle_spec(device_index: int, visible: str | None) -> tuple[str, int | str]:
+    """("index", i) or ("uuid", "GPU-...") of the GPU that CUDA device `device_index` is, given
+    CUDA_VISIBLE_DEVICES (None or empty: all GPUs in NVML's order).
+    E.g. (0, "3") -> ("index", 3); (1, "2,5") -> ("index", 5); (0, "GPU-ab12") -> ("uuid", "GPU-ab12");
+    (0, None) -> ("index", 0)."""
+    entries = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    if not entries or device_index >= len(entries):
+        return "index", device_index
+    entry = entries[device_index]
+    return ("index", int(entry)) if entry.isdigit() else ("uuid", entry)
 
 
 class Telemetry:
@@ -22,7 +40,9 @@ class Telemetry:
             return
         try:
             pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            kind, key = nvml_handle_spec(device_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            self.handle = (pynvml.nvmlDeviceGetHandleByIndex(key) if kind == "index"
+                           else pynvml.nvmlDeviceGetHandleByUUID(key))
         except Exception:  # no driver / no GPU: NVMLError subclasses
             self.handle = None
 
@@ -52,6 +72,19 @@ class Telemetry:
 
     def temperature_c(self) -> float:
         return self._read(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU) if pynvml else math.nan
+
+    def performance_state(self) -> float:
+        """The GPU's performance state (0 = P0, the highest), NaN where unreadable."""
+        return self._read(pynvml.nvmlDeviceGetPerformanceState) if pynvml else math.nan
+
+    def clock_event_reasons(self) -> float:
+        """NVML's bitmask of why the clocks are where they are (idle, application setting, power
+        cap, thermal...: nvmlClocksEventReason*; the older name 'throttle reasons'), NaN where unreadable."""
+        if pynvml is None:
+            return math.nan
+        fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        return self._read(fn) if fn else math.nan
 
     def static_info(self) -> dict:
         """Name, driver, limits and max clocks, for env.json."""

@@ -33,7 +33,8 @@ Targets printed (never asserted): FP8 expert GEMMs at V3 shapes >= 1000 TFLOP/s 
 Layout: `sections.py` (section names and budget shares, torch-free), `records.py` (CSV columns,
 Recorder, log; torch-free), `timing.py` (Timer, Deadline), `device.py` (env.json, peaks,
 precisions), one module per family of sections (`gemm`, `memory`, `attention`, `moe_layer`,
-`whole_model`, `power`, `kernels`, `fp8_stack`, `sm_reserve`, `ep`), and `cli.py` (SECTIONS, main).
+`whole_model`, `power`, `kernels`, `fp8_stack`, `sm_reserve`, `ep`, `decode_gemm`: the decode step's
+batched GEMMs, projections and elementwise kernels, and its drift), and `cli.py` (SECTIONS, main).
 """
 
 from real.bench.records import ENERGY_MIN_WINDOW_S

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from real.bench.attention import bench_attention
+from real.bench.decode_gemm import bench_decode_drift, bench_decode_gemm
 from real.bench.device import environment, free_memory
 from real.bench.ep import bench_ep
 from real.bench.fp8_stack import bench_fp8_stack
@@ -49,6 +50,7 @@ _FUNCTIONS = {
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,
     "torch_cp": bench_torch_cp, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
     "tp_grouped": bench_tp_grouped,
+    "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

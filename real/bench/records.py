@@ -56,6 +56,14 @@ SHAPE_COLS = {
                         "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
                         "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
                         "comm_time_s", "comm_detail", "host_time_s", "split"],
+    # real/bench/decode_gemm.py (s8dec): the absorbed MLA's batched GEMMs, and decode steps with
+    # the GPU's and the host's state per step
+    "decode_gemm": ["bench", "op", "weight", "model", "batch", "cache_len", "num_heads", "batch_count", "m", "n", "k",
+                    "align_elems", "split", "kernels", "kernel", "kernel_names", "kernel_s", "gemm_kernels",
+                    "gemm_kernel_s", "split_k"],
+    "decode_drift": ["bench", "model", "batch", "prompt_len", "gen_len", "round", "condition", "step", "cache_len",
+                     "host_s", "host_cpu_s", "power_now_w", "temperature_c", "pstate", "clock_event_reasons", "cpu_clock_mhz",
+                     "load_avg_1m", "split"],
     # real/bench/parallel_blocks.py bench_collective_host: host seconds to issue one call (time_s)
     "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split"],
     # real/bench/torch_cp.py: PyTorch's own context parallelism (two GPUs) and, one GPU, the

@@ -55,6 +55,36 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s
 
 
+def batched_gemm_curve(profile: Profile, precision: str, align: int, kind: str):
+    """The batched GEMM curve of a GEMM family and alignment (Profile.batched_gemm
+    "<precision>/<kind>/align<a>": cuBLAS runs other kernels for each operand layout and alignment,
+    and picks its tiles per family), else the nearest measured coarser alignment's of that family
+    (align 2 without its own curve runs as align 1's), else the dense GEMM curve (unmeasured)."""
+    for a in (8, 4, 2, 1):
+        key = f"{precision}/{kind}/align{a}"
+        if a <= align and key in profile.batched_gemm:
+            return profile.batched_gemm[key]
+    return profile.gemm[precision]
+
+
+def batched_gemm_time_s(batch: int, m: int, n: int, k: int, align: int, kind: str, gpu: GPUSpec, profile: Profile,
+                        precision: str = "bf16", sm_frac: float = 1.0) -> float:
+    """One batched GEMM kernel (cuBLAS bmm: `batch` independent m x n x k products, e.g. the
+    absorbed MLA's scores of every sequence against its cached latents): the roofline of all the
+    products' FLOPs and operand bytes under the curve of its family (`kind`, e.g. the absorbed MLA's
+    "scores_latent") and alignment (batched_gemm_curve), the tile-wave model over the batch's tiles where the curve has one, plus
+    the curve's fixed time per call (BatchedCurve.fixed_s; none for the dense curve)."""
+    curve = batched_gemm_curve(profile, precision, align, kind)
+    eff = curve.eff(m, n, k)
+    flops = 2.0 * batch * m * n * k
+    in_bytes = FP8_BYTES if precision == "fp8" else BF16_BYTES
+    compute_s = flops / (gpu.peak_flops_per_s(precision) * eff * sm_frac)
+    tile = curve.wave_tile
+    compute_s *= wave_factor(batch * _tiles(m, n, tile), gpu, tile, sm_frac)
+    memory_s = batch * gemm_bytes(m, n, k, in_bytes, BF16_BYTES) / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
+    return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + getattr(curve, "fixed_s", 0.0)
+
+
 def _tiles(rows: float, cols: float, tile: int) -> int:
     if tile <= 0:
         return 0

@@ -74,6 +74,20 @@ A profile also describes the *software stack* that ran the kernels, as data:
     ("<layer>_<fwd|bwd>/<bf16|fp8>" -> kernels a call launches that the op list omits: radix-sort
     passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd" -> host
     seconds to dispatch each kernel of a layer's forward / autograd backward). Used only to predict real/'s eager records.
+  batched_gemm: batched GEMM kernels (cuBLAS bmm, as torch.einsum runs real/'s absorbed MLA
+    decode over the latent cache), "<precision>/align<a>" -> BatchedCurve: a GemmCurve over one
+    batch element's (m, n, k) plus a fixed time per call (compute.batched_gemm_time_s): `a` is the largest of 8, 4, 2, 1 elements dividing
+    the leading dimensions; with a 16-byte-unaligned one (a cache length L % 8 != 0, 7 of 8 decode
+    steps) cuBLAS falls back to Ampere-era CUTLASS `*_align1/2/4` kernels several times slower
+    than its Hopper ones. Fitted from decode_gemm.csv's fitting rows (calibration/decode_gemm.py);
+    empty: the dense `gemm` curve.
+  eager_decode: what real/'s eager decode step runs beyond the op classes above, measured in
+    decode_gemm.csv (calibration/decode_gemm.py): `cublas_kernels`, the kernels each cuBLAS call
+    launches beyond its GEMM kernel at decode sizes (a split-K reduction,
+    `cublasLt::splitKreduce_kernel`, and its memsets; {"linear": {"<n>x<k>": {"<m>": extra}}, "bmm":
+    {"<op>/h<heads>/align<a>": {"<batch>": extra}}}), and
+    `elementwise_eff`, the absorbed attention's elementwise kernels over the FP32 scores (op ->
+    fraction of the streaming rate, memory_eff). Used only to predict real/'s eager decode records.
   host_s: host (CPU) time to dispatch one eager PyTorch op, per op class ("op" = any other), as
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
@@ -106,6 +120,15 @@ class GemmCurve:
 
     def eff(self, m: float, n: float, k: float) -> float:
         return self.e_max / (1.0 + self.m_half / max(m, 1) + self.n_half / max(n, 1) + self.k_half / max(k, 1))
+
+
+@dataclass(frozen=True)
+class BatchedCurve(GemmCurve):
+    """A batched GEMM kernel's curve (Profile.batched_gemm): a GemmCurve over one batch element's
+    (m, n, k), plus `fixed_s`, the time a call takes beyond its roofline whatever its size (a
+    small batched GEMM's pipeline fill and, at batch 1, cuBLAS's split-K reduction: 4-10 us on the
+    H100 against 1-2 us of work, decode_gemm.csv)."""
+    fixed_s: float = 0.0
 
 
 # FlashAttention-2's speed relative to cuDNN's fused attention on the H100 SXM5, head dim 128, BF16:
@@ -159,6 +182,8 @@ class Profile:
     # "bus_bytes_per_s", "source"}} for op in comm.COLLECTIVES; empty: the catalog's links
     collectives: dict = field(default_factory=dict, compare=False, hash=False)
     eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
+    batched_gemm: dict = field(default_factory=dict)   # "<precision>/align<a>" -> BatchedCurve (calibration.decode_gemm)
+    eager_decode: dict = field(default_factory=dict)   # real/'s eager decode only (calibration.decode_gemm)
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -251,6 +276,8 @@ class Profile:
             "fp8_stack": dict(self.fp8_stack),
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "eager": json.loads(json.dumps(self.eager)),
+            **({"batched_gemm": {k: vars(c) for k, c in self.batched_gemm.items()}} if self.batched_gemm else {}),
+            **({"eager_decode": json.loads(json.dumps(self.eager_decode))} if self.eager_decode else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -268,6 +295,7 @@ class Profile:
             self,
             gemm={p: g(c) for p, c in self.gemm.items()},
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
+            batched_gemm={p: g(c) for p, c in self.batched_gemm.items()},
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
@@ -306,6 +334,8 @@ def profile_from_json(data: dict) -> Profile:
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
         collectives=_collectives(data.get("collectives", {})),
         eager=dict(data.get("eager", {})),
+        batched_gemm={k: BatchedCurve(**c) for k, c in data.get("batched_gemm", {}).items()},
+        eager_decode=dict(data.get("eager_decode", {})),
     )
 
 

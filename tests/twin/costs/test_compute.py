@@ -6,7 +6,7 @@ import pytest
 
 from twin.costs import compute
 from twin.costs.flops import Op, OpKind, router_op
-from twin.costs.profile import GemmCurve, Profile, SeqCurve, profile_from_json
+from twin.costs.profile import BatchedCurve, GemmCurve, Profile, SeqCurve, profile_from_json
 from twin.core.specs import get_gpu, get_model
 
 GPU = get_gpu("h100")
@@ -141,3 +141,30 @@ def test_fp8_weight_gradients_run_at_the_measured_1d1d_speed():
     fwd_prof = dataclasses.replace(slow, fp8_stack={"wgrad_1d1d_speed": 0.5})
     assert compute.op_time_s(PROJ, "bwd_input", "fp8", GPU, fwd_prof) == pytest.approx(
         compute.op_time_s(PROJ, "bwd_input", "fp8", GPU, slow))
+
+
+def test_batched_gemm_runs_under_its_alignment_curve():
+    """The absorbed MLA's scores of 256 sequences over 1,025 cached positions (batch 256 of
+    128 x 1025 x 512): compute-bound, so the time scales as 1 / e_max of the alignment's curve; an
+    alignment without a curve takes the next coarser measured one, a profile without any the dense
+    curve."""
+    prof = dataclasses.replace(BASE, batched_gemm={"bf16/scores/align8": BatchedCurve(0.6),
+                                                   "bf16/scores/align1": BatchedCurve(0.15, fixed_s=3e-6)})
+    flops = 2.0 * 256 * 128 * 1025 * 512
+    t1 = compute.batched_gemm_time_s(256, 128, 1025, 512, 1, "scores", GPU, prof)
+    assert t1 == pytest.approx(flops / (GPU.peak_flops_per_s("bf16") * 0.15) + BASE.launch_s + 3e-6)
+    assert compute.batched_gemm_time_s(256, 128, 1026, 512, 2, "scores", GPU, prof) == pytest.approx(t1, rel=1e-3)
+    # aligned, the same product is bound by its operands' bytes (the cache slices: 256 x 1032 x 512 x 2 B)
+    t8 = compute.batched_gemm_time_s(256, 128, 1032, 512, 8, "scores", GPU, prof)
+    bytes_ = 256 * (128 * 512 + 512 * 1032 + 128 * 1032) * 2
+    assert t8 == pytest.approx(bytes_ / (GPU.hbm_bytes_per_s * BASE.memory_eff) + BASE.launch_s)
+    assert t8 < t1 / 1.8
+    slow = dataclasses.replace(BASE, gemm={"bf16": GemmCurve(0.05)})   # no batched curve: the dense one
+    dense = compute.batched_gemm_time_s(256, 128, 1032, 512, 8, "scores", GPU, slow)
+    assert dense == pytest.approx(2.0 * 256 * 128 * 1032 * 512 / (GPU.peak_flops_per_s("bf16") * 0.05) + BASE.launch_s)
+    # the batched curves round-trip and scale with the GEMM curves
+    eager = {"cublas_kernels": {"linear": {"1536x7168": {"1": 1}}}, "elementwise_eff": {"float": 0.4}}
+    full = dataclasses.replace(prof, eager_decode=eager)
+    assert profile_from_json(full.to_json()) == full
+    assert full.scaled(compute=0.5).batched_gemm["bf16/scores/align1"].e_max == pytest.approx(0.075)
+    assert full.scaled(compute=0.5).batched_gemm["bf16/scores/align1"].fixed_s == 3e-6
