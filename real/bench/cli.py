@@ -21,6 +21,7 @@ from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
 from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad
 from real.bench.kernels import bench_kernels
+from real.bench.mla_host import bench_mla_host
 from real.bench.memory import bench_memory, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
@@ -46,6 +47,7 @@ _FUNCTIONS = {
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
     "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,
+    "mla_host": bench_mla_host,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

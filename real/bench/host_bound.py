@@ -53,7 +53,8 @@ SERVE_CASES = [("v3-slice-2l", [1, 4, 16], [256, 128, 64, 32, 8, 1]),
 # directly (not in rounds)
 KEY_COLS = {"model": ["bench", "model", "batch", "prompt_len", "gen_len", "precision"],
             "attention": ["bench", "model", "batch", "seq_len", "num_heads", "precision"],
-            "host_dispatch": ["bench", "config", "phase", "precision"]}
+            "host_dispatch": ["bench", "config", "phase", "precision"],
+            "host_class": ["bench", "op", "n_ops", "phase", "dim"]}
 
 
 class RoundRecorder:

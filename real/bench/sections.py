@@ -25,9 +25,11 @@ SECTION_SHARES = {  # name -> share of the time budget
     "host_dispatch": 1.0,  # not in the default list: --only host_dispatch (issue 13's layer bias)
     "wgrad_accum": 0.05,  # not in the default list: --only wgrad_accum (the pipeline's expert dW accumulation)
     "host_bound": 1.0,  # not in the default list: --only host_bound (host-bound records beside their host calibration)
+    "mla_host": 1.0,  # not in the default list: --only mla_host (MLA host time per kernel by op class, s8mla)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
 OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
-                   "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum", "host_bound")  # run only when named in --only
+                   "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum", "host_bound",
+                   "mla_host")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)
