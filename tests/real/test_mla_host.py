@@ -94,3 +94,18 @@ def _check_outputs(d: Path):
     # one row per record (the median round), the raw rounds kept beside
     assert len(mla) == len(list(csv.DictReader((d / "round1" / "attention.csv").open())))
     assert (d / "round0" / "host_class.csv").is_file() and (d / "env.json").is_file()
+
+
+def test_host_rows_take_the_round_of_their_median_host_time(tmp_path):
+    from real.bench.host_bound import RoundRecorder
+    rec = Recorder(tmp_path, {"gpu_name": "cpu"})
+    rounds = RoundRecorder(rec, rank_by={"host_dispatch": "host_s"})
+    for i, (host, t) in enumerate([(1.0, 5.0), (3.0, 5.0), (2.0, 4.0)]):
+        rounds.start_round(i)
+        rounds.row("host_dispatch", bench="host_dispatch", config="mla_layer tiny b1 s8", phase="bwd", precision="bf16",
+                   host_s=host, time_s=t)
+    rounds.close()
+    assert rounds.write_median_rounds() == 1
+    rec.close()
+    (row,) = list(csv.DictReader((tmp_path / "host_dispatch.csv").open()))
+    assert float(row["host_s"]) == 2.0 and float(row["time_s"]) == 4.0     # by host time, not event time
