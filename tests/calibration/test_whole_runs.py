@@ -35,15 +35,20 @@ def _kind_summary(gpu: str, kind: str):
 # not met for these. Strict xfails: listed with their figures, never loosened, and the test fails
 # the day one passes. The serve and MLA-layer records of both GPUs were re-taken beside their host
 # calibration (s7dec, calibration/measurements/README.md). MLA layers: the small v2-lite shapes are
-# host-bound and their host time per kernel differs from the fitting layers' by op mix (a BF16
-# backward ~1.5x an FP8 one's, same run); decode: the V3 slice at batch 256 (and 128) is GPU-bound
+# host-bound; since s8mla the host time per kernel is taken by op class (an FP8 layer's kernels inside
+# real/fp8.py's autograd.Functions at the no-grad rate, the rest at the BF16 layers' recording /
+# engine rates: calibration.layer_gaps.measured_host_s), which meets the H200's; the H100's misses
+# P90 on three records against host noise and the FP8 forward's kernels (v2-lite BF16 forward at
+# 1,024 x 4 +14.5%: the fitting row's 25.1 us a kernel where the record ran at <= 21.9; FP8
+# backward at 4,096 x 1 -22%, its record's P10-P90 4.6-7.2 ms; the FP8 forward at 4,096 x 4 -8.6%,
+# its quantization kernels ~6% above the twin's kernel sum); decode: the V3 slice at batch 256 (and 128) is GPU-bound
 # on unaligned batched GEMMs over the cache (cuBLAS's align1 fallback kernels: 1.6 of its 5.0 ms
 # of kernels on the H200) that the twin costs as streaming, the V3 host-bound steps launch 184
 # kernels where the op list names 175 (cuBLAS split-K reductions), and the H100's batch-1 V3 step
 # drifted 3.6 -> 6.0 ms over the three rounds. (pipeline_step and ep_step met since s7pipe's probe
 # terms: median 1.0% / 4.99%, P90 2.0% / 5.6%.)
 NOT_MET = {
-    ("h100", "mla_layer"): (0.061, 0.193), ("h200", "mla_layer"): (0.097, 0.276),
+    ("h100", "mla_layer"): (0.031, 0.152),
     ("h100", "decode"): (0.053, 0.282), ("h200", "decode"): (0.064, 0.119),
 }
 # the two-GPU kinds exist where two-GPU records do: 2xH200 only (2xH100 was never lent)
