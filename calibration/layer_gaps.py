@@ -46,6 +46,10 @@ Effect on the held-out layer cases (2026-11-26): signed median -0.6% -> +0.3% (H
 +0.3% (H200); |error| P90 9.0% -> 7.2%, 10.1% -> 7.7%. What stays: the MLA layers (kernel costs
 of the V3 MLA backward and FP8 forward 7-11% low in the kernel sum itself; V2-Lite's host-bound
 backward).
+Host time by op class (s8mla, 2026-11-26): the kernels an FP8 layer dispatches inside real/fp8.py's
+autograd.Functions run with grad mode off and are costed at the `infer` rate (predict.NoGradHost);
+`fwd` / `bwd` are then measured on the BF16 layers' rows alone (measured_host_s, function_kernels).
+Held-out MLA layers: H200 median 9.7% -> 2.9%, P90 27.6% -> 9.3%; H100 6.1% -> 3.1%, 19.3% -> 15.2%.
 """
 
 from __future__ import annotations
@@ -60,8 +64,8 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, predict_s,
-                                 timed_window_s, twin_precision, zipf_expert_rows)
+from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
+                                 predict_s, timed_window_s, twin_precision, zipf_expert_rows)
 from calibration.split import is_held_out
 from twin.core.atomic import write_text
 from twin.core.specs import get_model
@@ -153,6 +157,37 @@ def decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
                     "twin_named_gpu_s": twin_gpu,
                     "twin_named_window_s": timed_window_s([] if layer["direction"] == "fwd" else f.ops, named.ops),
                     "predicted_s": float(pred), "rel_error": float(pred / meas - 1.0)})
+    return out
+
+
+def host_decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
+                       root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Per MLA layer record (attention.csv mla_layer_*) with a host_dispatch row of the same shape
+    and phase: the record's time beside the host seconds, kernels and GPU kernel seconds of that
+    row (its own run), and the twin's host sum, GPU sum, op count and prediction: which of the
+    host and the GPU sets the record, and which one the twin misses."""
+    df = rec.load_records(gpu, root) if df is None else df
+    path = Path(root) / gpu / "host_dispatch.csv"
+    if not path.is_file():
+        return []
+    hd = pd.read_csv(path)
+    out = []
+    for _, r in df[df["bench"].isin(("mla_layer_fwd", "mla_layer_bwd"))].iterrows():
+        direction = r["bench"].rsplit("_", 1)[-1]
+        cfg = f"mla_layer {r['model']} b{int(r['batch'])} s{int(r['seq_len'])}"
+        h = hd[(hd["config"] == cfg) & (hd["phase"] == direction) & (hd["precision"] == r["precision"])]
+        if h.empty:
+            continue
+        h = h.iloc[-1]
+        f, b = mla_layer_ops(get_model(r["model"]), int(r["batch"]), int(r["seq_len"]), r["precision"], gpu_spec(gpu),
+                             profile)
+        ops = f.ops if direction == "fwd" else b.ops
+        pred = float(predict_s(r, gpu_spec(gpu), profile))
+        out.append({"config": f"{cfg} {direction}", "precision": r["precision"], "held_out": bool(is_held_out(r)),
+                    "measured_s": float(r["time_s"]), "host_s": float(h["host_s"]), "kernels": float(h["kernels"]),
+                    "kernel_s": float(h["kernel_s"]), "twin_host_s": sum(x for x, _ in ops if x),
+                    "twin_gpu_s": sum(g for _, g in ops), "twin_ops": len(ops), "predicted_s": pred,
+                    "rel_error": pred / float(r["time_s"]) - 1.0})
     return out
 
 
@@ -413,6 +448,12 @@ def main(argv=None) -> int:
                   f"{d['idle_s'] * 1e3:8.3f} {d['kernel_calls']:5.0f} {d['named_ops']:5d} "
                   f"{d['twin_named_window_s'] / d['measured_s'] - 1:+9.3f} {d['rel_error']:+8.3f}"
                   f"{'  held out' if d['held_out'] else ''}")
+        print(f"{'MLA record (host_dispatch row of the same shape)':46} {'prec':6} {'meas ms':>8} {'host ms':>8} "
+              f"{'kern ms':>8} {'kern':>5} {'twin host':>9} {'twin gpu':>9} {'ops':>4} {'err':>7}")
+        for d in host_decomposition(gpu, new, df):
+            print(f"{d['config']:46} {d['precision'][:6]:6} {d['measured_s'] * 1e3:8.3f} {d['host_s'] * 1e3:8.3f} "
+                  f"{d['kernel_s'] * 1e3:8.3f} {d['kernels']:5.0f} {d['twin_host_s'] * 1e3:9.3f} {d['twin_gpu_s'] * 1e3:9.3f} "
+                  f"{d['twin_ops']:4d} {d['rel_error']:+7.3f}{'  held out' if d['held_out'] else ''}")
         if args.update:
             prov = data.pop("provenance", None)
             data["eager"] = terms

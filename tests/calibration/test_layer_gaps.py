@@ -210,3 +210,14 @@ def test_phase_host_rates_come_from_rows_of_one_class(tmp_path):
     assert by_class == {"fwd": pytest.approx(23e-6), "bwd": pytest.approx(36e-6), "infer": pytest.approx(19e-6)}
     one_rate = lg.measured_host_s("h100", tmp_path)      # without op lists: the median over both
     assert one_rate["bwd"] == pytest.approx((36e-6 + 21e-6) / 2)
+
+
+def test_mla_records_sit_beside_their_host_rows(gpu_state):
+    """The breakdown of each MLA record with a host_dispatch row of its shape: the twin's window is
+    at least its GPU sum, and a host-bound record's twin host sum sets the prediction."""
+    gpu, prof, df = gpu_state
+    rows = lg.host_decomposition(gpu, prof, df)
+    assert rows and all(r["held_out"] for r in rows if "v2-lite" in r["config"])
+    for r in rows:
+        assert r["predicted_s"] >= r["twin_gpu_s"] * (1 - 1e-9)
+        assert r["kernels"] > 0 and r["host_s"] > 0 and r["twin_ops"] >= r["kernels"] * 0.9
