@@ -452,7 +452,8 @@ def main(argv=None) -> int:
               f"{'kern ms':>8} {'kern':>5} {'twin host':>9} {'twin gpu':>9} {'ops':>4} {'err':>7}")
         for d in host_decomposition(gpu, new, df):
             print(f"{d['config']:46} {d['precision'][:6]:6} {d['measured_s'] * 1e3:8.3f} {d['host_s'] * 1e3:8.3f} "
-                  f"{d['kernel_s'] * 1e3:8.3f} {d['kernels']:5.0f} {d['twin_host_s'] * 1e3:9.3f} {d['twin_gpu_s'] * 1e3:9.3f} "
+                  f"{d['kernel_s'] * 1e3:8.3f} {d['kernels']:5.0f} {d['twin_host_s'] * 1e3:9.3f} "
+                  f"{d['twin_gpu_s'] * 1e3:9.3f} "
                   f"{d['twin_ops']:4d} {d['rel_error']:+7.3f}{'  held out' if d['held_out'] else ''}")
         if args.update:
             prov = data.pop("provenance", None)

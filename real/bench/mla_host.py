@@ -138,7 +138,8 @@ def bench_mla_host_rows(rec, timer, dev, deadline, measure, precs, cases, with_k
         for prec in precs:
             phases = {"fwd": (lambda _: mla(x, cos, sin, prec), lambda: None),
                       "infer": (lambda _: hd._no_grad(mla, x, cos, sin, prec), lambda: None),
-                      "bwd": (lambda o: torch.autograd.grad(o, [x, *mla.parameters()], gx), lambda: mla(x, cos, sin, prec))}
+                      "bwd": (lambda o: torch.autograd.grad(o, [x, *mla.parameters()], gx),
+                              lambda: mla(x, cos, sin, prec))}
             for phase, (fn, setup) in phases.items():
                 r = measure(fn, setup, dev)
                 if with_kernels:

@@ -182,8 +182,8 @@ def test_function_kernels_count_the_fp8_layers_no_grad_ops():
     prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
     hd = pd.DataFrame([("mla_layer v3-slice-1l b1 s1024", p, prec, "v3-slice-1l", 1, 1024, 1024, None)
                        for p in ("fwd", "infer", "bwd") for prec in ("bf16", "fp8-blockwise")]
-                      + [("moe_layer v3-slice-1l t512 e128 skew0", "bwd", "fp8-blockwise", "v3-slice-1l", None, None, 512,
-                          128)],
+                      + [("moe_layer v3-slice-1l t512 e128 skew0", "bwd", "fp8-blockwise", "v3-slice-1l", None, None,
+                          512, 128)],
                       columns=["config", "phase", "precision", "model", "batch", "seq_len", "tokens", "num_experts"])
     n = dict(zip(zip(hd.config.str[:3], hd.phase, hd.precision), lg.function_kernels(hd, "h100", prof)))
     assert n["mla", "fwd", "fp8-blockwise"] == 19 * 5 and n["mla", "bwd", "fp8-blockwise"] == 41 * 5
