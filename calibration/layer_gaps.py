@@ -46,6 +46,10 @@ Effect on the held-out layer cases (2026-11-26): signed median -0.6% -> +0.3% (H
 +0.3% (H200); |error| P90 9.0% -> 7.2%, 10.1% -> 7.7%. What stays: the MLA layers (kernel costs
 of the V3 MLA backward and FP8 forward 7-11% low in the kernel sum itself; V2-Lite's host-bound
 backward).
+Host time by op class (s8mla, 2026-11-26): the kernels an FP8 layer dispatches inside real/fp8.py's
+autograd.Functions run with grad mode off and are costed at the `infer` rate (predict.NoGradHost);
+`fwd` / `bwd` are then measured on the BF16 layers' rows alone (measured_host_s, function_kernels).
+Held-out MLA layers: H200 median 9.7% -> 2.9%, P90 27.6% -> 9.3%; H100 6.1% -> 3.1%, 19.3% -> 15.2%.
 """
 
 from __future__ import annotations
@@ -60,8 +64,8 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration.predict import (SMALL_SORT_ELEMS, _mla_ops, _moe_ops, expert_rows, gpu_spec, predict_s, timed_window_s,
-                                 twin_precision)
+from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
+                                 predict_s, timed_window_s, twin_precision, zipf_expert_rows)
 from calibration.split import is_held_out
 from twin.core.atomic import write_text
 from twin.core.specs import get_model
@@ -153,6 +157,37 @@ def decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
                     "twin_named_gpu_s": twin_gpu,
                     "twin_named_window_s": timed_window_s([] if layer["direction"] == "fwd" else f.ops, named.ops),
                     "predicted_s": float(pred), "rel_error": float(pred / meas - 1.0)})
+    return out
+
+
+def host_decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
+                       root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Per MLA layer record (attention.csv mla_layer_*) with a host_dispatch row of the same shape
+    and phase: the record's time beside the host seconds, kernels and GPU kernel seconds of that
+    row (its own run), and the twin's host sum, GPU sum, op count and prediction: which of the
+    host and the GPU sets the record, and which one the twin misses."""
+    df = rec.load_records(gpu, root) if df is None else df
+    path = Path(root) / gpu / "host_dispatch.csv"
+    if not path.is_file():
+        return []
+    hd = pd.read_csv(path)
+    out = []
+    for _, r in df[df["bench"].isin(("mla_layer_fwd", "mla_layer_bwd"))].iterrows():
+        direction = r["bench"].rsplit("_", 1)[-1]
+        cfg = f"mla_layer {r['model']} b{int(r['batch'])} s{int(r['seq_len'])}"
+        h = hd[(hd["config"] == cfg) & (hd["phase"] == direction) & (hd["precision"] == r["precision"])]
+        if h.empty:
+            continue
+        h = h.iloc[-1]
+        f, b = mla_layer_ops(get_model(r["model"]), int(r["batch"]), int(r["seq_len"]), r["precision"], gpu_spec(gpu),
+                             profile)
+        ops = f.ops if direction == "fwd" else b.ops
+        pred = float(predict_s(r, gpu_spec(gpu), profile))
+        out.append({"config": f"{cfg} {direction}", "precision": r["precision"], "held_out": bool(is_held_out(r)),
+                    "measured_s": float(r["time_s"]), "host_s": float(h["host_s"]), "kernels": float(h["kernels"]),
+                    "kernel_s": float(h["kernel_s"]), "twin_host_s": sum(x for x, _ in ops if x),
+                    "twin_gpu_s": sum(g for _, g in ops), "twin_ops": len(ops), "predicted_s": pred,
+                    "rel_error": pred / float(r["time_s"]) - 1.0})
     return out
 
 
@@ -276,18 +311,57 @@ def radix_kernels_of_rows(hd: pd.DataFrame, radix: dict) -> pd.Series:
     return pd.Series(out, index=hd.index, dtype=float)
 
 
-def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: dict | None = None) -> dict:
+def function_kernels(hd: pd.DataFrame, gpu: str, profile) -> pd.Series:
+    """The kernels each host_dispatch layer row's phase dispatches inside autograd.Functions
+    (real/fp8.py _Fp8Linear, _Fp8GroupedMM: an FP8 layer's GEMMs, quantizations and transposed
+    copies), counted as the twin's op list of that layer names them (predict.NoGradHost); 0 for a
+    BF16 layer, an `infer` phase (no-grad throughout) and rows that are not MoE/MLA layers."""
+    out = []
+    for _, r in hd.iterrows():
+        cfg, phase, label = str(r.get("config", "")), str(r.get("phase", "")), str(r.get("precision", ""))
+        n = 0
+        if phase in ("fwd", "bwd") and twin_precision(label) != "bf16" and pd.notna(r.get("tokens")):
+            spec, g = get_model(str(r["model"])), gpu_spec(gpu)
+            if cfg.startswith("mla_layer"):
+                f, b = _mla_ops(spec, int(r["batch"]), int(r["seq_len"]), label, g, profile)
+            elif cfg.startswith("moe_layer"):
+                spec = dataclasses.replace(spec, num_routed_experts=int(r["num_experts"]))
+                f, b = _moe_ops(spec, int(r["tokens"]), zipf_expert_rows(int(r["tokens"]), spec.num_routed_experts,
+                                                                          spec.top_k, 0.0), label, g, profile)
+            else:
+                out.append(0.0)
+                continue
+            n = sum(isinstance(op, NoGradHost) for op in (f if phase == "fwd" else b).ops)
+        out.append(float(n))
+    return pd.Series(out, index=hd.index, dtype=float)
+
+
+def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: dict | None = None,
+                    profile=None) -> dict:
     """{"fwd": s, "bwd": s, "infer": s}: host dispatch seconds per launched kernel of real/'s eager
     layers, measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
     host_s / its own kernels (net_kernels) less the radix-sort kernels its sorts launch from one
     dispatch (radix_kernels_of_rows, where `radix` is given), the median per phase. {} without
-    the file or rows."""
+    the file or rows.
+    By op class (with `profile`, whose op lists count them: function_kernels): the kernels an FP8
+    layer dispatches inside autograd.Functions run with grad mode off, as a no-grad forward's do
+    (predict.NoGradHost), so they are costed at the `infer` rate, and the `fwd` / `bwd` rates are
+    those of the kernels autograd records (forward) or its engine runs (backward), each measured on
+    the rows whose kernels are all of that class: the BF16 layers' (function_kernels 0). An FP8
+    row mixes both classes and, with ~200 of its ~230 kernels inside Functions, leaves the
+    other class's rate ill-determined (a difference of two large host times over ~30 kernels);
+    it is predicted, not used. (2026-11-26 s7dec records, H200: the MLA BF16 backward's kernels
+    at 35.5 us, the no-grad forward's at 18.8 us; the FP8 backward's 234 kernels at 21.3 us, which
+    the classes put at 21.0 us: 205 inside Functions, 29 engine-run; one rate per phase gave them
+    the MoE-and-MLA mix's 28 us.)"""
     path = Path(root) / gpu / "host_dispatch.csv"
     if not path.is_file():
         return {}
     hd = pd.read_csv(path)
     hd = hd.assign(net=net_kernels(hd) - (radix_kernels_of_rows(hd, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["net"] > 0) & (hd["host_s"] > 0)]
+    if profile is not None and not hd.empty:
+        hd = hd[function_kernels(hd, gpu, profile) == 0]
     return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
 
 
@@ -341,7 +415,7 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     if not counts:
         return {}
     radix = radix_sort_kernels(gpu, root)
-    host = measured_host_s(gpu, root, radix)
+    host = measured_host_s(gpu, root, radix, base)
     opt_eff = measured_optimizer_eff(gpu, root)
     copy_eff = measured_transpose_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix,
@@ -374,6 +448,13 @@ def main(argv=None) -> int:
                   f"{d['idle_s'] * 1e3:8.3f} {d['kernel_calls']:5.0f} {d['named_ops']:5d} "
                   f"{d['twin_named_window_s'] / d['measured_s'] - 1:+9.3f} {d['rel_error']:+8.3f}"
                   f"{'  held out' if d['held_out'] else ''}")
+        print(f"{'MLA record (host_dispatch row of the same shape)':46} {'prec':6} {'meas ms':>8} {'host ms':>8} "
+              f"{'kern ms':>8} {'kern':>5} {'twin host':>9} {'twin gpu':>9} {'ops':>4} {'err':>7}")
+        for d in host_decomposition(gpu, new, df):
+            print(f"{d['config']:46} {d['precision'][:6]:6} {d['measured_s'] * 1e3:8.3f} {d['host_s'] * 1e3:8.3f} "
+                  f"{d['kernel_s'] * 1e3:8.3f} {d['kernels']:5.0f} {d['twin_host_s'] * 1e3:9.3f} "
+                  f"{d['twin_gpu_s'] * 1e3:9.3f} "
+                  f"{d['twin_ops']:4d} {d['rel_error']:+7.3f}{'  held out' if d['held_out'] else ''}")
         if args.update:
             prov = data.pop("provenance", None)
             data["eager"] = terms

@@ -198,6 +198,15 @@ class FixedHost(tuple):
     the layer's measured host dispatch per kernel."""
 
 
+class NoGradHost(tuple):
+    """An eager op (host_s, gpu_s) dispatched from Python inside an autograd.Function's forward or
+    backward (real/fp8.py _Fp8Linear, _Fp8GroupedMM: the FP8 GEMMs, their quantizations and
+    transposed copies), where grad mode is off: no autograd node is recorded or run per op, so it
+    dispatches as a no-grad forward does. Eager.use_eager_host gives it the profile's measured
+    no-grad host time per kernel (Profile.eager host_s["infer"], the `infer` phase of the
+    host_dispatch records: a layer forward under torch.no_grad)."""
+
+
 class Eager:
     """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
     cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
@@ -207,11 +216,22 @@ class Eager:
         # zero-bubble schedules run weight gradients as separate W ops: with split_weight_grads the
         # ops issued inside weight_grad() go to w_ops instead (otherwise they stay in issue order)
         self.split_weight_grads, self.w_ops, self._in_wgrad = split_weight_grads, [], False
+        self._in_function = False   # inside an autograd.Function (NoGradHost)
         self.transposed_bytes = 0.0   # bytes named by transpose() (calibration.layer_gaps.measured_transpose_eff)
 
     def add(self, host_class: str, gpu_s: float) -> None:
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
-        target.append((self.profile.host(host_class), gpu_s))
+        op = (self.profile.host(host_class), gpu_s)
+        target.append(NoGradHost(op) if self._in_function else op)
+
+    @contextlib.contextmanager
+    def autograd_function(self):
+        """Ops issued inside run in an autograd.Function's forward or backward (NoGradHost)."""
+        outer, self._in_function = self._in_function, True
+        try:
+            yield
+        finally:
+            self._in_function = outer
 
     def fixed(self, host_s: float, gpu_s: float) -> None:
         """An op with its own measured host time (FixedHost)."""
@@ -299,12 +319,18 @@ class Eager:
         forward or autograd backward work (Profile.eager["host_s"], from host_dispatch.csv,
         calibration.layer_gaps), every op issued so far takes it but those with their own measured
         host time (FixedHost); returns it (None: unmeasured)."""
-        host = (self.profile.eager or {}).get("host_s", {}).get(direction)
+        rates = (self.profile.eager or {}).get("host_s", {})
+        host, nograd = rates.get(direction), rates.get("infer")
         if host is not None:
             def each(op):
                 # kept: a synchronisation (None), a kernel launched inside another op's dispatch
-                # (0.0), an op with its own measured host time (FixedHost)
-                return op if (not op[0] or isinstance(op, FixedHost)) else (float(host), op[1])
+                # (0.0), an op with its own measured host time (FixedHost); an op inside an
+                # autograd.Function dispatches at the no-grad rate where it is measured (NoGradHost)
+                if not op[0] or isinstance(op, FixedHost):
+                    return op
+                if isinstance(op, NoGradHost) and nograd is not None:
+                    return NoGradHost((float(nograd), op[1]))
+                return (float(host), op[1])
             self.ops = [each(op) for op in self.ops]
             self.w_ops = [each(op) for op in self.w_ops]
         return host
@@ -393,9 +419,10 @@ def _fp8_linear_fwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
     """real/fp8.py linear() forward, y_MN = x_MK w_NK^T: quantize x and w on every call, then
     the kernel (blockwise if the shape allows, else rowwise)."""
     kern = label if (label != "fp8-blockwise" or (n % 128 == 0 and k % 512 == 0)) else "fp8-rowwise"
-    e.quant(m * k)
-    e.quant(n * k)
-    e.gemm(m, n, k, kern)
+    with e.autograd_function():       # _Fp8Linear.forward
+        e.quant(m * k)
+        e.quant(n * k)
+        e.gemm(m, n, k, kern)
 
 
 def _linear_fwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
@@ -415,11 +442,12 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
         with e.weight_grad():
             e.gemm(n, k, m, "bf16")
         return
-    e.transpose(2 * n * k * BF16_BYTES)                      # W^T made contiguous
-    _fp8_linear_fwd(e, m, k, n, label)
-    with e.weight_grad():
-        e.transpose(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
-        _fp8_linear_fwd(e, n, k, m, label)
+    with e.autograd_function():       # _Fp8Linear.backward
+        e.transpose(2 * n * k * BF16_BYTES)                      # W^T made contiguous
+        _fp8_linear_fwd(e, m, k, n, label)
+        with e.weight_grad():
+            e.transpose(2 * (m * n + m * k) * BF16_BYTES, kernels=2)  # g^T and x^T made contiguous
+            _fp8_linear_fwd(e, n, k, m, label)
 
 
 def swiglu_bwd(e: Eager, rows: float, width: int) -> None:
@@ -545,9 +573,12 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     f.gather(2 * N * D * B2)                        # index_copy
     for n_, k_ in ((2 * F_, D), (D, F_)):
         if gl != "bf16":
-            f.quant(Np * k_)
-            f.quant(E * n_ * k_)
-        f.grouped(rows, n_, k_, gl)
+            with f.autograd_function():     # _Fp8GroupedMM.forward
+                f.quant(Np * k_)
+                f.quant(E * n_ * k_)
+                f.grouped(rows, n_, k_, gl)
+        else:
+            f.grouped(rows, n_, k_, gl)
         if n_ == 2 * F_:
             f.strided(Np * F_ * B2 * 2 + Np * F_ * B2 * 3, kernels=2)   # silu(a), * b on chunk views
     f.gather(2 * N * D * B2)                        # y_NpD[pos]
@@ -577,13 +608,17 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     b.gather(2 * N * D * B2)   # index backward: zeros + index_put
     b.mem(Np * D * B2)
     b.gather(2 * N * D * B2)  # y_NpD[pos] backward: zeros + index_put
-    b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
-    with b.weight_grad():
-        b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
+    # FP8: _Fp8GroupedMM.backward runs the two BF16 grouped GEMMs inside the Function
+    in_function = b.autograd_function if gl != "bf16" else contextlib.nullcontext
+    with in_function():
+        b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
+        with b.weight_grad():
+            b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
     swiglu_bwd(b, Np, F_)                        # silu * b backward, cat
-    b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
-    with b.weight_grad():
-        b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
+    with in_function():
+        b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
+        with b.weight_grad():
+            b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
     # index_copy backward: a gather of the padded rows' gradients; the profiler shows torch's
     # vectorized_gather_kernel at the streaming rate (H200 moe_layer kernels, 2026-11-24), not the
     # index/scatter kernels' gather_eff

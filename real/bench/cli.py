@@ -22,6 +22,7 @@ from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
 from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped
 from real.bench.kernels import bench_kernels
+from real.bench.mla_host import bench_mla_host
 from real.bench.memory import bench_memory, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
@@ -51,6 +52,7 @@ _FUNCTIONS = {
     "torch_cp": bench_torch_cp, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
     "tp_grouped": bench_tp_grouped,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
+    "mla_host": bench_mla_host,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

@@ -53,16 +53,19 @@ SERVE_CASES = [("v3-slice-2l", [1, 4, 16], [256, 128, 64, 32, 8, 1]),
 # directly (not in rounds)
 KEY_COLS = {"model": ["bench", "model", "batch", "prompt_len", "gen_len", "precision"],
             "attention": ["bench", "model", "batch", "seq_len", "num_heads", "precision"],
-            "host_dispatch": ["bench", "config", "phase", "precision"]}
+            "host_dispatch": ["bench", "config", "phase", "precision"],
+            "host_class": ["bench", "op", "n_ops", "phase", "dim"]}
 
 
 class RoundRecorder:
     """Collects the rounds' rows in memory (family -> rows), each also written at once to
     DIR/round<i>/<family>.csv (kept if the run is cut short); `write_median_rounds` writes, per
-    record, the row of the round with the median time_s (the lower median for an even count)."""
+    record, the row of the round with the median time_s (or the family's `rank_by` column; the
+    lower median for an even count)."""
 
-    def __init__(self, rec):
-        self.rec, self.rows, self.raw, self.round = rec, {}, None, 0
+    def __init__(self, rec, rank_by: dict | None = None):
+        # rank_by: family -> the column whose median round is written (default time_s)
+        self.rec, self.rows, self.raw, self.round, self.rank_by = rec, {}, None, 0, rank_by or {}
 
     def start_round(self, i: int) -> None:
         if self.raw is not None:
@@ -94,7 +97,8 @@ class RoundRecorder:
             for r in rows:
                 groups.setdefault(tuple(str(r.get(k, "")) for k in KEY_COLS[family]), []).append(r)
             for group in groups.values():
-                ranked = sorted(group, key=lambda r: float(r["time_s"]))
+                col = self.rank_by.get(family, "time_s")
+                ranked = sorted(group, key=lambda r: float(r[col]))
                 self.rec.row(family, **{k: v for k, v in ranked[(len(ranked) - 1) // 2].items() if k != "_round"})
                 n += 1
         return n

@@ -47,6 +47,9 @@ SHAPE_COLS = {
     # phase's setup: a backward's forward, an optimizer's forward and backward)
     "host_dispatch": ["bench", "config", "phase", "model", "batch", "seq_len", "tokens", "num_experts", "precision",
                       "split", "profiled", "host_s", "kernels", "kernel_s", "aten_ops", "aten_views"],
+    # real/bench/mla_host.py probes: host seconds per kernel of a chain of n_ops small ops by dispatch class
+    "host_class": ["bench", "op", "n_ops", "phase", "dim", "split", "profiled", "host_s", "kernels", "kernel_s",
+                   "aten_ops", "aten_views"],
     "wgrad_accum": ["bench", "op", "shape_tag", "num_experts", "n", "k", "elements", "bytes_moved", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],

@@ -147,3 +147,77 @@ def test_radix_passes_have_no_host_time_of_their_own():
     # a whole step that re-times every op at its phase's host keeps them free
     large.use_eager_host("infer")
     assert sum(1 for h, _ in large.ops if h == 0.0) == radix
+
+
+def _rates_profile(gpu: str, fwd: float, bwd: float, infer: float):
+    prof = profile_from_json(json.loads((PROFILES_DIR / f"{gpu}.json").read_text()))
+    return dataclasses.replace(prof, eager={**prof.eager, "host_s": {"fwd": fwd, "bwd": bwd, "infer": infer}})
+
+
+def test_ops_inside_autograd_functions_dispatch_at_the_no_grad_rate():
+    """real/fp8.py's FP8 GEMMs run inside autograd.Functions (grad mode off): their quantizations,
+    transposed copies and GEMMs take the no-grad (`infer`) host rate; the layer's other ops, and
+    every op of a BF16 layer, take the phase's (autograd recording forward, engine backward)."""
+    from calibration.predict import NoGradHost, gpu_spec, mla_layer_ops
+    from twin.core.specs import get_model
+    prof, spec, g = _rates_profile("h200", 3e-5, 5e-5, 1e-5), get_model("v2-lite-slice"), gpu_spec("h200")
+    f8, b8 = mla_layer_ops(spec, 1, 1024, "fp8-blockwise", g, prof)
+    f16, b16 = mla_layer_ops(spec, 1, 1024, "bf16", g, prof)
+    assert {h for h, _ in f16.ops if h} == {3e-5} and {h for h, _ in b16.ops if h} == {5e-5}
+    linears = 4          # V2-Lite's MLA: q, kv_a, kv_b, o projections (no q LoRA)
+    fn_f = [op for op in f8.ops if isinstance(op, NoGradHost)]
+    fn_b = [op for op in b8.ops if isinstance(op, NoGradHost)]
+    # forward: quantize x and w (9 kernels each) and the GEMM; backward: W^T copy, dX's 19, g^T and
+    # x^T copies, dW's 19
+    assert len(fn_f) == 19 * linears and len(fn_b) == 41 * linears
+    assert {h for h, _ in fn_f + fn_b} == {1e-5}
+    assert {op[0] for op in b8.ops if op[0] and not isinstance(op, NoGradHost)} == {5e-5}
+    # the same kernels either way: only their host time differs
+    assert sum(gs for _, gs in b8.ops) == pytest.approx(sum(gs for _, gs in
+                                                        mla_layer_ops(spec, 1, 1024, "fp8-blockwise", g,
+                                                                      _rates_profile("h200", 1, 1, 1))[1].ops))
+
+
+def test_function_kernels_count_the_fp8_layers_no_grad_ops():
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
+    hd = pd.DataFrame([("mla_layer v3-slice-1l b1 s1024", p, prec, "v3-slice-1l", 1, 1024, 1024, None)
+                       for p in ("fwd", "infer", "bwd") for prec in ("bf16", "fp8-blockwise")]
+                      + [("moe_layer v3-slice-1l t512 e128 skew0", "bwd", "fp8-blockwise", "v3-slice-1l", None, None,
+                          512, 128)],
+                      columns=["config", "phase", "precision", "model", "batch", "seq_len", "tokens", "num_experts"])
+    n = dict(zip(zip(hd.config.str[:3], hd.phase, hd.precision), lg.function_kernels(hd, "h100", prof)))
+    assert n["mla", "fwd", "fp8-blockwise"] == 19 * 5 and n["mla", "bwd", "fp8-blockwise"] == 41 * 5
+    assert n["mla", "infer", "fp8-blockwise"] == 0 and n["mla", "bwd", "bf16"] == 0
+    # the MoE layer's FP8 backward: the routed experts' two BF16 grouped GEMMs and their dW inside
+    # _Fp8GroupedMM.backward, and the shared expert's two FP8 linears' backward
+    assert n["moe", "bwd", "fp8-blockwise"] == 4 + 2 * 41
+
+
+def test_phase_host_rates_come_from_rows_of_one_class(tmp_path):
+    """With the op lists at hand, the forward and backward rates are measured on the rows whose
+    kernels autograd records or runs all of (BF16 layers); an FP8 row, mostly kernels inside
+    autograd.Functions, leaves them as they are, and the no-grad rate is every infer row's."""
+    (tmp_path / "h100").mkdir()
+    cfg = "mla_layer v3-slice-1l b1 s1024"
+    rows = [(cfg, "bwd", "bf16", 47, 47 * 36e-6), (cfg, "bwd", "fp8-blockwise", 234, 234 * 21e-6),
+            (cfg, "fwd", "bf16", 30, 30 * 23e-6), (cfg, "fwd", "fp8-blockwise", 117, 117 * 20e-6),
+            (cfg, "infer", "bf16", 30, 30 * 19e-6), (cfg, "infer", "fp8-blockwise", 117, 117 * 19e-6)]
+    pd.DataFrame(rows, columns=["config", "phase", "precision", "kernels", "host_s"]).assign(
+        split="fit", profiled="phase", model="v3-slice-1l", batch=1, seq_len=1024, tokens=1024).to_csv(
+        tmp_path / "h100" / "host_dispatch.csv")
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
+    by_class = lg.measured_host_s("h100", tmp_path, profile=prof)
+    assert by_class == {"fwd": pytest.approx(23e-6), "bwd": pytest.approx(36e-6), "infer": pytest.approx(19e-6)}
+    one_rate = lg.measured_host_s("h100", tmp_path)      # without op lists: the median over both
+    assert one_rate["bwd"] == pytest.approx((36e-6 + 21e-6) / 2)
+
+
+def test_mla_records_sit_beside_their_host_rows(gpu_state):
+    """The breakdown of each MLA record with a host_dispatch row of its shape: the twin's window is
+    at least its GPU sum, and a host-bound record's twin host sum sets the prediction."""
+    gpu, prof, df = gpu_state
+    rows = lg.host_decomposition(gpu, prof, df)
+    assert rows and all(r["held_out"] for r in rows if "v2-lite" in r["config"])
+    for r in rows:
+        assert r["predicted_s"] >= r["twin_gpu_s"] * (1 - 1e-9)
+        assert r["kernels"] > 0 and r["host_s"] > 0 and r["twin_ops"] >= r["kernels"] * 0.9

@@ -125,10 +125,10 @@ def cmd_calibrate(args) -> int:
         return EXIT_INVALID
     from real.bench.sections import MULTI_GPU_SECTIONS, SECTION_NAMES  # lazy: pandas, matplotlib
     # every single-GPU section the fit reads, sustained load included (power, the per-kernel
-    # profiles, multi-GPU EP, host_bound's re-run of the serve and MLA layer rows and the decode
-    # drift diagnostic are separate runs: `python -m real.bench --only ...`)
+    # profiles, multi-GPU EP, host_bound's / mla_host's re-runs of the serve and MLA layer rows and the
+    # decode drift diagnostic are separate runs: `python -m real.bench --only ...`)
     sections = [s for s in SECTION_NAMES
-                if s not in ("power", "kernels", "host_bound", "decode_drift", *MULTI_GPU_SECTIONS)]
+                if s not in ("power", "kernels", "host_bound", "mla_host", "decode_drift", *MULTI_GPU_SECTIONS)]
     cmd = ([sys.executable, "-m", "real.bench", "--out", args.out, "--only", ",".join(sections)]
            + (["--quick"] if args.quick else []))
     return subprocess.call(cmd)

@@ -72,8 +72,10 @@ A profile also describes the *software stack* that ran the kernels, as data:
     calibration/predict.py name, measured from the torch profiler's kernel records
     (calibration/measurements/<gpu>/kernels.csv) by calibration.layer_gaps: `extra_kernels`
     ("<layer>_<fwd|bwd>/<bf16|fp8>" -> kernels a call launches that the op list omits: radix-sort
-    passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd" -> host
-    seconds to dispatch each kernel of a layer's forward / autograd backward). Used only to predict real/'s eager records.
+    passes and memsets of argsort, index bookkeeping, copies) and `host_s` ("fwd"/"bwd"/"infer" -> host
+    seconds to dispatch each kernel of a layer's forward as autograd records it / of its backward as
+    the autograd engine runs it / of a no-grad forward; kernels dispatched inside an
+    autograd.Function, grad mode off, take "infer": calibration.predict.NoGradHost). Used only to predict real/'s eager records.
   batched_gemm: batched GEMM kernels (cuBLAS bmm, as torch.einsum runs real/'s absorbed MLA
     decode over the latent cache), "<precision>/align<a>" -> BatchedCurve: a GemmCurve over one
     batch element's (m, n, k) plus a fixed time per call (compute.batched_gemm_time_s): `a` is the largest of 8, 4, 2, 1 elements dividing
