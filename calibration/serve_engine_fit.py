@@ -188,7 +188,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
                 "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
                 "gather_s_per_row_token": float(pad_rows * width),
-                "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
+                "run_id": run["run_id"], "iteration": int(i), "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
                 "measured_s": max(float(r.duration_s) for r in rws),
                 "physics_s": costs.iteration_s(pad_rows, ctx_mean, p_busiest, span)[0],
                 "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),

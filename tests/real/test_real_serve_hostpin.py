@@ -1,0 +1,127 @@
+"""real/serve/hostpin.py (CPU lists, rank shares, pinning the calling thread), the engine's
+per-iteration host / GPU split and CPU readings on CPU, the s8srv plans' design of experiments and
+the s8srv campaign script end to end on CPU (one process, then two gloo ranks)."""
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from real.configs import get_spec
+from real.model import build_model
+from real.serve import hostpin
+from real.serve.engine import Engine, EngineConfig, Request
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parse_cpu_list_reads_the_kernels_format():
+    assert hostpin.parse_cpu_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
+    assert hostpin.parse_cpu_list("") == []
+
+
+def test_rank_share_splits_shared_cpus_by_local_rank_and_is_never_empty():
+    cpus = list(range(8))
+    assert hostpin.rank_share(cpus, 0, 2) == [0, 1, 2, 3]
+    assert hostpin.rank_share(cpus, 1, 2) == [4, 5, 6, 7]
+    assert hostpin.rank_share(cpus, 1, 1) == cpus           # alone on its node: all of them
+    assert hostpin.rank_share([5], 1, 2) == [5]               # one CPU for two ranks: both get it
+
+
+def test_pin_modes_and_bad_mode():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert hostpin.pin_cpus("none", 0, 1, None) == allowed
+    assert hostpin.pin_cpus("core", 0, 1, None) == allowed[:1]
+    assert hostpin.pin_cpus("numa", 0, 1, None) == allowed
+    with pytest.raises(ValueError, match="pin mode 'socket': expected one of none, numa, core"):
+        hostpin.pin_cpus("socket", 0, 1, None)
+
+
+def test_apply_pin_sets_only_the_calling_thread_and_none_restores_it():
+    """Run in a thread of its own so the test process keeps its affinity."""
+    seen = {}
+
+    def work():
+        seen["core"] = hostpin.apply_pin("core")
+        seen["after_core"] = sorted(os.sched_getaffinity(0))
+        seen["cpu"] = hostpin.current_cpu()
+        hostpin.apply_pin("none")
+        seen["after_none"] = sorted(os.sched_getaffinity(0))
+
+    before = sorted(os.sched_getaffinity(0))
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["after_core"] == seen["core"] == before[:1]
+    assert seen["cpu"] == before[0]
+    assert seen["after_none"] == sorted(hostpin.ALLOWED_AT_START)
+    assert sorted(os.sched_getaffinity(0)) == before
+
+
+def test_engine_timing_records_host_split_and_cpu_on_cpu():
+    spec = get_spec("tiny")
+    torch.manual_seed(0)
+    model = build_model(spec, "cpu", torch.float32, max_seq_len=128).eval()
+    engine = Engine(model, EngineConfig(page_size=4, num_pages=64, token_budget=16, max_running=4, max_context=64))
+    engine.timing = True
+    for i, (n_in, n_out) in enumerate([(5, 3), (9, 2)]):
+        engine.add(Request(i, 0.0, list(range(1, n_in + 1)), n_out))
+    while engine.has_work:
+        engine.step()
+    its = engine.iterations
+    assert its and all(0 < it.host_s <= it.duration_s for it in its)
+    assert all(it.gpu_s != it.gpu_s for it in its)             # NaN on CPU
+    allowed = os.sched_getaffinity(0)
+    assert all(it.cpu_id in allowed and it.cpu_id_end in allowed for it in its)
+    off = Engine(model, EngineConfig(page_size=4, num_pages=64, token_budget=16, max_running=4, max_context=64))
+    off.add(Request(0, 0.0, [1, 2, 3], 2))
+    off.step()
+    assert off.iterations[0].cpu_id == -1 and off.iterations[0].host_s != off.iterations[0].host_s
+
+
+def test_pin_plans_pair_every_configuration_under_both_pinnings_with_its_split_and_seed():
+    """gpu1-pin / ep2-pin: each earlier configuration twice (both pinnings, alternating order), its
+    original split and seed, so no held-out configuration is ever fitted."""
+    from real.serve.plans import EP2, EP2_LOWLOAD, EP2_PIN, GPU1, GPU1_LOWLOAD, GPU1_PIN
+    conf = lambda r: (r.arrival, r.input_len, r.output_len, r.rate_per_s, r.concurrency, r.seed)  # noqa: E731
+    for pinned, earlier, pins in ((GPU1_PIN, GPU1.runs + GPU1_LOWLOAD.runs, {"none", "core"}),
+                                  (EP2_PIN, EP2.runs + EP2_LOWLOAD.runs, {"none", "numa"})):
+        by_conf = {conf(r): r for r in earlier}
+        names = [r.name for r in pinned.runs]
+        assert len(set(names)) == len(names)
+        assert not set(names) & {r.name for r in earlier}
+        for a, b in zip(pinned.runs[::2], pinned.runs[1::2]):
+            assert conf(a) == conf(b) and {a.pin, b.pin} == pins
+            src = by_conf[conf(a)]
+            assert a.split == b.split == src.split
+        assert [r.pin for r in pinned.runs[:4]] in (["none", "core", "core", "none"], ["none", "numa", "numa", "none"])
+    assert len(EP2_PIN.runs) == 2 * len(EP2.runs + EP2_LOWLOAD.runs)
+    assert {r.split for r in EP2_PIN.runs[:6]} == {"holdout"}    # held-out configurations first
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_s8srv_campaign_script_cpu_dry_run(tmp_path):
+    """real/campaigns/s8srv.sh with the tiny plans on CPU (one process, then two gloo ranks)."""
+    env = {**os.environ, "PYTHON": sys.executable, "S8_DEVICE": "cpu", "S8_PLAN1": "tiny-pin",
+           "S8_PLAN2": "tiny-ep2-pin", "S8_FORCE_EP2": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s8srv.sh"), str(tmp_path)], cwd=REPO,
+                   env=env, check=True, capture_output=True, timeout=240)
+    d = tmp_path / "s8srv"
+    loads = _read(d / "serve_load.csv")
+    assert [r["ep_size"] for r in loads] == ["1"] * 4 + ["2"] * 4
+    assert [r["pin"] for r in loads] == ["none", "core", "core", "none", "none", "numa", "numa", "none"]
+    assert all(int(r["num_completed"]) > 0 for r in loads)
+    assert all(len(r["pin_cpus"].split(";")) == int(r["ep_size"]) for r in loads)
+    its = _read(d / "serve_iterations.csv")
+    assert its and all(r["host_s"] and int(r["cpu_id"]) >= 0 for r in its)
+    assert (d / "host.txt").exists() and (d / "gpu1" / "env.json").exists() and (d / "ep2" / "env.json").exists()
+    assert "s8srv end" in (d / "log.txt").read_text()
