@@ -9,7 +9,8 @@ threads already started, e.g. NCCL's proxy, keep theirs):
   none       every CPU the process was allowed at start (the OS places and moves the thread);
   numa       this rank's share of the CPUs local to its GPU (NVML's CPU affinity of the device,
              else every allowed CPU), the share split by local rank when ranks share a node;
-  core       the first CPU of that share only (no migration at all).
+  core       the last CPU of that share only (no migration at all; the last, as CPU 0 takes most
+             interrupts).
 
 `current_cpu()` (sched_getcpu) and `cpu_mhz(cpu)` (cpufreq sysfs; NaN where a VM hides it) are
 read once per iteration, outside its timed window.
@@ -104,7 +105,7 @@ def pin_cpus(mode: str, local_rank: int, local_world: int, device_index: int | N
         same = sum(1 for r in range(local_world) if gpu_local_cpus(r) == local) if local_world > 1 else 1
         order = [r for r in range(local_world) if gpu_local_cpus(r) == local] if local_world > 1 else [local_rank]
         share = rank_share(local, order.index(local_rank) if local_rank in order else 0, same)
-    return share[:1] if mode == "core" else share
+    return share[-1:] if mode == "core" else share
 
 
 def apply_pin(mode: str, local_rank: int = 0, local_world: int = 1, device_index: int | None = None) -> list[int]:

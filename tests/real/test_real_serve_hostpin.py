@@ -36,7 +36,7 @@ def test_rank_share_splits_shared_cpus_by_local_rank_and_is_never_empty():
 def test_pin_modes_and_bad_mode():
     allowed = sorted(os.sched_getaffinity(0))
     assert hostpin.pin_cpus("none", 0, 1, None) == allowed
-    assert hostpin.pin_cpus("core", 0, 1, None) == allowed[:1]
+    assert hostpin.pin_cpus("core", 0, 1, None) == allowed[-1:]
     assert hostpin.pin_cpus("numa", 0, 1, None) == allowed
     with pytest.raises(ValueError, match="pin mode 'socket': expected one of none, numa, core"):
         hostpin.pin_cpus("socket", 0, 1, None)
@@ -57,8 +57,8 @@ def test_apply_pin_sets_only_the_calling_thread_and_none_restores_it():
     t = threading.Thread(target=work)
     t.start()
     t.join()
-    assert seen["after_core"] == seen["core"] == before[:1]
-    assert seen["cpu"] == before[0]
+    assert seen["after_core"] == seen["core"] == before[-1:]
+    assert seen["cpu"] == before[-1]
     assert seen["after_none"] == sorted(hostpin.ALLOWED_AT_START)
     assert sorted(os.sched_getaffinity(0)) == before
 
