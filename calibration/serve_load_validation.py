@@ -46,9 +46,16 @@ def gpu_key(gpu_name: str) -> str:
     raise ValueError(f"no catalog GPU for {gpu_name!r}")
 
 
+def pin_suffix(pin: str | None) -> str:
+    """'' for an unpinned engine (no pin column, '' or 'none'), else '-pin<mode>' (real/serve --pin):
+    a pinned engine is a deployment of its own, with its own fitted table."""
+    return "" if pin in (None, "", "none") else f"-pin{pin}"
+
+
 def engine_name(run: dict) -> str:
-    """The serve_engines.toml table of a run's engine: real/serve on its GPU at its EP size."""
-    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}"
+    """The serve_engines.toml table of a run's engine: real/serve on its GPU at its EP size (and
+    its host-thread pinning, when pinned)."""
+    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}{pin_suffix(run.get('pin'))}"
 
 
 def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):

@@ -21,24 +21,32 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 
 # (folder, run, figure): relative error at the time of writing (twin / measured - 1; the twin's
 # figure the median of SPREAD_SEEDS replays drawing iteration times from the measured spread).
-# One GPU: TTFT P50 of Poisson short-prompt runs (the twin 11-21% short) and two TTFT P99 tails.
+# One GPU: TTFT P50 of Poisson short-prompt runs (the twin 12-22% short) and three TTFT P99 tails.
+# The twin's admission matches real/serve's (an arrival joins at the next iteration boundary; an idle
+# engine wakes wake_s late, measured); what it misses is the eager prompt iteration's time, whose
+# level differs from run to run by +-15% around the fit (the same request stream gives the same
+# level on H100 and H200), e.g. h200 r40 1.11x, lo-r30 1.03x, lo-r20 0.91x, lo-r70 0.84x the fitted
+# mean; the spread model draws every iteration from the pooled spread, median 0.95x in that bin.
+# lo-r30 h100 TTFT P99 (-19.5% before, -22.9% with wake_s) is at the edge: its P99 moves by a few
+# percent with any change of the replay's random draws.
 # EP2: real/serve's expert-parallel engine is host-bound and its speed differs between sessions on
 # the same machine kind and software (decode iterations ~7 ms in the first campaign, ~4.5-5 ms in
 # the second, in phases of 0.3-2 s within a run); one fit over both sessions misses each.
 NOT_MET = {
-    ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.106,
+    ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.124,
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.278,
-    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.210,
-    ("h200", "g1lo-poisson-r30-short", "ttft_p50_s"): -0.118,
-    ("h200", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.204,
+    ("h100", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.229,
+    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.219,
+    ("h200", "g1lo-poisson-r30-short", "ttft_p50_s"): -0.122,
+    ("h200", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.236,
     ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): +0.125,
     ("h200x2", "ep2-closed-c48-short", "ttft_p50_s"): -0.125,
-    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.128,
-    ("h200x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.141,
-    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.784,
-    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.512,
-    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.335,
-    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p99_s"): +0.339,
+    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.141,
+    ("h200x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.136,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.699,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.494,
+    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.307,
+    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p99_s"): +0.336,
 }
 
 
@@ -100,13 +108,13 @@ def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
     records (regenerate with `python -m calibration.serve_engine_fit`), and no held-out run was in it."""
     import csv
 
-    from calibration.serve_engine_fit import TERMS, engine_key, fit_folder
+    from calibration.serve_engine_fit import EXTRA_TERMS, TERMS, engine_key, fit_folder
     from twin.core.specs import serve_engines
     table = serve_engines()
     folder = FOLDERS[0]
     r = fit_folder(rec.MEASUREMENTS_DIR / folder)
-    entry = table[engine_key(r["gpu"], r["ep"])]
-    for k in (*TERMS, "loop_s"):
+    entry = table[engine_key(r["gpu"], r["ep"], r["pin"])]
+    for k in (*TERMS, *EXTRA_TERMS):
         assert entry[k] == pytest.approx(r[k], rel=1e-4, abs=1e-12), k
     # the per-iteration spread comes from the same fit iterations
     for k in ("edges_s", "probs", "decode_iterations", "prompt_iterations"):

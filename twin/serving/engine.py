@@ -11,7 +11,9 @@ What an instance does each iteration (continuous batching, as vLLM / SGLang / Te
   3. build the batch: every decoding request advances 1 + drafted x accepted tokens (MTP, as an
      expectation), and prompts take up to `token_budget` x attention groups tokens, the partly
      prefilled prompt first, the last one chunked (chunked prefill);
-  4. the iteration takes IterationCosts.iteration_s (twin.serving.timing) of the batch;
+  4. the iteration takes IterationCosts.iteration_s (twin.serving.timing) of the batch; an instance
+     woken from idle by an arrival starts it the engine's wake_s later (real/serve sleeps until
+     the next arrival and wakes late);
   5. at its end, a prompt whose last chunk ran emits its first token (TTFT) and starts decoding;
      a request with all its tokens finishes (E2E) and frees its KV.
 
@@ -434,6 +436,8 @@ class Instance:
                 self.wake = env.event()
                 yield self.wake
                 self.wake = None
+                if costs.wake_s > 0.0:          # the engine slept until the arrival and wakes late
+                    yield env.timeout(costs.wake_s)
                 continue
             if self.batch and not self.prefilling and not self.waiting:
                 yield from self._decode_run(tps)

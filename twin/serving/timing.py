@@ -36,6 +36,8 @@ lockstep, the slowest setting the pace):
 host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
+An idle instance starts its next iteration wake_s after the arrival that wakes it (the engine
+sleeps until the next arrival and wakes late; the simulation's instance loop waits it).
 
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
@@ -83,7 +85,8 @@ def _coarse_point(j: int) -> float:
     return MIN_SPAN * COARSE_RATIO ** j
 
 
-ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s")
+ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
+                "wake_s")
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -243,6 +246,19 @@ class IterationCosts:
         v0, slope, c0 = self._line(self._prefill_at, _fine_index(per_gpu), _coarse_cell(span))
         return v0 + slope * (span - c0)
 
+    @property
+    def wake_s(self) -> float:
+        return self.engine.get("wake_s", 0.0)
+
+    def _bucket(self, batch: int, prompt_tokens: float, max_ctx: float) -> tuple[int, float]:
+        """(graph rows per attention group, 0 = eager; padded width) of an iteration."""
+        rows = math.ceil(batch / self.s.attention_dp) if batch > 0 else 0
+        bucket, width = graph_bucket(rows, max_ctx if batch > 0 else 0.0, prompt_tokens > 0, self.s.kv_page_size,
+                                     self.batch_buckets, self.page_buckets)
+        if not self.batch_buckets and self.s.cuda_graphs and prompt_tokens <= 0 and 0 < rows <= self.s.cuda_graph_max_batch:
+            bucket = rows                       # graphs of every batch: no padding rows
+        return bucket, width
+
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
@@ -267,11 +283,7 @@ class IterationCosts:
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
         dp = self.s.attention_dp
-        rows = math.ceil(batch / dp) if batch > 0 else 0
-        bucket, width = graph_bucket(rows, max_ctx if batch > 0 else 0.0, prompt_tokens > 0, self.s.kv_page_size,
-                                     self.batch_buckets, self.page_buckets)
-        if not self.batch_buckets and self.s.cuda_graphs and prompt_tokens <= 0 and 0 < rows <= self.s.cuda_graph_max_batch:
-            bucket = rows                       # graphs of every batch: no padding rows
+        bucket, width = self._bucket(batch, prompt_tokens, max_ctx)
         eager = not bucket
         b = bucket * dp if bucket else batch
         if prompt_tokens <= 0:
