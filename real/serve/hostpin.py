@@ -24,6 +24,11 @@ import functools
 import math
 import os
 
+try:
+    import pynvml
+except ImportError:  # CPU machines, or no nvidia-ml-py: every allowed CPU counts as GPU-local
+    pynvml = None
+
 PIN_MODES = ("none", "numa", "core")
 
 _libc = None
@@ -69,8 +74,9 @@ def gpu_local_cpus(device_index: int) -> list[int]:
     """CPUs local to GPU `device_index` (NVML's ideal CPU affinity of the device), intersected with
     the CPUs this process may use; every allowed CPU when NVML cannot say."""
     allowed = set(ALLOWED_AT_START)
+    if pynvml is None:
+        return sorted(allowed)
     try:
-        import pynvml
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(device_index)
         words = pynvml.nvmlDeviceGetCpuAffinity(h, (os.cpu_count() + 63) // 64)
