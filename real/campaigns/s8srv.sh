@@ -3,8 +3,9 @@
 # about 140 s in all):
 #   real/campaigns/s8srv.sh OUTDIR
 # 1. one GPU (GPU 0; every machine): plan gpu1-pin, the Poisson short-prompt runs whose TTFT the twin
-#    misses (held-out r30, r40) and fit runs beside them (r10, r20, closed c1), each twice: main thread
-#    unpinned and pinned to one GPU-local CPU, alternating; 3 s of load each (timeout 60 s);
+#    misses (held-out r30, r40) and fit runs beside them (r10, r20, closed c1), 3 s of load each: first
+#    as the engine comes, then again after it ran one eager forward of every flat batch size up to 640
+#    tokens (is a size's first forward the run-to-run difference?), unpinned (timeout 60 s);
 # 2. two GPUs (only where two exist): plan ep2-pin, all twelve EP2 configurations measured so far
 #    (held-out first, original seeds and splits), each twice: each rank's main thread unpinned and
 #    pinned to its share of its GPU's local CPUs, alternating; 1.75 s of load each (timeout 88 s).

@@ -169,6 +169,11 @@ def main(argv=None) -> int:
         engine.graphs = graphs if run.cuda_graphs else None
         pin_mode = run.pin or args.pin
         cpus = pin(pin_mode)
+        if run.warm_shapes:
+            t = time.perf_counter()
+            n = engine.warm_shapes(run.warm_shapes)
+            if rank == 0 and n:
+                log(f"warmed {n} flat batch sizes (up to {run.warm_shapes} tokens) in {time.perf_counter() - t:.1f} s")
         try:
             duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
                                 run.max_duration_s, control)
@@ -187,6 +192,7 @@ def main(argv=None) -> int:
         summary = summarize(reqs, iters, max(p[2] for p in parts))
         row = {**{k: v for k, v in dataclasses.asdict(run).items()
                   if k not in ("name", "cuda_graphs", "input_len", "output_len")},
+               "warm_shapes": engine.warmed_tokens,
                "pin": pin_mode, "pin_cpus": ";".join(p[3] for p in parts),
                "input_len_spec": run.input_len, "output_len_spec": run.output_len,
                **settings, "cuda_graphs": int(engine.graphs is not None), **summary,

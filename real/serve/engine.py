@@ -138,6 +138,7 @@ class Engine:
         # per-iteration host / GPU split and CPU readings (hostpin); off, an iteration is timed as before
         self.timing = False
         self._events = None
+        self.warmed_tokens = 0  # flat batch sizes 1.._warmed have run (warm_shapes)
 
     # ---- setup -------------------------------------------------------------------------------
     @property
@@ -152,6 +153,24 @@ class Engine:
                                    default_batch_buckets(self.cfg.max_running),
                                    default_page_buckets(max_pages))
         return self.graphs.capture()
+
+    def warm_shapes(self, max_tokens: int) -> int:
+        """Run one eager forward of every flat batch size 1..max_tokens not run yet (a prompt chunk
+        written to the scratch page), so no later iteration is the first of its token count: the
+        first forward of a new size pays a one-off host cost (library heuristics per GEMM shape),
+        measured ~20% of a short eager iteration. Returns how many sizes were run."""
+        dev, ps = self.device, self.cfg.page_size
+        done = 0
+        for n in range(self.warmed_tokens + 1, max_tokens + 1):
+            scratch_T = torch.full((n,), SCRATCH_PAGE * ps, dtype=torch.long, device=dev)
+            pages_P = torch.full((self.cache.pages_for(n),), SCRATCH_PAGE, dtype=torch.long, device=dev)
+            inp = StepInputs(torch.zeros(n, dtype=torch.long, device=dev), torch.arange(n, device=dev), scratch_T, 0,
+                             chunks=[PrefillChunk(0, n, 0, pages_P)],
+                             logit_rows_N=torch.tensor([n - 1], dtype=torch.long, device=dev))
+            step_forward(self.model, self.cache, inp, self.precision).tolist()
+            done += 1
+        self.warmed_tokens = max(self.warmed_tokens, max_tokens)
+        return done
 
     def reset(self, t0: float) -> None:
         """Forget all requests and records (after a warm-up); times are measured from t0."""

@@ -34,6 +34,7 @@ class RunSpec:
     cuda_graphs: bool = True
     seed: int = 0
     pin: str = ""  # the main thread's CPU pinning (real/serve/hostpin.PIN_MODES); "" = the CLI's --pin
+    warm_shapes: int = 0  # before the run, one eager forward of every flat batch size up to this (Engine.warm_shapes)
 
     def __post_init__(self):
         if self.arrival not in ("poisson", "closed"):
@@ -181,11 +182,19 @@ EP2_PIN = dataclasses.replace(EP2, runs=_pinned_pairs(
                            "ep2-closed-c8-long", "ep2lo-poisson-r4-long", "ep2lo-poisson-r20-short",
                            "ep2lo-closed-c4-short", "ep2lo-closed-c2-long", "ep2lo-closed-c96-short")],
     "ep2s8", ("none", "numa"), load_s=1.75, drain_s=1.25))
+# One GPU: is the run-to-run level of the eager prompt iterations the one-off cost of a flat batch
+# size's first forward? The five configurations (original seeds and splits), first as the engine
+# comes (sizes first met during the runs), then again after Engine.warm_shapes ran every size up to
+# WARM_TOKENS (short prompts of <= 512 tokens beside <= 64 decode rows, and more), unpinned.
+WARM_TOKENS = 640
 _GPU1_ALL = {r.name: r for r in (*GPU1.runs, *GPU1_LOWLOAD.runs)}
-GPU1_PIN = dataclasses.replace(GPU1, runs=_pinned_pairs(
-    [_GPU1_ALL[n] for n in ("g1lo-poisson-r30-short", "g1-poisson-r40-short", "g1-poisson-r10-short",
-                            "g1lo-poisson-r20-short", "g1lo-closed-c1-short")],
-    "g1s8", ("none", "core"), load_s=3.0, drain_s=1.5))
+_GPU1_S8 = [dataclasses.replace(_GPU1_ALL[n], load_s=3.0, max_duration_s=4.5, pin="none")
+            for n in ("g1lo-poisson-r30-short", "g1-poisson-r40-short", "g1-poisson-r10-short",
+                      "g1lo-poisson-r20-short", "g1lo-closed-c1-short")]
+GPU1_PIN = dataclasses.replace(GPU1, runs=(
+    *(dataclasses.replace(r, name="g1s8-" + r.name.split("-", 1)[1] + "-cold") for r in _GPU1_S8),
+    *(dataclasses.replace(r, name="g1s8-" + r.name.split("-", 1)[1] + "-warm", warm_shapes=WARM_TOKENS)
+      for r in _GPU1_S8)))
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -202,7 +211,9 @@ TINY = Plan(
 TINY_EP2 = dataclasses.replace(TINY, runs=tuple(dataclasses.replace(r, name=r.name.replace("tiny-", "tiny-ep2-"))
                                                 for r in TINY.runs))
 
-TINY_PIN = dataclasses.replace(TINY, runs=_pinned_pairs(TINY.runs, "tinys8", ("none", "core"), 0.3, 29.7))
+TINY_PIN = dataclasses.replace(TINY, runs=(
+    *_pinned_pairs(TINY.runs, "tinys8", ("none", "core"), 0.3, 29.7),
+    dataclasses.replace(TINY.runs[0], name="tinys8-closed-c2-warm", warm_shapes=12)))
 TINY_EP2_PIN = dataclasses.replace(TINY, runs=_pinned_pairs(TINY_EP2.runs, "tinyep2s8", ("none", "numa"), 0.3, 29.7))
 
 PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": EP2_LOWLOAD,

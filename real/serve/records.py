@@ -14,7 +14,8 @@ serve_iterations.csv  one row per iteration and rank (EP ranks step together, so
                       with --timing also the host / GPU split and the main thread's CPU
                       (real/serve/engine.py IterationRecord, real/serve/hostpin.py).
 serve_load's `pin` is the main thread's CPU pinning during the run (hostpin.PIN_MODES), `pin_cpus`
-the CPUs it was allowed (per rank, ';' between ranks).
+the CPUs it was allowed (per rank, ';' between ranks), `warm_shapes` the flat batch sizes 1..N the
+engine had run before the run (Engine.warm_shapes; 0 = none warmed on purpose).
 All times in seconds from the run's start (the first arrival may come later for Poisson loads).
 Requests unfinished at a run's hard cap have empty finish columns and count in no latency figure;
 their tokens count in the throughput, which is tokens produced over the run's duration (start to
@@ -34,7 +35,7 @@ ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "
                "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
                "graph_batch_buckets", "graph_page_buckets", "kv_bytes_per_token"]
 LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_len_spec",
-              "output_len_spec", "load_s", "max_duration_s", "seed", "pin", "pin_cpus"] + ENGINE_COLS
+              "output_len_spec", "load_s", "max_duration_s", "seed", "pin", "pin_cpus", "warm_shapes"] + ENGINE_COLS
              + ["num_requests", "num_completed", "truncated", "num_iterations", "duration_s",
                 "output_tokens_per_s", "input_tokens_per_s",
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",

@@ -63,6 +63,25 @@ def test_apply_pin_sets_only_the_calling_thread_and_none_restores_it():
     assert sorted(os.sched_getaffinity(0)) == before
 
 
+def test_warm_shapes_runs_each_flat_batch_size_once_and_changes_no_token():
+    spec = get_spec("tiny")
+    torch.manual_seed(0)
+    model = build_model(spec, "cpu", torch.float32, max_seq_len=128).eval()
+    cfg = EngineConfig(page_size=4, num_pages=64, token_budget=16, max_running=4, max_context=64)
+    outs = []
+    for warm in (0, 10):
+        engine = Engine(model, cfg)
+        assert engine.warm_shapes(warm) == warm and engine.warmed_tokens == warm
+        if warm:
+            assert engine.warm_shapes(6) == 0 and engine.warm_shapes(12) == 2   # sizes 11, 12 only
+        engine.add(Request(0, 0.0, [3, 1, 4, 1, 5], 4))
+        while engine.has_work:
+            engine.step()
+        assert engine.cache.num_free_pages == cfg.num_pages - 1     # the scratch page only, as before
+        outs.append(engine.finished[0].output)
+    assert outs[0] == outs[1]
+
+
 def test_engine_timing_records_host_split_and_cpu_on_cpu():
     spec = get_spec("tiny")
     torch.manual_seed(0)
@@ -84,13 +103,19 @@ def test_engine_timing_records_host_split_and_cpu_on_cpu():
     assert off.iterations[0].cpu_id == -1 and off.iterations[0].host_s != off.iterations[0].host_s
 
 
-def test_pin_plans_pair_every_configuration_under_both_pinnings_with_its_split_and_seed():
-    """gpu1-pin / ep2-pin: each earlier configuration twice (both pinnings, alternating order), its
-    original split and seed, so no held-out configuration is ever fitted."""
-    from real.serve.plans import EP2, EP2_LOWLOAD, EP2_PIN, GPU1, GPU1_LOWLOAD, GPU1_PIN
+def test_s8_plans_repeat_earlier_configurations_with_their_split_and_seed():
+    """ep2-pin: each earlier EP2 configuration twice (both pinnings, alternating order); gpu1-pin:
+    five one-GPU configurations as the engine comes, then again after warming every flat batch
+    size; always the original split and seed, so no held-out configuration is ever fitted."""
+    from real.serve.plans import EP2, EP2_LOWLOAD, EP2_PIN, GPU1, GPU1_LOWLOAD, GPU1_PIN, WARM_TOKENS
     conf = lambda r: (r.arrival, r.input_len, r.output_len, r.rate_per_s, r.concurrency, r.seed)  # noqa: E731
-    for pinned, earlier, pins in ((GPU1_PIN, GPU1.runs + GPU1_LOWLOAD.runs, {"none", "core"}),
-                                  (EP2_PIN, EP2.runs + EP2_LOWLOAD.runs, {"none", "numa"})):
+    by_conf = {conf(r): r for r in GPU1.runs + GPU1_LOWLOAD.runs}
+    cold, warm = GPU1_PIN.runs[:5], GPU1_PIN.runs[5:]
+    assert [conf(r) for r in cold] == [conf(r) for r in warm]
+    assert {r.warm_shapes for r in cold} == {0} and {r.warm_shapes for r in warm} == {WARM_TOKENS}
+    assert all(r.split == by_conf[conf(r)].split for r in GPU1_PIN.runs)
+    assert len({r.name for r in GPU1_PIN.runs}) == 10
+    for pinned, earlier, pins in ((EP2_PIN, EP2.runs + EP2_LOWLOAD.runs, {"none", "numa"}),):
         by_conf = {conf(r): r for r in earlier}
         names = [r.name for r in pinned.runs]
         assert len(set(names)) == len(names)
@@ -99,7 +124,7 @@ def test_pin_plans_pair_every_configuration_under_both_pinnings_with_its_split_a
             assert conf(a) == conf(b) and {a.pin, b.pin} == pins
             src = by_conf[conf(a)]
             assert a.split == b.split == src.split
-        assert [r.pin for r in pinned.runs[:4]] in (["none", "core", "core", "none"], ["none", "numa", "numa", "none"])
+        assert [r.pin for r in pinned.runs[:4]] == ["none", "numa", "numa", "none"]
     assert len(EP2_PIN.runs) == 2 * len(EP2.runs + EP2_LOWLOAD.runs)
     assert {r.split for r in EP2_PIN.runs[:6]} == {"holdout"}    # held-out configurations first
 
@@ -117,8 +142,9 @@ def test_s8srv_campaign_script_cpu_dry_run(tmp_path):
                    env=env, check=True, capture_output=True, timeout=240)
     d = tmp_path / "s8srv"
     loads = _read(d / "serve_load.csv")
-    assert [r["ep_size"] for r in loads] == ["1"] * 4 + ["2"] * 4
-    assert [r["pin"] for r in loads] == ["none", "core", "core", "none", "none", "numa", "numa", "none"]
+    assert [r["ep_size"] for r in loads] == ["1"] * 5 + ["2"] * 4
+    assert [r["pin"] for r in loads] == ["none", "core", "core", "none", "none", "none", "numa", "numa", "none"]
+    assert [r["warm_shapes"] for r in loads] == ["0"] * 4 + ["12"] + ["0"] * 4
     assert all(int(r["num_completed"]) > 0 for r in loads)
     assert all(len(r["pin_cpus"].split(";")) == int(r["ep_size"]) for r in loads)
     its = _read(d / "serve_iterations.csv")
