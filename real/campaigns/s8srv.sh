@@ -5,10 +5,11 @@
 # 1. one GPU (GPU 0; every machine): plan gpu1-pin, the Poisson short-prompt runs whose TTFT the twin
 #    misses (held-out r30, r40) and fit runs beside them (r10, r20, closed c1), 3 s of load each: first
 #    as the engine comes, then again after it ran one eager forward of every flat batch size up to 640
-#    tokens (is a size's first forward the run-to-run difference?), unpinned (timeout 60 s);
+#    tokens (is a size's first forward the run-to-run difference?), unpinned (timeout 55 s);
 # 2. two GPUs (only where two exist): plan ep2-pin, all twelve EP2 configurations measured so far
 #    (held-out first, original seeds and splits), each twice: each rank's main thread unpinned and
-#    pinned to its share of its GPU's local CPUs, alternating; 1.75 s of load each (timeout 88 s).
+#    pinned to its share of its GPU's local CPUs, alternating; 1.75 s of load each, every flat
+#    batch size up to 576 tokens run once before the first (timeout 93 s).
 # Every iteration records its host / GPU split and the main thread's CPU id and clock (--timing).
 # Writes OUTDIR/s8srv/{gpu1,ep2}/serve_{load,requests,iterations}.csv + env.json, the merged families
 # in OUTDIR/s8srv/, the host's CPU/NUMA layout in host.txt, and log.txt. A part cut by its timeout
@@ -33,12 +34,12 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 {
   echo "s8srv start $(date -u +%FT%TZ), $NGPU GPU(s)"
   nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,power.limit --format=csv 2>/dev/null || true
-  CUDA_VISIBLE_DEVICES=${S8_GPU1_DEVICES:-0} timeout 60 "$PY" -m real.serve --out "$DIR/gpu1" \
-    --plan "$PLAN1" --device "$DEVICE" --budget-s 48 --timing
+  CUDA_VISIBLE_DEVICES=${S8_GPU1_DEVICES:-0} timeout 55 "$PY" -m real.serve --out "$DIR/gpu1" \
+    --plan "$PLAN1" --device "$DEVICE" --budget-s 46 --timing
   echo "gpu1 exit $? at $(date -u +%FT%TZ)"
   if [ "$NGPU" -ge 2 ] || [ -n "${S8_FORCE_EP2:-}" ]; then
-    timeout 88 "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m real.serve \
-      --out "$DIR/ep2" --plan "$PLAN2" --device "$DEVICE" --budget-s 72 --timing
+    timeout 93 "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m real.serve \
+      --out "$DIR/ep2" --plan "$PLAN2" --device "$DEVICE" --budget-s 78 --timing
     echo "ep2 exit $? at $(date -u +%FT%TZ)"
   else
     echo "ep2 skipped: $NGPU GPU(s)"

@@ -126,6 +126,7 @@ def test_s8_plans_repeat_earlier_configurations_with_their_split_and_seed():
             assert a.split == b.split == src.split
         assert [r.pin for r in pinned.runs[:4]] == ["none", "numa", "numa", "none"]
     assert len(EP2_PIN.runs) == 2 * len(EP2.runs + EP2_LOWLOAD.runs)
+    assert EP2_PIN.runs[0].warm_shapes > 0 and {r.warm_shapes for r in EP2_PIN.runs[1:]} == {0}
     assert {r.split for r in EP2_PIN.runs[:6]} == {"holdout"}    # held-out configurations first
 
 
@@ -144,7 +145,7 @@ def test_s8srv_campaign_script_cpu_dry_run(tmp_path):
     loads = _read(d / "serve_load.csv")
     assert [r["ep_size"] for r in loads] == ["1"] * 5 + ["2"] * 4
     assert [r["pin"] for r in loads] == ["none", "core", "core", "none", "none", "none", "numa", "numa", "none"]
-    assert [r["warm_shapes"] for r in loads] == ["0"] * 4 + ["12"] + ["0"] * 4
+    assert [r["warm_shapes"] for r in loads] == ["0"] * 4 + ["12"] + ["10"] * 4   # EP2: warmed before its first run
     assert all(int(r["num_completed"]) > 0 for r in loads)
     assert all(len(r["pin_cpus"].split(";")) == int(r["ep_size"]) for r in loads)
     its = _read(d / "serve_iterations.csv")
