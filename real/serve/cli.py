@@ -135,6 +135,8 @@ def main(argv=None) -> int:
     model.eval()
     engine = Engine(model, cfg)
     engine.timing = args.timing
+    if args.timing and tel.available:
+        engine.sm_clock = tel.sm_clock_mhz
     t = time.perf_counter()
     num_graphs = engine.capture_graphs()
     if rank == 0:

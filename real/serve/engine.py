@@ -103,6 +103,7 @@ class IterationRecord:
     cpu_id: int = -1
     cpu_id_end: int = -1
     cpu_mhz: float = float("nan")
+    sm_clock_mhz: float = float("nan")  # the GPU's SM clock read right after the iteration (NVML)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Engine:
         # per-iteration host / GPU split and CPU readings (hostpin); off, an iteration is timed as before
         self.timing = False
         self._events = None
+        self.sm_clock = None  # () -> MHz (real/telemetry.Telemetry.sm_clock_mhz), read per iteration with timing on
         self.warmed_tokens = 0  # flat batch sizes 1.._warmed have run (warm_shapes)
 
     # ---- setup -------------------------------------------------------------------------------
@@ -320,6 +322,8 @@ class Engine:
             rec.gpu_s = events[0].elapsed_time(events[1]) / 1e3  # ms -> s; both have completed
         rec.cpu_id, rec.cpu_id_end = cpu0, current_cpu()
         rec.cpu_mhz = cpu_mhz(rec.cpu_id_end)
+        if self.sm_clock is not None:
+            rec.sm_clock_mhz = self.sm_clock()
 
     def idle_step(self) -> IterationRecord:
         """An EP rank with no request runs one padding decode row so the all-to-alls match."""

@@ -170,8 +170,9 @@ def _pinned_pairs(runs, prefix: str, pins: tuple[str, str], load_s: float, drain
 
 
 # Issue 15, s8srv campaign: is real/serve's speed set by where its host thread runs? Every run twice,
-# the main thread unpinned ('none') or pinned ('numa': its GPU's local CPUs; 'core': one CPU), with
-# the per-iteration host / GPU split and CPU ids recorded (--timing). EP2: all twelve configurations
+# the main thread unpinned ('none') or pinned to one CPU of its GPU's ('core'; 'numa', its share of
+# the GPU-local CPUs, was half of one NUMA node's 64 on the first 2xH100 host: no test), with the
+# per-iteration host / GPU split, CPU ids and the GPU's SM clock recorded (--timing). EP2: all twelve configurations
 # measured so far (held-out ones first, then the fit ones, with their original seeds and splits), so
 # the engine fit and its validation can take whichever condition reproduces. One GPU: the Poisson
 # short-prompt runs whose TTFT the twin misses (held-out r30, r40) and fit runs around them.
@@ -181,7 +182,7 @@ _EP2_PAIRS = _pinned_pairs(
                            "ep2-closed-c16-short", "ep2-closed-c128-short", "ep2-poisson-r60-short",
                            "ep2-closed-c8-long", "ep2lo-poisson-r4-long", "ep2lo-poisson-r20-short",
                            "ep2lo-closed-c4-short", "ep2lo-closed-c2-long", "ep2lo-closed-c96-short")],
-    "ep2s8", ("none", "numa"), load_s=1.75, drain_s=1.25)
+    "ep2s8", ("none", "core"), load_s=1.75, drain_s=1.25)
 # the EP2 engine runs every flat batch size up to EP2_WARM_TOKENS before its first run (both pinnings
 # alike), so a size's first forward is no part of either condition's speed
 EP2_WARM_TOKENS = 576
@@ -219,7 +220,7 @@ TINY_EP2 = dataclasses.replace(TINY, runs=tuple(dataclasses.replace(r, name=r.na
 TINY_PIN = dataclasses.replace(TINY, runs=(
     *_pinned_pairs(TINY.runs, "tinys8", ("none", "core"), 0.3, 29.7),
     dataclasses.replace(TINY.runs[0], name="tinys8-closed-c2-warm", warm_shapes=12)))
-_TINY_EP2_PAIRS = _pinned_pairs(TINY_EP2.runs, "tinyep2s8", ("none", "numa"), 0.3, 29.7)
+_TINY_EP2_PAIRS = _pinned_pairs(TINY_EP2.runs, "tinyep2s8", ("none", "core"), 0.3, 29.7)
 TINY_EP2_PIN = dataclasses.replace(TINY, runs=(dataclasses.replace(_TINY_EP2_PAIRS[0], warm_shapes=10),
                                                *_TINY_EP2_PAIRS[1:]))
 

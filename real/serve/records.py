@@ -11,8 +11,9 @@ serve_iterations.csv  one row per iteration and rank (EP ranks step together, so
                       in serve_load is the count of one rank): start, duration, the batch (prefill tokens
                       and sequences, decode sequences, cached tokens attended over), queue lengths,
                       the CUDA-graph bucket (0 = eager) and whether it was an EP rank's padding step;
-                      with --timing also the host / GPU split and the main thread's CPU
-                      (real/serve/engine.py IterationRecord, real/serve/hostpin.py).
+                      with --timing also the host / GPU split, the main thread's CPU and the GPU's
+                      SM clock after the iteration (real/serve/engine.py IterationRecord,
+                      real/serve/hostpin.py).
 serve_load's `pin` is the main thread's CPU pinning during the run (hostpin.PIN_MODES), `pin_cpus`
 the CPUs it was allowed (per rank, ';' between ranks), `warm_shapes` the flat batch sizes 1..N the
 engine had run before the run (Engine.warm_shapes; 0 = none warmed on purpose).
@@ -45,7 +46,7 @@ REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "inpu
                 "finish_iteration", "num_chunks", "tokens_out"]
 ITERATION_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens",
                   "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "max_kv_tokens", "waiting", "running",
-                  "graph_batch", "idle", "host_s", "gpu_s", "cpu_id", "cpu_id_end", "cpu_mhz"]
+                  "graph_batch", "idle", "host_s", "gpu_s", "cpu_id", "cpu_id_end", "cpu_mhz", "sm_clock_mhz"]
 FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS}
 
 

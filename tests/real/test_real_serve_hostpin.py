@@ -115,7 +115,7 @@ def test_s8_plans_repeat_earlier_configurations_with_their_split_and_seed():
     assert {r.warm_shapes for r in cold} == {0} and {r.warm_shapes for r in warm} == {WARM_TOKENS}
     assert all(r.split == by_conf[conf(r)].split for r in GPU1_PIN.runs)
     assert len({r.name for r in GPU1_PIN.runs}) == 10
-    for pinned, earlier, pins in ((EP2_PIN, EP2.runs + EP2_LOWLOAD.runs, {"none", "numa"}),):
+    for pinned, earlier, pins in ((EP2_PIN, EP2.runs + EP2_LOWLOAD.runs, {"none", "core"}),):
         by_conf = {conf(r): r for r in earlier}
         names = [r.name for r in pinned.runs]
         assert len(set(names)) == len(names)
@@ -124,7 +124,7 @@ def test_s8_plans_repeat_earlier_configurations_with_their_split_and_seed():
             assert conf(a) == conf(b) and {a.pin, b.pin} == pins
             src = by_conf[conf(a)]
             assert a.split == b.split == src.split
-        assert [r.pin for r in pinned.runs[:4]] == ["none", "numa", "numa", "none"]
+        assert [r.pin for r in pinned.runs[:4]] == ["none", "core", "core", "none"]
     assert len(EP2_PIN.runs) == 2 * len(EP2.runs + EP2_LOWLOAD.runs)
     assert EP2_PIN.runs[0].warm_shapes > 0 and {r.warm_shapes for r in EP2_PIN.runs[1:]} == {0}
     assert {r.split for r in EP2_PIN.runs[:6]} == {"holdout"}    # held-out configurations first
@@ -144,7 +144,7 @@ def test_s8srv_campaign_script_cpu_dry_run(tmp_path):
     d = tmp_path / "s8srv"
     loads = _read(d / "serve_load.csv")
     assert [r["ep_size"] for r in loads] == ["1"] * 5 + ["2"] * 4
-    assert [r["pin"] for r in loads] == ["none", "core", "core", "none", "none", "none", "numa", "numa", "none"]
+    assert [r["pin"] for r in loads] == ["none", "core", "core", "none", "none", "none", "core", "core", "none"]
     assert [r["warm_shapes"] for r in loads] == ["0"] * 4 + ["12"] + ["10"] * 4   # EP2: warmed before its first run
     assert all(int(r["num_completed"]) > 0 for r in loads)
     assert all(len(r["pin_cpus"].split(";")) == int(r["ep_size"]) for r in loads)
