@@ -16,14 +16,27 @@ except ImportError:  # CPU machines, or no nvidia-ml-py
 
 
 class Telemetry:
-    def __init__(self, device_index: int = 0):
+    """NVML readings of one GPU: by `pci_bus_id` ('00000000:08:00.0', the CUDA device's, which
+    names the same board whatever CUDA_VISIBLE_DEVICES renumbers) when given and found, else by
+    NVML index `device_index`."""
+
+    def __init__(self, device_index: int = 0, pci_bus_id: str | None = None):
         self.handle = None
         if pynvml is None:
             return
         try:
             pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
         except Exception:  # no driver / no GPU: NVMLError subclasses
+            return
+        if pci_bus_id:
+            try:
+                self.handle = pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id.encode())
+                return
+            except Exception:
+                pass
+        try:
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        except Exception:
             self.handle = None
 
     @property

@@ -33,9 +33,11 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
   echo "== cpufreq governor"; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo "not exposed"
 } > "$DIR/host.txt" 2>&1
 {
-  echo "s8srv start $(date -u +%FT%TZ), $NGPU GPU(s)"
+  echo "s8srv start $(date -u +%FT%TZ), $NGPU GPU(s), CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}"
   nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,power.limit --format=csv 2>/dev/null || true
-  CUDA_VISIBLE_DEVICES=${S8_GPU1_DEVICES:-0} timeout 55 "$PY" -m real.serve --out "$DIR/gpu1" \
+  # GPU 0 of what this shell may use (the first of an inherited CUDA_VISIBLE_DEVICES)
+  GPU1=${S8_GPU1_DEVICES:-${CUDA_VISIBLE_DEVICES:-0}}
+  CUDA_VISIBLE_DEVICES=${GPU1%%,*} timeout 55 "$PY" -m real.serve --out "$DIR/gpu1" \
     --plan "$PLAN1" --device "$DEVICE" --budget-s 46 --timing
   echo "gpu1 exit $? at $(date -u +%FT%TZ)"
   if [ "$NGPU" -ge 2 ] || [ -n "${S8_FORCE_EP2:-}" ]; then

@@ -39,7 +39,7 @@ from real.serve.hostpin import ALLOWED_AT_START, PIN_MODES, apply_pin, gpu_local
 from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
 from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
-from real.telemetry import Telemetry
+from real.telemetry import Telemetry, pynvml
 
 
 def _args(argv):
@@ -86,6 +86,15 @@ def _agree(flag: bool, group) -> bool:
     return box[0]
 
 
+def _pci_bus_id(dev) -> str | None:
+    """The CUDA device's PCI address as NVML spells it, so the per-iteration SM clock is this GPU's
+    (an NVML index need not match a CUDA index under CUDA_VISIBLE_DEVICES)."""
+    p = torch.cuda.get_device_properties(dev)
+    if not hasattr(p, "pci_bus_id"):
+        return None
+    return f"{getattr(p, 'pci_domain_id', 0):08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
+
+
 def _cpu_text(cpus: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2 5' (ranges, space-separated: CSV- and ';'-safe)."""
     out, start = [], None
@@ -119,9 +128,16 @@ def main(argv=None) -> int:
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tel = Telemetry(local_rank)
+    tel = Telemetry(local_rank, _pci_bus_id(dev) if use_cuda else None)
     env = environment(dev, tel)
     env["nccl_version"] = _nccl_version() if use_cuda else ""
+    env["pci_bus_id"] = _pci_bus_id(dev) if use_cuda else ""
+    env["nvml_pci_bus_id"] = ""
+    if tel.available:
+        try:
+            env["nvml_pci_bus_id"] = str(pynvml.nvmlDeviceGetPciInfo(tel.handle).busId)  # the board read
+        except Exception:
+            pass
     env["host_cpus"] = {"allowed_at_start": _cpu_text(sorted(ALLOWED_AT_START)), "cpu_count": os.cpu_count(),
                         "gpu_local": _cpu_text(gpu_local_cpus(gpu_index)) if gpu_index is not None else "",
                         "pin_default": args.pin, "timing": args.timing}
