@@ -11,7 +11,8 @@
 #    pinned to one CPU of its GPU's local ones, alternating; 1.75 s of load each, every flat
 #    batch size up to 576 tokens run once before the first (timeout 93 s).
 # Every iteration records its host / GPU split, the main thread's CPU id and clock and the GPU's SM
-# clock (--timing): the first 2xH100 round read SM clocks of 345-1980 MHz after EP2 runs.
+# clock and its clocks-event reasons (NVML; bit 1 = GPU idle) (--timing): the first 2xH100 round read
+# SM clocks of 345-1980 MHz after EP2 runs.
 # Writes OUTDIR/s8srv/{gpu1,ep2}/serve_{load,requests,iterations}.csv + env.json, the merged families
 # in OUTDIR/s8srv/, the host's CPU/NUMA layout in host.txt, and log.txt. A part cut by its timeout
 # keeps the runs it finished.

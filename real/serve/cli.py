@@ -95,6 +95,19 @@ def _pci_bus_id(dev) -> str | None:
     return f"{getattr(p, 'pci_domain_id', 0):08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
 
 
+def _clock_reasons(tel: Telemetry):
+    """() -> NVML's current clocks event (throttle) reasons bitmask of the board, -1 if unreadable."""
+    fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+
+    def read() -> int:
+        try:
+            return int(fn(tel.handle))
+        except Exception:  # NVMLError subclasses, or no such call
+            return -1
+    return read
+
+
 def _cpu_text(cpus: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2 5' (ranges, space-separated: CSV- and ';'-safe)."""
     out, start = [], None
@@ -153,6 +166,7 @@ def main(argv=None) -> int:
     engine.timing = args.timing
     if args.timing and tel.available:
         engine.sm_clock = tel.sm_clock_mhz
+        engine.clock_reasons = _clock_reasons(tel)
     t = time.perf_counter()
     num_graphs = engine.capture_graphs()
     if rank == 0:

@@ -104,6 +104,7 @@ class IterationRecord:
     cpu_id_end: int = -1
     cpu_mhz: float = float("nan")
     sm_clock_mhz: float = float("nan")  # the GPU's SM clock read right after the iteration (NVML)
+    clock_reasons: int = -1  # NVML's clocks event reasons bitmask then (1 = GPU idle, 4 = SW power cap, ...)
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Engine:
         self.timing = False
         self._events = None
         self.sm_clock = None  # () -> MHz (real/telemetry.Telemetry.sm_clock_mhz), read per iteration with timing on
+        self.clock_reasons = None  # () -> NVML clocks event reasons bitmask, likewise
         self.warmed_tokens = 0  # flat batch sizes 1.._warmed have run (warm_shapes)
 
     # ---- setup -------------------------------------------------------------------------------
@@ -324,6 +326,8 @@ class Engine:
         rec.cpu_mhz = cpu_mhz(rec.cpu_id_end)
         if self.sm_clock is not None:
             rec.sm_clock_mhz = self.sm_clock()
+        if self.clock_reasons is not None:
+            rec.clock_reasons = self.clock_reasons()
 
     def idle_step(self) -> IterationRecord:
         """An EP rank with no request runs one padding decode row so the all-to-alls match."""

@@ -46,7 +46,7 @@ REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "inpu
                 "finish_iteration", "num_chunks", "tokens_out"]
 ITERATION_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens",
                   "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "max_kv_tokens", "waiting", "running",
-                  "graph_batch", "idle", "host_s", "gpu_s", "cpu_id", "cpu_id_end", "cpu_mhz", "sm_clock_mhz"]
+                  "graph_batch", "idle", "host_s", "gpu_s", "cpu_id", "cpu_id_end", "cpu_mhz", "sm_clock_mhz", "clock_reasons"]
 FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS}
 
 
