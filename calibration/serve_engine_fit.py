@@ -22,6 +22,11 @@ What real/serve does per iteration beyond the GPU work the serving cost function
                       (rows, width x page_size) latent block and runs einsums on it: time per padded
                       row x padded context token (graphs pad rows to the batch bucket and width to the
                       page bucket);
+  new_size_s          an eager iteration whose flat batch size (prefill tokens + decode rows) the
+                      engine process has not run before pays a one-off host cost (its GEMM shapes set
+                      up); feature 1 for such an iteration of a one-GPU engine: sizes met in earlier
+                      runs of the same session (calibration.serve_load_validation.sizes_run_before)
+                      or earlier in the run count as run (under EP, 0: the twin lumps the ranks);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
                       median gap between the end of one busy iteration and the start of the next;
   wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
@@ -61,10 +66,11 @@ from scipy.optimize import nnls
 
 from calibration import records as rec
 from twin.core import atomic
-from calibration.serve_load_validation import pin_suffix, scenario_for
+from calibration.serve_load_validation import pin_suffix, scenario_for, sizes_run_before
 from twin.serving.timing import IterationCosts, graph_bucket
 
-TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token")
+TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
+         "new_size_s")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 # upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
@@ -182,6 +188,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
     reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
     rows = []
     meta = {}
+    before = sizes_run_before(load.to_dict("records"), its.assign(graph_batch=its.graph_batch.astype(int)).astype(str).to_dict("records"))
     for run in load.to_dict("records"):
         if run["split"] != split:
             continue
@@ -202,6 +209,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
             rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
             per_rank.append(rebuild(it, rq).set_index("iteration"))
+        sizes = set(before[run["run_id"]])
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the
         # twin's one-queue instance sees), the width the longest context of either
@@ -227,7 +235,12 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
             gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
                     for r2 in per_rank if (i + 1) in r2.index]
+            size = int(rws[0].prefill_tokens) + int(rws[0].decode_seqs)
+            new_size = len(per_rank) == 1 and not graph and size not in sizes
+            if len(per_rank) == 1 and not graph:
+                sizes.add(size)
             rows.append({
+                "new_size_s": float(new_size),
                 "iteration_s": 1.0, "eager_iteration_s": float(not graph),
                 "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),

@@ -79,9 +79,10 @@ class Engine:
     def __init__(self, reqs: Requests, s: ServeSpec, t: TrafficSpec, decode_costs: IterationCosts,
                  prefill_costs: IterationCosts | None, num_instances: int, kv_capacity_tokens: float,
                  transfer_s_per_token: float, transfer_latency_s: float, kv_bytes_per_token: float,
-                 concurrency: int, trace_cap: int):
+                 concurrency: int, trace_cap: int, run_batch_sizes=()):
         self.env = simpy.Environment()
         self.r, self.s, self.t = reqs, s, t
+        self.run_batch_sizes = frozenset(int(x) for x in run_batch_sizes)   # sizes the engine ran before
         n = len(reqs)
         # the engine's measured iteration spread (twin.serving.timing.IterationSpread), drawn from a
         # generator of its own seeded by the traffic seed: one run per seed
@@ -268,6 +269,8 @@ class Instance:
         self.tokens_per_step = 1.0 + sum(eng.s.mtp_acceptance_frac ** (i + 1) for i in range(eng.s.mtp_draft_tokens))
         self.seen_prefix: set[int] = set()
         self.wake: simpy.Event | None = None
+        # flat batch sizes this instance has run eagerly (engine term new_size_s; one attention group only)
+        self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes and eng.s.attention_dp == 1 else None
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # round-robin DP groups: per group a queue, decoding and prefilling counts, KV reservation
         dp = eng.s.attention_dp
@@ -487,8 +490,9 @@ class Instance:
             # lockstep groups: timed as if every group carried the busiest one's rows and prompt
             b_time = self.dp * max(self.dec_g) if self.rr and decode_now else decode_now
             p_time = self.dp * busiest if self.rr else prompt_tokens
-            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, self.max_ctx() if decode_now else 0.0,
-                                           len(chunk), pairs)
+            width_ctx = self.max_ctx() if decode_now else 0.0
+            new_size = self._new_size(decode_now + prompt_tokens, b_time, p_time, width_ctx)
+            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, len(chunk), pairs, new_size)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -532,6 +536,13 @@ class Instance:
                 self._start_decode(rid, prompt)
             self._finish_due()
 
+    def _new_size(self, size: int, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
+        """Is this eager iteration the instance's first of `size` flat tokens? (Records it.)"""
+        if self.sizes is None or size in self.sizes or not self.costs.is_eager(batch, prompt_tokens, max_ctx):
+            return False
+        self.sizes.add(size)
+        return True
+
     def _finish_due(self) -> None:
         heap = self.heap
         while heap and heap[0][0] <= self.G:
@@ -567,8 +578,9 @@ class Instance:
         b_time = self.dp * max(self.dec_g) if self.rr else b
         spread, loop_s = self.costs.spread, self.costs.loop_s
         u = eng.rng.random(steps).tolist() if spread is not None else None
+        new_size = self._new_size(b, b_time, 0, max0)   # the same size throughout: only the first can be new
         for i in range(steps):
-            dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps)[0]
+            dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0, new_size and i == 0)[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
             total += dur

@@ -52,3 +52,37 @@ def test_the_committed_tables_carry_a_measured_wake_up():
     t = serve_engines()
     assert 0.0 < t["real-serve-h200-ep1"]["wake_s"] < 0.001
     assert 0.0 < t["real-serve-h200-ep2"]["wake_s"] < 0.003
+
+
+def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=()):
+    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s)
+    sc = scenario_for(RUN, spread=False)
+    n = len(arrival_s)
+    reqs = from_records(np.asarray(arrival_s, float), np.asarray(input_len), np.full(n, 2), sc.traffic)
+    return simulate(sc, requests=reqs, run_batch_sizes=run_batch_sizes).per_request()["first_token_s"]
+
+
+def test_an_eager_iteration_of_a_new_flat_batch_size_pays_new_size_s_once(monkeypatch):
+    """Three lone prompts, 1 s apart (each its own prefill-only iteration, the decode of 1 token in
+    between replayed from a CUDA graph): 300, 300 and 200 tokens. With new_size_s the first 300 and
+    the 200 pay it, the second 300 does not; sizes the engine ran before (run_batch_sizes) never do."""
+    arrivals, lengths = [1.0, 2.0, 3.0], [300, 300, 200]
+    base = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths)
+    new = _first_tokens_with_sizes(monkeypatch, 0.002, arrivals, lengths)
+    assert (new - base).tolist() == pytest.approx([0.002, 0.0, 0.002], abs=1e-12)
+    warm = _first_tokens_with_sizes(monkeypatch, 0.002, arrivals, lengths, run_batch_sizes={200, 300})
+    assert (warm - base).tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+
+
+def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
+    """Eager iterations (graph_batch 0, rank 0) of earlier runs within SESSION_GAP_S; a gap starts a
+    new engine process; graph-replayed and idle iterations count no size."""
+    from calibration.serve_load_validation import sizes_run_before
+    runs = [{"run_id": "a", "timestamp_utc": "2026-11-26T03:00:00Z"},
+            {"run_id": "b", "timestamp_utc": "2026-11-26T03:00:30Z"},
+            {"run_id": "c", "timestamp_utc": "2026-11-26T06:00:00Z"}]
+    it = lambda run, p, d, g=0, idle=0, rank=0: {"run_id": run, "rank": str(rank), "prefill_tokens": str(p),  # noqa: E731
+                                                 "decode_seqs": str(d), "graph_batch": str(g), "idle": str(idle)}
+    its = [it("a", 300, 2), it("a", 0, 4, g=4), it("a", 10, 0, idle=1), it("a", 7, 0, rank=1), it("b", 120, 0), it("c", 50, 1)]
+    before = sizes_run_before(runs, its)
+    assert before == {"a": frozenset(), "b": frozenset({302}), "c": frozenset()}
