@@ -25,9 +25,11 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # real/serve's (an arrival joins at the next iteration boundary; an idle engine wakes wake_s late),
 # and an eager iteration of a flat batch size the engine process has not run before pays new_size_s
 # (~1.3-1.5 ms, fitted; the replay is told the sizes earlier runs of the session ran). What is left:
-# the prompt iterations of the first session (g1-*) run ~10% slower than the second's at the same
-# composition, and the P99 tails rest on a few host stalls (h100 lo-r30: -19.5% before any of this,
-# it moves by several points with any change of the replay's random draws).
+# the prompt iterations' level per run still scatters around the fit by about +-10% (h200 median
+# measured / fitted: r40 1.08, lo-r30 1.02, lo-r20 0.92, lo-r70 0.88; the same order on H100), which
+# no composition feature tried (decode rows, prompt length, time since the last eager iteration)
+# explains; the P99 tails rest on a few host stalls (h100 lo-r30: -19.5% before any of this; it
+# moves by several points with any change of the replay's random draws).
 # EP2: real/serve's expert-parallel engine is host-bound and its speed differs between sessions on
 # the same machine kind and software (decode iterations ~7 ms in the first campaign, ~4.5-5 ms in
 # the second, in phases of 0.3-2 s within a run); one fit over both sessions misses each. The same
