@@ -36,6 +36,14 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # on 2xH100 (h100x2, main's i15engine + s7srv plans, 2026-11-26 09:04-09:06 UTC: fit median error
 # 20.5%, 9 of 15 held-out checks missed). Pinning each rank's main thread (the s8srv campaign's
 # first round, h100x2/s8srv_round1/) moved no run consistently and the threads never migrated.
+# Round 2 (h100x2/s8srv_round2/, h100/s8srv_round2/, alone on a fresh 2xH100 host): the SM clock
+# was 1980 MHz with no clocks-event reason on every iteration (EP2 and one GPU), yet the EP2 phases
+# stayed (decode medians per run 4.45-7.97 ms, 0.25 s windows 4.2-9.4 ms, host launch time ~0.96 of
+# each iteration; pinned/unpinned 0.73-1.43x): not the GPU's clock, not thread placement; the host
+# CPU's clock is not readable on these VMs. One GPU: after Engine.warm_shapes ran every flat size,
+# prompt iterations took 0.96x the fit without new_size_s (first-met sizes of a fresh process 1.42x,
+# +2.8 ms; sizes met before 1.14x) and the twin gave the warm r30/r40 TTFT P50 within -2.3%; a fresh
+# process's first runs it misses by -11..-33% (their first-size cost is ~2x the fitted new_size_s).
 NOT_MET = {
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.269,
     ("h100", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.275,

@@ -86,3 +86,17 @@ def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
     its = [it("a", 300, 2), it("a", 0, 4, g=4), it("a", 10, 0, idle=1), it("a", 7, 0, rank=1), it("b", 120, 0), it("c", 50, 1)]
     before = sizes_run_before(runs, its)
     assert before == {"a": frozenset(), "b": frozenset({302}), "c": frozenset()}
+
+
+def test_sizes_run_before_counts_the_sizes_warm_shapes_ran():
+    """A run recorded with warm_shapes N ran every flat batch size 1..N before it (Engine.warm_shapes):
+    those count as run before it and before the later runs of its session, with or without times."""
+    from calibration.serve_load_validation import sizes_run_before
+    runs = [{"run_id": "a", "timestamp_utc": "2026-11-26T03:00:00Z", "warm_shapes": "0"},
+            {"run_id": "b", "timestamp_utc": "2026-11-26T03:00:30Z", "warm_shapes": "4"},
+            {"run_id": "c", "timestamp_utc": "2026-11-26T03:01:00Z", "warm_shapes": ""}]
+    its = [{"run_id": "a", "rank": "0", "prefill_tokens": "300", "decode_seqs": "2", "graph_batch": "0", "idle": "0"}]
+    before = sizes_run_before(runs, its)
+    assert before == {"a": frozenset(), "b": frozenset({1, 2, 3, 4, 302}), "c": frozenset({1, 2, 3, 4, 302})}
+    untimed = sizes_run_before([{"run_id": "a", "warm_shapes": "3"}, {"run_id": "b"}], [])
+    assert untimed == {"a": frozenset({1, 2, 3}), "b": frozenset()}
