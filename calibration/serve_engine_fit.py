@@ -22,8 +22,19 @@ What real/serve does per iteration beyond the GPU work the serving cost function
                       (rows, width x page_size) latent block and runs einsums on it: time per padded
                       row x padded context token (graphs pad rows to the batch bucket and width to the
                       page bucket);
+  new_size_s          an eager iteration whose flat batch size (prefill tokens + decode rows) the
+                      engine process has not run before pays a one-off host cost (its GEMM shapes set
+                      up); feature 1 for such an iteration of a one-GPU engine: sizes met in earlier
+                      runs of the same session (calibration.serve_load_validation.sizes_run_before)
+                      or earlier in the run count as run (under EP, 0: the twin lumps the ranks);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
-                      median gap between the end of one busy iteration and the start of the next.
+                      median gap between the end of one busy iteration and the start of the next;
+  wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
+                      and wakes late (timer slack, the loop; under EP up to 1 ms polls and the ranks'
+                      flag exchange): the median delay from the arrival of a request that finds its
+                      rank asleep (the gap between the iterations around it over IDLE_GAP_S) to its
+                      admission, over the Poisson fit runs (a closed loop's next request arrives
+                      inside an iteration's bookkeeping, never to a sleeping engine).
 
 The GPU work itself is the twin's IterationCosts (engine terms off) at the engine's padded batch.
 Each iteration's prefill chunks (tokens and prefix) and decode contexts are rebuilt from the request
@@ -55,10 +66,11 @@ from scipy.optimize import nnls
 
 from calibration import records as rec
 from twin.core import atomic
-from calibration.serve_load_validation import scenario_for
+from calibration.serve_load_validation import pin_suffix, scenario_for, sizes_run_before
 from twin.serving.timing import IterationCosts, graph_bucket
 
-TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token")
+TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
+         "new_size_s")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 # upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
@@ -66,6 +78,8 @@ SPREAD_EDGES_S = (0.004, 0.008, 0.016, 0.032)
 # quantile levels kept per bin: the body every 5%, the tail finer (TTFT P99 rests on it)
 SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
+IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
+EXTRA_TERMS = ("loop_s", "wake_s")   # stored beside TERMS
 
 
 def _buckets(text) -> list[int]:
@@ -121,6 +135,37 @@ def rebuild(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
+    """Kernel physics + the fitted engine terms (before the loop gap), per design row."""
+    return df.physics_s + df[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
+
+
+def idle_wake_s(folder: Path, split: str = "fit") -> float:
+    """Median delay from the arrival of a request that finds its rank asleep (arriving between two
+    iterations IDLE_GAP_S or more apart, or before the first, and admitted by the next) to its
+    admission, over the `split` Poisson runs; 0 if none did."""
+    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
+    runs = set(load.loc[(load.split == split) & (load.arrival == "poisson"), "run_id"])
+    its = pd.read_csv(folder / "serve_iterations.csv")
+    reqs = pd.read_csv(folder / "serve_requests.csv")
+    delays = []
+    for (run, rank), rq in reqs[reqs.run_id.isin(runs)].groupby(["run_id", "rank"]):
+        it = its[(its.run_id == run) & (its["rank"] == rank)].sort_values("start_s")
+        starts = it.start_s.to_numpy(float)
+        ends = starts + it.duration_s.to_numpy(float)
+        for a, adm in zip(rq.arrival_s.to_numpy(float), pd.to_numeric(rq.admitted_s, errors="coerce").to_numpy(float)):
+            k = np.searchsorted(starts, a) - 1
+            nxt = k + 1
+            gap_s = starts[nxt] - ends[k] if 0 <= k and nxt < len(starts) else math.inf
+            # asleep: between two iterations far apart (or before the first), and taken by the very
+            # next one (one that missed it arrived while the loop exchanged flags, not asleep: the
+            # twin holds that wait in the iteration's loop_s)
+            asleep = (k < 0 or ends[k] <= a) and gap_s >= IDLE_GAP_S and nxt < len(starts) and adm < ends[nxt]
+            if math.isfinite(adm) and asleep:
+                delays.append(adm - a)
+    return float(np.median(delays)) if delays else 0.0
+
+
 def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[int], graphs: bool) -> dict:
     """The engine terms' features of one iteration (one rank), as IterationCosts computes them."""
     rows, width = graph_bucket(int(row.decode_seqs), float(row.decode_ctx_max), int(row.prefill_tokens) > 0,
@@ -143,6 +188,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
     reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
     rows = []
     meta = {}
+    before = sizes_run_before(load.to_dict("records"), its.assign(graph_batch=its.graph_batch.astype(int)).astype(str).to_dict("records"))
     for run in load.to_dict("records"):
         if run["split"] != split:
             continue
@@ -152,12 +198,18 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
         pb = _buckets(run["graph_page_buckets"])
         bb = _buckets(run["graph_batch_buckets"])
         ps = int(run["page_size"])
-        meta = {"gpu": sc.cluster.gpu, "ep": int(run["ep_size"] or 1), "model": run["model"], "engine": run["engine"]}
+        pin = pin_suffix(run.get("pin"))
+        if meta and meta["pin"] != pin:
+            raise ValueError(f"{folder}: fit runs of different pinnings ({meta['pin'] or 'none'}, {pin or 'none'}); "
+                             "one records folder holds one engine deployment")
+        meta = {"gpu": sc.cluster.gpu, "ep": int(run["ep_size"] or 1), "model": run["model"], "engine": run["engine"],
+                "pin": pin}
         per_rank = []
         for rank in sorted(its.loc[its.run_id == run["run_id"], "rank"].unique()):
             it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
             rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
             per_rank.append(rebuild(it, rq).set_index("iteration"))
+        sizes = set(before[run["run_id"]])
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the
         # twin's one-queue instance sees), the width the longest context of either
@@ -183,12 +235,17 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
             gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
                     for r2 in per_rank if (i + 1) in r2.index]
+            size = int(rws[0].prefill_tokens) + int(rws[0].decode_seqs)
+            new_size = len(per_rank) == 1 and not graph and size not in sizes
+            if len(per_rank) == 1 and not graph:
+                sizes.add(size)
             rows.append({
+                "new_size_s": float(new_size),
                 "iteration_s": 1.0, "eager_iteration_s": float(not graph),
                 "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
                 "gather_s_per_row_token": float(pad_rows * width),
-                "run_id": run["run_id"], "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
+                "run_id": run["run_id"], "iteration": int(i), "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
                 "measured_s": max(float(r.duration_s) for r in rws),
                 "physics_s": costs.iteration_s(pad_rows, ctx_mean, p_busiest, span)[0],
                 "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
@@ -207,9 +264,9 @@ def fit(df: pd.DataFrame) -> dict:
     scale = np.maximum(np.abs(X).max(axis=0), 1e-30)
     coef, _ = nnls((X / scale) * w[:, None], y * w)
     coef = coef / scale
-    pred = ok.physics_s + X @ coef
     gaps = df.gap_s[np.isfinite(df.gap_s) & (df.gap_s < 0.005)]
     out = {k: float(v) for k, v in zip(TERMS, coef)}
+    pred = predicted_s(ok, out)
     out["loop_s"] = float(np.median(gaps)) if len(gaps) else 0.0
     rel = (pred / ok.measured_s - 1.0).abs()
     out["fit_iterations"] = int(len(ok))
@@ -232,7 +289,7 @@ def spread(df: pd.DataFrame, coef: dict) -> dict:
     and predicted-duration bin, every fit iteration counting once. A bin with fewer than
     SPREAD_MIN_ITERATIONS iterations takes the nearest bin's quantiles (the count says so)."""
     ok = df[df.prefill_ok & df.decode_ok]
-    pred = ok.physics_s + ok[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
+    pred = predicted_s(ok, coef)
     ratio = (ok.measured_s / pred).to_numpy(float)
     w = np.ones(len(ratio))   # every fit iteration counts once: the spread is over iterations
     bins = np.searchsorted(np.array(SPREAD_EDGES_S), pred.to_numpy(float))
@@ -262,6 +319,7 @@ def fit_folder(folder: Path) -> dict | None:
     if df.empty:
         return None
     coef = fit(df)
+    coef["wake_s"] = idle_wake_s(folder)
     return {**meta, **coef, "spread": spread(df, coef)}
 
 
@@ -278,7 +336,7 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
         lines.append(f'engine = "{r["engine"]}"')
         lines.append(f'model = "{r["model"]}"')
         lines.append(f"ep = {r['ep']}")
-        for k in (*TERMS, "loop_s"):
+        for k in (*TERMS, *EXTRA_TERMS):
             lines.append(f"{k} = {r[k]:.6g}")
         lines.append(f"fit_iterations = {r['fit_iterations']}")
         lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
@@ -304,8 +362,9 @@ def _toml_list(xs) -> str:
     return "[" + ", ".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in xs) + "]"
 
 
-def engine_key(gpu: str, ep: int) -> str:
-    return f"real-serve-{gpu}-ep{ep}"
+def engine_key(gpu: str, ep: int, pin: str = "") -> str:
+    """The table name (calibration.serve_load_validation.engine_name of the folder's runs)."""
+    return f"real-serve-{gpu}-ep{ep}{pin}"
 
 
 def main() -> None:
@@ -316,8 +375,8 @@ def main() -> None:
         if r is None:
             continue
         r["folder"] = name
-        results[engine_key(r["gpu"], r["ep"])] = r
-        print(f"{name}: " + ", ".join(f"{k} {r[k]:.3g}" for k in (*TERMS, "loop_s"))
+        results[engine_key(r["gpu"], r["ep"], r["pin"])] = r
+        print(f"{name}: " + ", ".join(f"{k} {r[k]:.3g}" for k in (*TERMS, *EXTRA_TERMS))
               + f"; {r['fit_iterations']} iterations, median |error| {r['fit_median_abs_rel_error']:.1%}")
     write_toml(results)
     print(f"wrote {OUT}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import math
 from pathlib import Path
 
@@ -46,9 +47,16 @@ def gpu_key(gpu_name: str) -> str:
     raise ValueError(f"no catalog GPU for {gpu_name!r}")
 
 
+def pin_suffix(pin: str | None) -> str:
+    """'' for an unpinned engine (no pin column, '' or 'none'), else '-pin<mode>' (real/serve --pin):
+    a pinned engine is a deployment of its own, with its own fitted table."""
+    return "" if pin in (None, "", "none") else f"-pin{pin}"
+
+
 def engine_name(run: dict) -> str:
-    """The serve_engines.toml table of a run's engine: real/serve on its GPU at its EP size."""
-    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}"
+    """The serve_engines.toml table of a run's engine: real/serve on its GPU at its EP size (and
+    its host-thread pinning, when pinned)."""
+    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}{pin_suffix(run.get('pin'))}"
 
 
 def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
@@ -107,9 +115,43 @@ def loadgen_figures(per: dict) -> dict:
             "tpot_p50_s": _pct(tpot, 50), "tpot_p99_s": _pct(tpot, 99)}
 
 
-def predict_run(run: dict, requests: list[dict], spread: bool = True) -> dict:
+SESSION_GAP_S = 120.0   # runs of one records folder written this close together ran in one engine process
+
+
+def _utc_s(stamp: str) -> float:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
+    """Per run: the flat batch sizes (prefill tokens + decode rows) of the eager iterations (no CUDA
+    graph) that earlier runs of its session ran, rank 0 (a session: runs whose timestamps follow
+    each other within SESSION_GAP_S, one engine process, which keeps what it has run; without
+    timestamps every run stands alone), and every size up to a run's `warm_shapes` (Engine.
+    warm_shapes ran them before it: on 2xH100 s8srv round 2 such prompt iterations took 0.95x the
+    fit without new_size_s, first-met ones of the unwarmed pass 1.42x). The engine's warm-up and
+    graph capture are not recorded: not counted."""
+    sizes: dict[str, set] = {}
+    for it in iterations:
+        if str(it.get("rank", "0")) == "0" and int(float(it.get("graph_batch") or 0)) == 0 and str(it.get("idle", "0")) in ("0", "False", ""):
+            sizes.setdefault(it["run_id"], set()).add(int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"])))
+    if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
+        return {r["run_id"]: frozenset(range(1, int(float(r.get("warm_shapes") or 0)) + 1)) for r in runs}
+    out, seen, last = {}, set(), None
+    for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
+        t = _utc_s(run["timestamp_utc"])
+        if last is None or t - last > SESSION_GAP_S:
+            seen = set()
+        seen |= set(range(1, int(float(run.get("warm_shapes") or 0)) + 1))   # warmed before this run
+        out[run["run_id"]] = frozenset(seen)
+        seen |= sizes.get(run["run_id"], set())
+        last = t
+    return out
+
+
+def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=()) -> dict:
     """The twin's figures for one recorded run, replaying its requests (the median over
-    SPREAD_SEEDS replays when iteration times are drawn from the engine's spread)."""
+    SPREAD_SEEDS replays when iteration times are drawn from the engine's spread), the engine
+    having run `run_batch_sizes` before (sizes_run_before)."""
     sc = scenario_for(run, spread=spread)
     rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
     isl = [int(r["input_len"]) for r in rows]
@@ -119,7 +161,8 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True) -> dict:
     figs = []
     for seed in range(seeds):
         one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
-        figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic)).per_request()))
+        figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
+                                             run_batch_sizes=run_batch_sizes).per_request()))
     return {k: float(np.median([f[k] for f in figs])) for k in FIGURES}
 
 
@@ -134,10 +177,12 @@ def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
     d = Path(records_dir)
     runs = _read(d / "serve_load.csv")
     reqs = _read(d / "serve_requests.csv")
+    its_path = d / "serve_iterations.csv"
+    before = sizes_run_before(runs, _read(its_path) if its_path.exists() else [])
     out = []
     for run in runs:
         # every rank's requests: with DP attention each EP rank admits its own, one instance in all
-        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread)
+        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]])
         row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
                "arrival": run["arrival"]}
         for k in FIGURES:

@@ -34,16 +34,29 @@ def nvml_handle_spec(device_index: int, visible: str | None) -> tuple[str, int |
 
 
 class Telemetry:
-    def __init__(self, device_index: int = 0):
+    """NVML readings of one GPU: by `pci_bus_id` ('00000000:08:00.0', the CUDA device's, which
+    names the same board whatever CUDA_VISIBLE_DEVICES renumbers) when given and found, else by
+    NVML index `device_index`."""
+
+    def __init__(self, device_index: int = 0, pci_bus_id: str | None = None):
         self.handle = None
         if pynvml is None:
             return
         try:
             pynvml.nvmlInit()
+        except Exception:  # no driver / no GPU: NVMLError subclasses
+            return
+        if pci_bus_id:
+            try:
+                self.handle = pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id.encode())
+                return
+            except Exception:
+                pass
+        try:  # the board CUDA device `device_index` is under CUDA_VISIBLE_DEVICES
             kind, key = nvml_handle_spec(device_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
             self.handle = (pynvml.nvmlDeviceGetHandleByIndex(key) if kind == "index"
                            else pynvml.nvmlDeviceGetHandleByUUID(key))
-        except Exception:  # no driver / no GPU: NVMLError subclasses
+        except Exception:
             self.handle = None
 
     @property

@@ -1,6 +1,7 @@
 """`python -m real.serve`: run a plan's load runs and write the three record families.
 
     python -m real.serve --out DIR --plan gpu1 [--budget-s 70] [--device cpu] [--only a,b]
+                         [--pin none|numa|core] [--timing]
     torchrun --standalone --nproc-per-node 2 -m real.serve --out DIR --plan ep2
 
 Under torchrun (WORLD_SIZE > 1) the model's MoE layers are expert-parallel over all ranks (NCCL
@@ -9,6 +10,9 @@ gathers every rank's records to rank 0, which writes them. Steps: build the mode
 weights, the same seed on every rank), capture the decode CUDA graphs (one GPU only), run the
 plan's warm-up loads (untimed, unrecorded), then each run, skipping the rest once --budget-s is
 spent. env.json records the environment, the plan and the runs done.
+
+--pin sets where each rank's main thread runs (real/serve/hostpin.py; a plan's run may name its own);
+--timing records every iteration's host / GPU split and the main thread's CPU.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from real.configs import get_spec
 from real.fp8 import BF16
 from real.model import build_model
 from real.serve.engine import Engine, EngineConfig
+from real.serve.hostpin import ALLOWED_AT_START, PIN_MODES, apply_pin, gpu_local_cpus
 from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
 from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
-from real.telemetry import Telemetry
+from real.telemetry import Telemetry, pynvml
 
 
 def _args(argv):
@@ -45,6 +50,10 @@ def _args(argv):
     ap.add_argument("--budget-s", type=float, default=float("inf"),
                     help="no run starts once this many seconds have passed since start")
     ap.add_argument("--only", default="", help="comma list of run names (default: all)")
+    ap.add_argument("--pin", default="none", choices=PIN_MODES,
+                    help="CPU pinning of each rank's main thread, for runs that name none (default: none)")
+    ap.add_argument("--timing", action="store_true",
+                    help="record each iteration's host / GPU split and CPU ids (serve_iterations.csv)")
     args = ap.parse_args(argv)
     plan = PLANS[args.plan]
     names = [n for n in args.only.split(",") if n]
@@ -77,6 +86,40 @@ def _agree(flag: bool, group) -> bool:
     return box[0]
 
 
+def _pci_bus_id(dev) -> str | None:
+    """The CUDA device's PCI address as NVML spells it, so the per-iteration SM clock is this GPU's
+    (an NVML index need not match a CUDA index under CUDA_VISIBLE_DEVICES)."""
+    p = torch.cuda.get_device_properties(dev)
+    if not hasattr(p, "pci_bus_id"):
+        return None
+    return f"{getattr(p, 'pci_domain_id', 0):08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
+
+
+def _clock_reasons(tel: Telemetry):
+    """() -> NVML's current clocks event (throttle) reasons bitmask of the board, -1 if unreadable."""
+    fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+
+    def read() -> int:
+        try:
+            return int(fn(tel.handle))
+        except Exception:  # NVMLError subclasses, or no such call
+            return -1
+    return read
+
+
+def _cpu_text(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2 5' (ranges, space-separated: CSV- and ';'-safe)."""
+    out, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            out.append(str(start) if start == c else f"{start}-{c}")
+            start = None
+    return " ".join(out)
+
+
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     args, plan, only = _args(argv)
@@ -84,6 +127,10 @@ def main(argv=None) -> int:
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and args.device != "cpu"
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    gpu_index = local_rank if use_cuda else None
+    pin = lambda mode: apply_pin(mode, local_rank, local_world, gpu_index)  # noqa: E731
+    pin(args.pin)  # before the process groups, whose threads inherit it
     ep_group = control = None
     if world > 1:
         if use_cuda:
@@ -94,9 +141,19 @@ def main(argv=None) -> int:
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tel = Telemetry(local_rank)
+    tel = Telemetry(local_rank, _pci_bus_id(dev) if use_cuda else None)
     env = environment(dev, tel)
     env["nccl_version"] = _nccl_version() if use_cuda else ""
+    env["pci_bus_id"] = _pci_bus_id(dev) if use_cuda else ""
+    env["nvml_pci_bus_id"] = ""
+    if tel.available:
+        try:
+            env["nvml_pci_bus_id"] = str(pynvml.nvmlDeviceGetPciInfo(tel.handle).busId)  # the board read
+        except Exception:
+            pass
+    env["host_cpus"] = {"allowed_at_start": _cpu_text(sorted(ALLOWED_AT_START)), "cpu_count": os.cpu_count(),
+                        "gpu_local": _cpu_text(gpu_local_cpus(gpu_index)) if gpu_index is not None else "",
+                        "pin_default": args.pin, "timing": args.timing}
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     spec = get_spec(plan.model)
     cfg = EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,
@@ -106,6 +163,10 @@ def main(argv=None) -> int:
     model = build_model(spec, dev, dtype, ep_group=ep_group, max_seq_len=plan.max_context)
     model.eval()
     engine = Engine(model, cfg)
+    engine.timing = args.timing
+    if args.timing and tel.available:
+        engine.sm_clock = tel.sm_clock_mhz
+        engine.clock_reasons = _clock_reasons(tel)
     t = time.perf_counter()
     num_graphs = engine.capture_graphs()
     if rank == 0:
@@ -138,6 +199,13 @@ def main(argv=None) -> int:
             log(f"budget of {args.budget_s:.0f} s spent: {run.name} and the rest skipped")
             break
         engine.graphs = graphs if run.cuda_graphs else None
+        pin_mode = run.pin or args.pin
+        cpus = pin(pin_mode)
+        if run.warm_shapes:
+            t = time.perf_counter()
+            n = engine.warm_shapes(run.warm_shapes)
+            if rank == 0 and n:
+                log(f"warmed {n} flat batch sizes (up to {run.warm_shapes} tokens) in {time.perf_counter() - t:.1f} s")
         try:
             duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
                                 run.max_duration_s, control)
@@ -148,7 +216,7 @@ def main(argv=None) -> int:
             failures.append(f"{run.name}: {type(e).__name__}: {e}")
             continue
         parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
-                         duration), rank, control)
+                         duration, _cpu_text(cpus)), rank, control)
         if rank != 0:
             continue
         reqs = [r for p in parts for r in p[0]]
@@ -156,6 +224,8 @@ def main(argv=None) -> int:
         summary = summarize(reqs, iters, max(p[2] for p in parts))
         row = {**{k: v for k, v in dataclasses.asdict(run).items()
                   if k not in ("name", "cuda_graphs", "input_len", "output_len")},
+               "warm_shapes": engine.warmed_tokens,
+               "pin": pin_mode, "pin_cpus": ";".join(p[3] for p in parts),
                "input_len_spec": run.input_len, "output_len_spec": run.output_len,
                **settings, "cuda_graphs": int(engine.graphs is not None), **summary,
                "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},

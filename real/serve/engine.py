@@ -22,6 +22,7 @@ import torch
 from real.fp8 import BF16, Precision
 from real.serve.forward import PrefillChunk, StepInputs, step_forward
 from real.serve.graphs import DecodeGraphs, default_batch_buckets, default_page_buckets
+from real.serve.hostpin import cpu_mhz, current_cpu
 from real.serve.paged_cache import SCRATCH_PAGE, PagedMLACache
 
 
@@ -93,6 +94,17 @@ class IterationRecord:
     running: int  # requests admitted (prefilling or decoding) after scheduling
     graph_batch: int  # CUDA-graph batch bucket replayed; 0 = eager
     idle: bool = False  # an EP rank's padding iteration (no request of its own)
+    # where the time went (engine.timing on): host_s from the iteration's start until every kernel
+    # was launched (scheduling, inputs, launches; under EP also the waits for the all-to-all sizes),
+    # the rest of duration_s waiting for the tokens; gpu_s between CUDA events recorded before the
+    # first and after the last launch (NaN on CPU); the main thread's CPU at the start and end
+    host_s: float = float("nan")
+    gpu_s: float = float("nan")
+    cpu_id: int = -1
+    cpu_id_end: int = -1
+    cpu_mhz: float = float("nan")
+    sm_clock_mhz: float = float("nan")  # the GPU's SM clock read right after the iteration (NVML)
+    clock_reasons: int = -1  # NVML's clocks event reasons bitmask then (1 = GPU idle, 4 = SW power cap, ...)
 
 
 @dataclass
@@ -125,6 +137,12 @@ class Engine:
         self.finished: list[Request] = []
         self.iterations: list[IterationRecord] = []
         self.t0 = 0.0
+        # per-iteration host / GPU split and CPU readings (hostpin); off, an iteration is timed as before
+        self.timing = False
+        self._events = None
+        self.sm_clock = None  # () -> MHz (real/telemetry.Telemetry.sm_clock_mhz), read per iteration with timing on
+        self.clock_reasons = None  # () -> NVML clocks event reasons bitmask, likewise
+        self.warmed_tokens = 0  # flat batch sizes 1.._warmed have run (warm_shapes)
 
     # ---- setup -------------------------------------------------------------------------------
     @property
@@ -139,6 +157,24 @@ class Engine:
                                    default_batch_buckets(self.cfg.max_running),
                                    default_page_buckets(max_pages))
         return self.graphs.capture()
+
+    def warm_shapes(self, max_tokens: int) -> int:
+        """Run one eager forward of every flat batch size 1..max_tokens not run yet (a prompt chunk
+        written to the scratch page), so no later iteration is the first of its token count: the
+        first forward of a new size pays a one-off host cost (library heuristics per GEMM shape),
+        measured ~20% of a short eager iteration. Returns how many sizes were run."""
+        dev, ps = self.device, self.cfg.page_size
+        done = 0
+        for n in range(self.warmed_tokens + 1, max_tokens + 1):
+            scratch_T = torch.full((n,), SCRATCH_PAGE * ps, dtype=torch.long, device=dev)
+            pages_P = torch.full((self.cache.pages_for(n),), SCRATCH_PAGE, dtype=torch.long, device=dev)
+            inp = StepInputs(torch.zeros(n, dtype=torch.long, device=dev), torch.arange(n, device=dev), scratch_T, 0,
+                             chunks=[PrefillChunk(0, n, 0, pages_P)],
+                             logit_rows_N=torch.tensor([n - 1], dtype=torch.long, device=dev))
+            step_forward(self.model, self.cache, inp, self.precision).tolist()
+            done += 1
+        self.warmed_tokens = max(self.warmed_tokens, max_tokens)
+        return done
 
     def reset(self, t0: float) -> None:
         """Forget all requests and records (after a warm-up); times are measured from t0."""
@@ -218,8 +254,9 @@ class Engine:
             inp.seq_lens_Bd = as_index([r.input_len + len(r.output) for r in plan.decode])
         return inp
 
-    def _run(self, plan: Plan) -> tuple[list[int], int]:
-        """Next tokens (decode rows, then requests whose prompt completed) and the graph bucket."""
+    def _run(self, plan: Plan) -> tuple[torch.Tensor, int]:
+        """Next tokens (decode rows, then requests whose prompt completed; on the device, not yet
+        waited for) and the graph bucket."""
         if self.graphs is not None and plan.decode and not plan.prefill:
             lens = [r.input_len + len(r.output) for r in plan.decode]
             bucket = self.graphs.bucket(len(plan.decode), max(self.cache.pages_for(n) for n in lens))
@@ -228,17 +265,30 @@ class Engine:
                     bucket, [r.output[-1] for r in plan.decode], [n - 1 for n in lens],
                     [self.cache.slot(r.pages, n - 1) for r, n in zip(plan.decode, lens)],
                     [r.pages[:self.cache.pages_for(n)] for r, n in zip(plan.decode, lens)], lens)
-                return out.tolist(), bucket[0]
-        return step_forward(self.model, self.cache, self._eager_inputs(plan), self.precision).tolist(), 0
+                return out, bucket[0]
+        return step_forward(self.model, self.cache, self._eager_inputs(plan), self.precision), 0
+
+    def _timing_events(self):
+        if self._events is None and self.device.type == "cuda":
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        return self._events
 
     def step(self) -> IterationRecord | None:
         """Schedule and run one iteration; None when there is nothing to run."""
         waiting = len(self.waiting)
+        cpu0 = current_cpu() if self.timing else -1
         start = self.clock()
         plan = self.schedule()
         if plan.empty:
             return None
-        next_tokens, graph_batch = self._run(plan)  # .tolist() waits for the device
+        events = self._timing_events() if self.timing else None
+        if events:
+            events[0].record()
+        out, graph_batch = self._run(plan)
+        launched = self.clock()
+        if events:
+            events[1].record()
+        next_tokens = out.tolist()  # waits for the device
         end = self.clock()
         it = len(self.iterations)
         end_s = end - self.t0
@@ -249,6 +299,8 @@ class Engine:
                               len(plan.prefill), len(plan.decode), sum(decode_kv) + sum(chunk_kv),
                               sum(decode_kv), max(decode_kv + chunk_kv), waiting, len(self.running),
                               graph_batch)
+        if self.timing:
+            self._time(rec, launched - start, events, cpu0)
         for r, n in plan.prefill:
             r.num_prefilled += n
             r.num_chunks += 1
@@ -265,18 +317,40 @@ class Engine:
         self.iterations.append(rec)
         return rec
 
+    def _time(self, rec: IterationRecord, host_s: float, events, cpu0: int) -> None:
+        """Fill the host / GPU split and the CPU readings of a finished iteration (after its end)."""
+        rec.host_s = host_s
+        if events:
+            rec.gpu_s = events[0].elapsed_time(events[1]) / 1e3  # ms -> s; both have completed
+        rec.cpu_id, rec.cpu_id_end = cpu0, current_cpu()
+        rec.cpu_mhz = cpu_mhz(rec.cpu_id_end)
+        if self.sm_clock is not None:
+            rec.sm_clock_mhz = self.sm_clock()
+        if self.clock_reasons is not None:
+            rec.clock_reasons = self.clock_reasons()
+
     def idle_step(self) -> IterationRecord:
         """An EP rank with no request runs one padding decode row so the all-to-alls match."""
         dev = self.device
+        cpu0 = current_cpu() if self.timing else -1
+        events = self._timing_events() if self.timing else None
         start = self.clock()
+        if events:
+            events[0].record()
         inp = StepInputs(torch.zeros(1, dtype=torch.long, device=dev),
                          torch.zeros(1, dtype=torch.long, device=dev),
                          torch.full((1,), SCRATCH_PAGE * self.cfg.page_size, dtype=torch.long, device=dev), 1,
                          torch.full((1, 1), SCRATCH_PAGE, dtype=torch.long, device=dev),
                          torch.ones(1, dtype=torch.long, device=dev))
-        step_forward(self.model, self.cache, inp, self.precision).tolist()
+        out = step_forward(self.model, self.cache, inp, self.precision)
+        launched = self.clock()
+        if events:
+            events[1].record()
+        out.tolist()
         end = self.clock()
         rec = IterationRecord(len(self.iterations), start - self.t0, end - start, 0, 0, 0, 0, 0, 0,
                               len(self.waiting), len(self.running), 0, idle=True)
+        if self.timing:
+            self._time(rec, launched - start, events, cpu0)
         self.iterations.append(rec)
         return rec

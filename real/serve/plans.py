@@ -33,6 +33,8 @@ class RunSpec:
     split: str = "fit"
     cuda_graphs: bool = True
     seed: int = 0
+    pin: str = ""  # the main thread's CPU pinning (real/serve/hostpin.PIN_MODES); "" = the CLI's --pin
+    warm_shapes: int = 0  # before the run, one eager forward of every flat batch size up to this (Engine.warm_shapes)
 
     def __post_init__(self):
         if self.arrival not in ("poisson", "closed"):
@@ -43,6 +45,8 @@ class RunSpec:
             raise ValueError(f"run {self.name}: poisson needs rate_per_s > 0")
         if self.arrival == "closed" and self.concurrency <= 0:
             raise ValueError(f"run {self.name}: closed needs concurrency > 0")
+        if self.pin not in ("", "none", "numa", "core"):
+            raise ValueError(f"run {self.name}: pin must be '', 'none', 'numa' or 'core', got {self.pin!r}")
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,54 @@ EP2_LOWLOAD = dataclasses.replace(EP2, runs=(
             max_duration_s=5.0, seed=25),
 ))
 
+
+
+def _pinned_pairs(runs, prefix: str, pins: tuple[str, str], load_s: float, drain_s: float) -> tuple[RunSpec, ...]:
+    """Each run twice, under both pinnings (alternating which goes first, so drift over the session
+    falls on both alike), renamed `<prefix>-<rest of name>-<pin>`, `load_s` of load and the same
+    seed as the original (the same request stream, cut at load_s)."""
+    out = []
+    for k, r in enumerate(runs):
+        rest = r.name.split("-", 1)[1]
+        for pin in (pins if k % 2 == 0 else pins[::-1]):
+            out.append(dataclasses.replace(r, name=f"{prefix}-{rest}-{pin}", pin=pin, load_s=load_s,
+                                           max_duration_s=load_s + drain_s))
+    return tuple(out)
+
+
+# Issue 15, s8srv campaign: is real/serve's speed set by where its host thread runs? Every run twice,
+# the main thread unpinned ('none') or pinned to one CPU of its GPU's ('core'; 'numa', its share of
+# the GPU-local CPUs, was half of one NUMA node's 64 on the first 2xH100 host: no test), with the
+# per-iteration host / GPU split, CPU ids and the GPU's SM clock recorded (--timing). EP2: all twelve configurations
+# measured so far (held-out ones first, then the fit ones, with their original seeds and splits), so
+# the engine fit and its validation can take whichever condition reproduces. One GPU: the Poisson
+# short-prompt runs whose TTFT the twin misses (held-out r30, r40) and fit runs around them.
+_EP2_ALL = {r.name: r for r in (*EP2.runs, *EP2_LOWLOAD.runs)}
+_EP2_PAIRS = _pinned_pairs(
+    [_EP2_ALL[n] for n in ("ep2-closed-c48-short", "ep2-poisson-r10-long", "ep2lo-poisson-r30-short",
+                           "ep2-closed-c16-short", "ep2-closed-c128-short", "ep2-poisson-r60-short",
+                           "ep2-closed-c8-long", "ep2lo-poisson-r4-long", "ep2lo-poisson-r20-short",
+                           "ep2lo-closed-c4-short", "ep2lo-closed-c2-long", "ep2lo-closed-c96-short")],
+    "ep2s8", ("none", "core"), load_s=1.75, drain_s=1.25)
+# the EP2 engine runs every flat batch size up to EP2_WARM_TOKENS before its first run (both pinnings
+# alike), so a size's first forward is no part of either condition's speed
+EP2_WARM_TOKENS = 576
+EP2_PIN = dataclasses.replace(EP2, runs=(dataclasses.replace(_EP2_PAIRS[0], warm_shapes=EP2_WARM_TOKENS),
+                                         *_EP2_PAIRS[1:]))
+# One GPU: is the run-to-run level of the eager prompt iterations the one-off cost of a flat batch
+# size's first forward? The five configurations (original seeds and splits), first as the engine
+# comes (sizes first met during the runs), then again after Engine.warm_shapes ran every size up to
+# WARM_TOKENS (short prompts of <= 512 tokens beside <= 64 decode rows, and more), unpinned.
+WARM_TOKENS = 640
+_GPU1_ALL = {r.name: r for r in (*GPU1.runs, *GPU1_LOWLOAD.runs)}
+_GPU1_S8 = [dataclasses.replace(_GPU1_ALL[n], load_s=3.0, max_duration_s=4.5, pin="none")
+            for n in ("g1lo-poisson-r30-short", "g1-poisson-r40-short", "g1-poisson-r10-short",
+                      "g1lo-poisson-r20-short", "g1lo-closed-c1-short")]
+GPU1_PIN = dataclasses.replace(GPU1, runs=(
+    *(dataclasses.replace(r, name="g1s8-" + r.name.split("-", 1)[1] + "-cold") for r in _GPU1_S8),
+    *(dataclasses.replace(r, name="g1s8-" + r.name.split("-", 1)[1] + "-warm", warm_shapes=WARM_TOKENS)
+      for r in _GPU1_S8)))
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -165,5 +217,13 @@ TINY = Plan(
 TINY_EP2 = dataclasses.replace(TINY, runs=tuple(dataclasses.replace(r, name=r.name.replace("tiny-", "tiny-ep2-"))
                                                 for r in TINY.runs))
 
+TINY_PIN = dataclasses.replace(TINY, runs=(
+    *_pinned_pairs(TINY.runs, "tinys8", ("none", "core"), 0.3, 29.7),
+    dataclasses.replace(TINY.runs[0], name="tinys8-closed-c2-warm", warm_shapes=12)))
+_TINY_EP2_PAIRS = _pinned_pairs(TINY_EP2.runs, "tinyep2s8", ("none", "core"), 0.3, 29.7)
+TINY_EP2_PIN = dataclasses.replace(TINY, runs=(dataclasses.replace(_TINY_EP2_PAIRS[0], warm_shapes=10),
+                                               *_TINY_EP2_PAIRS[1:]))
+
 PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": EP2_LOWLOAD,
-         "tiny": TINY, "tiny-ep2": TINY_EP2}
+         "gpu1-pin": GPU1_PIN, "ep2-pin": EP2_PIN,
+         "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN}

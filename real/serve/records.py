@@ -10,7 +10,13 @@ serve_requests.csv    one row per request: arrival, admission, lengths, first to
 serve_iterations.csv  one row per iteration and rank (EP ranks step together, so num_iterations
                       in serve_load is the count of one rank): start, duration, the batch (prefill tokens
                       and sequences, decode sequences, cached tokens attended over), queue lengths,
-                      the CUDA-graph bucket (0 = eager) and whether it was an EP rank's padding step.
+                      the CUDA-graph bucket (0 = eager) and whether it was an EP rank's padding step;
+                      with --timing also the host / GPU split, the main thread's CPU and the GPU's
+                      SM clock after the iteration (real/serve/engine.py IterationRecord,
+                      real/serve/hostpin.py).
+serve_load's `pin` is the main thread's CPU pinning during the run (hostpin.PIN_MODES), `pin_cpus`
+the CPUs it was allowed (per rank, ';' between ranks), `warm_shapes` the flat batch sizes 1..N the
+engine had run before the run (Engine.warm_shapes; 0 = none warmed on purpose).
 All times in seconds from the run's start (the first arrival may come later for Poisson loads).
 Requests unfinished at a run's hard cap have empty finish columns and count in no latency figure;
 their tokens count in the throughput, which is tokens produced over the run's duration (start to
@@ -30,7 +36,7 @@ ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "
                "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
                "graph_batch_buckets", "graph_page_buckets", "kv_bytes_per_token"]
 LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_len_spec",
-              "output_len_spec", "load_s", "max_duration_s", "seed"] + ENGINE_COLS
+              "output_len_spec", "load_s", "max_duration_s", "seed", "pin", "pin_cpus", "warm_shapes"] + ENGINE_COLS
              + ["num_requests", "num_completed", "truncated", "num_iterations", "duration_s",
                 "output_tokens_per_s", "input_tokens_per_s",
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
@@ -40,7 +46,7 @@ REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "inpu
                 "finish_iteration", "num_chunks", "tokens_out"]
 ITERATION_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens",
                   "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "max_kv_tokens", "waiting", "running",
-                  "graph_batch", "idle"]
+                  "graph_batch", "idle", "host_s", "gpu_s", "cpu_id", "cpu_id_end", "cpu_mhz", "sm_clock_mhz", "clock_reasons"]
 FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS}
 
 

@@ -33,6 +33,16 @@ def test_settings_become_the_scenario():
     assert gpu_key("NVIDIA H100 80GB HBM3") == "h100"
 
 
+def test_a_pinned_engine_has_a_table_of_its_own():
+    """real/serve run with --pin numa|core is its own deployment (serve_engines.toml
+    real-serve-<gpu>-ep<n>-pin<mode>); unpinned (no column, '' or 'none') keeps the plain name."""
+    from calibration.serve_load_validation import engine_name
+    assert engine_name(RUN) == engine_name({**RUN, "pin": ""}) == engine_name({**RUN, "pin": "none"}) == "real-serve-h200-ep2"
+    assert engine_name({**RUN, "pin": "numa"}) == "real-serve-h200-ep2-pinnuma"
+    # no table fitted for it (yet): the scenario runs without engine terms rather than borrowing another's
+    assert scenario_for({**RUN, "gpu_name": "NVIDIA H100 80GB HBM3", "pin": "core"}).serve.engine_costs == ""
+
+
 @pytest.mark.parametrize("spread", [False, True])
 def test_a_run_the_twin_itself_recorded_validates_with_no_error(tmp_path, spread):
     """Recorded by the twin (with the measured spread: each figure the median of SPREAD_SEEDS

@@ -11,7 +11,9 @@ What an instance does each iteration (continuous batching, as vLLM / SGLang / Te
   3. build the batch: every decoding request advances 1 + drafted x accepted tokens (MTP, as an
      expectation), and prompts take up to `token_budget` x attention groups tokens, the partly
      prefilled prompt first, the last one chunked (chunked prefill);
-  4. the iteration takes IterationCosts.iteration_s (twin.serving.timing) of the batch;
+  4. the iteration takes IterationCosts.iteration_s (twin.serving.timing) of the batch; an instance
+     woken from idle by an arrival starts it the engine's wake_s later (real/serve sleeps until
+     the next arrival and wakes late);
   5. at its end, a prompt whose last chunk ran emits its first token (TTFT) and starts decoding;
      a request with all its tokens finishes (E2E) and frees its KV.
 
@@ -77,9 +79,10 @@ class Engine:
     def __init__(self, reqs: Requests, s: ServeSpec, t: TrafficSpec, decode_costs: IterationCosts,
                  prefill_costs: IterationCosts | None, num_instances: int, kv_capacity_tokens: float,
                  transfer_s_per_token: float, transfer_latency_s: float, kv_bytes_per_token: float,
-                 concurrency: int, trace_cap: int):
+                 concurrency: int, trace_cap: int, run_batch_sizes=()):
         self.env = simpy.Environment()
         self.r, self.s, self.t = reqs, s, t
+        self.run_batch_sizes = frozenset(int(x) for x in run_batch_sizes)   # sizes the engine ran before
         n = len(reqs)
         # the engine's measured iteration spread (twin.serving.timing.IterationSpread), drawn from a
         # generator of its own seeded by the traffic seed: one run per seed
@@ -266,6 +269,8 @@ class Instance:
         self.tokens_per_step = 1.0 + sum(eng.s.mtp_acceptance_frac ** (i + 1) for i in range(eng.s.mtp_draft_tokens))
         self.seen_prefix: set[int] = set()
         self.wake: simpy.Event | None = None
+        # flat batch sizes this instance has run eagerly (engine term new_size_s; one attention group only)
+        self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes and eng.s.attention_dp == 1 else None
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # round-robin DP groups: per group a queue, decoding and prefilling counts, KV reservation
         dp = eng.s.attention_dp
@@ -434,6 +439,8 @@ class Instance:
                 self.wake = env.event()
                 yield self.wake
                 self.wake = None
+                if costs.wake_s > 0.0:          # the engine slept until the arrival and wakes late
+                    yield env.timeout(costs.wake_s)
                 continue
             if self.batch and not self.prefilling and not self.waiting:
                 yield from self._decode_run(tps)
@@ -486,8 +493,10 @@ class Instance:
             # lockstep groups: timed as if every group carried the busiest one's rows and prompt
             b_time = self.dp * max(self.dec_g) if self.rr and decode_now else decode_now
             p_time = self.dp * busiest if self.rr else prompt_tokens
-            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, self.max_ctx() if decode_now else 0.0,
-                                           len(chunk), pairs, prefix * p_time / prompt_tokens if prompt_tokens else 0.0)
+            width_ctx = self.max_ctx() if decode_now else 0.0
+            new_size = self._new_size(decode_now + prompt_tokens, b_time, p_time, width_ctx)
+            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, len(chunk), pairs,
+                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -531,6 +540,13 @@ class Instance:
                 self._start_decode(rid, prompt)
             self._finish_due()
 
+    def _new_size(self, size: int, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
+        """Is this eager iteration the instance's first of `size` flat tokens? (Records it.)"""
+        if self.sizes is None or size in self.sizes or not self.costs.is_eager(batch, prompt_tokens, max_ctx):
+            return False
+        self.sizes.add(size)
+        return True
+
     def _finish_due(self) -> None:
         heap = self.heap
         while heap and heap[0][0] <= self.G:
@@ -566,8 +582,10 @@ class Instance:
         b_time = self.dp * max(self.dec_g) if self.rr else b
         spread, loop_s = self.costs.spread, self.costs.loop_s
         u = eng.rng.random(steps).tolist() if spread is not None else None
+        new_size = self._new_size(b, b_time, 0, max0)   # the same size throughout: only the first can be new
         for i in range(steps):
-            dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps)[0]
+            dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0,
+                                         new_size=new_size and i == 0)[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
             total += dur

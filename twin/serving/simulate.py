@@ -1,6 +1,8 @@
 """Run the request-level simulation of a serving scenario and measure it (-> RequestSimResult).
 
-`simulate(scenario, num_requests=None, requests=None)` builds the pools (twin.serving.engine), times
+`simulate(scenario, num_requests=None, requests=None, run_batch_sizes=())` builds the pools
+(twin.serving.engine; run_batch_sizes: the flat batch sizes the engine has run before, for engine
+tables that charge a size's first eager forward), times
 iterations with twin.serving.timing, and reduces the per-request records to the figures a load
 generator reports:
 
@@ -113,7 +115,8 @@ def concurrency_for_tpot(costs: IterationCosts, s, target_tpot_s: float, max_bat
     return lo
 
 
-def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Requests | None = None) -> RequestSimResult:
+def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Requests | None = None,
+             run_batch_sizes=()) -> RequestSimResult:
     """Simulate the scenario's traffic request by request. Raises InfeasiblePlan when a request can
     never fit the KV cache or the weights leave no room for one."""
     s, t, m, gpu = sc.serve, sc.traffic, sc.model, sc.gpu
@@ -143,7 +146,8 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
     kv_tok = kv_token_bytes_per_gpu(m, s) / (1.0 if m.attention == "mla" else 1.0)
     transfer_s = kv_bytes_per_token(m, s.kv_precision, include_mtp=s.mtp_draft_tokens > 0) / gpu.scale_out_achieved_bytes_per_s
     eng = Engine(reqs, s, t, decode_costs, prefill_costs, instances, cap, transfer_s, gpu.scale_out_latency_s,
-                 kv_bytes_per_token(m, s.kv_precision, include_mtp=s.mtp_draft_tokens > 0), concurrency, t.trace_iterations)
+                 kv_bytes_per_token(m, s.kv_precision, include_mtp=s.mtp_draft_tokens > 0), concurrency, t.trace_iterations,
+                 run_batch_sizes)
     rec = eng.run()
     return _measure(sc, reqs, rec, eng, instances, decode_gpus_total, prefill_gpus_total, cap, base, kv_tok, concurrency,
                     decode_costs)

@@ -39,6 +39,11 @@ lockstep, the slowest setting the pace):
 host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
+An idle instance starts its next iteration wake_s after the arrival that wakes it (the engine
+sleeps until the next arrival and wakes late; the simulation's instance loop waits it). An eager
+iteration whose flat batch size (decode rows + prompt tokens) the engine has never run pays
+new_size_s more (the first forward of a size sets up its GEMM shapes; `new_size`, tracked by the
+simulation from the sizes the engine is given as already run).
 
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
@@ -86,7 +91,8 @@ def _coarse_point(j: int) -> float:
     return MIN_SPAN * COARSE_RATIO ** j
 
 
-ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s")
+ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
+                "wake_s", "new_size_s")
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -263,15 +269,39 @@ class IterationCosts:
         a, b = self._prefix_at(i0), self._prefix_at(i0 + 1)
         return a + (b - a) * (x - i0)
 
+    @property
+    def wake_s(self) -> float:
+        return self.engine.get("wake_s", 0.0)
+
+    @property
+    def tracks_sizes(self) -> bool:
+        """Does the engine table charge an eager iteration's first flat batch size?"""
+        return self.engine.get("new_size_s", 0.0) > 0.0
+
+    def is_eager(self, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
+        """Does this iteration run eagerly (no CUDA graph replayed)?"""
+        return not self._bucket(batch, prompt_tokens, max_ctx)[0]
+
+    def _bucket(self, batch: int, prompt_tokens: float, max_ctx: float) -> tuple[int, float]:
+        """(graph rows per attention group, 0 = eager; padded width) of an iteration."""
+        rows = math.ceil(batch / self.s.attention_dp) if batch > 0 else 0
+        bucket, width = graph_bucket(rows, max_ctx if batch > 0 else 0.0, prompt_tokens > 0, self.s.kv_page_size,
+                                     self.batch_buckets, self.page_buckets)
+        if not self.batch_buckets and self.s.cuda_graphs and prompt_tokens <= 0 and 0 < rows <= self.s.cuda_graph_max_batch:
+            bucket = rows                       # graphs of every batch: no padding rows
+        return bucket, width
+
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
-                    chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0) -> tuple[float, float]:
+                    chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
+                    new_size: bool = False) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
-        behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded."""
+        behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded;
+        `new_size`: the engine's first iteration of this flat batch size (charged when eager)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens)
+                                            chunks, pairs, prefix_tokens, new_size)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -283,16 +313,13 @@ class IterationCosts:
         return self.decode_s(batch, ctx) + extra + self.eager_s, extra
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
-                            chunks: int, pairs: float, prefix_tokens: float = 0.0) -> tuple[float, float]:
+                            chunks: int, pairs: float, prefix_tokens: float = 0.0,
+                            new_size: bool = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
         dp = self.s.attention_dp
-        rows = math.ceil(batch / dp) if batch > 0 else 0
-        bucket, width = graph_bucket(rows, max_ctx if batch > 0 else 0.0, prompt_tokens > 0, self.s.kv_page_size,
-                                     self.batch_buckets, self.page_buckets)
-        if not self.batch_buckets and self.s.cuda_graphs and prompt_tokens <= 0 and 0 < rows <= self.s.cuda_graph_max_batch:
-            bucket = rows                       # graphs of every batch: no padding rows
+        bucket, width = self._bucket(batch, prompt_tokens, max_ctx)
         eager = not bucket
         b = bucket * dp if bucket else batch
         if prompt_tokens <= 0:
@@ -307,7 +334,8 @@ class IterationCosts:
         if not e:
             return kern + (self.eager_s if eager else 0.0), pre
         pad_rows = b                            # padded decode rows of all groups
-        host = (e["iteration_s"] + e["loop_s"] + (e["eager_iteration_s"] if eager else 0.0)
+        host = (e["iteration_s"] + e["loop_s"]
+                + ((e["eager_iteration_s"] + (e["new_size_s"] if new_size else 0.0)) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
         pre_host = ((e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
                     + e["score_s_per_pair"] * pairs)

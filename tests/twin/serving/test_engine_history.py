@@ -1,0 +1,102 @@
+"""The idle engine's late wake-up (twin.serving.timing wake_s, twin.serving.engine): real/serve
+sleeps until the next arrival, so an idle instance starts its iteration wake_s after the arrival;
+a busy one is untouched."""
+
+import numpy as np
+import pytest
+
+from calibration.serve_load_validation import scenario_for
+from twin.core.specs import serve_engines
+from twin.serving import timing
+from twin.serving.simulate import simulate
+from twin.serving.workload import from_records
+
+RUN = {"run_id": "r", "split": "fit", "arrival": "poisson", "rate_per_s": "1", "concurrency": "0",
+       "model": "v3-slice-2l", "precision": "bf16", "num_gpus": "1", "ep_size": "1", "attention_parallel": "dp",
+       "page_size": "64", "num_pages": "4096", "token_budget": "2048", "max_running": "64",
+       "cuda_graphs": "1", "graph_batch_buckets": "1 2 4 8 16 32 64", "graph_page_buckets": "1 2 4 8 16 33",
+       "gpu_name": "NVIDIA H200"}
+ENGINE = "real-serve-h200-ep1"
+
+
+def _with_terms(monkeypatch, **terms):
+    """The committed h200 table with `terms` replaced (and no spread: deterministic times)."""
+    table = {k: dict(v) for k, v in serve_engines().items()}
+    table[ENGINE].update(terms)
+    table[ENGINE].pop("spread", None)
+    monkeypatch.setattr(timing, "serve_engines", lambda: table)
+
+
+def _first_token_s(arrival_s, input_len=300, output_len=4):
+    sc = scenario_for(RUN, spread=False)
+    n = len(arrival_s)
+    reqs = from_records(np.asarray(arrival_s, float), np.full(n, input_len), np.full(n, output_len), sc.traffic)
+    return simulate(sc, requests=reqs).per_request()["first_token_s"]
+
+
+def test_an_idle_engine_starts_wake_s_after_the_arrival(monkeypatch):
+    _with_terms(monkeypatch, wake_s=0.0)
+    base = _first_token_s([1.0, 1.001])
+    _with_terms(monkeypatch, wake_s=0.0005)
+    late = _first_token_s([1.0, 1.001])
+    # request 0 wakes the idle engine: its prompt starts 0.5 ms later; request 1 arrives while
+    # request 0's prompt runs (a busy engine, no sleep) and joins the next iteration, which the
+    # late start shifts by the same 0.5 ms
+    assert late[0] == pytest.approx(base[0] + 0.0005, abs=1e-12)
+    assert late[1] == pytest.approx(base[1] + 0.0005, abs=1e-12)
+
+
+def test_the_committed_tables_carry_a_measured_wake_up():
+    """The fit's wake_s: a fraction of a millisecond on one GPU (timer slack), about the 1 ms poll
+    of the EP ranks' loop under EP."""
+    t = serve_engines()
+    assert 0.0 < t["real-serve-h200-ep1"]["wake_s"] < 0.001
+    assert 0.0 < t["real-serve-h200-ep2"]["wake_s"] < 0.003
+
+
+def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=()):
+    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s)
+    sc = scenario_for(RUN, spread=False)
+    n = len(arrival_s)
+    reqs = from_records(np.asarray(arrival_s, float), np.asarray(input_len), np.full(n, 2), sc.traffic)
+    return simulate(sc, requests=reqs, run_batch_sizes=run_batch_sizes).per_request()["first_token_s"]
+
+
+def test_an_eager_iteration_of_a_new_flat_batch_size_pays_new_size_s_once(monkeypatch):
+    """Three lone prompts, 1 s apart (each its own prefill-only iteration, the decode of 1 token in
+    between replayed from a CUDA graph): 300, 300 and 200 tokens. With new_size_s the first 300 and
+    the 200 pay it, the second 300 does not; sizes the engine ran before (run_batch_sizes) never do."""
+    arrivals, lengths = [1.0, 2.0, 3.0], [300, 300, 200]
+    base = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths)
+    new = _first_tokens_with_sizes(monkeypatch, 0.002, arrivals, lengths)
+    assert (new - base).tolist() == pytest.approx([0.002, 0.0, 0.002], abs=1e-12)
+    warm = _first_tokens_with_sizes(monkeypatch, 0.002, arrivals, lengths, run_batch_sizes={200, 300})
+    assert (warm - base).tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+
+
+def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
+    """Eager iterations (graph_batch 0, rank 0) of earlier runs within SESSION_GAP_S; a gap starts a
+    new engine process; graph-replayed and idle iterations count no size."""
+    from calibration.serve_load_validation import sizes_run_before
+    runs = [{"run_id": "a", "timestamp_utc": "2026-11-26T03:00:00Z"},
+            {"run_id": "b", "timestamp_utc": "2026-11-26T03:00:30Z"},
+            {"run_id": "c", "timestamp_utc": "2026-11-26T06:00:00Z"}]
+    it = lambda run, p, d, g=0, idle=0, rank=0: {"run_id": run, "rank": str(rank), "prefill_tokens": str(p),  # noqa: E731
+                                                 "decode_seqs": str(d), "graph_batch": str(g), "idle": str(idle)}
+    its = [it("a", 300, 2), it("a", 0, 4, g=4), it("a", 10, 0, idle=1), it("a", 7, 0, rank=1), it("b", 120, 0), it("c", 50, 1)]
+    before = sizes_run_before(runs, its)
+    assert before == {"a": frozenset(), "b": frozenset({302}), "c": frozenset()}
+
+
+def test_sizes_run_before_counts_the_sizes_warm_shapes_ran():
+    """A run recorded with warm_shapes N ran every flat batch size 1..N before it (Engine.warm_shapes):
+    those count as run before it and before the later runs of its session, with or without times."""
+    from calibration.serve_load_validation import sizes_run_before
+    runs = [{"run_id": "a", "timestamp_utc": "2026-11-26T03:00:00Z", "warm_shapes": "0"},
+            {"run_id": "b", "timestamp_utc": "2026-11-26T03:00:30Z", "warm_shapes": "4"},
+            {"run_id": "c", "timestamp_utc": "2026-11-26T03:01:00Z", "warm_shapes": ""}]
+    its = [{"run_id": "a", "rank": "0", "prefill_tokens": "300", "decode_seqs": "2", "graph_batch": "0", "idle": "0"}]
+    before = sizes_run_before(runs, its)
+    assert before == {"a": frozenset(), "b": frozenset({1, 2, 3, 4, 302}), "c": frozenset({1, 2, 3, 4, 302})}
+    untimed = sizes_run_before([{"run_id": "a", "warm_shapes": "3"}, {"run_id": "b"}], [])
+    assert untimed == {"a": frozenset({1, 2, 3}), "b": frozenset()}
