@@ -216,8 +216,6 @@ def run_block(b: Bench, case: Case, backend: str, compiled: bool = False, gqa: s
         b.record("block_fwd", s.kind, case, lambda _: call(x, fc), lambda: None, backend, gqa, compiled_by, fl, "fwd")
         b.record("block_fwd_bwd", s.kind, case, lambda _: torch.autograd.grad(call(x, fc), [x, *params], g),
                  lambda: None, backend, gqa, compiled_by, 3 * fl, "fwd_bwd")
-    del block, x, g, params, call
-    free_memory()
 
 
 def run_head(b: Bench, case: Case):
@@ -231,8 +229,6 @@ def run_head(b: Bench, case: Case):
     b.record("head_fwd", "head", case, lambda _: head(x, labels), lambda: None, "none", "none", "no", fl, "fwd")
     b.record("head_fwd_bwd", "head", case, lambda _: torch.autograd.grad(head(x, labels), [x, *params]),
              lambda: None, "none", "none", "no", 3 * fl, "fwd_bwd")
-    del head, x, labels, params
-    free_memory()
 
 
 def run_attention(b: Bench, case: Case, backend: str, gqa: str = "repeat_kv"):
@@ -254,8 +250,6 @@ def run_attention(b: Bench, case: Case, backend: str, gqa: str = "repeat_kv"):
                      backend, gqa, "no", 3.5 * fl, "fwd_bwd")   # backward 2.5x forward (FA2 paper §3.1)
     except RuntimeError as e:   # a backend without a kernel for this shape/device: say so, go on
         log(f"attention {case.model} s{S} {backend} {gqa}: not run ({str(e).splitlines()[0][:100]})")
-    del q, k, v, g
-    free_memory()
 
 
 def attention_cases(blocks: list[Case], quick: bool) -> list[Case]:
@@ -290,12 +284,12 @@ def run(out: Path, quick: bool, budget_s: float) -> int:
     failures = []
 
     def guarded(what, fn, *args, **kw):
-        try:
+        try:   # the case's tensors go with fn's frame; free_memory returns them to the device
             fn(*args, **kw)
         except Exception as e:   # out of memory, a missing kernel: logged, the campaign goes on
             failures.append(f"{what}: {type(e).__name__}: {str(e)[:200]}")
             log(f"FAILED {what}: {type(e).__name__}: {str(e)[:200]}")
-            free_memory()
+        free_memory()
 
     b.start("block")
     for c in blocks:   # FA2 first for every block, then cuDNN where the 8B rows are
