@@ -83,14 +83,14 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # on its Float8 rows past 8B FSDP (AsyncTP's gain, 405B 3D), CP at 128K-256K growing with the CP
 # degree, +11%..+13% on Megatron's pipelined 70B-177B rows; see calibration/published_runs/README.md.
 NOT_MET = {
-    "tt-8b-fsdp8-compile": 0.118, "tt-8b-fsdp128": 0.110, "tt-8b-fsdp128-compile": 0.137, "tt-8b-cp1-32k": 0.144,
-    "tt-8b-cp4-128k": 0.336, "tt-8b-cp8-256k": 0.386, "tt-70b-fsdp32-tp8-async": 0.226,
+    "tt-8b-cp1-32k": 0.135,
+    "tt-8b-cp4-128k": 0.333, "tt-8b-cp8-256k": 0.384, "tt-70b-fsdp32-tp8-async": 0.219,
     "tt-405b-3d-1f1b": 0.269, "tt-405b-3d-interleaved": 0.309, "tt-405b-4d-cp1-32k": 0.191,
     "tt-405b-4d-cp2-64k": 0.287, "tt-405b-4d-cp4-128k": 0.242, "tt-405b-4d-cp8-256k": 0.330,
     "mlm-gpt-1.7b": 0.120, "mlm-gpt-70b": 0.122, "mlm-gpt-119b": 0.134, "mlm-gpt-177b": 0.113,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": -0.145,
 }
-MEDIAN_NOT_MET = 0.120
+MEDIAN_NOT_MET = 0.113
 
 
 def _row_params():
