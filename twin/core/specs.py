@@ -43,6 +43,7 @@ RECOMPUTE = ("none", "selective", "selective_op", "full")
 CP_KINDS = ("ring", "allgather", "torch_allgather")
 KERNEL_STACKS = ("fused", "eager")   # twin.costs.flops.eager_ops
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
+OPTIMIZER_KERNELS = ("fused", "foreach")   # twin.training.step.optimizer_bytes_per_param
 FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
@@ -257,6 +258,7 @@ class ParallelPlan:
     fp8_recipe: str = spec_field("blockwise", choices=FP8_RECIPES, doc="Scaling of the FP8 GEMMs (gemm_precision 'fp8'): 'blockwise' is DeepSeek-V3's (1x128 activation tiles, 128x128 weight blocks; weight gradients with 1x128 scales on both operands, at their measured slowdown); 'tensorwise' is torchao's Float8Linear as torchtitan trains (one scale per tensor, all three GEMMs at the measured tensorwise torch._scaled_mm rate; twin.costs.profile.Profile.with_fp8_recipe)")
     kernels: str = spec_field("fused", choices=KERNEL_STACKS, doc="How the elementwise work of a block runs: 'fused' (torch.compile, TransformerEngine, DeepSeek's kernels: each norm, RoPE, SwiGLU, cross-entropy one kernel reading and writing its tensors once); 'eager' (plain PyTorch eager as torchtitan's Llama code issues it: RMSNorm and RoPE through FP32 copies, SwiGLU in two kernels, the loss on an FP32 copy of the logits; twin.costs.flops.EAGER_ELEMENTWISE)")
     kv_repeat: bool = spec_field(False, doc="GQA keys and values copied out to every query head before the attention kernel (torchtitan's Llama repeat_kv @ 9dec370): the copy and its backward are costed, and context parallelism exchanges the repeated keys and values (GQA models only)")
+    optimizer_kernel: str = spec_field("fused", choices=OPTIMIZER_KERNELS, doc="How Adam's update runs: 'fused' (one kernel reading the gradient, master weight and moments and writing them back with the BF16 weights: Apex FusedAdam in Megatron, DeepSeek's); 'foreach' (torch.optim.AdamW's multi-tensor implementation, torchtitan's default: eight passes over the FP32 state, 84 bytes per parameter; twin.training.step.FOREACH_ADAMW_BYTES_PER_PARAM)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
 

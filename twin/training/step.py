@@ -799,10 +799,29 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
         rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale)
-    # optimizer: read and write master weights and moments, read gradients, write BF16 weights
-    opt_bytes = breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1) + breakdown["weights"]
-    opt = compute.memory_time_s(opt_bytes, gpu, profile)
+    # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
+    opt_params = breakdown["optimizer"] / p.optimizer_bytes_per_param
+    if p.optimizer_kernel == "foreach":
+        opt_bytes = opt_params * FOREACH_ADAMW_BYTES_PER_PARAM
+    else:   # fused: read and write master weights and moments, read gradients, write BF16 weights
+        opt_bytes = (breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1)
+                     + breakdown["weights"])
+    opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
+
+
+# torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
+# weight decay, capturable False), which torchtitan builds (optimizer.fused default False, so
+# foreach = True: torchtitan/optimizer.py build_optimizers @ 9dec370), kernel by kernel over the FP32
+# state, bytes read + written per parameter: param *= 1 - lr wd 8, lerp(m, g) 12, v *= beta2 8,
+# addcmul(v, g, g) 16, sqrt(v) 8, / bias correction 8, + eps 8, addcdiv(param, m, denominator) 16
+FOREACH_ADAMW_BYTES_PER_PARAM = 84.0
+# Gradient clipping by the global norm, which all the sources run (max norm 1.0: torchtitan
+# train_configs max_norm @ 9dec370, Megatron-LM --clip-grad default, DeepSeek-V3 report §4.2): the
+# norm reads each FP32 gradient the rank's optimizer holds (4 bytes), the scaling reads and writes
+# it (8; torch.nn.utils.clip_grads_with_norm_ multiplies whatever the norm), the norms' all-reduce
+# a few bytes
+CLIP_BYTES_PER_PARAM = 12.0
 
 
 def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from twin.costs import compute, memory
 from twin.costs.memory import activation_bytes, activation_bytes_per_token
 from twin.costs.profile import load_profile
 from twin.training.results import Perturb
-from twin.training.step import _prepare, simulate_step, step_time_lower_bound_s
+from twin.training.step import _prepare, dp_tail_s, simulate_step, step_time_lower_bound_s
 from twin.training.trace import step_trace
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
@@ -234,3 +234,19 @@ def test_fsdp2_root_unit_and_copies():
     # the root unit is not gathered again for the backward: one gather per block and the head's none
     assert sum(t.duration_s for t in b if t.name == "fsdp_copy_out") == pytest.approx(
         sum(u.copy_out_s for u in costs._fsdp_s(0)))
+
+
+def test_optimizer_tail_clips_the_gradients_and_runs_the_adam_kernel_the_plan_names():
+    """After the last backward: the global-norm clip (read the FP32 gradients, scale them: 12 B per
+    parameter the rank's optimizer holds), then Adam, fused (one pass: state read and written,
+    gradient read, BF16 weights written) or torch's foreach AdamW (eight passes, 84 B)."""
+    fused, foreach = scenario(pp=1, dp=8, zero_stage=3), scenario(pp=1, dp=8, zero_stage=3, optimizer_kernel="foreach")
+    for sc in (fused, foreach):
+        costs = _prepare(sc, None, Perturb(), check_memory=False)
+        mem = costs[3][0]
+        held = mem["optimizer"] / sc.plan.optimizer_bytes_per_param
+        adam = (mem["optimizer"] * 2 + mem["gradients"] + mem["weights"] if sc is fused
+                else 84.0 * held)
+        _, opt_s, _ = dp_tail_s(sc, mem, sc.gpu, costs[2], 1.0)
+        assert opt_s == pytest.approx(compute.memory_time_s(adam + 12.0 * held, sc.gpu, costs[2]))
+    assert step(foreach).op_time_s["optimizer"] > step(fused).op_time_s["optimizer"]
