@@ -25,7 +25,7 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
   compute stream; TORCH_CP_FWD_BYTES).
 - plan.kernels 'eager': the block's elementwise chains at torch eager's bytes and kernel counts
-  (twin.costs.flops.eager_ops); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
+  (twin.costs.flops.eager_ops); 'fused_blocks': only the head's (final norm, FP32 loss); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
   the heads context parallelism exchanges).
 - ZeRO-3 / FSDP: `fsdp_all_gather` of each block's parameters before its forward and backward and
   `fsdp_reduce_scatter` of its gradients after its backward, prefetched one block ahead (FSDP2):
@@ -229,7 +229,7 @@ class StepCosts:
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
         head = head_ops(m, tokens, sc.plan.tp)
-        if sc.plan.kernels == "eager":
+        if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
             head = eager_ops(head)
         mtp = []
         for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits

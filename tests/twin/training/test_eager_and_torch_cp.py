@@ -113,3 +113,12 @@ def test_torchao_float8_all_gathers_tp_inputs_in_fp8_and_reduce_scatters_in_bf16
     tw = _costs(scenario(tp=4, pp=1, sequence_parallel=True, gemm_precision="fp8", fp8_recipe="tensorwise"))
     assert tw._tp_collective_bytes("all_gather") == bf16._tp_collective_bytes("all_gather") / 2
     assert tw._tp_collective_bytes("reduce_scatter") == bf16._tp_collective_bytes("reduce_scatter") == bf16.tp_bytes
+
+
+def test_fused_blocks_compile_the_blocks_and_leave_the_head_eager():
+    """plan.kernels 'fused_blocks' (torchtitan's apply_compile: torch.compile per TransformerBlock):
+    the blocks' ops are the fused ones, the final norm and the FP32 loss those of eager."""
+    fused, blocks, eager = (_costs(scenario(pp=1, kernels=k)) for k in ("fused", "fused_blocks", "eager"))
+    assert blocks.blocks[0].ops == fused.blocks[0].ops != eager.blocks[0].ops
+    assert blocks.extra_last == eager.extra_last != fused.extra_last
+    assert [op.launches for op in blocks.extra_last if op.name == "final_norm"] == [EAGER_ELEMENTWISE["norm"][2]]
