@@ -90,9 +90,9 @@ def _gpt_ffn_ops(tokens: int, d: int, ffn: int) -> list[Op]:
 
 def record_ops(row, catalog: bool = False) -> list[Op]:
     """The twin's ops for what the record ran. block: attention_ops (+ repeat_kv when the record
-    repeated K/V heads; no RoPE for GPT) + the FFN; head: head_ops; attention: the core alone (+
-    repeat_kv). Eager elementwise chains (eager_ops) unless compiled; a GPT block's LayerNorm and
-    GeLU are single kernels in eager too. `catalog`: a GPT block as the twin's catalog holds it
+    repeated K/V heads; no RoPE for GPT) + the FFN; head: head_ops; attention: the core alone.
+    Eager elementwise chains (eager_ops) unless compiled; a GPT block's LayerNorm and GeLU are
+    single kernels in eager too. `catalog`: a GPT block as the twin's catalog holds it
     (SwiGLU over 8h/3 of the model, RoPE, RMSNorm)."""
     m = slice_model(row)
     B, S, kind, bench = int(row["batch"]), int(row["seq_len"]), row["block"], row["bench"]
@@ -103,10 +103,9 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
         if kind_of_head(row) == "gpt" and not catalog:   # nn.LayerNorm: one kernel; the loss as torchtitan's
             return [ops[0]] + eager_ops(ops[1:]) if eager else ops
         return eager_ops(ops) if eager else ops
-    repeat = row["gqa"] == "repeat_kv"
-    att = attention_ops(m, B, S, kv_repeat=repeat)
-    if bench.startswith("attn"):
-        return [op for op in att if op.name in ("repeat_kv", "attn_core")]
+    att = attention_ops(m, B, S, kv_repeat=row["gqa"] == "repeat_kv")
+    if bench.startswith("attn"):   # the SDPA call alone (repeat_kv records: K/V repeated beforehand)
+        return [op for op in att if op.name == "attn_core"]
     if kind == "gpt" and not catalog:
         att = [op for op in att if op.name != "rope"]
         return att + _gpt_ffn_ops(T, m.hidden_size, m.intermediate_size)

@@ -12,9 +12,10 @@ spent; rows are flushed one by one, so a run cut short keeps what it wrote):
              bench block_fwd (forward with autograd recording, as in training) and block_fwd_bwd.
   2. head    final norm + output projection + FP32 cross-entropy at the 128,256 (Llama) and
              131,072 (GPT) vocabularies (the slice's under TP), bench head_fwd / head_fwd_bwd.
-  3. attention  the SDPA call alone at every block's attention shape and at 64K / 128K (8B heads),
-             each backend (flash, cudnn, efficient) timed separately: FA2 vs cuDNN measured.
-             The 8B shapes also with SDPA's enable_gqa instead of repeat_kv.
+  3. attention  the SDPA call alone (K/V already repeated to the query heads) at every block's
+             attention shape and at 64K / 128K (8B heads), each backend (flash, cudnn, efficient)
+             timed separately: FA2 vs cuDNN measured. The 8B shapes also with SDPA's enable_gqa
+             (K/V heads as they are) instead.
   4. compile torch.compile'd blocks (8B at 2 x 8K, GPT 1.7B at 1 x 4K), where time is left.
 Every timed config also gets one profiled repetition: per-kernel GPU time (dense_kernels.csv,
 phase fwd or fwd_bwd). Columns: records.py SHAPE_COLS["dense_block"], ["dense_kernels"].
@@ -232,19 +233,22 @@ def run_head(b: Bench, case: Case):
 
 
 def run_attention(b: Bench, case: Case, backend: str, gqa: str = "repeat_kv"):
-    """The SDPA call alone (with repeat_kv's copies when gqa says so), forward and forward+backward."""
+    """The SDPA call alone, forward and forward+backward. gqa 'repeat_kv': K/V made with every
+    query head's copy beforehand (the kernel as torchtitan calls it; the copy itself is timed in
+    the block rows); 'enable_gqa': K/V heads as they are, SDPA broadcasting them."""
     dev, s = b.dev, case.shape
     B, S = case.batch, case.seq_len
 
     def t(heads):
         return torch.randn(B, S, heads, s.head_dim, device=dev, dtype=torch.bfloat16, requires_grad=True)
-    q, k, v = t(s.num_heads), t(s.num_kv_heads), t(s.num_kv_heads)
+    kv_heads = s.num_heads if gqa == "repeat_kv" else s.num_kv_heads
+    q, k, v = t(s.num_heads), t(kv_heads), t(kv_heads)
     g = torch.randn(B, S, s.num_heads, s.head_dim, device=dev, dtype=torch.bfloat16)
     fl = attention_fwd_flops(case)
     try:
         with sdpa_kernel([BACKENDS[backend]]):
             b.record("attn_fwd", "attention", case, lambda _: attention_core(q, k, v, gqa), lambda: None, backend, gqa,
-                     "no", fl, None)   # its kernels: the fwd_bwd profile's forward ones
+                     "no", fl, "fwd")
             b.record("attn_fwd_bwd", "attention", case,
                      lambda _: torch.autograd.grad(attention_core(q, k, v, gqa), [q, k, v], g), lambda: None,
                      backend, gqa, "no", 3.5 * fl, "fwd_bwd")   # backward 2.5x forward (FA2 paper §3.1)
