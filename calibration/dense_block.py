@@ -210,6 +210,20 @@ def fa2_over_cudnn(df: pd.DataFrame, split: str = "fit") -> dict[str, float]:
     return out
 
 
+def attention_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
+    """Profile.attention_kernels of a GPU from its committed dense_block.csv (the fitting split's
+    attention-only rows): {"fa2": {"fwd": r, "bwd": r}}, FlashAttention-2's speed relative to
+    cuDNN's fused attention, the kernel the profile's attention curves were measured with. Empty
+    without records (the profile then keeps the FA3 paper's FA2_OVER_CUDNN)."""
+    path = Path(root) / gpu / BLOCK_FILE
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path, keep_default_na=False)
+    df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
+    r = fa2_over_cudnn(df[df["time_s"] > 0])
+    return {"fa2": {d: r[d] for d in ("fwd", "bwd")}} if r else {}
+
+
 def summary(df: pd.DataFrame) -> dict:
     """Signed median error per (record kind, split), and the component ratios twin / measured over
     the profiled block records of the fitting split."""

@@ -3,6 +3,9 @@ by hand (shapes of the s8dense campaign, times chosen so the expected figures ar
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pandas as pd
 import pytest
 
@@ -10,7 +13,7 @@ from calibration import dense_block as db
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from twin.costs import compute
 from twin.costs.flops import OpKind
-from twin.costs.profile import fitted_profile
+from twin.costs.profile import FA2_OVER_CUDNN, fitted_profile, profile_from_json
 from calibration.predict import gpu_spec
 
 LLAMA_8B = dict(block="llama", model="llama3.1-8b", tp=1, hidden_size=4096, num_heads=32, num_kv_heads=8,
@@ -101,3 +104,16 @@ def test_a_gpt_block_is_megatron_s_gelu_ffn_and_the_catalog_view_its_swiglu():
     cat = db.record_ops(row, catalog=True)
     gate_up = next(op for op in cat if op.name == "ffn_gate_up")
     assert (gate_up.n, gate_up.k) == (2 * 5461, 2048) and "rope" in [op.name for op in cat]   # 8h/3 = 5461
+
+
+def test_the_profile_takes_the_measured_fa2_speed_per_direction(root):
+    terms = db.attention_kernel_terms("h100", root)
+    assert terms == {"fa2": {"fwd": pytest.approx(7 / 12), "bwd": pytest.approx(0.5)}}
+    assert db.attention_kernel_terms("h200", root) == {}   # no records: the FA3 paper's ratio stays
+    prof = dataclasses.replace(fitted_profile("h100"), attention_kernels=terms)
+    fa2 = prof.with_attention_kernel("fa2")
+    assert fa2.attention["fwd"].e_max == pytest.approx(prof.attention["fwd"].e_max * 7 / 12)
+    assert fa2.attention["bwd"].e_max == pytest.approx(prof.attention["bwd"].e_max * 0.5)
+    assert profile_from_json(json.loads(json.dumps(prof.to_json()))).attention_kernels == terms
+    bare = dataclasses.replace(prof, attention_kernels={}).with_attention_kernel("fa2")
+    assert bare.attention["bwd"].e_max == pytest.approx(prof.attention["bwd"].e_max * FA2_OVER_CUDNN)

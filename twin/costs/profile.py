@@ -159,6 +159,10 @@ class Profile:
     # "bus_bytes_per_s", "source"}} for op in comm.COLLECTIVES; empty: the catalog's links
     collectives: dict = field(default_factory=dict, compare=False, hash=False)
     eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
+    # another attention kernel's measured speed relative to the one the attention curves were
+    # measured with, per direction: {"fa2": {"fwd": r, "bwd": r}} (calibration.dense_block, from
+    # dense_block.csv's attention rows); empty: the FA3 paper's FA2_OVER_CUDNN
+    attention_kernels: dict = field(default_factory=dict)
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -199,12 +203,15 @@ class Profile:
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
         SDPA, which PyTorch 2.11 runs on Hopper: calibration/measurements/*/kernels.csv name its
-        sm90 flash fprop/bprop kernels): 'fa2' scales both attention curves by FA2_OVER_CUDNN."""
+        sm90 flash fprop/bprop kernels): 'fa2' scales each direction's curve by FlashAttention-2's
+        speed relative to cuDNN's as measured on this GPU (`attention_kernels`, SDPA's flash and
+        cuDNN backends on the same head-dim-128 causal shapes), else by FA2_OVER_CUDNN."""
         if kernel == "cudnn":
             return self
         if kernel != "fa2":
             raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
-        return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * FA2_OVER_CUDNN, c.s_half)
+        speed = self.attention_kernels.get("fa2", {})
+        return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * speed.get(d, FA2_OVER_CUDNN), c.s_half)
                                                     for d, c in self.attention.items()})
 
     def with_fp8_recipe(self, recipe: str) -> "Profile":
@@ -251,6 +258,7 @@ class Profile:
             "fp8_stack": dict(self.fp8_stack),
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "eager": json.loads(json.dumps(self.eager)),
+            **({"attention_kernels": json.loads(json.dumps(self.attention_kernels))} if self.attention_kernels else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -306,6 +314,7 @@ def profile_from_json(data: dict) -> Profile:
         sm_reserve={k: [(int(n), float(r)) for n, r in v] for k, v in data.get("sm_reserve", {}).items()},
         collectives=_collectives(data.get("collectives", {})),
         eager=dict(data.get("eager", {})),
+        attention_kernels={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_kernels", {}).items()},
     )
 
 
