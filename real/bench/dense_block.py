@@ -152,8 +152,8 @@ def kernel_times(fn, setup, dev) -> dict[str, tuple[int, float]]:
 
 
 class Bench:
-    def __init__(self, rec, dev, quick: bool, budget_s: float):
-        self.rec, self.dev, self.quick = rec, dev, quick
+    def __init__(self, rec, dev, tel: Telemetry, quick: bool, budget_s: float):
+        self.rec, self.dev, self.tel, self.quick = rec, dev, tel, quick
         self.t0, self.budget_s, self.used, self.until = time.perf_counter(), budget_s, 0.0, time.perf_counter()
         self.reps = 2 if quick else 3
 
@@ -282,8 +282,7 @@ def run(out: Path, quick: bool, budget_s: float) -> int:
                num_gpus=1, section="dense_block", budget_s=budget_s)
     (out / "env.json").write_text(json.dumps(env, indent=2, default=str))
     rec = Recorder(out, env)
-    b = Bench(rec, dev, quick, budget_s)
-    b.tel = tel
+    b = Bench(rec, dev, tel, quick, budget_s)
     blocks = block_cases(quick)
     failures = []
 
