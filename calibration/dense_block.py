@@ -40,7 +40,8 @@ from calibration.records import MEASUREMENTS_DIR
 from twin.core.specs import GPUSpec, ModelSpec
 from twin.costs import compute
 from twin.costs.flops import (BF16_BYTES, OpKind, Op, attention_ops, dense_ffn_ops, eager_ops, head_ops)
-from twin.costs.profile import Profile, fitted_profile
+from twin.core.atomic import write_text
+from twin.costs.profile import PROFILES, Profile, fitted_profile
 
 BLOCK_FILE, KERNELS_FILE = "dense_block.csv", "dense_kernels.csv"
 COMPONENTS = ("gemm", "attention", "elementwise")
@@ -224,6 +225,22 @@ def attention_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dic
     return {"fa2": {d: r[d] for d in ("fwd", "bwd")}} if r else {}
 
 
+def write_attention_kernels(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
+    """Set the committed profile's `attention_kernels` from the records (what `twin fit` computes
+    with the rest of the profile), leaving every other key of the JSON as it is."""
+    path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
+    data = json.loads(path.read_text())
+    terms = attention_kernel_terms(gpu, root)
+    out = {}
+    for key, value in data.items():   # after `eager`, as Profile.to_json places it
+        if key != "attention_kernels":
+            out[key] = value
+        if key == "eager" and terms:
+            out["attention_kernels"] = terms
+    write_text(path, json.dumps(out, indent=1, sort_keys=False) + "\n")
+    return terms
+
+
 def summary(df: pd.DataFrame) -> dict:
     """Signed median error per (record kind, split), and the component ratios twin / measured over
     the profiled block records of the fitting split."""
@@ -263,11 +280,15 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", type=Path, default=MEASUREMENTS_DIR)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--write-profile", action="store_true",
+                    help="set the committed profile's attention_kernels from the records")
     args = ap.parse_args(argv)
     if not (args.root / args.gpu / BLOCK_FILE).is_file():
         print(f"no {BLOCK_FILE} under {args.root / args.gpu}: run real/campaigns/s8dense.sh on that GPU first",
               file=sys.stderr)
         return 2
+    if args.write_profile:
+        print(f"{args.gpu}: attention_kernels = {write_attention_kernels(args.gpu, args.root)}")
     df = compare(args.gpu, args.root)
     res = {"gpu": args.gpu, "fa2_over_cudnn": fa2_over_cudnn(df), "summary": summary(df)}
     if args.json:

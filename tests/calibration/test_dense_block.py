@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from calibration import dense_block as db
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from twin.costs import compute
 from twin.costs.flops import OpKind
-from twin.costs.profile import FA2_OVER_CUDNN, fitted_profile, profile_from_json
+from twin.costs.profile import FA2_OVER_CUDNN, PROFILES, fitted_profile, profile_from_json
 from calibration.predict import gpu_spec
 
 LLAMA_8B = dict(block="llama", model="llama3.1-8b", tp=1, hidden_size=4096, num_heads=32, num_kv_heads=8,
@@ -117,3 +118,13 @@ def test_the_profile_takes_the_measured_fa2_speed_per_direction(root):
     assert profile_from_json(json.loads(json.dumps(prof.to_json()))).attention_kernels == terms
     bare = dataclasses.replace(prof, attention_kernels={}).with_attention_kernel("fa2")
     assert bare.attention["bwd"].e_max == pytest.approx(prof.attention["bwd"].e_max * FA2_OVER_CUDNN)
+
+
+def test_writing_the_terms_into_a_profile_keeps_its_other_keys(root, tmp_path):
+    src = Path(str(PROFILES)) / "h100.json"
+    (tmp_path / "h100.json").write_text(src.read_text())
+    before = json.loads(src.read_text())
+    terms = db.write_attention_kernels("h100", root, tmp_path)
+    after = json.loads((tmp_path / "h100.json").read_text())
+    assert after["attention_kernels"] == terms and list(after).index("attention_kernels") == list(after).index("eager") + 1
+    assert {k: v for k, v in after.items() if k != "attention_kernels"} == before
