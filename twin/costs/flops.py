@@ -295,6 +295,22 @@ EAGER_CLASS = {"attn_norm": "norm", "ffn_norm": "norm", "q_norm": "norm", "kv_no
                "cross_entropy": "cross_entropy"}
 
 
+# Megatron-LM's unfused vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py
+# @ f2e5db4, the default: --cross-entropy-loss-fusion is off unless set), per logit of the rank's
+# vocabulary shard, as a multiple of the fused op's 12 B: forward .float() 6, max 4, in-place
+# - max 8, exp 8, sum 4, in-place / sum 8 = 38 B in 6 kernels (and small per-token ones); backward
+# the saved softmax scaled in place (mul_) 8 and the gradient cast back to BF16 6 = 14 B in 2.
+MEGATRON_CROSS_ENTROPY = (38 / 12, 14 / 12, 6, 2)
+
+
+def megatron_loss_ops(ops: list[Op]) -> list[Op]:
+    """The ops with the cross-entropy as Megatron-LM's unfused vocab-parallel chain
+    (plan.loss_kernel = "megatron_unfused"; MEGATRON_CROSS_ENTROPY)."""
+    fwd, bwd, k_fwd, k_bwd = MEGATRON_CROSS_ENTROPY
+    return [dataclasses.replace(op, bytes=op.bytes * fwd, bwd_bytes=op.bytes * bwd, launches=k_fwd, bwd_launches=k_bwd)
+            if op.name == "cross_entropy" and op.kind == OpKind.MEMORY else op for op in ops]
+
+
 def eager_ops(ops: list[Op]) -> list[Op]:
     """The ops as torch eager runs them (plan.kernels = "eager"): each elementwise chain of
     EAGER_CLASS at its eager bytes and kernel count; GEMMs, attention and other ops unchanged."""

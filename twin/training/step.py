@@ -44,7 +44,8 @@ from collections import Counter
 
 from twin.costs import comm, compute, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
-                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, moe_ops, op_sac_recompute,
+                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops, moe_ops,
+                              op_sac_recompute,
                               train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
@@ -231,6 +232,8 @@ class StepCosts:
         head = head_ops(m, tokens, sc.plan.tp)
         if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
             head = eager_ops(head)
+        if sc.plan.loss_kernel == "megatron_unfused":
+            head = megatron_loss_ops(head)
         mtp = []
         for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
             mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]

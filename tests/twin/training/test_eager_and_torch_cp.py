@@ -122,3 +122,16 @@ def test_fused_blocks_compile_the_blocks_and_leave_the_head_eager():
     assert blocks.blocks[0].ops == fused.blocks[0].ops != eager.blocks[0].ops
     assert blocks.extra_last == eager.extra_last != fused.extra_last
     assert [op.launches for op in blocks.extra_last if op.name == "final_norm"] == [EAGER_ELEMENTWISE["norm"][2]]
+
+
+def test_megatron_unfused_loss_costs_its_fp32_chain():
+    """plan.loss_kernel 'megatron_unfused': Megatron's default vocab-parallel cross-entropy, 38 B
+    per logit forward (FP32 copy, max, subtract, exp, sum, divide) and 14 backward, where the fused
+    kernel moves 12 and 18."""
+    fused, megatron = (_costs(scenario(pp=1, loss_kernel=k)) for k in ("as_kernels", "megatron_unfused"))
+    ce = {c: next(op for op in costs.extra_last if op.name == "cross_entropy") for c, costs in
+          (("fused", fused), ("megatron", megatron))}
+    assert ce["megatron"].bytes == pytest.approx(ce["fused"].bytes * 38 / 12)
+    assert ce["megatron"].bwd_bytes == pytest.approx(ce["fused"].bytes * 14 / 12)
+    assert (ce["megatron"].launches, ce["megatron"].bwd_launches) == (6, 2)
+    assert megatron.blocks[0].ops == fused.blocks[0].ops
