@@ -41,7 +41,7 @@ from twin.core.specs import GPUSpec, ModelSpec
 from twin.costs import compute
 from twin.costs.flops import (BF16_BYTES, OpKind, Op, attention_ops, dense_ffn_ops, eager_ops, head_ops)
 from twin.core.atomic import write_text
-from twin.costs.profile import PROFILES, Profile, fitted_profile
+from twin.costs.profile import PROFILES, Profile, fitted_profile, profile_from_json
 
 BLOCK_FILE, KERNELS_FILE = "dense_block.csv", "dense_kernels.csv"
 COMPONENTS = ("gemm", "attention", "elementwise")
@@ -162,10 +162,11 @@ def measured_components_s(kernels: pd.DataFrame | None) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def compare(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
-    """Every record of one GPU: measured, twin, error, and per-component seconds where profiled."""
+def compare(gpu: str, root: Path | str = MEASUREMENTS_DIR, profile: Profile | None = None) -> pd.DataFrame:
+    """Every record of one GPU: measured, twin, error, and per-component seconds where profiled
+    (under `profile`, by default the GPU's committed fitted profile)."""
     blocks, kernels = load(gpu, root)
-    spec, profile = gpu_spec(gpu), fitted_profile(gpu)
+    spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
     rows = []
     for _, r in blocks.iterrows():
         comp = predicted_components_s(r, spec, profile)
@@ -225,18 +226,40 @@ def attention_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dic
     return {"fa2": {d: r[d] for d in ("fwd", "bwd")}} if r else {}
 
 
-def write_attention_kernels(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
-    """Set the committed profile's `attention_kernels` from the records (what `twin fit` computes
-    with the rest of the profile), leaving every other key of the JSON as it is."""
+def eager_elementwise_eff(gpu: str, profile: Profile, root: Path | str = MEASUREMENTS_DIR) -> float:
+    """Profile.eager_elementwise_eff from the committed records: the HBM bandwidth fraction torch
+    eager's elementwise chains reach in real/dense.py's eager Llama blocks and LM heads (the code
+    twin.costs.flops.eager_ops counts), fitting split only. Per profiled record, the time its GEMM
+    and attention kernels leave (timed - their kernel sums: the elementwise kernels and the gaps
+    between kernels) against the twin's elementwise seconds at the streaming efficiency
+    (memory_eff); the median ratio scales memory_eff. 0 without records (memory_eff stays)."""
+    if not (Path(root) / gpu / BLOCK_FILE).is_file():
+        return 0.0
+    base = dataclasses.replace(profile, eager_elementwise_eff=0.0)
+    df = compare(gpu, root, base)
+    if "measured_gemm_s" not in df:
+        return 0.0
+    fit = df[(df["split"] == "fit") & (df["compiled"] == "no") & df["block"].isin(["llama", "head"])
+             & df["twin_s"].notna() & df["measured_gemm_s"].notna()]
+    other_s = fit["time_s"] - fit["measured_gemm_s"] - fit["measured_attention_s"]
+    ratio = (fit["twin_elementwise_s"] / other_s)[other_s > 0]
+    return float(min(1.0, base.memory_eff * ratio.median())) if len(ratio) else 0.0
+
+
+def write_dense_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | None = None) -> dict:
+    """Set the committed profile's `attention_kernels` and `eager_elementwise_eff` from the
+    records (what `twin fit` computes with the rest of the profile), every other key of the JSON
+    as it is."""
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     data = json.loads(path.read_text())
-    terms = attention_kernel_terms(gpu, root)
+    terms = {"attention_kernels": attention_kernel_terms(gpu, root),
+             "eager_elementwise_eff": eager_elementwise_eff(gpu, profile_from_json(data), root)}
     out = {}
-    for key, value in data.items():   # after `eager`, as Profile.to_json places it
-        if key != "attention_kernels":
+    for key, value in data.items():   # after `eager`, as Profile.to_json places them
+        if key not in terms:
             out[key] = value
-        if key == "eager" and terms:
-            out["attention_kernels"] = terms
+        if key == "eager":
+            out.update({k: v for k, v in terms.items() if v})
     write_text(path, json.dumps(out, indent=1, sort_keys=False) + "\n")
     return terms
 
@@ -281,14 +304,14 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=MEASUREMENTS_DIR)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-profile", action="store_true",
-                    help="set the committed profile's attention_kernels from the records")
+                    help="set the committed profile's attention_kernels and eager_elementwise_eff from the records")
     args = ap.parse_args(argv)
     if not (args.root / args.gpu / BLOCK_FILE).is_file():
         print(f"no {BLOCK_FILE} under {args.root / args.gpu}: run real/campaigns/s8dense.sh on that GPU first",
               file=sys.stderr)
         return 2
     if args.write_profile:
-        print(f"{args.gpu}: attention_kernels = {write_attention_kernels(args.gpu, args.root)}")
+        print(f"{args.gpu}: {write_dense_terms(args.gpu, args.root)}")
     df = compare(args.gpu, args.root)
     res = {"gpu": args.gpu, "fa2_over_cudnn": fa2_over_cudnn(df), "summary": summary(df)}
     if args.json:

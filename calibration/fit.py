@@ -34,7 +34,7 @@ import pandas as pd
 from calibration import records as rec
 from calibration import sm_reserve
 from calibration.nccl import fit_collectives, holdout_errors, load_nccl
-from calibration.dense_block import attention_kernel_terms
+from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
 from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
@@ -612,6 +612,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
     prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root),
                                attention_kernels=attention_kernel_terms(gpu, root))
+    prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
     collectives, stats["collectives"] = collectives_terms(gpu, root)
     prov = provenance(df, gpu, stats, root)
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,

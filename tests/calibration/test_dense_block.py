@@ -124,7 +124,8 @@ def test_writing_the_terms_into_a_profile_keeps_its_other_keys(root, tmp_path):
     src = Path(str(PROFILES)) / "h100.json"
     (tmp_path / "h100.json").write_text(src.read_text())
     before = json.loads(src.read_text())
-    terms = db.write_attention_kernels("h100", root, tmp_path)
+    terms = db.write_dense_terms("h100", root, tmp_path)
     after = json.loads((tmp_path / "h100.json").read_text())
-    assert after["attention_kernels"] == terms and list(after).index("attention_kernels") == list(after).index("eager") + 1
-    assert {k: v for k, v in after.items() if k != "attention_kernels"} == before
+    assert after["attention_kernels"] == terms["attention_kernels"]
+    assert list(after).index("attention_kernels") == list(after).index("eager") + 1
+    assert {k: v for k, v in after.items() if k not in terms} == {k: v for k, v in before.items() if k not in terms}

@@ -198,6 +198,7 @@ class Op:
     fp8_input: bool = False
     recompute: bool = False
     precision: str | None = None
+    eager: bool = False   # a "memory" op torch eager runs (eager_ops): Profile.eager_elementwise_eff
 
     def __post_init__(self):
         object.__setattr__(self, "kind", OpKind(self.kind))   # a plain string names its kind; unknown ones raise
@@ -313,16 +314,17 @@ def megatron_loss_ops(ops: list[Op]) -> list[Op]:
 
 def eager_ops(ops: list[Op]) -> list[Op]:
     """The ops as torch eager runs them (plan.kernels = "eager"): each elementwise chain of
-    EAGER_CLASS at its eager bytes and kernel count; GEMMs, attention and other ops unchanged."""
+    EAGER_CLASS at its eager bytes and kernel count, every memory op marked `eager` (its kernels
+    run at the profile's eager_elementwise_eff); GEMMs and attention unchanged."""
     out = []
     for op in ops:
         cls = EAGER_CLASS.get(op.name) if op.kind == OpKind.MEMORY else None
-        if cls is None:
-            out.append(op)
+        if cls is None:   # GEMMs and attention unchanged; residual adds, copies: one eager kernel each
+            out.append(dataclasses.replace(op, eager=True) if op.kind == OpKind.MEMORY else op)
             continue
         fwd, bwd, k_fwd, k_bwd = EAGER_ELEMENTWISE[cls]
         out.append(dataclasses.replace(op, bytes=op.bytes * fwd, bwd_bytes=op.bytes * bwd, launches=k_fwd,
-                                       bwd_launches=k_bwd))
+                                       bwd_launches=k_bwd, eager=True))
     return out
 
 

@@ -163,6 +163,10 @@ class Profile:
     # measured with, per direction: {"fa2": {"fwd": r, "bwd": r}} (calibration.dense_block, from
     # dense_block.csv's attention rows); empty: the FA3 paper's FA2_OVER_CUDNN
     attention_kernels: dict = field(default_factory=dict)
+    # the HBM bandwidth fraction torch eager's elementwise chains reach (twin.costs.flops.eager_ops:
+    # FP32 casts, reductions, complex RoPE, the FP32 loss; their ops' `eager` flag), measured on
+    # real/dense.py's eager Llama blocks and heads (calibration.dense_block); 0 = memory_eff
+    eager_elementwise_eff: float = 0.0
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -259,6 +263,7 @@ class Profile:
             "sm_reserve": {k: [list(p) for p in v] for k, v in self.sm_reserve.items()},
             "eager": json.loads(json.dumps(self.eager)),
             **({"attention_kernels": json.loads(json.dumps(self.attention_kernels))} if self.attention_kernels else {}),
+            **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -278,6 +283,7 @@ class Profile:
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
+            eager_elementwise_eff=min(1.0, self.eager_elementwise_eff * memory),
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
 
 
@@ -315,6 +321,7 @@ def profile_from_json(data: dict) -> Profile:
         collectives=_collectives(data.get("collectives", {})),
         eager=dict(data.get("eager", {})),
         attention_kernels={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_kernels", {}).items()},
+        eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
     )
 
 

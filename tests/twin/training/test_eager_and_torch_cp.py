@@ -1,6 +1,8 @@
 """plan.kernels = "eager", plan.kv_repeat and cp_kind "torch_allgather": how torchtitan's stack runs
 a dense GQA block (issue 14), on a tiny dense model: byte counts by hand and behaviour, not figures."""
 
+import dataclasses
+
 import pytest
 
 from twin.core.errors import ScenarioError
@@ -24,13 +26,20 @@ def test_eager_ops_carry_the_counted_bytes_of_each_chain():
     assert (e_norm.bytes, e_norm.bwd_bytes, e_norm.launches) == (36_000, 96_000, 8)
     # silu then mul: 10 B per inner element forward, 18 backward
     assert e_swiglu.bytes == pytest.approx(10_000) and e_swiglu.bwd_bytes == pytest.approx(18_000)
-    assert e_add == add and e_gemm == gemm        # one kernel either way; GEMMs untouched
+    # one kernel either way, but an eager one (the measured eager_elementwise_eff); GEMMs untouched
+    assert e_add == dataclasses.replace(add, eager=True) and e_gemm == gemm
+    assert e_norm.eager and e_swiglu.eager and not norm.eager
     gpu, prof = get_gpu("h100"), load_profile("h100")
     for phase in ("fwd", "bwd_input"):
         assert compute.op_time_s(e_norm, phase, "bf16", gpu, prof) > compute.op_time_s(norm, phase, "bf16", gpu, prof)
     # the fused backward keeps its 1.5 x convention
     fused_bwd = compute.op_time_s(norm, "bwd_input", "bf16", gpu, prof)
     assert fused_bwd == pytest.approx(compute.memory_time_s(1.5 * norm.bytes, gpu, prof))
+    # eager kernels stream at the measured eager_elementwise_eff (real/dense.py's eager blocks), below
+    # the copy kernels' memory_eff
+    assert 0 < prof.eager_elementwise_eff < prof.memory_eff
+    assert compute.op_time_s(e_add, "fwd", "bf16", gpu, prof) == pytest.approx(
+        add.bytes / (gpu.hbm_bytes_per_s * prof.eager_elementwise_eff) + prof.launch_s)
     assert set(EAGER_ELEMENTWISE) == {"norm", "rope", "swiglu", "cross_entropy"}
 
 
