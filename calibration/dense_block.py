@@ -99,6 +99,9 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
     B, S, kind, bench = int(row["batch"]), int(row["seq_len"]), row["block"], row["bench"]
     T = B * S
     eager = str(row["compiled"]) == "no"
+    if bench.startswith("gemm_"):   # one of the block's forward GEMMs alone (real/bench/dense_block.py block_gemms)
+        n, k = _block_gemm_nk(row, bench.removeprefix("gemm_"))
+        return [Op(bench, OpKind.GEMM, "attn", T, n, k)]
     if bench.startswith("head"):
         ops = head_ops(m, T)
         if kind_of_head(row) == "gpt" and not catalog:   # nn.LayerNorm: one kernel; the loss as torchtitan's
@@ -116,6 +119,14 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
     return eager_ops(ops) if eager and kind == "llama" else ops
 
 
+def _block_gemm_nk(row, name: str) -> tuple[int, int]:
+    """(n, k) of a block GEMM by its name in real/bench/dense_block.py block_gemms."""
+    D, F = int(row["hidden_size"]), int(row["ffn"])
+    q, kv = int(row["num_heads"]) * int(row["head_dim"]), int(row["num_kv_heads"]) * int(row["head_dim"])
+    return {"wq": (q, D), "wk": (kv, D), "wo": (D, q), "w1": (F, D), "w2": (D, F),
+            "qkv": (3 * q, D), "proj": (D, q), "fc1": (F, D), "fc2": (D, F)}[name]
+
+
 def kind_of_head(row) -> str:
     """A head record's model family: Llama (RMSNorm) or GPT (LayerNorm), from the model name."""
     return "gpt" if "gpt" in str(row["model"]) else "llama"
@@ -129,10 +140,10 @@ def profile_for(row, profile: Profile) -> Profile:
 def predicted_components_s(row, gpu: GPUSpec, profile: Profile, catalog: bool = False) -> dict[str, float] | None:
     """The twin's seconds of the record per component class (None: no twin curve for the
     record's attention backend, the memory-efficient kernel)."""
-    if row["sdpa_backend"] not in TWIN_KERNEL and not row["bench"].startswith("head"):
+    if row["sdpa_backend"] not in TWIN_KERNEL and not row["bench"].startswith(("head", "gemm_")):
         return None
     prof = profile_for(row, profile)
-    phases = PHASES["fwd" if row["bench"].endswith("_fwd") else "fwd_bwd"]
+    phases = PHASES["fwd_bwd" if row["bench"].endswith("_fwd_bwd") else "fwd"]
     out = dict.fromkeys(COMPONENTS, 0.0)
     for op in record_ops(row, catalog):
         for phase in phases:

@@ -10,13 +10,15 @@ spent; rows are flushed one by one, so a run cut short keeps what it wrote):
              70B and 405B as one GPU's TP8 slice, Megatron's GPT sizes as one GPU's TP slice (seq
              4096, micro-batch 1); SDPA flash (FlashAttention-2), and cuDNN on the 8B rows;
              bench block_fwd (forward with autograd recording, as in training) and block_fwd_bwd.
-  2. head    final norm + output projection + FP32 cross-entropy at the 128,256 (Llama) and
+  2. gemm    the forward GEMMs of four blocks (8B, 405B slice, GPT 1.7B and 177B slice) each alone:
+             the same kernels as inside the block, without the kernels around them.
+  3. head    final norm + output projection + FP32 cross-entropy at the 128,256 (Llama) and
              131,072 (GPT) vocabularies (the slice's under TP), bench head_fwd / head_fwd_bwd.
-  3. attention  the SDPA call alone (K/V already repeated to the query heads) at every block's
+  4. attention  the SDPA call alone (K/V already repeated to the query heads) at every block's
              attention shape and at 64K / 128K (8B heads), each backend (flash, cudnn, efficient)
              timed separately: FA2 vs cuDNN measured. The 8B shapes also with SDPA's enable_gqa
              (K/V heads as they are) instead.
-  4. compile torch.compile'd blocks (8B at 2 x 8K, GPT 1.7B at 1 x 4K), where time is left.
+  5. compile torch.compile'd blocks (8B at 2 x 8K, GPT 1.7B at 1 x 4K), where time is left.
 Every timed config also gets one profiled repetition: per-kernel GPU time (dense_kernels.csv,
 phase fwd or fwd_bwd). Columns: records.py SHAPE_COLS["dense_block"], ["dense_kernels"].
 
@@ -37,10 +39,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 from real.bench.device import environment, free_memory
+from real.bench.host_dispatch import ANNOTATION
 from real.bench.records import Recorder, log
 from real.dense import DenseShape, LMHead, attention_core, build_block, rope_freqs_cis, slice_of
 from real.telemetry import Telemetry
@@ -49,7 +53,7 @@ WARMUP = 2
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION}
 HOLDOUT_MODELS = ("llama3.1-70b", "megatron-gpt-70b")
-SHARES = {"block": 0.45, "head": 0.08, "attention": 0.30, "compile": 0.17}
+SHARES = {"block": 0.42, "gemm": 0.04, "head": 0.07, "attention": 0.30, "compile": 0.17}
 LLAMA_VOCAB, GPT_VOCAB = 128256, 131072
 
 
@@ -138,8 +142,9 @@ def kernel_times(fn, setup, dev) -> dict[str, tuple[int, float]]:
         _sync(dev)
     out: dict[str, tuple[int, float]] = {}
     for ev in prof.events():
-        if dev.type == "cuda":
-            if ev.device_type.name != "CUDA" or "#" in ev.name:   # kernels, not range annotations
+        if dev.type == "cuda":   # kernels, not range annotations ("Optimizer.step#AdamW.step"; a
+            # kernel's own name may hold '#': "{lambda(float)#1}")
+            if ev.device_type.name != "CUDA" or ANNOTATION.fullmatch(ev.name):
                 continue
             t = ev.device_time
         else:
@@ -232,6 +237,26 @@ def run_head(b: Bench, case: Case):
              lambda: None, "none", "none", "no", 3 * fl, "fwd_bwd")
 
 
+def block_gemms(case: Case) -> list[tuple[str, int, int, int]]:
+    """(name, m, n, k) of the forward GEMMs of one block: tokens x out x in, as F.linear runs them."""
+    s, T = case.shape, case.batch * case.seq_len
+    D, q, kv = s.hidden_size, s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    if s.kind == "gpt":
+        return [("qkv", T, 3 * q, D), ("proj", T, D, q), ("fc1", T, s.ffn, D), ("fc2", T, D, s.ffn)]
+    return [("wq", T, q, D), ("wk", T, kv, D), ("wo", T, D, q), ("w1", T, s.ffn, D), ("w2", T, D, s.ffn)]
+
+
+def run_gemms(b: Bench, case: Case):
+    """The block's forward GEMMs each alone (F.linear, per-repetition events): the same kernels as
+    inside the block, without the kernels around them (bench gemm_<name>, block 'gemm')."""
+    for name, m, n, k in block_gemms(case):
+        torch.manual_seed(0)
+        x = torch.randn(m, k, device=b.dev, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=b.dev, dtype=torch.bfloat16) * 0.02
+        b.record(f"gemm_{name}", "gemm", case, lambda _: F.linear(x, w), lambda: None, "none", "none", "no",
+                 2.0 * m * n * k, "fwd")
+
+
 def run_attention(b: Bench, case: Case, backend: str, gqa: str = "repeat_kv"):
     """The SDPA call alone, forward and forward+backward. gqa 'repeat_kv': K/V made with every
     query head's copy beforehand (the kernel as torchtitan calls it; the copy itself is timed in
@@ -257,14 +282,11 @@ def run_attention(b: Bench, case: Case, backend: str, gqa: str = "repeat_kv"):
 
 
 def attention_cases(blocks: list[Case], quick: bool) -> list[Case]:
-    """Each block's attention shape once, the 8B heads at 64K and 128K (batch 1) after the 8B's."""
+    """Each block's attention shape once, then the 8B heads at 64K and 128K (batch 1)."""
     first = blocks[0]
     long = [Case(first.model, first.tp, first.shape, 1, s) for s in ((64,) if quick else (65536, 131072))]
     seen, out = set(), []
     for c in blocks:
-        if c.model != first.model and long:
-            out += long
-            long = []
         key = (c.shape.num_heads, c.shape.num_kv_heads, c.shape.head_dim, c.batch, c.seq_len)
         if key not in seen:
             seen.add(key)
@@ -302,6 +324,12 @@ def run(out: Path, quick: bool, budget_s: float) -> int:
     for c in blocks:
         if c.model.startswith("llama3.1-8b") and not b.over():
             guarded(f"block {c.model} s{c.seq_len} cudnn", run_block, b, c, "cudnn")
+    b.start("gemm")
+    for c in [blocks[0], blocks[-1]] if quick else [c for c in blocks if (c.model, c.batch, c.seq_len) in {
+            ("llama3.1-8b", 2, 8192), ("llama3.1-405b", 4, 8192), ("megatron-gpt-1.7b", 1, 4096),
+            ("megatron-gpt-177b", 1, 4096)}]:
+        if not b.over():
+            guarded(f"gemm {c.model}", run_gemms, b, c)
     b.start("head")
     heads = [c for c in blocks if (c.model, c.batch, c.seq_len) in {
         ("llama3.1-8b", 2, 8192), ("llama3.1-70b", 16, 8192), ("megatron-gpt-1.7b", 1, 4096),

@@ -159,7 +159,8 @@ def test_s8dense_campaign_cpu_dry_run(tmp_path):
             assert next(csv.reader(f)) == SHAPE_COLS[family] + STAT_COLS + ENV_COLS + DIST_ENV_COLS
     rows = list(csv.DictReader((d / "dense_block.csv").open()))
     assert {r["bench"] for r in rows} == {"block_fwd", "block_fwd_bwd", "head_fwd", "head_fwd_bwd", "attn_fwd",
-                                          "attn_fwd_bwd"}
+                                          "attn_fwd_bwd", "gemm_wq", "gemm_wk", "gemm_wo", "gemm_w1", "gemm_w2",
+                                          "gemm_qkv", "gemm_proj", "gemm_fc1", "gemm_fc2"}
     assert {(r["model"], r["split"]) for r in rows} == {("tiny-llama", "fit"), ("megatron-gpt-70b", "holdout")}
     assert {r["compiled"] for r in rows if r["bench"] == "block_fwd"} == {"no", "aot_eager"}
     assert {r["gqa"] for r in rows if r["bench"] == "attn_fwd" and r["model"] == "tiny-llama"} == {
@@ -170,3 +171,11 @@ def test_s8dense_campaign_cpu_dry_run(tmp_path):
     assert ("block_fwd_bwd", "tiny-llama", "no") in profiled and ("head_fwd_bwd", "megatron-gpt-70b", "no") in profiled
     assert any("linear" in r["kernel"] or "mm" in r["kernel"] for r in kernels)
     assert "cudnn repeat_kv: not run" in (d / "log.txt").read_text()
+    # the twin predicts every row of a backend it has a curve for (calibration.dense_block)
+    from calibration import dense_block as db
+    from calibration.predict import gpu_spec
+    from twin.costs.profile import fitted_profile
+    spec, prof = gpu_spec("h100"), fitted_profile("h100")
+    for r in rows:
+        comp = db.predicted_components_s(r, spec, prof)
+        assert (comp is None) == (r["sdpa_backend"] == "efficient") and (comp is None or sum(comp.values()) > 0)
