@@ -78,6 +78,14 @@ A profile also describes the *software stack* that ran the kernels, as data:
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
     step (twin.sim) runs DeepSeek's stack and never adds host time.
+  attention_kernels: another attention kernel's measured speed relative to the one the attention
+    curves were fitted on (cuDNN's), per direction: {"fa2": {"fwd", "bwd"}}, from the SDPA flash and
+    cuDNN backends timed on the same head-dim-128 causal shapes (real/bench/dense_block.py,
+    calibration.dense_block.attention_kernel_terms); `with_attention_kernel` applies it.
+  eager_elementwise_eff: HBM bandwidth fraction of torch eager's elementwise chains (the ops
+    twin.costs.flops.eager_ops marks `eager`: plan.kernels 'eager', and the head under
+    'fused_blocks'), measured on real/dense.py's eager Llama blocks and LM heads
+    (calibration.dense_block.eager_elementwise_eff); 0 = memory_eff.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
