@@ -34,6 +34,7 @@ import pandas as pd
 from calibration import records as rec
 from calibration import sm_reserve
 from calibration.decode_gemm import decode_terms, with_decode_terms
+from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
@@ -610,7 +611,9 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
     stats["fp8_stack"] = stack
     stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
-    prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root))
+    prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root),
+                               attention_kernels=attention_kernel_terms(gpu, root))
+    prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
     prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)
     collectives, stats["collectives"] = collectives_terms(gpu, root)
     prov = provenance(df, gpu, stats, root)

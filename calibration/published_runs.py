@@ -43,7 +43,7 @@ METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
 FLOP_BASES = ("megatron", "twin")
 # plan fields that change nothing at these values: a checkout without the field runs the row without it
 NEUTRAL = {"cp": 1, "virtual_stages": 1, "sequence_parallel": False, "tp_comm_overlap": False, "kernels": "fused",
-           "kv_repeat": False}
+           "kv_repeat": False, "optimizer_kernel": "fused", "loss_kernel": "as_kernels"}
 NEUTRAL_WITH = {"cp_kind": ("cp", 1)}   # meaningless while cp = 1
 
 
@@ -74,7 +74,10 @@ def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], d
     sources = data["sources"]
     runs = []
     for raw in data["runs"]:
-        run = PublishedRun(**{**raw, "not_modelled": tuple(raw.get("not_modelled", ())),
+        # a source's plan_defaults: what every run of that source's stack does (a row may override)
+        defaults = sources.get(raw.get("source"), {}).get("plan_defaults", {})
+        run = PublishedRun(**{**raw, "plan": {**defaults, **raw["plan"]},
+                              "not_modelled": tuple(raw.get("not_modelled", ())),
                               "assumed": tuple(raw.get("assumed", ()))})
         if run.source not in sources or run.metric not in METRICS or run.flop_basis not in FLOP_BASES:
             raise ValueError(f"{path}: run {run.id}: source, metric or flop_basis not among "

@@ -23,7 +23,9 @@ ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
             "torch_version", "cuda_version", "timestamp_utc"]
 # multi-GPU families also carry the NCCL version and the number of GPUs of the run
 DIST_ENV_COLS = ["nccl_version", "num_gpus"]
-DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline"}
+# (and the one-GPU dense_block families, whose campaign records the NCCL version as every row must)
+DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline",
+                 "dense_block", "dense_kernels"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -38,6 +40,12 @@ SHAPE_COLS = {
     "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
     "kernels": ["bench", "config", "precision", "kernel", "calls"],
     "step_kernels": ["bench", "config", "precision", "profiled", "kernel", "calls"],
+    # real/bench/dense_block.py (s8dense): one GPU's dense block (its TP slice) and its kernels
+    "dense_block": ["bench", "block", "model", "tp", "batch", "seq_len", "hidden_size", "num_heads", "num_kv_heads",
+                    "head_dim", "ffn", "vocab", "sdpa_backend", "gqa", "compiled", "precision", "split", "host_s"],
+    "dense_kernels": ["bench", "phase", "block", "model", "tp", "batch", "seq_len", "hidden_size", "num_heads",
+                      "num_kv_heads", "head_dim", "ffn", "vocab", "sdpa_backend", "gqa", "compiled", "precision",
+                      "split", "kernel", "calls"],
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
            "max_rank_rows", "bytes_per_rank", "precision"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],

@@ -41,8 +41,10 @@ ATTENTION_KINDS = ("mla", "gqa")
 PRECISIONS = ("fp8", "bf16")
 RECOMPUTE = ("none", "selective", "selective_op", "full")
 CP_KINDS = ("ring", "allgather", "torch_allgather")
-KERNEL_STACKS = ("fused", "eager")   # twin.costs.flops.eager_ops
+KERNEL_STACKS = ("fused", "eager", "fused_blocks")   # twin.costs.flops.eager_ops
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
+OPTIMIZER_KERNELS = ("fused", "foreach")   # twin.training.step.optimizer_bytes_per_param
+LOSS_KERNELS = ("as_kernels", "megatron_unfused")   # twin.costs.flops.megatron_loss_ops
 FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
@@ -255,8 +257,10 @@ class ParallelPlan:
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
     attention_kernel: str = spec_field("cudnn", choices=ATTENTION_KERNELS, doc="The attention kernel the job's stack runs: 'cudnn' is the one the profile's records measured (PyTorch 2.11's SDPA on Hopper: cuDNN's fused flash kernels); 'fa2' is FlashAttention-2, which PyTorch's SDPA ran on H100 before cuDNN became its default there (pytorch/pytorch#142132, #138522), at 0.62 of cuDNN's speed (FlashAttention-3 paper, H100 head dim 128; twin.costs.profile.FA2_OVER_CUDNN)")
     fp8_recipe: str = spec_field("blockwise", choices=FP8_RECIPES, doc="Scaling of the FP8 GEMMs (gemm_precision 'fp8'): 'blockwise' is DeepSeek-V3's (1x128 activation tiles, 128x128 weight blocks; weight gradients with 1x128 scales on both operands, at their measured slowdown); 'tensorwise' is torchao's Float8Linear as torchtitan trains (one scale per tensor, all three GEMMs at the measured tensorwise torch._scaled_mm rate; twin.costs.profile.Profile.with_fp8_recipe)")
-    kernels: str = spec_field("fused", choices=KERNEL_STACKS, doc="How the elementwise work of a block runs: 'fused' (torch.compile, TransformerEngine, DeepSeek's kernels: each norm, RoPE, SwiGLU, cross-entropy one kernel reading and writing its tensors once); 'eager' (plain PyTorch eager as torchtitan's Llama code issues it: RMSNorm and RoPE through FP32 copies, SwiGLU in two kernels, the loss on an FP32 copy of the logits; twin.costs.flops.EAGER_ELEMENTWISE)")
+    kernels: str = spec_field("fused", choices=KERNEL_STACKS, doc="How the elementwise work of a block runs: 'fused' (torch.compile, TransformerEngine, DeepSeek's kernels: each norm, RoPE, SwiGLU, cross-entropy one kernel reading and writing its tensors once); 'eager' (plain PyTorch eager as torchtitan's Llama code issues it: RMSNorm and RoPE through FP32 copies, SwiGLU in two kernels, the loss on an FP32 copy of the logits; twin.costs.flops.EAGER_ELEMENTWISE); 'fused_blocks' (torch.compile applied to each transformer block only, as torchtitan's apply_compile @ 9dec370: the blocks fused, the final norm and the loss on FP32 logits eager)")
+    loss_kernel: str = spec_field("as_kernels", choices=LOSS_KERNELS, doc="How the cross-entropy over the vocabulary runs: 'as_kernels' (as plan.kernels says: one fused kernel, or torch's cross_entropy on FP32 logits where the head runs eager); 'megatron_unfused' (Megatron-LM's default vocab-parallel cross-entropy: FP32 copy, max, subtract, exp, sum and divide as separate kernels, 38 bytes per logit forward, 14 backward; twin.costs.flops.MEGATRON_CROSS_ENTROPY)")
     kv_repeat: bool = spec_field(False, doc="GQA keys and values copied out to every query head before the attention kernel (torchtitan's Llama repeat_kv @ 9dec370): the copy and its backward are costed, and context parallelism exchanges the repeated keys and values (GQA models only)")
+    optimizer_kernel: str = spec_field("fused", choices=OPTIMIZER_KERNELS, doc="How Adam's update runs: 'fused' (one kernel reading the gradient, master weight and moments and writing them back with the BF16 weights: Apex FusedAdam in Megatron, DeepSeek's); 'foreach' (torch.optim.AdamW's multi-tensor implementation, torchtitan's default: eight passes over the FP32 state, 84 bytes per parameter; twin.training.step.FOREACH_ADAMW_BYTES_PER_PARAM)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
 

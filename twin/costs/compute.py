@@ -230,8 +230,11 @@ def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile)
     return memory_time_s(rows * width * 4.0 + rows * k * 12.0, gpu, profile)
 
 
-def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile) -> float:
-    return bytes_moved / (gpu.hbm_bytes_per_s * profile.memory_eff) + profile.launch_s
+def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile, eager: bool = False) -> float:
+    """A bandwidth-bound kernel: its bytes at the profile's streaming efficiency (`eager`: torch
+    eager's elementwise chains, at Profile.eager_elementwise_eff where measured), one launch."""
+    eff = (profile.eager_elementwise_eff or profile.memory_eff) if eager else profile.memory_eff
+    return bytes_moved / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
 
 
 # A weight-gradient GEMM adds into the FP32 gradient buffer (V3 §3.3.3 keeps weight gradients in
@@ -268,7 +271,7 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
         # a backward elementwise/norm kernel reads the saved input and the output gradient (1.5 x
         # the forward bytes unless the op says: flops.eager_ops); each further kernel one launch
         if phase == "fwd":
-            return memory_time_s(op.bytes, gpu, profile) + (op.launches - 1) * profile.launch_s
+            return memory_time_s(op.bytes, gpu, profile, op.eager) + (op.launches - 1) * profile.launch_s
         bwd_bytes = 1.5 * op.bytes if op.bwd_bytes is None else op.bwd_bytes
-        return memory_time_s(bwd_bytes, gpu, profile) + (op.bwd_launches - 1) * profile.launch_s
+        return memory_time_s(bwd_bytes, gpu, profile, op.eager) + (op.bwd_launches - 1) * profile.launch_s
     raise ValueError(f"not a compute op: {op.kind}")

@@ -198,6 +198,7 @@ class Op:
     fp8_input: bool = False
     recompute: bool = False
     precision: str | None = None
+    eager: bool = False   # a "memory" op torch eager runs (eager_ops): Profile.eager_elementwise_eff
 
     def __post_init__(self):
         object.__setattr__(self, "kind", OpKind(self.kind))   # a plain string names its kind; unknown ones raise
@@ -295,18 +296,35 @@ EAGER_CLASS = {"attn_norm": "norm", "ffn_norm": "norm", "q_norm": "norm", "kv_no
                "cross_entropy": "cross_entropy"}
 
 
+# Megatron-LM's unfused vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py
+# @ f2e5db4, the default: --cross-entropy-loss-fusion is off unless set), per logit of the rank's
+# vocabulary shard, as a multiple of the fused op's 12 B: forward .float() 6, max 4, in-place
+# - max 8, exp 8, sum 4, in-place / sum 8 = 38 B in 6 kernels (and small per-token ones); backward
+# the saved softmax scaled in place (mul_) 8 and the gradient cast back to BF16 6 = 14 B in 2.
+MEGATRON_CROSS_ENTROPY = (38 / 12, 14 / 12, 6, 2)
+
+
+def megatron_loss_ops(ops: list[Op]) -> list[Op]:
+    """The ops with the cross-entropy as Megatron-LM's unfused vocab-parallel chain
+    (plan.loss_kernel = "megatron_unfused"; MEGATRON_CROSS_ENTROPY)."""
+    fwd, bwd, k_fwd, k_bwd = MEGATRON_CROSS_ENTROPY
+    return [dataclasses.replace(op, bytes=op.bytes * fwd, bwd_bytes=op.bytes * bwd, launches=k_fwd, bwd_launches=k_bwd)
+            if op.name == "cross_entropy" and op.kind == OpKind.MEMORY else op for op in ops]
+
+
 def eager_ops(ops: list[Op]) -> list[Op]:
     """The ops as torch eager runs them (plan.kernels = "eager"): each elementwise chain of
-    EAGER_CLASS at its eager bytes and kernel count; GEMMs, attention and other ops unchanged."""
+    EAGER_CLASS at its eager bytes and kernel count, every memory op marked `eager` (its kernels
+    run at the profile's eager_elementwise_eff); GEMMs and attention unchanged."""
     out = []
     for op in ops:
         cls = EAGER_CLASS.get(op.name) if op.kind == OpKind.MEMORY else None
-        if cls is None:
-            out.append(op)
+        if cls is None:   # GEMMs and attention unchanged; residual adds, copies: one eager kernel each
+            out.append(dataclasses.replace(op, eager=True) if op.kind == OpKind.MEMORY else op)
             continue
         fwd, bwd, k_fwd, k_bwd = EAGER_ELEMENTWISE[cls]
         out.append(dataclasses.replace(op, bytes=op.bytes * fwd, bwd_bytes=op.bytes * bwd, launches=k_fwd,
-                                       bwd_launches=k_bwd))
+                                       bwd_launches=k_bwd, eager=True))
     return out
 
 

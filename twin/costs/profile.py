@@ -94,6 +94,14 @@ A profile also describes the *software stack* that ran the kernels, as data:
     the records' per-repetition CUDA-event timing sees it (the GPU idles while the host
     dispatches); records timed in CUDA graphs exclude it. Used only to predict eager measurements (calibration/predict.py); a simulated
     step (twin.sim) runs DeepSeek's stack and never adds host time.
+  attention_kernels: another attention kernel's measured speed relative to the one the attention
+    curves were fitted on (cuDNN's), per direction: {"fa2": {"fwd", "bwd"}}, from the SDPA flash and
+    cuDNN backends timed on the same head-dim-128 causal shapes (real/bench/dense_block.py,
+    calibration.dense_block.attention_kernel_terms); `with_attention_kernel` applies it.
+  eager_elementwise_eff: HBM bandwidth fraction of torch eager's elementwise chains (the ops
+    twin.costs.flops.eager_ops marks `eager`: plan.kernels 'eager', and the head under
+    'fused_blocks'), measured on real/dense.py's eager Llama blocks and LM heads
+    (calibration.dense_block.eager_elementwise_eff); 0 = memory_eff.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
@@ -186,6 +194,14 @@ class Profile:
     eager: dict = field(default_factory=dict)       # real/'s eager layers only (calibration.layer_gaps)
     batched_gemm: dict = field(default_factory=dict)   # "<precision>/align<a>" -> BatchedCurve (calibration.decode_gemm)
     eager_decode: dict = field(default_factory=dict)   # real/'s eager decode only (calibration.decode_gemm)
+    # another attention kernel's measured speed relative to the one the attention curves were
+    # measured with, per direction: {"fa2": {"fwd": r, "bwd": r}} (calibration.dense_block, from
+    # dense_block.csv's attention rows); empty: the FA3 paper's FA2_OVER_CUDNN
+    attention_kernels: dict = field(default_factory=dict)
+    # the HBM bandwidth fraction torch eager's elementwise chains reach (twin.costs.flops.eager_ops:
+    # FP32 casts, reductions, complex RoPE, the FP32 loss; their ops' `eager` flag), measured on
+    # real/dense.py's eager Llama blocks and heads (calibration.dense_block); 0 = memory_eff
+    eager_elementwise_eff: float = 0.0
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -226,12 +242,15 @@ class Profile:
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
         SDPA, which PyTorch 2.11 runs on Hopper: calibration/measurements/*/kernels.csv name its
-        sm90 flash fprop/bprop kernels): 'fa2' scales both attention curves by FA2_OVER_CUDNN."""
+        sm90 flash fprop/bprop kernels): 'fa2' scales each direction's curve by FlashAttention-2's
+        speed relative to cuDNN's as measured on this GPU (`attention_kernels`, SDPA's flash and
+        cuDNN backends on the same head-dim-128 causal shapes), else by FA2_OVER_CUDNN."""
         if kernel == "cudnn":
             return self
         if kernel != "fa2":
             raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
-        return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * FA2_OVER_CUDNN, c.s_half)
+        speed = self.attention_kernels.get("fa2", {})
+        return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * speed.get(d, FA2_OVER_CUDNN), c.s_half)
                                                     for d, c in self.attention.items()})
 
     def with_fp8_recipe(self, recipe: str) -> "Profile":
@@ -280,6 +299,8 @@ class Profile:
             "eager": json.loads(json.dumps(self.eager)),
             **({"batched_gemm": {k: vars(c) for k, c in self.batched_gemm.items()}} if self.batched_gemm else {}),
             **({"eager_decode": json.loads(json.dumps(self.eager_decode))} if self.eager_decode else {}),
+            **({"attention_kernels": json.loads(json.dumps(self.attention_kernels))} if self.attention_kernels else {}),
+            **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -300,6 +321,7 @@ class Profile:
             batched_gemm={p: g(c) for p, c in self.batched_gemm.items()},
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
+            eager_elementwise_eff=min(1.0, self.eager_elementwise_eff * memory),
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
 
 
@@ -338,6 +360,8 @@ def profile_from_json(data: dict) -> Profile:
         eager=dict(data.get("eager", {})),
         batched_gemm={k: BatchedCurve(**c) for k, c in data.get("batched_gemm", {}).items()},
         eager_decode=dict(data.get("eager_decode", {})),
+        attention_kernels={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_kernels", {}).items()},
+        eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
     )
 
 

@@ -25,12 +25,15 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
   compute stream; twin.costs.context_parallel).
 - plan.kernels 'eager': the block's elementwise chains at torch eager's bytes and kernel counts
-  (twin.costs.flops.eager_ops); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
+  (twin.costs.flops.eager_ops); 'fused_blocks': only the head's (final norm, FP32 loss); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
   the heads context parallelism exchanges).
 - ZeRO-3 / FSDP: `fsdp_all_gather` of each block's parameters before its forward and backward and
   `fsdp_reduce_scatter` of its gradients after its backward, prefetched one block ahead (FSDP2):
-  only the part longer than the previous block's computation is exposed. With pipeline
-  parallelism a stage gathers once per step and reduce-scatters once (StepCosts.fsdp_flags).
+  only the part longer than the previous block's computation is exposed; on the compute stream
+  FSDP2's `fsdp_copy_out` after each gather and `fsdp_copy_in` before each reduce-scatter. The
+  root unit (embedding, final norm, output projection) is gathered first and scattered last,
+  exposed. With pipeline parallelism a stage gathers once per step and reduce-scatters once
+  (StepCosts.fsdp_flags).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from collections import Counter
 
 from twin.costs import comm, compute, context_parallel, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
-                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, moe_ops, op_sac_recompute,
+                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops, moe_ops,
+                              op_sac_recompute,
                               train_flops_per_token)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
@@ -127,6 +131,17 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
 
 
 @dataclasses.dataclass(frozen=True)
+class _FsdpUnit:
+    """Seconds of one FSDP2 unit's traffic: all-gather and reduce-scatter (communication
+    streams), the all-gather's copy-out and the reduce-scatter's copy-in (compute stream)."""
+
+    ag_s: float = 0.0
+    rs_s: float = 0.0
+    copy_out_s: float = 0.0
+    copy_in_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class _Collective:
     """One collective of a block part: its kind (twin.costs.comm.COLLECTIVES) and seconds."""
 
@@ -197,8 +212,10 @@ class StepCosts:
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
         head = head_ops(m, tokens, sc.plan.tp)
-        if sc.plan.kernels == "eager":
+        if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
             head = eager_ops(head)
+        if sc.plan.loss_kernel == "megatron_unfused":
+            head = megatron_loss_ops(head)
         mtp = []
         for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
             mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
@@ -430,45 +447,80 @@ class StepCosts:
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS)
 
     # -- ZeRO-3 / FSDP ---------------------------------------------------------------------------
-    @functools.cache
-    def _fsdp_s(self, stage: int) -> list[tuple[float, float]]:
-        """(all-gather, reduce-scatter) seconds of each block of a stage, in forward order: its
-        parameters as this rank holds them (its TP/EP share) gathered in BF16 from their shards,
-        its gradients reduce-scattered in FP32 (torchtitan's default reduce dtype)."""
-        m, p = self.sc.model, self.sc.plan
-        out = []
-        for layer in self.layers[stage]:
-            rp = memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep)
-            ag = rs = 0.0
-            for params, ranks in ((rp.dense, self.fsdp_ranks[0]), (rp.expert, self.fsdp_ranks[1])):
+    def _fsdp_unit(self, dense_params: float, expert_params: float) -> "_FsdpUnit":
+        """One FSDP2 unit of parameters as this rank holds them (its TP/EP share): gathered in BF16
+        from their shards, gradients reduce-scattered in FP32 (torchtitan's default reduce dtype),
+        and the copies FSDP2 runs on the compute stream around them
+        (torch/distributed/_composable/fsdp/_fsdp_collectives.py): after each all-gather
+        `foreach_all_gather_copy_out` splits the gathered buffer into the parameters
+        (split_with_sizes_copy: reads and writes the BF16 parameters), and before each
+        reduce-scatter `foreach_reduce_scatter_copy_in` packs the gradients into the reduce-scatter
+        buffer, cast to the FP32 reduce dtype (chunk_cat: reads BF16, writes FP32); the collectives
+        themselves run on their own streams."""
+        ag = rs = 0.0
+        for params, ranks in ((dense_params, self.fsdp_ranks[0]), (expert_params, self.fsdp_ranks[1])):
+            if params:
                 ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node)
                 rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node)
-            out.append((ag, rs))
-        return out
+        total = dense_params + expert_params
+        copy_out = compute.memory_time_s(total * 2 * memory.WEIGHT_BYTES, self.gpu, self.profile)
+        copy_in = compute.memory_time_s(total * (BF16_BYTES + memory.GRAD_BYTES), self.gpu, self.profile)
+        return _FsdpUnit(ag, rs, copy_out, copy_in)
 
-    def _with_fsdp(self, block_tasks: list[list[Task]], comm: list[tuple[float, float]], gather: bool,
+    @functools.cache
+    def _fsdp_s(self, stage: int) -> list["_FsdpUnit"]:
+        """The FSDP2 unit of each block of a stage, in forward order."""
+        m, p = self.sc.model, self.sc.plan
+        units = []
+        for layer in self.layers[stage]:
+            rp = memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep)
+            units.append(self._fsdp_unit(rp.dense, rp.expert))
+        return units
+
+    @functools.cache
+    def _fsdp_root(self, stage: int) -> "_FsdpUnit":
+        """The stage's root FSDP2 unit: the parameters outside the blocks (torchtitan's apply_fsdp @
+        9dec370 shards each TransformerBlock, then the whole model: the embedding on the first
+        stage, the final norm and the output projection on the last). FSDP2 keeps the root's
+        parameters gathered from the forward through the backward (FSDPState._lazy_init: the root
+        is not resharded after forward), so it is gathered before the stage's first block, with
+        nothing before it to hide behind, and its gradients are reduce-scattered once the stage's
+        backward is done, with nothing after it (StepCosts._chain)."""
+        m, p = self.sc.model, self.sc.plan
+        embed = m.vocab_size * m.hidden_size / p.tp
+        params = embed if stage == 0 else 0.0
+        if stage == self.last_stage:
+            params += m.hidden_size + (0.0 if m.tie_embeddings and stage == 0 else embed)
+        return self._fsdp_unit(params, 0.0)
+
+    def _with_fsdp(self, block_tasks: list[list[Task]], units: list["_FsdpUnit"], gather: bool,
                    scatter: bool) -> list[Task]:
         """Blocks' task lists (in execution order) with FSDP2's traffic: each block's all-gather is
-        prefetched during the previous block (the first is exposed whole), and reduce-scatters
-        queue behind the prefetches, using whatever computation they leave; what they cannot
-        hide waits at the end of the op."""
+        prefetched during the previous block (the first is exposed whole) and its copy-out runs on
+        the compute stream before the block; each block's gradients are packed (copy-in, compute
+        stream) after it and reduce-scattered, the reduce-scatters queueing behind the prefetches,
+        using whatever computation they leave; what they cannot hide waits at the end of the op."""
         out: list[Task] = []
         backlog_s = 0.0
         prev_s = None
-        for tasks, (ag, rs) in zip(block_tasks, comm):
+        for tasks, u in zip(block_tasks, units):
             if gather:
                 free = float("inf") if prev_s is None else prev_s
-                exposed = ag if prev_s is None else max(0.0, ag - free)
+                exposed = u.ag_s if prev_s is None else max(0.0, u.ag_s - free)
                 if exposed > 0:
                     out.append(Task("comm", exposed, "fsdp_all_gather"))
-                slack = 0.0 if prev_s is None else max(0.0, prev_s - ag)
+                if u.copy_out_s > 0:
+                    out.append(Task("compute", u.copy_out_s, "fsdp_copy_out"))
+                slack = 0.0 if prev_s is None else max(0.0, prev_s - u.ag_s)
             else:
                 slack = prev_s or 0.0
             backlog_s = max(0.0, backlog_s - slack)
             out += tasks
             prev_s = sum(t.duration_s for t in tasks)
             if scatter:
-                backlog_s += rs
+                if u.copy_in_s > 0:
+                    out.append(Task("compute", u.copy_in_s, "fsdp_copy_in"))
+                backlog_s += u.rs_s
         if scatter and backlog_s > 0:
             out.append(Task("comm", backlog_s, "fsdp_reduce_scatter"))
         return out
@@ -494,12 +546,17 @@ class StepCosts:
         else:   # W
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
         if gather or scatter:
-            fsdp = self._fsdp_s(stage)
-            # the head/MTP block of the last stage is sharded too, but small: it is not gathered here
-            fsdp = fsdp + [(0.0, 0.0)] * (len(per_block) - len(fsdp))
-            if kind != "F":
-                fsdp = fsdp[::-1]
-            tasks = self._with_fsdp(per_block, fsdp, gather, scatter)
+            units = list(self._fsdp_s(stage))
+            units += [_FsdpUnit()] * (len(per_block) - len(units))   # the head/MTP block: in the root unit
+            root = self._fsdp_root(stage)
+            if kind == "F":   # the root unit gathered first, then the first block's (both exposed)
+                units[0] = _FsdpUnit(root.ag_s + units[0].ag_s, units[0].rs_s, root.copy_out_s + units[0].copy_out_s,
+                                     units[0].copy_in_s)
+            else:   # not regathered (kept since the forward); its gradients scattered after the last backward
+                units = units[::-1]
+                units[-1] = _FsdpUnit(units[-1].ag_s, units[-1].rs_s + root.rs_s, units[-1].copy_out_s,
+                                      units[-1].copy_in_s + root.copy_in_s)
+            tasks = self._with_fsdp(per_block, units, gather, scatter)
         else:
             tasks = [t for block in per_block for t in block]
         return tuple(_merge(tasks))
@@ -717,10 +774,29 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
         rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale)
-    # optimizer: read and write master weights and moments, read gradients, write BF16 weights
-    opt_bytes = breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1) + breakdown["weights"]
-    opt = compute.memory_time_s(opt_bytes, gpu, profile)
+    # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
+    opt_params = breakdown["optimizer"] / p.optimizer_bytes_per_param
+    if p.optimizer_kernel == "foreach":
+        opt_bytes = opt_params * FOREACH_ADAMW_BYTES_PER_PARAM
+    else:   # fused: read and write master weights and moments, read gradients, write BF16 weights
+        opt_bytes = (breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1)
+                     + breakdown["weights"])
+    opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
+
+
+# torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
+# weight decay, capturable False), which torchtitan builds (optimizer.fused default False, so
+# foreach = True: torchtitan/optimizer.py build_optimizers @ 9dec370), kernel by kernel over the FP32
+# state, bytes read + written per parameter: param *= 1 - lr wd 8, lerp(m, g) 12, v *= beta2 8,
+# addcmul(v, g, g) 16, sqrt(v) 8, / bias correction 8, + eps 8, addcdiv(param, m, denominator) 16
+FOREACH_ADAMW_BYTES_PER_PARAM = 84.0
+# Gradient clipping by the global norm, which all the sources run (max norm 1.0: torchtitan
+# train_configs max_norm @ 9dec370, Megatron-LM --clip-grad default, DeepSeek-V3 report §4.2): the
+# norm reads each FP32 gradient the rank's optimizer holds (4 bytes), the scaling reads and writes
+# it (8; torch.nn.utils.clip_grads_with_norm_ multiplies whatever the norm), the norms' all-reduce
+# a few bytes
+CLIP_BYTES_PER_PARAM = 12.0
 
 
 def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:

@@ -38,6 +38,7 @@ TRACE_NAMES = {
     "cp_ring_kv": "ring_kv(CP)", "cp_ring_kv_bwd": "ring_kv(CP, B)", "cp_ring_dkv_home": "dkv_home(CP, B)",
     "cp_all_gather_kv": "all_gather_kv(CP)", "cp_reduce_scatter_kv": "reduce_scatter_kv(CP, B)",
     "fsdp_all_gather": "all_gather(FSDP)", "fsdp_reduce_scatter": "reduce_scatter(FSDP)",
+    "fsdp_copy_out": "copy_out(FSDP)", "fsdp_copy_in": "copy_in(FSDP)",
 }
 # recomputed forwards (plan.recompute = 'full') keep their collectives, marked as recomputed
 TRACE_NAMES.update({"recompute_" + k: v.replace(")", ", recompute)") for k, v in list(TRACE_NAMES.items())

@@ -1,6 +1,8 @@
 """plan.kernels = "eager", plan.kv_repeat and cp_kind "torch_allgather": how torchtitan's stack runs
 a dense GQA block (issue 14), on a tiny dense model: byte counts by hand and behaviour, not figures."""
 
+import dataclasses
+
 import pytest
 
 from twin.core.errors import ScenarioError
@@ -24,13 +26,20 @@ def test_eager_ops_carry_the_counted_bytes_of_each_chain():
     assert (e_norm.bytes, e_norm.bwd_bytes, e_norm.launches) == (36_000, 96_000, 8)
     # silu then mul: 10 B per inner element forward, 18 backward
     assert e_swiglu.bytes == pytest.approx(10_000) and e_swiglu.bwd_bytes == pytest.approx(18_000)
-    assert e_add == add and e_gemm == gemm        # one kernel either way; GEMMs untouched
+    # one kernel either way, but an eager one (the measured eager_elementwise_eff); GEMMs untouched
+    assert e_add == dataclasses.replace(add, eager=True) and e_gemm == gemm
+    assert e_norm.eager and e_swiglu.eager and not norm.eager
     gpu, prof = get_gpu("h100"), load_profile("h100")
     for phase in ("fwd", "bwd_input"):
         assert compute.op_time_s(e_norm, phase, "bf16", gpu, prof) > compute.op_time_s(norm, phase, "bf16", gpu, prof)
     # the fused backward keeps its 1.5 x convention
     fused_bwd = compute.op_time_s(norm, "bwd_input", "bf16", gpu, prof)
     assert fused_bwd == pytest.approx(compute.memory_time_s(1.5 * norm.bytes, gpu, prof))
+    # eager kernels stream at the measured eager_elementwise_eff (real/dense.py's eager blocks), below
+    # the copy kernels' memory_eff
+    assert 0 < prof.eager_elementwise_eff < prof.memory_eff
+    assert compute.op_time_s(e_add, "fwd", "bf16", gpu, prof) == pytest.approx(
+        add.bytes / (gpu.hbm_bytes_per_s * prof.eager_elementwise_eff) + prof.launch_s)
     assert set(EAGER_ELEMENTWISE) == {"norm", "rope", "swiglu", "cross_entropy"}
 
 
@@ -113,3 +122,25 @@ def test_torchao_float8_all_gathers_tp_inputs_in_fp8_and_reduce_scatters_in_bf16
     tw = _costs(scenario(tp=4, pp=1, sequence_parallel=True, gemm_precision="fp8", fp8_recipe="tensorwise"))
     assert tw._tp_collective_bytes("all_gather") == bf16._tp_collective_bytes("all_gather") / 2
     assert tw._tp_collective_bytes("reduce_scatter") == bf16._tp_collective_bytes("reduce_scatter") == bf16.tp_bytes
+
+
+def test_fused_blocks_compile_the_blocks_and_leave_the_head_eager():
+    """plan.kernels 'fused_blocks' (torchtitan's apply_compile: torch.compile per TransformerBlock):
+    the blocks' ops are the fused ones, the final norm and the FP32 loss those of eager."""
+    fused, blocks, eager = (_costs(scenario(pp=1, kernels=k)) for k in ("fused", "fused_blocks", "eager"))
+    assert blocks.blocks[0].ops == fused.blocks[0].ops != eager.blocks[0].ops
+    assert blocks.extra_last == eager.extra_last != fused.extra_last
+    assert [op.launches for op in blocks.extra_last if op.name == "final_norm"] == [EAGER_ELEMENTWISE["norm"][2]]
+
+
+def test_megatron_unfused_loss_costs_its_fp32_chain():
+    """plan.loss_kernel 'megatron_unfused': Megatron's default vocab-parallel cross-entropy, 38 B
+    per logit forward (FP32 copy, max, subtract, exp, sum, divide) and 14 backward, where the fused
+    kernel moves 12 and 18."""
+    fused, megatron = (_costs(scenario(pp=1, loss_kernel=k)) for k in ("as_kernels", "megatron_unfused"))
+    ce = {c: next(op for op in costs.extra_last if op.name == "cross_entropy") for c, costs in
+          (("fused", fused), ("megatron", megatron))}
+    assert ce["megatron"].bytes == pytest.approx(ce["fused"].bytes * 38 / 12)
+    assert ce["megatron"].bwd_bytes == pytest.approx(ce["fused"].bytes * 14 / 12)
+    assert (ce["megatron"].launches, ce["megatron"].bwd_launches) == (6, 2)
+    assert megatron.blocks[0].ops == fused.blocks[0].ops

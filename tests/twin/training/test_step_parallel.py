@@ -10,10 +10,11 @@ from twin.cli.main import main
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import from_dict
 from twin.core.specs import ParallelPlan
+from twin.costs import compute, memory
 from twin.costs.memory import activation_bytes, activation_bytes_per_token
 from twin.costs.profile import load_profile
 from twin.training.results import Perturb
-from twin.training.step import simulate_step, step_time_lower_bound_s
+from twin.training.step import _prepare, dp_tail_s, simulate_step, step_time_lower_bound_s
 from twin.training.trace import step_trace
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 1024, "num_heads": 16,
@@ -213,3 +214,48 @@ def test_lower_bound_refuses_what_the_step_refuses():
     sc = scenario({"name": "llama3-70b"}, tp=8, pp=1, dp=1, seq_len=131072)
     with pytest.raises(InfeasiblePlan):
         step_time_lower_bound_s(sc)
+
+
+def test_fsdp2_root_unit_and_copies():
+    """FSDP2 as torchtitan wraps a dense model: each block a unit, the rest (embedding, final
+    norm, output) the root unit, gathered before the first block and kept through the backward,
+    its FP32 gradients reduce-scattered after the last backward; FSDP2's copy-out after each
+    all-gather and copy-in before each reduce-scatter run on the compute stream."""
+    sc = scenario(pp=1, dp=8, zero_stage=3)
+    costs = _prepare(sc, None, Perturb(), check_memory=False)[1]
+    m = sc.model
+    root, block = costs._fsdp_root(0), costs._fsdp_s(0)[0]
+    embed_head = m.vocab_size * m.hidden_size * (1 if m.tie_embeddings else 2) + m.hidden_size
+    layer = memory.block_params_on_gpu(m, True, 1, 1).dense
+    # BF16 all-gather of the root's parameters; its copy-out reads and writes them (2 + 2 bytes)
+    assert root.ag_s == pytest.approx(costs._collective_s("all_gather", embed_head * 2, 8, costs.fsdp_same_node))
+    assert root.copy_out_s == pytest.approx(compute.memory_time_s(embed_head * 4, sc.gpu, costs.profile))
+    assert block.copy_in_s == pytest.approx(compute.memory_time_s(layer * 6, sc.gpu, costs.profile))  # BF16 in, FP32 out
+    f, b = costs._chain(0, "F", True, False), costs._chain(0, "BW", True, True)
+    # forward: the root's and the first block's gathers exposed first, then the copy-outs
+    assert f[0].name == "fsdp_all_gather" and f[0].duration_s == pytest.approx(root.ag_s + block.ag_s)
+    assert f[1].name == "fsdp_copy_out" and f[1].duration_s == pytest.approx(root.copy_out_s + block.copy_out_s)
+    # backward: every unit packs its gradients; the last reduce-scatters (the first block's and the
+    # root's) have no computation left to hide behind
+    names = [t.name for t in b]
+    assert names.count("fsdp_copy_in") == m.num_layers and names[-1] == "fsdp_reduce_scatter"
+    assert b[-1].duration_s >= root.rs_s + block.rs_s
+    # the root unit is not gathered again for the backward: one gather per block and the head's none
+    assert sum(t.duration_s for t in b if t.name == "fsdp_copy_out") == pytest.approx(
+        sum(u.copy_out_s for u in costs._fsdp_s(0)))
+
+
+def test_optimizer_tail_clips_the_gradients_and_runs_the_adam_kernel_the_plan_names():
+    """After the last backward: the global-norm clip (read the FP32 gradients, scale them: 12 B per
+    parameter the rank's optimizer holds), then Adam, fused (one pass: state read and written,
+    gradient read, BF16 weights written) or torch's foreach AdamW (eight passes, 84 B)."""
+    fused, foreach = scenario(pp=1, dp=8, zero_stage=3), scenario(pp=1, dp=8, zero_stage=3, optimizer_kernel="foreach")
+    for sc in (fused, foreach):
+        costs = _prepare(sc, None, Perturb(), check_memory=False)
+        mem = costs[3][0]
+        held = mem["optimizer"] / sc.plan.optimizer_bytes_per_param
+        adam = (mem["optimizer"] * 2 + mem["gradients"] + mem["weights"] if sc is fused
+                else 84.0 * held)
+        _, opt_s, _ = dp_tail_s(sc, mem, sc.gpu, costs[2], 1.0)
+        assert opt_s == pytest.approx(compute.memory_time_s(adam + 12.0 * held, sc.gpu, costs[2]))
+    assert step(foreach).op_time_s["optimizer"] > step(fused).op_time_s["optimizer"]
