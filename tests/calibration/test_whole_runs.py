@@ -41,7 +41,9 @@ def _kind_summary(gpu: str, kind: str):
 # H100's misses P90 on three records against host noise and the FP8 forward's kernels (v2-lite BF16
 # forward at 1,024 x 4 +14.5%: the fitting row's 25.1 us a kernel where the record ran at <= 21.9;
 # FP8 backward at 4,096 x 1 -22%, its record's P10-P90 4.6-7.2 ms; the FP8 forward at 4,096 x 4
-# -8.6%, its quantization kernels ~6% above the twin's kernel sum). Decode met on the H100 since
+# -8.6%, its quantization kernels ~6% above the twin's kernel sum; a clean re-run alone on one H100,
+# h100/s8mla_clean, failed its criterion set beforehand, the no-grad probe spreading 2.02x across
+# rounds, and stays a diagnostic). Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its
