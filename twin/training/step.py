@@ -20,7 +20,8 @@ Beyond DeepSeek's layout, on the communication stream, by name:
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
   attention of the chunk in hand, exposed by the part longer than it; in the backward
   `cp_ring_dkv_home`, the last hop of the key/value gradients to their owner, exposed) or `cp_all_gather_kv` /
-  `cp_reduce_scatter_kv` (all-gather variant, exposed), or `cp_torch_kv` (PyTorch's experimental
+  `cp_reduce_scatter_kv` (Llama 3's all-gather variant, exposed; the rank's two query chunks
+  attend the gathered keys before them: context_parallel.allgather_attention_calls), or `cp_torch_kv` (PyTorch's experimental
   context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
   compute stream; twin.costs.context_parallel).
@@ -113,7 +114,12 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     tokens = local_tokens(sc)
     seq_local = w.seq_len // p.cp
     ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal, kv_repeat=p.kv_repeat)
-    if p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs
+    if p.cp > 1 and p.cp_kind == "allgather":   # each query chunk over the gathered keys before it
+        ops = [call for op in ops
+               for call in (context_parallel.allgather_attention_calls(op, p.cp) if op.kind == OpKind.ATTENTION else [op])]
+    elif p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs,
+        # as cp causal calls of its seq_len / cp positions (ring and PyTorch's CP: the diagonal causal call
+        # and non-causal calls of half the keys or half the queries, the same pairs at that length)
         ops = [dataclasses.replace(op, batch=op.batch * p.cp) if op.kind == OpKind.ATTENTION else op for op in ops]
     dense = layer < m.num_dense_layers or not m.is_moe
     if dense:
