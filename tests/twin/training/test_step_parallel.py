@@ -166,6 +166,13 @@ def test_inapplicable_plan_fields_exit_2_naming_the_field(tmp_path, capsys, sett
     assert err.startswith(f"error: {field}") and "Traceback" not in err
 
 
+@pytest.mark.parametrize("field,value", [("grad_reduce_dtype", "fp32"), ("overlap_grad_reduce", True)])
+def test_data_parallel_reduce_fields_are_refused_under_fsdp(field, value):
+    scenario(pp=1, zero_stage=1, **{field: value})   # they apply to the reduce-scatter after the pipeline
+    with pytest.raises(ScenarioError, match=rf"plan\.{field}.*zero_stage = 3"):
+        scenario(pp=1, zero_stage=3, **{field: value})
+
+
 def test_activations_that_do_not_fit_exit_3_with_breakdown(tmp_path, capsys):
     out = tmp_path / "r.json"
     args = ["step", "--set", "model.name='llama3-70b'", "--set", "cluster.gpu='h100'", "--set", "cluster.num_gpus=16",
