@@ -154,16 +154,23 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     (real/pipeline/probe.py: each
     op's host issue interval): an op's host interval over the launches of its op list (the named
     ops and Profile.eager's missing kernels), the median over the fitting split's pipeline rows
-    (pp > 1), ops whose op list synchronises the host left out (an EP forward waits for the GPU
-    inside its dispatches: PP2 x EP2's forwards time the GPU; its B, W and BW time the host).
+    (pp > 1); an op whose op list synchronises the host (an EP forward waits for the GPU inside
+    each dispatch) holds the host at each synchronisation until the GPU catches up, so its rate is
+    the one at which the twin's issue model gives its interval, those waits included
+    (solved_host_rate_s; s9ep: PP2 x EP2's forwards, all synchronising, had no rate of their own
+    and took the one-GPU profile's, ~25 us a launch, where they solve to ~31 us on their host).
     Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one). Beyond the layer
     records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
     the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
-    gradients' closures and their own autograd.backward calls in W. None without the file."""
-    path = Path(folder) / "pipeline_host.csv"
-    if not path.is_file():
+    gradients' closures and their own autograd.backward calls in W. Where the bench's own
+    pipeline_ops.csv carries the host's issue marks of its timed steps (real/pipeline/bench.py since
+    s9ep), those are taken instead of the probe's: the host's speed drifts from minute to minute
+    (the committed 2xH100 probe's host-paced forwards ran 1.13-1.46x the bench's of a minute
+    before, its GPU-bound ops within 1%), so the rate is measured in the run it predicts, on its
+    fitting split. None without either file."""
+    h = host_marks(Path(folder))
+    if h is None:
         return None
-    h = pd.read_csv(path)
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
     # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
     # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
@@ -172,6 +179,7 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     # their intervals double: those directions keep the profile's)
     h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
     rates: dict[str, list[float]] = {}
+    gap = measured_device_gap_s(Path(folder))
     # between two compute ops of a rank the host posts the sends and receives and takes the marks
     for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
         g = g.sort_values("host_start_s")
@@ -190,18 +198,52 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
                             (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
         for r in g.itertuples():
             op_list = ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind)
-            # an op that synchronises the host inside (an EP forward's dispatches: split sizes to
-            # the host) holds the host until the GPU catches up: its interval times the GPU, not
-            # the issue, so it says nothing of the host's time per launch
-            if any(hs is None for hs, _ in op_list):
-                continue
-            launches = sum(1 for hs, _ in op_list if hs is not None)
-            if launches and r.host_end_s > r.host_start_s:
-                rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
-    gap = measured_device_gap_s(Path(folder))
+            rate = solved_host_rate_s(op_list, r.start_s - r.host_start_s, r.host_end_s - r.host_start_s, gap or 0.0)
+            if rate is not None:
+                rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
     if gap is not None:
         rates["device_gap"] = [gap]
     return {d: float(np.median(v)) for d, v in rates.items() if v} or None
+
+
+def host_marks(folder: Path) -> pd.DataFrame | None:
+    """Per-op stream and host issue marks of a records folder: the bench's timed steps
+    (pipeline_ops.csv with host_start_s, host_end_s and split: s9ep on) where present, else the
+    s7pipe probe's (pipeline_host.csv); None without either."""
+    ops = Path(folder) / "pipeline_ops.csv"
+    if ops.is_file():
+        df = pd.read_csv(ops)
+        if {"host_start_s", "host_end_s", "split"} <= set(df.columns) and df["host_start_s"].notna().any():
+            return df[df["host_start_s"].notna()]
+    probe = Path(folder) / "pipeline_host.csv"
+    return pd.read_csv(probe) if probe.is_file() else None
+
+
+def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap_s: float = 0.0) -> float | None:
+    """The host seconds per launch at which the host, having begun issuing `op_list` `lead_s`
+    before the GPU could start it, ends issuing it `host_interval_s` later (`issue`: every launch
+    at that rate). Without a host synchronisation inside, that is the interval over the launches.
+    An op that synchronises the host inside (an EP forward: each dispatch's split sizes to the
+    host) holds the host at each synchronisation until the GPU has run what came before: its
+    interval is the issue plus those waits, so the rate is the one at which `issue` gives the
+    measured interval, waits included (bisection; the interval grows with the rate). None where no
+    rate gives it (an interval shorter than the waits alone) or the op launches nothing."""
+    launches = sum(1 for h, _ in op_list if h is not None)
+    if not launches or host_interval_s <= 0:
+        return None
+    if all(h is not None for h, _ in op_list):
+        return host_interval_s / launches
+
+    def interval(rate: float) -> float:
+        return issue(_with_host(op_list, rate), lead_s, gap_s)[1] + lead_s
+
+    lo, hi = 0.0, 2 * host_interval_s / launches     # at hi the launches alone fill the interval twice
+    if not interval(lo) < host_interval_s < interval(hi):
+        return None
+    for _ in range(32):                             # to ~1e-10 of the range
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if interval(mid) < host_interval_s else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def measured_device_gap_s(folder: Path) -> float | None:
