@@ -97,6 +97,8 @@ class StageOps:
     f: list
     b: list
     w: list
+    # GPU seconds per component (Eager.component_s) of each op list: {"F": {...}, "B": ..., "W": ...}
+    components: dict = dataclasses.field(default_factory=dict, compare=False)
 
     def of(self, kind: str) -> list:
         return {"F": self.f, "B": self.b, "W": self.w, "BW": self.b + self.w}[kind]
@@ -132,10 +134,11 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
+    parts = {"F": dict(f.component_s), "B": dict(b.component_s), "W": dict(b.w_component_s)}
     if not host:
-        return StageOps(f.ops, b.ops, b.w_ops)
+        return StageOps(f.ops, b.ops, b.w_ops, parts)
     return StageOps(_with_host(f.ops, host.get("fwd")), _with_host(b.ops, host.get("bwd")),
-                    _with_host(b.w_ops, host.get("wgrad")))
+                    _with_host(b.w_ops, host.get("wgrad")), parts)
 
 
 def _with_host(ops: list, host_s: float | None) -> list:
@@ -519,7 +522,9 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
     step = max([result.makespan_s] + finish)
     after = step - result.makespan_s
+    kernels = {s: o.components for s, o in ops.items()}
     return result, step, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
+                          "stage_kernel_s": kernels,
                           "p2p_s": p2p, "after_s": after, "rank_finish_s": finish, "schedule": name,
                           "reduce_s": [sum(x) for x in rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)],
                           "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
@@ -674,13 +679,16 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    kpath = Path(folder) / "pipeline_op_kernels.csv"
+    kernels = pd.read_csv(kpath) if kpath.is_file() else pd.DataFrame()
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
         result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
-        cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),
+        kern = ops_of(row, kernels) if not kernels.empty else kernels
+        cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]), "measured_kernels": kern,
                       "idle_simulated_s": list(result.idle_s), "idle_measured_s": idle_meas,
                       "makespan_s": result.makespan_s, "op_spans": [list(s) for s in result.op_spans],
                       "measured_ops": meas_ops, "detail": detail})
@@ -716,3 +724,93 @@ def op_seconds(case: dict) -> list[dict]:
         out.append({"rank": int(rank), "kind": str(kind), "measured_s": float(per_rep.median()),
                     "twin_s": twin.get((int(rank) % pp, str(kind)))})
     return out
+
+
+def kernel_component(name: str) -> str:
+    """The component (Eager.component_s's names) of a profiled kernel, by its name."""
+    n = name.lower()
+    if "nccl" in n:
+        return "nccl"
+    if "groupproblemshape" in n or "grouped" in n:
+        return "grouped_gemm"
+    if "nvjet" in n or "gemm" in n or "cutlass" in n or "xmma" in n:
+        return "gemm"
+    if "sdpa" in n or "flash" in n or "fmha" in n:
+        return "attention"
+    return "memory"       # elementwise, copies, gathers, sorts, memsets: the twin's memory + launch
+
+
+COMPONENTS = ("gemm", "grouped_gemm", "attention", "nccl", "memory")
+
+
+def op_components(case: dict) -> list[dict]:
+    """Where a pipeline case's residual sits (issue 13's closing note), per measured GPU and op
+    kind: the seconds of the kind's ops in a step (op_seconds, measured and twin) split into GPU
+    kernels per component (gemm, grouped_gemm, attention, nccl, memory: elementwise, copies,
+    gathers, sorts, memsets and the twin's launch-bound kernels) and the rest, the op's time the GPU
+    spends outside kernels (launch gaps, stretches paced by the host's dispatch, waits at host
+    synchronisations): the op's seconds less its kernels. Measured kernels: the profiled step's,
+    attributed to the ops during whose host interval they were launched (pipeline_op_kernels.csv:
+    the s7pipe probe's one profiled step of a configuration of at most 4 micro-batches, a run apart
+    from the timed bench; NCCL kernels include waiting for the peer rank); twin: the GPU seconds of
+    its op lists (Eager.component_s). Rows: (rank, kind, component, measured_s, twin_s); a kind
+    without profiled kernels has only its "op" row (the op's seconds)."""
+    row, detail = case["row"], case["detail"]
+    pp, n = int(row["pp"]), int(row["num_microbatches"])
+    schedule = build_schedule(detail["schedule"], pp, n)
+    stage_k = detail.get("stage_kernel_s", {})
+    twin_k: dict = {}
+    for rank, program in enumerate(schedule.programs):
+        for op in program:
+            if op.kind == "FB":
+                parts = [("F", op.chunk), ("B", op.b_chunk)] + ([] if op.b_split else [("W", op.b_chunk)])
+            elif op.kind == "BW":
+                parts = [("B", op.chunk), ("W", op.chunk)]
+            else:
+                parts = [(op.kind, op.chunk)]
+            sums = twin_k.setdefault((rank, op.kind), {})
+            for kind, chunk in parts:
+                for comp, v in stage_k.get(schedule.stage_of(rank, chunk), {}).get(kind, {}).items():
+                    comp = "memory" if comp in ("launch", "fixed") else comp
+                    sums[comp] = sums.get(comp, 0.0) + v
+    kern = case.get("measured_kernels")
+    meas_k: dict = {}
+    if kern is not None and len(kern):
+        kern = kern.assign(component=kern["kernel"].astype(str).map(kernel_component))
+        for (rank, kind, comp), g in kern.groupby(["rank", "kind", "component"]):
+            meas_k.setdefault((int(rank), str(kind)), {})[str(comp)] = float(g["time_s"].sum())
+    out = []
+    for o in op_seconds(case):
+        if o["kind"] not in COMPUTE_KINDS:
+            continue
+        key = (o["rank"], o["kind"])
+        out.append({"rank": o["rank"], "kind": o["kind"], "component": "op", "measured_s": o["measured_s"],
+                    "twin_s": o["twin_s"]})
+        mk, tk = meas_k.get(key), twin_k.get((o["rank"] % pp, o["kind"]))
+        if mk is None:
+            continue
+        for comp in COMPONENTS:
+            out.append({"rank": o["rank"], "kind": o["kind"], "component": comp, "measured_s": mk.get(comp, 0.0),
+                        "twin_s": (tk or {}).get(comp, 0.0)})
+        twin_rest = o["twin_s"] - sum((tk or {}).values()) if o["twin_s"] is not None else None
+        out.append({"rank": o["rank"], "kind": o["kind"], "component": "rest", "twin_s": twin_rest,
+                    "measured_s": o["measured_s"] - sum(mk.values())})
+    return out
+
+
+def format_components(rows: list[dict]) -> str:
+    """op_components as a table: one line per GPU and op kind, ms measured / twin per component."""
+    cols = ("op",) + COMPONENTS + ("rest",)
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["rank"], r["kind"]), {})[r["component"]] = (r["measured_s"], r["twin_s"])
+
+    def cell(v):
+        if v is None:
+            return f"{'-':>13}"
+        m, t = (f"{x * 1e3:.1f}" if x is not None else "-" for x in v)
+        return f"{m + '/' + t:>13}"
+    lines = [f"{'GPU':>3} {'kind':4} " + " ".join(f"{c:>13}" for c in cols) + "   (ms in a step, measured/twin)"]
+    for (rank, kind), v in sorted(by.items()):
+        lines.append(f"{rank:>3} {kind:4} " + " ".join(cell(v.get(c)) for c in cols))
+    return "\n".join(lines)

@@ -159,7 +159,7 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
             "measured_ops": [[int(o["rank"]), str(o["kind"]), int(o["microbatch"]) if not pd.isna(o["microbatch"]) else -1,
                               int(o["chunk"]) if not pd.isna(o["chunk"]) else 0, float(o["start_s"]), float(o["end_s"])]
                              for _, o in first_rep.iterrows()],
-            "op_seconds": pipe.op_seconds(c), "detail": c["detail"]})
+            "op_seconds": pipe.op_seconds(c), "components": pipe.op_components(c), "detail": c["detail"]})
     return cases, pipelines
 
 

@@ -561,3 +561,29 @@ def test_host_rate_comes_from_the_timed_steps_where_the_bench_marked_the_host(tm
     assert pipe.measured_host_s(tmp_path, "h200", prof)["bwd"] == pytest.approx(probe)
     pd.DataFrame([{**base, "host_end_s": 0.005}]).to_csv(tmp_path / "pipeline_ops.csv", index=False)
     assert pipe.measured_host_s(tmp_path, "h200", prof)["bwd"] == pytest.approx(probe / 2)
+
+
+def test_op_components_split_each_ops_time_into_kernels_and_the_rest(tmp_path):
+    """The per-component residual: each op kind's seconds in a step, measured and twin, split into
+    kernels per component and the rest (the op's time outside kernels); the twin's components and
+    rest add up to its op seconds, the measured ones to the measured op seconds."""
+    folder = tmp_path / "h100x2"
+    fx.write(folder, [fx.config("zb1p")])
+    cfg = fx.config("zb1p")
+    kern = [{**{k: cfg[k] for k in pipe.CONFIG_KEYS}, "rank": 0, "op_index": 0, "kind": "F", "kernel": name,
+             "calls": 1, "time_s": t}
+            for name, t in (("nvjet_sm90_tst_256x128_TNT", 1e-3), ("ncclDevKernel_SendRecv", 5e-4),
+                            ("vectorized_elementwise_kernel", 2e-4))]
+    pd.DataFrame(kern).to_csv(folder / "pipeline_op_kernels.csv", index=False)
+    from twin.costs.profile import fitted_profile
+    (case,) = pipe.predict_folder(folder, "h100", fitted_profile("h100"))
+    rows = pipe.op_components(case)
+    f0 = {r["component"]: r for r in rows if r["rank"] == 0 and r["kind"] == "F"}
+    assert set(f0) == {"op", "rest", *pipe.COMPONENTS}
+    assert (f0["gemm"]["measured_s"], f0["nccl"]["measured_s"], f0["memory"]["measured_s"]) == (1e-3, 5e-4, 2e-4)
+    for side in ("measured_s", "twin_s"):
+        assert sum(f0[c][side] for c in pipe.COMPONENTS + ("rest",)) == pytest.approx(f0["op"][side])
+    assert f0["gemm"]["twin_s"] > 0 and f0["attention"]["twin_s"] > 0 and f0["nccl"]["twin_s"] == 0.0
+    # a kind without profiled kernels: only its op row
+    assert {r["component"] for r in rows if r["rank"] == 1} == {"op"}
+    assert "0 F" in pipe.format_components(rows)
