@@ -16,6 +16,8 @@
 # remains: DualPipe(V)'s forwards took 30-40 us a launch where 1F1B/ZB1P's took 22-29 in the same
 # minute). Round 2 of EP2, right after, measures the step's drift at a fixed configuration.
 #
+# Run it alone on its host: what it measures is the host's dispatch speed, and the committed
+# 2xH100 records ran beside other helpers' campaigns on the same CPUs (GPUs 2,3 of that host).
 #   bash real/campaigns/s9ep.sh OUTDIR
 # Parts, by the GPUs the host has (nvidia-smi -L | wc -l):
 #   2 or 3 GPUs (the 2xH100 part, <= 120 s; GPUs 0 and 1):
