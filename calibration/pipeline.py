@@ -209,6 +209,17 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     return {d: float(np.median(v)) for d, v in rates.items() if v} or None
 
 
+def bench_host_marks(folder: Path) -> bool:
+    """Whether a folder's host rates come from its bench's own timed steps (host_marks, s9ep on):
+    then the fitting split's configurations supplied a measured input to the prediction of the
+    same run, and only the held-out split's rows are held out (calibration.validate)."""
+    ops = Path(folder) / "pipeline_ops.csv"
+    if not ops.is_file():
+        return False
+    df = pd.read_csv(ops, usecols=lambda c: c in ("host_start_s", "host_end_s", "split"))
+    return {"host_start_s", "host_end_s", "split"} <= set(df.columns) and bool(df["host_start_s"].notna().any())
+
+
 def host_marks(folder: Path) -> pd.DataFrame | None:
     """Per-op stream and host issue marks of a records folder: the bench's timed steps
     (pipeline_ops.csv with host_start_s, host_end_s and split: s9ep on) where present, else the
