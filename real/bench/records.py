@@ -98,9 +98,12 @@ SHAPE_COLS = {
 PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
                       "micro_batch_seqs", "seq_len", "precision", "num_layers", "time_s", "time_p10_s",
                       "time_p90_s", "reps", "tokens_per_s", "loss", "split", *ENV_COLS, "nccl_version"]
+# host_start_s / host_end_s (s9ep): when the rank's host began and finished issuing the op, on the
+# step's shared axis (real/pipeline/engine.py OpRecord), so the host's dispatch rate is measured in
+# the very steps that are timed; split: the configuration's (fit | holdout), as its pipeline_step row
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
-                     "end_s", "gpu_name", "timestamp_utc"]
+                     "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]
 # real/pipeline/probe.py (s7pipe): each op's stream marks beside the host's issue marks, and the
 # kernels each op launched (one profiled step)
 _PROBE_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision",
