@@ -97,7 +97,7 @@ def fit_host_rows(rec, timer, dev, measure, precs, cases, rnd: int, pair: int) -
                 r.pop("per_kernel", None)
                 rec.row("mla_paired", bench="host_dispatch", round=rnd, pair=pair, config=f"mla_layer {name} b{B} s{S}",
                         phase=phase, model=name, batch=B, seq_len=S, precision=prec.label, split=split,
-                        sm_clock_mhz=timer.tel.sm_clock_mhz(), **r)
+                        profiled="phase", sm_clock_mhz=timer.tel.sm_clock_mhz(), **r)
                 log(f"mla_paired r{rnd} p{pair} host {name} b{B} s{S} {phase} {prec.label}: "
                     f"{r['host_s'] / max(r['kernels'], 1.0) * 1e6:.1f} us a kernel ({r['kernels']:.0f} kernels)")
         del mla, x, gx

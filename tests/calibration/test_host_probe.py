@@ -1,0 +1,74 @@
+"""calibration.host_probe: the host's speed at a record's own moment (its bracketing probe blocks)
+as the input of its prediction, calibrated on the fitting host rows only."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from calibration import host_probe as hp
+from calibration.predict import gpu_spec, predict_s
+from twin.costs.profile import fitted_profile
+
+RATES = {"fwd": 25e-6, "bwd": 30e-6, "infer": 20e-6}          # the layer's host s a kernel at speed 1
+PROBES = {"fwd": 11e-6, "bwd": 16e-6, "infer": 10e-6}         # the probe's s an op at speed 1
+RECORDS = [("v2-lite-slice", 4, 1024, "bf16"), ("v2-lite-slice", 1, 4096, "fp8-blockwise")]
+
+
+def _paired(speeds: list[list[float]]) -> pd.DataFrame:
+    """TEST FIXTURE (not measurements): rounds of mla_paired rows whose host runs at `speeds` (one
+    per probe block: the round's first block, then one before each record, then the closing one);
+    each record's time is the twin's own prediction at the mean speed of its two bracketing blocks."""
+    prof, spec = fitted_profile("h100"), gpu_spec("h100")
+    rows, pair = [], 0
+    for rnd, sp in enumerate(speeds):
+        blocks = list(range(pair, pair + len(sp)))
+        for b, s in zip(blocks, sp):
+            for rate, (op, phase) in hp.RATE_PROBES.items():
+                rows.append({"bench": "host_class", "round": rnd, "pair": b, "op": op, "phase": phase, "n_ops": 64,
+                             "host_s": 64 * PROBES[rate] * s, "split": "fit"})
+        for phase in ("fwd", "infer", "bwd"):
+            kernels = 46 if phase == "bwd" else 30
+            rows.append({"bench": "host_dispatch", "round": rnd, "pair": blocks[0], "config": "mla_layer v3-slice-1l b1 s1024",
+                         "phase": phase, "model": "v3-slice-1l", "batch": 1, "seq_len": 1024, "precision": "bf16",
+                         "split": "fit", "profiled": "phase", "kernels": kernels,
+                         "host_s": kernels * RATES[phase] * (sp[0] + sp[1]) / 2})
+        for i, (m, b, s, label) in enumerate(RECORDS):
+            speed = (sp[i + 1] + sp[i + 2]) / 2
+            prof_s = dataclasses.replace(prof, eager={**prof.eager, "host_s": {k: v * speed for k, v in RATES.items()}})
+            for bench in ("mla_layer_fwd", "mla_layer_bwd"):
+                r = {"bench": bench, "round": rnd, "pair": blocks[i + 1], "model": m, "batch": b, "seq_len": s,
+                     "precision": label, "split": "holdout", "timing": "per_rep_events"}
+                r["time_s"] = predict_s(pd.Series(r), spec, prof_s)
+                rows.append(r)
+        pair += len(sp)
+    df = pd.DataFrame(rows)
+    return df.assign(tokens=df["batch"] * df["seq_len"])
+
+
+def test_probe_scales_are_the_fitting_rows_over_their_probes():
+    paired = _paired([[1.0, 1.0, 1.5, 1.0], [2.0, 2.0, 1.0, 1.2]])
+    k = hp.probe_scales(paired, "h100", fitted_profile("h100"))
+    for rate in hp.RATE_PROBES:
+        assert k[rate] == pytest.approx(RATES[rate] / PROBES[rate], rel=1e-9)
+    # a record's rates: k x the mean of its block and the next (same round); the closing block alone
+    rates = hp.record_rates(paired, "h100", fitted_profile("h100"))
+    assert rates[1]["bwd"] == pytest.approx(RATES["bwd"] * 1.25)
+    assert rates[5]["fwd"] == pytest.approx(RATES["fwd"] * 1.5)
+
+
+def test_paired_probes_predict_a_host_that_drifts_where_one_rate_cannot():
+    paired = _paired([[1.0, 1.0, 1.6, 1.0], [1.8, 1.8, 0.8, 1.3], [1.0, 1.2, 1.2, 1.0]])
+    prof = fitted_profile("h100")
+    got = hp.evaluate(paired, "h100", prof)
+    assert got["paired"]["every_round"]["num_cases"] == 12
+    assert got["paired"]["every_round"]["p90_abs_rel_error"] < 1e-6
+    # one rate for the whole run (the fitting rows' median) misses the drifting rounds
+    assert got["run"]["every_round"]["p90_abs_rel_error"] > 0.05
+    # the median round of each record (as committed records are chosen): one case per record
+    assert got["paired"]["median_round"]["num_cases"] == 4
+
+
+def test_unknown_inputs_are_refused():
+    with pytest.raises(ValueError, match="inputs 'x'"):
+        hp.predict_records(_paired([[1.0, 1.0, 1.0, 1.0]]), "h100", fitted_profile("h100"), "x")
