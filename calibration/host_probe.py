@@ -43,6 +43,23 @@ def load_paired(path: Path | str) -> pd.DataFrame:
     return df.assign(tokens=df["batch"] * df["seq_len"])
 
 
+def paired_from_rounds(folder: Path | str) -> pd.DataFrame:
+    """An s8mla run's raw rounds (real/campaigns/s8mla.sh: DIR/round<i>/{host_class,host_dispatch,
+    attention}.csv) in mla_paired's form: one probe block a round, at its start (`pair` = round),
+    beside every host row and record of that round."""
+    frames = []
+    for d in sorted(Path(folder).glob("round*"), key=lambda p: int(p.name[5:])):
+        i = int(d.name[5:])
+        for name in ("host_class", "host_dispatch", "attention"):
+            if (d / f"{name}.csv").is_file():
+                frames.append(pd.read_csv(d / f"{name}.csv").assign(round=i, pair=i))
+    if not frames:
+        raise FileNotFoundError(f"{folder}: no round<i>/ folders of real/campaigns/s8mla.sh")
+    df = pd.concat(frames, ignore_index=True)
+    df = df[~df["bench"].isin(["attn_fwd", "attn_bwd"])]
+    return df.assign(tokens=df["batch"] * df["seq_len"])
+
+
 def probe_blocks(paired: pd.DataFrame) -> pd.DataFrame:
     """Per probe block (`pair`): its round and, per rate (RATE_PROBES), the probe's host seconds per op."""
     p = paired[paired["bench"] == "host_class"]
@@ -136,20 +153,27 @@ def main(argv=None) -> int:
     from calibration.validate import load_fitted_profile
     from calibration import records as rec
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("file", type=Path, help="mla_paired.csv of real/campaigns/s9mla.sh")
+    ap.add_argument("file", type=Path, help="mla_paired.csv of real/campaigns/s9mla.sh, or an s8mla run's folder "
+                                            "(round<i>/ inside: one probe block a round)")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
+    ap.add_argument("--cases", action="store_true", help="also every held-out record under each input")
     args = ap.parse_args(argv)
-    if not args.file.is_file():
-        print(f"file: {args.file} does not exist (expected real/campaigns/s9mla.sh's mla_paired.csv)")
+    if not (args.file.is_file() or args.file.is_dir()):
+        print(f"file: {args.file} does not exist (expected real/campaigns/s9mla.sh's mla_paired.csv or an s8mla folder)")
         return 2
     prof, _ = load_fitted_profile(args.gpu, rec.load_records(args.gpu))
-    paired = load_paired(args.file)
+    paired = load_paired(args.file) if args.file.is_file() else paired_from_rounds(args.file)
     print(f"probe scales (layer rate / probe rate, fitting rows): "
           f"{ {r: round(v, 2) for r, v in probe_scales(paired, args.gpu, prof).items()} }")
     for inputs, s in evaluate(paired, args.gpu, prof).items():
         for which, v in s.items():
             print(f"{inputs:8} {which:13} held-out n={v['num_cases']:3d} median {v['median_abs_rel_error']:.1%} "
                   f"P90 {v['p90_abs_rel_error']:.1%}")
+    if args.cases:
+        table = pd.concat({i: predict_records(paired, args.gpu, prof, i).set_index(["round", *RECORD_KEY])["rel_error"]
+                           for i in INPUTS}, axis=1)
+        held = predict_records(paired, args.gpu, prof, "profile").set_index(["round", *RECORD_KEY])["held_out"]
+        print(table[held].round(3).to_string())
     return 0
 
 

@@ -72,3 +72,25 @@ def test_paired_probes_predict_a_host_that_drifts_where_one_rate_cannot():
 def test_unknown_inputs_are_refused():
     with pytest.raises(ValueError, match="inputs 'x'"):
         hp.predict_records(_paired([[1.0, 1.0, 1.0, 1.0]]), "h100", fitted_profile("h100"), "x")
+
+
+def test_s8mla_rounds_read_as_one_probe_block_a_round(tmp_path):
+    """An s8mla run's raw rounds (host_class, host_dispatch, attention per round<i>/) become
+    mla_paired rows whose probe block is the round's first."""
+    fixture = _paired([[1.0, 1.0, 1.0, 1.0], [1.5, 1.5, 1.5, 1.5]])
+    family = {"host_class": "host_class", "host_dispatch": "host_dispatch", "mla_layer_fwd": "attention",
+              "mla_layer_bwd": "attention"}
+    for rnd, g in fixture.groupby("round"):
+        d = tmp_path / f"round{rnd}"
+        d.mkdir()
+        g = g.drop(columns=["round", "pair", "tokens"])
+        for name in ("host_class", "host_dispatch", "attention"):
+            g[g["bench"].map(family) == name].to_csv(d / f"{name}.csv", index=False)
+    paired = hp.paired_from_rounds(tmp_path)
+    assert set(paired["pair"]) == {0, 1} and (paired["pair"] == paired["round"]).all()
+    assert (paired["bench"].str.startswith("mla_layer")).sum() == 8
+    # the records ran at their round's probe speed (the fixture's bracket of equal blocks)
+    got = hp.evaluate(paired, "h100", fitted_profile("h100"))
+    assert got["paired"]["every_round"]["p90_abs_rel_error"] < 1e-6
+    with pytest.raises(FileNotFoundError, match="round<i>"):
+        hp.paired_from_rounds(tmp_path / "none")
