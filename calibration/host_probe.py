@@ -34,6 +34,12 @@ from calibration.split import is_held_out
 from twin.costs.profile import Profile
 
 RATE_PROBES = {"fwd": ("mul", "record"), "bwd": ("mul", "engine"), "infer": ("mul", "nograd")}
+PAIRED_FILE = "mla_paired.csv"    # calibration/measurements/<gpu>/, from real/campaigns/s9mla.sh
+# set before any paired record existed (s9mla, 2026-11-26): the probes stand for the host's speed only
+# if, on the FITTING host rows, each class's layer rate over its bracketing probes (k) varies at most
+# this much (max / min) across the rounds; otherwise the file is a diagnostic and the layer records
+# of attention.csv stay the validated ones
+TRACK_SPREAD = 1.2
 INPUTS = ("profile", "run", "paired")
 RECORD_KEY = ["bench", "model", "batch", "seq_len", "precision"]
 
@@ -84,6 +90,15 @@ def bracket(blocks: pd.DataFrame, pair: int) -> pd.Series:
 
 def probe_scales(paired: pd.DataFrame, gpu: str, profile: Profile) -> dict:
     """{rate: k}: the fitting host rows' rate per kernel over their own probes, median over rounds."""
+    return {r: float(np.median(v)) for r, v in _round_scales(paired, gpu, profile).items()}
+
+
+def probe_tracking(paired: pd.DataFrame, gpu: str, profile: Profile) -> dict:
+    """{rate: max / min over rounds of k}: how closely the probes follow the fitting host rows."""
+    return {r: float(max(v) / min(v)) for r, v in _round_scales(paired, gpu, profile).items()}
+
+
+def _round_scales(paired: pd.DataFrame, gpu: str, profile: Profile) -> dict:
     blocks, ks = probe_blocks(paired), {r: [] for r in RATE_PROBES}
     host = paired[(paired["bench"] == "host_dispatch") & (paired["split"] == "fit")]
     for _, rows in host.groupby("round"):
@@ -92,7 +107,7 @@ def probe_scales(paired: pd.DataFrame, gpu: str, profile: Profile) -> dict:
         for r in RATE_PROBES:
             if r in rates:
                 ks[r].append(rates[r] / probe[r])
-    return {r: float(np.median(v)) for r, v in ks.items() if v}
+    return {r: v for r, v in ks.items() if v}
 
 
 def record_rates(paired: pd.DataFrame, gpu: str, profile: Profile) -> dict:
@@ -130,8 +145,8 @@ def predict_records(paired: pd.DataFrame, gpu: str, profile: Profile, inputs: st
 
 def median_rounds(recs: pd.DataFrame) -> pd.DataFrame:
     """Each record's round with the median time (the lower median), as committed records are chosen."""
-    return recs.sort_values("time_s").groupby(RECORD_KEY, group_keys=False).apply(
-        lambda g: g.iloc[[(len(g) - 1) // 2]])
+    keep = [g.index[(len(g) - 1) // 2] for _, g in recs.sort_values("time_s").groupby(RECORD_KEY)]
+    return recs.loc[keep]
 
 
 def held_out_summary(recs: pd.DataFrame) -> dict:
@@ -149,6 +164,24 @@ def evaluate(paired: pd.DataFrame, gpu: str, profile: Profile) -> dict:
     return out
 
 
+def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | None:
+    """The paired MLA records committed for a GPU (PAIRED_FILE), None without one: `tracking`
+    (probe_tracking), `adopted` (every class within TRACK_SPREAD), and `cases`: each record's median
+    round predicted from its own probes, in calibration.validate's case form."""
+    path = Path(root) / gpu / PAIRED_FILE
+    if not path.is_file():
+        return None
+    from calibration.records import _case_name
+    paired = load_paired(path)
+    tracking = probe_tracking(paired, gpu, profile)
+    adopted = set(tracking) == set(RATE_PROBES) and all(v <= TRACK_SPREAD for v in tracking.values())
+    recs = median_rounds(predict_records(paired, gpu, profile, "paired"))
+    cases = [{"name": _case_name(r), "gpu": gpu, "bench": r["bench"], "kind": "mla_layer", "num_gpus": 1,
+              "measured_s": float(r["time_s"]), "predicted_s": float(r["predicted_s"]),
+              "rel_error": float(r["rel_error"]), "held_out": bool(r["held_out"])} for _, r in recs.iterrows()]
+    return {"tracking": tracking, "adopted": adopted, "cases": cases}
+
+
 def main(argv=None) -> int:
     from calibration.validate import load_fitted_profile
     from calibration import records as rec
@@ -164,7 +197,9 @@ def main(argv=None) -> int:
     prof, _ = load_fitted_profile(args.gpu, rec.load_records(args.gpu))
     paired = load_paired(args.file) if args.file.is_file() else paired_from_rounds(args.file)
     print(f"probe scales (layer rate / probe rate, fitting rows): "
-          f"{ {r: round(v, 2) for r, v in probe_scales(paired, args.gpu, prof).items()} }")
+          f"{ {r: round(v, 2) for r, v in probe_scales(paired, args.gpu, prof).items()} }; their spread over rounds "
+          f"(max / min, the criterion <= {TRACK_SPREAD}): "
+          f"{ {r: round(v, 2) for r, v in probe_tracking(paired, args.gpu, prof).items()} }")
     for inputs, s in evaluate(paired, args.gpu, prof).items():
         for which, v in s.items():
             print(f"{inputs:8} {which:13} held-out n={v['num_cases']:3d} median {v['median_abs_rel_error']:.1%} "

@@ -94,3 +94,22 @@ def test_s8mla_rounds_read_as_one_probe_block_a_round(tmp_path):
     assert got["paired"]["every_round"]["p90_abs_rel_error"] < 1e-6
     with pytest.raises(FileNotFoundError, match="round<i>"):
         hp.paired_from_rounds(tmp_path / "none")
+
+
+def test_committed_paired_records_are_adopted_only_where_the_probes_follow_the_fitting_rows(tmp_path):
+    prof = fitted_profile("h100")
+    (tmp_path / "h100").mkdir()
+    assert hp.committed_paired(tmp_path, "h100", prof) is None
+    paired = _paired([[1.0, 1.0, 1.6, 1.0], [1.8, 1.8, 0.8, 1.3], [1.0, 1.2, 1.2, 1.0]])
+    paired.drop(columns=["tokens"]).assign(num_heads=16).to_csv(tmp_path / "h100" / hp.PAIRED_FILE, index=False)
+    got = hp.committed_paired(tmp_path, "h100", prof)
+    assert got["adopted"] and all(v == pytest.approx(1.0) for v in got["tracking"].values())
+    assert len(got["cases"]) == 4 and all(c["held_out"] and c["kind"] == "mla_layer" for c in got["cases"])
+    assert max(abs(c["rel_error"]) for c in got["cases"]) < 1e-6
+    # the fitting host rows at one speed while the probes beside them drift: the probes do not
+    # stand for the host's speed, and the file stays a diagnostic
+    fit = paired["bench"] == "host_dispatch"
+    paired.loc[fit, "host_s"] = paired.loc[fit, "kernels"] * paired.loc[fit, "phase"].map(RATES)
+    paired.drop(columns=["tokens"]).assign(num_heads=16).to_csv(tmp_path / "h100" / hp.PAIRED_FILE, index=False)
+    got = hp.committed_paired(tmp_path, "h100", prof)
+    assert not got["adopted"] and max(got["tracking"].values()) > hp.TRACK_SPREAD
