@@ -30,8 +30,9 @@ import pandas as pd
 
 from calibration.layer_gaps import host_rates_of
 from calibration.predict import gpu_spec, predict_s
+from calibration.records import _case_name
 from calibration.split import is_held_out
-from twin.costs.profile import Profile
+from twin.costs.profile import Profile, fitted_profile
 
 RATE_PROBES = {"fwd": ("mul", "record"), "bwd": ("mul", "engine"), "infer": ("mul", "nograd")}
 PAIRED_FILE = "mla_paired.csv"    # calibration/measurements/<gpu>/, from real/campaigns/s9mla.sh
@@ -171,7 +172,6 @@ def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | Non
     path = Path(root) / gpu / PAIRED_FILE
     if not path.is_file():
         return None
-    from calibration.records import _case_name
     paired = load_paired(path)
     tracking = probe_tracking(paired, gpu, profile)
     adopted = set(tracking) == set(RATE_PROBES) and all(v <= TRACK_SPREAD for v in tracking.values())
@@ -183,8 +183,6 @@ def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | Non
 
 
 def main(argv=None) -> int:
-    from calibration.validate import load_fitted_profile
-    from calibration import records as rec
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path, help="mla_paired.csv of real/campaigns/s9mla.sh, or an s8mla run's folder "
                                             "(round<i>/ inside: one probe block a round)")
@@ -194,7 +192,7 @@ def main(argv=None) -> int:
     if not (args.file.is_file() or args.file.is_dir()):
         print(f"file: {args.file} does not exist (expected real/campaigns/s9mla.sh's mla_paired.csv or an s8mla folder)")
         return 2
-    prof, _ = load_fitted_profile(args.gpu, rec.load_records(args.gpu))
+    prof = fitted_profile(args.gpu)   # the committed profile (calibration/validate.py predicts with it)
     paired = load_paired(args.file) if args.file.is_file() else paired_from_rounds(args.file)
     print(f"probe scales (layer rate / probe rate, fitting rows): "
           f"{ {r: round(v, 2) for r, v in probe_scales(paired, args.gpu, prof).items()} }; their spread over rounds "
