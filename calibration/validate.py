@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import host_probe
 from calibration import nccl
 from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
@@ -216,6 +217,11 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         prof, source = load_fitted_profile(gpu, df, profiles_dir)
         frames[gpu], profiles[gpu] = df, prof
         cases, skipped = predict_cases(df, gpu, prof)
+        paired = host_probe.committed_paired(root, gpu, prof)
+        if paired is not None:
+            out.setdefault("host_probe", {})[gpu] = {"tracking": paired["tracking"], "adopted": paired["adopted"]}
+            if paired["adopted"]:   # each MLA layer record beside its own host probes (calibration.host_probe)
+                cases = [c for c in cases if c["kind"] != "mla_layer"] + paired["cases"]
         # the per-GPU total is the kernels and layers, as before whole steps were predicted; the
         # whole steps are summarised per kind (by_kind) and judged by their own targets
         s = summarize([c for c in cases if c["kind"] not in WHOLE_STEP_KINDS])

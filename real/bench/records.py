@@ -58,6 +58,11 @@ SHAPE_COLS = {
     # real/bench/mla_host.py probes: host seconds per kernel of a chain of n_ops small ops by dispatch class
     "host_class": ["bench", "op", "n_ops", "phase", "dim", "split", "profiled", "host_s", "kernels", "kernel_s",
                    "aten_ops", "aten_views"],
+    # real/bench/mla_paired.py (s9mla): probes, the fitting MLA host rows and the MLA layer records
+    # of one process, each with its round and the probe block (`pair`) taken right before it
+    "mla_paired": ["bench", "round", "pair", "op", "n_ops", "phase", "config", "model", "batch", "seq_len",
+                   "num_heads", "qk_head_dim", "v_head_dim", "causal", "precision", "split", "profiled",
+                   "host_s", "kernels", "kernel_s", "aten_ops", "aten_views"],
     "wgrad_accum": ["bench", "op", "shape_tag", "num_experts", "n", "k", "elements", "bytes_moved", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],

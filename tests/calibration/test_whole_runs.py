@@ -45,7 +45,13 @@ def _kind_summary(gpu: str, kind: str):
 # FP8 backward at 4,096 x 1 -22%, its record's P10-P90 4.6-7.2 ms; the FP8 forward at 4,096 x 4
 # -8.6%, its quantization kernels ~6% above the twin's kernel sum; a clean re-run alone on one H100,
 # h100/s8mla_clean, failed its criterion set beforehand, the no-grad probe spreading 2.02x across
-# rounds, and stays a diagnostic). Decode met on the H100 since
+# rounds, and stays a diagnostic; s9mla put a host probe block right before and after every
+# record, h100/s9mla_paired: the probes fail the criterion set beforehand (fitting rows' rate over
+# their probes 1.71-2.07x across rounds, calibration.host_probe), each record's own probes give
+# 9.4% / 22.5% on its median round against the profile's 9.7% / 23.0%, the host-bound records
+# spreading 1.5-1.9x over 8 rounds alone on the machine: host noise faster than a record lasts;
+# the quiet rounds' host time follows aten ops rather than kernels, the V2-Lite BF16 backward
+# 1.15x V3's per kernel, 1.04x per op). Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its
