@@ -5,15 +5,16 @@ import math
 import pytest
 
 from calibration import records as rec
-from calibration.fit import fit_gpu, fit_profile, fit_rows, write_profile
+from calibration.fit import fit_profile, fit_rows, write_profile
 from calibration.split import is_held_out, split
 from tests.calibration.conftest import TRUE
 from twin.costs.profile import default_profile, profile_from_json
 
 
-def test_fit_recovers_known_curves(synthetic_root):
-    df = rec.load_records("h100", synthetic_root)
-    prof, stats = fit_profile(df, "h100")
+def test_fit_recovers_known_curves(synthetic_fit):
+    """fit_gpu's profile (fit_profile's curves and terms; the synthetic folder has no sustained,
+    fp8_stack, decode or collective records to add) recovers the curves the records came from."""
+    prof, stats = synthetic_fit
     assert stats["rms_log_residual"] < 0.02  # data carry +-1% noise
     for table in ("gemm", "grouped_gemm"):
         for label in ("bf16", "fp8-rowwise"):
@@ -56,8 +57,8 @@ def test_split_is_by_shape_family():
     assert is_held_out(dict(bench="train_step"))
 
 
-def test_profile_json_round_trip_and_provenance(synthetic_root, tmp_path):
-    prof, stats = fit_gpu("h100", synthetic_root)
+def test_profile_json_round_trip_and_provenance(synthetic_fit, tmp_path):
+    prof, stats = synthetic_fit
     path = write_profile(prof, tmp_path)
     data = json.loads(path.read_text())
     back = profile_from_json(data)
