@@ -25,6 +25,22 @@ def test_readme_api_snippet_runs(capsys):
     assert namespace["data"]["total_gpu_hours"] == namespace["run"].total_gpu_hours
 
 
+def _reuse_the_sessions_validation(monkeypatch):
+    """`twin validate` here prints the session's one validate() of the committed records
+    (tests/committed.py) instead of computing it again (minutes on CI's two cores): this test is
+    about what the command prints. The command computes it end to end, installed, in
+    tests/test_wheel.py, and the figures themselves are judged by tests/calibration/."""
+    from calibration import records as rec
+    from calibration import validate as val
+    from calibration.fit import PROFILES_DIR
+    from tests.committed import validation
+
+    def committed(root, profiles_dir):
+        assert (Path(root), Path(profiles_dir)) == (rec.MEASUREMENTS_DIR, PROFILES_DIR)  # the README's defaults
+        return validation()
+    monkeypatch.setattr(val, "validate", committed)
+
+
 @pytest.mark.parametrize("argv, expect", [
     (["model", "deepseek-v3"], "671B total"),
     (["step"], "step time"),
@@ -34,7 +50,9 @@ def test_readme_api_snippet_runs(capsys):
     (["validate", "--quiet"], "HELD-OUT TOTAL"),
     (["docs"], "# Scenario reference"),
 ])
-def test_readme_commands_print_their_answer_on_stdout(argv, expect, capsys):
+def test_readme_commands_print_their_answer_on_stdout(argv, expect, capsys, monkeypatch):
+    if argv[0] == "validate":
+        _reuse_the_sessions_validation(monkeypatch)
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert expect in out

@@ -6,6 +6,7 @@ environment, and run from a folder outside the source tree so nothing resolves a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import venv
@@ -17,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    # without PYTHONPATH: a developer's PYTHONPATH=<checkout> would put the source tree ahead of
+    # the installed wheel, the very thing this test rules out
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"{cmd}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

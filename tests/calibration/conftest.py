@@ -96,3 +96,12 @@ def synthetic_records(root: Path, profile: Profile = TRUE, gpu: str = "h100", no
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     return synthetic_records(tmp_path_factory.mktemp("records"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_fit(synthetic_root):
+    """`twin fit`'s fit_gpu on the synthetic H100 records -> (profile, stats), once per session:
+    a full fit takes minutes on CI's two cores, and the recovery, provenance and validation tests
+    each judge the same deterministic fit of the same records."""
+    from calibration.fit import fit_gpu
+    return fit_gpu("h100", synthetic_root)

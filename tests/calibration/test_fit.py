@@ -5,15 +5,16 @@ import math
 import pytest
 
 from calibration import records as rec
-from calibration.fit import fit_gpu, fit_profile, fit_rows, write_profile
+from calibration.fit import fit_profile, fit_rows, write_profile
 from calibration.split import is_held_out, split
 from tests.calibration.conftest import TRUE
-from twin.costs.profile import profile_from_json
+from twin.costs.profile import default_profile, profile_from_json
 
 
-def test_fit_recovers_known_curves(synthetic_root):
-    df = rec.load_records("h100", synthetic_root)
-    prof, stats = fit_profile(df, "h100")
+def test_fit_recovers_known_curves(synthetic_fit):
+    """fit_gpu's profile (fit_profile's curves and terms; the synthetic folder has no sustained,
+    fp8_stack, decode or collective records to add) recovers the curves the records came from."""
+    prof, stats = synthetic_fit
     assert stats["rms_log_residual"] < 0.02  # data carry +-1% noise
     for table in ("gemm", "grouped_gemm"):
         for label in ("bf16", "fp8-rowwise"):
@@ -56,8 +57,8 @@ def test_split_is_by_shape_family():
     assert is_held_out(dict(bench="train_step"))
 
 
-def test_profile_json_round_trip_and_provenance(synthetic_root, tmp_path):
-    prof, stats = fit_gpu("h100", synthetic_root)
+def test_profile_json_round_trip_and_provenance(synthetic_fit, tmp_path):
+    prof, stats = synthetic_fit
     path = write_profile(prof, tmp_path)
     data = json.loads(path.read_text())
     back = profile_from_json(data)
@@ -101,9 +102,15 @@ def test_fit_measures_launch_s_from_cuda_graph_rows(tmp_path):
         df["timing"] = "cuda_graph"
         df.to_csv(path, index=False)
     df = rec.load_records("h100", root)
+    # the dense BF16 GEMMs and the memory kernels: two kernel kinds share launch_s, so the fit must
+    # separate it from a curve and from memory_eff; the grouped, FP8, attention and layer rows add
+    # nothing to this and cost minutes of fitting (row-tile screens, stage 2)
+    df = df[df.bench.isin(["gemm", "memory"]) & df.precision.isin(["bf16", ""])].reset_index(drop=True)
+    assert set(df.timing) == {"cuda_graph"} and set(df.bench) == {"gemm", "memory"}
     from calibration.predict import gpu_spec, predict_s
     df["time_s"] = [predict_s(r, gpu_spec("h100"), true) for r in df.to_dict("records")]
     prof, _ = fit_profile(df, "h100")
+    assert default_profile().launch_s != pytest.approx(9e-6, rel=0.2)   # the start is not the answer
     assert prof.launch_s == pytest.approx(9e-6, rel=0.2)
 
 

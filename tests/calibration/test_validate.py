@@ -1,27 +1,36 @@
 """Rung 2: validation on synthetic records (mechanics) and on the committed records (targets)."""
 
+import shutil
+
 import pytest
 
 from calibration import records as rec
 from calibration.fit import fit_gpu, write_profile
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, failures, format_table, validate
 from tests.calibration.conftest import synthetic_records
+from tests.committed import validation
 
 
 @pytest.fixture(scope="module")
-def two_gpu(tmp_path_factory):
+def two_gpu(tmp_path_factory, synthetic_root, synthetic_fit):
+    """Synthetic H100 and H200 records, each GPU's profile fitted on its own records (the H100's is
+    the session's fit of the same H100 files, copied here unchanged)."""
     root = tmp_path_factory.mktemp("two")
-    synthetic_records(root, gpu="h100")
+    shutil.copytree(synthetic_root / "h100", root / "h100")
     synthetic_records(root, gpu="h200")
     profiles = tmp_path_factory.mktemp("profiles")
-    for gpu in ("h100", "h200"):
-        write_profile(fit_gpu(gpu, root)[0], profiles)
+    write_profile(synthetic_fit[0], profiles)
+    write_profile(fit_gpu("h200", root)[0], profiles)
     return root, profiles
 
 
-def test_validate_synthetic_meets_targets(two_gpu):
-    root, profiles = two_gpu
-    result = validate(root, profiles)
+@pytest.fixture(scope="module")
+def two_gpu_validation(two_gpu):
+    return validate(*two_gpu)
+
+
+def test_validate_synthetic_meets_targets(two_gpu_validation):
+    result = two_gpu_validation
     assert set(result["gpus"]) == {"h100", "h200"}
     for gpu, s in result["gpus"].items():
         assert s["num_cases"] > 20
@@ -35,10 +44,9 @@ def test_validate_synthetic_meets_targets(two_gpu):
     assert "HELD-OUT TOTAL" in format_table(result)
 
 
-def test_validate_reports_plots(two_gpu, tmp_path):
+def test_validate_reports_plots(two_gpu_validation, tmp_path):
     from reports.validation_report import write_report
-    root, profiles = two_gpu
-    paths = write_report(validate(root, profiles), tmp_path)
+    paths = write_report(two_gpu_validation, tmp_path)
     assert {p.name for p in paths} == {"report.html", "report.md", "result.json", "validation_cases.csv",
                                        "validation_scatter.png", "validation_error_by_op.png",
                                        "validation_by_kind.png"}
@@ -61,7 +69,7 @@ def test_committed_records_meet_targets():
     gpus = rec.gpu_dirs()
     if not gpus:
         pytest.skip("no committed records under calibration/measurements/<gpu>/ yet (run `twin calibrate` on a GPU)")
-    result = validate()
+    result = validation()
     print(format_table(result))
     fails = failures(result)
     assert not fails, f"targets {MEDIAN_TARGET:.0%}/{P90_TARGET:.0%} missed: " + "; ".join(fails)
@@ -84,5 +92,5 @@ def test_mla_cat_of_strided_views_runs_at_its_measured_bandwidth(gpu):
     slower = _mla_ops(get_model("v3-slice-1l"), 1, 4096, "bf16", gpu_spec(gpu),
                       dataclasses.replace(prof, cat_eff=prof.cat_eff / 2))[0]
     assert sum(g for _, g in slower.ops) > sum(g for _, g in fwd.ops)
-    held = [c for c in validate()["cases"] if c["gpu"] == gpu and "mla_qk_cat" in c["name"] and c["held_out"]]
+    held = [c for c in validation()["cases"] if c["gpu"] == gpu and "mla_qk_cat" in c["name"] and c["held_out"]]
     assert held and all(abs(c["rel_error"]) <= 0.05 for c in held)

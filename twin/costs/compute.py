@@ -12,7 +12,7 @@ import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
                               gemm_bytes)
-from twin.costs.profile import Profile
+from twin.costs.profile import GemmCurve, Profile
 from twin.core.specs import GPUSpec
 
 
@@ -117,19 +117,33 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
     compute_s, bytes_moved = 0.0, 0.0
     peak = gpu.peak_flops_per_s(precision) * sm_frac
     tiles, tile = 0, curve.wave_tile or profile.wave_tile
+    # each distinct row count is costed once: groups of equal load (a benchmark's uniform split, a
+    # fit's hundreds of evaluations) cost alike; the sums still run group by group, in order
+    per_rows: dict = {}
     for rows in rows_per_group:
-        if rows <= 0:
-            if transposed:  # an expert that got no rows still writes its (zero) weight gradient
-                bytes_moved += n * k * BF16_BYTES
-            continue
-        rows_run = rows if transposed else padded_group_rows(rows, profile.group_row_tile)
-        eff = curve.eff(n, k, rows) if transposed else curve.eff(rows_run, n, k)
-        compute_s += 2.0 * rows_run * n * k / (peak * eff)
-        bytes_moved += gemm_bytes(rows, n, k, in_bytes)
-        tiles += _tiles(n, k, tile) if transposed else _tiles(rows, n, tile)
+        terms = per_rows.get(rows)
+        if terms is None:
+            terms = per_rows[rows] = _group_terms(rows, n, k, curve, peak, in_bytes, tile, profile.group_row_tile,
+                                                  transposed)
+        compute_s += terms[0]
+        bytes_moved += terms[1]
+        tiles += terms[2]
     compute_s *= wave_factor(tiles, gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + profile.grouped_setup_s
+
+
+def _group_terms(rows, n: int, k: int, curve: GemmCurve, peak: float, in_bytes: float, tile: int, row_tile: int,
+                 transposed: bool) -> tuple[float, float, int]:
+    """One group of a grouped GEMM (grouped_gemm_time_s): (compute seconds at full wave, HBM bytes,
+    output tiles)."""
+    if rows <= 0:
+        # an expert that got no rows launches no tiles; in the weight-gradient form it still writes its (zero) gradient
+        return 0.0, (n * k * BF16_BYTES if transposed else 0.0), 0
+    rows_run = rows if transposed else padded_group_rows(rows, row_tile)
+    eff = curve.eff(n, k, rows) if transposed else curve.eff(rows_run, n, k)
+    return (2.0 * rows_run * n * k / (peak * eff), gemm_bytes(rows, n, k, in_bytes),
+            _tiles(n, k, tile) if transposed else _tiles(rows, n, tile))
 
 
 def wgrad_curve(label: str) -> str:
