@@ -7,7 +7,9 @@
 # (the host CPU's speed), the host launch time before / inside / after the MoE dispatch (inside: the
 # all-to-all of counts and the host's wait for them, the ranks' one synchronisation), the control
 # group's gloo exchange, /proc/stat steal and busy jiffies of the VM; then profiles 4 iterations for
-# the kernels and runtime calls of one.
+# the kernels and runtime calls of one. The last third of each part is mixed: every other iteration
+# one short prompt (128-512 tokens) joins a rank's decode rows (do prompt-carrying iterations start
+# slow in a fresh process and speed up as the caching allocator grows, as the EP2 load runs' do?).
 # 1. solo (every machine): each GPU its own one-GPU engine (all experts local, no communication), the
 #    processes side by side (two where two GPUs exist), 15 s each (timeout 45 s);
 # 2. ep (only where two GPUs exist): the two ranks expert-parallel as real/serve's ep2 plan, 25 s
@@ -24,7 +26,10 @@ DEVICE=${S9_DEVICE:-auto}
 MODEL=${S9_MODEL:-v3-slice-2l}
 SOLO_S=${S9_SOLO_S:-15}
 EP_S=${S9_EP_S:-25}
-if [ "$MODEL" = tiny ]; then SHAPE="--rows 2 --context 16 --max-context 96 --page-size 4 --num-pages 256"; else SHAPE="--rows 8 --context 512"; fi
+if [ "$MODEL" = tiny ]; then SHAPE="--rows 2 --context 16 --max-context 96 --page-size 4 --num-pages 256 --mixed-prompt 4-30"
+else SHAPE="--rows 8 --context 512 --mixed-prompt 128-512"; fi
+SOLO_MIXED_S=$(python3 -c "print($SOLO_S / 3)" 2>/dev/null || echo 0)
+EP_MIXED_S=$(python3 -c "print($EP_S / 3)" 2>/dev/null || echo 0)
 export PYTHONUNBUFFERED=1
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 {
@@ -38,11 +43,11 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
   NSOLO=1
   if [ "$NGPU" -ge 2 ] || [ -n "${S9_FORCE_EP2:-}" ]; then NSOLO=2; fi
   timeout 45 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NSOLO" -m real.serve.hostprobe \
-    --out "$DIR/solo" --mode solo --seconds "$SOLO_S" --device "$DEVICE" --model "$MODEL" $SHAPE
+    --out "$DIR/solo" --mode solo --seconds "$SOLO_S" --mixed-s "$SOLO_MIXED_S" --device "$DEVICE" --model "$MODEL" $SHAPE
   echo "solo exit $? at $(date -u +%FT%TZ)"
   if [ "$NGPU" -ge 2 ] || [ -n "${S9_FORCE_EP2:-}" ]; then
     timeout 60 "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m real.serve.hostprobe \
-      --out "$DIR/ep" --mode ep --seconds "$EP_S" --device "$DEVICE" --model "$MODEL" $SHAPE
+      --out "$DIR/ep" --mode ep --seconds "$EP_S" --mixed-s "$EP_MIXED_S" --device "$DEVICE" --model "$MODEL" $SHAPE
     echo "ep exit $? at $(date -u +%FT%TZ)"
   else
     echo "ep skipped: $NGPU GPU(s)"

@@ -17,6 +17,11 @@ iteration and rank:
 - `exchange_s`: the control group's flag exchange after the iteration (gloo, host only);
 - `steal_jiffies`, `busy_jiffies`: cumulative /proc/stat counters of the whole VM, read every
   STAT_EVERY iterations (steal = time the hypervisor ran something else on our vCPUs).
+`phase` = mixed for the last --mixed-s seconds, when one short prompt (--mixed-prompt tokens, as
+a Poisson short-prompt load's) joins every other iteration: the EP2 load runs' prompt-carrying
+iterations start 2-3x slower in a fresh process and fall over ~150 of them (not per exact batch
+size: nearly every one is a size the rank never ran), `segments_allocated` (the caching allocator's
+cumulative cudaMalloc count) says whether that is the allocator growing its pool.
 Modes: `ep`, the two ranks expert-parallel as real/serve's ep2 plan; `solo`, every rank its own
 one-GPU engine (all experts local, eager, no communication), run at the same time on each GPU: are
 the phases in a process that shares nothing with another? The last PROFILE_ITERATIONS iterations are
@@ -38,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -51,11 +57,13 @@ from real.telemetry import Telemetry
 
 STAT_EVERY = 10  # iterations between /proc/stat readings (reading 32 CPUs' lines costs ~0.1 ms)
 PROFILE_ITERATIONS = 4
+MIXED_OUTPUT = 2  # tokens of each short request of the mixed phase
+MIXED_ROOM = 4    # running slots beyond --rows for them
 FLUSH_EVERY = 200  # iterations between rewrites of the probe CSV
 CPU_PROBE_LOOPS = 2000  # the pure-Python workload: ~50-100 us on a server core
 PROBE_COLS = ["bench", "mode", "model", "rows", "context", "split", "rank", "iteration", "start_s", "duration_s",
               "host_s", "pre_dispatch_s", "dispatch_s", "post_dispatch_s", "exchange_s", "cpu_probe_s",
-              "decode_seqs", "prefill_tokens", "cpu_id", "steal_jiffies", "busy_jiffies"]
+              "decode_seqs", "prefill_tokens", "cpu_id", "phase", "segments_allocated", "steal_jiffies", "busy_jiffies"]
 KERNEL_COLS = ["bench", "mode", "model", "rows", "context", "split", "rank", "iterations", "kernels_per_iteration",
                "runtime_calls_per_iteration", "syncs_per_iteration", "aten_ops_per_iteration", "kernel_s_per_iteration"]
 
@@ -106,6 +114,14 @@ class DispatchClock:
         self.mod.dispatch = self.inner
 
 
+def _segments(dev) -> int:
+    """Cumulative device allocations (cudaMalloc segments) of the caching allocator; -1 on the CPU."""
+    if dev.type != "cuda":
+        return -1
+    st = torch.cuda.memory_stats(dev)
+    return int(st.get("num_device_alloc", st.get("segment.all.allocated", -1)))
+
+
 def _exchange(flag: int, group) -> float:
     t = time.perf_counter()
     box = torch.tensor([flag], dtype=torch.int64)
@@ -137,7 +153,7 @@ def run(args) -> int:
     dtype = torch.bfloat16 if use_cuda else torch.float32
     context, out_len = args.context, args.max_context - args.context - 1
     cfg = EngineConfig(page_size=args.page_size, num_pages=args.num_pages, token_budget=max(args.rows, 2048 if use_cuda else 64),
-                       max_running=max(args.rows, 1), max_context=args.max_context, cuda_graphs=False)
+                       max_running=args.rows + MIXED_ROOM, max_context=args.max_context, cuda_graphs=False)
     torch.manual_seed(0)
     model = build_model(spec, dev, dtype, ep_group=ep_group, max_seq_len=args.max_context)
     model.eval()
@@ -155,6 +171,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.mode}_r{rank}"
     sink = _Appender(out / f"hostprobe_{tag}.csv", PROBE_COLS, envcols)
+    lo, hi = (int(v) for v in args.mixed_prompt.split("-"))
+    prng = np.random.default_rng(1000 + rank)
     clock = DispatchClock()
     next_id = rank * 1_000_000
     rows_out, kern_out = [], []
@@ -181,12 +199,19 @@ def run(args) -> int:
             prof.__enter__()
         if prof is not None and it >= prof_from + PROFILE_ITERATIONS:
             break
-        # keep `rows` requests running: top up as they finish (each refill is one prompt iteration)
-        missing = args.rows - len(engine.running) - len(engine.waiting)
+        # keep `rows` long requests running: top up as they finish (each refill is one prompt iteration)
+        missing = args.rows - sum(1 for r in (*engine.running, *engine.waiting) if r.output_len == out_len)
         if missing > 0:
             for r in _requests(next_id, missing, context, out_len, spec.vocab_size, time.perf_counter() - t0):
                 engine.add(r)
             next_id += missing
+        # the mixed phase: every other iteration one short prompt of a random length (as a Poisson
+        # short-prompt load's) joins one rank's decode rows (the ranks in turn) and leaves after 2 tokens
+        phase = "mixed" if elapsed >= args.seconds - args.mixed_s else "decode"
+        if phase == "mixed" and it % 2 == 0 and (it // 2) % max(world, 1) == rank and not stop:
+            engine.add(_requests(next_id, 1, int(prng.integers(lo, hi + 1)), MIXED_OUTPUT, spec.vocab_size,
+                                 time.perf_counter() - t0)[0])
+            next_id += 1
         probe_s = cpu_probe()
         if it % STAT_EVERY == 0:
             stat = proc_stat()
@@ -202,7 +227,8 @@ def run(args) -> int:
         rows_out.append({**base, "rank": rank, "iteration": it, "start_s": rec.start_s, "duration_s": rec.duration_s,
                          "host_s": rec.host_s, "pre_dispatch_s": pre, "dispatch_s": inside, "post_dispatch_s": post,
                          "exchange_s": exch, "cpu_probe_s": probe_s, "decode_seqs": rec.decode_seqs,
-                         "prefill_tokens": rec.prefill_tokens, "cpu_id": cpu,
+                         "prefill_tokens": rec.prefill_tokens, "cpu_id": cpu, "phase": phase,
+                         "segments_allocated": _segments(dev),
                          "steal_jiffies": stat[0] if it % STAT_EVERY == 0 else "",
                          "busy_jiffies": stat[1] if it % STAT_EVERY == 0 else ""})
         it += 1
@@ -263,13 +289,21 @@ def _args(argv):
     ap.add_argument("--rows", type=int, default=8, help="decoding requests per rank")
     ap.add_argument("--context", type=int, default=512, help="prompt tokens of each request")
     ap.add_argument("--max-context", type=int, default=2112)
+    ap.add_argument("--mixed-s", type=float, default=0.0,
+                    help="the last seconds: one short prompt joins every other iteration (mixed iterations)")
+    ap.add_argument("--mixed-prompt", default="128-512", help="LO-HI tokens of the mixed phase's prompts")
     ap.add_argument("--page-size", type=int, default=64)
     ap.add_argument("--num-pages", type=int, default=1024)
     a = ap.parse_args(argv)
     if not 0 < a.context < a.max_context - 1:
         ap.error(f"--context {a.context}: must be in 1..{a.max_context - 2}")
-    if a.rows < 1 or a.seconds <= 0:
-        ap.error("--rows and --seconds must be positive")
+    if a.rows < 1 or a.seconds <= 0 or not 0 <= a.mixed_s <= a.seconds:
+        ap.error("--rows and --seconds must be positive, --mixed-s in 0..--seconds")
+    try:
+        lo, hi = (int(v) for v in a.mixed_prompt.split("-"))
+        assert 1 <= lo <= hi and hi + MIXED_OUTPUT < a.max_context
+    except (ValueError, AssertionError):
+        ap.error(f"--mixed-prompt {a.mixed_prompt!r}: expected LO-HI with 1 <= LO <= HI < max_context - {MIXED_OUTPUT}")
     return a
 
 

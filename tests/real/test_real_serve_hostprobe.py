@@ -35,7 +35,7 @@ def test_s9srv_campaign_script_cpu_dry_run(tmp_path):
     """real/campaigns/s9srv.sh on CPU with two gloo ranks: solo engines side by side, then expert
     parallel, each probed iteration by iteration and profiled (one test: process start-ups dominate)."""
     env = {**os.environ, "PYTHON": sys.executable, "S9_DEVICE": "cpu", "S9_MODEL": "tiny", "S9_SOLO_S": "0.3",
-           "S9_EP_S": "0.3", "S9_FORCE_EP2": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+           "S9_EP_S": "1.5", "S9_FORCE_EP2": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s9srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=300)
     d = tmp_path / "s9srv"
@@ -55,6 +55,12 @@ def test_s9srv_campaign_script_cpu_dry_run(tmp_path):
         assert len(kern) == 1 and float(kern[0]["aten_ops_per_iteration"]) > 10  # CPU: ops, no kernels
     r0, r1 = _read(d / "ep" / "hostprobe_ep_r0.csv"), _read(d / "ep" / "hostprobe_ep_r1.csv")
     assert len(r0) == len(r1) >= 2                                # lockstep: the same iterations
+    # the mixed phase (the last third): short prompts join the decode rows, the ranks in turn
+    for rows in (r0, r1):
+        mixed = [r for r in rows if r["phase"] == "mixed"]
+        assert mixed and rows[0]["phase"] == "decode"
+        assert any(int(r["prefill_tokens"]) > 0 and int(r["decode_seqs"]) >= 2 for r in mixed)
+        assert all(r["segments_allocated"] == "-1" for r in rows)     # CPU: no caching allocator
     for r in r0 + r1:
         pre, inside, post = float(r["pre_dispatch_s"]), float(r["dispatch_s"]), float(r["post_dispatch_s"])
         assert pre > 0 and inside > 0 and post > 0 and pre + inside + post <= float(r["host_s"]) * 1.0001
