@@ -26,7 +26,9 @@ What real/serve does per iteration beyond the GPU work the serving cost function
                       engine process has not run before pays a one-off host cost (its GEMM shapes set
                       up); feature 1 for such an iteration of a one-GPU engine: sizes met in earlier
                       runs of the same session (calibration.serve_load_validation.sizes_run_before)
-                      or earlier in the run count as run (under EP, 0: the twin lumps the ranks);
+                      or earlier in the run count as run; under EP 1 when any rank's size is new
+                      to that rank, sizes counted by bins of new_size_bin_tokens (one GPU: 1; EP: the
+                      bin of SIZE_BINS the fit runs prefer);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
                       median gap between the end of one busy iteration and the start of the next;
   wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
@@ -79,7 +81,11 @@ SPREAD_EDGES_S = (0.004, 0.008, 0.016, 0.032)
 SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
-EXTRA_TERMS = ("loop_s", "wake_s")   # stored beside TERMS
+EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens")   # stored beside TERMS
+# candidate bins (tokens) of flat batch sizes for EP engines' new_size_s: real/serve's EP2 prompt
+# iterations are slower in a fresh process and fall over ~150 of them while nearly every one is an
+# exact size the rank never ran, so a size's one-off cost is per coarser bin; the fit picks it
+SIZE_BINS = (1, 4, 8, 16, 32, 64)
 
 
 def _buckets(text) -> list[int]:
@@ -209,7 +215,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
             rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
             per_rank.append(rebuild(it, rq).set_index("iteration"))
-        sizes = set(before[run["run_id"]])
+        sizes = before[run["run_id"]]
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the
         # twin's one-queue instance sees), the width the longest context of either
@@ -235,12 +241,12 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
             gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
                     for r2 in per_rank if (i + 1) in r2.index]
-            size = int(rws[0].prefill_tokens) + int(rws[0].decode_seqs)
-            new_size = len(per_rank) == 1 and not graph and size not in sizes
-            if len(per_rank) == 1 and not graph:
-                sizes.add(size)
+            # every rank's flat size (an idle rank runs a one-row padding step); new_size_s is set
+            # by mark_new_sizes for the bin the fit chooses
+            rank_sizes = tuple(1 if int(r.loc[i].idle) else int(r.loc[i].prefill_tokens) + int(r.loc[i].decode_seqs)
+                               for r in per_rank)
             rows.append({
-                "new_size_s": float(new_size),
+                "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes,
                 "iteration_s": 1.0, "eager_iteration_s": float(not graph),
                 "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
@@ -251,7 +257,45 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
                 "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})
-    return pd.DataFrame(rows), meta
+    df = pd.DataFrame(rows)
+    return (mark_new_sizes(df, 1) if len(df) else df), meta
+
+
+def mark_new_sizes(df: pd.DataFrame, bin_tokens: int) -> pd.DataFrame:
+    """new_size_s = 1 on an eager iteration where some rank's flat size falls in a bin of
+    `bin_tokens` tokens that rank had not run (in earlier runs of its session, `sizes_before`, or
+    earlier in the run), as the twin charges it (twin.serving.engine)."""
+    out = df.copy()
+    flags = []
+    met, run = set(), None
+    for row in out.itertuples():
+        if row.run_id != run:
+            run = row.run_id
+            met = {(g, n // bin_tokens) for g, n in row.sizes_before}
+        if row.graph_rows:
+            flags.append(0.0)
+            continue
+        keys = {(g, n // bin_tokens) for g, n in enumerate(row.rank_sizes)}
+        flags.append(float(not keys <= met))
+        met |= keys
+    out["new_size_s"] = flags
+    return out
+
+
+def _sse(df: pd.DataFrame) -> float:
+    """The fit's weighted squared residual (what fit() minimises) of df's features."""
+    ok = df[df.prefill_ok & df.decode_ok]
+    coef = fit(df)
+    w = 1.0 / ok.groupby("run_id").run_id.transform("size").to_numpy(float)
+    return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
+
+
+def choose_size_bin(df: pd.DataFrame, ep: int) -> int:
+    """The bin of flat sizes whose first iteration costs new_size_s: each size its own on one GPU
+    (as measured, s8srv round 2); under EP the one of SIZE_BINS the fit runs' residual prefers."""
+    if ep <= 1:
+        return 1
+    return min(SIZE_BINS, key=lambda b: _sse(mark_new_sizes(df, b)))
 
 
 def fit(df: pd.DataFrame) -> dict:
@@ -318,7 +362,10 @@ def fit_folder(folder: Path) -> dict | None:
     df, meta = design(folder, "fit")
     if df.empty:
         return None
+    size_bin = choose_size_bin(df, meta["ep"])
+    df = mark_new_sizes(df, size_bin)
     coef = fit(df)
+    coef["new_size_bin_tokens"] = size_bin
     coef["wake_s"] = idle_wake_s(folder)
     return {**meta, **coef, "spread": spread(df, coef)}
 

@@ -116,6 +116,19 @@ def loadgen_figures(per: dict) -> dict:
 
 
 SESSION_GAP_S = 120.0   # runs of one records folder written this close together ran in one engine process
+# ... or, where a run has its duration, within that plus this: a run's row is written when it ends,
+# so the next run of the same process ends its own duration (and its records' gathering) later; a
+# new process first builds its model and runs its warm-up (the h100x2 EP2 plans, two processes 72 s
+# apart, the second's first run 6.4 s long)
+SESSION_SLACK_S = 15.0
+
+
+def _session_gap_s(run: dict) -> float:
+    """Longest time from the previous run's timestamp to this one's within one engine process."""
+    try:
+        return float(run["duration_s"]) + SESSION_SLACK_S
+    except (KeyError, TypeError, ValueError):
+        return SESSION_GAP_S
 
 
 def _utc_s(stamp: str) -> float:
@@ -123,25 +136,30 @@ def _utc_s(stamp: str) -> float:
 
 
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
-    """Per run: the flat batch sizes (prefill tokens + decode rows) of the eager iterations (no CUDA
-    graph) that earlier runs of its session ran, rank 0 (a session: runs whose timestamps follow
-    each other within SESSION_GAP_S, one engine process, which keeps what it has run; without
+    """Per run: (rank, flat batch size) pairs (prefill tokens + decode rows; an EP rank's padding
+    step is a size of 1) of the eager iterations (no CUDA graph) that earlier runs of its session
+    ran, on each rank (a session: runs whose timestamps follow each other within the later run's
+    duration + SESSION_SLACK_S, or SESSION_GAP_S without one: one engine process, which keeps what it has run; without
     timestamps every run stands alone), and every size up to a run's `warm_shapes` (Engine.
     warm_shapes ran them before it: on 2xH100 s8srv round 2 such prompt iterations took 0.95x the
     fit without new_size_s, first-met ones of the unwarmed pass 1.42x). The engine's warm-up and
     graph capture are not recorded: not counted."""
     sizes: dict[str, set] = {}
     for it in iterations:
-        if str(it.get("rank", "0")) == "0" and int(float(it.get("graph_batch") or 0)) == 0 and str(it.get("idle", "0")) in ("0", "False", ""):
-            sizes.setdefault(it["run_id"], set()).add(int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"])))
+        if int(float(it.get("graph_batch") or 0)) == 0:
+            idle = str(it.get("idle", "0")) not in ("0", "False", "")
+            size = 1 if idle else int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"]))
+            sizes.setdefault(it["run_id"], set()).add((int(float(it.get("rank") or 0)), size))
+    ranks = lambda run: range(max(1, int(float(run.get("ep_size") or 1))))  # noqa: E731
+    warmed = lambda run: {(g, n) for g in ranks(run) for n in range(1, int(float(run.get("warm_shapes") or 0)) + 1)}  # noqa: E731
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
-        return {r["run_id"]: frozenset(range(1, int(float(r.get("warm_shapes") or 0)) + 1)) for r in runs}
+        return {r["run_id"]: frozenset(warmed(r)) for r in runs}
     out, seen, last = {}, set(), None
     for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
         t = _utc_s(run["timestamp_utc"])
-        if last is None or t - last > SESSION_GAP_S:
+        if last is None or t - last > _session_gap_s(run):
             seen = set()
-        seen |= set(range(1, int(float(run.get("warm_shapes") or 0)) + 1))   # warmed before this run
+        seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
         seen |= sizes.get(run["run_id"], set())
         last = t

@@ -43,7 +43,10 @@ An idle instance starts its next iteration wake_s after the arrival that wakes i
 sleeps until the next arrival and wakes late; the simulation's instance loop waits it). An eager
 iteration whose flat batch size (decode rows + prompt tokens) the engine has never run pays
 new_size_s more (the first forward of a size sets up its GEMM shapes; `new_size`, tracked by the
-simulation from the sizes the engine is given as already run).
+simulation from the sizes the engine is given as already run). Under EP each attention group (rank)
+has its own flat size, and a size counts as met by bins of new_size_bin_tokens: real/serve's EP2
+prompt iterations are slower when any rank's size falls in a bin it never ran, not per exact size
+(calibration/serve_engine_fit.py chooses the bin on the fit runs).
 
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
@@ -92,7 +95,7 @@ def _coarse_point(j: int) -> float:
 
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
-                "wake_s", "new_size_s")
+                "wake_s", "new_size_s", "new_size_bin_tokens")
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -277,6 +280,12 @@ class IterationCosts:
     def tracks_sizes(self) -> bool:
         """Does the engine table charge an eager iteration's first flat batch size?"""
         return self.engine.get("new_size_s", 0.0) > 0.0
+
+    @property
+    def size_bin_tokens(self) -> int:
+        """Flat batch sizes count as met in bins of this many tokens (1: each size its own; the
+        engine table's new_size_bin_tokens, chosen by its fit)."""
+        return max(1, int(self.engine.get("new_size_bin_tokens", 0.0) or 1))
 
     def is_eager(self, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
         """Does this iteration run eagerly (no CUDA graph replayed)?"""
