@@ -68,7 +68,7 @@ from scipy.optimize import nnls
 
 from calibration import records as rec
 from twin.core import atomic
-from calibration.serve_load_validation import pin_suffix, scenario_for, sizes_run_before
+from calibration.serve_load_validation import pin_suffix, scenario_for, sessions, sizes_run_before
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -86,6 +86,17 @@ EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens")   # stored beside TERM
 # iterations are slower in a fresh process and fall over ~150 of them while nearly every one is an
 # exact size the rank never ran, so a size's one-off cost is per coarser bin; the fit picks it
 SIZE_BINS = (1, 4, 8, 16, 32, 64)
+# EP engines are host-launch-bound and their speed is a state of the host that differs between
+# engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
+# same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
+# each session with fit runs gets its own, fitted on them alone, `<table>@<session>`, and the
+# validation replays a run with its session's table (a deployment = the engine on one host in one
+# process); one-GPU engines replay graphs and their sessions agree (fit error 3-4%): pooled only
+SESSION_TABLES = True
+# ... kept only where the sessions differ: their fit runs' median error, weighted by iterations, under
+# SESSION_GAIN x the pooled fit's (h200x2: 19.0% pooled, 6.9% / 15.0% by session; h100x2, whose two
+# processes ran a minute apart: 20.3% pooled, 23.1% / 18.4%: one state, pooled)
+SESSION_GAIN = 0.8
 
 
 def _buckets(text) -> list[int]:
@@ -146,12 +157,14 @@ def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
     return df.physics_s + df[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
 
 
-def idle_wake_s(folder: Path, split: str = "fit") -> float:
+def idle_wake_s(folder: Path, split: str = "fit", only: set | None = None) -> float:
     """Median delay from the arrival of a request that finds its rank asleep (arriving between two
     iterations IDLE_GAP_S or more apart, or before the first, and admitted by the next) to its
     admission, over the `split` Poisson runs; 0 if none did."""
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
     runs = set(load.loc[(load.split == split) & (load.arrival == "poisson"), "run_id"])
+    if only is not None:
+        runs &= set(only)
     its = pd.read_csv(folder / "serve_iterations.csv")
     reqs = pd.read_csv(folder / "serve_requests.csv")
     delays = []
@@ -185,8 +198,9 @@ def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[i
             "graph_rows": rows}
 
 
-def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
-    """Feature rows of every busy iteration of the `split` runs in one records folder."""
+def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[pd.DataFrame, dict]:
+    """Feature rows of every busy iteration of the `split` runs in one records folder (`only`: of
+    these run ids alone)."""
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
     its = pd.read_csv(folder / "serve_iterations.csv")
     reqs = pd.read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
@@ -196,7 +210,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
     meta = {}
     before = sizes_run_before(load.to_dict("records"), its.assign(graph_batch=its.graph_batch.astype(int)).astype(str).to_dict("records"))
     for run in load.to_dict("records"):
-        if run["split"] != split:
+        if run["split"] != split or (only is not None and run["run_id"] not in only):
             continue
         sc = scenario_for(run, engine_costs=False)
         costs = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, kernel_launch_s=0.0))
@@ -355,19 +369,48 @@ def spread(df: pd.DataFrame, coef: dict) -> dict:
     return out
 
 
-def fit_folder(folder: Path) -> dict | None:
+def fit_folder(folder: Path, only: set | None = None) -> dict | None:
+    """The engine table of one records folder's fit runs (`only`: of these run ids alone)."""
     folder = Path(folder)
     if not (folder / "serve_iterations.csv").exists():
         return None
-    df, meta = design(folder, "fit")
+    df, meta = design(folder, "fit", only)
     if df.empty:
         return None
     size_bin = choose_size_bin(df, meta["ep"])
     df = mark_new_sizes(df, size_bin)
     coef = fit(df)
     coef["new_size_bin_tokens"] = size_bin
-    coef["wake_s"] = idle_wake_s(folder)
+    coef["wake_s"] = idle_wake_s(folder, "fit", only)
     return {**meta, **coef, "spread": spread(df, coef)}
+
+
+def sessions_differ(pooled: dict, per_session: dict[str, dict]) -> bool:
+    """Do the session tables fit their own runs clearly better than the pooled table fits them all?"""
+    if not per_session:
+        return False
+    n = sum(t["fit_iterations"] for t in per_session.values())
+    err = sum(t["fit_median_abs_rel_error"] * t["fit_iterations"] for t in per_session.values()) / n
+    return err < SESSION_GAIN * pooled["fit_median_abs_rel_error"]
+
+
+def fit_sessions(folder: Path) -> dict[str, dict]:
+    """Per engine process (calibration.serve_load_validation.sessions) with fit runs, in a folder
+    whose fit runs span several: that session's table (its fit runs alone), keyed by session."""
+    load = pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    sess = sessions(load)
+    by = {}
+    for run in load:
+        if run["split"] == "fit":
+            by.setdefault(sess[run["run_id"]], set()).add(run["run_id"])
+    if len(by) < 2 or "" in by:
+        return {}
+    out = {}
+    for label, runs in sorted(by.items()):
+        r = fit_folder(folder, runs)
+        if r is not None:
+            out[label] = r
+    return out
 
 
 def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
@@ -376,7 +419,7 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
              "# calibration/measurements/<folder>/serve_iterations.csv (held-out runs never seen).",
              "# Regenerate: python -m calibration.serve_engine_fit", ""]
     for name, r in results.items():
-        lines.append(f"[{name}]")
+        lines.append(f"[{_toml_key(name)}]")
         lines.append(f'source = "calibration/measurements/{r["folder"]}/serve_iterations.csv, fit runs: '
                      f'{", ".join(r["fit_runs"])}"')
         lines.append(f'gpu = "{r["gpu"]}"')
@@ -389,7 +432,7 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
         lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
         lines.append("")
         sp = r["spread"]
-        lines.append(f"[{name}.spread]")
+        lines.append(f"[{_toml_key(name)}.spread]")
         lines.append("# measured / predicted time of the fit iterations (the same runs) as quantiles at `probs`, by")
         lines.append("# kind and predicted duration: bin i holds predictions below edges_s[i], the last bin the rest;")
         lines.append(f"# a bin of fewer than {SPREAD_MIN_ITERATIONS} iterations (*_iterations) repeats its nearest")
@@ -403,6 +446,11 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
             lines.append("]")
         lines.append("")
     atomic.write_text(path, "\n".join(lines))
+
+
+def _toml_key(name: str) -> str:
+    """A table name as a TOML key: bare when it can be, else quoted (session tables carry '@')."""
+    return name if all(c.isalnum() or c in "-_" for c in name) else f'"{name}"'
 
 
 def _toml_list(xs) -> str:
@@ -422,9 +470,21 @@ def main() -> None:
         if r is None:
             continue
         r["folder"] = name
-        results[engine_key(r["gpu"], r["ep"], r["pin"])] = r
-        print(f"{name}: " + ", ".join(f"{k} {r[k]:.3g}" for k in (*TERMS, *EXTRA_TERMS))
-              + f"; {r['fit_iterations']} iterations, median |error| {r['fit_median_abs_rel_error']:.1%}")
+        key = engine_key(r["gpu"], r["ep"], r["pin"])
+        results[key] = r
+        tables = [(key, r)]
+        if r["ep"] > 1 and SESSION_TABLES:
+            per = fit_sessions(folder)
+            if sessions_differ(r, per):
+                for label, rs in per.items():
+                    rs["folder"] = name
+                    results[f"{key}@{label}"] = rs
+                    tables.append((f"{key}@{label}", rs))
+            elif per:
+                print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
+        for k, t in tables:
+            print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))
+                  + f"; {t['fit_iterations']} iterations, median |error| {t['fit_median_abs_rel_error']:.1%}")
     write_toml(results)
     print(f"wrote {OUT}")
 

@@ -59,7 +59,7 @@ def engine_name(run: dict) -> str:
     return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}{pin_suffix(run.get('pin'))}"
 
 
-def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
+def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
     buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
@@ -72,7 +72,7 @@ def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
     buckets = [int(b) for b in str(run.get("graph_batch_buckets") or "").split()]
     pages = [int(b) for b in str(run.get("graph_page_buckets") or "").split()]
     graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets) and ep == 1
-    name = engine_name(run) if engine_costs else ""
+    name = (engine or engine_name(run)) if engine_costs else ""
     if name and name not in serve_engines():
         name = ""
     raw = {
@@ -123,6 +123,33 @@ SESSION_GAP_S = 120.0   # runs of one records folder written this close together
 SESSION_SLACK_S = 15.0
 
 
+def _new_session(last_s: float | None, t_s: float, run: dict) -> bool:
+    return last_s is None or t_s - last_s > _session_gap_s(run)
+
+
+def sessions(runs: list[dict]) -> dict[str, str]:
+    """run_id -> its engine process (session): the first run's timestamp as YYYYmmddTHHMMSS (the
+    rule of sizes_run_before); '' for every run when some run has no timestamp."""
+    if not all(r.get("timestamp_utc") for r in runs):
+        return {r["run_id"]: "" for r in runs}
+    out, label, last = {}, "", None
+    for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
+        t = _utc_s(run["timestamp_utc"])
+        if _new_session(last, t, run):
+            label = run["timestamp_utc"].replace("-", "").replace(":", "").rstrip("Z")
+        out[run["run_id"]] = label
+        last = t
+    return out
+
+
+def session_engine_name(run: dict, session: str) -> str:
+    """The serve_engines.toml table of a run's engine fitted on its session's fit runs alone (see
+    calibration/serve_engine_fit.py SESSION_TABLES), when there is one: `<engine_name>@<session>`."""
+    name = engine_name(run)
+    key = f"{name}@{session}" if session else ""
+    return key if key in serve_engines() else name
+
+
 def _session_gap_s(run: dict) -> float:
     """Longest time from the previous run's timestamp to this one's within one engine process."""
     try:
@@ -157,7 +184,7 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
     out, seen, last = {}, set(), None
     for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
         t = _utc_s(run["timestamp_utc"])
-        if last is None or t - last > _session_gap_s(run):
+        if _new_session(last, t, run):
             seen = set()
         seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
@@ -166,11 +193,12 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
     return out
 
 
-def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=()) -> dict:
+def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=(), engine: str | None = None) -> dict:
     """The twin's figures for one recorded run, replaying its requests (the median over
     SPREAD_SEEDS replays when iteration times are drawn from the engine's spread), the engine
-    having run `run_batch_sizes` before (sizes_run_before)."""
-    sc = scenario_for(run, spread=spread)
+    having run `run_batch_sizes` before (sizes_run_before); `engine`: its engine table (default
+    engine_name(run))."""
+    sc = scenario_for(run, spread=spread, engine=engine)
     rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
     isl = [int(r["input_len"]) for r in rows]
     osl = [int(r["output_len"]) for r in rows]
@@ -197,10 +225,13 @@ def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
     reqs = _read(d / "serve_requests.csv")
     its_path = d / "serve_iterations.csv"
     before = sizes_run_before(runs, _read(its_path) if its_path.exists() else [])
+    sess = sessions(runs)
     out = []
     for run in runs:
-        # every rank's requests: with DP attention each EP rank admits its own, one instance in all
-        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]])
+        # every rank's requests: with DP attention each EP rank admits its own, one instance in all;
+        # the engine as fitted on the run's session when the folder holds several (EP)
+        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]],
+                           session_engine_name(run, sess[run["run_id"]]))
         row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
                "arrival": run["arrival"]}
         for k in FIGURES:
