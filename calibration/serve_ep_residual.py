@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
+from calibration.serve_engine_fit import design, mark_new_sizes, predicted_s
+from twin.core.specs import serve_engines
 from calibration.serve_load_validation import FIGURES, TARGETS, session_engine_name, sessions
 
 WINDOW_S = 0.25          # window of the phase analysis
@@ -30,8 +32,6 @@ SLOW_FACTOR = 1.25       # a window this much over the run's fastest decile of w
 
 def residual_by_kind(folder: Path) -> pd.DataFrame:
     """Per (split, run, kind): iterations, median measured and predicted seconds, median ratio."""
-    from calibration.serve_engine_fit import design, mark_new_sizes, predicted_s
-    from twin.core.specs import serve_engines
     folder = Path(folder)
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records")
     sess = sessions(load)

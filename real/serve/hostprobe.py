@@ -46,6 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.profiler import ProfilerActivity, profile
+
+import real.model as model_mod
 
 from real.bench.device import environment
 from real.bench.records import ENV_COLS, log
@@ -94,7 +97,6 @@ class DispatchClock:
     left it (the host's wait for the all-to-all sizes happens inside)."""
 
     def __init__(self):
-        import real.model as model_mod
         self.mod = model_mod
         self.inner = model_mod.dispatch
         self.marks: list[tuple[float, float]] = []
@@ -193,7 +195,6 @@ def run(args) -> int:
             stop = bool(box.item())
         if stop and prof is None and prof_from is None:
             prof_from = it
-            from torch.profiler import ProfilerActivity, profile
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if use_cuda else [])
             prof = profile(activities=acts)
             prof.__enter__()
