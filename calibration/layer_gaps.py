@@ -357,7 +357,11 @@ def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: di
     path = Path(root) / gpu / "host_dispatch.csv"
     if not path.is_file():
         return {}
-    hd = pd.read_csv(path)
+    return host_rates_of(pd.read_csv(path), gpu, radix, profile)
+
+
+def host_rates_of(hd: pd.DataFrame, gpu: str, radix: dict | None = None, profile=None) -> dict:
+    """measured_host_s on host_dispatch rows given as a frame (one round's, one run's)."""
     hd = hd.assign(net=net_kernels(hd) - (radix_kernels_of_rows(hd, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["net"] > 0) & (hd["host_s"] > 0)]
     if profile is not None and not hd.empty:

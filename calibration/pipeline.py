@@ -97,6 +97,8 @@ class StageOps:
     f: list
     b: list
     w: list
+    # GPU seconds per component (Eager.component_s) of each op list: {"F": {...}, "B": ..., "W": ...}
+    components: dict = dataclasses.field(default_factory=dict, compare=False)
 
     def of(self, kind: str) -> list:
         return {"F": self.f, "B": self.b, "W": self.w, "BW": self.b + self.w}[kind]
@@ -132,10 +134,11 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     accumulate_grads(b, spec, layers, first, last, ep, label, accumulate_frac, accumulate)
     f.use_eager_host("fwd")
     b.use_eager_host("bwd")
+    parts = {"F": dict(f.component_s), "B": dict(b.component_s), "W": dict(b.w_component_s)}
     if not host:
-        return StageOps(f.ops, b.ops, b.w_ops)
+        return StageOps(f.ops, b.ops, b.w_ops, parts)
     return StageOps(_with_host(f.ops, host.get("fwd")), _with_host(b.ops, host.get("bwd")),
-                    _with_host(b.w_ops, host.get("wgrad")))
+                    _with_host(b.w_ops, host.get("wgrad")), parts)
 
 
 def _with_host(ops: list, host_s: float | None) -> list:
@@ -154,16 +157,23 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     (real/pipeline/probe.py: each
     op's host issue interval): an op's host interval over the launches of its op list (the named
     ops and Profile.eager's missing kernels), the median over the fitting split's pipeline rows
-    (pp > 1), ops whose op list synchronises the host left out (an EP forward waits for the GPU
-    inside its dispatches: PP2 x EP2's forwards time the GPU; its B, W and BW time the host).
+    (pp > 1); an op whose op list synchronises the host (an EP forward waits for the GPU inside
+    each dispatch) holds the host at each synchronisation until the GPU catches up, so its rate is
+    the one at which the twin's issue model gives its interval, those waits included
+    (solved_host_rate_s; s9ep: PP2 x EP2's forwards, all synchronising, had no rate of their own
+    and took the one-GPU profile's, ~25 us a launch, where they solve to ~31 us on their host).
     Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one). Beyond the layer
     records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
     the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
-    gradients' closures and their own autograd.backward calls in W. None without the file."""
-    path = Path(folder) / "pipeline_host.csv"
-    if not path.is_file():
+    gradients' closures and their own autograd.backward calls in W. Where the bench's own
+    pipeline_ops.csv carries the host's issue marks of its timed steps (real/pipeline/bench.py since
+    s9ep), those are taken instead of the probe's: the host's speed drifts from minute to minute
+    (the committed 2xH100 probe's host-paced forwards ran 1.13-1.46x the bench's of a minute
+    before, its GPU-bound ops within 1%), so the rate is measured in the run it predicts, on its
+    fitting split. None without either file."""
+    h = host_marks(Path(folder))
+    if h is None:
         return None
-    h = pd.read_csv(path)
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
     # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
     # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
@@ -172,6 +182,7 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     # their intervals double: those directions keep the profile's)
     h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
     rates: dict[str, list[float]] = {}
+    gap = measured_device_gap_s(Path(folder))
     # between two compute ops of a rank the host posts the sends and receives and takes the marks
     for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
         g = g.sort_values("host_start_s")
@@ -190,18 +201,63 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
                             (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
         for r in g.itertuples():
             op_list = ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind)
-            # an op that synchronises the host inside (an EP forward's dispatches: split sizes to
-            # the host) holds the host until the GPU catches up: its interval times the GPU, not
-            # the issue, so it says nothing of the host's time per launch
-            if any(hs is None for hs, _ in op_list):
-                continue
-            launches = sum(1 for hs, _ in op_list if hs is not None)
-            if launches and r.host_end_s > r.host_start_s:
-                rates.setdefault(HOST_DIRECTION[r.kind], []).append((r.host_end_s - r.host_start_s) / launches)
-    gap = measured_device_gap_s(Path(folder))
+            rate = solved_host_rate_s(op_list, r.start_s - r.host_start_s, r.host_end_s - r.host_start_s, gap or 0.0)
+            if rate is not None:
+                rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
     if gap is not None:
         rates["device_gap"] = [gap]
     return {d: float(np.median(v)) for d, v in rates.items() if v} or None
+
+
+def bench_host_marks(folder: Path) -> bool:
+    """Whether a folder's host rates come from its bench's own timed steps (host_marks, s9ep on):
+    then the fitting split's configurations supplied a measured input to the prediction of the
+    same run, and only the held-out split's rows are held out (calibration.validate)."""
+    ops = Path(folder) / "pipeline_ops.csv"
+    if not ops.is_file():
+        return False
+    df = pd.read_csv(ops, usecols=lambda c: c in ("host_start_s", "host_end_s", "split"))
+    return {"host_start_s", "host_end_s", "split"} <= set(df.columns) and bool(df["host_start_s"].notna().any())
+
+
+def host_marks(folder: Path) -> pd.DataFrame | None:
+    """Per-op stream and host issue marks of a records folder: the bench's timed steps
+    (pipeline_ops.csv with host_start_s, host_end_s and split: s9ep on) where present, else the
+    s7pipe probe's (pipeline_host.csv); None without either."""
+    ops = Path(folder) / "pipeline_ops.csv"
+    if ops.is_file():
+        df = pd.read_csv(ops)
+        if {"host_start_s", "host_end_s", "split"} <= set(df.columns) and df["host_start_s"].notna().any():
+            return df[df["host_start_s"].notna()]
+    probe = Path(folder) / "pipeline_host.csv"
+    return pd.read_csv(probe) if probe.is_file() else None
+
+
+def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap_s: float = 0.0) -> float | None:
+    """The host seconds per launch at which the host, having begun issuing `op_list` `lead_s`
+    before the GPU could start it, ends issuing it `host_interval_s` later (`issue`: every launch
+    at that rate). Without a host synchronisation inside, that is the interval over the launches.
+    An op that synchronises the host inside (an EP forward: each dispatch's split sizes to the
+    host) holds the host at each synchronisation until the GPU has run what came before: its
+    interval is the issue plus those waits, so the rate is the one at which `issue` gives the
+    measured interval, waits included (bisection; the interval grows with the rate). None where no
+    rate gives it (an interval shorter than the waits alone) or the op launches nothing."""
+    launches = sum(1 for h, _ in op_list if h is not None)
+    if not launches or host_interval_s <= 0:
+        return None
+    if all(h is not None for h, _ in op_list):
+        return host_interval_s / launches
+
+    def interval(rate: float) -> float:
+        return issue(_with_host(op_list, rate), lead_s, gap_s)[1] + lead_s
+
+    lo, hi = 0.0, 2 * host_interval_s / launches     # at hi the launches alone fill the interval twice
+    if not interval(lo) < host_interval_s < interval(hi):
+        return None
+    for _ in range(32):                             # to ~1e-10 of the range
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if interval(mid) < host_interval_s else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def measured_device_gap_s(folder: Path) -> float | None:
@@ -477,7 +533,9 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
     step = max([result.makespan_s] + finish)
     after = step - result.makespan_s
+    kernels = {s: o.components for s, o in ops.items()}
     return result, step, {"stage_costs": {s: dataclasses.asdict(c) for s, c in costs.items()},
+                          "stage_kernel_s": kernels,
                           "p2p_s": p2p, "after_s": after, "rank_finish_s": finish, "schedule": name,
                           "reduce_s": [sum(x) for x in rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)],
                           "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
@@ -632,13 +690,16 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    kpath = Path(folder) / "pipeline_op_kernels.csv"
+    kernels = pd.read_csv(kpath) if kpath.is_file() else pd.DataFrame()
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
         result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
-        cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]),
+        kern = ops_of(row, kernels) if not kernels.empty else kernels
+        cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]), "measured_kernels": kern,
                       "idle_simulated_s": list(result.idle_s), "idle_measured_s": idle_meas,
                       "makespan_s": result.makespan_s, "op_spans": [list(s) for s in result.op_spans],
                       "measured_ops": meas_ops, "detail": detail})
@@ -674,3 +735,93 @@ def op_seconds(case: dict) -> list[dict]:
         out.append({"rank": int(rank), "kind": str(kind), "measured_s": float(per_rep.median()),
                     "twin_s": twin.get((int(rank) % pp, str(kind)))})
     return out
+
+
+def kernel_component(name: str) -> str:
+    """The component (Eager.component_s's names) of a profiled kernel, by its name."""
+    n = name.lower()
+    if "nccl" in n:
+        return "nccl"
+    if "groupproblemshape" in n or "grouped" in n:
+        return "grouped_gemm"
+    if "nvjet" in n or "gemm" in n or "cutlass" in n or "xmma" in n:
+        return "gemm"
+    if "sdpa" in n or "flash" in n or "fmha" in n:
+        return "attention"
+    return "memory"       # elementwise, copies, gathers, sorts, memsets: the twin's memory + launch
+
+
+COMPONENTS = ("gemm", "grouped_gemm", "attention", "nccl", "memory")
+
+
+def op_components(case: dict) -> list[dict]:
+    """Where a pipeline case's residual sits (issue 13's closing note), per measured GPU and op
+    kind: the seconds of the kind's ops in a step (op_seconds, measured and twin) split into GPU
+    kernels per component (gemm, grouped_gemm, attention, nccl, memory: elementwise, copies,
+    gathers, sorts, memsets and the twin's launch-bound kernels) and the rest, the op's time the GPU
+    spends outside kernels (launch gaps, stretches paced by the host's dispatch, waits at host
+    synchronisations): the op's seconds less its kernels. Measured kernels: the profiled step's,
+    attributed to the ops during whose host interval they were launched (pipeline_op_kernels.csv:
+    the s7pipe probe's one profiled step of a configuration of at most 4 micro-batches, a run apart
+    from the timed bench; NCCL kernels include waiting for the peer rank); twin: the GPU seconds of
+    its op lists (Eager.component_s). Rows: (rank, kind, component, measured_s, twin_s); a kind
+    without profiled kernels has only its "op" row (the op's seconds)."""
+    row, detail = case["row"], case["detail"]
+    pp, n = int(row["pp"]), int(row["num_microbatches"])
+    schedule = build_schedule(detail["schedule"], pp, n)
+    stage_k = detail.get("stage_kernel_s", {})
+    twin_k: dict = {}
+    for rank, program in enumerate(schedule.programs):
+        for op in program:
+            if op.kind == "FB":
+                parts = [("F", op.chunk), ("B", op.b_chunk)] + ([] if op.b_split else [("W", op.b_chunk)])
+            elif op.kind == "BW":
+                parts = [("B", op.chunk), ("W", op.chunk)]
+            else:
+                parts = [(op.kind, op.chunk)]
+            sums = twin_k.setdefault((rank, op.kind), {})
+            for kind, chunk in parts:
+                for comp, v in stage_k.get(schedule.stage_of(rank, chunk), {}).get(kind, {}).items():
+                    comp = "memory" if comp in ("launch", "fixed") else comp
+                    sums[comp] = sums.get(comp, 0.0) + v
+    kern = case.get("measured_kernels")
+    meas_k: dict = {}
+    if kern is not None and len(kern):
+        kern = kern.assign(component=kern["kernel"].astype(str).map(kernel_component))
+        for (rank, kind, comp), g in kern.groupby(["rank", "kind", "component"]):
+            meas_k.setdefault((int(rank), str(kind)), {})[str(comp)] = float(g["time_s"].sum())
+    out = []
+    for o in op_seconds(case):
+        if o["kind"] not in COMPUTE_KINDS:
+            continue
+        key = (o["rank"], o["kind"])
+        out.append({"rank": o["rank"], "kind": o["kind"], "component": "op", "measured_s": o["measured_s"],
+                    "twin_s": o["twin_s"]})
+        mk, tk = meas_k.get(key), twin_k.get((o["rank"] % pp, o["kind"]))
+        if mk is None:
+            continue
+        for comp in COMPONENTS:
+            out.append({"rank": o["rank"], "kind": o["kind"], "component": comp, "measured_s": mk.get(comp, 0.0),
+                        "twin_s": (tk or {}).get(comp, 0.0)})
+        twin_rest = o["twin_s"] - sum((tk or {}).values()) if o["twin_s"] is not None else None
+        out.append({"rank": o["rank"], "kind": o["kind"], "component": "rest", "twin_s": twin_rest,
+                    "measured_s": o["measured_s"] - sum(mk.values())})
+    return out
+
+
+def format_components(rows: list[dict]) -> str:
+    """op_components as a table: one line per GPU and op kind, ms measured / twin per component."""
+    cols = ("op",) + COMPONENTS + ("rest",)
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["rank"], r["kind"]), {})[r["component"]] = (r["measured_s"], r["twin_s"])
+
+    def cell(v):
+        if v is None:
+            return f"{'-':>13}"
+        m, t = (f"{x * 1e3:.1f}" if x is not None else "-" for x in v)
+        return f"{m + '/' + t:>13}"
+    lines = [f"{'GPU':>3} {'kind':4} " + " ".join(f"{c:>13}" for c in cols) + "   (ms in a step, measured/twin)"]
+    for (rank, kind), v in sorted(by.items()):
+        lines.append(f"{rank:>3} {kind:4} " + " ".join(cell(v.get(c)) for c in cols))
+    return "\n".join(lines)

@@ -207,6 +207,14 @@ class NoGradHost(tuple):
     host_dispatch records: a layer forward under torch.no_grad)."""
 
 
+def component_of(host_class: str) -> str:
+    """The component an eager op's GPU time counts under (Eager.component_s), by its host class."""
+    for prefix, name in (("grouped_gemm", "grouped_gemm"), ("gemm", "gemm"), ("attn", "attention")):
+        if host_class.startswith(prefix):
+            return name
+    return "memory"
+
+
 class Eager:
     """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
     cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
@@ -217,12 +225,23 @@ class Eager:
         # ops issued inside weight_grad() go to w_ops instead (otherwise they stay in issue order)
         self.split_weight_grads, self.w_ops, self._in_wgrad = split_weight_grads, [], False
         self._in_function = False   # inside an autograd.Function (NoGradHost)
+        # GPU seconds per component (component_of: gemm, grouped_gemm, attention, nccl, memory,
+        # launch) of the ops and of the w_ops: where a composed op's kernel time goes
+        # (calibration.pipeline.op_components sets it beside the profiled kernels)
+        self.component_s: dict[str, float] = {}
+        self.w_component_s: dict[str, float] = {}
         self.transposed_bytes = 0.0   # bytes named by transpose() (calibration.layer_gaps.measured_transpose_eff)
 
-    def add(self, host_class: str, gpu_s: float) -> None:
+    def add(self, host_class: str, gpu_s: float, component: str | None = None) -> None:
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
         op = (self.profile.host(host_class), gpu_s)
         target.append(NoGradHost(op) if self._in_function else op)
+        self._count(component or component_of(host_class), gpu_s)
+
+    def _count(self, component: str, gpu_s: float, w: bool | None = None) -> None:
+        w = (self._in_wgrad and self.split_weight_grads) if w is None else w
+        sums = self.w_component_s if w else self.component_s
+        sums[component] = sums.get(component, 0.0) + float(gpu_s)
 
     @contextlib.contextmanager
     def autograd_function(self):
@@ -237,6 +256,7 @@ class Eager:
         """An op with its own measured host time (FixedHost)."""
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
         target.append(FixedHost((float(host_s), gpu_s)))
+        self._count("fixed", gpu_s)
 
     @contextlib.contextmanager
     def weight_grad(self):
@@ -313,6 +333,7 @@ class Eager:
             out.append(op)
         out += missing[k:]
         self.ops = out
+        self._count("launch", n * self.profile.launch_s, w=False)
 
     def use_eager_host(self, direction: str) -> float | None:
         """Where the profile holds a measured host dispatch time per launched kernel of eager
@@ -342,11 +363,14 @@ class Eager:
     def extend(self, other: "Eager") -> None:
         self.ops += other.ops
         self.w_ops += other.w_ops
+        for mine, theirs in ((self.component_s, other.component_s), (self.w_component_s, other.w_component_s)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0.0) + v
 
     def small(self, n: int) -> None:
         """n tiny ops (index bookkeeping, views that launch a kernel): launch-bound."""
         for _ in range(n):
-            self.add("op", self.profile.launch_s)
+            self.add("op", self.profile.launch_s, "launch")
 
     def gemm(self, m: int, n: int, k: int, label: str) -> None:
         prof = profile_for_label(self.profile, label)

@@ -43,7 +43,8 @@ METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
 FLOP_BASES = ("megatron", "twin")
 # plan fields that change nothing at these values: a checkout without the field runs the row without it
 NEUTRAL = {"cp": 1, "virtual_stages": 1, "sequence_parallel": False, "tp_comm_overlap": False, "kernels": "fused",
-           "kv_repeat": False, "optimizer_kernel": "fused", "loss_kernel": "as_kernels"}
+           "kv_repeat": False, "optimizer_kernel": "fused", "loss_kernel": "as_kernels", "grad_reduce_dtype": "bf16",
+           "overlap_grad_reduce": False}
 NEUTRAL_WITH = {"cp_kind": ("cp", 1)}   # meaningless while cp = 1
 
 

@@ -15,7 +15,10 @@ several GPUs of one host live in calibration/measurements/<gpu>x<N>/ (e.g. h200x
 pipeline_step.csv, pipeline_ops.csv, parallel_blocks.csv); they are predicted with <gpu>'s profile
 and reported under `multi_gpu`, every case held out (nothing there is fitted) except the
 parallel_blocks rows of the campaign's `fit` split (kinds tp_block and cp_block,
-calibration.parallel_blocks; num_gpus tp x cp, 1 for the one-GPU reference rows); a folder's NCCL
+calibration.parallel_blocks; num_gpus tp x cp, 1 for the one-GPU reference rows) and, where a
+folder's pipeline host rates come from its bench's own timed steps (pipeline_ops.csv with the
+host's issue marks: calibration.pipeline.bench_host_marks), the pipeline rows of the fitting
+split (the configurations those rates were measured on); a folder's NCCL
 sweep (nccl.csv) is reported under `nccl`: each op's alpha-beta fit on the fitting sizes and its
 error on the held-out ones (calibration.nccl.sweep_summary). The per-GPU targets (`failures`) judge
 the single-GPU folders as before; the issue-13 targets per kind are asserted in
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import host_probe
 from calibration import nccl
 from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
@@ -137,10 +141,15 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
         r = c["row"]
         ranks = int(r.get("tp", 1) or 1) * int(r.get("cp", 1) or 1)
         cases.append(_case(c["name"], gpu, str(r["bench"]), c["measured_s"], c["predicted_s"], c["held_out"], ranks))
+    # a pipeline folder whose host rates come from its bench's own timed steps (s9ep on): the
+    # fitting split's configurations gave the prediction an input, so only the held-out split is
+    # held out; a folder whose rates come from the probe (another run) keeps every row held out
+    same_run = pipe.bench_host_marks(Path(folder))
     for c in pipe.predict_folder(Path(folder), gpu, profile):
         r = c["row"]
         name = _pipeline_name(r)
-        cases.append(_case(name, gpu, str(r.get("bench", "pipeline_step")), c["measured_s"], c["predicted_s"], True,
+        held = str(r.get("split", "holdout")) != "fit" if same_run else True
+        cases.append(_case(name, gpu, str(r.get("bench", "pipeline_step")), c["measured_s"], c["predicted_s"], held,
                            int(r.get("num_gpus", num_gpus))))
         ops = c["measured_ops"]
         first_rep = ops[ops["rep"] == ops["rep"].min()] if len(ops) else ops
@@ -159,7 +168,7 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
             "measured_ops": [[int(o["rank"]), str(o["kind"]), int(o["microbatch"]) if not pd.isna(o["microbatch"]) else -1,
                               int(o["chunk"]) if not pd.isna(o["chunk"]) else 0, float(o["start_s"]), float(o["end_s"])]
                              for _, o in first_rep.iterrows()],
-            "op_seconds": pipe.op_seconds(c), "detail": c["detail"]})
+            "op_seconds": pipe.op_seconds(c), "components": pipe.op_components(c), "detail": c["detail"]})
     return cases, pipelines
 
 
@@ -208,6 +217,11 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         prof, source = load_fitted_profile(gpu, df, profiles_dir)
         frames[gpu], profiles[gpu] = df, prof
         cases, skipped = predict_cases(df, gpu, prof)
+        paired = host_probe.committed_paired(root, gpu, prof)
+        if paired is not None:
+            out.setdefault("host_probe", {})[gpu] = {"tracking": paired["tracking"], "adopted": paired["adopted"]}
+            if paired["adopted"]:   # each MLA layer record beside its own host probes (calibration.host_probe)
+                cases = [c for c in cases if c["kind"] != "mla_layer"] + paired["cases"]
         # the per-GPU total is the kernels and layers, as before whole steps were predicted; the
         # whole steps are summarised per kind (by_kind) and judged by their own targets
         s = summarize([c for c in cases if c["kind"] not in WHOLE_STEP_KINDS])

@@ -469,9 +469,9 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
     measured = (e.profile.collectives or {}).get("all_to_all")
     if measured and world > 1:
         buffer = sent_bytes * world / (world - 1)
-        e.add("op", comm.collective_time_s("all_to_all", buffer, world, gpu, True, e.profile.collectives))
+        e.add("op", comm.collective_time_s("all_to_all", buffer, world, gpu, True, e.profile.collectives), "nccl")
     else:
-        e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True))
+        e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True), "nccl")
 
 
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:

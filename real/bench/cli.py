@@ -23,6 +23,7 @@ from real.bench.host_dispatch import bench_host_dispatch
 from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped
 from real.bench.kernels import bench_kernels
 from real.bench.mla_host import bench_mla_host
+from real.bench.mla_paired import bench_mla_paired
 from real.bench.memory import bench_memory, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
@@ -53,6 +54,7 @@ _FUNCTIONS = {
     "tp_grouped": bench_tp_grouped,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
     "mla_host": bench_mla_host,
+    "mla_paired": bench_mla_paired,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

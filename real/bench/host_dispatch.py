@@ -64,8 +64,9 @@ def _sync(dev):
         torch.cuda.synchronize(dev)
 
 
-def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -> dict:
-    """Host seconds, event seconds, kernels, kernel seconds and aten ops of fn(setup())."""
+def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, profiled: bool = True) -> dict:
+    """Host seconds, event seconds, kernels, kernel seconds and aten ops of fn(setup()); with
+    profiled False no profiler run (kernels 0, kernel_s NaN): a quick probe whose kernels are known."""
     for _ in range(warmup):
         fn(setup())
     host, wall = [], []
@@ -86,7 +87,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP) -
             wall.append(t1 - t0)
         host.append(t1 - t0)
     kernels, kernel_s, per_kernel = 0.0, float("nan"), {}
-    if dev.type == "cuda":
+    if dev.type == "cuda" and profiled:
         ev = []
         for _ in range(KERNEL_REPS):   # the profiler around the phase alone, not its setup
             state = setup()

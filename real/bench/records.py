@@ -58,6 +58,11 @@ SHAPE_COLS = {
     # real/bench/mla_host.py probes: host seconds per kernel of a chain of n_ops small ops by dispatch class
     "host_class": ["bench", "op", "n_ops", "phase", "dim", "split", "profiled", "host_s", "kernels", "kernel_s",
                    "aten_ops", "aten_views"],
+    # real/bench/mla_paired.py (s9mla): probes, the fitting MLA host rows and the MLA layer records
+    # of one process, each with its round and the probe block (`pair`) taken right before it
+    "mla_paired": ["bench", "round", "pair", "op", "n_ops", "phase", "config", "model", "batch", "seq_len",
+                   "num_heads", "qk_head_dim", "v_head_dim", "causal", "precision", "split", "profiled",
+                   "host_s", "kernels", "kernel_s", "aten_ops", "aten_views"],
     "wgrad_accum": ["bench", "op", "shape_tag", "num_experts", "n", "k", "elements", "bytes_moved", "precision"],
     "expert_load": ["bench", "model", "step", "layer", "bias_update_rate", "num_experts",
                     "max_over_mean", "tokens_per_expert"],
@@ -98,9 +103,12 @@ SHAPE_COLS = {
 PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
                       "micro_batch_seqs", "seq_len", "precision", "num_layers", "time_s", "time_p10_s",
                       "time_p90_s", "reps", "tokens_per_s", "loss", "split", *ENV_COLS, "nccl_version"]
+# host_start_s / host_end_s (s9ep): when the rank's host began and finished issuing the op, on the
+# step's shared axis (real/pipeline/engine.py OpRecord), so the host's dispatch rate is measured in
+# the very steps that are timed; split: the configuration's (fit | holdout), as its pipeline_step row
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
-                     "end_s", "gpu_name", "timestamp_utc"]
+                     "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]
 # real/pipeline/probe.py (s7pipe): each op's stream marks beside the host's issue marks, and the
 # kernels each op launched (one profiled step)
 _PROBE_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision",

@@ -285,6 +285,8 @@ def main(argv=None) -> int:
                                      nccl_version=env["nccl_version"])])
                 ops_csv.rows([dict(**common, rep=k, rank=t.rank, op_index=o.op_index, kind=o.kind,
                                    microbatch=o.microbatch, chunk=o.chunk, start_s=o.start_s, end_s=o.end_s,
+                                   host_start_s=o.host_start_s, host_end_s=o.host_end_s,
+                                   split="holdout" if is_holdout else "fit",
                                    gpu_name=env["gpu_name"], timestamp_utc=stamp)
                               for k, step in enumerate(steps) for t in step for o in t.ops])
                 trace_key = name if pp > 1 else f"ep{ep}"

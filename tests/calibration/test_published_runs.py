@@ -83,18 +83,21 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # torch's foreach AdamW, torch.compile per block (plan.kernels 'fused_blocks'), Megatron's unfused
 # loss (plan.loss_kernel), and from a measured dense block (dense_block.csv) FA2's speed against
 # cuDNN and torch eager's elementwise bandwidth; the H100 collectives measured on 2xH100 (s8nccl);
-# PyTorch CP's merge kernels at their measured rate (s8cp). Median 12.0% -> 7.6%. Still unexplained:
-# +16%..+27% on torchtitan's Float8 rows past 8B FSDP (AsyncTP's gain, 405B 3D), CP at 128K-256K
-# growing with the CP degree, +11% on Megatron's 119B row (70B and 177B +9%); see
-# calibration/published_runs/README.md.
+# PyTorch CP's merge kernels at their measured rate (s8cp). Median 12.0% -> 7.6%. Then (s9cp) Llama 3's
+# all-gather CP as its calls (each query chunk over the keys before it), its 8K rows without
+# activation checkpointing as the paper says, and the FP32 gradient reduce-scatter that Megatron and
+# Llama 3 run, overlapped with the last backward (plan.grad_reduce_dtype, plan.overlap_grad_reduce):
+# Megatron's 119B +10.7% -> +8.8%, Llama 3 128K CP16 -15.0% -> -10.6%; median 7.6% -> 6.9%. Still
+# unexplained: +16%..+27% on torchtitan's Float8 rows past 8B FSDP (AsyncTP's gain, 405B 3D, the
+# 405B 4D baseline), torchtitan's CP at 128K-256K (the published step per attention pair jumps from
+# CP2 to CP4 at the same call shapes); see calibration/published_runs/README.md.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.228, "tt-8b-cp8-256k": 0.271, "tt-70b-fsdp32-tp8-async": 0.193,
     "tt-405b-3d-1f1b": 0.253, "tt-405b-3d-interleaved": 0.273, "tt-405b-4d-cp1-32k": 0.159,
     "tt-405b-4d-cp2-64k": 0.223, "tt-405b-4d-cp4-128k": 0.173, "tt-405b-4d-cp8-256k": 0.244,
-    "mlm-gpt-119b": 0.107,
-    "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": -0.150,
+    "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": -0.106,
 }
-MEDIAN_NOT_MET = 0.076
+MEDIAN_NOT_MET = 0.069
 
 
 def _row_params():

@@ -178,6 +178,10 @@ def test_bench_writes_step_rows_op_timelines_and_traces(tmp_path):
     assert {o["kind"] for o in zb} == {"F", "B", "W", "send", "recv"}
     assert {o["kind"] for o in ops if o["schedule"] == "dualpipev"} >= {"F", "B", "W", "BW", "FB"}
     assert {o["kind"] for o in ops if o["pp"] == "1"} == {"F", "BW", "allreduce"}
+    # the host's issue marks of every timed op (s9ep: the dispatch rate in the steps that are timed)
+    # and the configuration's split, as its step row
+    assert all(0 <= float(o["host_start_s"]) <= float(o["host_end_s"]) for o in ops)
+    assert {o["split"] for o in ops} == {"holdout"}
     # one shared axis per step: the step's time is its latest op end, over both ranks
     for r in steps[:2]:
         ends = [float(o["end_s"]) for o in ops if o["schedule"] == r["schedule"]]
@@ -201,3 +205,37 @@ def test_layouts_parse_and_refuse_what_they_are_not():
     for bad in ("", "pp", "dp2", "pp2x", "ep2pp2"):
         with pytest.raises(SystemExit, match="not a layout"):
             parse_layout(bad)
+
+
+def test_s9ep_campaign_script_cpu_dry_run(tmp_path):
+    """real/campaigns/s9ep.sh's 2-GPU part (EP2, PP2, EP2 again) on two gloo ranks, tiny model,
+    one schedule and count each: every step row and every op row with its split, every op row
+    with the host's issue marks, each part's rows kept in its folder."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    tiny = ("--tiny --schedules zb1p --microbatches 4 --ep-microbatches 2 --holdout 4 --ep-holdout 2 "
+            "--trace-microbatches 4 --warmup 1 --reps-min 2 --reps-max 2")
+    env = {**os.environ, "PY": sys.executable, "S9EP_ARGS": tiny, "S9EP_NPROC": "2",
+           "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    subprocess.run(["bash", str(repo / "real/campaigns/s9ep.sh"), str(tmp_path)], cwd=repo, env=env,
+                   check=True, capture_output=True, timeout=400)
+    d = tmp_path / "s9ep"
+    log = (d / "s9ep.log").read_text()
+    for part in ("ep2", "pp2", "ep2r2"):
+        assert f"s9ep part {part} rc=0" in log, log[-2000:]
+
+    def rows(path):
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    steps = rows(d / "x2" / "pipeline_step.csv")
+    assert [(r["bench"], r["split"]) for r in steps] == [("ep_step", "holdout"), ("pipeline_step", "holdout")]
+    ops = rows(d / "x2" / "pipeline_ops.csv")
+    assert {o["split"] for o in ops} == {"holdout"} and {o["pp"] for o in ops} == {"1", "2"}
+    assert all(float(o["host_start_s"]) <= float(o["host_end_s"]) for o in ops)
+    assert [r["bench"] for r in rows(d / "x2_round2" / "pipeline_step.csv")] == ["ep_step"]

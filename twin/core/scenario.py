@@ -158,6 +158,12 @@ class Scenario:
             raise ScenarioError("plan.tp_comm_overlap", True, "false when plan.tp = 1 (no tensor-parallel communication to overlap)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
+        if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":
+            raise ScenarioError("plan.grad_reduce_dtype", p.grad_reduce_dtype, "'bf16' (the default) when plan.zero_stage = 3 "
+                                "(FSDP reduce-scatters each block's gradients in FP32 inside the pipeline)", source)
+        if p.zero_stage == 3 and p.overlap_grad_reduce:
+            raise ScenarioError("plan.overlap_grad_reduce", True, "false when plan.zero_stage = 3 (FSDP reduce-scatters each "
+                                "block's gradients inside the pipeline, no reduce-scatter follows it)", source)
         if p.fp8_recipe != "blockwise" and p.gemm_precision != "fp8":
             raise ScenarioError("plan.fp8_recipe", p.fp8_recipe, f"'blockwise' (the default) when plan.gemm_precision = "
                                 f"{p.gemm_precision!r} (no FP8 GEMMs to scale)", source)

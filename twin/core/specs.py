@@ -44,6 +44,7 @@ CP_KINDS = ("ring", "allgather", "torch_allgather")
 KERNEL_STACKS = ("fused", "eager", "fused_blocks")   # twin.costs.flops.eager_ops
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
 OPTIMIZER_KERNELS = ("fused", "foreach")   # twin.training.step.optimizer_bytes_per_param
+GRAD_REDUCE_DTYPES = ("bf16", "fp32")   # twin.training.step.GRAD_REDUCE_BYTES
 LOSS_KERNELS = ("as_kernels", "megatron_unfused")   # twin.costs.flops.megatron_loss_ops
 FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
@@ -263,6 +264,8 @@ class ParallelPlan:
     optimizer_kernel: str = spec_field("fused", choices=OPTIMIZER_KERNELS, doc="How Adam's update runs: 'fused' (one kernel reading the gradient, master weight and moments and writing them back with the BF16 weights: Apex FusedAdam in Megatron, DeepSeek's); 'foreach' (torch.optim.AdamW's multi-tensor implementation, torchtitan's default: eight passes over the FP32 state, 84 bytes per parameter; twin.training.step.FOREACH_ADAMW_BYTES_PER_PARAM)")
     optimizer_bytes_per_param: float = spec_field(12.0, unit="bytes", gt=0, le=MAX_BYTES_PER_PARAM, doc="Optimizer state per parameter before ZeRO sharding: FP32 master + two FP32 Adam moments = 12 (V3 keeps BF16 moments: 8)")
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
+    grad_reduce_dtype: str = spec_field("bf16", choices=GRAD_REDUCE_DTYPES, doc="Precision of the data-parallel gradient reduce-scatter after the pipeline (ZeRO 0-2): 'bf16' (an assumption: the V3 report does not say how gradients are sent); 'fp32' (Megatron-LM reduces BF16 training's gradients in FP32: arguments.py sets accumulate_allreduce_grads_in_fp32 for bf16; Llama 3 section 3.3.2: 'reduce-scatter gradients in FP32 across data parallel workers')")
+    overlap_grad_reduce: bool = spec_field(False, doc="The data-parallel gradient reduce-scatter (ZeRO 0-2) runs bucket by bucket beside each rank's last backward, as its gradients become final (Megatron-LM --overlap-grad-reduce; Llama 3's FSDP reduces gradients asynchronously): only the part longer than that backward is exposed. False: it starts after the rank's last computation")
 
     @property
     def held_comm_sms(self) -> int:

@@ -1,6 +1,8 @@
-"""PyTorch's experimental context parallelism as torchtitan runs it (plan.cp_kind 'torch_allgather'):
-pure costs of one attention pass on one context-parallel rank, used by the training step
-(twin/training/step.py) and by the calibration of the measured CP blocks (calibration/torch_cp.py).
+"""Context parallelism's pure costs on one rank, used by the training step (twin/training/step.py):
+the attention calls of Llama 3's all-gather CP (plan.cp_kind 'allgather', allgather_attention_calls)
+and PyTorch's experimental context parallelism as torchtitan runs it (plan.cp_kind
+'torch_allgather'): the costs of one attention pass on one rank, used also by the calibration of
+the measured CP blocks (calibration/torch_cp.py).
 
 torch/distributed/tensor/experimental/_attention.py, _templated_ring_attention and its backward,
 rotate method 'allgather', load-balanced causal sharding (torchtitan utils.create_context_parallel_ctx
@@ -21,7 +23,10 @@ and the K/V concatenated (4).
 
 from __future__ import annotations
 
+import dataclasses
+
 from twin.costs import compute
+from twin.costs.flops import Op
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec
 
@@ -62,3 +67,21 @@ def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, b
     if backward:
         exposed += (cp - 1) * max(0.0, pass_s - call_s) + pass_s
     return exposed
+
+
+def allgather_attention_calls(core: Op, cp: int) -> list[Op]:
+    """The attention calls of one rank under Llama 3's all-gather context parallelism (plan.cp_kind
+    'allgather'; Llama 3 paper, arXiv 2407.21783 section 3.3.2, "Context parallelism for long
+    sequences"): the sequence is cut into 2 cp chunks of c positions, rank i holds chunks i and
+    2cp-1-i, all-gathers K and V, and attends each of its query chunks to every key before it.
+    Chunk j (0-based) is a call of c queries over (j+1)c keys, causal at its end
+    (Op.kv_len; flops.attention_pairs). Every rank has the same pairs (c x 2cp c in all), but not
+    the same key lengths: under the twin's attention curve, e_max / (1 + s_half / L), a rank's time
+    is its pairs over e_max plus s_half x pairs / L summed over its calls, largest for the rank
+    whose two key lengths are the most alike, rank cp-1 (chunks cp-1 and cp: keys cp c and
+    (cp+1) c). That rank sets the pace (the ranks meet at every layer's all-gather), so its calls
+    are returned. `core` is the self-attention core of one rank's seq_len / cp positions (two
+    chunks), as attention_ops builds it."""
+    c = core.seq_len // 2
+    return [dataclasses.replace(core, seq_len=c, kv_len=cp * c, causal=True),
+            dataclasses.replace(core, seq_len=c, kv_len=(cp + 1) * c, causal=True)]

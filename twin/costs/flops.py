@@ -40,16 +40,27 @@ def gemm_bytes(m: int, n: int, k: int, in_bytes: float, out_bytes: float = BF16_
     return (m * k + k * n) * in_bytes + m * n * out_bytes
 
 
-def attention_flops(batch: int, seq_len: int, heads: int, qk_dim: int, v_dim: int, causal: bool) -> float:
-    """Forward FLOPs of the attention core (scores and weighted values) for self-attention."""
-    pairs = seq_len * seq_len * (0.5 if causal else 1.0)
-    return 2.0 * batch * heads * pairs * (qk_dim + v_dim)
+def attention_pairs(seq_len: int, causal: bool, kv_len: int = 0) -> float:
+    """(query, key) pairs one sequence's attention scores: `seq_len` queries over `kv_len` keys
+    (0: self-attention, kv_len = seq_len). Causal with kv_len > seq_len: the queries are the last
+    seq_len of the kv_len positions (the mask aligned to the bottom right), so each sees every
+    earlier key: seq_len x kv_len - seq_len^2 / 2 (a causal square at kv_len = seq_len)."""
+    kv = kv_len or seq_len
+    return seq_len * kv - (0.5 * seq_len * seq_len if causal else 0.0)
 
 
-def attention_bwd_flops(batch: int, seq_len: int, heads: int, qk_dim: int, v_dim: int, causal: bool) -> float:
+def attention_flops(batch: int, seq_len: int, heads: int, qk_dim: int, v_dim: int, causal: bool,
+                    kv_len: int = 0) -> float:
+    """Forward FLOPs of the attention core (scores and weighted values): seq_len queries over
+    kv_len keys (0: self-attention)."""
+    return 2.0 * batch * heads * attention_pairs(seq_len, causal, kv_len) * (qk_dim + v_dim)
+
+
+def attention_bwd_flops(batch: int, seq_len: int, heads: int, qk_dim: int, v_dim: int, causal: bool,
+                        kv_len: int = 0) -> float:
     """Backward of the attention core as flash-attention runs it: the two forward products are
     recomputed-or-reused and four more are added (dQ, dK, dV, dP) -> 2.5x forward."""
-    return 2.5 * attention_flops(batch, seq_len, heads, qk_dim, v_dim, causal)
+    return 2.5 * attention_flops(batch, seq_len, heads, qk_dim, v_dim, causal, kv_len)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +206,7 @@ class Op:
     qk_dim: int = 0
     v_dim: int = 0
     causal: bool = True
+    kv_len: int = 0       # keys each attention sequence attends; 0 = seq_len (self-attention)
     fp8_input: bool = False
     recompute: bool = False
     precision: str | None = None
@@ -210,7 +222,8 @@ class Op:
         if self.kind == OpKind.GROUPED_GEMM:
             return self.groups * gemm_flops(self.m, self.n, self.k)
         if self.kind == OpKind.ATTENTION:
-            return attention_flops(self.batch, self.seq_len, self.heads, self.qk_dim, self.v_dim, self.causal)
+            return attention_flops(self.batch, self.seq_len, self.heads, self.qk_dim, self.v_dim, self.causal,
+                                   self.kv_len)
         return 0.0
 
 

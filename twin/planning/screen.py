@@ -41,7 +41,7 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import (StepCosts, dp_tail_s, live_frontier, local_tokens, rank_memory, routing_loads,
+from twin.training.step import (StepCosts, dp_tail_s, exposed_reduce_scatter_s, live_frontier, local_tokens, rank_memory, routing_loads,
                                  stage_layers)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -384,7 +384,10 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     p2p_s = comm.p2p_time_s(tokens * sc.model.hidden_size * BF16_BYTES / p.tp, gpu, pp_same_node)
     makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
     tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
-    step = makespan + max(t[0] for t in tails) + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
+    # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
+    # plan.overlap_grad_reduce hides behind it
+    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), b_s / v if SCHEDULES[p.schedule].virtual else b_s)
+    step = makespan + rs_s + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
     if need > gpu.hbm_bytes:
         return Estimate(False, step, need, worst_mem,
                         f"out of memory on pipeline rank {worst}: needs {need / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")

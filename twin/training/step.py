@@ -20,7 +20,8 @@ Beyond DeepSeek's layout, on the communication stream, by name:
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
   attention of the chunk in hand, exposed by the part longer than it; in the backward
   `cp_ring_dkv_home`, the last hop of the key/value gradients to their owner, exposed) or `cp_all_gather_kv` /
-  `cp_reduce_scatter_kv` (all-gather variant, exposed), or `cp_torch_kv` (PyTorch's experimental
+  `cp_reduce_scatter_kv` (Llama 3's all-gather variant, exposed; the rank's two query chunks
+  attend the gathered keys before them: context_parallel.allgather_attention_calls), or `cp_torch_kv` (PyTorch's experimental
   context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
   compute stream; twin.costs.context_parallel).
@@ -113,7 +114,12 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     tokens = local_tokens(sc)
     seq_local = w.seq_len // p.cp
     ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal, kv_repeat=p.kv_repeat)
-    if p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs
+    if p.cp > 1 and p.cp_kind == "allgather":   # each query chunk over the gathered keys before it
+        ops = [call for op in ops
+               for call in (context_parallel.allgather_attention_calls(op, p.cp) if op.kind == OpKind.ATTENTION else [op])]
+    elif p.cp > 1:   # each CP rank attends its 1/cp of the queries to every key: 1/cp of the core's FLOPs,
+        # as cp causal calls of its seq_len / cp positions (ring and PyTorch's CP: the diagonal causal call
+        # and non-causal calls of half the keys or half the queries, the same pairs at that length)
         ops = [dataclasses.replace(op, batch=op.batch * p.cp) if op.kind == OpKind.ATTENTION else op for op in ops]
     dense = layer < m.num_dense_layers or not m.is_moe
     if dense:
@@ -760,15 +766,16 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
 
 def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, link_bw_scale: float) -> tuple[float, float, float]:
     """(reduce-scatter, optimizer, all-gather) seconds after a rank's last backward. Gradients
-    travel over the scale-out network (data-parallel peers are on other nodes) in BF16 - an
-    assumption: the V3 report says gradients are accumulated in FP32 but not how they are sent.
+    travel over the scale-out network (data-parallel peers are on other nodes) in
+    plan.grad_reduce_dtype: BF16 by default, an assumption (the V3 report says gradients are
+    accumulated in FP32 but not how they are sent); FP32 where the source says so.
     Gradients are reduced over the data- and context-parallel ranks (CP ranks hold the same
     parameters). Under ZeRO-3 they were reduce-scattered block by block in the pipeline
     (StepCosts._with_fsdp), so the tail is the optimizer alone."""
     p = sc.plan
     ranks = sc.dp * p.cp
     params = breakdown["weights"] / memory.WEIGHT_BYTES
-    grad_bytes = params * BF16_BYTES
+    grad_bytes = params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
     same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
     rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
@@ -783,6 +790,26 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
                      + breakdown["weights"])
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
+
+
+GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
+
+
+def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
+    """Compute seconds of a rank's last op (its last micro-batch's backward, whose gradients are
+    the step's final ones), what plan.overlap_grad_reduce hides the reduce-scatter behind."""
+    program = schedule.programs[rank]
+    if not program:
+        return 0.0
+    return sum(t.duration_s for chain in costs.compute_chains(rank, program[-1]) for t in chain if t.stream == "compute")
+
+
+def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) -> float:
+    """The data-parallel reduce-scatter's seconds after a rank's last computation: all of it, or
+    with plan.overlap_grad_reduce the part longer than the last backward, beside which its
+    buckets run as their gradients become final (the last bucket's own share, under 2% for
+    Megatron's 40M-parameter buckets on these models, is left out)."""
+    return max(0.0, rs_s - last_backward) if sc.plan.overlap_grad_reduce else rs_s
 
 
 # torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
@@ -919,7 +946,8 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
-        pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + tails[rank][0])
+        rs_after = exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
+        pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after)
     opt_s = max(t[1] for t in tails)
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
     return pipeline + opt_s + ag_s
@@ -938,7 +966,9 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
     tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
-    end = max(max(last_end[r] + tails[r][0], pipe.makespan_s) for r in range(schedule.num_ranks))
+    rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r))
+                for r in range(schedule.num_ranks)]
+    end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     opt_s = max(t[1] for t in tails)
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
     step_time = end + opt_s + ag_s
@@ -952,7 +982,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     op_time["dp_reduce_scatter"] = tails[busiest][0]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
-    tail_events = tuple(_tail_events(last_end, tails, end, opt_s, ag_s)) if record_events else ()
+    tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s)) if record_events else ()
     return StepResult(
         schedule=sc.plan.schedule,
         step_time_s=step_time,
@@ -974,14 +1004,16 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     )
 
 
-def _tail_events(last_end: tuple[float, ...], tails: list[tuple[float, float, float]], end_s: float,
-                 opt_s: float, ag_s: float) -> list[Event]:
-    """The step's tail on each rank: its gradient reduce-scatter right after its last compute, then
-    (once every rank is done) the optimizer, then the parameter all-gather unless overlapped."""
+def _tail_events(last_end: tuple[float, ...], tails: list[tuple[float, float, float]], rs_after: list[float],
+                 end_s: float, opt_s: float, ag_s: float) -> list[Event]:
+    """The step's tail on each rank: its gradient reduce-scatter, ending `rs_after` past its last
+    compute (all of it after, unless overlapped with the last backward), then (once every rank is
+    done) the optimizer, then the parameter all-gather unless overlapped."""
     out = []
     for rank, (rs_s, _, _) in enumerate(tails):
         if rs_s > 0:
-            out.append(Event(rank, "comm", "dp_reduce_scatter", "step", -1, 0, last_end[rank], last_end[rank] + rs_s))
+            out.append(Event(rank, "comm", "dp_reduce_scatter", "step", -1, 0, last_end[rank] + rs_after[rank] - rs_s,
+                             last_end[rank] + rs_after[rank]))
         if opt_s > 0:
             out.append(Event(rank, "compute", "optimizer", "step", -1, 0, end_s, end_s + opt_s))
         if ag_s > 0:

@@ -166,6 +166,13 @@ def test_inapplicable_plan_fields_exit_2_naming_the_field(tmp_path, capsys, sett
     assert err.startswith(f"error: {field}") and "Traceback" not in err
 
 
+@pytest.mark.parametrize("field,value", [("grad_reduce_dtype", "fp32"), ("overlap_grad_reduce", True)])
+def test_data_parallel_reduce_fields_are_refused_under_fsdp(field, value):
+    scenario(pp=1, zero_stage=1, **{field: value})   # they apply to the reduce-scatter after the pipeline
+    with pytest.raises(ScenarioError, match=rf"plan\.{field}.*zero_stage = 3"):
+        scenario(pp=1, zero_stage=3, **{field: value})
+
+
 def test_activations_that_do_not_fit_exit_3_with_breakdown(tmp_path, capsys):
     out = tmp_path / "r.json"
     args = ["step", "--set", "model.name='llama3-70b'", "--set", "cluster.gpu='h100'", "--set", "cluster.num_gpus=16",
@@ -259,3 +266,23 @@ def test_optimizer_tail_clips_the_gradients_and_runs_the_adam_kernel_the_plan_na
         _, opt_s, _ = dp_tail_s(sc, mem, sc.gpu, costs[2], 1.0)
         assert opt_s == pytest.approx(compute.memory_time_s(adam + 12.0 * held, sc.gpu, costs[2]))
     assert step(foreach).op_time_s["optimizer"] > step(fused).op_time_s["optimizer"]
+
+
+def test_fp32_gradient_reduce_scatter_and_its_overlap_with_the_last_backward():
+    """plan.grad_reduce_dtype 'fp32' sends twice the gradient bytes (Megatron's BF16 training,
+    Llama 3); plan.overlap_grad_reduce hides the reduce-scatter behind each rank's last backward,
+    so a one-stage step shortens by exactly min(reduce-scatter, last backward)."""
+    from twin.training.step import _prepare, dp_tail_s, last_backward_s
+    base = dict(pp=1, dp=16, zero_stage=1, schedule="1f1b")
+    bf16, fp32 = scenario(**base), scenario(**base, grad_reduce_dtype="fp32")
+    a, b = step(bf16), step(fp32)
+    assert b.op_time_s["dp_reduce_scatter"] == pytest.approx(2 * a.op_time_s["dp_reduce_scatter"], rel=0.02)
+    assert b.step_time_s - a.step_time_s == pytest.approx(b.op_time_s["dp_reduce_scatter"] - a.op_time_s["dp_reduce_scatter"],
+                                                          rel=1e-9)
+    overlapped = scenario(**base, grad_reduce_dtype="fp32", overlap_grad_reduce=True)
+    schedule, costs, profile, mems, _, _ = _prepare(overlapped, None, Perturb(), True)
+    rs_s = dp_tail_s(overlapped, mems[0], overlapped.gpu, profile, 1.0)[0]
+    hidden_s = min(rs_s, last_backward_s(costs, schedule, 0))
+    assert 0 < hidden_s
+    assert step(overlapped).step_time_s == pytest.approx(b.step_time_s - hidden_s, rel=1e-12)
+    assert step_time_lower_bound_s(overlapped) <= step(overlapped).step_time_s
