@@ -174,6 +174,10 @@ def main() -> None:
         print(f"== {name}: decode windows of {WINDOW_S} s: slow share {win.slow.mean():.0%}; medians slow / fast: "
               f"duration {win.duration_s[win.slow].median() / win.duration_s[~win.slow].median():.2f}x, loop gap "
               f"{win.gap_s[win.slow].median() / win.gap_s[~win.slow].median():.2f}x")
+    probe = rec.MEASUREMENTS_DIR / "h100x2" / "s9srv"
+    if probe.exists():
+        print("== h100x2/s9srv hostprobe (columns: mode_rank)")
+        print(pd.DataFrame(hostprobe_summary(probe)).round(4).to_string())
     r2 = rec.MEASUREMENTS_DIR / "h100x2" / "s8srv_round2" / "serve_load.csv"
     if r2.exists():
         pairs = repeat_pairs(pd.read_csv(r2))
