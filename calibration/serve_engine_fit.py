@@ -27,8 +27,10 @@ What real/serve does per iteration beyond the GPU work the serving cost function
                       up); feature 1 for such an iteration of a one-GPU engine: sizes met in earlier
                       runs of the same session (calibration.serve_load_validation.sizes_run_before)
                       or earlier in the run count as run; under EP 1 when any rank's size is new
-                      to that rank, sizes counted by bins of new_size_bin_tokens (one GPU: 1; EP: the
-                      bin of SIZE_BINS the fit runs prefer);
+                      to that rank;
+  new_bin_s           the same for a bin of SIZE_BIN_TOKENS flat tokens (16) that no iteration of
+                      the rank had met: the larger one-off cost the s9srv campaign measured (a size
+                      in a new bin 2.1x, an exact new size in a met bin +2 ms; one GPU and EP alike);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
                       median gap between the end of one busy iteration and the start of the next;
   wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
@@ -72,7 +74,7 @@ from calibration.serve_load_validation import pin_suffix, scenario_for, sessions
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
-         "new_size_s")
+         "new_size_s", "new_bin_s")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 # upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
@@ -82,10 +84,14 @@ SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens")   # stored beside TERMS
-# candidate bins (tokens) of flat batch sizes for EP engines' new_size_s: real/serve's EP2 prompt
-# iterations are slower in a fresh process and fall over ~150 of them while nearly every one is an
-# exact size the rank never ran, so a size's one-off cost is per coarser bin; the fit picks it
-SIZE_BINS = (1, 4, 8, 16, 32, 64)
+# flat batch sizes count as met by bins of this many tokens (new_size_s): measured by the s9srv
+# campaign (h100x2/s9srv, real/serve/hostprobe.py's mixed phase): a prompt iteration whose flat
+# size falls in a 16-token bin the rank never ran takes 15.3-17.1 ms against 7.3-8.1 ms, on a one-GPU
+# engine and under EP alike, an exact size never run inside a met bin +2 ms; the fit runs agree
+# (weighted residual over bins 1-64 lowest at 16 on h200 and h100x2, 16-32 on h100). One bin for
+# every engine, so no fit chooses it; an exact new size keeps its own term (new_size_s).
+SIZE_BIN_TOKENS = 16
+SIZE_BINS = (1, 4, 8, 16, 32, 64)   # the bins size_bin_residuals compares (diagnostic)
 # EP engines are host-launch-bound and their speed is a state of the host that differs between
 # engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
 # same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
@@ -272,27 +278,33 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})
     df = pd.DataFrame(rows)
-    return (mark_new_sizes(df, 1) if len(df) else df), meta
+    return (mark_new_sizes(df) if len(df) else df), meta
 
 
-def mark_new_sizes(df: pd.DataFrame, bin_tokens: int) -> pd.DataFrame:
-    """new_size_s = 1 on an eager iteration where some rank's flat size falls in a bin of
-    `bin_tokens` tokens that rank had not run (in earlier runs of its session, `sizes_before`, or
-    earlier in the run), as the twin charges it (twin.serving.engine)."""
+def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS) -> pd.DataFrame:
+    """On an eager iteration: new_size_s = 1 where some rank's flat size is one that rank had not
+    run, new_bin_s = 1 where it falls in a bin of `bin_tokens` tokens the rank had not run (in
+    earlier runs of its session, `sizes_before`, or earlier in the run), as the twin charges them
+    (twin.serving.engine)."""
     out = df.copy()
-    flags = []
-    met, run = set(), None
+    exact, binned = [], []
+    met, met_bins, run = set(), set(), None
     for row in out.itertuples():
         if row.run_id != run:
             run = row.run_id
-            met = {(g, n // bin_tokens) for g, n in row.sizes_before}
+            met = set(row.sizes_before)
+            met_bins = {(g, n // bin_tokens) for g, n in row.sizes_before}
         if row.graph_rows:
-            flags.append(0.0)
+            exact.append(0.0)
+            binned.append(0.0)
             continue
-        keys = {(g, n // bin_tokens) for g, n in enumerate(row.rank_sizes)}
-        flags.append(float(not keys <= met))
+        keys = set(enumerate(row.rank_sizes))
+        bins = {(g, n // bin_tokens) for g, n in keys}
+        exact.append(float(not keys <= met))
+        binned.append(float(not bins <= met_bins))
         met |= keys
-    out["new_size_s"] = flags
+        met_bins |= bins
+    out["new_size_s"], out["new_bin_s"] = exact, binned
     return out
 
 
@@ -304,12 +316,10 @@ def _sse(df: pd.DataFrame) -> float:
     return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
 
 
-def choose_size_bin(df: pd.DataFrame, ep: int) -> int:
-    """The bin of flat sizes whose first iteration costs new_size_s: each size its own on one GPU
-    (as measured, s8srv round 2); under EP the one of SIZE_BINS the fit runs' residual prefers."""
-    if ep <= 1:
-        return 1
-    return min(SIZE_BINS, key=lambda b: _sse(mark_new_sizes(df, b)))
+def size_bin_residuals(df: pd.DataFrame) -> dict[int, float]:
+    """The fit's weighted squared residual with sizes binned by each of SIZE_BINS (a diagnostic of
+    SIZE_BIN_TOKENS on a folder's fit runs)."""
+    return {b: _sse(mark_new_sizes(df, b)) for b in SIZE_BINS}
 
 
 def fit(df: pd.DataFrame) -> dict:
@@ -377,10 +387,9 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     df, meta = design(folder, "fit", only)
     if df.empty:
         return None
-    size_bin = choose_size_bin(df, meta["ep"])
-    df = mark_new_sizes(df, size_bin)
+    df = mark_new_sizes(df)
     coef = fit(df)
-    coef["new_size_bin_tokens"] = size_bin
+    coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
     coef["wake_s"] = idle_wake_s(folder, "fit", only)
     return {**meta, **coef, "spread": spread(df, coef)}
 

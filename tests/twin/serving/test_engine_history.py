@@ -54,8 +54,8 @@ def test_the_committed_tables_carry_a_measured_wake_up():
     assert 0.0 < t["real-serve-h200-ep2"]["wake_s"] < 0.003
 
 
-def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=()):
-    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s)
+def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=(), new_bin_s=0.0):
+    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s, new_bin_s=new_bin_s, new_size_bin_tokens=16)
     sc = scenario_for(RUN, spread=False)
     n = len(arrival_s)
     reqs = from_records(np.asarray(arrival_s, float), np.asarray(input_len), np.full(n, 2), sc.traffic)
@@ -72,6 +72,17 @@ def test_an_eager_iteration_of_a_new_flat_batch_size_pays_new_size_s_once(monkey
     assert (new - base).tolist() == pytest.approx([0.002, 0.0, 0.002], abs=1e-12)
     warm = _first_tokens_with_sizes(monkeypatch, 0.002, arrivals, lengths, run_batch_sizes={200, 300})
     assert (warm - base).tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+
+
+def test_a_new_size_bin_pays_new_bin_s_once_per_bin(monkeypatch):
+    """Lone prompts of 300, 310 and 200 tokens: bins of 16 tokens 18, 19 and 12, all new (each pays
+    new_bin_s), then 305 (bin 19, met: no charge); a bin run before (run_batch_sizes) pays nothing."""
+    arrivals, lengths = [1.0, 2.0, 3.0, 4.0], [300, 310, 200, 305]
+    base = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths)
+    new = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, new_bin_s=0.003)
+    assert (new - base).tolist() == pytest.approx([0.003, 0.003, 0.003, 0.0], abs=1e-12)
+    warm = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, run_batch_sizes={(0, 290)}, new_bin_s=0.003)
+    assert (warm - base).tolist() == pytest.approx([0.0, 0.003, 0.003, 0.0], abs=1e-12)   # 290 // 16 = 300 // 16
 
 
 def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
