@@ -26,7 +26,11 @@ What real/serve does per iteration beyond the GPU work the serving cost function
                       engine process has not run before pays a one-off host cost (its GEMM shapes set
                       up); feature 1 for such an iteration of a one-GPU engine: sizes met in earlier
                       runs of the same session (calibration.serve_load_validation.sizes_run_before)
-                      or earlier in the run count as run (under EP, 0: the twin lumps the ranks);
+                      or earlier in the run count as run; under EP 1 when any rank's size is new
+                      to that rank;
+  new_bin_s           the same for a bin of SIZE_BIN_TOKENS flat tokens (16) that no iteration of
+                      the rank had met: the larger one-off cost the s9srv campaign measured (a size
+                      in a new bin 2.1x, an exact new size in a met bin +2 ms; one GPU and EP alike);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
                       median gap between the end of one busy iteration and the start of the next;
   wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
@@ -66,11 +70,11 @@ from scipy.optimize import nnls
 
 from calibration import records as rec
 from twin.core import atomic
-from calibration.serve_load_validation import pin_suffix, scenario_for, sizes_run_before
+from calibration.serve_load_validation import pin_suffix, scenario_for, sessions, sizes_run_before
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
-         "new_size_s")
+         "new_size_s", "new_bin_s")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 # upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
@@ -79,7 +83,26 @@ SPREAD_EDGES_S = (0.004, 0.008, 0.016, 0.032)
 SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
-EXTRA_TERMS = ("loop_s", "wake_s")   # stored beside TERMS
+EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens")   # stored beside TERMS
+# flat batch sizes count as met by bins of this many tokens (new_size_s): measured by the s9srv
+# campaign (h100x2/s9srv, real/serve/hostprobe.py's mixed phase): a prompt iteration whose flat
+# size falls in a 16-token bin the rank never ran takes 15.3-17.1 ms against 7.3-8.1 ms, on a one-GPU
+# engine and under EP alike, an exact size never run inside a met bin +2 ms; the fit runs agree
+# (weighted residual over bins 1-64 lowest at 16 on h200 and h100x2, 16-32 on h100). One bin for
+# every engine, so no fit chooses it; an exact new size keeps its own term (new_size_s).
+SIZE_BIN_TOKENS = 16
+SIZE_BINS = (1, 4, 8, 16, 32, 64)   # the bins size_bin_residuals compares (diagnostic)
+# EP engines are host-launch-bound and their speed is a state of the host that differs between
+# engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
+# same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
+# each session with fit runs gets its own, fitted on them alone, `<table>@<session>`, and the
+# validation replays a run with its session's table (a deployment = the engine on one host in one
+# process); one-GPU engines replay graphs and their sessions agree (fit error 3-4%): pooled only
+SESSION_TABLES = True
+# ... kept only where the sessions differ: their fit runs' median error, weighted by iterations, under
+# SESSION_GAIN x the pooled fit's (h200x2: 19.0% pooled, 6.9% / 15.0% by session; h100x2, whose two
+# processes ran a minute apart: 20.3% pooled, 23.1% / 18.4%: one state, pooled)
+SESSION_GAIN = 0.8
 
 
 def _buckets(text) -> list[int]:
@@ -140,12 +163,14 @@ def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
     return df.physics_s + df[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
 
 
-def idle_wake_s(folder: Path, split: str = "fit") -> float:
+def idle_wake_s(folder: Path, split: str = "fit", only: set | None = None) -> float:
     """Median delay from the arrival of a request that finds its rank asleep (arriving between two
     iterations IDLE_GAP_S or more apart, or before the first, and admitted by the next) to its
     admission, over the `split` Poisson runs; 0 if none did."""
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
     runs = set(load.loc[(load.split == split) & (load.arrival == "poisson"), "run_id"])
+    if only is not None:
+        runs &= set(only)
     its = pd.read_csv(folder / "serve_iterations.csv")
     reqs = pd.read_csv(folder / "serve_requests.csv")
     delays = []
@@ -179,8 +204,9 @@ def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[i
             "graph_rows": rows}
 
 
-def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
-    """Feature rows of every busy iteration of the `split` runs in one records folder."""
+def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[pd.DataFrame, dict]:
+    """Feature rows of every busy iteration of the `split` runs in one records folder (`only`: of
+    these run ids alone)."""
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
     its = pd.read_csv(folder / "serve_iterations.csv")
     reqs = pd.read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
@@ -190,7 +216,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
     meta = {}
     before = sizes_run_before(load.to_dict("records"), its.assign(graph_batch=its.graph_batch.astype(int)).astype(str).to_dict("records"))
     for run in load.to_dict("records"):
-        if run["split"] != split:
+        if run["split"] != split or (only is not None and run["run_id"] not in only):
             continue
         sc = scenario_for(run, engine_costs=False)
         costs = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, kernel_launch_s=0.0))
@@ -209,7 +235,7 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
             rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
             per_rank.append(rebuild(it, rq).set_index("iteration"))
-        sizes = set(before[run["run_id"]])
+        sizes = before[run["run_id"]]
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the
         # twin's one-queue instance sees), the width the longest context of either
@@ -235,12 +261,12 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
             ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
             gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
                     for r2 in per_rank if (i + 1) in r2.index]
-            size = int(rws[0].prefill_tokens) + int(rws[0].decode_seqs)
-            new_size = len(per_rank) == 1 and not graph and size not in sizes
-            if len(per_rank) == 1 and not graph:
-                sizes.add(size)
+            # every rank's flat size (an idle rank runs a one-row padding step); new_size_s is set
+            # by mark_new_sizes for the bin the fit chooses
+            rank_sizes = tuple(1 if int(r.loc[i].idle) else int(r.loc[i].prefill_tokens) + int(r.loc[i].decode_seqs)
+                               for r in per_rank)
             rows.append({
-                "new_size_s": float(new_size),
+                "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes,
                 "iteration_s": 1.0, "eager_iteration_s": float(not graph),
                 "prompt_iteration_s": float(bool(chunks)), "chunk_s": float(len(chunks)),
                 "score_s_per_pair": float(sum(n * (c + n) for n, c in chunks)),
@@ -251,7 +277,49 @@ def design(folder: Path, split: str = "fit") -> tuple[pd.DataFrame, dict]:
                 "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})
-    return pd.DataFrame(rows), meta
+    df = pd.DataFrame(rows)
+    return (mark_new_sizes(df) if len(df) else df), meta
+
+
+def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS) -> pd.DataFrame:
+    """On an eager iteration: new_size_s = 1 where some rank's flat size is one that rank had not
+    run, new_bin_s = 1 where it falls in a bin of `bin_tokens` tokens the rank had not run (in
+    earlier runs of its session, `sizes_before`, or earlier in the run), as the twin charges them
+    (twin.serving.engine)."""
+    out = df.copy()
+    exact, binned = [], []
+    met, met_bins, run = set(), set(), None
+    for row in out.itertuples():
+        if row.run_id != run:
+            run = row.run_id
+            met = set(row.sizes_before)
+            met_bins = {(g, n // bin_tokens) for g, n in row.sizes_before}
+        if row.graph_rows:
+            exact.append(0.0)
+            binned.append(0.0)
+            continue
+        keys = set(enumerate(row.rank_sizes))
+        bins = {(g, n // bin_tokens) for g, n in keys}
+        exact.append(float(not keys <= met))
+        binned.append(float(not bins <= met_bins))
+        met |= keys
+        met_bins |= bins
+    out["new_size_s"], out["new_bin_s"] = exact, binned
+    return out
+
+
+def _sse(df: pd.DataFrame) -> float:
+    """The fit's weighted squared residual (what fit() minimises) of df's features."""
+    ok = df[df.prefill_ok & df.decode_ok]
+    coef = fit(df)
+    w = 1.0 / ok.groupby("run_id").run_id.transform("size").to_numpy(float)
+    return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
+
+
+def size_bin_residuals(df: pd.DataFrame) -> dict[int, float]:
+    """The fit's weighted squared residual with sizes binned by each of SIZE_BINS (a diagnostic of
+    SIZE_BIN_TOKENS on a folder's fit runs)."""
+    return {b: _sse(mark_new_sizes(df, b)) for b in SIZE_BINS}
 
 
 def fit(df: pd.DataFrame) -> dict:
@@ -311,16 +379,47 @@ def spread(df: pd.DataFrame, coef: dict) -> dict:
     return out
 
 
-def fit_folder(folder: Path) -> dict | None:
+def fit_folder(folder: Path, only: set | None = None) -> dict | None:
+    """The engine table of one records folder's fit runs (`only`: of these run ids alone)."""
     folder = Path(folder)
     if not (folder / "serve_iterations.csv").exists():
         return None
-    df, meta = design(folder, "fit")
+    df, meta = design(folder, "fit", only)
     if df.empty:
         return None
+    df = mark_new_sizes(df)
     coef = fit(df)
-    coef["wake_s"] = idle_wake_s(folder)
+    coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
+    coef["wake_s"] = idle_wake_s(folder, "fit", only)
     return {**meta, **coef, "spread": spread(df, coef)}
+
+
+def sessions_differ(pooled: dict, per_session: dict[str, dict]) -> bool:
+    """Do the session tables fit their own runs clearly better than the pooled table fits them all?"""
+    if not per_session:
+        return False
+    n = sum(t["fit_iterations"] for t in per_session.values())
+    err = sum(t["fit_median_abs_rel_error"] * t["fit_iterations"] for t in per_session.values()) / n
+    return err < SESSION_GAIN * pooled["fit_median_abs_rel_error"]
+
+
+def fit_sessions(folder: Path) -> dict[str, dict]:
+    """Per engine process (calibration.serve_load_validation.sessions) with fit runs, in a folder
+    whose fit runs span several: that session's table (its fit runs alone), keyed by session."""
+    load = pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    sess = sessions(load)
+    by = {}
+    for run in load:
+        if run["split"] == "fit":
+            by.setdefault(sess[run["run_id"]], set()).add(run["run_id"])
+    if len(by) < 2 or "" in by:
+        return {}
+    out = {}
+    for label, runs in sorted(by.items()):
+        r = fit_folder(folder, runs)
+        if r is not None:
+            out[label] = r
+    return out
 
 
 def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
@@ -329,7 +428,7 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
              "# calibration/measurements/<folder>/serve_iterations.csv (held-out runs never seen).",
              "# Regenerate: python -m calibration.serve_engine_fit", ""]
     for name, r in results.items():
-        lines.append(f"[{name}]")
+        lines.append(f"[{_toml_key(name)}]")
         lines.append(f'source = "calibration/measurements/{r["folder"]}/serve_iterations.csv, fit runs: '
                      f'{", ".join(r["fit_runs"])}"')
         lines.append(f'gpu = "{r["gpu"]}"')
@@ -342,7 +441,7 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
         lines.append(f"fit_median_abs_rel_error = {r['fit_median_abs_rel_error']:.4f}")
         lines.append("")
         sp = r["spread"]
-        lines.append(f"[{name}.spread]")
+        lines.append(f"[{_toml_key(name)}.spread]")
         lines.append("# measured / predicted time of the fit iterations (the same runs) as quantiles at `probs`, by")
         lines.append("# kind and predicted duration: bin i holds predictions below edges_s[i], the last bin the rest;")
         lines.append(f"# a bin of fewer than {SPREAD_MIN_ITERATIONS} iterations (*_iterations) repeats its nearest")
@@ -356,6 +455,11 @@ def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
             lines.append("]")
         lines.append("")
     atomic.write_text(path, "\n".join(lines))
+
+
+def _toml_key(name: str) -> str:
+    """A table name as a TOML key: bare when it can be, else quoted (session tables carry '@')."""
+    return name if all(c.isalnum() or c in "-_" for c in name) else f'"{name}"'
 
 
 def _toml_list(xs) -> str:
@@ -375,9 +479,21 @@ def main() -> None:
         if r is None:
             continue
         r["folder"] = name
-        results[engine_key(r["gpu"], r["ep"], r["pin"])] = r
-        print(f"{name}: " + ", ".join(f"{k} {r[k]:.3g}" for k in (*TERMS, *EXTRA_TERMS))
-              + f"; {r['fit_iterations']} iterations, median |error| {r['fit_median_abs_rel_error']:.1%}")
+        key = engine_key(r["gpu"], r["ep"], r["pin"])
+        results[key] = r
+        tables = [(key, r)]
+        if r["ep"] > 1 and SESSION_TABLES:
+            per = fit_sessions(folder)
+            if sessions_differ(r, per):
+                for label, rs in per.items():
+                    rs["folder"] = name
+                    results[f"{key}@{label}"] = rs
+                    tables.append((f"{key}@{label}", rs))
+            elif per:
+                print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
+        for k, t in tables:
+            print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))
+                  + f"; {t['fit_iterations']} iterations, median |error| {t['fit_median_abs_rel_error']:.1%}")
     write_toml(results)
     print(f"wrote {OUT}")
 

@@ -59,7 +59,7 @@ def engine_name(run: dict) -> str:
     return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}{pin_suffix(run.get('pin'))}"
 
 
-def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
+def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
     buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
@@ -72,7 +72,7 @@ def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True):
     buckets = [int(b) for b in str(run.get("graph_batch_buckets") or "").split()]
     pages = [int(b) for b in str(run.get("graph_page_buckets") or "").split()]
     graphs = str(run.get("cuda_graphs", "1")).lower() in ("1", "true") and bool(buckets) and ep == 1
-    name = engine_name(run) if engine_costs else ""
+    name = (engine or engine_name(run)) if engine_costs else ""
     if name and name not in serve_engines():
         name = ""
     raw = {
@@ -116,6 +116,46 @@ def loadgen_figures(per: dict) -> dict:
 
 
 SESSION_GAP_S = 120.0   # runs of one records folder written this close together ran in one engine process
+# ... or, where a run has its duration, within that plus this: a run's row is written when it ends,
+# so the next run of the same process ends its own duration (and its records' gathering) later; a
+# new process first builds its model and runs its warm-up (the h100x2 EP2 plans, two processes 72 s
+# apart, the second's first run 6.4 s long)
+SESSION_SLACK_S = 15.0
+
+
+def _new_session(last_s: float | None, t_s: float, run: dict) -> bool:
+    return last_s is None or t_s - last_s > _session_gap_s(run)
+
+
+def sessions(runs: list[dict]) -> dict[str, str]:
+    """run_id -> its engine process (session): the first run's timestamp as YYYYmmddTHHMMSS (the
+    rule of sizes_run_before); '' for every run when some run has no timestamp."""
+    if not all(r.get("timestamp_utc") for r in runs):
+        return {r["run_id"]: "" for r in runs}
+    out, label, last = {}, "", None
+    for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
+        t = _utc_s(run["timestamp_utc"])
+        if _new_session(last, t, run):
+            label = run["timestamp_utc"].replace("-", "").replace(":", "").rstrip("Z")
+        out[run["run_id"]] = label
+        last = t
+    return out
+
+
+def session_engine_name(run: dict, session: str) -> str:
+    """The serve_engines.toml table of a run's engine fitted on its session's fit runs alone (see
+    calibration/serve_engine_fit.py SESSION_TABLES), when there is one: `<engine_name>@<session>`."""
+    name = engine_name(run)
+    key = f"{name}@{session}" if session else ""
+    return key if key in serve_engines() else name
+
+
+def _session_gap_s(run: dict) -> float:
+    """Longest time from the previous run's timestamp to this one's within one engine process."""
+    try:
+        return float(run["duration_s"]) + SESSION_SLACK_S
+    except (KeyError, TypeError, ValueError):
+        return SESSION_GAP_S
 
 
 def _utc_s(stamp: str) -> float:
@@ -123,36 +163,42 @@ def _utc_s(stamp: str) -> float:
 
 
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
-    """Per run: the flat batch sizes (prefill tokens + decode rows) of the eager iterations (no CUDA
-    graph) that earlier runs of its session ran, rank 0 (a session: runs whose timestamps follow
-    each other within SESSION_GAP_S, one engine process, which keeps what it has run; without
+    """Per run: (rank, flat batch size) pairs (prefill tokens + decode rows; an EP rank's padding
+    step is a size of 1) of the eager iterations (no CUDA graph) that earlier runs of its session
+    ran, on each rank (a session: runs whose timestamps follow each other within the later run's
+    duration + SESSION_SLACK_S, or SESSION_GAP_S without one: one engine process, which keeps what it has run; without
     timestamps every run stands alone), and every size up to a run's `warm_shapes` (Engine.
     warm_shapes ran them before it: on 2xH100 s8srv round 2 such prompt iterations took 0.95x the
     fit without new_size_s, first-met ones of the unwarmed pass 1.42x). The engine's warm-up and
     graph capture are not recorded: not counted."""
     sizes: dict[str, set] = {}
     for it in iterations:
-        if str(it.get("rank", "0")) == "0" and int(float(it.get("graph_batch") or 0)) == 0 and str(it.get("idle", "0")) in ("0", "False", ""):
-            sizes.setdefault(it["run_id"], set()).add(int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"])))
+        if int(float(it.get("graph_batch") or 0)) == 0:
+            idle = str(it.get("idle", "0")) not in ("0", "False", "")
+            size = 1 if idle else int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"]))
+            sizes.setdefault(it["run_id"], set()).add((int(float(it.get("rank") or 0)), size))
+    ranks = lambda run: range(max(1, int(float(run.get("ep_size") or 1))))  # noqa: E731
+    warmed = lambda run: {(g, n) for g in ranks(run) for n in range(1, int(float(run.get("warm_shapes") or 0)) + 1)}  # noqa: E731
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
-        return {r["run_id"]: frozenset(range(1, int(float(r.get("warm_shapes") or 0)) + 1)) for r in runs}
+        return {r["run_id"]: frozenset(warmed(r)) for r in runs}
     out, seen, last = {}, set(), None
     for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
         t = _utc_s(run["timestamp_utc"])
-        if last is None or t - last > SESSION_GAP_S:
+        if _new_session(last, t, run):
             seen = set()
-        seen |= set(range(1, int(float(run.get("warm_shapes") or 0)) + 1))   # warmed before this run
+        seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
         seen |= sizes.get(run["run_id"], set())
         last = t
     return out
 
 
-def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=()) -> dict:
+def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=(), engine: str | None = None) -> dict:
     """The twin's figures for one recorded run, replaying its requests (the median over
     SPREAD_SEEDS replays when iteration times are drawn from the engine's spread), the engine
-    having run `run_batch_sizes` before (sizes_run_before)."""
-    sc = scenario_for(run, spread=spread)
+    having run `run_batch_sizes` before (sizes_run_before); `engine`: its engine table (default
+    engine_name(run))."""
+    sc = scenario_for(run, spread=spread, engine=engine)
     rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
     isl = [int(r["input_len"]) for r in rows]
     osl = [int(r["output_len"]) for r in rows]
@@ -179,10 +225,13 @@ def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
     reqs = _read(d / "serve_requests.csv")
     its_path = d / "serve_iterations.csv"
     before = sizes_run_before(runs, _read(its_path) if its_path.exists() else [])
+    sess = sessions(runs)
     out = []
     for run in runs:
-        # every rank's requests: with DP attention each EP rank admits its own, one instance in all
-        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]])
+        # every rank's requests: with DP attention each EP rank admits its own, one instance in all;
+        # the engine as fitted on the run's session when the folder holds several (EP)
+        pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]],
+                           session_engine_name(run, sess[run["run_id"]]))
         row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
                "arrival": run["arrival"]}
         for k in FIGURES:

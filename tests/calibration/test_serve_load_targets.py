@@ -22,50 +22,52 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 
 # (folder, run, figure): relative error at the time of writing (twin / measured - 1; the twin's
 # figure the median of SPREAD_SEEDS replays drawing iteration times from the measured spread).
-# One GPU: h200 r40 TTFT P50 (-17%) and two h100 TTFT P99 tails (-27%). The engine's admission is
-# real/serve's (an arrival joins at the next iteration boundary; an idle engine wakes wake_s late),
-# and an eager iteration of a flat batch size the engine process has not run before pays new_size_s
-# (~1.3-1.5 ms, fitted; the replay is told the sizes earlier runs of the session ran). What is left:
-# the prompt iterations' level per run still scatters around the fit by about +-10% (h200 median
-# measured / fitted: r40 1.08, lo-r30 1.02, lo-r20 0.92, lo-r70 0.88; the same order on H100), which
-# no composition feature tried (decode rows, prompt length, time since the last eager iteration)
-# explains; the P99 tails rest on a few host stalls (h100 lo-r30: -19.5% before any of this; it
-# moves by several points with any change of the replay's random draws).
-# EP2: real/serve's expert-parallel engine is host-bound and its speed differs between sessions on
-# the same machine kind and software (decode iterations ~7 ms in the first campaign, ~4.5-5 ms in
-# the second, in phases of 0.3-2 s within a run); one fit over both sessions misses each. The same
-# on 2xH100 (h100x2, main's i15engine + s7srv plans, 2026-11-26 09:04-09:06 UTC: fit median error
-# 20.5%, 9 of 15 held-out checks missed). Pinning each rank's main thread (the s8srv campaign's
-# first round, h100x2/s8srv_round1/) moved no run consistently and the threads never migrated.
-# Round 2 (h100x2/s8srv_round2/, h100/s8srv_round2/, alone on a fresh 2xH100 host): the SM clock
-# was 1980 MHz with no clocks-event reason on every iteration (EP2 and one GPU), yet the EP2 phases
-# stayed (decode medians per run 4.45-7.97 ms, 0.25 s windows 4.2-9.4 ms, host launch time ~0.96 of
-# each iteration; pinned/unpinned 0.73-1.43x): not the GPU's clock, not thread placement; the host
-# CPU's clock is not readable on these VMs. One GPU: after Engine.warm_shapes ran every flat size,
-# prompt iterations took 0.96x the fit without new_size_s (first-met sizes of a fresh process 1.42x,
-# +2.8 ms; sizes met before 1.14x) and the twin gave the warm r30/r40 TTFT P50 within -2.3%; a fresh
-# process's first runs it misses by -11..-33% (their first-size cost is ~2x the fitted new_size_s).
+# One GPU: two h100 TTFT P99 tails (-23%, -31%); h200 r40 TTFT P50/P99 (-19%, -21%), lo-r30 TTFT P50
+# (-13%), lo-c12 TTFT P50 (+10.5%). The engine's admission is real/serve's (an arrival joins at the
+# next iteration boundary; an idle engine wakes wake_s late), and an eager iteration pays the one-off
+# costs of a flat batch size the engine process had not run: new_size_s for the exact size (~0.8 ms)
+# and new_bin_s for a 16-token bin of sizes it never met (2.3-2.9 ms on one GPU), both measured by
+# the s9srv campaign (h100x2/s9srv: a prompt iteration of a new bin 2.1x, an exact new size in a met
+# bin +2 ms, on a one-GPU engine and under EP alike) and fitted on the fit runs (the replay is told
+# the sizes earlier runs of the session ran). With the bin term the h200 fit iterations' median error
+# falls 4.1% -> 3.9% (h100 3.4% -> 3.3%), but the h200 held-out r40 / lo-r30 prompts, which meet few
+# new bins, run slower than the fit's seen-size level (as before the term: r40's prompt iterations at
+# 1.08x the fit), so their TTFT now falls under (before it: 24 of 25 met, now 21); the P99 tails rest
+# on a few host stalls.
+# EP2 (s9srv): real/serve's expert-parallel engine is host-launch-bound (decode host_s ~0.96 of each
+# iteration) and its decode iterations take either ~4.5 ms (the one-GPU engine's eager decode on the
+# 16 rows, 4.4-4.6 ms) or ~7-7.5 ms, in phases of 0.3-2 s; the loop's gloo flag exchange between
+# iterations slows with them (0.40 -> 0.54 ms median, s8srv round 2), so the phases are the host's
+# speed, not the GPU's clock, the pinning or the all-to-alls. Repeating a configuration in the same
+# process seconds later (s8srv round 2's none/core pairs, the same request stream) meets these
+# targets in 39 of 60 checks: no model of the configuration alone can meet all. What is modelled:
+# (1) EP prompt iterations start slow in a fresh process and fall over ~150 of them (h200x2 r60
+# 25 -> 12 ms): the first-size terms above, per rank (new_size_s, new_bin_s); sessions end where a
+# run follows later than its own duration (the h100x2 plans ran in two processes); (2) the
+# h200x2 folder's two sessions (03:23, 06:45 UTC) differ in host speed (decode 6.6-8.2 vs 4.5-5.8 ms)
+# and get a table each, fitted on that session's fit runs (fit error 18.7% pooled -> 6.2% / 14.9%);
+# the h100x2 sessions do not: pooled. What is left: the held-out
+# r10-long runs ran in the slow state (TPOT -28% on h100x2), c48 on h100x2 in the fast one (+18%);
+# r30-short's prompt iterations run 8-10 ms against the 12-16 ms of the fit runs' r20/r60 (each
+# the first short-prompt Poisson run of its process; h200x2 r30 TTFT P50 +39%).
 NOT_MET = {
-    ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.269,
-    ("h100", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.275,
-    ("h100x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.158,
-    ("h100x2", "ep2-closed-c48-short", "tpot_p50_s"): +0.168,
-    ("h100x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.157,
-    ("h100x2", "ep2-poisson-r10-long", "ttft_p99_s"): -0.232,
-    ("h100x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.245,
-    ("h100x2", "ep2-poisson-r10-long", "tpot_p99_s"): -0.201,
-    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.189,
-    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.479,
-    ("h100x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.185,
-    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.173,
-    ("h200x2", "ep2-closed-c48-short", "output_tokens_per_s"): +0.125,
-    ("h200x2", "ep2-closed-c48-short", "ttft_p50_s"): -0.125,
-    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.141,
-    ("h200x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.136,
-    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.699,
-    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.494,
-    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.307,
-    ("h200x2", "ep2lo-poisson-r30-short", "tpot_p99_s"): +0.336,
+    ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.233,
+    ("h100", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.310,
+    ("h100x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.168,
+    ("h100x2", "ep2-closed-c48-short", "ttft_p50_s"): +0.188,
+    ("h100x2", "ep2-closed-c48-short", "tpot_p50_s"): +0.175,
+    ("h100x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.187,
+    ("h100x2", "ep2-poisson-r10-long", "ttft_p99_s"): -0.276,
+    ("h100x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.279,
+    ("h100x2", "ep2-poisson-r10-long", "tpot_p99_s"): -0.240,
+    ("h100x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.119,
+    ("h100x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.141,
+    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.190,
+    ("h200", "g1-poisson-r40-short", "ttft_p99_s"): -0.206,
+    ("h200", "g1lo-closed-c12-short", "ttft_p50_s"): +0.105,
+    ("h200", "g1lo-poisson-r30-short", "ttft_p50_s"): -0.133,
+    ("h200x2", "ep2-poisson-r10-long", "ttft_p50_s"): -0.159,
+    ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.385,
 }
 
 

@@ -82,7 +82,9 @@ class Engine:
                  concurrency: int, trace_cap: int, run_batch_sizes=()):
         self.env = simpy.Environment()
         self.r, self.s, self.t = reqs, s, t
-        self.run_batch_sizes = frozenset(int(x) for x in run_batch_sizes)   # sizes the engine ran before
+        # flat batch sizes the engine ran before: (attention group, size) pairs, a bare size for group 0
+        self.run_batch_sizes = frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x))
+                                         for x in run_batch_sizes)
         n = len(reqs)
         # the engine's measured iteration spread (twin.serving.timing.IterationSpread), drawn from a
         # generator of its own seeded by the traffic seed: one run per seed
@@ -269,8 +271,11 @@ class Instance:
         self.tokens_per_step = 1.0 + sum(eng.s.mtp_acceptance_frac ** (i + 1) for i in range(eng.s.mtp_draft_tokens))
         self.seen_prefix: set[int] = set()
         self.wake: simpy.Event | None = None
-        # flat batch sizes this instance has run eagerly (engine term new_size_s; one attention group only)
-        self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes and eng.s.attention_dp == 1 else None
+        # (attention group, flat batch size) and (group, size bin) this instance has run eagerly
+        # (engine terms new_size_s, new_bin_s)
+        self.size_bin = costs.size_bin_tokens
+        self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes else None
+        self.size_bins = {(g, n // self.size_bin) for g, n in eng.run_batch_sizes}
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # round-robin DP groups: per group a queue, decoding and prefilling counts, KV reservation
         dp = eng.s.attention_dp
@@ -494,9 +499,16 @@ class Instance:
             b_time = self.dp * max(self.dec_g) if self.rr and decode_now else decode_now
             p_time = self.dp * busiest if self.rr else prompt_tokens
             width_ctx = self.max_ctx() if decode_now else 0.0
-            new_size = self._new_size(decode_now + prompt_tokens, b_time, p_time, width_ctx)
+            if self.rr and self.sizes is not None:   # each group's own flat size (an idle one runs a padding row)
+                per_g = [0] * self.dp
+                for rid, take in chunk:
+                    per_g[eng.dp_group[rid]] += take
+                sizes = [(self.dec_g[g] if decode_now else 0) + per_g[g] or 1 for g in range(self.dp)]
+            else:
+                sizes = [decode_now + prompt_tokens]
+            new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, len(chunk), pairs,
-                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size)
+                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -540,12 +552,17 @@ class Instance:
                 self._start_decode(rid, prompt)
             self._finish_due()
 
-    def _new_size(self, size: int, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
-        """Is this eager iteration the instance's first of `size` flat tokens? (Records it.)"""
-        if self.sizes is None or size in self.sizes or not self.costs.is_eager(batch, prompt_tokens, max_ctx):
-            return False
-        self.sizes.add(size)
-        return True
+    def _new_size(self, sizes: list[int], batch: int, prompt_tokens: float, max_ctx: float) -> tuple[bool, bool]:
+        """Is this eager iteration the first of its flat size, and of its size bin, for any attention
+        group (`sizes`: each group's flat tokens, in group order)? (Records them.)"""
+        if self.sizes is None or not self.costs.is_eager(batch, prompt_tokens, max_ctx):
+            return False, False
+        keys = set(enumerate(sizes))
+        bins = {(g, n // self.size_bin) for g, n in keys}
+        new = (not keys <= self.sizes, not bins <= self.size_bins)
+        self.sizes |= keys
+        self.size_bins |= bins
+        return new
 
     def _finish_due(self) -> None:
         heap = self.heap
@@ -582,10 +599,11 @@ class Instance:
         b_time = self.dp * max(self.dec_g) if self.rr else b
         spread, loop_s = self.costs.spread, self.costs.loop_s
         u = eng.rng.random(steps).tolist() if spread is not None else None
-        new_size = self._new_size(b, b_time, 0, max0)   # the same size throughout: only the first can be new
+        sizes = [n or 1 for n in self.dec_g] if self.rr else [b]
+        new_size, new_bin = self._new_size(sizes, b_time, 0, max0)   # the same sizes throughout: only the first can be new
         for i in range(steps):
             dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0,
-                                         new_size=new_size and i == 0)[0]
+                                         new_size=new_size and i == 0, new_bin=new_bin and i == 0)[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
             total += dur

@@ -43,7 +43,10 @@ An idle instance starts its next iteration wake_s after the arrival that wakes i
 sleeps until the next arrival and wakes late; the simulation's instance loop waits it). An eager
 iteration whose flat batch size (decode rows + prompt tokens) the engine has never run pays
 new_size_s more (the first forward of a size sets up its GEMM shapes; `new_size`, tracked by the
-simulation from the sizes the engine is given as already run).
+simulation from the sizes the engine is given as already run), and new_bin_s more when the size
+falls in a bin of new_size_bin_tokens (16) flat tokens the engine never ran (`new_bin`: the larger
+one-off cost, measured by the s9srv campaign on one GPU and under EP alike). Under EP each attention
+group (rank) has its own flat size, new when new to that group.
 
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
@@ -92,7 +95,7 @@ def _coarse_point(j: int) -> float:
 
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
-                "wake_s", "new_size_s")
+                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens")
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -276,7 +279,13 @@ class IterationCosts:
     @property
     def tracks_sizes(self) -> bool:
         """Does the engine table charge an eager iteration's first flat batch size?"""
-        return self.engine.get("new_size_s", 0.0) > 0.0
+        return self.engine.get("new_size_s", 0.0) > 0.0 or self.engine.get("new_bin_s", 0.0) > 0.0
+
+    @property
+    def size_bin_tokens(self) -> int:
+        """Flat batch sizes count as met in bins of this many tokens (1: each size its own; the
+        engine table's new_size_bin_tokens: 16, measured by the s9srv campaign)."""
+        return max(1, int(self.engine.get("new_size_bin_tokens", 0.0) or 1))
 
     def is_eager(self, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
         """Does this iteration run eagerly (no CUDA graph replayed)?"""
@@ -293,15 +302,16 @@ class IterationCosts:
 
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
-                    new_size: bool = False) -> tuple[float, float]:
+                    new_size: bool = False, new_bin: bool = False) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
         behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded;
-        `new_size`: the engine's first iteration of this flat batch size (charged when eager)."""
+        `new_size`: the engine's first iteration of this flat batch size, `new_bin`: of its bin of
+        new_size_bin_tokens (each charged when eager)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens, new_size)
+                                            chunks, pairs, prefix_tokens, new_size, new_bin)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -314,7 +324,7 @@ class IterationCosts:
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
-                            new_size: bool = False) -> tuple[float, float]:
+                            new_size: bool = False, new_bin: bool = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -335,7 +345,8 @@ class IterationCosts:
             return kern + (self.eager_s if eager else 0.0), pre
         pad_rows = b                            # padded decode rows of all groups
         host = (e["iteration_s"] + e["loop_s"]
-                + ((e["eager_iteration_s"] + (e["new_size_s"] if new_size else 0.0)) if eager else 0.0)
+                + ((e["eager_iteration_s"] + (e["new_size_s"] if new_size else 0.0)
+                    + (e["new_bin_s"] if new_bin else 0.0)) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
         pre_host = ((e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
                     + e["score_s_per_pair"] * pairs)

@@ -54,8 +54,8 @@ def test_the_committed_tables_carry_a_measured_wake_up():
     assert 0.0 < t["real-serve-h200-ep2"]["wake_s"] < 0.003
 
 
-def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=()):
-    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s)
+def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=(), new_bin_s=0.0):
+    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s, new_bin_s=new_bin_s, new_size_bin_tokens=16)
     sc = scenario_for(RUN, spread=False)
     n = len(arrival_s)
     reqs = from_records(np.asarray(arrival_s, float), np.asarray(input_len), np.full(n, 2), sc.traffic)
@@ -74,9 +74,21 @@ def test_an_eager_iteration_of_a_new_flat_batch_size_pays_new_size_s_once(monkey
     assert (warm - base).tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
 
 
+def test_a_new_size_bin_pays_new_bin_s_once_per_bin(monkeypatch):
+    """Lone prompts of 300, 310 and 200 tokens: bins of 16 tokens 18, 19 and 12, all new (each pays
+    new_bin_s), then 305 (bin 19, met: no charge); a bin run before (run_batch_sizes) pays nothing."""
+    arrivals, lengths = [1.0, 2.0, 3.0, 4.0], [300, 310, 200, 305]
+    base = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths)
+    new = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, new_bin_s=0.003)
+    assert (new - base).tolist() == pytest.approx([0.003, 0.003, 0.003, 0.0], abs=1e-12)
+    warm = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, run_batch_sizes={(0, 290)}, new_bin_s=0.003)
+    assert (warm - base).tolist() == pytest.approx([0.0, 0.003, 0.003, 0.0], abs=1e-12)   # 290 // 16 = 300 // 16
+
+
 def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
-    """Eager iterations (graph_batch 0, rank 0) of earlier runs within SESSION_GAP_S; a gap starts a
-    new engine process; graph-replayed and idle iterations count no size."""
+    """(rank, size) of the eager iterations (graph_batch 0) of earlier runs within SESSION_GAP_S (no
+    durations recorded); a gap starts a new engine process; graph-replayed iterations count no
+    size, an EP rank's idle padding step a size of 1."""
     from calibration.serve_load_validation import sizes_run_before
     runs = [{"run_id": "a", "timestamp_utc": "2026-11-26T03:00:00Z"},
             {"run_id": "b", "timestamp_utc": "2026-11-26T03:00:30Z"},
@@ -85,7 +97,20 @@ def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
                                                  "decode_seqs": str(d), "graph_batch": str(g), "idle": str(idle)}
     its = [it("a", 300, 2), it("a", 0, 4, g=4), it("a", 10, 0, idle=1), it("a", 7, 0, rank=1), it("b", 120, 0), it("c", 50, 1)]
     before = sizes_run_before(runs, its)
-    assert before == {"a": frozenset(), "b": frozenset({302}), "c": frozenset()}
+    assert before == {"a": frozenset(), "b": frozenset({(0, 302), (0, 1), (1, 7)}), "c": frozenset()}
+
+
+def test_sizes_run_before_ends_a_session_where_a_run_follows_later_than_its_own_duration():
+    """With durations, a run continues the session when it ends within its duration + SESSION_SLACK_S
+    of the previous one (the h100x2 EP2 plans: two processes, 72 s apart, a 6.4 s first run)."""
+    from calibration.serve_load_validation import sizes_run_before
+    runs = [{"run_id": "a", "timestamp_utc": "2026-11-26T09:04:38Z", "duration_s": "3.8"},
+            {"run_id": "b", "timestamp_utc": "2026-11-26T09:05:50Z", "duration_s": "6.4"},
+            {"run_id": "c", "timestamp_utc": "2026-11-26T09:05:56Z", "duration_s": "5.8"}]
+    its = [{"run_id": r, "rank": "0", "prefill_tokens": str(p), "decode_seqs": "0", "graph_batch": "0", "idle": "0"}
+           for r, p in (("a", 100), ("b", 200))]
+    before = sizes_run_before(runs, its)
+    assert before == {"a": frozenset(), "b": frozenset(), "c": frozenset({(0, 200)})}
 
 
 def test_sizes_run_before_counts_the_sizes_warm_shapes_ran():
@@ -97,6 +122,7 @@ def test_sizes_run_before_counts_the_sizes_warm_shapes_ran():
             {"run_id": "c", "timestamp_utc": "2026-11-26T03:01:00Z", "warm_shapes": ""}]
     its = [{"run_id": "a", "rank": "0", "prefill_tokens": "300", "decode_seqs": "2", "graph_batch": "0", "idle": "0"}]
     before = sizes_run_before(runs, its)
-    assert before == {"a": frozenset(), "b": frozenset({1, 2, 3, 4, 302}), "c": frozenset({1, 2, 3, 4, 302})}
-    untimed = sizes_run_before([{"run_id": "a", "warm_shapes": "3"}, {"run_id": "b"}], [])
-    assert untimed == {"a": frozenset({1, 2, 3}), "b": frozenset()}
+    warm = {(0, n) for n in (1, 2, 3, 4, 302)}
+    assert before == {"a": frozenset(), "b": frozenset(warm), "c": frozenset(warm)}
+    untimed = sizes_run_before([{"run_id": "a", "warm_shapes": "3", "ep_size": "2"}, {"run_id": "b"}], [])
+    assert untimed == {"a": frozenset((g, n) for g in (0, 1) for n in (1, 2, 3)), "b": frozenset()}   # every EP rank warmed

@@ -60,6 +60,8 @@ def test_spread_off_is_the_deterministic_mean_whatever_the_seed():
     off0, off1 = _replay(0, spread=False), _replay(5, spread=False)
     assert np.array_equal(off0["first_token_s"], off1["first_token_s"])
     on = _replay(0)
-    # the measured spread widens the TTFT tail: the slowest first token is later than the mean model's
+    # the measured spread widens the TTFT distribution (P10 to P90) beyond the mean model's (its
+    # slowest first token need not be later: the mean model charges first-met size bins too)
     ttft = lambda p: p["first_token_s"] - p["arrival_s"]  # noqa: E731
-    assert ttft(on).max() > ttft(off0).max()
+    width = lambda x: np.percentile(x, 90) - np.percentile(x, 10)  # noqa: E731
+    assert width(ttft(on)) > width(ttft(off0))

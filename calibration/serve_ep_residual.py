@@ -1,0 +1,189 @@
+"""Where the serving twin misses real/serve's EP2 runs, iteration by iteration (issue 15, s9srv).
+
+`residual_by_kind(folder)`: per run and kind of iteration (decode-only, mixed = prompt work beside
+decode rows, prompt-only), the median measured time, the fitted engine's prediction (kernel
+physics + the engine terms of the run's table, before the spread) and their ratio: which iterations
+carry a run's miss. `host_state_windows(iterations)`: decode-only iterations per 0.25 s window with
+the loop's gap after them (the control group's gloo flag exchange, CPU only): do the slow phases
+slow the host's own work too? `repeat_pairs(load)`: runs of the same configuration repeated in one
+process (s8srv round 2's pinning pairs), each figure's relative difference: the targets a perfect
+model of the configuration could meet. `hostprobe_summary(dir)`: the s9srv campaign's records
+(real/serve/hostprobe.py) reduced to what they decide.
+
+    python -m calibration.serve_ep_residual
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import records as rec
+from calibration.serve_engine_fit import design, mark_new_sizes, predicted_s
+from twin.core.specs import serve_engines
+from calibration.serve_load_validation import FIGURES, TARGETS, session_engine_name, sessions
+
+WINDOW_S = 0.25          # window of the phase analysis
+SLOW_FACTOR = 1.25       # a window this much over the run's fastest decile of windows is 'slow'
+
+
+def residual_by_kind(folder: Path) -> pd.DataFrame:
+    """Per (split, run, kind): iterations, median measured and predicted seconds, median ratio."""
+    folder = Path(folder)
+    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    sess = sessions(load)
+    table = serve_engines()
+    parts = []
+    for split in ("fit", "holdout"):
+        df, _ = design(folder, split)
+        if df.empty:
+            continue
+        for run in load:
+            sub = df[df.run_id == run["run_id"]]
+            if sub.empty:
+                continue
+            coef = table[session_engine_name(run, sess[run["run_id"]])]
+            sub = mark_new_sizes(sub, int(coef.get("new_size_bin_tokens", 1)))
+            parts.append(sub.assign(split=split, pred_s=predicted_s(sub, coef)))
+    df = pd.concat(parts)
+    df["kind"] = np.where(df.prompt_iteration_s > 0, np.where(df.decode_seqs > 0, "mixed", "prompt"), "decode")
+    g = df.groupby(["split", "run_id", "kind"])
+    return pd.DataFrame({"iterations": g.size(), "measured_s": g.measured_s.median(), "predicted_s": g.pred_s.median(),
+                         "ratio": g.apply(lambda x: float((x.measured_s / x.pred_s).median()))}).reset_index()
+
+
+def host_state_windows(iterations: pd.DataFrame) -> pd.DataFrame:
+    """Decode-only, busy iterations of one or more runs (columns run_id, rank, start_s, duration_s,
+    prefill_tokens, idle) in WINDOW_S windows: median duration and median gap to the rank's next
+    iteration (gaps over 3 ms, the loop asleep, left out), and whether the window is slow (over
+    SLOW_FACTOR x its run's 10th-percentile window)."""
+    out = []
+    for (run, rank), it in iterations.groupby(["run_id", "rank"]):
+        it = it.sort_values("start_s")
+        gap = it.start_s.shift(-1) - it.start_s - it.duration_s
+        sel = (it.prefill_tokens == 0) & (it.idle.astype(int) == 0) & (gap < 0.003)
+        w = (it.start_s[sel] // WINDOW_S).astype(int)
+        agg = pd.DataFrame({"duration_s": it.duration_s[sel], "gap_s": gap[sel], "window": w}).groupby("window")
+        win = pd.DataFrame({"duration_s": agg.duration_s.median(), "gap_s": agg.gap_s.median(),
+                            "n": agg.size()}).reset_index()
+        win = win[win.n >= 10]
+        if win.empty:
+            continue
+        floor = win.duration_s.quantile(0.1)
+        out.append(win.assign(run_id=run, rank=rank, slow=win.duration_s > SLOW_FACTOR * floor))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["window", "duration_s", "gap_s", "n", "run_id", "rank", "slow"])
+
+
+def repeat_pairs(load: pd.DataFrame, suffixes=("-none", "-core")) -> pd.DataFrame:
+    """Runs named <config><suffix> for both suffixes (one process, seconds apart): per configuration
+    each figure's relative difference (second / first - 1) and whether it is within the target."""
+    rows = []
+    load = load.assign(config=load.run_id.str.replace(f"({'|'.join(suffixes)})$", "", regex=True))
+    for cfg, g in load.groupby("config"):
+        a, b = (g[g.run_id == cfg + s] for s in suffixes)
+        if a.empty or b.empty:
+            continue
+        row = {"config": cfg}
+        for k in FIGURES:
+            d = float(b.iloc[0][k]) / float(a.iloc[0][k]) - 1.0
+            row[f"{k}_diff"], row[f"{k}_within"] = d, abs(d) <= TARGETS[k]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def hostprobe_summary(directory: Path) -> dict:
+    """What the s9srv campaign decides, per mode (solo, ep) and rank: decode iterations' median and
+    the share of slow windows; in slow / fast windows the medians of the CPU probe, the gloo exchange,
+    the dispatch wait and the pre/post launch segments (is the slow state the host's speed, or the
+    ranks' synchronisation?); the VM's steal share over the run; kernels per iteration."""
+    directory = Path(directory)
+    out = {}
+    for path in sorted(directory.rglob("hostprobe_*_r*.csv")):
+        if path.name.startswith("hostprobe_kernels_"):
+            continue
+        d = pd.read_csv(path)
+        dec = d[(d.prefill_tokens == 0) & (d.get("phase", "decode") == "decode")]
+        if dec.empty:
+            continue
+        w = (dec.start_s // WINDOW_S).astype(int)
+        cols = ["duration_s", "cpu_probe_s", "exchange_s", "dispatch_s", "pre_dispatch_s", "post_dispatch_s"]
+        win = dec.groupby(w)[cols].median()
+        win = win[dec.groupby(w).size() >= 10]
+        slow = win.duration_s > SLOW_FACTOR * win.duration_s.quantile(0.1)
+        st = d.dropna(subset=["steal_jiffies"])
+        st = st[st.steal_jiffies >= 0]
+        steal = busy = math.nan
+        if len(st) >= 2:
+            steal = float(st.steal_jiffies.iloc[-1] - st.steal_jiffies.iloc[0])
+            busy = float(st.busy_jiffies.iloc[-1] - st.busy_jiffies.iloc[0])
+        entry = {"decode_iterations": int(len(dec)), "decode_median_s": float(dec.duration_s.median()),
+                 "slow_window_share": float(slow.mean()) if len(win) else math.nan,
+                 "steal_share_of_busy": steal / (steal + busy) if busy and busy > 0 else math.nan,
+                 "corr_duration_cpu_probe": _corr(win.duration_s, win.cpu_probe_s),
+                 "corr_duration_exchange": _corr(win.duration_s, win.exchange_s)}
+        for k in cols:
+            entry[f"{k}_slow_over_fast"] = (float(win[k][slow].median() / win[k][~slow].median())
+                                            if slow.any() and (~slow).any() else math.nan)
+        entry.update(_mixed_phase(d))
+        kern = path.with_name(path.name.replace("hostprobe_", "hostprobe_kernels_"))
+        if kern.exists():
+            k = pd.read_csv(kern).iloc[0]
+            entry["kernels_per_iteration"] = float(k.kernels_per_iteration)
+            entry["aten_ops_per_iteration"] = float(k.aten_ops_per_iteration)
+        out[path.stem.removeprefix("hostprobe_")] = entry
+    return out
+
+
+def _mixed_phase(d: pd.DataFrame, n: int = 20) -> dict:
+    """The mixed phase's prompt-carrying iterations: the first n against the last n (do they start
+    slow and speed up?), and those during which the caching allocator took new device memory
+    against the rest (is that why?)."""
+    if "phase" not in d:
+        return {}
+    m = d[(d.phase == "mixed") & (d.prefill_tokens > 0)]
+    out = {"mixed_prompt_iterations": int(len(m))}
+    if len(m) >= 2 * n:
+        out["mixed_first_over_last"] = float(m.duration_s.iloc[:n].median() / m.duration_s.iloc[-n:].median())
+    if "segments_allocated" not in d or not (d.segments_allocated >= 0).all():
+        return out
+    grew = d.segments_allocated.diff().loc[m.index] > 0
+    if grew.any() and (~grew).any():
+        out["mixed_new_memory_over_none"] = float(m.duration_s[grew].median() / m.duration_s[~grew].median())
+        out["mixed_new_memory_share"] = float(grew.mean())
+    return out
+
+
+def _corr(a: pd.Series, b: pd.Series) -> float:
+    ok = a.notna() & b.notna()
+    return float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() >= 3 and b[ok].std() > 0 and a[ok].std() > 0 else math.nan
+
+
+def main() -> None:
+    pd.set_option("display.width", 160)
+    for name in ("h100x2", "h200x2"):
+        folder = rec.MEASUREMENTS_DIR / name
+        if not (folder / "serve_iterations.csv").exists():
+            continue
+        print(f"== {name}: median measured / predicted by kind of iteration")
+        print(residual_by_kind(folder).round(4).to_string(index=False))
+        win = host_state_windows(pd.read_csv(folder / "serve_iterations.csv"))
+        print(f"== {name}: decode windows of {WINDOW_S} s: slow share {win.slow.mean():.0%}; medians slow / fast: "
+              f"duration {win.duration_s[win.slow].median() / win.duration_s[~win.slow].median():.2f}x, loop gap "
+              f"{win.gap_s[win.slow].median() / win.gap_s[~win.slow].median():.2f}x")
+    probe = rec.MEASUREMENTS_DIR / "h100x2" / "s9srv"
+    if probe.exists():
+        print("== h100x2/s9srv hostprobe (columns: mode_rank)")
+        print(pd.DataFrame(hostprobe_summary(probe)).round(4).to_string())
+    r2 = rec.MEASUREMENTS_DIR / "h100x2" / "s8srv_round2" / "serve_load.csv"
+    if r2.exists():
+        pairs = repeat_pairs(pd.read_csv(r2))
+        within = sum(int(pairs[f"{k}_within"].sum()) for k in FIGURES)
+        print(f"== repeats in one process (h100x2/s8srv_round2): {within} of {len(pairs) * len(FIGURES)} checks within target")
+
+
+if __name__ == "__main__":
+    main()
