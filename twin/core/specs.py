@@ -46,6 +46,7 @@ ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attenti
 OPTIMIZER_KERNELS = ("fused", "foreach")   # twin.training.step.optimizer_bytes_per_param
 LOSS_KERNELS = ("as_kernels", "megatron_unfused")   # twin.costs.flops.megatron_loss_ops
 FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
+TP_OVERLAP_KINDS = ("userbuffers", "torch_async_tp")   # twin.training.step.StepCosts._tp_task
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
 EP_COMM_SMS_DEFAULT = 20
@@ -242,6 +243,7 @@ class ParallelPlan:
     tp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Tensor-parallel degree (attention and dense layers)")
     sequence_parallel: bool = spec_field(False, doc="Megatron sequence parallelism (needs tp > 1): each block's tensor-parallel all-reduces become all-gather + reduce-scatter, and norms, residuals and their activations are split over the TP ranks")
     tp_comm_overlap: bool = spec_field(False, doc="Overlap tensor-parallel collectives with the GEMM beside them (Megatron/TransformerEngine userbuffers; needs tp > 1): only the part longer than that GEMM is exposed. False: every TP collective waits in line with the block's computation")
+    tp_overlap_kind: str = spec_field("userbuffers", choices=TP_OVERLAP_KINDS, doc="How plan.tp_comm_overlap overlaps (needs it true): 'userbuffers' (Megatron/TransformerEngine: every TP collective pipelined with the GEMM beside it, the fused QKV and FC1 GEMMs included); 'torch_async_tp' (PyTorch's micro-pipelined TP as torchtitan enables it, torch/_inductor/fx_passes/micro_pipeline_tp.py: an all-gather is pipelined with the GEMMs that consume it and a reduce-scatter with the one GEMM that produces it, its partial sums then added by a reduction kernel on the compute stream; the input-gradient reduce-scatter of a part whose input feeds separate linears (Llama's wq/wk/wv, w1/w3) sums their GEMMs first, so it is not fused and waits in line)")
     cp: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Context-parallel degree: each sequence is split over cp ranks (attention exchanges keys and values); data-parallel degree = num_gpus / (tp * cp * pp)")
     cp_kind: str = spec_field("ring", choices=CP_KINDS, doc="Context-parallel attention: 'ring' passes key/value chunks around the cp ranks, each transfer overlapped with the attention of the chunk in hand (Megatron/TransformerEngine); 'allgather' gathers the whole sequence's keys and values before attention and reduce-scatters their gradients (Llama 3); 'torch_allgather' is PyTorch's experimental context_parallel with rotate method 'allgather' as torchtitan runs it: cp attention calls per pass, K/V all-gathered behind the first, each output merged in FP32 by eager kernels, and in the backward dK/dV accumulated in FP32 and passed rank to rank after every call")
     pp: int = spec_field(16, unit="count", ge=1, le=MAX_DEGREE, doc="Pipeline-parallel degree (ranks in one pipeline)")

@@ -302,15 +302,37 @@ class StepCosts:
             return self.tp_bytes * FP8_BYTES / BF16_BYTES
         return self.tp_bytes
 
-    def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
-        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap what stays exposed
-        when it is pipelined chunk by chunk with the GEMM beside it (comm.pipelined_exposed_s:
-        torch's micro-pipelined TP, TransformerEngine's userbuffers overlap)."""
+    def _tp_task(self, c: _Collective | None, beside_gemm_s: float, point: str) -> list[Task]:
+        """A TP collective at `point` of a part (_tp_kinds) as a comm task: whole, or with
+        plan.tp_comm_overlap what stays exposed when it is pipelined chunk by chunk with the GEMM
+        beside it (comm.pipelined_exposed_s: TransformerEngine's userbuffers overlap, torch's
+        micro-pipelined TP). plan.tp_overlap_kind 'torch_async_tp' is torch's as the inductor pass
+        applies it (torch/_inductor/fx_passes/micro_pipeline_tp.py, late 2024): only
+        all-gathers and reduce-scatters are fused (an all-reduce waits in line); a reduce-scatter
+        only where one GEMM produces its input (fuse_matmul_reduce_scatter's
+        _find_producer_matmul), so the input gradient of a part whose input feeds separate linears
+        (torchtitan's Llama: wq, wk, wv; w1, w3), a sum of their GEMMs, is reduce-scattered whole;
+        and a fused reduce-scatter leaves each rank the partial sums of its rows from every rank,
+        added by one reduction kernel on the compute stream (torch/distributed/_symmetric_memory
+        _fused_matmul_reduce_scatter_impl: _pipelined_produce_and_all2all into stacked_partials,
+        then torch.sum over the ranks: reads the whole buffer, writes the rank's 1/tp)."""
         if c is None:
             return []
         p = self.sc.plan
-        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp) if p.tp_comm_overlap else c.time_s
-        return [Task("comm", t, f"tp_{c.kind}" + ("_bwd" if backward else ""))] if t > 0 else []
+        backward = point in ("out_bwd", "in_bwd")
+        name = f"tp_{c.kind}" + ("_bwd" if backward else "")
+        fused = p.tp_comm_overlap
+        if fused and p.tp_overlap_kind == "torch_async_tp":
+            fused = c.kind == "all_gather" or (c.kind == "reduce_scatter" and point == "out_fwd")
+        if not fused:
+            return [Task("comm", c.time_s, name)]
+        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp)
+        tasks = [Task("comm", t, name)] if t > 0 else []
+        if p.tp_overlap_kind == "torch_async_tp" and c.kind == "reduce_scatter":
+            partials_bytes = self.tp_bytes * (1.0 + 1.0 / p.tp)
+            tasks.append(Task("compute", compute.memory_time_s(partials_bytes, self.gpu, self.profile),
+                              "tp_partials_reduce" + ("_bwd" if backward else "")))
+        return tasks
 
     def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
         """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps."""
@@ -395,10 +417,10 @@ class StepCosts:
                 continue
             tp = self._tp_points(seg)
             if tp:
-                tasks += self._tp_task(tp["in_fwd"], self._gemm_s(seg, "fwd", first=True), backward=False)
+                tasks += self._tp_task(tp["in_fwd"], self._gemm_s(seg, "fwd", first=True), "in_fwd")
             tasks += self._compute_segment(seg, "fwd", f"{key}_fwd")
             if tp:
-                tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), backward=False)
+                tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), "out_fwd")
         return tuple(tasks)
 
     @_per_block
@@ -421,7 +443,7 @@ class StepCosts:
                 continue
             tp = self._tp_points(seg)
             if tp:
-                tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), backward=True)
+                tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), "out_bwd")
             if recompute in ("selective", "selective_op"):
                 extra = ([op for op in seg if op.recompute] if recompute == "selective"
                          else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
@@ -429,7 +451,7 @@ class StepCosts:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
             if tp:
-                tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), backward=True)
+                tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), "in_bwd")
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)
