@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from real.bench.async_tp import bench_async_tp
 from real.bench.attention import bench_attention
 from real.bench.decode_gemm import bench_decode_drift, bench_decode_gemm
 from real.bench.device import environment, free_memory
@@ -52,7 +53,7 @@ _FUNCTIONS = {
     "torch_cp": bench_torch_cp, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
     "tp_grouped": bench_tp_grouped,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
-    "mla_host": bench_mla_host,
+    "mla_host": bench_mla_host, "async_tp": bench_async_tp,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order
