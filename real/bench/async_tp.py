@@ -54,7 +54,7 @@ def _symm_group_name(dev) -> str:
     """The world group's name with symmetric memory enabled for it (raises where unavailable)."""
     if dev.type != "cuda":
         raise RuntimeError("symmetric memory needs CUDA devices")
-    from torch.distributed import _symmetric_memory as symm_mem
+    from torch.distributed import _symmetric_memory as symm_mem  # lazy: a private module some torch builds lack; only GPU runs need it
     name = dist.group.WORLD.group_name
     enable = getattr(symm_mem, "enable_symm_mem_for_group", None)
     if enable is not None:
