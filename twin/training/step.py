@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections import Counter
 
 from twin.costs import comm, compute, context_parallel, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops, moe_ops,
-                              op_sac_recompute,
-                              train_flops_per_token)
+                              op_sac_recompute, train_flops_per_token, unfused_linear_ops)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -121,6 +121,8 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     else:
         ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, _layer_load(imbalance, layer),
                        dispatch_bytes_per_elem=1 if p.gemm_precision == "fp8" else BF16_BYTES)
+    if p.unfused_linears:   # separate q/k/v and gate/up linears (before the eager rewrite: their gradient sums)
+        ops = unfused_linear_ops(ops, m, p.tp, eager=p.kernels == "eager")
     if p.sequence_parallel:   # norms and residuals run on each rank's 1/tp of the sequence
         # (an MoE part's already do: its tokens are shared out over the TP ranks)
         split = [op.name in HIDDEN_WIDTH_OPS and (op.part == "attn" or dense) for op in ops]
@@ -284,7 +286,7 @@ class StepCosts:
             return None
         names = {op.name for op in seg}
         attention = any(op.kind == OpKind.ATTENTION for op in seg)
-        if not attention and "ffn_gate_up" not in names:
+        if not attention and not names & {"ffn_gate_up", "ffn_gate"}:
             return None
         kinds = _tp_kinds(attention and self.sc.model.is_moe, p.sequence_parallel)
         return {point: None if kind is None else
@@ -335,11 +337,16 @@ class StepCosts:
         return tasks
 
     def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
-        """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps."""
+        """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps;
+        the first with the linears sharing its input (Op.shared_input: an all-gathered input feeds
+        wq, wk and wv, and torch's micro-pipelined TP fuses the gather with all of them)."""
         gemms = [op for op in seg if op.kind in GEMM_KINDS]
         if not gemms:
             return 0.0
-        return self._compute_s([gemms[0] if first else gemms[-1]], phase)
+        if not first:
+            return self._compute_s([gemms[-1]], phase)
+        group = [gemms[0]] + list(itertools.takewhile(lambda op: op.shared_input, gemms[1:]))
+        return self._compute_s(group, phase)
 
     def _cp_tasks(self, seg: list[Op], backward: bool) -> list[Task]:
         """Context parallelism around the attention core of a segment. Ring: cp-1 transfers of this
