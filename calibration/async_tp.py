@@ -16,6 +16,12 @@ cost functions, as twin.training.step.StepCosts._tp_task composes them:
 rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the device could not run
 (status 'unavailable') are listed, not predicted. Never a fitting input.
 
+The same campaign's one-GPU part times the GEMMs of torchtitan's Llama linears on a TP8 rank
+(plan.unfused_linears: wq, wk, w1 separate, qkv and w1+w3 fused; forward, input and weight
+gradient; BF16 and tensorwise FP8; <gpu>/gemm.csv, bench `tt_linear`): `linears` predicts each
+with twin.costs.compute.gemm_time_s (BF16 output, as measured; the FP8 rows on the `fp8-tensor`
+curve, Profile.with_fp8_recipe), casts not included (the records time pre-quantized operands).
+
     python -m calibration.async_tp [--gpu h100] [--root DIR] [--json]
 """
 
@@ -86,6 +92,20 @@ def compare(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = 
     return {"gpu": gpu, "rows": rows, "unavailable": unavailable, "summary": summary}
 
 
+def linears(gemm: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> list[dict]:
+    """The tt_linear GEMM records of gemm.csv beside the twin's GEMM seconds."""
+    spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
+    tensorwise = profile.with_fp8_recipe("tensorwise")
+    out = []
+    for r in gemm[gemm["bench"] == "tt_linear"].itertuples(index=False):
+        fp8 = str(r.precision).startswith("fp8")
+        pred = compute.gemm_time_s(int(r.m), int(r.n), int(r.k), "fp8" if fp8 else "bf16", spec,
+                                   tensorwise if fp8 else profile)
+        out.append({"shape_tag": r.shape_tag, "precision": r.precision, "m": int(r.m), "n": int(r.n), "k": int(r.k),
+                    "measured_s": float(r.time_s), "predicted_s": pred, "rel_error": pred / float(r.time_s) - 1.0})
+    return out
+
+
 def format_table(result: dict) -> str:
     lines = [f"torch micro-pipelined TP on {result['gpu']} x2: twin vs measured (error = predicted / measured - 1)",
              f"{'case':22} {'op':11} {'split':8} {'measured ms':>12} {'twin ms':>9} {'err':>7}"]
@@ -94,6 +114,9 @@ def format_table(result: dict) -> str:
                      f"{r['predicted_s'] * 1e3:9.3f} {r['rel_error']:+7.1%}")
     for u in result["unavailable"]:
         lines.append(f"{u['shape_tag']:22} {u['op']:11} unavailable: {u['detail']}")
+    for r in result.get("linears", []):
+        lines.append(f"{r['shape_tag']:38} {r['precision']:10} {r['measured_s'] * 1e3:9.3f} {r['predicted_s'] * 1e3:9.3f} "
+                     f"{r['rel_error']:+7.1%}")
     return "\n".join(lines)
 
 
@@ -108,6 +131,9 @@ def main(argv=None) -> int:
         print(f"error: no records at {path} (real/campaigns/s9tt.sh writes them)", file=sys.stderr)
         return 2
     result = compare(load(args.gpu, args.root), args.gpu)
+    gemm_csv = Path(args.root) / args.gpu / "gemm.csv"
+    if gemm_csv.is_file():
+        result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 

@@ -21,7 +21,8 @@ from real.bench.ep import bench_ep
 from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
-from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped
+from real.bench.gemm import (bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped,
+                             bench_tt_linears)
 from real.bench.kernels import bench_kernels
 from real.bench.mla_host import bench_mla_host
 from real.bench.memory import bench_memory, bench_topk
@@ -53,7 +54,7 @@ _FUNCTIONS = {
     "torch_cp": bench_torch_cp, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
     "tp_grouped": bench_tp_grouped,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
-    "mla_host": bench_mla_host, "async_tp": bench_async_tp,
+    "mla_host": bench_mla_host, "async_tp": bench_async_tp, "tt_linears": bench_tt_linears,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

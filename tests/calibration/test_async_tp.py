@@ -39,3 +39,15 @@ def test_compare_lists_unavailable_rows_and_summarises_by_op(tmp_path, capsys):
     assert res["summary"]["mm"]["fit"]["rows"] == 1
     assert "unavailable" in at.format_table(res)
     assert at.main(["--root", str(tmp_path)]) == 2 and "s9tt.sh" in capsys.readouterr().err
+
+
+def test_the_tt_linear_records_are_predicted_on_their_precision_s_curve():
+    gpu, prof = gpu_spec("h100"), fitted_profile("h100")
+    recs = pd.DataFrame([dict(bench="tt_linear", shape_tag="tt_linear/llama3.1-70b/wk/fwd", precision=p,
+                              m=32768, n=128, k=8192, time_s=1e-3) for p in ("bf16", "fp8-tensor")]
+                        + [dict(bench="gemm", shape_tag="square", precision="bf16", m=1, n=1, k=1, time_s=1.0)])
+    rows = at.linears(recs)
+    assert [r["precision"] for r in rows] == ["bf16", "fp8-tensor"]
+    assert rows[0]["predicted_s"] == compute.gemm_time_s(32768, 128, 8192, "bf16", gpu, prof)
+    assert rows[1]["predicted_s"] == compute.gemm_time_s(32768, 128, 8192, "fp8", gpu, prof.with_fp8_recipe("tensorwise"))
+    assert rows[1]["rel_error"] == pytest.approx(rows[1]["predicted_s"] / 1e-3 - 1)

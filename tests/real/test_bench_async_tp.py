@@ -43,3 +43,16 @@ def test_async_tp_section_on_two_gloo_ranks(tmp_path):
         else:
             assert r["status"] == "ok" and float(r["time_s"]) > 0 and float(r["time_p90_s"]) >= float(r["time_p10_s"])
     assert async_tp_split("llama3.1-405b/w1") == "holdout" and async_tp_split("llama3.1-70b/w1") == "fit"
+
+
+def test_tt_linears_section_writes_the_three_gemms_of_each_linear_in_both_precisions(tmp_path):
+    from real.bench.gemm import tt_linear_problems
+    assert main(["--out", str(tmp_path), "--quick", "--only", "tt_linears"]) == 0
+    rows = list(csv.DictReader((tmp_path / "gemm.csv").open()))
+    assert len(rows) == 2 * 3 * 2 and {r["bench"] for r in rows} == {"tt_linear"}
+    # the forward x W^T, the input gradient dy W, the weight gradient over the tokens (op_time_s's forms)
+    assert tt_linear_problems(256, 16, 128) == [("fwd", 256, 16, 128), ("bwd_input", 256, 128, 16), ("bwd_weight", 128, 16, 256)]
+    wk = [(r["shape_tag"], r["precision"], r["m"], r["n"], r["k"]) for r in rows if "/wk/" in r["shape_tag"]]
+    assert wk == [(f"tt_linear/tiny/wk/{ph}", p, str(m), str(n), str(k)) for ph, m, n, k in tt_linear_problems(256, 16, 128)
+                  for p in ("bf16", "fp8-tensor")]
+    assert all(float(r["time_s"]) > 0 for r in rows)
