@@ -18,7 +18,8 @@ rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the dev
 
 The same campaign's one-GPU part times the GEMMs of torchtitan's Llama linears on a TP8 rank
 (plan.unfused_linears: wq, wk, w1 separate, qkv and w1+w3 fused; forward, input and weight
-gradient; BF16 and tensorwise FP8; <gpu>/gemm.csv, bench `tt_linear`): `linears` predicts each
+gradient; BF16 and tensorwise FP8; the campaign's gemm.csv rows of bench `tt_linear`, kept apart
+from the fitted GEMM records as <gpu>/tt_linears.csv so no fit reads them): `linears` predicts each
 with twin.costs.compute.gemm_time_s (BF16 output, as measured; the FP8 rows on the `fp8-tensor`
 curve, Profile.with_fp8_recipe), casts not included (the records time pre-quantized operands).
 
@@ -42,6 +43,7 @@ from twin.costs.flops import BF16_BYTES
 from twin.costs.profile import Profile, fitted_profile
 
 RECORDS_FILE = "async_tp.csv"
+LINEARS_FILE = "tt_linears.csv"   # the s9tt campaign's tt_linear GEMM rows, apart from the fitted gemm.csv
 
 
 def _collective_bytes(kind: str, m: int, n: int, k: int) -> float:
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
         print(f"error: no records at {path} (real/campaigns/s9tt.sh writes them)", file=sys.stderr)
         return 2
     result = compare(load(args.gpu, args.root), args.gpu)
-    gemm_csv = Path(args.root) / args.gpu / "gemm.csv"
+    gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
     if gemm_csv.is_file():
         result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
