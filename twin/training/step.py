@@ -17,6 +17,9 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   (mirrored in the backward). An MoE block's attention always gathers and scatters: its tokens are
   shared out over the TP ranks for the experts. With plan.tp_comm_overlap only the part of a
   collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
+  plan.tp_overlap_kind 'torch_async_tp' overlaps only what torch's micro-pipelined TP fuses, and
+  adds its `tp_partials_reduce` kernel after each fused reduce-scatter (StepCosts._tp_task).
+  plan.unfused_linears splits the QKV and gate/up GEMMs into the model's separate linears.
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
   attention of the chunk in hand, exposed by the part longer than it; in the backward
   `cp_ring_dkv_home`, the last hop of the key/value gradients to their owner, exposed) or `cp_all_gather_kv` /
