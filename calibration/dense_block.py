@@ -39,7 +39,8 @@ from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
 from twin.core.specs import GPUSpec, ModelSpec
 from twin.costs import compute
-from twin.costs.flops import (BF16_BYTES, OpKind, Op, attention_ops, dense_ffn_ops, eager_ops, head_ops)
+from twin.costs.flops import (BF16_BYTES, OpKind, Op, attention_ops, dense_ffn_ops, eager_ops, head_ops,
+                              unfused_linear_ops)
 from twin.core.atomic import write_text
 from twin.costs.profile import PROFILES, Profile, fitted_profile, profile_from_json
 
@@ -91,7 +92,9 @@ def _gpt_ffn_ops(tokens: int, d: int, ffn: int) -> list[Op]:
 
 def record_ops(row, catalog: bool = False) -> list[Op]:
     """The twin's ops for what the record ran. block: attention_ops (+ repeat_kv when the record
-    repeated K/V heads; no RoPE for GPT) + the FFN; head: head_ops; attention: the core alone.
+    repeated K/V heads; no RoPE for GPT) + the FFN, a Llama block's projections as the separate
+    linears real/dense.py issues (unfused_linear_ops, as torchtitan's Llama); head: head_ops;
+    attention: the core alone.
     Eager elementwise chains (eager_ops) unless compiled; a GPT block's LayerNorm and GeLU are
     single kernels in eager too. `catalog`: a GPT block as the twin's catalog holds it
     (SwiGLU over 8h/3 of the model, RoPE, RMSNorm)."""
@@ -115,7 +118,8 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
         return att + _gpt_ffn_ops(T, m.hidden_size, m.intermediate_size)
     if kind == "gpt":   # the catalog's SwiGLU of 8h/3 (its GEMMs carry the 4h GeLU FFN's FLOPs)
         m = dataclasses.replace(m, intermediate_size=round(m.intermediate_size * 2 / 3))
-    ops = att + dense_ffn_ops(m, T)
+    # real/dense.py's Llama block has torchtitan's separate wq, wk, wv and w1, w3 linears
+    ops = unfused_linear_ops(att + dense_ffn_ops(m, T), m, 1, eager) if kind == "llama" else att + dense_ffn_ops(m, T)
     return eager_ops(ops) if eager and kind == "llama" else ops
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from real.bench.async_tp import bench_async_tp
 from real.bench.attention import bench_attention
 from real.bench.decode_gemm import bench_decode_drift, bench_decode_gemm
 from real.bench.device import environment, free_memory
@@ -20,7 +21,8 @@ from real.bench.ep import bench_ep
 from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
-from real.bench.gemm import bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped
+from real.bench.gemm import (bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped,
+                             bench_tt_linears)
 from real.bench.kernels import bench_kernels
 from real.bench.mla_host import bench_mla_host
 from real.bench.mla_paired import bench_mla_paired
@@ -54,7 +56,7 @@ _FUNCTIONS = {
     "tp_grouped": bench_tp_grouped,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
     "mla_host": bench_mla_host,
-    "mla_paired": bench_mla_paired,
+    "mla_paired": bench_mla_paired, "async_tp": bench_async_tp, "tt_linears": bench_tt_linears,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

@@ -186,3 +186,46 @@ def bench_tp_grouped(rec, timer, dev, deadline, quick, env):
                       shapes=[(256, 448)] if quick else list(shapes), kinds=("bf16",))
         bench_grouped_wgrad(rec, timer, dev, deadline, quick, env, groups=g, tpgs=t,
                             shapes=[(256, 448)] if quick else list(TP2_GROUPED_WGRAD[e]))
+
+
+# torchtitan's Llama 3.1 linears on a TP8 rank (s9tt): (model, linear, n, d) with n the rank's output
+# width, d the model width; wq/wk/wv and w1/w3 separate as torchtitan issues them, qkv and gate_up the
+# fused GEMMs the twin otherwise costs
+TT_LINEARS = [("llama3.1-70b", "wq", 1024, 8192), ("llama3.1-70b", "wk", 128, 8192), ("llama3.1-70b", "w1", 3584, 8192),
+              ("llama3.1-70b", "qkv", 1280, 8192), ("llama3.1-70b", "w13", 7168, 8192),
+              ("llama3.1-405b", "wq", 2048, 16384), ("llama3.1-405b", "wk", 128, 16384),
+              ("llama3.1-405b", "w1", 6656, 16384), ("llama3.1-405b", "qkv", 2304, 16384),
+              ("llama3.1-405b", "w13", 13312, 16384)]
+TT_TOKENS = 32768   # one 405B micro-batch (4 x 8,192); a quarter of 70B's 16 x 8,192
+
+
+def tt_linear_problems(tokens: int, n: int, d: int) -> list[tuple[str, int, int, int]]:
+    """(phase, m, n, k) of a linear's three GEMMs as twin.costs.compute.op_time_s poses them: the
+    forward x W^T (tokens x n over d), the input gradient dy W (tokens x d over n), the weight
+    gradient (d x n over the tokens)."""
+    return [("fwd", tokens, n, d), ("bwd_input", tokens, d, n), ("bwd_weight", d, n, tokens)]
+
+
+def bench_tt_linears(rec, timer, dev, deadline, quick, env):
+    """Section tt_linears (gemm.csv, shape_tag tt_linear/<model>/<linear>/<phase>): the GEMMs of
+    torchtitan's separate and fused Llama linears on a TP8 rank, BF16 and tensorwise FP8 (torchao's
+    torch._scaled_mm), to check the twin's curves on the narrow K/V GEMMs and their K = 128 input
+    gradients (plan.unfused_linears)."""
+    linears = [("tiny", "wk", 16, 128), ("tiny", "wq", 128, 128)] if quick else TT_LINEARS
+    tokens = 256 if quick else TT_TOKENS
+    for model, name, n_out, d in linears:
+        for phase, m, n, k in tt_linear_problems(tokens, n_out, d):
+            if deadline.over():
+                log("tt_linears: time share spent, skipping the rest")
+                free_memory()
+                return
+            a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+            for kind in ("bf16", "fp8-tensor"):
+                fn = (lambda: F.linear(a, w)) if kind == "bf16" else fp8_gemm_callable(a, w, kind)
+                r = timer.measure(fn, flops=gemm_flops(m, n, k), bytes_=gemm_bytes(m, n, k, 2 if kind == "bf16" else 1),
+                                  batched=True)
+                rec.row("gemm", bench="tt_linear", m=m, n=n, k=k, groups=1, tokens_per_group=m, precision=kind,
+                        shape_tag=f"tt_linear/{model}/{name}/{phase}", **r)
+            del a, w
+    free_memory()

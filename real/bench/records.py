@@ -25,7 +25,7 @@ ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
 DIST_ENV_COLS = ["nccl_version", "num_gpus"]
 # (and the one-GPU dense_block families, whose campaign records the NCCL version as every row must)
 DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline",
-                 "dense_block", "dense_kernels"}
+                 "dense_block", "dense_kernels", "async_tp"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -94,6 +94,8 @@ SHAPE_COLS = {
                           "num_heads", "num_kv_heads", "head_dim", "kv_repeat", "causal", "precision", "split",
                           "rank", "phase", "span_s", "compute_s", "nccl_s", "nccl_exposed_s", "idle_s",
                           "sdpa_calls"],
+    # real/bench/async_tp.py (s9tt): torch's micro-pipelined TP ops beside the parts they are made of
+    "async_tp": ["bench", "shape_tag", "kind", "op", "m", "n", "k", "world_size", "precision", "status", "detail", "split"],
     "cp_chunks": ["bench", "model", "sdpa_backend", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
                   "q_len", "kv_len", "causal", "kv_repeat", "source_seq_len", "precision", "host_time_s", "split"],
 }

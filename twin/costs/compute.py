@@ -206,10 +206,11 @@ def fp8_cast_passes(op: Op, phase: str) -> list[tuple[str, float]]:
     transposes (~1.4% of the pair) but cannot tell per-step from per-micro-batch."""
     rows = op.m * op.groups
     if phase == "fwd":
-        return [] if op.fp8_input else [("cast", rows * op.k)]
+        return [] if op.fp8_input or op.shared_input else [("cast", rows * op.k)]
     if phase == "bwd_input":
         return [("cast", rows * op.n)]
-    return [("cast_transpose", rows * op.n), ("requant_transpose", rows * op.k)]
+    # a linear sharing its input with the one before it (Op.shared_input) shares its transposed copy
+    return [("cast_transpose", rows * op.n)] + ([] if op.shared_input else [("requant_transpose", rows * op.k)])
 
 
 def fp8_cast_time_s(op: Op, phase: str, gpu: GPUSpec, profile: Profile) -> float:

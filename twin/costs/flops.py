@@ -182,6 +182,9 @@ class Op:
     forward and backward (eager_ops: torch eager runs an elementwise op as several kernels).
     fp8_input: a GEMM whose input arrives already quantized to FP8 (the routed experts' rows,
     cast before an FP8 dispatch, V3 §3.3.3), so no cast kernel precedes its forward.
+    shared_input: a GEMM reading the same input as the GEMM before it (unfused_linear_ops: wk and
+    wv after wq, w3 after w1), whose FP8 cast of that input, and transposed copy for the weight
+    gradient, are the first one's.
     precision: the precision the op runs in whatever the job's GEMM precision: "bf16" for the
     router (V3 §3.3: the gating network is not in FP8) and the attention core (V3 keeps attention
     in BF16); None = the job's precision.
@@ -208,6 +211,7 @@ class Op:
     causal: bool = True
     kv_len: int = 0       # keys each attention sequence attends; 0 = seq_len (self-attention)
     fp8_input: bool = False
+    shared_input: bool = False
     recompute: bool = False
     precision: str | None = None
     eager: bool = False   # a "memory" op torch eager runs (eager_ops): Profile.eager_elementwise_eff
@@ -350,6 +354,34 @@ def _unfused_linears(op: Op, m: ModelSpec, tp: int) -> list[Op]:
     if op.name in ("ffn_gate_up", "shared_gate_up"):
         return [dataclasses.replace(op, n=op.n // 2)] * 2
     return [op]
+
+
+# the fused GEMMs unfused_linear_ops splits, and the names of the linears they become
+UNFUSED_NAMES = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "ffn_gate_up": ("ffn_gate", "ffn_up")}
+
+
+def unfused_linear_ops(ops: list[Op], m: ModelSpec, tp: int, eager: bool) -> list[Op]:
+    """The block's ops with the fused QKV and gate/up GEMMs as the separate linears an unfused
+    PyTorch model issues (plan.unfused_linears; torchtitan's Llama, models/llama/model.py @
+    9dec370: wq, wk, wv and w1, w3 are separate nn.Linear on the same input). Each linear is its
+    own GEMM kernel reading the whole input (on a TP rank wk and wv are 128 columns wide per
+    K/V head); the input's FP8 cast is shared (`shared_input`). In the backward the linears'
+    input gradients, each tokens x d, are summed before they leave the part (`*_dgrad_sum`, no
+    forward work): torch.compile (`eager` False) adds them in one fused kernel (read n, write 1),
+    torch eager's autograd accumulates them pairwise (n - 1 adds, each reading 2 and writing 1)."""
+    out = []
+    for op in ops:
+        names = UNFUSED_NAMES.get(op.name) if op.kind == OpKind.GEMM else None
+        if names is None:
+            out.append(op)
+            continue
+        linears = _unfused_linears(op, m, tp)
+        out += [dataclasses.replace(lin, name=name, shared_input=i > 0) for i, (name, lin) in enumerate(zip(names, linears))]
+        n, grad_bytes = len(linears), op.m * op.k * BF16_BYTES
+        out.append(Op(f"{op.name.removesuffix('_proj')}_dgrad_sum", OpKind.MEMORY, op.part, bytes=0.0, launches=0,
+                      bwd_bytes=(n - 1) * 3 * grad_bytes if eager else (n + 1) * grad_bytes,
+                      bwd_launches=n - 1 if eager else 1))
+    return out
 
 
 def op_sac_recompute(ops: list[Op], m: ModelSpec, tp: int, gemm_precision: str) -> list[tuple[Op, Op]]:

@@ -17,6 +17,9 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   (mirrored in the backward). An MoE block's attention always gathers and scatters: its tokens are
   shared out over the TP ranks for the experts. With plan.tp_comm_overlap only the part of a
   collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
+  plan.tp_overlap_kind 'torch_async_tp' overlaps only what torch's micro-pipelined TP fuses, and
+  adds its `tp_partials_reduce` kernel after each fused reduce-scatter (StepCosts._tp_task).
+  plan.unfused_linears splits the QKV and gate/up GEMMs into the model's separate linears.
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
   attention of the chunk in hand, exposed by the part longer than it; in the backward
   `cp_ring_dkv_home`, the last hop of the key/value gradients to their owner, exposed) or `cp_all_gather_kv` /
@@ -41,13 +44,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections import Counter
 
 from twin.costs import comm, compute, context_parallel, memory
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops, moe_ops,
-                              op_sac_recompute,
-                              train_flops_per_token)
+                              op_sac_recompute, train_flops_per_token, unfused_linear_ops)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -127,6 +130,8 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     else:
         ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, _layer_load(imbalance, layer),
                        dispatch_bytes_per_elem=1 if p.gemm_precision == "fp8" else BF16_BYTES)
+    if p.unfused_linears:   # separate q/k/v and gate/up linears (before the eager rewrite: their gradient sums)
+        ops = unfused_linear_ops(ops, m, p.tp, eager=p.kernels == "eager")
     if p.sequence_parallel:   # norms and residuals run on each rank's 1/tp of the sequence
         # (an MoE part's already do: its tokens are shared out over the TP ranks)
         split = [op.name in HIDDEN_WIDTH_OPS and (op.part == "attn" or dense) for op in ops]
@@ -290,7 +295,7 @@ class StepCosts:
             return None
         names = {op.name for op in seg}
         attention = any(op.kind == OpKind.ATTENTION for op in seg)
-        if not attention and "ffn_gate_up" not in names:
+        if not attention and not names & {"ffn_gate_up", "ffn_gate"}:
             return None
         kinds = _tp_kinds(attention and self.sc.model.is_moe, p.sequence_parallel)
         return {point: None if kind is None else
@@ -308,22 +313,49 @@ class StepCosts:
             return self.tp_bytes * FP8_BYTES / BF16_BYTES
         return self.tp_bytes
 
-    def _tp_task(self, c: _Collective | None, beside_gemm_s: float, backward: bool) -> list[Task]:
-        """A TP collective as a comm task: whole, or with plan.tp_comm_overlap what stays exposed
-        when it is pipelined chunk by chunk with the GEMM beside it (comm.pipelined_exposed_s:
-        torch's micro-pipelined TP, TransformerEngine's userbuffers overlap)."""
+    def _tp_task(self, c: _Collective | None, beside_gemm_s: float, point: str) -> list[Task]:
+        """A TP collective at `point` of a part (_tp_kinds) as a comm task: whole, or with
+        plan.tp_comm_overlap what stays exposed when it is pipelined chunk by chunk with the GEMM
+        beside it (comm.pipelined_exposed_s: TransformerEngine's userbuffers overlap, torch's
+        micro-pipelined TP). plan.tp_overlap_kind 'torch_async_tp' is torch's as the inductor pass
+        applies it (torch/_inductor/fx_passes/micro_pipeline_tp.py, late 2024): only
+        all-gathers and reduce-scatters are fused (an all-reduce waits in line); a reduce-scatter
+        only where one GEMM produces its input (fuse_matmul_reduce_scatter's
+        _find_producer_matmul), so the input gradient of a part whose input feeds separate linears
+        (torchtitan's Llama: wq, wk, wv; w1, w3), a sum of their GEMMs, is reduce-scattered whole;
+        and a fused reduce-scatter leaves each rank the partial sums of its rows from every rank,
+        added by one reduction kernel on the compute stream (torch/distributed/_symmetric_memory
+        _fused_matmul_reduce_scatter_impl: _pipelined_produce_and_all2all into stacked_partials,
+        then torch.sum over the ranks: reads the whole buffer, writes the rank's 1/tp)."""
         if c is None:
             return []
         p = self.sc.plan
-        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp) if p.tp_comm_overlap else c.time_s
-        return [Task("comm", t, f"tp_{c.kind}" + ("_bwd" if backward else ""))] if t > 0 else []
+        backward = point in ("out_bwd", "in_bwd")
+        name = f"tp_{c.kind}" + ("_bwd" if backward else "")
+        fused = p.tp_comm_overlap
+        if fused and p.tp_overlap_kind == "torch_async_tp":
+            fused = c.kind == "all_gather" or (c.kind == "reduce_scatter" and point == "out_fwd")
+        if not fused:
+            return [Task("comm", c.time_s, name)]
+        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp)
+        tasks = [Task("comm", t, name)] if t > 0 else []
+        if p.tp_overlap_kind == "torch_async_tp" and c.kind == "reduce_scatter":
+            partials_bytes = self.tp_bytes * (1.0 + 1.0 / p.tp)
+            tasks.append(Task("compute", compute.memory_time_s(partials_bytes, self.gpu, self.profile),
+                              "tp_partials_reduce" + ("_bwd" if backward else "")))
+        return tasks
 
     def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
-        """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps."""
+        """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps;
+        the first with the linears sharing its input (Op.shared_input: an all-gathered input feeds
+        wq, wk and wv, and torch's micro-pipelined TP fuses the gather with all of them)."""
         gemms = [op for op in seg if op.kind in GEMM_KINDS]
         if not gemms:
             return 0.0
-        return self._compute_s([gemms[0] if first else gemms[-1]], phase)
+        if not first:
+            return self._compute_s([gemms[-1]], phase)
+        group = [gemms[0]] + list(itertools.takewhile(lambda op: op.shared_input, gemms[1:]))
+        return self._compute_s(group, phase)
 
     def _cp_tasks(self, seg: list[Op], backward: bool) -> list[Task]:
         """Context parallelism around the attention core of a segment. Ring: cp-1 transfers of this
@@ -401,10 +433,10 @@ class StepCosts:
                 continue
             tp = self._tp_points(seg)
             if tp:
-                tasks += self._tp_task(tp["in_fwd"], self._gemm_s(seg, "fwd", first=True), backward=False)
+                tasks += self._tp_task(tp["in_fwd"], self._gemm_s(seg, "fwd", first=True), "in_fwd")
             tasks += self._compute_segment(seg, "fwd", f"{key}_fwd")
             if tp:
-                tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), backward=False)
+                tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), "out_fwd")
         return tuple(tasks)
 
     @_per_block
@@ -427,7 +459,7 @@ class StepCosts:
                 continue
             tp = self._tp_points(seg)
             if tp:
-                tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), backward=True)
+                tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), "out_bwd")
             if recompute in ("selective", "selective_op"):
                 extra = ([op for op in seg if op.recompute] if recompute == "selective"
                          else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
@@ -435,7 +467,7 @@ class StepCosts:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
             if tp:
-                tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), backward=True)
+                tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), "in_bwd")
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)

@@ -82,6 +82,32 @@ def test_tp_comm_overlap_hides_collectives_behind_gemms():
     assert tp_time(hidden) < tp_time(exposed) and hidden.step_time_s < exposed.step_time_s
 
 
+def test_torch_async_tp_fuses_what_the_inductor_pass_fuses():
+    # torch's micro-pipelined TP (plan.tp_overlap_kind 'torch_async_tp'): all-gathers pipelined as
+    # with userbuffers; the forward reduce-scatter pipelined too, its partial sums then added by a
+    # reduction kernel; the input-gradient reduce-scatter (a sum of the q/k/v or w1/w3 GEMMs) whole
+    base = dict(tp=8, pp=1, dp=1, sequence_parallel=True)
+    plain = step(scenario(**base))
+    ub = step(scenario(**base, tp_comm_overlap=True))
+    sc = scenario(**base, tp_comm_overlap=True, tp_overlap_kind="torch_async_tp")
+    torch_tp = step(sc)
+    for name in ("tp_all_gather", "tp_all_gather_bwd", "tp_reduce_scatter"):
+        assert torch_tp.op_time_s.get(name, 0.0) == pytest.approx(ub.op_time_s.get(name, 0.0), rel=1e-12)
+    assert torch_tp.op_time_s["tp_reduce_scatter_bwd"] == pytest.approx(plain.op_time_s["tp_reduce_scatter_bwd"], rel=1e-12)
+    assert ub.op_time_s.get("tp_reduce_scatter_bwd", 0.0) < plain.op_time_s["tp_reduce_scatter_bwd"]
+    # one reduction per part (attention, FFN) per layer per micro-batch: 16 micro-batches of one
+    # 4,096-token sequence, 4 layers; it reads the whole BF16 buffer and writes the rank's 1/8
+    profile = _prepare(sc, None, Perturb(), True)[2]
+    one = compute.memory_time_s(4096 * 1024 * 2 * (1 + 1 / 8), sc.gpu, profile)
+    assert torch_tp.op_time_s["tp_partials_reduce"] == pytest.approx(16 * 4 * 2 * one, rel=1e-9)
+    assert "tp_partials_reduce" not in ub.op_time_s
+    assert ub.step_time_s < torch_tp.step_time_s
+    # without sequence parallelism the all-reduces are not fused at all
+    no_sp = dict(tp=8, pp=1, dp=1)
+    assert (step(scenario(**no_sp, tp_comm_overlap=True, tp_overlap_kind="torch_async_tp")).step_time_s
+            == pytest.approx(step(scenario(**no_sp)).step_time_s, rel=1e-12))
+
+
 def test_measured_collectives_by_hand():
     # pp=1, 1F1B: 4 micro-batches (16 sequences / dp 4), 4 layers, 2 parts each, one all-reduce per part
     sc = scenario(tp=2, pp=1, dp=4)
@@ -152,6 +178,7 @@ def test_comm_sms_default_follows_expert_parallelism():
     ("plan.sequence_parallel=true", "plan.sequence_parallel"),
     ("plan.tp_comm_overlap=true", "plan.tp_comm_overlap"),
     ("plan.cp_kind='allgather'", "plan.cp_kind"),
+    ("plan.tp_overlap_kind='torch_async_tp'", "plan.tp_overlap_kind"),
     ("plan.virtual_stages=2", "plan.virtual_stages"),
     ("plan.ep=8", "plan.ep"),
     ("plan.comm_sms=20", "plan.comm_sms"),

@@ -1,0 +1,144 @@
+"""torch's micro-pipelined TP measured against the twin's model of it (plan.tp_overlap_kind
+'torch_async_tp'; issue 14, session s9tt).
+
+real/bench/async_tp.py (campaign real/campaigns/s9tt.sh) times, on two GPUs as TP2, the GEMMs of
+torchtitan's Llama 3.1 TP slices with their all-gather or reduce-scatter: alone, in sequence, fused
+(torch.ops.symm_mem.fused_all_gather_matmul / fused_matmul_reduce_scatter) and, for the
+reduce-scatter, the reduction of the stacked partial sums the fused op ends with
+(calibration/measurements/<gpu>x2/async_tp.csv). Each row is predicted here with the twin's own
+cost functions, as twin.training.step.StepCosts._tp_task composes them:
+  mm          twin.costs.compute.gemm_time_s on the GPU's fitted (burst) profile;
+  collective  twin.costs.comm.collective_time_s over the profile's measured collectives (one node);
+  sequential  the two added;
+  fused       the GEMM + comm.pipelined_exposed_s of the collective beside it, + for the
+              reduce-scatter the partials' reduction;
+  reduce      compute.memory_time_s of the whole stacked buffer read and the rank's 1/W written.
+rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the device could not run
+(status 'unavailable') are listed, not predicted. Never a fitting input.
+
+The same campaign's one-GPU part times the GEMMs of torchtitan's Llama linears on a TP8 rank
+(plan.unfused_linears: wq, wk, w1 separate, qkv and w1+w3 fused; forward, input and weight
+gradient; BF16 and tensorwise FP8; the campaign's gemm.csv rows of bench `tt_linear`, kept apart
+from the fitted GEMM records as <gpu>/tt_linears.csv so no fit reads them): `linears` predicts each
+with twin.costs.compute.gemm_time_s (BF16 output, as measured; the FP8 rows on the `fp8-tensor`
+curve, Profile.with_fp8_recipe), casts not included (the records time pre-quantized operands).
+
+    python -m calibration.async_tp [--gpu h100] [--root DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from calibration.predict import gpu_spec
+from calibration.records import MEASUREMENTS_DIR
+from twin.core.specs import GPUSpec
+from twin.costs import comm, compute
+from twin.costs.flops import BF16_BYTES
+from twin.costs.profile import Profile, fitted_profile
+
+RECORDS_FILE = "async_tp.csv"
+LINEARS_FILE = "tt_linears.csv"   # the s9tt campaign's tt_linear GEMM rows, apart from the fitted gemm.csv
+
+
+def _collective_bytes(kind: str, m: int, n: int, k: int) -> float:
+    """The collective's whole buffer: the gathered M x K input, or the M x N output reduced."""
+    return (m * k if kind == "all_gather" else m * n) * BF16_BYTES
+
+
+def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUSpec, profile: Profile) -> float:
+    """The twin's seconds for one measured op (see the module docstring)."""
+    mm_s = compute.gemm_time_s(m, n, k, "bf16", gpu, profile)
+    coll_s = comm.collective_time_s(kind, _collective_bytes(kind, m, n, k), world, gpu, True, profile.collectives)
+    reduce_s = compute.memory_time_s(m * n * BF16_BYTES * (1.0 + 1.0 / world), gpu, profile)
+    if op == "mm":
+        return mm_s
+    if op == "collective":
+        return coll_s
+    if op == "sequential":
+        return mm_s + coll_s
+    if op == "reduce":
+        return reduce_s
+    if op == "fused":
+        return mm_s + comm.pipelined_exposed_s(kind, coll_s, mm_s, world) + (reduce_s if kind == "reduce_scatter" else 0.0)
+    raise ValueError(f"unknown op {op!r}")
+
+
+def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The two-GPU records of a GPU type (<gpu>x2/async_tp.csv)."""
+    return pd.read_csv(Path(root) / f"{gpu}x2" / RECORDS_FILE)
+
+
+def compare(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> dict:
+    """Every measured row beside the twin's prediction; per op, the median error over fit and
+    held-out rows."""
+    spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
+    rows, unavailable = [], []
+    for r in records.itertuples(index=False):
+        if r.status != "ok":
+            unavailable.append({"shape_tag": r.shape_tag, "op": r.op, "detail": r.detail})
+            continue
+        pred = predict_op(r.kind, r.op, int(r.m), int(r.n), int(r.k), int(r.world_size), spec, profile)
+        rows.append({"shape_tag": r.shape_tag, "kind": r.kind, "op": r.op, "split": r.split,
+                     "measured_s": float(r.time_s), "predicted_s": pred, "rel_error": pred / float(r.time_s) - 1.0})
+    df = pd.DataFrame(rows)
+    summary = {}
+    if not df.empty:
+        for (op, split), g in df.groupby(["op", "split"]):
+            summary.setdefault(op, {})[split] = {"rows": len(g), "median_rel_error": float(g["rel_error"].median())}
+    return {"gpu": gpu, "rows": rows, "unavailable": unavailable, "summary": summary}
+
+
+def linears(gemm: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> list[dict]:
+    """The tt_linear GEMM records of gemm.csv beside the twin's GEMM seconds."""
+    spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
+    tensorwise = profile.with_fp8_recipe("tensorwise")
+    out = []
+    for r in gemm[gemm["bench"] == "tt_linear"].itertuples(index=False):
+        fp8 = str(r.precision).startswith("fp8")
+        pred = compute.gemm_time_s(int(r.m), int(r.n), int(r.k), "fp8" if fp8 else "bf16", spec,
+                                   tensorwise if fp8 else profile)
+        out.append({"shape_tag": r.shape_tag, "precision": r.precision, "m": int(r.m), "n": int(r.n), "k": int(r.k),
+                    "measured_s": float(r.time_s), "predicted_s": pred, "rel_error": pred / float(r.time_s) - 1.0})
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = [f"torch micro-pipelined TP on {result['gpu']} x2: twin vs measured (error = predicted / measured - 1)",
+             f"{'case':22} {'op':11} {'split':8} {'measured ms':>12} {'twin ms':>9} {'err':>7}"]
+    for r in result["rows"]:
+        lines.append(f"{r['shape_tag']:22} {r['op']:11} {r['split']:8} {r['measured_s'] * 1e3:12.3f} "
+                     f"{r['predicted_s'] * 1e3:9.3f} {r['rel_error']:+7.1%}")
+    for u in result["unavailable"]:
+        lines.append(f"{u['shape_tag']:22} {u['op']:11} unavailable: {u['detail']}")
+    for r in result.get("linears", []):
+        lines.append(f"{r['shape_tag']:38} {r['precision']:10} {r['measured_s'] * 1e3:9.3f} {r['predicted_s'] * 1e3:9.3f} "
+                     f"{r['rel_error']:+7.1%}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", default="h100")
+    ap.add_argument("--root", default=MEASUREMENTS_DIR, type=Path)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    path = Path(args.root) / f"{args.gpu}x2" / RECORDS_FILE
+    if not path.is_file():
+        print(f"error: no records at {path} (real/campaigns/s9tt.sh writes them)", file=sys.stderr)
+        return 2
+    result = compare(load(args.gpu, args.root), args.gpu)
+    gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
+    if gemm_csv.is_file():
+        result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""plan.unfused_linears: torchtitan's Llama issues wq, wk, wv and w1, w3 as separate linears
+(twin.costs.flops.unfused_linear_ops): one GEMM each on the shared input, its FP8 cast shared, the
+input gradients summed in the backward; torchtitan's per-op SAC policy reads them the same way."""
+
+import pytest
+
+from twin.costs import comm, compute
+from twin.costs.flops import (BF16_BYTES, GEMM_KINDS, OpKind, attention_ops, dense_ffn_ops, op_sac_recompute,
+                              unfused_linear_ops)
+from twin.core.specs import get_model
+from twin.training.results import Perturb
+from twin.training.step import _prepare
+from tests.twin.training.test_step_parallel import scenario, step
+
+
+def _ops(tp=1, eager=False):
+    m = get_model("llama3.1-8b")
+    fused = attention_ops(m, 1, 4096, tp) + dense_ffn_ops(m, 4096, tp)
+    return m, fused, unfused_linear_ops(fused, m, tp, eager)
+
+
+def test_qkv_and_gate_up_become_separate_linears_on_a_shared_input():
+    m, fused, ops = _ops(tp=8)
+    by = {op.name: op for op in ops}
+    # 32 query heads and 8 K/V heads of 128 over 8 TP ranks: wq 512 columns, wk and wv one head each
+    assert [(by[n].n, by[n].shared_input) for n in ("q_proj", "k_proj", "v_proj")] == [(512, False), (128, True), (128, True)]
+    assert [(by[n].n, by[n].shared_input) for n in ("ffn_gate", "ffn_up")] == [(14336 // 8, False), (14336 // 8, True)]
+    assert "qkv_proj" not in by and "ffn_gate_up" not in by
+    flops = lambda lst: sum(2 * op.m * op.n * op.k for op in lst if op.kind in GEMM_KINDS)
+    assert flops(ops) == flops(fused)
+    # the summed input gradients: no forward work; compiled one kernel reading n and writing 1
+    qkv_sum, ffn_sum = by["qkv_dgrad_sum"], by["ffn_gate_up_dgrad_sum"]
+    assert qkv_sum.kind == OpKind.MEMORY and qkv_sum.bytes == 0 and qkv_sum.launches == 0
+    assert qkv_sum.bwd_bytes == 4 * 4096 * 4096 * BF16_BYTES and ffn_sum.bwd_bytes == 3 * 4096 * 4096 * BF16_BYTES
+    # eager autograd adds them pairwise: n - 1 adds of 3 tensors' bytes
+    eager = {op.name: op for op in _ops(tp=8, eager=True)[2]}
+    assert eager["qkv_dgrad_sum"].bwd_bytes == 2 * 3 * 4096 * 4096 * BF16_BYTES and eager["qkv_dgrad_sum"].bwd_launches == 2
+
+
+def test_a_shared_input_is_cast_once():
+    _, _, ops = _ops()
+    q, k = (next(op for op in ops if op.name == n) for n in ("q_proj", "k_proj"))
+    assert compute.fp8_cast_passes(q, "fwd") and not compute.fp8_cast_passes(k, "fwd")
+    assert [kind for kind, _ in compute.fp8_cast_passes(q, "bwd_weight")] == ["cast_transpose", "requant_transpose"]
+    assert [kind for kind, _ in compute.fp8_cast_passes(k, "bwd_weight")] == ["cast_transpose"]
+    assert compute.fp8_cast_passes(k, "bwd_input") == [("cast", 4096 * 1024)]
+
+
+def test_the_op_sac_policy_recomputes_the_same_linears_either_way():
+    for precision in ("bf16", "fp8"):
+        m, fused, ops = _ops()
+        width = lambda lst: sum(again.n * again.k for _, again in op_sac_recompute(lst, m, 1, precision)
+                                if again.kind in GEMM_KINDS)
+        assert width(ops) == width(fused)
+
+
+def test_separate_linears_cost_more_and_torch_async_tp_gathers_beside_all_three():
+    base = dict(tp=8, pp=1, dp=1, sequence_parallel=True)
+    assert step(scenario(**base, unfused_linears=True)).step_time_s > step(scenario(**base)).step_time_s
+    sc = scenario(**base, tp_comm_overlap=True, tp_overlap_kind="torch_async_tp", unfused_linears=True)
+    _, costs, profile, *_ = _prepare(sc, None, Perturb(), True)
+    seg = [op for op in costs.blocks[0].ops if op.part == "attn"]
+    gemms = [op for op in seg if op.name in ("q_proj", "k_proj", "v_proj")]
+    assert costs._gemm_s(seg, "fwd", first=True) == pytest.approx(costs._compute_s(gemms, "fwd"), rel=1e-12)
+    assert costs._gemm_s(seg, "fwd", first=False) == costs._compute_s([next(op for op in seg if op.name == "o_proj")], "fwd")
+    c = costs._tp_points(seg)["in_fwd"]
+    tasks = costs._tp_task(c, costs._gemm_s(seg, "fwd", first=True), "in_fwd")
+    assert sum(t.duration_s for t in tasks) == pytest.approx(
+        comm.pipelined_exposed_s("all_gather", c.time_s, costs._compute_s(gemms, "fwd"), 8), rel=1e-12)
