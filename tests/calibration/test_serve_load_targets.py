@@ -16,7 +16,10 @@ import pandas as pd
 from calibration.serve_engine_fit import rebuild
 from twin.serving.timing import graph_bucket
 from calibration.serve_load_validation import FIGURES, TARGETS, serve_load_dirs
-from tests.committed import validation
+from tests.committed import XDIST_GROUP, validation
+
+# under xdist, one worker computes the committed validate() for every test judging it
+pytestmark = pytest.mark.xdist_group(XDIST_GROUP)
 
 FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 
