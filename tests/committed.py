@@ -15,9 +15,6 @@ import functools
 
 from calibration.validate import validate
 
-# the pytest-xdist group of every test that judges validation(): one worker computes it for them all
-XDIST_GROUP = "committed-validation"
-
 
 @functools.cache
 def _validation() -> dict:

@@ -22,10 +22,6 @@ from calibration import trace
 from calibration.validate import validate
 from twin.costs.profile import load_profile
 
-# under xdist, one worker computes the committed validate() for every test judging it: the group
-# is tests/committed.py's XDIST_GROUP, spelled out since this file also runs as a script (--update)
-pytestmark = pytest.mark.xdist_group("committed-validation")
-
 GOLDEN = Path(__file__).with_name("golden") / "headline.json"
 ROOT = Path(__file__).resolve().parents[1]
 REL_TOL = 1e-6

@@ -9,11 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.committed import XDIST_GROUP
 from twin.cli.main import main
-
-# under xdist, one worker computes the committed validate() for every test judging it
-pytestmark = pytest.mark.xdist_group(XDIST_GROUP)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

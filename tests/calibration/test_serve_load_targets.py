@@ -16,10 +16,7 @@ import pandas as pd
 from calibration.serve_engine_fit import rebuild
 from twin.serving.timing import graph_bucket
 from calibration.serve_load_validation import FIGURES, TARGETS, serve_load_dirs
-from tests.committed import XDIST_GROUP, validation
-
-# under xdist, one worker computes the committed validate() for every test judging it
-pytestmark = pytest.mark.xdist_group(XDIST_GROUP)
+from tests.committed import validation
 
 FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 

@@ -8,7 +8,7 @@ from calibration import records as rec
 from calibration.fit import fit_gpu, write_profile
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, failures, format_table, validate
 from tests.calibration.conftest import synthetic_records
-from tests.committed import XDIST_GROUP, validation
+from tests.committed import validation
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,6 @@ def test_validation_report_shows_the_trace_side_by_side(tmp_path):
     assert (table.rel_error - (table.predicted_us / table.trace_us - 1)).abs().max() < 1e-9
 
 
-@pytest.mark.xdist_group(XDIST_GROUP)
 def test_committed_records_meet_targets():
     """Held-out median <= 5% and P90 <= 10% per GPU on calibration/measurements (CI, no GPU)."""
     gpus = rec.gpu_dirs()
@@ -76,7 +75,6 @@ def test_committed_records_meet_targets():
     assert not fails, f"targets {MEDIAN_TARGET:.0%}/{P90_TARGET:.0%} missed: " + "; ".join(fails)
 
 
-@pytest.mark.xdist_group(XDIST_GROUP)
 @pytest.mark.parametrize("gpu", ["h100", "h200"])
 def test_mla_cat_of_strided_views_runs_at_its_measured_bandwidth(gpu):
     """real/model.py builds MLA's q and k by torch.cat of strided split views, a third of streaming

@@ -18,10 +18,7 @@ from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, multi_gpu_dirs, validate
 from tests.calibration import pipeline_fixture as fx
-from tests.committed import XDIST_GROUP, validation
-
-# under xdist, one worker computes the committed validate() for every test judging it
-pytestmark = pytest.mark.xdist_group(XDIST_GROUP)
+from tests.committed import validation
 
 MEDIAN, P90 = 0.05, 0.10
 IDLE_TOL, IDLE_FLOOR_OF_STEP = 0.10, 0.01
