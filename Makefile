@@ -17,5 +17,8 @@ replay: $(VENV)/.installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# two pytest-xdist workers (CI has two cores); loadfile runs each test module on one worker, so its
+# module-scoped fixtures are built once (the wheel test's build and install among them). Not
+# loadgroup: with pytest 9.2 xdist 3.8.0 ignores xdist_group marks (pytest-dev/pytest-xdist#1386)
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -30,8 +31,13 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complete
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(the fresh environment's bin folder, a working folder outside the source tree)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools writes build/ and *.egg-info/ beside the sources, and the suite
+    # writes nothing into the checkout (a parallel worker may be reading it)
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "out", "*.egg-info", "__pycache__", ".pytest_cache", "campaign_*"))
     # the build backend of this environment, so the test needs no network for setuptools
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(ROOT)], tmp)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(src)], tmp)
     wheel = next((tmp / "dist").glob("moe_twin-*.whl"))
     venv.create(tmp / "env", with_pip=True)
     bin_dir = tmp / "env" / "bin"

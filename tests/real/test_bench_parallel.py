@@ -5,7 +5,6 @@ campaign script (all-gather CP rows, then ring CP rows in a process of their own
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,7 @@ from real.bench.cli import main
 from real.bench.nccl import OPS, bus_factor, nccl_split
 from real.bench.parallel_blocks import block_split
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def _rank(rank, world, port, out):
@@ -31,7 +25,7 @@ def _rank(rank, world, port, out):
 
 
 def test_quick_campaign_sections_on_two_gloo_ranks(tmp_path):
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["failures"] == [] and env["num_gpus"] == 0 and env["world_size"] == 2
 

@@ -1,7 +1,6 @@
 """Expert parallelism over gloo ranks (spawned processes) against a single-process reference."""
 
 import dataclasses
-import socket
 
 import pytest
 import torch
@@ -11,15 +10,10 @@ import torch.multiprocessing as mp
 from real.configs import get_spec
 from real.model import MoE, Transformer
 from real.train import allreduce_replicated_grads
+from tests.ports import free_port
 
 T_PER_RANK = 12
 EXPERT_PARAMS = ("w13_E2FD", "w2_EDF")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _load_shard(ep_module, ref_module, rank, world):
@@ -98,4 +92,4 @@ def _worker(rank, world, port):
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_expert_parallel_matches_single_process(world):
-    mp.spawn(_worker, args=(world, _free_port()), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port()), nprocs=world, join=True)

@@ -3,19 +3,13 @@ marks, and kernels attributed to the op whose host interval launched them; the e
 on two gloo ranks, as real/campaigns/s7pipe.sh runs it under torchrun on two GPUs."""
 
 import csv
-import socket
 from types import SimpleNamespace
 
 import pytest
 import torch.multiprocessing as mp
 
 from real.pipeline.probe import kernels_by_op, parse_configs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def _event(name, start, end, kernels=(), device="DeviceType.CPU"):
@@ -56,7 +50,7 @@ def _probe_worker(rank, world, port, out):
 def test_probe_writes_host_and_stream_marks_of_every_op(tmp_path):
     from real.bench.records import PIPELINE_HOST_COLS, PIPELINE_OP_KERNELS_COLS
 
-    mp.spawn(_probe_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(_probe_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
     with open(tmp_path / "pipeline_host.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == PIPELINE_HOST_COLS

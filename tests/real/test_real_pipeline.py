@@ -4,7 +4,6 @@ without EP) equal one process's over the same model and batch; and the pure piec
 flow orders, the deferred weight gradient) on their own."""
 
 import dataclasses
-import socket
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from real.model import Transformer
 from real.pipeline import PipelineRunner, build_mesh, flow_orders, load_from, stage_layers
 from real.wgrad import WeightGradStore, deferring
 from twin.core.schedules import SCHEDULES, build_schedule
+from tests.ports import free_port
 
 MB_SEQS, SEQ = 2, 8
 
@@ -24,12 +24,6 @@ MB_SEQS, SEQ = 2, 8
 def _spec():
     # tiny with four layers (DualPipeV on 2 ranks cuts 4 stages) and no MTP (stages don't run it)
     return dataclasses.replace(get_spec("tiny"), num_layers=4, num_mtp_modules=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_stage_layers_cut_contiguously():
@@ -133,7 +127,7 @@ def _worker(rank, world, port):
 
 @pytest.mark.parametrize("world", sorted(LAYOUTS))
 def test_pipeline_layouts_match_single_process(world):
-    mp.spawn(_worker, args=(world, _free_port()), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port()), nprocs=world, join=True)
 
 
 # ---- the campaign's entry point (real/campaigns/i13pp.sh runs it under torchrun on two GPUs)
@@ -161,7 +155,7 @@ def test_bench_writes_step_rows_op_timelines_and_traces(tmp_path):
 
     from real.bench.records import PIPELINE_OPS_COLS, PIPELINE_STEP_COLS
 
-    mp.spawn(_bench_worker, args=(2, (_free_port(), _free_port()), tmp_path), nprocs=2, join=True)
+    mp.spawn(_bench_worker, args=(2, (free_port(), free_port()), tmp_path), nprocs=2, join=True)
     with open(tmp_path / "pipeline_step.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == PIPELINE_STEP_COLS

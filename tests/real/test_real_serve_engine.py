@@ -4,7 +4,6 @@ process; the load generator's records agree with each other; the campaign script
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from real.serve.graphs import DecodeGraphs, default_batch_buckets, default_page_
 from real.serve.loadgen import PoissonArrivals, parse_lengths, run_load
 from real.serve.plans import RunSpec
 from real.serve.records import percentile
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LENGTHS = [(5, 7), (17, 3), (33, 9), (1, 4), (40, 1), (9, 12), (26, 6)]  # (input, output)
@@ -134,17 +134,11 @@ def _ep_worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ep2_over_gloo_gives_the_tokens_of_one_process(tiny, tmp_path):
     """Two gloo ranks, 4 experts each, data-parallel attention: each rank serves its own Poisson
     requests; every request's tokens equal the single-process generation on the full model, and
     both ranks ran the same number of iterations (idle ones padding)."""
-    mp.spawn(_ep_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ep_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     model = _model(tiny)
     counts, ids = [], []
     for rank in range(2):

@@ -8,7 +8,6 @@ import contextlib
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +19,9 @@ import torch.multiprocessing as mp
 from real.bench import torch_cp
 from real.bench.cli import main
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_kernel_categories():
@@ -124,7 +118,7 @@ def _rank(rank, world, port, out):
 
 
 def test_torch_cp_section_code_on_two_gloo_ranks(tmp_path):
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["failures"] == [] and "torch_cp_skipped" not in env
     with (tmp_path / "torch_cp.csv").open() as f:

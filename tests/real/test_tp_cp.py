@@ -4,7 +4,6 @@ gradients; and the arguments the ring hands PyTorch's private attention kernels.
 
 import dataclasses
 import math
-import socket
 
 import pytest
 import torch
@@ -17,18 +16,13 @@ from real.collectives import CommTimer
 from real.configs import get_spec
 from real.model import MLA, MoE, RMSNorm, rope_tables
 from real.tp import TPMLABlock, TPMoEBlock, allreduce_sequence_parallel_grads
+from tests.ports import free_port
 
 TOKENS = 16
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spawn(fn, world, *args):
-    mp.spawn(_entry, args=(world, _free_port(), fn, args), nprocs=world, join=True)
+    mp.spawn(_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)
 
 
 def _entry(rank, world, port, fn, args):
