@@ -44,7 +44,6 @@ import pandas as pd
 from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.split import split
-from twin.core.atomic import write_text
 from twin.costs import compute
 from twin.costs.profile import PROFILES, BatchedCurve, Profile, profile_from_json
 
@@ -296,12 +295,9 @@ def main(argv=None) -> int:
                   f"{r['time_s'] * 1e3:6.3f} ms (host {r['host_s'] * 1e3:6.3f} ms, CPU {r['host_cpu_s'] * 1e3:6.3f} ms) SM {r['sm_clock_mhz']:5.0f} MHz "
                   f"{r['power_w']:4.0f} W CPU {r['cpu_clock_mhz']:5.0f} MHz P{r['pstates']}")
         if args.update:
-            prov = data.pop("provenance", None)
-            data["batched_gemm"] = {k: vars(c) for k, c in terms["batched_gemm"].items()}
-            data["eager_decode"] = terms["eager_decode"]
-            if prov is not None:
-                data["provenance"] = prov
-            write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+            rec.write_profile_terms(path, data, {
+                "batched_gemm": {k: vars(c) for k, c in terms["batched_gemm"].items()},
+                "eager_decode": terms["eager_decode"]})
     return 0
 
 

@@ -67,7 +67,6 @@ from calibration import records as rec
 from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
                                  predict_s, timed_window_s, twin_precision, zipf_expert_rows)
 from calibration.split import is_held_out
-from twin.core.atomic import write_text
 from twin.core.specs import get_model
 from twin.costs.flops import param_counts
 from twin.costs.profile import PROFILES, profile_from_json
@@ -460,11 +459,7 @@ def main(argv=None) -> int:
                   f"{d['twin_gpu_s'] * 1e3:9.3f} "
                   f"{d['twin_ops']:4d} {d['rel_error']:+7.3f}{'  held out' if d['held_out'] else ''}")
         if args.update:
-            prov = data.pop("provenance", None)
-            data["eager"] = terms
-            if prov is not None:
-                data["provenance"] = prov
-            write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+            rec.write_profile_terms(path, data, {"eager": terms})
     return 0
 
 

@@ -30,7 +30,6 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from calibration import records as rec
-from twin.core.atomic import write_text
 from twin.costs.profile import PROFILES
 
 PROFILES_DIR = Path(str(PROFILES))  # the twin's package data (twin/data/profiles), as calibration.fit's
@@ -141,14 +140,7 @@ def update_profile_collectives(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR
     fits, info = collectives_terms(gpu, root)
     if not fits or not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    prov = data.pop("provenance", None)
-    data.pop("collectives", None)
-    data["collectives"] = fits                 # before the provenance, as the profiles keep it
-    if prov is not None:
-        prov["collectives"] = info
-        data["provenance"] = prov
-    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    rec.write_profile_terms(path, json.loads(path.read_text()), {"collectives": fits}, {"collectives": info})
     return path
 
 

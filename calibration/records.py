@@ -15,9 +15,12 @@ a positive time.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
+
+from twin.core.atomic import write_text
 
 MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
 
@@ -109,3 +112,16 @@ def environment(df: pd.DataFrame) -> dict:
     if "sm_clock_mhz" in df.columns and df["sm_clock_mhz"].notna().any():
         out["sm_clock_mhz_median"] = float(df["sm_clock_mhz"].median())
     return out
+
+
+def write_profile_terms(path: Path | str, data: dict, terms: dict, provenance_terms: dict | None = None) -> None:
+    """Write `terms` (top-level keys of a committed profile JSON, e.g. "collectives") into `data`, the
+    profile as read from `path`, and write it back atomically; every other key is left as the last
+    `twin fit` wrote it. The provenance stays last, as the profiles keep it, and gains
+    `provenance_terms` where given (e.g. the records a term was measured from)."""
+    prov = data.pop("provenance", None)
+    data.update(terms)
+    if prov is not None:
+        prov.update(provenance_terms or {})
+        data["provenance"] = prov
+    write_text(Path(path), json.dumps(data, indent=1, sort_keys=False) + "\n")
