@@ -16,6 +16,14 @@ plan without it means the same; cp_kind is dropped whenever cp = 1 (it means not
 The peers (Calculon, llm-analysis) run outside the project's install, from
 benchmarks/published_runs.py, which writes calibration/published_runs/peers.csv; `compare` reads
 that committed file only to put the peers' errors beside the twin's.
+
+Memory: every row's peak memory per GPU as the twin counts it (the busiest pipeline rank: weights,
+gradients, optimizer state, activations in flight, communication buffers, FSDP's gathered blocks) is
+reported beside the GPU's capacity (each published run ran, so its memory fitted) and, where the
+source publishes one (torchtitan's tables: the allocator's peak reserved memory, `memory_note`), the
+published figure: memory_rel_error = counted / published - 1. The twin counts tensors, not what the
+caching allocator reserves around them (its fragmentation and cached blocks are not modelled), so a
+count above the published reserved peak is a miss of the count itself.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import pandas as pd
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import Scenario, from_dict
 from twin.core.specs import ModelSpec, ParallelPlan
+from twin.core.units import GIB
 from twin.training.results import StepResult
 from twin.training.step import simulate_step
 
@@ -38,6 +47,7 @@ RUNS_FILE = Path(__file__).resolve().parent / "data" / "published_runs.toml"
 PEERS_CSV = Path(__file__).resolve().parent / "published_runs" / "peers.csv"
 ROW_TARGET = 0.10      # every evaluated row within 10% (issue 14)
 MEDIAN_TARGET = 0.05   # median |error| at most 5%
+MEMORY_ROW_TARGET = 0.15   # counted memory against a published figure: a yardstick (brief s10mem), not issue 14's
 
 METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
 FLOP_BASES = ("megatron", "twin")
@@ -66,6 +76,7 @@ class PublishedRun:
     flop_basis: str = "twin"
     not_modelled: tuple[str, ...] = ()
     assumed: tuple[str, ...] = ()
+    published_memory_gib: float | None = None   # memory per GPU the source publishes (its memory_note says which)
 
 
 def load_runs(path: Path | str = RUNS_FILE) -> tuple[tuple[PublishedRun, ...], dict]:
@@ -164,7 +175,8 @@ def evaluate(run: PublishedRun) -> dict:
     try:
         step = simulate_step(sc, record_events=False)
     except InfeasiblePlan as exc:
-        refused = {**row, "status": "infeasible", "reason": str(exc)}
+        refused = {**row, "status": "infeasible", "reason": str(exc),
+                   **memory_fields(run, exc.breakdown, sc.gpu.hbm_bytes)}
         try:   # the figure it would predict were memory no object: for the diagnosis only
             pred = predicted_metric(run, sc, simulate_step(sc, record_events=False, check_memory=False))
         except InfeasiblePlan:
@@ -173,7 +185,34 @@ def evaluate(run: PublishedRun) -> dict:
     pred = predicted_metric(run, sc, step)
     return {**row, "predicted": pred, "rel_error": pred / run.published - 1.0,
             "step_time_s": step.step_time_s, "mfu_frac": step.mfu_frac, "bubble_frac": step.bubble_frac,
-            "exposed_comm_frac": step.exposed_comm_frac, "memory_per_gpu_bytes": step.memory_per_gpu_bytes}
+            "exposed_comm_frac": step.exposed_comm_frac,
+            **memory_fields(run, step.memory_breakdown_bytes, step.memory_capacity_bytes)}
+
+
+def memory_fields(run: PublishedRun, breakdown: dict, capacity_bytes: float) -> dict:
+    """The memory comparison of one row: the twin's count on its busiest rank (by component), the
+    GPU's capacity and whether the count fits it, and the published figure where there is one."""
+    counted = float(sum(breakdown.values()))
+    published = None if run.published_memory_gib is None else run.published_memory_gib * GIB
+    return {"memory_per_gpu_bytes": counted, "memory_breakdown_bytes": {k: float(v) for k, v in breakdown.items()},
+            "memory_capacity_bytes": float(capacity_bytes), "memory_fits": counted <= capacity_bytes,
+            "published_memory_bytes": published,
+            "memory_rel_error": None if published is None else counted / published - 1.0}
+
+
+def summarize_memory(rows: list[dict]) -> dict:
+    """Over the rows whose memory the twin counted: how many fit their GPU (every published run
+    ran), and against the published figures the median |error| and the rows counted above them."""
+    counted = [r for r in rows if r.get("memory_per_gpu_bytes") is not None]
+    compared = [r for r in counted if r.get("memory_rel_error") is not None]
+    errs = np.array([r["memory_rel_error"] for r in compared])
+    return {"num_counted": len(counted), "num_fitting": sum(bool(r["memory_fits"]) for r in counted),
+            "not_fitting": [r["id"] for r in counted if not r["memory_fits"]],
+            "num_compared": len(compared),
+            "median_abs_rel_error": float(np.median(np.abs(errs))) if errs.size else None,
+            "median_rel_error": float(np.median(errs)) if errs.size else None,
+            "num_within_row_target": int((np.abs(errs) <= MEMORY_ROW_TARGET).sum()),
+            "above_published": [r["id"] for r in compared if r["memory_rel_error"] > 0]}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -188,6 +227,7 @@ def summarize(rows: list[dict]) -> dict:
            "num_within_row_target": int((errs <= ROW_TARGET).sum())}
     out["meets_targets"] = bool(errs.size and not refused and out["num_within_row_target"] == errs.size
                                 and out["median_abs_rel_error"] <= MEDIAN_TARGET)
+    out["memory"] = summarize_memory(rows)
     return out
 
 
@@ -246,6 +286,33 @@ def format_table(result: dict) -> str:
     lines.append(f"Published runs: {s['num_evaluated']} of {s['num_rows']} evaluated, {s['num_refused']} refused, "
                  f"{s['num_within_row_target']} within 10%, median |error| {med}; targets every row 10% / median 5%: "
                  f"{'met' if s['meets_targets'] else 'NOT met'}")
+    return "\n".join(lines + ["", format_memory_table(result)])
+
+
+def _gib(v: float | None) -> str:
+    return "-" if v is None else f"{v / GIB:.1f}"
+
+
+def format_memory_table(result: dict) -> str:
+    """Memory per GPU: the twin's count on the busiest rank beside the GPU's capacity and the
+    published figure (torchtitan: the allocator's peak reserved memory, which the twin does not model)."""
+    lines = ["Published runs, memory per GPU (GiB; the twin's count on its busiest rank; published: the source's "
+             "figure; error = counted / published - 1)",
+             f"{'run':28} {'twin':>6} {'capacity':>8} {'fits':>5} {'published':>9} {'err':>7}  largest parts (twin)"]
+    for r in result["rows"]:
+        if r.get("memory_per_gpu_bytes") is None:
+            continue
+        parts = sorted(r["memory_breakdown_bytes"].items(), key=lambda kv: -kv[1])[:3]
+        lines.append(f"{r['id']:28} {_gib(r['memory_per_gpu_bytes']):>6} {_gib(r['memory_capacity_bytes']):>8} "
+                     f"{'yes' if r['memory_fits'] else 'NO':>5} {_gib(r['published_memory_bytes']):>9} "
+                     f"{_fmt(r['memory_rel_error'], True):>7}  " + ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts))
+    m = result["summary"]["memory"]
+    med = "-" if m["median_rel_error"] is None else f"{m['median_rel_error']:+.1%} (|error| {m['median_abs_rel_error']:.1%})"
+    lines.append(f"Memory: {m['num_fitting']} of {m['num_counted']} rows fit their GPU as counted"
+                 + (f" (not: {', '.join(m['not_fitting'])})" if m["not_fitting"] else "")
+                 + f"; against {m['num_compared']} published figures median error {med}, "
+                 f"{m['num_within_row_target']} within {MEMORY_ROW_TARGET:.0%}, "
+                 f"{len(m['above_published'])} counted above the published peak")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from reports import page as pg
 from reports.page import Page
 from twin.core.atomic import staged_dir
 from twin.core.results import to_json
+from twin.core.units import GIB
 
 CASES_CSV = "validation_cases.csv"
 SCATTER, BY_OP = "validation_scatter.png", "validation_error_by_op.png"
@@ -343,6 +344,31 @@ def _published_runs_section(p: Page, pub: dict) -> None:
               fig(r["predicted"]), err(r["rel_error"]), fig(r.get("calculon")), err(r.get("calculon_rel_error")),
               fig(r.get("llm_analysis")), err(r.get("llm_analysis_rel_error")),
               r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"] for r in pub["rows"]])
+    _published_memory_table(p, pub)
+
+
+def _published_memory_table(p: Page, pub: dict) -> None:
+    """Memory per GPU: the twin's count on the busiest rank, the GPU's capacity and the source's figure."""
+    m = pub["summary"].get("memory")
+    rows = [r for r in pub["rows"] if r.get("memory_per_gpu_bytes") is not None]
+    if not m or not rows:
+        return
+
+    def gib(v):
+        return "—" if v is None else f"{v / GIB:.1f}"
+
+    med = "—" if m["median_rel_error"] is None else pg.pct(m["median_rel_error"], signed=True)
+    p.para(f"Memory per GPU (GiB): the twin's count on its busiest pipeline rank beside the GPU's capacity (every published run "
+           f"ran, so its memory fitted: {m['num_fitting']} of {m['num_counted']} rows fit as counted) and the published figure "
+           f"where the source gives one (torchtitan: the caching allocator's peak reserved memory, the maximum over GPUs; the "
+           f"allocator's reserve is not modelled). Against {m['num_compared']} published figures the median error is {med}; "
+           f"error = counted / published − 1.")
+    p.table(["run", "twin", "capacity", "fits", "published", "error", "largest parts (twin)"],
+            [[r["id"], gib(r["memory_per_gpu_bytes"]), gib(r["memory_capacity_bytes"]), "yes" if r["memory_fits"] else "no",
+              gib(r.get("published_memory_bytes")),
+              "—" if r.get("memory_rel_error") is None else pg.pct(r["memory_rel_error"], signed=True),
+              ", ".join(f"{k} {v / GIB:.1f}" for k, v in sorted(r["memory_breakdown_bytes"].items(), key=lambda kv: -kv[1])[:3])]
+             for r in rows])
 
 
 def write_report(result: dict, out_dir: Path) -> list[Path]:

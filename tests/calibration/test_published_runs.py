@@ -95,14 +95,19 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # (FSDP2 without resharding): 70B AsyncTP +19.3% -> +6.9%, 405B 32K +15.9% -> +8.2%. Together median
 # 7.6% -> 6.9%, 21 of 29 within 10%. Still unexplained: +14% on torchtitan's 405B 3D rows, its CP at
 # 128K-256K (the published step per attention pair jumps from CP2 to CP4 at the same call shapes);
-# see calibration/published_runs/README.md.
+# see calibration/published_runs/README.md. Then (s10mem) Llama 3's layout as the paper gives it, one
+# layer per virtual stage (V = 8 at PP 16, the first chunk only the embedding, the last only the
+# head), the H100's capacity as torch reports it (79.2 GiB, was 80e9 B) and the FFN norm output
+# counted once: the 8,192-GPU row runs (76.9 GiB) at +28.6%; the interleaving's smaller bubble takes
+# the 16,384-GPU row from +2.0% to +26.3% and the 128K row from -10.6% to +12.8% (at V = 2 the
+# overstated bubble had offset an optimistic step). Median 6.9% -> 7.1% over 30 rows, 20 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.226, "tt-8b-cp8-256k": 0.270,
     "tt-405b-3d-1f1b": 0.138, "tt-405b-3d-interleaved": 0.141,
     "tt-405b-4d-cp2-64k": 0.169, "tt-405b-4d-cp4-128k": 0.140, "tt-405b-4d-cp8-256k": 0.225,
-    "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": -0.106,
+    "l3-405b-8k-gpus8192": 0.286, "l3-405b-8k-gpus16384": 0.263, "l3-405b-128k-cp16": 0.128,
 }
-MEDIAN_NOT_MET = 0.069
+MEDIAN_NOT_MET = 0.071
 
 
 def _row_params():
@@ -151,7 +156,87 @@ def test_the_validate_table_and_report_section_name_every_row(result):
     md = page.markdown()
     for r in result["rows"]:
         assert r["id"] in table and r["id"] in md
-    assert "Published runs:" in table.splitlines()[-1] and ("NOT met" in table) == (not result["summary"]["meets_targets"])
+    verdict = next(line for line in table.splitlines() if line.startswith("Published runs:"))
+    assert ("NOT met" in verdict) == (not result["summary"]["meets_targets"])
     # a miss is listed by id (the CLI prints these as 'target missed')
     misses = [r["id"] for r in result["rows"] if r["status"] == "ok" and abs(r["rel_error"]) > pr.ROW_TARGET]
     assert all(m in " ".join(pr.failures(result)) for m in misses)
+
+
+# Memory (brief s10mem): the twin's count per GPU against the memory each source publishes
+# (torchtitan's tables: the allocator's peak reserved memory) and against the GPU each run ran on.
+# rows whose count does not fit the GPU the run ran on (None: none now), and rows counted above the
+# published reserved peak; strict xfails carrying the figure, as NOT_MET
+MEMORY_NOT_FITTING: dict[str, float] = {}
+MEMORY_ABOVE_PUBLISHED: dict[str, float] = {}
+# rows whose count is off the published figure by more than pr.MEMORY_ROW_TARGET (15%): the count
+# leaves out the allocator's reserve and, with activation checkpointing, the block being recomputed;
+# under Float8 the op-level policy saves no linear output (torch._scaled_mm is not in its list), yet
+# the published memory is the BF16 row's
+MEMORY_NOT_MET = {
+    "tt-8b-fsdp8-compile-fp8": -0.349, "tt-8b-fsdp128-compile-fp8": -0.446,
+    "tt-70b-fsdp32-tp8": -0.292, "tt-70b-fsdp32-tp8-async": -0.247,
+    "tt-405b-3d-1f1b": -0.224, "tt-405b-4d-cp1-32k": -0.150, "tt-405b-4d-cp2-64k": -0.150,
+    "tt-405b-4d-cp4-128k": -0.157, "tt-405b-4d-cp8-256k": -0.223,
+}
+
+
+def test_memory_is_compared_with_every_published_figure_and_reported(result):
+    runs, sources = pr.load_runs()
+    with_figure = {r.id: r.published_memory_gib for r in runs if r.published_memory_gib is not None}
+    assert len(with_figure) >= 18 and "memory_note" in sources["torchtitan"]   # every torchtitan row publishes one
+    rows = {r["id"]: r for r in result["rows"]}
+    for rid, gib in with_figure.items():
+        r = rows[rid]
+        counted = sum(r["memory_breakdown_bytes"].values())
+        assert r["memory_per_gpu_bytes"] == pytest.approx(counted) and counted > 0
+        assert r["published_memory_bytes"] == pytest.approx(gib * 2**30)
+        assert r["memory_rel_error"] == pytest.approx(counted / (gib * 2**30) - 1)
+    m = result["summary"]["memory"]
+    assert m["num_compared"] == len(with_figure) and m["num_counted"] == len(result["rows"])
+    assert m["median_abs_rel_error"] == pytest.approx(
+        float(pd.Series([rows[i]["memory_rel_error"] for i in with_figure]).abs().median()))
+    # printed by `twin validate` and in the report's section, every row named with its figures
+    table = pr.format_memory_table(result)
+    assert table in pr.format_table(result)
+    from reports.page import Page
+    from reports.validation_report import _published_runs_section
+    page = Page("t", "v")
+    _published_runs_section(page, result)
+    md = page.markdown()
+    assert "Memory per GPU (GiB)" in md
+    for rid, gib in with_figure.items():
+        line = next(x for x in table.splitlines() if x.startswith(rid + " "))
+        assert f"{gib:.1f}" in line and f"{rows[rid]['memory_rel_error']:+.1%}" in line
+
+
+def _memory_params(not_met: dict[str, float], only_published: bool):
+    runs, _ = pr.load_runs()
+    for run in runs:
+        if only_published and run.published_memory_gib is None:
+            continue
+        marks = [pytest.mark.xfail(strict=True, reason=f"not met: {not_met[run.id]:+.1%}")] if run.id in not_met else []
+        yield pytest.param(run.id, marks=marks, id=run.id)
+
+
+@pytest.mark.parametrize("row_id", list(_memory_params(MEMORY_NOT_FITTING, False)))
+def test_a_published_run_fits_the_gpu_it_ran_on(result, row_id):
+    """Each source ran its configuration, so the memory the twin counts must fit that GPU."""
+    r = next(r for r in result["rows"] if r["id"] == row_id)
+    assert r["memory_fits"], f"{row_id}: {r['memory_per_gpu_bytes'] / 2**30:.1f} of {r['memory_capacity_bytes'] / 2**30:.1f} GiB"
+
+
+@pytest.mark.parametrize("row_id", list(_memory_params(MEMORY_ABOVE_PUBLISHED, True)))
+def test_counted_memory_is_at_most_the_published_reserved_peak(result, row_id):
+    """The allocator reserves at least the tensors alive at its peak: a count above the published
+    reserved peak counts a tensor the run did not hold."""
+    r = next(r for r in result["rows"] if r["id"] == row_id)
+    assert r["memory_rel_error"] <= 0.0, f"{row_id}: {r['memory_rel_error']:+.1%}"
+
+
+@pytest.mark.parametrize("row_id", list(_memory_params(MEMORY_NOT_MET, True)))
+def test_counted_memory_within_15_percent_of_the_published(result, row_id):
+    """A yardstick for the count, not issue 14's target: the published figure is the allocator's
+    reserved peak, which the twin does not model."""
+    r = next(r for r in result["rows"] if r["id"] == row_id)
+    assert abs(r["memory_rel_error"]) <= pr.MEMORY_ROW_TARGET, f"{row_id}: {r['memory_rel_error']:+.1%}"

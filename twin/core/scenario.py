@@ -143,9 +143,11 @@ class Scenario:
                                 f"(now {w.global_batch_seqs} / ({dp} x {p.micro_batch_seqs}) = {w.global_batch_seqs // per_pipeline})",
                                 source) from None
         stages = num_stages(p.schedule, p.pp, p.virtual_stages)
-        if m.num_layers < stages:
+        if stages > m.num_layers + 2:
             field, value = ("plan.virtual_stages", p.virtual_stages) if p.virtual_stages > 1 else ("plan.pp", p.pp)
-            raise ScenarioError(field, value, f"at most {m.num_layers} model stages for {m.num_layers} layers (schedule {p.schedule} makes {stages} stages)", source)
+            raise ScenarioError(field, value, f"at most {m.num_layers + 2} model stages for {m.num_layers} layers (one block "
+                                f"each, and a first stage with only the embedding and a last with only the head; schedule "
+                                f"{p.schedule} makes {stages} stages)", source)
         if p.held_comm_sms >= self.gpu.num_sms:
             raise ScenarioError("plan.comm_sms", p.held_comm_sms, f"< the GPU's {self.gpu.num_sms} SMs", source)
 

@@ -91,13 +91,16 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     parts["heads"] += h * m.attn_v_head_dim * BF16_BYTES + h * FP32_BYTES   # attention output and softmax stats
     parts["hidden"] += d * BF16_BYTES                                       # FFN input (residual stream)
     lin = FP8_BYTES if fp8 else BF16_BYTES
-    if keep_all:
-        parts["hidden"] += d * BF16_BYTES
     if dense_layer:
         inner = m.intermediate_size / tp
+        # the FFN norm's output is the up-projection's input: one tensor, counted once (Korthikanti
+        # et al. 2022 count four hidden-width tensors a block: two norm inputs, two linear inputs);
+        # in FP8 the GEMM keeps its FP8 copy and the norm's backward needs only its input
         parts["hidden"] += d * lin                                           # FFN up-projection input
         parts["heads"] += 2 * inner * lin + (0 if fp8 else inner * BF16_BYTES)
         return parts
+    if keep_all:
+        parts["hidden"] += d * BF16_BYTES                                    # FFN norm output: router and dispatch input
     e = m.moe_intermediate_size
     rows = m.top_k + m.num_shared_experts
     parts["routed"] += m.num_routed_experts * FP32_BYTES                      # router scores
@@ -156,15 +159,47 @@ def kv_exchange_bytes_per_token(m: ModelSpec, tp: int, kv_repeat: bool = False) 
     return 2 * heads * m.head_dim * BF16_BYTES
 
 
+# The cross-entropy's working set: bytes per logit of the rank's vocabulary shard alive at the loss's
+# peak, on top of the step's saved activations (at the start of the backward every one is alive), by
+# how the loss runs:
+# - torch eager (torchtitan train.py loss_fn @ 9dec370: cross_entropy(pred.flatten(0, 1).float(),
+#   labels), left outside the compiled blocks: plan.kernels "eager" or "fused_blocks"): at
+#   log_softmax's backward its saved FP32 output, nll_loss's dense FP32 input gradient and
+#   log_softmax's own FP32 input gradient, 4 + 4 + 4 = 12 (the forward holds fewer: the BF16 logits,
+#   their FP32 copy and log_softmax's output, 2 + 4 + 4; train.py frees the logits before the
+#   backward, `del pred`);
+# - Megatron-LM's unfused vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py
+#   @ f2e5db4, plan.loss_kernel "megatron_unfused"): the forward's FP32 copy, turned in place into the
+#   saved softmax, beside the BF16 logits (2 + 4); the backward turns the softmax in place into the
+#   gradient and autograd casts it to BF16 (4 + 2): 6.
+# A fused loss kernel (the default, DeepSeek's) is not counted: its working set is not published.
+LOSS_BYTES_PER_LOGIT = {"torch_eager": 12.0, "megatron_unfused": 6.0}
+
+
+def loss_kind(plan: ParallelPlan) -> str | None:
+    """How a plan's cross-entropy runs, for its memory (LOSS_BYTES_PER_LOGIT), as the step costs it."""
+    if plan.loss_kernel == "megatron_unfused":
+        return "megatron_unfused"
+    return "torch_eager" if plan.kernels in ("eager", "fused_blocks") else None
+
+
+def loss_working_bytes(m: ModelSpec, plan: ParallelPlan, tokens: float) -> float:
+    """Bytes the cross-entropy of one micro-batch (`tokens` on this rank) holds at its peak, on one
+    TP rank (the logits split over the vocabulary: loss parallel); 0 for a fused loss."""
+    kind = loss_kind(plan)
+    return 0.0 if kind is None else tokens * m.vocab_size / plan.tp * LOSS_BYTES_PER_LOGIT[kind]
+
+
 def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:
     return replicas if zero_stage >= stage_min else 1.0
 
 
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,
-                     plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0) -> dict:
+                     plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0, loss_bytes: float = 0.0) -> dict:
     """Bytes per GPU by component. `dp`: the data-parallel replicas of a dense parameter (data x
     context-parallel ranks); `gathered_param_bytes`: ZeRO-3's working set of unsharded blocks
-    (fsdp_working_set_bytes), shown as its own component."""
+    (fsdp_working_set_bytes), shown as its own component; `loss_bytes`: what the cross-entropy's
+    working set adds to the rank's peak of saved activations (loss_working_bytes), where counted."""
     expert_replicas = max(1.0, dp * plan.tp / plan.ep)
     def sharded(bytes_per_param: float, stage_min: int) -> float:
         return bytes_per_param * (params.dense / optimizer_shards(plan.zero_stage, stage_min, dp)
@@ -176,6 +211,7 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
         "activations": activation_bytes,
         "comm_buffers": comm_buffer_bytes,
         **({"fsdp_gathered": gathered_param_bytes} if plan.zero_stage >= 3 else {}),
+        **({"loss": loss_bytes} if loss_bytes else {}),
     }
 
 

@@ -699,14 +699,16 @@ def _merge(tasks: list[Task]) -> list[Task]:
     return out
 
 
-def peak_live_bytes(program, set_bytes: dict[int, float]) -> float:
+def peak_live_bytes(program, set_bytes: dict[int, float], loss_chunk: int | None = None, loss_bytes: float = 0.0) -> float:
     """Largest sum of activation sets alive on a rank, walking its program in order: a set is
-    born with its forward and freed when its input-gradient backward (B or BW) ends."""
+    born with its forward and freed when its input-gradient backward (B or BW) ends. With
+    `loss_chunk`, the forward of that chunk (the model's last stage) ends in the cross-entropy,
+    whose working set `loss_bytes` is alive, beside every live set, until its backward starts."""
     live = peak = 0.0
     for op in program:
         if op.forward_part is not None:
             live += set_bytes[op.forward_part[1]]
-            peak = max(peak, live)
+            peak = max(peak, live + (loss_bytes if op.forward_part[1] == loss_chunk else 0.0))
         if op.backward_part is not None:
             live -= set_bytes[op.backward_part[1]]
     return peak
@@ -780,6 +782,11 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                     if op.kind in ALL_TO_ALL_KINDS:
                         buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
         live = peak_live_bytes_of(s, rank, set_bytes)
+        loss = 0.0
+        loss_chunks = [c for c in range(s.num_chunks) if s.stage_of(rank, c) == costs.last_stage]
+        if loss_chunks and memory.loss_kind(p) is not None:   # the cross-entropy's working set at its peak
+            ws = memory.loss_working_bytes(m, p, tokens)
+            loss = peak_live_bytes(s.programs[rank], set_bytes, loss_chunks[0], ws) - live
         # two sets of all-to-all buffers: an overlapped F&B pair has two micro-batches in flight
         buffers *= 2
         if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
@@ -792,7 +799,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             gathered = memory.fsdp_working_set_bytes(largest)
         else:             # with PP the stage stays gathered through the step (see StepCosts.fsdp_flags)
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense, expert), resident_blocks=1)
-        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered))
+        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered, loss))
     return out
 
 
