@@ -41,7 +41,7 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import (StepCosts, dp_tail_s, exposed_reduce_scatter_s, live_frontier, local_tokens, rank_memory, routing_loads,
+from twin.training.step import (StepCosts, dp_tail_s, exposed_reduce_scatter_s, live_frontier, local_tokens, peak_live_bytes, rank_memory, routing_loads,
                                  stage_layers)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -228,10 +228,11 @@ def _busy(counts, stages: list[tuple]) -> list[float]:
 
 
 def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
-                      a2a_bytes: float) -> list[tuple[float, float, float, float, float]]:
+                      a2a_bytes: float) -> list[tuple[float, float, float, float, float, float]]:
     """What rank_memory (twin.training.step) sums on every pipeline rank, by block kind instead of
     by op (`kinds`: each stage's dense and MoE blocks): (dense parameters, expert parameters,
-    live activations, communication buffers, ZeRO-3's gathered working set). The same
+    live activations, communication buffers, ZeRO-3's gathered working set, what the loss's working
+    set adds to the peak where counted: memory.loss_working_bytes). The same
     parameters, activations of the context-parallel rank's tokens, all-to-all, K/V-exchange and
     TP-gather buffers, from the same memory functions; twin.costs.memory.memory_breakdown turns
     them into bytes by component."""
@@ -278,6 +279,11 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
                 has_a2a |= m.is_moe and k > 0
             set_bytes.append(acts)
         live = max((sum(c * b for c, b in zip(peak, set_bytes)) for peak in peaks[rank]), default=0.0)
+        loss = 0.0
+        loss_chunks = [c for c in range(schedule.num_chunks) if schedule.stage_of(rank, c) == last]
+        if loss_chunks and memory.loss_kind(p) is not None:   # as rank_memory: walked on the last stage's rank
+            ws = memory.loss_working_bytes(m, p, tokens)
+            loss = peak_live_bytes(schedule.programs[rank], dict(enumerate(set_bytes)), loss_chunks[0], ws) - live
         buffers = 2 * (2 * a2a_bytes if has_a2a else 0.0) + extra_buffers
         if p.zero_stage < 3:
             gathered = 0.0
@@ -285,7 +291,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
             gathered = memory.fsdp_working_set_bytes(largest)
         else:             # with PP the stage stays gathered through the step
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
-        out.append((dense_p, expert_p, live, buffers, gathered))
+        out.append((dense_p, expert_p, live, buffers, gathered, loss))
     return out
 
 
@@ -293,8 +299,8 @@ def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], sched
                          a2a_bytes: float) -> list[dict]:
     """Memory breakdown of every pipeline rank (bytes by component), as rank_memory gives it."""
     p = sc.plan
-    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g)
-            for d, e, live, buf, g in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
+    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g, loss)
+            for d, e, live, buf, g, loss in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
 
 
 def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
@@ -305,15 +311,15 @@ def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
     p = sc.plan
     by_params: dict[tuple, dict] = {}
     worst, worst_total = None, -1.0
-    for rank, (d, e, live, buf, g) in enumerate(parts):
+    for rank, (d, e, live, buf, g, loss) in enumerate(parts):
         base = by_params.get((d, e, g))
         if base is None:
             base = by_params[d, e, g] = memory.memory_breakdown(memory.RankParams(d, e), 0.0, 0.0, p, sc.dp * p.cp, g)
-        total = sum(base.values()) + live + buf
+        total = sum(base.values()) + live + buf + loss
         if total > worst_total:
-            worst, worst_total = (rank, base, live, buf), total
-    rank, base, live, buf = worst
-    return rank, {**base, "activations": live, "comm_buffers": buf}, list(by_params.values())
+            worst, worst_total = (rank, base, live, buf, loss), total
+    rank, base, live, buf, loss = worst
+    return rank, {**base, "activations": live, "comm_buffers": buf, **({"loss": loss} if loss else {})}, list(by_params.values())
 
 
 def _chains_s(chains) -> float:
