@@ -170,14 +170,14 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 MEMORY_NOT_FITTING: dict[str, float] = {}
 MEMORY_ABOVE_PUBLISHED: dict[str, float] = {}
 # rows whose count is off the published figure by more than pr.MEMORY_ROW_TARGET (15%): the count
-# leaves out the allocator's reserve and, with activation checkpointing, the block being recomputed;
-# under Float8 the op-level policy saves no linear output (torch._scaled_mm is not in its list), yet
-# the published memory is the BF16 row's
+# leaves out the allocator's reserve; under Float8 the op-level policy saves no linear output
+# (torch._scaled_mm is not in its list), yet the published memory is the BF16 row's. Median -13.7%,
+# 12 of 18 within 15% (at the session's start -47.6%, before the loss's working set and the block
+# recomputed in the backward were counted)
 MEMORY_NOT_MET = {
     "tt-8b-fsdp8-compile-fp8": -0.349, "tt-8b-fsdp128-compile-fp8": -0.446,
     "tt-70b-fsdp32-tp8": -0.292, "tt-70b-fsdp32-tp8-async": -0.247,
-    "tt-405b-3d-1f1b": -0.224, "tt-405b-4d-cp1-32k": -0.150, "tt-405b-4d-cp2-64k": -0.150,
-    "tt-405b-4d-cp4-128k": -0.157, "tt-405b-4d-cp8-256k": -0.223,
+    "tt-405b-3d-1f1b": -0.212, "tt-405b-4d-cp8-256k": -0.211,
 }
 
 

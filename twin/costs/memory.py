@@ -15,7 +15,7 @@ reserve. A deployment that does not fit raises InfeasiblePlan with the breakdown
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twin.core.errors import InfeasiblePlan
 from twin.core.serve_specs import ServeSpec
@@ -147,6 +147,16 @@ def activation_bytes(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, tokens
     return tokens * (parts["hidden"] / hidden_split + parts["heads"] + parts["latent"] + parts["routed"] / tp)
 
 
+def recompute_working_bytes(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, tokens: float) -> float:
+    """Bytes a block's backward re-creates when it recomputes its forward (any plan.recompute but
+    'none'): what 'none' keeps less what the plan keeps, for `tokens` tokens on one TP rank. They
+    live beside every saved activation from the recomputation until the block's backward ends
+    (torch.utils.checkpoint, Megatron's and DeepSeek's recomputation alike), one block at a time."""
+    if plan.recompute == "none":
+        return 0.0
+    return activation_bytes(m, dense_layer, replace(plan, recompute="none"), tokens) - activation_bytes(m, dense_layer, plan, tokens)
+
+
 def kv_exchange_bytes_per_token(m: ModelSpec, tp: int, kv_repeat: bool = False) -> float:
     """Key and value bytes per token that context-parallel attention exchanges, on one TP rank:
     GQA's K and V heads (every query head's, where the model repeats them before the attention
@@ -195,11 +205,14 @@ def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:
 
 
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,
-                     plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0, loss_bytes: float = 0.0) -> dict:
+                     plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0, loss_bytes: float = 0.0,
+                     recompute_bytes: float = 0.0) -> dict:
     """Bytes per GPU by component. `dp`: the data-parallel replicas of a dense parameter (data x
     context-parallel ranks); `gathered_param_bytes`: ZeRO-3's working set of unsharded blocks
-    (fsdp_working_set_bytes), shown as its own component; `loss_bytes`: what the cross-entropy's
-    working set adds to the rank's peak of saved activations (loss_working_bytes), where counted."""
+    (fsdp_working_set_bytes), shown as its own component; `recompute_bytes`: the block being
+    recomputed in the backward (recompute_working_bytes), beside the rank's peak of saved
+    activations; `loss_bytes`: what the cross-entropy's working set (loss_working_bytes) adds to
+    that peak beyond the recomputed block's (the two are not alive together)."""
     expert_replicas = max(1.0, dp * plan.tp / plan.ep)
     def sharded(bytes_per_param: float, stage_min: int) -> float:
         return bytes_per_param * (params.dense / optimizer_shards(plan.zero_stage, stage_min, dp)
@@ -211,6 +224,7 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
         "activations": activation_bytes,
         "comm_buffers": comm_buffer_bytes,
         **({"fsdp_gathered": gathered_param_bytes} if plan.zero_stage >= 3 else {}),
+        **({"recompute": recompute_bytes} if recompute_bytes else {}),
         **({"loss": loss_bytes} if loss_bytes else {}),
     }
 

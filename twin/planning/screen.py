@@ -228,11 +228,12 @@ def _busy(counts, stages: list[tuple]) -> list[float]:
 
 
 def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
-                      a2a_bytes: float) -> list[tuple[float, float, float, float, float, float]]:
+                      a2a_bytes: float) -> list[tuple[float, float, float, float, float, float, float]]:
     """What rank_memory (twin.training.step) sums on every pipeline rank, by block kind instead of
     by op (`kinds`: each stage's dense and MoE blocks): (dense parameters, expert parameters,
     live activations, communication buffers, ZeRO-3's gathered working set, what the loss's working
-    set adds to the peak where counted: memory.loss_working_bytes). The same
+    set adds to the peak where counted, the block recomputed in the backward:
+    memory.loss_working_bytes, memory.recompute_working_bytes). The same
     parameters, activations of the context-parallel rank's tokens, all-to-all, K/V-exchange and
     TP-gather buffers, from the same memory functions; twin.costs.memory.memory_breakdown turns
     them into bytes by component."""
@@ -244,6 +245,8 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
     act_dense = memory.activation_bytes(m, True, p, tokens)
     act_moe = memory.activation_bytes(m, False, p, tokens)
     mtp_rp, mtp_act = (rp_moe, act_moe) if m.is_moe else (rp_dense, act_dense)
+    rc_dense = memory.recompute_working_bytes(m, True, p, tokens)
+    rc_moe = memory.recompute_working_bytes(m, False, p, tokens)
     embedding = m.vocab_size * m.hidden_size / p.tp
     extra_buffers = 0.0
     if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
@@ -253,7 +256,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
         extra_buffers += tokens * m.hidden_size * BF16_BYTES
     out = []
     for rank in range(schedule.num_ranks):
-        dense_p = expert_p = 0.0
+        dense_p = expert_p = recompute = 0.0
         largest = memory.RankParams(0.0, 0.0)
         set_bytes = []
         has_a2a = False
@@ -269,6 +272,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
             if n_moe and rp_moe.total > largest.total:
                 largest = rp_moe
             has_a2a |= m.is_moe and n_moe > 0
+            recompute = max(recompute, rc_dense if n_dense else 0.0, rc_moe if n_moe else 0.0)
             if stage == 0:
                 dense_p += embedding
             if stage == last:
@@ -277,13 +281,15 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
                 dense_p += k * (mtp_rp.dense + 2 * m.hidden_size * m.hidden_size)
                 expert_p, acts = expert_p + k * mtp_rp.expert, acts + k * mtp_act
                 has_a2a |= m.is_moe and k > 0
+                recompute = max(recompute, (rc_moe if m.is_moe else rc_dense) if k else 0.0)
             set_bytes.append(acts)
         live = max((sum(c * b for c, b in zip(peak, set_bytes)) for peak in peaks[rank]), default=0.0)
         loss = 0.0
         loss_chunks = [c for c in range(schedule.num_chunks) if schedule.stage_of(rank, c) == last]
         if loss_chunks and memory.loss_kind(p) is not None:   # as rank_memory: walked on the last stage's rank
             ws = memory.loss_working_bytes(m, p, tokens)
-            loss = peak_live_bytes(schedule.programs[rank], dict(enumerate(set_bytes)), loss_chunks[0], ws) - live
+            loss = max(0.0, peak_live_bytes(schedule.programs[rank], dict(enumerate(set_bytes)), loss_chunks[0], ws)
+                       - live - recompute)
         buffers = 2 * (2 * a2a_bytes if has_a2a else 0.0) + extra_buffers
         if p.zero_stage < 3:
             gathered = 0.0
@@ -291,7 +297,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
             gathered = memory.fsdp_working_set_bytes(largest)
         else:             # with PP the stage stays gathered through the step
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
-        out.append((dense_p, expert_p, live, buffers, gathered, loss))
+        out.append((dense_p, expert_p, live, buffers, gathered, loss, recompute))
     return out
 
 
@@ -299,8 +305,8 @@ def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], sched
                          a2a_bytes: float) -> list[dict]:
     """Memory breakdown of every pipeline rank (bytes by component), as rank_memory gives it."""
     p = sc.plan
-    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g, loss)
-            for d, e, live, buf, g, loss in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
+    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g, loss, rc)
+            for d, e, live, buf, g, loss, rc in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
 
 
 def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
@@ -311,15 +317,16 @@ def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
     p = sc.plan
     by_params: dict[tuple, dict] = {}
     worst, worst_total = None, -1.0
-    for rank, (d, e, live, buf, g, loss) in enumerate(parts):
+    for rank, (d, e, live, buf, g, loss, rc) in enumerate(parts):
         base = by_params.get((d, e, g))
         if base is None:
             base = by_params[d, e, g] = memory.memory_breakdown(memory.RankParams(d, e), 0.0, 0.0, p, sc.dp * p.cp, g)
-        total = sum(base.values()) + live + buf + loss
+        total = sum(base.values()) + live + buf + loss + rc
         if total > worst_total:
-            worst, worst_total = (rank, base, live, buf, loss), total
-    rank, base, live, buf, loss = worst
-    return rank, {**base, "activations": live, "comm_buffers": buf, **({"loss": loss} if loss else {})}, list(by_params.values())
+            worst, worst_total = (rank, base, live, buf, loss, rc), total
+    rank, base, live, buf, loss, rc = worst
+    return rank, {**base, "activations": live, "comm_buffers": buf, **({"recompute": rc} if rc else {}),
+                  **({"loss": loss} if loss else {})}, list(by_params.values())
 
 
 def _chains_s(chains) -> float:

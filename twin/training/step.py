@@ -756,7 +756,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
 
     out = []
     for rank in range(s.num_ranks):
-        dense = expert = buffers = 0.0
+        dense = expert = buffers = recompute = 0.0
         largest = memory.RankParams(0.0, 0.0)
         set_bytes = {}
         for chunk in range(s.num_chunks):
@@ -767,6 +767,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                 dense, expert = dense + rp.dense, expert + rp.expert
                 largest = max(largest, rp, key=lambda r: r.total)
                 acts += memory.activation_bytes(m, is_dense(layer), p, tokens)
+                recompute = max(recompute, memory.recompute_working_bytes(m, is_dense(layer), p, tokens))
             if stage == 0:
                 dense += m.vocab_size * m.hidden_size / p.tp
             if stage == costs.last_stage:
@@ -776,6 +777,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                     dense += rp.dense + 2 * m.hidden_size * m.hidden_size
                     expert += rp.expert
                     acts += memory.activation_bytes(m, not m.is_moe, p, tokens)
+                    recompute = max(recompute, memory.recompute_working_bytes(m, not m.is_moe, p, tokens))
             set_bytes[chunk] = acts
             for ops in costs.stage_ops(stage):
                 for op in ops:
@@ -786,7 +788,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
         loss_chunks = [c for c in range(s.num_chunks) if s.stage_of(rank, c) == costs.last_stage]
         if loss_chunks and memory.loss_kind(p) is not None:   # the cross-entropy's working set at its peak
             ws = memory.loss_working_bytes(m, p, tokens)
-            loss = peak_live_bytes(s.programs[rank], set_bytes, loss_chunks[0], ws) - live
+            loss = max(0.0, peak_live_bytes(s.programs[rank], set_bytes, loss_chunks[0], ws) - live - recompute)
         # two sets of all-to-all buffers: an overlapped F&B pair has two micro-batches in flight
         buffers *= 2
         if p.cp > 1:   # ring: the chunk in hand and the one arriving; all-gather: the sequence's K/V
@@ -799,7 +801,10 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             gathered = memory.fsdp_working_set_bytes(largest)
         else:             # with PP the stage stays gathered through the step (see StepCosts.fsdp_flags)
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense, expert), resident_blocks=1)
-        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered, loss))
+        # a block recomputing in its backward: beside the peak of saved activations (in 1F1B's steady
+        # state and after the warm-up a backward follows the peak's forward with nothing freed between)
+        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered,
+                                           loss, recompute))
     return out
 
 

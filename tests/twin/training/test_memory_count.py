@@ -2,6 +2,7 @@
 loss runs, the FFN norm output counted once, a layout with an embedding-only first and a head-only
 last stage (Llama 3's), and the H100's capacity; on a tiny dense model, formulas not fixed figures."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def _memory(sc) -> dict:
     ({"kernels": "eager"}, 12.0), ({"kernels": "fused_blocks"}, 12.0), ({"loss_kernel": "megatron_unfused"}, 6.0)])
 def test_the_loss_working_set_adds_to_the_peak_on_one_stage(plan, bytes_per_logit):
     # one pipeline stage: the loss runs after every forward, on top of every saved activation
+    # (without recomputation, so no recomputed block competes with it)
+    plan = {**plan, "recompute": "none"}
     sc = scenario(pp=1, **plan)
     tokens = sc.tokens_per_microbatch
     got = _memory(sc)
@@ -46,7 +49,7 @@ def test_a_fused_loss_counts_no_working_set():
 def test_with_pipelining_the_loss_counts_where_the_last_stage_peaks():
     # 1F1B, 2 ranks: rank 1 holds the last stage and one micro-batch at a time, so its peak is one
     # set of activations plus the loss; rank 0 (more in flight, no loss) may still be the busiest
-    sc = scenario(pp=2, kernels="eager")
+    sc = scenario(pp=2, kernels="eager", recompute="none")
     costs = StepCosts(sc, build_schedule("1f1b", 2, sc.num_microbatches), load_profile("h100"), routing_loads(sc), 1.0)
     last = rank_memory(sc, costs)[1]
     ws = memory.loss_working_bytes(sc.model, sc.plan, sc.tokens_per_microbatch)
@@ -64,6 +67,20 @@ def test_the_screen_counts_the_loss_as_the_simulator(plan):
                       load_profile("h100"), routing_loads(sc), 1.0)
     exact = max(rank_memory(sc, costs), key=lambda b: sum(b.values()))
     assert screen(sc).memory_breakdown_bytes == pytest.approx(exact, rel=1e-12)
+
+
+def test_a_recomputed_block_sits_beside_the_saved_activations_and_the_loss_beyond_it():
+    full = scenario(pp=1, recompute="full")
+    block = memory.activation_bytes(full.model, True, dataclasses.replace(full.plan, recompute="none"),
+                                    full.tokens_per_microbatch)
+    kept = memory.activation_bytes(full.model, True, full.plan, full.tokens_per_microbatch)
+    got = _memory(full)
+    assert block > kept and got["recompute"] == pytest.approx(block - kept)
+    assert "recompute" not in _memory(scenario(pp=1, recompute="none"))
+    # the loss's working set and the recomputed block are not alive together: the peak takes the larger
+    eager = _memory(scenario(pp=1, recompute="full", kernels="eager"))
+    ws = memory.loss_working_bytes(full.model, scenario(pp=1, kernels="eager").plan, full.tokens_per_microbatch)
+    assert eager["recompute"] + eager.get("loss", 0.0) == pytest.approx(max(ws, block - kept))
 
 
 def test_without_recomputation_the_ffn_norm_output_is_the_up_projections_input():
