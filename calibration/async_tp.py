@@ -12,9 +12,16 @@ cost functions, as twin.training.step.StepCosts._tp_task composes them:
   sequential  the two added;
   fused       the GEMM + comm.pipelined_exposed_s of the collective beside it, + for the
               reduce-scatter the partials' reduction;
-  reduce      compute.memory_time_s of the whole stacked buffer read and the rank's 1/W written.
+  reduce      compute.partials_reduce_time_s: the whole stacked buffer read and the rank's 1/W
+              written, at Profile.partials_reduce_eff.
 rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the device could not run
-(status 'unavailable') are listed, not predicted. Never a fitting input.
+(status 'unavailable') are listed, not predicted.
+
+One term is measured here (session s10atp): `partials_reduce_eff`, the HBM bandwidth fraction the
+partials' reduction reaches, the median over the fitting rows of op 'reduce' (bytes moved / (time -
+one launch) / the GPU's HBM bandwidth); the held-out rows (the 405B slices) check it, and the fused
+rows that end with it. `--update` writes it into the committed profile with its provenance
+(calibration.records.write_profile_terms); `twin fit` computes it with the rest.
 
 The same campaign's one-GPU part times the GEMMs of torchtitan's Llama linears on a TP8 rank
 (plan.unfused_linears: wq, wk, w1 separate, qkv and w1+w3 fused; forward, input and weight
@@ -23,24 +30,27 @@ from the fitted GEMM records as <gpu>/tt_linears.csv so no fit reads them): `lin
 with twin.costs.compute.gemm_time_s (BF16 output, as measured; the FP8 rows on the `fp8-tensor`
 curve, Profile.with_fp8_recipe), casts not included (the records time pre-quantized operands).
 
-    python -m calibration.async_tp [--gpu h100] [--root DIR] [--json]
+    python -m calibration.async_tp [--gpu h100] [--root DIR] [--json] [--update]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
 from twin.core.specs import GPUSpec
 from twin.costs import comm, compute
 from twin.costs.flops import BF16_BYTES
-from twin.costs.profile import Profile, fitted_profile
+from twin.costs.profile import PROFILES, Profile, fitted_profile
 
 RECORDS_FILE = "async_tp.csv"
 LINEARS_FILE = "tt_linears.csv"   # the s9tt campaign's tt_linear GEMM rows, apart from the fitted gemm.csv
@@ -55,7 +65,7 @@ def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUS
     """The twin's seconds for one measured op (see the module docstring)."""
     mm_s = compute.gemm_time_s(m, n, k, "bf16", gpu, profile)
     coll_s = comm.collective_time_s(kind, _collective_bytes(kind, m, n, k), world, gpu, True, profile.collectives)
-    reduce_s = compute.memory_time_s(m * n * BF16_BYTES * (1.0 + 1.0 / world), gpu, profile)
+    reduce_s = compute.partials_reduce_time_s(m * n * BF16_BYTES, world, gpu, profile)
     if op == "mm":
         return mm_s
     if op == "collective":
@@ -72,6 +82,58 @@ def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUS
 def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
     """The two-GPU records of a GPU type (<gpu>x2/async_tp.csv)."""
     return pd.read_csv(Path(root) / f"{gpu}x2" / RECORDS_FILE)
+
+
+def _reduce_rows(records: pd.DataFrame, split: str) -> pd.DataFrame:
+    return records[(records["op"] == "reduce") & (records["status"] == "ok") & (records["split"] == split)]
+
+
+def reduce_bandwidth_fracs(rows: pd.DataFrame, gpu: GPUSpec, launch_s: float) -> pd.Series:
+    """Per reduction record: the HBM bandwidth fraction it reached (the stacked buffer read, the
+    rank's 1/W written, over its time less one launch)."""
+    moved = rows["m"] * rows["n"] * BF16_BYTES * (1.0 + 1.0 / rows["world_size"])
+    return moved / ((rows["time_s"] - launch_s) * gpu.hbm_bytes_per_s)
+
+
+def partials_reduce_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR,
+                          profile: Profile | None = None) -> tuple[float, dict]:
+    """Profile.partials_reduce_eff from <gpu>x2/async_tp.csv: the median bandwidth fraction of its
+    fitting reduction rows -> (eff, provenance: file, sha256, rows, the held-out rows' errors);
+    (0.0, {}) without records (memory_eff then stands in)."""
+    path = Path(root) / f"{gpu}x2" / RECORDS_FILE
+    if not path.is_file():
+        return 0.0, {}
+    records = pd.read_csv(path)
+    spec = gpu_spec(gpu)
+    launch_s = (profile or fitted_profile(gpu)).launch_s
+    fit = _reduce_rows(records, "fit")
+    if fit.empty:
+        return 0.0, {}
+    eff = float(min(1.0, reduce_bandwidth_fracs(fit, spec, launch_s).median()))
+    held = _reduce_rows(records, "holdout")
+    pred = (held["m"] * held["n"] * BF16_BYTES * (1.0 + 1.0 / held["world_size"]) / (spec.hbm_bytes_per_s * eff)
+            + launch_s)
+    errors = (pred / held["time_s"] - 1.0).tolist()
+    info = {"file": f"{gpu}x2/{RECORDS_FILE}", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "source": (f"median HBM bandwidth fraction of the {len(fit)} fitting 'reduce' rows (torch.sum over the "
+                       f"stacked partials, W = {','.join(str(int(w)) for w in sorted(fit['world_size'].unique()))})"),
+            "fit_rows": len(fit), "holdout_rel_errors": [round(e, 4) for e in errors]}
+    return eff, info
+
+
+def update_profile(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | str | None = None
+                   ) -> tuple[float, dict] | None:
+    """Write partials_reduce_terms(gpu) into the committed profile <profiles_dir>/<gpu>.json and its
+    provenance, nothing else. None without records or profile."""
+    path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    eff, info = partials_reduce_terms(gpu, root)
+    if not eff:
+        return None
+    rec.write_profile_terms(path, data, {"partials_reduce_eff": eff}, {"partials_reduce": info})
+    return eff, info
 
 
 def compare(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> dict:
@@ -127,12 +189,20 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", default=MEASUREMENTS_DIR, type=Path)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--update", action="store_true",
+                    help="write the measured partials_reduce_eff into the committed profile twin/data/profiles/<gpu>.json")
     args = ap.parse_args(argv)
     path = Path(args.root) / f"{args.gpu}x2" / RECORDS_FILE
     if not path.is_file():
         print(f"error: no records at {path} (real/campaigns/s9tt.sh writes them)", file=sys.stderr)
         return 2
-    result = compare(load(args.gpu, args.root), args.gpu)
+    profile = None
+    if args.update:
+        done = update_profile(args.gpu, args.root)
+        if done:   # this process's cached profile predates the write
+            profile = dataclasses.replace(fitted_profile(args.gpu), partials_reduce_eff=done[0])
+            print(f"{args.gpu}: partials_reduce_eff {done[0]:.4f} written ({done[1]['source']})", file=sys.stderr)
+    result = compare(load(args.gpu, args.root), args.gpu, profile)
     gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
     if gemm_csv.is_file():
         result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)

@@ -102,6 +102,10 @@ A profile also describes the *software stack* that ran the kernels, as data:
     twin.costs.flops.eager_ops marks `eager`: plan.kernels 'eager', and the head under
     'fused_blocks'), measured on real/dense.py's eager Llama blocks and LM heads
     (calibration.dense_block.eager_elementwise_eff); 0 = memory_eff.
+  partials_reduce_eff: HBM bandwidth fraction of the reduction a fused reduce-scatter of torch's
+    micro-pipelined TP ends with (torch.sum over the W stacked partial sums of the rank's rows:
+    compute.partials_reduce_time_s), measured on two GPUs (calibration.async_tp, the fitting rows
+    of <gpu>x2/async_tp.csv); 0 = memory_eff.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
@@ -202,6 +206,11 @@ class Profile:
     # FP32 casts, reductions, complex RoPE, the FP32 loss; their ops' `eager` flag), measured on
     # real/dense.py's eager Llama blocks and heads (calibration.dense_block); 0 = memory_eff
     eager_elementwise_eff: float = 0.0
+    # the HBM bandwidth fraction of the reduction a fused reduce-scatter of torch's micro-pipelined TP
+    # ends with (torch.sum over the W stacked partial sums, compute.partials_reduce_time_s), measured
+    # on two GPUs (calibration.async_tp.partials_reduce_eff, <gpu>x2/async_tp.csv's fitting rows);
+    # 0 = memory_eff
+    partials_reduce_eff: float = 0.0
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -301,6 +310,7 @@ class Profile:
             **({"eager_decode": json.loads(json.dumps(self.eager_decode))} if self.eager_decode else {}),
             **({"attention_kernels": json.loads(json.dumps(self.attention_kernels))} if self.attention_kernels else {}),
             **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
+            **({"partials_reduce_eff": self.partials_reduce_eff} if self.partials_reduce_eff else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -322,6 +332,7 @@ class Profile:
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             eager_elementwise_eff=min(1.0, self.eager_elementwise_eff * memory),
+            partials_reduce_eff=min(1.0, self.partials_reduce_eff * memory),
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
 
 
@@ -362,6 +373,7 @@ def profile_from_json(data: dict) -> Profile:
         eager_decode=dict(data.get("eager_decode", {})),
         attention_kernels={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_kernels", {}).items()},
         eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
+        partials_reduce_eff=float(data.get("partials_reduce_eff", 0.0)),
     )
 
 
