@@ -15,7 +15,12 @@ scattered dimension the tokens), one row per `op`:
               gathered input is kept for the weight gradient);
   reduce      (reduce-scatter cases) torch.sum over the W stacked partial sums [W, M/W, N] along
               W, the reduction the fused op ends with (torch/distributed/_symmetric_memory
-              _fused_matmul_reduce_scatter_impl).
+              _fused_matmul_reduce_scatter_impl);
+  p2p_copy    (s10atp) one shard (M/W x K gathered, M/W x N scattered) pulled from the next rank's
+              symmetric-memory workspace, every rank at once: the copy-engine transfer of one step
+              of the fused op;
+  mm_beside_copy  (s10atp) the GEMM with that copy on a second stream (the GEMM's slowdown from
+              the transfer beside it).
 Timing as the nccl section: windows of back-to-back calls between CUDA events, the slowest rank's
 window, median and p10/p90 over windows. A fused op this torch or device cannot run (the CPU dry
 run on gloo; symmetric memory needs CUDA and NVLink peers) writes a row with status 'unavailable'
@@ -109,7 +114,44 @@ def _ops(kind: str, m: int, k: int, n: int, world: int, dev, group_name: str | N
         ops["reduce"] = lambda: torch.sum(stacked, dim=0)
         fused = (lambda: torch.ops.symm_mem.fused_matmul_reduce_scatter(a, b, "sum", 0, group_name))
     ops["fused"] = fused if group_name is not None else None
+    # the copy-engine transfer each step of a fused op makes (a shard pulled from a peer's
+    # symmetric-memory buffer: copy_shard, out_chunks[...].copy_(remote_p2p_buf)), alone and beside
+    # the GEMM on another stream (the GEMM's slowdown from the transfer's HBM traffic)
+    ops["p2p_copy"] = ops["mm_beside_copy"] = None
+    if group_name is not None:
+        shard_shape = (shard_m, k) if kind == "all_gather" else (shard_m, n)
+        try:
+            copy = _peer_copy(shard_shape, 2 * shard_m * max(k, n), dt, dev, group_name)
+            ops["p2p_copy"], ops["mm_beside_copy"] = copy, _beside(ops["mm"], copy, dev)
+        except Exception as exc:   # a torch whose private symmetric-memory API differs: rows say why
+            ops["p2p_copy"] = ops["mm_beside_copy"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     return ops
+
+
+def _peer_copy(shape: tuple, workspace_elems: int, dt, dev, group_name: str):
+    """A copy of one shard from the next rank's symmetric-memory workspace into local memory (all
+    ranks at once, as in a fused op's step). The workspace is asked for at least what this case's
+    fused op needs, so the op does not reallocate it under the copy's view."""
+    from torch.distributed import _symmetric_memory as symm_mem  # lazy, as _symm_group_name
+    elem = torch.empty((), dtype=dt).element_size()
+    ws = symm_mem.get_symm_mem_workspace(group_name, min_size=workspace_elems * elem)
+    src = ws.get_buffer((ws.rank + 1) % ws.world_size, shape, dt, 0)
+    dst = torch.empty(shape, device=dev, dtype=dt)
+    return lambda: dst.copy_(src)
+
+
+def _beside(mm, copy, dev):
+    """The GEMM on the current stream with the peer copy on a second one, joined after."""
+    side = torch.cuda.Stream(device=dev)
+
+    def both():
+        main = torch.cuda.current_stream(dev)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            copy()
+        mm()
+        main.wait_stream(side)
+    return both
 
 
 def _agreed_ok(ok: bool, dev) -> bool:
@@ -151,12 +193,14 @@ def bench_async_tp(rec, timer, dev, deadline, quick, env, cases=None):
             log("async_tp: budget spent")
             break
         ops = _ops(kind, m, k, n, world, dev, group_name)
-        for op in ("mm", "collective", "sequential", "fused", "reduce"):
+        for op in ("mm", "collective", "sequential", "fused", "reduce", "p2p_copy", "mm_beside_copy"):
             if op not in ops:
                 continue
             fn, detail = ops[op], ""
             if fn is None:
                 detail = symm_error
+            elif isinstance(fn, str):   # could not be set up here: the error
+                fn, detail = None, fn
             else:
                 try:   # a first call outside the timing: a fused op this torch cannot run fails here
                     fn()
@@ -171,7 +215,7 @@ def bench_async_tp(rec, timer, dev, deadline, quick, env, cases=None):
                 continue
             times, calls = time_windows(fn, dev, windows)
             st = stats(times)
-            flops = 2.0 * m * n * k if op in ("mm", "sequential", "fused") else 0.0
+            flops = 2.0 * m * n * k if op in ("mm", "sequential", "fused", "mm_beside_copy") else 0.0
             rec.row("async_tp", bench="async_tp", shape_tag=tag, kind=kind, op=op, m=m, n=n, k=k, world_size=world,
                     precision=precision, status="ok", detail=f"calls_per_window={calls}", split=async_tp_split(tag),
                     timing=timing, flops=flops, achieved_flops_per_s=flops / st["time_s"] if flops else "", **st)

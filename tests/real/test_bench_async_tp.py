@@ -44,11 +44,12 @@ def test_async_tp_section_on_two_gloo_ranks(two_rank_run):
     all_rows = list(csv.DictReader((tmp_path / "async_tp.csv").open()))
     rows = [r for r in all_rows if not r["shape_tag"].startswith("tiny405")]   # async_tp_405b's: the test below
     expected = [(tag, op) for tag, kind, *_ in QUICK_CASES
-                for op in ("mm", "collective", "sequential", "fused") + (("reduce",) if kind == "reduce_scatter" else ())]
+                for op in ("mm", "collective", "sequential", "fused") + (("reduce",) if kind == "reduce_scatter" else ())
+                + ("p2p_copy", "mm_beside_copy")]
     assert [(r["shape_tag"], r["op"]) for r in rows] == expected
     for r in rows:
         assert r["split"] == async_tp_split(r["shape_tag"]) and r["world_size"] == "2" and r["num_gpus"] == "0"
-        if r["op"] == "fused":
+        if r["op"] in ("fused", "p2p_copy", "mm_beside_copy"):   # symmetric memory: CUDA only
             assert r["status"] == "unavailable" and "CUDA" in r["detail"] and r["time_s"] == ""
         else:
             assert r["status"] == "ok" and float(r["time_s"]) > 0 and float(r["time_p90_s"]) >= float(r["time_p10_s"])
@@ -78,7 +79,7 @@ def test_async_tp_405b_section_runs_the_chunk_shaped_cases(two_rank_run):
     rows = [r for r in csv.DictReader((two_rank_run / "async_tp.csv").open()) if r["shape_tag"].startswith("tiny405")]
     assert sorted({r["shape_tag"] for r in rows}) == sorted(tag for tag, *_ in cases_405b(2, True))
     assert {r["op"] for r in rows if r["status"] == "ok"} == {"mm", "collective", "sequential", "reduce"}
-    assert all(r["status"] == "unavailable" for r in rows if r["op"] == "fused")
+    assert all(r["status"] == "unavailable" for r in rows if r["op"] in ("fused", "p2p_copy", "mm_beside_copy"))
 
 
 def test_atp_parts_section_writes_reductions_and_chunk_gemms(tmp_path):
