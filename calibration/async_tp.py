@@ -13,7 +13,11 @@ cost functions, as twin.training.step.StepCosts._tp_task composes them:
   fused       the GEMM + comm.pipelined_exposed_s of the collective beside it, + for the
               reduce-scatter the partials' reduction;
   reduce      compute.partials_reduce_time_s: the whole stacked buffer read and the rank's 1/W
-              written, at Profile.partials_reduce_eff.
+              written, at Profile.partials_reduce_eff;
+  p2p_copy    (s10atp) one shard pulled from a peer, as the twin costs a peer transfer
+              (comm.collective_time_s 'send_recv' of the shard's bytes);
+  mm_beside_copy  (s10atp) the longer of the GEMM and that copy: the twin lets a transfer beside a
+              GEMM take nothing from it.
 rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the device could not run
 (status 'unavailable') are listed, not predicted.
 
@@ -29,6 +33,9 @@ gradient; BF16 and tensorwise FP8; the campaign's gemm.csv rows of bench `tt_lin
 from the fitted GEMM records as <gpu>/tt_linears.csv so no fit reads them): `linears` predicts each
 with twin.costs.compute.gemm_time_s (BF16 output, as measured; the FP8 rows on the `fp8-tensor`
 curve, Profile.with_fp8_recipe), casts not included (the records time pre-quantized operands).
+
+The s10atp campaign's one-GPU rows (<gpu>/atp_parts.csv, `parts`): the partial-sum reductions at
+W = 2, 4, 8 and the 405B TP8 linears' GEMMs whole and as the chunk GEMMs the fused ops issue.
 
     python -m calibration.async_tp [--gpu h100] [--root DIR] [--json] [--update]
 """
@@ -54,6 +61,7 @@ from twin.costs.profile import PROFILES, Profile, fitted_profile
 
 RECORDS_FILE = "async_tp.csv"
 LINEARS_FILE = "tt_linears.csv"   # the s9tt campaign's tt_linear GEMM rows, apart from the fitted gemm.csv
+PARTS_FILE = "atp_parts.csv"      # the s10atp campaign's one-GPU rows: partial-sum reductions, chunk GEMMs
 
 
 def _collective_bytes(kind: str, m: int, n: int, k: int) -> float:
@@ -63,6 +71,10 @@ def _collective_bytes(kind: str, m: int, n: int, k: int) -> float:
 
 def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUSpec, profile: Profile) -> float:
     """The twin's seconds for one measured op (see the module docstring)."""
+    if op in ("p2p_copy", "mm_beside_copy"):
+        shard_bytes = (m // world) * (k if kind == "all_gather" else n) * BF16_BYTES
+        copy_s = comm.collective_time_s("send_recv", shard_bytes, 2, gpu, True, profile.collectives)
+        return copy_s if op == "p2p_copy" else max(copy_s, compute.gemm_time_s(m, n, k, "bf16", gpu, profile))
     mm_s = compute.gemm_time_s(m, n, k, "bf16", gpu, profile)
     coll_s = comm.collective_time_s(kind, _collective_bytes(kind, m, n, k), world, gpu, True, profile.collectives)
     reduce_s = compute.partials_reduce_time_s(m * n * BF16_BYTES, world, gpu, profile)
@@ -170,6 +182,29 @@ def linears(gemm: pd.DataFrame, gpu: str = "h100", profile: Profile | None = Non
     return out
 
 
+def parts(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> list[dict]:
+    """The one-GPU atp_parts records (real/bench/async_tp.py bench_atp_parts) beside the twin:
+    a reduction at compute.partials_reduce_time_s for its W; a linear's GEMM whole, or as its
+    chunk GEMMs (compute.chunked_gemm_time_s: the twin lets two streams' chunks overlap nothing)."""
+    from twin.costs.flops import Op, OpKind
+    spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
+    tensorwise = profile.with_fp8_recipe("tensorwise")
+    out = []
+    for r in records.itertuples(index=False):
+        if r.op == "reduce":
+            pred = compute.partials_reduce_time_s(int(r.m) * int(r.n) * BF16_BYTES, int(r.world_size), spec, profile)
+            case = f"{r.shape_tag} W={int(r.world_size)} {r.layout}"
+        else:
+            fp8 = str(r.precision).startswith("fp8")
+            op = Op("linear", OpKind.GEMM, "mlp", int(r.m), int(r.n), int(r.k))
+            pred = compute.chunked_gemm_time_s(op, "fwd", "fp8" if fp8 else "bf16", int(r.chunks), spec,
+                                               tensorwise if fp8 else profile)
+            case = f"{r.shape_tag} {r.precision}"
+        out.append({"case": case, "op": r.op, "split": r.split, "measured_s": float(r.time_s), "predicted_s": pred,
+                    "rel_error": pred / float(r.time_s) - 1.0})
+    return out
+
+
 def format_table(result: dict) -> str:
     lines = [f"torch micro-pipelined TP on {result['gpu']} x2: twin vs measured (error = predicted / measured - 1)",
              f"{'case':22} {'op':11} {'split':8} {'measured ms':>12} {'twin ms':>9} {'err':>7}"]
@@ -178,6 +213,9 @@ def format_table(result: dict) -> str:
                      f"{r['predicted_s'] * 1e3:9.3f} {r['rel_error']:+7.1%}")
     for u in result["unavailable"]:
         lines.append(f"{u['shape_tag']:22} {u['op']:11} unavailable: {u['detail']}")
+    for r in result.get("parts", []):
+        lines.append(f"{r['case']:38} {r['op']:18} {r['split']:8} {r['measured_s'] * 1e3:9.3f} {r['predicted_s'] * 1e3:9.3f} "
+                     f"{r['rel_error']:+7.1%}")
     for r in result.get("linears", []):
         lines.append(f"{r['shape_tag']:38} {r['precision']:10} {r['measured_s'] * 1e3:9.3f} {r['predicted_s'] * 1e3:9.3f} "
                      f"{r['rel_error']:+7.1%}")
@@ -206,6 +244,9 @@ def main(argv=None) -> int:
     gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
     if gemm_csv.is_file():
         result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
+    parts_csv = Path(args.root) / args.gpu / PARTS_FILE
+    if parts_csv.is_file():
+        result["parts"] = parts(pd.read_csv(parts_csv), args.gpu, profile)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 

@@ -8,9 +8,10 @@
 #      fused ops issue, on one and on two alternating streams, BF16 and tensorwise FP8 (atp_parts.csv);
 #   2. only where >= 2 GPUs exist, `--only async_tp_405b` under torchrun on 4 GPUs (else 2)
 #      (wall <= 65 s): GEMM alone, NCCL collective alone, both in sequence, the fused symmetric-memory
-#      op and the partials' reduction at the 405B TP8 per-GPU linears (w1, wq all-gathers; w2, wo
+#      op, the partials' reduction, one shard's copy-engine pull from a peer alone and beside the GEMM
+#      (ops p2p_copy, mm_beside_copy) at the 405B TP8 per-GPU linears (w1, wq all-gathers; w2, wo
 #      reduce-scatters), each rank's shard 4,096 rows as in a TP8 405B micro-batch (async_tp.csv,
-#      all held out). A fused op this torch cannot run writes a row with status 'unavailable'.
+#      all held out). An op this torch cannot run writes a row with status 'unavailable'.
 # Budget: <= 120 s of wall. Each part keeps the rows already written when `timeout` cuts it short.
 # Writes OUTDIR/s10atp/{atp_parts.csv, env_atp_parts.json, async_tp.csv, env_async_tp_405b.json, topo.txt, log.txt}.
 #   bash real/campaigns/s10atp.sh OUTDIR     (S10ATP_QUICK=1: tiny shapes, a CPU dry run on two gloo ranks)

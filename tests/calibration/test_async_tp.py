@@ -26,6 +26,10 @@ def test_fused_ops_compose_the_gemm_the_exposed_collective_and_the_reduction():
     fused = at.predict_op("reduce_scatter", "fused", m, n, k, 2, gpu, prof)
     assert fused == pytest.approx(mm + comm.pipelined_exposed_s("reduce_scatter", coll, mm, 2) + red, rel=1e-12)
     assert at.predict_op("reduce_scatter", "sequential", m, n, k, 2, gpu, prof) == pytest.approx(mm + coll)
+    # a peer copy is costed as a transfer of one shard; beside the GEMM it takes nothing from it
+    copy = at.predict_op("reduce_scatter", "p2p_copy", m, n, k, 2, gpu, prof)
+    assert copy == comm.collective_time_s("send_recv", m // 2 * n * 2, 2, gpu, True, prof.collectives)
+    assert at.predict_op("reduce_scatter", "mm_beside_copy", m, n, k, 2, gpu, prof) == max(mm, copy)
     # an all-gather's fused op has no reduction and hides what its GEMM can
     ag_mm = at.predict_op("all_gather", "mm", m, n, k, 2, gpu, prof)
     ag_coll = at.predict_op("all_gather", "collective", m, n, k, 2, gpu, prof)
@@ -105,3 +109,19 @@ def test_the_committed_profile_carries_the_term_measured_from_the_committed_reco
     prof = fitted_profile("h100")
     assert prof.partials_reduce_eff == pytest.approx(eff, rel=1e-12)
     assert prof.provenance["partials_reduce"]["sha256"] == info["sha256"]
+
+
+def test_the_atp_parts_records_are_predicted_with_the_step_s_own_costs():
+    gpu, prof = gpu_spec("h100"), fitted_profile("h100")
+    base = dict(bench="atp_parts", k=16384, world_size=8, chunks=8, layout="", split="holdout", time_s=1e-3)
+    recs = pd.DataFrame([{**base, "shape_tag": "llama3.1-405b", "op": "reduce", "m": 32768, "n": 16384, "k": None,
+                          "layout": "flat", "precision": "bf16", "chunks": None},
+                         {**base, "shape_tag": "llama3.1-405b/w1", "op": "full", "m": 32768, "n": 6656, "chunks": 1,
+                          "precision": "fp8-tensor"},
+                         {**base, "shape_tag": "llama3.1-405b/w1", "op": "chunks_two_streams", "m": 32768, "n": 6656,
+                          "precision": "bf16"}])
+    rows = at.parts(recs)
+    assert rows[0]["predicted_s"] == compute.partials_reduce_time_s(32768 * 16384 * 2, 8, gpu, prof)
+    assert rows[1]["predicted_s"] == compute.gemm_time_s(32768, 6656, 16384, "fp8", gpu, prof.with_fp8_recipe("tensorwise"))
+    assert rows[2]["predicted_s"] == pytest.approx(8 * compute.gemm_time_s(4096, 6656, 16384, "bf16", gpu, prof))
+    assert "W=8 flat" in rows[0]["case"] and rows[2]["rel_error"] == pytest.approx(rows[2]["predicted_s"] / 1e-3 - 1)
