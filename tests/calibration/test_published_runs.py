@@ -95,18 +95,18 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # (FSDP2 without resharding): 70B AsyncTP +19.3% -> +6.9%, 405B 32K +15.9% -> +8.2%. Together median
 # 7.6% -> 6.9%, 21 of 29 within 10%. Then (s10atp) the fused reduce-scatter's partial-sum reduction
 # at its measured bandwidth (Profile.partials_reduce_eff), the fused GEMMs as torch's chunk GEMMs,
-# and FSDP2's FP32 gradient accumulation after each backward under PP: 405B 3D +13.8% -> +10.5%
-# (interleaved +14.1% -> +11.0%), 405B 32K +8.2% -> +6.0%, 70B AsyncTP +6.9% -> +4.4%; median
-# 6.9% -> 6.6%. Still unexplained: +10-11% on torchtitan's 405B 3D rows, its CP at 128K-256K (the
-# published step per attention pair jumps from CP2 to CP4 at the same call shapes); see
-# calibration/published_runs/README.md.
+# FSDP2's FP32 gradient accumulation after each backward under PP, and torchtitan's Float8 output
+# projection in BF16: 405B 3D +13.8% -> +9.6% (interleaved +14.1% -> +9.3%; both within 10% by
+# less than half a point), 405B 32K +8.2% -> +5.7%, 70B AsyncTP +6.9% -> +3.8%, the 8B Float8 rows
+# about a point lower; median 6.9% -> 6.4%, 23 of 29 within 10%. Still unexplained: torchtitan's
+# CP at 128K-256K (the published step per attention pair jumps from CP2 to CP4 at the same call
+# shapes); see calibration/published_runs/README.md.
 NOT_MET = {
-    "tt-8b-cp4-128k": 0.226, "tt-8b-cp8-256k": 0.270,
-    "tt-405b-3d-1f1b": 0.105, "tt-405b-3d-interleaved": 0.110,
-    "tt-405b-4d-cp2-64k": 0.153, "tt-405b-4d-cp4-128k": 0.129, "tt-405b-4d-cp8-256k": 0.219,
+    "tt-8b-cp4-128k": 0.221, "tt-8b-cp8-256k": 0.267,
+    "tt-405b-4d-cp2-64k": 0.151, "tt-405b-4d-cp4-128k": 0.128, "tt-405b-4d-cp8-256k": 0.218,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": -0.106,
 }
-MEDIAN_NOT_MET = 0.066
+MEDIAN_NOT_MET = 0.064
 
 
 def _row_params():

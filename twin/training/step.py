@@ -225,7 +225,11 @@ class StepCosts:
         last = schedule.num_model_stages - 1
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
-        head = head_ops(m, tokens, sc.plan.tp)
+        # torchao's tensorwise Float8 as torchtitan applies it converts every nn.Linear but the
+        # output projection (torchtitan float8.py @ 9dec370: convert_to_float8_training with
+        # module_filter_fn fqn != "output"): the head's GEMMs run BF16
+        tensorwise = sc.plan.gemm_precision == "fp8" and sc.plan.fp8_recipe == "tensorwise"
+        head = head_ops(m, tokens, sc.plan.tp, "bf16" if tensorwise else None)
         if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
             head = eager_ops(head)
         if sc.plan.loss_kernel == "megatron_unfused":

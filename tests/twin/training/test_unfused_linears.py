@@ -70,3 +70,14 @@ def test_separate_linears_cost_more_and_torch_async_tp_gathers_beside_all_three(
     exposed = [t for t in tasks if t.stream == "comm"]
     assert sum(t.duration_s for t in exposed) == pytest.approx(
         comm.pipelined_exposed_s("all_gather", c.time_s, chunked_s, 8), rel=1e-12)
+
+
+def test_torchtitan_float8_leaves_the_output_projection_in_bf16():
+    """torchtitan converts every nn.Linear but `output` to Float8Linear (float8.py @ 9dec370:
+    module_filter_fn fqn != "output"): with the tensorwise recipe the head's GEMM is pinned to BF16;
+    DeepSeek's blockwise recipe keeps the job's precision (its golden figures unchanged)."""
+    def head(**plan):
+        _, costs, *_ = _prepare(scenario(tp=1, pp=1, dp=1, gemm_precision="fp8", **plan), None, Perturb(), True)
+        return next(op for op in costs.extra_last if op.name == "lm_head")
+    assert head(fp8_recipe="tensorwise").precision == "bf16"
+    assert head().precision is None
