@@ -91,9 +91,10 @@ def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUS
     raise ValueError(f"unknown op {op!r}")
 
 
-def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
-    """The two-GPU records of a GPU type (<gpu>x2/async_tp.csv)."""
-    return pd.read_csv(Path(root) / f"{gpu}x2" / RECORDS_FILE)
+def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, gpus: int = 2) -> pd.DataFrame:
+    """The multi-GPU records of a GPU type (<gpu>x<gpus>/async_tp.csv: s9tt's TP2 rows in x2, s10atp's
+    405B TP8-chunk rows where a 4-GPU host ran them in x4)."""
+    return pd.read_csv(Path(root) / f"{gpu}x{gpus}" / RECORDS_FILE)
 
 
 def _reduce_rows(records: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -206,7 +207,8 @@ def parts(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = No
 
 
 def format_table(result: dict) -> str:
-    lines = [f"torch micro-pipelined TP on {result['gpu']} x2: twin vs measured (error = predicted / measured - 1)",
+    lines = [f"torch micro-pipelined TP on {result['gpu']} x{result.get('gpus', 2)}: twin vs measured "
+             "(error = predicted / measured - 1)",
              f"{'case':22} {'op':11} {'split':8} {'measured ms':>12} {'twin ms':>9} {'err':>7}"]
     for r in result["rows"]:
         lines.append(f"{r['shape_tag']:22} {r['op']:11} {r['split']:8} {r['measured_s'] * 1e3:12.3f} "
@@ -226,13 +228,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", default=MEASUREMENTS_DIR, type=Path)
+    ap.add_argument("--gpus", type=int, default=2, help="the records folder <gpu>x<gpus> (2: s9tt's; 4: s10atp's 4-GPU rows)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--update", action="store_true",
                     help="write the measured partials_reduce_eff into the committed profile twin/data/profiles/<gpu>.json")
     args = ap.parse_args(argv)
-    path = Path(args.root) / f"{args.gpu}x2" / RECORDS_FILE
+    path = Path(args.root) / f"{args.gpu}x{args.gpus}" / RECORDS_FILE
     if not path.is_file():
-        print(f"error: no records at {path} (real/campaigns/s9tt.sh writes them)", file=sys.stderr)
+        print(f"error: no records at {path} (real/campaigns/s9tt.sh, s10atp.sh write them)", file=sys.stderr)
         return 2
     profile = None
     if args.update:
@@ -240,7 +243,7 @@ def main(argv=None) -> int:
         if done:   # this process's cached profile predates the write
             profile = dataclasses.replace(fitted_profile(args.gpu), partials_reduce_eff=done[0])
             print(f"{args.gpu}: partials_reduce_eff {done[0]:.4f} written ({done[1]['source']})", file=sys.stderr)
-    result = compare(load(args.gpu, args.root), args.gpu, profile)
+    result = {**compare(load(args.gpu, args.root, args.gpus), args.gpu, profile), "gpus": args.gpus}
     gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
     if gemm_csv.is_file():
         result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
