@@ -334,7 +334,8 @@ class StepCosts:
         (torchtitan's Llama: wq, wk, wv; w1, w3), a sum of their GEMMs, is reduce-scattered whole;
         a fused op issues its GEMMs as one chunk per rank (m/tp token rows: _pipelined_all_gather_and_consume,
         _pipelined_produce_and_all2all), costed at the chunks' shape, what they cost beyond the
-        whole GEMMs a `tp_chunk_gemms` compute task; and a fused reduce-scatter leaves each rank the
+        whole GEMMs a `tp_chunk_gemms` compute task; a fused all-gather first copies the rank's
+        shard into its symmetric buffer (`tp_shard_copy`); and a fused reduce-scatter leaves each rank the
         partial sums of its rows from every rank, added by one reduction kernel on the compute stream
         (_fused_matmul_reduce_scatter_impl: torch.sum over the ranks of stacked_partials:
         compute.partials_reduce_time_s, at its measured bandwidth)."""
@@ -357,6 +358,13 @@ class StepCosts:
         tasks = [Task("comm", t, name)] if t > 0 else []
         if chunks_extra_s > 0:
             tasks.append(Task("compute", chunks_extra_s, "tp_chunk_gemms" + ("_bwd" if backward else "")))
+        if torch_tp and c.kind == "all_gather":   # the shard copied into the rank's symmetric buffer
+            # before the peers may pull it (_pipelined_multi_all_gather_and_consume: copy_shard, then
+            # a barrier, on the compute stream); the copy into the gathered output at the end runs
+            # beside the last chunk's GEMM
+            shard_bytes = self._tp_collective_bytes("all_gather") / p.tp
+            tasks.append(Task("compute", compute.memory_time_s(2 * shard_bytes, self.gpu, self.profile),
+                              "tp_shard_copy" + ("_bwd" if backward else "")))
         if torch_tp and c.kind == "reduce_scatter":
             tasks.append(Task("compute", compute.partials_reduce_time_s(self.tp_bytes, p.tp, self.gpu, self.profile),
                               "tp_partials_reduce" + ("_bwd" if backward else "")))

@@ -96,6 +96,11 @@ def test_torch_async_tp_fuses_what_the_inductor_pass_fuses():
     for name in ("tp_all_gather", "tp_all_gather_bwd", "tp_reduce_scatter"):
         assert torch_tp.op_time_s.get(name, 0.0) <= ub.op_time_s.get(name, 0.0) + 1e-12
     assert torch_tp.op_time_s["tp_chunk_gemms"] > 0 and "tp_chunk_gemms" not in ub.op_time_s
+    # each fused all-gather first copies the rank's shard (1/8 of 4,096 tokens x 1,024 BF16) into
+    # its symmetric buffer: forward (attention, FFN) and backward, 16 micro-batches, 4 layers
+    copy = compute.memory_time_s(2 * 4096 * 1024 * 2 / 8, sc.gpu, _prepare(sc, None, Perturb(), True)[2])
+    assert torch_tp.op_time_s["tp_shard_copy"] == pytest.approx(16 * 4 * 2 * copy, rel=1e-9)
+    assert torch_tp.op_time_s["tp_shard_copy_bwd"] == pytest.approx(16 * 4 * 2 * copy, rel=1e-9)
     assert torch_tp.op_time_s["tp_reduce_scatter_bwd"] == pytest.approx(plain.op_time_s["tp_reduce_scatter_bwd"], rel=1e-12)
     assert ub.op_time_s.get("tp_reduce_scatter_bwd", 0.0) < plain.op_time_s["tp_reduce_scatter_bwd"]
     # one reduction per part (attention, FFN) per layer per micro-batch: 16 micro-batches of one
