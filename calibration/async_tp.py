@@ -22,9 +22,9 @@ rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the dev
 (status 'unavailable') are listed, not predicted.
 
 One term is measured here (session s10atp): `partials_reduce_eff`, the HBM bandwidth fraction the
-partials' reduction reaches, the median over the fitting rows of op 'reduce' (bytes moved / (time -
-one launch) / the GPU's HBM bandwidth); the held-out rows (the 405B slices) check it, and the fused
-rows that end with it. `--update` writes it into the committed profile with its provenance
+partials' reduction reaches per W, the median at each W over the fitting rows of op 'reduce' in
+REDUCE_FILES (bytes moved / (time - one launch) / the GPU's HBM bandwidth; reduce_split: the 70B
+outputs fit); the held-out rows (the 405B outputs) check it, and the fused rows that end with it. `--update` writes it into the committed profile with its provenance
 (calibration.records.write_profile_terms); `twin fit` computes it with the rest.
 
 The same campaign's one-GPU part times the GEMMs of torchtitan's Llama linears on a TP8 rank
@@ -97,8 +97,38 @@ def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, gpus: int = 2) 
     return pd.read_csv(Path(root) / f"{gpu}x{gpus}" / RECORDS_FILE)
 
 
-def _reduce_rows(records: pd.DataFrame, split: str) -> pd.DataFrame:
-    return records[(records["op"] == "reduce") & (records["status"] == "ok") & (records["split"] == split)]
+# the records a reduction's bandwidth is measured from, per W (<gpu>x<n>/async_tp.csv: TP2 and TP4
+# in situ; <gpu>/atp_parts.csv: W = 2, 4, 8 on one GPU)
+REDUCE_FILES = ("{gpu}x2/" + RECORDS_FILE, "{gpu}x4/" + RECORDS_FILE, "{gpu}/" + PARTS_FILE)
+
+
+def reduce_split(shape_tag: str) -> str:
+    """Which reduction records fit the term: the 70B outputs (every W, both layouts); the 405B
+    ones are held out. (s10atp's campaign wrote split = fit on the 70B W = 2 flat rows only; W
+    turned out to set the rate, 0.44 -> 0.85 of HBM from W = 2 to 8, so the term is fitted per W,
+    on the 70B rows at each W, re-split by shape as s9tt's async_tp_split splits: stated in
+    calibration/published_runs/README.md.)"""
+    return "holdout" if str(shape_tag).startswith("llama3.1-405b") else "fit"
+
+
+def reduce_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> tuple[pd.DataFrame, dict]:
+    """Every measured reduction of the stacked partials (op 'reduce', status ok) in REDUCE_FILES,
+    with its split (reduce_split) and file -> (rows, {file: sha256})."""
+    frames, files = [], {}
+    for pattern in REDUCE_FILES:
+        rel = pattern.format(gpu=gpu)
+        path = Path(root) / rel
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        ok = df[(df["op"] == "reduce") & (df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok")]
+        if ok.empty:
+            continue
+        files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        frames.append(ok.assign(file=rel, split=[reduce_split(t) for t in ok["shape_tag"]])
+                      [["file", "shape_tag", "m", "n", "world_size", "split", "time_s"]])
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return rows, files
 
 
 def reduce_bandwidth_fracs(rows: pd.DataFrame, gpu: GPUSpec, launch_s: float) -> pd.Series:
@@ -109,44 +139,46 @@ def reduce_bandwidth_fracs(rows: pd.DataFrame, gpu: GPUSpec, launch_s: float) ->
 
 
 def partials_reduce_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR,
-                          profile: Profile | None = None) -> tuple[float, dict]:
-    """Profile.partials_reduce_eff from <gpu>x2/async_tp.csv: the median bandwidth fraction of its
-    fitting reduction rows -> (eff, provenance: file, sha256, rows, the held-out rows' errors);
-    (0.0, {}) without records (memory_eff then stands in)."""
-    path = Path(root) / f"{gpu}x2" / RECORDS_FILE
-    if not path.is_file():
-        return 0.0, {}
-    records = pd.read_csv(path)
+                          profile: Profile | None = None) -> tuple[dict, dict]:
+    """Profile.partials_reduce_eff: per W, the median bandwidth fraction of the fitting reduction
+    records at that W -> ({"<W>": fraction}, provenance: files and sha256, rows per W, the held-out
+    rows' errors); ({}, {}) without fitting records (memory_eff then stands in)."""
+    rows, files = reduce_records(gpu, root)
+    if rows.empty or not (rows["split"] == "fit").any():
+        return {}, {}
     spec = gpu_spec(gpu)
-    launch_s = (profile or fitted_profile(gpu)).launch_s
-    fit = _reduce_rows(records, "fit")
-    if fit.empty:
-        return 0.0, {}
-    eff = float(min(1.0, reduce_bandwidth_fracs(fit, spec, launch_s).median()))
-    held = _reduce_rows(records, "holdout")
-    pred = (held["m"] * held["n"] * BF16_BYTES * (1.0 + 1.0 / held["world_size"]) / (spec.hbm_bytes_per_s * eff)
-            + launch_s)
-    errors = (pred / held["time_s"] - 1.0).tolist()
-    info = {"file": f"{gpu}x2/{RECORDS_FILE}", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "source": (f"median HBM bandwidth fraction of the {len(fit)} fitting 'reduce' rows (torch.sum over the "
-                       f"stacked partials, W = {','.join(str(int(w)) for w in sorted(fit['world_size'].unique()))})"),
-            "fit_rows": len(fit), "holdout_rel_errors": [round(e, 4) for e in errors]}
-    return eff, info
+    base = profile or fitted_profile(gpu)
+    fit = rows[rows["split"] == "fit"]
+    fracs = reduce_bandwidth_fracs(fit, spec, base.launch_s)
+    table = {str(int(w)): float(min(1.0, fracs[fit["world_size"] == w].median()))
+             for w in sorted(fit["world_size"].unique())}
+    measured = dataclasses.replace(base, partials_reduce_eff=table)
+    held = rows[rows["split"] == "holdout"]
+    errors = [{"file": r.file, "shape_tag": r.shape_tag, "world_size": int(r.world_size),
+               "rel_error": round(compute.partials_reduce_time_s(int(r.m) * int(r.n) * BF16_BYTES, int(r.world_size),
+                                                                 spec, measured) / float(r.time_s) - 1.0, 4)}
+              for r in held.itertuples(index=False)]
+    info = {"files": files,
+            "source": ("per W, the median HBM bandwidth fraction of the fitting 'reduce' rows (torch.sum over the "
+                       "stacked partials; the 70B outputs fit, the 405B ones held out: calibration.async_tp.reduce_split)"),
+            "fit_rows": {w: int((fit["world_size"] == int(w)).sum()) for w in table},
+            "holdout": errors}
+    return table, info
 
 
 def update_profile(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | str | None = None
-                   ) -> tuple[float, dict] | None:
+                   ) -> tuple[dict, dict] | None:
     """Write partials_reduce_terms(gpu) into the committed profile <profiles_dir>/<gpu>.json and its
     provenance, nothing else. None without records or profile."""
     path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    eff, info = partials_reduce_terms(gpu, root)
-    if not eff:
+    table, info = partials_reduce_terms(gpu, root)
+    if not table:
         return None
-    rec.write_profile_terms(path, data, {"partials_reduce_eff": eff}, {"partials_reduce": info})
-    return eff, info
+    rec.write_profile_terms(path, data, {"partials_reduce_eff": table}, {"partials_reduce": info})
+    return table, info
 
 
 def compare(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> dict:
@@ -201,7 +233,8 @@ def parts(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = No
             pred = compute.chunked_gemm_time_s(op, "fwd", "fp8" if fp8 else "bf16", int(r.chunks), spec,
                                                tensorwise if fp8 else profile)
             case = f"{r.shape_tag} {r.precision}"
-        out.append({"case": case, "op": r.op, "split": r.split, "measured_s": float(r.time_s), "predicted_s": pred,
+        split = reduce_split(r.shape_tag) if r.op == "reduce" else r.split   # the reductions: the term's own split
+        out.append({"case": case, "op": r.op, "split": split, "measured_s": float(r.time_s), "predicted_s": pred,
                     "rel_error": pred / float(r.time_s) - 1.0})
     return out
 
@@ -242,7 +275,7 @@ def main(argv=None) -> int:
         done = update_profile(args.gpu, args.root)
         if done:   # this process's cached profile predates the write
             profile = dataclasses.replace(fitted_profile(args.gpu), partials_reduce_eff=done[0])
-            print(f"{args.gpu}: partials_reduce_eff {done[0]:.4f} written ({done[1]['source']})", file=sys.stderr)
+            print(f"{args.gpu}: partials_reduce_eff {json.dumps(done[0])} written", file=sys.stderr)
     result = {**compare(load(args.gpu, args.root, args.gpus), args.gpu, profile), "gpus": args.gpus}
     gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
     if gemm_csv.is_file():

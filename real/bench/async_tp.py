@@ -43,7 +43,9 @@ where the twin's model of them can be checked on one GPU:
               ops issue (op 'chunks_one_stream'; op 'chunks_two_streams': alternating between the
               current and a second stream as _pipelined_all_gather_and_consume and
               _pipelined_produce_and_all2all issue them, so chunks may overlap).
-Split: the W = 2 70B flat reductions fit (the s9tt records' case), every other row is held out.
+Split: the 70B reductions fit (every W and layout), the 405B reductions and the chunk GEMMs are
+held out (the first s10atp campaign wrote fit on the 70B W = 2 flat row only; see
+calibration.async_tp.reduce_split).
 """
 
 from __future__ import annotations
@@ -239,9 +241,10 @@ CHUNK_TOKENS, CHUNK_WORLD = 32768, 8
 
 
 def atp_parts_split(op: str, shape_tag: str, world: int, layout: str) -> str:
-    """The W = 2 flat reductions of the 70B output (s9tt's fitted case) fit; the rest is held out."""
-    fit = op == "reduce" and shape_tag.startswith("llama3.1-70b") and world == 2 and layout == "flat"
-    return "fit" if fit else "holdout"
+    """The 70B reductions fit (every W and layout: the reduction's rate is measured per W), the
+    405B ones and every chunk-GEMM row are held out (calibration.async_tp.reduce_split splits the
+    reductions the same way)."""
+    return "fit" if op == "reduce" and shape_tag.startswith("llama3.1-70b") else "holdout"
 
 
 def reduce_partials(stacked, world: int, layout: str):

@@ -20,9 +20,9 @@ def test_fused_ops_compose_the_gemm_the_exposed_collective_and_the_reduction():
     assert mm == compute.gemm_time_s(m, n, k, "bf16", gpu, prof)
     assert coll == comm.collective_time_s("reduce_scatter", m * n * 2, 2, gpu, True, prof.collectives)
     assert red == compute.partials_reduce_time_s(m * n * 2, 2, gpu, prof)
-    # at the measured bandwidth fraction of the reduction, not the streaming one
-    assert prof.partials_reduce_eff > 0
-    assert red == pytest.approx(m * n * 2 * 1.5 / (gpu.hbm_bytes_per_s * prof.partials_reduce_eff) + prof.launch_s)
+    # at the measured bandwidth fraction of the reduction at W = 2, not the streaming one
+    assert 0 < prof.partials_reduce_eff_at(2) < prof.memory_eff
+    assert red == pytest.approx(m * n * 2 * 1.5 / (gpu.hbm_bytes_per_s * prof.partials_reduce_eff_at(2)) + prof.launch_s)
     fused = at.predict_op("reduce_scatter", "fused", m, n, k, 2, gpu, prof)
     assert fused == pytest.approx(mm + comm.pipelined_exposed_s("reduce_scatter", coll, mm, 2) + red, rel=1e-12)
     assert at.predict_op("reduce_scatter", "sequential", m, n, k, 2, gpu, prof) == pytest.approx(mm + coll)
@@ -60,55 +60,75 @@ def test_the_tt_linear_records_are_predicted_on_their_precision_s_curve():
     assert rows[1]["rel_error"] == pytest.approx(rows[1]["predicted_s"] / 1e-3 - 1)
 
 
-def _reduce_records(tmp_path, rows):
-    folder = tmp_path / "h100x2"
-    folder.mkdir()
-    base = dict(bench="async_tp", kind="reduce_scatter", op="reduce", k=1024, world_size=2, precision="bf16",
-                status="ok", detail="")
-    pd.DataFrame([{**base, **r} for r in rows]).to_csv(folder / at.RECORDS_FILE, index=False)
+def _reduce_records(tmp_path, rows, folder="h100x2", file=at.RECORDS_FILE):
+    (tmp_path / folder).mkdir(exist_ok=True)
+    base = dict(bench="async_tp", kind="reduce_scatter", op="reduce", k=1024, precision="bf16", status="ok", detail="",
+                split="fit")
+    pd.DataFrame([{**base, **r} for r in rows]).to_csv(tmp_path / folder / file, index=False)
 
 
-def test_partials_reduce_eff_is_the_fitting_rows_median_and_the_held_out_rows_check_it(tmp_path):
+def _time_at(frac, m, n, w):
     gpu, prof = gpu_spec("h100"), fitted_profile("h100")
-    moved = 8192 * 8192 * 2 * 1.5
-    t = lambda frac: moved / (gpu.hbm_bytes_per_s * frac) + prof.launch_s   # noqa: E731
-    _reduce_records(tmp_path, [dict(shape_tag="a", m=8192, n=8192, split="fit", time_s=t(0.4)),
-                               dict(shape_tag="b", m=8192, n=8192, split="fit", time_s=t(0.5)),
-                               dict(shape_tag="c", m=8192, n=8192, split="fit", time_s=t(0.6)),
-                               dict(shape_tag="d", m=8192, n=8192, split="holdout", time_s=t(0.25))])
-    eff, info = at.partials_reduce_terms("h100", tmp_path)
-    assert eff == pytest.approx(0.5) and info["fit_rows"] == 3 and info["file"] == "h100x2/async_tp.csv"
-    # the held-out row ran at half the fitted fraction: the twin predicts it about half as long
-    assert info["holdout_rel_errors"][0] == pytest.approx(t(0.5) / t(0.25) - 1.0, abs=1e-4)
-    assert at.partials_reduce_terms("h100", tmp_path / "none") == (0.0, {})
+    return m * n * 2 * (1 + 1 / w) / (gpu.hbm_bytes_per_s * frac) + prof.launch_s
+
+
+def test_partials_reduce_eff_is_measured_per_w_on_the_70b_rows_and_the_405b_rows_check_it(tmp_path):
+    t = _time_at
+    _reduce_records(tmp_path, [dict(shape_tag="llama3.1-70b/w2", m=8192, n=8192, world_size=2, time_s=t(0.4, 8192, 8192, 2)),
+                               dict(shape_tag="llama3.1-70b/wo", m=8192, n=8192, world_size=2, time_s=t(0.5, 8192, 8192, 2)),
+                               dict(shape_tag="llama3.1-405b/w2", m=8192, n=8192, world_size=2, time_s=t(0.9, 8192, 8192, 2))])
+    _reduce_records(tmp_path, [dict(shape_tag="llama3.1-70b", m=4096, n=4096, world_size=8, layout="flat",
+                                    time_s=t(0.8, 4096, 4096, 8)),
+                               dict(shape_tag="llama3.1-405b", m=4096, n=4096, world_size=4, layout="flat",
+                                    time_s=t(0.6, 4096, 4096, 4))], folder="h100", file=at.PARTS_FILE)
+    table, info = at.partials_reduce_terms("h100", tmp_path)
+    # per W the median of the 70B rows, whatever split the campaign wrote; the 405B rows held out
+    assert table == {"2": pytest.approx(0.45), "8": pytest.approx(0.8)}
+    assert info["fit_rows"] == {"2": 2, "8": 1} and set(info["files"]) == {"h100x2/async_tp.csv", "h100/atp_parts.csv"}
+    held = {(h["shape_tag"], h["world_size"]): h["rel_error"] for h in info["holdout"]}
+    assert held[("llama3.1-405b/w2", 2)] == pytest.approx(t(0.45, 8192, 8192, 2) / t(0.9, 8192, 8192, 2) - 1, abs=1e-4)
+    # W = 4 between the measured 2 and 8: interpolated in log2 W (0.625), against 0.6 measured
+    assert held[("llama3.1-405b", 4)] == pytest.approx(t(0.625, 4096, 4096, 4) / t(0.6, 4096, 4096, 4) - 1, abs=1e-4)
+    assert at.partials_reduce_terms("h100", tmp_path / "none") == ({}, {})
+
+
+def test_the_profile_interpolates_the_reduction_rate_in_log2_w():
+    import dataclasses
+    prof = dataclasses.replace(fitted_profile("h100"), partials_reduce_eff={"2": 0.4, "8": 0.8})
+    assert prof.partials_reduce_eff_at(2) == 0.4 and prof.partials_reduce_eff_at(8) == 0.8
+    assert prof.partials_reduce_eff_at(4) == pytest.approx(0.6)
+    assert prof.partials_reduce_eff_at(16) == 0.8 and prof.partials_reduce_eff_at(1) == 0.4
+    assert dataclasses.replace(prof, partials_reduce_eff={}).partials_reduce_eff_at(8) == prof.memory_eff
 
 
 def test_update_writes_only_the_term_and_its_provenance(tmp_path):
     import json
+    from twin.core.atomic import write_text
     from twin.costs.profile import PROFILES
-    gpu = gpu_spec("h100")
-    _reduce_records(tmp_path, [dict(shape_tag="a", m=4096, n=4096, split="fit",
-                                    time_s=4096 * 4096 * 2 * 1.5 / (gpu.hbm_bytes_per_s * 0.45)
-                                    + fitted_profile("h100").launch_s)])
+    _reduce_records(tmp_path, [dict(shape_tag="llama3.1-70b/w2", m=4096, n=4096, world_size=2,
+                                    time_s=_time_at(0.45, 4096, 4096, 2))])
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     before = json.loads((PROFILES / "h100.json").read_text())
     before.pop("partials_reduce_eff", None)
     before["provenance"].pop("partials_reduce", None)
-    (profiles / "h100.json").write_text(json.dumps(before))
-    eff, _ = at.update_profile("h100", tmp_path, profiles)
+    write_text(profiles / "h100.json", json.dumps(before))
+    table, _ = at.update_profile("h100", tmp_path, profiles)
     after = json.loads((profiles / "h100.json").read_text())
-    assert after["partials_reduce_eff"] == eff and eff == pytest.approx(0.45, rel=0.01)
-    assert list(after)[-1] == "provenance" and after["provenance"]["partials_reduce"]["fit_rows"] == 1
+    assert after["partials_reduce_eff"] == table and table["2"] == pytest.approx(0.45)
+    assert list(after)[-1] == "provenance" and after["provenance"]["partials_reduce"]["fit_rows"] == {"2": 1}
     assert {k: v for k, v in after.items() if k not in ("partials_reduce_eff", "provenance")} == \
         {k: v for k, v in before.items() if k != "provenance"}
 
 
 def test_the_committed_profile_carries_the_term_measured_from_the_committed_records():
-    eff, info = at.partials_reduce_terms("h100")
+    table, info = at.partials_reduce_terms("h100")
     prof = fitted_profile("h100")
-    assert prof.partials_reduce_eff == pytest.approx(eff, rel=1e-12)
-    assert prof.provenance["partials_reduce"]["sha256"] == info["sha256"]
+    assert set(table) == {"2", "4", "8"}
+    assert prof.partials_reduce_eff == pytest.approx(table, rel=1e-12)
+    assert prof.provenance["partials_reduce"]["files"] == info["files"]
+    # torch's reduction along the ranks runs faster the more partials each output sums
+    assert table["2"] < table["4"] < table["8"]
 
 
 def test_the_atp_parts_records_are_predicted_with_the_step_s_own_costs():

@@ -94,20 +94,22 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # wq/wk/wv and w1/w3 linears (plan.unfused_linears) and its PP rows as the twin's ZeRO-3 under PP
 # (FSDP2 without resharding): 70B AsyncTP +19.3% -> +6.9%, 405B 32K +15.9% -> +8.2%. Together median
 # 7.6% -> 6.9%, 21 of 29 within 10%. Then (s10atp) the fused reduce-scatter's partial-sum reduction
-# at its measured bandwidth (Profile.partials_reduce_eff), the fused GEMMs as torch's chunk GEMMs,
-# the fused all-gather's shard copy, FSDP2's FP32 gradient accumulation after each backward under
-# PP, and torchtitan's Float8 output projection in BF16: 405B 3D +13.8% -> +9.4% (interleaved
-# +14.1% -> +9.1%; both within 10% by less than a point), 405B 32K +8.2% -> +5.6%, 70B AsyncTP
-# +6.9% -> +3.4%, the 8B Float8 rows
-# about a point lower; median 6.9% -> 6.4%, 23 of 29 within 10%. Still unexplained: torchtitan's
-# CP at 128K-256K (the published step per attention pair jumps from CP2 to CP4 at the same call
-# shapes); see calibration/published_runs/README.md.
+# at its rate measured per W (Profile.partials_reduce_eff: 0.44 of HBM at W = 2, 0.85 at 8), the
+# fused GEMMs as torch's chunk GEMMs, the fused all-gather's shard copy, FSDP2's FP32 gradient
+# accumulation after each backward under PP, and torchtitan's Float8 output projection in BF16:
+# 405B 3D +13.8% -> +10.9% (interleaved +14.1% -> +10.6%), 405B 32K +8.2% -> +6.7%, 70B AsyncTP
+# +6.9% -> +5.5%, the 8B Float8 rows about a point lower; median 6.9% -> 6.6%. Still unexplained:
+# ~+11% on torchtitan's 405B 3D rows (candidates with figures in the README: whether December's
+# torch fused the Float8 reduce-scatters, torchao's per-micro-batch weight casts, the chunk GEMMs'
+# measured two-stream cost), its CP at 128K-256K (the published step per attention pair jumps from
+# CP2 to CP4 at the same call shapes); see calibration/published_runs/README.md.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.221, "tt-8b-cp8-256k": 0.267,
-    "tt-405b-4d-cp2-64k": 0.150, "tt-405b-4d-cp4-128k": 0.127, "tt-405b-4d-cp8-256k": 0.217,
+    "tt-405b-3d-1f1b": 0.109, "tt-405b-3d-interleaved": 0.106,
+    "tt-405b-4d-cp2-64k": 0.158, "tt-405b-4d-cp4-128k": 0.133, "tt-405b-4d-cp8-256k": 0.221,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": -0.106,
 }
-MEDIAN_NOT_MET = 0.064
+MEDIAN_NOT_MET = 0.066
 
 
 def _row_params():

@@ -84,7 +84,7 @@ def test_async_tp_405b_section_runs_the_chunk_shaped_cases(two_rank_run):
 
 def test_atp_parts_section_writes_reductions_and_chunk_gemms(tmp_path):
     """Campaign s10atp's one-GPU part on CPU: the partial-sum reductions at every W and layout, and
-    each linear whole and as its chunk GEMMs, in both precisions; only the 70B W = 2 flat reduction fits."""
+    each linear whole and as its chunk GEMMs, in both precisions; only the 70B reductions fit."""
     from real.bench.async_tp import REDUCE_WORLDS, atp_parts_split
     assert main(["--out", str(tmp_path), "--quick", "--only", "atp_parts"]) == 0
     with (tmp_path / "atp_parts.csv").open() as f:
@@ -98,7 +98,8 @@ def test_atp_parts_section_writes_reductions_and_chunk_gemms(tmp_path):
     assert all(float(r["time_s"]) > 0 for r in rows)
     assert atp_parts_split("reduce", "llama3.1-70b", 2, "flat") == "fit"
     assert atp_parts_split("reduce", "llama3.1-405b", 2, "flat") == "holdout"
-    assert atp_parts_split("reduce", "llama3.1-70b", 8, "flat") == "holdout"
+    assert atp_parts_split("reduce", "llama3.1-70b", 8, "seq_sharded") == "fit"
+    assert atp_parts_split("full", "llama3.1-405b/w1", 0, "") == "holdout"
 
 
 def test_the_timed_reductions_compute_what_the_fused_op_returns():

@@ -264,8 +264,8 @@ def partials_reduce_time_s(out_bytes: float, ranks: int, gpu: GPUSpec, profile: 
     (torch/distributed/_symmetric_memory _fused_matmul_reduce_scatter_impl: torch.sum over the
     `ranks` stacked partial sums of this rank's rows): it reads the whole stacked buffer (the
     GEMM's output, `out_bytes`) and writes the rank's 1/ranks, at the bandwidth fraction measured
-    for it (Profile.partials_reduce_eff; memory_eff where unmeasured), one launch."""
-    eff = profile.partials_reduce_eff or profile.memory_eff
+    for it at that many ranks (Profile.partials_reduce_eff_at; memory_eff where unmeasured), one launch."""
+    eff = profile.partials_reduce_eff_at(ranks)
     return out_bytes * (1.0 + 1.0 / ranks) / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
 
 

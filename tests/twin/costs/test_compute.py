@@ -188,8 +188,8 @@ def test_chunked_gemms_are_the_chunk_shaped_gemms_torch_issues():
 def test_the_partials_reduction_runs_at_its_measured_bandwidth_else_the_streaming_one():
     from twin.costs.profile import fitted_profile
     gpu, prof = get_gpu("h100"), fitted_profile("h100")
-    unmeasured = dataclasses.replace(prof, partials_reduce_eff=0.0)
+    unmeasured = dataclasses.replace(prof, partials_reduce_eff={})
     out = 32768 * 16384 * 2
     assert compute.partials_reduce_time_s(out, 8, gpu, unmeasured) == pytest.approx(compute.memory_time_s(out * 1.125, gpu, prof))
     assert compute.partials_reduce_time_s(out, 8, gpu, prof) == pytest.approx(
-        out * 1.125 / (gpu.hbm_bytes_per_s * prof.partials_reduce_eff) + prof.launch_s)
+        out * 1.125 / (gpu.hbm_bytes_per_s * prof.partials_reduce_eff_at(8)) + prof.launch_s)

@@ -107,7 +107,7 @@ def test_torch_async_tp_fuses_what_the_inductor_pass_fuses():
     # 4,096-token sequence, 4 layers; it reads the whole BF16 buffer and writes the rank's 1/8
     profile = _prepare(sc, None, Perturb(), True)[2]
     one = compute.partials_reduce_time_s(4096 * 1024 * 2, 8, sc.gpu, profile)
-    assert one == pytest.approx(4096 * 1024 * 2 * (1 + 1 / 8) / (sc.gpu.hbm_bytes_per_s * profile.partials_reduce_eff)
+    assert one == pytest.approx(4096 * 1024 * 2 * (1 + 1 / 8) / (sc.gpu.hbm_bytes_per_s * profile.partials_reduce_eff_at(8))
                                 + profile.launch_s, rel=1e-12)
     assert torch_tp.op_time_s["tp_partials_reduce"] == pytest.approx(16 * 4 * 2 * one, rel=1e-9)
     assert "tp_partials_reduce" not in ub.op_time_s
