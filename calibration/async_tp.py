@@ -56,7 +56,7 @@ from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
 from twin.core.specs import GPUSpec
 from twin.costs import comm, compute
-from twin.costs.flops import BF16_BYTES
+from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import PROFILES, Profile, fitted_profile
 
 RECORDS_FILE = "async_tp.csv"
@@ -219,7 +219,6 @@ def parts(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = No
     """The one-GPU atp_parts records (real/bench/async_tp.py bench_atp_parts) beside the twin:
     a reduction at compute.partials_reduce_time_s for its W; a linear's GEMM whole, or as its
     chunk GEMMs (compute.chunked_gemm_time_s: the twin lets two streams' chunks overlap nothing)."""
-    from twin.costs.flops import Op, OpKind
     spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
     tensorwise = profile.with_fp8_recipe("tensorwise")
     out = []

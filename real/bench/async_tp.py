@@ -134,7 +134,7 @@ def _peer_copy(shape: tuple, workspace_elems: int, dt, dev, group_name: str):
     """A copy of one shard from the next rank's symmetric-memory workspace into local memory (all
     ranks at once, as in a fused op's step). The workspace is asked for at least what this case's
     fused op needs, so the op does not reallocate it under the copy's view."""
-    from torch.distributed import _symmetric_memory as symm_mem  # lazy, as _symm_group_name
+    from torch.distributed import _symmetric_memory as symm_mem  # lazy: a private module some torch builds lack; only GPU runs need it
     elem = torch.empty((), dtype=dt).element_size()
     ws = symm_mem.get_symm_mem_workspace(group_name, min_size=workspace_elems * elem)
     src = ws.get_buffer((ws.rank + 1) % ws.world_size, shape, dt, 0)
