@@ -12,9 +12,20 @@ cost functions, as twin.training.step.StepCosts._tp_task composes them:
   sequential  the two added;
   fused       the GEMM + comm.pipelined_exposed_s of the collective beside it, + for the
               reduce-scatter the partials' reduction;
-  reduce      compute.memory_time_s of the whole stacked buffer read and the rank's 1/W written.
+  reduce      compute.partials_reduce_time_s: the whole stacked buffer read and the rank's 1/W
+              written, at Profile.partials_reduce_eff;
+  p2p_copy    (s10atp) one shard pulled from a peer, as the twin costs a peer transfer
+              (comm.collective_time_s 'send_recv' of the shard's bytes);
+  mm_beside_copy  (s10atp) the longer of the GEMM and that copy: the twin lets a transfer beside a
+              GEMM take nothing from it.
 rel_error = predicted / measured - 1 (negative: the twin too fast). Rows the device could not run
-(status 'unavailable') are listed, not predicted. Never a fitting input.
+(status 'unavailable') are listed, not predicted.
+
+One term is measured here (session s10atp): `partials_reduce_eff`, the HBM bandwidth fraction the
+partials' reduction reaches per W, the median at each W over the fitting rows of op 'reduce' in
+REDUCE_FILES (bytes moved / (time - one launch) / the GPU's HBM bandwidth; reduce_split: the 70B
+outputs fit); the held-out rows (the 405B outputs) check it, and the fused rows that end with it. `--update` writes it into the committed profile with its provenance
+(calibration.records.write_profile_terms); `twin fit` computes it with the rest.
 
 The same campaign's one-GPU part times the GEMMs of torchtitan's Llama linears on a TP8 rank
 (plan.unfused_linears: wq, wk, w1 separate, qkv and w1+w3 fused; forward, input and weight
@@ -23,27 +34,34 @@ from the fitted GEMM records as <gpu>/tt_linears.csv so no fit reads them): `lin
 with twin.costs.compute.gemm_time_s (BF16 output, as measured; the FP8 rows on the `fp8-tensor`
 curve, Profile.with_fp8_recipe), casts not included (the records time pre-quantized operands).
 
-    python -m calibration.async_tp [--gpu h100] [--root DIR] [--json]
+The s10atp campaign's one-GPU rows (<gpu>/atp_parts.csv, `parts`): the partial-sum reductions at
+W = 2, 4, 8 and the 405B TP8 linears' GEMMs whole and as the chunk GEMMs the fused ops issue.
+
+    python -m calibration.async_tp [--gpu h100] [--root DIR] [--json] [--update]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
 from twin.core.specs import GPUSpec
 from twin.costs import comm, compute
-from twin.costs.flops import BF16_BYTES
-from twin.costs.profile import Profile, fitted_profile
+from twin.costs.flops import BF16_BYTES, Op, OpKind
+from twin.costs.profile import PROFILES, Profile, fitted_profile
 
 RECORDS_FILE = "async_tp.csv"
 LINEARS_FILE = "tt_linears.csv"   # the s9tt campaign's tt_linear GEMM rows, apart from the fitted gemm.csv
+PARTS_FILE = "atp_parts.csv"      # the s10atp campaign's one-GPU rows: partial-sum reductions, chunk GEMMs
 
 
 def _collective_bytes(kind: str, m: int, n: int, k: int) -> float:
@@ -53,9 +71,13 @@ def _collective_bytes(kind: str, m: int, n: int, k: int) -> float:
 
 def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUSpec, profile: Profile) -> float:
     """The twin's seconds for one measured op (see the module docstring)."""
+    if op in ("p2p_copy", "mm_beside_copy"):
+        shard_bytes = (m // world) * (k if kind == "all_gather" else n) * BF16_BYTES
+        copy_s = comm.collective_time_s("send_recv", shard_bytes, 2, gpu, True, profile.collectives)
+        return copy_s if op == "p2p_copy" else max(copy_s, compute.gemm_time_s(m, n, k, "bf16", gpu, profile))
     mm_s = compute.gemm_time_s(m, n, k, "bf16", gpu, profile)
     coll_s = comm.collective_time_s(kind, _collective_bytes(kind, m, n, k), world, gpu, True, profile.collectives)
-    reduce_s = compute.memory_time_s(m * n * BF16_BYTES * (1.0 + 1.0 / world), gpu, profile)
+    reduce_s = compute.partials_reduce_time_s(m * n * BF16_BYTES, world, gpu, profile)
     if op == "mm":
         return mm_s
     if op == "collective":
@@ -69,9 +91,94 @@ def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUS
     raise ValueError(f"unknown op {op!r}")
 
 
-def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
-    """The two-GPU records of a GPU type (<gpu>x2/async_tp.csv)."""
-    return pd.read_csv(Path(root) / f"{gpu}x2" / RECORDS_FILE)
+def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, gpus: int = 2) -> pd.DataFrame:
+    """The multi-GPU records of a GPU type (<gpu>x<gpus>/async_tp.csv: s9tt's TP2 rows in x2, s10atp's
+    405B TP8-chunk rows where a 4-GPU host ran them in x4)."""
+    return pd.read_csv(Path(root) / f"{gpu}x{gpus}" / RECORDS_FILE)
+
+
+# the records a reduction's bandwidth is measured from, per W (<gpu>x<n>/async_tp.csv: TP2 and TP4
+# in situ; <gpu>/atp_parts.csv: W = 2, 4, 8 on one GPU)
+REDUCE_FILES = ("{gpu}x2/" + RECORDS_FILE, "{gpu}x4/" + RECORDS_FILE, "{gpu}/" + PARTS_FILE)
+
+
+def reduce_split(shape_tag: str) -> str:
+    """Which reduction records fit the term: the 70B outputs (every W, both layouts); the 405B
+    ones are held out. (s10atp's campaign wrote split = fit on the 70B W = 2 flat rows only; W
+    turned out to set the rate, 0.44 -> 0.85 of HBM from W = 2 to 8, so the term is fitted per W,
+    on the 70B rows at each W, re-split by shape as s9tt's async_tp_split splits: stated in
+    calibration/published_runs/README.md.)"""
+    return "holdout" if str(shape_tag).startswith("llama3.1-405b") else "fit"
+
+
+def reduce_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> tuple[pd.DataFrame, dict]:
+    """Every measured reduction of the stacked partials (op 'reduce', status ok) in REDUCE_FILES,
+    with its split (reduce_split) and file -> (rows, {file: sha256})."""
+    frames, files = [], {}
+    for pattern in REDUCE_FILES:
+        rel = pattern.format(gpu=gpu)
+        path = Path(root) / rel
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        ok = df[(df["op"] == "reduce") & (df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok")]
+        if ok.empty:
+            continue
+        files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        frames.append(ok.assign(file=rel, split=[reduce_split(t) for t in ok["shape_tag"]])
+                      [["file", "shape_tag", "m", "n", "world_size", "split", "time_s"]])
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return rows, files
+
+
+def reduce_bandwidth_fracs(rows: pd.DataFrame, gpu: GPUSpec, launch_s: float) -> pd.Series:
+    """Per reduction record: the HBM bandwidth fraction it reached (the stacked buffer read, the
+    rank's 1/W written, over its time less one launch)."""
+    moved = rows["m"] * rows["n"] * BF16_BYTES * (1.0 + 1.0 / rows["world_size"])
+    return moved / ((rows["time_s"] - launch_s) * gpu.hbm_bytes_per_s)
+
+
+def partials_reduce_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR,
+                          profile: Profile | None = None) -> tuple[dict, dict]:
+    """Profile.partials_reduce_eff: per W, the median bandwidth fraction of the fitting reduction
+    records at that W -> ({"<W>": fraction}, provenance: files and sha256, rows per W, the held-out
+    rows' errors); ({}, {}) without fitting records (memory_eff then stands in)."""
+    rows, files = reduce_records(gpu, root)
+    if rows.empty or not (rows["split"] == "fit").any():
+        return {}, {}
+    spec = gpu_spec(gpu)
+    base = profile or fitted_profile(gpu)
+    fit = rows[rows["split"] == "fit"]
+    fracs = reduce_bandwidth_fracs(fit, spec, base.launch_s)
+    table = {str(int(w)): float(min(1.0, fracs[fit["world_size"] == w].median()))
+             for w in sorted(fit["world_size"].unique())}
+    measured = dataclasses.replace(base, partials_reduce_eff=table)
+    held = rows[rows["split"] == "holdout"]
+    errors = [{"file": r.file, "shape_tag": r.shape_tag, "world_size": int(r.world_size),
+               "rel_error": round(compute.partials_reduce_time_s(int(r.m) * int(r.n) * BF16_BYTES, int(r.world_size),
+                                                                 spec, measured) / float(r.time_s) - 1.0, 4)}
+              for r in held.itertuples(index=False)]
+    info = {"files": files,
+            "source": ("per W, the median HBM bandwidth fraction of the fitting 'reduce' rows (torch.sum over the "
+                       "stacked partials; the 70B outputs fit, the 405B ones held out: calibration.async_tp.reduce_split)"),
+            "fit_rows": {w: int((fit["world_size"] == int(w)).sum()) for w in table},
+            "holdout": errors}
+    return table, info
+
+
+def update_profile(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, profiles_dir: Path | str | None = None
+                   ) -> tuple[dict, dict] | None:
+    """Write partials_reduce_terms(gpu) into the committed profile <profiles_dir>/<gpu>.json and its
+    provenance, nothing else. None without records or profile."""
+    path = Path(str(profiles_dir or PROFILES)) / f"{gpu}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    table, info = partials_reduce_terms(gpu, root)
+    if not table:
+        return None
+    rec.write_profile_terms(path, data, {"partials_reduce_eff": table}, {"partials_reduce": info})
+    return table, info
 
 
 def compare(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> dict:
@@ -108,14 +215,41 @@ def linears(gemm: pd.DataFrame, gpu: str = "h100", profile: Profile | None = Non
     return out
 
 
+def parts(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> list[dict]:
+    """The one-GPU atp_parts records (real/bench/async_tp.py bench_atp_parts) beside the twin:
+    a reduction at compute.partials_reduce_time_s for its W; a linear's GEMM whole, or as its
+    chunk GEMMs (compute.chunked_gemm_time_s: the twin lets two streams' chunks overlap nothing)."""
+    spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)
+    tensorwise = profile.with_fp8_recipe("tensorwise")
+    out = []
+    for r in records.itertuples(index=False):
+        if r.op == "reduce":
+            pred = compute.partials_reduce_time_s(int(r.m) * int(r.n) * BF16_BYTES, int(r.world_size), spec, profile)
+            case = f"{r.shape_tag} W={int(r.world_size)} {r.layout}"
+        else:
+            fp8 = str(r.precision).startswith("fp8")
+            op = Op("linear", OpKind.GEMM, "mlp", int(r.m), int(r.n), int(r.k))
+            pred = compute.chunked_gemm_time_s(op, "fwd", "fp8" if fp8 else "bf16", int(r.chunks), spec,
+                                               tensorwise if fp8 else profile)
+            case = f"{r.shape_tag} {r.precision}"
+        split = reduce_split(r.shape_tag) if r.op == "reduce" else r.split   # the reductions: the term's own split
+        out.append({"case": case, "op": r.op, "split": split, "measured_s": float(r.time_s), "predicted_s": pred,
+                    "rel_error": pred / float(r.time_s) - 1.0})
+    return out
+
+
 def format_table(result: dict) -> str:
-    lines = [f"torch micro-pipelined TP on {result['gpu']} x2: twin vs measured (error = predicted / measured - 1)",
+    lines = [f"torch micro-pipelined TP on {result['gpu']} x{result.get('gpus', 2)}: twin vs measured "
+             "(error = predicted / measured - 1)",
              f"{'case':22} {'op':11} {'split':8} {'measured ms':>12} {'twin ms':>9} {'err':>7}"]
     for r in result["rows"]:
         lines.append(f"{r['shape_tag']:22} {r['op']:11} {r['split']:8} {r['measured_s'] * 1e3:12.3f} "
                      f"{r['predicted_s'] * 1e3:9.3f} {r['rel_error']:+7.1%}")
     for u in result["unavailable"]:
         lines.append(f"{u['shape_tag']:22} {u['op']:11} unavailable: {u['detail']}")
+    for r in result.get("parts", []):
+        lines.append(f"{r['case']:38} {r['op']:18} {r['split']:8} {r['measured_s'] * 1e3:9.3f} {r['predicted_s'] * 1e3:9.3f} "
+                     f"{r['rel_error']:+7.1%}")
     for r in result.get("linears", []):
         lines.append(f"{r['shape_tag']:38} {r['precision']:10} {r['measured_s'] * 1e3:9.3f} {r['predicted_s'] * 1e3:9.3f} "
                      f"{r['rel_error']:+7.1%}")
@@ -126,16 +260,28 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.async_tp", description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--root", default=MEASUREMENTS_DIR, type=Path)
+    ap.add_argument("--gpus", type=int, default=2, help="the records folder <gpu>x<gpus> (2: s9tt's; 4: s10atp's 4-GPU rows)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--update", action="store_true",
+                    help="write the measured partials_reduce_eff into the committed profile twin/data/profiles/<gpu>.json")
     args = ap.parse_args(argv)
-    path = Path(args.root) / f"{args.gpu}x2" / RECORDS_FILE
+    path = Path(args.root) / f"{args.gpu}x{args.gpus}" / RECORDS_FILE
     if not path.is_file():
-        print(f"error: no records at {path} (real/campaigns/s9tt.sh writes them)", file=sys.stderr)
+        print(f"error: no records at {path} (real/campaigns/s9tt.sh, s10atp.sh write them)", file=sys.stderr)
         return 2
-    result = compare(load(args.gpu, args.root), args.gpu)
+    profile = None
+    if args.update:
+        done = update_profile(args.gpu, args.root)
+        if done:   # this process's cached profile predates the write
+            profile = dataclasses.replace(fitted_profile(args.gpu), partials_reduce_eff=done[0])
+            print(f"{args.gpu}: partials_reduce_eff {json.dumps(done[0])} written", file=sys.stderr)
+    result = {**compare(load(args.gpu, args.root, args.gpus), args.gpu, profile), "gpus": args.gpus}
     gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
     if gemm_csv.is_file():
         result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
+    parts_csv = Path(args.root) / args.gpu / PARTS_FILE
+    if parts_csv.is_file():
+        result["parts"] = parts(pd.read_csv(parts_csv), args.gpu, profile)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 

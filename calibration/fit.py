@@ -33,6 +33,7 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration import sm_reserve
+from calibration.async_tp import partials_reduce_terms
 from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
 from calibration.nccl import collectives_terms
@@ -600,6 +601,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "sm_reserve": stats.get("sm_reserve"),
         "cat_eff": stats.get("cat_eff"),
         **({"collectives": stats["collectives"]} if stats.get("collectives") else {}),
+        **({"partials_reduce": stats["partials_reduce"]} if stats.get("partials_reduce") else {}),
     }
 
 
@@ -616,6 +618,8 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
     prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)
     collectives, stats["collectives"] = collectives_terms(gpu, root)
+    reduce_eff, stats["partials_reduce"] = partials_reduce_terms(gpu, root, prof)   # <gpu>x2/async_tp.csv
+    prof = dataclasses.replace(prof, partials_reduce_eff=reduce_eff)
     prov = provenance(df, gpu, stats, root)
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
                                sustained_curves=sustained_curve_ratios(per_kernel, prof),

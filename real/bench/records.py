@@ -96,6 +96,8 @@ SHAPE_COLS = {
                           "sdpa_calls"],
     # real/bench/async_tp.py (s9tt): torch's micro-pipelined TP ops beside the parts they are made of
     "async_tp": ["bench", "shape_tag", "kind", "op", "m", "n", "k", "world_size", "precision", "status", "detail", "split"],
+    # real/bench/async_tp.py section atp_parts (s10atp): the fused ops' reductions and chunk GEMMs alone, one GPU
+    "atp_parts": ["bench", "shape_tag", "op", "m", "n", "k", "world_size", "chunks", "layout", "precision", "split"],
     "cp_chunks": ["bench", "model", "sdpa_backend", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
                   "q_len", "kv_len", "causal", "kv_repeat", "source_seq_len", "precision", "host_time_s", "split"],
 }

@@ -259,6 +259,30 @@ def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile, eager: boo
     return bytes_moved / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
 
 
+def partials_reduce_time_s(out_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile) -> float:
+    """The reduction a fused reduce-scatter of torch's micro-pipelined TP ends with
+    (torch/distributed/_symmetric_memory _fused_matmul_reduce_scatter_impl: torch.sum over the
+    `ranks` stacked partial sums of this rank's rows): it reads the whole stacked buffer (the
+    GEMM's output, `out_bytes`) and writes the rank's 1/ranks, at the bandwidth fraction measured
+    for it at that many ranks (Profile.partials_reduce_eff_at; memory_eff where unmeasured), one launch."""
+    eff = profile.partials_reduce_eff_at(ranks)
+    return out_bytes * (1.0 + 1.0 / ranks) / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
+
+
+def chunked_gemm_time_s(op: Op, phase: str, precision: str, chunks: int, gpu: GPUSpec, profile: Profile,
+                        sm_frac: float = 1.0) -> float:
+    """The GEMM of a GEMM op in phase 'fwd' or 'bwd_input' issued as `chunks` GEMMs of m/chunks
+    token rows each, the way torch's micro-pipelined TP issues a GEMM fused with a collective (one
+    chunk per rank's shard: _pipelined_all_gather_and_consume, _pipelined_produce_and_all2all),
+    each chunk on the GEMM curves at its own shape; the operands' cast kernels are not included
+    (op_time_s adds them once for the whole op)."""
+    if op.kind not in GEMM_KINDS or phase not in ("fwd", "bwd_input"):
+        raise ValueError(f"chunked_gemm_time_s: a GEMM op in 'fwd' or 'bwd_input' (got {op.kind}, {phase!r})")
+    n, k = (op.n, op.k) if phase == "fwd" else (op.k, op.n)
+    rows = max(1, op.m // chunks)
+    return chunks * gemm_time_s(rows, n, k, op.precision or precision, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+
+
 # A weight-gradient GEMM adds into the FP32 gradient buffer (V3 §3.3.3 keeps weight gradients in
 # FP32; each micro-batch accumulates into them): it reads and writes 4 bytes per weight element
 WGRAD_ACCUM_BYTES = 8.0

@@ -515,11 +515,12 @@ def moe_ops(m: ModelSpec, tokens: int, ep: int, gpus_per_node: int, max_nodes_pe
     return ops
 
 
-def head_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
-    """Final norm, output head and the cross-entropy (softmax over the vocabulary)."""
+def head_ops(m: ModelSpec, tokens: int, tp: int = 1, head_precision: str | None = None) -> list[Op]:
+    """Final norm, output head and the cross-entropy (softmax over the vocabulary).
+    `head_precision` pins the output projection's GEMM (None: the job's precision)."""
     v = m.vocab_size // tp
     return [_norm("final_norm", "mlp", tokens, m.hidden_size),
-            Op("lm_head", OpKind.GEMM, "mlp", tokens, v, m.hidden_size),
+            Op("lm_head", OpKind.GEMM, "mlp", tokens, v, m.hidden_size, precision=head_precision),
             Op("cross_entropy", OpKind.MEMORY, "mlp", bytes=3 * tokens * v * FP32_BYTES)]
 
 

@@ -102,6 +102,13 @@ A profile also describes the *software stack* that ran the kernels, as data:
     twin.costs.flops.eager_ops marks `eager`: plan.kernels 'eager', and the head under
     'fused_blocks'), measured on real/dense.py's eager Llama blocks and LM heads
     (calibration.dense_block.eager_elementwise_eff); 0 = memory_eff.
+  partials_reduce_eff: HBM bandwidth fraction of the reduction a fused reduce-scatter of torch's
+    micro-pipelined TP ends with (torch.sum over the W stacked partial sums of the rank's rows:
+    compute.partials_reduce_time_s), per W ({"<W>": fraction}: 0.44 at W = 2, 0.85 at 8 on H100,
+    torch's outer-dimension reduction reading few values per output runs far below streaming;
+    between measured W interpolated in log2 W, beyond them the nearest), measured
+    (calibration.async_tp: the 70B rows of <gpu>/atp_parts.csv and <gpu>x2/async_tp.csv); empty =
+    memory_eff.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
@@ -112,6 +119,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from importlib import resources
@@ -202,11 +210,32 @@ class Profile:
     # FP32 casts, reductions, complex RoPE, the FP32 loss; their ops' `eager` flag), measured on
     # real/dense.py's eager Llama blocks and heads (calibration.dense_block); 0 = memory_eff
     eager_elementwise_eff: float = 0.0
+    # the HBM bandwidth fraction of the reduction a fused reduce-scatter of torch's micro-pipelined TP
+    # ends with (torch.sum over the W stacked partial sums, compute.partials_reduce_time_s), per W
+    # ("<W>" -> fraction), measured (calibration.async_tp.partials_reduce_terms); empty = memory_eff
+    partials_reduce_eff: dict = field(default_factory=dict)
 
     @property
     def gemm_streaming_eff(self) -> float:
         """Fraction of HBM bandwidth a bandwidth-bound GEMM kernel reaches."""
         return self.gemm_memory_eff or self.memory_eff
+
+    def partials_reduce_eff_at(self, ranks: int) -> float:
+        """The partials' reduction's bandwidth fraction at `ranks` stacked partials: the measured
+        table (partials_reduce_eff) interpolated in log2(ranks), the nearest measured W beyond its
+        ends; memory_eff where unmeasured."""
+        if not self.partials_reduce_eff:
+            return self.memory_eff
+        table = sorted((int(w), float(e)) for w, e in self.partials_reduce_eff.items())
+        if ranks <= table[0][0]:
+            return table[0][1]
+        if ranks >= table[-1][0]:
+            return table[-1][1]
+        for (w0, e0), (w1, e1) in zip(table, table[1:]):
+            if w0 <= ranks <= w1:
+                t = (math.log2(ranks) - math.log2(w0)) / (math.log2(w1) - math.log2(w0))
+                return e0 + t * (e1 - e0)
+        return table[-1][1]
 
     def host(self, op_class: str) -> float:
         """Host dispatch seconds of one eager op of a class (falls back to the generic "op")."""
@@ -301,6 +330,7 @@ class Profile:
             **({"eager_decode": json.loads(json.dumps(self.eager_decode))} if self.eager_decode else {}),
             **({"attention_kernels": json.loads(json.dumps(self.attention_kernels))} if self.attention_kernels else {}),
             **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
+            **({"partials_reduce_eff": dict(self.partials_reduce_eff)} if self.partials_reduce_eff else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -322,6 +352,7 @@ class Profile:
             attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             eager_elementwise_eff=min(1.0, self.eager_elementwise_eff * memory),
+            partials_reduce_eff={w: min(1.0, e * memory) for w, e in self.partials_reduce_eff.items()},
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
 
 
@@ -362,6 +393,7 @@ def profile_from_json(data: dict) -> Profile:
         eager_decode=dict(data.get("eager_decode", {})),
         attention_kernels={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_kernels", {}).items()},
         eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
+        partials_reduce_eff={str(int(w)): float(e) for w, e in data.get("partials_reduce_eff", {}).items()},
     )
 
 

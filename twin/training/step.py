@@ -144,12 +144,15 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
 @dataclasses.dataclass(frozen=True)
 class _FsdpUnit:
     """Seconds of one FSDP2 unit's traffic: all-gather and reduce-scatter (communication
-    streams), the all-gather's copy-out and the reduce-scatter's copy-in (compute stream)."""
+    streams), the all-gather's copy-out and the reduce-scatter's copy-in (compute stream), and
+    under pipeline parallelism the FP32 gradient accumulation after each backward (compute stream,
+    StepCosts._fsdp_unit)."""
 
     ag_s: float = 0.0
     rs_s: float = 0.0
     copy_out_s: float = 0.0
     copy_in_s: float = 0.0
+    accum_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +225,11 @@ class StepCosts:
         last = schedule.num_model_stages - 1
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
-        head = head_ops(m, tokens, sc.plan.tp)
+        # torchao's tensorwise Float8 as torchtitan applies it converts every nn.Linear but the
+        # output projection (torchtitan float8.py @ 9dec370: convert_to_float8_training with
+        # module_filter_fn fqn != "output"): the head's GEMMs run BF16
+        tensorwise = sc.plan.gemm_precision == "fp8" and sc.plan.fp8_recipe == "tensorwise"
+        head = head_ops(m, tokens, sc.plan.tp, "bf16" if tensorwise else None)
         if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
             head = eager_ops(head)
         if sc.plan.loss_kernel == "megatron_unfused":
@@ -252,6 +259,8 @@ class StepCosts:
         self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
         self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
                                                        if self.fsdp else ({}, {}))
+        self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
+                                           if self.fsdp and schedule.num_ranks > 1 else 0.0)
 
     def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
         return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
@@ -313,49 +322,73 @@ class StepCosts:
             return self.tp_bytes * FP8_BYTES / BF16_BYTES
         return self.tp_bytes
 
-    def _tp_task(self, c: _Collective | None, beside_gemm_s: float, point: str) -> list[Task]:
+    def _tp_task(self, c: _Collective | None, seg: list[Op], point: str) -> list[Task]:
         """A TP collective at `point` of a part (_tp_kinds) as a comm task: whole, or with
         plan.tp_comm_overlap what stays exposed when it is pipelined chunk by chunk with the GEMM
-        beside it (comm.pipelined_exposed_s: TransformerEngine's userbuffers overlap, torch's
-        micro-pipelined TP). plan.tp_overlap_kind 'torch_async_tp' is torch's as the inductor pass
+        beside it (_beside_gemms; comm.pipelined_exposed_s: TransformerEngine's userbuffers overlap,
+        torch's micro-pipelined TP). plan.tp_overlap_kind 'torch_async_tp' is torch's as the inductor pass
         applies it (torch/_inductor/fx_passes/micro_pipeline_tp.py, late 2024): only
         all-gathers and reduce-scatters are fused (an all-reduce waits in line); a reduce-scatter
         only where one GEMM produces its input (fuse_matmul_reduce_scatter's
         _find_producer_matmul), so the input gradient of a part whose input feeds separate linears
         (torchtitan's Llama: wq, wk, wv; w1, w3), a sum of their GEMMs, is reduce-scattered whole;
-        and a fused reduce-scatter leaves each rank the partial sums of its rows from every rank,
-        added by one reduction kernel on the compute stream (torch/distributed/_symmetric_memory
-        _fused_matmul_reduce_scatter_impl: _pipelined_produce_and_all2all into stacked_partials,
-        then torch.sum over the ranks: reads the whole buffer, writes the rank's 1/tp)."""
+        a fused op issues its GEMMs as one chunk per rank (m/tp token rows: _pipelined_all_gather_and_consume,
+        _pipelined_produce_and_all2all), costed at the chunks' shape, what they cost beyond the
+        whole GEMMs a `tp_chunk_gemms` compute task; a fused all-gather first copies the rank's
+        shard into its symmetric buffer (`tp_shard_copy`); and a fused reduce-scatter leaves each rank the
+        partial sums of its rows from every rank, added by one reduction kernel on the compute stream
+        (_fused_matmul_reduce_scatter_impl: torch.sum over the ranks of stacked_partials:
+        compute.partials_reduce_time_s, at its measured bandwidth)."""
         if c is None:
             return []
         p = self.sc.plan
         backward = point in ("out_bwd", "in_bwd")
         name = f"tp_{c.kind}" + ("_bwd" if backward else "")
         fused = p.tp_comm_overlap
-        if fused and p.tp_overlap_kind == "torch_async_tp":
+        torch_tp = p.tp_overlap_kind == "torch_async_tp"
+        if fused and torch_tp:
             fused = c.kind == "all_gather" or (c.kind == "reduce_scatter" and point == "out_fwd")
         if not fused:
             return [Task("comm", c.time_s, name)]
-        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_gemm_s, p.tp)
+        phase = "bwd_input" if backward else "fwd"
+        gemms = self._beside_gemms(seg, point)
+        beside_s = self._compute_s(gemms, phase)
+        chunks_extra_s = self._chunked_extra_s(gemms, phase) if torch_tp else 0.0
+        t = comm.pipelined_exposed_s(c.kind, c.time_s, beside_s + chunks_extra_s, p.tp)
         tasks = [Task("comm", t, name)] if t > 0 else []
-        if p.tp_overlap_kind == "torch_async_tp" and c.kind == "reduce_scatter":
-            partials_bytes = self.tp_bytes * (1.0 + 1.0 / p.tp)
-            tasks.append(Task("compute", compute.memory_time_s(partials_bytes, self.gpu, self.profile),
+        if chunks_extra_s > 0:
+            tasks.append(Task("compute", chunks_extra_s, "tp_chunk_gemms" + ("_bwd" if backward else "")))
+        if torch_tp and c.kind == "all_gather":   # the shard copied into the rank's symmetric buffer
+            # before the peers may pull it (_pipelined_multi_all_gather_and_consume: copy_shard, then
+            # a barrier, on the compute stream); the copy into the gathered output at the end runs
+            # beside the last chunk's GEMM
+            shard_bytes = self._tp_collective_bytes("all_gather") / p.tp
+            tasks.append(Task("compute", compute.memory_time_s(2 * shard_bytes, self.gpu, self.profile),
+                              "tp_shard_copy" + ("_bwd" if backward else "")))
+        if torch_tp and c.kind == "reduce_scatter":
+            tasks.append(Task("compute", compute.partials_reduce_time_s(self.tp_bytes, p.tp, self.gpu, self.profile),
                               "tp_partials_reduce" + ("_bwd" if backward else "")))
         return tasks
 
-    def _gemm_s(self, seg: list[Op], phase: str, first: bool) -> float:
-        """The first (or last) GEMM of a segment, which a TP collective before (after) it overlaps;
-        the first with the linears sharing its input (Op.shared_input: an all-gathered input feeds
-        wq, wk and wv, and torch's micro-pipelined TP fuses the gather with all of them)."""
+    def _chunked_extra_s(self, gemms: list[Op], phase: str) -> float:
+        """What a fused op's GEMMs cost as one chunk of m/tp rows per rank beyond the whole GEMMs
+        (compute.chunked_gemm_time_s, on the GEMM curves at each shape)."""
+        prec, tp = self.sc.plan.gemm_precision, self.sc.plan.tp
+        return sum(compute.chunked_gemm_time_s(op, phase, prec, tp, self.gpu, self.profile, self.sm_frac)
+                   - compute.chunked_gemm_time_s(op, phase, prec, 1, self.gpu, self.profile, self.sm_frac)
+                   for op in gemms)
+
+    def _beside_gemms(self, seg: list[Op], point: str) -> list[Op]:
+        """The GEMMs a TP collective at `point` is pipelined with: before the part (in_fwd, in_bwd)
+        its first GEMM with the linears sharing its input (Op.shared_input: an all-gathered input
+        feeds wq, wk and wv, and torch's micro-pipelined TP fuses the gather with all of them);
+        after it (out_fwd, out_bwd) its last GEMM."""
         gemms = [op for op in seg if op.kind in GEMM_KINDS]
         if not gemms:
-            return 0.0
-        if not first:
-            return self._compute_s([gemms[-1]], phase)
-        group = [gemms[0]] + list(itertools.takewhile(lambda op: op.shared_input, gemms[1:]))
-        return self._compute_s(group, phase)
+            return []
+        if point in ("out_fwd", "out_bwd"):
+            return [gemms[-1]]
+        return [gemms[0]] + list(itertools.takewhile(lambda op: op.shared_input, gemms[1:]))
 
     def _cp_tasks(self, seg: list[Op], backward: bool) -> list[Task]:
         """Context parallelism around the attention core of a segment. Ring: cp-1 transfers of this
@@ -433,10 +466,10 @@ class StepCosts:
                 continue
             tp = self._tp_points(seg)
             if tp:
-                tasks += self._tp_task(tp["in_fwd"], self._gemm_s(seg, "fwd", first=True), "in_fwd")
+                tasks += self._tp_task(tp["in_fwd"], seg, "in_fwd")
             tasks += self._compute_segment(seg, "fwd", f"{key}_fwd")
             if tp:
-                tasks += self._tp_task(tp["out_fwd"], self._gemm_s(seg, "fwd", first=False), "out_fwd")
+                tasks += self._tp_task(tp["out_fwd"], seg, "out_fwd")
         return tuple(tasks)
 
     @_per_block
@@ -459,7 +492,7 @@ class StepCosts:
                 continue
             tp = self._tp_points(seg)
             if tp:
-                tasks += self._tp_task(tp["out_bwd"], self._gemm_s(seg, "bwd_input", first=False), "out_bwd")
+                tasks += self._tp_task(tp["out_bwd"], seg, "out_bwd")
             if recompute in ("selective", "selective_op"):
                 extra = ([op for op in seg if op.recompute] if recompute == "selective"
                          else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
@@ -467,7 +500,7 @@ class StepCosts:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
             if tp:
-                tasks += self._tp_task(tp["in_bwd"], self._gemm_s(seg, "bwd_input", first=True), "in_bwd")
+                tasks += self._tp_task(tp["in_bwd"], seg, "in_bwd")
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
         return tuple(tasks)
@@ -503,7 +536,9 @@ class StepCosts:
         total = dense_params + expert_params
         copy_out = compute.memory_time_s(total * 2 * memory.WEIGHT_BYTES, self.gpu, self.profile)
         copy_in = compute.memory_time_s(total * (BF16_BYTES + memory.GRAD_BYTES), self.gpu, self.profile)
-        return _FsdpUnit(ag, rs, copy_out, copy_in)
+        accum = (compute.memory_time_s(total * self.grad_accum_bytes_per_param, self.gpu, self.profile)
+                 if self.grad_accum_bytes_per_param and total else 0.0)
+        return _FsdpUnit(ag, rs, copy_out, copy_in, accum)
 
     @functools.cache
     def _fsdp_s(self, stage: int) -> list["_FsdpUnit"]:
@@ -583,6 +618,8 @@ class StepCosts:
             per_block = [self._backward_tasks(ops, kind == "BW") for ops in reversed(blocks)]
         else:   # W
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
+        if kind in ("BW", "W") and self.grad_accum_bytes_per_param:
+            per_block = self._with_grad_accum(stage, per_block)
         if gather or scatter:
             units = list(self._fsdp_s(stage))
             units += [_FsdpUnit()] * (len(per_block) - len(units))   # the head/MTP block: in the root unit
@@ -598,6 +635,19 @@ class StepCosts:
         else:
             tasks = [t for block in per_block for t in block]
         return tuple(_merge(tasks))
+
+    def _with_grad_accum(self, stage: int, per_block: list) -> list[list[Task]]:
+        """Backward blocks (in backward order) each followed by FSDP2's FP32 accumulation of its
+        gradients (`fsdp_grad_accum`; the root unit's with the block it is folded into)."""
+        units = list(self._fsdp_s(stage))[::-1]
+        units = [_FsdpUnit()] * (len(per_block) - len(units)) + units   # the head/MTP block: in the root unit
+        root = self._fsdp_root(stage)
+        if stage == self.last_stage and len(per_block) > len(self._fsdp_s(stage)):
+            units[0] = dataclasses.replace(units[0], accum_s=units[0].accum_s + root.accum_s)
+        else:
+            units[-1] = dataclasses.replace(units[-1], accum_s=units[-1].accum_s + root.accum_s)
+        return [list(tasks) + ([Task("compute", u.accum_s, "fsdp_grad_accum")] if u.accum_s > 0 else [])
+                for tasks, u in zip(per_block, units)]
 
     @functools.cache
     def _op_chains(self, stage_f: int | None, stage_b: int | None, kind: str, b_split: bool,
@@ -670,6 +720,25 @@ class StepCosts:
 
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
         return self._p2p_s
+
+
+def fsdp_grad_accum_bytes_per_param(num_microbatches: int) -> float:
+    """HBM bytes per parameter per backward of FSDP2's gradient accumulation when it does not
+    reduce-scatter every micro-batch (under pipeline parallelism: torch.distributed.pipelining syncs
+    the last backward only). FSDP2 with a reduce dtype (torchtitan's MixedPrecisionPolicy:
+    param_dtype BF16, reduce_dtype FP32) keeps an FP32 accumulator per parameter
+    (torch/distributed/_composable/fsdp/_fsdp_param.py, late 2024, FSDPParamGroup.post_backward on
+    the compute stream): the first backward's BF16 gradient is cast into it (`.to(reduce_dtype)`:
+    BF16 read, FP32 written), each later one added to it (`+=`: FP32 and BF16 read, FP32 written),
+    and the last backward's reduce-scatter packs the FP32 accumulator instead of the BF16 gradient
+    the copy-in costs (2 bytes more read). Averaged over the step's backwards: (6 + 10 (m-1) + 2) / m;
+    none with one micro-batch (its gradients are reduced directly)."""
+    if num_microbatches <= 1:
+        return 0.0
+    first = BF16_BYTES + FP32_BYTES
+    later = FP32_BYTES + BF16_BYTES + FP32_BYTES
+    pack = FP32_BYTES - BF16_BYTES
+    return (first + later * (num_microbatches - 1) + pack) / num_microbatches
 
 
 def _first_forwards_and_last_weight_grads(schedule: Schedule) -> tuple[dict, dict]:

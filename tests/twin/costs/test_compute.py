@@ -168,3 +168,28 @@ def test_batched_gemm_runs_under_its_alignment_curve():
     assert profile_from_json(full.to_json()) == full
     assert full.scaled(compute=0.5).batched_gemm["bf16/scores/align1"].e_max == pytest.approx(0.075)
     assert full.scaled(compute=0.5).batched_gemm["bf16/scores/align1"].fixed_s == 3e-6
+
+
+def test_chunked_gemms_are_the_chunk_shaped_gemms_torch_issues():
+    """torch's micro-pipelined TP issues a fused GEMM as one GEMM of m/chunks rows per rank: costed
+    at the chunk shape (the input gradient with n and k swapped, as op_time_s poses it)."""
+    from twin.costs.profile import fitted_profile
+    gpu, prof = get_gpu("h100"), fitted_profile("h100")
+    op = Op("ffn_gate", OpKind.GEMM, "mlp", 32768, 6656, 16384)
+    assert compute.chunked_gemm_time_s(op, "fwd", "fp8", 1, gpu, prof) == compute.gemm_time_s(32768, 6656, 16384, "fp8", gpu, prof)
+    assert compute.chunked_gemm_time_s(op, "fwd", "fp8", 8, gpu, prof) == 8 * compute.gemm_time_s(4096, 6656, 16384, "fp8", gpu, prof)
+    assert compute.chunked_gemm_time_s(op, "bwd_input", "bf16", 8, gpu, prof) == 8 * compute.gemm_time_s(4096, 16384, 6656, "bf16", gpu, prof)
+    # smaller chunks never cost less than the whole GEMM on the curves (fixed costs, lower efficiency)
+    assert compute.chunked_gemm_time_s(op, "fwd", "fp8", 8, gpu, prof) >= compute.chunked_gemm_time_s(op, "fwd", "fp8", 1, gpu, prof)
+    with pytest.raises(ValueError, match="bwd_weight"):
+        compute.chunked_gemm_time_s(op, "bwd_weight", "fp8", 8, gpu, prof)
+
+
+def test_the_partials_reduction_runs_at_its_measured_bandwidth_else_the_streaming_one():
+    from twin.costs.profile import fitted_profile
+    gpu, prof = get_gpu("h100"), fitted_profile("h100")
+    unmeasured = dataclasses.replace(prof, partials_reduce_eff={})
+    out = 32768 * 16384 * 2
+    assert compute.partials_reduce_time_s(out, 8, gpu, unmeasured) == pytest.approx(compute.memory_time_s(out * 1.125, gpu, prof))
+    assert compute.partials_reduce_time_s(out, 8, gpu, prof) == pytest.approx(
+        out * 1.125 / (gpu.hbm_bytes_per_s * prof.partials_reduce_eff_at(8)) + prof.launch_s)

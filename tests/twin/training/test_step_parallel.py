@@ -91,14 +91,24 @@ def test_torch_async_tp_fuses_what_the_inductor_pass_fuses():
     ub = step(scenario(**base, tp_comm_overlap=True))
     sc = scenario(**base, tp_comm_overlap=True, tp_overlap_kind="torch_async_tp")
     torch_tp = step(sc)
+    # its fused GEMMs run as one chunk of m/8 rows per rank, so no collective is more exposed
+    # than beside the whole GEMMs (userbuffers'), and the chunks cost what they cost beyond them
     for name in ("tp_all_gather", "tp_all_gather_bwd", "tp_reduce_scatter"):
-        assert torch_tp.op_time_s.get(name, 0.0) == pytest.approx(ub.op_time_s.get(name, 0.0), rel=1e-12)
+        assert torch_tp.op_time_s.get(name, 0.0) <= ub.op_time_s.get(name, 0.0) + 1e-12
+    assert torch_tp.op_time_s["tp_chunk_gemms"] > 0 and "tp_chunk_gemms" not in ub.op_time_s
+    # each fused all-gather first copies the rank's shard (1/8 of 4,096 tokens x 1,024 BF16) into
+    # its symmetric buffer: forward (attention, FFN) and backward, 16 micro-batches, 4 layers
+    copy = compute.memory_time_s(2 * 4096 * 1024 * 2 / 8, sc.gpu, _prepare(sc, None, Perturb(), True)[2])
+    assert torch_tp.op_time_s["tp_shard_copy"] == pytest.approx(16 * 4 * 2 * copy, rel=1e-9)
+    assert torch_tp.op_time_s["tp_shard_copy_bwd"] == pytest.approx(16 * 4 * 2 * copy, rel=1e-9)
     assert torch_tp.op_time_s["tp_reduce_scatter_bwd"] == pytest.approx(plain.op_time_s["tp_reduce_scatter_bwd"], rel=1e-12)
     assert ub.op_time_s.get("tp_reduce_scatter_bwd", 0.0) < plain.op_time_s["tp_reduce_scatter_bwd"]
     # one reduction per part (attention, FFN) per layer per micro-batch: 16 micro-batches of one
     # 4,096-token sequence, 4 layers; it reads the whole BF16 buffer and writes the rank's 1/8
     profile = _prepare(sc, None, Perturb(), True)[2]
-    one = compute.memory_time_s(4096 * 1024 * 2 * (1 + 1 / 8), sc.gpu, profile)
+    one = compute.partials_reduce_time_s(4096 * 1024 * 2, 8, sc.gpu, profile)
+    assert one == pytest.approx(4096 * 1024 * 2 * (1 + 1 / 8) / (sc.gpu.hbm_bytes_per_s * profile.partials_reduce_eff_at(8))
+                                + profile.launch_s, rel=1e-12)
     assert torch_tp.op_time_s["tp_partials_reduce"] == pytest.approx(16 * 4 * 2 * one, rel=1e-9)
     assert "tp_partials_reduce" not in ub.op_time_s
     assert ub.step_time_s < torch_tp.step_time_s
@@ -219,9 +229,24 @@ def test_zero3_gathers_per_micro_batch_alone_and_once_per_step_with_pipeline():
         return r.op_time_s.get("fsdp_all_gather", 0.0) + r.op_time_s.get("fsdp_reduce_scatter", 0.0)
     # without PP (FSDP2 reshards after each forward and backward): twice the micro-batches, twice the traffic
     assert fsdp_s(1, 4, 32) == pytest.approx(2 * fsdp_s(1, 4, 16), rel=1e-9)
-    # with PP a stage gathers at its first forward and reduce-scatters after its last backward
+    # with PP a stage gathers at its first forward and reduce-scatters after its last backward (what
+    # the last backward's computation hides of it moves by a hair: FSDP2's gradient accumulation
+    # is costed at its bytes averaged over the step's backwards, which depend on the micro-batches)
     once = fsdp_s(2, 2, 16)
-    assert once > 0 and fsdp_s(2, 2, 32) == pytest.approx(once, rel=1e-9)
+    assert once > 0 and fsdp_s(2, 2, 32) == pytest.approx(once, rel=1e-4)
+
+
+def test_fsdp_accumulates_fp32_gradients_after_each_backward_under_pipeline_only():
+    # FSDP2 under PP (no reduce-scatter until the last backward): a cast of the first backward's
+    # BF16 gradients into FP32 (6 B/param), an add for each later one (10 B), the FP32 packed for the
+    # reduce-scatter (2 B more than the BF16 copy-in): per backward (10 m - 2) / m
+    from twin.training.step import fsdp_grad_accum_bytes_per_param
+    assert fsdp_grad_accum_bytes_per_param(1) == 0.0
+    assert fsdp_grad_accum_bytes_per_param(8) == pytest.approx((6 + 7 * 10 + 2) / 8)
+    with_pp = step(scenario(pp=2, dp=2, zero_stage=3))
+    assert with_pp.op_time_s["fsdp_grad_accum"] > 0
+    assert "fsdp_grad_accum" not in step(scenario(pp=1, dp=4, zero_stage=3)).op_time_s
+    assert "fsdp_grad_accum" not in step(scenario(pp=2, dp=2, zero_stage=1)).op_time_s
 
 
 def test_trace_names_the_tp_cp_and_fsdp_collectives():
