@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 13 (session s10mla: the H100 MLA-layer P90), one GPU (GPU 0): the aten operators real/'s MLA
+# and MoE layers dispatch on CUDA, per model (V3-slice, V2-Lite), precision (BF16 and the best FP8),
+# phase (fwd, infer, bwd) and two shapes each, split into those dispatched inside real/'s
+# autograd.Functions (real/fp8.py) and the rest (real/bench/aten_count.py, a TorchDispatchMode; no
+# timing, no profiler). Decides: whether the counts the calibration takes off CUDA (the meta device,
+# with the fused SDPA and RMSNorm CUDA runs counted as one operator each) are the CUDA counts, and
+# how an FP8 layer's operators split between autograd.Functions (grad mode off) and the rest, which
+# a host time per dispatched operator for FP8 layers would need (calibration.layer_gaps).
+# Writes OUTDIR/s10mla/aten_ops.csv (rows flushed one by one), env.json, log.txt. Budget <= 90 s of
+# GPU time: `timeout 80` around the section (a run cut short keeps its rows).
+#   bash real/campaigns/s10mla.sh OUTDIR          (S10MLA_DEVICE=meta: a CPU dry run)
+set -u
+OUT="${1:?usage: real/campaigns/s10mla.sh OUTDIR}/s10mla"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
+DEV="${S10MLA_DEVICE:-cuda}"
+{
+  echo "s10mla campaign $(date -u +%FT%TZ) on GPU ${CUDA_VISIBLE_DEVICES} ($(nvidia-smi -L 2>/dev/null | wc -l) GPU(s) seen; one used), device $DEV"
+  nvidia-smi 2>/dev/null | head -20
+  python3 - "$OUT/env.json" "$DEV" <<'PY'
+import json, sys, torch
+from real.bench.device import environment
+from real.telemetry import Telemetry
+dev = torch.device(sys.argv[2])
+env = environment(dev, Telemetry(0)) if dev.type == "cuda" else {"gpu_name": dev.type, "torch_version": torch.__version__}
+env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if dev.type == "cuda" else ""
+json.dump(env, open(sys.argv[1], "w"), indent=1, default=str)
+PY
+  echo "env exit $?"
+  timeout -k 5 80 python3 -m real.bench.aten_count --device "$DEV" --out "$OUT/aten_ops.csv"
+  echo "aten_count exit $?"
+  echo "s10mla campaign done $(date -u +%FT%TZ)"
+} 2>&1 | tee "$OUT/log.txt"
