@@ -50,6 +50,26 @@ Host time by op class (s8mla, 2026-11-26): the kernels an FP8 layer dispatches i
 autograd.Functions run with grad mode off and are costed at the `infer` rate (predict.NoGradHost);
 `fwd` / `bwd` are then measured on the BF16 layers' rows alone (measured_host_s, function_kernels).
 Held-out MLA layers: H200 median 9.7% -> 2.9%, P90 27.6% -> 9.3%; H100 6.1% -> 3.1%, 19.3% -> 15.2%.
+
+Host time per dispatched operator (s10mla; the rule stated before any held-out figure was computed
+under it). The host's dispatch cost follows the aten operators a layer dispatches (each passes the
+dispatcher, autograd and the allocator whether it launches a kernel, several, or none), not the
+kernels: V2-Lite's MLA backward dispatches 2.03 operators a kernel, V3-slice's 1.80
+(host_dispatch.csv `aten_ops`, a TorchDispatchMode count: real/bench/host_dispatch.py,
+real/bench/aten_count.py). So, for BF16 MLA layers:
+  host_s_per_op  per direction (fwd, bwd), the median over the fitting split's BF16 MLA
+                 host_dispatch rows of host_s / aten_ops (measured_host_s_per_op);
+  aten_ops       per direction and model, the operators one call dispatches, as CUDA counts them
+                 (host_dispatch.csv, every row of the configuration: a count of the code path, not
+                 a timing, identical at every shape and on the H100 and the H200; aten_op_counts);
+and a BF16 MLA layer's host time is host_s_per_op x aten_ops, spread evenly over its op list's
+dispatched launches (predict.Eager.host_per_op), wherever real/'s eager MLA layer runs (layer
+records, train steps). Not applied where the fitting rows do not support it: FP8 MLA layers (on
+the fitting rows the no-grad host time per KERNEL agrees between the BF16 and the FP8 layer, 19.2
+vs 20.0 us on the H100 and 18.7 vs 19.0 us on the H200, where per operator it differs by 19% and
+16%) and MoE layers (their operators take 1.6-2.8x the MLA layer's per operator on the fitting
+rows: index_put_ with accumulation, the sort launching cub's radix passes from one dispatch); both
+keep the per-kernel rates above.
 """
 
 from __future__ import annotations
