@@ -24,7 +24,11 @@ from real.bench.device import environment
 from real.telemetry import Telemetry
 dev = torch.device(sys.argv[2])
 env = environment(dev, Telemetry(0)) if dev.type == "cuda" else {"gpu_name": dev.type, "torch_version": torch.__version__}
-env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if dev.type == "cuda" else ""
+try:
+    v = torch.cuda.nccl.version() if dev.type == "cuda" else ""
+    env["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+except Exception as e:   # the counts need no NCCL; the env says why it is missing
+    env["nccl_version"] = f"unavailable: {e}"
 json.dump(env, open(sys.argv[1], "w"), indent=1, default=str)
 PY
   echo "env exit $?"
