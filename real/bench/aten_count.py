@@ -24,6 +24,7 @@ import contextlib
 import csv
 import datetime
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -299,5 +300,110 @@ def main(argv=None) -> int:
     return 0
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Timelines (s10mla): where in a layer call the host's dispatch time falls against its kernels.
+# The twin spreads a layer's host time evenly over its launches; whether a host-bound layer ends
+# host- or GPU-bound depends on how much host time comes before its long kernels (the attention).
+# One torch.profiler Chrome trace per case (CPU ops, their launches and the kernels, linked by
+# flow events), each after warm-up calls, beside the call's CUDA-event time.
+
+TIMELINE_CASES = (("v3-slice-1l", 1, 1024), ("v3-slice-1l", 1, 4096),      # fitting split's shapes
+                  ("v2-lite-slice", 4, 1024), ("v2-lite-slice", 1, 4096))  # held-out records' (diagnostic)
+QUICK_TIMELINE_CASES = (("tiny", 1, 32),)
+
+
+def mla_timelines(dev, out_dir: Path, cases=TIMELINE_CASES, warmup: int = 3, on_row=None) -> list[dict]:
+    """Per case and phase (fwd, bwd; BF16): a Chrome trace of one warm call
+    (OUT/trace_<model>_b<B>_s<S>_<phase>.json) and a row with its CUDA-event (or host-clock) time."""
+    from torch.profiler import ProfilerActivity, profile
+    dev = torch.device(dev)
+    env = _env(dev)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    rows = []
+    for model, B, S in cases:
+        spec = get_spec(model)
+        torch.manual_seed(0)
+        with building(dev):
+            mla = MLA(spec)
+            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
+        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        phases = {"fwd": (lambda: None, lambda _: mla(x, cos, sin)),
+                  "bwd": (lambda: mla(x, cos, sin), lambda y: torch.autograd.grad(y, [x, *mla.parameters()], gx))}
+        for phase, (setup, call) in phases.items():
+            for _ in range(warmup):
+                call(setup())
+            state = setup()
+            _sync(dev)
+            with profile(activities=acts) as prof:
+                t = _timed(call, state, dev)
+            path = out_dir / f"trace_{model}_b{B}_s{S}_{phase}.json"
+            prof.export_chrome_trace(str(path))
+            row = {"model": model, "batch": B, "seq_len": S, "phase": phase, "precision": "bf16",
+                   "time_s": t, "trace": path.name, **env,
+                   "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        del mla, x, gx
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(call, state, dev) -> float:
+    """One call's time: CUDA events around it (as the layer records time a repetition), or the
+    host clock off CUDA."""
+    if dev.type == "cuda":
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        call(state)
+        e1.record()
+        _sync(dev)
+        return e0.elapsed_time(e1) * 1e-3
+    t0 = time.perf_counter()
+    call(state)
+    return time.perf_counter() - t0
+
+
+TIMELINE_COLUMNS = ("model", "batch", "seq_len", "phase", "precision", "time_s", "trace", "gpu_name", "sm_clock_mhz",
+                    "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc")
+
+
+def timelines_main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="MLA layer Chrome traces (s10mla): where the host time falls")
+    ap.add_argument("--out", type=Path, required=True, help="folder for mla_timeline.csv and the traces")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="one tiny-shaped case (a CPU dry run)")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("aten_count timelines: --device cuda: no CUDA device", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    f = (args.out / "mla_timeline.csv").open("w", newline="")
+    w = csv.DictWriter(f, fieldnames=TIMELINE_COLUMNS)
+    w.writeheader()
+
+    def write(row):
+        w.writerow(row)
+        f.flush()
+
+    try:
+        rows = mla_timelines(dev, args.out, QUICK_TIMELINE_CASES if args.quick else TIMELINE_CASES, on_row=write)
+    finally:
+        f.close()
+    for r in rows:
+        print(f"mla_timeline {r['model']} b{r['batch']} s{r['seq_len']} {r['phase']}: {r['time_s'] * 1e3:.3f} ms, {r['trace']}")
+    return 0
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(timelines_main(sys.argv[2:]) if sys.argv[1:2] == ["timelines"] else main())

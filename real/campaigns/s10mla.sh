@@ -7,8 +7,13 @@
 # with the fused SDPA and RMSNorm CUDA runs counted as one operator each) are the CUDA counts, and
 # how an FP8 layer's operators split between autograd.Functions (grad mode off) and the rest, which
 # a host time per dispatched operator for FP8 layers would need (calibration.layer_gaps).
-# Writes OUTDIR/s10mla/aten_ops.csv (rows flushed one by one), env.json, log.txt. Budget <= 90 s of
-# GPU time: `timeout 80` around the section (a run cut short keeps its rows).
+# Then (real/bench/aten_count.py timelines) one torch.profiler Chrome trace of a warm BF16 MLA forward
+# and backward each at V3-slice 1x1024 and 1x4096 (fitting split's shapes) and V2-Lite 4x1024 and
+# 1x4096 (the held-out records' shapes, a diagnostic: the -15% H100 backward at 1x4096): where the
+# host's dispatch time falls against the kernels (the twin spreads it evenly over a layer's launches).
+# Writes OUTDIR/s10mla/aten_ops.csv (rows flushed one by one), timelines/mla_timeline.csv and
+# timelines/trace_*.json, env.json, log.txt. Budget <= 90 s of GPU time: `timeout 50` and
+# `timeout 30` around the two parts (a part cut short keeps its rows).
 #   bash real/campaigns/s10mla.sh OUTDIR          (S10MLA_DEVICE=meta: a CPU dry run)
 set -u
 OUT="${1:?usage: real/campaigns/s10mla.sh OUTDIR}/s10mla"
@@ -32,7 +37,11 @@ except Exception as e:   # the counts need no NCCL; the env says why it is missi
 json.dump(env, open(sys.argv[1], "w"), indent=1, default=str)
 PY
   echo "env exit $?"
-  timeout -k 5 80 python3 -m real.bench.aten_count --device "$DEV" --out "$OUT/aten_ops.csv"
+  timeout -k 5 50 python3 -m real.bench.aten_count --device "$DEV" --out "$OUT/aten_ops.csv"
   echo "aten_count exit $?"
+  TL=()
+  [ "$DEV" != "cuda" ] && TL=(--quick)
+  timeout -k 5 30 python3 -m real.bench.aten_count timelines --device "${DEV/meta/cpu}" --out "$OUT/timelines" "${TL[@]}"
+  echo "timelines exit $?"
   echo "s10mla campaign done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$OUT/log.txt"

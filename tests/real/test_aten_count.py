@@ -76,3 +76,13 @@ def test_the_campaign_entry_point_writes_its_rows(tmp_path):
     assert list(df.columns) == list(ac.COLUMNS)
     assert len(df) == 2 * 3 * (len(ac.MLA_SHAPES))   # MLA and MoE, three phases, two shapes each
     assert (df["device"] == "meta").all() and df["torch_version"].notna().all()
+
+
+def test_the_campaign_timelines_write_a_trace_per_case_and_phase(tmp_path):
+    import json
+    assert ac.timelines_main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "mla_timeline.csv")
+    assert list(df["phase"]) == ["fwd", "bwd"] and (df["time_s"] > 0).all()
+    for name in df["trace"]:
+        events = json.loads((tmp_path / name).read_text())["traceEvents"]
+        assert any(str(e.get("name", "")).startswith("aten::") for e in events)
