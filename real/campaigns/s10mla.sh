@@ -10,7 +10,9 @@
 # Then (real/bench/aten_count.py timelines) one torch.profiler Chrome trace of a warm BF16 MLA forward
 # and backward each at V3-slice 1x1024 and 1x4096 (fitting split's shapes) and V2-Lite 4x1024 and
 # 1x4096 (the held-out records' shapes, a diagnostic: the -15% H100 backward at 1x4096): where the
-# host's dispatch time falls against the kernels (the twin spreads it evenly over a layer's launches).
+# host's dispatch time falls against the kernels (the twin spreads it evenly over a layer's launches),
+# and whether the -15% backward is GPU time the twin misses (cuDNN's SDPA backward at B x H = 16, a
+# shape no attention record has) or host time (a diagnostic: the fit never sees these traces).
 # Writes OUTDIR/s10mla/aten_ops.csv (rows flushed one by one), timelines/mla_timeline.csv and
 # timelines/trace_*.json, env.json, log.txt. Budget <= 90 s of GPU time: `timeout 50` and
 # `timeout 30` around the two parts (a part cut short keeps its rows).
