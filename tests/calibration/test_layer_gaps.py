@@ -280,3 +280,25 @@ def test_the_committed_profiles_leave_the_per_operator_rule_out(gpu_state):
     gpu, prof, df = gpu_state
     assert "host_s_per_op" not in prof.eager and "host_s_per_op" not in lg.eager_terms(gpu, prof, df)
     assert "host_s_per_op" in lg.eager_terms(gpu, prof, df, per_op=True)
+
+
+def test_mla_timeline_summary_places_the_longest_kernel_on_the_host_axis(tmp_path):
+    from calibration import mla_timeline as mt
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 100.0, "dur": 50.0},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 120.0, "dur": 5.0, "args": {"correlation": 1}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 300.0, "dur": 5.0, "args": {"correlation": 2}},
+        {"ph": "X", "cat": "kernel", "name": "small", "ts": 130.0, "dur": 10.0, "args": {"correlation": 1}},
+        {"ph": "X", "cat": "kernel", "name": "attention", "ts": 310.0, "dur": 400.0, "args": {"correlation": 2}}]}
+    s = mt.summarize(trace)
+    assert s["longest_kernel"] == "attention" and s["longest_gpu_s"] == pytest.approx(400e-6)
+    assert s["longest_launched_s"] == pytest.approx(200e-6) and s["longest_start_s"] == pytest.approx(210e-6)
+    assert s["gpu_busy_s"] == pytest.approx(410e-6) and s["gpu_end_s"] == pytest.approx(610e-6)
+    assert s["host_span_s"] == pytest.approx(205e-6) and s["busy_before_longest_s"] == pytest.approx(10e-6)
+    # a CPU dry run's trace has no kernels: host figures only
+    cpu = mt.summarize({"traceEvents": trace["traceEvents"][:1]})
+    assert cpu["kernels"] == 0 and cpu["gpu_busy_s"] is None
+    (tmp_path / "t.json").write_text(json.dumps(trace))
+    (tmp_path / "mla_timeline.csv").write_text("model,batch,seq_len,phase,time_s,trace\nm,1,64,bwd,0.0007,t.json\n")
+    assert mt.summarize_folder(tmp_path)[0]["longest_kernel"] == "attention"
+    assert mt.main([str(tmp_path)]) == 0
