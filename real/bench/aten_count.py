@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from real import fp8
 from real.bench.moe_layer import skewed_routing, with_experts
 from real.configs import get_spec
 from real.model import MLA, MoE, building, rope_tables
+from real.telemetry import Telemetry
 
 COLUMNS = ("layer", "model", "precision", "phase", "shape", "aten_ops", "aten_views", "function_ops", "function_views",
            "device", "gpu_name", "sm_clock_mhz", "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc")
@@ -230,7 +232,6 @@ def _env(dev: torch.device) -> dict:
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     sm = mem = ""
     if dev.type == "cuda":
-        from real.telemetry import Telemetry
         tel = Telemetry(dev.index or 0)
         sm, mem = tel.sm_clock_mhz(), tel.mem_clock_mhz() if hasattr(tel, "mem_clock_mhz") else ""
     return {"gpu_name": gpu, "sm_clock_mhz": sm, "mem_clock_mhz": mem, "torch_version": torch.__version__,
@@ -317,7 +318,6 @@ QUICK_TIMELINE_CASES = (("tiny", 1, 32),)
 def mla_timelines(dev, out_dir: Path, cases=TIMELINE_CASES, warmup: int = 3, on_row=None) -> list[dict]:
     """Per case and phase (fwd, bwd; BF16): a Chrome trace of one warm call
     (OUT/trace_<model>_b<B>_s<S>_<phase>.json) and a row with its CUDA-event (or host-clock) time."""
-    from torch.profiler import ProfilerActivity, profile
     dev = torch.device(dev)
     env = _env(dev)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
