@@ -86,3 +86,18 @@ def test_the_campaign_timelines_write_a_trace_per_case_and_phase(tmp_path):
     for name in df["trace"]:
         events = json.loads((tmp_path / name).read_text())["traceEvents"]
         assert any(str(e.get("name", "")).startswith("aten::") for e in events)
+
+
+def test_committed_cuda_counts_match_the_host_rows_of_both_gpus():
+    """h100/aten_ops.csv (s10mla.sh on CUDA, two shapes each) holds one count per configuration,
+    the host_dispatch rows' of the H100 and the H200; FP8 Function operators are a part of them."""
+    path = rec.MEASUREMENTS_DIR / "h100" / "aten_ops.csv"
+    if not path.is_file():
+        pytest.skip("no committed h100/aten_ops.csv")
+    df = pd.read_csv(path)
+    assert (df["device"] == "cuda").all()
+    for (layer, model, precision, phase), g in df.groupby(["layer", "model", "precision", "phase"]):
+        assert g["aten_ops"].nunique() == 1 and g["shape"].nunique() == 2, (layer, model, precision, phase)
+        assert _cuda_counts(layer, model, precision)[phase] == {int(g["aten_ops"].iloc[0])}
+        assert (g["function_ops"] <= g["aten_ops"]).all()
+        assert (g["function_ops"] > 0).all() == (precision != "bf16")
