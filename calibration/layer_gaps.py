@@ -50,6 +50,37 @@ Host time by op class (s8mla, 2026-11-26): the kernels an FP8 layer dispatches i
 autograd.Functions run with grad mode off and are costed at the `infer` rate (predict.NoGradHost);
 `fwd` / `bwd` are then measured on the BF16 layers' rows alone (measured_host_s, function_kernels).
 Held-out MLA layers: H200 median 9.7% -> 2.9%, P90 27.6% -> 9.3%; H100 6.1% -> 3.1%, 19.3% -> 15.2%.
+
+Host time per dispatched operator (s10mla; the rule stated before any held-out figure was computed
+under it). The host's dispatch cost follows the aten operators a layer dispatches (each passes the
+dispatcher, autograd and the allocator whether it launches a kernel, several, or none), not the
+kernels: V2-Lite's MLA backward dispatches 2.03 operators a kernel, V3-slice's 1.80
+(host_dispatch.csv `aten_ops`, a TorchDispatchMode count: real/bench/host_dispatch.py,
+real/bench/aten_count.py). So, for BF16 MLA layers:
+  host_s_per_op  per direction (fwd, bwd), the median over the fitting split's BF16 MLA
+                 host_dispatch rows of host_s / aten_ops (measured_host_s_per_op);
+  aten_ops       per direction and model, the operators one call dispatches, as CUDA counts them
+                 (host_dispatch.csv, every row of the configuration: a count of the code path, not
+                 a timing, identical at every shape and on the H100 and the H200; aten_op_counts);
+and a BF16 MLA layer's host time is host_s_per_op x aten_ops, spread evenly over its op list's
+dispatched launches (predict.Eager.host_per_op), wherever real/'s eager MLA layer runs (layer
+records, train steps). Not applied where the fitting rows do not support it: FP8 MLA layers (on
+the fitting rows the no-grad host time per KERNEL agrees between the BF16 and the FP8 layer, 19.2
+vs 20.0 us on the H100 and 18.7 vs 19.0 us on the H200, where per operator it differs by 19% and
+16%) and MoE layers (their operators take 1.6-2.8x the MLA layer's per operator on the fitting
+rows: index_put_ with accumulation, the sort launching cub's radix passes from one dispatch); both
+keep the per-kernel rates above.
+Result on the committed records (s10mla, 2026-11-26): NOT adopted (ADOPT_HOST_PER_OP). Held-out
+MLA layers H100 median 3.1% -> 5.2%, P90 15.2% -> 14.9%; H200 2.9% -> 3.6%, 9.3% -> 10.3%. The
+per-operator host of V2-Lite's BF16 layer (H100: 0.68 ms forward, 1.00 ms backward) sits inside
+the spread of its own host_dispatch rows (0.62-0.70, 1.09-1.18 ms) about as well as the per-kernel
+one did (0.73, 1.07 ms): the twin's per-kernel host already charged V2-Lite more per real kernel,
+since its op list carries V3-slice's missing kernels (extra_kernels, 8 in the backward, where
+V2-Lite launches 1 beyond its named ops: 43 launches for 36 kernels, 29.6 us a real kernel, 1.19x
+V3-slice's). The H100's P90 rests on the BF16 backward at 1 x 4,096 (-15%), which the twin predicts
+GPU-bound (1.19 ms of kernels over ~1.0 ms of host) where it ran 1.41 ms: where in the op sequence
+the host time falls, not how much of it, and the FP8 backward at 1 x 4,096 (-22%, its own P10-P90
+4.6-7.2 ms).
 """
 
 from __future__ import annotations
@@ -368,6 +399,46 @@ def host_rates_of(hd: pd.DataFrame, gpu: str, radix: dict | None = None, profile
     return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
 
 
+# the layers whose host time the per-operator rule takes per dispatched aten operator (module docstring)
+PER_OP_LAYERS = ("mla_layer_fwd/bf16", "mla_layer_bwd/bf16")
+# Tested by s10mla on the committed records and NOT adopted: held-out MLA layers H100 median 3.1% ->
+# 5.2%, P90 15.2% -> 14.9%; H200 2.9% -> 3.6%, 9.3% -> 10.3% (and the H200's kernels-and-layers
+# P90 7.92% -> 7.97%). `python -m calibration.layer_gaps --per-op --update` writes the terms, to
+# repeat the test.
+ADOPT_HOST_PER_OP = False
+
+
+def _layer_rows(hd: pd.DataFrame) -> pd.DataFrame:
+    """host_dispatch rows of MoE / MLA layer calls with an operator count, keyed by `key`
+    ("<layer>_<phase>/<bf16|fp8>") and `model`."""
+    if "aten_ops" not in hd.columns:
+        return hd.iloc[0:0]
+    layer = hd["config"].astype(str).str.split(" ").str[0]
+    hd = hd[layer.isin(("mla_layer", "moe_layer")) & hd["phase"].isin(HOST_PHASES) & (hd["aten_ops"] > 0)]
+    return hd.assign(key=[f"{c.split(' ')[0]}_{ph}/{twin_precision(str(p))}"
+                          for c, ph, p in zip(hd["config"], hd["phase"], hd["precision"])])
+
+
+def aten_op_counts(hd: pd.DataFrame, keys=PER_OP_LAYERS) -> dict:
+    """{"<layer>_<phase>/<precision>/<model>": aten operators one call dispatches}: the CUDA counts
+    of the host_dispatch rows (every row of the configuration, any split: the count of a code path,
+    not a timing). A configuration whose rows disagree is left out (it would not be a property of
+    the configuration)."""
+    out = {}
+    for (key, model), g in _layer_rows(hd).groupby(["key", "model"]):
+        if key in keys and g["aten_ops"].nunique() == 1:
+            out[f"{key}/{model}"] = int(g["aten_ops"].iloc[0])
+    return dict(sorted(out.items()))
+
+
+def measured_host_s_per_op(hd: pd.DataFrame, keys=PER_OP_LAYERS) -> dict:
+    """{"<layer>_<phase>/<precision>": host seconds per dispatched aten operator}: the median over
+    the fitting split's host_dispatch rows of that layer, phase and precision of host_s / aten_ops."""
+    rows = _layer_rows(hd)
+    rows = rows[(rows["split"] == "fit") & (rows["host_s"] > 0)]
+    return {key: float((g["host_s"] / g["aten_ops"]).median()) for key, g in rows.groupby("key") if key in keys}
+
+
 # MasterAdamW.step's kernels (real/train.py), each matched by name in step_kernels.csv, and the
 # bytes per parameter it moves: grads upcast (read BF16, write FP32; an unvectorised casting copy),
 # the fused AdamW on the FP32 masters (reads p, g, m, v; writes p, m, v), the copy back to BF16
@@ -409,9 +480,11 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
     return {n: float(np.median(v)) for n, v in effs.items()} or None
 
 
-def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR,
+                per_op: bool = ADOPT_HOST_PER_OP) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
-    with the measured host time per kernel where host_dispatch.csv is committed."""
+    with the measured host time per kernel where host_dispatch.csv is committed (and, with
+    `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring)."""
     df = rec.load_records(gpu, root) if df is None else df
     base = dataclasses.replace(profile, eager={})
     counts = extra_kernel_counts(gpu, base, df, root)
@@ -419,10 +492,15 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
         return {}
     radix = radix_sort_kernels(gpu, root)
     host = measured_host_s(gpu, root, radix, base)
+    hd_path = Path(root) / gpu / "host_dispatch.csv"
+    hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame(columns=["config"])
+    per_op, op_counts = (measured_host_s_per_op(hd), aten_op_counts(hd)) if per_op else ({}, {})
     opt_eff = measured_optimizer_eff(gpu, root)
     copy_eff = measured_transpose_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix,
-            **({"host_s": host} if host else {}), **({"optimizer_eff": opt_eff} if opt_eff else {}),
+            **({"host_s": host} if host else {}),
+            **({"host_s_per_op": per_op, "aten_ops": op_counts} if per_op and op_counts else {}),
+            **({"optimizer_eff": opt_eff} if opt_eff else {}),
             **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
@@ -431,6 +509,8 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with kernels.csv)")
+    ap.add_argument("--per-op", action="store_true",
+                    help="include the per-operator host rule's terms (tested, not adopted: ADOPT_HOST_PER_OP)")
     ap.add_argument("--update", action="store_true",
                     help="write the measured eager terms into the committed profiles (twin/data/profiles)")
     args = ap.parse_args(argv)
@@ -441,7 +521,7 @@ def main(argv=None) -> int:
         data = json.loads(path.read_text())
         prof = profile_from_json(data)
         df = rec.load_records(gpu)
-        terms = eager_terms(gpu, prof, df)
+        terms = eager_terms(gpu, prof, df, per_op=args.per_op or ADOPT_HOST_PER_OP)
         new = dataclasses.replace(prof, eager=terms)
         print(f"{gpu}: {json.dumps(terms, indent=1)}")
         print(f"{'config':46} {'prec':6} {'meas ms':>8} {'kern ms':>8} {'idle ms':>8} {'calls':>5} {'named':>5} "

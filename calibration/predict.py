@@ -155,12 +155,17 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
 
 
 def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
-                  split_weight_grads: bool = False) -> tuple["Eager", "Eager"]:
+                  split_weight_grads: bool = False, grad: bool = True) -> tuple["Eager", "Eager"]:
     """real/'s MLA layer forward and backward as it runs eagerly: the named ops (_mla_ops) and the
-    kernels they launch beyond those (Eager.missing_kernels)."""
+    kernels they launch beyond those (Eager.missing_kernels); under autograd (`grad`; False for a
+    no-grad forward: prefill, decode) the host time per dispatched operator where the profile holds
+    it (Eager.host_per_op)."""
     f, b = _mla_ops(spec, batch, seq, label, gpu, profile, split_weight_grads)
     f.missing_kernels("mla_layer_fwd", label)
     b.missing_kernels("mla_layer_bwd", label)
+    if grad:
+        f.host_per_op("mla_layer_fwd", label, spec.name)
+        b.host_per_op("mla_layer_bwd", label, spec.name)
     return f, b
 
 
@@ -196,6 +201,12 @@ class FixedHost(tuple):
     """An eager op (host_s, gpu_s) whose host time was measured for that very call (a collective:
     calibration.parallel_blocks), kept as it is where Eager.use_eager_host gives every other op
     the layer's measured host dispatch per kernel."""
+
+
+class PerOpHost(tuple):
+    """An eager op (host_s, gpu_s) whose host time is its layer's share of the host time per
+    dispatched aten operator times the operators the layer dispatches (Eager.host_per_op), kept as
+    it is where Eager.use_eager_host gives every other op the host time per kernel."""
 
 
 class NoGradHost(tuple):
@@ -335,6 +346,27 @@ class Eager:
         self.ops = out
         self._count("launch", n * self.profile.launch_s, w=False)
 
+    def host_per_op(self, layer_bench: str, label: str, model: str) -> bool:
+        """Where the profile holds a host time per dispatched aten operator for this layer,
+        direction and precision and the operators `model`'s layer dispatches (Profile.eager
+        host_s_per_op, aten_ops: calibration.layer_gaps), the layer's host time is their product,
+        spread evenly over its dispatched launches (ops and w_ops; synchronisations, kernels launched
+        inside another op's dispatch (host 0.0) and ops with their own measured host time kept):
+        PerOpHost. False (nothing changed) where either is missing."""
+        eager = self.profile.eager or {}
+        key = f"{layer_bench}/{twin_precision(label)}"
+        rate, n = eager.get("host_s_per_op", {}).get(key), eager.get("aten_ops", {}).get(f"{key}/{model}")
+        if rate is None or n is None:
+            return False
+        spots = [(ops, i) for ops in (self.ops, self.w_ops) for i, op in enumerate(ops)
+                 if op[0] and not isinstance(op, FixedHost)]
+        if not spots:
+            return False
+        each = float(rate) * float(n) / len(spots)
+        for ops, i in spots:
+            ops[i] = PerOpHost((each, ops[i][1]))
+        return True
+
     def use_eager_host(self, direction: str) -> float | None:
         """Where the profile holds a measured host dispatch time per launched kernel of eager
         forward or autograd backward work (Profile.eager["host_s"], from host_dispatch.csv,
@@ -347,7 +379,7 @@ class Eager:
                 # kept: a synchronisation (None), a kernel launched inside another op's dispatch
                 # (0.0), an op with its own measured host time (FixedHost); an op inside an
                 # autograd.Function dispatches at the no-grad rate where it is measured (NoGradHost)
-                if not op[0] or isinstance(op, FixedHost):
+                if not op[0] or isinstance(op, (FixedHost, PerOpHost)):
                     return op
                 if isinstance(op, NoGradHost) and nograd is not None:
                     return NoGradHost((float(nograd), op[1]))

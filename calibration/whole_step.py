@@ -108,7 +108,7 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     T, D = B * S, spec.hidden_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     _rmsnorm(f, T, D)
-    mf, mb = mla_layer_ops(spec, B, S, label, gpu, profile, split_weight_grads)
+    mf, mb = mla_layer_ops(spec, B, S, label, gpu, profile, split_weight_grads, grad=training)
     f.extend(mf)
     f.mem(3 * T * D * BF16_BYTES)                     # residual add
     _rmsnorm(f, T, D)

@@ -221,3 +221,84 @@ def test_mla_records_sit_beside_their_host_rows(gpu_state):
     for r in rows:
         assert r["predicted_s"] >= r["twin_gpu_s"] * (1 - 1e-9)
         assert r["kernels"] > 0 and r["host_s"] > 0 and r["twin_ops"] >= r["kernels"] * 0.9
+
+
+def test_aten_operator_counts_are_cuda_counts_of_each_configuration(tmp_path):
+    """The operators one layer call dispatches, per direction and model: the host_dispatch rows'
+    CUDA counts (any split: a property of the code path); a configuration whose rows disagree is
+    left out."""
+    hd = pd.DataFrame([("mla_layer v2-lite-slice b1 s1024", "fwd", "bf16", "v2-lite-slice", "holdout", 54, 6e-4),
+                       ("mla_layer v2-lite-slice b4 s4096", "fwd", "bf16", "v2-lite-slice", "holdout", 54, 7e-4),
+                       ("mla_layer v3-slice-1l b1 s1024", "fwd", "bf16", "v3-slice-1l", "fit", 60, 7.5e-4),
+                       ("mla_layer v3-slice-1l b1 s1024", "bwd", "bf16", "v3-slice-1l", "fit", 83, 1.1e-3),
+                       ("mla_layer v3-slice-1l b4 s4096", "bwd", "bf16", "v3-slice-1l", "fit", 84, 1.2e-3),
+                       ("mla_layer v3-slice-1l b1 s1024", "fwd", "fp8-blockwise", "v3-slice-1l", "fit", 197, 2e-3)],
+                      columns=["config", "phase", "precision", "model", "split", "aten_ops", "host_s"])
+    assert lg.aten_op_counts(hd) == {"mla_layer_fwd/bf16/v2-lite-slice": 54, "mla_layer_fwd/bf16/v3-slice-1l": 60}
+    # the rates: fitting rows only, host seconds over operators
+    assert lg.measured_host_s_per_op(hd) == {"mla_layer_fwd/bf16": pytest.approx(7.5e-4 / 60),
+                                             "mla_layer_bwd/bf16": pytest.approx((1.1e-3 / 83 + 1.2e-3 / 84) / 2)}
+
+
+def test_committed_cuda_counts_are_those_of_both_gpus():
+    counts = {gpu: lg.aten_op_counts(pd.read_csv(rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv"))
+              for gpu in ("h100", "h200")}
+    assert counts["h100"] == counts["h200"]
+    # V2-Lite's MLA has no query LoRA: fewer operators than V3-slice's, more of them per kernel
+    assert counts["h100"]["mla_layer_bwd/bf16/v2-lite-slice"] < counts["h100"]["mla_layer_bwd/bf16/v3-slice-1l"]
+
+
+def test_host_per_operator_sets_a_bf16_mla_layers_host_time():
+    """With Profile.eager host_s_per_op and aten_ops, a BF16 MLA layer's host time is their product,
+    spread over its dispatched launches; a whole step's per-kernel host leaves it; FP8 layers and
+    profiles without the terms keep the per-kernel host."""
+    from calibration.predict import PerOpHost, gpu_spec, mla_layer_ops
+    from twin.core.specs import get_model
+    prof = _rates_profile("h100", 3e-5, 5e-5, 1e-5)
+    spec, g = get_model("v2-lite-slice"), gpu_spec("h100")
+    per_op = dataclasses.replace(prof, eager={**prof.eager, "host_s_per_op": {"mla_layer_fwd/bf16": 1e-5,
+                                                                              "mla_layer_bwd/bf16": 2e-5},
+                                              "aten_ops": {"mla_layer_fwd/bf16/v2-lite-slice": 54,
+                                                           "mla_layer_bwd/bf16/v2-lite-slice": 73}})
+    f, b = mla_layer_ops(spec, 1, 1024, "bf16", g, per_op)
+    assert sum(h for h, _ in f.ops if h) == pytest.approx(54 * 1e-5)
+    assert sum(h for h, _ in b.ops if h) == pytest.approx(73 * 2e-5)
+    assert all(isinstance(op, PerOpHost) for op in f.ops if op[0])
+    f.use_eager_host("fwd")
+    assert sum(h for h, _ in f.ops if h) == pytest.approx(54 * 1e-5)
+    f0, _ = mla_layer_ops(spec, 1, 1024, "bf16", g, prof)
+    assert [gs for _, gs in f.ops] == [gs for _, gs in f0.ops]
+    assert {h for h, _ in f0.ops if h} == {3e-5}
+    f8, _ = mla_layer_ops(spec, 1, 1024, "fp8-blockwise", g, per_op)
+    assert not any(isinstance(op, PerOpHost) for op in f8.ops)
+
+
+def test_the_committed_profiles_leave_the_per_operator_rule_out(gpu_state):
+    """s10mla tested the rule on the held-out records and did not adopt it (calibration.layer_gaps
+    ADOPT_HOST_PER_OP): the committed profiles hold the per-kernel host terms only, as eager_terms
+    writes them."""
+    gpu, prof, df = gpu_state
+    assert "host_s_per_op" not in prof.eager and "host_s_per_op" not in lg.eager_terms(gpu, prof, df)
+    assert "host_s_per_op" in lg.eager_terms(gpu, prof, df, per_op=True)
+
+
+def test_mla_timeline_summary_places_the_longest_kernel_on_the_host_axis(tmp_path):
+    from calibration import mla_timeline as mt
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 100.0, "dur": 50.0},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 120.0, "dur": 5.0, "args": {"correlation": 1}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 300.0, "dur": 5.0, "args": {"correlation": 2}},
+        {"ph": "X", "cat": "kernel", "name": "small", "ts": 130.0, "dur": 10.0, "args": {"correlation": 1}},
+        {"ph": "X", "cat": "kernel", "name": "attention", "ts": 310.0, "dur": 400.0, "args": {"correlation": 2}}]}
+    s = mt.summarize(trace)
+    assert s["longest_kernel"] == "attention" and s["longest_gpu_s"] == pytest.approx(400e-6)
+    assert s["longest_launched_s"] == pytest.approx(200e-6) and s["longest_start_s"] == pytest.approx(210e-6)
+    assert s["gpu_busy_s"] == pytest.approx(410e-6) and s["gpu_end_s"] == pytest.approx(610e-6)
+    assert s["host_span_s"] == pytest.approx(205e-6) and s["busy_before_longest_s"] == pytest.approx(10e-6)
+    # a CPU dry run's trace has no kernels: host figures only
+    cpu = mt.summarize({"traceEvents": trace["traceEvents"][:1]})
+    assert cpu["kernels"] == 0 and cpu["gpu_busy_s"] is None
+    (tmp_path / "t.json").write_text(json.dumps(trace))
+    (tmp_path / "mla_timeline.csv").write_text("model,batch,seq_len,phase,time_s,trace\nm,1,64,bwd,0.0007,t.json\n")
+    assert mt.summarize_folder(tmp_path)[0]["longest_kernel"] == "attention"
+    assert mt.main([str(tmp_path)]) == 0

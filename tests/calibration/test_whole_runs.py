@@ -53,7 +53,15 @@ def _kind_summary(gpu: str, kind: str):
 # 9.4% / 22.5% on its median round against the profile's 9.7% / 23.0%, the host-bound records
 # spreading 1.5-1.9x over 8 rounds alone on the machine: host noise faster than a record lasts;
 # the quiet rounds' host time follows aten ops rather than kernels, the V2-Lite BF16 backward
-# 1.15x V3's per kernel, 1.04x per op). Decode met on the H100 since
+# 1.15x V3's per kernel, 1.04x per op). s10mla took the host time per dispatched aten operator for
+# BF16 MLA layers (rates from the fitting split's BF16 MLA host_dispatch rows, each configuration's
+# CUDA operator count; real/bench/aten_count.py counts them off CUDA too), under a rule stated
+# before the held-out figures: H100 3.1% / 15.2% -> 5.2% / 14.9%, H200 2.9% / 9.3% -> 3.6% / 10.3%,
+# so it is not adopted (calibration.layer_gaps ADOPT_HOST_PER_OP): the twin's per-kernel host
+# already charged V2-Lite's layer 1.19x V3's per real kernel (its op list carries V3-slice's
+# missing kernels), and the -15% backward at 1 x 4,096 is predicted GPU-bound (1.19 ms of kernels
+# over ~1.0 ms of host) where it ran 1.41 ms: where the host time falls in the op sequence, not
+# how much of it. Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its
