@@ -44,6 +44,7 @@ from real.bench.records import ENV_COLS, PIPELINE_OPS_COLS, PIPELINE_STEP_COLS, 
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
+from real.serve.hostpin import PIN_MODES, apply_pin
 from real.pipeline.engine import PipelineRunner, StepTimeline, build_mesh, flow_orders, on_shared_axis
 from real.telemetry import Telemetry
 from twin.core.schedules import build_schedule
@@ -153,6 +154,8 @@ def start_ranks(args):
         torch.cuda.set_device(dev)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    # the main thread's CPUs (real/serve/hostpin.py), before the process group, whose threads inherit them
+    pinned = apply_pin(args.pin, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), local_rank if cuda else None)
     # a rank that dies (out of memory) makes the others fail within a minute, not hang to the timeout
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
     tel = Telemetry(local_rank)
@@ -160,6 +163,9 @@ def start_ranks(args):
     env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
     env["num_gpus"] = dist.get_world_size()
     env["config"] = vars(args) | {"out": str(args.out)}
+    every_rank: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every_rank, pinned if args.pin != "none" else [])
+    env["pinned_cpus_by_rank"] = every_rank
     return dev, cuda, dist.get_rank(), dist.get_world_size(), tel, env
 
 
@@ -187,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=120.0, help="no configuration starts after this")
     ap.add_argument("--append", action="store_true", help="add rows to existing CSVs in --out")
     ap.add_argument("--sgd-lr", type=float, default=None, help="add a plain SGD update to each step")
+    ap.add_argument("--pin", default="none", choices=PIN_MODES,
+                    help="CPU pinning of each rank's main thread (real/serve/hostpin.py; default: none)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
