@@ -189,7 +189,20 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
     launch over the fitting split, stage 1's at ~28.8) and, where the schedule keeps the bubble ~0
     (DualPipe), the slower rank's host sets the pace and the other waits, which one set of rates
     for all ranks cannot show. A different run's probe says nothing of this run's processes, so
-    folders without the bench's marks keep one set for all ranks."""
+    folders without the bench's marks keep one set for all ranks.
+    What it did (s10pp, 4xH100 s9ep records): ranks beyond 10% of their measured idle 11 -> 8 of
+    48, held-out split 4 -> 4 of 16 (DualPipe stage 1 at 8 micro-batches 0.4 -> 4.0 ms against
+    8.7; 1F1B stage 1 at 8 44.6 -> 44.8 against 51.9); 2xH100 0 of 30 before and after. It does
+    not predict the held-out idle, and the records say why: (1) the per-rank difference it uses
+    follows the stage and the schedule, not the GPU (rank 1's rates come only from DualPipe(V)
+    ops, 1F1B / ZB1P's stage 1 never issues level with its GPU; over the fitting split the
+    embedding stage's forwards solve to 30-36 us a launch, the other stages' to 26.5-28.5; within
+    DualPipe's own fitting configurations rank 1 is the slower, 30.8 against 29.9 us); (2) the
+    slower DualPipe rank flips between configurations (at 4 micro-batches GPUs 0 / 2, at 16 GPUs
+    1 / 3) and between the repetitions of one (at 8 GPU 1 idles 8.8, 2.4, 13.9 ms in its three
+    steps), host noise of up to
+    ~3% of a rank's compute, above the 1%-of-step floor the idle is judged against;
+    real/campaigns/s10pp.sh measures that spread over more steps and with pinned host threads."""
     if not bench_host_marks(Path(folder)):
         return None
     h = host_marks(Path(folder))

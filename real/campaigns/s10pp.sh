@@ -5,9 +5,9 @@
 # target where a rank's idle is set by the host's pace of the other rank: DualPipe (bubble ~0 by
 # design) idles stage 1 at 4 and 8 micro-batches (4.7 / 8.7 ms) and stage 0 at 16 (33.6 ms), the
 # slower rank flipping between configurations and, within one, between repetitions (8 micro-
-# batches: stage 1 idles 8.8, 2.4, 13.9 ms in its three steps; 16: stage 0 33.5, 15.2, 38.1); ZB1P
+# batches: stage 1 idles 8.8, 2.4, 13.9 ms in its three steps; 16: stage 0 33.6, 15.2, 38.1); ZB1P
 # stage 0 at 16 idles 309.6 / 357.2 / 311.9 ms (its host-paced forwards sum 283 / 242 / 257 ms);
-# 1F1B stage 1 at 8 waits for stage 0's first forward, 22.1 / 21.9 / 19.1 ms where the same op ran
+# 1F1B stage 1 at 8 waits for stage 0's first forward, 21.9 / 22.1 / 19.1 ms where the same op ran
 # 17-19 ms at 16 micro-batches. Per-rank host rates from the fitting split (calibration.pipeline.
 # measured_host_by_rank) move DualPipe's held-out stage-1 idle from 0.4 to 4.0 ms, not to 8.7, and
 # on the fitting split the per-rank differences follow the stage and schedule (the embedding

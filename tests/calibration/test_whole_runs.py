@@ -79,7 +79,9 @@ MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step"), ("h100", 2): ("pip
 # issue marks of its timed steps: the rates come from the fitting split of the same run
 # (calibration.pipeline.host_marks) and only the held-out split is judged (2xH100: EP2 at 2
 # micro-batches +0.8% (all three steps: median 0.9%, P90 2.1%), PP2 at 8 median 0.6%, P90 0.8%;
-# 4xH100 PP2 x EP2 at 8 median 0.9%, P90 1.8%). A second run on the same host 2 min later
+# 4xH100 PP2 x EP2 at 8 median 0.9%, P90 1.8%; with each pipeline rank's own host rates since s10pp,
+# calibration.pipeline.measured_host_by_rank: 4xH100 median 0.6%, P90 1.9%, 2xH100 PP2 median 0.7%,
+# P90 0.8%). A second run on the same host 2 min later
 # (h100x2/s9ep_round2/run2) predicts alike (EP2 median 0.4%, P90 0.8%; PP2 within 1%).
 MULTI_NOT_MET: dict = {}
 
@@ -156,11 +158,13 @@ IDLE_NOT_MET = {
     ("h200", 2): "not met: 2 of 30 ranks beyond 10% (DualPipeV rank 1 at 4 micro-batches: twin 39.0 vs measured "
                  "35.4 ms; DualPipe rank 0 at 4: 0.2 vs 3.8 ms; the s7pipe probe re-measured both configurations at "
                  "39.5 and 0.7 ms; issue 13 open)",
-    ("h100", 4): "not met: 11 of 48 GPUs beyond 10% (s9ep records, 12:06 UTC; DualPipe's ranks, whose bubble is "
-                 "~0 by design, wait on each other's host-paced forwards, the slower rank flipping between "
-                 "configurations: stage 1 at 4 and 8 twin 0.2 / 0.4 vs 4.7 / 8.7 ms, stage 0 at 16 0.6 vs 33.6 ms; "
-                 "1F1B stage 1 at 8: 44.6 vs 51.9 ms; ZB1P stage 0 at 16: 355.4 vs 312.0 ms; DualPipeV GPU 3 at 4: "
-                 "43.4 vs 48.2 ms; issue 13 open)",
+    ("h100", 4): "not met: 8 of 48 GPUs beyond 10%, held-out split 4 of 16 (s9ep records, 12:06 UTC; per-rank "
+                 "host rates from the fitting split since s10pp, was 11 of 48; DualPipe's ranks, whose bubble is ~0 "
+                 "by design, wait on each other's host-paced forwards, the slower rank flipping between "
+                 "configurations and repetitions: stage 1 at 8 twin 4.0 vs 8.7 ms (its 3 steps 8.8 / 2.4 / 13.9), "
+                 "stage 0 at 16 0.1 vs 33.6 ms (33.6 / 15.2 / 38.1); 1F1B stage 1 at 8: 44.8 vs 51.9 ms, its wait "
+                 "for stage 0's first forward 21.9 / 22.1 / 19.1 ms where the twin issues it in 17.2; ZB1P stage 0 "
+                 "at 16: 349.0 vs 312.0 ms (309.6 / 357.2 / 311.9); issue 13 open)",
 }
 
 
@@ -610,3 +614,41 @@ def test_only_the_held_out_split_is_held_out_where_the_bench_marked_the_host(tmp
     assert pipe.bench_host_marks(folder)
     held = {c["name"].split()[5]: c["held_out"] for c in validate(tmp_path)["cases"] if c["kind"] == "pipeline_step"}
     assert held == {"n4": False, "n8": True}
+
+
+def test_each_pipeline_rank_takes_its_own_host_rate_from_the_fitting_split(tmp_path):
+    """s10pp: where the bench marked the host in its timed steps, each pipeline rank's host rates
+    come from its own GPUs' fitting-split ops (global rank % pp), the rest pooled; a folder with
+    only a probe of another run gets none. Rank 1 issuing its forwards at twice rank 0's interval
+    solves to twice the rate, and a rank's own rate paces that rank's ops alone."""
+    from calibration.predict import gpu_spec
+    from twin.costs.profile import fitted_profile
+    prof, spec = fitted_profile("h100"), gpu_spec("h100")
+    folder = tmp_path / "h100x2"
+    fx.write(folder, [fx.config("1f1b", n=4)])
+    ops = pd.read_csv(folder / "pipeline_ops.csv")
+
+    def marked(rank1_factor):
+        # issued level with the GPU (a clean op), the host's interval the op's span (x the factor on rank 1)
+        k = np.where(ops["rank"] == 1, rank1_factor, 1.0)
+        ops.assign(host_start_s=ops["start_s"], host_end_s=ops["start_s"] + k * (ops["end_s"] - ops["start_s"]),
+                   split="fit").to_csv(folder / "pipeline_ops.csv", index=False)
+        return pipe.measured_host_by_rank(folder, "h100", prof)
+    even, by_rank = marked(1.0), marked(2.0)
+    assert set(by_rank) == {0, 1}
+    assert by_rank[0]["fwd"] == pytest.approx(even[0]["fwd"])
+    assert by_rank[1]["fwd"] == pytest.approx(2 * even[1]["fwd"])
+    assert "device_gap" not in by_rank[1] or by_rank[1]["device_gap"] == pipe.measured_host_s(folder, "h100", prof)["device_gap"]
+    ops = pd.read_csv(folder / "pipeline_ops.csv")
+    ops.drop(columns="split").to_csv(folder / "pipeline_ops.csv", index=False)     # no bench marks: the probe's
+    assert pipe.measured_host_by_rank(folder, "h100", prof) is None
+    # a slow host on rank 1 alone: rank 1's forwards take longer, rank 0's first forward does not move
+    row = pd.Series(fx.config("1f1b", n=4))
+    host = {"fwd": 1e-6, "bwd": 1e-6}
+    base = pipe.simulate_row(row, spec, prof, host=host)[0]
+    mixed = pipe.simulate_row(row, spec, prof, host=host, host_by_rank={0: host, 1: {**host, "fwd": 1e-3}})[0]
+
+    def f_spans(result, rank):
+        return [e - s for r, label, s, e in result.op_spans if r == rank and label.startswith("F")]
+    assert f_spans(mixed, 0)[0] == pytest.approx(f_spans(base, 0)[0])
+    assert min(f_spans(mixed, 1)) > 2 * max(f_spans(base, 1))
