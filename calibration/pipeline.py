@@ -711,6 +711,14 @@ def _sgd_lr(row) -> float | None:
 def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:
     """Per rank: median over repetitions of (step span - the rank's compute-op seconds), from
     pipeline_ops rows of one configuration."""
+    return {r: float(np.median(v)) for r, v in measured_idle_by_rep_s(ops).items()}
+
+
+def measured_idle_by_rep_s(ops: pd.DataFrame) -> dict[int, list[float]]:
+    """Per rank: (step span - the rank's compute-op seconds) of each repetition, in rep order. Its
+    spread is the idle's own noise: a rank whose idle is another rank's host-paced work moves with
+    that host (s10pp, 4xH100: DualPipe's GPU 1 at 8 micro-batches idles 8.8, 2.4, 13.9 ms in its
+    three steps)."""
     ops = ops[ops["kind"].isin(SCHEDULE_KINDS)]
     per_rank: dict[int, list[float]] = {}
     for _, rep in ops.groupby("rep"):
@@ -719,7 +727,7 @@ def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:
         for rank in sorted(rep["rank"].unique()):
             mine = comp[comp["rank"] == rank]
             per_rank.setdefault(int(rank), []).append(span - float((mine["end_s"] - mine["start_s"]).sum()))
-    return {r: float(np.median(v)) for r, v in per_rank.items()}
+    return per_rank
 
 
 CONFIG_KEYS = ("model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision")
@@ -758,10 +766,12 @@ def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
             continue
         result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host, host_by_rank)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
-        idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
+        idle_reps = measured_idle_by_rep_s(meas_ops) if not meas_ops.empty else {}
+        idle_meas = {r: float(np.median(v)) for r, v in idle_reps.items()}
         kern = ops_of(row, kernels) if not kernels.empty else kernels
         cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]), "measured_kernels": kern,
                       "idle_simulated_s": list(result.idle_s), "idle_measured_s": idle_meas,
+                      "idle_measured_by_rep_s": idle_reps,
                       "makespan_s": result.makespan_s, "op_spans": [list(s) for s in result.op_spans],
                       "measured_ops": meas_ops, "detail": detail})
     return cases

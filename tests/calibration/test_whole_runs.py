@@ -190,7 +190,9 @@ def idle_misses(pipes: list[dict]) -> list[str]:
             # PP2 x EP2 its two stages once for both replicas)
             sim = p["idle_simulated_s"][int(r) % p["pp"]]
             if abs(sim - meas) > max(IDLE_TOL * meas, IDLE_FLOOR_OF_STEP * p["measured_s"]):
-                misses.append(f"{p['name']} rank {r}: twin {sim * 1e3:.1f} ms, measured {meas * 1e3:.1f} ms")
+                steps = p.get("idle_measured_by_rep_s", {}).get(r, [])
+                spread = f" (its steps {min(steps) * 1e3:.1f}-{max(steps) * 1e3:.1f})" if steps else ""
+                misses.append(f"{p['name']} rank {r}: twin {sim * 1e3:.1f} ms, measured {meas * 1e3:.1f} ms{spread}")
     return misses
 
 
@@ -221,6 +223,11 @@ def test_measured_idle_is_span_minus_compute_per_rank():
                         (0, 1, "W", 6.0, 7.0), (0, 1, "optimizer", 10.0, 20.0)],
                        columns=["rep", "rank", "kind", "start_s", "end_s"])
     assert pipe.measured_idle_s(ops) == {0: 4.0, 1: 5.0}
+    # a second repetition, rank 1 computing 2 more: the median of each rank's idle over the steps
+    again = ops.assign(rep=1, end_s=np.where((ops["rank"] == 1) & (ops["kind"] == "W"), 9.0, ops["end_s"]))
+    both = pd.concat([ops, again])
+    assert pipe.measured_idle_by_rep_s(both) == {0: [4.0, 4.0], 1: [5.0, 3.0]}
+    assert pipe.measured_idle_s(both) == {0: 4.0, 1: 4.0}
 
 
 def test_stage_layers_cut_in_order_as_evenly_as_possible():
