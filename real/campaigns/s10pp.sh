@@ -12,13 +12,21 @@
 # measured_host_by_rank) move DualPipe's held-out stage-1 idle from 0.4 to 4.0 ms, not to 8.7, and
 # on the fitting split the per-rank differences follow the stage and schedule (the embedding
 # stage's forwards ~30-36 us a launch, the others ~26-28), not the rank.
+# Yet the slower DualPipe rank at each count is the same in the two committed 4xH100 runs (s8ppep
+# 09:00 UTC and s9ep 12:06 UTC: GPUs 1/3 idle at 4 and 8 micro-batches, 3.8 / 4.7 and 9.3 / 8.7
+# ms, GPUs 0/2 at 16, 8.2 / 33.6), and the runs feed the same tokens (seed 1 + dp rank) through the
+# same weights (seed 0): the counts split the micro-batches between DualPipe's two directions
+# differently, so a routing imbalance that follows the data would repeat run after run.
 # What it decides, on 5 timed steps a configuration (the committed had 3):
 #   unpinned  (as s9ep: the OS places each rank's main thread) the same 12 configurations: whether
 #             the per-rank idle's spread over repetitions exceeds the 10% target (then the target
 #             on a rank whose idle is another rank's host noise is set by noise, and no per-rank
 #             input of the twin can meet it), whether DualPipe's slower rank is the same as in the
-#             s9ep run at each micro-batch count (a property of the rank, then modelled per rank)
-#             or not (a property of the run);
+#             s9ep and s8ppep runs at each micro-batch count (a property of the configuration,
+#             then modelled per rank) or not (a property of the run); and, from the routing loads
+#             the bench now records (pipeline_routing.csv: each rank's routed tokens per MoE gate
+#             and expert in a step), whether the slower rank is the one whose EP pair carries the
+#             more loaded experts (the twin takes balanced loads);
 #   pinned    DualPipe and 1F1B at the held-out 8 micro-batches again, 8 timed steps, each rank's
 #             main thread pinned to its own quarter of the CPUs (--pin numa; real/serve/hostpin.py):
 #             whether the spread of the host-paced forwards (and the idle it makes) shrinks when
@@ -34,7 +42,8 @@
 # written per configuration (a part cut short keeps what it measured), --budget-s stops new
 # configurations before the timeout. Model and shapes as s9ep.sh: v2-lite-slice, 8 layers, seq
 # 4096, one sequence per micro-batch, BF16. Every step row carries GPU name, clocks, torch / CUDA /
-# NCCL versions, num_gpus and split; every op row its stream and host marks and split;
+# NCCL versions, num_gpus and split; every op row its stream and host marks and split; the
+# routing loads in pipeline_routing.csv;
 # env_pipeline_pp2ep2.json (with each rank's pinned CPUs) beside them.
 # Env: PY (python3), S10PP_ARGS (appended to every run; "--tiny ..." for the CPU dry run on gloo
 # ranks), S10PP_NPROC (4: the ranks of the CPU dry run), S10PP_TIMEOUT_SCALE (1: the CPU dry run's

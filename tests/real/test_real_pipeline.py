@@ -238,8 +238,8 @@ def test_s9ep_campaign_script_cpu_dry_run(tmp_path):
 def test_s10pp_campaign_script_cpu_dry_run(tmp_path):
     """real/campaigns/s10pp.sh's two 4-GPU parts (PP2 x EP2 unpinned, then with each rank's main
     thread pinned) on four gloo ranks, tiny model, DualPipe at one count: step and op rows with
-    their split and host marks in each part's folder, each rank's pinned CPUs in the pinned
-    part's environment record (none in the unpinned one)."""
+    their split and host marks in each part's folder, the routing loads of every rank's gates,
+    each rank's pinned CPUs in the pinned part's environment record (none in the unpinned one)."""
     import csv
     import json
     import os
@@ -268,3 +268,14 @@ def test_s10pp_campaign_script_cpu_dry_run(tmp_path):
         assert all(0 <= float(o["host_start_s"]) <= float(o["host_end_s"]) for o in ops)
         pinned = json.loads((d / folder / "env_pipeline_pp2ep2.json").read_text())["pinned_cpus_by_rank"]
         assert len(pinned) == 4 and all(bool(p) == (part == "pinned") for p in pinned)
+        # the routing loads: every rank's tokens per MoE gate and expert in a step; DualPipe's two
+        # chunks each carry half the micro-batches, each token to top_k experts
+        with open(d / folder / "pipeline_routing.csv", newline="") as f:
+            routing = list(csv.DictReader(f))
+        sums: dict = {}
+        for r in routing:
+            key = (r["rank"], r["chunk"], r["layer"])
+            sums[key] = sums.get(key, 0.0) + float(r["tokens_per_step"])
+        tokens_per_chunk = 4 // 2 * 2 * 16 * 2          # micro-batches x sequences x seq len x top_k (tiny)
+        assert {k[0] for k in sums} == {"0", "1", "2", "3"} and {k[1] for k in sums} == {"0", "1"}
+        assert set(sums.values()) == {tokens_per_chunk}
