@@ -645,7 +645,8 @@ def test_each_pipeline_rank_takes_its_own_host_rate_from_the_fitting_split(tmp_p
     assert set(by_rank) == {0, 1}
     assert by_rank[0]["fwd"] == pytest.approx(even[0]["fwd"])
     assert by_rank[1]["fwd"] == pytest.approx(2 * even[1]["fwd"])
-    assert "device_gap" not in by_rank[1] or by_rank[1]["device_gap"] == pipe.measured_host_s(folder, "h100", prof)["device_gap"]
+    gap = pipe.measured_host_s(folder, "h100", prof).get("device_gap")
+    assert by_rank[0].get("device_gap") == by_rank[1].get("device_gap") == gap     # a GPU figure: pooled
     ops = pd.read_csv(folder / "pipeline_ops.csv")
     ops.drop(columns="split").to_csv(folder / "pipeline_ops.csv", index=False)     # no bench marks: the probe's
     assert pipe.measured_host_by_rank(folder, "h100", prof) is None
