@@ -37,8 +37,8 @@
 #   unpinned  PP2 x EP2 under dualpipe, 1f1b, zb1p, dualpipev at 4, 8, 16 (8 held out)  -> OUTDIR/s10pp/x4/
 #   pinned    PP2 x EP2 under dualpipe, 1f1b at 8 (held out), --pin numa              -> OUTDIR/s10pp/x4_pinned/
 # Budget: <= 120 s of the 4-GPU host (unpinned ~75 s: 12 configurations x 2 warm-up + 5 timed
-# steps, 0.25-1.13 s a step, ~12 s of set-up between them, ~12 s start; pinned ~27 s: 2 x 10
-# steps of ~0.5 s), each part under `timeout` (80 + 30 s), rows
+# steps, 0.25-1.13 s a step, ~12 s of set-up between them, ~12 s start; pinned ~30 s: 2 x 10
+# steps of ~0.5 s), each part under `timeout` (80 + 34 s), rows
 # written per configuration (a part cut short keeps what it measured), --budget-s stops new
 # configurations before the timeout. Model and shapes as s9ep.sh: v2-lite-slice, 8 layers, seq
 # 4096, one sequence per micro-batch, BF16. Every step row carries GPU name, clocks, torch / CUDA /
@@ -82,8 +82,8 @@ run() {  # run NAME TIMEOUT_S OUT ARGS...: one torchrun of real.pipeline on 4 ra
 if [ "$ngpu" -ge 4 ]; then
   [ -z "$extra" ] && export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1,2,3}
   run unpinned 80 "$root/x4" --schedules dualpipe,1f1b,zb1p,dualpipev --reps-min 5 --reps-max 5 --budget-s 56
-  run pinned 30 "$root/x4_pinned" --schedules dualpipe,1f1b --microbatches 8 --reps-min 8 --reps-max 8 \
-    --budget-s 12 --pin numa
+  run pinned 34 "$root/x4_pinned" --schedules dualpipe,1f1b --microbatches 8 --reps-min 8 --reps-max 8 \
+    --budget-s 17 --pin numa
 else
   echo "s10pp: $ngpu GPUs, needs 4: nothing run" | tee -a "$log"
 fi
