@@ -201,8 +201,10 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
     slower DualPipe rank flips between configurations (at 4 micro-batches GPUs 0 / 2, at 16 GPUs
     1 / 3) and between the repetitions of one (at 8 GPU 1 idles 8.8, 2.4, 13.9 ms in its three
     steps), host noise of up to
-    ~3% of a rank's compute, above the 1%-of-step floor the idle is judged against;
-    real/campaigns/s10pp.sh measures that spread over more steps and with pinned host threads."""
+    ~3% of a rank's compute, above the 1%-of-step floor the idle is judged against. A fresh run of
+    the same tokens and weights (real/campaigns/s10pp.sh, h100x4/s10pp_20261126_1439) idled the
+    other DualPipe GPUs at 4 and at 16 micro-batches than the s8ppep and s9ep runs, and a GPU's
+    idle spread 0.6-23.6 ms over its 5 steps at 8: which rank waits is a property of the run."""
     if not bench_host_marks(Path(folder)):
         return None
     h = host_marks(Path(folder))

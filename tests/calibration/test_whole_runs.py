@@ -166,7 +166,9 @@ IDLE_NOT_MET = {
                  "for stage 0's first forward 21.9 / 22.1 / 19.1 ms where the twin issues it in 17.2; ZB1P stage 0 "
                  "at 16: 349.0 vs 312.0 ms (309.6 / 357.2 / 311.9). The s8ppep run of 09:00 (h100x4/s8ppep_20261126_0900, "
                  "kept out of validation) met those two (1F1B 45.3 vs 46.1, ZB1P 360.0 vs 339.6 ms) and idled DualPipe's "
-                 "same GPUs at each count (1/3 at 4 and 8, 0/2 at 16): real/campaigns/s10pp.sh; issue 13 open)",
+                 "same GPUs at each count (1/3 at 4 and 8, 0/2 at 16); the s10pp run of 14:39 (h100x4/s10pp_20261126_1439, "
+                 "same tokens and weights, 5 steps) idled the other GPUs at 4 and 16, a DualPipe GPU's idle spreading "
+                 "0.6-23.6 ms over its steps at 8: which rank waits is a property of the run; issue 13 open)",
 }
 
 
