@@ -174,6 +174,56 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     h = host_marks(Path(folder))
     if h is None:
         return None
+    return host_rates(h, Path(folder), gpu, profile, accumulate)
+
+
+def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
+    """{pipeline rank: host rates (measured_host_s's directions)} from the bench's own timed steps
+    of a folder (bench_host_marks; None otherwise, e.g. the s7pipe probe of another run). The rule
+    (s10pp, fixed before any held-out idle figure under it was computed): each pipeline rank p takes
+    measured_host_s's rates computed over the fitting split's ops of the GPUs standing for it
+    (global rank % pp == p: on PP2 x EP2 a stage's two EP ranks, which pace each other through the
+    all-to-alls), pooled over every fitting configuration of the run; a direction that rank has no
+    clean op for keeps the folder's pooled rate, and the device gap (a GPU figure) stays pooled.
+    Why: the ranks' host-paced ops differ (4xH100, s9ep: stage 0's forwards issue at ~30.2 us a
+    launch over the fitting split, stage 1's at ~28.8) and, where the schedule keeps the bubble ~0
+    (DualPipe), the slower rank's host sets the pace and the other waits, which one set of rates
+    for all ranks cannot show. A different run's probe says nothing of this run's processes, so
+    folders without the bench's marks keep one set for all ranks.
+    What it did (s10pp, 4xH100 s9ep records): ranks beyond 10% of their measured idle 11 -> 8 of
+    48, held-out split 4 -> 4 of 16 (DualPipe stage 1 at 8 micro-batches 0.4 -> 4.0 ms against
+    8.7; 1F1B stage 1 at 8 44.6 -> 44.8 against 51.9); 2xH100 0 of 30 before and after; on the
+    s10pp run 6 of 48 (held out 2 of 16) with or without. It does not predict the held-out idle
+    (the fitting configurations it improves are in-sample), so validation leaves it off
+    (predict_folder's per_rank_host), and the records say why: (1) the per-rank difference it uses
+    follows the stage and the schedule, not the GPU (rank 1's rates come only from DualPipe(V)
+    ops, 1F1B / ZB1P's stage 1 never issues level with its GPU; over the fitting split the
+    embedding stage's forwards solve to 30-36 us a launch, the other stages' to 26.5-28.5; within
+    DualPipe's own fitting configurations rank 1 is the slower, 30.8 against 29.9 us); (2) the
+    slower DualPipe rank flips between configurations (at 4 micro-batches GPUs 0 / 2, at 16 GPUs
+    1 / 3) and between the repetitions of one (at 8 GPU 1 idles 8.8, 2.4, 13.9 ms in its three
+    steps), host noise of up to
+    ~3% of a rank's compute, above the 1%-of-step floor the idle is judged against. A fresh run of
+    the same tokens and weights (real/campaigns/s10pp.sh, h100x4/s10pp_20261126_1439) idled the
+    other DualPipe GPUs at 4 and at 16 micro-batches than the s8ppep and s9ep runs, and a GPU's
+    idle spread 0.6-23.6 ms over its 5 steps at 8: which rank waits is a property of the run."""
+    if not bench_host_marks(Path(folder)):
+        return None
+    h = host_marks(Path(folder))
+    pooled = host_rates(h, Path(folder), gpu, profile, accumulate)
+    if pooled is None:
+        return None
+    h = h[h["pp"] > 1]
+    pipeline_rank = h["rank"].astype(int) % h["pp"].astype(int)
+    out = {}
+    for p in sorted(pipeline_rank.unique()):
+        own = host_rates(h[pipeline_rank == p], Path(folder), gpu, profile, accumulate) or {}
+        out[int(p)] = {**pooled, **{k: v for k, v in own.items() if k != "device_gap"}}
+    return out or None
+
+
+def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
+    """measured_host_s on given host marks (host_marks' rows, or a subset: one pipeline rank's)."""
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
     # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
     # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
@@ -445,7 +495,7 @@ def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
 
 
 def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0,
-                   gap_s: float = 0.0) -> dict:
+                   gap_s: float = 0.0, rank_ops: dict | None = None) -> dict:
     """(rank, op index) -> GPU seconds of each part of the op, with the host's lead carried from
     op to op (real/pipeline/engine.py: one host thread per rank issues its program in order and
     never waits for the GPU - receives and sends are stream waits, the step has no .item() - while
@@ -454,14 +504,16 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
     at the host's pace, and so does every op until a wait for an input, or GPU-bound work, has let
     the host get ahead again. Host synchronisations inside an op (EP dispatch) level them again.
     `between_s`: the host's time between two ops (sends, receives, marks); `gap_s`: the GPU's
-    between two queued kernels (issue)."""
+    between two queued kernels (issue). `rank_ops`: {rank: (its stages' op lists, its between_s)}
+    at that rank's own host rates (measured_host_by_rank), in place of `ops` and `between_s`."""
     parts: dict = {}
     for rank, program in enumerate(schedule.programs):
+        mine, between = (rank_ops or {}).get(rank, (ops, between_s))
         host_t = 0.0
         for k, op in enumerate(program):
-            host_t += between_s if k else 0.0
+            host_t += between if k else 0.0
             t_gpu, durations = starts[rank, k], []
-            for seg in op_parts(schedule, ops, rank, op):
+            for seg in op_parts(schedule, mine, rank, op):
                 gpu_s, host_s = issue(seg, t_gpu - host_t, gap_s)
                 durations.append(gpu_s)
                 host_t = t_gpu + host_s
@@ -482,7 +534,7 @@ HOST_LEAD_ITERATIONS = 12
 
 
 def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0,
-                      gap_s: float = 0.0) -> PipelineResult:
+                      gap_s: float = 0.0, rank_ops: dict | None = None) -> PipelineResult:
     """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
     ops' starts depend on their predecessors' times and the times on the starts, so simulate
     with steady-state costs, re-cost every op from the simulated starts and simulate again until
@@ -491,7 +543,7 @@ def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s:
     result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p), streams=("compute",))
     last = None
     for _ in range(HOST_LEAD_ITERATIONS):
-        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s)
+        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s, rank_ops)
         if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
             break
         last = parts
@@ -508,11 +560,12 @@ def _spec_of(row):
 
 
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
-                 host: dict | None = None) -> tuple[PipelineResult, float, dict]:
+                 host: dict | None = None, host_by_rank: dict | None = None) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
     `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback;
     `host`: the pipeline's measured host seconds per launch (measured_host_s), None for the
-    profile's."""
+    profile's; `host_by_rank`: each pipeline rank's own (measured_host_by_rank), which then issue
+    that rank's ops (host_led_parts)."""
     spec = _spec_of(row)
     pp, n = int(row["pp"]), int(row["num_microbatches"])
     # one stage (an EP-only step) runs its micro-batches forward then backward: 1F1B on one rank
@@ -526,8 +579,18 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
            for s, layers in enumerate(stages)}
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
+    rank_ops = None
+    if host_by_rank and pp > 1:
+        rank_ops = {}
+        for r, rates in host_by_rank.items():
+            if r >= pp:
+                continue
+            mine = {s: stage_ops(spec, stages[s], s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
+                                 accumulate_frac=(n - 1) / n, accumulate=accumulate, host=rates)
+                    for s in sorted({schedule.stage_of(r, c) for c in range(schedule.num_chunks)})}
+            rank_ops[r] = (mine, rates.get("between_ops", 0.0))
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
-                               (host or {}).get("device_gap", 0.0))
+                               (host or {}).get("device_gap", 0.0), rank_ops)
     ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
     dp = int(row.get("dp", 1) or 1)
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
@@ -539,7 +602,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                           "p2p_s": p2p, "after_s": after, "rank_finish_s": finish, "schedule": name,
                           "reduce_s": [sum(x) for x in rank_reductions_s(spec, schedule, stages, dp, ep, gpu, profile)],
                           "accumulate": (accumulate or {}).get("source", "profile.transpose_eff"),
-                          "host_s": host or (profile.eager or {}).get("host_s")}
+                          "host_s": host or (profile.eager or {}).get("host_s"),
+                          "host_s_by_rank": host_by_rank}
 
 
 def stage_params(spec, layers: range, first: bool, last: bool, ep: int = 1) -> float:
@@ -651,6 +715,14 @@ def _sgd_lr(row) -> float | None:
 def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:
     """Per rank: median over repetitions of (step span - the rank's compute-op seconds), from
     pipeline_ops rows of one configuration."""
+    return {r: float(np.median(v)) for r, v in measured_idle_by_rep_s(ops).items()}
+
+
+def measured_idle_by_rep_s(ops: pd.DataFrame) -> dict[int, list[float]]:
+    """Per rank: (step span - the rank's compute-op seconds) of each repetition, in rep order. Its
+    spread is the idle's own noise: a rank whose idle is another rank's host-paced work moves with
+    that host (s10pp, 4xH100: DualPipe's GPU 1 at 8 micro-batches idles 8.8, 2.4, 13.9 ms in its
+    three steps)."""
     ops = ops[ops["kind"].isin(SCHEDULE_KINDS)]
     per_rank: dict[int, list[float]] = {}
     for _, rep in ops.groupby("rep"):
@@ -659,7 +731,7 @@ def measured_idle_s(ops: pd.DataFrame) -> dict[int, float]:
         for rank in sorted(rep["rank"].unique()):
             mine = comp[comp["rank"] == rank]
             per_rank.setdefault(int(rank), []).append(span - float((mine["end_s"] - mine["start_s"]).sum()))
-    return {r: float(np.median(v)) for r, v in per_rank.items()}
+    return per_rank
 
 
 CONFIG_KEYS = ("model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision")
@@ -681,26 +753,32 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.read_csv(ops) if ops.is_file() else pd.DataFrame())
 
 
-def predict_folder(folder: Path, gpu: str, profile) -> list[dict]:
+def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False) -> list[dict]:
     """A case per pipeline_step row of a multi-GPU records folder: predicted and measured step
-    time, per-rank idle (simulated and measured), the simulated op spans and the measured ops."""
+    time, per-rank idle (simulated and measured), the simulated op spans and the measured ops.
+    `per_rank_host`: each pipeline rank issues its ops at its own fitting-split host rates
+    (measured_host_by_rank): a diagnostic, off in validation (s10pp: they do not predict the
+    held-out idle)."""
     steps, ops = load(Path(folder))
     cases = []
     spec_gpu = gpu_spec(gpu)
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
     kpath = Path(folder) / "pipeline_op_kernels.csv"
     kernels = pd.read_csv(kpath) if kpath.is_file() else pd.DataFrame()
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host, host_by_rank)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
-        idle_meas = measured_idle_s(meas_ops) if not meas_ops.empty else {}
+        idle_reps = measured_idle_by_rep_s(meas_ops) if not meas_ops.empty else {}
+        idle_meas = {r: float(np.median(v)) for r, v in idle_reps.items()}
         kern = ops_of(row, kernels) if not kernels.empty else kernels
         cases.append({"row": row, "predicted_s": pred, "measured_s": float(row["time_s"]), "measured_kernels": kern,
                       "idle_simulated_s": list(result.idle_s), "idle_measured_s": idle_meas,
+                      "idle_measured_by_rep_s": idle_reps,
                       "makespan_s": result.makespan_s, "op_spans": [list(s) for s in result.op_spans],
                       "measured_ops": meas_ops, "detail": detail})
     return cases

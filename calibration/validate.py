@@ -160,6 +160,7 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
             "measured_s": c["measured_s"], "predicted_s": c["predicted_s"],
             "idle_simulated_s": c["idle_simulated_s"],
             "idle_measured_s": {str(k): v for k, v in c["idle_measured_s"].items()},
+            "idle_measured_by_rep_s": {str(k): v for k, v in c["idle_measured_by_rep_s"].items()},
             # global rank = dp_rank * pp + pp_rank (real/pipeline/engine.py): the twin's pipeline rank
             # k % pp stands for every data-parallel (and expert-parallel) replica of its stages
             "idle_rel_error": {str(k): (c["idle_simulated_s"][k % len(c["idle_simulated_s"])] / v - 1.0 if v > 0 else None)

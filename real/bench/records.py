@@ -113,6 +113,11 @@ PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus"
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
                      "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]
+# real/pipeline/bench.py (s10pp): the routed tokens of each rank's MoE gates over the timed steps
+# (Gate.tokens_per_expert_E: this rank's tokens to each of the E experts), per step
+PIPELINE_ROUTING_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
+                         "precision", "rank", "chunk", "stage", "layer", "expert", "tokens_per_step", "split",
+                         "gpu_name", "timestamp_utc"]
 # real/pipeline/probe.py (s7pipe): each op's stream marks beside the host's issue marks, and the
 # kernels each op launched (one profiled step)
 _PROBE_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision",

@@ -11,6 +11,8 @@ writes, from rank 0:
                       loss, split (fit | holdout), the environment and nccl_version
   pipeline_ops.csv    every op of every rank of every timed step: kind F B W BW FB send recv
                       allreduce optimizer, start_s / end_s on the step's shared axis
+  pipeline_routing.csv  each rank's routed tokens per MoE gate and expert, per timed step
+                      (chunk, model stage and layer: the measured routing loads)
   pipeline_trace_<schedule>.json   (pipeline_trace_ep<E>.json for pp=1) a Chrome trace of the
                       median step of one configuration per schedule: one process per rank,
                       threads compute / comm / dp, compute slices named like the twin's op slices
@@ -40,10 +42,11 @@ import torch
 import torch.distributed as dist
 
 from real.bench.device import environment, free_memory
-from real.bench.records import ENV_COLS, PIPELINE_OPS_COLS, PIPELINE_STEP_COLS, log
+from real.bench.records import ENV_COLS, PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
+from real.serve.hostpin import PIN_MODES, apply_pin
 from real.pipeline.engine import PipelineRunner, StepTimeline, build_mesh, flow_orders, on_shared_axis
 from real.telemetry import Telemetry
 from twin.core.schedules import build_schedule
@@ -153,6 +156,8 @@ def start_ranks(args):
         torch.cuda.set_device(dev)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    # the main thread's CPUs (real/serve/hostpin.py), before the process group, whose threads inherit them
+    pinned = apply_pin(args.pin, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), local_rank if cuda else None)
     # a rank that dies (out of memory) makes the others fail within a minute, not hang to the timeout
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
     tel = Telemetry(local_rank)
@@ -160,6 +165,9 @@ def start_ranks(args):
     env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
     env["num_gpus"] = dist.get_world_size()
     env["config"] = vars(args) | {"out": str(args.out)}
+    every_rank: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every_rank, pinned if args.pin != "none" else [])
+    env["pinned_cpus_by_rank"] = every_rank
     return dev, cuda, dist.get_rank(), dist.get_world_size(), tel, env
 
 
@@ -187,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=120.0, help="no configuration starts after this")
     ap.add_argument("--append", action="store_true", help="add rows to existing CSVs in --out")
     ap.add_argument("--sgd-lr", type=float, default=None, help="add a plain SGD update to each step")
+    ap.add_argument("--pin", default="none", choices=PIN_MODES,
+                    help="CPU pinning of each rank's main thread (real/serve/hostpin.py; default: none)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
@@ -208,6 +218,7 @@ def main(argv=None) -> int:
             f"{B} seq/micro-batch, {precision.label}, layouts {args.layouts}")
         steps_csv = CsvFamily(args.out / "pipeline_step.csv", PIPELINE_STEP_COLS, args.append)
         ops_csv = CsvFamily(args.out / "pipeline_ops.csv", PIPELINE_OPS_COLS, args.append)
+        routing_csv = CsvFamily(args.out / "pipeline_routing.csv", PIPELINE_ROUTING_COLS, args.append)
     holdout, ep_holdout = set(_ints(args.holdout)), set(_ints(args.ep_holdout))
     failures = []
     traced: set = set()
@@ -249,9 +260,14 @@ def main(argv=None) -> int:
                     left_s = args.budget_s - (time.perf_counter() - t_start)
                     reps = int(min(args.reps_max, max(args.reps_min, math.ceil(args.min_time_s / max(step_s, 1e-6)))))
                     reps = int(_agree(max(1, min(reps, int(left_s / max(step_s, 1e-6))))))
+                    gates = list(runner.moe_gates())
+                    for *_, gate in gates:
+                        gate.tokens_per_expert_E.zero_()
                     e0, w0 = tel.energy_j(), time.perf_counter()
                     mine = [runner.step(tokens, targets) for _ in range(reps)]
                     wall_s, e1 = time.perf_counter() - w0, tel.energy_j()
+                    routed = [(chunk, s, layer, e, float(c) / reps) for chunk, s, layer, gate in gates
+                              for e, c in enumerate(gate.tokens_per_expert_E.tolist())]
                     sm, mem = tel.sm_clock_mhz(), tel.mem_clock_mhz()
                 except torch.OutOfMemoryError as e:  # noted; the ranks are then likely out of step
                     failures.append(f"{label}: out of memory")
@@ -259,6 +275,8 @@ def main(argv=None) -> int:
                     raise
                 everyone: list = [None] * world
                 dist.all_gather_object(everyone, mine)
+                routed_by_rank: list = [None] * world
+                dist.all_gather_object(routed_by_rank, routed)
                 del runner
                 for p in model.parameters():
                     p.grad = None
@@ -289,6 +307,10 @@ def main(argv=None) -> int:
                                    split="holdout" if is_holdout else "fit",
                                    gpu_name=env["gpu_name"], timestamp_utc=stamp)
                               for k, step in enumerate(steps) for t in step for o in t.ops])
+                routing_csv.rows([dict(**common, rank=r, chunk=chunk, stage=s, layer=layer, expert=e,
+                                       tokens_per_step=t, split="holdout" if is_holdout else "fit",
+                                       gpu_name=env["gpu_name"], timestamp_utc=stamp)
+                                  for r in range(world) for chunk, s, layer, e, t in routed_by_rank[r]])
                 trace_key = name if pp > 1 else f"ep{ep}"
                 if trace_key not in traced and (n == args.trace_microbatches or n == counts[-1]):
                     traced.add(trace_key)
@@ -306,6 +328,7 @@ def main(argv=None) -> int:
     if rank == 0:
         steps_csv.close()
         ops_csv.close()
+        routing_csv.close()
         env["failures"] = failures
         env["elapsed_s"] = time.perf_counter() - t_start
         env_path.write_text(json.dumps(env, indent=2, default=str))

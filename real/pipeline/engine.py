@@ -225,6 +225,7 @@ class Stage(nn.Module):
             raise ValueError("pipeline stages need an untied output head (tie_embeddings = false)")
         self.embed_YD = model.embed_YD if first else None
         self.layers = nn.ModuleList(model.layers[i] for i in layers)
+        self.layer_ids = list(layers)
         self.norm = model.norm if last else None
         self.head_YD = model.head_YD if last else None
         self.cos_LR, self.sin_LR = model.cos_LR, model.sin_LR
@@ -374,6 +375,15 @@ class PipelineRunner:
                   for p in (m.w13_E2FD, m.w2_EDF)}
         self.expert_params = [p for p in self.params if id(p) in expert]
         self.dense_params = [p for p in self.params if id(p) not in expert]
+
+    def moe_gates(self):
+        """(chunk, model stage, model layer, Gate) of every MoE layer this rank computes (DualPipe's
+        chunk 1 has gates of its own, in its copy of the stage)."""
+        for chunk, stage in self.stages.items():
+            s = self.schedule.stage_of(self.mesh.pp_rank, chunk)
+            for layer_id, layer in zip(stage.layer_ids, stage.layers):
+                if isinstance(layer.ffn, MoE):
+                    yield chunk, s, layer_id, layer.ffn.gate
 
     # ---- one step
 
