@@ -46,6 +46,7 @@ from real.fp8 import BF16
 from real.model import build_model
 from real.pipeline.bench import CsvFamily, _agree, parse_layout, start_ranks
 from real.pipeline.engine import PipelineRunner, build_mesh, flow_orders, on_shared_axis
+from real.serve.hostpin import PIN_MODES
 from twin.core.schedules import build_schedule
 
 ANNOTATION = "pp_op/"
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
                     help="profile only configurations with at most this many micro-batches (the "
                          "profiler's event parsing grows with the kernels of a step)")
     ap.add_argument("--budget-s", type=float, default=100.0, help="no configuration starts after this")
+    ap.add_argument("--pin", default="none", choices=PIN_MODES,
+                    help="CPU pinning of each rank's main thread, as the bench's (real/serve/hostpin.py; default: none)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
