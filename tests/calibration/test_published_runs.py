@@ -265,3 +265,26 @@ def test_counted_memory_within_15_percent_of_the_published(result, row_id):
     reserved peak, which the twin does not model."""
     r = next(r for r in result["rows"] if r["id"] == row_id)
     assert abs(r["memory_rel_error"]) <= pr.MEMORY_ROW_TARGET, f"{row_id}: {r['memory_rel_error']:+.1%}"
+
+
+def _breakdown_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "published_runs_breakdown.py"
+    spec = importlib.util.spec_from_file_location("published_runs_breakdown", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_llama3_pipeline_is_the_idealised_interleaved_bubble_plus_its_hops():
+    """Llama 3's layout (PP 16, V 8, one layer a chunk, 16 micro-batches): with p2p free the
+    pipeline adds to the busiest rank's compute the idealised (PP - 1) / (V M) of it, and the p2p
+    hops what they cost; the twin's bubble_frac is the largest idle, rank 0's (embedding-only chunk)."""
+    runs, _ = pr.load_runs()
+    b = _breakdown_module().breakdown(next(r for r in runs if r.id == "l3-405b-8k-gpus16384"))
+    assert abs(b["rest_s"]) <= 0.01 * b["step_s"]
+    assert b["ideal_bubble_s"] == pytest.approx(15 / 128 * b["busiest_compute_s"])
+    assert 0.0 < b["p2p_s"] < 0.05 * b["step_s"]
+    busy = b["busy_per_rank_s"]
+    assert min(busy) == busy[0] < max(busy)
