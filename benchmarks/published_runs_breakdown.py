@@ -15,7 +15,6 @@ Usage: PYTHONPATH=. python benchmarks/published_runs_breakdown.py [ROW_ID ...]  
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from calibration.published_runs import flops_per_token, load_runs, predicted_metric, scenario_of
@@ -25,7 +24,6 @@ from twin.training.results import Perturb
 from twin.training.step import _prepare, simulate_step
 
 ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm-gpt-462b", "mlm-gpt-314b")
-COMPUTE_PREFIXES = ("mlp_", "attn_", "embed", "head", "loss", "norm")
 
 
 def free_p2p_makespan_s(sc) -> float:
