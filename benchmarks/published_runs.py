@@ -29,10 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.published_runs import PEERS_CSV, evaluate, load_runs, megatron_flops_per_token
+from calibration.published_runs import PEERS_CSV, evaluate, flops_per_token, load_runs
 from twin.core.atomic import write_text
 from twin.core.specs import get_gpu, get_model
-from twin.costs.flops import train_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 CALCULON_H100_GB_PER_S = 3072.0   # HBM bandwidth in Calculon's systems/h100_80g_nvl8.json (for 3.35 TB/s)
@@ -42,10 +41,7 @@ def to_metric(run, tokens_per_s_per_gpu: float | None) -> float | None:
     """A peer's tokens/s per GPU in the row's published metric, counted as the twin's is."""
     if tokens_per_s_per_gpu is None or run.metric == "tokens_per_s_per_gpu":
         return tokens_per_s_per_gpu
-    model = get_model(run.model)
-    if run.flop_basis == "megatron":
-        return megatron_flops_per_token(model, run.seq_len) * tokens_per_s_per_gpu / 1e12
-    return train_flops_per_token(model, run.seq_len, True) * tokens_per_s_per_gpu / 1e12
+    return flops_per_token(run.flop_basis, get_model(run.model), run.seq_len) * tokens_per_s_per_gpu / 1e12
 
 
 def peer_job(runs, calculon_dir: Path, commit: str) -> dict:

@@ -40,6 +40,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import Scenario, from_dict
 from twin.core.specs import ModelSpec, ParallelPlan
 from twin.core.units import GIB
+from twin.costs.flops import param_counts, train_flops_per_token
 from twin.training.results import StepResult
 from twin.training.step import simulate_step
 
@@ -50,7 +51,7 @@ MEDIAN_TARGET = 0.05   # median |error| at most 5%
 MEMORY_ROW_TARGET = 0.15   # counted memory against a published figure: a yardstick (brief s10mem), not issue 14's
 
 METRICS = ("tokens_per_s_per_gpu", "model_tflops_per_s_per_gpu")
-FLOP_BASES = ("megatron", "twin")
+FLOP_BASES = ("megatron", "palm", "twin")
 # plan fields that change nothing at these values: a checkout without the field runs the row without it
 NEUTRAL = {"cp": 1, "virtual_stages": 1, "sequence_parallel": False, "tp_comm_overlap": False, "kernels": "fused",
            "kv_repeat": False, "optimizer_kernel": "fused", "loss_kernel": "as_kernels", "grad_reduce_dtype": "bf16",
@@ -148,13 +149,36 @@ def megatron_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     return 12 * L * h * h * (attention + mlp + logits)
 
 
+def palm_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Model FLOPs per token as PaLM counts them for MFU (Chowdhery et al. 2022, Appendix B):
+    6 N + 12 L H Q T, N the parameters less the embedding table, L layers, H heads of width Q, T
+    the sequence: the full score matrix, not halved for causal attention. As Meta's torchtitan
+    counts it (torchtitan/utils.py get_num_flop_per_token, with get_num_params(exclude_embedding=
+    True): every parameter but nn.Embedding's, so an untied output head counts; "we follow the
+    convention and do not account for sparsity in causal attention"). For dense models: N is the
+    active parameters (all of them)."""
+    counts = param_counts(model)
+    n = counts["active_params"] - counts["embedding_params"]
+    attention = 12 * model.num_layers * model.num_heads * model.head_dim * seq_len
+    return 6.0 * n + attention
+
+
+def flops_per_token(basis: str, model: ModelSpec, seq_len: int) -> float:
+    """Model FLOPs per trained token counted on a row's `flop_basis`."""
+    if basis == "megatron":
+        return megatron_flops_per_token(model, seq_len)
+    if basis == "palm":
+        return palm_flops_per_token(model, seq_len)
+    return train_flops_per_token(model, seq_len, True)
+
+
 def predicted_metric(run: PublishedRun, sc: Scenario, step: StepResult) -> float:
     """The row's published metric, from the simulated step."""
     if run.metric == "tokens_per_s_per_gpu":
         return step.tokens_per_s_per_gpu
-    if run.flop_basis == "megatron":
-        return megatron_flops_per_token(sc.model, run.seq_len) * step.tokens_per_s_per_gpu / 1e12
-    return step.model_flops_per_step / step.step_time_s / step.num_gpus / 1e12
+    if run.flop_basis == "twin":
+        return step.model_flops_per_step / step.step_time_s / step.num_gpus / 1e12
+    return flops_per_token(run.flop_basis, sc.model, run.seq_len) * step.tokens_per_s_per_gpu / 1e12
 
 
 def evaluate(run: PublishedRun) -> dict:

@@ -28,6 +28,19 @@ def test_program_by_hand():
     assert s.num_model_stages == num_stages("interleaved-1f1b", 2, 2) == 4
 
 
+@pytest.mark.parametrize("pp, v, m", [(16, 8, 32), (16, 8, 16), (4, 2, 8), (4, 3, 12)])
+def test_warm_up_is_torch_s_interleaved_1f1b(pp, v, m):
+    # torch.distributed.pipelining ScheduleInterleaved1F1B (schedules.py get_rank_warmup_ops): rank r
+    # runs min((V - 1) N + 2 (PP - 1 - r), M V) warm-up forwards, N = M / max(1, M // PP), then its
+    # first steady step's forward before the first backward (Llama 3's layout: PP 16, V 8, M 32 / 16)
+    s = build_schedule("interleaved-1f1b", pp, m, virtual_stages=v)
+    n = m // max(1, m // pp)
+    for rank, program in enumerate(s.programs):
+        warm_up = min((v - 1) * n + 2 * (pp - 1 - rank), m * v)
+        forwards_first = next((i for i, op in enumerate(program) if op.kind != "F"), len(program))
+        assert forwards_first == min(warm_up + 1, m * v), (rank, forwards_first, warm_up)
+
+
 @pytest.mark.parametrize("pp", (2, 4, 8))
 @pytest.mark.parametrize("v", (2, 3, 4))
 @pytest.mark.parametrize("groups", (1, 2, 4))
