@@ -84,10 +84,16 @@ def balanced_stage_layers(block_s: list[float], first_s: float, last_s: float, n
     carries beside its blocks (embedding; output head, loss, MTP modules). Every stage keeps at
     least one block. Many cuts share the least maximum; of those, the one with the least sum of
     squared stage costs (the other stages as even as the costliest allows). Exact: two dynamic
-    programs over (blocks, stages), O(stages * blocks^2)."""
+    programs over (blocks, stages), O(stages * blocks^2): ~0.1 s for V3's 61 blocks on 16 stages,
+    so cuts are kept (a plan search asks for the same one per option)."""
+    return list(_balanced_cut(tuple(block_s), first_s, last_s, num_stages))
+
+
+@functools.lru_cache(maxsize=256)
+def _balanced_cut(block_s: tuple[float, ...], first_s: float, last_s: float, num_stages: int) -> tuple[range, ...]:
     n, k = len(block_s), num_stages
     if k <= 1 or n < k:
-        return stage_layers(n, k)
+        return tuple(stage_layers(n, k))
     prefix = [0.0]
     for b in block_s:
         prefix.append(prefix[-1] + b)
@@ -118,7 +124,7 @@ def balanced_stage_layers(block_s: list[float], first_s: float, last_s: float, n
         j = cut[st][j]
         bounds.append(j)
     bounds.reverse()
-    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+    return tuple(range(a, b) for a, b in zip(bounds, bounds[1:]))
 
 
 @dataclasses.dataclass(frozen=True)
