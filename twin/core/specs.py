@@ -47,6 +47,7 @@ OPTIMIZER_KERNELS = ("fused", "foreach")   # twin.training.step.optimizer_bytes_
 GRAD_REDUCE_DTYPES = ("bf16", "fp32")   # twin.training.step.GRAD_REDUCE_BYTES
 LOSS_KERNELS = ("as_kernels", "megatron_unfused")   # twin.costs.flops.megatron_loss_ops
 FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
+STAGE_CUTS = ("even", "balanced")   # twin.training.step.stage_layers, balanced_stage_layers
 TP_OVERLAP_KINDS = ("userbuffers", "torch_async_tp")   # twin.training.step.StepCosts._tp_task
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
@@ -253,6 +254,7 @@ class ParallelPlan:
     micro_batch_seqs: int = spec_field(1, unit="sequences", ge=1, le=MAX_BATCH_SEQS, doc="Sequences per micro-batch per pipeline")
     schedule: str = spec_field("dualpipe", choices=SCHEDULE_NAMES, doc="Pipeline schedule")
     virtual_stages: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Model chunks per pipeline rank for schedule 'interleaved-1f1b' (>= 2 there; 1 for every other schedule)")
+    stage_cut: str = spec_field("even", choices=STAGE_CUTS, doc="How the blocks are cut into pipeline model stages: 'even' by block count, the spare blocks to middle stages so the first (embedding) and last (head, MTP) stages carry fewer (what frameworks do with no layout given: torchtitan, Megatron-LM without --pipeline-model-parallel-layout, this project's real/ pipeline); 'balanced' cuts the blocks in order so the costliest stage's compute (forward + input and weight gradients, the embedding, output head and MTP modules included) is least, the other stages as even as that allows, as a planner that knows its stage costs lays them out (Megatron-Bridge's DeepSeek-V3 recipe gives its last of 16 stages one block beside the MTP module and the loss)")
     comm_sms: int | None = spec_field(None, unit="count", ge=0, le=MAX_SMS, doc=f"SMs reserved for EP communication kernels; absent = {EP_COMM_SMS_DEFAULT} with expert parallelism (ep > 1, V3 report §3.2.2: 20 of 132), 0 without")
     comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")

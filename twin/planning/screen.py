@@ -41,11 +41,11 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import (StepCosts, dp_tail_s, exposed_reduce_scatter_s, live_frontier, local_tokens, peak_live_bytes, rank_memory, routing_loads,
-                                 stage_layers)
+from twin.training.step import (StepCosts, balanced_stage_layers, dp_tail_s, exposed_reduce_scatter_s, live_frontier, local_tokens,
+                                 peak_live_bytes, rank_memory, routing_loads, stage_layers)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
-_ARRANGING = {"pp", "schedule", "virtual_stages", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
+_ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,21 @@ def _stage_kinds(num_layers: int, num_dense_layers: int, is_moe: bool, num_stage
 def _kinds(sc: Scenario, num_stages: int) -> tuple[tuple[int, int], ...]:
     m = sc.model
     return _stage_kinds(m.num_layers, m.num_dense_layers, m.is_moe, num_stages)
+
+
+def _balanced_kinds(sc: Scenario, pieces: _Pieces, num_stages: int) -> tuple[tuple[int, int], ...]:
+    """(dense blocks, MoE blocks) of each model stage under plan.stage_cut 'balanced': the cut
+    StepCosts makes (balanced_stage_layers on the compute-stream seconds of each block and of the
+    embedding and head/MTP), from the screen's one dense and one MoE block."""
+    m = sc.model
+
+    def compute_s(t: BlockTimes) -> float:
+        return t.f.compute_s + t.b.compute_s + t.w.compute_s
+
+    dense = [layer < m.num_dense_layers or not m.is_moe for layer in range(m.num_layers)]
+    block_s = [compute_s(pieces.dense if d else pieces.moe) for d in dense]
+    cut = balanced_stage_layers(block_s, compute_s(pieces.first_extra), compute_s(pieces.last_extra), num_stages)
+    return tuple((sum(dense[i] for i in rng), sum(not dense[i] for i in rng)) for rng in cut)
 
 
 def _flat(t: BlockTimes) -> tuple[float, float, float, float, float, float]:
@@ -366,6 +381,8 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     loads = routing_loads(sc)
     if isinstance(loads, (int, float)) and p.zero_stage < 3:
         pieces = _pieces_for(sc)
+        if p.stage_cut == "balanced":
+            kinds = _balanced_kinds(sc, pieces, schedule.num_model_stages)
         worst, worst_mem, param_mems = _worst_and_params(
             sc, rank_memory_parts(sc, kinds, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes))
         flat = _flat_stage_times(pieces, kinds)

@@ -64,8 +64,9 @@ from twin.core.units import GIB
 
 
 def stage_layers(num_layers: int, num_stages: int) -> list[range]:
-    """Blocks per model stage: as even as possible, the remainder going to middle stages so the
-    first stage (embedding) and the last (head, MTP) carry fewer blocks."""
+    """Blocks per model stage under plan.stage_cut 'even': as even as possible, the remainder
+    going to middle stages so the first stage (embedding) and the last (head, MTP) carry fewer
+    blocks. 'balanced' cuts by the stages' costs: balanced_stage_layers."""
     base, extra = divmod(num_layers, num_stages)
     sizes = [base] * num_stages
     for i in range(extra):
@@ -75,6 +76,55 @@ def stage_layers(num_layers: int, num_stages: int) -> list[range]:
         out.append(range(start, start + size))
         start += size
     return out
+
+
+def balanced_stage_layers(block_s: list[float], first_s: float, last_s: float, num_stages: int) -> list[range]:
+    """Blocks per model stage cut in order so the costliest stage is least (plan.stage_cut
+    'balanced'): `block_s` each block's seconds, `first_s` / `last_s` what the first / last stage
+    carries beside its blocks (embedding; output head, loss, MTP modules). Every stage keeps at
+    least one block. Many cuts share the least maximum; of those, the one with the least sum of
+    squared stage costs (the other stages as even as the costliest allows). Exact: two dynamic
+    programs over (blocks, stages), O(stages * blocks^2): ~0.1 s for V3's 61 blocks on 16 stages,
+    so cuts are kept (a plan search asks for the same one per option)."""
+    return list(_balanced_cut(tuple(block_s), first_s, last_s, num_stages))
+
+
+@functools.lru_cache(maxsize=256)
+def _balanced_cut(block_s: tuple[float, ...], first_s: float, last_s: float, num_stages: int) -> tuple[range, ...]:
+    n, k = len(block_s), num_stages
+    if k <= 1 or n < k:
+        return tuple(stage_layers(n, k))
+    prefix = [0.0]
+    for b in block_s:
+        prefix.append(prefix[-1] + b)
+
+    def cost(i: int, j: int, stage: int) -> float:   # blocks [i, j) as model stage `stage`
+        return prefix[j] - prefix[i] + (first_s if stage == 0 else 0.0) + (last_s if stage == k - 1 else 0.0)
+
+    inf = float("inf")
+    # least maximum: most[s][j] = the least costliest stage over blocks [0, j) cut into s stages
+    most = [[inf] * (n + 1) for _ in range(k + 1)]
+    most[0][0] = 0.0
+    for st in range(1, k + 1):
+        for j in range(st, n - (k - st) + 1):
+            most[st][j] = min(max(most[st - 1][i], cost(i, j, st - 1)) for i in range(st - 1, j))
+    bound = most[k][n] * (1 + 1e-12)
+    # least sum of squares with every stage within that maximum
+    sq = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    sq[0][0] = 0.0
+    for st in range(1, k + 1):
+        for j in range(st, n - (k - st) + 1):
+            for i in range(st - 1, j):
+                c = cost(i, j, st - 1)
+                if c <= bound and sq[st - 1][i] + c * c < sq[st][j]:
+                    sq[st][j], cut[st][j] = sq[st - 1][i] + c * c, i
+    bounds, j = [n], n
+    for st in range(k, 0, -1):
+        j = cut[st][j]
+        bounds.append(j)
+    bounds.reverse()
+    return tuple(range(a, b) for a, b in zip(bounds, bounds[1:]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +262,6 @@ class StepCosts:
             except ValueError as exc:
                 raise ScenarioError("plan.comm_sms_told", False, f"true: {exc}") from None
         m = sc.model
-        self.layers = stage_layers(m.num_layers, schedule.num_model_stages)
         # blocks with the same kind and routing load have the same ops: build each once
         built: dict = {}
         self.blocks = []
@@ -225,11 +274,11 @@ class StepCosts:
         last = schedule.num_model_stages - 1
         tokens = local_tokens(sc)
         self.extra_first = tuple(embedding_ops(m, tokens))
-        # torchao's tensorwise Float8 as torchtitan applies it converts every nn.Linear but the
-        # output projection (torchtitan float8.py @ 9dec370: convert_to_float8_training with
-        # module_filter_fn fqn != "output"): the head's GEMMs run BF16
-        tensorwise = sc.plan.gemm_precision == "fp8" and sc.plan.fp8_recipe == "tensorwise"
-        head = head_ops(m, tokens, sc.plan.tp, "bf16" if tensorwise else None)
+        # an FP8 job keeps its output head in BF16: DeepSeek-V3's recipe keeps "the embedding
+        # module, the output head" in their original precision (V3 report §3.3.1), and torchao's
+        # tensorwise Float8 as torchtitan applies it converts every nn.Linear but the output
+        # projection (torchtitan float8.py @ 9dec370: module_filter_fn fqn != "output")
+        head = head_ops(m, tokens, sc.plan.tp, "bf16" if sc.plan.gemm_precision == "fp8" else None)
         if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
             head = eager_ops(head)
         if sc.plan.loss_kernel == "megatron_unfused":
@@ -261,9 +310,23 @@ class StepCosts:
                                                        if self.fsdp else ({}, {}))
         self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
                                            if self.fsdp and schedule.num_ranks > 1 else 0.0)
+        # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
+        self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
+                       else stage_layers(m.num_layers, schedule.num_model_stages))
 
     def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
         return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
+
+    def _balanced_layers(self) -> list[range]:
+        """plan.stage_cut 'balanced': the cut whose costliest stage computes least
+        (balanced_stage_layers), each block, the embedding and the head/MTP costed as the
+        pipeline runs them: forward, input-gradient and weight-gradient tasks on the compute
+        stream (the all-to-alls and PP sends run on their own streams, overlapped by DualPipe)."""
+        def compute_s(ops) -> float:
+            tasks = [*self._forward_tasks(ops), *self._backward_tasks(ops, False), *self._weight_tasks(ops)]
+            return sum(t.duration_s for t in tasks if t.stream == "compute")
+        return balanced_stage_layers([compute_s(b.ops) for b in self.blocks], compute_s(self.extra_first),
+                                     compute_s(self.extra_last), self.schedule.num_model_stages)
 
     # -- costs of op lists --------------------------------------------------------------------
     def _compute_s(self, ops, phase: str) -> float:

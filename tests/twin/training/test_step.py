@@ -9,11 +9,14 @@ import pytest
 
 from twin.costs.flops import moe_ops, expected_nodes_per_token
 from twin.costs.memory import activation_bytes_per_token
+from twin.costs.profile import load_profile
 from twin.core.errors import InfeasiblePlan
 from twin.core.scenario import load_scenario
 from twin.core.schedules import build_schedule
 from twin.training.results import Perturb
-from twin.training.step import peak_live_bytes, simulate_step, stage_layers
+from twin.planning.screen import _balanced_kinds, _pieces_for
+from twin.training.step import (StepCosts, balanced_stage_layers, peak_live_bytes, routing_loads, simulate_step,
+                                stage_layers)
 from twin.core.specs import get_gpu, get_model
 
 
@@ -100,6 +103,56 @@ def test_stage_layers_cover_every_layer_once():
         split = stage_layers(layers, stages)
         assert [i for r in split for i in r] == list(range(layers))
         assert max(map(len, split)) - min(map(len, split)) <= 1
+
+
+def _all_cuts(n: int, k: int):
+    """Every cut of n blocks, in order, into k non-empty stages (as stage start indices)."""
+    if k == 1:
+        yield [0]
+        return
+    for last_start in range(k - 1, n):
+        for head in _all_cuts(last_start, k - 1):
+            yield head + [last_start]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_balanced_stage_layers_minimises_the_costliest_stage(seed):
+    import random
+    rng = random.Random(seed)
+    n, k = rng.randint(4, 9), rng.randint(2, 4)
+    block_s = [rng.uniform(0.5, 2.0) for _ in range(n)]
+    first_s, last_s = rng.uniform(0, 3), rng.uniform(0, 3)
+
+    def stage_costs(cut: list[range]) -> list[float]:
+        return [sum(block_s[i] for i in r) + (first_s if s == 0 else 0) + (last_s if s == k - 1 else 0)
+                for s, r in enumerate(cut)]
+
+    cut = balanced_stage_layers(block_s, first_s, last_s, k)
+    assert [i for r in cut for i in r] == list(range(n)) and all(len(r) for r in cut)
+    brute = min(max(stage_costs([range(a, b) for a, b in zip(starts, starts[1:] + [n])]))
+                for starts in _all_cuts(n, k))
+    assert max(stage_costs(cut)) == pytest.approx(brute)
+
+
+def test_balanced_stage_layers_lightens_the_stage_with_the_head():
+    cut = balanced_stage_layers([1.0] * 8, 0.0, 2.0, 4)
+    assert len(cut[-1]) == 1 and [len(r) for r in cut[:-1]] in ([3, 2, 2], [2, 3, 2], [2, 2, 3])
+    assert balanced_stage_layers([1.0] * 8, 0.0, 0.0, 4) == stage_layers(8, 4)   # no extras: even
+
+
+def test_v3_balanced_cut_gives_the_head_and_mtp_stage_one_block(v3):
+    sc = dataclasses.replace(v3, plan=dataclasses.replace(v3.plan, stage_cut="balanced"))
+    schedule = build_schedule("dualpipe", 16, sc.num_microbatches)
+    costs = StepCosts(sc, schedule, load_profile(sc.gpu.calibrated_as), routing_loads(sc), 1.0)
+    sizes = [len(r) for r in costs.layers]
+    # the last stage carries the output head and the MTP module (a block and the head again)
+    assert sizes[-1] < min(sizes[:-1]) and sum(sizes) == sc.model.num_layers
+    # the screen's closed form cuts the same blocks
+    dense = sc.model.num_dense_layers
+    assert _balanced_kinds(sc, _pieces_for(sc), 16) == tuple(
+        (sum(i < dense for i in r), sum(i >= dense for i in r)) for r in costs.layers)
+    even = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, stage_cut="even"))
+    assert simulate_step(sc, check_memory=False).bubble_frac < simulate_step(even, check_memory=False).bubble_frac
 
 
 def test_peak_live_bytes_walks_program_order():

@@ -7,6 +7,7 @@ import pytest
 from twin.costs import comm, compute
 from twin.costs.flops import (BF16_BYTES, GEMM_KINDS, OpKind, attention_ops, dense_ffn_ops, op_sac_recompute,
                               unfused_linear_ops)
+from twin.core.scenario import load_scenario
 from twin.core.specs import get_model
 from twin.training.results import Perturb
 from twin.training.step import _prepare
@@ -72,12 +73,20 @@ def test_separate_linears_cost_more_and_torch_async_tp_gathers_beside_all_three(
         comm.pipelined_exposed_s("all_gather", c.time_s, chunked_s, 8), rel=1e-12)
 
 
-def test_torchtitan_float8_leaves_the_output_projection_in_bf16():
+def test_fp8_jobs_leave_the_output_projection_in_bf16():
     """torchtitan converts every nn.Linear but `output` to Float8Linear (float8.py @ 9dec370:
-    module_filter_fn fqn != "output"): with the tensorwise recipe the head's GEMM is pinned to BF16;
-    DeepSeek's blockwise recipe keeps the job's precision (its golden figures unchanged)."""
-    def head(**plan):
-        _, costs, *_ = _prepare(scenario(tp=1, pp=1, dp=1, gemm_precision="fp8", **plan), None, Perturb(), True)
-        return next(op for op in costs.extra_last if op.name == "lm_head")
-    assert head(fp8_recipe="tensorwise").precision == "bf16"
-    assert head().precision is None
+    module_filter_fn fqn != "output"), and DeepSeek-V3 keeps the output head in its original
+    precision (V3 report §3.3.1): with either FP8 recipe the head's GEMM is pinned to BF16, while
+    the MTP module's projection (not named there) keeps the job's precision; a BF16 job pins nothing."""
+    def extra_last(**plan):
+        _, costs, *_ = _prepare(scenario(tp=1, pp=1, dp=1, **plan), None, Perturb(), True)
+        return costs.extra_last
+    def precisions(ops, name):
+        return {op.precision for op in ops if op.name == name}
+    assert precisions(extra_last(gemm_precision="fp8", fp8_recipe="tensorwise"), "lm_head") == {"bf16"}
+    assert precisions(extra_last(gemm_precision="fp8"), "lm_head") == {"bf16"}
+    v3 = load_scenario()   # DeepSeek's blockwise FP8, with an MTP module sharing the head
+    assert (v3.plan.gemm_precision, v3.plan.fp8_recipe, v3.model.num_mtp_modules) == ("fp8", "blockwise", 1)
+    _, costs, *_ = _prepare(v3, None, Perturb(), False)
+    assert [op.precision for op in costs.extra_last if op.name in ("lm_head", "mtp_proj")] == ["bf16", None, "bf16"]
+    assert precisions(extra_last(gemm_precision="bf16"), "lm_head") == {None}
