@@ -113,3 +113,28 @@ def test_held_out_pytorch_cp2_blocks_within_target(h100):
     assert len(errs) == 4
     for name, err in errs.items():
         assert abs(err) <= TARGET, f"{name}: {err:+.1%}"
+
+
+def test_scaling_folder_reads_each_cp_degree_and_predicts_as_the_cp2_rows(h100, tmp_path):
+    """calibration.torch_cp's s10cp analysis: the per-CP files of a torch_cp_scaling folder (here the
+    committed CP2 rows at 64K, 32K a rank, written as the campaign names them) are read together and
+    predicted as compare_torch_cp predicts the same rows; the kernel table keeps the slowest rank."""
+    rows, _ = tc.load_folder(H100X2)
+    cp2 = rows[rows["seq_len"] == 65536]
+    cp2.to_csv(tmp_path / "torch_cp_cp2.csv", index=False)
+    kernels = pd.read_csv(H100X2 / tc.KERNELS_FILE)
+    kernels[kernels["seq_len"] == 65536].to_csv(tmp_path / "torch_cp_kernels_cp2.csv", index=False)
+    got, ks = tc.load_scaling(tmp_path)
+    table = tc.scaling_table(got, gpu_spec("h100"), h100)
+    assert len(table) == len(cp2) == 4
+    expect = {(r["backend"], r["method"]): r["err"] for r in tc.compare_torch_cp(cp2, gpu_spec("h100"), h100)}
+    for r in table:
+        assert r["err"] == pytest.approx(expect[(r["backend"], r["method"])])
+        assert r["per_unit_s"] == pytest.approx(r["measured_s"] / 2)
+    slowest = tc.scaling_kernels(ks)
+    one = ks[(ks["phase"] == "bwd") & (ks["category"] == "attention") & (ks["sdpa_backend"] == "flash")
+             & (ks["rotate_method"] == "allgather")]
+    got_s = slowest[(slowest["phase"] == "bwd") & (slowest["category"] == "attention")
+                    & (slowest["sdpa_backend"] == "flash") & (slowest["rotate_method"] == "allgather")]["time_s"]
+    assert float(got_s.iloc[0]) == pytest.approx(one.groupby("rank")["time_s"].sum().max())
+    assert "per cp ms" in tc.format_scaling(table, ks)
