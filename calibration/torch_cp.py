@@ -23,11 +23,16 @@ fwd_bwd; predicted as their kernel by the same curve.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration.predict import gpu_spec
+from calibration.validate import load_fitted_profile
 from twin.costs import comm, compute
 from twin.costs.context_parallel import TORCH_CP_MERGE_TIME_FACTOR, torch_cp_exposed_s, torch_cp_merge_s
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, Op, OpKind
@@ -265,11 +270,6 @@ def format_scaling(table: list[dict], kernels: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    import argparse   # lazy: the command line only
-    import json
-    import sys
-    from calibration.predict import gpu_spec
-    from calibration.validate import load_fitted_profile
     ap = argparse.ArgumentParser(prog="python -m calibration.torch_cp",
                                  description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")
     ap.add_argument("folder", type=Path, help="a torch_cp_scaling records folder (s10cp.sh's OUTDIR/s10cp)")
