@@ -33,6 +33,22 @@ def test_scaling_cases_and_split():
     assert torch_cp.scaling_cases(4)[:2] == [("flash", "allgather"), ("flash", "alltoall")]
     assert len(torch_cp.scaling_cases(2)) == len(torch_cp.SDPA_BACKENDS) * len(torch_cp.ROTATE_METHODS)
     assert [torch_cp.scaling_split(w) for w in (1, 2, 4, 8)] == ["fit", "fit", "holdout", "holdout"]
+    # compiled (campaign s10cpc): the table's configuration only
+    assert torch_cp.scaling_cases(1, compiled=True) == [("flash", "none")]
+    assert torch_cp.scaling_cases(4, compiled=True) == [("flash", "allgather")]
+
+
+def test_compiled_core_in_one_process(tmp_path, monkeypatch):
+    """REAL_BENCH_CP_COMPILE=1: the core under torch.compile(fullgraph=True) (aot_eager off a GPU:
+    the same dynamo and AOTAutograd trace), one flash row, bench torch_cp_compiled, its trace kept."""
+    monkeypatch.setenv(torch_cp.COMPILE_ENV, "1")
+    monkeypatch.setenv("REAL_BENCH_TRACE_DIR", str(tmp_path))
+    assert main(["--out", str(tmp_path), "--quick", "--only", "torch_cp_scaling"]) == 0
+    rows = _rows(tmp_path / "torch_cp.csv")
+    assert [(r["bench"], r["sdpa_backend"], r["rotate_method"]) for r in rows] == [("torch_cp_compiled", "flash", "none")]
+    assert float(rows[0]["time_s"]) > 0
+    assert json.loads((tmp_path / "env.json").read_text())["torch_cp_compiled"] is True
+    assert len(list(tmp_path.glob("trace_torch_cp_compiled_flash_none_S64_rank0.json.gz"))) == 1
 
 
 def test_cp1_section_in_one_process(tmp_path, monkeypatch):
@@ -105,3 +121,18 @@ def test_s10cp_campaign_cpu_dry_run(tmp_path):
     log = (out / "log.txt").read_text()
     assert "the CP4 part skipped" in log and "s10cp done" in log
     assert len(list((out / "traces").glob("trace_torch_cp_*_rank0.json.gz"))) == 2
+
+
+def test_s10cpc_campaign_cpu_dry_run(tmp_path):
+    """real/campaigns/s10cpc.sh (the compiled parts) on two gloo ranks: the CP2 part runs the section
+    with REAL_BENCH_CP_COMPILE set and records that PyTorch's CP needs CUDA; no CP4 part."""
+    env = {**os.environ, "PYTHON": sys.executable, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
+           "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s10cpc.sh"), str(tmp_path)], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=300)
+    out = tmp_path / "s10cpc"
+    cp2 = json.loads((out / "env_compiled_cp2.json").read_text())
+    assert "CUDA" in cp2["torch_cp_skipped"] and cp2["world_size"] == 2
+    log = (out / "log.txt").read_text()
+    assert "the compiled CP4 part skipped" in log and "s10cpc done" in log
+
