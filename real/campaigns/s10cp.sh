@@ -20,7 +20,14 @@
 #   bash real/campaigns/s10cp.sh OUTDIR     (S10CP_QUICK=1: tiny shapes, a CPU dry run: CP1 runs,
 #   the torchrun parts run on gloo ranks and record that PyTorch's CP needs CUDA)
 # NVLink SHARP (multicast) stays off, as in the EP campaign (calibration/measurements/README.md).
+#
+# Since the eager records landed (calibration/measurements/h100x4/torch_cp_scaling/, 14:41 UTC), a
+# plain run goes on to the next question, CP under torch.compile: it runs real/campaigns/s10cpc.sh
+# (OUTDIR/s10cpc/, <= 150 s on a 4-GPU host). S10CP_EAGER=1 runs the eager parts above again.
 set -u
+if [ "${S10CP_EAGER:-0}" != "1" ]; then
+  exec bash "$(dirname "$0")/s10cpc.sh" "${1:?usage: real/campaigns/s10cp.sh OUTDIR}"
+fi
 OUT="${1:?usage: real/campaigns/s10cp.sh OUTDIR}/s10cp"
 mkdir -p "$OUT/traces"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=1

@@ -109,7 +109,7 @@ def test_s10cp_campaign_cpu_dry_run(tmp_path):
     each part's files renamed by its CP degree; the CP2 part records that PyTorch's CP needs CUDA;
     no CP4 part with two ranks."""
     env = {**os.environ, "PYTHON": sys.executable, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
-           "PYTHONPATH": str(REPO)}
+           "S10CP_EAGER": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s10cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=300)
     out = tmp_path / "s10cp"
@@ -124,12 +124,15 @@ def test_s10cp_campaign_cpu_dry_run(tmp_path):
 
 
 def test_s10cpc_campaign_cpu_dry_run(tmp_path):
-    """real/campaigns/s10cpc.sh (the compiled parts) on two gloo ranks: the CP2 part runs the section
-    with REAL_BENCH_CP_COMPILE set and records that PyTorch's CP needs CUDA; no CP4 part."""
+    """real/campaigns/s10cp.sh without S10CP_EAGER runs s10cpc.sh (the compiled parts) on two gloo
+    ranks: the CP2 part runs the section with REAL_BENCH_CP_COMPILE set and records that PyTorch's
+    CP needs CUDA; no CP4 part; no eager output."""
     env = {**os.environ, "PYTHON": sys.executable, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
            "PYTHONPATH": str(REPO)}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s10cpc.sh"), str(tmp_path)], cwd=REPO, env=env,
+    env.pop("S10CP_EAGER", None)
+    subprocess.run(["bash", str(REPO / "real/campaigns/s10cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=300)
+    assert not (tmp_path / "s10cp").exists()
     out = tmp_path / "s10cpc"
     cp2 = json.loads((out / "env_compiled_cp2.json").read_text())
     assert "CUDA" in cp2["torch_cp_skipped"] and cp2["world_size"] == 2
