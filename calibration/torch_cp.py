@@ -216,13 +216,15 @@ def merge_time_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> flo
 SCALING_DIR = "torch_cp_scaling"   # under calibration/measurements/<gpu>x<n>/: the s10cp campaign's files
 
 
-def load_scaling(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_scaling(folder: Path | str, compiled: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows, kernels) of a torch_cp_scaling records folder (real/campaigns/s10cp.sh: one
-    torch_cp_cp<W>.csv and torch_cp_kernels_cp<W>.csv per CP degree), rows with a positive time;
-    empty frames where none."""
+    torch_cp_cp<W>.csv and torch_cp_kernels_cp<W>.csv per CP degree; `compiled`: s10cpc.sh's
+    torch_cp_compiled_cp<W>.csv and torch_cp_kernels_compiled_cp<W>.csv), rows with a positive
+    time; empty frames where none."""
     out = []
+    infix = "_compiled" if compiled else ""
     for stem in ("torch_cp", "torch_cp_kernels"):
-        frames = [pd.read_csv(p) for p in sorted(Path(folder).glob(f"{stem}_cp*.csv"))]
+        frames = [pd.read_csv(p) for p in sorted(Path(folder).glob(f"{stem}{infix}_cp*.csv"))]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if not df.empty:
             df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
@@ -274,11 +276,12 @@ def main(argv=None) -> int:
                                  description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")
     ap.add_argument("folder", type=Path, help="a torch_cp_scaling records folder (s10cp.sh's OUTDIR/s10cp)")
     ap.add_argument("--gpu", default="h100")
+    ap.add_argument("--compiled", action="store_true", help="the torch.compile'd rows (real/campaigns/s10cpc.sh)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    rows, kernels = load_scaling(args.folder)
+    rows, kernels = load_scaling(args.folder, args.compiled)
     if rows.empty:
-        print(f"error: no torch_cp_cp*.csv rows in {args.folder}", file=sys.stderr)
+        print(f"error: no torch_cp{'_compiled' if args.compiled else ''}_cp*.csv rows in {args.folder}", file=sys.stderr)
         return 2
     profile, _ = load_fitted_profile(args.gpu, None)
     table = scaling_table(rows, gpu_spec(args.gpu), profile)
