@@ -613,7 +613,7 @@ def _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group):
 # ---------------------------------------------------------------------------------------------
 
 # tokens per rank in every torchtitan Llama 3.1 8B CP row (benchmarks/llama3_h100_202412_torchtitan.md
-# Table 4: sequence 32K, 64K, 128K, 256K at CP 1, 2, 4, 8 on 8 GPUs, local batch 1)
+# Table 2: sequence 32K, 64K, 128K, 256K at CP 1, 2, 4, 8 on 8 GPUs, local batch 1)
 SCALING_LOCAL_LEN = 32768
 QUICK_SCALING_LOCAL_LEN = 64
 SCALING_HELD_OUT_MIN_CP = 4   # CP >= 4 held out: the fit sees CP1 and CP2 only
@@ -681,7 +681,7 @@ def bench_torch_cp_scaling(rec, timer, dev, deadline, quick, env):
             _torch_cp_case(rec, timer, dev, quick, mesh, group, rank, world, S, backend, method, context_parallel,
                            set_rotate_method, reps, warmup, trace_dir, split=scaling_split(world), keep_trace=True,
                            compiled=compiled)
-        except (RuntimeError, NotImplementedError, ValueError) as e:   # the backend refused
+        except (RuntimeError, NotImplementedError, ValueError) as e:   # the backend (or dynamo) refused
             log(f"torch_cp_scaling S={S} cp{world} {backend} {method}: {type(e).__name__}: {str(e)[:300]}")
         free_memory()
         if multi:
