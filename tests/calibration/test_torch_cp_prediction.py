@@ -167,3 +167,20 @@ def test_measured_cp_time_grows_as_the_calls(h100):
     for (cp, backend, method), t in per_unit.items():
         if cp == 4:
             assert t == pytest.approx(per_unit[(2, backend, method)], rel=0.05), (backend, method)
+
+
+def test_compiled_cp_records_wait_every_collective_at_issue():
+    """The s10cpc records (PyTorch's CP inside torch.compile(fullgraph=True), 4x H100): on every
+    rank and phase the NCCL time is all exposed (no compute under it: the traced collectives are
+    waited at issue), where the eager rows of the same CP degree hide most of theirs; read through
+    calibration.torch_cp.load_scaling(compiled=True)."""
+    rows, kernels = tc.load_scaling(H100X4_SCALING, compiled=True)
+    assert set(rows["bench"]) == {"torch_cp_compiled"} and set(rows["cp"]) == {2, 4}
+    assert not kernels.empty
+    for cp in (2, 4):
+        tl = pd.read_csv(H100X4_SCALING / f"torch_cp_timeline_compiled_cp{cp}.csv")
+        assert (tl["nccl_s"] > 0).all()
+        assert list(tl["nccl_exposed_s"]) == pytest.approx(list(tl["nccl_s"]), rel=0.01)
+        eager = pd.read_csv(H100X4_SCALING / f"torch_cp_timeline_cp{cp}.csv")
+        eager = eager[(eager["sdpa_backend"] == "flash") & (eager["rotate_method"] == "allgather")]
+        assert eager["nccl_exposed_s"].sum() < 0.6 * eager["nccl_s"].sum()
