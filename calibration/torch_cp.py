@@ -23,11 +23,16 @@ fwd_bwd; predicted as their kernel by the same curve.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration.predict import gpu_spec
+from calibration.validate import load_fitted_profile
 from twin.costs import comm, compute
 from twin.costs.context_parallel import TORCH_CP_MERGE_TIME_FACTOR, torch_cp_exposed_s, torch_cp_merge_s
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, Op, OpKind
@@ -202,3 +207,87 @@ def merge_time_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> flo
                 slowest = float(per_rank.loc[phase].max())
                 ratios.append((slowest - parts["repeat_kv"] / 2) / parts[f"merge_{phase}"])
     return float(pd.Series(ratios).median()) if ratios else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaign s10cp: PyTorch's CP at 32K positions a rank over CP = 1, 2, 4 (torchtitan's 8B CP rows)
+# ---------------------------------------------------------------------------------------------
+
+SCALING_DIR = "torch_cp_scaling"   # under calibration/measurements/<gpu>x<n>/: the s10cp campaign's files
+
+
+def load_scaling(folder: Path | str, compiled: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows, kernels) of a torch_cp_scaling records folder (real/campaigns/s10cp.sh: one
+    torch_cp_cp<W>.csv and torch_cp_kernels_cp<W>.csv per CP degree; `compiled`: s10cpc.sh's
+    torch_cp_compiled_cp<W>.csv and torch_cp_kernels_compiled_cp<W>.csv), rows with a positive
+    time; empty frames where none."""
+    out = []
+    infix = "_compiled" if compiled else ""
+    for stem in ("torch_cp", "torch_cp_kernels"):
+        frames = [pd.read_csv(p) for p in sorted(Path(folder).glob(f"{stem}{infix}_cp*.csv"))]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if not df.empty:
+            df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
+            df = df[df["time_s"] > 0].reset_index(drop=True)
+        out.append(df)
+    return out[0], out[1]
+
+
+def scaling_table(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> list[dict]:
+    """[{cp, backend, method, measured_s, predicted_s, err, per_unit_s, split, parts}] of each
+    torch_cp_scaling row, the twin's prediction as `predict_torch_cp_parts`; per_unit_s the measured
+    time over the CP degree (a rank's work is cp units of a causal local-length call: its diagonal
+    call and cp-1 half-square calls), constant where the time grows as the calls."""
+    out = []
+    for _, r in rows.sort_values(["sdpa_backend", "rotate_method", "cp"]).iterrows():
+        parts = predict_torch_cp_parts(r, gpu, profile)
+        t = float(r["time_s"])
+        out.append({"cp": int(r["cp"]), "backend": r["sdpa_backend"], "method": r["rotate_method"],
+                    "measured_s": t, "predicted_s": parts["total"], "err": parts["total"] / t - 1,
+                    "per_unit_s": t / int(r["cp"]), "split": r["split"], "parts": parts})
+    return out
+
+
+def scaling_kernels(kernels: pd.DataFrame) -> pd.DataFrame:
+    """The slowest rank's profiled seconds per repetition by (cp, backend, method, phase,
+    category): which kernels' time grows with the CP degree."""
+    if kernels.empty:
+        return kernels
+    per_rank = kernels.groupby(["cp", "sdpa_backend", "rotate_method", "phase", "category", "rank"])["time_s"].sum()
+    return per_rank.groupby(level=[0, 1, 2, 3, 4]).max().reset_index()
+
+
+def format_scaling(table: list[dict], kernels: pd.DataFrame) -> str:
+    lines = ["PyTorch CP at 32K positions a rank: measured vs twin (err = twin / measured - 1)",
+             f"{'cp':>3} {'backend':7} {'method':9} {'split':8} {'measured ms':>12} {'per cp ms':>10} {'twin ms':>9} {'err':>7}"]
+    for r in table:
+        lines.append(f"{r['cp']:3d} {r['backend']:7} {r['method']:9} {r['split']:8} {r['measured_s'] * 1e3:12.1f} "
+                     f"{r['per_unit_s'] * 1e3:10.1f} {r['predicted_s'] * 1e3:9.1f} {r['err']:+7.1%}")
+    if not kernels.empty:
+        lines.append("slowest rank's profiled kernel time per repetition (ms), by category:")
+        for (cp, b, m, ph), g in scaling_kernels(kernels).groupby(["cp", "sdpa_backend", "rotate_method", "phase"]):
+            cats = ", ".join(f"{c} {t * 1e3:.1f}" for c, t in zip(g["category"], g["time_s"]))
+            lines.append(f"  cp{cp} {b} {m} {ph}: {cats}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.torch_cp",
+                                 description="PyTorch's CP at 32K positions a rank (campaign s10cp) against the twin")
+    ap.add_argument("folder", type=Path, help="a torch_cp_scaling records folder (s10cp.sh's OUTDIR/s10cp)")
+    ap.add_argument("--gpu", default="h100")
+    ap.add_argument("--compiled", action="store_true", help="the torch.compile'd rows (real/campaigns/s10cpc.sh)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows, kernels = load_scaling(args.folder, args.compiled)
+    if rows.empty:
+        print(f"error: no torch_cp{'_compiled' if args.compiled else ''}_cp*.csv rows in {args.folder}", file=sys.stderr)
+        return 2
+    profile, _ = load_fitted_profile(args.gpu, None)
+    table = scaling_table(rows, gpu_spec(args.gpu), profile)
+    print(json.dumps(table, indent=1) if args.json else format_scaling(table, kernels))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -36,7 +36,7 @@ from real.bench.records import NoRecorder, Recorder, log
 from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
 from real.bench.sm_reserve import bench_sm_reserve
 from real.bench.timing import Deadline, Timer
-from real.bench.torch_cp import bench_cp_chunks, bench_torch_cp
+from real.bench.torch_cp import bench_cp_chunks, bench_torch_cp, bench_torch_cp_scaling
 from real.bench.wgrad_accum import bench_wgrad_accum
 from real.bench.whole_model import bench_expert_load, bench_serve, bench_train
 from real.telemetry import Telemetry
@@ -52,7 +52,7 @@ _FUNCTIONS = {
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
     "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,
-    "torch_cp": bench_torch_cp, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
+    "torch_cp": bench_torch_cp, "torch_cp_scaling": bench_torch_cp_scaling, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
     "tp_grouped": bench_tp_grouped,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
     "mla_host": bench_mla_host,

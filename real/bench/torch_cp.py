@@ -295,12 +295,15 @@ def _sdpa_context(backend: str, dev):
 
 
 def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = True, kv_len: int | None = None,
-                        backend: str = "", kv_contiguous: bool = False):
+                        backend: str = "", kv_contiguous: bool = False, compiled: bool = False):
     """(fwd, bwd, inputs) of torchtitan's attention core on s query positions (and kv_len key
     positions, s by default): xq (1, s, H, E), xk/xv (1, kv_len, K, E) BF16 leaves; fwd repeats
     K/V to H heads, transposes to (1, H, s, E) and calls SDPA restricted to `backend` (inside a
     context_parallel context this is PyTorch's CP); bwd(out) takes the gradients of xq, xk, xv.
-    kv_contiguous: K and V copied contiguous in (1, H, s, E) before the call, as PyTorch's CP does."""
+    kv_contiguous: K and V copied contiguous in (1, H, s, E) before the call, as PyTorch's CP does.
+    compiled: the core (repeat_kv, transposes, SDPA) under torch.compile(fullgraph=True), as
+    torchtitan's apply_compile @ 9dec370 compiles each block: traced inside a context_parallel
+    context, the ring attention's collectives and merges become part of the compiled graph."""
     H, K, E = llama_shape(quick)
     kv_len = s if kv_len is None else kv_len
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -309,12 +312,20 @@ def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = 
               for _ in range(2))
     gy = torch.randn(1, H, s, E, generator=g, device=dev, dtype=torch.bfloat16)
 
-    def fwd():
-        keys, values = repeat_kv(xk, H // K).transpose(1, 2), repeat_kv(xv, H // K).transpose(1, 2)
+    def core(q, k, v):
+        keys, values = repeat_kv(k, H // K).transpose(1, 2), repeat_kv(v, H // K).transpose(1, 2)
         if kv_contiguous:
             keys, values = keys.contiguous(), values.contiguous()
-        with _sdpa_context(backend, dev):
-            return F.scaled_dot_product_attention(xq.transpose(1, 2), keys, values, is_causal=causal)
+        return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, is_causal=causal)
+
+    # off a GPU aot_eager (dynamo and AOTAutograd, no codegen): the same trace in seconds, as
+    # real/bench/dense_block.py does
+    backend_fn = "inductor" if dev.type == "cuda" else "aot_eager"
+    run = torch.compile(core, fullgraph=True, backend=backend_fn) if compiled else core
+
+    def fwd():
+        with _sdpa_context(backend, dev):   # outside the compiled frame: the backend is chosen when it traces
+            return run(xq, xk, xv)
 
     def bwd(out):
         torch.autograd.grad(out, [xq, xk, xv], gy)
@@ -496,12 +507,15 @@ def _torch_cp_api():
 CP_API = {"unavailable": torch_cp_unavailable, "api": _torch_cp_api}
 
 
-def _cp_row_cols(S: int, world: int, method: str, quick: bool, kernel: str, backend: str) -> dict:
+def _cp_row_cols(S: int, world: int, method: str, quick: bool, kernel: str, backend: str,
+                 split: str | None = None, compiled: bool = False) -> dict:
     H, K, E = llama_shape(quick)
-    return dict(bench="torch_cp", model="llama3.1-8b-attn" if not quick else "tiny", cp=world, rotate_method=method,
-                sdpa_backend=backend, load_balance="head_tail", seq_len=S, local_len=S // world, num_heads=H, num_kv_heads=K,
-                head_dim=E, kv_repeat=True, causal=True, precision="bf16", sdpa_kernel=kernel,
-                split=torch_cp_split(S) if not quick else "fit")
+    if split is None:
+        split = torch_cp_split(S) if not quick else "fit"
+    return dict(bench="torch_cp_compiled" if compiled else "torch_cp", model="llama3.1-8b-attn" if not quick else "tiny", cp=world, rotate_method=method,
+                sdpa_backend=backend, load_balance="head_tail" if world > 1 else "none", seq_len=S,
+                local_len=S // world, num_heads=H, num_kv_heads=K, head_dim=E, kv_repeat=True, causal=True,
+                precision="bf16", sdpa_kernel=kernel, split=split)
 
 
 def bench_torch_cp(rec, timer, dev, deadline, quick, env):
@@ -535,24 +549,31 @@ def bench_torch_cp(rec, timer, dev, deadline, quick, env):
 
 
 def _torch_cp_case(rec, timer, dev, quick, mesh, group, rank, world, S, backend, method, context_parallel,
-                   set_rotate_method, reps, warmup, trace_dir):
+                   set_rotate_method, reps, warmup, trace_dir, split=None, keep_trace=None, compiled=False):
     """One torch_cp row (and its kernel and timeline rows): S total positions, SDPA `backend`,
-    rotate `method`."""
-    set_rotate_method(method)
-    fwd, bwd, _ = llama_attention_fns(S // world, dev, quick, seed=rank, backend=backend)
+    rotate `method`; `split` and `keep_trace` (the Chrome trace kept) as the sweep's rule unless
+    given; `compiled`: the core under torch.compile (bench torch_cp_compiled)."""
+    fwd, bwd, _ = llama_attention_fns(S // world, dev, quick, seed=rank, backend=backend, compiled=compiled)
     pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
     if S >= 131072:   # about half a second a repetition: fewer of them
         reps, warmup = min(reps, 4), 1
-    with context_parallel(mesh, buffers=[pos], buffer_seq_dims=[1], no_restore_buffers={pos}):
+    if world > 1:
+        set_rotate_method(method)
+        ctx = context_parallel(mesh, buffers=[pos], buffer_seq_dims=[1], no_restore_buffers={pos})
+    else:   # CP1: torchtitan enters no CP context; the plain call
+        ctx = contextlib.nullcontext()
+    with ctx:
         times, _, hosts = time_reps(lambda: bwd(fwd()), dev, reps, warmup, None, group)
-        dist.barrier(group=group)
-        keep = S in TRACE_SEQ_LENS or quick
-        path = str(trace_dir / f"trace_torch_cp_{backend}_{method}_S{S}_rank{rank}.json.gz") if keep else None
+        if group is not None:
+            dist.barrier(group=group)
+        keep = (S in TRACE_SEQ_LENS or quick) if keep_trace is None else keep_trace
+        tag = "torch_cp_compiled" if compiled else "torch_cp"
+        path = str(trace_dir / f"trace_{tag}_{backend}_{method}_S{S}_rank{rank}.json.gz") if keep else None
         trace = profile_phases(fwd, bwd, dev, 2, path)
     kernels = kernels_by_phase(trace)
     calls = aten_calls_by_phase(trace)
     kernel = next((name.removeprefix("aten::") for (p, name) in calls if p == "fwd"), "sdpa")
-    cols = _cp_row_cols(S, world, method, quick, kernel, backend)
+    cols = _cp_row_cols(S, world, method, quick, kernel, backend, split, compiled)
     H, _, E = llama_shape(quick)
     fl = 3.5 * attention_flops(1, S, H, E, E, causal=True)
     st = stats(times)
@@ -561,7 +582,7 @@ def _torch_cp_case(rec, timer, dev, quick, mesh, group, rank, world, S, backend,
             achieved_flops_per_s=fl / st["time_s"], achieved_bytes_per_s=math.nan,
             sm_clock_mhz=timer.tel.sm_clock_mhz(), mem_clock_mhz=timer.tel.mem_clock_mhz())
     _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group)
-    log(f"torch_cp S={S} cp{world} {backend} {method}: {st['time_s'] * 1e3:.2f} ms ({kernel})")
+    log(f"{cols['bench']} S={S} cp{world} {backend} {method}: {st['time_s'] * 1e3:.2f} ms ({kernel})")
 
 
 def _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group):
@@ -570,7 +591,10 @@ def _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group):
             "timeline": {p: phase_timeline(kernels, p, 2) for p in PHASES},
             "calls": {f"{p}|{n}": c / 2 for (p, n), c in calls.items()}}
     got = [None] * world
-    dist.all_gather_object(got, mine, group=group)
+    if group is None:   # one process (CP1): no group to gather over
+        got = [mine]
+    else:
+        dist.all_gather_object(got, mine, group=group)
     if rank != 0:
         return
     base = {k: v for k, v in cols.items() if k not in ("sdpa_kernel",)}
@@ -582,3 +606,83 @@ def _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group):
             sdpa = {n.split("|", 1)[1]: c for n, c in r["calls"].items() if n.startswith(p + "|")}
             rec.row("torch_cp_timeline", **base, rank=r["rank"], phase=p, **tl,
                     sdpa_calls=json.dumps(sdpa), time_s=tl["span_s"], reps=2, timing="profiler")
+
+
+# ---------------------------------------------------------------------------------------------
+# Section torch_cp_scaling (one process, or torchrun over W ranks): torchtitan's 8B CP rows' shapes
+# ---------------------------------------------------------------------------------------------
+
+# tokens per rank in every torchtitan Llama 3.1 8B CP row (benchmarks/llama3_h100_202412_torchtitan.md
+# Table 2: sequence 32K, 64K, 128K, 256K at CP 1, 2, 4, 8 on 8 GPUs, local batch 1)
+SCALING_LOCAL_LEN = 32768
+QUICK_SCALING_LOCAL_LEN = 64
+SCALING_HELD_OUT_MIN_CP = 4   # CP >= 4 held out: the fit sees CP1 and CP2 only
+
+
+def scaling_split(cp: int) -> str:
+    return "holdout" if cp >= SCALING_HELD_OUT_MIN_CP else "fit"
+
+
+COMPILE_ENV = "REAL_BENCH_CP_COMPILE"   # "1": torch_cp_scaling runs the core under torch.compile, flash only
+
+
+def scaling_cases(world: int, compiled: bool = False) -> list[tuple[str, str]]:
+    """(SDPA backend, rotate method) of a torch_cp_scaling run over `world` ranks, in run order:
+    flash first (the default SDPA kernel of the torch torchtitan's December 2024 rows ran; torch's
+    CP then dispatched flash and memory-efficient only), torchtitan's default rotate method
+    (allgather) before alltoall; CP1 has no rotate method ('none'). Compiled: flash with
+    allgather only (the table's configuration)."""
+    methods = ROTATE_METHODS if world > 1 else ("none",)
+    if compiled:
+        return [("flash", methods[0])]
+    return [(b, m) for b in SDPA_BACKENDS for m in methods]
+
+
+def _one_process_env(env: dict, dev) -> dict:
+    """nccl_version and num_gpus of a one-process run (no process group)."""
+    v = torch.cuda.nccl.version() if dev.type == "cuda" else ""
+    env["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    env["num_gpus"] = 1 if dev.type == "cuda" else 0
+    return env
+
+
+def bench_torch_cp_scaling(rec, timer, dev, deadline, quick, env):
+    """Section torch_cp_scaling: the torch_cp block with SCALING_LOCAL_LEN positions per rank at
+    CP = W, W the process count (one process: CP1, the plain call torchtitan makes at CP1; under
+    torchrun: PyTorch's CP over all W ranks, S = W x 32K), each SDPA backend and rotate method
+    (`scaling_cases`); rows in the torch_cp families, split by `scaling_split`, a Chrome trace per
+    rank of every case. Run at W = 1, 2, 4 it says how a rank's time grows with the CP degree at
+    fixed per-rank work (issue 14: torchtitan's CP4/CP8 rows)."""
+    multi = dist.is_available() and dist.is_initialized()
+    world, rank = (dist.get_world_size(), dist.get_rank()) if multi else (1, 0)
+    group = dist.group.WORLD if multi else None
+    if multi:
+        distributed_env(env, dev)
+        why = CP_API["unavailable"](dev)
+        if why:
+            env["torch_cp_skipped"] = why
+            log(f"torch_cp_scaling: {why}")
+            return
+        init_device_mesh, context_parallel, set_rotate_method = CP_API["api"]()
+        mesh = init_device_mesh(dev.type, (world,))
+    else:
+        _one_process_env(env, dev)
+        mesh = context_parallel = set_rotate_method = None
+    reps, warmup = (2, 1) if quick else (6, 2)
+    trace_dir = Path(os.environ.get("REAL_BENCH_TRACE_DIR", "") or tempfile.gettempdir())
+    S = (QUICK_SCALING_LOCAL_LEN if quick else SCALING_LOCAL_LEN) * world
+    compiled = os.environ.get(COMPILE_ENV, "") == "1"
+    env["torch_cp_compiled"] = compiled
+    for backend, method in scaling_cases(world, compiled):
+        if (agreed_over(deadline, dev) if multi else deadline.over()):
+            log("torch_cp_scaling: deadline reached")
+            return
+        try:
+            _torch_cp_case(rec, timer, dev, quick, mesh, group, rank, world, S, backend, method, context_parallel,
+                           set_rotate_method, reps, warmup, trace_dir, split=scaling_split(world), keep_trace=True,
+                           compiled=compiled)
+        except (RuntimeError, NotImplementedError, ValueError) as e:   # the backend (or dynamo) refused
+            log(f"torch_cp_scaling S={S} cp{world} {backend} {method}: {type(e).__name__}: {str(e)[:300]}")
+        free_memory()
+        if multi:
+            dist.barrier(group=group)
