@@ -34,7 +34,8 @@ import pandas as pd
 from calibration.predict import gpu_spec
 from calibration.validate import load_fitted_profile
 from twin.costs import comm, compute
-from twin.costs.context_parallel import TORCH_CP_MERGE_TIME_FACTOR, torch_cp_exposed_s, torch_cp_merge_s
+from twin.costs.context_parallel import (TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR,
+                                         torch_cp_exposed_s, torch_cp_merge_s)
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, Op, OpKind
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec
@@ -92,10 +93,15 @@ def core_calls(cp: int, s: int) -> list[tuple[int, int, bool]]:
 
 
 def predict_torch_cp_parts(row, gpu: GPUSpec, profile: Profile, calls: bool = False,
-                           noncausal_factor: float = 1.0, merge_factor: float = TORCH_CP_MERGE_TIME_FACTOR) -> dict:
+                           noncausal_factor: float = 1.0, merge_factor: float | dict | None = None,
+                           compiled: bool = False) -> dict:
     """{part: seconds} of a torch_cp.csv row on one rank (module docstring), forward and backward:
     repeat_kv, core_fwd, core_bwd, merge_fwd, merge_bwd, exposed_fwd, exposed_bwd and total;
-    `merge_factor` the merges' measured time factor (the twin's, unless given)."""
+    `merge_factor` the merges' measured time factor, one or {phase: factor} (the twin's, unless
+    given); `compiled`: the pass inside torch.compile(fullgraph=True), as a plan with kernels
+    'fused_blocks' runs it: every collective exposed, the merges at the compiled factors."""
+    if merge_factor is None:
+        merge_factor = TORCH_CP_COMPILED_MERGE_TIME_FACTOR if compiled else TORCH_CP_MERGE_TIME_FACTOR
     prof = profile_for_backend(profile, row.get("sdpa_backend", ""))
     cp, S = int(row["cp"]), int(row["seq_len"])
     H, K, E = int(row["num_heads"]), int(row["num_kv_heads"]), int(row["head_dim"])
@@ -115,9 +121,10 @@ def predict_torch_cp_parts(row, gpu: GPUSpec, profile: Profile, calls: bool = Fa
     gather_s = comm.collective_time_s("all_gather", kv_bytes * cp, cp, gpu, True, prof.collectives or {})
     pass_s = comm.collective_time_s("send_recv", kv_bytes * FP32_BYTES / BF16_BYTES, 2, gpu, True, prof.collectives or {})
     for d, back in (("fwd", False), ("bwd", True)):
-        parts[f"merge_{d}"] = torch_cp_merge_s(cp, q_elems, kv_elems, back, gpu, prof, merge_factor) if cp > 1 else 0.0
-        parts[f"exposed_{d}"] = (torch_cp_exposed_s(cp, parts[f"core_{d}"], gather_s, pass_s if back else 0.0, back)
-                                 if cp > 1 else 0.0)
+        factor = merge_factor[d] if isinstance(merge_factor, dict) else merge_factor
+        parts[f"merge_{d}"] = torch_cp_merge_s(cp, q_elems, kv_elems, back, gpu, prof, factor) if cp > 1 else 0.0
+        parts[f"exposed_{d}"] = (torch_cp_exposed_s(cp, parts[f"core_{d}"], gather_s, pass_s if back else 0.0, back,
+                                                    compiled) if cp > 1 else 0.0)
     parts["total"] = sum(parts.values())
     return parts
 
@@ -233,14 +240,15 @@ def load_scaling(folder: Path | str, compiled: bool = False) -> tuple[pd.DataFra
     return out[0], out[1]
 
 
-def scaling_table(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> list[dict]:
+def scaling_table(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, compiled: bool = False) -> list[dict]:
     """[{cp, backend, method, measured_s, predicted_s, err, per_unit_s, split, parts}] of each
-    torch_cp_scaling row, the twin's prediction as `predict_torch_cp_parts`; per_unit_s the measured
+    torch_cp_scaling row, the twin's prediction as `predict_torch_cp_parts` (`compiled`: as a
+    'fused_blocks' plan runs it, for the compiled rows); per_unit_s the measured
     time over the CP degree (a rank's work is cp units of a causal local-length call: its diagonal
     call and cp-1 half-square calls), constant where the time grows as the calls."""
     out = []
     for _, r in rows.sort_values(["sdpa_backend", "rotate_method", "cp"]).iterrows():
-        parts = predict_torch_cp_parts(r, gpu, profile)
+        parts = predict_torch_cp_parts(r, gpu, profile, compiled=compiled)
         t = float(r["time_s"])
         out.append({"cp": int(r["cp"]), "backend": r["sdpa_backend"], "method": r["rotate_method"],
                     "measured_s": t, "predicted_s": parts["total"], "err": parts["total"] / t - 1,
@@ -255,6 +263,31 @@ def scaling_kernels(kernels: pd.DataFrame) -> pd.DataFrame:
         return kernels
     per_rank = kernels.groupby(["cp", "sdpa_backend", "rotate_method", "phase", "category", "rank"])["time_s"].sum()
     return per_rank.groupby(level=[0, 1, 2, 3, 4]).max().reset_index()
+
+
+def compiled_merge_time_factors(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict[str, float] | None:
+    """{phase: factor} of the merges and accumulations inside torch.compile(fullgraph=True): on each
+    fitting compiled row (s10cpc.sh: CP2; CP4 held out), the slowest rank's copy and elementwise
+    kernels (CP_EAGER_CATEGORIES; Inductor's fused Triton kernels fall there) less half the
+    repeat_kv copy the twin costs apart, over torch_cp_merge_s at factor 1, as merge_time_factor
+    does for the eager rows; the median per phase. None without the records."""
+    rows, kernels = load_scaling(folder, compiled=True)
+    if rows.empty or kernels.empty:
+        return None
+    k = kernels[kernels["category"].isin(CP_EAGER_CATEGORIES)]
+    ratios: dict[str, list[float]] = {"fwd": [], "bwd": []}
+    for _, r in rows[(rows["split"] == "fit") & (pd.to_numeric(rows["cp"]) > 1)].iterrows():
+        parts = predict_torch_cp_parts(r, gpu, profile, merge_factor=1.0, compiled=True)
+        mine = k[(k["cp"] == r["cp"]) & (k["sdpa_backend"] == r["sdpa_backend"])
+                 & (k["rotate_method"] == r["rotate_method"])]
+        per_rank = mine.groupby(["phase", "rank"])["time_s"].sum()
+        for phase in ratios:
+            if phase in per_rank.index.get_level_values(0):
+                slowest = float(per_rank.loc[phase].max())
+                ratios[phase].append((slowest - parts["repeat_kv"] / 2) / parts[f"merge_{phase}"])
+    if not all(ratios.values()):
+        return None
+    return {phase: float(pd.Series(v).median()) for phase, v in ratios.items()}
 
 
 def format_scaling(table: list[dict], kernels: pd.DataFrame) -> str:
@@ -284,7 +317,7 @@ def main(argv=None) -> int:
         print(f"error: no torch_cp{'_compiled' if args.compiled else ''}_cp*.csv rows in {args.folder}", file=sys.stderr)
         return 2
     profile, _ = load_fitted_profile(args.gpu, None)
-    table = scaling_table(rows, gpu_spec(args.gpu), profile)
+    table = scaling_table(rows, gpu_spec(args.gpu), profile, args.compiled)
     print(json.dumps(table, indent=1) if args.json else format_scaling(table, kernels))
     return 0
 

@@ -41,6 +41,13 @@ TORCH_CP_LAUNCHES_PER_CALL = {"fwd": 6, "bwd": 8}
 # (calibration.torch_cp.merge_time_factor). They are strided and broadcast kernels (FP32 merges
 # against an unsqueezed log-sum-exp, copies of transposed K/V, torch.cat of chunks).
 TORCH_CP_MERGE_TIME_FACTOR = 1.66
+# The same merges and accumulations traced into a torch.compile(fullgraph=True) block (torchtitan's
+# apply_compile @ 9dec370 compiles every TransformerBlock, plan.kernels 'fused_blocks'): Inductor
+# fuses them into few Triton kernels, measured per phase as the eager factor is, over the same bytes
+# (calibration.torch_cp.compiled_merge_time_factors): PyTorch's CP2 of the Llama-3.1-8B attention
+# core at 32K positions a rank, flash, allgather, compiled, on 4x H100 (campaign s10cpc,
+# calibration/measurements/h100x4/torch_cp_scaling/torch_cp_kernels_compiled_cp2.csv; CP4 held out).
+TORCH_CP_COMPILED_MERGE_TIME_FACTOR = {"fwd": 0.26, "bwd": 0.59}
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
@@ -58,10 +65,20 @@ def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, g
     return time_factor * (compute.memory_time_s(nbytes, gpu, profile) + (launches - 1) * profile.launch_s)
 
 
-def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, backward: bool) -> float:
+def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, backward: bool,
+                       compiled: bool = False) -> float:
     """Communication of one pass not hidden behind its attention calls (each 1/cp of `core_s`): the
     K/V all-gather (`gather_s`) beyond the first call; in the backward also each FP32 dK/dV
-    hand-over (`pass_s`) beyond the call after it, and the last one whole."""
+    hand-over (`pass_s`) beyond the call after it, and the last one whole.
+    `compiled`: the pass traced into a torch.compile(fullgraph=True) block, where every collective
+    is waited at issue, so all of them are exposed: traced, a functional collective's result is
+    waited at once (torch/distributed/_functional_collectives.py, _maybe_wrap_tensor: wait_tensor
+    when _are_we_tracing()), and Inductor moves no wait later in a training graph (its comm
+    reordering, reorder_for_compute_comm_overlap, is off by default since pytorch/pytorch#108091;
+    reorder_for_locality runs only on inference graphs). Measured (campaign s10cpc, 4x H100): the
+    NCCL time of every rank and phase all exposed."""
+    if compiled:
+        return gather_s + (cp * pass_s if backward else 0.0)
     call_s = core_s / cp
     exposed = max(0.0, gather_s - call_s)
     if backward:

@@ -27,7 +27,8 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   attend the gathered keys before them: context_parallel.allgather_attention_calls), or `cp_torch_kv` (PyTorch's experimental
   context_parallel as torchtitan runs it: the all-gather beyond the first of cp attention calls,
   the FP32 dK/dV hand-overs beyond the next call and the last one whole; its FP32 merges on the
-  compute stream; twin.costs.context_parallel).
+  compute stream; twin.costs.context_parallel; with plan.kernels 'fused_blocks' the pass is traced
+  into the compiled block: every collective exposed, the merges fused at their compiled factors).
 - plan.kernels 'eager': the block's elementwise chains at torch eager's bytes and kernel counts
   (twin.costs.flops.eager_ops); 'fused_blocks': only the head's (final norm, FP32 loss); plan.kv_repeat: GQA K/V repeated to the query heads (a copy, and
   the heads context parallelism exchanges).
@@ -480,21 +481,29 @@ class StepCosts:
         t = self._collective_s(kind, self.kv_bytes * p.cp, p.cp, self.cp_same_node)
         return [Task("comm", t, f"cp_{kind}_kv")]
 
+    def _torch_cp_compiled(self) -> bool:
+        """torch_allgather CP traced into the compiled blocks (plan.kernels 'fused_blocks', as
+        torchtitan's apply_compile @ 9dec370 compiles each TransformerBlock with fullgraph=True):
+        its collectives waited at issue, its merges fused (twin.costs.context_parallel)."""
+        return self.sc.plan.kernels == "fused_blocks"
+
     def _torch_cp_merge_s(self, backward: bool) -> float:
-        """Seconds of the eager FP32 merge and accumulation kernels around one pass of
-        torch_allgather context-parallel attention on this rank."""
+        """Seconds of the FP32 merge and accumulation kernels around one pass of torch_allgather
+        context-parallel attention on this rank: eager, or fused inside the compiled blocks."""
+        factor = (context_parallel.TORCH_CP_COMPILED_MERGE_TIME_FACTOR["bwd" if backward else "fwd"]
+                  if self._torch_cp_compiled() else context_parallel.TORCH_CP_MERGE_TIME_FACTOR)
         return context_parallel.torch_cp_merge_s(self.sc.plan.cp, self.q_elems, self.kv_bytes / BF16_BYTES, backward,
-                                                 self.gpu, self.profile)
+                                                 self.gpu, self.profile, factor)
 
     def _torch_cp_exposed_s(self, core_s: float, backward: bool) -> float:
         """Communication of one torch_allgather pass not hidden behind its attention calls
         (twin.costs.context_parallel.torch_cp_exposed_s): the K/V all-gather, and in the backward
-        the FP32 dK/dV hand-overs (twice the K/V bytes)."""
+        the FP32 dK/dV hand-overs (twice the K/V bytes); inside compiled blocks all of it."""
         p = self.sc.plan
         gather_s = self._collective_s("all_gather", self.kv_bytes * p.cp, p.cp, self.cp_same_node)
         pass_s = (self._collective_s("send_recv", self.kv_bytes * FP32_BYTES / BF16_BYTES, 2, self.cp_same_node)
                   if backward else 0.0)
-        return context_parallel.torch_cp_exposed_s(p.cp, core_s, gather_s, pass_s, backward)
+        return context_parallel.torch_cp_exposed_s(p.cp, core_s, gather_s, pass_s, backward, self._torch_cp_compiled())
 
     def _compute_segment(self, seg: list[Op], phase: str, name: str) -> list[Task]:
         """A compute segment's task, the attention core split off where context parallelism
