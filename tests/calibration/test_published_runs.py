@@ -136,12 +136,11 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # attention pair jumps from CP2 to CP4 at the same call shapes), Llama 3's step at V = 8; see
 # calibration/published_runs/README.md.
 NOT_MET = {
-    "tt-8b-cp4-128k": 0.221, "tt-8b-cp8-256k": 0.267,
+    "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
     "tt-405b-3d-1f1b": 0.109, "tt-405b-3d-interleaved": 0.106,
-    "tt-405b-4d-cp2-64k": 0.158, "tt-405b-4d-cp4-128k": 0.133, "tt-405b-4d-cp8-256k": 0.221,
     "l3-405b-8k-gpus8192": 0.337, "l3-405b-8k-gpus16384": 0.313, "l3-405b-128k-cp16": 0.580,
 }
-MEDIAN_NOT_MET = 0.071
+MEDIAN_NOT_MET = 0.065
 
 
 def _row_params():

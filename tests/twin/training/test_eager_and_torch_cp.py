@@ -95,6 +95,23 @@ def test_torch_allgather_merges_grow_with_the_calls():
     assert "cp_torch_kv_bwd" in r.op_time_s
 
 
+def test_torch_allgather_inside_compiled_blocks_exposes_every_collective_and_fuses_the_merges():
+    """plan.kernels 'fused_blocks' (torchtitan compiles each block with fullgraph=True): the traced
+    collectives are waited at issue, so however long the core, the all-gather and every hand-over
+    are exposed; the merges cost the compiled factors, below the eager ones."""
+    from twin.costs.context_parallel import TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR
+    eager = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True))
+    comp = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True, kernels="fused_blocks"))
+    gather = comp._collective_s("all_gather", comp.kv_bytes * 4, 4, comp.cp_same_node)
+    hand = comp._collective_s("send_recv", comp.kv_bytes * 2, 2, comp.cp_same_node)
+    assert comp._torch_cp_exposed_s(1e3, False) == pytest.approx(gather)
+    assert comp._torch_cp_exposed_s(1e3, True) == pytest.approx(gather + 4 * hand)
+    assert eager._torch_cp_exposed_s(1e3, False) == 0.0
+    for backward, phase in ((False, "fwd"), (True, "bwd")):
+        ratio = TORCH_CP_COMPILED_MERGE_TIME_FACTOR[phase] / TORCH_CP_MERGE_TIME_FACTOR
+        assert comp._torch_cp_merge_s(backward) == pytest.approx(eager._torch_cp_merge_s(backward) * ratio)
+
+
 def test_tensorwise_fp8_runs_the_measured_tensorwise_kernel_for_all_three_gemms():
     prof = load_profile("h100")
     tw = prof.with_fp8_recipe("tensorwise")
