@@ -182,15 +182,23 @@ def precision_of(label: str) -> fp8.Precision:
     return fp8.BF16 if label == "bf16" else fp8.Precision("fp8", label.split("-", 1)[1])
 
 
-def mla_counts(model: str, label: str, batch: int, seq: int, dev) -> dict:
-    """{phase: counts} of one MLA layer call (as real/bench/host_dispatch.py runs it)."""
-    spec, prec = get_spec(model), precision_of(label)
+def mla_call(model: str, batch: int, seq: int, dev):
+    """One MLA layer of `model` (seeded) with its RoPE tables, a BF16 input that takes gradients
+    and an output gradient: (mla, cos, sin, x, gx), as real/bench/host_dispatch.py builds them."""
+    spec = get_spec(model)
     torch.manual_seed(0)
     with building(dev):
         mla = MLA(spec)
         cos, sin = rope_tables(spec.qk_rope_head_dim, seq)
     x = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
     gx = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+    return mla, cos, sin, x, gx
+
+
+def mla_counts(model: str, label: str, batch: int, seq: int, dev) -> dict:
+    """{phase: counts} of one MLA layer call (as real/bench/host_dispatch.py runs it)."""
+    prec = precision_of(label)
+    mla, cos, sin, x, gx = mla_call(model, batch, seq, dev)
     with fused_stand_ins(dev):
         mla(x, cos, sin, prec)   # warm: one-time probes (real/fp8.py) are not the layer's ops
         out = {"fwd": count(lambda: mla(x, cos, sin, prec))}
@@ -323,13 +331,7 @@ def mla_timelines(dev, out_dir: Path, cases=TIMELINE_CASES, warmup: int = 3, on_
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     rows = []
     for model, B, S in cases:
-        spec = get_spec(model)
-        torch.manual_seed(0)
-        with building(dev):
-            mla = MLA(spec)
-            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
-        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        mla, cos, sin, x, gx = mla_call(model, B, S, dev)
         phases = {"fwd": (lambda: None, lambda _: mla(x, cos, sin)),
                   "bwd": (lambda: mla(x, cos, sin), lambda y: torch.autograd.grad(y, [x, *mla.parameters()], gx))}
         for phase, (setup, call) in phases.items():

@@ -518,18 +518,27 @@ def _cp_row_cols(S: int, world: int, method: str, quick: bool, kernel: str, back
                 precision="bf16", sdpa_kernel=kernel, split=split)
 
 
-def bench_torch_cp(rec, timer, dev, deadline, quick, env):
-    """Section torch_cp (torchrun, W >= 2 ranks): PyTorch's context parallelism of the Llama
-    attention block at CP = W, each rotate method and total length (module docstring)."""
-    group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
+def cp_mesh_api(env: dict, dev, world: int, section: str):
+    """PyTorch's CP over this torchrun world: (device mesh, context_parallel, set_rotate_method),
+    or None where this torch or device cannot run it (the reason kept in env and logged)."""
     distributed_env(env, dev)
     why = CP_API["unavailable"](dev)
     if why:
         env["torch_cp_skipped"] = why
-        log(f"torch_cp: {why}")
-        return
+        log(f"{section}: {why}")
+        return None
     init_device_mesh, context_parallel, set_rotate_method = CP_API["api"]()
-    mesh = init_device_mesh(dev.type, (world,))
+    return init_device_mesh(dev.type, (world,)), context_parallel, set_rotate_method
+
+
+def bench_torch_cp(rec, timer, dev, deadline, quick, env):
+    """Section torch_cp (torchrun, W >= 2 ranks): PyTorch's context parallelism of the Llama
+    attention block at CP = W, each rotate method and total length (module docstring)."""
+    group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
+    api = cp_mesh_api(env, dev, world, "torch_cp")
+    if api is None:
+        return
+    mesh, context_parallel, set_rotate_method = api
     reps, warmup = (2, 1) if quick else (6, 2)
     trace_dir = Path(os.environ.get("REAL_BENCH_TRACE_DIR", "") or tempfile.gettempdir())
     seqs = QUICK_SEQ_LENS if quick else TORCH_CP_SEQ_LENS
@@ -657,14 +666,10 @@ def bench_torch_cp_scaling(rec, timer, dev, deadline, quick, env):
     world, rank = (dist.get_world_size(), dist.get_rank()) if multi else (1, 0)
     group = dist.group.WORLD if multi else None
     if multi:
-        distributed_env(env, dev)
-        why = CP_API["unavailable"](dev)
-        if why:
-            env["torch_cp_skipped"] = why
-            log(f"torch_cp_scaling: {why}")
+        api = cp_mesh_api(env, dev, world, "torch_cp_scaling")
+        if api is None:
             return
-        init_device_mesh, context_parallel, set_rotate_method = CP_API["api"]()
-        mesh = init_device_mesh(dev.type, (world,))
+        mesh, context_parallel, set_rotate_method = api
     else:
         _one_process_env(env, dev)
         mesh = context_parallel = set_rotate_method = None
