@@ -23,13 +23,7 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}
 QUICK=()
 [ "${S10ATP_QUICK:-0}" = "1" ] && QUICK=(--quick)
-NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
-if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then   # the GPUs the caller gave this campaign, where it chose
-  VIS=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
-  [ "$VIS" -lt "$NGPU" ] && NGPU=$VIS
-fi
-ONE_GPU="${CUDA_VISIBLE_DEVICES:-0}"
-ONE_GPU="${ONE_GPU%%,*}"
+. "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU: the GPUs the caller gave this campaign
 [ "${S10ATP_QUICK:-0}" = "1" ] && NGPU=2   # the CPU dry run: two gloo ranks
 NPROC=0
 [ "$NGPU" -ge 2 ] && NPROC=2

@@ -34,14 +34,7 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}
 QUICK=()
 [ "${S10CP_QUICK:-0}" = "1" ] && QUICK=(--quick)
-NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
-# the GPUs the caller gave this campaign (CUDA_VISIBLE_DEVICES), where set: never more ranks than those
-if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
-  NVIS=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
-  [ "$NVIS" -lt "$NGPU" ] && NGPU=$NVIS
-fi
-ONE_GPU="${CUDA_VISIBLE_DEVICES:-0}"
-ONE_GPU="${ONE_GPU%%,*}"
+. "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU: the GPUs the caller gave this campaign
 [ "${S10CP_QUICK:-0}" = "1" ] && NGPU=${S10CP_QUICK_RANKS:-2}   # the CPU dry run: gloo ranks
 {
   echo "s10cp campaign $(date -u +%FT%TZ), $NGPU GPU(s)"
