@@ -39,6 +39,10 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   root unit (embedding, final norm, output projection) is gathered first and scattered last,
   exposed. With pipeline parallelism a stage gathers once per step and reduce-scatters once
   (StepCosts.fsdp_flags).
+- a tied embedding cut by the pipeline (the embedding on the first stage, the output projection
+  sharing its weight on the last): the last stage holds its own copy, and after the data-parallel
+  gradient sync `pp_embedding_all_reduce` sums the two copies' gradients between the two stages,
+  with nothing left to hide behind (tied_embedding_all_reduce_s).
 """
 
 from __future__ import annotations
@@ -912,7 +916,10 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             if stage == 0:
                 dense += m.vocab_size * m.hidden_size / p.tp
             if stage == costs.last_stage:
-                dense += 0 if m.tie_embeddings else m.vocab_size * m.hidden_size / p.tp
+                # a tied output projection shares the embedding's weight on stage 0's rank; on
+                # another rank it is a copy (kept equal by tied_embedding_all_reduce_s)
+                shared = m.tie_embeddings and rank in _ranks_holding(s, 0)
+                dense += 0 if shared else m.vocab_size * m.hidden_size / p.tp
                 for _ in range(m.num_mtp_modules):
                     rp = memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep)
                     dense += rp.dense + 2 * m.hidden_size * m.hidden_size
@@ -978,6 +985,37 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
 
 
 GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
+
+
+def _ranks_holding(schedule: Schedule, stage: int) -> frozenset[int]:
+    """The pipeline ranks that compute model stage `stage` (more than one for DualPipe's copies)."""
+    return frozenset(r for r in range(schedule.num_ranks) for c in range(schedule.num_chunks)
+                     if schedule.stage_of(r, c) == stage)
+
+
+def tied_embedding_all_reduce_s(sc: Scenario, schedule: Schedule, gpu: GPUSpec, measured: dict | None = None,
+                                link_bw_scale: float = 1.0) -> float:
+    """Seconds of the all-reduce that keeps a tied embedding's two copies equal when the pipeline
+    puts the embedding (first stage) and the output projection sharing its weight (last stage) on
+    different ranks; 0 otherwise (untied, no PP, or a rank holding both ends: DualPipeV's rank 0).
+    Megatron-LM's finalize_model_grads (megatron/core/distributed/finalize_model_grads.py @
+    f2e5db4, core_r0.8.0) runs it after every chunk's finish_grad_sync: torch.distributed.all_reduce
+    of the shared weight's main_grad (the whole vocab/TP x hidden tensor, in the gradient buffer's
+    dtype: FP32 where grads are accumulated and reduced in FP32, plan.grad_reduce_dtype) over the
+    embedding group, the first and last pipeline stage of each model-parallel slice. It waits for
+    the first stage's reduce-scatter, whose last backward ends the pipeline, and the optimizer
+    waits for it: nothing hides it. Under ZeRO-3 each rank holds 1/(DP CP) of the gradient.
+    The two stages share a node only if the whole pipeline does (PP outermost in Megatron's rank
+    order, as StepCosts places neighbouring stages)."""
+    m, p = sc.model, sc.plan
+    first, last = _ranks_holding(schedule, 0), _ranks_holding(schedule, schedule.num_model_stages - 1)
+    if not m.tie_embeddings or first == last:
+        return 0.0
+    grad_bytes = m.vocab_size * m.hidden_size / p.tp * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
+    if p.zero_stage >= 3:
+        grad_bytes /= sc.dp * p.cp
+    same_node = (p.pp - 1) * sc.dp * p.tp * p.cp < gpu.gpus_per_node
+    return comm.collective_time_s("all_reduce", grad_bytes, 2, gpu, same_node, measured, link_bw_scale)
 
 
 def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
@@ -1106,6 +1144,8 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
     pipeline = 0.0
+    tied_s = tied_embedding_all_reduce_s(sc, schedule, sc.gpu, costs.measured, perturb.link_bw_scale)
+    tied_ranks = _ranks_holding(schedule, 0) | _ranks_holding(schedule, schedule.num_model_stages - 1)
     op_times: dict[int, tuple] = {}   # id(chains) -> (chains, op s, compute s): ranks share chains
 
     def op_time(chains) -> tuple[float, float]:
@@ -1132,7 +1172,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
         rs_after = exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
-        pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after)
+        pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after + (tied_s if rank in tied_ranks else 0.0))
     opt_s = max(t[1] for t in tails)
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
     return pipeline + opt_s + ag_s
@@ -1154,6 +1194,12 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r))
                 for r in range(schedule.num_ranks)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
+    # a tied embedding's copies summed once both end stages have synced their gradients
+    tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)
+    tied_ranks = sorted(_ranks_holding(schedule, 0) | _ranks_holding(schedule, schedule.num_model_stages - 1))
+    tied_start = max(last_end[r] + rs_after[r] for r in tied_ranks)
+    if tied_s > 0:
+        end = max(end, tied_start + tied_s)
     opt_s = max(t[1] for t in tails)
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
     step_time = end + opt_s + ag_s
@@ -1167,7 +1213,12 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     op_time["dp_reduce_scatter"] = tails[busiest][0]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
+    if tied_s > 0:
+        op_time["pp_embedding_all_reduce"] = tied_s
     tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s)) if record_events else ()
+    if record_events and tied_s > 0:
+        tail_events += tuple(Event(r, "comm", "pp_embedding_all_reduce", "step", -1, 0, tied_start, tied_start + tied_s)
+                             for r in tied_ranks)
     return StepResult(
         schedule=sc.plan.schedule,
         step_time_s=step_time,
