@@ -135,9 +135,15 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # casts, the chunk GEMMs' measured two-stream cost), its CP at 128K-256K (the published step per
 # attention pair jumps from CP2 to CP4 at the same call shapes), Llama 3's step at V = 8; see
 # calibration/published_runs/README.md.
+# Then (s11pp) pipeline terms from the sources: a tied embedding's copy on the last stage and its
+# FP32 gradient all-reduce with the first stage after the DP sync (Megatron finalize_model_grads):
+# Megatron's PP rows 0.2-0.6 points lower; FSDP2 under torch.distributed.pipelining reduce-scatters
+# each stage's gradients only after its last backward, exposed on the rank and no longer holding up
+# the input gradients it sends: 405B 1F1B +10.9% -> +10.7%, interleaved +10.6% -> +12.2% (the chunk
+# reduced first hides beside the other), 4D rows -0.1 points. Median 6.5%, 23 of 30 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
-    "tt-405b-3d-1f1b": 0.109, "tt-405b-3d-interleaved": 0.106,
+    "tt-405b-3d-1f1b": 0.107, "tt-405b-3d-interleaved": 0.122,
     "l3-405b-8k-gpus8192": 0.337, "l3-405b-8k-gpus16384": 0.313, "l3-405b-128k-cp16": 0.580,
 }
 MEDIAN_NOT_MET = 0.065

@@ -13,7 +13,9 @@ after the other (F, B, W, BW); an overlapped F&B pair lasts as long as the busie
 and communication streams. A rank's busy time is the sum over its program's ops (interleaved
 1F1B: its V chunks' stages); the step is the busiest rank plus the schedule's closed-form bubble
 (the registry's formula, twin.core.schedules, with V for interleaved 1F1B), the pipeline's p2p
-fill, and the data-parallel tail of the simulator (`dp_tail_s`). ZeRO-3 (FSDP's per-block
+fill, and the data-parallel tail of the simulator (`dp_tail_s`; under ZeRO-3 with PP the stages'
+post-backward reduce-scatters, `fsdp_post_backward_tail_s`; a tied embedding's all-reduce between
+the end stages, `tied_embedding_all_reduce_s`). ZeRO-3 (FSDP's per-block
 parameter gathers and gradient scatters, on the first forward and last weight gradient of a stage
 under PP) and per-layer routing loads take the simulator's StepCosts of the whole model and its
 chains op by op (slower, same closed form). What the screen leaves out, the simulator has: the
@@ -41,8 +43,9 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import (StepCosts, balanced_stage_layers, dp_tail_s, exposed_reduce_scatter_s, live_frontier, local_tokens,
-                                 peak_live_bytes, rank_memory, routing_loads, stage_layers)
+from twin.training.step import (StepCosts, balanced_stage_layers, dp_tail_s, exposed_reduce_scatter_s,
+                                 fsdp_post_backward_tail_s, live_frontier, local_tokens, peak_live_bytes, rank_memory,
+                                 ranks_holding, routing_loads, stage_layers, tied_embedding_all_reduce_s)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
@@ -290,8 +293,8 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
             recompute = max(recompute, rc_dense if n_dense else 0.0, rc_moe if n_moe else 0.0)
             if stage == 0:
                 dense_p += embedding
-            if stage == last:
-                dense_p += 0 if m.tie_embeddings else embedding
+            if stage == last:   # a tied head shares stage 0's weight on stage 0's rank, else a copy
+                dense_p += 0 if m.tie_embeddings and rank in ranks_holding(schedule, 0) else embedding
                 k = m.num_mtp_modules
                 dense_p += k * (mtp_rp.dense + 2 * m.hidden_size * m.hidden_size)
                 expert_p, acts = expert_p + k * mtp_rp.expert, acts + k * mtp_act
@@ -387,6 +390,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
             sc, rank_memory_parts(sc, kinds, schedule, [peaks for _, peaks in counts], pieces.a2a_bytes))
         flat = _flat_stage_times(pieces, kinds)
         busy = _busy(counts, flat)
+        fsdp_tail_s = 0.0
     else:   # the simulator's costs of every stage and op (slower, same closed form)
         costs = StepCosts(sc, schedule, profile, loads, 1.0)
         mems = rank_memory(sc, costs)
@@ -395,6 +399,8 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         flat = [_flat(BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W"))))
                 for st in range(schedule.num_model_stages)]
         busy = _busy_from_costs(costs, schedule)
+        # ZeRO-3 under PP: the stages' reduce-scatters after their last backward (the simulator's tail)
+        fsdp_tail_s = max(fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks))
     need = sum(worst_mem.values())
 
     # the bubble formula's op times: a stage's, or with virtual stages a rank's whole chunks' (the
@@ -417,7 +423,11 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
     # plan.overlap_grad_reduce hides behind it
     rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), b_s / v if SCHEDULES[p.schedule].virtual else b_s)
-    step = makespan + rs_s + max(t[1] for t in tails) + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails))
+    # a tied embedding's copies summed between the end stages (the simulator's tail)
+    measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
+    tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)
+    step = (makespan + rs_s + fsdp_tail_s + tied_s + max(t[1] for t in tails)
+            + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails)))
     if need > gpu.hbm_bytes:
         return Estimate(False, step, need, worst_mem,
                         f"out of memory on pipeline rank {worst}: needs {need / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")

@@ -674,6 +674,13 @@ class StepCosts:
             out.append(Task("comm", backlog_s, "fsdp_reduce_scatter"))
         return out
 
+    @functools.cache
+    def post_backward_s(self, stage: int) -> tuple[float, float]:
+        """(first copy-in on the compute stream, reduce-scatter stream seconds) of a stage's FSDP2
+        post-backward under pipeline parallelism (fsdp_post_backward_s): the root unit first (it
+        leads FSDP2's state list: the model is wrapped last), then the blocks."""
+        return fsdp_post_backward_s([self._fsdp_root(stage)] + list(self._fsdp_s(stage)))
+
     def stage_ops(self, stage: int) -> list[tuple[Op, ...]]:
         """Per block op tuples of a model stage, the embedding and head folded into its ends."""
         blocks = [self.blocks[layer].ops for layer in self.layers[stage]]
@@ -696,6 +703,10 @@ class StepCosts:
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
         if kind in ("BW", "W") and self.grad_accum_bytes_per_param:
             per_block = self._with_grad_accum(stage, per_block)
+        # under pipeline parallelism torch.distributed.pipelining runs FSDP2's post-backward for
+        # the whole stage after its last backward: no reduce-scatter in the chain, the step's tail
+        # has it (fsdp_post_backward_tail_s)
+        scatter = scatter and self.schedule.num_ranks == 1
         if gather or scatter:
             units = list(self._fsdp_s(stage))
             units += [_FsdpUnit()] * (len(per_block) - len(units))   # the head/MTP block: in the root unit
@@ -796,6 +807,48 @@ class StepCosts:
 
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
         return self._p2p_s
+
+
+def fsdp_post_backward_s(units: list[_FsdpUnit]) -> tuple[float, float]:
+    """FSDP2's gradient reduction of a pipeline stage as torch.distributed.pipelining ran it in
+    late 2024 (torch/distributed/pipelining/stage.py backward_maybe_with_nosync, from
+    pytorch/pytorch#134052, Aug 2024, until at least #144535, Jan 2025, which describes it): every
+    backward runs with FSDP's hooks off (set_requires_gradient_sync, set_reshard_after_backward and
+    set_is_last_backward False), and once the stage's last micro-batch backward is done
+    `run_post_backward` calls each FSDP param group's post_backward in turn: its copy-in packs the
+    gradients on the compute stream, then its reduce-scatter runs on the reduce-scatter stream. So
+    no reduce-scatter overlaps that stage's blocks: the first copy-in, then the reduce-scatters one
+    after the other, each later copy-in beside the reduce-scatter before it. Returns (first
+    copy-in s, reduce-scatter stream s)."""
+    units = [u for u in units if u.rs_s > 0 or u.copy_in_s > 0]
+    if not units:
+        return 0.0, 0.0
+    comm_s = sum(max(u.rs_s, nxt.copy_in_s) for u, nxt in zip(units, units[1:])) + units[-1].rs_s
+    return units[0].copy_in_s, comm_s
+
+
+def fsdp_post_backward_tail_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
+    """Seconds a rank's FSDP2 gradient reduction runs past its last computation under pipeline
+    parallelism (ZeRO-3 with PP; 0 otherwise): each of its stages' post-backwards
+    (fsdp_post_backward_s) starts when that stage's last weight gradient is done and queues on the
+    one reduce-scatter stream; a stage finished earlier (interleaved 1F1B) reduces beside the
+    rank's later ops. Times are the rank's compute run back to back (its idle waits only push its
+    end later, so this is what stays exposed at most). The reduce-scatters are the rank's own: the
+    input gradients its last backwards send do not wait for them."""
+    if not costs.fsdp or schedule.num_ranks == 1:
+        return 0.0
+    elapsed, done_at = 0.0, {}
+    for op in schedule.programs[rank]:
+        elapsed += sum(t.duration_s for chain in costs.compute_chains(rank, op) for t in chain if t.stream == "compute")
+        if op.kind in ("BW", "W") and costs._last_weight_grad.get((rank, op.chunk)) == op.microbatch:
+            done_at[op.chunk] = elapsed
+        elif op.kind == "FB" and not op.b_split and costs._last_weight_grad.get((rank, op.b_chunk)) == op.b_microbatch:
+            done_at[op.b_chunk] = elapsed
+    rs_end = 0.0
+    for chunk in sorted(done_at, key=done_at.get):
+        copy_in_s, comm_s = costs.post_backward_s(schedule.stage_of(rank, chunk))
+        rs_end = max(rs_end, done_at[chunk] + copy_in_s) + comm_s
+    return max(0.0, rs_end - elapsed)
 
 
 def fsdp_grad_accum_bytes_per_param(num_microbatches: int) -> float:
@@ -918,7 +971,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             if stage == costs.last_stage:
                 # a tied output projection shares the embedding's weight on stage 0's rank; on
                 # another rank it is a copy (kept equal by tied_embedding_all_reduce_s)
-                shared = m.tie_embeddings and rank in _ranks_holding(s, 0)
+                shared = m.tie_embeddings and rank in ranks_holding(s, 0)
                 dense += 0 if shared else m.vocab_size * m.hidden_size / p.tp
                 for _ in range(m.num_mtp_modules):
                     rp = memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep)
@@ -987,7 +1040,7 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
 GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
 
 
-def _ranks_holding(schedule: Schedule, stage: int) -> frozenset[int]:
+def ranks_holding(schedule: Schedule, stage: int) -> frozenset[int]:
     """The pipeline ranks that compute model stage `stage` (more than one for DualPipe's copies)."""
     return frozenset(r for r in range(schedule.num_ranks) for c in range(schedule.num_chunks)
                      if schedule.stage_of(r, c) == stage)
@@ -1008,7 +1061,7 @@ def tied_embedding_all_reduce_s(sc: Scenario, schedule: Schedule, gpu: GPUSpec, 
     The two stages share a node only if the whole pipeline does (PP outermost in Megatron's rank
     order, as StepCosts places neighbouring stages)."""
     m, p = sc.model, sc.plan
-    first, last = _ranks_holding(schedule, 0), _ranks_holding(schedule, schedule.num_model_stages - 1)
+    first, last = ranks_holding(schedule, 0), ranks_holding(schedule, schedule.num_model_stages - 1)
     if not m.tie_embeddings or first == last:
         return 0.0
     grad_bytes = m.vocab_size * m.hidden_size / p.tp * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
@@ -1145,7 +1198,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
     pipeline = 0.0
     tied_s = tied_embedding_all_reduce_s(sc, schedule, sc.gpu, costs.measured, perturb.link_bw_scale)
-    tied_ranks = _ranks_holding(schedule, 0) | _ranks_holding(schedule, schedule.num_model_stages - 1)
+    tied_ranks = ranks_holding(schedule, 0) | ranks_holding(schedule, schedule.num_model_stages - 1)
     op_times: dict[int, tuple] = {}   # id(chains) -> (chains, op s, compute s): ranks share chains
 
     def op_time(chains) -> tuple[float, float]:
@@ -1171,7 +1224,8 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
-        rs_after = exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
+        rs_after = (exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
+                    + fsdp_post_backward_tail_s(costs, schedule, rank))
         pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after + (tied_s if rank in tied_ranks else 0.0))
     opt_s = max(t[1] for t in tails)
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
@@ -1191,12 +1245,14 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
     tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
-    rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r))
+    # ZeRO-1/2's reduce-scatter, or under ZeRO-3 with PP the stages' FSDP2 post-backward
+    fsdp_tail = [fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks)]
+    rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r)) + fsdp_tail[r]
                 for r in range(schedule.num_ranks)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)
-    tied_ranks = sorted(_ranks_holding(schedule, 0) | _ranks_holding(schedule, schedule.num_model_stages - 1))
+    tied_ranks = sorted(ranks_holding(schedule, 0) | ranks_holding(schedule, schedule.num_model_stages - 1))
     tied_start = max(last_end[r] + rs_after[r] for r in tied_ranks)
     if tied_s > 0:
         end = max(end, tied_start + tied_s)
@@ -1211,11 +1267,13 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     busiest = max(range(schedule.num_ranks), key=lambda r: pipe.busy_s[r])
     op_time: dict[str, float] = dict(pipe.task_time_s[busiest])
     op_time["dp_reduce_scatter"] = tails[busiest][0]
+    if any(fsdp_tail):
+        op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
     if tied_s > 0:
         op_time["pp_embedding_all_reduce"] = tied_s
-    tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s)) if record_events else ()
+    tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s, fsdp_tail)) if record_events else ()
     if record_events and tied_s > 0:
         tail_events += tuple(Event(r, "comm", "pp_embedding_all_reduce", "step", -1, 0, tied_start, tied_start + tied_s)
                              for r in tied_ranks)
@@ -1241,12 +1299,16 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
 
 
 def _tail_events(last_end: tuple[float, ...], tails: list[tuple[float, float, float]], rs_after: list[float],
-                 end_s: float, opt_s: float, ag_s: float) -> list[Event]:
+                 end_s: float, opt_s: float, ag_s: float, fsdp_tail: list[float]) -> list[Event]:
     """The step's tail on each rank: its gradient reduce-scatter, ending `rs_after` past its last
-    compute (all of it after, unless overlapped with the last backward), then (once every rank is
-    done) the optimizer, then the parameter all-gather unless overlapped."""
+    compute (all of it after, unless overlapped with the last backward), or under ZeRO-3 with PP
+    the exposed part of its FSDP2 post-backward (`fsdp_tail`), then (once every rank is done) the
+    optimizer, then the parameter all-gather unless overlapped."""
     out = []
     for rank, (rs_s, _, _) in enumerate(tails):
+        if fsdp_tail[rank] > 0:
+            out.append(Event(rank, "comm", "fsdp_reduce_scatter", "step", -1, 0, last_end[rank],
+                             last_end[rank] + fsdp_tail[rank]))
         if rs_s > 0:
             out.append(Event(rank, "comm", "dp_reduce_scatter", "step", -1, 0, last_end[rank] + rs_after[rank] - rs_s,
                              last_end[rank] + rs_after[rank]))

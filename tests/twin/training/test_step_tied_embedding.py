@@ -83,3 +83,23 @@ def test_step_ends_after_the_end_stages_sync_then_all_reduce():
     # untied, the same pipeline has no such tail and is faster by at least the all-reduce's exposure
     assert step_time_lower_bound_s(sc) <= r.step_time_s
     assert r.step_time_s > simulate_step(scenario(tie=False, dp=8), record_events=False).step_time_s
+
+
+@pytest.mark.parametrize("pp,schedule,virtual", [(2, "1f1b", 1), (2, "interleaved-1f1b", 2), (1, "1f1b", 1)])
+def test_the_screen_counts_the_copy_and_the_all_reduce_as_the_simulator(pp, schedule, virtual):
+    from twin.costs.profile import load_profile
+    from twin.planning.screen import screen
+    from twin.training.step import StepCosts, rank_memory, routing_loads
+    sc = scenario(pp=pp, schedule=schedule, virtual_stages=virtual, dp=8 // pp)
+    sched = build_schedule(schedule, pp, sc.num_microbatches, virtual)
+    costs = StepCosts(sc, sched, load_profile("h100"), routing_loads(sc), 1.0)
+    exact = max(rank_memory(sc, costs), key=lambda b: sum(b.values()))
+    est = screen(sc)
+    assert est.memory_breakdown_bytes == pytest.approx(exact, rel=1e-12)
+    # the screen's step carries the all-reduce: untied (the same weights on every rank under PP: the
+    # last stage's copy), the same estimate is shorter by exactly it; without PP there is none
+    tied_s = tied_embedding_all_reduce_s(sc, sched, sc.gpu, costs.measured)
+    assert (tied_s > 0) == (pp > 1)
+    if pp > 1:
+        untied = screen(scenario(tie=False, pp=pp, schedule=schedule, virtual_stages=virtual, dp=8 // pp))
+        assert est.step_time_s - untied.step_time_s == pytest.approx(tied_s, rel=1e-9)
