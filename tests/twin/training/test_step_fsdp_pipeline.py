@@ -71,3 +71,13 @@ def test_without_pipeline_the_reduce_scatters_stay_beside_the_backward():
     schedule, costs, *_ = _prepare(sc, None, Perturb(), True)
     assert fsdp_post_backward_tail_s(costs, schedule, 0) == 0.0
     assert "fsdp_reduce_scatter" in simulate_step(sc, record_events=False).op_time_s
+
+
+def test_the_screen_adds_the_busiest_tail_as_the_simulator_ends_on_it(monkeypatch):
+    import twin.planning.screen as screen_mod
+    sc = scenario(dp=4)
+    schedule, costs, *_ = _prepare(sc, None, Perturb(), True)
+    tail = max(fsdp_post_backward_tail_s(costs, schedule, r) for r in range(2))
+    with_tail = screen_mod.screen(sc).step_time_s
+    monkeypatch.setattr(screen_mod, "fsdp_post_backward_tail_s", lambda *a: 0.0)
+    assert tail > 0 and with_tail - screen_mod.screen(sc).step_time_s == pytest.approx(tail, rel=1e-9)
