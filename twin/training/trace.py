@@ -39,6 +39,7 @@ TRACE_NAMES = {
     "cp_all_gather_kv": "all_gather_kv(CP)", "cp_reduce_scatter_kv": "reduce_scatter_kv(CP, B)",
     "fsdp_all_gather": "all_gather(FSDP)", "fsdp_reduce_scatter": "reduce_scatter(FSDP)",
     "fsdp_copy_out": "copy_out(FSDP)", "fsdp_copy_in": "copy_in(FSDP)",
+    "pp_embedding_all_reduce": "all_reduce(tied embedding, PP ends)",
 }
 # recomputed forwards (plan.recompute = 'full') keep their collectives, marked as recomputed
 TRACE_NAMES.update({"recompute_" + k: v.replace(")", ", recompute)") for k, v in list(TRACE_NAMES.items())

@@ -103,3 +103,10 @@ def test_the_screen_counts_the_copy_and_the_all_reduce_as_the_simulator(pp, sche
     if pp > 1:
         untied = screen(scenario(tie=False, pp=pp, schedule=schedule, virtual_stages=virtual, dp=8 // pp))
         assert est.step_time_s - untied.step_time_s == pytest.approx(tied_s, rel=1e-9)
+
+
+def test_the_trace_names_the_all_reduce():
+    from twin.training.trace import step_trace
+    sc = scenario(dp=8)
+    names = {e["name"] for e in step_trace(sc, simulate_step(sc))["traceEvents"] if e.get("ph") == "X"}
+    assert "all_reduce(tied embedding, PP ends)" in names
