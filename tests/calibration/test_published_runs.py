@@ -317,3 +317,39 @@ def test_llama3_pipeline_is_the_idealised_interleaved_bubble_plus_its_hops():
     assert 0.0 < b["p2p_s"] < 0.05 * b["step_s"]
     busy = b["busy_per_rank_s"]
     assert min(busy) == busy[0] < max(busy)
+
+
+def test_the_breakdown_leaves_the_row_s_step_as_it_was():
+    """The breakdown's free-p2p pipeline is a counterfactual on a copy: a later step of the same
+    scenario (which reuses the prepared costs) is the row's own."""
+    runs, _ = pr.load_runs()
+    run = next(r for r in runs if r.id == "l3-405b-8k-gpus16384")
+    sc = pr.scenario_of(run)
+    before = simulate_step(sc, record_events=False).step_time_s
+    _breakdown_module().breakdown(run)
+    assert simulate_step(sc, record_events=False).step_time_s == before
+
+
+def test_megatron_and_llama3_blocks_run_their_gemms_at_one_rate():
+    """Where Llama 3's rows differ from Megatron's (TP 8, PP across nodes, H100, BF16): not in the
+    GEMMs, which the twin runs at the same rate per FLOP on both models' TP-8 shapes, but in the
+    attention kernel, the recomputation and the pipeline (the README's seventh pass)."""
+    runs, _ = pr.load_runs()
+    rates = {}
+    for rid in ("mlm-gpt-462b", "l3-405b-8k-gpus16384"):
+        r = _breakdown_module().block_rates(next(x for x in runs if x.id == rid))
+        rates[rid] = r["gemm_flops"] / r["gemm_s"]
+        assert r["gemm_s"] + r["attn_s"] + r["memory_s"] == pytest.approx(r["compute_s"], rel=0.02)
+    assert rates["l3-405b-8k-gpus16384"] == pytest.approx(rates["mlm-gpt-462b"], rel=0.02)
+
+
+def test_gradients_reduced_every_micro_batch_cost_at_least_the_step_and_their_traffic():
+    """The counterfactual of a ZeRO-2 run reduce-scattering its sharded gradients after every
+    micro-batch (not the twin's physics): no shorter than the twin's step, and the 16 micro-batches'
+    FP32 reduce-scatters queued on one link take at least 16 of the step's single ones."""
+    runs, _ = pr.load_runs()
+    sc = pr.scenario_of(next(r for r in runs if r.id == "l3-405b-8k-gpus16384"))
+    step = simulate_step(sc, record_events=False)
+    every_s = _breakdown_module().reduce_scatter_every_microbatch_s(sc)
+    assert every_s > step.step_time_s
+    assert every_s > sc.num_microbatches * step.op_time_s["dp_reduce_scatter"]
