@@ -14,7 +14,8 @@ Then one middle block of each row (one micro-batch, forward and full backward): 
 attention core's rates, memory-bound seconds and exposed TP/CP communication, to see where one row
 is cheaper per FLOP than another. With --counterfactuals, each Llama 3 row's error under settings the
 paper does not publish (the other attention kernel, TP communication overlapped or not, full
-recomputation, ZeRO-2 gradients reduce-scattered after every micro-batch): diagnostics, not inputs.
+recomputation, the block's kernels as Meta's released model code issues them, ZeRO-2 gradients
+reduce-scattered after every micro-batch): diagnostics, not inputs.
 
 Usage: PYTHONPATH=. python benchmarks/published_runs_breakdown.py [--counterfactuals] [ROW_ID ...]  (5-60 s)
 """
@@ -168,7 +169,10 @@ def counterfactuals(run) -> dict:
     other_kernel = "cudnn" if sc.plan.attention_kernel == "fa2" else "fa2"
     for name, change in ((f"attention {other_kernel}", {"attention_kernel": other_kernel}),
                          (f"tp_comm_overlap {not sc.plan.tp_comm_overlap}", {"tp_comm_overlap": not sc.plan.tp_comm_overlap}),
-                         ("recompute full", {"recompute": "full"})):
+                         ("recompute full", {"recompute": "full"}),
+                         # as Meta's released Llama 3 model code computes (meta-llama/llama3 llama/model.py:
+                         # RMSNorm through FP32, complex RoPE, separate wq/wk/wv and w1/w3), uncompiled
+                         ("eager kernels, separate linears", {"kernels": "eager", "unfused_linears": True})):
         alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, **change))
         out[name] = predicted_metric(run, alt, simulate_step(alt, record_events=False, check_memory=False)) / run.published - 1
     if sc.plan.zero_stage == 2:
