@@ -10,18 +10,29 @@ chunks), then the step's tail (DP reduce-scatter after the last backward, optimi
 rank's compute (the twin's `bubble_frac` is the largest idle over ranks: on Llama 3's layout that
 is rank 0, whose first chunk holds only the embedding).
 
-Usage: PYTHONPATH=. python benchmarks/published_runs_breakdown.py [ROW_ID ...]  (about 5 s)
+Then one middle block of each row (one micro-batch, forward and full backward): its GEMMs' and
+attention core's rates, memory-bound seconds and exposed TP/CP communication, to see where one row
+is cheaper per FLOP than another. With --counterfactuals, each Llama 3 row's error under settings the
+paper does not publish (the other attention kernel, TP communication overlapped or not, full
+recomputation, the block's kernels as Meta's released model code issues them, ZeRO-2 gradients
+reduce-scattered after every micro-batch): diagnostics, not inputs.
+
+Usage: PYTHONPATH=. python benchmarks/published_runs_breakdown.py [--counterfactuals] [ROW_ID ...]  (5-60 s)
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import re
 import sys
 
 from calibration.published_runs import flops_per_token, load_runs, predicted_metric, scenario_of
-from twin.costs.flops import train_flops_per_token
+from twin.costs import comm, compute, memory
+from twin.costs.flops import GEMM_KINDS, OpKind, attention_bwd_flops, train_flops_per_token
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.results import Perturb
-from twin.training.step import _prepare, simulate_step
+from twin.training.step import GRAD_REDUCE_BYTES, _prepare, dp_tail_s, local_tokens, simulate_step
 
 ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm-gpt-462b", "mlm-gpt-314b")
 
@@ -29,6 +40,7 @@ ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm
 def free_p2p_makespan_s(sc) -> float:
     """The same pipeline with p2p transfers free (a counterfactual: the hops' exposed share)."""
     schedule, costs, *_ = _prepare(sc, None, Perturb(), False)
+    costs = copy.copy(costs)   # _prepare's are kept for later steps of the same scenario: not this one
     costs._p2p_s = 0.0   # StepCosts.p2p_s returns this one figure for every hop
     return simulate_pipeline(schedule, costs, record_events=False).makespan_s
 
@@ -44,7 +56,7 @@ def breakdown(run) -> dict:
     tokens_per_gpu = step.tokens_per_step / step.num_gpus
     executed = train_flops_per_token(sc.model, run.seq_len, True)
     counted = flops_per_token(run.flop_basis, sc.model, run.seq_len)
-    compute_ops = {k: s for k, s in step.op_time_s.items() if not k.startswith(("tp_", "cp_", "dp_", "optimizer"))}
+    compute_ops = {k: s for k, s in step.op_time_s.items() if not k.startswith(("tp_", "cp_", "dp_", "pp_", "optimizer", "fsdp_post_backward"))}
     return {"id": run.id, "published": run.published, "predicted": predicted_metric(run, sc, step),
             "basis": run.flop_basis, "counted_tflop_per_token": counted / 1e12,
             "executed_tflop_per_token": executed / 1e12, "tokens_per_gpu": tokens_per_gpu,
@@ -55,6 +67,49 @@ def breakdown(run) -> dict:
             "executed_rate_tflops": executed * tokens_per_gpu / busiest_s / 1e12,
             "compute_ops_s": compute_ops, "comm_ops_s": {k: s for k, s in step.op_time_s.items() if k not in compute_ops},
             "busy_per_rank_s": pipe.busy_s, "bubble_frac": step.bubble_frac}
+
+
+def block_rates(run) -> dict:
+    """One middle transformer block of the row, one micro-batch, forward and full backward as the
+    twin costs it: its GEMMs' and attention core's rates (TFLOP/s of the FLOPs they run), the
+    memory-bound kernels' seconds, and the communication the block's chains leave exposed (TP, CP).
+    The same figures for Megatron's and Llama 3's rows show where one is cheaper per FLOP."""
+    sc = scenario_of(run)
+    _, costs, profile, *_ = _prepare(sc, None, Perturb(), False)
+    ops = costs.blocks[len(costs.blocks) // 2].ops
+    prec, gpu = sc.plan.gemm_precision, sc.gpu
+    out = {"gemm_s": 0.0, "gemm_flops": 0.0, "attn_s": 0.0, "attn_flops": 0.0, "memory_s": 0.0}
+    for phase in ("fwd", "bwd_input", "bwd_weight"):
+        for op in ops:
+            t = compute.op_time_s(op, phase, prec, gpu, profile, costs.sm_frac)
+            if op.kind in GEMM_KINDS:
+                out["gemm_s"] += t
+                out["gemm_flops"] += op.flops
+            elif op.kind == OpKind.ATTENTION and phase != "bwd_weight":
+                out["attn_s"] += t
+                out["attn_flops"] += op.flops if phase == "fwd" else attention_bwd_flops(
+                    op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim, op.causal, op.kv_len)
+            elif op.kind == OpKind.MEMORY:
+                out["memory_s"] += t
+    tasks = [*costs._forward_tasks(ops), *costs._backward_tasks(ops, True)]
+    out["block_s"] = sum(t.duration_s for t in tasks)
+    out["compute_s"] = sum(t.duration_s for t in tasks if t.stream == "compute")
+    out["recompute_s"] = sum(t.duration_s for t in tasks if t.stream == "compute" and t.name.startswith("recompute_"))
+    out["tp_exposed_s"] = sum(t.duration_s for t in tasks if t.stream == "comm" and t.name.startswith("tp_"))
+    out["cp_exposed_s"] = sum(t.duration_s for t in tasks if t.stream == "comm" and t.name.startswith("cp_"))
+    out["tokens"] = local_tokens(sc)
+    out["attention_kernel"], out["tp_comm_overlap"], out["recompute"] = (
+        sc.plan.attention_kernel, sc.plan.tp_comm_overlap, sc.plan.recompute)
+    return out
+
+
+def show_block(run_id: str, r: dict) -> None:
+    print(f"   one block, one micro-batch ({r['tokens']:,} tokens a rank; attention {r['attention_kernel']}, "
+          f"TP overlap {r['tp_comm_overlap']}, recompute {r['recompute']}): {r['block_s'] * 1e3:.2f} ms = "
+          f"GEMMs {r['gemm_s'] * 1e3:.2f} ms at {r['gemm_flops'] / r['gemm_s'] / 1e12:.0f} TFLOP/s, attention core "
+          f"{r['attn_s'] * 1e3:.2f} ms at {r['attn_flops'] / r['attn_s'] / 1e12:.0f} TFLOP/s, memory-bound "
+          f"{r['memory_s'] * 1e3:.2f} ms, full recompute {r['recompute_s'] * 1e3:.2f} ms, exposed TP "
+          f"{r['tp_exposed_s'] * 1e3:.2f} ms, CP {r['cp_exposed_s'] * 1e3:.2f} ms")
 
 
 def show(b: dict) -> None:
@@ -76,12 +131,68 @@ def show(b: dict) -> None:
     print("   compute per rank: " + " ".join(f"{s:.2f}" for s in b["busy_per_rank_s"]))
 
 
+def reduce_scatter_every_microbatch_s(sc) -> float:
+    """A counterfactual step (not the twin's physics): ZeRO-2's sharded gradients reduce-scattered
+    after every backward of a (micro-batch, chunk), in grad_reduce_dtype over the data x context
+    parallel ranks, queued first come first served on the rank's scale-out link beside the pipeline
+    (released when the op ends; compute never waits for them, so the memory their buffers would hold
+    is not counted); the step ends when the last rank's queue drains, then the optimizer."""
+    step = simulate_step(sc, record_events=True, check_memory=False)
+    schedule, costs, profile, mems, _, _ = _prepare(sc, None, Perturb(), False)
+    p, m = sc.plan, sc.model
+    grad_bytes = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
+    ends = []
+    for rank in range(schedule.num_ranks):
+        released = []
+        for r, label, _, end_s in step.pipeline.op_spans:
+            match = re.fullmatch(r"BW?(\d+)\.(\d+)", label)
+            if r != rank or not match:
+                continue
+            stage = schedule.stage_of(rank, int(match.group(2)))
+            params = sum(memory.block_params_on_gpu(m, True, p.tp, p.ep).total for _ in costs.layers[stage])
+            params += m.vocab_size * m.hidden_size / p.tp * ((stage == 0) + (stage == costs.last_stage))
+            released.append((end_s, comm.ring_collective_time_s(params * grad_bytes, sc.dp * p.cp, sc.gpu, False, 1.0)))
+        done = 0.0
+        for at, rs_s in sorted(released):
+            done = max(done, at) + rs_s
+        ends.append(done)
+    optimizer_s = max(dp_tail_s(sc, mems[r], sc.gpu, profile, 1.0)[1] for r in range(schedule.num_ranks))
+    return max(max(ends), step.pipeline.makespan_s) + optimizer_s
+
+
+def counterfactuals(run) -> dict:
+    """The row's error under settings its source does not publish (diagnostics, never inputs)."""
+    sc = scenario_of(run)
+    base = simulate_step(sc, record_events=False, check_memory=False)
+    base_metric = predicted_metric(run, sc, base)
+    out = {}
+    other_kernel = "cudnn" if sc.plan.attention_kernel == "fa2" else "fa2"
+    for name, change in ((f"attention {other_kernel}", {"attention_kernel": other_kernel}),
+                         (f"tp_comm_overlap {not sc.plan.tp_comm_overlap}", {"tp_comm_overlap": not sc.plan.tp_comm_overlap}),
+                         ("recompute full", {"recompute": "full"}),
+                         # as Meta's released Llama 3 model code computes (meta-llama/llama3 llama/model.py:
+                         # RMSNorm through FP32, complex RoPE, separate wq/wk/wv and w1/w3), uncompiled
+                         ("eager kernels, separate linears", {"kernels": "eager", "unfused_linears": True})):
+        alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, **change))
+        out[name] = predicted_metric(run, alt, simulate_step(alt, record_events=False, check_memory=False)) / run.published - 1
+    if sc.plan.zero_stage == 2:
+        out["ZeRO-2 reduce-scatter every micro-batch"] = (
+            base_metric * base.step_time_s / reduce_scatter_every_microbatch_s(sc) / run.published - 1)
+    return out
+
+
 def main(argv: list[str]) -> int:
+    what_if = "--counterfactuals" in argv
+    argv = [a for a in argv if a != "--counterfactuals"]
     runs, _ = load_runs()
     wanted = argv or list(ROWS)
     for run in runs:
         if run.id in wanted:
             show(breakdown(run))
+            show_block(run.id, block_rates(run))
+            if what_if and run.source == "llama3":
+                print("   counterfactual errors (unpublished settings): " + ", ".join(
+                    f"{k} {v:+.1%}" for k, v in counterfactuals(run).items()))
     return 0
 
 

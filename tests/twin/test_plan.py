@@ -123,6 +123,21 @@ def test_every_plan_axis_is_a_field_of_the_plan_and_reaches_the_candidates(v3):
                      {"plan.schedule": "interleaved-1f1b", "plan.virtual_stages": 2}]
 
 
+def test_stage_cut_is_an_axis_that_acts_only_with_pipeline_stages(v3):
+    space = dict(axes(v3, _spec(stage_cut=["even", "balanced"], pp=[1, 16])))
+    assert space["plan.stage_cut"] == ("even", "balanced")
+    assert "plan.stage_cut" not in DEFAULT_VALUES   # the full space keeps the base plan's cut
+    cands = [dict(c.settings) for c in candidates([("plan.pp", (1, 16)), ("plan.stage_cut", ("even", "balanced"))])]
+    assert cands == [{"plan.pp": 1, "plan.stage_cut": "even"}, {"plan.pp": 16, "plan.stage_cut": "even"},
+                     {"plan.pp": 16, "plan.stage_cut": "balanced"}]
+    # V3 at PP16: the balanced cut (the costliest stage least) is no slower than the even one, in the
+    # screen and in the simulator, and the label says which cut a candidate has
+    even, balanced = (_cand(pp=16, stage_cut=c) for c in ("even", "balanced"))
+    assert "cut-balanced" in balanced.label() and "cut-" not in even.label()
+    assert screen_one(v3, balanced, 14.8e12, PRICES).step_time_s <= screen_one(v3, even, 14.8e12, PRICES).step_time_s
+    assert simulate_one(v3, balanced, 14.8e12, PRICES).step_time_s <= simulate_one(v3, even, 14.8e12, PRICES).step_time_s
+
+
 def test_candidate_ids_are_stable_and_redundant_knobs_are_dropped():
     a = Candidate((("cluster.gpu", "h800"), ("plan.tp", 1)))
     b = Candidate((("plan.tp", 1), ("cluster.gpu", "h800")))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from twin.core.errors import ScenarioError
 from twin.core.fields import spec_field
 from twin.core.schedules import SCHEDULE_NAMES
-from twin.core.specs import MAX_BATCH_SEQS, MAX_DEGREE, MAX_GPUS, MAX_SMS, PRECISIONS, RECOMPUTE
+from twin.core.specs import MAX_BATCH_SEQS, MAX_DEGREE, MAX_GPUS, MAX_SMS, PRECISIONS, RECOMPUTE, STAGE_CUTS
 
 MAX_TOKENS = 1e17         # tokens to train (V3: 1.48e13)
 MAX_DAYS = 36_500         # a deadline of a century
@@ -33,7 +33,7 @@ MAX_SIMULATED = 2_000     # candidates simulated after the screen (each ~0.1-1 s
 # The plan axes a search may vary, in the order labels and tables show them: ParallelPlan field
 # names. twin.planning.space.plan_axis_fields keeps those this build's ParallelPlan has.
 PLAN_AXES = ("tp", "pp", "virtual_stages", "ep", "cp", "zero_stage", "micro_batch_seqs", "schedule", "comm_sms",
-             "recompute", "gemm_precision", "sequence_parallel", "tp_comm_overlap")
+             "recompute", "gemm_precision", "sequence_parallel", "tp_comm_overlap", "stage_cut")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class SearchSpec:
     gemm_precision: tuple[str, ...] = spec_field((), choices=PRECISIONS, max_items=MAX_VALUES, doc="GEMM precisions (FP8 or BF16)")
     sequence_parallel: tuple[bool, ...] = spec_field((), max_items=2, doc="Megatron sequence parallelism on or off (needs plan.sequence_parallel)")
     tp_comm_overlap: tuple[bool, ...] = spec_field((), max_items=2, doc="TP communication overlapped with GEMMs on or off (needs plan.tp_comm_overlap)")
+    stage_cut: tuple[str, ...] = spec_field((), choices=STAGE_CUTS, max_items=MAX_VALUES, doc="How blocks are cut into pipeline stages ('even', 'balanced'; acts only with plan.pp > 1)")
     full_space: bool = spec_field(False, doc="Axes without a list take the default values too (not the base plan's)")
     simulate: int = spec_field(100, unit="count", ge=1, le=MAX_SIMULATED, doc="Candidates the step simulator checks after the closed-form screen: the best by the question's objective, plus the screen's cost-time front")
     max_candidates: int = spec_field(MAX_CANDIDATES, unit="count", ge=1, le=MAX_CANDIDATES, doc="Refuse a space larger than this (the product of the lists)")

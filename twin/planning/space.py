@@ -43,8 +43,8 @@ DEFAULT_VALUES: dict[str, tuple] = {
     "comm_sms": (20, 32),
     "recompute": RECOMPUTE[1:],          # 'none' keeps every activation: never fits a large MoE
     "gemm_precision": PRECISIONS,
-    # sequence_parallel and tp_comm_overlap keep the base plan's value unless listed: they refine
-    # TP rather than choose a plan, and would multiply the default space by 2.5
+    # sequence_parallel, tp_comm_overlap and stage_cut keep the base plan's value unless listed: they
+    # refine TP or the pipeline rather than choose a plan, and would multiply the default space by 5
 }
 CLUSTER_AXES = ("gpu", "num_gpus")
 # GPU counts tried when none is given: the base scenario's count, half and twice it (whole nodes)
@@ -95,6 +95,8 @@ class Candidate:
                 parts.append("SP")
             elif key == "plan.tp_comm_overlap" and value:
                 parts.append("TPoverlap")
+            elif key == "plan.stage_cut" and value != "even":
+                parts.append(f"cut-{value}")
         return " ".join(parts)
 
 
@@ -166,7 +168,8 @@ def check_size(space: list[tuple[str, tuple]], limit: int = MAX_CANDIDATES) -> N
 def _redundant(s: dict, first: dict, schedules: tuple = ()) -> bool:
     """A combination that is another candidate under a second name: knobs that only act with a
     degree the plan doesn't have keep their first value (SMs for an all-to-all without EP,
-    virtual stages outside the interleaved schedule, TP sequence parallelism / overlap without TP),
+    virtual stages outside the interleaved schedule, TP sequence parallelism / overlap without TP, a
+    stage cut without pipeline stages),
     and interleaved 1F1B with one chunk per rank is 1F1B (dropped where '1f1b' is searched too).
     `first`: each axis's first value, the one such a knob keeps; `schedules`: the schedule axis."""
     if s.get("plan.ep") == 1 and s.get("plan.comm_sms", first.get("plan.comm_sms")) != first.get("plan.comm_sms"):
@@ -174,6 +177,8 @@ def _redundant(s: dict, first: dict, schedules: tuple = ()) -> bool:
     if s.get("plan.schedule") != "interleaved-1f1b" and s.get("plan.virtual_stages", 1) != first.get("plan.virtual_stages", 1):
         return True
     if s.get("plan.schedule") == "interleaved-1f1b" and s.get("plan.virtual_stages", 1) == 1 and "1f1b" in schedules:
+        return True
+    if s.get("plan.pp") == 1 and "plan.stage_cut" in s and s["plan.stage_cut"] != first["plan.stage_cut"]:
         return True
     if s.get("plan.tp") == 1:
         for key in ("plan.sequence_parallel", "plan.tp_comm_overlap"):
