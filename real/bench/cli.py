@@ -37,6 +37,7 @@ from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
 from real.bench.sm_reserve import bench_sm_reserve
 from real.bench.timing import Deadline, Timer
 from real.bench.torch_cp import bench_cp_chunks, bench_torch_cp, bench_torch_cp_scaling
+from real.bench.tp_beside import bench_tp_beside
 from real.bench.wgrad_accum import bench_wgrad_accum
 from real.bench.whole_model import bench_expert_load, bench_serve, bench_train
 from real.telemetry import Telemetry
@@ -53,7 +54,7 @@ _FUNCTIONS = {
     "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,
     "torch_cp": bench_torch_cp, "torch_cp_scaling": bench_torch_cp_scaling, "cp_chunks": bench_cp_chunks, "tp_traces": bench_tp_traces,
-    "tp_grouped": bench_tp_grouped,
+    "tp_grouped": bench_tp_grouped, "tp_beside": bench_tp_beside,
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
     "mla_host": bench_mla_host,
     "mla_paired": bench_mla_paired, "async_tp": bench_async_tp, "tt_linears": bench_tt_linears,

@@ -25,7 +25,7 @@ ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
 DIST_ENV_COLS = ["nccl_version", "num_gpus"]
 # (and the one-GPU dense_block families, whose campaign records the NCCL version as every row must)
 DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline",
-                 "dense_block", "dense_kernels", "async_tp"}
+                 "dense_block", "dense_kernels", "async_tp", "tp_beside"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -98,6 +98,9 @@ SHAPE_COLS = {
     "async_tp": ["bench", "shape_tag", "kind", "op", "m", "n", "k", "world_size", "precision", "status", "detail", "split"],
     # real/bench/async_tp.py section atp_parts (s10atp): the fused ops' reductions and chunk GEMMs alone, one GPU
     "atp_parts": ["bench", "shape_tag", "op", "m", "n", "k", "world_size", "chunks", "layout", "precision", "split"],
+    # real/bench/tp_beside.py (s11tpo): a TP GEMM with an NCCL collective beside it on a second stream
+    "tp_beside": ["bench", "shape_tag", "kind", "op", "m", "n", "k", "coll_m", "coll_n", "world_size", "nccl_channels",
+                  "collective_repeats", "precision", "status", "split"],
     "cp_chunks": ["bench", "model", "sdpa_backend", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
                   "q_len", "kv_len", "causal", "kv_repeat", "source_seq_len", "precision", "host_time_s", "split"],
 }
