@@ -158,8 +158,8 @@ class Scenario:
             raise ScenarioError("plan.sequence_parallel", True, "false when plan.tp = 1 (sequence parallelism splits over tensor-parallel ranks)", source)
         if p.tp_comm_overlap and p.tp == 1:
             raise ScenarioError("plan.tp_comm_overlap", True, "false when plan.tp = 1 (no tensor-parallel communication to overlap)", source)
-        if p.tp_overlap_kind != "userbuffers" and not p.tp_comm_overlap:
-            raise ScenarioError("plan.tp_overlap_kind", p.tp_overlap_kind, "'userbuffers' (the default) when plan.tp_comm_overlap "
+        if p.tp_overlap_kind != "te_userbuffers" and not p.tp_comm_overlap:
+            raise ScenarioError("plan.tp_overlap_kind", p.tp_overlap_kind, "'te_userbuffers' (the default) when plan.tp_comm_overlap "
                                 "= false (no overlap to choose)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)

@@ -15,10 +15,14 @@ Beyond DeepSeek's layout, on the communication stream, by name:
   attention and dense-FFN part, `tp_all_reduce` (forward after the part, backward before the
   part's input), or with sequence parallelism `tp_all_gather` before and `tp_reduce_scatter` after
   (mirrored in the backward). An MoE block's attention always gathers and scatters: its tokens are
-  shared out over the TP ranks for the experts. With plan.tp_comm_overlap only the part of a
-  collective longer than the GEMM beside it is a task; otherwise the whole collective waits in line.
-  plan.tp_overlap_kind 'torch_async_tp' overlaps only what torch's micro-pipelined TP fuses, and
-  adds its `tp_partials_reduce` kernel after each fused reduce-scatter (StepCosts._tp_task).
+  shared out over the TP ranks for the experts. Without plan.tp_comm_overlap the whole collective
+  waits in line. With it, plan.tp_overlap_kind says what stays exposed and what the overlap costs
+  (StepCosts._tp_task): 'te_userbuffers' TransformerEngine's default userbuffers methods
+  (twin/costs/tp_overlap.py: chunked GEMMs `tp_chunk_gemms`, GEMMs slowed beside its 16-SM kernels
+  `tp_ub_gemms`, userbuffer copies `tp_ub_copy`, the backward's re-gathered layer input
+  `tp_ub_all_gather_input_bwd`); 'torch_async_tp' only what torch's micro-pipelined TP fuses, with
+  its `tp_partials_reduce` kernel after each fused reduce-scatter; 'ideal' only the part of a
+  collective longer than the GEMM beside it, at no cost to that GEMM.
   plan.unfused_linears splits the QKV and gate/up GEMMs into the model's separate linears.
 - context parallelism: `cp_ring_kv` (ring: cp-1 key/value transfers, each hidden behind the
   attention of the chunk in hand, exposed by the part longer than it; in the backward
@@ -52,7 +56,7 @@ import functools
 import itertools
 from collections import Counter
 
-from twin.costs import comm, compute, context_parallel, memory
+from twin.costs import comm, compute, context_parallel, memory, tp_overlap
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
                               dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops, moe_ops,
                               op_sac_recompute, train_flops_per_token, unfused_linear_ops)
@@ -393,8 +397,9 @@ class StepCosts:
     def _tp_task(self, c: _Collective | None, seg: list[Op], point: str) -> list[Task]:
         """A TP collective at `point` of a part (_tp_kinds) as a comm task: whole, or with
         plan.tp_comm_overlap what stays exposed when it is pipelined chunk by chunk with the GEMM
-        beside it (_beside_gemms; comm.pipelined_exposed_s: TransformerEngine's userbuffers overlap,
-        torch's micro-pipelined TP). plan.tp_overlap_kind 'torch_async_tp' is torch's as the inductor pass
+        beside it (_beside_gemms; comm.pipelined_exposed_s), and what the overlap costs.
+        plan.tp_overlap_kind 'te_userbuffers' is TransformerEngine's (_te_userbuffers_tasks);
+        'ideal' pipelines every collective with the whole GEMM at no cost to it; 'torch_async_tp' is torch's as the inductor pass
         applies it (torch/_inductor/fx_passes/micro_pipeline_tp.py, late 2024): only
         all-gathers and reduce-scatters are fused (an all-reduce waits in line); a reduce-scatter
         only where one GEMM produces its input (fuse_matmul_reduce_scatter's
@@ -414,6 +419,11 @@ class StepCosts:
         name = f"tp_{c.kind}" + ("_bwd" if backward else "")
         fused = p.tp_comm_overlap
         torch_tp = p.tp_overlap_kind == "torch_async_tp"
+        if fused and p.tp_overlap_kind == "te_userbuffers":
+            if c.kind == "all_reduce":   # userbuffers overlaps all-gathers and reduce-scatters only
+                # (Megatron asserts sequence parallelism for --tp-comm-overlap): the rest waits in line
+                return [Task("comm", c.time_s, name)]
+            return self._te_userbuffers_tasks(c, seg, point, name)
         if fused and torch_tp:
             fused = c.kind == "all_gather" or (c.kind == "reduce_scatter" and point == "out_fwd")
         if not fused:
@@ -438,10 +448,67 @@ class StepCosts:
                               "tp_partials_reduce" + ("_bwd" if backward else "")))
         return tasks
 
-    def _chunked_extra_s(self, gemms: list[Op], phase: str) -> float:
-        """What a fused op's GEMMs cost as one chunk of m/tp rows per rank beyond the whole GEMMs
-        (compute.chunked_gemm_time_s, on the GEMM curves at each shape)."""
-        prec, tp = self.sc.plan.gemm_precision, self.sc.plan.tp
+    def _te_userbuffers_tasks(self, c: _Collective, seg: list[Op], point: str, name: str) -> list[Task]:
+        """A TP all-gather or reduce-scatter under TransformerEngine's userbuffers overlap with
+        Megatron's defaults (twin.costs.tp_overlap: the method at each point, its chunks and SMs).
+        ring_exchange (in_fwd, out_bwd): the GEMM as tp chunks of m/tp rows beside copy-engine
+        transfers, exposed as comm.pipelined_exposed_s says, the chunks' cost beyond the whole
+        GEMM a `tp_chunk_gemms` task, and in the backward the output gradient's shard copied into
+        the userbuffer (`tp_ub_copy`). pipeline (out_fwd): four chunks, each one's reduce-scatter
+        on 16 SMs beside the next (tp_overlap.pipelined_reduce_scatter_s); what the chunked,
+        slowed GEMM costs beyond the whole one is `tp_ub_gemms`, the rest of the reduce-scatter
+        the comm task. bulk (in_bwd): the layer input's shard copied into the userbuffer
+        (`tp_ub_copy_bwd`) and all-gathered beside the input-gradient GEMM (its exposed part
+        `tp_ub_all_gather_input_bwd`), then the reduce-scatter beside the weight-gradient GEMM;
+        both GEMMs slowed while the 16-SM kernels run (`tp_ub_gemms_bwd`)."""
+        p = self.sc.plan
+        method = tp_overlap.TE_METHODS[point]
+        backward = point in ("out_bwd", "in_bwd")
+        suffix = "_bwd" if backward else ""
+        gemms = self._beside_gemms(seg, point)
+        shard_copy = Task("compute", compute.memory_time_s(2 * self.tp_bytes / p.tp, self.gpu, self.profile),
+                          "tp_ub_copy" + suffix)
+        if method == "ring_exchange":
+            phase = "bwd_input" if backward else "fwd"
+            extra_s = self._chunked_extra_s(gemms, phase)
+            t = comm.pipelined_exposed_s("all_gather", c.time_s, self._compute_s(gemms, phase) + extra_s, p.tp)
+            tasks = [Task("comm", t, name)] if t > 0 else []
+            if extra_s > 0:
+                tasks.append(Task("compute", extra_s, "tp_chunk_gemms" + suffix))
+            return tasks + ([shard_copy] if backward else [])
+        slowdown = self._beside_comm_slowdown(tp_overlap.TE_COMM_SMS)
+        if method == "pipeline":
+            splits = tp_overlap.TE_PIPELINE_SPLITS
+            whole_s = self._compute_s(gemms, "fwd")
+            chunked_s = whole_s + self._chunked_extra_s(gemms, "fwd", splits)
+            chunk_comm_s = self._collective_s(c.kind, self._tp_collective_bytes(c.kind) / splits, p.tp, self.tp_same_node)
+            gemm_end, end = tp_overlap.pipelined_reduce_scatter_s(chunked_s / splits, chunk_comm_s, splits, slowdown)
+            return [Task("compute", max(0.0, gemm_end - whole_s), "tp_ub_gemms"), Task("comm", end - gemm_end, name)]
+        dgrad_s, wgrad_s = self._compute_s(gemms, "bwd_input"), self._compute_s(gemms, "bwd_weight")
+        gather_s = self._collective_s("all_gather", self._tp_collective_bytes("all_gather"), p.tp, self.tp_same_node)
+        dgrad_beside_s, gather_exposed_s = tp_overlap.bulk_overlap_s(dgrad_s, gather_s, slowdown)
+        wgrad_beside_s, scatter_exposed_s = tp_overlap.bulk_overlap_s(wgrad_s, c.time_s, slowdown)
+        tasks = [shard_copy]
+        if gather_exposed_s > 0:
+            tasks.append(Task("comm", gather_exposed_s, "tp_ub_all_gather_input_bwd"))
+        tasks.append(Task("compute", (dgrad_beside_s - dgrad_s) + (wgrad_beside_s - wgrad_s), "tp_ub_gemms_bwd"))   # >= 0
+        if scatter_exposed_s > 0:
+            tasks.append(Task("comm", scatter_exposed_s, name))
+        return tasks
+
+    def _beside_comm_slowdown(self, comm_sms: int) -> float:
+        """Time factor of a GEMM launched for every SM beside a communication kernel holding
+        `comm_sms` of them: the profile's measured untold slowdown (compute.untold_sm_slowdown),
+        or where the profile has none the SM share alone (a told kernel's bound)."""
+        try:
+            return compute.untold_sm_slowdown(self.profile, self.sc.plan.gemm_precision, comm_sms, self.gpu)
+        except ValueError:
+            return 1.0 / compute.sm_fraction(self.gpu, comm_sms)
+
+    def _chunked_extra_s(self, gemms: list[Op], phase: str, chunks: int | None = None) -> float:
+        """What a fused op's GEMMs cost as `chunks` chunks of m/chunks rows (one per rank unless
+        told) beyond the whole GEMMs (compute.chunked_gemm_time_s, on the GEMM curves at each shape)."""
+        prec, tp = self.sc.plan.gemm_precision, chunks or self.sc.plan.tp
         return sum(compute.chunked_gemm_time_s(op, phase, prec, tp, self.gpu, self.profile, self.sm_frac)
                    - compute.chunked_gemm_time_s(op, phase, prec, 1, self.gpu, self.profile, self.sm_frac)
                    for op in gemms)
