@@ -96,6 +96,9 @@ def block_rates(run) -> dict:
     out["compute_s"] = sum(t.duration_s for t in tasks if t.stream == "compute")
     out["recompute_s"] = sum(t.duration_s for t in tasks if t.stream == "compute" and t.name.startswith("recompute_"))
     out["tp_exposed_s"] = sum(t.duration_s for t in tasks if t.stream == "comm" and t.name.startswith("tp_"))
+    # what the TP overlap costs on the compute stream (chunked GEMMs, GEMMs slowed beside its SMs,
+    # userbuffer copies, torch's partial-sum reductions)
+    out["tp_overlap_compute_s"] = sum(t.duration_s for t in tasks if t.stream == "compute" and t.name.startswith("tp_"))
     out["cp_exposed_s"] = sum(t.duration_s for t in tasks if t.stream == "comm" and t.name.startswith("cp_"))
     out["tokens"] = local_tokens(sc)
     out["attention_kernel"], out["tp_comm_overlap"], out["recompute"] = (
@@ -109,7 +112,8 @@ def show_block(run_id: str, r: dict) -> None:
           f"GEMMs {r['gemm_s'] * 1e3:.2f} ms at {r['gemm_flops'] / r['gemm_s'] / 1e12:.0f} TFLOP/s, attention core "
           f"{r['attn_s'] * 1e3:.2f} ms at {r['attn_flops'] / r['attn_s'] / 1e12:.0f} TFLOP/s, memory-bound "
           f"{r['memory_s'] * 1e3:.2f} ms, full recompute {r['recompute_s'] * 1e3:.2f} ms, exposed TP "
-          f"{r['tp_exposed_s'] * 1e3:.2f} ms, CP {r['cp_exposed_s'] * 1e3:.2f} ms")
+          f"{r['tp_exposed_s'] * 1e3:.2f} ms (its overlap's compute {r['tp_overlap_compute_s'] * 1e3:.2f} ms), "
+          f"CP {r['cp_exposed_s'] * 1e3:.2f} ms")
 
 
 def show(b: dict) -> None:
@@ -167,7 +171,10 @@ def counterfactuals(run) -> dict:
     base_metric = predicted_metric(run, sc, base)
     out = {}
     other_kernel = "cudnn" if sc.plan.attention_kernel == "fa2" else "fa2"
-    for name, change in ((f"attention {other_kernel}", {"attention_kernel": other_kernel}),
+    # a row overlapping TP some other way, as TransformerEngine's userbuffers would cost it
+    te = ((("tp_overlap_kind te_userbuffers", {"tp_overlap_kind": "te_userbuffers"}),)
+          if sc.plan.tp_comm_overlap and sc.plan.tp_overlap_kind != "te_userbuffers" else ())
+    for name, change in ((f"attention {other_kernel}", {"attention_kernel": other_kernel}), *te,
                          (f"tp_comm_overlap {not sc.plan.tp_comm_overlap}", {"tp_comm_overlap": not sc.plan.tp_comm_overlap}),
                          ("recompute full", {"recompute": "full"}),
                          # as Meta's released Llama 3 model code computes (meta-llama/llama3 llama/model.py:

@@ -162,12 +162,21 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # each stage's gradients only after its last backward, exposed on the rank and no longer holding up
 # the input gradients it sends: 405B 1F1B +10.9% -> +10.7%, interleaved +10.6% -> +12.2% (the chunk
 # reduced first hides beside the other), 4D rows -0.1 points. Median 6.5%, 23 of 30 within 10%.
+# Then (s11tpo) Megatron's --tp-comm-overlap as TransformerEngine's userbuffers runs it with its
+# default configuration (plan.tp_overlap_kind 'te_userbuffers', twin/costs/tp_overlap.py): the
+# ring-exchange GEMMs in tp chunks, the forward reduce-scatter in 4 chunks with the last exposed,
+# the backward's re-gathered layer input, and the GEMMs slowed beside TE's 16-SM kernels at the
+# measured untold slowdown; Llama 3's rows keep the ideal overlap they had (their stack names none).
+# Megatron's PP rows +0.8..+8.3% -> -4.7..-0.2%, its one-stage TP rows 2-8 points lower: 16B -7.4% ->
+# -12.0%, 32B -6.6% -> -14.0% (their exposed FP32 gradient reduce-scatter at the assumed micro-batch
+# of 1 already held them low: see the README). Median 6.5% -> 5.7%, 21 of 30 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
     "tt-405b-3d-1f1b": 0.107, "tt-405b-3d-interleaved": 0.122,
+    "mlm-gpt-16b": -0.120, "mlm-gpt-32b": -0.140,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
-MEDIAN_NOT_MET = 0.065
+MEDIAN_NOT_MET = 0.057
 
 
 def _row_params():
@@ -345,7 +354,7 @@ def test_megatron_and_llama3_blocks_run_their_gemms_at_one_rate():
     for rid in ("mlm-gpt-462b", "l3-405b-8k-gpus16384"):
         r = _breakdown_module().block_rates(next(x for x in runs if x.id == rid))
         rates[rid] = r["gemm_flops"] / r["gemm_s"]
-        assert r["gemm_s"] + r["attn_s"] + r["memory_s"] == pytest.approx(r["compute_s"], rel=0.02)
+        assert r["gemm_s"] + r["attn_s"] + r["memory_s"] + r["tp_overlap_compute_s"] == pytest.approx(r["compute_s"], rel=0.02)
     assert rates["l3-405b-8k-gpus16384"] == pytest.approx(rates["mlm-gpt-462b"], rel=0.02)
 
 
