@@ -10,7 +10,10 @@ with NCCL's default channels and with 16 (TE's num_sm). Per (case, channels):
   twin_slowdown      what the twin takes for a GEMM beside TE's 16-SM kernels: the profile's
                      untold slowdown at 16 SMs (compute.untold_sm_slowdown; StepCosts._beside_comm_slowdown);
   comm_slowdown      the collectives' span beside the GEMM over their time alone (the twin charges
-                     none: tp_overlap's docstring).
+                     none: tp_overlap's docstring);
+  upper_bound        rows of the first campaign (timing 'cuda_events'): the GEMM's span also holds
+                     the host's issue of the collectives launched before it, so gemm_slowdown bounds
+                     the slowdown from above.
 All rows are held out: nothing here is fitted.
 
     python -m calibration.tp_beside [--gpu h100x2] [--root DIR] [--json]
@@ -54,7 +57,10 @@ def compare(df: pd.DataFrame, profile: Profile, gpu_name: str) -> list[dict]:
                      "covered": t["collective_beside"] >= t["mm_beside"],
                      "gemm_slowdown": t["mm_beside"] / t["mm"], "twin_slowdown": twin,
                      "rel_error": twin / (t["mm_beside"] / t["mm"]) - 1.0,
-                     "comm_slowdown": t["collective_beside"] / (repeats * t["collective"])})
+                     "comm_slowdown": t["collective_beside"] / (repeats * t["collective"]),
+                     # the first campaign's design: the GEMM's span holds the host's issue of the
+                     # collectives before it (real/bench/tp_beside.py _beside_runs)
+                     "upper_bound": str(g.loc[g["op"] == "mm_beside", "timing"].iloc[0]) == "cuda_events"})
     return rows
 
 
@@ -63,12 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", default="h100x2")
     ap.add_argument("--root", default=str(rec.MEASUREMENTS_DIR))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", default=None, help="the twin profile's GPU (default: --gpu before its 'x')")
     args = ap.parse_args(argv)
     df = load(args.gpu, args.root)
     if df.empty:
         print(f"no tp_beside.csv rows under {args.root}/{args.gpu}", file=sys.stderr)
         return 2
-    base = args.gpu.split("x")[0]
+    base = args.profile or args.gpu.split("x")[0]
     rows = compare(df, load_profile(base), base)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['shape_tag']:36s} ch {r['nccl_channels']:>7s}  GEMM {r['mm_s'] * 1e3:6.3f} ms  x{r['gemm_slowdown']:.3f} beside "
               f"{r['kind']} (twin x{r['twin_slowdown']:.3f}, {r['rel_error']:+.1%}{'' if r['covered'] else ', not covered'})  "
-              f"collective x{r['comm_slowdown']:.3f}")
+              f"collective x{r['comm_slowdown']:.3f}{'  (upper bound)' if r['upper_bound'] else ''}")
     return 0
 
 

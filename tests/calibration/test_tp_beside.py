@@ -11,7 +11,8 @@ from twin.core.specs import get_gpu
 
 
 def _rows(tag, channels, mm, coll, mm_beside, coll_beside, repeats):
-    base = dict(bench="tp_beside", shape_tag=tag, kind="all_gather", nccl_channels=channels, status="ok", split="holdout")
+    base = dict(bench="tp_beside", shape_tag=tag, kind="all_gather", nccl_channels=channels, status="ok", split="holdout",
+                timing="cuda_events_after_sleep" if channels == "16" else "cuda_events")
     return [dict(base, op="mm", time_s=mm, collective_repeats=1), dict(base, op="collective", time_s=coll, collective_repeats=1),
             dict(base, op="mm_beside", time_s=mm_beside, collective_repeats=repeats),
             dict(base, op="collective_beside", time_s=coll_beside, collective_repeats=repeats)]
@@ -29,5 +30,6 @@ def test_slowdowns_from_the_rows(tmp_path):
     assert (a["nccl_channels"], a["gemm_slowdown"], a["comm_slowdown"]) == ("16", pytest.approx(1.3), pytest.approx(1.6 / 1.2))
     assert a["covered"] and a["twin_slowdown"] == twin and a["rel_error"] == pytest.approx(twin / 1.3 - 1)
     assert not b["covered"] and b["comm_slowdown"] == pytest.approx(1.0 / 0.8)
+    assert b["upper_bound"] and not a["upper_bound"]   # the first campaign's timing
     assert tp_beside.load("h200x2", tmp_path).empty
     assert tp_beside.main(["--root", str(tmp_path), "--gpu", "h100x2"]) == 0
