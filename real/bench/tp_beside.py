@@ -117,7 +117,8 @@ def bench_tp_beside(rec, timer, dev, deadline, quick, env):
             log("tp_beside: budget spent")
             break
         mm, coll = _calls(kind, m, k, n, cm, cn, world, dev)
-        base = dict(bench="tp_beside", shape_tag=tag, kind=kind, m=m, n=n, k=k, coll_m=cm, coll_n=cn, world_size=world,
+        clocks = dict(sm_clock_mhz=timer.tel.sm_clock_mhz(), mem_clock_mhz=timer.tel.mem_clock_mhz())   # NaN on CPU: ""
+        base = dict(**clocks, bench="tp_beside", shape_tag=tag, kind=kind, m=m, n=n, k=k, coll_m=cm, coll_n=cn, world_size=world,
                     nccl_channels=nccl_channels(), precision=precision, split="holdout")
         alone = {}
         for op, fn in (("mm", mm), ("collective", coll)):
