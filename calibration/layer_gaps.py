@@ -81,6 +81,37 @@ V3-slice's). The H100's P90 rests on the BF16 backward at 1 x 4,096 (-15%), whic
 GPU-bound (1.19 ms of kernels over ~1.0 ms of host) where it ran 1.41 ms: where in the op sequence
 the host time falls, not how much of it, and the FP8 backward at 1 x 4,096 (-22%, its own P10-P90
 4.6-7.2 ms).
+
+A timed call's host edges (s11mla; the rule stated, and fitted on the fitting split only, before
+any held-out figure under it was computed). The torch.profiler traces of warm BF16 MLA layer calls
+(h100/s10mla_traces, real/bench/aten_count.py timelines; calibration.mla_traces) show the host's
+time is not even over a call's launches: from the start event to the end of its first launch the
+host runs the autograd engine's start (graph task, dependencies, the device thread's wake-up) and
+the first node's dispatch (backward) or the module call and the first op (forward), and from its
+last launch to its return the engine's or the module's return. At the unprofiled host speed (each
+host instant times host_dispatch.csv's host_s over the call's profiled host span) the fitting
+traces (V3-slice 1x1024, 1x4096) put 102-119 us before the first launch of a forward and 154-197
+us of a backward, 48-75 us after the last, where the twin put one op's share (~25 us) and nothing.
+Where the GPU is idle at the call's start (host_dispatch rows) the backward waits there: the
+fitting rows' V3-slice BF16 backward at 1 x 1,024 runs 0.25 ms (H100) / 0.45 ms (H200) idle where
+the even spread gives 0.05 / 0.07. So:
+  call_edges     per direction, the host time before a call's first launch (`start`) and after
+                 its last launch (`end`) in kernels' worth of the direction's measured host time
+                 per kernel (host_s above), the median over the FITTING split's traces
+                 (mla_traces.call_edges; a count of kernels' worth carries to the H200's host, which
+                 has no traces: trace_call_edges). H100 traces: forward 4.41 / 2.18, backward 7.07 /
+                 2.95 kernels' worth.
+and each timed MLA layer call (a layer record's repetition and its untimed setup forward; any
+precision: the edges are outside the layer's ops) takes `start` on its first dispatched op and
+ends with a host-only op of `end`, both carved out of the host time its ops share (the call's host
+total unchanged: the per-kernel rate was measured over whole calls, edges included)
+(predict.Eager.call_edges, applied in predict_s). MoE layers (no traces) and layers inside whole
+steps (one engine start a step) keep the even spread. On the fitting split: GPU-bound V3-slice
+records unchanged; the fitting host_dispatch rows (GPU idle at the call's start) H100 BF16
+backward -6.1% -> +1.0%, forward +5.9% -> +3.7%, FP8 backward -1.0% -> +0.6%, forward -9.3% ->
+-9.5%; H200 -13.6% -> -3.7%, +5.4% -> +3.3%, -3.4% -> -0.7%, -7.7% -> -7.9%.
+Adopted (ADOPT_CALL_EDGES) only if both GPUs' held-out MLA layer targets (median <= 5%, P90 <= 10%)
+hold and the kernels' held-out figures do not get worse.
 """
 
 from __future__ import annotations
@@ -94,6 +125,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import mla_traces
 from calibration import records as rec
 from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
                                  predict_s, timed_window_s, twin_precision, zipf_expert_rows)
@@ -480,8 +512,30 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
     return {n: float(np.median(v)) for n, v in effs.items()} or None
 
 
+# a timed MLA layer call's host edges (module docstring, s11mla; calibration.mla_traces, predict.Eager.call_edges)
+ADOPT_CALL_EDGES = False
+
+
+def trace_call_edges(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, str]:
+    """(call edges in kernels' worth of host per direction, the GPU folder whose traces gave them):
+    `gpu`'s own fitting-split traces, else the first other GPU folder with traces (each folder's
+    edges in its own host time per kernel: a count of kernels' worth carries to another host,
+    seconds would not). ({}, "") without traces."""
+    folders = [gpu] + [g for g in rec.gpu_dirs(root) if g != gpu]
+    for g in folders:
+        if not (Path(root) / g / mla_traces.TRACE_DIR).is_dir():
+            continue
+        prof_path = Path(str(PROFILES)) / f"{g}.json"
+        prof = profile_from_json(json.loads(prof_path.read_text())) if prof_path.is_file() else None
+        rates = measured_host_s(g, root, radix_sort_kernels(g, root), dataclasses.replace(prof, eager={}) if prof else None)
+        edges = mla_traces.call_edges(g, rates, root) if rates else {}
+        if edges:
+            return edges, g
+    return {}, ""
+
+
 def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR,
-                per_op: bool = ADOPT_HOST_PER_OP) -> dict:
+                per_op: bool = ADOPT_HOST_PER_OP, call_edges: bool = ADOPT_CALL_EDGES) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
     with the measured host time per kernel where host_dispatch.csv is committed (and, with
     `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring)."""
@@ -495,11 +549,13 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     hd_path = Path(root) / gpu / "host_dispatch.csv"
     hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame(columns=["config"])
     per_op, op_counts = (measured_host_s_per_op(hd), aten_op_counts(hd)) if per_op else ({}, {})
+    edges, edges_from = trace_call_edges(gpu, root) if call_edges else ({}, "")
     opt_eff = measured_optimizer_eff(gpu, root)
     copy_eff = measured_transpose_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix,
             **({"host_s": host} if host else {}),
             **({"host_s_per_op": per_op, "aten_ops": op_counts} if per_op and op_counts else {}),
+            **({"call_edges": edges, "call_edges_source": f"{edges_from}/{mla_traces.TRACE_DIR}"} if edges else {}),
             **({"optimizer_eff": opt_eff} if opt_eff else {}),
             **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
