@@ -55,10 +55,10 @@ def kernel_class(name: str) -> str:
     """A kernel's component as the twin counts them (gemm, attention, memory) or `memset`."""
     if name.startswith("Memset"):
         return "memset"
+    if re.search(r"sdpa|flash|cudnn|fmha|attention", name, re.I):   # cuDNN's SDPA and its pre/post kernels
+        return "attention"
     if re.search(r"nvjet|gemm|cutlass|cublas|splitKreduce", name, re.I):
         return "gemm"
-    if re.search(r"sdpa|flash|cudnn|fmha|attention", name, re.I):
-        return "attention"
     return "memory"
 
 
