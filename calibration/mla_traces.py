@@ -40,7 +40,10 @@ from pathlib import Path
 import pandas as pd
 
 from calibration import records as rec
+from calibration.predict import gpu_spec, mla_layer_ops
 from calibration.split import is_held_out
+from twin.core.specs import get_model
+from twin.costs.profile import PROFILES, profile_from_json
 
 TRACE_DIR = "s10mla_traces"
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaMemsetAsync",
@@ -245,9 +248,6 @@ def decomposition(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) ->
     """Per traced call: the per-component residual (traced kernels by class against the twin's
     kernel prediction of the same layer), the idle at the profiled and at the unprofiled host speed
     (replay), the measured unprofiled time, the host edges, the biggest gaps."""
-    from calibration.predict import gpu_spec, mla_layer_ops   # noqa: PLC0415 (calibration.predict imports pandas-heavy modules)
-    from twin.core.specs import get_model                       # noqa: PLC0415
-
     df = rec.load_records(gpu, root)
     hd_path = Path(root) / gpu / "host_dispatch.csv"
     hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame()
@@ -295,8 +295,6 @@ def _fmt_row(d: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from calibration.validate import load_fitted_profile   # noqa: PLC0415
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) with s10mla_traces/ (default: all)")
     ap.add_argument("--json", action="store_true", help="print the decomposition as JSON")
@@ -304,8 +302,7 @@ def main(argv=None) -> int:
     gpus = args.gpu or [g for g in rec.gpu_dirs() if (rec.MEASUREMENTS_DIR / g / TRACE_DIR).is_dir()]
     result = {}
     for gpu in gpus:
-        df = rec.load_records(gpu)
-        prof, _ = load_fitted_profile(gpu, df)
+        prof = profile_from_json(json.loads((Path(str(PROFILES)) / f"{gpu}.json").read_text()))
         result[gpu] = {"calls": decomposition(gpu, prof),
                        "call_edges": call_edges(gpu, (prof.eager or {}).get("host_s", {}))}
     if args.json:
