@@ -70,10 +70,13 @@ def _host_of(fn, dev) -> float:
 def loop_round(timer: Timer, fn, setup, dev, reps: int = REPS) -> dict:
     """One round: the setup and the call each alone, then `reps` repetitions as Timer.measure runs
     them (its own _once: setup, events, the call, no synchronisation), timed on the host clock as a
-    whole and each by its events."""
-    host_setup = _host_of(setup, dev)
-    state = setup()
-    host_call = _host_of(lambda: fn(state), dev)
+    whole and each by its events. `setup` None: a forward record's fn() alone."""
+    if setup is None:   # a forward record: Timer calls fn() alone
+        host_setup, host_call = 0.0, _host_of(fn, dev)
+    else:
+        host_setup = _host_of(setup, dev)
+        state = setup()
+        host_call = _host_of(lambda: fn(state), dev)
     _sync(dev)
     t0 = time.perf_counter()
     handles = [timer._once(fn, setup) for _ in range(reps)]   # the record's own repetition code
@@ -88,20 +91,18 @@ def case_rows(model: str, batch: int, seq: int, label: str, dev, timer: Timer, r
     forward), each the medians over `rounds` rounds."""
     prec = precision_of(label)
     mla, cos, sin, x, gx = mla_call(model, batch, seq, dev)
-    phases = {"fwd": (lambda: None, lambda _: mla(x, cos, sin, prec)),
+    phases = {"fwd": (None, lambda: mla(x, cos, sin, prec)),
               "bwd": (lambda: mla(x, cos, sin, prec),
                       lambda y: torch.autograd.grad(y, [x, *mla.parameters()], gx))}
     rows = []
     for phase, (setup, fn) in phases.items():
         for _ in range(WARMUP):
-            fn(setup())
+            fn() if setup is None else fn(setup())
         _sync(dev)
         got = [loop_round(timer, fn, setup, dev, reps) for _ in range(rounds)]
         times = sorted(t for g in got for t in g["times"])
         q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
         med = {k: statistics.median(g[k] for g in got) for k in ("host_loop_s", "host_setup_s", "host_call_s")}
-        if phase == "fwd":   # no setup: the Timer calls fn() alone
-            med["host_setup_s"] = 0.0
         rows.append({"bench": f"mla_loop_{phase}", "model": model, "batch": batch, "seq_len": seq, "phase": phase,
                      "precision": label, "split": "holdout" if model in HOLDOUT_MODELS else "fit", "rounds": rounds,
                      "reps": reps, "time_s": statistics.median(times), "time_p10_s": q[0], "time_p90_s": q[-1], **med,
