@@ -94,6 +94,7 @@ class CallTrace:
     phase: str
     end_us: float          # the end event's record on the host
     stall_us: float
+    first_op_us: float = 0.0   # the call's first CPU op (a backward: the engine's first node)
     launches_us: list[float] = field(default_factory=list)   # each launch call's end
     kernels: list[Kernel] = field(default_factory=list)
 
@@ -152,6 +153,7 @@ def parse_call(events: list[dict], name: str = "") -> CallTrace:
                               node=node, op=aten[-1] if aten else ""))
     return CallTrace(name=name, model=m["model"] if m else "", batch=int(m["batch"]) if m else 0,
                      seq_len=int(m["seq"]) if m else 0, phase=m["phase"] if m else "", end_us=host(t1), stall_us=stall_us,
+                     first_op_us=next((host(o["ts"]) for o in ops if t0 <= o["ts"] <= t1), 0.0),
                      launches_us=[host(e["ts"] + e["dur"]) for e in launches], kernels=kernels)
 
 
@@ -228,6 +230,16 @@ def call_edges(gpu: str, host_rates: dict, root: Path | str = rec.MEASUREMENTS_D
         d["start"].append(start * scale * 1e-6 / rate)
         d["end"].append(end * scale * 1e-6 / rate)
     return {ph: {k: float(statistics.median(v)) for k, v in d.items()} for ph, d in sorted(acc.items())}
+
+
+def first_node_s(gpu: str, phase: str = "bwd", root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+    """Seconds from a call's first CPU op (a backward: the engine's first node) to the end of its
+    first launch, at the unprofiled host speed (scale_of): the median over the FITTING split's
+    traces of `phase`. None without traces."""
+    host = unprofiled_host_s(gpu, root)
+    got = [(c.launches_us[0] - c.first_op_us) * scale * 1e-6 for c in load_calls(gpu, root)
+           if c.phase == phase and not held_out(c) and (scale := scale_of(c, host))]
+    return float(statistics.median(got)) if got else None
 
 
 def measured_time_s(call: CallTrace, df: pd.DataFrame, hd: pd.DataFrame) -> tuple[float | None, str]:

@@ -19,7 +19,11 @@ block-wise MLA layers, the records' shapes), in ROUNDS rounds of:
 and writes, per case and phase, the medians over rounds: time_s (the events, the record's
 quantity), host_loop_s (loop host time per repetition), host_setup_s, host_call_s, and
 host_other_s = host_loop_s - host_setup_s - host_call_s: the host's time per repetition outside
-both calls, which the twin's loop does not have. V3-slice shapes are the fitting split's, V2-Lite
+both calls, which the twin's loop does not have. For a backward, inside the loop: engine_start_s
+(host seconds from the timed call's start to the autograd engine's first node: FirstNode's
+pre-hook) and start_wait_s (GPU seconds from the start event to an event the first node records:
+whether, in the record's own loop, the GPU waits for the engine's start or is still running the
+setup forward's kernels; its P90 start_wait_p90_s). V3-slice shapes are the fitting split's, V2-Lite
 the held-out records' (a diagnostic: a fresh measure of the held-out records beside the loop).
 
     python -m real.bench.mla_loop --out DIR [--device cpu --quick]
@@ -50,6 +54,7 @@ HOLDOUT_MODELS = {"v2-lite-slice"}   # calibration/split.py's held-out MLA famil
 ROUNDS, REPS, WARMUP = 5, 8, 3
 COLUMNS = ("bench", "model", "batch", "seq_len", "phase", "precision", "split", "rounds", "reps", "time_s",
            "time_p10_s", "time_p90_s", "host_loop_s", "host_setup_s", "host_call_s", "host_other_s",
+           "engine_start_s", "start_wait_s", "start_wait_p90_s",
            "device", "gpu_name", "sm_clock_mhz", "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc")
 
 
@@ -67,10 +72,48 @@ def _host_of(fn, dev) -> float:
     return t1 - t0
 
 
-def loop_round(timer: Timer, fn, setup, dev, reps: int = REPS) -> dict:
+class FirstNode:
+    """Marks where a backward's first autograd node starts: a pre-hook on the forward output's
+    grad_fn (the engine's first node) takes the host clock and records a CUDA event; `call` takes
+    the host clock as the timed call begins. Per repetition: engine_start (host seconds from the
+    call's start to its first node: the autograd engine's start) and, with the repetition's start
+    event, start_wait (GPU seconds from the start event to the first node's event: zero while the
+    GPU still runs the setup forward's kernels when the engine reaches its first node, the GPU's
+    wait for the engine's start otherwise)."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.clear()
+
+    def clear(self) -> None:
+        self.calls, self.nodes, self.events = [], [], []
+
+    def hook(self, y):
+        y.grad_fn.register_prehook(self._mark)
+        return y
+
+    def _mark(self, grad_outputs):
+        self.nodes.append(time.perf_counter())
+        if self.dev.type == "cuda":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.events.append(ev)
+
+    def call(self) -> None:
+        self.calls.append(time.perf_counter())
+
+    def per_rep(self, handles) -> tuple[list[float], list[float]]:
+        engine = [n - c for c, n in zip(self.calls, self.nodes)]
+        wait = [h[0].elapsed_time(ev) * 1e-3 for h, ev in zip(handles, self.events)
+                if isinstance(h, tuple)]
+        return engine, wait
+
+
+def loop_round(timer: Timer, fn, setup, dev, reps: int = REPS, marks: FirstNode | None = None) -> dict:
     """One round: the setup and the call each alone, then `reps` repetitions as Timer.measure runs
     them (its own _once: setup, events, the call, no synchronisation), timed on the host clock as a
-    whole and each by its events. `setup` None: a forward record's fn() alone."""
+    whole and each by its events. `setup` None: a forward record's fn() alone. `marks`: the
+    backward's first node per repetition (FirstNode)."""
     if setup is None:   # a forward record: Timer calls fn() alone
         host_setup, host_call = 0.0, _host_of(fn, dev)
     else:
@@ -78,28 +121,42 @@ def loop_round(timer: Timer, fn, setup, dev, reps: int = REPS) -> dict:
         state = setup()
         host_call = _host_of(lambda: fn(state), dev)
     _sync(dev)
+    if marks:
+        marks.clear()
     t0 = time.perf_counter()
     handles = [timer._once(fn, setup) for _ in range(reps)]   # the record's own repetition code
     t1 = time.perf_counter()
     times = [timer._elapsed(h) for h in handles]
-    return {"host_loop_s": (t1 - t0) / reps, "host_setup_s": host_setup, "host_call_s": host_call, "times": times}
+    engine, wait = marks.per_rep(handles) if marks else ([], [])
+    return {"host_loop_s": (t1 - t0) / reps, "host_setup_s": host_setup, "host_call_s": host_call, "times": times,
+            "engine": engine, "wait": wait}
+
+
+def _median(values) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def case_rows(model: str, batch: int, seq: int, label: str, dev, timer: Timer, rounds: int = ROUNDS,
               reps: int = REPS) -> list[dict]:
     """Rows of one MLA layer shape and precision: phase fwd (setup: nothing) and bwd (setup: the
-    forward), each the medians over `rounds` rounds."""
+    forward, its output's first backward node marked: FirstNode), each the medians over `rounds`
+    rounds."""
     prec = precision_of(label)
     mla, cos, sin, x, gx = mla_call(model, batch, seq, dev)
-    phases = {"fwd": (None, lambda: mla(x, cos, sin, prec)),
-              "bwd": (lambda: mla(x, cos, sin, prec),
-                      lambda y: torch.autograd.grad(y, [x, *mla.parameters()], gx))}
+    marks = FirstNode(dev)
+
+    def backward(y):
+        marks.call()
+        torch.autograd.grad(y, [x, *mla.parameters()], gx)
+
+    phases = {"fwd": (None, lambda: mla(x, cos, sin, prec), None),
+              "bwd": (lambda: marks.hook(mla(x, cos, sin, prec)), backward, marks)}
     rows = []
-    for phase, (setup, fn) in phases.items():
+    for phase, (setup, fn, m) in phases.items():
         for _ in range(WARMUP):
             fn() if setup is None else fn(setup())
         _sync(dev)
-        got = [loop_round(timer, fn, setup, dev, reps) for _ in range(rounds)]
+        got = [loop_round(timer, fn, setup, dev, reps, m) for _ in range(rounds)]
         times = sorted(t for g in got for t in g["times"])
         q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
         med = {k: statistics.median(g[k] for g in got) for k in ("host_loop_s", "host_setup_s", "host_call_s")}
@@ -107,6 +164,11 @@ def case_rows(model: str, batch: int, seq: int, label: str, dev, timer: Timer, r
                      "precision": label, "split": "holdout" if model in HOLDOUT_MODELS else "fit", "rounds": rounds,
                      "reps": reps, "time_s": statistics.median(times), "time_p10_s": q[0], "time_p90_s": q[-1], **med,
                      "host_other_s": med["host_loop_s"] - med["host_setup_s"] - med["host_call_s"],
+                     "engine_start_s": _median([e for g in got for e in g["engine"]]),
+                     "start_wait_s": _median([w for g in got for w in g["wait"]]),
+                     "start_wait_p90_s": (statistics.quantiles([w for g in got for w in g["wait"]], n=10,
+                                                               method="inclusive")[-1]
+                                          if sum(len(g["wait"]) for g in got) > 1 else float("nan")),
                      "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     del mla, x, gx
     if dev.type == "cuda":
@@ -140,7 +202,8 @@ def main(argv=None) -> int:
                     f.flush()
                     print(f"mla_loop {model} {batch}x{seq} {label} {row['phase']}: events {row['time_s'] * 1e3:.3f} ms, "
                           f"host per repetition {row['host_loop_s'] * 1e3:.3f} ms = setup {row['host_setup_s'] * 1e3:.3f} "
-                          f"+ call {row['host_call_s'] * 1e3:.3f} + other {row['host_other_s'] * 1e3:+.3f} ms")
+                          f"+ call {row['host_call_s'] * 1e3:.3f} + other {row['host_other_s'] * 1e3:+.3f} ms; "
+                          f"engine start {row['engine_start_s'] * 1e6:.0f} us, GPU waits {row['start_wait_s'] * 1e6:.0f} us")
     return 0
 
 

@@ -9,7 +9,11 @@
 # (calibration.predict timed_window_s) lacks: with it the V2-Lite backward starts after the host,
 # not behind the setup forward's GPU tail, which s10mla's traces leave open (calibration.mla_traces:
 # the -15% BF16 backward at 1 x 4,096 replays to 1.46 ms starting cold, 1.31 ms behind the tail;
-# measured 1.41). The rule that takes it is stated in calibration/layer_gaps.py before the run.
+# measured 1.41); and, inside the record's own loop, the autograd engine's start unprofiled (host, from
+# the timed call's start to its first node) and the GPU's wait at the backward's start (GPU, from
+# the start event to an event the first node records): zero if the setup forward's GPU tail hides
+# the engine's start, as the twin has it. The rules that take them are stated in
+# calibration/layer_gaps.py before the run.
 # Writes OUTDIR/s11mla/mla_loop.csv (rows flushed one by one), env.json, log.txt. Budget <= 60 s of
 # GPU time (`timeout 55` around the part: a run cut short keeps its rows; ~20-30 s expected).
 #   bash real/campaigns/s11mla.sh OUTDIR          (S11MLA_DEVICE=cpu: a CPU dry run, tiny shapes)

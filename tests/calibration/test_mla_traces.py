@@ -155,7 +155,7 @@ def test_the_committed_profiles_leave_the_call_edge_rule_out():
         prof = profile_from_json(json.loads((PROFILES_DIR / f"{gpu}.json").read_text()))
         assert "call_edges" not in prof.eager
     edges, source = lg.trace_call_edges("h200")
-    assert source == "h100" and edges["bwd"]["start"] > edges["bwd"]["end"] > 0
+    assert source == "h100/s10mla_traces" and edges["bwd"]["start"] > edges["bwd"]["end"] > 0
 
 
 def test_the_timeline_summary_reads_the_committed_gzipped_traces():
@@ -164,3 +164,33 @@ def test_the_timeline_summary_reads_the_committed_gzipped_traces():
     assert len(rows) == 8 and all(r["longest_launched_s"] is not None for r in rows)
     with gzip.open(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR / "trace_v3-slice-1l_b1_s1024_bwd.json.gz", "rt") as f:
         assert "traceEvents" in json.load(f)
+
+
+def test_the_loops_engine_start_replaces_the_traces_backward_start(tmp_path):
+    """With a record loop's run (mla_loop.csv), the backward's start edge is the loop's engine start
+    (fitting BF16 GPU rows only) plus the traces' first node's way to its first launch."""
+    root = tmp_path / "m"
+    (root / "h100").mkdir(parents=True)
+    for name in ("host_dispatch.csv", "kernels.csv", "attention.csv"):
+        shutil.copy(rec.MEASUREMENTS_DIR / "h100" / name, root / "h100")
+    shutil.copytree(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR, root / "h100" / mt.TRACE_DIR)
+    assert lg.loop_engine_start_s("h100", root) is None and lg.loop_call_edges("h100", root) == ({}, "")
+    pd.DataFrame([
+        # model, phase, precision, split, device, engine_start_s
+        ("v3-slice-1l", "bwd", "bf16", "fit", "cuda", 60e-6),
+        ("v3-slice-1l", "bwd", "bf16", "fit", "cuda", 80e-6),
+        ("v3-slice-1l", "bwd", "fp8-blockwise", "fit", "cuda", 900e-6),     # FP8: not this rule's
+        ("v2-lite-slice", "bwd", "bf16", "holdout", "cuda", 5e-3),          # held out: never used
+        ("tiny", "bwd", "bf16", "fit", "cpu", 1.0),                          # a CPU dry run: never used
+        ("v3-slice-1l", "fwd", "bf16", "fit", "cuda", float("nan"))],
+        columns=["model", "phase", "precision", "split", "device", "engine_start_s"]).to_csv(root / "h100" / lg.LOOP_FILE,
+                                                                                          index=False)
+    assert lg.loop_engine_start_s("h100", root) == pytest.approx(70e-6)
+    traced, _ = lg.trace_call_edges("h100", root)
+    edges, source = lg.loop_call_edges("h100", root)
+    node = mt.first_node_s("h100", "bwd", root)
+    assert 10e-6 < node < 150e-6
+    rate = lg.measured_host_s("h100", root, lg.radix_sort_kernels("h100", root), lg._committed_profile("h100"))["bwd"]
+    assert edges["bwd"]["start"] == pytest.approx((70e-6 + node) / rate)
+    assert edges["bwd"]["end"] == traced["bwd"]["end"] and edges["fwd"] == traced["fwd"]
+    assert source.endswith("h100/mla_loop.csv")

@@ -20,6 +20,22 @@ def test_loop_rows_account_for_the_host_of_each_repetition():
         assert r["host_other_s"] == pytest.approx(r["host_loop_s"] - r["host_setup_s"] - r["host_call_s"])
     fwd, bwd = rows
     assert fwd["host_setup_s"] == 0.0 and bwd["host_setup_s"] > 0   # the backward's setup is its forward
+    # the backward's first node was reached in every repetition, after its call began; no GPU events on a CPU
+    assert 0 < bwd["engine_start_s"] < bwd["host_call_s"] * 10
+    assert bwd["start_wait_s"] != bwd["start_wait_s"] and fwd["engine_start_s"] != fwd["engine_start_s"]   # NaN
+
+
+def test_first_node_marks_pair_each_call_with_its_first_backward_node():
+    marks = mla_loop.FirstNode(torch.device("cpu"))
+    x = torch.ones(4, requires_grad=True)
+    for _ in range(3):
+        y = marks.hook(x * 2)
+        marks.call()
+        torch.autograd.grad(y, [x], torch.ones(4))
+    engine, wait = marks.per_rep([0.1, 0.1, 0.1])
+    assert len(engine) == 3 and all(e >= 0 for e in engine) and wait == []
+    marks.clear()
+    assert marks.per_rep([]) == ([], [])
     assert mla_loop.case_rows.__defaults__ == (mla_loop.ROUNDS, mla_loop.REPS)
 
 
