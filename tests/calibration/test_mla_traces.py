@@ -194,3 +194,16 @@ def test_the_loops_engine_start_replaces_the_traces_backward_start(tmp_path):
     assert edges["bwd"]["start"] == pytest.approx((70e-6 + node) / rate)
     assert edges["bwd"]["end"] == traced["bwd"]["end"] and edges["fwd"] == traced["fwd"]
     assert source.endswith("h100/mla_loop.csv")
+
+
+def test_the_decomposition_sets_each_traced_call_beside_the_twin(capsys):
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
+    rows = {d["call"]: d for d in mt.decomposition("h100", prof)}
+    d = rows["trace_v3-slice-1l_b1_s4096_bwd.json.gz"]
+    assert not d["held_out"] and d["measured_source"] == "record"
+    # the twin's kernel prediction of the GPU-bound V3-slice backward within 5% of the traced kernels
+    assert d["twin_kernel_us"] == pytest.approx(d["kernel_us"], rel=0.05)
+    assert set(d["by_class_us"]) >= {"gemm", "attention", "memory"}
+    assert mt.main(["--gpu", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert "call edges" in out and out.count("unprofiled replay") == 8
