@@ -149,6 +149,21 @@ the backward's start edge is re-measured as the median over the FITTING split's 
 like the trace-only edges and adopted under the same criterion. The twin's predicted wait at the
 V2-Lite backward's start set beside the measured start_wait_s is reported either way (a diagnostic:
 held out).
+Result (h100/mla_loop.csv, 2026-11-26 17:56 UTC): the engine's start takes 206 / 237 us of host on
+the fitting BF16 rows (median 221 us; the run's host was slow, its calls alone 1.4-1.8x
+host_dispatch.csv's), with the traces' first node 66 us: a backward start edge of 11.6 kernels'
+worth (the traces alone: 7.1). NOT adopted: held-out MLA layers H100 3.1% / 15.2% -> 3.4% / 14.4%,
+H200 2.9% / 9.3% -> 3.6% / 9.4% (kernels and layers unchanged). In the records' own loop the GPU
+waits at every V2-Lite backward's start (BF16 4 x 1,024 208 us, 1 x 4,096 191 us; FP8 312, 245 us)
+and never at V3-slice's (1-2 us). With the loop's edges the twin waits 215, 4, 309 and 273 us there:
+right but for the BF16 backward at 1 x 4,096, whose setup forward ends with the SDPA forward (188
+us) and the output projection, which the twin still has running ~0.28 ms after the host's return
+and the loop shows done before the start event. The traces' even rescaling of the profiled host
+put the engine's start at 100-120 us where the loop measures 148-237 us unprofiled: the
+profiler's slowdown is per op, so fixed-cost stretches (the engine's start, a module's return)
+come out short, the forward's end edge likely as well. What would decide it: the forward's end
+edge measured unprofiled in the loop on the fitting shapes (a CUDA event at the setup's start
+beside the host clock: whether the forward ends host-bound), the rule stated before.
 """
 
 from __future__ import annotations
@@ -551,8 +566,9 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
 
 # a timed MLA layer call's host edges (module docstring, s11mla; calibration.mla_traces, predict.Eager.call_edges).
 # Tested by s11mla on the committed records and NOT adopted: held-out MLA layers H100 median 3.1% ->
-# 4.3%, P90 15.2% -> 14.4%; H200 2.9% -> 3.6%, 9.3% -> 9.5%. `python -m calibration.layer_gaps
-# --call-edges --update` writes the terms, to repeat the test.
+# 4.3%, P90 15.2% -> 14.4%; H200 2.9% -> 3.6%, 9.3% -> 9.5%; with the backward's start from the records'
+# loop (loop_call_edges, h100/mla_loop.csv) H100 3.4% / 14.4%, H200 3.6% / 9.4%, not adopted either.
+# `python -m calibration.layer_gaps --call-edges [--loop-edges] --update` writes the terms, to repeat the test.
 ADOPT_CALL_EDGES = False
 
 

@@ -207,3 +207,17 @@ def test_the_decomposition_sets_each_traced_call_beside_the_twin(capsys):
     assert mt.main(["--gpu", "h100"]) == 0
     out = capsys.readouterr().out
     assert "call edges" in out and out.count("unprofiled replay") == 8
+
+
+def test_in_the_records_loop_only_the_host_bound_backwards_wait_for_the_engines_start():
+    """h100/mla_loop.csv (s11mla): inside a record's own loop the GPU waits at a backward's start for
+    the autograd engine's start where the setup forward ends host-bound (V2-Lite), and not where
+    the GPU still runs the forward (V3-slice); the engine's start is a fixed host cost of a call."""
+    loop = pd.read_csv(rec.MEASUREMENTS_DIR / "h100" / lg.LOOP_FILE)
+    bwd = loop[loop["phase"] == "bwd"]
+    assert (bwd["engine_start_s"].between(50e-6, 500e-6)).all()
+    v3, v2 = bwd[bwd["model"] == "v3-slice-1l"], bwd[bwd["model"] == "v2-lite-slice"]
+    assert (v3["start_wait_s"] < 10e-6).all() and (v3["split"] == "fit").all()
+    assert (v2["start_wait_s"] > 100e-6).all() and (v2["split"] == "holdout").all()
+    edges, source = lg.loop_call_edges("h100")
+    assert source.endswith("h100/mla_loop.csv") and edges["bwd"]["start"] > lg.trace_call_edges("h100")[0]["bwd"]["start"]

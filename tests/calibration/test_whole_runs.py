@@ -75,7 +75,13 @@ def _kind_summary(gpu: str, kind: str):
 # 4.3% / 14.4%, H200 2.9% / 9.3% -> 3.6% / 9.5%, not adopted (calibration.layer_gaps
 # ADOPT_CALL_EDGES): in back-to-back repetitions the forward's GPU tail (~0.15 ms) hides the start
 # edge, and ~0.1 ms of the -15% stays unexplained by the traces, within the host-bound records'
-# 1.5-1.9x spread across rounds. Decode met on the H100 since
+# 1.5-1.9x spread across rounds. s11mla's loop run (h100/mla_loop.csv) then measured inside the
+# records' own loop that the GPU waits 191-312 us at every V2-Lite backward's start (the engine's
+# start, 148-245 us of host unprofiled) and never at V3-slice's; the edges with the engine's start
+# from the loop's fitting rows (layer_gaps.loop_call_edges, stated before the run) give H100 3.1% /
+# 15.2% -> 3.4% / 14.4%, H200 2.9% / 9.3% -> 3.6% / 9.4%, not adopted: the twin's wait matches the loop's at three of the
+# four V2-Lite backwards but not at BF16 1 x 4,096, whose setup forward's GPU tail (SDPA forward,
+# output projection) the twin still runs after the host's return. Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its
