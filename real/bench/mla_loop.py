@@ -170,9 +170,6 @@ def case_rows(model: str, batch: int, seq: int, label: str, dev, timer: Timer, r
                                                                method="inclusive")[-1]
                                           if sum(len(g["wait"]) for g in got) > 1 else float("nan")),
                      "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    del mla, x, gx
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
     return rows
 
 
@@ -197,7 +194,10 @@ def main(argv=None) -> int:
         w.writeheader()
         for model, batch, seq in cases:
             for label in labels:
-                for row in case_rows(model, batch, seq, label, dev, timer, rounds, reps):
+                rows = case_rows(model, batch, seq, label, dev, timer, rounds, reps)
+                if dev.type == "cuda":   # the case's layer and tensors are released with case_rows' frame
+                    torch.cuda.empty_cache()
+                for row in rows:
                     w.writerow({**row, **env})
                     f.flush()
                     print(f"mla_loop {model} {batch}x{seq} {label} {row['phase']}: events {row['time_s'] * 1e3:.3f} ms, "

@@ -138,7 +138,8 @@ def test_call_edges_move_a_calls_host_time_to_its_edges_and_keep_its_total():
     from calibration.predict import timed_window_s
     assert timed_window_s([], b.ops, reps=1) > timed_window_s([], b0.ops, reps=1)
     # without the term, or with edges beyond the call's host, nothing changes
-    plain, _ = mla_layer_ops(spec, 1, 1024, "bf16", g, profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text())))
+    committed = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
+    plain, _ = mla_layer_ops(spec, 1, 1024, "bf16", g, committed)
     ops = list(plain.ops)
     assert not plain.call_edges("fwd") and plain.ops == ops
     huge = dataclasses.replace(prof, eager={**prof.eager, "call_edges": {"fwd": {"start": 1e3, "end": 0.0}}})
