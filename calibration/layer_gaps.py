@@ -81,6 +81,89 @@ V3-slice's). The H100's P90 rests on the BF16 backward at 1 x 4,096 (-15%), whic
 GPU-bound (1.19 ms of kernels over ~1.0 ms of host) where it ran 1.41 ms: where in the op sequence
 the host time falls, not how much of it, and the FP8 backward at 1 x 4,096 (-22%, its own P10-P90
 4.6-7.2 ms).
+
+A timed call's host edges (s11mla; the rule stated, and fitted on the fitting split only, before
+any held-out figure under it was computed). The torch.profiler traces of warm BF16 MLA layer calls
+(h100/s10mla_traces, real/bench/aten_count.py timelines; calibration.mla_traces) show the host's
+time is not even over a call's launches: from the start event to the end of its first launch the
+host runs the autograd engine's start (graph task, dependencies, the device thread's wake-up) and
+the first node's dispatch (backward) or the module call and the first op (forward), and from its
+last launch to its return the engine's or the module's return. At the unprofiled host speed (each
+host instant times host_dispatch.csv's host_s over the call's profiled host span) the fitting
+traces (V3-slice 1x1024, 1x4096) put 102-119 us before the first launch of a forward and 154-197
+us of a backward, 48-75 us after the last, where the twin put one op's share (~25 us) and nothing.
+Where the GPU is idle at the call's start (host_dispatch rows) the backward waits there: the
+fitting rows' V3-slice BF16 backward at 1 x 1,024 runs 0.25 ms (H100) / 0.45 ms (H200) idle where
+the even spread gives 0.05 / 0.07. So:
+  call_edges     per direction, the host time before a call's first launch (`start`) and after
+                 its last launch (`end`) in kernels' worth of the direction's measured host time
+                 per kernel (host_s above), the median over the FITTING split's traces
+                 (mla_traces.call_edges; a count of kernels' worth carries to the H200's host, which
+                 has no traces: trace_call_edges). H100 traces: forward 4.41 / 2.18, backward 7.07 /
+                 2.95 kernels' worth.
+and each timed MLA layer call (a layer record's repetition and its untimed setup forward; any
+precision: the edges are outside the layer's ops) takes `start` on its first dispatched op and
+ends with a host-only op of `end`, both carved out of the host time its ops share (the call's host
+total unchanged: the per-kernel rate was measured over whole calls, edges included)
+(predict.Eager.call_edges, applied in predict_s). MoE layers (no traces) and layers inside whole
+steps (one engine start a step) keep the even spread. On the fitting split: GPU-bound V3-slice
+records unchanged; the fitting host_dispatch rows (GPU idle at the call's start) H100 BF16
+backward -6.1% -> +1.0%, forward +5.9% -> +3.7%, FP8 backward -1.0% -> +0.6%, forward -9.3% ->
+-9.5%; H200 -13.6% -> -3.7%, +5.4% -> +3.3%, -3.4% -> -0.7%, -7.7% -> -7.9%.
+Adopted (ADOPT_CALL_EDGES) only if both GPUs' held-out MLA layer targets (median <= 5%, P90 <= 10%)
+hold and the kernels' held-out figures do not get worse.
+Result on the committed records (s11mla, 2026-11-26): NOT adopted. Held-out MLA layers H100 median
+3.1% -> 4.3%, P90 15.2% -> 14.4%; H200 2.9% -> 3.6%, 9.3% -> 9.5% (kernels and layers H100 2.83% /
+8.07% unchanged, H200 2.72% / 7.92% -> 2.73% / 7.95%; MoE layers unchanged). On the held-out
+host_dispatch rows (GPU idle at the call's start) it helps as on the fitting ones (H100 BF16 4 x
+4,096 backward -1.9% -> +1.7%, H200 -6.1% -> -1.0%), but the records repeat the layer back to back,
+and there the backward starts while the GPU still runs its setup forward's last kernels (V2-Lite:
+the SDPA forward and the output projection, ~0.2 ms after the host's last launch), which hide most
+of the start edge; the even spread's slower middle ops then leave the backward faster (H200
+V2-Lite BF16 backward at 1 x 4,096 -4.9% -> -9.2%). The H100's -15% backward (1 x 4,096) moves to
+-14.0%. Its per-component residual (calibration.mla_traces, H100 traces): kernel sum 1,236 us
+traced against the twin's 1,193 (attention 624 vs 528 us: cuDNN's SDPA backward at B x H = 16, a
+shape no attention record has, with its dO.O preprocessing and dQ conversion; GEMMs 321 vs 338,
+the rest 291 vs 309, launches 0 vs 17); at the unprofiled host speed the traced call idles 160 us
+before its first kernel and 60 us between kernels (49 us before the SDPA backward's first launch,
+after the output projection's two GEMMs), a cold replay of 1,456 us against the record's 1,408;
+the twin, with the forward's GPU tail ahead of its host, idles 0. What stays unexplained (~0.1 ms)
+is within the host-bound V2-Lite records' own spread across rounds (1.5-1.9x, h100/s9mla_paired).
+`python -m calibration.layer_gaps --call-edges` prints the terms (and --update writes them), to
+repeat the test.
+
+The records' loop (s11mla; stated before real/campaigns/s11mla.sh ran). A per-repetition record
+(real/bench/timing.py Timer) runs its setup (the backward's forward), two events and the timed
+call back to back. In the twin's loop (predict.timed_window_s) the backward's start waits only
+where the host's way to its first launch outlasts the setup forward's GPU tail (V2-Lite: the SDPA
+forward and the output projection, ~0.2 ms after the forward's last launch); host time outside both
+calls (the loop, the events, the last repetition's graph released) falls before the setup and
+cannot change that (a host-only op there leaves the V2-Lite backward's window as it is), so it is
+measured (mla_loop.csv host_other_s) but not modelled. What decides is measured inside the loop:
+engine_start_s (the host from the timed call's start to the engine's first node, unprofiled) and
+start_wait_s (the GPU's wait from the start event to that node's event). The rule, with the run:
+the backward's start edge is re-measured as the median over the FITTING split's loop rows
+(V3-slice, BF16) of engine_start_s plus the traces' first node's way to its first launch
+(mla_traces, scaled as above), in kernels' worth of the direction's host time per kernel
+(loop_call_edges), the other edges as the traces give them; evaluated on the held-out records
+like the trace-only edges and adopted under the same criterion. The twin's predicted wait at the
+V2-Lite backward's start set beside the measured start_wait_s is reported either way (a diagnostic:
+held out).
+Result (h100/mla_loop.csv, 2026-11-26 17:56 UTC): the engine's start takes 206 / 237 us of host on
+the fitting BF16 rows (median 221 us; the run's host was slow, its calls alone 1.4-1.8x
+host_dispatch.csv's), with the traces' first node 66 us: a backward start edge of 11.6 kernels'
+worth (the traces alone: 7.1). NOT adopted: held-out MLA layers H100 3.1% / 15.2% -> 3.4% / 14.4%,
+H200 2.9% / 9.3% -> 3.6% / 9.4% (kernels and layers unchanged). In the records' own loop the GPU
+waits at every V2-Lite backward's start (BF16 4 x 1,024 208 us, 1 x 4,096 191 us; FP8 312, 245 us)
+and never at V3-slice's (1-2 us). With the loop's edges the twin waits 215, 4, 309 and 273 us there:
+right but for the BF16 backward at 1 x 4,096, whose setup forward ends with the SDPA forward (188
+us) and the output projection, which the twin still has running ~0.28 ms after the host's return
+and the loop shows done before the start event. The traces' even rescaling of the profiled host
+put the engine's start at 100-120 us where the loop measures 148-237 us unprofiled: the
+profiler's slowdown is per op, so fixed-cost stretches (the engine's start, a module's return)
+come out short, the forward's end edge likely as well. What would decide it: the forward's end
+edge measured unprofiled in the loop on the fitting shapes (a CUDA event at the setup's start
+beside the host clock: whether the forward ends host-bound), the rule stated before.
 """
 
 from __future__ import annotations
@@ -94,6 +177,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import mla_traces
 from calibration import records as rec
 from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
                                  predict_s, timed_window_s, twin_precision, zipf_expert_rows)
@@ -480,8 +564,69 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
     return {n: float(np.median(v)) for n, v in effs.items()} or None
 
 
+# a timed MLA layer call's host edges (module docstring, s11mla; calibration.mla_traces, predict.Eager.call_edges).
+# Tested by s11mla on the committed records and NOT adopted: held-out MLA layers H100 median 3.1% ->
+# 4.3%, P90 15.2% -> 14.4%; H200 2.9% -> 3.6%, 9.3% -> 9.5%; with the backward's start from the records'
+# loop (loop_call_edges, h100/mla_loop.csv) H100 3.4% / 14.4%, H200 3.6% / 9.4%, not adopted either.
+# `python -m calibration.layer_gaps --call-edges [--loop-edges] --update` writes the terms, to repeat the test.
+ADOPT_CALL_EDGES = False
+
+
+def trace_call_edges(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, str]:
+    """(call edges in kernels' worth of host per direction, the GPU folder whose traces gave them):
+    `gpu`'s own fitting-split traces, else the first other GPU folder with traces (each folder's
+    edges in its own host time per kernel: a count of kernels' worth carries to another host,
+    seconds would not). ({}, "") without traces."""
+    folders = [gpu] + [g for g in rec.gpu_dirs(root) if g != gpu]
+    for g in folders:
+        if not (Path(root) / g / mla_traces.TRACE_DIR).is_dir():
+            continue
+        rates = measured_host_s(g, root, radix_sort_kernels(g, root), _committed_profile(g))
+        edges = mla_traces.call_edges(g, rates, root) if rates else {}
+        if edges:
+            return edges, f"{g}/{mla_traces.TRACE_DIR}"
+    return {}, ""
+
+
+LOOP_FILE = "mla_loop.csv"   # real/bench/mla_loop.py (real/campaigns/s11mla.sh)
+
+
+def loop_engine_start_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+    """The autograd engine's start inside a record's loop, unprofiled: the median over the FITTING
+    split's BF16 GPU rows of <gpu>/mla_loop.csv of engine_start_s. None without rows."""
+    path = Path(root) / gpu / LOOP_FILE
+    if not path.is_file():
+        return None
+    loop = pd.read_csv(path)
+    loop = loop[(loop["split"] == "fit") & (loop["device"] == "cuda") & (loop["phase"] == "bwd")
+                & (loop["precision"] == "bf16") & loop["engine_start_s"].notna()]
+    return float(loop["engine_start_s"].median()) if len(loop) else None
+
+
+def loop_call_edges(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[dict, str]:
+    """trace_call_edges with the backward's start re-measured (module docstring, the records'
+    loop): the loop's engine start (loop_engine_start_s) plus the traces' first node's way to its
+    first launch (mla_traces.first_node_s), in kernels' worth of that GPU's backward host time per
+    kernel; taken from the first GPU folder holding both. ({}, "") without."""
+    edges, source = trace_call_edges(gpu, root)
+    if not edges:
+        return {}, ""
+    for g in [gpu] + [x for x in rec.gpu_dirs(root) if x != gpu]:
+        engine, node = loop_engine_start_s(g, root), mla_traces.first_node_s(g, "bwd", root)
+        rate = measured_host_s(g, root, radix_sort_kernels(g, root), _committed_profile(g)).get("bwd")
+        if engine is not None and node is not None and rate:
+            bwd = {**edges["bwd"], "start": (engine + node) / rate}
+            return {**edges, "bwd": bwd}, f"{source}+{g}/{LOOP_FILE}"
+    return {}, ""
+
+
+def _committed_profile(gpu: str):
+    path = Path(str(PROFILES)) / f"{gpu}.json"
+    return dataclasses.replace(profile_from_json(json.loads(path.read_text())), eager={}) if path.is_file() else None
+
+
 def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR,
-                per_op: bool = ADOPT_HOST_PER_OP) -> dict:
+                per_op: bool = ADOPT_HOST_PER_OP, call_edges: bool = ADOPT_CALL_EDGES, loop_edges: bool = False) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
     with the measured host time per kernel where host_dispatch.csv is committed (and, with
     `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring)."""
@@ -495,11 +640,14 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     hd_path = Path(root) / gpu / "host_dispatch.csv"
     hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame(columns=["config"])
     per_op, op_counts = (measured_host_s_per_op(hd), aten_op_counts(hd)) if per_op else ({}, {})
+    edges, edges_from = (loop_call_edges(gpu, root) if loop_edges else
+                         trace_call_edges(gpu, root) if call_edges else ({}, ""))
     opt_eff = measured_optimizer_eff(gpu, root)
     copy_eff = measured_transpose_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix,
             **({"host_s": host} if host else {}),
             **({"host_s_per_op": per_op, "aten_ops": op_counts} if per_op and op_counts else {}),
+            **({"call_edges": edges, "call_edges_source": edges_from} if edges else {}),
             **({"optimizer_eff": opt_eff} if opt_eff else {}),
             **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
@@ -511,6 +659,10 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with kernels.csv)")
     ap.add_argument("--per-op", action="store_true",
                     help="include the per-operator host rule's terms (tested, not adopted: ADOPT_HOST_PER_OP)")
+    ap.add_argument("--call-edges", action="store_true",
+                    help="include the call-edge host terms (tested, not adopted: ADOPT_CALL_EDGES)")
+    ap.add_argument("--loop-edges", action="store_true",
+                    help="the call edges with the backward's start from the records' loop (mla_loop.csv)")
     ap.add_argument("--update", action="store_true",
                     help="write the measured eager terms into the committed profiles (twin/data/profiles)")
     args = ap.parse_args(argv)
@@ -521,7 +673,8 @@ def main(argv=None) -> int:
         data = json.loads(path.read_text())
         prof = profile_from_json(data)
         df = rec.load_records(gpu)
-        terms = eager_terms(gpu, prof, df, per_op=args.per_op or ADOPT_HOST_PER_OP)
+        terms = eager_terms(gpu, prof, df, per_op=args.per_op or ADOPT_HOST_PER_OP,
+                            call_edges=args.call_edges or ADOPT_CALL_EDGES, loop_edges=args.loop_edges)
         new = dataclasses.replace(prof, eager=terms)
         print(f"{gpu}: {json.dumps(terms, indent=1)}")
         print(f"{'config':46} {'prec':6} {'meas ms':>8} {'kern ms':>8} {'idle ms':>8} {'calls':>5} {'named':>5} "

@@ -8,15 +8,20 @@ when the host launched it and when it ran, measured from the call's first CPU op
 GPU idles before its longest kernel waits on the host's dispatch before it; one whose longest
 kernel runs longer than the twin's attention cost misses GPU time.
 
-    python -m calibration.mla_timeline DIR      (DIR: the campaign's s10mla/timelines folder)
+    python -m calibration.mla_timeline DIR      (DIR: the campaign's s10mla/timelines folder, or the
+                                                 committed calibration/measurements/h100/s10mla_traces)
+
+calibration.mla_traces takes the same traces apart further (per-component residual against the
+twin, idle at the call's start / middle / end, a replay at the unprofiled host speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
+
+from calibration.mla_traces import load_events
 
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
@@ -28,7 +33,8 @@ def summarize(trace: dict) -> dict:
     ops = [e for e in ev if e.get("cat") == "cpu_op"]
     kernels = sorted((e for e in ev if e.get("cat") == "kernel"), key=lambda e: e["ts"])
     launches = {e.get("args", {}).get("correlation"): e for e in ev
-                if e.get("cat") == "cuda_runtime" and any(str(e.get("name", "")).startswith(n) for n in LAUNCHES)}
+                if e.get("cat") in ("cuda_runtime", "cuda_driver")   # torch 2.11 launches through the driver API
+                and any(str(e.get("name", "")).startswith(n) for n in LAUNCHES)}
     if not ops:
         return {}
     t0 = min(e["ts"] for e in ops)
@@ -58,8 +64,10 @@ def summarize_folder(folder: Path | str) -> list[dict]:
     with index.open() as f:
         for r in csv.DictReader(f):
             path = folder / r["trace"]
+            if not path.is_file():   # committed traces are gzipped beside the index's names
+                path = path.with_name(path.name + ".gz")
             if path.is_file():
-                rows.append({**r, **summarize(json.loads(path.read_text()))})
+                rows.append({**r, **summarize({"traceEvents": load_events(path)})})
     return rows
 
 

@@ -145,6 +145,8 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     direction = "fwd" if b.endswith("_fwd") else "bwd"
     if b in ("mla_layer_fwd", "mla_layer_bwd"):
         f, bw = mla_layer_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"], gpu, profile)
+        f.call_edges("fwd")     # each timed call's host before its first and after its last launch
+        bw.call_edges("bwd")
         return _layer_time_s(row, f, bw, direction)
     if b in ("moe_layer_fwd", "moe_layer_bwd"):
         spec = get_model(row["model"])
@@ -365,6 +367,33 @@ class Eager:
         each = float(rate) * float(n) / len(spots)
         for ops, i in spots:
             ops[i] = PerOpHost((each, ops[i][1]))
+        return True
+
+    def call_edges(self, direction: str) -> bool:
+        """One timed call of the layer (a record's repetition; not a layer inside a step): where the
+        profile holds call edges (Profile.eager["call_edges"][direction], measured by
+        calibration.mla_traces from the fitting split's Chrome traces, in kernels' worth of the
+        direction's host time per kernel), the host time from the call's start to its first launch
+        (`start`: the autograd engine's start and the first node's dispatch, or the module call)
+        and from its last launch to its return (`end`) are taken out of the host time the ops
+        share evenly and put at the call's edges: the first dispatched op carries `start`, a
+        host-only op (FixedHost, no GPU time) closes the call with `end`. The call's host total is
+        unchanged (the per-kernel rate was measured over whole calls, edges included); where the
+        edges exceed it nothing changes. False (nothing changed) without the term or a rate."""
+        eager = self.profile.eager or {}
+        edges, rate = eager.get("call_edges", {}).get(direction), eager.get("host_s", {}).get(direction)
+        spots = [i for i, op in enumerate(self.ops) if op[0] and not isinstance(op, FixedHost)]
+        if not edges or not rate or not spots:
+            return False
+        start, end = float(edges.get("start", 0.0)) * rate, float(edges.get("end", 0.0)) * rate
+        total = sum(self.ops[i][0] for i in spots)
+        if start + end >= total:
+            return False
+        keep = (total - start - end) / total
+        for i in spots:
+            op = self.ops[i]
+            self.ops[i] = type(op)((op[0] * keep + (start if i == spots[0] else 0.0), op[1]))
+        self.ops.append(FixedHost((end, 0.0)))
         return True
 
     def use_eager_host(self, direction: str) -> float | None:

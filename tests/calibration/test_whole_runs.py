@@ -61,7 +61,27 @@ def _kind_summary(gpu: str, kind: str):
 # already charged V2-Lite's layer 1.19x V3's per real kernel (its op list carries V3-slice's
 # missing kernels), and the -15% backward at 1 x 4,096 is predicted GPU-bound (1.19 ms of kernels
 # over ~1.0 ms of host) where it ran 1.41 ms: where the host time falls in the op sequence, not
-# how much of it. Decode met on the H100 since
+# how much of it. s11mla took the s10mla Chrome traces apart (h100/s10mla_traces,
+# calibration.mla_traces): per component, that backward's kernels sum 1,236 us traced against the
+# twin's 1,193 (cuDNN's SDPA backward at B x H = 16, 624 vs 528 us, its dO.O preprocessing and dQ
+# conversion included; GEMMs 321 vs 338, other kernels 291 vs 309, launches 0 vs 17); at the
+# unprofiled host speed the call idles 160 us before its first kernel (the autograd engine's start
+# and the first node's dispatch: 7.1 kernels' worth of host on the fitting traces, where the twin
+# puts one) and 60 us between kernels (49 us before the SDPA backward's first launch); the twin
+# idles 0, its backward starting behind the setup forward's GPU tail. A rule putting each call's
+# measured host edges (before its first and after its last launch) at the call's edges, fitted on
+# the fitting traces and stated first, fixed the fitting split's cold host rows (V3-slice BF16
+# backward H100 -6.1% -> +1.0%, H200 -13.6% -> -3.7%) but not the records: H100 3.1% / 15.2% ->
+# 4.3% / 14.4%, H200 2.9% / 9.3% -> 3.6% / 9.5%, not adopted (calibration.layer_gaps
+# ADOPT_CALL_EDGES): in back-to-back repetitions the forward's GPU tail (~0.15 ms) hides the start
+# edge, and ~0.1 ms of the -15% stays unexplained by the traces, within the host-bound records'
+# 1.5-1.9x spread across rounds. s11mla's loop run (h100/mla_loop.csv) then measured inside the
+# records' own loop that the GPU waits 191-312 us at every V2-Lite backward's start (the engine's
+# start, 148-245 us of host unprofiled) and never at V3-slice's; the edges with the engine's start
+# from the loop's fitting rows (layer_gaps.loop_call_edges, stated before the run) give H100 3.1% /
+# 15.2% -> 3.4% / 14.4%, H200 2.9% / 9.3% -> 3.6% / 9.4%, not adopted: the twin's wait matches the loop's at three of the
+# four V2-Lite backwards but not at BF16 1 x 4,096, whose setup forward's GPU tail (SDPA forward,
+# output projection) the twin still runs after the host's return. Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its
