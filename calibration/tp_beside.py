@@ -44,15 +44,20 @@ def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
 
 
 def compare(df: pd.DataFrame, profile: Profile, gpu_name: str) -> list[dict]:
-    """Per (case, NCCL channels): measured GEMM and collective slowdowns beside each other, and the twin's."""
+    """Per (case, NCCL channels, timing): measured GEMM and collective slowdowns beside each other,
+    and the twin's. Each campaign's rows stay apart (the first campaign's 'cuda_events', the rerun's
+    'cuda_events_after_sleep'): a run is the rows from one 'mm' row of a (case, channels) to the next,
+    in file order, as the bench writes them; its timing is its GEMM-beside row's."""
     twin = compute.untold_sm_slowdown(profile, "bf16", tp_overlap.TE_COMM_SMS, get_gpu(gpu_name))
     rows = []
-    for (tag, channels), g in df.groupby(["shape_tag", "nccl_channels"], sort=False):
+    run = (df["op"] == "mm").astype(int).groupby([df["shape_tag"], df["nccl_channels"]]).cumsum()
+    for (tag, channels, _), g in df.groupby([df["shape_tag"], df["nccl_channels"], run], sort=False):
         t = dict(zip(g["op"], g["time_s"]))
         if not {"mm", "collective", "mm_beside", "collective_beside"} <= t.keys():
             continue
         repeats = int(g.loc[g["op"] == "collective_beside", "collective_repeats"].iloc[0])
-        rows.append({"shape_tag": tag, "nccl_channels": channels, "kind": g["kind"].iloc[0],
+        timing = str(g.loc[g["op"] == "mm_beside", "timing"].iloc[0])
+        rows.append({"shape_tag": tag, "nccl_channels": channels, "timing": timing, "kind": g["kind"].iloc[0],
                      "mm_s": t["mm"], "collective_s": t["collective"], "collective_repeats": repeats,
                      "covered": t["collective_beside"] >= t["mm_beside"],
                      "gemm_slowdown": t["mm_beside"] / t["mm"], "twin_slowdown": twin,
@@ -60,7 +65,7 @@ def compare(df: pd.DataFrame, profile: Profile, gpu_name: str) -> list[dict]:
                      "comm_slowdown": t["collective_beside"] / (repeats * t["collective"]),
                      # the first campaign's design: the GEMM's span holds the host's issue of the
                      # collectives before it (real/bench/tp_beside.py _beside_runs)
-                     "upper_bound": str(g.loc[g["op"] == "mm_beside", "timing"].iloc[0]) == "cuda_events"})
+                     "upper_bound": timing == "cuda_events"})
     return rows
 
 
