@@ -18,11 +18,21 @@ cp (cp calls of one causal 32K call's pairs), so a step is T(cp) = T(1) + (cp - 
 overheads; u from row to row, twin against published, and the line through the published CP1 and
 CP4 rows extended to CP2 and CP8.
 
-Usage: PYTHONPATH=. python benchmarks/published_runs_cp_breakdown.py  (a few seconds)
+With `--sustained FILE` (a sustained.csv with the flash rows of real/bench/cp_sustained.py,
+campaign s11cp8b): a diagnostic, not the twin: each row with its attention calls at FlashAttention-2's
+own measured factor under a 500 W limit (its burst/steady ratio at our limit times its clock under
+500 W by calibration.power_cap's law; the mean over the three call shapes) in place of the twin's
+(the profile's sustained attention ratio times the GEMM-derived clock_frac).
+
+Usage: PYTHONPATH=. python benchmarks/published_runs_cp_breakdown.py [--sustained FILE]  (a few seconds)
 """
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
+from calibration import power_cap
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
 from twin.costs.flops import GEMM_KINDS, OpKind
 from twin.training.results import Perturb
@@ -90,7 +100,27 @@ def published_line(rows: list[dict], through=(1, 4)) -> dict:
     return {cp: (by_cp[c0] + (cp - c0) * slope, t) for cp, t in sorted(by_cp.items())}
 
 
-def main() -> None:
+def fa2_factor(path: Path, limit_w: float = 500.0) -> float:
+    """FlashAttention-2's time factor against its burst speed under `limit_w`, the mean over the
+    flash attention rows of a sustained.csv (calibration.power_cap.kernel_power_table)."""
+    rows = [r for r in power_cap.kernel_power_table(path, limit_w, power_cap.idle_power_w("h100"))
+            if r["config"].startswith("attention flash")]
+    if not rows:
+        raise SystemExit(f"{path}: no 'attention flash' rows")
+    return sum(r["factor"] for r in rows) / len(rows)
+
+
+def with_attention_factor(row: dict, twin_factor: float, factor: float) -> float:
+    """The row's step with its attention calls at `factor` instead of the twin's (analytic: the
+    calls are on the compute stream's critical path; their time scales inversely with the factor)."""
+    core = sum(v for k, v in row["parts_s"].items() if k.startswith("attn_core"))
+    return row["step_s"] - core * (1.0 - twin_factor / factor)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sustained", type=Path, help="a sustained.csv with FlashAttention-2 rows (campaign s11cp8b)")
+    args = ap.parse_args(argv)
     runs = {r.id: r for r in load_runs()[0]}
     rows = [breakdown(runs[i]) for i in ROWS]
     names = list(rows[0]["parts_s"]) + [k for k in rows[-1]["parts_s"] if k not in rows[0]["parts_s"]]
@@ -110,6 +140,14 @@ def main() -> None:
     print("\npublished step on the line through the CP1 and CP4 rows:")
     for cp, (line, pub) in published_line(rows).items():
         print(f"  CP{cp}: line {line:6.2f} s, published {pub:6.2f} s ({pub / line - 1:+.1%})")
+    if args.sustained:
+        twin_f, fa2_f = power_cap.twin_attention_factor(), fa2_factor(args.sustained)
+        print(f"\ndiagnostic: attention at FA2's measured 500 W factor {fa2_f:.3f} (the twin's {twin_f:.3f}):")
+        for r in rows:
+            step = with_attention_factor(r, twin_f, fa2_f)
+            tokens = r["predicted"] * r["step_s"]   # tokens a GPU trains in a step
+            print(f"  {r['id']}: step {step:.2f} s, error {tokens / step / r['published'] - 1:+.1%} "
+                  f"(twin {r['predicted'] / r['published'] - 1:+.1%})")
 
 
 if __name__ == "__main__":
