@@ -56,14 +56,35 @@ def sustained_point(gpu: str, kernel: str = "gemm m=8192", precision: str = "bf1
 
 
 def clock_frac_at(power_limit_w: float, gpu: str = "h100", kernel: str = "gemm m=8192", precision: str = "bf16",
-                  root: Path | str = rec.MEASUREMENTS_DIR, exponent: float = DYNAMIC_POWER_EXPONENT) -> float:
+                  root: Path | str = rec.MEASUREMENTS_DIR, exponent: float = DYNAMIC_POWER_EXPONENT,
+                  file: str = "sustained.csv") -> float:
     """Sustained SM clock under `power_limit_w` over the clock measured at our limit, for one kernel."""
     idle_w = idle_power_w(gpu, root)
-    power_w, clock_mhz = sustained_point(gpu, kernel, precision, root)
+    power_w, clock_mhz = sustained_point(gpu, kernel, precision, root, file)
     if power_limit_w >= power_w:
         return 1.0
     frac = ((power_limit_w - idle_w) / (power_w - idle_w)) ** (1.0 / exponent)
     return min(frac, MAX_SM_CLOCK_MHZ / clock_mhz)
+
+
+# FlashAttention-2 at a torchtitan 8B CP rank's calls held at our limit (campaign s11cp8b,
+# real/bench/cp_sustained.py): kept apart from sustained.csv, whose attention class median the
+# profile's sustained ratio is fitted from
+ATTENTION_RECORDS = "sustained_cp_attention.csv"
+ATTENTION_KERNEL = "attention flash"
+
+
+def attention_clock_frac_at(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+                            exponent: float = DYNAMIC_POWER_EXPONENT, file: str = ATTENTION_RECORDS) -> float:
+    """clock_frac_at for the attention kernel torchtitan's rows run (flash SDPA): the mean over
+    the measured call shapes (a CP rank's causal 32K, 16K x 32K and 32K x 16K calls) of each one's
+    sustained clock under `power_limit_w` over its sustained clock at our limit."""
+    s = pd.read_csv(Path(root) / gpu / file)
+    configs = sorted({c for c in s["config"] if str(c).startswith(ATTENTION_KERNEL)})
+    if not configs:
+        raise ValueError(f"no {ATTENTION_KERNEL!r} rows in {gpu}/{file}")
+    fracs = [clock_frac_at(power_limit_w, gpu, c, "bf16", root, exponent, file) for c in configs]
+    return sum(fracs) / len(fracs)
 
 
 def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
