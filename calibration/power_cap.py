@@ -25,6 +25,7 @@ only when the measurements do. Never fitted to a published throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from calibration import records as rec
+from twin.core.specs import get_gpu
+from twin.costs.profile import PROFILES
 
 DYNAMIC_POWER_EXPONENT = 3.0   # P_dynamic ~ f^3 (V ~ f): see the module docstring
 MAX_SM_CLOCK_MHZ = 1980.0      # H100/H200 SXM maximum SM clock (env.json max_sm_clock_mhz)
@@ -120,10 +123,6 @@ def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
 def twin_attention_factor(gpu_name: str = "h100-hbm2e-500w") -> float:
     """The factor the twin applies to an attention kernel's burst speed on `gpu_name`: the
     profile's sustained attention ratio (Profile.sustained['attention']) times the GPU's clock_frac."""
-    import json
-
-    from twin.core.specs import get_gpu
-    from twin.costs.profile import PROFILES
     gpu = get_gpu(gpu_name)
     with PROFILES.joinpath(f"{gpu.calibrated_as}.json").open() as fh:
         ratio = float(json.load(fh).get("sustained", {}).get("attention", 1.0))
