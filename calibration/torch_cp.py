@@ -66,7 +66,7 @@ def attention_call_s(q_len: int, kv_len: int, heads: int, qk: int, v: int, causa
     fwd_flops = 2.0 * q_len * kv_len * heads * (qk + v)
     flops = fwd_flops if direction == "fwd" else 2.5 * fwd_flops
     eff = profile.attention[direction].eff(q_len)
-    return noncausal_factor * flops / (gpu.attention_flops_per_s() * eff) + profile.launch_s
+    return noncausal_factor * flops / (gpu.peak_flops_per_s("bf16") * eff) + profile.launch_s
 
 
 def chunk_row_s(row, gpu: GPUSpec, profile: Profile, noncausal_factor: float = 1.0) -> float:

@@ -152,20 +152,12 @@ class GPUSpec:
     # derives it from our power and clock records); compute-bound kernels slow by it
     power_limit_w: float = 0.0       # 0: the limit the profile was measured at
     clock_frac: float = 1.0
-    # the same for the attention kernels where their own draw was measured (a kernel drawing less
-    # than a GEMM at a given clock keeps more of it under the limit); 0: clock_frac
-    attention_clock_frac: float = 0.0
 
     def peak_flops_per_s(self, precision: str) -> float:
         """Tensor-core rate the kernels see: the nominal peak at this card's sustained clock
         (MFU keeps the nominal peak_bf16_flops_per_s as its basis, as published MFUs do)."""
         peak = self.peak_fp8_flops_per_s if precision == "fp8" else self.peak_bf16_flops_per_s
         return peak * self.clock_frac
-
-    def attention_flops_per_s(self) -> float:
-        """BF16 tensor-core rate the attention kernels see: the nominal peak at their own sustained
-        clock under this card's limit (attention_clock_frac), else at the GEMMs' (clock_frac)."""
-        return self.peak_bf16_flops_per_s * (self.attention_clock_frac or self.clock_frac)
 
 
 @functools.cache

@@ -240,7 +240,7 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim,
                                                                     op.causal, op.kv_len)
     eff = profile.attention[direction].eff(max(op.seq_len, op.kv_len))
-    return flops / (gpu.attention_flops_per_s() * eff * sm_frac) + profile.launch_s
+    return flops / (gpu.peak_flops_per_s("bf16") * eff * sm_frac) + profile.launch_s
 
 
 def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile) -> float:
