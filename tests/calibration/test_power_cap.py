@@ -53,3 +53,12 @@ def test_the_committed_gemm_record_gives_the_catalog_clock(tmp_path):
 def test_cli_refuses_a_folder_without_records(tmp_path, capsys):
     assert pc.main([str(tmp_path)]) == 2
     assert "no sustained.csv" in capsys.readouterr().err
+
+
+def test_flash_attention_s_own_clock_from_the_committed_records():
+    # the s11cp8b records: FA2 at a CP rank's three call shapes; the derivation reads only those rows
+    lo, mid, hi = (pc.attention_clock_frac_at(w) for w in (400.0, 500.0, 600.0))
+    assert 0 < lo < mid < hi <= 1.0
+    table = pc.kernel_power_table(pc.rec.MEASUREMENTS_DIR / "h100" / pc.ATTENTION_RECORDS, 500.0, pc.idle_power_w("h100"))
+    flash = [r for r in table if r["config"].startswith(pc.ATTENTION_KERNEL)]
+    assert len(flash) == 3 and mid == pytest.approx(sum(r["clock_frac"] for r in flash) / 3, rel=0.01)
