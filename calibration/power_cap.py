@@ -24,11 +24,17 @@ only when the measurements do. Never fitted to a published throughput.
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from calibration import records as rec
+from twin.core.specs import get_gpu
+from twin.costs.profile import PROFILES
 
 DYNAMIC_POWER_EXPONENT = 3.0   # P_dynamic ~ f^3 (V ~ f): see the module docstring
 MAX_SM_CLOCK_MHZ = 1980.0      # H100/H200 SXM maximum SM clock (env.json max_sm_clock_mhz)
@@ -41,10 +47,10 @@ def idle_power_w(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float:
 
 
 def sustained_point(gpu: str, kernel: str = "gemm m=8192", precision: str = "bf16",
-                    root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[float, float]:
+                    root: Path | str = rec.MEASUREMENTS_DIR, file: str = "sustained.csv") -> tuple[float, float]:
     """(power W, SM clock MHz) of a kernel under sustained load: medians over the second half of
-    the 30 s windows of sustained.csv, as calibration.fit.sustained_ratios reads them."""
-    s = pd.read_csv(Path(root) / gpu / "sustained.csv")
+    the 30 s windows of sustained.csv (or `file`), as calibration.fit.sustained_ratios reads them."""
+    s = pd.read_csv(Path(root) / gpu / file)
     rows = s[(s["phase"] == "sustained") & s["config"].str.startswith(kernel) & (s["precision"] == precision)]
     if rows.empty:
         raise ValueError(f"no sustained rows for {kernel!r} {precision} in {gpu}/sustained.csv")
@@ -53,11 +59,100 @@ def sustained_point(gpu: str, kernel: str = "gemm m=8192", precision: str = "bf1
 
 
 def clock_frac_at(power_limit_w: float, gpu: str = "h100", kernel: str = "gemm m=8192", precision: str = "bf16",
-                  root: Path | str = rec.MEASUREMENTS_DIR, exponent: float = DYNAMIC_POWER_EXPONENT) -> float:
+                  root: Path | str = rec.MEASUREMENTS_DIR, exponent: float = DYNAMIC_POWER_EXPONENT,
+                  file: str = "sustained.csv") -> float:
     """Sustained SM clock under `power_limit_w` over the clock measured at our limit, for one kernel."""
     idle_w = idle_power_w(gpu, root)
-    power_w, clock_mhz = sustained_point(gpu, kernel, precision, root)
+    power_w, clock_mhz = sustained_point(gpu, kernel, precision, root, file)
     if power_limit_w >= power_w:
         return 1.0
     frac = ((power_limit_w - idle_w) / (power_w - idle_w)) ** (1.0 / exponent)
     return min(frac, MAX_SM_CLOCK_MHZ / clock_mhz)
+
+
+# FlashAttention-2 at a torchtitan 8B CP rank's calls held at our limit (campaign s11cp8b,
+# real/bench/cp_sustained.py): kept apart from sustained.csv, whose attention class median the
+# profile's sustained ratio is fitted from
+ATTENTION_RECORDS = "sustained_cp_attention.csv"
+ATTENTION_KERNEL = "attention flash"
+
+
+def attention_clock_frac_at(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+                            exponent: float = DYNAMIC_POWER_EXPONENT, file: str = ATTENTION_RECORDS) -> float:
+    """clock_frac_at for the attention kernel torchtitan's rows run (flash SDPA): the mean over
+    the measured call shapes (a CP rank's causal 32K, 16K x 32K and 32K x 16K calls) of each one's
+    sustained clock under `power_limit_w` over its sustained clock at our limit."""
+    s = pd.read_csv(Path(root) / gpu / file)
+    configs = sorted({c for c in s["config"] if str(c).startswith(ATTENTION_KERNEL)})
+    if not configs:
+        raise ValueError(f"no {ATTENTION_KERNEL!r} rows in {gpu}/{file}")
+    fracs = [clock_frac_at(power_limit_w, gpu, c, "bf16", root, exponent, file) for c in configs]
+    return sum(fracs) / len(fracs)
+
+
+def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
+                       exponent: float = DYNAMIC_POWER_EXPONENT) -> list[dict]:
+    """Per kernel of a sustained.csv-style file (real/bench/power.py bench_sustained,
+    real/bench/cp_sustained.py): its burst time, its steady time (mean of the second half of the
+    held windows), burst / steady (`sustained_ratio`, as calibration.fit.sustained_ratios), the
+    steady board power and SM clock, and under `power_limit_w` the clock fraction this module's
+    law gives it (`clock_frac`) and the time factor against its burst speed
+    (`factor` = sustained_ratio x clock_frac). Kernels without a power reading get NaN there."""
+    df = pd.read_csv(path)
+    out = []
+    for (config, prec), g in df.groupby(["config", "precision"], sort=False):
+        burst, windows = g[g.phase == "burst"], g[g.phase == "sustained"]
+        steady = windows[windows.window > windows.window.max() / 2]
+        if burst.empty or steady.empty:
+            continue
+        burst_s, steady_s = float(burst.time_s.iloc[0]), float(steady.time_s.mean())
+        power_w, clock = float(steady.power_w.median()), float(steady.sm_clock_mhz.median())
+        if math.isnan(power_w) or math.isnan(clock):
+            frac = math.nan
+        elif power_limit_w >= power_w:
+            frac = 1.0
+        else:
+            frac = min(((power_limit_w - idle_w) / (power_w - idle_w)) ** (1.0 / exponent), MAX_SM_CLOCK_MHZ / clock)
+        out.append({"config": config, "precision": prec, "burst_s": burst_s, "steady_s": steady_s,
+                    "sustained_ratio": burst_s / steady_s, "power_w": power_w, "sm_clock_mhz": clock,
+                    "burst_sm_clock_mhz": float(burst.sm_clock_mhz.iloc[0]), "clock_frac": frac,
+                    "factor": burst_s / steady_s * frac})
+    return out
+
+
+def twin_attention_factor(gpu_name: str = "h100-hbm2e-500w") -> float:
+    """The factor the twin applies to an attention kernel's burst speed on `gpu_name`: the
+    profile's sustained attention ratio (Profile.sustained['attention']) times the GPU's clock_frac."""
+    gpu = get_gpu(gpu_name)
+    with PROFILES.joinpath(f"{gpu.calibrated_as}.json").open() as fh:
+        ratio = float(json.load(fh).get("sustained", {}).get("attention", 1.0))
+    return min(1.0, ratio) * gpu.clock_frac
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.power_cap",
+                                 description="kernels' sustained power and clock, and their speed under a lower power limit")
+    ap.add_argument("records", type=Path, help="a sustained.csv file, or a folder holding one")
+    ap.add_argument("--limit-w", type=float, default=500.0, help="the power limit to derive (torchtitan's 500 W)")
+    ap.add_argument("--gpu", default="h100", help="the measurements folder whose idle power is taken")
+    args = ap.parse_args(argv)
+    path = args.records / "sustained.csv" if args.records.is_dir() else args.records
+    if not path.is_file():
+        print(f"records: no sustained.csv at {path}", file=sys.stderr)
+        return 2
+    idle = idle_power_w(args.gpu)
+    rows = kernel_power_table(path, args.limit_w, idle)
+    print(f"{path}: idle {idle:.0f} W ({args.gpu}/power.csv); at a {args.limit_w:.0f} W limit, P_dyn ~ f^{DYNAMIC_POWER_EXPONENT:g}")
+    print(f"{'kernel':70s} {'prec':11s} {'burst ms':>9s} {'steady ms':>9s} {'ratio':>6s} {'W':>5s} "
+          f"{'MHz':>5s} {'clock':>6s} {'factor':>6s}")
+    for r in rows:
+        print(f"{r['config'][:70]:70s} {r['precision']:11s} {r['burst_s'] * 1e3:9.2f} {r['steady_s'] * 1e3:9.2f} "
+              f"{r['sustained_ratio']:6.3f} {r['power_w']:5.0f} {r['sm_clock_mhz']:5.0f} {r['clock_frac']:6.3f} "
+              f"{r['factor']:6.3f}")
+    print(f"the twin's attention factor on h100-hbm2e-500w (sustained attention ratio x clock_frac): "
+          f"{twin_attention_factor():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""calibration.power_cap's per-kernel table: a kernel's steady time, power and clock from held windows,
+and its speed under a lower power limit by the module's law, read the way the campaign s11cp8b
+(real/bench/cp_sustained.py) writes sustained.csv."""
+
+import csv
+
+import pytest
+
+from calibration import power_cap as pc
+
+
+def _write(path, rows):
+    cols = ["bench", "config", "precision", "phase", "window", "time_s", "power_w", "sm_clock_mhz"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def _kernel(config, burst_s, steady_s, power_w, clock, windows=4):
+    rows = [dict(bench="cp_sustained", config=config, precision="bf16", phase="burst", window=0, time_s=burst_s,
+                 power_w="", sm_clock_mhz=1980)]
+    for w in range(1, windows + 1):   # the first half of the windows is warming up: a faster, hotter call
+        early = w <= windows // 2
+        rows.append(dict(bench="cp_sustained", config=config, precision="bf16", phase="sustained", window=w,
+                         time_s=burst_s if early else steady_s, power_w=power_w + (50 if early else 0),
+                         sm_clock_mhz=clock))
+    return rows
+
+
+def test_a_kernel_below_the_limit_keeps_its_clock_one_above_it_slows(tmp_path):
+    path = tmp_path / "sustained.csv"
+    _write(path, _kernel("attention cool", 0.010, 0.010, 450.0, 1950) + _kernel("gemm hot", 0.010, 0.011, 713.0, 1350))
+    rows = {r["config"]: r for r in pc.kernel_power_table(path, 500.0, idle_w=118.0)}
+    cool, hot = rows["attention cool"], rows["gemm hot"]
+    assert cool["power_w"] == 450.0 and cool["clock_frac"] == 1.0 and cool["factor"] == pytest.approx(1.0)
+    # the steady half only: 11 ms against a 10 ms burst, 713 W -> the law's ((500-118)/(713-118))^(1/3)
+    assert hot["sustained_ratio"] == pytest.approx(10 / 11)
+    assert hot["clock_frac"] == pytest.approx(((500 - 118) / (713 - 118)) ** (1 / 3))
+    assert hot["factor"] == pytest.approx(hot["sustained_ratio"] * hot["clock_frac"])
+    # no faster than the maximum clock allows, however low the draw against the limit
+    assert pc.kernel_power_table(path, 700.0, idle_w=118.0)[1]["clock_frac"] <= pc.MAX_SM_CLOCK_MHZ / 1350
+
+
+def test_the_committed_gemm_record_gives_the_catalog_clock(tmp_path):
+    # the H100 sustained.csv's BF16 GEMM is the kernel clock_frac_at derives the 500 W clock from
+    rows = pc.kernel_power_table(pc.rec.MEASUREMENTS_DIR / "h100" / "sustained.csv", 500.0, pc.idle_power_w("h100"))
+    gemm = next(r for r in rows if r["config"].startswith("gemm m=8192") and r["precision"] == "bf16")
+    assert gemm["clock_frac"] == pytest.approx(pc.clock_frac_at(500.0), rel=0.01)
+
+
+def test_cli_refuses_a_folder_without_records(tmp_path, capsys):
+    assert pc.main([str(tmp_path)]) == 2
+    assert "no sustained.csv" in capsys.readouterr().err
+
+
+def test_flash_attention_s_own_clock_from_the_committed_records():
+    # the s11cp8b records: FA2 at a CP rank's three call shapes; the derivation reads only those rows
+    lo, mid, hi = (pc.attention_clock_frac_at(w) for w in (400.0, 500.0, 600.0))
+    assert 0 < lo < mid < hi <= 1.0
+    table = pc.kernel_power_table(pc.rec.MEASUREMENTS_DIR / "h100" / pc.ATTENTION_RECORDS, 500.0, pc.idle_power_w("h100"))
+    flash = [r for r in table if r["config"].startswith(pc.ATTENTION_KERNEL)]
+    assert len(flash) == 3 and mid == pytest.approx(sum(r["clock_frac"] for r in flash) / 3, rel=0.01)
