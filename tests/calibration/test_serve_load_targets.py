@@ -66,8 +66,11 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # - r30-short (both hosts) TTFT P50/P99, TPOT P50: its prompt iterations run at 0.66x (h200x2) and
 #   0.83x (h100x2) the fit's prediction, where the fit runs' r20/r60 (each the first short-prompt
 #   Poisson run of its process) ran at 0.92-0.96x: a size new to a rank costs r30 +0.3 ms, r20/r60
-#   +2-3 ms (the s11srv campaign asks whether that is the cuBLAS heuristics cache, whose misses
-#   follow GEMM row counts - under EP the received rows - rather than the flat size).
+#   +2-3 ms. The s11srv campaign (h100x2/s11srv) found an exact new size's cost to be cuBLASLt's
+#   heuristics cache (+1.25 ms one GPU, +1.6 ms EP2; gone with the cache off) and a new bin's (+8-11
+#   ms) a one-off cost of a GEMM configuration first used, fading as the process meets sizes; a
+#   new_bin_s fading with the bins a rank met (e-folding 25-200 bins) lowers the EP fits' residual
+#   by 1-2% and leaves r30's prompt iterations at 0.63x / 0.83x: not modelled.
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.276,
