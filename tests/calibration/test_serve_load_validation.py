@@ -72,3 +72,20 @@ def test_a_run_the_twin_itself_recorded_validates_with_no_error(tmp_path, spread
     for k in FIGURES:
         assert row[f"{k}_rel_error"] == pytest.approx(0.0, abs=1e-9), k
         assert row[f"{k}_within_target"]
+
+
+def test_ep_ranks_prefill_their_chunks_side_by_side():
+    """Under EP with DP attention each rank launches and scores its own prompt chunks, the ranks in
+    lockstep: one 1,000-token prompt on each rank takes the same iteration as one prompt on one rank
+    (the engine terms count the busiest rank's chunks and query-key pairs, as the fit does: on the
+    committed EP2 fit runs a long prompt's iteration takes ~42 ms with or without one on the other rank)."""
+    sc = scenario_for({**RUN, "gpu_name": "NVIDIA H100 80GB HBM3"}, spread=False)
+    assert sc.serve.engine_costs == "real-serve-h100-ep2"
+
+    def first_iteration_s(n_prompts: int) -> float:
+        reqs = from_records([0.0] * n_prompts, [1000] * n_prompts, [4] * n_prompts, sc.traffic)
+        it = simulate(sc, requests=reqs).trace[0]
+        assert it[5] == 1000 * n_prompts          # every prompt in the first iteration, whole
+        return it[3]
+
+    assert first_iteration_s(2) == pytest.approx(first_iteration_s(1), rel=1e-9)

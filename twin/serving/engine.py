@@ -451,6 +451,7 @@ class Instance:
                 yield from self._decode_run(tps)
                 continue
             chunk: list[tuple[int, int]] = []
+            n_chunks = 0                          # chunks the engine terms count (see the round-robin branch)
             prompt_tokens = 0
             span_weighted = 0.0
             pairs = 0.0
@@ -472,9 +473,17 @@ class Instance:
                     prefix += self.prefill_span0[rid]
                 if chunk:
                     per = [0] * self.dp
+                    per_chunks = [0] * self.dp
+                    per_pairs = [0.0] * self.dp
                     for rid, take in chunk:
-                        per[eng.dp_group[rid]] += take
+                        g = eng.dp_group[rid]
+                        per[g] += take
+                        per_chunks[g] += 1
+                        per_pairs[g] += take * (take + self.prefill_span0[rid])
                     busiest = max(per)
+                    # each group launches and scores its own chunks, the groups side by side: the
+                    # engine's per-chunk and per-pair terms count the busiest group's
+                    n_chunks, pairs = max(per_chunks), max(per_pairs)
             elif self.prefilling:
                 budget = self.budget - (self.batch if s.token_budget_counts_decode and s.mixed_batches else 0)
                 for rid in self.prefilling:
@@ -487,6 +496,8 @@ class Instance:
                     span_weighted += take * (take + 2 * self.prefill_span0[rid])
                     pairs += take * (take + self.prefill_span0[rid])
                     prefix += self.prefill_span0[rid]
+            if not self.rr:
+                n_chunks = len(chunk)
             decode_now = self.batch if (not chunk or s.mixed_batches) else 0
             if decode_now and optimistic:
                 self._preempt_for_growth(tps)
@@ -507,7 +518,7 @@ class Instance:
             else:
                 sizes = [decode_now + prompt_tokens]
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
-            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, len(chunk), pairs,
+            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs,
                                            prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin)
             if costs.spread is not None:
                 body = dur - costs.loop_s

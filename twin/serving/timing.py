@@ -46,7 +46,9 @@ new_size_s more (the first forward of a size sets up its GEMM shapes; `new_size`
 simulation from the sizes the engine is given as already run), and new_bin_s more when the size
 falls in a bin of new_size_bin_tokens (16) flat tokens the engine never ran (`new_bin`: the larger
 one-off cost, measured by the s9srv campaign on one GPU and under EP alike). Under EP each attention
-group (rank) has its own flat size, new when new to that group.
+group (rank) has its own flat size, new when new to that group. Both are host stalls: with
+new_size_host_bound (fitted so) an iteration pays them only where it is host-bound, its kernels
+shorter than its fixed host terms (iteration, eager launch, prompt path).
 
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
@@ -95,7 +97,7 @@ def _coarse_point(j: int) -> float:
 
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
-                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens")
+                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound")
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -344,12 +346,17 @@ class IterationCosts:
         if not e:
             return kern + (self.eager_s if eager else 0.0), pre
         pad_rows = b                            # padded decode rows of all groups
-        host = (e["iteration_s"] + e["loop_s"]
-                + ((e["eager_iteration_s"] + (e["new_size_s"] if new_size else 0.0)
-                    + (e["new_bin_s"] if new_bin else 0.0)) if eager else 0.0)
+        prompt_host = (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
+        # a first-met size's host stall, where the iteration is host-bound (new_size_host_bound:
+        # its kernels shorter than its fixed host terms; a longer GPU queue hides the stall)
+        launches = (e["iteration_s"] + (e["eager_iteration_s"] if eager else 0.0)
+                    + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
+        stall = 0.0
+        if eager and (kern < launches or not e.get("new_size_host_bound", 0.0)):
+            stall = (e["new_size_s"] if new_size else 0.0) + (e["new_bin_s"] if new_bin else 0.0)
+        host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
-        pre_host = ((e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
-                    + e["score_s_per_pair"] * pairs)
+        pre_host = prompt_host + e["score_s_per_pair"] * pairs
         return kern + host + pre_host, pre + pre_host
 
     @property

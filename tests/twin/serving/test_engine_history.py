@@ -126,3 +126,23 @@ def test_sizes_run_before_counts_the_sizes_warm_shapes_ran():
     assert before == {"a": frozenset(), "b": frozenset(warm), "c": frozenset(warm)}
     untimed = sizes_run_before([{"run_id": "a", "warm_shapes": "3", "ep_size": "2"}, {"run_id": "b"}], [])
     assert untimed == {"a": frozenset((g, n) for g in (0, 1) for n in (1, 2, 3)), "b": frozenset()}   # every EP rank warmed
+
+
+def test_a_new_size_stall_hides_behind_a_gpu_bound_iteration(monkeypatch):
+    """new_size_host_bound: a first-met size's stall is paid where the iteration is host-bound (its
+    kernels shorter than its fixed host terms), hidden behind a longer GPU queue: a lone 300-token
+    prompt pays it, a lone 2,000-token prompt (kernels well over the ~3 ms of host terms) does not;
+    without the rule both pay."""
+    def extra_s(input_len: int, host_bound: float) -> float:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.004, new_bin_s=0.0, new_size_bin_tokens=16,
+                        new_size_host_bound=host_bound)
+            sc = scenario_for(RUN, spread=False)
+            reqs = from_records(np.asarray([1.0]), np.asarray([input_len]), np.full(1, 2), sc.traffic)
+            stalled = simulate(sc, requests=reqs).per_request()["first_token_s"][0]
+            seen = simulate(sc, requests=reqs, run_batch_sizes={(0, input_len)}).per_request()["first_token_s"][0]
+        return stalled - seen
+
+    assert extra_s(300, 1.0) == pytest.approx(0.004, abs=1e-9)
+    assert extra_s(2000, 1.0) == pytest.approx(0.0, abs=1e-9)
+    assert extra_s(2000, 0.0) == pytest.approx(0.004, abs=1e-9)

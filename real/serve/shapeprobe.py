@@ -1,0 +1,174 @@
+"""What does real/serve pay the first time it runs a batch size? (issue 15, s11srv campaign)
+
+    python -m real.serve.shapeprobe --out DIR [--sizes 48] [--device cpu --model tiny]
+
+real/serve's eager prompt iterations of a flat batch size (prompt tokens + decode rows) that the
+process has not run take 1-5 ms longer than a size it has run (the serving engine fit's new_size_s
+and new_bin_s; h100x2/s9srv: a size of a new 16-token bin 2.1x), and under EP the extra cost fades
+in ways a flat size does not explain (h100x2 held-out ep2lo r30-short: a size new to the rank costs
++0.3 ms where the fit runs before it paid +2-3 ms). One hypothesis: the cost is per GEMM shape, the
+host's first call with a new row count M (cuBLAS(Lt) heuristics looked up once per shape and kept in
+its heuristics cache; the experts' grouped GEMM, whose M is the routed rows, under EP the received
+ones). This probe times, on the host, every 2-D weight of the model as F.linear (M = the size)
+and the routed experts' grouped GEMM (M = size x top-k rows, real.model.group_offsets' capacity)
+for a shuffled list of distinct sizes: the first call with a size, then a second call with it.
+Run it once as is and once with CUBLASLT_HEURISTICS_CACHE_CAPACITY=0 (the cache off: every call
+looks its heuristics up): if the first-call excess is the cache's misses, the cache-off repeats
+cost what the first calls cost.
+
+Rows (shapeprobe.csv): one per (size, weight): m, n, k, kind (linear | grouped), order (the size's
+position in the sequence), first_s, repeat_s (host seconds of the call, launch only: the GPU work
+runs after), heuristics_cache (the environment variable's value or 'default'), env columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from real.bench.device import environment
+from real.bench.records import ENV_COLS, log
+from real.configs import get_spec
+from real.model import GROUP_ALIGN, build_model
+from real.telemetry import Telemetry
+
+COLS = ["bench", "model", "kind", "weight", "m", "n", "k", "order", "first_s", "repeat_s", "heuristics_cache", "split"]
+CACHE_ENV = "CUBLASLT_HEURISTICS_CACHE_CAPACITY"
+MAX_SIZE = 2048   # real/serve's token budget: the largest flat size of a prompt iteration
+
+
+def sizes(n: int, max_size: int, seed: int = 0) -> list[int]:
+    """n distinct flat sizes in 1..max_size, shuffled (no size twice: every first call is a first)."""
+    rng = np.random.default_rng(seed)
+    return [int(s) for s in rng.choice(np.arange(1, max_size + 1), size=min(n, max_size), replace=False)]
+
+
+def weights(model) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
+    """The model's distinct 2-D weights (F.linear: out x in) and its routed experts' 3-D ones (E x out x in),
+    one of each shape."""
+    lin, grp, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if p.dim() not in (2, 3) or min(p.shape) < 2 or "embed" in name or (p.dim(), tuple(p.shape)) in seen:
+            continue
+        seen.add((p.dim(), tuple(p.shape)))
+        (lin if p.dim() == 2 else grp).append((name, p.detach()))
+    return lin, grp
+
+
+def _host_s(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float, emit) -> int:
+    """Times every weight at each size (first and repeat call); emit(row) per row. Stops at the deadline."""
+    lin, grp = weights(model)
+    top_k = spec.top_k
+    done = 0
+    for order, m in enumerate(sizes(n_sizes, max_size)):
+        if time.perf_counter() > deadline:
+            break
+        for name, w in lin:
+            x = torch.randn(m, w.shape[1], device=dev, dtype=dtype)
+            _sync(dev)
+            first = _host_s(lambda: F.linear(x, w))
+            _sync(dev)
+            again = _host_s(lambda: F.linear(x, w))
+            _sync(dev)
+            emit({"kind": "linear", "weight": name, "m": m, "n": w.shape[0], "k": w.shape[1], "order": order,
+                  "first_s": first, "repeat_s": again})
+        rows = m * top_k
+        for name, w in grp:
+            e = w.shape[0]
+            cap = (rows + e * (GROUP_ALIGN - 1) + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
+            x = torch.randn(cap, w.shape[2], device=dev, dtype=dtype)
+            per = (rows // e + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
+            offs = torch.clamp(torch.arange(1, e + 1, device=dev) * per, max=cap).to(torch.int32)
+            wt = w.transpose(-2, -1)
+            try:
+                _sync(dev)
+                first = _host_s(lambda: torch._grouped_mm(x, wt, offs=offs))
+                _sync(dev)
+                again = _host_s(lambda: torch._grouped_mm(x, wt, offs=offs))
+                _sync(dev)
+            except (RuntimeError, AttributeError, NotImplementedError):
+                continue   # no grouped kernel on this device / dtype (CPU dry runs)
+            emit({"kind": "grouped", "weight": name, "m": cap, "n": w.shape[1], "k": w.shape[2], "order": order,
+                  "first_s": first, "repeat_s": again})
+        done += 1
+    return done
+
+
+def run(args) -> int:
+    use_cuda = torch.cuda.is_available() and args.device != "cpu"
+    dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    dtype = torch.bfloat16 if use_cuda else torch.float32
+    spec = get_spec(args.model)
+    torch.manual_seed(0)
+    model = build_model(spec, dev, dtype, max_seq_len=64)
+    tel = Telemetry(0)
+    env = environment(dev, tel)
+    env["timestamp_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    envcols = {k: env.get(k, "") for k in ENV_COLS}
+    if tel.available:
+        envcols["sm_clock_mhz"], envcols["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+    envcols["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if use_cuda else ""
+    envcols["num_gpus"] = 1 if use_cuda else 0
+    cache = os.environ.get(CACHE_ENV, "default")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "shapeprobe.csv"
+    deadline = time.perf_counter() + args.seconds
+    n = 0
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, COLS + [c for c in envcols if c not in COLS])
+        w.writeheader()
+
+        def emit(row):
+            nonlocal n
+            w.writerow({"bench": "serve_shapeprobe", "model": args.model, "heuristics_cache": cache, "split": "fit",
+                        **row, **envcols})
+            f.flush()
+            n += 1
+
+        done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit)
+    log(f"shapeprobe ({CACHE_ENV}={cache}): {done} sizes, {n} rows -> {path}")
+    return 0
+
+
+def _args(argv):
+    ap = argparse.ArgumentParser(prog="python -m real.serve.shapeprobe", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    ap.add_argument("--model", default="v3-slice-2l")
+    ap.add_argument("--sizes", type=int, default=48, help="distinct flat sizes probed, in random order")
+    ap.add_argument("--max-size", type=int, default=MAX_SIZE)
+    ap.add_argument("--seconds", type=float, default=20.0, help="stop probing after this long (rows kept)")
+    a = ap.parse_args(argv)
+    if a.sizes < 1 or not 1 <= a.max_size <= MAX_SIZE or a.seconds <= 0:
+        ap.error(f"--sizes must be >= 1, --max-size in 1..{MAX_SIZE}, --seconds > 0")
+    return a
+
+
+def main(argv=None) -> int:
+    return run(_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
