@@ -175,13 +175,19 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # within 3% at their shapes; FA2's own draw at those calls (h100/sustained_cp_attention.csv) makes
 # the twin's 500 W attention 11% slow, which would widen the gap (CP4 +36%, CP8 +42%; not applied).
 # The table is not linear in the work (CP2 18% off the CP1-CP4-CP8 line). Figures unchanged.
+# (s11dp) Megatron core_r0.8.0's gradient reduction checked (FP32 buckets reduce-scattered beside
+# the last micro-batch's backward): as the twin had it. What it had wrong is the ring's bandwidth
+# across nodes: a DP group with G/TP ranks a node goes out through that many NICs (NVIDIA/nccl#412),
+# not one. 1.7B (TP 1) +6.4% -> +27.2%, 7.1B (TP 2) -5.7% -> +18.0%, 16B (TP 4) -12.0% -> +5.8%,
+# 32B (TP 8) unchanged: the one-stage rows' per-micro-batch work is fast, no longer offset. Median
+# 5.7% -> 5.8%, 20 of 30 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
     "tt-405b-3d-1f1b": 0.107, "tt-405b-3d-interleaved": 0.122,
-    "mlm-gpt-16b": -0.120, "mlm-gpt-32b": -0.140,
+    "mlm-gpt-1.7b": 0.272, "mlm-gpt-7.1b": 0.180, "mlm-gpt-32b": -0.140,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
-MEDIAN_NOT_MET = 0.057
+MEDIAN_NOT_MET = 0.058
 
 
 def _row_params():

@@ -26,12 +26,18 @@ def p2p_time_s(num_bytes: float, gpu: GPUSpec, same_node: bool, link_bw_scale: f
     return num_bytes / (gpu.scale_out_achieved_bytes_per_s * link_bw_scale) + gpu.scale_out_latency_s
 
 
-def ring_collective_time_s(num_bytes: float, ranks: int, gpu: GPUSpec, same_node: bool, link_bw_scale: float = 1.0) -> float:
+def ring_collective_time_s(num_bytes: float, ranks: int, gpu: GPUSpec, same_node: bool, link_bw_scale: float = 1.0,
+                           ranks_per_node: int = 1) -> float:
     """Reduce-scatter or all-gather of `num_bytes` (the full buffer) over a ring of `ranks`:
-    each GPU sends and receives (ranks - 1) / ranks of it."""
+    each GPU sends and receives (ranks - 1) / ranks of it. Across nodes with `ranks_per_node` of
+    the ring's ranks on each node, the ring leaves a node once per channel and NCCL spreads its
+    channels over those ranks' NICs (one a GPU), so a node's (ranks - 1) / ranks of the buffer
+    goes out through ranks_per_node NICs at once (nccl-tests doc/PERFORMANCE.md: a multi-node
+    ring's bus bandwidth is the node's NIC bandwidth); the hops inside the node (NVLink) cap it."""
     if ranks <= 1:
         return 0.0
-    bw = gpu.nvlink_achieved_bytes_per_s if same_node else gpu.scale_out_achieved_bytes_per_s
+    bw = (gpu.nvlink_achieved_bytes_per_s if same_node
+          else min(gpu.scale_out_achieved_bytes_per_s * max(1, ranks_per_node), gpu.nvlink_achieved_bytes_per_s))
     lat = gpu.nvlink_latency_s if same_node else gpu.scale_out_latency_s
     return num_bytes * (ranks - 1) / ranks / (bw * link_bw_scale) + (ranks - 1) * lat
 

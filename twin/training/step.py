@@ -1089,10 +1089,11 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     params = breakdown["weights"] / memory.WEIGHT_BYTES
     grad_bytes = params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
     same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
-    rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
-    ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
+    per_node = dp_ranks_per_node(sc, gpu)
+    rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
+    ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
-        rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale)
+        rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node)
     # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
     opt_params = breakdown["optimizer"] / p.optimizer_bytes_per_param
     if p.optimizer_kernel == "foreach":
@@ -1105,6 +1106,14 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
 
 
 GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
+
+
+def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
+    """How many of one data-parallel gradient group's ranks (DP x CP) share a node. Megatron-LM's
+    rank order puts TP innermost, then CP and DP, PP outermost (parallel_state's 'tp-cp-ep-dp-pp'),
+    as StepCosts places ranks: a node of G GPUs holds G / TP of the group's ranks (the other
+    groups on the node, one per TP rank, reduce at the same time on their own GPUs' NICs)."""
+    return max(1, min(sc.dp * sc.plan.cp, gpu.gpus_per_node // sc.plan.tp))
 
 
 def ranks_holding(schedule: Schedule, stage: int) -> frozenset[int]:
@@ -1150,8 +1159,11 @@ def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
 def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) -> float:
     """The data-parallel reduce-scatter's seconds after a rank's last computation: all of it, or
     with plan.overlap_grad_reduce the part longer than the last backward, beside which its
-    buckets run as their gradients become final (the last bucket's own share, under 2% for
-    Megatron's 40M-parameter buckets on these models, is left out)."""
+    buckets run as their gradients become final (the last bucket's own share, a few % for
+    Megatron's buckets of max(40M, 1M x DP) parameters, 48M at DP 48, is left out). Megatron
+    core_r0.8.0 (distributed_data_parallel.py, param_and_grad_buffer.py): each bucket's FP32
+    _reduce_scatter_base is launched async once its gradients are ready in the last micro-batch's
+    backward (no_sync for the earlier ones), and finalize_model_grads waits for all of them."""
     return max(0.0, rs_s - last_backward) if sc.plan.overlap_grad_reduce else rs_s
 
 
