@@ -32,8 +32,9 @@ def ring_collective_time_s(num_bytes: float, ranks: int, gpu: GPUSpec, same_node
     each GPU sends and receives (ranks - 1) / ranks of it. Across nodes with `ranks_per_node` of
     the ring's ranks on each node, the ring leaves a node once per channel and NCCL spreads its
     channels over those ranks' NICs (one a GPU), so a node's (ranks - 1) / ranks of the buffer
-    goes out through ranks_per_node NICs at once (nccl-tests doc/PERFORMANCE.md: a multi-node
-    ring's bus bandwidth is the node's NIC bandwidth); the hops inside the node (NVLink) cap it."""
+    goes out through ranks_per_node NICs at once; the hops inside the node (NVLink) cap it
+    (NVIDIA/nccl#412, an NCCL maintainer: more GPU-attached NICs give more inter-node bandwidth,
+    "up to" the node's NVLink bandwidth)."""
     if ranks <= 1:
         return 0.0
     bw = (gpu.nvlink_achieved_bytes_per_s if same_node

@@ -21,9 +21,10 @@ def test_ring_across_nodes_uses_each_ranks_nic_up_to_nvlink():
     assert eight >= nvlink_bound - 1e-12 and eight < two
 
 
-def test_ranks_per_node_follow_tp():
-    sc = load_scenario(None)
+def test_ranks_per_node_follow_tp_and_stay_one_under_expert_parallelism():
+    sc = load_scenario(None)   # V3: EP 64 across nodes, the experts' gradient group one rank a node
     gpu = sc.gpu
+    assert sc.plan.ep > 1 and dp_ranks_per_node(sc, gpu) == 1
     for tp, want in ((1, 8), (2, 4), (4, 2), (8, 1)):
-        s = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, tp=tp, cp=1))
-        assert dp_ranks_per_node(s, gpu) == min(want, s.dp)
+        s = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, tp=tp, cp=1, ep=1))
+        assert s.dp >= 8 and dp_ranks_per_node(s, gpu) == want
