@@ -3,7 +3,8 @@ process and shared by the tests that judge its figures (test_validate, test_whol
 test_serve_load_targets, test_golden).
 
 One validate() predicts every committed record, pipeline and serving load run: minutes on CI's two
-cores, and it is deterministic, so each test judging its own copy only repeated it. Import this
+cores, and it is deterministic, so each test judging its own copy only repeated it (and under
+pytest-xdist one worker computes it for both: tests/once.py). Import this
 module as `tests.committed` everywhere (one module, one cache). `twin validate` itself still runs
 end to end in tests/test_readme.py (in process) and tests/test_wheel.py (the installed command).
 """
@@ -14,11 +15,12 @@ import copy
 import functools
 
 from calibration.validate import validate
+from tests import once
 
 
 @functools.cache
 def _validation() -> dict:
-    return validate()
+    return once.computed("committed_validation", validate)   # one worker of an xdist run computes it
 
 
 def validation() -> dict:

@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     # without PYTHONPATH: a developer's PYTHONPATH=<checkout> would put the source tree ahead of
-    # the installed wheel, the very thing this test rules out
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # the installed wheel, the very thing this test rules out. Without PYTHONDONTWRITEBYTECODE: the
+    # environment is installed without byte-compiling (below), so the first command compiles the
+    # modules it imports and the later ones reuse them
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"{cmd}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -39,9 +41,12 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     # the build backend of this environment, so the test needs no network for setuptools
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(src)], tmp)
     wheel = next((tmp / "dist").glob("moe_twin-*.whl"))
-    venv.create(tmp / "env", with_pip=True)
+    # installed by this environment's pip into the fresh one (pip --python: no pip bootstrapped into
+    # it) with its dependencies, not byte-compiled: compiling every module of numpy, scipy, pandas
+    # and matplotlib took more than half of the install, and the commands import a fraction of them
+    venv.create(tmp / "env", with_pip=False)
     bin_dir = tmp / "env" / "bin"
-    _run([str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)], tmp)
+    _run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "-q", "--no-compile", str(wheel)], tmp)
     work = tmp / "work"
     work.mkdir()
     return bin_dir, work
