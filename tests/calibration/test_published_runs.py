@@ -181,13 +181,32 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # not one. 1.7B (TP 1) +6.4% -> +27.2%, 7.1B (TP 2) -5.7% -> +18.0%, 16B (TP 4) -12.0% -> +5.8%,
 # 32B (TP 8) unchanged: the one-stage rows' per-micro-batch work is fast, no longer offset. Median
 # 5.7% -> 5.8%, 20 of 30 within 10%.
+# Tenth pass (s11gpt): Megatron's GPT models untied (the table's model sizes): 1.7B +27.2% -> +27.1%,
+# 7.1B +18.0%, 16B +5.8% -> +4.7%, 32B -14.0% -> -14.8%, the pipelined rows 0.2..0.5 points up.
+# Median 5.8% -> 5.6%, 20 of 30 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
     "tt-405b-3d-1f1b": 0.107, "tt-405b-3d-interleaved": 0.122,
-    "mlm-gpt-1.7b": 0.272, "mlm-gpt-7.1b": 0.180, "mlm-gpt-32b": -0.140,
+    "mlm-gpt-1.7b": 0.271, "mlm-gpt-7.1b": 0.180, "mlm-gpt-32b": -0.148,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
-MEDIAN_NOT_MET = 0.058
+MEDIAN_NOT_MET = 0.056
+
+
+MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
+                          "177b": 177, "314b": 314, "462b": 462}
+
+
+@pytest.mark.parametrize("size", list(MEGATRON_TABLE_SIZES_B))
+def test_megatron_gpt_specs_are_untied_as_the_tables_model_sizes_say(size):
+    """Megatron-LM's model table names each model by its size; with one V x h matrix (tied) the
+    specs' parameter counts fall short of every name, with two (untied) they match it."""
+    m = get_model(f"megatron-gpt-{size}")
+    named = MEGATRON_TABLE_SIZES_B[size] * 1e9
+    count = param_counts(m)["total_params"]
+    other = param_counts(dataclasses.replace(m, tie_embeddings=not m.tie_embeddings))["total_params"]
+    assert not m.tie_embeddings
+    assert abs(count - named) < abs(other - named) and abs(count / named - 1) < 0.03
 
 
 def _row_params():
