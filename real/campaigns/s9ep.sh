@@ -32,7 +32,8 @@
 # clocks, torch / CUDA / NCCL versions, num_gpus and its split (pipeline_step.csv); every op row its
 # stream and host marks and split (pipeline_ops.csv); env_pipeline_*.json beside them.
 # Env: PY (python3), S9EP_ARGS (appended to every run; "--tiny" for the CPU dry run, which runs
-# the 2-GPU part on gloo ranks), S9EP_NPROC (2).
+# the 2-GPU part on gloo ranks), S9EP_NPROC (2), S9EP_TIMEOUT_SCALE (1; the CPU dry run's parts may take
+# longer than the GPU budgets on a loaded machine: the tests give them 4x).
 set -u
 root=${1:?usage: s9ep.sh OUTDIR}/s9ep
 mkdir -p "$root"
@@ -52,7 +53,7 @@ common=(--model v2-lite-slice --num-layers 8 --seq-len 4096 --mb-seqs 1 --precis
         --warmup 2 --min-time-s 1.0 --reps-min 3 --reps-max 8)
 
 run() {  # run NAME TIMEOUT_S NPROC OUT ARGS...: one torchrun of real.pipeline under `timeout`
-  local name=$1 limit=$2 n=$3 out=$4
+  local name=$1 limit=$(( $2 * ${S9EP_TIMEOUT_SCALE:-1} )) n=$3 out=$4
   shift 4
   mkdir -p "$out"
   local start

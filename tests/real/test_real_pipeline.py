@@ -215,7 +215,7 @@ def test_s9ep_campaign_script_cpu_dry_run(tmp_path):
     tiny = ("--tiny --schedules zb1p --microbatches 4 --ep-microbatches 2 --holdout 4 --ep-holdout 2 "
             "--trace-microbatches 4 --warmup 1 --reps-min 2 --reps-max 2")
     env = {**os.environ, "PY": sys.executable, "S9EP_ARGS": tiny, "S9EP_NPROC": "2",
-           "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+           "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "S9EP_TIMEOUT_SCALE": "4"}
     subprocess.run(["bash", str(repo / "real/campaigns/s9ep.sh"), str(tmp_path)], cwd=repo, env=env,
                    check=True, capture_output=True, timeout=400)
     d = tmp_path / "s9ep"
