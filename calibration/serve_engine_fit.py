@@ -105,6 +105,18 @@ HOST_BOUND_ROUNDS = 8
 # every engine, so no fit chooses it; an exact new size keeps its own term (new_size_s).
 SIZE_BIN_TOKENS = 16
 SIZE_BINS = (1, 4, 8, 16, 32, 64)   # the bins size_bin_residuals compares (diagnostic)
+# (s11srv2, stated before any held-out figure was computed) A new bin's stall fades as the rank's process
+# meets bins: the s11srv shapeprobe's first-call excess over 48 distinct sizes fell 12.1 -> 5.5 -> 3.4 ms
+# by thirds, as h / (h + m) with h ~5 (m = sizes met before; an exponential fade misses the last third),
+# the signature of kernels loaded on first use (CUDA_MODULE_LOADING=LAZY) from a finite set: the more
+# sizes met, the likelier a new one's kernels are loaded. Rule: a new bin's feature is
+# NEW_BIN_FADE_BINS / (NEW_BIN_FADE_BINS + m), m the bins that rank had met before the iteration (its
+# session's earlier runs, warm shapes, earlier in the run; under EP the largest over the ranks meeting a
+# new bin), still charged only where host-bound; new_bin_s (its amplitude) fitted by the same NNLS on
+# the fit runs only, NEW_BIN_FADE_BINS chosen from NEW_BIN_FADES by the fit runs' weighted residual
+# (0: no fade, the s11srv rule). Adopted only if the fit runs' replays meet more checks (of 250) and
+# the held-out replays improve overall (more of the 80 checks met and a lower median |error|).
+NEW_BIN_FADES = (0, 4, 8, 16, 32, 64, 128)
 # EP engines are host-launch-bound and their speed is a state of the host that differs between
 # engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
 # same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
