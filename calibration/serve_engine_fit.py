@@ -109,8 +109,9 @@ SIZE_BINS = (1, 4, 8, 16, 32, 64)   # the bins size_bin_residuals compares (diag
 # (s11srv2, stated before any held-out figure was computed) A new bin's stall fades as the rank's process
 # meets bins: the s11srv shapeprobe's first-call excess over 48 distinct sizes fell 12.1 -> 5.5 -> 3.4 ms
 # by thirds, as h / (h + m) with h ~5 (m = sizes met before; an exponential fade misses the last third),
-# the signature of kernels loaded on first use (CUDA_MODULE_LOADING=LAZY) from a finite set: the more
-# sizes met, the likelier a new one's kernels are loaded. Rule: a new bin's feature is
+# the signature of kernel set-ups paid on first use from a finite set: the more sizes met, the likelier a
+# new one's kernels are ready. (The s11srv2 campaign then found it is not CUDA's lazy module loading:
+# EAGER leaves it, h100x2/s11srv2.) Rule: a new bin's feature is
 # NEW_BIN_FADE_BINS / (NEW_BIN_FADE_BINS + m), m the bins that rank had met before the iteration (its
 # session's earlier runs, warm shapes, earlier in the run; under EP the largest weight over the ranks
 # meeting a new bin: the lockstep waits for the slowest), still charged only where host-bound; new_bin_s (its amplitude) fitted by the same NNLS on

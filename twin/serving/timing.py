@@ -105,7 +105,8 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
     """The share of new_bin_s a new bin costs after its attention group met `bins_met` bins:
     fade_bins / (fade_bins + bins_met), 1 where the table has no fade (new_bin_fade_bins 0). The
     s11srv shapeprobe's first calls cost less the more sizes the process had met (12.1 -> 5.5 -> 3.4
-    ms by thirds of 48: kernels loaded on first use, fewer of a new size's unloaded)."""
+    ms by thirds of 48: a GEMM configuration's one-off set-up, fewer of a new size's configurations new;
+    not CUDA's lazy module loading, h100x2/s11srv2)."""
     return fade_bins / (fade_bins + bins_met) if fade_bins > 0 else 1.0
 
 
