@@ -139,6 +139,7 @@ def _requests(start_id: int, n: int, context: int, output_len: int, vocab: int, 
 
 
 def run(args) -> int:
+    module_loading = os.environ.get("CUDA_MODULE_LOADING", "default")   # before torch's CUDA init sets LAZY
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and args.device != "cpu"
@@ -169,6 +170,7 @@ def run(args) -> int:
     envcols = {k: env.get(k, "") for k in ENV_COLS} | {"nccl_version": env["nccl_version"], "num_gpus": env["num_gpus"]}
     if use_cuda:
         envcols["sm_clock_mhz"], envcols["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+    envcols["module_loading"] = module_loading   # s11srv2: LAZY (torch's default) or EAGER
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.mode}_r{rank}"

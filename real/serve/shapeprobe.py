@@ -14,11 +14,14 @@ and the routed experts' grouped GEMM (M = size x top-k rows, real.model.group_of
 for a shuffled list of distinct sizes: the first call with a size, then a second call with it.
 Run it once as is and once with CUBLASLT_HEURISTICS_CACHE_CAPACITY=0 (the cache off: every call
 looks its heuristics up): if the first-call excess is the cache's misses, the cache-off repeats
-cost what the first calls cost.
+cost what the first calls cost. (s11srv2) Run it with CUDA_MODULE_LOADING=EAGER beside LAZY: if the
+first-call excess is CUDA's lazy module loading, EAGER first calls cost what repeats cost (and init_s,
+the context and model set-up, grows by the modules loaded up front).
 
 Rows (shapeprobe.csv): one per (size, weight): m, n, k, kind (linear | grouped), order (the size's
 position in the sequence), first_s, repeat_s (host seconds of the call, launch only: the GPU work
-runs after), heuristics_cache (the environment variable's value or 'default'), env columns.
+runs after), heuristics_cache (the environment variable's value or 'default'), module_loading
+(CUDA_MODULE_LOADING as set before torch's CUDA init, or 'default'), init_s, env columns.
 """
 
 from __future__ import annotations
@@ -40,8 +43,12 @@ from real.configs import get_spec
 from real.model import GROUP_ALIGN, build_model
 from real.telemetry import Telemetry
 
-COLS = ["bench", "model", "kind", "weight", "m", "n", "k", "order", "first_s", "repeat_s", "heuristics_cache", "split"]
+COLS = ["bench", "model", "kind", "weight", "m", "n", "k", "order", "first_s", "repeat_s", "heuristics_cache",
+        "module_loading", "init_s", "split"]
 CACHE_ENV = "CUBLASLT_HEURISTICS_CACHE_CAPACITY"
+# CUDA's module loading: LAZY (torch sets it when unset) loads a kernel's module on the kernel's first
+# launch, EAGER loads every module when the context is made (s11srv2: is the fading first-bin cost that?)
+LOADING_ENV = "CUDA_MODULE_LOADING"
 MAX_SIZE = 2048   # real/serve's token budget: the largest flat size of a prompt iteration
 
 
@@ -114,6 +121,8 @@ def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float,
 
 
 def run(args) -> int:
+    t_start = time.perf_counter()
+    loading = os.environ.get(LOADING_ENV, "default")   # read before torch's CUDA init sets LAZY when unset
     use_cuda = torch.cuda.is_available() and args.device != "cpu"
     dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     if use_cuda:
@@ -122,6 +131,8 @@ def run(args) -> int:
     spec = get_spec(args.model)
     torch.manual_seed(0)
     model = build_model(spec, dev, dtype, max_seq_len=64)
+    _sync(dev)
+    init_s = time.perf_counter() - t_start   # context, modules (all of them under EAGER) and the weights
     tel = Telemetry(0)
     env = environment(dev, tel)
     env["timestamp_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -142,13 +153,14 @@ def run(args) -> int:
 
         def emit(row):
             nonlocal n
-            w.writerow({"bench": "serve_shapeprobe", "model": args.model, "heuristics_cache": cache, "split": "fit",
+            w.writerow({"bench": "serve_shapeprobe", "model": args.model, "heuristics_cache": cache, "module_loading": loading,
+                        "init_s": init_s, "split": "fit",
                         **row, **envcols})
             f.flush()
             n += 1
 
         done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit)
-    log(f"shapeprobe ({CACHE_ENV}={cache}): {done} sizes, {n} rows -> {path}")
+    log(f"shapeprobe ({CACHE_ENV}={cache}, {LOADING_ENV}={loading}, init {init_s:.1f} s): {done} sizes, {n} rows -> {path}")
     return 0
 
 

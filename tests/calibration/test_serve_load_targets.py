@@ -70,7 +70,14 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 #   heuristics cache (+1.25 ms one GPU, +1.6 ms EP2; gone with the cache off) and a new bin's (+8-11
 #   ms) a one-off cost of a GEMM configuration first used, fading as the process meets sizes; a
 #   new_bin_s fading with the bins a rank met (e-folding 25-200 bins) lowers the EP fits' residual
-#   by 1-2% and leaves r30's prompt iterations at 0.63x / 0.83x: not modelled.
+#   by 1-2% and leaves r30's prompt iterations at 0.63x / 0.83x: not modelled. (s11srv2) The fade
+#   stated as a rule before held-out figures (new_bin_s x h / (h + bins met), h by the fit runs'
+#   residual, host-bound only; calibration/serve_engine_fit.py NEW_BIN_FADE): fit runs 216 of 250
+#   (213), held out 68 of 80 (h100x2 / h200x2 r30-short TTFT P99 met) but the held-out median |error|
+#   3.55% -> 3.81% (h200x2 r30-short TTFT P50 +35%): off, as its criterion said. h100 r40 TTFT P50
+#   sits 0.03 points past its 10% target (a strict xfail within 0.2 points: left, not tuned).
+#   The s11srv2 campaign (h100x2/s11srv2): CUDA_MODULE_LOADING=EAGER leaves the new bin's cost and its
+#   fade (first-call excess 23.6/9.4/6.1 ms by thirds against LAZY's 19.8/9.6/5.9): not lazy loading.
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.276,
@@ -190,3 +197,17 @@ def test_spread_keeps_quantiles_by_kind_and_predicted_duration():
     assert pro[0] == pytest.approx(1.0) and pro[-1] == pytest.approx(2.0)
     assert pro[SPREAD_PROBS.index(0.5)] == pytest.approx(1.0)  # two in three iterations took the predicted time
     assert sp["prompt"][4] == pro and sp["prompt"][0] == pro
+
+
+def test_mark_new_sizes_fades_a_new_bin_with_the_bins_each_rank_met():
+    """(s11srv2) With fade_bins h a new bin's feature is h / (h + m), m the bins its rank met before
+    (sizes_before included); under EP the largest over the ranks meeting one; graph replays none."""
+    from calibration.serve_engine_fit import mark_new_sizes
+    rows = [((300,), False), ((310,), False), ((305,), False), ((200,), True), ((200,), False)]
+    df = pd.DataFrame([{"run_id": "a", "rank_sizes": s, "sizes_before": frozenset({(0, 40)}), "graph_rows": 8 if g else 0}
+                       for s, g in rows])
+    assert mark_new_sizes(df, fade_bins=2.0).new_bin_s.tolist() == pytest.approx([2 / 3, 2 / 4, 0.0, 0.0, 2 / 5])
+    assert mark_new_sizes(df).new_bin_s.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0]   # no fade: 0/1 as before
+    # EP: rank 1 has met no bin (weight 1) where rank 0 met one: the slower rank sets the pace
+    ep = pd.DataFrame([{"run_id": "b", "rank_sizes": (300, 20), "sizes_before": frozenset({(0, 40)}), "graph_rows": 0}])
+    assert mark_new_sizes(ep, fade_bins=2.0).new_bin_s.tolist() == [1.0]

@@ -35,6 +35,7 @@ context of the running batch is kept as (sum of prompts - sum of G at join) + ba
 from __future__ import annotations
 
 import bisect
+import collections
 import heapq
 import math
 from collections import deque
@@ -44,7 +45,7 @@ import numpy as np
 import simpy
 
 from twin.core.serve_specs import ServeSpec, TrafficSpec
-from twin.serving.timing import IterationCosts
+from twin.serving.timing import IterationCosts, new_bin_weight
 from twin.serving.workload import Requests
 
 EPS = 1e-9
@@ -276,6 +277,8 @@ class Instance:
         self.size_bin = costs.size_bin_tokens
         self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes else None
         self.size_bins = {(g, n // self.size_bin) for g, n in eng.run_batch_sizes}
+        self.bins_met = collections.Counter(g for g, _ in self.size_bins)   # per group: new_bin_fade_bins
+        self.bin_fade = (costs.engine or {}).get("new_bin_fade_bins", 0.0)
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # round-robin DP groups: per group a queue, decoding and prefilling counts, KV reservation
         dp = eng.s.attention_dp
@@ -563,17 +566,22 @@ class Instance:
                 self._start_decode(rid, prompt)
             self._finish_due()
 
-    def _new_size(self, sizes: list[int], batch: int, prompt_tokens: float, max_ctx: float) -> tuple[bool, bool]:
-        """Is this eager iteration the first of its flat size, and of its size bin, for any attention
-        group (`sizes`: each group's flat tokens, in group order)? (Records them.)"""
+    def _new_size(self, sizes: list[int], batch: int, prompt_tokens: float, max_ctx: float) -> tuple[bool, float]:
+        """Is this eager iteration the first of its flat size for any attention group (`sizes`: each
+        group's flat tokens, in group order), and what share of new_bin_s does a first of its size bin
+        cost (0 if no group's bin is new; the largest new_bin_weight over the groups meeting one: the
+        lockstep waits for the slowest)? (Records them.)"""
         if self.sizes is None or not self.costs.is_eager(batch, prompt_tokens, max_ctx):
-            return False, False
+            return False, 0.0
         keys = set(enumerate(sizes))
-        bins = {(g, n // self.size_bin) for g, n in keys}
-        new = (not keys <= self.sizes, not bins <= self.size_bins)
+        fresh = {(g, n // self.size_bin) for g, n in keys} - self.size_bins
+        new_bin = max((new_bin_weight(self.bins_met[g], self.bin_fade) for g, _ in fresh), default=0.0)
+        new_size = not keys <= self.sizes
         self.sizes |= keys
-        self.size_bins |= bins
-        return new
+        self.size_bins |= fresh
+        for g, _ in fresh:
+            self.bins_met[g] += 1
+        return new_size, new_bin
 
     def _finish_due(self) -> None:
         heap = self.heap
@@ -614,7 +622,7 @@ class Instance:
         new_size, new_bin = self._new_size(sizes, b_time, 0, max0)   # the same sizes throughout: only the first can be new
         for i in range(steps):
             dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0,
-                                         new_size=new_size and i == 0, new_bin=new_bin and i == 0)[0]
+                                         new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0)[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
             total += dur

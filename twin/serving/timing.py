@@ -45,7 +45,8 @@ iteration whose flat batch size (decode rows + prompt tokens) the engine has nev
 new_size_s more (the first forward of a size sets up its GEMM shapes; `new_size`, tracked by the
 simulation from the sizes the engine is given as already run), and new_bin_s more when the size
 falls in a bin of new_size_bin_tokens (16) flat tokens the engine never ran (`new_bin`: the larger
-one-off cost, measured by the s9srv campaign on one GPU and under EP alike). Under EP each attention
+one-off cost, measured by the s9srv campaign on one GPU and under EP alike), a share of it fading as
+the group meets bins where the table has new_bin_fade_bins (new_bin_weight). Under EP each attention
 group (rank) has its own flat size, new when new to that group. Both are host stalls: with
 new_size_host_bound (fitted so) an iteration pays them only where it is host-bound, its kernels
 shorter than its fixed host terms (iteration, eager launch, prompt path).
@@ -97,7 +98,16 @@ def _coarse_point(j: int) -> float:
 
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
-                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound")
+                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins")
+
+
+def new_bin_weight(bins_met: int, fade_bins: float) -> float:
+    """The share of new_bin_s a new bin costs after its attention group met `bins_met` bins:
+    fade_bins / (fade_bins + bins_met), 1 where the table has no fade (new_bin_fade_bins 0). The
+    s11srv shapeprobe's first calls cost less the more sizes the process had met (12.1 -> 5.5 -> 3.4
+    ms by thirds of 48: a GEMM configuration's one-off set-up, fewer of a new size's configurations new;
+    not CUDA's lazy module loading, h100x2/s11srv2)."""
+    return fade_bins / (fade_bins + bins_met) if fade_bins > 0 else 1.0
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -304,13 +314,14 @@ class IterationCosts:
 
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
-                    new_size: bool = False, new_bin: bool = False) -> tuple[float, float]:
+                    new_size: bool = False, new_bin: float = False) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
         behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded;
         `new_size`: the engine's first iteration of this flat batch size, `new_bin`: of its bin of
-        new_size_bin_tokens (each charged when eager)."""
+        new_size_bin_tokens, as the share of new_bin_s it pays (new_bin_weight; True = 1) (each
+        charged when eager)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
                                             chunks, pairs, prefix_tokens, new_size, new_bin)
@@ -326,7 +337,7 @@ class IterationCosts:
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
-                            new_size: bool = False, new_bin: bool = False) -> tuple[float, float]:
+                            new_size: bool = False, new_bin: float = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -353,7 +364,7 @@ class IterationCosts:
                     + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
         stall = 0.0
         if eager and (kern < launches or not e.get("new_size_host_bound", 0.0)):
-            stall = (e["new_size_s"] if new_size else 0.0) + (e["new_bin_s"] if new_bin else 0.0)
+            stall = (e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin)
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
         pre_host = prompt_host + e["score_s_per_pair"] * pairs

@@ -54,8 +54,10 @@ def test_the_committed_tables_carry_a_measured_wake_up():
     assert 0.0 < t["real-serve-h200-ep2"]["wake_s"] < 0.003
 
 
-def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=(), new_bin_s=0.0):
-    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s, new_bin_s=new_bin_s, new_size_bin_tokens=16)
+def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=(), new_bin_s=0.0,
+                             fade_bins=0.0):
+    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s, new_bin_s=new_bin_s, new_size_bin_tokens=16,
+                new_bin_fade_bins=fade_bins)
     sc = scenario_for(RUN, spread=False)
     n = len(arrival_s)
     reqs = from_records(np.asarray(arrival_s, float), np.asarray(input_len), np.full(n, 2), sc.traffic)
@@ -83,6 +85,20 @@ def test_a_new_size_bin_pays_new_bin_s_once_per_bin(monkeypatch):
     assert (new - base).tolist() == pytest.approx([0.003, 0.003, 0.003, 0.0], abs=1e-12)
     warm = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, run_batch_sizes={(0, 290)}, new_bin_s=0.003)
     assert (warm - base).tolist() == pytest.approx([0.0, 0.003, 0.003, 0.0], abs=1e-12)   # 290 // 16 = 300 // 16
+
+
+def test_a_new_bins_cost_fades_with_the_bins_met(monkeypatch):
+    """new_bin_fade_bins h: the m-th new bin (m bins met before, run_batch_sizes' included) pays
+    new_bin_s x h / (h + m): lone prompts of 300, 310 and 200 tokens (three new bins) with h = 2 pay
+    1, 2/3 and 1/2 of it; with two bins met before, 2/4, 2/5 and 2/6; a met bin nothing."""
+    arrivals, lengths = [1.0, 2.0, 3.0, 4.0], [300, 310, 200, 305]
+    base = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths)
+    fade = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, new_bin_s=0.003, fade_bins=2.0)
+    assert (fade - base).tolist() == pytest.approx([0.003, 0.002, 0.0015, 0.0], abs=1e-12)
+    warm = _first_tokens_with_sizes(monkeypatch, 0.0, arrivals, lengths, run_batch_sizes={(0, 1), (0, 40)},
+                                    new_bin_s=0.003, fade_bins=2.0)
+    assert (warm - base).tolist() == pytest.approx([0.0015, 0.0012, 0.001, 0.0], abs=1e-12)
+    assert timing.new_bin_weight(5, 0.0) == 1.0   # no fade in the table: every new bin pays it all
 
 
 def test_sizes_run_before_counts_earlier_runs_of_the_same_session_only():
