@@ -9,7 +9,8 @@ BF16 (real/dense.py GPTBlock). Per case, rows flushed one by one (a run cut shor
   block_fwd / block_fwd_bwd  the whole block, dropout (attention, hidden) in (0,0), (0.1,0), (0,0.1),
              (0.1,0.1) with SDPA as torch picks it ('auto'), then (0,0) and (0.1,0.1) with SDPA held
              to FlashAttention-2 ('flash') and to cuDNN ('cudnn');
-  attn_fwd / attn_fwd_bwd    the SDPA call alone, dropout_p 0 and 0.1, backends auto / flash / cudnn;
+  attn_fwd / attn_fwd_bwd    the SDPA call alone, dropout_p 0 and 0.1, backends auto / flash / cudnn
+             (and memory-efficient last);
   dropadd_fwd_bwd / add_fwd_bwd  one hidden dropout + residual add (Megatron's bias_dropout_add, here
              unfused: F.dropout then +) on the block's (tokens x hidden) tensor beside the add alone.
 `sdpa_ran` is the attention op the profiler saw in one profiled repetition of each config (cudnn,
@@ -37,7 +38,8 @@ from real.bench.records import Recorder, log
 from real.dense import DenseShape, GPTBlock, attention_core, slice_of
 from real.telemetry import Telemetry
 
-BACKENDS = {"flash": [SDPBackend.FLASH_ATTENTION], "cudnn": [SDPBackend.CUDNN_ATTENTION], "auto": None}
+BACKENDS = {"flash": [SDPBackend.FLASH_ATTENTION], "cudnn": [SDPBackend.CUDNN_ATTENTION],
+            "efficient": [SDPBackend.EFFICIENT_ATTENTION], "auto": None}
 MEGATRON_DROPOUT = 0.1   # attention_dropout and hidden_dropout defaults, Megatron arguments.py @ core_r0.8.0
 GPT_VOCAB = 131072
 
@@ -204,7 +206,7 @@ def plan(case: Case) -> list[tuple]:
            ("dropadd", 0.0), ("dropadd", d), ("block", d, 0.0, "auto"), ("block", 0.0, d, "auto")]
     for be in ("flash", "cudnn"):
         out += [("attention", 0.0, be), ("attention", d, be), ("block", 0.0, 0.0, be), ("block", d, d, be)]
-    return out
+    return out + [("attention", 0.0, "efficient"), ("attention", d, "efficient")]
 
 
 def run(out: Path, quick: bool, budget_s: float) -> int:

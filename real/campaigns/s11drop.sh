@@ -5,7 +5,7 @@
 # micro-batch 1, BF16, forward and forward+backward (real/bench/dense_dropout.py):
 #   block      block_fwd / block_fwd_bwd, dropout (attn, hidden) (0,0) (0.1,0.1) (0.1,0) (0,0.1),
 #              SDPA as torch picks ('auto'), then (0,0) and (0.1,0.1) held to FA2 and to cuDNN;
-#   attention  the SDPA call alone, dropout_p 0 / 0.1, auto / flash / cudnn;
+#   attention  the SDPA call alone, dropout_p 0 / 0.1, auto / flash / cudnn (efficient last);
 #   dropadd    one hidden dropout + residual add beside the add alone (tokens x hidden).
 # Each config's SDPA op (which backend ran) comes from one profiled repetition (sdpa_ran column,
 # dense_dropout_kernels.csv). Split: 1.7B rows fit, 7.1B TP2 rows held out.
