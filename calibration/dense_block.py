@@ -97,7 +97,7 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
     attention: the core alone.
     Eager elementwise chains (eager_ops) unless compiled; a GPT block's LayerNorm and GeLU are
     single kernels in eager too. `catalog`: a GPT block as the twin's catalog holds it
-    (SwiGLU over 8h/3 of the model, RoPE, RMSNorm)."""
+    (SwiGLU over 8h/3 of the model, learned positions: no RoPE, RMSNorm)."""
     m = slice_model(row)
     B, S, kind, bench = int(row["batch"]), int(row["seq_len"]), row["block"], row["bench"]
     T = B * S
@@ -116,8 +116,10 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
     if kind == "gpt" and not catalog:
         att = [op for op in att if op.name != "rope"]
         return att + _gpt_ffn_ops(T, m.hidden_size, m.intermediate_size)
-    if kind == "gpt":   # the catalog's SwiGLU of 8h/3 (its GEMMs carry the 4h GeLU FFN's FLOPs)
-        m = dataclasses.replace(m, intermediate_size=round(m.intermediate_size * 2 / 3))
+    if kind == "gpt":   # the catalog's SwiGLU of 8h/3 (its GEMMs carry the 4h GeLU FFN's FLOPs), and
+        # its learned positions (no RoPE in the block: twin/data/models.toml megatron-gpt-*)
+        m = dataclasses.replace(m, intermediate_size=round(m.intermediate_size * 2 / 3), position_embedding="learned")
+        att = attention_ops(m, B, S, kv_repeat=row["gqa"] == "repeat_kv")
     # real/dense.py's Llama block has torchtitan's separate wq, wk, wv and w1, w3 linears
     ops = unfused_linear_ops(att + dense_ffn_ops(m, T), m, 1, eager) if kind == "llama" else att + dense_ffn_ops(m, T)
     return eager_ops(ops) if eager and kind == "llama" else ops

@@ -36,6 +36,7 @@ from calibration import sm_reserve
 from calibration.async_tp import partials_reduce_terms
 from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
+from calibration.dense_dropout import attention_dropout_terms
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
@@ -614,7 +615,8 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile,
     stats["fp8_stack"] = stack
     stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
     prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root),
-                               attention_kernels=attention_kernel_terms(gpu, root))
+                               attention_kernels=attention_kernel_terms(gpu, root),
+                               attention_dropout=attention_dropout_terms(gpu, root))
     prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
     prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)
     collectives, stats["collectives"] = collectives_terms(gpu, root)

@@ -104,16 +104,19 @@ def repeat_kv(x_BSGK: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x_BSGK[:, :, :, None, :].expand(B, S, G, n_rep, K).reshape(B, S, G * n_rep, K)
 
 
-def attention_core(q_BSHK: torch.Tensor, k_BSGK: torch.Tensor, v_BSGK: torch.Tensor, gqa: str) -> torch.Tensor:
+def attention_core(q_BSHK: torch.Tensor, k_BSGK: torch.Tensor, v_BSGK: torch.Tensor, gqa: str,
+                   dropout_p: float = 0.0) -> torch.Tensor:
     """Causal attention of (B, S, heads, K) tensors -> o_BSHK. gqa 'repeat_kv' copies the K/V
-    heads first (torchtitan @ 9dec370); 'enable_gqa' lets SDPA broadcast them."""
+    heads first (torchtitan @ 9dec370); 'enable_gqa' lets SDPA broadcast them. dropout_p: dropout
+    on the attention probabilities inside the SDPA kernel (Megatron's attention_dropout)."""
     n_rep = q_BSHK.shape[2] // k_BSGK.shape[2]
     if gqa == "repeat_kv":
         k_BSGK, v_BSGK = repeat_kv(k_BSGK, n_rep), repeat_kv(v_BSGK, n_rep)
     elif gqa != "enable_gqa":
         raise ValueError(f"gqa {gqa!r}: 'repeat_kv' or 'enable_gqa'")
     o_BHSK = F.scaled_dot_product_attention(q_BSHK.transpose(1, 2), k_BSGK.transpose(1, 2), v_BSGK.transpose(1, 2),
-                                            is_causal=True, enable_gqa=(gqa == "enable_gqa" and n_rep > 1))
+                                            dropout_p=dropout_p, is_causal=True,
+                                            enable_gqa=(gqa == "enable_gqa" and n_rep > 1))
     return o_BHSK.transpose(1, 2)
 
 
@@ -146,8 +149,14 @@ class LlamaBlock(nn.Module):
 
 
 class GPTBlock(nn.Module):
-    def __init__(self, shape: DenseShape):
+    """attention_dropout / hidden_dropout: Megatron's dropout probabilities (its defaults are 0.1
+    and 0.1, arguments.py @ core_r0.8.0): the first inside the SDPA kernel on the attention
+    probabilities, the second after each of the two output projections (with its bias), before
+    the residual add, as Megatron's bias_dropout_add. 0.0 (the default here) runs no dropout."""
+
+    def __init__(self, shape: DenseShape, attention_dropout: float = 0.0, hidden_dropout: float = 0.0):
         super().__init__()
+        self.attention_dropout, self.hidden_dropout = attention_dropout, hidden_dropout
         if shape.num_kv_heads != shape.num_heads:
             raise ValueError("GPTBlock: multi-head attention (num_kv_heads == num_heads)")
         D, H, K, Fw = shape.hidden_size, shape.num_heads, shape.head_dim, shape.ffn
@@ -164,10 +173,17 @@ class GPTBlock(nn.Module):
         H, K = self.shape.num_heads, self.shape.head_dim
         qkv_BS3HK = F.linear(self.input_layernorm(x_BSD), self.w_qkv, self.b_qkv).view(B, S, 3, H, K)
         q_BSHK, k_BSHK, v_BSHK = qkv_BS3HK.unbind(2)
-        o_BSHK = attention_core(q_BSHK, k_BSHK, v_BSHK, "repeat_kv")
-        h_BSD = x_BSD + F.linear(o_BSHK.contiguous().view(B, S, H * K), self.w_proj, self.b_proj)
+        o_BSHK = attention_core(q_BSHK, k_BSHK, v_BSHK, "repeat_kv", self._p(self.attention_dropout))
+        h_BSD = x_BSD + self._drop(F.linear(o_BSHK.contiguous().view(B, S, H * K), self.w_proj, self.b_proj))
         mlp_BSF = F.gelu(F.linear(self.pre_mlp_layernorm(h_BSD), self.w_fc1, self.b_fc1))
-        return h_BSD + F.linear(mlp_BSF, self.w_fc2, self.b_fc2)
+        return h_BSD + self._drop(F.linear(mlp_BSF, self.w_fc2, self.b_fc2))
+
+    def _p(self, p: float) -> float:
+        return p if self.training else 0.0
+
+    def _drop(self, x_BSD: torch.Tensor) -> torch.Tensor:
+        p = self._p(self.hidden_dropout)
+        return F.dropout(x_BSD, p, training=True) if p > 0 else x_BSD
 
 
 class LMHead(nn.Module):
@@ -185,5 +201,10 @@ class LMHead(nn.Module):
         return F.cross_entropy(logits_BSY.flatten(0, 1).float(), labels_BS.flatten(0, 1))
 
 
-def build_block(shape: DenseShape, gqa: str = "repeat_kv") -> nn.Module:
-    return LlamaBlock(shape, gqa) if shape.kind == "llama" else GPTBlock(shape)
+def build_block(shape: DenseShape, gqa: str = "repeat_kv", attention_dropout: float = 0.0,
+                hidden_dropout: float = 0.0) -> nn.Module:
+    if shape.kind == "llama":
+        if attention_dropout or hidden_dropout:
+            raise ValueError("build_block: dropout is modelled on the GPT block only")
+        return LlamaBlock(shape, gqa)
+    return GPTBlock(shape, attention_dropout, hidden_dropout)

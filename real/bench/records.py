@@ -25,7 +25,8 @@ ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
 DIST_ENV_COLS = ["nccl_version", "num_gpus"]
 # (and the one-GPU dense_block families, whose campaign records the NCCL version as every row must)
 DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline",
-                 "dense_block", "dense_kernels", "async_tp", "tp_beside"}
+                 "dense_block", "dense_kernels", "async_tp", "tp_beside", "dense_dropout",
+                 "dense_dropout_kernels"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -46,6 +47,13 @@ SHAPE_COLS = {
     "dense_kernels": ["bench", "phase", "block", "model", "tp", "batch", "seq_len", "hidden_size", "num_heads",
                       "num_kv_heads", "head_dim", "ffn", "vocab", "sdpa_backend", "gqa", "compiled", "precision",
                       "split", "kernel", "calls"],
+    # real/bench/dense_dropout.py (s11drop): Megatron's GPT block with its dropout (attention /
+    # hidden probabilities) beside none; sdpa_ran: the attention kernel family the profile saw
+    "dense_dropout": ["bench", "block", "model", "tp", "batch", "seq_len", "hidden_size", "num_heads", "head_dim",
+                      "ffn", "attention_dropout", "hidden_dropout", "sdpa_backend", "sdpa_ran", "precision", "split",
+                      "host_s"],
+    "dense_dropout_kernels": ["bench", "model", "tp", "attention_dropout", "hidden_dropout", "sdpa_backend",
+                              "sdpa_ran", "kernel", "calls"],
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
            "max_rank_rows", "bytes_per_rank", "precision"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],

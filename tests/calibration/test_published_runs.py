@@ -184,10 +184,15 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # Tenth pass (s11gpt): Megatron's GPT models untied (the table's model sizes): 1.7B +27.2% -> +27.1%,
 # 7.1B +18.0%, 16B +5.8% -> +4.7%, 32B -14.0% -> -14.8%, the pipelined rows 0.2..0.5 points up.
 # Median 5.8% -> 5.6%, 20 of 30 within 10%.
+# Eleventh pass (s11drop): Megatron's GPT specs with learned absolute positions (no RoPE in the
+# block) and Megatron's default dropout (hidden 0.1 as fused bias-dropout-add bytes; attention 0.1 at
+# cuDNN's measured slowdown, x1.90 forward / x1.23 backward, Profile.attention_dropout from
+# h100/dense_dropout.csv): 1.7B +27.1% -> +20.0%, 7.1B +18.0% -> +13.6%, 16B +4.7% -> +2.3%,
+# 32B -14.8% -> -16.1%, 70B -3.9% -> -5.5%. Median 5.6% -> 5.6% (5.65), 20 of 30 within 10%.
 NOT_MET = {
     "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
     "tt-405b-3d-1f1b": 0.107, "tt-405b-3d-interleaved": 0.122,
-    "mlm-gpt-1.7b": 0.271, "mlm-gpt-7.1b": 0.180, "mlm-gpt-32b": -0.148,
+    "mlm-gpt-1.7b": 0.200, "mlm-gpt-7.1b": 0.136, "mlm-gpt-32b": -0.161,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
 MEDIAN_NOT_MET = 0.056

@@ -38,6 +38,7 @@ MAX_BYTES_PER_PARAM = 1_024.0  # optimizer or checkpoint bytes per parameter
 MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffice)
 
 ATTENTION_KINDS = ("mla", "gqa")
+POSITION_EMBEDDINGS = ("rope", "learned")
 PRECISIONS = ("fp8", "bf16")
 RECOMPUTE = ("none", "selective", "selective_op", "full")
 CP_KINDS = ("ring", "allgather", "torch_allgather")
@@ -82,6 +83,9 @@ class ModelSpec:
     route_scale: float = spec_field(1.0, gt=0, doc="Scale applied to the normalised routing weights")
     num_mtp_modules: int = spec_field(0, unit="count", ge=0, le=MAX_MTP_MODULES, doc="Multi-token-prediction modules (each one extra MoE block)")
     tie_embeddings: bool = spec_field(False, doc="Output head shares the embedding matrix")
+    position_embedding: str = spec_field("rope", choices=POSITION_EMBEDDINGS, doc="Rotary embeddings applied to q and k in every block ('rope'), or a learned absolute table looked up and added once at the embedding ('learned', Megatron-LM's default)")
+    attention_dropout: float = spec_field(0.0, ge=0, le=0.9, doc="Training dropout on the attention probabilities, inside the attention kernel (Megatron-LM's default 0.1); 0 = none")
+    hidden_dropout: float = spec_field(0.0, ge=0, le=0.9, doc="Training dropout after each block's attention and FFN output projections, before the residual add (Megatron-LM's default 0.1); 0 = none")
 
     def check(self, path: str = "model", source: str | None = None) -> None:
         if self.attention == "mla":

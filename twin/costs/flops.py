@@ -215,6 +215,7 @@ class Op:
     recompute: bool = False
     precision: str | None = None
     eager: bool = False   # a "memory" op torch eager runs (eager_ops): Profile.eager_elementwise_eff
+    dropout: float = 0.0  # an attention core's dropout probability (training): Profile.attention_dropout
 
     def __post_init__(self):
         object.__setattr__(self, "kind", OpKind(self.kind))   # a plain string names its kind; unknown ones raise
@@ -237,11 +238,15 @@ def _norm(name: str, part: str, tokens: int, width: int, recompute: bool = False
 
 
 def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: bool = True,
-                  kv_repeat: bool = False) -> list[Op]:
+                  kv_repeat: bool = False, training: bool = False) -> list[Op]:
     """Attention half of a block on one GPU (heads split over TP ranks). `kv_repeat`: GQA keys and
     values are copied out to every query head before the attention kernel (torchtitan's Llama
     `repeat_kv`, torchtitan/models/llama/model.py @ 9dec370: unsqueeze, expand, reshape): a copy
-    reading the K/V heads and writing the query heads' width, its backward the sum back."""
+    reading the K/V heads and writing the query heads' width, its backward the sum back.
+    A GQA model with learned absolute positions (m.position_embedding 'learned') runs no RoPE here
+    (its positions are added once at the embedding: embedding_ops). `training`: the model's
+    dropout runs (m.attention_dropout inside the attention kernel, m.hidden_dropout after o_proj:
+    hidden_dropout_op)."""
     t, d = batch * seq_len, m.hidden_size
     h = m.num_heads // tp
     ops = [_norm("attn_norm", "attn", t, d, recompute=True)]
@@ -260,25 +265,40 @@ def attention_ops(m: ModelSpec, batch: int, seq_len: int, tp: int = 1, causal: b
         qk_dim, v_dim = qk, m.v_head_dim
     else:
         kvh = max(1, m.num_kv_heads // tp)
-        ops += [Op("qkv_proj", OpKind.GEMM, "attn", t, (h + 2 * kvh) * m.head_dim, d),
-                Op("rope", OpKind.MEMORY, "attn", bytes=2 * t * (h + kvh) * m.head_dim * BF16_BYTES)]
+        ops.append(Op("qkv_proj", OpKind.GEMM, "attn", t, (h + 2 * kvh) * m.head_dim, d))
+        if m.position_embedding == "rope":
+            ops.append(Op("rope", OpKind.MEMORY, "attn", bytes=2 * t * (h + kvh) * m.head_dim * BF16_BYTES))
         if kv_repeat and kvh < h:   # K and V: read kvh heads, write h heads (backward: the reverse)
             copy = 2 * t * (kvh + h) * m.head_dim * BF16_BYTES
             ops.append(Op("repeat_kv", OpKind.MEMORY, "attn", bytes=copy, bwd_bytes=copy, bwd_launches=2, launches=2))
         qk_dim = v_dim = m.head_dim
     ops += [Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq_len, heads=h, qk_dim=qk_dim, v_dim=v_dim,
-               causal=causal, precision="bf16"),
+               causal=causal, precision="bf16", dropout=m.attention_dropout if training else 0.0),
             Op("o_proj", OpKind.GEMM, "attn", t, d, h * v_dim),
+            *hidden_dropout_ops(m, "attn", t, training),
             Op("residual_add", OpKind.MEMORY, "attn", bytes=3 * t * d * BF16_BYTES)]
     return ops
 
 
-def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1) -> list[Op]:
+def hidden_dropout_ops(m: ModelSpec, part: str, tokens: int, training: bool) -> list[Op]:
+    """Megatron-LM's hidden dropout after an output projection, fused with the bias and the
+    residual add (bias_dropout_add_fused_train, megatron/core/fusions/fused_bias_dropout.py @
+    core_r0.8.0): beyond the add's bytes (residual_add) the forward writes a 1-byte keep mask per
+    element, the backward reads it and scales the output gradient (2 B read, 2 B written). None
+    when not training or m.hidden_dropout is 0. The activation memory of the masks is not charged."""
+    if not training or m.hidden_dropout <= 0:
+        return []
+    elems = tokens * m.hidden_size
+    return [Op("hidden_dropout", OpKind.MEMORY, part, bytes=elems * 1.0, bwd_bytes=elems * (1.0 + 2 * BF16_BYTES))]
+
+
+def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1, training: bool = False) -> list[Op]:
     d, inner = m.hidden_size, m.intermediate_size // tp
     return [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
             Op("ffn_gate_up", OpKind.GEMM, "mlp", tokens, 2 * inner, d),
             Op("swiglu", OpKind.MEMORY, "mlp", bytes=3 * tokens * inner * BF16_BYTES),
             Op("ffn_down", OpKind.GEMM, "mlp", tokens, d, inner),
+            *hidden_dropout_ops(m, "mlp", tokens, training),
             Op("residual_add", OpKind.MEMORY, "mlp", bytes=3 * tokens * d * BF16_BYTES)]
 
 
@@ -525,4 +545,10 @@ def head_ops(m: ModelSpec, tokens: int, tp: int = 1, head_precision: str | None 
 
 
 def embedding_ops(m: ModelSpec, tokens: int) -> list[Op]:
-    return [Op("embedding", OpKind.MEMORY, "attn", bytes=2 * tokens * m.hidden_size * BF16_BYTES)]
+    """The token embedding lookup; with learned absolute positions (m.position_embedding 'learned',
+    Megatron-LM's LanguageModelEmbedding) the position table's rows looked up and added: one add
+    reading two BF16 rows and writing one per token."""
+    ops = [Op("embedding", OpKind.MEMORY, "attn", bytes=2 * tokens * m.hidden_size * BF16_BYTES)]
+    if m.position_embedding == "learned":
+        ops.append(Op("position_embedding", OpKind.MEMORY, "attn", bytes=3 * tokens * m.hidden_size * BF16_BYTES))
+    return ops

@@ -102,6 +102,10 @@ A profile also describes the *software stack* that ran the kernels, as data:
     twin.costs.flops.eager_ops marks `eager`: plan.kernels 'eager', and the head under
     'fused_blocks'), measured on real/dense.py's eager Llama blocks and LM heads
     (calibration.dense_block.eager_elementwise_eff); 0 = memory_eff.
+  attention_dropout: attention with dropout (p > 0, training) over the same call without, per
+    kernel and direction ({"cudnn"|"fa2": {"fwd", "bwd"}}), from SDPA timed at dropout 0.1 and 0 on
+    the same shapes (real/bench/dense_dropout.py, calibration.dense_dropout); the Philox draws do
+    not depend on p, so any p > 0 takes the measured ratio. Empty: dropout not costed.
   partials_reduce_eff: HBM bandwidth fraction of the reduction a fused reduce-scatter of torch's
     micro-pipelined TP ends with (torch.sum over the W stacked partial sums of the rank's rows:
     compute.partials_reduce_time_s), per W ({"<W>": fraction}: 0.44 at W = 2, 0.85 at 8 on H100,
@@ -214,6 +218,18 @@ class Profile:
     # ends with (torch.sum over the W stacked partial sums, compute.partials_reduce_time_s), per W
     # ("<W>" -> fraction), measured (calibration.async_tp.partials_reduce_terms); empty = memory_eff
     partials_reduce_eff: dict = field(default_factory=dict)
+    # attention with dropout (training, p > 0: the kernel draws Philox random numbers per score tile,
+    # forward and again in the backward) against the same call without, per kernel and direction:
+    # {"cudnn"|"fa2": {"fwd": time ratio, "bwd": time ratio}}, measured (calibration.dense_dropout,
+    # real/bench/dense_dropout.py's SDPA rows at p 0.1 and 0); a kernel without an entry: 1 (not costed)
+    attention_dropout: dict = field(default_factory=dict)
+    # the kernel the attention curves now describe ('cudnn' as fitted; with_attention_kernel sets it)
+    attention_curves_kernel: str = "cudnn"
+
+    def attention_dropout_slowdown(self, direction: str) -> float:
+        """Time with dropout over time without, of the attention kernel the curves describe, in
+        'fwd' or 'bwd' (1 where unmeasured)."""
+        return float(self.attention_dropout.get(self.attention_curves_kernel, {}).get(direction, 1.0))
 
     @property
     def gemm_streaming_eff(self) -> float:
@@ -280,7 +296,8 @@ class Profile:
             raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
         speed = self.attention_kernels.get("fa2", {})
         return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * speed.get(d, FA2_OVER_CUDNN), c.s_half)
-                                                    for d, c in self.attention.items()})
+                                                    for d, c in self.attention.items()},
+                                   attention_curves_kernel="fa2")
 
     def with_fp8_recipe(self, recipe: str) -> "Profile":
         """The profile for another FP8 scaling recipe than DeepSeek's blockwise one, which the
@@ -331,6 +348,7 @@ class Profile:
             **({"attention_kernels": json.loads(json.dumps(self.attention_kernels))} if self.attention_kernels else {}),
             **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
             **({"partials_reduce_eff": dict(self.partials_reduce_eff)} if self.partials_reduce_eff else {}),
+            **({"attention_dropout": json.loads(json.dumps(self.attention_dropout))} if self.attention_dropout else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -394,6 +412,7 @@ def profile_from_json(data: dict) -> Profile:
         attention_kernels={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_kernels", {}).items()},
         eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
         partials_reduce_eff={str(int(w)): float(e) for w, e in data.get("partials_reduce_eff", {}).items()},
+        attention_dropout={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_dropout", {}).items()},
     )
 
 

@@ -163,7 +163,7 @@ def routing_loads(sc: Scenario, perturb: Perturb = Perturb()):
 
 
 # norms and residual adds over the model width: split over TP ranks by sequence parallelism
-HIDDEN_WIDTH_OPS = frozenset({"attn_norm", "ffn_norm", "residual_add"})
+HIDDEN_WIDTH_OPS = frozenset({"attn_norm", "ffn_norm", "residual_add", "hidden_dropout"})
 
 
 def local_tokens(sc: Scenario) -> int:
@@ -175,7 +175,7 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     m, p, w = sc.model, sc.plan, sc.workload
     tokens = local_tokens(sc)
     seq_local = w.seq_len // p.cp
-    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal, kv_repeat=p.kv_repeat)
+    ops = attention_ops(m, p.micro_batch_seqs, seq_local, p.tp, w.causal, kv_repeat=p.kv_repeat, training=True)
     if p.cp > 1 and p.cp_kind == "allgather":   # each query chunk over the gathered keys before it
         ops = [call for op in ops
                for call in (context_parallel.allgather_attention_calls(op, p.cp) if op.kind == OpKind.ATTENTION else [op])]
@@ -185,7 +185,7 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
         ops = [dataclasses.replace(op, batch=op.batch * p.cp) if op.kind == OpKind.ATTENTION else op for op in ops]
     dense = layer < m.num_dense_layers or not m.is_moe
     if dense:
-        ops += dense_ffn_ops(m, tokens, p.tp)
+        ops += dense_ffn_ops(m, tokens, p.tp, training=True)
     else:
         ops += moe_ops(m, tokens // p.tp, p.ep, sc.gpu.gpus_per_node, p.max_nodes_per_token, _layer_load(imbalance, layer),
                        dispatch_bytes_per_elem=1 if p.gemm_precision == "fp8" else BF16_BYTES)
@@ -194,7 +194,9 @@ def _block_ops(sc: Scenario, layer: int, imbalance) -> _Block:
     if p.sequence_parallel:   # norms and residuals run on each rank's 1/tp of the sequence
         # (an MoE part's already do: its tokens are shared out over the TP ranks)
         split = [op.name in HIDDEN_WIDTH_OPS and (op.part == "attn" or dense) for op in ops]
-        ops = [dataclasses.replace(op, bytes=op.bytes / p.tp) if s else op for op, s in zip(ops, split)]
+        ops = [dataclasses.replace(op, bytes=op.bytes / p.tp,
+                                   bwd_bytes=None if op.bwd_bytes is None else op.bwd_bytes / p.tp) if s else op
+               for op, s in zip(ops, split)]
     if p.kernels == "eager":   # the elementwise chains as torch eager issues them (after the SP split)
         ops = eager_ops(ops)
     return _Block(tuple(ops), not dense)
