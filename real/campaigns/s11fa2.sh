@@ -11,7 +11,7 @@
 # Writes OUTDIR/s11fa2/{sustained.csv, env.json, log.txt}. Budget: <= 120 s of one GPU (the part
 # under `timeout 115`, ~85 s expected; rows are flushed as written, so a cut run keeps its windows).
 #   bash real/campaigns/s11fa2.sh OUTDIR    (S11FA2_QUICK=1: tiny shapes, a CPU dry run)
-# Analysis: python -m calibration.power_cap --attention OUTDIR/s11fa2
+# Analysis: python -m calibration.power_cap OUTDIR/s11fa2   (per kernel: steady W, MHz, clock and time factor at 500 W)
 set -u
 OUT="${1:?usage: real/campaigns/s11fa2.sh OUTDIR}/s11fa2"
 mkdir -p "$OUT"

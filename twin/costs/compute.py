@@ -239,8 +239,9 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     query length alone 4096 x 8192 at +18% and 8192 x 16384 at +12%."""
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim,
                                                                     op.causal, op.kv_len)
-    eff = profile.attention[direction].eff(max(op.seq_len, op.kv_len))
-    return flops / (gpu.peak_flops_per_s("bf16") * eff * sm_frac) + profile.launch_s
+    length = max(op.seq_len, op.kv_len)
+    eff = profile.attention[direction].eff(length)
+    return flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
 
 
 def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile) -> float:
