@@ -163,15 +163,17 @@ def bench_cp_sustained(rec, timer, dev, deadline, quick, env):
 # backward apart, at the lengths torchtitan's rows call: 8K causal (the 8B/70B/405B rows at seq 8192),
 # 16K causal, and 32K causal (the CP rows). Each length runs batch 64K/len so every call covers 64K
 # query tokens (an 8K forward of ~3 ms, so the host's clock sampling never starves the GPU).
-# The V3 BF16 GEMM of sustained.csv is held too, tying this machine's limit to that record.
+# The V3 BF16 GEMM of sustained.csv is held last, tying this machine's limit to that record. Each
+# kernel's burst follows FA2_PAUSE_S of idle, so no burst inherits the clock of the kernel before it.
 FA2_SUSTAIN_S = 10.0   # seconds each kernel is held (s11cp8b's 32K calls settled within 2 s)
-FA2_LENGTHS = (8192, 16384, 32768)
+FA2_PAUSE_S = 2.0      # idle before each burst: every burst starts from the same cooler, unthrottled state
+FA2_LENGTHS = (8192, 32768, 16384)   # 8K and 32K (the rows' calls) first: a cut run keeps them
 FA2_TOKENS = 65536     # query tokens a call covers: batch = FA2_TOKENS // length (8K fwd ~3 ms)
 
 
 def fa2_cases(quick: bool) -> list[tuple[int, int]]:
     """(seq_len, batch) of the FA2 calls held (tiny under quick)."""
-    lengths = (32, 64, 128) if quick else FA2_LENGTHS
+    lengths = (32, 128, 64) if quick else FA2_LENGTHS
     tokens = 128 if quick else FA2_TOKENS
     return [(s, max(1, tokens // s)) for s in lengths]
 
@@ -203,12 +205,13 @@ def fa2_pass_fns(seq_len: int, batch: int, heads: int, head_dim: int, dev):
 
 
 def bench_fa2_sustained(rec, timer, dev, deadline, quick, env):
-    """FA2 forward and backward per call length, each timed (burst) then held FA2_SUSTAIN_S
-    seconds, and the V3 BF16 reference GEMM held as long; rows in sustained.csv (bench fa2_sustained)."""
+    """FA2 forward and backward per call length, each timed (burst, after FA2_PAUSE_S idle) then held
+    FA2_SUSTAIN_S seconds, then the V3 BF16 reference GEMM as long; rows in sustained.csv (bench fa2_sustained)."""
     d = QUICK_8B if quick else LLAMA_8B
     hold_s = 0.2 if quick else FA2_SUSTAIN_S
     gemm = gemm_cases(dev, quick)[0]
-    for item in [None] + fa2_cases(quick):
+    pause_s = 0.0 if quick else FA2_PAUSE_S
+    for item in fa2_cases(quick) + [None]:
         if deadline.over():
             log("fa2_sustained: time share spent, skipping the rest")
             break
@@ -222,6 +225,7 @@ def bench_fa2_sustained(rec, timer, dev, deadline, quick, env):
         for config, prec, fn, flops in kernels:
             if deadline.over():
                 break
+            time.sleep(pause_s)
             burst = timer.measure(fn, flops=flops)
             rec.row("sustained", bench="fa2_sustained", config=config, precision=prec, phase="burst", window=0,
                     elapsed_s=0.0, temperature_c=timer.tel.temperature_c(), **burst)

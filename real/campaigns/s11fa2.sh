@@ -4,12 +4,12 @@
 # the sustained BF16 GEMM the twin's power factor comes from draws 713 W at 1,350 MHz. torchtitan's
 # other FA2 rows (8B/70B/405B at seq 8192) run 8K calls; this measures whether FA2's draw depends on
 # the call length (`--only fa2_sustained`, real/bench/cp_sustained.py), one GPU only (ONE_GPU):
-#   the V3 BF16 GEMM of sustained.csv (ties this machine to that record), then causal FA2 at
-#   8K (batch 8), 16K (batch 4) and 32K (batch 2), 64K query tokens a call, 32 heads of 128, BF16, the forward
-#   and the backward apart; each timed, then held 10 s with a row per 1 s window (power, SM clock,
-#   temperature).
+#   causal FA2 at 8K (batch 8), 32K (batch 2) and 16K (batch 4), 64K query tokens a call, 32 heads
+#   of 128, BF16, the forward and the backward apart, then the V3 BF16 GEMM of sustained.csv (ties
+#   this machine to that record); each after 2 s idle timed (burst), then held 10 s with a row per
+#   1 s window (power, SM clock, temperature).
 # Writes OUTDIR/s11fa2/{sustained.csv, env.json, log.txt}. Budget: <= 120 s of one GPU (the part
-# under `timeout 115`, ~85 s expected; rows are flushed as written, so a cut run keeps its windows).
+# under `timeout 115`, ~100 s expected; rows are flushed as written, so a cut run keeps its windows).
 #   bash real/campaigns/s11fa2.sh OUTDIR    (S11FA2_QUICK=1: tiny shapes, a CPU dry run)
 # Analysis: python -m calibration.power_cap OUTDIR/s11fa2   (per kernel: steady W, MHz, clock and time factor at 500 W)
 set -u

@@ -58,7 +58,7 @@ def test_campaign_dry_run_on_cpu(tmp_path):
 
 def test_fa2_cases_cover_torchtitan_s_call_lengths_with_equal_tokens_a_call():
     cases = cs.fa2_cases(False)
-    assert [s for s, _ in cases] == [8192, 16384, 32768]
+    assert sorted(s for s, _ in cases) == [8192, 16384, 32768] and cases[0][0] == 8192
     assert {s * b for s, b in cases} == {cs.FA2_TOKENS}
     fns = cs.fa2_pass_fns(8, 2, 2, 4, __import__("torch").device("cpu"))
     assert fns["bwd"][1] == 2.5 * fns["fwd"][1] > 0
