@@ -181,13 +181,14 @@ def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
     return out
 
 
-def twin_attention_factor(gpu_name: str = "h100-hbm2e-500w") -> float:
-    """The factor the twin applies to an attention kernel's burst speed on `gpu_name`: the
-    profile's sustained attention ratio (Profile.sustained['attention']) times the GPU's clock_frac."""
+def twin_attention_factor(gpu_name: str = "h100-hbm2e-500w", direction: str = "fwd", seq_len: int = 32768) -> float:
+    """The factor the twin applies to an attention kernel's burst speed on `gpu_name` (a call of
+    `seq_len` keys, pass `direction`): the profile's sustained attention ratio
+    (Profile.sustained['attention']) times the card's attention factor (GPUSpec.attention_flops_per_s
+    over the nominal peak: attention_clock_frac(s) where set, else clock_frac)."""
     gpu = get_gpu(gpu_name)
-    with PROFILES.joinpath(f"{gpu.calibrated_as}.json").open() as fh:
-        ratio = float(json.load(fh).get("sustained", {}).get("attention", 1.0))
-    return min(1.0, ratio) * gpu.clock_frac
+    frac = gpu.attention_flops_per_s(direction, seq_len) / gpu.peak_bf16_flops_per_s
+    return profile_attention_ratio(gpu.calibrated_as) * frac
 
 
 def main(argv=None) -> int:
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
               + f"; spread {spread:.3f} ({'<=' if spread <= FA2_LENGTH_SPREAD else '>'} {FA2_LENGTH_SPREAD})")
         print(f"the rule's hardware.toml entry (over the profile's attention ratio {ratio:.3f}): "
               f"{catalog_entry_of(factors, ratio)}")
-    print(f"the twin's attention factor on h100-hbm2e-500w (sustained attention ratio x clock_frac): "
+    print(f"the twin's attention factor on h100-hbm2e-500w, 32K forward (profile attention ratio x the card's attention factor): "
           f"{twin_attention_factor():.3f}")
     return 0
 
