@@ -90,6 +90,67 @@ def attention_clock_frac_at(power_limit_w: float, gpu: str = "h100", root: Path 
     return sum(fracs) / len(fracs)
 
 
+# FlashAttention-2 per pass and call length held at our limit (campaign s11fa2, real/bench/cp_sustained.py
+# section fa2_sustained): the attention kernel of every torchtitan row, the only rows on a capped card.
+#
+# The rule (stated before the records were taken, s11fa2): for each pass p (fwd, bwd) and causal call
+# length L, FA2's factor under a limit W against its burst speed is kernel_power_table's `factor`:
+# F(p, L) = min(1, burst / steady time) x the f^3 law's clock fraction from FA2's own steady draw (the
+# law clock_frac uses, the GEMM's draw replaced by FA2's). The twin's attention curves already carry
+# the profile's sustained attention ratio (Profile.sustained["attention"], from another attention
+# kernel), so the card's catalog carries F / that ratio: the attention kernels' speed under the limit
+# over their speed in the sustained-load curves. If F spreads by at most FA2_LENGTH_SPREAD over all
+# passes and lengths, one figure (attention_clock_frac, the mean); otherwise one per pass and length
+# (attention_clock_fracs, interpolated in log length, held beyond the measured lengths).
+FA2_RECORDS = "sustained_fa2_lengths.csv"
+FA2_LENGTH_SPREAD = 0.02   # ~ the window-to-window spread of a held kernel's power in the law (+-25 W -> +-1.5%)
+
+
+def _fa2_pass_length(config: str) -> tuple[str, int] | None:
+    """(pass, call length) of an fa2_sustained config ('attention flash h=.. d=.. b=.. q=L kv=L causal fwd')."""
+    words = config.split()
+    if not config.startswith(ATTENTION_KERNEL) or words[-1] not in ("fwd", "bwd"):
+        return None
+    q = next(w for w in words if w.startswith("q="))
+    return words[-1], int(q[2:])
+
+
+def fa2_factors(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+                exponent: float = DYNAMIC_POWER_EXPONENT, file: str = FA2_RECORDS) -> dict[tuple[str, int], float]:
+    """(pass, call length) -> F, FA2's speed under `power_limit_w` over its burst speed (the rule above)."""
+    out = fa2_factors_of(kernel_power_table(Path(root) / gpu / file, power_limit_w, idle_power_w(gpu, root), exponent))
+    if not out:
+        raise ValueError(f"no FA2 pass rows in {gpu}/{file}")
+    return out
+
+
+def fa2_factors_of(table: list[dict]) -> dict[tuple[str, int], float]:
+    """The FA2 pass rows of a kernel_power_table: (pass, call length) -> min(1, burst/steady) x clock_frac."""
+    return {key: min(1.0, r["sustained_ratio"]) * r["clock_frac"] for r in table
+            if (key := _fa2_pass_length(r["config"])) is not None and not math.isnan(r["clock_frac"])}
+
+
+def catalog_entry_of(factors: dict[tuple[str, int], float], ratio: float) -> dict:
+    """The rule's hardware.toml fields from FA2's factors and the profile's attention ratio."""
+    if max(factors.values()) - min(factors.values()) <= FA2_LENGTH_SPREAD:
+        return {"attention_clock_frac": round(sum(factors.values()) / len(factors) / ratio, 3)}
+    return {"attention_clock_fracs": [[p, n, round(f / ratio, 3)] for (p, n), f in sorted(factors.items())]}
+
+
+def profile_attention_ratio(profile: str = "h100") -> float:
+    """The profile's sustained attention ratio (burst / sustained time, at most 1) the twin's curves carry."""
+    with PROFILES.joinpath(f"{profile}.json").open() as fh:
+        return min(1.0, float(json.load(fh).get("sustained", {}).get("attention", 1.0)))
+
+
+def fa2_catalog_entry(power_limit_w: float, gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR,
+                      profile: str = "h100", file: str = FA2_RECORDS) -> dict:
+    """The hardware.toml fields the rule gives a card at `power_limit_w` calibrated as `profile`:
+    {"attention_clock_frac": a} where FA2's factor does not depend on pass or length, else
+    {"attention_clock_fracs": [[pass, length, a], ...]} (a = F / the profile's attention ratio)."""
+    return catalog_entry_of(fa2_factors(power_limit_w, gpu, root, file=file), profile_attention_ratio(profile))
+
+
 def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
                        exponent: float = DYNAMIC_POWER_EXPONENT) -> list[dict]:
     """Per kernel of a sustained.csv-style file (real/bench/power.py bench_sustained,
@@ -120,13 +181,14 @@ def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
     return out
 
 
-def twin_attention_factor(gpu_name: str = "h100-hbm2e-500w") -> float:
-    """The factor the twin applies to an attention kernel's burst speed on `gpu_name`: the
-    profile's sustained attention ratio (Profile.sustained['attention']) times the GPU's clock_frac."""
+def twin_attention_factor(gpu_name: str = "h100-hbm2e-500w", direction: str = "fwd", seq_len: int = 32768) -> float:
+    """The factor the twin applies to an attention kernel's burst speed on `gpu_name` (a call of
+    `seq_len` keys, pass `direction`): the profile's sustained attention ratio
+    (Profile.sustained['attention']) times the card's attention factor (GPUSpec.attention_flops_per_s
+    over the nominal peak: attention_clock_frac(s) where set, else clock_frac)."""
     gpu = get_gpu(gpu_name)
-    with PROFILES.joinpath(f"{gpu.calibrated_as}.json").open() as fh:
-        ratio = float(json.load(fh).get("sustained", {}).get("attention", 1.0))
-    return min(1.0, ratio) * gpu.clock_frac
+    frac = gpu.attention_flops_per_s(direction, seq_len) / gpu.peak_bf16_flops_per_s
+    return profile_attention_ratio(gpu.calibrated_as) * frac
 
 
 def main(argv=None) -> int:
@@ -149,7 +211,16 @@ def main(argv=None) -> int:
         print(f"{r['config'][:70]:70s} {r['precision']:11s} {r['burst_s'] * 1e3:9.2f} {r['steady_s'] * 1e3:9.2f} "
               f"{r['sustained_ratio']:6.3f} {r['power_w']:5.0f} {r['sm_clock_mhz']:5.0f} {r['clock_frac']:6.3f} "
               f"{r['factor']:6.3f}")
-    print(f"the twin's attention factor on h100-hbm2e-500w (sustained attention ratio x clock_frac): "
+    factors = fa2_factors_of(rows)
+    if factors:
+        ratio = profile_attention_ratio(get_gpu("h100-hbm2e-500w").calibrated_as)
+        spread = max(factors.values()) - min(factors.values())
+        print(f"FA2 per pass and length at {args.limit_w:.0f} W (min(1, burst/steady) x clock): "
+              + ", ".join(f"{p} {n} {f:.3f}" for (p, n), f in sorted(factors.items()))
+              + f"; spread {spread:.3f} ({'<=' if spread <= FA2_LENGTH_SPREAD else '>'} {FA2_LENGTH_SPREAD})")
+        print(f"the rule's hardware.toml entry (over the profile's attention ratio {ratio:.3f}): "
+              f"{catalog_entry_of(factors, ratio)}")
+    print(f"the twin's attention factor on h100-hbm2e-500w, 32K forward (profile attention ratio x the card's attention factor): "
           f"{twin_attention_factor():.3f}")
     return 0
 

@@ -93,7 +93,7 @@ def gemm_cases(dev, quick: bool) -> list[tuple[str, str, object, float]]:
 
 
 def hold_eager(rec, timer, dev, config: str, precision: str, fn, flops: float, hold_s: float,
-               window_s: float = CP_WINDOW_S) -> int:
+               window_s: float = CP_WINDOW_S, bench: str = "cp_sustained") -> int:
     """Call fn back to back for hold_s seconds, one call kept in flight; one `sustained` row per
     window: time per call (CUDA events, else the host clock), mean board power (energy counter),
     SM clock and temperature sampled while a call runs. Returns the windows written."""
@@ -126,7 +126,7 @@ def hold_eager(rec, timer, dev, config: str, precision: str, fn, flops: float, h
         wall = time.perf_counter() - w0
         power = (timer.tel.energy_j() - e0) / wall
         clock = sorted(clocks)[len(clocks) // 2] if clocks else timer.tel.sm_clock_mhz()
-        rec.row("sustained", bench="cp_sustained", config=config, precision=precision, phase="sustained",
+        rec.row("sustained", bench=bench, config=config, precision=precision, phase="sustained",
                 window=window, elapsed_s=time.perf_counter() - t0, temperature_c=timer.tel.temperature_c(),
                 time_s=t, time_p10_s=t, time_p90_s=t, reps=calls, timing="window_events" if dev.type == "cuda"
                 else "host_clock", flops=flops, bytes=math.nan, achieved_flops_per_s=flops / t,
@@ -157,3 +157,80 @@ def bench_cp_sustained(rec, timer, dev, deadline, quick, env):
             f"({burst['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s), {windows} windows held")
     del kernels
     free_memory()
+
+
+# Section fa2_sustained (s11fa2): FlashAttention-2's own draw and clock per call length, forward and
+# backward apart, at the lengths torchtitan's rows call: 8K causal (the 8B/70B/405B rows at seq 8192),
+# 16K causal, and 32K causal (the CP rows). Each length runs batch 64K/len so every call covers 64K
+# query tokens (an 8K forward of ~3 ms, so the host's clock sampling never starves the GPU).
+# The V3 BF16 GEMM of sustained.csv is held last, tying this machine's limit to that record. Each
+# kernel's burst follows FA2_PAUSE_S of idle, so no burst inherits the clock of the kernel before it.
+FA2_SUSTAIN_S = 10.0   # seconds each kernel is held (s11cp8b's 32K calls settled within 2 s)
+FA2_PAUSE_S = 2.0      # idle before each burst: every burst starts from the same cooler, unthrottled state
+FA2_LENGTHS = (8192, 32768, 16384)   # 8K and 32K (the rows' calls) first: a cut run keeps them
+FA2_TOKENS = 65536     # query tokens a call covers: batch = FA2_TOKENS // length (8K fwd ~3 ms)
+
+
+def fa2_cases(quick: bool) -> list[tuple[int, int]]:
+    """(seq_len, batch) of the FA2 calls held (tiny under quick)."""
+    lengths = (32, 128, 64) if quick else FA2_LENGTHS
+    tokens = 128 if quick else FA2_TOKENS
+    return [(s, max(1, tokens // s)) for s in lengths]
+
+
+def fa2_config(seq_len: int, batch: int, heads: int, head_dim: int, pass_: str) -> str:
+    """The sustained.csv config of one FA2 pass (calibration.power_cap selects by it)."""
+    return f"attention flash h={heads} d={head_dim} b={batch} q={seq_len} kv={seq_len} causal {pass_}"
+
+
+def fa2_pass_fns(seq_len: int, batch: int, heads: int, head_dim: int, dev):
+    """{"fwd": (fn, flops), "bwd": (fn, flops)}: one causal flash SDPA call's forward, and its
+    backward alone (the graph kept, so each call is the backward kernel only), BF16."""
+    g = torch.Generator(device=dev).manual_seed(0)
+    shape = (batch, heads, seq_len, head_dim)
+    q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=torch.bfloat16).requires_grad_() for _ in range(3))
+    gy = torch.randn(shape, generator=g, device=dev, dtype=torch.bfloat16)
+    with _sdpa_context("flash", dev):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def fwd():
+        with _sdpa_context("flash", dev), torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def bwd():
+        with _sdpa_context("flash", dev):
+            torch.autograd.grad(out, (q, k, v), gy, retain_graph=True)
+    fwd_flops = 4.0 * batch * heads * head_dim * seq_len * seq_len / 2
+    return {"fwd": (fwd, fwd_flops), "bwd": (bwd, 2.5 * fwd_flops)}
+
+
+def bench_fa2_sustained(rec, timer, dev, deadline, quick, env):
+    """FA2 forward and backward per call length, each timed (burst, after FA2_PAUSE_S idle) then held
+    FA2_SUSTAIN_S seconds, then the V3 BF16 reference GEMM as long; rows in sustained.csv (bench fa2_sustained)."""
+    d = QUICK_8B if quick else LLAMA_8B
+    hold_s = 0.2 if quick else FA2_SUSTAIN_S
+    gemm = gemm_cases(dev, quick)[0]
+    pause_s = 0.0 if quick else FA2_PAUSE_S
+    for item in fa2_cases(quick) + [None]:
+        if deadline.over():
+            log("fa2_sustained: time share spent, skipping the rest")
+            break
+        if item is None:
+            kernels = [gemm]
+        else:
+            s, b = item
+            fns = fa2_pass_fns(s, b, d["heads"], d["head_dim"], dev)
+            kernels = [(fa2_config(s, b, d["heads"], d["head_dim"], p), "bf16", fn, fl) for p, (fn, fl) in fns.items()]
+            del fns
+        for config, prec, fn, flops in kernels:
+            if deadline.over():
+                break
+            time.sleep(pause_s)
+            burst = timer.measure(fn, flops=flops)
+            rec.row("sustained", bench="fa2_sustained", config=config, precision=prec, phase="burst", window=0,
+                    elapsed_s=0.0, temperature_c=timer.tel.temperature_c(), **burst)
+            windows = hold_eager(rec, timer, dev, config, prec, fn, flops, hold_s, bench="fa2_sustained")
+            log(f"fa2_sustained {config} {prec}: burst {burst['time_s'] * 1e3:.2f} ms "
+                f"({burst['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s), {windows} windows held")
+        del kernels
+        free_memory()

@@ -62,3 +62,32 @@ def test_flash_attention_s_own_clock_from_the_committed_records():
     table = pc.kernel_power_table(pc.rec.MEASUREMENTS_DIR / "h100" / pc.ATTENTION_RECORDS, 500.0, pc.idle_power_w("h100"))
     flash = [r for r in table if r["config"].startswith(pc.ATTENTION_KERNEL)]
     assert len(flash) == 3 and mid == pytest.approx(sum(r["clock_frac"] for r in flash) / 3, rel=0.01)
+
+
+def _fa2_rows(factor_by_key, power_w=600.0):
+    """fa2_sustained rows: for each (pass, length) a burst and held windows at `power_w`, the steady
+    time burst / ratio."""
+    rows = []
+    for (p, n), ratio in factor_by_key.items():
+        config = f"attention flash h=32 d=128 b={65536 // n} q={n} kv={n} causal {p}"
+        rows += [{**r, "bench": "fa2_sustained"} for r in _kernel(config, 0.010, 0.010 / ratio, power_w, 1750)]
+    return rows
+
+
+def test_fa2_rule_one_factor_unless_pass_or_length_moves_it(tmp_path):
+    flat = {(p, n): 0.99 for p in ("fwd", "bwd") for n in (8192, 16384, 32768)}
+    (tmp_path / "h100").mkdir()
+    with open(tmp_path / "h100" / "power.csv", "w") as f:
+        f.write("config,power_w\nidle,118\n")
+    _write(tmp_path / "h100" / pc.FA2_RECORDS, _fa2_rows(flat))
+    law = ((500 - 118) / (600 - 118)) ** (1 / 3)
+    factors = pc.fa2_factors(500.0, root=tmp_path)
+    assert factors[("bwd", 8192)] == pytest.approx(0.99 * law)
+    ratio = pc.profile_attention_ratio("h100")
+    assert pc.fa2_catalog_entry(500.0, root=tmp_path) == {"attention_clock_frac": round(0.99 * law / ratio, 3)}
+    # 8K's backward 5% slower held than in a burst: one figure per pass and length
+    _write(tmp_path / "h100" / pc.FA2_RECORDS, _fa2_rows({**flat, ("bwd", 8192): 0.94}))
+    entry = pc.fa2_catalog_entry(500.0, root=tmp_path)["attention_clock_fracs"]
+    assert len(entry) == 6 and ["bwd", 8192, round(0.94 * law / ratio, 3)] in entry
+    # a GPU drawing less than the limit keeps its clock: the factor is its burst/steady ratio alone
+    assert pc.fa2_factors(700.0, root=tmp_path)[("fwd", 8192)] == pytest.approx(0.99)

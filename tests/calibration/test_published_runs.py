@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from calibration import published_runs as pr
-from calibration.power_cap import clock_frac_at
+from calibration.power_cap import clock_frac_at, fa2_catalog_entry
 from twin.core.specs import get_gpu, get_model
 from twin.costs.flops import matmul_params_per_token, param_counts, train_flops_per_token
 from twin.training.step import simulate_step
@@ -103,6 +103,17 @@ def test_the_500w_clock_follows_our_measurements():
     assert clock_frac_at(800.0) == 1.0 and clock_frac_at(400.0) < clock_frac_at(500.0) < clock_frac_at(700.0) < 1.0
 
 
+def test_the_500w_attention_factor_follows_fa2_s_own_draw():
+    # the catalog's per pass and length factors are the s11fa2 derivation from the committed records
+    gpu = get_gpu("h100-hbm2e-500w")
+    entry = fa2_catalog_entry(500.0)
+    assert [list(p) for p in gpu.attention_clock_fracs] == [[d, float(n), f] for d, n, f in entry["attention_clock_fracs"]]
+    # FA2 keeps more of its speed under 500 W than the GEMM's clock and the class ratio gave it
+    twin_before = gpu.clock_frac
+    assert all(twin_before < f <= 1.0 for _, _, f in gpu.attention_clock_fracs)
+    assert gpu.peak_flops_per_s("bf16") == gpu.peak_bf16_flops_per_s * gpu.clock_frac   # GEMMs unchanged
+
+
 def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
     for r in result["rows"]:
         if r["status"] == "missing_fields":
@@ -189,13 +200,19 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # cuDNN's measured slowdown, x1.90 forward / x1.23 backward, Profile.attention_dropout from
 # h100/dense_dropout.csv): 1.7B +27.1% -> +20.0%, 7.1B +18.0% -> +13.6%, 16B +4.7% -> +2.3%,
 # 32B -14.8% -> -16.1%, 70B -3.9% -> -5.5%. Median 5.6% -> 5.6% (5.65), 20 of 30 within 10%.
+# Twelfth pass (s11fa2, after s11drop): FlashAttention-2's own factor under torchtitan's 500 W limit, measured per
+# pass and call length (0.826-0.855 of its burst speed, the twin had 0.779): every torchtitan row
+# faster. 8B CP1 +5.8% -> +11.6%, CP2 -5.2% -> +1.0%, CP4 +24.9% -> +34.1%, CP8 +29.3% -> +39.4%,
+# 405B 3D +10.7/+12.2% -> +11.8/+13.3%, 405B 4D CP2 +9.0% -> +13.3%, CP8 +7.9% -> +13.9%. Median
+# 5.6% -> 6.4%, 17 of 30 within 10% (with s11drop merged: 1.7B +20.0%, 7.1B +13.6%, 32B -16.1%).
 NOT_MET = {
-    "tt-8b-cp4-128k": 0.249, "tt-8b-cp8-256k": 0.293,
-    "tt-405b-3d-1f1b": 0.107, "tt-405b-3d-interleaved": 0.122,
+    "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
+    "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
+    "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
     "mlm-gpt-1.7b": 0.200, "mlm-gpt-7.1b": 0.136, "mlm-gpt-32b": -0.161,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
-MEDIAN_NOT_MET = 0.056
+MEDIAN_NOT_MET = 0.064
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

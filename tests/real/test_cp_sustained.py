@@ -54,3 +54,33 @@ def test_campaign_dry_run_on_cpu(tmp_path):
     log = (out / "log.txt").read_text()
     assert "part cp_sustained exit 0" in log and "s11cp8b done" in log
     assert len(_rows(out / "sustained.csv")) >= 8 and (out / "env.json").is_file()
+
+
+def test_fa2_cases_cover_torchtitan_s_call_lengths_with_equal_tokens_a_call():
+    cases = cs.fa2_cases(False)
+    assert sorted(s for s, _ in cases) == [8192, 16384, 32768] and cases[0][0] == 8192
+    assert {s * b for s, b in cases} == {cs.FA2_TOKENS}
+    fns = cs.fa2_pass_fns(8, 2, 2, 4, __import__("torch").device("cpu"))
+    assert fns["bwd"][1] == 2.5 * fns["fwd"][1] > 0
+    fns["fwd"][0]()
+    fns["bwd"][0]()
+    fns["bwd"][0]()   # the graph is kept: the backward alone runs again
+
+
+def test_fa2_campaign_dry_run_on_cpu(tmp_path):
+    env = {**os.environ, "S11FA2_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    done = subprocess.run(["bash", str(ROOT / "real/campaigns/s11fa2.sh"), str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "s11fa2"
+    log = (out / "log.txt").read_text()
+    assert "part fa2_sustained exit 0" in log and "s11fa2 done" in log
+    rows = _rows(out / "sustained.csv")
+    d = cs.QUICK_8B
+    wanted = [cs.fa2_config(s, b, d["heads"], d["head_dim"], p) for s, b in cs.fa2_cases(True) for p in ("fwd", "bwd")]
+    for config in wanted + ["gemm m=512 n=256 k=448"]:
+        mine = [r for r in rows if r["config"] == config]
+        assert [r["phase"] for r in mine][:2] == ["burst", "sustained"], config
+        assert all(float(r["time_s"]) > 0 and r["bench"] == "fa2_sustained" for r in mine)
+    assert (out / "env.json").is_file()

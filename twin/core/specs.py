@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -156,12 +157,38 @@ class GPUSpec:
     # derives it from our power and clock records); compute-bound kernels slow by it
     power_limit_w: float = 0.0       # 0: the limit the profile was measured at
     clock_frac: float = 1.0
+    # The attention kernels' own factor under this card's limit, where their own draw was measured
+    # (a kernel drawing less than a GEMM at a given clock keeps more of its speed under the limit):
+    # their speed here over their speed in the profile's sustained-load curves. 0: clock_frac.
+    # attention_clock_fracs, where the factor was measured to depend on the pass and call length:
+    # ((direction "fwd"|"bwd", seq_len, factor), ...), interpolated in log length, held at the ends
+    attention_clock_frac: float = 0.0
+    attention_clock_fracs: tuple = ()
 
     def peak_flops_per_s(self, precision: str) -> float:
         """Tensor-core rate the kernels see: the nominal peak at this card's sustained clock
         (MFU keeps the nominal peak_bf16_flops_per_s as its basis, as published MFUs do)."""
         peak = self.peak_fp8_flops_per_s if precision == "fp8" else self.peak_bf16_flops_per_s
         return peak * self.clock_frac
+
+    def attention_flops_per_s(self, direction: str = "fwd", seq_len: float = 0.0) -> float:
+        """BF16 tensor-core rate the attention kernels see: the nominal peak at their own factor
+        under this card's limit (attention_clock_fracs for this pass and call length, else
+        attention_clock_frac), else at the GEMMs' (clock_frac)."""
+        points = sorted((n, f) for d, n, f in self.attention_clock_fracs if d == direction)
+        if points:
+            return self.peak_bf16_flops_per_s * _log_interp(points, seq_len)
+        return self.peak_bf16_flops_per_s * (self.attention_clock_frac or self.clock_frac)
+
+
+def _log_interp(points: list[tuple[float, float]], x: float) -> float:
+    """y at x on the (x, y) points sorted by x: linear in log x between them, held at the ends."""
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * math.log(x / x0) / math.log(x1 / x0)
+    return points[-1][1]
 
 
 @functools.cache
@@ -215,6 +242,8 @@ def get_gpu(name: str) -> GPUSpec:
     if name not in table:
         raise ScenarioError("cluster.gpu", name, "one of " + ", ".join(sorted(table)))
     row = dict(table[name])
+    if "attention_clock_fracs" in row:   # TOML arrays -> tuples: the spec stays hashable
+        row["attention_clock_fracs"] = tuple((str(d), float(n), float(f)) for d, n, f in row["attention_clock_fracs"])
     return GPUSpec(**row)
 
 

@@ -240,9 +240,10 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown)."""
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim,
                                                                     op.causal, op.kv_len)
-    eff = profile.attention[direction].eff(max(op.seq_len, op.kv_len))
+    length = max(op.seq_len, op.kv_len)
+    eff = profile.attention[direction].eff(length)
     dropout = profile.attention_dropout_slowdown(direction) if op.dropout > 0 else 1.0
-    return dropout * flops / (gpu.peak_flops_per_s("bf16") * eff * sm_frac) + profile.launch_s
+    return dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
 
 
 def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile) -> float:
