@@ -44,14 +44,19 @@ def test_section_writes_burst_and_held_windows_for_every_kernel(tmp_path):
         assert all(r["torch_version"] and r["timestamp_utc"] for r in mine)
 
 
-def test_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S11CP8B_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+def _campaign_dry_run(name: str, tmp_path) -> tuple[Path, str]:
+    """real/campaigns/<name>.sh in its quick CPU mode (<NAME>_QUICK=1): its output folder and log."""
+    env = {**os.environ, f"{name.upper()}_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    done = subprocess.run(["bash", str(ROOT / "real/campaigns/s11cp8b.sh"), str(tmp_path)], cwd=ROOT, env=env,
+    done = subprocess.run(["bash", str(ROOT / f"real/campaigns/{name}.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    out = tmp_path / "s11cp8b"
-    log = (out / "log.txt").read_text()
+    out = tmp_path / name
+    return out, (out / "log.txt").read_text()
+
+
+def test_campaign_dry_run_on_cpu(tmp_path):
+    out, log = _campaign_dry_run("s11cp8b", tmp_path)
     assert "part cp_sustained exit 0" in log and "s11cp8b done" in log
     assert len(_rows(out / "sustained.csv")) >= 8 and (out / "env.json").is_file()
 
@@ -68,13 +73,7 @@ def test_fa2_cases_cover_torchtitan_s_call_lengths_with_equal_tokens_a_call():
 
 
 def test_fa2_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S11FA2_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    done = subprocess.run(["bash", str(ROOT / "real/campaigns/s11fa2.sh"), str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    out = tmp_path / "s11fa2"
-    log = (out / "log.txt").read_text()
+    out, log = _campaign_dry_run("s11fa2", tmp_path)
     assert "part fa2_sustained exit 0" in log and "s11fa2 done" in log
     rows = _rows(out / "sustained.csv")
     d = cs.QUICK_8B
