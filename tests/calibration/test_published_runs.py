@@ -205,14 +205,22 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # faster. 8B CP1 +5.8% -> +11.6%, CP2 -5.2% -> +1.0%, CP4 +24.9% -> +34.1%, CP8 +29.3% -> +39.4%,
 # 405B 3D +10.7/+12.2% -> +11.8/+13.3%, 405B 4D CP2 +9.0% -> +13.3%, CP8 +7.9% -> +13.9%. Median
 # 5.6% -> 6.4%, 17 of 30 within 10% (with s11drop merged: 1.7B +20.0%, 7.1B +13.6%, 32B -16.1%).
+# Thirteenth pass (s12mlm): Megatron's --overlap-param-gather as core_r0.8.0 runs it (plan.param_gather_kind
+# 'megatron_chained': the BF16 parameter all-gather bucket by bucket into the first forward on pipeline
+# rank 0, one bucket from the step's start on the later ranks): 1.7B +20.0% -> +19.2%, 7.1B +13.6% ->
+# +12.7%, 16B +2.3% -> -1.6%, 32B -16.1% -> -23.4%, 70B -5.5% -> -10.1%, 119B -1.6% -> -4.4%, 177B
+# -1.2% -> -3.3%, 314B -5.5% -> -7.1%, 462B -3.0% -> -3.8%. Two rows added from the README's strong-scaling
+# text (the 177B at 96 and 4,608 GPUs, MFU 47% and 42%): +13.9% and -17.4%. Median 6.4% -> 10.0% over
+# 32 rows, 16 within 10% (17 of 30 before).
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
-    "mlm-gpt-1.7b": 0.200, "mlm-gpt-7.1b": 0.136, "mlm-gpt-32b": -0.161,
+    "mlm-gpt-1.7b": 0.192, "mlm-gpt-7.1b": 0.127, "mlm-gpt-32b": -0.234, "mlm-gpt-70b": -0.101,
+    "mlm-gpt-177b-strong-96": 0.139, "mlm-gpt-177b-strong-4608": -0.174,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
-MEDIAN_NOT_MET = 0.064
+MEDIAN_NOT_MET = 0.100
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

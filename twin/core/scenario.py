@@ -169,6 +169,17 @@ class Scenario:
         if p.zero_stage == 3 and p.overlap_grad_reduce:
             raise ScenarioError("plan.overlap_grad_reduce", True, "false when plan.zero_stage = 3 (FSDP reduce-scatters each "
                                 "block's gradients inside the pipeline, no reduce-scatter follows it)", source)
+        if p.param_gather_kind != "ideal":
+            why = ("plan.zero_stage 1 or 2 (the distributed optimizer's all-gather; FSDP gathers per block)"
+                   if p.zero_stage not in (1, 2) else
+                   "plan.overlap_dp_comm = true (without it the all-gather runs whole after the optimizer step)"
+                   if not p.overlap_dp_comm else
+                   "plan.overlap_grad_reduce = true (Megatron-LM asserts --overlap-grad-reduce with "
+                   "--overlap-param-gather: arguments.py @ core_r0.8.0)" if not p.overlap_grad_reduce else
+                   "plan.ep = 1 (expert parameters gather over their own data-parallel group: not modelled)"
+                   if p.ep > 1 else None)
+            if why:
+                raise ScenarioError("plan.param_gather_kind", p.param_gather_kind, f"'ideal' (the default) unless {why}", source)
         if p.fp8_recipe != "blockwise" and p.gemm_precision != "fp8":
             raise ScenarioError("plan.fp8_recipe", p.fp8_recipe, f"'blockwise' (the default) when plan.gemm_precision = "
                                 f"{p.gemm_precision!r} (no FP8 GEMMs to scale)", source)

@@ -1093,7 +1093,10 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
     per_node = dp_ranks_per_node(sc, gpu)
     rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
-    ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
+    # the distributed optimizer gathers the updated parameters in their own dtype (BF16: Megatron's
+    # _dispatch_gather_model_params all-gathers the param buffer, whatever the gradients' dtype)
+    ag = (comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
+          if p.zero_stage in (1, 2) else 0.0)
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
         rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node)
     # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
@@ -1173,6 +1176,116 @@ def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) ->
     _reduce_scatter_base is launched async once its gradients are ready in the last micro-batch's
     backward (no_sync for the earlier ones), and finalize_model_grads waits for all of them."""
     return max(0.0, rs_s - last_backward) if sc.plan.overlap_grad_reduce else rs_s
+
+
+# Megatron-LM's data-parallel buckets (distributed_data_parallel.py @ core_r0.8.0, the same at f2e5db4):
+# max(40M, 1M x the data-parallel world size) parameters, "to ensure that chunks used in NCCL
+# ring-reduce implementations are large enough to remain bandwidth-bound"
+MEGATRON_BUCKET_MIN_PARAMS = 40_000_000
+MEGATRON_BUCKET_PARAMS_PER_DP_RANK = 1_000_000
+
+
+def megatron_buckets(params_fwd: list[float], bucket_params: float | None) -> list[tuple[int, float]]:
+    """Megatron's buckets over a model chunk's parameters given in forward order (ParamAndGradBuffer
+    @ core_r0.8.0): taken in reverse order ("to roughly follow backprop order"), a parameter never
+    split, a bucket closed once it holds at least `bucket_params` (None: one bucket). Returns each
+    bucket in forward order as (index of its first parameter in forward order, its parameters)."""
+    buckets, size, first = [], 0.0, None
+    for i in range(len(params_fwd) - 1, -1, -1):
+        if params_fwd[i] <= 0:
+            continue
+        size += params_fwd[i]
+        first = i
+        if bucket_params is not None and size >= bucket_params:
+            buckets.append((first, size))
+            size, first = 0.0, None
+    if first is not None:
+        buckets.append((first, size))
+    return buckets[::-1]
+
+
+def chained_gather_exposed_s(buckets: list[tuple[float, float]]) -> float:
+    """Seconds a forward waits on Megatron's chained parameter all-gather (--overlap-param-gather,
+    distrib_optimizer.py @ core_r0.8.0). `buckets` in forward order as (forward compute seconds
+    before the first module using the bucket, its all-gather seconds). The first bucket's
+    all-gather is launched as the forward starts (zero_grad, at the step's start); the forward
+    pre-hook of the first module using bucket k waits for its all-gather, then launches bucket
+    k + 1's (_finish_param_sync_helper: "we can't pre-launch all-gathers for all buckets at once
+    since we don't want to head-of-line block the compute kernels", CUDA_DEVICE_MAX_CONNECTIONS=1),
+    so each all-gather runs beside the computation between two waits and only its excess is
+    exposed: g_0 + sum_k max(0, g_{k+1} - (pos_{k+1} - pos_k))."""
+    ready = launched = pos = 0.0
+    for at_s, gather_s in buckets:
+        reached = ready + (at_s - pos)
+        ready = max(reached, launched + gather_s)
+        launched, pos = ready, at_s
+    return ready - pos
+
+
+def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
+                           link_bw_scale: float = 1.0) -> list[float]:
+    """Per pipeline rank, the earliest its first op (its first forward) can start because of the
+    parameter all-gather that follows the optimizer step, from the step's start (0 for every rank
+    unless plan.param_gather_kind = 'megatron_chained').
+
+    Megatron-LM core_r0.8.0 with --overlap-param-gather gathers each model chunk's BF16 parameter
+    buffer over the data-parallel ranks (DistributedOptimizer._dispatch_gather_model_params) in the
+    order the forward uses the buckets (_get_model_param_buffer_dp_views). Pipeline rank 0 buckets
+    its first chunk (megatron_buckets, MEGATRON_BUCKET_*), and the chain (chained_gather_exposed_s)
+    runs through its first forward: the forward ends late by what the chain exposes, which is the
+    same for the rank as a first forward starting that much later (it runs serially and sends its
+    output at its end). A later pipeline rank has no buckets ("Turn off bucketing if we are on a
+    pipeline stage that is not the first (since data-parallel communication on these stages is not
+    on the critical path)", DistributedDataParallel.__init__): one all-gather of its whole chunk,
+    launched at the step's start, which its first forward waits for. Chunks after the first
+    (interleaved 1F1B) are not bucketed either (training.get_model: disable_bucketing for
+    model_chunk_idx > 0); their gather is launched once the previous chunk's last bucket is waited
+    on, during that chunk's first forward, and runs beside the pipeline's warm-up: not charged
+    here (a bound in the twin's favour where it would not finish in time)."""
+    p = sc.plan
+    if p.param_gather_kind != "megatron_chained":
+        return [0.0] * schedule.num_ranks
+    gpu = sc.gpu
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    per_node = dp_ranks_per_node(sc, gpu)
+
+    def gather_s(params: float) -> float:
+        return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
+
+    out = []
+    for rank in range(schedule.num_ranks):
+        params = mems[rank]["weights"] / memory.WEIGHT_BYTES
+        if rank > 0:
+            out.append(gather_s(params))
+            continue
+        # rank 0's first chunk, op by op in forward order: where in its forward each op starts
+        # (the block's serial forward time spread over its ops by their own compute time) and the
+        # weights it holds (a GEMM's n x k; the rest of the rank's parameters, the embeddings and
+        # norms, with the chunk's first op: they are used first)
+        stage = schedule.stage_of(0, 0)
+        starts, weights = [], []
+        elapsed = 0.0
+        for ops in costs.stage_ops(stage):
+            block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
+            own = [costs._compute_s([op], "fwd") for op in ops]
+            total = sum(own) or 1.0
+            done = 0.0
+            for op, op_s in zip(ops, own):
+                starts.append(elapsed + block_s * done / total)
+                weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
+                done += op_s
+            elapsed += block_s
+        chunk_gemm = sum(weights)
+        rank_gemm = sum(float(op.n * op.k * op.groups) for c in range(schedule.num_chunks)
+                        for ops in costs.stage_ops(schedule.stage_of(0, c)) for op in ops if op.kind in GEMM_KINDS)
+        if weights:
+            weights[0] += max(0.0, params - rank_gemm)
+        bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
+                  if p.overlap_grad_reduce else None)
+        buckets = megatron_buckets(weights, bucket)
+        out.append(chained_gather_exposed_s([(starts[i], gather_s(n)) for i, n in buckets]) if chunk_gemm or params else 0.0)
+    return out
 
 
 # torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
@@ -1280,6 +1393,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     and stops once the bound passes the best step found."""
     schedule, costs, profile, mems, _, _ = _prepare(sc, profile, perturb, check_memory=True)
     tails = [dp_tail_s(sc, mems[r], sc.gpu, profile, perturb.link_bw_scale) for r in range(schedule.num_ranks)]
+    release = param_gather_release_s(sc, costs, schedule, mems, perturb.link_bw_scale)
     stages = schedule.num_model_stages
     forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
@@ -1310,6 +1424,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
             compute_s += n * op_compute_s
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
+        wait_s = max(wait_s, release[rank])   # the first op starts no earlier than its parameter gather allows
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
         rs_after = (exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
                     + fsdp_post_backward_tail_s(costs, schedule, rank))
@@ -1327,7 +1442,9 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     gpu = sc.gpu
     link_bw_scale = perturb.link_bw_scale
     schedule, costs, profile, mems, totals, worst = _prepare(sc, profile, perturb, check_memory)
-    pipe = simulate_pipeline(schedule, costs, record_events=record_events)
+    # Megatron's chained parameter all-gather holds each rank's first forward (plan.param_gather_kind)
+    release = param_gather_release_s(sc, costs, schedule, mems, link_bw_scale)
+    pipe = simulate_pipeline(schedule, costs, record_events=record_events, release_s=release if any(release) else None)
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
@@ -1358,9 +1475,14 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
+    if any(release):   # rank 0's wait on the chain (a later rank's whole gather, from the step's start, is in the trace)
+        op_time["dp_param_gather_wait"] = release[0]
     if tied_s > 0:
         op_time["pp_embedding_all_reduce"] = tied_s
     tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s, fsdp_tail)) if record_events else ()
+    if record_events and any(release):
+        tail_events += tuple(Event(r, "comm", "dp_param_all_gather", "step", -1, 0, 0.0, release[r])
+                             for r in range(schedule.num_ranks) if release[r] > 0)
     if record_events and tied_s > 0:
         tail_events += tuple(Event(r, "comm", "pp_embedding_all_reduce", "step", -1, 0, tied_start, tied_start + tied_s)
                              for r in tied_ranks)
