@@ -32,17 +32,26 @@ from twin.costs import comm, compute, memory
 from twin.costs.flops import GEMM_KINDS, OpKind, attention_bwd_flops, train_flops_per_token
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.results import Perturb
-from twin.training.step import GRAD_REDUCE_BYTES, _prepare, dp_tail_s, local_tokens, simulate_step
+from twin.training.step import (GRAD_REDUCE_BYTES, _prepare, dp_tail_s, local_tokens, param_gather_release_s,
+                                simulate_step)
 
 ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm-gpt-462b", "mlm-gpt-314b")
 
 
-def free_p2p_makespan_s(sc) -> float:
-    """The same pipeline with p2p transfers free (a counterfactual: the hops' exposed share)."""
+def free_p2p_makespan_s(sc, release_s=None) -> float:
+    """The same pipeline with p2p transfers free (a counterfactual: the hops' exposed share); with
+    `release_s`, its ranks' first ops held as the step holds them (Megatron's parameter all-gather)."""
     schedule, costs, *_ = _prepare(sc, None, Perturb(), False)
     costs = copy.copy(costs)   # _prepare's are kept for later steps of the same scenario: not this one
     costs._p2p_s = 0.0   # StepCosts.p2p_s returns this one figure for every hop
-    return simulate_pipeline(schedule, costs, record_events=False).makespan_s
+    return simulate_pipeline(schedule, costs, record_events=False, release_s=release_s).makespan_s
+
+
+def param_gather_release(sc) -> list[float] | None:
+    """Per rank, the start its first op waits for (plan.param_gather_kind); None when no rank waits."""
+    schedule, costs, _, mems, _, _ = _prepare(sc, None, Perturb(), False)
+    release = param_gather_release_s(sc, costs, schedule, mems)
+    return release if any(release) else None
 
 
 def breakdown(run) -> dict:
@@ -51,7 +60,9 @@ def breakdown(run) -> dict:
     pipe = step.pipeline
     p, v, m = sc.plan.pp, max(1, sc.plan.virtual_stages), sc.num_microbatches
     busiest_s = max(pipe.busy_s)
-    free_s = free_p2p_makespan_s(sc)
+    release = param_gather_release(sc)
+    free_s = free_p2p_makespan_s(sc, release)
+    gather_s = free_s - free_p2p_makespan_s(sc) if release else 0.0   # what the gather holds the free-hop pipeline
     ideal_s = (p - 1) / (v * m) * busiest_s
     tokens_per_gpu = step.tokens_per_step / step.num_gpus
     executed = train_flops_per_token(sc.model, run.seq_len, True)
@@ -62,7 +73,8 @@ def breakdown(run) -> dict:
             "executed_tflop_per_token": executed / 1e12, "tokens_per_gpu": tokens_per_gpu,
             "pp": p, "v": v, "m": m, "step_s": step.step_time_s, "makespan_s": pipe.makespan_s,
             "busiest_compute_s": busiest_s, "ideal_bubble_s": ideal_s, "p2p_s": pipe.makespan_s - free_s,
-            "rest_s": free_s - busiest_s - ideal_s, "tail_s": step.step_time_s - pipe.makespan_s,
+            "gather_s": gather_s, "rest_s": free_s - gather_s - busiest_s - ideal_s,
+            "tail_s": step.step_time_s - pipe.makespan_s,
             "exposed_comm_s": step.exposed_comm_frac * pipe.makespan_s,
             "executed_rate_tflops": executed * tokens_per_gpu / busiest_s / 1e12,
             "compute_ops_s": compute_ops, "comm_ops_s": {k: s for k, s in step.op_time_s.items() if k not in compute_ops},
@@ -125,6 +137,7 @@ def show(b: dict) -> None:
     print(f"   step {step:.3f} s = busiest rank's compute {b['busiest_compute_s']:.3f} ({b['busiest_compute_s'] / step:.1%}; "
           f"{b['executed_rate_tflops']:.0f} TFLOP/s of executed FLOPs)")
     for name, s in (("idealised bubble (PP-1)/(V M)", b["ideal_bubble_s"]), ("exposed p2p hops", b["p2p_s"]),
+                    ("parameter all-gather wait", b["gather_s"]),
                     ("rest of the pipeline", b["rest_s"]), ("tail: DP reduce-scatter, optimizer", b["tail_s"])):
         print(f"     + {name:36s} {s:7.3f} s  {s / step:6.1%}")
     print(f"   exposed communication inside the pipeline {b['exposed_comm_s']:.3f} s; twin's bubble_frac "

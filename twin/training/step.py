@@ -1253,11 +1253,15 @@ def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule,
     def gather_s(params: float) -> float:
         return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
 
+    def gemm_params(stage: int) -> float:
+        return sum(float(op.n * op.k * op.groups) for ops in costs.stage_ops(stage) for op in ops if op.kind in GEMM_KINDS)
+
     out = []
     for rank in range(schedule.num_ranks):
         params = mems[rank]["weights"] / memory.WEIGHT_BYTES
-        if rank > 0:
-            out.append(gather_s(params))
+        if rank > 0:   # its first chunk's share of the rank's parameters (all of them without interleaving)
+            chunks = [gemm_params(schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
+            out.append(gather_s(params * chunks[0] / sum(chunks) if sum(chunks) else params))
             continue
         # rank 0's first chunk, op by op in forward order: where in its forward each op starts
         # (the block's serial forward time spread over its ops by their own compute time) and the
@@ -1277,8 +1281,7 @@ def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule,
                 done += op_s
             elapsed += block_s
         chunk_gemm = sum(weights)
-        rank_gemm = sum(float(op.n * op.k * op.groups) for c in range(schedule.num_chunks)
-                        for ops in costs.stage_ops(schedule.stage_of(0, c)) for op in ops if op.kind in GEMM_KINDS)
+        rank_gemm = sum(gemm_params(schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
         if weights:
             weights[0] += max(0.0, params - rank_gemm)
         bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)

@@ -91,3 +91,14 @@ def test_the_all_gather_after_the_step_moves_bf16_parameters_whatever_the_gradie
     fp32 = scenario(param_gather_kind="ideal", overlap_dp_comm=False)
     bf16 = scenario(param_gather_kind="ideal", overlap_dp_comm=False, grad_reduce_dtype="bf16")
     assert simulate_step(fp32).op_time_s["dp_all_gather"] == pytest.approx(simulate_step(bf16).op_time_s["dp_all_gather"])
+
+
+def test_interleaved_ranks_wait_for_their_first_chunk_only():
+    # Megatron buckets neither later chunks nor later ranks; a later chunk's gather is launched during
+    # the first chunk's forward and is not charged: a later rank waits for its first chunk's share
+    sc = scenario(pp=2, dp=8, schedule="interleaved-1f1b", virtual_stages=2)
+    schedule, costs, _, mems, _, _ = _prepare(sc, None, SLOW, True)
+    release = param_gather_release_s(sc, costs, schedule, mems, SLOW.link_bw_scale)
+    whole = comm.ring_collective_time_s(mems[1]["weights"], 8, sc.gpu, False, SLOW.link_bw_scale, 8)
+    assert 0 < release[1] < whole
+    assert step_time_lower_bound_s(sc, perturb=SLOW) <= simulate_step(sc, perturb=SLOW).step_time_s
