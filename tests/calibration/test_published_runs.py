@@ -211,16 +211,20 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # +12.7%, 16B +2.3% -> -1.6%, 32B -16.1% -> -23.4%, 70B -5.5% -> -10.1%, 119B -1.6% -> -4.4%, 177B
 # -1.2% -> -3.3%, 314B -5.5% -> -7.1%, 462B -3.0% -> -3.8%. Two rows added from the README's strong-scaling
 # text (the 177B at 96 and 4,608 GPUs, MFU 47% and 42%): +13.9% and -17.4%. Median 6.4% -> 10.0% over
-# 32 rows, 16 within 10% (17 of 30 before).
+# 32 rows, 16 within 10% (17 of 30 before). Then Megatron's selective recomputation as Megatron means it
+# (plan.recompute 'megatron_selective': the core attention re-run in the backward, attention.py
+# checkpoint_core_attention @ core_r0.8.0; the twin's 'selective' had been V3's norms): 1.7B +19.2% ->
+# +12.3%, 7.1B +12.7% -> +8.3% (met), 16B -1.6% -> -3.5%, 32B -23.4% -> -24.4%, 70B -10.1% -> -11.6%, 119B
+# -5.9%, 177B -4.7%, 314B -8.2%, 462B -4.9%, strong scaling +12.1% / -18.6%. Median 10.0% -> 9.1%, 17 of 32.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
-    "mlm-gpt-1.7b": 0.192, "mlm-gpt-7.1b": 0.127, "mlm-gpt-32b": -0.234, "mlm-gpt-70b": -0.101,
-    "mlm-gpt-177b-strong-96": 0.139, "mlm-gpt-177b-strong-4608": -0.174,
+    "mlm-gpt-1.7b": 0.123, "mlm-gpt-32b": -0.244, "mlm-gpt-70b": -0.116,
+    "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.186,
     "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
 }
-MEDIAN_NOT_MET = 0.100
+MEDIAN_NOT_MET = 0.091
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

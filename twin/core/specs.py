@@ -41,7 +41,7 @@ MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffic
 ATTENTION_KINDS = ("mla", "gqa")
 POSITION_EMBEDDINGS = ("rope", "learned")
 PRECISIONS = ("fp8", "bf16")
-RECOMPUTE = ("none", "selective", "selective_op", "full")
+RECOMPUTE = ("none", "selective", "selective_op", "full", "megatron_selective")
 CP_KINDS = ("ring", "allgather", "torch_allgather")
 KERNEL_STACKS = ("fused", "eager", "fused_blocks")   # twin.costs.flops.eager_ops
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
@@ -292,7 +292,7 @@ class ParallelPlan:
     comm_sms: int | None = spec_field(None, unit="count", ge=0, le=MAX_SMS, doc=f"SMs reserved for EP communication kernels; absent = {EP_COMM_SMS_DEFAULT} with expert parallelism (ep > 1, V3 report §3.2.2: 20 of 132), 0 without")
     comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
-    recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'selective_op' is torchtitan's per-op policy (selective_ac_option 'op': every elementwise op and every second BF16 linear recomputed, FP8 linears all, attention kept; twin.costs.flops.op_sac_recompute); 'full' recomputes whole layers")
+    recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'selective_op' is torchtitan's per-op policy (selective_ac_option 'op': every elementwise op and every second BF16 linear recomputed, FP8 linears all, attention kept; twin.costs.flops.op_sac_recompute); 'full' recomputes whole layers; 'megatron_selective' is Megatron-LM's --recompute-activations (recompute_granularity 'selective': the core attention re-run in the backward, megatron/core/transformer/attention.py checkpoint_core_attention @ core_r0.8.0; Korthikanti et al. 2022), every other activation kept")
     gemm_precision: str = spec_field("fp8", choices=PRECISIONS, doc="Precision of the large GEMMs (attention core stays BF16)")
     attention_kernel: str = spec_field("cudnn", choices=ATTENTION_KERNELS, doc="The attention kernel the job's stack runs: 'cudnn' is the one the profile's records measured (PyTorch 2.11's SDPA on Hopper: cuDNN's fused flash kernels); 'fa2' is FlashAttention-2, which PyTorch's SDPA ran on H100 before cuDNN became its default there (pytorch/pytorch#142132, #138522), at 0.62 of cuDNN's speed (FlashAttention-3 paper, H100 head dim 128; twin.costs.profile.FA2_OVER_CUDNN)")
     fp8_recipe: str = spec_field("blockwise", choices=FP8_RECIPES, doc="Scaling of the FP8 GEMMs (gemm_precision 'fp8'): 'blockwise' is DeepSeek-V3's (1x128 activation tiles, 128x128 weight blocks; weight gradients with 1x128 scales on both operands, at their measured slowdown); 'tensorwise' is torchao's Float8Linear as torchtitan trains (one scale per tensor, all three GEMMs at the measured tensorwise torch._scaled_mm rate; twin.costs.profile.Profile.with_fp8_recipe; the output projection left in BF16 as torchtitan's float8 filter leaves it)")

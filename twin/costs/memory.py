@@ -67,7 +67,9 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     block input and the compressed latents are kept for attention; with FP8 the inputs of MoE
     up-projections and SwiGLU are cached in FP8 and the SwiGLU output is recomputed. The combine's
     expert outputs are assumed recomputed (the report does not say). 'full' keeps only the block
-    input; 'none' keeps every intermediate in BF16.
+    input; 'none' keeps every intermediate in BF16. 'megatron_selective' (Megatron-LM's selective
+    recomputation of the core attention) keeps what 'none' keeps but the attention kernel's softmax
+    statistics: its inputs (q, k, v) and its output (the output projection's input) stay saved.
     """
     d, tp = m.hidden_size, plan.tp
     parts = {"hidden": d * BF16_BYTES, "heads": 0.0, "latent": 0.0, "routed": 0.0}   # block input
@@ -75,7 +77,7 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
         return parts
     if plan.recompute == "selective_op":
         return _op_sac_parts(m, dense_layer, plan, parts)
-    keep_all = plan.recompute == "none"
+    keep_all = plan.recompute in ("none", "megatron_selective")
     fp8 = plan.gemm_precision == "fp8"
     h = m.num_heads // tp
     if m.attention == "mla":
@@ -88,7 +90,9 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
         kvh = max(1, m.num_kv_heads // tp)
         parts["heads"] += (h + 2 * kvh) * m.head_dim * BF16_BYTES
         parts["hidden"] += d * BF16_BYTES if keep_all else 0
-    parts["heads"] += h * m.attn_v_head_dim * BF16_BYTES + h * FP32_BYTES   # attention output and softmax stats
+    parts["heads"] += h * m.attn_v_head_dim * BF16_BYTES                    # attention output
+    if plan.recompute != "megatron_selective":
+        parts["heads"] += h * FP32_BYTES                                     # softmax stats (recomputed there)
     parts["hidden"] += d * BF16_BYTES                                       # FFN input (residual stream)
     lin = FP8_BYTES if fp8 else BF16_BYTES
     if dense_layer:

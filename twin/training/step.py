@@ -638,9 +638,13 @@ class StepCosts:
             tp = self._tp_points(seg)
             if tp:
                 tasks += self._tp_task(tp["out_bwd"], seg, "out_bwd")
-            if recompute in ("selective", "selective_op"):
-                extra = ([op for op in seg if op.recompute] if recompute == "selective"
-                         else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
+            if recompute in ("selective", "selective_op", "megatron_selective"):
+                if recompute == "megatron_selective":   # Megatron's checkpointed core attention
+                    extra = [op for op in seg if op.kind == OpKind.ATTENTION]
+                elif recompute == "selective":
+                    extra = [op for op in seg if op.recompute]
+                else:
+                    extra = [again for op, again in self._op_sac(ops) if any(op is o for o in seg)]
                 if extra:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
