@@ -260,11 +260,13 @@ def read_csv(path: Path) -> list[dict]:
 def compare(root: Path | None = None, csv_files: dict | None = None) -> list[dict]:
     """Per phase (decode, prefill): the twin's per-micro-batch group times and layer time at the
     profile's conditions beside the trace's (when its derived CSV is present), with the error."""
-    from twin.serving.published import deepseek_profile_groups
+    from twin.serving.published import DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PREFILL_SCENARIO, deepseek_profile_groups
     root = root or Path(__file__).resolve().parents[1]
     files = csv_files or CSV_FILES
     out = []
-    for phase in ("decode", "prefill"):
+    for phase, scenario in (("decode", DEEPSEEK_DECODE_SCENARIO), ("prefill", DEEPSEEK_PREFILL_SCENARIO)):
+        if not (root / "scenarios" / f"{scenario}.toml").is_file():
+            continue   # an installed wheel carries no scenarios/ folder: nothing to compare from there
         twin = deepseek_profile_groups(root, phase)
         path = Path(files[phase])
         trace = per_microbatch_means(read_csv(path)) if path.is_file() else None
@@ -282,6 +284,8 @@ def compare(root: Path | None = None, csv_files: dict | None = None) -> list[dic
 
 
 def format_table(result: list[dict]) -> str:
+    if not result:
+        return "DeepSeek decode profile / DeepSeek prefill profile: not compared (the scenarios/ folder of a source checkout is needed)"
     lines = []
     for r in result:
         head = f"DeepSeek {r['phase']} profile ({r['conditions']}): twin iteration {r['iteration_s'] * 1e3:.2f} ms"

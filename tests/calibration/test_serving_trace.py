@@ -129,3 +129,9 @@ def test_cli_derives_a_csv_with_its_source_and_compare_reads_it(tmp_path):
 def test_cli_rejects_a_missing_trace(tmp_path, capsys):
     assert st.main(["derive", str(tmp_path / "nope.json"), "--phase", "prefill"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_compare_without_the_scenarios_folder_says_so(tmp_path):
+    """An installed wheel has no scenarios/ folder: nothing is compared and the table says why."""
+    assert st.compare(tmp_path) == []
+    assert "not compared" in st.format_table([])
