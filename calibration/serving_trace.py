@@ -54,6 +54,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from twin.core import atomic
+from twin.serving.published import DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PREFILL_SCENARIO, deepseek_profile_groups
 
 # the source of the numbers, written beside every derived CSV
 SOURCE = {"repo": "deepseek-ai/profile-data", "commit": "449602428a1b023acb8a505d4f34fef536535db6"}
@@ -260,7 +261,6 @@ def read_csv(path: Path) -> list[dict]:
 def compare(root: Path | None = None, csv_files: dict | None = None) -> list[dict]:
     """Per phase (decode, prefill): the twin's per-micro-batch group times and layer time at the
     profile's conditions beside the trace's (when its derived CSV is present), with the error."""
-    from twin.serving.published import DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PREFILL_SCENARIO, deepseek_profile_groups
     root = root or Path(__file__).resolve().parents[1]
     files = csv_files or CSV_FILES
     out = []
