@@ -317,6 +317,14 @@ class StepCosts:
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
         self.fsdp_ranks = (sc.dp * p.cp, max(1, sc.dp * p.cp * p.tp // p.ep))
         self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
+        # across nodes, the NICs a group's collective uses at once: each of its ranks on a node sends
+        # through its own (comm.collective_time_s), as the DP ring does (dp_ranks_per_node).
+        # torchtitan's mesh ['pp', 'dp_replicate', 'dp_shard', 'cp', 'tp'] (parallel_dims.py
+        # build_mesh @ 9dec370) puts TP innermost, then CP, then the FSDP shards: a node of G GPUs
+        # holds G / TP of the dense group's DP x CP ranks. The routed experts' group keeps one rank
+        # a node under expert parallelism (EP's own rule: dp_ranks_per_node)
+        dense_per_node = max(1, min(sc.dp * p.cp, node // p.tp))
+        self.fsdp_ranks_per_node = (dense_per_node, 1 if p.ep > 1 else dense_per_node)
         self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
                                                        if self.fsdp else ({}, {}))
         self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
@@ -325,8 +333,9 @@ class StepCosts:
         self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
 
-    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
-        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
+    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool, ranks_per_node: int = 1) -> float:
+        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale,
+                                      ranks_per_node)
 
     def _balanced_layers(self) -> list[range]:
         """plan.stage_cut 'balanced': the cut whose costliest stage computes least
@@ -674,10 +683,11 @@ class StepCosts:
         buffer, cast to the FP32 reduce dtype (chunk_cat: reads BF16, writes FP32); the collectives
         themselves run on their own streams."""
         ag = rs = 0.0
-        for params, ranks in ((dense_params, self.fsdp_ranks[0]), (expert_params, self.fsdp_ranks[1])):
+        for params, ranks, per_node in zip((dense_params, expert_params), self.fsdp_ranks, self.fsdp_ranks_per_node):
             if params:
-                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node)
-                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node)
+                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node, per_node)
+                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node,
+                                         per_node)
         total = dense_params + expert_params
         copy_out = compute.memory_time_s(total * 2 * memory.WEIGHT_BYTES, self.gpu, self.profile)
         copy_in = compute.memory_time_s(total * (BF16_BYTES + memory.GRAD_BYTES), self.gpu, self.profile)
