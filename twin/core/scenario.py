@@ -161,6 +161,9 @@ class Scenario:
         if p.tp_overlap_kind != "te_userbuffers" and not p.tp_comm_overlap:
             raise ScenarioError("plan.tp_overlap_kind", p.tp_overlap_kind, "'te_userbuffers' (the default) when plan.tp_comm_overlap "
                                 "= false (no overlap to choose)", source)
+        if p.grad_buckets != "every_chunk" and not p.overlap_grad_reduce:
+            raise ScenarioError("plan.grad_buckets", p.grad_buckets, "'every_chunk' (the default) when plan.overlap_grad_reduce "
+                                "= false (no bucket runs beside the backward)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":

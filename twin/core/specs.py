@@ -47,6 +47,7 @@ KERNEL_STACKS = ("fused", "eager", "fused_blocks")   # twin.costs.flops.eager_op
 ATTENTION_KERNELS = ("cudnn", "fa2")   # twin.costs.profile.Profile.with_attention_kernel
 OPTIMIZER_KERNELS = ("fused", "foreach")   # twin.training.step.optimizer_bytes_per_param
 GRAD_REDUCE_DTYPES = ("bf16", "fp32")   # twin.training.step.GRAD_REDUCE_BYTES
+GRAD_BUCKETS = ("every_chunk", "megatron")   # twin.training.step.dp_reduce_after_s
 LOSS_KERNELS = ("as_kernels", "megatron_unfused")   # twin.costs.flops.megatron_loss_ops
 FP8_RECIPES = ("blockwise", "tensorwise")   # twin.costs.profile.Profile.with_fp8_recipe
 STAGE_CUTS = ("even", "balanced")   # twin.training.step.stage_layers, balanced_stage_layers
@@ -304,6 +305,7 @@ class ParallelPlan:
     overlap_dp_comm: bool = spec_field(True, doc="Overlap data-parallel gradient reduce-scatter/all-gather with the pipeline (DualPipe/ZeRO)")
     grad_reduce_dtype: str = spec_field("bf16", choices=GRAD_REDUCE_DTYPES, doc="Precision of the data-parallel gradient reduce-scatter after the pipeline (ZeRO 0-2): 'bf16' (an assumption: the V3 report does not say how gradients are sent); 'fp32' (Megatron-LM reduces BF16 training's gradients in FP32: arguments.py sets accumulate_allreduce_grads_in_fp32 for bf16; Llama 3 section 3.3.2: 'reduce-scatter gradients in FP32 across data parallel workers')")
     overlap_grad_reduce: bool = spec_field(False, doc="The data-parallel gradient reduce-scatter (ZeRO 0-2) runs bucket by bucket beside each rank's last backward, as its gradients become final (Megatron-LM --overlap-grad-reduce; Llama 3's FSDP reduces gradients asynchronously): only the part longer than that backward is exposed. False: it starts after the rank's last computation")
+    grad_buckets: str = spec_field("every_chunk", choices=GRAD_BUCKETS, doc="Which model chunks plan.overlap_grad_reduce reduces bucket by bucket (needs it true): 'every_chunk' (each rank's gradients as they become final in its last backward); 'megatron' (Megatron-LM core_r0.8.0: only pipeline rank 0's first model chunk is bucketed, distributed_data_parallel.py sets bucket_size None on pipeline ranks > 0 and training.py get_model passes disable_bucketing for model chunks after the first; every other chunk is one bucket, reduce-scattered once its last backward is done, the chunks one after another on the rank's communication stream; twin.training.step.dp_reduce_after_s)")
 
     @property
     def held_comm_sms(self) -> int:

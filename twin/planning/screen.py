@@ -422,7 +422,12 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
     # plan.overlap_grad_reduce hides behind it
-    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), b_s / v if SCHEDULES[p.schedule].virtual else b_s)
+    chunk_b_s = b_s / v if SCHEDULES[p.schedule].virtual else b_s
+    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), chunk_b_s)
+    if p.overlap_grad_reduce and p.grad_buckets == "megatron":
+        # Megatron's one bucket on the later pipeline ranks (step.dp_reduce_after_s): rank r's
+        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's
+        rs_s = max([rs_s] + [t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)

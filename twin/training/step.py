@@ -1099,13 +1099,10 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     p = sc.plan
     ranks = sc.dp * p.cp
     params = breakdown["weights"] / memory.WEIGHT_BYTES
-    grad_bytes = params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
-    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
-    per_node = dp_ranks_per_node(sc, gpu)
-    rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
-    ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
+    ring_s = _dp_ring_s(sc, params, gpu, link_bw_scale)
+    rs = ag = ring_s if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
-        rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node)
+        rs = 2 * ring_s
     # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
     opt_params = breakdown["optimizer"] / p.optimizer_bytes_per_param
     if p.optimizer_kernel == "foreach":
@@ -1118,6 +1115,16 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
 
 
 GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
+
+
+def _dp_ring_s(sc: Scenario, params: float, gpu: GPUSpec, link_bw_scale: float) -> float:
+    """One ring reduce-scatter (or all-gather) of `params` gradients, in plan.grad_reduce_dtype,
+    over the data- and context-parallel ranks (dp_tail_s)."""
+    p = sc.plan
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    return comm.ring_collective_time_s(params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype], ranks, gpu, same_node,
+                                       link_bw_scale, dp_ranks_per_node(sc, gpu))
 
 
 def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
@@ -1172,6 +1179,59 @@ def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
     if not program:
         return 0.0
     return sum(t.duration_s for chain in costs.compute_chains(rank, program[-1]) for t in chain if t.stream == "compute")
+
+
+def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank: int, rs_s: float) -> float:
+    """Seconds a rank's data-parallel gradient reduction (ZeRO 0-2; `rs_s` for the whole rank, as
+    dp_tail_s gives it) runs past its last computation. As exposed_reduce_scatter_s says, except
+    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce: Megatron-LM core_r0.8.0 buckets
+    only pipeline rank 0's first model chunk (megatron/core/distributed/distributed_data_parallel.py
+    DistributedDataParallel.__init__: `if parallel_state.get_pipeline_model_parallel_rank() > 0:
+    self.bucket_size = None`, "data-parallel communication on these stages is not on the critical
+    path"; megatron/training/training.py get_model: disable_bucketing=(model_chunk_idx > 0)). Every
+    other chunk's gradients are one bucket, whose reduce-scatter is launched once all of them are
+    final, at the end of the chunk's last backward (param_and_grad_buffer.py register_grad_ready);
+    the chunks' reduce-scatters (rs_s shared out by their parameters, chunk_params) queue on the
+    rank's one communication stream. Times are the rank's
+    compute run back to back, as in fsdp_post_backward_tail_s (its idle waits only push its end
+    later)."""
+    p = sc.plan
+    if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
+        return exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
+    last_grad = _first_forwards_and_last_weight_grads(schedule)[1]
+    elapsed, done_at, op_s = 0.0, {}, {}
+    for op in schedule.programs[rank]:
+        compute_s = sum(t.duration_s for chain in costs.compute_chains(rank, op) for t in chain if t.stream == "compute")
+        elapsed += compute_s
+        for chunk, mb in ((op.chunk, op.microbatch), (op.b_chunk, op.b_microbatch)):
+            full = op.kind in ("BW", "W") if chunk == op.chunk else (op.kind == "FB" and not op.b_split)
+            if full and last_grad.get((rank, chunk)) == mb:
+                done_at[chunk], op_s[chunk] = elapsed, compute_s
+    params = {c: chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in done_at}
+    total = sum(params.values())
+    end = 0.0
+    for chunk in sorted(done_at, key=done_at.get):
+        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s)
+        start = done_at[chunk] - (op_s[chunk] if rank == 0 and chunk == 0 else 0.0)
+        end = max(end, start) + (rs_s * params[chunk] / total if total else 0.0)
+    return max(0.0, end - elapsed)
+
+
+def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
+    """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share):
+    its blocks, the embedding on the first stage, the output projection (a copy unless tied on the
+    same rank) and the MTP modules on the last (as rank_memory counts them)."""
+    m, p = sc.model, sc.plan
+    params = sum(memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep).total
+                 for layer in costs.layers[stage])
+    embed = m.vocab_size * m.hidden_size / p.tp
+    if stage == 0:
+        params += embed
+    if stage == costs.last_stage:
+        params += 0.0 if m.tie_embeddings and rank in ranks_holding(costs.schedule, 0) else embed
+        params += m.num_mtp_modules * (memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep).total
+                                       + 2 * m.hidden_size * m.hidden_size)
+    return params
 
 
 def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) -> float:
@@ -1321,7 +1381,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
-        rs_after = (exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
+        rs_after = (dp_reduce_after_s(sc, costs, schedule, rank, tails[rank][0])
                     + fsdp_post_backward_tail_s(costs, schedule, rank))
         pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after + (tied_s if rank in tied_ranks else 0.0))
     opt_s = max(t[1] for t in tails)
@@ -1344,8 +1404,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
     # ZeRO-1/2's reduce-scatter, or under ZeRO-3 with PP the stages' FSDP2 post-backward
     fsdp_tail = [fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks)]
-    rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r)) + fsdp_tail[r]
-                for r in range(schedule.num_ranks)]
+    rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)

@@ -352,3 +352,34 @@ def test_fp32_gradient_reduce_scatter_and_its_overlap_with_the_last_backward():
     assert 0 < hidden_s
     assert step(overlapped).step_time_s == pytest.approx(b.step_time_s - hidden_s, rel=1e-12)
     assert step_time_lower_bound_s(overlapped) <= step(overlapped).step_time_s
+
+
+def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
+    """plan.grad_buckets 'megatron' (Megatron-LM core_r0.8.0 DistributedDataParallel: no buckets on
+    pipeline ranks > 0 nor on model chunks after the first): rank 0's first chunk reduces beside its
+    last backward as before; every other chunk is one bucket, reduce-scattered whole once its last
+    backward is done, the chunks one after another. Needs plan.overlap_grad_reduce."""
+    from twin.training.step import _prepare, chunk_params, dp_reduce_after_s, dp_tail_s, exposed_reduce_scatter_s, last_backward_s
+    with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*overlap_grad_reduce"):
+        scenario(pp=2, grad_buckets="megatron")
+    base = dict(pp=2, dp=16, grad_reduce_dtype="fp32", overlap_grad_reduce=True)
+    every, megatron = scenario(**base), scenario(**base, grad_buckets="megatron")
+    schedule, costs, profile, mems, _, _ = _prepare(megatron, None, Perturb(), True)
+    rs = [dp_tail_s(megatron, mems[r], megatron.gpu, profile, 1.0)[0] for r in range(2)]
+    assert dp_reduce_after_s(megatron, costs, schedule, 0, rs[0]) == pytest.approx(
+        exposed_reduce_scatter_s(megatron, rs[0], last_backward_s(costs, schedule, 0)), rel=1e-12)
+    assert exposed_reduce_scatter_s(megatron, rs[1], last_backward_s(costs, schedule, 1)) < rs[1]   # what every_chunk hides
+    assert dp_reduce_after_s(megatron, costs, schedule, 1, rs[1]) == pytest.approx(rs[1], rel=1e-12)
+    # rank 1's last backward ends as rank 0's begins: its whole reduce-scatter ends no later than rank
+    # 0's (Megatron: "not on the critical path") when the stages hold alike
+    assert step(megatron).step_time_s >= step(every).step_time_s
+    assert step_time_lower_bound_s(megatron) <= step(megatron).step_time_s
+    # interleaved: each chunk after the first is one bucket, reduce-scattered after its own last backward
+    inter = scenario(**{**base, "dp": 8}, grad_buckets="megatron", schedule="interleaved-1f1b", virtual_stages=2)
+    schedule, costs, profile, mems, _, _ = _prepare(inter, None, Perturb(), True)
+    rs0 = dp_tail_s(inter, mems[0], inter.gpu, profile, 1.0)[0]
+    share = chunk_params(inter, costs, 0, schedule.stage_of(0, 1)) / sum(
+        chunk_params(inter, costs, 0, schedule.stage_of(0, c)) for c in range(2))
+    assert 0 < share < 1
+    assert dp_reduce_after_s(inter, costs, schedule, 0, rs0) <= max(
+        exposed_reduce_scatter_s(inter, rs0, last_backward_s(costs, schedule, 0)), rs0 * share)
