@@ -327,8 +327,10 @@ class StepCosts:
         self.fsdp_ranks_per_node = (dense_per_node, 1 if p.ep > 1 else dense_per_node)
         self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
                                                        if self.fsdp else ({}, {}))
+        # FSDP2 (ZeRO-3, and ZeRO-2 as FSDP2 without resharding after the forward) under pipeline
+        # parallelism accumulates each backward's gradients unsharded in FP32 (memory.gradients_sharded)
         self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
-                                           if self.fsdp and schedule.num_ranks > 1 else 0.0)
+                                           if p.zero_stage >= 2 and schedule.num_ranks > 1 else 0.0)
         # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
         self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
@@ -1108,8 +1110,10 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     if p.optimizer_kernel == "foreach":
         opt_bytes = opt_params * FOREACH_ADAMW_BYTES_PER_PARAM
     else:   # fused: read and write master weights and moments, read gradients, write BF16 weights
-        opt_bytes = (breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1)
-                     + breakdown["weights"])
+        # the gradients of this rank's shard: all it holds where they are sharded or unsharded
+        # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
+        grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
+        opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
 
@@ -1197,7 +1201,7 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
     later)."""
     p = sc.plan
     if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
-        return exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
+        return dp_reduce_scatters_per_step(sc) * exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
     last_grad = _first_forwards_and_last_weight_grads(schedule)[1]
     elapsed, done_at, op_s = 0.0, {}, {}
     for op in schedule.programs[rank]:
@@ -1215,6 +1219,17 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
         start = done_at[chunk] - (op_s[chunk] if rank == 0 and chunk == 0 else 0.0)
         end = max(end, start) + (rs_s * params[chunk] / total if total else 0.0)
     return max(0.0, end - elapsed)
+
+
+def dp_reduce_scatters_per_step(sc: Scenario) -> int:
+    """Data-parallel gradient reduce-scatters a rank runs per step (ZeRO 0-2): one, after the last
+    micro-batch's backward, unless ZeRO-2 holds its gradients sharded (memory.gradients_sharded:
+    without pipeline parallelism), which takes one after every micro-batch's backward. Each is as
+    exposed as the last one (exposed_reduce_scatter_s): the backward waits for it before the next
+    micro-batch (DeepSpeed's ZeRO-2 ends each backward with its reduction stream synchronised;
+    FSDP2's FSDPParamGroup.finalize_backward makes the compute stream wait on its reduce-scatter),
+    and every micro-batch's backward is alike."""
+    return sc.num_microbatches if sc.plan.zero_stage == 2 and memory.gradients_sharded(sc.plan) else 1
 
 
 def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
@@ -1422,7 +1437,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     n = sc.cluster.num_gpus
     busiest = max(range(schedule.num_ranks), key=lambda r: pipe.busy_s[r])
     op_time: dict[str, float] = dict(pipe.task_time_s[busiest])
-    op_time["dp_reduce_scatter"] = tails[busiest][0]
+    op_time["dp_reduce_scatter"] = tails[busiest][0] * dp_reduce_scatters_per_step(sc)
     if any(fsdp_tail):
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s

@@ -383,3 +383,28 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
     assert 0 < share < 1
     assert dp_reduce_after_s(inter, costs, schedule, 0, rs0) <= max(
         exposed_reduce_scatter_s(inter, rs0, last_backward_s(costs, schedule, 0)), rs0 * share)
+
+
+def test_zero2_reduce_scatters_every_micro_batch_or_accumulates_unsharded_under_pp():
+    """ZeRO-2 holds gradients sharded only by reduce-scattering every micro-batch's (DeepSpeed
+    ZeRO-2, FSDP2 with gradient sync on): without PP, M reduce-scatters a step, each as exposed as
+    the last, and sharded gradients. Under PP (torch.distributed.pipelining syncs the last backward
+    only) FSDP2 accumulates them unsharded in FP32 after every backward and reduce-scatters once:
+    ZeRO-1's gradient memory, plus the accumulation's HBM traffic."""
+    from twin.training.step import dp_reduce_scatters_per_step
+    base = dict(pp=1, dp=4, schedule="1f1b", overlap_dp_comm=False)   # 16 / 4 = 4 micro-batches
+    z1, z2 = scenario(**base, zero_stage=1), scenario(**base, zero_stage=2)
+    assert z2.num_microbatches == 4 and dp_reduce_scatters_per_step(z2) == 4 and dp_reduce_scatters_per_step(z1) == 1
+    a, b = step(z1), step(z2)
+    one_rs = a.op_time_s["dp_reduce_scatter"]
+    assert one_rs > 0 and b.op_time_s["dp_reduce_scatter"] == pytest.approx(4 * one_rs, rel=1e-12)
+    assert b.step_time_s - a.step_time_s == pytest.approx(3 * one_rs, rel=1e-9)
+    assert b.memory_breakdown_bytes["gradients"] == pytest.approx(a.memory_breakdown_bytes["gradients"] / 4, rel=1e-12)
+    assert step_time_lower_bound_s(z2) <= b.step_time_s
+    # under PP: one reduce-scatter, unsharded FP32 gradients as ZeRO-1, FSDP2's accumulation charged
+    p1, p2 = scenario(pp=2, dp=2, zero_stage=1), scenario(pp=2, dp=2, zero_stage=2)
+    assert dp_reduce_scatters_per_step(p2) == 1
+    c, d = step(p1), step(p2)
+    assert d.memory_breakdown_bytes["gradients"] == pytest.approx(c.memory_breakdown_bytes["gradients"], rel=1e-12)
+    assert d.op_time_s["fsdp_grad_accum"] > 0 and "fsdp_grad_accum" not in c.op_time_s
+    assert d.step_time_s > c.step_time_s
