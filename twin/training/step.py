@@ -461,6 +461,24 @@ class StepCosts:
                               "tp_partials_reduce" + ("_bwd" if backward else "")))
         return tasks
 
+    def _sp_regather_tasks(self, gather: _Collective | None, seg: list[Op]) -> list[Task]:
+        """Without TP overlap, the backward's all-gather of a part's input for the weight gradient
+        where the forward gathered it (plan.sp_input_regather): Megatron-LM core_r0.8.0
+        megatron/core/tensor_parallel/layers.py LinearWithGradAccumulationAndAsyncCommunication
+        keeps the input's shard (ctx.save_for_backward(input, ...)) and in its backward launches
+        `_all_gather_base(..., async_op=True)` before the input-gradient GEMM
+        (CUDA_DEVICE_MAX_CONNECTIONS=1 keeps that order) and waits for it before the weight-gradient
+        GEMM: exposed is what outlasts the input-gradient GEMMs of the linears on that input
+        (_beside_gemms), whose slowdown beside NCCL's kernel is not charged (as no collective of
+        this mode slows a GEMM). With tp_comm_overlap the overlap kinds cost their own backward
+        gather (te_userbuffers: `tp_ub_all_gather_input_bwd`)."""
+        p = self.sc.plan
+        if gather is None or gather.kind != "all_gather" or p.tp_comm_overlap or not p.sp_input_regather:
+            return []
+        dgrad_s = self._compute_s(self._beside_gemms(seg, "in_bwd"), "bwd_input")
+        exposed = max(0.0, gather.time_s - dgrad_s)
+        return [Task("comm", exposed, "tp_all_gather_input_bwd")] if exposed > 0 else []
+
     def _te_userbuffers_tasks(self, c: _Collective, seg: list[Op], point: str, name: str) -> list[Task]:
         """A TP all-gather or reduce-scatter under TransformerEngine's userbuffers overlap with
         Megatron's defaults (twin.costs.tp_overlap: the method at each point, its chunks and SMs).
@@ -656,6 +674,7 @@ class StepCosts:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
             if tp:
+                tasks += self._sp_regather_tasks(tp["in_fwd"], seg)
                 tasks += self._tp_task(tp["in_bwd"], seg, "in_bwd")
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))

@@ -54,7 +54,10 @@ def test_sequence_parallel_moves_the_same_bytes_and_splits_activations():
                  step(scenario(tp=4, sequence_parallel=True), profile=catalog))
     assert "tp_all_reduce" in plain.op_time_s and "tp_all_reduce" not in sp.op_time_s
     assert {"tp_all_gather", "tp_reduce_scatter", "tp_all_gather_bwd", "tp_reduce_scatter_bwd"} <= set(sp.op_time_s)
-    assert tp_time(sp) == pytest.approx(tp_time(plain), rel=1e-9)
+    # beyond which the shard each linear keeps is gathered again for its weight gradient, beside the
+    # input-gradient GEMM (plan.sp_input_regather: test_sequence_parallel_without_overlap_regathers...)
+    regather_s = sp.op_time_s.get("tp_all_gather_input_bwd", 0.0)
+    assert tp_time(sp) - regather_s == pytest.approx(tp_time(plain), rel=1e-9)
     # the H100 profile's collectives measured on 2xH100 (h100x2/nccl.csv): an all-gather plus a
     # reduce-scatter pay two latency floors at a lower bus bandwidth than one all-reduce
     measured = load_profile("h100")
@@ -408,3 +411,37 @@ def test_zero2_reduce_scatters_every_micro_batch_or_accumulates_unsharded_under_
     assert d.memory_breakdown_bytes["gradients"] == pytest.approx(c.memory_breakdown_bytes["gradients"], rel=1e-12)
     assert d.op_time_s["fsdp_grad_accum"] > 0 and "fsdp_grad_accum" not in c.op_time_s
     assert d.step_time_s > c.step_time_s
+
+
+def test_sequence_parallel_without_overlap_regathers_each_input_for_the_weight_gradient():
+    """Megatron's linear keeps its input's sequence shard and, without TP overlap, all-gathers it
+    again in the backward beside the input-gradient GEMM (plan.sp_input_regather): what outlasts the
+    GEMMs on that input is exposed, in every block's backward. False (DTensor SP under torchtitan's
+    full recomputation) charges nothing and needs recompute 'full'."""
+    with pytest.raises(ScenarioError, match=r"plan\.sp_input_regather"):
+        scenario(tp=2, pp=1, sequence_parallel=True, sp_input_regather=False)   # selective: no gathered input kept
+    base = dict(tp=2, pp=1, sequence_parallel=True, recompute="full", seq_len=16384)
+    sc = scenario(**base)
+    costs = _prepare(sc, None, Perturb(), check_memory=False)[1]
+    expected = 0.0
+    for key, seg in costs._segments(costs.blocks[0].ops):
+        tp = costs._tp_points(seg)
+        if tp:
+            assert tp["in_fwd"].kind == "all_gather"
+            dgrad_s = costs._compute_s(costs._beside_gemms(seg, "in_bwd"), "bwd_input")
+            want = max(0.0, tp["in_fwd"].time_s - dgrad_s)
+            got = costs._sp_regather_tasks(tp["in_fwd"], seg)
+            assert sum(t.duration_s for t in got) == pytest.approx(want, rel=1e-12)
+            assert all(t.stream == "comm" and t.name == "tp_all_gather_input_bwd" for t in got)
+            expected += want
+    assert expected > 0   # at 16K tokens the tiny model's gathers outlast its input-gradient GEMMs
+    kept = scenario(**base, sp_input_regather=False)
+    a, b = step(sc), step(kept)
+    layers = sc.model.num_layers
+    assert a.op_time_s.get("tp_all_gather_input_bwd", 0.0) == pytest.approx(layers * sc.num_microbatches * expected, rel=1e-9)
+    assert "tp_all_gather_input_bwd" not in b.op_time_s
+    assert a.step_time_s >= b.step_time_s
+    # with TP overlap the overlap kind costs its own backward gather
+    overlapped = _prepare(scenario(**base, tp_comm_overlap=True), None, Perturb(), check_memory=False)[1]
+    seg = next(seg for _, seg in overlapped._segments(overlapped.blocks[0].ops) if overlapped._tp_points(seg))
+    assert overlapped._sp_regather_tasks(overlapped._tp_points(seg)["in_fwd"], seg) == []
