@@ -169,6 +169,10 @@ class Scenario:
         if p.grad_buckets != "every_chunk" and not p.overlap_grad_reduce:
             raise ScenarioError("plan.grad_buckets", p.grad_buckets, "'every_chunk' (the default) when plan.overlap_grad_reduce "
                                 "= false (no bucket runs beside the backward)", source)
+        if p.grad_buckets == "megatron" and p.zero_stage > 1:
+            raise ScenarioError("plan.grad_buckets", p.grad_buckets, f"'every_chunk' (the default) when plan.zero_stage = "
+                                f"{p.zero_stage} (Megatron's buffers reduce for ZeRO 0-1: DDP or its distributed optimizer)",
+                                source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":

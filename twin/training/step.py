@@ -1215,9 +1215,11 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
     other chunk's gradients are one bucket, whose reduce-scatter is launched once all of them are
     final, at the end of the chunk's last backward (param_and_grad_buffer.py register_grad_ready);
     the chunks' reduce-scatters (rs_s shared out by their parameters, chunk_params) queue on the
-    rank's one communication stream. Times are the rank's
-    compute run back to back, as in fsdp_post_backward_tail_s (its idle waits only push its end
-    later)."""
+    rank's one communication stream. Times are the rank's compute run back to back, as in
+    fsdp_post_backward_tail_s (its idle waits only push its end later). ZeRO-2 without pipeline
+    parallelism reduce-scatters after every micro-batch (dp_reduce_scatters_per_step): the step
+    carries their exposed parts here, after the last compute, where they run between micro-batches
+    (the same step time on its one pipeline rank)."""
     p = sc.plan
     if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
         return dp_reduce_scatters_per_step(sc) * exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))

@@ -365,6 +365,8 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
     from twin.training.step import _prepare, chunk_params, dp_reduce_after_s, dp_tail_s, exposed_reduce_scatter_s, last_backward_s
     with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*overlap_grad_reduce"):
         scenario(pp=2, grad_buckets="megatron")
+    with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*zero_stage = 2"):
+        scenario(pp=2, grad_buckets="megatron", overlap_grad_reduce=True, zero_stage=2)
     base = dict(pp=2, dp=16, grad_reduce_dtype="fp32", overlap_grad_reduce=True)
     every, megatron = scenario(**base), scenario(**base, grad_buckets="megatron")
     schedule, costs, profile, mems, _, _ = _prepare(megatron, None, Perturb(), True)
