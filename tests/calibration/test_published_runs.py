@@ -216,15 +216,24 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # checkpoint_core_attention @ core_r0.8.0; the twin's 'selective' had been V3's norms): 1.7B +19.2% ->
 # +12.3%, 7.1B +12.7% -> +8.3% (met), 16B -1.6% -> -3.5%, 32B -23.4% -> -24.4%, 70B -10.1% -> -11.6%, 119B
 # -5.9%, 177B -4.7%, 314B -8.2%, 462B -4.9%, strong scaling +12.1% / -18.6%. Median 10.0% -> 9.1%, 17 of 32.
+# Thirteenth pass (s12fsdp): FSDP's cross-node collectives on every NIC of the group's ranks on a node
+# (tt-8b-fsdp128 -3.1% -> +1.8%, compile +3.0% -> +9.5%, compile-fp8 -5.9% -> +1.2%; median 6.4% ->
+# 8.3%); Megatron's single gradient bucket on later pipeline ranks (no row moves); ZeRO-2 under PP as
+# FSDP2 under torch.distributed.pipelining runs it, gradients accumulated unsharded in FP32: Llama 3's
+# 8K rows no longer fit by the twin's count (88.6 / 81.9 GiB; ignoring memory +28.1% -> +23.9%,
+# +26.1% -> +22.1%), 128K +19.6% -> +18.1%. Median 6.3% over the 28 rows evaluated (the two refused
+# rows leave it: a statistic of fewer rows, not an improvement), 17 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
     "mlm-gpt-1.7b": 0.123, "mlm-gpt-32b": -0.244, "mlm-gpt-70b": -0.116,
     "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.186,
-    "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
+    "l3-405b-8k-gpus8192": None, "l3-405b-8k-gpus16384": None, "l3-405b-128k-cp16": 0.181,
 }
-MEDIAN_NOT_MET = 0.091
+# merged (s12mlm + s12fsdp): median 8.9% over the 30 rows evaluated of 32 (the two Llama 3 8K rows
+# refused by memory), 17 within 10%
+MEDIAN_NOT_MET = 0.089
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
@@ -300,7 +309,11 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 # (torchtitan's tables: the allocator's peak reserved memory) and against the GPU each run ran on.
 # rows whose count does not fit the GPU the run ran on (None: none now), and rows counted above the
 # published reserved peak; strict xfails carrying the figure, as NOT_MET
-MEMORY_NOT_FITTING: dict[str, float] = {}
+# (s12fsdp) Llama 3's 8K rows under ZeRO-2 with PP: FSDP2 under torch.distributed.pipelining
+# accumulates each stage's gradients unsharded in FP32 until one reduce-scatter
+# (memory.gradients_sharded), 11.9 GiB of gradients: counted 88.6 and 81.9 GiB against the H100's
+# 79.2, the counted / capacity - 1 below
+MEMORY_NOT_FITTING: dict[str, float] = {"l3-405b-8k-gpus8192": 0.119, "l3-405b-8k-gpus16384": 0.034}
 MEMORY_ABOVE_PUBLISHED: dict[str, float] = {}
 # rows whose count is off the published figure by more than pr.MEMORY_ROW_TARGET (15%): the count
 # leaves out the allocator's reserve; under Float8 the op-level policy saves no linear output
@@ -404,9 +417,9 @@ def test_the_breakdown_leaves_the_row_s_step_as_it_was():
     runs, _ = pr.load_runs()
     run = next(r for r in runs if r.id == "l3-405b-8k-gpus16384")
     sc = pr.scenario_of(run)
-    before = simulate_step(sc, record_events=False).step_time_s
+    before = simulate_step(sc, record_events=False, check_memory=False).step_time_s
     _breakdown_module().breakdown(run)
-    assert simulate_step(sc, record_events=False).step_time_s == before
+    assert simulate_step(sc, record_events=False, check_memory=False).step_time_s == before
 
 
 def test_megatron_and_llama3_blocks_run_their_gemms_at_one_rate():
@@ -428,7 +441,7 @@ def test_gradients_reduced_every_micro_batch_cost_at_least_the_step_and_their_tr
     FP32 reduce-scatters queued on one link take at least 16 of the step's single ones."""
     runs, _ = pr.load_runs()
     sc = pr.scenario_of(next(r for r in runs if r.id == "l3-405b-8k-gpus16384"))
-    step = simulate_step(sc, record_events=False)
+    step = simulate_step(sc, record_events=False, check_memory=False)   # its count no longer fits (s12fsdp)
     every_s = _breakdown_module().reduce_scatter_every_microbatch_s(sc)
     assert every_s > step.step_time_s
     assert every_s > sc.num_microbatches * step.op_time_s["dp_reduce_scatter"]

@@ -161,6 +161,18 @@ class Scenario:
         if p.tp_overlap_kind != "te_userbuffers" and not p.tp_comm_overlap:
             raise ScenarioError("plan.tp_overlap_kind", p.tp_overlap_kind, "'te_userbuffers' (the default) when plan.tp_comm_overlap "
                                 "= false (no overlap to choose)", source)
+        if not p.sp_input_regather and not (p.tp > 1 and (p.sequence_parallel or self.model.is_moe)
+                                            and not p.tp_comm_overlap and p.recompute == "full"):
+            raise ScenarioError("plan.sp_input_regather", False, "true (the default) unless plan.tp > 1 gathers a part's "
+                                "input (sequence_parallel, or an MoE model) without plan.tp_comm_overlap and with "
+                                "plan.recompute = 'full' (only then does the backward have a gathered input to reuse)", source)
+        if p.grad_buckets != "every_chunk" and not p.overlap_grad_reduce:
+            raise ScenarioError("plan.grad_buckets", p.grad_buckets, "'every_chunk' (the default) when plan.overlap_grad_reduce "
+                                "= false (no bucket runs beside the backward)", source)
+        if p.grad_buckets == "megatron" and p.zero_stage > 1:
+            raise ScenarioError("plan.grad_buckets", p.grad_buckets, f"'every_chunk' (the default) when plan.zero_stage = "
+                                f"{p.zero_stage} (Megatron's buffers reduce for ZeRO 0-1: DDP or its distributed optimizer)",
+                                source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":

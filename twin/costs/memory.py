@@ -3,8 +3,8 @@
 Pure functions of (model, plan, layers held by a rank, in-flight activation count). Byte widths:
 BF16 weights for compute, FP32 gradients (V3 §3.3.3 keeps gradients for accumulation in FP32),
 optimizer state per `plan.optimizer_bytes_per_param` (FP32 master + two FP32 Adam moments = 12;
-V3 keeps the moments in BF16 -> 8). ZeRO shards optimizer state (stage >= 1), gradients (>= 2)
-and parameters (3) over the data-parallel replicas of each parameter: dp for dense parameters,
+V3 keeps the moments in BF16 -> 8). ZeRO shards optimizer state (stage >= 1), gradients (>= 2;
+ZeRO-2 under pipeline parallelism accumulates them unsharded: gradients_sharded) and parameters (3) over the data-parallel replicas of each parameter: dp for dense parameters,
 dp * tp / ep for routed experts.
 
 Serving (the second half): weights as served (FP8 with 128x128 block scales, BF16 embeddings, head,
@@ -208,6 +208,21 @@ def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:
     return replicas if zero_stage >= stage_min else 1.0
 
 
+def gradients_sharded(plan: ParallelPlan) -> bool:
+    """Whether a rank's gradients are held sharded through the step. ZeRO-2 shards them only by
+    reduce-scattering every micro-batch's gradients, as its sources do without pipeline parallelism
+    (DeepSpeed's ZeRO-2 reduces each backward's gradients into the rank's partition; torch FSDP2
+    reduce-scatters after every backward unless gradient sync is turned off, and torchtitan's
+    gradient accumulation leaves it on: trainer.py train_step). Under pipeline parallelism
+    torch.distributed.pipelining turns gradient sync off for every backward but a stage's last
+    (stage.py backward_maybe_with_nosync, PyTorch #134052), so FSDP2 accumulates each stage's
+    gradients unsharded, in FP32 with torchtitan's reduce dtype, until one reduce-scatter; DeepSpeed
+    refuses ZeRO-2 with its pipeline engine (runtime/pipe/engine.py PipelineEngine.__init__ asserts
+    zero stage < 2). ZeRO-3 holds them sharded (its unsharded FP32 accumulation under PP is counted
+    with the gathered stage: fsdp_working_set_bytes)."""
+    return plan.zero_stage >= 3 or (plan.zero_stage == 2 and plan.pp == 1)
+
+
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,
                      plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0, loss_bytes: float = 0.0,
                      recompute_bytes: float = 0.0) -> dict:
@@ -223,7 +238,7 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
                                   + params.expert / optimizer_shards(plan.zero_stage, stage_min, expert_replicas))
     return {
         "weights": sharded(WEIGHT_BYTES, 3),
-        "gradients": sharded(GRAD_BYTES, 2),
+        "gradients": sharded(GRAD_BYTES, 2) if gradients_sharded(plan) else GRAD_BYTES * params.total,
         "optimizer": sharded(plan.optimizer_bytes_per_param, 1),
         "activations": activation_bytes,
         "comm_buffers": comm_buffer_bytes,

@@ -43,10 +43,10 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import (StepCosts, balanced_stage_layers, dp_tail_s, exposed_reduce_scatter_s,
-                                 fsdp_post_backward_tail_s, live_frontier, local_tokens, param_gather_release_s,
-                                 peak_live_bytes, rank_memory,
-                                 ranks_holding, routing_loads, stage_layers, tied_embedding_all_reduce_s)
+from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
+                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, live_frontier, local_tokens,
+                                 param_gather_release_s, peak_live_bytes, rank_memory, ranks_holding, routing_loads,
+                                 stage_layers, tied_embedding_all_reduce_s)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm",
@@ -385,7 +385,10 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     counts = _program_counts(p.schedule, p.pp, n, v)
     loads = routing_loads(sc)
     gather_wait_s = 0.0
-    if isinstance(loads, (int, float)) and p.zero_stage < 3 and p.param_gather_kind == "ideal":
+    # ZeRO-3, ZeRO-2 under PP (FSDP2's FP32 gradient accumulation after each backward) and a chained
+    # parameter gather take the simulator's chains
+    if (isinstance(loads, (int, float)) and p.zero_stage < 3 and not (p.zero_stage == 2 and p.pp > 1)
+            and p.param_gather_kind == "ideal"):
         pieces = _pieces_for(sc)
         if p.stage_cut == "balanced":
             kinds = _balanced_kinds(sc, pieces, schedule.num_model_stages)
@@ -430,7 +433,12 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
     # plan.overlap_grad_reduce hides behind it
-    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), b_s / v if SCHEDULES[p.schedule].virtual else b_s)
+    chunk_b_s = b_s / v if SCHEDULES[p.schedule].virtual else b_s
+    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), chunk_b_s) * dp_reduce_scatters_per_step(sc)
+    if p.overlap_grad_reduce and p.grad_buckets == "megatron":
+        # Megatron's one bucket on the later pipeline ranks (step.dp_reduce_after_s): rank r's
+        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's
+        rs_s = max([rs_s] + [t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)

@@ -317,16 +317,27 @@ class StepCosts:
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
         self.fsdp_ranks = (sc.dp * p.cp, max(1, sc.dp * p.cp * p.tp // p.ep))
         self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
+        # across nodes, the NICs a group's collective uses at once: each of its ranks on a node sends
+        # through its own (comm.collective_time_s), as the DP ring does (dp_ranks_per_node).
+        # torchtitan's mesh ['pp', 'dp_replicate', 'dp_shard', 'cp', 'tp'] (parallel_dims.py
+        # build_mesh @ 9dec370) puts TP innermost, then CP, then the FSDP shards: a node of G GPUs
+        # holds G / TP of the dense group's DP x CP ranks. The routed experts' group keeps one rank
+        # a node under expert parallelism (EP's own rule: dp_ranks_per_node)
+        dense_per_node = max(1, min(sc.dp * p.cp, node // p.tp))
+        self.fsdp_ranks_per_node = (dense_per_node, 1 if p.ep > 1 else dense_per_node)
         self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
                                                        if self.fsdp else ({}, {}))
+        # FSDP2 (ZeRO-3, and ZeRO-2 as FSDP2 without resharding after the forward) under pipeline
+        # parallelism accumulates each backward's gradients unsharded in FP32 (memory.gradients_sharded)
         self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
-                                           if self.fsdp and schedule.num_ranks > 1 else 0.0)
+                                           if p.zero_stage >= 2 and schedule.num_ranks > 1 else 0.0)
         # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
         self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
 
-    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
-        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
+    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool, ranks_per_node: int = 1) -> float:
+        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale,
+                                      ranks_per_node)
 
     def _balanced_layers(self) -> list[range]:
         """plan.stage_cut 'balanced': the cut whose costliest stage computes least
@@ -449,6 +460,24 @@ class StepCosts:
             tasks.append(Task("compute", compute.partials_reduce_time_s(self.tp_bytes, p.tp, self.gpu, self.profile),
                               "tp_partials_reduce" + ("_bwd" if backward else "")))
         return tasks
+
+    def _sp_regather_tasks(self, gather: _Collective | None, seg: list[Op]) -> list[Task]:
+        """Without TP overlap, the backward's all-gather of a part's input for the weight gradient
+        where the forward gathered it (plan.sp_input_regather): Megatron-LM core_r0.8.0
+        megatron/core/tensor_parallel/layers.py LinearWithGradAccumulationAndAsyncCommunication
+        keeps the input's shard (ctx.save_for_backward(input, ...)) and in its backward launches
+        `_all_gather_base(..., async_op=True)` before the input-gradient GEMM
+        (CUDA_DEVICE_MAX_CONNECTIONS=1 keeps that order) and waits for it before the weight-gradient
+        GEMM: exposed is what outlasts the input-gradient GEMMs of the linears on that input
+        (_beside_gemms), whose slowdown beside NCCL's kernel is not charged (as no collective of
+        this mode slows a GEMM). With tp_comm_overlap the overlap kinds cost their own backward
+        gather (te_userbuffers: `tp_ub_all_gather_input_bwd`)."""
+        p = self.sc.plan
+        if gather is None or gather.kind != "all_gather" or p.tp_comm_overlap or not p.sp_input_regather:
+            return []
+        dgrad_s = self._compute_s(self._beside_gemms(seg, "in_bwd"), "bwd_input")
+        exposed = max(0.0, gather.time_s - dgrad_s)
+        return [Task("comm", exposed, "tp_all_gather_input_bwd")] if exposed > 0 else []
 
     def _te_userbuffers_tasks(self, c: _Collective, seg: list[Op], point: str, name: str) -> list[Task]:
         """A TP all-gather or reduce-scatter under TransformerEngine's userbuffers overlap with
@@ -649,6 +678,7 @@ class StepCosts:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
             if tp:
+                tasks += self._sp_regather_tasks(tp["in_fwd"], seg)
                 tasks += self._tp_task(tp["in_bwd"], seg, "in_bwd")
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
@@ -678,10 +708,11 @@ class StepCosts:
         buffer, cast to the FP32 reduce dtype (chunk_cat: reads BF16, writes FP32); the collectives
         themselves run on their own streams."""
         ag = rs = 0.0
-        for params, ranks in ((dense_params, self.fsdp_ranks[0]), (expert_params, self.fsdp_ranks[1])):
+        for params, ranks, per_node in zip((dense_params, expert_params), self.fsdp_ranks, self.fsdp_ranks_per_node):
             if params:
-                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node)
-                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node)
+                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node, per_node)
+                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node,
+                                         per_node)
         total = dense_params + expert_params
         copy_out = compute.memory_time_s(total * 2 * memory.WEIGHT_BYTES, self.gpu, self.profile)
         copy_in = compute.memory_time_s(total * (BF16_BYTES + memory.GRAD_BYTES), self.gpu, self.profile)
@@ -1093,28 +1124,36 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     p = sc.plan
     ranks = sc.dp * p.cp
     params = breakdown["weights"] / memory.WEIGHT_BYTES
-    grad_bytes = params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
-    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
-    per_node = dp_ranks_per_node(sc, gpu)
-    rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
+    ring_s = _dp_ring_s(sc, params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype], gpu, link_bw_scale)
+    rs = ring_s if p.zero_stage in (1, 2) else 0.0
     # the distributed optimizer gathers the updated parameters in their own dtype (BF16: Megatron's
     # _dispatch_gather_model_params all-gathers the param buffer, whatever the gradients' dtype)
-    ag = (comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
-          if p.zero_stage in (1, 2) else 0.0)
+    ag = _dp_ring_s(sc, params * memory.WEIGHT_BYTES, gpu, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
-        rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node)
+        rs = 2 * ring_s
     # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
     opt_params = breakdown["optimizer"] / p.optimizer_bytes_per_param
     if p.optimizer_kernel == "foreach":
         opt_bytes = opt_params * FOREACH_ADAMW_BYTES_PER_PARAM
     else:   # fused: read and write master weights and moments, read gradients, write BF16 weights
-        opt_bytes = (breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1)
-                     + breakdown["weights"])
+        # the gradients of this rank's shard: all it holds where they are sharded or unsharded
+        # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
+        grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
+        opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
 
 
 GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
+
+
+def _dp_ring_s(sc: Scenario, size_bytes: float, gpu: GPUSpec, link_bw_scale: float) -> float:
+    """One ring reduce-scatter (or all-gather) of `size_bytes` over the data- and context-parallel
+    ranks (dp_tail_s)."""
+    p = sc.plan
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    return comm.ring_collective_time_s(size_bytes, ranks, gpu, same_node, link_bw_scale, dp_ranks_per_node(sc, gpu))
 
 
 def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
@@ -1169,6 +1208,72 @@ def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
     if not program:
         return 0.0
     return sum(t.duration_s for chain in costs.compute_chains(rank, program[-1]) for t in chain if t.stream == "compute")
+
+
+def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank: int, rs_s: float) -> float:
+    """Seconds a rank's data-parallel gradient reduction (ZeRO 0-2; `rs_s` for the whole rank, as
+    dp_tail_s gives it) runs past its last computation. As exposed_reduce_scatter_s says, except
+    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce: Megatron-LM core_r0.8.0 buckets
+    only pipeline rank 0's first model chunk (megatron/core/distributed/distributed_data_parallel.py
+    DistributedDataParallel.__init__: `if parallel_state.get_pipeline_model_parallel_rank() > 0:
+    self.bucket_size = None`, "data-parallel communication on these stages is not on the critical
+    path"; megatron/training/training.py get_model: disable_bucketing=(model_chunk_idx > 0)). Every
+    other chunk's gradients are one bucket, whose reduce-scatter is launched once all of them are
+    final, at the end of the chunk's last backward (param_and_grad_buffer.py register_grad_ready);
+    the chunks' reduce-scatters (rs_s shared out by their parameters, chunk_params) queue on the
+    rank's one communication stream. Times are the rank's compute run back to back, as in
+    fsdp_post_backward_tail_s (its idle waits only push its end later). ZeRO-2 without pipeline
+    parallelism reduce-scatters after every micro-batch (dp_reduce_scatters_per_step): the step
+    carries their exposed parts here, after the last compute, where they run between micro-batches
+    (the same step time on its one pipeline rank)."""
+    p = sc.plan
+    if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
+        return dp_reduce_scatters_per_step(sc) * exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
+    last_grad = _first_forwards_and_last_weight_grads(schedule)[1]
+    elapsed, done_at, op_s = 0.0, {}, {}
+    for op in schedule.programs[rank]:
+        compute_s = sum(t.duration_s for chain in costs.compute_chains(rank, op) for t in chain if t.stream == "compute")
+        elapsed += compute_s
+        for chunk, mb in ((op.chunk, op.microbatch), (op.b_chunk, op.b_microbatch)):
+            full = op.kind in ("BW", "W") if chunk == op.chunk else (op.kind == "FB" and not op.b_split)
+            if full and last_grad.get((rank, chunk)) == mb:
+                done_at[chunk], op_s[chunk] = elapsed, compute_s
+    params = {c: chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in done_at}
+    total = sum(params.values())
+    end = 0.0
+    for chunk in sorted(done_at, key=done_at.get):
+        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s)
+        start = done_at[chunk] - (op_s[chunk] if rank == 0 and chunk == 0 else 0.0)
+        end = max(end, start) + (rs_s * params[chunk] / total if total else 0.0)
+    return max(0.0, end - elapsed)
+
+
+def dp_reduce_scatters_per_step(sc: Scenario) -> int:
+    """Data-parallel gradient reduce-scatters a rank runs per step (ZeRO 0-2): one, after the last
+    micro-batch's backward, unless ZeRO-2 holds its gradients sharded (memory.gradients_sharded:
+    without pipeline parallelism), which takes one after every micro-batch's backward. Each is as
+    exposed as the last one (exposed_reduce_scatter_s): the backward waits for it before the next
+    micro-batch (DeepSpeed's ZeRO-2 ends each backward with its reduction stream synchronised;
+    FSDP2's FSDPParamGroup.finalize_backward makes the compute stream wait on its reduce-scatter),
+    and every micro-batch's backward is alike."""
+    return sc.num_microbatches if sc.plan.zero_stage == 2 and memory.gradients_sharded(sc.plan) else 1
+
+
+def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
+    """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share):
+    its blocks, the embedding on the first stage, the output projection (a copy unless tied on the
+    same rank) and the MTP modules on the last (as rank_memory counts them)."""
+    m, p = sc.model, sc.plan
+    params = sum(memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep).total
+                 for layer in costs.layers[stage])
+    embed = m.vocab_size * m.hidden_size / p.tp
+    if stage == 0:
+        params += embed
+    if stage == costs.last_stage:
+        params += 0.0 if m.tie_embeddings and rank in ranks_holding(costs.schedule, 0) else embed
+        params += m.num_mtp_modules * (memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep).total
+                                       + 2 * m.hidden_size * m.hidden_size)
+    return params
 
 
 def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) -> float:
@@ -1433,7 +1538,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
         wait_s = max(wait_s, release[rank])   # the first op starts no earlier than its parameter gather allows
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
-        rs_after = (exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
+        rs_after = (dp_reduce_after_s(sc, costs, schedule, rank, tails[rank][0])
                     + fsdp_post_backward_tail_s(costs, schedule, rank))
         pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after + (tied_s if rank in tied_ranks else 0.0))
     opt_s = max(t[1] for t in tails)
@@ -1458,8 +1563,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
     # ZeRO-1/2's reduce-scatter, or under ZeRO-3 with PP the stages' FSDP2 post-backward
     fsdp_tail = [fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks)]
-    rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r)) + fsdp_tail[r]
-                for r in range(schedule.num_ranks)]
+    rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)
@@ -1477,7 +1581,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     n = sc.cluster.num_gpus
     busiest = max(range(schedule.num_ranks), key=lambda r: pipe.busy_s[r])
     op_time: dict[str, float] = dict(pipe.task_time_s[busiest])
-    op_time["dp_reduce_scatter"] = tails[busiest][0]
+    op_time["dp_reduce_scatter"] = tails[busiest][0] * dp_reduce_scatters_per_step(sc)
     if any(fsdp_tail):
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
