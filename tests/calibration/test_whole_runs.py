@@ -96,7 +96,7 @@ NOT_MET = {
 # the kinds of several GPUs of one host exist where such records do: 2xH200, 2xH100 and, for
 # PP2 x EP2 (real/campaigns/s8ppep.sh), 4xH100 (asked as 4xH200, lent as 4xH100); judged per GPU
 # count (calibration.validate.by_gpu_kind_gpus)
-MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step"), ("h100", 2): ("pipeline_step", "ep_step"),
+MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step", "moe_layer"), ("h100", 2): ("pipeline_step", "ep_step"),
                    ("h100", 4): ("pipeline_step",)}
 # (gpu, kind, GPUs) -> (held-out median, P90) when last run, where not met (strict xfails as above).
 # None since s9ep. EP2 on 2xH100 had missed (5.4% / 6.2%, all three steps slow): its forward is
@@ -111,7 +111,14 @@ MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step"), ("h100", 2): ("pip
 # h100x4/s10pp_20261126_1439, kept out of validation: median 1.5%, P90 3.6%). A second run on the
 # same host 2 min later
 # (h100x2/s9ep_round2/run2) predicts alike (EP2 median 0.4%, P90 0.8%; PP2 within 1%).
-MULTI_NOT_MET: dict = {}
+# 2xH200 EP2 MoE layers (h200x2/ep.csv, 24 held-out cases, records of 2026-11-24; the layer
+# target per GPU count since s12ep): the forward at 4,096 and 16,384 tokens a rank +5% to +12%, the
+# backward at 16,384 -6% to -7%. s12ep found the EP forward counting the local layer's sort and
+# un-sort beside dispatch's and combine's, and their row gathers at the blended gather_eff where the
+# profiler times them near the streaming rate (docs/notes/s12ep_rule.md); corrected, the layers
+# would meet (median 4.7%, P90 9.0%) but the old H200 EP2 steps (host rate of another run) fall to
+# -7.8%, so by the rule committed before, not adopted; real/campaigns/s12ep.sh re-measures both.
+MULTI_NOT_MET: dict = {("h200", "moe_layer", 2): (0.053, 0.112)}
 
 
 def _target_params():
