@@ -18,7 +18,8 @@
 # Run it alone on a 2-GPU host (an H200 pair: its records go to calibration/measurements/h200x2;
 # an H100 pair adds nothing this session needs: the lead does not run it there).
 #   bash real/campaigns/s12ep.sh OUTDIR
-# Parts (GPUs 0 and 1; <= 120 s in all):
+# Parts (GPUs 0 and 1; <= 120 s in all: timeouts 42 + 20 + 58 s; the H200 ran the ep section in 27 s on
+# 2026-11-24, s9ep.sh's EP2 and PP2 parts took 15 and 55 s on 2xH100):
 #   ep     real.bench --only ep on 2 ranks: all_to_all 1 MiB-1 GiB, dispatch, combine, MoE layer
 #          forward and backward at 1,024 / 4,096 / 16,384 tokens a rank, skew 0 and 1, BF16 and FP8
 #          (exactly the committed h200x2/ep.csv configurations; every row held out)  -> OUTDIR/s12ep/ep/
@@ -72,7 +73,7 @@ torchrun=("$PY" -m torch.distributed.run --standalone --nproc-per-node 2)
 quick=()
 [ "$tiny" = "1" ] && quick=(--quick)
 mkdir -p "$root/ep"
-part ep 38 "${torchrun[@]}" -m real.bench --out "$root/ep" --only ep "${quick[@]}"
+part ep 42 "${torchrun[@]}" -m real.bench --out "$root/ep" --only ep "${quick[@]}"
 
 common=(--model v2-lite-slice --num-layers 8 --seq-len 4096 --mb-seqs 1 --precision bf16
         --warmup 2 --min-time-s 1.0 --reps-min 3 --reps-max 8)
@@ -81,7 +82,7 @@ mkdir -p "$root/x2"
 part ep2 20 "${torchrun[@]}" -m real.pipeline --out "$root/x2" "${common[@]}" \
   --layouts ep2 --ep-microbatches 1,2,4 --ep-holdout 2 --budget-s 12 $pipe_extra
 # shellcheck disable=SC2086
-part pp2 60 "${torchrun[@]}" -m real.pipeline --out "$root/x2" "${common[@]}" \
+part pp2 58 "${torchrun[@]}" -m real.pipeline --out "$root/x2" "${common[@]}" \
   --layouts pp2 --schedules 1f1b,zb1p,dualpipev,dualpipe --microbatches 4,8,16 \
-  --holdout 8 --trace-microbatches 8 --budget-s 45 --append $pipe_extra
+  --holdout 8 --trace-microbatches 8 --budget-s 42 --append $pipe_extra
 echo "s12ep done $(date -u +%FT%TZ)" | tee -a "$log"
