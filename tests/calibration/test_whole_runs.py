@@ -53,7 +53,9 @@ def _kind_summary(gpu: str, kind: str):
 # 9.4% / 22.5% on its median round against the profile's 9.7% / 23.0%, the host-bound records
 # spreading 1.5-1.9x over 8 rounds alone on the machine: host noise faster than a record lasts;
 # the quiet rounds' host time follows aten ops rather than kernels, the V2-Lite BF16 backward
-# 1.15x V3's per kernel, 1.04x per op). s10mla took the host time per dispatched aten operator for
+# 1.15x V3's per kernel, 1.04x per op; the H200's s8mla and s9mla runs, 2026-11-26 20:25, beside
+# another campaign on the same CPUs, fail the same criteria (no-grad probe 2.29x, TRACK_SPREAD
+# 1.43-1.90x) and stay diagnostics, h200/s8mla_campaign and h200/s9mla_paired). s10mla took the host time per dispatched aten operator for
 # BF16 MLA layers (rates from the fitting split's BF16 MLA host_dispatch rows, each configuration's
 # CUDA operator count; real/bench/aten_count.py counts them off CUDA too), under a rule stated
 # before the held-out figures: H100 3.1% / 15.2% -> 5.2% / 14.9%, H200 2.9% / 9.3% -> 3.6% / 10.3%,
