@@ -165,9 +165,21 @@ def test_block_rows_load_every_parallel_blocks_file(tmp_path):
 # [h | routing weights] rows, 2054 values wide for v2-lite (2-byte-aligned rows for cuBLAS; v3's
 # 7176 are aligned); real/tp.py pads those rows to 16 bytes since the 07:02 UTC re-run (4K with SP: -17% -> -1%); at 2K with SP the block's measured host per collective
 # (0.19 ms) is below the fitting rows' median (0.28 ms). v2-lite MLA at 4K without SP: host-bound,
-# its host time per collective (0.55 ms) twice the fitting rows' median.
+# its host time per collective (0.55 ms) twice the fitting rows' median. CP2 blocks: since the H200's
+# one-GPU chunk records (h200x2/cp_chunks.csv, real/campaigns/s8cp.sh on one H200, 2026-11-26 20:29
+# UTC; s12h200) the off-diagonal blocks take their measured factor over the twin's costing (1.19,
+# the fitting mla_block rows alone on one GPU) instead of the one inferred from the fitting CP2 rows
+# (1.58): the held-out CP2 rows are then 8-22% too fast (before: -1.8..-11.7%), the CP2 rows spending
+# ~0.4 of the off-diagonal block's time that the block alone does not (merges, NCCL beside the
+# kernels, host: not yet measured apart).
 NOT_MET = {
-    "cp_block mla v2-lite-slice t16384 cp2 ring": -0.117,
+    "cp_block attention v2-lite-slice t16384 cp2 allgather": -0.157,
+    "cp_block attention v2-lite-slice t16384 cp2 ring": -0.198,
+    "cp_block attention v3-slice-1l t16384 cp2 ring": -0.122,
+    "cp_block mla v2-lite-slice t16384 cp2 allgather": -0.184,
+    "cp_block mla v2-lite-slice t16384 cp2 ring": -0.215,
+    "cp_block mla v3-slice-1l t16384 cp2 allgather": -0.119,
+    "cp_block mla v3-slice-1l t16384 cp2 ring": -0.152,
     "tp_block mla v2-lite-slice t4096 tp2": -0.120,
     "tp_block moe v2-lite-slice t2048 tp2 sp": +0.159,
     "tp_block moe v2-lite-slice t4096 tp2": -0.150,
