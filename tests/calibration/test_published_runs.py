@@ -445,3 +445,48 @@ def test_gradients_reduced_every_micro_batch_cost_at_least_the_step_and_their_tr
     every_s = _breakdown_module().reduce_scatter_every_microbatch_s(sc)
     assert every_s > step.step_time_s
     assert every_s > sc.num_microbatches * step.op_time_s["dp_reduce_scatter"]
+
+
+@pytest.mark.parametrize("row_id", ["l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384"])
+def test_llama3_8k_busiest_rank_holds_the_audited_terms(row_id):
+    """Llama 3 405B at 8K (TP 8 with SP, PP 16, V 8, one layer a chunk, no recomputation): the busiest
+    rank's count, term by term from first principles (brief s12l3mem's audit). Per layer and token,
+    Korthikanti et al. 2022 without dropout, with GQA, SwiGLU and FlashAttention (no S^2 scores): four
+    hidden-width tensors split over the TP ranks by SP (two norm inputs, two linear inputs), q and
+    one K and one V head per rank, the attention output with FP32 softmax statistics, and the FFN's
+    gate, up and their product. In flight on pipeline rank r: Megatron's interleaved warm-up
+    (PP - r - 1) 2 + (V - 1) PP plus the first steady forward, at most M V. Weights in BF16 (not
+    resharded after the forward), FP32 gradients accumulated unsharded under PP (s12fsdp), 12 B of
+    optimizer state over DP, one gathered SP input."""
+    runs, _ = pr.load_runs()
+    run = next(r for r in runs if r.id == row_id)
+    sc = pr.scenario_of(run)
+    step = simulate_step(sc, record_events=False, check_memory=False)
+    d, heads, kv, hd, f, t, pp, v = 16384, 128, 8, 128, 53248, 8, 16, 8
+    m, tokens, dp = sc.num_microbatches, 8192, sc.dp
+    per_token = 2 * 4 * d / t + 2 * (heads + 2 * kv) * hd / t + 2 * heads * hd / t + 4 * heads / t + 3 * 2 * f / t
+    layer_params = (2 * d * heads * hd + 2 * d * kv * hd + 3 * d * f) / t + 2 * d
+    rank = 1   # rank 0's first chunk is the embedding alone: rank 1 holds the most in flight
+    in_flight = min((pp - rank - 1) * 2 + (v - 1) * pp + 1, m * v)
+    params = v * layer_params   # one layer a chunk
+    want = {"weights": 2 * params, "gradients": 4 * params, "optimizer": 12 * params / dp,
+            "activations": in_flight * tokens * per_token, "comm_buffers": 2 * tokens * d}
+    got = step.memory_breakdown_bytes
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_gradients_reduced_every_micro_batch_wait_in_their_queue():
+    """The same counterfactual's memory: its compute never waits for the link, so gradients wait in
+    the queue; at least one (micro-batch, chunk)'s FP32 gradients do (one reduce-scatter outlasts
+    one backward on this layout), and at the joint peak the saved activations are at least the
+    count's in-flight peak and at most that plus the longest queue."""
+    runs, _ = pr.load_runs()
+    sc = pr.scenario_of(next(r for r in runs if r.id == "l3-405b-8k-gpus16384"))
+    held = simulate_step(sc, record_events=False, check_memory=False).memory_breakdown_bytes
+    every = _breakdown_module().reduce_scatter_every_microbatch(sc)
+    one_chunk_fp32 = 4 * held["weights"] / 2 / sc.plan.virtual_stages   # one layer a chunk, BF16 weights
+    assert every["rs_s"] > every["backward_s"] > 0
+    assert every["pending_grad_bytes"] >= one_chunk_fp32
+    assert held["activations"] <= every["activations_and_pending_bytes"] <= held["activations"] + every["pending_grad_bytes"]
