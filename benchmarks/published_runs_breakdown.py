@@ -14,8 +14,8 @@ Then one middle block of each row (one micro-batch, forward and full backward): 
 attention core's rates, memory-bound seconds and exposed TP/CP communication, to see where one row
 is cheaper per FLOP than another. With --counterfactuals, each Llama 3 row's error under settings the
 paper does not publish (the other attention kernel, TP communication overlapped or not, full
-recomputation, the block's kernels as Meta's released model code issues them, ZeRO-2 gradients
-reduce-scattered after every micro-batch): diagnostics, not inputs.
+recomputation, the block's kernels as Meta's released model code issues them, ZeRO-2's other
+reading under pipelining, plan.pp_grad_sync): diagnostics, not inputs.
 
 Usage: PYTHONPATH=. python benchmarks/published_runs_breakdown.py [--counterfactuals] [ROW_ID ...]  (5-60 s)
 """
@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import sys
 
 from calibration.published_runs import flops_per_token, load_runs, predicted_metric, scenario_of
-from twin.costs import comm, compute, memory
+from twin.costs import compute
 from twin.costs.flops import GEMM_KINDS, OpKind, attention_bwd_flops, train_flops_per_token
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.results import Perturb
-from twin.training.step import (GRAD_REDUCE_BYTES, _prepare, dp_tail_s, local_tokens, param_gather_release_s,
-                                simulate_step)
+from twin.training.step import _prepare, local_tokens, param_gather_release_s, simulate_step
 
 ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm-gpt-462b", "mlm-gpt-314b")
 
@@ -149,40 +147,9 @@ def show(b: dict) -> None:
     print("   compute per rank: " + " ".join(f"{s:.2f}" for s in b["busy_per_rank_s"]))
 
 
-def reduce_scatter_every_microbatch_s(sc) -> float:
-    """A counterfactual step (not the twin's physics): ZeRO-2's sharded gradients reduce-scattered
-    after every backward of a (micro-batch, chunk), in grad_reduce_dtype over the data x context
-    parallel ranks, queued first come first served on the rank's scale-out link beside the pipeline
-    (released when the op ends; compute never waits for them, so the memory their buffers would hold
-    is not counted); the step ends when the last rank's queue drains, then the optimizer."""
-    step = simulate_step(sc, record_events=True, check_memory=False)
-    schedule, costs, profile, mems, _, _ = _prepare(sc, None, Perturb(), False)
-    p, m = sc.plan, sc.model
-    grad_bytes = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
-    ends = []
-    for rank in range(schedule.num_ranks):
-        released = []
-        for r, label, _, end_s in step.pipeline.op_spans:
-            match = re.fullmatch(r"BW?(\d+)\.(\d+)", label)
-            if r != rank or not match:
-                continue
-            stage = schedule.stage_of(rank, int(match.group(2)))
-            params = sum(memory.block_params_on_gpu(m, True, p.tp, p.ep).total for _ in costs.layers[stage])
-            params += m.vocab_size * m.hidden_size / p.tp * ((stage == 0) + (stage == costs.last_stage))
-            released.append((end_s, comm.ring_collective_time_s(params * grad_bytes, sc.dp * p.cp, sc.gpu, False, 1.0)))
-        done = 0.0
-        for at, rs_s in sorted(released):
-            done = max(done, at) + rs_s
-        ends.append(done)
-    optimizer_s = max(dp_tail_s(sc, mems[r], sc.gpu, profile, 1.0)[1] for r in range(schedule.num_ranks))
-    return max(max(ends), step.pipeline.makespan_s) + optimizer_s
-
-
 def counterfactuals(run) -> dict:
     """The row's error under settings its source does not publish (diagnostics, never inputs)."""
     sc = scenario_of(run)
-    base = simulate_step(sc, record_events=False, check_memory=False)
-    base_metric = predicted_metric(run, sc, base)
     out = {}
     other_kernel = "cudnn" if sc.plan.attention_kernel == "fa2" else "fa2"
     # a row overlapping TP some other way, as TransformerEngine's userbuffers would cost it
@@ -196,10 +163,29 @@ def counterfactuals(run) -> dict:
                          ("eager kernels, separate linears", {"kernels": "eager", "unfused_linears": True})):
         alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, **change))
         out[name] = predicted_metric(run, alt, simulate_step(alt, record_events=False, check_memory=False)) / run.published - 1
-    if sc.plan.zero_stage == 2:
-        out["ZeRO-2 reduce-scatter every micro-batch"] = (
-            base_metric * base.step_time_s / reduce_scatter_every_microbatch_s(sc) / run.published - 1)
+    if sc.plan.zero_stage == 2 and sc.plan.pp > 1:   # the other reading of ZeRO-2 under PP (plan.pp_grad_sync)
+        other = "last_backward" if sc.plan.pp_grad_sync == "every_backward" else "every_backward"
+        alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, pp_grad_sync=other))
+        out[f"pp_grad_sync {other}"] = predicted_metric(run, alt, simulate_step(alt, record_events=False, check_memory=False)) / run.published - 1
     return out
+
+
+def show_gradient_memory(run) -> None:
+    """A pipelined ZeRO-2 row's gradient memory both ways (plan.pp_grad_sync): the unsharded FP32
+    accumulator, or sharded gradients with those waiting in the reduce-scatter queue."""
+    sc = scenario_of(run)
+    if sc.plan.zero_stage != 2 or sc.plan.pp == 1:
+        return
+    gib = 2**30
+    parts = []
+    for sync in ("last_backward", "every_backward"):
+        alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, pp_grad_sync=sync))
+        step = simulate_step(alt, record_events=False, check_memory=False)
+        held = step.memory_breakdown_bytes
+        parts.append(f"{sync}: gradients {held['gradients'] / gib:.2f} + queue {held.get('grad_queue', 0.0) / gib:.2f} GiB, "
+                     f"count {sum(held.values()) / gib:.2f} of {step.memory_capacity_bytes / gib:.2f} GiB, "
+                     f"dp_reduce_scatter {step.op_time_s['dp_reduce_scatter']:.2f} s, step {step.step_time_s:.3f} s")
+    print("   ZeRO-2 under PP, " + "; ".join(parts))
 
 
 def main(argv: list[str]) -> int:
@@ -214,6 +200,7 @@ def main(argv: list[str]) -> int:
             if what_if and run.source == "llama3":
                 print("   counterfactual errors (unpublished settings): " + ", ".join(
                     f"{k} {v:+.1%}" for k, v in counterfactuals(run).items()))
+                show_gradient_memory(run)
     return 0
 
 

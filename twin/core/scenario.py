@@ -173,6 +173,10 @@ class Scenario:
             raise ScenarioError("plan.grad_buckets", p.grad_buckets, f"'every_chunk' (the default) when plan.zero_stage = "
                                 f"{p.zero_stage} (Megatron's buffers reduce for ZeRO 0-1: DDP or its distributed optimizer)",
                                 source)
+        if p.pp_grad_sync != "last_backward" and not (p.zero_stage == 2 and p.pp > 1):
+            raise ScenarioError("plan.pp_grad_sync", p.pp_grad_sync, "'last_backward' (the default) unless plan.zero_stage "
+                                "= 2 with plan.pp > 1 (without PP ZeRO-2 reduce-scatters every backward already; ZeRO 0-1 "
+                                "and 3 hold their gradients as they do)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":

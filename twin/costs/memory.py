@@ -219,8 +219,11 @@ def gradients_sharded(plan: ParallelPlan) -> bool:
     gradients unsharded, in FP32 with torchtitan's reduce dtype, until one reduce-scatter; DeepSpeed
     refuses ZeRO-2 with its pipeline engine (runtime/pipe/engine.py PipelineEngine.__init__ asserts
     zero stage < 2). ZeRO-3 holds them sharded (its unsharded FP32 accumulation under PP is counted
-    with the gathered stage: fsdp_working_set_bytes)."""
-    return plan.zero_stage >= 3 or (plan.zero_stage == 2 and plan.pp == 1)
+    with the gathered stage: fsdp_working_set_bytes). plan.pp_grad_sync 'every_backward' keeps
+    ZeRO-2's sync on every backward under pipeline parallelism too (the Llama 3 paper's FSDP "shards
+    optimizer states and gradients"): sharded, the gradients waiting for their reduce-scatter
+    counted apart (twin.training.step.grad_sync_queue)."""
+    return plan.zero_stage >= 3 or (plan.zero_stage == 2 and (plan.pp == 1 or plan.pp_grad_sync == "every_backward"))
 
 
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,

@@ -432,7 +432,9 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
     tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
-    # plan.overlap_grad_reduce hides behind it
+    # plan.overlap_grad_reduce hides behind it. Under plan.pp_grad_sync 'every_backward' the queue of
+    # reduce-scatters beside the pipeline and its waiting gradients are the simulator's alone
+    # (step.grad_sync_queue): screened as this one reduce-scatter, without the waiting gradients' memory
     chunk_b_s = b_s / v if SCHEDULES[p.schedule].virtual else b_s
     rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), chunk_b_s) * dp_reduce_scatters_per_step(sc)
     if p.overlap_grad_reduce and p.grad_buckets == "megatron":

@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import re
 from collections import Counter
 
 from twin.costs import comm, compute, context_parallel, memory, tp_overlap
@@ -329,8 +330,10 @@ class StepCosts:
                                                        if self.fsdp else ({}, {}))
         # FSDP2 (ZeRO-3, and ZeRO-2 as FSDP2 without resharding after the forward) under pipeline
         # parallelism accumulates each backward's gradients unsharded in FP32 (memory.gradients_sharded)
+        # (not where ZeRO-2 reduce-scatters every backward under PP: plan.pp_grad_sync, grad_sync_queue)
         self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
-                                           if p.zero_stage >= 2 and schedule.num_ranks > 1 else 0.0)
+                                           if schedule.num_ranks > 1 and (p.zero_stage == 3 or (
+                                               p.zero_stage == 2 and not memory.gradients_sharded(p))) else 0.0)
         # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
         self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
@@ -1227,6 +1230,8 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
     carries their exposed parts here, after the last compute, where they run between micro-batches
     (the same step time on its one pipeline rank)."""
     p = sc.plan
+    if syncs_every_backward_under_pp(sc):   # simulate_step carries grad_sync_queue's tail instead
+        return 0.0
     if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
         return dp_reduce_scatters_per_step(sc) * exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
     last_grad = _first_forwards_and_last_weight_grads(schedule)[1]
@@ -1256,7 +1261,70 @@ def dp_reduce_scatters_per_step(sc: Scenario) -> int:
     micro-batch (DeepSpeed's ZeRO-2 ends each backward with its reduction stream synchronised;
     FSDP2's FSDPParamGroup.finalize_backward makes the compute stream wait on its reduce-scatter),
     and every micro-batch's backward is alike."""
-    return sc.num_microbatches if sc.plan.zero_stage == 2 and memory.gradients_sharded(sc.plan) else 1
+    return sc.num_microbatches if sc.plan.zero_stage == 2 and sc.plan.pp == 1 else 1
+
+
+_OP_PARTS = re.compile(r"(BW|F|B|W)(\d+)\.(\d+)")   # twin.core.schedules.PipeOp.__str__'s parts
+
+
+def syncs_every_backward_under_pp(sc: Scenario) -> bool:
+    """ZeRO-2 under pipeline parallelism reduce-scattering after every backward (plan.pp_grad_sync)."""
+    return sc.plan.zero_stage == 2 and sc.plan.pp > 1 and sc.plan.pp_grad_sync == "every_backward"
+
+
+def stage_activation_bytes(sc: Scenario, costs: "StepCosts", stage: int) -> float:
+    """Saved activations of one micro-batch on model stage `stage`, as rank_memory counts them."""
+    m, p = sc.model, sc.plan
+    tokens = local_tokens(sc)
+    acts = sum(memory.activation_bytes(m, layer < m.num_dense_layers or not m.is_moe, p, tokens)
+               for layer in costs.layers[stage])
+    if stage == costs.last_stage:
+        acts += m.num_mtp_modules * memory.activation_bytes(m, not m.is_moe, p, tokens)
+    return acts
+
+
+def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spans, gpu: GPUSpec,
+                    link_bw_scale: float) -> list[tuple[float, float, float]]:
+    """ZeRO-2 under pipeline parallelism with plan.pp_grad_sync 'every_backward' (the Llama 3 paper's
+    FSDP: it "shards optimizer states and gradients" and reduces them "asynchronously"): each
+    (micro-batch, chunk)'s gradients, final at the end of its weight-gradient op (BW, W, or an F&B
+    pair's full backward), are reduce-scattered over the data- x context-parallel ranks in
+    plan.grad_reduce_dtype (the ring of dp_tail_s), first come first served on the rank's
+    data-parallel link beside the simulated pipeline; the compute never waits for them, so they wait
+    in the queue, each holding its gradients until its reduce-scatter ends. Per rank: (the queue's
+    end, the seconds the link is busy, the largest bytes of saved activations and waiting gradients
+    alive together). Times are op ends from the pipeline's op_spans: an activation set is born at its
+    forward's end and freed at its backward's (adds before frees at one instant)."""
+    p = sc.plan
+    grad_bytes = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
+    ends: dict[int, list[tuple[float, str]]] = {r: [] for r in range(schedule.num_ranks)}
+    for rank, label, _, end_s in op_spans:
+        ends[rank].append((end_s, label))
+    acts_of: dict[int, float] = {}
+    out = []
+    for rank in range(schedule.num_ranks):
+        moves, released = [], []
+        for end_s, label in ends[rank]:
+            for kind, _, chunk in _OP_PARTS.findall(label):   # "F3.0&BW1.0": kind, micro-batch, chunk
+                stage = schedule.stage_of(rank, int(chunk))
+                if kind in ("F", "B", "BW"):
+                    if stage not in acts_of:
+                        acts_of[stage] = stage_activation_bytes(sc, costs, stage)
+                    moves.append((end_s, acts_of[stage] if kind == "F" else -acts_of[stage]))
+                if kind in ("BW", "W"):
+                    nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes
+                    released.append((end_s, nbytes, _dp_ring_s(sc, nbytes, gpu, link_bw_scale)))
+        done = busy = 0.0
+        for at, nbytes, rs_s in sorted(released):
+            start = max(done, at)
+            done, busy = start + rs_s, busy + rs_s
+            moves += [(at, nbytes), (done, -nbytes)]
+        live = peak = 0.0
+        for _, delta in sorted(moves, key=lambda e: (e[0], -e[1])):
+            live += delta
+            peak = max(peak, live)
+        out.append((done, busy, peak))
+    return out
 
 
 def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
@@ -1556,7 +1624,23 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     schedule, costs, profile, mems, totals, worst = _prepare(sc, profile, perturb, check_memory)
     # Megatron's chained parameter all-gather holds each rank's first forward (plan.param_gather_kind)
     release = param_gather_release_s(sc, costs, schedule, mems, link_bw_scale)
-    pipe = simulate_pipeline(schedule, costs, record_events=record_events, release_s=release if any(release) else None)
+    every = syncs_every_backward_under_pp(sc)   # its queue needs the ops' ends (op_spans)
+    pipe = simulate_pipeline(schedule, costs, record_events=record_events or every,
+                             release_s=release if any(release) else None)
+    queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, link_bw_scale) if every else None
+    if every:
+        if not record_events:
+            pipe = dataclasses.replace(pipe, events=[], op_spans=())
+        # the gradients waiting in the queue, beyond the saved activations' peak (and, an upper
+        # bound, beside the recomputed block and the loss, which the count puts at that peak)
+        mems = [{**mem, "grad_queue": max(0.0, q[2] - mem["activations"])} for mem, q in zip(mems, queue)]
+        totals = [sum(mem.values()) for mem in mems]
+        worst = max(range(len(totals)), key=totals.__getitem__)
+        if check_memory and totals[worst] > gpu.hbm_bytes:
+            raise InfeasiblePlan(
+                f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
+                f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
+                breakdown=mems[worst])
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
@@ -1564,6 +1648,8 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     # ZeRO-1/2's reduce-scatter, or under ZeRO-3 with PP the stages' FSDP2 post-backward
     fsdp_tail = [fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks)]
     rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]
+    if every:   # ZeRO-2's queue of reduce-scatters drains after the rank's last compute
+        rs_after = [max(0.0, q[0] - last_end[r]) for r, q in enumerate(queue)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)
@@ -1581,7 +1667,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     n = sc.cluster.num_gpus
     busiest = max(range(schedule.num_ranks), key=lambda r: pipe.busy_s[r])
     op_time: dict[str, float] = dict(pipe.task_time_s[busiest])
-    op_time["dp_reduce_scatter"] = tails[busiest][0] * dp_reduce_scatters_per_step(sc)
+    op_time["dp_reduce_scatter"] = queue[busiest][1] if every else tails[busiest][0] * dp_reduce_scatters_per_step(sc)
     if any(fsdp_tail):
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
