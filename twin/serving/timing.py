@@ -98,7 +98,8 @@ def _coarse_point(j: int) -> float:
 
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
-                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins")
+                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
+                "new_size_backlog")
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -108,6 +109,19 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
     ms by thirds of 48: a GEMM configuration's one-off set-up, fewer of a new size's configurations new;
     not CUDA's lazy module loading, h100x2/s11srv2)."""
     return fade_bins / (fade_bins + bins_met) if fade_bins > 0 else 1.0
+
+
+def exposed_stall_s(stall_s: float, kernels_s: float, host_s: float, host_bound: float, backlog: float) -> float:
+    """The part of a first-met size's host stall an eager iteration pays. Without `host_bound`: all
+    of it. With it: all where the iteration is host-bound (kernels shorter than its fixed host terms),
+    none elsewhere; with `backlog` too, the GPU's queue hides the stall only as far as the kernels'
+    excess over the launches reaches (real/serve launches the whole forward and waits once at its
+    end: a stall delays every later launch, the GPU busy meanwhile only on what was queued)."""
+    if not host_bound:
+        return stall_s
+    if backlog:
+        return max(0.0, stall_s - max(0.0, kernels_s - host_s))
+    return stall_s if kernels_s < host_s else 0.0
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -359,12 +373,14 @@ class IterationCosts:
         pad_rows = b                            # padded decode rows of all groups
         prompt_host = (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
         # a first-met size's host stall, where the iteration is host-bound (new_size_host_bound:
-        # its kernels shorter than its fixed host terms; a longer GPU queue hides the stall)
+        # its kernels shorter than its fixed host terms; a longer GPU queue hides the stall), or
+        # (new_size_backlog) less what the GPU's queue hides (exposed_stall_s)
         launches = (e["iteration_s"] + (e["eager_iteration_s"] if eager else 0.0)
                     + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
         stall = 0.0
-        if eager and (kern < launches or not e.get("new_size_host_bound", 0.0)):
-            stall = (e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin)
+        if eager:
+            stall = exposed_stall_s((e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin),
+                                    kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
         pre_host = prompt_host + e["score_s_per_pair"] * pairs

@@ -162,3 +162,27 @@ def test_a_new_size_stall_hides_behind_a_gpu_bound_iteration(monkeypatch):
     assert extra_s(300, 1.0) == pytest.approx(0.004, abs=1e-9)
     assert extra_s(2000, 1.0) == pytest.approx(0.0, abs=1e-9)
     assert extra_s(2000, 0.0) == pytest.approx(0.004, abs=1e-9)
+
+
+def test_exposed_stall_is_what_the_gpu_backlog_does_not_hide():
+    """(s12srv, not adopted: new_size_backlog 0 in the tables) With new_size_backlog the GPU's queue
+    hides a first-met size's stall only as far as the kernels' excess over the host terms reaches;
+    the all-or-nothing rule hides all of it at any excess, and without new_size_host_bound none."""
+    from twin.serving.timing import exposed_stall_s
+    assert exposed_stall_s(0.007, 0.004, 0.003, 1.0, 1.0) == pytest.approx(0.006)   # 1 ms of backlog
+    assert exposed_stall_s(0.007, 0.004, 0.003, 1.0, 0.0) == 0.0                    # all or nothing
+    assert exposed_stall_s(0.007, 0.002, 0.003, 1.0, 1.0) == pytest.approx(0.007)   # host-bound: all
+    assert exposed_stall_s(0.007, 0.030, 0.003, 1.0, 1.0) == 0.0                    # a deep queue: none
+    assert exposed_stall_s(0.007, 0.030, 0.003, 0.0, 1.0) == pytest.approx(0.007)   # no rule: all
+
+
+def test_backlog_fit_features_are_the_unhidden_share():
+    """calibration.serve_engine_fit.stall_share: flag x (stall - backlog) / stall under a fit's terms."""
+    import pandas as pd
+
+    from calibration.serve_engine_fit import stall_share
+    coef = {"iteration_s": 0.001, "eager_iteration_s": 0.002, "prompt_iteration_s": 0.0, "new_size_s": 0.001, "new_bin_s": 0.003}
+    df = pd.DataFrame({"physics_s": [0.002, 0.005, 0.010, 0.005], "iteration_s": 1.0, "eager_iteration_s": 1.0,
+                       "prompt_iteration_s": 1.0, "new_size_flag": [1.0, 1.0, 1.0, 0.0], "new_bin_flag": [1.0, 1.0, 0.0, 0.0]})
+    # host terms 3 ms: backlogs 0, 2, 7 ms against stalls 4, 4, 1 ms (the last row flags nothing)
+    assert stall_share(df, coef).tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0])
