@@ -149,6 +149,22 @@ NEW_BIN_FADE = False
 # TTFT P50 -2.1% -> +6.5%, and the held-out median |error| rises 3.55% -> 3.72%: both parts of the
 # criterion fail, so it is off (the tables carry new_size_backlog = 0).
 STALL_BACKLOG = False
+# (s12srv, stated before any held-out figure was computed) real/serve's closed-loop client issues a
+# finished request's successor in the engine's own thread (real/serve/loadgen.py: run_load ->
+# ClosedLoopArrivals.on_finish -> make_request draws the prompt token by token), between the
+# iteration that finished it and the next: the successor's arrival is the finish, its admission
+# after that work. Poisson runs draw every prompt before the run. Measured gaps after an iteration
+# (one GPU): ~0.01 ms with no finish, 0.13-0.18 ms after one short-prompt finish, 0.57-0.63 ms after
+# one long-prompt finish, 0.45-0.66 ms after ~5 short ones; EP2 likewise on top of its ~0.4-0.7 ms
+# exchange. The twin had no such gap (closed-loop TTFT P50 wait 0.0 ms against 0.7-1.6 ms measured).
+# Rule: after an iteration whose finishes release closed-loop successors, the instance waits
+# issue_s_per_request x requests + issue_s_per_token x their prompt tokens (under EP the rank issuing
+# most: the ranks wait for each other in the flag exchange) before its next admission; both terms
+# by non-negative least squares of (gap - loop_s) on the fit runs' closed-loop iterations that issued
+# requests (issue_terms). Adopted only if (1) the fit runs' replays meet at least as many of their 250
+# checks as without it (213) and (2) the held-out median |error| over the 80 checks does not rise
+# (3.55%); else CLIENT_ISSUE stays False and the tables carry zeros.
+CLIENT_ISSUE = False
 # EP engines are host-launch-bound and their speed is a state of the host that differs between
 # engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
 # same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
