@@ -90,7 +90,8 @@ SPREAD_EDGES_S = (0.004, 0.008, 0.016, 0.032)
 SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
-EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog")   # stored beside TERMS
+EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
+               "issue_s_per_request", "issue_s_per_token")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -164,7 +165,12 @@ STALL_BACKLOG = False
 # requests (issue_terms). Adopted only if (1) the fit runs' replays meet at least as many of their 250
 # checks as without it (213) and (2) the held-out median |error| over the 80 checks does not rise
 # (3.55%); else CLIENT_ISSUE stays False and the tables carry zeros.
-CLIENT_ISSUE = False
+# Outcome (s12srv): fitted issue_s_per_token 0.32 (h100), 0.42 (h200), 0.54 (h100x2), 0.60 us (h200x2
+# pooled) and issue_s_per_request 0-31 us; replayed, the fit runs meet 216 of 250 checks (213), their
+# median |error| 3.44% -> 3.57%; held out 66 of 80 (66), the median |error| 3.55% -> 2.85%: both parts
+# met, adopted. Closed-loop TTFT P50: h200x2 c48 -8.1% -> -4.2%, h100 lo-c12 -6.4% -> -3.5%, h200 c24
+# -3.6% -> -0.4%, h100x2 c48 -2.9% -> +0.4%; h100 lo-c12 TTFT P99 -27.6% -> -25.7% (still missed).
+CLIENT_ISSUE = True
 # EP engines are host-launch-bound and their speed is a state of the host that differs between
 # engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
 # same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
@@ -262,6 +268,55 @@ def idle_wake_s(folder: Path, split: str = "fit", only: set | None = None) -> fl
             if math.isfinite(adm) and asleep:
                 delays.append(adm - a)
     return float(np.median(delays)) if delays else 0.0
+
+
+ISSUE_MAX_GAP_S = 0.01   # a gap between iterations longer than this is not the client's issue work
+
+
+def issue_rows(folder: Path, split: str = "fit", only: set | None = None) -> pd.DataFrame:
+    """Per iteration of the `split` closed-loop runs after which the client issued successors
+    (requests whose arrival is that iteration's end, on its rank): the requests and prompt tokens
+    issued by the rank issuing most, and the gap to the next iteration (the ranks' mean)."""
+    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
+    runs = set(load.loc[(load.split == split) & (load.arrival == "closed"), "run_id"])
+    if only is not None:
+        runs &= set(only)
+    its = pd.read_csv(folder / "serve_iterations.csv")
+    reqs = pd.read_csv(folder / "serve_requests.csv")
+    rows = []
+    for run in sorted(runs):
+        per = {}
+        for rank, it in its[its.run_id == run].groupby("rank"):
+            it = it.sort_values("iteration")
+            ends = (it.start_s + it.duration_s).to_numpy(float)
+            gaps = np.append(it.start_s.to_numpy(float)[1:] - ends[:-1], np.nan)
+            rq = reqs[(reqs.run_id == run) & (reqs["rank"] == rank)]
+            k = np.searchsorted(ends, rq.arrival_s.to_numpy(float) - 1e-6)
+            hit = (k < len(ends)) & (np.abs(ends[np.minimum(k, len(ends) - 1)] - rq.arrival_s.to_numpy(float)) < 1e-6)
+            n = np.bincount(k[hit], minlength=len(ends))
+            tok = np.bincount(k[hit], weights=rq.input_len.to_numpy(float)[hit], minlength=len(ends))
+            per[rank] = pd.DataFrame({"iteration": it.iteration.to_numpy(), "n": n, "tokens": tok, "gap_s": gaps}).set_index("iteration")
+        common = sorted(set.intersection(*(set(p.index) for p in per.values())))
+        for i in common:
+            at = [p.loc[i] for p in per.values()]
+            top = max(at, key=lambda r: r.tokens)
+            gap = float(np.mean([r.gap_s for r in at]))
+            if top.n > 0 and math.isfinite(gap) and gap < ISSUE_MAX_GAP_S:
+                rows.append({"run_id": run, "iteration": int(i), "requests": float(top.n), "tokens": float(top.tokens), "gap_s": gap})
+    return pd.DataFrame(rows, columns=["run_id", "iteration", "requests", "tokens", "gap_s"])
+
+
+def issue_terms(folder: Path, loop_s: float, split: str = "fit", only: set | None = None) -> dict:
+    """issue_s_per_request and issue_s_per_token: non-negative least squares of (gap - loop_s) on
+    the requests and prompt tokens the client issued (issue_rows); zeros where no closed-loop run issued."""
+    df = issue_rows(folder, split, only)
+    if df.empty:
+        return {"issue_s_per_request": 0.0, "issue_s_per_token": 0.0}
+    X = df[["requests", "tokens"]].to_numpy(float)
+    scale = np.maximum(X.max(axis=0), 1e-30)
+    coef, _ = nnls(X / scale, (df.gap_s - loop_s).to_numpy(float))
+    coef = coef / scale
+    return {"issue_s_per_request": float(coef[0]), "issue_s_per_token": float(coef[1])}
 
 
 def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[int], graphs: bool) -> dict:
@@ -551,6 +606,8 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     coef["new_size_host_bound"] = float(HOST_BOUND_NEW_SIZES)
     coef["new_size_backlog"] = float(HOST_BOUND_NEW_SIZES and STALL_BACKLOG)
     coef["wake_s"] = idle_wake_s(folder, "fit", only)
+    coef.update(issue_terms(folder, coef["loop_s"], "fit", only) if CLIENT_ISSUE
+                else {"issue_s_per_request": 0.0, "issue_s_per_token": 0.0})
     return {**meta, **coef, "spread": spread(df, coef)}
 
 

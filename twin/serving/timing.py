@@ -39,6 +39,9 @@ lockstep, the slowest setting the pace):
 host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
+A closed-loop client issuing a finished request's successor in the engine's thread (real/serve's
+load generator draws the prompt there) delays the next iteration by issue_s_per_request +
+issue_s_per_token x its prompt tokens (issue_s; under attention DP the group issuing most).
 An idle instance starts its next iteration wake_s after the arrival that wakes it (the engine
 sleeps until the next arrival and wakes late; the simulation's instance loop waits it). An eager
 iteration whose flat batch size (decode rows + prompt tokens) the engine has never run pays
@@ -99,7 +102,7 @@ def _coarse_point(j: int) -> float:
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
-                "new_size_backlog")
+                "new_size_backlog", "issue_s_per_request", "issue_s_per_token")
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -301,6 +304,12 @@ class IterationCosts:
     @property
     def wake_s(self) -> float:
         return self.engine.get("wake_s", 0.0)
+
+    def issue_s(self, requests: int, prompt_tokens: int) -> float:
+        """Host time a closed-loop client spends issuing `requests` successors of `prompt_tokens`
+        prompt tokens in the engine's thread before its next iteration (real/serve's load generator
+        draws each prompt there; the engine table's issue_s_per_request, issue_s_per_token; 0 without)."""
+        return self.engine.get("issue_s_per_request", 0.0) * requests + self.engine.get("issue_s_per_token", 0.0) * prompt_tokens
 
     @property
     def tracks_sizes(self) -> bool:

@@ -186,3 +186,46 @@ def test_backlog_fit_features_are_the_unhidden_share():
                        "prompt_iteration_s": 1.0, "new_size_flag": [1.0, 1.0, 1.0, 0.0], "new_bin_flag": [1.0, 1.0, 0.0, 0.0]})
     # host terms 3 ms: backlogs 0, 2, 7 ms against stalls 4, 4, 1 ms (the last row flags nothing)
     assert stall_share(df, coef).tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0])
+
+
+def test_a_closed_loop_successor_waits_for_its_client_to_issue_it(monkeypatch):
+    """issue_s_per_request / issue_s_per_token: real/serve's closed-loop client draws a finished
+    request's successor in the engine's thread, so the successor (arriving at the finish) starts
+    its prompt that much later; the first wave (issued before the run) does not wait."""
+    def ttft(per_token_s: float) -> np.ndarray:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, issue_s_per_request=0.0, issue_s_per_token=per_token_s)
+            sc = scenario_for({**RUN, "arrival": "closed", "concurrency": "1"}, spread=False)
+            reqs = from_records(None, np.asarray([300, 500]), np.full(2, 3), sc.traffic)
+            return simulate(sc, requests=reqs).per_request()["ttft_s"]
+    base, issued = ttft(0.0), ttft(1e-6)
+    assert issued[0] == pytest.approx(base[0], abs=1e-12)
+    assert issued[1] == pytest.approx(base[1] + 500 * 1e-6, abs=1e-12)
+
+
+def test_issue_terms_fit_the_gaps_after_issuing_iterations(tmp_path):
+    """calibration.serve_engine_fit.issue_rows / issue_terms on made-up closed-loop records: the gap
+    after an iteration that issued requests (arrival = its end) is 10 us + 0.5 us a prompt token."""
+    import pandas as pd
+
+    from calibration.serve_engine_fit import issue_rows, issue_terms
+    starts, durs, reqs, t = [], [], [], 0.0
+    lens = {2: [200], 5: [400, 100], 8: [1000]}
+    for i in range(10):
+        starts.append(t)
+        durs.append(0.002)
+        end = t + 0.002
+        issued = lens.get(i, [])
+        for n in issued:
+            reqs.append({"run_id": "c", "rank": 0, "request_id": len(reqs), "arrival_s": end, "input_len": n})
+        t = end + 1e-5 + 0.5e-6 * sum(issued) + (10e-6 * len(issued) if issued else 0.0)
+    reqs.append({"run_id": "c", "rank": 0, "request_id": len(reqs), "arrival_s": 0.0, "input_len": 300})   # the first wave
+    pd.DataFrame({"run_id": "c", "rank": 0, "iteration": range(10), "start_s": starts, "duration_s": durs}).to_csv(
+        tmp_path / "serve_iterations.csv", index=False)
+    pd.DataFrame(reqs).to_csv(tmp_path / "serve_requests.csv", index=False)
+    pd.DataFrame([{"run_id": "c", "split": "fit", "arrival": "closed"}]).to_csv(tmp_path / "serve_load.csv", index=False)
+    rows = issue_rows(tmp_path)
+    assert rows.iteration.tolist() == [2, 5, 8] and rows.tokens.tolist() == [200, 500, 1000] and rows.requests.tolist() == [1, 2, 1]
+    terms = issue_terms(tmp_path, loop_s=1e-5)
+    assert terms["issue_s_per_token"] == pytest.approx(0.5e-6, rel=1e-6)
+    assert terms["issue_s_per_request"] == pytest.approx(10e-6, rel=1e-6)
