@@ -102,7 +102,8 @@ def _coarse_point(j: int) -> float:
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
-                "new_size_backlog", "issue_s_per_request", "issue_s_per_token")
+                "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
+                "launch_overlap")
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -393,6 +394,10 @@ class IterationCosts:
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
         pre_host = prompt_host + e["score_s_per_pair"] * pairs
+        if eager and e.get("launch_overlap", 0.0):
+            # a one-GPU engine's eager forward: the kernels run under the launches, the later ending it
+            hidden = min(kern, launches)
+            return kern + host + pre_host - hidden, pre + pre_host
         return kern + host + pre_host, pre + pre_host
 
     @property

@@ -229,3 +229,21 @@ def test_issue_terms_fit_the_gaps_after_issuing_iterations(tmp_path):
     terms = issue_terms(tmp_path, loop_s=1e-5)
     assert terms["issue_s_per_token"] == pytest.approx(0.5e-6, rel=1e-6)
     assert terms["issue_s_per_request"] == pytest.approx(10e-6, rel=1e-6)
+
+
+def test_launch_overlap_times_an_eager_iteration_at_the_later_of_kernels_and_launches(monkeypatch):
+    """(s12srv, not adopted: launch_overlap 0 in the tables) With launch_overlap a one-GPU eager
+    iteration takes max(kernels, launch terms) + the other terms, not their sum."""
+    def prompt_s(overlap: float, launch_s: float) -> float:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, iteration_s=0.0, prompt_iteration_s=0.0,
+                        eager_iteration_s=launch_s, launch_overlap=overlap)
+            sc = scenario_for(RUN, spread=False)
+            return timing.IterationCosts(sc.model, sc.gpu, sc.serve).iteration_s(0, 0.0, 300, 300.0, chunks=1, pairs=9e4)[0]
+    assert prompt_s(1.0, 0.0) == pytest.approx(prompt_s(0.0, 0.0))          # no launch terms: the kernels alone
+    kern = prompt_s(0.0, 0.0)                                                  # kernels + other terms
+    big = 0.05                                                                 # launches far longer than the kernels
+    assert prompt_s(0.0, big) == pytest.approx(kern + big)                     # the sum
+    rest = prompt_s(1.0, big) - big                                            # the other terms alone
+    assert 0.0 <= rest < kern                                                  # the kernels hidden under the launches
+    assert prompt_s(1.0, 2 * big) - prompt_s(1.0, big) == pytest.approx(big)   # host-bound: each launch second counts
