@@ -191,6 +191,20 @@ CLIENT_ISSUE = True
 # 2.85% -> 3.17% (h200 lo-r30 TTFT P99 -32% -> -23%, h100 r40 TTFT P99 -0.7% -> -15.0%, h200 c24 TTFT
 # P50 -0.4% -> -4.6%): both parts fail, off (the tables carry launch_overlap = 0).
 LAUNCH_OVERLAP = False
+# (s12srv, stated before any held-out figure was computed) A cold engine process runs every eager
+# prompt iteration slower, not only those of a size it meets first: on h100/s8srv_round2 (out of fits
+# and validation) the prompt iterations of sizes the process had already run took 1.01-1.35x the
+# committed fit in the pass as the engine came, 0.90-0.97x (r10 1.12x) after Engine.warm_shapes had run
+# every flat size up to 640; in the fit folders the short-prompt Poisson runs go 1.2x -> 1.1x -> 0.9x
+# in session order. Rule: an eager iteration carrying prompt work pays cold_prompt_s x h / (h + m), m
+# the distinct flat sizes its rank had run before (its session's earlier runs, warm shapes, earlier in
+# the run; under EP the largest weight over the ranks), where host-bound (as the first-size stalls);
+# cold_prompt_s fitted with the other terms by the same NNLS on the fit runs, h from COLD_SIZES by the
+# fit runs' weighted residual; the twin counts sizes as it already does for new_size_s. Adopted only
+# if (1) the fit runs' replays meet at least as many of their 250 checks as now (216) and (2) the
+# held-out median |error| over the 80 checks does not rise (2.85%); else COLD_PROCESS stays False.
+COLD_PROCESS = False
+COLD_SIZES = (32, 64, 128, 256, 512)
 # EP engines are host-launch-bound and their speed is a state of the host that differs between
 # engine processes (h200x2: decode iterations 6.6-8.2 ms in the 03:23 session, 4.5-5.8 ms at 06:45,
 # same machine kind and software): besides the folder's pooled table (what a user's scenario takes),
