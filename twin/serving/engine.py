@@ -283,6 +283,7 @@ class Instance:
         self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes else None
         self.size_bins = {(g, n // self.size_bin) for g, n in eng.run_batch_sizes}
         self.bins_met = collections.Counter(g for g, _ in self.size_bins)   # per group: new_bin_fade_bins
+        self.sizes_met = collections.Counter(g for g, _ in (self.sizes or ()))   # per group: cold_sizes
         self.bin_fade = (costs.engine or {}).get("new_bin_fade_bins", 0.0)
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # closed-loop successors issued since the last iteration, per attention group (issued())
@@ -539,9 +540,11 @@ class Instance:
                 sizes = [(self.dec_g[g] if decode_now else 0) + per_g[g] or 1 for g in range(self.dp)]
             else:
                 sizes = [decode_now + prompt_tokens]
+            cold = (max(costs.cold_weight(self.sizes_met[g]) for g in range(len(sizes)))
+                    if self.sizes is not None and prompt_tokens else 0.0)   # before this iteration's sizes count
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs,
-                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin)
+                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin, cold)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -596,6 +599,8 @@ class Instance:
         fresh = {(g, n // self.size_bin) for g, n in keys} - self.size_bins
         new_bin = max((new_bin_weight(self.bins_met[g], self.bin_fade) for g, _ in fresh), default=0.0)
         new_size = not keys <= self.sizes
+        for g, _ in keys - self.sizes:
+            self.sizes_met[g] += 1
         self.sizes |= keys
         self.size_bins |= fresh
         for g, _ in fresh:

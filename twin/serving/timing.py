@@ -103,7 +103,7 @@ def _coarse_point(j: int) -> float:
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
-                "launch_overlap")
+                "launch_overlap", "cold_prompt_s", "cold_sizes")
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -315,7 +315,14 @@ class IterationCosts:
     @property
     def tracks_sizes(self) -> bool:
         """Does the engine table charge an eager iteration's first flat batch size?"""
-        return self.engine.get("new_size_s", 0.0) > 0.0 or self.engine.get("new_bin_s", 0.0) > 0.0
+        return (self.engine.get("new_size_s", 0.0) > 0.0 or self.engine.get("new_bin_s", 0.0) > 0.0
+                or self.engine.get("cold_prompt_s", 0.0) > 0.0)
+
+    def cold_weight(self, sizes_met: int) -> float:
+        """The share of cold_prompt_s a prompt iteration pays after its group ran `sizes_met` distinct
+        flat sizes: cold_sizes / (cold_sizes + sizes_met) (0 without the term)."""
+        h = self.engine.get("cold_sizes", 0.0)
+        return h / (h + sizes_met) if h > 0 and self.engine.get("cold_prompt_s", 0.0) > 0 else 0.0
 
     @property
     def size_bin_tokens(self) -> int:
@@ -338,17 +345,17 @@ class IterationCosts:
 
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
-                    new_size: bool = False, new_bin: float = False) -> tuple[float, float]:
+                    new_size: bool = False, new_bin: float = False, cold: float = 0.0) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
         behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded;
         `new_size`: the engine's first iteration of this flat batch size, `new_bin`: of its bin of
         new_size_bin_tokens, as the share of new_bin_s it pays (new_bin_weight; True = 1) (each
-        charged when eager)."""
+        charged when eager); `cold`: the share of cold_prompt_s a prompt iteration pays (cold_weight)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens, new_size, new_bin)
+                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -361,7 +368,7 @@ class IterationCosts:
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
-                            new_size: bool = False, new_bin: float = False) -> tuple[float, float]:
+                            new_size: bool = False, new_bin: float = False, cold: float = 0.0) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -389,7 +396,8 @@ class IterationCosts:
                     + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
         stall = 0.0
         if eager:
-            stall = exposed_stall_s((e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin),
+            cold_s = e.get("cold_prompt_s", 0.0) * cold if prompt_tokens > 0 else 0.0
+            stall = exposed_stall_s((e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin) + cold_s,
                                     kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)

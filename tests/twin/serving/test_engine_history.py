@@ -247,3 +247,33 @@ def test_launch_overlap_times_an_eager_iteration_at_the_later_of_kernels_and_lau
     rest = prompt_s(1.0, big) - big                                            # the other terms alone
     assert 0.0 <= rest < kern                                                  # the kernels hidden under the launches
     assert prompt_s(1.0, 2 * big) - prompt_s(1.0, big) == pytest.approx(big)   # host-bound: each launch second counts
+
+
+def test_a_cold_process_prompt_pays_a_share_fading_with_the_sizes_it_ran(monkeypatch):
+    """(s12srv, not adopted: cold_prompt_s 0 in the tables) cold_prompt_s x h / (h + m), m the distinct
+    flat sizes the engine ran before, on a host-bound prompt iteration: a lone 300-token prompt pays
+    it in full in a fresh engine, h / (h + 100) of it after 100 sizes, as the fit marks it."""
+    import pandas as pd
+
+    from calibration.serve_engine_fit import mark_new_sizes
+
+    def extra_s(run_before) -> float:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.002, cold_sizes=50.0)
+            sc = scenario_for(RUN, spread=False)
+            reqs = from_records(np.asarray([1.0]), np.asarray([300]), np.full(1, 2), sc.traffic)
+            cold = simulate(sc, requests=reqs, run_batch_sizes=run_before).per_request()["first_token_s"][0]
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.0, cold_sizes=50.0)
+            sc = scenario_for(RUN, spread=False)
+            reqs = from_records(np.asarray([1.0]), np.asarray([300]), np.full(1, 2), sc.traffic)
+            warm = simulate(sc, requests=reqs, run_batch_sizes=run_before).per_request()["first_token_s"][0]
+        return cold - warm
+
+    assert extra_s(()) == pytest.approx(0.002, abs=1e-9)
+    assert extra_s({(0, 1000 + n) for n in range(100)}) == pytest.approx(0.002 * 50 / 150, abs=1e-9)
+    df = pd.DataFrame([{"run_id": "a", "rank_sizes": (300,), "sizes_before": frozenset({(0, 7), (0, 9)}), "graph_rows": 0,
+                        "prompt_iteration_s": 1.0},
+                       {"run_id": "a", "rank_sizes": (310,), "sizes_before": frozenset(), "graph_rows": 0, "prompt_iteration_s": 1.0},
+                       {"run_id": "a", "rank_sizes": (5,), "sizes_before": frozenset(), "graph_rows": 0, "prompt_iteration_s": 0.0}])
+    assert mark_new_sizes(df, cold_sizes=2.0).cold_prompt_s.tolist() == pytest.approx([2 / 4, 2 / 5, 0.0])
