@@ -32,7 +32,6 @@ from pathlib import Path
 import pandas as pd
 
 from calibration.predict import gpu_spec
-from calibration.validate import load_fitted_profile
 from twin.costs import comm, compute
 from twin.costs.context_parallel import (TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR,
                                          torch_cp_exposed_s, torch_cp_merge_s)
@@ -316,6 +315,7 @@ def main(argv=None) -> int:
     if rows.empty:
         print(f"error: no torch_cp{'_compiled' if args.compiled else ''}_cp*.csv rows in {args.folder}", file=sys.stderr)
         return 2
+    from calibration.validate import load_fitted_profile   # here: validate imports parallel_blocks, which imports this module
     profile, _ = load_fitted_profile(args.gpu, None)
     table = scaling_table(rows, gpu_spec(args.gpu), profile, args.compiled)
     print(json.dumps(table, indent=1) if args.json else format_scaling(table, kernels))
