@@ -20,5 +20,10 @@ browser:
 # two pytest-xdist workers (CI has two cores); loadfile runs each test module on one worker, so its
 # module-scoped fixtures are built once (the wheel test's build and install among them). Not
 # loadgroup: with pytest 9.2 xdist 3.8.0 ignores xdist_group marks (pytest-dev/pytest-xdist#1386)
+# the sources byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (as on the machine CI ran on) no
+# process writes .pyc, so each of the many Python subprocesses of the suite (campaign dry runs,
+# CLI runs) compiled the project modules it imports again (~0.4 s of CPU for ~130); an explicit
+# compile writes them whatever the variable says, and every process reads them
 test: $(VENV)/.installed browser
+	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	$(PY) -m pytest -q -n 2 --dist loadfile
