@@ -1,0 +1,236 @@
+"""Issue 13 (s12mla): do attention records at the MLA layers' small calls belong in the fit?
+
+The campaign real/campaigns/s12mla.sh times causal BF16 SDPA (qk 192 / v 128) on attention.csv's
+own path at calls of 32K-2M head-rows (batch x heads x seq), where attention.csv's first grid held
+262K-1M (16,384 or 8,192 tokens a call) and the held-out V2-Lite MLA layers call 65K. This module
+appends those rows to a copy of the committed records, refits the GPU's profile (calibration.fit,
+which fits the curve's tail term SeqCurve.rows_half once the head-rows span ROWS_SPAN_MIN), and
+prints `twin validate`'s held-out figures before and after: per GPU the kernels-and-layers figure
+the golden file holds, and per kind (mla_layer, attention, moe_layer, train_step, ...).
+
+Adoption rule, written down before any held-out figure with the new records was computed
+(commit "s12mla: adoption rule ..."). Two candidates, judged in this order, the first that passes
+is adopted:
+  A  the new records appended and the profile refitted with the tail term (rows_half);
+  B  the new records appended, the profile refitted without it (the old curve form).
+A candidate passes when all of:
+  1. consistency: at the call shapes measured both in the new rows and in the committed
+     attention.csv, the median |new / old - 1| of time_s is at most 3% (same path, same machine
+     kind: otherwise the rows cannot be pooled, and nothing is adopted);
+  2. kernels: the GPU's golden figure (held-out median and P90 over kernels and layers, validate's
+     `gpus`), computed on the committed record set with the refitted profile, is not above today's
+     (H100 2.83% / 8.07%, H200 2.72% / 7.92%) at 0.01-point resolution;
+  3. no kind that meets its target today (5% median, 10% P90) misses it after;
+  4. the GPU's mla_layer held-out P90 does not rise.
+Neither passes: the records are kept under calibration/measurements/<gpu>/s12mla/ (read by no fit)
+and the profile stays as committed.
+
+    python -m calibration.attn_small CAMPAIGN_DIR [--gpu h100] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import fit as fitting
+from calibration import records as rec
+from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
+from calibration.predict import gpu_spec, predict_s
+from calibration.split import is_held_out
+from calibration.validate import MEDIAN_TARGET, P90_TARGET, validate
+from twin.costs.profile import Profile
+
+SHAPE = ["bench", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim"]
+CONSISTENCY_MAX = 0.03
+TODAY_KERNELS = {"h100": (0.0283, 0.0807), "h200": (0.0272, 0.0792)}   # golden, before s12mla
+
+
+def attn_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The attention-core rows (attn_fwd / attn_bwd) of an attention.csv frame."""
+    return df[df["bench"].isin(["attn_fwd", "attn_bwd"])].copy()
+
+
+def consistency(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """Shapes timed in both frames: old and new time_s and their ratio (new / old)."""
+    n = attn_rows(new).groupby(SHAPE, as_index=False)["time_s"].median()
+    o = attn_rows(old).groupby(SHAPE, as_index=False)["time_s"].median()
+    both = n.merge(o, on=SHAPE, suffixes=("_new", "_old"))
+    both["ratio"] = both["time_s_new"] / both["time_s_old"]
+    return both
+
+
+def layout_ratios(layout: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame:
+    """The MLA's operand layout (attention_layout.csv) against the same call in the grid (bhsd)."""
+    keys = SHAPE
+    lay = layout.groupby(keys, as_index=False)["time_s"].median()
+    g = attn_rows(grid).groupby(keys, as_index=False)["time_s"].median()
+    both = lay.merge(g, on=keys, suffixes=("_mla", "_bhsd"))
+    both["ratio"] = both["time_s_mla"] / both["time_s_bhsd"]
+    return both
+
+
+def residuals(df: pd.DataFrame, gpu: str, profile: Profile) -> pd.DataFrame:
+    """Each attention row's prediction by `profile`: head-rows, split and error (predicted / measured - 1)."""
+    out = attn_rows(df).reset_index(drop=True)
+    spec = gpu_spec(gpu)
+    out["head_rows"] = out["batch"] * out["num_heads"] * out["seq_len"]
+    out["held_out"] = [is_held_out(r) for _, r in out.iterrows()]
+    out["predicted_s"] = [predict_s(r, spec, profile) for _, r in out.iterrows()]
+    out["error"] = out["predicted_s"] / out["time_s"] - 1
+    return out
+
+
+def pooled_root(campaign: Path, gpu: str, into: Path) -> Path:
+    """A copy of the committed records with the campaign's attention rows appended to <gpu>/attention.csv."""
+    root = into / "measurements"
+    shutil.copytree(rec.MEASUREMENTS_DIR, root)
+    path = root / gpu / "attention.csv"
+    old = pd.read_csv(path)
+    new = pd.read_csv(campaign / "attention.csv")
+    pd.concat([old, new[old.columns]], ignore_index=True).to_csv(path, index=False)
+    return root
+
+
+def figures(result: dict, gpu: str) -> dict:
+    """{'kernels': (median, p90), kind: (median, p90) ...} of one GPU's held-out cases."""
+    g = result["gpus"][gpu]
+    out = {"kernels": (g["median_abs_rel_error"], g["p90_abs_rel_error"])}
+    for s in result["by_gpu_kind_gpus"]:
+        held = s["held_out"]
+        if s["gpu"] == gpu and held.get("num_cases"):
+            kind = s["kind"] if s["num_gpus"] == 1 else f"{s['kind']} x{s['num_gpus']}"
+            out[kind] = (held["median_abs_rel_error"], held["p90_abs_rel_error"])
+    return out
+
+
+def meets(fig: tuple) -> bool:
+    return fig[0] is not None and fig[0] <= MEDIAN_TARGET and fig[1] <= P90_TARGET
+
+
+def judge(before: dict, after_same_cases: dict, gpu: str, consistent: bool) -> list[str]:
+    """The adoption rule's failures (empty: the candidate passes)."""
+    bad = [] if consistent else [f"new rows differ from the committed ones by > {CONSISTENCY_MAX:.0%} (median)"]
+    today = TODAY_KERNELS.get(gpu, before["kernels"])
+    k = after_same_cases["kernels"]
+    if round(k[0], 4) > today[0] or round(k[1], 4) > today[1]:
+        bad.append(f"kernels {k[0]:.2%}/{k[1]:.2%} above today's {today[0]:.2%}/{today[1]:.2%}")
+    for kind, fig in before.items():
+        if kind != "kernels" and meets(fig) and kind in after_same_cases and not meets(after_same_cases[kind]):
+            bad.append(f"{kind} met its target before ({fig[0]:.1%}/{fig[1]:.1%}), misses after "
+                       f"({after_same_cases[kind][0]:.1%}/{after_same_cases[kind][1]:.1%})")
+    if "mla_layer" in before and after_same_cases.get("mla_layer", (0, 0))[1] > before["mla_layer"][1]:
+        bad.append("mla_layer P90 rises")
+    return bad
+
+
+def refit(root: Path, gpu: str, profiles: Path, tail: bool) -> Profile:
+    """The GPU's profile refitted from `root` (with or without the tail term), written under `profiles`."""
+    span = fitting.ROWS_SPAN_MIN
+    fitting.ROWS_SPAN_MIN = span if tail else float("inf")
+    try:
+        prof, _ = fit_gpu(gpu, root)
+    finally:
+        fitting.ROWS_SPAN_MIN = span
+    write_profile(prof, profiles)
+    return prof
+
+
+def compare(campaign: Path, gpu: str, candidates=("A", "B")) -> dict:
+    """Before / after figures of each candidate and the rule's verdict."""
+    new = pd.read_csv(campaign / "attention.csv")
+    old = pd.read_csv(rec.MEASUREMENTS_DIR / gpu / "attention.csv")
+    cons = consistency(new, old)
+    dev = (cons["ratio"] - 1).abs()
+    consistent = bool(len(cons)) and float(dev.median()) <= CONSISTENCY_MAX
+    out = {"gpu": gpu, "consistency": {"shapes": int(len(cons)), "median_abs": float(dev.median()) if len(cons) else None,
+                                       "max_abs": float(dev.max()) if len(cons) else None,
+                                       "rows": cons.to_dict("records")}}
+    lay = campaign / "attention_layout.csv"
+    if lay.is_file():
+        out["layout"] = layout_ratios(pd.read_csv(lay), new).to_dict("records")
+    before = validate(gpus=None)
+    out["before"] = figures(before, gpu)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pooled_root(campaign, gpu, Path(tmp))
+        for name in candidates:
+            profiles = Path(tmp) / f"profiles_{name}"
+            shutil.copytree(PROFILES_DIR, profiles)
+            prof = refit(root, gpu, profiles, tail=name == "A")
+            same = figures(validate(profiles_dir=profiles), gpu)          # committed records, new profile
+            pooled = figures(validate(root=root, profiles_dir=profiles), gpu)   # + the new records
+            res = residuals(new, gpu, prof)
+            fails = judge(out["before"], same, gpu, consistent)
+            out[name] = {"attention": {d: vars(c) for d, c in prof.attention.items()},
+                         "same_cases": same, "with_new_records": pooled, "fails": fails,
+                         "new_rows_held_out": _err_summary(res[res.held_out]),
+                         "new_rows_fit": _err_summary(res[~res.held_out]),
+                         "profile": json.loads((profiles / f"{gpu}.json").read_text())}
+    out["adopted"] = next((n for n in candidates if not out[n]["fails"]), None)
+    return out
+
+
+def _err_summary(res: pd.DataFrame) -> dict:
+    e = res["error"].abs().to_numpy()
+    if e.size == 0:
+        return {"num": 0}
+    return {"num": int(e.size), "median": float(np.median(e)), "p90": float(np.percentile(e, 90)),
+            "signed_median": float(res["error"].median())}
+
+
+def format_report(out: dict) -> str:
+    gpu = out["gpu"]
+    c = out["consistency"]
+    lines = [f"{gpu}: {c['shapes']} shapes in both the new and the committed attention.csv: "
+             f"median |new/old - 1| {c['median_abs']:.1%}, max {c['max_abs']:.1%}" if c["shapes"] else
+             f"{gpu}: no shape in both the new and the committed attention.csv"]
+    for r in out.get("layout", []):
+        lines.append(f"  layout {r['bench']} b{r['batch']} s{r['seq_len']} h{r['num_heads']}: MLA's "
+                     f"{r['time_s_mla'] * 1e6:.0f} us / bhsd {r['time_s_bhsd'] * 1e6:.0f} us = {r['ratio']:.3f}")
+    kinds = sorted(set(out["before"]) | {k for n in ("A", "B") if n in out for k in out[n]["with_new_records"]},
+                   key=lambda k: (k != "kernels", k))
+    head = f"{'kind':<14} {'before':>12}"
+    for n in ("A", "B"):
+        if n in out:
+            head += f" {n + ' same cases':>15} {n + ' +new rows':>15}"
+    lines.append(head)
+
+    def f(t):
+        return f"{t[0]:.2%}/{t[1]:.2%}" if t and t[0] is not None else "-"
+
+    for k in kinds:
+        line = f"{k:<14} {f(out['before'].get(k)):>12}"
+        for n in ("A", "B"):
+            if n in out:
+                line += f" {f(out[n]['same_cases'].get(k)):>15} {f(out[n]['with_new_records'].get(k)):>15}"
+        lines.append(line)
+    for n in ("A", "B"):
+        if n in out:
+            lines.append(f"{n}: attention {out[n]['attention']}; new rows held out {out[n]['new_rows_held_out']}, "
+                         f"fit {out[n]['new_rows_fit']}; fails: {out[n]['fails'] or 'none'}")
+    lines.append(f"adopted: {out['adopted'] or 'neither'}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("campaign", type=Path, help="the campaign's folder (attention.csv, attention_layout.csv)")
+    ap.add_argument("--gpu", default="h100")
+    ap.add_argument("--candidates", default="A,B")
+    ap.add_argument("--json", type=Path, help="also write the whole comparison (profiles included) here")
+    args = ap.parse_args(argv)
+    out = compare(args.campaign, args.gpu, tuple(args.candidates.split(",")))
+    print(format_report(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
