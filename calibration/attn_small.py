@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -87,15 +88,33 @@ def residuals(df: pd.DataFrame, gpu: str, profile: Profile) -> pd.DataFrame:
     return out
 
 
-def pooled_root(campaign: Path, gpu: str, into: Path) -> Path:
-    """A copy of the committed records with the campaign's attention rows appended to <gpu>/attention.csv."""
+def gpu_root(gpu: str, into: Path) -> Path:
+    """A copy of the committed records of one GPU type: its folder and its multi-GPU folders
+    (<gpu>x2, <gpu>x4, ...), which is all `validate` needs for that GPU's figures."""
     root = into / "measurements"
-    shutil.copytree(rec.MEASUREMENTS_DIR, root)
-    path = root / gpu / "attention.csv"
-    old = pd.read_csv(path)
-    new = pd.read_csv(campaign / "attention.csv")
-    pd.concat([old, new[old.columns]], ignore_index=True).to_csv(path, index=False)
+    for d in Path(rec.MEASUREMENTS_DIR).iterdir():
+        if d.is_dir() and re.fullmatch(rf"{gpu}(x\d+)?", d.name):
+            shutil.copytree(d, root / d.name)
     return root
+
+
+def pooled_root(campaign: Path, gpu: str, into: Path) -> Path:
+    """gpu_root with the campaign's attention rows appended to <gpu>/attention.csv."""
+    root = gpu_root(gpu, into)
+    append_rows(campaign / "attention.csv", root / gpu / "attention.csv")
+    return root
+
+
+def append_rows(src: Path, dst: Path) -> None:
+    """The data lines of CSV `src` appended to `dst` as written (the committed rows keep their
+    bytes); the two headers must agree."""
+    src_lines = src.read_text().splitlines(keepends=True)
+    dst_text = dst.read_text()
+    if src_lines[0].strip() != dst_text.splitlines()[0].strip():
+        raise ValueError(f"{src}: columns differ from {dst}'s")
+    if not dst_text.endswith("\n"):
+        dst_text += "\n"
+    dst.write_text(dst_text + "".join(src_lines[1:]))
 
 
 def figures(result: dict, gpu: str) -> dict:
@@ -142,8 +161,15 @@ def refit(root: Path, gpu: str, profiles: Path, tail: bool) -> Profile:
     return prof
 
 
-def compare(campaign: Path, gpu: str, candidates=("A", "B")) -> dict:
-    """Before / after figures of each candidate and the rule's verdict."""
+def before_figures(gpu: str) -> dict:
+    """Today's held-out figures of one GPU: the committed records and profiles."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return figures(validate(root=gpu_root(gpu, Path(tmp)), gpus=[gpu]), gpu)
+
+
+def compare(campaign: Path, gpu: str, candidates=("A", "B"), before: dict | None = None) -> dict:
+    """Before / after figures of each candidate and the rule's verdict (`before`: today's figures
+    where already computed, before_figures)."""
     new = pd.read_csv(campaign / "attention.csv")
     old = pd.read_csv(rec.MEASUREMENTS_DIR / gpu / "attention.csv")
     cons = consistency(new, old)
@@ -155,16 +181,16 @@ def compare(campaign: Path, gpu: str, candidates=("A", "B")) -> dict:
     lay = campaign / "attention_layout.csv"
     if lay.is_file():
         out["layout"] = layout_ratios(pd.read_csv(lay), new).to_dict("records")
-    before = validate(gpus=None)
-    out["before"] = figures(before, gpu)
+    out["before"] = before or before_figures(gpu)
     with tempfile.TemporaryDirectory() as tmp:
+        committed = gpu_root(gpu, Path(tmp) / "committed")
         root = pooled_root(campaign, gpu, Path(tmp))
         for name in candidates:
             profiles = Path(tmp) / f"profiles_{name}"
             shutil.copytree(PROFILES_DIR, profiles)
             prof = refit(root, gpu, profiles, tail=name == "A")
-            same = figures(validate(profiles_dir=profiles), gpu)          # committed records, new profile
-            pooled = figures(validate(root=root, profiles_dir=profiles), gpu)   # + the new records
+            same = figures(validate(root=committed, profiles_dir=profiles, gpus=[gpu]), gpu)   # committed records
+            pooled = figures(validate(root=root, profiles_dir=profiles, gpus=[gpu]), gpu)      # + the new records
             res = residuals(new, gpu, prof)
             fails = judge(out["before"], same, gpu, consistent)
             out[name] = {"attention": {d: vars(c) for d, c in prof.attention.items()},
@@ -224,8 +250,15 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--candidates", default="A,B")
     ap.add_argument("--json", type=Path, help="also write the whole comparison (profiles included) here")
+    ap.add_argument("--before", type=Path, help="today's figures as JSON: read if the file exists, else computed and written")
     args = ap.parse_args(argv)
-    out = compare(args.campaign, args.gpu, tuple(args.candidates.split(",")))
+    before = None
+    if args.before and args.before.is_file():
+        before = {k: tuple(v) for k, v in json.loads(args.before.read_text()).items()}
+    elif args.before:
+        before = before_figures(args.gpu)
+        args.before.write_text(json.dumps(before))
+    out = compare(args.campaign, args.gpu, tuple(args.candidates.split(",")), before)
     print(format_report(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))

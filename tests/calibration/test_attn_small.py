@@ -85,3 +85,14 @@ def test_adoption_rule():
     assert ats.judge(before, {**good, "kernels": (0.0284, 0.0800)}, "h100", True)
     assert ats.judge(before, {**good, "moe_layer": (0.03, 0.101)}, "h100", True)
     assert ats.judge(before, {**good, "mla_layer": (0.02, 0.153)}, "h100", True)
+
+
+def test_append_rows_keeps_the_committed_bytes(tmp_path):
+    dst, src = tmp_path / "attention.csv", tmp_path / "new.csv"
+    dst.write_text("bench,time_s\nattn_fwd,4.29497e+10\n")
+    src.write_text("bench,time_s\nattn_bwd,0.000141411\n")
+    ats.append_rows(src, dst)
+    assert dst.read_text() == "bench,time_s\nattn_fwd,4.29497e+10\nattn_bwd,0.000141411\n"
+    src.write_text("bench,other\nx,1\n")
+    with pytest.raises(ValueError):
+        ats.append_rows(src, dst)
