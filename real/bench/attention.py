@@ -103,6 +103,15 @@ SMALL_MIN_HEAD_ROWS = 32768
 MLA_CALLS = ((16, 1, 4096), (16, 4, 1024), (16, 4, 4096), (128, 1, 4096), (128, 4, 1024))
 
 
+def nccl_version() -> str:
+    """torch's NCCL version as "major.minor.patch", "" where torch has none (a CPU build)."""
+    try:
+        v = torch.cuda.nccl.version()
+    except Exception:  # CPU builds have no NCCL
+        return ""
+    return ".".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+
+
 def small_attention_grid(quick: bool) -> list[tuple[int, int, int]]:
     """(heads, batch, seq) of section attn_small in run order."""
     if quick:
@@ -119,6 +128,7 @@ def bench_attn_small(rec, timer, dev, deadline, quick, env):
     """Section attn_small: the MLA records' calls in the MLA's own operand layout (attention_layout.csv),
     then the small-call grid (small_attention_grid) on attention.csv's path (time_sdpa, bhsd)."""
     qk, vd = (48, 32) if quick else (192, 128)
+    env.setdefault("nccl_version", nccl_version())   # env.json only: attention.csv keeps its columns
     mla_calls = [(2, 1, 128)] if quick else list(MLA_CALLS)
     for H, B, S in mla_calls:
         if deadline.over():

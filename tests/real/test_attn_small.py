@@ -3,6 +3,7 @@ the CPU with tiny shapes: the grid's bounds and split, attention.csv's own schem
 layout at the real head dims, and the campaign's quick dry run."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -64,4 +65,4 @@ def test_campaign_dry_run_on_cpu(tmp_path):
     assert all(float(r["time_s"]) > 0 and r["torch_version"] and r["timestamp_utc"] for r in rows)
     layout = _rows(out / "attention_layout.csv")
     assert {r["layout"] for r in layout} == {"bshd_mla"} and len(layout) == 2
-    assert (out / "env.json").is_file()
+    assert "nccl_version" in json.loads((out / "env.json").read_text())
