@@ -14,7 +14,7 @@
 #      calibration/split.py's rule (seq 4,096 or 32 heads held out).
 # Writes OUTDIR/s12mla/{attention.csv, attention_layout.csv, env.json, log.txt}; rows are flushed one
 # by one, so a cut run keeps what it timed. Budget <= 90 s of one GPU (`timeout 85`, section
-# deadline 75 s; ~50 s expected on an H100). Runs unchanged on an H200.
+# deadline 68 s after start-up; ~55 s expected on an H100). Runs unchanged on an H200.
 #   bash real/campaigns/s12mla.sh OUTDIR    (S12MLA_QUICK=1: tiny shapes, a CPU dry run)
 # Analysis: python -m calibration.attn_small OUTDIR/s12mla [--gpu h100]
 set -u
@@ -29,7 +29,7 @@ QUICK=()
   echo "s12mla campaign $(date -u +%FT%TZ), $NGPU GPU(s), one-GPU part on GPU $ONE_GPU"
   nvidia-smi --query-gpu=name,power.limit,clocks.max.sm,temperature.gpu --format=csv 2>&1 || echo "no nvidia-smi"
   CUDA_VISIBLE_DEVICES="$ONE_GPU" timeout -k 5 85 "$PY" -m real.bench --out "$OUT" --only attn_small \
-    --budget-s 75 ${QUICK[@]+"${QUICK[@]}"}
+    --budget-s 68 ${QUICK[@]+"${QUICK[@]}"}
   echo "part attn_small exit $? at $(date -u +%FT%TZ)"
   echo "s12mla done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$OUT/log.txt"
