@@ -242,7 +242,8 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim,
                                                                     op.causal, op.kv_len)
     length = max(op.seq_len, op.kv_len)
-    eff = profile.attention[direction].eff(length, op.batch * op.heads * op.seq_len)   # head-rows: the causal tail
+    # head-rows per SM decide the causal tail: on a fraction of the SMs a call hides it as a larger one would
+    eff = profile.attention[direction].eff(length, op.batch * op.heads * op.seq_len / max(sm_frac, 1e-3))
     dropout = profile.attention_dropout_slowdown(direction) if op.dropout > 0 else 1.0
     return dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
 
