@@ -13,23 +13,46 @@ from real.model import MLA, building, rope_tables
 from twin.costs.flops import attention_bwd_flops, attention_flops, attention_ops
 
 
-def bench_attention(rec, timer, dev, deadline, quick, env):
+def first_attention_grid(quick: bool) -> list[tuple[int, int, int]]:
+    """(heads, batch, seq) of attention.csv's first grid: 16,384 tokens a call at 16 and 32 heads,
+    8,192 at 64 and 128, seq 512-16,384."""
     heads_list = [2, 4] if quick else [16, 32, 64, 128]
     seqs = [128, 256] if quick else [512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
-    qk, vd = (48, 32) if quick else (192, 128)
-    best = {}
+    grid = []
     for H in heads_list:
         for S in seqs:
-            if deadline.over():
-                break
             tokens = 512 if quick else (16384 if H <= 32 else 8192)
-            B = max(1, tokens // S)
-            rates = time_sdpa(rec, timer, dev, B, H, S, qk, vd)
-            for kk, v in rates.items():
-                best[kk] = max(best.get(kk, 0), v)
+            grid.append((H, max(1, tokens // S), S))
+    return grid
+
+
+def time_grid(rec, timer, dev, deadline, grid, quick) -> dict:
+    """time_sdpa over a grid of (heads, batch, seq) until the deadline -> best FLOP/s per pass."""
+    qk, vd = (48, 32) if quick else (192, 128)
+    best = {}
+    for H, B, S in grid:
+        if deadline.over():
+            log("attention grid: deadline reached")
+            break
+        rates = time_sdpa(rec, timer, dev, B, H, S, qk, vd)
+        for kk, v in rates.items():
+            best[kk] = max(best.get(kk, 0), v)
+    return best
+
+
+def bench_attention(rec, timer, dev, deadline, quick, env):
+    best = time_grid(rec, timer, dev, deadline, first_attention_grid(quick), quick)
     for kk, v in best.items():
         log(f"attention best {kk}: {v / 1e12:.0f} TFLOP/s")
     bench_mla_layers(rec, timer, dev, deadline, quick, env)
+
+
+def bench_attn_first(rec, timer, dev, deadline, quick, env):
+    """Section attn_first (s12mla): attention.csv's first grid of attention cores again (no MLA
+    layers), so that a run of attn_small beside it gives both grids from one board: the records of
+    two boards differ by ~4% (median over shared shapes, H100 and H200, s12mla), more than a
+    pooled fit can absorb."""
+    time_grid(rec, timer, dev, deadline, first_attention_grid(quick), quick)
 
 
 def time_sdpa(rec, timer, dev, B: int, H: int, S: int, qk: int, vd: int, layout: str = "bhsd") -> dict:
@@ -134,11 +157,7 @@ def bench_attn_small(rec, timer, dev, deadline, quick, env):
         if deadline.over():
             return
         time_sdpa(rec, timer, dev, B, H, S, qk, vd, layout="bshd_mla")
-    for H, B, S in small_attention_grid(quick):
-        if deadline.over():
-            log("attn_small: deadline reached")
-            return
-        time_sdpa(rec, timer, dev, B, H, S, qk, vd)
+    time_grid(rec, timer, dev, deadline, small_attention_grid(quick), quick)
 
 
 def bench_mla_layers(rec, timer, dev, deadline, quick, env):

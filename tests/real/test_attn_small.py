@@ -49,18 +49,19 @@ def test_mla_layout_at_real_head_dims_runs_forward_and_backward_on_cpu():
 
 
 def test_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S12MLA_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    # S12MLA_FULL=1: the first grid after the small one (the default run is the small one alone)
+    env = {**os.environ, "S12MLA_QUICK": "1", "S12MLA_FULL": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(ROOT / "real/campaigns/s12mla.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "s12mla"
     log = (out / "log.txt").read_text()
-    assert "part attn_small exit 0" in log and "s12mla done" in log
+    assert "part attn_small,attn_first exit 0" in log and "s12mla done" in log
     rows = _rows(out / "attention.csv")
     assert list(rows[0]) == SHAPE_COLS["attention"] + STAT_COLS + ENV_COLS   # attention.csv's own columns
     shapes = [(int(r["num_heads"]), int(r["batch"]), int(r["seq_len"])) for r in rows]
-    assert shapes[::2] == shapes[1::2] == at.small_attention_grid(True)
+    assert shapes[::2] == shapes[1::2] == at.small_attention_grid(True) + at.first_attention_grid(True)
     assert [r["bench"] for r in rows[:2]] == ["attn_fwd", "attn_bwd"]
     assert all(float(r["time_s"]) > 0 and r["torch_version"] and r["timestamp_utc"] for r in rows)
     layout = _rows(out / "attention_layout.csv")
