@@ -25,6 +25,13 @@ A candidate passes when all of:
 Neither passes: the records are kept under calibration/measurements/<gpu>/s12mla/ (read by no fit)
 and the profile stays as committed.
 
+Result (2026-11-26, s12mla; calibration/measurements/<gpu>/s12mla/compare_*.txt): neither candidate
+adopted on either GPU. The new rows sit 4.3% (H100) / 4.4% (H200) from the committed ones at the 40
+shared shapes (another board of each type), over rule 1. Beyond it, A raises the golden kernels
+figure by 0.01 pt (H100 2.84% / 8.08%) and cp_block's one-GPU rows past 5% median (6.4% / 6.5%),
+while it takes H100 mla_layer 3.09% / 15.22% -> 2.61% / 13.84%. A campaign with both grids from one
+board (real/campaigns/s12mla.sh with S12MLA_FULL=1) would let the grids replace the committed rows.
+
     python -m calibration.attn_small CAMPAIGN_DIR [--gpu h100] [--json]
 """
 
