@@ -32,8 +32,11 @@ LLM_ANALYSIS_FLOPS_EFF = 0.5    # llm-analysis README, "How to Set FLOPS and Mem
 LLM_ANALYSIS_HBM_EFF = 0.9      # same section: "0.9 can be an aggressive target for memory efficiency"
 # torchtitan's per-op policy ('selective_op') has no counterpart in either peer: their selective
 # (attention-only) recomputation is the nearest they can express
-RECOMPUTE_CALCULON = {"none": "none", "selective": "attn_only", "selective_op": "attn_only", "full": "full"}
-RECOMPUTE_LLM_ANALYSIS = {"none": 0, "selective": 1, "selective_op": 1, "full": 2}   # ActivationRecomputation
+# Megatron's selective recomputation (the core attention) is what both peers call attention-only recompute
+RECOMPUTE_CALCULON = {"none": "none", "selective": "attn_only", "selective_op": "attn_only", "full": "full",
+                      "megatron_selective": "attn_only"}
+RECOMPUTE_LLM_ANALYSIS = {"none": 0, "selective": 1, "selective_op": 1, "full": 2,
+                          "megatron_selective": 1}   # ActivationRecomputation
 
 
 def calculon_run(row: dict, system: dict) -> tuple[float | None, str]:

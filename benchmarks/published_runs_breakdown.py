@@ -14,8 +14,8 @@ Then one middle block of each row (one micro-batch, forward and full backward): 
 attention core's rates, memory-bound seconds and exposed TP/CP communication, to see where one row
 is cheaper per FLOP than another. With --counterfactuals, each Llama 3 row's error under settings the
 paper does not publish (the other attention kernel, TP communication overlapped or not, full
-recomputation, the block's kernels as Meta's released model code issues them, ZeRO-2 gradients
-reduce-scattered after every micro-batch): diagnostics, not inputs.
+recomputation, the block's kernels as Meta's released model code issues them, ZeRO-2's other
+reading under pipelining, plan.pp_grad_sync): diagnostics, not inputs.
 
 Usage: PYTHONPATH=. python benchmarks/published_runs_breakdown.py [--counterfactuals] [ROW_ID ...]  (5-60 s)
 """
@@ -24,34 +24,44 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import sys
 
 from calibration.published_runs import flops_per_token, load_runs, predicted_metric, scenario_of
-from twin.costs import comm, compute, memory
+from twin.costs import compute
 from twin.costs.flops import GEMM_KINDS, OpKind, attention_bwd_flops, train_flops_per_token
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.results import Perturb
-from twin.training.step import GRAD_REDUCE_BYTES, _prepare, dp_tail_s, local_tokens, simulate_step
+from twin.training.step import _prepare, local_tokens, param_gather_release_s, simulate_step
 
 ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm-gpt-462b", "mlm-gpt-314b")
 
 
-def free_p2p_makespan_s(sc) -> float:
-    """The same pipeline with p2p transfers free (a counterfactual: the hops' exposed share)."""
+def free_p2p_makespan_s(sc, release_s=None) -> float:
+    """The same pipeline with p2p transfers free (a counterfactual: the hops' exposed share); with
+    `release_s`, its ranks' first ops held as the step holds them (Megatron's parameter all-gather)."""
     schedule, costs, *_ = _prepare(sc, None, Perturb(), False)
     costs = copy.copy(costs)   # _prepare's are kept for later steps of the same scenario: not this one
     costs._p2p_s = 0.0   # StepCosts.p2p_s returns this one figure for every hop
-    return simulate_pipeline(schedule, costs, record_events=False).makespan_s
+    return simulate_pipeline(schedule, costs, record_events=False, release_s=release_s).makespan_s
+
+
+def param_gather_release(sc) -> list[float] | None:
+    """Per rank, the start its first op waits for (plan.param_gather_kind); None when no rank waits."""
+    schedule, costs, _, mems, _, _ = _prepare(sc, None, Perturb(), False)
+    release = param_gather_release_s(sc, costs, schedule, mems)
+    return release if any(release) else None
 
 
 def breakdown(run) -> dict:
     sc = scenario_of(run)
-    step = simulate_step(sc, record_events=False)
+    # a diagnosis: a row whose count does not fit its GPU (Llama 3's 8K rows since s12fsdp) is taken apart too
+    step = simulate_step(sc, record_events=False, check_memory=False)
     pipe = step.pipeline
     p, v, m = sc.plan.pp, max(1, sc.plan.virtual_stages), sc.num_microbatches
     busiest_s = max(pipe.busy_s)
-    free_s = free_p2p_makespan_s(sc)
+    release = param_gather_release(sc)
+    free_s = free_p2p_makespan_s(sc, release)
+    gather_s = free_s - free_p2p_makespan_s(sc) if release else 0.0   # what the gather holds the free-hop pipeline
     ideal_s = (p - 1) / (v * m) * busiest_s
     tokens_per_gpu = step.tokens_per_step / step.num_gpus
     executed = train_flops_per_token(sc.model, run.seq_len, True)
@@ -62,7 +72,8 @@ def breakdown(run) -> dict:
             "executed_tflop_per_token": executed / 1e12, "tokens_per_gpu": tokens_per_gpu,
             "pp": p, "v": v, "m": m, "step_s": step.step_time_s, "makespan_s": pipe.makespan_s,
             "busiest_compute_s": busiest_s, "ideal_bubble_s": ideal_s, "p2p_s": pipe.makespan_s - free_s,
-            "rest_s": free_s - busiest_s - ideal_s, "tail_s": step.step_time_s - pipe.makespan_s,
+            "gather_s": gather_s, "rest_s": free_s - gather_s - busiest_s - ideal_s,
+            "tail_s": step.step_time_s - pipe.makespan_s,
             "exposed_comm_s": step.exposed_comm_frac * pipe.makespan_s,
             "executed_rate_tflops": executed * tokens_per_gpu / busiest_s / 1e12,
             "compute_ops_s": compute_ops, "comm_ops_s": {k: s for k, s in step.op_time_s.items() if k not in compute_ops},
@@ -125,6 +136,7 @@ def show(b: dict) -> None:
     print(f"   step {step:.3f} s = busiest rank's compute {b['busiest_compute_s']:.3f} ({b['busiest_compute_s'] / step:.1%}; "
           f"{b['executed_rate_tflops']:.0f} TFLOP/s of executed FLOPs)")
     for name, s in (("idealised bubble (PP-1)/(V M)", b["ideal_bubble_s"]), ("exposed p2p hops", b["p2p_s"]),
+                    ("parameter all-gather wait", b["gather_s"]),
                     ("rest of the pipeline", b["rest_s"]), ("tail: DP reduce-scatter, optimizer", b["tail_s"])):
         print(f"     + {name:36s} {s:7.3f} s  {s / step:6.1%}")
     print(f"   exposed communication inside the pipeline {b['exposed_comm_s']:.3f} s; twin's bubble_frac "
@@ -135,40 +147,9 @@ def show(b: dict) -> None:
     print("   compute per rank: " + " ".join(f"{s:.2f}" for s in b["busy_per_rank_s"]))
 
 
-def reduce_scatter_every_microbatch_s(sc) -> float:
-    """A counterfactual step (not the twin's physics): ZeRO-2's sharded gradients reduce-scattered
-    after every backward of a (micro-batch, chunk), in grad_reduce_dtype over the data x context
-    parallel ranks, queued first come first served on the rank's scale-out link beside the pipeline
-    (released when the op ends; compute never waits for them, so the memory their buffers would hold
-    is not counted); the step ends when the last rank's queue drains, then the optimizer."""
-    step = simulate_step(sc, record_events=True, check_memory=False)
-    schedule, costs, profile, mems, _, _ = _prepare(sc, None, Perturb(), False)
-    p, m = sc.plan, sc.model
-    grad_bytes = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
-    ends = []
-    for rank in range(schedule.num_ranks):
-        released = []
-        for r, label, _, end_s in step.pipeline.op_spans:
-            match = re.fullmatch(r"BW?(\d+)\.(\d+)", label)
-            if r != rank or not match:
-                continue
-            stage = schedule.stage_of(rank, int(match.group(2)))
-            params = sum(memory.block_params_on_gpu(m, True, p.tp, p.ep).total for _ in costs.layers[stage])
-            params += m.vocab_size * m.hidden_size / p.tp * ((stage == 0) + (stage == costs.last_stage))
-            released.append((end_s, comm.ring_collective_time_s(params * grad_bytes, sc.dp * p.cp, sc.gpu, False, 1.0)))
-        done = 0.0
-        for at, rs_s in sorted(released):
-            done = max(done, at) + rs_s
-        ends.append(done)
-    optimizer_s = max(dp_tail_s(sc, mems[r], sc.gpu, profile, 1.0)[1] for r in range(schedule.num_ranks))
-    return max(max(ends), step.pipeline.makespan_s) + optimizer_s
-
-
 def counterfactuals(run) -> dict:
     """The row's error under settings its source does not publish (diagnostics, never inputs)."""
     sc = scenario_of(run)
-    base = simulate_step(sc, record_events=False, check_memory=False)
-    base_metric = predicted_metric(run, sc, base)
     out = {}
     other_kernel = "cudnn" if sc.plan.attention_kernel == "fa2" else "fa2"
     # a row overlapping TP some other way, as TransformerEngine's userbuffers would cost it
@@ -182,10 +163,29 @@ def counterfactuals(run) -> dict:
                          ("eager kernels, separate linears", {"kernels": "eager", "unfused_linears": True})):
         alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, **change))
         out[name] = predicted_metric(run, alt, simulate_step(alt, record_events=False, check_memory=False)) / run.published - 1
-    if sc.plan.zero_stage == 2:
-        out["ZeRO-2 reduce-scatter every micro-batch"] = (
-            base_metric * base.step_time_s / reduce_scatter_every_microbatch_s(sc) / run.published - 1)
+    if sc.plan.zero_stage == 2 and sc.plan.pp > 1:   # the other reading of ZeRO-2 under PP (plan.pp_grad_sync)
+        other = "last_backward" if sc.plan.pp_grad_sync == "every_backward" else "every_backward"
+        alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, pp_grad_sync=other))
+        out[f"pp_grad_sync {other}"] = predicted_metric(run, alt, simulate_step(alt, record_events=False, check_memory=False)) / run.published - 1
     return out
+
+
+def show_gradient_memory(run) -> None:
+    """A pipelined ZeRO-2 row's gradient memory both ways (plan.pp_grad_sync): the unsharded FP32
+    accumulator, or sharded gradients with those waiting in the reduce-scatter queue."""
+    sc = scenario_of(run)
+    if sc.plan.zero_stage != 2 or sc.plan.pp == 1:
+        return
+    gib = 2**30
+    parts = []
+    for sync in ("last_backward", "every_backward"):
+        alt = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, pp_grad_sync=sync))
+        step = simulate_step(alt, record_events=False, check_memory=False)
+        held = step.memory_breakdown_bytes
+        parts.append(f"{sync}: gradients {held['gradients'] / gib:.2f} + queue {held.get('grad_queue', 0.0) / gib:.2f} GiB, "
+                     f"count {sum(held.values()) / gib:.2f} of {step.memory_capacity_bytes / gib:.2f} GiB, "
+                     f"dp_reduce_scatter {step.op_time_s['dp_reduce_scatter']:.2f} s, step {step.step_time_s:.3f} s")
+    print("   ZeRO-2 under PP, " + "; ".join(parts))
 
 
 def main(argv: list[str]) -> int:
@@ -200,6 +200,7 @@ def main(argv: list[str]) -> int:
             if what_if and run.source == "llama3":
                 print("   counterfactual errors (unpublished settings): " + ", ".join(
                     f"{k} {v:+.1%}" for k, v in counterfactuals(run).items()))
+                show_gradient_memory(run)
     return 0
 
 

@@ -381,6 +381,43 @@ def measured_transpose_eff(gpu: str, profile, root: Path | str = rec.MEASUREMENT
     return named / (seconds * g.hbm_bytes_per_s * profile.memory_eff)
 
 
+VECTORIZED_GATHER_KERNEL = "vectorized_gather_kernel"
+GATHERS_PER_MOE_FORWARD = 3   # x_TD[order // K], y_NpD[pos], y_ND[argsort(order)]: N rows each
+
+
+def measured_vectorized_gather_eff(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) -> float | None:
+    """The streaming-bandwidth fraction torch's vectorized_gather_kernel (tensor[index] over the
+    rows of a contiguous 2-D tensor) reaches, MEASURED by the profiler (kernels.csv): over the
+    fitting split's profiled MoE layer forwards, whose three such gathers each read and write
+    N = tokens x top_k rows of hidden_size BF16 values (real/model.py MoE.routed, expert_ffn;
+    the kernel records show three calls a forward), the bytes over the kernels' measured seconds,
+    at the profile's memory_eff. The layer fit's gather_eff blends these with the slower
+    index_copy and index_put kernels; real/ep.py's dispatch and combine launch gathers of this
+    kind only (calibration.whole_step._row_gather). None without kernel records.
+    (2026-11-26: H200 0.88 over t1024 e128 and t16384 e64, BF16 and FP8; gather_eff 0.447.)"""
+    kernels = load_kernels(gpu, root)
+    if kernels.empty:
+        return None
+    g = gpu_spec(gpu)
+    named = seconds = 0.0
+    for config in sorted(set(kernels["config"].astype(str))):
+        shape = parse_config(config)
+        if (shape is None or shape["bench"] != "moe_layer_fwd"
+                or is_held_out({**shape, "num_experts": shape["num_experts"]})):
+            continue
+        spec = get_model(shape["model"])
+        gathers = kernels[(kernels.config == config) & kernels.kernel.astype(str).str.contains(VECTORIZED_GATHER_KERNEL)]
+        for _, k in gathers.iterrows():
+            if int(k["calls"]) != GATHERS_PER_MOE_FORWARD or not float(k["time_s"]) > 0:
+                continue   # a forward this rule does not describe: left out, not guessed
+            N = shape["tokens"] * spec.top_k
+            named += GATHERS_PER_MOE_FORWARD * 2.0 * N * spec.hidden_size * 2.0
+            seconds += float(k["time_s"])
+    if seconds <= 0:
+        return None
+    return named / (seconds * g.hbm_bytes_per_s * profile.memory_eff)
+
+
 HOST_PHASES = ("fwd", "bwd", "infer")   # infer: a layer forward under torch.no_grad (prefill, decode)
 
 
@@ -644,12 +681,14 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
                          trace_call_edges(gpu, root) if call_edges else ({}, ""))
     opt_eff = measured_optimizer_eff(gpu, root)
     copy_eff = measured_transpose_eff(gpu, base, root)
+    gather_eff = measured_vectorized_gather_eff(gpu, base, root)
     return {"extra_kernels": counts, "radix_sort_kernels": radix,
             **({"host_s": host} if host else {}),
             **({"host_s_per_op": per_op, "aten_ops": op_counts} if per_op and op_counts else {}),
             **({"call_edges": edges, "call_edges_source": edges_from} if edges else {}),
             **({"optimizer_eff": opt_eff} if opt_eff else {}),
             **({"transpose_copy_eff": copy_eff} if copy_eff else {}),
+            **({"vectorized_gather_eff": gather_eff} if gather_eff else {}),
             "source": f"calibration.layer_gaps from {gpu}/kernels.csv (fitting-split configurations) and the "
                       "fitting split's moe_layer/mla_layer records"}
 

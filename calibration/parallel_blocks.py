@@ -41,7 +41,10 @@ one-GPU profile is fitted on its fitting split:
     blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks: ~1.56x inferred
     from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv, campaign
     s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the factor is
-    measured there instead.
+    measured there instead;
+  - the CP part's memory-bound eager ops (sliced copies, FP32 casts, log-sum-exp merges and
+    accumulations) at the eager-kernel factor of PyTorch's CP measured in the same folder's
+    two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import torch_cp
 from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
                                  zipf_expert_rows)
 from twin.costs import comm, compute
@@ -262,13 +266,44 @@ def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profil
     return comm.collective_time_s("send_recv", num_bytes, world, gpu, True, profile.collectives)
 
 
+class _ScaledMem:
+    """An Eager whose `mem` ops take `factor` times their streaming time (the other calls pass
+    through): real/cp.py's strided and broadcast eager kernels, as `cp_merge_factor` measures them."""
+
+    def __init__(self, eager: Eager, factor: float):
+        self._eager, self._factor = eager, factor
+
+    def __getattr__(self, name):
+        return getattr(self._eager, name)
+
+    def mem(self, bytes_: float, kernels: int = 1) -> None:
+        for _ in range(kernels):
+            self._eager.add("op", self._factor * compute.memory_time_s(bytes_ / kernels, self._eager.gpu,
+                                                                       self._eager.profile))
+
+
+def cp_merge_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> float | None:
+    """The eager kernels around PyTorch's CP attention calls (FP32 merges against an unsqueezed
+    log-sum-exp, copies of sliced K/V, fills) over their bytes at the streaming rate, measured in
+    the folder's own two-GPU torch_cp records (calibration.torch_cp.merge_time_factor, fitting
+    rows): real/cp.py's merges, accumulations and sliced copies are kernels of the same family, run
+    in the same kind of two-rank process (issue 14; calibration/measurements/README.md, s8cp on the
+    H200). None without the records."""
+    if not (Path(folder) / torch_cp.KERNELS_FILE).is_file():
+        return None
+    return torch_cp.merge_time_factor(folder, gpu, profile)
+
+
 def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int, Ev: int, gpu: GPUSpec,
-               profile: Profile, core, host: dict | None = None, offdiag_scale: float = 1.0) -> None:
+               profile: Profile, core, host: dict | None = None, offdiag_scale: float = 1.0,
+               merge_factor: float = 1.0) -> None:
     """The attention of one rank's s positions over W ranks' shards (real/cp.py), forward into f and
     backward into b. Per block: the fused kernel, its sliced operands made contiguous, the FP32
     merge (forward) and accumulation (backward); the exchanges or collectives of `kind`.
     `offdiag_scale`: the off-diagonal (unmasked, s x s/2) blocks' time over the one-GPU causal
-    attention curves' (`cp_block_terms`)."""
+    attention curves' (`cp_block_terms`). `merge_factor`: the memory-bound eager ops' (copies,
+    casts, merges, accumulations) time over their bytes at the streaming rate (`cp_merge_factor`)."""
+    f, b = _ScaledMem(f, merge_factor), _ScaledMem(b, merge_factor)
     ring = kind == "ring"
     kv_elems = s * H * (E + Ev)                 # one rank's K and V
     kv_bytes = kv_elems * BF16_BYTES
@@ -364,7 +399,8 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     else:
         terms = cp_terms or {}
         cf, cb = Eager(gpu, profile), Eager(gpu, profile)
-        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, terms.get("offdiag_scale", 1.0))
+        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, terms.get("offdiag_scale", 1.0),
+                   terms.get("merge_factor", 1.0))
         per_op = terms.get("host_per_op", {}).get(kind)
         for part, e in ((cf, f), (cb, b)):
             if per_op is not None:   # the ring / gather code's own measured host, kept
@@ -377,7 +413,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     return timed_window_s([], f.ops + b.ops)
 
 
-def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None):
+def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None, merge_factor: float = 1.0):
     """(forward, backward) Eagers of a CP2 attention row's CP part (`_cp_blocks`) at offdiag 1,
     and the time of its off-diagonal blocks' kernels."""
     world, S = _int(row["cp"]), _int(row["seq_len"])
@@ -387,14 +423,16 @@ def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None):
         return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=seq, heads=heads, qk_dim=E, v_dim=Ev,
                   causal=causal, precision="bf16")
     f, b = Eager(gpu, profile), Eager(gpu, profile)
-    _cp_blocks(f, b, str(row["cp_kind"]), world, S // world, H, E, Ev, gpu, profile, core, host)
+    _cp_blocks(f, b, str(row["cp_kind"]), world, S // world, H, E, Ev, gpu, profile, core, host,
+               merge_factor=merge_factor)
     off = Eager(gpu, profile)
     off.attention(core(S // world // 2, 2 * H, False), "fwd")
     off.attention(core(S // world // 2, 2 * H, False), "bwd")
     return f, b, (world - 1) * sum(g for _, g in off.ops)
 
 
-def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dict | None = None) -> dict:
+def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dict | None = None,
+                   merge_factor: float = 1.0) -> dict:
     """Two terms of the CP2 rows, measured on the fitting CP attention rows (no held-out row):
     host_per_op {cp_kind: host_time_s, less the collectives' own measured host, over the other
     ops of the CP part} -- the ring's and the
@@ -403,7 +441,8 @@ def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dic
     (unmasked, s x s/2: cuDNN's non-causal kernels, which no one-GPU record measures) time over
     what the causal attention curves give them: per device-bound row (host_time_s below half of
     time_s), 1 + (time_s - predicted at scale 1) / the off-diagonal blocks' predicted time; the
-    median. {} without host times."""
+    median; the CP part's eager ops at `merge_factor` (`cp_merge_factor`) throughout, which the
+    result carries as merge_factor. {} without host times."""
     if "host_time_s" not in rows or rows.empty:
         return {}
     fit = rows[(rows["bench"] == "cp_block") & (rows["block"] == "attention") & (rows["split"] == "fit")]
@@ -412,15 +451,16 @@ def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dic
         return {}
     per_op: dict[str, list[float]] = {}
     for _, r in fit.iterrows():
-        f, b, _ = _cp_attention_part(r, gpu, profile, host)
+        f, b, _ = _cp_attention_part(r, gpu, profile, host, merge_factor)
         fixed = [op[0] for op in f.ops + b.ops if isinstance(op, FixedHost)]   # measured collectives
         others = len(f.ops + b.ops) - len(fixed)
         per_op.setdefault(str(r["cp_kind"]), []).append((float(r["host_time_s"]) - sum(fixed)) / others)
-    terms: dict = {"host_per_op": {k: float(pd.Series(v).median()) for k, v in per_op.items()}}
+    terms: dict = {"host_per_op": {k: float(pd.Series(v).median()) for k, v in per_op.items()},
+                   "merge_factor": merge_factor}
     scales = []
     for _, r in fit.iterrows():
         if float(r["host_time_s"]) < 0.5 * float(r["time_s"]):
-            _, _, off = _cp_attention_part(r, gpu, profile, host)
+            _, _, off = _cp_attention_part(r, gpu, profile, host, merge_factor)
             pred = predict_cp_row(r, gpu, profile, host, dict(terms, offdiag_scale=1.0))
             scales.append(1.0 + (float(r["time_s"]) - pred) / off)
     if scales:
@@ -510,7 +550,9 @@ def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]
     if in_block is not None:   # the call as the blocks make it, where the records say
         host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
     kernel_host = block_kernel_host_s(rows, spec, profile)
-    cp_terms = cp_block_terms(rows, spec, profile, host)
+    merge = cp_merge_factor(folder, spec, profile)   # real/cp.py's eager merges, as PyTorch CP's measured
+    merge = 1.0 if merge is None else merge
+    cp_terms = {**cp_block_terms(rows, spec, profile, host, merge), "merge_factor": merge}
     offdiag = measured_offdiag_scale(folder, spec, profile)
     if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
         cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}

@@ -784,6 +784,38 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False)
     return cases
 
 
+def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dict]:
+    """A pinned part's rows (real/campaigns/s10pp.sh --pin numa: each rank's main thread on its own
+    CPUs; no fitting split of its own, so kept out of validation) beside the rows of the same
+    configuration in `folder`, the unpinned part of the same run a minute before on the same host:
+    the twin's step and idle per pipeline rank with `folder`'s fitting-split host rates (as
+    validation predicts `folder`), and each GPU's measured idle per timed step in both parts. Whether
+    pinning makes the idle reproducible is the spread of those per-step figures (s12pp, 4xH200:
+    DualPipe at 8 micro-batches idled 0.6-3.0 ms a step on every GPU pinned, 0.4-46.1 unpinned)."""
+    steps, ops = load(Path(folder))
+    pinned_steps, pinned_ops = load(Path(pinned))
+    if steps.empty or pinned_steps.empty:
+        return []
+    spec_gpu = gpu_spec(gpu)
+    profile = with_measured_collectives(profile, folder)
+    accumulate = measured_accumulate(Path(folder), gpu)
+    host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    out = []
+    for _, pinned_row in pinned_steps.iterrows():
+        same = np.all([(steps[k].astype(str) == str(pinned_row[k])).to_numpy() for k in CONFIG_KEYS], axis=0)
+        if not same.any():
+            continue
+        row = steps[same].iloc[0]
+        result, pred, _ = simulate_row(row, spec_gpu, profile, accumulate, host)
+        out.append({"schedule": str(row["schedule"]), "num_microbatches": int(row["num_microbatches"]),
+                    "predicted_s": pred, "unpinned_s": float(row["time_s"]), "pinned_s": float(pinned_row["time_s"]),
+                    "pinned_reps": int(pinned_row["reps"]), "pp": int(row["pp"]),
+                    "idle_simulated_s": list(result.idle_s),
+                    "unpinned_idle_by_rep_s": measured_idle_by_rep_s(ops_of(row, ops)),
+                    "pinned_idle_by_rep_s": measured_idle_by_rep_s(ops_of(pinned_row, pinned_ops))})
+    return out
+
+
 def schedule_ranking(cases: list[dict], key: str) -> list[str]:
     """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
     return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]

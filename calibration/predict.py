@@ -185,11 +185,13 @@ def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile:
 
 
 def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
-                  split_weight_grads: bool = False, gate_grad: bool = False) -> tuple["Eager", "Eager"]:
+                  split_weight_grads: bool = False, gate_grad: bool = False,
+                  token_side: bool = True) -> tuple["Eager", "Eager"]:
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
     Eager.missing_kernels); `gate_grad`: the routing weights come from the gate and take a
-    gradient (a model's layer, not a layer record's injected routing)."""
-    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad)
+    gradient (a model's layer, not a layer record's injected routing); `token_side` False: the
+    forward without the sort and un-sort of the (token, slot) rows (_moe_ops)."""
+    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad, token_side)
     f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
     b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
     return f, b
@@ -647,11 +649,18 @@ def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> 
 
 
 def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
-             split_weight_grads: bool = False, gate_grad: bool = False) -> tuple[Eager, Eager]:
+             split_weight_grads: bool = False, gate_grad: bool = False,
+             token_side: bool = True) -> tuple[Eager, Eager]:
     """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
     over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
     Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
-    call), BF16 backward (real/fp8.py _Fp8GroupedMM)."""
+    call), BF16 backward (real/fp8.py _Fp8GroupedMM).
+    `token_side` False: the forward leaves out MoE.routed's one-GPU sort of the (token, slot) rows
+    (argsort, expert_counts, order // K, x_TD[order // K], ids[order]) and their un-sort
+    (argsort(order), y_ND[argsort(order)]): under expert parallelism real/ep.py dispatch and
+    combine run those (calibration.whole_step._dispatch, _combine), and the local experts get
+    expert_ffn only. The backward is unchanged (its token-side index ops are the backward of
+    dispatch's and combine's gathers: whole_step.ep_moe_ops)."""
     T, D, F_, K = tokens, spec.hidden_size, spec.moe_intermediate_size, spec.top_k
     E, S = len(counts), spec.moe_intermediate_size * spec.num_shared_experts
     N = T * K
@@ -661,11 +670,12 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     gl = "bf16" if twin_precision(label) == "bf16" else "fp8-rowwise"
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     # --- forward: sort (token, slot) pairs by expert, gather rows, pad
-    f.mem(N * I8 * 2 * 4, kernels=3)            # argsort (radix sort passes)
-    f.small(2)                                   # expert_counts: zeros, scatter_add
-    f.mem(2 * N * I8)                            # order // K
-    f.gather(2 * N * D * B2)                        # x_TD[order // K]
-    f.mem(2 * N * I8)                            # ids[order]
+    if token_side:
+        f.mem(N * I8 * 2 * 4, kernels=3)            # argsort (radix sort passes)
+        f.small(2)                                   # expert_counts: zeros, scatter_add
+        f.mem(2 * N * I8)                            # order // K
+        f.gather(2 * N * D * B2)                        # x_TD[order // K]
+        f.mem(2 * N * I8)                            # ids[order]
     f.small(12)                                  # group_offsets bookkeeping
     f.mem(Np * D * B2)                           # new_zeros(capacity, D)
     f.gather(2 * N * D * B2)                        # index_copy
@@ -680,8 +690,9 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
         if n_ == 2 * F_:
             f.strided(Np * F_ * B2 * 2 + Np * F_ * B2 * 3, kernels=2)   # silu(a), * b on chunk views
     f.gather(2 * N * D * B2)                        # y_NpD[pos]
-    f.mem(N * I8 * 2 * 4, kernels=3)             # argsort(order)
-    f.gather(2 * N * D * B2)                        # y_ND[inverse order]
+    if token_side:
+        f.mem(N * I8 * 2 * 4, kernels=3)             # argsort(order)
+        f.gather(2 * N * D * B2)                        # y_ND[inverse order]
     f.mem(2 * N * D * B2)                        # * weights
     f.mem(N * D * B2 + T * D * B2)               # sum over K
     if S:

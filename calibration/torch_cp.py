@@ -31,13 +31,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
-from calibration.validate import load_fitted_profile
 from twin.costs import comm, compute
 from twin.costs.context_parallel import (TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR,
                                          torch_cp_exposed_s, torch_cp_merge_s)
 from twin.costs.flops import BF16_BYTES, FP32_BYTES, Op, OpKind
-from twin.costs.profile import Profile
+from twin.costs.profile import Profile, profile_from_json
 from twin.core.specs import GPUSpec
 
 TORCH_CP_FILE, CHUNKS_FILE = "torch_cp.csv", "cp_chunks.csv"
@@ -316,7 +316,12 @@ def main(argv=None) -> int:
     if rows.empty:
         print(f"error: no torch_cp{'_compiled' if args.compiled else ''}_cp*.csv rows in {args.folder}", file=sys.stderr)
         return 2
-    profile, _ = load_fitted_profile(args.gpu, None)
+    path = PROFILES_DIR / f"{args.gpu}.json"   # the committed profile, as `twin validate` predicts the records
+    if not path.is_file():
+        print(f"error: --gpu {args.gpu!r}: no committed profile {path.name} (one of: "
+              f"{', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.json')))})", file=sys.stderr)
+        return 2
+    profile = profile_from_json(json.loads(path.read_text()))
     table = scaling_table(rows, gpu_spec(args.gpu), profile, args.compiled)
     print(json.dumps(table, indent=1) if args.json else format_scaling(table, kernels))
     return 0

@@ -474,6 +474,29 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
         e.add("op", comm.p2p_time_s(sent_bytes, gpu, same_node=True), "nccl")
 
 
+# s12ep (docs/notes/s12ep_rule.md, rule committed before the held-out EP2 figures under it):
+# (A) the EP forward's local experts run expert_ffn only, dispatch and combine doing the sort and
+# un-sort of the (token, slot) rows (real/model.py MoE.routed with an ep_group);
+# (B) dispatch's and combine's row gathers at the rate the profiler measured for torch's
+# vectorized_gather_kernel (Profile.eager vectorized_gather_eff, calibration.layer_gaps).
+ADOPT_EP_LOCAL_EXPERTS_ONLY = False
+ADOPT_EP_ROW_GATHER = False
+
+
+def _row_gather(e: Eager, bytes_: float, kernels: int = 1) -> None:
+    """tensor[index] over the rows of a contiguous 2-D tensor (dispatch's x_TD[order // K] and
+    x_recv[perm], combine's y[argsort(perm)] and y[argsort(order)]): torch's
+    vectorized_gather_kernel, at the fraction of the streaming rate the profiler measured for it
+    (Profile.eager vectorized_gather_eff, calibration.layer_gaps.measured_vectorized_gather_eff);
+    the layer fit's gather_eff (a blend with index_copy and index_put) where unmeasured or not
+    adopted (ADOPT_EP_ROW_GATHER)."""
+    eff = (e.profile.eager or {}).get("vectorized_gather_eff") if ADOPT_EP_ROW_GATHER else None
+    if eff:
+        e.mem(bytes_ / eff, kernels)
+    else:
+        e.gather(bytes_, kernels)
+
+
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py dispatch: argsort, expert counts, the counts' all-to-all, split sizes to the host
     (two .tolist() calls, send and receive splits: each a per-rank sum, its copy to the host and
@@ -486,21 +509,21 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     for _ in ("send_splits", "recv_splits"):
         e.small(2)
         e.sync()
-    e.gather(2 * N * D * BF16_BYTES)
+    _row_gather(e, 2 * N * D * BF16_BYTES)                      # x_TD[order // K]
     _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.small(4)
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
-    e.gather(2 * rows_in * D * BF16_BYTES, kernels=2)
+    _row_gather(e, 2 * rows_in * D * BF16_BYTES, kernels=2)     # x_recv[perm], local_expert[perm]
 
 
 def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py combine: un-permute (argsort + gather), the all-to-all back, un-sort."""
     N = T * K
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
-    e.gather(2 * rows_in * D * BF16_BYTES)
+    _row_gather(e, 2 * rows_in * D * BF16_BYTES)                # y_RD[argsort(perm)]
     _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)
     e.mem(N * I64 * 2 * 4, kernels=3)
-    e.gather(2 * N * D * BF16_BYTES)
+    _row_gather(e, 2 * N * D * BF16_BYTES)                      # y_send[argsort(order)]
 
 
 def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
@@ -538,7 +561,8 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
     local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = np.full(E // world, rows_in / (E // world))
-    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad)
+    lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad,
+                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)

@@ -18,7 +18,7 @@ from pathlib import Path
 from reports import page as pg
 from reports.page import Page
 from twin.core.results import to_json
-from twin.serving.published import H200_CLAIM_TOKENS_PER_S, crossings, deepseek_production, h200_curve
+from twin.serving.published import H200_CLAIM_TOKENS_PER_S, crossings, deepseek_production, deepseek_profile_groups, h200_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE_CSV = "h200_curve.csv"
@@ -64,6 +64,17 @@ def build(out_dir: str | Path) -> list[Path]:
            "balanced routing) against the 62,713 input tokens/s per node the SGLang team read from it: what the "
            "unit does fully loaded. The production figure without its cache hits (32.2k computed tokens/s per "
            "node) is about half of that, the unit's daily load and real routing, neither published.")
+    profiles = [deepseek_profile_groups(ROOT, phase) for phase in ("decode", "prefill")]
+    p.section("DeepSeek's own prefill and decode profiles, kernel group by group").para(
+        "The iteration model at the conditions of deepseek-ai/profile-data's decode.json and prefill.json: one micro-batch "
+        "of one MoE layer by kernel group, and the layer in steady state. The traces themselves are not in the stored "
+        "snapshot of that repository; `python -m calibration.serving_trace derive` reads a local copy and "
+        "`twin validate` sets it beside these figures.")
+    groups = list(profiles[0]["groups_us"])
+    p.table(["group (per layer, micro-batch)", *(f"{r['phase']}: {r['conditions']}" for r in profiles)],
+            [[g.replace("_", " "), *(pg.seconds(r["groups_us"][g] / 1e6) for r in profiles)] for g in groups]
+            + [["iteration", *(pg.seconds(r["iteration_s"]) for r in profiles)],
+               ["tokens/s per node", *(pg.number(r["tokens_per_s_per_node"]) for r in profiles)]])
     p.section("3,872 tokens/s on one HGX H200 (conditions unpublished)")
     p.table(["ISL", "OSL", "reaches 3,872?", "at concurrency", "TPOT P50 there", "most simulated"],
             [[f"{c['input_len']:,}", f"{c['output_len']:,}", "yes" if c["reaches"] else "no",
@@ -74,7 +85,7 @@ def build(out_dir: str | Path) -> list[Path]:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    payload = {"deepseek": ds, "h200_curve": rows, "h200_crossings": cross}
+    payload = {"deepseek": ds, "deepseek_profiles": profiles, "h200_curve": rows, "h200_crossings": cross}
     return pg.write_report_dir(out_dir, p, to_json(payload), files={CURVE_CSV: buf.getvalue()})
 
 

@@ -301,6 +301,8 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
     pub = result.get("published_runs")
     if pub:
         _published_runs_section(p, pub)
+    for prof in result.get("deepseek_serving_profiles", []):
+        _serving_profile_section(p, prof)
     p.section("Plots")
     if not cases.empty:
         p.figure(SCATTER, plot_scatter(cases), "The twin's prediction against each measured case, log-log.")
@@ -321,6 +323,18 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
     p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the whole result; `{CASES_CSV}`: every case"
                                 + (f"; `{TRACE_CSV}`: the trace table" if tr else "") + (f"; `{SM_CSV}`" if sm else "")])
     return p
+
+
+def _serving_profile_section(p: Page, prof: dict) -> None:
+    """The serving twin at the conditions of DeepSeek's prefill or decode profile, group by group
+    beside the trace (calibration/serving_trace.py), or alone where the trace is not available."""
+    p.section(f"DeepSeek's {prof['phase']} profile (H800), kernel group by group").para(
+        f"Conditions: {prof['conditions']}. The twin's iteration: {pg.seconds(prof['iteration_s'])}. "
+        + ("Per layer and micro-batch, from the derived trace." if prof["trace_available"] else f"Trace: {prof['note']}."))
+    p.table(["group (per layer, micro-batch)", "twin", "trace", "error"],
+            [[g["group"].replace("_", " "), pg.seconds(g["twin_us"] / 1e6) if g["twin_us"] is not None else pg.NA,
+              pg.seconds(g["trace_us"] / 1e6) if g["trace_us"] is not None else pg.NA,
+              pg.pct(g["rel_error"], signed=True) if g["rel_error"] is not None else pg.NA] for g in prof["groups"]])
 
 
 def _published_runs_section(p: Page, pub: dict) -> None:

@@ -26,7 +26,7 @@ DIST_ENV_COLS = ["nccl_version", "num_gpus"]
 # (and the one-GPU dense_block families, whose campaign records the NCCL version as every row must)
 DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline",
                  "dense_block", "dense_kernels", "async_tp", "tp_beside", "dense_dropout",
-                 "dense_dropout_kernels"}
+                 "dense_dropout_kernels", "ep"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -57,8 +57,10 @@ SHAPE_COLS = {
                       "host_s"],
     "dense_dropout_kernels": ["bench", "model", "tp", "attention_dropout", "hidden_dropout", "sdpa_backend",
                               "sdpa_ran", "kernel", "calls"],
+    # host_s (s12ep): median host seconds from a timed call's start to its return (real/bench/ep.py
+    # HostMarks); split: every ep row is held out
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
-           "max_rank_rows", "bytes_per_rank", "precision"],
+           "max_rank_rows", "bytes_per_rank", "precision", "host_s", "split"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
     "sm_reserve": ["bench", "mode", "reserved_sms", "m", "n", "k", "precision", "trial", "time_solo_s",
                    "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],

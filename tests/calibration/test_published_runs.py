@@ -205,14 +205,41 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # faster. 8B CP1 +5.8% -> +11.6%, CP2 -5.2% -> +1.0%, CP4 +24.9% -> +34.1%, CP8 +29.3% -> +39.4%,
 # 405B 3D +10.7/+12.2% -> +11.8/+13.3%, 405B 4D CP2 +9.0% -> +13.3%, CP8 +7.9% -> +13.9%. Median
 # 5.6% -> 6.4%, 17 of 30 within 10% (with s11drop merged: 1.7B +20.0%, 7.1B +13.6%, 32B -16.1%).
+# Thirteenth pass (s12mlm): Megatron's --overlap-param-gather as core_r0.8.0 runs it (plan.param_gather_kind
+# 'megatron_chained': the BF16 parameter all-gather bucket by bucket into the first forward on pipeline
+# rank 0, one bucket from the step's start on the later ranks): 1.7B +20.0% -> +19.2%, 7.1B +13.6% ->
+# +12.7%, 16B +2.3% -> -1.6%, 32B -16.1% -> -23.4%, 70B -5.5% -> -10.1%, 119B -1.6% -> -4.4%, 177B
+# -1.2% -> -3.3%, 314B -5.5% -> -7.1%, 462B -3.0% -> -3.8%. Two rows added from the README's strong-scaling
+# text (the 177B at 96 and 4,608 GPUs, MFU 47% and 42%): +13.9% and -17.4%. Median 6.4% -> 10.0% over
+# 32 rows, 16 within 10% (17 of 30 before). Then Megatron's selective recomputation as Megatron means it
+# (plan.recompute 'megatron_selective': the core attention re-run in the backward, attention.py
+# checkpoint_core_attention @ core_r0.8.0; the twin's 'selective' had been V3's norms): 1.7B +19.2% ->
+# +12.3%, 7.1B +12.7% -> +8.3% (met), 16B -1.6% -> -3.5%, 32B -23.4% -> -24.4%, 70B -10.1% -> -11.6%, 119B
+# -5.9%, 177B -4.7%, 314B -8.2%, 462B -4.9%, strong scaling +12.1% / -18.6%. Median 10.0% -> 9.1%, 17 of 32.
+# Thirteenth pass (s12fsdp): FSDP's cross-node collectives on every NIC of the group's ranks on a node
+# (tt-8b-fsdp128 -3.1% -> +1.8%, compile +3.0% -> +9.5%, compile-fp8 -5.9% -> +1.2%; median 6.4% ->
+# 8.3%); Megatron's single gradient bucket on later pipeline ranks (no row moves); ZeRO-2 under PP as
+# FSDP2 under torch.distributed.pipelining runs it, gradients accumulated unsharded in FP32: Llama 3's
+# 8K rows no longer fit by the twin's count (88.6 / 81.9 GiB; ignoring memory +28.1% -> +23.9%,
+# +26.1% -> +22.1%), 128K +19.6% -> +18.1%. Median 6.3% over the 28 rows evaluated (the two refused
+# rows leave it: a statistic of fewer rows, not an improvement), 17 within 10%.
+# Fourteenth pass (s12l3mem): Llama 3's ZeRO-2 under PP as the paper describes its FSDP (it "shards
+# optimizer states and gradients", reduces them "asynchronously": plan.pp_grad_sync 'every_backward',
+# each (micro-batch, chunk)'s FP32 reduce-scatter queued beside the pipeline, the waiting gradients
+# counted): 8K 16,384 GPUs refused (81.9 GiB) -> 72.6 GiB, +5.9% (met); 8K 8,192 GPUs still refused
+# (88.6 -> 79.4 GiB of 79.2; +16.0% ignoring memory, was +23.9%); 128K +18.1% -> +21.8% (78.0 -> 67.7
+# GiB). Median 8.9% -> 8.3% over 31 rows evaluated of 32, 18 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
-    "mlm-gpt-1.7b": 0.200, "mlm-gpt-7.1b": 0.136, "mlm-gpt-32b": -0.161,
-    "l3-405b-8k-gpus8192": 0.281, "l3-405b-8k-gpus16384": 0.261, "l3-405b-128k-cp16": 0.196,
+    "mlm-gpt-1.7b": 0.123, "mlm-gpt-32b": -0.244, "mlm-gpt-70b": -0.116,
+    "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.186,
+    "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
-MEDIAN_NOT_MET = 0.064
+# s12l3mem: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused by
+# memory), 18 within 10%
+MEDIAN_NOT_MET = 0.083
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
@@ -288,7 +315,11 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 # (torchtitan's tables: the allocator's peak reserved memory) and against the GPU each run ran on.
 # rows whose count does not fit the GPU the run ran on (None: none now), and rows counted above the
 # published reserved peak; strict xfails carrying the figure, as NOT_MET
-MEMORY_NOT_FITTING: dict[str, float] = {}
+# (s12l3mem) Llama 3's 8K row on 8,192 GPUs: sharded FP32 gradients (0.19 GiB) and 2.47 GiB of them
+# waiting for their reduce-scatter at the joint peak with 141 layer micro-batches of activations
+# (70.02 GiB): counted 79.42 GiB against the H100's 79.18 (s12fsdp's unsharded accumulator: 88.6; the
+# 16,384-GPU row now fits at 72.6), the counted / capacity - 1 below
+MEMORY_NOT_FITTING: dict[str, float] = {"l3-405b-8k-gpus8192": 0.003}
 MEMORY_ABOVE_PUBLISHED: dict[str, float] = {}
 # rows whose count is off the published figure by more than pr.MEMORY_ROW_TARGET (15%): the count
 # leaves out the allocator's reserve; under Float8 the op-level policy saves no linear output
@@ -392,9 +423,9 @@ def test_the_breakdown_leaves_the_row_s_step_as_it_was():
     runs, _ = pr.load_runs()
     run = next(r for r in runs if r.id == "l3-405b-8k-gpus16384")
     sc = pr.scenario_of(run)
-    before = simulate_step(sc, record_events=False).step_time_s
+    before = simulate_step(sc, record_events=False, check_memory=False).step_time_s
     _breakdown_module().breakdown(run)
-    assert simulate_step(sc, record_events=False).step_time_s == before
+    assert simulate_step(sc, record_events=False, check_memory=False).step_time_s == before
 
 
 def test_megatron_and_llama3_blocks_run_their_gemms_at_one_rate():
@@ -410,13 +441,35 @@ def test_megatron_and_llama3_blocks_run_their_gemms_at_one_rate():
     assert rates["l3-405b-8k-gpus16384"] == pytest.approx(rates["mlm-gpt-462b"], rel=0.02)
 
 
-def test_gradients_reduced_every_micro_batch_cost_at_least_the_step_and_their_traffic():
-    """The counterfactual of a ZeRO-2 run reduce-scattering its sharded gradients after every
-    micro-batch (not the twin's physics): no shorter than the twin's step, and the 16 micro-batches'
-    FP32 reduce-scatters queued on one link take at least 16 of the step's single ones."""
+@pytest.mark.parametrize("row_id", ["l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384"])
+def test_llama3_8k_busiest_rank_holds_the_audited_terms(row_id):
+    """Llama 3 405B at 8K (TP 8 with SP, PP 16, V 8, one layer a chunk, no recomputation): the busiest
+    rank's count, term by term from first principles (brief s12l3mem's audit). Per layer and token,
+    Korthikanti et al. 2022 without dropout, with GQA, SwiGLU and FlashAttention (no S^2 scores): four
+    hidden-width tensors split over the TP ranks by SP (two norm inputs, two linear inputs), q and
+    one K and one V head per rank, the attention output with FP32 softmax statistics, and the FFN's
+    gate, up and their product. In flight on pipeline rank r: Megatron's interleaved warm-up
+    (PP - r - 1) 2 + (V - 1) PP plus the first steady forward, at most M V. Weights in BF16 (not
+    resharded after the forward), FP32 gradients sharded over DP (the paper's FSDP "shards optimizer
+    states and gradients": plan.pp_grad_sync 'every_backward'), 12 B of optimizer state over DP, one
+    gathered SP input; beside them the gradients waiting for their reduce-scatter: at least one
+    layer's FP32 gradients (one layer's reduce-scatter over the DP ranks outlasts its backward), at
+    most every one of the rank's layer micro-batches'."""
     runs, _ = pr.load_runs()
-    sc = pr.scenario_of(next(r for r in runs if r.id == "l3-405b-8k-gpus16384"))
-    step = simulate_step(sc, record_events=False)
-    every_s = _breakdown_module().reduce_scatter_every_microbatch_s(sc)
-    assert every_s > step.step_time_s
-    assert every_s > sc.num_microbatches * step.op_time_s["dp_reduce_scatter"]
+    run = next(r for r in runs if r.id == row_id)
+    sc = pr.scenario_of(run)
+    step = simulate_step(sc, record_events=False, check_memory=False)
+    d, heads, kv, hd, f, t, pp, v = 16384, 128, 8, 128, 53248, 8, 16, 8
+    m, tokens, dp = sc.num_microbatches, 8192, sc.dp
+    per_token = 2 * 4 * d / t + 2 * (heads + 2 * kv) * hd / t + 2 * heads * hd / t + 4 * heads / t + 3 * 2 * f / t
+    layer_params = (2 * d * heads * hd + 2 * d * kv * hd + 3 * d * f) / t + 2 * d
+    rank = 1   # rank 0's first chunk is the embedding alone: rank 1 holds the most in flight
+    in_flight = min((pp - rank - 1) * 2 + (v - 1) * pp + 1, m * v)
+    params = v * layer_params   # one layer a chunk
+    want = {"weights": 2 * params, "gradients": 4 * params / dp, "optimizer": 12 * params / dp,
+            "activations": in_flight * tokens * per_token, "comm_buffers": 2 * tokens * d}
+    got = step.memory_breakdown_bytes
+    assert set(got) == set(want) | {"grad_queue"}
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9), key
+    assert 4 * layer_params <= got["grad_queue"] <= m * v * 4 * layer_params

@@ -51,7 +51,7 @@ def profile_from_json_file(path: Path):
 
 def cmd_validate(args) -> int:
 
-    from calibration import published_runs, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate  # lazy: pandas, matplotlib
@@ -59,7 +59,7 @@ def cmd_validate(args) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
-    bar = tqdm(total=4, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
+    bar = tqdm(total=5, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
     with bar:
         result = validate(records_root, profiles)
         bar.update(1)
@@ -77,9 +77,13 @@ def cmd_validate(args) -> int:
         bar.update(1)
         result["published_runs"] = published_runs.compare()   # rung 4 beyond DeepSeek, peers beside
         bar.update(1)
+        # the serving twin's iteration model against DeepSeek's prefill and decode profiles (issue 15)
+        result["deepseek_serving_profiles"] = serving_trace.compare()
+        bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
-              published_runs.format_table(result["published_runs"])]
+              published_runs.format_table(result["published_runs"]),
+              serving_trace.format_table(result["deepseek_serving_profiles"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
@@ -99,8 +103,10 @@ def _is_whole_run_kind(line: str) -> bool:
 
 def _headline(tables: list[str]) -> str:
     """The lines that carry the verdicts: held-out totals per GPU, whole steps and layers per kind, the H100 -> H200 transfer, the
-    NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the H800 chunk pair, and the SM-reservation bracket at V3's 20 SMs (--detail prints every table)."""
-    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ")
+    NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
+    and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
+    keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
+            "DeepSeek prefill profile")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):

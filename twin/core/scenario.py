@@ -161,6 +161,22 @@ class Scenario:
         if p.tp_overlap_kind != "te_userbuffers" and not p.tp_comm_overlap:
             raise ScenarioError("plan.tp_overlap_kind", p.tp_overlap_kind, "'te_userbuffers' (the default) when plan.tp_comm_overlap "
                                 "= false (no overlap to choose)", source)
+        if not p.sp_input_regather and not (p.tp > 1 and (p.sequence_parallel or self.model.is_moe)
+                                            and not p.tp_comm_overlap and p.recompute == "full"):
+            raise ScenarioError("plan.sp_input_regather", False, "true (the default) unless plan.tp > 1 gathers a part's "
+                                "input (sequence_parallel, or an MoE model) without plan.tp_comm_overlap and with "
+                                "plan.recompute = 'full' (only then does the backward have a gathered input to reuse)", source)
+        if p.grad_buckets != "every_chunk" and not p.overlap_grad_reduce:
+            raise ScenarioError("plan.grad_buckets", p.grad_buckets, "'every_chunk' (the default) when plan.overlap_grad_reduce "
+                                "= false (no bucket runs beside the backward)", source)
+        if p.grad_buckets == "megatron" and p.zero_stage > 1:
+            raise ScenarioError("plan.grad_buckets", p.grad_buckets, f"'every_chunk' (the default) when plan.zero_stage = "
+                                f"{p.zero_stage} (Megatron's buffers reduce for ZeRO 0-1: DDP or its distributed optimizer)",
+                                source)
+        if p.pp_grad_sync != "last_backward" and not (p.zero_stage == 2 and p.pp > 1):
+            raise ScenarioError("plan.pp_grad_sync", p.pp_grad_sync, "'last_backward' (the default) unless plan.zero_stage "
+                                "= 2 with plan.pp > 1 (without PP ZeRO-2 reduce-scatters every backward already; ZeRO 0-1 "
+                                "and 3 hold their gradients as they do)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":
@@ -169,6 +185,17 @@ class Scenario:
         if p.zero_stage == 3 and p.overlap_grad_reduce:
             raise ScenarioError("plan.overlap_grad_reduce", True, "false when plan.zero_stage = 3 (FSDP reduce-scatters each "
                                 "block's gradients inside the pipeline, no reduce-scatter follows it)", source)
+        if p.param_gather_kind != "ideal":
+            why = ("plan.zero_stage 1 or 2 (the distributed optimizer's all-gather; FSDP gathers per block)"
+                   if p.zero_stage not in (1, 2) else
+                   "plan.overlap_dp_comm = true (without it the all-gather runs whole after the optimizer step)"
+                   if not p.overlap_dp_comm else
+                   "plan.overlap_grad_reduce = true (Megatron-LM asserts --overlap-grad-reduce with "
+                   "--overlap-param-gather: arguments.py @ core_r0.8.0)" if not p.overlap_grad_reduce else
+                   "plan.ep = 1 (expert parameters gather over their own data-parallel group: not modelled)"
+                   if p.ep > 1 else None)
+            if why:
+                raise ScenarioError("plan.param_gather_kind", p.param_gather_kind, f"'ideal' (the default) unless {why}", source)
         if p.fp8_recipe != "blockwise" and p.gemm_precision != "fp8":
             raise ScenarioError("plan.fp8_recipe", p.fp8_recipe, f"'blockwise' (the default) when plan.gemm_precision = "
                                 f"{p.gemm_precision!r} (no FP8 GEMMs to scale)", source)

@@ -65,21 +65,25 @@ def bus_factor(kind: str, ranks: int) -> float:
 
 
 def collective_time_s(kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, same_node: bool,
-                      measured: dict | None = None, link_bw_scale: float = 1.0) -> float:
+                      measured: dict | None = None, link_bw_scale: float = 1.0, ranks_per_node: int = 1) -> float:
     """One collective of a `num_bytes` buffer over `ranks` GPUs: bus_factor x bytes over the bus
     bandwidth, plus latency. `measured` is the profile's `collectives` table ({kind: {"latency_s",
     "bus_bytes_per_s", "source"}}, nccl-tests-style measurements within one node); it is used for
     collectives inside a node. Otherwise the catalog's achieved link bandwidth is the bus bandwidth
     (H100: ~370 GB/s of NVLink's 450 for collectives other than all-reduce, an NCCL maintainer in
     nccl-tests#212; the scale-out NIC's 46 GB/s, nccl-tests#290), with the link's small-message
-    latency per ring step."""
+    latency per ring step. Across nodes, `ranks_per_node` of the group's ranks on each node send
+    through their own NICs at once, up to the node's NVLink (as ring_collective_time_s: NCCL's
+    ring or tree leaves a node once per channel and spreads its channels over the node's NICs,
+    NVIDIA/nccl#412); 1 where one rank a node is in the group."""
     if num_bytes <= 0 or (ranks <= 1 and kind != "send_recv"):
         return 0.0
     factor = bus_factor(kind, ranks)
     row = (measured or {}).get(kind) if same_node else None
     if row:
         return row["latency_s"] + factor * num_bytes / (row["bus_bytes_per_s"] * link_bw_scale)
-    bw = gpu.nvlink_achieved_bytes_per_s if same_node else gpu.scale_out_achieved_bytes_per_s
+    bw = (gpu.nvlink_achieved_bytes_per_s if same_node
+          else min(gpu.scale_out_achieved_bytes_per_s * max(1, ranks_per_node), gpu.nvlink_achieved_bytes_per_s))
     lat = gpu.nvlink_latency_s if same_node else gpu.scale_out_latency_s
     steps = 1 if kind == "send_recv" else _LATENCY_STEPS[kind] * (ranks - 1)
     return factor * num_bytes / (bw * link_bw_scale) + steps * lat

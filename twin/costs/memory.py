@@ -3,8 +3,8 @@
 Pure functions of (model, plan, layers held by a rank, in-flight activation count). Byte widths:
 BF16 weights for compute, FP32 gradients (V3 §3.3.3 keeps gradients for accumulation in FP32),
 optimizer state per `plan.optimizer_bytes_per_param` (FP32 master + two FP32 Adam moments = 12;
-V3 keeps the moments in BF16 -> 8). ZeRO shards optimizer state (stage >= 1), gradients (>= 2)
-and parameters (3) over the data-parallel replicas of each parameter: dp for dense parameters,
+V3 keeps the moments in BF16 -> 8). ZeRO shards optimizer state (stage >= 1), gradients (>= 2;
+ZeRO-2 under pipeline parallelism accumulates them unsharded: gradients_sharded) and parameters (3) over the data-parallel replicas of each parameter: dp for dense parameters,
 dp * tp / ep for routed experts.
 
 Serving (the second half): weights as served (FP8 with 128x128 block scales, BF16 embeddings, head,
@@ -67,7 +67,9 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
     block input and the compressed latents are kept for attention; with FP8 the inputs of MoE
     up-projections and SwiGLU are cached in FP8 and the SwiGLU output is recomputed. The combine's
     expert outputs are assumed recomputed (the report does not say). 'full' keeps only the block
-    input; 'none' keeps every intermediate in BF16.
+    input; 'none' keeps every intermediate in BF16. 'megatron_selective' (Megatron-LM's selective
+    recomputation of the core attention) keeps what 'none' keeps but the attention kernel's softmax
+    statistics: its inputs (q, k, v) and its output (the output projection's input) stay saved.
     """
     d, tp = m.hidden_size, plan.tp
     parts = {"hidden": d * BF16_BYTES, "heads": 0.0, "latent": 0.0, "routed": 0.0}   # block input
@@ -75,7 +77,7 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
         return parts
     if plan.recompute == "selective_op":
         return _op_sac_parts(m, dense_layer, plan, parts)
-    keep_all = plan.recompute == "none"
+    keep_all = plan.recompute in ("none", "megatron_selective")
     fp8 = plan.gemm_precision == "fp8"
     h = m.num_heads // tp
     if m.attention == "mla":
@@ -88,7 +90,9 @@ def _activation_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan) -> di
         kvh = max(1, m.num_kv_heads // tp)
         parts["heads"] += (h + 2 * kvh) * m.head_dim * BF16_BYTES
         parts["hidden"] += d * BF16_BYTES if keep_all else 0
-    parts["heads"] += h * m.attn_v_head_dim * BF16_BYTES + h * FP32_BYTES   # attention output and softmax stats
+    parts["heads"] += h * m.attn_v_head_dim * BF16_BYTES                    # attention output
+    if plan.recompute != "megatron_selective":
+        parts["heads"] += h * FP32_BYTES                                     # softmax stats (recomputed there)
     parts["hidden"] += d * BF16_BYTES                                       # FFN input (residual stream)
     lin = FP8_BYTES if fp8 else BF16_BYTES
     if dense_layer:
@@ -204,6 +208,24 @@ def optimizer_shards(zero_stage: int, stage_min: int, replicas: float) -> float:
     return replicas if zero_stage >= stage_min else 1.0
 
 
+def gradients_sharded(plan: ParallelPlan) -> bool:
+    """Whether a rank's gradients are held sharded through the step. ZeRO-2 shards them only by
+    reduce-scattering every micro-batch's gradients, as its sources do without pipeline parallelism
+    (DeepSpeed's ZeRO-2 reduces each backward's gradients into the rank's partition; torch FSDP2
+    reduce-scatters after every backward unless gradient sync is turned off, and torchtitan's
+    gradient accumulation leaves it on: trainer.py train_step). Under pipeline parallelism
+    torch.distributed.pipelining turns gradient sync off for every backward but a stage's last
+    (stage.py backward_maybe_with_nosync, PyTorch #134052), so FSDP2 accumulates each stage's
+    gradients unsharded, in FP32 with torchtitan's reduce dtype, until one reduce-scatter; DeepSpeed
+    refuses ZeRO-2 with its pipeline engine (runtime/pipe/engine.py PipelineEngine.__init__ asserts
+    zero stage < 2). ZeRO-3 holds them sharded (its unsharded FP32 accumulation under PP is counted
+    with the gathered stage: fsdp_working_set_bytes). plan.pp_grad_sync 'every_backward' keeps
+    ZeRO-2's sync on every backward under pipeline parallelism too (the Llama 3 paper's FSDP "shards
+    optimizer states and gradients"): sharded, the gradients waiting for their reduce-scatter
+    counted apart (twin.training.step.grad_sync_queue)."""
+    return plan.zero_stage >= 3 or (plan.zero_stage == 2 and (plan.pp == 1 or plan.pp_grad_sync == "every_backward"))
+
+
 def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_bytes: float,
                      plan: ParallelPlan, dp: int, gathered_param_bytes: float = 0.0, loss_bytes: float = 0.0,
                      recompute_bytes: float = 0.0) -> dict:
@@ -219,7 +241,7 @@ def memory_breakdown(params: RankParams, activation_bytes: float, comm_buffer_by
                                   + params.expert / optimizer_shards(plan.zero_stage, stage_min, expert_replicas))
     return {
         "weights": sharded(WEIGHT_BYTES, 3),
-        "gradients": sharded(GRAD_BYTES, 2),
+        "gradients": sharded(GRAD_BYTES, 2) if gradients_sharded(plan) else GRAD_BYTES * params.total,
         "optimizer": sharded(plan.optimizer_bytes_per_param, 1),
         "activations": activation_bytes,
         "comm_buffers": comm_buffer_bytes,

@@ -43,12 +43,14 @@ from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile, load_profile
-from twin.training.step import (StepCosts, balanced_stage_layers, dp_tail_s, exposed_reduce_scatter_s,
-                                 fsdp_post_backward_tail_s, live_frontier, local_tokens, peak_live_bytes, rank_memory,
-                                 ranks_holding, routing_loads, stage_layers, tied_embedding_all_reduce_s)
+from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
+                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, live_frontier, local_tokens,
+                                 param_gather_release_s, peak_live_bytes, rank_memory, ranks_holding, routing_loads,
+                                 stage_layers, tied_embedding_all_reduce_s)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
-_ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm"}
+_ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm",
+              "param_gather_kind"}
 
 
 @dataclass(frozen=True)
@@ -382,7 +384,11 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     kinds = _kinds(sc, schedule.num_model_stages)
     counts = _program_counts(p.schedule, p.pp, n, v)
     loads = routing_loads(sc)
-    if isinstance(loads, (int, float)) and p.zero_stage < 3:
+    gather_wait_s = 0.0
+    # ZeRO-3, ZeRO-2 under PP (FSDP2's FP32 gradient accumulation after each backward) and a chained
+    # parameter gather take the simulator's chains
+    if (isinstance(loads, (int, float)) and p.zero_stage < 3 and not (p.zero_stage == 2 and p.pp > 1)
+            and p.param_gather_kind == "ideal"):
         pieces = _pieces_for(sc)
         if p.stage_cut == "balanced":
             kinds = _balanced_kinds(sc, pieces, schedule.num_model_stages)
@@ -401,6 +407,11 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         busy = _busy_from_costs(costs, schedule)
         # ZeRO-3 under PP: the stages' reduce-scatters after their last backward (the simulator's tail)
         fsdp_tail_s = max(fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks))
+        # Megatron's chained parameter all-gather: a rank's first forward starts no earlier than its
+        # gather allows, the pipeline's warm-up held by the part its upstream forwards do not cover
+        release = param_gather_release_s(sc, costs, schedule, mems)
+        before = [sum(sum(flat[k][:2]) for k in range(schedule.stage_of(r, 0))) for r in range(schedule.num_ranks)]
+        gather_wait_s = max(max(0.0, release[r] - before[r]) for r in range(schedule.num_ranks))
     need = sum(worst_mem.values())
 
     # the bubble formula's op times: a stage's, or with virtual stages a rank's whole chunks' (the
@@ -421,12 +432,19 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     makespan = max(busy) + bubble_s + 2 * (p.pp * v - 1) * p2p_s
     tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
-    # plan.overlap_grad_reduce hides behind it
-    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), b_s / v if SCHEDULES[p.schedule].virtual else b_s)
+    # plan.overlap_grad_reduce hides behind it. Under plan.pp_grad_sync 'every_backward' the queue of
+    # reduce-scatters beside the pipeline and its waiting gradients are the simulator's alone
+    # (step.grad_sync_queue): screened as this one reduce-scatter, without the waiting gradients' memory
+    chunk_b_s = b_s / v if SCHEDULES[p.schedule].virtual else b_s
+    rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), chunk_b_s) * dp_reduce_scatters_per_step(sc)
+    if p.overlap_grad_reduce and p.grad_buckets == "megatron":
+        # Megatron's one bucket on the later pipeline ranks (step.dp_reduce_after_s): rank r's
+        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's
+        rs_s = max([rs_s] + [t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)
-    step = (makespan + rs_s + fsdp_tail_s + tied_s + max(t[1] for t in tails)
+    step = (makespan + gather_wait_s + rs_s + fsdp_tail_s + tied_s + max(t[1] for t in tails)
             + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails)))
     if need > gpu.hbm_bytes:
         return Estimate(False, step, need, worst_mem,

@@ -41,7 +41,9 @@ DEFAULT_VALUES: dict[str, tuple] = {
     "micro_batch_seqs": (1, 2),
     "schedule": SCHEDULE_NAMES,
     "comm_sms": (20, 32),
-    "recompute": RECOMPUTE[1:],          # 'none' keeps every activation: never fits a large MoE
+    # 'none' keeps every activation: never fits a large MoE; 'megatron_selective' is Megatron-LM's
+    # meaning of the word, a choice to name rather than to search by default
+    "recompute": tuple(r for r in RECOMPUTE if r not in ("none", "megatron_selective")),
     "gemm_precision": PRECISIONS,
     # sequence_parallel, tp_comm_overlap and stage_cut keep the base plan's value unless listed: they
     # refine TP or the pipeline rather than choose a plan, and would multiply the default space by 5

@@ -167,7 +167,10 @@ class Engine:
         ev = self.env.timeout(tokens * self.transfer_s_per_token + self.transfer_latency_s)
         ev.callbacks.append(lambda _ev, rid=rid, inst=inst: inst.enqueue(rid))
 
-    def finish(self, rid: int) -> None:
+    def finish(self, rid: int, inst: "Instance | None" = None) -> None:
+        """Request `rid` is done now; a closed loop releases its successor (on the same attention
+        group), which `inst` (the instance it finished on) spends issue time on before its next
+        iteration (IterationCosts.issue_s: real/serve's client issues in the engine's thread)."""
         self.rec.finish_s[rid] = self.env.now
         self._count(-1)
         self.done += 1
@@ -176,6 +179,8 @@ class Engine:
             self.next_closed += 1
             self.dp_group[nxt] = self.dp_group[rid]
             self.rec.arrival_s[nxt] = self.env.now
+            if inst is not None:
+                inst.issued(self.dp_group[rid], self.input_len[nxt])
             self.arrive(nxt)
         if self.done == len(self.input_len) and not self.all_done.triggered:
             self.all_done.succeed()
@@ -278,8 +283,12 @@ class Instance:
         self.sizes = set(eng.run_batch_sizes) if costs.tracks_sizes else None
         self.size_bins = {(g, n // self.size_bin) for g, n in eng.run_batch_sizes}
         self.bins_met = collections.Counter(g for g, _ in self.size_bins)   # per group: new_bin_fade_bins
+        self.sizes_met = collections.Counter(g for g, _ in (self.sizes or ()))   # per group: cold_sizes
         self.bin_fade = (costs.engine or {}).get("new_bin_fade_bins", 0.0)
         self.budget = eng.s.token_budget * eng.s.attention_dp
+        # closed-loop successors issued since the last iteration, per attention group (issued())
+        self.issue_requests: collections.Counter = collections.Counter()
+        self.issue_tokens: collections.Counter = collections.Counter()
         # round-robin DP groups: per group a queue, decoding and prefilling counts, KV reservation
         dp = eng.s.attention_dp
         self.rr = eng.s.dp_routing == "round_robin" and dp > 1
@@ -289,6 +298,11 @@ class Instance:
             self.dec_g = [0] * dp
             self.pre_g = [0] * dp
             self.kv_g = [0.0] * dp
+
+    def issued(self, group: int, prompt_tokens: int) -> None:
+        """A closed-loop successor of `prompt_tokens` issued by `group`'s client after this iteration."""
+        self.issue_requests[group] += 1
+        self.issue_tokens[group] += prompt_tokens
 
     # -- queue and KV -----------------------------------------------------------------------
     def enqueue(self, rid: int, front: bool = False) -> None:
@@ -387,7 +401,7 @@ class Instance:
         left = self.eng.output_len[rid] - 1 - self.generated.get(rid, 0)
         if left <= 0:
             self._release(rid)
-            self.eng.finish(rid)
+            self.eng.finish(rid, self)
             return
         ep = self.epoch.get(rid, 0) + 1
         self.epoch[rid] = ep
@@ -441,6 +455,12 @@ class Instance:
         trace = rec.trace
         optimistic = not self.reserve
         while True:
+            if self.issue_requests:               # the client issued successors in the engine's thread
+                wait = max(costs.issue_s(n, self.issue_tokens[g]) for g, n in self.issue_requests.items())
+                self.issue_requests.clear()
+                self.issue_tokens.clear()
+                if wait > 0.0:
+                    yield env.timeout(wait)
             if self.waiting:
                 self._admit()
             if not self.batch and not self.prefilling:
@@ -520,9 +540,11 @@ class Instance:
                 sizes = [(self.dec_g[g] if decode_now else 0) + per_g[g] or 1 for g in range(self.dp)]
             else:
                 sizes = [decode_now + prompt_tokens]
+            cold = (max(costs.cold_weight(self.sizes_met[g]) for g in range(len(sizes)))
+                    if self.sizes is not None and prompt_tokens else 0.0)   # before this iteration's sizes count
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs,
-                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin)
+                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin, cold)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -577,6 +599,8 @@ class Instance:
         fresh = {(g, n // self.size_bin) for g, n in keys} - self.size_bins
         new_bin = max((new_bin_weight(self.bins_met[g], self.bin_fade) for g, _ in fresh), default=0.0)
         new_size = not keys <= self.sizes
+        for g, _ in keys - self.sizes:
+            self.sizes_met[g] += 1
         self.sizes |= keys
         self.size_bins |= fresh
         for g, _ in fresh:
@@ -591,7 +615,7 @@ class Instance:
                 continue
             self._stop_decode(rid)
             self._release(rid)
-            self.eng.finish(rid)
+            self.eng.finish(rid, self)
 
     def _decode_run(self, tps: float):
         """Decode-only iterations with nothing waiting: run them back to back up to the next finish

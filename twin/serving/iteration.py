@@ -209,55 +209,74 @@ def _gemm_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, prof: Profile,
 
 def _attn_proj_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> float:
     """Decode attention projections of one layer at m = t tokens on one GPU (heads / tp)."""
+    return sum(_attn_proj_parts(m, gpu, s, t, prof, sm).values())
+
+
+def _attn_proj_parts(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> dict[str, float]:
+    """_attn_proj_s by kernel group: the projection GEMMs (each with its FP8 activation cast),
+    the elementwise kernels (norms, RoPE, residual) and the TP all-reduce."""
+    parts = {"attention_gemm": 0.0, "elementwise": 0.0, "tp_all_reduce": 0.0}
     if t <= 0:
-        return 0.0
+        return parts
     p, d, h = s.weight_precision, m.hidden_size, m.num_heads // s.tp
     g = functools.partial(_gemm_s, gpu=gpu, prof=prof, sm=sm)
     mem = lambda b: compute.memory_time_s(b, gpu, prof)  # noqa: E731
     if m.attention == "mla":
         P, R, C, O = m.qk_nope_head_dim, m.qk_rope_head_dim, m.kv_lora_rank, m.v_head_dim
-        tt = 0.0
+        gemm = 0.0
         if m.q_lora_rank:
-            tt += g(t, m.q_lora_rank, d, p) + mem(2 * t * m.q_lora_rank * BF16_BYTES) + g(t, h * (P + R), m.q_lora_rank, p)
+            gemm += g(t, m.q_lora_rank, d, p) + g(t, h * (P + R), m.q_lora_rank, p)
+            parts["elementwise"] += mem(2 * t * m.q_lora_rank * BF16_BYTES)     # q_norm
         else:
-            tt += g(t, h * (P + R), d, p)
-        tt += g(t, C + R, d, p) + mem(2 * t * C * BF16_BYTES)                   # kv_down, kv_norm
-        tt += g(t, C, P, "bf16", groups=h) + g(t, O, C, "bf16", groups=h)       # absorbed W_UK, W_UV per head
-        tt += g(t, d, h * O, p)                                                  # o_proj
+            gemm += g(t, h * (P + R), d, p)
+        gemm += g(t, C + R, d, p)                                                # kv_down
+        parts["elementwise"] += mem(2 * t * C * BF16_BYTES)                      # kv_norm
+        gemm += g(t, C, P, "bf16", groups=h) + g(t, O, C, "bf16", groups=h)     # absorbed W_UK, W_UV per head
+        gemm += g(t, d, h * O, p)                                                # o_proj
     else:
         kvh = max(1, m.num_kv_heads // s.tp)
-        tt = g(t, (h + 2 * kvh) * m.head_dim, d, p) + g(t, d, h * m.head_dim, p)
-    tt += 3 * mem(3 * t * d * BF16_BYTES)                                        # norm, rope, residual
+        gemm = g(t, (h + 2 * kvh) * m.head_dim, d, p) + g(t, d, h * m.head_dim, p)
+    parts["attention_gemm"] = gemm
+    parts["elementwise"] += 3 * mem(3 * t * d * BF16_BYTES)                      # norm, rope, residual
     if s.tp > 1:                                                                 # all-reduce of the output
-        tt += 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
-    return tt
+        parts["tp_all_reduce"] = 2 * comm.ring_collective_time_s(t * d * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
+    return parts
 
 
 def _moe_compute_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t_attn: int, loads: dict,
                    prof: Profile, sm: float) -> float:
     """Router, shared expert and the straggler's routed experts for one MoE layer."""
+    return sum(_moe_compute_parts(m, gpu, s, t_gpu, t_attn, loads, prof, sm).values())
+
+
+def _moe_compute_parts(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t_attn: int, loads: dict,
+                       prof: Profile, sm: float) -> dict[str, float]:
+    """_moe_compute_s by kernel group: the router GEMM (gate), the shared expert's GEMMs, the routed
+    experts' grouped GEMMs (with the down-projection's cast) and the elementwise kernels (SwiGLU,
+    norm, residual, an NVLink dispatch's cast)."""
+    parts = {"gate": 0.0, "shared_experts": 0.0, "routed_experts": 0.0, "elementwise": 0.0}
     if t_gpu <= 0:
-        return 0.0
+        return parts
     p, d, f = s.weight_precision, m.hidden_size, m.moe_intermediate_size
     tr = max(1, round(t_gpu))
-    tt = compute.op_time_s(router_op(m, tr), "fwd", p, gpu, prof, sm)
+    parts["gate"] = compute.op_time_s(router_op(m, tr), "fwd", p, gpu, prof, sm)
     if m.num_shared_experts:   # shared experts run on the attention group's tokens (DP, replicated weights)
         sf = m.num_shared_experts * f
         ts = max(1, t_attn // s.tp) if s.dp_attention else tr
-        tt += _gemm_s(ts, 2 * sf, d, p, gpu, prof, sm) + _gemm_s(ts, d, sf, p, gpu, prof, sm)
+        parts["shared_experts"] = _gemm_s(ts, 2 * sf, d, p, gpu, prof, sm) + _gemm_s(ts, d, sf, p, gpu, prof, sm)
     if p == "fp8" and s.ep > 1 and _a2a_kind(gpu, s) == "nvlink":
         # an FP8 dispatch over NVLink casts its tokens first; DeepEP's low-latency kernels cast
         # inside the dispatch kernel, so their published latencies already hold that cast
-        tt += compute.cast_time_s("cast", tr * d, gpu, prof)
+        parts["elementwise"] += compute.cast_time_s("cast", tr * d, gpu, prof)
     rows = straggler_slot_rows(loads["slot_shares"], t_gpu * s.ep * m.top_k)
     if rows:
         # the up-projection's rows arrive in FP8 (cast before the dispatch); the down-projection's are cast here
-        tt += compute.grouped_gemm_time_s(rows, 2 * f, d, p, gpu, prof, sm_frac=sm)
-        tt += compute.grouped_gemm_time_s(rows, d, f, p, gpu, prof, sm_frac=sm)
-        tt += compute.cast_time_s("cast", sum(rows) * f, gpu, prof) if p == "fp8" else 0.0
-        tt += compute.memory_time_s(3 * sum(rows) * f * BF16_BYTES, gpu, prof)     # swiglu
-    tt += 2 * compute.memory_time_s(3 * tr * d * BF16_BYTES, gpu, prof)             # norm, residual
-    return tt
+        parts["routed_experts"] = (compute.grouped_gemm_time_s(rows, 2 * f, d, p, gpu, prof, sm_frac=sm)
+                                   + compute.grouped_gemm_time_s(rows, d, f, p, gpu, prof, sm_frac=sm)
+                                   + (compute.cast_time_s("cast", sum(rows) * f, gpu, prof) if p == "fp8" else 0.0))
+        parts["elementwise"] += compute.memory_time_s(3 * sum(rows) * f * BF16_BYTES, gpu, prof)     # swiglu
+    parts["elementwise"] += 2 * compute.memory_time_s(3 * tr * d * BF16_BYTES, gpu, prof)            # norm, residual
+    return parts
 
 
 def _dense_ffn_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> float:
@@ -283,14 +302,20 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         t_attn = max(1, math.ceil(r * q)) if r > 0 else 0
         t_gpu = batch * q * frac / s.ep                   # tokens each GPU dispatches
         core, flops, nbytes = mla_decode_core_s(m, gpu, s, r, q, ctx, prof)
-        a = _attn_proj_s(m, gpu, s, t_attn, prof, sm) + core
+        proj = _attn_proj_parts(m, gpu, s, t_attn, prof, sm)
+        a = sum(proj.values()) + core
         t_group = t_gpu * s.moe_tp                        # tokens of a GPU's expert group (MoE TP)
-        moe = _moe_compute_s(mm, gpu, ms, t_group, t_attn, loads, prof, sm) if m.is_moe else 0.0
-        moe += moe_allreduce_s(m, gpu, s, t_group) if m.is_moe else 0.0
+        parts = _moe_compute_parts(mm, gpu, ms, t_group, t_attn, loads, prof, sm) if m.is_moe else {}
+        allreduce = moe_allreduce_s(m, gpu, s, t_group) if m.is_moe else 0.0
+        moe = sum(parts.values()) + allreduce
         dense = _dense_ffn_s(m, gpu, s, t_attn, prof, sm)
         disp, comb = decode_a2a_s(mm, gpu, ms, t_group, loads["rows_frac"]) if m.is_moe else (0.0, 0.0)
+        groups = {"attention_core": core, "attention_gemm": proj["attention_gemm"] + parts.get("gate", 0.0),
+                  "shared_experts": parts.get("shared_experts", 0.0), "routed_experts": parts.get("routed_experts", 0.0),
+                  "elementwise": proj["elementwise"] + parts.get("elementwise", 0.0), "dispatch": disp, "combine": comb,
+                  "tensor_parallel": proj["tp_all_reduce"] + allreduce}
         return {"attn": a, "mla_core": core, "mla_core_flops": flops, "mla_core_bytes": nbytes,
-                "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn}
+                "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn, "groups": groups}
 
     mb = per_mb(1.0 / n)
     moe_layers, dense_layers = m.num_moe_layers, m.num_layers - m.num_moe_layers
@@ -314,6 +339,11 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         "layers_moe_s": moe_s, "layers_dense_s": dense_s, "head_s": head_s, "host_s": s.host_overhead_s,
         "per_layer_attn_s": n * mb["attn"], "per_layer_mla_core_s": n * mb["mla_core"],
         "per_layer_moe_compute_s": n * mb["moe"], "per_layer_a2a_s": n * mb["a2a"],
+        # one micro-batch of one MoE layer by kernel group (the gate in attention_gemm, as DeepSeek's
+        # profiles book it under ATTN): what calibration/serving_trace.py compares with the trace
+        "per_microbatch_groups_s": mb["groups"],
+        # a MoE layer in steady state: n x max(compute, all-to-all) of one micro-batch
+        "per_moe_layer_s": n * max(c_moe, a) if n > 1 else c_moe + a,
         "mla_core_bound": "compute" if mb["mla_core_flops"] / max(mb["mla_core_bytes"], 1) >
         (gpu.peak_bf16_flops_per_s * serving_tables()["flashmla"]["compute_flops_per_s"] / serving_tables()["flashmla"]["ref_peak_flops_per_s"])
         / (gpu.hbm_bytes_per_s * serving_tables()["flashmla"]["mem_bytes_per_s"] / serving_tables()["flashmla"]["ref_hbm_bytes_per_s"]) else "memory",
@@ -399,16 +429,22 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
     t_attn = t * s.tp                 # a TP group's tokens: each GPU computes its heads for all of them
     seqs = t_attn / s.input_len       # sequences (fractional) whose attention this GPU's head slice computes
 
+    groups = dict.fromkeys(PREFILL_GROUPS, 0.0)   # one micro-batch of one MoE layer by kernel group
+
     def attn_s() -> float:
         total = 0.0
         for op in attention_ops(m, 1, t_attn, s.tp):
             if op.kind == OpKind.ATTENTION:
                 one = dataclasses.replace(op, batch=1, seq_len=s.input_len, causal=True)
-                total += (compute.attention_time_s(one, "fwd", gpu, prof, sm) - prof.launch_s) * seqs + prof.launch_s
+                x = (compute.attention_time_s(one, "fwd", gpu, prof, sm) - prof.launch_s) * seqs + prof.launch_s
             else:
-                total += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+                x = compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+            groups[_prefill_group(op)] += x
+            total += x
         if s.tp > 1:
-            total += 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
+            x = 2 * comm.ring_collective_time_s(t_attn * m.hidden_size * BF16_BYTES, s.tp, gpu, same_node=s.tp <= gpu.gpus_per_node)
+            groups["tensor_parallel"] += x
+            total += x
         return total
 
     a = attn_s()
@@ -421,11 +457,17 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
                 x = comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
                 disp, comb = (disp, comb + x) if dispatched else (disp + x, comb)
                 dispatched = True
-            elif dispatched:
-                post_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+                continue
+            x = compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
+            groups[_prefill_group(op)] += x
+            if dispatched:
+                post_c += x
             else:
-                pre_c += compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
-        post_c += moe_allreduce_s(m, gpu, s, t * s.moe_tp)
+                pre_c += x
+        x = moe_allreduce_s(m, gpu, s, t * s.moe_tp)
+        groups["tensor_parallel"] += x
+        post_c += x
+        groups.update(dispatch=disp, combine=comb)
     moe_c, moe_a = pre_c + post_c, disp + comb
     dense_c = _dense_ffn_s(m, gpu, s, t, prof, sm)
     moe_s = overlapped_layers_s(m.num_moe_layers, n, a + pre_c, disp, post_c, comb) if m.is_moe else 0.0
@@ -435,4 +477,24 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
     fwd = moe_s + dense_s + head_s
     return {"forward_s": fwd, "tokens_per_gpu": T, "input_tokens_per_s_per_gpu": T / fwd,
             "ttft_s": math.ceil(s.input_len / T) * fwd,
-            "per_layer_attn_s": n * a, "per_layer_moe_compute_s": n * moe_c, "per_layer_a2a_s": n * moe_a}
+            "per_layer_attn_s": n * a, "per_layer_moe_compute_s": n * moe_c, "per_layer_a2a_s": n * moe_a,
+            "per_microbatch_groups_s": groups,
+            # a MoE layer in steady state: what one more layer adds to the overlapped schedule
+            "per_moe_layer_s": (overlapped_layers_s(9, n, a + pre_c, disp, post_c, comb)
+                                - overlapped_layers_s(8, n, a + pre_c, disp, post_c, comb)) if m.is_moe else 0.0}
+
+
+PREFILL_GROUPS = ("attention_core", "attention_gemm", "shared_experts", "routed_experts", "elementwise", "dispatch",
+                  "combine", "tensor_parallel")
+
+
+def _prefill_group(op) -> str:
+    """The kernel group of one prefill op (the router in attention_gemm: DeepSeek's prefill profile
+    books the routing gate under ATTN)."""
+    if op.kind == OpKind.ATTENTION:
+        return "attention_core"
+    if op.kind == OpKind.GROUPED_GEMM:
+        return "routed_experts"
+    if op.kind == OpKind.GEMM:
+        return "shared_experts" if op.name.startswith("shared_") else "attention_gemm"
+    return "elementwise"

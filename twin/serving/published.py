@@ -28,6 +28,13 @@ and 168B output tokens / 24 h / 14.8k per decode node = 131.4 nodes add up to 22
 average occupancy of 226.75 nodes: the per-node figures are daily tokens over the average node
 counts, idle time in service included.
 
+Kernel group by group: `deepseek_profile_groups` runs the iteration model (one decode step, one
+prefill forward) at the conditions of each of DeepSeek's two serving profiles (decode: EP128, 128
+requests per GPU, 4K context, two micro-batches, an all-to-all on no SMs; prefill as above, the
+all-to-all on 24 of 132 SMs as DeepSeek's figure of it shows) and returns one micro-batch of a MoE
+layer by kernel group, for calibration/serving_trace.py to set beside the traces (the traces
+themselves, prefill.json and decode.json, are not in the stored snapshot of the repository).
+
 NVIDIA's 3,872 tokens/s on one HGX H200 was published without its conditions, so it is not one
 number to hit: `h200_curve` simulates output tokens/s per node over concurrency and lengths (closed
 loop, R1 on one HGX H200, the default serving scenario) and `crossings` reads off the conditions
@@ -39,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twin.core.scenario import SERVING, load_scenario
+from twin.serving.iteration import decode_step, prefill_forward
 from twin.serving.simulate import simulate
 
 H200_CLAIM_TOKENS_PER_S = 3872.0     # twin/data/serving_claims.toml h200.nim_3872
@@ -55,6 +63,16 @@ DEEPSEEK_PREFILL_SCENARIO = "r1_serve_h800_prefill"
 DEEPSEEK_PROFILE_PREFILL_TOKENS_PER_S_PER_NODE = 62_713.0
 DEEPSEEK_PROFILE_PREFILL_CONDITIONS = ("serve.input_len=4096", "serve.prefill_chunk_tokens=16384", "serve.load_model=\"balanced\"",
                                        "traffic.prefix_hit_frac=0")
+# DeepSeek's decode profile (deepseek-ai/profile-data README: EP128, TP1, prompt 4K, 128 requests per GPU,
+# two micro-batches, 'absolutely balanced' routing; assets/decode.jpg: the all-to-all holds 0 of 132 SMs).
+# Assumptions where the README is silent: no redundant experts (256 routed experts over 128 GPUs: 2 each),
+# MTP off, every request at 4,096 tokens of context.
+DEEPSEEK_PROFILE_DECODE_GPUS = 128
+DEEPSEEK_PROFILE_DECODE_REQUESTS_PER_GPU = 128
+DEEPSEEK_PROFILE_DECODE_CONDITIONS = (f"cluster.num_gpus={DEEPSEEK_PROFILE_DECODE_GPUS}", f"serve.ep={DEEPSEEK_PROFILE_DECODE_GPUS}",
+                                      "serve.redundant_experts=0", "serve.input_len=4096", "serve.output_len=1",
+                                      'serve.load_model="balanced"', "traffic.prefix_hit_frac=0",
+                                      f"serve.batch={DEEPSEEK_PROFILE_DECODE_GPUS * DEEPSEEK_PROFILE_DECODE_REQUESTS_PER_GPU}")
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
 
@@ -160,3 +178,35 @@ def deepseek_decode_at_published_load(root, user_tokens_per_s: float = sum(DEEPS
             "concurrency": r.concurrency, "tpot_p50_s": r.tpot_s.p50, "ttft_p50_s": r.ttft_s.p50,
             "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request,
             "output_tokens_per_s_per_node": r.output_tokens_per_s_per_node}
+
+
+def deepseek_profile_groups(root, phase: str) -> dict:
+    """The twin's iteration model at the conditions of DeepSeek's own `phase` profile ('decode' or
+    'prefill', deepseek-ai/profile-data): the iteration time, and one micro-batch of one MoE layer
+    by kernel group in microseconds (the gate booked under attention_gemm, as the profiles' ATTN
+    phases hold it) with the MoE layer's steady-state time (span_per_layer), for
+    calibration/serving_trace.py to set beside the trace. No simulation: one decode step or
+    prefill forward (twin.serving.iteration)."""
+    if phase == "decode":
+        name, overrides = DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PROFILE_DECODE_CONDITIONS
+    elif phase == "prefill":
+        name, overrides = DEEPSEEK_PREFILL_SCENARIO, DEEPSEEK_PROFILE_PREFILL_CONDITIONS
+    else:
+        raise ValueError(f"phase {phase!r}: allowed 'decode', 'prefill'")
+    sc = load_scenario(root / "scenarios" / f"{name}.toml", list(overrides), SERVING)
+    s = sc.serve
+    if phase == "decode":
+        it = decode_step(sc.model, sc.gpu, s, s.batch)
+        iteration_s, tokens_per_s_per_gpu = it["step_s"], s.batch / s.ep / it["tpot_s"]
+        conditions = (f"EP{s.ep}, {s.batch // s.ep} requests per GPU, context {s.input_len:,}, "
+                      f"{it['num_microbatches']} micro-batches, a2a SMs {'held' if s.decode_a2a_uses_sms else 'none'}")
+    else:
+        it = prefill_forward(sc.model, sc.gpu, s)
+        iteration_s, tokens_per_s_per_gpu = it["forward_s"], it["input_tokens_per_s_per_gpu"]
+        conditions = (f"EP{s.ep}, {s.prefill_chunk_tokens:,} tokens per GPU, prompts {s.input_len:,}, "
+                      f"{s.num_microbatches} micro-batches, a2a SMs {s.prefill_comm_sms}")
+    groups_us = {g: v * 1e6 for g, v in it["per_microbatch_groups_s"].items()}
+    groups_us["span_per_layer"] = it["per_moe_layer_s"] * 1e6
+    return {"phase": phase, "scenario": name, "overrides": overrides, "conditions": conditions,
+            "iteration_s": iteration_s, "groups_us": groups_us,
+            "tokens_per_s_per_node": tokens_per_s_per_gpu * sc.gpu.gpus_per_node}

@@ -39,6 +39,9 @@ lockstep, the slowest setting the pace):
 host time per iteration, eager launches, an iteration's prompt path, per prefill chunk, per query-key pair of a chunk's
 materialized scores, per padded decode row x padded context token of the gathered decode attention,
 and the host loop between iterations. They replace the kernel_launch_s x kernels_per_layer guess.
+A closed-loop client issuing a finished request's successor in the engine's thread (real/serve's
+load generator draws the prompt there) delays the next iteration by issue_s_per_request +
+issue_s_per_token x its prompt tokens (issue_s; under attention DP the group issuing most).
 An idle instance starts its next iteration wake_s after the arrival that wakes it (the engine
 sleeps until the next arrival and wakes late; the simulation's instance loop waits it). An eager
 iteration whose flat batch size (decode rows + prompt tokens) the engine has never run pays
@@ -98,7 +101,9 @@ def _coarse_point(j: int) -> float:
 
 
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
-                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins")
+                "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
+                "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
+                "launch_overlap", "cold_prompt_s", "cold_sizes")
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -108,6 +113,19 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
     ms by thirds of 48: a GEMM configuration's one-off set-up, fewer of a new size's configurations new;
     not CUDA's lazy module loading, h100x2/s11srv2)."""
     return fade_bins / (fade_bins + bins_met) if fade_bins > 0 else 1.0
+
+
+def exposed_stall_s(stall_s: float, kernels_s: float, host_s: float, host_bound: float, backlog: float) -> float:
+    """The part of a first-met size's host stall an eager iteration pays. Without `host_bound`: all
+    of it. With it: all where the iteration is host-bound (kernels shorter than its fixed host terms),
+    none elsewhere; with `backlog` too, the GPU's queue hides the stall only as far as the kernels'
+    excess over the launches reaches (real/serve launches the whole forward and waits once at its
+    end: a stall delays every later launch, the GPU busy meanwhile only on what was queued)."""
+    if not host_bound:
+        return stall_s
+    if backlog:
+        return max(0.0, stall_s - max(0.0, kernels_s - host_s))
+    return stall_s if kernels_s < host_s else 0.0
 
 
 def graph_bucket(decode_rows: int, max_ctx: float, has_prompt: bool, page_size: int, batch_buckets, page_buckets) -> tuple[int, float]:
@@ -288,10 +306,23 @@ class IterationCosts:
     def wake_s(self) -> float:
         return self.engine.get("wake_s", 0.0)
 
+    def issue_s(self, requests: int, prompt_tokens: int) -> float:
+        """Host time a closed-loop client spends issuing `requests` successors of `prompt_tokens`
+        prompt tokens in the engine's thread before its next iteration (real/serve's load generator
+        draws each prompt there; the engine table's issue_s_per_request, issue_s_per_token; 0 without)."""
+        return self.engine.get("issue_s_per_request", 0.0) * requests + self.engine.get("issue_s_per_token", 0.0) * prompt_tokens
+
     @property
     def tracks_sizes(self) -> bool:
         """Does the engine table charge an eager iteration's first flat batch size?"""
-        return self.engine.get("new_size_s", 0.0) > 0.0 or self.engine.get("new_bin_s", 0.0) > 0.0
+        return (self.engine.get("new_size_s", 0.0) > 0.0 or self.engine.get("new_bin_s", 0.0) > 0.0
+                or self.engine.get("cold_prompt_s", 0.0) > 0.0)
+
+    def cold_weight(self, sizes_met: int) -> float:
+        """The share of cold_prompt_s a prompt iteration pays after its group ran `sizes_met` distinct
+        flat sizes: cold_sizes / (cold_sizes + sizes_met) (0 without the term)."""
+        h = self.engine.get("cold_sizes", 0.0)
+        return h / (h + sizes_met) if h > 0 and self.engine.get("cold_prompt_s", 0.0) > 0 else 0.0
 
     @property
     def size_bin_tokens(self) -> int:
@@ -314,17 +345,17 @@ class IterationCosts:
 
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
-                    new_size: bool = False, new_bin: float = False) -> tuple[float, float]:
+                    new_size: bool = False, new_bin: float = False, cold: float = 0.0) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
         behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded;
         `new_size`: the engine's first iteration of this flat batch size, `new_bin`: of its bin of
         new_size_bin_tokens, as the share of new_bin_s it pays (new_bin_weight; True = 1) (each
-        charged when eager)."""
+        charged when eager); `cold`: the share of cold_prompt_s a prompt iteration pays (cold_weight)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens, new_size, new_bin)
+                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -337,7 +368,7 @@ class IterationCosts:
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
-                            new_size: bool = False, new_bin: float = False) -> tuple[float, float]:
+                            new_size: bool = False, new_bin: float = False, cold: float = 0.0) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -359,15 +390,22 @@ class IterationCosts:
         pad_rows = b                            # padded decode rows of all groups
         prompt_host = (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0) + e["chunk_s"] * chunks
         # a first-met size's host stall, where the iteration is host-bound (new_size_host_bound:
-        # its kernels shorter than its fixed host terms; a longer GPU queue hides the stall)
+        # its kernels shorter than its fixed host terms; a longer GPU queue hides the stall), or
+        # (new_size_backlog) less what the GPU's queue hides (exposed_stall_s)
         launches = (e["iteration_s"] + (e["eager_iteration_s"] if eager else 0.0)
                     + (e["prompt_iteration_s"] if prompt_tokens > 0 else 0.0))
         stall = 0.0
-        if eager and (kern < launches or not e.get("new_size_host_bound", 0.0)):
-            stall = (e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin)
+        if eager:
+            cold_s = e.get("cold_prompt_s", 0.0) * cold if prompt_tokens > 0 else 0.0
+            stall = exposed_stall_s((e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin) + cold_s,
+                                    kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width)
         pre_host = prompt_host + e["score_s_per_pair"] * pairs
+        if eager and e.get("launch_overlap", 0.0):
+            # a one-GPU engine's eager forward: the kernels run under the launches, the later ending it
+            hidden = min(kern, launches)
+            return kern + host + pre_host - hidden, pre + pre_host
         return kern + host + pre_host, pre + pre_host
 
     @property

@@ -287,10 +287,12 @@ _DEPENDENCIES: dict = {}   # id(schedule) -> (schedule, _dependencies' table)
 
 def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                       streams: Sequence[str] = ("compute", "comm"),
-                      record_events: bool = True) -> PipelineResult:
+                      record_events: bool = True, release_s: Sequence[float] | None = None) -> PipelineResult:
     """Simulate one step of `schedule`. An activation set is counted from the start of its
     forward (an overlapped FB pair holds both its sets) to the end of its B or BW.
-    `record_events=False` skips the per-task event log (sweeps that need only the totals)."""
+    `record_events=False` skips the per-task event log (sweeps that need only the totals).
+    `release_s`: per rank, the earliest its first op may start (e.g. a parameter all-gather it
+    waits for); none by default."""
     streams = tuple(streams)
     env = simpy.Environment()  # env.now is float seconds
     num_ranks = schedule.num_ranks
@@ -364,8 +366,10 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     def run_rank(rank: int, program: list[tuple]):
         live = peak_live = 0
         uses = op_uses[rank]
+        release = release_s[rank] if release_s is not None else 0.0
         for needs, key, f_key, b_key, op in program:
-            t0 = env.now
+            t0 = max(env.now, release)
+            release = 0.0
             for table, k, delay in needs:
                 at = finished_at[table].get(k)
                 if at is None:   # not finished yet: wait for it

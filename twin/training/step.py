@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import re
 from collections import Counter
 
 from twin.costs import comm, compute, context_parallel, memory, tp_overlap
@@ -317,16 +318,29 @@ class StepCosts:
         # parallel ranks, routed experts over data x context x tensor / expert parallel ranks
         self.fsdp_ranks = (sc.dp * p.cp, max(1, sc.dp * p.cp * p.tp // p.ep))
         self.fsdp_same_node = sc.dp * p.cp * p.tp <= node and p.pp == 1
+        # across nodes, the NICs a group's collective uses at once: each of its ranks on a node sends
+        # through its own (comm.collective_time_s), as the DP ring does (dp_ranks_per_node).
+        # torchtitan's mesh ['pp', 'dp_replicate', 'dp_shard', 'cp', 'tp'] (parallel_dims.py
+        # build_mesh @ 9dec370) puts TP innermost, then CP, then the FSDP shards: a node of G GPUs
+        # holds G / TP of the dense group's DP x CP ranks. The routed experts' group keeps one rank
+        # a node under expert parallelism (EP's own rule: dp_ranks_per_node)
+        dense_per_node = max(1, min(sc.dp * p.cp, node // p.tp))
+        self.fsdp_ranks_per_node = (dense_per_node, 1 if p.ep > 1 else dense_per_node)
         self._first_forward, self._last_weight_grad = (_first_forwards_and_last_weight_grads(schedule)
                                                        if self.fsdp else ({}, {}))
+        # FSDP2 (ZeRO-3, and ZeRO-2 as FSDP2 without resharding after the forward) under pipeline
+        # parallelism accumulates each backward's gradients unsharded in FP32 (memory.gradients_sharded)
+        # (not where ZeRO-2 reduce-scatters every backward under PP: plan.pp_grad_sync, grad_sync_queue)
         self.grad_accum_bytes_per_param = (fsdp_grad_accum_bytes_per_param(sc.num_microbatches)
-                                           if self.fsdp and schedule.num_ranks > 1 else 0.0)
+                                           if schedule.num_ranks > 1 and (p.zero_stage == 3 or (
+                                               p.zero_stage == 2 and not memory.gradients_sharded(p))) else 0.0)
         # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
         self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
 
-    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool) -> float:
-        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale)
+    def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool, ranks_per_node: int = 1) -> float:
+        return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale,
+                                      ranks_per_node)
 
     def _balanced_layers(self) -> list[range]:
         """plan.stage_cut 'balanced': the cut whose costliest stage computes least
@@ -449,6 +463,24 @@ class StepCosts:
             tasks.append(Task("compute", compute.partials_reduce_time_s(self.tp_bytes, p.tp, self.gpu, self.profile),
                               "tp_partials_reduce" + ("_bwd" if backward else "")))
         return tasks
+
+    def _sp_regather_tasks(self, gather: _Collective | None, seg: list[Op]) -> list[Task]:
+        """Without TP overlap, the backward's all-gather of a part's input for the weight gradient
+        where the forward gathered it (plan.sp_input_regather): Megatron-LM core_r0.8.0
+        megatron/core/tensor_parallel/layers.py LinearWithGradAccumulationAndAsyncCommunication
+        keeps the input's shard (ctx.save_for_backward(input, ...)) and in its backward launches
+        `_all_gather_base(..., async_op=True)` before the input-gradient GEMM
+        (CUDA_DEVICE_MAX_CONNECTIONS=1 keeps that order) and waits for it before the weight-gradient
+        GEMM: exposed is what outlasts the input-gradient GEMMs of the linears on that input
+        (_beside_gemms), whose slowdown beside NCCL's kernel is not charged (as no collective of
+        this mode slows a GEMM). With tp_comm_overlap the overlap kinds cost their own backward
+        gather (te_userbuffers: `tp_ub_all_gather_input_bwd`)."""
+        p = self.sc.plan
+        if gather is None or gather.kind != "all_gather" or p.tp_comm_overlap or not p.sp_input_regather:
+            return []
+        dgrad_s = self._compute_s(self._beside_gemms(seg, "in_bwd"), "bwd_input")
+        exposed = max(0.0, gather.time_s - dgrad_s)
+        return [Task("comm", exposed, "tp_all_gather_input_bwd")] if exposed > 0 else []
 
     def _te_userbuffers_tasks(self, c: _Collective, seg: list[Op], point: str, name: str) -> list[Task]:
         """A TP all-gather or reduce-scatter under TransformerEngine's userbuffers overlap with
@@ -638,13 +670,18 @@ class StepCosts:
             tp = self._tp_points(seg)
             if tp:
                 tasks += self._tp_task(tp["out_bwd"], seg, "out_bwd")
-            if recompute in ("selective", "selective_op"):
-                extra = ([op for op in seg if op.recompute] if recompute == "selective"
-                         else [again for op, again in self._op_sac(ops) if any(op is o for o in seg)])
+            if recompute in ("selective", "selective_op", "megatron_selective"):
+                if recompute == "megatron_selective":   # Megatron's checkpointed core attention
+                    extra = [op for op in seg if op.kind == OpKind.ATTENTION]
+                elif recompute == "selective":
+                    extra = [op for op in seg if op.recompute]
+                else:
+                    extra = [again for op, again in self._op_sac(ops) if any(op is o for o in seg)]
                 if extra:
                     tasks.append(Task("compute", self._compute_s(extra, "fwd"), f"{key}_bwd_input"))
             tasks += self._compute_segment(seg, "bwd_input", f"{key}_bwd_input")
             if tp:
+                tasks += self._sp_regather_tasks(tp["in_fwd"], seg)
                 tasks += self._tp_task(tp["in_bwd"], seg, "in_bwd")
             if with_weight:
                 tasks.append(Task("compute", self._compute_s(seg, "bwd_weight"), f"{key}_bwd_weight"))
@@ -674,10 +711,11 @@ class StepCosts:
         buffer, cast to the FP32 reduce dtype (chunk_cat: reads BF16, writes FP32); the collectives
         themselves run on their own streams."""
         ag = rs = 0.0
-        for params, ranks in ((dense_params, self.fsdp_ranks[0]), (expert_params, self.fsdp_ranks[1])):
+        for params, ranks, per_node in zip((dense_params, expert_params), self.fsdp_ranks, self.fsdp_ranks_per_node):
             if params:
-                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node)
-                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node)
+                ag += self._collective_s("all_gather", params * memory.WEIGHT_BYTES, ranks, self.fsdp_same_node, per_node)
+                rs += self._collective_s("reduce_scatter", params * memory.GRAD_BYTES, ranks, self.fsdp_same_node,
+                                         per_node)
         total = dense_params + expert_params
         copy_out = compute.memory_time_s(total * 2 * memory.WEIGHT_BYTES, self.gpu, self.profile)
         copy_in = compute.memory_time_s(total * (BF16_BYTES + memory.GRAD_BYTES), self.gpu, self.profile)
@@ -1089,25 +1127,36 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     p = sc.plan
     ranks = sc.dp * p.cp
     params = breakdown["weights"] / memory.WEIGHT_BYTES
-    grad_bytes = params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
-    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
-    per_node = dp_ranks_per_node(sc, gpu)
-    rs = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
-    ag = comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node) if p.zero_stage in (1, 2) else 0.0
+    ring_s = _dp_ring_s(sc, params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype], gpu, link_bw_scale)
+    rs = ring_s if p.zero_stage in (1, 2) else 0.0
+    # the distributed optimizer gathers the updated parameters in their own dtype (BF16: Megatron's
+    # _dispatch_gather_model_params all-gathers the param buffer, whatever the gradients' dtype)
+    ag = _dp_ring_s(sc, params * memory.WEIGHT_BYTES, gpu, link_bw_scale) if p.zero_stage in (1, 2) else 0.0
     if p.zero_stage == 0:  # plain all-reduce = reduce-scatter + all-gather
-        rs = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, same_node, link_bw_scale, per_node)
+        rs = 2 * ring_s
     # the parameters whose optimizer state this rank holds (its ZeRO shard): clipped, then updated
     opt_params = breakdown["optimizer"] / p.optimizer_bytes_per_param
     if p.optimizer_kernel == "foreach":
         opt_bytes = opt_params * FOREACH_ADAMW_BYTES_PER_PARAM
     else:   # fused: read and write master weights and moments, read gradients, write BF16 weights
-        opt_bytes = (breakdown["optimizer"] * 2 + breakdown["gradients"] / (ranks if p.zero_stage == 1 else 1)
-                     + breakdown["weights"])
+        # the gradients of this rank's shard: all it holds where they are sharded or unsharded
+        # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
+        grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
+        opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
 
 
 GRAD_REDUCE_BYTES = {"bf16": BF16_BYTES, "fp32": FP32_BYTES}   # plan.grad_reduce_dtype
+
+
+def _dp_ring_s(sc: Scenario, size_bytes: float, gpu: GPUSpec, link_bw_scale: float) -> float:
+    """One ring reduce-scatter (or all-gather) of `size_bytes` over the data- and context-parallel
+    ranks (dp_tail_s)."""
+    p = sc.plan
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    return comm.ring_collective_time_s(size_bytes, ranks, gpu, same_node, link_bw_scale, dp_ranks_per_node(sc, gpu))
 
 
 def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
@@ -1164,6 +1213,137 @@ def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
     return sum(t.duration_s for chain in costs.compute_chains(rank, program[-1]) for t in chain if t.stream == "compute")
 
 
+def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank: int, rs_s: float) -> float:
+    """Seconds a rank's data-parallel gradient reduction (ZeRO 0-2; `rs_s` for the whole rank, as
+    dp_tail_s gives it) runs past its last computation. As exposed_reduce_scatter_s says, except
+    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce: Megatron-LM core_r0.8.0 buckets
+    only pipeline rank 0's first model chunk (megatron/core/distributed/distributed_data_parallel.py
+    DistributedDataParallel.__init__: `if parallel_state.get_pipeline_model_parallel_rank() > 0:
+    self.bucket_size = None`, "data-parallel communication on these stages is not on the critical
+    path"; megatron/training/training.py get_model: disable_bucketing=(model_chunk_idx > 0)). Every
+    other chunk's gradients are one bucket, whose reduce-scatter is launched once all of them are
+    final, at the end of the chunk's last backward (param_and_grad_buffer.py register_grad_ready);
+    the chunks' reduce-scatters (rs_s shared out by their parameters, chunk_params) queue on the
+    rank's one communication stream. Times are the rank's compute run back to back, as in
+    fsdp_post_backward_tail_s (its idle waits only push its end later). ZeRO-2 without pipeline
+    parallelism reduce-scatters after every micro-batch (dp_reduce_scatters_per_step): the step
+    carries their exposed parts here, after the last compute, where they run between micro-batches
+    (the same step time on its one pipeline rank)."""
+    p = sc.plan
+    if syncs_every_backward_under_pp(sc):   # simulate_step carries grad_sync_queue's tail instead
+        return 0.0
+    if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
+        return dp_reduce_scatters_per_step(sc) * exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
+    last_grad = _first_forwards_and_last_weight_grads(schedule)[1]
+    elapsed, done_at, op_s = 0.0, {}, {}
+    for op in schedule.programs[rank]:
+        compute_s = sum(t.duration_s for chain in costs.compute_chains(rank, op) for t in chain if t.stream == "compute")
+        elapsed += compute_s
+        for chunk, mb in ((op.chunk, op.microbatch), (op.b_chunk, op.b_microbatch)):
+            full = op.kind in ("BW", "W") if chunk == op.chunk else (op.kind == "FB" and not op.b_split)
+            if full and last_grad.get((rank, chunk)) == mb:
+                done_at[chunk], op_s[chunk] = elapsed, compute_s
+    params = {c: chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in done_at}
+    total = sum(params.values())
+    end = 0.0
+    for chunk in sorted(done_at, key=done_at.get):
+        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s)
+        start = done_at[chunk] - (op_s[chunk] if rank == 0 and chunk == 0 else 0.0)
+        end = max(end, start) + (rs_s * params[chunk] / total if total else 0.0)
+    return max(0.0, end - elapsed)
+
+
+def dp_reduce_scatters_per_step(sc: Scenario) -> int:
+    """Data-parallel gradient reduce-scatters a rank runs per step (ZeRO 0-2): one, after the last
+    micro-batch's backward, unless ZeRO-2 holds its gradients sharded (memory.gradients_sharded:
+    without pipeline parallelism), which takes one after every micro-batch's backward. Each is as
+    exposed as the last one (exposed_reduce_scatter_s): the backward waits for it before the next
+    micro-batch (DeepSpeed's ZeRO-2 ends each backward with its reduction stream synchronised;
+    FSDP2's FSDPParamGroup.finalize_backward makes the compute stream wait on its reduce-scatter),
+    and every micro-batch's backward is alike."""
+    return sc.num_microbatches if sc.plan.zero_stage == 2 and sc.plan.pp == 1 else 1
+
+
+_OP_PARTS = re.compile(r"(BW|F|B|W)(\d+)\.(\d+)")   # twin.core.schedules.PipeOp.__str__'s parts
+
+
+def syncs_every_backward_under_pp(sc: Scenario) -> bool:
+    """ZeRO-2 under pipeline parallelism reduce-scattering after every backward (plan.pp_grad_sync)."""
+    return sc.plan.zero_stage == 2 and sc.plan.pp > 1 and sc.plan.pp_grad_sync == "every_backward"
+
+
+def stage_activation_bytes(sc: Scenario, costs: "StepCosts", stage: int) -> float:
+    """Saved activations of one micro-batch on model stage `stage`, as rank_memory counts them."""
+    m, p = sc.model, sc.plan
+    tokens = local_tokens(sc)
+    acts = sum(memory.activation_bytes(m, layer < m.num_dense_layers or not m.is_moe, p, tokens)
+               for layer in costs.layers[stage])
+    if stage == costs.last_stage:
+        acts += m.num_mtp_modules * memory.activation_bytes(m, not m.is_moe, p, tokens)
+    return acts
+
+
+def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spans, gpu: GPUSpec,
+                    link_bw_scale: float) -> list[tuple[float, float, float]]:
+    """ZeRO-2 under pipeline parallelism with plan.pp_grad_sync 'every_backward' (the Llama 3 paper's
+    FSDP: it "shards optimizer states and gradients" and reduces them "asynchronously"): each
+    (micro-batch, chunk)'s gradients, final at the end of its weight-gradient op (BW, W, or an F&B
+    pair's full backward), are reduce-scattered over the data- x context-parallel ranks in
+    plan.grad_reduce_dtype (the ring of dp_tail_s), first come first served on the rank's
+    data-parallel link beside the simulated pipeline; the compute never waits for them, so they wait
+    in the queue, each holding its gradients until its reduce-scatter ends. Per rank: (the queue's
+    end, the seconds the link is busy, the largest bytes of saved activations and waiting gradients
+    alive together). Times are op ends from the pipeline's op_spans: an activation set is born at its
+    forward's end and freed at its backward's (adds before frees at one instant)."""
+    p = sc.plan
+    grad_bytes = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
+    ends: dict[int, list[tuple[float, str]]] = {r: [] for r in range(schedule.num_ranks)}
+    for rank, label, _, end_s in op_spans:
+        ends[rank].append((end_s, label))
+    acts_of: dict[int, float] = {}
+    out = []
+    for rank in range(schedule.num_ranks):
+        moves, released = [], []
+        for end_s, label in ends[rank]:
+            for kind, _, chunk in _OP_PARTS.findall(label):   # "F3.0&BW1.0": kind, micro-batch, chunk
+                stage = schedule.stage_of(rank, int(chunk))
+                if kind in ("F", "B", "BW"):
+                    if stage not in acts_of:
+                        acts_of[stage] = stage_activation_bytes(sc, costs, stage)
+                    moves.append((end_s, acts_of[stage] if kind == "F" else -acts_of[stage]))
+                if kind in ("BW", "W"):
+                    nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes
+                    released.append((end_s, nbytes, _dp_ring_s(sc, nbytes, gpu, link_bw_scale)))
+        done = busy = 0.0
+        for at, nbytes, rs_s in sorted(released):
+            start = max(done, at)
+            done, busy = start + rs_s, busy + rs_s
+            moves += [(at, nbytes), (done, -nbytes)]
+        live = peak = 0.0
+        for _, delta in sorted(moves, key=lambda e: (e[0], -e[1])):
+            live += delta
+            peak = max(peak, live)
+        out.append((done, busy, peak))
+    return out
+
+
+def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
+    """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share):
+    its blocks, the embedding on the first stage, the output projection (a copy unless tied on the
+    same rank) and the MTP modules on the last (as rank_memory counts them)."""
+    m, p = sc.model, sc.plan
+    params = sum(memory.block_params_on_gpu(m, layer < m.num_dense_layers or not m.is_moe, p.tp, p.ep).total
+                 for layer in costs.layers[stage])
+    embed = m.vocab_size * m.hidden_size / p.tp
+    if stage == 0:
+        params += embed
+    if stage == costs.last_stage:
+        params += 0.0 if m.tie_embeddings and rank in ranks_holding(costs.schedule, 0) else embed
+        params += m.num_mtp_modules * (memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep).total
+                                       + 2 * m.hidden_size * m.hidden_size)
+    return params
+
+
 def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) -> float:
     """The data-parallel reduce-scatter's seconds after a rank's last computation: all of it, or
     with plan.overlap_grad_reduce the part longer than the last backward, beside which its
@@ -1173,6 +1353,119 @@ def exposed_reduce_scatter_s(sc: Scenario, rs_s: float, last_backward: float) ->
     _reduce_scatter_base is launched async once its gradients are ready in the last micro-batch's
     backward (no_sync for the earlier ones), and finalize_model_grads waits for all of them."""
     return max(0.0, rs_s - last_backward) if sc.plan.overlap_grad_reduce else rs_s
+
+
+# Megatron-LM's data-parallel buckets (distributed_data_parallel.py @ core_r0.8.0, the same at f2e5db4):
+# max(40M, 1M x the data-parallel world size) parameters, "to ensure that chunks used in NCCL
+# ring-reduce implementations are large enough to remain bandwidth-bound"
+MEGATRON_BUCKET_MIN_PARAMS = 40_000_000
+MEGATRON_BUCKET_PARAMS_PER_DP_RANK = 1_000_000
+
+
+def megatron_buckets(params_fwd: list[float], bucket_params: float | None) -> list[tuple[int, float]]:
+    """Megatron's buckets over a model chunk's parameters given in forward order (ParamAndGradBuffer
+    @ core_r0.8.0): taken in reverse order ("to roughly follow backprop order"), a parameter never
+    split, a bucket closed once it holds at least `bucket_params` (None: one bucket). Returns each
+    bucket in forward order as (index of its first parameter in forward order, its parameters)."""
+    buckets, size, first = [], 0.0, None
+    for i in range(len(params_fwd) - 1, -1, -1):
+        if params_fwd[i] <= 0:
+            continue
+        size += params_fwd[i]
+        first = i
+        if bucket_params is not None and size >= bucket_params:
+            buckets.append((first, size))
+            size, first = 0.0, None
+    if first is not None:
+        buckets.append((first, size))
+    return buckets[::-1]
+
+
+def chained_gather_exposed_s(buckets: list[tuple[float, float]]) -> float:
+    """Seconds a forward waits on Megatron's chained parameter all-gather (--overlap-param-gather,
+    distrib_optimizer.py @ core_r0.8.0). `buckets` in forward order as (forward compute seconds
+    before the first module using the bucket, its all-gather seconds). The first bucket's
+    all-gather is launched as the forward starts (zero_grad, at the step's start); the forward
+    pre-hook of the first module using bucket k waits for its all-gather, then launches bucket
+    k + 1's (_finish_param_sync_helper: "we can't pre-launch all-gathers for all buckets at once
+    since we don't want to head-of-line block the compute kernels", CUDA_DEVICE_MAX_CONNECTIONS=1),
+    so each all-gather runs beside the computation between two waits and only its excess is
+    exposed: g_0 + sum_k max(0, g_{k+1} - (pos_{k+1} - pos_k))."""
+    ready = launched = pos = 0.0
+    for at_s, gather_s in buckets:
+        reached = ready + (at_s - pos)
+        ready = max(reached, launched + gather_s)
+        launched, pos = ready, at_s
+    return ready - pos
+
+
+def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
+                           link_bw_scale: float = 1.0) -> list[float]:
+    """Per pipeline rank, the earliest its first op (its first forward) can start because of the
+    parameter all-gather that follows the optimizer step, from the step's start (0 for every rank
+    unless plan.param_gather_kind = 'megatron_chained').
+
+    Megatron-LM core_r0.8.0 with --overlap-param-gather gathers each model chunk's BF16 parameter
+    buffer over the data-parallel ranks (DistributedOptimizer._dispatch_gather_model_params) in the
+    order the forward uses the buckets (_get_model_param_buffer_dp_views). Pipeline rank 0 buckets
+    its first chunk (megatron_buckets, MEGATRON_BUCKET_*), and the chain (chained_gather_exposed_s)
+    runs through its first forward: the forward ends late by what the chain exposes, which is the
+    same for the rank as a first forward starting that much later (it runs serially and sends its
+    output at its end). A later pipeline rank has no buckets ("Turn off bucketing if we are on a
+    pipeline stage that is not the first (since data-parallel communication on these stages is not
+    on the critical path)", DistributedDataParallel.__init__): one all-gather of its whole chunk,
+    launched at the step's start, which its first forward waits for. Chunks after the first
+    (interleaved 1F1B) are not bucketed either (training.get_model: disable_bucketing for
+    model_chunk_idx > 0); their gather is launched once the previous chunk's last bucket is waited
+    on, during that chunk's first forward, and runs beside the pipeline's warm-up: not charged
+    here (a bound in the twin's favour where it would not finish in time)."""
+    p = sc.plan
+    if p.param_gather_kind != "megatron_chained":
+        return [0.0] * schedule.num_ranks
+    gpu = sc.gpu
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    per_node = dp_ranks_per_node(sc, gpu)
+
+    def gather_s(params: float) -> float:
+        return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
+
+    def gemm_params(stage: int) -> float:
+        return sum(float(op.n * op.k * op.groups) for ops in costs.stage_ops(stage) for op in ops if op.kind in GEMM_KINDS)
+
+    out = []
+    for rank in range(schedule.num_ranks):
+        params = mems[rank]["weights"] / memory.WEIGHT_BYTES
+        if rank > 0:   # its first chunk's share of the rank's parameters (all of them without interleaving)
+            chunks = [gemm_params(schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
+            out.append(gather_s(params * chunks[0] / sum(chunks) if sum(chunks) else params))
+            continue
+        # rank 0's first chunk, op by op in forward order: where in its forward each op starts
+        # (the block's serial forward time spread over its ops by their own compute time) and the
+        # weights it holds (a GEMM's n x k; the rest of the rank's parameters, the embeddings and
+        # norms, with the chunk's first op: they are used first)
+        stage = schedule.stage_of(0, 0)
+        starts, weights = [], []
+        elapsed = 0.0
+        for ops in costs.stage_ops(stage):
+            block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
+            own = [costs._compute_s([op], "fwd") for op in ops]
+            total = sum(own) or 1.0
+            done = 0.0
+            for op, op_s in zip(ops, own):
+                starts.append(elapsed + block_s * done / total)
+                weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
+                done += op_s
+            elapsed += block_s
+        chunk_gemm = sum(weights)
+        rank_gemm = sum(gemm_params(schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
+        if weights:
+            weights[0] += max(0.0, params - rank_gemm)
+        bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
+                  if p.overlap_grad_reduce else None)
+        buckets = megatron_buckets(weights, bucket)
+        out.append(chained_gather_exposed_s([(starts[i], gather_s(n)) for i, n in buckets]) if chunk_gemm or params else 0.0)
+    return out
 
 
 # torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
@@ -1280,6 +1573,7 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
     and stops once the bound passes the best step found."""
     schedule, costs, profile, mems, _, _ = _prepare(sc, profile, perturb, check_memory=True)
     tails = [dp_tail_s(sc, mems[r], sc.gpu, profile, perturb.link_bw_scale) for r in range(schedule.num_ranks)]
+    release = param_gather_release_s(sc, costs, schedule, mems, perturb.link_bw_scale)
     stages = schedule.num_model_stages
     forward_s = [sum(t.duration_s for t in costs._chain(k, "F")) for k in range(stages)]
     input_grad_s = [sum(t.duration_s for t in costs._chain(k, "B")) for k in range(stages)]
@@ -1310,8 +1604,9 @@ def step_time_lower_bound_s(sc: Scenario, profile: Profile | None = None, pertur
             compute_s += n * op_compute_s
         first, last = (program[0], program[-1]) if program else (None, None)
         wait_s = sum(forward_s[:schedule.stage_of(rank, first.forward_part[1])]) if first and first.forward_part else 0.0
+        wait_s = max(wait_s, release[rank])   # the first op starts no earlier than its parameter gather allows
         drain_s = sum(input_grad_s[:schedule.stage_of(rank, last.backward_part[1])]) if last and last.backward_part else 0.0
-        rs_after = (exposed_reduce_scatter_s(sc, tails[rank][0], last_backward_s(costs, schedule, rank))
+        rs_after = (dp_reduce_after_s(sc, costs, schedule, rank, tails[rank][0])
                     + fsdp_post_backward_tail_s(costs, schedule, rank))
         pipeline = max(pipeline, wait_s + ops_s + drain_s, compute_s + rs_after + (tied_s if rank in tied_ranks else 0.0))
     opt_s = max(t[1] for t in tails)
@@ -1327,15 +1622,34 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     gpu = sc.gpu
     link_bw_scale = perturb.link_bw_scale
     schedule, costs, profile, mems, totals, worst = _prepare(sc, profile, perturb, check_memory)
-    pipe = simulate_pipeline(schedule, costs, record_events=record_events)
+    # Megatron's chained parameter all-gather holds each rank's first forward (plan.param_gather_kind)
+    release = param_gather_release_s(sc, costs, schedule, mems, link_bw_scale)
+    every = syncs_every_backward_under_pp(sc)   # its queue needs the ops' ends (op_spans)
+    pipe = simulate_pipeline(schedule, costs, record_events=record_events or every,
+                             release_s=release if any(release) else None)
+    queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, link_bw_scale) if every else None
+    if every:
+        if not record_events:
+            pipe = dataclasses.replace(pipe, events=[], op_spans=())
+        # the gradients waiting in the queue, beyond the saved activations' peak (and, an upper
+        # bound, beside the recomputed block and the loss, which the count puts at that peak)
+        mems = [{**mem, "grad_queue": max(0.0, q[2] - mem["activations"])} for mem, q in zip(mems, queue)]
+        totals = [sum(mem.values()) for mem in mems]
+        worst = max(range(len(totals)), key=totals.__getitem__)
+        if check_memory and totals[worst] > gpu.hbm_bytes:
+            raise InfeasiblePlan(
+                f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
+                f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
+                breakdown=mems[worst])
 
     # step end: each rank reduce-scatters after its own last compute; then optimizer (+ all-gather)
     last_end = pipe.last_compute_end_s
     tails = [dp_tail_s(sc, mems[r], gpu, profile, link_bw_scale) for r in range(schedule.num_ranks)]
     # ZeRO-1/2's reduce-scatter, or under ZeRO-3 with PP the stages' FSDP2 post-backward
     fsdp_tail = [fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks)]
-    rs_after = [exposed_reduce_scatter_s(sc, tails[r][0], last_backward_s(costs, schedule, r)) + fsdp_tail[r]
-                for r in range(schedule.num_ranks)]
+    rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]
+    if every:   # ZeRO-2's queue of reduce-scatters drains after the rank's last compute
+        rs_after = [max(0.0, q[0] - last_end[r]) for r, q in enumerate(queue)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)
@@ -1353,14 +1667,19 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     n = sc.cluster.num_gpus
     busiest = max(range(schedule.num_ranks), key=lambda r: pipe.busy_s[r])
     op_time: dict[str, float] = dict(pipe.task_time_s[busiest])
-    op_time["dp_reduce_scatter"] = tails[busiest][0]
+    op_time["dp_reduce_scatter"] = queue[busiest][1] if every else tails[busiest][0] * dp_reduce_scatters_per_step(sc)
     if any(fsdp_tail):
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
+    if any(release):   # rank 0's wait on the chain (a later rank's whole gather, from the step's start, is in the trace)
+        op_time["dp_param_gather_wait"] = release[0]
     if tied_s > 0:
         op_time["pp_embedding_all_reduce"] = tied_s
     tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s, fsdp_tail)) if record_events else ()
+    if record_events and any(release):
+        tail_events += tuple(Event(r, "comm", "dp_param_all_gather", "step", -1, 0, 0.0, release[r])
+                             for r in range(schedule.num_ranks) if release[r] > 0)
     if record_events and tied_s > 0:
         tail_events += tuple(Event(r, "comm", "pp_embedding_all_reduce", "step", -1, 0, tied_start, tied_start + tied_s)
                              for r in tied_ranks)

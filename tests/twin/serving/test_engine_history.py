@@ -162,3 +162,118 @@ def test_a_new_size_stall_hides_behind_a_gpu_bound_iteration(monkeypatch):
     assert extra_s(300, 1.0) == pytest.approx(0.004, abs=1e-9)
     assert extra_s(2000, 1.0) == pytest.approx(0.0, abs=1e-9)
     assert extra_s(2000, 0.0) == pytest.approx(0.004, abs=1e-9)
+
+
+def test_exposed_stall_is_what_the_gpu_backlog_does_not_hide():
+    """(s12srv, not adopted: new_size_backlog 0 in the tables) With new_size_backlog the GPU's queue
+    hides a first-met size's stall only as far as the kernels' excess over the host terms reaches;
+    the all-or-nothing rule hides all of it at any excess, and without new_size_host_bound none."""
+    from twin.serving.timing import exposed_stall_s
+    assert exposed_stall_s(0.007, 0.004, 0.003, 1.0, 1.0) == pytest.approx(0.006)   # 1 ms of backlog
+    assert exposed_stall_s(0.007, 0.004, 0.003, 1.0, 0.0) == 0.0                    # all or nothing
+    assert exposed_stall_s(0.007, 0.002, 0.003, 1.0, 1.0) == pytest.approx(0.007)   # host-bound: all
+    assert exposed_stall_s(0.007, 0.030, 0.003, 1.0, 1.0) == 0.0                    # a deep queue: none
+    assert exposed_stall_s(0.007, 0.030, 0.003, 0.0, 1.0) == pytest.approx(0.007)   # no rule: all
+
+
+def test_backlog_fit_features_are_the_unhidden_share():
+    """calibration.serve_engine_fit.stall_share: flag x (stall - backlog) / stall under a fit's terms."""
+    import pandas as pd
+
+    from calibration.serve_engine_fit import stall_share
+    coef = {"iteration_s": 0.001, "eager_iteration_s": 0.002, "prompt_iteration_s": 0.0, "new_size_s": 0.001, "new_bin_s": 0.003}
+    df = pd.DataFrame({"physics_s": [0.002, 0.005, 0.010, 0.005], "iteration_s": 1.0, "eager_iteration_s": 1.0,
+                       "prompt_iteration_s": 1.0, "new_size_flag": [1.0, 1.0, 1.0, 0.0], "new_bin_flag": [1.0, 1.0, 0.0, 0.0]})
+    # host terms 3 ms: backlogs 0, 2, 7 ms against stalls 4, 4, 1 ms (the last row flags nothing)
+    assert stall_share(df, coef).tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0])
+
+
+def test_a_closed_loop_successor_waits_for_its_client_to_issue_it(monkeypatch):
+    """issue_s_per_request / issue_s_per_token: real/serve's closed-loop client draws a finished
+    request's successor in the engine's thread, so the successor (arriving at the finish) starts
+    its prompt that much later; the first wave (issued before the run) does not wait."""
+    def ttft(per_token_s: float) -> np.ndarray:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, issue_s_per_request=0.0, issue_s_per_token=per_token_s)
+            sc = scenario_for({**RUN, "arrival": "closed", "concurrency": "1"}, spread=False)
+            reqs = from_records(None, np.asarray([300, 500]), np.full(2, 3), sc.traffic)
+            return simulate(sc, requests=reqs).per_request()["ttft_s"]
+    base, issued = ttft(0.0), ttft(1e-6)
+    assert issued[0] == pytest.approx(base[0], abs=1e-12)
+    assert issued[1] == pytest.approx(base[1] + 500 * 1e-6, abs=1e-12)
+
+
+def test_issue_terms_fit_the_gaps_after_issuing_iterations(tmp_path):
+    """calibration.serve_engine_fit.issue_rows / issue_terms on made-up closed-loop records: the gap
+    after an iteration that issued requests (arrival = its end) is 10 us + 0.5 us a prompt token."""
+    import pandas as pd
+
+    from calibration.serve_engine_fit import issue_rows, issue_terms
+    starts, durs, reqs, t = [], [], [], 0.0
+    lens = {2: [200], 5: [400, 100], 8: [1000]}
+    for i in range(10):
+        starts.append(t)
+        durs.append(0.002)
+        end = t + 0.002
+        issued = lens.get(i, [])
+        for n in issued:
+            reqs.append({"run_id": "c", "rank": 0, "request_id": len(reqs), "arrival_s": end, "input_len": n})
+        t = end + 1e-5 + 0.5e-6 * sum(issued) + (10e-6 * len(issued) if issued else 0.0)
+    reqs.append({"run_id": "c", "rank": 0, "request_id": len(reqs), "arrival_s": 0.0, "input_len": 300})   # the first wave
+    pd.DataFrame({"run_id": "c", "rank": 0, "iteration": range(10), "start_s": starts, "duration_s": durs}).to_csv(
+        tmp_path / "serve_iterations.csv", index=False)
+    pd.DataFrame(reqs).to_csv(tmp_path / "serve_requests.csv", index=False)
+    pd.DataFrame([{"run_id": "c", "split": "fit", "arrival": "closed"}]).to_csv(tmp_path / "serve_load.csv", index=False)
+    rows = issue_rows(tmp_path)
+    assert rows.iteration.tolist() == [2, 5, 8] and rows.tokens.tolist() == [200, 500, 1000] and rows.requests.tolist() == [1, 2, 1]
+    terms = issue_terms(tmp_path, loop_s=1e-5)
+    assert terms["issue_s_per_token"] == pytest.approx(0.5e-6, rel=1e-6)
+    assert terms["issue_s_per_request"] == pytest.approx(10e-6, rel=1e-6)
+
+
+def test_launch_overlap_times_an_eager_iteration_at_the_later_of_kernels_and_launches(monkeypatch):
+    """(s12srv, not adopted: launch_overlap 0 in the tables) With launch_overlap a one-GPU eager
+    iteration takes max(kernels, launch terms) + the other terms, not their sum."""
+    def prompt_s(overlap: float, launch_s: float) -> float:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, iteration_s=0.0, prompt_iteration_s=0.0,
+                        eager_iteration_s=launch_s, launch_overlap=overlap)
+            sc = scenario_for(RUN, spread=False)
+            return timing.IterationCosts(sc.model, sc.gpu, sc.serve).iteration_s(0, 0.0, 300, 300.0, chunks=1, pairs=9e4)[0]
+    assert prompt_s(1.0, 0.0) == pytest.approx(prompt_s(0.0, 0.0))          # no launch terms: the kernels alone
+    kern = prompt_s(0.0, 0.0)                                                  # kernels + other terms
+    big = 0.05                                                                 # launches far longer than the kernels
+    assert prompt_s(0.0, big) == pytest.approx(kern + big)                     # the sum
+    rest = prompt_s(1.0, big) - big                                            # the other terms alone
+    assert 0.0 <= rest < kern                                                  # the kernels hidden under the launches
+    assert prompt_s(1.0, 2 * big) - prompt_s(1.0, big) == pytest.approx(big)   # host-bound: each launch second counts
+
+
+def test_a_cold_process_prompt_pays_a_share_fading_with_the_sizes_it_ran(monkeypatch):
+    """(s12srv, not adopted: cold_prompt_s 0 in the tables) cold_prompt_s x h / (h + m), m the distinct
+    flat sizes the engine ran before, on a host-bound prompt iteration: a lone 300-token prompt pays
+    it in full in a fresh engine, h / (h + 100) of it after 100 sizes, as the fit marks it."""
+    import pandas as pd
+
+    from calibration.serve_engine_fit import mark_new_sizes
+
+    def extra_s(run_before) -> float:
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.002, cold_sizes=50.0)
+            sc = scenario_for(RUN, spread=False)
+            reqs = from_records(np.asarray([1.0]), np.asarray([300]), np.full(1, 2), sc.traffic)
+            cold = simulate(sc, requests=reqs, run_batch_sizes=run_before).per_request()["first_token_s"][0]
+        with monkeypatch.context() as m:
+            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.0, cold_sizes=50.0)
+            sc = scenario_for(RUN, spread=False)
+            reqs = from_records(np.asarray([1.0]), np.asarray([300]), np.full(1, 2), sc.traffic)
+            warm = simulate(sc, requests=reqs, run_batch_sizes=run_before).per_request()["first_token_s"][0]
+        return cold - warm
+
+    assert extra_s(()) == pytest.approx(0.002, abs=1e-9)
+    assert extra_s({(0, 1000 + n) for n in range(100)}) == pytest.approx(0.002 * 50 / 150, abs=1e-9)
+    df = pd.DataFrame([{"run_id": "a", "rank_sizes": (300,), "sizes_before": frozenset({(0, 7), (0, 9)}), "graph_rows": 0,
+                        "prompt_iteration_s": 1.0},
+                       {"run_id": "a", "rank_sizes": (310,), "sizes_before": frozenset(), "graph_rows": 0, "prompt_iteration_s": 1.0},
+                       {"run_id": "a", "rank_sizes": (5,), "sizes_before": frozenset(), "graph_rows": 0, "prompt_iteration_s": 0.0}])
+    assert mark_new_sizes(df, cold_sizes=2.0).cold_prompt_s.tolist() == pytest.approx([2 / 4, 2 / 5, 0.0])

@@ -54,7 +54,10 @@ def test_sequence_parallel_moves_the_same_bytes_and_splits_activations():
                  step(scenario(tp=4, sequence_parallel=True), profile=catalog))
     assert "tp_all_reduce" in plain.op_time_s and "tp_all_reduce" not in sp.op_time_s
     assert {"tp_all_gather", "tp_reduce_scatter", "tp_all_gather_bwd", "tp_reduce_scatter_bwd"} <= set(sp.op_time_s)
-    assert tp_time(sp) == pytest.approx(tp_time(plain), rel=1e-9)
+    # beyond which the shard each linear keeps is gathered again for its weight gradient, beside the
+    # input-gradient GEMM (plan.sp_input_regather: test_sequence_parallel_without_overlap_regathers...)
+    regather_s = sp.op_time_s.get("tp_all_gather_input_bwd", 0.0)
+    assert tp_time(sp) - regather_s == pytest.approx(tp_time(plain), rel=1e-9)
     # the H100 profile's collectives measured on 2xH100 (h100x2/nccl.csv): an all-gather plus a
     # reduce-scatter pay two latency floors at a lower bus bandwidth than one all-reduce
     measured = load_profile("h100")
@@ -352,3 +355,95 @@ def test_fp32_gradient_reduce_scatter_and_its_overlap_with_the_last_backward():
     assert 0 < hidden_s
     assert step(overlapped).step_time_s == pytest.approx(b.step_time_s - hidden_s, rel=1e-12)
     assert step_time_lower_bound_s(overlapped) <= step(overlapped).step_time_s
+
+
+def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
+    """plan.grad_buckets 'megatron' (Megatron-LM core_r0.8.0 DistributedDataParallel: no buckets on
+    pipeline ranks > 0 nor on model chunks after the first): rank 0's first chunk reduces beside its
+    last backward as before; every other chunk is one bucket, reduce-scattered whole once its last
+    backward is done, the chunks one after another. Needs plan.overlap_grad_reduce."""
+    from twin.training.step import _prepare, chunk_params, dp_reduce_after_s, dp_tail_s, exposed_reduce_scatter_s, last_backward_s
+    with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*overlap_grad_reduce"):
+        scenario(pp=2, grad_buckets="megatron")
+    with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*zero_stage = 2"):
+        scenario(pp=2, grad_buckets="megatron", overlap_grad_reduce=True, zero_stage=2)
+    base = dict(pp=2, dp=16, grad_reduce_dtype="fp32", overlap_grad_reduce=True)
+    every, megatron = scenario(**base), scenario(**base, grad_buckets="megatron")
+    schedule, costs, profile, mems, _, _ = _prepare(megatron, None, Perturb(), True)
+    rs = [dp_tail_s(megatron, mems[r], megatron.gpu, profile, 1.0)[0] for r in range(2)]
+    assert dp_reduce_after_s(megatron, costs, schedule, 0, rs[0]) == pytest.approx(
+        exposed_reduce_scatter_s(megatron, rs[0], last_backward_s(costs, schedule, 0)), rel=1e-12)
+    assert exposed_reduce_scatter_s(megatron, rs[1], last_backward_s(costs, schedule, 1)) < rs[1]   # what every_chunk hides
+    assert dp_reduce_after_s(megatron, costs, schedule, 1, rs[1]) == pytest.approx(rs[1], rel=1e-12)
+    # rank 1's last backward ends as rank 0's begins: its whole reduce-scatter ends no later than rank
+    # 0's (Megatron: "not on the critical path") when the stages hold alike
+    assert step(megatron).step_time_s >= step(every).step_time_s
+    assert step_time_lower_bound_s(megatron) <= step(megatron).step_time_s
+    # interleaved: each chunk after the first is one bucket, reduce-scattered after its own last backward
+    inter = scenario(**{**base, "dp": 8}, grad_buckets="megatron", schedule="interleaved-1f1b", virtual_stages=2)
+    schedule, costs, profile, mems, _, _ = _prepare(inter, None, Perturb(), True)
+    rs0 = dp_tail_s(inter, mems[0], inter.gpu, profile, 1.0)[0]
+    share = chunk_params(inter, costs, 0, schedule.stage_of(0, 1)) / sum(
+        chunk_params(inter, costs, 0, schedule.stage_of(0, c)) for c in range(2))
+    assert 0 < share < 1
+    assert dp_reduce_after_s(inter, costs, schedule, 0, rs0) <= max(
+        exposed_reduce_scatter_s(inter, rs0, last_backward_s(costs, schedule, 0)), rs0 * share)
+
+
+def test_zero2_reduce_scatters_every_micro_batch_or_accumulates_unsharded_under_pp():
+    """ZeRO-2 holds gradients sharded only by reduce-scattering every micro-batch's (DeepSpeed
+    ZeRO-2, FSDP2 with gradient sync on): without PP, M reduce-scatters a step, each as exposed as
+    the last, and sharded gradients. Under PP (torch.distributed.pipelining syncs the last backward
+    only) FSDP2 accumulates them unsharded in FP32 after every backward and reduce-scatters once:
+    ZeRO-1's gradient memory, plus the accumulation's HBM traffic."""
+    from twin.training.step import dp_reduce_scatters_per_step
+    base = dict(pp=1, dp=4, schedule="1f1b", overlap_dp_comm=False)   # 16 / 4 = 4 micro-batches
+    z1, z2 = scenario(**base, zero_stage=1), scenario(**base, zero_stage=2)
+    assert z2.num_microbatches == 4 and dp_reduce_scatters_per_step(z2) == 4 and dp_reduce_scatters_per_step(z1) == 1
+    a, b = step(z1), step(z2)
+    one_rs = a.op_time_s["dp_reduce_scatter"]
+    assert one_rs > 0 and b.op_time_s["dp_reduce_scatter"] == pytest.approx(4 * one_rs, rel=1e-12)
+    assert b.step_time_s - a.step_time_s == pytest.approx(3 * one_rs, rel=1e-9)
+    assert b.memory_breakdown_bytes["gradients"] == pytest.approx(a.memory_breakdown_bytes["gradients"] / 4, rel=1e-12)
+    assert step_time_lower_bound_s(z2) <= b.step_time_s
+    # under PP: one reduce-scatter, unsharded FP32 gradients as ZeRO-1, FSDP2's accumulation charged
+    p1, p2 = scenario(pp=2, dp=2, zero_stage=1), scenario(pp=2, dp=2, zero_stage=2)
+    assert dp_reduce_scatters_per_step(p2) == 1
+    c, d = step(p1), step(p2)
+    assert d.memory_breakdown_bytes["gradients"] == pytest.approx(c.memory_breakdown_bytes["gradients"], rel=1e-12)
+    assert d.op_time_s["fsdp_grad_accum"] > 0 and "fsdp_grad_accum" not in c.op_time_s
+    assert d.step_time_s > c.step_time_s
+
+
+def test_sequence_parallel_without_overlap_regathers_each_input_for_the_weight_gradient():
+    """Megatron's linear keeps its input's sequence shard and, without TP overlap, all-gathers it
+    again in the backward beside the input-gradient GEMM (plan.sp_input_regather): what outlasts the
+    GEMMs on that input is exposed, in every block's backward. False (DTensor SP under torchtitan's
+    full recomputation) charges nothing and needs recompute 'full'."""
+    with pytest.raises(ScenarioError, match=r"plan\.sp_input_regather"):
+        scenario(tp=2, pp=1, sequence_parallel=True, sp_input_regather=False)   # selective: no gathered input kept
+    base = dict(tp=2, pp=1, sequence_parallel=True, recompute="full", seq_len=16384)
+    sc = scenario(**base)
+    costs = _prepare(sc, None, Perturb(), check_memory=False)[1]
+    expected = 0.0
+    for key, seg in costs._segments(costs.blocks[0].ops):
+        tp = costs._tp_points(seg)
+        if tp:
+            assert tp["in_fwd"].kind == "all_gather"
+            dgrad_s = costs._compute_s(costs._beside_gemms(seg, "in_bwd"), "bwd_input")
+            want = max(0.0, tp["in_fwd"].time_s - dgrad_s)
+            got = costs._sp_regather_tasks(tp["in_fwd"], seg)
+            assert sum(t.duration_s for t in got) == pytest.approx(want, rel=1e-12)
+            assert all(t.stream == "comm" and t.name == "tp_all_gather_input_bwd" for t in got)
+            expected += want
+    assert expected > 0   # at 16K tokens the tiny model's gathers outlast its input-gradient GEMMs
+    kept = scenario(**base, sp_input_regather=False)
+    a, b = step(sc), step(kept)
+    layers = sc.model.num_layers
+    assert a.op_time_s.get("tp_all_gather_input_bwd", 0.0) == pytest.approx(layers * sc.num_microbatches * expected, rel=1e-9)
+    assert "tp_all_gather_input_bwd" not in b.op_time_s
+    assert a.step_time_s >= b.step_time_s
+    # with TP overlap the overlap kind costs its own backward gather
+    overlapped = _prepare(scenario(**base, tp_comm_overlap=True), None, Perturb(), check_memory=False)[1]
+    seg = next(seg for _, seg in overlapped._segments(overlapped.blocks[0].ops) if overlapped._tp_points(seg))
+    assert overlapped._sp_regather_tasks(overlapped._tp_points(seg)["in_fwd"], seg) == []

@@ -1,0 +1,19 @@
+"""The published-serving report folder (reports/serve_published.py): DeepSeek's rows and its own
+profiles' kernel groups; the H200 curve is stubbed (its simulations are covered in tests/twin/serving)."""
+
+import json
+
+from reports import serve_published as sp
+from twin.serving.published import CurvePoint
+
+
+def test_report_shows_deepseeks_profiles_group_by_group(tmp_path, monkeypatch):
+    pts = (CurvePoint(1024, 1024, 16, 3000.0, 0.04, 0.2, 0), CurvePoint(1024, 1024, 64, 5000.0, 0.05, 0.3, 0))
+    monkeypatch.setattr(sp, "h200_curve", lambda: pts)
+    sp.build(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "DeepSeek's own prefill and decode profiles, kernel group by group" in md
+    assert "decode: EP128, 128 requests per GPU" in md and "prefill: EP32, 16,384 tokens per GPU" in md
+    assert "| attention core |" in md and "| span per layer |" in md and "| tokens/s per node |" in md
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [r["phase"] for r in result["deepseek_profiles"]] == ["decode", "prefill"]
