@@ -96,3 +96,34 @@ def test_append_rows_keeps_the_committed_bytes(tmp_path):
     src.write_text("bench,other\nx,1\n")
     with pytest.raises(ValueError):
         ats.append_rows(src, dst)
+
+
+def _full_round(core, small, scale=1.0):
+    """An S12MLA_FULL=1 attention.csv frame: attn_small's rows, then attn_first's (the core shapes)."""
+    rows = [dict(bench=b, batch=bt, seq_len=s, num_heads=h, qk_head_dim=192, v_head_dim=128, time_s=t * scale)
+            for (h, bt, s, t) in small + core for b in ("attn_fwd", "attn_bwd")]
+    return pd.DataFrame(rows)
+
+
+def test_second_rule_splits_rounds_and_checks_repeatability():
+    core = [(16, 4, 4096, 1e-3), (128, 1, 8192, 2e-3)]
+    small = [(16, 1, 4096, 3e-4)]
+    r1 = _full_round(core, small)
+    shapes = ats.core_shapes(_full_round(core, []))
+    small1, first1 = ats.split_rounds(r1, shapes)
+    assert len(small1) == 2 and len(first1) == 4 and set(first1["num_heads"]) == {16, 128}
+    with pytest.raises(ValueError):
+        ats.split_rounds(_full_round(core[:1], small), shapes)      # attn_first cut short
+    assert ats.repeatability(r1, _full_round(core, small, 1.01))["repeatable"]
+    far = ats.repeatability(r1, _full_round(core, small, 1.05))
+    assert not far["repeatable"] and far["median_abs"] == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        ats.repeatability(r1, r1.iloc[::-1].reset_index(drop=True))
+
+
+def test_second_rule_replaces_only_the_core_lines():
+    committed = "bench,x\nattn_fwd,1\nmla_layer_fwd,2\nattn_bwd,3\nmla_layer_bwd,4"
+    campaign = "bench,x\nattn_fwd,5\nattn_bwd,6\n"
+    assert ats.replace_core_lines(committed, campaign) == "bench,x\nmla_layer_fwd,2\nmla_layer_bwd,4\nattn_fwd,5\nattn_bwd,6\n"
+    with pytest.raises(ValueError):
+        ats.replace_core_lines(committed, "bench,y\nattn_fwd,5\n")
