@@ -53,6 +53,12 @@ the golden file would then hold. A candidate passes when 0 holds and
   3. the GPU's mla_layer held-out P90 does not rise.
 (Diagnostic beside it, not judged: the same profile on today's records.)
 
+Result (2026-11-26, s12mla2; calibration/measurements/h100/s12mla_full_round1/compare_CD.txt): the
+rounds repeat (median 1.45%, P90 7.1%), neither C nor D adopted. C: kernels 2.83% / 8.07% -> 2.91% /
+7.97% and cp_block's one-GPU rows 4.35% / 6.67% -> 6.38% / 9.46% (the tail term lets e_max rise to
+0.67, the large 128-head calls then run faster in the twin); mla_layer 15.22% -> 13.87% P90. D:
+kernels 2.90% / 8.40%, attention 2.68% / 7.07% -> 3.38% / 12.64%.
+
     python -m calibration.attn_small CAMPAIGN_DIR [--gpu h100] [--json]
     python -m calibration.attn_small ROUND1_DIR --repeat ROUND2_DIR [--gpu h100]   (second rule)
 """

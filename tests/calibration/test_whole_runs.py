@@ -92,7 +92,9 @@ def _kind_summary(gpu: str, kind: str):
 # tail term (SeqCurve.rows_half) fits it (new held-out rows 4.0% / 9.1%) and takes that backward
 # -15.3% -> -2.7%, H100 mla_layer to 2.61% / 13.84%; not adopted under the rule stated before
 # (calibration/attn_small.py: new rows 4.3% from the committed ones, another board; cp_block 6.4%
-# median); what stays above 10% is host: the FP8 backward at 1 x 4,096 -21% (its P10-P90 4.6-7.2
+# median); nor s12mla2's second rule (both grids from one H100 board, h100/s12mla_full_round1:
+# the committed core rows replaced, tail term: kernels median 2.83% -> 2.91%, cp_block 6.4%; mla_layer
+# P90 13.87%); what stays above 10% is host: the FP8 backward at 1 x 4,096 -21% (its P10-P90 4.6-7.2
 # ms) and the BF16 forward at 4 x 1,024 +14.5%. Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
