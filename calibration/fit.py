@@ -6,7 +6,7 @@ with the candidate profile. All curves of a GPU are fitted jointly because the s
 (memory_eff, gemm_memory_eff, launch_s, grouped_setup_s) enter every row of their kind.
 
 Fitted: per precision label GemmCurve(e_max, m_half, n_half, k_half) for dense and grouped GEMMs
-(with the tile-wave model per curve where it fits clearly better), SeqCurve(e_max, s_half) for
+(with the tile-wave model per curve where it fits clearly better), SeqCurve(e_max, s_half[, rows_half]) for
 attention fwd and bwd, memory_eff (elementwise kernels), gemm_memory_eff (GEMM operand
 streaming), gemm_overlap_p (how compute and memory times of a GEMM combine), launch_s (the device-side cost per kernel, seen in CUDA-graph-timed rows),
 grouped_setup_s (torch's per-call grouped-GEMM argument kernel) and host_s for the op classes of
@@ -59,6 +59,14 @@ def least_squares(*args, **kwargs):
 
 GEMM_FIELDS = ("e_max", "m_half", "n_half", "k_half")
 SEQ_FIELDS = ("e_max", "s_half")
+# SeqCurve.rows_half (the causal tail of calls of few head-rows, batch x heads x seq) is fitted for a
+# direction only where its fitting rows' head-rows span at least this factor: attention.csv's first
+# grid held 16,384 or 8,192 tokens a call (fitting head-rows 197K-2.1M, a factor 10.7, its small end
+# only 16 heads at 2 x 6,144 and 5 x 3,072 tokens), too narrow to tell the tail from s_half and the
+# heads; the s12mla grid (real/campaigns/s12mla.sh) reaches down to 32K
+ROWS_SPAN_MIN = 16.0
+ROWS_HALF_BOUNDS = (0.0, 1e7)
+ROWS_HALF_INITIAL = 1e4
 E_MAX_BOUNDS = (0.02, 1.0)
 HALF_BOUNDS = (0.0, 1e5)
 MEMORY_EFF_BOUNDS = (0.05, 1.0)
@@ -84,7 +92,7 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
                 layout += [(table, label, f) for f in GEMM_FIELDS]
     for d in ("fwd", "bwd"):
         if (fit_rows.bench == f"attn_{d}").sum() >= MIN_POINTS_PER_PARAM * len(SEQ_FIELDS):
-            layout += [("attention", d, f) for f in SEQ_FIELDS]
+            layout += [("attention", d, f) for f in seq_fields(fit_rows[fit_rows.bench == f"attn_{d}"])]
     layout += [("memory_eff", "", "")]
     if (fit_rows.table != "").any():
         layout += [("gemm_memory_eff", "", ""), ("gemm_overlap_p", "", "")]
@@ -98,6 +106,16 @@ def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     for cls in sorted(set().union(*[row_host_classes(r) for r in recs])):
         layout.append(("host_s", cls, ""))
     return layout
+
+
+def seq_fields(attn_rows: pd.DataFrame) -> tuple[str, ...]:
+    """The SeqCurve fields one direction's fitting rows can inform: rows_half only where their
+    head-rows (batch x heads x seq) span ROWS_SPAN_MIN and there are points enough for three."""
+    head_rows = attn_rows["batch"] * attn_rows["num_heads"] * attn_rows["seq_len"]
+    if (len(attn_rows) >= MIN_POINTS_PER_PARAM * (len(SEQ_FIELDS) + 1)
+            and head_rows.max() >= ROWS_SPAN_MIN * head_rows.min()):
+        return (*SEQ_FIELDS, "rows_half")
+    return SEQ_FIELDS
 
 
 def row_host_classes(r) -> set:
@@ -133,6 +151,8 @@ def _initial(base: Profile, table: str, key: str, field: str) -> float:
         return HOST_S_INITIAL
     curves = getattr(base, table)
     curve = curves.get(key) or curves["fp8" if key.startswith("fp8") else "bf16"]
+    if field == "rows_half":
+        return curve.rows_half or ROWS_HALF_INITIAL
     return getattr(curve, field)
 
 
@@ -147,6 +167,8 @@ def _bounds(table: str, field: str) -> tuple[float, float]:
         return GEMM_OVERLAP_P_BOUNDS
     if table == "host_s":
         return HOST_S_BOUNDS
+    if field == "rows_half":
+        return ROWS_HALF_BOUNDS
     return E_MAX_BOUNDS if field == "e_max" else HALF_BOUNDS
 
 
@@ -300,11 +322,13 @@ def _jac_sparsity(records: list[dict], layout) -> np.ndarray:
             for f in GEMM_FIELDS:
                 sparsity[i, index[(t, r["kernel"], f)]] = 1
         elif b in ("attn_fwd", "attn_bwd"):
-            for f in SEQ_FIELDS:
-                sparsity[i, index[("attention", b[5:], f)]] = 1
+            for f in (*SEQ_FIELDS, "rows_half"):
+                if ("attention", b[5:], f) in index:
+                    sparsity[i, index[("attention", b[5:], f)]] = 1
         if b == "attn_bwd":  # the timed backward starts behind its untimed forward
-            for f in SEQ_FIELDS:
-                sparsity[i, index[("attention", "fwd", f)]] = 1
+            for f in (*SEQ_FIELDS, "rows_half"):
+                if ("attention", "fwd", f) in index:
+                    sparsity[i, index[("attention", "fwd", f)]] = 1
         sparsity[i, index[("memory_eff", "", "")]] = 1
         if ("launch_s", "", "") in index:
             sparsity[i, index[("launch_s", "", "")]] = 1

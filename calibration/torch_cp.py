@@ -65,7 +65,7 @@ def attention_call_s(q_len: int, kv_len: int, heads: int, qk: int, v: int, causa
         return compute.attention_time_s(op, direction, gpu, profile)
     fwd_flops = 2.0 * q_len * kv_len * heads * (qk + v)
     flops = fwd_flops if direction == "fwd" else 2.5 * fwd_flops
-    eff = profile.attention[direction].eff(q_len)
+    eff = profile.attention[direction].eff(q_len, heads * q_len)
     return noncausal_factor * flops / (gpu.peak_flops_per_s("bf16") * eff) + profile.launch_s
 
 

@@ -13,45 +13,151 @@ from real.model import MLA, building, rope_tables
 from twin.costs.flops import attention_bwd_flops, attention_flops, attention_ops
 
 
-def bench_attention(rec, timer, dev, deadline, quick, env):
+def first_attention_grid(quick: bool) -> list[tuple[int, int, int]]:
+    """(heads, batch, seq) of attention.csv's first grid: 16,384 tokens a call at 16 and 32 heads,
+    8,192 at 64 and 128, seq 512-16,384."""
     heads_list = [2, 4] if quick else [16, 32, 64, 128]
     seqs = [128, 256] if quick else [512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384]
-    qk, vd = (48, 32) if quick else (192, 128)
-    best = {}
+    grid = []
     for H in heads_list:
         for S in seqs:
-            if deadline.over():
-                break
             tokens = 512 if quick else (16384 if H <= 32 else 8192)
-            B = max(1, tokens // S)
-            q = torch.randn(B, H, S, qk, device=dev, dtype=torch.bfloat16, requires_grad=True)
-            k = torch.randn(B, H, S, qk, device=dev, dtype=torch.bfloat16, requires_grad=True)
-            v = torch.randn(B, H, S, vd, device=dev, dtype=torch.bfloat16, requires_grad=True)
-            sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            fl = attention_flops(B, S, H, qk, vd, True)
-            by = (q.numel() + k.numel() + 2 * v.numel()) * 2.0  # read q, k, v; write o (BF16)
-            r = timer.measure(sdpa, flops=fl, bytes_=by, batched=True)
-            common = dict(model="", batch=B, seq_len=S, num_heads=H, qk_head_dim=qk, v_head_dim=vd,
-                          causal=True, precision="bf16")
-            rec.row("attention", bench="attn_fwd", **common, **r)
-            best["fwd"] = max(best.get("fwd", 0), r["achieved_flops_per_s"])
-            g = torch.randn(B, H, S, vd, device=dev, dtype=torch.bfloat16)
+            grid.append((H, max(1, tokens // S), S))
+    return grid
 
-            def setup():
-                return sdpa()
 
-            def bwd(o):
-                torch.autograd.grad(o, (q, k, v), g)
+def time_grid(rec, timer, dev, deadline, grid, quick) -> dict:
+    """time_sdpa over a grid of (heads, batch, seq) until the deadline -> best FLOP/s per pass."""
+    qk, vd = (48, 32) if quick else (192, 128)
+    best = {}
+    for H, B, S in grid:
+        if deadline.over():
+            log("attention grid: deadline reached")
+            break
+        rates = time_sdpa(rec, timer, dev, B, H, S, qk, vd)
+        for kk, v in rates.items():
+            best[kk] = max(best.get(kk, 0), v)
+    return best
 
-            r = timer.measure(bwd, setup=setup, flops=attention_bwd_flops(B, S, H, qk, vd, True),
-                              bytes_=2 * by)
-            rec.row("attention", bench="attn_bwd", **common, **r)
-            best["bwd"] = max(best.get("bwd", 0), r["achieved_flops_per_s"])
-            del q, k, v, g
-            free_memory()
+
+def bench_attention(rec, timer, dev, deadline, quick, env):
+    best = time_grid(rec, timer, dev, deadline, first_attention_grid(quick), quick)
     for kk, v in best.items():
         log(f"attention best {kk}: {v / 1e12:.0f} TFLOP/s")
     bench_mla_layers(rec, timer, dev, deadline, quick, env)
+
+
+def bench_attn_first(rec, timer, dev, deadline, quick, env):
+    """Section attn_first (s12mla): attention.csv's first grid of attention cores again (no MLA
+    layers), so that a run of attn_small beside it gives both grids from one board: the records of
+    two boards differ by ~4% (median over shared shapes, H100 and H200, s12mla), more than a
+    pooled fit can absorb."""
+    time_grid(rec, timer, dev, deadline, first_attention_grid(quick), quick)
+
+
+def time_sdpa(rec, timer, dev, B: int, H: int, S: int, qk: int, vd: int, layout: str = "bhsd") -> dict:
+    """One causal BF16 scaled_dot_product_attention call of batch B, H heads, S tokens: the forward
+    (CUDA graph of back-to-back calls) and the backward (CUDA events per call, its forward untimed),
+    an attn_fwd and an attn_bwd row; {"fwd"/"bwd": achieved FLOP/s}. layout "bhsd": contiguous
+    (B, H, S, D) operands, family `attention` (attention.csv); "bshd_mla": the strides real/'s MLA
+    hands SDPA (real/model.py MLA._attend_expanded: q and k (B, S, H, D) transposed, v a slice of
+    the (B, S, H, P + O) up-projection), family `attention_layout`."""
+    q, k, v = sdpa_operands(B, H, S, qk, vd, dev, layout)
+    sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    fl = attention_flops(B, S, H, qk, vd, True)
+    by = (q.numel() + k.numel() + 2 * v.numel()) * 2.0  # read q, k, v; write o (BF16)
+    r = timer.measure(sdpa, flops=fl, bytes_=by, batched=True)
+    common = dict(model="", batch=B, seq_len=S, num_heads=H, qk_head_dim=qk, v_head_dim=vd,
+                  causal=True, precision="bf16")
+    family = "attention"
+    if layout != "bhsd":
+        family, common = "attention_layout", {**common, "layout": layout}
+    rec.row(family, bench="attn_fwd", **common, **r)
+    rates = {"fwd": r["achieved_flops_per_s"]}
+    g = torch.randn_like(sdpa().detach())   # the output's own strides (contiguous for bhsd)
+
+    def setup():
+        return sdpa()
+
+    def bwd(o):
+        torch.autograd.grad(o, (q, k, v), g)
+
+    r = timer.measure(bwd, setup=setup, flops=attention_bwd_flops(B, S, H, qk, vd, True),
+                      bytes_=2 * by)
+    rec.row(family, bench="attn_bwd", **common, **r)
+    rates["bwd"] = r["achieved_flops_per_s"]
+    del q, k, v, g
+    free_memory()
+    return rates
+
+
+def sdpa_operands(B: int, H: int, S: int, qk: int, vd: int, dev, layout: str = "bhsd"):
+    """(q, k, v) leaves that require grad, (B, H, S, D) shaped, in the memory layout named."""
+    def leaf(t):
+        return t.detach().requires_grad_()
+
+    bf16 = dict(device=dev, dtype=torch.bfloat16)
+    if layout == "bhsd":
+        return (leaf(torch.randn(B, H, S, qk, **bf16)), leaf(torch.randn(B, H, S, qk, **bf16)),
+                leaf(torch.randn(B, H, S, vd, **bf16)))
+    if layout == "bshd_mla":
+        nope = qk - qk // 3   # MLA's no-position part of a key (128 of 192); its values follow it
+        kv = torch.randn(B, S, H, nope + vd, **bf16)
+        return (leaf(torch.randn(B, S, H, qk, **bf16).transpose(1, 2)),
+                leaf(torch.randn(B, S, H, qk, **bf16).transpose(1, 2)),
+                leaf(kv[..., nope:].transpose(1, 2)))
+    raise ValueError(f"layout {layout!r}: expected bhsd or bshd_mla")
+
+
+# Section attn_small (s12mla, issue 13): attention calls as small as the MLA layer records make
+# (V2-Lite: 16 heads at batch 1 x 4,096 and 4 x 1,024 tokens, batch x heads 16 and 64), where
+# attention.csv's grid (16,384 or 8,192 tokens a call) has none: every (heads, batch, seq) with
+# batch x seq <= SMALL_MAX_TOKENS and batch x heads x seq >= SMALL_MIN_HEAD_ROWS (smaller calls are
+# host-bound in the backward's per-call timing and below every MLA record's call). Heads in
+# priority order (V2-Lite's, V3's, then the others), so a run cut by its deadline keeps those.
+# The fit/holdout split is calibration/split.py's, from the shape columns (seq 4,096 or 32 heads:
+# held out).
+SMALL_HEADS = (16, 128, 64, 32)
+SMALL_BATCHES = (1, 2, 4, 8)
+SMALL_SEQS = (512, 1024, 2048, 3072, 4096, 6144, 8192)
+SMALL_MAX_TOKENS = 16384
+SMALL_MIN_HEAD_ROWS = 32768
+# the MLA records' own calls (heads, batch, seq), also timed in the MLA's layout (attention_layout.csv)
+MLA_CALLS = ((16, 1, 4096), (16, 4, 1024), (16, 4, 4096), (128, 1, 4096), (128, 4, 1024))
+
+
+def nccl_version() -> str:
+    """torch's NCCL version as "major.minor.patch", "" where torch has none (a CPU build)."""
+    try:
+        v = torch.cuda.nccl.version()
+    except Exception:  # CPU builds have no NCCL
+        return ""
+    return ".".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+
+
+def small_attention_grid(quick: bool) -> list[tuple[int, int, int]]:
+    """(heads, batch, seq) of section attn_small in run order."""
+    if quick:
+        return [(2, 1, 128), (2, 2, 64), (4, 1, 128)]
+    grid = []
+    for H in SMALL_HEADS:
+        shapes = [(H, B, S) for B in SMALL_BATCHES for S in SMALL_SEQS
+                  if B * S <= SMALL_MAX_TOKENS and B * H * S >= SMALL_MIN_HEAD_ROWS]
+        grid += sorted(shapes, key=lambda h_b_s: (h_b_s[1] * h_b_s[2], h_b_s[1]))
+    return grid
+
+
+def bench_attn_small(rec, timer, dev, deadline, quick, env):
+    """Section attn_small: the MLA records' calls in the MLA's own operand layout (attention_layout.csv),
+    then the small-call grid (small_attention_grid) on attention.csv's path (time_sdpa, bhsd)."""
+    qk, vd = (48, 32) if quick else (192, 128)
+    env.setdefault("nccl_version", nccl_version())   # env.json only: attention.csv keeps its columns
+    mla_calls = [(2, 1, 128)] if quick else list(MLA_CALLS)
+    for H, B, S in mla_calls:
+        if deadline.over():
+            return
+        time_sdpa(rec, timer, dev, B, H, S, qk, vd, layout="bshd_mla")
+    time_grid(rec, timer, dev, deadline, small_attention_grid(quick), quick)
 
 
 def bench_mla_layers(rec, timer, dev, deadline, quick, env):

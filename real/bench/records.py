@@ -31,6 +31,9 @@ SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
                   "causal", "precision"],
+    # real/bench/attention.py section attn_small (s12mla): SDPA in the operand layout real/'s MLA hands it
+    "attention_layout": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
+                         "causal", "precision", "layout"],
     "memory": ["bench", "op", "tokens", "width", "bytes_moved"],
     "moe_layer": ["bench", "model", "hidden_size", "moe_intermediate_size", "tokens",
                   "num_experts", "top_k", "num_shared_experts", "skew", "max_expert_tokens",

@@ -41,13 +41,16 @@ SECTION_SHARES = {  # name -> share of the time budget
     "tp_beside": 1.0,  # under torchrun: a TP GEMM with an NCCL collective beside it on a second stream (s11tpo)
     "cp_sustained": 1.0,  # not in the default list: one GPU, an 8B CP rank's flash calls held at the power limit (s11cp8b)
     "fa2_sustained": 1.0,  # not in the default list: one GPU, FA2 fwd/bwd per call length held at the power limit (s11fa2)
+    "attn_small": 1.0,  # not in the default list: one GPU, SDPA at the MLA records' small calls and around them (s12mla)
+    "attn_first": 1.0,  # not in the default list: one GPU, attention.csv's first grid of SDPA calls again (s12mla)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
 OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
                    "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum", "host_bound",
                    "torch_cp", "cp_chunks", "tp_traces", "tp_grouped", "decode_gemm",
                    "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "atp_parts",
-                   "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained")  # run only when named in --only
+                   "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
+                   "attn_first")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
                       "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "tp_beside")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

@@ -86,7 +86,16 @@ def _kind_summary(gpu: str, kind: str):
 # from the loop's fitting rows (layer_gaps.loop_call_edges, stated before the run) give H100 3.1% /
 # 15.2% -> 3.4% / 14.4%, H200 2.9% / 9.3% -> 3.6% / 9.4%, not adopted: the twin's wait matches the loop's at three of the
 # four V2-Lite backwards but not at BF16 1 x 4,096, whose setup forward's GPU tail (SDPA forward,
-# output projection) the twin still runs after the host's return. Decode met on the H100 since
+# output projection) the twin still runs after the host's return. s12mla timed SDPA at the small
+# calls (h100/s12mla, h200/s12mla: 32K-2M head-rows): the twin's attention error follows batch x
+# heads x seq (forward -31% at 32K, -14% at 65K; the 1 x 4,096 backward 629 us against 528), and a
+# tail term (SeqCurve.rows_half) fits it (new held-out rows 4.0% / 9.1%) and takes that backward
+# -15.3% -> -2.7%, H100 mla_layer to 2.61% / 13.84%; not adopted under the rule stated before
+# (calibration/attn_small.py: new rows 4.3% from the committed ones, another board; cp_block 6.4%
+# median); nor s12mla2's second rule (both grids from one H100 board, h100/s12mla_full_round1:
+# the committed core rows replaced, tail term: kernels median 2.83% -> 2.91%, cp_block 6.4%; mla_layer
+# P90 13.87%); what stays above 10% is host: the FP8 backward at 1 x 4,096 -21% (its P10-P90 4.6-7.2
+# ms) and the BF16 forward at 4 x 1,024 +14.5%. Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its

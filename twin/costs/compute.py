@@ -237,11 +237,13 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     length. On the one-GPU non-causal calls of PyTorch's CP (h100x2/cp_chunks.csv, flash, q x kv at
     4K-64K) indexing by the longer of the two lengths predicts the clean rows within 7%, by the
     query length alone 4096 x 8192 at +18% and 8192 x 16384 at +12%. With dropout (op.dropout > 0)
-    the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown)."""
+    the time is scaled by the kernel's measured slowdown (Profile.attention_dropout_slowdown). A call
+    of few head-rows (batch x heads x queries) also pays the curve's tail term (SeqCurve.rows_half)."""
     flops = op.flops if direction == "fwd" else attention_bwd_flops(op.batch, op.seq_len, op.heads, op.qk_dim, op.v_dim,
                                                                     op.causal, op.kv_len)
     length = max(op.seq_len, op.kv_len)
-    eff = profile.attention[direction].eff(length)
+    # head-rows per SM decide the causal tail: on a fraction of the SMs a call hides it as a larger one would
+    eff = profile.attention[direction].eff(length, op.batch * op.heads * op.seq_len / max(sm_frac, 1e-3))
     dropout = profile.attention_dropout_slowdown(direction) if op.dropout > 0 else 1.0
     return dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
 

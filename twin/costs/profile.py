@@ -7,7 +7,13 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     (saturation in each GEMM dimension: small dimensions under-fill the 128-wide tiles and the
     132 SMs; m is rows per group for grouped GEMMs)
   attention, per direction (fwd, bwd):
-      eff(s) = e_max / (1 + s_half/s)
+      eff(s, rows) = e_max / (1 + s_half/s + rows_half/rows)
+    s the call's (key) length, rows = batch x heads x query length (its head-rows). A causal flash
+    kernel runs one thread block per 128-row tile of every (batch, head), each over up to s/128 key
+    blocks; the call ends with a tail of about one longest tile (time ~ s) that a call of few
+    head-rows cannot hide behind the other SMs' work: relative to the call's work (~ batch x heads
+    x s^2) that is rows_half/rows. rows_half 0: not fitted (the records' head-rows do not vary
+    enough to tell it from s_half; calibration/fit.py ROWS_SPAN_MIN)
   memory: fraction of HBM bandwidth reached by bandwidth-bound kernels (e_mem)
   gemm_memory_eff: the same for GEMM kernels' operand streaming, their memory roofline (0 = use
     memory_eff): a bandwidth-bound GEMM (few rows per expert) streams its weights through TMA tile
@@ -169,9 +175,12 @@ FP8_RECIPES = ("blockwise", "tensorwise")
 class SeqCurve:
     e_max: float
     s_half: float = 0.0
+    rows_half: float = 0.0   # head-rows (batch x heads x query length) where the causal tail doubles the time
 
-    def eff(self, seq_len: float) -> float:
-        return self.e_max / (1.0 + self.s_half / max(seq_len, 1))
+    def eff(self, seq_len: float, rows: float = math.inf) -> float:
+        """Efficiency at key length `seq_len` for a call of `rows` head-rows (default: a call large
+        enough that its tail is hidden)."""
+        return self.e_max / (1.0 + self.s_half / max(seq_len, 1) + self.rows_half / max(rows, 1))
 
 
 @dataclass(frozen=True)
@@ -295,7 +304,7 @@ class Profile:
         if kernel != "fa2":
             raise ValueError(f"attention kernel {kernel!r}: one of {ATTENTION_KERNELS}")
         speed = self.attention_kernels.get("fa2", {})
-        return dataclasses.replace(self, attention={d: SeqCurve(c.e_max * speed.get(d, FA2_OVER_CUDNN), c.s_half)
+        return dataclasses.replace(self, attention={d: dataclasses.replace(c, e_max=c.e_max * speed.get(d, FA2_OVER_CUDNN))
                                                     for d, c in self.attention.items()},
                                    attention_curves_kernel="fa2")
 
@@ -367,7 +376,7 @@ class Profile:
             gemm={p: g(c) for p, c in self.gemm.items()},
             grouped_gemm={p: g(c) for p, c in self.grouped_gemm.items()},
             batched_gemm={p: g(c) for p, c in self.batched_gemm.items()},
-            attention={d: SeqCurve(c.e_max * attention, c.s_half) for d, c in self.attention.items()},
+            attention={d: dataclasses.replace(c, e_max=c.e_max * attention) for d, c in self.attention.items()},
             memory_eff=min(1.0, self.memory_eff * memory), gemm_memory_eff=min(1.0, self.gemm_memory_eff * memory),
             eager_elementwise_eff=min(1.0, self.eager_elementwise_eff * memory),
             partials_reduce_eff={w: min(1.0, e * memory) for w, e in self.partials_reduce_eff.items()},
