@@ -95,3 +95,13 @@ def test_shared_definitions_load_without_the_simulators():
             "print(heavy); assert not heavy")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_test_modules_have_unique_basenames():
+    """The test folders are not packages, so pytest imports each test module by its basename: two
+    files of one name in different folders fail collection of the second (a clean clone's CI found
+    this twice). tests/real/ prefixes its modules with test_real_ where another folder has the name."""
+    names: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
