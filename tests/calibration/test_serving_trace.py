@@ -4,6 +4,7 @@ checked on small hand-built traces, and on DeepSeek's own training trace where t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ from calibration import serving_trace as st
 from calibration.trace import load_trace
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_JSON = Path("/work/shared/reference/profile-data/train.json")
+# DeepSeek's reference copy sits beside the checkout (../shared/reference, as the developers' guide
+# places it); TWIN_REFERENCE_DIR points elsewhere
+REFERENCE_DIR = Path(os.environ.get("TWIN_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+TRAIN_JSON = REFERENCE_DIR / "profile-data" / "train.json"
 
 
 def _trace(gpu_annotations: bool = False) -> list[dict]:
