@@ -287,16 +287,21 @@ def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
     return df.physics_s * _physics_weight(df) + df[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
 
 
+def _split_runs(folder: Path, split: str, arrival: str, only: set | None) -> tuple[set, pd.DataFrame, pd.DataFrame]:
+    """The `split` runs of one arrival kind in a load folder (within `only` where given), with the
+    folder's iterations and requests."""
+    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
+    runs = set(load.loc[(load.split == split) & (load.arrival == arrival), "run_id"])
+    if only is not None:
+        runs &= set(only)
+    return runs, pd.read_csv(folder / "serve_iterations.csv"), pd.read_csv(folder / "serve_requests.csv")
+
+
 def idle_wake_s(folder: Path, split: str = "fit", only: set | None = None) -> float:
     """Median delay from the arrival of a request that finds its rank asleep (arriving between two
     iterations IDLE_GAP_S or more apart, or before the first, and admitted by the next) to its
     admission, over the `split` Poisson runs; 0 if none did."""
-    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
-    runs = set(load.loc[(load.split == split) & (load.arrival == "poisson"), "run_id"])
-    if only is not None:
-        runs &= set(only)
-    its = pd.read_csv(folder / "serve_iterations.csv")
-    reqs = pd.read_csv(folder / "serve_requests.csv")
+    runs, its, reqs = _split_runs(folder, split, "poisson", only)
     delays = []
     for (run, rank), rq in reqs[reqs.run_id.isin(runs)].groupby(["run_id", "rank"]):
         it = its[(its.run_id == run) & (its["rank"] == rank)].sort_values("start_s")
@@ -322,12 +327,7 @@ def issue_rows(folder: Path, split: str = "fit", only: set | None = None) -> pd.
     """Per iteration of the `split` closed-loop runs after which the client issued successors
     (requests whose arrival is that iteration's end, on its rank): the requests and prompt tokens
     issued by the rank issuing most, and the gap to the next iteration (the ranks' mean)."""
-    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
-    runs = set(load.loc[(load.split == split) & (load.arrival == "closed"), "run_id"])
-    if only is not None:
-        runs &= set(only)
-    its = pd.read_csv(folder / "serve_iterations.csv")
-    reqs = pd.read_csv(folder / "serve_requests.csv")
+    runs, its, reqs = _split_runs(folder, split, "closed", only)
     rows = []
     for run in sorted(runs):
         per = {}
