@@ -1,0 +1,175 @@
+"""Where an EP step's op time goes past its host, kernel by kernel (issue 13, s12ep2).
+
+    python -m calibration.ep_tail FOLDER [--kind F] [--json]
+
+Reads FOLDER/pipeline_kernel_events.csv (real/pipeline/probe.py --kernel-events: one profiled
+step per configuration, every GPU activity with its stream and start/end, and each op's host range,
+in us on the rank's profiler axis; profiler_t0_ns places that axis on the host's clock, which the
+ranks of one host share). Two decompositions, per configuration, rank and op of `--kind`:
+
+  tail   the op's GPU time past the moment its host finished issuing it (the last kernel's end
+         less the host range's end), split by kernel group into the part of each group's kernels
+         that runs after the host's end (clipped at it; kernels of several streams overlap, so
+         the groups may sum past the tail) and `idle`, the stretch of the tail no kernel covers
+  nccl   the op's NCCL kernels: GPU seconds, and of those the wait for the peer rank (the k-th
+         NCCL kernel of an op on each rank is one collective: a rank's wait is the latest rank's
+         start less its own, on the shared clock) and the rest (transfer and the kernel's own)
+
+Pure functions of DataFrames (tail_table, nccl_table); the CLI prints both (ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches"]
+OP_KEYS = CONFIG_KEYS + ["rank", "op_index"]
+
+# kernel groups, first match wins (torch eager kernel names on H100/H200, CUDA 13)
+GROUPS = (
+    ("nccl", r"nccl"),
+    ("grouped_gemm", r"groupproblemshape|grouped"),
+    ("gemm", r"nvjet|gemm|cutlass|xmma|sm90_"),
+    ("attention", r"sdpa|flash|fmha"),
+    ("gather", r"gather|index_select|indexselect|index_elementwise"),
+    ("scatter", r"scatter|index_put|indexput|index_copy|indexcopy|index_add"),
+    ("sort", r"sort|radix|cub::"),
+    ("softmax_loss", r"softmax|nll_loss|cross_entropy|logsumexp"),
+    ("reduce", r"reduce"),
+    ("copy", r"copy|memcpy|cat|catarray"),
+    ("memset", r"memset|fill"),
+    ("elementwise", r"elementwise|vectorized|unrolled"),
+)
+
+
+def kernel_group(name: str) -> str:
+    """A GPU activity's group by its name (GROUPS; `other` for none)."""
+    n = str(name).lower()
+    for group, pattern in GROUPS:
+        if re.search(pattern, n):
+            return group
+    return "other"
+
+
+def _gpu_rows(ev: pd.DataFrame) -> pd.DataFrame:
+    return ev[ev["event"] != "op_host"]
+
+
+def _covered_us(intervals: list[tuple[float, float]]) -> float:
+    """The length of a union of intervals."""
+    total, end = 0.0, -np.inf
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def tail_table(ev: pd.DataFrame, kind: str = "F") -> pd.DataFrame:
+    """One row per configuration, rank and op of `kind`: host_end_ms and gpu_end_ms (from the
+    host range's start), tail_ms (gpu end less host end, >= 0 when the GPU runs past the host),
+    and per kernel group `<group>_ms`, the time its kernels run after the host's end, plus idle_ms
+    (the tail no kernel covers)."""
+    hosts = ev[(ev["event"] == "op_host") & (ev["kind"] == kind)]
+    gpu = _gpu_rows(ev)
+    gpu = gpu.assign(group=gpu["name"].map(kernel_group))
+    by_op = {k: g for k, g in gpu.groupby(OP_KEYS)}
+    out = []
+    for _, h in hosts.iterrows():
+        key = tuple(h[k] for k in OP_KEYS)
+        g = by_op.get(key)
+        if g is None or g.empty:
+            continue
+        h0, h1 = float(h["start_us"]), float(h["end_us"])
+        g_end = float(g["end_us"].max())
+        row = {k: h[k] for k in OP_KEYS} | {"microbatch": h["microbatch"], "host_end_ms": (h1 - h0) / 1e3,
+                                             "gpu_start_ms": (float(g["start_us"].min()) - h0) / 1e3,
+                                             "gpu_end_ms": (g_end - h0) / 1e3, "tail_ms": (g_end - h1) / 1e3}
+        after = g[g["end_us"] > h1]
+        clipped = after.assign(part=after["end_us"] - np.maximum(after["start_us"], h1))
+        for group, gg in clipped.groupby("group"):
+            row[f"{group}_ms"] = float(gg["part"].sum()) / 1e3
+        spans = [(max(a, h1), b) for a, b in zip(after["start_us"], after["end_us"])]
+        row["idle_ms"] = max(0.0, g_end - h1 - _covered_us(spans)) / 1e3 if g_end > h1 else 0.0
+        row["tail_kernels"] = int(len(after))
+        out.append(row)
+    return pd.DataFrame(out).fillna(0.0)
+
+
+def nccl_table(ev: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
+    """One row per configuration, rank and op (of `kind`, or all): nccl_ms (its NCCL kernels' GPU
+    time), wait_ms (the part spent before the last rank's matching kernel started: the peer's
+    lateness) and rest_ms (nccl_ms - wait_ms), calls; the k-th NCCL kernel of an op on every rank
+    is taken as one collective (ranks run the same program in an EP-only step)."""
+    g = _gpu_rows(ev)
+    g = g[g["name"].astype(str).str.contains("nccl", case=False)]
+    if kind is not None:
+        g = g[g["kind"] == kind]
+    if g.empty:
+        return pd.DataFrame(columns=OP_KEYS + ["kind", "microbatch", "nccl_ms", "wait_ms", "rest_ms", "calls"])
+    t0 = pd.to_numeric(g["profiler_t0_ns"], errors="coerce").fillna(0.0) / 1e3
+    g = g.assign(abs_start=g["start_us"] + t0, abs_end=g["end_us"] + t0).sort_values("abs_start")
+    g = g.assign(k=g.groupby(OP_KEYS).cumcount())
+    latest = g.groupby(CONFIG_KEYS + ["op_index", "k"])["abs_start"].transform("max")
+    g = g.assign(wait=np.minimum(latest - g["abs_start"], g["abs_end"] - g["abs_start"]),
+                 dur=g["abs_end"] - g["abs_start"])
+    out = g.groupby(OP_KEYS).agg(kind=("kind", "first"), microbatch=("microbatch", "first"),
+                                 nccl_ms=("dur", "sum"), wait_ms=("wait", "sum"), calls=("dur", "size")).reset_index()
+    out[["nccl_ms", "wait_ms"]] = out[["nccl_ms", "wait_ms"]] / 1e3
+    out["rest_ms"] = out["nccl_ms"] - out["wait_ms"]
+    return out
+
+
+def group_seconds(ev: pd.DataFrame, kind: str = "F") -> pd.DataFrame:
+    """GPU ms per configuration, rank, op and kernel group of the ops of `kind` (whole op, not
+    only its tail): the per-kernel view beside tail_table."""
+    g = _gpu_rows(ev)
+    g = g[g["kind"] == kind]
+    g = g.assign(group=g["name"].map(kernel_group), ms=(g["end_us"] - g["start_us"]) / 1e3)
+    return g.groupby(OP_KEYS + ["group"]).agg(ms=("ms", "sum"), calls=("ms", "size")).reset_index()
+
+
+def load(folder: Path) -> pd.DataFrame:
+    path = Path(folder) / "pipeline_kernel_events.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no kernel events (real/pipeline/probe.py --kernel-events writes them)")
+    return pd.read_csv(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.ep_tail", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--kind", default="F", help="op kind to decompose (F, BW, ...)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        ev = load(args.folder)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tail, nccl, groups = tail_table(ev, args.kind), nccl_table(ev, args.kind), group_seconds(ev, args.kind)
+    if args.json:
+        print(json.dumps({"tail": tail.to_dict("records"), "nccl": nccl.to_dict("records"),
+                          "groups": groups.to_dict("records")}, default=str))
+        return 0
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(f"{args.kind} ops: GPU time past the host's end, by kernel group (ms)")
+        print(tail.round(3).to_string(index=False))
+        print(f"\n{args.kind} ops: NCCL kernels, waiting for the peer and the rest (ms)")
+        print(nccl.round(3).to_string(index=False))
+        print(f"\n{args.kind} ops: GPU ms per kernel group (whole op)")
+        print(groups.pivot_table(index=OP_KEYS, columns="group", values="ms").round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
