@@ -128,6 +128,45 @@ def nccl_table(ev: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
     return out
 
 
+def _is_sync_copy(name: str) -> bool:
+    """A device-to-host copy: what a host synchronisation (.tolist(), .item()) waits for."""
+    n = str(name).lower()
+    return "memcpy" in n and ("dtoh" in n or "device -> pageable" in n or "device -> pinned" in n)
+
+
+def segments_table(ev: pd.DataFrame, kind: str = "F") -> pd.DataFrame:
+    """An op's GPU work split at its device-to-host copies (the host's synchronisations: EP's
+    split sizes to the host), one row per configuration, rank, op and segment: span_ms (from the
+    previous copy's end, or the op's first activity, to this segment's last end), busy per kernel
+    group `<group>_ms` (kernel seconds, streams overlapping), idle_ms (the span no activity covers:
+    the GPU waiting for the host's launches after a synchronisation, or for a peer) and sync (1
+    where the segment ends at a copy)."""
+    gpu = _gpu_rows(ev)
+    gpu = gpu[gpu["kind"] == kind]
+    out = []
+    for key, g in gpu.groupby(OP_KEYS):
+        g = g.sort_values("start_us")
+        copies = g[g["name"].map(_is_sync_copy)]
+        bounds = list(copies["end_us"]) + [np.inf]
+        t_prev = float(g["start_us"].min())
+        for i, b in enumerate(bounds):
+            seg = g[(g["start_us"] >= t_prev) & (g["start_us"] < b) if np.isfinite(b) else (g["start_us"] >= t_prev)]
+            if seg.empty:
+                continue
+            end = float(seg["end_us"].max())
+            row = dict(zip(OP_KEYS, key)) | {"segment": i, "sync": int(np.isfinite(b)),
+                                              "span_ms": (end - t_prev) / 1e3}
+            dur = (seg["end_us"] - seg["start_us"]) / 1e3
+            for group, d in dur.groupby(seg["name"].map(kernel_group)):
+                row[f"{group}_ms"] = float(d.sum())
+            covered = _covered_us(list(zip(seg["start_us"], seg["end_us"])))
+            row["idle_ms"] = max(0.0, end - t_prev - covered) / 1e3
+            row["kernels"] = int(len(seg))
+            out.append(row)
+            t_prev = end if not np.isfinite(b) else float(b)
+    return pd.DataFrame(out).fillna(0.0)
+
+
 def group_seconds(ev: pd.DataFrame, kind: str = "F") -> pd.DataFrame:
     """GPU ms per configuration, rank, op and kernel group of the ops of `kind` (whole op, not
     only its tail): the per-kernel view beside tail_table."""
@@ -157,8 +196,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tail, nccl, groups = tail_table(ev, args.kind), nccl_table(ev, args.kind), group_seconds(ev, args.kind)
+    segs = segments_table(ev, args.kind)
     if args.json:
         print(json.dumps({"tail": tail.to_dict("records"), "nccl": nccl.to_dict("records"),
+                          "segments": segs.to_dict("records"),
                           "groups": groups.to_dict("records")}, default=str))
         return 0
     with pd.option_context("display.width", 250, "display.max_columns", 40):
@@ -166,6 +207,8 @@ def main(argv=None) -> int:
         print(tail.round(3).to_string(index=False))
         print(f"\n{args.kind} ops: NCCL kernels, waiting for the peer and the rest (ms)")
         print(nccl.round(3).to_string(index=False))
+        print(f"\n{args.kind} ops: GPU work between the host's synchronisations (ms)")
+        print(segs.round(3).to_string(index=False))
         print(f"\n{args.kind} ops: GPU ms per kernel group (whole op)")
         print(groups.pivot_table(index=OP_KEYS, columns="group", values="ms").round(3).to_string())
     return 0

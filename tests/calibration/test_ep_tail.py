@@ -52,3 +52,18 @@ def test_nccl_wait_is_the_later_ranks_start_on_the_shared_clock():
     assert n.loc[0, "nccl_ms"] == pytest.approx(0.4) and n.loc[0, "wait_ms"] == pytest.approx(0.3)
     assert n.loc[0, "rest_ms"] == pytest.approx(0.1)
     assert n.loc[1, "wait_ms"] == pytest.approx(0.0) and n.loc[1, "calls"] == 1
+
+
+def test_segments_split_the_op_at_device_to_host_copies():
+    """Kernels 0-50, a DtoH copy 50-52 (the host's .tolist()), the host launches again at 80:
+    segment 0 spans 0-52 (gemm 50, copy 2), segment 1 spans 52-100 with 28 us idle."""
+    from calibration.ep_tail import segments_table
+    ev = pd.DataFrame([_row(0, "op_host", "pp_op/0", 0, 90),
+                       _row(0, "kernel", "nvjet_gemm", 0, 50),
+                       _row(0, "memcpy", "Memcpy DtoH (Device -> Pageable)", 50, 52),
+                       _row(0, "kernel", "vectorized_gather_kernel", 80, 100)])
+    s = segments_table(ev, "F").set_index("segment")
+    assert list(s.index) == [0, 1] and list(s["sync"]) == [1, 0]
+    assert s.loc[0, "span_ms"] == pytest.approx(0.052) and s.loc[0, "gemm_ms"] == pytest.approx(0.05)
+    assert s.loc[1, "span_ms"] == pytest.approx(0.048) and s.loc[1, "idle_ms"] == pytest.approx(0.028)
+    assert s.loc[1, "gather_ms"] == pytest.approx(0.02)
