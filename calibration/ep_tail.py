@@ -2,7 +2,7 @@
 
     python -m calibration.ep_tail FOLDER [--kind F] [--json]
 
-Reads FOLDER/pipeline_kernel_events.csv (real/pipeline/probe.py --kernel-events: one profiled
+Reads FOLDER/pipeline_kernel_events.csv[.gz] (real/pipeline/probe.py --kernel-events: one profiled
 step per configuration, every GPU activity with its stream and start/end, and each op's host range,
 in us on the rank's profiler axis; profiler_t0_ns places that axis on the host's clock, which the
 ranks of one host share). Two decompositions, per configuration, rank and op of `--kind`:
@@ -59,7 +59,42 @@ def kernel_group(name: str) -> str:
 
 
 def _gpu_rows(ev: pd.DataFrame) -> pd.DataFrame:
-    return ev[ev["event"] != "op_host"]
+    """The GPU activities (no host ranges, no `nccl:` annotations: the profiler's GPU-side mirror
+    of a collective's record_param_comms range, the same interval as its NCCL kernel)."""
+    return ev[(ev["event"] != "op_host") & ~ev["name"].astype(str).str.startswith("nccl:")]
+
+
+def attribute_in_issue_order(ev: pd.DataFrame, op_kernels: pd.DataFrame) -> pd.DataFrame:
+    """`ev` with each GPU activity's op_index / kind / microbatch taken from the order of issue,
+    where the profiler did not link activities to their launching CPU op (torch 2.11's events
+    carry no linked_correlation_id; op_index -1 throughout): a rank's activities run on one stream
+    in launch order, so after those that start before its first op's host range (launched before
+    any op: the step's barrier) the next `calls` of op 0 (pipeline_op_kernels.csv, the same
+    profiled step, attributed by the launching op) are op 0's, the next op 1's, and so on; any
+    left over stay -1."""
+    ev = ev.copy()
+    hosts = ev[ev["event"] == "op_host"]
+    gpu = _gpu_rows(ev)
+    for key, g in gpu.groupby(CONFIG_KEYS + ["rank"]):
+        sel = dict(zip(CONFIG_KEYS + ["rank"], key))
+        h = hosts
+        k = op_kernels
+        for c, v in sel.items():
+            h, k = h[h[c] == v], k[k[c] == v]
+        if h.empty or k.empty:
+            continue
+        cols = [c for c in ("kind", "microbatch", "chunk") if c in ev.columns]
+        meta = h.set_index("op_index")[cols]
+        g = g[g["start_us"] >= float(h["start_us"].min())].sort_values("start_us")
+        counts = k[k["op_index"] >= 0].groupby("op_index")["calls"].sum().sort_index()
+        at = 0
+        for op, n in counts.items():
+            idx = g.index[at:at + int(n)]
+            at += int(n)
+            ev.loc[idx, "op_index"] = int(op)
+            if op in meta.index:
+                ev.loc[idx, cols] = meta.loc[op].to_list()
+    return ev
 
 
 def _covered_us(intervals: list[tuple[float, float]]) -> float:
@@ -177,10 +212,18 @@ def group_seconds(ev: pd.DataFrame, kind: str = "F") -> pd.DataFrame:
 
 
 def load(folder: Path) -> pd.DataFrame:
+    """pipeline_kernel_events.csv; where no GPU activity was linked to its op (torch 2.11) and
+    pipeline_op_kernels.csv is beside it, attributed in issue order (attribute_in_issue_order)."""
     path = Path(folder) / "pipeline_kernel_events.csv"
+    if not path.is_file() and path.with_suffix(".csv.gz").is_file():   # committed records are gzipped
+        path = path.with_suffix(".csv.gz")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no kernel events (real/pipeline/probe.py --kernel-events writes them)")
-    return pd.read_csv(path)
+    ev = pd.read_csv(path, dtype={"kind": str})
+    kpath = Path(folder) / "pipeline_op_kernels.csv"
+    if (_gpu_rows(ev)["op_index"] < 0).all() and kpath.is_file():
+        ev = attribute_in_issue_order(ev, pd.read_csv(kpath))
+    return ev
 
 
 def main(argv=None) -> int:

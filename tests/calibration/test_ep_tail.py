@@ -67,3 +67,22 @@ def test_segments_split_the_op_at_device_to_host_copies():
     assert s.loc[0, "span_ms"] == pytest.approx(0.052) and s.loc[0, "gemm_ms"] == pytest.approx(0.05)
     assert s.loc[1, "span_ms"] == pytest.approx(0.048) and s.loc[1, "idle_ms"] == pytest.approx(0.028)
     assert s.loc[1, "gather_ms"] == pytest.approx(0.02)
+
+
+def test_unlinked_activities_are_attributed_in_issue_order():
+    """torch 2.11's profiler left every activity unlinked (op_index -1): the barrier's kernel that
+    starts before op 0's host range stays -1, then op 0 takes its 2 calls, op 1 its 1."""
+    from calibration.ep_tail import attribute_in_issue_order
+    ev = pd.DataFrame([_row(0, "op_host", "pp_op/0", 100, 200, op=0, kind="F"),
+                       _row(0, "op_host", "pp_op/1", 200, 300, op=1, kind="BW"),
+                       _row(0, "kernel", "ncclDevKernel_AllReduce", 10, 90, op=-1, kind=""),
+                       _row(0, "kernel", "a", 120, 130, op=-1, kind=""),
+                       _row(0, "kernel", "nccl:all_to_all", 130, 140, op=-1, kind=""),    # GPU-side mirror
+                       _row(0, "kernel", "b", 130, 140, op=-1, kind=""),
+                       _row(0, "kernel", "c", 210, 260, op=-1, kind="")])
+    calls = pd.DataFrame([dict(CFG, rank=0, op_index=0, calls=2), dict(CFG, rank=0, op_index=1, calls=1),
+                          dict(CFG, rank=0, op_index=-1, calls=1)])
+    got = attribute_in_issue_order(ev, calls).set_index("name")
+    assert got.loc["ncclDevKernel_AllReduce", "op_index"] == -1
+    assert (got.loc["a", "op_index"], got.loc["b", "op_index"], got.loc["c", "op_index"]) == (0, 0, 1)
+    assert (got.loc["a", "kind"], got.loc["c", "kind"]) == ("F", "BW")
