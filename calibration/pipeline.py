@@ -222,8 +222,39 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
     return out or None
 
 
+# s12ep2 (docs/notes/s12ep2_rule.md, rule committed before the held-out figures under it): the
+# forwards of EP-only steps (pp == 1, ep > 1) at their own host rate `fwd_ep`, solved over the
+# fitting split's EP-only forwards (two blocking .tolist() and three all-to-all calls per MoE
+# layer that a PP forward does not issue), instead of the PP2 forwards' `fwd`
+ADOPT_EP_FWD_HOST_RATE = False
+
+
+def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
+                  gap: float | None) -> dict[str, list[float]]:
+    """Per direction, the host rates solved for each clean op of `h` (host_rates' rows)."""
+    rates: dict[str, list[float]] = {}
+    for key, g in h.groupby(list(CONFIG_KEYS)):
+        cfg = dict(zip(CONFIG_KEYS, key))
+        spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
+        pp, n = int(cfg["pp"]), int(cfg["num_microbatches"])
+        name = "1f1b" if pp == 1 else SCHEDULE_NAMES.get(str(cfg["schedule"]), str(cfg["schedule"]))
+        schedule = build_schedule(name, pp, n)
+        stages = stage_layers(spec.num_layers, schedule.num_model_stages)
+        ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, int(cfg["micro_batch_seqs"]),
+                            int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
+                            (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
+        for r in g.itertuples():
+            op_list = ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind)
+            rate = solved_host_rate_s(op_list, r.start_s - r.host_start_s, r.host_end_s - r.host_start_s, gap or 0.0)
+            if rate is not None:
+                rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
+    return rates
+
+
 def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
     """measured_host_s on given host marks (host_marks' rows, or a subset: one pipeline rank's)."""
+    ep_only = h[(h["split"] == "fit") & (h["pp"] == 1) & (h["ep"] > 1) & (h["kind"] == "F")
+                & ((h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)]
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
     # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
     # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
@@ -240,20 +271,12 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
         rates.setdefault("between_ops", []).extend(float(x) for x, ok in zip(gaps, g["clean"].to_numpy()[1:])
                                                    if x >= 0 and ok)
     h = h[h["clean"]]
-    for key, g in h.groupby(list(CONFIG_KEYS)):
-        cfg = dict(zip(CONFIG_KEYS, key))
-        spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
-        pp, n = int(cfg["pp"]), int(cfg["num_microbatches"])
-        schedule = build_schedule(SCHEDULE_NAMES.get(str(cfg["schedule"]), str(cfg["schedule"])), pp, n)
-        stages = stage_layers(spec.num_layers, schedule.num_model_stages)
-        ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, int(cfg["micro_batch_seqs"]),
-                            int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
-                            (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
-        for r in g.itertuples():
-            op_list = ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind)
-            rate = solved_host_rate_s(op_list, r.start_s - r.host_start_s, r.host_end_s - r.host_start_s, gap or 0.0)
-            if rate is not None:
-                rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
+    for d, v in _solved_rates(h, folder, gpu, profile, accumulate, gap).items():
+        rates.setdefault(d, []).extend(v)
+    if ADOPT_EP_FWD_HOST_RATE and not ep_only.empty:
+        solved = _solved_rates(ep_only, folder, gpu, profile, accumulate, gap).get("fwd")
+        if solved:
+            rates["fwd_ep"] = solved
     if gap is not None:
         rates["device_gap"] = [gap]
     return {d: float(np.median(v)) for d, v in rates.items() if v} or None
@@ -574,6 +597,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     B, S, label = int(row["micro_batch_seqs"]), int(row["seq_len"]), str(row["precision"])
     schedule = build_schedule(name, pp, n)
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
+    if host and pp == 1 and ep > 1 and "fwd_ep" in host:      # ADOPT_EP_FWD_HOST_RATE (s12ep2)
+        host = {**host, "fwd": host["fwd_ep"]}
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
                         accumulate_frac=(n - 1) / n, accumulate=accumulate, host=host)
            for s, layers in enumerate(stages)}

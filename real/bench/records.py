@@ -142,6 +142,13 @@ PIPELINE_HOST_COLS = [*_PROBE_COLS, "rep", "rank", "op_index", "kind", "microbat
                       "host_start_s", "host_end_s", *ENV_COLS, *DIST_ENV_COLS]
 PIPELINE_OP_KERNELS_COLS = [*_PROBE_COLS, "rank", "op_index", "kind", "microbatch", "chunk", "kernel", "calls",
                             "time_s", *ENV_COLS, *DIST_ENV_COLS]
+# real/pipeline/probe.py --kernel-events (s12ep2): the profiled step's every GPU activity (kernel,
+# memcpy, memset) with its stream and start/end, and every op's host range (event=op_host), in us
+# on the rank's profiler axis (profiler_t0_ns: that axis's zero on the host's clock, shared by the
+# ranks of one host); launch_us: the host start of the CPU op that launched it
+PIPELINE_KERNEL_EVENTS_COLS = [*_PROBE_COLS, "rank", "op_index", "kind", "microbatch", "chunk", "event", "name",
+                               "stream", "start_us", "end_us", "launch_us", "profiler_t0_ns", *ENV_COLS,
+                               *DIST_ENV_COLS]
 
 
 def env_cols(family: str) -> list[str]:

@@ -19,6 +19,12 @@ which: for each configuration (`--configs`, layout:schedule:micro-batches),
                            during whose host interval they were launched, autograd's thread
                            included; op_index = program length for the gradient reduction,
                            -1 for launches outside any op)
+  pipeline_kernel_events.csv  with --kernel-events (s12ep2), the same profiled step's every GPU
+                           activity one row each: name, stream, start/end in us on the rank's
+                           profiler axis, the host start of the CPU op that launched it and the
+                           op it belongs to (as above); and each op's host range (event=op_host)
+                           on that axis, so a forward's GPU tail past its host and the NCCL
+                           kernels' waits can be told kernel by kernel
 
 Rows carry split (fit | holdout, the rule of real/pipeline/bench.py: --holdout micro-batch
 counts) and the environment; each configuration's rows are written when it ends, so a run cut
@@ -40,7 +46,8 @@ import torch
 import torch.distributed as dist
 
 from real.bench.device import free_memory
-from real.bench.records import ENV_COLS, PIPELINE_HOST_COLS, PIPELINE_OP_KERNELS_COLS, log
+from real.bench.records import (ENV_COLS, PIPELINE_HOST_COLS, PIPELINE_KERNEL_EVENTS_COLS, PIPELINE_OP_KERNELS_COLS,
+                                log)
 from real.configs import get_spec
 from real.fp8 import BF16
 from real.model import build_model
@@ -50,6 +57,7 @@ from real.serve.hostpin import PIN_MODES
 from twin.core.schedules import build_schedule
 
 ANNOTATION = "pp_op/"
+COMPUTE_KINDS = ("F", "B", "W", "BW", "FB", "allreduce")   # an op's own kind (not its sends / receives)
 # EP first (its layout is one model build), DualPipeV at 16 last: a cut-short run loses the least
 DEFAULT_CONFIGS = ("ep2:1f1b:1,ep2:1f1b:4,pp2:zb1p:4,pp2:dualpipev:4,pp2:dualpipe:4,pp2:1f1b:4,"
                    "pp2:dualpipev:16")
@@ -113,7 +121,48 @@ def kernels_by_op(events) -> dict[int, dict[str, list]]:
     return out
 
 
-def _profiled_step(runner: AnnotatedRunner, tokens, targets, cuda: bool):
+def _device_kind(event) -> str:
+    return str(getattr(event, "device_type", "CPU")).rsplit(".", 1)[-1]
+
+
+def kernel_events(events) -> list[dict]:
+    """Every op's host range (event=op_host) and every GPU activity of a profiled step, one dict
+    each: name, stream (the profiler's device_resource_id), start_us / end_us on the profiler's
+    axis, launch_us (host start of the launching CPU op, the runtime call's correlation) and
+    op_index, the op whose `pp_op/<i>` host range holds that launch (-1: none or unlinked)."""
+    ranges = sorted((e.time_range.start, e.time_range.end, int(e.name[len(ANNOTATION):]))
+                    for e in events if e.name.startswith(ANNOTATION) and e.name[len(ANNOTATION):].isdigit()
+                    and _on_host(e))
+    starts = [r[0] for r in ranges]
+    out = [dict(op_index=i, event="op_host", name=f"{ANNOTATION}{i}", stream=-1, start_us=a, end_us=b, launch_us=a)
+           for a, b, i in ranges]
+    # CPU frontend ops by correlation id (a GPU activity's linked_correlation_id names its launcher)
+    launchers = {e.id: e for e in events
+                 if _on_host(e) and getattr(e, "linked_correlation_id", 0) == 0 and getattr(e, "id", None) is not None}
+    for e in events:
+        if _device_kind(e) not in ("CUDA", "HIP") or e.name.startswith(ANNOTATION):
+            continue
+        cpu = launchers.get(getattr(e, "linked_correlation_id", 0) or -1)
+        launch = cpu.time_range.start if cpu is not None else float("nan")
+        k = bisect.bisect_right(starts, launch) - 1 if cpu is not None else -1
+        op = ranges[k][2] if k >= 0 and launch <= ranges[k][1] else -1
+        activity = str(getattr(e, "activity_type", "") or "").lower()
+        kind = "memcpy" if "memcpy" in activity or e.name.startswith("Memcpy") else \
+            "memset" if "memset" in activity or e.name.startswith("Memset") else "kernel"
+        out.append(dict(op_index=op, event=kind, name=e.name[:200], stream=getattr(e, "device_resource_id", -1),
+                        start_us=e.time_range.start, end_us=e.time_range.end, launch_us=launch))
+    return out
+
+
+def _profiler_t0_ns(prof) -> int | str:
+    """The zero of the profiler's axis on the host's clock (kineto's trace start), '' if hidden."""
+    try:
+        return int(prof.profiler.kineto_results.trace_start_ns())
+    except Exception:   # noqa: BLE001 - a torch without it: the rows stay on their own axis
+        return ""
+
+
+def _profiled_step(runner: AnnotatedRunner, tokens, targets, cuda: bool, with_events: bool = False):
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     runner.annotate = True
     try:
@@ -121,7 +170,9 @@ def _profiled_step(runner: AnnotatedRunner, tokens, targets, cuda: bool):
             timeline = runner.step(tokens, targets)
     finally:
         runner.annotate = False
-    return timeline, kernels_by_op(prof.events())
+    events = prof.events()
+    detail = (kernel_events(events), _profiler_t0_ns(prof)) if with_events else ([], "")
+    return timeline, kernels_by_op(events), detail
 
 
 def main(argv=None) -> int:
@@ -142,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-max-microbatches", type=int, default=4,
                     help="profile only configurations with at most this many micro-batches (the "
                          "profiler's event parsing grows with the kernels of a step)")
+    ap.add_argument("--kernel-events", action="store_true",
+                    help="also write pipeline_kernel_events.csv: every GPU activity of the profiled step")
     ap.add_argument("--budget-s", type=float, default=100.0, help="no configuration starts after this")
     ap.add_argument("--pin", default="none", choices=PIN_MODES,
                     help="CPU pinning of each rank's main thread, as the bench's (real/serve/hostpin.py; default: none)")
@@ -165,6 +218,8 @@ def main(argv=None) -> int:
         log(f"pipeline probe: world {world}, {spec.name} x{spec.num_layers} layers, seq {S}, configs {args.configs}")
         host_csv = CsvFamily(args.out / "pipeline_host.csv", PIPELINE_HOST_COLS, append=True)
         kern_csv = CsvFamily(args.out / "pipeline_op_kernels.csv", PIPELINE_OP_KERNELS_COLS, append=True)
+        if args.kernel_events:
+            event_csv = CsvFamily(args.out / "pipeline_kernel_events.csv", PIPELINE_KERNEL_EVENTS_COLS, append=True)
     layouts = list(dict.fromkeys((pp, ep) for pp, ep, _, _ in configs))
     for pp, ep in layouts:
         if world % pp or (world // pp) % ep:
@@ -196,10 +251,11 @@ def main(argv=None) -> int:
                 runner.step(tokens, targets)
             timed = [runner.step(tokens, targets) for _ in range(args.reps)]
             kernels: dict = {}
+            detail: tuple = ([], "")
             if not args.no_profile and n <= args.profile_max_microbatches:
-                _, kernels = _profiled_step(runner, tokens, targets, cuda)
+                _, kernels, detail = _profiled_step(runner, tokens, targets, cuda, args.kernel_events)
             everyone: list = [None] * world
-            dist.all_gather_object(everyone, (timed, kernels, mesh.rank))
+            dist.all_gather_object(everyone, (timed, kernels, mesh.rank, detail))
             del runner
             for p in model.parameters():
                 p.grad = None
@@ -222,8 +278,8 @@ def main(argv=None) -> int:
                              for o in t.ops]
             host_csv.rows(rows)
             krows = []
-            for timelines, by_op, grank in everyone:
-                kinds = {o.op_index: o for o in timelines[-1].ops if o.kind in ("F", "B", "W", "BW", "FB", "allreduce")}
+            for timelines, by_op, grank, _ in everyone:
+                kinds = {o.op_index: o for o in timelines[-1].ops if o.kind in COMPUTE_KINDS}
                 for op_index, names in sorted(by_op.items()):
                     o = kinds.get(op_index)
                     for kname, (calls, secs) in sorted(names.items()):
@@ -231,12 +287,26 @@ def main(argv=None) -> int:
                                           microbatch=o.microbatch if o else -1, chunk=o.chunk if o else -1,
                                           kernel=kname[:200], calls=calls, time_s=secs, **envcols))
             kern_csv.rows(krows)
-            log(f"{label}: {len(rows)} op rows, {len(krows)} kernel rows")
+            erows = []
+            for timelines, _, grank, (events, t0_ns) in everyone:
+                # an op index names a compute op and the sends / receives around it: the compute op's
+                kinds = {o.op_index: o for o in timelines[-1].ops}
+                kinds.update({o.op_index: o for o in timelines[-1].ops if o.kind in COMPUTE_KINDS})
+                for ev in events:
+                    o = kinds.get(ev["op_index"])
+                    erows.append(dict(**common, rank=grank, kind=o.kind if o else "",
+                                      microbatch=o.microbatch if o else -1, chunk=o.chunk if o else -1,
+                                      profiler_t0_ns=t0_ns, **ev, **envcols))
+            if args.kernel_events:
+                event_csv.rows(erows)
+            log(f"{label}: {len(rows)} op rows, {len(krows)} kernel rows, {len(erows)} kernel events")
         del model
         free_memory()
     if rank == 0:
         host_csv.close()
         kern_csv.close()
+        if args.kernel_events:
+            event_csv.close()
         env["elapsed_s"] = time.perf_counter() - t_start
         env_path.write_text(json.dumps(env, indent=2, default=str))
         log(f"pipeline probe done in {env['elapsed_s']:.1f} s")

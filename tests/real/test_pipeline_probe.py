@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch.multiprocessing as mp
 
-from real.pipeline.probe import kernels_by_op, parse_configs
+from real.pipeline.probe import kernel_events, kernels_by_op, parse_configs
 from tests.ports import free_port
 
 
@@ -31,6 +31,35 @@ def test_kernels_belong_to_the_op_whose_host_range_launched_them():
     assert got[-1] == {"copy": [1, pytest.approx(2e-6)]}
 
 
+def _gpu(name, start, end, corr, stream=7):
+    return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end), device_type="DeviceType.CUDA",
+                           linked_correlation_id=corr, device_resource_id=stream, activity_type="kernel", id=0)
+
+
+def test_kernel_events_give_every_gpu_activity_its_stream_times_and_launching_op():
+    """A GPU activity belongs to the op whose host range holds the start of the CPU op that
+    launched it (linked by correlation id), whenever it runs on the GPU: a kernel launched in op 0
+    that runs during op 1's host range stays op 0's (the forward's GPU tail)."""
+    mm = SimpleNamespace(name="aten::mm", time_range=SimpleNamespace(start=10, end=20), device_type="DeviceType.CPU",
+                         linked_correlation_id=0, id=11)
+    a2a = SimpleNamespace(name="c10d::alltoall", time_range=SimpleNamespace(start=120, end=125),
+                          device_type="DeviceType.CPU", linked_correlation_id=0, id=12)
+    events = [_event("pp_op/0", 0, 100), _event("pp_op/1", 100, 300), mm, a2a,
+              _event("pp_op/1", 150, 160, device="DeviceType.CUDA"),       # the GPU-side mirror: no row
+              _gpu("gemm_kernel", 90, 140, corr=11, stream=7),            # launched in op 0, runs into op 1
+              _gpu("ncclDevKernel_SendRecv", 130, 400, corr=12, stream=21),
+              _gpu("Memcpy DtoH (Device -> Pinned)", 5, 6, corr=99, stream=7)]   # launcher not seen
+    rows = kernel_events(events)
+    hosts = [r for r in rows if r["event"] == "op_host"]
+    assert [(r["op_index"], r["start_us"], r["end_us"]) for r in hosts] == [(0, 0, 100), (1, 100, 300)]
+    by_name = {r["name"]: r for r in rows if r["event"] != "op_host"}
+    assert set(by_name) == {"gemm_kernel", "ncclDevKernel_SendRecv", "Memcpy DtoH (Device -> Pinned)"}
+    gemm, nccl, copy = by_name["gemm_kernel"], by_name["ncclDevKernel_SendRecv"], by_name["Memcpy DtoH (Device -> Pinned)"]
+    assert (gemm["op_index"], gemm["stream"], gemm["start_us"], gemm["end_us"], gemm["launch_us"]) == (0, 7, 90, 140, 10)
+    assert (nccl["op_index"], nccl["stream"], nccl["launch_us"], nccl["event"]) == (1, 21, 120, "kernel")
+    assert copy["op_index"] == -1 and copy["event"] == "memcpy"
+
+
 def test_configs_parse_and_refuse_what_they_are_not():
     assert parse_configs("pp2:zb1p:4,ep2:1f1b:1") == [(2, 1, "zb1p", 4), (1, 2, "1f1b", 1)]
     with pytest.raises(SystemExit):
@@ -44,11 +73,12 @@ def _probe_worker(rank, world, port, out):
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    assert main(["--out", str(out), "--tiny", "--configs", "pp2:zb1p:4", "--warmup", "0", "--reps", "1"]) == 0
+    assert main(["--out", str(out), "--tiny", "--configs", "pp2:zb1p:4", "--warmup", "0", "--reps", "1",
+                 "--kernel-events"]) == 0
 
 
 def test_probe_writes_host_and_stream_marks_of_every_op(tmp_path):
-    from real.bench.records import PIPELINE_HOST_COLS, PIPELINE_OP_KERNELS_COLS
+    from real.bench.records import PIPELINE_HOST_COLS, PIPELINE_KERNEL_EVENTS_COLS, PIPELINE_OP_KERNELS_COLS
 
     mp.spawn(_probe_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
     with open(tmp_path / "pipeline_host.csv", newline="") as f:
@@ -63,3 +93,11 @@ def test_probe_writes_host_and_stream_marks_of_every_op(tmp_path):
         assert float(r["host_end_s"]) >= float(r["host_start_s"])
     with open(tmp_path / "pipeline_op_kernels.csv", newline="") as f:
         assert csv.DictReader(f).fieldnames == PIPELINE_OP_KERNELS_COLS
+    with open(tmp_path / "pipeline_kernel_events.csv", newline="") as f:   # --kernel-events
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == PIPELINE_KERNEL_EVENTS_COLS
+        events = list(reader)
+    hosts = [r for r in events if r["event"] == "op_host"]      # on CPU no GPU activity: the ops' host ranges
+    assert {r["rank"] for r in hosts} == {"0", "1"}
+    assert len([r for r in hosts if r["kind"] in ("F", "B", "W")]) == 2 * 3 * 4
+    assert all(float(r["end_us"]) >= float(r["start_us"]) and r["profiler_t0_ns"] for r in hosts)

@@ -1,0 +1,31 @@
+"""real/campaigns/s12ep2.sh (issue 13: the 2xH200 EP2 step's forward tail): its probe part on two
+gloo ranks (tiny shapes), the EP2 configurations of s12ep's ep2 part under real.pipeline.probe
+--kernel-events; the ep2 part is s12ep.sh's command (tests/real/test_real_pipeline.py runs it)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_s12ep2_campaign_probe_part_cpu_dry_run(tmp_path):
+    env = {**os.environ, "PY": sys.executable, "S12EP2_TINY": "1", "S12EP2_PARTS": "probe",
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "S12EP2_TIMEOUT_SCALE": "4"}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s12ep2.sh"), str(tmp_path)], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=300)
+    d = tmp_path / "s12ep2"
+    log = (d / "s12ep2.log").read_text()
+    assert "s12ep2 part probe rc=0" in log, log[-2000:]
+    assert "part ep2" not in log                                  # S12EP2_PARTS chose the probe only
+    with open(d / "probe" / "pipeline_host.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the EP2 configurations of s12ep's ep2 part, 2 micro-batches held out as there
+    assert {(r["pp"], r["ep"], r["num_microbatches"], r["split"]) for r in rows} == {
+        ("1", "2", "1", "fit"), ("1", "2", "2", "holdout"), ("1", "2", "4", "fit")}
+    with open(d / "probe" / "pipeline_kernel_events.csv", newline="") as f:
+        events = list(csv.DictReader(f))
+    assert {r["num_microbatches"] for r in events} == {"1", "2", "4"}   # every configuration profiled
+    assert {r["num_gpus"] for r in events} == {"2"} and all(r["timestamp_utc"] for r in events)
