@@ -41,34 +41,8 @@ tiny=${S12EP_TINY:-0}
 pipe_extra=${S12EP_PIPE_ARGS:-}
 scale=${S12EP_TIMEOUT_SCALE:-1}
 parts=" ${S12EP_PARTS:-ep ep2 pp2} "
-log="$root/s12ep.log"
-echo "s12ep campaign $(date -u +%FT%TZ)" | tee -a "$log"
-{ date -u +%FT%TZ; nvidia-smi 2>/dev/null; nvidia-smi topo -m 2>/dev/null; nproc; cat /proc/loadavg; } \
-  > "$root/host_s12ep.txt" 2>&1
-if [ "$tiny" = "1" ]; then
-  ngpu=2   # CPU dry run: two gloo ranks
-else
-  ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
-fi
-if [ "$ngpu" -lt 2 ]; then
-  echo "s12ep: $ngpu GPUs, needs 2: nothing run" | tee -a "$log"
-  echo "s12ep done $(date -u +%FT%TZ)" | tee -a "$log"
-  exit 0
-fi
-[ "$tiny" = "1" ] || export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1}
-gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-echo "s12ep: $ngpu GPUs ($gpu_name)" | tee -a "$log"
-
-part() {  # part NAME TIMEOUT_S CMD...: one torchrun under `timeout`, its rc and wall time logged
-  local name=$1 limit=$(( $2 * scale ))
-  shift 2
-  [[ "$parts" == *" $name "* ]] || return 0
-  local start
-  start=$(date +%s)
-  timeout --kill-after=5 "$limit" "$@" >> "$log" 2>&1
-  echo "s12ep part $name rc=$? wall_s=$(( $(date +%s) - start ))" | tee -a "$log"
-}
-torchrun=("$PY" -m torch.distributed.run --standalone --nproc-per-node 2)
+campaign=s12ep
+. "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the two-GPU check, part(), torchrun
 
 quick=()
 [ "$tiny" = "1" ] && quick=(--quick)
