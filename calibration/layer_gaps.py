@@ -487,8 +487,17 @@ def function_kernels(hd: pd.DataFrame, gpu: str, profile) -> pd.Series:
     return pd.Series(out, index=hd.index, dtype=float)
 
 
+# Which fitting rows give the `fwd` / `bwd` rates (docs/notes/s13mla_rule.md): "class" (adopted since
+# s8mla) the rows whose kernels are all autograd-class (BF16); tested by s13mla on the committed
+# records, NOT adopted: "every_solved" (R2) every row of the phase, each FP8 row's autograd-class rate
+# solved with the `infer` rate for its kernels inside autograd.Functions; "every_raw" (R) every row's
+# host_s / kernels. `python -m calibration.host_rate_rows` repeats the test.
+HOST_RATE_ROWS = "class"
+HOST_RATE_ROW_RULES = ("class", "every_solved", "every_raw")
+
+
 def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: dict | None = None,
-                    profile=None) -> dict:
+                    profile=None, rows: str = HOST_RATE_ROWS) -> dict:
     """{"fwd": s, "bwd": s, "infer": s}: host dispatch seconds per launched kernel of real/'s eager
     layers, measured (host_dispatch.csv, real/bench/host_dispatch.py): per fitting-split layer row
     host_s / its own kernels (net_kernels) less the radix-sort kernels its sorts launch from one
@@ -508,16 +517,39 @@ def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: di
     path = Path(root) / gpu / "host_dispatch.csv"
     if not path.is_file():
         return {}
-    return host_rates_of(pd.read_csv(path), gpu, radix, profile)
+    return host_rates_of(pd.read_csv(path), gpu, radix, profile, rows)
 
 
-def host_rates_of(hd: pd.DataFrame, gpu: str, radix: dict | None = None, profile=None) -> dict:
-    """measured_host_s on host_dispatch rows given as a frame (one round's, one run's)."""
+def host_rates_of(hd: pd.DataFrame, gpu: str, radix: dict | None = None, profile=None,
+                  rows: str = HOST_RATE_ROWS) -> dict:
+    """measured_host_s on host_dispatch rows given as a frame (one round's, one run's); `rows`
+    chooses the rows of the `fwd` / `bwd` medians (HOST_RATE_ROWS; without `profile` every row's
+    host_s / kernels)."""
+    if rows not in HOST_RATE_ROW_RULES:
+        raise ValueError(f"rows={rows!r}: expected one of {', '.join(HOST_RATE_ROW_RULES)}")
     hd = hd.assign(net=net_kernels(hd) - (radix_kernels_of_rows(hd, radix) if radix else 0.0))
     hd = hd[(hd["split"] == "fit") & hd["phase"].isin(HOST_PHASES) & (hd["net"] > 0) & (hd["host_s"] > 0)]
-    if profile is not None and not hd.empty:
-        hd = hd[function_kernels(hd, gpu, profile) == 0]
-    return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
+    if profile is None or hd.empty or rows == "every_raw":
+        return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
+    fk = function_kernels(hd, gpu, profile)
+    if rows == "class":
+        hd = hd[fk == 0]
+        return {ph: float((g["host_s"] / g["net"]).median()) for ph, g in hd.groupby("phase")}
+    return _class_solved_rates(hd.assign(fk=fk))
+
+
+def _class_solved_rates(hd: pd.DataFrame) -> dict:
+    """Per phase the median over every row of its autograd-class rate: the no-grad `infer` rate
+    (every infer row's host_s / kernels) charged to the row's kernels inside autograd.Functions
+    (`fk`), the rest of its host time over its other kernels. Rows with no other kernel, and rows
+    with Function kernels where no infer row gives their rate, are left out."""
+    infer = hd[hd["phase"] == "infer"]
+    out = {"infer": float((infer["host_s"] / infer["net"]).median())} if len(infer) else {}
+    for ph, g in hd[hd["phase"] != "infer"].groupby("phase"):
+        g = g[(g["net"] > g["fk"]) & ((g["fk"] == 0) | ("infer" in out))]
+        if len(g):
+            out[ph] = float(((g["host_s"] - g["fk"] * out.get("infer", 0.0)) / (g["net"] - g["fk"])).median())
+    return out
 
 
 # the layers whose host time the per-operator rule takes per dispatched aten operator (module docstring)
@@ -663,7 +695,8 @@ def _committed_profile(gpu: str):
 
 
 def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | str = rec.MEASUREMENTS_DIR,
-                per_op: bool = ADOPT_HOST_PER_OP, call_edges: bool = ADOPT_CALL_EDGES, loop_edges: bool = False) -> dict:
+                per_op: bool = ADOPT_HOST_PER_OP, call_edges: bool = ADOPT_CALL_EDGES, loop_edges: bool = False,
+                host_rows: str = HOST_RATE_ROWS) -> dict:
     """Profile.eager of a GPU from its kernel records and the fitting split ({} without kernels.csv),
     with the measured host time per kernel where host_dispatch.csv is committed (and, with
     `per_op`, the per-operator rule's host_s_per_op and aten_ops: module docstring)."""
@@ -673,7 +706,7 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     if not counts:
         return {}
     radix = radix_sort_kernels(gpu, root)
-    host = measured_host_s(gpu, root, radix, base)
+    host = measured_host_s(gpu, root, radix, base, host_rows)
     hd_path = Path(root) / gpu / "host_dispatch.csv"
     hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame(columns=["config"])
     per_op, op_counts = (measured_host_s_per_op(hd), aten_op_counts(hd)) if per_op else ({}, {})
