@@ -93,7 +93,7 @@ def compare(candidates=CANDIDATES, gpus=GPUS, before: dict | None = None) -> dic
     return out
 
 
-def rate_bound(gpu: str = "h100", fwd_us=np.arange(18.0, 34.01, 0.5), bwd_us=np.arange(18.0, 60.01, 1.0)) -> dict:
+def rate_bound(gpu: str = "h100", fwd_us=np.arange(18.0, 34.01, 1.0), bwd_us=np.arange(18.0, 60.01, 2.0)) -> dict:
     """The lowest held-out MLA-layer P90 any (fwd, bwd) host rate pair reaches on `gpu`'s committed
     records (`infer` kept): a bound chosen WITH held-out knowledge, never adoptable; it says whether
     a host-rate estimator can meet the P90 target at all."""

@@ -95,7 +95,12 @@ def _kind_summary(gpu: str, kind: str):
 # median); nor s12mla2's second rule (both grids from one H100 board, h100/s12mla_full_round1:
 # the committed core rows replaced, tail term: kernels median 2.83% -> 2.91%, cp_block 6.4%; mla_layer
 # P90 13.87%); what stays above 10% is host: the FP8 backward at 1 x 4,096 -21% (its P10-P90 4.6-7.2
-# ms) and the BF16 forward at 4 x 1,024 +14.5%. Decode met on the H100 since
+# ms) and the BF16 forward at 4 x 1,024 +14.5%. s13mla: the host rates are already the median over
+# every fitting host_dispatch row of their op class (3 BF16 rows a direction, V3-slice only); taking
+# every fitting row (FP8 ones too) was tested under a rule committed first and not adopted (H100
+# 8.8% / 40.3% and 7.0% / 19.3%, docs/notes/s13mla_rule.md), and no host rate reaches the P90: the
+# held-out FP8 and BF16 backwards at 4 x 1,024 and 1 x 4,096, host-bound with one op list, differ
+# 1.33x and 1.27x in the records, which bounds the P90 at >= 10.5% (a scan of rates: 14.35%). Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
 # reductions and memsets in the op list, the attention's elementwise rates (decode_gemm.csv); its
