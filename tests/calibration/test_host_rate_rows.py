@@ -91,3 +91,26 @@ def test_the_rule_wants_the_mla_p90_down_and_nothing_met_lost():
     assert any("decode" in f for f in judge(BEFORE, {**good, "decode": (0.037, 0.092)}, "h100"))
     # a kind missing its target before is not held to it (the H200 judges only what it meets)
     assert judge({**BEFORE, "mla_layer": (0.02, 0.09)}, {**BEFORE, "mla_layer": (0.02, 0.093)}, "h200") == []
+
+
+def test_the_class_rule_rewrites_the_committed_eager_terms_unchanged(tmp_path):
+    """The comparison's candidate profiles differ from the committed ones only by the row rule."""
+    from calibration.host_rate_rows import candidate_profiles
+    if not (rec.MEASUREMENTS_DIR / "h200" / "host_dispatch.csv").is_file():
+        pytest.skip("no h200 host_dispatch records")
+    out = candidate_profiles("class", tmp_path, gpus=("h200",))
+    assert json.loads((out / "h200.json").read_text()) == json.loads((PROFILES_DIR / "h200.json").read_text())
+
+
+def test_the_rate_bound_at_the_committed_rates_is_todays_figure():
+    """One grid point at the committed rates gives the held-out MLA figures the profile gives."""
+    from calibration.host_rate_rows import rate_bound
+    from calibration.validate import predict_cases
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
+    host = prof.eager["host_s"]
+    b = rate_bound("h100", fwd_us=[host["fwd"] * 1e6], bwd_us=[host["bwd"] * 1e6])
+    df = rec.load_records("h100")
+    cases, _ = predict_cases(df[df["bench"].isin(["mla_layer_fwd", "mla_layer_bwd"])], "h100", prof)
+    err = np.array([abs(c["rel_error"]) for c in cases if c["held_out"]])
+    assert b["figures"] == pytest.approx((np.median(err), np.percentile(err, 90)))
+    assert len(b["errors"]) == err.size
