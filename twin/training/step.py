@@ -1327,6 +1327,14 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
     return out
 
 
+def with_grad_queue(mems: list[dict], queue: list[tuple[float, float, float]]) -> list[dict]:
+    """rank_memory's count with the gradients waiting in plan.pp_grad_sync 'every_backward''s queue
+    (grad_sync_queue): those beyond the saved activations' peak (and, an upper bound, beside the
+    recomputed block and the loss, which the count puts at that peak). The simulator and the plan
+    screen both count it this way, so that they agree on which plans fit."""
+    return [{**mem, "grad_queue": max(0.0, q[2] - mem["activations"])} for mem, q in zip(mems, queue)]
+
+
 def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
     """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share):
     its blocks, the embedding on the first stage, the output projection (a copy unless tied on the
@@ -1419,53 +1427,71 @@ def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule,
     model_chunk_idx > 0); their gather is launched once the previous chunk's last bucket is waited
     on, during that chunk's first forward, and runs beside the pipeline's warm-up: not charged
     here (a bound in the twin's favour where it would not finish in time)."""
-    p = sc.plan
-    if p.param_gather_kind != "megatron_chained":
+    if sc.plan.param_gather_kind != "megatron_chained":
         return [0.0] * schedule.num_ranks
-    gpu = sc.gpu
-    ranks = sc.dp * p.cp
-    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
-    per_node = dp_ranks_per_node(sc, gpu)
-
-    def gather_s(params: float) -> float:
-        return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
-
-    def gemm_params(stage: int) -> float:
-        return sum(float(op.n * op.k * op.groups) for ops in costs.stage_ops(stage) for op in ops if op.kind in GEMM_KINDS)
-
     out = []
     for rank in range(schedule.num_ranks):
-        params = mems[rank]["weights"] / memory.WEIGHT_BYTES
-        if rank > 0:   # its first chunk's share of the rank's parameters (all of them without interleaving)
-            chunks = [gemm_params(schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
-            out.append(gather_s(params * chunks[0] / sum(chunks) if sum(chunks) else params))
+        if rank > 0:
+            out.append(later_rank_gather_s(sc, costs, schedule, mems, rank, link_bw_scale))
             continue
-        # rank 0's first chunk, op by op in forward order: where in its forward each op starts
-        # (the block's serial forward time spread over its ops by their own compute time) and the
-        # weights it holds (a GEMM's n x k; the rest of the rank's parameters, the embeddings and
-        # norms, with the chunk's first op: they are used first)
-        stage = schedule.stage_of(0, 0)
-        starts, weights = [], []
-        elapsed = 0.0
-        for ops in costs.stage_ops(stage):
-            block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
-            own = [costs._compute_s([op], "fwd") for op in ops]
-            total = sum(own) or 1.0
-            done = 0.0
-            for op, op_s in zip(ops, own):
-                starts.append(elapsed + block_s * done / total)
-                weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
-                done += op_s
-            elapsed += block_s
-        chunk_gemm = sum(weights)
-        rank_gemm = sum(gemm_params(schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
-        if weights:
-            weights[0] += max(0.0, params - rank_gemm)
-        bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
-                  if p.overlap_grad_reduce else None)
-        buckets = megatron_buckets(weights, bucket)
-        out.append(chained_gather_exposed_s([(starts[i], gather_s(n)) for i, n in buckets]) if chunk_gemm or params else 0.0)
+        buckets = first_rank_gather_buckets(sc, costs, schedule, mems, link_bw_scale)
+        out.append(chained_gather_exposed_s([(at_s, gather_s) for at_s, _, gather_s in buckets]))
     return out
+
+
+def _param_gather_s(sc: Scenario, params: float, link_bw_scale: float) -> float:
+    """One BF16 all-gather of `params` parameters over the data-parallel group (DP x CP ranks, the
+    distributed optimizer's group), across nodes through the NICs of the group's ranks on a node."""
+    p, gpu = sc.plan, sc.gpu
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale,
+                                       dp_ranks_per_node(sc, gpu))
+
+
+def _gemm_params(costs: "StepCosts", stage: int) -> float:
+    return sum(float(op.n * op.k * op.groups) for ops in costs.stage_ops(stage) for op in ops if op.kind in GEMM_KINDS)
+
+
+def later_rank_gather_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict], rank: int,
+                        link_bw_scale: float = 1.0) -> float:
+    """A pipeline rank after the first: its first chunk's share of its parameters (all of them without
+    interleaving) gathered in one piece from the step's start (no buckets past pipeline rank 0)."""
+    params = mems[rank]["weights"] / memory.WEIGHT_BYTES
+    chunks = [_gemm_params(costs, schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
+    return _param_gather_s(sc, params * chunks[0] / sum(chunks) if sum(chunks) else params, link_bw_scale)
+
+
+def first_rank_gather_buckets(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
+                              link_bw_scale: float = 1.0) -> list[tuple[float, float, float]]:
+    """Pipeline rank 0's first chunk in Megatron's buckets, in forward order: (seconds of its first
+    forward before the first op using the bucket, the bucket's parameters, its all-gather seconds).
+    Where in the forward each op starts: the block's serial forward time spread over its ops by their
+    own compute time; the weights an op holds: a GEMM's n x k, and the rest of the rank's parameters
+    (the embeddings and norms) with the chunk's first op, which uses them first."""
+    p = sc.plan
+    params = mems[0]["weights"] / memory.WEIGHT_BYTES
+    stage = schedule.stage_of(0, 0)
+    starts, weights = [], []
+    elapsed = 0.0
+    for ops in costs.stage_ops(stage):
+        block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
+        own = [costs._compute_s([op], "fwd") for op in ops]
+        total = sum(own) or 1.0
+        done = 0.0
+        for op, op_s in zip(ops, own):
+            starts.append(elapsed + block_s * done / total)
+            weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
+            done += op_s
+        elapsed += block_s
+    if not sum(weights) and not params:
+        return []
+    rank_gemm = sum(_gemm_params(costs, schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
+    if weights:
+        weights[0] += max(0.0, params - rank_gemm)
+    bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
+              if p.overlap_grad_reduce else None)
+    return [(starts[i], n, _param_gather_s(sc, n, link_bw_scale)) for i, n in megatron_buckets(weights, bucket)]
 
 
 # torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
@@ -1490,6 +1516,14 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
     return pipe.makespan_s - pipe.covered_s[worst], pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
+def plan_profile(sc: Scenario, profile: Profile | None = None) -> Profile:
+    """The profile a plan's ops are costed with: `profile` (default: the GPU's calibrated one) with
+    the plan's attention kernel and FP8 recipe (Profile.with_attention_kernel, with_fp8_recipe).
+    The simulator and the plan screen both take it from here."""
+    return ((profile or load_profile(sc.gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+            .with_fp8_recipe(sc.plan.fp8_recipe))
+
+
 def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
                       ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
     """A step's schedule, costs and per-rank memory, the last few kept: a plan search takes a
@@ -1503,8 +1537,7 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     if hit is not None:
         return hit
     gpu = sc.gpu
-    profile = ((profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
-               .with_fp8_recipe(sc.plan.fp8_recipe))
+    profile = plan_profile(sc, profile)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
     imbalance = routing_loads(sc, perturb)
@@ -1631,9 +1664,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     if every:
         if not record_events:
             pipe = dataclasses.replace(pipe, events=[], op_spans=())
-        # the gradients waiting in the queue, beyond the saved activations' peak (and, an upper
-        # bound, beside the recomputed block and the loss, which the count puts at that peak)
-        mems = [{**mem, "grad_queue": max(0.0, q[2] - mem["activations"])} for mem, q in zip(mems, queue)]
+        mems = with_grad_queue(mems, queue)
         totals = [sum(mem.values()) for mem in mems]
         worst = max(range(len(totals)), key=totals.__getitem__)
         if check_memory and totals[worst] > gpu.hbm_bytes:
