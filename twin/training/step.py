@@ -1409,9 +1409,10 @@ def chained_gather_exposed_s(buckets: list[tuple[float, float]]) -> float:
 
 def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
                            link_bw_scale: float = 1.0) -> list[float]:
-    """Per pipeline rank, the earliest its first op (its first forward) can start because of the
-    parameter all-gather that follows the optimizer step, from the step's start (0 for every rank
-    unless plan.param_gather_kind = 'megatron_chained').
+    """Per pipeline rank, the earliest its first op (its first forward) can start because of what
+    Megatron runs before it: the gradient buffer's memset (grad_buffer_zero_s; plan.grad_buckets
+    'megatron') and, after it, the parameter all-gather that follows the optimizer step (plan.param_gather_kind
+    'megatron_chained'), from the step's start (0 for every rank of other plans).
 
     Megatron-LM core_r0.8.0 with --overlap-param-gather gathers each model chunk's BF16 parameter
     buffer over the data-parallel ranks (DistributedOptimizer._dispatch_gather_model_params) in the
@@ -1427,16 +1428,32 @@ def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule,
     model_chunk_idx > 0); their gather is launched once the previous chunk's last bucket is waited
     on, during that chunk's first forward, and runs beside the pipeline's warm-up: not charged
     here (a bound in the twin's favour where it would not finish in time)."""
+    zero = grad_buffer_zero_s(sc, costs, mems)   # runs first: the gathers are ordered after it
     if sc.plan.param_gather_kind != "megatron_chained":
-        return [0.0] * schedule.num_ranks
+        return zero
     out = []
     for rank in range(schedule.num_ranks):
         if rank > 0:
-            out.append(later_rank_gather_s(sc, costs, schedule, mems, rank, link_bw_scale))
+            out.append(zero[rank] + later_rank_gather_s(sc, costs, schedule, mems, rank, link_bw_scale))
             continue
         buckets = first_rank_gather_buckets(sc, costs, schedule, mems, link_bw_scale)
-        out.append(chained_gather_exposed_s([(at_s, gather_s) for at_s, _, gather_s in buckets]))
+        out.append(zero[0] + chained_gather_exposed_s([(at_s, gather_s) for at_s, _, gather_s in buckets]))
     return out
+
+
+def grad_buffer_zero_s(sc: Scenario, costs: "StepCosts", mems: list[dict]) -> list[float]:
+    """Per pipeline rank, the seconds of zeroing Megatron's gradient buffer at the step's start (0
+    unless plan.grad_buckets = 'megatron', Megatron-LM's DDP). core_r0.8.0 train_step calls
+    model_chunk.zero_grad_buffer() for every chunk (DistributedDataParallel.zero_grad_buffer ->
+    ParamAndGradBuffer.reset: self.grad_data.zero_(), the whole contiguous buffer, in
+    plan.grad_reduce_dtype: FP32 for BF16 runs, arguments.py accumulate_allreduce_grads_in_fp32)
+    before optimizer.zero_grad(), which dispatches the first parameter all-gather. The memset runs on
+    the compute stream before the first forward, and ProcessGroupNCCL orders that all-gather after
+    it: both start once it ends."""
+    if sc.plan.grad_buckets != "megatron":
+        return [0.0] * len(mems)
+    grad_bytes = GRAD_REDUCE_BYTES[sc.plan.grad_reduce_dtype]
+    return [compute.memory_time_s(mem["weights"] / memory.WEIGHT_BYTES * grad_bytes, sc.gpu, costs.profile) for mem in mems]
 
 
 def _param_gather_s(sc: Scenario, params: float, link_bw_scale: float) -> float:
@@ -1465,33 +1482,47 @@ def later_rank_gather_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, me
 def first_rank_gather_buckets(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
                               link_bw_scale: float = 1.0) -> list[tuple[float, float, float]]:
     """Pipeline rank 0's first chunk in Megatron's buckets, in forward order: (seconds of its first
-    forward before the first op using the bucket, the bucket's parameters, its all-gather seconds).
-    Where in the forward each op starts: the block's serial forward time spread over its ops by their
-    own compute time; the weights an op holds: a GEMM's n x k, and the rest of the rank's parameters
-    (the embeddings and norms) with the chunk's first op, which uses them first."""
-    p = sc.plan
+    forward before the first op using the bucket, the bucket's parameters, its all-gather seconds);
+    where each op starts and what it holds: first_chunk_params_in_forward_order."""
+    ops, starts, weights = first_chunk_params_in_forward_order(sc, costs, schedule, mems)
+    if not sum(weights):
+        return []
+    return [(starts[i], n, _param_gather_s(sc, n, link_bw_scale))
+            for i, n in megatron_buckets(weights, megatron_bucket_params(sc))]
+
+
+def megatron_bucket_params(sc: Scenario) -> float | None:
+    """Megatron's DDP bucket on pipeline rank 0's first chunk: max(40M, 1M x DP) parameters with
+    --overlap-grad-reduce, else one bucket (DistributedDataParallel.__init__ @ core_r0.8.0)."""
+    if not sc.plan.overlap_grad_reduce:
+        return None
+    return max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
+
+
+def first_chunk_params_in_forward_order(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict]
+                                        ) -> tuple[list[Op], list[float], list[float]]:
+    """Pipeline rank 0's first chunk op by op in forward order: the ops, the seconds of the forward
+    before each starts (its block's serial forward spread over the block's ops by their own compute
+    time) and the parameters each holds (a GEMM's n x k; the rest of the rank's parameters, the
+    embeddings and norms, with the chunk's first op, which uses them first)."""
     params = mems[0]["weights"] / memory.WEIGHT_BYTES
-    stage = schedule.stage_of(0, 0)
-    starts, weights = [], []
+    out_ops, starts, weights = [], [], []
     elapsed = 0.0
-    for ops in costs.stage_ops(stage):
+    for ops in costs.stage_ops(schedule.stage_of(0, 0)):
         block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
         own = [costs._compute_s([op], "fwd") for op in ops]
         total = sum(own) or 1.0
         done = 0.0
         for op, op_s in zip(ops, own):
+            out_ops.append(op)
             starts.append(elapsed + block_s * done / total)
             weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
             done += op_s
         elapsed += block_s
-    if not sum(weights) and not params:
-        return []
     rank_gemm = sum(_gemm_params(costs, schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
     if weights:
         weights[0] += max(0.0, params - rank_gemm)
-    bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
-              if p.overlap_grad_reduce else None)
-    return [(starts[i], n, _param_gather_s(sc, n, link_bw_scale)) for i, n in megatron_buckets(weights, bucket)]
+    return out_ops, starts, weights
 
 
 # torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
@@ -1703,14 +1734,21 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
-    if any(release):   # rank 0's wait on the chain (a later rank's whole gather, from the step's start, is in the trace)
-        op_time["dp_param_gather_wait"] = release[0]
+    zero = grad_buffer_zero_s(sc, costs, mems)
+    if any(zero):   # Megatron's gradient buffer zeroed before the first forward
+        op_time["grad_buffer_zero"] = zero[busiest]
+    if sc.plan.param_gather_kind == "megatron_chained":
+        # rank 0's wait on the chain after the memset (a later rank's whole gather is in the trace)
+        op_time["dp_param_gather_wait"] = release[0] - zero[0]
     if tied_s > 0:
         op_time["pp_embedding_all_reduce"] = tied_s
     tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s, fsdp_tail)) if record_events else ()
-    if record_events and any(release):
-        tail_events += tuple(Event(r, "comm", "dp_param_all_gather", "step", -1, 0, 0.0, release[r])
-                             for r in range(schedule.num_ranks) if release[r] > 0)
+    if record_events and any(zero):
+        tail_events += tuple(Event(r, "compute", "grad_buffer_zero", "step", -1, 0, 0.0, zero[r])
+                             for r in range(schedule.num_ranks))
+    if record_events and sc.plan.param_gather_kind == "megatron_chained":
+        tail_events += tuple(Event(r, "comm", "dp_param_all_gather", "step", -1, 0, zero[r], release[r])
+                             for r in range(schedule.num_ranks) if release[r] > zero[r])
     if record_events and tied_s > 0:
         tail_events += tuple(Event(r, "comm", "pp_embedding_all_reduce", "step", -1, 0, tied_start, tied_start + tied_s)
                              for r in tied_ranks)
