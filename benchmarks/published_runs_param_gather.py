@@ -99,7 +99,8 @@ def show(b: dict) -> None:
     print(f"   DP group: {b['dp_ranks_per_node']} rank(s) a node over {b['dp_nodes']} nodes -> {b['dp_ranks_per_node']} "
           f"NIC(s) a node for it ({b['groups_per_node']} DP groups gather at once on a node's 8 NICs); "
           f"bucket {b['bucket_params'] / 1e6:.0f}M parameters")
-    print(f"   rank 0: {b['rank0_params'] / 1e9:.2f}B parameters in {b['buckets']} buckets, gathers {b['gather_total_s'] * 1e3:.0f} ms "
+    print(f"   rank 0: {b['rank0_params'] / 1e9:.2f}B parameters in {b['buckets']} buckets, gathers "
+          f"{b['gather_total_s'] * 1e3:.0f} ms "
           f"(first bucket {b['first_bucket_s'] * 1e3:.1f} ms, median {b['median_gather_s'] * 1e3:.2f} ms) beside a first "
           f"forward of {b['first_forward_s'] * 1e3:.0f} ms (median {b['median_beside_s'] * 1e3:.2f} ms a bucket): "
           f"waits {b['rank0_wait_s'] * 1e3:.0f} ms")
@@ -114,7 +115,7 @@ def show(b: dict) -> None:
                     ("gradient buffer zeroed before the first forward", b["grad_buffer_zero_s"]),
                     ("parameter all-gather wait (after it)", b["gather_wait_s"]),
                     ("rest of the pipeline (bubble, p2p, TP)", b["pipeline_rest_s"]),
-                    (f"DP reduce-scatter after the last backward (of {b['dp_reduce_scatter_total_s']:.3f} s)",
+                    (f"DP buckets prepared, reduce-scatter after the last bwd (of {b['dp_reduce_scatter_total_s']:.3f} s)",
                      b["dp_reduce_scatter_exposed_s"]), ("optimizer", b["optimizer_s"])):
         print(f"     {name:58s} {s:7.3f} s  {s / step:6.1%}")
 

@@ -45,10 +45,10 @@ from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
-                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, live_frontier, local_tokens,
-                                 grad_sync_queue, param_gather_release_s, peak_live_bytes, plan_profile, rank_memory, ranks_holding,
-                                 routing_loads, stage_layers, syncs_every_backward_under_pp, tied_embedding_all_reduce_s,
-                                 with_grad_queue)
+                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
+                                 local_tokens, megatron_grad_prep_s, param_gather_release_s, peak_live_bytes,
+                                 plan_profile, rank_memory, ranks_holding, routing_loads, stage_layers,
+                                 syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm",
@@ -454,8 +454,11 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         rs_s = queue_tail_s
     if p.overlap_grad_reduce and p.grad_buckets == "megatron":
         # Megatron's one bucket on the later pipeline ranks (step.dp_reduce_after_s): rank r's
-        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's
-        rs_s = max([rs_s] + [t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
+        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's,
+        # once its bucket is prepared (norm and 1/DP scaling, step.megatron_grad_prep_s), which rank 0
+        # does beside its last backward
+        prep = [megatron_grad_prep_s(sc, b["weights"] / memory.WEIGHT_BYTES, profile, r == 0) for r, b in enumerate(param_mems)]
+        rs_s = max([max(rs_s, prep[0])] + [prep[r] + t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)

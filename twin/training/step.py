@@ -1216,7 +1216,8 @@ def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
 def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank: int, rs_s: float) -> float:
     """Seconds a rank's data-parallel gradient reduction (ZeRO 0-2; `rs_s` for the whole rank, as
     dp_tail_s gives it) runs past its last computation. As exposed_reduce_scatter_s says, except
-    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce: Megatron-LM core_r0.8.0 buckets
+    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce, which also charges each bucket's
+    preparation on the compute stream (megatron_grad_prep_s): Megatron-LM core_r0.8.0 buckets
     only pipeline rank 0's first model chunk (megatron/core/distributed/distributed_data_parallel.py
     DistributedDataParallel.__init__: `if parallel_state.get_pipeline_model_parallel_rank() > 0:
     self.bucket_size = None`, "data-parallel communication on these stages is not on the critical
@@ -1245,12 +1246,31 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
                 done_at[chunk], op_s[chunk] = elapsed, compute_s
     params = {c: chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in done_at}
     total = sum(params.values())
-    end = 0.0
+    end = shift = 0.0   # shift: the buckets' preparation run so far on the compute stream
     for chunk in sorted(done_at, key=done_at.get):
-        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s)
-        start = done_at[chunk] - (op_s[chunk] if rank == 0 and chunk == 0 else 0.0)
-        end = max(end, start) + (rs_s * params[chunk] / total if total else 0.0)
-    return max(0.0, end - elapsed)
+        bucketed = rank == 0 and chunk == 0
+        prep = megatron_grad_prep_s(sc, params[chunk], costs.profile, bucketed)
+        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s),
+        # each prepared beside it; a one-bucket chunk is prepared after its last backward, then sent
+        start = done_at[chunk] + shift - (op_s[chunk] if bucketed else 0.0)
+        shift += prep
+        end = max(end, start if bucketed else start + prep) + (rs_s * params[chunk] / total if total else 0.0)
+    return max(shift, end - elapsed)
+
+
+def megatron_grad_prep_s(sc: Scenario, params: float, profile: Profile, bucketed: bool) -> float:
+    """Compute-stream seconds Megatron's DDP spends on a chunk's gradient buckets before their
+    reduce-scatters (Bucket.start_grad_sync @ core_r0.8.0): with check_for_nan_in_grad (on by
+    default: --no-check-for-nan-in-loss-and-grad turns it off) `grad_data.norm(p=2)` reads the
+    bucket, then `grad_data *= gradient_scaling_factor` (1/DP: average_in_collective is off by
+    default) reads and writes it; in plan.grad_reduce_dtype (FP32 for BF16 runs). Buckets of
+    megatron_bucket_params where `bucketed`, else one. The `assert not norm.isnan()` after the norm
+    also synchronises the host once a bucket, which is not charged beyond the kernels' launches."""
+    width = GRAD_REDUCE_BYTES[sc.plan.grad_reduce_dtype]
+    size = megatron_bucket_params(sc) if bucketed else None
+    buckets = max(1, -(-params // size)) if size else 1
+    return (compute.memory_time_s(3 * width * params, sc.gpu, profile)
+            + (2 * buckets - 1) * profile.launch_s)   # a norm and a scale kernel a bucket, one launch counted above
 
 
 def dp_reduce_scatters_per_step(sc: Scenario) -> int:
