@@ -26,7 +26,11 @@ Memory. The same sum as `twin.training.step.rank_memory` (weights, gradients, op
 ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers, CP K/V and TP
 gather buffers, ZeRO-3's gathered working set), from the same memory functions, by block kind per
 stage, with the peak found once per (schedule, pp, micro-batches, V) and memoised; a test keeps
-the two equal for CP, SP, ZeRO-3 and interleaved plans.
+the two equal for CP, SP, ZeRO-3 and interleaved plans. ZeRO-2 under PP with plan.pp_grad_sync
+'every_backward' also holds the gradients waiting in its queue of reduce-scatters, which depend on
+when each op ends: for those plans alone (and only where the count without them fits) the screen
+simulates the pipeline and counts them as the simulator does (step.grad_sync_queue, with_grad_queue),
+so that both refuse the same plans.
 """
 
 from __future__ import annotations
