@@ -61,7 +61,7 @@ def breakdown(run) -> dict:
     busiest_s = max(pipe.busy_s)
     release = param_gather_release(sc)
     free_s = free_p2p_makespan_s(sc, release)
-    gather_s = free_s - free_p2p_makespan_s(sc) if release else 0.0   # what the gather holds the free-hop pipeline
+    gather_s = free_s - free_p2p_makespan_s(sc) if release else 0.0   # what the memset and gather hold the free-hop pipeline
     ideal_s = (p - 1) / (v * m) * busiest_s
     tokens_per_gpu = step.tokens_per_step / step.num_gpus
     executed = train_flops_per_token(sc.model, run.seq_len, True)
@@ -136,7 +136,7 @@ def show(b: dict) -> None:
     print(f"   step {step:.3f} s = busiest rank's compute {b['busiest_compute_s']:.3f} ({b['busiest_compute_s'] / step:.1%}; "
           f"{b['executed_rate_tflops']:.0f} TFLOP/s of executed FLOPs)")
     for name, s in (("idealised bubble (PP-1)/(V M)", b["ideal_bubble_s"]), ("exposed p2p hops", b["p2p_s"]),
-                    ("parameter all-gather wait", b["gather_s"]),
+                    ("memset + parameter all-gather wait", b["gather_s"]),
                     ("rest of the pipeline", b["rest_s"]), ("tail: DP reduce-scatter, optimizer", b["tail_s"])):
         print(f"     + {name:36s} {s:7.3f} s  {s / step:6.1%}")
     print(f"   exposed communication inside the pipeline {b['exposed_comm_s']:.3f} s; twin's bubble_frac "

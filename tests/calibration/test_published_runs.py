@@ -229,16 +229,24 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # counted): 8K 16,384 GPUs refused (81.9 GiB) -> 72.6 GiB, +5.9% (met); 8K 8,192 GPUs still refused
 # (88.6 -> 79.4 GiB of 79.2; +16.0% ignoring memory, was +23.9%); 128K +18.1% -> +21.8% (78.0 -> 67.7
 # GiB). Median 8.9% -> 8.3% over 31 rows evaluated of 32, 18 within 10%.
+# Fifteenth pass (s13mlm): Megatron's --overlap-param-gather audited against core_r0.8.0; the one
+# disagreement, the FP32 gradient buffer's memset before the first forward and gather (train_step's
+# zero_grad_buffer; step.grad_buffer_zero_s), charged on every Megatron row: 1.7B +12.3% -> +11.7%,
+# 7.1B +8.3% -> +7.6%, 16B -3.5% -> -4.0%, 32B -24.4% -> -24.7%, 70B -11.6% -> -11.8%, 119B -6.0%,
+# 177B -4.8%, 314B -8.3%, 462B -4.9%, strong scaling +12.1% / -18.7%. Then each gradient bucket's
+# NaN-check norm and 1/DP scaling on the compute stream before its reduce-scatter (Bucket.start_grad_sync;
+# step.megatron_grad_prep_s): 1.7B +11.7% -> +9.9% (met), 7.1B +7.6% -> +5.7%, 70B -11.8% -> -12.2%,
+# the TP 8 rows decided on rank 0 unchanged. Median 8.3% (8.28 -> 8.29), 19 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
-    "mlm-gpt-1.7b": 0.123, "mlm-gpt-32b": -0.244, "mlm-gpt-70b": -0.116,
-    "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.186,
+    "mlm-gpt-32b": -0.247, "mlm-gpt-70b": -0.122,
+    "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.187,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
-# s12l3mem: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused by
-# memory), 18 within 10%
+# s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
+# by memory), 19 within 10%
 MEDIAN_NOT_MET = 0.083
 
 

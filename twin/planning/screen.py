@@ -26,7 +26,11 @@ Memory. The same sum as `twin.training.step.rank_memory` (weights, gradients, op
 ZeRO stage, activations of the sets alive at the rank's peak, all-to-all buffers, CP K/V and TP
 gather buffers, ZeRO-3's gathered working set), from the same memory functions, by block kind per
 stage, with the peak found once per (schedule, pp, micro-batches, V) and memoised; a test keeps
-the two equal for CP, SP, ZeRO-3 and interleaved plans.
+the two equal for CP, SP, ZeRO-3 and interleaved plans. ZeRO-2 under PP with plan.pp_grad_sync
+'every_backward' also holds the gradients waiting in its queue of reduce-scatters, which depend on
+when each op ends: for those plans alone (and only where the count without them fits) the screen
+simulates the pipeline and counts them as the simulator does (step.grad_sync_queue, with_grad_queue),
+so that both refuse the same plans.
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
 from twin.core.units import GIB
 from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
-from twin.costs.profile import Profile, load_profile
+from twin.costs.profile import Profile
+from twin.sim.pipeline import simulate_pipeline
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
-                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, live_frontier, local_tokens,
-                                 param_gather_release_s, peak_live_bytes, rank_memory, ranks_holding, routing_loads,
-                                 stage_layers, tied_embedding_all_reduce_s)
+                                 exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
+                                 local_tokens, megatron_grad_prep_s, param_gather_release_s, peak_live_bytes,
+                                 plan_profile, rank_memory, ranks_holding, routing_loads, stage_layers,
+                                 syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
 _ARRANGING = {"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage", "optimizer_bytes_per_param", "overlap_dp_comm",
@@ -142,7 +148,7 @@ def _pieces(sc: Scenario) -> _Pieces:
     m = sc.model
     cut_layers = min(m.num_layers, m.num_dense_layers + 1)
     cut = dataclasses.replace(sc, model=dataclasses.replace(m, num_layers=cut_layers))
-    profile = load_profile(sc.gpu.calibrated_as)
+    profile = plan_profile(sc)
     costs = StepCosts(cut, build_schedule("1f1b", 1, 1), profile, routing_loads(cut), 1.0)
 
     def times(ops) -> BlockTimes:
@@ -377,7 +383,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     first forwards and last weight gradients carry the parameter gathers and gradient scatters)
     take the full StepCosts of the scenario, still without a simulation."""
     p, gpu = sc.plan, sc.gpu
-    profile = profile or load_profile(gpu.calibrated_as)
+    profile = plan_profile(sc, profile)
     n = sc.num_microbatches
     v = p.virtual_stages
     schedule = build_schedule(p.schedule, p.pp, n, v)
@@ -385,6 +391,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     counts = _program_counts(p.schedule, p.pp, n, v)
     loads = routing_loads(sc)
     gather_wait_s = 0.0
+    queue_tail_s = None   # ZeRO-2's every-backward queue: its drain after the last compute, where simulated
     # ZeRO-3, ZeRO-2 under PP (FSDP2's FP32 gradient accumulation after each backward) and a chained
     # parameter gather take the simulator's chains
     if (isinstance(loads, (int, float)) and p.zero_stage < 3 and not (p.zero_stage == 2 and p.pp > 1)
@@ -412,6 +419,16 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         release = param_gather_release_s(sc, costs, schedule, mems)
         before = [sum(sum(flat[k][:2]) for k in range(schedule.stage_of(r, 0))) for r in range(schedule.num_ranks)]
         gather_wait_s = max(max(0.0, release[r] - before[r]) for r in range(schedule.num_ranks))
+        if syncs_every_backward_under_pp(sc) and sum(worst_mem.values()) <= gpu.hbm_bytes:
+            # ZeRO-2's queue of reduce-scatters after every backward: the gradients it holds depend on
+            # when each op ends, so the pipeline is simulated as the simulator does (these plans only,
+            # and only where the count without them fits): the same count, the same verdict
+            pipe = simulate_pipeline(schedule, costs, release_s=release if any(release) else None)
+            queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, 1.0)
+            mems = with_grad_queue(mems, queue)
+            worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
+            worst_mem, param_mems = mems[worst], mems
+            queue_tail_s = max(max(0.0, q[0] - pipe.last_compute_end_s[r]) for r, q in enumerate(queue))
     need = sum(worst_mem.values())
 
     # the bubble formula's op times: a stage's, or with virtual stages a rank's whole chunks' (the
@@ -433,14 +450,19 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     tails = [dp_tail_s(sc, b, gpu, profile, 1.0) for b in param_mems]   # depends on a rank's parameters only
     # the reduce-scatter after the last backward (one chunk's, with virtual stages), less what
     # plan.overlap_grad_reduce hides behind it. Under plan.pp_grad_sync 'every_backward' the queue of
-    # reduce-scatters beside the pipeline and its waiting gradients are the simulator's alone
-    # (step.grad_sync_queue): screened as this one reduce-scatter, without the waiting gradients' memory
+    # reduce-scatters beside the pipeline (step.grad_sync_queue, simulated above where the plan's count
+    # without its waiting gradients fits) drains after the last compute instead
     chunk_b_s = b_s / v if SCHEDULES[p.schedule].virtual else b_s
     rs_s = exposed_reduce_scatter_s(sc, max(t[0] for t in tails), chunk_b_s) * dp_reduce_scatters_per_step(sc)
+    if queue_tail_s is not None:   # the simulator's tail for the every-backward queue (step.simulate_step)
+        rs_s = queue_tail_s
     if p.overlap_grad_reduce and p.grad_buckets == "megatron":
         # Megatron's one bucket on the later pipeline ranks (step.dp_reduce_after_s): rank r's
-        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's
-        rs_s = max([rs_s] + [t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
+        # reduce-scatter starts at its last backward's end, about r chunk backwards before rank 0's,
+        # once its bucket is prepared (norm and 1/DP scaling, step.megatron_grad_prep_s), which rank 0
+        # does beside its last backward
+        prep = [megatron_grad_prep_s(sc, b["weights"] / memory.WEIGHT_BYTES, profile, r == 0) for r, b in enumerate(param_mems)]
+        rs_s = max([max(rs_s, prep[0])] + [prep[r] + t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)

@@ -1216,7 +1216,8 @@ def last_backward_s(costs: "StepCosts", schedule: Schedule, rank: int) -> float:
 def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank: int, rs_s: float) -> float:
     """Seconds a rank's data-parallel gradient reduction (ZeRO 0-2; `rs_s` for the whole rank, as
     dp_tail_s gives it) runs past its last computation. As exposed_reduce_scatter_s says, except
-    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce: Megatron-LM core_r0.8.0 buckets
+    under plan.grad_buckets 'megatron' with plan.overlap_grad_reduce, which also charges each bucket's
+    preparation on the compute stream (megatron_grad_prep_s): Megatron-LM core_r0.8.0 buckets
     only pipeline rank 0's first model chunk (megatron/core/distributed/distributed_data_parallel.py
     DistributedDataParallel.__init__: `if parallel_state.get_pipeline_model_parallel_rank() > 0:
     self.bucket_size = None`, "data-parallel communication on these stages is not on the critical
@@ -1245,12 +1246,31 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
                 done_at[chunk], op_s[chunk] = elapsed, compute_s
     params = {c: chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in done_at}
     total = sum(params.values())
-    end = 0.0
+    end = shift = 0.0   # shift: the buckets' preparation run so far on the compute stream
     for chunk in sorted(done_at, key=done_at.get):
-        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s)
-        start = done_at[chunk] - (op_s[chunk] if rank == 0 and chunk == 0 else 0.0)
-        end = max(end, start) + (rs_s * params[chunk] / total if total else 0.0)
-    return max(0.0, end - elapsed)
+        bucketed = rank == 0 and chunk == 0
+        prep = megatron_grad_prep_s(sc, params[chunk], costs.profile, bucketed)
+        # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s),
+        # each prepared beside it; a one-bucket chunk is prepared after its last backward, then sent
+        start = done_at[chunk] + shift - (op_s[chunk] if bucketed else 0.0)
+        shift += prep
+        end = max(end, start if bucketed else start + prep) + (rs_s * params[chunk] / total if total else 0.0)
+    return max(shift, end - elapsed)
+
+
+def megatron_grad_prep_s(sc: Scenario, params: float, profile: Profile, bucketed: bool) -> float:
+    """Compute-stream seconds Megatron's DDP spends on a chunk's gradient buckets before their
+    reduce-scatters (Bucket.start_grad_sync @ core_r0.8.0): with check_for_nan_in_grad (on by
+    default: --no-check-for-nan-in-loss-and-grad turns it off) `grad_data.norm(p=2)` reads the
+    bucket, then `grad_data *= gradient_scaling_factor` (1/DP: average_in_collective is off by
+    default) reads and writes it; in plan.grad_reduce_dtype (FP32 for BF16 runs). Buckets of
+    megatron_bucket_params where `bucketed`, else one. The `assert not norm.isnan()` after the norm
+    also synchronises the host once a bucket, which is not charged beyond the kernels' launches."""
+    width = GRAD_REDUCE_BYTES[sc.plan.grad_reduce_dtype]
+    size = megatron_bucket_params(sc) if bucketed else None
+    buckets = max(1, -(-params // size)) if size else 1
+    return (compute.memory_time_s(3 * width * params, sc.gpu, profile)
+            + (2 * buckets - 1) * profile.launch_s)   # a norm and a scale kernel a bucket, one launch counted above
 
 
 def dp_reduce_scatters_per_step(sc: Scenario) -> int:
@@ -1327,6 +1347,14 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
     return out
 
 
+def with_grad_queue(mems: list[dict], queue: list[tuple[float, float, float]]) -> list[dict]:
+    """rank_memory's count with the gradients waiting in plan.pp_grad_sync 'every_backward''s queue
+    (grad_sync_queue): those beyond the saved activations' peak (and, an upper bound, beside the
+    recomputed block and the loss, which the count puts at that peak). The simulator and the plan
+    screen both count it this way, so that they agree on which plans fit."""
+    return [{**mem, "grad_queue": max(0.0, q[2] - mem["activations"])} for mem, q in zip(mems, queue)]
+
+
 def chunk_params(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
     """Parameters of model stage `stage` as pipeline rank `rank` holds them (its TP/EP share):
     its blocks, the embedding on the first stage, the output projection (a copy unless tied on the
@@ -1401,9 +1429,10 @@ def chained_gather_exposed_s(buckets: list[tuple[float, float]]) -> float:
 
 def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
                            link_bw_scale: float = 1.0) -> list[float]:
-    """Per pipeline rank, the earliest its first op (its first forward) can start because of the
-    parameter all-gather that follows the optimizer step, from the step's start (0 for every rank
-    unless plan.param_gather_kind = 'megatron_chained').
+    """Per pipeline rank, the earliest its first op (its first forward) can start because of what
+    Megatron runs before it: the gradient buffer's memset (grad_buffer_zero_s; plan.grad_buckets
+    'megatron') and, after it, the parameter all-gather that follows the optimizer step (plan.param_gather_kind
+    'megatron_chained'), from the step's start (0 for every rank of other plans).
 
     Megatron-LM core_r0.8.0 with --overlap-param-gather gathers each model chunk's BF16 parameter
     buffer over the data-parallel ranks (DistributedOptimizer._dispatch_gather_model_params) in the
@@ -1419,53 +1448,101 @@ def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule,
     model_chunk_idx > 0); their gather is launched once the previous chunk's last bucket is waited
     on, during that chunk's first forward, and runs beside the pipeline's warm-up: not charged
     here (a bound in the twin's favour where it would not finish in time)."""
-    p = sc.plan
-    if p.param_gather_kind != "megatron_chained":
-        return [0.0] * schedule.num_ranks
-    gpu = sc.gpu
-    ranks = sc.dp * p.cp
-    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
-    per_node = dp_ranks_per_node(sc, gpu)
-
-    def gather_s(params: float) -> float:
-        return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale, per_node)
-
-    def gemm_params(stage: int) -> float:
-        return sum(float(op.n * op.k * op.groups) for ops in costs.stage_ops(stage) for op in ops if op.kind in GEMM_KINDS)
-
+    zero = grad_buffer_zero_s(sc, costs, mems)   # runs first: the gathers are ordered after it
+    if sc.plan.param_gather_kind != "megatron_chained":
+        return zero
     out = []
     for rank in range(schedule.num_ranks):
-        params = mems[rank]["weights"] / memory.WEIGHT_BYTES
-        if rank > 0:   # its first chunk's share of the rank's parameters (all of them without interleaving)
-            chunks = [gemm_params(schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
-            out.append(gather_s(params * chunks[0] / sum(chunks) if sum(chunks) else params))
+        if rank > 0:
+            out.append(zero[rank] + later_rank_gather_s(sc, costs, schedule, mems, rank, link_bw_scale))
             continue
-        # rank 0's first chunk, op by op in forward order: where in its forward each op starts
-        # (the block's serial forward time spread over its ops by their own compute time) and the
-        # weights it holds (a GEMM's n x k; the rest of the rank's parameters, the embeddings and
-        # norms, with the chunk's first op: they are used first)
-        stage = schedule.stage_of(0, 0)
-        starts, weights = [], []
-        elapsed = 0.0
-        for ops in costs.stage_ops(stage):
-            block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
-            own = [costs._compute_s([op], "fwd") for op in ops]
-            total = sum(own) or 1.0
-            done = 0.0
-            for op, op_s in zip(ops, own):
-                starts.append(elapsed + block_s * done / total)
-                weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
-                done += op_s
-            elapsed += block_s
-        chunk_gemm = sum(weights)
-        rank_gemm = sum(gemm_params(schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
-        if weights:
-            weights[0] += max(0.0, params - rank_gemm)
-        bucket = (max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
-                  if p.overlap_grad_reduce else None)
-        buckets = megatron_buckets(weights, bucket)
-        out.append(chained_gather_exposed_s([(starts[i], gather_s(n)) for i, n in buckets]) if chunk_gemm or params else 0.0)
+        buckets = first_rank_gather_buckets(sc, costs, schedule, mems, link_bw_scale)
+        out.append(zero[0] + chained_gather_exposed_s([(at_s, gather_s) for at_s, _, gather_s in buckets]))
     return out
+
+
+def grad_buffer_zero_s(sc: Scenario, costs: "StepCosts", mems: list[dict]) -> list[float]:
+    """Per pipeline rank, the seconds of zeroing Megatron's gradient buffer at the step's start (0
+    unless plan.grad_buckets = 'megatron', Megatron-LM's DDP). core_r0.8.0 train_step calls
+    model_chunk.zero_grad_buffer() for every chunk (DistributedDataParallel.zero_grad_buffer ->
+    ParamAndGradBuffer.reset: self.grad_data.zero_(), the whole contiguous buffer, in
+    plan.grad_reduce_dtype: FP32 for BF16 runs, arguments.py accumulate_allreduce_grads_in_fp32)
+    before optimizer.zero_grad(), which dispatches the first parameter all-gather. The memset runs on
+    the compute stream before the first forward, and ProcessGroupNCCL orders that all-gather after
+    it: both start once it ends."""
+    if sc.plan.grad_buckets != "megatron":
+        return [0.0] * len(mems)
+    grad_bytes = GRAD_REDUCE_BYTES[sc.plan.grad_reduce_dtype]
+    return [compute.memory_time_s(mem["weights"] / memory.WEIGHT_BYTES * grad_bytes, sc.gpu, costs.profile) for mem in mems]
+
+
+def _param_gather_s(sc: Scenario, params: float, link_bw_scale: float) -> float:
+    """One BF16 all-gather of `params` parameters over the data-parallel group (DP x CP ranks, the
+    distributed optimizer's group), across nodes through the NICs of the group's ranks on a node."""
+    p, gpu = sc.plan, sc.gpu
+    ranks = sc.dp * p.cp
+    same_node = ranks * p.tp <= gpu.gpus_per_node and p.pp == 1
+    return comm.ring_collective_time_s(params * memory.WEIGHT_BYTES, ranks, gpu, same_node, link_bw_scale,
+                                       dp_ranks_per_node(sc, gpu))
+
+
+def _gemm_params(costs: "StepCosts", stage: int) -> float:
+    return sum(float(op.n * op.k * op.groups) for ops in costs.stage_ops(stage) for op in ops if op.kind in GEMM_KINDS)
+
+
+def later_rank_gather_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict], rank: int,
+                        link_bw_scale: float = 1.0) -> float:
+    """A pipeline rank after the first: its first chunk's share of its parameters (all of them without
+    interleaving) gathered in one piece from the step's start (no buckets past pipeline rank 0)."""
+    params = mems[rank]["weights"] / memory.WEIGHT_BYTES
+    chunks = [_gemm_params(costs, schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
+    return _param_gather_s(sc, params * chunks[0] / sum(chunks) if sum(chunks) else params, link_bw_scale)
+
+
+def first_rank_gather_buckets(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
+                              link_bw_scale: float = 1.0) -> list[tuple[float, float, float]]:
+    """Pipeline rank 0's first chunk in Megatron's buckets, in forward order: (seconds of its first
+    forward before the first op using the bucket, the bucket's parameters, its all-gather seconds);
+    where each op starts and what it holds: first_chunk_params_in_forward_order."""
+    ops, starts, weights = first_chunk_params_in_forward_order(sc, costs, schedule, mems)
+    if not sum(weights):
+        return []
+    return [(starts[i], n, _param_gather_s(sc, n, link_bw_scale))
+            for i, n in megatron_buckets(weights, megatron_bucket_params(sc))]
+
+
+def megatron_bucket_params(sc: Scenario) -> float | None:
+    """Megatron's DDP bucket on pipeline rank 0's first chunk: max(40M, 1M x DP) parameters with
+    --overlap-grad-reduce, else one bucket (DistributedDataParallel.__init__ @ core_r0.8.0)."""
+    if not sc.plan.overlap_grad_reduce:
+        return None
+    return max(MEGATRON_BUCKET_MIN_PARAMS, MEGATRON_BUCKET_PARAMS_PER_DP_RANK * sc.dp)
+
+
+def first_chunk_params_in_forward_order(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict]
+                                        ) -> tuple[list[Op], list[float], list[float]]:
+    """Pipeline rank 0's first chunk op by op in forward order: the ops, the seconds of the forward
+    before each starts (its block's serial forward spread over the block's ops by their own compute
+    time) and the parameters each holds (a GEMM's n x k; the rest of the rank's parameters, the
+    embeddings and norms, with the chunk's first op, which uses them first)."""
+    params = mems[0]["weights"] / memory.WEIGHT_BYTES
+    out_ops, starts, weights = [], [], []
+    elapsed = 0.0
+    for ops in costs.stage_ops(schedule.stage_of(0, 0)):
+        block_s = sum(t.duration_s for t in costs._forward_tasks(ops))
+        own = [costs._compute_s([op], "fwd") for op in ops]
+        total = sum(own) or 1.0
+        done = 0.0
+        for op, op_s in zip(ops, own):
+            out_ops.append(op)
+            starts.append(elapsed + block_s * done / total)
+            weights.append(float(op.n * op.k * op.groups) if op.kind in GEMM_KINDS else 0.0)
+            done += op_s
+        elapsed += block_s
+    rank_gemm = sum(_gemm_params(costs, schedule.stage_of(0, c)) for c in range(schedule.num_chunks))
+    if weights:
+        weights[0] += max(0.0, params - rank_gemm)
+    return out_ops, starts, weights
 
 
 # torch.optim.AdamW's foreach implementation (torch/optim/adam.py _multi_tensor_adam with decoupled
@@ -1490,6 +1567,14 @@ def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
     return pipe.makespan_s - pipe.covered_s[worst], pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
+def plan_profile(sc: Scenario, profile: Profile | None = None) -> Profile:
+    """The profile a plan's ops are costed with: `profile` (default: the GPU's calibrated one) with
+    the plan's attention kernel and FP8 recipe (Profile.with_attention_kernel, with_fp8_recipe).
+    The simulator and the plan screen both take it from here."""
+    return ((profile or load_profile(sc.gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
+            .with_fp8_recipe(sc.plan.fp8_recipe))
+
+
 def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
                       ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
     """A step's schedule, costs and per-rank memory, the last few kept: a plan search takes a
@@ -1503,8 +1588,7 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     if hit is not None:
         return hit
     gpu = sc.gpu
-    profile = ((profile or load_profile(gpu.calibrated_as)).with_attention_kernel(sc.plan.attention_kernel)
-               .with_fp8_recipe(sc.plan.fp8_recipe))
+    profile = plan_profile(sc, profile)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
     imbalance = routing_loads(sc, perturb)
@@ -1631,9 +1715,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     if every:
         if not record_events:
             pipe = dataclasses.replace(pipe, events=[], op_spans=())
-        # the gradients waiting in the queue, beyond the saved activations' peak (and, an upper
-        # bound, beside the recomputed block and the loss, which the count puts at that peak)
-        mems = [{**mem, "grad_queue": max(0.0, q[2] - mem["activations"])} for mem, q in zip(mems, queue)]
+        mems = with_grad_queue(mems, queue)
         totals = [sum(mem.values()) for mem in mems]
         worst = max(range(len(totals)), key=totals.__getitem__)
         if check_memory and totals[worst] > gpu.hbm_bytes:
@@ -1672,14 +1754,21 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
         op_time["fsdp_post_backward_tail"] = fsdp_tail[busiest]
     op_time["optimizer"] = opt_s
     op_time["dp_all_gather"] = tails[busiest][2] if not sc.plan.overlap_dp_comm else 0.0
-    if any(release):   # rank 0's wait on the chain (a later rank's whole gather, from the step's start, is in the trace)
-        op_time["dp_param_gather_wait"] = release[0]
+    zero = grad_buffer_zero_s(sc, costs, mems)
+    if any(zero):   # Megatron's gradient buffer zeroed before the first forward
+        op_time["grad_buffer_zero"] = zero[busiest]
+    if sc.plan.param_gather_kind == "megatron_chained":
+        # rank 0's wait on the chain after the memset (a later rank's whole gather is in the trace)
+        op_time["dp_param_gather_wait"] = release[0] - zero[0]
     if tied_s > 0:
         op_time["pp_embedding_all_reduce"] = tied_s
     tail_events = tuple(_tail_events(last_end, tails, rs_after, end, opt_s, ag_s, fsdp_tail)) if record_events else ()
-    if record_events and any(release):
-        tail_events += tuple(Event(r, "comm", "dp_param_all_gather", "step", -1, 0, 0.0, release[r])
-                             for r in range(schedule.num_ranks) if release[r] > 0)
+    if record_events and any(zero):
+        tail_events += tuple(Event(r, "compute", "grad_buffer_zero", "step", -1, 0, 0.0, zero[r])
+                             for r in range(schedule.num_ranks))
+    if record_events and sc.plan.param_gather_kind == "megatron_chained":
+        tail_events += tuple(Event(r, "comm", "dp_param_all_gather", "step", -1, 0, zero[r], release[r])
+                             for r in range(schedule.num_ranks) if release[r] > zero[r])
     if record_events and tied_s > 0:
         tail_events += tuple(Event(r, "comm", "pp_embedding_all_reduce", "step", -1, 0, tied_start, tied_start + tied_s)
                              for r in tied_ranks)

@@ -7,8 +7,10 @@ import dataclasses
 
 import pytest
 
-from twin.core.errors import ScenarioError
+import twin.core.scenario as scenario_module
+from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.costs import memory
+from twin.planning.screen import screen
 from twin.training.results import Perturb
 from twin.training.step import GRAD_REDUCE_BYTES, _dp_ring_s, _prepare, chunk_params, grad_sync_queue, simulate_step
 
@@ -74,3 +76,24 @@ def test_the_plan_search_s_lower_bound_stays_below_the_step():
     from twin.training.step import step_time_lower_bound_s
     for sc in (_every(), _every(grad_reduce_dtype="fp32")):
         assert step_time_lower_bound_s(sc) <= simulate_step(sc, record_events=False, check_memory=False).step_time_s
+
+
+def test_the_screen_counts_the_queue_and_agrees_with_the_simulator_on_what_fits(monkeypatch):
+    # the plan search's screen simulates such a plan's pipeline for the gradients its queue holds:
+    # the same count as the simulator's, so a GPU between the count without them and with them is
+    # refused by both (the screen used to pass it, the simulator to refuse it)
+    sc = _every(grad_reduce_dtype="fp32")
+    held = simulate_step(sc, record_events=False, check_memory=False).memory_breakdown_bytes
+    total = sum(held.values())
+    assert held["grad_queue"] > 0
+    assert screen(sc).memory_per_gpu_bytes == pytest.approx(total)
+    real_gpu = scenario_module.get_gpu
+    for hbm_bytes, fits in ((total - held["grad_queue"] / 2, False), (total * 1.01, True)):
+        monkeypatch.setattr(scenario_module, "get_gpu",
+                            lambda name, hbm=hbm_bytes: dataclasses.replace(real_gpu(name), hbm_bytes=hbm))
+        assert screen(sc).fits is fits
+        if fits:
+            simulate_step(sc, record_events=False)
+        else:
+            with pytest.raises(InfeasiblePlan, match="grad_queue"):
+                simulate_step(sc, record_events=False)

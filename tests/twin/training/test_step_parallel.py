@@ -362,7 +362,8 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
     pipeline ranks > 0 nor on model chunks after the first): rank 0's first chunk reduces beside its
     last backward as before; every other chunk is one bucket, reduce-scattered whole once its last
     backward is done, the chunks one after another. Needs plan.overlap_grad_reduce."""
-    from twin.training.step import _prepare, chunk_params, dp_reduce_after_s, dp_tail_s, exposed_reduce_scatter_s, last_backward_s
+    from twin.training.step import (_prepare, chunk_params, dp_reduce_after_s, dp_tail_s, exposed_reduce_scatter_s,
+                                    last_backward_s, megatron_grad_prep_s)
     with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*overlap_grad_reduce"):
         scenario(pp=2, grad_buckets="megatron")
     with pytest.raises(ScenarioError, match=r"plan\.grad_buckets.*zero_stage = 2"):
@@ -371,10 +372,14 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
     every, megatron = scenario(**base), scenario(**base, grad_buckets="megatron")
     schedule, costs, profile, mems, _, _ = _prepare(megatron, None, Perturb(), True)
     rs = [dp_tail_s(megatron, mems[r], megatron.gpu, profile, 1.0)[0] for r in range(2)]
+    # each bucket's NaN-check norm and 1/DP scaling on the compute stream first (Bucket.start_grad_sync):
+    # beside rank 0's last backward, before rank 1's one reduce-scatter
+    prep = [megatron_grad_prep_s(megatron, chunk_params(megatron, costs, r, r), profile, r == 0) for r in range(2)]
+    assert 0 < prep[0] and 0 < prep[1]
     assert dp_reduce_after_s(megatron, costs, schedule, 0, rs[0]) == pytest.approx(
-        exposed_reduce_scatter_s(megatron, rs[0], last_backward_s(costs, schedule, 0)), rel=1e-12)
+        max(prep[0], exposed_reduce_scatter_s(megatron, rs[0], last_backward_s(costs, schedule, 0))), rel=1e-12)
     assert exposed_reduce_scatter_s(megatron, rs[1], last_backward_s(costs, schedule, 1)) < rs[1]   # what every_chunk hides
-    assert dp_reduce_after_s(megatron, costs, schedule, 1, rs[1]) == pytest.approx(rs[1], rel=1e-12)
+    assert dp_reduce_after_s(megatron, costs, schedule, 1, rs[1]) == pytest.approx(prep[1] + rs[1], rel=1e-12)
     # rank 1's last backward ends as rank 0's begins: its whole reduce-scatter ends no later than rank
     # 0's (Megatron: "not on the critical path") when the stages hold alike
     assert step(megatron).step_time_s >= step(every).step_time_s
@@ -386,8 +391,10 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
     share = chunk_params(inter, costs, 0, schedule.stage_of(0, 1)) / sum(
         chunk_params(inter, costs, 0, schedule.stage_of(0, c)) for c in range(2))
     assert 0 < share < 1
+    preps = sum(megatron_grad_prep_s(inter, chunk_params(inter, costs, 0, schedule.stage_of(0, c)), profile, c == 0)
+                for c in range(2))
     assert dp_reduce_after_s(inter, costs, schedule, 0, rs0) <= max(
-        exposed_reduce_scatter_s(inter, rs0, last_backward_s(costs, schedule, 0)), rs0 * share)
+        exposed_reduce_scatter_s(inter, rs0, last_backward_s(costs, schedule, 0)), rs0 * share) + preps
 
 
 def test_zero2_reduce_scatters_every_micro_batch_or_accumulates_unsharded_under_pp():
@@ -447,3 +454,22 @@ def test_sequence_parallel_without_overlap_regathers_each_input_for_the_weight_g
     overlapped = _prepare(scenario(**base, tp_comm_overlap=True), None, Perturb(), check_memory=False)[1]
     seg = next(seg for _, seg in overlapped._segments(overlapped.blocks[0].ops) if overlapped._tp_points(seg))
     assert overlapped._sp_regather_tasks(overlapped._tp_points(seg)["in_fwd"], seg) == []
+
+
+def test_megatron_prepares_each_gradient_bucket_on_the_compute_stream():
+    """Bucket.start_grad_sync @ core_r0.8.0: the bucket's norm (NaN check, on by default) reads it and
+    the 1/DP scaling reads and writes it, in the reduce dtype, before its reduce-scatter: 3 x 4 bytes
+    a parameter in FP32 at the profile's streaming rate, two kernels a bucket."""
+    from twin.costs import compute
+    from twin.training.step import _prepare, megatron_bucket_params, megatron_grad_prep_s
+    sc = scenario(pp=2, dp=8, grad_reduce_dtype="fp32", overlap_grad_reduce=True, grad_buckets="megatron")
+    _, _, profile, *_ = _prepare(sc, None, Perturb(), True)
+    size = megatron_bucket_params(sc)
+    assert size == 40e6   # max(40M, 1M x DP)
+    params = 2.5 * size
+    one = megatron_grad_prep_s(sc, params, profile, False)
+    assert one == pytest.approx(compute.memory_time_s(12 * params, sc.gpu, profile) + profile.launch_s)
+    # three buckets: four more launches; half the bytes in BF16
+    assert megatron_grad_prep_s(sc, params, profile, True) == pytest.approx(one + 4 * profile.launch_s)
+    bf16 = scenario(pp=2, dp=8, grad_reduce_dtype="bf16", overlap_grad_reduce=True, grad_buckets="megatron")
+    assert megatron_grad_prep_s(bf16, params, profile, False) < one

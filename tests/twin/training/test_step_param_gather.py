@@ -9,12 +9,12 @@ import pytest
 
 from twin.core.errors import ScenarioError
 from twin.core.scenario import from_dict
-from twin.costs import comm
+from twin.costs import comm, compute
 from twin.costs.memory import WEIGHT_BYTES
 from twin.planning.screen import screen
 from twin.training.results import Perturb
-from twin.training.step import (_prepare, chained_gather_exposed_s, megatron_buckets, param_gather_release_s,
-                                simulate_step, step_time_lower_bound_s)
+from twin.training.step import (_prepare, chained_gather_exposed_s, grad_buffer_zero_s, megatron_buckets,
+                                param_gather_release_s, simulate_step, step_time_lower_bound_s)
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 32768, "num_heads": 16,
          "attention": "gqa", "num_kv_heads": 8, "head_dim": 64, "intermediate_size": 4096, "num_dense_layers": 4}
@@ -102,3 +102,24 @@ def test_interleaved_ranks_wait_for_their_first_chunk_only():
     whole = comm.ring_collective_time_s(mems[1]["weights"], 8, sc.gpu, False, SLOW.link_bw_scale, 8)
     assert 0 < release[1] < whole
     assert step_time_lower_bound_s(sc, perturb=SLOW) <= simulate_step(sc, perturb=SLOW).step_time_s
+
+
+def test_megatron_zeroes_its_gradient_buffer_before_the_first_forward_and_gather():
+    # train_step: zero_grad_buffer() (grad_data.zero_(), FP32 here) before optimizer.zero_grad()
+    # launches the first bucket's gather: every rank's first op and gather start after the memset
+    sc = scenario(pp=2, dp=8, grad_buckets="megatron")
+    plain = scenario(pp=2, dp=8)
+    schedule, costs, profile, mems, _, _ = _prepare(sc, None, SLOW, True)
+    zero = [compute.memory_time_s(m["weights"] / WEIGHT_BYTES * 4, sc.gpu, profile) for m in mems]
+    assert grad_buffer_zero_s(sc, costs, mems) == pytest.approx(zero)
+    assert grad_buffer_zero_s(plain, costs, mems) == [0.0, 0.0]
+    with_zero = param_gather_release_s(sc, costs, schedule, mems, SLOW.link_bw_scale)
+    without = param_gather_release_s(plain, costs, schedule, mems, SLOW.link_bw_scale)
+    assert with_zero == pytest.approx([w + z for w, z in zip(without, zero)])
+    # with the gather hidden ('ideal') the memset alone holds the first forward
+    ideal = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, param_gather_kind="ideal"))
+    r = simulate_step(ideal)
+    assert r.op_time_s["grad_buffer_zero"] == pytest.approx(zero[0]) and "dp_param_gather_wait" not in r.op_time_s
+    plain_ideal = dataclasses.replace(plain, plan=dataclasses.replace(plain.plan, param_gather_kind="ideal"))
+    assert r.step_time_s > simulate_step(plain_ideal).step_time_s
+    assert step_time_lower_bound_s(ideal) <= r.step_time_s
