@@ -1,0 +1,217 @@
+"""Where an EP step's host time goes, mark by mark, against the twin's issue model (issue 13, s13ep).
+
+    python -m calibration.ep_host MARKS_FOLDER [--records FOLDER] [--gpu h200] [--json]
+
+MARKS_FOLDER: a `real.pipeline --host-marks` folder (marks_host/ or marks_events/): ep_host_marks.csv
+(real/ep.py's marks: each starts a segment of host work, real/ep.MARK_SEGMENTS) beside
+pipeline_ops.csv (each op's host issue interval and stream marks). For every forward (F op) of
+every rank and timed step it splits the host interval into
+  issue        Python issuing kernels: the segments between the marks that are neither of the below
+               (`head`: from the op's start to its first dispatch, `tail`: from the last combine to
+               the op's end: the last layer's rest, the head and the loss)
+  collective   the all_to_all_single calls (the counts exchange, dispatch's and combine's tokens)
+  wait         the two .tolist() of each dispatch, from the call to the return
+and, where the marks carry CUDA events (marks_events), each send-splits .tolist() further into
+  local        the host waiting for its own GPU to reach the counts exchange
+  a2a_peer     the exchange on the stream, from the later of (GPU there, host there) to its end:
+               the all-to-all's own time and its wait for the peer rank
+  return       from the exchange's end on the stream to the host's return (the sum, the copy to
+               the host, the wake-up)
+The twin's side (`--records`: the committed folder whose host rates and profile the twin takes):
+the same configuration's forward op list (calibration.pipeline.stage_ops) issued from level
+(calibration.pipeline.issue): its launches' host seconds, and its waits at the synchronisations.
+
+Pure functions of DataFrames (forward_segments, sync_split, forward_summary, twin_forward); the CLI
+prints per configuration the medians over ranks, steps and forwards (ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision"]
+OP_KEYS = CONFIG_KEYS + ["rep", "rank", "op_index"]
+SEGMENT_CLASS = {
+    "dispatch": "issue", "gather": "issue", "dispatch_post": "issue", "dispatch_end": "issue",
+    "combine": "issue", "combine_post": "issue", "combine_end": "issue", "head": "issue", "tail": "issue",
+    "counts_a2a": "collective", "tokens_a2a": "collective", "combine_a2a": "collective",
+    "tolist_send": "wait", "tolist_recv": "wait",
+}
+CLASSES = ("issue", "collective", "wait")
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(marks, ops) of a --host-marks folder (ep_host_marks.csv[.gz], pipeline_ops.csv[.gz])."""
+    def read(name):
+        for p in (folder / name, folder / f"{name}.gz"):
+            if p.is_file():
+                return pd.read_csv(p)
+        raise FileNotFoundError(folder / name)
+    return read("ep_host_marks.csv"), read("pipeline_ops.csv")
+
+
+def forward_segments(marks: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
+    """One row per segment of host work of every forward: OP_KEYS, layer, segment (a mark's label,
+    or head / tail), seconds, split. A segment runs from its mark to the next mark of the op (the
+    last to the op's host end; `head` from the op's host start to its first mark)."""
+    f = ops[ops["kind"] == "F"]
+    m = marks[(marks["kind"] == "F") & (marks["thread"] == "main")]
+    out = []
+    for key, g in m.groupby(OP_KEYS, sort=False):
+        op = f
+        for k, v in zip(OP_KEYS, key):
+            op = op[op[k] == v]
+        if op.empty:
+            continue
+        start, end = float(op["host_start_s"].iloc[0]), float(op["host_end_s"].iloc[0])
+        g = g.sort_values("host_s")
+        t = g["host_s"].to_numpy()
+        labels, layers = g["mark"].to_list(), g["layer"].to_list()
+        nxt = np.append(t[1:], end)
+        base = dict(zip(OP_KEYS, key), split=str(g["split"].iloc[0]))
+        out.append({**base, "layer": -1, "segment": "head", "seconds": t[0] - start})
+        for i, (label, layer) in enumerate(zip(labels, layers)):
+            seg = "tail" if (label == "combine_end" and i == len(labels) - 1) else label
+            out.append({**base, "layer": int(layer), "segment": seg, "seconds": float(nxt[i] - t[i])})
+    return pd.DataFrame(out)
+
+
+def sync_split(marks: pd.DataFrame) -> pd.DataFrame:
+    """Each dispatch's send-splits .tolist() of the forwards, split by its CUDA events (events-mode
+    marks; rows without events are dropped): OP_KEYS, layer, split, wait (call to return), local,
+    a2a_peer, return (seconds; see the module doc), peer_late (how much later the peer rank's
+    stream or host reached the same exchange than this rank's, 0 if earlier)."""
+    m = marks[(marks["kind"] == "F") & (marks["thread"] == "main")
+              & marks["mark"].isin(["counts_a2a", "tolist_send", "tolist_recv"])]
+    if m.empty or m["gpu_s"].isna().all():
+        return pd.DataFrame()
+    wide = m.pivot_table(index=OP_KEYS + ["microbatch", "layer", "split"], columns="mark",
+                         values=["host_s", "gpu_s"], aggfunc="first")
+    wide.columns = [f"{a}_{b}" for a, b in wide.columns]
+    wide = wide.reset_index().dropna(subset=["gpu_s_counts_a2a", "gpu_s_tolist_send"])
+    call, ret = wide["host_s_tolist_send"], wide["host_s_tolist_recv"]
+    gpu_pre, gpu_post = wide["gpu_s_counts_a2a"], wide["gpu_s_tolist_send"]
+    ready = np.maximum(gpu_pre, call)   # the exchange can start once the stream and the host are there
+    out = wide[OP_KEYS + ["microbatch", "layer", "split"]].copy()
+    out["wait"] = ret - call
+    out["local"] = np.clip(gpu_pre - call, 0, None)
+    out["a2a_peer"] = gpu_post - ready
+    out["return"] = ret - gpu_post
+    out["ready"] = ready
+    # the same exchange on the other rank(s): same step, forward micro-batch and layer
+    peer_keys = CONFIG_KEYS + ["rep", "microbatch", "layer"]
+    latest = out.groupby(peer_keys)["ready"].transform("max")
+    out["peer_late"] = latest - out["ready"]
+    return out.drop(columns="ready")
+
+
+def forward_summary(segments: pd.DataFrame, waits: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per configuration, the median over its forwards (ranks, steps, micro-batches) of each class's
+    seconds per forward, the host interval (their sum), and per segment label; with `waits`
+    (sync_split) also the medians of local / a2a_peer / return / peer_late summed over a forward."""
+    if segments.empty:
+        return pd.DataFrame()
+    seg = segments.assign(cls=segments["segment"].map(SEGMENT_CLASS))
+    per_op = seg.pivot_table(index=OP_KEYS + ["split"], columns="cls", values="seconds", aggfunc="sum").fillna(0.0)
+    per_op["host"] = per_op[[c for c in CLASSES if c in per_op.columns]].sum(axis=1)
+    by_label = seg.pivot_table(index=OP_KEYS + ["split"], columns="segment", values="seconds", aggfunc="sum")
+    per_op = per_op.join(by_label.add_prefix("seg_"))
+    if waits is not None and not waits.empty:
+        w = waits.groupby(OP_KEYS)[["local", "a2a_peer", "return", "peer_late"]].sum()
+        per_op = per_op.join(w.add_prefix("sync_"), on=OP_KEYS)
+    return per_op.reset_index().groupby(CONFIG_KEYS + ["split"]).median(numeric_only=True).drop(
+        columns=["rep", "rank", "op_index"], errors="ignore").reset_index()
+
+
+def twin_forward(op_list: list, lead_s: float = 0.0, gap_s: float = 0.0) -> dict:
+    """The twin's forward from level (calibration.pipeline.issue's model, step by step): host
+    seconds launching, host seconds waiting at each synchronisation (list), the host's end and
+    the GPU's end (seconds from the op's start)."""
+    host, gpu, launch, waits = -lead_s, 0.0, 0.0, []
+    for h, g in op_list:
+        if h is None:
+            waits.append(max(0.0, gpu - host))
+            host = max(host, gpu)
+            continue
+        host += h
+        launch += h
+        gpu = max(gpu + gap_s, host) + g
+    return {"launch_s": launch, "waits_s": waits, "wait_s": float(sum(waits)), "host_s": host, "gpu_s": gpu}
+
+
+def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
+    """twin_forward of a configuration's forward on the committed records folder `records` (its
+    host rates, accumulate rates and collectives, the fitted profile of `gpu`)."""
+    import calibration.pipeline as pipe
+    from calibration import records as rec
+    from calibration.fit import PROFILES_DIR
+    from calibration.predict import gpu_spec
+    from calibration.validate import load_fitted_profile
+    from calibration.whole_step import with_measured_collectives
+    from twin.core.schedules import build_schedule
+
+    prof, _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
+    prof = with_measured_collectives(prof, records)
+    acc = pipe.measured_accumulate(records, gpu)
+    host = pipe.measured_host_s(records, gpu, prof, acc) or {}
+    spec = pipe._spec_of({"model": cfg["model"], "num_layers": pipe._num_layers(records, cfg)})
+    n, pp, ep = int(cfg["num_microbatches"]), int(cfg["pp"]), int(cfg["ep"])
+    schedule = build_schedule("1f1b" if pp == 1 else str(cfg["schedule"]), pp, n)
+    stages = pipe.stage_layers(spec.num_layers, schedule.num_model_stages)
+    if pp == 1 and ep > 1 and "fwd_ep" in host:
+        host = {**host, "fwd": host["fwd_ep"]}
+    ops = pipe.stage_ops(spec, stages[0], True, len(stages) == 1, int(cfg["micro_batch_seqs"]), int(cfg["seq_len"]),
+                         str(cfg["precision"]), gpu_spec(gpu), prof, ep, (n - 1) / n, acc, host)
+    out = twin_forward(ops.f, 0.0, host.get("device_gap", 0.0))
+    out["launches"] = sum(1 for h, _ in ops.f if h is not None)
+    out["fwd_rate_s"] = host.get("fwd")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.ep_host", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--records", type=Path, default=None, help="committed records folder: the twin's side")
+    ap.add_argument("--gpu", default="h200")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        marks, ops = load(args.folder)
+    except FileNotFoundError as e:
+        print(f"folder: {e} not found (a real.pipeline --host-marks folder holds ep_host_marks.csv)", file=sys.stderr)
+        return 2
+    summary = forward_summary(forward_segments(marks, ops), sync_split(marks))
+    rows = summary.to_dict("records")
+    if args.records is not None:
+        for r in rows:
+            r["twin"] = twin_forward_of(args.records, args.gpu, r)
+    if args.json:
+        print(json.dumps(rows, indent=1, default=float))
+        return 0
+    for r in rows:
+        print(f"{r['model']} pp{r['pp']} ep{r['ep']} n={r['num_microbatches']} ({r['split']}): forward host "
+              f"{r['host'] * 1e3:.2f} ms = issue {r.get('issue', 0) * 1e3:.2f} + collective calls "
+              f"{r.get('collective', 0) * 1e3:.2f} + waits {r.get('wait', 0) * 1e3:.2f}")
+        segs = {k[4:]: v for k, v in r.items() if k.startswith("seg_") and v == v}
+        print("   segments (ms): " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in segs.items()))
+        if "sync_local" in r and r["sync_local"] == r["sync_local"]:
+            print(f"   send-splits waits (ms): local GPU {r['sync_local'] * 1e3:.2f}, all-to-all + peer "
+                  f"{r['sync_a2a_peer'] * 1e3:.2f} (peer later by {r['sync_peer_late'] * 1e3:.2f}), return "
+                  f"{r['sync_return'] * 1e3:.2f}")
+        if "twin" in r:
+            t = r["twin"]
+            print(f"   twin: host {t['host_s'] * 1e3:.2f} ms = launches {t['launch_s'] * 1e3:.2f} "
+                  f"({t['launches']} at {t['fwd_rate_s'] * 1e6:.1f} us) + waits {t['wait_s'] * 1e3:.2f}; "
+                  f"GPU ends {t['gpu_s'] * 1e3:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
