@@ -129,6 +129,56 @@ def forward_summary(segments: pd.DataFrame, waits: pd.DataFrame | None = None) -
         columns=["rep", "rank", "op_index"], errors="ignore").reset_index()
 
 
+def _read_optional(folder: Path, name: str) -> pd.DataFrame | None:
+    for p in (folder / name, folder / f"{name}.gz"):
+        if p.is_file():
+            return pd.read_csv(p)
+    return None
+
+
+def ep_host_terms(marks: pd.DataFrame, ops: pd.DataFrame, fwd_rate_s: float,
+                  events: pd.DataFrame | None = None) -> dict:
+    """The EP forward's host terms (calibration.pipeline.EP_HOST_TERMS) from the FITTING split's
+    forwards of host-marks records (`marks` and `ops` of a marks_host folder; `events`: the
+    marks of a marks_events folder of the same run), medians over every rank, step and MoE layer:
+      ep_counts_a2a  host seconds of the counts' all_to_all_single call
+      ep_tokens_a2a  host seconds of a token all-to-all call (dispatch's and combine's)
+      ep_recv_sync   the second .tolist() (the GPU idle: the sum's launch, the copy to the host, the
+                     wake-up) less the twin's two launches before it at the forward's rate `fwd_rate_s`
+      ep_send_sync   (with `events`) the first .tolist()'s return: from the exchange's end on the
+                     stream to the host's return, where the host was waiting (called before that end)
+    Terms without records are left out."""
+    out: dict = {}
+    seg = forward_segments(marks[marks["split"] == "fit"], ops)
+    if not seg.empty:
+        def med(labels):
+            v = seg.loc[seg["segment"].isin(labels), "seconds"]
+            return float(v.median()) if len(v) else None
+        for key, labels in (("ep_counts_a2a", ["counts_a2a"]), ("ep_tokens_a2a", ["tokens_a2a", "combine_a2a"])):
+            v = med(labels)
+            if v is not None:
+                out[key] = v
+        recv = med(["tolist_recv"])
+        if recv is not None:
+            out["ep_recv_sync"] = max(0.0, recv - 2 * fwd_rate_s)
+    if events is not None:
+        w = sync_split(events[events["split"] == "fit"])
+        if not w.empty:
+            waited = w[w["local"] + w["a2a_peer"] > 0]
+            if len(waited):
+                out["ep_send_sync"] = float(waited["return"].median())
+    return out
+
+
+def folder_terms(folder: Path, fwd_rate_s: float) -> dict:
+    """ep_host_terms of a records folder's ep_host_marks.csv (host marks, beside its pipeline_ops.csv
+    as ep_host_ops.csv: the marked run's ops) and ep_host_marks_events.csv; {} without them."""
+    marks, ops = _read_optional(folder, "ep_host_marks.csv"), _read_optional(folder, "ep_host_ops.csv")
+    if marks is None or ops is None:
+        return {}
+    return ep_host_terms(marks, ops, fwd_rate_s, _read_optional(folder, "ep_host_marks_events.csv"))
+
+
 def twin_forward(op_list: list, lead_s: float = 0.0, gap_s: float = 0.0) -> dict:
     """The twin's forward from level (calibration.pipeline.issue's model, step by step): host
     seconds launching, host seconds waiting at each synchronisation (list), the host's end and

@@ -1,0 +1,105 @@
+"""calibration/ep_host.py (s13ep, issue 13): an EP forward's host interval split by real/ep.py's host
+marks, the .tolist() waits split by their CUDA events, the EP host terms from the fitting split, and
+how the twin's forward takes them (calibration.pipeline._with_host, ADOPT_EP_HOST_TERMS)."""
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+import calibration.pipeline as pipe
+from calibration import ep_host
+from calibration.predict import EpCountsCall, EpOp, EpRecvSync, EpSendSync, EpTokensCall, gpu_spec
+from twin.core.specs import get_model
+from calibration.fit import PROFILES_DIR
+from twin.costs.profile import profile_from_json
+
+CFG = dict(model="m", schedule="1f1b", pp=1, ep=2, num_microbatches=1, micro_batch_seqs=1, seq_len=16,
+           precision="bf16")
+LABELS = ["dispatch", "counts_a2a", "tolist_send", "tolist_recv", "gather", "tokens_a2a", "dispatch_post",
+          "dispatch_end", "combine", "combine_a2a", "combine_post", "combine_end"]
+
+
+def _records(split="fit", late_rank=1, late_s=0.0):
+    """Two ranks, one forward of two MoE layers each: marks every 10 us (the send-splits wait 100 us,
+    rank `late_rank`'s stream reaching the exchange `late_s` later), CUDA events at the exchange."""
+    marks, ops = [], []
+    for rank in (0, 1):
+        t = 1e-3
+        ops.append(dict(CFG, rep=0, rank=rank, op_index=0, kind="F", microbatch=0, host_start_s=0.0,
+                        host_end_s=0.0, start_s=0.0, end_s=0.0, split=split))
+        for layer in range(2):
+            for label in LABELS:
+                gpu = float("nan")
+                if label == "counts_a2a":       # the stream reaches the exchange 50 us after the host calls .tolist()
+                    gpu = t + 10e-6 + 50e-6 + (late_s if rank == late_rank else 0.0)
+                marks.append(dict(CFG, rep=0, rank=rank, op_index=0, kind="F", microbatch=0, layer=layer, mark=label,
+                                  thread="main", host_s=t, gpu_s=gpu, split=split))
+                t += 100e-6 + late_s if label == "tolist_send" else 10e-6
+        ops[-1]["host_end_s"] = t + 20e-6
+    m, o = pd.DataFrame(marks), pd.DataFrame(ops)
+    # the exchange ends 40 us before the host returns from .tolist() (the return)
+    send = m["mark"] == "tolist_send"
+    m.loc[send, "gpu_s"] = m.loc[send, "host_s"].to_numpy() + 60e-6 + late_s
+    return m, o
+
+
+def test_forward_segments_split_the_host_interval_into_issue_calls_and_waits():
+    marks, ops = _records()
+    seg = ep_host.forward_segments(marks, ops)
+    per_op = seg.groupby(["rank"])["seconds"].sum()
+    assert per_op.to_numpy() == pytest.approx([ops["host_end_s"].iloc[0]] * 2)  # head .. tail cover the op
+    s = ep_host.forward_summary(seg).iloc[0]
+    assert s["wait"] == pytest.approx(2 * (100e-6 + 10e-6))          # per layer: the send wait + the recv
+    assert s["collective"] == pytest.approx(2 * 3 * 10e-6)           # three calls a layer
+    assert s["seg_head"] == pytest.approx(1e-3) and s["seg_tail"] == pytest.approx(30e-6)
+    assert s["host"] == pytest.approx(s["issue"] + s["collective"] + s["wait"])
+
+
+def test_sync_split_tells_the_local_gpu_the_exchange_and_the_return_apart():
+    marks, _ = _records(late_s=30e-6)
+    w = ep_host.sync_split(marks).set_index(["rank", "layer"])
+    mine, late = w.loc[(0, 0)], w.loc[(1, 0)]
+    assert mine["local"] == pytest.approx(50e-6)                        # its stream 50 us behind the host
+    assert mine["a2a_peer"] + mine["local"] + mine["return"] == pytest.approx(mine["wait"])
+    assert mine["return"] == pytest.approx(40e-6)
+    assert mine["peer_late"] == pytest.approx(30e-6) and late["peer_late"] == pytest.approx(0.0)
+
+
+def test_host_terms_come_from_the_fitting_split_only():
+    marks, ops = _records()
+    terms = ep_host.ep_host_terms(marks, ops, fwd_rate_s=2e-6, events=marks)
+    assert terms == pytest.approx({"ep_counts_a2a": 10e-6, "ep_tokens_a2a": 10e-6,
+                                   "ep_recv_sync": 10e-6 - 4e-6, "ep_send_sync": 40e-6})
+    held_marks, held_ops = _records(split="holdout")
+    assert ep_host.ep_host_terms(held_marks, held_ops, 2e-6, events=held_marks) == {}
+
+
+def test_twin_forward_counts_launches_and_waits():
+    ops = [(1.0, 5.0), (None, 0.0), (1.0, 1.0), (1.0, 1.0)]
+    t = ep_host.twin_forward(ops)
+    assert t["launch_s"] == 3.0 and t["waits_s"] == [5.0] and t["host_s"] == 8.0 and t["gpu_s"] == 9.0
+
+
+def test_with_host_applies_the_terms_to_the_ep_ops_only():
+    ops = [(3.0, 1.0), EpCountsCall((3.0, 0.5)), EpSendSync((None, 0.0)), (3.0, 1.0), EpRecvSync((None, 0.0)),
+           EpTokensCall((3.0, 2.0))]
+    plain = pipe._with_host(ops, 2.0)
+    assert plain == [(2.0, 1.0), (2.0, 0.5), (None, 0.0), (2.0, 1.0), (None, 0.0), (2.0, 2.0)]
+    terms = {"ep_counts_a2a": 7.0, "ep_tokens_a2a": 9.0, "ep_send_sync": 0.25, "ep_recv_sync": 0.5}
+    assert pipe._with_host(ops, 2.0, terms) == [(2.0, 1.0), (7.0, 0.5), (None, 0.0), (0.25, 0.0), (2.0, 1.0),
+                                                (None, 0.0), (0.5, 0.0), (9.0, 2.0)]
+    assert pipe._with_host(ops, 2.0, {}) == plain
+
+
+def test_an_ep_stage_forward_carries_its_dispatch_and_combine_ops():
+    spec = dataclasses.replace(get_model("v2-lite-slice"), num_layers=3, num_mtp_modules=0)
+    moe_layers = spec.num_layers - spec.num_dense_layers
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h100.json").read_text()))
+    ops = pipe.stage_ops(spec, range(spec.num_layers), True, True, 1, 256, "bf16", gpu_spec("h100"), prof, ep=2)
+    kinds = [type(op) for op in ops.f if isinstance(op, EpOp)]
+    assert kinds == [EpCountsCall, EpSendSync, EpRecvSync, EpTokensCall, EpTokensCall] * moe_layers
+    assert not any(isinstance(op, EpOp) for op in ops.b)                 # the forward's terms only
+    one = pipe.stage_ops(spec, range(spec.num_layers), True, True, 1, 256, "bf16", gpu_spec("h100"), prof, ep=1)
+    assert not any(isinstance(op, EpOp) for op in one.f)                 # no EP, no EP ops
