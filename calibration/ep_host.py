@@ -82,6 +82,31 @@ def forward_segments(marks: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def between_syncs(marks: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
+    """Per forward, the host's time between dispatch's synchronisations: `first` from the op's host
+    start to the first layer's send-splits .tolist() call, `mid` the median over the later layers
+    of the time from the previous layer's receive-splits return to this layer's call (the rest of
+    the previous MoE layer, the next attention and gate, dispatch's first part: issue and
+    collective calls), `last` from the last return to the op's host end. OP_KEYS, split, seconds."""
+    f = ops[ops["kind"] == "F"].set_index(OP_KEYS)
+    m = marks[(marks["kind"] == "F") & (marks["thread"] == "main") & marks["mark"].isin(["tolist_send", "gather"])]
+    out = []
+    for key, g in m.groupby(OP_KEYS, sort=False):
+        if key not in f.index:
+            continue
+        op = f.loc[key]
+        calls = g[g["mark"] == "tolist_send"].sort_values("layer")["host_s"].to_numpy()
+        returns = g[g["mark"] == "gather"].sort_values("layer")["host_s"].to_numpy()
+        if not len(calls) or len(calls) != len(returns):
+            continue
+        mids = calls[1:] - returns[:-1]
+        out.append({**dict(zip(OP_KEYS, key)), "split": str(g["split"].iloc[0]),
+                    "first": calls[0] - float(op["host_start_s"]),
+                    "mid": float(np.median(mids)) if len(mids) else float("nan"),
+                    "last": float(op["host_end_s"]) - returns[-1]})
+    return pd.DataFrame(out)
+
+
 def sync_split(marks: pd.DataFrame) -> pd.DataFrame:
     """Each dispatch's send-splits .tolist() of the forwards, split by its CUDA events (events-mode
     marks; rows without events are dropped): OP_KEYS, layer, split, wait (call to return), local,
@@ -111,7 +136,8 @@ def sync_split(marks: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="ready")
 
 
-def forward_summary(segments: pd.DataFrame, waits: pd.DataFrame | None = None) -> pd.DataFrame:
+def forward_summary(segments: pd.DataFrame, waits: pd.DataFrame | None = None,
+                    between: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per configuration, the median over its forwards (ranks, steps, micro-batches) of each class's
     seconds per forward, the host interval (their sum), and per segment label; with `waits`
     (sync_split) also the medians of local / a2a_peer / return / peer_late summed over a forward."""
@@ -125,6 +151,8 @@ def forward_summary(segments: pd.DataFrame, waits: pd.DataFrame | None = None) -
     if waits is not None and not waits.empty:
         w = waits.groupby(OP_KEYS)[["local", "a2a_peer", "return", "peer_late"]].sum()
         per_op = per_op.join(w.add_prefix("sync_"), on=OP_KEYS)
+    if between is not None and not between.empty:
+        per_op = per_op.join(between.set_index(OP_KEYS)[["first", "mid", "last"]].add_prefix("between_"), on=OP_KEYS)
     return per_op.reset_index().groupby(CONFIG_KEYS + ["split"]).median(numeric_only=True).drop(
         columns=["rep", "rank", "op_index"], errors="ignore").reset_index()
 
@@ -183,16 +211,21 @@ def twin_forward(op_list: list, lead_s: float = 0.0, gap_s: float = 0.0) -> dict
     """The twin's forward from level (calibration.pipeline.issue's model, step by step): host
     seconds launching, host seconds waiting at each synchronisation (list), the host's end and
     the GPU's end (seconds from the op's start)."""
-    host, gpu, launch, waits = -lead_s, 0.0, 0.0, []
+    host, gpu, launch, waits, between, since = -lead_s, 0.0, 0.0, [], [], 0.0
     for h, g in op_list:
         if h is None:
             waits.append(max(0.0, gpu - host))
-            host = max(host, gpu)
+            between.append(since)
+            host, since = max(host, gpu), 0.0
             continue
         host += h
         launch += h
+        since += h
         gpu = max(gpu + gap_s, host) + g
-    return {"launch_s": launch, "waits_s": waits, "wait_s": float(sum(waits)), "host_s": host, "gpu_s": gpu}
+    between.append(since)
+    # between[0]: to the first sync; then per layer (send->recv, recv->next send); the last: to the end
+    return {"launch_s": launch, "waits_s": waits, "wait_s": float(sum(waits)), "host_s": host, "gpu_s": gpu,
+            "between_s": between}
 
 
 def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
@@ -237,7 +270,7 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"folder: {e} not found (a real.pipeline --host-marks folder holds ep_host_marks.csv)", file=sys.stderr)
         return 2
-    summary = forward_summary(forward_segments(marks, ops), sync_split(marks))
+    summary = forward_summary(forward_segments(marks, ops), sync_split(marks), between_syncs(marks, ops))
     rows = summary.to_dict("records")
     if args.records is not None:
         for r in rows:
@@ -255,8 +288,15 @@ def main(argv=None) -> int:
             print(f"   send-splits waits (ms): local GPU {r['sync_local'] * 1e3:.2f}, all-to-all + peer "
                   f"{r['sync_a2a_peer'] * 1e3:.2f} (peer later by {r['sync_peer_late'] * 1e3:.2f}), return "
                   f"{r['sync_return'] * 1e3:.2f}")
+        if "between_first" in r:
+            print(f"   between syncs (ms): first {r['between_first'] * 1e3:.2f}, per later layer "
+                  f"{r['between_mid'] * 1e3:.2f}, last {r['between_last'] * 1e3:.2f}")
         if "twin" in r:
             t = r["twin"]
+            b = t["between_s"]
+            mids = b[2:-1:2]
+            print(f"   twin between syncs (ms): first {b[0] * 1e3:.2f}, per later layer "
+                  f"{float(np.median(mids)) * 1e3 if mids else float('nan'):.2f}, last {b[-1] * 1e3:.2f}")
             print(f"   twin: host {t['host_s'] * 1e3:.2f} ms = launches {t['launch_s'] * 1e3:.2f} "
                   f"({t['launches']} at {t['fwd_rate_s'] * 1e6:.1f} us) + waits {t['wait_s'] * 1e3:.2f}; "
                   f"GPU ends {t['gpu_s'] * 1e3:.2f} ms")

@@ -103,3 +103,12 @@ def test_an_ep_stage_forward_carries_its_dispatch_and_combine_ops():
     assert not any(isinstance(op, EpOp) for op in ops.b)                 # the forward's terms only
     one = pipe.stage_ops(spec, range(spec.num_layers), True, True, 1, 256, "bf16", gpu_spec("h100"), prof, ep=1)
     assert not any(isinstance(op, EpOp) for op in one.f)                 # no EP, no EP ops
+
+
+def test_between_syncs_measures_the_host_from_each_return_to_the_next_call():
+    marks, ops = _records()
+    b = ep_host.between_syncs(marks, ops).iloc[0]
+    # marks 10 us apart, the send wait 100 us: a layer spans 210 us, its call 20 us in, its return 130 us in
+    assert (b["first"], b["mid"], b["last"]) == pytest.approx((1e-3 + 20e-6, 100e-6, 100e-6))
+    t = ep_host.twin_forward([(1.0, 0.0), (None, 0.0), (2.0, 0.0), (None, 0.0), (4.0, 0.0)])
+    assert t["between_s"] == [1.0, 2.0, 4.0]
