@@ -1,12 +1,15 @@
 """The issue-13 figures an EP-step host change is judged by (s13ep's rule, docs/notes/s13ep_rule.md),
 on the committed records, with calibration's EP flags as they are or as named. Diagnostics only.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/ep_host_figures.py [FLAG=0|1 ...]   (about a minute)
+    PYTHONPATH=. .venv/bin/python benchmarks/ep_host_figures.py [FLAG=0|1 ...] [--fit-only]
+        [--folder PATH:GPU:NUM_GPUS ...]                                             (about a minute)
 
 Prints, per multi-GPU folder (2xH200, 2xH100, 4xH100, 4xH200): ep_step, pipeline_step and
 moe_layer held-out median / P90 |error| (signed median), each ep_step row's error, and the ranks
 whose simulated idle misses the measured beyond tests/calibration/test_whole_runs.py's tolerance.
 FLAG: a module-level ADOPT_* name of calibration.pipeline or calibration.whole_step.
+--fit-only: only the fitting split's ep_step rows (what may be looked at before a rule is committed).
+--folder: other records folders (a campaign's fresh run) in place of the committed four.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ IDLE_TOL, IDLE_FLOOR_OF_STEP = 0.10, 0.01   # tests/calibration/test_whole_runs.
 
 def _set_flags(argv: list[str]) -> None:
     for a in argv:
+        if "=" not in a:
+            raise SystemExit(f"not a FLAG=0|1: {a}")
         name, value = a.split("=")
         mod = pipe if hasattr(pipe, name) else whole
         if not hasattr(mod, name):
@@ -59,21 +64,27 @@ def _idle_misses(pipelines: list[dict]) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
-    _set_flags(argv)
+    fit_only = "--fit-only" in argv
+    folders = {rec.MEASUREMENTS_DIR / f: g for f, g in FOLDERS.items()}
+    extra = [argv[i + 1] for i, a in enumerate(argv) if a == "--folder"]
+    if extra:
+        folders = {Path(p): (g, int(n)) for p, g, n in (x.split(":") for x in extra)}
+    _set_flags([a for i, a in enumerate(argv) if not a.startswith("--") and (i == 0 or argv[i - 1] != "--folder")])
     profiles: dict = {}
-    for folder, (gpu, n) in FOLDERS.items():
-        path = rec.MEASUREMENTS_DIR / folder
+    for path, (gpu, n) in folders.items():
         if not path.is_dir():
             continue
         if gpu not in profiles:
             profiles[gpu], _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
         cases, pipelines = predict_multi_gpu(Path(path), gpu, n, profiles[gpu])
-        print(f"== {folder}")
+        print(f"== {path}")
+        for c in cases:
+            if c["kind"] == "ep_step" and (c["held_out"] is False or not fit_only):
+                print(f"    {c['name']}: {c['rel_error']:+.2%} ({'held out' if c['held_out'] else 'fit'})")
+        if fit_only:
+            continue
         for kind in ("ep_step", "pipeline_step", "moe_layer"):
             print("  " + _summary(cases, kind))
-        for c in cases:
-            if c["kind"] == "ep_step":
-                print(f"    {c['name']}: {c['rel_error']:+.2%} ({'held out' if c['held_out'] else 'fit'})")
         miss, total = _idle_misses(pipelines)
         print(f"  idle: {total - miss} of {total} ranks within tolerance")
     return 0
