@@ -107,6 +107,27 @@ def between_syncs(marks: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def backward_calls(marks: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
+    """Per backward (B / BW op) the host interval and its all-to-all calls (the autograd nodes of
+    dispatch's and combine's token all-to-alls, begin to end on the autograd thread): OP_KEYS,
+    split, host (seconds), calls (their count), call_s (their summed seconds)."""
+    b = ops[ops["kind"].isin(["B", "BW"])].set_index(OP_KEYS)
+    m = marks[marks["kind"].isin(["B", "BW"])]
+    out = []
+    for key, g in m.groupby(OP_KEYS, sort=False):
+        if key not in b.index:
+            continue
+        op = b.loc[key]
+        begin = g[~g["mark"].str.endswith("_end")].set_index(["layer", "mark"])["host_s"]
+        end = g[g["mark"].str.endswith("_end")].assign(mark=lambda d: d["mark"].str[:-4]).set_index(
+            ["layer", "mark"])["host_s"]
+        dur = (end - begin).dropna()
+        out.append({**dict(zip(OP_KEYS, key)), "split": str(g["split"].iloc[0]),
+                    "host": float(op["host_end_s"]) - float(op["host_start_s"]),
+                    "calls": int(len(dur)), "call_s": float(dur.sum())})
+    return pd.DataFrame(out)
+
+
 def sync_split(marks: pd.DataFrame) -> pd.DataFrame:
     """Each dispatch's send-splits .tolist() of the forwards, split by its CUDA events (events-mode
     marks; rows without events are dropped): OP_KEYS, layer, split, wait (call to return), local,
@@ -272,6 +293,13 @@ def main(argv=None) -> int:
         return 2
     summary = forward_summary(forward_segments(marks, ops), sync_split(marks), between_syncs(marks, ops))
     rows = summary.to_dict("records")
+    bwd = backward_calls(marks, ops)
+    if not bwd.empty:
+        med = bwd.groupby(CONFIG_KEYS + ["split"])[["host", "calls", "call_s"]].median().reset_index()
+        for r in rows:
+            hit = med[(med["num_microbatches"] == r["num_microbatches"]) & (med["split"] == r["split"])]
+            if len(hit):
+                r["backward"] = hit.iloc[0][["host", "calls", "call_s"]].astype(float).to_dict()
     if args.records is not None:
         for r in rows:
             r["twin"] = twin_forward_of(args.records, args.gpu, r)
@@ -288,6 +316,10 @@ def main(argv=None) -> int:
             print(f"   send-splits waits (ms): local GPU {r['sync_local'] * 1e3:.2f}, all-to-all + peer "
                   f"{r['sync_a2a_peer'] * 1e3:.2f} (peer later by {r['sync_peer_late'] * 1e3:.2f}), return "
                   f"{r['sync_return'] * 1e3:.2f}")
+        if "backward" in r:
+            bw = r["backward"]
+            print(f"   backward: host {bw['host'] * 1e3:.2f} ms, {bw['calls']:.0f} all-to-all calls "
+                  f"{bw['call_s'] * 1e3:.2f} ms ({bw['call_s'] / max(bw['calls'], 1) * 1e6:.0f} us each)")
         if "between_first" in r:
             print(f"   between syncs (ms): first {r['between_first'] * 1e3:.2f}, per later layer "
                   f"{r['between_mid'] * 1e3:.2f}, last {r['between_last'] * 1e3:.2f}")

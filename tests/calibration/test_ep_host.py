@@ -112,3 +112,15 @@ def test_between_syncs_measures_the_host_from_each_return_to_the_next_call():
     assert (b["first"], b["mid"], b["last"]) == pytest.approx((1e-3 + 20e-6, 100e-6, 100e-6))
     t = ep_host.twin_forward([(1.0, 0.0), (None, 0.0), (2.0, 0.0), (None, 0.0), (4.0, 0.0)])
     assert t["between_s"] == [1.0, 2.0, 4.0]
+
+
+def test_backward_calls_pair_each_all_to_all_node_begin_with_its_end():
+    rows = [dict(CFG, rep=0, rank=0, op_index=1, kind="BW", microbatch=0, layer=layer, mark=mark, thread="autograd",
+                 host_s=t, gpu_s=float("nan"), split="fit")
+            for layer, base in ((1, 0.010), (0, 0.020))
+            for mark, t in (("bwd_combine_a2a", base), ("bwd_combine_a2a_end", base + 50e-6),
+                            ("bwd_dispatch_a2a", base + 1e-3), ("bwd_dispatch_a2a_end", base + 1e-3 + 30e-6))]
+    ops = pd.DataFrame([dict(CFG, rep=0, rank=0, op_index=1, kind="BW", microbatch=0, host_start_s=0.005,
+                             host_end_s=0.030, start_s=0.0, end_s=0.0, split="fit")])
+    b = ep_host.backward_calls(pd.DataFrame(rows), ops).iloc[0]
+    assert b["calls"] == 4 and b["call_s"] == pytest.approx(2 * 80e-6) and b["host"] == pytest.approx(0.025)
