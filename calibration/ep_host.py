@@ -1,6 +1,7 @@
 """Where an EP step's host time goes, mark by mark, against the twin's issue model (issue 13, s13ep).
 
-    python -m calibration.ep_host MARKS_FOLDER [--records FOLDER] [--gpu h200] [--json]
+(`python -m calibration.ep_host_compare MARKS_FOLDER --records FOLDER --gpu GPU` prints it beside
+the twin's forward.)
 
 MARKS_FOLDER: a `real.pipeline --host-marks` folder (marks_host/ or marks_events/): ep_host_marks.csv
 (real/ep.py's marks: each starts a segment of host work, real/ep.MARK_SEGMENTS) beside
@@ -17,19 +18,15 @@ and, where the marks carry CUDA events (marks_events), each send-splits .tolist(
                the all-to-all's own time and its wait for the peer rank
   return       from the exchange's end on the stream to the host's return (the sum, the copy to
                the host, the wake-up)
-The twin's side (`--records`: the committed folder whose host rates and profile the twin takes):
-the same configuration's forward op list (calibration.pipeline.stage_ops) issued from level
-(calibration.pipeline.issue): its launches' host seconds, and its waits at the synchronisations.
+twin_forward replays the twin's forward op list step by step (calibration.pipeline.issue's model):
+its launches' host seconds, its waits at the synchronisations, its host time between them.
+ep_host_terms: the EP host terms calibration.pipeline takes from a records folder (s13ep).
 
-Pure functions of DataFrames (forward_segments, sync_split, forward_summary, twin_forward); the CLI
-prints per configuration the medians over ranks, steps and forwards (ms).
+Pure functions of DataFrames; imported by calibration.pipeline, so it imports none of calibration.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,93 +244,3 @@ def twin_forward(op_list: list, lead_s: float = 0.0, gap_s: float = 0.0) -> dict
     # between[0]: to the first sync; then per layer (send->recv, recv->next send); the last: to the end
     return {"launch_s": launch, "waits_s": waits, "wait_s": float(sum(waits)), "host_s": host, "gpu_s": gpu,
             "between_s": between}
-
-
-def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
-    """twin_forward of a configuration's forward on the committed records folder `records` (its
-    host rates, accumulate rates and collectives, the fitted profile of `gpu`)."""
-    import calibration.pipeline as pipe
-    from calibration import records as rec
-    from calibration.fit import PROFILES_DIR
-    from calibration.predict import gpu_spec
-    from calibration.validate import load_fitted_profile
-    from calibration.whole_step import with_measured_collectives
-    from twin.core.schedules import build_schedule
-
-    prof, _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
-    prof = with_measured_collectives(prof, records)
-    acc = pipe.measured_accumulate(records, gpu)
-    host = pipe.measured_host_s(records, gpu, prof, acc) or {}
-    spec = pipe._spec_of({"model": cfg["model"], "num_layers": pipe._num_layers(records, cfg)})
-    n, pp, ep = int(cfg["num_microbatches"]), int(cfg["pp"]), int(cfg["ep"])
-    schedule = build_schedule("1f1b" if pp == 1 else str(cfg["schedule"]), pp, n)
-    stages = pipe.stage_layers(spec.num_layers, schedule.num_model_stages)
-    if pp == 1 and ep > 1 and "fwd_ep" in host:
-        host = {**host, "fwd": host["fwd_ep"]}
-    ops = pipe.stage_ops(spec, stages[0], True, len(stages) == 1, int(cfg["micro_batch_seqs"]), int(cfg["seq_len"]),
-                         str(cfg["precision"]), gpu_spec(gpu), prof, ep, (n - 1) / n, acc, host)
-    out = twin_forward(ops.f, 0.0, host.get("device_gap", 0.0))
-    out["launches"] = sum(1 for h, _ in ops.f if h is not None)
-    out["fwd_rate_s"] = host.get("fwd")
-    return out
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.ep_host", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", type=Path)
-    ap.add_argument("--records", type=Path, default=None, help="committed records folder: the twin's side")
-    ap.add_argument("--gpu", default="h200")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        marks, ops = load(args.folder)
-    except FileNotFoundError as e:
-        print(f"folder: {e} not found (a real.pipeline --host-marks folder holds ep_host_marks.csv)", file=sys.stderr)
-        return 2
-    summary = forward_summary(forward_segments(marks, ops), sync_split(marks), between_syncs(marks, ops))
-    rows = summary.to_dict("records")
-    bwd = backward_calls(marks, ops)
-    if not bwd.empty:
-        med = bwd.groupby(CONFIG_KEYS + ["split"])[["host", "calls", "call_s"]].median().reset_index()
-        for r in rows:
-            hit = med[(med["num_microbatches"] == r["num_microbatches"]) & (med["split"] == r["split"])]
-            if len(hit):
-                r["backward"] = hit.iloc[0][["host", "calls", "call_s"]].astype(float).to_dict()
-    if args.records is not None:
-        for r in rows:
-            r["twin"] = twin_forward_of(args.records, args.gpu, r)
-    if args.json:
-        print(json.dumps(rows, indent=1, default=float))
-        return 0
-    for r in rows:
-        print(f"{r['model']} pp{r['pp']} ep{r['ep']} n={r['num_microbatches']} ({r['split']}): forward host "
-              f"{r['host'] * 1e3:.2f} ms = issue {r.get('issue', 0) * 1e3:.2f} + collective calls "
-              f"{r.get('collective', 0) * 1e3:.2f} + waits {r.get('wait', 0) * 1e3:.2f}")
-        segs = {k[4:]: v for k, v in r.items() if k.startswith("seg_") and v == v}
-        print("   segments (ms): " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in segs.items()))
-        if "sync_local" in r and r["sync_local"] == r["sync_local"]:
-            print(f"   send-splits waits (ms): local GPU {r['sync_local'] * 1e3:.2f}, all-to-all + peer "
-                  f"{r['sync_a2a_peer'] * 1e3:.2f} (peer later by {r['sync_peer_late'] * 1e3:.2f}), return "
-                  f"{r['sync_return'] * 1e3:.2f}")
-        if "backward" in r:
-            bw = r["backward"]
-            print(f"   backward: host {bw['host'] * 1e3:.2f} ms, {bw['calls']:.0f} all-to-all calls "
-                  f"{bw['call_s'] * 1e3:.2f} ms ({bw['call_s'] / max(bw['calls'], 1) * 1e6:.0f} us each)")
-        if "between_first" in r:
-            print(f"   between syncs (ms): first {r['between_first'] * 1e3:.2f}, per later layer "
-                  f"{r['between_mid'] * 1e3:.2f}, last {r['between_last'] * 1e3:.2f}")
-        if "twin" in r:
-            t = r["twin"]
-            b = t["between_s"]
-            mids = b[2:-1:2]
-            print(f"   twin between syncs (ms): first {b[0] * 1e3:.2f}, per later layer "
-                  f"{float(np.median(mids)) * 1e3 if mids else float('nan'):.2f}, last {b[-1] * 1e3:.2f}")
-            print(f"   twin: host {t['host_s'] * 1e3:.2f} ms = launches {t['launch_s'] * 1e3:.2f} "
-                  f"({t['launches']} at {t['fwd_rate_s'] * 1e6:.1f} us) + waits {t['wait_s'] * 1e3:.2f}; "
-                  f"GPU ends {t['gpu_s'] * 1e3:.2f} ms")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
