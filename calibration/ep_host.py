@@ -225,6 +225,73 @@ def folder_terms(folder: Path, fwd_rate_s: float) -> dict:
     return ep_host_terms(marks, ops, fwd_rate_s, _read_optional(folder, "ep_host_marks_events.csv"))
 
 
+# a MoE layer's host work in groups both sides can be cut into: the measured segments of each group
+# and, in the twin's op list, the stretch between its EP ops (calibration.predict.EpOp)
+GROUPS = {
+    "to_counts": ("combine_post", "combine_end", "dispatch"),   # layer 0: ("head", "dispatch")
+    "counts_call": ("counts_a2a",),
+    "send_sync": ("tolist_send",),
+    "recv_sync": ("tolist_recv",),
+    "gather": ("gather",),
+    "tokens_call": ("tokens_a2a",),
+    "experts": ("dispatch_post", "dispatch_end", "combine"),
+    "combine_call": ("combine_a2a",),
+}
+
+
+def measured_groups(segments: pd.DataFrame) -> pd.DataFrame:
+    """Per forward and MoE layer, the seconds of each GROUPS group (layer 0's `to_counts` from the
+    op's start: the head segment; the last layer's combine_post and tail, past its combine call,
+    as `after`): OP_KEYS, split, layer, one column per group."""
+    rows = []
+    for key, g in segments.groupby(OP_KEYS, sort=False):
+        by = g.groupby(["layer", "segment"])["seconds"].sum()
+        layers = sorted(x for x in g["layer"].unique() if x >= 0)
+        for layer in layers:
+            row = {**dict(zip(OP_KEYS, key)), "split": str(g["split"].iloc[0]), "layer": int(layer)}
+            here = by.get(layer, pd.Series(dtype=float))
+            for name, labels in GROUPS.items():
+                row[name] = float(sum(here.get(x, 0.0) for x in labels if x not in ("combine_post", "combine_end")))
+            before = by.get(layer - 1, pd.Series(dtype=float))
+            row["to_counts"] += float(before.get("combine_post", 0.0) + before.get("combine_end", 0.0)
+                                      + before.get("head", 0.0))
+            if layer == layers[-1]:
+                row["after"] = float(here.get("combine_post", 0.0) + here.get("tail", 0.0))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def twin_groups(op_list: list) -> list[dict]:
+    """The twin's forward op list cut at its EP ops (calibration.predict.EpOp `term`) into the
+    GROUPS of each MoE layer: host launch seconds of each (a synchronisation's group holds the
+    launches before it; its wait is twin_forward's), and `after` on the last layer (everything past
+    its combine call: the last layer's rest, the head and the loss)."""
+    layers: list[dict] = []
+    cur: dict = {}
+    group, tokens = "to_counts", 0
+    nxt = {"ep_counts_a2a": "send_sync", "ep_send_sync": "recv_sync", "ep_recv_sync": "gather"}
+    for op in op_list:
+        term = getattr(op, "term", "")
+        h = op[0] or 0.0
+        if term in nxt:
+            if term == "ep_counts_a2a":
+                cur["counts_call"] = h
+            group = nxt[term]
+        elif term == "ep_tokens_a2a":
+            tokens += 1
+            if tokens % 2:          # dispatch's token all-to-all
+                cur["tokens_call"], group = h, "experts"
+            else:                   # combine's: the layer ends
+                cur["combine_call"] = h
+                layers.append(cur)
+                cur, group = {}, "to_counts"
+        else:
+            cur[group] = cur.get(group, 0.0) + h
+    if layers:
+        layers[-1]["after"] = cur.get("to_counts", 0.0)
+    return layers
+
+
 def twin_forward(op_list: list, lead_s: float = 0.0, gap_s: float = 0.0) -> dict:
     """The twin's forward from level (calibration.pipeline.issue's model, step by step): host
     seconds launching, host seconds waiting at each synchronisation (list), the host's end and

@@ -21,8 +21,8 @@ import numpy as np
 
 import calibration.pipeline as pipe
 from calibration import records as rec
-from calibration.ep_host import (CONFIG_KEYS, backward_calls, between_syncs, forward_segments, forward_summary,
-                                 load, sync_split, twin_forward)
+from calibration.ep_host import (CONFIG_KEYS, GROUPS, backward_calls, between_syncs, forward_segments,
+                                 forward_summary, load, measured_groups, sync_split, twin_forward, twin_groups)
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
 from calibration.validate import load_fitted_profile
@@ -47,6 +47,7 @@ def twin_forward_of(records: Path, gpu: str, cfg: dict) -> dict:
                          str(cfg["precision"]), gpu_spec(gpu), prof, ep, (n - 1) / n, acc, host)
     out = twin_forward(ops.f, 0.0, host.get("device_gap", 0.0))
     out["launches"] = sum(1 for h, _ in ops.f if h is not None)
+    out["groups"] = twin_groups(ops.f)
     out["fwd_rate_s"] = host.get("fwd")
     return out
 
@@ -64,8 +65,16 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"folder: {e} not found (a real.pipeline --host-marks folder holds ep_host_marks.csv)", file=sys.stderr)
         return 2
-    summary = forward_summary(forward_segments(marks, ops), sync_split(marks), between_syncs(marks, ops))
+    segments = forward_segments(marks, ops)
+    summary = forward_summary(segments, sync_split(marks), between_syncs(marks, ops))
     rows = summary.to_dict("records")
+    groups = measured_groups(segments)
+    names = list(GROUPS) + ["after"]
+    for r in rows:
+        g = groups[(groups["num_microbatches"] == r["num_microbatches"]) & (groups["split"] == r["split"])]
+        r["groups_first"] = g[g["layer"] == 0][list(GROUPS)].median().to_dict()
+        r["groups_mid"] = g[g["layer"] > 0][list(GROUPS)].median().to_dict()
+        r["groups_mid"]["after"] = float(g["after"].median()) if "after" in g else float("nan")
     bwd = backward_calls(marks, ops)
     if not bwd.empty:
         med = bwd.groupby(CONFIG_KEYS + ["split"])[["host", "calls", "call_s"]].median().reset_index()
@@ -96,6 +105,13 @@ def main(argv=None) -> int:
         if "between_first" in r:
             print(f"   between syncs (ms): first {r['between_first'] * 1e3:.2f}, per later layer "
                   f"{r['between_mid'] * 1e3:.2f}, last {r['between_last'] * 1e3:.2f}")
+        print("   per MoE layer, host ms (layer 0 / median of the later layers / the twin's later layer):")
+        tg = r.get("twin", {}).get("groups", [])
+        for name in names:
+            twin = tg[-1].get(name, float("nan")) if tg and name == "after" else (
+                tg[1].get(name, float("nan")) if len(tg) > 1 else float("nan"))
+            print(f"     {name:13} {r['groups_first'].get(name, float('nan')) * 1e3:7.3f} "
+                  f"{r['groups_mid'].get(name, float('nan')) * 1e3:7.3f}   twin {twin * 1e3:7.3f}")
         if "twin" in r:
             t = r["twin"]
             b = t["between_s"]

@@ -148,20 +148,19 @@ def _with_host(ops: list, host_s: float | None, ep_terms: dict | None = None) ->
     `ep_terms` (EP_HOST_TERMS measured by real/ep.py's host marks, adopted): each EP all-to-all
     call (calibration.predict.EpOp) takes its measured host seconds, and after each of dispatch's
     synchronisations the host spends its measured extra seconds (a host-only op)."""
-    if not ep_terms:
-        return ops if host_s is None else [(h if h is None else host_s, g) for h, g in ops]
+    if not ep_terms and host_s is None:
+        return ops
     out = []
     for op in ops:
         h, g = op
-        term = ep_terms.get(op.term) if isinstance(op, EpOp) else None
+        term = (ep_terms or {}).get(op.term) if isinstance(op, EpOp) else None
         if h is None:
             out.append(op)
             if term is not None:
                 out.append((term, 0.0))
-        elif term is not None:
-            out.append((term, g))
-        else:
-            out.append((h if host_s is None else host_s, g))
+            continue
+        new = (term if term is not None else h if host_s is None else host_s, g)
+        out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
     return out
 
 

@@ -124,3 +124,19 @@ def test_backward_calls_pair_each_all_to_all_node_begin_with_its_end():
                              host_end_s=0.030, start_s=0.0, end_s=0.0, split="fit")])
     b = ep_host.backward_calls(pd.DataFrame(rows), ops).iloc[0]
     assert b["calls"] == 4 and b["call_s"] == pytest.approx(2 * 80e-6) and b["host"] == pytest.approx(0.025)
+
+
+def test_measured_and_twin_groups_cut_a_layer_alike():
+    marks, ops = _records()
+    groups = ep_host.measured_groups(ep_host.forward_segments(marks, ops))
+    first, second = groups[groups["rank"] == 0].sort_values("layer").to_dict("records")
+    assert first["to_counts"] == pytest.approx(1e-3 + 10e-6)       # the head, then dispatch's first segment
+    assert second["to_counts"] == pytest.approx(3 * 10e-6)          # combine_post, combine_end, dispatch
+    assert first["send_sync"] == pytest.approx(100e-6) and first["experts"] == pytest.approx(30e-6)
+    assert second["after"] == pytest.approx(10e-6 + 30e-6)          # combine_post and the tail
+    twin_layer = [(1.0, 0.0), EpCountsCall((2.0, 0.0)), (3.0, 0.0), EpSendSync((None, 0.0)), (4.0, 0.0),
+                  EpRecvSync((None, 0.0)), (5.0, 0.0), EpTokensCall((6.0, 0.0)), (7.0, 0.0), EpTokensCall((8.0, 0.0))]
+    t = ep_host.twin_groups(twin_layer * 2 + [(9.0, 0.0)])
+    assert t[0] == {"to_counts": 1.0, "counts_call": 2.0, "send_sync": 3.0, "recv_sync": 4.0, "gather": 5.0,
+                    "tokens_call": 6.0, "experts": 7.0, "combine_call": 8.0}
+    assert t[1]["after"] == 9.0
