@@ -182,47 +182,52 @@ def _read_optional(folder: Path, name: str) -> pd.DataFrame | None:
     return None
 
 
-def ep_host_terms(marks: pd.DataFrame, ops: pd.DataFrame, fwd_rate_s: float,
-                  events: pd.DataFrame | None = None) -> dict:
+def pacing_segments(segments: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
+    """`segments` of the pacing rank only: at each exchange (a configuration's step, forward
+    micro-batch and MoE layer) the rank whose host reached the send-splits .tolist() last. The EP
+    ranks wait for each other at every dispatch (the counts' exchange completes when both have
+    issued it), so the step follows, layer by layer, the later rank's host; the twin's one simulated
+    rank stands for it. Segments of other ranks and head / tail (layer -1) are left out."""
+    calls = marks[(marks["kind"] == "F") & (marks["mark"] == "tolist_send")]
+    keys = CONFIG_KEYS + ["rep", "microbatch", "layer"]
+    latest = calls.groupby(keys)["host_s"].transform("max")
+    pacing = calls.loc[calls["host_s"] == latest, OP_KEYS + ["layer"]].drop_duplicates()
+    return segments.merge(pacing, on=OP_KEYS + ["layer"])
+
+
+def ep_host_terms(marks: pd.DataFrame, ops: pd.DataFrame, fwd_rate_s: float) -> dict:
     """The EP forward's host terms (calibration.pipeline.EP_HOST_TERMS) from the FITTING split's
-    forwards of host-marks records (`marks` and `ops` of a marks_host folder; `events`: the
-    marks of a marks_events folder of the same run), medians over every rank, step and MoE layer:
+    forwards of host-marks records (`marks`, `ops`: a marks_host folder), on the pacing rank of
+    each MoE layer (pacing_segments), medians over the steps, micro-batches and layers:
       ep_counts_a2a  host seconds of the counts' all_to_all_single call
       ep_tokens_a2a  host seconds of a token all-to-all call (dispatch's and combine's)
-      ep_recv_sync   the second .tolist() (the GPU idle: the sum's launch, the copy to the host, the
-                     wake-up) less the twin's two launches before it at the forward's rate `fwd_rate_s`
-      ep_send_sync   (with `events`) the first .tolist()'s return: from the exchange's end on the
-                     stream to the host's return, where the host was waiting (called before that end)
-    Terms without records are left out."""
-    out: dict = {}
+      ep_send_sync   the send-splits .tolist() less the twin's two launches before it at the
+                     forward's rate `fwd_rate_s` (on the pacing rank the GPU and the peer are done
+                     when it arrives: the .tolist()'s own cost, the sum, the copy, the wake-up)
+      ep_recv_sync   the same for the receive-splits .tolist()
+    (each sync term clipped at 0). {} without fitting forwards."""
     seg = forward_segments(marks[marks["split"] == "fit"], ops)
-    if not seg.empty:
-        def med(labels):
-            v = seg.loc[seg["segment"].isin(labels), "seconds"]
-            return float(v.median()) if len(v) else None
-        for key, labels in (("ep_counts_a2a", ["counts_a2a"]), ("ep_tokens_a2a", ["tokens_a2a", "combine_a2a"])):
-            v = med(labels)
-            if v is not None:
-                out[key] = v
-        recv = med(["tolist_recv"])
-        if recv is not None:
-            out["ep_recv_sync"] = max(0.0, recv - 2 * fwd_rate_s)
-    if events is not None:
-        w = sync_split(events[events["split"] == "fit"])
-        if not w.empty:
-            waited = w[w["local"] + w["a2a_peer"] > 0]
-            if len(waited):
-                out["ep_send_sync"] = float(waited["return"].median())
+    if seg.empty:
+        return {}
+    seg = pacing_segments(seg, marks)
+    out: dict = {}
+    for key, labels, less in (("ep_counts_a2a", ["counts_a2a"], 0.0),
+                              ("ep_tokens_a2a", ["tokens_a2a", "combine_a2a"], 0.0),
+                              ("ep_send_sync", ["tolist_send"], 2 * fwd_rate_s),
+                              ("ep_recv_sync", ["tolist_recv"], 2 * fwd_rate_s)):
+        v = seg.loc[seg["segment"].isin(labels), "seconds"]
+        if len(v):
+            out[key] = max(0.0, float(v.median()) - less)
     return out
 
 
 def folder_terms(folder: Path, fwd_rate_s: float) -> dict:
-    """ep_host_terms of a records folder's ep_host_marks.csv (host marks, beside its pipeline_ops.csv
-    as ep_host_ops.csv: the marked run's ops) and ep_host_marks_events.csv; {} without them."""
+    """ep_host_terms of a records folder's ep_host_marks.csv[.gz] (a --host-marks host run's marks)
+    and ep_host_ops.csv[.gz] (that run's pipeline_ops.csv); {} without them."""
     marks, ops = _read_optional(folder, "ep_host_marks.csv"), _read_optional(folder, "ep_host_ops.csv")
     if marks is None or ops is None:
         return {}
-    return ep_host_terms(marks, ops, fwd_rate_s, _read_optional(folder, "ep_host_marks_events.csv"))
+    return ep_host_terms(marks, ops, fwd_rate_s)
 
 
 # a MoE layer's host work in groups both sides can be cut into: the measured segments of each group

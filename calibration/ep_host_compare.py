@@ -59,9 +59,12 @@ def main(argv=None) -> int:
     ap.add_argument("--records", type=Path, default=None, help="committed records folder: the twin's side")
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fit-only", action="store_true", help="the fitting split's configurations only")
     args = ap.parse_args(argv)
     try:
         marks, ops = load(args.folder)
+        if args.fit_only:
+            marks, ops = marks[marks["split"] == "fit"], ops[ops["split"] == "fit"]
     except FileNotFoundError as e:
         print(f"folder: {e} not found (a real.pipeline --host-marks folder holds ep_host_marks.csv)", file=sys.stderr)
         return 2
