@@ -245,7 +245,7 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
 # records folder's ep_host_marks*.csv, fitting split): each all-to-all call's host seconds and the
 # host's extra time after each of dispatch's .tolist() synchronisations, in place of a launch at the
 # forward's rate and a return at the GPU's end
-ADOPT_EP_HOST_TERMS = False
+ADOPT_EP_HOST_TERMS = True
 EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync")
 
 # s12ep2 (docs/notes/s12ep2_rule.md, rule committed before the held-out figures under it): the

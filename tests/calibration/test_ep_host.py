@@ -4,6 +4,7 @@ how the twin's forward takes them (calibration.pipeline._with_host, ADOPT_EP_HOS
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -69,11 +70,26 @@ def test_sync_split_tells_the_local_gpu_the_exchange_and_the_return_apart():
 
 def test_host_terms_come_from_the_fitting_split_only():
     marks, ops = _records()
-    terms = ep_host.ep_host_terms(marks, ops, fwd_rate_s=2e-6, events=marks)
+    terms = ep_host.ep_host_terms(marks, ops, fwd_rate_s=2e-6)
+    # the calls as marked; each .tolist() less the twin's two launches before it (2 x 2 us)
     assert terms == pytest.approx({"ep_counts_a2a": 10e-6, "ep_tokens_a2a": 10e-6,
-                                   "ep_recv_sync": 10e-6 - 4e-6, "ep_send_sync": 40e-6})
+                                   "ep_send_sync": 100e-6 - 4e-6, "ep_recv_sync": 10e-6 - 4e-6})
     held_marks, held_ops = _records(split="holdout")
-    assert ep_host.ep_host_terms(held_marks, held_ops, 2e-6, events=held_marks) == {}
+    assert ep_host.ep_host_terms(held_marks, held_ops, 2e-6) == {}
+
+
+def test_terms_are_the_pacing_ranks():
+    """At each exchange the rank whose host reached the send-splits .tolist() last paces the step:
+    only its segments count (rank 1 at layer 0, rank 0 at layer 1 here)."""
+    marks, ops = _records()
+    late = {(1, 0), (0, 1)}                                  # (rank, layer) that arrive 50 us late
+    for (rank, layer) in late:
+        sel = (marks["rank"] == rank) & (marks["layer"] == layer) & (marks["mark"] == "tolist_send")
+        marks.loc[sel, "host_s"] += 50e-6
+    seg = ep_host.pacing_segments(ep_host.forward_segments(marks, ops), marks)
+    assert set(zip(seg["rank"], seg["layer"])) == late
+    # the late rank's counts call (its segment runs to its late .tolist()) is what the term takes
+    assert ep_host.ep_host_terms(marks, ops, 2e-6)["ep_counts_a2a"] == pytest.approx(10e-6 + 50e-6)
 
 
 def test_twin_forward_counts_launches_and_waits():
@@ -140,3 +156,43 @@ def test_measured_and_twin_groups_cut_a_layer_alike():
     assert t[0] == {"to_counts": 1.0, "counts_call": 2.0, "send_sync": 3.0, "recv_sync": 4.0, "gather": 5.0,
                     "tokens_call": 6.0, "experts": 7.0, "combine_call": 8.0}
     assert t[1]["after"] == 9.0
+
+
+# ---- the committed records (s13ep's rule: D adopted on the 2xH200 folder, which carries the marks)
+
+COMMITTED = Path(__file__).resolve().parents[2] / "calibration/measurements"
+
+
+def _profile(gpu, folder):
+    from calibration import records as rec
+    from calibration.validate import load_fitted_profile
+    from calibration.whole_step import with_measured_collectives
+    prof, _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
+    return with_measured_collectives(prof, folder)
+
+
+def test_committed_terms_lengthen_the_2xh200_ep_forward_by_what_they_add(monkeypatch):
+    from calibration.ep_host_compare import twin_forward_of
+    folder = COMMITTED / "h200x2"
+    prof = _profile("h200", folder)
+    rates = pipe.measured_host_s(folder, "h200", prof, pipe.measured_accumulate(folder, "h200"))
+    terms = {k: rates[k] for k in pipe.EP_HOST_TERMS}
+    # an all-to-all call costs the host several launches (s13ep: ~140-180 us against 28 us a launch)
+    assert rates["fwd"] < terms["ep_counts_a2a"] < 1e-3 and rates["fwd"] < terms["ep_tokens_a2a"] < 1e-3
+    cfg = dict(model="v2-lite-slice", schedule="1f1b", pp=1, ep=2, num_microbatches=1, micro_batch_seqs=1,
+               seq_len=4096, precision="bf16")
+    on = twin_forward_of(folder, "h200", cfg)
+    monkeypatch.setattr(pipe, "ADOPT_EP_HOST_TERMS", False)
+    off = twin_forward_of(folder, "h200", cfg)
+    moe_layers = 7                                           # v2-lite-slice x 8 layers: the first is dense
+    added = moe_layers * (terms["ep_counts_a2a"] + 2 * terms["ep_tokens_a2a"] - 3 * rates["fwd"]
+                          + terms["ep_send_sync"] + terms["ep_recv_sync"])
+    assert on["launch_s"] - off["launch_s"] == pytest.approx(added, rel=1e-6)
+    assert on["host_s"] > off["host_s"]
+
+
+def test_folders_without_marks_take_no_terms():
+    folder = COMMITTED / "h100x2"
+    prof = _profile("h100", folder)
+    rates = pipe.measured_host_s(folder, "h100", prof, pipe.measured_accumulate(folder, "h100"))
+    assert not set(pipe.EP_HOST_TERMS) & set(rates)
