@@ -196,3 +196,16 @@ def test_folders_without_marks_take_no_terms():
     prof = _profile("h100", folder)
     rates = pipe.measured_host_s(folder, "h100", prof, pipe.measured_accumulate(folder, "h100"))
     assert not set(pipe.EP_HOST_TERMS) & set(rates)
+
+
+def test_compare_cli_reads_the_committed_run_and_refuses_a_folder_without_marks(tmp_path, capsys):
+    from calibration.ep_host_compare import main
+    run = COMMITTED / "h200x2/s13ep_20261126_2254/x2/marks_host"
+    assert main([str(run), "--fit-only", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["num_microbatches"] for r in rows) == [1, 4] and {r["split"] for r in rows} == {"fit"}
+    for r in rows:   # a forward's host splits into its classes; the backward issues 14 all-to-all calls
+        assert 0 < r["collective"] < r["issue"] < r["host"] and r["wait"] > 0
+        assert r["backward"]["calls"] == 14
+    assert main([str(tmp_path)]) == 2
+    assert "ep_host_marks.csv" in capsys.readouterr().err
