@@ -48,7 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibration.predict import Eager, gpu_spec, timed_window_s
+from calibration import ep_host
+from calibration.predict import Eager, EpOp, gpu_spec, timed_window_s
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from twin.core.schedules import build_schedule
@@ -137,13 +138,30 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     parts = {"F": dict(f.component_s), "B": dict(b.component_s), "W": dict(b.w_component_s)}
     if not host:
         return StageOps(f.ops, b.ops, b.w_ops, parts)
-    return StageOps(_with_host(f.ops, host.get("fwd")), _with_host(b.ops, host.get("bwd")),
+    ep_terms = {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+    return StageOps(_with_host(f.ops, host.get("fwd"), ep_terms), _with_host(b.ops, host.get("bwd")),
                     _with_host(b.w_ops, host.get("wgrad")), parts)
 
 
-def _with_host(ops: list, host_s: float | None) -> list:
-    """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None."""
-    return ops if host_s is None else [(h if h is None else host_s, g) for h, g in ops]
+def _with_host(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
+    """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None.
+    `ep_terms` (EP_HOST_TERMS measured by real/ep.py's host marks, adopted): each EP all-to-all
+    call (calibration.predict.EpOp) takes its measured host seconds, and after each of dispatch's
+    synchronisations the host spends its measured extra seconds (a host-only op)."""
+    if not ep_terms and host_s is None:
+        return ops
+    out = []
+    for op in ops:
+        h, g = op
+        term = (ep_terms or {}).get(op.term) if isinstance(op, EpOp) else None
+        if h is None:
+            out.append(op)
+            if term is not None:
+                out.append((term, 0.0))
+            continue
+        new = (term if term is not None else h if host_s is None else host_s, g)
+        out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
+    return out
 
 
 HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
@@ -222,6 +240,14 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
     return out or None
 
 
+# s13ep (docs/notes/s13ep_rule.md, rule committed before the held-out figures under it): the EP
+# forward's host costs that real/ep.py's host marks measure (calibration.ep_host.ep_host_terms, the
+# records folder's ep_host_marks*.csv, fitting split): each all-to-all call's host seconds and the
+# host's extra time after each of dispatch's .tolist() synchronisations, in place of a launch at the
+# forward's rate and a return at the GPU's end
+ADOPT_EP_HOST_TERMS = True
+EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync")
+
 # s12ep2 (docs/notes/s12ep2_rule.md, rule committed before the held-out figures under it): the
 # forwards of EP-only steps (pp == 1, ep > 1) at their own host rate `fwd_ep`, solved over the
 # fitting split's EP-only forwards (two blocking .tolist() and three all-to-all calls per MoE
@@ -279,7 +305,10 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
             rates["fwd_ep"] = solved
     if gap is not None:
         rates["device_gap"] = [gap]
-    return {d: float(np.median(v)) for d, v in rates.items() if v} or None
+    out = {d: float(np.median(v)) for d, v in rates.items() if v}
+    if ADOPT_EP_HOST_TERMS and out.get("fwd") is not None:
+        out.update(ep_host.folder_terms(Path(folder), out["fwd"]))
+    return out or None
 
 
 def bench_host_marks(folder: Path) -> bool:

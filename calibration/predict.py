@@ -235,6 +235,39 @@ class NoGradHost(tuple):
     host_dispatch records: a layer forward under torch.no_grad)."""
 
 
+class EpOp(tuple):
+    """An op of real/ep.py's dispatch or combine forward whose host time the EP host marks measure
+    (s13ep): `term` names its key in calibration.pipeline's EP host terms. A launch like any other
+    (Eager.use_eager_host keeps the class) unless a records folder's terms are adopted
+    (calibration.pipeline.ADOPT_EP_HOST_TERMS, _with_host)."""
+
+    term = ""
+
+
+class EpCountsCall(EpOp):
+    """The split-size exchange: dist.all_to_all_single of the per-expert counts."""
+
+    term = "ep_counts_a2a"
+
+
+class EpTokensCall(EpOp):
+    """A token all-to-all through torch.distributed.nn's autograd wrapper (dispatch or combine)."""
+
+    term = "ep_tokens_a2a"
+
+
+class EpSendSync(EpOp):
+    """Dispatch's first .tolist() (send splits): a synchronisation after the counts exchange."""
+
+    term = "ep_send_sync"
+
+
+class EpRecvSync(EpOp):
+    """Dispatch's second .tolist() (receive splits): a synchronisation on an idle GPU."""
+
+    term = "ep_recv_sync"
+
+
 def component_of(host_class: str) -> str:
     """The component an eager op's GPU time counts under (Eager.component_s), by its host class."""
     for prefix, name in (("grouped_gemm", "grouped_gemm"), ("gemm", "gemm"), ("attn", "attention")):
@@ -427,6 +460,8 @@ class Eager:
                     return op
                 if isinstance(op, NoGradHost) and nograd is not None:
                     return NoGradHost((float(nograd), op[1]))
+                if isinstance(op, EpOp):
+                    return type(op)((float(host), op[1]))
                 return (float(host), op[1])
             self.ops = [each(op) for op in self.ops]
             self.w_ops = [each(op) for op in self.w_ops]

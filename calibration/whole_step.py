@@ -28,8 +28,9 @@ import numpy as np
 
 from calibration import nccl
 from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
-from calibration.predict import (BF16_BYTES, Eager, _linear_bwd, _linear_fwd, _rope, gpu_spec, mla_layer_ops,
-                                 moe_layer_ops, predict_s, swiglu_bwd, timed_window_s, twin_precision)
+from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, _linear_bwd,
+                                 _linear_fwd, _rope, gpu_spec, mla_layer_ops, moe_layer_ops, predict_s, swiglu_bwd,
+                                 timed_window_s, twin_precision)
 from twin.costs import comm, compute
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -497,20 +498,29 @@ def _row_gather(e: Eager, bytes_: float, kernels: int = 1) -> None:
         e.gather(bytes_, kernels)
 
 
+def _ep_call(e: Eager, marker: type) -> None:
+    """The op just added is one of real/ep.py's host-marked ops (calibration.predict.EpOp)."""
+    e.ops[-1] = marker(e.ops[-1])
+
+
 def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py dispatch: argsort, expert counts, the counts' all-to-all, split sizes to the host
     (two .tolist() calls, send and receive splits: each a per-rank sum, its copy to the host and
     a synchronisation), gather the rows, their all-to-all, repeat_interleave, argsort of the
-    received rows and their permutation."""
+    received rows and their permutation. The all-to-all calls and the synchronisations carry
+    their EpOp class (the EP host terms, s13ep)."""
     N = T * K
     e.mem(N * I64 * 2 * 4, kernels=3)
     e.small(3)
     _all_to_all(e, 8.0 * 4, gpu, world)
-    for _ in ("send_splits", "recv_splits"):
+    _ep_call(e, EpCountsCall)
+    for marker in (EpSendSync, EpRecvSync):
         e.small(2)
         e.sync()
+        _ep_call(e, marker)
     _row_gather(e, 2 * N * D * BF16_BYTES)                      # x_TD[order // K]
     _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
+    _ep_call(e, EpTokensCall)
     e.small(4)
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
     _row_gather(e, 2 * rows_in * D * BF16_BYTES, kernels=2)     # x_recv[perm], local_expert[perm]
@@ -522,6 +532,7 @@ def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: 
     e.mem(rows_in * I64 * 2 * 4, kernels=3)
     _row_gather(e, 2 * rows_in * D * BF16_BYTES)                # y_RD[argsort(perm)]
     _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)
+    _ep_call(e, EpTokensCall)
     e.mem(N * I64 * 2 * 4, kernels=3)
     _row_gather(e, 2 * N * D * BF16_BYTES)                      # y_send[argsort(order)]
 

@@ -129,6 +129,12 @@ PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus"
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
                      "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]
+# real/pipeline/bench.py --host-marks (s13ep): real/ep.py's host marks in the EP steps, one row per
+# mark (real/ep.py MARK_SEGMENTS: the segment of host work it starts), in the compute op that holds
+# it; host_s / gpu_s (its CUDA event, events mode) on pipeline_ops.csv's axis; thread main|autograd
+EP_HOST_MARKS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
+                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "layer", "mark", "thread",
+                      "host_s", "gpu_s", "split", "gpu_name", "timestamp_utc"]
 # real/pipeline/bench.py (s10pp): the routed tokens of each rank's MoE gates over the timed steps
 # (Gate.tokens_per_expert_E: this rank's tokens to each of the E experts), per step
 PIPELINE_ROUTING_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",

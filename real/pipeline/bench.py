@@ -19,6 +19,13 @@ writes, from rank 0:
                       (`F3.0`, `B1.1`, `F3.0&BW1.1`), opens in Perfetto beside `twin trace`
   env_pipeline_<layouts>.json   the environment and the resolved configuration
 
+`--host-marks off,host,events` (s13ep) times each configuration once per mode, in that order:
+`off` as above into --out; `host` (real/ep.py's perf_counter marks in dispatch, combine and their
+backward) and `events` (the same plus a CUDA event at each mark) into --out/marks_<mode>/, the same
+files plus
+  ep_host_marks.csv   every mark of every rank of every timed step (EP layouts): label, MoE layer
+                      within the op, host_s (and gpu_s: the event, events mode) on the ops' axis
+
 Rows are written as each configuration ends, so a run cut short keeps what it measured. All
 ranks take every decision alike (rank 0's clock decides repetitions and the budget).
 `--tiny` is the CPU dry run (gloo, the catalog's tiny model with 4 layers, seq 16).
@@ -42,12 +49,14 @@ import torch
 import torch.distributed as dist
 
 from real.bench.device import environment, free_memory
-from real.bench.records import ENV_COLS, PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log
+from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS,
+                                PIPELINE_STEP_COLS, log)
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
 from real.serve.hostpin import PIN_MODES, apply_pin
-from real.pipeline.engine import PipelineRunner, StepTimeline, build_mesh, flow_orders, on_shared_axis
+from real.pipeline.engine import (HOST_MARK_MODES, PipelineRunner, StepTimeline, build_mesh, flow_orders,
+                                  on_shared_axis)
 from real.telemetry import Telemetry
 from twin.core.schedules import build_schedule
 
@@ -145,6 +154,42 @@ def _agree(value: float) -> float:
 
 
 
+def mark_rows(step: StepTimeline) -> list[dict]:
+    """One rank's host marks of one step, each with the compute op whose host interval holds it
+    (op_index, kind, microbatch) and its MoE layer within that op (0 = the op's first dispatch)."""
+    compute = [o for o in step.ops if o.kind in COMPUTE_KINDS]
+    rows = []
+    for label, call, host_s, gpu_s, main in step.marks:
+        op = next((o for o in compute if o.host_start_s <= host_s <= o.host_end_s), None)
+        rows.append(dict(op_index=op.op_index if op else -1, kind=op.kind if op else "",
+                         microbatch=op.microbatch if op else -1, call=call, mark=label,
+                         thread="main" if main else "autograd", host_s=host_s, gpu_s=gpu_s))
+    first: dict = {}
+    for r in rows:
+        first[r["op_index"]] = min(first.get(r["op_index"], r["call"]), r["call"])
+    for r in rows:
+        r["layer"] = r.pop("call") - first[r["op_index"]]
+    return rows
+
+
+class Outputs:
+    """The CSV families of one host-marks mode (off: --out; else --out/marks_<mode>/), rank 0."""
+
+    def __init__(self, out: Path, mode: str, append: bool):
+        self.dir = out if mode == "off" else out / f"marks_{mode}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.steps = CsvFamily(self.dir / "pipeline_step.csv", PIPELINE_STEP_COLS, append)
+        self.ops = CsvFamily(self.dir / "pipeline_ops.csv", PIPELINE_OPS_COLS, append)
+        self.routing = CsvFamily(self.dir / "pipeline_routing.csv", PIPELINE_ROUTING_COLS, append)
+        self.marks = None if mode == "off" else CsvFamily(self.dir / "ep_host_marks.csv", EP_HOST_MARKS_COLS,
+                                                          append)
+
+    def close(self):
+        for f in (self.steps, self.ops, self.routing, self.marks):
+            if f is not None:
+                f.close()
+
+
 def start_ranks(args):
     """This torchrun rank's device (GPU LOCAL_RANK, or the CPU with gloo under --tiny or without
     CUDA), its process group, telemetry and the environment record every row carries:
@@ -195,6 +240,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=120.0, help="no configuration starts after this")
     ap.add_argument("--append", action="store_true", help="add rows to existing CSVs in --out")
     ap.add_argument("--sgd-lr", type=float, default=None, help="add a plain SGD update to each step")
+    ap.add_argument("--host-marks", default="off",
+                    help=f"comma list of {','.join(HOST_MARK_MODES)}: each configuration timed once per mode "
+                         "(marked modes into --out/marks_<mode>/ with ep_host_marks.csv)")
     ap.add_argument("--pin", default="none", choices=PIN_MODES,
                     help="CPU pinning of each rank's main thread (real/serve/hostpin.py; default: none)")
     args = ap.parse_args(argv)
@@ -202,6 +250,10 @@ def main(argv=None) -> int:
         args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
     t_start = time.perf_counter()
     layouts = [parse_layout(x) for x in args.layouts.split(",") if x]
+    modes = [m for m in args.host_marks.split(",") if m]
+    bad = [m for m in modes if m not in HOST_MARK_MODES]
+    if bad or not modes or len(set(modes)) < len(modes):
+        raise SystemExit(f"--host-marks: {args.host_marks!r}: distinct modes among {', '.join(HOST_MARK_MODES)}")
 
     dev, cuda, rank, world, tel, env = start_ranks(args)
     spec = get_spec(args.model)
@@ -216,9 +268,7 @@ def main(argv=None) -> int:
         env_path.write_text(json.dumps(env, indent=2, default=str))
         log(f"pipeline bench: world {world}, {spec.name} x{spec.num_layers} layers, seq {S}, "
             f"{B} seq/micro-batch, {precision.label}, layouts {args.layouts}")
-        steps_csv = CsvFamily(args.out / "pipeline_step.csv", PIPELINE_STEP_COLS, args.append)
-        ops_csv = CsvFamily(args.out / "pipeline_ops.csv", PIPELINE_OPS_COLS, args.append)
-        routing_csv = CsvFamily(args.out / "pipeline_routing.csv", PIPELINE_ROUTING_COLS, args.append)
+        outputs = {mode: Outputs(args.out, mode, args.append) for mode in modes}
     holdout, ep_holdout = set(_ints(args.holdout)), set(_ints(args.ep_holdout))
     failures = []
     traced: set = set()
@@ -238,97 +288,102 @@ def main(argv=None) -> int:
         model = build_model(spec, dev, dtype, ep_group=mesh.ep_group, max_seq_len=S)
         for name in schedules:
             for n in counts:
-                label = f"pp{pp} ep{ep} dp{mesh.dp} {name} n={n}"
-                if _agree(time.perf_counter() - t_start) > args.budget_s:
-                    log(f"skip {label}: budget spent")
-                    continue
-                try:
-                    schedule = build_schedule(name, pp, n)
-                except ValueError as e:  # twin's ScenarioError: e.g. dualpipe with too few micro-batches
-                    log(f"skip {label}: {e}")
-                    continue
-                try:
-                    runner = PipelineRunner(model, schedule, mesh, dev, (B, S, spec.hidden_size), precision,
-                                            sgd_lr=args.sgd_lr)
-                    gen = torch.Generator().manual_seed(1 + mesh.dp_rank)
-                    tokens = torch.randint(0, spec.vocab_size, (n, B, S), generator=gen).to(dev)
-                    targets = torch.roll(tokens, -1, -1)
-                    t0 = time.perf_counter()
-                    for _ in range(args.warmup):
-                        runner.step(tokens, targets)
-                    step_s = _agree((time.perf_counter() - t0) / max(1, args.warmup))
-                    left_s = args.budget_s - (time.perf_counter() - t_start)
-                    reps = int(min(args.reps_max, max(args.reps_min, math.ceil(args.min_time_s / max(step_s, 1e-6)))))
-                    reps = int(_agree(max(1, min(reps, int(left_s / max(step_s, 1e-6))))))
-                    gates = list(runner.moe_gates())
-                    for *_, gate in gates:
-                        gate.tokens_per_expert_E.zero_()
-                    e0, w0 = tel.energy_j(), time.perf_counter()
-                    mine = [runner.step(tokens, targets) for _ in range(reps)]
-                    wall_s, e1 = time.perf_counter() - w0, tel.energy_j()
-                    routed = [(chunk, s, layer, e, float(c) / reps) for chunk, s, layer, gate in gates
-                              for e, c in enumerate(gate.tokens_per_expert_E.tolist())]
-                    sm, mem = tel.sm_clock_mhz(), tel.mem_clock_mhz()
-                except torch.OutOfMemoryError as e:  # noted; the ranks are then likely out of step
-                    failures.append(f"{label}: out of memory")
-                    log(f"{label}: out of memory: {str(e)[:200]}")
-                    raise
-                everyone: list = [None] * world
-                dist.all_gather_object(everyone, mine)
-                routed_by_rank: list = [None] * world
-                dist.all_gather_object(routed_by_rank, routed)
-                del runner
-                for p in model.parameters():
-                    p.grad = None
-                free_memory()
-                if rank != 0:
-                    continue
-                steps = [on_shared_axis([everyone[r][k] for r in range(world)]) for k in range(reps)]
-                times = [max(o.end_s for t in step for o in t.ops) for step in steps]
-                med, p10, p90 = _quantiles(times)
-                loss = sum(t.loss for t in steps[-1])
-                is_holdout = n in (holdout if pp > 1 else ep_holdout)
-                power = (e1 - e0) / wall_s if wall_s >= 0.5 else math.nan
-                stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                common = dict(model=spec.name, schedule=name, pp=pp, ep=ep, num_microbatches=n,
-                              micro_batch_seqs=B, seq_len=S, precision=precision.label)
-                envcols = {k: env.get(k, "") for k in ENV_COLS}
-                envcols.update(sm_clock_mhz=sm, mem_clock_mhz=mem, power_w=power, energy_j=power * med,
-                               timestamp_utc=stamp)
-                steps_csv.rows([dict(bench="pipeline_step" if pp > 1 else "ep_step", **common, dp=mesh.dp,
-                                     num_gpus=world, num_layers=spec.num_layers, time_s=med, time_p10_s=p10,
-                                     time_p90_s=p90, reps=reps,
-                                     tokens_per_s=n * B * S * mesh.dp / med, loss=loss,
-                                     split="holdout" if is_holdout else "fit", **envcols,
-                                     nccl_version=env["nccl_version"])])
-                ops_csv.rows([dict(**common, rep=k, rank=t.rank, op_index=o.op_index, kind=o.kind,
-                                   microbatch=o.microbatch, chunk=o.chunk, start_s=o.start_s, end_s=o.end_s,
-                                   host_start_s=o.host_start_s, host_end_s=o.host_end_s,
-                                   split="holdout" if is_holdout else "fit",
-                                   gpu_name=env["gpu_name"], timestamp_utc=stamp)
-                              for k, step in enumerate(steps) for t in step for o in t.ops])
-                routing_csv.rows([dict(**common, rank=r, chunk=chunk, stage=s, layer=layer, expert=e,
-                                       tokens_per_step=t, split="holdout" if is_holdout else "fit",
+                for mode in modes:
+                    label = f"pp{pp} ep{ep} dp{mesh.dp} {name} n={n}" + (f" marks {mode}" if mode != "off" else "")
+                    if _agree(time.perf_counter() - t_start) > args.budget_s:
+                        log(f"skip {label}: budget spent")
+                        continue
+                    try:
+                        schedule = build_schedule(name, pp, n)
+                    except ValueError as e:  # twin's ScenarioError: e.g. dualpipe with too few micro-batches
+                        log(f"skip {label}: {e}")
+                        continue
+                    try:
+                        runner = PipelineRunner(model, schedule, mesh, dev, (B, S, spec.hidden_size), precision,
+                                                sgd_lr=args.sgd_lr, host_marks=mode)
+                        gen = torch.Generator().manual_seed(1 + mesh.dp_rank)
+                        tokens = torch.randint(0, spec.vocab_size, (n, B, S), generator=gen).to(dev)
+                        targets = torch.roll(tokens, -1, -1)
+                        t0 = time.perf_counter()
+                        for _ in range(args.warmup):
+                            runner.step(tokens, targets)
+                        step_s = _agree((time.perf_counter() - t0) / max(1, args.warmup))
+                        left_s = args.budget_s - (time.perf_counter() - t_start)
+                        reps = int(min(args.reps_max, max(args.reps_min, math.ceil(args.min_time_s / max(step_s, 1e-6)))))
+                        reps = int(_agree(max(1, min(reps, int(left_s / max(step_s, 1e-6))))))
+                        gates = list(runner.moe_gates())
+                        for *_, gate in gates:
+                            gate.tokens_per_expert_E.zero_()
+                        e0, w0 = tel.energy_j(), time.perf_counter()
+                        mine = [runner.step(tokens, targets) for _ in range(reps)]
+                        wall_s, e1 = time.perf_counter() - w0, tel.energy_j()
+                        routed = [(chunk, s, layer, e, float(c) / reps) for chunk, s, layer, gate in gates
+                                  for e, c in enumerate(gate.tokens_per_expert_E.tolist())]
+                        sm, mem = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+                    except torch.OutOfMemoryError as e:  # noted; the ranks are then likely out of step
+                        failures.append(f"{label}: out of memory")
+                        log(f"{label}: out of memory: {str(e)[:200]}")
+                        raise
+                    everyone: list = [None] * world
+                    dist.all_gather_object(everyone, mine)
+                    routed_by_rank: list = [None] * world
+                    dist.all_gather_object(routed_by_rank, routed)
+                    del runner
+                    for p in model.parameters():
+                        p.grad = None
+                    free_memory()
+                    if rank != 0:
+                        continue
+                    out = outputs[mode]
+                    steps = [on_shared_axis([everyone[r][k] for r in range(world)]) for k in range(reps)]
+                    times = [max(o.end_s for t in step for o in t.ops) for step in steps]
+                    med, p10, p90 = _quantiles(times)
+                    loss = sum(t.loss for t in steps[-1])
+                    is_holdout = n in (holdout if pp > 1 else ep_holdout)
+                    power = (e1 - e0) / wall_s if wall_s >= 0.5 else math.nan
+                    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                    common = dict(model=spec.name, schedule=name, pp=pp, ep=ep, num_microbatches=n,
+                                  micro_batch_seqs=B, seq_len=S, precision=precision.label)
+                    envcols = {k: env.get(k, "") for k in ENV_COLS}
+                    envcols.update(sm_clock_mhz=sm, mem_clock_mhz=mem, power_w=power, energy_j=power * med,
+                                   timestamp_utc=stamp)
+                    out.steps.rows([dict(bench="pipeline_step" if pp > 1 else "ep_step", **common, dp=mesh.dp,
+                                         num_gpus=world, num_layers=spec.num_layers, time_s=med, time_p10_s=p10,
+                                         time_p90_s=p90, reps=reps,
+                                         tokens_per_s=n * B * S * mesh.dp / med, loss=loss,
+                                         split="holdout" if is_holdout else "fit", **envcols,
+                                         nccl_version=env["nccl_version"])])
+                    out.ops.rows([dict(**common, rep=k, rank=t.rank, op_index=o.op_index, kind=o.kind,
+                                       microbatch=o.microbatch, chunk=o.chunk, start_s=o.start_s, end_s=o.end_s,
+                                       host_start_s=o.host_start_s, host_end_s=o.host_end_s,
+                                       split="holdout" if is_holdout else "fit",
                                        gpu_name=env["gpu_name"], timestamp_utc=stamp)
-                                  for r in range(world) for chunk, s, layer, e, t in routed_by_rank[r]])
-                trace_key = name if pp > 1 else f"ep{ep}"
-                if trace_key not in traced and (n == args.trace_microbatches or n == counts[-1]):
-                    traced.add(trace_key)
-                    k = sorted(range(reps), key=lambda i: times[i])[reps // 2]
-                    meta = dict(common, dp=mesh.dp, rep=k, step_time_s=times[k], num_layers=spec.num_layers,
-                                gpu_name=env["gpu_name"])
-                    path = args.out / f"pipeline_trace_{trace_key}.json"
-                    tmp = path.with_suffix(".json.tmp")
-                    tmp.write_text(json.dumps(chrome_trace(steps[k], meta), separators=(",", ":")))
-                    tmp.replace(path)
-                log(f"{label}: {med * 1e3:.1f} ms (p10 {p10 * 1e3:.1f}, p90 {p90 * 1e3:.1f}, {reps} reps), "
-                    f"{n * B * S * mesh.dp / med:.0f} tok/s, loss {loss:.4f}")
+                                  for k, step in enumerate(steps) for t in step for o in t.ops])
+                    out.routing.rows([dict(**common, rank=r, chunk=chunk, stage=s, layer=layer, expert=e,
+                                           tokens_per_step=t, split="holdout" if is_holdout else "fit",
+                                           gpu_name=env["gpu_name"], timestamp_utc=stamp)
+                                      for r in range(world) for chunk, s, layer, e, t in routed_by_rank[r]])
+                    if out.marks is not None:
+                        out.marks.rows([dict(**common, rep=k, rank=t.rank, **m, split="holdout" if is_holdout else "fit",
+                                             gpu_name=env["gpu_name"], timestamp_utc=stamp)
+                                        for k, step in enumerate(steps) for t in step for m in mark_rows(t)])
+                    trace_key = name if pp > 1 else f"ep{ep}"
+                    if (mode, trace_key) not in traced and (n == args.trace_microbatches or n == counts[-1]):
+                        traced.add((mode, trace_key))
+                        k = sorted(range(reps), key=lambda i: times[i])[reps // 2]
+                        meta = dict(common, dp=mesh.dp, rep=k, step_time_s=times[k], num_layers=spec.num_layers,
+                                    gpu_name=env["gpu_name"])
+                        path = out.dir / f"pipeline_trace_{trace_key}.json"
+                        tmp = path.with_suffix(".json.tmp")
+                        tmp.write_text(json.dumps(chrome_trace(steps[k], meta), separators=(",", ":")))
+                        tmp.replace(path)
+                    log(f"{label}: {med * 1e3:.1f} ms (p10 {p10 * 1e3:.1f}, p90 {p90 * 1e3:.1f}, {reps} reps), "
+                        f"{n * B * S * mesh.dp / med:.0f} tok/s, loss {loss:.4f}")
         del model
         free_memory()
     if rank == 0:
-        steps_csv.close()
-        ops_csv.close()
-        routing_csv.close()
+        for out in outputs.values():
+            out.close()
         env["failures"] = failures
         env["elapsed_s"] = time.perf_counter() - t_start
         env_path.write_text(json.dumps(env, indent=2, default=str))

@@ -35,7 +35,9 @@ global order, before any step.
 
 Timing: every op on every rank (CUDA events on the compute stream; the host clock on CPU), from
 a start mark taken right after a barrier; each rank's host clock (CLOCK_MONOTONIC, shared by the
-processes of one host) at that mark gives the offset that puts all ranks on one axis.
+processes of one host) at that mark gives the offset that puts all ranks on one axis. With
+host_marks "host" (or "events": also a CUDA event at each mark) a step also records real/ep.py's
+host marks inside dispatch, combine and their backward (StepTimeline.marks): no synchronisation added.
 """
 
 from __future__ import annotations
@@ -49,12 +51,14 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from real.ep import HostMarks, recording
 from real.fp8 import BF16, Precision, linear
 from real.model import MoE, Transformer
 from real.wgrad import WeightGradStore, deferring
 from twin.core.schedules import PipeOp, Schedule
 
 EXPERT_PARAMS = ("w13_E2FD", "w2_EDF")
+HOST_MARK_MODES = ("off", "host", "events")  # events: CUDA events too (GPU only)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,6 +352,9 @@ class StepTimeline:
     host_start_s: float
     loss: float
     ops: list[OpRecord]
+    # real/ep.py's host marks (host_marks on): (label, dispatch count in the step, host_s, gpu_s,
+    # main thread?) on the same axis as the ops; gpu_s: the point's CUDA event (nan without one)
+    marks: list[tuple] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +365,11 @@ class PipelineRunner:
     """Runs one rank's program of `schedule` over its stages; one `step()` per training step."""
 
     def __init__(self, model: Transformer, schedule: Schedule, mesh: Mesh, device: torch.device,
-                 act_shape: tuple[int, ...], precision: Precision = BF16, sgd_lr: float | None = None):
+                 act_shape: tuple[int, ...], precision: Precision = BF16, sgd_lr: float | None = None,
+                 host_marks: str = "off"):
+        if host_marks not in HOST_MARK_MODES:
+            raise ValueError(f"host_marks {host_marks!r}: one of {HOST_MARK_MODES}")
+        self.host_marks = host_marks
         if schedule.num_ranks != mesh.pp:
             raise ValueError(f"schedule for {schedule.num_ranks} ranks on a mesh with pp={mesh.pp}")
         self.schedule, self.mesh, self.device = schedule, mesh, device
@@ -402,8 +413,12 @@ class PipelineRunner:
         self.clock.sync()
         host_start_s = time.perf_counter()
         self.t0 = self.clock.mark()
-        for i, op in enumerate(self.program):
-            self._run(i, op)
+        marks = None
+        if self.host_marks != "off":
+            marks = HostMarks(events=self.host_marks == "events" and self.clock.cuda)
+        with recording(marks):
+            for i, op in enumerate(self.program):
+                self._run(i, op)
         n = len(self.program)
         self._reduce(n)
         if self.sgd_lr is not None:
@@ -420,7 +435,17 @@ class PipelineRunner:
                         c.host_seconds(self.t0, a), c.host_seconds(self.t0, b))
                for i, kind, mb, chunk, name, a, b in self.marks]
         m = self.mesh
-        return StepTimeline(m.rank, m.pp_rank, m.dp_rank, host_start_s, float(self.loss), ops)
+        return StepTimeline(m.rank, m.pp_rank, m.dp_rank, host_start_s, float(self.loss), ops,
+                            self._host_marks(marks))
+
+    def _host_marks(self, marks: HostMarks | None) -> list[tuple]:
+        """The step's host marks on the ops' axis (after the step's closing synchronize)."""
+        if marks is None:
+            return []
+        nan = float("nan")
+        return [(p.label, p.layer, p.host_ns * 1e-9 - self.t0.host_s,
+                 self.t0.gpu.elapsed_time(p.event) * 1e-3 if p.event is not None else nan, p.main_thread)
+                for p in marks.points]
 
     def _run(self, i: int, op: PipeOp) -> None:
         if op.kind == "F":
@@ -569,5 +594,6 @@ def on_shared_axis(timelines: list[StepTimeline]) -> list[StepTimeline]:
         off = t.host_start_s - t0
         ops = [OpRecord(o.op_index, o.kind, o.microbatch, o.chunk, o.name, o.start_s + off, o.end_s + off,
                         o.host_start_s + off, o.host_end_s + off) for o in t.ops]
-        out.append(StepTimeline(t.rank, t.pp_rank, t.dp_rank, t.host_start_s - t0, t.loss, ops))
+        marks = [(label, layer, host_s + off, gpu_s + off, main) for label, layer, host_s, gpu_s, main in t.marks]
+        out.append(StepTimeline(t.rank, t.pp_rank, t.dp_rank, t.host_start_s - t0, t.loss, ops, marks))
     return out
