@@ -4,8 +4,9 @@ by rank, traced under torchrun (W >= 2 ranks, one GPU each).
 For every CP configuration of parallel_blocks' cp_blocks section (`cp_cases`, `cp_mla_cases`:
 attention and MLA sublayer blocks, all-gather and ring, fitting and held-out sizes; the fitting
 ones first, so a run cut short keeps those), built exactly as that section builds them:
-  1. WARMUP repetitions, then MARK_REPS repetitions timed as time_reps times them (CUDA events
-     around each repetition on the compute stream, the host clock around its issue), with
+  1. WARMUP repetitions, then MARK_REPS repetitions timed as time_reps times the CP rows (CUDA
+     events around each repetition on the compute stream, the host clock around its issue, the
+     device synchronised after each and the CommTimer's spans read: comm_detail), with
      host-only marks (perf_counter_ns, `CommTimer.host_marks`) at every P2P post
      (batch_isend_irecv), every P2P wait and every collective call, entry and exit, and the
      repetition's host start and return; no sync inside a repetition;
@@ -19,7 +20,8 @@ the profiler's axis is shifted so that `cp_rep` starts where the host clock said
 
 Writes, per rank r (rank 0 also the usual env.json): cp_trace_kernels_rank<r>.csv (the campaign
 gzips it), cp_trace_marks_rank<r>.csv, cp_trace_reps_rank<r>.csv (each repetition's device and
-host seconds). Every row carries the case (bench, block, model, cp, cp_kind, seq_len, num_heads,
+host seconds, and its host start on perf_counter_ns, CLOCK_MONOTONIC: one axis for the ranks of
+one host, so the ranks' marks can be set side by side). Every row carries the case (bench, block, model, cp, cp_kind, seq_len, num_heads,
 split: parallel_blocks' block_split) and the environment. Rows are flushed case by case.
 """
 
@@ -54,7 +56,8 @@ CASE_COLS = ["bench", "block", "model", "cp", "cp_kind", "seq_len", "num_heads",
 KERNEL_COLS = [*CASE_COLS, "rank", "rep", "event", "name", "category", "stream", "start_us", "end_us",
                "launch_us", "launch_end_us", "launch_tid", "op", *ENV_COLS, *DIST_ENV_COLS]
 MARK_COLS = [*CASE_COLS, "rank", "rep", "profiled", "kind", "phase", "t_us", "tid", *ENV_COLS, *DIST_ENV_COLS]
-REP_COLS = [*CASE_COLS, "rank", "rep", "profiled", "device_s", "host_s", "main_tid", *ENV_COLS, *DIST_ENV_COLS]
+REP_COLS = [*CASE_COLS, "rank", "rep", "profiled", "device_s", "host_s", "host_start_ns", "main_tid", "comm_detail",
+            *ENV_COLS, *DIST_ENV_COLS]
 WAIT_CALLS = ("cudaStreamWaitEvent",)
 
 
@@ -180,11 +183,13 @@ def mark_rows(marks: list[tuple], rep_start_ns: list[int]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _reps(step, dev, n: int, comm: CommTimer, profiled: bool) -> tuple[list[int], list[float], list]:
-    """n repetitions of step(), as time_reps issues them (CUDA events around each on the compute
-    stream, no sync between): (host start ns, host seconds, event pairs); marks into
-    comm.host_marks; inside a `cp_rep` host range each when profiled."""
-    starts, hosts, events = [], [], []
+def _reps(step, dev, n: int, comm: CommTimer, profiled: bool) -> tuple[list[int], list[float], list, list[dict]]:
+    """n repetitions of step(), as time_reps issues them for the CP rows (CUDA events around each
+    on the compute stream; the device synchronised after each, where time_reps reads the
+    CommTimer's spans; none inside a repetition): (host start ns, host seconds, event pairs, the
+    CommTimer's seconds by kind per repetition); marks into comm.host_marks; inside a `cp_rep`
+    host range each when profiled."""
+    starts, hosts, events, comms = [], [], [], []
     for _ in range(n):
         comm.reset()
         s = e = None
@@ -203,8 +208,10 @@ def _reps(step, dev, n: int, comm: CommTimer, profiled: bool) -> tuple[list[int]
         hosts.append((time.perf_counter_ns() - t0) * 1e-9)
         if e is not None:
             e.record()
+            torch.cuda.synchronize(dev)
         events.append((s, e, t0))
-    return starts, hosts, events
+        comms.append(comm.totals_s())
+    return starts, hosts, events, comms
 
 
 def _device_s(events) -> list[float]:
@@ -217,15 +224,19 @@ def _profile(step, dev, comm: CommTimer):
     if dev.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=acts) as prof:
-        starts, hosts, events = _reps(step, dev, PROFILED_REPS, comm, True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        starts, hosts, events, comms = _reps(step, dev, PROFILED_REPS, comm, True)
     with tempfile.TemporaryDirectory() as d:
         p = os.path.join(d, "trace.json")
         prof.export_chrome_trace(p)
         with open(p) as f:
             trace = json.load(f)
-    return trace, starts, hosts, events
+    return trace, starts, hosts, events, comms
+
+
+def _rep_rows(profiled: int, dev_s, hosts, starts, comms, tid) -> list[dict]:
+    return [dict(rep=i, profiled=profiled, device_s=d, host_s=h, host_start_ns=t0, main_tid=tid,
+                 comm_detail=json.dumps({k: float(f"{v:.6g}") for k, v in sorted(c.items())}))
+            for i, (d, h, t0, c) in enumerate(zip(dev_s, hosts, starts, comms))]
 
 
 def trace_case(block: str, model: str, H: int, S: int, kind: str, group, dev, rank: int, world: int) -> dict:
@@ -247,19 +258,14 @@ def trace_case(block: str, model: str, H: int, S: int, kind: str, group, dev, ra
         torch.cuda.synchronize(dev)
     dist.barrier(group=group)
     marks.clear()
-    starts, hosts, events = _reps(step, dev, MARK_REPS, comm, False)
-    if cuda:
-        torch.cuda.synchronize(dev)
-    dev_s = _device_s(events)
+    starts, hosts, events, comms = _reps(step, dev, MARK_REPS, comm, False)
     tid = threading.get_native_id()
-    reps = [dict(rep=i, profiled=0, device_s=d, host_s=h, main_tid=tid) for i, (d, h) in enumerate(zip(dev_s, hosts))]
+    reps = _rep_rows(0, _device_s(events), hosts, starts, comms, tid)
     mrows = [dict(m, profiled=0) for m in mark_rows(marks, starts)]
     dist.barrier(group=group)
     marks.clear()
-    trace, pstarts, phosts, pevents = _profile(step, dev, comm)
-    dev_s = _device_s(pevents)
-    reps += [dict(rep=i, profiled=1, device_s=d, host_s=h, main_tid=tid)
-             for i, (d, h) in enumerate(zip(dev_s, phosts))]
+    trace, pstarts, phosts, pevents, pcomms = _profile(step, dev, comm)
+    reps += _rep_rows(1, _device_s(pevents), phosts, pstarts, pcomms, tid)
     mrows += [dict(m, profiled=1) for m in mark_rows(marks, pstarts)]
     kernels = activity_rows(trace)
     del step, holder, trace

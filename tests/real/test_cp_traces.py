@@ -115,6 +115,8 @@ def test_s13cp_campaign_cpu_dry_run(tmp_path):
         reps = list(csv.DictReader((d / f"cp_trace_reps_rank{rank}.csv").open()))
         assert next(csv.reader((d / f"cp_trace_reps_rank{rank}.csv").open())) == REP_COLS
         assert len(reps) == 4 * 5 and all(float(r["host_s"]) > 0 and r["rank"] == str(rank) for r in reps)
+        assert all(set(json.loads(r["comm_detail"])) == ({"p2p_wait"} if r["cp_kind"] == "ring" else
+                                                        {"all_gather", "reduce_scatter"}) for r in reps)
         marks = list(csv.DictReader((d / f"cp_trace_marks_rank{rank}.csv").open()))
         assert next(csv.reader((d / f"cp_trace_marks_rank{rank}.csv").open())) == MARK_COLS
         for kind, want in (("ring", {"p2p_post": 4, "p2p_wait": 4}), ("allgather", {"all_gather": 2,
