@@ -5,7 +5,7 @@
 #      ring, fitting and held-out sizes, beside their one-GPU references, timed exactly as the
 #      committed records (calibration/measurements/<gpu>x2/parallel_blocks_cp.csv, campaign s7cp:
 #      8 repetitions after 2 warm-ups, CUDA events, the slowest rank's) -> parallel_blocks_cp.csv;
-#   2. `--only cp_traces` (wall <= 55 s): the same CP2 configurations, fitting ones first, each with
+#   2. `--only cp_traces` (wall <= 52 s): the same CP2 configurations, fitting ones first, each with
 #      3 repetitions carrying host-only marks (perf_counter_ns at every P2P post and wait and every
 #      collective call, no added sync), then 2 under torch.profiler: every GPU activity with its
 #      stream, start/end, launching runtime call and CPU op, per rank (real/bench/cp_traces.py)
@@ -47,7 +47,7 @@ if [ "${S13CP_QUICK:-0}" = "1" ]; then QUICK=(--quick); k=3; NGPU=2; fi
     rm -rf "$dir"
   }
   run_part cp_blocks cp 40 30
-  run_part cp_traces traces 55 42
+  run_part cp_traces traces 52 40
   ls -l "$OUT"
   echo "s13cp done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$OUT/log.txt"
