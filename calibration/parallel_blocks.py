@@ -539,10 +539,19 @@ def load_block_rows(folder: Path | str) -> pd.DataFrame:
     return df[df["time_s"] > 0].reset_index(drop=True)
 
 
-def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
-    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
-    host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
-    the isolated call's (collective_host.csv), where measured."""
+@dataclasses.dataclass
+class FolderTerms:
+    """What a folder's block rows are predicted with (`folder_terms`)."""
+    spec: GPUSpec
+    rows: pd.DataFrame
+    host: dict
+    kernel_host: dict
+    cp_terms: dict
+
+
+def folder_terms(folder: Path | str, gpu: str, profile: Profile) -> FolderTerms:
+    """The rows of a folder and the terms measured on its fitting rows and beside them (the
+    collectives' host, the TP blocks' host per kernel, the CP terms), as `predict_folder` uses them."""
     spec = gpu_spec(gpu)
     rows = load_block_rows(folder)
     host = load_collective_host(folder)
@@ -556,9 +565,17 @@ def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]
     offdiag = measured_offdiag_scale(folder, spec, profile)
     if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
         cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}
+    return FolderTerms(spec, rows, host, kernel_host, cp_terms)
+
+
+def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
+    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
+    host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
+    the isolated call's (collective_host.csv), where measured."""
+    t = folder_terms(folder, gpu, profile)
     out = []
-    for _, r in rows.iterrows():
-        pred = predict_block_row(r, spec, profile, host, kernel_host, cp_terms)
+    for _, r in t.rows.iterrows():
+        pred = predict_block_row(r, t.spec, profile, t.host, t.kernel_host, t.cp_terms)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),
