@@ -205,10 +205,13 @@ def main(argv=None) -> int:
     ap.add_argument("records", type=Path)
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--folder", type=Path, default=None)
+    ap.add_argument("--fit-only", action="store_true", help="the fitting cases alone (before a rule's commit)")
     a = ap.parse_args(argv)
     from calibration import records as rec
     prof, _ = load_fitted_profile(a.gpu, None)
     df = comparison(a.records, a.folder or rec.MEASUREMENTS_DIR / f"{a.gpu}x2", a.gpu, prof)
+    if a.fit_only:
+        df = df[df["split"] == "fit"]
     cols = [c for c in df.columns if c.endswith("_s") or c in (*CASE_KEYS, "split")]
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print((df[cols].set_index([*CASE_KEYS, "split"]) * 1e3).round(2).to_string())
