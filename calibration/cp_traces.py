@@ -29,7 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from calibration import parallel_blocks as blocks
+from calibration import records as rec
 from calibration.predict import Eager, FixedHost, _mla_ops
+from calibration.validate import load_fitted_profile
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec, get_model
@@ -200,14 +202,12 @@ def comparison(records: Path | str, folder: Path | str, gpu: str, profile: Profi
 
 
 def main(argv=None) -> int:
-    from calibration.validate import load_fitted_profile
     ap = argparse.ArgumentParser(prog="python -m calibration.cp_traces", description=__doc__.split("\n")[0])
     ap.add_argument("records", type=Path)
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--folder", type=Path, default=None)
     ap.add_argument("--fit-only", action="store_true", help="the fitting cases alone (before a rule's commit)")
     a = ap.parse_args(argv)
-    from calibration import records as rec
     prof, _ = load_fitted_profile(a.gpu, None)
     df = comparison(a.records, a.folder or rec.MEASUREMENTS_DIR / f"{a.gpu}x2", a.gpu, prof)
     if a.fit_only:
