@@ -253,7 +253,21 @@ def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> d
 def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
                    kernel_host: dict | None = None) -> float:
     f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
-    return timed_window_s([], f.ops + b.ops)
+    return timed_window_s([], _rep_start("tp_block", _int(row["tp"])) + f.ops + b.ops)
+
+
+# Which two-GPU block rows start each repetition synchronised (s13cp): real/bench/parallel_blocks.py
+# time_reps synchronises the device after every repetition of a row whose block carries a CommTimer
+# (every TP2 and CP2 row; not the one-GPU references), so each repetition starts with the GPU idle
+# and the host at the GPU's time: the GPU waits for the host's first ops (the s13cp traces: 0.3-1.3
+# ms before the first kernel of a device-bound CP2 row on 2xH200) and the host's lead over the GPU
+# never carries from one repetition to the next, as timed_window_s would let it without the sync.
+REP_SYNC = {"tp_block": False, "cp_block": False}
+
+
+def _rep_start(bench: str, world: int) -> list:
+    """The ops before a repetition of a W-rank row: a host synchronisation where REP_SYNC says."""
+    return [(None, 0.0)] if world > 1 and REP_SYNC.get(bench) else []
 
 
 def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profile) -> float:
@@ -410,7 +424,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     if block:
         f.missing_kernels(f"{block}_fwd", str(row["precision"]))
         b.missing_kernels(f"{block}_bwd", str(row["precision"]))
-    return timed_window_s([], f.ops + b.ops)
+    return timed_window_s([], _rep_start("cp_block", world) + f.ops + b.ops)
 
 
 def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None, merge_factor: float = 1.0):
