@@ -7,6 +7,8 @@ start of the repetition to the end of its last compute-stream activity) splits i
   attention_s   the fused attention kernels (cuDNN's),
   eager_s       every other compute-stream activity (merges, copies, casts, fills, the MLA
                 sublayer's GEMMs and norms for an MLA block),
+  coll_s        NCCL kernels on the compute stream itself (torch 2.11 runs a blocking
+                collective, the all-gather form's, there; the ring's P2P runs on NCCL's stream),
   host_gap_s    compute-stream idle time before an activity whose launch call had not yet been
                 made (the GPU waits for the host),
   comm_wait_s   idle time before an activity launched in time, where an NCCL kernel (another
@@ -48,7 +50,7 @@ def load(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     def cat(pattern: str) -> pd.DataFrame:
         frames = [pd.read_csv(p) for p in sorted(folder.glob(pattern))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return cat("cp_trace_kernels_rank*.csv*"), cat("cp_trace_marks_rank*.csv"), cat("cp_trace_reps_rank*.csv")
+    return cat("cp_trace_kernels_rank*.csv*"), cat("cp_trace_marks_rank*.csv*"), cat("cp_trace_reps_rank*.csv")
 
 
 def _union(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -86,7 +88,7 @@ def rep_breakdown(acts: pd.DataFrame) -> dict:
     comp = acts[acts["stream"] == stream].sort_values("start_us")
     nccl = acts[(acts["category"] == "nccl") & (acts["stream"] != stream)]
     nccl_ends = sorted(nccl["end_us"])
-    out = dict(span_s=0.0, attention_s=0.0, eager_s=0.0, host_gap_s=0.0, comm_wait_s=0.0, latency_s=0.0,
+    out = dict(span_s=0.0, attention_s=0.0, eager_s=0.0, coll_s=0.0, host_gap_s=0.0, comm_wait_s=0.0, latency_s=0.0,
                nccl_s=0.0, nccl_exposed_s=0.0, kernels=len(comp))
     prev_end = 0.0
     for k in comp.itertuples():
@@ -98,7 +100,7 @@ def rep_breakdown(acts: pd.DataFrame) -> dict:
             out["host_gap_s"] += host
             out["comm_wait_s" if waited else "latency_s"] += rest
         dur = max(0.0, k.end_us - max(k.start_us, prev_end))
-        out["attention_s" if k.category == "attention" else "eager_s"] += dur
+        out[{"attention": "attention_s", "nccl": "coll_s"}.get(k.category, "eager_s")] += dur
         prev_end = max(prev_end, k.end_us)
     out["span_s"] = prev_end
     iv_comp = list(zip(comp["start_us"], comp["end_us"]))
@@ -115,16 +117,24 @@ def trace_breakdown(kernels: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def case_medians(kernels: pd.DataFrame, reps: pd.DataFrame) -> pd.DataFrame:
-    """Per case and rank: the median over profiled repetitions of `rep_breakdown`, beside the
-    unprofiled repetitions' median device and host seconds and P2P / collective seconds."""
+def case_medians(kernels: pd.DataFrame, reps: pd.DataFrame, start_up_factor: float = 2.0) -> pd.DataFrame:
+    """Per case: `rep_breakdown` of each profiled repetition's slowest rank (the longer span; the
+    row's time is the slowest rank's), the median over repetitions, beside the unprofiled
+    repetitions' median device, host and CommTimer seconds (the slowest rank's). A profiled
+    repetition longer than start_up_factor x its rank's unprofiled median is left out (the first
+    profiled case of a process pays the profiler's start-up: 70 ms in one 3 ms repetition)."""
     br = trace_breakdown(kernels)
-    med = br.groupby([*CASE_KEYS, "split", "rank"]).median(numeric_only=True).drop(columns="rep").reset_index()
     plain = reps[reps["profiled"] == 0].copy()
     plain["comm_s"] = plain["comm_detail"].map(lambda j: sum(json.loads(j).values()) if isinstance(j, str) and j else 0.0)
-    agg = plain.groupby([*CASE_KEYS, "rank"]).agg(device_s=("device_s", "median"), host_s=("host_s", "median"),
-                                                  comm_s=("comm_s", "median")).reset_index()
-    return med.merge(agg, on=[*CASE_KEYS, "rank"], how="left")
+    per_rank = plain.groupby([*CASE_KEYS, "rank"]).agg(device_s=("device_s", "median"), host_s=("host_s", "median"),
+                                                       comm_s=("comm_s", "median")).reset_index()
+    br = br.merge(per_rank[[*CASE_KEYS, "rank", "device_s"]].rename(columns={"device_s": "plain_s"}),
+                  on=[*CASE_KEYS, "rank"], how="left")
+    br = br[~(br["span_s"] > start_up_factor * br["plain_s"])]
+    slow = br.sort_values("span_s").groupby([*CASE_KEYS, "rep"]).tail(1)
+    med = slow.groupby([*CASE_KEYS, "split"]).median(numeric_only=True).drop(columns=["rep", "rank", "plain_s"])
+    agg = per_rank.groupby(CASE_KEYS)[["device_s", "host_s", "comm_s"]].max()
+    return med.reset_index().merge(agg.reset_index(), on=CASE_KEYS, how="left")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,9 +188,9 @@ def twin_pieces(row, spec: GPUSpec, profile: Profile, host: dict, cp_terms: dict
 
 
 def comparison(records: Path | str, folder: Path | str, gpu: str, profile: Profile) -> pd.DataFrame:
-    """Per CP2 case of the s13cp records: the new row's measured time (parallel_blocks_cp.csv of the
-    records, else none), the slower rank's trace pieces (`case_medians`), and the twin's pieces
-    with the committed folder's terms (fitting rows only measure them)."""
+    """Per CP2 row of the s13cp records (their parallel_blocks_cp.csv, timed as the committed rows):
+    its measured time, the trace pieces of its slowest rank (`case_medians`), and the twin's pieces
+    with the committed folder's terms (measured on its fitting rows)."""
     terms = blocks.folder_terms(folder, gpu, profile)
     kernels, _, reps = load(records)
     med = case_medians(kernels, reps) if not kernels.empty else pd.DataFrame()
@@ -194,7 +204,7 @@ def comparison(records: Path | str, folder: Path | str, gpu: str, profile: Profi
         mine = med
         for k, v in key.items():
             mine = mine[mine[k] == v] if not mine.empty else mine
-        slow = mine.sort_values("span_s").iloc[-1].to_dict() if not mine.empty else {}
+        slow = mine.iloc[0].to_dict() if not mine.empty else {}
         out.append(dict(key, split=r["split"], measured_s=float(r["time_s"]), host_time_s=float(r["host_time_s"]),
                         **{f"twin_{k}": v for k, v in tw.items()},
                         **{f"trace_{k}": v for k, v in slow.items() if k not in (*CASE_KEYS, "split")}))
