@@ -253,7 +253,21 @@ def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> d
 def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
                    kernel_host: dict | None = None) -> float:
     f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
-    return timed_window_s([], f.ops + b.ops)
+    return timed_window_s([], _rep_start("tp_block", _int(row["tp"])) + f.ops + b.ops)
+
+
+# Which two-GPU block rows start each repetition synchronised (s13cp): real/bench/parallel_blocks.py
+# time_reps synchronises the device after every repetition of a row whose block carries a CommTimer
+# (every TP2 and CP2 row; not the one-GPU references), so each repetition starts with the GPU idle
+# and the host at the GPU's time: the GPU waits for the host's first ops (the s13cp traces: 0.3-1.3
+# ms before the first kernel of a device-bound CP2 row on 2xH200) and the host's lead over the GPU
+# never carries from one repetition to the next, as timed_window_s would let it without the sync.
+REP_SYNC = {"tp_block": False, "cp_block": False}
+
+
+def _rep_start(bench: str, world: int) -> list:
+    """The ops before a repetition of a W-rank row: a host synchronisation where REP_SYNC says."""
+    return [(None, 0.0)] if world > 1 and REP_SYNC.get(bench) else []
 
 
 def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profile) -> float:
@@ -410,7 +424,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     if block:
         f.missing_kernels(f"{block}_fwd", str(row["precision"]))
         b.missing_kernels(f"{block}_bwd", str(row["precision"]))
-    return timed_window_s([], f.ops + b.ops)
+    return timed_window_s([], _rep_start("cp_block", world) + f.ops + b.ops)
 
 
 def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None, merge_factor: float = 1.0):
@@ -539,10 +553,19 @@ def load_block_rows(folder: Path | str) -> pd.DataFrame:
     return df[df["time_s"] > 0].reset_index(drop=True)
 
 
-def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
-    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
-    host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
-    the isolated call's (collective_host.csv), where measured."""
+@dataclasses.dataclass
+class FolderTerms:
+    """What a folder's block rows are predicted with (`folder_terms`)."""
+    spec: GPUSpec
+    rows: pd.DataFrame
+    host: dict
+    kernel_host: dict
+    cp_terms: dict
+
+
+def folder_terms(folder: Path | str, gpu: str, profile: Profile) -> FolderTerms:
+    """The rows of a folder and the terms measured on its fitting rows and beside them (the
+    collectives' host, the TP blocks' host per kernel, the CP terms), as `predict_folder` uses them."""
     spec = gpu_spec(gpu)
     rows = load_block_rows(folder)
     host = load_collective_host(folder)
@@ -556,9 +579,17 @@ def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]
     offdiag = measured_offdiag_scale(folder, spec, profile)
     if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
         cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}
+    return FolderTerms(spec, rows, host, kernel_host, cp_terms)
+
+
+def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
+    """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
+    host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
+    the isolated call's (collective_host.csv), where measured."""
+    t = folder_terms(folder, gpu, profile)
     out = []
-    for _, r in rows.iterrows():
-        pred = predict_block_row(r, spec, profile, host, kernel_host, cp_terms)
+    for _, r in t.rows.iterrows():
+        pred = predict_block_row(r, t.spec, profile, t.host, t.kernel_host, t.cp_terms)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),

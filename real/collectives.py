@@ -17,6 +17,7 @@ Works with NCCL on GPUs and gloo on CPUs (`all_gather_into_tensor`, `reduce_scat
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import defaultdict
 
@@ -29,16 +30,31 @@ class CommTimer:
     p2p_wait). On a GPU: CUDA events on the current stream around the call, so a blocking
     collective counts from its launch to the point where the stream may go on (its exposed time,
     waits for the peer included); on a CPU: the host clock. `reset()` starts a repetition,
-    `totals_s()` (after a device sync) sums that repetition's spans by kind."""
+    `totals_s()` (after a device sync) sums that repetition's spans by kind.
+    `host_marks` (None: off): a list a benchmark hands in to collect host-only marks, (kind,
+    "start" | "end", perf_counter_ns, native thread id), at each span's entry and exit and at each
+    `host_span` (e.g. a P2P post): no device work, no sync (real/bench/cp_traces.py)."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.spans = device, []
+    def __init__(self, device: torch.device, host_marks: list | None = None):
+        self.device, self.spans, self.host_marks = device, [], host_marks
 
     def reset(self):
         self.spans = []
 
+    def mark(self, kind: str, phase: str) -> None:
+        if self.host_marks is not None:
+            self.host_marks.append((kind, phase, time.perf_counter_ns(), threading.get_native_id()))
+
+    @contextlib.contextmanager
+    def host_span(self, kind: str):
+        """Host marks only around the body (nothing on the device)."""
+        self.mark(kind, "start")
+        yield
+        self.mark(kind, "end")
+
     @contextlib.contextmanager
     def span(self, kind: str):
+        self.mark(kind, "start")
         if self.device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -49,6 +65,7 @@ class CommTimer:
             t0 = time.perf_counter()
             yield
             self.spans.append((kind, t0, time.perf_counter()))
+        self.mark(kind, "end")
 
     def totals_s(self) -> dict[str, float]:
         out = defaultdict(float)

@@ -248,7 +248,8 @@ def _exchange(tensors, group, timer):
     bufs = [torch.empty_like(t) for t in tensors]
     ops = [dist.P2POp(dist.isend, t.contiguous(), nxt, group) for t in tensors]
     ops += [dist.P2POp(dist.irecv, b, prv, group) for b in bufs]
-    reqs = dist.batch_isend_irecv(ops)
+    with (timer.host_span("p2p_post") if timer is not None else contextlib.nullcontext()):
+        reqs = dist.batch_isend_irecv(ops)
 
     def wait():
         with (timer.span("p2p_wait") if timer is not None else contextlib.nullcontext()):

@@ -177,6 +177,10 @@ def test_block_rows_load_every_parallel_blocks_file(tmp_path):
 # 2.02 on the H200): the held-out CP2 rows -2.6..-16.5% (from -8.3..-21.5%); what remains grows with
 # the attention time and is largest on the host-heavy v2-lite rows (ring waits, host: not measured
 # apart by any two-GPU trace of real/cp.py's blocks).
+# s13cp's two-GPU traces (h200x2/s13cp/, calibration.cp_traces) show each repetition's host lead
+# after time_reps' sync (0.5-1.9 ms idle before the first kernels): charging it (REP_SYNC) takes the
+# H200 to 15 of 20 within 10% but was not adopted (docs/notes/s13cp_rule.md: an H100 CP row and an
+# H200 TP row that meet the target get more than a point worse); the figures below are unchanged.
 NOT_MET = {
     "cp_block attention v2-lite-slice t16384 cp2 allgather": -0.102,
     "cp_block attention v2-lite-slice t16384 cp2 ring": -0.132,
