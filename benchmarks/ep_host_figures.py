@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
                 print(f"    {c['name']}: {c['rel_error']:+.2%} ({'held out' if c['held_out'] else 'fit'})")
         if fit_only:
             continue
-        for kind in ("ep_step", "pipeline_step", "moe_layer"):
+        for kind in ("ep_step", "pipeline_step", "moe_layer", "ep_comm"):
             print("  " + _summary(cases, kind))
         miss, total = _idle_misses(pipelines)
         print(f"  idle: {total - miss} of {total} ranks within tolerance")
