@@ -6,7 +6,8 @@ on the committed records, with calibration's EP flags as they are or as named. D
 
 Prints, per multi-GPU folder (2xH200, 2xH100, 4xH100, 4xH200): ep_step, pipeline_step, moe_layer
 and ep_comm (dispatch and combine alone) held-out median / P90 |error| (signed median), each
-ep_step row's error, and the ranks whose simulated idle misses the measured beyond tests/calibration/test_whole_runs.py's tolerance.
+ep_step row's error, and the ranks whose simulated idle misses the measured beyond
+tests/calibration/test_whole_runs.py's tolerance.
 FLAG: a module-level ADOPT_* name of calibration.pipeline or calibration.whole_step.
 --fit-only: only the fitting split's ep_step rows (what may be looked at before a rule is committed).
 --folder: other records folders (a campaign's fresh run) in place of the committed four.
