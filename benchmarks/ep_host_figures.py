@@ -4,9 +4,10 @@ on the committed records, with calibration's EP flags as they are or as named. D
     PYTHONPATH=. .venv/bin/python benchmarks/ep_host_figures.py [FLAG=0|1 ...] [--fit-only]
         [--folder PATH:GPU:NUM_GPUS ...]                                             (about a minute)
 
-Prints, per multi-GPU folder (2xH200, 2xH100, 4xH100, 4xH200): ep_step, pipeline_step and
-moe_layer held-out median / P90 |error| (signed median), each ep_step row's error, and the ranks
-whose simulated idle misses the measured beyond tests/calibration/test_whole_runs.py's tolerance.
+Prints, per multi-GPU folder (2xH200, 2xH100, 4xH100, 4xH200): ep_step, pipeline_step, moe_layer
+and ep_comm (dispatch and combine alone) held-out median / P90 |error| (signed median), each
+ep_step row's error, and the ranks whose simulated idle misses the measured beyond
+tests/calibration/test_whole_runs.py's tolerance.
 FLAG: a module-level ADOPT_* name of calibration.pipeline or calibration.whole_step.
 --fit-only: only the fitting split's ep_step rows (what may be looked at before a rule is committed).
 --folder: other records folders (a campaign's fresh run) in place of the committed four.
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> int:
                 print(f"    {c['name']}: {c['rel_error']:+.2%} ({'held out' if c['held_out'] else 'fit'})")
         if fit_only:
             continue
-        for kind in ("ep_step", "pipeline_step", "moe_layer"):
+        for kind in ("ep_step", "pipeline_step", "moe_layer", "ep_comm"):
             print("  " + _summary(cases, kind))
         miss, total = _idle_misses(pipelines)
         print(f"  idle: {total - miss} of {total} ranks within tolerance")

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import ep_host
-from calibration.predict import Eager, EpOp, gpu_spec, timed_window_s
+from calibration.predict import Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from twin.core.schedules import build_schedule
@@ -144,24 +144,9 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
 
 
 def _with_host(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
-    """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None.
-    `ep_terms` (EP_HOST_TERMS measured by real/ep.py's host marks, adopted): each EP all-to-all
-    call (calibration.predict.EpOp) takes its measured host seconds, and after each of dispatch's
-    synchronisations the host spends its measured extra seconds (a host-only op)."""
-    if not ep_terms and host_s is None:
-        return ops
-    out = []
-    for op in ops:
-        h, g = op
-        term = (ep_terms or {}).get(op.term) if isinstance(op, EpOp) else None
-        if h is None:
-            out.append(op)
-            if term is not None:
-                out.append((term, 0.0))
-            continue
-        new = (term if term is not None else h if host_s is None else host_s, g)
-        out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
-    return out
+    """calibration.predict.with_host_terms (the step's stage ops and the EP layer cases take the
+    same function: s13epl)."""
+    return with_host_terms(ops, host_s, ep_terms)
 
 
 HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
@@ -247,6 +232,17 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
 # forward's rate and a return at the GPU's end
 ADOPT_EP_HOST_TERMS = True
 EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync")
+
+
+
+def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
+    """The EP host terms a records folder's steps take (measured_host_s's EP_HOST_TERMS keys, at
+    the folder's measured accumulation, as predict_folder computes them; `profile` with the
+    folder's collectives): {} without the host marks or with ADOPT_EP_HOST_TERMS off. The EP layer
+    cases of the same folder take these (calibration.whole_step.ADOPT_EP_LAYER_HOST_TERMS, s13epl)."""
+    host = measured_host_s(Path(folder), gpu, profile, measured_accumulate(Path(folder), gpu)) or {}
+    return {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+
 
 # s12ep2 (docs/notes/s12ep2_rule.md, rule committed before the held-out figures under it): the
 # forwards of EP-only steps (pp == 1, ep > 1) at their own host rate `fwd_ep`, solved over the

@@ -239,7 +239,8 @@ class EpOp(tuple):
     """An op of real/ep.py's dispatch or combine forward whose host time the EP host marks measure
     (s13ep): `term` names its key in calibration.pipeline's EP host terms. A launch like any other
     (Eager.use_eager_host keeps the class) unless a records folder's terms are adopted
-    (calibration.pipeline.ADOPT_EP_HOST_TERMS, _with_host)."""
+    (calibration.pipeline.ADOPT_EP_HOST_TERMS, with_host_terms; the EP layer cases since s13epl:
+    calibration.whole_step.ADOPT_EP_LAYER_HOST_TERMS)."""
 
     term = ""
 
@@ -266,6 +267,27 @@ class EpRecvSync(EpOp):
     """Dispatch's second .tolist() (receive splits): a synchronisation on an idle GPU."""
 
     term = "ep_recv_sync"
+
+
+def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
+    """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None.
+    `ep_terms` (calibration.pipeline.EP_HOST_TERMS, measured by real/ep.py's host marks, adopted):
+    each EP all-to-all call (EpOp) takes its measured host seconds, and after each of dispatch's
+    synchronisations the host spends its measured extra seconds (a host-only op)."""
+    if not ep_terms and host_s is None:
+        return ops
+    out = []
+    for op in ops:
+        h, g = op
+        term = (ep_terms or {}).get(op.term) if isinstance(op, EpOp) else None
+        if h is None:
+            out.append(op)
+            if term is not None:
+                out.append((term, 0.0))
+            continue
+        new = (term if term is not None else h if host_s is None else host_s, g)
+        out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
+    return out
 
 
 def component_of(host_class: str) -> str:

@@ -39,6 +39,7 @@ from calibration import nccl
 from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
 from calibration import records as rec
+from calibration import whole_step
 from calibration.decode_gemm import held_out_errors as decode_gemm_errors
 from calibration.fit import PROFILES_DIR, fit_profile
 from calibration.predict import gpu_spec, predict_s
@@ -131,8 +132,10 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
     cases, pipelines = [], []
     ep_path = Path(folder) / "ep.csv"
     if ep_path.is_file():
+        # the EP host terms the folder's steps take, for the same calls in its ep.csv rows (s13epl)
+        ep_terms = pipe.folder_ep_terms(Path(folder), gpu, profile) if whole_step.ADOPT_EP_LAYER_HOST_TERMS else None
         for _, r in pd.read_csv(ep_path).iterrows():
-            pred = predict_ep_row(r, spec, profile)
+            pred = predict_ep_row(r, spec, profile, ep_terms)
             if pred is not None and r["time_s"] > 0:
                 cases.append(_case(_ep_name(r), gpu, r["bench"], float(r["time_s"]), pred, True, num_gpus))
     # TP / CP blocks (parallel_blocks*.csv): held out as the campaign split them (nothing is fitted

@@ -30,7 +30,7 @@ from calibration import nccl
 from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
 from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, _linear_bwd,
                                  _linear_fwd, _rope, gpu_spec, mla_layer_ops, moe_layer_ops, predict_s, swiglu_bwd,
-                                 timed_window_s, twin_precision)
+                                 timed_window_s, twin_precision, with_host_terms)
 from twin.costs import comm, compute
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -482,6 +482,11 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 # vectorized_gather_kernel (Profile.eager vectorized_gather_eff, calibration.layer_gaps).
 ADOPT_EP_LOCAL_EXPERTS_ONLY = False
 ADOPT_EP_ROW_GATHER = False
+# s13epl (docs/notes/s13epl_rule.md, rule committed before the held-out figures under it): the ep.csv
+# rows (dispatch, combine, the EP MoE layer forward and backward) run real/ep.py's very calls on the
+# host whose steps take the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so
+# they take the same terms (calibration.validate passes the folder's to predict_ep_row)
+ADOPT_EP_LAYER_HOST_TERMS = False
 
 
 def _row_gather(e: Eager, bytes_: float, kernels: int = 1) -> None:
@@ -537,10 +542,17 @@ def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: 
     _row_gather(e, 2 * N * D * BF16_BYTES)                      # y_send[argsort(order)]
 
 
-def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
+def predict_ep_row(row, gpu: GPUSpec, profile, ep_terms: dict | None = None) -> float | None:
     """Predicted seconds of an ep.csv row on rank 0 (the rank that writes the row; collectives make
-    every rank wait for the most loaded one, so rows per rank are the measured max_rank_rows)."""
+    every rank wait for the most loaded one, so rows per rank are the measured max_rank_rows).
+    `ep_terms`: the records folder's measured EP host terms (calibration.pipeline.folder_ep_terms),
+    taken by the all-to-all calls and the syncs of dispatch and combine (with_host_terms: the other
+    launches keep their eager host seconds); None or {}: one eager launch each, as before s13epl."""
     b, world = row["bench"], int(row["world_size"])
+
+    def timed(setup, ops):
+        return timed_window_s(with_host_terms(setup, None, ep_terms), with_host_terms(ops, None, ep_terms))
+
     e = Eager(gpu, profile)
     if b == "all_to_all":
         _all_to_all(e, float(row["bytes_per_rank"]), gpu, world)
@@ -550,17 +562,17 @@ def predict_ep_row(row, gpu: GPUSpec, profile) -> float | None:
     rows_in = float(row["max_rank_rows"])
     if b == "ep_dispatch":
         _dispatch(e, T, K, D, world, rows_in, gpu)
-        return timed_window_s([], e.ops)
+        return timed([], e.ops)
     if b == "ep_combine":
         _combine(e, T, K, D, world, rows_in, gpu)
-        return timed_window_s([], e.ops)
+        return timed([], e.ops)
     if b not in ("moe_layer_ep_fwd", "moe_layer_ep_bwd"):
         return None
     spec = dataclasses.replace(spec, num_routed_experts=E, hidden_size=D, top_k=K)
     f, bw = ep_moe_ops(spec, T, world, rows_in, row["precision"], gpu, profile)
     if b == "moe_layer_ep_fwd":
-        return timed_window_s([], f.ops)
-    return timed_window_s(f.ops, bw.ops)
+        return timed([], f.ops)
+    return timed(f.ops, bw.ops)
 
 
 def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpec, profile,

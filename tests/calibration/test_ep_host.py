@@ -209,3 +209,60 @@ def test_compare_cli_reads_the_committed_run_and_refuses_a_folder_without_marks(
         assert r["backward"]["calls"] == 14
     assert main([str(tmp_path)]) == 2
     assert "ep_host_marks.csv" in capsys.readouterr().err
+
+
+# ---- the ep.csv rows (s13epl: the same calls, the same terms; flag off by its rule)
+
+def _ep_rows(*benches):
+    df = pd.read_csv(COMMITTED / "h200x2" / "ep.csv")
+    return [df[(df["bench"] == b) & (df["tokens_per_rank"] == 1024) & (df["skew"] == 0)
+               & (df["precision"] == "bf16")].iloc[0] for b in benches]
+
+
+def test_ep_rows_take_the_terms_on_their_calls_only():
+    from calibration.whole_step import predict_ep_row
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text()))
+    gpu = gpu_spec("h200")
+    counts = {"ep_counts_a2a": 5e-3, "ep_tokens_a2a": 0.0, "ep_send_sync": 0.0, "ep_recv_sync": 0.0}
+    for row in _ep_rows("ep_dispatch", "moe_layer_ep_fwd"):
+        base = predict_ep_row(row, gpu, prof)
+        assert predict_ep_row(row, gpu, prof, {}) == base == predict_ep_row(row, gpu, prof, None)
+        # the counts call holds the host 5 ms where the zero terms hold it none; the send-splits
+        # sync right after it waits for that call's exchange, so the 5 ms land in the window, less
+        # what of it the host spends while the GPU still runs work queued before (at most one
+        # window: the previous repetition's tail)
+        zero = dict.fromkeys(counts, 0.0)
+        window = predict_ep_row(row, gpu, prof, zero)
+        assert window <= base                                     # the calls' eager launches taken away
+        assert 5e-3 - window < predict_ep_row(row, gpu, prof, counts) - window <= 5e-3
+        sync = dict(counts, ep_counts_a2a=0.0, ep_send_sync=2e-3)          # host time after the sync
+        assert predict_ep_row(row, gpu, prof, sync) - predict_ep_row(row, gpu, prof, dict(sync, ep_send_sync=0.0)) \
+            == pytest.approx(2e-3, rel=0.05)
+    combine, = _ep_rows("ep_combine")                    # no counts call, no sync: those terms do nothing
+    assert predict_ep_row(combine, gpu, prof, {"ep_counts_a2a": 5e-3, "ep_send_sync": 1.0}) \
+        == predict_ep_row(combine, gpu, prof)
+
+
+def test_validation_passes_the_folder_terms_to_the_ep_rows_under_the_flag(tmp_path, monkeypatch):
+    import calibration.whole_step as whole
+    from calibration.validate import predict_multi_gpu
+    prof = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text()))
+    pd.DataFrame(_ep_rows("ep_dispatch")).to_csv(tmp_path / "ep.csv", index=False)
+    terms = {"ep_counts_a2a": 5e-3, "ep_tokens_a2a": 0.0, "ep_send_sync": 0.0, "ep_recv_sync": 0.0}
+    seen = []
+    monkeypatch.setattr(pipe, "folder_ep_terms", lambda folder, gpu, profile: seen.append(folder) or terms)
+    monkeypatch.setattr(whole, "ADOPT_EP_LAYER_HOST_TERMS", False)
+    off, = [c["predicted_s"] for c in predict_multi_gpu(tmp_path, "h200", 2, prof)[0]]
+    assert seen == []
+    monkeypatch.setattr(whole, "ADOPT_EP_LAYER_HOST_TERMS", True)
+    on, = [c["predicted_s"] for c in predict_multi_gpu(tmp_path, "h200", 2, prof)[0]]
+    assert seen == [tmp_path] and 4.5e-3 < on - off < 5e-3     # 5 ms less the launches replaced
+
+
+def test_the_2xh200_folder_terms_are_its_steps_terms():
+    folder = COMMITTED / "h200x2"
+    prof = _profile("h200", folder)
+    terms = pipe.folder_ep_terms(folder, "h200", prof)
+    rates = pipe.measured_host_s(folder, "h200", prof, pipe.measured_accumulate(folder, "h200"))
+    assert set(terms) == set(pipe.EP_HOST_TERMS) and terms == {k: rates[k] for k in pipe.EP_HOST_TERMS}
+    assert pipe.folder_ep_terms(COMMITTED / "h100x2", "h100", _profile("h100", COMMITTED / "h100x2")) == {}

@@ -144,7 +144,12 @@ MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step", "moe_layer"), ("h10
 #   beside dispatch's and combine's, and costs their row gathers at the blended gather_eff where the
 #   profiler times them near the streaming rate (docs/notes/s12ep_rule.md); corrected, the layers
 #   meet (median 5.2% / 2.2%, P90 8.2% / 6.9%, with / without the gather rate) but the EP2 steps
-#   fall to -7.5% / -7.4%, so by the rule committed before, not adopted.
+#   fall to -7.5% / -7.4%, so by the rule committed before, not adopted. s13epl
+#   (docs/notes/s13epl_rule.md) gave the layer rows the step's measured EP host terms (the same
+#   real/ep.py calls on the same host): the host-paced rows come right (dispatch at 1,024 tokens
+#   -27% -> -3%), the P90 does not (11.8%: its cases are GPU-paced); with A or B re-judged on
+#   today's main (P90 5.9% / 4.6%) the 2xH100 EP2 step or the PP2 x EP2 pipelines move beyond
+#   the rule's bounds, so nothing adopted.
 # - EP2 steps: met since s13ep (docs/notes/s13ep_rule.md): held out at 2 micro-batches -5.2% ->
 #   -2.4% (fitting -7.3% -> -4.6% at 1, -5.3% -> -2.5% at 4). real/ep.py's host marks (s13ep.sh,
 #   22:54 UTC) showed the step paced by the slower rank's host, whose forward spends ~0.43 ms a MoE
