@@ -39,9 +39,9 @@ one-GPU profile is fitted on its fitting split:
     an isolated call (collective_host.csv) takes 50-75 us;
   - CP terms (`cp_block_terms`): the ring's and the gather's host per op, and the off-diagonal
     blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks: ~1.56x inferred
-    from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv, campaign
-    s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the factor is
-    measured there instead;
+    from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv's mla_block
+    rows, campaign s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the
+    factor is measured there instead (h200x2/: 1.19; h100/, from a one-H100 machine: 1.14);
   - the CP part's memory-bound eager ops (sliced copies, FP32 casts, log-sum-exp merges and
     accumulations) at the eager-kernel factor of PyTorch's CP measured in the same folder's
     two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them).
@@ -486,13 +486,19 @@ def cp_block_terms(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, host: dic
 CHUNKS_FILE = "cp_chunks.csv"
 
 
+def _has_block_rows(path: Path) -> bool:
+    """Whether a cp_chunks.csv holds real/cp.py's blocks (mla_block rows): a file of the Llama calls
+    alone (h100x2/'s, whose mla_block rows were moved out as shared-GPU ones) measures no block."""
+    return path.is_file() and (pd.read_csv(path, usecols=["bench"])["bench"] == "mla_block").any()
+
+
 def chunks_folder(folder: Path | str) -> Path | None:
-    """Where the one-GPU records of real/cp.py's blocks (cp_chunks.csv, campaign s8cp) are for a
-    two-GPU folder <gpu>x<N>: the folder itself, else its one-GPU sibling <gpu>; None where
-    neither holds them."""
+    """Where the one-GPU records of real/cp.py's blocks (cp_chunks.csv with mla_block rows, campaign
+    s8cp) are for a two-GPU folder <gpu>x<N>: the folder itself, else its one-GPU sibling <gpu>
+    (h100/: s8cp's one-GPU part on a one-H100 machine, s13cph); None where neither holds them."""
     folder = Path(folder)
     for f in (folder, folder.parent / folder.name.split("x")[0]):
-        if (f / CHUNKS_FILE).is_file():
+        if _has_block_rows(f / CHUNKS_FILE):
             return f
     return None
 
