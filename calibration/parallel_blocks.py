@@ -58,6 +58,7 @@ import pandas as pd
 from calibration import torch_cp
 from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
                                  zipf_expert_rows)
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from twin.costs import comm, compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
@@ -88,9 +89,9 @@ def load_collective_host(folder: Path | str) -> dict[str, float]:
     two-rank process, the slowest rank's; fitting rows only, the median over sizes); {} without
     the file."""
     path = Path(folder) / COLLECTIVE_HOST_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
-    df = pd.read_csv(path)
+    df = read_csv(path)
     df = df[(df["split"] == "fit") & (df["time_s"] > 0)]
     return {str(op): float(g["time_s"].median()) for op, g in df.groupby("op")}
 
@@ -289,7 +290,7 @@ def cp_merge_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> float
     rows): real/cp.py's merges, accumulations and sliced copies are kernels of the same family, run
     in the same kind of two-rank process (issue 14; calibration/measurements/README.md, s8cp on the
     H200). None without the records."""
-    if not (Path(folder) / torch_cp.KERNELS_FILE).is_file():
+    if not csv_exists(Path(folder) / torch_cp.KERNELS_FILE):
         return None
     return torch_cp.merge_time_factor(folder, gpu, profile)
 
@@ -478,7 +479,7 @@ def chunks_folder(folder: Path | str) -> Path | None:
     neither holds them."""
     folder = Path(folder)
     for f in (folder, folder.parent / folder.name.split("x")[0]):
-        if (f / CHUNKS_FILE).is_file():
+        if csv_exists(f / CHUNKS_FILE):
             return f
     return None
 
@@ -493,7 +494,7 @@ def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -
     where = chunks_folder(folder)
     if where is None:
         return None
-    df = pd.read_csv(where / CHUNKS_FILE)
+    df = read_csv(where / CHUNKS_FILE)
     df = df[(df["bench"] == "mla_block") & (df["split"] == "fit") & (df["phase"] == "fwd_bwd")
             & ~df["causal"].map(_bool) & (pd.to_numeric(df["time_s"], errors="coerce") > 0)]
     ratios = []
@@ -531,7 +532,7 @@ def block_name(r) -> str:
 def load_block_rows(folder: Path | str) -> pd.DataFrame:
     """parallel_blocks.csv and any parallel_blocks_*.csv beside it (e.g. the CP re-measurement),
     rows with a positive time."""
-    frames = [pd.read_csv(p) for p in sorted(Path(folder).glob("parallel_blocks*.csv"))]
+    frames = [read_csv(p) for p in glob_csv(folder, "parallel_blocks*.csv")]
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
