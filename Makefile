@@ -20,6 +20,11 @@ browser:
 # two pytest-xdist workers (CI has two cores); loadfile runs each test module on one worker, so its
 # module-scoped fixtures are built once (the wheel test's build and install among them). Not
 # loadgroup: with pytest 9.2 xdist 3.8.0 ignores xdist_group marks (pytest-dev/pytest-xdist#1386)
+# loadfile queues the modules by their number of tests, most first (xdist 3.8.0's --loadscope-reorder,
+# on by default), not in collection order: a module of one or two long tests (a campaign dry run)
+# runs in the last minutes and decides when the slower worker finishes, while a long test in a
+# module of many starts early; splitting a long module into a short one of its slow tests moves
+# those to the end
 # the sources byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (as on the machine CI ran on) no
 # process writes .pyc, so each of the many Python subprocesses of the suite (campaign dry runs,
 # CLI runs) compiled the project modules it imports again (~0.4 s of CPU for ~130); an explicit

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -54,6 +53,7 @@ import pandas as pd
 from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
+from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.core.specs import GPUSpec
 from twin.costs import comm, compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
@@ -94,7 +94,7 @@ def predict_op(kind: str, op: str, m: int, n: int, k: int, world: int, gpu: GPUS
 def load(gpu: str = "h100", root: Path | str = MEASUREMENTS_DIR, gpus: int = 2) -> pd.DataFrame:
     """The multi-GPU records of a GPU type (<gpu>x<gpus>/async_tp.csv: s9tt's TP2 rows in x2, s10atp's
     405B TP8-chunk rows where a 4-GPU host ran them in x4)."""
-    return pd.read_csv(Path(root) / f"{gpu}x{gpus}" / RECORDS_FILE)
+    return read_csv(Path(root) / f"{gpu}x{gpus}" / RECORDS_FILE)
 
 
 # the records a reduction's bandwidth is measured from, per W (<gpu>x<n>/async_tp.csv: TP2 and TP4
@@ -118,13 +118,13 @@ def reduce_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> tuple[pd.Da
     for pattern in REDUCE_FILES:
         rel = pattern.format(gpu=gpu)
         path = Path(root) / rel
-        if not path.is_file():
+        if not csv_exists(path):
             continue
-        df = pd.read_csv(path)
+        df = read_csv(path)
         ok = df[(df["op"] == "reduce") & (df.get("status", pd.Series("ok", index=df.index)).fillna("ok") == "ok")]
         if ok.empty:
             continue
-        files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[rel] = csv_sha256(path)
         frames.append(ok.assign(file=rel, split=[reduce_split(t) for t in ok["shape_tag"]])
                       [["file", "shape_tag", "m", "n", "world_size", "split", "time_s"]])
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
                     help="write the measured partials_reduce_eff into the committed profile twin/data/profiles/<gpu>.json")
     args = ap.parse_args(argv)
     path = Path(args.root) / f"{args.gpu}x{args.gpus}" / RECORDS_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         print(f"error: no records at {path} (real/campaigns/s9tt.sh, s10atp.sh write them)", file=sys.stderr)
         return 2
     profile = None
@@ -277,11 +277,11 @@ def main(argv=None) -> int:
             print(f"{args.gpu}: partials_reduce_eff {json.dumps(done[0])} written", file=sys.stderr)
     result = {**compare(load(args.gpu, args.root, args.gpus), args.gpu, profile), "gpus": args.gpus}
     gemm_csv = Path(args.root) / args.gpu / LINEARS_FILE
-    if gemm_csv.is_file():
-        result["linears"] = linears(pd.read_csv(gemm_csv), args.gpu)
+    if csv_exists(gemm_csv):
+        result["linears"] = linears(read_csv(gemm_csv), args.gpu)
     parts_csv = Path(args.root) / args.gpu / PARTS_FILE
-    if parts_csv.is_file():
-        result["parts"] = parts(pd.read_csv(parts_csv), args.gpu, profile)
+    if csv_exists(parts_csv):
+        result["parts"] = parts(read_csv(parts_csv), args.gpu, profile)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 

@@ -81,6 +81,7 @@ from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
 from calibration.predict import gpu_spec, predict_s
 from calibration.split import is_held_out
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, validate
+from calibration.records_io import csv_exists, read_csv
 from twin.costs.profile import Profile
 
 SHAPE = ["bench", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim"]
@@ -207,8 +208,8 @@ def before_figures(gpu: str) -> dict:
 def compare(campaign: Path, gpu: str, candidates=("A", "B"), before: dict | None = None) -> dict:
     """Before / after figures of each candidate and the rule's verdict (`before`: today's figures
     where already computed, before_figures)."""
-    new = pd.read_csv(campaign / "attention.csv")
-    old = pd.read_csv(rec.MEASUREMENTS_DIR / gpu / "attention.csv")
+    new = read_csv(campaign / "attention.csv")
+    old = read_csv(rec.MEASUREMENTS_DIR / gpu / "attention.csv")
     cons = consistency(new, old)
     dev = (cons["ratio"] - 1).abs()
     consistent = bool(len(cons)) and float(dev.median()) <= CONSISTENCY_MAX
@@ -216,8 +217,8 @@ def compare(campaign: Path, gpu: str, candidates=("A", "B"), before: dict | None
                                        "max_abs": float(dev.max()) if len(cons) else None,
                                        "rows": cons.to_dict("records")}}
     lay = campaign / "attention_layout.csv"
-    if lay.is_file():
-        out["layout"] = layout_ratios(pd.read_csv(lay), new).to_dict("records")
+    if csv_exists(lay):
+        out["layout"] = layout_ratios(read_csv(lay), new).to_dict("records")
     out["before"] = before or before_figures(gpu)
     with tempfile.TemporaryDirectory() as tmp:
         committed = gpu_root(gpu, Path(tmp) / "committed")
@@ -290,8 +291,8 @@ def replace_core_lines(committed: str, campaign: str) -> str:
 def compare_full(round1: Path, round2: Path, gpu: str, candidates=("C", "D"), before: dict | None = None) -> dict:
     """The second rule: repeatability of the two rounds, then each candidate's figures on the
     record set it would commit (round 1 replacing the committed core rows)."""
-    r1, r2 = pd.read_csv(round1 / "attention.csv"), pd.read_csv(round2 / "attention.csv")
-    old = pd.read_csv(rec.MEASUREMENTS_DIR / gpu / "attention.csv")
+    r1, r2 = read_csv(round1 / "attention.csv"), read_csv(round2 / "attention.csv")
+    old = read_csv(rec.MEASUREMENTS_DIR / gpu / "attention.csv")
     shapes = core_shapes(old)
     small1, first1 = split_rounds(r1, shapes)
     split_rounds(r2, shapes)

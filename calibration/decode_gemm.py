@@ -44,6 +44,7 @@ import pandas as pd
 from calibration import records as rec
 from calibration.predict import gpu_spec
 from calibration.split import split
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
 from twin.costs.profile import PROFILES, BatchedCurve, Profile, profile_from_json
 
@@ -59,9 +60,9 @@ def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame | No
     """A GPU's decode_gemm.csv with `held_out` (calibration/split.py) and `gemm_time_s` (the GEMM
     kernels' time per call), or None where not measured."""
     path = Path(root) / gpu / FAMILY
-    if not path.is_file():
+    if not csv_exists(path):
         return None
-    df = pd.read_csv(path)
+    df = read_csv(path)
     df = df[df["time_s"].notna() & (df["time_s"] > 0)].reset_index(drop=True)
     if df.empty:
         return None
@@ -250,9 +251,9 @@ def drift_rounds(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict
     model.csv decode row times (after DRIFT_WARMUP), the median host dispatch seconds, SM clock,
     power and CPU clock over those steps, and the P-states seen ([] where not measured)."""
     path = Path(root) / gpu / DRIFT
-    if not path.is_file():
+    if not csv_exists(path):
         return []
-    df = pd.read_csv(path)
+    df = read_csv(path)
     out = []
     for (batch, rnd), g in df.groupby(["batch", "round"], sort=True):
         timed = g[g["step"] >= DRIFT_WARMUP]
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
                     help="write the batched GEMM curves and cuBLAS kernel tables into the committed profiles")
     args = ap.parse_args(argv)
     profiles_dir = Path(str(PROFILES))
-    gpus = args.gpu or [g for g in rec.gpu_dirs() if (rec.MEASUREMENTS_DIR / g / FAMILY).is_file()]
+    gpus = args.gpu or [g for g in rec.gpu_dirs() if csv_exists(rec.MEASUREMENTS_DIR / g / FAMILY)]
     for gpu in gpus:
         path = profiles_dir / f"{gpu}.json"
         data = json.loads(path.read_text())

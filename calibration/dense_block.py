@@ -37,6 +37,7 @@ import pandas as pd
 
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
+from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import GPUSpec, ModelSpec
 from twin.costs import compute
 from twin.costs.flops import (BF16_BYTES, OpKind, Op, attention_ops, dense_ffn_ops, eager_ops, head_ops,
@@ -159,8 +160,8 @@ def predicted_components_s(row, gpu: GPUSpec, profile: Profile, catalog: bool = 
 
 def load(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
     d = Path(root) / gpu
-    blocks = pd.read_csv(d / BLOCK_FILE, keep_default_na=False)
-    kernels = pd.read_csv(d / KERNELS_FILE, keep_default_na=False) if (d / KERNELS_FILE).is_file() else None
+    blocks = read_csv(d / BLOCK_FILE, keep_default_na=False)
+    kernels = read_csv(d / KERNELS_FILE, keep_default_na=False) if csv_exists(d / KERNELS_FILE) else None
     return blocks, kernels
 
 
@@ -235,9 +236,9 @@ def attention_kernel_terms(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dic
     cuDNN's fused attention, the kernel the profile's attention curves were measured with. Empty
     without records (the profile then keeps the FA3 paper's FA2_OVER_CUDNN)."""
     path = Path(root) / gpu / BLOCK_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
-    df = pd.read_csv(path, keep_default_na=False)
+    df = read_csv(path, keep_default_na=False)
     df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
     r = fa2_over_cudnn(df[df["time_s"] > 0])
     return {"fa2": {d: r[d] for d in ("fwd", "bwd")}} if r else {}
@@ -250,7 +251,7 @@ def eager_elementwise_eff(gpu: str, profile: Profile, root: Path | str = MEASURE
     and attention kernels leave (timed - their kernel sums: the elementwise kernels and the gaps
     between kernels) against the twin's elementwise seconds at the streaming efficiency
     (memory_eff); the median ratio scales memory_eff. 0 without records (memory_eff stays)."""
-    if not (Path(root) / gpu / BLOCK_FILE).is_file():
+    if not csv_exists(Path(root) / gpu / BLOCK_FILE):
         return 0.0
     base = dataclasses.replace(profile, eager_elementwise_eff=0.0)
     df = compare(gpu, root, base)
@@ -323,7 +324,7 @@ def main(argv=None) -> int:
     ap.add_argument("--write-profile", action="store_true",
                     help="set the committed profile's attention_kernels and eager_elementwise_eff from the records")
     args = ap.parse_args(argv)
-    if not (args.root / args.gpu / BLOCK_FILE).is_file():
+    if not csv_exists(args.root / args.gpu / BLOCK_FILE):
         print(f"no {BLOCK_FILE} under {args.root / args.gpu}: run real/campaigns/s8dense.sh on that GPU first",
               file=sys.stderr)
         return 2

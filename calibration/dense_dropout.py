@@ -29,6 +29,7 @@ import pandas as pd
 
 from calibration.predict import gpu_spec
 from calibration.records import MEASUREMENTS_DIR
+from calibration.records_io import csv_exists, read_csv
 from twin.core.atomic import write_text
 from twin.core.specs import ModelSpec
 from twin.costs import compute
@@ -41,9 +42,9 @@ TWIN_KERNEL = {"flash": "fa2", "cudnn": "cudnn"}
 
 def load(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame | None:
     path = Path(root) / gpu / DROPOUT_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         return None
-    df = pd.read_csv(path, keep_default_na=False)
+    df = read_csv(path, keep_default_na=False)
     for c in ("time_s", "attention_dropout", "hidden_dropout", "tp", "seq_len", "hidden_size", "num_heads",
               "head_dim", "batch"):
         df[c] = pd.to_numeric(df[c], errors="coerce")

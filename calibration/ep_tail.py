@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration.records_io import csv_exists, read_csv, resolve_csv
+
 CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches"]
 OP_KEYS = CONFIG_KEYS + ["rank", "op_index"]
 
@@ -215,14 +217,13 @@ def load(folder: Path) -> pd.DataFrame:
     """pipeline_kernel_events.csv; where no GPU activity was linked to its op (torch 2.11) and
     pipeline_op_kernels.csv is beside it, attributed in issue order (attribute_in_issue_order)."""
     path = Path(folder) / "pipeline_kernel_events.csv"
-    if not path.is_file() and path.with_suffix(".csv.gz").is_file():   # committed records are gzipped
-        path = path.with_suffix(".csv.gz")
+    path = resolve_csv(path)   # committed records are gzipped
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no kernel events (real/pipeline/probe.py --kernel-events writes them)")
-    ev = pd.read_csv(path, dtype={"kind": str})
+    ev = read_csv(path, dtype={"kind": str})
     kpath = Path(folder) / "pipeline_op_kernels.csv"
-    if (_gpu_rows(ev)["op_index"] < 0).all() and kpath.is_file():
-        ev = attribute_in_issue_order(ev, pd.read_csv(kpath))
+    if (_gpu_rows(ev)["op_index"] < 0).all() and csv_exists(kpath):
+        ev = attribute_in_issue_order(ev, read_csv(kpath))
     return ev
 
 

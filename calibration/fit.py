@@ -41,6 +41,7 @@ from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
+from calibration.records_io import csv_exists, read_csv
 from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
 from twin.core.atomic import write_text
 from twin.core.specs import GPUSpec
@@ -630,9 +631,11 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
     }
 
 
-def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple[Profile, dict]:
+def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | None = None) -> tuple[Profile, dict]:
+    """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
+    profile the curves start from and that terms no record informs keep (default_profile())."""
     df = rec.load_records(gpu, root)
-    prof, stats = fit_profile(df, gpu)
+    prof, stats = fit_profile(df, gpu, base)
     ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
     stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
@@ -679,9 +682,9 @@ def fp8_stack_terms(path: Path, hbm_bytes_per_s: float) -> dict:
     wgrad_1d1d_speed = median over weight-gradient shapes of time(fp8-blockwise) / time(fp8-1d1d-f32),
     and per cast kernel the median achieved bandwidth over its shapes / the GPU's HBM bandwidth,
     plus the P10-P90 range of the speed ratio for uncertainty analysis. {} without the file."""
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
-    df = pd.read_csv(path)
+    df = read_csv(path)
     out = {}
     w = df[df.bench == "gemm_wgrad"].pivot_table(index=["m", "n", "k"], columns="precision", values="time_s")
     if {"fp8-blockwise", "fp8-1d1d-f32"} <= set(w.columns):
@@ -724,9 +727,9 @@ def sustained_ratios(path: Path) -> tuple[dict, list]:
     real/bench.py bench_sustained rows: `burst` is the CUDA-graph timing every other record uses,
     `sustained` the windows of 30 s of back-to-back replays, of which the second half (steady
     clocks and temperature) is averaged. ({}, []) without the file."""
-    if not path.is_file():
+    if not csv_exists(path):
         return {}, []
-    df = pd.read_csv(path)
+    df = read_csv(path)
     per_kernel = []
     for (config, prec), g in df.groupby(["config", "precision"], sort=False):
         burst = g[g.phase == "burst"]

@@ -32,6 +32,7 @@ from calibration.layer_gaps import host_rates_of
 from calibration.predict import gpu_spec, predict_s
 from calibration.records import _case_name
 from calibration.split import is_held_out
+from calibration.records_io import csv_exists, read_csv
 from twin.costs.profile import Profile, fitted_profile
 
 RATE_PROBES = {"fwd": ("mul", "record"), "bwd": ("mul", "engine"), "infer": ("mul", "nograd")}
@@ -46,7 +47,7 @@ RECORD_KEY = ["bench", "model", "batch", "seq_len", "precision"]
 
 
 def load_paired(path: Path | str) -> pd.DataFrame:
-    df = pd.read_csv(path)
+    df = read_csv(path)
     return df.assign(tokens=df["batch"] * df["seq_len"])
 
 
@@ -58,8 +59,8 @@ def paired_from_rounds(folder: Path | str) -> pd.DataFrame:
     for d in sorted(Path(folder).glob("round*"), key=lambda p: int(p.name[5:])):
         i = int(d.name[5:])
         for name in ("host_class", "host_dispatch", "attention"):
-            if (d / f"{name}.csv").is_file():
-                frames.append(pd.read_csv(d / f"{name}.csv").assign(round=i, pair=i))
+            if csv_exists(d / f"{name}.csv"):
+                frames.append(read_csv(d / f"{name}.csv").assign(round=i, pair=i))
     if not frames:
         raise FileNotFoundError(f"{folder}: no round<i>/ folders of real/campaigns/s8mla.sh")
     df = pd.concat(frames, ignore_index=True)
@@ -170,7 +171,7 @@ def committed_paired(root: Path | str, gpu: str, profile: Profile) -> dict | Non
     (probe_tracking), `adopted` (every class within TRACK_SPREAD), and `cases`: each record's median
     round predicted from its own probes, in calibration.validate's case form."""
     path = Path(root) / gpu / PAIRED_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         return None
     paired = load_paired(path)
     tracking = probe_tracking(paired, gpu, profile)
@@ -189,11 +190,11 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
     ap.add_argument("--cases", action="store_true", help="also every held-out record under each input")
     args = ap.parse_args(argv)
-    if not (args.file.is_file() or args.file.is_dir()):
+    if not (csv_exists(args.file) or args.file.is_dir()):
         print(f"file: {args.file} does not exist (expected real/campaigns/s9mla.sh's mla_paired.csv or an s8mla folder)")
         return 2
     prof = fitted_profile(args.gpu)   # the committed profile (calibration/validate.py predicts with it)
-    paired = load_paired(args.file) if args.file.is_file() else paired_from_rounds(args.file)
+    paired = load_paired(args.file) if csv_exists(args.file) else paired_from_rounds(args.file)
     print(f"probe scales (layer rate / probe rate, fitting rows): "
           f"{ {r: round(v, 2) for r, v in probe_scales(paired, args.gpu, prof).items()} }; their spread over rounds "
           f"(max / min, the criterion <= {TRACK_SPREAD}): "

@@ -182,6 +182,7 @@ from calibration import records as rec
 from calibration.predict import (SMALL_SORT_ELEMS, NoGradHost, _mla_ops, _moe_ops, expert_rows, gpu_spec, mla_layer_ops,
                                  predict_s, timed_window_s, twin_precision, zipf_expert_rows)
 from calibration.split import is_held_out
+from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import get_model
 from twin.costs.flops import param_counts
 from twin.costs.profile import PROFILES, profile_from_json
@@ -205,7 +206,7 @@ def parse_config(config: str) -> dict | None:
 
 def load_kernels(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     path = Path(root) / gpu / "kernels.csv"
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    return read_csv(path) if csv_exists(path) else pd.DataFrame()
 
 
 def profiled_layers(kernels: pd.DataFrame) -> pd.DataFrame:
@@ -282,9 +283,9 @@ def host_decomposition(gpu: str, profile, df: pd.DataFrame | None = None,
     host and the GPU sets the record, and which one the twin misses."""
     df = rec.load_records(gpu, root) if df is None else df
     path = Path(root) / gpu / "host_dispatch.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return []
-    hd = pd.read_csv(path)
+    hd = read_csv(path)
     out = []
     for _, r in df[df["bench"].isin(("mla_layer_fwd", "mla_layer_bwd"))].iterrows():
         direction = r["bench"].rsplit("_", 1)[-1]
@@ -516,9 +517,9 @@ def measured_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, radix: di
     the classes put at 21.0 us: 205 inside Functions, 29 engine-run; one rate per phase gave them
     the MoE-and-MLA mix's 28 us.)"""
     path = Path(root) / gpu / "host_dispatch.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
-    return host_rates_of(pd.read_csv(path), gpu, radix, profile, rows)
+    return host_rates_of(read_csv(path), gpu, radix, profile, rows)
 
 
 def host_rates_of(hd: pd.DataFrame, gpu: str, radix: dict | None = None, profile=None,
@@ -610,9 +611,9 @@ def measured_optimizer_eff(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) ->
     '#') are not kernels and are left out. None without the file. A kernel's measured rate, like
     cat_eff: the step's time is never used."""
     path = Path(root) / gpu / "step_kernels.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return None
-    k = pd.read_csv(path)
+    k = read_csv(path)
     k = k[~k["kernel"].str.contains(ANNOTATION)]
     with_setup = "profiled" not in k.columns or (k["profiled"] != "phase").any()
     effs: dict[str, list[float]] = {}
@@ -665,9 +666,9 @@ def loop_engine_start_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> fl
     """The autograd engine's start inside a record's loop, unprofiled: the median over the FITTING
     split's BF16 GPU rows of <gpu>/mla_loop.csv of engine_start_s. None without rows."""
     path = Path(root) / gpu / LOOP_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         return None
-    loop = pd.read_csv(path)
+    loop = read_csv(path)
     loop = loop[(loop["split"] == "fit") & (loop["device"] == "cuda") & (loop["phase"] == "bwd")
                 & (loop["precision"] == "bf16") & loop["engine_start_s"].notna()]
     return float(loop["engine_start_s"].median()) if len(loop) else None
@@ -709,7 +710,7 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
     radix = radix_sort_kernels(gpu, root)
     host = measured_host_s(gpu, root, radix, base, host_rows)
     hd_path = Path(root) / gpu / "host_dispatch.csv"
-    hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame(columns=["config"])
+    hd = read_csv(hd_path) if csv_exists(hd_path) else pd.DataFrame(columns=["config"])
     per_op, op_counts = (measured_host_s_per_op(hd), aten_op_counts(hd)) if per_op else ({}, {})
     edges, edges_from = (loop_call_edges(gpu, root) if loop_edges else
                          trace_call_edges(gpu, root) if call_edges else ({}, ""))
@@ -740,7 +741,7 @@ def main(argv=None) -> int:
                     help="write the measured eager terms into the committed profiles (twin/data/profiles)")
     args = ap.parse_args(argv)
     profiles_dir = Path(str(PROFILES))
-    gpus = args.gpu or [g for g in rec.gpu_dirs() if (rec.MEASUREMENTS_DIR / g / "kernels.csv").is_file()]
+    gpus = args.gpu or [g for g in rec.gpu_dirs() if csv_exists(rec.MEASUREMENTS_DIR / g / "kernels.csv")]
     for gpu in gpus:
         path = profiles_dir / f"{gpu}.json"
         data = json.loads(path.read_text())

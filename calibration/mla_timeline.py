@@ -22,6 +22,7 @@ import csv
 from pathlib import Path
 
 from calibration.mla_traces import load_events
+from calibration.records_io import csv_exists, open_csv
 
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
@@ -58,10 +59,10 @@ def summarize(trace: dict) -> dict:
 def summarize_folder(folder: Path | str) -> list[dict]:
     folder = Path(folder)
     index = folder / "mla_timeline.csv"
-    if not index.is_file():
+    if not csv_exists(index):
         return []
     rows = []
-    with index.open() as f:
+    with open_csv(index) as f:
         for r in csv.DictReader(f):
             path = folder / r["trace"]
             if not path.is_file():   # committed traces are gzipped beside the index's names

@@ -42,6 +42,7 @@ import pandas as pd
 from calibration import records as rec
 from calibration.predict import gpu_spec, mla_layer_ops
 from calibration.split import is_held_out
+from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import get_model
 from twin.costs.profile import PROFILES, profile_from_json
 
@@ -196,9 +197,9 @@ def as_traced(call: CallTrace) -> dict:
 def unprofiled_host_s(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict[tuple[str, str], float]:
     """{(model, phase): host_s}: the median over shapes of host_dispatch.csv's BF16 MLA rows."""
     path = Path(root) / gpu / "host_dispatch.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
-    hd = pd.read_csv(path)
+    hd = read_csv(path)
     hd = hd[hd["config"].astype(str).str.startswith("mla_layer") & (hd["precision"] == "bf16")]
     return {(m, ph): float(g["host_s"].median()) for (m, ph), g in hd.groupby(["model", "phase"])}
 
@@ -262,7 +263,7 @@ def decomposition(gpu: str, profile, root: Path | str = rec.MEASUREMENTS_DIR) ->
     (replay), the measured unprofiled time, the host edges, the biggest gaps."""
     df = rec.load_records(gpu, root)
     hd_path = Path(root) / gpu / "host_dispatch.csv"
-    hd = pd.read_csv(hd_path) if hd_path.is_file() else pd.DataFrame()
+    hd = read_csv(hd_path) if csv_exists(hd_path) else pd.DataFrame()
     host = unprofiled_host_s(gpu, root)
     out = []
     for call in load_calls(gpu, root):

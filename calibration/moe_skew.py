@@ -27,6 +27,7 @@ import numpy as np
 
 from calibration import records as rec
 from calibration.predict import gpu_spec, profile_for_label, twin_precision
+from calibration.records_io import open_csv
 from twin.core.specs import get_model
 from twin.costs import compute
 from twin.costs.flops import ALL_TO_ALL_KINDS, ExpertLoad, moe_ops
@@ -83,7 +84,7 @@ def predict_row_s(row: dict, gpu_name: str, hypothesis: str, profile=None) -> fl
 
 
 def read_rows(gpu: str, precision: str = "bf16") -> list[dict]:
-    with (MEASUREMENTS / gpu / "moe_layer.csv").open() as fh:
+    with open_csv(MEASUREMENTS / gpu / "moe_layer.csv") as fh:
         return [r for r in csv.DictReader(fh) if r["precision"] == precision]
 
 

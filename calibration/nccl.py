@@ -21,7 +21,6 @@ twin/data/profiles/<gpu>.json (its `collectives` and provenance only: update_pro
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from calibration import records as rec
+from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.costs.profile import PROFILES
 
 PROFILES_DIR = Path(str(PROFILES))  # the twin's package data (twin/data/profiles), as calibration.fit's
@@ -44,7 +44,7 @@ def load_nccl(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if path.is_dir():
         path = path / "nccl.csv"
-    df = pd.read_csv(path)
+    df = read_csv(path)
     for c in _NUMERIC:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -121,11 +121,11 @@ def collectives_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tupl
     then costs collectives from the catalog's links)."""
     folder = COLLECTIVES_FOLDER.format(gpu=gpu)
     path = Path(root) / folder / "nccl.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return {}, {}
     df = load_nccl(path)
     fits = fit_collectives(df, source=f"calibration/measurements/{folder}/nccl.csv")
-    info = {"file": f"{folder}/nccl.csv", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    info = {"file": f"{folder}/nccl.csv", "sha256": csv_sha256(path),
             "holdout": holdout_errors(df, fits)}
     return fits, info
 
@@ -149,7 +149,7 @@ def sweep_summary(folder: Path | str) -> dict:
     the alpha-beta fit of a folder's sweep on its fitting sizes and its error on the held-out ones
     (the figures a profile fitted from that folder carries); {} without nccl.csv."""
     path = Path(folder) / "nccl.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
     df = load_nccl(path)
     fits = fit_collectives(df)
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
                     help="write the fit into the committed profile (its collectives and provenance only)")
     args = ap.parse_args(argv)
     root = rec.MEASUREMENTS_DIR
-    gpus = args.gpu or sorted(p.name[:-2] for p in root.glob("*x2") if (p / "nccl.csv").is_file())
+    gpus = args.gpu or sorted(p.name[:-2] for p in root.glob("*x2") if csv_exists(p / "nccl.csv"))
     for gpu in gpus:
         folder = root / COLLECTIVES_FOLDER.format(gpu=gpu)
         summary = sweep_summary(folder)

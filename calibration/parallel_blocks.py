@@ -58,6 +58,7 @@ import pandas as pd
 from calibration import torch_cp
 from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
                                  zipf_expert_rows)
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from twin.costs import comm, compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
@@ -88,9 +89,9 @@ def load_collective_host(folder: Path | str) -> dict[str, float]:
     two-rank process, the slowest rank's; fitting rows only, the median over sizes); {} without
     the file."""
     path = Path(folder) / COLLECTIVE_HOST_FILE
-    if not path.is_file():
+    if not csv_exists(path):
         return {}
-    df = pd.read_csv(path)
+    df = read_csv(path)
     df = df[(df["split"] == "fit") & (df["time_s"] > 0)]
     return {str(op): float(g["time_s"].median()) for op, g in df.groupby("op")}
 
@@ -303,7 +304,7 @@ def cp_merge_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> float
     rows): real/cp.py's merges, accumulations and sliced copies are kernels of the same family, run
     in the same kind of two-rank process (issue 14; calibration/measurements/README.md, s8cp on the
     H200). None without the records."""
-    if not (Path(folder) / torch_cp.KERNELS_FILE).is_file():
+    if not csv_exists(Path(folder) / torch_cp.KERNELS_FILE):
         return None
     return torch_cp.merge_time_factor(folder, gpu, profile)
 
@@ -489,7 +490,7 @@ CHUNKS_FILE = "cp_chunks.csv"
 def _has_block_rows(path: Path) -> bool:
     """Whether a cp_chunks.csv holds real/cp.py's blocks (mla_block rows): a file of the Llama calls
     alone (h100x2/'s, whose mla_block rows were moved out as shared-GPU ones) measures no block."""
-    return path.is_file() and (pd.read_csv(path, usecols=["bench"])["bench"] == "mla_block").any()
+    return csv_exists(path) and (read_csv(path, usecols=["bench"])["bench"] == "mla_block").any()
 
 
 def chunks_folder(folder: Path | str) -> Path | None:
@@ -513,7 +514,7 @@ def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -
     where = chunks_folder(folder)
     if where is None:
         return None
-    df = pd.read_csv(where / CHUNKS_FILE)
+    df = read_csv(where / CHUNKS_FILE)
     df = df[(df["bench"] == "mla_block") & (df["split"] == "fit") & (df["phase"] == "fwd_bwd")
             & ~df["causal"].map(_bool) & (pd.to_numeric(df["time_s"], errors="coerce") > 0)]
     ratios = []
@@ -551,7 +552,7 @@ def block_name(r) -> str:
 def load_block_rows(folder: Path | str) -> pd.DataFrame:
     """parallel_blocks.csv and any parallel_blocks_*.csv beside it (e.g. the CP re-measurement),
     rows with a positive time."""
-    frames = [pd.read_csv(p) for p in sorted(Path(folder).glob("parallel_blocks*.csv"))]
+    frames = [read_csv(p) for p in glob_csv(folder, "parallel_blocks*.csv")]
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

@@ -52,6 +52,7 @@ from calibration import ep_host
 from calibration.predict import Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
+from calibration.records_io import csv_exists, read_csv
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -312,9 +313,9 @@ def bench_host_marks(folder: Path) -> bool:
     then the fitting split's configurations supplied a measured input to the prediction of the
     same run, and only the held-out split's rows are held out (calibration.validate)."""
     ops = Path(folder) / "pipeline_ops.csv"
-    if not ops.is_file():
+    if not csv_exists(ops):
         return False
-    df = pd.read_csv(ops, usecols=lambda c: c in ("host_start_s", "host_end_s", "split"))
+    df = read_csv(ops, usecols=lambda c: c in ("host_start_s", "host_end_s", "split"))
     return {"host_start_s", "host_end_s", "split"} <= set(df.columns) and bool(df["host_start_s"].notna().any())
 
 
@@ -323,12 +324,12 @@ def host_marks(folder: Path) -> pd.DataFrame | None:
     (pipeline_ops.csv with host_start_s, host_end_s and split: s9ep on) where present, else the
     s7pipe probe's (pipeline_host.csv); None without either."""
     ops = Path(folder) / "pipeline_ops.csv"
-    if ops.is_file():
-        df = pd.read_csv(ops)
+    if csv_exists(ops):
+        df = read_csv(ops)
         if {"host_start_s", "host_end_s", "split"} <= set(df.columns) and df["host_start_s"].notna().any():
             return df[df["host_start_s"].notna()]
     probe = Path(folder) / "pipeline_host.csv"
-    return pd.read_csv(probe) if probe.is_file() else None
+    return read_csv(probe) if csv_exists(probe) else None
 
 
 def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap_s: float = 0.0) -> float | None:
@@ -367,10 +368,10 @@ def measured_device_gap_s(folder: Path) -> float | None:
     streams, left out, except an EP op's all-to-alls, which the compute stream waits for), over
     its kernel launches; the median. None without both files."""
     hp, kp = Path(folder) / "pipeline_host.csv", Path(folder) / "pipeline_op_kernels.csv"
-    if not (hp.is_file() and kp.is_file()):
+    if not (csv_exists(hp) and csv_exists(kp)):
         return None
     keys = ["schedule", "pp", "ep", "num_microbatches", "rank", "op_index"]
-    h, k = pd.read_csv(hp), pd.read_csv(kp)
+    h, k = read_csv(hp), read_csv(kp)
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(COMPUTE_KINDS))]
     h = h.assign(dur=h["end_s"] - h["start_s"], lead=h["start_s"] - h["host_start_s"])
     ops = h.groupby(keys).agg(dur=("dur", "median"), lead=("lead", "median")).reset_index()
@@ -387,8 +388,8 @@ def measured_device_gap_s(folder: Path) -> float | None:
 def _num_layers(folder: Path, cfg: dict) -> int | None:
     """The layer count of a configuration's pipeline_step row (pipeline_host.csv does not carry it)."""
     steps = Path(folder) / "pipeline_step.csv"
-    if steps.is_file():
-        df = pd.read_csv(steps)
+    if csv_exists(steps):
+        df = read_csv(steps)
         sel = df[(df["model"] == cfg["model"]) & (df["seq_len"] == cfg["seq_len"])]
         if "num_layers" in df.columns and not sel.empty:
             return int(sel["num_layers"].iloc[0])
@@ -479,9 +480,9 @@ def measured_accumulate(folder: Path, gpu: str) -> dict | None:
     beside it), the median over the measured shapes; None where no such records exist (then
     accumulate_grads falls back to profile.transpose_eff)."""
     for path in (Path(folder) / "wgrad_accum.csv", Path(folder).parent / gpu / "wgrad_accum.csv"):
-        if not path.is_file():
+        if not csv_exists(path):
             continue
-        df = pd.read_csv(path)
+        df = read_csv(path)
         df = df[(df["time_s"] > 0) & (df["elements"] > 0)]
         per = {op: float(np.median(g["time_s"] / g["elements"])) for op, g in df.groupby("op")}
         if {"first", "add"} <= per.keys():
@@ -799,8 +800,8 @@ def ops_of(row, ops: pd.DataFrame) -> pd.DataFrame:
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     steps = folder / "pipeline_step.csv"
     ops = folder / "pipeline_ops.csv"
-    return (pd.read_csv(steps) if steps.is_file() else pd.DataFrame(),
-            pd.read_csv(ops) if ops.is_file() else pd.DataFrame())
+    return (read_csv(steps) if csv_exists(steps) else pd.DataFrame(),
+            read_csv(ops) if csv_exists(ops) else pd.DataFrame())
 
 
 def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False) -> list[dict]:
@@ -817,7 +818,7 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
     host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
     kpath = Path(folder) / "pipeline_op_kernels.csv"
-    kernels = pd.read_csv(kpath) if kpath.is_file() else pd.DataFrame()
+    kernels = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue

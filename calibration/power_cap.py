@@ -30,9 +30,9 @@ import math
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from calibration import records as rec
+from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import get_gpu
 from twin.costs.profile import PROFILES
 
@@ -42,7 +42,7 @@ MAX_SM_CLOCK_MHZ = 1980.0      # H100/H200 SXM maximum SM clock (env.json max_sm
 
 def idle_power_w(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> float:
     """The measured idle power (power.csv, config `idle`)."""
-    p = pd.read_csv(Path(root) / gpu / "power.csv")
+    p = read_csv(Path(root) / gpu / "power.csv")
     return float(p.loc[p["config"] == "idle", "power_w"].median())
 
 
@@ -50,7 +50,7 @@ def sustained_point(gpu: str, kernel: str = "gemm m=8192", precision: str = "bf1
                     root: Path | str = rec.MEASUREMENTS_DIR, file: str = "sustained.csv") -> tuple[float, float]:
     """(power W, SM clock MHz) of a kernel under sustained load: medians over the second half of
     the 30 s windows of sustained.csv (or `file`), as calibration.fit.sustained_ratios reads them."""
-    s = pd.read_csv(Path(root) / gpu / file)
+    s = read_csv(Path(root) / gpu / file)
     rows = s[(s["phase"] == "sustained") & s["config"].str.startswith(kernel) & (s["precision"] == precision)]
     if rows.empty:
         raise ValueError(f"no sustained rows for {kernel!r} {precision} in {gpu}/sustained.csv")
@@ -82,7 +82,7 @@ def attention_clock_frac_at(power_limit_w: float, gpu: str = "h100", root: Path 
     """clock_frac_at for the attention kernel torchtitan's rows run (flash SDPA): the mean over
     the measured call shapes (a CP rank's causal 32K, 16K x 32K and 32K x 16K calls) of each one's
     sustained clock under `power_limit_w` over its sustained clock at our limit."""
-    s = pd.read_csv(Path(root) / gpu / file)
+    s = read_csv(Path(root) / gpu / file)
     configs = sorted({c for c in s["config"] if str(c).startswith(ATTENTION_KERNEL)})
     if not configs:
         raise ValueError(f"no {ATTENTION_KERNEL!r} rows in {gpu}/{file}")
@@ -159,7 +159,7 @@ def kernel_power_table(path: Path | str, power_limit_w: float, idle_w: float,
     steady board power and SM clock, and under `power_limit_w` the clock fraction this module's
     law gives it (`clock_frac`) and the time factor against its burst speed
     (`factor` = sustained_ratio x clock_frac). Kernels without a power reading get NaN there."""
-    df = pd.read_csv(path)
+    df = read_csv(path)
     out = []
     for (config, prec), g in df.groupby(["config", "precision"], sort=False):
         burst, windows = g[g.phase == "burst"], g[g.phase == "sustained"]
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="h100", help="the measurements folder whose idle power is taken")
     args = ap.parse_args(argv)
     path = args.records / "sustained.csv" if args.records.is_dir() else args.records
-    if not path.is_file():
+    if not csv_exists(path):
         print(f"records: no sustained.csv at {path}", file=sys.stderr)
         return 2
     idle = idle_power_w(args.gpu)

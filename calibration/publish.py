@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from calibration import records as rec
+from calibration.records_io import csv_bytes, csv_exists
 from twin.core.atomic import write_text
 from twin.moe.load import EXPERT_LOADS
 
@@ -18,8 +19,8 @@ def expert_load_copy(gpu: str) -> Path:
 def publish_expert_loads(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> Path | None:
     """Copy <root>/<gpu>/expert_load.csv into the package data; None if the GPU has none."""
     src = Path(root) / gpu / "expert_load.csv"
-    if not src.is_file():
+    if not csv_exists(src):
         return None
     dst = expert_load_copy(gpu)
-    write_text(dst, src.read_text())
+    write_text(dst, csv_bytes(src).decode())
     return dst

@@ -43,6 +43,7 @@ from twin.core.units import GIB
 from twin.costs.flops import param_counts, train_flops_per_token
 from twin.training.results import StepResult
 from twin.training.step import simulate_step
+from calibration.records_io import csv_exists, read_csv
 
 RUNS_FILE = Path(__file__).resolve().parent / "data" / "published_runs.toml"
 PEERS_CSV = Path(__file__).resolve().parent / "published_runs" / "peers.csv"
@@ -260,7 +261,7 @@ def summarize(rows: list[dict]) -> dict:
 def read_peers(path: Path | str = PEERS_CSV) -> pd.DataFrame | None:
     """The committed peers table (benchmarks/published_runs.py), or None before it exists."""
     path = Path(path)
-    return pd.read_csv(path) if path.is_file() else None
+    return read_csv(path) if csv_exists(path) else None
 
 
 def compare(path: Path | str = RUNS_FILE, peers_csv: Path | str = PEERS_CSV) -> dict:

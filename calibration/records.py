@@ -14,12 +14,12 @@ a positive time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from calibration.records_io import csv_exists, csv_name, csv_sha256, csv_stem, glob_csv, read_csv
 from twin.core.atomic import write_text
 
 MEASUREMENTS_DIR = Path(__file__).resolve().parent / "measurements"
@@ -43,16 +43,16 @@ def gpu_dirs(root: Path | str = MEASUREMENTS_DIR) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and any((p / f"{family}.csv").is_file() for family in TIMED_FAMILIES))
+                  if p.is_dir() and any(csv_exists(p / f"{family}.csv") for family in TIMED_FAMILIES))
 
 
 def record_files(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> list[Path]:
-    return sorted((Path(root) / gpu).glob("*.csv"))
+    return glob_csv(Path(root) / gpu, "*.csv")
 
 
 def records_sha256(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> dict:
     """{file name: sha256} of a GPU's record files (profile provenance)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in record_files(gpu, root)}
+    return {csv_name(p): csv_sha256(p) for p in record_files(gpu, root)}
 
 
 def _case_name(r) -> str:
@@ -75,12 +75,12 @@ def load_records(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
     """All timed rows of one GPU, with a `gpu` column (the folder name) and a readable `name`."""
     frames = []
     for path in record_files(gpu, root):
-        if path.stem not in TIMED_FAMILIES:
+        if csv_stem(path) not in TIMED_FAMILIES:
             continue
-        df = pd.read_csv(path, keep_default_na=True)
+        df = read_csv(path, keep_default_na=True)
         if df.empty or "time_s" not in df.columns:
             continue
-        df["family"] = path.stem
+        df["family"] = csv_stem(path)
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"no timed records under {Path(root) / gpu}: run `twin calibrate --out DIR` "

@@ -78,6 +78,7 @@ from scipy.optimize import nnls
 from calibration import records as rec
 from twin.core import atomic
 from calibration.serve_load_validation import pin_suffix, scenario_for, sessions, sizes_run_before
+from calibration.records_io import csv_exists, read_csv
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -290,11 +291,11 @@ def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
 def _split_runs(folder: Path, split: str, arrival: str, only: set | None) -> tuple[set, pd.DataFrame, pd.DataFrame]:
     """The `split` runs of one arrival kind in a load folder (within `only` where given), with the
     folder's iterations and requests."""
-    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
+    load = read_csv(folder / "serve_load.csv", dtype=str).fillna("")
     runs = set(load.loc[(load.split == split) & (load.arrival == arrival), "run_id"])
     if only is not None:
         runs &= set(only)
-    return runs, pd.read_csv(folder / "serve_iterations.csv"), pd.read_csv(folder / "serve_requests.csv")
+    return runs, read_csv(folder / "serve_iterations.csv"), read_csv(folder / "serve_requests.csv")
 
 
 def idle_wake_s(folder: Path, split: str = "fit", only: set | None = None) -> float:
@@ -380,9 +381,9 @@ def features(row, page_size: int, batch_buckets: list[int], page_buckets: list[i
 def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[pd.DataFrame, dict]:
     """Feature rows of every busy iteration of the `split` runs in one records folder (`only`: of
     these run ids alone)."""
-    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
-    its = pd.read_csv(folder / "serve_iterations.csv")
-    reqs = pd.read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
+    load = read_csv(folder / "serve_load.csv", dtype=str).fillna("")
+    its = read_csv(folder / "serve_iterations.csv")
+    reqs = read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
     reqs["first_token_iteration"] = pd.to_numeric(reqs["first_token_iteration"], errors="coerce")
     reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
     rows = []
@@ -683,7 +684,7 @@ def spread(df: pd.DataFrame, coef: dict) -> dict:
 def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     """The engine table of one records folder's fit runs (`only`: of these run ids alone)."""
     folder = Path(folder)
-    if not (folder / "serve_iterations.csv").exists():
+    if not csv_exists(folder / "serve_iterations.csv"):
         return None
     df, meta = design(folder, "fit", only)
     if df.empty:
@@ -713,7 +714,7 @@ def sessions_differ(pooled: dict, per_session: dict[str, dict]) -> bool:
 def fit_sessions(folder: Path) -> dict[str, dict]:
     """Per engine process (calibration.serve_load_validation.sessions) with fit runs, in a folder
     whose fit runs span several: that session's table (its fit runs alone), keyed by session."""
-    load = pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
     sess = sessions(load)
     by = {}
     for run in load:

@@ -25,6 +25,7 @@ from calibration import records as rec
 from calibration.serve_engine_fit import design, mark_new_sizes, predicted_s
 from twin.core.specs import serve_engines
 from calibration.serve_load_validation import FIGURES, TARGETS, session_engine_name, sessions
+from calibration.records_io import csv_exists, csv_name, csv_stem, glob_csv, read_csv
 
 WINDOW_S = 0.25          # window of the phase analysis
 SLOW_FACTOR = 1.25       # a window this much over the run's fastest decile of windows is 'slow'
@@ -33,7 +34,7 @@ SLOW_FACTOR = 1.25       # a window this much over the run's fastest decile of w
 def residual_by_kind(folder: Path) -> pd.DataFrame:
     """Per (split, run, kind): iterations, median measured and predicted seconds, median ratio."""
     folder = Path(folder)
-    load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    load = read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records")
     sess = sessions(load)
     table = serve_engines()
     parts = []
@@ -102,10 +103,10 @@ def hostprobe_summary(directory: Path) -> dict:
     ranks' synchronisation?); the VM's steal share over the run; kernels per iteration."""
     directory = Path(directory)
     out = {}
-    for path in sorted(directory.rglob("hostprobe_*_r*.csv")):
+    for path in glob_csv(directory, "hostprobe_*_r*.csv", recursive=True):
         if path.name.startswith("hostprobe_kernels_"):
             continue
-        d = pd.read_csv(path)
+        d = read_csv(path)
         dec = d[(d.prefill_tokens == 0) & (d.get("phase", "decode") == "decode")]
         if dec.empty:
             continue
@@ -129,12 +130,12 @@ def hostprobe_summary(directory: Path) -> dict:
             entry[f"{k}_slow_over_fast"] = (float(win[k][slow].median() / win[k][~slow].median())
                                             if slow.any() and (~slow).any() else math.nan)
         entry.update(_mixed_phase(d))
-        kern = path.with_name(path.name.replace("hostprobe_", "hostprobe_kernels_"))
-        if kern.exists():
-            k = pd.read_csv(kern).iloc[0]
+        kern = path.with_name(csv_name(path).replace("hostprobe_", "hostprobe_kernels_"))
+        if csv_exists(kern):
+            k = read_csv(kern).iloc[0]
             entry["kernels_per_iteration"] = float(k.kernels_per_iteration)
             entry["aten_ops_per_iteration"] = float(k.aten_ops_per_iteration)
-        out[path.stem.removeprefix("hostprobe_")] = entry
+        out[csv_stem(path).removeprefix("hostprobe_")] = entry
     return out
 
 
@@ -166,11 +167,11 @@ def main() -> None:
     pd.set_option("display.width", 160)
     for name in ("h100x2", "h200x2"):
         folder = rec.MEASUREMENTS_DIR / name
-        if not (folder / "serve_iterations.csv").exists():
+        if not csv_exists(folder / "serve_iterations.csv"):
             continue
         print(f"== {name}: median measured / predicted by kind of iteration")
         print(residual_by_kind(folder).round(4).to_string(index=False))
-        win = host_state_windows(pd.read_csv(folder / "serve_iterations.csv"))
+        win = host_state_windows(read_csv(folder / "serve_iterations.csv"))
         print(f"== {name}: decode windows of {WINDOW_S} s: slow share {win.slow.mean():.0%}; medians slow / fast: "
               f"duration {win.duration_s[win.slow].median() / win.duration_s[~win.slow].median():.2f}x, loop gap "
               f"{win.gap_s[win.slow].median() / win.gap_s[~win.slow].median():.2f}x")
@@ -179,8 +180,8 @@ def main() -> None:
         print("== h100x2/s9srv hostprobe (columns: mode_rank)")
         print(pd.DataFrame(hostprobe_summary(probe)).round(4).to_string())
     r2 = rec.MEASUREMENTS_DIR / "h100x2" / "s8srv_round2" / "serve_load.csv"
-    if r2.exists():
-        pairs = repeat_pairs(pd.read_csv(r2))
+    if csv_exists(r2):
+        pairs = repeat_pairs(read_csv(r2))
         within = sum(int(pairs[f"{k}_within"].sum()) for k in FIGURES)
         print(f"== repeats in one process (h100x2/s8srv_round2): {within} of {len(pairs) * len(FIGURES)} checks within target")
 

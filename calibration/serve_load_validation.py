@@ -32,6 +32,7 @@ from twin.core.specs import serve_engines
 from twin.serving.simulate import simulate
 from twin.serving.timing import engine_spread
 from twin.serving.workload import from_records
+from calibration.records_io import csv_exists, open_csv
 
 FIGURES = ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
 SPREAD_SEEDS = 8   # replays per run when iterations are drawn from the measured spread
@@ -213,7 +214,7 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_
 
 
 def _read(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
+    with open_csv(path) as f:
         return list(csv.DictReader(f))
 
 
@@ -224,7 +225,7 @@ def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
     runs = _read(d / "serve_load.csv")
     reqs = _read(d / "serve_requests.csv")
     its_path = d / "serve_iterations.csv"
-    before = sizes_run_before(runs, _read(its_path) if its_path.exists() else [])
+    before = sizes_run_before(runs, _read(its_path) if csv_exists(its_path) else [])
     sess = sessions(runs)
     out = []
     for run in runs:
@@ -247,7 +248,7 @@ def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
 def serve_load_dirs(root: str | Path) -> list[Path]:
     """Records folders holding a serving load campaign (serve_load.csv and serve_requests.csv)."""
     root = Path(root)
-    return sorted(d for d in root.iterdir() if (d / "serve_load.csv").is_file() and (d / "serve_requests.csv").is_file())
+    return sorted(d for d in root.iterdir() if csv_exists(d / "serve_load.csv") and csv_exists(d / "serve_requests.csv"))
 
 
 def summarize_load(rows: list[dict]) -> dict:

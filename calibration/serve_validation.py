@@ -14,6 +14,7 @@ from twin.costs.flops import BF16_BYTES
 from calibration import records as rec
 from calibration.predict import Eager, _mla_ops, _moe_ops, timed_window_s, zipf_expert_rows
 from calibration.whole_step import predict_model_row
+from calibration.records_io import csv_exists, open_csv
 from twin.costs.profile import Profile, fitted_profile
 from twin.serving.iteration import decode_step, prefill_forward
 from twin.core.serve_specs import ServeSpec
@@ -79,11 +80,11 @@ def validate_measured(gpus=("h100", "h200")) -> list[dict]:
     out = []
     for g in gpus:
         path = root / g / "model.csv"
-        if not path.is_file():
+        if not csv_exists(path):
             continue
         gpu = get_gpu(g)
         eager = _eager_profile(g)
-        with path.open() as fh:
+        with open_csv(path) as fh:
             for row in csv.DictReader(fh):
                 if row["bench"] not in ("decode", "prefill"):
                     continue

@@ -25,6 +25,7 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration.predict import profile_for_label, twin_precision
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
 from twin.costs.profile import Profile, load_profile
 from twin.core.specs import get_gpu
@@ -37,9 +38,9 @@ def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     """Usable rows of a GPU's sm_reserve.csv (empty if none): holder rows whose GEMMs ran inside
     and across the holder's whole span, and every carveout row."""
     path = Path(root) / gpu / "sm_reserve.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return pd.DataFrame()
-    df = pd.read_csv(path)
+    df = read_csv(path)
     covered = df["holder_covered"].astype(str).str.lower() == "true"
     keep = (df["mode"] == "carveout") | (covered & (df["replays_inside"] > 0))
     return df[keep & (df["time_s"] > 0) & (df["time_solo_s"] > 0)].reset_index(drop=True)

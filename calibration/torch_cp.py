@@ -33,6 +33,7 @@ import pandas as pd
 
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from twin.costs import comm, compute
 from twin.costs.context_parallel import (TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR,
                                          torch_cp_exposed_s, torch_cp_merge_s)
@@ -135,7 +136,7 @@ def load_folder(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = []
     for name in (TORCH_CP_FILE, CHUNKS_FILE):
         p = Path(folder) / name
-        df = pd.read_csv(p) if p.is_file() else pd.DataFrame()
+        df = read_csv(p) if csv_exists(p) else pd.DataFrame()
         if not df.empty:
             df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
             df = df[df["time_s"] > 0].reset_index(drop=True)
@@ -199,9 +200,9 @@ def merge_time_factor(folder: Path | str, gpu: GPUSpec, profile: Profile) -> flo
     without the records."""
     rows, _ = load_folder(folder)
     path = Path(folder) / KERNELS_FILE
-    if rows.empty or not path.is_file():
+    if rows.empty or not csv_exists(path):
         return None
-    k = pd.read_csv(path)
+    k = read_csv(path)
     k = k[k["category"].isin(CP_EAGER_CATEGORIES)]
     ratios = []
     for _, r in rows[(rows["split"] == "fit") & (pd.to_numeric(rows["cp"]) > 1)].iterrows():
@@ -231,7 +232,7 @@ def load_scaling(folder: Path | str, compiled: bool = False) -> tuple[pd.DataFra
     out = []
     infix = "_compiled" if compiled else ""
     for stem in ("torch_cp", "torch_cp_kernels"):
-        frames = [pd.read_csv(p) for p in sorted(Path(folder).glob(f"{stem}{infix}_cp*.csv"))]
+        frames = [read_csv(p) for p in glob_csv(folder, f"{stem}{infix}_cp*.csv")]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if not df.empty:
             df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")

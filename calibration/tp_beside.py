@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibration import records as rec
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute, tp_overlap
 from twin.costs.profile import Profile, load_profile
 from twin.core.specs import get_gpu
@@ -37,9 +38,9 @@ from twin.core.specs import get_gpu
 def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     """The ok rows of a GPU directory's tp_beside.csv (empty where there is none)."""
     path = Path(root) / gpu / "tp_beside.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         return pd.DataFrame()
-    df = pd.read_csv(path, dtype={"nccl_channels": str})
+    df = read_csv(path, dtype={"nccl_channels": str})
     return df[(df["status"] == "ok") & (df["time_s"] > 0)].reset_index(drop=True)
 
 

@@ -46,6 +46,7 @@ from calibration.predict import gpu_spec, predict_s
 from calibration.serve_load_validation import format_serve_load, validate_serve_load
 from calibration.split import split
 from calibration.whole_step import predict_ep_row, predict_model_row, step_components, with_measured_collectives
+from calibration.records_io import csv_exists, read_csv
 from twin.costs.profile import Profile, profile_from_json
 
 MEDIAN_TARGET = 0.05
@@ -131,10 +132,10 @@ def predict_multi_gpu(folder: Path, gpu: str, num_gpus: int, profile: Profile) -
     profile = with_measured_collectives(profile, folder)   # the host's NCCL sweep, where measured
     cases, pipelines = [], []
     ep_path = Path(folder) / "ep.csv"
-    if ep_path.is_file():
+    if csv_exists(ep_path):
         # the EP host terms the folder's steps take, for the same calls in its ep.csv rows (s13epl)
         ep_terms = pipe.folder_ep_terms(Path(folder), gpu, profile) if whole_step.ADOPT_EP_LAYER_HOST_TERMS else None
-        for _, r in pd.read_csv(ep_path).iterrows():
+        for _, r in read_csv(ep_path).iterrows():
             pred = predict_ep_row(r, spec, profile, ep_terms)
             if pred is not None and r["time_s"] > 0:
                 cases.append(_case(_ep_name(r), gpu, r["bench"], float(r["time_s"]), pred, True, num_gpus))

@@ -31,6 +31,7 @@ from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, lin
 from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, _linear_bwd,
                                  _linear_fwd, _rope, gpu_spec, mla_layer_ops, moe_layer_ops, predict_s, swiglu_bwd,
                                  timed_window_s, twin_precision, with_host_terms)
+from calibration.records_io import csv_exists
 from twin.costs import comm, compute
 from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
@@ -609,7 +610,7 @@ def with_measured_collectives(profile, folder) -> object:
     the folder's nccl.csv sweep: a latency floor and a bus bandwidth per op) where the folder has
     one and the profile carries none; otherwise `profile` unchanged."""
     path = Path(folder) / "nccl.csv"
-    if profile.collectives or not path.is_file():
+    if profile.collectives or not csv_exists(path):
         return profile
     fits = nccl.fit_collectives(nccl.load_nccl(path), source=f"{Path(folder).name}/nccl.csv")
     return dataclasses.replace(profile, collectives=fits) if fits else profile

@@ -11,6 +11,7 @@ import pytest
 
 from calibration import layer_gaps as lg
 from calibration import records as rec
+from calibration.records_io import read_csv
 from calibration.fit import PROFILES_DIR
 from calibration.validate import predict_cases
 from twin.costs.profile import profile_from_json
@@ -241,7 +242,7 @@ def test_aten_operator_counts_are_cuda_counts_of_each_configuration(tmp_path):
 
 
 def test_committed_cuda_counts_are_those_of_both_gpus():
-    counts = {gpu: lg.aten_op_counts(pd.read_csv(rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv"))
+    counts = {gpu: lg.aten_op_counts(read_csv(rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv"))
               for gpu in ("h100", "h200")}
     assert counts["h100"] == counts["h200"]
     # V2-Lite's MLA has no query LoRA: fewer operators than V3-slice's, more of them per kernel

@@ -12,6 +12,7 @@ import pytest
 from calibration import layer_gaps as lg
 from calibration import mla_traces as mt
 from calibration import records as rec
+from calibration.records_io import read_csv, resolve_csv
 from calibration.fit import PROFILES_DIR
 from twin.costs.profile import profile_from_json
 
@@ -84,7 +85,7 @@ def test_committed_traces_load_gzipped_and_their_fitting_calls_replay_to_the_rec
     assert len(calls) == 8 and all(n.endswith(".json.gz") for n in calls)
     assert sum(mt.held_out(c) for c in calls.values()) == 4     # the V2-Lite calls are the held-out shapes
     host = mt.unprofiled_host_s("h100")
-    df, hd = rec.load_records("h100"), pd.read_csv(rec.MEASUREMENTS_DIR / "h100" / "host_dispatch.csv")
+    df, hd = rec.load_records("h100"), read_csv(rec.MEASUREMENTS_DIR / "h100" / "host_dispatch.csv")
     for c in calls.values():
         assert c.kernels and sum(c.by_class().values()) == pytest.approx(c.kernel_us)
         scale = mt.scale_of(c, host)
@@ -98,7 +99,7 @@ def test_committed_traces_load_gzipped_and_their_fitting_calls_replay_to_the_rec
 def test_call_edges_come_from_the_fitting_traces_only(tmp_path):
     root = tmp_path / "m"
     (root / "h100").mkdir(parents=True)
-    shutil.copy(rec.MEASUREMENTS_DIR / "h100" / "host_dispatch.csv", root / "h100")
+    shutil.copy(resolve_csv(rec.MEASUREMENTS_DIR / "h100" / "host_dispatch.csv"), root / "h100")
     shutil.copytree(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR, root / "h100" / mt.TRACE_DIR)
     rates = {"fwd": 25e-6, "bwd": 25e-6}
     edges = mt.call_edges("h100", rates, root)
@@ -173,7 +174,7 @@ def test_the_loops_engine_start_replaces_the_traces_backward_start(tmp_path):
     root = tmp_path / "m"
     (root / "h100").mkdir(parents=True)
     for name in ("host_dispatch.csv", "kernels.csv", "attention.csv"):
-        shutil.copy(rec.MEASUREMENTS_DIR / "h100" / name, root / "h100")
+        shutil.copy(resolve_csv(rec.MEASUREMENTS_DIR / "h100" / name), root / "h100")
     shutil.copytree(rec.MEASUREMENTS_DIR / "h100" / mt.TRACE_DIR, root / "h100" / mt.TRACE_DIR)
     assert lg.loop_engine_start_s("h100", root) is None and lg.loop_call_edges("h100", root) == ({}, "")
     pd.DataFrame([
@@ -214,7 +215,7 @@ def test_in_the_records_loop_only_the_host_bound_backwards_wait_for_the_engines_
     """h100/mla_loop.csv (s11mla): inside a record's own loop the GPU waits at a backward's start for
     the autograd engine's start where the setup forward ends host-bound (V2-Lite), and not where
     the GPU still runs the forward (V3-slice); the engine's start is a fixed host cost of a call."""
-    loop = pd.read_csv(rec.MEASUREMENTS_DIR / "h100" / lg.LOOP_FILE)
+    loop = read_csv(rec.MEASUREMENTS_DIR / "h100" / lg.LOOP_FILE)
     bwd = loop[loop["phase"] == "bwd"]
     assert (bwd["engine_start_s"].between(50e-6, 500e-6)).all()
     v3, v2 = bwd[bwd["model"] == "v3-slice-1l"], bwd[bwd["model"] == "v2-lite-slice"]

@@ -12,6 +12,7 @@ import pytest
 
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
+from calibration.records_io import glob_csv, open_csv
 from calibration.fit import collectives_terms
 from calibration.predict import Eager, gpu_spec
 from twin.costs import compute
@@ -234,8 +235,8 @@ def _block_params():
     import csv
     for gpu in GPUS:
         names = []
-        for path in sorted((rec.MEASUREMENTS_DIR / f"{gpu}x2").glob("parallel_blocks*.csv")):
-            with open(path, newline="") as f:
+        for path in glob_csv(rec.MEASUREMENTS_DIR / f"{gpu}x2", "parallel_blocks*.csv"):
+            with open_csv(path) as f:
                 names += [blocks.block_name(r) for r in csv.DictReader(f)
                           if r["split"] == "holdout" and int(r["tp"]) * int(r["cp"]) > 1]
         not_met = NOT_MET_BY_GPU[gpu]

@@ -11,6 +11,7 @@ import functools
 import pytest
 
 from calibration import records as rec
+from calibration.records_io import open_csv
 import pandas as pd
 
 from calibration.serve_engine_fit import rebuild
@@ -126,7 +127,7 @@ def _rows(folder: str) -> dict:
 def _held_out_cases():
     import csv
     for folder in FOLDERS:
-        with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
+        with open_csv(rec.MEASUREMENTS_DIR / folder / "serve_load.csv") as f:
             for run in csv.DictReader(f):
                 if run["split"] != "holdout":
                     continue
@@ -189,7 +190,7 @@ def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
         assert entry["spread"][k] == pytest.approx(r["spread"][k], rel=1e-5), k
     for kind in ("decode", "prompt"):
         assert entry["spread"][kind] == [pytest.approx(q, rel=1e-5) for q in r["spread"][kind]], kind
-    with open(rec.MEASUREMENTS_DIR / folder / "serve_load.csv", newline="") as f:
+    with open_csv(rec.MEASUREMENTS_DIR / folder / "serve_load.csv") as f:
         held = {run["run_id"] for run in csv.DictReader(f) if run["split"] == "holdout"}
     assert held and not held & set(r["fit_runs"])
     assert not held & set(entry["source"].split(": ")[1].split(", "))

@@ -9,6 +9,7 @@ import pytest
 from calibration import torch_cp as tc
 from calibration.fit import collectives_terms
 from calibration.predict import gpu_spec
+from calibration.records_io import read_csv
 from calibration.validate import load_fitted_profile
 
 
@@ -132,7 +133,7 @@ def test_scaling_folder_reads_each_cp_degree_and_predicts_as_the_cp2_rows(h100, 
     rows, _ = tc.load_folder(H100X2)
     cp2 = rows[rows["seq_len"] == 65536]
     cp2.to_csv(tmp_path / "torch_cp_cp2.csv", index=False)
-    kernels = pd.read_csv(H100X2 / tc.KERNELS_FILE)
+    kernels = read_csv(H100X2 / tc.KERNELS_FILE)
     kernels[kernels["seq_len"] == 65536].to_csv(tmp_path / "torch_cp_kernels_cp2.csv", index=False)
     got, ks = tc.load_scaling(tmp_path)
     table = tc.scaling_table(got, gpu_spec("h100"), h100)
@@ -188,10 +189,10 @@ def test_compiled_cp_records_wait_every_collective_at_issue():
     assert set(rows["bench"]) == {"torch_cp_compiled"} and set(rows["cp"]) == {2, 4}
     assert not kernels.empty
     for cp in (2, 4):
-        tl = pd.read_csv(H100X4_SCALING / f"torch_cp_timeline_compiled_cp{cp}.csv")
+        tl = read_csv(H100X4_SCALING / f"torch_cp_timeline_compiled_cp{cp}.csv")
         assert (tl["nccl_s"] > 0).all()
         assert list(tl["nccl_exposed_s"]) == pytest.approx(list(tl["nccl_s"]), rel=0.01)
-        eager = pd.read_csv(H100X4_SCALING / f"torch_cp_timeline_cp{cp}.csv")
+        eager = read_csv(H100X4_SCALING / f"torch_cp_timeline_cp{cp}.csv")
         eager = eager[(eager["sdpa_backend"] == "flash") & (eager["rotate_method"] == "allgather")]
         assert eager["nccl_exposed_s"].sum() < 0.6 * eager["nccl_s"].sum()
 

@@ -8,6 +8,7 @@ measured. They are asserted as stated, never loosened; a target the records miss
 expected failure listed below (NOT_MET, MULTI_NOT_MET, IDLE_NOT_MET, RANK_NOT_MET) with its measured
 figure, and it fails the day it starts passing."""
 
+import copy
 import functools
 import json
 
@@ -18,6 +19,7 @@ import pytest
 from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
+from calibration.records_io import csv_exists, read_csv
 from calibration.validate import LAYER_KINDS, WHOLE_STEP_KINDS, multi_gpu_dirs, validate
 from tests.calibration import pipeline_fixture as fx
 from tests.committed import validation
@@ -301,11 +303,11 @@ def test_pinned_part_is_set_beside_the_same_runs_prediction():
     4xH200): DualPipe's idle a step 0.6-3.0 ms pinned on every GPU against 0.4-46.1 unpinned, the
     twin 0.4; 1F1B's stage 1 47.4-49.2 pinned, 42.7-47.2 unpinned, the twin 42.2."""
     folder = rec.MEASUREMENTS_DIR / "h200x4"
-    if not (folder / "pinned" / "pipeline_step.csv").is_file():
+    if not csv_exists(folder / "pinned" / "pipeline_step.csv"):
         pytest.skip("no committed 4xH200 pinned part")
     prof = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text()))
     comparison = pipe.pinned_comparison(folder, folder / "pinned", "h200", prof)
-    pinned_steps = pd.read_csv(folder / "pinned" / "pipeline_step.csv")
+    pinned_steps = read_csv(folder / "pinned" / "pipeline_step.csv")
     assert sorted((c["schedule"], c["num_microbatches"]) for c in comparison) == sorted(
         zip(pinned_steps["schedule"], pinned_steps["num_microbatches"].astype(int)))
     validated = {(p["schedule"], int(p["config"]["num_microbatches"])): p for p in _pipelines(4) if p["gpu"] == "h200"}
@@ -365,9 +367,21 @@ def fixture_root(tmp_path_factory):
     return root
 
 
-def test_pipeline_fixture_cases_are_predicted_per_rank(fixture_root):
+@pytest.fixture(scope="module")
+def _fixture_validation_once(fixture_root):
+    return validate(fixture_root)
+
+
+@pytest.fixture
+def fixture_validation(_fixture_validation_once):
+    """validate(fixture_root), computed once for the module's four tests that judge it, a fresh copy
+    for each (a test that edits it cannot change what the next one judges)."""
+    return copy.deepcopy(_fixture_validation_once)
+
+
+def test_pipeline_fixture_cases_are_predicted_per_rank(fixture_root, fixture_validation):
     assert multi_gpu_dirs(fixture_root) == {"h100x2": ("h100", 2)}
-    result = validate(fixture_root)
+    result = fixture_validation
     s = result["multi_gpu"]["h100x2"]
     assert s["by_kind"]["pipeline_step"]["held_out"]["num_cases"] == 3 and s["num_gpus"] == 2
     pipes = {p["schedule"]: p for p in result["pipelines"]}
@@ -388,15 +402,15 @@ def test_pipeline_fixture_cases_are_predicted_per_rank(fixture_root):
     assert measured_s["zb1p"] == pytest.approx(pipes["zb1p"]["predicted_s"] * 1.1)
 
 
-def test_dualpipe_v_has_less_bubble_than_1f1b_in_the_twin(fixture_root):
-    result = validate(fixture_root)
+def test_dualpipe_v_has_less_bubble_than_1f1b_in_the_twin(fixture_validation):
+    result = fixture_validation
     idle = {p["schedule"]: max(p["idle_simulated_s"]) for p in result["pipelines"]}
     assert idle["dualpipev"] < idle["1f1b"]
 
 
-def test_report_shows_kinds_and_the_pipeline_timelines(fixture_root, tmp_path):
+def test_report_shows_kinds_and_the_pipeline_timelines(fixture_validation, tmp_path):
     from reports.validation_report import write_report
-    paths = {p.name for p in write_report(validate(fixture_root), tmp_path)}
+    paths = {p.name for p in write_report(fixture_validation, tmp_path)}
     assert {"validation_by_kind.png", "pipeline_0.png", "pipeline_1.png", "pipeline_2.png"} <= paths
     html = (tmp_path / "report.html").read_text()
     assert "Per kind of case" in html and "each rank&#x27;s idle" in html.lower() or "each rank's idle" in html.lower()
@@ -421,7 +435,7 @@ def test_a_measured_host_time_per_kernel_reaches_host_bound_steps():
     assert sum(1 for h, _ in ops if h is None) == 1     # loss.item(): the one host synchronisation
 
 
-def test_new_validation_plots_have_no_overlapping_text(fixture_root):
+def test_new_validation_plots_have_no_overlapping_text(fixture_validation):
     import matplotlib.pyplot as plt
 
     from reports.validation_report import plot_by_kind, plot_pipeline
@@ -429,7 +443,7 @@ def test_new_validation_plots_have_no_overlapping_text(fixture_root):
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reports"))
     from plot_checks import overlapping_texts  # tests/reports/plot_checks.py
-    result = validate(fixture_root)
+    result = fixture_validation
     figs = [plot_by_kind(pd.DataFrame(result["cases"]))] + [plot_pipeline(p) for p in result["pipelines"]]
     for fig in figs:
         assert not overlapping_texts(fig)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from calibration import records as rec
+from calibration.records_io import csv_exists, read_csv
 from real.bench import aten_count as ac
 
 META = torch.device("meta")
@@ -21,9 +22,9 @@ def _cuda_counts(layer: str, model: str, precision: str) -> dict:
     out = {}
     for gpu in ("h100", "h200"):
         path = rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv"
-        if not path.is_file():
+        if not csv_exists(path):
             continue
-        hd = pd.read_csv(path)
+        hd = read_csv(path)
         hd = hd[hd["config"].str.startswith(f"{layer} {model} ") & (hd["precision"] == precision)]
         for phase, g in hd.groupby("phase"):
             out.setdefault(phase, set()).update(int(v) for v in g["aten_ops"])
@@ -92,9 +93,9 @@ def test_committed_cuda_counts_match_the_host_rows_of_both_gpus():
     """h100/aten_ops.csv (s10mla.sh on CUDA, two shapes each) holds one count per configuration,
     the host_dispatch rows' of the H100 and the H200; FP8 Function operators are a part of them."""
     path = rec.MEASUREMENTS_DIR / "h100" / "aten_ops.csv"
-    if not path.is_file():
+    if not csv_exists(path):
         pytest.skip("no committed h100/aten_ops.csv")
-    df = pd.read_csv(path)
+    df = read_csv(path)
     assert (df["device"] == "cuda").all()
     for (layer, model, precision, phase), g in df.groupby(["layer", "model", "precision", "phase"]):
         assert g["aten_ops"].nunique() == 1 and g["shape"].nunique() == 2, (layer, model, precision, phase)

@@ -1,0 +1,83 @@
+"""calibration/records_io.py: a records reader that asks for X.csv finds X.csv.gz where only the
+gzipped copy is committed, and reads the same rows from it."""
+
+import gzip
+import shutil
+
+import pandas as pd
+
+from calibration import records as rec
+from calibration.records_io import (csv_exists, csv_name, csv_sha256, csv_stem, glob_csv, open_csv, read_csv,
+                                    resolve_csv)
+from tests.calibration.conftest import synthetic_records
+
+ROWS = "a,b\n1,x\n2,y\n"
+
+
+def _gzip(path):
+    """gzip -9 path -> path.gz, the plain file removed (as the committed records are)."""
+    gz = path.with_name(path.name + ".gz")
+    gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9))
+    path.unlink()
+    return gz
+
+
+def test_resolve_prefers_the_plain_file_then_the_gzipped_one(tmp_path):
+    plain = tmp_path / "x.csv"
+    assert resolve_csv(plain) == plain and not csv_exists(plain)   # neither: the name asked for
+    plain.write_text(ROWS)
+    gz = _gzip(plain)
+    assert resolve_csv(plain) == gz and csv_exists(plain)
+    plain.write_text(ROWS)                                           # both: the plain (newer) file
+    assert resolve_csv(plain) == plain
+
+
+def test_gzipped_csv_reads_the_same_rows_and_hash(tmp_path):
+    plain = tmp_path / "x.csv"
+    plain.write_text(ROWS)
+    want, want_sha = pd.read_csv(plain), csv_sha256(plain)
+    with open_csv(plain) as f:
+        want_lines = f.read()
+    _gzip(plain)
+    pd.testing.assert_frame_equal(read_csv(plain), want)
+    with open_csv(plain) as f:
+        assert f.read() == want_lines == ROWS
+    assert csv_sha256(plain) == want_sha   # provenance does not move when a file is gzipped
+
+
+def test_glob_counts_a_name_once_in_the_order_plain_names_sort(tmp_path):
+    for name in ("a_b.csv", "a.csv", "c.csv"):
+        (tmp_path / name).write_text(ROWS)
+    _gzip(tmp_path / "a.csv")
+    (tmp_path / "c.csv.gz").write_bytes(gzip.compress(ROWS.encode()))   # c both ways: the plain one
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.csv").write_text(ROWS)
+    _gzip(tmp_path / "sub" / "d.csv")
+    assert [p.name for p in glob_csv(tmp_path, "*.csv")] == ["a.csv.gz", "a_b.csv", "c.csv"]
+    assert [csv_name(p) for p in glob_csv(tmp_path, "*.csv", recursive=True)] == ["a.csv", "a_b.csv", "c.csv", "d.csv"]
+    assert [csv_stem(p) for p in glob_csv(tmp_path / "sub", "*.csv")] == ["d"]
+
+
+def test_records_of_a_gpu_load_alike_gzipped(tmp_path):
+    """calibration.records (the fit's and validation's reader) on a folder whose record files are
+    all gzipped: the same GPU found, the same rows in the same order, the same provenance hashes."""
+    plain_root = synthetic_records(tmp_path / "plain")
+    gz_root = tmp_path / "gz"
+    shutil.copytree(plain_root, gz_root)
+    for p in sorted((gz_root / "h100").glob("*.csv")):
+        _gzip(p)
+    assert rec.gpu_dirs(gz_root) == rec.gpu_dirs(plain_root) == ["h100"]
+    pd.testing.assert_frame_equal(rec.load_records("h100", gz_root), rec.load_records("h100", plain_root))
+    assert rec.records_sha256("h100", gz_root) == rec.records_sha256("h100", plain_root)
+
+
+def test_committed_gzipped_records_are_found_by_their_csv_name():
+    """Every committed X.csv.gz under calibration/measurements resolves from its X.csv name and
+    reads as a table with a header (gzip -9 of a real/ CSV, nothing else)."""
+    gzipped = sorted(rec.MEASUREMENTS_DIR.rglob("*.csv.gz"))
+    for gz in gzipped:
+        name = gz.with_name(csv_name(gz))
+        assert resolve_csv(name) == gz, gz
+        with open_csv(name) as f:
+            header = f.readline()
+        assert "," in header, gz
