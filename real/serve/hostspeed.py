@@ -84,32 +84,51 @@ def launch_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[f
     return mean / PROBE_CHAIN, p50 / PROBE_CHAIN
 
 
-def graph_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[float, float]:
-    """(mean, median) host seconds of one CUDA-graph replay of a chain; NaN off CUDA."""
-    if dev.type != "cuda":
-        return math.nan, math.nan
-    with torch.no_grad():
+_GRAPHS: dict = {}   # device -> (graph, its input), captured once per process
+
+
+def _chain_graph(dev: torch.device):
+    """A CUDA graph of one chain, captured on first use ('thread_local' capture: other threads of
+    the process, e.g. NCCL's watchdog under EP, may call CUDA meanwhile)."""
+    if dev not in _GRAPHS:
         x = torch.ones(256, device=dev)
         s = torch.cuda.Stream(dev)
         s.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(s):
-            _chain(x)   # warm the kernels on a side stream before capture
+            _chain(x)   # the kernels run once before capture
         torch.cuda.current_stream(dev).wait_stream(s)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):
             _chain(x)
+        _GRAPHS[dev] = (g, x)
+    entry = _GRAPHS[dev]
+    return entry[0] if entry else None   # None: an earlier capture failed
 
-        def one() -> float:
-            t = time.perf_counter()
-            g.replay()
-            t = time.perf_counter() - t
-            _sync(dev)
-            return t
+
+def graph_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[float, float]:
+    """(mean, median) host seconds of one CUDA-graph replay of a chain; NaN off CUDA or where the
+    capture fails (the probe never stops a load run)."""
+    if dev.type != "cuda":
+        return math.nan, math.nan
+    try:
+        with torch.no_grad():
+            g = _chain_graph(dev)
+    except RuntimeError as e:
+        print(f"hostspeed: graph probe off ({type(e).__name__}: {e})", file=sys.stderr)
+        _GRAPHS[dev] = None
+        return math.nan, math.nan
+    if g is None:
+        return math.nan, math.nan
+
+    def one() -> float:
+        t = time.perf_counter()
         g.replay()
+        t = time.perf_counter() - t
         _sync(dev)
-        out = _window(one, window_s)
-    del g
-    return out
+        return t
+    g.replay()
+    _sync(dev)
+    return _window(one, window_s)
 
 
 def py_probe(window_s: float = PROBE_WINDOW_S) -> tuple[float, float]:
