@@ -91,7 +91,8 @@ SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
-               "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes")   # stored beside TERMS
+               "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
+               "host_probe_launch_s", "host_probe_exponent")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -698,6 +699,9 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     coef["wake_s"] = idle_wake_s(folder, "fit", only)
     coef.update(issue_terms(folder, coef["loop_s"], "fit", only) if CLIENT_ISSUE
                 else {"issue_s_per_request": 0.0, "issue_s_per_token": 0.0})
+    # the fit host's measured speed: none here (calibration/serve_host_speed.py sets the pooled
+    # tables' from the s13srv records where adopted, in main)
+    coef.update(host_probe_launch_s=0.0, host_probe_exponent=0.0)
     return {**meta, **coef, "spread": spread(df, coef)}
 
 
@@ -779,6 +783,8 @@ def engine_key(gpu: str, ep: int, pin: str = "") -> str:
 
 
 def main() -> None:
+    from calibration.serve_host_speed import references   # it reads this module's design
+    host = references()
     results = {}
     for name in FOLDERS:
         folder = Path(rec.MEASUREMENTS_DIR) / name
@@ -787,6 +793,7 @@ def main() -> None:
             continue
         r["folder"] = name
         key = engine_key(r["gpu"], r["ep"], r["pin"])
+        r.update(host.get(key, {}))
         results[key] = r
         tables = [(key, r)]
         if r["ep"] > 1 and SESSION_TABLES:

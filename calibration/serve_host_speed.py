@@ -1,0 +1,249 @@
+"""The host's measured speed as an input of the serving twin (issue 15, session s13srv; the rule:
+docs/notes/s13srv_rule.md, committed before any held-out figure under it).
+
+real/serve's iterations are host-bound where eager, and hosts of one kind run them at different
+speeds. The s13srv campaign (real/campaigns/s13srv.sh) brackets every load run with the host probe
+(real/serve/hostspeed.py: `launch_s`, host seconds per small kernel launch) and runs each fit
+configuration twice, as the host comes and beside a busy co-runner on the engine thread's CPU (a
+controlled slower host). Its records lie in calibration/measurements/<folder>/s13srv/ (out of the
+engine fits and `twin validate`: a sub-folder).
+
+What this module does, on those records:
+- `run_scales`: per fit run, the factor s on the committed table's host terms (SCALED_TERMS) that
+  fits its busy iterations best (least squares of measured - the other terms on the host terms);
+- `fit_exponent`: log s = beta log p + c_table over every table's fit runs (one beta, fitted on the
+  tables whose runs span MIN_SPAN in p; an intercept per table), the table's reference probe
+  p_ref = exp(-c / beta), where its committed host terms hold;
+- `references`: what twin/data/serve_engines.toml carries per pooled table (host_probe_launch_s,
+  host_probe_exponent; zeros unless HOST_SPEED);
+- `compare`: the held-out (and fit) runs of the s13srv folders replayed without the host input (A)
+  and with it (B), with the candidate references, beside the committed held-out checks (which have
+  no probe and so cannot move), and the adoption rule's three parts.
+
+`python -m calibration.serve_host_speed` prints the fit and the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import records as rec
+from calibration.serve_engine_fit import FOLDERS, HOST_TERMS, TERMS, design
+from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
+                                               sizes_run_before, validate_load)
+from twin.core.specs import serve_engines
+
+# adopted per docs/notes/s13srv_rule.md: the tables carry their reference and exponent (else zeros)
+HOST_SPEED = False
+SUBDIR = "s13srv"
+# the table's host terms the fit scales (the twin scales these and the loop, wake and issue terms:
+# twin.serving.timing.HOST_SCALED_TERMS)
+SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s")
+MIN_SPAN = 1.2   # a table's fit runs inform beta only where their probes span this ratio
+
+
+def base_table(run: dict) -> str:
+    """The committed, unpinned table of a run's GPU and EP size (the s13srv runs are pinned to one
+    CPU for the dose; s8srv found pinning moves no run's speed consistently)."""
+    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(float(run.get('ep_size') or 1)))}"
+
+
+def probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
+    """folder name -> its s13srv records folder, where one exists."""
+    out = {}
+    for name in FOLDERS:
+        d = Path(root) / name / SUBDIR
+        if (d / "serve_load.csv").is_file() and (d / "serve_iterations.csv").is_file():
+            out[name] = d
+    return out
+
+
+def _load(folder: Path) -> list[dict]:
+    return pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+
+
+def run_scales(folder: Path, tables: dict | None = None) -> pd.DataFrame:
+    """Per fit run of an s13srv folder: its table, probe p (record_host_launch_s), whether dosed,
+    and s, the factor on the table's host terms (SCALED_TERMS) that fits its busy iterations:
+    sum H (m - G) / sum H^2 (H the scaled host terms, G the kernel physics and the other terms, with
+    first-met sizes charged where host-bound under the table's coefficients, as its fit does)."""
+    tables = serve_engines() if tables is None else tables
+    cols = ["run_id", "table", "p", "s", "dosed", "iterations"]
+    df, _ = design(Path(folder), "fit")
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    runs = {r["run_id"]: r for r in _load(folder)}
+    table = base_table(next(iter(runs.values())))
+    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    if coef["new_size_host_bound"]:
+        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
+        bound = (df.physics_s.to_numpy(float) < host).astype(float)
+        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+    ok = df[df.prefill_ok & df.decode_ok]
+    H = ok[list(SCALED_TERMS)].to_numpy(float) @ np.array([coef[k] for k in SCALED_TERMS])
+    rest = [k for k in TERMS if k not in SCALED_TERMS]
+    G = ok.physics_s.to_numpy(float) + ok[rest].to_numpy(float) @ np.array([coef[k] for k in rest])
+    m = ok.measured_s.to_numpy(float)
+    out = []
+    for run_id, idx in ok.groupby("run_id").indices.items():
+        h, y = H[idx], m[idx] - G[idx]
+        s = float(h @ y / (h @ h)) if h @ h > 0 else math.nan
+        run = runs[run_id]
+        out.append({"run_id": run_id, "table": table, "p": record_host_launch_s(run), "s": s,
+                    "dosed": bool(run.get("co_runner_nice", "")), "iterations": len(idx)})
+    return pd.DataFrame(out, columns=cols)
+
+
+def fit_exponent(scales: pd.DataFrame) -> dict:
+    """beta and each table's reference probe from every fit run's (p, s): log s = beta log p + c_t,
+    beta from the tables whose runs span MIN_SPAN in p (intercepts per table), then each table's
+    c_t = mean(log s - beta log p), p_ref = exp(-c_t / beta). {} when no table spans or beta <= 0."""
+    ok = scales[(scales.p > 0) & (scales.s > 0)]
+    span = ok.groupby("table").p.agg(lambda p: p.max() / p.min())
+    spanning = sorted(span[span >= MIN_SPAN].index)
+    if not spanning:
+        return {}
+    fit = ok[ok.table.isin(spanning)]
+    # within-table (demeaned) regression: the per-table intercepts drop out
+    x = np.log(fit.p) - fit.groupby("table").p.transform(lambda p: np.log(p).mean())
+    y = np.log(fit.s) - fit.groupby("table").s.transform(lambda s: np.log(s).mean())
+    beta = float((x * y).sum() / (x * x).sum())
+    if not beta > 0:
+        return {"beta": beta, "tables": spanning, "p_ref": {}}
+    c = (np.log(ok.s) - beta * np.log(ok.p)).groupby(ok.table).mean()
+    return {"beta": beta, "tables": spanning, "p_ref": {t: float(math.exp(-ct / beta)) for t, ct in c.items()}}
+
+
+def all_scales(root: str | Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    frames = [run_scales(d) for d in probe_folders(root).values()]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "table", "p", "s"])
+
+
+def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """Per pooled table with s13srv fit runs: host_probe_launch_s and host_probe_exponent as the
+    rule fits them (whether or not adopted)."""
+    fit = fit_exponent(all_scales(root))
+    return {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"]} for t, p in fit.get("p_ref", {}).items()}
+
+
+def references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
+    references where HOST_SPEED, else none."""
+    return candidate_references(root) if HOST_SPEED else {}
+
+
+@contextlib.contextmanager
+def tables_with(refs: dict[str, dict]):
+    """The loaded engine tables with `refs` set (restored after): the twin replays under them."""
+    tables = serve_engines()
+    saved = {t: {k: tables[t].get(k) for k in v} for t, v in refs.items() if t in tables}
+    try:
+        for t, v in refs.items():
+            if t in tables:
+                tables[t].update(v)
+        yield tables
+    finally:
+        for t, v in saved.items():
+            for k, old in v.items():
+                if old is None:
+                    tables[t].pop(k, None)
+                else:
+                    tables[t][k] = old
+
+
+def replay(folder: Path, host_input: bool, splits=("holdout",)) -> list[dict]:
+    """The runs of an s13srv folder in `splits`, replayed with their GPU and EP's unpinned table,
+    with the record's host probe (host_input) or without it (the fit host's default)."""
+    runs = _load(folder)
+    reqs = pd.read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
+    its = pd.read_csv(Path(folder) / "serve_iterations.csv", dtype=str).fillna("").to_dict("records")
+    before = sizes_run_before(runs, its)
+    out = []
+    for run in runs:
+        if run.get("split") not in splits:
+            continue
+        r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
+        pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]],
+                           base_table(run))
+        row = {"run_id": run["run_id"], "split": run["split"], "gpu": gpu_key(run["gpu_name"]), "table": base_table(run),
+               "p": record_host_launch_s(run), "dosed": bool(run.get("co_runner_nice", ""))}
+        for k in FIGURES:
+            meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
+            err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) and math.isfinite(pred[k]) else math.nan
+            row[f"{k}_measured"], row[f"{k}_predicted"], row[f"{k}_rel_error"] = meas, pred[k], err
+            row[f"{k}_within_target"] = bool(math.isfinite(err) and abs(err) <= TARGETS[k])
+        out.append(row)
+    return out
+
+
+def checks(rows: list[dict]) -> tuple[int, int, list[float]]:
+    """(checks met, checks, |errors|) over rows' figures."""
+    errs = [abs(r[f"{k}_rel_error"]) for r in rows for k in FIGURES if math.isfinite(r[f"{k}_rel_error"])]
+    met = sum(r[f"{k}_within_target"] for r in rows for k in FIGURES)
+    return met, len(rows) * len(FIGURES), errs
+
+
+def committed_held_out(root: str | Path = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """The committed held-out runs' rows (`twin validate`'s serve_load; no probe, so no host input)."""
+    out = []
+    for name in FOLDERS:
+        d = Path(root) / name
+        if (d / "serve_load.csv").is_file():
+            out.extend(r for r in validate_load(d) if r["split"] == "holdout")
+    return out
+
+
+def compare(root: str | Path = rec.MEASUREMENTS_DIR, committed: list[dict] | None = None) -> dict:
+    """The rule's comparison: the s13srv held-out (and fit) runs replayed without (A) and with (B)
+    the host input under the candidate references, the committed held-out rows beside both."""
+    refs = candidate_references(root)
+    folders = probe_folders(root)
+    committed = committed_held_out(root) if committed is None else committed
+    out = {"references": refs, "folders": {}}
+    with tables_with(refs):
+        for name, d in folders.items():
+            out["folders"][name] = {v: {s: replay(d, v == "B", (s,)) for s in ("holdout", "fit")} for v in ("A", "B")}
+    for v in ("A", "B"):
+        held = committed + [r for f in out["folders"].values() for r in f[v]["holdout"]]
+        fit = [r for f in out["folders"].values() for r in f[v]["fit"]]
+        met, n, errs = checks(held)
+        fmet, fn, _ = checks(fit)
+        out[v] = {"held_met": met, "held_checks": n, "held_median_abs_error": float(np.median(errs)) if errs else math.nan,
+                  "fit_met": fmet, "fit_checks": fn}
+    a, b = out["A"], out["B"]
+    out["adopt"] = bool(refs) and b["held_met"] > a["held_met"] and b["held_median_abs_error"] <= a["held_median_abs_error"] \
+        and b["fit_met"] >= a["fit_met"]
+    return out
+
+
+def main() -> None:
+    scales = all_scales()
+    if scales.empty:
+        print("no s13srv records (calibration/measurements/<folder>/s13srv/)")
+        return
+    print(scales.to_string(index=False))
+    fit = fit_exponent(scales)
+    print(f"beta {fit.get('beta', float('nan')):.3f} (tables {fit.get('tables')}), p_ref (us) "
+          + ", ".join(f"{t} {p * 1e6:.2f}" for t, p in fit.get("p_ref", {}).items()))
+    res = compare()
+    for name, f in res["folders"].items():
+        for v in ("A", "B"):
+            for split in ("holdout", "fit"):
+                for r in f[v][split]:
+                    print(f"{name:7} {v} {split:7} {r['run_id']:32} p {r['p'] * 1e6:6.2f} us  "
+                          + "  ".join(f"{k.removesuffix('_s')} {r[k + '_rel_error']:+.1%}" for k in FIGURES))
+    for v in ("A", "B"):
+        x = res[v]
+        print(f"{v}: held out {x['held_met']}/{x['held_checks']} met, median |error| {x['held_median_abs_error']:.2%}; "
+              f"s13srv fit runs {x['fit_met']}/{x['fit_checks']}")
+    print(f"adopt (docs/notes/s13srv_rule.md): {res['adopt']}; HOST_SPEED = {HOST_SPEED}")
+
+
+if __name__ == "__main__":
+    main()
