@@ -37,7 +37,7 @@ from calibration import records as rec
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
                                           fit_exponent, probe_folders, references, run_scales)
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
-                                               sizes_run_before, validate_load)
+                                               session_engine_name, sessions, sizes_run_before)
 from twin.core.specs import serve_engines
 
 __all__ = ["all_scales", "base_table", "candidate_references", "compare", "fit_exponent", "probe_folders",
@@ -62,21 +62,23 @@ def tables_with(refs: dict[str, dict]):
                     tables[t][k] = old
 
 
-def replay(folder: Path, host_input: bool, splits=("holdout",)) -> list[dict]:
-    """The runs of an s13srv folder in `splits`, replayed with their GPU and EP's unpinned table,
-    with the record's host probe (host_input) or without it (the fit host's default)."""
+def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool = False) -> list[dict]:
+    """The runs of a records folder in `splits`, replayed with the record's host probe (host_input)
+    or without it (the fit host's default): an s13srv folder's with its GPU and EP's unpinned table,
+    a committed folder's (`committed`) as `twin validate` does (its session's table where kept)."""
     runs = pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
     reqs = pd.read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
     its = pd.read_csv(Path(folder) / "serve_iterations.csv", dtype=str).fillna("").to_dict("records")
     before = sizes_run_before(runs, its)
+    sess = sessions(runs)
     out = []
     for run in runs:
         if run.get("split") not in splits:
             continue
         r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
-        pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]],
-                           base_table(run))
-        row = {"run_id": run["run_id"], "split": run["split"], "gpu": gpu_key(run["gpu_name"]), "table": base_table(run),
+        engine = session_engine_name(run, sess[run["run_id"]]) if committed else base_table(run)
+        pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]], engine)
+        row = {"run_id": run["run_id"], "split": run["split"], "gpu": gpu_key(run["gpu_name"]), "table": engine,
                "p": record_host_launch_s(run), "dosed": bool(run.get("co_runner_nice", ""))}
         for k in FIGURES:
             meas = float(run[k]) if run.get(k) not in (None, "") else math.nan
@@ -95,13 +97,9 @@ def checks(rows: list[dict]) -> tuple[int, int, list[float]]:
 
 
 def committed_held_out(root: str | Path = rec.MEASUREMENTS_DIR) -> list[dict]:
-    """The committed held-out runs' rows (`twin validate`'s serve_load; no probe, so no host input)."""
-    out = []
-    for name in FOLDERS:
-        d = Path(root) / name
-        if (d / "serve_load.csv").is_file():
-            out.extend(r for r in validate_load(d) if r["split"] == "holdout")
-    return out
+    """The committed held-out runs' rows as `twin validate` gives them (no probe: no host input)."""
+    return [r for name in FOLDERS if (Path(root) / name / "serve_load.csv").is_file()
+            for r in replay(Path(root) / name, True, ("holdout",), committed=True)]
 
 
 def compare(root: str | Path = rec.MEASUREMENTS_DIR, committed: list[dict] | None = None) -> dict:
