@@ -1,0 +1,87 @@
+"""Issue 15's serving targets on the s13srv records (calibration/measurements/<folder>/s13srv/: the
+held-out configurations re-measured with the host probe beside every run, as the host came and under a
+busy co-runner): each held-out run replayed with its GPU and EP's committed table and the record's host
+probe as the twin's serve.host_launch_s (calibration/serve_host_speed.py replay; the tables carry a
+host reference only where docs/notes/s13srv_rule.md adopted it), against the same targets as the
+committed runs (throughput 5%, TTFT / TPOT P50 10%, P99 20%).
+
+Misses are strict xfails carrying the live figure (NOT_MET), never loosened."""
+
+import functools
+
+import pandas as pd
+import pytest
+
+from calibration.serve_host_speed import probe_folders, replay
+from calibration.serve_load_validation import FIGURES, TARGETS
+
+FOLDERS = probe_folders()
+
+# (folder, run, figure): twin / measured - 1 at the time of writing (s13srv, host input adopted;
+# without it 98 -> 105 of the 135 held-out checks with the committed 80). The dosed runs (`-slow`: a
+# busy co-runner time-slicing the engine thread's CPU) stay under-predicted on Poisson short prompts
+# (-21..-52%): the dose's 3 ms time slices stall single iterations, a tail the mean scaling and the fit
+# host's spread do not hold; h200 r40-short is the committed records' own miss (-18% TTFT P50 there);
+# the r30-short TTFT tails sit on a few host stalls.
+NOT_MET: dict = {
+    ("h200", "g1s13-poisson-r30-short", "ttft_p99_s"): +0.238,
+    ("h200", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.115,
+    ("h200", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.115,
+    ("h200", "g1s13-poisson-r40-short", "ttft_p99_s"): -0.201,
+    ("h200", "g1s13-poisson-r40-short", "tpot_p99_s"): -0.234,
+    ("h200", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): -0.303,
+    ("h200", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): -0.423,
+    ("h200", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): -0.521,
+    ("h200", "g1s13-poisson-r30-short-slow", "tpot_p99_s"): -0.364,
+    ("h200", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): +0.086,
+    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.206,
+    ("h200x2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.247,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): -0.214,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): -0.271,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.350,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p99_s"): -0.279,
+}
+
+
+@functools.cache
+def _rows(folder: str) -> dict:
+    return {r["run_id"]: r for r in replay(FOLDERS[folder], True, ("holdout",))}
+
+
+def _cases():
+    for folder, d in FOLDERS.items():
+        load = pd.read_csv(d / "serve_load.csv", dtype=str).fillna("")
+        for run_id in load.loc[load.split == "holdout", "run_id"]:
+            for k in FIGURES:
+                marks = []
+                if (folder, run_id, k) in NOT_MET:
+                    marks = [pytest.mark.xfail(strict=True, reason=f"not met: {NOT_MET[folder, run_id, k]:+.1%} "
+                                                                   f"against {TARGETS[k]:.0%} (issue 15 open)")]
+                yield pytest.param(folder, run_id, k, marks=marks, id=f"{folder}-s13srv-{run_id}-{k}")
+
+
+@pytest.mark.parametrize("folder,run_id,figure", list(_cases()))
+def test_s13srv_held_out_run_within_target(folder, run_id, figure):
+    row = _rows(folder)[run_id]
+    err = row[f"{figure}_rel_error"]
+    assert abs(err) <= TARGETS[figure], f"{run_id} {figure}: {err:+.1%} (target {TARGETS[figure]:.0%})"
+
+
+def test_the_adopted_tables_carry_their_fit_hosts_probe():
+    """docs/notes/s13srv_rule.md adopted: the tables with s13srv fit runs carry a reference probe and the
+    exponent; the committed records have no probe, so their replays keep the fit host (scale 1)."""
+    from calibration.serve_engine_fit import HOST_SPEED, candidate_references
+    from twin.core.specs import serve_engines
+    assert HOST_SPEED
+    refs = candidate_references()
+    assert refs and all(serve_engines()[t]["host_probe_launch_s"] == pytest.approx(v["host_probe_launch_s"], rel=1e-4)
+                        and serve_engines()[t]["host_probe_exponent"] == pytest.approx(v["host_probe_exponent"], rel=1e-4)
+                        for t, v in refs.items())
+
+
+def test_s13srv_records_carry_the_probe_on_every_run():
+    for folder, d in FOLDERS.items():
+        load = pd.read_csv(d / "serve_load.csv")
+        for w in ("before", "after"):
+            assert (load[f"probe_{w}_launch_s"] > 0).all(), folder
+        assert load.cpu_model.notna().all() and load.gpu_name.notna().all(), folder
