@@ -290,6 +290,14 @@ def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
     return df.physics_s * _physics_weight(df) + df[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
 
 
+def iterations_file(folder: Path) -> Path:
+    """A load folder's serve_iterations.csv, or its gzipped copy (serve_iterations.csv.gz: the
+    sub-folders' per-iteration logs are kept compressed; pandas reads either)."""
+    plain = Path(folder) / "serve_iterations.csv"
+    gz = plain.with_name(plain.name + ".gz")
+    return gz if not plain.exists() and gz.exists() else plain
+
+
 def _split_runs(folder: Path, split: str, arrival: str, only: set | None) -> tuple[set, pd.DataFrame, pd.DataFrame]:
     """The `split` runs of one arrival kind in a load folder (within `only` where given), with the
     folder's iterations and requests."""
@@ -297,7 +305,7 @@ def _split_runs(folder: Path, split: str, arrival: str, only: set | None) -> tup
     runs = set(load.loc[(load.split == split) & (load.arrival == arrival), "run_id"])
     if only is not None:
         runs &= set(only)
-    return runs, pd.read_csv(folder / "serve_iterations.csv"), pd.read_csv(folder / "serve_requests.csv")
+    return runs, pd.read_csv(iterations_file(folder)), pd.read_csv(folder / "serve_requests.csv")
 
 
 def idle_wake_s(folder: Path, split: str = "fit", only: set | None = None) -> float:
@@ -384,7 +392,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
     """Feature rows of every busy iteration of the `split` runs in one records folder (`only`: of
     these run ids alone)."""
     load = pd.read_csv(folder / "serve_load.csv", dtype=str).fillna("")
-    its = pd.read_csv(folder / "serve_iterations.csv")
+    its = pd.read_csv(iterations_file(folder))
     reqs = pd.read_csv(folder / "serve_requests.csv", dtype={"first_token_iteration": str, "finish_iteration": str})
     reqs["first_token_iteration"] = pd.to_numeric(reqs["first_token_iteration"], errors="coerce")
     reqs["finish_iteration"] = pd.to_numeric(reqs["finish_iteration"], errors="coerce")
@@ -686,7 +694,7 @@ def spread(df: pd.DataFrame, coef: dict) -> dict:
 def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     """The engine table of one records folder's fit runs (`only`: of these run ids alone)."""
     folder = Path(folder)
-    if not (folder / "serve_iterations.csv").exists():
+    if not iterations_file(folder).exists():
         return None
     df, meta = design(folder, "fit", only)
     if df.empty:
@@ -765,7 +773,7 @@ def probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
     out = {}
     for name in FOLDERS:
         d = Path(root) / name / SUBDIR
-        if (d / "serve_load.csv").is_file() and (d / "serve_iterations.csv").is_file():
+        if (d / "serve_load.csv").is_file() and iterations_file(d).is_file():
             out[name] = d
     return out
 

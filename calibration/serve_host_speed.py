@@ -35,7 +35,7 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
-                                          fit_exponent, probe_folders, references, run_scales)
+                                          fit_exponent, iterations_file, probe_folders, references, run_scales)
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
                                                session_engine_name, sessions, sizes_run_before)
 from twin.core.specs import serve_engines
@@ -68,7 +68,7 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     a committed folder's (`committed`) as `twin validate` does (its session's table where kept)."""
     runs = pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
     reqs = pd.read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
-    its = pd.read_csv(Path(folder) / "serve_iterations.csv", dtype=str).fillna("").to_dict("records")
+    its = pd.read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
     before = sizes_run_before(runs, its)
     sess = sessions(runs)
     out = []
