@@ -77,8 +77,10 @@ from scipy.optimize import nnls
 
 from calibration import records as rec
 from twin.core import atomic
-from calibration.serve_load_validation import pin_suffix, scenario_for, sessions, sizes_run_before
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, read_csv, resolve_csv
+from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_launch_s, scenario_for, sessions,
+                                               sizes_run_before)
+from twin.core.specs import serve_engines
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -92,7 +94,8 @@ SPREAD_PROBS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.
 SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its nearest bin's quantiles
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
-               "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes")   # stored beside TERMS
+               "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
+               "host_probe_launch_s", "host_probe_exponent")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -286,6 +289,11 @@ def _physics_weight(df: pd.DataFrame):
 def predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
     """Kernel physics + the fitted engine terms (before the loop gap), per design row."""
     return df.physics_s * _physics_weight(df) + df[list(TERMS)].to_numpy(float) @ np.array([coef[k] for k in TERMS])
+
+
+def iterations_file(folder: Path) -> Path:
+    """A load folder's serve_iterations.csv, or its gzipped copy (records_io.resolve_csv)."""
+    return resolve_csv(Path(folder) / "serve_iterations.csv")
 
 
 def _split_runs(folder: Path, split: str, arrival: str, only: set | None) -> tuple[set, pd.DataFrame, pd.DataFrame]:
@@ -699,6 +707,9 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     coef["wake_s"] = idle_wake_s(folder, "fit", only)
     coef.update(issue_terms(folder, coef["loop_s"], "fit", only) if CLIENT_ISSUE
                 else {"issue_s_per_request": 0.0, "issue_s_per_token": 0.0})
+    # the fit host's measured speed: none here (calibration/serve_host_speed.py sets the pooled
+    # tables' from the s13srv records where adopted, in main)
+    coef.update(host_probe_launch_s=0.0, host_probe_exponent=0.0)
     return {**meta, **coef, "spread": spread(df, coef)}
 
 
@@ -728,6 +739,119 @@ def fit_sessions(folder: Path) -> dict[str, dict]:
         if r is not None:
             out[label] = r
     return out
+
+
+# ---- host speed (s13srv, docs/notes/s13srv_rule.md; the comparison: calibration/serve_host_speed.py) ----
+# real/serve's iterations are host-bound where eager and hosts of one kind run them at different
+# speeds; the s13srv campaign's records (calibration/measurements/<folder>/s13srv/, out of the fits
+# above) bracket every run with the host probe (real/serve/hostspeed.py launch_s) and run each fit
+# configuration also beside a busy co-runner (a slower host). Per fit run, the factor s on the
+# committed table's host terms; log s = beta log p + c_table; the table's reference probe
+# p_ref = exp(-c / beta) (where its host terms hold), written to the pooled tables when adopted.
+# (s13srv) adopted per docs/notes/s13srv_rule.md: the tables carry their reference and exponent (else zeros).
+# Outcome (h200, h200x2, h100 s13srv records): beta 1.036, p_ref real-serve-h100-ep1 6.90 us, -h200-ep1
+# 7.24 us, -h200-ep2 10.08 us (no 2xH100 run: none there); held out (committed 80 + s13srv 90) 114 -> 135
+# of 170 met, median |error| 7.68% -> 4.63%; s13srv fit runs 36 -> 62 of 90; committed checks unchanged
+# (no probe: the fit host); a second 2xH200 host never fitted 19 -> 37 of 55
+HOST_SPEED = True
+SUBDIR = "s13srv"
+# the table's host terms the fit scales (the twin scales these and the loop, wake and issue terms:
+# twin.serving.timing.HOST_SCALED_TERMS)
+SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s")
+MIN_SPAN = 1.2   # a table's fit runs inform beta only where their probes span this ratio
+
+
+def base_table(run: dict) -> str:
+    """The committed, unpinned table of a run's GPU and EP size (the s13srv runs are pinned to one
+    CPU for the dose; s8srv found pinning moves no run's speed consistently)."""
+    return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(float(run.get('ep_size') or 1)))}"
+
+
+def probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
+    """folder name -> its s13srv records folder, where one exists."""
+    out = {}
+    for name in FOLDERS:
+        d = Path(root) / name / SUBDIR
+        if (d / "serve_load.csv").is_file() and iterations_file(d).is_file():
+            out[name] = d
+    return out
+
+
+def _s13_load(folder: Path) -> list[dict]:
+    return pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+
+
+def run_scales(folder: Path, tables: dict | None = None) -> pd.DataFrame:
+    """Per fit run of an s13srv folder: its table, probe p (record_host_launch_s), whether dosed,
+    and s, the factor on the table's host terms (SCALED_TERMS) that fits its busy iterations:
+    sum H (m - G) / sum H^2 (H the scaled host terms, G the kernel physics and the other terms, with
+    first-met sizes charged where host-bound under the table's coefficients, as its fit does)."""
+    tables = serve_engines() if tables is None else tables
+    cols = ["run_id", "table", "p", "s", "dosed", "iterations"]
+    df, _ = design(Path(folder), "fit")
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    runs = {r["run_id"]: r for r in _s13_load(folder)}
+    table = base_table(next(iter(runs.values())))
+    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    if coef["new_size_host_bound"]:
+        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
+        bound = (df.physics_s.to_numpy(float) < host).astype(float)
+        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+    ok = df[df.prefill_ok & df.decode_ok]
+    H = ok[list(SCALED_TERMS)].to_numpy(float) @ np.array([coef[k] for k in SCALED_TERMS])
+    rest = [k for k in TERMS if k not in SCALED_TERMS]
+    G = ok.physics_s.to_numpy(float) + ok[rest].to_numpy(float) @ np.array([coef[k] for k in rest])
+    m = ok.measured_s.to_numpy(float)
+    out = []
+    for run_id, idx in ok.groupby("run_id").indices.items():
+        h, y = H[idx], m[idx] - G[idx]
+        s = float(h @ y / (h @ h)) if h @ h > 0 else math.nan
+        run = runs[run_id]
+        out.append({"run_id": run_id, "table": table, "p": record_host_launch_s(run), "s": s,
+                    "dosed": bool(run.get("co_runner_nice", "")), "iterations": len(idx)})
+    return pd.DataFrame(out, columns=cols)
+
+
+def fit_exponent(scales: pd.DataFrame) -> dict:
+    """beta and each table's reference probe from every fit run's (p, s): log s = beta log p + c_t,
+    beta from the tables whose runs span MIN_SPAN in p (intercepts per table), then each table's
+    c_t = mean(log s - beta log p), p_ref = exp(-c_t / beta). {} when no table spans or beta <= 0."""
+    ok = scales[(scales.p > 0) & (scales.s > 0)]
+    span = ok.groupby("table").p.agg(lambda p: p.max() / p.min())
+    spanning = sorted(span[span >= MIN_SPAN].index)
+    if not spanning:
+        return {}
+    fit = ok[ok.table.isin(spanning)]
+    # within-table (demeaned) regression: the per-table intercepts drop out
+    x = np.log(fit.p) - fit.groupby("table").p.transform(lambda p: np.log(p).mean())
+    y = np.log(fit.s) - fit.groupby("table").s.transform(lambda s: np.log(s).mean())
+    beta = float((x * y).sum() / (x * x).sum())
+    if not beta > 0:
+        return {"beta": beta, "tables": spanning, "p_ref": {}}
+    c = (np.log(ok.s) - beta * np.log(ok.p)).groupby(ok.table).mean()
+    return {"beta": beta, "tables": spanning, "p_ref": {t: float(math.exp(-ct / beta)) for t, ct in c.items()}}
+
+
+def all_scales(root: str | Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    frames = [run_scales(d) for d in probe_folders(root).values()]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "table", "p", "s"])
+
+
+def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """Per pooled table with s13srv fit runs: host_probe_launch_s and host_probe_exponent as the
+    rule fits them (whether or not adopted)."""
+    fit = fit_exponent(all_scales(root))
+    return {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"]} for t, p in fit.get("p_ref", {}).items()}
+
+
+def references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
+    references where HOST_SPEED, else none."""
+    return candidate_references(root) if HOST_SPEED else {}
+
+
 
 
 def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
@@ -780,6 +904,7 @@ def engine_key(gpu: str, ep: int, pin: str = "") -> str:
 
 
 def main() -> None:
+    host = references()
     results = {}
     for name in FOLDERS:
         folder = Path(rec.MEASUREMENTS_DIR) / name
@@ -788,6 +913,7 @@ def main() -> None:
             continue
         r["folder"] = name
         key = engine_key(r["gpu"], r["ep"], r["pin"])
+        r.update(host.get(key, {}))
         results[key] = r
         tables = [(key, r)]
         if r["ep"] > 1 and SESSION_TABLES:

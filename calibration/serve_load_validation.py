@@ -60,13 +60,26 @@ def engine_name(run: dict) -> str:
     return f"real-serve-{gpu_key(run['gpu_name'])}-ep{max(1, int(run['ep_size'] or 1))}{pin_suffix(run.get('pin'))}"
 
 
+def record_host_launch_s(run: dict) -> float:
+    """The host's measured speed beside a run (real/serve --host-probe: the mean of the launch probe
+    right before and right after it, host seconds per small kernel launch); 0 for a record without
+    it (the engine table's fit host, serve.host_launch_s's default)."""
+    try:
+        v = [float(run.get(f"probe_{w}_launch_s") or "nan") for w in ("before", "after")]
+    except ValueError:
+        return 0.0
+    v = [x for x in v if math.isfinite(x) and x > 0]
+    return sum(v) / len(v) if v else 0.0
+
+
 def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
     buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
     the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
     terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)
-    and, with `spread`, iteration times drawn from their measured spread."""
+    and, with `spread`, iteration times drawn from their measured spread; the host's measured
+    speed where the record has it (record_host_launch_s)."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
     dp = run.get("attention_parallel", "dp") == "dp"
@@ -89,6 +102,7 @@ def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engi
                   "cuda_graph_max_batch": max(buckets) if graphs else 0,
                   "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
                   "kv_page_size": int(run["page_size"]), "engine_costs": name, "iteration_spread": spread,
+                  "host_launch_s": record_host_launch_s(run),
                   "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
         "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",

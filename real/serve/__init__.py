@@ -23,6 +23,9 @@ What it does (the twin replays exactly this policy; `records.py` says what is re
   requests (request i goes to rank i mod W), MoE layers exchange tokens with `real/ep.py`; a rank
   with nothing to do runs one padding token so the all-to-alls stay in step.
 - Greedy sampling. Random-init weights; nothing is downloaded.
+- `--host-probe` (`hostspeed.py`): the host's speed measured right before and right after each run in
+  the engine's process (host time per small kernel launch, per CUDA-graph replay, per pure-Python
+  pass), into the run's serve_load row: the serving twin's `serve.host_launch_s`.
 
 Torch-free at import: `records.py` and `plans.py` are read by machines without torch.
 """

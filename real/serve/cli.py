@@ -12,7 +12,11 @@ plan's warm-up loads (untimed, unrecorded), then each run, skipping the rest onc
 spent. env.json records the environment, the plan and the runs done.
 
 --pin sets where each rank's main thread runs (real/serve/hostpin.py; a plan's run may name its own);
---timing records every iteration's host / GPU split and the main thread's CPU.
+--timing records every iteration's host / GPU split and the main thread's CPU;
+--host-probe measures the host's speed (real/serve/hostspeed.py) right before and right after each
+run, in the same process on every rank, into the run's serve_load row (probe_* columns; under EP
+the slowest rank's, the lockstep waiting for it); a run with `co_runner_nice` runs (probes
+included) beside a busy process on each rank's main-thread CPU (hostspeed.CoRunner).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from real.fp8 import BF16
 from real.model import build_model
 from real.serve.engine import Engine, EngineConfig
 from real.serve.hostpin import ALLOWED_AT_START, PIN_MODES, apply_pin, gpu_local_cpus
+from real.serve.hostspeed import PROBE_KEYS, CoRunner, cpu_info, probe
 from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
 from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
@@ -54,6 +59,8 @@ def _args(argv):
                     help="CPU pinning of each rank's main thread, for runs that name none (default: none)")
     ap.add_argument("--timing", action="store_true",
                     help="record each iteration's host / GPU split and CPU ids (serve_iterations.csv)")
+    ap.add_argument("--host-probe", action="store_true",
+                    help="measure the host's speed right before and after each run (probe_* columns of serve_load.csv)")
     args = ap.parse_args(argv)
     plan = PLANS[args.plan]
     names = [n for n in args.only.split(",") if n]
@@ -120,6 +127,21 @@ def _cpu_text(cpus: list[int]) -> str:
     return " ".join(out)
 
 
+def probe_columns(per_rank: list[dict]) -> dict:
+    """A run's probe_* columns from each rank's {'before': probe, 'after': probe} (empty without
+    --host-probe): per measure the slowest rank's before and after, and every rank's mean of the two
+    (`probe_launch_ranks_s`, ';' between ranks)."""
+    out = {}
+    if not per_rank or not all(per_rank):
+        return out
+    for when in ("before", "after"):
+        for k in PROBE_KEYS:
+            out[f"probe_{when}_{k}"] = max(p[when][k] for p in per_rank)
+    out["probe_launch_ranks_s"] = ";".join(f"{(p['before']['launch_s'] + p['after']['launch_s']) / 2:.4g}"
+                                           for p in per_rank)
+    return out
+
+
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     args, plan, only = _args(argv)
@@ -153,7 +175,8 @@ def main(argv=None) -> int:
             pass
     env["host_cpus"] = {"allowed_at_start": _cpu_text(sorted(ALLOWED_AT_START)), "cpu_count": os.cpu_count(),
                         "gpu_local": _cpu_text(gpu_local_cpus(gpu_index)) if gpu_index is not None else "",
-                        "pin_default": args.pin, "timing": args.timing}
+                        "pin_default": args.pin, "timing": args.timing, "host_probe": args.host_probe,
+                        **cpu_info()}
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     spec = get_spec(plan.model)
     cfg = EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,
@@ -206,9 +229,15 @@ def main(argv=None) -> int:
             n = engine.warm_shapes(run.warm_shapes)
             if rank == 0 and n:
                 log(f"warmed {n} flat batch sizes (up to {run.warm_shapes} tokens) in {time.perf_counter() - t:.1f} s")
+        probes = {}
         try:
-            duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
-                                run.max_duration_s, control)
+            with CoRunner(cpus if run.co_runner_nice is not None else [], run.co_runner_nice):
+                if args.host_probe:
+                    probes["before"] = probe(dev)
+                duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
+                                    run.max_duration_s, control)
+                if args.host_probe:
+                    probes["after"] = probe(dev)
         except Exception as e:  # one GPU: note it and go on; EP ranks would be out of step, so stop
             if world > 1:
                 raise
@@ -216,7 +245,7 @@ def main(argv=None) -> int:
             failures.append(f"{run.name}: {type(e).__name__}: {e}")
             continue
         parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
-                         duration, _cpu_text(cpus)), rank, control)
+                         duration, _cpu_text(cpus), probes), rank, control)
         if rank != 0:
             continue
         reqs = [r for p in parts for r in p[0]]
@@ -233,6 +262,8 @@ def main(argv=None) -> int:
                "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # clocks read right after the run, as real/bench does
         row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+        row.update(cpu_info())
+        row.update(probe_columns([p[4] for p in parts]))
         records.row("serve_load", row)
         for r in reqs:
             records.row("serve_requests", r)

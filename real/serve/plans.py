@@ -35,6 +35,7 @@ class RunSpec:
     seed: int = 0
     pin: str = ""  # the main thread's CPU pinning (real/serve/hostpin.PIN_MODES); "" = the CLI's --pin
     warm_shapes: int = 0  # before the run, one eager forward of every flat batch size up to this (Engine.warm_shapes)
+    co_runner_nice: int | None = None  # a busy process on the main thread's CPUs at this nice (hostspeed.CoRunner)
 
     def __post_init__(self):
         if self.arrival not in ("poisson", "closed"):
@@ -47,6 +48,9 @@ class RunSpec:
             raise ValueError(f"run {self.name}: closed needs concurrency > 0")
         if self.pin not in ("", "none", "numa", "core"):
             raise ValueError(f"run {self.name}: pin must be '', 'none', 'numa' or 'core', got {self.pin!r}")
+        if self.co_runner_nice is not None and (self.pin != "core" or not 0 <= self.co_runner_nice <= 19):
+            raise ValueError(f"run {self.name}: co_runner_nice needs pin 'core' (the co-runner shares the main "
+                             f"thread's one CPU) and a nice of 0..19, got pin {self.pin!r}, nice {self.co_runner_nice!r}")
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,48 @@ GPU1_REPEAT = dataclasses.replace(GPU1, runs=(
     dataclasses.replace(_GPU1_ALL["g1lo-poisson-r70-short"], name="g1rep-poisson-r70-short", load_s=3.0,
                         max_duration_s=4.5, pin="none")))
 
+# Issue 15, s13srv campaign: the host's speed as a measured input. Every run bracketed by the host
+# probe (real/serve/hostspeed.py, --host-probe), the main thread pinned to one CPU of its GPU's
+# ('core': s8srv found pinning moves no run's speed consistently, and the dose needs it). Fit
+# configurations twice, as the host comes and with a controlled dose of host slowness (a busy
+# co-runner on the main thread's CPU at nice SLOW_NICE: ~1.5x slower host work), so the fit can
+# say how iteration time follows the probe; held-out configurations as the host comes (and, where
+# time is left, one or two under the dose): their original seeds and splits, SLOW_LOAD_S of load.
+# Order: each fit pair, then held-out runs between them, the dosed held-out runs last (the budget
+# cuts from the end).
+SLOW_NICE = 3
+S13_LOAD_S, S13_DRAIN_S = 2.5, 1.5
+
+
+def _s13(run: RunSpec, prefix: str, slow: bool, load_s: float, drain_s: float) -> RunSpec:
+    rest = run.name.split("-", 1)[1]
+    return dataclasses.replace(run, name=f"{prefix}-{rest}{'-slow' if slow else ''}", pin="core",
+                               load_s=load_s, max_duration_s=load_s + drain_s,
+                               co_runner_nice=SLOW_NICE if slow else None)
+
+
+def _s13_runs(all_runs: dict, prefix: str, fit: list[str], held: list[str], held_slow: list[str],
+              load_s: float = S13_LOAD_S, drain_s: float = S13_DRAIN_S) -> tuple:
+    out = []
+    one = lambda name, slow: _s13(all_runs[name], prefix, slow, load_s, drain_s)  # noqa: E731
+    for k, name in enumerate(fit):
+        pair = [one(name, False), one(name, True)]
+        out.extend(pair if k % 2 == 0 else pair[::-1])   # alternate which goes first (drift on both alike)
+        out.extend(one(h, False) for h in held[k::len(fit)])
+    out.extend(one(h, True) for h in held_slow)
+    return tuple(out)
+
+
+GPU1_HOST = dataclasses.replace(GPU1, runs=_s13_runs(
+    _GPU1_ALL, "g1s13", fit=["g1lo-poisson-r20-short", "g1-closed-c8-short", "g1-closed-c2-long"],
+    held=["g1lo-poisson-r30-short", "g1-poisson-r40-short", "g1-closed-c8-long", "g1-closed-c24-short",
+          "g1lo-closed-c12-short"],
+    held_slow=["g1lo-poisson-r30-short", "g1-closed-c8-long"]))
+EP2_HOST = dataclasses.replace(EP2, runs=_s13_runs(
+    _EP2_ALL, "ep2s13", fit=["ep2lo-poisson-r20-short", "ep2-closed-c16-short", "ep2-closed-c8-long"],
+    held=["ep2lo-poisson-r30-short", "ep2-closed-c48-short", "ep2-poisson-r10-long"],
+    held_slow=["ep2lo-poisson-r30-short"]))
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -245,6 +291,14 @@ _TINY_EP2_PAIRS = _pinned_pairs(TINY_EP2.runs, "tinyep2s8", ("none", "core"), 0.
 TINY_EP2_PIN = dataclasses.replace(TINY, runs=(dataclasses.replace(_TINY_EP2_PAIRS[0], warm_shapes=10),
                                                *_TINY_EP2_PAIRS[1:]))
 
+_TINY_HOST_RUNS = {r.name: r for r in TINY.runs}
+TINY_HOST = dataclasses.replace(TINY, runs=_s13_runs(_TINY_HOST_RUNS, "tinys13", fit=["tiny-closed-c2"],
+                                                     held=["tiny-poisson-r20"], held_slow=[], load_s=0.3, drain_s=29.7))
+TINY_EP2_HOST = dataclasses.replace(TINY, runs=_s13_runs(
+    {r.name: r for r in TINY_EP2.runs}, "tinyep2s13", fit=["tiny-ep2-closed-c2"], held=["tiny-ep2-poisson-r20"],
+    held_slow=[], load_s=0.3, drain_s=29.7))
+
 PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": EP2_LOWLOAD,
          "gpu1-pin": GPU1_PIN, "ep2-pin": EP2_PIN, "gpu1-repeat": GPU1_REPEAT, "tiny-repeat": TINY_REPEAT,
-         "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN}
+         "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
+         "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST}

@@ -14,6 +14,12 @@ serve_iterations.csv  one row per iteration and rank (EP ranks step together, so
                       with --timing also the host / GPU split, the main thread's CPU and the GPU's
                       SM clock after the iteration (real/serve/engine.py IterationRecord,
                       real/serve/hostpin.py).
+serve_load's probe_{before,after}_* columns are the host's speed measured right before and right after
+the run in the engine's process (real/serve/hostspeed.py: launch_s host seconds per small kernel
+launch, graph_s per CUDA-graph replay, py_s per pure-Python pass, each a window's mean, *_p50_s its
+median; under EP the slowest rank's; empty without --host-probe), `co_runner_nice` the nice level of
+a busy process sharing the main thread's CPU during the run (empty: none), `cpu_model` / `cpu_mhz`
+what /proc/cpuinfo said after the run.
 serve_load's `pin` is the main thread's CPU pinning during the run (hostpin.PIN_MODES), `pin_cpus`
 the CPUs it was allowed (per rank, ';' between ranks), `warm_shapes` the flat batch sizes 1..N the
 engine had run before the run (Engine.warm_shapes; 0 = none warmed on purpose).
@@ -32,15 +38,19 @@ from pathlib import Path
 
 from real.bench.records import ENV_COLS
 
+# the host probe's measures (real/serve/hostspeed.py), here so calibration reads the schema without torch
+PROBE_KEYS = ("launch_s", "launch_p50_s", "graph_s", "graph_p50_s", "py_s", "py_p50_s")
+
 ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "attention_parallel",
                "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
                "graph_batch_buckets", "graph_page_buckets", "kv_bytes_per_token"]
 LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_len_spec",
-              "output_len_spec", "load_s", "max_duration_s", "seed", "pin", "pin_cpus", "warm_shapes"] + ENGINE_COLS
+              "output_len_spec", "load_s", "max_duration_s", "seed", "pin", "pin_cpus", "warm_shapes", "co_runner_nice"] + ENGINE_COLS
              + ["num_requests", "num_completed", "truncated", "num_iterations", "duration_s",
                 "output_tokens_per_s", "input_tokens_per_s",
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
-                "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version"])
+                "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version", "cpu_model", "cpu_mhz"]
+             + [f"probe_{w}_{k}" for w in ("before", "after") for k in PROBE_KEYS] + ["probe_launch_ranks_s"])
 REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "input_len", "output_len",
                 "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
                 "finish_iteration", "num_chunks", "tokens_out"]

@@ -99,6 +99,11 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # TTFT P50 h100x2 14.5 = 6.6 + 7.9 vs 16.3 = 5.2 + 11.2, h200x2 12.2 = 4.3 + 8.0 vs 16.0 = 4.2 + 12.3
 # (prompt iterations p50 9.5 / 8.0 vs 10.9 / 12.0); c48 / r10-long TPOT: decode iterations 4.77 / 7.40
 # vs 6.27 / 6.07 ms (the host phase).
+# (s13srv) The host's speed is now an input (serve.host_launch_s, docs/notes/s13srv_rule.md): these
+# records carry no host probe, so they replay at their fit host's speed and none of these figures moves;
+# the held-out configurations re-measured with the probe (H100, H200, 2xH200) are judged in
+# tests/calibration/test_serve_host_speed_targets.py (with the input 69 of 90 checks there, 48 without; 114 -> 135
+# of the 170 together with these).
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.257,
@@ -178,11 +183,14 @@ def test_committed_engine_costs_are_the_fit_of_the_fit_runs_only():
     import csv
 
     from calibration.serve_engine_fit import EXTRA_TERMS, TERMS, engine_key, fit_folder
+    from calibration.serve_host_speed import references
     from twin.core.specs import serve_engines
     table = serve_engines()
     folder = FOLDERS[0]
     r = fit_folder(rec.MEASUREMENTS_DIR / folder)
-    entry = table[engine_key(r["gpu"], r["ep"], r["pin"])]
+    key = engine_key(r["gpu"], r["ep"], r["pin"])
+    r.update(references().get(key, {}))   # the host-speed reference, as serve_engine_fit.main sets it
+    entry = table[key]
     for k in (*TERMS, *EXTRA_TERMS):
         assert entry[k] == pytest.approx(r[k], rel=1e-4, abs=1e-12), k
     # the per-iteration spread comes from the same fit iterations

@@ -54,6 +54,11 @@ group (rank) has its own flat size, new when new to that group. Both are host st
 new_size_host_bound (fitted so) an iteration pays them only where it is host-bound, its kernels
 shorter than its fixed host terms (iteration, eager launch, prompt path).
 
+Host speed (`serve.host_launch_s`, session s13srv): real/serve's host terms are the host's work, and
+hosts of one kind run it at different speeds; a table fitted with the host probe carries its fit
+host's probe (host_probe_launch_s) and the exponent the fit runs show (host_probe_exponent), and a
+scenario giving its host's probe gets the host terms scaled (host_scale; HOST_SCALED_TERMS).
+
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
 short eager prompt iteration, a 30 ms one moves by a few percent). The measured / predicted ratios
@@ -103,7 +108,28 @@ def _coarse_point(j: int) -> float:
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
-                "launch_overlap", "cold_prompt_s", "cold_sizes")
+                "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent")
+# the engine terms that are host work: they scale with the host's measured speed (host_scale)
+HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
+                     "cold_prompt_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
+
+
+def host_scale(engine: dict, host_launch_s: float) -> float:
+    """The factor on an engine table's host terms for a host measured at `host_launch_s` (host
+    seconds per small kernel launch, real/serve/hostspeed.py): (host_launch_s / the table's fit host's
+    host_probe_launch_s) ^ host_probe_exponent; 1 for 0 (the fit host) or a table without a reference."""
+    ref, beta = engine.get("host_probe_launch_s", 0.0), engine.get("host_probe_exponent", 0.0)
+    if host_launch_s <= 0 or ref <= 0 or beta == 0:
+        return 1.0
+    return (host_launch_s / ref) ** beta
+
+
+def scaled_engine(engine: dict, host_launch_s: float) -> dict:
+    """The engine terms with the host terms (HOST_SCALED_TERMS) scaled for the host (host_scale)."""
+    f = host_scale(engine, host_launch_s)
+    if f == 1.0:
+        return engine
+    return {k: v * f if k in HOST_SCALED_TERMS else v for k, v in engine.items()}
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -198,7 +224,8 @@ class IterationCosts:
         self.m, self.gpu, self.s = m, gpu, s
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
-        self.engine = engine_costs(s.engine_costs)
+        # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
+        self.engine = scaled_engine(engine_costs(s.engine_costs), s.host_launch_s)
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
         self.loop_s = self.engine.get("loop_s", 0.0)

@@ -1,0 +1,102 @@
+"""The host's measured speed as a serving-twin input (calibration/serve_host_speed.py, twin.serving.timing
+host_scale; docs/notes/s13srv_rule.md): the exponent and references recovered from (probe, scale)
+pairs, a run's scale read from its iterations, the record's probe as the scenario's input, and the
+twin scaling only the host terms."""
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from calibration import records as rec
+from calibration.serve_host_speed import fit_exponent, run_scales, tables_with
+from calibration.serve_load_validation import record_host_launch_s, scenario_for
+from twin.core.specs import serve_engines
+from twin.serving.timing import HOST_SCALED_TERMS, IterationCosts, host_scale, scaled_engine
+
+
+def _scales(beta, p_ref, ps):
+    return pd.DataFrame([{"run_id": f"{t}-{i}", "table": t, "p": p, "s": (p / p_ref[t]) ** beta}
+                         for t, pl in ps.items() for i, p in enumerate(pl)])
+
+
+def test_fit_exponent_recovers_beta_and_each_tables_reference():
+    p_ref = {"a": 10e-6, "b": 14e-6, "c": 8e-6}
+    # a and b span the dose (1.5x); c ran at one speed only: its reference under the others' beta
+    df = _scales(0.8, p_ref, {"a": [10e-6, 15e-6, 11e-6], "b": [12e-6, 18e-6], "c": [9e-6, 9.1e-6]})
+    fit = fit_exponent(df)
+    assert fit["beta"] == pytest.approx(0.8) and fit["tables"] == ["a", "b"]
+    assert fit["p_ref"] == pytest.approx(p_ref)
+
+
+def test_fit_exponent_without_a_dose_gives_nothing():
+    df = _scales(1.0, {"a": 1e-5}, {"a": [1e-5, 1.05e-5]})
+    assert fit_exponent(df) == {}
+
+
+def _fixture(tmp_path, factor):
+    """One committed h200 fit run and a second copy of it (later, durations x factor), probes beside."""
+    src = Path(rec.MEASUREMENTS_DIR) / "h200"
+    load = pd.read_csv(src / "serve_load.csv", dtype=str).fillna("")
+    run = load[load.run_id == "g1-closed-c16-long"].iloc[0].to_dict()
+    slow = {**run, "run_id": "slow", "timestamp_utc": "2026-11-26T03:23:30Z", "co_runner_nice": "3"}
+    rows = [{**run, "probe_before_launch_s": "1e-05", "probe_after_launch_s": "1e-05"},
+            {**slow, "probe_before_launch_s": "1.5e-05", "probe_after_launch_s": "1.5e-05"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "serve_load.csv", index=False)
+    for fam in ("serve_iterations", "serve_requests"):
+        d = pd.read_csv(src / f"{fam}.csv", dtype=str).fillna("")
+        d = d[d.run_id == run["run_id"]]
+        copy = d.assign(run_id="slow")
+        if fam == "serve_iterations":
+            copy["duration_s"] = (copy.duration_s.astype(float) * factor).astype(str)
+        pd.concat([d, copy]).to_csv(tmp_path / f"{fam}.csv", index=False)
+    return tmp_path
+
+
+def test_run_scales_reads_a_slower_run_as_a_larger_host_factor(tmp_path):
+    s = run_scales(_fixture(tmp_path, 1.3)).set_index("run_id")
+    assert s.loc["g1-closed-c16-long", "table"] == "real-serve-h200-ep1"
+    assert s.loc["slow", "dosed"] and not s.loc["g1-closed-c16-long", "dosed"]
+    assert s.loc["slow", "p"] == pytest.approx(1.5e-5)
+    assert 0.5 < s.loc["g1-closed-c16-long", "s"] < 2.0          # a committed fit run: near its table's host terms
+    assert s.loc["slow", "s"] > s.loc["g1-closed-c16-long", "s"] + 0.3
+
+
+def test_record_probe_is_the_scenarios_host_input_and_absent_means_the_fit_host():
+    assert record_host_launch_s({}) == 0.0
+    assert record_host_launch_s({"probe_before_launch_s": "1e-05", "probe_after_launch_s": "3e-05"}) == pytest.approx(2e-5)
+    assert record_host_launch_s({"probe_before_launch_s": "", "probe_after_launch_s": "3e-05"}) == pytest.approx(3e-5)
+    load = pd.read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
+    run = load.iloc[0].to_dict()
+    assert scenario_for(run).serve.host_launch_s == 0.0
+    assert scenario_for({**run, "probe_before_launch_s": "2e-05", "probe_after_launch_s": "2e-05"}).serve.host_launch_s == 2e-5
+
+
+def test_host_scale_multiplies_only_the_host_terms():
+    e = {"host_probe_launch_s": 1e-5, "host_probe_exponent": 0.5, "iteration_s": 1e-3, "score_s_per_pair": 1e-9,
+         "loop_s": 1e-5, "gather_s_per_row_token": 1e-9}
+    assert host_scale(e, 4e-5) == pytest.approx(2.0) and host_scale(e, 0.0) == 1.0
+    assert host_scale({**e, "host_probe_launch_s": 0.0}, 4e-5) == 1.0       # no reference: no input
+    s = scaled_engine(e, 4e-5)
+    assert s["iteration_s"] == pytest.approx(2e-3) and s["loop_s"] == pytest.approx(2e-5)
+    assert s["score_s_per_pair"] == e["score_s_per_pair"] and s["gather_s_per_row_token"] == e["gather_s_per_row_token"]
+    assert {"iteration_s", "eager_iteration_s", "prompt_iteration_s", "new_bin_s", "wake_s"} <= set(HOST_SCALED_TERMS)
+
+
+def test_iteration_costs_follow_the_host_input_with_a_reference():
+    load = pd.read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
+    sc = scenario_for(load.iloc[0].to_dict(), spread=False)
+    name = sc.serve.engine_costs
+    saved = dict(serve_engines()[name])
+    with tables_with({name: {"host_probe_launch_s": 1e-5, "host_probe_exponent": 1.0}}):
+        fit_host = IterationCosts(sc.model, sc.gpu, sc.serve)
+        slow = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, host_launch_s=2e-5))
+        same = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, host_launch_s=1e-5))
+        t0, _ = fit_host.iteration_s(0, 0.0, 300, 300, chunks=1, pairs=300 * 300)
+        t1, _ = slow.iteration_s(0, 0.0, 300, 300, chunks=1, pairs=300 * 300)
+        assert same.iteration_s(0, 0.0, 300, 300, chunks=1, pairs=300 * 300)[0] == pytest.approx(t0)
+        e = fit_host.engine
+        host = e["iteration_s"] + e["loop_s"] + e["eager_iteration_s"] + e["prompt_iteration_s"] + e["chunk_s"]
+        assert t1 - t0 == pytest.approx(host, rel=1e-9)   # the host terms doubled, the kernels not
+    assert serve_engines()[name] == saved   # tables_with restores the loaded tables
