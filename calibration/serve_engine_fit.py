@@ -76,10 +76,10 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from calibration import records as rec
-from twin.core import atomic
 from calibration.records_io import csv_exists, read_csv, resolve_csv
 from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_launch_s, scenario_for, sessions,
                                                sizes_run_before)
+from twin.core import atomic
 from twin.core.specs import serve_engines
 from twin.serving.timing import IterationCosts, graph_bucket
 
