@@ -33,6 +33,7 @@ import pandas as pd
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
 from calibration.predict import Eager, FixedHost, _mla_ops
+from calibration.records_io import glob_csv, read_csv
 from calibration.validate import load_fitted_profile
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import Profile
@@ -48,9 +49,9 @@ def load(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     folder = Path(folder)
 
     def cat(pattern: str) -> pd.DataFrame:
-        frames = [pd.read_csv(p) for p in sorted(folder.glob(pattern))]
+        frames = [read_csv(p) for p in glob_csv(folder, pattern)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return cat("cp_trace_kernels_rank*.csv*"), cat("cp_trace_marks_rank*.csv*"), cat("cp_trace_reps_rank*.csv")
+    return cat("cp_trace_kernels_rank*.csv"), cat("cp_trace_marks_rank*.csv"), cat("cp_trace_reps_rank*.csv")
 
 
 def _union(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:

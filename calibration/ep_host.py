@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration.records_io import csv_exists, read_csv
+
 CONFIG_KEYS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len", "precision"]
 OP_KEYS = CONFIG_KEYS + ["rep", "rank", "op_index"]
 SEGMENT_CLASS = {
@@ -46,10 +48,9 @@ CLASSES = ("issue", "collective", "wait")
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(marks, ops) of a --host-marks folder (ep_host_marks.csv[.gz], pipeline_ops.csv[.gz])."""
     def read(name):
-        for p in (folder / name, folder / f"{name}.gz"):
-            if p.is_file():
-                return pd.read_csv(p)
-        raise FileNotFoundError(folder / name)
+        if not csv_exists(folder / name):
+            raise FileNotFoundError(folder / name)
+        return read_csv(folder / name)
     return read("ep_host_marks.csv"), read("pipeline_ops.csv")
 
 
@@ -176,10 +177,7 @@ def forward_summary(segments: pd.DataFrame, waits: pd.DataFrame | None = None,
 
 
 def _read_optional(folder: Path, name: str) -> pd.DataFrame | None:
-    for p in (folder / name, folder / f"{name}.gz"):
-        if p.is_file():
-            return pd.read_csv(p)
-    return None
+    return read_csv(folder / name) if csv_exists(folder / name) else None
 
 
 def pacing_segments(segments: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:

@@ -772,13 +772,13 @@ def probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
     out = {}
     for name in FOLDERS:
         d = Path(root) / name / SUBDIR
-        if (d / "serve_load.csv").is_file() and iterations_file(d).is_file():
+        if csv_exists(d / "serve_load.csv") and iterations_file(d).is_file():
             out[name] = d
     return out
 
 
 def _s13_load(folder: Path) -> list[dict]:
-    return pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    return read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
 
 
 def run_scales(folder: Path, tables: dict | None = None) -> pd.DataFrame:

@@ -31,9 +31,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from calibration import records as rec
+from calibration.records_io import csv_exists, read_csv
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
                                           fit_exponent, iterations_file, probe_folders, references, run_scales)
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
@@ -66,9 +66,9 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     """The runs of a records folder in `splits`, replayed with the record's host probe (host_input)
     or without it (the fit host's default): an s13srv folder's with its GPU and EP's unpinned table,
     a committed folder's (`committed`) as `twin validate` does (its session's table where kept)."""
-    runs = pd.read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
-    reqs = pd.read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
-    its = pd.read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
+    runs = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    reqs = read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
+    its = read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
     before = sizes_run_before(runs, its)
     sess = sessions(runs)
     out = []
@@ -98,7 +98,7 @@ def checks(rows: list[dict]) -> tuple[int, int, list[float]]:
 
 def committed_held_out(root: str | Path = rec.MEASUREMENTS_DIR) -> list[dict]:
     """The committed held-out runs' rows as `twin validate` gives them (no probe: no host input)."""
-    return [r for name in FOLDERS if (Path(root) / name / "serve_load.csv").is_file()
+    return [r for name in FOLDERS if csv_exists(Path(root) / name / "serve_load.csv")
             for r in replay(Path(root) / name, True, ("holdout",), committed=True)]
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from calibration import records as rec
+from calibration.records_io import read_csv
 from calibration.serve_host_speed import fit_exponent, run_scales, tables_with
 from calibration.serve_load_validation import record_host_launch_s, scenario_for
 from twin.core.specs import serve_engines
@@ -38,14 +39,14 @@ def test_fit_exponent_without_a_dose_gives_nothing():
 def _fixture(tmp_path, factor):
     """One committed h200 fit run and a second copy of it (later, durations x factor), probes beside."""
     src = Path(rec.MEASUREMENTS_DIR) / "h200"
-    load = pd.read_csv(src / "serve_load.csv", dtype=str).fillna("")
+    load = read_csv(src / "serve_load.csv", dtype=str).fillna("")
     run = load[load.run_id == "g1-closed-c16-long"].iloc[0].to_dict()
     slow = {**run, "run_id": "slow", "timestamp_utc": "2026-11-26T03:23:30Z", "co_runner_nice": "3"}
     rows = [{**run, "probe_before_launch_s": "1e-05", "probe_after_launch_s": "1e-05"},
             {**slow, "probe_before_launch_s": "1.5e-05", "probe_after_launch_s": "1.5e-05"}]
     pd.DataFrame(rows).to_csv(tmp_path / "serve_load.csv", index=False)
     for fam in ("serve_iterations", "serve_requests"):
-        d = pd.read_csv(src / f"{fam}.csv", dtype=str).fillna("")
+        d = read_csv(src / f"{fam}.csv", dtype=str).fillna("")   # committed plain or gzipped
         d = d[d.run_id == run["run_id"]]
         copy = d.assign(run_id="slow")
         if fam == "serve_iterations":
@@ -67,7 +68,7 @@ def test_record_probe_is_the_scenarios_host_input_and_absent_means_the_fit_host(
     assert record_host_launch_s({}) == 0.0
     assert record_host_launch_s({"probe_before_launch_s": "1e-05", "probe_after_launch_s": "3e-05"}) == pytest.approx(2e-5)
     assert record_host_launch_s({"probe_before_launch_s": "", "probe_after_launch_s": "3e-05"}) == pytest.approx(3e-5)
-    load = pd.read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
+    load = read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
     run = load.iloc[0].to_dict()
     assert scenario_for(run).serve.host_launch_s == 0.0
     assert scenario_for({**run, "probe_before_launch_s": "2e-05", "probe_after_launch_s": "2e-05"}).serve.host_launch_s == 2e-5
@@ -85,7 +86,7 @@ def test_host_scale_multiplies_only_the_host_terms():
 
 
 def test_iteration_costs_follow_the_host_input_with_a_reference():
-    load = pd.read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
+    load = read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
     sc = scenario_for(load.iloc[0].to_dict(), spread=False)
     name = sc.serve.engine_costs
     saved = dict(serve_engines()[name])
