@@ -37,6 +37,7 @@ from calibration.records_io import glob_csv, read_csv
 from calibration.validate import load_fitted_profile
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import Profile
+from twin.core.intervals import covered_length, uncovered_length
 from twin.core.specs import GPUSpec, get_model
 
 CASE_KEYS = ["block", "model", "cp_kind", "seq_len"]
@@ -52,26 +53,6 @@ def load(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         frames = [read_csv(p) for p in glob_csv(folder, pattern)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return cat("cp_trace_kernels_rank*.csv"), cat("cp_trace_marks_rank*.csv"), cat("cp_trace_reps_rank*.csv")
-
-
-def _union(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(iv):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def _length(iv) -> float:
-    return sum(b - a for a, b in _union(iv))
-
-
-def _outside(iv, cover) -> float:
-    """Length of the union of iv not under the union of cover."""
-    cov = _union(cover)
-    return sum((b - a) - sum(max(0.0, min(b, d) - max(a, c)) for c, d in cov) for a, b in _union(iv))
 
 
 def compute_stream(acts: pd.DataFrame):
@@ -106,7 +87,7 @@ def rep_breakdown(acts: pd.DataFrame) -> dict:
     out["span_s"] = prev_end
     iv_comp = list(zip(comp["start_us"], comp["end_us"]))
     iv_nccl = list(zip(nccl["start_us"], nccl["end_us"]))
-    out["nccl_s"], out["nccl_exposed_s"] = _length(iv_nccl), _outside(iv_nccl, iv_comp)
+    out["nccl_s"], out["nccl_exposed_s"] = covered_length(iv_nccl), uncovered_length(iv_nccl, iv_comp)
     return {k: (v * 1e-6 if k.endswith("_s") else v) for k, v in out.items()}
 
 

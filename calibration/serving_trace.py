@@ -54,6 +54,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from twin.core import atomic
+from twin.core.intervals import covered_length
 from twin.serving.published import DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PREFILL_SCENARIO, deepseek_profile_groups
 
 # the source of the numbers, written beside every derived CSV
@@ -208,23 +209,13 @@ def _idle_rows(kernels: list[dict], layer_first: dict[int, float]) -> list[dict]
     for i, layer in enumerate(layers):
         lo = layer_first[layer]
         hi = layer_first[layers[i + 1]] if i + 1 < len(layers) else max(k["ts"] + k["dur"] for k in kernels)
-        busy = _union_us([(max(lo, k["ts"]), min(hi, k["ts"] + k["dur"])) for k in kernels
+        busy = covered_length([(max(lo, k["ts"]), min(hi, k["ts"] + k["dur"])) for k in kernels
                           if k["ts"] < hi and k["ts"] + k["dur"] > lo])
         rows.append({"phase": "layer", "annotation": "", "layer": layer, "microbatch": -1, "group": "idle",
                      "kernel_us": round(hi - lo - busy, 3), "kernels": 0})
         rows.append({"phase": "layer", "annotation": "", "layer": layer, "microbatch": -1, "group": "span",
                      "kernel_us": round(hi - lo, 3), "kernels": 0})
     return rows
-
-
-def _union_us(intervals: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
 
 
 def per_microbatch_means(rows: list[dict]) -> dict[str, float]:

@@ -60,6 +60,7 @@ from real.bench.device import free_memory
 from real.bench.nccl import agreed_over, distributed_env, log, stats
 from real.bench.parallel_blocks import time_reps
 from real.configs import get_spec
+from twin.core.intervals import covered_length, uncovered_length
 from twin.costs.flops import attention_flops
 
 # Llama 3.1 8B's attention (meta-llama/Llama-3.1-8B config.json: 32 heads, 8 KV heads, 4096 hidden)
@@ -178,31 +179,6 @@ def aten_calls_by_phase(trace: dict, prefix: str = "aten::_scaled_dot_product", 
             if phase:
                 out[(phase, e["name"])] = out.get((phase, e["name"]), 0) + 1
     return out
-
-
-def union_intervals(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The union of closed intervals, as disjoint sorted intervals."""
-    out: list[list[float]] = []
-    for a, b in sorted(iv):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def covered_length(iv: list[tuple[float, float]]) -> float:
-    return sum(b - a for a, b in union_intervals(iv))
-
-
-def uncovered_length(iv: list[tuple[float, float]], cover: list[tuple[float, float]]) -> float:
-    """Length of the union of `iv` not under the union of `cover`."""
-    total = 0.0
-    cov = union_intervals(cover)
-    for a, b in union_intervals(iv):
-        inside = sum(max(0.0, min(b, d) - max(a, c)) for c, d in cov)
-        total += (b - a) - inside
-    return total
 
 
 def phase_timeline(kernels: list[dict], phase: str, reps: int) -> dict:

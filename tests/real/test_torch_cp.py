@@ -36,13 +36,6 @@ def test_kernel_categories():
     assert cat("void at::native::vectorized_elementwise_kernel<4, at::native::sigmoid_kernel_cuda>") == "elementwise"
 
 
-def test_interval_lengths():
-    assert torch_cp.union_intervals([(5, 7), (0, 2), (1, 3)]) == [(0, 3), (5, 7)]
-    assert torch_cp.covered_length([(0, 2), (1, 3), (5, 7)]) == 5
-    # NCCL 0..10 under compute 2..4 and 6..7: 7 of its 10 us exposed
-    assert torch_cp.uncovered_length([(0, 10)], [(2, 4), (6, 7), (3, 4)]) == 7
-
-
 def _ev(cat, name, ts, dur, **args):
     return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "args": args}
 

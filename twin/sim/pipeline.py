@@ -36,6 +36,7 @@ from typing import NamedTuple, Protocol
 import simpy
 
 from twin.core.gc_pause import gc_paused
+from twin.core.intervals import covered_length
 from twin.core.schedules import PipeOp, Schedule
 
 
@@ -161,17 +162,6 @@ class PipelineResult:
     @property
     def num_ranks(self) -> int:
         return len(self.busy_s)
-
-
-def _union_length(intervals: list[tuple[float, float]]) -> float:
-    """Total length covered by possibly overlapping intervals."""
-    total, cursor = 0.0, float("-inf")
-    for start, end in sorted(intervals):
-        start = max(start, cursor)
-        if end > start:
-            total += end - start
-            cursor = end
-    return total
 
 
 def is_weight_task(task: Task) -> bool:
@@ -337,7 +327,7 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         duration, placed = arbitrate_streams(chains)
         compute_s = sum(task.duration_s for task, _, _ in placed if task.stream == "compute")
         flat = [(task.stream, task.name, task.part == "B", start, end) for task, start, end in placed]
-        union = _union_length([(start, end) for _, start, end in placed])
+        union = covered_length([(start, end) for _, start, end in placed])
         last_compute = max((end for task, _, end in placed if task.stream == "compute"), default=None)
         by_name: dict[str, float] = {}
         for task, start, end in placed:
