@@ -43,6 +43,7 @@ rank's compute time (PipelineResult.idle_s).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -901,6 +902,41 @@ def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dic
                     "idle_simulated_s": list(result.idle_s),
                     "unpinned_idle_by_rep_s": measured_idle_by_rep_s(ops_of(row, ops)),
                     "pinned_idle_by_rep_s": measured_idle_by_rep_s(ops_of(pinned_row, pinned_ops))})
+    return out
+
+
+def pinned_rule(folder: Path, pinned: Path, steps_needed: int = 8) -> dict:
+    """Rule P of docs/notes/s13pp_rule.md, from the records alone (no twin figure): whether a run's
+    pinned part (`pinned`) should be its host's validation records in place of the unpinned part
+    (`folder`). complete: a fitting configuration, the held-out rows of DualPipe and 1F1B, every
+    row on `steps_needed` timed steps, every rank pinned; reproducible: over the configurations both
+    parts ran, the median over (configuration, GPU) of a GPU's per-step idle spread (max - min,
+    measured_idle_by_rep_s) pinned is at most half the unpinned one. adopt: both."""
+    steps, ops = load(Path(folder))
+    pinned_steps, pinned_ops = load(Path(pinned))
+    out = {"complete": False, "reproducible": False, "adopt": False, "spread_unpinned_s": None,
+           "spread_pinned_s": None, "shared": []}
+    if steps.empty or pinned_steps.empty:
+        return out
+    env = Path(pinned) / "env_pipeline_pp2ep2.json"
+    cpus = json.loads(env.read_text()).get("pinned_cpus_by_rank", []) if env.is_file() else []
+    held = {str(r["schedule"]) for _, r in pinned_steps.iterrows() if str(r["split"]) == "holdout"}
+    out["complete"] = bool((pinned_steps["split"] == "fit").any() and {"dualpipe", "1f1b"} <= held
+                           and (pinned_steps["reps"].astype(int) == steps_needed).all()
+                           and len(cpus) == int(pinned_steps["num_gpus"].iloc[0]) and all(cpus))
+    spreads: dict[str, list[float]] = {"unpinned": [], "pinned": []}
+    for _, prow in pinned_steps.iterrows():
+        same = np.all([(steps[k].astype(str) == str(prow[k])).to_numpy() for k in CONFIG_KEYS], axis=0)
+        if not same.any():
+            continue
+        out["shared"].append(f"{prow['schedule']} n{int(prow['num_microbatches'])}")
+        for tag, row, o in (("unpinned", steps[same].iloc[0], ops), ("pinned", prow, pinned_ops)):
+            spreads[tag] += [max(v) - min(v) for v in measured_idle_by_rep_s(ops_of(row, o)).values() if v]
+    if spreads["unpinned"] and spreads["pinned"]:
+        out["spread_unpinned_s"] = float(np.median(spreads["unpinned"]))
+        out["spread_pinned_s"] = float(np.median(spreads["pinned"]))
+        out["reproducible"] = out["spread_pinned_s"] <= 0.5 * out["spread_unpinned_s"]
+    out["adopt"] = out["complete"] and out["reproducible"]
     return out
 
 

@@ -84,3 +84,22 @@ def test_first_op_factor_lengthens_only_a_host_paced_first_op(monkeypatch):
     assert s0[3] - s0[2] > b0[3] - b0[2]
     assert first_span(slow, 1)[2] > first_span(base, 1)[2]
     assert slow.idle_s[1] > base.idle_s[1]
+
+
+def test_pinned_rule_reads_completeness_and_spread_from_the_records_alone():
+    """Rule P (docs/notes/s13pp_rule.md) on the s10pp diagnostic run of 4xH100: its pinned part ran
+    DualPipe and 1F1B at 8 on 1 and 3 timed steps and no fitting configuration, so it is incomplete
+    (not adopted) whatever its spread; the spreads are each part's per-GPU max - min idle over its
+    steps, median over GPUs and shared configurations."""
+    folder = FOLDER / "s10pp_20261126_1439"
+    got = pipe.pinned_rule(folder, folder / "pinned")
+    assert got["shared"] == ["dualpipe n8", "1f1b n8"]
+    assert got["complete"] is False and got["adopt"] is False
+    _, ops = pipe.load(folder)
+    steps, _ = pipe.load(folder)
+    spreads = []
+    for s in ("dualpipe", "1f1b"):
+        row = steps[(steps["schedule"] == s) & (steps["num_microbatches"] == 8)].iloc[0]
+        spreads += [max(v) - min(v) for v in pipe.measured_idle_by_rep_s(pipe.ops_of(row, ops)).values()]
+    assert got["spread_unpinned_s"] == pytest.approx(float(pd.Series(spreads).median()))
+    assert got["reproducible"] == (got["spread_pinned_s"] <= 0.5 * got["spread_unpinned_s"])
