@@ -243,7 +243,7 @@ ADOPT_EP_FWD_HOST_RATE = False
 #   `fwd@last`, `fwd@middle`, each where at least STAGE_ROLE_MIN_OPS clean ops give it, in place
 #   of the pooled `fwd` (stage_role).
 ADOPT_FIRST_OP_HOST = False
-ADOPT_STAGE_ROLE_HOST_RATE = False
+ADOPT_STAGE_ROLE_HOST_RATE = True    # adopted by the rule (s13pp: docs/notes/s13pp_rule.md, result there)
 STAGE_ROLE_MIN_OPS = 5
 
 
@@ -339,11 +339,19 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     return {d: float(np.median(v)) for d, v in rates.items() if v} or None
 
 
+def records_path(folder: Path, name: str) -> Path:
+    """A records file of a folder: `name`, or its gzipped copy `name`.gz where only that exists (the
+    larger per-op records are committed gzipped since s13pp; pandas reads either)."""
+    plain = Path(folder) / name
+    gz = plain.with_name(plain.name + ".gz")
+    return gz if not plain.is_file() and gz.is_file() else plain
+
+
 def bench_host_marks(folder: Path) -> bool:
     """Whether a folder's host rates come from its bench's own timed steps (host_marks, s9ep on):
     then the fitting split's configurations supplied a measured input to the prediction of the
     same run, and only the held-out split's rows are held out (calibration.validate)."""
-    ops = Path(folder) / "pipeline_ops.csv"
+    ops = records_path(folder, "pipeline_ops.csv")
     if not ops.is_file():
         return False
     df = pd.read_csv(ops, usecols=lambda c: c in ("host_start_s", "host_end_s", "split"))
@@ -354,12 +362,12 @@ def host_marks(folder: Path) -> pd.DataFrame | None:
     """Per-op stream and host issue marks of a records folder: the bench's timed steps
     (pipeline_ops.csv with host_start_s, host_end_s and split: s9ep on) where present, else the
     s7pipe probe's (pipeline_host.csv); None without either."""
-    ops = Path(folder) / "pipeline_ops.csv"
+    ops = records_path(folder, "pipeline_ops.csv")
     if ops.is_file():
         df = pd.read_csv(ops)
         if {"host_start_s", "host_end_s", "split"} <= set(df.columns) and df["host_start_s"].notna().any():
             return df[df["host_start_s"].notna()]
-    probe = Path(folder) / "pipeline_host.csv"
+    probe = records_path(folder, "pipeline_host.csv")
     return pd.read_csv(probe) if probe.is_file() else None
 
 
@@ -398,7 +406,7 @@ def measured_device_gap_s(folder: Path) -> float | None:
     time (pipeline_op_kernels.csv, the profiled step; NCCL kernels, which run on their own
     streams, left out, except an EP op's all-to-alls, which the compute stream waits for), over
     its kernel launches; the median. None without both files."""
-    hp, kp = Path(folder) / "pipeline_host.csv", Path(folder) / "pipeline_op_kernels.csv"
+    hp, kp = records_path(folder, "pipeline_host.csv"), records_path(folder, "pipeline_op_kernels.csv")
     if not (hp.is_file() and kp.is_file()):
         return None
     keys = ["schedule", "pp", "ep", "num_microbatches", "rank", "op_index"]
@@ -837,7 +845,7 @@ def ops_of(row, ops: pd.DataFrame) -> pd.DataFrame:
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     steps = folder / "pipeline_step.csv"
-    ops = folder / "pipeline_ops.csv"
+    ops = records_path(folder, "pipeline_ops.csv")
     return (pd.read_csv(steps) if steps.is_file() else pd.DataFrame(),
             pd.read_csv(ops) if ops.is_file() else pd.DataFrame())
 
@@ -855,7 +863,7 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False)
     accumulate = measured_accumulate(Path(folder), gpu)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
     host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
-    kpath = Path(folder) / "pipeline_op_kernels.csv"
+    kpath = records_path(folder, "pipeline_op_kernels.csv")
     kernels = pd.read_csv(kpath) if kpath.is_file() else pd.DataFrame()
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
@@ -880,7 +888,9 @@ def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dic
     the twin's step and idle per pipeline rank with `folder`'s fitting-split host rates (as
     validation predicts `folder`), and each GPU's measured idle per timed step in both parts. Whether
     pinning makes the idle reproducible is the spread of those per-step figures (s12pp, 4xH200:
-    DualPipe at 8 micro-batches idled 0.6-3.0 ms a step on every GPU pinned, 0.4-46.1 unpinned)."""
+    DualPipe at 8 micro-batches idled 0.6-3.0 ms a step on every GPU pinned over 3 steps, 0.4-46.1
+    unpinned; s13pp, another 4xH200 host, 8 steps: 0.4-34.6 pinned, 0.5-33.4 unpinned: pinning
+    does not steady it, pinned_rule)."""
     steps, ops = load(Path(folder))
     pinned_steps, pinned_ops = load(Path(pinned))
     if steps.empty or pinned_steps.empty:
