@@ -103,3 +103,13 @@ def test_pinned_rule_reads_completeness_and_spread_from_the_records_alone():
         spreads += [max(v) - min(v) for v in pipe.measured_idle_by_rep_s(pipe.ops_of(row, ops)).values()]
     assert got["spread_unpinned_s"] == pytest.approx(float(pd.Series(spreads).median()))
     assert got["reproducible"] == (got["spread_pinned_s"] <= 0.5 * got["spread_unpinned_s"])
+
+
+def test_committed_4xh200_layout_follows_rule_p():
+    """h200x4/ holds the unpinned part of the s13pp run as validation records and its pinned part
+    beside it: rule P did not adopt the pinned part (complete, but its per-GPU idle spread was not
+    at most half the unpinned one's)."""
+    folder = FOLDER.parent / "h200x4"
+    got = pipe.pinned_rule(folder, folder / "pinned")
+    assert got["complete"] is True
+    assert got["adopt"] is False and got["spread_pinned_s"] > 0.5 * got["spread_unpinned_s"]
