@@ -43,6 +43,7 @@ rank's compute time (PipelineResult.idle_s).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,10 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     if not host:
         return StageOps(f.ops, b.ops, b.w_ops, parts)
     ep_terms = {k: v for k, v in host.items() if k in EP_HOST_TERMS}
-    return StageOps(_with_host(f.ops, host.get("fwd"), ep_terms), _with_host(b.ops, host.get("bwd")),
+    fwd = host.get("fwd")
+    if not (first and last):   # a pipeline stage: its role's forward rate where measured (ADOPT_STAGE_ROLE_HOST_RATE)
+        fwd = host.get(f"fwd@{'first' if first else 'last' if last else 'middle'}", fwd)
+    return StageOps(_with_host(f.ops, fwd, ep_terms), _with_host(b.ops, host.get("bwd")),
                     _with_host(b.w_ops, host.get("wgrad")), parts)
 
 
@@ -251,6 +255,52 @@ def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
 # layer that a PP forward does not issue), instead of the PP2 forwards' `fwd`
 ADOPT_EP_FWD_HOST_RATE = False
 
+# s13pp (docs/notes/s13pp_rule.md, the rule committed before the held-out figures under it): two
+# measured host terms of the fitting split, each off until its adoption rule says otherwise:
+# - FIRST_OP: a rank's first op of a step, issued right after the step's barrier and synchronize,
+#   takes `first_op` times the host seconds per launch of the rank's later clean forwards of the
+#   same model stage (first_op_ratios), the median over the fitting split (1F1B's stage 1 waits for
+#   stage 0's first forward: its idle is set by it);
+# - STAGE_ROLE: the forwards' host rate solved apart for the first model stage (embedding), the
+#   last (head and loss) and the middle ones (DualPipeV's stages 1 and 2) as `fwd@first`,
+#   `fwd@last`, `fwd@middle`, each where at least STAGE_ROLE_MIN_OPS clean ops give it, in place
+#   of the pooled `fwd` (stage_role).
+ADOPT_FIRST_OP_HOST = False
+ADOPT_STAGE_ROLE_HOST_RATE = True    # adopted by the rule (s13pp: docs/notes/s13pp_rule.md, result there)
+STAGE_ROLE_MIN_OPS = 5
+
+
+def stage_role(stage: int, num_stages: int) -> str:
+    """'first' (the embedding's stage), 'last' (head and loss) or 'middle'."""
+    return "first" if stage == 0 else ("last" if stage == num_stages - 1 else "middle")
+
+
+def first_op_ratios(h: pd.DataFrame) -> list[float]:
+    """For every (configuration, timed step, GPU) of host marks `h` whose first op (op_index 0, a
+    forward) the host began issuing level with the GPU (lead <= HOST_CLEAN_LEAD_S): its host
+    interval over the median host interval of the same GPU's later clean forwards of the same model
+    stage in that step (same op list, so the ratio is the ratio of the host seconds per launch)."""
+    h = h[(h["pp"] > 1) & (h["kind"] == "F")]
+    h = h.assign(host_s=h["host_end_s"] - h["host_start_s"], clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
+    out = []
+    for key, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
+        cfg = dict(zip(CONFIG_KEYS + ("rep", "rank"), key))
+        pp = int(cfg["pp"])
+        schedule = build_schedule(SCHEDULE_NAMES.get(str(cfg["schedule"]), str(cfg["schedule"])), pp,
+                                  int(cfg["num_microbatches"]))
+        g = g.sort_values("op_index")
+        first = g.iloc[0]
+        if int(first["op_index"]) != 0 or not bool(first["clean"]):
+            continue
+        rank = int(cfg["rank"]) % pp
+        stage = schedule.stage_of(rank, int(first["chunk"]))
+        later = g.iloc[1:]
+        later = later[later["clean"].to_numpy() & np.array([schedule.stage_of(rank, int(c)) == stage
+                                                           for c in later["chunk"]], dtype=bool)]
+        if len(later) and float(later["host_s"].median()) > 0:
+            out.append(float(first["host_s"]) / float(later["host_s"].median()))
+    return out
+
 
 def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
                   gap: float | None) -> dict[str, list[float]]:
@@ -267,10 +317,13 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
                             int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
                             (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
         for r in g.itertuples():
-            op_list = ops[schedule.stage_of(int(r.rank) % pp, int(r.chunk))].of(r.kind)
-            rate = solved_host_rate_s(op_list, r.start_s - r.host_start_s, r.host_end_s - r.host_start_s, gap or 0.0)
+            stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
+            rate = solved_host_rate_s(ops[stage].of(r.kind), r.start_s - r.host_start_s,
+                                      r.host_end_s - r.host_start_s, gap or 0.0)
             if rate is not None:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
+                if pp > 1 and r.kind == "F":
+                    rates.setdefault(f"fwd@{stage_role(stage, len(stages))}", []).append(rate)
     return rates
 
 
@@ -293,8 +346,12 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
         gaps = g["host_start_s"].to_numpy()[1:] - g["host_end_s"].to_numpy()[:-1]
         rates.setdefault("between_ops", []).extend(float(x) for x, ok in zip(gaps, g["clean"].to_numpy()[1:])
                                                    if x >= 0 and ok)
+    if ADOPT_FIRST_OP_HOST:
+        rates["first_op"] = first_op_ratios(h)
     h = h[h["clean"]]
     for d, v in _solved_rates(h, folder, gpu, profile, accumulate, gap).items():
+        if "@" in d and not (ADOPT_STAGE_ROLE_HOST_RATE and len(v) >= STAGE_ROLE_MIN_OPS):
+            continue
         rates.setdefault(d, []).extend(v)
     if ADOPT_EP_FWD_HOST_RATE and not ep_only.empty:
         solved = _solved_rates(ep_only, folder, gpu, profile, accumulate, gap).get("fwd")
@@ -543,8 +600,13 @@ def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
     return [ops[schedule.stage_of(rank, op.chunk)].of(op.kind)]
 
 
+def _host_scaled(op_list: list, factor: float) -> list:
+    """`op_list` with every launch's host seconds times `factor` (synchronisations kept)."""
+    return op_list if factor == 1.0 else [(h if h is None else h * factor, g) for h, g in op_list]
+
+
 def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0,
-                   gap_s: float = 0.0, rank_ops: dict | None = None) -> dict:
+                   gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0) -> dict:
     """(rank, op index) -> GPU seconds of each part of the op, with the host's lead carried from
     op to op (real/pipeline/engine.py: one host thread per rank issues its program in order and
     never waits for the GPU - receives and sends are stream waits, the step has no .item() - while
@@ -554,7 +616,8 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
     the host get ahead again. Host synchronisations inside an op (EP dispatch) level them again.
     `between_s`: the host's time between two ops (sends, receives, marks); `gap_s`: the GPU's
     between two queued kernels (issue). `rank_ops`: {rank: (its stages' op lists, its between_s)}
-    at that rank's own host rates (measured_host_by_rank), in place of `ops` and `between_s`."""
+    at that rank's own host rates (measured_host_by_rank), in place of `ops` and `between_s`.
+    `first_op`: the factor on the host seconds of each rank's first op (ADOPT_FIRST_OP_HOST)."""
     parts: dict = {}
     for rank, program in enumerate(schedule.programs):
         mine, between = (rank_ops or {}).get(rank, (ops, between_s))
@@ -563,7 +626,7 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
             host_t += between if k else 0.0
             t_gpu, durations = starts[rank, k], []
             for seg in op_parts(schedule, mine, rank, op):
-                gpu_s, host_s = issue(seg, t_gpu - host_t, gap_s)
+                gpu_s, host_s = issue(_host_scaled(seg, first_op) if k == 0 else seg, t_gpu - host_t, gap_s)
                 durations.append(gpu_s)
                 host_t = t_gpu + host_s
                 t_gpu += gpu_s
@@ -583,7 +646,7 @@ HOST_LEAD_ITERATIONS = 12
 
 
 def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0,
-                      gap_s: float = 0.0, rank_ops: dict | None = None) -> PipelineResult:
+                      gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0) -> PipelineResult:
     """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
     ops' starts depend on their predecessors' times and the times on the starts, so simulate
     with steady-state costs, re-cost every op from the simulated starts and simulate again until
@@ -592,7 +655,7 @@ def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s:
     result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p), streams=("compute",))
     last = None
     for _ in range(HOST_LEAD_ITERATIONS):
-        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s, rank_ops)
+        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s, rank_ops, first_op)
         if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
             break
         last = parts
@@ -641,7 +704,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                     for s in sorted({schedule.stage_of(r, c) for c in range(schedule.num_chunks)})}
             rank_ops[r] = (mine, rates.get("between_ops", 0.0))
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
-                               (host or {}).get("device_gap", 0.0), rank_ops)
+                               (host or {}).get("device_gap", 0.0), rank_ops,
+                               (host or {}).get("first_op", 1.0) if pp > 1 else 1.0)
     ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
     dp = int(row.get("dp", 1) or 1)
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
@@ -842,7 +906,9 @@ def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dic
     the twin's step and idle per pipeline rank with `folder`'s fitting-split host rates (as
     validation predicts `folder`), and each GPU's measured idle per timed step in both parts. Whether
     pinning makes the idle reproducible is the spread of those per-step figures (s12pp, 4xH200:
-    DualPipe at 8 micro-batches idled 0.6-3.0 ms a step on every GPU pinned, 0.4-46.1 unpinned)."""
+    DualPipe at 8 micro-batches idled 0.6-3.0 ms a step on every GPU pinned over 3 steps, 0.4-46.1
+    unpinned; s13pp, another 4xH200 host, 8 steps: 0.4-34.6 pinned, 0.5-33.4 unpinned: pinning
+    does not steady it, pinned_rule)."""
     steps, ops = load(Path(folder))
     pinned_steps, pinned_ops = load(Path(pinned))
     if steps.empty or pinned_steps.empty:
@@ -864,6 +930,41 @@ def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dic
                     "idle_simulated_s": list(result.idle_s),
                     "unpinned_idle_by_rep_s": measured_idle_by_rep_s(ops_of(row, ops)),
                     "pinned_idle_by_rep_s": measured_idle_by_rep_s(ops_of(pinned_row, pinned_ops))})
+    return out
+
+
+def pinned_rule(folder: Path, pinned: Path, steps_needed: int = 8) -> dict:
+    """Rule P of docs/notes/s13pp_rule.md, from the records alone (no twin figure): whether a run's
+    pinned part (`pinned`) should be its host's validation records in place of the unpinned part
+    (`folder`). complete: a fitting configuration, the held-out rows of DualPipe and 1F1B, every
+    row on `steps_needed` timed steps, every rank pinned; reproducible: over the configurations both
+    parts ran, the median over (configuration, GPU) of a GPU's per-step idle spread (max - min,
+    measured_idle_by_rep_s) pinned is at most half the unpinned one. adopt: both."""
+    steps, ops = load(Path(folder))
+    pinned_steps, pinned_ops = load(Path(pinned))
+    out = {"complete": False, "reproducible": False, "adopt": False, "spread_unpinned_s": None,
+           "spread_pinned_s": None, "shared": []}
+    if steps.empty or pinned_steps.empty:
+        return out
+    env = Path(pinned) / "env_pipeline_pp2ep2.json"
+    cpus = json.loads(env.read_text()).get("pinned_cpus_by_rank", []) if env.is_file() else []
+    held = {str(r["schedule"]) for _, r in pinned_steps.iterrows() if str(r["split"]) == "holdout"}
+    out["complete"] = bool((pinned_steps["split"] == "fit").any() and {"dualpipe", "1f1b"} <= held
+                           and (pinned_steps["reps"].astype(int) == steps_needed).all()
+                           and len(cpus) == int(pinned_steps["num_gpus"].iloc[0]) and all(cpus))
+    spreads: dict[str, list[float]] = {"unpinned": [], "pinned": []}
+    for _, prow in pinned_steps.iterrows():
+        same = np.all([(steps[k].astype(str) == str(prow[k])).to_numpy() for k in CONFIG_KEYS], axis=0)
+        if not same.any():
+            continue
+        out["shared"].append(f"{prow['schedule']} n{int(prow['num_microbatches'])}")
+        for tag, row, o in (("unpinned", steps[same].iloc[0], ops), ("pinned", prow, pinned_ops)):
+            spreads[tag] += [max(v) - min(v) for v in measured_idle_by_rep_s(ops_of(row, o)).values() if v]
+    if spreads["unpinned"] and spreads["pinned"]:
+        out["spread_unpinned_s"] = float(np.median(spreads["unpinned"]))
+        out["spread_pinned_s"] = float(np.median(spreads["pinned"]))
+        out["reproducible"] = out["spread_pinned_s"] <= 0.5 * out["spread_unpinned_s"]
+    out["adopt"] = out["complete"] and out["reproducible"]
     return out
 
 

@@ -86,6 +86,19 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def timed_reps(step_s: float, left_s: float, min_time_s: float, reps_min: int, reps_max: int,
+               whole: bool = False) -> int:
+    """How many steps to time after the warm-up (step_s a warm step): enough for `min_time_s`,
+    within [reps_min, reps_max], cut to what the budget left holds (at least 1); with `whole`
+    (--whole-reps), 0 where reps_min steps do not fit: the configuration is skipped rather than
+    timed on fewer steps than asked."""
+    reps = min(reps_max, max(reps_min, math.ceil(min_time_s / max(step_s, 1e-6))))
+    fits = int(max(left_s, 0.0) / max(step_s, 1e-6))
+    if whole and fits < reps_min:
+        return 0
+    return max(1, min(reps, fits))
+
+
 def _quantiles(times: list[float]) -> tuple[float, float, float]:
     med = statistics.median(times)
     if len(times) < 2:
@@ -238,6 +251,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps-min", type=int, default=3)
     ap.add_argument("--reps-max", type=int, default=8)
     ap.add_argument("--budget-s", type=float, default=120.0, help="no configuration starts after this")
+    ap.add_argument("--whole-reps", action="store_true",
+                    help="skip a configuration whose --reps-min timed steps do not fit the budget left, "
+                         "instead of timing fewer (s13pp: every pinned row with its 8 steps)")
     ap.add_argument("--append", action="store_true", help="add rows to existing CSVs in --out")
     ap.add_argument("--sgd-lr", type=float, default=None, help="add a plain SGD update to each step")
     ap.add_argument("--host-marks", default="off",
@@ -309,8 +325,16 @@ def main(argv=None) -> int:
                             runner.step(tokens, targets)
                         step_s = _agree((time.perf_counter() - t0) / max(1, args.warmup))
                         left_s = args.budget_s - (time.perf_counter() - t_start)
-                        reps = int(min(args.reps_max, max(args.reps_min, math.ceil(args.min_time_s / max(step_s, 1e-6)))))
-                        reps = int(_agree(max(1, min(reps, int(left_s / max(step_s, 1e-6))))))
+                        reps = int(_agree(timed_reps(step_s, left_s, args.min_time_s, args.reps_min, args.reps_max,
+                                                     args.whole_reps)))
+                        if not reps:   # --whole-reps (rank 0's figure: every rank skips alike)
+                            log(f"skip {label}: {args.reps_min} timed steps of {step_s * 1e3:.0f} ms do not fit "
+                                f"the {max(left_s, 0.0):.1f} s of budget left")
+                            del runner
+                            for p in model.parameters():
+                                p.grad = None
+                            free_memory()
+                            continue
                         gates = list(runner.moe_gates())
                         for *_, gate in gates:
                             gate.tokens_per_expert_E.zero_()

@@ -114,14 +114,15 @@ NOT_MET = {
     ("h100", "mla_layer"): (0.031, 0.152),
 }
 # the kinds of several GPUs of one host exist where such records do: 2xH200, 2xH100 and, for
-# PP2 x EP2, 4xH100 (real/campaigns/s9ep.sh; asked as 4xH200, lent as 4xH100) and 4xH200
-# (real/campaigns/s10pp.sh, 2026-11-26 20:44 UTC, the first 4xH200 host lent); judged per GPU count
-# (calibration.validate.by_gpu_kind_gpus). 4xH200 is judged as 4xH100 is: host rates from the same
-# run's fitting split (4 and 16 micro-batches), the held-out 8 judged: pipeline_step median 3.1%,
-# P90 5.7% (all four fast: DualPipe -6.5%, ZB1P -3.7%, DualPipeV -2.5%, 1F1B -0.1%; the fitting
-# rows -0.8% to -7.6%). No s7pipe probe ran on that host, so the GPU's gap between queued kernels is
-# not measured there and the twin takes 0; the 2xH200 host's (1.12 us a kernel) would give 1.9% /
-# 4.5%, not adopted (each folder takes its own host's probe, a rule fixed before these records).
+# PP2 x EP2, 4xH100 (real/campaigns/s9ep.sh; asked as 4xH200, lent as 4xH100) and 4xH200; judged per
+# GPU count (calibration.validate.by_gpu_kind_gpus). 4xH200 is judged as 4xH100 is: host rates from
+# the same run's fitting split (4 and 16 micro-batches), the held-out 8 judged. Since s13pp its
+# records are real/campaigns/s13pp.sh's (2026-11-26 22:50-22:53 UTC) with the probe of the same host
+# and minute (device gap 1.23 us a kernel; the s10pp records of 20:44 had none and took 0, now in
+# h200x4/s10pp_20261126_2044): pipeline_step held out median 4.2%, P90 7.5%, all four fast
+# (DualPipe -8.8%, DualPipeV -4.4%, 1F1B -4.1%, ZB1P -3.8%; the fitting rows -2.3% to -5.2%: the
+# H200's backward input-gradient ops run ~1.16x the twin's, docs/notes/s13pp_rule.md); 3.8% / 7.2%
+# without the stage-role forward rates adopted by s13pp's rule (the s10pp records: 3.1% / 5.7%).
 MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step", "moe_layer"), ("h100", 2): ("pipeline_step", "ep_step"),
                    ("h100", 4): ("pipeline_step",), ("h200", 4): ("pipeline_step",)}
 # (gpu, kind, GPUs) -> (held-out median, P90) when last run, where not met (strict xfails as above).
@@ -217,11 +218,10 @@ HOSTS = [pytest.param(gpu, n, id=f"{gpu}x{n}") for gpu, n in MULTI_GPU_KINDS]
 # (gpu, GPUs) -> why the ranking target is not met there, with the figures when last run
 # 2xH100's DualPipe / DualPipeV swap at 8 micro-batches is ranked as measured since s9ep
 RANK_NOT_MET: dict = {
-    ("h200", 4): "not met: 1 of 3 configurations ranked as measured (s10pp records, 20:45 UTC): at 4 and 8 "
-                 "micro-batches DualPipeV ran faster than DualPipe (236.6 vs 243.8 ms, 460.1 vs 467.1), the twin "
-                 "ranks DualPipe first (231.5 vs 234.4, 436.6 vs 448.5); ZB1P and 1F1B follow as measured, and at 16 "
-                 "(DualPipeV not run) all three as measured. DualPipe's steps at 8 spread 460.3-482.3 ms (p10-p90); "
-                 "its pinned rerun a minute later took 460.9 (h200x4/pinned); issue 13 open",
+    ("h200", 4): "not met: 2 of 3 configurations ranked as measured (s13pp records, 22:51 UTC): at 8 "
+                 "micro-batches DualPipeV ran faster than DualPipe (442.3 vs 445.1 ms, DualPipe's steps p10-p90 "
+                 "425.7-464.1), the twin ranks DualPipe first (405.7 vs 422.9); ZB1P and 1F1B follow as measured, "
+                 "and at 4 and 16 all four as measured (the s10pp records of 20:45: 1 of 3); issue 13 open",
 }
 
 
@@ -237,32 +237,31 @@ def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
 
 # (gpu, GPUs) -> why the idle target is not met there, with the figures when last run
 IDLE_NOT_MET = {
-    ("h200", 2): "not met: 4 of 30 ranks beyond 10% (s12ep records, 20:24 UTC, host rates from the same run's "
-                 "fitting split: DualPipeV rank 1 at 4 micro-batches twin 35.1 vs measured 39.8 ms (its steps "
-                 "36.3-45.1); DualPipe rank 1 at 4 and 8: 0.2 / 0.4 vs 5.8 / 11.3 ms, rank 0 at 16: 0.7 vs 19.6 ms "
-                 "(one step): DualPipe's ranks, bubble ~0 by design, wait on each other's host-paced forwards; the "
-                 "i13pp records of 03:20 (h200x2/i13pp_20261126_0322) missed 2 of 30; issue 13 open)",
-    ("h100", 4): "not met: 11 of 48 GPUs beyond 10%, held-out split 4 of 16 (s9ep records, 12:06 UTC; DualPipe's "
-                 "ranks, whose bubble is ~0 by design, wait on each other's host-paced forwards, the slower rank "
-                 "flipping between configurations and repetitions: stage 1 at 4 and 8 twin 0.2 / 0.4 vs 4.7 / 8.7 ms "
-                 "(at 8 its 3 steps 8.8 / 2.4 / 13.9), stage 0 at 16 0.6 vs 33.6 ms (33.6 / 15.2 / 38.1); 1F1B stage 1 "
-                 "at 8: 44.6 vs 51.9 ms, its wait for stage 0's first forward 21.9 / 22.1 / 19.1 ms where the twin issues "
-                 "it in 17.2; ZB1P stage 0 at 16: 355.4 vs 312.0 ms (309.6 / 357.2 / 311.9); DualPipeV GPU 3 at 4: 43.4 "
-                 "vs 48.2 ms. Per-rank host rates from the fitting split (s10pp, calibration.pipeline."
-                 "measured_host_by_rank) leave the held-out 4 of 16 (DualPipe stage 1 at 8: 4.0 ms) and are off. The "
-                 "s8ppep run of 09:00 (h100x4/s8ppep_20261126_0900, kept out of validation) met 1F1B at 8 and ZB1P at 16 "
-                 "(45.3 vs 46.1, 360.0 vs 339.6 ms); the s10pp run of 14:39 (h100x4/s10pp_20261126_1439, same tokens and "
-                 "weights, 5 steps) idled the other DualPipe GPUs at 4 and 16 than s8ppep and s9ep, a DualPipe GPU's "
-                 "idle spreading 0.6-23.6 ms over its steps at 8: which rank waits is a property of the run; issue 13 open)",
-    ("h200", 4): "not met: 14 of 44 GPUs beyond 10%, held-out split 4 of 16 (s10pp records, 20:45 UTC, host rates "
-                 "from the same run's fitting split; DualPipeV at 16 not run): held out, DualPipe GPUs 1/3 at 8 twin "
-                 "0.4 vs measured 15.6 ms (its steps 1.3-46.1) and DualPipeV GPUs 1/3 at 8 46.1 vs 70.8 ms (54.3-86.0); "
-                 "fitting, DualPipe GPUs 1/3 at 4 0.2 vs 7.4 (0.3-9.5) and GPUs 0/2 at 16 0.7 vs 20.5 (3.4-49.9), "
-                 "1F1B stage 1 at 4 42.0 vs 47.6, DualPipeV at 4 17.1 vs 13.0 (stage 0) and 32.7 vs 40.5 (stage 1). "
-                 "Per-rank host rates (calibration.pipeline.measured_host_by_rank, off in validation) leave DualPipe "
-                 "at 8 at 9.9 vs 15.6 ms and DualPipeV at 53.6 vs 70.8. With each rank's main thread pinned to its "
-                 "own 16 CPUs (h200x4/pinned, a minute later, 3 steps, kept out of validation) DualPipe at 8 idled "
-                 "0.6-3.0 ms on every GPU, all four within the target; issue 13 open)",
+    ("h200", 2): "not met: 3 of 30 ranks beyond 10% (s12ep records, 20:24 UTC, host rates from the same run's "
+                 "fitting split, the forwards' per stage role since s13pp): DualPipe rank 1 at 4 and 8: 0.2 / 0.4 vs "
+                 "5.8 / 11.3 ms, rank 0 at 16: 0.7 vs 19.6 ms (one step): DualPipe's ranks, bubble ~0 by design, wait "
+                 "on each other; DualPipeV rank 1 at 4 is within since the stage-role rates (37.3 vs 39.8 ms, was "
+                 "35.1); the i13pp records of 03:20 (h200x2/i13pp_20261126_0322) missed 2 of 30; issue 13 open)",
+    ("h100", 4): "not met: 10 of 48 GPUs beyond 10%, held-out split 4 of 16 (s9ep records, 12:06 UTC, the "
+                 "forwards' host rate per stage role since s13pp; DualPipe's ranks, whose bubble is ~0 by design, "
+                 "wait on each other, the slower rank flipping between configurations and repetitions: stage 1 at 4 "
+                 "and 8 twin 0.2 / 0.4 vs 4.7 / 8.7 ms (at 8 its 3 steps 8.8 / 2.4 / 13.9), stage 0 at 16 0.6 vs "
+                 "33.6 ms (33.6 / 15.2 / 38.1); 1F1B stage 1 at 8: 45.0 vs 51.9 ms, its wait for stage 0's first "
+                 "forward (22.0 ms against 16.5-18.6 for that stage's later forwards and 16.9 in the twin); ZB1P "
+                 "stage 0 at 16: 345.6 vs 312.0 ms (309.6 / 357.2 / 311.9). DualPipeV GPU 3 at 4 is within since "
+                 "the stage-role rates (46.2 vs 48.2, was 43.4). The first-forward term of s13pp (F, "
+                 "docs/notes/s13pp_rule.md) gives 1F1B at 8 45.6 ms and was not adopted (it moves 2xH100's ranking). "
+                 "The s8ppep run of 09:00 (h100x4/s8ppep_20261126_0900, kept out of validation) met 1F1B at 8 and "
+                 "ZB1P at 16; the s10pp run of 14:39 (h100x4/s10pp_20261126_1439, same tokens and weights, 5 steps) "
+                 "idled the other DualPipe GPUs at 4 and 16 than s8ppep and s9ep: which rank waits is a property "
+                 "of the run; issue 13 open)",
+    ("h200", 4): "not met: 2 of 48 GPUs beyond 10%, both held out (s13pp records, 22:51 UTC, host rates and "
+                 "device gap from the same run): DualPipe GPUs 0/2 at 8 micro-batches, twin 0.4 vs measured 8.6 / "
+                 "8.7 ms (its steps 1.7-33.4). In the steps where they idle, the other stage pair's GPU-bound FB ops "
+                 "(host ~20 ms ahead) run 4-10 ms over their medians: neither host issue order nor the OS's "
+                 "placement of the host thread (pinned, 8 steps, h200x4/pinned: 0.4-34.0 ms on GPUs 0/2, 0.4-34.6 "
+                 "on 1/3). The s10pp records of 20:45 (h200x4/s10pp_20261126_2044, no probe of their host) missed "
+                 "14 of 44; issue 13 open)",
 }
 
 
@@ -295,13 +294,14 @@ def idle_misses(pipes: list[dict]) -> list[str]:
 
 
 def test_pinned_part_is_set_beside_the_same_runs_prediction():
-    """4xH200's pinned part (h200x4/pinned: DualPipe and 1F1B at 8 micro-batches, each rank's main
-    thread on its own 16 CPUs; no fitting split, kept out of validation) against the unpinned rows
-    of the same run: every pinned configuration ran unpinned too, the twin's figures for it are
+    """4xH200's pinned part (h200x4/pinned: s13pp, DualPipe and 1F1B at 8 and 4, DualPipeV at 8, each
+    rank's main thread on its own 16 CPUs, 8 timed steps each; kept out of validation by rule P of
+    docs/notes/s13pp_rule.md: pinned, the per-step idle spread was no smaller) against the unpinned
+    rows of the same run: every pinned configuration ran unpinned too, the twin's figures for it are
     validation's (one set of host rates for the run, from its fitting split), and every GPU's idle
-    is taken for each timed step. The figures (calibration/measurements/README.md, s10pp on
-    4xH200): DualPipe's idle a step 0.6-3.0 ms pinned on every GPU against 0.4-46.1 unpinned, the
-    twin 0.4; 1F1B's stage 1 47.4-49.2 pinned, 42.7-47.2 unpinned, the twin 42.2."""
+    is taken for each timed step. The figures (calibration/measurements/README.md, s13pp on
+    4xH200): DualPipe at 8 idled 0.4-34.6 ms a step pinned against 0.5-33.4 unpinned, the twin 0.4;
+    1F1B's stage 1 41.6-45.1 pinned, 41.3-44.6 unpinned, the twin 38.8."""
     folder = rec.MEASUREMENTS_DIR / "h200x4"
     if not csv_exists(folder / "pinned" / "pipeline_step.csv"):
         pytest.skip("no committed 4xH200 pinned part")
