@@ -14,6 +14,9 @@ from calibration.validate import load_fitted_profile
 from calibration.whole_step import with_measured_collectives
 
 FOLDER = Path(__file__).resolve().parents[2] / "calibration/measurements/h100x4"
+# the s9ep records the terms were measured on (h100x4/ until s13pp4 replaced them with the 4xH100 run of
+# 2026-11-27 00:18, whose own host marks are the validation folder's since)
+S9EP = FOLDER / "s9ep_20261126_1206"
 
 
 def _marks(first_host_s: float, lead_first_s: float = 0.0) -> pd.DataFrame:
@@ -50,8 +53,8 @@ def _rates(monkeypatch, first: bool, role: bool) -> dict:
     monkeypatch.setattr(pipe, "ADOPT_FIRST_OP_HOST", first)
     monkeypatch.setattr(pipe, "ADOPT_STAGE_ROLE_HOST_RATE", role)
     prof, _ = load_fitted_profile("h100", None, PROFILES_DIR)
-    prof = with_measured_collectives(prof, FOLDER)
-    return pipe.host_rates(pipe.host_marks(FOLDER), FOLDER, "h100", prof, pipe.measured_accumulate(FOLDER, "h100"))
+    prof = with_measured_collectives(prof, S9EP)
+    return pipe.host_rates(pipe.host_marks(S9EP), S9EP, "h100", prof, pipe.measured_accumulate(S9EP, "h100"))
 
 
 def test_terms_enter_the_rates_only_when_adopted(monkeypatch):
@@ -70,7 +73,7 @@ def test_first_op_factor_lengthens_only_a_host_paced_first_op(monkeypatch):
     """The factor acts on each rank's first op: 1F1B stage 0's first forward (host level with the
     GPU after the barrier) grows, stage 1 (waiting for its input) starts later and idles more."""
     prof, _ = load_fitted_profile("h100", None, PROFILES_DIR)
-    steps, _ = pipe.load(FOLDER)
+    steps, _ = pipe.load(S9EP)
     row = steps[(steps["schedule"] == "1f1b") & (steps["num_microbatches"] == 4)].iloc[0]
     gpu = pipe.gpu_spec("h100")
     host = {"fwd": 30e-6, "bwd": 30e-6}
