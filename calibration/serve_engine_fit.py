@@ -749,10 +749,11 @@ def fit_sessions(folder: Path) -> dict[str, dict]:
 # committed table's host terms; log s = beta log p + c_table; the table's reference probe
 # p_ref = exp(-c / beta) (where its host terms hold), written to the pooled tables when adopted.
 # (s13srv) adopted per docs/notes/s13srv_rule.md: the tables carry their reference and exponent (else zeros).
-# Outcome (h200, h200x2, h100 s13srv records): beta 1.036, p_ref real-serve-h100-ep1 6.90 us, -h200-ep1
-# 7.24 us, -h200-ep2 10.08 us (no 2xH100 run: none there); held out (committed 80 + s13srv 90) 114 -> 135
-# of 170 met, median |error| 7.68% -> 4.63%; s13srv fit runs 36 -> 62 of 90; committed checks unchanged
-# (no probe: the fit host); a second 2xH200 host never fitted 19 -> 37 of 55
+# Outcome (h200, h200x2, h100, h100x2 s13srv records): beta 1.082, p_ref real-serve-h100-ep1 7.08 us,
+# -h100-ep2 8.42 us, -h200-ep1 7.38 us, -h200-ep2 10.21 us; held out (committed 80 + s13srv 110) 118 -> 142
+# of 190 met, median |error| 9.20% -> 5.98%; s13srv fit runs 43 -> 80 of 120; committed checks unchanged
+# (no probe: the fit host); hosts never fitted (s13srv_round2: a second 2xH200, one GPU of a 4xH100)
+# 30 -> 62 of 90
 HOST_SPEED = True
 SUBDIR = "s13srv"
 # the table's host terms the fit scales (the twin scales these and the loop, wake and issue terms:

@@ -15,58 +15,84 @@ import pytest
 from calibration.serve_host_speed import probe_folders, replay
 from calibration.serve_load_validation import FIGURES, TARGETS
 
-# the fit's records (s13srv) and a second 2xH200 host's run of the same campaign, never fitted
-# (s13srv_round2: the adopted input's new-host check)
+# the fit's records (s13srv) and other hosts' runs of the same campaign, never fitted (s13srv_round2: the
+# adopted input's new-host check; a second 2xH200 host, and h100/s13srv_round2 one GPU of a 4xH100 host)
 FOLDERS = {**probe_folders(), **{f"{name}/round2": d.parent / "s13srv_round2" for name, d in probe_folders().items()
                                  if (d.parent / "s13srv_round2" / "serve_load.csv").is_file()}}
 
-# (folder, run, figure): twin / measured - 1 at the time of writing (s13srv, host input adopted: with
-# the committed 80, 114 -> 135 of the 170 held-out checks met). The dosed runs (`-slow`: a
+# (folder, run, figure): twin / measured - 1 at the time of writing (s13srv, host input adopted, refitted
+# with the 2xH100 fit runs of h100x2/s13srv (GPUs 0,1 of a 4xH100 host): with the committed 80, 118 -> 142
+# of the 190 held-out checks met). The dosed runs (`-slow`: a
 # busy co-runner time-slicing the engine thread's CPU) stay under-predicted on Poisson short prompts
 # (-24..-55% on the H200s; the H100 host's over-predicted instead): the dose's time slices stall single
 # iterations, a tail the mean scaling and the fit host's spread do not hold; h200 r40-short is the
 # committed records' own miss (-18% TTFT P50 there); the TTFT P99 tails sit on a few host stalls.
+# h100x2 (one 4xH100 host's GPUs 0,1; its table's reference from these runs alone): the input takes it from
+# 4 to 8 of 20 but over-scales c48-short and r10-long (TPOT +30% / +18%): its probe (13 us) sits
+# beside fit runs whose factors scatter 1.23-1.66 as the host came.
 NOT_MET: dict = {
-    ("h200", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.126,
-    ("h200", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.134,
-    ("h200", "g1s13-poisson-r40-short", "ttft_p99_s"): -0.216,
-    ("h200", "g1s13-poisson-r40-short", "tpot_p99_s"): -0.243,
-    ("h200", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): -0.303,
-    ("h200", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): -0.422,
-    ("h200", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): -0.549,
-    ("h200", "g1s13-poisson-r30-short-slow", "tpot_p99_s"): -0.376,
-    ("h200", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): +0.083,
-    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.147,
-    ("h200x2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.246,
-    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): -0.244,
-    ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): -0.270,
-    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.409,
-    ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p99_s"): -0.276,
-    ("h100", "g1s13-closed-c24-short", "ttft_p50_s"): +0.181,
+    ("h200", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.135,
+    ("h200", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.135,
+    ("h200", "g1s13-poisson-r40-short", "tpot_p99_s"): -0.255,
+    ("h200", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): -0.281,
+    ("h200", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): -0.421,
+    ("h200", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): -0.555,
+    ("h200", "g1s13-poisson-r30-short-slow", "tpot_p99_s"): -0.363,
+    ("h200", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): +0.081,
+    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p50_s"): +0.143,
+    ("h200x2", "ep2s13-poisson-r30-short", "ttft_p99_s"): +0.250,
+    ("h200x2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.265,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): -0.205,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): -0.267,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.341,
+    ("h200x2", "ep2s13-poisson-r30-short-slow", "tpot_p99_s"): -0.274,
+    ("h100", "g1s13-closed-c24-short", "ttft_p50_s"): +0.177,
+    ("h100", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.108,
     ("h100", "g1s13-closed-c8-long", "output_tokens_per_s"): -0.073,
-    ("h100", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): +0.125,
-    ("h100", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): +0.588,
-    ("h100", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): -0.061,
-    ("h100", "g1s13-closed-c8-long-slow", "ttft_p50_s"): +0.103,
-    # round 2 (another host, 23:22-23:24 UTC; never fitted): with the input 37 of 55 met, without it 19
-    ("h200/round2", "g1s13-poisson-r30-short", "ttft_p50_s"): -0.114,
-    ("h200/round2", "g1s13-poisson-r30-short", "tpot_p50_s"): -0.102,
-    ("h200/round2", "g1s13-closed-c24-short", "output_tokens_per_s"): +0.083,
-    ("h200/round2", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.111,
-    ("h200/round2", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.102,
-    ("h200/round2", "g1s13-closed-c12-short", "ttft_p50_s"): +0.118,
-    ("h200/round2", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): -0.157,
-    ("h200/round2", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): +0.329,
-    ("h200/round2", "g1s13-closed-c8-long-slow", "ttft_p50_s"): +0.101,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "output_tokens_per_s"): +0.076,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p50_s"): -0.103,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p50_s"): -0.250,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.353,
-    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p99_s"): -0.239,
-    ("h200x2/round2", "ep2s13-closed-c48-short", "output_tokens_per_s"): +0.091,
-    ("h200x2/round2", "ep2s13-closed-c48-short", "ttft_p50_s"): +0.135,
+    ("h100", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): +0.124,
+    ("h100", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): +0.594,
+    ("h100", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): -0.068,
+    ("h100", "g1s13-closed-c8-long-slow", "ttft_p50_s"): +0.109,
+    ("h100x2", "ep2s13-poisson-r30-short", "output_tokens_per_s"): -0.060,
+    ("h100x2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.315,
+    ("h100x2", "ep2s13-closed-c48-short", "output_tokens_per_s"): -0.223,
+    ("h100x2", "ep2s13-closed-c48-short", "tpot_p50_s"): +0.298,
+    ("h100x2", "ep2s13-closed-c48-short", "tpot_p99_s"): +0.289,
+    ("h100x2", "ep2s13-poisson-r10-long", "ttft_p50_s"): +0.140,
+    ("h100x2", "ep2s13-poisson-r10-long", "tpot_p50_s"): +0.181,
+    ("h100x2", "ep2s13-poisson-r10-long", "tpot_p99_s"): +0.227,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "output_tokens_per_s"): -0.108,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "ttft_p50_s"): +0.252,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "tpot_p50_s"): +0.138,
+    ("h100x2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.212,
+    ("h200/round2", "g1s13-poisson-r30-short", "ttft_p50_s"): -0.109,
+    ("h200/round2", "g1s13-poisson-r30-short", "tpot_p50_s"): -0.107,
+    ("h200/round2", "g1s13-closed-c24-short", "output_tokens_per_s"): +0.085,
+    ("h200/round2", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.106,
+    ("h200/round2", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.108,
+    ("h200/round2", "g1s13-closed-c12-short", "ttft_p50_s"): +0.115,
+    ("h200/round2", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): +0.106,
+    ("h200/round2", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): -0.140,
+    ("h200/round2", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): +0.454,
+    ("h200/round2", "g1s13-closed-c8-long-slow", "ttft_p50_s"): +0.106,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "output_tokens_per_s"): +0.081,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p50_s"): -0.117,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p50_s"): -0.265,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "ttft_p99_s"): -0.326,
+    ("h200x2/round2", "ep2s13-poisson-r30-short", "tpot_p99_s"): -0.263,
+    ("h200x2/round2", "ep2s13-closed-c48-short", "output_tokens_per_s"): +0.099,
+    ("h200x2/round2", "ep2s13-closed-c48-short", "ttft_p50_s"): +0.129,
     ("h200x2/round2", "ep2s13-poisson-r10-long", "output_tokens_per_s"): +0.052,
-    ("h200x2/round2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.177,
+    ("h200x2/round2", "ep2s13-poisson-r10-long", "tpot_p50_s"): -0.190,
+    ("h200x2/round2", "ep2s13-poisson-r30-short-slow", "ttft_p99_s"): -0.247,
+    ("h100/round2", "g1s13-closed-c24-short", "ttft_p50_s"): +0.163,
+    ("h100/round2", "g1s13-poisson-r40-short", "ttft_p99_s"): -0.713,
+    ("h100/round2", "g1s13-poisson-r30-short-slow", "output_tokens_per_s"): +0.058,
+    ("h100/round2", "g1s13-poisson-r30-short-slow", "ttft_p50_s"): -0.218,
+    ("h100/round2", "g1s13-poisson-r30-short-slow", "tpot_p50_s"): -0.356,
+    ("h100/round2", "g1s13-poisson-r30-short-slow", "ttft_p99_s"): -0.492,
+    ("h100/round2", "g1s13-poisson-r30-short-slow", "tpot_p99_s"): -0.335,
+    ("h100/round2", "g1s13-closed-c8-long-slow", "output_tokens_per_s"): +0.061,
 }
 
 
