@@ -4,29 +4,26 @@ DeepSeek's production figures (open-infra-index day 6) are predicted by the two 
 those conditions (scenarios/r1_serve_h800_prefill.toml, r1_serve_h800_decode.toml): the error is
 reported whatever it is, never fitted.
 
-Those scenarios run each unit fully loaded (prefill: a closed loop of 2,048 prompts; decode: the
-largest batch whose step gives 21 tokens/s per user). The published figures are 24-hour averages
-over the nodes in service, and their conditions pin the decode load: by Little's law the average
-number of requests decoding on a node is its output rate over the per-user speed, 14.8k / 21 = 705
-(88 per GPU; 84-92 for 20-22 tokens/s), against ~116 per GPU in the fully loaded scenario.
-`deepseek_decode_at_published_load` runs the decode scenario at that load and compares the
-per-user speed, the one published figure it does not take as input. The prefill post gives no
-latency, so its average load is not pinned; the prefill row stays the fully loaded unit.
+What the per-node figures measure (docs/notes/s14srv_rule.md): the role's daily tokens over the
+time-averaged count of that role's deployed nodes. The post's node-count figure steps by 30 nodes
+(one 18-node decode unit and three 4-node prefill units: the one split in whole units) from a night
+floor of 68 (2 decode + 8 prefill units) to 278 (9 + 29): 131.25 decode and 95.5 prefill nodes on
+average, and 168B / 86,400 s / 131.25 = 14.81k, 608B / 86,400 s / 95.5 = 73.69k, the published
+figures. Every deployed node counts, busy or not; the load over the day is the post's hourly
+theoretical income (its tokens at fixed prices). So the twin's counterpart of each figure is a 24 h
+average over that day (`deepseek_day_rows`): each interval's load per deployed node, set by the
+published conditions, over the same node-hours. Decode: the load at which the output-weighted mean
+per-user speed is 21 tokens/s (the middle of 20-22), capped where the busiest interval reaches the
+unit's memory limit; and the per-user speed at the published load, interval by interval. Prefill:
+no latency is published, so the busiest interval runs the unit fully loaded and the others the
+day's load shape, an upper bound on its 24 h average. The fully loaded units are reported as each
+unit's capacity.
 
 What a fully loaded prefill unit does is published too, by DeepSeek's own profile of it
 (deepseek-ai/profile-data prefill.json: EP32, TP1, 4K prompts, 16,384 tokens per GPU, two
 micro-batches, balanced routing), which the SGLang team read as 62,713 input tokens/s per node
 (lmsys.org blog 2025-05-05, "Profile Results"): `deepseek_prefill_profile` runs the prefill scenario
-at those conditions. The production figure with its cache hits taken out, 73.7k x (1 - 0.563) =
-32.2k computed tokens/s per node, is about half of it ("DeepSeek's profile reports a throughput
-roughly twice that of its production environment", same blog): the gap between the fully loaded
-unit and the daily average is the unit's load and the routing of real traffic (the blog measures its
-own engine 15% slower with a real expert distribution than with perfectly balanced routing, 50,302
-against 59,337 at the profile's conditions), neither published for DeepSeek's service.
-Consistency of the published set: 608B input tokens / 24 h / 73.7k per prefill node = 95.5 nodes
-and 168B output tokens / 24 h / 14.8k per decode node = 131.4 nodes add up to 226.9, the published
-average occupancy of 226.75 nodes: the per-node figures are daily tokens over the average node
-counts, idle time in service included.
+at those conditions.
 
 Kernel group by group: `deepseek_profile_groups` runs the iteration model (one decode step, one
 prefill forward) at the conditions of each of DeepSeek's two serving profiles (decode: EP128, 128
@@ -45,7 +42,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from twin.core.scenario import SERVING, load_scenario
+from twin.core.specs import serving_tables
 from twin.serving.iteration import decode_step, prefill_forward
 from twin.serving.simulate import simulate
 
@@ -124,21 +124,253 @@ def crossings(points: tuple[CurvePoint, ...], target: float = H200_CLAIM_TOKENS_
     return out
 
 
-def deepseek_production(root) -> list[dict]:
-    """DeepSeek's prefill and decode figures beside the twin's, from the two scenarios under `root`."""
-    rows = []
-    for name in ("r1_serve_h800_prefill", "r1_serve_h800_decode"):
-        sc = load_scenario(root / "scenarios" / f"{name}.toml", kind=SERVING)
-        r = simulate(sc)
-        metric = "input_tokens_per_s_per_node" if "prefill" in name else "output_tokens_per_s_per_node"
-        claimed = DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE if "prefill" in name else DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE
-        pred = getattr(r, metric)
-        rows.append({"scenario": name, "metric": metric, "claimed": claimed, "predicted": pred,
-                     "rel_error": pred / claimed - 1.0, "concurrency": r.concurrency, "tpot_p50_s": r.tpot_s.p50,
-                     "ttft_p50_s": r.ttft_s.p50, "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request})
-    rows.append(deepseek_decode_at_published_load(root))
-    rows.append(deepseek_prefill_profile(root))
+# ---------------------------------------------------------------------------------------------
+# DeepSeek's published day (twin/data/serving_claims.toml [deepseek_day]; docs/notes/s14srv_rule.md)
+
+DECODE_CURVE_REQUESTS_PER_GPU = (40, 60, 80, 90, 100, 108)   # + the unit's memory limit
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class DayInterval:
+    """A stretch of DeepSeek's published day with one node count and one hourly load: `income_usd_per_h`
+    is the hour's theoretical income (its tokens at R1's list prices, rule assumption A1: proportional to
+    each role's tokens)."""
+
+    start_h: float
+    duration_h: float
+    income_usd_per_h: float
+    decode_nodes: float      # time-averaged over the interval
+    prefill_nodes: float
+
+
+def whole_unit_splits(nodes: int, decode_unit_nodes: int, prefill_unit_nodes: int) -> list[tuple[int, int]]:
+    """Every (decode units, prefill units) that make up `nodes` in whole units: 30 nodes with 18- and
+    4-node units -> [(1, 3)]; 68 -> [(0, 17), (2, 8)]."""
+    return [(a, (nodes - a * decode_unit_nodes) // prefill_unit_nodes) for a in range(nodes // decode_unit_nodes + 1)
+            if (nodes - a * decode_unit_nodes) % prefill_unit_nodes == 0]
+
+
+def unit_schedule(node_counts, decode_unit_nodes: int, prefill_unit_nodes: int) -> dict[int, tuple[int, int]]:
+    """(decode units, prefill units) at each node count of the schedule: the floor as the one split in
+    whole units with a decode unit in it, every step above it as the one split of the step size.
+    Raises ValueError where the figure leaves the split open (no step size, or not one split)."""
+    counts = sorted(set(node_counts))
+    floor = counts[0]
+    steps = {b - a for a, b in zip(counts, counts[1:])}
+    step = min(steps) if steps else 0
+    if not step or any(s % step for s in steps):
+        raise ValueError(f"node counts {counts}: no common step in whole units")
+    floor_splits = [s for s in whole_unit_splits(floor, decode_unit_nodes, prefill_unit_nodes) if s[0] >= 1]
+    step_splits = whole_unit_splits(step, decode_unit_nodes, prefill_unit_nodes)
+    if len(floor_splits) != 1 or len(step_splits) != 1:
+        raise ValueError(f"floor {floor} splits {floor_splits}, step {step} splits {step_splits}: not one each")
+    (fd, fp), (sd, sp) = floor_splits[0], step_splits[0]
+    return {n: (fd + (n - floor) // step * sd, fp + (n - floor) // step * sp) for n in counts}
+
+
+def deepseek_day(day: dict | None = None, per_hour: bool = True) -> tuple[DayInterval, ...]:
+    """The published day as intervals, each with its hour's income and its decode and prefill nodes
+    (whole units, `unit_schedule`). per_hour: the 24 hours, each with the time-averaged nodes of
+    its node steps (the income bars' resolution); otherwise cut also at every node step, each piece
+    with its hour's whole income rate (the rule's first reading: it puts an hour's load evenly on
+    both sides of a step, so the half hour after a step down carries the hour's mean load on the
+    fewer nodes; docs/notes/s14srv_rule.md, result)."""
+    day = day or serving_tables()["deepseek_day"]
+    steps = [(float(h), int(n)) for h, n in day["node_steps"]]
+    income = day["hourly_income_usd"]
+    units = unit_schedule([n for _, n in steps], day["decode_unit_nodes"], day["prefill_unit_nodes"])
+    cuts = sorted({float(h) for h in range(len(income) + 1)} | {h for h, _ in steps})
+    pieces = []
+    for a, b in zip(cuts, cuts[1:]):
+        d_units, p_units = units[[n for h, n in steps if h <= a][-1]]
+        pieces.append(DayInterval(a, b - a, float(income[int(a)]), d_units * day["decode_unit_nodes"],
+                                  p_units * day["prefill_unit_nodes"]))
+    if not per_hour:
+        return tuple(pieces)
+    hours = []
+    for h in range(len(income)):
+        inside = [q for q in pieces if int(q.start_h) == h]
+        hours.append(DayInterval(float(h), 1.0, float(income[h]), sum(q.duration_h * q.decode_nodes for q in inside),
+                                 sum(q.duration_h * q.prefill_nodes for q in inside)))
+    return tuple(hours)
+
+
+def _nodes(day, role: str) -> np.ndarray:
+    return np.array([i.decode_nodes if role == "decode" else i.prefill_nodes for i in day], dtype=float)
+
+
+def mean_nodes(day, role: str) -> float:
+    """Time-averaged deployed nodes of `role` ('decode' or 'prefill') over the day."""
+    d = np.array([i.duration_h for i in day])
+    return float((d * _nodes(day, role)).sum() / d.sum())
+
+
+def load_shape_per_node(day, role: str) -> np.ndarray:
+    """Each interval's load per deployed node of `role`, in income per node (the day's load shape)."""
+    return np.array([i.income_usd_per_h for i in day]) / _nodes(day, role)
+
+
+def day_average_per_node(day, role: str, per_node: np.ndarray) -> float:
+    """The 24 h average per deployed node of a per-interval rate per node: its node-hours' weighted
+    mean, every deployed node counted for its hours, busy or not (the published figures' reading)."""
+    w = np.array([i.duration_h for i in day]) * _nodes(day, role)
+    return float((w * per_node).sum() / w.sum())
+
+
+def published_per_node(day, role: str, tokens_per_day: float) -> np.ndarray:
+    """The published day's tokens of `role`, spread over the intervals by the load shape: tokens/s
+    per deployed node in each interval (their 24 h average is tokens / 86,400 s / mean nodes)."""
+    income = np.array([i.income_usd_per_h for i in day])
+    share_per_h = income / (np.array([i.duration_h for i in day]) * income).sum()
+    return tokens_per_day * share_per_h / SECONDS_PER_HOUR / _nodes(day, role)
+
+
+@dataclass(frozen=True)
+class SpeedCurve:
+    """The decode unit simulated at loads of `requests_per_gpu`: output tokens/s per node and the
+    per-user speed (1 / TPOT P50) at each; the last point is the unit's memory limit."""
+
+    requests_per_gpu: tuple[float, ...]
+    output_tokens_per_s_per_node: tuple[float, ...]
+    user_tokens_per_s: tuple[float, ...]
+
+    def speed_at(self, per_node) -> np.ndarray:
+        """Per-user speed at an output rate per node, piecewise linear between simulated loads."""
+        x = np.asarray(per_node, dtype=float)
+        y = np.array(self.output_tokens_per_s_per_node)
+        if np.any(np.diff(y) <= 0):
+            raise ValueError(f"output per node not rising with the load: {self.output_tokens_per_s_per_node}")
+        if np.any(x < y[0]) or np.any(x > y[-1] * (1 + 1e-9)):
+            raise ValueError(f"loads {x.min():,.0f}-{x.max():,.0f} tok/s per node outside the simulated "
+                             f"{y[0]:,.0f}-{y[-1]:,.0f}")
+        return np.interp(x, y, self.user_tokens_per_s)
+
+    def requests_per_gpu_at(self, per_node) -> np.ndarray:
+        return np.interp(np.asarray(per_node, dtype=float), self.output_tokens_per_s_per_node, self.requests_per_gpu)
+
+
+def decode_speed_curve(root, overrides=(), requests_per_gpu=DECODE_CURVE_REQUESTS_PER_GPU) -> SpeedCurve:
+    """The decode scenario with no TPOT target at each load of `requests_per_gpu`, then at its memory
+    limit: the most requests the unit's KV cache holds at once, each reserving its prompt, its whole
+    output and its drafted tokens (a disaggregated decoder admits a request only when all of it fits,
+    twin.serving.engine), i.e. KV capacity // (ISL + OSL + drafts). (The scenario's own bound,
+    max_batch_by_memory, counts the mean context: past the limit requests queue for KV.)"""
+    path = root / "scenarios" / f"{DEEPSEEK_DECODE_SCENARIO}.toml"
+    base = load_scenario(path, ["traffic.target_tpot_s=0", *overrides], SERVING)
+    s, gpus = base.serve, base.cluster.num_gpus
+
+    def run(concurrency: int):
+        return simulate(load_scenario(path, ["traffic.target_tpot_s=0", f"traffic.concurrency={concurrency}", *overrides], SERVING))
+
+    runs = [(float(b), run(round(b * gpus))) for b in requests_per_gpu]
+    instances = gpus // s.ep
+    per_instance = int(runs[-1][1].kv_capacity_tokens_per_instance // (s.input_len + s.output_len + s.mtp_draft_tokens))
+    if per_instance * instances <= requests_per_gpu[-1] * gpus:
+        raise ValueError(f"the KV cache holds {per_instance * instances / gpus:.1f} requests per GPU, not more than "
+                         f"the curve's last load ({requests_per_gpu[-1]})")
+    runs.append((per_instance * instances / gpus, run(per_instance * instances)))
+    return SpeedCurve(tuple(float(b) for b, _ in runs), tuple(r.output_tokens_per_s_per_node for _, r in runs),
+                      tuple(1.0 / r.tpot_s.p50 for _, r in runs))
+
+
+def mean_user_speed(day, per_node: np.ndarray, curve: SpeedCurve) -> float:
+    """Per-user speed averaged over the day's output tokens (each token once; rule reading 4)."""
+    w = np.array([i.duration_h for i in day]) * _nodes(day, "decode") * per_node
+    return float((w * curve.speed_at(per_node)).sum() / w.sum())
+
+
+def decode_load_for_speed(day, curve: SpeedCurve, user_tokens_per_s: float) -> tuple[np.ndarray, bool]:
+    """Output tokens/s per decode node in each interval, the day's load shape scaled so that the
+    output-weighted mean speed is `user_tokens_per_s`, or, where the unit cannot slow to it within
+    memory, so that the busiest interval runs at the memory limit (rule A3). Returns the loads and
+    whether the cap bound. Bisection: the mean speed falls as the load rises."""
+    shape = load_shape_per_node(day, "decode")
+    k_cap = curve.output_tokens_per_s_per_node[-1] / shape.max()
+    if mean_user_speed(day, k_cap * shape, curve) >= user_tokens_per_s:
+        return k_cap * shape, True
+    lo, hi = curve.output_tokens_per_s_per_node[0] / shape.min(), k_cap
+    if mean_user_speed(day, lo * shape, curve) < user_tokens_per_s:
+        raise ValueError(f"{user_tokens_per_s} tok/s per user is faster than the lightest simulated load gives")
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mean_user_speed(day, mid * shape, curve) >= user_tokens_per_s else (lo, mid)
+    return lo * shape, False
+
+
+def prefill_load_at_capacity(day, capacity_per_node: float) -> np.ndarray:
+    """Input tokens/s per prefill node in each interval: the busiest at the fully loaded unit's rate,
+    the others at the day's load shape (rule A3; no prefill latency is published)."""
+    shape = load_shape_per_node(day, "prefill")
+    return capacity_per_node * shape / shape.max()
+
+
+def _fully_loaded(root, name: str):
+    return simulate(load_scenario(root / "scenarios" / f"{name}.toml", kind=SERVING))
+
+
+def deepseek_day_rows(root, day=None, curve: SpeedCurve | None = None) -> list[dict]:
+    """DeepSeek's two per-node figures and its per-user speed against the twin's 24 h averages over
+    the published day (docs/notes/s14srv_rule.md)."""
+    day = day or deepseek_day()
+    table = serving_tables()["deepseek_day"]
+    curve = curve or decode_speed_curve(root)
+    user = sum(DEEPSEEK_USER_TOKENS_PER_S) / 2
+    pre_full = _fully_loaded(root, DEEPSEEK_PREFILL_SCENARIO).input_tokens_per_s_per_node
+    pre = prefill_load_at_capacity(day, pre_full)
+    pre_avg = day_average_per_node(day, "prefill", pre)
+    dec, capped = decode_load_for_speed(day, curve, user)
+    dec_avg = day_average_per_node(day, "decode", dec)
+    published = published_per_node(day, "decode", table["output_tokens"])
+    speed_pub = mean_user_speed(day, published, curve)
+    common = {"ttft_p50_s": float("nan"), "day_mean_decode_nodes": mean_nodes(day, "decode"),
+              "day_mean_prefill_nodes": mean_nodes(day, "prefill")}
+    return [
+        {"scenario": DEEPSEEK_PREFILL_SCENARIO, "metric": "input_tokens_per_s_per_node", "claimed": DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE,
+         "predicted": pre_avg, "rel_error": pre_avg / DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE - 1.0,
+         "conditions": "24 h average over the published day: busiest interval fully loaded, the others at the day's load shape",
+         "fully_loaded_per_node": pre_full, "busiest_to_mean_load": float(pre.max() / pre_avg),
+         "concurrency": float("nan"), "tpot_p50_s": float("nan"), "output_tokens_per_s_per_request": float("nan"), **common},
+        {"scenario": DEEPSEEK_DECODE_SCENARIO, "metric": "output_tokens_per_s_per_node", "claimed": DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE,
+         "predicted": dec_avg, "rel_error": dec_avg / DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE - 1.0,
+         "conditions": ("24 h average over the published day at the load giving 21 tok/s per user"
+                        + (", capped: the busiest interval at the memory limit" if capped else "")),
+         "memory_capped": capped, "fully_loaded_per_node": curve.output_tokens_per_s_per_node[-1],
+         "memory_limit_requests_per_gpu": curve.requests_per_gpu[-1],
+         "day_mean_user_tokens_per_s": mean_user_speed(day, dec, curve),
+         "concurrency": day_average_per_node(day, "decode", curve.requests_per_gpu_at(dec)),
+         "busiest_requests_per_gpu": float(curve.requests_per_gpu_at(dec).max()),
+         "tpot_p50_s": 1.0 / mean_user_speed(day, dec, curve), "output_tokens_per_s_per_request": mean_user_speed(day, dec, curve), **common},
+        {"scenario": f"{DEEPSEEK_DECODE_SCENARIO} at the published load", "metric": "output_tokens_per_s_per_user",
+         "claimed": user, "claimed_range": DEEPSEEK_USER_TOKENS_PER_S, "predicted": speed_pub, "rel_error": speed_pub / user - 1.0,
+         "rel_error_range": tuple(speed_pub / v - 1.0 for v in DEEPSEEK_USER_TOKENS_PER_S),
+         "conditions": "the published output (168B) over the day's load shape and decode nodes, interval by interval",
+         "output_tokens_per_s_per_node": day_average_per_node(day, "decode", published),
+         "concurrency": day_average_per_node(day, "decode", curve.requests_per_gpu_at(published)),
+         "tpot_p50_s": 1.0 / speed_pub, "output_tokens_per_s_per_request": speed_pub, **common},
+    ]
+
+
+MTP_CURVE_REQUESTS_PER_GPU = (20, 30, 40, 60, 80, 100)   # MTP's faster steps carry the day's output at fewer requests
+
+
+def deepseek_sensitivity(root) -> list[dict]:
+    """The day rows under the readings the rule names but does not adopt (docs/notes/s14srv_rule.md):
+    the node steps cut inside the hour with each hour's load spread evenly on both sides
+    ('sub-hour'), and MTP on (one drafted token at serve.mtp_acceptance_frac, V3 report §5.4.3's
+    85%; the post does not say). Reported beside the adopted rows, never the figure."""
+    curve = decode_speed_curve(root)
+    mtp = decode_speed_curve(root, ("serve.mtp_draft_tokens=1",), MTP_CURVE_REQUESTS_PER_GPU)
+    rows = [{**r, "reading": "sub-hour intervals"} for r in deepseek_day_rows(root, deepseek_day(per_hour=False), curve)]
+    rows += [{**r, "reading": "MTP on (1 drafted token, 85% accepted)"} for r in deepseek_day_rows(root, curve=mtp)[1:]]
     return rows
+
+
+def deepseek_production(root) -> list[dict]:
+    """DeepSeek's published serving figures beside the twin's under their conditions: the two
+    per-node figures and the per-user speed over the published day (`deepseek_day_rows`), and
+    DeepSeek's prefill profile (`deepseek_prefill_profile`)."""
+    return [*deepseek_day_rows(root), deepseek_prefill_profile(root)]
 
 
 def deepseek_prefill_profile(root) -> dict:
@@ -151,6 +383,7 @@ def deepseek_prefill_profile(root) -> dict:
     claimed = DEEPSEEK_PROFILE_PREFILL_TOKENS_PER_S_PER_NODE
     return {"scenario": f"{DEEPSEEK_PREFILL_SCENARIO} at DeepSeek's profile conditions", "metric": "input_tokens_per_s_per_node",
             "claimed": claimed, "predicted": pred, "rel_error": pred / claimed - 1.0, "concurrency": r.concurrency,
+            "conditions": "4K prompts, no cache hits, 16K tokens per GPU, balanced routing, fully loaded",
             "tpot_p50_s": r.tpot_s.p50, "ttft_p50_s": r.ttft_s.p50,
             "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request}
 
@@ -159,25 +392,6 @@ def published_decode_concurrency(user_tokens_per_s: float) -> int:
     """Requests decoding at once in DeepSeek's decode unit on the 24 h average, by Little's law:
     the unit's output rate (14.8k per node x 18 nodes) over the per-user speed."""
     return round(DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE * DEEPSEEK_DECODE_NODES / user_tokens_per_s)
-
-
-def deepseek_decode_at_published_load(root, user_tokens_per_s: float = sum(DEEPSEEK_USER_TOKENS_PER_S) / 2) -> dict:
-    """The decode scenario at the load DeepSeek's figures imply (published_decode_concurrency, at
-    the middle of 20-22 tokens/s by default) instead of the per-user speed target: the twin's
-    per-user speed there against the published one (its output per node is the same comparison,
-    concurrency x speed)."""
-    c = published_decode_concurrency(user_tokens_per_s)
-    sc = load_scenario(root / "scenarios" / f"{DEEPSEEK_DECODE_SCENARIO}.toml",
-                       ["traffic.target_tpot_s=0", f"traffic.concurrency={c}"], SERVING)
-    r = simulate(sc)
-    speed = 1.0 / r.tpot_s.p50
-    return {"scenario": f"{DEEPSEEK_DECODE_SCENARIO} at the published load", "metric": "output_tokens_per_s_per_user",
-            "claimed": user_tokens_per_s, "claimed_range": DEEPSEEK_USER_TOKENS_PER_S, "predicted": speed,
-            "rel_error": speed / user_tokens_per_s - 1.0,
-            "rel_error_range": tuple(speed / v - 1.0 for v in DEEPSEEK_USER_TOKENS_PER_S),
-            "concurrency": r.concurrency, "tpot_p50_s": r.tpot_s.p50, "ttft_p50_s": r.ttft_s.p50,
-            "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request,
-            "output_tokens_per_s_per_node": r.output_tokens_per_s_per_node}
 
 
 def deepseek_profile_groups(root, phase: str) -> dict:
