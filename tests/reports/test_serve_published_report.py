@@ -7,7 +7,10 @@ from reports import serve_published as sp
 from twin.serving.published import CurvePoint
 
 
-def test_report_shows_deepseeks_profiles_group_by_group(tmp_path, monkeypatch):
+def test_report_shows_the_day_averages_and_deepseeks_profiles_group_by_group(tmp_path, monkeypatch):
+    """DeepSeek's rows are 24 h averages over the published day (its node counts in the prose); the
+    readings the rule names but does not adopt (sub-hour intervals, MTP on) get their own table; the
+    profiles come group by group."""
     pts = (CurvePoint(1024, 1024, 16, 3000.0, 0.04, 0.2, 0), CurvePoint(1024, 1024, 64, 5000.0, 0.05, 0.3, 0))
     monkeypatch.setattr(sp, "h200_curve", lambda: pts)
     sp.build(tmp_path)
@@ -17,3 +20,8 @@ def test_report_shows_deepseeks_profiles_group_by_group(tmp_path, monkeypatch):
     assert "| attention core |" in md and "| span per layer |" in md and "| tokens/s per node |" in md
     result = json.loads((tmp_path / "result.json").read_text())
     assert [r["phase"] for r in result["deepseek_profiles"]] == ["decode", "prefill"]
+    assert "131.25 decode and 95.50 prefill nodes on average" in md and "## Readings not adopted" in md
+    assert [r["scenario"] for r in result["deepseek"]][:2] == ["r1_serve_h800_prefill", "r1_serve_h800_decode"]
+    assert {r["reading"] for r in result["deepseek_readings_not_adopted"]} == {
+        "sub-hour intervals", "MTP on (1 drafted token, 85% accepted)"}
+
