@@ -42,6 +42,15 @@ def plot_curve(points: list[dict]):
     return fig
 
 
+def _load(row: dict) -> str:
+    """A row's load in words: requests per GPU on the day's mean (day rows: decode only), prompts in
+    flight (a fully loaded prefill run), or n/a."""
+    c = row["concurrency"]
+    if c != c:   # NaN: the prefill day row sets no request count
+        return pg.NA
+    return f"{pg.sig(c)} requests per GPU (day mean)" if "day_mean_decode_nodes" in row else f"{c:,} prompts in flight"
+
+
 def build(out_dir: str | Path) -> list[Path]:
     ds = deepseek_production(ROOT)
     points = h200_curve()
@@ -53,10 +62,10 @@ def build(out_dir: str | Path) -> list[Path]:
     p.para("Predicted by the request simulation from first principles and the calibrated profiles; never fitted. "
            "Conditions: scenarios/r1_serve_h800_prefill.toml and r1_serve_h800_decode.toml state them and the assumptions.")
     p.section("DeepSeek's online service (H800)").table(
-        ["scenario", "figure", "published", "twin", "error", "conditions", "requests per GPU (day mean)", "tokens/s per user"],
+        ["scenario", "figure", "published", "twin", "error", "conditions", "load", "tokens/s per user"],
         [[r["scenario"], r["metric"].replace("_", " "), pg.number(r["claimed"]), pg.number(r["predicted"]),
-          pg.pct(r["rel_error"], signed=True), r["conditions"], pg.sig(r["concurrency"]),
-          pg.sig(r["output_tokens_per_s_per_request"])] for r in ds])
+          pg.pct(r["rel_error"], signed=True), r["conditions"], _load(r), pg.sig(r["output_tokens_per_s_per_request"])]
+         for r in ds])
     day = ds[0]
     p.para("The published per-node figures are each role's daily tokens over the time-averaged count of its deployed "
            "nodes: the post's node-count figure steps by 30 nodes, one 18-node decode unit and three 4-node prefill "
