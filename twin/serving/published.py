@@ -196,7 +196,12 @@ def deepseek_day(day: dict | None = None, per_hour: bool = True) -> tuple[DayInt
     return tuple(hours)
 
 
+ROLES = ("decode", "prefill")
+
+
 def _nodes(day, role: str) -> np.ndarray:
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: allowed {', '.join(ROLES)}")
     return np.array([i.decode_nodes if role == "decode" else i.prefill_nodes for i in day], dtype=float)
 
 

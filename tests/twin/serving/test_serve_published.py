@@ -91,6 +91,8 @@ def test_day_average_counts_every_deployed_node_for_its_hours():
     assert list(load_shape_per_node(day, "decode")) == [50.0, 50.0]
     # prefill: 100 / 4 then 50 / 4 per node; the busiest hour at capacity 1,000, the other at half
     assert list(prefill_load_at_capacity(day, 1000.0)) == pytest.approx([1000.0, 500.0])
+    with pytest.raises(ValueError, match="allowed decode, prefill"):
+        load_shape_per_node(day, "train")
 
 
 def test_decode_load_meets_the_speed_or_stops_at_the_memory_limit():
