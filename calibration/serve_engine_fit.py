@@ -752,8 +752,8 @@ def fit_sessions(folder: Path) -> dict[str, dict]:
 # Outcome (h200, h200x2, h100, h100x2 s13srv records): beta 1.082, p_ref real-serve-h100-ep1 7.08 us,
 # -h100-ep2 8.42 us, -h200-ep1 7.38 us, -h200-ep2 10.21 us; held out (committed 80 + s13srv 110) 118 -> 142
 # of 190 met, median |error| 9.20% -> 5.98%; s13srv fit runs 43 -> 80 of 120; committed checks unchanged
-# (no probe: the fit host); hosts never fitted (s13srv_round2: a second 2xH200, one GPU of a 4xH100)
-# 30 -> 62 of 90
+# (no probe: the fit host); hosts never fitted (s13srv_round2: a second 2xH200, one GPU of a 4xH100;
+# s14srv_newhost_20261127_0135: a 2xH100 machine, one GPU and EP2) 50 -> 98 of 145
 HOST_SPEED = True
 SUBDIR = "s13srv"
 # the table's host terms the fit scales (the twin scales these and the loop, wake and issue terms:

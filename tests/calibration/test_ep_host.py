@@ -158,7 +158,8 @@ def test_measured_and_twin_groups_cut_a_layer_alike():
     assert t[1]["after"] == 9.0
 
 
-# ---- the committed records (s13ep's rule: D adopted on the 2xH200 folder, which carries the marks)
+# ---- the committed records (s13ep's rule: D adopted on the 2xH200 folder, and since s14ep on the 2xH100
+# folder, each carrying the marks of a host run of its own machine kind)
 
 COMMITTED = Path(__file__).resolve().parents[2] / "calibration/measurements"
 
@@ -171,19 +172,21 @@ def _profile(gpu, folder):
     return with_measured_collectives(prof, folder)
 
 
-def test_committed_terms_lengthen_the_2xh200_ep_forward_by_what_they_add(monkeypatch):
+@pytest.mark.parametrize("name,gpu", [("h200x2", "h200"), ("h100x2", "h100")])
+def test_committed_terms_lengthen_the_ep_forward_by_what_they_add(monkeypatch, name, gpu):
     from calibration.ep_host_compare import twin_forward_of
-    folder = COMMITTED / "h200x2"
-    prof = _profile("h200", folder)
-    rates = pipe.measured_host_s(folder, "h200", prof, pipe.measured_accumulate(folder, "h200"))
+    folder = COMMITTED / name
+    prof = _profile(gpu, folder)
+    rates = pipe.measured_host_s(folder, gpu, prof, pipe.measured_accumulate(folder, gpu))
     terms = {k: rates[k] for k in pipe.EP_HOST_TERMS}
-    # an all-to-all call costs the host several launches (s13ep: ~140-180 us against 28 us a launch)
+    # an all-to-all call costs the host several launches (s13ep: ~140-180 us against 28 us a launch on
+    # the 2xH200, s14ep: ~160-190 us against 25 us on the 2xH100)
     assert rates["fwd"] < terms["ep_counts_a2a"] < 1e-3 and rates["fwd"] < terms["ep_tokens_a2a"] < 1e-3
     cfg = dict(model="v2-lite-slice", schedule="1f1b", pp=1, ep=2, num_microbatches=1, micro_batch_seqs=1,
                seq_len=4096, precision="bf16")
-    on = twin_forward_of(folder, "h200", cfg)
+    on = twin_forward_of(folder, gpu, cfg)
     monkeypatch.setattr(pipe, "ADOPT_EP_HOST_TERMS", False)
-    off = twin_forward_of(folder, "h200", cfg)
+    off = twin_forward_of(folder, gpu, cfg)
     moe_layers = 7                                           # v2-lite-slice x 8 layers: the first is dense
     added = moe_layers * (terms["ep_counts_a2a"] + 2 * terms["ep_tokens_a2a"] - 3 * rates["fwd"]
                           + terms["ep_send_sync"] + terms["ep_recv_sync"])
@@ -192,9 +195,11 @@ def test_committed_terms_lengthen_the_2xh200_ep_forward_by_what_they_add(monkeyp
 
 
 def test_folders_without_marks_take_no_terms():
-    folder = COMMITTED / "h100x2"
+    folder = COMMITTED / "h100x4"                      # PP2 x EP2 records; no host-marks run of that host
+    assert not (folder / "ep_host_marks.csv.gz").exists()
     prof = _profile("h100", folder)
     rates = pipe.measured_host_s(folder, "h100", prof, pipe.measured_accumulate(folder, "h100"))
+    assert rates and "fwd" in rates
     assert not set(pipe.EP_HOST_TERMS) & set(rates)
 
 
@@ -259,10 +264,11 @@ def test_validation_passes_the_folder_terms_to_the_ep_rows_under_the_flag(tmp_pa
     assert seen == [tmp_path] and 4.5e-3 < on - off < 5e-3     # 5 ms less the launches replaced
 
 
-def test_the_2xh200_folder_terms_are_its_steps_terms():
-    folder = COMMITTED / "h200x2"
-    prof = _profile("h200", folder)
-    terms = pipe.folder_ep_terms(folder, "h200", prof)
-    rates = pipe.measured_host_s(folder, "h200", prof, pipe.measured_accumulate(folder, "h200"))
+@pytest.mark.parametrize("name,gpu", [("h200x2", "h200"), ("h100x2", "h100")])
+def test_the_marked_folders_terms_are_their_steps_terms(name, gpu):
+    folder = COMMITTED / name
+    prof = _profile(gpu, folder)
+    terms = pipe.folder_ep_terms(folder, gpu, prof)
+    rates = pipe.measured_host_s(folder, gpu, prof, pipe.measured_accumulate(folder, gpu))
     assert set(terms) == set(pipe.EP_HOST_TERMS) and terms == {k: rates[k] for k in pipe.EP_HOST_TERMS}
-    assert pipe.folder_ep_terms(COMMITTED / "h100x2", "h100", _profile("h100", COMMITTED / "h100x2")) == {}
+    assert pipe.folder_ep_terms(COMMITTED / "h100x4", "h100", _profile("h100", COMMITTED / "h100x4")) == {}

@@ -161,7 +161,10 @@ MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step", "moe_layer"), ("h10
 #   22:54 UTC) showed the step paced by the slower rank's host, whose forward spends ~0.43 ms a MoE
 #   layer in the three all-to-all calls (140-180 us each, where the twin charged one launch, 28 us)
 #   and ~0.1 ms in the .tolist() round trips; those host costs, measured on the pacing rank of the
-#   run's fitting split, are the twin's since (calibration.pipeline.ADOPT_EP_HOST_TERMS).
+#   run's fitting split, are the twin's since (calibration.pipeline.ADOPT_EP_HOST_TERMS). On 2xH100
+#   since s14ep (the same campaign on a 2xH100 machine, 01:34 UTC, its marks in h100x2/: 157.5 / 194.2
+#   us a counts / token call): held out -0.86% -> +0.58% (all three steps: median 0.9% -> 2.2%, P90
+#   2.1% -> 3.5%; fitting +0.8% -> +2.2% at 1, +2.4% -> +3.9% at 4).
 MULTI_NOT_MET: dict = {("h200", "moe_layer", 2): (0.038, 0.114)}
 
 
