@@ -485,13 +485,17 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 # un-sort of the (token, slot) rows (real/model.py MoE.routed with an ep_group);
 # (B) dispatch's and combine's row gathers at the rate the profiler measured for torch's
 # vectorized_gather_kernel (Profile.eager vectorized_gather_eff, calibration.layer_gaps).
-ADOPT_EP_LOCAL_EXPERTS_ONLY = False
+# s14epl (docs/notes/s14epl_rule.md, rule committed before the held-out figures of its new term):
+# A adopted with (a) below (candidate alpha; its figures were known from s13epl, disclosed there);
+# B stays off.
+ADOPT_EP_LOCAL_EXPERTS_ONLY = True
 ADOPT_EP_ROW_GATHER = False
 # s13epl (docs/notes/s13epl_rule.md, rule committed before the held-out figures under it): the ep.csv
 # rows (dispatch, combine, the EP MoE layer forward and backward) run real/ep.py's very calls on the
 # host whose steps take the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so
-# they take the same terms (calibration.validate passes the folder's to predict_ep_row)
-ADOPT_EP_LAYER_HOST_TERMS = False
+# they take the same terms (calibration.validate passes the folder's to predict_ep_row); adopted
+# with A by s14epl's rule
+ADOPT_EP_LAYER_HOST_TERMS = True
 
 
 def _row_gather(e: Eager, bytes_: float, kernels: int = 1) -> None:
