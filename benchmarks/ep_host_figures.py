@@ -11,6 +11,9 @@ tests/calibration/test_whole_runs.py's tolerance.
 FLAG: a module-level ADOPT_* name of calibration.pipeline or calibration.whole_step.
 --fit-only: only the fitting split's ep_step rows (what may be looked at before a rule is committed).
 --folder: other records folders (a campaign's fresh run) in place of the committed four.
+--kernel-classes: only s14epl's clause 5 (fitting split, 2xH200): the twin / profiled kernel time of
+the EP2 steps' forward memory and forward and backward grouped-GEMM classes (mean over ranks and
+micro-batch counts) beside the PP2 fitting steps' median ratio of the same class.
 """
 
 from __future__ import annotations
@@ -64,6 +67,37 @@ def _idle_misses(pipelines: list[dict]) -> tuple[int, int]:
     return miss, total
 
 
+def kernel_class_ratios(cases: list[dict]) -> dict:
+    """(layout "ep" | "pp", side "F" | "B", component) -> [twin / profiled] per fitting case and rank
+    (calibration.pipeline.op_components; B sums the BW, B and W ops)."""
+    ratios: dict = {}
+    for c in cases:
+        r = c["row"]
+        if str(r.get("split")) != "fit" or c.get("measured_kernels") is None or not len(c["measured_kernels"]):
+            continue
+        layout = "ep" if int(r.get("ep", 1) or 1) > 1 else "pp"
+        sums: dict = {}
+        for x in pipe.op_components(c):
+            side = "F" if x["kind"] == "F" else "B" if x["kind"] in ("BW", "B", "W") else None
+            if side is None or x["component"] not in ("memory", "grouped_gemm"):
+                continue
+            m, t = sums.get((x["rank"], side, x["component"]), (0.0, 0.0))
+            sums[x["rank"], side, x["component"]] = (m + x["measured_s"], t + x["twin_s"])
+        for (_, side, comp), (m, t) in sums.items():
+            if m > 0:
+                ratios.setdefault((layout, side, comp), []).append(t / m)
+    return ratios
+
+
+def print_kernel_classes(profile) -> None:
+    ratios = kernel_class_ratios(pipe.predict_folder(rec.MEASUREMENTS_DIR / "h200x2", "h200", profile))
+    for side, comp in (("F", "memory"), ("F", "grouped_gemm"), ("B", "grouped_gemm")):
+        ep, pp = ratios.get(("ep", side, comp), []), ratios.get(("pp", side, comp), [])
+        if ep and pp:
+            print(f"  {side} {comp}: EP2 {np.mean(ep):.3f}, PP2 median {np.median(pp):.3f} "
+                  f"(distance {abs(np.mean(ep) - np.median(pp)):.3f})")
+
+
 def main(argv: list[str]) -> int:
     fit_only = "--fit-only" in argv
     folders = {rec.MEASUREMENTS_DIR / f: g for f, g in FOLDERS.items()}
@@ -71,6 +105,10 @@ def main(argv: list[str]) -> int:
     if extra:
         folders = {Path(p): (g, int(n)) for p, g, n in (x.split(":") for x in extra)}
     _set_flags([a for i, a in enumerate(argv) if not a.startswith("--") and (i == 0 or argv[i - 1] != "--folder")])
+    if "--kernel-classes" in argv:
+        prof, _ = load_fitted_profile("h200", rec.load_records("h200"), PROFILES_DIR)
+        print_kernel_classes(prof)
+        return 0
     profiles: dict = {}
     for path, (gpu, n) in folders.items():
         if not path.is_dir():

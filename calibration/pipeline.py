@@ -113,15 +113,18 @@ class StageOps:
 
 def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
-              accumulate: dict | None = None, host: dict | None = None) -> StageOps:
+              accumulate: dict | None = None, host: dict | None = None,
+              ep_rows: dict | None = None) -> StageOps:
     """F, B and W op lists of one micro-batch on one model stage; `host`: the host seconds per
     launched kernel of the pipeline's own ops where measured (`measured_host_s`), else the
-    profile's (Profile.eager host_s of layer records)."""
+    profile's (Profile.eager host_s of layer records); `ep_rows`: layer -> the most loaded EP
+    rank's received rows per local expert (ep_layer_rows); balanced where absent."""
     T, D, Y = B * S, spec.hidden_size, spec.vocab_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads=True)
     if first:
         f.gather(2 * T * D * BF16_BYTES)
-    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True, ep=ep) for i in layers]
+    blocks = [block_ops(spec, i, B, S, label, gpu, profile, split_weight_grads=True, ep=ep,
+                        ep_local_rows=(ep_rows or {}).get(i)) for i in layers]
     for bf, _ in blocks:
         f.extend(bf)
     if last:
@@ -247,6 +250,52 @@ def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
     cases of the same folder take these (calibration.whole_step.ADOPT_EP_LAYER_HOST_TERMS, s13epl)."""
     host = measured_host_s(Path(folder), gpu, profile, measured_accumulate(Path(folder), gpu)) or {}
     return {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+
+
+# s14epl (docs/notes/s14epl_rule.md, rule committed before the held-out figures under it): each MoE
+# layer of an EP step or pipeline waits, at its dispatch's and combine's all-to-alls (forward and
+# backward), for the EP rank that received the most rows; the twin's one representative rank then
+# runs that rank's local experts on its measured rows per expert (each expert's rows padded to the
+# grouped GEMM's row tile: balanced counts sit on an exact tile multiple, 768 rows = 6 tiles for
+# V2-Lite's 32 local experts at 4,096 tokens, where any real spread pads every expert), as the
+# ep.csv layer cases run their measured max_rank_rows. The rows come from the run's own routing
+# records (pipeline_routing.csv: each rank's routed tokens per layer and expert over the timed
+# step), an input of the workload like the layer cases' routing; nothing fitted.
+ADOPT_EP_ROUTED_ROWS = False
+
+
+def ep_layer_rows(routing: pd.DataFrame, row, top_k: int) -> dict[int, np.ndarray]:
+    """layer -> rows per local expert of the EP rank that received the most rows in a micro-batch,
+    for the configuration of `row` (pipeline_step's) in a folder's pipeline_routing records; {}
+    where the records lack it or ep == 1. An EP group is the ranks holding one model stage's chunk
+    (global rank = dp_rank * pp + pp_rank: the same rank % pp and chunk); its rank j holds experts
+    [j E/ep, (j+1) E/ep) and receives every member's tokens routed to them. The records sum a step's
+    micro-batches: each group's counts are scaled to one micro-batch (the group's routed rows = ep x
+    the micro-batch's tokens x `top_k`), so with several micro-batches the spread is the step's, a lower bound on each
+    micro-batch's. A layer held by several groups (DualPipe's two directions) takes the group whose
+    most loaded rank received the most."""
+    ep, pp = int(row.get("ep", 1) or 1), int(row["pp"])
+    if ep <= 1 or routing is None or routing.empty:
+        return {}
+    sel = ops_of(row, routing)
+    if sel.empty:
+        return {}
+    E = int(sel["expert"].max()) + 1
+    El = E // ep
+    per_mb = int(row["micro_batch_seqs"]) * int(row["seq_len"])
+    out: dict[int, np.ndarray] = {}
+    sel = sel.assign(group=sel["rank"].astype(int) % pp)
+    for (layer, _, _), g in sel.groupby(["layer", "group", "chunk"]):
+        per_expert = g.groupby("expert")["tokens_per_step"].sum().reindex(range(E), fill_value=0).to_numpy(float)
+        if per_expert.sum() <= 0:
+            continue
+        per_expert = per_expert * (ep * per_mb * top_k) / per_expert.sum()
+        owners = per_expert.reshape(ep, El)
+        rows = owners[int(np.argmax(owners.sum(axis=1)))]
+        best = out.get(int(layer))
+        if best is None or rows.sum() > best.sum():
+            out[int(layer)] = rows
+    return out
 
 
 # s12ep2 (docs/notes/s12ep2_rule.md, rule committed before the held-out figures under it): the
@@ -672,7 +721,8 @@ def _spec_of(row):
 
 
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
-                 host: dict | None = None, host_by_rank: dict | None = None) -> tuple[PipelineResult, float, dict]:
+                 host: dict | None = None, host_by_rank: dict | None = None,
+                 ep_rows: dict | None = None) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
     `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback;
     `host`: the pipeline's measured host seconds per launch (measured_host_s), None for the
@@ -689,7 +739,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     if host and pp == 1 and ep > 1 and "fwd_ep" in host:      # ADOPT_EP_FWD_HOST_RATE (s12ep2)
         host = {**host, "fwd": host["fwd_ep"]}
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                        accumulate_frac=(n - 1) / n, accumulate=accumulate, host=host)
+                        accumulate_frac=(n - 1) / n, accumulate=accumulate, host=host, ep_rows=ep_rows)
            for s, layers in enumerate(stages)}
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
@@ -700,7 +750,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
             if r >= pp:
                 continue
             mine = {s: stage_ops(spec, stages[s], s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                                 accumulate_frac=(n - 1) / n, accumulate=accumulate, host=rates)
+                                 accumulate_frac=(n - 1) / n, accumulate=accumulate, host=rates, ep_rows=ep_rows)
                     for s in sorted({schedule.stage_of(r, c) for c in range(schedule.num_chunks)})}
             rank_ops[r] = (mine, rates.get("between_ops", 0.0))
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
@@ -883,10 +933,13 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False)
     host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
     kpath = Path(folder) / "pipeline_op_kernels.csv"
     kernels = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
+    rpath = Path(folder) / "pipeline_routing.csv"
+    routing = read_csv(rpath) if ADOPT_EP_ROUTED_ROWS and csv_exists(rpath) else pd.DataFrame()
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host, host_by_rank)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host, host_by_rank,
+                                            ep_layer_rows(routing, row, _spec_of(row).top_k))
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_reps = measured_idle_by_rep_s(meas_ops) if not meas_ops.empty else {}
         idle_meas = {r: float(np.median(v)) for r, v in idle_reps.items()}

@@ -102,11 +102,14 @@ def balanced_counts(spec, tokens: int) -> np.ndarray:
 
 
 def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
-              training: bool = True, split_weight_grads: bool = False, ep: int = 1) -> tuple[Eager, Eager]:
+              training: bool = True, split_weight_grads: bool = False, ep: int = 1,
+              ep_local_rows=None) -> tuple[Eager, Eager]:
     """One real/model.py Block (norm, MLA, residual, norm, dense FFN or MoE, residual): forward
     and backward eager op lists (with split_weight_grads, the backward's weight-gradient work in
-    its w_ops); with ep > 1 the MoE's experts are spread over `ep` ranks (ep_moe_ops, balanced
-    loads: each rank receives as many rows as it sends)."""
+    its w_ops); with ep > 1 the MoE's experts are spread over `ep` ranks (ep_moe_ops): balanced
+    loads (each rank receives as many rows as it sends, evenly over its experts), or
+    `ep_local_rows`, the rows per local expert of the most loaded rank (measured:
+    calibration.pipeline.ep_layer_rows, where adopted)."""
     T, D = B * S, spec.hidden_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     _rmsnorm(f, T, D)
@@ -118,8 +121,9 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     if is_moe:
         _gate_fwd(f, spec, T)
         if ep > 1:
-            ef, eb = ep_moe_ops(spec, T, ep, float(T * spec.top_k), label, gpu, profile, split_weight_grads,
-                                gate_grad=True)
+            rows_in = float(np.sum(ep_local_rows)) if ep_local_rows is not None else float(T * spec.top_k)
+            ef, eb = ep_moe_ops(spec, T, ep, rows_in, label, gpu, profile, split_weight_grads, gate_grad=True,
+                                local_counts=ep_local_rows)
         else:
             ef, eb = moe_layer_ops(spec, T, balanced_counts(spec, T), label, gpu, profile, split_weight_grads,
                                    gate_grad=True)
@@ -481,12 +485,18 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 # un-sort of the (token, slot) rows (real/model.py MoE.routed with an ep_group);
 # (B) dispatch's and combine's row gathers at the rate the profiler measured for torch's
 # vectorized_gather_kernel (Profile.eager vectorized_gather_eff, calibration.layer_gaps).
+# s14epl (docs/notes/s14epl_rule.md, rule committed before the held-out figures of its new term):
+# A with (a) below (candidate alpha) passed that rule, but alpha's figures were known from s13epl
+# before the rule was written and the rule relaxed s13epl's 2xH100 clause that alpha fails (-0.86 ->
+# -3.27%), so the lead kept both off (not a blind test); B stays off. Next: the twin-wide GEMM clock
+# offset s14epl found, then A re-judged under a rule written first.
 ADOPT_EP_LOCAL_EXPERTS_ONLY = False
 ADOPT_EP_ROW_GATHER = False
 # s13epl (docs/notes/s13epl_rule.md, rule committed before the held-out figures under it): the ep.csv
 # rows (dispatch, combine, the EP MoE layer forward and backward) run real/ep.py's very calls on the
 # host whose steps take the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so
-# they take the same terms (calibration.validate passes the folder's to predict_ep_row)
+# they take the same terms (calibration.validate passes the folder's to predict_ep_row); kept off
+# with A (see above)
 ADOPT_EP_LAYER_HOST_TERMS = False
 
 
@@ -577,14 +587,17 @@ def predict_ep_row(row, gpu: GPUSpec, profile, ep_terms: dict | None = None) -> 
 
 
 def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpec, profile,
-               split_weight_grads: bool = False, gate_grad: bool = False) -> tuple[Eager, Eager]:
+               split_weight_grads: bool = False, gate_grad: bool = False,
+               local_counts=None) -> tuple[Eager, Eager]:
     """real/model.py MoE.routed with an EP group of `world` ranks (real/ep.py): dispatch, the local
     experts' work (moe_layer_ops on the `rows_in` received rows over E/W experts, as if routed
     locally, its sort and unsort replaced by dispatch and combine), combine; the backward runs the
-    two all-to-alls in reverse around the local experts' backward."""
+    two all-to-alls in reverse around the local experts' backward. `local_counts`: the received rows
+    per local expert (summing to rows_in); None: rows_in spread evenly."""
     E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
     local = dataclasses.replace(spec, num_routed_experts=E // world)
-    counts = np.full(E // world, rows_in / (E // world))
+    counts = (np.asarray(local_counts, float) if local_counts is not None
+              else np.full(E // world, rows_in / (E // world)))
     lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad,
                            token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY)
     f = Eager(gpu, profile)

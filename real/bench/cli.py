@@ -20,6 +20,7 @@ from real.bench.cp_traces import bench_cp_traces
 from real.bench.decode_gemm import bench_decode_drift, bench_decode_gemm
 from real.bench.device import environment, free_memory
 from real.bench.ep import bench_ep
+from real.bench.ep_kernels import bench_ep_kernels
 from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
 from real.bench.host_dispatch import bench_host_dispatch
@@ -51,7 +52,7 @@ _FUNCTIONS = {
     "power": bench_power, "sustained": bench_sustained, "kernels": bench_kernels,
     "grouped_wgrad": bench_grouped_wgrad, "grouped_small": bench_grouped_small,
     "topk": bench_topk, "fp8_stack": bench_fp8_stack, "sm_reserve": bench_sm_reserve,
-    "ep": bench_ep, "nccl": bench_nccl, "parallel_blocks": bench_parallel_blocks,
+    "ep": bench_ep, "ep_kernels": bench_ep_kernels, "nccl": bench_nccl, "parallel_blocks": bench_parallel_blocks,
     "cp_allgather": bench_cp_allgather, "cp_ring": bench_cp_ring,
     "tp_blocks": bench_tp_blocks, "cp_blocks": bench_cp_blocks,
     "host_dispatch": bench_host_dispatch, "wgrad_accum": bench_wgrad_accum, "host_bound": bench_host_bound,

@@ -26,7 +26,7 @@ DIST_ENV_COLS = ["nccl_version", "num_gpus"]
 # (and the one-GPU dense_block families, whose campaign records the NCCL version as every row must)
 DIST_FAMILIES = {"nccl", "parallel_blocks", "collective_host", "torch_cp", "torch_cp_kernels", "torch_cp_timeline",
                  "dense_block", "dense_kernels", "async_tp", "tp_beside", "dense_dropout",
-                 "dense_dropout_kernels", "ep"}
+                 "dense_dropout_kernels", "ep", "ep_kernels", "ep_grouped"}
 SHAPE_COLS = {
     "gemm": ["bench", "m", "n", "k", "groups", "tokens_per_group", "precision", "shape_tag"],
     "attention": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
@@ -61,6 +61,15 @@ SHAPE_COLS = {
     # HostMarks); split: every ep row is held out
     "ep": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
            "max_rank_rows", "bytes_per_rank", "precision", "host_s", "split"],
+    # real/bench/ep_kernels.py (s14epl): the EP layer's profiled kernels per rank (nccl_overlap_s: of
+    # time_s, the seconds an NCCL kernel ran beside it on the same GPU; sampled_sm_clock_mhz: NVML's
+    # median while the profiled calls ran) and its forward grouped GEMMs alone (rows: received rows)
+    "ep_kernels": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
+                   "max_rank_rows", "bytes_per_rank", "precision", "split", "rank", "kernel", "calls",
+                   "nccl_overlap_s", "sampled_sm_clock_mhz"],
+    "ep_grouped": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
+                   "max_rank_rows", "bytes_per_rank", "precision", "rank", "rows", "sampled_sm_clock_mhz",
+                   "profiled_kernel_s", "profiled_sm_clock_mhz"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
     "sm_reserve": ["bench", "mode", "reserved_sms", "m", "n", "k", "precision", "trial", "time_solo_s",
                    "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],
