@@ -160,3 +160,24 @@ def test_both_settings_of_the_switch(tmp_path):
     slow, fast = (pc.clock_frac_at(500.0, "h100", root=tmp_path, law=lw) for lw in (measured, assumed))
     assert slow == pytest.approx(((500 - measured.static_w) / (713 - measured.static_w)) ** (1 / measured.exponent))
     assert fast == pytest.approx(((500 - 118) / (713 - 118)) ** (1 / 3)) and slow < fast
+
+
+def test_the_committed_duty_sweep_fails_the_rule_and_the_switch_stays_off():
+    # s14tt's records (one H100 at 700 W): the sweep has capped and free points, but the averaged law
+    # does not fit them (the cap's window is shorter than the sweep's periods), so nothing is adopted
+    df = pc.read_csv(pc.rec.MEASUREMENTS_DIR / "h100" / pc.DUTY_RECORDS)
+    crit = {name: ok for name, (ok, _) in pc.adoption_criteria(df, 700.0).items()}
+    assert crit == {"1 limit, capped and free points": True, "2 fit": False, "3 held-out FA2 clocks": False}
+    assert pc.ADOPT_MEASURED_POWER_LAW is False
+    assert pc.power_law() == pc.power_law(adopt=False)
+
+
+def test_the_free_regime_s_static_part_is_the_idle_power():
+    # what the sweep does show, where the cap does not act: at the maximum clock the board draws the idle
+    # power plus the kernel's share: the line's intercept is the assumed law's static part (power.csv idle)
+    # within twice the windows' scatter (GEMM 118 W, rms 14 W; FA2 104 W, rms 26 W: one 12 ms call a period)
+    df = pc.read_csv(pc.rec.MEASUREMENTS_DIR / "h100" / pc.DUTY_RECORDS)
+    idle = pc.idle_power_w("h100")
+    for kernel in (pc.LAW_KERNEL, pc.CHECK_KERNEL):
+        static_w, dynamic_w, rms_w = pc.free_regime_line(df, kernel)
+        assert abs(static_w - idle) < 2 * rms_w and 700.0 < dynamic_w < 1000.0, kernel
