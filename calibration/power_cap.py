@@ -17,6 +17,11 @@ capped at the maximum clock. A kernel drawing less than the cap at the maximum c
 477 W at 1,980 MHz) is not slowed. With exponent 2 instead of 3 (voltage rising more slowly than
 the clock) the GEMM factor would be 0.80 instead of 0.86: the spread this assumption carries.
 
+Measured in part (s14tt, docs/notes/s14tt_rule.md; h100/duty_sweep.csv, a duty sweep at our 700 W
+limit): at the maximum clock the board draws the idle power plus the kernel's share (the static part
+holds); the law over the lower clocks could not be fitted from the sweep (the cap acts within its
+periods), so the measured law (`power_law(adopt=True)`) is not adopted and the assumption stands.
+
 `twin/data/hardware.toml` carries the result for the 500 W H100 as `clock_frac`; a test keeps the
 catalog figure equal to this derivation (tests/calibration/test_published_runs.py), so it moves
 only when the measurements do. Never fitted to a published throughput.
