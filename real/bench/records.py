@@ -42,6 +42,10 @@ SHAPE_COLS = {
               "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
     "power": ["bench", "config", "precision"],
     "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
+    # real/bench/duty_sweep.py (s14tt): a kernel run a fraction of the time at our power limit; duty_frac
+    # measured by CUDA events, clock_event_reasons NVML's bitmask (0x4: software power cap)
+    "duty_sweep": ["bench", "kernel", "precision", "duty_target", "window", "elapsed_s", "temperature_c",
+                   "duty_frac", "period_s", "calls_per_period", "clock_event_reasons"],
     "kernels": ["bench", "config", "precision", "kernel", "calls"],
     "step_kernels": ["bench", "config", "precision", "profiled", "kernel", "calls"],
     # real/bench/dense_block.py (s8dense): one GPU's dense block (its TP slice) and its kernels

@@ -43,6 +43,7 @@ SECTION_SHARES = {  # name -> share of the time budget
     "fa2_sustained": 1.0,  # not in the default list: one GPU, FA2 fwd/bwd per call length held at the power limit (s11fa2)
     "attn_small": 1.0,  # not in the default list: one GPU, SDPA at the MLA records' small calls and around them (s12mla)
     "attn_first": 1.0,  # not in the default list: one GPU, attention.csv's first grid of SDPA calls again (s12mla)
+    "duty_sweep": 1.0,  # not in the default list: one GPU, a GEMM and FA2 at duty cycles under the power limit (s14tt)
     "cp_traces": 1.0,  # under torchrun: real/cp.py's CP blocks with host marks and per-kernel traces per rank (s13cp)
     "ep_kernels": 1.0,  # under torchrun: the EP MoE layer's fitting sizes, its kernels per rank, its grouped GEMMs alone (s14epl)
 }
@@ -52,7 +53,7 @@ OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_bloc
                    "torch_cp", "cp_chunks", "tp_traces", "tp_grouped", "decode_gemm",
                    "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "atp_parts",
                    "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
-                   "attn_first", "cp_traces", "ep_kernels")  # run only when named in --only
+                   "attn_first", "cp_traces", "ep_kernels", "duty_sweep")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
                       "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "tp_beside", "cp_traces", "ep_kernels")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)
