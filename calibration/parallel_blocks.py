@@ -42,6 +42,12 @@ one-GPU profile is fitted on its fitting split:
     from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv's mla_block
     rows, campaign s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the
     factor is measured there instead (h200x2/: 1.19; h100/, from a one-H100 machine: 1.14);
+  - the TP blocks' kernels by component (`block_component_factors`, s14cp): the traced kernel
+    time of the fitting configurations' TP2 ranks and one-GPU references (the folder's traces*/,
+    calibration.tp_traces) over the twin's costing of the same block, per block kind and component
+    (H200: MoE memory-bound 1.39x, grouped GEMMs 0.86x, GEMMs 0.93x; MLA memory-bound 1.20x,
+    GEMMs 0.92x, attention 1.02x), applied to every TP block kernel of the component
+    (ADOPT_TRACE_COMPONENT_FACTORS); none for a GPU without its own fitting traces;
   - the CP part's memory-bound eager ops (sliced copies, FP32 casts, log-sum-exp merges and
     accumulations) at the eager-kernel factor of PyTorch's CP measured in the same folder's
     two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them).
@@ -256,8 +262,9 @@ def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> d
 
 
 # Whether the TP blocks' kernels take their traced component factors (`block_component_factors`;
-# docs/notes/s14cp_rule.md): off until that rule's held-out figures decide.
-ADOPT_TRACE_COMPONENT_FACTORS = False
+# docs/notes/s14cp_rule.md): adopted by that rule (2xH200 held-out TP2/CP2 within 10% 8 -> 11 of
+# 20; the H100 has no fitting traces committed yet, so no factors and no change).
+ADOPT_TRACE_COMPONENT_FACTORS = True
 # the components a factor is measured for; the collectives (their sweep and measured host) and the
 # launch-bound kernels (launch_s) keep the twin's costing
 FACTOR_COMPONENTS = ("gemm", "grouped_gemm", "attention", "memory")
