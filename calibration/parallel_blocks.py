@@ -479,7 +479,11 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     else:
         terms = cp_terms or {}
         cf, cb = Eager(gpu, profile), Eager(gpu, profile)
-        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, terms.get("offdiag_scale", 1.0),
+        offdiag = terms.get("offdiag_scale", 1.0)
+        fit = terms.get("offdiag_by_shape", {}).get((H, E, Ev))
+        if fit is not None:   # the factor at this row's s/2 (offdiag_by_shape)
+            offdiag = fit[0] + fit[1] * math.log2(s // 2)
+        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, offdiag,
                    terms.get("merge_factor", 1.0))
         per_op = terms.get("host_per_op", {}).get(kind)
         for part, e in ((cf, f), (cb, b)):
@@ -579,6 +583,13 @@ def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -
     where = chunks_folder(folder)
     if where is None:
         return None
+    ratios = [ratio for _, _, ratio in _offdiag_ratios(where, gpu, profile)]
+    return float(pd.Series(ratios).median()) if ratios else None
+
+
+def _offdiag_ratios(where: Path, gpu: GPUSpec, profile: Profile) -> list[tuple[tuple, int, float]]:
+    """[((heads, qk_dim, v_dim), s/2, measured / costed)] of the fitting off-diagonal mla_block
+    rows (forward + backward) of the cp_chunks.csv in `where` (`measured_offdiag_scale`)."""
     df = read_csv(where / CHUNKS_FILE)
     df = df[(df["bench"] == "mla_block") & (df["split"] == "fit") & (df["phase"] == "fwd_bwd")
             & ~df["causal"].map(_bool) & (pd.to_numeric(df["time_s"], errors="coerce") > 0)]
@@ -592,8 +603,38 @@ def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -
         e.attention(op, "fwd")
         e.attention(op, "bwd")
         casts_s = 2 * compute.memory_time_s(_int(r["q_len"]) * H * Ev * (BF16_BYTES + 4), gpu, profile)
-        ratios.append((float(r["time_s"]) - casts_s) / sum(g for _, g in e.ops))
-    return float(pd.Series(ratios).median()) if ratios else None
+        ratios.append(((H, E, Ev), s2, (float(r["time_s"]) - casts_s) / sum(g for _, g in e.ops)))
+    return ratios
+
+
+# Whether the off-diagonal factor is taken at the row's own shape (`offdiag_by_shape`: per head
+# shape, linear in log2 of s/2 over the fitting one-GPU block rows) instead of their median
+# (docs/notes/s14cp_rule.md, candidate O).
+ADOPT_OFFDIAG_BY_SHAPE = False
+
+
+def offdiag_by_shape(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict[tuple, tuple[float, float]]:
+    """{(heads, qk_dim, v_dim): (a, b)}: the off-diagonal blocks' measured / costed time as
+    a + b * log2(s/2), least squares over the fitting mla_block rows of that head shape
+    (cp_chunks.csv, `chunks_folder`), for a shape with rows at two sizes or more. cuDNN's unmasked
+    s x s/2 blocks gain on the twin's causal curve's costing of them as s grows (H200: v2-lite
+    1.15-1.40, v3 1.01-1.20 over the fitting sizes), so one median factor is too high at small s
+    and too low at large s. {} without the records."""
+    where = chunks_folder(folder)
+    if where is None:
+        return {}
+    by_shape: dict[tuple, list[tuple[float, float]]] = {}
+    for shape, s2, ratio in _offdiag_ratios(where, gpu, profile):
+        by_shape.setdefault(shape, []).append((math.log2(s2), ratio))
+    out = {}
+    for shape, pts in by_shape.items():
+        xs = [x for x, _ in pts]
+        if len(set(xs)) < 2:
+            continue
+        mx, my = sum(xs) / len(xs), sum(y for _, y in pts) / len(pts)
+        b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x in xs)
+        out[shape] = (my - b * mx, b)
+    return out
 
 
 def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
@@ -657,6 +698,10 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
     offdiag = measured_offdiag_scale(folder, spec, profile)
     if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
         cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}
+    if ADOPT_OFFDIAG_BY_SHAPE:
+        by_shape = offdiag_by_shape(folder, spec, profile)
+        if by_shape:
+            cp_terms = {**cp_terms, "offdiag_by_shape": by_shape}
     use = ADOPT_TRACE_COMPONENT_FACTORS if component_factors is None else component_factors
     factors = block_component_factors(folder, rows, spec, profile, host, kernel_host) if use else {}
     return FolderTerms(spec, rows, host, kernel_host, cp_terms, factors)
