@@ -609,8 +609,9 @@ def _offdiag_ratios(where: Path, gpu: GPUSpec, profile: Profile) -> list[tuple[t
 
 # Whether the off-diagonal factor is taken at the row's own shape (`offdiag_by_shape`: per head
 # shape, linear in log2 of s/2 over the fitting one-GPU block rows) instead of their median
-# (docs/notes/s14cp_rule.md, candidate O).
-ADOPT_OFFDIAG_BY_SHAPE = False
+# (docs/notes/s14cp_rule.md, candidate O: adopted; held-out CP2 within 10% H200 3 -> 6, H100 3 -> 7
+# of 8).
+ADOPT_OFFDIAG_BY_SHAPE = True
 
 
 def offdiag_by_shape(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict[tuple, tuple[float, float]]:
