@@ -262,8 +262,8 @@ def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> d
 
 
 # Whether the TP blocks' kernels take their traced component factors (`block_component_factors`;
-# docs/notes/s14cp_rule.md): adopted by that rule (2xH200 held-out TP2/CP2 within 10% 8 -> 11 of
-# 20; the H100 has no fitting traces committed yet, so no factors and no change).
+# docs/notes/s14cp_rule.md): adopted by that rule (held-out TP2/CP2 within 10%: 2xH200 8 -> 11 of
+# 20, 2xH100 14 -> 16 of 20 with candidate O in place).
 ADOPT_TRACE_COMPONENT_FACTORS = True
 # the components a factor is measured for; the collectives (their sweep and measured host) and the
 # launch-bound kernels (launch_s) keep the twin's costing
