@@ -437,6 +437,15 @@ def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int
             _collective(b, "reduce_scatter", world * s * H * width * BF16_BYTES, world, gpu, profile, host)
 
 
+def offdiag_factor(cp_terms: dict, H: int, E: int, Ev: int, s: int) -> float:
+    """The off-diagonal blocks' factor a CP row of s positions a rank takes: at its own s/2 where
+    the terms carry a fit for its head shape (`offdiag_by_shape`), else the single one (1 without)."""
+    fit = cp_terms.get("offdiag_by_shape", {}).get((H, E, Ev))
+    if fit is not None:
+        return fit[0] + fit[1] * math.log2(s // 2)
+    return cp_terms.get("offdiag_scale", 1.0)
+
+
 def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
                    cp_terms: dict | None = None) -> float:
     """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
@@ -479,11 +488,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     else:
         terms = cp_terms or {}
         cf, cb = Eager(gpu, profile), Eager(gpu, profile)
-        offdiag = terms.get("offdiag_scale", 1.0)
-        fit = terms.get("offdiag_by_shape", {}).get((H, E, Ev))
-        if fit is not None:   # the factor at this row's s/2 (offdiag_by_shape)
-            offdiag = fit[0] + fit[1] * math.log2(s // 2)
-        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, offdiag,
+        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, offdiag_factor(terms, H, E, Ev, s),
                    terms.get("merge_factor", 1.0))
         per_op = terms.get("host_per_op", {}).get(kind)
         for part, e in ((cf, f), (cb, b)):
