@@ -133,7 +133,7 @@ def twin_pieces(row, spec: GPUSpec, profile: Profile, host: dict, cp_terms: dict
     W, S = int(row["cp"]), int(row["seq_len"])
     H, E, Ev = int(row["num_heads"]), int(row["qk_head_dim"]), int(row["v_head_dim"])
     s, kind = S // W, str(row["cp_kind"])
-    off, merge = cp_terms.get("offdiag_scale", 1.0), cp_terms.get("merge_factor", 1.0)
+    off, merge = blocks.offdiag_factor(cp_terms, H, E, Ev, s), cp_terms.get("merge_factor", 1.0)
 
     def core(seq: int, heads: int, causal: bool) -> Op:
         return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=seq, heads=heads, qk_dim=E, v_dim=Ev,

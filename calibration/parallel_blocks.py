@@ -42,6 +42,12 @@ one-GPU profile is fitted on its fitting split:
     from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv's mla_block
     rows, campaign s8cp, beside the folder or in its one-GPU sibling: `measured_offdiag_scale`) the
     factor is measured there instead (h200x2/: 1.19; h100/, from a one-H100 machine: 1.14);
+  - the TP blocks' kernels by component (`block_component_factors`, s14cp): the traced kernel
+    time of the fitting configurations' TP2 ranks and one-GPU references (the folder's traces*/,
+    calibration.tp_traces) over the twin's costing of the same block, per block kind and component
+    (H200: MoE memory-bound 1.39x, grouped GEMMs 0.86x, GEMMs 0.93x; MLA memory-bound 1.20x,
+    GEMMs 0.92x, attention 1.02x), applied to every TP block kernel of the component
+    (ADOPT_TRACE_COMPONENT_FACTORS); none for a GPU without its own fitting traces;
   - the CP part's memory-bound eager ops (sliced copies, FP32 casts, log-sum-exp merges and
     accumulations) at the eager-kernel factor of PyTorch's CP measured in the same folder's
     two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them).
@@ -55,7 +61,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration import torch_cp
+from calibration import torch_cp, tp_traces
 from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
                                  zipf_expert_rows)
 from calibration.records_io import csv_exists, glob_csv, read_csv
@@ -138,7 +144,7 @@ def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec,
     if host and kind in host:
         e.fixed(host[kind], gpu_s)
     else:
-        e.add("op", gpu_s)
+        e.add("op", gpu_s, "nccl")
 
 
 def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
@@ -175,23 +181,27 @@ def _enter_leave(f: Eager, b: Eager, in_bytes: float, out_bytes: float, sp: bool
 
 
 def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
-                 kernel_host: dict | None = None) -> tuple[Eager, Eager]:
+                 kernel_host: dict | None = None, component_factors: dict | None = None) -> tuple[Eager, Eager]:
     """Forward and backward eager op lists of one rank's TP block (module docstring); `host`: the
     measured host time per collective call (`load_collective_host`); `kernel_host`: {block: the
     host time per launched kernel measured on the fitting one-GPU block rows}
-    (`block_kernel_host_s`), which then replaces the profile's per-kernel host dispatch."""
+    (`block_kernel_host_s`), which then replaces the profile's per-kernel host dispatch;
+    `component_factors`: {block: {component: the traced kernels' time over the twin's}}
+    (`block_component_factors`), applied to every kernel of the block's component (the
+    collectives and the launch-bound kernels kept)."""
     spec = get_model(str(row["model"]))
     world, sp = _int(row["tp"]), _bool(row["sequence_parallel"]) and _int(row["tp"]) > 1
     T, D = _int(row["tokens"]), spec.hidden_size
     t = T // world if sp else T
     block = str(row["block"])
-    f, b = Eager(gpu, profile), Eager(gpu, profile)
+    scale = (component_factors or {}).get(block)
+    f, b = Eager(gpu, profile, component_scale=scale), Eager(gpu, profile, component_scale=scale)
     _rmsnorm(f, t, D)
     if block == "mla":
         C, R, Q = spec.kv_lora_rank, spec.qk_rope_head_dim, spec.q_lora_rank
         latent_bytes = T * ((Q or D) + C + R) * BF16_BYTES
         local = dataclasses.replace(spec, num_heads=spec.num_heads // world)
-        mf, mb = _mla_ops(local, 1, T, str(row["precision"]), gpu, profile, down_tokens=t)
+        mf, mb = _mla_ops(local, 1, T, str(row["precision"]), gpu, profile, down_tokens=t, component_scale=scale)
         f.mem(2 * t * ((Q or D) + C + R) * BF16_BYTES)          # cat of the latents
         _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
         f.extend(mf)
@@ -201,7 +211,7 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
         local = dataclasses.replace(spec, moe_intermediate_size=spec.moe_intermediate_size // world,
                                     num_routed_experts=_int(row["num_experts"], spec.num_routed_experts))
         counts = zipf_expert_rows(T, local.num_routed_experts, K, float(row.get("skew") or 0.0))
-        mf, mb = _moe_ops(local, T, counts, str(row["precision"]), gpu, profile)
+        mf, mb = _moe_ops(local, T, counts, str(row["precision"]), gpu, profile, component_scale=scale)
         width = D + K + (-(D + K) % 8)                          # [h, weights, pad to 16 bytes]
         latent_bytes = T * width * BF16_BYTES
         f.mem(2 * t * width * BF16_BYTES)                       # the cat
@@ -251,9 +261,64 @@ def block_kernel_host_s(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> d
     return {block: float(pd.Series(v).median()) for block, v in per_kernel.items()}
 
 
+# Whether the TP blocks' kernels take their traced component factors (`block_component_factors`;
+# docs/notes/s14cp_rule.md): adopted by that rule (held-out TP2/CP2 within 10%: 2xH200 8 -> 11 of
+# 20, 2xH100 14 -> 16 of 20 with candidate O in place).
+ADOPT_TRACE_COMPONENT_FACTORS = True
+# the components a factor is measured for; the collectives (their sweep and measured host) and the
+# launch-bound kernels (launch_s) keep the twin's costing
+FACTOR_COMPONENTS = ("gemm", "grouped_gemm", "attention", "memory")
+
+
+def _fit_row(rows: pd.DataFrame, block: str, model: str, tokens: int, tp: int, sp: bool):
+    """The fitting record row of a TP block configuration, None where it is held out or absent."""
+    if rows.empty:
+        return None
+    sel = rows[(rows["bench"] == "tp_block") & (rows["block"] == block) & (rows["model"] == model)
+               & (pd.to_numeric(rows["tokens"], errors="coerce") == tokens)
+               & (pd.to_numeric(rows["tp"], errors="coerce") == tp) & (rows["split"] == "fit")]
+    if tp > 1:
+        sel = sel[sel["sequence_parallel"].map(_bool) == sp]
+    return sel.iloc[0] if len(sel) else None
+
+
+def block_component_factors(folder: Path | str, rows: pd.DataFrame, gpu: GPUSpec, profile: Profile,
+                            host: dict | None = None, kernel_host: dict | None = None) -> dict[str, dict[str, float]]:
+    """{block: {component: factor}}: per TP block kind and component (gemm, grouped_gemm,
+    attention, memory), the GPU time of the block's traced kernels (calibration.tp_traces: the
+    folder's traces*/ of the fitting configurations alone, both TP2 ranks and the one-GPU
+    reference, two repetitions each) over the twin's costing of the same block
+    (tp_block_ops' component_s), a ratio of sums over the block's traces. The traced memory
+    kernels include the launch-bound ones the twin costs at launch_s (Profile.eager's missing
+    kernels, small ops), kept at launch_s: the factor is the rest's. A component the block's
+    traces or its op list lack gets none. {} where the folder holds no fitting trace."""
+    traced, twin = {}, {}
+    for tb in tp_traces.traced_blocks(folder):
+        row = _fit_row(rows, tb.block, tb.model, tb.tokens, tb.tp, tb.sequence_parallel)
+        if row is None:   # a held-out configuration's trace: never read
+            continue
+        f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
+        mine, theirs = traced.setdefault(tb.block, {}), twin.setdefault(tb.block, {})
+        for c, v in tb.kernel_s.items():
+            mine[c] = mine.get(c, 0.0) + v
+        for e in (f, b):
+            for c, v in e.component_s.items():
+                theirs[c] = theirs.get(c, 0.0) + v
+    out = {}
+    for block, mine in traced.items():
+        theirs = twin[block]
+        factors = {}
+        for c in FACTOR_COMPONENTS:
+            measured = mine.get(c, 0.0) - (theirs.get("launch", 0.0) if c == "memory" else 0.0)
+            if theirs.get(c, 0.0) > 0 and measured > 0:
+                factors[c] = measured / theirs[c]
+        out[block] = factors
+    return out
+
+
 def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
-                   kernel_host: dict | None = None) -> float:
-    f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
+                   kernel_host: dict | None = None, component_factors: dict | None = None) -> float:
+    f, b = tp_block_ops(row, gpu, profile, host, kernel_host, component_factors)
     return timed_window_s([], _rep_start("tp_block", _int(row["tp"])) + f.ops + b.ops)
 
 
@@ -372,6 +437,15 @@ def _cp_blocks(f: Eager, b: Eager, kind: str, world: int, s: int, H: int, E: int
             _collective(b, "reduce_scatter", world * s * H * width * BF16_BYTES, world, gpu, profile, host)
 
 
+def offdiag_factor(cp_terms: dict, H: int, E: int, Ev: int, s: int) -> float:
+    """The off-diagonal blocks' factor a CP row of s positions a rank takes: at its own s/2 where
+    the terms carry a fit for its head shape (`offdiag_by_shape`), else the single one (1 without)."""
+    fit = cp_terms.get("offdiag_by_shape", {}).get((H, E, Ev))
+    if fit is not None:
+        return fit[0] + fit[1] * math.log2(s // 2)
+    return cp_terms.get("offdiag_scale", 1.0)
+
+
 def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
                    cp_terms: dict | None = None) -> float:
     """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
@@ -414,7 +488,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     else:
         terms = cp_terms or {}
         cf, cb = Eager(gpu, profile), Eager(gpu, profile)
-        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, terms.get("offdiag_scale", 1.0),
+        _cp_blocks(cf, cb, kind, world, s, H, E, Ev, gpu, profile, core, host, offdiag_factor(terms, H, E, Ev, s),
                    terms.get("merge_factor", 1.0))
         per_op = terms.get("host_per_op", {}).get(kind)
         for part, e in ((cf, f), (cb, b)):
@@ -514,6 +588,13 @@ def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -
     where = chunks_folder(folder)
     if where is None:
         return None
+    ratios = [ratio for _, _, ratio in _offdiag_ratios(where, gpu, profile)]
+    return float(pd.Series(ratios).median()) if ratios else None
+
+
+def _offdiag_ratios(where: Path, gpu: GPUSpec, profile: Profile) -> list[tuple[tuple, int, float]]:
+    """[((heads, qk_dim, v_dim), s/2, measured / costed)] of the fitting off-diagonal mla_block
+    rows (forward + backward) of the cp_chunks.csv in `where` (`measured_offdiag_scale`)."""
     df = read_csv(where / CHUNKS_FILE)
     df = df[(df["bench"] == "mla_block") & (df["split"] == "fit") & (df["phase"] == "fwd_bwd")
             & ~df["causal"].map(_bool) & (pd.to_numeric(df["time_s"], errors="coerce") > 0)]
@@ -527,17 +608,50 @@ def measured_offdiag_scale(folder: Path | str, gpu: GPUSpec, profile: Profile) -
         e.attention(op, "fwd")
         e.attention(op, "bwd")
         casts_s = 2 * compute.memory_time_s(_int(r["q_len"]) * H * Ev * (BF16_BYTES + 4), gpu, profile)
-        ratios.append((float(r["time_s"]) - casts_s) / sum(g for _, g in e.ops))
-    return float(pd.Series(ratios).median()) if ratios else None
+        ratios.append(((H, E, Ev), s2, (float(r["time_s"]) - casts_s) / sum(g for _, g in e.ops)))
+    return ratios
+
+
+# Whether the off-diagonal factor is taken at the row's own shape (`offdiag_by_shape`: per head
+# shape, linear in log2 of s/2 over the fitting one-GPU block rows) instead of their median
+# (docs/notes/s14cp_rule.md, candidate O: adopted; held-out CP2 within 10% H200 3 -> 6, H100 3 -> 7
+# of 8).
+ADOPT_OFFDIAG_BY_SHAPE = True
+
+
+def offdiag_by_shape(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict[tuple, tuple[float, float]]:
+    """{(heads, qk_dim, v_dim): (a, b)}: the off-diagonal blocks' measured / costed time as
+    a + b * log2(s/2), least squares over the fitting mla_block rows of that head shape
+    (cp_chunks.csv, `chunks_folder`), for a shape with rows at two sizes or more. cuDNN's unmasked
+    s x s/2 blocks gain on the twin's causal curve's costing of them as s grows (H200: v2-lite
+    1.15-1.40, v3 1.01-1.20 over the fitting sizes), so one median factor is too high at small s
+    and too low at large s. {} without the records."""
+    where = chunks_folder(folder)
+    if where is None:
+        return {}
+    by_shape: dict[tuple, list[tuple[float, float]]] = {}
+    for shape, s2, ratio in _offdiag_ratios(where, gpu, profile):
+        by_shape.setdefault(shape, []).append((math.log2(s2), ratio))
+    out = {}
+    for shape, pts in by_shape.items():
+        xs = [x for x, _ in pts]
+        if len(set(xs)) < 2:
+            continue
+        mx, my = sum(xs) / len(xs), sum(y for _, y in pts) / len(pts)
+        b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x in xs)
+        out[shape] = (my - b * mx, b)
+    return out
 
 
 def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
-                      kernel_host: dict | None = None, cp_terms: dict | None = None) -> float | None:
+                      kernel_host: dict | None = None, cp_terms: dict | None = None,
+                      component_factors: dict | None = None) -> float | None:
     """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know; `host`:
     the measured host time per collective call (`load_collective_host`), `kernel_host` per
-    launched kernel of a TP block (`block_kernel_host_s`)."""
+    launched kernel of a TP block (`block_kernel_host_s`), `component_factors` the TP blocks'
+    traced kernel factors (`block_component_factors`)."""
     if row["bench"] == "tp_block":
-        return predict_tp_row(row, gpu, profile, host, kernel_host)
+        return predict_tp_row(row, gpu, profile, host, kernel_host, component_factors)
     if row["bench"] == "cp_block":
         return predict_cp_row(row, gpu, profile, host, cp_terms)
     return None
@@ -568,11 +682,15 @@ class FolderTerms:
     host: dict
     kernel_host: dict
     cp_terms: dict
+    component_factors: dict = dataclasses.field(default_factory=dict)
 
 
-def folder_terms(folder: Path | str, gpu: str, profile: Profile) -> FolderTerms:
+def folder_terms(folder: Path | str, gpu: str, profile: Profile,
+                 component_factors: bool | None = None) -> FolderTerms:
     """The rows of a folder and the terms measured on its fitting rows and beside them (the
-    collectives' host, the TP blocks' host per kernel, the CP terms), as `predict_folder` uses them."""
+    collectives' host, the TP blocks' host per kernel, the CP terms, and, where
+    `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS) and the folder holds fitting traces,
+    the TP blocks' traced kernel factors), as `predict_folder` uses them."""
     spec = gpu_spec(gpu)
     rows = load_block_rows(folder)
     host = load_collective_host(folder)
@@ -586,17 +704,24 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile) -> FolderTerms:
     offdiag = measured_offdiag_scale(folder, spec, profile)
     if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
         cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}
-    return FolderTerms(spec, rows, host, kernel_host, cp_terms)
+    if ADOPT_OFFDIAG_BY_SHAPE:
+        by_shape = offdiag_by_shape(folder, spec, profile)
+        if by_shape:
+            cp_terms = {**cp_terms, "offdiag_by_shape": by_shape}
+    use = ADOPT_TRACE_COMPONENT_FACTORS if component_factors is None else component_factors
+    factors = block_component_factors(folder, rows, spec, profile, host, kernel_host) if use else {}
+    return FolderTerms(spec, rows, host, kernel_host, cp_terms, factors)
 
 
-def predict_folder(folder: Path | str, gpu: str, profile: Profile) -> list[dict]:
+def predict_folder(folder: Path | str, gpu: str, profile: Profile, component_factors: bool | None = None) -> list[dict]:
     """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
     host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
-    the isolated call's (collective_host.csv), where measured."""
-    t = folder_terms(folder, gpu, profile)
+    the isolated call's (collective_host.csv), where measured; the TP blocks' kernels at their
+    traced component factors where `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS)."""
+    t = folder_terms(folder, gpu, profile, component_factors)
     out = []
     for _, r in t.rows.iterrows():
-        pred = predict_block_row(r, t.spec, profile, t.host, t.kernel_host, t.cp_terms)
+        pred = predict_block_row(r, t.spec, profile, t.host, t.kernel_host, t.cp_terms, t.component_factors)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),

@@ -302,8 +302,13 @@ class Eager:
     """Ops of one eager region in issue order: (host_s, gpu_s) pairs, costed with the twin's own
     cost functions (twin.costs.compute) under `profile`, label-specific GEMM curves included."""
 
-    def __init__(self, gpu: GPUSpec, profile: Profile, split_weight_grads: bool = False):
+    def __init__(self, gpu: GPUSpec, profile: Profile, split_weight_grads: bool = False,
+                 component_scale: dict | None = None):
         self.gpu, self.profile, self.ops = gpu, profile, []
+        # {component: factor} on the GPU time of every op added under it (None: 1): a block's
+        # kernels as measured beside the twin's costing of them (calibration.parallel_blocks
+        # block_component_factors, from the fitting split's traces)
+        self.component_scale = component_scale or {}
         # zero-bubble schedules run weight gradients as separate W ops: with split_weight_grads the
         # ops issued inside weight_grad() go to w_ops instead (otherwise they stay in issue order)
         self.split_weight_grads, self.w_ops, self._in_wgrad = split_weight_grads, [], False
@@ -317,9 +322,11 @@ class Eager:
 
     def add(self, host_class: str, gpu_s: float, component: str | None = None) -> None:
         target = self.w_ops if (self._in_wgrad and self.split_weight_grads) else self.ops
+        component = component or component_of(host_class)
+        gpu_s = gpu_s * self.component_scale.get(component, 1.0)
         op = (self.profile.host(host_class), gpu_s)
         target.append(NoGradHost(op) if self._in_function else op)
-        self._count(component or component_of(host_class), gpu_s)
+        self._count(component, gpu_s)
 
     def _count(self, component: str, gpu_s: float, w: bool | None = None) -> None:
         w = (self._in_wgrad and self.split_weight_grads) if w is None else w
@@ -639,17 +646,17 @@ def _rope(e: Eager, elems: float, backward: bool = False) -> None:
 
 def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
              split_weight_grads: bool = False, down_tokens: int | None = None,
-             with_core: bool = True) -> tuple[Eager, Eager]:
+             with_core: bool = True, component_scale: dict | None = None) -> tuple[Eager, Eager]:
     """real/model.py MLA forward and backward as eager op lists (training path: expanded K/V).
     `down_tokens`: the tokens the down-projections (W_qa, W_kva) and their norms run on, where
     they differ from the sequence's (real/tp.py TPMLABlock under sequence parallelism: T/W);
     with_core False leaves the attention core out (a caller that costs it otherwise: ring
-    attention)."""
+    attention). `component_scale`: Eager's, on both op lists."""
     T, D, H = batch * seq, spec.hidden_size, spec.num_heads
     t = T if down_tokens is None else down_tokens
     P, R, O, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank, spec.q_lora_rank
     B2 = BF16_BYTES
-    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
+    f, b = Eager(gpu, profile, component_scale=component_scale), Eager(gpu, profile, split_weight_grads, component_scale)
     lins = ([(t, Q, D), (T, H * (P + R), Q)] if Q else [(T, H * (P + R), D)]) + [(t, C + R, D), (T, H * (P + O), C), (T, D, H * O)]
     core = Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq, heads=H, qk_dim=P + R, v_dim=O, causal=True,
               precision="bf16")
@@ -707,7 +714,7 @@ def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> 
 
 def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
              split_weight_grads: bool = False, gate_grad: bool = False,
-             token_side: bool = True) -> tuple[Eager, Eager]:
+             token_side: bool = True, component_scale: dict | None = None) -> tuple[Eager, Eager]:
     """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
     over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
     Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
@@ -717,7 +724,8 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     (argsort(order), y_ND[argsort(order)]): under expert parallelism real/ep.py dispatch and
     combine run those (calibration.whole_step._dispatch, _combine), and the local experts get
     expert_ffn only. The backward is unchanged (its token-side index ops are the backward of
-    dispatch's and combine's gathers: whole_step.ep_moe_ops)."""
+    dispatch's and combine's gathers: whole_step.ep_moe_ops). `component_scale`: Eager's, on both
+    op lists."""
     T, D, F_, K = tokens, spec.hidden_size, spec.moe_intermediate_size, spec.top_k
     E, S = len(counts), spec.moe_intermediate_size * spec.num_shared_experts
     N = T * K
@@ -725,7 +733,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     Np = (N + E * 15 + 15) // 16 * 16                           # static capacity
     B2, I8 = BF16_BYTES, 8
     gl = "bf16" if twin_precision(label) == "bf16" else "fp8-rowwise"
-    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
+    f, b = Eager(gpu, profile, component_scale=component_scale), Eager(gpu, profile, split_weight_grads, component_scale)
     # --- forward: sort (token, slot) pairs by expert, gather rows, pad
     if token_side:
         f.mem(N * I8 * 2 * 4, kernels=3)            # argsort (radix sort passes)
