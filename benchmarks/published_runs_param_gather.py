@@ -13,7 +13,9 @@ Per row:
   and as a diagnostic the same with Megatron's GeLU MLP parameter shapes (the twin's block is a
   SwiGLU stand-in of equal FLOPs, which moves the bucket boundaries);
   each later pipeline rank's one-piece gather against when its first input can arrive (rank 0's
-  wait plus the forward chains of the stages before);
+  wait plus the forward chains of the stages before); under interleaving each rank's later chunks'
+  one-piece gathers (step.later_chunk_gathers), which the simulator holds each chunk's first forward for
+  (their waits are inside 'parameter all-gather wait' below);
   the step by part: the busiest rank's compute, Megatron's gradient-buffer memset at the step's
   start (step.grad_buffer_zero_s), the parameter all-gather wait (the step with the gather 'ideal'
   subtracted), the rest of the pipeline (bubble, p2p, exposed TP), the DP
@@ -32,10 +34,11 @@ import sys
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
 from twin.training.results import Perturb
 from twin.training.step import (_param_gather_s, _prepare, chained_gather_exposed_s, dp_ranks_per_node,
-                                first_chunk_params_in_forward_order, first_rank_gather_buckets, later_rank_gather_s,
+                                first_chunk_params_in_forward_order, first_rank_gather_buckets, later_chunk_gathers,
+                                later_rank_gather_s,
                                 megatron_bucket_params, megatron_buckets, simulate_step)
 
-ROWS = ("mlm-gpt-16b", "mlm-gpt-32b", "mlm-gpt-70b", "mlm-gpt-119b", "mlm-gpt-177b-strong-4608")
+ROWS = ("mlm-gpt-16b", "mlm-gpt-32b", "mlm-gpt-70b", "mlm-gpt-119b", "mlm-gpt-177b", "mlm-gpt-177b-strong-4608")
 
 
 def gelu_shaped_wait(sc, costs, schedule, mems) -> tuple[int, float]:
@@ -82,6 +85,7 @@ def take_apart(run) -> dict:
             "median_beside_s": statistics.median(beside) if beside else 0.0,
             "first_bucket_s": buckets[0][2] if buckets else 0.0,
             "rank0_wait_s": rank0_wait, "later": later,
+            "chunk_gathers": later_chunk_gathers(sc, costs, schedule, mems) or [],
             "step_s": step.step_time_s, "published_step_s": step.step_time_s * predicted / run.published,
             "busiest_compute_s": max(step.pipeline.busy_s),
             "gather_wait_s": step.step_time_s - base.step_time_s,
@@ -109,6 +113,10 @@ def show(b: dict) -> None:
     for r in b["later"]:
         print(f"   rank {r['rank']}: one gather of {r['gather_s'] * 1e3:.0f} ms; its first input arrives at "
               f">= {r['input_at_s'] * 1e3:.0f} ms: waits {max(0.0, r['gather_s'] - r['input_at_s']) * 1e3:.0f} ms more")
+    for rank, gathers in enumerate(b["chunk_gathers"]):   # interleaved: chunks after the first (s14mlm)
+        ms = [g * 1e3 for _, g in gathers[1:]]
+        print(f"   rank {rank}: {len(ms)} later chunk(s), one gather each of {min(ms):.0f}-{max(ms):.0f} ms, launched "
+              f"{gathers[1][0] * 1e3:.0f} ms into the chunk before's first forward")
     step = b["step_s"]
     print(f"   step {step:.3f} s (published {b['published_step_s']:.3f} s, {step - b['published_step_s']:+.3f} s):")
     for name, s in (("busiest rank's compute", b["busiest_compute_s"]),

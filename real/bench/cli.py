@@ -117,4 +117,6 @@ def main(argv=None) -> int:
     if rank == 0:
         (args.out / "env.json").write_text(json.dumps(env, indent=2, default=str))
     log(f"failures: {failures}" if failures else "all sections ran")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and dist.is_initialized():
+        dist.destroy_process_group()   # gloo ranks abort at exit without it (s14mlm's dry run)
     return 1 if failures else 0

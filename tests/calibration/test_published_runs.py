@@ -237,17 +237,24 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # NaN-check norm and 1/DP scaling on the compute stream before its reduce-scatter (Bucket.start_grad_sync;
 # step.megatron_grad_prep_s): 1.7B +11.7% -> +9.9% (met), 7.1B +7.6% -> +5.7%, 70B -11.8% -> -12.2%,
 # the TP 8 rows decided on rank 0 unchanged. Median 8.3% (8.28 -> 8.29), 19 within 10%.
+# Sixteenth pass (s14mlm, docs/notes/s14mlm_rule.md): the README's pipeline-parallel communication
+# overlap exists at core_r0.8.0 only under the interleaved schedule (validate_args sets
+# overlap_p2p_comm False otherwise), so the PP > 1 Megatron rows run interleaved 1F1B at the least V
+# the code accepts (smallest divisor > 1 of the layers a stage), with each later chunk's parameter
+# all-gather held (step.later_chunk_gathers): 70B -12.2% -> -7.7% (met), 119B -6.0% -> +16.2% (V 23),
+# 177B -4.8% -> +6.2%, 314B -8.3% -> +2.2%, 462B -4.9% -> +13.3% (V 7), strong scaling +12.1% ->
+# +12.6% and -18.7% -> -2.0% (met). Median 8.3% -> 7.7% over 31 rows of 32, 19 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
-    "mlm-gpt-32b": -0.247, "mlm-gpt-70b": -0.122,
-    "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.187,
+    "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.162, "mlm-gpt-462b": 0.133,
+    "mlm-gpt-177b-strong-96": 0.126,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
-# by memory), 19 within 10%
-MEDIAN_NOT_MET = 0.083
+# by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%
+MEDIAN_NOT_MET = 0.077
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

@@ -50,7 +50,7 @@ from twin.costs.profile import Profile
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
-                                 local_tokens, megatron_grad_prep_s, param_gather_release_s, peak_live_bytes,
+                                 later_chunk_gathers, local_tokens, megatron_grad_prep_s, param_gather_release_s, peak_live_bytes,
                                  plan_profile, rank_memory, ranks_holding, routing_loads, stage_layers,
                                  syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
@@ -377,6 +377,20 @@ def _busy_from_costs(costs: StepCosts, schedule: Schedule) -> list[float]:
     return busy
 
 
+def _later_chunk_wait_s(sc: Scenario, costs: StepCosts, schedule, mems: list[dict], flat: list) -> float:
+    """The screen's share of Megatron's later-chunk parameter all-gathers (step.later_chunk_gathers,
+    which the simulator waits on): chunk c's gather is launched in the rank's first forward of
+    chunk c - 1 and the interleaved warm-up runs PP forwards of chunk c - 1 before chunk c's first;
+    what the gather outlasts them by, summed over the chunks, on the rank that waits most."""
+    gathers = later_chunk_gathers(sc, costs, schedule, mems)
+    if gathers is None:
+        return 0.0
+    pp = sc.plan.pp
+    return max(sum(max(0.0, offset_s + gather_s - pp * sum(flat[schedule.stage_of(r, c - 1)][:2]))
+                   for c, (offset_s, gather_s) in enumerate(gathers[r]) if c > 0)
+               for r in range(schedule.num_ranks))
+
+
 def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     """Closed-form step time and memory of a checked training scenario (see the module docstring).
     Routing loads other than one scalar for every layer (a [moe] load model) and ZeRO-3 (whose
@@ -419,6 +433,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         release = param_gather_release_s(sc, costs, schedule, mems)
         before = [sum(sum(flat[k][:2]) for k in range(schedule.stage_of(r, 0))) for r in range(schedule.num_ranks)]
         gather_wait_s = max(max(0.0, release[r] - before[r]) for r in range(schedule.num_ranks))
+        gather_wait_s += _later_chunk_wait_s(sc, costs, schedule, mems, flat)
         if syncs_every_backward_under_pp(sc) and sum(worst_mem.values()) <= gpu.hbm_bytes:
             # ZeRO-2's queue of reduce-scatters after every backward: the gradients it holds depend on
             # when each op ends, so the pipeline is simulated as the simulator does (these plans only,

@@ -277,12 +277,16 @@ _DEPENDENCIES: dict = {}   # id(schedule) -> (schedule, _dependencies' table)
 
 def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                       streams: Sequence[str] = ("compute", "comm"),
-                      record_events: bool = True, release_s: Sequence[float] | None = None) -> PipelineResult:
+                      record_events: bool = True, release_s: Sequence[float] | None = None,
+                      chunk_gathers: Sequence[Sequence[tuple[float, float]]] | None = None) -> PipelineResult:
     """Simulate one step of `schedule`. An activation set is counted from the start of its
     forward (an overlapped FB pair holds both its sets) to the end of its B or BW.
     `record_events=False` skips the per-task event log (sweeps that need only the totals).
     `release_s`: per rank, the earliest its first op may start (e.g. a parameter all-gather it
-    waits for); none by default."""
+    waits for); none by default. `chunk_gathers`: per rank and model chunk c (entry 0 unused),
+    (offset, seconds) of a transfer chunk c's first forward waits for, launched `offset` seconds
+    into the rank's first forward of chunk c - 1 (Megatron's parameter all-gather of a later
+    chunk: twin.training.step.later_chunk_gathers); none by default."""
     streams = tuple(streams)
     env = simpy.Environment()  # env.now is float seconds
     num_ranks = schedule.num_ranks
@@ -357,9 +361,15 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         live = peak_live = 0
         uses = op_uses[rank]
         release = release_s[rank] if release_s is not None else 0.0
+        gathers = chunk_gathers[rank] if chunk_gathers is not None else None
+        first_forward_at: dict[int, float] = {}   # chunk -> start of the rank's first forward of it
         for needs, key, f_key, b_key, op in program:
             t0 = max(env.now, release)
             release = 0.0
+            chunk = f_key[2] if gathers is not None and f_key is not None else None
+            if chunk is not None and chunk > 0 and chunk not in first_forward_at and chunk - 1 in first_forward_at:
+                offset_s, gather_s = gathers[chunk]
+                t0 = max(t0, first_forward_at[chunk - 1] + offset_s + gather_s)
             for table, k, delay in needs:
                 at = finished_at[table].get(k)
                 if at is None:   # not finished yet: wait for it
@@ -368,6 +378,8 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                         ev = waiting[table][k] = env.event()
                     at = yield ev
                 t0 = max(t0, env.now, at + delay)   # the op starts once its inputs have arrived
+            if chunk is not None and chunk not in first_forward_at:
+                first_forward_at[chunk] = t0
 
             if f_key is not None:
                 live += 1

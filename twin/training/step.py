@@ -56,6 +56,7 @@ import functools
 import itertools
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 from twin.costs import comm, compute, context_parallel, memory, tp_overlap
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
@@ -1446,8 +1447,8 @@ def param_gather_release_s(sc: Scenario, costs: "StepCosts", schedule: Schedule,
     launched at the step's start, which its first forward waits for. Chunks after the first
     (interleaved 1F1B) are not bucketed either (training.get_model: disable_bucketing for
     model_chunk_idx > 0); their gather is launched once the previous chunk's last bucket is waited
-    on, during that chunk's first forward, and runs beside the pipeline's warm-up: not charged
-    here (a bound in the twin's favour where it would not finish in time)."""
+    on, during that chunk's first forward, and runs beside the pipeline's warm-up: the simulator
+    holds the chunk's first forward for it (later_chunk_gathers), not this release."""
     zero = grad_buffer_zero_s(sc, costs, mems)   # runs first: the gathers are ordered after it
     if sc.plan.param_gather_kind != "megatron_chained":
         return zero
@@ -1497,6 +1498,40 @@ def later_rank_gather_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, me
     params = mems[rank]["weights"] / memory.WEIGHT_BYTES
     chunks = [_gemm_params(costs, schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
     return _param_gather_s(sc, params * chunks[0] / sum(chunks) if sum(chunks) else params, link_bw_scale)
+
+
+def later_chunk_gathers(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
+                        link_bw_scale: float = 1.0) -> list[list[tuple[float, float]]] | None:
+    """Per pipeline rank and model chunk c (entry 0 unused), Megatron's parameter all-gather of a
+    later chunk under interleaving as (seconds into the rank's first forward of chunk c - 1 at which
+    it is launched, its seconds): simulate_pipeline's `chunk_gathers`. None unless
+    plan.param_gather_kind is 'megatron_chained' with more than one chunk a rank.
+
+    core_v0.8.0 (distrib_optimizer.py): the all-gather handles run over every chunk's buckets in
+    order (_get_model_param_buffer_dp_views, chunk by chunk); chunks after the first have one bucket
+    (training.get_model: disable_bucketing for model_chunk_idx > 0), as every chunk of a pipeline
+    rank after the first does (DistributedDataParallel: bucket_size None); _finish_param_sync_helper
+    launches handle k + 1 once handle k is waited for, in the forward pre-hook of the first module
+    using it. So chunk c's gather starts where chunk c - 1's last bucket is waited for: pipeline rank
+    0's chunk 0 at its last bucket's first use (first_rank_gather_buckets), any other chunk at its
+    first forward's start; chunk c's first forward waits for it."""
+    if sc.plan.param_gather_kind != "megatron_chained" or schedule.num_chunks < 2:
+        return None
+    out = []
+    for rank in range(schedule.num_ranks):
+        params = mems[rank]["weights"] / memory.WEIGHT_BYTES
+        chunks = [_gemm_params(costs, schedule.stage_of(rank, c)) for c in range(schedule.num_chunks)]
+        total = sum(chunks)
+        gathers = [(0.0, 0.0)]
+        for c in range(1, schedule.num_chunks):
+            offset_s = 0.0
+            if c == 1 and rank == 0:
+                buckets = first_rank_gather_buckets(sc, costs, schedule, mems, link_bw_scale)
+                offset_s = buckets[-1][0] if buckets else 0.0
+            share = params * chunks[c] / total if total else 0.0
+            gathers.append((offset_s, _param_gather_s(sc, share, link_bw_scale)))
+        out.append(gathers)
+    return out
 
 
 def first_rank_gather_buckets(sc: Scenario, costs: "StepCosts", schedule: Schedule, mems: list[dict],
@@ -1559,12 +1594,16 @@ FOREACH_ADAMW_BYTES_PER_PARAM = 84.0
 CLIP_BYTES_PER_PARAM = 12.0
 
 
-def bubble_and_exposed_comm_s(pipe: PipelineResult) -> tuple[float, float]:
+def bubble_and_exposed_comm_s(pipe: PipelineResult, release_s: Sequence[float] | None = None) -> tuple[float, float]:
     """Pipeline bubble = time a rank has no task on any stream (waiting on other stages);
     exposed communication = time it communicates with its compute stream idle. Both are taken
-    on the rank with the largest bubble."""
-    worst = max(range(pipe.num_ranks), key=lambda r: pipe.makespan_s - pipe.covered_s[r])
-    return pipe.makespan_s - pipe.covered_s[worst], pipe.covered_s[worst] - pipe.busy_s[worst]
+    on the rank with the largest bubble. `release_s` (param_gather_release_s): per rank, the time
+    before its first op that Megatron's step start holds it (the gradient buffer's memset, the
+    chained parameter all-gather's wait), reported apart (op_time_s 'grad_buffer_zero',
+    'dp_param_gather_wait') and not a pipeline bubble: left out of the rank's idle."""
+    held = release_s or [0.0] * pipe.num_ranks
+    worst = max(range(pipe.num_ranks), key=lambda r: pipe.makespan_s - pipe.covered_s[r] - held[r])
+    return max(0.0, pipe.makespan_s - pipe.covered_s[worst] - held[worst]), pipe.covered_s[worst] - pipe.busy_s[worst]
 
 
 def plan_profile(sc: Scenario, profile: Profile | None = None) -> Profile:
@@ -1710,7 +1749,8 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     release = param_gather_release_s(sc, costs, schedule, mems, link_bw_scale)
     every = syncs_every_backward_under_pp(sc)   # its queue needs the ops' ends (op_spans)
     pipe = simulate_pipeline(schedule, costs, record_events=record_events or every,
-                             release_s=release if any(release) else None)
+                             release_s=release if any(release) else None,
+                             chunk_gathers=later_chunk_gathers(sc, costs, schedule, mems, link_bw_scale))
     queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, link_bw_scale) if every else None
     if every:
         if not record_events:
@@ -1743,7 +1783,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     ag_s = 0.0 if sc.plan.overlap_dp_comm else max(t[2] for t in tails)
     step_time = end + opt_s + ag_s
 
-    bubble_s, exposed_comm_s = bubble_and_exposed_comm_s(pipe)
+    bubble_s, exposed_comm_s = bubble_and_exposed_comm_s(pipe, release)
     tokens = sc.workload.tokens_per_step
     model_flops = train_flops_per_token(sc.model, sc.workload.seq_len, sc.workload.causal) * tokens
     n = sc.cluster.num_gpus

@@ -13,8 +13,10 @@ from twin.costs import comm, compute
 from twin.costs.memory import WEIGHT_BYTES
 from twin.planning.screen import screen
 from twin.training.results import Perturb
-from twin.training.step import (_prepare, chained_gather_exposed_s, grad_buffer_zero_s, megatron_buckets,
-                                param_gather_release_s, simulate_step, step_time_lower_bound_s)
+from twin.sim.pipeline import simulate_pipeline
+from twin.training.step import (_param_gather_s, _prepare, chained_gather_exposed_s, first_rank_gather_buckets,
+                                grad_buffer_zero_s, later_chunk_gathers, megatron_buckets, param_gather_release_s,
+                                simulate_step, step_time_lower_bound_s)
 
 DENSE = {"name": "tiny-dense", "num_layers": 4, "hidden_size": 1024, "vocab_size": 32768, "num_heads": 16,
          "attention": "gqa", "num_kv_heads": 8, "head_dim": 64, "intermediate_size": 4096, "num_dense_layers": 4}
@@ -95,13 +97,67 @@ def test_the_all_gather_after_the_step_moves_bf16_parameters_whatever_the_gradie
 
 def test_interleaved_ranks_wait_for_their_first_chunk_only():
     # Megatron buckets neither later chunks nor later ranks; a later chunk's gather is launched during
-    # the first chunk's forward and is not charged: a later rank waits for its first chunk's share
+    # the chunk before's first forward (later_chunk_gathers): at the step's start a later rank waits for
+    # its first chunk's share only
     sc = scenario(pp=2, dp=8, schedule="interleaved-1f1b", virtual_stages=2)
     schedule, costs, _, mems, _, _ = _prepare(sc, None, SLOW, True)
     release = param_gather_release_s(sc, costs, schedule, mems, SLOW.link_bw_scale)
     whole = comm.ring_collective_time_s(mems[1]["weights"], 8, sc.gpu, False, SLOW.link_bw_scale, 8)
     assert 0 < release[1] < whole
     assert step_time_lower_bound_s(sc, perturb=SLOW) <= simulate_step(sc, perturb=SLOW).step_time_s
+
+
+def _first_forward_starts(pipe, rank: int) -> dict[int, float]:
+    """chunk -> start of the rank's first forward of it, from the op spans ("F3.1&B0.0" labels)."""
+    out: dict[int, float] = {}
+    for r, label, start, _ in pipe.op_spans:
+        head = label.split("&")[0]
+        if r == rank and head.startswith("F"):
+            chunk = int(head[1:].split(".")[1])
+            out[chunk] = min(out.get(chunk, start), start)
+    return out
+
+
+def test_a_later_chunk_waits_for_its_gather_launched_in_the_chunk_before():
+    # core_r0.8.0: handle k + 1 is launched once handle k is waited for (_finish_param_sync_helper);
+    # chunk 1's single bucket follows chunk 0's last bucket, waited for in chunk 0's first forward
+    sc = scenario(pp=2, dp=8, schedule="interleaved-1f1b", virtual_stages=2)
+    schedule, costs, _, mems, _, _ = _prepare(sc, None, SLOW, True)
+    gathers = later_chunk_gathers(sc, costs, schedule, mems, SLOW.link_bw_scale)
+    last_bucket_at_s = first_rank_gather_buckets(sc, costs, schedule, mems, SLOW.link_bw_scale)[-1][0]
+    assert gathers[0][1][0] == pytest.approx(last_bucket_at_s) and gathers[1][1][0] == 0.0
+    for rank in (0, 1):   # the rank's parameters split between its chunks; chunk 1's share gathered
+        assert 0 < gathers[rank][1][1] < _param_gather_s(sc, mems[rank]["weights"] / WEIGHT_BYTES, SLOW.link_bw_scale)
+    release = param_gather_release_s(sc, costs, schedule, mems, SLOW.link_bw_scale)
+    held = simulate_pipeline(schedule, costs, release_s=release, chunk_gathers=gathers)
+    free = simulate_pipeline(schedule, costs, release_s=release)
+    assert held.makespan_s > free.makespan_s   # on slow links the gather outlasts the forwards between
+    for rank in (0, 1):
+        starts = _first_forward_starts(held, rank)
+        assert starts[1] >= starts[0] + gathers[rank][1][0] + gathers[rank][1][1] - 1e-12
+    r = simulate_step(sc, perturb=SLOW)
+    assert r.pipeline.makespan_s == pytest.approx(held.makespan_s)
+    assert step_time_lower_bound_s(sc, perturb=SLOW) <= r.step_time_s
+    # one chunk a rank, or the gather hidden ('ideal'): nothing to hold
+    one = scenario(pp=2, dp=8)
+    one_schedule, one_costs, _, one_mems, _, _ = _prepare(one, None, SLOW, True)
+    assert later_chunk_gathers(one, one_costs, one_schedule, one_mems) is None
+    ideal = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, param_gather_kind="ideal"))
+    assert later_chunk_gathers(ideal, costs, schedule, mems) is None
+
+
+def test_the_bubble_leaves_out_what_holds_the_step_start():
+    # at one stage there is no pipeline bubble: the memset and the chained gather's wait before the
+    # first forward are reported as such (op_time_s), not as bubble
+    sc = scenario(grad_buckets="megatron")
+    r = simulate_step(sc, perturb=SLOW)
+    schedule, costs, _, mems, _, _ = _prepare(sc, None, SLOW, True)
+    (release,) = param_gather_release_s(sc, costs, schedule, mems, SLOW.link_bw_scale)
+    pipe = r.pipeline
+    assert release == pytest.approx(r.op_time_s["grad_buffer_zero"] + r.op_time_s["dp_param_gather_wait"])
+    assert release / pipe.makespan_s > 0.05   # held a good part of the step on the slow links
+    assert r.bubble_frac == pytest.approx(max(0.0, pipe.makespan_s - pipe.covered_s[0] - release) / pipe.makespan_s, abs=1e-12)
+    assert r.bubble_frac < 1e-9
 
 
 def test_megatron_zeroes_its_gradient_buffer_before_the_first_forward_and_gather():
