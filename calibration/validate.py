@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import host_probe
+from calibration import mla_rounds
 from calibration import nccl
 from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
@@ -227,6 +228,10 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
             out.setdefault("host_probe", {})[gpu] = {"tracking": paired["tracking"], "adopted": paired["adopted"]}
             if paired["adopted"]:   # each MLA layer record beside its own host probes (calibration.host_probe)
                 cases = [c for c in cases if c["kind"] != "mla_layer"] + paired["cases"]
+        rounds = mla_rounds.committed_rounds(root, gpu, prof)
+        if rounds is not None:   # the held-out MLA records in rounds beside their fitting host rows (s14mla)
+            out.setdefault("mla_rounds", {})[gpu] = {k: rounds[k] for k in ("rounds", "valid", "rates")}
+            cases = mla_rounds.with_rounds(cases, rounds)
         # the per-GPU total is the kernels and layers, as before whole steps were predicted; the
         # whole steps are summarised per kind (by_kind) and judged by their own targets
         s = summarize([c for c in cases if c["kind"] not in WHOLE_STEP_KINDS])

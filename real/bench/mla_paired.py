@@ -19,11 +19,14 @@ Per round, in order (all rows in mla_paired.csv, flushed one by one, so a run cu
      carrying that block's `pair`;
   4. a closing probe block.
 Every row carries `round` and `pair`; a record's probes are the block of its `pair` (before) and
-the next block (after)."""
+the next block (after).
+Under REAL_MLA_PAIRED_LAYOUT=rotated (session s14mla, real/campaigns/s14mla.sh) steps 2 and 3 run
+without a probe block before each record, in an order rotated by one item each round (run_settings)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import torch
@@ -47,6 +50,34 @@ RECORD_MODELS = ("v3-slice-1l", "v2-lite-slice")
 RECORD_SHAPES = ((1024, 4), (4096, 1), (4096, 4))
 QUICK_RECORDS = (("tiny", 64, 2),)
 QUICK_FIT = [("tiny", 2, 32)]
+# s14mla's protocol (real/campaigns/s14mla.sh sets these; unset, the section runs as s9mla did):
+#   REAL_MLA_PAIRED_LAYOUT=rotated   a probe block opens and closes each round (no block before each
+#       record), and the round's items (the fitting host rows, then each record) start one item later
+#       each round, so every item is timed at every position of a round over the run (a host that
+#       drifts within a round then biases no configuration);
+#   REAL_MLA_PAIRED_MODELS           the record models, comma-separated (default RECORD_MODELS);
+#   REAL_MLA_PAIRED_ROUNDS           the most rounds (default MAX_ROUNDS; the budget still stops it).
+LAYOUTS = ("per_record", "rotated")
+
+
+def run_settings(quick: bool) -> dict:
+    """The section's layout, record models and round cap from the environment (above)."""
+    layout = os.environ.get("REAL_MLA_PAIRED_LAYOUT", "per_record")
+    if layout not in LAYOUTS:
+        raise ValueError(f"REAL_MLA_PAIRED_LAYOUT={layout!r}: one of {LAYOUTS}")
+    models = tuple(m for m in os.environ.get("REAL_MLA_PAIRED_MODELS", ",".join(RECORD_MODELS)).split(",") if m)
+    if not set(models) <= set(RECORD_MODELS):
+        raise ValueError(f"REAL_MLA_PAIRED_MODELS={models}: a subset of {RECORD_MODELS}")
+    rounds = int(os.environ.get("REAL_MLA_PAIRED_ROUNDS", MAX_ROUNDS))
+    if quick:   # a CPU dry run: a few rounds whatever the campaign asks
+        rounds = min(rounds, QUICK_ROUNDS)
+    return {"layout": layout, "models": models, "rounds": rounds}
+
+
+def rotated(items: list, rnd: int) -> list:
+    """The round's items starting at item rnd (mod their count)."""
+    k = rnd % len(items)
+    return items[k:] + items[:k]
 
 
 class _Pairs:
@@ -130,25 +161,37 @@ def record_pair(rec, timer, dev, name: str, S: int, B: int, prec, rnd: int, pair
 def bench_mla_paired(rec, timer, dev, deadline, quick, env):
     measure = functools.partial(hd.measure_phase, reps=1, warmup=0) if quick else hd.measure_phase
     precs = precisions_to_bench(env)
+    cfg = run_settings(quick)
     n, dim = (8, 16) if quick else (N_OPS, PROBE_DIM)
     fit = QUICK_FIT if quick else PAIRED_FIT_CASES
-    records = QUICK_RECORDS if quick else tuple((m, S, B) for m in RECORD_MODELS for S, B in RECORD_SHAPES)
+    records = QUICK_RECORDS if quick else tuple((m, S, B) for m in cfg["models"] for S, B in RECORD_SHAPES)
+    log(f"mla_paired: layout {cfg['layout']}, records {[r[0] for r in records]}, at most {cfg['rounds']} rounds")
     pairs, done, last_round_s = _Pairs(), 0, 0.0
-    for rnd in range(QUICK_ROUNDS if quick else MAX_ROUNDS):
+    for rnd in range(cfg["rounds"]):
         # a round starts only if the last one's time still fits (rows so far are on disk)
         if deadline.over() or (done and time.perf_counter() + last_round_s > deadline.until):
             break
         t0 = time.perf_counter()
         pair = pairs.next()
         probe_block(rec, timer, dev, measure, rnd, pair, n, dim, profiled=True)
-        fit_host_rows(rec, timer, dev, measure, precs, fit, rnd, pair)
-        for name, S, B in records:
-            for prec in precs:
+        if cfg["layout"] == "rotated":
+            items = [("fit", None)] + [("record", (name, S, B, prec)) for name, S, B in records for prec in precs]
+            for what, arg in rotated(items, rnd):
                 if deadline.over():
                     break
-                pair = pairs.next()
-                probe_block(rec, timer, dev, measure, rnd, pair, n, dim)
-                record_pair(rec, timer, dev, name, S, B, prec, rnd, pair)
+                if what == "fit":
+                    fit_host_rows(rec, timer, dev, measure, precs, fit, rnd, pair)
+                else:
+                    record_pair(rec, timer, dev, *arg, rnd, pair)
+        else:
+            fit_host_rows(rec, timer, dev, measure, precs, fit, rnd, pair)
+            for name, S, B in records:
+                for prec in precs:
+                    if deadline.over():
+                        break
+                    pair = pairs.next()
+                    probe_block(rec, timer, dev, measure, rnd, pair, n, dim)
+                    record_pair(rec, timer, dev, name, S, B, prec, rnd, pair)
         probe_block(rec, timer, dev, measure, rnd, pairs.next(), n, dim)
         done, last_round_s = rnd + 1, time.perf_counter() - t0
         log(f"mla_paired round {done} done in {last_round_s:.1f} s")

@@ -1,0 +1,156 @@
+"""The H100's held-out MLA layer records taken in many rounds beside the fitting MLA host rows of the
+same process, each side at its fastest round (issue 13, session s14mla; docs/notes/s14mla_rule.md,
+the rule written before the run).
+
+Why: the GPU's host switches between a fast and a ~1.6x slower dispatch state from round to round
+(h100/s9mla_paired), so a host-bound record taken as the median of a few rounds is a draw of that
+state, and so are the fitting host rows that give the profile its rates. real/campaigns/s14mla.sh
+times the 12 held-out V2-Lite records and the fitting V3-slice b1 s1024 MLA host rows in up to 40
+interleaved rounds (real/bench/mla_paired.py, layout `rotated`). Here:
+  - each record is its fastest round (time_s, the round's median rep);
+  - each fitting host row (config, phase, precision) is its round with the lowest host_s, and the
+    host rates are calibration.layer_gaps.host_rates_of on those rows (the profile's own rule);
+  - each record is predicted with the committed profile, only its host rates replaced by the run's.
+calibration.validate replaces the GPU's held-out mla_layer cases of attention.csv by these
+(USE_MLA_ROUNDS) where the committed file (ROUNDS_FILE) is a valid run (MIN_ROUNDS complete
+rounds on the GPU named), whichever way the figures go.
+
+`python -m calibration.mla_rounds FILE_OR_DIR --gpu h100` prints the run's held-out median / P90 with
+rates and records each taken at their median round or their fastest round (the rule note's pilot
+table; an s8mla run's folder of round<i>/ works too)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import host_probe
+from calibration.layer_gaps import host_rates_of
+from calibration.predict import gpu_spec, predict_s
+from calibration.records import _case_name
+from calibration.records_io import csv_exists
+from calibration.split import is_held_out
+from twin.costs.profile import Profile, fitted_profile
+
+ROUNDS_FILE = "mla_rounds.csv"   # calibration/measurements/<gpu>/, real/campaigns/s14mla.sh's mla_paired.csv
+MIN_ROUNDS = 6                   # the rule's least number of complete rounds
+# the rule (docs/notes/s14mla_rule.md) replaces the held-out records whichever way the figures go;
+# False keeps attention.csv's records in validation (the switch the tests exercise)
+USE_MLA_ROUNDS = True
+RECORD_KEY = host_probe.RECORD_KEY
+HOST_KEY = ["config", "phase", "precision"]
+CHOICES = ("median", "fastest")
+
+
+def records_of(run: pd.DataFrame) -> pd.DataFrame:
+    return run[run["bench"].str.startswith("mla_layer")]
+
+
+def fit_host_rows_of(run: pd.DataFrame) -> pd.DataFrame:
+    return run[(run["bench"] == "host_dispatch") & (run["split"] == "fit")]
+
+
+def _pick(rows: pd.DataFrame, key: list[str], col: str, choice: str) -> pd.DataFrame:
+    """Per key the row of its fastest round (lowest `col`) or of its median round (the lower median)."""
+    if choice not in CHOICES:
+        raise ValueError(f"choice {choice!r}: one of {CHOICES}")
+    keep = [g.index[0] if choice == "fastest" else g.index[(len(g) - 1) // 2]
+            for _, g in rows.sort_values(col).groupby(key)]
+    return rows.loc[keep]
+
+
+def complete_rounds(run: pd.DataFrame) -> list[int]:
+    """The rounds holding every record and every fitting host row the run has anywhere."""
+    recs, host = records_of(run), fit_host_rows_of(run)
+    n_recs, n_host = len(recs.groupby(RECORD_KEY)), len(host.groupby(HOST_KEY))
+    return sorted(int(r) for r in run["round"].unique()
+                  if len(recs[recs["round"] == r].groupby(RECORD_KEY)) == n_recs
+                  and len(host[host["round"] == r].groupby(HOST_KEY)) == n_host)
+
+
+def run_rates(run: pd.DataFrame, gpu: str, profile: Profile, choice: str = "fastest") -> dict:
+    """{phase: host seconds per kernel} from the run's fitting host rows at `choice` rounds."""
+    return host_rates_of(_pick(fit_host_rows_of(run), HOST_KEY, "host_s", choice), gpu, None, profile)
+
+
+def predicted_records(run: pd.DataFrame, gpu: str, profile: Profile, rates: str = "fastest",
+                      records: str = "fastest") -> pd.DataFrame:
+    """Each record at its `records` round, predicted with the profile under the run's `rates` host rates."""
+    prof = host_probe._with_host(profile, run_rates(run, gpu, profile, rates))
+    spec = gpu_spec(gpu)
+    recs = _pick(records_of(run), RECORD_KEY, "time_s", records).copy()
+    recs["predicted_s"] = [predict_s(r, spec, prof) for _, r in recs.iterrows()]
+    recs["rel_error"] = recs["predicted_s"] / recs["time_s"] - 1.0
+    recs["held_out"] = [is_held_out(r) for _, r in recs.iterrows()]
+    return recs
+
+
+def held_out_summary(recs: pd.DataFrame) -> dict:
+    e = recs.loc[recs["held_out"], "rel_error"].abs().to_numpy()
+    return {"num_cases": int(e.size), "median_abs_rel_error": float(np.median(e)) if e.size else None,
+            "p90_abs_rel_error": float(np.percentile(e, 90)) if e.size else None}
+
+
+def on_gpu(run: pd.DataFrame, gpu: str) -> bool:
+    names = run["gpu_name"].dropna().astype(str).unique()
+    return len(names) > 0 and all(gpu.upper() in n.upper() for n in names)
+
+
+def committed_rounds(root: Path | str, gpu: str, profile: Profile) -> dict | None:
+    """The committed run of a GPU (ROUNDS_FILE), None without one: `rounds` (complete ones),
+    `valid` (the rule's point 1), `rates` (the run's fastest-round host rates) and `cases`, its
+    records at their fastest round in calibration.validate's case form."""
+    path = Path(root) / gpu / ROUNDS_FILE
+    if not csv_exists(path):
+        return None
+    run = host_probe.load_paired(path)
+    rounds = complete_rounds(run)
+    recs = predicted_records(run, gpu, profile)
+    cases = [{"name": _case_name(r), "gpu": gpu, "bench": r["bench"], "kind": "mla_layer", "num_gpus": 1,
+              "measured_s": float(r["time_s"]), "predicted_s": float(r["predicted_s"]),
+              "rel_error": float(r["rel_error"]), "held_out": bool(r["held_out"])} for _, r in recs.iterrows()]
+    return {"rounds": len(rounds), "valid": bool(len(rounds) >= MIN_ROUNDS and on_gpu(run, gpu)),
+            "rates": run_rates(run, gpu, profile), "cases": cases}
+
+
+def with_rounds(cases: list[dict], rounds: dict | None) -> list[dict]:
+    """calibration.validate's cases of a GPU with its held-out MLA layer records replaced by the
+    run's (the rule's point 3) where the run is valid and USE_MLA_ROUNDS; unchanged otherwise."""
+    if rounds is None or not rounds["valid"] or not USE_MLA_ROUNDS:
+        return cases
+    fresh = [c for c in rounds["cases"] if c["held_out"]]
+    names = {c["name"] for c in fresh}
+    return [c for c in cases if not (c["kind"] == "mla_layer" and c["held_out"] and c["name"] in names)] + fresh
+
+
+def load_run(path: Path) -> pd.DataFrame:
+    return host_probe.load_paired(path) if csv_exists(path) else host_probe.paired_from_rounds(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path", type=Path, help="an mla_paired.csv (s9mla, s14mla) or an s8mla run's folder")
+    ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
+    ap.add_argument("--cases", action="store_true", help="also each held-out record at the fastest rounds")
+    args = ap.parse_args(argv)
+    prof = fitted_profile(args.gpu)
+    run = load_run(args.path)
+    print(f"{args.path}: {len(complete_rounds(run))} complete round(s) of {run['round'].nunique()}")
+    for rates in CHOICES:
+        r = run_rates(run, args.gpu, prof, rates)
+        for records in CHOICES:
+            s = held_out_summary(predicted_records(run, args.gpu, prof, rates, records))
+            print(f"rates {rates:8} ({', '.join(f'{k} {v * 1e6:.1f} us' for k, v in sorted(r.items()))}) records "
+                  f"{records:8} held-out n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
+                  f"P90 {s['p90_abs_rel_error']:.1%}")
+    if args.cases:
+        recs = predicted_records(run, args.gpu, prof)
+        print(recs.loc[recs["held_out"], RECORD_KEY + ["time_s", "predicted_s", "rel_error"]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
