@@ -237,9 +237,13 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # NaN-check norm and 1/DP scaling on the compute stream before its reduce-scatter (Bucket.start_grad_sync;
 # step.megatron_grad_prep_s): 1.7B +11.7% -> +9.9% (met), 7.1B +7.6% -> +5.7%, 70B -11.8% -> -12.2%,
 # the TP 8 rows decided on rank 0 unchanged. Median 8.3% (8.28 -> 8.29), 19 within 10%.
+# Sixteenth pass (s14pp): torchtitan's pipeline as torch.distributed.pipelining runs it (plan.pp_runtime
+# 'torch_pipelining', docs/notes/s14pp_rule.md): Interleaved1F1B through PipelineScheduleMulti's lock-step
+# time steps, 405B 3D interleaved +13.3% -> +12.1%; Schedule1F1B's loop is the dataflow (every other row
+# unchanged). Median 8.3%, 19 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
-    "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.133,
+    "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.121,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
     "mlm-gpt-32b": -0.247, "mlm-gpt-70b": -0.122,
     "mlm-gpt-177b-strong-96": 0.121, "mlm-gpt-177b-strong-4608": -0.187,

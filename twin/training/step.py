@@ -68,7 +68,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.training.results import Perturb, StepResult
 from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
-from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule, torch_lockstep_needs
 from twin.core.specs import GPUSpec
 from twin.core.units import GIB
 
@@ -1287,6 +1287,16 @@ def dp_reduce_scatters_per_step(sc: Scenario) -> int:
 _OP_PARTS = re.compile(r"(BW|F|B|W)(\d+)\.(\d+)")   # twin.core.schedules.PipeOp.__str__'s parts
 
 
+def runtime_needs(sc: Scenario, schedule: Schedule) -> tuple | None:
+    """The inputs plan.pp_runtime adds to the pipeline's dataflow (simulate_pipeline's
+    extra_needs): torch.distributed.pipelining's lock-step time steps for a multi-stage schedule
+    (interleaved-1f1b); None where the runtime is the dataflow (the default, and torch's
+    Schedule1F1B: its fused send/receive pairs wait on nothing the inputs do not)."""
+    if sc.plan.pp_runtime != "torch_pipelining" or schedule.num_ranks == 1 or schedule.name != "interleaved-1f1b":
+        return None
+    return torch_lockstep_needs(schedule)
+
+
 def syncs_every_backward_under_pp(sc: Scenario) -> bool:
     """ZeRO-2 under pipeline parallelism reduce-scattering after every backward (plan.pp_grad_sync)."""
     return sc.plan.zero_stage == 2 and sc.plan.pp > 1 and sc.plan.pp_grad_sync == "every_backward"
@@ -1710,7 +1720,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     release = param_gather_release_s(sc, costs, schedule, mems, link_bw_scale)
     every = syncs_every_backward_under_pp(sc)   # its queue needs the ops' ends (op_spans)
     pipe = simulate_pipeline(schedule, costs, record_events=record_events or every,
-                             release_s=release if any(release) else None)
+                             release_s=release if any(release) else None, extra_needs=runtime_needs(sc, schedule))
     queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, link_bw_scale) if every else None
     if every:
         if not record_events:
