@@ -1050,6 +1050,23 @@ def peak_live_bytes_of(schedule: Schedule, rank: int, set_bytes: dict[int, float
     return max((sum(c * set_bytes[chunk] for chunk, c in enumerate(counts)) for counts in frontier), default=0.0)
 
 
+# torch.distributed.pipelining keeps every micro-batch's output of a step on its stage
+# (stage.py forward_one_chunk: `self.output_chunks.append(output)`, cleared at the next step's start,
+# merged after the last backward on the last stage): torchtitan's last stage outputs the BF16 logits,
+# so all of them are alive at its last backward (docs/notes/s14pp_rule.md, second change)
+ADOPT_PP_OUTPUTS_MEMORY = True
+
+
+def retained_logits_bytes(sc: Scenario) -> float:
+    """Bytes of the BF16 logits torch pipelining's last stage keeps of every micro-batch of a step
+    (plan.pp_runtime 'torch_pipelining', pp > 1; vocabulary split over the TP ranks, loss parallel);
+    0 otherwise."""
+    p = sc.plan
+    if not ADOPT_PP_OUTPUTS_MEMORY or p.pp_runtime != "torch_pipelining" or p.pp == 1:
+        return 0.0
+    return sc.num_microbatches * local_tokens(sc) * sc.model.vocab_size / p.tp * BF16_BYTES
+
+
 def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     """Memory breakdown (bytes) of every pipeline rank."""
     m, p = sc.model, sc.plan
@@ -1111,8 +1128,11 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense, expert), resident_blocks=1)
         # a block recomputing in its backward: beside the peak of saved activations (in 1F1B's steady
         # state and after the warm-up a backward follows the peak's forward with nothing freed between)
-        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered,
-                                           loss, recompute))
+        mem = memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered,
+                                      loss, recompute)
+        if loss_chunks and (outputs := retained_logits_bytes(sc)):
+            mem["pp_outputs"] = outputs
+        out.append(mem)
     return out
 
 

@@ -127,3 +127,18 @@ def test_torch_runtime_refused_for_schedules_it_does_not_model():
     with pytest.raises(ScenarioError, match="pp_runtime"):
         scenario(schedule="zb1p")
     assert dataclasses.asdict(scenario(schedule="zb1p", runtime="dataflow").plan)["pp_runtime"] == "dataflow"
+
+
+def test_last_stage_keeps_every_micro_batchs_logits_under_torch_pipelining(monkeypatch):
+    from twin.training import step as step_mod
+    from twin.training.results import Perturb
+
+    sc = scenario(schedule="1f1b")
+    want = sc.num_microbatches * step_mod.local_tokens(sc) * sc.model.vocab_size / sc.plan.tp * 2
+    assert step_mod.retained_logits_bytes(sc) == want > 0
+    mems = step_mod._prepare(sc, None, Perturb(), False)[3]
+    assert mems[-1]["pp_outputs"] == want and all("pp_outputs" not in m for m in mems[:-1])
+    assert step_mod.retained_logits_bytes(scenario(schedule="1f1b", runtime="dataflow")) == 0.0
+    assert step_mod.retained_logits_bytes(scenario(schedule="1f1b", pp=1)) == 0.0
+    monkeypatch.setattr(step_mod, "ADOPT_PP_OUTPUTS_MEMORY", False)   # the switch off: no term
+    assert step_mod.retained_logits_bytes(sc) == 0.0
