@@ -31,7 +31,7 @@ from twin.costs import compute
 from twin.costs.flops import GEMM_KINDS, OpKind, attention_bwd_flops, train_flops_per_token
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.results import Perturb
-from twin.training.step import _prepare, local_tokens, param_gather_release_s, simulate_step
+from twin.training.step import _prepare, local_tokens, param_gather_release_s, runtime_needs, simulate_step
 
 ROWS = ("l3-405b-8k-gpus8192", "l3-405b-8k-gpus16384", "l3-405b-128k-cp16", "mlm-gpt-462b", "mlm-gpt-314b")
 
@@ -42,7 +42,8 @@ def free_p2p_makespan_s(sc, release_s=None) -> float:
     schedule, costs, *_ = _prepare(sc, None, Perturb(), False)
     costs = copy.copy(costs)   # _prepare's are kept for later steps of the same scenario: not this one
     costs._p2p_s = 0.0   # StepCosts.p2p_s returns this one figure for every hop
-    return simulate_pipeline(schedule, costs, record_events=False, release_s=release_s).makespan_s
+    return simulate_pipeline(schedule, costs, record_events=False, release_s=release_s,
+                             extra_needs=runtime_needs(sc, schedule)).makespan_s
 
 
 def param_gather_release(sc) -> list[float] | None:

@@ -57,7 +57,7 @@ FLOP_BASES = ("megatron", "palm", "twin")
 NEUTRAL = {"cp": 1, "virtual_stages": 1, "sequence_parallel": False, "tp_comm_overlap": False, "kernels": "fused",
            "kv_repeat": False, "optimizer_kernel": "fused", "loss_kernel": "as_kernels", "grad_reduce_dtype": "bf16",
            "overlap_grad_reduce": False, "unfused_linears": False, "param_gather_kind": "ideal",
-           "sp_input_regather": True}
+           "sp_input_regather": True, "pp_runtime": "dataflow"}
 NEUTRAL_WITH = {"cp_kind": ("cp", 1), "tp_overlap_kind": ("tp_comm_overlap", False),
                 "grad_buckets": ("overlap_grad_reduce", False)}   # meaningless while cp = 1, without overlap
 

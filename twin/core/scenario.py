@@ -177,6 +177,10 @@ class Scenario:
             raise ScenarioError("plan.pp_grad_sync", p.pp_grad_sync, "'last_backward' (the default) unless plan.zero_stage "
                                 "= 2 with plan.pp > 1 (without PP ZeRO-2 reduce-scatters every backward already; ZeRO 0-1 "
                                 "and 3 hold their gradients as they do)", source)
+        if p.pp_runtime == "torch_pipelining" and p.pp > 1 and p.schedule not in ("1f1b", "interleaved-1f1b"):
+            raise ScenarioError("plan.pp_runtime", p.pp_runtime, "'dataflow' (the default) with plan.schedule "
+                                f"{p.schedule!r} (torch.distributed.pipelining's runtime is modelled for '1f1b' and "
+                                "'interleaved-1f1b')", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":

@@ -492,3 +492,130 @@ SCHEDULES: dict[str, ScheduleEntry] = {
                                       "Megatron-LM's interleaved 1F1B: V model chunks per rank", virtual=True),
 }
 SCHEDULE_NAMES = tuple(SCHEDULES)
+
+
+# --------------------------------------------------------------------------------------------
+# torch.distributed.pipelining's runtime of multi-stage schedules (plan.pp_runtime 'torch_pipelining')
+
+
+def torch_time_steps(pp: int, num_microbatches: int, virtual_stages: int) -> tuple[tuple[PipeOp | None, ...], ...]:
+    """Per rank, the time-step table (`pipeline_order`) of PyTorch's ScheduleInterleaved1F1B as at
+    the nightly torchtitan's tables ran (1963fc8, 2024-12; torch/distributed/pipelining/schedules.py
+    ScheduleInterleaved1F1B._calculate_single_rank_operations and _get_1f1b_rank_ops, our
+    transcription): an op or None (an idle step) per step.
+
+        pre-padding  r idle steps
+        warm-up      (V-1) * mb_per_round + 2 (PP-1-r) forwards (all N V if fewer), then
+                     (V PP + 2 (PP-1-r)) - (warm-up + r) idle steps
+        1F1B         one forward, one backward per op
+        cooldown     an idle step and a backward per op
+        post-padding PP-1-r idle steps
+
+    mb_per_round = N // max(1, N // PP); the k-th forward enters chunk (k // mb_per_round) mod V,
+    the k-th backward chunk V-1 - (k // mb_per_round) mod V, each chunk counting its micro-batches
+    in order. Ops are the twin's (chunk c of rank r is model stage c PP + r, as torch's 'loop'
+    stage ids; backwards are full backwards, BW)."""
+    rounds = max(1, num_microbatches // pp)
+    per_round = num_microbatches // rounds
+    total_ops = virtual_stages * num_microbatches
+    table = []
+    for rank in range(pp):
+        warmup = min((virtual_stages - 1) * per_round + 2 * (pp - 1 - rank), total_ops)
+        fwd_bwd = total_ops - warmup
+        post_warmup = (virtual_stages * pp + 2 * (pp - 1 - rank)) - (warmup + rank)
+        next_f = [0] * virtual_stages
+        next_b = [0] * virtual_stages
+
+        def forward(k: int) -> PipeOp:
+            chunk = (k // per_round) % virtual_stages
+            next_f[chunk] += 1
+            return PipeOp("F", next_f[chunk] - 1, chunk)
+
+        def backward(k: int) -> PipeOp:
+            chunk = virtual_stages - 1 - ((k - warmup) // per_round) % virtual_stages
+            next_b[chunk] += 1
+            return PipeOp("BW", next_b[chunk] - 1, chunk)
+
+        steps: list[PipeOp | None] = [None] * rank
+        for k in range(warmup + fwd_bwd + warmup):   # cooldown ops = warm-up ops
+            if k < warmup:
+                steps.append(forward(k))
+                if k == warmup - 1:
+                    steps += [None] * post_warmup
+            elif k < warmup + fwd_bwd:
+                steps += [forward(k), backward(k)]
+            else:
+                steps += [None, backward(k)]
+        steps += [None] * (pp - 1 - rank)
+        table.append(tuple(steps))
+    return tuple(table)
+
+
+def torch_lockstep_needs(schedule: Schedule) -> tuple[tuple[tuple, ...], ...]:
+    """Per rank and op of `schedule`'s programs, the inputs PyTorch's PipelineScheduleMulti
+    runtime adds to the dataflow (twin.sim.pipeline._dependencies' format: (0 forward / 1 backward
+    done table, its key (rank, micro-batch, chunk), the rank the transfer comes from, "F" or "B")).
+
+    torch's _step_microbatches (as at 1963fc8) walks the time-step table (torch_time_steps): after
+    each step's compute a rank issues ONE batch_isend_irecv of its own send (a forward's output to
+    the next stage's rank, a backward's input gradient to the previous stage's) and the receives
+    matching its neighbours' ops at the same step, and waits on it before its next step. A NCCL
+    group ends when all its transfers do, a transfer starting once both ends have launched theirs:
+    so a rank's next op waits, for every step since its previous op, for each neighbour it exchanges
+    with at that step to finish that step's op (a neighbour idle at the step: its latest op before
+    it), and for its own op of the step, each plus the transfer. Approximation: an idle neighbour's
+    own batch waits are not chained further."""
+    if schedule.name != "interleaved-1f1b":
+        raise ValueError(f"torch's multi-stage runtime is modelled for interleaved-1f1b, not {schedule.name!r}")
+    pp, v = schedule.num_ranks, schedule.num_chunks
+    table = torch_time_steps(pp, schedule.num_microbatches, v)
+    for rank in range(pp):
+        if tuple(op for op in table[rank] if op is not None) != schedule.programs[rank]:
+            raise ValueError(f"rank {rank}: torch's time steps run another op order than the schedule's program")
+    last_stage = schedule.num_model_stages - 1
+
+    def done_key(rank: int, op: PipeOp) -> tuple[int, tuple[int, int, int]]:
+        return (0 if op.kind == "F" else 1), (rank, op.microbatch, op.chunk)
+
+    def latest(rank: int, step: int) -> PipeOp | None:
+        return next((table[rank][t] for t in range(min(step, len(table[rank]) - 1), -1, -1)
+                     if table[rank][t] is not None), None)
+
+    def sends_to(rank: int, op: PipeOp) -> tuple[int, str] | None:
+        """(receiving rank, message kind) of an op's output, None at the pipeline's ends."""
+        stage = schedule.stage_of(rank, op.chunk)
+        if op.kind == "F":
+            return None if stage == last_stage else ((stage + 1) % pp, "F")
+        return None if stage == 0 else ((stage - 1) % pp, "B")
+
+    def exchanges(rank: int, step: int) -> list[tuple]:
+        """The inputs of the rank's batch at `step`: each partner's op (or latest op) and the
+        rank's own op, each with the transfer between them."""
+        needs = []
+        own = table[rank][step] if step < len(table[rank]) else None
+        partners = []
+        if own is not None and (to := sends_to(rank, own)) is not None:
+            partners.append((to[0], to[1]))
+        for other in {(rank - 1) % pp, (rank + 1) % pp} - {rank}:
+            op = table[other][step] if step < len(table[other]) else None
+            if op is not None and (to := sends_to(other, op)) is not None and to[0] == rank:
+                partners.append((other, to[1]))
+        for other, kind in partners:
+            op = table[other][step] if step < len(table[other]) else None
+            op = op if op is not None else latest(other, step)
+            if op is not None:
+                needs.append((*done_key(other, op), other, kind))
+            if own is not None:
+                needs.append((*done_key(rank, own), other, kind))
+        return needs
+
+    out = []
+    for rank in range(pp):
+        rows, pending = [], []
+        for step, op in enumerate(table[rank]):
+            if op is not None:
+                rows.append(tuple(pending))
+                pending = []
+            pending += exchanges(rank, step)
+        out.append(tuple(rows))
+    return tuple(out)

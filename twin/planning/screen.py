@@ -51,7 +51,7 @@ from twin.sim.pipeline import simulate_pipeline
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
                                  later_chunk_gathers, local_tokens, megatron_grad_prep_s, param_gather_release_s, peak_live_bytes,
-                                 plan_profile, rank_memory, ranks_holding, routing_loads, stage_layers,
+                                 plan_profile, rank_memory, ranks_holding, routing_loads, runtime_needs, stage_layers,
                                  syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -438,7 +438,8 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
             # ZeRO-2's queue of reduce-scatters after every backward: the gradients it holds depend on
             # when each op ends, so the pipeline is simulated as the simulator does (these plans only,
             # and only where the count without them fits): the same count, the same verdict
-            pipe = simulate_pipeline(schedule, costs, release_s=release if any(release) else None)
+            pipe = simulate_pipeline(schedule, costs, release_s=release if any(release) else None,
+                                     extra_needs=runtime_needs(sc, schedule))
             queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, 1.0)
             mems = with_grad_queue(mems, queue)
             worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))

@@ -278,7 +278,8 @@ _DEPENDENCIES: dict = {}   # id(schedule) -> (schedule, _dependencies' table)
 def simulate_pipeline(schedule: Schedule, costs: OpCosts,
                       streams: Sequence[str] = ("compute", "comm"),
                       record_events: bool = True, release_s: Sequence[float] | None = None,
-                      chunk_gathers: Sequence[Sequence[tuple[float, float]]] | None = None) -> PipelineResult:
+                      chunk_gathers: Sequence[Sequence[tuple[float, float]]] | None = None,
+                      extra_needs: Sequence[Sequence[Sequence[tuple]]] | None = None) -> PipelineResult:
     """Simulate one step of `schedule`. An activation set is counted from the start of its
     forward (an overlapped FB pair holds both its sets) to the end of its B or BW.
     `record_events=False` skips the per-task event log (sweeps that need only the totals).
@@ -286,7 +287,9 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
     waits for); none by default. `chunk_gathers`: per rank and model chunk c (entry 0 unused),
     (offset, seconds) of a transfer chunk c's first forward waits for, launched `offset` seconds
     into the rank's first forward of chunk c - 1 (Megatron's parameter all-gather of a later
-    chunk: twin.training.step.later_chunk_gathers); none by default."""
+    chunk: twin.training.step.later_chunk_gathers); none by default. `extra_needs`: per rank and op
+    of its program, inputs beside the dataflow's, in _dependencies' format (a runtime's coupling,
+    e.g. twin.core.schedules.torch_lockstep_needs); none by default."""
     streams = tuple(streams)
     env = simpy.Environment()  # env.now is float seconds
     num_ranks = schedule.num_ranks
@@ -346,7 +349,10 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         each input, its timeline (an index into `placed_by`), the forward and backward it
         finishes, and the op (the event log's)."""
         out = []
-        for op, needs, f_key, b_key in _dependencies(schedule)[rank]:
+        extra = extra_needs[rank] if extra_needs is not None else None
+        for i, (op, needs, f_key, b_key) in enumerate(_dependencies(schedule)[rank]):
+            if extra is not None:
+                needs = (*needs, *extra[i])
             inputs = [(table, key, 0.0 if src is None else delay_s(src, rank, kind)) for table, key, src, kind in needs]
             out.append((inputs, timeline(costs.chains(rank, op)), f_key, b_key, op))
         return out

@@ -69,7 +69,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.training.results import Perturb, StepResult
 from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
-from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule, torch_lockstep_needs
 from twin.core.specs import GPUSpec
 from twin.core.units import GIB
 
@@ -1051,6 +1051,23 @@ def peak_live_bytes_of(schedule: Schedule, rank: int, set_bytes: dict[int, float
     return max((sum(c * set_bytes[chunk] for chunk, c in enumerate(counts)) for counts in frontier), default=0.0)
 
 
+# torch.distributed.pipelining keeps every micro-batch's output of a step on its stage
+# (stage.py forward_one_chunk: `self.output_chunks.append(output)`, cleared at the next step's start,
+# merged after the last backward on the last stage): torchtitan's last stage outputs the BF16 logits,
+# so all of them are alive at its last backward (docs/notes/s14pp_rule.md, second change)
+ADOPT_PP_OUTPUTS_MEMORY = True
+
+
+def retained_logits_bytes(sc: Scenario) -> float:
+    """Bytes of the BF16 logits torch pipelining's last stage keeps of every micro-batch of a step
+    (plan.pp_runtime 'torch_pipelining', pp > 1; vocabulary split over the TP ranks, loss parallel);
+    0 otherwise."""
+    p = sc.plan
+    if not ADOPT_PP_OUTPUTS_MEMORY or p.pp_runtime != "torch_pipelining" or p.pp == 1:
+        return 0.0
+    return sc.num_microbatches * local_tokens(sc) * sc.model.vocab_size / p.tp * BF16_BYTES
+
+
 def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     """Memory breakdown (bytes) of every pipeline rank."""
     m, p = sc.model, sc.plan
@@ -1112,8 +1129,11 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense, expert), resident_blocks=1)
         # a block recomputing in its backward: beside the peak of saved activations (in 1F1B's steady
         # state and after the warm-up a backward follows the peak's forward with nothing freed between)
-        out.append(memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered,
-                                           loss, recompute))
+        mem = memory.memory_breakdown(memory.RankParams(dense, expert), live, buffers, p, sc.dp * p.cp, gathered,
+                                      loss, recompute)
+        if loss_chunks and (outputs := retained_logits_bytes(sc)):
+            mem["pp_outputs"] = outputs
+        out.append(mem)
     return out
 
 
@@ -1286,6 +1306,16 @@ def dp_reduce_scatters_per_step(sc: Scenario) -> int:
 
 
 _OP_PARTS = re.compile(r"(BW|F|B|W)(\d+)\.(\d+)")   # twin.core.schedules.PipeOp.__str__'s parts
+
+
+def runtime_needs(sc: Scenario, schedule: Schedule) -> tuple | None:
+    """The inputs plan.pp_runtime adds to the pipeline's dataflow (simulate_pipeline's
+    extra_needs): torch.distributed.pipelining's lock-step time steps for a multi-stage schedule
+    (interleaved-1f1b); None where the runtime is the dataflow (the default, and torch's
+    Schedule1F1B: its fused send/receive pairs wait on nothing the inputs do not)."""
+    if sc.plan.pp_runtime != "torch_pipelining" or schedule.num_ranks == 1 or schedule.name != "interleaved-1f1b":
+        return None
+    return torch_lockstep_needs(schedule)
 
 
 def syncs_every_backward_under_pp(sc: Scenario) -> bool:
@@ -1750,7 +1780,8 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     every = syncs_every_backward_under_pp(sc)   # its queue needs the ops' ends (op_spans)
     pipe = simulate_pipeline(schedule, costs, record_events=record_events or every,
                              release_s=release if any(release) else None,
-                             chunk_gathers=later_chunk_gathers(sc, costs, schedule, mems, link_bw_scale))
+                             chunk_gathers=later_chunk_gathers(sc, costs, schedule, mems, link_bw_scale),
+                             extra_needs=runtime_needs(sc, schedule))
     queue = grad_sync_queue(sc, costs, schedule, pipe.op_spans, gpu, link_bw_scale) if every else None
     if every:
         if not record_events:
