@@ -36,7 +36,9 @@ one-GPU profile is fitted on its fitting split:
     ~25 us (many come from a few C++ ops), the MLA block's at ~27 us;
   - host per collective call in a block (`block_collective_host_s`, TP rows' host_time_s less their
     reference's, per collective): ~0.28 ms, the autograd Function and its hand-off included, where
-    an isolated call (collective_host.csv) takes 50-75 us;
+    an isolated call (collective_host.csv) takes 50-75 us; s14cp2's candidate H, a cost per
+    TP-region crossing plus one per call (`block_crossing_host_s`, ADOPT_CROSSING_HOST), failed its
+    rule and is off (docs/notes/s14cp2_rule.md);
   - CP terms (`cp_block_terms`): the ring's and the gather's host per op, and the off-diagonal
     blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks: ~1.56x inferred
     from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv's mla_block
