@@ -36,7 +36,9 @@ one-GPU profile is fitted on its fitting split:
     ~25 us (many come from a few C++ ops), the MLA block's at ~27 us;
   - host per collective call in a block (`block_collective_host_s`, TP rows' host_time_s less their
     reference's, per collective): ~0.28 ms, the autograd Function and its hand-off included, where
-    an isolated call (collective_host.csv) takes 50-75 us;
+    an isolated call (collective_host.csv) takes 50-75 us; s14cp2's candidate H, a cost per
+    TP-region crossing plus one per call (`block_crossing_host_s`, ADOPT_CROSSING_HOST), failed its
+    rule and is off (docs/notes/s14cp2_rule.md);
   - CP terms (`cp_block_terms`): the ring's and the gather's host per op, and the off-diagonal
     blocks' time over the causal attention curves (cuDNN's unmasked s x s/2 blocks: ~1.56x inferred
     from the CP rows); where the one-GPU records of those blocks exist (cp_chunks.csv's mla_block
@@ -133,6 +135,50 @@ def block_collective_host_s(rows: pd.DataFrame) -> float | None:
     return float(pd.Series(per_call).median()) if per_call else None
 
 
+# Whether a TP block's host beyond its one-GPU reference is a cost per TP-region crossing plus a
+# cost per collective call (`block_crossing_host_s`, docs/notes/s14cp2_rule.md) instead of one
+# median cost per collective call (`block_collective_host_s`). Only the tp_block rows read it.
+ADOPT_CROSSING_HOST = False
+# the TP region's crossings a block makes in a forward + backward (real/collectives.py: to_tp and
+# from_tp are autograd Functions in both forms, each run forward and backward, with or without a
+# collective inside: without SP, _CopyToTP's forward and _ReduceFromTP's backward are identities)
+TP_CROSSINGS = 4
+CROSSING_KEY = "tp_crossing"
+
+
+def block_crossing_host_s(rows: pd.DataFrame) -> tuple[float, float] | None:
+    """(host seconds per TP-region crossing, per collective call) of the TP blocks, measured on the
+    fitting rows: for each fitting TP row with a fitting one-GPU reference of the same block, model
+    and tokens (as `block_collective_host_s`), host_time_s(TP) - host_time_s(TP1) = C * crossings +
+    B * collectives, least squares over the rows (crossings: 4 in every form; collectives: 2
+    without SP, 4 or 5 with it). Real/'s blocks cross the region through the same two autograd
+    Functions with or without SP, and only the collectives inside them differ, so one cost per
+    call (the median over rows of 2- and 4-5-call forms) charges the Functions' own Python and
+    autograd hand-offs to the calls: too little without SP, too much with it. None where the rows
+    carry no host times, the forms do not vary, or a term comes out negative."""
+    if "host_time_s" not in rows or rows.empty:
+        return None
+    tp = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
+    tp = tp[pd.to_numeric(tp["host_time_s"], errors="coerce") > 0]
+    ref = {(r["block"], r["model"], _int(r["tokens"])): float(r["host_time_s"])
+           for _, r in tp.iterrows() if _int(r["tp"]) == 1}
+    calls, extra = [], []
+    for _, r in tp.iterrows():
+        key = (r["block"], r["model"], _int(r["tokens"]))
+        sp = _bool(r["sequence_parallel"])
+        if _int(r["tp"]) > 1 and key in ref and (r["block"], sp) in TP_BLOCK_COLLECTIVES:
+            calls.append(TP_BLOCK_COLLECTIVES[(r["block"], sp)])
+            extra.append(float(r["host_time_s"]) - ref[key])
+    if len(set(calls)) < 2:
+        return None
+    mx, my = sum(calls) / len(calls), sum(extra) / len(extra)
+    per_call = sum((x - mx) * (y - my) for x, y in zip(calls, extra)) / sum((x - mx) ** 2 for x in calls)
+    per_crossing = (my - per_call * mx) / TP_CROSSINGS
+    if per_call < 0 or per_crossing < 0:
+        return None
+    return per_crossing, per_call
+
+
 def _collective(e: Eager, kind: str, num_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile,
                 host: dict | None = None) -> None:
     """One NCCL collective of a `num_bytes` buffer on the block's stream. Its host dispatch: the
@@ -162,6 +208,8 @@ def _enter_leave(f: Eager, b: Eager, in_bytes: float, out_bytes: float, sp: bool
     buffer the whole sequence's (real/collectives.py to_tp / from_tp)."""
     if world <= 1:
         return
+    if host and CROSSING_KEY in host:   # the crossing's autograd Function, collective or not
+        (b if where in ("out_bwd", "in_bwd") else f).fixed(host[CROSSING_KEY], 0.0)
     if where == "in_fwd" and sp:
         _collective(f, "all_gather", in_bytes, world, gpu, profile, host)
     elif where == "out_fwd":
@@ -683,17 +731,37 @@ class FolderTerms:
     kernel_host: dict
     cp_terms: dict
     component_factors: dict = dataclasses.field(default_factory=dict)
+    tp_host: dict | None = None     # the TP rows' host terms where they differ from `host`
+
+
+def tp_host_terms(host: dict, isolated: dict, rows: pd.DataFrame, crossing: bool | None = None) -> dict | None:
+    """The host terms the tp_block rows take where `crossing` (None: ADOPT_CROSSING_HOST) and the
+    fitting rows give them (`block_crossing_host_s`): each TP collective call at its own measured
+    cost, or the isolated call's (`isolated`: collective_host.csv) where that is more, and
+    CROSSING_KEY the host of a crossing;
+    None otherwise (the rows take `host`, as the CP rows always do)."""
+    use = ADOPT_CROSSING_HOST if crossing is None else crossing
+    terms = block_crossing_host_s(rows) if use else None
+    if terms is None:
+        return None
+    per_crossing, per_call = terms
+    out = dict(host)
+    out.update({kind: max(per_call, isolated.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
+    out[CROSSING_KEY] = per_crossing
+    return out
 
 
 def folder_terms(folder: Path | str, gpu: str, profile: Profile,
-                 component_factors: bool | None = None) -> FolderTerms:
+                 component_factors: bool | None = None, crossing_host: bool | None = None) -> FolderTerms:
     """The rows of a folder and the terms measured on its fitting rows and beside them (the
     collectives' host, the TP blocks' host per kernel, the CP terms, and, where
     `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS) and the folder holds fitting traces,
-    the TP blocks' traced kernel factors), as `predict_folder` uses them."""
+    the TP blocks' traced kernel factors, and, where `crossing_host` (None: ADOPT_CROSSING_HOST),
+    the TP rows' host per crossing and per call: `tp_host_terms`), as `predict_folder` uses them."""
     spec = gpu_spec(gpu)
     rows = load_block_rows(folder)
     host = load_collective_host(folder)
+    isolated = dict(host)
     in_block = block_collective_host_s(rows)
     if in_block is not None:   # the call as the blocks make it, where the records say
         host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
@@ -710,18 +778,22 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
             cp_terms = {**cp_terms, "offdiag_by_shape": by_shape}
     use = ADOPT_TRACE_COMPONENT_FACTORS if component_factors is None else component_factors
     factors = block_component_factors(folder, rows, spec, profile, host, kernel_host) if use else {}
-    return FolderTerms(spec, rows, host, kernel_host, cp_terms, factors)
+    return FolderTerms(spec, rows, host, kernel_host, cp_terms, factors,
+                       tp_host_terms(host, isolated, rows, crossing_host))
 
 
-def predict_folder(folder: Path | str, gpu: str, profile: Profile, component_factors: bool | None = None) -> list[dict]:
+def predict_folder(folder: Path | str, gpu: str, profile: Profile, component_factors: bool | None = None,
+                   crossing_host: bool | None = None) -> list[dict]:
     """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
     host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
     the isolated call's (collective_host.csv), where measured; the TP blocks' kernels at their
-    traced component factors where `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS)."""
-    t = folder_terms(folder, gpu, profile, component_factors)
+    traced component factors where `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS); the
+    TP rows' host per crossing and per call where `crossing_host` (None: ADOPT_CROSSING_HOST)."""
+    t = folder_terms(folder, gpu, profile, component_factors, crossing_host)
     out = []
     for _, r in t.rows.iterrows():
-        pred = predict_block_row(r, t.spec, profile, t.host, t.kernel_host, t.cp_terms, t.component_factors)
+        host = t.tp_host if (t.tp_host is not None and r["bench"] == "tp_block") else t.host
+        pred = predict_block_row(r, t.spec, profile, host, t.kernel_host, t.cp_terms, t.component_factors)
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),
