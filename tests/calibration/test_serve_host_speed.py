@@ -101,3 +101,39 @@ def test_iteration_costs_follow_the_host_input_with_a_reference():
         host = e["iteration_s"] + e["loop_s"] + e["eager_iteration_s"] + e["prompt_iteration_s"] + e["chunk_s"]
         assert t1 - t0 == pytest.approx(host, rel=1e-9)   # the host terms doubled, the kernels not
     assert serve_engines()[name] == saved   # tables_with restores the loaded tables
+
+
+def test_a_prompt_reference_scales_the_prompt_path_apart():
+    # s14srv2 (docs/notes/s14srv2_rule.md): a table carrying host_probe_prompt_launch_s scales the
+    # prompt path's terms by it, the per-iteration terms by host_probe_launch_s; 0 = one reference
+    from twin.serving.timing import PROMPT_SCALED_TERMS
+    e = {"host_probe_launch_s": 1e-5, "host_probe_exponent": 1.0, "host_probe_prompt_launch_s": 0.5e-5,
+         "iteration_s": 1e-3, "chunk_s": 1e-4, "new_bin_s": 2e-3, "loop_s": 1e-5, "score_s_per_pair": 1e-9}
+    s = scaled_engine(e, 2e-5)
+    assert s["iteration_s"] == pytest.approx(2e-3) and s["loop_s"] == pytest.approx(2e-5)
+    assert s["chunk_s"] == pytest.approx(4e-4) and s["new_bin_s"] == pytest.approx(8e-3)
+    assert s["score_s_per_pair"] == e["score_s_per_pair"]
+    one = scaled_engine({**e, "host_probe_prompt_launch_s": 0.0}, 2e-5)
+    assert one["chunk_s"] == pytest.approx(2e-4) and one["iteration_s"] == pytest.approx(2e-3)
+    assert set(PROMPT_SCALED_TERMS) < set(HOST_SCALED_TERMS) and "iteration_s" not in PROMPT_SCALED_TERMS
+
+
+def test_ep_levels_read_the_as_came_runs_of_an_ep_folder_only():
+    from calibration.serve_engine_fit import ep_levels, probe_folders
+    folders = probe_folders()
+    assert ep_levels(folders["h200"], 1.0) == {}                      # one-GPU tables keep one reference
+    got = ep_levels(folders["h100x2"], 1.0)["real-serve-h100-ep2"]
+    assert got["host_probe_launch_s"] > 0 and got["host_probe_prompt_launch_s"] > 0
+    # a larger exponent puts the same measured factors at a reference nearer the runs' probes
+    assert ep_levels(folders["h100x2"], 2.0)["real-serve-h100-ep2"]["host_probe_launch_s"] != pytest.approx(got["host_probe_launch_s"])
+
+
+def test_the_tables_carry_the_ep_levels_only_where_adopted():
+    from calibration import serve_engine_fit as sef
+    refs = sef.references()
+    ep = refs["real-serve-h100-ep2"]
+    if sef.ADOPT_EP_LEVELS:
+        assert ep == pytest.approx(sef.ep_level_references()["real-serve-h100-ep2"])
+    else:
+        assert ep == pytest.approx(sef.candidate_references()["real-serve-h100-ep2"])
+        assert serve_engines()["real-serve-h100-ep2"].get("host_probe_prompt_launch_s", 0.0) == 0.0

@@ -108,7 +108,8 @@ def _coarse_point(j: int) -> float:
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
-                "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent")
+                "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
+                "host_probe_prompt_launch_s")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
@@ -124,12 +125,21 @@ def host_scale(engine: dict, host_launch_s: float) -> float:
     return (host_launch_s / ref) ** beta
 
 
+# the prompt path's host terms (session s14srv2, docs/notes/s14srv2_rule.md): a table carrying
+# host_probe_prompt_launch_s (> 0) scales these by its own reference, the rest by host_probe_launch_s
+PROMPT_SCALED_TERMS = ("prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s", "cold_prompt_s")
+
+
 def scaled_engine(engine: dict, host_launch_s: float) -> dict:
-    """The engine terms with the host terms (HOST_SCALED_TERMS) scaled for the host (host_scale)."""
+    """The engine terms with the host terms (HOST_SCALED_TERMS) scaled for the host (host_scale);
+    the prompt path's (PROMPT_SCALED_TERMS) by the table's prompt reference where it has one."""
     f = host_scale(engine, host_launch_s)
-    if f == 1.0:
+    prompt_ref = engine.get("host_probe_prompt_launch_s", 0.0)
+    f_prompt = host_scale({**engine, "host_probe_launch_s": prompt_ref}, host_launch_s) if prompt_ref > 0 else f
+    if f == 1.0 and f_prompt == 1.0:
         return engine
-    return {k: v * f if k in HOST_SCALED_TERMS else v for k, v in engine.items()}
+    return {k: v * (f_prompt if k in PROMPT_SCALED_TERMS else f) if k in HOST_SCALED_TERMS else v
+            for k, v in engine.items()}
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
