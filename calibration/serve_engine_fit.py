@@ -923,13 +923,36 @@ def ep_level_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, di
     return refs
 
 
+# (s14srv2's second candidate, docs/notes/s14srv2_rule.md, committed before its held-out figures) An
+# EP table's one reference from its as-came fit runs alone: the dose reads alike on two hosts of one GPU
+# but not under EP2 (its per-layer waits stall as the host's scheduler lets them), so the dosed runs keep
+# informing beta (the span) but no longer the EP table's level
+ADOPT_EP_AS_CAME_LEVEL = False
+
+
+def as_came_references(scales: pd.DataFrame) -> dict[str, dict]:
+    """fit_exponent's references with every EP table's level from its as-came (undosed) fit runs:
+    p_ref = exp(-c / beta), c the mean of log s - beta log p over them."""
+    fit = fit_exponent(scales)
+    beta = fit.get("beta", math.nan)
+    refs = {t: {"host_probe_launch_s": p, "host_probe_exponent": beta} for t, p in fit.get("p_ref", {}).items()}
+    ok = scales[(scales.p > 0) & (scales.s > 0) & ~scales.dosed.astype(bool)]
+    for t, g in ok.groupby("table"):
+        if t in refs and not t.endswith("-ep1"):
+            c = float((np.log(g.s) - beta * np.log(g.p)).mean())
+            refs[t]["host_probe_launch_s"] = math.exp(-c / beta)
+    return refs
+
+
 def references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
     """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
-    references where HOST_SPEED (the EP tables' as ep_levels gives them where ADOPT_EP_LEVELS),
-    else none."""
+    references where HOST_SPEED (the EP tables' as ep_levels gives them where ADOPT_EP_LEVELS, as
+    as_came_references where ADOPT_EP_AS_CAME_LEVEL), else none."""
     if not HOST_SPEED:
         return {}
-    return ep_level_references(root) if ADOPT_EP_LEVELS else candidate_references(root)
+    if ADOPT_EP_LEVELS:
+        return ep_level_references(root)
+    return as_came_references(all_scales(root)) if ADOPT_EP_AS_CAME_LEVEL else candidate_references(root)
 
 
 

@@ -6,6 +6,7 @@ twin scaling only the host terms."""
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -137,3 +138,22 @@ def test_the_tables_carry_the_ep_levels_only_where_adopted():
     else:
         assert ep == pytest.approx(sef.candidate_references()["real-serve-h100-ep2"])
         assert serve_engines()["real-serve-h100-ep2"].get("host_probe_prompt_launch_s", 0.0) == 0.0
+
+
+def test_as_came_references_take_an_ep_tables_level_from_its_undosed_runs():
+    # s14srv2's second candidate: beta from every run; an EP table's level from its as-came runs alone
+    from calibration.serve_engine_fit import as_came_references
+    beta, p_ref = 1.0, {"t-ep1": 10e-6, "t-ep2": 12e-6}
+    df = _scales(beta, p_ref, {"t-ep1": [10e-6, 15e-6, 11e-6], "t-ep2": [12e-6, 18e-6, 13e-6]})
+    df["dosed"] = [False, True, False, False, True, False]
+    same = as_came_references(df)
+    assert same["t-ep2"]["host_probe_launch_s"] == pytest.approx(12e-6)     # on the line: nothing moves
+    # the EP table's dosed run 1.3x over the line: fit_exponent's level moves, the as-came one does not
+    df.loc[4, "s"] *= 1.3
+    got, fit = as_came_references(df), fit_exponent(df)
+    assert fit["p_ref"]["t-ep2"] < 0.99 * 12e-6
+    assert got["t-ep2"]["host_probe_launch_s"] > fit["p_ref"]["t-ep2"] * 1.01
+    assert got["t-ep2"]["host_probe_exponent"] == pytest.approx(fit["beta"])
+    c = [np.log(df.s[i]) - fit["beta"] * np.log(df.p[i]) for i in (3, 5)]
+    assert got["t-ep2"]["host_probe_launch_s"] == pytest.approx(np.exp(-np.mean(c) / fit["beta"]))
+    assert got["t-ep1"]["host_probe_launch_s"] == pytest.approx(fit["p_ref"]["t-ep1"])   # one GPU: unchanged
