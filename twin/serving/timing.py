@@ -70,6 +70,7 @@ inverse CDF from a generator seeded with traffic.seed, so a run is deterministic
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 import math
 
@@ -113,6 +114,12 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
+
+
+# (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
+# spread's bins were measured on the table's fit host: under the host input an iteration takes the bin
+# of its prediction there (edges x the host factor), not of its stretched prediction
+ADOPT_SPREAD_AT_FIT_HOST = False
 
 
 def host_scale(engine: dict, host_launch_s: float) -> float:
@@ -211,6 +218,13 @@ class IterationSpread:
     def from_table(cls, table: dict) -> "IterationSpread":
         return cls(table["edges_s"], table["probs"], table["decode"], table["prompt"])
 
+    def at_host(self, host_factor: float) -> "IterationSpread":
+        """The spread with its bin edges stretched by the host factor (ADOPT_SPREAD_AT_FIT_HOST): an
+        iteration takes the bin its prediction would have on the table's fit host."""
+        out = copy.copy(self)
+        out.edges_s = [e * host_factor for e in self.edges_s]
+        return out
+
     def ratio(self, prompt: bool, pred_s: float, u: float) -> float:
         """The ratio at uniform draw u in [0, 1) of an iteration predicted to take pred_s (inverse
         CDF, linear between the stored quantiles)."""
@@ -238,6 +252,9 @@ class IterationCosts:
         self.engine = scaled_engine(engine_costs(s.engine_costs), s.host_launch_s)
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
+        f = host_scale(engine_costs(s.engine_costs), s.host_launch_s) if s.engine_costs else 1.0
+        if self.spread is not None and ADOPT_SPREAD_AT_FIT_HOST and f != 1.0:
+            self.spread = self.spread.at_host(f)
         self.loop_s = self.engine.get("loop_s", 0.0)
         self.eager_s = (self.engine["eager_iteration_s"] if self.engine else
                         s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens))
