@@ -157,3 +157,27 @@ def test_as_came_references_take_an_ep_tables_level_from_its_undosed_runs():
     c = [np.log(df.s[i]) - fit["beta"] * np.log(df.p[i]) for i in (3, 5)]
     assert got["t-ep2"]["host_probe_launch_s"] == pytest.approx(np.exp(-np.mean(c) / fit["beta"]))
     assert got["t-ep1"]["host_probe_launch_s"] == pytest.approx(fit["p_ref"]["t-ep1"])   # one GPU: unchanged
+
+
+def test_spread_bins_follow_the_host_factor_only_where_adopted(monkeypatch):
+    # s14srv2's third candidate (twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST): under the host input an
+    # iteration draws its ratio from the bin of its prediction on the table's fit host
+    import twin.serving.timing as tm
+    load = read_csv(Path(rec.MEASUREMENTS_DIR) / "h100x2" / "serve_load.csv", dtype=str).fillna("")
+    sc = scenario_for(load.iloc[0].to_dict())
+    name = sc.serve.engine_costs
+    table = serve_engines()[name]["spread"]
+    slow = dataclasses.replace(sc.serve, host_launch_s=2e-5)
+    with tables_with({name: {"host_probe_launch_s": 1e-5, "host_probe_exponent": 1.0}}):
+        for adopted in (False, True):
+            monkeypatch.setattr(tm, "ADOPT_SPREAD_AT_FIT_HOST", adopted)
+            at_fit = IterationCosts(sc.model, sc.gpu, sc.serve).spread
+            at_slow = IterationCosts(sc.model, sc.gpu, slow).spread
+            assert at_fit.edges_s == pytest.approx(table["edges_s"])
+            want = [2.0 * e for e in table["edges_s"]] if adopted else table["edges_s"]
+            assert at_slow.edges_s == pytest.approx(want)
+            # a decode iteration predicted 1.5x the first edge: its fit-host bin under the adopted rule
+            pred = 1.5 * table["edges_s"][0]
+            row = 0 if adopted else 1
+            assert at_slow.ratio(False, pred, 0.5) == pytest.approx(tm.IterationSpread.from_table(table).ratio(
+                False, table["edges_s"][row] * 0.99, 0.5))
