@@ -95,7 +95,7 @@ SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its neare
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
-               "host_probe_launch_s", "host_probe_exponent")   # stored beside TERMS
+               "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -709,7 +709,7 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
                 else {"issue_s_per_request": 0.0, "issue_s_per_token": 0.0})
     # the fit host's measured speed: none here (calibration/serve_host_speed.py sets the pooled
     # tables' from the s13srv records where adopted, in main)
-    coef.update(host_probe_launch_s=0.0, host_probe_exponent=0.0)
+    coef.update(host_probe_launch_s=0.0, host_probe_exponent=0.0, host_probe_prompt_launch_s=0.0)
     return {**meta, **coef, "spread": spread(df, coef)}
 
 
@@ -847,10 +847,112 @@ def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, d
     return {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"]} for t, p in fit.get("p_ref", {}).items()}
 
 
+# (s14srv2, docs/notes/s14srv2_rule.md, committed before any held-out figure) An EP table's host
+# level from its as-came (undosed) fit runs, the decode path (per-iteration terms) and the prompt
+# path (PROMPT_PATH_TERMS) apart; beta as fit_exponent gives it; one-GPU tables unchanged
+ADOPT_EP_LEVELS = False
+DECODE_PATH_TERMS = ("iteration_s", "eager_iteration_s")
+PROMPT_PATH_TERMS = ("prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s")
+
+
+def _least_squares_factor(h: np.ndarray, y: np.ndarray) -> float:
+    """The s minimising |y - s h|^2 (NaN where h carries nothing)."""
+    return float(h @ y / (h @ h)) if len(h) and h @ h > 0 else math.nan
+
+
+def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
+    """An EP s13srv folder's two references under exponent beta, from its as-came fit runs' busy
+    iterations (first-met sizes charged where host-bound, as run_scales): host_probe_launch_s from
+    the decode-only iterations' factor on DECODE_PATH_TERMS, host_probe_prompt_launch_s from the
+    prompt-carrying iterations' factor on PROMPT_PATH_TERMS once the decode path is scaled by the
+    first. {} for a one-GPU folder or one without as-came fit runs."""
+    tables = serve_engines() if tables is None else tables
+    runs = {r["run_id"]: r for r in _s13_load(folder)}
+    first = next(iter(runs.values()), None)
+    if first is None or int(float(first.get("ep_size") or 1)) < 2 or not beta > 0:
+        return {}
+    df, _ = design(Path(folder), "fit")
+    if df.empty:
+        return {}
+    table = base_table(first)
+    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    if coef["new_size_host_bound"]:
+        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
+        bound = (df.physics_s.to_numpy(float) < host).astype(float)
+        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+    ok = df[df.prefill_ok & df.decode_ok & df.run_id.map(lambda r: not runs[r].get("co_runner_nice", ""))]
+    if ok.empty:
+        return {}
+    def terms(names):
+        return ok[list(names)].to_numpy(float) @ np.array([coef[k] for k in names])
+    dec, pro = terms(DECODE_PATH_TERMS), terms(PROMPT_PATH_TERMS)
+    other = [k for k in TERMS if k not in DECODE_PATH_TERMS + PROMPT_PATH_TERMS]
+    y = ok.measured_s.to_numpy(float) - ok.physics_s.to_numpy(float) - terms(other)
+    prompt = ok.prompt_iteration_s.to_numpy(float) > 0
+    log_p = {r: math.log(record_host_launch_s(runs[r])) for r in ok.run_id.unique()}
+    c_dec = []
+    for run_id, idx in ok.groupby("run_id").indices.items():
+        i = idx[~prompt[idx]]
+        s = _least_squares_factor(dec[i], y[i])
+        if s > 0:
+            c_dec.append(math.log(s) - beta * log_p[run_id])
+    if not c_dec:
+        return {}
+    p_dec = math.exp(-float(np.mean(c_dec)) / beta)
+    c_pr = []
+    for run_id, idx in ok.groupby("run_id").indices.items():
+        i = idx[prompt[idx]]
+        f_dec = (math.exp(log_p[run_id]) / p_dec) ** beta
+        s = _least_squares_factor(pro[i], y[i] - f_dec * dec[i])
+        if s > 0:
+            c_pr.append(math.log(s) - beta * log_p[run_id])
+    out = {"host_probe_launch_s": p_dec, "host_probe_exponent": beta}
+    if c_pr:
+        out["host_probe_prompt_launch_s"] = math.exp(-float(np.mean(c_pr)) / beta)
+    return {table: out}
+
+
+def ep_level_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """candidate_references with every EP table's references from ep_levels (the s14srv2 change)."""
+    fit = fit_exponent(all_scales(root))
+    refs = {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"], "host_probe_prompt_launch_s": 0.0}
+            for t, p in fit.get("p_ref", {}).items()}
+    for d in probe_folders(root).values():
+        for t, v in ep_levels(d, fit.get("beta", math.nan)).items():
+            refs[t] = {**refs.get(t, {}), **v}
+    return refs
+
+
+# (s14srv2's second candidate, docs/notes/s14srv2_rule.md, committed before its held-out figures) An
+# EP table's one reference from its as-came fit runs alone: the dose reads alike on two hosts of one GPU
+# but not under EP2 (its per-layer waits stall as the host's scheduler lets them), so the dosed runs keep
+# informing beta (the span) but no longer the EP table's level
+ADOPT_EP_AS_CAME_LEVEL = False
+
+
+def as_came_references(scales: pd.DataFrame) -> dict[str, dict]:
+    """fit_exponent's references with every EP table's level from its as-came (undosed) fit runs:
+    p_ref = exp(-c / beta), c the mean of log s - beta log p over them."""
+    fit = fit_exponent(scales)
+    beta = fit.get("beta", math.nan)
+    refs = {t: {"host_probe_launch_s": p, "host_probe_exponent": beta} for t, p in fit.get("p_ref", {}).items()}
+    ok = scales[(scales.p > 0) & (scales.s > 0) & ~scales.dosed.astype(bool)]
+    for t, g in ok.groupby("table"):
+        if t in refs and not t.endswith("-ep1"):
+            c = float((np.log(g.s) - beta * np.log(g.p)).mean())
+            refs[t]["host_probe_launch_s"] = math.exp(-c / beta)
+    return refs
+
+
 def references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
     """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
-    references where HOST_SPEED, else none."""
-    return candidate_references(root) if HOST_SPEED else {}
+    references where HOST_SPEED (the EP tables' as ep_levels gives them where ADOPT_EP_LEVELS, as
+    as_came_references where ADOPT_EP_AS_CAME_LEVEL), else none."""
+    if not HOST_SPEED:
+        return {}
+    if ADOPT_EP_LEVELS:
+        return ep_level_references(root)
+    return as_came_references(all_scales(root)) if ADOPT_EP_AS_CAME_LEVEL else candidate_references(root)
 
 
 

@@ -6,6 +6,7 @@ twin scaling only the host terms."""
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -101,3 +102,82 @@ def test_iteration_costs_follow_the_host_input_with_a_reference():
         host = e["iteration_s"] + e["loop_s"] + e["eager_iteration_s"] + e["prompt_iteration_s"] + e["chunk_s"]
         assert t1 - t0 == pytest.approx(host, rel=1e-9)   # the host terms doubled, the kernels not
     assert serve_engines()[name] == saved   # tables_with restores the loaded tables
+
+
+def test_a_prompt_reference_scales_the_prompt_path_apart():
+    # s14srv2 (docs/notes/s14srv2_rule.md): a table carrying host_probe_prompt_launch_s scales the
+    # prompt path's terms by it, the per-iteration terms by host_probe_launch_s; 0 = one reference
+    from twin.serving.timing import PROMPT_SCALED_TERMS
+    e = {"host_probe_launch_s": 1e-5, "host_probe_exponent": 1.0, "host_probe_prompt_launch_s": 0.5e-5,
+         "iteration_s": 1e-3, "chunk_s": 1e-4, "new_bin_s": 2e-3, "loop_s": 1e-5, "score_s_per_pair": 1e-9}
+    s = scaled_engine(e, 2e-5)
+    assert s["iteration_s"] == pytest.approx(2e-3) and s["loop_s"] == pytest.approx(2e-5)
+    assert s["chunk_s"] == pytest.approx(4e-4) and s["new_bin_s"] == pytest.approx(8e-3)
+    assert s["score_s_per_pair"] == e["score_s_per_pair"]
+    one = scaled_engine({**e, "host_probe_prompt_launch_s": 0.0}, 2e-5)
+    assert one["chunk_s"] == pytest.approx(2e-4) and one["iteration_s"] == pytest.approx(2e-3)
+    assert set(PROMPT_SCALED_TERMS) < set(HOST_SCALED_TERMS) and "iteration_s" not in PROMPT_SCALED_TERMS
+
+
+def test_ep_levels_read_the_as_came_runs_of_an_ep_folder_only():
+    from calibration.serve_engine_fit import ep_levels, probe_folders
+    folders = probe_folders()
+    assert ep_levels(folders["h200"], 1.0) == {}                      # one-GPU tables keep one reference
+    got = ep_levels(folders["h100x2"], 1.0)["real-serve-h100-ep2"]
+    assert got["host_probe_launch_s"] > 0 and got["host_probe_prompt_launch_s"] > 0
+    # a larger exponent puts the same measured factors at a reference nearer the runs' probes
+    assert ep_levels(folders["h100x2"], 2.0)["real-serve-h100-ep2"]["host_probe_launch_s"] != pytest.approx(got["host_probe_launch_s"])
+
+
+def test_the_tables_carry_the_ep_levels_only_where_adopted():
+    from calibration import serve_engine_fit as sef
+    refs = sef.references()
+    ep = refs["real-serve-h100-ep2"]
+    if sef.ADOPT_EP_LEVELS:
+        assert ep == pytest.approx(sef.ep_level_references()["real-serve-h100-ep2"])
+    else:
+        assert ep == pytest.approx(sef.candidate_references()["real-serve-h100-ep2"])
+        assert serve_engines()["real-serve-h100-ep2"].get("host_probe_prompt_launch_s", 0.0) == 0.0
+
+
+def test_as_came_references_take_an_ep_tables_level_from_its_undosed_runs():
+    # s14srv2's second candidate: beta from every run; an EP table's level from its as-came runs alone
+    from calibration.serve_engine_fit import as_came_references
+    beta, p_ref = 1.0, {"t-ep1": 10e-6, "t-ep2": 12e-6}
+    df = _scales(beta, p_ref, {"t-ep1": [10e-6, 15e-6, 11e-6], "t-ep2": [12e-6, 18e-6, 13e-6]})
+    df["dosed"] = [False, True, False, False, True, False]
+    same = as_came_references(df)
+    assert same["t-ep2"]["host_probe_launch_s"] == pytest.approx(12e-6)     # on the line: nothing moves
+    # the EP table's dosed run 1.3x over the line: fit_exponent's level moves, the as-came one does not
+    df.loc[4, "s"] *= 1.3
+    got, fit = as_came_references(df), fit_exponent(df)
+    assert fit["p_ref"]["t-ep2"] < 0.99 * 12e-6
+    assert got["t-ep2"]["host_probe_launch_s"] > fit["p_ref"]["t-ep2"] * 1.01
+    assert got["t-ep2"]["host_probe_exponent"] == pytest.approx(fit["beta"])
+    c = [np.log(df.s[i]) - fit["beta"] * np.log(df.p[i]) for i in (3, 5)]
+    assert got["t-ep2"]["host_probe_launch_s"] == pytest.approx(np.exp(-np.mean(c) / fit["beta"]))
+    assert got["t-ep1"]["host_probe_launch_s"] == pytest.approx(fit["p_ref"]["t-ep1"])   # one GPU: unchanged
+
+
+def test_spread_bins_follow_the_host_factor_only_where_adopted(monkeypatch):
+    # s14srv2's third candidate (twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST): under the host input an
+    # iteration draws its ratio from the bin of its prediction on the table's fit host
+    import twin.serving.timing as tm
+    load = read_csv(Path(rec.MEASUREMENTS_DIR) / "h100x2" / "serve_load.csv", dtype=str).fillna("")
+    sc = scenario_for(load.iloc[0].to_dict())
+    name = sc.serve.engine_costs
+    table = serve_engines()[name]["spread"]
+    slow = dataclasses.replace(sc.serve, host_launch_s=2e-5)
+    with tables_with({name: {"host_probe_launch_s": 1e-5, "host_probe_exponent": 1.0}}):
+        for adopted in (False, True):
+            monkeypatch.setattr(tm, "ADOPT_SPREAD_AT_FIT_HOST", adopted)
+            at_fit = IterationCosts(sc.model, sc.gpu, sc.serve).spread
+            at_slow = IterationCosts(sc.model, sc.gpu, slow).spread
+            assert at_fit.edges_s == pytest.approx(table["edges_s"])
+            want = [2.0 * e for e in table["edges_s"]] if adopted else table["edges_s"]
+            assert at_slow.edges_s == pytest.approx(want)
+            # a decode iteration predicted 1.5x the first edge: its fit-host bin under the adopted rule
+            pred = 1.5 * table["edges_s"][0]
+            row = 0 if adopted else 1
+            assert at_slow.ratio(False, pred, 0.5) == pytest.approx(tm.IterationSpread.from_table(table).ratio(
+                False, table["edges_s"][row] * 0.99, 0.5))

@@ -70,6 +70,7 @@ inverse CDF from a generator seeded with traffic.seed, so a run is deterministic
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 import math
 
@@ -108,10 +109,17 @@ def _coarse_point(j: int) -> float:
 ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token", "loop_s",
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
-                "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent")
+                "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
+                "host_probe_prompt_launch_s")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
+
+
+# (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
+# spread's bins were measured on the table's fit host: under the host input an iteration takes the bin
+# of its prediction there (edges x the host factor), not of its stretched prediction
+ADOPT_SPREAD_AT_FIT_HOST = False
 
 
 def host_scale(engine: dict, host_launch_s: float) -> float:
@@ -124,12 +132,21 @@ def host_scale(engine: dict, host_launch_s: float) -> float:
     return (host_launch_s / ref) ** beta
 
 
+# the prompt path's host terms (session s14srv2, docs/notes/s14srv2_rule.md): a table carrying
+# host_probe_prompt_launch_s (> 0) scales these by its own reference, the rest by host_probe_launch_s
+PROMPT_SCALED_TERMS = ("prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s", "cold_prompt_s")
+
+
 def scaled_engine(engine: dict, host_launch_s: float) -> dict:
-    """The engine terms with the host terms (HOST_SCALED_TERMS) scaled for the host (host_scale)."""
+    """The engine terms with the host terms (HOST_SCALED_TERMS) scaled for the host (host_scale);
+    the prompt path's (PROMPT_SCALED_TERMS) by the table's prompt reference where it has one."""
     f = host_scale(engine, host_launch_s)
-    if f == 1.0:
+    prompt_ref = engine.get("host_probe_prompt_launch_s", 0.0)
+    f_prompt = host_scale({**engine, "host_probe_launch_s": prompt_ref}, host_launch_s) if prompt_ref > 0 else f
+    if f == 1.0 and f_prompt == 1.0:
         return engine
-    return {k: v * f if k in HOST_SCALED_TERMS else v for k, v in engine.items()}
+    return {k: v * (f_prompt if k in PROMPT_SCALED_TERMS else f) if k in HOST_SCALED_TERMS else v
+            for k, v in engine.items()}
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -201,6 +218,13 @@ class IterationSpread:
     def from_table(cls, table: dict) -> "IterationSpread":
         return cls(table["edges_s"], table["probs"], table["decode"], table["prompt"])
 
+    def at_host(self, host_factor: float) -> "IterationSpread":
+        """The spread with its bin edges stretched by the host factor (ADOPT_SPREAD_AT_FIT_HOST): an
+        iteration takes the bin its prediction would have on the table's fit host."""
+        out = copy.copy(self)
+        out.edges_s = [e * host_factor for e in self.edges_s]
+        return out
+
     def ratio(self, prompt: bool, pred_s: float, u: float) -> float:
         """The ratio at uniform draw u in [0, 1) of an iteration predicted to take pred_s (inverse
         CDF, linear between the stored quantiles)."""
@@ -228,6 +252,9 @@ class IterationCosts:
         self.engine = scaled_engine(engine_costs(s.engine_costs), s.host_launch_s)
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
+        f = host_scale(engine_costs(s.engine_costs), s.host_launch_s) if s.engine_costs else 1.0
+        if self.spread is not None and ADOPT_SPREAD_AT_FIT_HOST and f != 1.0:
+            self.spread = self.spread.at_host(f)
         self.loop_s = self.engine.get("loop_s", 0.0)
         self.eager_s = (self.engine["eager_iteration_s"] if self.engine else
                         s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens))
