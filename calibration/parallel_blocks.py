@@ -120,19 +120,27 @@ def block_collective_host_s(rows: pd.DataFrame) -> float | None:
     autograd thread, the buffer clone or view, the CommTimer's events, c10d's dispatch and the
     NCCL launch -- which the isolated calls of collective_host.csv time only in part. None where
     the rows carry no host times."""
+    per_call = [extra / calls for extra, calls in _tp_host_beyond_reference(rows)]
+    return float(pd.Series(per_call).median()) if per_call else None
+
+
+def _tp_host_beyond_reference(rows: pd.DataFrame) -> list[tuple[float, int]]:
+    """(host_time_s(TP) - host_time_s(TP1), collective calls) for each fitting TP row with a
+    fitting one-GPU reference of the same block, model and tokens; none where the rows carry no
+    host times."""
     if "host_time_s" not in rows or rows.empty:
-        return None
+        return []
     tp = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
     tp = tp[pd.to_numeric(tp["host_time_s"], errors="coerce") > 0]
     ref = {(r["block"], r["model"], _int(r["tokens"])): float(r["host_time_s"])
            for _, r in tp.iterrows() if _int(r["tp"]) == 1}
-    per_call = []
+    out = []
     for _, r in tp.iterrows():
         key = (r["block"], r["model"], _int(r["tokens"]))
         sp = _bool(r["sequence_parallel"])
         if _int(r["tp"]) > 1 and key in ref and (r["block"], sp) in TP_BLOCK_COLLECTIVES:
-            per_call.append((float(r["host_time_s"]) - ref[key]) / TP_BLOCK_COLLECTIVES[(r["block"], sp)])
-    return float(pd.Series(per_call).median()) if per_call else None
+            out.append((float(r["host_time_s"]) - ref[key], TP_BLOCK_COLLECTIVES[(r["block"], sp)]))
+    return out
 
 
 # Whether a TP block's host beyond its one-GPU reference is a cost per TP-region crossing plus a
@@ -156,19 +164,8 @@ def block_crossing_host_s(rows: pd.DataFrame) -> tuple[float, float] | None:
     call (the median over rows of 2- and 4-5-call forms) charges the Functions' own Python and
     autograd hand-offs to the calls: too little without SP, too much with it. None where the rows
     carry no host times, the forms do not vary, or a term comes out negative."""
-    if "host_time_s" not in rows or rows.empty:
-        return None
-    tp = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
-    tp = tp[pd.to_numeric(tp["host_time_s"], errors="coerce") > 0]
-    ref = {(r["block"], r["model"], _int(r["tokens"])): float(r["host_time_s"])
-           for _, r in tp.iterrows() if _int(r["tp"]) == 1}
-    calls, extra = [], []
-    for _, r in tp.iterrows():
-        key = (r["block"], r["model"], _int(r["tokens"]))
-        sp = _bool(r["sequence_parallel"])
-        if _int(r["tp"]) > 1 and key in ref and (r["block"], sp) in TP_BLOCK_COLLECTIVES:
-            calls.append(TP_BLOCK_COLLECTIVES[(r["block"], sp)])
-            extra.append(float(r["host_time_s"]) - ref[key])
+    pairs = _tp_host_beyond_reference(rows)
+    extra, calls = [e for e, _ in pairs], [c for _, c in pairs]
     if len(set(calls)) < 2:
         return None
     mx, my = sum(calls) / len(calls), sum(extra) / len(extra)

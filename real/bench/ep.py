@@ -46,6 +46,22 @@ class HostMarks:
         return {**r, "host_s": statistics.median(timed) if timed else float("nan")}
 
 
+def ep_case(spec, T: int, skew: float, dev, gen, group, split: str):
+    """One EP layer case on this rank: its routing (weights, expert ids), its input tokens, and the
+    fields every ep.csv row of it carries (max_rank_rows: the most rows any rank receives, summed
+    over the world's routing)."""
+    world = dist.get_world_size(group)
+    E, K, D = spec.num_routed_experts, spec.top_k, spec.hidden_size
+    w, ids = skewed_routing(T, E, K, skew, spec.route_scale, dev, gen)
+    x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    rows = torch.zeros(world, dtype=torch.int64, device=dev).scatter_add_(
+        0, ids.flatten() // (E // world), torch.ones(T * K, dtype=torch.int64, device=dev))
+    dist.all_reduce(rows, group=group)
+    common = dict(world_size=world, tokens_per_rank=T, num_experts=E, top_k=K, hidden_size=D,
+                  skew=skew, max_rank_rows=int(rows.max()), bytes_per_rank=T * K * D * 2.0, split=split)
+    return w, ids, x, common
+
+
 def bench_ep(rec, timer, dev, deadline, quick, env):
     """Expert parallelism over the torchrun world (NCCL on GPUs): raw all-to-all, and an MoE
     layer's dispatch, combine, forward and backward with E/W experts per rank. Fixed repetition
@@ -78,14 +94,7 @@ def bench_ep(rec, timer, dev, deadline, quick, env):
     D, K = spec.hidden_size, spec.top_k
     for T in ([64] if quick else [1024, 4096, 16384]):
         for skew in [0.0, 1.0]:
-            w, ids = skewed_routing(T, E, K, skew, spec.route_scale, dev, gen)
-            x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
-            rows = torch.zeros(world, dtype=torch.int64, device=dev).scatter_add_(
-                0, ids.flatten() // (E // world), torch.ones(T * K, dtype=torch.int64, device=dev))
-            dist.all_reduce(rows, group=group)
-            common = dict(world_size=world, tokens_per_rank=T, num_experts=E, top_k=K, hidden_size=D,
-                          skew=skew, max_rank_rows=int(rows.max()), bytes_per_rank=T * K * D * 2.0,
-                          split="holdout")
+            w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, "holdout")
             fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
             state = {}
 

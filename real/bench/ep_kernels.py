@@ -30,8 +30,7 @@ import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile
 
 from real.bench.device import free_memory, precisions_to_bench
-from real.bench.ep import HostMarks
-from real.bench.moe_layer import skewed_routing
+from real.bench.ep import HostMarks, ep_case
 from real.bench.nccl import distributed_env
 from real.bench.records import log
 from real.bench.timing import Timer
@@ -158,7 +157,6 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
     distributed_env(env, dev)
     marks = HostMarks()
     group = dist.group.WORLD
-    world = dist.get_world_size()
     t = Timer(dev, timer.tel, 0.0, warmup=3)
     reps = 3 if quick else 10
     name = "tiny" if quick else "v3-slice-1l"
@@ -174,14 +172,8 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
             if deadline.over():
                 log("ep_kernels: budget spent")
                 return
-            w, ids = skewed_routing(T, E, K, skew, spec.route_scale, dev, gen)
-            x = torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, "fit")
             gy = torch.ones(T, D, device=dev, dtype=torch.bfloat16)
-            rows = torch.zeros(world, dtype=torch.int64, device=dev).scatter_add_(
-                0, ids.flatten() // (E // world), torch.ones(T * K, dtype=torch.int64, device=dev))
-            dist.all_reduce(rows, group=group)
-            common = dict(world_size=world, tokens_per_rank=T, num_experts=E, top_k=K, hidden_size=D,
-                          skew=skew, max_rank_rows=int(rows.max()), bytes_per_rank=T * K * D * 2.0, split="fit")
             fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
             state = {}
 
