@@ -1058,6 +1058,80 @@ def schedule_ranking(cases: list[dict], key: str) -> list[str]:
     return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]
 
 
+RANKING_ALPHA = 0.05   # a measured pair of schedules is resolved where its steps differ at this level
+
+
+def step_times_by_rep_s(ops: pd.DataFrame) -> list[float]:
+    """Each timed step's time of one configuration's pipeline_ops rows, in rep order: its last op's
+    end on the shared axis (real/pipeline/bench.py times a step so; pipeline_step's time_s is the
+    median of these)."""
+    if ops is None or len(ops) == 0:
+        return []
+    return [float(g["end_s"].max()) for _, g in ops.groupby("rep", sort=True)]
+
+
+def rank_sum_p(a: list[float], b: list[float]) -> float:
+    """The exact two-sided Mann-Whitney p of two sets of step times (1.0 where either is empty):
+    how often a random split of the pooled steps orders the two sets at least as far apart. With 5
+    steps against 5 the smallest p is 2/252 (0.008); against 1 step it is 2/6 (0.33)."""
+    if not a or not b:
+        return 1.0
+    from scipy.stats import mannwhitneyu   # lazy: only the ranking's noise reads it
+    return float(mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+
+
+def ranking_noise(folder: Path) -> list[dict]:
+    """Whether a records folder's schedule ranking is decidable from its own timed steps (issue 13's
+    ranking target; records alone, no twin figure): per configuration (all but the schedule) of the
+    pipeline rows (pp > 1) run under more than one schedule, the schedules fastest first by measured
+    median, each with its timed steps (step_times_by_rep_s) and their spread (max - min over the
+    median), and for each pair adjacent in that order the gap of medians and rank_sum_p of the two
+    sets of steps; `resolved` where p < RANKING_ALPHA."""
+    steps, ops = load(Path(folder))
+    if steps.empty or ops.empty:
+        return []
+    rows = steps[(steps["pp"].astype(int) > 1) & (steps.get("bench", "pipeline_step") == "pipeline_step")]
+    groups: dict = {}
+    for _, row in rows.iterrows():
+        key = tuple(str(row[k]) for k in CONFIG_KEYS if k != "schedule")
+        groups.setdefault(key, []).append(row)
+    out = []
+    for key, g in groups.items():
+        if len(g) < 2:
+            continue
+        scheds = []
+        for row in g:
+            times = step_times_by_rep_s(ops_of(row, ops))
+            scheds.append({"schedule": str(row["schedule"]), "median_s": float(row["time_s"]), "steps_s": times,
+                           "spread_frac": (max(times) - min(times)) / float(row["time_s"]) if times else None})
+        scheds.sort(key=lambda x: x["median_s"])
+        pairs = []
+        for fast, slow in zip(scheds, scheds[1:]):
+            p = rank_sum_p(fast["steps_s"], slow["steps_s"])
+            pairs.append({"faster": fast["schedule"], "slower": slow["schedule"],
+                          "gap_s": slow["median_s"] - fast["median_s"],
+                          "gap_frac": slow["median_s"] / fast["median_s"] - 1.0,
+                          "p": p, "resolved": p < RANKING_ALPHA})
+        out.append({"config": dict(zip([k for k in CONFIG_KEYS if k != "schedule"], key)),
+                    "schedules": scheds, "pairs": pairs})
+    return out
+
+
+def format_ranking_noise(groups: list[dict]) -> str:
+    """ranking_noise as lines: per configuration the measured order with each schedule's median and
+    step range (ms), then each adjacent pair's gap and p."""
+    lines = []
+    for g in groups:
+        head = f"n{g['config']['num_microbatches']}: " + " < ".join(
+            f"{s['schedule']} {s['median_s'] * 1e3:.1f} ({min(s['steps_s']) * 1e3:.1f}-{max(s['steps_s']) * 1e3:.1f}, "
+            f"{len(s['steps_s'])} steps)" for s in g["schedules"])
+        lines.append(head)
+        for p in g["pairs"]:
+            lines.append(f"    {p['faster']} < {p['slower']}: gap {p['gap_s'] * 1e3:.1f} ms ({p['gap_frac']:.1%}), "
+                         f"p {p['p']:.3f} {'resolved' if p['resolved'] else 'NOT resolved'}")
+    return "\n".join(lines)
+
+
 def _span_kind(label: str) -> str:
     return "FB" if "&" in label else label.rstrip("0123456789.")
 
