@@ -109,3 +109,33 @@ def test_fb_forward_rates_enter_only_when_adopted(monkeypatch):
     # 1F1B has no FB pair: the FB rates change nothing
     row = steps[(steps["schedule"] == "1f1b") & (steps["num_microbatches"] == 4)].iloc[0]
     assert pipe.simulate_row(row, gpu, prof, None, on)[1] == pytest.approx(pipe.simulate_row(row, gpu, prof, None, off)[1])
+
+
+S14DP = MEASUREMENTS / "h100x4" / "s14dp_rank_20261127_0147"
+
+
+def test_the_s14dp_rounds_resolve_the_order_at_8_and_tie_at_4():
+    """The campaign's two rounds on one fresh 4xH100 host (10 timed steps a schedule, the second
+    round in reverse order; kept out of validation): at 8 micro-batches both rounds order the
+    schedules DualPipe < DualPipeV < ZB1P < 1F1B (the twin's order on the validation folder) with the
+    outer pairs resolved; at 4 DualPipe and DualPipeV swap between the rounds (host drift over a
+    minute), so their pooled steps tie."""
+    orders = {}
+    for r in ("round_a", "round_b"):
+        for g in pipe.ranking_noise(S14DP / r):
+            n = int(g["config"]["num_microbatches"])
+            orders[r, n] = [s["schedule"] for s in g["schedules"]]
+            assert all(len(s["steps_s"]) == 10 for s in g["schedules"])
+            for p in g["pairs"]:
+                if {p["faster"], p["slower"]} != {"dualpipe", "dualpipev"}:
+                    assert p["resolved"], p
+    for r in ("round_a", "round_b"):
+        assert orders[r, 8] == ["dualpipe", "dualpipev", "zb1p", "1f1b"]
+    assert orders["round_a", 4][:2] == ["dualpipe", "dualpipev"]
+    assert orders["round_b", 4][:2] == ["dualpipev", "dualpipe"]
+    pooled = {}
+    for r in ("round_a", "round_b"):
+        steps, ops = pipe.load(S14DP / r)
+        for _, row in steps[steps["num_microbatches"] == 4].iterrows():
+            pooled.setdefault(row["schedule"], []).extend(pipe.step_times_by_rep_s(pipe.ops_of(row, ops)))
+    assert pipe.rank_sum_p(pooled["dualpipe"], pooled["dualpipev"]) > 0.3
