@@ -102,6 +102,13 @@ class StageOps:
     w: list
     # GPU seconds per component (Eager.component_s) of each op list: {"F": {...}, "B": ..., "W": ...}
     components: dict = dataclasses.field(default_factory=dict, compare=False)
+    # the forward issued as the first half of an overlapped FB pair, where its host rate is measured
+    # apart (ADOPT_FB_FORWARD_HOST_RATE); None: the same as `f`
+    fb_f: list | None = None
+
+    @property
+    def fb_forward(self) -> list:
+        return self.f if self.fb_f is None else self.fb_f
 
     def of(self, kind: str) -> list:
         return {"F": self.f, "B": self.b, "W": self.w, "BW": self.b + self.w}[kind]
@@ -145,10 +152,13 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
         return StageOps(f.ops, b.ops, b.w_ops, parts)
     ep_terms = {k: v for k, v in host.items() if k in EP_HOST_TERMS}
     fwd = host.get("fwd")
+    role = "first" if first else "last" if last else "middle"
     if not (first and last):   # a pipeline stage: its role's forward rate where measured (ADOPT_STAGE_ROLE_HOST_RATE)
-        fwd = host.get(f"fwd@{'first' if first else 'last' if last else 'middle'}", fwd)
+        fwd = host.get(f"fwd@{role}", fwd)
+    fb_fwd = host.get(f"{FB_FORWARD}@{role}") if not (first and last) else None
     return StageOps(_with_host(f.ops, fwd, ep_terms), _with_host(b.ops, host.get("bwd")),
-                    _with_host(b.w_ops, host.get("wgrad")), parts)
+                    _with_host(b.w_ops, host.get("wgrad")), parts,
+                    _with_host(f.ops, fb_fwd, ep_terms) if fb_fwd is not None else None)
 
 
 def _with_host(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
@@ -318,6 +328,20 @@ ADOPT_FIRST_OP_HOST = False
 ADOPT_STAGE_ROLE_HOST_RATE = True    # adopted by the rule (s13pp: docs/notes/s13pp_rule.md, result there)
 STAGE_ROLE_MIN_OPS = 5
 
+# s14dp (docs/notes/s14dp_rule.md, the rule committed before the held-out figures under it): the
+# forward of an overlapped FB pair (DualPipe, DualPipeV) at its own host rate per stage role,
+# `fwd_fb@first|middle|last`, solved from the fitting split's FB ops whose forward synchronises the
+# host (EP: each dispatch's split sizes to the host), from the op's GPU duration (fb_forward_rate_s:
+# the host reaches the pair ahead of the GPU, waits at the first synchronisation and issues the rest
+# of the forward at this rate while the GPU waits; the backward half at the rate `bwd`); each role
+# where at least STAGE_ROLE_MIN_OPS ops give it. Why: the kernel events of DualPipe at 8 (4xH100,
+# h100x4/s13pp_dp8_probe_20261127_0016) put the FB ops' non-NCCL kernels at the twin's (231 vs 231
+# ms a rank) and their excess in the host-paced and all-to-all time; on the fitting split the FB
+# forwards solve to rates other than the standalone forwards' (4xH100 middle stage 19.0 against
+# 31.9 us a launch; 4xH200 first stage 28-39 against 18.0).
+ADOPT_FB_FORWARD_HOST_RATE = False
+FB_FORWARD = "fwd_fb"
+
 
 def stage_role(stage: int, num_stages: int) -> str:
     """'first' (the embedding's stage), 'last' (head and loss) or 'middle'."""
@@ -380,6 +404,9 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     """measured_host_s on given host marks (host_marks' rows, or a subset: one pipeline rank's)."""
     ep_only = h[(h["split"] == "fit") & (h["pp"] == 1) & (h["ep"] > 1) & (h["kind"] == "F")
                 & ((h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)]
+    # FB pairs whose forward synchronises the host (EP), at every lead: the first synchronisation
+    # levels host and GPU (ADOPT_FB_FORWARD_HOST_RATE)
+    fb_ops = h[(h["split"] == "fit") & (h["pp"] > 1) & (h["ep"] > 1) & (h["kind"] == "FB")]
     h = h[(h["split"] == "fit") & (h["pp"] > 1) & h["kind"].isin(list(HOST_DIRECTION))]
     # a host far ahead of the GPU stalls in a launch once CUDA's queue of pending launches is
     # full, so only ops it began issuing at most HOST_CLEAN_LEAD_S before the GPU reached them
@@ -411,7 +438,65 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     out = {d: float(np.median(v)) for d, v in rates.items() if v}
     if ADOPT_EP_HOST_TERMS and out.get("fwd") is not None:
         out.update(ep_host.folder_terms(Path(folder), out["fwd"]))
+    if ADOPT_FB_FORWARD_HOST_RATE and not fb_ops.empty:
+        for role, v in _solved_fb_forward_rates(fb_ops, folder, gpu, profile, accumulate, gap, out).items():
+            if len(v) >= STAGE_ROLE_MIN_OPS:
+                out[f"{FB_FORWARD}@{role}"] = float(np.median(v))
     return out or None
+
+
+def _solved_fb_forward_rates(fb: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
+                             gap: float | None, host: dict) -> dict[str, list[float]]:
+    """Per stage role of the forward half, the host rates fb_forward_rate_s solves for each FB op of
+    host marks `fb` (the backward half and the EP terms at `host`'s rates)."""
+    out: dict[str, list[float]] = {}
+    for key, g in fb.groupby(list(CONFIG_KEYS)):
+        cfg = dict(zip(CONFIG_KEYS, key))
+        spec = _spec_of({"model": cfg["model"], "num_layers": _num_layers(folder, cfg)})
+        pp, n = int(cfg["pp"]), int(cfg["num_microbatches"])
+        schedule = build_schedule(SCHEDULE_NAMES.get(str(cfg["schedule"]), str(cfg["schedule"])), pp, n)
+        stages = stage_layers(spec.num_layers, schedule.num_model_stages)
+        args = (int(cfg["micro_batch_seqs"]), int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile,
+                int(cfg["ep"]), (n - 1) / n, accumulate)
+        bare = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, *args) for s, layers in enumerate(stages)}
+        timed = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, *args, host=host)
+                 for s, layers in enumerate(stages)}
+        ep_terms = {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+        for r in g.itertuples():
+            rank = int(r.rank) % pp
+            op = schedule.programs[rank][int(r.op_index)]
+            if op.kind != "FB":
+                continue
+            fs, bs = schedule.stage_of(rank, op.chunk), schedule.stage_of(rank, op.b_chunk)
+            rate = fb_forward_rate_s(bare[fs].f, timed[bs].of("B" if op.b_split else "BW"), ep_terms,
+                                     r.start_s - r.host_start_s, r.end_s - r.start_s, gap or 0.0)
+            if rate is not None:
+                out.setdefault(stage_role(fs, len(stages)), []).append(rate)
+    return out
+
+
+def fb_forward_rate_s(forward: list, backward: list, ep_terms: dict, lead_s: float, duration_s: float,
+                      gap_s: float = 0.0) -> float | None:
+    """The host seconds per launch of an FB pair's forward half (op list `forward`, its EP calls at
+    `ep_terms`) at which the pair, issued `lead_s` ahead of the GPU (`backward` after it as given),
+    runs `duration_s` on the GPU (issue; bisection: the GPU time grows with the rate where the host
+    paces it). None where the forward launches nothing without a host synchronisation (no host-paced
+    stretch: the rate does not set the time) or no rate gives the duration (shorter than the GPU
+    work alone, or longer than twice the measured rate's range)."""
+    launches = sum(1 for h, _ in forward if h is not None)
+    if not launches or duration_s <= 0 or all(h is not None for h, _ in forward):
+        return None
+
+    def gpu_s(rate: float) -> float:
+        return issue(_with_host(forward, rate, ep_terms) + backward, lead_s, gap_s)[0]
+
+    lo, hi = 0.0, 2 * duration_s / launches
+    if not gpu_s(lo) < duration_s < gpu_s(hi):
+        return None
+    for _ in range(32):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if gpu_s(mid) < duration_s else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def bench_host_marks(folder: Path) -> bool:
@@ -644,7 +729,7 @@ class PipelineCosts:
 def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
     """The op lists of an op's parts in issue order (an FB pair: the forward, then the backward)."""
     if op.kind == "FB":
-        return [ops[schedule.stage_of(rank, op.chunk)].f,
+        return [ops[schedule.stage_of(rank, op.chunk)].fb_forward,
                 ops[schedule.stage_of(rank, op.b_chunk)].of("B" if op.b_split else "BW")]
     return [ops[schedule.stage_of(rank, op.chunk)].of(op.kind)]
 
@@ -1024,6 +1109,80 @@ def pinned_rule(folder: Path, pinned: Path, steps_needed: int = 8) -> dict:
 def schedule_ranking(cases: list[dict], key: str) -> list[str]:
     """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
     return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]
+
+
+RANKING_ALPHA = 0.05   # a measured pair of schedules is resolved where its steps differ at this level
+
+
+def step_times_by_rep_s(ops: pd.DataFrame) -> list[float]:
+    """Each timed step's time of one configuration's pipeline_ops rows, in rep order: its last op's
+    end on the shared axis (real/pipeline/bench.py times a step so; pipeline_step's time_s is the
+    median of these)."""
+    if ops is None or len(ops) == 0:
+        return []
+    return [float(g["end_s"].max()) for _, g in ops.groupby("rep", sort=True)]
+
+
+def rank_sum_p(a: list[float], b: list[float]) -> float:
+    """The exact two-sided Mann-Whitney p of two sets of step times (1.0 where either is empty):
+    how often a random split of the pooled steps orders the two sets at least as far apart. With 5
+    steps against 5 the smallest p is 2/252 (0.008); against 1 step it is 2/6 (0.33)."""
+    if not a or not b:
+        return 1.0
+    from scipy.stats import mannwhitneyu   # lazy: only the ranking's noise reads it
+    return float(mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+
+
+def ranking_noise(folder: Path) -> list[dict]:
+    """Whether a records folder's schedule ranking is decidable from its own timed steps (issue 13's
+    ranking target; records alone, no twin figure): per configuration (all but the schedule) of the
+    pipeline rows (pp > 1) run under more than one schedule, the schedules fastest first by measured
+    median, each with its timed steps (step_times_by_rep_s) and their spread (max - min over the
+    median), and for each pair adjacent in that order the gap of medians and rank_sum_p of the two
+    sets of steps; `resolved` where p < RANKING_ALPHA."""
+    steps, ops = load(Path(folder))
+    if steps.empty or ops.empty:
+        return []
+    rows = steps[(steps["pp"].astype(int) > 1) & (steps.get("bench", "pipeline_step") == "pipeline_step")]
+    groups: dict = {}
+    for _, row in rows.iterrows():
+        key = tuple(str(row[k]) for k in CONFIG_KEYS if k != "schedule")
+        groups.setdefault(key, []).append(row)
+    out = []
+    for key, g in groups.items():
+        if len(g) < 2:
+            continue
+        scheds = []
+        for row in g:
+            times = step_times_by_rep_s(ops_of(row, ops))
+            scheds.append({"schedule": str(row["schedule"]), "median_s": float(row["time_s"]), "steps_s": times,
+                           "spread_frac": (max(times) - min(times)) / float(row["time_s"]) if times else None})
+        scheds.sort(key=lambda x: x["median_s"])
+        pairs = []
+        for fast, slow in zip(scheds, scheds[1:]):
+            p = rank_sum_p(fast["steps_s"], slow["steps_s"])
+            pairs.append({"faster": fast["schedule"], "slower": slow["schedule"],
+                          "gap_s": slow["median_s"] - fast["median_s"],
+                          "gap_frac": slow["median_s"] / fast["median_s"] - 1.0,
+                          "p": p, "resolved": p < RANKING_ALPHA})
+        out.append({"config": dict(zip([k for k in CONFIG_KEYS if k != "schedule"], key)),
+                    "schedules": scheds, "pairs": pairs})
+    return out
+
+
+def format_ranking_noise(groups: list[dict]) -> str:
+    """ranking_noise as lines: per configuration the measured order with each schedule's median and
+    step range (ms), then each adjacent pair's gap and p."""
+    lines = []
+    for g in groups:
+        head = f"n{g['config']['num_microbatches']}: " + " < ".join(
+            f"{s['schedule']} {s['median_s'] * 1e3:.1f} ({min(s['steps_s']) * 1e3:.1f}-{max(s['steps_s']) * 1e3:.1f}, "
+            f"{len(s['steps_s'])} steps)" for s in g["schedules"])
+        lines.append(head)
+        for p in g["pairs"]:
+            lines.append(f"    {p['faster']} < {p['slower']}: gap {p['gap_s'] * 1e3:.1f} ms ({p['gap_frac']:.1%}), "
+                         f"p {p['p']:.3f} {'resolved' if p['resolved'] else 'NOT resolved'}")
+    return "\n".join(lines)
 
 
 def _span_kind(label: str) -> str:

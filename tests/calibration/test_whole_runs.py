@@ -235,12 +235,19 @@ RANK_NOT_MET: dict = {
                  "faster than DualPipe (258.5 vs 261.0 ms, DualPipe's steps p10-p90 253.2-265.9), the twin ranks "
                  "DualPipe first (257.4 vs 262.8); at 8 DualPipeV 497.4 (one step, the budget spent) vs DualPipe "
                  "511.4 (502.4-555.2) and 1F1B 590.4 vs ZB1P 597.2 (577.3-655.2, 573.0-631.7), the twin DualPipe "
-                 "485.3, DualPipeV 502.4, ZB1P 564.4, 1F1B 592.4; at 16 (DualPipeV not run) all three as measured; "
-                 "issue 13 open",
+                 "485.3, DualPipeV 502.4, ZB1P 564.4, 1F1B 592.4; at 16 (DualPipeV not run) all three as measured. "
+                 "No missed pair is resolved by the records' own steps (exact rank-sum p 1.00, 0.33, 1.00; every "
+                 "resolved pair ranked as measured: calibration.pipeline.ranking_noise, docs/notes/s14dp_rule.md). "
+                 "A fresh run with 10 steps a schedule in two reversed rounds (h100x4/s14dp_rank_20261127_0147, "
+                 "01:47 UTC, kept out of validation) orders 8 as the twin does in both rounds and ties DualPipe / "
+                 "DualPipeV at 4 (each round the opposite way); issue 13 open",
     ("h200", 4): "not met: 2 of 3 configurations ranked as measured (s13pp records, 22:51 UTC): at 8 "
                  "micro-batches DualPipeV ran faster than DualPipe (442.3 vs 445.1 ms, DualPipe's steps p10-p90 "
                  "425.7-464.1), the twin ranks DualPipe first (405.7 vs 422.9); ZB1P and 1F1B follow as measured, "
-                 "and at 4 and 16 all four as measured (the s10pp records of 20:45: 1 of 3); issue 13 open",
+                 "and at 4 and 16 all four as measured (the s10pp records of 20:45: 1 of 3). The missed pair is "
+                 "not resolved by the records' own steps (exact rank-sum p 1.00); the held-out DualPipe "
+                 "configuration's forwards issued at 27.4 us a launch against 16.0-20.2 in the fitting ones "
+                 "(docs/notes/s14dp_rule.md); issue 13 open",
 }
 
 
