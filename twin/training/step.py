@@ -167,6 +167,13 @@ def routing_loads(sc: Scenario, perturb: Perturb = Perturb()):
 # norms and residual adds over the model width: split over TP ranks by sequence parallelism
 HIDDEN_WIDTH_OPS = frozenset({"attn_norm", "ffn_norm", "residual_add", "hidden_dropout"})
 
+# plan.recompute 'full' inside torch.compile'd blocks (plan.kernels 'fused_blocks') re-runs only what the
+# block's compiled backward graph reads: not the tail from the block's last GEMM on, nor the TP
+# collective after it (StepCosts._full_recompute_tasks; docs/notes/s14ac_rule.md). Off: the s14ac rule's
+# implementation check (each row's step shortened by no more than the busiest rank's removed recompute)
+# failed on the pipelined rows, whose critical path carries the removed work of more micro-batches
+ADOPT_COMPILED_FULL_AC_TAIL = False
+
 
 def local_tokens(sc: Scenario) -> int:
     """Tokens of one micro-batch on one context-parallel rank (all its TP ranks see them)."""
@@ -639,16 +646,42 @@ class StepCosts:
         """A block's forward tasks (memoised: the MoE blocks of a model are alike)."""
         tasks = []
         for key, seg in self._segments(ops):
-            if key in ALL_TO_ALL_KINDS:
-                tasks.append(Task("comm", self._comm_s(seg[0]), key.value))
-                continue
-            tp = self._tp_points(seg)
-            if tp:
-                tasks += self._tp_task(tp["in_fwd"], seg, "in_fwd")
-            tasks += self._compute_segment(seg, "fwd", f"{key}_fwd")
-            if tp:
-                tasks += self._tp_task(tp["out_fwd"], seg, "out_fwd")
+            tasks += self._segment_forward_tasks(key, seg, seg, with_output_collective=True)
         return tuple(tasks)
+
+    def _segment_forward_tasks(self, key, seg: list[Op], run: list[Op], with_output_collective: bool) -> list[Task]:
+        """The forward tasks of one segment of a block: its all-to-all, or its TP input collective,
+        the compute of `run` (the segment's ops, or the part of them re-run) and its TP output
+        collective where asked."""
+        if key in ALL_TO_ALL_KINDS:
+            return [Task("comm", self._comm_s(seg[0]), key.value)]
+        tp = self._tp_points(seg)
+        tasks = self._tp_task(tp["in_fwd"], seg, "in_fwd") if tp else []
+        tasks += self._compute_segment(run, "fwd", f"{key}_fwd")
+        if tp and with_output_collective:
+            tasks += self._tp_task(tp["out_fwd"], seg, "out_fwd")
+        return tasks
+
+    @_per_block
+    def _full_recompute_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
+        """What plan.recompute 'full' re-runs of a block at the start of its backward. Inside
+        torch.compile'd blocks (plan.kernels 'fused_blocks': torchtitan compiles each
+        checkpoint-wrapped TransformerBlock, parallelize_llama @ 9dec370) the recomputation is part
+        of the block's compiled backward graph, which holds only what the gradients read: the
+        block's tail from its last GEMM on (the FFN down-projection, the memory ops after it) and
+        the TP collective after it are read by no gradient and are not re-run
+        (docs/notes/s14ac_rule.md). Otherwise, and where the block ends in an all-to-all, the
+        whole forward again."""
+        segments = self._segments(ops)
+        key, seg = segments[-1]
+        gemms = [i for i, op in enumerate(seg) if op.kind in GEMM_KINDS]
+        if (not ADOPT_COMPILED_FULL_AC_TAIL or self.sc.plan.kernels != "fused_blocks"
+                or key in ALL_TO_ALL_KINDS or not gemms):
+            tasks = list(self._forward_tasks(ops))
+        else:
+            tasks = [t for k, s in segments[:-1] for t in self._segment_forward_tasks(k, s, s, True)]
+            tasks += self._segment_forward_tasks(key, seg, seg[:gemms[-1]], with_output_collective=False)
+        return tuple(dataclasses.replace(t, name="recompute_" + t.name) for t in tasks)
 
     @_per_block
     def _backward_tasks(self, ops: tuple[Op, ...], with_weight: bool) -> tuple[Task, ...]:
@@ -657,7 +690,7 @@ class StepCosts:
         recompute = self.sc.plan.recompute
         tasks = []
         if recompute == "full":
-            tasks += [dataclasses.replace(t, name="recompute_" + t.name) for t in self._forward_tasks(tuple(ops))]
+            tasks += list(self._full_recompute_tasks(tuple(ops)))
         segments = self._segments(ops)
         comm_op = {key: seg[0] for key, seg in segments if key in ALL_TO_ALL_KINDS}
         for key, seg in reversed(segments):
