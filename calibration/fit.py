@@ -82,6 +82,13 @@ QUANT_BYTES_BOUNDS = (4.0, 200.0)
 GATHER_EFF_BOUNDS = (0.05, 1.0)
 MIN_POINTS_PER_PARAM = 2  # a curve is fitted only with at least 2 fitting points per parameter
 
+# s14gemm (docs/notes/s14gemm_rule.md): fit the GEMM curves at the SM clock GEMMs run at inside the
+# fitting layers, not at the power-limited clock of gemm.csv's CUDA-graph loops (large rows 1,500-1,650
+# MHz against a layer-time-weighted 1,695-1,725 for BF16 layers); stage 2 is refitted after them.
+# Profiles fitted so go to twin/data/profiles_gemm_layer_clock (twin.costs.profile.ADOPT_GEMM_LAYER_CLOCK)
+ADOPT_GEMM_LAYER_CLOCK = False
+LAYER_CLOCK_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
+
 
 def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     """[(table, key, field)]: the parameters the fitting rows can inform."""
@@ -236,6 +243,49 @@ WAVE_CHOICE_MARGIN = 0.8   # the wave model must cut a curve's fitting cost by 2
 QUANT_BYTES_INITIAL = 36.0
 
 
+def clock_family(precision: str) -> str:
+    """Profile.gemm_clock_mhz key of a GEMM record's precision label: 'fp8' for every FP8 kernel."""
+    return "fp8" if str(precision).startswith("fp8") else "bf16"
+
+
+def layer_gemm_clock_mhz(df: pd.DataFrame, held: pd.Series | None = None) -> dict:
+    """{family: MHz}: per precision family, the layer-time-weighted median SM clock of the fitting
+    split's one-GPU layer records (LAYER_CLOCK_BENCHES; one NVML reading each). Weighted by time
+    because a GEMM curve's error costs a layer in proportion to its time. {} without such rows."""
+    held = split(df) if held is None else held   # `held`: the held-out mask (split), for tests
+    if "sm_clock_mhz" not in df.columns:
+        return {}
+    layers = df[(~held.to_numpy()) & df.bench.isin(LAYER_CLOCK_BENCHES).to_numpy() & (df.sm_clock_mhz > 0).to_numpy()]
+    out = {}
+    for family, g in layers.groupby(layers.precision.map(clock_family)):
+        order = np.argsort(g.sm_clock_mhz.to_numpy(float))
+        clocks, weights = g.sm_clock_mhz.to_numpy(float)[order], g.time_s.to_numpy(float)[order]
+        cum = np.cumsum(weights)
+        out[family] = float(clocks[np.searchsorted(cum, cum[-1] / 2)])
+    return out
+
+
+def clock_factor(precision: str, row_clock_mhz, clocks: dict) -> float:
+    """A GEMM record's time at the curves' clock over its time as measured: row clock / curve clock
+    where the record ran below the curve clock (time ~ 1 / SM clock), else 1 (no clock, or not
+    throttled)."""
+    curve_clock = clocks.get(clock_family(precision))
+    if not curve_clock or not row_clock_mhz or not np.isfinite(row_clock_mhz):
+        return 1.0
+    return min(1.0, float(row_clock_mhz) / curve_clock)
+
+
+def at_curve_clock(rows: pd.DataFrame, clocks: dict) -> pd.DataFrame:
+    """The GEMM rows' time_s moved to the curves' clock (clock_factor); other rows unchanged."""
+    if not clocks or "sm_clock_mhz" not in rows.columns:
+        return rows
+    rows = rows.copy()
+    gemm = rows.bench.isin(list(GEMM_TABLE))
+    rows.loc[gemm, "time_s"] = [t * clock_factor(p, c, clocks) for t, p, c in
+                                zip(rows.time_s[gemm], rows.precision[gemm], rows.sm_clock_mhz[gemm])]
+    return rows
+
+
 def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows the fit may use: primitive benches of the fitting split."""
     held = split(df)
@@ -281,6 +331,8 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     SCREEN_NFEV evaluations), for comparing row tiles by cost (fit_profile); `x_start`: the
     stage-1 starting point (a screen's solution)."""
     rows, topk_rows, cat_rows, layout = _select_primitive_rows(df, gpu)
+    if ADOPT_GEMM_LAYER_CLOCK:   # stage 1 at the in-layer clock (s14gemm)
+        rows = at_curve_clock(rows, layer_gemm_clock_mhz(df))
     problem = _PrimitiveProblem.build(gpu, rows, layout, base)
     if screen:
         return _screen_row_tile(problem)
@@ -626,6 +678,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "fp8_stack": stats.get("fp8_stack"),
         "sm_reserve": stats.get("sm_reserve"),
         "cat_eff": stats.get("cat_eff"),
+        **({"gemm_clock_mhz": stats["gemm_clock_mhz"]} if stats.get("gemm_clock_mhz") else {}),
         **({"collectives": stats["collectives"]} if stats.get("collectives") else {}),
         **({"partials_reduce": stats["partials_reduce"]} if stats.get("partials_reduce") else {}),
     }
@@ -637,6 +690,11 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     df = rec.load_records(gpu, root)
     prof, stats = fit_profile(df, gpu, base)
     ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
+    if ADOPT_GEMM_LAYER_CLOCK:   # the curves describe the in-layer clock (s14gemm)
+        clocks = layer_gemm_clock_mhz(df)
+        prof = dataclasses.replace(prof, gemm_clock_mhz=clocks)
+        ratios, per_kernel = sustained_at_curve_clock(per_kernel, clocks)
+        stats["gemm_clock_mhz"] = clocks
     stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
     stats["fp8_stack"] = stack
@@ -739,13 +797,27 @@ def sustained_ratios(path: Path) -> tuple[dict, list]:
             continue
         per_kernel.append({"config": config, "precision": prec, "class": kernel_class(config),
                            "burst_s": float(burst.time_s.iloc[0]), "sustained_s": float(steady.time_s.mean()),
+                           "burst_sm_clock_mhz": float(burst.sm_clock_mhz.iloc[0]),
                            "ratio": float(burst.time_s.iloc[0] / steady.time_s.mean()),
                            "sustained_sm_clock_mhz": float(steady.sm_clock_mhz.mean()),
                            "sustained_power_w": float(steady.power_w.mean())})
-    ratios = {}
-    for cls in sorted({k["class"] for k in per_kernel}):
-        ratios[cls] = float(np.median([k["ratio"] for k in per_kernel if k["class"] == cls]))
-    return ratios, per_kernel
+    return class_ratios(per_kernel), per_kernel
+
+
+def class_ratios(per_kernel: list) -> dict:
+    """Profile.sustained: per kernel class, the median of its kernels' ratios."""
+    return {cls: float(np.median([k["ratio"] for k in per_kernel if k["class"] == cls]))
+            for cls in sorted({k["class"] for k in per_kernel})}
+
+
+def sustained_at_curve_clock(per_kernel: list, clocks: dict) -> tuple[dict, list]:
+    """The sustained ratios against GEMM curves fitted at the in-layer clock (s14gemm): a GEMM
+    kernel's burst row ran at its own clock (1,350-1,500 MHz), so its ratio to the curve is the
+    burst/sustained ratio x clock_factor of the burst row: the sustained curves stay at the
+    sustained (power-limited) state, not the layer's. Other classes unchanged."""
+    out = [{**k, "ratio": k["ratio"] * clock_factor(k["precision"], k.get("burst_sm_clock_mhz"), clocks)}
+           if k["class"] == "gemm" else k for k in per_kernel]
+    return class_ratios(out), out
 
 
 def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:

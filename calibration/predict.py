@@ -130,6 +130,15 @@ def _memory_ops(row, e: "Eager") -> None:
         e.mem(nbytes)
 
 
+def record_clock_factor(row, profile: Profile) -> float:
+    """A primitive GEMM record's time at the profile's GEMM clock over its time at its own clock
+    (calibration.fit.clock_factor; 1 where the profile's curves are at the records' own clocks)."""
+    if not profile.gemm_clock_mhz:
+        return 1.0
+    from calibration.fit import clock_factor   # lazy: calibration.fit imports this module
+    return clock_factor(row["precision"], row.get("sm_clock_mhz"), profile.gemm_clock_mhz)
+
+
 def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     """Predicted seconds of a record row, or None when the twin has no prediction for its bench."""
     b = row["bench"]
@@ -141,7 +150,8 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
                       transposed=b == "grouped_gemm_wgrad")
         else:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
-        return window_s(row, [], e.ops)
+        # curves at the in-layer clock (s14gemm): the record is predicted at the clock it ran at
+        return window_s(row, [], e.ops) / record_clock_factor(row, profile)
     if b in ("attn_fwd", "attn_bwd"):
         op = Op("attn_core", OpKind.ATTENTION, "attn", batch=int(row["batch"]), seq_len=int(row["seq_len"]),
                 heads=int(row["num_heads"]), qk_dim=int(row["qk_head_dim"]), v_dim=int(row["v_head_dim"]),

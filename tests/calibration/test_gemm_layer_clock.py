@@ -1,0 +1,106 @@
+"""s14gemm (docs/notes/s14gemm_rule.md): GEMM curves fitted at the clock GEMMs run at inside layers,
+behind calibration.fit.ADOPT_GEMM_LAYER_CLOCK / twin.costs.profile.ADOPT_GEMM_LAYER_CLOCK."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibration import fit
+from calibration import records as rec
+from calibration.predict import gpu_spec, predict_s
+from twin.costs import profile as profile_mod
+from twin.costs.profile import profile_from_json
+
+
+def test_switches_are_off_until_adopted():
+    """The candidate failed or was not judged adopted: both switches off, the committed profiles read."""
+    assert fit.ADOPT_GEMM_LAYER_CLOCK is False
+    assert profile_mod.ADOPT_GEMM_LAYER_CLOCK is False
+    assert profile_mod.profiles_dir() == profile_mod.PROFILES
+
+
+def test_profiles_dir_follows_the_switch(monkeypatch):
+    monkeypatch.setattr(profile_mod, "ADOPT_GEMM_LAYER_CLOCK", True)
+    assert profile_mod.profiles_dir() == profile_mod.PROFILES_GEMM_LAYER_CLOCK
+
+
+def test_clock_factor_only_slows_throttled_rows():
+    clocks = {"bf16": 1700.0, "fp8": 1965.0}
+    assert fit.clock_factor("bf16", 1530, clocks) == pytest.approx(1530 / 1700)
+    assert fit.clock_factor("fp8-rowwise", 1470, clocks) == pytest.approx(1470 / 1965)
+    assert fit.clock_factor("bf16", 1980, clocks) == 1.0          # above the layer clock: unchanged
+    assert fit.clock_factor("bf16", float("nan"), clocks) == 1.0  # no clock read
+    assert fit.clock_factor("bf16", 1500, {}) == 1.0              # curves at the rows' own clocks
+
+
+def test_layer_clock_is_time_weighted_per_family():
+    """The long layers set the clock: one 9 ms layer at 1,600 MHz outweighs three 1 ms at 1,980."""
+    rows = pd.DataFrame({
+        "bench": ["moe_layer_fwd"] * 4 + ["moe_layer_bwd"] * 2 + ["gemm"],
+        "precision": ["bf16"] * 4 + ["fp8-blockwise"] * 2 + ["bf16"],
+        "sm_clock_mhz": [1980, 1980, 1980, 1600, 1965, 1950, 1400],
+        "time_s": [1e-3, 1e-3, 1e-3, 9e-3, 1e-3, 2e-3, 1e-3],
+        "model": ["v3-slice-1l"] * 7, "tokens": [512] * 7,
+    })
+    held = pd.Series([False] * len(rows))
+    clocks = fit.layer_gemm_clock_mhz(rows, held)
+    assert clocks == {"bf16": 1600.0, "fp8": 1950.0}
+
+
+def test_at_curve_clock_moves_gemm_rows_only():
+    rows = pd.DataFrame({"bench": ["gemm", "grouped_gemm_wgrad", "memory", "gemm"],
+                         "precision": ["bf16", "bf16", "bf16", "bf16"],
+                         "sm_clock_mhz": [1500, 1700, 1500, 1980], "time_s": [1.0, 1.0, 1.0, 1.0]})
+    out = fit.at_curve_clock(rows, {"bf16": 1700.0})
+    assert out.time_s.tolist() == pytest.approx([1500 / 1700, 1.0, 1.0, 1.0])
+    assert rows.time_s.tolist() == [1.0] * 4   # not in place
+
+
+def test_sustained_ratio_keeps_the_power_limited_state():
+    """A GEMM's sustained curve = the layer-clock curve x ratio x burst clock / layer clock, i.e. the
+    burst-clock curve x ratio: the same sustained time as before the change."""
+    per_kernel = [{"config": "gemm m=8192", "precision": "bf16", "class": "gemm", "ratio": 0.96,
+                   "burst_sm_clock_mhz": 1440.0},
+                  {"config": "copy", "precision": "bf16", "class": "memory", "ratio": 0.99,
+                   "burst_sm_clock_mhz": 1905.0}]
+    ratios, out = fit.sustained_at_curve_clock(per_kernel, {"bf16": 1700.0})
+    assert ratios["gemm"] == pytest.approx(0.96 * 1440 / 1700)
+    assert ratios["memory"] == pytest.approx(0.99)
+
+
+def test_profile_json_carries_the_clock():
+    data = json.loads(profile_mod.PROFILES.joinpath("h100.json").read_text())
+    assert "gemm_clock_mhz" not in data   # today's profile: the records' own clocks
+    prof = profile_from_json(data)
+    assert prof.gemm_clock_mhz == {}
+    moved = dataclasses.replace(prof, gemm_clock_mhz={"bf16": 1695.0})
+    assert profile_from_json(moved.to_json()).gemm_clock_mhz == {"bf16": 1695.0}
+
+
+def test_primitive_record_predicted_at_its_own_clock():
+    """With curves at the layer clock, a gemm record read at a lower clock is predicted slower by
+    the clock ratio; with today's profile (no clock) the prediction is the curve's."""
+    data = json.loads(profile_mod.PROFILES.joinpath("h100.json").read_text())
+    prof = profile_from_json(data)
+    row = {"bench": "gemm", "m": 8192, "n": 4096, "k": 7168, "precision": "bf16", "timing": "cuda_graph",
+           "sm_clock_mhz": 1500.0, "groups": 1, "tokens_per_group": 8192}
+    spec = gpu_spec("h100")
+    today = predict_s(row, spec, prof)
+    at_layer = predict_s(row, spec, dataclasses.replace(prof, gemm_clock_mhz={"bf16": 1800.0}))
+    assert at_layer == pytest.approx(today * 1800 / 1500)
+    fast_row = {**row, "sm_clock_mhz": 1980.0}
+    assert predict_s(fast_row, spec, dataclasses.replace(prof, gemm_clock_mhz={"bf16": 1800.0})) == pytest.approx(today)
+
+
+def test_committed_records_layer_clock_above_the_gemm_rows():
+    """The finding the change rests on (fitting split): BF16 layers run their GEMMs faster than the
+    large gemm.csv rows are clocked, on both GPUs."""
+    for gpu in ("h100", "h200"):
+        df = rec.load_records(gpu)
+        clocks = fit.layer_gemm_clock_mhz(df)
+        rows = fit.fit_rows(df)
+        large = rows[rows.bench.isin(list(fit.GEMM_TABLE)) & (rows.flops > 1e11) & (rows.precision == "bf16")]
+        assert np.median(large.sm_clock_mhz) < clocks["bf16"] <= 1980.0
