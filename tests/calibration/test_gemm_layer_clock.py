@@ -104,3 +104,30 @@ def test_committed_records_layer_clock_above_the_gemm_rows():
         rows = fit.fit_rows(df)
         large = rows[rows.bench.isin(list(fit.GEMM_TABLE)) & (rows.flops > 1e11) & (rows.precision == "bf16")]
         assert np.median(large.sm_clock_mhz) < clocks["bf16"] <= 1980.0
+
+
+def _candidate(gpu: str):
+    return profile_from_json(json.loads(profile_mod.PROFILES_GEMM_LAYER_CLOCK.joinpath(f"{gpu}.json").read_text()))
+
+
+def test_candidate_profiles_carry_their_layer_clock():
+    """The profiles regenerated under the switch describe the in-layer clock: faster GEMM curves
+    (BF16 grouped e_max up) and a lower gather_eff (stage 2 no longer absorbs the GEMM excess)."""
+    for gpu in ("h100", "h200"):
+        cand = _candidate(gpu)
+        today = profile_from_json(json.loads(profile_mod.PROFILES.joinpath(f"{gpu}.json").read_text()))
+        assert set(cand.gemm_clock_mhz) == {"bf16", "fp8"}
+        assert cand.grouped_gemm["bf16"].e_max > today.grouped_gemm["bf16"].e_max
+        assert cand.gather_eff < today.gather_eff
+
+
+def test_candidate_moves_the_trace_factors_toward_one():
+    """Clause 1 of docs/notes/s14gemm_rule.md (fitting traces, H200): under the candidate's profile
+    T's MoE grouped-GEMM and memory-bound factors are both closer to 1 than under today's."""
+    from calibration.parallel_blocks import folder_terms
+    folder = rec.MEASUREMENTS_DIR / "h200x2"
+    today = profile_from_json(json.loads(profile_mod.PROFILES.joinpath("h200.json").read_text()))
+    before = folder_terms(folder, "h200", today, True).component_factors["moe"]
+    after = folder_terms(folder, "h200", _candidate("h200"), True).component_factors["moe"]
+    for component in ("grouped_gemm", "memory"):
+        assert abs(after[component] - 1) < abs(before[component] - 1)
