@@ -39,7 +39,7 @@ from calibration.dense_block import attention_kernel_terms, eager_elementwise_ef
 from calibration.dense_dropout import attention_dropout_terms
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
-from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
+from calibration.predict import FP8_PREFERENCE, clock_factor, clock_family, gpu_spec, predict_s, row_kernel, timing_of
 from calibration.split import split
 from calibration.records_io import csv_exists, read_csv
 from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
@@ -243,11 +243,6 @@ WAVE_CHOICE_MARGIN = 0.8   # the wave model must cut a curve's fitting cost by 2
 QUANT_BYTES_INITIAL = 36.0
 
 
-def clock_family(precision: str) -> str:
-    """Profile.gemm_clock_mhz key of a GEMM record's precision label: 'fp8' for every FP8 kernel."""
-    return "fp8" if str(precision).startswith("fp8") else "bf16"
-
-
 def layer_gemm_clock_mhz(df: pd.DataFrame, held: pd.Series | None = None) -> dict:
     """{family: MHz}: per precision family, the layer-time-weighted median SM clock of the fitting
     split's one-GPU layer records (LAYER_CLOCK_BENCHES; one NVML reading each). Weighted by time
@@ -263,16 +258,6 @@ def layer_gemm_clock_mhz(df: pd.DataFrame, held: pd.Series | None = None) -> dic
         cum = np.cumsum(weights)
         out[family] = float(clocks[np.searchsorted(cum, cum[-1] / 2)])
     return out
-
-
-def clock_factor(precision: str, row_clock_mhz, clocks: dict) -> float:
-    """A GEMM record's time at the curves' clock over its time as measured: row clock / curve clock
-    where the record ran below the curve clock (time ~ 1 / SM clock), else 1 (no clock, or not
-    throttled)."""
-    curve_clock = clocks.get(clock_family(precision))
-    if not curve_clock or not row_clock_mhz or not np.isfinite(row_clock_mhz):
-        return 1.0
-    return min(1.0, float(row_clock_mhz) / curve_clock)
 
 
 def at_curve_clock(rows: pd.DataFrame, clocks: dict) -> pd.DataFrame:

@@ -132,11 +132,25 @@ def _memory_ops(row, e: "Eager") -> None:
 
 def record_clock_factor(row, profile: Profile) -> float:
     """A primitive GEMM record's time at the profile's GEMM clock over its time at its own clock
-    (calibration.fit.clock_factor; 1 where the profile's curves are at the records' own clocks)."""
+    (clock_factor; 1 where the profile's curves are at the records' own clocks)."""
     if not profile.gemm_clock_mhz:
         return 1.0
-    from calibration.fit import clock_factor   # lazy: calibration.fit imports this module
     return clock_factor(row["precision"], row.get("sm_clock_mhz"), profile.gemm_clock_mhz)
+
+
+def clock_family(precision: str) -> str:
+    """Profile.gemm_clock_mhz key of a GEMM record's precision label: 'fp8' for every FP8 kernel."""
+    return "fp8" if str(precision).startswith("fp8") else "bf16"
+
+
+def clock_factor(precision: str, row_clock_mhz, clocks: dict) -> float:
+    """A GEMM record's time at the curves' clock over its time as measured: row clock / curve clock
+    where the record ran below the curve clock (time ~ 1 / SM clock), else 1 (no clock, or not
+    throttled)."""
+    curve_clock = clocks.get(clock_family(precision))
+    if not curve_clock or not row_clock_mhz or not np.isfinite(row_clock_mhz):
+        return 1.0
+    return min(1.0, float(row_clock_mhz) / curve_clock)
 
 
 def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
