@@ -16,15 +16,53 @@ from twin.costs.profile import profile_from_json
 
 
 def test_switches_are_off_until_adopted():
-    """The candidate failed or was not judged adopted: both switches off, the committed profiles read."""
-    assert fit.ADOPT_GEMM_LAYER_CLOCK is False
-    assert profile_mod.ADOPT_GEMM_LAYER_CLOCK is False
+    """Candidates L and L2 not adopted (docs/notes/s14gemm_rule.md): switches off, the committed
+    profiles read."""
+    assert fit.ADOPT_GEMM_LAYER_CLOCK is False and fit.ADOPT_GEMM_LAYER_SPEED is False
+    assert profile_mod.ADOPT_GEMM_LAYER_CLOCK is False and profile_mod.ADOPT_GEMM_LAYER_SPEED is False
     assert profile_mod.profiles_dir() == profile_mod.PROFILES
 
 
 def test_profiles_dir_follows_the_switch(monkeypatch):
     monkeypatch.setattr(profile_mod, "ADOPT_GEMM_LAYER_CLOCK", True)
     assert profile_mod.profiles_dir() == profile_mod.PROFILES_GEMM_LAYER_CLOCK
+    monkeypatch.setattr(profile_mod, "ADOPT_GEMM_LAYER_SPEED", True)
+    assert profile_mod.profiles_dir() == profile_mod.PROFILES_GEMM_LAYER_SPEED
+
+
+def _today(gpu: str):
+    return profile_from_json(json.loads(profile_mod.PROFILES.joinpath(f"{gpu}.json").read_text()))
+
+
+def test_l2_speed_moves_bf16_curves_only_and_records_see_them_back():
+    """L2: the BF16 GEMM curves' e_max x speed-up; FP8 untouched; a primitive record is predicted
+    with the curves as fitted (the same prediction as today's profile)."""
+    from calibration.predict import at_records_speed, with_bf16_speed
+    today = _today("h100")
+    fast = dataclasses.replace(with_bf16_speed(today, 1.15), bf16_layer_speedup=1.15)
+    assert fast.grouped_gemm["bf16"].e_max == pytest.approx(min(1.0, today.grouped_gemm["bf16"].e_max * 1.15))
+    assert fast.gemm["fp8"] == today.gemm["fp8"]
+    assert at_records_speed(fast).grouped_gemm["bf16"].e_max == pytest.approx(today.grouped_gemm["bf16"].e_max)
+    row = {"bench": "grouped_gemm", "groups": 16, "tokens_per_group": 4096, "n": 4096, "k": 7168,
+           "precision": "bf16", "timing": "cuda_graph", "m": 4096, "sm_clock_mhz": 1500.0}
+    spec = gpu_spec("h100")
+    assert predict_s(row, spec, fast) == pytest.approx(predict_s(row, spec, today))
+
+
+def test_l2_sustained_bf16_curves_unchanged():
+    """Under L2 a BF16 curve's sustained ratio is divided by the speed-up: its sustained e_max is today's."""
+    curves = fit.sustained_at_layer_speed({"gemm/bf16": 0.9}, {"gemm": 0.96}, 1.2)
+    assert curves["gemm/bf16"] == pytest.approx(0.9 / 1.2)
+    assert curves["grouped_gemm/bf16"] == pytest.approx(0.96 / 1.2)   # no own ratio: the class's
+    assert fit.sustained_at_layer_speed({"gemm/bf16": 0.9}, {"gemm": 0.96}, 0.0) == {"gemm/bf16": 0.9}
+
+
+def test_l2_speedup_from_committed_records():
+    """The fitting split's class medians: BF16 layers run at a higher clock than gemm.csv's loops
+    (1,695 vs 1,440 MHz on the H100, 1,725 vs 1,485 on the H200: docs/notes/s14gemm_rule.md)."""
+    for gpu in ("h100", "h200"):
+        speed, layer, loop = fit.bf16_layer_speedup(rec.load_records(gpu))
+        assert speed == pytest.approx(layer / loop) and 1.1 < speed < 1.25
 
 
 def test_clock_factor_only_slows_throttled_rows():
@@ -47,6 +85,7 @@ def test_layer_clock_is_time_weighted_per_family():
     })
     held = pd.Series([False] * len(rows))
     clocks = fit.layer_gemm_clock_mhz(rows, held)
+    assert fit.time_weighted_median([1980, 1600], [3e-3, 9e-3]) == 1600.0
     assert clocks == {"bf16": 1600.0, "fp8": 1950.0}
 
 

@@ -140,10 +140,15 @@ PROFILES = resources.files("twin.data").joinpath("profiles")
 # GEMMs run at inside layers (calibration.fit.ADOPT_GEMM_LAYER_CLOCK), read instead of PROFILES when on
 ADOPT_GEMM_LAYER_CLOCK = False
 PROFILES_GEMM_LAYER_CLOCK = resources.files("twin.data").joinpath("profiles_gemm_layer_clock")
+# its candidate L2: the BF16 GEMM curves at one class-level in-layer speed (calibration.fit.ADOPT_GEMM_LAYER_SPEED)
+ADOPT_GEMM_LAYER_SPEED = False
+PROFILES_GEMM_LAYER_SPEED = resources.files("twin.data").joinpath("profiles_gemm_layer_speed")
 
 
 def profiles_dir():
-    """The directory of the profiles the twin reads (PROFILES, or the s14gemm candidate's when on)."""
+    """The directory of the profiles the twin reads (PROFILES, or an s14gemm candidate's when on)."""
+    if ADOPT_GEMM_LAYER_SPEED:
+        return PROFILES_GEMM_LAYER_SPEED
     return PROFILES_GEMM_LAYER_CLOCK if ADOPT_GEMM_LAYER_CLOCK else PROFILES
 
 
@@ -247,6 +252,9 @@ class Profile:
     # run at inside the fitting layers (calibration.fit.layer_gemm_clock_mhz, docs/notes/s14gemm_rule.md);
     # empty: each record's own clock, the CUDA-graph loops' (gemm.csv), as fitted before s14gemm
     gemm_clock_mhz: dict = field(default_factory=dict)
+    # s14gemm's candidate L2: the BF16 GEMM curves' e_max is the records' times this in-layer speed-up
+    # (calibration.fit.bf16_layer_speedup: in-layer over in-loop SM clock); 0: none, as fitted before
+    bf16_layer_speedup: float = 0.0
 
     def attention_dropout_slowdown(self, direction: str) -> float:
         """Time with dropout over time without, of the attention kernel the curves describe, in
@@ -372,6 +380,7 @@ class Profile:
             **({"partials_reduce_eff": dict(self.partials_reduce_eff)} if self.partials_reduce_eff else {}),
             **({"attention_dropout": json.loads(json.dumps(self.attention_dropout))} if self.attention_dropout else {}),
             **({"gemm_clock_mhz": dict(self.gemm_clock_mhz)} if self.gemm_clock_mhz else {}),
+            **({"bf16_layer_speedup": self.bf16_layer_speedup} if self.bf16_layer_speedup else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -437,6 +446,7 @@ def profile_from_json(data: dict) -> Profile:
         partials_reduce_eff={str(int(w)): float(e) for w, e in data.get("partials_reduce_eff", {}).items()},
         attention_dropout={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_dropout", {}).items()},
         gemm_clock_mhz={k: float(v) for k, v in data.get("gemm_clock_mhz", {}).items()},
+        bf16_layer_speedup=float(data.get("bf16_layer_speedup", 0.0)),
     )
 
 
