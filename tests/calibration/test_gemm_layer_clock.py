@@ -170,3 +170,16 @@ def test_candidate_moves_the_trace_factors_toward_one():
     after = folder_terms(folder, "h200", _candidate("h200"), True).component_factors["moe"]
     for component in ("grouped_gemm", "memory"):
         assert abs(after[component] - 1) < abs(before[component] - 1)
+
+
+def test_l2_candidate_profiles_hold_their_speedup():
+    """The profiles regenerated under L2: the speed-up recorded, BF16 curves faster than today's,
+    FP8 curves today's, gather_eff lower (stage 2 refitted after the faster GEMMs)."""
+    for gpu in ("h100", "h200"):
+        cand = profile_from_json(json.loads(profile_mod.PROFILES_GEMM_LAYER_SPEED.joinpath(f"{gpu}.json").read_text()))
+        today = _today(gpu)
+        assert 1.1 < cand.bf16_layer_speedup < 1.25
+        assert cand.grouped_gemm["bf16"].e_max == pytest.approx(
+            min(1.0, today.grouped_gemm["bf16"].e_max * cand.bf16_layer_speedup), rel=0.02)
+        assert cand.gemm["fp8"].e_max == pytest.approx(today.gemm["fp8"].e_max, rel=0.02)
+        assert cand.gather_eff < today.gather_eff
