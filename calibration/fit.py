@@ -39,7 +39,8 @@ from calibration.dense_block import attention_kernel_terms, eager_elementwise_ef
 from calibration.dense_dropout import attention_dropout_terms
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
-from calibration.predict import FP8_PREFERENCE, gpu_spec, predict_s, row_kernel, timing_of
+from calibration.predict import (BF16_GEMM_CURVES, FP8_PREFERENCE, clock_factor, clock_family, gpu_spec, predict_s,
+                                 row_kernel, timing_of, with_bf16_speed)
 from calibration.split import split
 from calibration.records_io import csv_exists, read_csv
 from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
@@ -81,6 +82,16 @@ HOST_S_INITIAL = 2e-5  # eager PyTorch dispatch per op, assumed (typical for the
 QUANT_BYTES_BOUNDS = (4.0, 200.0)
 GATHER_EFF_BOUNDS = (0.05, 1.0)
 MIN_POINTS_PER_PARAM = 2  # a curve is fitted only with at least 2 fitting points per parameter
+
+# s14gemm (docs/notes/s14gemm_rule.md): fit the GEMM curves at the SM clock GEMMs run at inside the
+# fitting layers, not at the power-limited clock of gemm.csv's CUDA-graph loops (large rows 1,500-1,650
+# MHz against a layer-time-weighted 1,695-1,725 for BF16 layers); stage 2 is refitted after them.
+# Profiles fitted so go to twin/data/profiles_gemm_layer_clock (twin.costs.profile.ADOPT_GEMM_LAYER_CLOCK)
+ADOPT_GEMM_LAYER_CLOCK = False
+LAYER_CLOCK_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
+# its candidate L2 (same note): stage 1 as before, then the BF16 GEMM curves at one class-level
+# in-layer speed-up (bf16_layer_speedup), stage 2 refitted after; profiles to profiles_gemm_layer_speed
+ADOPT_GEMM_LAYER_SPEED = False
 
 
 def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -236,6 +247,50 @@ WAVE_CHOICE_MARGIN = 0.8   # the wave model must cut a curve's fitting cost by 2
 QUANT_BYTES_INITIAL = 36.0
 
 
+def layer_gemm_clock_mhz(df: pd.DataFrame, held: pd.Series | None = None) -> dict:
+    """{family: MHz}: per precision family, the layer-time-weighted median SM clock of the fitting
+    split's one-GPU layer records (LAYER_CLOCK_BENCHES; one NVML reading each). Weighted by time
+    because a GEMM curve's error costs a layer in proportion to its time. {} without such rows."""
+    held = split(df) if held is None else held   # `held`: the held-out mask (split), for tests
+    if "sm_clock_mhz" not in df.columns:
+        return {}
+    layers = df[(~held.to_numpy()) & df.bench.isin(LAYER_CLOCK_BENCHES).to_numpy() & (df.sm_clock_mhz > 0).to_numpy()]
+    return {family: time_weighted_median(g.sm_clock_mhz, g.time_s)
+            for family, g in layers.groupby(layers.precision.map(clock_family))}
+
+
+def time_weighted_median(values, weights) -> float:
+    order = np.argsort(np.asarray(values, float))
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    cum = np.cumsum(w)
+    return float(v[np.searchsorted(cum, cum[-1] / 2)])
+
+
+def bf16_layer_speedup(df: pd.DataFrame) -> tuple[float, float, float]:
+    """(speed-up, layer clock, records' clock) of the BF16 GEMM curves inside layers (L2): the
+    layer-time-weighted median SM clock of the fitting BF16 layer rows (layer_gemm_clock_mhz) over
+    the time-weighted median clock of the fitting BF16 GEMM records (gemm.csv's CUDA-graph loops):
+    class medians, so one NVML reading's sampling noise averages out. (1, 0, 0) without clocks."""
+    layer = layer_gemm_clock_mhz(df).get("bf16")
+    rows = fit_rows(df)
+    rows = rows[rows.bench.isin(list(GEMM_TABLE)) & (rows.precision == "bf16") & (rows.get("sm_clock_mhz", 0) > 0)]
+    if not layer or rows.empty:
+        return 1.0, 0.0, 0.0
+    loop = time_weighted_median(rows.sm_clock_mhz, rows.time_s)
+    return max(1.0, layer / loop), layer, loop
+
+
+def at_curve_clock(rows: pd.DataFrame, clocks: dict) -> pd.DataFrame:
+    """The GEMM rows' time_s moved to the curves' clock (clock_factor); other rows unchanged."""
+    if not clocks or "sm_clock_mhz" not in rows.columns:
+        return rows
+    rows = rows.copy()
+    gemm = rows.bench.isin(list(GEMM_TABLE))
+    rows.loc[gemm, "time_s"] = [t * clock_factor(p, c, clocks) for t, p, c in
+                                zip(rows.time_s[gemm], rows.precision[gemm], rows.sm_clock_mhz[gemm])]
+    return rows
+
+
 def fit_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows the fit may use: primitive benches of the fitting split."""
     held = split(df)
@@ -281,13 +336,19 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     SCREEN_NFEV evaluations), for comparing row tiles by cost (fit_profile); `x_start`: the
     stage-1 starting point (a screen's solution)."""
     rows, topk_rows, cat_rows, layout = _select_primitive_rows(df, gpu)
+    if ADOPT_GEMM_LAYER_CLOCK:   # stage 1 at the in-layer clock (s14gemm)
+        rows = at_curve_clock(rows, layer_gemm_clock_mhz(df))
     problem = _PrimitiveProblem.build(gpu, rows, layout, base)
     if screen:
         return _screen_row_tile(problem)
     sol, waves = _fit_primitive_curves(problem, x_start)            # stage 1: curves, shared terms
     side = _fit_side_terms(problem, sol.x, topk_rows, cat_rows)     # topk, cat_eff
-    layers, n_comp = _fit_layers(df, problem, sol.x, waves, side)   # stage 2: quant, gather, transpose
-    return _assemble_profile(problem, sol, waves, side, layers, n_comp)
+    speed = bf16_layer_speedup(df)[0] if ADOPT_GEMM_LAYER_SPEED else 1.0   # L2 (s14gemm)
+    layers, n_comp = _fit_layers(df, problem, sol.x, waves, side, speed)   # stage 2: quant, gather, transpose
+    prof, stats = _assemble_profile(problem, sol, waves, side, layers, n_comp)
+    if speed == 1.0:
+        return prof, stats
+    return dataclasses.replace(with_bf16_speed(prof, speed), bf16_layer_speedup=speed), stats
 
 
 def _select_primitive_rows(df: pd.DataFrame, gpu: str):
@@ -527,7 +588,7 @@ class _SeenKeys(dict):
 
 
 def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
-                base: Profile) -> tuple[tuple[float, float, float, dict], int]:
+                base: Profile, bf16_speed: float = 1.0) -> tuple[tuple[float, float, float, dict], int]:
     """Stage 2 from the MoE and MLA layer records of the fitting split, every primitive curve held
     at stage 1's solution (`x`, `waves`; `base`: the base profile with the side terms): what
     real/'s eager layers do beyond the primitives. Fitted: the achieved cost of unfused FP8
@@ -538,6 +599,7 @@ def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
     HOST_S_INITIAL, not fitted: the layers are mostly GPU-bound, so a fitted host time only soaks
     up their GPU-side residuals (2026-11-24: it drifted to 37 us on the H100 and over-predicted
     the host-bound V2-Lite MLA layers by 40-90%).
+    `bf16_speed`: the BF16 GEMM curves' in-layer speed-up (L2, s14gemm; 1: as fitted).
     Returns ((quant_bytes_per_elem, gather_eff, transpose_eff, {host class: s}), rows used)."""
     gpu, spec, layout = problem.gpu, problem.spec, problem.layout
     prof = build_profile(gpu, x, layout, base, wave_tiles=waves)
@@ -559,6 +621,7 @@ def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
     def residuals(q):
         p = build_profile(gpu, x, layout, b, quant_bytes_per_elem=float(q[0]), gather_eff=float(q[1]),
                           transpose_eff=float(q[2]), wave_tiles=waves)
+        p = with_bf16_speed(p, bf16_speed) if bf16_speed != 1.0 else p
         return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
     lo, hi = GATHER_EFF_BOUNDS
@@ -626,6 +689,9 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         "fp8_stack": stats.get("fp8_stack"),
         "sm_reserve": stats.get("sm_reserve"),
         "cat_eff": stats.get("cat_eff"),
+        **({"gemm_clock_mhz": stats["gemm_clock_mhz"]} if stats.get("gemm_clock_mhz") else {}),
+        **({k: stats[k] for k in ("bf16_layer_speedup", "bf16_layer_clock_mhz", "bf16_records_clock_mhz")}
+           if stats.get("bf16_layer_speedup") else {}),
         **({"collectives": stats["collectives"]} if stats.get("collectives") else {}),
         **({"partials_reduce": stats["partials_reduce"]} if stats.get("partials_reduce") else {}),
     }
@@ -637,6 +703,13 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     df = rec.load_records(gpu, root)
     prof, stats = fit_profile(df, gpu, base)
     ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
+    if ADOPT_GEMM_LAYER_SPEED:   # L2: the sustained BF16 curves stay what the records' loops sustain
+        stats["bf16_layer_speedup"], stats["bf16_layer_clock_mhz"], stats["bf16_records_clock_mhz"] = bf16_layer_speedup(df)
+    if ADOPT_GEMM_LAYER_CLOCK:   # the curves describe the in-layer clock (s14gemm)
+        clocks = layer_gemm_clock_mhz(df)
+        prof = dataclasses.replace(prof, gemm_clock_mhz=clocks)
+        ratios, per_kernel = sustained_at_curve_clock(per_kernel, clocks)
+        stats["gemm_clock_mhz"] = clocks
     stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
     stats["fp8_stack"] = stack
@@ -651,7 +724,8 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     prof = dataclasses.replace(prof, partials_reduce_eff=reduce_eff)
     prov = provenance(df, gpu, stats, root)
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
-                               sustained_curves=sustained_curve_ratios(per_kernel, prof),
+                               sustained_curves=sustained_at_layer_speed(sustained_curve_ratios(per_kernel, prof), ratios,
+                                                                         prof.bf16_layer_speedup),
                                sm_reserve=reserve, collectives=collectives), stats
 
 
@@ -739,13 +813,40 @@ def sustained_ratios(path: Path) -> tuple[dict, list]:
             continue
         per_kernel.append({"config": config, "precision": prec, "class": kernel_class(config),
                            "burst_s": float(burst.time_s.iloc[0]), "sustained_s": float(steady.time_s.mean()),
+                           "burst_sm_clock_mhz": float(burst.sm_clock_mhz.iloc[0]),
                            "ratio": float(burst.time_s.iloc[0] / steady.time_s.mean()),
                            "sustained_sm_clock_mhz": float(steady.sm_clock_mhz.mean()),
                            "sustained_power_w": float(steady.power_w.mean())})
-    ratios = {}
-    for cls in sorted({k["class"] for k in per_kernel}):
-        ratios[cls] = float(np.median([k["ratio"] for k in per_kernel if k["class"] == cls]))
-    return ratios, per_kernel
+    return class_ratios(per_kernel), per_kernel
+
+
+def sustained_at_layer_speed(curves: dict, ratios: dict, speedup: float) -> dict:
+    """Profile.sustained_curves under L2: each BF16 GEMM curve's ratio (its own, else the gemm
+    class's) over the in-layer speed-up, so its sustained curve is the records' loop curve x ratio,
+    as without L2. Unchanged where speedup is 0 (no L2)."""
+    if not speedup:
+        return curves
+    out = dict(curves)
+    for table, label in BF16_GEMM_CURVES:
+        key = f"{table}/{label}"
+        out[key] = out.get(key, ratios.get("gemm", 1.0)) / speedup
+    return out
+
+
+def class_ratios(per_kernel: list) -> dict:
+    """Profile.sustained: per kernel class, the median of its kernels' ratios."""
+    return {cls: float(np.median([k["ratio"] for k in per_kernel if k["class"] == cls]))
+            for cls in sorted({k["class"] for k in per_kernel})}
+
+
+def sustained_at_curve_clock(per_kernel: list, clocks: dict) -> tuple[dict, list]:
+    """The sustained ratios against GEMM curves fitted at the in-layer clock (s14gemm): a GEMM
+    kernel's burst row ran at its own clock (1,350-1,500 MHz), so its ratio to the curve is the
+    burst/sustained ratio x clock_factor of the burst row: the sustained curves stay at the
+    sustained (power-limited) state, not the layer's. Other classes unchanged."""
+    out = [{**k, "ratio": k["ratio"] * clock_factor(k["precision"], k.get("burst_sm_clock_mhz"), clocks)}
+           if k["class"] == "gemm" else k for k in per_kernel]
+    return class_ratios(out), out
 
 
 def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:

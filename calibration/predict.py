@@ -130,18 +130,66 @@ def _memory_ops(row, e: "Eager") -> None:
         e.mem(nbytes)
 
 
+def record_clock_factor(row, profile: Profile) -> float:
+    """A primitive GEMM record's time at the profile's GEMM clock over its time at its own clock
+    (clock_factor; 1 where the profile's curves are at the records' own clocks)."""
+    if not profile.gemm_clock_mhz:
+        return 1.0
+    return clock_factor(row["precision"], row.get("sm_clock_mhz"), profile.gemm_clock_mhz)
+
+
+# the BF16 GEMM curves (table, label) an in-layer speed-up applies to (s14gemm's candidate L2)
+BF16_GEMM_CURVES = (("gemm", "bf16"), ("grouped_gemm", "bf16"), ("grouped_gemm", "bf16/wgrad"))
+
+
+def with_bf16_speed(profile: Profile, speed: float) -> Profile:
+    """The profile with the BF16 GEMM curves' e_max x `speed` (capped at 1): the compute-bound part
+    of a BF16 GEMM at another SM clock (time ~ 1 / clock), the memory-bound part unchanged."""
+    tables = {"gemm": dict(profile.gemm), "grouped_gemm": dict(profile.grouped_gemm)}
+    for table, label in BF16_GEMM_CURVES:
+        curve = tables[table].get(label)
+        if curve is not None:
+            tables[table][label] = dataclasses.replace(curve, e_max=min(1.0, curve.e_max * speed))
+    return dataclasses.replace(profile, gemm=tables["gemm"], grouped_gemm=tables["grouped_gemm"])
+
+
+def at_records_speed(profile: Profile) -> Profile:
+    """The profile a primitive GEMM record is predicted with: under L2 (Profile.bf16_layer_speedup)
+    the BF16 curves back at the records' loop clock; else the profile itself."""
+    if not profile.bf16_layer_speedup:
+        return profile
+    return with_bf16_speed(profile, 1.0 / profile.bf16_layer_speedup)
+
+
+def clock_family(precision: str) -> str:
+    """Profile.gemm_clock_mhz key of a GEMM record's precision label: 'fp8' for every FP8 kernel."""
+    return "fp8" if str(precision).startswith("fp8") else "bf16"
+
+
+def clock_factor(precision: str, row_clock_mhz, clocks: dict) -> float:
+    """A GEMM record's time at the curves' clock over its time as measured: row clock / curve clock
+    where the record ran below the curve clock (time ~ 1 / SM clock), else 1 (no clock, or not
+    throttled)."""
+    curve_clock = clocks.get(clock_family(precision))
+    if not curve_clock or not row_clock_mhz or not np.isfinite(row_clock_mhz):
+        return 1.0
+    return min(1.0, float(row_clock_mhz) / curve_clock)
+
+
 def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     """Predicted seconds of a record row, or None when the twin has no prediction for its bench."""
     b = row["bench"]
     e = Eager(gpu, profile)
     if b in ("gemm", "grouped_gemm", "grouped_gemm_wgrad"):
+        e = Eager(gpu, at_records_speed(profile))   # L2 (s14gemm): the curves as the records ran them
         label = row["precision"]
         if b != "gemm":   # grouped_gemm_wgrad: dW = x^T g per group (real/fp8.py _Fp8GroupedMM backward)
             e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label,
                       transposed=b == "grouped_gemm_wgrad")
         else:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
-        return window_s(row, [], e.ops)
+        # curves at the in-layer clock (s14gemm): the record is predicted at the clock it ran at
+        return window_s(row, [], e.ops) / record_clock_factor(row, profile)
     if b in ("attn_fwd", "attn_bwd"):
         op = Op("attn_core", OpKind.ATTENTION, "attn", batch=int(row["batch"]), seq_len=int(row["seq_len"]),
                 heads=int(row["num_heads"]), qk_dim=int(row["qk_head_dim"]), v_dim=int(row["v_head_dim"]),

@@ -136,6 +136,20 @@ from importlib import resources
 
 # fitted profiles are package data (twin fit writes them; the twin reads them through importlib.resources)
 PROFILES = resources.files("twin.data").joinpath("profiles")
+# s14gemm's candidate (docs/notes/s14gemm_rule.md): profiles fitted with the GEMM curves at the clock
+# GEMMs run at inside layers (calibration.fit.ADOPT_GEMM_LAYER_CLOCK), read instead of PROFILES when on
+ADOPT_GEMM_LAYER_CLOCK = False
+PROFILES_GEMM_LAYER_CLOCK = resources.files("twin.data").joinpath("profiles_gemm_layer_clock")
+# its candidate L2: the BF16 GEMM curves at one class-level in-layer speed (calibration.fit.ADOPT_GEMM_LAYER_SPEED)
+ADOPT_GEMM_LAYER_SPEED = False
+PROFILES_GEMM_LAYER_SPEED = resources.files("twin.data").joinpath("profiles_gemm_layer_speed")
+
+
+def profiles_dir():
+    """The directory of the profiles the twin reads (PROFILES, or an s14gemm candidate's when on)."""
+    if ADOPT_GEMM_LAYER_SPEED:
+        return PROFILES_GEMM_LAYER_SPEED
+    return PROFILES_GEMM_LAYER_CLOCK if ADOPT_GEMM_LAYER_CLOCK else PROFILES
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,13 @@ class Profile:
     attention_dropout: dict = field(default_factory=dict)
     # the kernel the attention curves now describe ('cudnn' as fitted; with_attention_kernel sets it)
     attention_curves_kernel: str = "cudnn"
+    # the SM clock the GEMM curves describe, per precision family ("bf16", "fp8": MHz): the clock GEMMs
+    # run at inside the fitting layers (calibration.fit.layer_gemm_clock_mhz, docs/notes/s14gemm_rule.md);
+    # empty: each record's own clock, the CUDA-graph loops' (gemm.csv), as fitted before s14gemm
+    gemm_clock_mhz: dict = field(default_factory=dict)
+    # s14gemm's candidate L2: the BF16 GEMM curves' e_max is the records' times this in-layer speed-up
+    # (calibration.fit.bf16_layer_speedup: in-layer over in-loop SM clock); 0: none, as fitted before
+    bf16_layer_speedup: float = 0.0
 
     def attention_dropout_slowdown(self, direction: str) -> float:
         """Time with dropout over time without, of the attention kernel the curves describe, in
@@ -358,6 +379,8 @@ class Profile:
             **({"eager_elementwise_eff": self.eager_elementwise_eff} if self.eager_elementwise_eff else {}),
             **({"partials_reduce_eff": dict(self.partials_reduce_eff)} if self.partials_reduce_eff else {}),
             **({"attention_dropout": json.loads(json.dumps(self.attention_dropout))} if self.attention_dropout else {}),
+            **({"gemm_clock_mhz": dict(self.gemm_clock_mhz)} if self.gemm_clock_mhz else {}),
+            **({"bf16_layer_speedup": self.bf16_layer_speedup} if self.bf16_layer_speedup else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -422,6 +445,8 @@ def profile_from_json(data: dict) -> Profile:
         eager_elementwise_eff=float(data.get("eager_elementwise_eff", 0.0)),
         partials_reduce_eff={str(int(w)): float(e) for w, e in data.get("partials_reduce_eff", {}).items()},
         attention_dropout={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_dropout", {}).items()},
+        gemm_clock_mhz={k: float(v) for k, v in data.get("gemm_clock_mhz", {}).items()},
+        bf16_layer_speedup=float(data.get("bf16_layer_speedup", 0.0)),
     )
 
 
@@ -458,7 +483,7 @@ def load_profile(gpu_profile_name: str) -> Profile:
     measured with (real/: unfused eager quantization); that stack is used only to predict the
     records (calibration/predict.py), so here the silicon is kept and the stack switched; and
     the curves are those measured under sustained load (Profile.under_sustained_load)."""
-    path = PROFILES.joinpath(f"{gpu_profile_name}.json")
+    path = profiles_dir().joinpath(f"{gpu_profile_name}.json")
     if path.is_file():
         with path.open() as fh:
             return simulation_profile(json.load(fh))
@@ -468,5 +493,5 @@ def load_profile(gpu_profile_name: str) -> Profile:
 def fitted_profile(gpu_profile_name: str) -> Profile:
     """The committed profile of a GPU type as fitted (real/'s eager stack, short-benchmark clocks):
     what predicts the calibration records."""
-    with PROFILES.joinpath(f"{gpu_profile_name}.json").open() as fh:
+    with profiles_dir().joinpath(f"{gpu_profile_name}.json").open() as fh:
         return profile_from_json(json.load(fh))
