@@ -225,6 +225,14 @@ class IterationSpread:
         out.edges_s = [e * host_factor for e in self.edges_s]
         return out
 
+    def mean_ratio(self, prompt: bool, pred_s: float) -> float:
+        """The mean of `ratio` over u in [0, 1) for an iteration predicted to take pred_s: the area
+        under the stored quantiles (linear between them; the levels run from 0 to 1)."""
+        row = self.rows[prompt][bisect.bisect_left(self.edges_s, pred_s)]
+        p = self.probs
+        area = sum((p[k + 1] - p[k]) * (row[k] + row[k + 1]) / 2 for k in range(len(p) - 1))
+        return area / (p[-1] - p[0])
+
     def ratio(self, prompt: bool, pred_s: float, u: float) -> float:
         """The ratio at uniform draw u in [0, 1) of an iteration predicted to take pred_s (inverse
         CDF, linear between the stored quantiles)."""
