@@ -118,7 +118,9 @@ HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
 # spread's bins were measured on the table's fit host: under the host input an iteration takes the bin
-# of its prediction there (edges x the host factor), not of its stretched prediction
+# of its prediction there (edges x the host factor), not of its stretched prediction. s14srv3
+# (docs/notes/s14srv3_rule.md) ties the host-speed fit to it: on, calibration.serve_engine_fit.run_scales
+# fits each run's factor with the spread's mean ratio at the fit host's bin (both not adopted: off)
 ADOPT_SPREAD_AT_FIT_HOST = False
 
 
