@@ -81,6 +81,7 @@ from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_
                                                sizes_run_before)
 from twin.core import atomic
 from twin.core.specs import serve_engines
+from twin.serving import timing
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -782,7 +783,30 @@ def _s13_load(folder: Path) -> list[dict]:
     return read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
 
 
-def run_scales(folder: Path, tables: dict | None = None) -> pd.DataFrame:
+# (s14srv3, docs/notes/s14srv3_rule.md, committed before any held-out figure) the run scales fitted as
+# the twin replays under twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST: each iteration's mean carries
+# the mean ratio of its spread bin, the bin taken at its prediction on the fit host (body / s)
+SPREAD_FIT_ROUNDS = 8   # fixed-point rounds of s and the bins it picks (a bin flip is rare; they settle in 2-3)
+
+
+def spread_aware_factor(h: np.ndarray, g: np.ndarray, m: np.ndarray, prompt: np.ndarray, spread) -> float:
+    """The factor s on one run's host terms h (g the other terms, m measured, per iteration) with
+    every iteration's mean x mu, the mean ratio of `spread`'s bin at (g + s h) / s (the twin's bin
+    under ADOPT_SPREAD_AT_FIT_HOST, s standing for the run's host factor): s = sum mu h (m - mu g) /
+    sum (mu h)^2, repeated from the plain least-squares s until the bins settle."""
+    s = float(h @ (m - g) / (h @ h)) if h @ h > 0 else math.nan
+    for _ in range(SPREAD_FIT_ROUNDS):
+        if not s > 0:
+            return s
+        mu = np.array([spread.mean_ratio(bool(pr), float(b) / s) for pr, b in zip(prompt, g + s * h)])
+        new = float((mu * h) @ (m - mu * g) / ((mu * h) @ (mu * h)))
+        if new == s:
+            break
+        s = new
+    return s
+
+
+def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: bool | None = None) -> pd.DataFrame:
     """Per fit run of an s13srv folder: its table, probe p (record_host_launch_s), whether dosed,
     and s, the factor on the table's host terms (SCALED_TERMS) that fits its busy iterations:
     sum H (m - G) / sum H^2 (H the scaled host terms, G the kernel physics and the other terms, with
@@ -804,10 +828,18 @@ def run_scales(folder: Path, tables: dict | None = None) -> pd.DataFrame:
     rest = [k for k in TERMS if k not in SCALED_TERMS]
     G = ok.physics_s.to_numpy(float) + ok[rest].to_numpy(float) @ np.array([coef[k] for k in rest])
     m = ok.measured_s.to_numpy(float)
+    if spread_at_fit_host is None:
+        spread_at_fit_host = timing.ADOPT_SPREAD_AT_FIT_HOST
+    spread_table = tables[table].get("spread") if spread_at_fit_host else None
+    spread_of = timing.IterationSpread.from_table(spread_table) if spread_table else None
+    prompt = ok.prompt_iteration_s.to_numpy(float) > 0
     out = []
     for run_id, idx in ok.groupby("run_id").indices.items():
         h, y = H[idx], m[idx] - G[idx]
-        s = float(h @ y / (h @ h)) if h @ h > 0 else math.nan
+        if spread_of is not None:
+            s = spread_aware_factor(H[idx], G[idx], m[idx], prompt[idx], spread_of)
+        else:
+            s = float(h @ y / (h @ h)) if h @ h > 0 else math.nan
         run = runs[run_id]
         out.append({"run_id": run_id, "table": table, "p": record_host_launch_s(run), "s": s,
                     "dosed": bool(run.get("co_runner_nice", "")), "iterations": len(idx)})
@@ -834,16 +866,17 @@ def fit_exponent(scales: pd.DataFrame) -> dict:
     return {"beta": beta, "tables": spanning, "p_ref": {t: float(math.exp(-ct / beta)) for t, ct in c.items()}}
 
 
-def all_scales(root: str | Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
-    frames = [run_scales(d) for d in probe_folders(root).values()]
+def all_scales(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None) -> pd.DataFrame:
+    frames = [run_scales(d, spread_at_fit_host=spread_at_fit_host) for d in probe_folders(root).values()]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "table", "p", "s"])
 
 
-def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None) -> dict[str, dict]:
     """Per pooled table with s13srv fit runs: host_probe_launch_s and host_probe_exponent as the
-    rule fits them (whether or not adopted)."""
-    fit = fit_exponent(all_scales(root))
+    rule fits them (whether or not adopted); the run scales spread-aware where spread_at_fit_host
+    (default: twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST, s14srv3)."""
+    fit = fit_exponent(all_scales(root, spread_at_fit_host))
     return {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"]} for t, p in fit.get("p_ref", {}).items()}
 
 

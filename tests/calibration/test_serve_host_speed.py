@@ -181,3 +181,46 @@ def test_spread_bins_follow_the_host_factor_only_where_adopted(monkeypatch):
             row = 0 if adopted else 1
             assert at_slow.ratio(False, pred, 0.5) == pytest.approx(tm.IterationSpread.from_table(table).ratio(
                 False, table["edges_s"][row] * 0.99, 0.5))
+
+
+def test_spread_mean_ratio_is_the_area_under_the_quantiles():
+    from twin.serving.timing import IterationSpread
+    sp = IterationSpread([0.01], [0.0, 0.5, 1.0], decode=[[0.8, 1.0, 1.2], [1.0, 1.1, 1.5]],
+                         prompt=[[1.0, 1.0, 1.0], [0.5, 1.0, 1.5]])
+    assert sp.mean_ratio(False, 0.005) == pytest.approx(1.0)
+    assert sp.mean_ratio(False, 0.02) == pytest.approx(0.5 * (1.05 + 1.3))
+    # the mean of many draws agrees (ratio is the inverse CDF the twin samples)
+    u = (np.arange(20000) + 0.5) / 20000
+    assert np.mean([sp.ratio(True, 0.02, x) for x in u]) == pytest.approx(sp.mean_ratio(True, 0.02), rel=1e-4)
+
+
+def test_spread_aware_factor_recovers_a_run_replayed_with_its_fit_host_bins():
+    # s14srv3: a run whose iterations are the twin's means under ADOPT_SPREAD_AT_FIT_HOST (mu of the bin
+    # at (g + s h) / s) gives back its s; the plain least squares does not where mu is not 1
+    from calibration.serve_engine_fit import spread_aware_factor
+    from twin.serving.timing import IterationSpread
+    sp = IterationSpread([0.004, 0.008], [0.0, 1.0], decode=[[0.9, 1.0], [0.95, 1.0], [1.1, 1.3]],
+                         prompt=[[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    rng = np.random.default_rng(0)
+    h, g = rng.uniform(0.002, 0.006, 200), rng.uniform(0.0005, 0.002, 200)
+    prompt = np.zeros(200, bool)
+    for s_true in (1.0, 1.8, 2.6):
+        mu = np.array([sp.mean_ratio(False, (gi + s_true * hi) / s_true) for gi, hi in zip(g, h)])
+        m = mu * (g + s_true * h)
+        assert spread_aware_factor(h, g, m, prompt, sp) == pytest.approx(s_true, rel=1e-6)
+        plain = float(h @ (m - g) / (h @ h))
+        assert abs(plain / s_true - 1) > 0.01
+
+
+def test_run_scales_are_spread_aware_only_under_the_switch(monkeypatch):
+    # s14srv3: the host-speed fit follows twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST; the tables carry
+    # the references of the switch's setting
+    import twin.serving.timing as tm
+    from calibration import serve_engine_fit as sef
+    d = sef.probe_folders()["h100x2"]
+    plain, aware = sef.run_scales(d, spread_at_fit_host=False), sef.run_scales(d, spread_at_fit_host=True)
+    assert list(plain.run_id) == list(aware.run_id)
+    assert (plain.s != aware.s).any() and np.allclose(plain.s, aware.s, rtol=0.1)
+    for adopted, want in ((False, plain), (True, aware)):
+        monkeypatch.setattr(tm, "ADOPT_SPREAD_AT_FIT_HOST", adopted)
+        assert np.allclose(sef.run_scales(d).s, want.s)

@@ -118,7 +118,9 @@ HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
 # spread's bins were measured on the table's fit host: under the host input an iteration takes the bin
-# of its prediction there (edges x the host factor), not of its stretched prediction
+# of its prediction there (edges x the host factor), not of its stretched prediction. s14srv3
+# (docs/notes/s14srv3_rule.md) ties the host-speed fit to it: on, calibration.serve_engine_fit.run_scales
+# fits each run's factor with the spread's mean ratio at the fit host's bin (both not adopted: off)
 ADOPT_SPREAD_AT_FIT_HOST = False
 
 
@@ -224,6 +226,14 @@ class IterationSpread:
         out = copy.copy(self)
         out.edges_s = [e * host_factor for e in self.edges_s]
         return out
+
+    def mean_ratio(self, prompt: bool, pred_s: float) -> float:
+        """The mean of `ratio` over u in [0, 1) for an iteration predicted to take pred_s: the area
+        under the stored quantiles (linear between them; the levels run from 0 to 1)."""
+        row = self.rows[prompt][bisect.bisect_left(self.edges_s, pred_s)]
+        p = self.probs
+        area = sum((p[k + 1] - p[k]) * (row[k] + row[k + 1]) / 2 for k in range(len(p) - 1))
+        return area / (p[-1] - p[0])
 
     def ratio(self, prompt: bool, pred_s: float, u: float) -> float:
         """The ratio at uniform draw u in [0, 1) of an iteration predicted to take pred_s (inverse
