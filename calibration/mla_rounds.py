@@ -55,8 +55,10 @@ CHOICES = ("median", "fastest")
 # the layers whose host time the per-operator term takes per dispatched operator: the backwards, each
 # precision from its own fitting row (docs/notes/s14mla2_rule.md)
 PER_OP_KEYS = ("mla_layer_bwd/bf16", "mla_layer_bwd/fp8")
-# s14mla2's per-operator backward host rate; False until the rule's new run says otherwise (the
-# switch the tests exercise both ways)
+# s14mla2's per-operator backward host rate: NOT adopted. Judged on a new run (h100/mla_rounds.csv.gz,
+# 21 rounds, 2026-11-27 02:26 UTC): held-out H100 MLA layers 4.6% / 20.8% without it, 5.5% / 13.4%
+# with it (the rule: median <= 5% and P90 <= 10%). `python -m calibration.mla_rounds FILE --gpu h100
+# --per-op` repeats the test. The tests exercise both settings.
 ADOPT_ROUNDS_PER_OP = False
 
 
