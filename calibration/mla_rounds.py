@@ -17,21 +17,30 @@ rounds on the GPU named), whichever way the figures go.
 
 `python -m calibration.mla_rounds FILE_OR_DIR --gpu h100` prints the run's held-out median / P90 with
 rates and records each taken at their median round or their fastest round (the rule note's pilot
-table; an s8mla run's folder of round<i>/ works too)."""
+table; an s8mla run's folder of round<i>/ works too; `--per-op` the same under the term below).
+
+The per-operator backward host rate (s14mla2; docs/notes/s14mla2_rule.md, the rule written before
+the run that judges it): with ADOPT_ROUNDS_PER_OP, each record's backward takes s10mla's per-operator
+host rule (predict.Eager.host_per_op) with host_s_per_op per precision = host_s / aten_ops of the
+run's fitting `bwd` row at its fastest round (run_host_per_op) and the operators the record's model
+dispatches from the committed host_dispatch.csv (layer_gaps.aten_op_counts); forwards keep the
+per-kernel rates. s10mla: the host cost follows the dispatched operators, not the kernels."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from calibration import host_probe
-from calibration.layer_gaps import host_rates_of
+from calibration import records as rec
+from calibration.layer_gaps import aten_op_counts, host_rates_of, measured_host_s_per_op
 from calibration.predict import gpu_spec, predict_s
 from calibration.records import _case_name
-from calibration.records_io import csv_exists
+from calibration.records_io import csv_exists, read_csv
 from calibration.split import is_held_out
 from twin.costs.profile import Profile, fitted_profile
 
@@ -43,6 +52,14 @@ USE_MLA_ROUNDS = True
 RECORD_KEY = host_probe.RECORD_KEY
 HOST_KEY = ["config", "phase", "precision"]
 CHOICES = ("median", "fastest")
+# the layers whose host time the per-operator term takes per dispatched operator: the backwards, each
+# precision from its own fitting row (docs/notes/s14mla2_rule.md)
+PER_OP_KEYS = ("mla_layer_bwd/bf16", "mla_layer_bwd/fp8")
+# s14mla2's per-operator backward host rate: NOT adopted. Judged on a new run (h100/mla_rounds.csv.gz,
+# 21 rounds, 2026-11-27 02:26 UTC): held-out H100 MLA layers 4.6% / 20.8% without it, 5.5% / 13.4%
+# with it (the rule: median <= 5% and P90 <= 10%). `python -m calibration.mla_rounds FILE --gpu h100
+# --per-op` repeats the test. The tests exercise both settings.
+ADOPT_ROUNDS_PER_OP = False
 
 
 def records_of(run: pd.DataFrame) -> pd.DataFrame:
@@ -76,10 +93,36 @@ def run_rates(run: pd.DataFrame, gpu: str, profile: Profile, choice: str = "fast
     return host_rates_of(_pick(fit_host_rows_of(run), HOST_KEY, "host_s", choice), gpu, None, profile)
 
 
-def predicted_records(run: pd.DataFrame, gpu: str, profile: Profile, rates: str = "fastest",
-                      records: str = "fastest") -> pd.DataFrame:
-    """Each record at its `records` round, predicted with the profile under the run's `rates` host rates."""
+def run_host_per_op(run: pd.DataFrame, choice: str = "fastest") -> dict:
+    """{"mla_layer_bwd/<bf16|fp8>": host seconds per dispatched aten operator}: host_s / aten_ops of
+    the run's fitting backward host row of each precision at its `choice` round (rows without an
+    operator count give none)."""
+    return measured_host_s_per_op(_pick(fit_host_rows_of(run), HOST_KEY, "host_s", choice), keys=PER_OP_KEYS)
+
+
+def committed_op_counts(root: Path | str, gpu: str) -> dict:
+    """{"mla_layer_bwd/<precision>/<model>": operators one backward call dispatches}, the CUDA counts
+    of the GPU's committed host_dispatch.csv ({} without it): a count of the code path, not a timing."""
+    path = Path(root) / gpu / "host_dispatch.csv"
+    return aten_op_counts(read_csv(path), keys=PER_OP_KEYS) if csv_exists(path) else {}
+
+
+def run_profile(run: pd.DataFrame, gpu: str, profile: Profile, rates: str = "fastest",
+                op_counts: dict | None = None) -> Profile:
+    """The profile under the run's `rates` per-kernel host rates and, given `op_counts` (the term
+    on), the run's per-operator backward host rates with those operator counts."""
     prof = host_probe._with_host(profile, run_rates(run, gpu, profile, rates))
+    if op_counts is None:
+        return prof
+    return dataclasses.replace(prof, eager={**prof.eager, "host_s_per_op": run_host_per_op(run, rates),
+                                            "aten_ops": dict(op_counts)})
+
+
+def predicted_records(run: pd.DataFrame, gpu: str, profile: Profile, rates: str = "fastest",
+                      records: str = "fastest", op_counts: dict | None = None) -> pd.DataFrame:
+    """Each record at its `records` round, predicted with the profile under the run's `rates` host
+    rates (and, given `op_counts`, the per-operator backward host rate: run_profile)."""
+    prof = run_profile(run, gpu, profile, rates, op_counts)
     spec = gpu_spec(gpu)
     recs = _pick(records_of(run), RECORD_KEY, "time_s", records).copy()
     recs["predicted_s"] = [predict_s(r, spec, prof) for _, r in recs.iterrows()]
@@ -99,21 +142,26 @@ def on_gpu(run: pd.DataFrame, gpu: str) -> bool:
     return len(names) > 0 and all(gpu.upper() in n.upper() for n in names)
 
 
-def committed_rounds(root: Path | str, gpu: str, profile: Profile) -> dict | None:
+def committed_rounds(root: Path | str, gpu: str, profile: Profile, per_op: bool | None = None) -> dict | None:
     """The committed run of a GPU (ROUNDS_FILE), None without one: `rounds` (complete ones),
-    `valid` (the rule's point 1), `rates` (the run's fastest-round host rates) and `cases`, its
-    records at their fastest round in calibration.validate's case form."""
+    `valid` (the rule's point 1), `rates` (the run's fastest-round host rates; with `per_op`,
+    ADOPT_ROUNDS_PER_OP by default, also `host_s_per_op`) and `cases`, its records at their fastest
+    round in calibration.validate's case form."""
     path = Path(root) / gpu / ROUNDS_FILE
     if not csv_exists(path):
         return None
+    per_op = ADOPT_ROUNDS_PER_OP if per_op is None else per_op
     run = host_probe.load_paired(path)
     rounds = complete_rounds(run)
-    recs = predicted_records(run, gpu, profile)
+    recs = predicted_records(run, gpu, profile, op_counts=committed_op_counts(root, gpu) if per_op else None)
     cases = [{"name": _case_name(r), "gpu": gpu, "bench": r["bench"], "kind": "mla_layer", "num_gpus": 1,
               "measured_s": float(r["time_s"]), "predicted_s": float(r["predicted_s"]),
               "rel_error": float(r["rel_error"]), "held_out": bool(r["held_out"])} for _, r in recs.iterrows()]
+    rates = run_rates(run, gpu, profile)
+    if per_op:
+        rates = {**rates, **{f"per_op/{k}": v for k, v in run_host_per_op(run).items()}}
     return {"rounds": len(rounds), "valid": bool(len(rounds) >= MIN_ROUNDS and on_gpu(run, gpu)),
-            "rates": run_rates(run, gpu, profile), "cases": cases}
+            "rates": rates, "cases": cases}
 
 
 def with_rounds(cases: list[dict], rounds: dict | None) -> list[dict]:
@@ -135,19 +183,26 @@ def main(argv=None) -> int:
     ap.add_argument("path", type=Path, help="an mla_paired.csv (s9mla, s14mla) or an s8mla run's folder")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
     ap.add_argument("--cases", action="store_true", help="also each held-out record at the fastest rounds")
+    ap.add_argument("--per-op", action="store_true",
+                    help="with s14mla2's per-operator backward host rate (ADOPT_ROUNDS_PER_OP)")
+    ap.add_argument("--root", type=Path, default=None, help="measurements root of host_dispatch.csv's counts")
     args = ap.parse_args(argv)
     prof = fitted_profile(args.gpu)
     run = load_run(args.path)
+    counts = committed_op_counts(args.root or rec.MEASUREMENTS_DIR, args.gpu) if args.per_op else None
+    if args.per_op:
+        print("per-operator backward host rates (fastest rounds): " + ", ".join(
+            f"{k} {v * 1e6:.2f} us" for k, v in sorted(run_host_per_op(run).items())) + f"; operators {counts}")
     print(f"{args.path}: {len(complete_rounds(run))} complete round(s) of {run['round'].nunique()}")
     for rates in CHOICES:
         r = run_rates(run, args.gpu, prof, rates)
         for records in CHOICES:
-            s = held_out_summary(predicted_records(run, args.gpu, prof, rates, records))
+            s = held_out_summary(predicted_records(run, args.gpu, prof, rates, records, counts))
             print(f"rates {rates:8} ({', '.join(f'{k} {v * 1e6:.1f} us' for k, v in sorted(r.items()))}) records "
                   f"{records:8} held-out n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
                   f"P90 {s['p90_abs_rel_error']:.1%}")
     if args.cases:
-        recs = predicted_records(run, args.gpu, prof)
+        recs = predicted_records(run, args.gpu, prof, op_counts=counts)
         print(recs.loc[recs["held_out"], RECORD_KEY + ["time_s", "predicted_s", "rel_error"]].to_string(index=False))
     return 0
 

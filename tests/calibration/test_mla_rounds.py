@@ -94,3 +94,82 @@ def test_committed_rounds_on_a_committed_run(tmp_path):
     (tmp_path / "h200").mkdir()
     shutil.copy(PILOT, tmp_path / "h200" / mr.ROUNDS_FILE)
     assert not mr.committed_rounds(tmp_path, "h200", fitted_profile("h200"))["valid"]
+
+
+# ---- s14mla2: the per-operator backward host rate (ADOPT_ROUNDS_PER_OP), both settings ----------
+OPS = {"bf16": 83, "fp8-blockwise": 365}   # V3-slice's backward operators (host_dispatch.csv's counts)
+
+
+def _with_backward_ops(run: pd.DataFrame, host_bwd_s: dict) -> pd.DataFrame:
+    """TEST FIXTURE: the run's fitting rows given operator counts, and an FP8 backward row per round
+    at host_bwd_s["fp8-blockwise"] x the round's BF16 speed; the BF16 backward rows' host_s kept."""
+    run = run.assign(aten_ops=float("nan"))
+    bwd = (run["bench"] == "host_dispatch") & (run["phase"] == "bwd")
+    run.loc[bwd, "aten_ops"] = OPS["bf16"]
+    fp8 = run[bwd].copy()
+    fp8["precision"], fp8["aten_ops"] = "fp8-blockwise", OPS["fp8-blockwise"]
+    fp8["host_s"] = fp8["host_s"] / fp8["host_s"].min() * host_bwd_s["fp8-blockwise"]
+    return pd.concat([run, fp8], ignore_index=True)
+
+
+def test_run_host_per_op_is_the_fastest_backward_rows_host_over_its_operators():
+    run = _with_backward_ops(_run([1.6, 1.0, 1.3], [[1.0, 1.0]] * 3), {"fp8-blockwise": 6e-3})
+    got = mr.run_host_per_op(run)
+    assert got == {"mla_layer_bwd/bf16": pytest.approx(46 * RATES["bwd"] / OPS["bf16"]),
+                   "mla_layer_bwd/fp8": pytest.approx(6e-3 / OPS["fp8-blockwise"])}
+    # the median round is a slower one
+    assert mr.run_host_per_op(run, "median")["mla_layer_bwd/bf16"] > got["mla_layer_bwd/bf16"]
+
+
+def _host_s(ops) -> float:
+    return sum(op[0] or 0.0 for op in ops)
+
+
+def test_the_term_sets_a_backwards_host_and_leaves_the_forward(monkeypatch):
+    from calibration.predict import mla_layer_ops
+    from twin.core.specs import get_model
+    run = _with_backward_ops(_run([1.0, 1.2], [[1.0, 1.0]] * 2), {"fp8-blockwise": 6e-3})
+    prof, spec = fitted_profile("h100"), gpu_spec("h100")
+    counts = {"mla_layer_bwd/bf16/v2-lite-slice": 73, "mla_layer_bwd/fp8/v2-lite-slice": 297}
+    off, on = mr.run_profile(run, "h100", prof), mr.run_profile(run, "h100", prof, op_counts=counts)
+    assert "host_s_per_op" not in off.eager and on.eager["aten_ops"] == counts
+    m = get_model("v2-lite-slice")
+    for label, n, rate in (("bf16", 73, 46 * RATES["bwd"] / 83), ("fp8-blockwise", 297, 6e-3 / 365)):
+        f_off, b_off = mla_layer_ops(m, 1, 4096, label, spec, off)
+        f_on, b_on = mla_layer_ops(m, 1, 4096, label, spec, on)
+        assert _host_s(b_on.ops + b_on.w_ops) == pytest.approx(n * rate)           # rate x operators
+        assert _host_s(b_on.ops + b_on.w_ops) != pytest.approx(_host_s(b_off.ops + b_off.w_ops))
+        assert _host_s(f_on.ops) == pytest.approx(_host_s(f_off.ops))              # forwards: per kernel
+    # a host-bound backward record's prediction moves with the term, a forward's does not
+    recs_off = mr.predicted_records(run, "h100", prof).set_index(["bench", "batch", "seq_len"])["predicted_s"]
+    recs_on = mr.predicted_records(run, "h100", prof, op_counts=counts).set_index(["bench", "batch", "seq_len"])["predicted_s"]
+    assert recs_on[("mla_layer_fwd", 1, 4096)] == pytest.approx(recs_off[("mla_layer_fwd", 1, 4096)])
+    assert recs_on[("mla_layer_bwd", 1, 4096)] != pytest.approx(recs_off[("mla_layer_bwd", 1, 4096)], rel=1e-3)
+
+
+def test_committed_rounds_follow_the_switch(tmp_path, monkeypatch):
+    (tmp_path / "h100").mkdir()
+    run = _with_backward_ops(_run([1.0, 1.2], [[1.0, 1.0]] * 2), {"fp8-blockwise": 6e-3})
+    run.to_csv(tmp_path / "h100" / mr.ROUNDS_FILE, index=False)
+    hd = pd.DataFrame([{"bench": "host_dispatch", "config": "mla_layer v2-lite-slice b1 s1024", "phase": "bwd",
+                        "model": "v2-lite-slice", "precision": p, "split": "holdout", "host_s": 1e-3, "kernels": 40,
+                        "aten_ops": n} for p, n in (("bf16", 73), ("fp8-blockwise", 297))])
+    hd.to_csv(tmp_path / "h100" / "host_dispatch.csv", index=False)
+    assert mr.committed_op_counts(tmp_path, "h100") == {"mla_layer_bwd/bf16/v2-lite-slice": 73,
+                                                         "mla_layer_bwd/fp8/v2-lite-slice": 297}
+    prof = fitted_profile("h100")
+    errors = {}
+    for setting in (False, True):
+        monkeypatch.setattr(mr, "ADOPT_ROUNDS_PER_OP", setting)
+        got = mr.committed_rounds(tmp_path, "h100", prof)
+        assert any(k.startswith("per_op/") for k in got["rates"]) == setting
+        errors[setting] = {c["name"]: c["rel_error"] for c in got["cases"]}
+    moved = {n for n in errors[False] if errors[False][n] != pytest.approx(errors[True][n], abs=1e-9)}
+    assert moved and all("bwd" in n for n in moved)
+
+
+def test_the_committed_state_leaves_the_term_off():
+    # s14mla2's rule: on until its new run's held-out figures pass (docs/notes/s14mla2_rule.md)
+    got = mr.committed_rounds(mr.rec.MEASUREMENTS_DIR, "h100", fitted_profile("h100"))
+    assert got is not None and got["valid"]
+    assert not mr.ADOPT_ROUNDS_PER_OP and not any(k.startswith("per_op/") for k in got["rates"])
