@@ -62,6 +62,20 @@ def ep_case(spec, T: int, skew: float, dev, gen, group, split: str):
     return w, ids, x, common
 
 
+def measure_dispatch(rec, marks: HostMarks, timer, x, ids, group, common: dict, reps: int):
+    """Times dispatch of the case's tokens (x, their expert ids) to the experts' ranks, records its
+    ep_dispatch row, and returns what the last call dispatched (rows, expert ids, counts, the
+    combine plan: real.ep.dispatch)."""
+    out = []
+
+    def do_dispatch():
+        out[:] = [dispatch(x.detach(), ids, common["num_experts"], group)]
+
+    r = marks.measure(timer, do_dispatch, bytes_=common["bytes_per_rank"], reps=reps)
+    rec.row("ep", bench="ep_dispatch", precision="bf16", **common, **r)
+    return out[0]
+
+
 def bench_ep(rec, timer, dev, deadline, quick, env):
     """Expert parallelism over the torchrun world (NCCL on GPUs): raw all-to-all, and an MoE
     layer's dispatch, combine, forward and backward with E/W experts per rank. Fixed repetition
@@ -96,15 +110,9 @@ def bench_ep(rec, timer, dev, deadline, quick, env):
         for skew in [0.0, 1.0]:
             w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, "holdout")
             fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
-            state = {}
-
-            def do_dispatch():
-                state["d"] = dispatch(x.detach(), ids, E, group)
-
-            r = marks.measure(t, do_dispatch, bytes_=T * K * D * 2.0, reps=reps)
-            rec.row("ep", bench="ep_dispatch", precision="bf16", **common, **r)
-            y_local = state["d"][0]
-            r = marks.measure(t, lambda: combine(y_local, state["d"][3], group), bytes_=T * K * D * 2.0,
+            dispatched = measure_dispatch(rec, marks, t, x, ids, group, common, reps)
+            y_local = dispatched[0]
+            r = marks.measure(t, lambda: combine(y_local, dispatched[3], group), bytes_=T * K * D * 2.0,
                               reps=reps)
             rec.row("ep", bench="ep_combine", precision="bf16", **common, **r)
             for prec in precisions_to_bench(env):

@@ -30,12 +30,11 @@ import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile
 
 from real.bench.device import free_memory, precisions_to_bench
-from real.bench.ep import HostMarks, ep_case
+from real.bench.ep import HostMarks, ep_case, measure_dispatch
 from real.bench.nccl import distributed_env
 from real.bench.records import log
 from real.bench.timing import Timer
 from real.configs import get_spec
-from real.ep import dispatch
 from real.fp8 import grouped_mm
 from real.model import MoE, building, group_offsets
 
@@ -160,8 +159,7 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
     t = Timer(dev, timer.tel, 0.0, warmup=3)
     reps = 3 if quick else 10
     name = "tiny" if quick else "v3-slice-1l"
-    E = 8 if quick else 32
-    spec = dataclasses.replace(get_spec(name), num_routed_experts=E)
+    spec = dataclasses.replace(get_spec(name), num_routed_experts=8 if quick else 32)
     torch.manual_seed(0)
     with building(dev):
         moe = MoE(spec, ep_group=group)
@@ -175,13 +173,7 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
             w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, "fit")
             gy = torch.ones(T, D, device=dev, dtype=torch.bfloat16)
             fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
-            state = {}
-
-            def do_dispatch():
-                state["d"] = dispatch(x.detach(), ids, E, group)
-
-            r = marks.measure(t, do_dispatch, bytes_=T * K * D * 2.0, reps=reps)
-            rec.row("ep", bench="ep_dispatch", precision="bf16", **common, **r)
+            dispatched = measure_dispatch(rec, marks, t, x, ids, group, common, reps)
             for prec in precisions_to_bench(env):
                 fwd = lambda: moe(x, prec, (w, ids))
                 bwd = lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True)
@@ -194,7 +186,7 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
                     cfg = dict(bench=f"moe_layer_ep_{direction}", **common, precision=prec.label)
                     _kernel_rows(rec, [tb for tb, _ in tables], cfg, [c for _, c in tables])
             # the local experts' forward grouped GEMMs alone, on this rank's received rows
-            x_ND, expert_R, counts_e, _ = state["d"]
+            x_ND, expert_R, counts_e, _ = dispatched
             pos, offs, cap = group_offsets(expert_R, counts_e)
             x_NpD = x_ND.new_zeros(cap, D).index_copy(0, pos, x_ND)
             a = torch.randn(cap, spec.moe_intermediate_size, device=dev, dtype=torch.bfloat16)
@@ -212,6 +204,6 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
                 for rank, o in enumerate(out):
                     rec.row("ep_grouped", bench=f"grouped_alone_{which}", rank=rank, precision="bf16",
                             **{k: v for k, v in common.items() if k != "split"}, **o)
-            del x_ND, x_NpD, a, state
+            del x_ND, x_NpD, a, dispatched
             free_memory()
             log(f"ep_kernels T={T} skew={skew}: done")

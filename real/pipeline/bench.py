@@ -203,6 +203,21 @@ class Outputs:
                 f.close()
 
 
+def gather_all(obj) -> list:
+    """Every rank's `obj`, in rank order (all_gather_object over the default group)."""
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
+def release(model) -> None:
+    """Drops the model's gradients and returns the allocator's cache, so the next configuration
+    starts from the same memory (the runner holding its activations must be gone first)."""
+    for p in model.parameters():
+        p.grad = None
+    free_memory()
+
+
 def start_ranks(args):
     """This torchrun rank's device (GPU LOCAL_RANK, or the CPU with gloo under --tiny or without
     CUDA), its process group, telemetry and the environment record every row carries:
@@ -223,9 +238,7 @@ def start_ranks(args):
     env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
     env["num_gpus"] = dist.get_world_size()
     env["config"] = vars(args) | {"out": str(args.out)}
-    every_rank: list = [None] * dist.get_world_size()
-    dist.all_gather_object(every_rank, pinned if args.pin != "none" else [])
-    env["pinned_cpus_by_rank"] = every_rank
+    env["pinned_cpus_by_rank"] = gather_all(pinned if args.pin != "none" else [])
     return dev, cuda, dist.get_rank(), dist.get_world_size(), tel, env
 
 
@@ -331,9 +344,7 @@ def main(argv=None) -> int:
                             log(f"skip {label}: {args.reps_min} timed steps of {step_s * 1e3:.0f} ms do not fit "
                                 f"the {max(left_s, 0.0):.1f} s of budget left")
                             del runner
-                            for p in model.parameters():
-                                p.grad = None
-                            free_memory()
+                            release(model)
                             continue
                         gates = list(runner.moe_gates())
                         for *_, gate in gates:
@@ -348,14 +359,9 @@ def main(argv=None) -> int:
                         failures.append(f"{label}: out of memory")
                         log(f"{label}: out of memory: {str(e)[:200]}")
                         raise
-                    everyone: list = [None] * world
-                    dist.all_gather_object(everyone, mine)
-                    routed_by_rank: list = [None] * world
-                    dist.all_gather_object(routed_by_rank, routed)
+                    everyone, routed_by_rank = gather_all(mine), gather_all(routed)
                     del runner
-                    for p in model.parameters():
-                        p.grad = None
-                    free_memory()
+                    release(model)
                     if rank != 0:
                         continue
                     out = outputs[mode]

@@ -51,7 +51,7 @@ from real.bench.records import (ENV_COLS, PIPELINE_HOST_COLS, PIPELINE_KERNEL_EV
 from real.configs import get_spec
 from real.fp8 import BF16
 from real.model import build_model
-from real.pipeline.bench import CsvFamily, _agree, parse_layout, start_ranks
+from real.pipeline.bench import CsvFamily, _agree, gather_all, parse_layout, release, start_ranks
 from real.pipeline.engine import PipelineRunner, build_mesh, flow_orders, on_shared_axis
 from real.serve.hostpin import PIN_MODES
 from twin.core.schedules import build_schedule
@@ -254,12 +254,9 @@ def main(argv=None) -> int:
             detail: tuple = ([], "")
             if not args.no_profile and n <= args.profile_max_microbatches:
                 _, kernels, detail = _profiled_step(runner, tokens, targets, cuda, args.kernel_events)
-            everyone: list = [None] * world
-            dist.all_gather_object(everyone, (timed, kernels, mesh.rank, detail))
+            everyone = gather_all((timed, kernels, mesh.rank, detail))
             del runner
-            for p in model.parameters():
-                p.grad = None
-            free_memory()
+            release(model)
             if rank != 0:
                 continue
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
