@@ -39,7 +39,7 @@ from real.model import MLA, MoE, building, rope_tables
 PROFILED_REPS = 3
 BURST_CALLS = 3       # an eager burst of a few calls, as a layer calls one shape
 BURST_REST_S = 0.02   # idle before a burst, so it does not start in the previous graph loop's clock
-MAX_ALONE_OPS = 48    # per configuration and direction-merged capture (GEMMs first, then by bytes)
+MAX_ALONE_OPS = 32    # per configuration and direction (GEMM classes first, then the largest operands)
 ALONE_MIN_TIME_S = 0.03
 
 OP_CLASSES = {
@@ -117,6 +117,12 @@ def _has_bool_index(args) -> bool:
     return any(found)
 
 
+def _devices(tree) -> set:
+    found = set()
+    tree_map(lambda v: found.add(str(v.device)) if isinstance(v, torch.Tensor) else None, tree)
+    return found
+
+
 def _operand_bytes(args) -> float:
     total = [0.0]
     tree_map(lambda v: total.__setitem__(0, total[0] + (v.numel() * v.element_size()
@@ -133,14 +139,16 @@ class OpCapture(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         name = func._schema.name
         cls = op_class(name)
-        if cls in ALONE_ORDER and not _has_bool_index((args, kwargs)):   # bool masks sync the host
+        # bool masks and copies between devices sync the host: neither is captured in a CUDA graph
+        if cls in ALONE_ORDER and not _has_bool_index((args, kwargs)) and len(_devices((args, kwargs, out))) == 1:
             key = _signature(name, args, kwargs)
             if key not in self.ops:
                 self.ops[key] = dict(func=func, name=name, cls=cls, args=tree_map(_snapshot, args),
                                      kwargs=tree_map(_snapshot, kwargs), bytes=_operand_bytes((args, kwargs)))
-        return func(*args, **kwargs)
+        return out
 
 
 def alone_order(ops: list[dict]) -> list[dict]:
