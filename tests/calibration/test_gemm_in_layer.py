@@ -41,3 +41,14 @@ def test_class_ratio_weights_each_call_by_its_calls_per_repetition():
     assert r.loc["dense_gemm", "ratio_graph"] == pytest.approx(5 / 6.5)
     assert r.loc["gather", "ratio_graph"] == pytest.approx(2.0)
     assert r.loc["dense_gemm", "graph_mhz"] == 1500 and r.loc["dense_gemm", "layer_mhz"] == 1900
+
+
+def test_committed_campaigns_pair_every_gemm_class_with_its_clocks():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "calibration" / "measurements"
+    for folder in (root / "h100" / "s14gl_20261127_0243", root / "h200" / "s14gl_20261127_0246"):
+        layer, ops = gl.read_folder(folder)
+        assert set(layer["split"]) == {"fit"} and layer["sampled_sm_clock_mhz"].notna().all()
+        r = gl.class_ratios(gl.paired_calls(ops))
+        assert {"dense_gemm", "grouped_gemm", "fp8_gemm", "gather", "index_put", "elementwise"} <= set(r["op_class"])
+        assert r[["layer_mhz", "burst_mhz", "graph_mhz"]].notna().all().all()
