@@ -1,6 +1,8 @@
 """calibration/gemm_in_layer.py (s14gl): in-layer calls joined to the same calls alone, and the
 calls-weighted in-layer / alone ratio per kernel class with its clocks."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -44,7 +46,6 @@ def test_class_ratio_weights_each_call_by_its_calls_per_repetition():
 
 
 def test_committed_campaigns_pair_every_gemm_class_with_its_clocks():
-    from pathlib import Path
     root = Path(__file__).resolve().parents[2] / "calibration" / "measurements"
     for folder in (root / "h100" / "s14gl_20261127_0243", root / "h200" / "s14gl_20261127_0246"):
         layer, ops = gl.read_folder(folder)
