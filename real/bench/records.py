@@ -74,6 +74,11 @@ SHAPE_COLS = {
     "ep_grouped": ["bench", "world_size", "tokens_per_rank", "num_experts", "top_k", "hidden_size", "skew",
                    "max_rank_rows", "bytes_per_rank", "precision", "rank", "rows", "sampled_sm_clock_mhz",
                    "profiled_kernel_s", "profiled_sm_clock_mhz"],
+    # real/bench/gemm_in_layer.py (s14gl): one-GPU layers eagerly (gl_layer) and their aten calls in the
+    # layer (gl_ops where=layer, profiler) beside the same calls alone (alone_burst, alone_graph), with clocks
+    "gl_layer": ["bench", "layer", "model", "config", "precision", "split", "direction", "sampled_sm_clock_mhz"],
+    "gl_ops": ["bench", "layer", "model", "config", "precision", "split", "direction", "where", "op", "op_class",
+               "input_shapes", "calls", "sampled_sm_clock_mhz"],
     "fp8_stack": ["bench", "op", "m", "n", "k", "precision", "out_dtype", "bytes_moved"],
     "sm_reserve": ["bench", "mode", "reserved_sms", "m", "n", "k", "precision", "trial", "time_solo_s",
                    "replays_inside", "gemm_start_s", "holder_s", "holder_solo_s", "holder_bytes", "holder_covered"],

@@ -1,0 +1,79 @@
+"""In-layer against alone speeds per kernel class, with the SM clock (s14gl, issue 13), from a
+real/campaigns/s14gl.sh folder (gl_layer.csv, gl_ops.csv[.gz]; real/bench/gemm_in_layer.py).
+Diagnostics only: nothing fits or validates against these rows.
+
+    python -m calibration.gemm_in_layer FOLDER
+
+Each in-layer aten call (op and input shapes, as the torch profiler keys it) is joined to the same
+call alone, as a short eager burst and as gemm.csv's CUDA-graph loop. Per layer, precision and kernel
+class, `ratio_*` = the class's in-layer seconds over the same calls' alone seconds (each call
+weighted by its calls per layer repetition: a ratio below 1 means the class runs faster inside the
+layer), beside the median NVML SM clocks sampled while the layer, the bursts and the loops ran.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from calibration.records_io import read_csv
+
+JOIN_KEY = ["config", "precision", "direction", "op", "input_shapes"]
+ALONE_KINDS = ("alone_burst", "alone_graph")
+
+
+def paired_calls(ops: pd.DataFrame) -> pd.DataFrame:
+    """One row per in-layer call that was also timed alone: its layer seconds per call, calls per
+    layer repetition, clock, and the burst's and the loop's seconds per call and clocks."""
+    layer = ops[ops["where"] == "layer"].drop_duplicates(JOIN_KEY)
+    keep = ["layer", "model", "op_class", "calls", "time_s", "sampled_sm_clock_mhz"]
+    out = layer[JOIN_KEY + keep].rename(columns={"time_s": "layer_s", "sampled_sm_clock_mhz": "layer_mhz"})
+    for kind in ALONE_KINDS:
+        tag = kind.split("_")[1]
+        alone = ops[ops["where"] == kind].drop_duplicates(JOIN_KEY)[JOIN_KEY + ["time_s", "sampled_sm_clock_mhz"]]
+        alone = alone.rename(columns={"time_s": f"{tag}_s", "sampled_sm_clock_mhz": f"{tag}_mhz"})
+        out = out.merge(alone, on=JOIN_KEY, how="inner")
+    return out
+
+
+def class_ratios(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per (layer, precision, op_class): the calls-weighted in-layer / alone ratio for the burst and
+    for the loop, the paired calls' count and in-layer seconds, and the median clocks of each."""
+    p = pairs.assign(w_layer=pairs["layer_s"] * pairs["calls"], w_burst=pairs["burst_s"] * pairs["calls"],
+                     w_graph=pairs["graph_s"] * pairs["calls"])
+    g = p.groupby(["layer", "precision", "op_class"])
+    out = pd.DataFrame({
+        "calls": g.size(),
+        "layer_s": g["w_layer"].sum(),
+        "ratio_burst": g["w_layer"].sum() / g["w_burst"].sum(),
+        "ratio_graph": g["w_layer"].sum() / g["w_graph"].sum(),
+        "layer_mhz": g["layer_mhz"].median(),
+        "burst_mhz": g["burst_mhz"].median(),
+        "graph_mhz": g["graph_mhz"].median(),
+    })
+    return out.reset_index()
+
+
+def read_folder(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    folder = Path(folder)
+    return read_csv(folder / "gl_layer.csv"), read_csv(folder / "gl_ops.csv")
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__)
+        return 2
+    layer, ops = read_folder(args[0])
+    print(f"GPU {layer['gpu_name'].iloc[0]}, torch {layer['torch_version'].iloc[0]}")
+    cols = ["config", "precision", "direction", "time_s", "sampled_sm_clock_mhz"]
+    print(layer[cols].to_string(index=False))
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 200):
+        print(class_ratios(paired_calls(ops)).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
