@@ -350,10 +350,12 @@ def issue_rows(folder: Path, split: str = "fit", only: set | None = None) -> pd.
             hit = (k < len(ends)) & (np.abs(ends[np.minimum(k, len(ends) - 1)] - rq.arrival_s.to_numpy(float)) < 1e-6)
             n = np.bincount(k[hit], minlength=len(ends))
             tok = np.bincount(k[hit], weights=rq.input_len.to_numpy(float)[hit], minlength=len(ends))
-            per[rank] = pd.DataFrame({"iteration": it.iteration.to_numpy(), "n": n, "tokens": tok, "gap_s": gaps}).set_index("iteration")
-        common = sorted(set.intersection(*(set(p.index) for p in per.values())))
+            # {iteration: row} of plain tuples (a DataFrame's .loc[i] per row and rank was slow, as in design)
+            per[rank] = {int(r.iteration): r for r in pd.DataFrame(
+                {"iteration": it.iteration.to_numpy(), "n": n, "tokens": tok, "gap_s": gaps}).itertuples(index=False)}
+        common = sorted(set.intersection(*(set(p) for p in per.values())))
         for i in common:
-            at = [p.loc[i] for p in per.values()]
+            at = [p[i] for p in per.values()]
             top = max(at, key=lambda r: r.tokens)
             gap = float(np.mean([r.gap_s for r in at]))
             if top.n > 0 and math.isfinite(gap) and gap < ISSUE_MAX_GAP_S:
