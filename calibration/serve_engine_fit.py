@@ -350,10 +350,12 @@ def issue_rows(folder: Path, split: str = "fit", only: set | None = None) -> pd.
             hit = (k < len(ends)) & (np.abs(ends[np.minimum(k, len(ends) - 1)] - rq.arrival_s.to_numpy(float)) < 1e-6)
             n = np.bincount(k[hit], minlength=len(ends))
             tok = np.bincount(k[hit], weights=rq.input_len.to_numpy(float)[hit], minlength=len(ends))
-            per[rank] = pd.DataFrame({"iteration": it.iteration.to_numpy(), "n": n, "tokens": tok, "gap_s": gaps}).set_index("iteration")
-        common = sorted(set.intersection(*(set(p.index) for p in per.values())))
+            # {iteration: row} of plain tuples (a DataFrame's .loc[i] per row and rank was slow, as in design)
+            per[rank] = {int(r.iteration): r for r in pd.DataFrame(
+                {"iteration": it.iteration.to_numpy(), "n": n, "tokens": tok, "gap_s": gaps}).itertuples(index=False)}
+        common = sorted(set.intersection(*(set(p) for p in per.values())))
         for i in common:
-            at = [p.loc[i] for p in per.values()]
+            at = [p[i] for p in per.values()]
             top = max(at, key=lambda r: r.tokens)
             gap = float(np.mean([r.gap_s for r in at]))
             if top.n > 0 and math.isfinite(gap) and gap < ISSUE_MAX_GAP_S:
@@ -417,14 +419,16 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
         for rank in sorted(its.loc[its.run_id == run["run_id"], "rank"].unique()):
             it = its[(its.run_id == run["run_id"]) & (its["rank"] == rank)]
             rq = reqs[(reqs.run_id == run["run_id"]) & (reqs["rank"] == rank)]
-            per_rank.append(rebuild(it, rq).set_index("iteration"))
+            # {iteration: row} of plain tuples: a DataFrame's .loc[i] per row and rank was most of
+            # design()'s time (~130,000 lookups over the committed folders)
+            per_rank.append({int(r.iteration): r for r in rebuild(it, rq).itertuples(index=False)})
         sizes = before[run["run_id"]]
         # EP ranks step in lockstep (their all-to-alls meet every layer): an iteration of the
         # instance is the slower rank's duration, its features the ranks' totals (what the
         # twin's one-queue instance sees), the width the longest context of either
-        common = sorted(set.intersection(*(set(r.index) for r in per_rank)))
+        common = sorted(set.intersection(*(set(r) for r in per_rank)))
         for i in common:
-            rws = [r.loc[i] for r in per_rank if not int(r.loc[i].idle)]
+            rws = [r[i] for r in per_rank if not int(r[i].idle)]
             if not rws:
                 continue
             fr = [features(r, ps, bb, pb, graphs) for r in rws]
@@ -442,11 +446,11 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
             p = sum(n for n, _ in chunks)   # the span's weights: every chunk
             span = sum(n * (n + 2 * c) for n, c in chunks) / p if p else 0.0
             ctx_mean = sum(float(r.decode_ctx_mean) * int(r.decode_seqs) for r in rws) / dec if dec else 0.0
-            gaps = [float(r2.loc[i + 1].start_s - r2.loc[i].start_s - r2.loc[i].duration_s)
-                    for r2 in per_rank if (i + 1) in r2.index]
+            gaps = [float(r2[i + 1].start_s - r2[i].start_s - r2[i].duration_s)
+                    for r2 in per_rank if (i + 1) in r2]
             # every rank's flat size (an idle rank runs a one-row padding step); new_size_s is set
             # by mark_new_sizes for the bin the fit chooses
-            rank_sizes = tuple(1 if int(r.loc[i].idle) else int(r.loc[i].prefill_tokens) + int(r.loc[i].decode_seqs)
+            rank_sizes = tuple(1 if int(r[i].idle) else int(r[i].prefill_tokens) + int(r[i].decode_seqs)
                                for r in per_rank)
             rows.append({
                 "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes,
