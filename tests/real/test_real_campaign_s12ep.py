@@ -3,11 +3,7 @@
 parts are s9ep.sh's commands (tests/real/test_real_pipeline.py runs those)."""
 
 import csv
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -15,8 +11,7 @@ from real.bench.ep import HostMarks
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from real.bench.timing import Timer
 from real.telemetry import Telemetry
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.campaigns import dry_run
 
 
 def test_host_marks_time_the_timed_calls_on_the_host():
@@ -36,12 +31,7 @@ def test_host_marks_time_the_timed_calls_on_the_host():
 
 
 def test_s12ep_campaign_ep_part_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S12EP_TINY": "1", "S12EP_PARTS": "ep",
-           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "S12EP_TIMEOUT_SCALE": "4"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s12ep.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=300)
-    d = tmp_path / "s12ep"
-    log = (d / "s12ep.log").read_text()
+    d, log = dry_run("s12ep", tmp_path, 300, S12EP_PARTS="ep")
     assert "s12ep part ep rc=0" in log, log[-2000:]
     assert "part ep2" not in log and "part pp2" not in log      # S12EP_PARTS chose the ep part only
     with open(d / "ep" / "ep.csv", newline="") as f:

@@ -3,21 +3,11 @@ gloo ranks (tiny shapes), the EP2 configurations of s12ep's ep2 part under real.
 --kernel-events; the ep2 part is s12ep.sh's command (tests/real/test_real_pipeline.py runs it)."""
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.campaigns import dry_run
 
 
 def test_s12ep2_campaign_probe_part_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S12EP2_TINY": "1", "S12EP2_PARTS": "probe",
-           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "S12EP2_TIMEOUT_SCALE": "4"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s12ep2.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=300)
-    d = tmp_path / "s12ep2"
-    log = (d / "s12ep2.log").read_text()
+    d, log = dry_run("s12ep2", tmp_path, 300, S12EP2_PARTS="probe")
     assert "s12ep2 part probe rc=0" in log, log[-2000:]
     assert "part ep2" not in log                                  # S12EP2_PARTS chose the probe only
     with open(d / "probe" / "pipeline_host.csv", newline="") as f:

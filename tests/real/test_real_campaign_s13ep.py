@@ -5,10 +5,6 @@ run (tiny shapes, two gloo ranks) writes the unmarked rows and both marked modes
 
 import csv
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -22,8 +18,8 @@ from real.pipeline import PipelineRunner, build_mesh
 from real.pipeline.bench import mark_rows
 from twin.core.schedules import build_schedule
 from tests.ports import free_port
+from tests.campaigns import dry_run
 
-REPO = Path(__file__).resolve().parents[2]
 FORWARD = ["dispatch", "counts_a2a", "tolist_send", "tolist_recv", "gather", "tokens_a2a", "dispatch_post",
            "dispatch_end", "combine", "combine_a2a", "combine_post", "combine_end"]
 BACKWARD = {"bwd_combine_a2a", "bwd_combine_a2a_end", "bwd_dispatch_a2a", "bwd_dispatch_a2a_end"}
@@ -96,12 +92,7 @@ def _rows(path):
 
 
 def test_s13ep_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S13EP_TINY": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "S13EP_TIMEOUT_SCALE": "4"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s13ep.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=400)
-    d = tmp_path / "s13ep"
-    log = (d / "s13ep.log").read_text()
+    d, log = dry_run("s13ep", tmp_path, 400)
     assert "s13ep part ep2 rc=0" in log, log[-2000:]
     want = {("ep_step", "1", "2", "1", "fit"), ("ep_step", "1", "2", "2", "holdout"), ("ep_step", "1", "2", "4", "fit"),
             ("pipeline_step", "2", "1", "4", "fit")}

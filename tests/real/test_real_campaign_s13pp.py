@@ -5,17 +5,11 @@ rule (real.pipeline.bench.timed_reps)."""
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 
 from real.pipeline.bench import timed_reps
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.campaigns import dry_run, without_gpus
 
 
 def _rows(path: Path) -> list[dict]:
@@ -37,23 +31,13 @@ def test_timed_reps_cuts_to_the_budget_or_skips_under_whole_reps():
 
 
 def test_s13pp_stops_cleanly_without_four_gpus(tmp_path):
-    if shutil.which("nvidia-smi", path="/usr/bin:/bin"):
-        pytest.skip("this host has nvidia-smi on the plain PATH: the campaign would run")
-    env = {**os.environ, "PY": sys.executable, "PATH": "/usr/bin:/bin"}   # no nvidia-smi: 0 GPUs
-    subprocess.run(["bash", str(REPO / "real/campaigns/s13pp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=60)
-    log = (tmp_path / "s13pp" / "s13pp.log").read_text()
+    _, log = without_gpus("s13pp", tmp_path)
     assert "needs 4: nothing run" in log and "part" not in log
     assert not (tmp_path / "s13pp" / "x4").exists()
 
 
 def test_s13pp_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S13PP_TINY": "1", "S13PP_TIMEOUT_SCALE": "6",
-           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s13pp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=900)
-    d = tmp_path / "s13pp"
-    log = (d / "s13pp.log").read_text()
+    d, log = dry_run("s13pp", tmp_path, 900, scale=6)
     for part in ("probe", "unpinned", "pinned"):
         assert f"s13pp part {part} rc=0" in log, log[-2000:]
     # the probe's rows beside the unpinned steps, in the folder that becomes <gpu>x4/

@@ -7,17 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from tests.campaigns import dry_run
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_s14cp_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S14CP_TINY": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "S14CP_TIMEOUT_SCALE": "4"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s14cp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=300)
-    d = tmp_path / "s14cp"
-    log = (d / "s14cp.log").read_text()
+    d, log = dry_run("s14cp", tmp_path, 300)
     assert "s14cp part tp_traces rc=0" in log, log[-2000:]
     assert "s14cp done" in log
     traces = d / "traces"

@@ -4,15 +4,8 @@ timed steps, the second round in the reverse order; and the clean stop on a host
 four GPUs."""
 
 import csv
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.campaigns import dry_run, without_gpus
 
 
 def _rows(path: Path) -> list[dict]:
@@ -21,23 +14,13 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_s14dp_stops_cleanly_without_four_gpus(tmp_path):
-    if shutil.which("nvidia-smi", path="/usr/bin:/bin"):
-        pytest.skip("this host has nvidia-smi on the plain PATH: the campaign would run")
-    env = {**os.environ, "PY": sys.executable, "PATH": "/usr/bin:/bin"}   # no nvidia-smi: 0 GPUs
-    subprocess.run(["bash", str(REPO / "real/campaigns/s14dp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=60)
-    log = (tmp_path / "s14dp" / "s14dp.log").read_text()
+    _, log = without_gpus("s14dp", tmp_path)
     assert "needs 4: nothing run" in log and "part" not in log
     assert not (tmp_path / "s14dp" / "x4_a").exists()
 
 
 def test_s14dp_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S14DP_TINY": "1", "S14DP_TIMEOUT_SCALE": "6",
-           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s14dp.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=900)
-    d = tmp_path / "s14dp"
-    log = (d / "s14dp.log").read_text()
+    d, log = dry_run("s14dp", tmp_path, 900, scale=6)
     for part in ("round_a", "round_b"):
         assert f"s14dp part {part} rc=0" in log, log[-2000:]
     # the two rounds: the same configurations in reverse order, every row on its 3 timed steps

@@ -4,17 +4,12 @@ ranks (tiny shapes) writing the fitting-split ep rows, both ranks' kernel rows a
 alone, every row with its environment columns."""
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from real.bench.ep_kernels import kernel_table, overlap_s
 from real.bench.records import SHAPE_COLS
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.campaigns import dry_run
 
 
 def test_overlap_counts_each_covered_second_once():
@@ -43,12 +38,7 @@ def _rows(path):
 
 
 def test_s14epl_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "S14EPL_TINY": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "S14EPL_TIMEOUT_SCALE": "4"}
-    subprocess.run(["bash", str(REPO / "real/campaigns/s14epl.sh"), str(tmp_path)], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=400)
-    d = tmp_path / "s14epl"
-    log = (d / "s14epl.log").read_text()
+    d, log = dry_run("s14epl", tmp_path, 400)
     assert "s14epl part ep_kernels rc=0" in log, log[-2000:]
     _, ep_rows = _rows(d / "ep" / "ep.csv")
     assert {r["bench"] for r in ep_rows} == {"ep_dispatch", "moe_layer_ep_fwd", "moe_layer_ep_bwd"}
