@@ -474,7 +474,6 @@ def simulation_profile(data: dict) -> Profile:
     return profile_from_json(data).as_stack(fp8_quant_fused=True).under_sustained_load()
 
 
-@functools.cache
 def load_profile(gpu_profile_name: str) -> Profile:
     """The calibrated profile for a GPU type (GPUSpec.calibrated_as), else the default, for
     simulating DeepSeek's V3 software stack: one fused cast kernel per FP8 operand and V3's
@@ -483,7 +482,13 @@ def load_profile(gpu_profile_name: str) -> Profile:
     measured with (real/: unfused eager quantization); that stack is used only to predict the
     records (calibration/predict.py), so here the silicon is kept and the stack switched; and
     the curves are those measured under sustained load (Profile.under_sustained_load)."""
-    path = profiles_dir().joinpath(f"{gpu_profile_name}.json")
+    # kept per directory: a profile read under one ADOPT_GEMM_LAYER_* setting is not served under another
+    return _load_profile_from(gpu_profile_name, profiles_dir())
+
+
+@functools.cache
+def _load_profile_from(gpu_profile_name: str, directory) -> Profile:
+    path = directory.joinpath(f"{gpu_profile_name}.json")
     if path.is_file():
         with path.open() as fh:
             return simulation_profile(json.load(fh))

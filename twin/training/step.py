@@ -55,6 +55,7 @@ import dataclasses
 import functools
 import itertools
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 
@@ -1682,7 +1683,7 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     """A step's schedule, costs and per-rank memory, the last few kept: a plan search takes a
     step's lower bound and then, for the best options, simulates the same step (StepCosts memoises
     its chains, so the simulation reuses the bound's)."""
-    key = (sc, perturb) if profile is None else None
+    key = (sc, perturb, switch_state()) if profile is None else None
     try:
         hit = _PREPARED.get(key) if key is not None else None
     except TypeError:   # a perturbation with per-layer loads (a list) is not kept
@@ -1707,8 +1708,22 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
     return out
 
 
-_PREPARED: dict = {}     # (scenario, perturb) -> _costs_and_memory's tuple
+_PREPARED: dict = {}     # (scenario, perturb, switch_state()) -> _costs_and_memory's tuple
 _MAX_PREPARED = 8
+_SWITCHES: list = [0, ()]   # [len(sys.modules) when scanned, ((module, ADOPT_ name), ...)]
+
+
+def switch_state() -> tuple:
+    """The value of every loaded twin module's ADOPT_ switch: costs prepared under one setting of a
+    model change are never served under another (tests and scripts flip them in one process). The
+    modules are rescanned only when the set of loaded modules changed, so a plan search pays a few
+    getattr calls per step."""
+    if _SWITCHES[0] != len(sys.modules):
+        found = tuple((module, name) for mod_name, module in list(sys.modules.items())
+                      if module is not None and (mod_name == "twin" or mod_name.startswith("twin."))
+                      for name in sorted(vars(module)) if name.startswith("ADOPT_"))
+        _SWITCHES[:] = [len(sys.modules), found]
+    return tuple((module.__name__, name, getattr(module, name)) for module, name in _SWITCHES[1])
 
 
 def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memory: bool
