@@ -41,6 +41,7 @@ import datetime
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -154,6 +155,25 @@ def kernel_events(events) -> list[dict]:
     return out
 
 
+def linkable_events(prof, events) -> list:
+    """The profiler's raw (kineto) events with the attributes kernel_events reads, on the same
+    axis as prof.events(): a GPU activity's linked_correlation_id names its launching CPU op, which
+    FunctionEvent keeps only in newer torch (on the GPU image's 2.11 every kernel came out unlinked:
+    h100x4/s13pp_dp8_probe_20261127_0016). `events` where the raw results are not reachable."""
+    try:
+        results = prof.profiler.kineto_results
+        t0_ns = results.trace_start_ns()
+        raw = list(results.events())
+    except Exception:   # noqa: BLE001 - a torch without them: FunctionEvents, links as they come
+        return list(events)
+    return [SimpleNamespace(name=k.name(), device_type=k.device_type(), id=k.correlation_id(),
+                            linked_correlation_id=k.linked_correlation_id(),
+                            device_resource_id=k.device_resource_id(), activity_type=k.activity_type(),
+                            time_range=SimpleNamespace(start=(k.start_ns() - t0_ns) / 1e3,
+                                                       end=(k.start_ns() + k.duration_ns() - t0_ns) / 1e3))
+            for k in raw]
+
+
 def _profiler_t0_ns(prof) -> int | str:
     """The zero of the profiler's axis on the host's clock (kineto's trace start), '' if hidden."""
     try:
@@ -171,7 +191,7 @@ def _profiled_step(runner: AnnotatedRunner, tokens, targets, cuda: bool, with_ev
     finally:
         runner.annotate = False
     events = prof.events()
-    detail = (kernel_events(events), _profiler_t0_ns(prof)) if with_events else ([], "")
+    detail = (kernel_events(linkable_events(prof, events)), _profiler_t0_ns(prof)) if with_events else ([], "")
     return timeline, kernels_by_op(events), detail
 
 

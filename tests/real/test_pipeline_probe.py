@@ -101,3 +101,32 @@ def test_probe_writes_host_and_stream_marks_of_every_op(tmp_path):
     assert {r["rank"] for r in hosts} == {"0", "1"}
     assert len([r for r in hosts if r["kind"] in ("F", "B", "W")]) == 2 * 3 * 4
     assert all(float(r["end_us"]) >= float(r["start_us"]) and r["profiler_t0_ns"] for r in hosts)
+
+
+def test_linkable_events_are_the_profilers_events_on_the_same_axis_with_their_links():
+    """The raw kineto view kernel_events reads (every event's correlation id and linked id, which
+    torch 2.11's FunctionEvent does not keep) carries the same names and times as prof.events()."""
+    import torch
+
+    from real.pipeline.probe import linkable_events
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.profiler.record_function("pp_op/0"):
+            torch.randn(32, 32) @ torch.randn(32, 32)
+    events = prof.events()
+    raw = linkable_events(prof, events)
+    starts = {}
+    for e in raw:
+        starts.setdefault(e.name, []).append(e.time_range.start)
+    for e in events:      # every FunctionEvent has a raw event of its name at its start
+        assert min(abs(t - e.time_range.start) for t in starts[e.name]) < 1.0
+    assert all(e.linked_correlation_id == 0 and e.id > 0 for e in raw)      # CPU ops launch, nothing links to them here
+    rows = kernel_events(raw)
+    assert [(r["event"], r["op_index"]) for r in rows] == [("op_host", 0)]
+
+
+def test_linkable_events_fall_back_to_the_function_events():
+    from real.pipeline.probe import linkable_events
+
+    events = [_event("pp_op/0", 0, 100)]
+    assert linkable_events(SimpleNamespace(), events) == events
