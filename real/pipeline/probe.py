@@ -166,9 +166,14 @@ def linkable_events(prof, events) -> list:
         raw = list(results.events())
     except Exception:   # noqa: BLE001 - a torch without them: FunctionEvents, links as they come
         return list(events)
+    def optional(k, method: str, default):   # accessors that vary across torch releases
+        get = getattr(k, method, None)
+        return get() if get is not None else default
+
     return [SimpleNamespace(name=k.name(), device_type=k.device_type(), id=k.correlation_id(),
                             linked_correlation_id=k.linked_correlation_id(),
-                            device_resource_id=k.device_resource_id(), activity_type=k.activity_type(),
+                            device_resource_id=optional(k, "device_resource_id", -1),
+                            activity_type=optional(k, "activity_type", ""),
                             time_range=SimpleNamespace(start=(k.start_ns() - t0_ns) / 1e3,
                                                        end=(k.start_ns() + k.duration_ns() - t0_ns) / 1e3))
             for k in raw]

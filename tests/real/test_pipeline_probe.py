@@ -130,3 +130,21 @@ def test_linkable_events_fall_back_to_the_function_events():
 
     events = [_event("pp_op/0", 0, 100)]
     assert linkable_events(SimpleNamespace(), events) == events
+
+
+def test_linkable_events_read_what_the_torch_release_has():
+    """torch 2.11's _KinetoEvent has no activity_type(): the raw view still links the kernel."""
+    from real.pipeline.probe import linkable_events
+
+    def raw(name, start_ns, dur_ns, device, corr, linked):
+        return SimpleNamespace(name=lambda: name, start_ns=lambda: start_ns, duration_ns=lambda: dur_ns,
+                               device_type=lambda: device, correlation_id=lambda: corr,
+                               linked_correlation_id=lambda: linked)
+    results = SimpleNamespace(trace_start_ns=lambda: 1_000, events=lambda: [
+        raw("pp_op/3", 1_000, 100_000, "DeviceType.CPU", 1, 0),
+        raw("aten::mm", 11_000, 10_000, "DeviceType.CPU", 2, 0),
+        raw("gemm_kernel", 50_000, 40_000, "DeviceType.CUDA", 900, 2)])
+    events = linkable_events(SimpleNamespace(profiler=SimpleNamespace(kineto_results=results)), [])
+    rows = kernel_events(events)
+    gemm = next(r for r in rows if r["name"] == "gemm_kernel")
+    assert (gemm["op_index"], gemm["launch_us"], gemm["start_us"], gemm["end_us"], gemm["stream"]) == (3, 10.0, 49.0, 89.0, -1)
