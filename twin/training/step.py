@@ -1332,7 +1332,7 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
 # micro-batch is k - pipeline_parallel_rank; chunks left over are launched after the last backward
 # ("Launch any remaining grad reductions"). Pipeline rank 0's first chunk is thus reduced after its last
 # backward, not beside it.
-ADOPT_MEGATRON_DELAYED_GRAD_SYNC = False
+ADOPT_MEGATRON_DELAYED_GRAD_SYNC = True
 
 
 def megatron_delays_grad_sync(sc: Scenario) -> bool:
