@@ -248,16 +248,24 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # 'torch_pipelining', docs/notes/s14pp_rule.md): Interleaved1F1B through PipelineScheduleMulti's lock-step
 # time steps, 405B 3D interleaved +13.3% -> +12.1%; Schedule1F1B's loop is the dataflow (every other row
 # unchanged).
+# Seventeenth pass (s15mlm, docs/notes/s15mlm_rule.md): the V of every interleaved row kept (the same author's
+# SC21 Table 1 script took the smallest V > 1 on each of its interleaved rows, one layer a chunk on a prime
+# stage); Megatron's default --delay-grad-reduce under interleaving (step.megatron_delays_grad_sync: every
+# chunk's buckets launched after a backward, chunk c of rank r after the rank's backward last(c) + r, rank
+# 0's first chunk no longer beside its last backward): 119B +16.2% -> +16.0%, 177B +6.2% -> +4.8%, 314B
+# +2.2% -> +1.2%, 462B +13.3% -> +13.2%, strong scaling +12.6% -> +12.5% and -2.0% -> -4.2%; 70B (its
+# first chunk's reduce-scatter queued behind the second's either way) and the PP 1 rows unchanged.
+# Median 7.7%, 19 within 10%, both unchanged.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
     "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.121,
     "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
-    "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.162, "mlm-gpt-462b": 0.133,
-    "mlm-gpt-177b-strong-96": 0.126,
+    "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
+    "mlm-gpt-177b-strong-96": 0.125,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
-# by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%
+# by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%
 MEDIAN_NOT_MET = 0.077
 
 

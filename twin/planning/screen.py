@@ -50,8 +50,9 @@ from twin.costs.profile import Profile
 from twin.sim.pipeline import simulate_pipeline
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
-                                 later_chunk_gathers, local_tokens, megatron_grad_prep_s, param_gather_release_s, peak_live_bytes,
-                                 plan_profile, rank_memory, ranks_holding, routing_loads, runtime_needs, stage_layers,
+                                 later_chunk_gathers, local_tokens, megatron_delays_grad_sync, megatron_grad_prep_s,
+                                 param_gather_release_s, peak_live_bytes, plan_profile, rank_memory, ranks_holding,
+                                 routing_loads, runtime_needs, stage_layers,
                                  syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -478,7 +479,10 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         # once its bucket is prepared (norm and 1/DP scaling, step.megatron_grad_prep_s), which rank 0
         # does beside its last backward
         prep = [megatron_grad_prep_s(sc, b["weights"] / memory.WEIGHT_BYTES, profile, r == 0) for r, b in enumerate(param_mems)]
-        rs_s = max([max(rs_s, prep[0])] + [prep[r] + t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
+        # under the default --delay-grad-reduce with interleaving (step.megatron_delays_grad_sync) rank 0's
+        # first chunk, its last one reduced, goes only after its last backward, its buckets prepared first
+        first = prep[0] + tails[0][0] / v if megatron_delays_grad_sync(sc) else max(rs_s, prep[0])
+        rs_s = max([first] + [prep[r] + t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)

@@ -1284,14 +1284,18 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
     fsdp_post_backward_tail_s (its idle waits only push its end later). ZeRO-2 without pipeline
     parallelism reduce-scatters after every micro-batch (dp_reduce_scatters_per_step): the step
     carries their exposed parts here, after the last compute, where they run between micro-batches
-    (the same step time on its one pipeline rank)."""
+    (the same step time on its one pipeline rank). Under Megatron's default --delay-grad-reduce with
+    interleaving (megatron_delays_grad_sync) chunk c of rank r is launched after the rank's backward
+    number last(c) + r, or after its last compute, and rank 0's buckets no longer go beside a backward."""
     p = sc.plan
     if syncs_every_backward_under_pp(sc):   # simulate_step carries grad_sync_queue's tail instead
         return 0.0
     if not (p.overlap_grad_reduce and p.grad_buckets == "megatron"):
         return dp_reduce_scatters_per_step(sc) * exposed_reduce_scatter_s(sc, rs_s, last_backward_s(costs, schedule, rank))
     last_grad = _first_forwards_and_last_weight_grads(schedule)[1]
+    delayed = megatron_delays_grad_sync(sc)
     elapsed, done_at, op_s = 0.0, {}, {}
+    backward_ends, last_backward = [], {}   # each backward op's end; each chunk's last backward's number
     for op in schedule.programs[rank]:
         compute_s = sum(t.duration_s for chain in costs.compute_chains(rank, op) for t in chain if t.stream == "compute")
         elapsed += compute_s
@@ -1299,18 +1303,45 @@ def dp_reduce_after_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, rank
             full = op.kind in ("BW", "W") if chunk == op.chunk else (op.kind == "FB" and not op.b_split)
             if full and last_grad.get((rank, chunk)) == mb:
                 done_at[chunk], op_s[chunk] = elapsed, compute_s
+                last_backward[chunk] = len(backward_ends)
+        if op.backward_part is not None:
+            backward_ends.append(elapsed)
+    if delayed:   # each chunk launched `rank` backwards after its last one, or after the rank's last compute
+        done_at = {c: backward_ends[k + rank] if k + rank < len(backward_ends) else elapsed
+                   for c, k in last_backward.items()}
     params = {c: chunk_params(sc, costs, rank, schedule.stage_of(rank, c)) for c in done_at}
     total = sum(params.values())
     end = shift = 0.0   # shift: the buckets' preparation run so far on the compute stream
     for chunk in sorted(done_at, key=done_at.get):
         bucketed = rank == 0 and chunk == 0
+        beside = bucketed and not delayed   # delayed: every bucket launched together after the backward
         prep = megatron_grad_prep_s(sc, params[chunk], costs.profile, bucketed)
         # the bucketed chunk's buckets go as its last backward makes them final (exposed_reduce_scatter_s),
         # each prepared beside it; a one-bucket chunk is prepared after its last backward, then sent
-        start = done_at[chunk] + shift - (op_s[chunk] if bucketed else 0.0)
+        start = done_at[chunk] + shift - (op_s[chunk] if beside else 0.0)
         shift += prep
-        end = max(end, start if bucketed else start + prep) + (rs_s * params[chunk] / total if total else 0.0)
+        end = max(end, start if beside else start + prep) + (rs_s * params[chunk] / total if total else 0.0)
     return max(shift, end - elapsed)
+
+
+# Megatron-LM core_r0.8.0's default --delay-grad-reduce under its interleaved schedule (docs/notes/s15mlm_rule.md,
+# change D): megatron/training/arguments.py `--no-delay-grad-reduce` is store_false, so delay_grad_reduce is on
+# and training.py sets config.grad_sync_func = [chunk.start_grad_sync, ...] under --overlap-grad-reduce.
+# forward_backward_pipelining_with_interleaving then skips the hook-driven reduction (backward_step_helper:
+# `if config.grad_sync_func is None and is_last_microbatch_for_model_chunk(...)`, disable_grad_sync() after
+# every backward) and, after a rank's backward number k, launches every bucket of the chunk whose last
+# micro-batch is k - pipeline_parallel_rank; chunks left over are launched after the last backward
+# ("Launch any remaining grad reductions"). Pipeline rank 0's first chunk is thus reduced after its last
+# backward, not beside it.
+ADOPT_MEGATRON_DELAYED_GRAD_SYNC = True
+
+
+def megatron_delays_grad_sync(sc: Scenario) -> bool:
+    """Whether a plan's gradient reduce-scatters run as Megatron's default --delay-grad-reduce under its
+    interleaved schedule (ADOPT_MEGATRON_DELAYED_GRAD_SYNC): Megatron's buckets, overlapped, interleaved 1F1B."""
+    p = sc.plan
+    return (ADOPT_MEGATRON_DELAYED_GRAD_SYNC and p.overlap_grad_reduce and p.grad_buckets == "megatron"
+            and p.schedule == "interleaved-1f1b")
 
 
 def megatron_grad_prep_s(sc: Scenario, params: float, profile: Profile, bucketed: bool) -> float:

@@ -357,7 +357,7 @@ def test_fp32_gradient_reduce_scatter_and_its_overlap_with_the_last_backward():
     assert step_time_lower_bound_s(overlapped) <= step(overlapped).step_time_s
 
 
-def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
+def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk(monkeypatch):
     """plan.grad_buckets 'megatron' (Megatron-LM core_r0.8.0 DistributedDataParallel: no buckets on
     pipeline ranks > 0 nor on model chunks after the first): rank 0's first chunk reduces beside its
     last backward as before; every other chunk is one bucket, reduce-scattered whole once its last
@@ -384,7 +384,11 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
     # 0's (Megatron: "not on the critical path") when the stages hold alike
     assert step(megatron).step_time_s >= step(every).step_time_s
     assert step_time_lower_bound_s(megatron) <= step(megatron).step_time_s
-    # interleaved: each chunk after the first is one bucket, reduce-scattered after its own last backward
+    # interleaved: each chunk after the first is one bucket, reduce-scattered after its own last backward;
+    # rank 0's first chunk beside its last backward only without Megatron's default --delay-grad-reduce
+    # (step.ADOPT_MEGATRON_DELAYED_GRAD_SYNC; both settings in test_step_delayed_grad_sync.py)
+    from twin.training import step as step_module
+    monkeypatch.setattr(step_module, "ADOPT_MEGATRON_DELAYED_GRAD_SYNC", False)
     inter = scenario(**{**base, "dp": 8}, grad_buckets="megatron", schedule="interleaved-1f1b", virtual_stages=2)
     schedule, costs, profile, mems, _, _ = _prepare(inter, None, Perturb(), True)
     rs0 = dp_tail_s(inter, mems[0], inter.gpu, profile, 1.0)[0]
@@ -395,6 +399,9 @@ def test_megatron_buckets_only_the_first_pipeline_ranks_first_chunk():
                 for c in range(2))
     assert dp_reduce_after_s(inter, costs, schedule, 0, rs0) <= max(
         exposed_reduce_scatter_s(inter, rs0, last_backward_s(costs, schedule, 0)), rs0 * share) + preps
+    monkeypatch.setattr(step_module, "ADOPT_MEGATRON_DELAYED_GRAD_SYNC", True)
+    delayed = dp_reduce_after_s(inter, costs, schedule, 0, rs0)   # the costs do not depend on the switch
+    assert rs0 * (1 - share) <= delayed <= rs0 + preps   # the first chunk's whole share after the last compute
 
 
 def test_zero2_reduce_scatters_every_micro_batch_or_accumulates_unsharded_under_pp():
