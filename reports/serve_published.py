@@ -48,7 +48,9 @@ def _load(row: dict) -> str:
     c = row["concurrency"]
     if c != c:   # NaN: the prefill day row sets no request count
         return pg.NA
-    return f"{pg.sig(c)} requests per GPU (day mean)" if "day_mean_decode_nodes" in row else f"{c:,} prompts in flight"
+    if "day_mean_decode_nodes" in row:
+        return f"{pg.sig(c)} requests per GPU (day mean)"
+    return f"{pg.sig(c)} requests per GPU" if "step_s" in row else f"{c:,} prompts in flight"
 
 
 def build(out_dir: str | Path) -> list[Path]:
