@@ -31,7 +31,7 @@ def test_a_long_all_to_all_sets_the_pace():
 
 def test_a_combine_longer_than_its_window_is_exposed_where_the_layer_max_hides_it():
     # one micro-batch: compute 5.1, all-to-all 3.5: n x max(C, A) hides the all-to-all, but x's combine
-    # and y's dispatch (3.5) have only y's ATTN-1, x's... SHARED and ATTN-0 (2.1) before y's MLP needs them
+    # and y's dispatch (3.5) have only y's ATTN-1, y's SHARED and x's ATTN-0 (2.1) before y's MLP needs them
     a0, a1, sh, mlp, d, k = 1.0, 1.0, 0.1, 3.0, 0.5, 3.0
     layer_max = 10 * 2 * max(a0 + a1 + sh + mlp, d + k) + min(a0 + a1 + sh + mlp, d + k)
     staged = decode_stage_layers_s(10, a0, a1, sh, mlp, d, k)
