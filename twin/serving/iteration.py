@@ -18,7 +18,8 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
   overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a
              step takes layers x n x max(C, A) + min(C, A) with C, A the per-micro-batch compute
              and communication (n = 1: C + A). Weight-streaming GEMMs read their weights once per
-             micro-batch, so splitting is not free.
+             micro-batch, so splitting is not free. ADOPT_DECODE_STAGE_OVERLAP (off; docs/notes/s15srv_rule.md)
+             list-schedules two micro-batches in DeepSeek's decode pipeline instead (decode_stage_layers_s).
   head       output head and sampling per step, plus `host_overhead_s`.
   TPOT = step time / tokens produced per request per step (1 + draft x acceptance).
 
