@@ -48,7 +48,9 @@ def _load(row: dict) -> str:
     c = row["concurrency"]
     if c != c:   # NaN: the prefill day row sets no request count
         return pg.NA
-    return f"{pg.sig(c)} requests per GPU (day mean)" if "day_mean_decode_nodes" in row else f"{c:,} prompts in flight"
+    if "day_mean_decode_nodes" in row:
+        return f"{pg.sig(c)} requests per GPU (day mean)"
+    return f"{pg.sig(c)} requests per GPU" if "step_s" in row else f"{c:,} prompts in flight"
 
 
 def build(out_dir: str | Path) -> list[Path]:
@@ -79,8 +81,12 @@ def build(out_dir: str | Path) -> list[Path]:
            f"busiest hour runs the unit fully loaded ({pg.number(day['fully_loaded_per_node'])} per node), an upper "
            "bound on its 24 h average. The third row puts the published output (168B) on the published decode "
            "nodes hour by hour and compares the twin's per-user speed there with 20-22 (the error against 21). "
-           "The last row runs the prefill unit at the conditions of DeepSeek's own prefill profile against the "
-           "62,713 input tokens/s per node the SGLang team read from it: what the unit does fully loaded.")
+           "The fourth row runs the prefill unit at the conditions of DeepSeek's own prefill profile against the "
+           "62,713 input tokens/s per node the SGLang team read from it: what the unit does fully loaded. The last "
+           "runs one decode step at the conditions of DeepSeek's decode profile against the 18,598 output tokens/s "
+           "per node the same team read from it (MTP off; on, one drafted token at 85%: "
+           f"{pg.number(ds[-1]['mtp_on_predicted'])}, {pg.pct(ds[-1]['mtp_on_rel_error'], signed=True)}); "
+           "docs/notes/s15srv_rule.md.")
     sens = deepseek_sensitivity(ROOT)
     p.section("Readings not adopted").table(
         ["reading", "scenario", "figure", "published", "twin", "error"],

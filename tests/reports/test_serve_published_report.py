@@ -22,6 +22,8 @@ def test_report_shows_the_day_averages_and_deepseeks_profiles_group_by_group(tmp
     assert [r["phase"] for r in result["deepseek_profiles"]] == ["decode", "prefill"]
     assert "131.25 decode and 95.50 prefill nodes on average" in md and "## Readings not adopted" in md
     assert [r["scenario"] for r in result["deepseek"]][:2] == ["r1_serve_h800_prefill", "r1_serve_h800_decode"]
+    assert result["deepseek"][-1]["scenario"] == "r1_serve_h800_decode at DeepSeek's profile conditions"
+    assert "18,598 output tokens/s per node" in md
     assert {r["reading"] for r in result["deepseek_readings_not_adopted"]} == {
         "sub-hour intervals", "MTP on (1 drafted token, 85% accepted)"}
 

@@ -18,7 +18,8 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
   overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a
              step takes layers x n x max(C, A) + min(C, A) with C, A the per-micro-batch compute
              and communication (n = 1: C + A). Weight-streaming GEMMs read their weights once per
-             micro-batch, so splitting is not free.
+             micro-batch, so splitting is not free. ADOPT_DECODE_STAGE_OVERLAP (off; docs/notes/s15srv_rule.md)
+             list-schedules two micro-batches in DeepSeek's decode pipeline instead (decode_stage_layers_s).
   head       output head and sampling per step, plus `host_overhead_s`.
   TPOT = step time / tokens produced per request per step (1 + draft x acceptance).
 
@@ -62,6 +63,9 @@ from twin.moe.eplb import contiguous_gpu_loads, rebalance_experts
 from twin.moe.load import LoadModel
 
 NUM_LOAD_LAYERS = 4   # MoE layers whose loads are sampled (EPLB per layer); the straggler ratio is their mean
+# Two micro-batches of a decode step list-scheduled in DeepSeek's decode pipeline (`decode_stage_layers_s`)
+# instead of n x max(compute, all-to-all) + min; docs/notes/s15srv_rule.md decides it.
+ADOPT_DECODE_STAGE_OVERLAP = False
 
 
 def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> Profile:
@@ -314,15 +318,24 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
                   "shared_experts": parts.get("shared_experts", 0.0), "routed_experts": parts.get("routed_experts", 0.0),
                   "elementwise": proj["elementwise"] + parts.get("elementwise", 0.0), "dispatch": disp, "combine": comb,
                   "tensor_parallel": proj["tp_all_reduce"] + allreduce}
+        # the compute pieces of DeepSeek's decode pipeline: ATTN-0 (before the core), ATTN-1 (core,
+        # output side, gate), SHARED, MLP (routed experts, their elementwise kernels, MoE TP reduce)
+        after_core = _attn_after_core_s(m, gpu, s, t_attn, prof, sm) + proj["tp_all_reduce"]
+        stages = {"attn0": a - core - after_core, "attn1": core + after_core + parts.get("gate", 0.0),
+                  "shared": parts.get("shared_experts", 0.0),
+                  "mlp": moe - parts.get("gate", 0.0) - parts.get("shared_experts", 0.0), "dispatch": disp, "combine": comb}
         return {"attn": a, "mla_core": core, "mla_core_flops": flops, "mla_core_bytes": nbytes,
-                "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn, "groups": groups}
+                "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn, "groups": groups, "stages": stages}
 
     mb = per_mb(1.0 / n)
     moe_layers, dense_layers = m.num_moe_layers, m.num_layers - m.num_moe_layers
     extra = s.mtp_draft_tokens  # the MTP module runs once per drafted token: one more block each
     c_moe, c_dense, a = mb["attn"] + mb["moe"], mb["attn"] + mb["dense_ffn"], mb["a2a"]
+    staged = ADOPT_DECODE_STAGE_OVERLAP and n == 2 and m.is_moe
     if n == 1:
         moe_s = (moe_layers + extra) * (c_moe + a)
+    elif staged:
+        moe_s = decode_stage_layers_s(moe_layers + extra, **mb["stages"])
     else:
         moe_s = (moe_layers + extra) * n * max(c_moe, a) + min(c_moe, a)
     dense_s = dense_layers * n * c_dense
@@ -343,12 +356,59 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         # profiles book it under ATTN): what calibration/serving_trace.py compares with the trace
         "per_microbatch_groups_s": mb["groups"],
         # a MoE layer in steady state: n x max(compute, all-to-all) of one micro-batch
-        "per_moe_layer_s": n * max(c_moe, a) if n > 1 else c_moe + a,
+        "per_moe_layer_s": (decode_stage_layers_s(9, **mb["stages"]) - decode_stage_layers_s(8, **mb["stages"])) if staged
+        else n * max(c_moe, a) if n > 1 else c_moe + a,
         "mla_core_bound": "compute" if mb["mla_core_flops"] / max(mb["mla_core_bytes"], 1) >
         (gpu.peak_bf16_flops_per_s * serving_tables()["flashmla"]["compute_flops_per_s"] / serving_tables()["flashmla"]["ref_peak_flops_per_s"])
         / (gpu.hbm_bytes_per_s * serving_tables()["flashmla"]["mem_bytes_per_s"] / serving_tables()["flashmla"]["ref_hbm_bytes_per_s"]) else "memory",
         "rows_frac": loads["rows_frac"], "rows_frac_contiguous": loads["rows_frac_contiguous"],
     }
+
+
+def decode_stage_layers_s(layers: int, attn0: float, attn1: float, shared: float, mlp: float, dispatch: float,
+                          combine: float) -> float:
+    """Seconds of `layers` MoE layers of a decode step run as two micro-batches A and B in DeepSeek's
+    decode pipeline (open-infra-index day 6: "we subdivide the attention layer into two steps and
+    use a 5-stage pipeline"; its figure, as profile-data assets/decode.jpg, orders each half layer
+    SHARED, ATTN-0, MLP, ATTN-1 with the other micro-batch's dispatch and combine under them).
+
+    Each micro-batch's layer is ATTN-0 -> ATTN-1 (core, output projection, gate) -> dispatch -> MLP
+    (routed experts) -> combine -> the next layer's ATTN-0; its SHARED expert runs after its ATTN-1.
+    The compute stream runs, per half layer, x's SHARED, y's ATTN-0, x's MLP, y's ATTN-1 (x, y = A, B
+    then B, A); the all-to-all, on no SMs, starts as soon as its input is computed and the previous
+    one is done. So x's combine and y's dispatch hide only under y's ATTN-1, x's SHARED and
+    ATTN-0 until x's MLP needs the dispatch: not under the whole compute of a layer, as
+    n x max(compute, all-to-all) assumes. With no all-to-all it is 2 x layers x the compute."""
+    comp = attn0 + attn1                        # fill: A's first attention
+    comm = comp + dispatch                      # A's first dispatch
+    dispatch_done = {"A": comm, "B": 0.0}
+    combine_done = {"A": 0.0, "B": 0.0}
+    for layer in range(layers):
+        for x, y, y_attends in (("A", "B", True), ("B", "A", layer + 1 < layers)):
+            comp += shared                                              # x's shared expert
+            if y_attends:
+                comp = max(comp, combine_done[y]) + attn0               # y's attention needs its combine
+            comp = max(comp, dispatch_done[x]) + mlp                    # x's experts need its dispatch
+            comm = max(comm, comp) + combine
+            combine_done[x] = comm
+            if y_attends:
+                comp += attn1
+                comm = max(comm, comp) + dispatch
+                dispatch_done[y] = comm
+    return max(comp, combine_done["A"], combine_done["B"])
+
+
+def _attn_after_core_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t: int, prof: Profile, sm: float) -> float:
+    """The part of _attn_proj_parts that runs after the attention core: the absorbed W_UV, the output
+    projection and the residual add (DeepSeek's ATTN-1 side of the decode pipeline)."""
+    if t <= 0:
+        return 0.0
+    p, d, h = s.weight_precision, m.hidden_size, m.num_heads // s.tp
+    residual = compute.memory_time_s(3 * t * d * BF16_BYTES, gpu, prof)
+    if m.attention == "mla":
+        return (_gemm_s(t, m.v_head_dim, m.kv_lora_rank, "bf16", gpu, prof, sm, groups=h)
+                + _gemm_s(t, d, h * m.v_head_dim, p, gpu, prof, sm) + residual)
+    return _gemm_s(t, d, h * m.head_dim, p, gpu, prof, sm) + residual
 
 
 def _comm_sms_decode(gpu: GPUSpec, s: ServeSpec) -> int:

@@ -23,7 +23,9 @@ What a fully loaded prefill unit does is published too, by DeepSeek's own profil
 (deepseek-ai/profile-data prefill.json: EP32, TP1, 4K prompts, 16,384 tokens per GPU, two
 micro-batches, balanced routing), which the SGLang team read as 62,713 input tokens/s per node
 (lmsys.org blog 2025-05-05, "Profile Results"): `deepseek_prefill_profile` runs the prefill scenario
-at those conditions.
+at those conditions. Likewise DeepSeek's decode profile (EP128, 128 requests per GPU, 4K context),
+which the same table reads as 18,598 output tokens/s per node: `deepseek_decode_profile` runs one
+decode step of the decode scenario at those conditions (docs/notes/s15srv_rule.md).
 
 Kernel group by group: `deepseek_profile_groups` runs the iteration model (one decode step, one
 prefill forward) at the conditions of each of DeepSeek's two serving profiles (decode: EP128, 128
@@ -73,6 +75,10 @@ DEEPSEEK_PROFILE_DECODE_CONDITIONS = (f"cluster.num_gpus={DEEPSEEK_PROFILE_DECOD
                                       "serve.redundant_experts=0", "serve.input_len=4096", "serve.output_len=1",
                                       'serve.load_model="balanced"', "traffic.prefix_hit_frac=0",
                                       f"serve.batch={DEEPSEEK_PROFILE_DECODE_GPUS * DEEPSEEK_PROFILE_DECODE_REQUESTS_PER_GPU}")
+# ... read as output tokens/s per node by the SGLang team (lmsys.org/blog/2025-05-05-large-scale-ep, "Profile
+# Results", decode table, column "DeepSeek Profile": batch size 128, KV cache length 4,096, 16 nodes, 18,598). Their
+# derivation and whether the profile ran MTP are not stated (they set it beside their own run with simulated MTP).
+DEEPSEEK_PROFILE_DECODE_TOKENS_PER_S_PER_NODE = 18_598.0
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
 
@@ -374,8 +380,35 @@ def deepseek_sensitivity(root) -> list[dict]:
 def deepseek_production(root) -> list[dict]:
     """DeepSeek's published serving figures beside the twin's under their conditions: the two
     per-node figures and the per-user speed over the published day (`deepseek_day_rows`), and
-    DeepSeek's prefill profile (`deepseek_prefill_profile`)."""
-    return [*deepseek_day_rows(root), deepseek_prefill_profile(root)]
+    DeepSeek's prefill and decode profiles (`deepseek_prefill_profile`, `deepseek_decode_profile`)."""
+    return [*deepseek_day_rows(root), deepseek_prefill_profile(root), deepseek_decode_profile(root)]
+
+
+def deepseek_decode_profile(root) -> dict:
+    """One decode step of the decode scenario at the conditions of DeepSeek's decode profile (EP128,
+    128 requests per GPU, 4K context, two micro-batches, balanced routing, the all-to-all on no SMs;
+    MTP off, as the README does not say) against the 18,598 output tokens/s per node the SGLang team
+    read from it. One iteration, like the profile (no request simulation): output tokens/s per node =
+    requests per GPU / TPOT x GPUs per node. The row also carries the step with MTP on (one drafted
+    token at serve.mtp_acceptance_frac), the reading SGLang's comparison suggests."""
+    path = root / "scenarios" / f"{DEEPSEEK_DECODE_SCENARIO}.toml"
+
+    def per_node(extra=()):
+        sc = load_scenario(path, [*DEEPSEEK_PROFILE_DECODE_CONDITIONS, *extra], SERVING)
+        it = decode_step(sc.model, sc.gpu, sc.serve, sc.serve.batch)
+        return sc.serve.batch / sc.serve.ep / it["tpot_s"] * sc.gpu.gpus_per_node, it
+
+    pred, it = per_node()
+    mtp, mtp_it = per_node(("serve.mtp_draft_tokens=1",))
+    pred, mtp = float(pred), float(mtp)
+    claimed = DEEPSEEK_PROFILE_DECODE_TOKENS_PER_S_PER_NODE
+    return {"scenario": f"{DEEPSEEK_DECODE_SCENARIO} at DeepSeek's profile conditions", "metric": "output_tokens_per_s_per_node",
+            "claimed": claimed, "predicted": pred, "rel_error": pred / claimed - 1.0,
+            "concurrency": float(DEEPSEEK_PROFILE_DECODE_REQUESTS_PER_GPU),
+            "conditions": "EP128, 128 requests per GPU, 4K context, two micro-batches, balanced routing, one decode step, MTP off",
+            "step_s": float(it["step_s"]), "per_moe_layer_s": float(it["per_moe_layer_s"]),
+            "mtp_on_predicted": mtp, "mtp_on_rel_error": mtp / claimed - 1.0, "mtp_on_step_s": float(mtp_it["step_s"]),
+            "tpot_p50_s": float(it["tpot_s"]), "ttft_p50_s": float("nan"), "output_tokens_per_s_per_request": 1.0 / it["tpot_s"]}
 
 
 def deepseek_prefill_profile(root) -> dict:
