@@ -119,6 +119,12 @@ A profile also describes the *software stack* that ran the kernels, as data:
     between measured W interpolated in log2 W, beyond them the nearest), measured
     (calibration.async_tp: the 70B rows of <gpu>/atp_parts.csv and <gpu>x2/async_tp.csv); empty =
     memory_eff.
+  in_layer: a kernel's time inside a composed layer or step over the same call's time alone, per
+    class ("gemm/<bf16|fp8>", "grouped_gemm/<bf16|fp8>", "memory"), measured by s14gl's campaign
+    (calibration.gemm_in_layer.in_layer_factors; docs/notes/s15gl_rule.md, candidate G, not adopted:
+    only its candidate profiles in twin/data/profiles_in_layer carry it); it multiplies
+    compute.gemm_time_s, grouped_gemm_time_s, memory_time_s, quantize_time_s and cast_time_s;
+    kernel records timed alone are predicted without it (Profile.alone). Empty: 1.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
