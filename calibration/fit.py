@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration import sm_reserve
+from calibration import gemm_in_layer, sm_reserve
 from calibration.async_tp import partials_reduce_terms
 from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
@@ -92,6 +92,11 @@ LAYER_CLOCK_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_l
 # its candidate L2 (same note): stage 1 as before, then the BF16 GEMM curves at one class-level
 # in-layer speed-up (bf16_layer_speedup), stage 2 refitted after; profiles to profiles_gemm_layer_speed
 ADOPT_GEMM_LAYER_SPEED = False
+# s15gl's candidate G (docs/notes/s15gl_rule.md): the measured in-layer / alone kernel-class factors of
+# s14gl's campaign (in_layer_terms) on the profile before stage 2, stage 2 refitted under them;
+# profiles fitted so go to twin/data/profiles_in_layer (twin.costs.profile.ADOPT_IN_LAYER_FACTORS)
+ADOPT_IN_LAYER_FACTORS = False
+IN_LAYER_FOLDERS = "s14gl_*"   # <gpu>/ folders of real/campaigns/s14gl.sh (gl_layer.csv, gl_ops.csv)
 
 
 def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -231,7 +236,8 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
                    transpose_eff=base.transpose_eff if transpose_eff is None else transpose_eff, cat_eff=base.cat_eff,
                    grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
                    gemm_overlap_p=overlap_p, topk=dict(base.topk),
-                   group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile)
+                   group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile,
+                   in_layer=dict(base.in_layer))
 
 
 # tile-wave model (twin.costs.compute.wave_factor), 128 x 128 output tiles, chosen per curve: one
@@ -692,6 +698,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         **({"gemm_clock_mhz": stats["gemm_clock_mhz"]} if stats.get("gemm_clock_mhz") else {}),
         **({k: stats[k] for k in ("bf16_layer_speedup", "bf16_layer_clock_mhz", "bf16_records_clock_mhz")}
            if stats.get("bf16_layer_speedup") else {}),
+        **({"in_layer": stats["in_layer"]} if stats.get("in_layer") else {}),
         **({"collectives": stats["collectives"]} if stats.get("collectives") else {}),
         **({"partials_reduce": stats["partials_reduce"]} if stats.get("partials_reduce") else {}),
     }
@@ -701,7 +708,11 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
     profile the curves start from and that terms no record informs keep (default_profile())."""
     df = rec.load_records(gpu, root)
+    if ADOPT_IN_LAYER_FACTORS:   # G (s15gl): stage 2 and everything after it under the in-layer factors
+        base = dataclasses.replace(base or default_profile(), in_layer=in_layer_terms(gpu, root))
     prof, stats = fit_profile(df, gpu, base)
+    if prof.in_layer:
+        stats["in_layer"] = dict(prof.in_layer)
     ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")
     if ADOPT_GEMM_LAYER_SPEED:   # L2: the sustained BF16 curves stay what the records' loops sustain
         stats["bf16_layer_speedup"], stats["bf16_layer_clock_mhz"], stats["bf16_records_clock_mhz"] = bf16_layer_speedup(df)
@@ -727,6 +738,18 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
                                sustained_curves=sustained_at_layer_speed(sustained_curve_ratios(per_kernel, prof), ratios,
                                                                          prof.bf16_layer_speedup),
                                sm_reserve=reserve, collectives=collectives), stats
+
+
+def in_layer_terms(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """Profile.in_layer from a GPU's s14gl folders (IN_LAYER_FOLDERS; fitting-split rows only):
+    calibration.gemm_in_layer.in_layer_factors over their paired calls. {} without such a folder."""
+    pairs = []
+    for folder in sorted((Path(root) / gpu).glob(IN_LAYER_FOLDERS)):
+        if not csv_exists(folder / "gl_ops.csv"):
+            continue
+        _, ops = gemm_in_layer.read_folder(folder)
+        pairs.append(gemm_in_layer.paired_calls(ops[ops["split"] == "fit"]))
+    return gemm_in_layer.in_layer_factors(pd.concat(pairs, ignore_index=True)) if pairs else {}
 
 
 # sm_reserve.csv precision -> the twin's: FP8 is DeepSeek's 1x128 x 128x128 recipe

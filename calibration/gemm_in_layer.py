@@ -13,6 +13,7 @@ layer), beside the median NVML SM clocks sampled while the layer, the bursts and
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -56,6 +57,45 @@ def class_ratios(pairs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+# s15gl (docs/notes/s15gl_rule.md): the twin's in-layer kernel classes (Profile.in_layer keys) and the
+# measured op classes each pools; every other measured class is memory-bound
+GEMM_CLASS_OF = {"grouped_gemm": "grouped_gemm", "dense_gemm": "gemm", "fp8_gemm": "gemm"}
+# a class with less paired in-layer time than this (seconds, summed over its calls per repetition of
+# every configuration) is no evidence: factor 1 (FP8 dense GEMMs: 4 calls, 0.19 ms)
+MIN_CLASS_LAYER_S = 1e-3
+
+
+def family(precision: str) -> str:
+    """'fp8' for every FP8 label (fp8-blockwise, ...), else 'bf16'."""
+    return "fp8" if str(precision).startswith("fp8") else "bf16"
+
+
+def identified(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs whose input shapes name a tensor: an op over a tensor list (aten::cat, shapes
+    '[[], []]') joins every such call of a direction to every other, a mispairing."""
+    return pairs[pairs["input_shapes"].map(lambda s: bool(re.search(r"\d", str(s))))]
+
+
+def in_layer_factors(pairs: pd.DataFrame) -> dict[str, float]:
+    """Profile.in_layer from paired calls (paired_calls): per twin class, the calls-weighted in-layer
+    seconds over the same calls' seconds alone in the CUDA-graph loop, over both layers (MoE, MLA)
+    and all configurations: `gemm/<family>` and `grouped_gemm/<family>` from the GEMM classes,
+    `memory` from every other class of the BF16 layers (the FP8 layers' memory time is mostly
+    real/'s eager quantization passes, costed by the refitted quant_bytes_per_elem). Identified
+    calls only; a class under MIN_CLASS_LAYER_S of in-layer time is left out (factor 1)."""
+    p = identified(pairs)
+    fam = p["precision"].map(family)
+    gemm_cls = p["op_class"].map(GEMM_CLASS_OF)
+    key = (gemm_cls + "/" + fam).where(gemm_cls.notna(), ("memory/" + fam))
+    p = p.assign(key=key, w_layer=p["layer_s"] * p["calls"], w_graph=p["graph_s"] * p["calls"])
+    out = {}
+    for k, g in p.groupby("key"):
+        if k == "memory/fp8" or g["w_layer"].sum() < MIN_CLASS_LAYER_S:
+            continue
+        out["memory" if k == "memory/bf16" else k] = float(g["w_layer"].sum() / g["w_graph"].sum())
+    return out
+
+
 def read_folder(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     folder = Path(folder)
     return read_csv(folder / "gl_layer.csv"), read_csv(folder / "gl_ops.csv")
@@ -72,6 +112,7 @@ def main(argv=None) -> int:
     print(layer[cols].to_string(index=False))
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 200):
         print(class_ratios(paired_calls(ops)).to_string(index=False))
+    print("in-layer factors (s15gl):", {k: round(v, 3) for k, v in in_layer_factors(paired_calls(ops)).items()})
     return 0
 
 

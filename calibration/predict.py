@@ -176,9 +176,26 @@ def clock_factor(precision: str, row_clock_mhz, clocks: dict) -> float:
     return min(1.0, float(row_clock_mhz) / curve_clock)
 
 
+# the benches that time one kernel alone (CUDA-graph loops, records.PRIMITIVE_BENCHES): predicted
+# without the in-layer factors (Profile.alone; s15gl's candidate G)
+ALONE_BENCHES = ("gemm", "grouped_gemm", "grouped_gemm_wgrad", "attn_fwd", "attn_bwd", "memory")
+_LAST_ALONE: list = []   # [(profile, profile.alone())] of the last call: one object per trial profile
+
+
+def alone_profile(profile: Profile) -> Profile:
+    """profile.alone(), the same object for the same profile (profile_for_label's cache keys on it)."""
+    if not profile.in_layer:
+        return profile
+    if not _LAST_ALONE or _LAST_ALONE[0][0] is not profile:
+        _LAST_ALONE[:] = [(profile, profile.alone())]
+    return _LAST_ALONE[0][1]
+
+
 def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
     """Predicted seconds of a record row, or None when the twin has no prediction for its bench."""
     b = row["bench"]
+    if b in ALONE_BENCHES:
+        profile = alone_profile(profile)
     e = Eager(gpu, profile)
     if b in ("gemm", "grouped_gemm", "grouped_gemm_wgrad"):
         e = Eager(gpu, at_records_speed(profile))   # L2 (s14gemm): the curves as the records ran them

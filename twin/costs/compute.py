@@ -52,7 +52,13 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     compute_s *= wave_factor(groups * _tiles(m, n, tile), gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     setup_s = profile.grouped_setup_s if groups > 1 else 0.0
-    return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s
+    in_layer = profile.in_layer_factor(gemm_class("grouped_gemm" if groups > 1 else "gemm", precision))
+    return (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * in_layer
+
+
+def gemm_class(table: str, precision: str) -> str:
+    """Profile.in_layer key of a GEMM kernel: its table and precision family."""
+    return f"{table}/{'fp8' if str(precision).startswith('fp8') else 'bf16'}"
 
 
 def batched_gemm_curve(profile: Profile, precision: str, align: int, kind: str):
@@ -130,7 +136,8 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
         tiles += terms[2]
     compute_s *= wave_factor(tiles, gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
-    return roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + profile.grouped_setup_s
+    return ((roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + profile.grouped_setup_s)
+            * profile.in_layer_factor(gemm_class("grouped_gemm", precision)))
 
 
 def _group_terms(rows, n: int, k: int, curve: GemmCurve, peak: float, in_bytes: float, tile: int, row_tile: int,
@@ -191,7 +198,8 @@ def quantize_time_s(elems: float, num_kernels: int, gpu: GPUSpec, profile: Profi
     bytes at the HBM roofline, plus one launch per kernel. Zero on DeepSeek's stack (its casts: cast_time_s)."""
     if profile.fp8_quant_fused:
         return 0.0
-    return elems * profile.quant_bytes_per_elem / (gpu.hbm_bytes_per_s * profile.memory_eff) + num_kernels * profile.launch_s
+    return ((elems * profile.quant_bytes_per_elem / (gpu.hbm_bytes_per_s * profile.memory_eff)
+             + num_kernels * profile.launch_s) * profile.in_layer_factor("memory"))
 
 
 def fp8_cast_passes(op: Op, phase: str) -> list[tuple[str, float]]:
@@ -226,7 +234,7 @@ def cast_time_s(kind: str, elems: float, gpu: GPUSpec, profile: Profile) -> floa
     if not profile.fp8_quant_fused or elems <= 0:
         return 0.0
     eff = profile.fp8_stack.get(f"{kind}_eff", profile.memory_eff)
-    return elems * CAST_BYTES_PER_ELEM[kind] / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
+    return (elems * CAST_BYTES_PER_ELEM[kind] / (gpu.hbm_bytes_per_s * eff) + profile.launch_s) * profile.in_layer_factor("memory")
 
 
 def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
@@ -259,9 +267,10 @@ def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile)
 
 def memory_time_s(bytes_moved: float, gpu: GPUSpec, profile: Profile, eager: bool = False) -> float:
     """A bandwidth-bound kernel: its bytes at the profile's streaming efficiency (`eager`: torch
-    eager's elementwise chains, at Profile.eager_elementwise_eff where measured), one launch."""
+    eager's elementwise chains, at Profile.eager_elementwise_eff where measured), one launch; inside
+    layers at the profile's in-layer memory factor (Profile.in_layer, s15gl's candidate G)."""
     eff = (profile.eager_elementwise_eff or profile.memory_eff) if eager else profile.memory_eff
-    return bytes_moved / (gpu.hbm_bytes_per_s * eff) + profile.launch_s
+    return (bytes_moved / (gpu.hbm_bytes_per_s * eff) + profile.launch_s) * profile.in_layer_factor("memory")
 
 
 def partials_reduce_time_s(out_bytes: float, ranks: int, gpu: GPUSpec, profile: Profile) -> float:

@@ -119,6 +119,12 @@ A profile also describes the *software stack* that ran the kernels, as data:
     between measured W interpolated in log2 W, beyond them the nearest), measured
     (calibration.async_tp: the 70B rows of <gpu>/atp_parts.csv and <gpu>x2/async_tp.csv); empty =
     memory_eff.
+  in_layer: a kernel's time inside a composed layer or step over the same call's time alone, per
+    class ("gemm/<bf16|fp8>", "grouped_gemm/<bf16|fp8>", "memory"), measured by s14gl's campaign
+    (calibration.gemm_in_layer.in_layer_factors; docs/notes/s15gl_rule.md, candidate G, not adopted:
+    only its candidate profiles in twin/data/profiles_in_layer carry it); it multiplies
+    compute.gemm_time_s, grouped_gemm_time_s, memory_time_s, quantize_time_s and cast_time_s;
+    kernel records timed alone are predicted without it (Profile.alone). Empty: 1.
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
@@ -145,8 +151,16 @@ ADOPT_GEMM_LAYER_SPEED = False
 PROFILES_GEMM_LAYER_SPEED = resources.files("twin.data").joinpath("profiles_gemm_layer_speed")
 
 
+# s15gl's candidate G (docs/notes/s15gl_rule.md): profiles carrying measured in-layer kernel-class
+# factors (Profile.in_layer, stage 2 refitted under them: calibration.fit.ADOPT_IN_LAYER_FACTORS)
+ADOPT_IN_LAYER_FACTORS = False
+PROFILES_IN_LAYER = resources.files("twin.data").joinpath("profiles_in_layer")
+
+
 def profiles_dir():
-    """The directory of the profiles the twin reads (PROFILES, or an s14gemm candidate's when on)."""
+    """The directory of the profiles the twin reads (PROFILES, or a candidate's when on)."""
+    if ADOPT_IN_LAYER_FACTORS:
+        return PROFILES_IN_LAYER
     if ADOPT_GEMM_LAYER_SPEED:
         return PROFILES_GEMM_LAYER_SPEED
     return PROFILES_GEMM_LAYER_CLOCK if ADOPT_GEMM_LAYER_CLOCK else PROFILES
@@ -255,6 +269,18 @@ class Profile:
     # s14gemm's candidate L2: the BF16 GEMM curves' e_max is the records' times this in-layer speed-up
     # (calibration.fit.bf16_layer_speedup: in-layer over in-loop SM clock); 0: none, as fitted before
     bf16_layer_speedup: float = 0.0
+    # s15gl's candidate G: a kernel's time inside a composed layer or step over the same call alone, per
+    # class ("gemm/<bf16|fp8>", "grouped_gemm/<bf16|fp8>", "memory"), measured by s14gl's campaign
+    # (calibration.gemm_in_layer.in_layer_factors); empty: 1 (kernels cost as timed alone)
+    in_layer: dict = field(default_factory=dict)
+
+    def in_layer_factor(self, kernel_class: str) -> float:
+        """The in-layer time factor of a kernel class (Profile.in_layer; 1 where unmeasured)."""
+        return float(self.in_layer.get(kernel_class, 1.0)) if self.in_layer else 1.0
+
+    def alone(self) -> "Profile":
+        """The profile for kernels timed alone (the primitive records): no in-layer factors."""
+        return dataclasses.replace(self, in_layer={}) if self.in_layer else self
 
     def attention_dropout_slowdown(self, direction: str) -> float:
         """Time with dropout over time without, of the attention kernel the curves describe, in
@@ -381,6 +407,7 @@ class Profile:
             **({"attention_dropout": json.loads(json.dumps(self.attention_dropout))} if self.attention_dropout else {}),
             **({"gemm_clock_mhz": dict(self.gemm_clock_mhz)} if self.gemm_clock_mhz else {}),
             **({"bf16_layer_speedup": self.bf16_layer_speedup} if self.bf16_layer_speedup else {}),
+            **({"in_layer": dict(self.in_layer)} if self.in_layer else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -447,6 +474,7 @@ def profile_from_json(data: dict) -> Profile:
         attention_dropout={k: {d: float(r) for d, r in v.items()} for k, v in data.get("attention_dropout", {}).items()},
         gemm_clock_mhz={k: float(v) for k, v in data.get("gemm_clock_mhz", {}).items()},
         bf16_layer_speedup=float(data.get("bf16_layer_speedup", 0.0)),
+        in_layer={k: float(v) for k, v in data.get("in_layer", {}).items()},
     )
 
 
