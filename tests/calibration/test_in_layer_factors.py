@@ -98,13 +98,9 @@ def test_records_timed_alone_are_predicted_without_factors_layers_with():
 def test_the_twin_reads_g_profiles_only_when_on(monkeypatch):
     """G's committed candidate profiles carry the factors s14gl's records give; the twin's simulation
     profile reads them only with the switch on (the H800 simulates on the H100's: calibrated_as)."""
-    profile_mod.load_profile.cache_clear()
-    try:
-        monkeypatch.setattr(profile_mod, "ADOPT_IN_LAYER_FACTORS", True)
-        on = profile_mod.load_profile("h100")
-        assert on.in_layer == pytest.approx(fit.in_layer_terms("h100"))
-        profile_mod.load_profile.cache_clear()
-        monkeypatch.setattr(profile_mod, "ADOPT_IN_LAYER_FACTORS", False)
-        assert profile_mod.load_profile("h100").in_layer == {}
-    finally:
-        profile_mod.load_profile.cache_clear()
+    # no cache clearing: load_profile keys its cache by the profiles directory the switch picks
+    monkeypatch.setattr(profile_mod, "ADOPT_IN_LAYER_FACTORS", True)
+    on = profile_mod.load_profile("h100")
+    assert on.in_layer == pytest.approx(fit.in_layer_terms("h100"))
+    monkeypatch.setattr(profile_mod, "ADOPT_IN_LAYER_FACTORS", False)
+    assert profile_mod.load_profile("h100").in_layer == {}
