@@ -523,6 +523,9 @@ def _load_profile_from(gpu_profile_name: str, directory) -> Profile:
     return default_profile()
 
 
+load_profile.cache_clear = _load_profile_from.cache_clear   # as for a functools.cache'd function
+
+
 def fitted_profile(gpu_profile_name: str) -> Profile:
     """The committed profile of a GPU type as fitted (real/'s eager stack, short-benchmark clocks):
     what predicts the calibration records."""
