@@ -173,3 +173,47 @@ def test_the_committed_state_leaves_the_term_off():
     got = mr.committed_rounds(mr.rec.MEASUREMENTS_DIR, "h100", fitted_profile("h100"))
     assert got is not None and got["valid"]
     assert not mr.ADOPT_ROUNDS_PER_OP and not any(k.startswith("per_op/") for k in got["rates"])
+
+
+# ---- s15mla: the round-paired estimator (ADOPT_ROUND_PAIRED), both settings ---------------------
+def test_round_paired_cancels_the_rounds_host_state_and_shrugs_off_a_wild_round():
+    # both sides of a round share its host speed (1.0 .. 1.6), except round 4 whose records caught
+    # the fast state while its fitting rows ran slow
+    speeds = [1.6, 1.3, 1.6, 1.2, 1.6]
+    run = _run(speeds, [[s, s] for s in speeds[:4]] + [[1.0, 1.0]])
+    prof = fitted_profile("h100")
+    per_round = mr.paired_records(run, "h100", prof)
+    assert sorted(per_round["round"].unique()) == [0, 1, 2, 3, 4] and len(per_round) == 5 * 4
+    errors = per_round.set_index("round")["rel_error"].abs()
+    assert errors.loc[[0, 1, 2, 3]].max() < 1e-6 and errors.loc[4].min() > 0.05   # the wild round errs
+    cases = mr.median_error_rounds(per_round)
+    assert len(cases) == 4 and cases["rel_error"].abs().max() < 1e-6 and 4 not in set(cases["round"])
+    assert mr.paired_rates(per_round)["fwd"] == pytest.approx(RATES["fwd"] * 1.6)
+    # each side at its fastest round pairs round 4's fast records with round 3's fitting rows: wrong
+    fastest = mr.held_out_summary(mr.predicted_records(run, "h100", prof))
+    assert fastest["p90_abs_rel_error"] > 0.05
+
+
+def test_median_error_round_is_the_lower_median_and_keeps_both_sides_of_that_round():
+    per_round = pd.DataFrame({"bench": "mla_layer_fwd", "model": "m", "batch": 1, "seq_len": 8, "precision": "bf16",
+                              "round": [0, 1, 2, 3], "time_s": [1.0, 2.0, 3.0, 4.0],
+                              "predicted_s": [1.3, 1.8, 3.3, 4.0], "rel_error": [0.3, -0.1, 0.1, 0.0]})
+    got = mr.median_error_rounds(per_round)
+    assert got["round"].tolist() == [3] and got["predicted_s"].tolist() == [4.0] and got["time_s"].tolist() == [4.0]
+
+
+def test_committed_rounds_follow_the_paired_switch(tmp_path, monkeypatch):
+    (tmp_path / "h100").mkdir()
+    speeds = [1.6, 1.3, 1.6, 1.2, 1.6]
+    _run(speeds, [[s, s] for s in speeds[:4]] + [[1.0, 1.0]]).to_csv(tmp_path / "h100" / mr.ROUNDS_FILE, index=False)
+    prof = fitted_profile("h100")
+    errors = {}
+    for setting in (False, True):
+        monkeypatch.setattr(mr, "ADOPT_ROUND_PAIRED", setting)
+        got = mr.committed_rounds(tmp_path, "h100", prof)
+        assert got["valid"] is False and got["rounds"] == 5     # fewer than MIN_ROUNDS
+        errors[setting] = max(abs(c["rel_error"]) for c in got["cases"] if c["held_out"])
+        assert got["rates"]["fwd"] == pytest.approx(RATES["fwd"] * (1.6 if setting else 1.2))
+    assert errors[True] < 1e-6 < 0.05 < errors[False]
+    with pytest.raises(ValueError):
+        mr.committed_rounds(tmp_path, "h100", prof, per_op=True, paired=True)
