@@ -169,6 +169,14 @@ def median_error_rounds(per_round: pd.DataFrame) -> pd.DataFrame:
     return per_round.loc[keep]
 
 
+def half_summaries(per_round: pd.DataFrame) -> list[dict]:
+    """held_out_summary of the round-paired cases on the first half of the complete rounds (the first
+    n // 2) and on the rest: the rule's robustness check (docs/notes/s15mla_rule.md, point 3b)."""
+    rounds = sorted(per_round["round"].unique())
+    halves = (rounds[:len(rounds) // 2], rounds[len(rounds) // 2:])
+    return [held_out_summary(median_error_rounds(per_round[per_round["round"].isin(h)])) for h in halves]
+
+
 def paired_rates(per_round: pd.DataFrame) -> dict:
     """{phase: the median over the complete rounds of that round's host rate}: a diagnostic."""
     rounds = per_round.drop_duplicates("round")
@@ -264,6 +272,8 @@ def main(argv=None) -> int:
         print(f"round-paired ({', '.join(f'{k} {v * 1e6:.1f} us' for k, v in sorted(paired_rates(per_round).items()))}"
               f" median over rounds) held-out n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
               f"P90 {s['p90_abs_rel_error']:.1%}")
+        print("round-paired by halves of the complete rounds: " + "; ".join(
+            f"median {h['median_abs_rel_error']:.1%} P90 {h['p90_abs_rel_error']:.1%}" for h in half_summaries(per_round)))
     if args.cases:
         recs = median_error_rounds(paired_records(run, args.gpu, prof)) if args.paired else \
             predicted_records(run, args.gpu, prof, op_counts=counts)

@@ -217,3 +217,16 @@ def test_committed_rounds_follow_the_paired_switch(tmp_path, monkeypatch):
     assert errors[True] < 1e-6 < 0.05 < errors[False]
     with pytest.raises(ValueError):
         mr.committed_rounds(tmp_path, "h100", prof, per_op=True, paired=True)
+
+
+def test_half_summaries_split_the_complete_rounds_in_two():
+    speeds = [1.6, 1.3, 1.6, 1.2, 1.6]
+    run = _run(speeds, [[s, s] for s in speeds[:4]] + [[1.0, 1.0]])
+    first, second = mr.half_summaries(mr.paired_records(run, "h100", fitted_profile("h100")))
+    # the first half (rounds 0, 1) is all same-state; the second (2, 3, 4) holds the wild round 4,
+    # outvoted by its two same-state rounds
+    assert first["num_cases"] == second["num_cases"] == 4
+    assert first["p90_abs_rel_error"] < 1e-6 and second["p90_abs_rel_error"] < 1e-6
+    # rounds 3 and 4 alone: a half each, the wild one on its own
+    first, second = mr.half_summaries(mr.paired_records(run[run["round"] >= 3], "h100", fitted_profile("h100")))
+    assert first["p90_abs_rel_error"] < 1e-6 and second["p90_abs_rel_error"] > 0.05
