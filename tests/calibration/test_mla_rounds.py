@@ -159,6 +159,7 @@ def test_committed_rounds_follow_the_switch(tmp_path, monkeypatch):
                                                          "mla_layer_bwd/fp8/v2-lite-slice": 297}
     prof = fitted_profile("h100")
     errors = {}
+    monkeypatch.setattr(mr, "ADOPT_ROUND_PAIRED", False)    # the two are not combined
     for setting in (False, True):
         monkeypatch.setattr(mr, "ADOPT_ROUNDS_PER_OP", setting)
         got = mr.committed_rounds(tmp_path, "h100", prof)
@@ -168,11 +169,21 @@ def test_committed_rounds_follow_the_switch(tmp_path, monkeypatch):
     assert moved and all("bwd" in n for n in moved)
 
 
-def test_the_committed_state_leaves_the_term_off():
-    # s14mla2's rule: on until its new run's held-out figures pass (docs/notes/s14mla2_rule.md)
+def test_the_committed_state_leaves_the_term_off_and_pairs_rounds():
+    # s14mla2's rule left the per-operator term off; s15mla's adopted the round-paired estimator
+    # (docs/notes/s14mla2_rule.md, s15mla_rule.md): the committed run's cases are real rounds of it
     got = mr.committed_rounds(mr.rec.MEASUREMENTS_DIR, "h100", fitted_profile("h100"))
-    assert got is not None and got["valid"]
+    assert got is not None and got["valid"] and got["rounds"] >= mr.MIN_ROUNDS
     assert not mr.ADOPT_ROUNDS_PER_OP and not any(k.startswith("per_op/") for k in got["rates"])
+    assert mr.ADOPT_ROUND_PAIRED
+    run = mr.host_probe.load_paired(mr.rec.MEASUREMENTS_DIR / "h100" / mr.ROUNDS_FILE)
+    per_round = mr.paired_records(run, "h100", fitted_profile("h100"))
+    held = {c["name"]: c for c in got["cases"] if c["held_out"]}
+    assert len(held) == 12
+    for _, g in per_round[per_round["held_out"]].groupby(mr.RECORD_KEY):
+        errors = sorted(g["rel_error"])
+        case = next(c for c in held.values() if c["measured_s"] in set(g["time_s"]))
+        assert case["rel_error"] == pytest.approx(errors[(len(errors) - 1) // 2])
 
 
 # ---- s15mla: the round-paired estimator (ADOPT_ROUND_PAIRED), both settings ---------------------
