@@ -24,7 +24,16 @@ the run that judges it): with ADOPT_ROUNDS_PER_OP, each record's backward takes 
 host rule (predict.Eager.host_per_op) with host_s_per_op per precision = host_s / aten_ops of the
 run's fitting `bwd` row at its fastest round (run_host_per_op) and the operators the record's model
 dispatches from the committed host_dispatch.csv (layer_gaps.aten_op_counts); forwards keep the
-per-kernel rates. s10mla: the host cost follows the dispatched operators, not the kernels."""
+per-kernel rates. s10mla: the host cost follows the dispatched operators, not the kernels.
+
+The round-paired estimator (s15mla; docs/notes/s15mla_rule.md, the rule written before the run that
+judges it): with ADOPT_ROUND_PAIRED, each record of each complete round is predicted with the host
+rates of THAT round's fitting rows (the round's host speed as an input, as the SM clock is), and the
+record's case is its round at the (lower) median of those per-round errors (paired_records,
+median_error_rounds). Why: the host's state flips between rows a second apart (s14mla, s14mla2), so
+an extreme round of either side is fragile; a per-round error compares both sides within one ~5 s
+round, a round whose sides caught different states errs either way alike (the rotated order puts no
+item at a fixed place), and the median over rounds moves at most one rank for one wild round."""
 
 from __future__ import annotations
 
@@ -44,7 +53,7 @@ from calibration.records_io import csv_exists, read_csv
 from calibration.split import is_held_out
 from twin.costs.profile import Profile, fitted_profile
 
-ROUNDS_FILE = "mla_rounds.csv"   # calibration/measurements/<gpu>/, real/campaigns/s14mla.sh's mla_paired.csv
+ROUNDS_FILE = "mla_rounds.csv"   # calibration/measurements/<gpu>/, real/campaigns/s15mla.sh's mla_paired.csv
 MIN_ROUNDS = 6                   # the rule's least number of complete rounds
 # the rule (docs/notes/s14mla_rule.md) replaces the held-out records whichever way the figures go;
 # False keeps attention.csv's records in validation (the switch the tests exercise)
@@ -55,11 +64,17 @@ CHOICES = ("median", "fastest")
 # the layers whose host time the per-operator term takes per dispatched operator: the backwards, each
 # precision from its own fitting row (docs/notes/s14mla2_rule.md)
 PER_OP_KEYS = ("mla_layer_bwd/bf16", "mla_layer_bwd/fp8")
-# s14mla2's per-operator backward host rate: NOT adopted. Judged on a new run (h100/mla_rounds.csv.gz,
+# s14mla2's per-operator backward host rate: NOT adopted. Judged on a new run (now h100/s14mla2/mla_paired.csv.gz,
 # 21 rounds, 2026-11-27 02:26 UTC): held-out H100 MLA layers 4.6% / 20.8% without it, 5.5% / 13.4%
 # with it (the rule: median <= 5% and P90 <= 10%). `python -m calibration.mla_rounds FILE --gpu h100
 # --per-op` repeats the test. The tests exercise both settings.
 ADOPT_ROUNDS_PER_OP = False
+# s15mla's round-paired estimator (docs/notes/s15mla_rule.md): each record predicted per round with
+# that round's fitting-row rates, its case the round at the median per-round error. ADOPTED by the
+# rule on its fresh run (h100/mla_rounds.csv.gz, 23 rounds, 2026-11-27 04:17 UTC): held-out H100
+# MLA layers 3.0% / 9.7% (fastest rounds on the same run 5.5% / 15.6%; halves P90 11.3% and 8.2%).
+# `python -m calibration.mla_rounds FILE --gpu h100 --paired` repeats it; the tests exercise both.
+ADOPT_ROUND_PAIRED = True
 
 
 def records_of(run: pd.DataFrame) -> pd.DataFrame:
@@ -131,6 +146,46 @@ def predicted_records(run: pd.DataFrame, gpu: str, profile: Profile, rates: str 
     return recs
 
 
+def paired_records(run: pd.DataFrame, gpu: str, profile: Profile) -> pd.DataFrame:
+    """Every record of every complete round, predicted with the profile under the host rates of that
+    round's own fitting rows (the `class` rule on them), with its per-round rel_error and the
+    round's rates (rate_<phase>_s)."""
+    spec, fit, recs = gpu_spec(gpu), fit_host_rows_of(run), records_of(run)
+    out = []
+    for rnd in complete_rounds(run):
+        rates = host_rates_of(fit[fit["round"] == rnd], gpu, None, profile)
+        prof = host_probe._with_host(profile, rates)
+        g = recs[recs["round"] == rnd].copy()
+        g["predicted_s"] = [predict_s(r, spec, prof) for _, r in g.iterrows()]
+        out.append(g.assign(**{f"rate_{k}_s": v for k, v in rates.items()}))
+    df = pd.concat(out) if out else recs.assign(predicted_s=pd.Series(dtype=float))
+    df["rel_error"] = df["predicted_s"] / df["time_s"] - 1.0
+    df["held_out"] = [is_held_out(r) for _, r in df.iterrows()]
+    return df
+
+
+def median_error_rounds(per_round: pd.DataFrame) -> pd.DataFrame:
+    """Per record its round at the lower median of its per-round rel_error (that round's measured
+    and predicted times: the case is a real round, both sides of one round)."""
+    keep = [g.index[(len(g) - 1) // 2] for _, g in per_round.sort_values("rel_error").groupby(RECORD_KEY)]
+    return per_round.loc[keep]
+
+
+def half_summaries(per_round: pd.DataFrame) -> list[dict]:
+    """held_out_summary of the round-paired cases on the first half of the complete rounds (the first
+    n // 2) and on the rest: the rule's robustness check (docs/notes/s15mla_rule.md, point 3b)."""
+    rounds = sorted(per_round["round"].unique())
+    halves = (rounds[:len(rounds) // 2], rounds[len(rounds) // 2:])
+    return [held_out_summary(median_error_rounds(per_round[per_round["round"].isin(h)])) for h in halves]
+
+
+def paired_rates(per_round: pd.DataFrame) -> dict:
+    """{phase: the median over the complete rounds of that round's host rate}: a diagnostic."""
+    rounds = per_round.drop_duplicates("round")
+    return {c[len("rate_"):-len("_s")]: float(rounds[c].median()) for c in rounds.columns
+            if c.startswith("rate_") and c.endswith("_s")}
+
+
 def held_out_summary(recs: pd.DataFrame) -> dict:
     e = recs.loc[recs["held_out"], "rel_error"].abs().to_numpy()
     return {"num_cases": int(e.size), "median_abs_rel_error": float(np.median(e)) if e.size else None,
@@ -142,22 +197,32 @@ def on_gpu(run: pd.DataFrame, gpu: str) -> bool:
     return len(names) > 0 and all(gpu.upper() in n.upper() for n in names)
 
 
-def committed_rounds(root: Path | str, gpu: str, profile: Profile, per_op: bool | None = None) -> dict | None:
+def committed_rounds(root: Path | str, gpu: str, profile: Profile, per_op: bool | None = None,
+                     paired: bool | None = None) -> dict | None:
     """The committed run of a GPU (ROUNDS_FILE), None without one: `rounds` (complete ones),
     `valid` (the rule's point 1), `rates` (the run's fastest-round host rates; with `per_op`,
-    ADOPT_ROUNDS_PER_OP by default, also `host_s_per_op`) and `cases`, its records at their fastest
-    round in calibration.validate's case form."""
+    ADOPT_ROUNDS_PER_OP by default, also `host_s_per_op`; with `paired`, ADOPT_ROUND_PAIRED by
+    default, the median over rounds of each round's rates) and `cases`, its records at their fastest
+    round (with `paired`: at their median-error round, each round predicted with its own rates) in
+    calibration.validate's case form. `paired` and `per_op` are not combined."""
     path = Path(root) / gpu / ROUNDS_FILE
     if not csv_exists(path):
         return None
     per_op = ADOPT_ROUNDS_PER_OP if per_op is None else per_op
+    paired = ADOPT_ROUND_PAIRED if paired is None else paired
+    if per_op and paired:
+        raise ValueError("the per-operator term and the round-paired estimator are not combined")
     run = host_probe.load_paired(path)
     rounds = complete_rounds(run)
-    recs = predicted_records(run, gpu, profile, op_counts=committed_op_counts(root, gpu) if per_op else None)
+    if paired:
+        per_round = paired_records(run, gpu, profile)
+        recs, rates = median_error_rounds(per_round), paired_rates(per_round)
+    else:
+        recs = predicted_records(run, gpu, profile, op_counts=committed_op_counts(root, gpu) if per_op else None)
+        rates = run_rates(run, gpu, profile)
     cases = [{"name": _case_name(r), "gpu": gpu, "bench": r["bench"], "kind": "mla_layer", "num_gpus": 1,
               "measured_s": float(r["time_s"]), "predicted_s": float(r["predicted_s"]),
               "rel_error": float(r["rel_error"]), "held_out": bool(r["held_out"])} for _, r in recs.iterrows()]
-    rates = run_rates(run, gpu, profile)
     if per_op:
         rates = {**rates, **{f"per_op/{k}": v for k, v in run_host_per_op(run).items()}}
     return {"rounds": len(rounds), "valid": bool(len(rounds) >= MIN_ROUNDS and on_gpu(run, gpu)),
@@ -185,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", action="store_true", help="also each held-out record at the fastest rounds")
     ap.add_argument("--per-op", action="store_true",
                     help="with s14mla2's per-operator backward host rate (ADOPT_ROUNDS_PER_OP)")
+    ap.add_argument("--paired", action="store_true",
+                    help="also s15mla's round-paired estimator (ADOPT_ROUND_PAIRED; --cases then gives its cases)")
     ap.add_argument("--root", type=Path, default=None, help="measurements root of host_dispatch.csv's counts")
     args = ap.parse_args(argv)
     prof = fitted_profile(args.gpu)
@@ -201,8 +268,17 @@ def main(argv=None) -> int:
             print(f"rates {rates:8} ({', '.join(f'{k} {v * 1e6:.1f} us' for k, v in sorted(r.items()))}) records "
                   f"{records:8} held-out n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
                   f"P90 {s['p90_abs_rel_error']:.1%}")
+    if args.paired:
+        per_round = paired_records(run, args.gpu, prof)
+        s = held_out_summary(median_error_rounds(per_round))
+        print(f"round-paired ({', '.join(f'{k} {v * 1e6:.1f} us' for k, v in sorted(paired_rates(per_round).items()))}"
+              f" median over rounds) held-out n={s['num_cases']} median {s['median_abs_rel_error']:.1%} "
+              f"P90 {s['p90_abs_rel_error']:.1%}")
+        print("round-paired by halves of the complete rounds: " + "; ".join(
+            f"median {h['median_abs_rel_error']:.1%} P90 {h['p90_abs_rel_error']:.1%}" for h in half_summaries(per_round)))
     if args.cases:
-        recs = predicted_records(run, args.gpu, prof, op_counts=counts)
+        recs = median_error_rounds(paired_records(run, args.gpu, prof)) if args.paired else \
+            predicted_records(run, args.gpu, prof, op_counts=counts)
         print(recs.loc[recs["held_out"], RECORD_KEY + ["time_s", "predicted_s", "rel_error"]].to_string(index=False))
     return 0
 

@@ -159,6 +159,7 @@ def test_committed_rounds_follow_the_switch(tmp_path, monkeypatch):
                                                          "mla_layer_bwd/fp8/v2-lite-slice": 297}
     prof = fitted_profile("h100")
     errors = {}
+    monkeypatch.setattr(mr, "ADOPT_ROUND_PAIRED", False)    # the two are not combined
     for setting in (False, True):
         monkeypatch.setattr(mr, "ADOPT_ROUNDS_PER_OP", setting)
         got = mr.committed_rounds(tmp_path, "h100", prof)
@@ -168,8 +169,75 @@ def test_committed_rounds_follow_the_switch(tmp_path, monkeypatch):
     assert moved and all("bwd" in n for n in moved)
 
 
-def test_the_committed_state_leaves_the_term_off():
-    # s14mla2's rule: on until its new run's held-out figures pass (docs/notes/s14mla2_rule.md)
+def test_the_committed_state_leaves_the_term_off_and_pairs_rounds():
+    # s14mla2's rule left the per-operator term off; s15mla's adopted the round-paired estimator
+    # (docs/notes/s14mla2_rule.md, s15mla_rule.md): the committed run's cases are real rounds of it
     got = mr.committed_rounds(mr.rec.MEASUREMENTS_DIR, "h100", fitted_profile("h100"))
-    assert got is not None and got["valid"]
+    assert got is not None and got["valid"] and got["rounds"] >= mr.MIN_ROUNDS
     assert not mr.ADOPT_ROUNDS_PER_OP and not any(k.startswith("per_op/") for k in got["rates"])
+    assert mr.ADOPT_ROUND_PAIRED
+    run = mr.host_probe.load_paired(mr.rec.MEASUREMENTS_DIR / "h100" / mr.ROUNDS_FILE)
+    per_round = mr.paired_records(run, "h100", fitted_profile("h100"))
+    held = {c["name"]: c for c in got["cases"] if c["held_out"]}
+    assert len(held) == 12
+    for _, g in per_round[per_round["held_out"]].groupby(mr.RECORD_KEY):
+        errors = sorted(g["rel_error"])
+        case = next(c for c in held.values() if c["measured_s"] in set(g["time_s"]))
+        assert case["rel_error"] == pytest.approx(errors[(len(errors) - 1) // 2])
+
+
+# ---- s15mla: the round-paired estimator (ADOPT_ROUND_PAIRED), both settings ---------------------
+def test_round_paired_cancels_the_rounds_host_state_and_shrugs_off_a_wild_round():
+    # both sides of a round share its host speed (1.0 .. 1.6), except round 4 whose records caught
+    # the fast state while its fitting rows ran slow
+    speeds = [1.6, 1.3, 1.6, 1.2, 1.6]
+    run = _run(speeds, [[s, s] for s in speeds[:4]] + [[1.0, 1.0]])
+    prof = fitted_profile("h100")
+    per_round = mr.paired_records(run, "h100", prof)
+    assert sorted(per_round["round"].unique()) == [0, 1, 2, 3, 4] and len(per_round) == 5 * 4
+    errors = per_round.set_index("round")["rel_error"].abs()
+    assert errors.loc[[0, 1, 2, 3]].max() < 1e-6 and errors.loc[4].min() > 0.05   # the wild round errs
+    cases = mr.median_error_rounds(per_round)
+    assert len(cases) == 4 and cases["rel_error"].abs().max() < 1e-6 and 4 not in set(cases["round"])
+    assert mr.paired_rates(per_round)["fwd"] == pytest.approx(RATES["fwd"] * 1.6)
+    # each side at its fastest round pairs round 4's fast records with round 3's fitting rows: wrong
+    fastest = mr.held_out_summary(mr.predicted_records(run, "h100", prof))
+    assert fastest["p90_abs_rel_error"] > 0.05
+
+
+def test_median_error_round_is_the_lower_median_and_keeps_both_sides_of_that_round():
+    per_round = pd.DataFrame({"bench": "mla_layer_fwd", "model": "m", "batch": 1, "seq_len": 8, "precision": "bf16",
+                              "round": [0, 1, 2, 3], "time_s": [1.0, 2.0, 3.0, 4.0],
+                              "predicted_s": [1.3, 1.8, 3.3, 4.0], "rel_error": [0.3, -0.1, 0.1, 0.0]})
+    got = mr.median_error_rounds(per_round)
+    assert got["round"].tolist() == [3] and got["predicted_s"].tolist() == [4.0] and got["time_s"].tolist() == [4.0]
+
+
+def test_committed_rounds_follow_the_paired_switch(tmp_path, monkeypatch):
+    (tmp_path / "h100").mkdir()
+    speeds = [1.6, 1.3, 1.6, 1.2, 1.6]
+    _run(speeds, [[s, s] for s in speeds[:4]] + [[1.0, 1.0]]).to_csv(tmp_path / "h100" / mr.ROUNDS_FILE, index=False)
+    prof = fitted_profile("h100")
+    errors = {}
+    for setting in (False, True):
+        monkeypatch.setattr(mr, "ADOPT_ROUND_PAIRED", setting)
+        got = mr.committed_rounds(tmp_path, "h100", prof)
+        assert got["valid"] is False and got["rounds"] == 5     # fewer than MIN_ROUNDS
+        errors[setting] = max(abs(c["rel_error"]) for c in got["cases"] if c["held_out"])
+        assert got["rates"]["fwd"] == pytest.approx(RATES["fwd"] * (1.6 if setting else 1.2))
+    assert errors[True] < 1e-6 < 0.05 < errors[False]
+    with pytest.raises(ValueError):
+        mr.committed_rounds(tmp_path, "h100", prof, per_op=True, paired=True)
+
+
+def test_half_summaries_split_the_complete_rounds_in_two():
+    speeds = [1.6, 1.3, 1.6, 1.2, 1.6]
+    run = _run(speeds, [[s, s] for s in speeds[:4]] + [[1.0, 1.0]])
+    first, second = mr.half_summaries(mr.paired_records(run, "h100", fitted_profile("h100")))
+    # the first half (rounds 0, 1) is all same-state; the second (2, 3, 4) holds the wild round 4,
+    # outvoted by its two same-state rounds
+    assert first["num_cases"] == second["num_cases"] == 4
+    assert first["p90_abs_rel_error"] < 1e-6 and second["p90_abs_rel_error"] < 1e-6
+    # rounds 3 and 4 alone: a half each, the wild one on its own
+    first, second = mr.half_summaries(mr.paired_records(run[run["round"] >= 3], "h100", fitted_profile("h100")))
+    assert first["p90_abs_rel_error"] < 1e-6 and second["p90_abs_rel_error"] > 0.05

@@ -113,6 +113,11 @@ def _kind_summary(gpu: str, kind: str):
 # campaign (a one-GPU H100 host, 21 rounds), whose records replace s14mla's whichever way: without
 # the term 4.6% / 20.8% (its fastest-round fitting `infer` rate 31.4 us a kernel, the FP8 forwards
 # +14% and +31%), with it 5.5% / 13.4%: not adopted (calibration.mla_rounds.ADOPT_ROUNDS_PER_OP).
+# s15mla (docs/notes/s15mla_rule.md): a ROUND-PAIRED estimator (each round's records predicted with
+# that round's fitting-row rates, each record's case its round at the median per-round error),
+# judged on a THIRD run (real/campaigns/s15mla.sh, a one-GPU H100 host, 23 rounds) whose records
+# replace s14mla2's whichever way: round-paired 3.0% / 9.7% (fastest rounds on it 5.5% / 15.6%;
+# per half of its rounds P90 11.3% and 8.2%): adopted, the H100 MLA layers met (ADOPT_ROUND_PAIRED).
 # Decode met on the H100 since
 # s8dec (median 3.3%, P90 9.2%; was 5.3% / 28.2%): the batched GEMMs over the cache under measured
 # curves per einsum and alignment (cuBLAS's unaligned fallback kernels), cuBLAS's split-K
@@ -121,9 +126,7 @@ def _kind_summary(gpu: str, kind: str):
 # one run, decode_drift.csv). Decode met on the H200 since s12h200 (median 3.1%, P90 5.3%; was 6.4% /
 # 11.9% under the streaming costs, the V3 slice at batch 256 -33.5% -> -5.3%): the same terms fitted
 # from the H200's own decode_gemm.csv (real/campaigns/s8dec.sh, 2026-11-26 20:25 UTC).
-NOT_MET = {
-    ("h100", "mla_layer"): (0.046, 0.208),
-}
+NOT_MET: dict = {}
 # the kinds of several GPUs of one host exist where such records do: 2xH200, 2xH100 and, for
 # PP2 x EP2, 4xH100 (real/campaigns/s9ep.sh; asked as 4xH200, lent as 4xH100) and 4xH200; judged per
 # GPU count (calibration.validate.by_gpu_kind_gpus). 4xH200 is judged as 4xH100 is: host rates from
