@@ -183,7 +183,9 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     the one at which the twin's issue model gives its interval, those waits included
     (solved_host_rate_s; s9ep: PP2 x EP2's forwards, all synchronising, had no rate of their own
     and took the one-GPU profile's, ~25 us a launch, where they solve to ~31 us on their host).
-    Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one). Beyond the layer
+    Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one); only the EP
+    calls' and syncs' host terms are carried to a folder without its own EP marks (carried_ep_terms,
+    s15dp), its forwards' launch rate still solved on its own host. Beyond the layer
     records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
     the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
     gradients' closures and their own autograd.backward calls in W. Where the bench's own
@@ -257,7 +259,7 @@ EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync
 # records folder without its own EP host marks (the 4-GPU PP2 x EP2 folders) takes the EP host terms
 # of the same GPU's two-GPU folder beside it (`<gpu>x2`, the terms its ep_step rows take), and its
 # forwards' host rates are solved with those terms in place (carried_ep_terms)
-ADOPT_CARRIED_EP_HOST_TERMS = False
+ADOPT_CARRIED_EP_HOST_TERMS = True    # adopted by its rule (s15dp: docs/notes/s15dp_rule.md, result there)
 
 
 def has_ep_host_marks(folder: Path) -> bool:

@@ -1,6 +1,6 @@
 """s15dp (docs/notes/s15dp_rule.md): candidate C, the 4-GPU pipelines' EP forwards at the EP host
 terms of the same GPU's two-GPU folder (ADOPT_CARRIED_EP_HOST_TERMS), with the forwards' launch rate
-solved with those terms in place; both settings tested."""
+solved with those terms in place: adopted by its rule (result in the note); both settings tested."""
 
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def _host(monkeypatch, name: str, gpu: str, on: bool) -> dict:
 
 
 def test_carried_terms_enter_only_when_adopted(monkeypatch):
-    """Off (the default): the 4-GPU folder's host rates have no EP terms and its forwards' rates
+    """Off: the 4-GPU folder's host rates have no EP terms and its forwards' rates
     absorb the calls' host time. On: the two-GPU host's terms, the forwards' rates solved lower
     (the calls' host seconds no longer spread over every launch), the other directions unchanged; a
     folder with its own marks (2xH100) is the same either way."""
