@@ -269,15 +269,19 @@ def has_ep_host_marks(folder: Path) -> bool:
 
 def carried_ep_terms(folder: Path, gpu: str, profile) -> dict:
     """The EP host terms a records folder without its own EP host marks carries from the same GPU's
-    two-GPU folder beside it (folder_ep_terms of `<gpu>x2`, that folder's measured collectives and
-    accumulation): each all-to-all call's host seconds and each .tolist()'s extra, measured on that
-    host's fitting split (real/ep.py's marks); {} where the folder has its own marks, or no such
-    folder has them. Why: the calls and syncs are the same code path (torch, NCCL, Python) on both
+    two-GPU folder beside it or beside a parent (folder_ep_terms of `<gpu>x2`, that folder's measured
+    collectives and accumulation): each all-to-all call's host seconds and each .tolist()'s extra,
+    measured on that host's fitting split (real/ep.py's marks); {} where the folder has its own
+    marks, or no such folder has them. Why: the calls and syncs are the same code path (torch, NCCL, Python) on both
     hosts; without them the 4-GPU forwards' solved launch rate absorbs their host time, spread over
     every launch instead of sitting at the calls (docs/notes/s15dp_rule.md)."""
     folder = Path(folder)
-    sibling = folder.parent / f"{gpu}x2"
-    if has_ep_host_marks(folder) or sibling.resolve() == folder.resolve() or not has_ep_host_marks(sibling):
+    if has_ep_host_marks(folder):
+        return {}
+    # the nearest `<gpu>x2` beside the folder or beside one of its parents (a run kept whole inside
+    # h100x4/ finds h100x2/ as h100x4/ itself does)
+    sibling = next((p / f"{gpu}x2" for p in folder.resolve().parents if (p / f"{gpu}x2").is_dir()), None)
+    if sibling is None or sibling == folder.resolve() or not has_ep_host_marks(sibling):
         return {}
     return folder_ep_terms(sibling, gpu, with_measured_collectives(profile, sibling))
 

@@ -67,3 +67,13 @@ def test_carried_terms_enter_only_when_adopted(monkeypatch):
     for key in ("bwd", "wgrad", "between_ops", "device_gap"):
         assert on[key] == pytest.approx(off[key])
     assert _host(monkeypatch, "h100x2", "h100", True) == pytest.approx(_host(monkeypatch, "h100x2", "h100", False))
+
+
+def test_a_run_kept_inside_the_4gpu_folder_carries_the_same_terms():
+    """A run kept whole inside h100x4/ (s14dp's rounds, no EP marks of their own) finds h100x2/ as
+    h100x4/ does: the same terms."""
+    round_a = MEASUREMENTS / "h100x4" / "s14dp_rank_20261127_0147" / "round_a"
+    assert not pipe.has_ep_host_marks(round_a)
+    four = MEASUREMENTS / "h100x4"
+    assert pipe.carried_ep_terms(round_a, "h100", _profile("h100", round_a)) == pytest.approx(
+        pipe.carried_ep_terms(four, "h100", _profile("h100", four)))
