@@ -274,7 +274,8 @@ IDLE_NOT_MET = {
                  "on each other; DualPipeV rank 1 at 4 is within since the stage-role rates (37.3 vs 39.8 ms, was "
                  "35.1); the i13pp records of 03:20 (h200x2/i13pp_20261126_0322) missed 2 of 30; issue 13 open)",
     ("h100", 4): "not met: 12 of 44 GPUs beyond 10%, held-out split 6 of 16 (s13pp records on 4xH100, "
-                 "2026-11-27 00:19 UTC, host rates and device gap from the same run; DualPipeV at 16 not run, at 8 one "
+                 "2026-11-27 00:19 UTC, host rates and device gap from the same run, EP host terms from h100x2 since s15dp; "
+                 "DualPipeV at 16 not run, at 8 one "
                  "step): held out, 1F1B at 8 stage 0 twin 221.4 vs measured 181.3 ms (its steps 168.0-192.0) and "
                  "stage 1 46.6 vs 54.0 (49.1-105.4), ZB1P at 8 stage 0 193.2 vs 219.0 (206.3-265.8); fitting, ZB1P "
                  "at 4 105.5 vs 91.3 (80.8-130.7) and 18.9 vs 22.8 (21.7-83.5), DualPipe's GPUs 1/3 at 16 0.6 vs "
@@ -286,7 +287,7 @@ IDLE_NOT_MET = {
                  "(h100x4/s8ppep_20261126_0900) and s10pp of 14:39 (h100x4/s10pp_20261126_1439) idled other "
                  "DualPipe GPUs: which rank waits is a property of the run; issue 13 open)",
     ("h200", 4): "not met: 2 of 48 GPUs beyond 10%, both held out (s13pp records, 22:51 UTC, host rates and "
-                 "device gap from the same run): DualPipe GPUs 0/2 at 8 micro-batches, twin 0.4 vs measured 8.6 / "
+                 "device gap from the same run, EP host terms from h200x2 since s15dp): DualPipe GPUs 0/2 at 8 micro-batches, twin 0.4 vs measured 8.6 / "
                  "8.7 ms (its steps 1.7-33.4). In the steps where they idle, the other stage pair's GPU-bound FB ops "
                  "(host ~20 ms ahead) run 4-10 ms over their medians: neither host issue order nor the OS's "
                  "placement of the host thread (pinned, 8 steps, h200x4/pinned: 0.4-34.0 ms on GPUs 0/2, 0.4-34.6 "
