@@ -183,7 +183,9 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     the one at which the twin's issue model gives its interval, those waits included
     (solved_host_rate_s; s9ep: PP2 x EP2's forwards, all synchronising, had no rate of their own
     and took the one-GPU profile's, ~25 us a launch, where they solve to ~31 us on their host).
-    Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one). Beyond the layer
+    Each records folder takes its own host's probe (the 4-GPU host is not the 2-GPU one); only the EP
+    calls' and syncs' host terms are carried to a folder without its own EP marks (carried_ep_terms,
+    s15dp), its forwards' launch rate still solved on its own host. Beyond the layer
     records' host time (Profile.eager host_s, plain layers), this holds what the pipeline adds on
     the host: real/wgrad.py's Python autograd Functions around every BF16 GEMM, the weight
     gradients' closures and their own autograd.backward calls in W. Where the bench's own
@@ -251,6 +253,37 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
 ADOPT_EP_HOST_TERMS = True
 EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync")
 
+
+
+# s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
+# records folder without its own EP host marks (the 4-GPU PP2 x EP2 folders) takes the EP host terms
+# of the same GPU's two-GPU folder beside it (`<gpu>x2`, the terms its ep_step rows take), and its
+# forwards' host rates are solved with those terms in place (carried_ep_terms)
+ADOPT_CARRIED_EP_HOST_TERMS = True    # adopted by its rule (s15dp: docs/notes/s15dp_rule.md, result there)
+
+
+def has_ep_host_marks(folder: Path) -> bool:
+    """Whether a records folder holds its own EP host marks (ep_host.folder_terms' two files)."""
+    return all(csv_exists(Path(folder) / name) for name in ("ep_host_marks.csv", "ep_host_ops.csv"))
+
+
+def carried_ep_terms(folder: Path, gpu: str, profile) -> dict:
+    """The EP host terms a records folder without its own EP host marks carries from the same GPU's
+    two-GPU folder beside it or beside a parent (folder_ep_terms of `<gpu>x2`, that folder's measured
+    collectives and accumulation): each all-to-all call's host seconds and each .tolist()'s extra,
+    measured on that host's fitting split (real/ep.py's marks); {} where the folder has its own
+    marks, or no such folder has them. Why: the calls and syncs are the same code path (torch, NCCL, Python) on both
+    hosts; without them the 4-GPU forwards' solved launch rate absorbs their host time, spread over
+    every launch instead of sitting at the calls (docs/notes/s15dp_rule.md)."""
+    folder = Path(folder)
+    if has_ep_host_marks(folder):
+        return {}
+    # the nearest `<gpu>x2` beside the folder or beside one of its parents (a run kept whole inside
+    # h100x4/ finds h100x2/ as h100x4/ itself does)
+    sibling = next((p / f"{gpu}x2" for p in folder.resolve().parents if (p / f"{gpu}x2").is_dir()), None)
+    if sibling is None or sibling == folder.resolve() or not has_ep_host_marks(sibling):
+        return {}
+    return folder_ep_terms(sibling, gpu, with_measured_collectives(profile, sibling))
 
 
 def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
@@ -376,8 +409,10 @@ def first_op_ratios(h: pd.DataFrame) -> list[float]:
 
 
 def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
-                  gap: float | None) -> dict[str, list[float]]:
-    """Per direction, the host rates solved for each clean op of `h` (host_rates' rows)."""
+                  gap: float | None, ep_terms: dict | None = None) -> dict[str, list[float]]:
+    """Per direction, the host rates solved for each clean op of `h` (host_rates' rows); `ep_terms`:
+    the EP host terms the forwards' EP calls and syncs take while the launch rate is solved
+    (ADOPT_CARRIED_EP_HOST_TERMS), none by default."""
     rates: dict[str, list[float]] = {}
     for key, g in h.groupby(list(CONFIG_KEYS)):
         cfg = dict(zip(CONFIG_KEYS, key))
@@ -392,7 +427,8 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
         for r in g.itertuples():
             stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
             rate = solved_host_rate_s(ops[stage].of(r.kind), r.start_s - r.host_start_s,
-                                      r.host_end_s - r.host_start_s, gap or 0.0)
+                                      r.host_end_s - r.host_start_s, gap or 0.0,
+                                      ep_terms if r.kind == "F" else None)
             if rate is not None:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
                 if pp > 1 and r.kind == "F":
@@ -416,6 +452,7 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
     rates: dict[str, list[float]] = {}
     gap = measured_device_gap_s(Path(folder))
+    carried = carried_ep_terms(Path(folder), gpu, profile) if ADOPT_CARRIED_EP_HOST_TERMS and ADOPT_EP_HOST_TERMS else {}
     # between two compute ops of a rank the host posts the sends and receives and takes the marks
     for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
         g = g.sort_values("host_start_s")
@@ -425,7 +462,7 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     if ADOPT_FIRST_OP_HOST:
         rates["first_op"] = first_op_ratios(h)
     h = h[h["clean"]]
-    for d, v in _solved_rates(h, folder, gpu, profile, accumulate, gap).items():
+    for d, v in _solved_rates(h, folder, gpu, profile, accumulate, gap, carried).items():
         if "@" in d and not (ADOPT_STAGE_ROLE_HOST_RATE and len(v) >= STAGE_ROLE_MIN_OPS):
             continue
         rates.setdefault(d, []).extend(v)
@@ -437,7 +474,7 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
         rates["device_gap"] = [gap]
     out = {d: float(np.median(v)) for d, v in rates.items() if v}
     if ADOPT_EP_HOST_TERMS and out.get("fwd") is not None:
-        out.update(ep_host.folder_terms(Path(folder), out["fwd"]))
+        out.update(ep_host.folder_terms(Path(folder), out["fwd"]) or carried)
     if ADOPT_FB_FORWARD_HOST_RATE and not fb_ops.empty:
         for role, v in _solved_fb_forward_rates(fb_ops, folder, gpu, profile, accumulate, gap, out).items():
             if len(v) >= STAGE_ROLE_MIN_OPS:
@@ -523,7 +560,8 @@ def host_marks(folder: Path) -> pd.DataFrame | None:
     return read_csv(probe) if csv_exists(probe) else None
 
 
-def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap_s: float = 0.0) -> float | None:
+def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap_s: float = 0.0,
+                       ep_terms: dict | None = None) -> float | None:
     """The host seconds per launch at which the host, having begun issuing `op_list` `lead_s`
     before the GPU could start it, ends issuing it `host_interval_s` later (`issue`: every launch
     at that rate). Without a host synchronisation inside, that is the interval over the launches.
@@ -531,15 +569,16 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
     host) holds the host at each synchronisation until the GPU has run what came before: its
     interval is the issue plus those waits, so the rate is the one at which `issue` gives the
     measured interval, waits included (bisection; the interval grows with the rate). None where no
-    rate gives it (an interval shorter than the waits alone) or the op launches nothing."""
+    rate gives it (an interval shorter than the waits alone) or the op launches nothing. `ep_terms`:
+    the EP calls and syncs at their measured host seconds (with_host_terms), the rest at the rate."""
     launches = sum(1 for h, _ in op_list if h is not None)
     if not launches or host_interval_s <= 0:
         return None
-    if all(h is not None for h, _ in op_list):
+    if all(h is not None for h, _ in op_list) and not ep_terms:
         return host_interval_s / launches
 
     def interval(rate: float) -> float:
-        return issue(_with_host(op_list, rate), lead_s, gap_s)[1] + lead_s
+        return issue(_with_host(op_list, rate, ep_terms), lead_s, gap_s)[1] + lead_s
 
     lo, hi = 0.0, 2 * host_interval_s / launches     # at hi the launches alone fill the interval twice
     if not interval(lo) < host_interval_s < interval(hi):

@@ -194,7 +194,10 @@ def test_committed_terms_lengthen_the_ep_forward_by_what_they_add(monkeypatch, n
     assert on["host_s"] > off["host_s"]
 
 
-def test_folders_without_marks_take_no_terms():
+def test_folders_without_marks_take_no_terms_of_their_own(monkeypatch):
+    """Without carried terms (s15dp's ADOPT_CARRIED_EP_HOST_TERMS off) a folder without marks has no
+    EP terms; with it (adopted) it takes the same GPU's 2-GPU folder's: test_s15dp_carried_ep_terms."""
+    monkeypatch.setattr(pipe, "ADOPT_CARRIED_EP_HOST_TERMS", False)
     folder = COMMITTED / "h100x4"                      # PP2 x EP2 records; no host-marks run of that host
     assert not (folder / "ep_host_marks.csv.gz").exists()
     prof = _profile("h100", folder)
@@ -271,4 +274,8 @@ def test_the_marked_folders_terms_are_their_steps_terms(name, gpu):
     terms = pipe.folder_ep_terms(folder, gpu, prof)
     rates = pipe.measured_host_s(folder, gpu, prof, pipe.measured_accumulate(folder, gpu))
     assert set(terms) == set(pipe.EP_HOST_TERMS) and terms == {k: rates[k] for k in pipe.EP_HOST_TERMS}
-    assert pipe.folder_ep_terms(COMMITTED / "h100x4", "h100", _profile("h100", COMMITTED / "h100x4")) == {}
+    # the same GPU's 4-GPU folder has no marks of its own: it carries these terms where s15dp's
+    # ADOPT_CARRIED_EP_HOST_TERMS is on (adopted), none otherwise
+    four = COMMITTED / f"{gpu}x4"
+    carried = pipe.folder_ep_terms(four, gpu, _profile(gpu, four))
+    assert carried == (pytest.approx(terms) if pipe.ADOPT_CARRIED_EP_HOST_TERMS else {})
