@@ -239,6 +239,9 @@ SESSION_GAIN = 0.8
 # run's first eager iteration counts as cold) pays cold_eager_s more, where host-bound (as a first-met
 # size's stall); cold_eager_s by the same NNLS on the fit runs, cold_eager_iterations from
 # COLD_EAGER_CHOICES by the fit runs' weighted residual. Under EP every iteration is eager: never cold.
+# Outcome (s15srv2): h100 16 / 0.58 ms, h200 32 / 1.11 ms; committed held out 66 of 80 (66), median 2.85% ->
+# 2.92%; with the input 141 of 190 (142); s13srv fit runs 79 of 120 (80); never-fitted 101 of 145 (98):
+# not adopted (the tables carry cold_eager_s = 0)
 ADOPT_COLD_EAGER = False
 COLD_EAGER_CHOICES = (8, 16, 32, 64)
 
