@@ -37,6 +37,9 @@ What real/serve does per iteration beyond the GPU work the serving cost function
   0.81-0.91x the fit that charged them everywhere, a 370-token one 1.0-1.1x. Replayed, the fit runs
   meet 213 of their 250 checks with the rule, 208 without it and 208 with the per-chunk launches
   counted as host terms too (HOST_BOUND_NEW_SIZES, HOST_TERMS).)
+  cold_eager_s        (s15srv2, off: 0 in every table) an eager iteration of a one-GPU engine after
+                      cold_eager_iterations CUDA-graph iterations since its last eager one, where
+                      host-bound (ADOPT_COLD_EAGER; docs/notes/s15srv2_rule.md: not adopted);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
                       median gap between the end of one busy iteration and the start of the next;
   wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
