@@ -37,6 +37,9 @@ What real/serve does per iteration beyond the GPU work the serving cost function
   0.81-0.91x the fit that charged them everywhere, a 370-token one 1.0-1.1x. Replayed, the fit runs
   meet 213 of their 250 checks with the rule, 208 without it and 208 with the per-chunk launches
   counted as host terms too (HOST_BOUND_NEW_SIZES, HOST_TERMS).)
+  cold_eager_s        (s15srv2, off: 0 in every table) an eager iteration of a one-GPU engine after
+                      cold_eager_iterations CUDA-graph iterations since its last eager one, where
+                      host-bound (ADOPT_COLD_EAGER; docs/notes/s15srv2_rule.md: not adopted);
   loop_s              host time between iterations (arrivals, the EP ranks' flag exchange): the
                       median gap between the end of one busy iteration and the start of the next;
   wake_s              an idle engine sleeps until the next arrival (real/serve/loadgen.py run_load)
@@ -85,7 +88,7 @@ from twin.serving import timing
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
-         "new_size_s", "new_bin_s", "cold_prompt_s")
+         "new_size_s", "new_bin_s", "cold_prompt_s", "cold_eager_s")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 # upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
@@ -96,7 +99,8 @@ SPREAD_MIN_ITERATIONS = 20     # a bin with fewer fit iterations takes its neare
 IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (busy: ~10 us, ~0.5 ms under EP)
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
-               "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s")   # stored beside TERMS
+               "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
+               "cold_eager_iterations")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -226,10 +230,44 @@ SESSION_TABLES = True
 # SESSION_GAIN x the pooled fit's (h200x2: 19.0% pooled, 6.9% / 15.0% by session; h100x2, whose two
 # processes ran a minute apart: 20.3% pooled, 23.1% / 18.4%: one state, pooled)
 SESSION_GAIN = 0.8
+# (s15srv2, docs/notes/s15srv2_rule.md, committed before any held-out figure under it) A one-GPU
+# engine replays CUDA graphs for decode and runs its eager forward (every kernel launched from Python)
+# only for prompt-carrying iterations and decode batches beyond the graph buckets: on the fit runs an
+# eager prompt iteration that follows many graph replays takes longer than one right after another eager
+# iteration (h100 / h200 fit runs, measured / predicted of prompt iterations by graph iterations since
+# the last eager one: 0-15 0.91-0.97 median, 16-63 ~1.00, 64 and more 1.05-1.07; the 4-8 ms host-bound
+# ones 0.90-0.94 -> 1.00-1.13): the eager host path gone cold (its code, the dispatcher's and the
+# allocator's state out of the CPU's caches while graphs replay). Rule: an eager iteration after at least
+# cold_eager_iterations non-eager (graph) iterations of its instance since its last eager one (the
+# run's first eager iteration counts as cold) pays cold_eager_s more, where host-bound (as a first-met
+# size's stall); cold_eager_s by the same NNLS on the fit runs, cold_eager_iterations from
+# COLD_EAGER_CHOICES by the fit runs' weighted residual. Under EP every iteration is eager: never cold.
+# Outcome (s15srv2): h100 16 / 0.58 ms, h200 32 / 1.11 ms; committed held out 66 of 80 (66), median 2.85% ->
+# 2.92%; with the input 141 of 190 (142); s13srv fit runs 79 of 120 (80); never-fitted 101 of 145 (98):
+# not adopted (the tables carry cold_eager_s = 0)
+ADOPT_COLD_EAGER = False
+COLD_EAGER_CHOICES = (8, 16, 32, 64)
 
 
 def _buckets(text) -> list[int]:
     return sorted(int(b) for b in str(text or "").split())
+
+
+def mark_cold_eager(df: pd.DataFrame, after_iterations: int) -> pd.DataFrame:
+    """cold_eager_s (and cold_eager_flag, before host-bound masking) = 1 on an eager row (no graph
+    replayed) that follows at least `after_iterations` graph rows of its run since the run's last eager
+    row (the run's first eager row: cold), as twin.serving.engine counts them; 0 everywhere for
+    after_iterations 0 (no term)."""
+    out = df.copy()
+    flags, run, since = [], None, math.inf
+    for row in out.itertuples():
+        if row.run_id != run:
+            run, since = row.run_id, math.inf
+        eager = not row.graph_rows
+        flags.append(float(after_iterations > 0 and eager and since >= after_iterations))
+        since = 0 if eager else since + 1
+    out["cold_eager_s"] = out["cold_eager_flag"] = flags
+    return out
 
 
 def rebuild(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
@@ -468,7 +506,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})
     df = pd.DataFrame(rows)
-    return (mark_new_sizes(df) if len(df) else df), meta
+    return (mark_cold_eager(mark_new_sizes(df), 0) if len(df) else df), meta
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -559,9 +597,11 @@ def host_bound_new_sizes(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     for _ in range(HOST_BOUND_ROUNDS):
         bound = (out.physics_s < host_s(out, coef)).astype(float)
         size, binned, cold = out.new_size_flag * bound, out.new_bin_flag * bound, out.cold_flag * bound
-        if size.equals(out.new_size_s) and binned.equals(out.new_bin_s) and cold.equals(out.cold_prompt_s):
+        eager_cold = out.cold_eager_flag * bound
+        if (size.equals(out.new_size_s) and binned.equals(out.new_bin_s) and cold.equals(out.cold_prompt_s)
+                and eager_cold.equals(out.cold_eager_s)):
             break
-        out["new_size_s"], out["new_bin_s"], out["cold_prompt_s"] = size, binned, cold
+        out["new_size_s"], out["new_bin_s"], out["cold_prompt_s"], out["cold_eager_s"] = size, binned, cold, eager_cold
         coef = fit(out)
     return out, coef
 
@@ -608,13 +648,15 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
     return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
 
 
-def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False) -> tuple[pd.DataFrame, dict, float]:
+def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
+             cold_eager=(0,)) -> tuple[pd.DataFrame, dict, float]:
     """The fit (host-bound new sizes where HOST_BOUND_NEW_SIZES) under each new-bin fade of `fades`
-    (NEW_BIN_FADES) and, with COLD_PROCESS, each cold-process scale of COLD_SIZES, keeping the one of
+    (NEW_BIN_FADES), with COLD_PROCESS each cold-process scale of COLD_SIZES and each cold eager path's
+    threshold of `cold_eager` (COLD_EAGER_CHOICES where ADOPT_COLD_EAGER; 0: no term), keeping the one of
     lowest weighted residual on these (fit) runs: (design, fit, fade)."""
     best = None
-    for fade, cold in [(f, c) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,))]:
-        d = mark_new_sizes(df, fade_bins=fade, cold_sizes=cold)
+    for fade, cold, after in [(f, c, a) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,)) for a in cold_eager]:
+        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold), after)
         if overlap:
             d, coef = overlap_launches(d)
             coef["cold_sizes"] = float(cold)
@@ -625,6 +667,7 @@ def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False) -> tu
         d, coef = (backlog_new_sizes(d) if STALL_BACKLOG else host_bound_new_sizes(d)) if HOST_BOUND_NEW_SIZES \
             else (d, fit(d))
         coef["cold_sizes"] = float(cold)
+        coef["cold_eager_iterations"] = float(after)
         sse = weighted_sse(d, coef)
         if best is None or sse < best[0]:
             best = (sse, d, coef, fade)
@@ -703,7 +746,10 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     if df.empty:
         return None
     overlap = LAUNCH_OVERLAP and meta["ep"] == 1
-    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap)
+    # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
+    cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
+    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager)
+    coef.setdefault("cold_eager_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
     coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
@@ -763,7 +809,8 @@ HOST_SPEED = True
 SUBDIR = "s13srv"
 # the table's host terms the fit scales (the twin scales these and the loop, wake and issue terms:
 # twin.serving.timing.HOST_SCALED_TERMS)
-SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s")
+SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
+                "cold_eager_s")
 MIN_SPAN = 1.2   # a table's fit runs inform beta only where their probes span this ratio
 
 
@@ -823,10 +870,12 @@ def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: boo
     runs = {r["run_id"]: r for r in _s13_load(folder)}
     table = base_table(next(iter(runs.values())))
     coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
     if coef["new_size_host_bound"]:
         host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
         bound = (df.physics_s.to_numpy(float) < host).astype(float)
         df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+        df["cold_eager_s"] = df.cold_eager_flag * bound
     ok = df[df.prefill_ok & df.decode_ok]
     H = ok[list(SCALED_TERMS)].to_numpy(float) @ np.array([coef[k] for k in SCALED_TERMS])
     rest = [k for k in TERMS if k not in SCALED_TERMS]
@@ -870,17 +919,20 @@ def fit_exponent(scales: pd.DataFrame) -> dict:
     return {"beta": beta, "tables": spanning, "p_ref": {t: float(math.exp(-ct / beta)) for t, ct in c.items()}}
 
 
-def all_scales(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None) -> pd.DataFrame:
-    frames = [run_scales(d, spread_at_fit_host=spread_at_fit_host) for d in probe_folders(root).values()]
+def all_scales(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None,
+               tables: dict | None = None) -> pd.DataFrame:
+    frames = [run_scales(d, tables, spread_at_fit_host) for d in probe_folders(root).values()]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "table", "p", "s"])
 
 
-def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None) -> dict[str, dict]:
+def candidate_references(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None,
+                         tables: dict | None = None) -> dict[str, dict]:
     """Per pooled table with s13srv fit runs: host_probe_launch_s and host_probe_exponent as the
     rule fits them (whether or not adopted); the run scales spread-aware where spread_at_fit_host
-    (default: twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST, s14srv3)."""
-    fit = fit_exponent(all_scales(root, spread_at_fit_host))
+    (default: twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST, s14srv3); `tables`: the engine tables whose
+    host terms they scale (default the committed ones)."""
+    fit = fit_exponent(all_scales(root, spread_at_fit_host, tables))
     return {t: {"host_probe_launch_s": p, "host_probe_exponent": fit["beta"]} for t, p in fit.get("p_ref", {}).items()}
 
 
@@ -913,10 +965,12 @@ def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
         return {}
     table = base_table(first)
     coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
     if coef["new_size_host_bound"]:
         host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
         bound = (df.physics_s.to_numpy(float) < host).astype(float)
         df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+        df["cold_eager_s"] = df.cold_eager_flag * bound
     ok = df[df.prefill_ok & df.decode_ok & df.run_id.map(lambda r: not runs[r].get("co_runner_nice", ""))]
     if ok.empty:
         return {}
@@ -981,7 +1035,7 @@ def as_came_references(scales: pd.DataFrame) -> dict[str, dict]:
     return refs
 
 
-def references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+def references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = None) -> dict[str, dict]:
     """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
     references where HOST_SPEED (the EP tables' as ep_levels gives them where ADOPT_EP_LEVELS, as
     as_came_references where ADOPT_EP_AS_CAME_LEVEL), else none."""
@@ -989,7 +1043,8 @@ def references(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
         return {}
     if ADOPT_EP_LEVELS:
         return ep_level_references(root)
-    return as_came_references(all_scales(root)) if ADOPT_EP_AS_CAME_LEVEL else candidate_references(root)
+    return as_came_references(all_scales(root, tables=tables)) if ADOPT_EP_AS_CAME_LEVEL \
+        else candidate_references(root, tables=tables)
 
 
 
@@ -1043,8 +1098,10 @@ def engine_key(gpu: str, ep: int, pin: str = "") -> str:
     return f"real-serve-{gpu}-ep{ep}{pin}"
 
 
-def main() -> None:
-    host = references()
+def fitted_tables() -> dict[str, dict]:
+    """Every table calibration/serve_engine_fit.py writes, host references included: the folders' fits
+    (and kept session tables), then the host-speed references fitted against those tables' host terms
+    (the committed tables where they are the same)."""
     results = {}
     for name in FOLDERS:
         folder = Path(rec.MEASUREMENTS_DIR) / name
@@ -1053,21 +1110,31 @@ def main() -> None:
             continue
         r["folder"] = name
         key = engine_key(r["gpu"], r["ep"], r["pin"])
-        r.update(host.get(key, {}))
         results[key] = r
-        tables = [(key, r)]
         if r["ep"] > 1 and SESSION_TABLES:
             per = fit_sessions(folder)
             if sessions_differ(r, per):
                 for label, rs in per.items():
                     rs["folder"] = name
                     results[f"{key}@{label}"] = rs
-                    tables.append((f"{key}@{label}", rs))
             elif per:
                 print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
-        for k, t in tables:
-            print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))
-                  + f"; {t['fit_iterations']} iterations, median |error| {t['fit_median_abs_rel_error']:.1%}")
+    # the host-speed references scale the tables' host terms: the new fits' where ADOPT_COLD_EAGER
+    # moves them, else the committed tables' (the fit's own, as written)
+    committed = serve_engines()
+    host = references(tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
+                      if ADOPT_COLD_EAGER else None)
+    for key, r in results.items():
+        if "@" not in key:
+            r.update(host.get(key, {}))
+    return results
+
+
+def main() -> None:
+    results = fitted_tables()
+    for k, t in results.items():
+        print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))
+              + f"; {t['fit_iterations']} iterations, median |error| {t['fit_median_abs_rel_error']:.1%}")
     write_toml(results)
     print(f"wrote {OUT}")
 

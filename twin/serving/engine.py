@@ -285,6 +285,9 @@ class Instance:
         self.bins_met = collections.Counter(g for g, _ in self.size_bins)   # per group: new_bin_fade_bins
         self.sizes_met = collections.Counter(g for g, _ in (self.sizes or ()))   # per group: cold_sizes
         self.bin_fade = (costs.engine or {}).get("new_bin_fade_bins", 0.0)
+        # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
+        self.cold_eager_after = costs.cold_eager_after
+        self.graphs_since_eager = math.inf
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # closed-loop successors issued since the last iteration, per attention group (issued())
         self.issue_requests: collections.Counter = collections.Counter()
@@ -543,8 +546,10 @@ class Instance:
             cold = (max(costs.cold_weight(self.sizes_met[g]) for g in range(len(sizes)))
                     if self.sizes is not None and prompt_tokens else 0.0)   # before this iteration's sizes count
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
+            cold_eager = self._eager_step(costs.is_eager(b_time, p_time, width_ctx), 1) if self.cold_eager_after else False
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs,
-                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin, cold)
+                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin, cold,
+                                           cold_eager)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -607,6 +612,13 @@ class Instance:
             self.bins_met[g] += 1
         return new_size, new_bin
 
+    def _eager_step(self, eager: bool, steps: int) -> bool:
+        """Is the first of `steps` iterations (all eager or all graph replays) a cold eager one
+        (cold_eager_after or more graph iterations since the last eager one)? Counts them."""
+        cold = eager and self.graphs_since_eager >= self.cold_eager_after
+        self.graphs_since_eager = 0 if eager else self.graphs_since_eager + steps
+        return cold
+
     def _finish_due(self) -> None:
         heap = self.heap
         while heap and heap[0][0] <= self.G:
@@ -644,9 +656,13 @@ class Instance:
         u = eng.rng.random(steps).tolist() if spread is not None else None
         sizes = [n or 1 for n in self.dec_g] if self.rr else [b]
         new_size, new_bin = self._new_size(sizes, b_time, 0, max0)   # the same sizes throughout: only the first can be new
+        # eager or graph throughout (the rows do not change); the steps are counted when the run ends
+        eager = bool(self.cold_eager_after) and self.costs.is_eager(b_time, 0, max0)
+        cold_eager = eager and self.graphs_since_eager >= self.cold_eager_after
         for i in range(steps):
             dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0,
-                                         new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0)[0]
+                                         new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0,
+                                         cold_eager=cold_eager and i == 0)[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
             total += dur
@@ -660,7 +676,7 @@ class Instance:
             # new work reaches this instance only from open-loop arrivals (bounded above) or from
             # its own finishes (closed loop, one instance): nothing can cut the run short
             yield env.timeout(total)
-            self._end_run(start, cum, done, b, tps)
+            self._end_run(start, cum, done, b, tps, bool(eager))
             return
         self.wake = env.event()
         yield env.timeout(total) | self.wake
@@ -670,10 +686,12 @@ class Instance:
             done = min(done, steps)
             yield env.timeout(max(0.0, start + cum[done - 1] - env.now))
         self.wake = None
-        self._end_run(start, cum, done, b, tps)
+        self._end_run(start, cum, done, b, tps, bool(eager))
 
-    def _end_run(self, start: float, cum: list, done: int, b: int, tps: float) -> None:
+    def _end_run(self, start: float, cum: list, done: int, b: int, tps: float, eager: bool = False) -> None:
         eng = self.eng
+        if self.cold_eager_after:
+            self._eager_step(eager, done)
         rec = eng.rec
         kv_end = self.kv_used() + b * tps * done
         if kv_end > self.peak_kv:

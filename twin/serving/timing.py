@@ -110,10 +110,10 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
                 "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
-                "host_probe_prompt_launch_s")
+                "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
-                     "cold_prompt_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
+                     "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
 
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
@@ -389,6 +389,12 @@ class IterationCosts:
         return h / (h + sizes_met) if h > 0 and self.engine.get("cold_prompt_s", 0.0) > 0 else 0.0
 
     @property
+    def cold_eager_after(self) -> int:
+        """Graph iterations since an instance's last eager one after which its next eager iteration
+        pays cold_eager_s (the eager host path gone cold, session s15srv2); 0: no such term."""
+        return int(self.engine.get("cold_eager_iterations", 0.0)) if self.engine.get("cold_eager_s", 0.0) > 0 else 0
+
+    @property
     def size_bin_tokens(self) -> int:
         """Flat batch sizes count as met in bins of this many tokens (1: each size its own; the
         engine table's new_size_bin_tokens: 16, measured by the s9srv campaign)."""
@@ -409,17 +415,20 @@ class IterationCosts:
 
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
-                    new_size: bool = False, new_bin: float = False, cold: float = 0.0) -> tuple[float, float]:
+                    new_size: bool = False, new_bin: float = False, cold: float = 0.0,
+                    cold_eager: bool = False) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
         behind `prefix_tokens` cached tokens (sum of the chunks' prefixes) whose latents are expanded;
         `new_size`: the engine's first iteration of this flat batch size, `new_bin`: of its bin of
         new_size_bin_tokens, as the share of new_bin_s it pays (new_bin_weight; True = 1) (each
-        charged when eager); `cold`: the share of cold_prompt_s a prompt iteration pays (cold_weight)."""
+        charged when eager); `cold`: the share of cold_prompt_s a prompt iteration pays (cold_weight);
+        `cold_eager`: the instance ran cold_eager_after graph iterations since its last eager one (cold_eager_s
+        charged when eager, as the first-size stalls)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold)
+                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold, cold_eager)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -432,7 +441,8 @@ class IterationCosts:
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
-                            new_size: bool = False, new_bin: float = False, cold: float = 0.0) -> tuple[float, float]:
+                            new_size: bool = False, new_bin: float = False, cold: float = 0.0,
+                            cold_eager: bool = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -461,6 +471,7 @@ class IterationCosts:
         stall = 0.0
         if eager:
             cold_s = e.get("cold_prompt_s", 0.0) * cold if prompt_tokens > 0 else 0.0
+            cold_s += e.get("cold_eager_s", 0.0) if cold_eager else 0.0
             stall = exposed_stall_s((e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin) + cold_s,
                                     kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
