@@ -40,7 +40,6 @@ import functools
 from collections import Counter
 from dataclasses import dataclass
 
-from twin.core.errors import InfeasiblePlan
 from twin.core.scenario import Scenario
 from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule
 from twin.core.units import GIB

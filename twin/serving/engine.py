@@ -634,7 +634,6 @@ class Instance:
         (at most MAX_RUN), as one SimPy timeout that an arrival (the wake event) cuts short at the
         end of the iteration in progress. Same iterations, same times as one by one."""
         eng, env = self.eng, self.eng.env
-        rec = eng.rec
         b = self.batch
         heap = self.heap
         while heap and self.epoch.get(heap[0][2]) != heap[0][1]:

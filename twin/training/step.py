@@ -1721,7 +1721,6 @@ def _costs_and_memory(sc: Scenario, profile: Profile | None, perturb: Perturb
         key = hit = None
     if hit is not None:
         return hit
-    gpu = sc.gpu
     profile = plan_profile(sc, profile)
     if perturb.compute_eff_scale != 1.0 or perturb.memory_eff_scale != 1.0:
         profile = profile.scaled(perturb.compute_eff_scale, perturb.memory_eff_scale)
