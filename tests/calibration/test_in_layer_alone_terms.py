@@ -88,16 +88,17 @@ def test_memory_alone_rows_are_read_from_the_fitting_split(tmp_path):
     assert fit.memory_alone_rows("h200", tmp_path).empty
 
 
-def test_committed_g2_profile_carries_the_alone_terms_of_its_records(monkeypatch):
-    """G2's committed candidate profile (h100; docs/notes/s15gl2_rule.md) holds the gather_eff and
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_committed_g2_profile_carries_the_alone_terms_of_its_records(gpu, monkeypatch):
+    """G2's committed candidate profiles (docs/notes/s15gl2_rule.md) hold the gather_eff and
     quant_bytes_per_elem its memory_alone records give, G's factors on compute time, and the twin
     reads it only with the switch on (no cache clearing: load_profile keys on the directory)."""
-    g2 = profile_from_json(json.loads(profile_mod.PROFILES_IN_LAYER_ALONE.joinpath("h100.json").read_text()))
-    assert g2.in_layer_gemm_compute_only and g2.in_layer == pytest.approx(fit.in_layer_terms("h100"))
-    quant_b, gather_eff = fit.alone_memory_terms(fit.memory_alone_rows("h100"), g2, gpu_spec("h100"))
+    g2 = profile_from_json(json.loads(profile_mod.PROFILES_IN_LAYER_ALONE.joinpath(f"{gpu}.json").read_text()))
+    assert g2.in_layer_gemm_compute_only and g2.in_layer == pytest.approx(fit.in_layer_terms(gpu))
+    quant_b, gather_eff = fit.alone_memory_terms(fit.memory_alone_rows(gpu), g2, gpu_spec(gpu))
     assert (g2.quant_bytes_per_elem, g2.gather_eff) == pytest.approx((quant_b, gather_eff), rel=1e-6)
-    assert g2.gather_eff != pytest.approx(_today("h100").gather_eff, rel=0.02)
+    assert g2.gather_eff != pytest.approx(_today(gpu).gather_eff, rel=0.02)
     monkeypatch.setattr(profile_mod, "ADOPT_IN_LAYER_ALONE_TERMS", True)
-    assert profile_mod.load_profile("h100").in_layer_gemm_compute_only
+    assert profile_mod.load_profile(gpu).in_layer_gemm_compute_only
     monkeypatch.setattr(profile_mod, "ADOPT_IN_LAYER_ALONE_TERMS", False)
-    assert not profile_mod.load_profile("h100").in_layer_gemm_compute_only
+    assert not profile_mod.load_profile(gpu).in_layer_gemm_compute_only
