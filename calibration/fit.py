@@ -97,6 +97,17 @@ ADOPT_GEMM_LAYER_SPEED = False
 # profiles fitted so go to twin/data/profiles_in_layer (twin.costs.profile.ADOPT_IN_LAYER_FACTORS)
 ADOPT_IN_LAYER_FACTORS = False
 IN_LAYER_FOLDERS = "s14gl_*"   # <gpu>/ folders of real/campaigns/s14gl.sh (gl_layer.csv, gl_ops.csv)
+# s15gl2's candidate G2 (docs/notes/s15gl2_rule.md): G's factors (the GEMM ones on the compute time
+# only, Profile.in_layer_gemm_compute_only), gather_eff and quant_bytes_per_elem fitted on the alone
+# memory rows of the fitting split (<gpu>/memory_alone.csv, real/campaigns/s15gl2.sh) instead of the
+# layers, stage 2 fitting transpose_eff only; profiles go to twin/data/profiles_in_layer_alone
+# (twin.costs.profile.ADOPT_IN_LAYER_ALONE_TERMS)
+ADOPT_IN_LAYER_ALONE_TERMS = False
+MEMORY_ALONE_FILE = "memory_alone.csv"
+# memory_alone ops the twin costs through Eager.gather / Eager.strided (gather_eff), and through
+# Eager.quant (quant_bytes_per_elem): calibration.predict._memory_ops
+GATHER_EFF_OPS = ("swiglu", "silu_strided", "mul_strided", "index_gather", "index_copy", "index_put_acc")
+QUANT_OPS = ("fp8_quant_1x128", "fp8_quant_rowwise")
 
 
 def _param_layout(fit_rows: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -237,7 +248,7 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
                    grouped_setup_s=setup_s, gemm_memory_eff=gemm_memory_eff,
                    gemm_overlap_p=overlap_p, topk=dict(base.topk),
                    group_row_tile=base.group_row_tile if group_row_tile is None else group_row_tile,
-                   in_layer=dict(base.in_layer))
+                   in_layer=dict(base.in_layer), in_layer_gemm_compute_only=base.in_layer_gemm_compute_only)
 
 
 # tile-wave model (twin.costs.compute.wave_factor), 128 x 128 output tiles, chosen per curve: one
@@ -316,7 +327,8 @@ GROUP_ROW_TILES = (0, 128, 256)  # candidate grouped-GEMM row tiles (compute.pad
 SCREEN_NFEV = 150   # residual evaluations of a row-tile screen (its cost only ranks the tiles)
 
 
-def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tuple[Profile, dict]:
+def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None,
+                alone_rows: pd.DataFrame | None = None) -> tuple[Profile, dict]:
     """Fit a profile to the fitting split of one GPU's records -> (profile, fit statistics).
     The grouped GEMMs' row tile is a discrete choice: the fit runs once per candidate in
     GROUP_ROW_TILES (where the records hold grouped GEMMs) and keeps the lowest fitting-split
@@ -330,17 +342,19 @@ def fit_profile(df: pd.DataFrame, gpu: str, base: Profile | None = None) -> tupl
     costs = {t: r["cost"] for t, r in screens.items()} or {tiles[0]: None}
     tile = min(costs, key=lambda t: costs[t] if costs[t] is not None else 0.0)
     x_start = screens[tile]["x"] if screens else None   # the full fit continues from the screen's solution
-    prof, stats = _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile), x_start=x_start)
+    prof, stats = _fit_profile(df, gpu, dataclasses.replace(base, group_row_tile=tile), x_start=x_start,
+                               alone_rows=alone_rows)
     stats["group_row_tile"] = tile
     stats["group_row_tile_cost"] = {str(t): c for t, c in costs.items()}
     return prof, stats
 
 
 def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False,
-                 x_start=None) -> tuple[Profile, dict]:
+                 x_start=None, alone_rows: pd.DataFrame | None = None) -> tuple[Profile, dict]:
     """The fit at one group_row_tile. `screen`: stage 1 alone (no tile-wave choice, at most
     SCREEN_NFEV evaluations), for comparing row tiles by cost (fit_profile); `x_start`: the
-    stage-1 starting point (a screen's solution)."""
+    stage-1 starting point (a screen's solution). `alone_rows`: memory_alone rows (G2, s15gl2):
+    gather_eff and quant_bytes_per_elem fitted on them (alone_memory_terms), not on the layers."""
     rows, topk_rows, cat_rows, layout = _select_primitive_rows(df, gpu)
     if ADOPT_GEMM_LAYER_CLOCK:   # stage 1 at the in-layer clock (s14gemm)
         rows = at_curve_clock(rows, layer_gemm_clock_mhz(df))
@@ -350,7 +364,11 @@ def _fit_profile(df: pd.DataFrame, gpu: str, base: Profile, screen: bool = False
     sol, waves = _fit_primitive_curves(problem, x_start)            # stage 1: curves, shared terms
     side = _fit_side_terms(problem, sol.x, topk_rows, cat_rows)     # topk, cat_eff
     speed = bf16_layer_speedup(df)[0] if ADOPT_GEMM_LAYER_SPEED else 1.0   # L2 (s14gemm)
-    layers, n_comp = _fit_layers(df, problem, sol.x, waves, side, speed)   # stage 2: quant, gather, transpose
+    held_terms = None
+    if alone_rows is not None:   # G2 (s15gl2): the two shared memory terms from the alone rows
+        held_terms = alone_memory_terms(alone_rows, build_profile(gpu, sol.x, problem.layout, side, wave_tiles=waves),
+                                        problem.spec)
+    layers, n_comp = _fit_layers(df, problem, sol.x, waves, side, speed, held_terms)   # stage 2
     prof, stats = _assemble_profile(problem, sol, waves, side, layers, n_comp)
     if speed == 1.0:
         return prof, stats
@@ -594,7 +612,8 @@ class _SeenKeys(dict):
 
 
 def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
-                base: Profile, bf16_speed: float = 1.0) -> tuple[tuple[float, float, float, dict], int]:
+                base: Profile, bf16_speed: float = 1.0,
+                held_terms: tuple[float, float] | None = None) -> tuple[tuple[float, float, float, dict], int]:
     """Stage 2 from the MoE and MLA layer records of the fitting split, every primitive curve held
     at stage 1's solution (`x`, `waves`; `base`: the base profile with the side terms): what
     real/'s eager layers do beyond the primitives. Fitted: the achieved cost of unfused FP8
@@ -606,12 +625,16 @@ def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
     up their GPU-side residuals (2026-11-24: it drifted to 37 us on the H100 and over-predicted
     the host-bound V2-Lite MLA layers by 40-90%).
     `bf16_speed`: the BF16 GEMM curves' in-layer speed-up (L2, s14gemm; 1: as fitted).
+    `held_terms`: (quant_bytes_per_elem, gather_eff) measured elsewhere (G2: alone_memory_terms),
+    held while only transpose_eff is fitted.
     Returns ((quant_bytes_per_elem, gather_eff, transpose_eff, {host class: s}), rows used)."""
     gpu, spec, layout = problem.gpu, problem.spec, problem.layout
     prof = build_profile(gpu, x, layout, base, wave_tiles=waves)
     held = split(df)
     comp = df[(~held) & df.bench.isin(COMPOSED_BENCHES)]
     if len(comp) < 2 * MIN_POINTS_PER_PARAM:
+        if held_terms:
+            return (held_terms[0], held_terms[1], prof.transpose_eff, {}), 0
         return (prof.quant_bytes_per_elem, prof.gather_eff, prof.transpose_eff, {}), 0
     records = comp.to_dict("records")
     log_meas = np.log(comp["time_s"].to_numpy(float))
@@ -631,10 +654,60 @@ def _fit_layers(df: pd.DataFrame, problem: _PrimitiveProblem, x, waves: dict,
         return np.log([predict_s(r, spec, p) for r in records]) - log_meas
 
     lo, hi = GATHER_EFF_BOUNDS
+    if held_terms:   # G2: transpose_eff alone, the other two held
+        quant_b, gather_eff = held_terms
+        sol = least_squares(lambda q: residuals([quant_b, gather_eff, q[0]]), [0.5], bounds=([lo], [hi]),
+                            x_scale=[0.1], loss="soft_l1", f_scale=0.1)
+        return (float(quant_b), float(gather_eff), float(sol.x[0]), host), len(records)
     sol = least_squares(residuals, [QUANT_BYTES_INITIAL, 0.8, 0.5],
                         bounds=([QUANT_BYTES_BOUNDS[0], lo, lo], [QUANT_BYTES_BOUNDS[1], hi, hi]),
                         x_scale=[10.0, 0.1, 0.1], loss="soft_l1", f_scale=0.1)
     return (float(sol.x[0]), float(sol.x[1]), float(sol.x[2]), host), len(records)
+
+
+def memory_alone_rows(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The fitting-split rows of <gpu>/memory_alone.csv (real/campaigns/s15gl2.sh), numeric columns
+    as numbers; empty without the file."""
+    path = Path(root) / gpu / MEMORY_ALONE_FILE
+    if not csv_exists(path):
+        return pd.DataFrame(columns=["bench", "op", "tokens", "width", "bytes_moved", "time_s"])
+    df = read_csv(path)
+    for c in ("tokens", "width", "bytes_moved", "time_s"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["op"] = df["op"].astype(str)
+    df = df[df["time_s"].notna() & (df["time_s"] > 0)].reset_index(drop=True)
+    return df[~split(df)].reset_index(drop=True) if len(df) else df
+
+
+def fit_one_term(rows: pd.DataFrame, profile: Profile, spec: GPUSpec, field: str, initial: float,
+                 bounds: tuple[float, float], x_scale: float) -> float:
+    """One profile term (`field`) by least squares (soft_l1, f_scale 0.1) on the log times of
+    `rows`, everything else of `profile` held."""
+    records = rows.to_dict("records")
+    log_meas = np.log(rows["time_s"].to_numpy(float))
+
+    def residuals(q):
+        p = dataclasses.replace(profile, **{field: float(q[0])})
+        return np.log([predict_s(r, spec, p) for r in records]) - log_meas
+
+    sol = least_squares(residuals, [initial], bounds=([bounds[0]], [bounds[1]]), x_scale=[x_scale],
+                        loss="soft_l1", f_scale=0.1)
+    return float(sol.x[0])
+
+
+def alone_memory_terms(rows: pd.DataFrame, profile: Profile, spec: GPUSpec) -> tuple[float, float]:
+    """G2 (docs/notes/s15gl2_rule.md): (quant_bytes_per_elem, gather_eff) from the memory_alone rows,
+    each a one-parameter fit over the rows the twin costs with it (QUANT_OPS, GATHER_EFF_OPS), the
+    stage-1 profile alone (predict_s drops in-layer factors for these rows). Raises ValueError
+    without such rows (no fallback to the layers: that is G)."""
+    quant, gather = rows[rows["op"].isin(QUANT_OPS)], rows[rows["op"].isin(GATHER_EFF_OPS)]
+    if quant.empty or gather.empty:
+        raise ValueError(f"{profile.gpu}: G2 needs fitting-split memory_alone rows of {QUANT_OPS} and "
+                         f"{GATHER_EFF_OPS} ({MEMORY_ALONE_FILE}, real/campaigns/s15gl2.sh); found "
+                         f"{len(quant)} and {len(gather)}")
+    quant_b = fit_one_term(quant, profile, spec, "quant_bytes_per_elem", QUANT_BYTES_INITIAL, QUANT_BYTES_BOUNDS, 10.0)
+    gather_eff = fit_one_term(gather, profile, spec, "gather_eff", 0.5, GATHER_EFF_BOUNDS, 0.1)
+    return quant_b, gather_eff
 
 
 COMPOSED_BENCHES = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
@@ -699,6 +772,7 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
         **({k: stats[k] for k in ("bf16_layer_speedup", "bf16_layer_clock_mhz", "bf16_records_clock_mhz")}
            if stats.get("bf16_layer_speedup") else {}),
         **({"in_layer": stats["in_layer"]} if stats.get("in_layer") else {}),
+        **({"memory_alone_rows": stats["memory_alone_rows"]} if stats.get("memory_alone_rows") else {}),
         **({"collectives": stats["collectives"]} if stats.get("collectives") else {}),
         **({"partials_reduce": stats["partials_reduce"]} if stats.get("partials_reduce") else {}),
     }
@@ -708,9 +782,16 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
     profile the curves start from and that terms no record informs keep (default_profile())."""
     df = rec.load_records(gpu, root)
-    if ADOPT_IN_LAYER_FACTORS:   # G (s15gl): stage 2 and everything after it under the in-layer factors
+    alone = None
+    if ADOPT_IN_LAYER_ALONE_TERMS:   # G2 (s15gl2): G's factors, GEMM ones on compute; memory terms alone
+        base = dataclasses.replace(base or default_profile(), in_layer=in_layer_terms(gpu, root),
+                                   in_layer_gemm_compute_only=True)
+        alone = memory_alone_rows(gpu, root)
+    elif ADOPT_IN_LAYER_FACTORS:   # G (s15gl): stage 2 and everything after it under the in-layer factors
         base = dataclasses.replace(base or default_profile(), in_layer=in_layer_terms(gpu, root))
-    prof, stats = fit_profile(df, gpu, base)
+    prof, stats = fit_profile(df, gpu, base, alone_rows=alone)
+    if alone is not None:
+        stats["memory_alone_rows"] = int(len(alone))
     if prof.in_layer:
         stats["in_layer"] = dict(prof.in_layer)
     ratios, per_kernel = sustained_ratios(Path(root) / gpu / "sustained.csv")

@@ -126,6 +126,10 @@ def _memory_ops(row, e: "Eager") -> None:
         e.topk(T, width, int(op[4:]))
     elif op in ("fp8_quant_1x128", "fp8_quant_rowwise"):
         e.quant(T * width)
+    elif op in ("silu_strided", "mul_strided"):   # memory_alone: one kernel of swiglu on chunk views
+        e.strided(nbytes)
+    elif op in ("index_gather", "index_copy", "index_put_acc"):   # memory_alone: one row gather/scatter
+        e.gather(nbytes)
     else:                                   # copy, softmax: one kernel each
         e.mem(nbytes)
 
@@ -178,7 +182,7 @@ def clock_factor(precision: str, row_clock_mhz, clocks: dict) -> float:
 
 # the benches that time one kernel alone (CUDA-graph loops, records.PRIMITIVE_BENCHES): predicted
 # without the in-layer factors (Profile.alone; s15gl's candidate G)
-ALONE_BENCHES = ("gemm", "grouped_gemm", "grouped_gemm_wgrad", "attn_fwd", "attn_bwd", "memory")
+ALONE_BENCHES = ("gemm", "grouped_gemm", "grouped_gemm_wgrad", "attn_fwd", "attn_bwd", "memory", "memory_alone")
 _LAST_ALONE: list = []   # [(profile, profile.alone())] of the last call: one object per trial profile
 
 
@@ -217,7 +221,7 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
         bwd = Eager(gpu, profile)
         bwd.attention(op, "bwd")
         return window_s(row, e.ops, bwd.ops)
-    if b == "memory":
+    if b in ("memory", "memory_alone"):   # memory_alone: s15gl2's fitting rows (real/bench/memory.py)
         _memory_ops(row, e)
         return window_s(row, [], e.ops)
     direction = "fwd" if b.endswith("_fwd") else "bwd"

@@ -16,6 +16,10 @@ Held out:
                 (router_topk, fp8_quant_*): real/ builds them from several PyTorch kernels, so they
                 are predicted as those kernels (router_topk: three torch.topk calls costed by the
                 topk rows' fit, plus elementwise kernels), never fitted;
+  memory_alone  (s15gl2: swiglu, strided silu / mul, fp8_quant_*, row gathers timed alone at 2,048 /
+                8,192 / 32,768 tokens, counts no `memory` row has) fitting, except tokens == 16384 as
+                for memory: the bench name tells them apart from the held-out `memory` rows of the
+                same ops (decided before the records existed, docs/notes/s15gl2_rule.md);
   decode_bmm, decode_linear, decode_elementwise  batch in {16, 192} (between the fitted decode
                 batches) or cache_len in {1041, 4097} (an unaligned length between the fitted ones,
                 a longer cache): the absorbed MLA's batched GEMMs, the decode step's projections
@@ -60,6 +64,8 @@ def is_held_out(row) -> bool:
     if b == "memory":
         return (int(row["tokens"]) in HELD_OUT_MEMORY_TOKENS or row["op"] in HELD_OUT_MEMORY_OPS
                 or row["op"] in MULTI_KERNEL_MEMORY_OPS)
+    if b == "memory_alone":
+        return int(row["tokens"]) in HELD_OUT_MEMORY_TOKENS
     if b in ("moe_layer_fwd", "moe_layer_bwd"):
         return (int(row["num_experts"]) in HELD_OUT_MOE_EXPERTS or float(row["skew"]) in HELD_OUT_MOE_SKEWS
                 or row["model"] in HELD_OUT_MODELS)

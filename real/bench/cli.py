@@ -31,7 +31,7 @@ from real.bench.gemm import (bench_gemm, bench_grouped, bench_grouped_small, ben
 from real.bench.kernels import bench_kernels
 from real.bench.mla_host import bench_mla_host
 from real.bench.mla_paired import bench_mla_paired
-from real.bench.memory import bench_memory, bench_topk
+from real.bench.memory import bench_memory, bench_memory_alone, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
 from real.bench.parallel_blocks import (bench_cp_allgather, bench_cp_blocks, bench_cp_ring, bench_parallel_blocks,
@@ -66,7 +66,7 @@ _FUNCTIONS = {
     "async_tp_405b": bench_async_tp_405b, "atp_parts": bench_atp_parts, "cp_sustained": bench_cp_sustained,
     "fa2_sustained": bench_fa2_sustained, "attn_small": bench_attn_small,
     "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep,
-    "gemm_in_layer": bench_gemm_in_layer,
+    "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

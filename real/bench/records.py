@@ -35,6 +35,8 @@ SHAPE_COLS = {
     "attention_layout": ["bench", "model", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim",
                          "causal", "precision", "layout"],
     "memory": ["bench", "op", "tokens", "width", "bytes_moved"],
+    # real/bench/memory.py section memory_alone (s15gl2): fitting-split memory kernels timed alone
+    "memory_alone": ["bench", "op", "tokens", "width", "bytes_moved", "split"],
     "moe_layer": ["bench", "model", "hidden_size", "moe_intermediate_size", "tokens",
                   "num_experts", "top_k", "num_shared_experts", "skew", "max_expert_tokens",
                   "mean_expert_tokens", "tokens_per_expert", "precision"],

@@ -53,7 +53,18 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     setup_s = profile.grouped_setup_s if groups > 1 else 0.0
     in_layer = profile.in_layer_factor(gemm_class("grouped_gemm" if groups > 1 else "gemm", precision))
-    return (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * in_layer
+    compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s, in_layer)
+    return (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
+
+
+def in_layer_gemm_split(profile: Profile, compute_s: float, in_layer: float) -> tuple[float, float]:
+    """(compute seconds, factor on the whole kernel time) of a GEMM under its in-layer factor: the
+    whole time (s15gl's G) or, with Profile.in_layer_gemm_compute_only (s15gl2's G2), the compute
+    time alone (the factor was measured on compute-bound GEMMs: a clock and L2 effect on the math,
+    not on operand streaming, launch or setup)."""
+    if profile.in_layer_gemm_compute_only:
+        return compute_s * in_layer, 1.0
+    return compute_s, in_layer
 
 
 def gemm_class(table: str, precision: str) -> str:
@@ -136,8 +147,10 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
         tiles += terms[2]
     compute_s *= wave_factor(tiles, gpu, tile, sm_frac)
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
+    compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s,
+                                                   profile.in_layer_factor(gemm_class("grouped_gemm", precision)))
     return ((roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + profile.grouped_setup_s)
-            * profile.in_layer_factor(gemm_class("grouped_gemm", precision)))
+            * kernel_factor)
 
 
 def _group_terms(rows, n: int, k: int, curve: GemmCurve, peak: float, in_bytes: float, tile: int, row_tile: int,

@@ -125,6 +125,9 @@ A profile also describes the *software stack* that ran the kernels, as data:
     only its candidate profiles in twin/data/profiles_in_layer carry it); it multiplies
     compute.gemm_time_s, grouped_gemm_time_s, memory_time_s, quantize_time_s and cast_time_s;
     kernel records timed alone are predicted without it (Profile.alone). Empty: 1.
+  in_layer_gemm_compute_only: the GEMM classes' in_layer factor scales the compute time only
+    (before the roofline; memory time, launch and grouped setup unscaled), as s15gl2's candidate G2
+    defines it (docs/notes/s15gl2_rule.md; only its profiles in twin/data/profiles_in_layer_alone set it).
 
 Until a calibrated profile exists for a GPU, `default_profile()` is used: its numbers come from
 published kernel tables (sources inline) and are flagged as uncalibrated in every output.
@@ -155,10 +158,17 @@ PROFILES_GEMM_LAYER_SPEED = resources.files("twin.data").joinpath("profiles_gemm
 # factors (Profile.in_layer, stage 2 refitted under them: calibration.fit.ADOPT_IN_LAYER_FACTORS)
 ADOPT_IN_LAYER_FACTORS = False
 PROFILES_IN_LAYER = resources.files("twin.data").joinpath("profiles_in_layer")
+# s15gl2's candidate G2 (docs/notes/s15gl2_rule.md): G's factors with the GEMM ones on the compute
+# time only (Profile.in_layer_gemm_compute_only), gather_eff and quant_bytes_per_elem fitted on alone
+# memory rows of the fitting split (calibration.fit.ADOPT_IN_LAYER_ALONE_TERMS)
+ADOPT_IN_LAYER_ALONE_TERMS = False
+PROFILES_IN_LAYER_ALONE = resources.files("twin.data").joinpath("profiles_in_layer_alone")
 
 
 def profiles_dir():
     """The directory of the profiles the twin reads (PROFILES, or a candidate's when on)."""
+    if ADOPT_IN_LAYER_ALONE_TERMS:
+        return PROFILES_IN_LAYER_ALONE
     if ADOPT_IN_LAYER_FACTORS:
         return PROFILES_IN_LAYER
     if ADOPT_GEMM_LAYER_SPEED:
@@ -273,6 +283,8 @@ class Profile:
     # class ("gemm/<bf16|fp8>", "grouped_gemm/<bf16|fp8>", "memory"), measured by s14gl's campaign
     # (calibration.gemm_in_layer.in_layer_factors); empty: 1 (kernels cost as timed alone)
     in_layer: dict = field(default_factory=dict)
+    # s15gl2's candidate G2: the GEMM factors of in_layer on the compute time only
+    in_layer_gemm_compute_only: bool = False
 
     def in_layer_factor(self, kernel_class: str) -> float:
         """The in-layer time factor of a kernel class (Profile.in_layer; 1 where unmeasured)."""
@@ -408,6 +420,7 @@ class Profile:
             **({"gemm_clock_mhz": dict(self.gemm_clock_mhz)} if self.gemm_clock_mhz else {}),
             **({"bf16_layer_speedup": self.bf16_layer_speedup} if self.bf16_layer_speedup else {}),
             **({"in_layer": dict(self.in_layer)} if self.in_layer else {}),
+            **({"in_layer_gemm_compute_only": True} if self.in_layer_gemm_compute_only else {}),
             "provenance": self.provenance,
             **({"collectives": {k: dict(v) for k, v in self.collectives.items()}} if self.collectives else {}),
         }
@@ -475,6 +488,7 @@ def profile_from_json(data: dict) -> Profile:
         gemm_clock_mhz={k: float(v) for k, v in data.get("gemm_clock_mhz", {}).items()},
         bf16_layer_speedup=float(data.get("bf16_layer_speedup", 0.0)),
         in_layer={k: float(v) for k, v in data.get("in_layer", {}).items()},
+        in_layer_gemm_compute_only=bool(data.get("in_layer_gemm_compute_only", False)),
     )
 
 
