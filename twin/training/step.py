@@ -171,7 +171,9 @@ HIDDEN_WIDTH_OPS = frozenset({"attn_norm", "ffn_norm", "residual_add", "hidden_d
 # block's compiled backward graph reads: not the tail from the block's last GEMM on, nor the TP
 # collective after it (StepCosts._full_recompute_tasks; docs/notes/s14ac_rule.md). Off: the s14ac rule's
 # implementation check (each row's step shortened by no more than the busiest rank's removed recompute)
-# failed on the pipelined rows, whose critical path carries the removed work of more micro-batches
+# failed on the pipelined rows, whose critical path carries the removed work of more micro-batches;
+# re-judged per micro-batch slot (docs/notes/s15tt_rule.md part A): the step bound holds on every row,
+# the per-op check as stated (a rank's mean removal) fails on the interleaved row's unequal chunks
 ADOPT_COMPILED_FULL_AC_TAIL = False
 
 
