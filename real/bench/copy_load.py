@@ -66,65 +66,99 @@ def copies_per_period(dev, pair, busy_s: float) -> int:
     return max(1, round(busy_s / per)) if per > 0 else 1
 
 
+class CopyStreams:
+    """Side streams kept busy with device-to-device copies independently of the kernel: each is topped
+    up to QUEUED_BATCHES batches of `copies` copies whenever the host passes (`top_up`), so a stream
+    never runs dry while the host waits on the kernel. `done_bytes` counts the bytes (read + write) of
+    the batches found finished."""
+
+    QUEUED_BATCHES = 2
+
+    def __init__(self, dev, pairs, copies: int):
+        self.cuda = dev.type == "cuda"
+        self.pairs, self.copies = pairs, copies
+        self.streams = [torch.cuda.Stream() for _ in pairs] if self.cuda else [None] * len(pairs)
+        self.pending = [[] for _ in pairs]
+        self.done_bytes = 0.0
+
+    def _batch(self, i: int):
+        src, dst = self.pairs[i]
+        if not self.cuda:
+            for _ in range(self.copies):
+                dst.copy_(src)
+            self.done_bytes += 2.0 * src.numel() * self.copies
+            return
+        with torch.cuda.stream(self.streams[i]):
+            for _ in range(self.copies):
+                dst.copy_(src)
+            end = torch.cuda.Event()
+            end.record()
+        self.pending[i].append(end)
+
+    def top_up(self) -> None:
+        for i, (src, _) in enumerate(self.pairs):
+            while self.pending[i] and self.pending[i][0].query():
+                self.pending[i].pop(0)
+                self.done_bytes += 2.0 * src.numel() * self.copies
+            while self.cuda and len(self.pending[i]) < self.QUEUED_BATCHES:
+                self._batch(i)
+            if not self.cuda:
+                self._batch(i)
+
+    def wait_oldest(self) -> None:
+        """Block on the oldest queued batch of the first stream (the host's pace without a kernel)."""
+        if self.cuda and self.pending and self.pending[0]:
+            self.pending[0][0].synchronize()
+
+    def drain(self) -> None:
+        for i, (src, _) in enumerate(self.pairs):
+            for end in self.pending[i]:
+                end.synchronize()
+                self.done_bytes += 2.0 * src.numel() * self.copies
+            self.pending[i] = []
+
+
 def hold_with_copies(rec, timer, dev, kernel: str, precision: str, fn, flops: float, calls: int,
                      pairs, copies: int, hold_s: float, window_s: float = COPY_WINDOW_S) -> int:
-    """Run `calls` calls of fn (none where fn is None) and `copies` copies on each side stream per
-    period, one period kept queued ahead, for hold_s seconds; one copy_load row per window."""
+    """Run fn back to back, `calls` calls a period, one period kept queued ahead (none where fn is
+    None), while CopyStreams keeps each side stream busy, for hold_s seconds; one copy_load row per
+    window (the copies' bytes/s: batches finished in the window over its wall time)."""
     cuda = dev.type == "cuda"
-    side = [torch.cuda.Stream() for _ in pairs] if cuda else [None] * len(pairs)
+    side = CopyStreams(dev, pairs, copies)
     t0 = time.perf_counter()
     window = 0
+    prev = None
     while time.perf_counter() - t0 < hold_s:
         window += 1
-        w0, e0 = time.perf_counter(), timer.tel.energy_j()
-        clocks, kernel_s, copy_s, periods, prev = [], 0.0, [], 0, None
+        w0, e0, b0 = time.perf_counter(), timer.tel.energy_j(), side.done_bytes
+        clocks, kernel_s, periods = [], 0.0, 0
         while time.perf_counter() - w0 < min(window_s, hold_s):
+            side.top_up()
+            if fn is None:
+                side.wait_oldest()
+                clocks.append(timer.tel.sm_clock_mhz())
+                continue
             h0 = time.perf_counter()
-            evs = []
-            for (src, dst), s in zip(pairs, side):
-                if cuda:
-                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    a.record(s)
-                    with torch.cuda.stream(s):
-                        for _ in range(copies):
-                            dst.copy_(src)
-                    b.record(s)
-                    evs.append((a, b))
-                else:
-                    for _ in range(copies):
-                        dst.copy_(src)
-            k = None
-            if fn is not None:
-                if cuda:
-                    k = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                    k[0].record()
-                for _ in range(calls):
-                    fn()
-                if cuda:
-                    k[1].record()
             if cuda:
+                k = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                k[0].record()
+            for _ in range(calls):
+                fn()
+            if cuda:
+                k[1].record()
                 clocks.append(timer.tel.sm_clock_mhz())
                 if prev is not None:   # the period before this one: this one is still queued
-                    prev_k, prev_evs = prev
-                    if prev_k is not None:
-                        prev_k[1].synchronize()
-                        kernel_s += prev_k[0].elapsed_time(prev_k[1]) * 1e-3
-                    for a, b in prev_evs:
-                        b.synchronize()
-                        copy_s.append(a.elapsed_time(b) * 1e-3)
+                    prev[1].synchronize()
+                    kernel_s += prev[0].elapsed_time(prev[1]) * 1e-3
                     periods += 1
-                prev = (k, evs)
+                prev = k
             else:
-                kernel_s += time.perf_counter() - h0 if fn is not None else 0.0
-                copy_s += [time.perf_counter() - h0] * len(pairs)
+                kernel_s += time.perf_counter() - h0
                 periods += 1
-        if cuda and prev is not None:
-            torch.cuda.synchronize()
         wall = time.perf_counter() - w0
         power = (timer.tel.energy_j() - e0) / wall
         t = kernel_s / (periods * calls) if fn is not None and periods else math.nan
-        per_copy_s = sum(copy_s) / (len(copy_s) * copies) if copy_s else math.nan
-        copy_rate = (2 * COPY_BYTES * len(pairs) / per_copy_s) if copy_s and per_copy_s > 0 else 0.0
+        copy_rate = (side.done_bytes - b0) / wall
         clock = sorted(clocks)[len(clocks) // 2] if clocks else timer.tel.sm_clock_mhz()
         rec.row("copy_load", bench="copy_load", kernel=kernel, precision=precision, copy_streams=len(pairs),
                 window=window, elapsed_s=time.perf_counter() - t0, temperature_c=timer.tel.temperature_c(),
@@ -135,6 +169,9 @@ def hold_with_copies(rec, timer, dev, kernel: str, precision: str, fn, flops: fl
                 bytes=math.nan, achieved_flops_per_s=flops / t if fn is not None and t > 0 else math.nan,
                 achieved_bytes_per_s=copy_rate, sm_clock_mhz=clock, mem_clock_mhz=timer.tel.mem_clock_mhz(),
                 power_w=power, energy_j=power * wall)
+    if cuda:
+        torch.cuda.synchronize()
+    side.drain()
     return window
 
 
