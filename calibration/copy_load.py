@@ -85,14 +85,15 @@ def sm_budget_w(point: KernelPoint, idle: float, alone: dict) -> float:
     return point.power_w - idle - (alone[point.copy_streams][0] if point.copy_streams else 0.0)
 
 
-def fit_exponent(df: pd.DataFrame, kernel: tuple[str, str] = LAW_KERNEL) -> tuple[float, float]:
-    """(k, rms of log D) of log D = c + k log s over the kernel's settled windows."""
+def fit_exponent(df: pd.DataFrame, kernel: tuple[str, str] = LAW_KERNEL, on: str = "speed") -> tuple[float, float]:
+    """(k, rms of log D) of log D = c + k log s over the kernel's settled windows (on="clock": the SM
+    clock in place of the speed, a diagnostic)."""
     idle, alone = idle_w(df), copies_alone(df)
     prefix, precision = kernel
     rows = settled(df[df["kernel"].astype(str).str.startswith(prefix) & (df["precision"] == precision)])
     copy_w = rows["copy_streams"].map(lambda n: alone[int(n)][0] if n else 0.0).to_numpy(float)
     d = rows["power_w"].to_numpy(float) - idle - copy_w
-    s = 1.0 / rows["time_s"].to_numpy(float)
+    s = 1.0 / rows["time_s"].to_numpy(float) if on == "speed" else rows["sm_clock_mhz"].to_numpy(float)
     if len(d) < 3 or (d <= 0).any():
         raise ValueError(f"copy_load: {len(d)} usable windows of {kernel!r}")
     a = np.vstack([np.ones(len(s)), np.log(s)]).T
@@ -166,6 +167,12 @@ def main(argv=None) -> int:
             print(f"  {name:10s} x{p.copy_streams}: {p.power_w:5.0f} W, SM budget {sm_budget_w(p, idle, alone):5.0f} W, "
                   f"{p.clock_mhz:5.0f} MHz, speed {p.speed_per_s:8.2f}/s, copies {p.copy_bytes_per_s / 1e9:5.0f} GB/s, "
                   f"capped {p.capped_frac:.2f}")
+    for name, kernel in (("BF16 GEMM", LAW_KERNEL), ("FP8 GEMM", FP8_KERNEL), ("FA2 fwd 8K", FA2_KERNEL)):
+        try:
+            (ks, rs), (kc, rc) = fit_exponent(df, kernel), fit_exponent(df, kernel, on="clock")
+            print(f"  {name}: k on speed {ks:.2f} (rms {rs:.3f}), on clock {kc:.2f} (rms {rc:.3f})")
+        except ValueError as e:
+            print(f"  {name}: {e}")
     ok = True
     for name, (holds, figures) in criteria(df).items():
         ok &= holds
