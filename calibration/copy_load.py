@@ -59,9 +59,10 @@ def idle_w(df: pd.DataFrame) -> float:
     return float(df.loc[df["kernel"] == "idle", "power_w"].median())
 
 
-def copies_alone(df: pd.DataFrame) -> dict[int, tuple[float, float, float]]:
-    """copy streams -> (draw above idle W, copy bytes/s, share of windows power-capped) of the copies alone."""
-    idle = idle_w(df)
+def copies_alone(df: pd.DataFrame, idle: float | None = None) -> dict[int, tuple[float, float, float]]:
+    """copy streams -> (draw above idle W, copy bytes/s, share of windows power-capped) of the copies alone
+    (idle: the static part, default the file's idle row)."""
+    idle = idle_w(df) if idle is None else idle
     alone = settled(df[df["kernel"] == "copies only"])
     return {int(n): (float(g["power_w"].median()) - idle, float(g["copy_bytes_per_s"].median()),
                      float(_capped(g["clock_event_reasons"]).mean()))
@@ -85,10 +86,12 @@ def sm_budget_w(point: KernelPoint, idle: float, alone: dict) -> float:
     return point.power_w - idle - (alone[point.copy_streams][0] if point.copy_streams else 0.0)
 
 
-def fit_exponent(df: pd.DataFrame, kernel: tuple[str, str] = LAW_KERNEL, on: str = "speed") -> tuple[float, float]:
+def fit_exponent(df: pd.DataFrame, kernel: tuple[str, str] = LAW_KERNEL, on: str = "speed",
+                 idle: float | None = None) -> tuple[float, float]:
     """(k, rms of log D) of log D = c + k log s over the kernel's settled windows (on="clock": the SM
     clock in place of the speed, a diagnostic)."""
-    idle, alone = idle_w(df), copies_alone(df)
+    idle = idle_w(df) if idle is None else idle
+    alone = copies_alone(df, idle)
     prefix, precision = kernel
     rows = settled(df[df["kernel"].astype(str).str.startswith(prefix) & (df["precision"] == precision)])
     copy_w = rows["copy_streams"].map(lambda n: alone[int(n)][0] if n else 0.0).to_numpy(float)
@@ -109,9 +112,11 @@ def predicted_speed_ratio(points: list[KernelPoint], idle: float, alone: dict, k
     return pred, pn.speed_per_s / p0.speed_per_s
 
 
-def criteria(df: pd.DataFrame) -> dict:
-    """docs/notes/s15tt_rule.md part C, M1-M6: {name: (holds, figures)}."""
-    idle, alone = idle_w(df), copies_alone(df)
+def criteria(df: pd.DataFrame, idle: float | None = None) -> dict:
+    """docs/notes/s15tt_rule.md part C, M1-M6: {name: (holds, figures)} (idle: the law's static part,
+    default the file's idle row)."""
+    idle = idle_w(df) if idle is None else idle
+    alone = copies_alone(df, idle)
     n_max = max(alone) if alone else 0
     bf16, fp8, fa2 = (kernel_points(df, k) for k in (LAW_KERNEL, FP8_KERNEL, FA2_KERNEL))
     out = {}
@@ -134,7 +139,7 @@ def criteria(df: pd.DataFrame) -> dict:
         f4[name] = [round(r, 3) for r in rel]
     out["M3 GEMMs capped, slowed >= 3%"] = (m3, f3)
     out["M4 copy rate beside GEMMs within 15%"] = (m4, f4)
-    k, rms = fit_exponent(df)
+    k, rms = fit_exponent(df, idle=idle)
     out["M5 BF16 fit"] = (1.0 <= k <= 4.0 and rms <= 0.03, {"k": k, "rms_log": rms})
     f6, m6 = {}, True
     for name, pts, tol in (("fp8", fp8, 0.03), ("fa2", fa2, 0.05)):
@@ -148,9 +153,9 @@ def criteria(df: pd.DataFrame) -> dict:
     return out
 
 
-def measured_exponent(path: Path | str) -> float:
-    """The law's exponent from a copy_load.csv (the BF16 GEMM's fit)."""
-    return fit_exponent(read_csv(path))[0]
+def measured_exponent(path: Path | str, idle: float | None = None) -> float:
+    """The law's exponent from a copy_load.csv (the BF16 GEMM's fit, static part `idle`)."""
+    return fit_exponent(read_csv(path), idle=idle)[0]
 
 
 def main(argv=None) -> int:
@@ -159,8 +164,12 @@ def main(argv=None) -> int:
         print("usage: python -m calibration.copy_load COPY_LOAD_CSV", file=sys.stderr)
         return 2
     df = read_csv(argv[0])
-    idle, alone = idle_w(df), copies_alone(df)
-    print(f"{argv[0]}: idle {idle:.0f} W; copies alone (streams: W above idle, GB/s, capped share): "
+    from calibration.power_cap import idle_power_w   # lazy: power_cap reads this module lazily too
+    idle = idle_power_w("h100")   # the law's static part (power.csv: a clocked idle board, s14tt)
+    alone = copies_alone(df, idle)
+    clk = settled(df[df["kernel"] == "copies only"]).groupby("copy_streams")["sm_clock_mhz"].median().to_dict()
+    print(f"{argv[0]}: static part {idle:.0f} W (h100/power.csv; this file's idle row {idle_w(df):.0f} W); "
+          f"copies-only SM clock by streams {clk}; copies alone (streams: W above idle, GB/s, capped share): "
           + ", ".join(f"{n}: {w:.0f} W {b / 1e9:.0f} GB/s {c:.2f}" for n, (w, b, c) in sorted(alone.items())))
     for name, kernel in (("BF16 GEMM", LAW_KERNEL), ("FP8 GEMM", FP8_KERNEL), ("FA2 fwd 8K", FA2_KERNEL)):
         for p in kernel_points(df, kernel):
@@ -169,12 +178,12 @@ def main(argv=None) -> int:
                   f"capped {p.capped_frac:.2f}")
     for name, kernel in (("BF16 GEMM", LAW_KERNEL), ("FP8 GEMM", FP8_KERNEL), ("FA2 fwd 8K", FA2_KERNEL)):
         try:
-            (ks, rs), (kc, rc) = fit_exponent(df, kernel), fit_exponent(df, kernel, on="clock")
+            (ks, rs), (kc, rc) = fit_exponent(df, kernel, idle=idle), fit_exponent(df, kernel, on="clock", idle=idle)
             print(f"  {name}: k on speed {ks:.2f} (rms {rs:.3f}), on clock {kc:.2f} (rms {rc:.3f})")
         except ValueError as e:
             print(f"  {name}: {e}")
     ok = True
-    for name, (holds, figures) in criteria(df).items():
+    for name, (holds, figures) in criteria(df, idle).items():
         ok &= holds
         print(f"{name}: {'holds' if holds else 'FAILS'} {figures}")
     return 0 if ok else 1

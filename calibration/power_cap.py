@@ -188,8 +188,8 @@ def power_law(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR, adopt:
         return fit_power_law(read_csv(Path(root) / gpu / DUTY_RECORDS))
     if ADOPT_COPY_LOAD_LAW if copy_load is None else copy_load:
         from calibration.copy_load import COPY_LOAD_RECORDS, measured_exponent   # lazy: it reads only when adopted
-        return PowerLaw(idle_power_w(gpu, root), measured_exponent(Path(root) / gpu / COPY_LOAD_RECORDS),
-                        source="copy load")
+        idle = idle_power_w(gpu, root)
+        return PowerLaw(idle, measured_exponent(Path(root) / gpu / COPY_LOAD_RECORDS, idle), source="copy load")
     return PowerLaw(idle_power_w(gpu, root), DYNAMIC_POWER_EXPONENT)
 
 

@@ -49,6 +49,9 @@ def test_exponent_recovered_and_criteria_hold(tmp_path):
     df = cl.read_csv(_records(tmp_path / "copy_load.csv", k=2.0))
     k, rms = cl.fit_exponent(df)
     assert k == pytest.approx(2.0, rel=1e-6) and rms < 1e-9
+    # a static part taken higher than the records' (a clocked idle board against a file's down-clocked
+    # idle row) moves only the kernel-alone point's budget: the exponent shifts
+    assert cl.fit_exponent(df, idle=118.0)[0] != pytest.approx(2.0, rel=1e-3)
     assert cl.copies_alone(df)[4][0] == pytest.approx(160.0)
     got = cl.criteria(df)
     assert all(holds for holds, _ in got.values()), got
@@ -71,15 +74,16 @@ def test_criteria_fail_where_they_must(tmp_path):
 
 def test_both_settings_of_the_switch(tmp_path, monkeypatch):
     (tmp_path / "h100").mkdir()
-    (tmp_path / "h100" / "power.csv").write_text("config,power_w\nidle,118.0\n")
+    # the law's static part is power.csv's idle (a clocked idle board), here the synthetic records' own
+    (tmp_path / "h100" / "power.csv").write_text("config,power_w\nidle,100.0\n")
     _records(tmp_path / "h100" / "copy_load.csv", k=1.7)
     (tmp_path / "h100" / "sustained.csv").write_text(
         "config,precision,phase,window,power_w,sm_clock_mhz\n"
         + "".join(f"gemm m=8192 n=4096 k=7168,bf16,sustained,{w},713,1350\n" for w in range(1, 5)))
     assumed = pc.power_law("h100", tmp_path, copy_load=False)
     measured = pc.power_law("h100", tmp_path, copy_load=True)
-    assert (assumed.static_w, assumed.exponent) == (118.0, pc.DYNAMIC_POWER_EXPONENT)
-    assert (measured.static_w, measured.source) == (118.0, "copy load")
+    assert (assumed.static_w, assumed.exponent) == (100.0, pc.DYNAMIC_POWER_EXPONENT)
+    assert (measured.static_w, measured.source) == (100.0, "copy load")
     assert measured.exponent == pytest.approx(1.7, rel=1e-6)
     monkeypatch.setattr(pc, "ADOPT_COPY_LOAD_LAW", True)
     assert pc.power_law("h100", tmp_path) == measured
@@ -87,5 +91,5 @@ def test_both_settings_of_the_switch(tmp_path, monkeypatch):
     assert pc.power_law("h100", tmp_path) == assumed
     # a lower exponent slows the 500 W clock of the same 713 W kernel
     slow, fast = (pc.clock_frac_at(500.0, "h100", root=tmp_path, law=lw) for lw in (measured, assumed))
-    assert slow == pytest.approx(((500 - 118) / (713 - 118)) ** (1 / 1.7)) and slow < fast
+    assert slow == pytest.approx(((500 - 100) / (713 - 100)) ** (1 / 1.7)) and slow < fast
     assert not math.isnan(slow)
