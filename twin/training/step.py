@@ -179,8 +179,8 @@ ADOPT_COMPILED_FULL_AC_TAIL = False
 # plan.recompute 'full' as torchtitan applies it (parallelize_llama.apply_ac @ 9dec370 wraps each
 # TransformerBlock of model.layers, nothing else): the ops outside the blocks (embedding, final norm,
 # output head, loss: StepCosts.extra_first / extra_last) run once a micro-batch, never recomputed
-# (docs/notes/s15tt_rule.md part E)
-ADOPT_AC_BLOCKS_ONLY = False
+# (docs/notes/s15tt_rule.md part E: adopted, its three implementation checks hold)
+ADOPT_AC_BLOCKS_ONLY = True
 
 
 def local_tokens(sc: Scenario) -> int:
