@@ -24,9 +24,16 @@ TOL_S = 1e-9
 
 
 def _run(sc, adopt: bool):
-    step_mod.ADOPT_COMPILED_FULL_AC_TAIL = adopt
+    """The step with ADOPT_COMPILED_FULL_AC_TAIL `adopt`, under part A's setting of the head's
+    recompute (ADOPT_AC_BLOCKS_ONLY off, as when part A was computed); both switches restored after."""
+    saved = step_mod.ADOPT_COMPILED_FULL_AC_TAIL, step_mod.ADOPT_AC_BLOCKS_ONLY
+    step_mod.ADOPT_COMPILED_FULL_AC_TAIL, step_mod.ADOPT_AC_BLOCKS_ONLY = adopt, False
     step_mod._PREPARED.clear()   # costs built under the other setting are kept there
-    return step_mod.simulate_step(sc, record_events=True)
+    try:
+        return step_mod.simulate_step(sc, record_events=True)
+    finally:
+        step_mod.ADOPT_COMPILED_FULL_AC_TAIL, step_mod.ADOPT_AC_BLOCKS_ONLY = saved
+        step_mod._PREPARED.clear()
 
 
 def backward_slots(sc) -> int:
@@ -96,12 +103,14 @@ def main(ids: list[str]) -> int:
 # ---- part E (docs/notes/s15tt_rule.md): ADOPT_AC_BLOCKS_ONLY, the ops outside the blocks not recomputed
 
 def _run_blocks_only(sc, adopt: bool):
+    saved = step_mod.ADOPT_AC_BLOCKS_ONLY
     step_mod.ADOPT_AC_BLOCKS_ONLY = adopt
     step_mod._PREPARED.clear()
     try:
         return step_mod.simulate_step(sc, record_events=True)
     finally:
-        step_mod.ADOPT_AC_BLOCKS_ONLY = False
+        step_mod.ADOPT_AC_BLOCKS_ONLY = saved
+        step_mod._PREPARED.clear()
 
 
 def _by_op(result) -> tuple[dict, dict]:
