@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import records as rec
 from calibration.records_io import read_csv
 
 COPY_LOAD_RECORDS = "copy_load.csv"
@@ -158,14 +159,20 @@ def measured_exponent(path: Path | str, idle: float | None = None) -> float:
     return fit_exponent(read_csv(path), idle=idle)[0]
 
 
+def static_power_w(gpu: str = "h100") -> float:
+    """The law's static part: the measured idle power of gpu/power.csv (config `idle`), as
+    calibration.power_cap.idle_power_w reads it (not imported: power_cap reads this module)."""
+    p = read_csv(Path(rec.MEASUREMENTS_DIR) / gpu / "power.csv")
+    return float(p.loc[p["config"] == "idle", "power_w"].median())
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         print("usage: python -m calibration.copy_load COPY_LOAD_CSV", file=sys.stderr)
         return 2
     df = read_csv(argv[0])
-    from calibration.power_cap import idle_power_w   # lazy: power_cap reads this module lazily too
-    idle = idle_power_w("h100")   # the law's static part (power.csv: a clocked idle board, s14tt)
+    idle = static_power_w()   # the law's static part (power.csv: a clocked idle board, s14tt)
     alone = copies_alone(df, idle)
     clk = settled(df[df["kernel"] == "copies only"]).groupby("copy_streams")["sm_clock_mhz"].median().to_dict()
     print(f"{argv[0]}: static part {idle:.0f} W (h100/power.csv; this file's idle row {idle_w(df):.0f} W); "

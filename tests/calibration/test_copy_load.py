@@ -93,3 +93,14 @@ def test_both_settings_of_the_switch(tmp_path, monkeypatch):
     slow, fast = (pc.clock_frac_at(500.0, "h100", root=tmp_path, law=lw) for lw in (measured, assumed))
     assert slow == pytest.approx(((500 - 100) / (713 - 100)) ** (1 / 1.7)) and slow < fast
     assert not math.isnan(slow)
+
+
+def test_committed_records_fail_the_rule_as_the_note_says():
+    """h100/copy_load.csv (campaign s15ttpw): M1-M3 hold, M4-M6 fail (the copies lose most of their
+    rate beside a kernel), so ADOPT_COPY_LOAD_LAW stays off."""
+    from calibration import records as rec
+    df = cl.read_csv(rec.MEASUREMENTS_DIR / "h100" / cl.COPY_LOAD_RECORDS)
+    got = cl.criteria(df, idle=pc.idle_power_w("h100"))
+    holds = {name.split()[0]: ok for name, (ok, _) in got.items()}
+    assert holds == {"M1": True, "M2": True, "M3": True, "M4": False, "M5": False, "M6": False}
+    assert not pc.ADOPT_COPY_LOAD_LAW
