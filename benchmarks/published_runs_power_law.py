@@ -7,7 +7,10 @@ power ~ f^3). Here they are re-derived under the law fitted to the duty sweep (h
 campaign s14tt; NOT adopted: the rule's criteria 2 and 3 fail) or under a law given by hand, swapped
 into the loaded catalog for this process only, and the rows compared before and after.
 
-Usage: PYTHONPATH=. python benchmarks/published_runs_power_law.py [--static-w W --exponent K]  (~1 min)
+With --copy-load: the law with the exponent measured beside copy-engine traffic (h100/copy_load.csv,
+campaign s15ttpw; docs/notes/s15tt_rule.md part C, whose rows R1-R5 this prints).
+
+Usage: PYTHONPATH=. python benchmarks/published_runs_power_law.py [--static-w W --exponent K | --copy-load]  (~1 min)
 """
 
 from __future__ import annotations
@@ -49,9 +52,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--static-w", type=float, help="the law's static part (with --exponent; default: the duty sweep's fit)")
     ap.add_argument("--exponent", type=float)
+    ap.add_argument("--copy-load", action="store_true", help="the exponent of h100/copy_load.csv (s15tt part C)")
     args = ap.parse_args(argv)
-    law = (pc.PowerLaw(args.static_w, args.exponent, source="given") if args.static_w is not None and args.exponent
-           else pc.power_law(adopt=True))
+    if args.copy_load:
+        law = pc.power_law(adopt=False, copy_load=True)
+    elif args.static_w is not None and args.exponent:
+        law = pc.PowerLaw(args.static_w, args.exponent, source="given")
+    else:
+        law = pc.power_law(adopt=True)
     before, sb = errors()
     with card_under(law) as row:
         after, sa = errors()

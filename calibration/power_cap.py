@@ -59,6 +59,10 @@ MAX_SM_CLOCK_MHZ = 1980.0      # H100/H200 SXM maximum SM clock (env.json max_sm
 # k 1.20, rms 26.7 W; FA2 held out median 7.5%, max 17.2%): the cap acts on a window shorter than the
 # sweep's periods, so the limited windows do not follow the averaged law. Not adopted.
 ADOPT_MEASURED_POWER_LAW = False
+# The law's exponent measured below a kernel's own clock at our limit (s15tt, docs/notes/s15tt_rule.md part C;
+# calibration.copy_load): the BF16 GEMM beside copy-engine traffic, the static part the idle power. Adopted
+# only by that rule's criteria (records M1-M6, rows R1-R5); off, the assumed exponent stands.
+ADOPT_COPY_LOAD_LAW = False
 DUTY_RECORDS = "duty_sweep.csv"
 DUTY_SETTLED_WINDOW = 3        # a 5 s point's windows from the 3rd second on (the clock has settled)
 POWER_CAP_REASON = 0x4         # nvmlClocksEventReasonSwPowerCap
@@ -175,11 +179,17 @@ def adoption_criteria(df: pd.DataFrame, power_limit_w: float) -> dict:
                                           "max_abs_error": max(errs) if errs else math.nan, "windows": len(errs)})}
 
 
-def power_law(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR, adopt: bool | None = None) -> PowerLaw:
-    """The law the derivations use: the duty sweep's (gpu/duty_sweep.csv) where adopted, else the assumed
-    one (the idle power as the static part, DYNAMIC_POWER_EXPONENT)."""
+def power_law(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR, adopt: bool | None = None,
+              copy_load: bool | None = None) -> PowerLaw:
+    """The law the derivations use: the duty sweep's (gpu/duty_sweep.csv) where adopted; else the idle
+    power as the static part with the exponent measured beside copy traffic (gpu/copy_load.csv) where
+    that is adopted, else DYNAMIC_POWER_EXPONENT (assumed)."""
     if ADOPT_MEASURED_POWER_LAW if adopt is None else adopt:
         return fit_power_law(read_csv(Path(root) / gpu / DUTY_RECORDS))
+    if ADOPT_COPY_LOAD_LAW if copy_load is None else copy_load:
+        from calibration.copy_load import COPY_LOAD_RECORDS, measured_exponent   # lazy: it reads only when adopted
+        idle = idle_power_w(gpu, root)
+        return PowerLaw(idle, measured_exponent(Path(root) / gpu / COPY_LOAD_RECORDS, idle), source="copy load")
     return PowerLaw(idle_power_w(gpu, root), DYNAMIC_POWER_EXPONENT)
 
 

@@ -48,6 +48,9 @@ SHAPE_COLS = {
     # measured by CUDA events, clock_event_reasons NVML's bitmask (0x4: software power cap)
     "duty_sweep": ["bench", "kernel", "precision", "duty_target", "window", "elapsed_s", "temperature_c",
                    "duty_frac", "period_s", "calls_per_period", "clock_event_reasons"],
+    # real/bench/copy_load.py (s15tt): a kernel beside copy-engine traffic at our power limit
+    "copy_load": ["bench", "kernel", "precision", "copy_streams", "window", "elapsed_s", "temperature_c",
+                  "copies_per_period", "calls_per_period", "copy_bytes_per_s", "clock_event_reasons"],
     "kernels": ["bench", "config", "precision", "kernel", "calls"],
     "step_kernels": ["bench", "config", "precision", "profiled", "kernel", "calls"],
     # real/bench/dense_block.py (s8dense): one GPU's dense block (its TP slice) and its kernels

@@ -256,16 +256,21 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # +2.2% -> +1.2%, 462B +13.3% -> +13.2%, strong scaling +12.6% -> +12.5% and -2.0% -> -4.2%; 70B (its
 # first chunk's reduce-scatter queued behind the second's either way) and the PP 1 rows unchanged.
 # Median 7.7%, 19 within 10%, both unchanged.
+# Eighteenth pass (s15tt part E, docs/notes/s15tt_rule.md): full AC recomputes the transformer blocks
+# only (torchtitan's apply_ac wraps model.layers; the head, final norm, loss and embedding run once a
+# micro-batch): the 12 full-AC rows +0.0..+1.6 points (the twin had re-run the output head), 405B 4D CP1
+# +9.9% -> +10.1% (out). Median 7.7% (7.67 -> 7.69), 18 of 31 within 10%.
 NOT_MET = {
-    "tt-8b-cp1-32k": 0.116, "tt-8b-cp4-128k": 0.341, "tt-8b-cp8-256k": 0.394,
-    "tt-405b-3d-1f1b": 0.118, "tt-405b-3d-interleaved": 0.121,
-    "tt-405b-4d-cp2-64k": 0.133, "tt-405b-4d-cp8-256k": 0.139,
+    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.347, "tt-8b-cp8-256k": 0.397,
+    "tt-405b-3d-1f1b": 0.127, "tt-405b-3d-interleaved": 0.131,
+    "tt-405b-4d-cp1-32k": 0.101, "tt-405b-4d-cp2-64k": 0.135, "tt-405b-4d-cp8-256k": 0.139,
     "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
     "mlm-gpt-177b-strong-96": 0.125,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
-# by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%
+# by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
+# s15tt: 7.7%, 18 within 10%
 MEDIAN_NOT_MET = 0.077
 
 

@@ -172,8 +172,16 @@ HIDDEN_WIDTH_OPS = frozenset({"attn_norm", "ffn_norm", "residual_add", "hidden_d
 # block's compiled backward graph reads: not the tail from the block's last GEMM on, nor the TP
 # collective after it (StepCosts._full_recompute_tasks; docs/notes/s14ac_rule.md). Off: the s14ac rule's
 # implementation check (each row's step shortened by no more than the busiest rank's removed recompute)
-# failed on the pipelined rows, whose critical path carries the removed work of more micro-batches
+# failed on the pipelined rows, whose critical path carries the removed work of more micro-batches;
+# re-judged per micro-batch slot (docs/notes/s15tt_rule.md part A): the step bound holds on every row,
+# the per-op check as stated (a rank's mean removal) fails on the interleaved row's unequal chunks
 ADOPT_COMPILED_FULL_AC_TAIL = False
+
+# plan.recompute 'full' as torchtitan applies it (parallelize_llama.apply_ac @ 9dec370 wraps each
+# TransformerBlock of model.layers, nothing else): the ops outside the blocks (embedding, final norm,
+# output head, loss: StepCosts.extra_first / extra_last) run once a micro-batch, never recomputed
+# (docs/notes/s15tt_rule.md part E: adopted, its three implementation checks hold)
+ADOPT_AC_BLOCKS_ONLY = True
 
 
 def local_tokens(sc: Scenario) -> int:
@@ -672,7 +680,13 @@ class StepCosts:
         block's tail from its last GEMM on (the FFN down-projection, the memory ops after it) and
         the TP collective after it are read by no gradient and are not re-run
         (docs/notes/s14ac_rule.md). Otherwise, and where the block ends in an all-to-all, the
-        whole forward again."""
+        whole forward again. With ADOPT_AC_BLOCKS_ONLY the ops outside the transformer blocks
+        (embedding, head, loss) are left out first: torchtitan checkpoints the blocks only."""
+        if ADOPT_AC_BLOCKS_ONLY:
+            outside = self.extra_first + self.extra_last
+            kept = tuple(op for op in ops if not any(op is o for o in outside))
+            if len(kept) != len(ops):
+                return self._full_recompute_tasks(kept) if kept else ()
         segments = self._segments(ops)
         key, seg = segments[-1]
         gemms = [i for i, op in enumerate(seg) if op.kind in GEMM_KINDS]

@@ -11,6 +11,9 @@ from tests.twin.training.test_step_parallel import scenario, step
 
 def _switch(monkeypatch, adopt: bool):
     monkeypatch.setattr(step_mod, "ADOPT_COMPILED_FULL_AC_TAIL", adopt)
+    # these compare the recompute with the whole forward, head included: under the setting that
+    # re-runs the head too (ADOPT_AC_BLOCKS_ONLY off; its own tests below)
+    monkeypatch.setattr(step_mod, "ADOPT_AC_BLOCKS_ONLY", False)
     monkeypatch.setattr(step_mod, "_PREPARED", {})   # costs built under the other setting are kept there
 
 
@@ -58,5 +61,45 @@ def test_selective_recompute_is_untouched(monkeypatch):
     times = []
     for adopt in (False, True):
         _switch(monkeypatch, adopt)
+        times.append(step(scenario(recompute="selective_op", kernels="fused_blocks")).step_time_s)
+    assert times[0] == times[1]
+
+
+def _blocks_only(monkeypatch, adopt: bool):
+    monkeypatch.setattr(step_mod, "ADOPT_AC_BLOCKS_ONLY", adopt)
+    monkeypatch.setattr(step_mod, "_PREPARED", {})
+
+
+@pytest.mark.parametrize("kernels", ["fused_blocks", "eager"])
+def test_full_ac_recomputes_the_blocks_only(monkeypatch, kernels):
+    """torchtitan's full AC wraps each TransformerBlock only (parallelize_llama.apply_ac @ 9dec370;
+    docs/notes/s15tt_rule.md part E): the embedding, the final norm, the output head and the loss run
+    once a micro-batch. With ADOPT_AC_BLOCKS_ONLY the recompute leaves them out, by exactly their
+    forward's time; without it they are re-run with the blocks."""
+    times = {}
+    sc = scenario(recompute="full", kernels=kernels)
+    for adopt in (False, True):
+        _blocks_only(monkeypatch, adopt)
+        times[adopt] = step(sc)
+    with_head, blocks_only = times[False], times[True]
+    # the head sits on the last stage, the busiest rank here: its recompute shrinks by m head forwards
+    removed = sum(with_head.op_time_s[k] - blocks_only.op_time_s[k] for k in with_head.op_time_s
+                  if k.startswith("recompute_"))
+    assert removed > 0
+    # the step shortens, by no more than the head forwards a 1F1B critical path crosses (m + p - 1)
+    m, p = with_head.num_microbatches, sc.plan.pp
+    shortening = with_head.step_time_s - blocks_only.step_time_s
+    assert 0 < shortening <= removed * (m + p - 1) / m + 1e-12
+    # the forward itself (the head included) is untouched
+    for name in ("mlp_fwd", "attn_fwd"):
+        assert blocks_only.op_time_s[name] == pytest.approx(with_head.op_time_s[name])
+    # what is left recomputed is the blocks' forward: less than the whole forward
+    assert blocks_only.op_time_s["recompute_mlp_fwd"] < blocks_only.op_time_s["mlp_fwd"]
+
+
+def test_blocks_only_leaves_selective_recompute_alone(monkeypatch):
+    times = []
+    for adopt in (False, True):
+        _blocks_only(monkeypatch, adopt)
         times.append(step(scenario(recompute="selective_op", kernels="fused_blocks")).step_time_s)
     assert times[0] == times[1]
