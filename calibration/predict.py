@@ -31,6 +31,8 @@ from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec, get_gpu, get_model
 from twin.moe.load import expected_topk_rows, zipf_weights
 
+from calibration.index_put import index_put_s_per_elem
+
 # which GEMM benches/labels the twin can predict
 FP8_PREFERENCE = ("fp8-blockwise", "fp8-rowwise", "fp8-tensor", "fp8")
 
@@ -273,6 +275,11 @@ def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: 
 # kernels (steady state of back-to-back repetitions, `timed_window_s`).
 
 
+# s15bw (docs/notes/s15bw_rule.md, the rule committed before the held-out figures under it): the
+# MoE backward's index_put_ (accumulate) kernels at their measured seconds per element
+# (calibration.index_put, fitting split's kernel records) instead of a gather at gather_eff
+ADOPT_INDEX_PUT_RATE = True
+
 # PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
 SMALL_SORT_ELEMS = 4096
@@ -435,6 +442,18 @@ class Eager:
         """Row gather/scatter kernels (index, index_copy, index_put): `profile.gather_eff` of the
         streaming bandwidth."""
         self.mem(bytes_ / self.profile.gather_eff, kernels)
+
+    def index_put(self, rows: float, width: int) -> None:
+        """Autograd's backward of a row gather x[idx] after its zeroed gradient: torch's index_put_
+        with accumulate=True (sort-based indexing_backward_kernel) of `rows` x `width` BF16
+        elements. Under ADOPT_INDEX_PUT_RATE at the GPU's measured seconds per element
+        (calibration.index_put) where the fitting split has them; else a gather reading and
+        writing them (gather_eff)."""
+        rate = index_put_s_per_elem(self.gpu.name) if ADOPT_INDEX_PUT_RATE else None
+        if rate is None:
+            self.gather(2 * rows * width * BF16_BYTES)
+            return
+        self.add("op", rows * width * rate)
 
     def transpose(self, bytes_: float, kernels: int = 1) -> None:
         """Copies of transposed views made contiguous (`.t().contiguous()`): the inner dimension is
@@ -848,9 +867,9 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
         b.strided(2 * N * D * B2 + T * D * B2)
         b.mem(N * D * B2)
     b.mem(N * D * B2)
-    b.gather(2 * N * D * B2)   # index backward: zeros + index_put
+    b.index_put(N, D)   # index backward: zeros + index_put
     b.mem(Np * D * B2)
-    b.gather(2 * N * D * B2)  # y_NpD[pos] backward: zeros + index_put
+    b.index_put(N, D)  # y_NpD[pos] backward: zeros + index_put
     # FP8: _Fp8GroupedMM.backward runs the two BF16 grouped GEMMs inside the Function
     in_function = b.autograd_function if gl != "bf16" else contextlib.nullcontext
     with in_function():
@@ -867,7 +886,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     # index/scatter kernels' gather_eff
     b.mem(2 * N * D * B2)
     b.mem(2 * T * D * B2, kernels=2)
-    b.gather(2 * N * D * B2)  # x[order // K] backward: zeros, index_put, add
+    b.index_put(N, D)  # x[order // K] backward: zeros, index_put, add
     return f, b
 
 

@@ -609,11 +609,11 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     # autograd index ops beyond the local layer's: each backward a zeroed R x D gradient and an
     # index_put of the rows (the token-side x[order // K] and y[argsort(order)] are lb's own)
     b.mem(rows_in * D * BF16_BYTES)
-    b.gather(2 * rows_in * D * BF16_BYTES)
+    b.index_put(rows_in, D)
     _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)   # combine's backward
     b.extend(lb)
     b.mem(rows_in * D * BF16_BYTES)
-    b.gather(2 * rows_in * D * BF16_BYTES)
+    b.index_put(rows_in, D)
     _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu, world)     # dispatch's backward
     return f, b
 

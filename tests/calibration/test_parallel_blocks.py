@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from calibration import parallel_blocks as blocks
+from calibration import predict
 from calibration import records as rec
 from calibration.records_io import glob_csv, open_csv
 from calibration.fit import collectives_terms
@@ -412,7 +413,9 @@ def test_component_factors_come_from_fitting_traces_alone(h200, tmp_path):
 def test_both_settings_of_the_trace_component_factors(h200, adopt, monkeypatch):
     """Off: the TP rows as before s14cp (no factors); on: the H200's TP2 MoE blocks longer (the token
     side they do not split), the one-GPU references nearly unchanged (the two errors cancel there),
-    the CP rows untouched."""
+    the CP rows untouched. Judged as s14cp measured it, before s15bw costed the MoE backward's
+    index_put_ at its own rate (test_factors_shrink_where_the_twin_costs_the_index_puts)."""
+    monkeypatch.setattr(predict, "ADOPT_INDEX_PUT_RATE", False)
     monkeypatch.setattr(blocks, "ADOPT_TRACE_COMPONENT_FACTORS", adopt)
     t = blocks.folder_terms(FOLDER, "h200", h200)
     assert bool(t.component_factors) == adopt
@@ -431,6 +434,26 @@ def test_both_settings_of_the_trace_component_factors(h200, adopt, monkeypatch):
     cp = _row()
     assert blocks.predict_block_row(cp, gpu, h200, t.host, t.kernel_host, t.cp_terms, t.component_factors) == \
         blocks.predict_block_row(cp, gpu, h200, off.host, off.kernel_host, off.cp_terms)
+
+
+def test_factors_shrink_where_the_twin_costs_the_index_puts(h200, monkeypatch):
+    """The factors are the traces' kernel seconds over the twin's per component: with the MoE
+    backward's index_put_ at its measured rate (s15bw, calibration.index_put) the twin's memory
+    component carries part of what the factor carried, so the factors lengthen the H200's TP2 MoE
+    block less than without it (s14cp's 1.04-1.12x), and still lengthen it."""
+    monkeypatch.setattr(blocks, "ADOPT_TRACE_COMPONENT_FACTORS", True)
+    gpu = gpu_spec("h200")
+    moe2 = dict(bench="tp_block", block="moe", model="v3-slice-1l", tp=2, cp=1, sequence_parallel=True, tokens=8192,
+                seq_len=8192, num_experts=256, precision="bf16", skew=0.0)
+    gain = {}
+    for rate in (False, True):
+        monkeypatch.setattr(predict, "ADOPT_INDEX_PUT_RATE", rate)
+        t = blocks.folder_terms(FOLDER, "h200", h200)
+        off = blocks.folder_terms(FOLDER, "h200", h200, component_factors=False)
+        gain[rate] = (blocks.predict_block_row(moe2, gpu, h200, t.host, t.kernel_host, t.cp_terms, t.component_factors)
+                      / blocks.predict_block_row(moe2, gpu, h200, off.host, off.kernel_host, off.cp_terms,
+                                                 off.component_factors))
+    assert 1.0 < gain[True] < gain[False]
 
 
 def test_h100_trace_factors_come_from_its_own_traces():
