@@ -9,11 +9,15 @@ inputs can express it, and the way it was configured is returned beside its figu
   (systems/h100_80g_nvl8.json) as shipped, with the HBM capacity and bandwidth of the row's card.
   Multi-head attention (no GQA in Calculon), a two-matrix FFN of 1.5 x the SwiGLU width (equal
   FLOPs), no embedding or logits layer (Calculon models the blocks). FSDP (ZeRO-3) is expressed as
-  optimizer sharding, its only sharding. No context parallelism: CP rows are skipped.
+  optimizer sharding, its only sharding. No context parallelism: CP rows are skipped. Interleaved
+  pipelines: `pipeline_interleaving` is the row's virtual_stages, the V the twin runs (Calculon
+  accepts any V that divides the blocks a stage, which every row's V does).
 - llm-analysis (PyPI llm-analysis): `llm_analysis.analysis.train` with the model as a config file
   (GQA, gated FFN as published), the h100-sxm-80gb GPU config, and the flops and memory efficiencies
   its README gives "if one has to make assumptions" (0.5 and 0.9). Its training latency is the
-  FLOPs at that rate; CP rows are skipped.
+  FLOPs at that rate; CP rows are skipped. It has no pipeline schedule (no bubble, no
+  communication in its training latency: llm_analysis/analysis.py LLMAnalysis.training), so virtual stages cannot be
+  expressed to it and would not change its figure; it is given the row's PP only.
 """
 
 from __future__ import annotations

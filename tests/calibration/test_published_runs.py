@@ -327,6 +327,23 @@ def test_the_committed_peers_table_covers_the_rows():
     assert peers["llm_analysis_version"].str.startswith("llm-analysis==").all()
 
 
+def test_the_committed_peers_table_gives_calculon_each_rows_layout_and_virtual_stages():
+    """Calculon is given the plan the twin runs (s15peers: its columns had stayed at V = 1 after
+    s14mlm made Megatron's pipelined rows interleaved); a row with context parallelism is not
+    expressible to either peer and is said so."""
+    peers = pd.read_csv(pr.PEERS_CSV).set_index("id")
+    runs, _ = pr.load_runs()
+    for r in runs:
+        config = peers.loc[r.id, "calculon_config"]
+        if r.plan.get("cp", 1) > 1:
+            assert config.startswith("not expressible: context parallelism"), r.id
+            assert pd.isna(peers.loc[r.id, "llm_analysis"]), r.id
+            continue
+        assert f" tp{r.plan['tp']} pp{r.plan['pp']} " in config, r.id
+        assert f" interleave={r.plan.get('virtual_stages', 1)} " in config, r.id
+        assert peers.loc[r.id, "calculon"] > 0 and peers.loc[r.id, "llm_analysis"] > 0, r.id
+
+
 def test_the_validate_table_and_report_section_name_every_row(result):
     from reports.page import Page
     from reports.validation_report import _published_runs_section
