@@ -16,8 +16,8 @@ inputs can express it, and the way it was configured is returned beside its figu
   (GQA, gated FFN as published), the h100-sxm-80gb GPU config, and the flops and memory efficiencies
   its README gives "if one has to make assumptions" (0.5 and 0.9). Its training latency is the
   FLOPs at that rate; CP rows are skipped. It has no pipeline schedule (no bubble, no
-  communication in its training latency: llm_analysis/analysis.py LLMAnalysis.training), so virtual stages cannot be
-  expressed to it and would not change its figure; it is given the row's PP only.
+  communication in its training latency: llm_analysis/analysis.py LLMAnalysis.training), so
+  virtual stages cannot be expressed to it and would not change its figure; it is given PP only.
 """
 
 from __future__ import annotations
