@@ -31,6 +31,7 @@ from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec, get_gpu, get_model
 from twin.moe.load import expected_topk_rows, zipf_weights
 
+from calibration import b_kernels
 from calibration.index_put import index_put_s_per_elem
 
 # which GEMM benches/labels the twin can predict
@@ -280,6 +281,11 @@ def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: 
 # (calibration.index_put, fitting split's kernel records) instead of a gather at gather_eff
 ADOPT_INDEX_PUT_RATE = True
 
+# s15bw2 (docs/notes/s15bw2_rule.md, candidate J, the rule committed before the held-out figures
+# under it): BF16 zero fills, index_put_'s radix passes and cross entropy's softmax at their
+# measured rates (calibration.b_kernels, fitting split's pipeline kernel records)
+ADOPT_B_KERNEL_RATES = False
+
 # PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
 SMALL_SORT_ELEMS = 4096
@@ -443,17 +449,47 @@ class Eager:
         streaming bandwidth."""
         self.mem(bytes_ / self.profile.gather_eff, kernels)
 
-    def index_put(self, rows: float, width: int) -> None:
+    def index_put(self, rows: float, width: int, dest_rows: float | None = None,
+                  unnamed_fill_rows: float = 0.0) -> None:
         """Autograd's backward of a row gather x[idx] after its zeroed gradient: torch's index_put_
         with accumulate=True (sort-based indexing_backward_kernel) of `rows` x `width` BF16
         elements. Under ADOPT_INDEX_PUT_RATE at the GPU's measured seconds per element
         (calibration.index_put) where the fitting split has them; else a gather reading and
-        writing them (gather_eff)."""
+        writing them (gather_eff).
+        Under ADOPT_B_KERNEL_RATES, where measured (calibration.b_kernels), its GPU time also holds
+        the sort's onesweep radix passes into `dest_rows` rows beyond the launch each one already
+        has among the layer's missing kernels (Profile.eager radix_sort_kernels), and the zeroed
+        gradient of `unnamed_fill_rows` x `width` where the op list names no fill for it (its
+        launch is a missing kernel too): one op, no new host dispatch."""
         rate = index_put_s_per_elem(self.gpu.name) if ADOPT_INDEX_PUT_RATE else None
         if rate is None:
-            self.gather(2 * rows * width * BF16_BYTES)
+            gpu_s = compute.memory_time_s(2 * rows * width * BF16_BYTES / self.profile.gather_eff, self.gpu, self.profile)
+        else:
+            gpu_s = rows * width * rate
+        self.add("op", gpu_s + self._index_put_extra_s(width, dest_rows, unnamed_fill_rows))
+
+    def _index_put_extra_s(self, width: int, dest_rows: float | None, unnamed_fill_rows: float) -> float:
+        """index_put_'s radix passes past their launches and an unnamed zero fill (ADOPT_B_KERNEL_RATES)."""
+        if not ADOPT_B_KERNEL_RATES:
+            return 0.0
+        pass_s = b_kernels.law(self.gpu.name, "radix_pass_s")
+        fill_s_per_byte = b_kernels.law(self.gpu.name, "fill_s_per_byte")
+        extra = 0.0
+        if pass_s is not None and dest_rows:
+            extra += b_kernels.radix_passes(dest_rows) * max(0.0, pass_s - self.profile.launch_s)
+        if fill_s_per_byte is not None and unnamed_fill_rows:
+            extra += unnamed_fill_rows * width * BF16_BYTES * fill_s_per_byte
+        return extra
+
+    def fill(self, bytes_: float) -> None:
+        """A BF16 zero fill (new_zeros, autograd's zeroed gradients) writing `bytes_`: under
+        ADOPT_B_KERNEL_RATES at the GPU's measured seconds per byte written (calibration.b_kernels:
+        write-only fills run at ~3.26 TB/s on H100 and H200 alike), else a streaming kernel."""
+        rate = b_kernels.law(self.gpu.name, "fill_s_per_byte") if ADOPT_B_KERNEL_RATES else None
+        if rate is None:
+            self.mem(bytes_)
             return
-        self.add("op", rows * width * rate)
+        self.add("op", bytes_ * rate)
 
     def transpose(self, bytes_: float, kernels: int = 1) -> None:
         """Copies of transposed views made contiguous (`.t().contiguous()`): the inner dimension is
@@ -830,7 +866,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
         f.gather(2 * N * D * B2)                        # x_TD[order // K]
         f.mem(2 * N * I8)                            # ids[order]
     f.small(12)                                  # group_offsets bookkeeping
-    f.mem(Np * D * B2)                           # new_zeros(capacity, D)
+    f.fill(Np * D * B2)                          # new_zeros(capacity, D)
     f.gather(2 * N * D * B2)                        # index_copy
     for n_, k_ in ((2 * F_, D), (D, F_)):
         if gl != "bf16":
@@ -866,10 +902,10 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     if gate_grad:
         b.strided(2 * N * D * B2 + T * D * B2)
         b.mem(N * D * B2)
-    b.mem(N * D * B2)
-    b.index_put(N, D)   # index backward: zeros + index_put
-    b.mem(Np * D * B2)
-    b.index_put(N, D)  # y_NpD[pos] backward: zeros + index_put
+    b.fill(N * D * B2)                           # y_ND[argsort(order)] backward: zeros (N, D),
+    b.index_put(N, D, dest_rows=N)               # index_put
+    b.fill(Np * D * B2)                          # y_NpD[pos] backward: zeros (Np, D),
+    b.index_put(N, D, dest_rows=Np)              # index_put
     # FP8: _Fp8GroupedMM.backward runs the two BF16 grouped GEMMs inside the Function
     in_function = b.autograd_function if gl != "bf16" else contextlib.nullcontext
     with in_function():
@@ -886,7 +922,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     # index/scatter kernels' gather_eff
     b.mem(2 * N * D * B2)
     b.mem(2 * T * D * B2, kernels=2)
-    b.index_put(N, D)  # x[order // K] backward: zeros, index_put, add
+    b.index_put(N, D, dest_rows=T, unnamed_fill_rows=T)   # x[order // K] backward: zeros (T, D), index_put, add
     return f, b
 
 

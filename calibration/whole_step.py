@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration import nccl
+from calibration import b_kernels, nccl, predict
 from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
 from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, _linear_bwd,
                                  _linear_fwd, _rope, gpu_spec, mla_layer_ops, moe_layer_ops, predict_s, swiglu_bwd,
@@ -205,7 +205,7 @@ def _cross_entropy_fwd(e: Eager, T: int, Y: int) -> None:
     so cunn_SoftMaxForward makes three passes over the row in HBM (max, sum of exponentials, the
     write pass reading it again) and writes once: 16 B an element."""
     casting_copy(e, T * Y * (BF16_BYTES + FP32_BYTES))
-    e.mem(T * Y * FP32_BYTES * 4.0)
+    _log_softmax(e, T, Y, "fwd")
     e.small(2)
 
 
@@ -244,8 +244,19 @@ def _cross_entropy_bwd(e: Eager, T: int, Y: int) -> None:
     cast's backward (read FP32, write BF16)."""
     e.mem(T * Y * FP32_BYTES)
     e.small(1)
-    e.mem(T * Y * FP32_BYTES * 4.0)
+    _log_softmax(e, T, Y, "bwd")
     e.mem(T * Y * (FP32_BYTES + BF16_BYTES))
+
+
+def _log_softmax(e: Eager, T: int, Y: int, direction: str) -> None:
+    """log_softmax over the vocabulary, forward or backward: 16 B an element at the streaming rate;
+    under ADOPT_B_KERNEL_RATES at its kernel's measured seconds per element where measured
+    (calibration.b_kernels: cunn_SoftMaxForward / cunn_SoftMaxBackward, fitting split)."""
+    rate = b_kernels.law(e.gpu.name, f"softmax_{direction}_s_per_elem") if predict.ADOPT_B_KERNEL_RATES else None
+    if rate is None:
+        e.mem(T * Y * FP32_BYTES * 4.0)
+        return
+    e.add("op", T * Y * rate)
 
 
 
@@ -608,12 +619,12 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     # the received rows' permutations (combine's y_RD[argsort(perm)], dispatch's x_recv[perm]) are
     # autograd index ops beyond the local layer's: each backward a zeroed R x D gradient and an
     # index_put of the rows (the token-side x[order // K] and y[argsort(order)] are lb's own)
-    b.mem(rows_in * D * BF16_BYTES)
-    b.index_put(rows_in, D)
+    b.fill(rows_in * D * BF16_BYTES)
+    b.index_put(rows_in, D, dest_rows=rows_in)
     _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)   # combine's backward
     b.extend(lb)
-    b.mem(rows_in * D * BF16_BYTES)
-    b.index_put(rows_in, D)
+    b.fill(rows_in * D * BF16_BYTES)
+    b.index_put(rows_in, D, dest_rows=rows_in)
     _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu, world)     # dispatch's backward
     return f, b
 
