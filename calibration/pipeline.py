@@ -1188,7 +1188,7 @@ def format_ranking_noise(groups: list[dict]) -> str:
 # --- The ranking target judged pair by pair on a two-round folder (docs/notes/s15rank_rule.md) ---
 # {multi-GPU folder: its ranking folder (a subfolder holding round_a/, round_b/)}: the first complete
 # delivery of real/campaigns/s15rank.sh per 4-GPU host kind; empty until one is committed.
-RANKING_FOLDERS: dict[str, str] = {}
+RANKING_FOLDERS: dict[str, str] = {"h200x4": "s15rank_20261127_0408"}
 RANKING_LEVEL = 0.95            # the measured gap's interval (Hodges-Lehmann, Moses)
 RANKING_MIN_STEPS_A_ROUND = 10  # each round's timed steps a schedule needs to count
 RANKING_MIN_STEPS = 20          # and pooled over the rounds
