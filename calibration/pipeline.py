@@ -1224,6 +1224,152 @@ def format_ranking_noise(groups: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- The ranking target judged pair by pair on a two-round folder (docs/notes/s15rank_rule.md) ---
+# {multi-GPU folder: its ranking folder (a subfolder holding round_a/, round_b/)}: the first complete
+# delivery of real/campaigns/s15rank.sh per 4-GPU host kind; empty until one is committed.
+RANKING_FOLDERS: dict[str, str] = {"h200x4": "s15rank_20261127_0408"}
+RANKING_LEVEL = 0.95            # the measured gap's interval (Hodges-Lehmann, Moses)
+RANKING_MIN_STEPS_A_ROUND = 10  # each round's timed steps a schedule needs to count
+RANKING_MIN_STEPS = 20          # and pooled over the rounds
+
+
+def rank_sum_null_counts(m: int, n: int) -> np.ndarray:
+    """How many of the C(m + n, m) orderings of two sets of m and n distinct values give each
+    Mann-Whitney U = 0 .. m n (the exact null distribution's counts), by the recurrence
+    c(i, j; u) = c(i - 1, j; u - j) + c(i, j - 1; u)."""
+    table = [[np.ones(1)] * (n + 1)]   # i = 0: one ordering, U = 0
+    for i in range(1, m + 1):
+        row = [np.ones(1)]             # j = 0: one ordering, U = 0
+        for j in range(1, n + 1):
+            c = np.zeros(i * j + 1)
+            up = table[i - 1][j]
+            c[j:j + len(up)] += up     # the largest value is from the first set: j more pairs it beats
+            left = row[j - 1]
+            c[:len(left)] += left
+            row.append(c)
+        table.append(row)
+    return table[m][n]
+
+
+def interval_rank(m: int, n: int, level: float = RANKING_LEVEL) -> int:
+    """k of the Moses interval [d_(k), d_(mn + 1 - k)] of the m n sorted differences: the largest k
+    with P(U <= k - 1) <= (1 - level) / 2 under the exact null; 0 where no k qualifies (too few
+    steps: the interval is unbounded)."""
+    counts = rank_sum_null_counts(m, n)
+    cdf = np.cumsum(counts) / counts.sum()
+    return int(np.sum(cdf <= (1.0 - level) / 2))   # cdf[u] = P(U <= u): k - 1 = the last u that qualifies
+
+
+def hodges_lehmann_log_gap(a: list[float], b: list[float], level: float = RANKING_LEVEL) -> tuple[float, float, float]:
+    """(D, lo, hi): b's step times over a's as a log ratio, the Hodges-Lehmann estimate (the median of
+    every ln b_j - ln a_i) and its distribution-free interval at `level` (Moses: the k-th smallest and
+    k-th largest difference, interval_rank); (-inf, inf) where the steps are too few for one."""
+    d = np.sort(np.subtract.outer(np.log(b), np.log(a)).ravel())
+    k = interval_rank(len(a), len(b), level)
+    lo, hi = (float(d[k - 1]), float(d[len(d) - k])) if k > 0 else (-np.inf, np.inf)
+    return float(np.median(d)), lo, hi
+
+
+def judge_pair(a_rounds: list[list[float]], b_rounds: list[list[float]], twin_gap: float | None) -> dict:
+    """One pair of schedules of a configuration (rule s15rank, steps 1-5): a's and b's timed steps of
+    each round, and the twin's gap ln(predicted_b / predicted_a) (None where not predicted).
+    decided: every round holds RANKING_MIN_STEPS_A_ROUND steps of each and the pool RANKING_MIN_STEPS;
+    resolved: the pooled steps' exact rank-sum p < RANKING_ALPHA and every round's difference of
+    medians has the sign of D; met: decided and (resolved and the twin orders the pair the same way,
+    or unresolved and its gap lies inside the interval)."""
+    a, b = [t for r in a_rounds for t in r], [t for r in b_rounds for t in r]
+    decided = (len(a_rounds) == len(b_rounds) >= 1 and len(a) >= RANKING_MIN_STEPS and len(b) >= RANKING_MIN_STEPS
+               and all(len(r) >= RANKING_MIN_STEPS_A_ROUND for r in a_rounds + b_rounds))
+    out = {"decided": decided, "steps": (len(a), len(b)), "twin_gap": twin_gap, "gap": None, "lo": None, "hi": None,
+           "p": None, "rounds_agree": None, "resolved": False, "met": False}
+    if not (a and b):
+        return out
+    gap, lo, hi = hodges_lehmann_log_gap(a, b)
+    p = rank_sum_p(a, b)
+    agree = all(np.sign(np.median(rb) - np.median(ra)) == np.sign(gap) for ra, rb in zip(a_rounds, b_rounds) if ra and rb)
+    resolved = p < RANKING_ALPHA and agree and gap != 0.0
+    if twin_gap is None or not decided:
+        met = False
+    elif resolved:
+        met = np.sign(twin_gap) == np.sign(gap)
+    else:
+        met = lo <= twin_gap <= hi
+    # an unbounded end (too few steps for an interval) is None in the result (JSON has no infinity)
+    out.update(gap=gap, lo=lo if np.isfinite(lo) else None, hi=hi if np.isfinite(hi) else None, p=p,
+               rounds_agree=bool(agree), resolved=bool(resolved), met=bool(met))
+    return out
+
+
+def judge_ranking(steps: dict, predicted: dict) -> list[dict]:
+    """Rule s15rank on collected figures: `steps` {configuration: {schedule: [each round's timed
+    steps]}}, `predicted` {configuration: {schedule: [each round's twin step time]}}. Per
+    configuration every pair of its schedules (judge_pair; a before b in the pooled medians' order,
+    the gap b over a), the pooled medians' order and the twin's (mean over rounds of its log step
+    time), and `met` where every pair is."""
+    out = []
+    for config, by_schedule in steps.items():
+        pooled = {s: float(np.median([t for r in rounds for t in r])) if any(rounds) else None
+                  for s, rounds in by_schedule.items()}
+        order = sorted(by_schedule, key=lambda s: np.inf if pooled[s] is None else pooled[s])
+        twin_log = {s: float(np.mean(np.log(v))) for s, v in predicted.get(config, {}).items() if v}
+        pairs = []
+        for i, sa in enumerate(order):
+            for sb in order[i + 1:]:
+                twin_gap = twin_log[sb] - twin_log[sa] if sa in twin_log and sb in twin_log else None
+                pairs.append({"a": sa, "b": sb, **judge_pair(by_schedule[sa], by_schedule[sb], twin_gap)})
+        out.append({"config": config, "measured": order, "measured_median_s": pooled,
+                    "predicted": sorted(twin_log, key=twin_log.get),
+                    "predicted_s": {s: float(np.exp(v)) for s, v in twin_log.items()},
+                    "pairs": pairs, "met": bool(pairs) and all(p["met"] for p in pairs)})
+    return out
+
+
+def ranking_rounds(folder: Path) -> list[Path]:
+    """A ranking folder's rounds (round_a/, round_b/, ...: subfolders holding pipeline_step.csv)."""
+    return [p for p in sorted(Path(folder).glob("round_*")) if csv_exists(p / "pipeline_step.csv")]
+
+
+def ranking_judgement(folder: Path, gpu: str, profile) -> list[dict]:
+    """Rule s15rank on a ranking folder: each round predicted as validation predicts a folder
+    (predict_folder: host rates and device gap from that round's own fitting split), each
+    configuration's timed steps per schedule and round (step_times_by_rep_s), judged by
+    judge_ranking. Configurations are keyed by their number of micro-batches (the rest of the shape
+    is one per campaign)."""
+    steps: dict = {}
+    predicted: dict = {}
+    rounds = ranking_rounds(folder)
+    for i, rnd in enumerate(rounds):
+        for c in predict_folder(rnd, gpu, profile):
+            row = c["row"]
+            if int(row["pp"]) < 2:
+                continue
+            config, schedule = int(row["num_microbatches"]), str(row["schedule"])
+            steps.setdefault(config, {}).setdefault(schedule, [[] for _ in rounds])[i] = \
+                step_times_by_rep_s(c["measured_ops"])
+            predicted.setdefault(config, {}).setdefault(schedule, []).append(float(c["predicted_s"]))
+    return judge_ranking(dict(sorted(steps.items())), predicted)
+
+
+def format_ranking_judgement(name: str, configs: list[dict]) -> list[str]:
+    """judge_ranking's result as lines: per configuration met or not, the pooled medians' order and
+    the twin's, then every pair not met: its measured gap D and interval, p, and the twin's gap."""
+    lines = []
+    for g in configs:
+        met = sum(p["met"] for p in g["pairs"])
+        lines.append(f"ranking {name} n{g['config']}: {'met' if g['met'] else 'NOT met'} ({met} of {len(g['pairs'])} "
+                     f"pairs); measured {' < '.join(g['measured'])}, twin {' < '.join(g['predicted'])}")
+        for p in g["pairs"]:
+            if p["met"]:
+                continue
+            why = ("undecided (steps " + "/".join(map(str, p["steps"])) + ")" if not p["decided"] else
+                   "resolved, twin orders it the other way" if p["resolved"] else "twin's gap outside the interval")
+            twin = f"{p['twin_gap']:+.2%}" if p["twin_gap"] is not None else "-"
+            ends = [f"{v:+.2%}" if v is not None else "unbounded" for v in (p["lo"], p["hi"])]
+            gap = f"D {p['gap']:+.2%} [{ends[0]}, {ends[1]}], p {p['p']:.3f}" if p["gap"] is not None else "no steps"
+            lines.append(f"    {p['b']} over {p['a']}: {gap}, twin {twin}: {why}")
+    return lines
+
+
 def _span_kind(label: str) -> str:
     return "FB" if "&" in label else label.rstrip("0123456789.")
 

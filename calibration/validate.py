@@ -261,6 +261,13 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         out["multi_gpu"][folder] = s
         out["cases"] += cases
         out["pipelines"] += pipelines
+        # the ranking target at the configurations of the host's ranking folder, pair by pair on its
+        # two rounds (docs/notes/s15rank_rule.md); its other configurations by median order as before
+        ranking = pipe.RANKING_FOLDERS.get(folder)
+        if ranking and pipe.ranking_rounds(Path(root) / folder / ranking):
+            out.setdefault("ranking", {})[folder] = {
+                "gpu": gpu, "num_gpus": n, "folder": ranking,
+                "configs": pipe.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
     out["by_gpu_kind_gpus"] = by_gpu_kind_gpus(out["cases"])
@@ -342,6 +349,8 @@ def format_table(result: dict) -> str:
                          for r, m in p["idle_measured_s"].items() if p["idle_simulated_s"])
         lines.append(f"pipeline {p['name']}: step {p['predicted_s'] * 1e3:.1f} / {p['measured_s'] * 1e3:.1f} ms "
                      f"(twin / measured); idle twin/measured {idle}")
+    for folder, v in result.get("ranking", {}).items():
+        lines += pipe.format_ranking_judgement(f"{folder}/{v['folder']}", v["configs"])
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]
     lines += format_blocks(result.get("cases", []))
     lines += format_serve_load(result.get("serve_load", {}))

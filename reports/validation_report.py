@@ -262,6 +262,19 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
               pg.seconds(q["idle_simulated_s"][int(r) % len(q["idle_simulated_s"])]), pg.seconds(m),
               pg.pct(q["idle_rel_error"][r], signed=True) if q["idle_rel_error"].get(r) is not None else "—"]
              for q in pipes for r, m in q["idle_measured_s"].items() if q["idle_simulated_s"]])
+    ranking = result.get("ranking", {})
+    if ranking:
+        p.section("Pipelines: the schedule ranking, pair by pair").para(
+            "Each pair of schedules on the host's two-round ranking folder (docs/notes/s15rank_rule.md): resolved by the "
+            "pooled steps (exact rank-sum p < 0.05, both rounds the same way), the twin must order it so; unresolved, "
+            "the twin's gap must lie inside the Hodges-Lehmann 95% interval of the measured gap.")
+        p.table(["host", "micro-batches", "pair (b over a)", "measured gap", "95% interval", "p", "resolved", "twin gap", "met"],
+                [[f"{folder}/{v['folder']}", g["config"], f"{q['b']} / {q['a']}",
+                  pg.pct(q["gap"], signed=True) if q["gap"] is not None else "—",
+                  " to ".join(pg.pct(x, signed=True) if x is not None else "unbounded" for x in (q["lo"], q["hi"])),
+                  f"{q['p']:.3f}" if q["p"] is not None else "—", "yes" if q["resolved"] else "no",
+                  pg.pct(q["twin_gap"], signed=True) if q["twin_gap"] is not None else "—", "met" if q["met"] else "NOT met"]
+                 for folder, v in ranking.items() for g in v["configs"] for q in g["pairs"]])
     sweeps = result.get("nccl", {})
     if sweeps:
         p.section("NCCL collectives on two GPUs of one host").para(

@@ -103,10 +103,10 @@ def _is_whole_run_kind(line: str) -> bool:
 
 def _headline(tables: list[str]) -> str:
     """The lines that carry the verdicts: held-out totals per GPU, whole steps and layers per kind, the H100 -> H200 transfer, the
-    NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
+    NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the 4-GPU ranking judgement, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
     and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
-            "DeepSeek prefill profile")
+            "DeepSeek prefill profile", "ranking ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
