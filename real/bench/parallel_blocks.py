@@ -29,7 +29,14 @@ comm_detail the same by kind (JSON). host_time_s: the median over repetitions of
 rank's host time to issue the repetition (forward + backward calls returned, no device sync):
 where it is close to time_s the block is host-bound.
 Split (`block_split`): holdout the middle size of each sweep (tp tokens 4096, cp seq_len 16384)
-and every row of v2-lite-slice's MoE; fit otherwise.
+and every row of v2-lite-slice's MoE at the sweep's sizes; fit otherwise (the extra v2-lite MoE
+sizes of EXTRA_TP_CASES are fitting rows).
+Host probe (REAL_BENCH_HOST_PROBE_S = a window in seconds; unset or 0: off, the committed
+campaigns' rows): real/serve/hostspeed.py's launch probe (host seconds per small kernel launched
+from Python) run right before and right after each row, the slowest rank's for a W-rank row, rank
+0's for a reference: probe_launch_before_s, probe_launch_after_s and their mean probe_launch_s, the
+speed of the host that issued the row (issue 14, s15cp: the host-bound blocks' host is an input).
+The collective_host rows carry the same columns. REAL_BENCH_TP_EXTRA=1 adds EXTRA_TP_CASES.
 """
 
 from __future__ import annotations
@@ -52,32 +59,80 @@ from real.bench.nccl import agreed_over, distributed_env, log, stats
 from real.collectives import CommTimer, all_gather_tokens, all_reduce_sum, reduce_scatter_tokens
 from real.configs import get_spec
 from real.model import building, rope_tables
+from real.serve.hostspeed import launch_probe
 from real.tp import TPMLABlock, TPMoEBlock
 from twin.costs.flops import attention_flops, gemm_flops
 
 HELD_OUT_TP_TOKENS = {4096}
 HELD_OUT_CP_SEQ_LENS = {16384}
 HELD_OUT_TP_MOE_MODELS = {"v2-lite-slice"}
+TP_SWEEP_TOKENS = (2048, 4096, 8192)
 CP_KIND_ORDER = ("allgather", "ring")  # the all-gather rows first: public kernels only
+# fitting v2-lite MoE TP rows at sizes between the sweep's (s15cp): the sweep's v2-lite MoE rows are
+# all held out, so no fitting row measured that block's host; these do (REAL_BENCH_TP_EXTRA=1)
+EXTRA_TP_CASES = (("moe", "v2-lite-slice", 3072), ("moe", "v2-lite-slice", 6144))
+QUICK_EXTRA_TP_CASES = (("moe", "tiny", 48),)
 
 
 def block_split(bench: str, block: str, model: str, tokens: int) -> str:
     if bench == "cp_block":
         return "holdout" if tokens in HELD_OUT_CP_SEQ_LENS else "fit"
-    if tokens in HELD_OUT_TP_TOKENS or (block == "moe" and model in HELD_OUT_TP_MOE_MODELS):
+    if tokens in HELD_OUT_TP_TOKENS or (block == "moe" and model in HELD_OUT_TP_MOE_MODELS
+                                         and tokens in TP_SWEEP_TOKENS):
         return "holdout"
     return "fit"
 
 
 def tp_cases(quick: bool):
-    """(block, model, tokens) of the TP sweep."""
+    """(block, model, tokens) of the TP sweep, and EXTRA_TP_CASES last where REAL_BENCH_TP_EXTRA=1."""
+    extra = os.environ.get("REAL_BENCH_TP_EXTRA", "") == "1"
     if quick:
-        return [("mla", "tiny", 32), ("moe", "tiny", 32)]
+        return [("mla", "tiny", 32), ("moe", "tiny", 32)] + (list(QUICK_EXTRA_TP_CASES) if extra else [])
     out = []
     for block in ("mla", "moe"):
         for model in ("v2-lite-slice", "v3-slice-1l"):  # the host-bound model first
-            out += [(block, model, t) for t in (2048, 4096, 8192)]
-    return out
+            out += [(block, model, t) for t in TP_SWEEP_TOKENS]
+    return out + (list(EXTRA_TP_CASES) if extra else [])
+
+
+PROBE_ENV = "REAL_BENCH_HOST_PROBE_S"
+
+
+def probe_window_s() -> float:
+    """The host probe's window (seconds) from REAL_BENCH_HOST_PROBE_S; 0: no probe."""
+    try:
+        return max(0.0, float(os.environ.get(PROBE_ENV, "") or 0.0))
+    except ValueError:
+        return 0.0
+
+
+def host_probe_s(dev, group) -> float:
+    """Host seconds per small kernel launch now (hostspeed.launch_probe's window mean), the slowest
+    rank's where `group` is given (every rank probes at once); NaN where the probe is off."""
+    window = probe_window_s()
+    if window <= 0:
+        return math.nan
+    launch, _ = launch_probe(dev, window)
+    if group is not None:
+        t = torch.tensor([launch], device=dev, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        launch = float(t.item())
+    return launch
+
+
+def probe_cols(before: float, after: float) -> dict:
+    """A row's probe columns ({} where the probe is off)."""
+    if math.isnan(before) and math.isnan(after):
+        return {}
+    return {"probe_launch_before_s": before, "probe_launch_after_s": after,
+            "probe_launch_s": (before + after) / 2}
+
+
+def probed_reps(fn, dev, reps: int, warmup: int, comm, group) -> tuple[list, list, list, dict]:
+    """`time_reps` with the host probe right before and right after it (`probe_cols`)."""
+    before = host_probe_s(dev, group)
+    times, comms, hosts = time_reps(fn, dev, reps, warmup, comm, group)
+    return times, comms, hosts, probe_cols(before, host_probe_s(dev, group))
 
 
 def cp_cases(quick: bool):
@@ -269,6 +324,7 @@ def bench_collective_host(rec, dev, quick, group):
     for op in COLLECTIVE_HOST_OPS:
         for _ in range(3):
             _collective_call(op, x, group, comm)
+        before = host_probe_s(dev, group)
         per_call = []
         for _ in range(reps):
             if dev.type == "cuda":
@@ -284,8 +340,9 @@ def bench_collective_host(rec, dev, quick, group):
         t = torch.tensor(per_call, device=dev, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
         st = stats(t.tolist())
+        probe = probe_cols(before, host_probe_s(dev, group))
         rec.row("collective_host", bench="collective_host", op=op, tokens=T, hidden_size=D, calls=calls,
-                split="fit", **st, timing="host_clock", flops=math.nan, bytes=math.nan,
+                split="fit", **st, **probe, timing="host_clock", flops=math.nan, bytes=math.nan,
                 achieved_flops_per_s=math.nan, achieved_bytes_per_s=math.nan)
         log(f"collective_host {op} {T}x{D}: {st['time_s'] * 1e6:.1f} us a call")
 
@@ -396,16 +453,16 @@ def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
                 return
             step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
             block.comm = CommTimer(dev)
-            times, comms, hosts = time_reps(step, dev, reps, warmup, block.comm, group)
+            times, comms, hosts, probe = probed_reps(step, dev, reps, warmup, block.comm, group)
             st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, tp=world,
-                      sequence_parallel=sp, **common)
+                      sequence_parallel=sp, **common, **probe)
             log(f"tp_block {block_kind} {model} T={T} tp{world} sp={sp}: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         if rank == 0:  # the one-GPU reference
             step, block = _tp_block_fn(block_kind, spec, None, False, T, dev, 0, 1)
-            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], hosts, tp=1, sequence_parallel=False, **common)
+            times, _, hosts, probe = probed_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, tp=1, sequence_parallel=False, **common, **probe)
             log(f"tp_block {block_kind} {model} T={T} tp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
@@ -504,17 +561,17 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
         for kind in kinds:
             comm = CommTimer(dev)
             step, _ = _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm)
-            times, comms, hosts = time_reps(step, dev, reps, warmup, comm, group)
+            times, comms, hosts, probe = probed_reps(step, dev, reps, warmup, comm, group)
             st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, cp=world, cp_kind=kind,
-                      attn_kernel=_attn_kernel(kind, dev), **common)
+                      attn_kernel=_attn_kernel(kind, dev), **common, **probe)
             log(f"cp_block attention {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms "
                 f"({_attn_kernel(kind, dev)})")
             del step
             free_memory()
         if reference and rank == 0:
             step, kernel = _cp_attention_fn("", H, S, E, Ev, scale, None, dev, 0, 1, None)
-            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel=kernel, **common)
+            times, _, hosts, probe = probed_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel=kernel, **common, **probe)
             log(f"cp_block attention {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step
             free_memory()
@@ -532,16 +589,16 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
         for kind in kinds:
             step, block = _cp_mla_fn(spec, group, S, dev, rank, world, kind)
             block.comm = CommTimer(dev)
-            times, comms, hosts = time_reps(step, dev, reps, warmup, block.comm, group)
+            times, comms, hosts, probe = probed_reps(step, dev, reps, warmup, block.comm, group)
             st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, cp=world, cp_kind=kind,
-                      attn_kernel=_attn_kernel(kind, dev), **common)
+                      attn_kernel=_attn_kernel(kind, dev), **common, **probe)
             log(f"cp_block mla {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         if reference and rank == 0:
             step, block = _cp_mla_fn(spec, None, S, dev, 0, 1)
-            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel="sdpa", **common)
+            times, _, hosts, probe = probed_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel="sdpa", **common, **probe)
             log(f"cp_block mla {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
