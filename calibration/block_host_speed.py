@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
@@ -26,6 +27,20 @@ from calibration import records as rec
 GPUS = ("h100", "h200")
 TARGET = 0.10
 ROUND2 = "s15cp_round2"
+
+
+CONFIG_COLS = ("bench", "block", "model", "tp", "cp", "cp_kind", "sequence_parallel", "tokens")
+
+
+def fastest_rounds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (CONFIG_COLS), the row of its fastest round (lowest time_s), in the rows'
+    first-seen order: the block at the host's fast state (docs/notes/s15cp2_rule.md; s14mla's
+    calibration.mla_rounds for the one-GPU MLA records). Rows without a positive time are dropped."""
+    rows = rows[pd.to_numeric(rows["time_s"], errors="coerce") > 0].reset_index(drop=True)
+    key = rows[list(CONFIG_COLS)].astype(str).agg("|".join, axis=1)
+    best = pd.to_numeric(rows["time_s"]).groupby(key).idxmin()
+    order = {k: i for i, k in enumerate(dict.fromkeys(key))}
+    return rows.loc[sorted(best.values, key=lambda i: order[key[i]])].reset_index(drop=True)
 
 
 def _world(row) -> int:

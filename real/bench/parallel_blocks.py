@@ -286,10 +286,35 @@ def _cp_mla_fn(spec, group, S, dev, rank, world, kind="ring"):
     return step, block
 
 
+ROUNDS_ENV = "REAL_BENCH_ROUNDS"
+
+
+def bench_rounds() -> int:
+    """How many rounds the parallel_blocks section runs (REAL_BENCH_ROUNDS; 1 where unset)."""
+    try:
+        return max(1, int(os.environ.get(ROUNDS_ENV, "") or 1))
+    except ValueError:
+        return 1
+
+
+def rotated(cases: list, round_index: int) -> list:
+    """`cases` started at case round_index (mod their count): each round in another order, so no
+    configuration always runs in the same phase of the host's slow and fast spells (s14mla)."""
+    if not cases:
+        return cases
+    k = round_index % len(cases)
+    return cases[k:] + cases[:k]
+
+
 def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
-    """Section parallel_blocks: the TP rows, then the CP rows of both kinds with references."""
-    bench_tp_blocks(rec, timer, dev, deadline, quick, env)
-    bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
+    """Section parallel_blocks: the TP rows, then the CP rows of both kinds with references; with
+    REAL_BENCH_ROUNDS=N > 1, N rounds of both (each in `rotated` order, the rows carrying `round`; the
+    collective host and the CP self-checks in round 0 only)."""
+    rounds = bench_rounds()
+    for r in range(rounds):
+        index = r if rounds > 1 else None
+        bench_tp_blocks(rec, timer, dev, deadline, quick, env, index)
+        bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True, round_index=index)
 
 
 def bench_cp_blocks(rec, timer, dev, deadline, quick, env):
@@ -428,15 +453,18 @@ def bench_tp_traces(rec, timer, dev, deadline, quick, env):
         trace_tp_reps(dev, quick, group, rank, world, out_dir, [case])
 
 
-def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
+def bench_tp_blocks(rec, timer, dev, deadline, quick, env, round_index: int | None = None):
     """Section tp_blocks: the host cost of a collective call (`bench_collective_host`), then the
     TP rows (TP = W with and without sequence parallelism, and the one-GPU reference) of
-    `tp_cases`."""
+    `tp_cases`; `round_index` (rounds of bench_parallel_blocks): the rows carry it, the cases
+    `rotated` by it, the collective host in round 0 alone."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
-    bench_collective_host(rec, dev, quick, group)
+    if not round_index:
+        bench_collective_host(rec, dev, quick, group)
     reps, warmup = (2, 1) if quick else (10, 3)
-    for block_kind, model, T in tp_cases(quick):
+    tagged = {} if round_index is None else {"round": round_index}
+    for block_kind, model, T in rotated(tp_cases(quick), round_index or 0):
         spec = get_spec(model)
         common = dict(bench="tp_block", block=block_kind, model=model, cp=1, tokens=T, seq_len=T, batch=1,
                       hidden_size=spec.hidden_size, num_heads=spec.num_heads,
@@ -446,7 +474,7 @@ def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
                       moe_intermediate_size=spec.moe_intermediate_size if block_kind == "moe" else "",
                       skew=0.0 if block_kind == "moe" else "", precision="bf16", attn_kernel="",
                       flops=_tp_flops(block_kind, spec, T),
-                      split=block_split("tp_block", block_kind, model, T))
+                      split=block_split("tp_block", block_kind, model, T), **tagged)
         for sp in (True, False):
             if agreed_over(deadline, dev):
                 log("parallel_blocks: deadline reached")
@@ -535,18 +563,20 @@ def cp_self_check(kind, dev, quick, group, rank, world) -> dict:
     return {name: float(f"{e:.3g}") for name, e in zip([*pairs, "ref_max_abs"], errs.tolist())}
 
 
-def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool):
+def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool, round_index: int | None = None):
     """Context-parallel rows (cp = W) of each kind in `kinds`, in that order for each case, and
     with `reference` the one-GPU row (cp = 1, cp_kind empty) on rank 0. First, each kind's
-    accuracy on a small case (`cp_self_check`) into the environment (env.json: cp_check_<kind>)."""
+    accuracy on a small case (`cp_self_check`) into the environment (env.json: cp_check_<kind>).
+    `round_index` as bench_tp_blocks' (the self-checks in round 0 alone)."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
     reps, warmup = (2, 1) if quick else (8, 2)
-    for kind in kinds:
+    tagged = {} if round_index is None else {"round": round_index}
+    for kind in kinds if not round_index else ():
         env[f"cp_check_{kind}"] = cp_self_check(kind, dev, quick, group, rank, world)
         log(f"cp {kind} vs FP32 SDPA, max abs error: {env[f'cp_check_{kind}']}")
         free_memory()
-    for model, H, S in cp_cases(quick):
+    for model, H, S in rotated(cp_cases(quick), round_index or 0):
         if agreed_over(deadline, dev):
             log("cp blocks: deadline reached")
             return
@@ -557,7 +587,7 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
                       tokens=S, seq_len=S, batch=1, hidden_size=spec.hidden_size, num_heads=H,
                       qk_head_dim=E, v_head_dim=Ev, num_experts="", top_k="", moe_intermediate_size="",
                       skew="", precision="bf16", flops=3.5 * attention_flops(1, S, H, E, Ev, causal=True),
-                      split=block_split("cp_block", "attention", model, S))
+                      split=block_split("cp_block", "attention", model, S), **tagged)
         for kind in kinds:
             comm = CommTimer(dev)
             step, _ = _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm)
@@ -576,7 +606,7 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
             del step
             free_memory()
         dist.barrier()
-    for model, S in cp_mla_cases(quick):
+    for model, S in rotated(cp_mla_cases(quick), round_index or 0):
         if agreed_over(deadline, dev):
             log("cp blocks: deadline reached")
             return
@@ -585,7 +615,7 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
                       tokens=S, seq_len=S, batch=1, hidden_size=spec.hidden_size, num_heads=spec.num_heads,
                       qk_head_dim=spec.qk_nope_head_dim + spec.qk_rope_head_dim, v_head_dim=spec.v_head_dim,
                       num_experts="", top_k="", moe_intermediate_size="", skew="", precision="bf16",
-                      flops=_tp_flops("mla", spec, S), split=block_split("cp_block", "mla", model, S))
+                      flops=_tp_flops("mla", spec, S), split=block_split("cp_block", "mla", model, S), **tagged)
         for kind in kinds:
             step, block = _cp_mla_fn(spec, group, S, dev, rank, world, kind)
             block.comm = CommTimer(dev)

@@ -104,7 +104,8 @@ SHAPE_COLS = {
                         "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
                         "comm_time_s", "comm_detail", "host_time_s", "split",
                         # the host probe beside the row (REAL_BENCH_HOST_PROBE_S; empty where off)
-                        "probe_launch_before_s", "probe_launch_after_s", "probe_launch_s"],
+                        "probe_launch_before_s", "probe_launch_after_s", "probe_launch_s",
+                        "round"],   # REAL_BENCH_ROUNDS > 1: the round (0, 1, ...); empty otherwise
     # real/bench/decode_gemm.py (s8dec): the absorbed MLA's batched GEMMs, and decode steps with
     # the GPU's and the host's state per step
     "decode_gemm": ["bench", "op", "weight", "model", "batch", "cache_len", "num_heads", "batch_count", "m", "n", "k",

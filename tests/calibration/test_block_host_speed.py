@@ -131,3 +131,15 @@ def test_summary_and_criteria():
     worse = bhs.summary([res("a", 1.11), res("b", 1.2), res("r", 0.95, tp=1)])
     bad = bhs.criteria({"h200": {False: off, True: worse}}, {"h200": None})
     assert not bad["1 count"] and not bad["2 none leaves"] and not bad["5 round 2"]
+
+
+def test_fastest_rounds_keeps_each_configuration_at_its_fastest_round():
+    def row(block, tokens, rnd, t, split="fit"):
+        return dict(bench="tp_block", block=block, model="m", tp=2, cp=1, cp_kind="", sequence_parallel=True,
+                    tokens=tokens, round=rnd, time_s=t, host_time_s=t / 2, split=split)
+    rows = pd.DataFrame([row("mla", 2048, 0, 3.0), row("moe", 2048, 0, 5.0, "holdout"), row("mla", 2048, 1, 2.5),
+                         row("moe", 2048, 1, 5.5, "holdout"), row("mla", 4096, 2, 4.0), row("mla", 2048, 2, 0.0)])
+    best = bhs.fastest_rounds(rows)
+    assert list(zip(best["block"], best["tokens"], best["round"], best["time_s"])) == [
+        ("mla", 2048, 1, 2.5), ("moe", 2048, 0, 5.0), ("mla", 4096, 2, 4.0)]
+    assert list(best["host_time_s"]) == [1.25, 2.5, 2.0]   # the whole row of that round

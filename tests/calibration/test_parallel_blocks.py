@@ -194,13 +194,19 @@ def test_block_rows_load_every_parallel_blocks_file(tmp_path):
 # s14cp2's candidate H (the TP block's extra host per crossing + per call, ADOPT_CROSSING_HOST) failed
 # its rule (docs/notes/s14cp2_rule.md): with it, MLA 4K -12.0 -> -5.3% and MoE 4K -15.0 -> -9.6%, but
 # MoE 2K +4.2 -> +10.8% and the medians rise on both GPUs; off, the figures below are unchanged.
+# s15cp (docs/notes/s15cp_rule.md): the H200's block records are real/campaigns/s15cp.sh's round 1
+# (2026-11-27 04:13 UTC, every row beside the host probe; the s7cp records in h200x2/blocks_before_s15cp/).
+# The host-bound v2-lite rows moved by up to 30% between that round and round 2 a minute later
+# (h200x2/s15cp_round2/: MoE 2K SP 4.00 / 5.19 ms, MLA 4K 2.96 / 3.81 ms), the records' own spread: the
+# fresh figures (P off) are below; the probe as an input (ADOPT_HOST_PROBE, candidate P) failed its
+# rule (MoE 4K SP -0.6 -> -21.9%; round 2 15 -> 12 of 20 within 10%) and is off.
 NOT_MET = {
-    "cp_block mla v2-lite-slice t16384 cp2 allgather": -0.110,
-    "cp_block mla v2-lite-slice t16384 cp2 ring": -0.132,
-    "tp_block mla v2-lite-slice t4096 tp2": -0.120,
-    "tp_block moe v2-lite-slice t2048 tp2 sp": +0.159,
-    "tp_block moe v2-lite-slice t4096 tp2": -0.150,
-    "tp_block moe v2-lite-slice t8192 tp2 sp": -0.126,
+    "cp_block mla v2-lite-slice t16384 cp2 ring": -0.107,
+    "tp_block mla v2-lite-slice t4096 tp2": +0.120,
+    "tp_block mla v2-lite-slice t4096 tp2 sp": +0.149,
+    "tp_block moe v2-lite-slice t2048 tp2": +0.143,
+    "tp_block moe v2-lite-slice t2048 tp2 sp": +0.293,
+    "tp_block moe v2-lite-slice t4096 tp2": -0.128,
 }
 # 2xH100 (h100x2/, real/campaigns/s7cp.sh on two H100s of a 4xH100 host, 2026-11-26 09:02 UTC),
 # predicted with the H100 profile and its own sweep: the v2-lite MoE TP2 rows at 4-8K tokens fall

@@ -63,3 +63,23 @@ def test_s15cp_stops_cleanly_without_two_gpus(tmp_path):
                    check=True, capture_output=True, timeout=60)
     log = (tmp_path / "out" / "s15cp" / "s15cp.log").read_text()
     assert "needs 2: nothing run" in log and not (tmp_path / "out" / "s15cp" / "round1").exists()
+
+
+def test_s15cp2_campaign_cpu_dry_run(tmp_path):
+    """real/campaigns/s15cp2.sh: three rotated rounds of every quick TP and CP row, each with its round
+    and its probe; the collective host once."""
+    d, log = dry_run("s15cp2", tmp_path, 600)
+    assert "s15cp2 part rounds rc=0" in log, log[-2000:]
+    tp, cp = _rows(d / "parallel_blocks.csv"), _rows(d / "parallel_blocks_cp.csv")
+    assert len(tp) == 3 * 9 and len(cp) == 3 * 6
+    assert sorted({r["round"] for r in tp + cp}) == ["0", "1", "2"]
+    firsts = [next(r for r in tp if r["round"] == k)["tokens"] for k in "012"]
+    assert firsts == ["32", "32", "48"]   # the cases rotated by one a round (mla 32, moe 32, moe 48)
+    assert all(float(r["probe_launch_s"]) > 0 and r["torch_version"] for r in tp + cp)
+    assert len(_rows(d / "collective_host.csv")) == 4
+    assert "s15cp2 done" in log and not (d / "raw").exists()
+
+
+def test_rotated_cases():
+    from real.bench.parallel_blocks import rotated
+    assert rotated([1, 2, 3], 0) == [1, 2, 3] and rotated([1, 2, 3], 4) == [2, 3, 1] and rotated([], 2) == []
