@@ -135,7 +135,7 @@ def test_summary_and_criteria():
 
 def test_fastest_rounds_keeps_each_configuration_at_its_fastest_round():
     def row(block, tokens, rnd, t, split="fit"):
-        return dict(bench="tp_block", block=block, model="m", tp=2, cp=1, cp_kind="", sequence_parallel=True,
+        return dict(bench="tp_block", block=block, model="m", tp=2, cp=1, cp_kind=float("nan"), sequence_parallel=True,
                     tokens=tokens, round=rnd, time_s=t, host_time_s=t / 2, split=split)
     rows = pd.DataFrame([row("mla", 2048, 0, 3.0), row("moe", 2048, 0, 5.0, "holdout"), row("mla", 2048, 1, 2.5),
                          row("moe", 2048, 1, 5.5, "holdout"), row("mla", 4096, 2, 4.0), row("mla", 2048, 2, 0.0)])
