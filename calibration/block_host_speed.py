@@ -37,7 +37,7 @@ def fastest_rounds(rows: pd.DataFrame) -> pd.DataFrame:
     first-seen order: the block at the host's fast state (docs/notes/s15cp2_rule.md; s14mla's
     calibration.mla_rounds for the one-GPU MLA records). Rows without a positive time are dropped."""
     rows = rows[pd.to_numeric(rows["time_s"], errors="coerce") > 0].reset_index(drop=True)
-    key = rows[list(CONFIG_COLS)].fillna("").astype(str).agg("|".join, axis=1)
+    key = rows[list(CONFIG_COLS)].apply(lambda c: c.map(lambda v: "" if pd.isna(v) else str(v))).agg("|".join, axis=1)
     best = pd.to_numeric(rows["time_s"], errors="coerce").groupby(key).idxmin()
     order = {k: i for i, k in enumerate(dict.fromkeys(key))}
     return rows.loc[sorted(best.values, key=lambda i: order[key[i]])].reset_index(drop=True)
