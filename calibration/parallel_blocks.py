@@ -91,17 +91,73 @@ def _int(v, default: int = 1) -> int:
 COLLECTIVE_HOST_FILE = "collective_host.csv"
 
 
-def load_collective_host(folder: Path | str) -> dict[str, float]:
+def load_collective_host(folder: Path | str, probe_ref_s: float | None = None) -> dict[str, float]:
     """{op: host seconds to issue one call} from <folder>/collective_host.csv (real/bench/
     parallel_blocks.py bench_collective_host: each TP collective as the blocks call it, in the
     two-rank process, the slowest rank's; fitting rows only, the median over sizes); {} without
-    the file."""
+    the file. With `probe_ref_s`, each row's time at that host speed first (`at_probe_ref`)."""
     path = Path(folder) / COLLECTIVE_HOST_FILE
     if not csv_exists(path):
         return {}
     df = read_csv(path)
     df = df[(df["split"] == "fit") & (df["time_s"] > 0)]
+    if probe_ref_s:
+        df = at_probe_ref(df, probe_ref_s, "time_s")
     return {str(op): float(g["time_s"].median()) for op, g in df.groupby("op")}
+
+
+# Whether the block rows take the host's speed measured beside each row as an input
+# (docs/notes/s15cp_rule.md, candidate P): the host terms measured on the fitting rows brought to one
+# reference speed, every row's host at its own. Rows without a probe are unchanged.
+ADOPT_HOST_PROBE = False
+PROBE_COL = "probe_launch_s"   # real/bench/parallel_blocks.py: the launch probe beside the row
+
+
+def row_probe_s(row) -> float | None:
+    """A row's host probe (seconds per small kernel launch, the slowest rank's), None without one."""
+    try:
+        p = float(row.get(PROBE_COL))
+    except (TypeError, ValueError):
+        return None
+    return p if p > 0 else None
+
+
+def reference_probe_s(rows: pd.DataFrame) -> float | None:
+    """The median probe over a folder's fitting block rows: the host speed its terms are read at
+    (`at_probe_ref`); None where no fitting row carries a probe."""
+    if rows.empty or PROBE_COL not in rows:
+        return None
+    fit = rows[rows["bench"].isin(BENCHES) & (rows["split"] == "fit")]
+    p = pd.to_numeric(fit[PROBE_COL], errors="coerce")
+    p = p[p > 0]
+    return float(p.median()) if len(p) else None
+
+
+def at_probe_ref(rows: pd.DataFrame, probe_ref_s: float, col: str = "host_time_s") -> pd.DataFrame:
+    """`rows` with each probed row's host measurement `col` as the host at `probe_ref_s` would have
+    taken it: x probe_ref_s / the row's probe (host time proportional to the probe: s13srv's fitted
+    exponent, 0.97-1.08); rows without a probe as they are."""
+    if PROBE_COL not in rows or col not in rows:
+        return rows
+    out = rows.copy()
+    p = pd.to_numeric(out[PROBE_COL], errors="coerce")
+    probed = p > 0
+    out[col] = pd.to_numeric(out[col], errors="coerce")
+    out.loc[probed, col] = out.loc[probed, col] * probe_ref_s / p[probed]
+    return out
+
+
+def host_scale(row, probe_ref_s: float | None) -> float:
+    """The factor on a row's host terms: its probe over the folder's reference (1 without either)."""
+    p = row_probe_s(row)
+    return p / probe_ref_s if (p and probe_ref_s) else 1.0
+
+
+def _host_scaled(ops: list, scale: float) -> list:
+    """Ops (host_s, gpu_s) with every host part x `scale` (host synchronisations kept)."""
+    if scale == 1.0:
+        return ops
+    return [(None, g) if h is None else (h * scale, g) for h, g in ops]
 
 
 # collectives a TP block's forward + backward calls (real/tp.py): with sequence parallelism the
@@ -362,9 +418,12 @@ def block_component_factors(folder: Path | str, rows: pd.DataFrame, gpu: GPUSpec
 
 
 def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
-                   kernel_host: dict | None = None, component_factors: dict | None = None) -> float:
+                   kernel_host: dict | None = None, component_factors: dict | None = None,
+                   host_scale: float = 1.0) -> float:
+    """A tp_block row (`tp_block_ops`), every host part x `host_scale` (the row's host speed over the
+    one its terms were read at: `host_scale`)."""
     f, b = tp_block_ops(row, gpu, profile, host, kernel_host, component_factors)
-    return timed_window_s([], _rep_start("tp_block", _int(row["tp"])) + f.ops + b.ops)
+    return timed_window_s([], _rep_start("tp_block", _int(row["tp"])) + _host_scaled(f.ops + b.ops, host_scale))
 
 
 # Which two-GPU block rows start each repetition synchronised (s13cp): real/bench/parallel_blocks.py
@@ -492,7 +551,7 @@ def offdiag_factor(cp_terms: dict, H: int, E: int, Ev: int, s: int) -> float:
 
 
 def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
-                   cp_terms: dict | None = None) -> float:
+                   cp_terms: dict | None = None, host_scale: float = 1.0) -> float:
     """A cp_block row: context-parallel attention over W ranks, each holding S/W positions (zigzag
     halves, so the causal work is even), forward and backward, as real/cp.py runs it: W blocks
     per rank, the diagonal one causal over its s = S/W positions, every other one half the
@@ -508,7 +567,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     filled block by block. block mla adds the sublayer's projections on S/W positions (no
     collective). W = 1: the unsplit block (SDPA, causal). `cp_terms` (`cp_block_terms`, measured
     on the fitting CP rows): the CP part's host time per op of each kind, and the off-diagonal
-    blocks' time over the causal curves'."""
+    blocks' time over the causal curves'. `host_scale`: every host part's factor (`host_scale`)."""
     spec = get_model(str(row["model"]))
     world, S = _int(row["cp"]), _int(row["seq_len"])
     H, E, Ev = _int(row["num_heads"]), _int(row["qk_head_dim"]), _int(row["v_head_dim"])
@@ -544,7 +603,7 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     if block:
         f.missing_kernels(f"{block}_fwd", str(row["precision"]))
         b.missing_kernels(f"{block}_bwd", str(row["precision"]))
-    return timed_window_s([], _rep_start("cp_block", world) + f.ops + b.ops)
+    return timed_window_s([], _rep_start("cp_block", world) + _host_scaled(f.ops + b.ops, host_scale))
 
 
 def _cp_attention_part(row, gpu: GPUSpec, profile: Profile, host: dict | None, merge_factor: float = 1.0):
@@ -690,15 +749,15 @@ def offdiag_by_shape(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict
 
 def predict_block_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
                       kernel_host: dict | None = None, cp_terms: dict | None = None,
-                      component_factors: dict | None = None) -> float | None:
+                      component_factors: dict | None = None, host_scale: float = 1.0) -> float | None:
     """Predicted seconds of a parallel_blocks.csv row, None for a bench it does not know; `host`:
     the measured host time per collective call (`load_collective_host`), `kernel_host` per
     launched kernel of a TP block (`block_kernel_host_s`), `component_factors` the TP blocks'
-    traced kernel factors (`block_component_factors`)."""
+    traced kernel factors (`block_component_factors`), `host_scale` the factor on every host part."""
     if row["bench"] == "tp_block":
-        return predict_tp_row(row, gpu, profile, host, kernel_host, component_factors)
+        return predict_tp_row(row, gpu, profile, host, kernel_host, component_factors, host_scale)
     if row["bench"] == "cp_block":
-        return predict_cp_row(row, gpu, profile, host, cp_terms)
+        return predict_cp_row(row, gpu, profile, host, cp_terms, host_scale)
     return None
 
 
@@ -729,6 +788,7 @@ class FolderTerms:
     cp_terms: dict
     component_factors: dict = dataclasses.field(default_factory=dict)
     tp_host: dict | None = None     # the TP rows' host terms where they differ from `host`
+    probe_ref_s: float | None = None   # the host speed the terms are at (ADOPT_HOST_PROBE), else None
 
 
 def tp_host_terms(host: dict, isolated: dict, rows: pd.DataFrame, crossing: bool | None = None) -> dict | None:
@@ -749,23 +809,30 @@ def tp_host_terms(host: dict, isolated: dict, rows: pd.DataFrame, crossing: bool
 
 
 def folder_terms(folder: Path | str, gpu: str, profile: Profile,
-                 component_factors: bool | None = None, crossing_host: bool | None = None) -> FolderTerms:
+                 component_factors: bool | None = None, crossing_host: bool | None = None,
+                 host_probe: bool | None = None) -> FolderTerms:
     """The rows of a folder and the terms measured on its fitting rows and beside them (the
     collectives' host, the TP blocks' host per kernel, the CP terms, and, where
     `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS) and the folder holds fitting traces,
     the TP blocks' traced kernel factors, and, where `crossing_host` (None: ADOPT_CROSSING_HOST),
-    the TP rows' host per crossing and per call: `tp_host_terms`), as `predict_folder` uses them."""
+    the TP rows' host per crossing and per call: `tp_host_terms`), as `predict_folder` uses them.
+    Where `host_probe` (None: ADOPT_HOST_PROBE) and the fitting rows carry the host probe, every
+    host term is read off the fitting rows' host measurements brought to the folder's reference
+    speed (`reference_probe_s`, `at_probe_ref`): FolderTerms.probe_ref_s."""
     spec = gpu_spec(gpu)
     rows = load_block_rows(folder)
-    host = load_collective_host(folder)
+    use_probe = ADOPT_HOST_PROBE if host_probe is None else host_probe
+    probe_ref = reference_probe_s(rows) if use_probe else None
+    measured = at_probe_ref(rows, probe_ref) if probe_ref else rows   # what the host terms read
+    host = load_collective_host(folder, probe_ref)
     isolated = dict(host)
-    in_block = block_collective_host_s(rows)
+    in_block = block_collective_host_s(measured)
     if in_block is not None:   # the call as the blocks make it, where the records say
         host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
-    kernel_host = block_kernel_host_s(rows, spec, profile)
+    kernel_host = block_kernel_host_s(measured, spec, profile)
     merge = cp_merge_factor(folder, spec, profile)   # real/cp.py's eager merges, as PyTorch CP's measured
     merge = 1.0 if merge is None else merge
-    cp_terms = {**cp_block_terms(rows, spec, profile, host, merge), "merge_factor": merge}
+    cp_terms = {**cp_block_terms(measured, spec, profile, host, merge), "merge_factor": merge}
     offdiag = measured_offdiag_scale(folder, spec, profile)
     if offdiag is not None:   # measured on one GPU beats inferred from the CP rows
         cp_terms = {**cp_terms, "offdiag_scale": offdiag, "offdiag_source": f"{CHUNKS_FILE} mla_block rows"}
@@ -776,21 +843,29 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
     use = ADOPT_TRACE_COMPONENT_FACTORS if component_factors is None else component_factors
     factors = block_component_factors(folder, rows, spec, profile, host, kernel_host) if use else {}
     return FolderTerms(spec, rows, host, kernel_host, cp_terms, factors,
-                       tp_host_terms(host, isolated, rows, crossing_host))
+                       tp_host_terms(host, isolated, measured, crossing_host), probe_ref)
 
 
 def predict_folder(folder: Path | str, gpu: str, profile: Profile, component_factors: bool | None = None,
-                   crossing_host: bool | None = None) -> list[dict]:
+                   crossing_host: bool | None = None, host_probe: bool | None = None) -> list[dict]:
     """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
     host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
     the isolated call's (collective_host.csv), where measured; the TP blocks' kernels at their
     traced component factors where `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS); the
-    TP rows' host per crossing and per call where `crossing_host` (None: ADOPT_CROSSING_HOST)."""
-    t = folder_terms(folder, gpu, profile, component_factors, crossing_host)
+    TP rows' host per crossing and per call where `crossing_host` (None: ADOPT_CROSSING_HOST); each
+    row's host at its own measured speed where `host_probe` (None: ADOPT_HOST_PROBE)."""
+    t = folder_terms(folder, gpu, profile, component_factors, crossing_host, host_probe)
+    return predict_rows(t, t.rows, profile)
+
+
+def predict_rows(t: FolderTerms, rows: pd.DataFrame, profile: Profile) -> list[dict]:
+    """`predict_folder`'s rows for any block rows under a folder's terms `t` (e.g. another run's
+    rows of the same configurations, each at its own host probe against t.probe_ref_s)."""
     out = []
-    for _, r in t.rows.iterrows():
+    for _, r in rows.iterrows():
         host = t.tp_host if (t.tp_host is not None and r["bench"] == "tp_block") else t.host
-        pred = predict_block_row(r, t.spec, profile, host, t.kernel_host, t.cp_terms, t.component_factors)
+        pred = predict_block_row(r, t.spec, profile, host, t.kernel_host, t.cp_terms, t.component_factors,
+                                 host_scale(r, t.probe_ref_s))
         if pred is None:
             continue
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),

@@ -29,7 +29,14 @@ comm_detail the same by kind (JSON). host_time_s: the median over repetitions of
 rank's host time to issue the repetition (forward + backward calls returned, no device sync):
 where it is close to time_s the block is host-bound.
 Split (`block_split`): holdout the middle size of each sweep (tp tokens 4096, cp seq_len 16384)
-and every row of v2-lite-slice's MoE; fit otherwise.
+and every row of v2-lite-slice's MoE at the sweep's sizes; fit otherwise (the extra v2-lite MoE
+sizes of EXTRA_TP_CASES are fitting rows).
+Host probe (REAL_BENCH_HOST_PROBE_S = a window in seconds; unset or 0: off, the committed
+campaigns' rows): real/serve/hostspeed.py's launch probe (host seconds per small kernel launched
+from Python) run right before and right after each row, the slowest rank's for a W-rank row, rank
+0's for a reference: probe_launch_before_s, probe_launch_after_s and their mean probe_launch_s, the
+speed of the host that issued the row (issue 14, s15cp: the host-bound blocks' host is an input).
+The collective_host rows carry the same columns. REAL_BENCH_TP_EXTRA=1 adds EXTRA_TP_CASES.
 """
 
 from __future__ import annotations
@@ -52,32 +59,80 @@ from real.bench.nccl import agreed_over, distributed_env, log, stats
 from real.collectives import CommTimer, all_gather_tokens, all_reduce_sum, reduce_scatter_tokens
 from real.configs import get_spec
 from real.model import building, rope_tables
+from real.serve.hostspeed import launch_probe
 from real.tp import TPMLABlock, TPMoEBlock
 from twin.costs.flops import attention_flops, gemm_flops
 
 HELD_OUT_TP_TOKENS = {4096}
 HELD_OUT_CP_SEQ_LENS = {16384}
 HELD_OUT_TP_MOE_MODELS = {"v2-lite-slice"}
+TP_SWEEP_TOKENS = (2048, 4096, 8192)
 CP_KIND_ORDER = ("allgather", "ring")  # the all-gather rows first: public kernels only
+# fitting v2-lite MoE TP rows at sizes between the sweep's (s15cp): the sweep's v2-lite MoE rows are
+# all held out, so no fitting row measured that block's host; these do (REAL_BENCH_TP_EXTRA=1)
+EXTRA_TP_CASES = (("moe", "v2-lite-slice", 3072), ("moe", "v2-lite-slice", 6144))
+QUICK_EXTRA_TP_CASES = (("moe", "tiny", 48),)
 
 
 def block_split(bench: str, block: str, model: str, tokens: int) -> str:
     if bench == "cp_block":
         return "holdout" if tokens in HELD_OUT_CP_SEQ_LENS else "fit"
-    if tokens in HELD_OUT_TP_TOKENS or (block == "moe" and model in HELD_OUT_TP_MOE_MODELS):
+    if tokens in HELD_OUT_TP_TOKENS or (block == "moe" and model in HELD_OUT_TP_MOE_MODELS
+                                         and tokens in TP_SWEEP_TOKENS):
         return "holdout"
     return "fit"
 
 
 def tp_cases(quick: bool):
-    """(block, model, tokens) of the TP sweep."""
+    """(block, model, tokens) of the TP sweep, and EXTRA_TP_CASES last where REAL_BENCH_TP_EXTRA=1."""
+    extra = os.environ.get("REAL_BENCH_TP_EXTRA", "") == "1"
     if quick:
-        return [("mla", "tiny", 32), ("moe", "tiny", 32)]
+        return [("mla", "tiny", 32), ("moe", "tiny", 32)] + (list(QUICK_EXTRA_TP_CASES) if extra else [])
     out = []
     for block in ("mla", "moe"):
         for model in ("v2-lite-slice", "v3-slice-1l"):  # the host-bound model first
-            out += [(block, model, t) for t in (2048, 4096, 8192)]
-    return out
+            out += [(block, model, t) for t in TP_SWEEP_TOKENS]
+    return out + (list(EXTRA_TP_CASES) if extra else [])
+
+
+PROBE_ENV = "REAL_BENCH_HOST_PROBE_S"
+
+
+def probe_window_s() -> float:
+    """The host probe's window (seconds) from REAL_BENCH_HOST_PROBE_S; 0: no probe."""
+    try:
+        return max(0.0, float(os.environ.get(PROBE_ENV, "") or 0.0))
+    except ValueError:
+        return 0.0
+
+
+def host_probe_s(dev, group) -> float:
+    """Host seconds per small kernel launch now (hostspeed.launch_probe's window mean), the slowest
+    rank's where `group` is given (every rank probes at once); NaN where the probe is off."""
+    window = probe_window_s()
+    if window <= 0:
+        return math.nan
+    launch, _ = launch_probe(dev, window)
+    if group is not None:
+        t = torch.tensor([launch], device=dev, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        launch = float(t.item())
+    return launch
+
+
+def probe_cols(before: float, after: float) -> dict:
+    """A row's probe columns ({} where the probe is off)."""
+    if math.isnan(before) and math.isnan(after):
+        return {}
+    return {"probe_launch_before_s": before, "probe_launch_after_s": after,
+            "probe_launch_s": (before + after) / 2}
+
+
+def probed_reps(fn, dev, reps: int, warmup: int, comm, group) -> tuple[list, list, list, dict]:
+    """`time_reps` with the host probe right before and right after it (`probe_cols`)."""
+    before = host_probe_s(dev, group)
+    times, comms, hosts = time_reps(fn, dev, reps, warmup, comm, group)
+    return times, comms, hosts, probe_cols(before, host_probe_s(dev, group))
 
 
 def cp_cases(quick: bool):
@@ -231,10 +286,35 @@ def _cp_mla_fn(spec, group, S, dev, rank, world, kind="ring"):
     return step, block
 
 
+ROUNDS_ENV = "REAL_BENCH_ROUNDS"
+
+
+def bench_rounds() -> int:
+    """How many rounds the parallel_blocks section runs (REAL_BENCH_ROUNDS; 1 where unset)."""
+    try:
+        return max(1, int(os.environ.get(ROUNDS_ENV, "") or 1))
+    except ValueError:
+        return 1
+
+
+def rotated(cases: list, round_index: int) -> list:
+    """`cases` started at case round_index (mod their count): each round in another order, so no
+    configuration always runs in the same phase of the host's slow and fast spells (s14mla)."""
+    if not cases:
+        return cases
+    k = round_index % len(cases)
+    return cases[k:] + cases[:k]
+
+
 def bench_parallel_blocks(rec, timer, dev, deadline, quick, env):
-    """Section parallel_blocks: the TP rows, then the CP rows of both kinds with references."""
-    bench_tp_blocks(rec, timer, dev, deadline, quick, env)
-    bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True)
+    """Section parallel_blocks: the TP rows, then the CP rows of both kinds with references; with
+    REAL_BENCH_ROUNDS=N > 1, N rounds of both (each in `rotated` order, the rows carrying `round`; the
+    collective host and the CP self-checks in round 0 only)."""
+    rounds = bench_rounds()
+    for r in range(rounds):
+        index = r if rounds > 1 else None
+        bench_tp_blocks(rec, timer, dev, deadline, quick, env, index)
+        bench_cp_rows(rec, timer, dev, deadline, quick, env, CP_KIND_ORDER, reference=True, round_index=index)
 
 
 def bench_cp_blocks(rec, timer, dev, deadline, quick, env):
@@ -269,6 +349,7 @@ def bench_collective_host(rec, dev, quick, group):
     for op in COLLECTIVE_HOST_OPS:
         for _ in range(3):
             _collective_call(op, x, group, comm)
+        before = host_probe_s(dev, group)
         per_call = []
         for _ in range(reps):
             if dev.type == "cuda":
@@ -284,8 +365,9 @@ def bench_collective_host(rec, dev, quick, group):
         t = torch.tensor(per_call, device=dev, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
         st = stats(t.tolist())
+        probe = probe_cols(before, host_probe_s(dev, group))
         rec.row("collective_host", bench="collective_host", op=op, tokens=T, hidden_size=D, calls=calls,
-                split="fit", **st, timing="host_clock", flops=math.nan, bytes=math.nan,
+                split="fit", **st, **probe, timing="host_clock", flops=math.nan, bytes=math.nan,
                 achieved_flops_per_s=math.nan, achieved_bytes_per_s=math.nan)
         log(f"collective_host {op} {T}x{D}: {st['time_s'] * 1e6:.1f} us a call")
 
@@ -371,15 +453,18 @@ def bench_tp_traces(rec, timer, dev, deadline, quick, env):
         trace_tp_reps(dev, quick, group, rank, world, out_dir, [case])
 
 
-def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
+def bench_tp_blocks(rec, timer, dev, deadline, quick, env, round_index: int | None = None):
     """Section tp_blocks: the host cost of a collective call (`bench_collective_host`), then the
     TP rows (TP = W with and without sequence parallelism, and the one-GPU reference) of
-    `tp_cases`."""
+    `tp_cases`; `round_index` (rounds of bench_parallel_blocks): the rows carry it, the cases
+    `rotated` by it, the collective host in round 0 alone."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
-    bench_collective_host(rec, dev, quick, group)
+    if not round_index:
+        bench_collective_host(rec, dev, quick, group)
     reps, warmup = (2, 1) if quick else (10, 3)
-    for block_kind, model, T in tp_cases(quick):
+    tagged = {} if round_index is None else {"round": round_index}
+    for block_kind, model, T in rotated(tp_cases(quick), round_index or 0):
         spec = get_spec(model)
         common = dict(bench="tp_block", block=block_kind, model=model, cp=1, tokens=T, seq_len=T, batch=1,
                       hidden_size=spec.hidden_size, num_heads=spec.num_heads,
@@ -389,23 +474,23 @@ def bench_tp_blocks(rec, timer, dev, deadline, quick, env):
                       moe_intermediate_size=spec.moe_intermediate_size if block_kind == "moe" else "",
                       skew=0.0 if block_kind == "moe" else "", precision="bf16", attn_kernel="",
                       flops=_tp_flops(block_kind, spec, T),
-                      split=block_split("tp_block", block_kind, model, T))
+                      split=block_split("tp_block", block_kind, model, T), **tagged)
         for sp in (True, False):
             if agreed_over(deadline, dev):
                 log("parallel_blocks: deadline reached")
                 return
             step, block = _tp_block_fn(block_kind, spec, group, sp, T, dev, rank, world)
             block.comm = CommTimer(dev)
-            times, comms, hosts = time_reps(step, dev, reps, warmup, block.comm, group)
+            times, comms, hosts, probe = probed_reps(step, dev, reps, warmup, block.comm, group)
             st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, tp=world,
-                      sequence_parallel=sp, **common)
+                      sequence_parallel=sp, **common, **probe)
             log(f"tp_block {block_kind} {model} T={T} tp{world} sp={sp}: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         if rank == 0:  # the one-GPU reference
             step, block = _tp_block_fn(block_kind, spec, None, False, T, dev, 0, 1)
-            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], hosts, tp=1, sequence_parallel=False, **common)
+            times, _, hosts, probe = probed_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, tp=1, sequence_parallel=False, **common, **probe)
             log(f"tp_block {block_kind} {model} T={T} tp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
@@ -478,18 +563,20 @@ def cp_self_check(kind, dev, quick, group, rank, world) -> dict:
     return {name: float(f"{e:.3g}") for name, e in zip([*pairs, "ref_max_abs"], errs.tolist())}
 
 
-def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool):
+def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool, round_index: int | None = None):
     """Context-parallel rows (cp = W) of each kind in `kinds`, in that order for each case, and
     with `reference` the one-GPU row (cp = 1, cp_kind empty) on rank 0. First, each kind's
-    accuracy on a small case (`cp_self_check`) into the environment (env.json: cp_check_<kind>)."""
+    accuracy on a small case (`cp_self_check`) into the environment (env.json: cp_check_<kind>).
+    `round_index` as bench_tp_blocks' (the self-checks in round 0 alone)."""
     group, world, rank = dist.group.WORLD, dist.get_world_size(), dist.get_rank()
     distributed_env(env, dev)
     reps, warmup = (2, 1) if quick else (8, 2)
-    for kind in kinds:
+    tagged = {} if round_index is None else {"round": round_index}
+    for kind in kinds if not round_index else ():
         env[f"cp_check_{kind}"] = cp_self_check(kind, dev, quick, group, rank, world)
         log(f"cp {kind} vs FP32 SDPA, max abs error: {env[f'cp_check_{kind}']}")
         free_memory()
-    for model, H, S in cp_cases(quick):
+    for model, H, S in rotated(cp_cases(quick), round_index or 0):
         if agreed_over(deadline, dev):
             log("cp blocks: deadline reached")
             return
@@ -500,26 +587,26 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
                       tokens=S, seq_len=S, batch=1, hidden_size=spec.hidden_size, num_heads=H,
                       qk_head_dim=E, v_head_dim=Ev, num_experts="", top_k="", moe_intermediate_size="",
                       skew="", precision="bf16", flops=3.5 * attention_flops(1, S, H, E, Ev, causal=True),
-                      split=block_split("cp_block", "attention", model, S))
+                      split=block_split("cp_block", "attention", model, S), **tagged)
         for kind in kinds:
             comm = CommTimer(dev)
             step, _ = _cp_attention_fn(kind, H, S, E, Ev, scale, group, dev, rank, world, comm)
-            times, comms, hosts = time_reps(step, dev, reps, warmup, comm, group)
+            times, comms, hosts, probe = probed_reps(step, dev, reps, warmup, comm, group)
             st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, cp=world, cp_kind=kind,
-                      attn_kernel=_attn_kernel(kind, dev), **common)
+                      attn_kernel=_attn_kernel(kind, dev), **common, **probe)
             log(f"cp_block attention {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms "
                 f"({_attn_kernel(kind, dev)})")
             del step
             free_memory()
         if reference and rank == 0:
             step, kernel = _cp_attention_fn("", H, S, E, Ev, scale, None, dev, 0, 1, None)
-            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel=kernel, **common)
+            times, _, hosts, probe = probed_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel=kernel, **common, **probe)
             log(f"cp_block attention {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step
             free_memory()
         dist.barrier()
-    for model, S in cp_mla_cases(quick):
+    for model, S in rotated(cp_mla_cases(quick), round_index or 0):
         if agreed_over(deadline, dev):
             log("cp blocks: deadline reached")
             return
@@ -528,20 +615,20 @@ def bench_cp_rows(rec, timer, dev, deadline, quick, env, kinds, reference: bool)
                       tokens=S, seq_len=S, batch=1, hidden_size=spec.hidden_size, num_heads=spec.num_heads,
                       qk_head_dim=spec.qk_nope_head_dim + spec.qk_rope_head_dim, v_head_dim=spec.v_head_dim,
                       num_experts="", top_k="", moe_intermediate_size="", skew="", precision="bf16",
-                      flops=_tp_flops("mla", spec, S), split=block_split("cp_block", "mla", model, S))
+                      flops=_tp_flops("mla", spec, S), split=block_split("cp_block", "mla", model, S), **tagged)
         for kind in kinds:
             step, block = _cp_mla_fn(spec, group, S, dev, rank, world, kind)
             block.comm = CommTimer(dev)
-            times, comms, hosts = time_reps(step, dev, reps, warmup, block.comm, group)
+            times, comms, hosts, probe = probed_reps(step, dev, reps, warmup, block.comm, group)
             st = _row(rec, env, timer, times, comms if rank == 0 else [], hosts, cp=world, cp_kind=kind,
-                      attn_kernel=_attn_kernel(kind, dev), **common)
+                      attn_kernel=_attn_kernel(kind, dev), **common, **probe)
             log(f"cp_block mla {model} S={S} cp{world} {kind}: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()
         if reference and rank == 0:
             step, block = _cp_mla_fn(spec, None, S, dev, 0, 1)
-            times, _, hosts = time_reps(step, dev, reps, warmup, None, None)
-            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel="sdpa", **common)
+            times, _, hosts, probe = probed_reps(step, dev, reps, warmup, None, None)
+            st = _row(rec, env, timer, times, [], hosts, cp=1, cp_kind="", attn_kernel="sdpa", **common, **probe)
             log(f"cp_block mla {model} S={S} cp1: {st['time_s'] * 1e3:.2f} ms")
             del step, block
             free_memory()

@@ -107,7 +107,10 @@ SHAPE_COLS = {
     "parallel_blocks": ["bench", "block", "model", "tp", "cp", "cp_kind", "sequence_parallel", "tokens", "seq_len",
                         "batch", "hidden_size", "num_heads", "qk_head_dim", "v_head_dim", "num_experts",
                         "top_k", "moe_intermediate_size", "skew", "precision", "attn_kernel",
-                        "comm_time_s", "comm_detail", "host_time_s", "split"],
+                        "comm_time_s", "comm_detail", "host_time_s", "split",
+                        # the host probe beside the row (REAL_BENCH_HOST_PROBE_S; empty where off)
+                        "probe_launch_before_s", "probe_launch_after_s", "probe_launch_s",
+                        "round"],   # REAL_BENCH_ROUNDS > 1: the round (0, 1, ...); empty otherwise
     # real/bench/decode_gemm.py (s8dec): the absorbed MLA's batched GEMMs, and decode steps with
     # the GPU's and the host's state per step
     "decode_gemm": ["bench", "op", "weight", "model", "batch", "cache_len", "num_heads", "batch_count", "m", "n", "k",
@@ -117,7 +120,8 @@ SHAPE_COLS = {
                      "host_s", "host_cpu_s", "power_now_w", "temperature_c", "pstate", "clock_event_reasons", "cpu_clock_mhz",
                      "load_avg_1m", "split"],
     # real/bench/parallel_blocks.py bench_collective_host: host seconds to issue one call (time_s)
-    "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split"],
+    "collective_host": ["bench", "op", "tokens", "hidden_size", "calls", "split",
+                        "probe_launch_before_s", "probe_launch_after_s", "probe_launch_s"],
     # real/bench/torch_cp.py: PyTorch's own context parallelism (two GPUs) and, one GPU, the
     # attention calls it is made of
     "torch_cp": ["bench", "model", "cp", "rotate_method", "sdpa_backend", "load_balance", "seq_len", "local_len", "num_heads",
