@@ -18,6 +18,8 @@ the backward's two, the weight gradient's is the one whose time grows as the row
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
 import sys
 
@@ -25,15 +27,16 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration.fit import PROFILES_DIR
-from calibration.predict import gpu_spec
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.split import is_held_out
-from calibration.validate import load_fitted_profile
-from twin.core.specs import get_model
+from twin.core.specs import get_gpu, get_model
 from twin.costs import compute
+from twin.costs.profile import PROFILES, profile_from_json
 
 LAYOUTS = ("fwd", "dgrad", "wgrad")
+BACKWARD_LAYOUTS = ("dgrad", "wgrad")
+# records folders (under calibration/measurements) of the GPUs whose layers were profiled
+GPU_FOLDERS = ("h100", "h200")
 _TAG = re.compile(r"TMA_STOREE(S[0-9A-Z]+)_")
 
 
@@ -94,6 +97,8 @@ _CONFIG = re.compile(r"moe_layer (\S+) t(\d+) e(\d+) skew(\S+) (fwd|bwd)")
 def one_gpu_rows(gpu_name: str, gpu, profile) -> list[dict]:
     """The one-GPU MoE layers' profiled kernels (kernels.csv), configurations in the fitting split."""
     path = rec.MEASUREMENTS_DIR / gpu_name / "kernels.csv"
+    if not csv_exists(path):
+        return []
     k = read_csv(path)
     k = k[k["config"].astype(str).str.startswith("moe_layer")].assign(tag=k["kernel"].map(template_tag)).dropna(subset=["tag"])
     parsed = k["config"].str.extract(_CONFIG)
@@ -117,10 +122,21 @@ def one_gpu_rows(gpu_name: str, gpu, profile) -> list[dict]:
     return out
 
 
+def committed_profile(gpu_name: str):
+    """The committed calibrated profile of a records folder's GPU (twin/data/profiles/<gpu>.json),
+    as calibration.validate predicts the records with it."""
+    with PROFILES.joinpath(f"{gpu_name}.json").open() as fh:
+        return profile_from_json(json.load(fh))
+
+
 def layout_table(gpu_name: str) -> pd.DataFrame:
-    profile, _ = load_fitted_profile(gpu_name, rec.load_records(gpu_name), PROFILES_DIR)
-    gpu = gpu_spec(gpu_name)
-    t = pd.DataFrame(ep_layer_rows(gpu_name, gpu, profile) + one_gpu_rows(gpu_name, gpu, profile))
+    """Per fitting BF16 layer: each layout's measured and twin seconds, their ratio, and the
+    backward layouts' ratio over the forward's in the same layer."""
+    profile, gpu = committed_profile(gpu_name), get_gpu(gpu_name)
+    rows = ep_layer_rows(gpu_name, gpu, profile) + one_gpu_rows(gpu_name, gpu, profile)
+    t = pd.DataFrame([r for r in rows if r["source"].endswith(" bf16")])
+    if t.empty:
+        return t
     for L in LAYOUTS:
         t[f"{L}_ratio"] = t[f"{L}_meas_s"] / t[f"{L}_twin_s"]
     for L in ("dgrad", "wgrad"):
@@ -128,11 +144,31 @@ def layout_table(gpu_name: str) -> pd.DataFrame:
     return t
 
 
+def gpu_folder(gpu_name: str) -> str | None:
+    """Catalog GPU name ("NVIDIA H100 SXM5 80GB") -> its records folder ("h100"); None if none."""
+    low = gpu_name.lower()
+    return next((k for k in GPU_FOLDERS if k in low), None)
+
+
+@functools.cache
+def layout_factors(gpu_name: str) -> dict:
+    """{"dgrad": f, "wgrad": f} of this GPU: the median over its fitting BF16 layers of the
+    layout's measured / twin seconds over the forward's in the same layer; {} without records."""
+    folder = gpu_folder(gpu_name)
+    if folder is None:
+        return {}
+    t = layout_table(folder)
+    if t.empty:
+        return {}
+    return {L: float(np.median(t[f"{L}_vs_fwd"].dropna())) for L in BACKWARD_LAYOUTS}
+
+
 def main(argv: list[str]) -> int:
     pd.set_option("display.width", 250)
     for g in argv or ["h100", "h200"]:
         print(g)
         print(layout_table(g).round(4).to_string(index=False))
+        print("factors", {k: round(v, 4) for k, v in layout_factors(g).items()})
     return 0
 
 
