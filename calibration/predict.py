@@ -290,7 +290,7 @@ ADOPT_B_KERNEL_RATES = False
 # s15gg (docs/notes/s15gg_rule.md, candidate K, the rule committed before the held-out figures under
 # it): the MoE backward's dgrad and wgrad grouped GEMMs at their layout's measured rate relative to
 # the forward's in the same layer (calibration.bwd_grouped, fitting split's kernel records)
-ADOPT_BWD_GROUPED_LAYOUT = False
+ADOPT_BWD_GROUPED_LAYOUT = True
 
 # PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
