@@ -32,6 +32,7 @@ from twin.core.specs import GPUSpec, get_gpu, get_model
 from twin.moe.load import expected_topk_rows, zipf_weights
 
 from calibration import b_kernels
+from calibration.bwd_grouped import layout_factors
 from calibration.index_put import index_put_s_per_elem
 
 # which GEMM benches/labels the twin can predict
@@ -285,6 +286,11 @@ ADOPT_INDEX_PUT_RATE = True
 # under it): BF16 zero fills, index_put_'s radix passes and cross entropy's softmax at their
 # measured rates (calibration.b_kernels, fitting split's pipeline kernel records)
 ADOPT_B_KERNEL_RATES = False
+
+# s15gg (docs/notes/s15gg_rule.md, candidate K, the rule committed before the held-out figures under
+# it): the MoE backward's dgrad and wgrad grouped GEMMs at their layout's measured rate relative to
+# the forward's in the same layer (calibration.bwd_grouped, fitting split's kernel records)
+ADOPT_BWD_GROUPED_LAYOUT = True
 
 # PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
@@ -640,11 +646,16 @@ class Eager:
         prof = profile_for_label(self.profile, label)
         self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof))
 
-    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False) -> None:
+    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd") -> None:
+        """One grouped GEMM kernel; `layout` ("fwd", or the backward's "dgrad" / "wgrad"): under
+        ADOPT_BWD_GROUPED_LAYOUT a backward layout's time is scaled by its measured factor
+        (calibration.bwd_grouped.layout_factors; 1 where the GPU has none)."""
         kernel = label if transposed else grouped_kernel(label, rows, n, k)
         prof = profile_for_label(self.profile, kernel)
-        self.add(f"grouped_gemm.{label}",
-                 compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed))
+        gpu_s = compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed)
+        if ADOPT_BWD_GROUPED_LAYOUT and layout != "fwd":
+            gpu_s *= layout_factors(self.gpu.name).get(layout, 1.0)
+        self.add(f"grouped_gemm.{label}", gpu_s)
 
     def quant(self, elems: float, kernels: int = QUANT_KERNELS) -> None:
         """One unfused quantization (real/fp8.py quantize_*): `kernels` eager ops."""
@@ -909,14 +920,14 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     # FP8: _Fp8GroupedMM.backward runs the two BF16 grouped GEMMs inside the Function
     in_function = b.autograd_function if gl != "bf16" else contextlib.nullcontext
     with in_function():
-        b.grouped(rows, F_, D, "bf16")               # d(h) = dy W2^T
+        b.grouped(rows, F_, D, "bf16", layout="dgrad")               # d(h) = dy W2^T
         with b.weight_grad():
-            b.grouped(rows, F_, D, "bf16", transposed=True)   # dW2
+            b.grouped(rows, F_, D, "bf16", transposed=True, layout="wgrad")   # dW2
     swiglu_bwd(b, Np, F_)                        # silu * b backward, cat
     with in_function():
-        b.grouped(rows, D, 2 * F_, "bf16")           # dx = dh W13^T
+        b.grouped(rows, D, 2 * F_, "bf16", layout="dgrad")           # dx = dh W13^T
         with b.weight_grad():
-            b.grouped(rows, 2 * F_, D, "bf16", transposed=True)  # dW13
+            b.grouped(rows, 2 * F_, D, "bf16", transposed=True, layout="wgrad")  # dW13
     # index_copy backward: a gather of the padded rows' gradients; the profiler shows torch's
     # vectorized_gather_kernel at the streaming rate (H200 moe_layer kernels, 2026-11-24), not the
     # index/scatter kernels' gather_eff
