@@ -15,6 +15,7 @@ and the criteria (`criteria`). `python -m calibration.block_host_speed` prints t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import pandas as pd
 
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
+from calibration.fit import collectives_terms
+from calibration.validate import load_fitted_profile
 
 GPUS = ("h100", "h200")
 TARGET = 0.10
@@ -101,9 +104,6 @@ def _line(tag: str, s: dict) -> str:
 
 
 def main() -> None:
-    from calibration.validate import load_fitted_profile
-    import dataclasses
-    from calibration.fit import collectives_terms
     figures, round2 = {}, {}
     for gpu in GPUS:
         prof, _ = load_fitted_profile(gpu, None)
