@@ -27,8 +27,9 @@ from calibration.pipeline import COMPUTE_KINDS, SCHEDULE_KINDS
 def recv_waits(ops: pd.DataFrame, pp: int) -> pd.DataFrame:
     """One row per receive of one configuration's pipeline_ops rows: rep, rank, microbatch, chunk,
     wait_s (its span on the compute stream), producer_end_s (the peer's matching send mark's start;
-    NaN when unmatched), before_producer_s (the part of the wait before the producer ended) and
-    after_producer_s (the rest: transfer plus any rendezvous)."""
+    NaN when unmatched), before_producer_s (the part of the wait before the producer ended),
+    after_producer_s (the rest: transfer plus any rendezvous) and sender_next (the kind and chunk of
+    the sender's next compute op after the send, e.g. "W1"; "" at the step's end or unmatched)."""
     rows = []
     for rep, step in ops.groupby("rep"):
         sends = step[step["kind"] == "send"]
@@ -39,9 +40,16 @@ def recv_waits(ops: pd.DataFrame, pp: int) -> pd.DataFrame:
             wait_s = float(rv["end_s"] - rv["start_s"])
             ready_s = float(peers["start_s"].iloc[0]) if len(peers) == 1 else np.nan
             before_s = np.nan if np.isnan(ready_s) else max(0.0, min(ready_s, rv["end_s"]) - rv["start_s"])
+            sender_next = ""
+            if len(peers) == 1:
+                later = step[(step["rank"] == peers["rank"].iloc[0]) & (step["start_s"] > ready_s)
+                             & step["kind"].isin(COMPUTE_KINDS)]
+                if len(later):
+                    nxt = later.loc[later["start_s"].idxmin()]
+                    sender_next = f"{nxt['kind']}{int(nxt['chunk'])}"
             rows.append({"rep": rep, "rank": rank, "microbatch": int(rv["microbatch"]), "chunk": int(rv["chunk"]),
                          "wait_s": wait_s, "producer_end_s": ready_s, "before_producer_s": before_s,
-                         "after_producer_s": wait_s - before_s})
+                         "after_producer_s": wait_s - before_s, "sender_next": sender_next})
     return pd.DataFrame(rows)
 
 

@@ -25,10 +25,15 @@ RENDEZVOUS_BOUND_S = 1e-3
 IDLE_FLOOR_OF_STEP = 0.01   # the idle target's own floor (tests/calibration/test_whole_runs.py)
 
 
-def _fitting_dualpipe(folder: str) -> list:
+def _fitting_rows(folder: str, schedule: str) -> list:
+    """(pipeline_step row, its pipeline_ops rows) of the folder's fitting configurations of a schedule."""
     steps, ops = pipe.load(MEASUREMENTS / folder)
-    rows = steps[(steps["bench"] == "pipeline_step") & (steps["schedule"] == "dualpipe") & (steps["split"] == "fit")]
+    rows = steps[(steps["bench"] == "pipeline_step") & (steps["schedule"] == schedule) & (steps["split"] == "fit")]
     return [(row, pipe.ops_of(row, ops)) for _, row in rows.iterrows()]
+
+
+def _fitting_dualpipe(folder: str) -> list:
+    return _fitting_rows(folder, "dualpipe")
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
@@ -74,3 +79,16 @@ def test_twin_p2p_delay_not_shorter_than_the_measured_transfer(folder):
         num_bytes = int(row["micro_batch_seqs"]) * int(row["seq_len"]) * spec.hidden_size * pipe.BF16_BYTES
         measured_s = float(pw.recv_waits(ops, int(row["pp"]))["after_producer_s"].median())
         assert pipe.p2p_s(num_bytes, gpu_spec(gpu), profile) >= measured_s
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_zb1p_gradients_sent_before_the_last_stages_w_arrive_late(folder):
+    """Not modelled (the twin's p2p is a pure delay): a gradient the last stage sends right before its
+    W reaches stage 0 milliseconds after its producer ended; every other receive a transfer after."""
+    waits = [pw.recv_waits(ops, int(row["pp"])) for row, ops in _fitting_rows(folder, "zb1p")]
+    assert waits, f"no fitting ZB1P rows in {folder}"
+    for w in waits:
+        late = w["after_producer_s"] > RENDEZVOUS_BOUND_S
+        before_w = w["sender_next"].str.startswith("W")
+        assert not (late & ~before_w).any(), w[late & ~before_w]
+        assert late[before_w].mean() > 0.5, w[before_w]
