@@ -21,15 +21,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from calibration.pipeline import COMPUTE_KINDS, SCHEDULE_KINDS
+# pipeline_ops.csv's op kinds (real/pipeline/engine.py); calibration.pipeline takes them from here
+COMPUTE_KINDS = ("F", "B", "W", "BW", "FB")
+SCHEDULE_KINDS = COMPUTE_KINDS + ("send", "recv")
 
 
 def recv_waits(ops: pd.DataFrame, pp: int) -> pd.DataFrame:
     """One row per receive of one configuration's pipeline_ops rows: rep, rank, microbatch, chunk,
     wait_s (its span on the compute stream), producer_end_s (the peer's matching send mark's start;
     NaN when unmatched), before_producer_s (the part of the wait before the producer ended),
-    after_producer_s (the rest: transfer plus any rendezvous) and sender_next (the kind and chunk of
-    the sender's next compute op after the send, e.g. "W1"; "" at the step's end or unmatched)."""
+    after_producer_s (the rest: transfer plus any rendezvous), sender_rank (-1 when unmatched) and
+    sender_next (the kind and chunk of the sender's next compute op after the send, e.g. "W1"; ""
+    at the step's end or unmatched)."""
     rows = []
     for rep, step in ops.groupby("rep"):
         sends = step[step["kind"] == "send"]
@@ -49,7 +52,9 @@ def recv_waits(ops: pd.DataFrame, pp: int) -> pd.DataFrame:
                     sender_next = f"{nxt['kind']}{int(nxt['chunk'])}"
             rows.append({"rep": rep, "rank": rank, "microbatch": int(rv["microbatch"]), "chunk": int(rv["chunk"]),
                          "wait_s": wait_s, "producer_end_s": ready_s, "before_producer_s": before_s,
-                         "after_producer_s": wait_s - before_s, "sender_next": sender_next})
+                         "after_producer_s": wait_s - before_s,
+                         "sender_rank": int(peers["rank"].iloc[0]) if len(peers) == 1 else -1,
+                         "sender_next": sender_next})
     return pd.DataFrame(rows)
 
 
