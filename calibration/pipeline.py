@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import ep_host
+from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
 from calibration.predict import Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
@@ -60,8 +61,6 @@ from twin.costs import comm
 from twin.costs.flops import layer_params
 from twin.sim.pipeline import PipelineResult, Task, simulate_pipeline
 
-COMPUTE_KINDS = ("F", "B", "W", "BW", "FB")
-SCHEDULE_KINDS = COMPUTE_KINDS + ("send", "recv")
 SCHEDULE_NAMES = {"1f1b": "1f1b", "zb1p": "zb1p", "zbh1": "zb1p", "dualpipe": "dualpipe", "dualpipev": "dualpipev"}
 
 
@@ -725,8 +724,11 @@ class PipelineCosts:
     (the engine memoises on task identity); `per_op` ((rank, op index) -> compute seconds of each
     part of the op, e.g. (F, B) of an FB pair) replaces the stage cost of those ops."""
 
-    def __init__(self, schedule, costs: dict[int, StageCost], p2p_s: float, per_op: dict | None = None):
+    def __init__(self, schedule, costs: dict[int, StageCost], p2p_s: float, per_op: dict | None = None,
+                 hold_before_last_w_s: float = 0.0):
         self.schedule, self.p2p = schedule, p2p_s
+        self._held = held_before_last_w(schedule) if hold_before_last_w_s > 0 else frozenset()
+        self._hold_s = hold_before_last_w_s
         self._tasks = {}
         for stage, c in costs.items():
             self._tasks[stage] = {"F": Task("compute", c.f_s, "stage_fwd"),
@@ -763,6 +765,24 @@ class PipelineCosts:
 
     def p2p_s(self, src_rank, dst_rank, kind):
         return self.p2p
+
+    def send_hold_s(self, src_rank, producer_key):
+        """ADOPT_SEND_HOLD_BEFORE_LAST_W (s15p2p): a backward output sent right before the last
+        stage's W leaves after hold_before_last_w_s; every other send at once."""
+        return self._hold_s if producer_key in self._held else 0.0
+
+
+def held_before_last_w(schedule) -> frozenset:
+    """(rank, micro-batch, chunk) of every backward whose op is followed on its rank by a W of the
+    last model stage: real/pipeline/engine.py queues that backward's send (its own NCCL stream) just
+    before the W's kernels, and the records show it leaving ~2 ms late (docs/notes/s15p2p_rule.md)."""
+    last = schedule.num_model_stages - 1
+    held = set()
+    for rank, program in enumerate(schedule.programs):
+        for op, nxt in zip(program, program[1:]):
+            if op.backward_part is not None and nxt.kind == "W" and schedule.stage_of(rank, nxt.chunk) == last:
+                held.add((rank, *op.backward_part))
+    return frozenset(held)
 
 
 def op_parts(schedule, ops: dict[int, StageOps], rank: int, op) -> list[list]:
@@ -819,20 +839,23 @@ HOST_LEAD_ITERATIONS = 12
 
 
 def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0,
-                      gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0) -> PipelineResult:
+                      gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0,
+                      hold_before_last_w_s: float = 0.0) -> PipelineResult:
     """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
     ops' starts depend on their predecessors' times and the times on the starts, so simulate
     with steady-state costs, re-cost every op from the simulated starts and simulate again until
     no op moves (a handful of rounds; capped at HOST_LEAD_ITERATIONS)."""
     steady = {s: o.steady() for s, o in ops.items()}
-    result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p), streams=("compute",))
+    result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p, None, hold_before_last_w_s),
+                               streams=("compute",))
     last = None
     for _ in range(HOST_LEAD_ITERATIONS):
         parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s, rank_ops, first_op)
         if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
             break
         last = parts
-        result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p, parts), streams=("compute",))
+        result = simulate_pipeline(schedule, PipelineCosts(schedule, steady, p2p, parts, hold_before_last_w_s),
+                                   streams=("compute",))
     return result
 
 
@@ -846,7 +869,7 @@ def _spec_of(row):
 
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                  host: dict | None = None, host_by_rank: dict | None = None,
-                 ep_rows: dict | None = None) -> tuple[PipelineResult, float, dict]:
+                 ep_rows: dict | None = None, hold_before_last_w_s: float = 0.0) -> tuple[PipelineResult, float, dict]:
     """(the pipeline's simulation, predicted step seconds, details) for a pipeline_step row;
     `accumulate`: measured AccumulateGrad rates (measured_accumulate), None for the fallback;
     `host`: the pipeline's measured host seconds per launch (measured_host_s), None for the
@@ -879,7 +902,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
             rank_ops[r] = (mine, rates.get("between_ops", 0.0))
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
                                (host or {}).get("device_gap", 0.0), rank_ops,
-                               (host or {}).get("first_op", 1.0) if pp > 1 else 1.0)
+                               (host or {}).get("first_op", 1.0) if pp > 1 else 1.0, hold_before_last_w_s)
     ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
     dp = int(row.get("dp", 1) or 1)
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))
@@ -1042,6 +1065,38 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             read_csv(ops) if csv_exists(ops) else pd.DataFrame())
 
 
+# s15p2p (docs/notes/s15p2p_rule.md, the rule committed before the held-out figures under it): a
+# gradient sent right before the last stage's W leaves `hold_s` late (the fitting split's median
+# delay past the producer of such receives, less the other receives' median); off until its rule
+# says otherwise.
+ADOPT_SEND_HOLD_BEFORE_LAST_W = False
+
+
+def measured_hold_before_last_w_s(steps: pd.DataFrame, ops: pd.DataFrame) -> float:
+    """The fitting split's median extra seconds past the producer of receives whose sender next
+    runs the last stage's W (over the plain transfer: the other receives' median); 0 without any."""
+    if steps.empty or ops.empty:
+        return 0.0
+    held, plain = [], []
+    for _, row in steps[(steps["split"] == "fit") & (steps["pp"] > 1)].iterrows():
+        if str(row.get("bench", "pipeline_step")) != "pipeline_step":
+            continue
+        waits = recv_waits(ops_of(row, ops), int(row["pp"])).dropna(subset=["producer_end_s"])
+        if waits.empty:
+            continue
+        schedule = build_schedule(SCHEDULE_NAMES.get(str(row["schedule"]).lower(), str(row["schedule"]).lower()),
+                                  int(row["pp"]), int(row["num_microbatches"]))
+        last = schedule.num_model_stages - 1
+        for _, w in waits.iterrows():
+            nxt = w["sender_next"]
+            sender_pp = int(w["sender_rank"]) % int(row["pp"])
+            is_last_w = nxt.startswith("W") and schedule.stage_of(sender_pp, int(nxt[1:])) == last
+            (held if is_last_w else plain).append(float(w["after_producer_s"]))
+    if not held or not plain:
+        return 0.0
+    return max(0.0, float(np.median(held)) - float(np.median(plain)))
+
+
 def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False) -> list[dict]:
     """A case per pipeline_step row of a multi-GPU records folder: predicted and measured step
     time, per-rank idle (simulated and measured), the simulated op spans and the measured ops.
@@ -1059,11 +1114,12 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False)
     kernels = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
     rpath = Path(folder) / "pipeline_routing.csv"
     routing = read_csv(rpath) if ADOPT_EP_ROUTED_ROWS and csv_exists(rpath) else pd.DataFrame()
+    hold_s = measured_hold_before_last_w_s(steps, ops) if ADOPT_SEND_HOLD_BEFORE_LAST_W else 0.0
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
         result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host, host_by_rank,
-                                            ep_layer_rows(routing, row, _spec_of(row).top_k))
+                                            ep_layer_rows(routing, row, _spec_of(row).top_k), hold_s)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_reps = measured_idle_by_rep_s(meas_ops) if not meas_ops.empty else {}
         idle_meas = {r: float(np.median(v)) for r, v in idle_reps.items()}

@@ -17,7 +17,8 @@ Model
   (`arbitrate_streams`). The op ends when all its tasks end. Two chains sharing the compute and
   comm streams is how DualPipe's overlapped forward+backward hides communication behind
   computation.
-* p2p transfers are pure delays: they hold no stream.
+* p2p transfers are pure delays: they hold no stream (a cost model may hold a backward's send on
+  its rank first: the optional `send_hold_s`).
 
 Streams are arbitrated per op, not with SimPy resource events: a rank runs one op at a time, so
 only that op's chains ever compete for the rank's streams, and their timeline is a function of
@@ -58,6 +59,10 @@ class OpCosts(Protocol):
     def p2p_s(self, src_rank: int, dst_rank: int, kind: str) -> float:
         """Activation ("F") or gradient ("B") transfer time between two ranks: a pure delay."""
         ...
+
+    # Optional: send_hold_s(src_rank, producer_key) -> seconds a backward's output (producer_key =
+    # (src_rank, micro-batch, chunk)) waits on its rank before its transfer starts (s15p2p: a send
+    # queued just before the last stage's W starts after that W's first kernel); absent means 0.
 
 
 class Event(NamedTuple):
@@ -316,6 +321,12 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
             d = delays[src, dst, kind] = costs.p2p_s(src, dst, kind)
         return d
 
+    send_hold = getattr(costs, "send_hold_s", None)   # optional: most cost models hold no send
+
+    def held_s(table: int, key: tuple[int, int, int]) -> float:
+        """Extra seconds before a backward's output leaves its rank (OpCosts.send_hold_s), 0 without."""
+        return send_hold(key[0], key) if send_hold is not None and table == 1 else 0.0
+
     def timeline(chains: Sequence[Sequence[Task]]) -> int:
         """The index in `placed_by` of the chains' timeline, memoised on the identity of the chain
         objects (cost models reuse them)."""
@@ -353,7 +364,8 @@ def simulate_pipeline(schedule: Schedule, costs: OpCosts,
         for i, (op, needs, f_key, b_key) in enumerate(_dependencies(schedule)[rank]):
             if extra is not None:
                 needs = (*needs, *extra[i])
-            inputs = [(table, key, 0.0 if src is None else delay_s(src, rank, kind)) for table, key, src, kind in needs]
+            inputs = [(table, key, 0.0 if src is None else delay_s(src, rank, kind) + held_s(table, key))
+                      for table, key, src, kind in needs]
             out.append((inputs, timeline(costs.chains(rank, op)), f_key, b_key, op))
         return out
 
