@@ -11,15 +11,10 @@ import pytest
 
 from calibration import fit
 from calibration.predict import gpu_spec, predict_s
+from tests.calibration.test_in_layer_factors import FACTORS, _today   # G's test factors and the committed profile
 from twin.costs import compute
 from twin.costs import profile as profile_mod
 from twin.costs.profile import profile_from_json
-
-FACTORS = {"gemm/bf16": 0.9, "grouped_gemm/bf16": 0.8, "grouped_gemm/fp8": 0.85, "memory": 1.2}
-
-
-def _today(gpu: str):
-    return profile_from_json(json.loads(profile_mod.PROFILES.joinpath(f"{gpu}.json").read_text()))
 
 
 def test_switches_follow_the_rule(monkeypatch):
