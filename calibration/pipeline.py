@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from calibration import ep_host
 from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
@@ -170,7 +171,8 @@ HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
 HOST_CLEAN_LEAD_S = 2e-3
 
 
-def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
+def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None,
+                    device_gap_s: float | None = None) -> dict | None:
     """Host seconds per launched kernel that real/pipeline's own ops take to issue, per direction
     ("fwd": F, "bwd": B and BW, "wgrad": W), and the host seconds between two compute ops of a
     rank ("between_ops": posting the sends and receives, the marks), from pipeline_host.csv
@@ -192,11 +194,12 @@ def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = N
     s9ep), those are taken instead of the probe's: the host's speed drifts from minute to minute
     (the committed 2xH100 probe's host-paced forwards ran 1.13-1.46x the bench's of a minute
     before, its GPU-bound ops within 1%), so the rate is measured in the run it predicts, on its
-    fitting split. None without either file."""
+    fitting split. None without either file. `device_gap_s`: the device gap where the folder has no
+    probe of its own to measure it (host_rates)."""
     h = host_marks(Path(folder))
     if h is None:
         return None
-    return host_rates(h, Path(folder), gpu, profile, accumulate)
+    return host_rates(h, Path(folder), gpu, profile, accumulate, device_gap_s)
 
 
 def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
@@ -435,8 +438,11 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
     return rates
 
 
-def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None = None) -> dict | None:
-    """measured_host_s on given host marks (host_marks' rows, or a subset: one pipeline rank's)."""
+def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None = None,
+               device_gap_s: float | None = None) -> dict | None:
+    """measured_host_s on given host marks (host_marks' rows, or a subset: one pipeline rank's);
+    `device_gap_s` stands in for measured_device_gap_s where the folder has no probe to give it (a
+    round of a two-round campaign takes its host folder's: s16idle)."""
     ep_only = h[(h["split"] == "fit") & (h["pp"] == 1) & (h["ep"] > 1) & (h["kind"] == "F")
                 & ((h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)]
     # FB pairs whose forward synchronises the host (EP), at every lead: the first synchronisation
@@ -451,6 +457,7 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
     rates: dict[str, list[float]] = {}
     gap = measured_device_gap_s(Path(folder))
+    gap = device_gap_s if gap is None else gap
     carried = carried_ep_terms(Path(folder), gpu, profile) if ADOPT_CARRIED_EP_HOST_TERMS and ADOPT_EP_HOST_TERMS else {}
     # between two compute ops of a rank the host posts the sends and receives and takes the marks
     for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
@@ -1097,18 +1104,20 @@ def measured_hold_before_last_w_s(steps: pd.DataFrame, ops: pd.DataFrame) -> flo
     return max(0.0, float(np.median(held)) - float(np.median(plain)))
 
 
-def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False) -> list[dict]:
+def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False,
+                   inputs_from: Path | None = None) -> list[dict]:
     """A case per pipeline_step row of a multi-GPU records folder: predicted and measured step
     time, per-rank idle (simulated and measured), the simulated op spans and the measured ops.
     `per_rank_host`: each pipeline rank issues its ops at its own fitting-split host rates
     (measured_host_by_rank): a diagnostic, off in validation (s10pp: they do not predict the
-    held-out idle)."""
+    held-out idle). `inputs_from`: a host folder whose host-level measured inputs (host_inputs) the
+    folder takes where it records none of its own (a round of a two-round campaign: s16idle); its
+    host rates stay its own."""
     steps, ops = load(Path(folder))
     cases = []
     spec_gpu = gpu_spec(gpu)
-    profile = with_measured_collectives(profile, folder)
-    accumulate = measured_accumulate(Path(folder), gpu)
-    host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    profile, accumulate, gap = host_inputs(Path(folder), gpu, profile, inputs_from)
+    host = measured_host_s(Path(folder), gpu, profile, accumulate, gap)
     host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
     kpath = Path(folder) / "pipeline_op_kernels.csv"
     kernels = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
@@ -1130,6 +1139,22 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False)
                       "makespan_s": result.makespan_s, "op_spans": [list(s) for s in result.op_spans],
                       "measured_ops": meas_ops, "detail": detail})
     return cases
+
+
+def host_inputs(folder: Path, gpu: str, profile, inputs_from: Path | None = None) -> tuple:
+    """(profile with the measured collectives, AccumulateGrad rates, device gap or None) of a records
+    folder: its own (with_measured_collectives, measured_accumulate; the gap is measured_host_s's own
+    business, None here), each missing one taken from `inputs_from` where given (rule s16idle: a
+    round folder, which records neither the host's NCCL sweep nor its probe, takes its host folder's,
+    as validation gives that folder's rows; the AccumulateGrad rates of the one-GPU folder beside it)."""
+    profile = with_measured_collectives(profile, folder)
+    accumulate = measured_accumulate(folder, gpu)
+    gap = None
+    if inputs_from is not None:
+        profile = with_measured_collectives(profile, inputs_from)   # unchanged where it has its own
+        accumulate = accumulate or measured_accumulate(Path(inputs_from), gpu)
+        gap = measured_device_gap_s(Path(inputs_from))
+    return profile, accumulate, gap
 
 
 def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dict]:
@@ -1423,6 +1448,131 @@ def format_ranking_judgement(name: str, configs: list[dict]) -> list[str]:
             ends = [f"{v:+.2%}" if v is not None else "unbounded" for v in (p["lo"], p["hi"])]
             gap = f"D {p['gap']:+.2%} [{ends[0]}, {ends[1]}], p {p['p']:.3f}" if p["gap"] is not None else "no steps"
             lines.append(f"    {p['b']} over {p['a']}: {gap}, twin {twin}: {why}")
+    return lines
+
+
+# --- Each rank's idle judged on a two-round folder (docs/notes/s16idle_rule.md) ---
+# {multi-GPU host folder: its idle folder (a subfolder holding round_a/, round_b/)}: 4-GPU hosts the
+# ranking folder (real/campaigns/s15rank.sh), 2-GPU hosts the first complete delivery of
+# real/campaigns/s16idle.sh; a host without one is judged on its host folder alone
+IDLE_FOLDERS: dict[str, str] = {"h200x4": "s15rank_20261127_0408"}
+IDLE_TOL = 0.10                 # the target: within 10% of the measured idle
+IDLE_FLOOR_OF_STEP = 0.01       # or within 1% of the measured step where that is larger
+IDLE_MIN_STEPS_A_ROUND = 10     # each round's timed steps a configuration needs to count
+IDLE_MIN_STEPS = 20             # and pooled over the rounds
+IDLE_LEVEL = 0.95               # the pooled median's distribution-free interval (reported, not judged)
+
+
+def median_interval(values: list[float], level: float = IDLE_LEVEL) -> tuple[float | None, float | None]:
+    """The distribution-free interval of a median at `level`: the k-th smallest and k-th largest of
+    the n values, k the largest with P(Binomial(n, 1/2) <= k - 1) <= (1 - level) / 2; (None, None)
+    where the values are too few for one (n <= 5 at 95%)."""
+    n = len(values)
+    cdf = binom.cdf(np.arange(n + 1), n, 0.5)
+    k = int(np.sum(cdf <= (1.0 - level) / 2))   # cdf[j] = P(X <= j): k - 1 = the last j that qualifies
+    if k == 0:
+        return None, None
+    v = np.sort(values)
+    return float(v[k - 1]), float(v[n - k])
+
+
+def judge_idle_gpu(idle_rounds: list[list[float]], step_rounds: list[list[float]],
+                   twin_rounds: list[float | None]) -> dict:
+    """One GPU of one configuration (rule s16idle, steps 1-4): its idle in each timed step of each
+    round, the configuration's step times of each round, and the twin's idle of each round (None
+    where not predicted). decided: every round holds IDLE_MIN_STEPS_A_ROUND steps and the pool
+    IDLE_MIN_STEPS; measured: the pooled median; twin: the mean over the rounds; met: decided and
+    within the band max(IDLE_TOL x measured, IDLE_FLOOR_OF_STEP x the pooled median step).
+    Reported beside: each round's median, whether both lie within the band of the pooled median
+    (holds_still) and the pooled median's interval."""
+    pooled = [v for r in idle_rounds for v in r]
+    steps = [t for r in step_rounds for t in r]
+    decided = (len(idle_rounds) >= 2 and len(pooled) >= IDLE_MIN_STEPS
+               and all(len(r) >= IDLE_MIN_STEPS_A_ROUND for r in idle_rounds))
+    out = {"decided": decided, "steps": [len(r) for r in idle_rounds], "measured_s": None, "twin_s": None,
+           "band_s": None, "met": False, "round_medians_s": [float(np.median(r)) if r else None for r in idle_rounds],
+           "twin_rounds_s": list(twin_rounds), "holds_still": None, "lo_s": None, "hi_s": None}
+    if not pooled or not steps:
+        return out
+    measured = float(np.median(pooled))
+    band = max(IDLE_TOL * measured, IDLE_FLOOR_OF_STEP * float(np.median(steps)))
+    twin = float(np.mean(twin_rounds)) if twin_rounds and all(t is not None for t in twin_rounds) else None
+    lo, hi = median_interval(pooled)
+    still = all(m is not None and abs(m - measured) <= band for m in out["round_medians_s"])
+    out.update(measured_s=measured, twin_s=twin, band_s=band, holds_still=bool(still), lo_s=lo, hi_s=hi,
+               met=bool(decided and twin is not None and abs(twin - measured) <= band))
+    return out
+
+
+def judge_idle(idle: dict, steps: dict, twin: dict, held_out: dict) -> list[dict]:
+    """Rule s16idle on collected figures, per configuration: `idle` {configuration: {GPU: [each
+    round's idle of each timed step]}}, `steps` {configuration: [each round's step times]}, `twin`
+    {configuration: {GPU: [each round's twin idle]}}, `held_out` {configuration: bool}. Each GPU by
+    judge_idle_gpu; a configuration is met where all its GPUs are."""
+    out = []
+    for config, by_gpu in idle.items():
+        gpus = {g: judge_idle_gpu(rounds, steps[config], twin.get(config, {}).get(g, [None]))
+                for g, rounds in sorted(by_gpu.items())}
+        out.append({"config": config, "held_out": bool(held_out.get(config)), "gpus": gpus,
+                    "met": bool(gpus) and all(v["met"] for v in gpus.values())})
+    return out
+
+
+def idle_judgement(folder: Path, host_folder: Path, gpu: str, profile) -> list[dict]:
+    """Rule s16idle on an idle folder: each round predicted as validation predicts a folder
+    (predict_folder: host rates from that round's own fitting split) with the host folder's
+    host-level inputs where the round has none (host_inputs), each GPU's idle and each step's time
+    per round, judged by judge_idle. Configurations are keyed by CONFIG_KEYS (config_key), so that
+    the host folder's rows of the same configuration can be told apart (idle_configs_elsewhere)."""
+    idle: dict = {}
+    steps: dict = {}
+    twin: dict = {}
+    held_out: dict = {}
+    rounds = ranking_rounds(folder)
+    for i, rnd in enumerate(rounds):
+        for c in predict_folder(rnd, gpu, profile, inputs_from=Path(host_folder)):
+            row, config = c["row"], config_key(c["row"])
+            pp = int(row["pp"])
+            held_out[config] = str(row.get("split", "holdout")) != "fit"
+            steps.setdefault(config, [[] for _ in rounds])[i] = step_times_by_rep_s(c["measured_ops"])
+            for g, reps in c["idle_measured_by_rep_s"].items():
+                idle.setdefault(config, {}).setdefault(int(g), [[] for _ in rounds])[i] = list(reps)
+                if c["idle_simulated_s"]:
+                    twin.setdefault(config, {}).setdefault(int(g), []).append(float(c["idle_simulated_s"][int(g) % pp]))
+    return judge_idle(idle, steps, twin, held_out)
+
+
+def config_key(row) -> str:
+    """A configuration's name from its CONFIG_KEYS (a pipeline_step row or a validation pipeline's
+    config), e.g. `v2-lite-slice dualpipe pp2 ep2 n8 b1 s4096 bf16`."""
+    return (f"{row['model']} {row['schedule']} pp{int(row['pp'])} ep{int(row['ep'])} n{int(row['num_microbatches'])} "
+            f"b{int(row['micro_batch_seqs'])} s{int(row['seq_len'])} {row['precision']}")
+
+
+def idle_counts(configs: list[dict]) -> dict:
+    """GPUs within the band over all of an idle judgement's, and over its held-out configurations'."""
+    gpus = [(c["held_out"], v["met"]) for c in configs for v in c["gpus"].values()]
+    return {"met": sum(m for _, m in gpus), "total": len(gpus),
+            "held_out_met": sum(m for h, m in gpus if h), "held_out_total": sum(1 for h, _ in gpus if h)}
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.1f}"
+
+
+def format_idle_judgement(name: str, configs: list[dict]) -> list[str]:
+    """judge_idle's result as lines: the counts, then per configuration met or not and each GPU's
+    twin / measured idle (pooled median, its rounds' medians and interval), flagged where missed."""
+    n = idle_counts(configs)
+    lines = [f"idle {name}: {n['met']} of {n['total']} GPUs within 10% (held out {n['held_out_met']} of "
+             f"{n['held_out_total']})"]
+    for c in configs:
+        lines.append(f"    {c['config']}{' (held out)' if c['held_out'] else ''}: {'met' if c['met'] else 'NOT met'}")
+        for g, v in c["gpus"].items():
+            why = "" if v["met"] else ("  MISS" if v["decided"] else f"  undecided (steps {v['steps']})")
+            lines.append(f"        GPU {g}: twin {_ms(v['twin_s'])} / measured {_ms(v['measured_s'])} ms "
+                         f"(band {_ms(v['band_s'])}; rounds {' / '.join(_ms(m) for m in v['round_medians_s'])}, "
+                         f"95% {_ms(v['lo_s'])}-{_ms(v['hi_s'])}{'' if v['holds_still'] else ', rounds apart'}){why}")
     return lines
 
 
