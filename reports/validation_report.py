@@ -275,6 +275,21 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
                   f"{q['p']:.3f}" if q["p"] is not None else "—", "yes" if q["resolved"] else "no",
                   pg.pct(q["twin_gap"], signed=True) if q["twin_gap"] is not None else "—", "met" if q["met"] else "NOT met"]
                  for folder, v in ranking.items() for g in v["configs"] for q in g["pairs"]])
+    idle = result.get("idle", {})
+    if idle:
+        p.section("Pipelines: each GPU's idle on two rounds").para(
+            "Each GPU's idle on the host's two-round idle folder (docs/notes/s16idle_rule.md): the median of its idle "
+            "over both rounds' timed steps against the mean of the twin's idle for each round (each round predicted from "
+            "its own fitting split), within max(10% of the measured, 1% of the step); the host's other configurations "
+            "are judged on its host folder (the table above).")
+        p.table(["host", "configuration", "GPU", "idle (twin)", "idle (measured)", "band", "round medians", "met"],
+                [[f"{folder}/{v['folder']}", c["config"] + (" (held out)" if c["held_out"] else ""), g,
+                  pg.seconds(q["twin_s"]) if q["twin_s"] is not None else "—",
+                  pg.seconds(q["measured_s"]) if q["measured_s"] is not None else "—",
+                  pg.seconds(q["band_s"]) if q["band_s"] is not None else "—",
+                  " / ".join(pg.seconds(m) if m is not None else "—" for m in q["round_medians_s"]),
+                  "met" if q["met"] else ("NOT met" if q["decided"] else "undecided")]
+                 for folder, v in idle.items() for c in v["configs"] for g, q in c["gpus"].items()])
     sweeps = result.get("nccl", {})
     if sweeps:
         p.section("NCCL collectives on two GPUs of one host").para(

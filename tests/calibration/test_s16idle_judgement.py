@@ -14,6 +14,7 @@ from scipy.stats import binom
 import calibration.pipeline as pipe
 from calibration import records as rec
 from calibration.validate import format_table, validate
+from reports.validation_report import build_page
 from tests.calibration import pipeline_fixture as fx
 from twin.costs.profile import fitted_profile
 
@@ -157,3 +158,5 @@ def test_validate_carries_the_idle_folders_judgement(fixture_idle, monkeypatch):
     host_configs = {pipe.config_key(p["config"]) for p in result["pipelines"]}
     assert {c["config"] for c in v["configs"]} <= host_configs
     assert "idle h100x2/dualpipev_slow:" in format_table(result)
+    md = build_page(result, pd.DataFrame(result["cases"])).markdown()
+    assert "each GPU's idle on two rounds" in md and "NOT met" in md
