@@ -68,3 +68,23 @@ def test_s16idle_campaign_cpu_dry_run(tmp_path):
     env = json.loads((folder / "env_pipeline_pp2.json").read_text())
     assert env["torch_version"] and env["config"]["reps_min"] == 3 and env["config"]["whole_reps"]
     assert "s16idle done" in log
+
+
+def test_s16idle_sixteen_micro_batch_set_cpu_dry_run(tmp_path):
+    """S16IDLE_SET=16 (rule addendum A): the same round at 16 micro-batches into OUTDIR/s16idle16/,
+    every row in the fitting split; on a 4-GPU host nothing (the set is for 2-GPU hosts)."""
+    env = {**os.environ, "PY": sys.executable, "S16IDLE_TINY": "1", "S16IDLE_TIMEOUT_SCALE": "4",
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "S16IDLE_PARTS": "round_a", "S16IDLE_SET": "16"}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s16idle.sh"), str(tmp_path)], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=600)
+    d = tmp_path / "s16idle16"
+    log = (d / "s16idle16.log").read_text()
+    assert "s16idle16 part round_a rc=0" in log and "s16idle16 done" in log, log[-2000:]
+    assert not (tmp_path / "s16idle").exists()
+    steps = _rows(d / "round_a" / "pipeline_step.csv")
+    assert [(r["schedule"], r["num_microbatches"], r["split"], r["reps"]) for r in steps] == [
+        ("dualpipe", "16", "fit", "3"), ("dualpipev", "16", "fit", "3")]
+    four = tmp_path / "four"
+    subprocess.run(["bash", str(REPO / "real/campaigns/s16idle.sh"), str(four)], cwd=REPO,
+                   env={**env, "S16IDLE_GPUS": "4"}, check=True, capture_output=True, timeout=60)
+    assert "nothing run" in (four / "s16idle16" / "s16idle16.log").read_text() and not (four / "s15rank").exists()
