@@ -1452,10 +1452,12 @@ def format_ranking_judgement(name: str, configs: list[dict]) -> list[str]:
 
 
 # --- Each rank's idle judged on a two-round folder (docs/notes/s16idle_rule.md) ---
-# {multi-GPU host folder: its idle folder (a subfolder holding round_a/, round_b/)}: 4-GPU hosts the
-# ranking folder (real/campaigns/s15rank.sh), 2-GPU hosts the first complete delivery of
-# real/campaigns/s16idle.sh; a host without one is judged on its host folder alone
-IDLE_FOLDERS: dict[str, str] = {"h200x4": "s15rank_20261127_0408"}
+# {multi-GPU host folder: its idle folders in order (subfolders holding round_a/, round_b/)}: 4-GPU
+# hosts the ranking folder (real/campaigns/s15rank.sh), 2-GPU hosts the first complete delivery of
+# real/campaigns/s16idle.sh at 4 and 8 micro-batches, then of its 16-micro-batch set (addendum A); a
+# configuration is judged on the first that holds it, and on the host folder where none does
+IDLE_FOLDERS: dict[str, tuple[str, ...]] = {"h200x4": ("s15rank_20261127_0408",),
+                                            "h200x2": ("s16idle_20261127_0654",)}
 IDLE_TOL = 0.10                 # the target: within 10% of the measured idle
 IDLE_FLOOR_OF_STEP = 0.01       # or within 1% of the measured step where that is larger
 IDLE_MIN_STEPS_A_ROUND = 10     # each round's timed steps a configuration needs to count
@@ -1542,6 +1544,21 @@ def idle_judgement(folder: Path, host_folder: Path, gpu: str, profile) -> list[d
     return judge_idle(idle, steps, twin, held_out)
 
 
+def host_idle_judgement(host_folder: Path, gpu: str, profile) -> dict | None:
+    """Rule s16idle on a host's idle folders (IDLE_FOLDERS, those with rounds): idle_judgement on
+    each in order, a configuration judged on the first that holds it (each carries its `folder`),
+    and the counts over all; None where the host has none."""
+    folders = [f for f in IDLE_FOLDERS.get(Path(host_folder).name, ()) if ranking_rounds(Path(host_folder) / f)]
+    if not folders:
+        return None
+    configs: list[dict] = []
+    for f in folders:
+        seen = {c["config"] for c in configs}
+        configs += [{**c, "folder": f} for c in idle_judgement(Path(host_folder) / f, host_folder, gpu, profile)
+                    if c["config"] not in seen]
+    return {"folders": folders, "configs": configs, "counts": idle_counts(configs)}
+
+
 def config_key(row) -> str:
     """A configuration's name from its CONFIG_KEYS (a pipeline_step row or a validation pipeline's
     config), e.g. `v2-lite-slice dualpipe pp2 ep2 n8 b1 s4096 bf16`."""
@@ -1561,13 +1578,15 @@ def _ms(v: float | None) -> str:
 
 
 def format_idle_judgement(name: str, configs: list[dict]) -> list[str]:
-    """judge_idle's result as lines: the counts, then per configuration met or not and each GPU's
-    twin / measured idle (pooled median, its rounds' medians and interval), flagged where missed."""
+    """judge_idle's result as lines: the counts, then per configuration (and its idle folder, where
+    it carries one) met or not and each GPU's twin / measured idle (pooled median, its rounds'
+    medians and interval), flagged where missed."""
     n = idle_counts(configs)
     lines = [f"idle {name}: {n['met']} of {n['total']} GPUs within 10% (held out {n['held_out_met']} of "
              f"{n['held_out_total']})"]
     for c in configs:
-        lines.append(f"    {c['config']}{' (held out)' if c['held_out'] else ''}: {'met' if c['met'] else 'NOT met'}")
+        where = f" [{c['folder']}]" if "folder" in c else ""
+        lines.append(f"    {c['config']}{where}{' (held out)' if c['held_out'] else ''}: {'met' if c['met'] else 'NOT met'}")
         for g, v in c["gpus"].items():
             why = "" if v["met"] else ("  MISS" if v["decided"] else f"  undecided (steps {v['steps']})")
             lines.append(f"        GPU {g}: twin {_ms(v['twin_s'])} / measured {_ms(v['measured_s'])} ms "

@@ -270,11 +270,9 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
                 "configs": pipe.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
         # each rank's idle at the configurations of the host's idle folder, on its two rounds pooled
         # (docs/notes/s16idle_rule.md); its other configurations on the host folder as before
-        idle = pipe.IDLE_FOLDERS.get(folder)
-        if idle and pipe.ranking_rounds(Path(root) / folder / idle):
-            configs = pipe.idle_judgement(Path(root) / folder / idle, Path(root) / folder, gpu, prof)
-            out.setdefault("idle", {})[folder] = {"gpu": gpu, "num_gpus": n, "folder": idle, "configs": configs,
-                                                  "counts": pipe.idle_counts(configs)}
+        idle = pipe.host_idle_judgement(Path(root) / folder, gpu, prof)
+        if idle:
+            out.setdefault("idle", {})[folder] = {"gpu": gpu, "num_gpus": n, **idle}
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
     out["by_gpu_kind_gpus"] = by_gpu_kind_gpus(out["cases"])
@@ -359,7 +357,7 @@ def format_table(result: dict) -> str:
     for folder, v in result.get("ranking", {}).items():
         lines += pipe.format_ranking_judgement(f"{folder}/{v['folder']}", v["configs"])
     for folder, v in result.get("idle", {}).items():
-        lines += pipe.format_idle_judgement(f"{folder}/{v['folder']}", v["configs"])
+        lines += pipe.format_idle_judgement(folder, v["configs"])
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]
     lines += format_blocks(result.get("cases", []))
     lines += format_serve_load(result.get("serve_load", {}))

@@ -283,7 +283,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
             "its own fitting split), within max(10% of the measured, 1% of the step); the host's other configurations "
             "are judged on its host folder (the table above).")
         p.table(["host", "configuration", "GPU", "idle (twin)", "idle (measured)", "band", "round medians", "met"],
-                [[f"{folder}/{v['folder']}", c["config"] + (" (held out)" if c["held_out"] else ""), g,
+                [[f"{folder}/{c['folder']}", c["config"] + (" (held out)" if c["held_out"] else ""), g,
                   pg.seconds(q["twin_s"]) if q["twin_s"] is not None else "—",
                   pg.seconds(q["measured_s"]) if q["measured_s"] is not None else "—",
                   pg.seconds(q["band_s"]) if q["band_s"] is not None else "—",

@@ -93,7 +93,7 @@ def test_a_round_takes_the_host_folders_inputs_it_does_not_record():
     rates; with its host folder named it takes h200x4/'s device gap and h200/'s rates, and without,
     none (the ranking's predictions, rule s15rank)."""
     host = rec.MEASUREMENTS_DIR / "h200x4"
-    rnd = host / pipe.IDLE_FOLDERS["h200x4"] / "round_a"
+    rnd = host / pipe.IDLE_FOLDERS["h200x4"][0] / "round_a"
     prof = fitted_profile("h200")
     _, acc, gap = pipe.host_inputs(rnd, "h200", prof)
     assert acc is None and gap is None
@@ -129,6 +129,8 @@ def fixture_idle(tmp_path_factory):
         _fixture_round(root / "h100x2" / "dualpipev_slow" / r, {"dualpipev": 1.25})
     _fixture_round(root / "h100x2" / "short" / "round_a", {}, reps=11)
     _fixture_round(root / "h100x2" / "short" / "round_b", {}, reps=9)
+    for r in ("round_a", "round_b"):   # a second idle folder: the 16-micro-batch set (addendum A)
+        fx.write(root / "h100x2" / "sixteen" / r, [fx.config(s, n=16) for s in ("1f1b", "dualpipev")], reps=11)
     return root
 
 
@@ -147,16 +149,32 @@ def test_idle_judgement_on_fixture_rounds(fixture_idle):
     assert not any(c["met"] for c in short) and all(not v["decided"] for c in short for v in c["gpus"].values())
 
 
+def test_a_host_takes_each_configuration_from_its_first_idle_folder_that_holds_it(fixture_idle, monkeypatch):
+    prof = fitted_profile("h100")
+    host = fixture_idle / "h100x2"
+    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h100x2": ("dualpipev_slow", "as_twin", "sixteen", "missing")})
+    v = pipe.host_idle_judgement(host, "h100", prof)
+    assert v["folders"] == ["dualpipev_slow", "as_twin", "sixteen"]    # one without rounds is not one
+    where = {c["config"]: c["folder"] for c in v["configs"]}
+    assert len(where) == len(v["configs"]) == 6                         # 4 and 8 once each, then 16
+    assert {f for k, f in where.items() if " n16 " not in k} == {"dualpipev_slow"}
+    assert {f for k, f in where.items() if " n16 " in k} == {"sixteen"}
+    assert v["counts"] == pipe.idle_counts(v["configs"]) and v["counts"]["total"] == 12
+    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h200x2": ("as_twin",)})
+    assert pipe.host_idle_judgement(host, "h100", prof) is None
+
+
 def test_validate_carries_the_idle_folders_judgement(fixture_idle, monkeypatch):
-    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h100x2": "dualpipev_slow"})
+    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h100x2": ("dualpipev_slow",)})
     monkeypatch.setattr(pipe, "RANKING_FOLDERS", {})
     result = validate(fixture_idle)
     v = result["idle"]["h100x2"]
-    assert v["folder"] == "dualpipev_slow" and v["gpu"] == "h100" and v["num_gpus"] == 2
+    assert v["folders"] == ["dualpipev_slow"] and v["gpu"] == "h100" and v["num_gpus"] == 2
+    assert {c["folder"] for c in v["configs"]} == {"dualpipev_slow"}
     assert v["counts"]["total"] == 8 and v["counts"]["met"] < 8
     # every configuration of the idle folder is one of the host folder's (nothing judged elsewhere is new)
     host_configs = {pipe.config_key(p["config"]) for p in result["pipelines"]}
     assert {c["config"] for c in v["configs"]} <= host_configs
-    assert "idle h100x2/dualpipev_slow:" in format_table(result)
+    assert "idle h100x2:" in format_table(result) and "[dualpipev_slow]" in format_table(result)
     md = build_page(result, pd.DataFrame(result["cases"])).markdown()
     assert "each GPU's idle on two rounds" in md and "NOT met" in md
