@@ -1457,7 +1457,7 @@ def format_ranking_judgement(name: str, configs: list[dict]) -> list[str]:
 # real/campaigns/s16idle.sh at 4 and 8 micro-batches, then of its 16-micro-batch set (addendum A); a
 # configuration is judged on the first that holds it, and on the host folder where none does
 IDLE_FOLDERS: dict[str, tuple[str, ...]] = {"h200x4": ("s15rank_20261127_0408",),
-                                            "h200x2": ("s16idle_20261127_0654",)}
+                                            "h200x2": ("s16idle_20261127_0654", "s16idle16_20261127_0729")}
 IDLE_TOL = 0.10                 # the target: within 10% of the measured idle
 IDLE_FLOOR_OF_STEP = 0.01       # or within 1% of the measured step where that is larger
 IDLE_MIN_STEPS_A_ROUND = 10     # each round's timed steps a configuration needs to count

@@ -281,16 +281,13 @@ def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
         assert g["met"], pipe.format_ranking_judgement(f"{gpu}x{num_gpus}/{judged['folder']}", [g])
 
 
-# (gpu, GPUs) -> why the idle target is not met there, with the figures when last run
+# (gpu, GPUs) -> why the idle target is not met there, with the figures when last run.
+# 2xH200 is met since s16idle (docs/notes/s16idle_rule.md): on its idle folders (h200x2/s16idle_20261127_0654
+# at 4 and 8, h200x2/s16idle16_20261127_0729 at 16: two reversed rounds of 11 timed steps each, pooled)
+# 24 of 24 GPUs within, held out 8 of 8, and the ep_step rows on h200x2/ 6 of 6; h200x2/'s one pass
+# alone (3-4 steps, one at 16) misses 3 of 30 (DualPipe rank 1 at 4 and 8: 0.2 / 0.4 vs 5.8 / 11.3 ms,
+# rank 0 at 16: 0.7 vs 19.6), which validation still reports.
 IDLE_NOT_MET = {
-    ("h200", 2): "not met (rule s16idle, docs/notes/s16idle_rule.md): 1 of 30 GPUs beyond 10%, the one judged on a "
-                 "single timed step. At 4 and 8 micro-batches on the idle folder h200x2/s16idle_20261127_0654 (two "
-                 "reversed rounds of 11 steps pooled, each round's twin from its own fitting split) 16 of 16 within, "
-                 "held out 8 of 8 (DualPipe's ranks 0.2-0.4 vs 0.9-2.3 ms, band 2.4-4.5). At 16 and the ep_step rows on "
-                 "h200x2/ (s12ep records, 20:24 UTC) 13 of 14: DualPipe rank 0 at 16 0.7 vs 19.6 ms, its one timed "
-                 "step (addendum A asks for 16's own two rounds). The host folder alone misses 3 of 30: DualPipe rank "
-                 "1 at 4 and 8, 0.2 / 0.4 vs 5.8 / 11.3 ms (3-4 steps), and rank 0 at 16; the i13pp records of 03:20 "
-                 "(h200x2/i13pp_20261126_0322) missed 2 of 30; issue 13 open)",
     ("h100", 4): "not met: 12 of 44 GPUs beyond 10%, held-out split 6 of 16 (s13pp records on 4xH100, "
                  "2026-11-27 00:19 UTC, host rates and device gap from the same run, EP host terms from h100x2 since s15dp, index_put_ at its measured rate since s15bw, backward grouped GEMM layout factors since s15gg; "
                  "DualPipeV at 16 not run, at 8 one "
