@@ -33,6 +33,7 @@ from twin.moe.load import expected_topk_rows, zipf_weights
 
 from calibration import b_kernels
 from calibration.bwd_grouped import layout_factors
+from calibration.grouped_clock import gpu_clock_factors
 from calibration.index_put import index_put_s_per_elem
 
 # which GEMM benches/labels the twin can predict
@@ -210,7 +211,7 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
         label = row["precision"]
         if b != "gemm":   # grouped_gemm_wgrad: dW = x^T g per group (real/fp8.py _Fp8GroupedMM backward)
             e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label,
-                      transposed=b == "grouped_gemm_wgrad")
+                      transposed=b == "grouped_gemm_wgrad", in_layer=False)
         else:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
         # curves at the in-layer clock (s14gemm): the record is predicted at the clock it ran at
@@ -291,6 +292,12 @@ ADOPT_B_KERNEL_RATES = False
 # it): the MoE backward's dgrad and wgrad grouped GEMMs at their layout's measured rate relative to
 # the forward's in the same layer (calibration.bwd_grouped, fitting split's kernel records)
 ADOPT_BWD_GROUPED_LAYOUT = True
+
+# s16gg2 (docs/notes/s16gg2_rule.md, the rule committed before the held-out figures under it): every
+# grouped GEMM inside a layer, step, block or serving replay at the in-layer SM clock: its compute
+# time x f_alone_fit / f_in_layer (calibration.grouped_clock, fitting split's clock readings);
+# the alone kernel records keep the curves as fitted
+ADOPT_GROUPED_LAYER_CLOCK = False
 
 # PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
@@ -646,13 +653,19 @@ class Eager:
         prof = profile_for_label(self.profile, label)
         self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof))
 
-    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd") -> None:
+    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd",
+                in_layer: bool = True) -> None:
         """One grouped GEMM kernel; `layout` ("fwd", or the backward's "dgrad" / "wgrad"): under
         ADOPT_BWD_GROUPED_LAYOUT a backward layout's time is scaled by its measured factor
-        (calibration.bwd_grouped.layout_factors; 1 where the GPU has none)."""
+        (calibration.bwd_grouped.layout_factors; 1 where the GPU has none). `in_layer` False: a
+        kernel timed alone (the grouped records), which ADOPT_GROUPED_LAYER_CLOCK leaves at the
+        curve's own clock."""
         kernel = label if transposed else grouped_kernel(label, rows, n, k)
         prof = profile_for_label(self.profile, kernel)
-        gpu_s = compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed)
+        curve = compute.wgrad_curve(label) if transposed else kernel
+        clock = gpu_clock_factors(self.gpu.name, row_kernel).get(curve, 1.0) if ADOPT_GROUPED_LAYER_CLOCK and in_layer else 1.0
+        gpu_s = compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed,
+                                            compute_factor=clock)
         if ADOPT_BWD_GROUPED_LAYOUT and layout != "fwd":
             gpu_s *= layout_factors(self.gpu.name).get(layout, 1.0)
         self.add(f"grouped_gemm.{label}", gpu_s)
