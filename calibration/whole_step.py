@@ -503,12 +503,15 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 # offset s14epl found, then A re-judged under a rule written first.
 ADOPT_EP_LOCAL_EXPERTS_ONLY = False
 ADOPT_EP_ROW_GATHER = False
-# s13epl (docs/notes/s13epl_rule.md, rule committed before the held-out figures under it): the ep.csv
-# rows (dispatch, combine, the EP MoE layer forward and backward) run real/ep.py's very calls on the
-# host whose steps take the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so
-# they take the same terms (calibration.validate passes the folder's to predict_ep_row); kept off
-# with A (see above)
-ADOPT_EP_LAYER_HOST_TERMS = False
+# s16epa (docs/notes/s16epa_rule.md, rule committed before this session's figures under it, earlier
+# sessions' disclosed): A, judged as a code correction, matches the profiled EP2 forward kernel by
+# kernel (4 argsorts and 5 row gathers a call; 6 and 7 without A) but loses a ranking pair met today
+# (4xH200 n4, DualPipe before DualPipeV), so it stays off.
+# (a) s13epl (docs/notes/s13epl_rule.md): the ep.csv rows (dispatch, combine, the EP MoE layer forward
+# and backward) run real/ep.py's very calls, in the same run as the ep_step rows whose predictions take
+# the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so they take the same terms
+# (calibration.validate passes the folder's to predict_ep_row); adopted by s16epa's rule
+ADOPT_EP_LAYER_HOST_TERMS = True
 
 
 def _row_gather(e: Eager, bytes_: float, kernels: int = 1) -> None:
