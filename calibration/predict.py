@@ -291,11 +291,12 @@ ADOPT_B_KERNEL_RATES = False
 
 # s16rx (docs/notes/s16rx_rule.md, the rule committed before the held-out figures under it; s15bw2's
 # after-the-fact figures for this part were seen): J's third law alone, index_put_'s onesweep radix
-# passes at the measured seconds a pass (calibration.b_kernels radix_pass_s)
-ADOPT_RADIX_PASSES = False
+# passes at the measured seconds a pass (calibration.b_kernels radix_pass_s). Adopted by its rule.
+ADOPT_RADIX_PASSES = True
 # s16rx, the same note: the forward's torch.argsort calls (real/model.py MoE.routed, real/ep.py dispatch
 # and combine), 8 onesweep passes of int64 keys each, at the forward's measured seconds a pass
-# (calibration.b_kernels argsort_pass_s), judged after ADOPT_RADIX_PASSES
+# (calibration.b_kernels argsort_pass_s), judged after ADOPT_RADIX_PASSES. Not adopted (its rule's
+# criterion 3: the 2xH100 EP step +0.62 point, the EP2 layers' P90 +0.67 point)
 ADOPT_ARGSORT_PASSES = False
 
 # s15gg (docs/notes/s15gg_rule.md, candidate K, the rule committed before the held-out figures under

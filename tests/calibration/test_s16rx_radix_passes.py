@@ -147,3 +147,9 @@ def test_decode_sized_layer_takes_no_argsort_passes(monkeypatch):
         _only(monkeypatch, *on)
         outs.append(P.moe_layer_ops(m, 64, ws.balanced_counts(m, 64), "bf16", spec_gpu, prof)[0].ops)
     assert outs[0] == outs[1]
+
+
+def test_switch_defaults():
+    """The outcome under the rule (docs/notes/s16rx_rule.md, Result): R adopted, A not."""
+    assert P.ADOPT_RADIX_PASSES is True
+    assert P.ADOPT_ARGSORT_PASSES is False
