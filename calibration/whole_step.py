@@ -37,7 +37,6 @@ from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
 
 FP32_BYTES = 4
-I64 = 8
 
 
 def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
@@ -540,7 +539,7 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     received rows and their permutation. The all-to-all calls and the synchronisations carry
     their EpOp class (the EP host terms, s13ep)."""
     N = T * K
-    e.mem(N * I64 * 2 * 4, kernels=3)
+    e.argsort(N)                                                # argsort of the expert ids
     e.small(3)
     _all_to_all(e, 8.0 * 4, gpu, world)
     _ep_call(e, EpCountsCall)
@@ -552,18 +551,18 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     _ep_call(e, EpTokensCall)
     e.small(4)
-    e.mem(rows_in * I64 * 2 * 4, kernels=3)
+    e.argsort(rows_in)                                          # argsort of the local expert ids
     _row_gather(e, 2 * rows_in * D * BF16_BYTES, kernels=2)     # x_recv[perm], local_expert[perm]
 
 
 def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py combine: un-permute (argsort + gather), the all-to-all back, un-sort."""
     N = T * K
-    e.mem(rows_in * I64 * 2 * 4, kernels=3)
+    e.argsort(rows_in)                                          # argsort(perm)
     _row_gather(e, 2 * rows_in * D * BF16_BYTES)                # y_RD[argsort(perm)]
     _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)
     _ep_call(e, EpTokensCall)
-    e.mem(N * I64 * 2 * 4, kernels=3)
+    e.argsort(N)                                                # argsort(order)
     _row_gather(e, 2 * N * D * BF16_BYTES)                      # y_send[argsort(order)]
 
 
@@ -612,8 +611,10 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = (np.asarray(local_counts, float) if local_counts is not None
               else np.full(E // world, rows_in / (E // world)))
+    # the local layer's token-side sorts (kept while ADOPT_EP_LOCAL_EXPERTS_ONLY is off) are not
+    # real/'s: its four argsorts are dispatch's and combine's, which take the radix passes
     lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad,
-                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY)
+                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY, argsort_passes=False)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)
