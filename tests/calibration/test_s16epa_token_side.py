@@ -54,24 +54,24 @@ def test_profiled_one_gpu_forward_sorts_its_own_rows(gpu):
 
 
 def _twin_forward_counts(monkeypatch, local_only: bool, prof, gpu) -> dict:
-    """The twin's EP forward op list: its argsorts (Eager.mem of three kernels: the radix passes) and
-    its N-row gathers (Eager.gather of a row gather's bytes, index_copy included)."""
+    """The twin's EP forward op list: its argsorts (Eager.argsort calls) and its N-row gathers
+    (Eager.gather of a row gather's bytes, index_copy included)."""
     seen = {"argsorts": 0, "row_gathers": 0}
-    mem, gather = Eager.mem, Eager.gather
+    argsort, gather = Eager.argsort, Eager.gather
 
-    def spy_mem(self, bytes_, kernels=1):
-        seen["argsorts"] += kernels == 3
-        return mem(self, bytes_, kernels)
+    def spy_argsort(self, elems, passes=True):
+        seen["argsorts"] += 1
+        return argsort(self, elems, passes)
 
     def spy_gather(self, bytes_, kernels=1):
         seen["row_gathers"] += bytes_ == pytest.approx(ROW_BYTES)
         return gather(self, bytes_, kernels)
 
-    monkeypatch.setattr(Eager, "mem", spy_mem)
+    monkeypatch.setattr(Eager, "argsort", spy_argsort)
     monkeypatch.setattr(Eager, "gather", spy_gather)
     monkeypatch.setattr(ws, "ADOPT_EP_LOCAL_EXPERTS_ONLY", local_only)
     f, b = ws.ep_moe_ops(SPEC, T, WORLD, float(N), "bf16", gpu, prof)
-    monkeypatch.setattr(Eager, "mem", mem)
+    monkeypatch.setattr(Eager, "argsort", argsort)
     monkeypatch.setattr(Eager, "gather", gather)
     return {**seen, "fwd_s": timed_window_s([], f.ops), "bwd_ops": b.ops}
 
