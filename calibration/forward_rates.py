@@ -33,7 +33,7 @@ def clean_forwards(folder: Path) -> pd.DataFrame:
 
 def forward_rates(folder: Path, gpu: str, profile) -> pd.DataFrame:
     """One row per clean forward of a records folder's fitting split: its configuration (schedule,
-    num_microbatches), GPU rank, model stage, stage role, the stage's layer count and kernel
+    num_microbatches), timed step (rep), GPU rank, model stage, stage role, the stage's layer count and kernel
     launches, and the host seconds per launch solved for it (host_rate_s: solved_host_rate_s with
     the folder's device gap and carried EP host terms, as host_rates solves it; NaN where none)."""
     folder = Path(folder)
@@ -57,7 +57,7 @@ def forward_rates(folder: Path, gpu: str, profile) -> pd.DataFrame:
             stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
             rate = pipe.solved_host_rate_s(forwards[stage], r.start_s - r.host_start_s,
                                            r.host_end_s - r.host_start_s, gap, carried)
-            rows.append({"schedule": str(cfg["schedule"]), "num_microbatches": n, "rank": int(r.rank),
+            rows.append({"schedule": str(cfg["schedule"]), "num_microbatches": n, "rep": int(r.rep), "rank": int(r.rank),
                          "stage": stage, "role": pipe.stage_role(stage, len(stages)),
                          "num_layers": len(stages[stage]),
                          "launches": sum(1 for h, _ in forwards[stage] if h is not None),
@@ -77,3 +77,14 @@ def rates_by_config(rates: pd.DataFrame) -> pd.DataFrame:
     out["pooled_rate_s"] = out["role"].map(pooled)
     out["ratio_to_pooled"] = out["host_rate_s"] / out["pooled_rate_s"]
     return out
+
+
+def rates_by_step(rates: pd.DataFrame) -> pd.DataFrame:
+    """forward_rates' rows as each GPU's median rate per timed step: one row per (schedule,
+    num_microbatches, rep), one column per GPU rank (NaN where that GPU ran no clean forward in the
+    step). On the 4xH200 ranking round the host's rate changes between ~15-19 and ~25-35 us a
+    launch from one step to the next within a configuration, with each stage's two EP ranks
+    together (they pace each other through the all-to-alls): docs/notes/s16dpv.md."""
+    rates = rates.dropna(subset=["host_rate_s"])
+    return (rates.groupby(["schedule", "num_microbatches", "rep", "rank"])["host_rate_s"].median()
+            .unstack("rank"))

@@ -51,3 +51,17 @@ def test_pooled_rates_are_the_twins(rates, profile):
         key = f"fwd@{role}"
         if key in host:
             assert np.isclose(pooled, host[key], rtol=1e-9), role
+
+
+def test_rates_by_step_follow_the_stage_placement(rates):
+    steps = fr.rates_by_step(rates)
+    gpus = {s: sorted(int(c) for c in g.dropna(axis=1, how="all").columns)
+            for s, g in steps.groupby(level="schedule")}
+    # the first model stage is on pipeline rank 0 (GPUs 0 and 2, its EP pair) in 1F1B, ZB1P and
+    # DualPipeV; DualPipe's two ranks each hold it (one direction each): all four GPUs
+    assert gpus["1f1b"] == gpus["zb1p"] == [0, 2]
+    assert gpus["dualpipe"] == [0, 1, 2, 3]
+    # DualPipeV's pipeline rank 1 runs the middle stages (1, 2): clean forwards there too
+    assert gpus["dualpipev"] == [0, 1, 2, 3]
+    # one row per timed step of each configuration
+    assert (steps.groupby(level="schedule").size() <= 11).all()
