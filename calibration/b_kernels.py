@@ -15,6 +15,10 @@ Each law is measured per GPU on the fitting split's profiled pipeline kernels
 - index_put_'s radix passes: the B ops' cub `DeviceRadixSortOnesweepKernel` calls of PP-only runs
   (each MoE layer's three index_put_ sorts, two passes each; rank 0's embedding backward sort),
   seconds a pass.
+- argsort's radix passes (s16rx, docs/notes/s16rx_rule.md): the F ops' `DeviceRadixSortOnesweepKernel`
+  calls of PP-only runs: real/model.py MoE.routed's two torch.argsort calls a MoE layer (of the
+  int64 expert ids, then of the order), each a cub onesweep sort of the keys' full 64 bits, 8
+  passes (16 calls a layer in the records), seconds a pass.
 Each figure is the median over the rows; None where the GPU has no records.
 """
 
@@ -41,6 +45,10 @@ BF16_BYTES = 2
 # cub's onesweep radix sort of 64-bit keys: 8 bits a pass (ATen native/cuda/Indexing.cu
 # index_put_with_sort_kernel sorts on cuda::cub::get_num_bits(rows of the destination) bits)
 RADIX_BITS_PER_PASS = 8
+# torch.argsort of int64 keys (ATen sort's cub radix_sort_pairs over the key's whole width, bits 0-64):
+# 8 onesweep passes a sort, as the fitting records show (16 calls a one-GPU MoE layer forward, two sorts)
+ARGSORT_KEY_BITS = 64
+ARGSORT_PASSES = math.ceil(ARGSORT_KEY_BITS / RADIX_BITS_PER_PASS)
 
 
 def gpu_key(gpu_name: str) -> str | None:
@@ -86,9 +94,10 @@ def fill_rates(kernels: pd.DataFrame) -> list[float]:
     return [float(x) for x in k["time_s"] / (k["calls"] * np.array(bytes_each, float))]
 
 
-def pass_times(kernels: pd.DataFrame) -> list[float]:
-    """Seconds a onesweep pass of each PP-only fitting row's backward radix-sort calls."""
-    k = _fit_rows(kernels[kernels["ep"] == 1], "B", ONESWEEP_KERNEL)
+def pass_times(kernels: pd.DataFrame, kind: str = "B") -> list[float]:
+    """Seconds a onesweep pass of each PP-only fitting row's radix-sort calls in `kind` ops: "B" the
+    backward's index_put_ sorts, "F" the forward's argsorts."""
+    k = _fit_rows(kernels[kernels["ep"] == 1], kind, ONESWEEP_KERNEL)
     return [float(x) for x in k["time_s"] / k["calls"]]
 
 
@@ -99,15 +108,16 @@ def _records(key: str) -> pd.DataFrame | None:
 
 @functools.cache
 def measured(gpu_name: str) -> dict | None:
-    """{"softmax_fwd_s_per_elem", "softmax_bwd_s_per_elem", "fill_s_per_byte", "radix_pass_s"} of
-    this GPU (medians over the fitting rows; a key is absent where its rows are), None without records."""
+    """{"softmax_fwd_s_per_elem", "softmax_bwd_s_per_elem", "fill_s_per_byte", "radix_pass_s",
+    "argsort_pass_s"} of this GPU (medians over the fitting rows; a key is absent where its rows are), None without records."""
     key = gpu_key(gpu_name)
     kernels = _records(key) if key else None
     if kernels is None:
         return None
     laws = {"softmax_fwd_s_per_elem": softmax_rates(kernels, "fwd"),
             "softmax_bwd_s_per_elem": softmax_rates(kernels, "bwd"),
-            "fill_s_per_byte": fill_rates(kernels), "radix_pass_s": pass_times(kernels)}
+            "fill_s_per_byte": fill_rates(kernels), "radix_pass_s": pass_times(kernels, "B"),
+            "argsort_pass_s": pass_times(kernels, "F")}
     return {name: float(np.median(v)) for name, v in laws.items() if v}
 
 

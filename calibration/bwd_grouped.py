@@ -53,7 +53,6 @@ def twin_layout_s(spec, rows_per_group: float, groups: int, gpu, profile) -> dic
     """The twin's seconds of each layout's two grouped GEMMs (calibration.predict._moe_ops: the
     forward's w13 and w2, the backward's d(h) / dx and dW2 / dW13), balanced groups."""
     D, F = spec.hidden_size, spec.moe_intermediate_size
-    rows = [rows_per_group] * groups
     padded = [np.ceil(rows_per_group / 16.0) * 16.0] * groups   # GROUP_ALIGN padding
 
     def t(r, n, k, transposed=False):

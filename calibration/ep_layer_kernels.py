@@ -30,6 +30,17 @@ from twin.core.specs import get_model
 
 CLASSES = ("grouped_gemm", "gemm", "memory", "nccl")
 
+# s16epa (docs/notes/s16epa_rule.md): the token-side kernels that tell which sorts and row gathers a
+# profiled MoE layer call ran (cub launches one histogram kernel per radix argsort; tensor[index] on
+# the rows of a 2-D tensor is torch's vectorized_gather_kernel)
+TOKEN_SIDE_KERNELS = {
+    "argsorts": "DeviceRadixSortHistogramKernel",
+    "row_gathers": "vectorized_gather_kernel",
+    "index_copy": "index_copy_kernel",
+    "index_put": "indexing_backward_kernel",
+    "nccl": "ncclDevKernel",
+}
+
 
 def kernel_class(name: str) -> str:
     """pipeline.kernel_component, and the BF16 grouped kernel's truncated CUTLASS name."""
@@ -61,6 +72,19 @@ def class_table(kernels: pd.DataFrame, gpu, profile) -> pd.DataFrame:
             for r in (0, 1):
                 row[f"{c}_r{r}_s"] = float(g.loc[(g["rank"] == r) & (g["component"] == c), "time_s"].sum())
             row[f"{c}_twin_s"] = tw.get(c, 0.0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def token_side_counts(kernels: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Calls per profiled layer call of each TOKEN_SIDE_KERNELS family, one row per `keys` group
+    (e.g. bench, precision, tokens_per_rank, skew, rank of ep_kernels.csv; config, precision of a
+    one-GPU kernels.csv)."""
+    rows = []
+    for key, g in kernels.groupby(keys):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for family, name in TOKEN_SIDE_KERNELS.items():
+            row[family] = int(g.loc[g["kernel"].astype(str).str.contains(name, regex=False), "calls"].sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -106,6 +130,9 @@ def main(argv: list[str]) -> int:
                            for k in CLASSES)
         print(f"  {c['bench']:18s} {c['precision']:14s} T{c['tokens']:6d} skew{c['skew']:.0f} {c['clock_mhz']:.0f} MHz | "
               f"{parts} | beside NCCL {c['beside_nccl_s'] * 1e3:.2f}")
+    print("== token-side kernels per profiled call (calls)")
+    counts = token_side_counts(read_csv(folder / "ep_kernels.csv"), ["bench", "precision", "tokens_per_rank", "skew", "rank"])
+    print(counts.to_string(index=False))
     print("== forward grouped GEMMs alone vs in the layer (BF16), ms")
     print(grouped_alone_vs_layer(read_csv(folder / "ep_grouped.csv"), classes).round(5).to_string(index=False))
     return 0

@@ -37,6 +37,7 @@ from calibration.async_tp import partials_reduce_terms
 from calibration.decode_gemm import decode_terms, with_decode_terms
 from calibration.dense_block import attention_kernel_terms, eager_elementwise_eff
 from calibration.dense_dropout import attention_dropout_terms
+from calibration.grouped_clock import time_weighted_median
 from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import (BF16_GEMM_CURVES, FP8_PREFERENCE, clock_factor, clock_family, gpu_spec, predict_s,
@@ -274,13 +275,6 @@ def layer_gemm_clock_mhz(df: pd.DataFrame, held: pd.Series | None = None) -> dic
     layers = df[(~held.to_numpy()) & df.bench.isin(LAYER_CLOCK_BENCHES).to_numpy() & (df.sm_clock_mhz > 0).to_numpy()]
     return {family: time_weighted_median(g.sm_clock_mhz, g.time_s)
             for family, g in layers.groupby(layers.precision.map(clock_family))}
-
-
-def time_weighted_median(values, weights) -> float:
-    order = np.argsort(np.asarray(values, float))
-    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
-    cum = np.cumsum(w)
-    return float(v[np.searchsorted(cum, cum[-1] / 2)])
 
 
 def bf16_layer_speedup(df: pd.DataFrame) -> tuple[float, float, float]:

@@ -33,6 +33,7 @@ from twin.moe.load import expected_topk_rows, zipf_weights
 
 from calibration import b_kernels
 from calibration.bwd_grouped import layout_factors
+from calibration.grouped_clock import gpu_clock_factors
 from calibration.index_put import index_put_s_per_elem
 
 # which GEMM benches/labels the twin can predict
@@ -210,7 +211,7 @@ def predict_s(row, gpu: GPUSpec, profile: Profile) -> float | None:
         label = row["precision"]
         if b != "gemm":   # grouped_gemm_wgrad: dW = x^T g per group (real/fp8.py _Fp8GroupedMM backward)
             e.grouped([int(row["tokens_per_group"])] * int(row["groups"]), int(row["n"]), int(row["k"]), label,
-                      transposed=b == "grouped_gemm_wgrad")
+                      transposed=b == "grouped_gemm_wgrad", in_layer=False)
         else:
             e.gemm(int(row["m"]), int(row["n"]), int(row["k"]), label)
         # curves at the in-layer clock (s14gemm): the record is predicted at the clock it ran at
@@ -259,12 +260,14 @@ def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile:
 
 def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
                   split_weight_grads: bool = False, gate_grad: bool = False,
-                  token_side: bool = True) -> tuple["Eager", "Eager"]:
+                  token_side: bool = True, argsort_passes: bool = True) -> tuple["Eager", "Eager"]:
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
     Eager.missing_kernels); `gate_grad`: the routing weights come from the gate and take a
     gradient (a model's layer, not a layer record's injected routing); `token_side` False: the
-    forward without the sort and un-sort of the (token, slot) rows (_moe_ops)."""
-    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad, token_side)
+    forward without the sort and un-sort of the (token, slot) rows (_moe_ops); `argsort_passes`:
+    _moe_ops's."""
+    f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad, token_side,
+                    argsort_passes=argsort_passes)
     f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
     b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
     return f, b
@@ -287,15 +290,32 @@ ADOPT_INDEX_PUT_RATE = True
 # measured rates (calibration.b_kernels, fitting split's pipeline kernel records)
 ADOPT_B_KERNEL_RATES = False
 
+# s16rx (docs/notes/s16rx_rule.md, the rule committed before the held-out figures under it; s15bw2's
+# after-the-fact figures for this part were seen): J's third law alone, index_put_'s onesweep radix
+# passes at the measured seconds a pass (calibration.b_kernels radix_pass_s). Adopted by its rule.
+ADOPT_RADIX_PASSES = True
+# s16rx, the same note: the forward's torch.argsort calls (real/model.py MoE.routed, real/ep.py dispatch
+# and combine), 8 onesweep passes of int64 keys each, at the forward's measured seconds a pass
+# (calibration.b_kernels argsort_pass_s), judged after ADOPT_RADIX_PASSES. Not adopted (its rule's
+# criterion 3: the 2xH100 EP step +0.62 point, the EP2 layers' P90 +0.67 point)
+ADOPT_ARGSORT_PASSES = False
+
 # s15gg (docs/notes/s15gg_rule.md, candidate K, the rule committed before the held-out figures under
 # it): the MoE backward's dgrad and wgrad grouped GEMMs at their layout's measured rate relative to
 # the forward's in the same layer (calibration.bwd_grouped, fitting split's kernel records)
 ADOPT_BWD_GROUPED_LAYOUT = True
 
+# s16gg2 (docs/notes/s16gg2_rule.md, the rule committed before the held-out figures under it): every
+# grouped GEMM inside a layer, step, block or serving replay at the in-layer SM clock: its compute
+# time x f_alone_fit / f_in_layer (calibration.grouped_clock, fitting split's clock readings);
+# the alone kernel records keep the curves as fitted
+ADOPT_GROUPED_LAYER_CLOCK = False
+
 # PyTorch aten/src/ATen/native/cuda/Sort.h should_use_small_sort: a sort of at most 4,096 elements
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
 SMALL_SORT_ELEMS = 4096
 SMALL_SORT_KERNELS = 3
+INT64_BYTES = 8   # argsort's keys (expert ids, orders) and its index output
 
 # real/fp8.py quantize_rowwise / quantize_1x128 / quantize_128x128: abs, amax, float (scale),
 # clamp, divide, float (x), divide, clamp, cast -> 9 kernels (4-6 of them full-size passes)
@@ -462,11 +482,12 @@ class Eager:
         elements. Under ADOPT_INDEX_PUT_RATE at the GPU's measured seconds per element
         (calibration.index_put) where the fitting split has them; else a gather reading and
         writing them (gather_eff).
-        Under ADOPT_B_KERNEL_RATES, where measured (calibration.b_kernels), its GPU time also holds
-        the sort's onesweep radix passes into `dest_rows` rows beyond the launch each one already
-        has among the layer's missing kernels (Profile.eager radix_sort_kernels), and the zeroed
-        gradient of `unnamed_fill_rows` x `width` where the op list names no fill for it (its
-        launch is a missing kernel too): one op, no new host dispatch."""
+        Under ADOPT_B_KERNEL_RATES or ADOPT_RADIX_PASSES, where measured (calibration.b_kernels), its
+        GPU time also holds the sort's onesweep radix passes into `dest_rows` rows beyond the launch
+        each one already has among the layer's missing kernels (Profile.eager radix_sort_kernels);
+        under ADOPT_B_KERNEL_RATES also the zeroed gradient of `unnamed_fill_rows` x `width` where
+        the op list names no fill for it (its launch is a missing kernel too): one op, no new host
+        dispatch."""
         rate = index_put_s_per_elem(self.gpu.name) if ADOPT_INDEX_PUT_RATE else None
         if rate is None:
             gpu_s = compute.memory_time_s(2 * rows * width * BF16_BYTES / self.profile.gather_eff, self.gpu, self.profile)
@@ -475,17 +496,37 @@ class Eager:
         self.add("op", gpu_s + self._index_put_extra_s(width, dest_rows, unnamed_fill_rows))
 
     def _index_put_extra_s(self, width: int, dest_rows: float | None, unnamed_fill_rows: float) -> float:
-        """index_put_'s radix passes past their launches and an unnamed zero fill (ADOPT_B_KERNEL_RATES)."""
-        if not ADOPT_B_KERNEL_RATES:
-            return 0.0
-        pass_s = b_kernels.law(self.gpu.name, "radix_pass_s")
-        fill_s_per_byte = b_kernels.law(self.gpu.name, "fill_s_per_byte")
+        """index_put_'s radix passes past their launches (ADOPT_B_KERNEL_RATES or ADOPT_RADIX_PASSES)
+        and an unnamed zero fill (ADOPT_B_KERNEL_RATES)."""
+        passes_on = ADOPT_B_KERNEL_RATES or ADOPT_RADIX_PASSES
+        pass_s = b_kernels.law(self.gpu.name, "radix_pass_s") if passes_on else None
+        fill_s_per_byte = b_kernels.law(self.gpu.name, "fill_s_per_byte") if ADOPT_B_KERNEL_RATES else None
         extra = 0.0
         if pass_s is not None and dest_rows:
             extra += b_kernels.radix_passes(dest_rows) * max(0.0, pass_s - self.profile.launch_s)
         if fill_s_per_byte is not None and unnamed_fill_rows:
             extra += unnamed_fill_rows * width * BF16_BYTES * fill_s_per_byte
         return extra
+
+    def argsort(self, elems: float, passes: bool = True) -> None:
+        """torch.argsort of `elems` int64 keys: three streaming kernels over the keys and indices
+        (the sort's launches are among the layer's missing kernels, Profile.eager radix_sort_kernels).
+        Under ADOPT_ARGSORT_PASSES, where measured (calibration.b_kernels argsort_pass_s), the first
+        also holds cub's onesweep passes (ARGSORT_PASSES, the keys' 64 bits) beyond the launch each
+        already has, when the sort takes the radix path (more than SMALL_SORT_ELEMS keys). `passes`
+        False: a sort the op list names that real/ does not run (EP's local layer's token side)."""
+        kernels = 3
+        per_kernel_s = compute.memory_time_s(elems * INT64_BYTES * 2 * 4 / kernels, self.gpu, self.profile)
+        self.add("op", per_kernel_s + (self._argsort_passes_s(elems) if passes else 0.0))
+        for _ in range(kernels - 1):
+            self.add("op", per_kernel_s)
+
+    def _argsort_passes_s(self, elems: float) -> float:
+        """argsort's onesweep passes past their launches (ADOPT_ARGSORT_PASSES), 0 on the small-sort path."""
+        pass_s = b_kernels.law(self.gpu.name, "argsort_pass_s") if ADOPT_ARGSORT_PASSES else None
+        if pass_s is None or elems <= SMALL_SORT_ELEMS:
+            return 0.0
+        return b_kernels.ARGSORT_PASSES * max(0.0, pass_s - self.profile.launch_s)
 
     def fill(self, bytes_: float) -> None:
         """A BF16 zero fill (new_zeros, autograd's zeroed gradients) writing `bytes_`: under
@@ -646,13 +687,19 @@ class Eager:
         prof = profile_for_label(self.profile, label)
         self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof))
 
-    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd") -> None:
+    def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd",
+                in_layer: bool = True) -> None:
         """One grouped GEMM kernel; `layout` ("fwd", or the backward's "dgrad" / "wgrad"): under
         ADOPT_BWD_GROUPED_LAYOUT a backward layout's time is scaled by its measured factor
-        (calibration.bwd_grouped.layout_factors; 1 where the GPU has none)."""
+        (calibration.bwd_grouped.layout_factors; 1 where the GPU has none). `in_layer` False: a
+        kernel timed alone (the grouped records), which ADOPT_GROUPED_LAYER_CLOCK leaves at the
+        curve's own clock."""
         kernel = label if transposed else grouped_kernel(label, rows, n, k)
         prof = profile_for_label(self.profile, kernel)
-        gpu_s = compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed)
+        curve = compute.wgrad_curve(label) if transposed else kernel
+        clock = gpu_clock_factors(self.gpu.name, row_kernel).get(curve, 1.0) if ADOPT_GROUPED_LAYER_CLOCK and in_layer else 1.0
+        gpu_s = compute.grouped_gemm_time_s(rows, n, k, twin_precision(label), self.gpu, prof, transposed=transposed,
+                                            compute_factor=clock)
         if ADOPT_BWD_GROUPED_LAYOUT and layout != "fwd":
             gpu_s *= layout_factors(self.gpu.name).get(layout, 1.0)
         self.add(f"grouped_gemm.{label}", gpu_s)
@@ -849,7 +896,8 @@ def zipf_expert_rows(tokens: int, num_experts: int, top_k: int, skew: float) -> 
 
 def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
              split_weight_grads: bool = False, gate_grad: bool = False,
-             token_side: bool = True, component_scale: dict | None = None) -> tuple[Eager, Eager]:
+             token_side: bool = True, component_scale: dict | None = None,
+             argsort_passes: bool = True) -> tuple[Eager, Eager]:
     """real/model.py MoE.forward on one GPU with injected routing (expert_ffn: two grouped GEMMs
     over all experts on rows padded to 16 per expert), plus the shared experts; and its backward.
     Routed grouped GEMMs: FP8 row-wise forward (x and every expert's weights quantized on each
@@ -860,7 +908,9 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     combine run those (calibration.whole_step._dispatch, _combine), and the local experts get
     expert_ffn only. The backward is unchanged (its token-side index ops are the backward of
     dispatch's and combine's gathers: whole_step.ep_moe_ops). `component_scale`: Eager's, on both
-    op lists."""
+    op lists. `argsort_passes` False: the token side's two argsorts take no radix passes
+    (Eager.argsort; EP's local layer, whose token side real/ does not run: dispatch and combine's
+    four argsorts take them)."""
     T, D, F_, K = tokens, spec.hidden_size, spec.moe_intermediate_size, spec.top_k
     E, S = len(counts), spec.moe_intermediate_size * spec.num_shared_experts
     N = T * K
@@ -871,7 +921,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
     f, b = Eager(gpu, profile, component_scale=component_scale), Eager(gpu, profile, split_weight_grads, component_scale)
     # --- forward: sort (token, slot) pairs by expert, gather rows, pad
     if token_side:
-        f.mem(N * I8 * 2 * 4, kernels=3)            # argsort (radix sort passes)
+        f.argsort(N, argsort_passes)                 # argsort (radix sort passes)
         f.small(2)                                   # expert_counts: zeros, scatter_add
         f.mem(2 * N * I8)                            # order // K
         f.gather(2 * N * D * B2)                        # x_TD[order // K]
@@ -891,7 +941,7 @@ def _moe_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profi
             f.strided(Np * F_ * B2 * 2 + Np * F_ * B2 * 3, kernels=2)   # silu(a), * b on chunk views
     f.gather(2 * N * D * B2)                        # y_NpD[pos]
     if token_side:
-        f.mem(N * I8 * 2 * 4, kernels=3)             # argsort(order)
+        f.argsort(N, argsort_passes)                 # argsort(order)
         f.gather(2 * N * D * B2)                        # y_ND[inverse order]
     f.mem(2 * N * D * B2)                        # * weights
     f.mem(N * D * B2 + T * D * B2)               # sum over K

@@ -37,7 +37,6 @@ from twin.costs.flops import param_counts
 from twin.core.specs import GPUSpec, get_model
 
 FP32_BYTES = 4
-I64 = 8
 
 
 def _rmsnorm(e: Eager, tokens: float, width: int) -> None:
@@ -503,12 +502,15 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 # offset s14epl found, then A re-judged under a rule written first.
 ADOPT_EP_LOCAL_EXPERTS_ONLY = False
 ADOPT_EP_ROW_GATHER = False
-# s13epl (docs/notes/s13epl_rule.md, rule committed before the held-out figures under it): the ep.csv
-# rows (dispatch, combine, the EP MoE layer forward and backward) run real/ep.py's very calls on the
-# host whose steps take the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so
-# they take the same terms (calibration.validate passes the folder's to predict_ep_row); kept off
-# with A (see above)
-ADOPT_EP_LAYER_HOST_TERMS = False
+# s16epa (docs/notes/s16epa_rule.md, rule committed before this session's figures under it, earlier
+# sessions' disclosed): A, judged as a code correction, matches the profiled EP2 forward kernel by
+# kernel (4 argsorts and 5 row gathers a call; 6 and 7 without A) but loses a ranking pair met today
+# (4xH200 n4, DualPipe before DualPipeV), so it stays off.
+# (a) s13epl (docs/notes/s13epl_rule.md): the ep.csv rows (dispatch, combine, the EP MoE layer forward
+# and backward) run real/ep.py's very calls, in the same run as the ep_step rows whose predictions take
+# the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so they take the same terms
+# (calibration.validate passes the folder's to predict_ep_row); adopted by s16epa's rule
+ADOPT_EP_LAYER_HOST_TERMS = True
 
 
 def _row_gather(e: Eager, bytes_: float, kernels: int = 1) -> None:
@@ -537,7 +539,7 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     received rows and their permutation. The all-to-all calls and the synchronisations carry
     their EpOp class (the EP host terms, s13ep)."""
     N = T * K
-    e.mem(N * I64 * 2 * 4, kernels=3)
+    e.argsort(N)                                                # argsort of the expert ids
     e.small(3)
     _all_to_all(e, 8.0 * 4, gpu, world)
     _ep_call(e, EpCountsCall)
@@ -549,18 +551,18 @@ def _dispatch(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu:
     _all_to_all(e, N * D * BF16_BYTES * (world - 1) / world, gpu, world)
     _ep_call(e, EpTokensCall)
     e.small(4)
-    e.mem(rows_in * I64 * 2 * 4, kernels=3)
+    e.argsort(rows_in)                                          # argsort of the local expert ids
     _row_gather(e, 2 * rows_in * D * BF16_BYTES, kernels=2)     # x_recv[perm], local_expert[perm]
 
 
 def _combine(e: Eager, T: int, K: int, D: int, world: int, rows_in: float, gpu: GPUSpec) -> None:
     """real/ep.py combine: un-permute (argsort + gather), the all-to-all back, un-sort."""
     N = T * K
-    e.mem(rows_in * I64 * 2 * 4, kernels=3)
+    e.argsort(rows_in)                                          # argsort(perm)
     _row_gather(e, 2 * rows_in * D * BF16_BYTES)                # y_RD[argsort(perm)]
     _all_to_all(e, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)
     _ep_call(e, EpTokensCall)
-    e.mem(N * I64 * 2 * 4, kernels=3)
+    e.argsort(N)                                                # argsort(order)
     _row_gather(e, 2 * N * D * BF16_BYTES)                      # y_send[argsort(order)]
 
 
@@ -609,8 +611,10 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     local = dataclasses.replace(spec, num_routed_experts=E // world)
     counts = (np.asarray(local_counts, float) if local_counts is not None
               else np.full(E // world, rows_in / (E // world)))
+    # the local layer's token-side sorts (kept while ADOPT_EP_LOCAL_EXPERTS_ONLY is off) are not
+    # real/'s: its four argsorts are dispatch's and combine's, which take the radix passes
     lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad,
-                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY)
+                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY, argsort_passes=False)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)

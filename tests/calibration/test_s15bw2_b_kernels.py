@@ -83,6 +83,8 @@ def test_fill_and_index_put_both_settings(gpu, monkeypatch):
     fill, in the same one op."""
     spec, prof = P.gpu_spec(gpu), _profile(gpu)
     nbytes, rows, width = 25536 * 2048 * 2, 24576, 2048
+    # J as its rule judged it: against index_put_ without its radix passes (s16rx's ADOPT_RADIX_PASSES off)
+    monkeypatch.setattr(P, "ADOPT_RADIX_PASSES", False)
     monkeypatch.setattr(P, "ADOPT_B_KERNEL_RATES", False)
     off, ref = P.Eager(spec, prof), P.Eager(spec, prof)
     off.fill(nbytes)
@@ -115,6 +117,7 @@ def test_moe_layers_both_settings(gpu, monkeypatch):
     T, D = 4096, m.hidden_size
     N, Np = T * m.top_k, bk.capacity_rows("v2-lite-slice", T)
     law = bk.measured(spec_gpu.name)
+    monkeypatch.setattr(P, "ADOPT_RADIX_PASSES", False)   # J against its base (s16rx's passes off)
 
     def layers(flag):
         monkeypatch.setattr(P, "ADOPT_B_KERNEL_RATES", flag)

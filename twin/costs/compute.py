@@ -121,12 +121,14 @@ def wave_factor(tiles: int, gpu: GPUSpec, wave_tile: int, sm_frac: float = 1.0) 
 
 
 def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
-                        sm_frac: float = 1.0, transposed: bool = False) -> float:
+                        sm_frac: float = 1.0, transposed: bool = False, compute_factor: float = 1.0) -> float:
     """One grouped GEMM kernel whose groups have different row counts (experts with uneven load):
     every group's tiles run at that group's efficiency, all groups share one launch. Groups
     without rows launch no tiles (in the weight-gradient form they still write their n x k
     output); the call pays launch_s and the grouped setup once. `transposed`: the weight-gradient form (n x k per group,
-    contracted over the group's rows), costed with the rows as the contraction dimension."""
+    contracted over the group's rows), costed with the rows as the contraction dimension.
+    `compute_factor` scales the compute time before the roofline (a caller's clock correction:
+    calibration.predict under s16gg2's ADOPT_GROUPED_LAYER_CLOCK); memory, launch and setup unscaled."""
     curve = profile.grouped_gemm[precision]
     if transposed:  # the weight-gradient kernel's own curve where the profile has one
         curve = profile.grouped_gemm.get(wgrad_curve(precision), curve)
@@ -145,7 +147,7 @@ def grouped_gemm_time_s(rows_per_group, n: int, k: int, precision: str, gpu: GPU
         compute_s += terms[0]
         bytes_moved += terms[1]
         tiles += terms[2]
-    compute_s *= wave_factor(tiles, gpu, tile, sm_frac)
+    compute_s *= wave_factor(tiles, gpu, tile, sm_frac) * compute_factor
     memory_s = bytes_moved / (gpu.hbm_bytes_per_s * profile.gemm_streaming_eff)
     compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s,
                                                    profile.in_layer_factor(gemm_class("grouped_gemm", precision)))
