@@ -247,6 +247,26 @@ SESSION_GAIN = 0.8
 # not adopted (the tables carry cold_eager_s = 0)
 ADOPT_COLD_EAGER = False
 COLD_EAGER_CHOICES = (8, 16, 32, 64)
+# (s16srv, docs/notes/s16srv_rule.md, stated before any held-out figure under it) An exact new flat size's
+# stall is cuBLASLt's heuristics look-ups (one per linear at a row count the process never ran), host work
+# measured directly by the s11srv campaign (h100x2/s11srv, calibration/measurements/README.md: real/serve's
+# mixed phase, a size in a met 16-token bin minus a seen size, beside the same engine's decode median):
+# one GPU +1.25 ms at a 4.28 ms decode, EP2 +1.5-1.7 ms (1.6) at 4.70-4.72 ms (4.71). The NNLS of the fit
+# runs gives EP2 2.9-5.1 ms, because the exact-new-size iterations are most of the prompt iterations of the
+# fit's first short-prompt Poisson runs and carry their host phase. Rule: new_size_s is not fitted but set
+# to the measured cost times the table's host level (its fit runs' median eager decode-only iteration over
+# the campaign's decode median: a look-up is host work); the other terms refitted by the same NNLS.
+ADOPT_MEASURED_NEW_SIZE = False
+# ep size -> (an exact new size's measured cost s, that engine's decode median s) (s11srv, h100x2/s11srv)
+MEASURED_NEW_SIZE_S = {1: (1.25e-3, 4.28e-3), 2: (1.6e-3, 4.71e-3)}
+
+
+def measured_new_size_s(df: pd.DataFrame, ep: int) -> float:
+    """new_size_s under ADOPT_MEASURED_NEW_SIZE: the s11srv cost of an exact new size scaled by the fit
+    runs' median eager decode-only iteration (df: design rows) over the campaign engine's decode median."""
+    cost_s, decode_s = MEASURED_NEW_SIZE_S[ep]
+    eager_decode = df.measured_s[(df.prompt_iteration_s == 0) & (df.graph_rows == 0)]
+    return cost_s * float(eager_decode.median()) / decode_s
 
 
 def _buckets(text) -> list[int]:
@@ -684,14 +704,22 @@ def fit(df: pd.DataFrame) -> dict:
     """Non-negative least squares of measured - physics on the engine terms, each run weighted
     alike (1 / sqrt(its iterations)); plus loop_s, the median gap between busy iterations."""
     ok = df[df.prefill_ok & df.decode_ok]
-    X = ok[list(TERMS)].to_numpy(float)
+    X = ok[list(TERMS)].to_numpy(float, copy=True)
     y = (ok.measured_s - ok.physics_s * _physics_weight(ok)).to_numpy(float)
+    # ADOPT_MEASURED_NEW_SIZE: new_size_s held at its measured value (the design's column), not fitted
+    fixed_new_size_s = float(ok.new_size_fixed_s.iloc[0]) if "new_size_fixed_s" in ok and len(ok) else None
+    if fixed_new_size_s is not None:
+        col = TERMS.index("new_size_s")
+        y = y - fixed_new_size_s * X[:, col]
+        X[:, col] = 0.0
     w = 1.0 / np.sqrt(ok.groupby("run_id").run_id.transform("size").to_numpy(float))
     scale = np.maximum(np.abs(X).max(axis=0), 1e-30)
     coef, _ = nnls((X / scale) * w[:, None], y * w)
     coef = coef / scale
     gaps = df.gap_s[np.isfinite(df.gap_s) & (df.gap_s < 0.005)]
     out = {k: float(v) for k, v in zip(TERMS, coef)}
+    if fixed_new_size_s is not None:
+        out["new_size_s"] = fixed_new_size_s
     pred = predicted_s(ok, out)
     out["loop_s"] = float(np.median(gaps)) if len(gaps) else 0.0
     rel = (pred / ok.measured_s - 1.0).abs()
@@ -745,6 +773,8 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     df, meta = design(folder, "fit", only)
     if df.empty:
         return None
+    if ADOPT_MEASURED_NEW_SIZE:
+        df["new_size_fixed_s"] = measured_new_size_s(df, meta["ep"])
     overlap = LAUNCH_OVERLAP and meta["ep"] == 1
     # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
@@ -1120,10 +1150,11 @@ def fitted_tables() -> dict[str, dict]:
             elif per:
                 print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
     # the host-speed references scale the tables' host terms: the new fits' where ADOPT_COLD_EAGER
+    # or ADOPT_MEASURED_NEW_SIZE
     # moves them, else the committed tables' (the fit's own, as written)
     committed = serve_engines()
     host = references(tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
-                      if ADOPT_COLD_EAGER else None)
+                      if ADOPT_COLD_EAGER or ADOPT_MEASURED_NEW_SIZE else None)
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))
