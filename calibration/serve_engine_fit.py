@@ -256,6 +256,9 @@ COLD_EAGER_CHOICES = (8, 16, 32, 64)
 # fit's first short-prompt Poisson runs and carry their host phase. Rule: new_size_s is not fitted but set
 # to the measured cost times the table's host level (its fit runs' median eager decode-only iteration over
 # the campaign's decode median: a look-up is host work); the other terms refitted by the same NNLS.
+# Outcome (s16srv): committed held out 68 of 80 (66) but median 2.85% -> 2.97%; with the input 143 of 190 (142);
+# s13srv fit runs 66 of 120 (80); never-fitted 96 of 145 (98): not adopted (the NNLS moves the fit runs' excess
+# onto prompt_iteration_s, h200x2 0.2 -> 3.1 ms, which every prompt iteration pays)
 ADOPT_MEASURED_NEW_SIZE = False
 # ep size -> (an exact new size's measured cost s, that engine's decode median s) (s11srv, h100x2/s11srv)
 MEASURED_NEW_SIZE_S = {1: (1.25e-3, 4.28e-3), 2: (1.6e-3, 4.71e-3)}
