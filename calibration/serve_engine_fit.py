@@ -85,6 +85,7 @@ from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_
 from twin.core import atomic
 from twin.core.specs import serve_engines
 from twin.serving import timing
+from twin.serving.first_launch import regions
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -100,7 +101,7 @@ IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
                "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
-               "cold_eager_iterations")   # stored beside TERMS
+               "cold_eager_iterations", "new_bin_regions")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -262,6 +263,14 @@ COLD_EAGER_CHOICES = (8, 16, 32, 64)
 ADOPT_MEASURED_NEW_SIZE = False
 # ep size -> (an exact new size's measured cost s, that engine's decode median s) (s11srv, h100x2/s11srv)
 MEASURED_NEW_SIZE_S = {1: (1.25e-3, 4.28e-3), 2: (1.6e-3, 4.71e-3)}
+# (s16srv second change, docs/notes/s16srv_rule.md, stated before any held-out figure under it) The s16srv
+# campaign (h100/s16srv) found a first-met size's large cost to be GEMM kernels launched for the first time
+# by the process (~2.2-2.9 ms each, 334 over M = 1..2048 in every order), not 16-token bins. Rule: new_bin_s
+# is paid per (weight, kernel region) pair an eager iteration's flat size launches that its rank had not
+# (twin.serving.first_launch, regions from the campaign's ascending sweep; the sizes run before and the
+# captured graph buckets count as launched), host-bound only as now; new_bin_s (now per region) by the same
+# NNLS on the fit runs. Tables carry new_bin_regions = 1 (the twin counts regions) or 0 (16-token bins).
+ADOPT_KERNEL_REGIONS = False
 
 
 def measured_new_size_s(df: pd.DataFrame, ep: int) -> float:
@@ -514,7 +523,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
             rank_sizes = tuple(1 if int(r[i].idle) else int(r[i].prefill_tokens) + int(r[i].decode_seqs)
                                for r in per_rank)
             rows.append({
-                "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes,
+                "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes, "captured": tuple(bb) if graphs else (),
                 "iteration_s": 1.0, "eager_iteration_s": float(not graph),
                 "prompt_iteration_s": float(bool(chunks)),
                 # each rank launches its own chunks' attention and scores them on its own GPU, the
@@ -539,12 +548,14 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
 
 
 def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bins: float = 0.0,
-                   cold_sizes: float = 0.0) -> pd.DataFrame:
+                   cold_sizes: float = 0.0, by_regions: bool = False) -> pd.DataFrame:
     """On an eager iteration: new_size_s = 1 where some rank's flat size is one that rank had not
     run, new_bin_s = 1 where it falls in a bin of `bin_tokens` tokens the rank had not run (in
     earlier runs of its session, `sizes_before`, or earlier in the run), as the twin charges them
     (twin.serving.engine); with `fade_bins`, new_bin_s = new_bin_weight of the bins met before by the
-    rank meeting a new bin (the most of them, under EP)."""
+    rank meeting a new bin (the most of them, under EP); `by_regions` (ADOPT_KERNEL_REGIONS): new_bin_s =
+    the most GEMM kernel regions (twin.serving.first_launch) a rank's size launches that the rank had not
+    (its session's earlier sizes, its captured graph buckets, earlier in the run)."""
     out = df.copy()
     exact, binned, cold = [], [], []
     met, met_bins, run = set(), set(), None
@@ -554,6 +565,9 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
             met = set(row.sizes_before)
             met_bins = {(g, n // bin_tokens) for g, n in row.sizes_before}
             per_rank = collections.Counter(g for g, _ in met_bins)   # bins met, per rank
+            met_regions = {g: set().union(*(regions(b) for b in row.captured)) for g in range(len(row.rank_sizes))}
+            for g, n in row.sizes_before:
+                met_regions.setdefault(g, set()).update(regions(n))
         if row.graph_rows:
             exact.append(0.0)
             binned.append(0.0)
@@ -567,6 +581,10 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
         exact.append(float(not keys <= met))
         fresh = bins - met_bins
         binned.append(max((new_bin_weight(per_rank[g], fade_bins) for g, _ in fresh), default=0.0))
+        if by_regions:
+            binned[-1] = float(max(len(regions(n) - met_regions[g]) for g, n in keys))
+            for g, n in keys:
+                met_regions[g] |= regions(n)
         met |= keys
         met_bins |= bins
         for g, _ in fresh:
@@ -679,7 +697,7 @@ def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
     lowest weighted residual on these (fit) runs: (design, fit, fade)."""
     best = None
     for fade, cold, after in [(f, c, a) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,)) for a in cold_eager]:
-        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold), after)
+        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS), after)
         if overlap:
             d, coef = overlap_launches(d)
             coef["cold_sizes"] = float(cold)
@@ -785,6 +803,7 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     coef.setdefault("cold_eager_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
+    coef["new_bin_regions"] = float(ADOPT_KERNEL_REGIONS)
     coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
     coef["new_size_host_bound"] = float(HOST_BOUND_NEW_SIZES)
     coef["new_size_backlog"] = float(HOST_BOUND_NEW_SIZES and STALL_BACKLOG)
@@ -1153,11 +1172,11 @@ def fitted_tables() -> dict[str, dict]:
             elif per:
                 print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
     # the host-speed references scale the tables' host terms: the new fits' where ADOPT_COLD_EAGER
-    # or ADOPT_MEASURED_NEW_SIZE
+    # or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS
     # moves them, else the committed tables' (the fit's own, as written)
     committed = serve_engines()
     host = references(tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
-                      if ADOPT_COLD_EAGER or ADOPT_MEASURED_NEW_SIZE else None)
+                      if ADOPT_COLD_EAGER or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS else None)
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))
