@@ -565,9 +565,10 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
             met = set(row.sizes_before)
             met_bins = {(g, n // bin_tokens) for g, n in row.sizes_before}
             per_rank = collections.Counter(g for g, _ in met_bins)   # bins met, per rank
-            met_regions = {g: set().union(*(regions(b) for b in row.captured)) for g in range(len(row.rank_sizes))}
-            for g, n in row.sizes_before:
-                met_regions.setdefault(g, set()).update(regions(n))
+            if by_regions:   # the kernel regions each rank launched: its captured graph buckets, its sizes run before
+                met_regions = {g: set().union(*(regions(b) for b in row.captured)) for g in range(len(row.rank_sizes))}
+                for g, n in row.sizes_before:
+                    met_regions.setdefault(g, set()).update(regions(n))
         if row.graph_rows:
             exact.append(0.0)
             binned.append(0.0)
