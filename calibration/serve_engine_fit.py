@@ -270,6 +270,8 @@ MEASURED_NEW_SIZE_S = {1: (1.25e-3, 4.28e-3), 2: (1.6e-3, 4.71e-3)}
 # (twin.serving.first_launch, regions from the campaign's ascending sweep; the sizes run before and the
 # captured graph buckets count as launched), host-bound only as now; new_bin_s (now per region) by the same
 # NNLS on the fit runs. Tables carry new_bin_regions = 1 (the twin counts regions) or 0 (16-token bins).
+# Outcome (s16srv): committed held out 67 of 80 (66), median 2.85% -> 2.92%; fit runs 211 of 250 (216); with the
+# input 146 of 190 (142); s13srv fit 73 of 120 (80); never-fitted 109 of 145 (98): not adopted
 ADOPT_KERNEL_REGIONS = False
 
 
