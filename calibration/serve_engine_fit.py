@@ -85,6 +85,7 @@ from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_
 from twin.core import atomic
 from twin.core.specs import serve_engines
 from twin.serving import timing
+from twin.serving.first_launch import regions
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -100,7 +101,7 @@ IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
                "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
-               "cold_eager_iterations")   # stored beside TERMS
+               "cold_eager_iterations", "new_bin_regions")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -247,6 +248,39 @@ SESSION_GAIN = 0.8
 # not adopted (the tables carry cold_eager_s = 0)
 ADOPT_COLD_EAGER = False
 COLD_EAGER_CHOICES = (8, 16, 32, 64)
+# (s16srv, docs/notes/s16srv_rule.md, stated before any held-out figure under it) An exact new flat size's
+# stall is cuBLASLt's heuristics look-ups (one per linear at a row count the process never ran), host work
+# measured directly by the s11srv campaign (h100x2/s11srv, calibration/measurements/README.md: real/serve's
+# mixed phase, a size in a met 16-token bin minus a seen size, beside the same engine's decode median):
+# one GPU +1.25 ms at a 4.28 ms decode, EP2 +1.5-1.7 ms (1.6) at 4.70-4.72 ms (4.71). The NNLS of the fit
+# runs gives EP2 2.9-5.1 ms, because the exact-new-size iterations are most of the prompt iterations of the
+# fit's first short-prompt Poisson runs and carry their host phase. Rule: new_size_s is not fitted but set
+# to the measured cost times the table's host level (its fit runs' median eager decode-only iteration over
+# the campaign's decode median: a look-up is host work); the other terms refitted by the same NNLS.
+# Outcome (s16srv): committed held out 68 of 80 (66) but median 2.85% -> 2.97%; with the input 143 of 190 (142);
+# s13srv fit runs 66 of 120 (80); never-fitted 96 of 145 (98): not adopted (the NNLS moves the fit runs' excess
+# onto prompt_iteration_s, h200x2 0.2 -> 3.1 ms, which every prompt iteration pays)
+ADOPT_MEASURED_NEW_SIZE = False
+# ep size -> (an exact new size's measured cost s, that engine's decode median s) (s11srv, h100x2/s11srv)
+MEASURED_NEW_SIZE_S = {1: (1.25e-3, 4.28e-3), 2: (1.6e-3, 4.71e-3)}
+# (s16srv second change, docs/notes/s16srv_rule.md, stated before any held-out figure under it) The s16srv
+# campaign (h100/s16srv) found a first-met size's large cost to be GEMM kernels launched for the first time
+# by the process (~2.2-2.9 ms each, 334 over M = 1..2048 in every order), not 16-token bins. Rule: new_bin_s
+# is paid per (weight, kernel region) pair an eager iteration's flat size launches that its rank had not
+# (twin.serving.first_launch, regions from the campaign's ascending sweep; the sizes run before and the
+# captured graph buckets count as launched), host-bound only as now; new_bin_s (now per region) by the same
+# NNLS on the fit runs. Tables carry new_bin_regions = 1 (the twin counts regions) or 0 (16-token bins).
+# Outcome (s16srv): committed held out 67 of 80 (66), median 2.85% -> 2.92%; fit runs 211 of 250 (216); with the
+# input 146 of 190 (142); s13srv fit 73 of 120 (80); never-fitted 109 of 145 (98): not adopted
+ADOPT_KERNEL_REGIONS = False
+
+
+def measured_new_size_s(df: pd.DataFrame, ep: int) -> float:
+    """new_size_s under ADOPT_MEASURED_NEW_SIZE: the s11srv cost of an exact new size scaled by the fit
+    runs' median eager decode-only iteration (df: design rows) over the campaign engine's decode median."""
+    cost_s, decode_s = MEASURED_NEW_SIZE_S[ep]
+    eager_decode = df.measured_s[(df.prompt_iteration_s == 0) & (df.graph_rows == 0)]
+    return cost_s * float(eager_decode.median()) / decode_s
 
 
 def _buckets(text) -> list[int]:
@@ -491,7 +525,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
             rank_sizes = tuple(1 if int(r[i].idle) else int(r[i].prefill_tokens) + int(r[i].decode_seqs)
                                for r in per_rank)
             rows.append({
-                "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes,
+                "new_size_s": 0.0, "rank_sizes": rank_sizes, "sizes_before": sizes, "captured": tuple(bb) if graphs else (),
                 "iteration_s": 1.0, "eager_iteration_s": float(not graph),
                 "prompt_iteration_s": float(bool(chunks)),
                 # each rank launches its own chunks' attention and scores them on its own GPU, the
@@ -516,12 +550,14 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
 
 
 def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bins: float = 0.0,
-                   cold_sizes: float = 0.0) -> pd.DataFrame:
+                   cold_sizes: float = 0.0, by_regions: bool = False) -> pd.DataFrame:
     """On an eager iteration: new_size_s = 1 where some rank's flat size is one that rank had not
     run, new_bin_s = 1 where it falls in a bin of `bin_tokens` tokens the rank had not run (in
     earlier runs of its session, `sizes_before`, or earlier in the run), as the twin charges them
     (twin.serving.engine); with `fade_bins`, new_bin_s = new_bin_weight of the bins met before by the
-    rank meeting a new bin (the most of them, under EP)."""
+    rank meeting a new bin (the most of them, under EP); `by_regions` (ADOPT_KERNEL_REGIONS): new_bin_s =
+    the most GEMM kernel regions (twin.serving.first_launch) a rank's size launches that the rank had not
+    (its session's earlier sizes, its captured graph buckets, earlier in the run)."""
     out = df.copy()
     exact, binned, cold = [], [], []
     met, met_bins, run = set(), set(), None
@@ -531,6 +567,10 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
             met = set(row.sizes_before)
             met_bins = {(g, n // bin_tokens) for g, n in row.sizes_before}
             per_rank = collections.Counter(g for g, _ in met_bins)   # bins met, per rank
+            if by_regions:   # the kernel regions each rank launched: its captured graph buckets, its sizes run before
+                met_regions = {g: set().union(*(regions(b) for b in row.captured)) for g in range(len(row.rank_sizes))}
+                for g, n in row.sizes_before:
+                    met_regions.setdefault(g, set()).update(regions(n))
         if row.graph_rows:
             exact.append(0.0)
             binned.append(0.0)
@@ -544,6 +584,10 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
         exact.append(float(not keys <= met))
         fresh = bins - met_bins
         binned.append(max((new_bin_weight(per_rank[g], fade_bins) for g, _ in fresh), default=0.0))
+        if by_regions:
+            binned[-1] = float(max(len(regions(n) - met_regions[g]) for g, n in keys))
+            for g, n in keys:
+                met_regions[g] |= regions(n)
         met |= keys
         met_bins |= bins
         for g, _ in fresh:
@@ -656,7 +700,7 @@ def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
     lowest weighted residual on these (fit) runs: (design, fit, fade)."""
     best = None
     for fade, cold, after in [(f, c, a) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,)) for a in cold_eager]:
-        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold), after)
+        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS), after)
         if overlap:
             d, coef = overlap_launches(d)
             coef["cold_sizes"] = float(cold)
@@ -684,14 +728,22 @@ def fit(df: pd.DataFrame) -> dict:
     """Non-negative least squares of measured - physics on the engine terms, each run weighted
     alike (1 / sqrt(its iterations)); plus loop_s, the median gap between busy iterations."""
     ok = df[df.prefill_ok & df.decode_ok]
-    X = ok[list(TERMS)].to_numpy(float)
+    X = ok[list(TERMS)].to_numpy(float, copy=True)
     y = (ok.measured_s - ok.physics_s * _physics_weight(ok)).to_numpy(float)
+    # ADOPT_MEASURED_NEW_SIZE: new_size_s held at its measured value (the design's column), not fitted
+    fixed_new_size_s = float(ok.new_size_fixed_s.iloc[0]) if "new_size_fixed_s" in ok and len(ok) else None
+    if fixed_new_size_s is not None:
+        col = TERMS.index("new_size_s")
+        y = y - fixed_new_size_s * X[:, col]
+        X[:, col] = 0.0
     w = 1.0 / np.sqrt(ok.groupby("run_id").run_id.transform("size").to_numpy(float))
     scale = np.maximum(np.abs(X).max(axis=0), 1e-30)
     coef, _ = nnls((X / scale) * w[:, None], y * w)
     coef = coef / scale
     gaps = df.gap_s[np.isfinite(df.gap_s) & (df.gap_s < 0.005)]
     out = {k: float(v) for k, v in zip(TERMS, coef)}
+    if fixed_new_size_s is not None:
+        out["new_size_s"] = fixed_new_size_s
     pred = predicted_s(ok, out)
     out["loop_s"] = float(np.median(gaps)) if len(gaps) else 0.0
     rel = (pred / ok.measured_s - 1.0).abs()
@@ -745,6 +797,8 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     df, meta = design(folder, "fit", only)
     if df.empty:
         return None
+    if ADOPT_MEASURED_NEW_SIZE:
+        df["new_size_fixed_s"] = measured_new_size_s(df, meta["ep"])
     overlap = LAUNCH_OVERLAP and meta["ep"] == 1
     # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
@@ -752,6 +806,7 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     coef.setdefault("cold_eager_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
+    coef["new_bin_regions"] = float(ADOPT_KERNEL_REGIONS)
     coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
     coef["new_size_host_bound"] = float(HOST_BOUND_NEW_SIZES)
     coef["new_size_backlog"] = float(HOST_BOUND_NEW_SIZES and STALL_BACKLOG)
@@ -1120,10 +1175,11 @@ def fitted_tables() -> dict[str, dict]:
             elif per:
                 print(f"{key}: session tables not kept (their fit error is not below {SESSION_GAIN:.0%} of the pooled one)")
     # the host-speed references scale the tables' host terms: the new fits' where ADOPT_COLD_EAGER
+    # or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS
     # moves them, else the committed tables' (the fit's own, as written)
     committed = serve_engines()
     host = references(tables={**committed, **{k: {**committed.get(k, {}), **r} for k, r in results.items()}}
-                      if ADOPT_COLD_EAGER else None)
+                      if ADOPT_COLD_EAGER or ADOPT_MEASURED_NEW_SIZE or ADOPT_KERNEL_REGIONS else None)
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))

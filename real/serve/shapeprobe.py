@@ -16,7 +16,12 @@ Run it once as is and once with CUBLASLT_HEURISTICS_CACHE_CAPACITY=0 (the cache 
 looks its heuristics up): if the first-call excess is the cache's misses, the cache-off repeats
 cost what the first calls cost. (s11srv2) Run it with CUDA_MODULE_LOADING=EAGER beside LAZY: if the
 first-call excess is CUDA's lazy module loading, EAGER first calls cost what repeats cost (and init_s,
-the context and model set-up, grows by the modules loaded up front).
+the context and model set-up, grows by the modules loaded up front). (s16srv) `--order ascending` /
+`descending` with every size 1..max-size and `--linear-only`: a dense sweep of M in one fresh process
+each way; if a first call's excess is a kernel configuration first used (not a per-size look-up), it
+falls only at the sizes where a weight's cuBLAS configuration changes, at the same boundaries both ways,
+and the shuffled sweep's excess counts those regions (the caching allocator's pool grown first: no
+first call pays a cudaMalloc; `segments_allocated` says so per row).
 
 Rows (shapeprobe.csv): one per (size, weight): m, n, k, kind (linear | grouped), order (the size's
 position in the sequence), first_s, repeat_s (host seconds of the call, launch only: the GPU work
@@ -43,19 +48,22 @@ from real.configs import get_spec
 from real.model import GROUP_ALIGN, build_model
 from real.telemetry import Telemetry
 
-COLS = ["bench", "model", "kind", "weight", "m", "n", "k", "order", "first_s", "repeat_s", "heuristics_cache",
-        "module_loading", "init_s", "split"]
+COLS = ["bench", "model", "kind", "weight", "m", "n", "k", "order", "size_order", "first_s", "repeat_s",
+        "segments_allocated", "heuristics_cache", "module_loading", "init_s", "split"]
 CACHE_ENV = "CUBLASLT_HEURISTICS_CACHE_CAPACITY"
 # CUDA's module loading: LAZY (torch sets it when unset) loads a kernel's module on the kernel's first
 # launch, EAGER loads every module when the context is made (s11srv2: is the fading first-bin cost that?)
 LOADING_ENV = "CUDA_MODULE_LOADING"
 MAX_SIZE = 2048   # real/serve's token budget: the largest flat size of a prompt iteration
+ORDERS = ("shuffled", "ascending", "descending")   # the sequence of the sizes probed (s16srv: dense sweeps)
 
 
-def sizes(n: int, max_size: int, seed: int = 0) -> list[int]:
-    """n distinct flat sizes in 1..max_size, shuffled (no size twice: every first call is a first)."""
+def sizes(n: int, max_size: int, seed: int = 0, order: str = "shuffled") -> list[int]:
+    """n distinct flat sizes in 1..max_size (no size twice: every first call is a first), shuffled, or
+    the same sizes sorted ascending / descending (n = max_size: every size, a dense sweep)."""
     rng = np.random.default_rng(seed)
-    return [int(s) for s in rng.choice(np.arange(1, max_size + 1), size=min(n, max_size), replace=False)]
+    picked = [int(s) for s in rng.choice(np.arange(1, max_size + 1), size=min(n, max_size), replace=False)]
+    return {"shuffled": picked, "ascending": sorted(picked), "descending": sorted(picked, reverse=True)}[order]
 
 
 def weights(model) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
@@ -81,12 +89,33 @@ def _sync(dev) -> None:
         torch.cuda.synchronize(dev)
 
 
-def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float, emit) -> int:
-    """Times every weight at each size (first and repeat call); emit(row) per row. Stops at the deadline."""
+def _segments(dev) -> int:
+    """The caching allocator's cumulative cudaMalloc count (0 off CUDA): a first call that grew the pool
+    paid a cudaMalloc, not only its GEMM's set-up."""
+    if dev.type != "cuda":
+        return 0
+    st = torch.cuda.memory_stats(dev)
+    return int(st.get("num_device_alloc", st.get("segment.all.allocated", 0)))   # as real/serve/hostprobe.py
+
+
+def grow_pool(lin, max_size: int, dev, dtype) -> None:
+    """Allocate and free every weight's largest input and output (max_size rows), so the caching allocator
+    holds blocks a smaller call splits: an ascending sweep's first calls then pay no cudaMalloc."""
+    blocks = [torch.empty(max_size, d, device=dev, dtype=dtype) for _, w in lin for d in w.shape]
+    del blocks
+
+
+def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float, emit, order_kind: str = "shuffled",
+          linear_only: bool = False) -> int:
+    """Times every weight at each size (first and repeat call); emit(row) per row. Stops at the deadline.
+    `order_kind`: the sizes' sequence (ORDERS); `linear_only`: no grouped GEMM (it has no first-size cost)."""
     lin, grp = weights(model)
+    grp = [] if linear_only else grp
+    if linear_only:
+        grow_pool(lin, max_size, dev, dtype)
     top_k = spec.top_k
     done = 0
-    for order, m in enumerate(sizes(n_sizes, max_size)):
+    for order, m in enumerate(sizes(n_sizes, max_size, order=order_kind)):
         if time.perf_counter() > deadline:
             break
         for name, w in lin:
@@ -97,7 +126,7 @@ def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float,
             again = _host_s(lambda: F.linear(x, w))
             _sync(dev)
             emit({"kind": "linear", "weight": name, "m": m, "n": w.shape[0], "k": w.shape[1], "order": order,
-                  "first_s": first, "repeat_s": again})
+                  "size_order": order_kind, "first_s": first, "repeat_s": again, "segments_allocated": _segments(dev)})
         rows = m * top_k
         for name, w in grp:
             e = w.shape[0]
@@ -115,7 +144,7 @@ def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float,
             except (RuntimeError, AttributeError, NotImplementedError):
                 continue   # no grouped kernel on this device / dtype (CPU dry runs)
             emit({"kind": "grouped", "weight": name, "m": cap, "n": w.shape[1], "k": w.shape[2], "order": order,
-                  "first_s": first, "repeat_s": again})
+                  "size_order": order_kind, "first_s": first, "repeat_s": again})
         done += 1
     return done
 
@@ -159,8 +188,10 @@ def run(args) -> int:
             f.flush()
             n += 1
 
-        done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit)
-    log(f"shapeprobe ({CACHE_ENV}={cache}, {LOADING_ENV}={loading}, init {init_s:.1f} s): {done} sizes, {n} rows -> {path}")
+        done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit, args.order,
+                     args.linear_only)
+    log(f"shapeprobe ({CACHE_ENV}={cache}, {LOADING_ENV}={loading}, init {init_s:.1f} s, {args.order}): {done} sizes, "
+        f"{n} rows -> {path}")
     return 0
 
 
@@ -172,6 +203,9 @@ def _args(argv):
     ap.add_argument("--sizes", type=int, default=48, help="distinct flat sizes probed, in random order")
     ap.add_argument("--max-size", type=int, default=MAX_SIZE)
     ap.add_argument("--seconds", type=float, default=20.0, help="stop probing after this long (rows kept)")
+    ap.add_argument("--order", choices=ORDERS, default="shuffled", help="the sizes' sequence")
+    ap.add_argument("--linear-only", action="store_true",
+                    help="time the 2-D weights only (no grouped GEMM), the allocator's pool grown first")
     a = ap.parse_args(argv)
     if a.sizes < 1 or not 1 <= a.max_size <= MAX_SIZE or a.seconds <= 0:
         ap.error(f"--sizes must be >= 1, --max-size in 1..{MAX_SIZE}, --seconds > 0")

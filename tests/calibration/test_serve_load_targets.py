@@ -107,6 +107,14 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # (s15srv2, docs/notes/s15srv2_rule.md) a one-GPU eager path gone cold after CUDA-graph replays (a stall on
 # an eager iteration after 16 / 32 graph iterations), fitted on the fit runs, moved the one-GPU TTFT misses
 # the wrong way (h100 r40 P50 -10.7%, h200 r40 P50 -19.6%; 66 of 80 met): not adopted, no figure here moved.
+# (s16srv, docs/notes/s16srv_rule.md) an exact new size's stall held at its measured cuBLASLt look-up cost
+# (s11srv: EP2 1.6 ms, one GPU 1.25 ms, scaled by the table's host level) instead of the NNLS's 2.9-5.1 ms
+# under EP2: the fit moved the excess onto every prompt iteration (h200x2 prompt_iteration_s 0.2 -> 3.1 ms);
+# 68 of 80 met but median 2.85% -> 2.97% (h200x2 r30-short TTFT P50 +33%), s13srv fit 66 of 120, never-fitted
+# 96 of 145: not adopted, no figure here moved.
+# (s16srv, second change) a first-met size's large cost per GEMM kernel region first launched (the s16srv
+# campaign's sweep, h100/s16srv) instead of 16-token bins: 67 of 80 but median 2.85% -> 2.92% (h200x2 r30-short
+# TTFT P50 +39.8%), fit runs 211 of 250, s13srv fit 73 of 120: not adopted, no figure here moved.
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.257,

@@ -45,6 +45,7 @@ import numpy as np
 import simpy
 
 from twin.core.serve_specs import ServeSpec, TrafficSpec
+from twin.serving.first_launch import regions
 from twin.serving.timing import IterationCosts, new_bin_weight
 from twin.serving.workload import Requests
 
@@ -285,6 +286,12 @@ class Instance:
         self.bins_met = collections.Counter(g for g, _ in self.size_bins)   # per group: new_bin_fade_bins
         self.sizes_met = collections.Counter(g for g, _ in (self.sizes or ()))   # per group: cold_sizes
         self.bin_fade = (costs.engine or {}).get("new_bin_fade_bins", 0.0)
+        # (s16srv) new_bin_s per GEMM kernel region first met instead of per 16-token bin (new_bin_regions):
+        # per group the (weight, region) pairs launched, from the sizes run before and the captured graphs'
+        self.by_regions = (costs.engine or {}).get("new_bin_regions", 0.0) > 0
+        self.regions_met: dict[int, set] = {}
+        for g, n in eng.run_batch_sizes:
+            self._met_regions(g).update(regions(n))
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
@@ -593,6 +600,23 @@ class Instance:
                 self._start_decode(rid, prompt)
             self._finish_due()
 
+    def _met_regions(self, g: int) -> set:
+        """The (weight, region) pairs attention group g has launched (its graph buckets' at capture)."""
+        if g not in self.regions_met:
+            self.regions_met[g] = set().union(*(regions(b) for b in self.costs.batch_buckets))
+        return self.regions_met[g]
+
+    def _new_regions(self, keys: set) -> float:
+        """The most (weight, region) pairs any group's size launches for the first time (recorded): under
+        new_bin_regions the count of new_bin_s this iteration pays (the lockstep waits for the slowest)."""
+        counts = [0]
+        for g, n in keys:
+            met = self._met_regions(g)
+            fresh = regions(n) - met
+            counts.append(len(fresh))
+            met |= fresh
+        return float(max(counts))
+
     def _new_size(self, sizes: list[int], batch: int, prompt_tokens: float, max_ctx: float) -> tuple[bool, float]:
         """Is this eager iteration the first of its flat size for any attention group (`sizes`: each
         group's flat tokens, in group order), and what share of new_bin_s does a first of its size bin
@@ -603,6 +627,8 @@ class Instance:
         keys = set(enumerate(sizes))
         fresh = {(g, n // self.size_bin) for g, n in keys} - self.size_bins
         new_bin = max((new_bin_weight(self.bins_met[g], self.bin_fade) for g, _ in fresh), default=0.0)
+        if self.by_regions:
+            new_bin = self._new_regions(keys)
         new_size = not keys <= self.sizes
         for g, _ in keys - self.sizes:
             self.sizes_met[g] += 1

@@ -1,0 +1,112 @@
+"""Every serving load-run figure an engine-fit switch can move, with the committed tables (the switch off)
+and with the tables the switch fits (on), computed the same way: what a rule in docs/notes/ judges
+(s16srv: ADOPT_MEASURED_NEW_SIZE, docs/notes/s16srv_rule.md).
+
+Sets: the committed held-out runs (80 checks) and fit runs (250) as `twin validate` replays them; the s13srv
+records (calibration/measurements/<folder>/s13srv/) held out and fit, with the host probe as input; the
+never-fitted hosts' held-out runs (s13srv_round*, s14srv_newhost_*), as
+tests/calibration/test_serve_host_speed_targets.py replays them.
+
+`python -m calibration.serve_switch_compare ADOPT_NAME` prints both settings' counts and medians and every
+check whose side of its target differs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import calibration.serve_engine_fit as sef
+from calibration import records as rec
+from calibration.records_io import csv_exists
+from calibration.serve_host_speed import checks, probe_folders, replay, tables_with
+from calibration.serve_load_validation import FIGURES
+
+NEW_HOST_GLOBS = ("s13srv_round*", "s14srv_newhost_*")   # as tests/calibration/test_serve_host_speed_targets.py
+
+
+def new_host_folders(fit_folders: dict[str, Path]) -> dict[str, Path]:
+    """'<gpu folder>/<sub folder>' -> a never-fitted host's records beside a fit folder's s13srv records."""
+    return {f"{name}/{d.name}": d for name, fit in fit_folders.items() for pattern in NEW_HOST_GLOBS
+            for d in sorted(fit.parent.glob(pattern)) if csv_exists(d / "serve_load.csv")}
+
+
+def all_rows(root: Path = rec.MEASUREMENTS_DIR) -> dict[str, dict[str, list[dict]]]:
+    """set name -> folder -> replayed rows, under the engine tables loaded now."""
+    committed = {name: Path(root) / name for name in sef.FOLDERS if csv_exists(Path(root) / name / "serve_load.csv")}
+    s13 = probe_folders(root)
+    return {
+        "committed_holdout": {n: replay(d, True, ("holdout",), committed=True) for n, d in committed.items()},
+        "committed_fit": {n: replay(d, True, ("fit",), committed=True) for n, d in committed.items()},
+        "s13srv_holdout": {n: replay(d, True, ("holdout",)) for n, d in s13.items()},
+        "s13srv_fit": {n: replay(d, True, ("fit",)) for n, d in s13.items()},
+        "never_fitted_holdout": {n: replay(d, True, ("holdout",)) for n, d in new_host_folders(s13).items()},
+    }
+
+
+def summary(rows: dict[str, dict[str, list[dict]]]) -> dict[str, tuple[int, int, float]]:
+    """(met, checks, median |error|) per set, per s13srv held-out folder, and for the held-out set with the
+    input (committed held out + s13srv held out)."""
+    out = {}
+    for name, folders in rows.items():
+        flat = [r for rs in folders.values() for r in rs]
+        met, n, errs = checks(flat)
+        out[name] = (met, n, float(np.median(errs)) if errs else math.nan)
+    for folder, rs in rows["s13srv_holdout"].items():
+        met, n, errs = checks(rs)
+        out[f"s13srv_holdout/{folder}"] = (met, n, float(np.median(errs)) if errs else math.nan)
+    held = [r for k in ("committed_holdout", "s13srv_holdout") for rs in rows[k].values() for r in rs]
+    met, n, errs = checks(held)
+    out["with_input_holdout"] = (met, n, float(np.median(errs)))
+    return out
+
+
+def moved(off: dict, on: dict) -> list[str]:
+    """Every check whose error moved by more than 0.1 point, and whether it changed side of its target."""
+    lines = []
+    for name, folders in off.items():
+        for folder, rows in folders.items():
+            for a, b in zip(rows, on[name][folder]):
+                for k in FIGURES:
+                    ea, eb = a[f"{k}_rel_error"], b[f"{k}_rel_error"]
+                    if math.isfinite(ea) and math.isfinite(eb) and abs(ea - eb) > 0.001:
+                        side = {(True, False): " LOST", (False, True): " GAINED"}.get(
+                            (a[f"{k}_within_target"], b[f"{k}_within_target"]), "")
+                        lines.append(f"{name:21} {folder:32} {a['run_id']:34} {k:20} {ea:+.1%} -> {eb:+.1%}{side}")
+    return lines
+
+
+def compare(switch: str) -> tuple[dict, dict, list[str], dict]:
+    """Both settings of sef.<switch>: (summary off, summary on, moved checks, the tables on)."""
+    off_rows = all_rows()
+    setattr(sef, switch, True)
+    try:
+        tables_on = sef.fitted_tables()
+    finally:
+        setattr(sef, switch, False)
+    setattr(sef, switch, True)   # the switch on while replaying (step caches key on it)
+    try:
+        with tables_with(tables_on):
+            on_rows = all_rows()
+    finally:
+        setattr(sef, switch, False)
+    return summary(off_rows), summary(on_rows), moved(off_rows, on_rows), tables_on
+
+
+def main() -> None:
+    switch = sys.argv[1] if len(sys.argv) > 1 else "ADOPT_MEASURED_NEW_SIZE"
+    off, on, lines, tables = compare(switch)
+    for key, t in tables.items():
+        print(f"{key}: " + ", ".join(f"{k} {t[k] * 1e3:.3f} ms" for k in sef.TERMS if t[k])
+              + f", p_ref {t.get('host_probe_launch_s', 0.0) * 1e6:.2f} us, beta {t.get('host_probe_exponent', 0.0):.3f}")
+    for name in off:
+        (ma, na, ea), (mb, nb, eb) = off[name], on[name]
+        print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The GEMM kernels a flat batch size launches, as regions along M per weight (issue 15, s16srv;
+docs/notes/s16srv_rule.md).
+
+real/serve's eager iteration of a flat size M runs each flat-size weight's GEMM at M; a kernel the
+process never launched costs a one-off ~2.2-2.9 ms on its first launch (the s16srv campaign:
+calibration/measurements/h100/s16srv, 334 first launches over M = 1..2048 in every order), beside the
+cuBLASLt look-ups of an exact new M (new_size_s). Each weight's kernels change at measured region
+starts (twin/data/kernel_regions.toml, calibration/kernel_regions.py): the regions a size falls in are
+the (weight, region) pairs it launches, and an iteration pays new_bin_s per pair its process had not
+met (the engine tables' new_bin_regions = 1; else the 16-token bins)."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+
+from twin.core.specs import _catalog
+
+
+@functools.cache
+def region_starts() -> dict[str, tuple[int, ...]]:
+    """weight -> sorted M where its first-launched kernel changes (twin/data/kernel_regions.toml)."""
+    return {w: tuple(s) for w, s in _catalog("kernel_regions.toml")["region_starts"].items()}
+
+
+@functools.cache
+def regions(flat_size: int) -> frozenset[tuple[str, int]]:
+    """The (weight, region) pairs an eager iteration of `flat_size` rows launches."""
+    return frozenset((w, bisect.bisect_right(s, flat_size)) for w, s in region_starts().items())
