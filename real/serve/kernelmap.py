@@ -28,13 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from real.bench.device import environment
-from real.bench.records import ENV_COLS, log
+from real.bench.records import log
 from real.configs import get_spec
 from real.model import build_model
 from real.pipeline.probe import ANNOTATION, kernels_by_op
-from real.serve.shapeprobe import MAX_SIZE, _sync, grow_pool, weights
-from real.telemetry import Telemetry
+from real.serve.shapeprobe import MAX_SIZE, _sync, env_columns, grow_pool, weights
 
 COLS = ["bench", "model", "weight", "m", "n", "k", "kernels", "num_kernels", "split"]
 
@@ -84,14 +82,7 @@ def run(args) -> int:
     torch.manual_seed(0)
     model = build_model(spec, dev, dtype, max_seq_len=64)
     _sync(dev)
-    tel = Telemetry(0)
-    env = environment(dev, tel)
-    env["timestamp_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    envcols = {k: env.get(k, "") for k in ENV_COLS}
-    if tel.available:
-        envcols["sm_clock_mhz"], envcols["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
-    envcols["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if use_cuda else ""
-    envcols["num_gpus"] = 1 if use_cuda else 0
+    envcols = env_columns(dev, use_cuda)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "kernelmap.csv"

@@ -149,6 +149,20 @@ def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float,
     return done
 
 
+def env_columns(dev, use_cuda: bool) -> dict:
+    """The columns every row of a one-GPU probe carries: the run's environment (GPU name, torch, CUDA),
+    the clocks NVML reads now, the NCCL version and the GPU count."""
+    tel = Telemetry(0)
+    env = environment(dev, tel)
+    env["timestamp_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    cols = {k: env.get(k, "") for k in ENV_COLS}
+    if tel.available:
+        cols["sm_clock_mhz"], cols["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+    cols["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if use_cuda else ""
+    cols["num_gpus"] = 1 if use_cuda else 0
+    return cols
+
+
 def run(args) -> int:
     t_start = time.perf_counter()
     loading = os.environ.get(LOADING_ENV, "default")   # read before torch's CUDA init sets LAZY when unset
@@ -162,14 +176,7 @@ def run(args) -> int:
     model = build_model(spec, dev, dtype, max_seq_len=64)
     _sync(dev)
     init_s = time.perf_counter() - t_start   # context, modules (all of them under EAGER) and the weights
-    tel = Telemetry(0)
-    env = environment(dev, tel)
-    env["timestamp_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    envcols = {k: env.get(k, "") for k in ENV_COLS}
-    if tel.available:
-        envcols["sm_clock_mhz"], envcols["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
-    envcols["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if use_cuda else ""
-    envcols["num_gpus"] = 1 if use_cuda else 0
+    envcols = env_columns(dev, use_cuda)
     cache = os.environ.get(CACHE_ENV, "default")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
