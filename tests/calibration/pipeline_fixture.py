@@ -52,3 +52,13 @@ def write(folder: Path, configs: list[dict], gpu: str = "h100", stretch: dict | 
     pd.DataFrame(steps, columns=STEP_COLS).to_csv(folder / "pipeline_step.csv", index=False)
     pd.DataFrame(ops).to_csv(folder / "pipeline_ops.csv", index=False)
     return folder
+
+
+def jitter_steps(folder: Path, reps: int) -> None:
+    """Scale each timed step's ops by a small deterministic jitter (+-0.2%), so the steps of one
+    configuration differ as a run's do."""
+    ops = pd.read_csv(folder / "pipeline_ops.csv")
+    jitter = 1 + 0.004 * ((ops["rep"] * 7 % reps) / (reps - 1) - 0.5)
+    ops["start_s"] *= jitter
+    ops["end_s"] *= jitter
+    ops.to_csv(folder / "pipeline_ops.csv", index=False)

@@ -8,7 +8,6 @@ their own, the judgement on synthetic steps, and the whole path (predict_folder 
 from math import comb
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu
 
@@ -105,11 +104,7 @@ def _fixture_round(folder, stretch: dict, reps: int = 11):
     """TEST FIXTURE records: three schedules at 4 micro-batches, each step's ops scaled by a small
     deterministic jitter (so the steps of a schedule differ as a run's do)."""
     fx.write(folder, [fx.config(s) for s in ("1f1b", "zb1p", "dualpipev")], stretch=stretch, reps=reps)
-    ops = pd.read_csv(folder / "pipeline_ops.csv")
-    jitter = 1 + 0.004 * ((ops["rep"] * 7 % reps) / (reps - 1) - 0.5)
-    ops["start_s"] *= jitter
-    ops["end_s"] *= jitter
-    ops.to_csv(folder / "pipeline_ops.csv", index=False)
+    fx.jitter_steps(folder, reps)
 
 
 @pytest.fixture(scope="module")

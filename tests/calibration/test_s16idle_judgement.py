@@ -113,11 +113,7 @@ def _fixture_round(folder, stretch: dict, reps: int = 11):
     steps = pd.read_csv(folder / "pipeline_step.csv")
     steps["split"] = np.where(steps["num_microbatches"] == 8, "holdout", "fit")
     steps.to_csv(folder / "pipeline_step.csv", index=False)
-    ops = pd.read_csv(folder / "pipeline_ops.csv")
-    jitter = 1 + 0.004 * ((ops["rep"] * 7 % reps) / (reps - 1) - 0.5)
-    ops["start_s"] *= jitter
-    ops["end_s"] *= jitter
-    ops.to_csv(folder / "pipeline_ops.csv", index=False)
+    fx.jitter_steps(folder, reps)
 
 
 @pytest.fixture(scope="module")
