@@ -19,7 +19,6 @@ is grown first (shapeprobe.grow_pool), so no call allocates.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -29,10 +28,8 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from real.bench.records import log
-from real.configs import get_spec
-from real.model import build_model
 from real.pipeline.probe import ANNOTATION, kernels_by_op
-from real.serve.shapeprobe import MAX_SIZE, _sync, env_columns, grow_pool, weights
+from real.serve.shapeprobe import MAX_SIZE, _sync, env_columns, grow_pool, probe_model, row_writer, weights
 
 COLS = ["bench", "model", "weight", "m", "n", "k", "kernels", "num_kernels", "split"]
 
@@ -73,33 +70,13 @@ def sweep(model, dev, dtype, max_size: int, chunk: int, deadline: float, emit) -
 
 
 def run(args) -> int:
-    use_cuda = torch.cuda.is_available() and args.device != "cpu"
-    dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    dtype = torch.bfloat16 if use_cuda else torch.float32
-    spec = get_spec(args.model)
-    torch.manual_seed(0)
-    model = build_model(spec, dev, dtype, max_seq_len=64)
-    _sync(dev)
-    envcols = env_columns(dev, use_cuda)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "kernelmap.csv"
+    dev, dtype, use_cuda, model = probe_model(args.model, args.device)
+    path = Path(args.out) / "kernelmap.csv"
     deadline = time.perf_counter() + args.seconds
-    n = 0
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, COLS + [c for c in envcols if c not in COLS])
-        w.writeheader()
-
-        def emit(row):
-            nonlocal n
-            w.writerow({"bench": "serve_kernelmap", "model": args.model, "split": "fit", **row, **envcols})
-            f.flush()   # a run cut by its timeout keeps the rows so far
-            n += 1
-
+    fixed = {"bench": "serve_kernelmap", "model": args.model, "split": "fit"}
+    with row_writer(path, COLS, fixed, env_columns(dev, use_cuda)) as emit:
         done = sweep(model, dev, dtype, min(args.max_size, MAX_SIZE), args.chunk, deadline, emit)
-    log(f"kernelmap: {done} sizes, {n} rows -> {path}")
+    log(f"kernelmap: {done} sizes, {emit.rows} rows -> {path}")
     return 0
 
 

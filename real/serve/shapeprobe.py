@@ -36,6 +36,7 @@ import csv
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -163,42 +164,55 @@ def env_columns(dev, use_cuda: bool) -> dict:
     return cols
 
 
-def run(args) -> int:
-    t_start = time.perf_counter()
-    loading = os.environ.get(LOADING_ENV, "default")   # read before torch's CUDA init sets LAZY when unset
-    use_cuda = torch.cuda.is_available() and args.device != "cpu"
+def probe_model(model_name: str, device: str):
+    """(device, dtype, whether CUDA, the model) of a one-GPU probe: the first GPU in BF16 unless
+    `device` is "cpu" or none is visible (then FP32 on the CPU), the model built from seed 0."""
+    use_cuda = torch.cuda.is_available() and device != "cpu"
     dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     dtype = torch.bfloat16 if use_cuda else torch.float32
-    spec = get_spec(args.model)
     torch.manual_seed(0)
-    model = build_model(spec, dev, dtype, max_seq_len=64)
+    model = build_model(get_spec(model_name), dev, dtype, max_seq_len=64)
     _sync(dev)
-    init_s = time.perf_counter() - t_start   # context, modules (all of them under EAGER) and the weights
-    envcols = env_columns(dev, use_cuda)
-    cache = os.environ.get(CACHE_ENV, "default")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "shapeprobe.csv"
-    deadline = time.perf_counter() + args.seconds
-    n = 0
+    return dev, dtype, use_cuda, model
+
+
+@contextmanager
+def row_writer(path: Path, cols: list[str], fixed: dict, env: dict):
+    """A CSV at `path` with `cols` and then `env`'s columns; yields emit(row), which writes
+    {fixed, row, env} (later ones win) and flushes, so a run cut by its timeout keeps the rows so
+    far. emit.rows counts them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, COLS + [c for c in envcols if c not in COLS])
+        w = csv.DictWriter(f, cols + [c for c in env if c not in cols])
         w.writeheader()
 
         def emit(row):
-            nonlocal n
-            w.writerow({"bench": "serve_shapeprobe", "model": args.model, "heuristics_cache": cache, "module_loading": loading,
-                        "init_s": init_s, "split": "fit",
-                        **row, **envcols})
+            w.writerow({**fixed, **row, **env})
             f.flush()
-            n += 1
+            emit.rows += 1
+        emit.rows = 0
+        yield emit
 
+
+def run(args) -> int:
+    t_start = time.perf_counter()
+    loading = os.environ.get(LOADING_ENV, "default")   # read before torch's CUDA init sets LAZY when unset
+    spec = get_spec(args.model)
+    dev, dtype, use_cuda, model = probe_model(args.model, args.device)
+    init_s = time.perf_counter() - t_start   # context, modules (all of them under EAGER) and the weights
+    envcols = env_columns(dev, use_cuda)
+    cache = os.environ.get(CACHE_ENV, "default")
+    path = Path(args.out) / "shapeprobe.csv"
+    deadline = time.perf_counter() + args.seconds
+    fixed = {"bench": "serve_shapeprobe", "model": args.model, "heuristics_cache": cache, "module_loading": loading,
+             "init_s": init_s, "split": "fit"}
+    with row_writer(path, COLS, fixed, envcols) as emit:
         done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit, args.order,
                      args.linear_only)
     log(f"shapeprobe ({CACHE_ENV}={cache}, {LOADING_ENV}={loading}, init {init_s:.1f} s, {args.order}): {done} sizes, "
-        f"{n} rows -> {path}")
+        f"{emit.rows} rows -> {path}")
     return 0
 
 
