@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -441,6 +442,11 @@ def parse_toml(text: str, what: str, source: str | None = None) -> dict:
         return tomllib.loads(text)
     except RecursionError:   # not reached after the depth check; kept so a parser change can't crash us
         raise ScenarioError(what, source or text, f"TOML nested at most {MAX_TOML_DEPTH} levels deep") from None
+    except tomllib.TOMLDecodeError:
+        raise
+    except ValueError:   # not a decode error: int() refusing an integer past Python's digit limit
+        raise ScenarioError(what, source or text,
+                            f"integers of at most {sys.get_int_max_str_digits():,} digits") from None
 
 
 def parse_override(text: str) -> tuple[list[str], object]:

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import stat
+import sys
 import types
 import typing
 from pathlib import Path
@@ -201,6 +202,22 @@ def test_deep_overrides_are_refused():
         parse_override("plan.pp=" + "[" * 3000 + "]" * 3000)
     with pytest.raises(ScenarioError, match=r"^--set: got .*; allowed: a key of at most 32 dotted parts \(this has 300\)"):
         parse_override(".".join(["a"] * 300) + "=1")
+
+
+def test_integers_past_pythons_digit_limit_are_refused_not_raised(tmp_path):
+    """tomllib turns an integer literal with int(), which refuses more digits than
+    sys.get_int_max_str_digits() with a plain ValueError (not a TOMLDecodeError): found by the CLI
+    fuzzer as `twin plan ... --num-gpus <5,000 digits>` ending in a traceback."""
+    huge = "9" * (sys.get_int_max_str_digits() + 1)
+    path = tmp_path / "huge.toml"
+    path.write_text(f"[plan]\npp = {huge}\n")
+    with pytest.raises(ScenarioError, match=r"^SCENARIO: got .*huge.toml.; allowed: integers of at most [\d,]+ digits"):
+        read_raw(path)
+    with pytest.raises(ScenarioError, match=r"^--set: got 'plan.pp=999.*; allowed: integers of at most [\d,]+ digits"):
+        parse_override(f"plan.pp={huge}")
+    with pytest.raises(ScenarioError, match="TOML"):   # a malformed file is still the parser's error, as before
+        path.write_text("[plan\n")
+        read_raw(path)
 
 
 # --- the command line ---------------------------------------------------------------------------
