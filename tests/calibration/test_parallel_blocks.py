@@ -180,7 +180,7 @@ def test_block_rows_load_every_parallel_blocks_file(tmp_path):
 # the attention time and is largest on the host-heavy v2-lite rows (ring waits, host: not measured
 # apart by any two-GPU trace of real/cp.py's blocks).
 # s13cp's two-GPU traces (h200x2/s13cp/, calibration.cp_traces) show each repetition's host lead
-# after time_reps' sync (0.5-1.9 ms idle before the first kernels): charging it (REP_SYNC) takes the
+# after time_reps' sync (0.5-1.9 ms idle before the first kernels): charging it (now ADOPT_*_REP_SYNC) takes the
 # H200 to 15 of 20 within 10% but was not adopted (docs/notes/s13cp_rule.md: an H100 CP row and an
 # H200 TP row that meet the target get more than a point worse); the figures below are unchanged.
 # s14cp (docs/notes/s14cp_rule.md, adopted): the TP blocks' kernels at the per-component factors
