@@ -436,8 +436,8 @@ def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
 # repetition to the next, as timed_window_s would let it without the sync. s13cp's candidates
 # (docs/notes/s13cp_rule.md) were not adopted; docs/notes/s17tp_rule.md judges the TP2 rows
 # (ADOPT_TP_REP_SYNC) and the CP2 rows (ADOPT_CP_REP_SYNC) apart.
-ADOPT_TP_REP_SYNC = False
-ADOPT_CP_REP_SYNC = False
+ADOPT_TP_REP_SYNC = True
+ADOPT_CP_REP_SYNC = True
 
 
 def rep_synced(bench: str) -> bool:

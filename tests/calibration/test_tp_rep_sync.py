@@ -105,3 +105,10 @@ def test_the_sync_charges_the_v2_lite_moe_block_its_host_led_start(h200_terms, m
         monkeypatch.setattr(blocks, "ADOPT_TP_REP_SYNC", True)
         on = blocks.predict_tp_row(r, spec, prof, t.host, t.kernel_host, t.component_factors)
         assert on > 1.05 * off
+
+
+def test_both_switches_adopted_by_the_rule():
+    """docs/notes/s17tp_rule.md's result: S_TP and S_CP each met every criterion (H100 16 -> 19, H200
+    14 -> 18 of 20 held-out TP2/CP2 rows within 10%; nothing outside the multi-GPU block rows moved)."""
+    assert blocks.ADOPT_TP_REP_SYNC is True and blocks.ADOPT_CP_REP_SYNC is True
+    assert blocks.rep_synced("tp_block") and blocks.rep_synced("cp_block") and not blocks.rep_synced("pipeline_step")
