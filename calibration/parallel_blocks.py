@@ -426,18 +426,28 @@ def predict_tp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     return timed_window_s([], _rep_start("tp_block", _int(row["tp"])) + _host_scaled(f.ops + b.ops, host_scale))
 
 
-# Which two-GPU block rows start each repetition synchronised (s13cp): real/bench/parallel_blocks.py
+# Whether the two-GPU block rows start each repetition synchronised: real/bench/parallel_blocks.py
 # time_reps synchronises the device after every repetition of a row whose block carries a CommTimer
 # (every TP2 and CP2 row; not the one-GPU references), so each repetition starts with the GPU idle
 # and the host at the GPU's time: the GPU waits for the host's first ops (the s13cp traces: 0.3-1.3
-# ms before the first kernel of a device-bound CP2 row on 2xH200) and the host's lead over the GPU
-# never carries from one repetition to the next, as timed_window_s would let it without the sync.
-REP_SYNC = {"tp_block": False, "cp_block": False}
+# ms before the first kernel of a device-bound CP2 row on 2xH200; the fitting TP traces' first,
+# synced repetition idles 0.8-2.2 ms where the back-to-back second idles 0.2-0.5 ms:
+# calibration.tp_traces.repetition_spans) and the host's lead over the GPU never carries from one
+# repetition to the next, as timed_window_s would let it without the sync. s13cp's candidates
+# (docs/notes/s13cp_rule.md) were not adopted; docs/notes/s17tp_rule.md judges the TP2 rows
+# (ADOPT_TP_REP_SYNC) and the CP2 rows (ADOPT_CP_REP_SYNC) apart.
+ADOPT_TP_REP_SYNC = True
+ADOPT_CP_REP_SYNC = True
+
+
+def rep_synced(bench: str) -> bool:
+    """Whether a W-rank row of `bench` starts each repetition synchronised (its ADOPT_ switch)."""
+    return {"tp_block": ADOPT_TP_REP_SYNC, "cp_block": ADOPT_CP_REP_SYNC}.get(bench, False)
 
 
 def _rep_start(bench: str, world: int) -> list:
-    """The ops before a repetition of a W-rank row: a host synchronisation where REP_SYNC says."""
-    return [(None, 0.0)] if world > 1 and REP_SYNC.get(bench) else []
+    """The ops before a repetition of a W-rank row: a host synchronisation where `rep_synced`."""
+    return [(None, 0.0)] if world > 1 and rep_synced(bench) else []
 
 
 def _ring_exchange_s(num_bytes: float, world: int, gpu: GPUSpec, profile: Profile) -> float:

@@ -95,3 +95,31 @@ def traced_blocks(folder: Path | str) -> list[TracedBlock]:
         if case is not None:
             out.append(TracedBlock(path=path, kernel_s=kernel_seconds(path), **case))
     return out
+
+
+def repetition_spans(path: Path | str, reps: int = TRACED_REPS) -> list[tuple[float, float]] | None:
+    """[(span_s, busy_s)] of each profiled repetition of a trace, in order: the device's span from
+    the repetition's first kernel to its last kernel's end, and the kernels' own time in it (their
+    union; the block's kernels run on one stream at a time). The repetitions launch the same
+    kernels, so the time-ordered kernels split evenly; None where they do not. The first follows
+    time_reps' warm-up, which ends with a device sync (the GPU idle, waiting on the host's first
+    ops, as every repetition of a timed two-GPU row starts: real/bench/parallel_blocks.py
+    time_reps); the second runs back to back after it, the host's lead carried (docs/notes/
+    s17tp_rule.md)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        events = json.load(f)["traceEvents"]
+    kernels = sorted(((float(e["ts"]), float(e["dur"])) for e in events
+                      if e.get("ph") == "X" and e.get("cat") in KERNEL_CATS), key=lambda k: k[0])
+    if not kernels or len(kernels) % reps:
+        return None
+    n = len(kernels) // reps
+    out = []
+    for r in range(reps):
+        part = kernels[r * n:(r + 1) * n]
+        busy, end = 0.0, part[0][0]
+        for ts, dur in part:   # the union of the kernels' intervals
+            busy += max(0.0, ts + dur - max(ts, end))
+            end = max(end, ts + dur)
+        out.append(((end - part[0][0]) * 1e-6, busy * 1e-6))
+    return out

@@ -59,10 +59,10 @@ def test_twin_pieces_add_up_to_the_cp_parts_device_time(h200, kind):
 
 
 def test_rep_sync_starts_each_two_gpu_repetition_with_the_host_at_the_gpu(h200, monkeypatch):
-    """parallel_blocks.REP_SYNC (s13cp's candidates, not adopted by docs/notes/s13cp_rule.md: off):
+    """parallel_blocks.ADOPT_CP_REP_SYNC (s13cp's candidate B; docs/notes/s17tp_rule.md's S_CP):
     where on, a W-rank row's repetition starts synchronised, so the GPU waits for the host's first
     ops and the host's lead never carries over; the one-GPU reference rows never change."""
-    assert blocks.REP_SYNC == {"tp_block": False, "cp_block": False}
+    monkeypatch.setattr(blocks, "ADOPT_CP_REP_SYNC", False)
     spec = gpu_spec("h200")
     terms = {"offdiag_scale": 1.2, "merge_factor": 2.0, "host_per_op": {"ring": 1e-4}}
     row = dict(bench="cp_block", block="attention", model="v3-slice-1l", tp=1, cp=2, cp_kind="ring",
@@ -70,7 +70,7 @@ def test_rep_sync_starts_each_two_gpu_repetition_with_the_host_at_the_gpu(h200, 
                v_head_dim=128, precision="bf16", split="fit")
     ref = dict(row, cp=1, cp_kind="")
     off = (blocks.predict_cp_row(row, spec, h200, {}, terms), blocks.predict_cp_row(ref, spec, h200, {}, terms))
-    monkeypatch.setitem(blocks.REP_SYNC, "cp_block", True)
+    monkeypatch.setattr(blocks, "ADOPT_CP_REP_SYNC", True)
     on = (blocks.predict_cp_row(row, spec, h200, {}, terms), blocks.predict_cp_row(ref, spec, h200, {}, terms))
     assert on[1] == off[1]
     assert 1e-4 <= on[0] - off[0] <= 1e-4 + 1e-9 + 0.05 * off[0]   # at least the first op's host lead
