@@ -116,7 +116,7 @@ def test_both_switches_adopted_by_the_rule():
 
 def test_v2_lite_moe_traces_show_no_missing_kernel_only_idle(h200_terms):
     """The v2-lite MoE TP2 traces of real/campaigns/s17tp.sh (h200x2/s17tp/traces, fitting sizes, a
-    4xH200 host; outside traces*/, so no component factor reads them): on the rank whose NCCL kernels
+    2xH200 host; outside traces*/, so no component factor reads them): on the rank whose NCCL kernels
     are short (the later rank: its collectives do not wait), the traced kernels a repetition are within
     6% of the twin's device time of the block, while the measured row spans over 10% more: what the
     twin lacked was idle device time, not kernels."""
