@@ -55,6 +55,21 @@ def check_structure(k: pd.DataFrame, cp: int) -> pd.DataFrame:
     return calls
 
 
+def block_reading(folder: Path) -> dict | None:
+    """Part D of the rule: T(W), the slowest rank's compiled checkpointed block step at CP W
+    (torch_cp_cp<W>.csv of campaign s17cp), u21 = T(2) - T(1), u42 = (T(4) - T(2)) / 2, r = u42 / u21;
+    None where a CP degree is missing."""
+    t = {}
+    for p in glob_csv(folder, "torch_cp_cp*.csv"):
+        for _, r in read_csv(p).iterrows():
+            if float(r["time_s"]) > 0:
+                t[int(r["cp"])] = float(r["time_s"])
+    if not {1, 2, 4} <= t.keys():
+        return {"T_s": t} if t else None
+    u21, u42 = t[2] - t[1], (t[4] - t[2]) / 2
+    return {"T_s": t, "u21_s": u21, "u42_s": u42, "r": u42 / u21}
+
+
 def with_switch(on: bool, fn):
     old = context_parallel.ADOPT_COMPILED_CP_ONE_GATHER
     context_parallel.ADOPT_COMPILED_CP_ONE_GATHER = on
@@ -137,6 +152,12 @@ def main(argv=None) -> int:
             ok &= c2
             if (pd.to_numeric(blk["cp"]) == 4).any():
                 check_structure(blk, 4)
+        reading = block_reading(args.block)
+        print(f"Part D (diagnostic): {reading}")
+        for p in sorted(args.block.glob("env_cp*.json")):
+            e = json.loads(p.read_text())
+            print(f"   {p.name}: {e.get('gpu_name')}, compiled {e.get('cp_block_compiled')}, "
+                  f"error {e.get('cp_block_error', '-')}, memory {e.get('cp_block_memory')}")
     else:
         print("2. --block not given: criterion 2 not checked")
         ok = False
