@@ -53,8 +53,9 @@ TORCH_CP_COMPILED_MERGE_TIME_FACTOR = {"fwd": 0.26, "bwd": 0.59}
 # joint-graph CSE merges them, so the backward reads the forward's gathered K/V (saved, or gathered
 # once more by the recomputed forward under full AC) and runs only its cp dK/dV hand-overs. Seen in
 # s10cpc's compiled traces (h100x4/torch_cp_scaling: per repetition one AllGather in the forward, cp
-# SendRecv and no all-gather in the backward). Adopted or not by docs/notes/s17cp_rule.md part C.
-ADOPT_COMPILED_CP_ONE_GATHER = False
+# SendRecv and no all-gather in the backward); under full AC (s17cp, h200x4/cp_block) one all-gather,
+# the recomputation's. Adopted by docs/notes/s17cp_rule.md part C.
+ADOPT_COMPILED_CP_ONE_GATHER = True
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
