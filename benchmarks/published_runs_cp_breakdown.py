@@ -9,8 +9,9 @@ StepCosts, times the layers; forward, its full-AC recomputation, backward):
   the diagonal call and cp-1 non-causal calls of half the queries or half the keys, priced at the
   curve's efficiency at S/cp = 32K, as held-out records at that shape check: calibration.torch_cp),
   GEMMs (FP8 tensorwise, BF16 head), other compute (norms, RoPE, SwiGLU, casts, repeat_kv), the CP
-  merges (FP32, fused by the compile), the CP collectives (K/V all-gather per pass, FP32 dK/dV
-  hand-overs in the backward; compiled: all exposed), then the rest of the step (FSDP copies and
+  merges (FP32, fused by the compile), the CP collectives (K/V all-gather per forward pass, FP32
+  dK/dV hand-overs in the backward; compiled: all exposed, and the backward's all-gather the
+  recomputed forward's: s17cp part C), then the rest of the step (FSDP copies and
   exposed collectives, loss and head, optimizer) as the step's time less the blocks'.
 
 Then the unit analysis: a rank holds 32K tokens at every CP degree and its attention work grows as

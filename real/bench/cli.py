@@ -20,6 +20,7 @@ from real.bench.cp_traces import bench_cp_traces
 from real.bench.decode_gemm import bench_decode_drift, bench_decode_gemm
 from real.bench.device import environment, free_memory
 from real.bench.copy_load import bench_copy_load
+from real.bench.cp_block import bench_cp_block
 from real.bench.duty_sweep import bench_duty_sweep
 from real.bench.ep import bench_ep
 from real.bench.ep_kernels import bench_ep_kernels
@@ -67,7 +68,7 @@ _FUNCTIONS = {
     "async_tp_405b": bench_async_tp_405b, "atp_parts": bench_atp_parts, "cp_sustained": bench_cp_sustained,
     "fa2_sustained": bench_fa2_sustained, "attn_small": bench_attn_small,
     "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep,
-    "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load,
+    "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

@@ -260,18 +260,22 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # only (torchtitan's apply_ac wraps model.layers; the head, final norm, loss and embedding run once a
 # micro-batch): the 12 full-AC rows +0.0..+1.6 points (the twin had re-run the output head), 405B 4D CP1
 # +9.9% -> +10.1% (out). Median 7.7% (7.67 -> 7.69), 18 of 31 within 10%.
+# Nineteenth pass (s17cp part C, docs/notes/s17cp_rule.md): compiled, torch's CP backward runs no K/V
+# all-gather of its own (CSE'd with the forward's; one a layer's backward under full AC, the
+# recomputation's, measured): 8B CP2/CP4/CP8 +1.8/+34.7/+39.7% -> +2.2/+35.5/+40.8%, 405B 4D
+# CP2/CP4/CP8 +13.5/+4.8/+13.9% -> +15.6/+8.3/+19.1%. Median 7.69% -> 8.34%, 18 of 31 within 10%.
 NOT_MET = {
-    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.347, "tt-8b-cp8-256k": 0.397,
+    "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
     "tt-405b-3d-1f1b": 0.127, "tt-405b-3d-interleaved": 0.131,
-    "tt-405b-4d-cp1-32k": 0.101, "tt-405b-4d-cp2-64k": 0.135, "tt-405b-4d-cp8-256k": 0.139,
+    "tt-405b-4d-cp1-32k": 0.101, "tt-405b-4d-cp2-64k": 0.156, "tt-405b-4d-cp8-256k": 0.191,
     "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
     "mlm-gpt-177b-strong-96": 0.125,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
-# s15tt: 7.7%, 18 within 10%
-MEDIAN_NOT_MET = 0.077
+# s15tt: 7.7%, 18 within 10%; s17cp: 8.3% (8.34%), 18 within 10%
+MEDIAN_NOT_MET = 0.083
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

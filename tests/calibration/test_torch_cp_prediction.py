@@ -9,7 +9,7 @@ import pytest
 from calibration import torch_cp as tc
 from calibration.fit import collectives_terms
 from calibration.predict import gpu_spec
-from calibration.records_io import read_csv
+from calibration.records_io import glob_csv, read_csv
 from calibration.validate import load_fitted_profile
 
 
@@ -209,12 +209,17 @@ def test_the_compiled_merge_factors_are_the_cp2_records(h100):
         assert TORCH_CP_COMPILED_MERGE_TIME_FACTOR[phase] < TORCH_CP_MERGE_TIME_FACTOR
 
 
-def test_compiled_exposure_is_every_collective_whole():
+@pytest.mark.parametrize("one_gather", [False, True])
+def test_compiled_exposure_is_every_collective_whole(monkeypatch, one_gather):
     """Inside torch.compile every CP collective is waited at issue: the pass exposes the all-gather
-    whole (and in the backward the cp FP32 hand-overs), however long the calls it could hide behind."""
+    whole (and in the backward the cp FP32 hand-overs), however long the calls it could hide behind.
+    ADOPT_COMPILED_CP_ONE_GATHER (s17cp): the backward's own all-gather is the forward's (CSE), not run."""
+    from twin.costs import context_parallel
     from twin.costs.context_parallel import torch_cp_exposed_s
+    monkeypatch.setattr(context_parallel, "ADOPT_COMPILED_CP_ONE_GATHER", one_gather)
     assert torch_cp_exposed_s(4, 1.0, 0.01, 0.02, False, compiled=True) == pytest.approx(0.01)
-    assert torch_cp_exposed_s(4, 1.0, 0.01, 0.02, True, compiled=True) == pytest.approx(0.01 + 4 * 0.02)
+    assert torch_cp_exposed_s(4, 1.0, 0.01, 0.02, True, compiled=True) == pytest.approx(
+        (0.0 if one_gather else 0.01) + 4 * 0.02)
     assert torch_cp_exposed_s(4, 1.0, 0.01, 0.02, False) == 0.0   # eager: hidden behind a 0.25 s call
 
 
@@ -230,3 +235,31 @@ def test_held_out_compiled_pytorch_cp4_within_target(h100):
     for r in table:
         assert abs(r["err"]) <= TARGET, f"compiled cp{r['cp']}: {r['err']:+.1%}"
         assert r["parts"]["exposed_fwd"] > 0 and r["parts"]["exposed_bwd"] > 0
+
+
+H200X4_BLOCK = tc.Path(__file__).resolve().parents[2] / "calibration/measurements/h200x4/cp_block"
+
+
+def _gathers_a_repetition(folder, pattern: str) -> dict:
+    """{(cp, phase): (all-gathers, SendRecv)} a repetition, the same on every rank (asserted)."""
+    got = {}
+    for path in glob_csv(folder, pattern):
+        k = read_csv(path)
+        k = k[k["category"] == "nccl"]
+        for (cp, rank, phase), g in k.groupby(["cp", "rank", "phase"]):
+            counts = (int(g[g["kernel"].str.contains("AllGather")]["calls"].sum()),
+                      int(g[g["kernel"].str.contains("SendRecv")]["calls"].sum()))
+            assert got.setdefault((int(cp), phase), counts) == counts, (cp, rank, phase)
+    return got
+
+
+def test_compiled_backward_runs_one_kv_gather_at_most_in_the_records():
+    """s17cp part C's grounds (ADOPT_COMPILED_CP_ONE_GATHER): compiled, the core's backward (s10cpc,
+    no checkpoint) runs no all-gather and cp dK/dV hand-overs; the fully checkpointed block's
+    backward (s17cp, torchtitan's ptd_checkpoint_wrapper inside torch.compile) one all-gather, the
+    recomputation's, not a second for the backward handler."""
+    core = _gathers_a_repetition(H100X4_SCALING, "torch_cp_kernels_compiled_cp*.csv")
+    block = _gathers_a_repetition(H200X4_BLOCK, "torch_cp_kernels_cp*.csv")
+    for cp in (2, 4):
+        assert core[(cp, "fwd")] == (1, 0) and core[(cp, "bwd")] == (0, cp)
+        assert block[(cp, "fwd")] == (1, 0) and block[(cp, "bwd")] == (1, cp)

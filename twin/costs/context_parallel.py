@@ -48,6 +48,14 @@ TORCH_CP_MERGE_TIME_FACTOR = 1.66
 # core at 32K positions a rank, flash, allgather, compiled, on 4x H100 (campaign s10cpc,
 # calibration/measurements/h100x4/torch_cp_scaling/torch_cp_kernels_compiled_cp2.csv; CP4 held out).
 TORCH_CP_COMPILED_MERGE_TIME_FACTOR = {"fwd": 0.26, "bwd": 0.59}
+# Compiled, the backward handler's K/V all-gather (kv_rotater in _templated_ring_attention_backward)
+# and the forward's are one functional collective of the same torch.cat of K/V: AOTAutograd's
+# joint-graph CSE merges them, so the backward reads the forward's gathered K/V (saved, or gathered
+# once more by the recomputed forward under full AC) and runs only its cp dK/dV hand-overs. Seen in
+# s10cpc's compiled traces (h100x4/torch_cp_scaling: per repetition one AllGather in the forward, cp
+# SendRecv and no all-gather in the backward); under full AC (s17cp, h200x4/cp_block) one all-gather,
+# the recomputation's. Adopted by docs/notes/s17cp_rule.md part C.
+ADOPT_COMPILED_CP_ONE_GATHER = True
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
@@ -76,9 +84,12 @@ def torch_cp_exposed_s(cp: int, core_s: float, gather_s: float, pass_s: float, b
     when _are_we_tracing()), and Inductor moves no wait later in a training graph (its comm
     reordering, reorder_for_compute_comm_overlap, is off by default since pytorch/pytorch#108091;
     reorder_for_locality runs only on inference graphs). Measured (campaign s10cpc, 4x H100): the
-    NCCL time of every rank and phase all exposed."""
+    NCCL time of every rank and phase all exposed. With ADOPT_COMPILED_CP_ONE_GATHER the compiled
+    backward runs no all-gather of its own (its `gather_s` not charged)."""
     if compiled:
-        return gather_s + (cp * pass_s if backward else 0.0)
+        if backward:
+            return (0.0 if ADOPT_COMPILED_CP_ONE_GATHER else gather_s) + cp * pass_s
+        return gather_s
     call_s = core_s / cp
     exposed = max(0.0, gather_s - call_s)
     if backward:

@@ -95,11 +95,14 @@ def test_torch_allgather_merges_grow_with_the_calls():
     assert "cp_torch_kv_bwd" in r.op_time_s
 
 
-def test_torch_allgather_inside_compiled_blocks_exposes_every_collective_and_fuses_the_merges():
+def test_torch_allgather_inside_compiled_blocks_exposes_every_collective_and_fuses_the_merges(monkeypatch):
     """plan.kernels 'fused_blocks' (torchtitan compiles each block with fullgraph=True): the traced
     collectives are waited at issue, so however long the core, the all-gather and every hand-over
-    are exposed; the merges cost the compiled factors, below the eager ones."""
+    are exposed; the merges cost the compiled factors, below the eager ones. (The backward's own
+    all-gather charged: ADOPT_COMPILED_CP_ONE_GATHER off; the next test has it on.)"""
+    from twin.costs import context_parallel
     from twin.costs.context_parallel import TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR
+    monkeypatch.setattr(context_parallel, "ADOPT_COMPILED_CP_ONE_GATHER", False)
     eager = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True))
     comp = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True, kernels="fused_blocks"))
     gather = comp._collective_s("all_gather", comp.kv_bytes * 4, 4, comp.cp_same_node)
@@ -110,6 +113,24 @@ def test_torch_allgather_inside_compiled_blocks_exposes_every_collective_and_fus
     for backward, phase in ((False, "fwd"), (True, "bwd")):
         ratio = TORCH_CP_COMPILED_MERGE_TIME_FACTOR[phase] / TORCH_CP_MERGE_TIME_FACTOR
         assert comp._torch_cp_merge_s(backward) == pytest.approx(eager._torch_cp_merge_s(backward) * ratio)
+
+
+@pytest.mark.parametrize("adopt", [False, True])
+def test_compiled_backward_reads_the_forwards_gather_when_adopted(monkeypatch, adopt):
+    """ADOPT_COMPILED_CP_ONE_GATHER (docs/notes/s17cp_rule.md part C): compiled, the backward's
+    K/V all-gather is CSE'd with the forward's, so the backward exposes its cp dK/dV hand-overs
+    only; the forward keeps its gather, and eager CP is untouched either way."""
+    from twin.costs import context_parallel
+    monkeypatch.setattr(context_parallel, "ADOPT_COMPILED_CP_ONE_GATHER", adopt)
+    comp = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True, kernels="fused_blocks"))
+    eager = _costs(scenario(cp=4, pp=1, dp=1, cp_kind="torch_allgather", kv_repeat=True))
+    gather = comp._collective_s("all_gather", comp.kv_bytes * 4, 4, comp.cp_same_node)
+    hand = comp._collective_s("send_recv", comp.kv_bytes * 2, 2, comp.cp_same_node)
+    assert gather > 0 and hand > 0
+    assert comp._torch_cp_exposed_s(1e3, False) == pytest.approx(gather)
+    assert comp._torch_cp_exposed_s(1e3, True) == pytest.approx((0.0 if adopt else gather) + 4 * hand)
+    assert eager._torch_cp_exposed_s(0.0, True) == pytest.approx(gather + 4 * hand)
+    assert eager._torch_cp_exposed_s(1e3, True) == pytest.approx(hand)
 
 
 def test_tensorwise_fp8_runs_the_measured_tensorwise_kernel_for_all_three_gemms():

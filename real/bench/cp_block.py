@@ -1,0 +1,191 @@
+"""Section cp_block (issue 14, session s17cp): one torchtitan Llama-3.1-8B TransformerBlock at
+32K positions a rank under PyTorch's context parallelism, with full activation checkpointing
+inside torch.compile, as torchtitan 9dec370 runs its Table 2 rows (benchmarks/
+llama3_h100_202412_torchtitan.md: FSDP + CP + torch.compile + Float8, local batch 1, full AC).
+
+What the s10cp/s10cpc records (section torch_cp_scaling) do not hold: the whole block around the
+attention core (norms, projections, RoPE, SwiGLU: real/dense.py's LlamaBlock), and torchtitan's full
+AC, `ptd_checkpoint_wrapper(block, preserve_rng_state=False)` (parallelize_llama.py @ 9dec370 line
+234), compiled with it: apply_ac wraps each block before apply_compile calls
+`torch.compile(block, fullgraph=True)` (line 303), so the checkpoint and the ring attention are
+traced into one joint graph, and its partitioner decides which collectives the backward re-runs.
+SDPA is restricted as torchtitan's train context does under CP (utils.py @ 9dec370 lines 209-216:
+`sdpa_kernel([FLASH_ATTENTION, EFFICIENT_ATTENTION])`), the rotate method torchtitan's default
+('allgather', config_manager.py line 365). BF16 linears (torchao's Float8 is not in the GPU image).
+
+Run at W = 1 (one process, the plain block: torchtitan's CP1 row enters no CP context), 2 and 4
+(torchrun), it says how one rank's block time grows with the CP degree at fixed per-rank work,
+and how many K/V all-gathers and dK/dV hand-overs a block's step runs (the kernel table).
+
+Rows in the torch_cp families (bench cp_block_compiled, or cp_block with REAL_BENCH_CP_BLOCK_COMPILE=0;
+model llama3.1-8b-block): torch_cp.csv the slowest rank's forward + backward (CUDA events),
+torch_cp_kernels.csv / torch_cp_timeline.csv every rank's kernels and timeline per phase (the
+backward holds the recomputed forward). env.json cp_block_memory: every rank's peak allocated and
+reserved bytes and the caching allocator's retries (torch.cuda.memory_stats num_alloc_retries).
+Split: CP4 and up held out (torch_cp.scaling_split), as s10cp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from real.bench.device import free_memory
+from real.bench.nccl import agreed_over, log, stats
+from real.bench.parallel_blocks import time_reps
+from real.bench.torch_cp import (_one_process_env, _write_profile_rows, aten_calls_by_phase, cp_mesh_api,
+                                 kernels_by_phase, profile_phases, scaling_split)
+from real.dense import build_block, rope_freqs_cis, slice_of
+
+LOCAL_LEN, QUICK_LOCAL_LEN = 32768, 64   # positions a rank: every torchtitan 8B CP row holds 32K
+COMPILE_ENV = "REAL_BENCH_CP_BLOCK_COMPILE"   # "0": the block eager (default: compiled, the table's)
+# Llama 3.1 8B (meta-llama/Llama-3.1-8B config.json): hidden 4096, 32 heads, 8 K/V heads, head 128,
+# FFN 14336, vocabulary 128256 (unused: no head here)
+LLAMA_8B = dict(hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128, ffn=14336, vocab=128256)
+QUICK_SHAPE = dict(hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, ffn=128, vocab=256)
+
+
+def block_shape(quick: bool):
+    return slice_of("llama", tp=1, **(QUICK_SHAPE if quick else LLAMA_8B))
+
+
+def _torchtitan_sdpa(dev):
+    """torchtitan's SDPA restriction under CP (flash, then memory-efficient); none off a GPU."""
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
+
+
+def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True):
+    """(fwd, bwd, block) of one checkpointed Llama block on s positions: x_BSD a BF16 leaf, the
+    block under ptd_checkpoint_wrapper (full AC), compiled with fullgraph=True around the wrapper
+    when `compiled` (inductor on a GPU; aot_eager off it: the same dynamo and AOTAutograd trace);
+    bwd(out) takes the gradients of x and every parameter (recomputing the forward)."""
+    shape = block_shape(quick)
+    torch.manual_seed(seed)
+    block = build_block(shape).to(device=dev, dtype=torch.bfloat16)
+    wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
+    backend = "inductor" if dev.type == "cuda" else "aot_eager"
+    run = torch.compile(wrapped, fullgraph=True, backend=backend) if compiled else wrapped
+    g = torch.Generator(device=dev).manual_seed(seed)
+    x_BSD = torch.randn(1, s, shape.hidden_size, generator=g, device=dev, dtype=torch.bfloat16).requires_grad_()
+    gy_BSD = torch.randn(1, s, shape.hidden_size, generator=g, device=dev, dtype=torch.bfloat16)
+    freqs_cis_SK2 = rope_freqs_cis(shape.head_dim, s).to(dev)
+    leaves = [x_BSD, *block.parameters()]
+
+    def fwd():
+        with _torchtitan_sdpa(dev):
+            return run(x_BSD, freqs_cis_SK2)
+
+    def bwd(out):
+        with _torchtitan_sdpa(dev):
+            torch.autograd.grad(out, leaves, gy_BSD)
+    return fwd, bwd, block
+
+
+def memory_stats(dev) -> dict:
+    """Peak allocated / reserved bytes and allocator retries since the last reset (zeros off a GPU)."""
+    if dev.type != "cuda":
+        return {"peak_allocated_bytes": 0, "peak_reserved_bytes": 0, "num_alloc_retries": 0}
+    m = torch.cuda.memory_stats(dev)
+    return {"peak_allocated_bytes": int(m.get("allocated_bytes.all.peak", 0)),
+            "peak_reserved_bytes": int(m.get("reserved_bytes.all.peak", 0)),
+            "num_alloc_retries": int(m.get("num_alloc_retries", 0))}
+
+
+def _row_cols(S: int, world: int, quick: bool, compiled: bool, kernel: str) -> dict:
+    shape = block_shape(quick)
+    return dict(bench="cp_block_compiled" if compiled else "cp_block",
+                model="llama3.1-8b-block" if not quick else "tiny-block", cp=world,
+                rotate_method="allgather" if world > 1 else "none", sdpa_backend="flash",
+                load_balance="head_tail" if world > 1 else "none", seq_len=S, local_len=S // world,
+                num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
+                kv_repeat=True, causal=True, precision="bf16", sdpa_kernel=kernel, split=scaling_split(world))
+
+
+def block_flops(s: int, quick: bool) -> float:
+    """FLOPs of one block's step on s positions with full AC: the linears 2 x params x s, three
+    times forward (forward, recomputation) and twice more backward, 8 x params x s in all; causal
+    attention 4 s^2 H K / 2 a forward pass, 2.5x backward, (2 + 2.5) of them: from the shapes."""
+    sh = block_shape(quick)
+    params = sh.hidden_size * (2 * sh.num_heads + 2 * sh.num_kv_heads) * sh.head_dim + 3 * sh.hidden_size * sh.ffn
+    attn = 2.0 * s * s * sh.num_heads * sh.head_dim
+    return 8.0 * params * s + 4.5 * attn
+
+
+def bench_cp_block(rec, timer, dev, deadline, quick, env):
+    """Section cp_block: one process (CP1, the plain block) or torchrun over W ranks (PyTorch's CP
+    over all W, S = W x 32K); the module docstring says what is recorded."""
+    multi = dist.is_available() and dist.is_initialized()
+    world, rank = (dist.get_world_size(), dist.get_rank()) if multi else (1, 0)
+    group = dist.group.WORLD if multi else None
+    if multi:
+        api = cp_mesh_api(env, dev, world, "cp_block")
+        if api is None:
+            return
+        mesh, context_parallel, set_rotate_method = api
+    else:
+        _one_process_env(env, dev)
+        mesh = context_parallel = set_rotate_method = None
+    compiled = os.environ.get(COMPILE_ENV, "1") != "0"
+    env["cp_block_compiled"] = compiled
+    s = QUICK_LOCAL_LEN if quick else LOCAL_LEN
+    S = s * world
+    reps, warmup = (2, 1) if quick else (4, 2)
+    trace_dir = Path(os.environ.get("REAL_BENCH_TRACE_DIR", "") or tempfile.gettempdir())
+    if (agreed_over(deadline, dev) if multi else deadline.over()):
+        log("cp_block: deadline reached")
+        return
+    fwd, bwd, _ = block_fns(s, dev, quick, seed=rank, compiled=compiled)
+    pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
+    if world > 1:
+        set_rotate_method("allgather")
+        ctx = context_parallel(mesh, buffers=[pos], buffer_seq_dims=[1], no_restore_buffers={pos})
+    else:
+        ctx = contextlib.nullcontext()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        with ctx:
+            times, _, hosts = time_reps(lambda: bwd(fwd()), dev, reps, warmup, None, group)
+            mem = memory_stats(dev)
+            if group is not None:
+                dist.barrier(group=group)
+            tag = "cp_block_compiled" if compiled else "cp_block"
+            trace = profile_phases(fwd, bwd, dev, 2, str(trace_dir / f"trace_{tag}_S{S}_rank{rank}.json.gz"))
+    except (RuntimeError, NotImplementedError, ValueError) as e:   # dynamo or the CP dispatch refused
+        log(f"cp_block S={S} cp{world}: {type(e).__name__}: {str(e)[:300]}")
+        env["cp_block_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        return
+    finally:
+        free_memory()
+    mems = [None] * world
+    if group is None:
+        mems = [mem]
+    else:
+        dist.all_gather_object(mems, mem, group=group)
+    env["cp_block_memory"] = [{"rank": r, **m} for r, m in enumerate(mems)]
+    kernels = kernels_by_phase(trace)
+    calls = aten_calls_by_phase(trace)
+    kernel = next((name.removeprefix("aten::") for (p, name) in calls if p == "fwd"), "sdpa")
+    cols = _row_cols(S, world, quick, compiled, kernel)
+    fl = block_flops(s, quick)
+    st = stats(times)
+    rec.row("torch_cp", **cols, host_time_s=statistics.median(hosts), **st,
+            timing="per_rep_events" if dev.type == "cuda" else "host_clock", flops=fl, bytes=float("nan"),
+            achieved_flops_per_s=fl / st["time_s"], achieved_bytes_per_s=float("nan"),
+            sm_clock_mhz=timer.tel.sm_clock_mhz(), mem_clock_mhz=timer.tel.mem_clock_mhz())
+    _write_profile_rows(rec, cols, kernels, calls, rank, world, dev, group)
+    log(f"{cols['bench']} S={S} cp{world}: {st['time_s'] * 1e3:.2f} ms ({kernel}); "
+        f"peak reserved {max(m['peak_reserved_bytes'] for m in mems) / 2**30:.1f} GiB, "
+        f"alloc retries {max(m['num_alloc_retries'] for m in mems)}")
+    if group is not None:
+        dist.barrier(group=group)
