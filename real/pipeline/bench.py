@@ -239,6 +239,13 @@ def _trace_now(traced: set, mode: str, key: str, n: int, trace_microbatches: int
     return key
 
 
+def _device_segments(dev: torch.device) -> int:
+    """How many device segments the caching allocator has cudaMalloc'ed so far on `dev` (0 on CPU)."""
+    if dev.type != "cuda":
+        return 0
+    return int(torch.cuda.memory_stats(dev).get("segment.all.allocated", 0))
+
+
 class Bench:
     """One layout's model and mesh: times configurations alone (`alone`) or interleaved (`interleaved`,
     s17alt) and writes their rows from rank 0 (`write`, `step_rows`)."""
@@ -247,6 +254,7 @@ class Bench:
         self.args, self.model, self.mesh, self.dev = args, model, mesh, dev
         self.spec, self.precision, self.tel, self.t_start = spec, precision, tel, t_start
         self.world = dist.get_world_size()
+        self.new_segments: dict[int, int] = {}   # --interleave: count -> cudaMallocs in its timed cycles
 
     def tokens(self, n: int) -> int:
         """Tokens of one step at n micro-batches, over the data-parallel replicas."""
@@ -347,6 +355,7 @@ class Bench:
         energy_j = {name: 0.0 for name in runs}
         wall_s = {name: 0.0 for name in runs}
         cycles = {name: [] for name in runs}
+        segments0 = _device_segments(self.dev)
         e0, w0 = self.tel.energy_j(), time.perf_counter()
         for k, (c, pos, name, timeline) in enumerate(interleaved_steps(runs, reps)):
             e1, w1 = self.tel.energy_j(), time.perf_counter()
@@ -363,6 +372,10 @@ class Bench:
                 gate.tokens_per_expert_E.zero_()
             e0, w0 = self.tel.energy_j(), time.perf_counter()
         mem = self.tel.mem_clock_mhz()
+        # the allocator's new device segments over the timed cycles (0: every step ran in memory the
+        # warm-up had already reserved, as a configuration timed alone does)
+        self.new_segments[n] = _device_segments(self.dev) - segments0
+        log(f"{label}: {reps} cycles; new device segments during them: {self.new_segments[n]}")
         out = {}
         for name in runs:
             everyone = gather_all(mine[name])
@@ -558,6 +571,7 @@ def main(argv=None) -> int:
                 each_rows += bench.step_rows(steps, times, name, n, n in holdout, env, clocks[1], cycles)
                 log(f"{label}: {name} {statistics.median(times) * 1e3:.1f} ms over {len(times)} cycles")
             outputs["off"].each.rows(sorted(each_rows, key=lambda r: r["step_index"]))
+            env.setdefault("interleave_new_segments", {})[f"pp{pp}ep{ep} n{n}"] = bench.new_segments.get(n)
         for name in (schedules if not args.interleave else []):
             for n in counts:
                 for mode in modes:
