@@ -29,6 +29,9 @@ from calibration.records_io import csv_exists, read_csv
 INTERLEAVED_FOLDERS: dict[str, str] = {}
 INTERLEAVED_MIN_CYCLES = 12     # the cycles holding a step of both schedules a pair needs to count
 INTERLEAVED_FILE = "pipeline_interleaved.csv"
+# the schedules real/campaigns/s17alt.sh interleaves: a configuration holding all of them, every pair
+# decided, is judged by this rule in place of the host's judgement before it
+INTERLEAVED_SCHEDULES = frozenset({"dualpipe", "dualpipev", "1f1b", "zb1p"})
 
 
 def signed_rank_null_counts(n: int) -> np.ndarray:
@@ -105,7 +108,8 @@ def judge_interleaved(steps: dict, predicted: dict) -> list[dict]:
     """Rule s17alt on collected figures: `steps` {configuration: {schedule: {cycle: step time}}},
     `predicted` {configuration: {schedule: twin step time}}. Per configuration, every pair of its
     schedules (a before b in the order of their steps' medians, the gap b over a), the measured and
-    the twin's order, and `met` where every pair is."""
+    the twin's order, `met` where every pair is, and `complete` where it holds every schedule of
+    INTERLEAVED_SCHEDULES and every pair is decided (the configurations the rule judges)."""
     out = []
     for config, by_schedule in steps.items():
         medians = {s: float(np.median(list(v.values()))) for s, v in by_schedule.items() if v}
@@ -118,7 +122,8 @@ def judge_interleaved(steps: dict, predicted: dict) -> list[dict]:
                 pairs.append({"a": sa, "b": sb, **judge_paired(by_schedule[sa], by_schedule[sb], g)})
         out.append({"config": config, "measured": order, "measured_median_s": medians,
                     "predicted": sorted(twin, key=twin.get), "predicted_s": dict(twin),
-                    "pairs": pairs, "met": bool(pairs) and all(p["met"] for p in pairs)})
+                    "pairs": pairs, "met": bool(pairs) and all(p["met"] for p in pairs),
+                    "complete": INTERLEAVED_SCHEDULES <= set(medians) and all(p["decided"] for p in pairs)})
     return out
 
 
@@ -153,7 +158,7 @@ def format_interleaved_judgement(name: str, configs: list[dict]) -> list[str]:
     lines = []
     for g in configs:
         met = sum(p["met"] for p in g["pairs"])
-        lines.append(f"interleaved {name} n{g['config']}: {'met' if g['met'] else 'NOT met'} ({met} of "
+        lines.append(f"ranking interleaved {name} n{g['config']}: {'met' if g['met'] else 'NOT met'} ({met} of "
                      f"{len(g['pairs'])} pairs); measured {' < '.join(g['measured'])}, twin {' < '.join(g['predicted'])}")
         for p in g["pairs"]:
             twin = f"{p['twin_gap']:+.2%}" if p["twin_gap"] is not None else "-"

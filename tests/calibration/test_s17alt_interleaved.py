@@ -98,12 +98,12 @@ def test_every_pair_of_a_configuration_is_judged_in_the_measured_order():
     twin = {4: {"dualpipe": 0.220, "dualpipev": 0.221, "zb1p": 0.25, "1f1b": 0.27}}
     (g,) = il.judge_interleaved(steps, twin)
     assert g["measured"] == ["dualpipe", "dualpipev", "zb1p", "1f1b"] == g["predicted"]
-    assert len(g["pairs"]) == 6 and g["met"]
+    assert len(g["pairs"]) == 6 and g["met"] and g["complete"]
     twin[4]["dualpipev"] = 0.219   # the twin puts DualPipeV first: the resolved pair is lost
     (g,) = il.judge_interleaved(steps, twin)
     assert not g["met"] and [(p["a"], p["b"]) for p in g["pairs"] if not p["met"]] == [("dualpipe", "dualpipev")]
     lines = il.format_interleaved_judgement("h200x4/s17alt_x", [g])
-    assert lines[0].startswith("interleaved h200x4/s17alt_x n4: NOT met (5 of 6 pairs)")
+    assert lines[0].startswith("ranking interleaved h200x4/s17alt_x n4: NOT met (5 of 6 pairs)")
     assert any("dualpipev over dualpipe: D +2.15%" in x and "resolved" in x and "NOT met" in x for x in lines)
 
 
@@ -124,3 +124,15 @@ def test_interleaved_steps_are_read_by_cycle_from_plain_or_gzipped_records(tmp_p
     assert sorted(got) == [4, 8] and sorted(got[4]) == ["dualpipe", "zb1p"]
     assert got[8]["zb1p"] == pytest.approx({0: 0.25, 1: 0.26, 2: 0.27})
     assert il.interleaved_steps_by_cycle(tmp_path / "none") == {}
+
+
+def test_a_configuration_short_of_a_schedule_or_of_cycles_is_not_complete():
+    full = {s: _cycles([0.2 + 0.01 * i] * 12) for i, s in enumerate(sorted(il.INTERLEAVED_SCHEDULES))}
+    twin = {s: 0.2 + 0.01 * i for i, s in enumerate(sorted(il.INTERLEAVED_SCHEDULES))}
+    (g,) = il.judge_interleaved({4: full}, {4: twin})
+    assert g["complete"]
+    (g,) = il.judge_interleaved({4: {s: v for s, v in full.items() if s != "zb1p"}}, {4: twin})
+    assert not g["complete"]
+    short = dict(full, zb1p=_cycles([0.25] * 11))
+    (g,) = il.judge_interleaved({4: short}, {4: twin})
+    assert not g["complete"] and not g["met"]

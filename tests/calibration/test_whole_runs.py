@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from calibration import interleaved
 from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
@@ -271,16 +272,25 @@ def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
     """Median order on the host's validation folder; where the host has a ranking folder
     (calibration.pipeline.RANKING_FOLDERS, docs/notes/s15rank_rule.md), its configurations are
     judged on it pair by pair instead (resolved pairs by order, unresolved ones by the measured gap's
-    95% interval), the rest by median order as before."""
+    95% interval); where the host has an interleaved folder (calibration.interleaved.INTERLEAVED_FOLDERS,
+    docs/notes/s17alt_rule.md), the configurations it holds complete are judged on its steps paired by
+    cycle in place of either; the rest by median order as before."""
     pipes = [p for p in _pipelines(num_gpus) if p["gpu"] == gpu]
     assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/{gpu}x{num_gpus}/"
-    judged = committed().get("ranking", {}).get(f"{gpu}x{num_gpus}")
+    host = f"{gpu}x{num_gpus}"
+    side = committed().get("ranking_interleaved", {}).get(host)
+    side_configs = [g for g in side["configs"] if g["complete"]] if side else []
+    on_side = {int(g["config"]) for g in side_configs}
+    judged = committed().get("ranking", {}).get(host)
+    judged_configs = [g for g in judged["configs"] if int(g["config"]) not in on_side] if judged else []
     on_ranking_folder = {int(g["config"]) for g in judged["configs"]} if judged else set()
     for ranking in _rankings(pipes):
-        if int(ranking["num_microbatches"]) not in on_ranking_folder:
+        if int(ranking["num_microbatches"]) not in on_ranking_folder | on_side:
             assert ranking["predicted"] == ranking["measured"], ranking
-    for g in judged["configs"] if judged else []:
-        assert g["met"], pipe.format_ranking_judgement(f"{gpu}x{num_gpus}/{judged['folder']}", [g])
+    for g in judged_configs:
+        assert g["met"], pipe.format_ranking_judgement(f"{host}/{judged['folder']}", [g])
+    for g in side_configs:
+        assert g["met"], interleaved.format_interleaved_judgement(f"{host}/{side['folder']}", [g])
 
 
 # (gpu, GPUs) -> why the idle target is not met there, with the figures when last run.
