@@ -21,6 +21,8 @@ import calibration.pipeline as pipe
 import calibration.whole_step as whole
 from twin.cli.main import main as twin_main
 
+IDLE_TOL, IDLE_FLOOR_OF_STEP = 0.10, 0.01   # tests/calibration/test_whole_runs.py
+
 
 def _set_flags(argv: list[str]) -> None:
     for a in argv:
@@ -60,10 +62,23 @@ def summary(result: dict) -> list[str]:
         if h.get("num_cases"):
             lines.append(f"multi {s['gpu']}x{s['num_gpus']} {s['kind']}: {h['median_abs_rel_error']:.2%} / "
                          f"{h['p90_abs_rel_error']:.2%} (n={h['num_cases']}, signed {s.get('signed_median_rel_error', float('nan')):+.2%})")
-    for folder, v in sorted(result.get("idle", {}).items()):
-        within = sum(bool(r.get("within")) for c in v.get("configs", []) for r in c.get("ranks", []))
-        total = sum(len(c.get("ranks", [])) for c in v.get("configs", []))
-        lines.append(f"idle {folder}: {within} of {total} within (idle folders)")
+    idle_folders = {folder: v for folder, v in result.get("idle", {}).items()}
+    hosts = sorted({f"{p['gpu']}x{p['num_gpus']}" for p in result.get("pipelines", []) if p.get("pp", 1) > 1})
+    for host in hosts:
+        judged = idle_folders.get(host)
+        on_folder = {c["config"] for c in judged["configs"]} if judged else set()
+        within = total = 0
+        for p in result["pipelines"]:
+            if f"{p['gpu']}x{p['num_gpus']}" != host or pipe.config_key(p["config"]) in on_folder:
+                continue
+            for r, meas in p["idle_measured_s"].items():
+                sim = p["idle_simulated_s"][int(r) % p["pp"]]
+                total += 1
+                within += abs(sim - meas) <= max(IDLE_TOL * meas, IDLE_FLOOR_OF_STEP * p["measured_s"])
+        if judged:
+            within += judged["counts"]["met"]
+            total += judged["counts"]["total"]
+        lines.append(f"idle {host}: {within} of {total} GPUs within")
     for key in ("ranking", "ranking_interleaved"):
         for folder, v in sorted(result.get(key, {}).items()):
             for g in v["configs"]:
@@ -72,17 +87,18 @@ def summary(result: dict) -> list[str]:
                              f"({met}/{len(g['pairs'])}); {_pairs_line(g)}")
     by_config: dict = {}
     for p in result.get("pipelines", []):
-        row = p.get("row", {})
-        key = (p.get("gpu"), p.get("num_gpus"), row.get("num_microbatches"))
+        if p.get("pp", 1) < 2:
+            continue
+        key = (p["gpu"], p["num_gpus"], p["config"]["num_microbatches"])
         by_config.setdefault(key, []).append(p)
     for (gpu, n, mb), ps in sorted(by_config.items(), key=str):
-        meas = [p["row"]["schedule"] for p in sorted(ps, key=lambda p: p["measured_s"])]
-        pred = [p["row"]["schedule"] for p in sorted(ps, key=lambda p: p["predicted_s"])]
+        meas = [p["schedule"] for p in sorted(ps, key=lambda p: p["measured_s"])]
+        pred = [p["schedule"] for p in sorted(ps, key=lambda p: p["predicted_s"])]
         lines.append(f"median order {gpu}x{n} n{mb}: {'as measured' if meas == pred else 'NOT'}; measured "
                      f"{' < '.join(map(str, meas))}, twin {' < '.join(map(str, pred))}")
-    tr = result.get("h800_trace") or {}
-    if isinstance(tr, dict) and "rel_error" in tr:
-        lines.append(f"h800 chunk pair {tr['rel_error']:+.2%}")
+    pair = (result.get("h800_trace") or {}).get("chunk_pair") or {}
+    if "rel_error" in pair:
+        lines.append(f"h800 chunk pair {pair['rel_error']:+.2%}")
     return lines
 
 
