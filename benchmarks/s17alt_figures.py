@@ -103,16 +103,16 @@ def summary(result: dict) -> list[str]:
 
 
 def compare(off: dict, on: dict) -> list[str]:
-    a = {_case_key(c): c.get("predicted_s", c.get("predicted")) for c in off.get("cases", [])}
-    b = {_case_key(c): c.get("predicted_s", c.get("predicted")) for c in on.get("cases", [])}
-    moved = [k for k in a if k in b and a[k] != b[k]]
+    a = {_case_key(c): c for c in off.get("cases", [])}
+    b = {_case_key(c): c for c in on.get("cases", [])}
+    moved = [k for k in a if k in b and a[k].get("predicted_s") != b[k].get("predicted_s")]
     lines = [f"cases: {len(a)} / {len(b)}; predictions that differ: {len(moved)}"]
     kinds: dict = {}
     for k in moved:
-        key = json.loads(k.split("}{")[0] + "}") if "}{" in k else {}
-        kinds[(key.get("gpu"), key.get("kind") or key.get("bench"), key.get("num_gpus"))] = \
-            kinds.get((key.get("gpu"), key.get("kind") or key.get("bench"), key.get("num_gpus")), 0) + 1
-    lines += [f"  moved {g} {k} x{n}: {c}" for (g, k, n), c in sorted(kinds.items(), key=str)]
+        c = a[k]
+        key = (c.get("gpu"), c.get("kind"), c.get("num_gpus"))
+        kinds[key] = kinds.get(key, 0) + 1
+    lines += [f"  moved {g} {k} x{n}: {count}" for (g, k, n), count in sorted(kinds.items(), key=str)]
     return lines
 
 
