@@ -11,6 +11,9 @@ import pytest
 from scipy.stats import wilcoxon
 
 import calibration.interleaved as il
+from calibration import records as rec
+from calibration.records_io import read_csv
+from real.pipeline.engine import cycle_order
 
 
 def test_signed_rank_null_counts_are_the_subsets_of_ranks_by_their_sum():
@@ -136,3 +139,26 @@ def test_a_configuration_short_of_a_schedule_or_of_cycles_is_not_complete():
     short = dict(full, zb1p=_cycles([0.25] * 11))
     (g,) = il.judge_interleaved({4: short}, {4: twin})
     assert not g["complete"] and not g["met"]
+
+
+@pytest.mark.parametrize("host", sorted(il.INTERLEAVED_FOLDERS))
+def test_committed_interleaved_folders_are_complete_deliveries(host):
+    """Each named folder is one run of real/campaigns/s17alt.sh: the four schedules at 4 and 8
+    micro-batches, >= INTERLEAVED_MIN_CYCLES cycles each holding one step of every schedule in the
+    Williams order of its cycle (the campaign's schedule order), its pair_key the cycle's, the
+    8-micro-batch rows held out; pipeline_step's time_s the median of the configuration's own steps."""
+    folder = rec.MEASUREMENTS_DIR / host / il.INTERLEAVED_FOLDERS[host]
+    rows = read_csv(folder / il.INTERLEAVED_FILE)
+    steps = read_csv(folder / "pipeline_step.csv")
+    names = ["dualpipe", "dualpipev", "1f1b", "zb1p"]   # real/campaigns/s17alt.sh --schedules
+    assert sorted(rows["num_microbatches"].unique().tolist()) == [4, 8]
+    for n, g in rows.groupby("num_microbatches"):
+        cycles = sorted(g["cycle"].unique().tolist())
+        assert len(cycles) >= il.INTERLEAVED_MIN_CYCLES and cycles == list(range(len(cycles)))
+        for c, cyc in g.groupby("cycle"):
+            assert cyc.sort_values("step_index")["schedule"].tolist() == cycle_order(names, int(c))
+            assert set(cyc["pair_key"]) == {f"pp2ep2 n{n} c{c}"}
+        assert set(g["split"]) == {"holdout" if n == 8 else "fit"}
+        for s, mine in g.groupby("schedule"):
+            row = steps[(steps["schedule"] == s) & (steps["num_microbatches"] == n)].iloc[0]
+            assert row["reps"] == len(mine) and row["time_s"] == pytest.approx(float(np.median(mine["time_s"])), rel=1e-6)
