@@ -26,7 +26,7 @@ from calibration.records_io import csv_exists, read_csv
 
 # {multi-GPU host folder: its interleaved folder (a subfolder holding pipeline_interleaved.csv)}: the
 # first delivery of real/campaigns/s17alt.sh per host kind; empty until one is committed
-INTERLEAVED_FOLDERS: dict[str, str] = {"h200x4": "s17alt_20261127_0941"}
+INTERLEAVED_FOLDERS: dict[str, str] = {"h200x4": "s17alt_20261127_0941", "h200x2": "s17alt_20261127_0948"}
 INTERLEAVED_MIN_CYCLES = 12     # the cycles holding a step of both schedules a pair needs to count
 INTERLEAVED_FILE = "pipeline_interleaved.csv"
 # the schedules real/campaigns/s17alt.sh interleaves: a configuration holding all of them, every pair
