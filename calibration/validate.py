@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import host_probe
+from calibration import interleaved
 from calibration import mla_rounds
 from calibration import nccl
 from calibration import parallel_blocks as blocks
@@ -268,6 +269,13 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
             out.setdefault("ranking", {})[folder] = {
                 "gpu": gpu, "num_gpus": n, "folder": ranking,
                 "configs": pipe.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
+        # the ranking target at the configurations of the host's interleaved folder, pair by pair on
+        # steps paired by cycle (docs/notes/s17alt_rule.md); it judges them in place of the above
+        side_by_side = interleaved.INTERLEAVED_FOLDERS.get(folder)
+        if side_by_side and (Path(root) / folder / side_by_side).is_dir():
+            out.setdefault("ranking_interleaved", {})[folder] = {
+                "gpu": gpu, "num_gpus": n, "folder": side_by_side,
+                "configs": interleaved.interleaved_judgement(Path(root) / folder / side_by_side, gpu, prof)}
         # each rank's idle at the configurations of the host's idle folder, on its two rounds pooled
         # (docs/notes/s16idle_rule.md); its other configurations on the host folder as before
         idle = pipe.host_idle_judgement(Path(root) / folder, gpu, prof)
@@ -356,6 +364,8 @@ def format_table(result: dict) -> str:
                      f"(twin / measured); idle twin/measured {idle}")
     for folder, v in result.get("ranking", {}).items():
         lines += pipe.format_ranking_judgement(f"{folder}/{v['folder']}", v["configs"])
+    for folder, v in result.get("ranking_interleaved", {}).items():
+        lines += interleaved.format_interleaved_judgement(f"{folder}/{v['folder']}", v["configs"])
     for folder, v in result.get("idle", {}).items():
         lines += pipe.format_idle_judgement(folder, v["configs"])
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]

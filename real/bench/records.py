@@ -153,6 +153,14 @@ PIPELINE_STEP_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus"
 # host_start_s / host_end_s (s9ep): when the rank's host began and finished issuing the op, on the
 # step's shared axis (real/pipeline/engine.py OpRecord), so the host's dispatch rate is measured in
 # the very steps that are timed; split: the configuration's (fit | holdout), as its pipeline_step row
+# real/pipeline/bench.py --interleave (s17alt): one row per timed step of configurations stepped in
+# turn (cycle c: one step of each, in row c of a Williams design); pair_key names the cycle (layout, micro-
+# batches, cycle): steps sharing it ran within one cycle, at the same host pace; position: the step's
+# place in its cycle; step_index: its place among all timed steps of the layout and count
+PIPELINE_INTERLEAVED_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
+                             "micro_batch_seqs", "seq_len", "precision", "num_layers", "pair_key", "cycle",
+                             "position", "step_index", "time_s", "loss", "split", "gpu_name", "sm_clock_mhz",
+                             "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc", "nccl_version"]
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
                      "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]

@@ -26,6 +26,16 @@ files plus
   ep_host_marks.csv   every mark of every rank of every timed step (EP layouts): label, MoE layer
                       within the op, host_s (and gpu_s: the event, events mode) on the ops' axis
 
+`--interleave` (s17alt) times the schedules of each micro-batch count in turn, in one process group on
+the same model, tokens and weights: cycle c runs one step of each schedule, in row c of a Williams design (position and predecessor balanced)
+(engine.interleaved_steps), so two schedules' steps of one cycle are seconds apart and see the same
+host pace, where the configurations one after another are a minute or more apart (s16dpv: the host's
+forward issue rate jumps between two levels from one configuration's stretch of steps to the next).
+--warmup and the timed steps count cycles. The same files, each configuration's rows from its own
+steps, plus
+  pipeline_interleaved.csv   one row per timed step: its time, loss, cycle, position in the cycle,
+                      step index and pair_key (layout, count, cycle: the steps measured side by side)
+
 Rows are written as each configuration ends, so a run cut short keeps what it measured. All
 ranks take every decision alike (rank 0's clock decides repetitions and the budget).
 `--tiny` is the CPU dry run (gloo, the catalog's tiny model with 4 layers, seq 16).
@@ -49,14 +59,14 @@ import torch
 import torch.distributed as dist
 
 from real.bench.device import environment, free_memory
-from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS,
-                                PIPELINE_STEP_COLS, log)
+from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_INTERLEAVED_COLS, PIPELINE_OPS_COLS,
+                                PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log)
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
 from real.serve.hostpin import PIN_MODES, apply_pin
 from real.pipeline.engine import (HOST_MARK_MODES, PipelineRunner, StepTimeline, build_mesh, flow_orders,
-                                  on_shared_axis)
+                                  interleaved_steps, on_shared_axis)
 from real.telemetry import Telemetry
 from twin.core.schedules import build_schedule
 
@@ -188,7 +198,7 @@ def mark_rows(step: StepTimeline) -> list[dict]:
 class Outputs:
     """The CSV families of one host-marks mode (off: --out; else --out/marks_<mode>/), rank 0."""
 
-    def __init__(self, out: Path, mode: str, append: bool):
+    def __init__(self, out: Path, mode: str, append: bool, interleaved: bool = False):
         self.dir = out if mode == "off" else out / f"marks_{mode}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.steps = CsvFamily(self.dir / "pipeline_step.csv", PIPELINE_STEP_COLS, append)
@@ -196,9 +206,11 @@ class Outputs:
         self.routing = CsvFamily(self.dir / "pipeline_routing.csv", PIPELINE_ROUTING_COLS, append)
         self.marks = None if mode == "off" else CsvFamily(self.dir / "ep_host_marks.csv", EP_HOST_MARKS_COLS,
                                                           append)
+        self.each = (CsvFamily(self.dir / "pipeline_interleaved.csv", PIPELINE_INTERLEAVED_COLS, append)
+                     if interleaved else None)
 
     def close(self):
-        for f in (self.steps, self.ops, self.routing, self.marks):
+        for f in (self.steps, self.ops, self.routing, self.marks, self.each):
             if f is not None:
                 f.close()
 
@@ -216,6 +228,223 @@ def release(model) -> None:
     for p in model.parameters():
         p.grad = None
     free_memory()
+
+
+def _trace_now(traced: set, mode: str, key: str, n: int, trace_microbatches: int, counts: list[int]) -> str | None:
+    """`key` where this configuration's median step is to be traced (the first of `key` at the traced
+    count, or at the last count), else None; marks it traced."""
+    if (mode, key) in traced or (n != trace_microbatches and n != counts[-1]):
+        return None
+    traced.add((mode, key))
+    return key
+
+
+def _device_segments(dev: torch.device) -> int:
+    """How many device segments the caching allocator has cudaMalloc'ed so far on `dev` (0 on CPU)."""
+    if dev.type != "cuda":
+        return 0
+    return int(torch.cuda.memory_stats(dev).get("segment.all.allocated", 0))
+
+
+class Bench:
+    """One layout's model and mesh: times configurations alone (`alone`) or interleaved (`interleaved`,
+    s17alt) and writes their rows from rank 0 (`write`, `step_rows`)."""
+
+    def __init__(self, args, model, mesh, dev, spec, precision, tel, t_start: float):
+        self.args, self.model, self.mesh, self.dev = args, model, mesh, dev
+        self.spec, self.precision, self.tel, self.t_start = spec, precision, tel, t_start
+        self.world = dist.get_world_size()
+        self.new_segments: dict[int, int] = {}   # --interleave: count -> cudaMallocs in its timed cycles
+
+    def tokens(self, n: int) -> int:
+        """Tokens of one step at n micro-batches, over the data-parallel replicas."""
+        return n * self.args.mb_seqs * self.args.seq_len * self.mesh.dp
+
+    def _inputs(self, n: int):
+        gen = torch.Generator().manual_seed(1 + self.mesh.dp_rank)
+        tokens = torch.randint(0, self.spec.vocab_size, (n, self.args.mb_seqs, self.args.seq_len),
+                               generator=gen).to(self.dev)
+        return tokens, torch.roll(tokens, -1, -1)
+
+    def _runner(self, schedule, mode: str = "off") -> PipelineRunner:
+        return PipelineRunner(self.model, schedule, self.mesh, self.dev,
+                              (self.args.mb_seqs, self.args.seq_len, self.spec.hidden_size), self.precision,
+                              sgd_lr=self.args.sgd_lr, host_marks=mode)
+
+    def _reps(self, step_s: float) -> int:
+        left_s = self.args.budget_s - (time.perf_counter() - self.t_start)
+        a = self.args
+        return int(_agree(timed_reps(step_s, left_s, a.min_time_s, a.reps_min, a.reps_max, a.whole_reps)))
+
+    def _budget_spent(self, label: str) -> bool:
+        if _agree(time.perf_counter() - self.t_start) > self.args.budget_s:
+            log(f"skip {label}: budget spent")
+            return True
+        return False
+
+    def alone(self, name: str, n: int, mode: str, label: str):
+        """One configuration's warm-up and timed steps on their own: (every rank's timelines, every rank's
+        routed tokens per step, (sm MHz, mem MHz, power W)), or None where it is skipped."""
+        if self._budget_spent(label):
+            return None
+        try:
+            schedule = build_schedule(name, self.mesh.pp, n)
+        except ValueError as e:  # twin's ScenarioError: e.g. dualpipe with too few micro-batches
+            log(f"skip {label}: {e}")
+            return None
+        runner = self._runner(schedule, mode)
+        tokens, targets = self._inputs(n)
+        t0 = time.perf_counter()
+        for _ in range(self.args.warmup):
+            runner.step(tokens, targets)
+        step_s = _agree((time.perf_counter() - t0) / max(1, self.args.warmup))
+        reps = self._reps(step_s)
+        if not reps:   # --whole-reps (rank 0's figure: every rank skips alike)
+            log(f"skip {label}: {self.args.reps_min} timed steps of {step_s * 1e3:.0f} ms do not fit "
+                "the budget left")
+            del runner
+            release(self.model)
+            return None
+        gates = list(runner.moe_gates())
+        for *_, gate in gates:
+            gate.tokens_per_expert_E.zero_()
+        e0, w0 = self.tel.energy_j(), time.perf_counter()
+        mine = [runner.step(tokens, targets) for _ in range(reps)]
+        wall_s, e1 = time.perf_counter() - w0, self.tel.energy_j()
+        routed = [(chunk, s, layer, e, float(c) / reps) for chunk, s, layer, gate in gates
+                  for e, c in enumerate(gate.tokens_per_expert_E.tolist())]
+        clocks = (self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz(),
+                  (e1 - e0) / wall_s if wall_s >= 0.5 else math.nan)
+        del runner
+        return gather_all(mine), gather_all(routed), clocks
+
+    def interleaved(self, names: list[str], n: int, label: str):
+        """The configurations `names` at n micro-batches stepped in turn (engine.interleaved_steps: cycle
+        c one step of each, in row c of a Williams design), the same tokens and weights, `--warmup` cycles
+        first. Per name, rank 0 gets (its timed steps, every rank on the shared axis; every rank's routed
+        tokens per step; (sm MHz, mem MHz, power W); (cycle, position, step_index, sm MHz, timestamp) of
+        each step); the other ranks {}. None where skipped."""
+        if self._budget_spent(label):
+            return None
+        runs = {}
+        tokens, targets = self._inputs(n)
+        for name in names:
+            try:
+                runs[name] = (self._runner(build_schedule(name, self.mesh.pp, n)), tokens, targets)
+            except ValueError as e:  # twin's ScenarioError: a count this schedule can't run
+                log(f"{label}: without {name}: {e}")
+        if len(runs) < 2:
+            log(f"skip {label}: fewer than two configurations to interleave")
+            return None
+        t0 = time.perf_counter()
+        for _ in interleaved_steps(runs, self.args.warmup):
+            pass
+        cycle_s = _agree((time.perf_counter() - t0) / max(1, self.args.warmup))
+        reps = self._reps(cycle_s)
+        period = len(runs) if len(runs) % 2 == 0 else 2 * len(runs)   # cycle_order's design repeats
+        if reps - reps % period >= max(period, self.args.reps_min):
+            reps -= reps % period   # whole periods: every position and predecessor equally often
+        if not reps:
+            log(f"skip {label}: {self.args.reps_min} cycles of {cycle_s * 1e3:.0f} ms do not fit the budget left")
+            return None
+        gates = {name: list(run[0].moe_gates()) for name, run in runs.items()}
+        for gate in {id(g): g for gs in gates.values() for *_, g in gs}.values():
+            gate.tokens_per_expert_E.zero_()
+        mine = {name: [] for name in runs}
+        routed = {name: {} for name in runs}
+        energy_j = {name: 0.0 for name in runs}
+        wall_s = {name: 0.0 for name in runs}
+        cycles = {name: [] for name in runs}
+        segments0 = _device_segments(self.dev)
+        e0, w0 = self.tel.energy_j(), time.perf_counter()
+        for k, (c, pos, name, timeline) in enumerate(interleaved_steps(runs, reps)):
+            e1, w1 = self.tel.energy_j(), time.perf_counter()
+            energy_j[name] += e1 - e0
+            wall_s[name] += w1 - w0
+            mine[name].append(timeline)
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            cycles[name].append((c, pos, k, self.tel.sm_clock_mhz(), stamp))
+            # the gates this step used hold its tokens only: every gate is zero before each step
+            for chunk, s, layer, gate in gates[name]:
+                for e, count in enumerate(gate.tokens_per_expert_E.tolist()):
+                    key = (chunk, s, layer, e)
+                    routed[name][key] = routed[name].get(key, 0.0) + count / reps
+                gate.tokens_per_expert_E.zero_()
+            e0, w0 = self.tel.energy_j(), time.perf_counter()
+        mem = self.tel.mem_clock_mhz()
+        # the allocator's new device segments over the timed cycles (0: every step ran in memory the
+        # warm-up had already reserved, as a configuration timed alone does)
+        self.new_segments[n] = _device_segments(self.dev) - segments0
+        log(f"{label}: {reps} cycles; new device segments during them: {self.new_segments[n]}")
+        out = {}
+        for name in runs:
+            everyone = gather_all(mine[name])
+            routed_by_rank = gather_all([(*key, t) for key, t in routed[name].items()])
+            if dist.get_rank() != 0:
+                continue
+            steps = [on_shared_axis([everyone[r][k] for r in range(self.world)]) for k in range(reps)]
+            power = energy_j[name] / wall_s[name] if wall_s[name] >= 0.5 else math.nan
+            out[name] = (steps, routed_by_rank, (self.tel.sm_clock_mhz(), mem, power), cycles[name])
+        del runs
+        return out
+
+    def _common(self, name: str, n: int) -> dict:
+        a = self.args
+        return dict(model=self.spec.name, schedule=name, pp=self.mesh.pp, ep=self.mesh.ep, num_microbatches=n,
+                    micro_batch_seqs=a.mb_seqs, seq_len=a.seq_len, precision=self.precision.label)
+
+    def write(self, out: Outputs, steps: list, routed_by_rank: list, name: str, n: int, is_holdout: bool,
+              env: dict, clocks: tuple, trace_key: str | None) -> list[float]:
+        """Rank 0: one configuration's rows (pipeline_step, pipeline_ops, pipeline_routing, the host marks)
+        and, with `trace_key`, the Chrome trace of its median step. Returns its step times."""
+        common = self._common(name, n)
+        pp, dp, reps = self.mesh.pp, self.mesh.dp, len(steps)
+        split = "holdout" if is_holdout else "fit"
+        times = [max(o.end_s for t in step for o in t.ops) for step in steps]
+        med, p10, p90 = _quantiles(times)
+        loss = sum(t.loss for t in steps[-1])
+        sm, mem, power = clocks
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        envcols = {k: env.get(k, "") for k in ENV_COLS}
+        envcols.update(sm_clock_mhz=sm, mem_clock_mhz=mem, power_w=power, energy_j=power * med, timestamp_utc=stamp)
+        out.steps.rows([dict(bench="pipeline_step" if pp > 1 else "ep_step", **common, dp=dp, num_gpus=self.world,
+                             num_layers=self.spec.num_layers, time_s=med, time_p10_s=p10, time_p90_s=p90, reps=reps,
+                             tokens_per_s=self.tokens(n) / med, loss=loss, split=split, **envcols,
+                             nccl_version=env["nccl_version"])])
+        out.ops.rows([dict(**common, rep=k, rank=t.rank, op_index=o.op_index, kind=o.kind,
+                           microbatch=o.microbatch, chunk=o.chunk, start_s=o.start_s, end_s=o.end_s,
+                           host_start_s=o.host_start_s, host_end_s=o.host_end_s, split=split,
+                           gpu_name=env["gpu_name"], timestamp_utc=stamp)
+                      for k, step in enumerate(steps) for t in step for o in t.ops])
+        out.routing.rows([dict(**common, rank=r, chunk=chunk, stage=s, layer=layer, expert=e,
+                               tokens_per_step=t, split=split, gpu_name=env["gpu_name"], timestamp_utc=stamp)
+                          for r in range(self.world) for chunk, s, layer, e, t in routed_by_rank[r]])
+        if out.marks is not None:
+            out.marks.rows([dict(**common, rep=k, rank=t.rank, **m, split=split, gpu_name=env["gpu_name"],
+                                 timestamp_utc=stamp)
+                            for k, step in enumerate(steps) for t in step for m in mark_rows(t)])
+        if trace_key is not None:
+            k = sorted(range(reps), key=lambda i: times[i])[reps // 2]
+            meta = dict(common, dp=dp, rep=k, step_time_s=times[k], num_layers=self.spec.num_layers,
+                        gpu_name=env["gpu_name"])
+            path = out.dir / f"pipeline_trace_{trace_key}.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(chrome_trace(steps[k], meta), separators=(",", ":")))
+            tmp.replace(path)
+        return times
+
+    def step_rows(self, steps: list, times: list[float], name: str, n: int, is_holdout: bool, env: dict,
+                  mem_clock_mhz: float, cycles: list[tuple]) -> list[dict]:
+        """Rank 0: pipeline_interleaved.csv's rows of one configuration, one per timed step."""
+        layout = f"pp{self.mesh.pp}ep{self.mesh.ep}"
+        return [dict(bench="pipeline_step" if self.mesh.pp > 1 else "ep_step", **self._common(name, n),
+                     dp=self.mesh.dp, num_gpus=self.world, num_layers=self.spec.num_layers,
+                     pair_key=f"{layout} n{n} c{c}", cycle=c, position=pos, step_index=k, time_s=t,
+                     loss=sum(tl.loss for tl in step), split="holdout" if is_holdout else "fit",
+                     gpu_name=env["gpu_name"], sm_clock_mhz=sm, mem_clock_mhz=mem_clock_mhz,
+                     torch_version=env["torch_version"], cuda_version=env["cuda_version"], timestamp_utc=stamp,
+                     nccl_version=env["nccl_version"])
+                for step, t, (c, pos, k, sm, stamp) in zip(steps, times, cycles)]
 
 
 def start_ranks(args):
@@ -274,7 +503,14 @@ def main(argv=None) -> int:
                          "(marked modes into --out/marks_<mode>/ with ep_host_marks.csv)")
     ap.add_argument("--pin", default="none", choices=PIN_MODES,
                     help="CPU pinning of each rank's main thread (real/serve/hostpin.py; default: none)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="s17alt: at each micro-batch count, step the schedules in turn (cycle c: one step of "
+                         "each, in row c of a Williams design; warm-up and timed steps counted in cycles) instead of one "
+                         "configuration after another; adds pipeline_interleaved.csv (one row per timed step)")
     args = ap.parse_args(argv)
+    if args.interleave and (args.sgd_lr is not None or args.host_marks != "off"):
+        raise SystemExit("--interleave: steps must leave the weights as they are and run unmarked "
+                         "(no --sgd-lr, --host-marks off)")
     if args.tiny:
         args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
     t_start = time.perf_counter()
@@ -297,7 +533,7 @@ def main(argv=None) -> int:
         env_path.write_text(json.dumps(env, indent=2, default=str))
         log(f"pipeline bench: world {world}, {spec.name} x{spec.num_layers} layers, seq {S}, "
             f"{B} seq/micro-batch, {precision.label}, layouts {args.layouts}")
-        outputs = {mode: Outputs(args.out, mode, args.append) for mode in modes}
+        outputs = {mode: Outputs(args.out, mode, args.append, args.interleave) for mode in modes}
     holdout, ep_holdout = set(_ints(args.holdout)), set(_ints(args.ep_holdout))
     failures = []
     traced: set = set()
@@ -315,100 +551,53 @@ def main(argv=None) -> int:
         mesh = build_mesh(pp, ep, pairs="dualpipe" in schedules and pp % 2 == 0, flows=flows)
         torch.manual_seed(0)  # replicated weights equal on every rank
         model = build_model(spec, dev, dtype, ep_group=mesh.ep_group, max_seq_len=S)
-        for name in schedules:
+        bench = Bench(args, model, mesh, dev, spec, precision, tel, t_start)
+        for n in (counts if args.interleave else []):
+            label = f"pp{pp} ep{ep} dp{mesh.dp} n={n} interleaved {','.join(schedules)}"
+            try:
+                measured = bench.interleaved(schedules, n, label)
+            except torch.OutOfMemoryError as e:
+                failures.append(f"{label}: out of memory")
+                log(f"{label}: out of memory: {str(e)[:200]}")
+                raise
+            release(model)
+            if rank != 0 or measured is None:
+                continue
+            each_rows = []
+            for name, (steps, routed_by_rank, clocks, cycles) in measured.items():
+                trace = _trace_now(traced, "off", name, n, args.trace_microbatches, counts)
+                times = bench.write(outputs["off"], steps, routed_by_rank, name, n, n in holdout, env, clocks,
+                                    trace)
+                each_rows += bench.step_rows(steps, times, name, n, n in holdout, env, clocks[1], cycles)
+                log(f"{label}: {name} {statistics.median(times) * 1e3:.1f} ms over {len(times)} cycles")
+            outputs["off"].each.rows(sorted(each_rows, key=lambda r: r["step_index"]))
+            env.setdefault("interleave_new_segments", {})[f"pp{pp}ep{ep} n{n}"] = bench.new_segments.get(n)
+        for name in (schedules if not args.interleave else []):
             for n in counts:
                 for mode in modes:
                     label = f"pp{pp} ep{ep} dp{mesh.dp} {name} n={n}" + (f" marks {mode}" if mode != "off" else "")
-                    if _agree(time.perf_counter() - t_start) > args.budget_s:
-                        log(f"skip {label}: budget spent")
-                        continue
                     try:
-                        schedule = build_schedule(name, pp, n)
-                    except ValueError as e:  # twin's ScenarioError: e.g. dualpipe with too few micro-batches
-                        log(f"skip {label}: {e}")
-                        continue
-                    try:
-                        runner = PipelineRunner(model, schedule, mesh, dev, (B, S, spec.hidden_size), precision,
-                                                sgd_lr=args.sgd_lr, host_marks=mode)
-                        gen = torch.Generator().manual_seed(1 + mesh.dp_rank)
-                        tokens = torch.randint(0, spec.vocab_size, (n, B, S), generator=gen).to(dev)
-                        targets = torch.roll(tokens, -1, -1)
-                        t0 = time.perf_counter()
-                        for _ in range(args.warmup):
-                            runner.step(tokens, targets)
-                        step_s = _agree((time.perf_counter() - t0) / max(1, args.warmup))
-                        left_s = args.budget_s - (time.perf_counter() - t_start)
-                        reps = int(_agree(timed_reps(step_s, left_s, args.min_time_s, args.reps_min, args.reps_max,
-                                                     args.whole_reps)))
-                        if not reps:   # --whole-reps (rank 0's figure: every rank skips alike)
-                            log(f"skip {label}: {args.reps_min} timed steps of {step_s * 1e3:.0f} ms do not fit "
-                                f"the {max(left_s, 0.0):.1f} s of budget left")
-                            del runner
-                            release(model)
-                            continue
-                        gates = list(runner.moe_gates())
-                        for *_, gate in gates:
-                            gate.tokens_per_expert_E.zero_()
-                        e0, w0 = tel.energy_j(), time.perf_counter()
-                        mine = [runner.step(tokens, targets) for _ in range(reps)]
-                        wall_s, e1 = time.perf_counter() - w0, tel.energy_j()
-                        routed = [(chunk, s, layer, e, float(c) / reps) for chunk, s, layer, gate in gates
-                                  for e, c in enumerate(gate.tokens_per_expert_E.tolist())]
-                        sm, mem = tel.sm_clock_mhz(), tel.mem_clock_mhz()
+                        measured = bench.alone(name, n, mode, label)
                     except torch.OutOfMemoryError as e:  # noted; the ranks are then likely out of step
                         failures.append(f"{label}: out of memory")
                         log(f"{label}: out of memory: {str(e)[:200]}")
                         raise
-                    everyone, routed_by_rank = gather_all(mine), gather_all(routed)
-                    del runner
+                    if measured is None:
+                        continue
+                    everyone, routed_by_rank, clocks = measured
                     release(model)
                     if rank != 0:
                         continue
-                    out = outputs[mode]
+                    reps = len(everyone[0])
                     steps = [on_shared_axis([everyone[r][k] for r in range(world)]) for k in range(reps)]
-                    times = [max(o.end_s for t in step for o in t.ops) for step in steps]
+                    trace_key = name if pp > 1 else f"ep{ep}"
+                    trace = _trace_now(traced, mode, trace_key, n, args.trace_microbatches, counts)
+                    is_holdout = n in (holdout if pp > 1 else ep_holdout)
+                    times = bench.write(outputs[mode], steps, routed_by_rank, name, n, is_holdout, env, clocks, trace)
                     med, p10, p90 = _quantiles(times)
                     loss = sum(t.loss for t in steps[-1])
-                    is_holdout = n in (holdout if pp > 1 else ep_holdout)
-                    power = (e1 - e0) / wall_s if wall_s >= 0.5 else math.nan
-                    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                    common = dict(model=spec.name, schedule=name, pp=pp, ep=ep, num_microbatches=n,
-                                  micro_batch_seqs=B, seq_len=S, precision=precision.label)
-                    envcols = {k: env.get(k, "") for k in ENV_COLS}
-                    envcols.update(sm_clock_mhz=sm, mem_clock_mhz=mem, power_w=power, energy_j=power * med,
-                                   timestamp_utc=stamp)
-                    out.steps.rows([dict(bench="pipeline_step" if pp > 1 else "ep_step", **common, dp=mesh.dp,
-                                         num_gpus=world, num_layers=spec.num_layers, time_s=med, time_p10_s=p10,
-                                         time_p90_s=p90, reps=reps,
-                                         tokens_per_s=n * B * S * mesh.dp / med, loss=loss,
-                                         split="holdout" if is_holdout else "fit", **envcols,
-                                         nccl_version=env["nccl_version"])])
-                    out.ops.rows([dict(**common, rep=k, rank=t.rank, op_index=o.op_index, kind=o.kind,
-                                       microbatch=o.microbatch, chunk=o.chunk, start_s=o.start_s, end_s=o.end_s,
-                                       host_start_s=o.host_start_s, host_end_s=o.host_end_s,
-                                       split="holdout" if is_holdout else "fit",
-                                       gpu_name=env["gpu_name"], timestamp_utc=stamp)
-                                  for k, step in enumerate(steps) for t in step for o in t.ops])
-                    out.routing.rows([dict(**common, rank=r, chunk=chunk, stage=s, layer=layer, expert=e,
-                                           tokens_per_step=t, split="holdout" if is_holdout else "fit",
-                                           gpu_name=env["gpu_name"], timestamp_utc=stamp)
-                                      for r in range(world) for chunk, s, layer, e, t in routed_by_rank[r]])
-                    if out.marks is not None:
-                        out.marks.rows([dict(**common, rep=k, rank=t.rank, **m, split="holdout" if is_holdout else "fit",
-                                             gpu_name=env["gpu_name"], timestamp_utc=stamp)
-                                        for k, step in enumerate(steps) for t in step for m in mark_rows(t)])
-                    trace_key = name if pp > 1 else f"ep{ep}"
-                    if (mode, trace_key) not in traced and (n == args.trace_microbatches or n == counts[-1]):
-                        traced.add((mode, trace_key))
-                        k = sorted(range(reps), key=lambda i: times[i])[reps // 2]
-                        meta = dict(common, dp=mesh.dp, rep=k, step_time_s=times[k], num_layers=spec.num_layers,
-                                    gpu_name=env["gpu_name"])
-                        path = out.dir / f"pipeline_trace_{trace_key}.json"
-                        tmp = path.with_suffix(".json.tmp")
-                        tmp.write_text(json.dumps(chrome_trace(steps[k], meta), separators=(",", ":")))
-                        tmp.replace(path)
                     log(f"{label}: {med * 1e3:.1f} ms (p10 {p10 * 1e3:.1f}, p90 {p90 * 1e3:.1f}, {reps} reps), "
-                        f"{n * B * S * mesh.dp / med:.0f} tok/s, loss {loss:.4f}")
+                        f"{bench.tokens(n) / med:.0f} tok/s, loss {loss:.4f}")
         del model
         free_memory()
     if rank == 0:

@@ -585,6 +585,38 @@ class PipelineRunner:
         return {n: p.grad for s in self.stages.values() for n, p in zip(s.full_names, s.parameters())}
 
 
+def cycle_order(names: list, cycle: int) -> list:
+    """The order of one interleaved cycle: row `cycle` of a Williams design over `names` (Williams
+    1949; period k = len(names) for even k, 2k for odd k), so over a period each configuration takes
+    each place in the cycle once and follows each other configuration within a cycle equally often
+    (a step's position and its predecessor balanced). Row r of even k: the base row
+    [0, 1, k-1, 2, k-2, ...] plus r (mod k); odd k: rows k..2k-1 are rows 0..k-1 reversed.
+    k = 2: [a, b], [b, a]; k = 4: [a, b, d, c], [b, c, a, d], [c, d, b, a], [d, a, c, b]."""
+    k = len(names)
+    base = [0]
+    for j in range(1, k):
+        base.append((j + 1) // 2 if j % 2 else k - j // 2)
+    r = cycle % (k if k % 2 == 0 else 2 * k)
+    row = [(x + r % k) % k for x in base]
+    if r >= k:
+        row.reverse()
+    return [names[i] for i in row]
+
+
+def interleaved_steps(runs: dict, cycles: int):
+    """Steps of several configurations of one mesh and model, interleaved (s17alt): cycle c runs
+    one step of every configuration, in `cycle_order(list(runs), c)` order, so the steps of one
+    cycle see the same minute of host pace. `runs`: name -> (runner, tokens_MBS, targets_MBS).
+    Yields (cycle, position in the cycle, name, StepTimeline) after each step. The weights are not
+    updated between steps (no optimizer), so each step's loss and gradients are the ones that
+    configuration's step has when timed on its own."""
+    names = list(runs)
+    for c in range(cycles):
+        for pos, name in enumerate(cycle_order(names, c)):
+            runner, tokens, targets = runs[name]
+            yield c, pos, name, runner.step(tokens, targets)
+
+
 def on_shared_axis(timelines: list[StepTimeline]) -> list[StepTimeline]:
     """The ranks' timelines of one step with times from the earliest rank's start (the offset of
     each rank: its host clock at its start mark minus the earliest)."""
