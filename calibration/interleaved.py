@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from scipy.stats import wilcoxon
 
 from calibration.pipeline import RANKING_LEVEL, predict_folder
 from calibration.records_io import csv_exists, read_csv
@@ -55,18 +55,11 @@ def walsh_interval_rank(n: int, level: float = RANKING_LEVEL) -> int:
 
 
 def signed_rank_p(d: list[float]) -> float:
-    """The exact two-sided Wilcoxon signed-rank p of paired differences d (zeros dropped; ranks of |d|,
-    ties averaged and then rounded down to an integer statistic, which real step times never need)."""
+    """The exact two-sided Wilcoxon signed-rank p of paired differences d (zeros dropped): scipy's."""
     x = np.asarray([v for v in d if v != 0.0])
     if len(x) == 0:
         return 1.0
-    ranks = pd.Series(np.abs(x)).rank().to_numpy()
-    t = int(np.floor(ranks[x > 0].sum()))
-    counts = signed_rank_null_counts(len(x))
-    cdf = np.cumsum(counts) / counts.sum()
-    low = cdf[t]
-    high = 1.0 - (cdf[t - 1] if t > 0 else 0.0)
-    return float(min(1.0, 2.0 * min(low, high)))
+    return float(wilcoxon(x, method="exact").pvalue)
 
 
 def hodges_lehmann_paired(d: list[float], level: float = RANKING_LEVEL) -> tuple[float, float, float]:
