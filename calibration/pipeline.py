@@ -664,7 +664,8 @@ def routed_params(spec, layers: range, ep: int = 1) -> float:
 def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep: int, label: str,
                      accumulate_frac: float, measured: dict | None = None) -> None:
     """AccumulateGrad of a stage's weight gradients in real/pipeline/engine.py, per micro-batch,
-    averaged over the step (`accumulate_frac` = (n - 1) / n of the micro-batches find a .grad):
+    averaged over the step (`accumulate_frac`: the share of a stage copy's backwards that find a .grad,
+    (m - 1) / m of the m it runs: accumulate_fracs):
       dense weights (linears, norms, embedding, head): the first micro-batch's gradient is stolen
         (no kernel); later ones add into .grad (read both, write one: 3 x 2 B a weight); in the
         W op (weight-gradient work) for the splittable linears, in the B op for the weights whose
@@ -879,7 +880,7 @@ def _spec_of(row):
 # backward in the schedule's program. DualPipe holds two copies of every stage (one per rank of a
 # copy pair, their gradients summed after the step: real/pipeline/engine.py _reduce), and each copy
 # runs n / 2 of the micro-batches, so (n/2 - 1) / (n/2) of its backwards find a .grad, not (n - 1) / n.
-ADOPT_COPY_ACCUMULATE_FRAC = False
+ADOPT_COPY_ACCUMULATE_FRAC = True    # adopted by its rule (s17pair: docs/notes/s17pair_rule.md, result there)
 
 
 def backwards_per_copy(schedule) -> dict[int, float]:
