@@ -664,7 +664,8 @@ def routed_params(spec, layers: range, ep: int = 1) -> float:
 def accumulate_grads(b: Eager, spec, layers: range, first: bool, last: bool, ep: int, label: str,
                      accumulate_frac: float, measured: dict | None = None) -> None:
     """AccumulateGrad of a stage's weight gradients in real/pipeline/engine.py, per micro-batch,
-    averaged over the step (`accumulate_frac` = (n - 1) / n of the micro-batches find a .grad):
+    averaged over the step (`accumulate_frac`: the share of a stage copy's backwards that find a .grad,
+    (m - 1) / m of the m it runs: accumulate_fracs):
       dense weights (linears, norms, embedding, head): the first micro-batch's gradient is stolen
         (no kernel); later ones add into .grad (read both, write one: 3 x 2 B a weight); in the
         W op (weight-gradient work) for the splittable linears, in the B op for the weights whose
@@ -874,6 +875,40 @@ def _spec_of(row):
     return spec
 
 
+# s17pair (docs/notes/s17pair_rule.md, the rule committed before the held-out figures under it): the
+# AccumulateGrad fraction of a stage's backwards from the micro-batches each copy of the stage runs
+# backward in the schedule's program. DualPipe holds two copies of every stage (one per rank of a
+# copy pair, their gradients summed after the step: real/pipeline/engine.py _reduce), and each copy
+# runs n / 2 of the micro-batches, so (n/2 - 1) / (n/2) of its backwards find a .grad, not (n - 1) / n.
+ADOPT_COPY_ACCUMULATE_FRAC = True    # adopted by its rule (s17pair: docs/notes/s17pair_rule.md, result there)
+
+
+def backwards_per_copy(schedule) -> dict[int, float]:
+    """{model stage: the backwards (B, BW or an FB's backward) one copy of it runs in a step}, the
+    mean over its copies (a copy = one rank's chunk holding the stage). 1F1B / ZB1P / DualPipeV: n;
+    DualPipe: n / 2 (PP2, n = 4: rank 0 runs micro-batches 0, 1 on stage 0 and 2, 3 on stage 1)."""
+    counts: dict[tuple[int, int], int] = {}
+    for rank, program in enumerate(schedule.programs):
+        for op in program:
+            part = op.backward_part
+            if part is not None:
+                counts[rank, part[1]] = counts.get((rank, part[1]), 0) + 1
+    by_stage: dict[int, list[int]] = {}
+    for (rank, chunk), c in counts.items():
+        by_stage.setdefault(schedule.stage_of(rank, chunk), []).append(c)
+    return {s: float(np.mean(c)) for s, c in by_stage.items()}
+
+
+def accumulate_fracs(schedule) -> dict[int, float]:
+    """{model stage: the fraction of its backwards whose weight gradients add into a .grad}: the
+    first backward of each copy finds none (its gradient is stolen or cloned), the others add.
+    (n - 1) / n for every stage with ADOPT_COPY_ACCUMULATE_FRAC off (the copies taken as one)."""
+    n = schedule.num_microbatches
+    if not ADOPT_COPY_ACCUMULATE_FRAC:
+        return {s: (n - 1) / n for s in range(schedule.num_model_stages)}
+    return {s: (m - 1) / m for s, m in backwards_per_copy(schedule).items()}
+
+
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                  host: dict | None = None, host_by_rank: dict | None = None,
                  ep_rows: dict | None = None, hold_before_last_w_s: float = 0.0) -> tuple[PipelineResult, float, dict]:
@@ -892,8 +927,9 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     if host and pp == 1 and ep > 1 and "fwd_ep" in host:      # ADOPT_EP_FWD_HOST_RATE (s12ep2)
         host = {**host, "fwd": host["fwd_ep"]}
+    fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                        accumulate_frac=(n - 1) / n, accumulate=accumulate, host=host, ep_rows=ep_rows)
+                        accumulate_frac=fracs[s], accumulate=accumulate, host=host, ep_rows=ep_rows)
            for s, layers in enumerate(stages)}
     costs = {s: o.steady() for s, o in ops.items()}
     p2p = p2p_s(B * S * spec.hidden_size * BF16_BYTES, gpu, profile)
@@ -904,7 +940,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
             if r >= pp:
                 continue
             mine = {s: stage_ops(spec, stages[s], s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                                 accumulate_frac=(n - 1) / n, accumulate=accumulate, host=rates, ep_rows=ep_rows)
+                                 accumulate_frac=fracs[s], accumulate=accumulate, host=rates, ep_rows=ep_rows)
                     for s in sorted({schedule.stage_of(r, c) for c in range(schedule.num_chunks)})}
             rank_ops[r] = (mine, rates.get("between_ops", 0.0))
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
