@@ -38,11 +38,19 @@ KERNEL_MAP_FALLBACK = "h100"   # a gpu kind without its own map (none in the fit
 
 
 @functools.cache
+def gpu_kind(gpu: str) -> str:
+    """The hardware catalog's key (twin/data/hardware.toml: 'h200') of a GPU given by key or by its spec's
+    name ('NVIDIA H200 SXM5 141GB'); the name itself where the catalog has neither."""
+    gpus = _catalog("hardware.toml")["gpus"]
+    return next((key for key, spec in gpus.items() if gpu in (key, spec.get("name"))), gpu)
+
+
+@functools.cache
 def kernel_segments(gpu: str) -> dict[str, tuple[tuple[int, ...], tuple[frozenset[int], ...]]]:
-    """weight -> (segment starts along M, each segment's kernel ids) of `gpu`'s map (the fallback's where
-    it has none)."""
+    """weight -> (segment starts along M, each segment's kernel ids) of `gpu`'s map (catalog key or spec
+    name; the fallback's where it has none)."""
     maps = _catalog("kernel_map.toml")
-    table = maps.get(gpu, maps[KERNEL_MAP_FALLBACK])
+    table = maps.get(gpu_kind(gpu), maps[KERNEL_MAP_FALLBACK])
     return {w: (tuple(m for m, _ in seg), tuple(frozenset(ks) for _, ks in seg))
             for w, seg in table.items() if isinstance(seg, list)}
 
