@@ -283,6 +283,9 @@ ADOPT_KERNEL_REGIONS = False
 # s16srv sweeps' measured first launch (kernel_map.first_launch_s, fit rows); the other terms (the exact new
 # size's look-ups, new_size_s, among them) by the same NNLS; the host-speed references held at the committed
 # tables' (not refitted). Tables carry new_bin_kernels = 1 (the twin counts kernels) or 0 (16-token bins).
+# Outcome (s17srv): committed held out 69 of 80 (66), median 2.85% -> 2.70%, but h100's median 2.36% -> 2.58%; fit
+# runs 214 of 250 (216); with the input 153 of 190 (142); s13srv held out H200 25 (27); s13srv fit 75 of 120 (80);
+# never-fitted 108 of 145 (98): not adopted (the single-request loops' prompts over-charged: c1 TTFT P50 +42%)
 ADOPT_KERNEL_FIRST_LAUNCH = False
 
 
