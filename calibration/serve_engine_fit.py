@@ -291,6 +291,9 @@ ADOPT_KERNEL_FIRST_LAUNCH = False
 # The same kernel count with new_bin_s fitted by the NNLS on the fit runs (per table) instead of held at the
 # sweeps' 2.59 ms: the fit runs' host-bound eager iterations pay ~1.2-2.3 ms per kernel beyond their first.
 # References held as in the first change.
+# Outcome (s17srv): committed held out 69 of 80, median 2.58%, every GPU folder met; fit runs 215 of 250 (216); with
+# the input 148 of 190 (142); s13srv held out H200 26 (27); s13srv fit 78 of 120 (80); never-fitted 107 of 145 (98):
+# not adopted
 ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
 
 

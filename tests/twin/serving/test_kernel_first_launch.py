@@ -123,3 +123,16 @@ def test_the_committed_tables_count_bins_while_the_switch_is_off():
 def test_a_gpu_named_by_its_spec_takes_its_own_map():
     # the engine knows its GPU by the spec's name (twin/data/hardware.toml), the fit by the catalog key
     assert kernels("NVIDIA H200 SXM5 141GB", 300) == kernels("h200", 300) != kernels("h100", 300)
+
+
+def test_either_kernel_switch_counts_kernels_and_only_the_first_holds_the_cost(monkeypatch):
+    assert not sef.counts_kernels()
+    monkeypatch.setattr(sef, "ADOPT_KERNEL_FIRST_LAUNCH_FITTED", True)
+    assert sef.counts_kernels()
+    monkeypatch.setattr(sef, "ADOPT_KERNEL_FIRST_LAUNCH_FITTED", False)
+    monkeypatch.setattr(sef, "ADOPT_KERNEL_FIRST_LAUNCH", True)
+    assert sef.counts_kernels()
+
+
+def test_the_second_kernel_switch_is_off():
+    assert not sef.ADOPT_KERNEL_FIRST_LAUNCH_FITTED   # docs/notes/s17srv_rule.md second change
