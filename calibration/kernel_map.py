@@ -103,44 +103,6 @@ def lookup_s(root: Path = rec.MEASUREMENTS_DIR) -> float:
     return float(np.median([g.groupby("weight").raw_excess_s.median().sum() for _, g in d.groupby("size_order")]))
 
 
-# (s17srv campaign) passes of every 2-D weight back to back per M (real/serve/shapeprobe.py --together), per GPU
-PASSES = {"h100": Path("h100") / "s17srv" / "tshuf" / "shapeprobe.csv",
-          "h200": Path("h200") / "s17srv" / "tshuf" / "shapeprobe.csv"}
-
-
-def available_passes(root: Path = rec.MEASUREMENTS_DIR) -> list[str]:
-    """The gpu kinds whose s17srv pass records are committed."""
-    return [g for g, p in PASSES.items() if csv_exists(Path(root) / p)]
-
-
-def pass_excess(gpu: str, root: Path = rec.MEASUREMENTS_DIR, path: Path | None = None) -> pd.DataFrame:
-    """The campaign's passes in their order, each with the kernels it launched first in its process (every
-    weight's at M, the GPU's map: `new_kernels`) and its excess (first - repeat) over the median excess of the
-    passes launching none (`excess_s`)."""
-    calls = call_kernels(gpu, root)
-    weights = sorted({w for w, _ in calls})
-    d = read_csv(Path(root) / (path or PASSES[gpu]))
-    d = d[d.split == "fit"].sort_values("order")
-    launched: set[str] = set()
-    fresh = []
-    for m in d.m:
-        ks = set().union(*(calls[(w, int(m))] for w in weights))
-        fresh.append(len(ks - launched))
-        launched |= ks
-    d = d.assign(new_kernels=fresh, raw_excess_s=d.first_s - d.repeat_s)
-    return d.assign(excess_s=d.raw_excess_s - float(d.raw_excess_s[d.new_kernels == 0].median()))
-
-
-def pass_first_further_s(gpu: str, root: Path = rec.MEASUREMENTS_DIR) -> tuple[float, float]:
-    """(the first new kernel's cost, each further one's) of a pass, s: least squares of the passes' excess on
-    [1, new kernels - 1] over the passes launching at least one."""
-    d = pass_excess(gpu, root)
-    d = d[d.new_kernels > 0]
-    a = np.c_[np.ones(len(d)), d.new_kernels.to_numpy(float) - 1.0]
-    (first, further), *_ = np.linalg.lstsq(a, d.excess_s.to_numpy(float), rcond=None)
-    return float(first), float(further)
-
-
 def write_toml(maps: dict[str, tuple[dict, int]], path: Path = OUT) -> None:
     lines = ["# The GPU kernels each real/serve flat-size weight launches at each row count M (twin.serving.first_launch):",
              "# per gpu kind and weight, segments [first M, [kernel ids]] where the kernel set changes along M (ids",

@@ -86,7 +86,7 @@ from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_
 from twin.core import atomic
 from twin.core.specs import serve_engines
 from twin.serving import timing
-from twin.serving.first_launch import kernel_units, kernels, regions
+from twin.serving.first_launch import kernels, regions
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -102,8 +102,7 @@ IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
                "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
-               "cold_eager_iterations", "new_bin_regions", "new_bin_kernels",
-               "new_bin_further_discount")   # stored beside TERMS
+               "cold_eager_iterations", "new_bin_regions", "new_bin_kernels")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -296,24 +295,11 @@ ADOPT_KERNEL_FIRST_LAUNCH = False
 # the input 148 of 190 (142); s13srv held out H200 26 (27); s13srv fit 78 of 120 (80); never-fitted 107 of 145 (98):
 # not adopted
 ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
-# (s17srv third change, docs/notes/s17srv_rule.md) The same kernel count, the cost of an iteration's first new
-# kernel and of each further one both measured by the s17srv campaign (kernel_map.pass_first_further_s: every
-# 2-D weight launched back to back per M, as an eager forward does): new_bin_s held at the first's cost, each
-# further kernel less by new_bin_further_discount = 1 - further / first; references held.
-ADOPT_KERNEL_PASS_COST = False
 
 
 def counts_kernels() -> bool:
-    """Does the fit count kernels first launched (any kernel change)?"""
-    return ADOPT_KERNEL_FIRST_LAUNCH or ADOPT_KERNEL_FIRST_LAUNCH_FITTED or ADOPT_KERNEL_PASS_COST
-
-
-def pass_costs(gpu: str) -> tuple[float, float]:
-    """(new_bin_s, new_bin_further_discount) of a table of `gpu` under ADOPT_KERNEL_PASS_COST: its GPU's measured
-    pass costs (the H100's where the GPU has none)."""
-    measured = kernel_map.available_passes()
-    first, further = kernel_map.pass_first_further_s(gpu if gpu in measured else kernel_map.SWEEP_MAP_GPU)
-    return first, min(1.0, max(0.0, 1.0 - further / first))
+    """Does the fit count kernels first launched (either kernel change)?"""
+    return ADOPT_KERNEL_FIRST_LAUNCH or ADOPT_KERNEL_FIRST_LAUNCH_FITTED
 
 
 def measured_new_size_s(df: pd.DataFrame, ep: int) -> float:
@@ -591,8 +577,7 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
 
 
 def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bins: float = 0.0,
-                   cold_sizes: float = 0.0, by_regions: bool = False, kernel_gpu: str = "",
-                   further_discount: float = 0.0) -> pd.DataFrame:
+                   cold_sizes: float = 0.0, by_regions: bool = False, kernel_gpu: str = "") -> pd.DataFrame:
     """On an eager iteration: new_size_s = 1 where some rank's flat size is one that rank had not
     run, new_bin_s = 1 where it falls in a bin of `bin_tokens` tokens the rank had not run (in
     earlier runs of its session, `sizes_before`, or earlier in the run), as the twin charges them
@@ -601,8 +586,7 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
     the most GEMM kernel regions (twin.serving.first_launch) a rank's size launches that the rank had not
     (its session's earlier sizes, its captured graph buckets, earlier in the run); `kernel_gpu`
     (ADOPT_KERNEL_FIRST_LAUNCH): new_bin_s = the most GPU kernels (that gpu's map) a rank's size launches that
-    the rank's process had not, counted alike (as kernel_units of `further_discount`: each kernel beyond an
-    iteration's first less by it)."""
+    the rank's process had not, counted alike."""
     out = df.copy()
     # the twin's first-launch unit of a size, where counted: a kernel region pair or a kernel id
     launches = (lambda n: kernels(kernel_gpu, n)) if kernel_gpu else regions
@@ -634,8 +618,6 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
         binned.append(max((new_bin_weight(per_rank[g], fade_bins) for g, _ in fresh), default=0.0))
         if counted:
             binned[-1] = float(max(len(launches(n) - met_regions[g]) for g, n in keys))
-            if kernel_gpu:
-                binned[-1] = kernel_units(binned[-1], further_discount)
             for g, n in keys:
                 met_regions[g] |= launches(n)
         met |= keys
@@ -743,7 +725,7 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
 
 
 def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
-             cold_eager=(0,), kernel_gpu: str = "", further_discount: float = 0.0) -> tuple[pd.DataFrame, dict, float]:
+             cold_eager=(0,), kernel_gpu: str = "") -> tuple[pd.DataFrame, dict, float]:
     """The fit (host-bound new sizes where HOST_BOUND_NEW_SIZES) under each new-bin fade of `fades`
     (NEW_BIN_FADES), with COLD_PROCESS each cold-process scale of COLD_SIZES and each cold eager path's
     threshold of `cold_eager` (COLD_EAGER_CHOICES where ADOPT_COLD_EAGER; 0: no term), keeping the one of
@@ -751,7 +733,7 @@ def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
     best = None
     for fade, cold, after in [(f, c, a) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,)) for a in cold_eager]:
         d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS,
-                                           kernel_gpu=kernel_gpu, further_discount=further_discount), after)
+                                           kernel_gpu=kernel_gpu), after)
         if overlap:
             d, coef = overlap_launches(d)
             coef["cold_sizes"] = float(cold)
@@ -860,21 +842,17 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
         df["new_size_fixed_s"] = measured_new_size_s(df, meta["ep"])
     # ADOPT_KERNEL_FIRST_LAUNCH: kernels first launched on the table's GPU's map, at the measured cost each
     kernel_gpu = meta["gpu"] if counts_kernels() and meta["gpu"] in kernel_map.available_maps() else ""
-    discount = 0.0
-    if kernel_gpu and ADOPT_KERNEL_PASS_COST:
-        df["new_bin_fixed_s"], discount = pass_costs(kernel_gpu)
-    elif kernel_gpu and not ADOPT_KERNEL_FIRST_LAUNCH_FITTED:
+    if kernel_gpu and not ADOPT_KERNEL_FIRST_LAUNCH_FITTED:
         df["new_bin_fixed_s"] = kernel_map.first_launch_s()
     overlap = LAUNCH_OVERLAP and meta["ep"] == 1
     # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
-    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu, discount)
+    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu)
     coef.setdefault("cold_eager_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
     coef["new_bin_regions"] = float(ADOPT_KERNEL_REGIONS)
     coef["new_bin_kernels"] = float(bool(kernel_gpu))
-    coef["new_bin_further_discount"] = discount
     coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
     coef["new_size_host_bound"] = float(HOST_BOUND_NEW_SIZES)
     coef["new_size_backlog"] = float(HOST_BOUND_NEW_SIZES and STALL_BACKLOG)

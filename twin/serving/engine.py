@@ -46,7 +46,7 @@ import numpy as np
 import simpy
 
 from twin.core.serve_specs import ServeSpec, TrafficSpec
-from twin.serving.first_launch import kernel_units, kernels, regions
+from twin.serving.first_launch import kernels, regions
 from twin.serving.timing import IterationCosts, new_bin_weight
 from twin.serving.workload import Requests
 
@@ -294,7 +294,6 @@ class Instance:
         by_kernels = (costs.engine or {}).get("new_bin_kernels", 0.0) > 0
         self.launches = functools.partial(kernels, costs.gpu.name) if by_kernels else regions
         self.by_regions = self.by_regions or by_kernels
-        self.further_discount = (costs.engine or {}).get("new_bin_further_discount", 0.0) if by_kernels else 0.0
         self.regions_met: dict[int, set] = {}
         for g, n in eng.run_batch_sizes:
             self._met_regions(g).update(self.launches(n))
@@ -623,7 +622,7 @@ class Instance:
             fresh = self.launches(n) - met
             counts.append(len(fresh))
             met |= fresh
-        return kernel_units(float(max(counts)), self.further_discount)
+        return float(max(counts))
 
     def _new_size(self, sizes: list[int], batch: int, prompt_tokens: float, max_ctx: float) -> tuple[bool, float]:
         """Is this eager iteration the first of its flat size for any attention group (`sizes`: each

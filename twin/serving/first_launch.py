@@ -62,10 +62,3 @@ def kernels(gpu: str, flat_size: int) -> frozenset[int]:
     for starts, sets in kernel_segments(gpu).values():
         out |= sets[max(0, bisect.bisect_right(starts, flat_size) - 1)]
     return frozenset(out)
-
-
-def kernel_units(new_kernels: float, further_discount: float) -> float:
-    """new_bin_s's multiple for an iteration launching `new_kernels` kernels new to its process: the first
-    in full, each further one less by `further_discount` (the table's new_bin_further_discount; 0: each in
-    full, the kernels' count)."""
-    return new_kernels - further_discount * max(0.0, new_kernels - 1.0)

@@ -12,7 +12,7 @@ from calibration import kernel_map
 from calibration.serve_load_validation import scenario_for
 from twin.core.specs import _catalog, serve_engines
 from twin.serving import timing
-from twin.serving.first_launch import KERNEL_MAP_FALLBACK, kernel_units, kernels
+from twin.serving.first_launch import KERNEL_MAP_FALLBACK, kernels
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
 
@@ -136,26 +136,3 @@ def test_either_kernel_switch_counts_kernels_and_only_the_first_holds_the_cost(m
 
 def test_the_second_kernel_switch_is_off():
     assert not sef.ADOPT_KERNEL_FIRST_LAUNCH_FITTED   # docs/notes/s17srv_rule.md second change
-
-
-def test_kernel_units_charge_the_first_kernel_in_full_and_further_ones_less():
-    assert kernel_units(0.0, 0.4) == 0.0 and kernel_units(1.0, 0.4) == 1.0
-    assert kernel_units(4.0, 0.4) == pytest.approx(1.0 + 3 * 0.6)
-    assert kernel_units(4.0, 0.0) == 4.0   # no discount: the count (the first two changes)
-
-
-def test_the_engine_discounts_an_iterations_further_kernels(monkeypatch):
-    sizes = [300, 200]
-    base = _first_token_s(monkeypatch, sizes, new_bin_s=0.0, new_bin_kernels=1.0)
-    on = _first_token_s(monkeypatch, sizes, new_bin_s=0.002, new_bin_kernels=1.0, new_bin_further_discount=0.5)
-    captured = set().union(*(kernels("h200", b) for b in BUCKETS))
-    first = len(kernels("h200", 300) - captured)
-    second = len(kernels("h200", 200) - captured - kernels("h200", 300))
-    assert first > 1
-    assert (on - base).tolist() == pytest.approx([0.002 * kernel_units(first, 0.5), 0.002 * kernel_units(second, 0.5)],
-                                                 abs=1e-9)
-
-
-def test_the_third_kernel_switch_is_off_and_the_tables_carry_no_discount():
-    assert not sef.ADOPT_KERNEL_PASS_COST
-    assert all(t.get("new_bin_further_discount", 0.0) == 0.0 for t in serve_engines().values())
