@@ -103,6 +103,29 @@ def lookup_s(root: Path = rec.MEASUREMENTS_DIR) -> float:
     return float(np.median([g.groupby("weight").raw_excess_s.median().sum() for _, g in d.groupby("size_order")]))
 
 
+# (s17srv campaign, diagnostic: no fit reads it) passes of every 2-D weight launched back to back per M
+# (real/serve/shapeprobe.py --together), per GPU and order
+PASSES = {(gpu, part): Path(gpu) / "s17srv" / part / "shapeprobe.csv" for gpu in ("h100", "h200")
+          for part in ("tshuf", "tasc")}
+
+
+def pass_excess(gpu: str, part: str = "tshuf", root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The campaign's passes in their order, each with the kernels it launched first in its process (every
+    weight's at M, the GPU's map: `new_kernels`) and its excess (first - repeat) over the median excess of the
+    passes launching none (`excess_s`: the kernels' part, the look-ups taken out)."""
+    calls = call_kernels(gpu, root)
+    weights = sorted({w for w, _ in calls})
+    d = read_csv(Path(root) / PASSES[(gpu, part)]).sort_values("order")
+    launched: set[str] = set()
+    fresh = []
+    for m in d.m:
+        ks = set().union(*(calls[(w, int(m))] for w in weights))
+        fresh.append(len(ks - launched))
+        launched |= ks
+    d = d.assign(new_kernels=fresh, raw_excess_s=d.first_s - d.repeat_s)
+    return d.assign(excess_s=d.raw_excess_s - float(d.raw_excess_s[d.new_kernels == 0].median()))
+
+
 def write_toml(maps: dict[str, tuple[dict, int]], path: Path = OUT) -> None:
     lines = ["# The GPU kernels each real/serve flat-size weight launches at each row count M (twin.serving.first_launch):",
              "# per gpu kind and weight, segments [first M, [kernel ids]] where the kernel set changes along M (ids",
