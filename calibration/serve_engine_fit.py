@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from calibration import kernel_map
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv, resolve_csv
 from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_launch_s, scenario_for, sessions,
@@ -85,7 +86,7 @@ from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_
 from twin.core import atomic
 from twin.core.specs import serve_engines
 from twin.serving import timing
-from twin.serving.first_launch import regions
+from twin.serving.first_launch import kernels, regions
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
@@ -101,7 +102,7 @@ IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
                "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
-               "cold_eager_iterations", "new_bin_regions")   # stored beside TERMS
+               "cold_eager_iterations", "new_bin_regions", "new_bin_kernels")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -273,6 +274,32 @@ MEASURED_NEW_SIZE_S = {1: (1.25e-3, 4.28e-3), 2: (1.6e-3, 4.71e-3)}
 # Outcome (s16srv): committed held out 67 of 80 (66), median 2.85% -> 2.92%; fit runs 211 of 250 (216); with the
 # input 146 of 190 (142); s13srv fit 73 of 120 (80); never-fitted 109 of 145 (98): not adopted
 ADOPT_KERNEL_REGIONS = False
+# (s17srv, docs/notes/s17srv_rule.md, stated before any held-out figure under it) The s16srv2 campaign named
+# every call's kernels: a first-met size's large cost is ~2.6 ms per GPU kernel its process launches for the
+# first time, shared across weights (calibration/kernel_map.py). Rule: an eager iteration's new_bin_s feature
+# is the most kernels (twin.serving.first_launch.kernels, the table's GPU's map: h100/s16srv2,
+# h200/s16srv2_0919) a rank's flat size launches that its process had not (its session's earlier sizes, its
+# captured graph buckets, earlier in the run), host-bound only as now; new_bin_s is not fitted but held at the
+# s16srv sweeps' measured first launch (kernel_map.first_launch_s, fit rows); the other terms (the exact new
+# size's look-ups, new_size_s, among them) by the same NNLS; the host-speed references held at the committed
+# tables' (not refitted). Tables carry new_bin_kernels = 1 (the twin counts kernels) or 0 (16-token bins).
+# Outcome (s17srv): committed held out 69 of 80 (66), median 2.85% -> 2.70%, but h100's median 2.36% -> 2.58%; fit
+# runs 214 of 250 (216); with the input 153 of 190 (142); s13srv held out H200 25 (27); s13srv fit 75 of 120 (80);
+# never-fitted 108 of 145 (98): not adopted (the single-request loops' prompts over-charged: c1 TTFT P50 +42%)
+ADOPT_KERNEL_FIRST_LAUNCH = False
+# (s17srv second change, docs/notes/s17srv_rule.md, stated before any held-out figure under it, after the first's)
+# The same kernel count with new_bin_s fitted by the NNLS on the fit runs (per table) instead of held at the
+# sweeps' 2.59 ms: the fit runs' host-bound eager iterations pay ~1.2-2.3 ms per kernel beyond their first.
+# References held as in the first change.
+# Outcome (s17srv): committed held out 69 of 80, median 2.58%, every GPU folder met; fit runs 215 of 250 (216); with
+# the input 148 of 190 (142); s13srv held out H200 26 (27); s13srv fit 78 of 120 (80); never-fitted 107 of 145 (98):
+# not adopted
+ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
+
+
+def counts_kernels() -> bool:
+    """Does the fit count kernels first launched (either kernel change)?"""
+    return ADOPT_KERNEL_FIRST_LAUNCH or ADOPT_KERNEL_FIRST_LAUNCH_FITTED
 
 
 def measured_new_size_s(df: pd.DataFrame, ep: int) -> float:
@@ -550,15 +577,20 @@ def new_bin_weight(bins_met: int, fade_bins: float) -> float:
 
 
 def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bins: float = 0.0,
-                   cold_sizes: float = 0.0, by_regions: bool = False) -> pd.DataFrame:
+                   cold_sizes: float = 0.0, by_regions: bool = False, kernel_gpu: str = "") -> pd.DataFrame:
     """On an eager iteration: new_size_s = 1 where some rank's flat size is one that rank had not
     run, new_bin_s = 1 where it falls in a bin of `bin_tokens` tokens the rank had not run (in
     earlier runs of its session, `sizes_before`, or earlier in the run), as the twin charges them
     (twin.serving.engine); with `fade_bins`, new_bin_s = new_bin_weight of the bins met before by the
     rank meeting a new bin (the most of them, under EP); `by_regions` (ADOPT_KERNEL_REGIONS): new_bin_s =
     the most GEMM kernel regions (twin.serving.first_launch) a rank's size launches that the rank had not
-    (its session's earlier sizes, its captured graph buckets, earlier in the run)."""
+    (its session's earlier sizes, its captured graph buckets, earlier in the run); `kernel_gpu`
+    (ADOPT_KERNEL_FIRST_LAUNCH): new_bin_s = the most GPU kernels (that gpu's map) a rank's size launches that
+    the rank's process had not, counted alike."""
     out = df.copy()
+    # the twin's first-launch unit of a size, where counted: a kernel region pair or a kernel id
+    launches = (lambda n: kernels(kernel_gpu, n)) if kernel_gpu else regions
+    counted = bool(kernel_gpu) or by_regions
     exact, binned, cold = [], [], []
     met, met_bins, run = set(), set(), None
     for row in out.itertuples():
@@ -567,10 +599,10 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
             met = set(row.sizes_before)
             met_bins = {(g, n // bin_tokens) for g, n in row.sizes_before}
             per_rank = collections.Counter(g for g, _ in met_bins)   # bins met, per rank
-            if by_regions:   # the kernel regions each rank launched: its captured graph buckets, its sizes run before
-                met_regions = {g: set().union(*(regions(b) for b in row.captured)) for g in range(len(row.rank_sizes))}
+            if counted:   # the kernels (regions) each rank launched: its captured graph buckets, its sizes run before
+                met_regions = {g: set().union(*(launches(b) for b in row.captured)) for g in range(len(row.rank_sizes))}
                 for g, n in row.sizes_before:
-                    met_regions.setdefault(g, set()).update(regions(n))
+                    met_regions.setdefault(g, set()).update(launches(n))
         if row.graph_rows:
             exact.append(0.0)
             binned.append(0.0)
@@ -584,10 +616,10 @@ def mark_new_sizes(df: pd.DataFrame, bin_tokens: int = SIZE_BIN_TOKENS, fade_bin
         exact.append(float(not keys <= met))
         fresh = bins - met_bins
         binned.append(max((new_bin_weight(per_rank[g], fade_bins) for g, _ in fresh), default=0.0))
-        if by_regions:
-            binned[-1] = float(max(len(regions(n) - met_regions[g]) for g, n in keys))
+        if counted:
+            binned[-1] = float(max(len(launches(n) - met_regions[g]) for g, n in keys))
             for g, n in keys:
-                met_regions[g] |= regions(n)
+                met_regions[g] |= launches(n)
         met |= keys
         met_bins |= bins
         for g, _ in fresh:
@@ -693,14 +725,15 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
 
 
 def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
-             cold_eager=(0,)) -> tuple[pd.DataFrame, dict, float]:
+             cold_eager=(0,), kernel_gpu: str = "") -> tuple[pd.DataFrame, dict, float]:
     """The fit (host-bound new sizes where HOST_BOUND_NEW_SIZES) under each new-bin fade of `fades`
     (NEW_BIN_FADES), with COLD_PROCESS each cold-process scale of COLD_SIZES and each cold eager path's
     threshold of `cold_eager` (COLD_EAGER_CHOICES where ADOPT_COLD_EAGER; 0: no term), keeping the one of
     lowest weighted residual on these (fit) runs: (design, fit, fade)."""
     best = None
     for fade, cold, after in [(f, c, a) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,)) for a in cold_eager]:
-        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS), after)
+        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS,
+                                           kernel_gpu=kernel_gpu), after)
         if overlap:
             d, coef = overlap_launches(d)
             coef["cold_sizes"] = float(cold)
@@ -736,6 +769,12 @@ def fit(df: pd.DataFrame) -> dict:
         col = TERMS.index("new_size_s")
         y = y - fixed_new_size_s * X[:, col]
         X[:, col] = 0.0
+    # ADOPT_KERNEL_FIRST_LAUNCH: new_bin_s held at the measured first launch of a kernel, not fitted
+    fixed_new_bin_s = float(ok.new_bin_fixed_s.iloc[0]) if "new_bin_fixed_s" in ok and len(ok) else None
+    if fixed_new_bin_s is not None:
+        col = TERMS.index("new_bin_s")
+        y = y - fixed_new_bin_s * X[:, col]
+        X[:, col] = 0.0
     w = 1.0 / np.sqrt(ok.groupby("run_id").run_id.transform("size").to_numpy(float))
     scale = np.maximum(np.abs(X).max(axis=0), 1e-30)
     coef, _ = nnls((X / scale) * w[:, None], y * w)
@@ -744,6 +783,8 @@ def fit(df: pd.DataFrame) -> dict:
     out = {k: float(v) for k, v in zip(TERMS, coef)}
     if fixed_new_size_s is not None:
         out["new_size_s"] = fixed_new_size_s
+    if fixed_new_bin_s is not None:
+        out["new_bin_s"] = fixed_new_bin_s
     pred = predicted_s(ok, out)
     out["loop_s"] = float(np.median(gaps)) if len(gaps) else 0.0
     rel = (pred / ok.measured_s - 1.0).abs()
@@ -799,14 +840,19 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
         return None
     if ADOPT_MEASURED_NEW_SIZE:
         df["new_size_fixed_s"] = measured_new_size_s(df, meta["ep"])
+    # ADOPT_KERNEL_FIRST_LAUNCH: kernels first launched on the table's GPU's map, at the measured cost each
+    kernel_gpu = meta["gpu"] if counts_kernels() and meta["gpu"] in kernel_map.available_maps() else ""
+    if kernel_gpu and not ADOPT_KERNEL_FIRST_LAUNCH_FITTED:
+        df["new_bin_fixed_s"] = kernel_map.first_launch_s()
     overlap = LAUNCH_OVERLAP and meta["ep"] == 1
     # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
-    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager)
+    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu)
     coef.setdefault("cold_eager_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
     coef["new_bin_regions"] = float(ADOPT_KERNEL_REGIONS)
+    coef["new_bin_kernels"] = float(bool(kernel_gpu))
     coef["new_size_bin_tokens"] = SIZE_BIN_TOKENS
     coef["new_size_host_bound"] = float(HOST_BOUND_NEW_SIZES)
     coef["new_size_backlog"] = float(HOST_BOUND_NEW_SIZES and STALL_BACKLOG)
@@ -1153,6 +1199,10 @@ def engine_key(gpu: str, ep: int, pin: str = "") -> str:
     return f"real-serve-{gpu}-ep{ep}{pin}"
 
 
+# the host-speed reference terms a table carries (held under ADOPT_KERNEL_FIRST_LAUNCH)
+HOST_REFERENCE_TERMS = ("host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s")
+
+
 def fitted_tables() -> dict[str, dict]:
     """Every table calibration/serve_engine_fit.py writes, host references included: the folders' fits
     (and kept session tables), then the host-speed references fitted against those tables' host terms
@@ -1183,6 +1233,8 @@ def fitted_tables() -> dict[str, dict]:
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))
+            if counts_kernels():   # the references held at the committed tables' (s17srv rule)
+                r.update({k: committed[key][k] for k in HOST_REFERENCE_TERMS if k in committed.get(key, {})})
     return results
 
 

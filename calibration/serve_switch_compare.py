@@ -1,6 +1,6 @@
 """Every serving load-run figure an engine-fit switch can move, with the committed tables (the switch off)
 and with the tables the switch fits (on), computed the same way: what a rule in docs/notes/ judges
-(s16srv: ADOPT_MEASURED_NEW_SIZE, docs/notes/s16srv_rule.md).
+(s16srv: ADOPT_MEASURED_NEW_SIZE, docs/notes/s16srv_rule.md; s17srv: ADOPT_KERNEL_FIRST_LAUNCH).
 
 Sets: the committed held-out runs (80 checks) and fit runs (250) as `twin validate` replays them; the s13srv
 records (calibration/measurements/<folder>/s13srv/) held out and fit, with the host probe as input; the
@@ -55,9 +55,10 @@ def summary(rows: dict[str, dict[str, list[dict]]]) -> dict[str, tuple[int, int,
         flat = [r for rs in folders.values() for r in rs]
         met, n, errs = checks(flat)
         out[name] = (met, n, float(np.median(errs)) if errs else math.nan)
-    for folder, rs in rows["s13srv_holdout"].items():
-        met, n, errs = checks(rs)
-        out[f"s13srv_holdout/{folder}"] = (met, n, float(np.median(errs)) if errs else math.nan)
+    for name in ("committed_holdout", "s13srv_holdout"):   # per GPU folder (s17srv: the committed ones too)
+        for folder, rs in rows[name].items():
+            met, n, errs = checks(rs)
+            out[f"{name}/{folder}"] = (met, n, float(np.median(errs)) if errs else math.nan)
     held = [r for k in ("committed_holdout", "s13srv_holdout") for rs in rows[k].values() for r in rs]
     met, n, errs = checks(held)
     out["with_input_holdout"] = (met, n, float(np.median(errs)))

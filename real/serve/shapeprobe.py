@@ -21,7 +21,12 @@ the context and model set-up, grows by the modules loaded up front). (s16srv) `-
 each way; if a first call's excess is a kernel configuration first used (not a per-size look-up), it
 falls only at the sizes where a weight's cuBLAS configuration changes, at the same boundaries both ways,
 and the shuffled sweep's excess counts those regions (the caching allocator's pool grown first: no
-first call pays a cudaMalloc; `segments_allocated` says so per row).
+first call pays a cudaMalloc; `segments_allocated` says so per row). (s17srv) `--together`: at each size
+every 2-D weight is called back to back with no synchronisation between the calls, as an eager forward
+launches them, the pass timed as one (kind 'together', weight '*'): a first pass, then a repeat pass. Does a
+pass that launches several kernels new to the process pay ~2.6 ms for each (the standalone calls' cost) or
+less for the further ones (the serving fit runs: ~1-2 ms)? The kernels are counted offline from the GPU's
+kernel map (calibration/kernel_map.py).
 
 Rows (shapeprobe.csv): one per (size, weight): m, n, k, kind (linear | grouped), order (the size's
 position in the sequence), first_s, repeat_s (host seconds of the call, launch only: the GPU work
@@ -104,6 +109,32 @@ def grow_pool(lin, max_size: int, dev, dtype) -> None:
     holds blocks a smaller call splits: an ascending sweep's first calls then pay no cudaMalloc."""
     blocks = [torch.empty(max_size, d, device=dev, dtype=dtype) for _, w in lin for d in w.shape]
     del blocks
+
+
+def probe_together(model, dev, dtype, n_sizes: int, max_size: int, deadline: float, emit,
+                   order_kind: str = "shuffled") -> int:
+    """(s17srv) Times, at each size, one pass of every 2-D weight called back to back (launch only, no sync
+    between the calls) and then a repeat pass; emit(row) per size. Stops at the deadline."""
+    lin, _ = weights(model)
+    grow_pool(lin, max_size, dev, dtype)
+    done = 0
+    for order, m in enumerate(sizes(n_sizes, max_size, order=order_kind)):
+        if time.perf_counter() > deadline:
+            break
+        xs = [torch.randn(m, w.shape[1], device=dev, dtype=dtype) for _, w in lin]
+
+        def one_pass():
+            for x, (_, w) in zip(xs, lin):
+                F.linear(x, w)
+        _sync(dev)
+        first = _host_s(one_pass)
+        _sync(dev)
+        again = _host_s(one_pass)
+        _sync(dev)
+        emit({"kind": "together", "weight": "*", "m": m, "n": len(lin), "k": 0, "order": order,
+              "size_order": order_kind, "first_s": first, "repeat_s": again, "segments_allocated": _segments(dev)})
+        done += 1
+    return done
 
 
 def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float, emit, order_kind: str = "shuffled",
@@ -209,8 +240,11 @@ def run(args) -> int:
     fixed = {"bench": "serve_shapeprobe", "model": args.model, "heuristics_cache": cache, "module_loading": loading,
              "init_s": init_s, "split": "fit"}
     with row_writer(path, COLS, fixed, envcols) as emit:
-        done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit, args.order,
-                     args.linear_only)
+        if args.together:
+            done = probe_together(model, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit, args.order)
+        else:
+            done = probe(model, spec, dev, dtype, args.sizes, min(args.max_size, MAX_SIZE), deadline, emit, args.order,
+                         args.linear_only)
     log(f"shapeprobe ({CACHE_ENV}={cache}, {LOADING_ENV}={loading}, init {init_s:.1f} s, {args.order}): {done} sizes, "
         f"{emit.rows} rows -> {path}")
     return 0
@@ -227,6 +261,8 @@ def _args(argv):
     ap.add_argument("--order", choices=ORDERS, default="shuffled", help="the sizes' sequence")
     ap.add_argument("--linear-only", action="store_true",
                     help="time the 2-D weights only (no grouped GEMM), the allocator's pool grown first")
+    ap.add_argument("--together", action="store_true",
+                    help="(s17srv) time one pass of every 2-D weight per size, no sync between the calls")
     a = ap.parse_args(argv)
     if a.sizes < 1 or not 1 <= a.max_size <= MAX_SIZE or a.seconds <= 0:
         ap.error(f"--sizes must be >= 1, --max-size in 1..{MAX_SIZE}, --seconds > 0")

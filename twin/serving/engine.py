@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import heapq
 import math
 from collections import deque
@@ -45,7 +46,7 @@ import numpy as np
 import simpy
 
 from twin.core.serve_specs import ServeSpec, TrafficSpec
-from twin.serving.first_launch import regions
+from twin.serving.first_launch import kernels, regions
 from twin.serving.timing import IterationCosts, new_bin_weight
 from twin.serving.workload import Requests
 
@@ -289,9 +290,13 @@ class Instance:
         # (s16srv) new_bin_s per GEMM kernel region first met instead of per 16-token bin (new_bin_regions):
         # per group the (weight, region) pairs launched, from the sizes run before and the captured graphs'
         self.by_regions = (costs.engine or {}).get("new_bin_regions", 0.0) > 0
+        # (s17srv) or per GPU kernel first launched, on the GPU's kernel map (new_bin_kernels)
+        by_kernels = (costs.engine or {}).get("new_bin_kernels", 0.0) > 0
+        self.launches = functools.partial(kernels, costs.gpu.name) if by_kernels else regions
+        self.by_regions = self.by_regions or by_kernels
         self.regions_met: dict[int, set] = {}
         for g, n in eng.run_batch_sizes:
-            self._met_regions(g).update(regions(n))
+            self._met_regions(g).update(self.launches(n))
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
@@ -601,18 +606,20 @@ class Instance:
             self._finish_due()
 
     def _met_regions(self, g: int) -> set:
-        """The (weight, region) pairs attention group g has launched (its graph buckets' at capture)."""
+        """The (weight, region) pairs (or kernels, new_bin_kernels) attention group g has launched (its graph
+        buckets' at capture)."""
         if g not in self.regions_met:
-            self.regions_met[g] = set().union(*(regions(b) for b in self.costs.batch_buckets))
+            self.regions_met[g] = set().union(*(self.launches(b) for b in self.costs.batch_buckets))
         return self.regions_met[g]
 
     def _new_regions(self, keys: set) -> float:
-        """The most (weight, region) pairs any group's size launches for the first time (recorded): under
-        new_bin_regions the count of new_bin_s this iteration pays (the lockstep waits for the slowest)."""
+        """The most (weight, region) pairs (or kernels) any group's size launches for the first time (recorded):
+        under new_bin_regions (new_bin_kernels) the count of new_bin_s this iteration pays (the lockstep waits
+        for the slowest)."""
         counts = [0]
         for g, n in keys:
             met = self._met_regions(g)
-            fresh = regions(n) - met
+            fresh = self.launches(n) - met
             counts.append(len(fresh))
             met |= fresh
         return float(max(counts))

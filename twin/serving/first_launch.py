@@ -27,3 +27,38 @@ def region_starts() -> dict[str, tuple[int, ...]]:
 def regions(flat_size: int) -> frozenset[tuple[str, int]]:
     """The (weight, region) pairs an eager iteration of `flat_size` rows launches."""
     return frozenset((w, bisect.bisect_right(s, flat_size)) for w, s in region_starts().items())
+
+
+# (s17srv, docs/notes/s17srv_rule.md) The kernels themselves: a kernel first launched costs once per process
+# whichever weight launches it (the s16srv2 campaign named them: the region pairs above count a shared kernel
+# once per weight). twin/data/kernel_map.toml (calibration/kernel_map.py) holds, per gpu kind and flat-size
+# weight, segments [first M, [kernel ids]] along M; an engine table with new_bin_kernels = 1 pays new_bin_s
+# per kernel of a flat size its process had not launched.
+KERNEL_MAP_FALLBACK = "h100"   # a gpu kind without its own map (none in the fits) counts on the H100's
+
+
+@functools.cache
+def gpu_kind(gpu: str) -> str:
+    """The hardware catalog's key (twin/data/hardware.toml: 'h200') of a GPU given by key or by its spec's
+    name ('NVIDIA H200 SXM5 141GB'); the name itself where the catalog has neither."""
+    gpus = _catalog("hardware.toml")["gpus"]
+    return next((key for key, spec in gpus.items() if gpu in (key, spec.get("name"))), gpu)
+
+
+@functools.cache
+def kernel_segments(gpu: str) -> dict[str, tuple[tuple[int, ...], tuple[frozenset[int], ...]]]:
+    """weight -> (segment starts along M, each segment's kernel ids) of `gpu`'s map (catalog key or spec
+    name; the fallback's where it has none)."""
+    maps = _catalog("kernel_map.toml")
+    table = maps.get(gpu_kind(gpu), maps[KERNEL_MAP_FALLBACK])
+    return {w: (tuple(m for m, _ in seg), tuple(frozenset(ks) for _, ks in seg))
+            for w, seg in table.items() if isinstance(seg, list)}
+
+
+@functools.cache
+def kernels(gpu: str, flat_size: int) -> frozenset[int]:
+    """The kernel ids an eager iteration of `flat_size` rows launches through its flat-size weights on `gpu`."""
+    out: set[int] = set()
+    for starts, sets in kernel_segments(gpu).values():
+        out |= sets[max(0, bisect.bisect_right(starts, flat_size) - 1)]
+    return frozenset(out)

@@ -110,7 +110,8 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "wake_s", "new_size_s", "new_bin_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins",
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
                 "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
-                "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions")
+                "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
+                "new_bin_kernels")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
