@@ -8,7 +8,9 @@ forks the ranks, and each runs the same module (or script) with the same argumen
 environment torchrun gives a rank (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR,
 MASTER_PORT, the TORCHELASTIC_* and ROLE_/GROUP_ variables; tests/real/test_torchrun_forked.py
 compares it with torchrun's), in the folder it was started in, with that folder first on sys.path
-as `python -m` puts it. The command line is read by torchrun's own parser: an option it does not
+as `python -m` puts it. As torchrun's agent does, this process hosts the ranks' TCPStore (the
+ranks connect to it as clients: TORCHELASTIC_USE_AGENT_STORE), on a port it holds from before the
+fork, so no other process can take the port in between. The command line is read by torchrun's own parser: an option it does not
 know fails as it would under torchrun, and one this stand-in does not implement (several nodes,
 restarts, redirects) is refused with exit 2, never ignored.
 
@@ -23,6 +25,7 @@ as PY/PYTHON; it imports torch and the standard library only.
 from __future__ import annotations
 
 import atexit
+import datetime
 import gc
 import os
 import runpy
@@ -48,25 +51,25 @@ def unsupported(args) -> list[str]:
 
 def rank_env(local_rank: int, world: int, port: int, run_id: str, signals: str) -> dict[str, str]:
     """What torchrun puts in a rank's environment on one node (torch 2.13: launcher/api.py and
-    elastic/agent/server/local_elastic_agent.py's _start_workers), except the agent store (rank 0
-    hosts the store at MASTER_PORT itself) and TORCHELASTIC_ERROR_FILE (for @record, which real/
-    does not use)."""
+    elastic/agent/server/local_elastic_agent.py's _start_workers), except TORCHELASTIC_ERROR_FILE
+    (for @record, which real/ does not use)."""
     return {
         "RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "GROUP_RANK": "0",
         "ROLE_RANK": str(local_rank), "ROLE_NAME": "default", "LOCAL_WORLD_SIZE": str(world),
         "WORLD_SIZE": str(world), "GROUP_WORLD_SIZE": "1", "ROLE_WORLD_SIZE": str(world),
         "MASTER_ADDR": "localhost", "MASTER_PORT": str(port), "TORCHELASTIC_RESTART_COUNT": "0",
         "TORCHELASTIC_MAX_RESTARTS": "0", "TORCHELASTIC_RUN_ID": run_id,
-        "TORCHELASTIC_USE_AGENT_STORE": "False", "TORCHELASTIC_SIGNALS_TO_HANDLE": signals,
+        "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_SIGNALS_TO_HANDLE": signals,
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
     }
 
 
-def _free_port() -> int:
-    # rank 0 binds it moments later; torchrun's --standalone takes its port the same way
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _store_socket() -> socket.socket:
+    """A listening socket on a port the OS picks, for the ranks' store (held, never closed and reopened)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -78,8 +81,9 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _run_rank(args, env: dict[str, str]) -> None:
+def _run_rank(args, env: dict[str, str], store_socket: socket.socket) -> None:
     """In the forked child: run the module or script as __main__, then leave with its status."""
+    store_socket.close()   # the parent's; the rank connects to the store as a client
     os.environ.update(env)
     sys.argv = [args.training_script, *args.training_script_args]
     code = 0
@@ -129,15 +133,22 @@ def main(argv: list[str]) -> int:
         os.environ["OMP_NUM_THREADS"] = "1"   # torchrun's default for several ranks
     # a rank's sys.path[0] as `python -m module` (the folder it starts in) or `python script` sets it
     sys.path[0] = os.getcwd() if args.module else os.path.dirname(os.path.abspath(args.training_script))
-    port, run_id = _free_port(), str(uuid.uuid4())
+    sock, run_id = _store_socket(), str(uuid.uuid4())
+    port = sock.getsockname()[1]
     gc.freeze()   # the inherited heap stays out of the ranks' collections (no copy-on-write of it)
     pids = []
     for local_rank in range(world):
         pid = os.fork()
         if pid == 0:
-            _run_rank(args, rank_env(local_rank, world, port, run_id, args.signals_to_handle))
+            _run_rank(args, rank_env(local_rank, world, port, run_id, args.signals_to_handle), sock)
         pids.append(pid)
-    return _wait(pids)
+    # the store's server thread starts after the forks (a fork copies no thread); ranks retry until it is up
+    store = torch.distributed.TCPStore("127.0.0.1", port, world_size=world, is_master=True,
+                                       master_listen_fd=sock.detach(), wait_for_workers=False,
+                                       timeout=datetime.timedelta(seconds=900))
+    status = _wait(pids)
+    del store
+    return status
 
 
 if __name__ == "__main__":

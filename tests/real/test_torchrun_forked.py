@@ -24,7 +24,7 @@ dist.destroy_process_group()
 """
 
 # values a torchrun sets afresh each run, or sets and the stand-in does not (its docstring says why)
-DIFFERENT = {"MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE"}
+DIFFERENT = {"MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_ERROR_FILE"}
 
 
 def _launch(python: str, cwd, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
