@@ -10,9 +10,9 @@ MASTER_PORT, the TORCHELASTIC_* and ROLE_/GROUP_ variables; tests/real/test_torc
 compares it with torchrun's), in the folder it was started in, with that folder first on sys.path
 as `python -m` puts it. As torchrun's agent does, this process hosts the ranks' TCPStore (the
 ranks connect to it as clients: TORCHELASTIC_USE_AGENT_STORE), on a port it holds from before the
-fork, so no other process can take the port in between. The command line is read by torchrun's own parser: an option it does not
-know fails as it would under torchrun, and one this stand-in does not implement (several nodes,
-restarts, redirects) is refused with exit 2, never ignored.
+fork, so no other process can take the port in between. The command line is read by torchrun's
+own parser: an option it does not know fails as it would under torchrun, and one this stand-in
+does not implement (several nodes, restarts, redirects) is refused with exit 2, never ignored.
 
 A rank ends as torchrun's does on the outside (its exit status; the run's status is 1 if any rank
 failed, whose siblings are then terminated) but inside it runs its atexit handlers, collects its
@@ -35,8 +35,7 @@ import sys
 import traceback
 import uuid
 
-import torch  # noqa: F401  (imported once here, inherited by every forked rank)
-import torch.distributed  # noqa: F401
+import torch.distributed   # torch imported once here, inherited by every forked rank
 from torch.distributed.run import get_args_parser
 
 # options of torchrun this stand-in implements; every other one must keep its default

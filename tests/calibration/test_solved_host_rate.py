@@ -40,7 +40,8 @@ def test_the_open_rate_walk_is_issue_at_that_rate_bit_for_bit():
         ops, terms = _ops(rng), rng.choice([None, TERMS])
         lead, gap, rate = rng.uniform(-1e-3, 2e-3), rng.choice([0.0, 1.5e-6]), rng.uniform(0.0, 60e-6)
         open_rate = pipe._with_host(ops, pipe._AT_RATE, terms)
-        assert pipe._issued_host_s(open_rate, rate, lead, gap) == pipe.issue(pipe._with_host(ops, rate, terms), lead, gap)[1]
+        rebuilt = pipe.issue(pipe._with_host(ops, rate, terms), lead, gap)[1]
+        assert pipe._issued_host_s(open_rate, rate, lead, gap) == rebuilt
 
 
 def test_the_solved_rate_is_the_rebuilt_bisections():
