@@ -583,8 +583,10 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
     if all(h is not None for h, _ in op_list) and not ep_terms:
         return host_interval_s / launches
 
-    def interval(rate: float) -> float:
-        return issue(_with_host(op_list, rate, ep_terms), lead_s, gap_s)[1] + lead_s
+    at_rate = _with_host(op_list, _AT_RATE, ep_terms)   # once, not once a bisection step
+
+    def interval(rate: float) -> float:   # = issue(_with_host(op_list, rate, ep_terms), lead_s, gap_s)[1] + lead_s
+        return _issued_host_s(at_rate, rate, lead_s, gap_s) + lead_s
 
     lo, hi = 0.0, 2 * host_interval_s / launches     # at hi the launches alone fill the interval twice
     if not interval(lo) < host_interval_s < interval(hi):
@@ -593,6 +595,23 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if interval(mid) < host_interval_s else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+# a launch whose host seconds are the rate solved_host_rate_s solves for (with_host_terms' host_s)
+_AT_RATE = object()
+
+
+def _issued_host_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> float:
+    """issue(ops, lead_s, gap_s)[1] with each _AT_RATE launch at `rate_s`: the same steps in the same
+    order (the same floats), without a new op list for every rate the bisection tries."""
+    host, gpu = -lead_s, 0.0
+    for h, g in ops:
+        if h is None:
+            host = max(host, gpu)
+            continue
+        host += rate_s if h is _AT_RATE else h
+        gpu = max(gpu + gap_s, host) + g
+    return host
 
 
 def measured_device_gap_s(folder: Path) -> float | None:

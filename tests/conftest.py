@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 
 import pytest
@@ -17,6 +18,10 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gett
 # from a second thread (tests/real/test_model.py ran twice as fast on one, alone on the machine).
 # Set before any test module imports torch or numpy; a value already set wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The interpreter tests/torchrun_forked_python runs (the PY/PYTHON of the campaigns' CPU dry runs,
+# tests/campaigns.py): this one, with torch and the project installed.
+os.environ["TWIN_TESTS_PYTHON"] = sys.executable
 
 
 @pytest.fixture(scope="session", autouse=True)

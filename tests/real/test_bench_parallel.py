@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch.multiprocessing as mp
@@ -16,6 +15,7 @@ from real.bench.nccl import OPS, bus_factor, nccl_split
 from real.bench.parallel_blocks import block_split
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from tests.ports import free_port
+from tests.campaigns import FORKED_PY
 
 
 def _rank(rank, world, port, out):
@@ -78,7 +78,7 @@ def test_i14cp_campaign_cpu_dry_run_writes_allgather_rows_then_ring_rows(tmp_pat
     """real/campaigns/i14cp.sh with tiny shapes on two gloo ranks: the all-gather part (with the
     one-GPU references) and the ring part run as two torchrun processes, their rows merged into
     parallel_blocks_cp.csv, all-gather rows first, every row with its environment columns."""
-    env = {**os.environ, "PYTHON": sys.executable, "I14CP_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "I14CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/i14cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=600)
     d = tmp_path / "i14cp"
@@ -105,7 +105,7 @@ def test_s7cp_campaign_cpu_dry_run_writes_tp_rows_then_cp_rows_with_host_times(t
     references), each a torchrun process of its own; every row carries its environment, the
     split of `block_split` and the slowest rank's host issue time, at most its measured time on
     a CPU (where the host does the work)."""
-    env = {**os.environ, "PYTHON": sys.executable, "S7CP_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S7CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s7cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=600)
     d = tmp_path / "s7cp"

@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -14,6 +13,8 @@ import torch
 from real.bench.cp_traces import KERNEL_COLS, MARK_COLS, REP_COLS, activity_rows, mark_rows, trace_cases
 from real.bench.parallel_blocks import block_split
 from real.collectives import CommTimer
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,7 +99,7 @@ def test_s13cp_campaign_cpu_dry_run(tmp_path):
     section writes them, then each CP configuration's reps, marks (a P2P post and wait per
     exchange of the ring, the collectives of the all-gather form) and (gzipped, empty off a GPU)
     kernel rows, per rank, every row with its environment."""
-    env = {**os.environ, "PYTHON": sys.executable, "S13CP_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S13CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s13cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=600)
     d = tmp_path / "s13cp"

@@ -75,7 +75,8 @@ def test_campaign_script_runs_on_the_cpu(tmp_path):
     (tmp_path / "s8mla.sh").write_text(script)
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(tmp_path / "s8mla.sh"), str(out)], cwd=ROOT, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "S8MLA_QUICK": "1", "PYTHONPATH": str(ROOT)}, timeout=300)
+                       env={"PATH": "/usr/bin:/bin", "S8MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
+                            "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "s8mla" / "log.txt").read_text()
     assert "mla_host exit 0" in log and "all sections ran" in log

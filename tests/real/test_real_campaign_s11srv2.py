@@ -4,8 +4,9 @@ CUDA_MODULE_LOADING settings, the rows carrying the setting they ran under."""
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,7 +17,7 @@ def _read(path):
 
 
 def test_s11srv2_campaign_shape_and_solo_parts_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "SRV2_DEVICE": "cpu", "SRV2_MODEL": "tiny", "SRV2_SHORT": "1",
+    env = {**os.environ, "PYTHON": FORKED_PY, "SRV2_DEVICE": "cpu", "SRV2_MODEL": "tiny", "SRV2_SHORT": "1",
            "SRV2_PARTS": "shape solo", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("CUDA_MODULE_LOADING", None)
     subprocess.run(["bash", str(REPO / "real/campaigns/s11srv2.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,

@@ -6,10 +6,11 @@ import csv
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ def _read(path):
 
 
 def test_s13srv_campaign_cpu_dry_run_records_probes_around_every_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S13_DEVICE": "cpu", "S13_PLAN1": "tiny-host",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S13_DEVICE": "cpu", "S13_PLAN1": "tiny-host",
            "S13_PLAN2": "tiny-ep2-host", "S13_FORCE_EP2": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s13srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=400)

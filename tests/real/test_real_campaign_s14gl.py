@@ -56,6 +56,17 @@ def test_replay_order_puts_gemm_classes_first_then_the_largest_operands():
     assert gl.op_class("aten::_scaled_mm") == "fp8_gemm" and gl.op_class("aten::view") is None
 
 
+def test_the_dry_run_replays_the_largest_calls_of_each_class_the_campaign_up_to_its_cap():
+    ops = [dict(cls="elementwise", bytes=float(b)) for b in range(40)] + [
+        dict(cls="dense_gemm", bytes=2.0), dict(cls="dense_gemm", bytes=5.0), dict(cls="dense_gemm", bytes=3.0),
+        dict(cls="gather", bytes=1.0)]
+    assert gl.QUICK_ALONE_PER_CLASS == 2
+    assert [(o["cls"], o["bytes"]) for o in gl.alone_ops(ops, quick=True)] == [
+        ("dense_gemm", 5.0), ("dense_gemm", 3.0), ("gather", 1.0), ("elementwise", 39.0), ("elementwise", 38.0)]
+    full = gl.alone_ops(ops, quick=False)
+    assert len(full) == gl.MAX_ALONE_OPS and full == gl.alone_order(ops)[:gl.MAX_ALONE_OPS]
+
+
 def test_campaign_dry_run_on_cpu(tmp_path):
     env = {**os.environ, "S14GL_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)

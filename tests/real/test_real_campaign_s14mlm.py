@@ -5,17 +5,18 @@ each at its world size, with the environment columns every row must carry."""
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from real.bench.nccl import OPS
 from real.bench.records import DIST_ENV_COLS, ENV_COLS
 
+from tests.campaigns import FORKED_PY
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dry_run_writes_both_sweeps(tmp_path):
-    env = {**os.environ, "S14MLM_TINY": "1", "PY": sys.executable, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "S14MLM_TINY": "1", "PY": FORKED_PY, "PYTHONPATH": str(REPO)}
     done = subprocess.run(["bash", str(REPO / "real/campaigns/s14mlm.sh"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=240, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]

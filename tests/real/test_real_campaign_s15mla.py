@@ -21,7 +21,8 @@ def _script(tmp_path: Path) -> Path:
 def test_campaign_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(_script(tmp_path)), str(out)], cwd=ROOT, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "S15MLA_QUICK": "1", "PYTHONPATH": str(ROOT)}, timeout=300)
+                       env={"PATH": "/usr/bin:/bin", "S15MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
+                            "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "s15mla" / "log.txt").read_text()
     assert "mla_paired exit 0" in log and "layout rotated" in log and "load average" in log

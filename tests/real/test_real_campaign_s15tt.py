@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.campaigns import FORKED_PY
+
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "real/campaigns/s15tt.sh"
 
 
 def test_campaign_dry_run_on_two_gloo_ranks(tmp_path):
-    env = {**os.environ, "S15TT_QUICK": "1", "S15TT_QUICK_RANKS": "2", "PYTHON": sys.executable,
+    env = {**os.environ, "S15TT_QUICK": "1", "S15TT_QUICK_RANKS": "2", "PYTHON": FORKED_PY,
            "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(CAMPAIGN), str(tmp_path)], cwd=ROOT, env=env,

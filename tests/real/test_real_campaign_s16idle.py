@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.campaigns import REPO, dry_run
+from tests.campaigns import FORKED_PY, REPO, dry_run
 
 
 def _rows(path: Path) -> list[dict]:
@@ -73,7 +73,7 @@ def test_s16idle_campaign_cpu_dry_run(tmp_path):
 def test_s16idle_sixteen_micro_batch_set_cpu_dry_run(tmp_path):
     """S16IDLE_SET=16 (rule addendum A): the same round at 16 micro-batches into OUTDIR/s16idle16/,
     every row in the fitting split; on a 4-GPU host nothing (the set is for 2-GPU hosts)."""
-    env = {**os.environ, "PY": sys.executable, "S16IDLE_TINY": "1", "S16IDLE_TIMEOUT_SCALE": "4",
+    env = {**os.environ, "PY": FORKED_PY, "S16IDLE_TINY": "1", "S16IDLE_TIMEOUT_SCALE": "4",
            "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "S16IDLE_PARTS": "round_a", "S16IDLE_SET": "16"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s16idle.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=600)

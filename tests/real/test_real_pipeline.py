@@ -17,6 +17,7 @@ from real.pipeline import PipelineRunner, build_mesh, flow_orders, load_from, st
 from real.wgrad import WeightGradStore, deferring
 from twin.core.schedules import SCHEDULES, build_schedule
 from tests.ports import free_port
+from tests.campaigns import FORKED_PY
 
 MB_SEQS, SEQ = 2, 8
 
@@ -208,13 +209,12 @@ def test_s9ep_campaign_script_cpu_dry_run(tmp_path):
     import csv
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
     tiny = ("--tiny --schedules zb1p --microbatches 4 --ep-microbatches 2 --holdout 4 --ep-holdout 2 "
             "--trace-microbatches 4 --warmup 1 --reps-min 2 --reps-max 2")
-    env = {**os.environ, "PY": sys.executable, "S9EP_ARGS": tiny, "S9EP_NPROC": "2",
+    env = {**os.environ, "PY": FORKED_PY, "S9EP_ARGS": tiny, "S9EP_NPROC": "2",
            "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "S9EP_TIMEOUT_SCALE": "4"}
     subprocess.run(["bash", str(repo / "real/campaigns/s9ep.sh"), str(tmp_path)], cwd=repo, env=env,
                    check=True, capture_output=True, timeout=400)
@@ -244,13 +244,12 @@ def test_s10pp_campaign_script_cpu_dry_run(tmp_path):
     import json
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
     tiny = ("--tiny --schedules dualpipe --microbatches 4 --holdout 4 --trace-microbatches 4 --warmup 1 "
             "--reps-min 2 --reps-max 2 --budget-s 600")
-    env = {**os.environ, "PY": sys.executable, "S10PP_ARGS": tiny, "S10PP_NPROC": "4", "S10PP_TIMEOUT_SCALE": "6",
+    env = {**os.environ, "PY": FORKED_PY, "S10PP_ARGS": tiny, "S10PP_NPROC": "4", "S10PP_TIMEOUT_SCALE": "6",
            "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(repo / "real/campaigns/s10pp.sh"), str(tmp_path)], cwd=repo, env=env,
                    check=True, capture_output=True, timeout=900)

@@ -5,7 +5,6 @@ process; the load generator's records agree with each other; the campaign script
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from real.serve.loadgen import PoissonArrivals, parse_lengths, run_load
 from real.serve.plans import RunSpec
 from real.serve.records import percentile
 from tests.ports import free_port
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 LENGTHS = [(5, 7), (17, 3), (33, 9), (1, 4), (40, 1), (9, 12), (26, 6)]  # (input, output)
@@ -173,7 +173,7 @@ def _read(path):
 def test_campaign_script_cpu_dry_run_records_agree(tmp_path):
     """real/campaigns/i15engine.sh with the tiny plans on CPU (one process, then two gloo ranks):
     every record family is written, and within each run the records agree with each other."""
-    env = {**os.environ, "PYTHON": sys.executable, "I15_DEVICE": "cpu", "I15_PLAN1": "tiny",
+    env = {**os.environ, "PYTHON": FORKED_PY, "I15_DEVICE": "cpu", "I15_PLAN1": "tiny",
            "I15_PLAN2": "tiny-ep2", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/i15engine.sh"), str(tmp_path)], cwd=REPO,
                    env=env, check=True, capture_output=True, timeout=240)
@@ -328,7 +328,7 @@ def test_lowload_plans_keep_away_from_the_runs_already_measured():
 
 def test_s7srv_campaign_script_cpu_dry_run(tmp_path):
     """real/campaigns/s7srv.sh with the tiny plans on CPU (one process, then two gloo ranks)."""
-    env = {**os.environ, "PYTHON": sys.executable, "S7_DEVICE": "cpu", "S7_PLAN1": "tiny",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S7_DEVICE": "cpu", "S7_PLAN1": "tiny",
            "S7_PLAN2": "tiny-ep2", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s7srv.sh"), str(tmp_path)], cwd=REPO,
                    env=env, check=True, capture_output=True, timeout=240)

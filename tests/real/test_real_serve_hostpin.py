@@ -5,7 +5,6 @@ the s8srv campaign script end to end on CPU (one process, then two gloo ranks)."
 import csv
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from real.configs import get_spec
 from real.model import build_model
 from real.serve import hostpin
 from real.serve.engine import Engine, EngineConfig, Request
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,7 +138,7 @@ def _read(path):
 
 def test_s8srv_campaign_script_cpu_dry_run(tmp_path):
     """real/campaigns/s8srv.sh with the tiny plans on CPU (one process, then two gloo ranks)."""
-    env = {**os.environ, "PYTHON": sys.executable, "S8_DEVICE": "cpu", "S8_PLAN1": "tiny-pin",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S8_DEVICE": "cpu", "S8_PLAN1": "tiny-pin",
            "S8_PLAN2": "tiny-ep2-pin", "S8_FORCE_EP2": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s8srv.sh"), str(tmp_path)], cwd=REPO,
                    env=env, check=True, capture_output=True, timeout=240)

@@ -4,12 +4,13 @@ real/campaigns/s9srv.sh on CPU: solo engines side by side, then two gloo ranks e
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from real.serve import hostprobe
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def test_bad_arguments_exit_2():
 def test_s9srv_campaign_script_cpu_dry_run(tmp_path):
     """real/campaigns/s9srv.sh on CPU with two gloo ranks: solo engines side by side, then expert
     parallel, each probed iteration by iteration and profiled (one test: process start-ups dominate)."""
-    env = {**os.environ, "PYTHON": sys.executable, "S9_DEVICE": "cpu", "S9_MODEL": "tiny", "S9_SOLO_S": "0.3",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S9_DEVICE": "cpu", "S9_MODEL": "tiny", "S9_SOLO_S": "0.3",
            "S9_EP_S": "1.5", "S9_FORCE_EP2": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s9srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=300)

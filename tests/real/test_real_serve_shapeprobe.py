@@ -4,12 +4,13 @@ real/campaigns/s11srv.sh's shape part on CPU, both heuristics-cache settings."""
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from real.serve import shapeprobe
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def test_probe_times_every_weight_at_each_size(tmp_path):
 
 
 def test_s11srv_campaign_shape_part_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S11_DEVICE": "cpu", "S11_MODEL": "tiny", "S11_SHORT": "1",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S11_DEVICE": "cpu", "S11_MODEL": "tiny", "S11_SHORT": "1",
            "S11_PARTS": "shape", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s11srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=300)

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from real.bench import torch_cp
 from real.bench.cli import main
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from tests.ports import free_port
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,7 @@ def test_torch_cp_section_code_on_two_gloo_ranks(tmp_path):
 def test_s8cp_campaign_cpu_dry_run(tmp_path):
     """real/campaigns/s8cp.sh with tiny shapes: the one-GPU expert GEMM and chunk rows with the environment; the
     torch_cp part runs on two gloo ranks and says that PyTorch's CP needs CUDA; the TP traces."""
-    env = {**os.environ, "PYTHON": sys.executable, "S8CP_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S8CP_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s8cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=300)
     out = tmp_path / "s8cp"

@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch.multiprocessing as mp
@@ -17,6 +16,7 @@ from real.bench import torch_cp
 from real.bench.cli import main
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from tests.ports import free_port
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +108,7 @@ def test_s10cp_campaign_cpu_dry_run(tmp_path):
     """real/campaigns/s10cp.sh with tiny shapes on two gloo ranks: CP1's rows with the environment,
     each part's files renamed by its CP degree; the CP2 part records that PyTorch's CP needs CUDA;
     no CP4 part with two ranks."""
-    env = {**os.environ, "PYTHON": sys.executable, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
            "S10CP_EAGER": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s10cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=300)
@@ -127,7 +127,7 @@ def test_s10cpc_campaign_cpu_dry_run(tmp_path):
     """real/campaigns/s10cp.sh without S10CP_EAGER runs s10cpc.sh (the compiled parts) on two gloo
     ranks: the CP2 part runs the section with REAL_BENCH_CP_COMPILE set and records that PyTorch's
     CP needs CUDA; no CP4 part; no eager output."""
-    env = {**os.environ, "PYTHON": sys.executable, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S10CP_QUICK": "1", "S10CP_QUICK_RANKS": "2",
            "PYTHONPATH": str(REPO)}
     env.pop("S10CP_EAGER", None)
     subprocess.run(["bash", str(REPO / "real/campaigns/s10cp.sh"), str(tmp_path)], cwd=REPO, env=env,

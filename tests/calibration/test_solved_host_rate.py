@@ -1,0 +1,60 @@
+"""calibration.pipeline.solved_host_rate_s walks the op list at each rate the bisection tries without
+building it again (_issued_host_s on the list with_host_terms gives once, the rate left open): the
+same host clock as issue() on the list with_host_terms builds at that rate, to the last bit, and so
+the same solved rate."""
+
+import random
+
+import calibration.pipeline as pipe
+from calibration.predict import EpCountsCall, EpSendSync, EpTokensCall
+
+TERMS = {"ep_counts_a2a": 160e-6, "ep_tokens_a2a": 190e-6, "ep_send_sync": 55e-6}
+
+
+def _ops(rng: random.Random) -> list:
+    """A forward's op list: launches, EP calls and host synchronisations in a random order."""
+    kinds = [lambda: (rng.uniform(5e-6, 40e-6), rng.uniform(1e-6, 80e-6)),
+             lambda: EpCountsCall((rng.uniform(5e-6, 40e-6), 5e-6)), lambda: EpSendSync((None, 0.0)),
+             lambda: EpTokensCall((rng.uniform(5e-6, 40e-6), 20e-6)), lambda: (None, 0.0)]
+    return [rng.choice(kinds)() for _ in range(rng.randint(5, 120))]
+
+
+def _reference_rate(ops, lead_s, interval_s, gap_s, terms):
+    """The bisection as written before: a new op list (with_host_terms) at every rate tried."""
+    launches = sum(1 for h, _ in ops if h is not None)
+
+    def interval(rate):
+        return pipe.issue(pipe._with_host(ops, rate, terms), lead_s, gap_s)[1] + lead_s
+    lo, hi = 0.0, 2 * interval_s / launches
+    if not interval(lo) < interval_s < interval(hi):
+        return None
+    for _ in range(32):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if interval(mid) < interval_s else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_the_open_rate_walk_is_issue_at_that_rate_bit_for_bit():
+    rng = random.Random(17)
+    for _ in range(200):
+        ops, terms = _ops(rng), rng.choice([None, TERMS])
+        lead, gap, rate = rng.uniform(-1e-3, 2e-3), rng.choice([0.0, 1.5e-6]), rng.uniform(0.0, 60e-6)
+        open_rate = pipe._with_host(ops, pipe._AT_RATE, terms)
+        rebuilt = pipe.issue(pipe._with_host(ops, rate, terms), lead, gap)[1]
+        assert pipe._issued_host_s(open_rate, rate, lead, gap) == rebuilt
+
+
+def test_the_solved_rate_is_the_rebuilt_bisections():
+    rng = random.Random(3)
+    solved = 0
+    for _ in range(150):
+        ops, terms = _ops(rng), rng.choice([None, TERMS])
+        if not any(h is None for h, _ in ops) and not terms:
+            continue   # no synchronisation: the closed form, no bisection
+        lead, gap = rng.uniform(0.0, 2e-3), rng.choice([0.0, 1.5e-6])
+        launches = sum(1 for h, _ in ops if h is not None)
+        interval = pipe.issue(pipe._with_host(ops, rng.uniform(5e-6, 50e-6), terms), lead, gap)[1] + lead
+        want = _reference_rate(ops, lead, interval, gap, terms) if launches else None
+        assert pipe.solved_host_rate_s(ops, lead, interval, gap, terms) == want
+        solved += want is not None
+    assert solved > 50
