@@ -80,6 +80,7 @@ from scipy.optimize import nnls
 
 from calibration import kernel_map
 from calibration import records as rec
+from calibration import serve_load_validation as slv
 from calibration.records_io import csv_exists, read_csv, resolve_csv
 from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_launch_s, scenario_for, sessions,
                                                sizes_run_before)
@@ -298,8 +299,9 @@ ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
 
 
 def counts_kernels() -> bool:
-    """Does the fit count kernels first launched (either kernel change)?"""
-    return ADOPT_KERNEL_FIRST_LAUNCH or ADOPT_KERNEL_FIRST_LAUNCH_FITTED
+    """Does the fit count kernels first launched (either kernel change, or s17srv2's warm-up seed: the first
+    change with the warm-up's sizes run before, serve_load_validation.ADOPT_KERNEL_WARMUP)?"""
+    return ADOPT_KERNEL_FIRST_LAUNCH or ADOPT_KERNEL_FIRST_LAUNCH_FITTED or slv.ADOPT_KERNEL_WARMUP
 
 
 def measured_new_size_s(df: pd.DataFrame, ep: int) -> float:

@@ -177,6 +177,33 @@ def _utc_s(stamp: str) -> float:
     return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
+# (s17srv2, docs/notes/s17srv2_rule.md, stated before any held-out figure under it) real/serve runs its plan's
+# warm-up loads (cli.py: after the graph capture, before the first run; untimed, unrecorded) in the same
+# process: the kernels of the sizes they ran are launched before any recorded iteration. Under the switch a
+# session's sizes run before start with the warm-up's (WARMUP_SIZES, per rank), and the engine fit counts
+# kernels first launched at the measured cost (serve_engine_fit.counts_kernels, as ADOPT_KERNEL_FIRST_LAUNCH).
+ADOPT_KERNEL_WARMUP = False
+# ep size -> per rank, the flat sizes the v3-slice-2l plans' warm-up (gpu1*: warmup-short c64 seed 99 and
+# warmup-long c8 seed 98; ep2*: the same at c32) certainly ran eagerly: real/serve/warmup.py common_sizes, the
+# replays whose warm-up-short finished as many requests as the campaigns' logs say (one GPU 64..92, EP2 rank 0:
+# 16; calibration/measurements/*/log_serve*.txt, */log.txt), iteration_s on WARMUP_GRID; one GPU: the
+# iterations with a prompt (decode-only ones replay graphs, whose buckets are counted apart). Checked against
+# the replay by tests/real/test_serve_warmup_sizes.py.
+WARMUP_SIZES = {1: ((142, 1775, 2048),),
+                2: ((1, 2, 3, 4, 6, 11, 16, 74, 1163, 2048), (1, 2, 3, 4, 9, 16, 603, 1124, 2048))}
+WARMUP_MODEL = "v3-slice-2l"
+WARMUP_FINISHED = {1: (64, 92), 2: (16, 16)}   # the logged warm-up-short counts (rank 0)
+WARMUP_GRID = tuple(0.005 * (40.0 ** (i / 39)) for i in range(40))   # iteration_s 5..200 ms, geometric
+
+
+def warmup_sizes(run: dict) -> set[tuple[int, int]]:
+    """(rank, size) the run's engine process ran in its start-up warm-up (ADOPT_KERNEL_WARMUP; else none)."""
+    ep = int(float(run.get("ep_size") or 1))
+    if not ADOPT_KERNEL_WARMUP or run.get("model") != WARMUP_MODEL or ep not in WARMUP_SIZES:
+        return set()
+    return {(g, n) for g, sizes in enumerate(WARMUP_SIZES[ep]) for n in sizes}
+
+
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
     """Per run: (rank, flat batch size) pairs (prefill tokens + decode rows; an EP rank's padding
     step is a size of 1) of the eager iterations (no CUDA graph) that earlier runs of its session
@@ -185,7 +212,8 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
     timestamps every run stands alone), and every size up to a run's `warm_shapes` (Engine.
     warm_shapes ran them before it: on 2xH100 s8srv round 2 such prompt iterations took 0.95x the
     fit without new_size_s, first-met ones of the unwarmed pass 1.42x). The engine's warm-up and
-    graph capture are not recorded: not counted."""
+    graph capture are not recorded: not counted (under ADOPT_KERNEL_WARMUP a session starts with the
+    warm-up's sizes, warmup_sizes)."""
     sizes: dict[str, set] = {}
     for it in iterations:
         if int(float(it.get("graph_batch") or 0)) == 0:
@@ -195,12 +223,12 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
     ranks = lambda run: range(max(1, int(float(run.get("ep_size") or 1))))  # noqa: E731
     warmed = lambda run: {(g, n) for g in ranks(run) for n in range(1, int(float(run.get("warm_shapes") or 0)) + 1)}  # noqa: E731
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
-        return {r["run_id"]: frozenset(warmed(r)) for r in runs}
+        return {r["run_id"]: frozenset(warmed(r) | warmup_sizes(r)) for r in runs}
     out, seen, last = {}, set(), None
     for run in sorted(runs, key=lambda r: _utc_s(r["timestamp_utc"])):
         t = _utc_s(run["timestamp_utc"])
         if _new_session(last, t, run):
-            seen = set()
+            seen = warmup_sizes(run)
         seen |= warmed(run)   # warmed before this run
         out[run["run_id"]] = frozenset(seen)
         seen |= sizes.get(run["run_id"], set())

@@ -1,6 +1,7 @@
 """Every serving load-run figure an engine-fit switch can move, with the committed tables (the switch off)
 and with the tables the switch fits (on), computed the same way: what a rule in docs/notes/ judges
-(s16srv: ADOPT_MEASURED_NEW_SIZE, docs/notes/s16srv_rule.md; s17srv: ADOPT_KERNEL_FIRST_LAUNCH).
+(s16srv: ADOPT_MEASURED_NEW_SIZE, docs/notes/s16srv_rule.md; s17srv: ADOPT_KERNEL_FIRST_LAUNCH; s17srv2:
+serve_load_validation.ADOPT_KERNEL_WARMUP).
 
 Sets: the committed held-out runs (80 checks) and fit runs (250) as `twin validate` replays them; the s13srv
 records (calibration/measurements/<folder>/s13srv/) held out and fit, with the host probe as input; the
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import calibration.serve_engine_fit as sef
+import calibration.serve_load_validation as slv
 from calibration import records as rec
 from calibration.records_io import csv_exists
 from calibration.serve_host_speed import checks, probe_folders, replay, tables_with
@@ -82,18 +84,19 @@ def moved(off: dict, on: dict) -> list[str]:
 
 def compare(switch: str) -> tuple[dict, dict, list[str], dict]:
     """Both settings of sef.<switch>: (summary off, summary on, moved checks, the tables on)."""
+    module = sef if hasattr(sef, switch) else slv   # s17srv2's switch sits with sizes_run_before
     off_rows = all_rows()
-    setattr(sef, switch, True)
+    setattr(module, switch, True)
     try:
         tables_on = sef.fitted_tables()
     finally:
-        setattr(sef, switch, False)
-    setattr(sef, switch, True)   # the switch on while replaying (step caches key on it)
+        setattr(module, switch, False)
+    setattr(module, switch, True)   # the switch on while replaying (step caches key on it)
     try:
         with tables_with(tables_on):
             on_rows = all_rows()
     finally:
-        setattr(sef, switch, False)
+        setattr(module, switch, False)
     return summary(off_rows), summary(on_rows), moved(off_rows, on_rows), tables_on
 
 
