@@ -182,6 +182,9 @@ def _utc_s(stamp: str) -> float:
 # process: the kernels of the sizes they ran are launched before any recorded iteration. Under the switch a
 # session's sizes run before start with the warm-up's (WARMUP_SIZES, per rank), and the engine fit counts
 # kernels first launched at the measured cost (serve_engine_fit.counts_kernels, as ADOPT_KERNEL_FIRST_LAUNCH).
+# Outcome (s17srv2): committed held out 69 of 80 (66), median 2.85% -> 2.67%, every GPU folder met; fit runs 216 of
+# 250 (216); with the input 144 of 190 (142); s13srv held out H200 25 (27); s13srv fit 80 of 120 (80); never fitted
+# 102 of 145 (98): not adopted (h100 c1-short TTFT P50 +3.3% -> +32.4%: the warm-up explains part of the over-charge)
 ADOPT_KERNEL_WARMUP = False
 # ep size -> per rank, the flat sizes the v3-slice-2l plans' warm-up (gpu1*: warmup-short c64 seed 99 and
 # warmup-long c8 seed 98; ep2*: the same at c32) certainly ran eagerly: real/serve/warmup.py common_sizes, the
