@@ -939,7 +939,7 @@ def accumulate_fracs(schedule) -> dict[int, float]:
 # .grad to None at the step's start (real/pipeline/engine.py step), so the first backward of each copy
 # (rank, chunk) clones / steals its weight gradients and every later one adds; the records show it (the
 # first W / BW of a copy runs 0.6-1.8 ms under the later ones, s17pair2_rule.md).
-ADOPT_FIRST_BACKWARD_PLACEMENT = False
+ADOPT_FIRST_BACKWARD_PLACEMENT = True    # adopted by its rule (s17pair2: docs/notes/s17pair2_rule.md, result there)
 
 
 def first_backward_parts(schedule) -> dict:

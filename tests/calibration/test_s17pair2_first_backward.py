@@ -75,3 +75,15 @@ def test_placed_parts_with_equal_stage_ops_are_op_parts():
     for rank, program in enumerate(schedule.programs):
         for k, op in enumerate(program):
             assert placed[rank, k] == pipe.op_parts(schedule, ops, rank, op)
+
+
+def test_placement_counts_the_copies_by_itself(monkeypatch):
+    """With the placement on, each (rank, chunk) has its own first backward, so DualPipe's two copies are
+    counted apart whether s17pair's copy fraction is on or off: the step is the same in both."""
+    monkeypatch.setattr(pipe, "ADOPT_FIRST_BACKWARD_PLACEMENT", True)
+    profile = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text()))
+    steps = []
+    for copies in (False, True):
+        monkeypatch.setattr(pipe, "ADOPT_COPY_ACCUMULATE_FRAC", copies)
+        steps.append(pipe.simulate_row(_row("dualpipe"), gpu_spec("h200"), profile)[1])
+    assert steps[0] == pytest.approx(steps[1], rel=1e-12)
