@@ -826,7 +826,8 @@ def _host_scaled(op_list: list, factor: float) -> list:
 
 
 def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: float = 0.0,
-                   gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0) -> dict:
+                   gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0,
+                   placed: dict | None = None) -> dict:
     """(rank, op index) -> GPU seconds of each part of the op, with the host's lead carried from
     op to op (real/pipeline/engine.py: one host thread per rank issues its program in order and
     never waits for the GPU - receives and sends are stream waits, the step has no .item() - while
@@ -837,7 +838,10 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
     `between_s`: the host's time between two ops (sends, receives, marks); `gap_s`: the GPU's
     between two queued kernels (issue). `rank_ops`: {rank: (its stages' op lists, its between_s)}
     at that rank's own host rates (measured_host_by_rank), in place of `ops` and `between_s`.
-    `first_op`: the factor on the host seconds of each rank's first op (ADOPT_FIRST_OP_HOST)."""
+    `first_op`: the factor on the host seconds of each rank's first op (ADOPT_FIRST_OP_HOST).
+    `placed`: (rank, op index) -> the op's part lists with its AccumulateGrad path placed
+    (placed_parts, ADOPT_FIRST_BACKWARD_PLACEMENT), in place of the stage's averaged lists; not with
+    `rank_ops` (a diagnostic)."""
     parts: dict = {}
     for rank, program in enumerate(schedule.programs):
         mine, between = (rank_ops or {}).get(rank, (ops, between_s))
@@ -845,7 +849,8 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
         for k, op in enumerate(program):
             host_t += between if k else 0.0
             t_gpu, durations = starts[rank, k], []
-            for seg in op_parts(schedule, mine, rank, op):
+            segs = placed[rank, k] if placed and not rank_ops else op_parts(schedule, mine, rank, op)
+            for seg in segs:
                 gpu_s, host_s = issue(_host_scaled(seg, first_op) if k == 0 else seg, t_gpu - host_t, gap_s)
                 durations.append(gpu_s)
                 host_t = t_gpu + host_s
@@ -867,7 +872,7 @@ HOST_LEAD_ITERATIONS = 12
 
 def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s: float = 0.0,
                       gap_s: float = 0.0, rank_ops: dict | None = None, first_op: float = 1.0,
-                      hold_before_last_w_s: float = 0.0) -> PipelineResult:
+                      hold_before_last_w_s: float = 0.0, placed: dict | None = None) -> PipelineResult:
     """The pipeline with each op's time from the host's lead at its start (host_led_parts): the
     ops' starts depend on their predecessors' times and the times on the starts, so simulate
     with steady-state costs, re-cost every op from the simulated starts and simulate again until
@@ -877,7 +882,8 @@ def simulate_host_led(schedule, ops: dict[int, StageOps], p2p: float, between_s:
                                streams=("compute",))
     last = None
     for _ in range(HOST_LEAD_ITERATIONS):
-        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s, rank_ops, first_op)
+        parts = host_led_parts(schedule, ops, op_starts(result, schedule), between_s, gap_s, rank_ops, first_op,
+                               placed)
         if last is not None and max(abs(a - b) for k in parts for a, b in zip(parts[k], last[k])) < 1e-9:
             break
         last = parts
@@ -928,6 +934,56 @@ def accumulate_fracs(schedule) -> dict[int, float]:
     return {s: (m - 1) / m for s, m in backwards_per_copy(schedule).items()}
 
 
+# s17pair2 (docs/notes/s17pair2_rule.md, the rule committed before the held-out figures under it): the
+# AccumulateGrad path placed op by op instead of averaged over a stage's backwards. real/ sets every
+# .grad to None at the step's start (real/pipeline/engine.py step), so the first backward of each copy
+# (rank, chunk) clones / steals its weight gradients and every later one adds; the records show it (the
+# first W / BW of a copy runs 0.6-1.8 ms under the later ones, s17pair2_rule.md).
+ADOPT_FIRST_BACKWARD_PLACEMENT = True    # adopted by its rule (s17pair2: docs/notes/s17pair2_rule.md, result there)
+
+
+def first_backward_parts(schedule) -> dict:
+    """(rank, op index) -> (b_first, w_first) for every op holding a backward: whether its input-grad
+    part (B, BW, an FB's backward) is the first of its copy (rank, chunk) in program order, and whether
+    its weight-grad part (W, BW, an FB's BW) is; None where the op has no such part."""
+    out: dict = {}
+    for rank, program in enumerate(schedule.programs):
+        seen_b, seen_w = set(), set()
+        for k, op in enumerate(program):
+            b_chunk = op.backward_part[1] if op.backward_part is not None else None
+            holds_w = op.kind == "BW" or (op.kind == "FB" and not op.b_split)
+            w_chunk = op.chunk if op.kind == "W" else b_chunk if holds_w else None
+            if b_chunk is None and w_chunk is None:
+                continue
+            out[rank, k] = (None if b_chunk is None else b_chunk not in seen_b,
+                            None if w_chunk is None else w_chunk not in seen_w)
+            seen_b |= {b_chunk} - {None}
+            seen_w |= {w_chunk} - {None}
+    return out
+
+
+def placed_parts(schedule, first: dict[int, StageOps], later: dict[int, StageOps]) -> dict:
+    """(rank, op index) -> the op's part lists in issue order (as op_parts), each backward part taken
+    from `first` (stage ops at accumulate fraction 0) where it is its copy's first, else from `later`
+    (fraction 1)."""
+    flags = first_backward_parts(schedule)
+    out = {}
+    for rank, program in enumerate(schedule.programs):
+        for k, op in enumerate(program):
+            if (rank, k) not in flags:
+                out[rank, k] = op_parts(schedule, later, rank, op)
+                continue
+            b_first, w_first = flags[rank, k]
+            chunk = op.chunk if op.kind in ("B", "W", "BW") else op.b_chunk
+            stage = schedule.stage_of(rank, chunk)
+            b = (first if b_first else later)[stage].b if b_first is not None else []
+            w = (first if w_first else later)[stage].w if w_first is not None else []
+            back = b + w
+            out[rank, k] = ([later[schedule.stage_of(rank, op.chunk)].fb_forward, back] if op.kind == "FB"
+                            else [back])
+    return out
+
+
 def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                  host: dict | None = None, host_by_rank: dict | None = None,
                  ep_rows: dict | None = None, hold_before_last_w_s: float = 0.0) -> tuple[PipelineResult, float, dict]:
@@ -962,9 +1018,15 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
                                  accumulate_frac=fracs[s], accumulate=accumulate, host=rates, ep_rows=ep_rows)
                     for s in sorted({schedule.stage_of(r, c) for c in range(schedule.num_chunks)})}
             rank_ops[r] = (mine, rates.get("between_ops", 0.0))
+    placed = None
+    if ADOPT_FIRST_BACKWARD_PLACEMENT and pp > 1:
+        by_frac = {f: {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
+                                    accumulate_frac=f, accumulate=accumulate, host=host, ep_rows=ep_rows)
+                       for s, layers in enumerate(stages)} for f in (0.0, 1.0)}
+        placed = placed_parts(schedule, by_frac[0.0], by_frac[1.0])
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
                                (host or {}).get("device_gap", 0.0), rank_ops,
-                               (host or {}).get("first_op", 1.0) if pp > 1 else 1.0, hold_before_last_w_s)
+                               (host or {}).get("first_op", 1.0) if pp > 1 else 1.0, hold_before_last_w_s, placed)
     ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
     dp = int(row.get("dp", 1) or 1)
     finish = rank_finish_s(spec, schedule, stages, ends, dp, ep, gpu, profile, _sgd_lr(row))

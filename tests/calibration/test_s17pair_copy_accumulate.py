@@ -42,8 +42,11 @@ def _row(schedule: str) -> dict:
 
 def test_only_dualpipe_steps_move_and_they_get_cheaper(monkeypatch):
     """On the profile's defaults (no measured host rates): the switch lowers DualPipe's predicted step
-    (fewer backwards pay the add path) and leaves DualPipeV's unchanged."""
+    (fewer backwards pay the add path) and leaves DualPipeV's unchanged. With s17pair2's placement off:
+    placed op by op, each copy's first backward is found per (rank, chunk), so the copies are counted
+    apart whatever this switch says (tests/calibration/test_s17pair2_first_backward.py)."""
     profile = profile_from_json(json.loads((PROFILES_DIR / "h200.json").read_text()))
+    monkeypatch.setattr(pipe, "ADOPT_FIRST_BACKWARD_PLACEMENT", False)
     steps = {}
     for on in (False, True):
         monkeypatch.setattr(pipe, "ADOPT_COPY_ACCUMULATE_FRAC", on)

@@ -260,10 +260,11 @@ RANK_NOT_MET: dict = {
                  "judged on the four schedules' steps interleaved cycle by cycle, h200x4/s17alt_20261127_0941, 4xH200 "
                  "2026-11-27 09:41 UTC, 20 / 24 cycles; each pair's paired log differences, Hodges-Lehmann with Tukey's "
                  "95% interval): at 8 micro-batches DualPipe ran 1.30% [0.46, 1.82] faster than DualPipeV, resolved "
-                 "(19 of 24 cycles, p 0.010), the twin puts DualPipeV first (-0.61%; 463.6 vs 460.8 ms against 455.2 "
+                 "(19 of 24 cycles, p 0.010), the twin puts DualPipeV first (-0.62%; 463.6 vs 460.7 ms against 455.2 "
                  "vs 460.6 measured, held out; -0.81% before s17pair's DualPipe copy accumulation, "
-                 "docs/notes/s17pair_rule.md); its other 5 pairs met. At 4 all 6 pairs met (DualPipeV 1.71% [0.64, "
-                 "2.92] ahead of DualPipe, the twin 3.09%: the order s15rank's two rounds had the other way, +1.87%). "
+                 "docs/notes/s17pair_rule.md, -0.61% before s17pair2's first-backward placement, "
+                 "docs/notes/s17pair2_rule.md); its other 5 pairs met. At 4 all 6 pairs met (DualPipeV 1.71% [0.64, "
+                 "2.92] ahead of DualPipe, the twin 3.15%: the order s15rank's two rounds had the other way, +1.87%). "
                  "At 16 all four as measured by median order on h200x4/. s15rank's two-round folder, reported beside: "
                  "met at 4 and 8 (12 of 12 pairs); issue 13 open",
     ("h100", 4): "not met: 1 of 3 configurations ranked as measured (s13pp records on 4xH100, 2026-11-27 00:19 UTC; "
@@ -317,13 +318,14 @@ def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
 # alone (3-4 steps, one at 16) misses 3 of 30 (DualPipe rank 1 at 4 and 8: 0.2 / 0.4 vs 5.8 / 11.3 ms,
 # rank 0 at 16: 0.7 vs 19.6), which validation still reports.
 IDLE_NOT_MET = {
-    ("h100", 4): "not met: 12 of 44 GPUs beyond 10%, held-out split 6 of 16 (s13pp records on 4xH100, "
+    ("h100", 4): "not met: 14 of 44 GPUs beyond 10%, held-out split 6 of 16 (s13pp records on 4xH100, "
                  "2026-11-27 00:19 UTC, host rates and device gap from the same run, EP host terms from h100x2 since s15dp, index_put_ at its measured rate since s15bw, backward grouped GEMM layout factors since s15gg, index_put_'s radix passes since s16rx; "
                  "DualPipeV at 16 not run, at 8 one "
-                 "step): held out, 1F1B at 8 stage 0 twin 222.3 vs measured 181.3 ms (its steps 168.0-192.0) and "
-                 "stage 1 46.8 vs 54.0 (49.1-105.4), ZB1P at 8 stage 0 194.3 vs 219.0 (206.3-265.8); fitting, ZB1P "
+                 "step): held out, 1F1B at 8 stage 0 twin 222.5 vs measured 181.3 ms (its steps 168.0-192.0) and "
+                 "stage 1 47.0 vs 54.0 (49.1-105.4), ZB1P at 8 stage 0 194.4 vs 219.0 (206.3-265.8); fitting, ZB1P "
                  "at 4 106.3 vs 91.3 (80.8-130.7) and 18.9 vs 22.8 (21.7-83.5), DualPipe's GPUs 1/3 at 16 0.6 vs "
-                 "32.6 / 33.3 (4.0-39.7). Single steps of this run idle 2-4x their medians (stage 1 up to 105 ms). "
+                 "32.6 / 33.3 (4.0-39.7), DualPipeV's GPUs 0/2 at 4 20.2 vs 17.6 / 17.5 (19.8 and 12 of 44 before s17pair2's "
+                 "first-backward placement, docs/notes/s17pair2_rule.md: a twin 0.1-0.4 ms up, past the 2.5 ms floor). Single steps of this run idle 2-4x their medians (stage 1 up to 105 ms). "
                  "The pinned part of the same run (h100x4/pinned) is kept out by rule P (docs/notes/s13pp_rule.md): "
                  "DualPipe at 8 was skipped (its 8 steps did not fit the budget), and its per-GPU idle spread was "
                  "13.3 ms against 5.0 unpinned. The s9ep records of 12:06 (h100x4/s9ep_20261126_1206, kept out of "
