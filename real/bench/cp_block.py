@@ -41,7 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from real.bench.device import free_memory
 from real.bench.nccl import agreed_over, log, stats
 from real.bench.parallel_blocks import time_reps
-from real.bench.torch_cp import (_one_process_env, _write_profile_rows, aten_calls_by_phase, cp_mesh_api,
+from real.bench.torch_cp import (_write_profile_rows, aten_calls_by_phase, cp_world,
                                  kernels_by_phase, profile_phases, scaling_split)
 from real.dense import build_block, rope_freqs_cis, slice_of
 
@@ -124,17 +124,11 @@ def block_flops(s: int, quick: bool) -> float:
 def bench_cp_block(rec, timer, dev, deadline, quick, env):
     """Section cp_block: one process (CP1, the plain block) or torchrun over W ranks (PyTorch's CP
     over all W, S = W x 32K); the module docstring says what is recorded."""
-    multi = dist.is_available() and dist.is_initialized()
-    world, rank = (dist.get_world_size(), dist.get_rank()) if multi else (1, 0)
-    group = dist.group.WORLD if multi else None
-    if multi:
-        api = cp_mesh_api(env, dev, world, "cp_block")
-        if api is None:
-            return
-        mesh, context_parallel, set_rotate_method = api
-    else:
-        _one_process_env(env, dev)
-        mesh = context_parallel = set_rotate_method = None
+    world_cp = cp_world(env, dev, "cp_block")
+    if world_cp is None:
+        return
+    world, rank, group, mesh, context_parallel, set_rotate_method = world_cp
+    multi = group is not None
     compiled = os.environ.get(COMPILE_ENV, "1") != "0"
     env["cp_block_compiled"] = compiled
     s = QUICK_LOCAL_LEN if quick else LOCAL_LEN

@@ -631,6 +631,21 @@ def _one_process_env(env: dict, dev) -> dict:
     return env
 
 
+def cp_world(env: dict, dev, section: str):
+    """(world, rank, group, mesh, context_parallel, set_rotate_method) of a section run either as one
+    process (CP1: no group, no mesh) or under torchrun (PyTorch's CP over every rank); None where this
+    torch or device cannot run CP (cp_mesh_api keeps the reason)."""
+    multi = dist.is_available() and dist.is_initialized()
+    if not multi:
+        _one_process_env(env, dev)
+        return 1, 0, None, None, None, None
+    world = dist.get_world_size()
+    api = cp_mesh_api(env, dev, world, section)
+    if api is None:
+        return None
+    return (world, dist.get_rank(), dist.group.WORLD, *api)
+
+
 def bench_torch_cp_scaling(rec, timer, dev, deadline, quick, env):
     """Section torch_cp_scaling: the torch_cp block with SCALING_LOCAL_LEN positions per rank at
     CP = W, W the process count (one process: CP1, the plain call torchtitan makes at CP1; under
@@ -638,17 +653,11 @@ def bench_torch_cp_scaling(rec, timer, dev, deadline, quick, env):
     (`scaling_cases`); rows in the torch_cp families, split by `scaling_split`, a Chrome trace per
     rank of every case. Run at W = 1, 2, 4 it says how a rank's time grows with the CP degree at
     fixed per-rank work (issue 14: torchtitan's CP4/CP8 rows)."""
-    multi = dist.is_available() and dist.is_initialized()
-    world, rank = (dist.get_world_size(), dist.get_rank()) if multi else (1, 0)
-    group = dist.group.WORLD if multi else None
-    if multi:
-        api = cp_mesh_api(env, dev, world, "torch_cp_scaling")
-        if api is None:
-            return
-        mesh, context_parallel, set_rotate_method = api
-    else:
-        _one_process_env(env, dev)
-        mesh = context_parallel = set_rotate_method = None
+    world_cp = cp_world(env, dev, "torch_cp_scaling")
+    if world_cp is None:
+        return
+    world, rank, group, mesh, context_parallel, set_rotate_method = world_cp
+    multi = group is not None
     reps, warmup = (2, 1) if quick else (6, 2)
     trace_dir = Path(os.environ.get("REAL_BENCH_TRACE_DIR", "") or tempfile.gettempdir())
     S = (QUICK_SCALING_LOCAL_LEN if quick else SCALING_LOCAL_LEN) * world
