@@ -52,7 +52,11 @@ one-GPU profile is fitted on its fitting split:
     (ADOPT_TRACE_COMPONENT_FACTORS); none for a GPU without its own fitting traces;
   - the CP part's memory-bound eager ops (sliced copies, FP32 casts, log-sum-exp merges and
     accumulations) at the eager-kernel factor of PyTorch's CP measured in the same folder's
-    two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them).
+    two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them);
+  - the CP2 MLA block's sublayer kernels (real/cp.py CPMLABlock: q, k, v made contiguous head-major,
+    the output back) by component over the twin's costing, from the folder's fitting CP2 traces
+    (`cp_sublayer_factors`, ADOPT_CP_SUBLAYER_FACTORS, docs/notes/s18tpb_rule.md; H200: memory-bound
+    1.59x, GEMMs 0.91x; none on a GPU without CP traces).
 """
 
 from __future__ import annotations
@@ -929,7 +933,7 @@ def predict_rows(t: FolderTerms, rows: pd.DataFrame, profile: Profile) -> list[d
 # CP2 traces measure over the twin's costing of them (`cp_sublayer_factors`), as the TP blocks take
 # theirs (ADOPT_TRACE_COMPONENT_FACTORS); the one-GPU reference (TPMLABlock, no transposes) keeps the
 # twin's costing (docs/notes/s18tpb_rule.md, candidate C).
-ADOPT_CP_SUBLAYER_FACTORS = False
+ADOPT_CP_SUBLAYER_FACTORS = True
 CP_TRACE_KERNELS = "cp_trace_kernels_rank*.csv"   # real/bench/cp_traces.py (h200x2/s13cp/)
 CP_TRACE_EVENTS = ("kernel", "memcpy", "memset")
 SUBLAYER_COMPONENTS = ("gemm", "memory")
