@@ -52,7 +52,11 @@ one-GPU profile is fitted on its fitting split:
     (ADOPT_TRACE_COMPONENT_FACTORS); none for a GPU without its own fitting traces;
   - the CP part's memory-bound eager ops (sliced copies, FP32 casts, log-sum-exp merges and
     accumulations) at the eager-kernel factor of PyTorch's CP measured in the same folder's
-    two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them).
+    two-GPU torch_cp records (`cp_merge_factor`: 2.02 on 2xH200, 1.66 on 2xH100; 1 without them);
+  - the CP2 MLA block's sublayer kernels (real/cp.py CPMLABlock: q, k, v made contiguous head-major,
+    the output back) by component over the twin's costing, from the folder's fitting CP2 traces
+    (`cp_sublayer_factors`, ADOPT_CP_SUBLAYER_FACTORS, docs/notes/s18tpb_rule.md; H200: memory-bound
+    1.59x, GEMMs 0.91x; none on a GPU without CP traces).
 """
 
 from __future__ import annotations
@@ -167,23 +171,43 @@ TP_BLOCK_COLLECTIVES = {("mla", True): 4, ("mla", False): 2, ("moe", True): 5, (
 TP_COLLECTIVE_KINDS = ("all_gather", "reduce_scatter", "all_reduce")
 
 
-def block_collective_host_s(rows: pd.DataFrame) -> float | None:
+# Whether the MoE block's all-gather of the expert ids (sequence parallelism: real/tp.py TPMoEBlock
+# calls real/collectives.py all_gather_tokens bare, no autograd Function, forward only) takes the host
+# of that very call as collective_host.csv times it (the isolated all_gather: ~0.1 ms) instead of the
+# TP blocks' median per call (~0.32-0.35 ms, autograd Functions and their backward hand-offs),
+# and the per-call median is read with that call's isolated host set apart (docs/notes/s18tpb_rule.md,
+# candidate I).
+ADOPT_IDS_GATHER_HOST = False
+IDS_GATHER_KEY = "ids_all_gather"   # the host dict's entry for that call (folder_terms)
+
+
+def _ids_gather_host_s(isolated: dict, use: bool | None = None) -> float | None:
+    """The host of the expert ids' bare all-gather where `use` (None: ADOPT_IDS_GATHER_HOST) and the
+    isolated all_gather is measured (collective_host.csv); None otherwise."""
+    on = ADOPT_IDS_GATHER_HOST if use is None else use
+    return isolated.get("all_gather") if on else None
+
+
+def block_collective_host_s(rows: pd.DataFrame, ids_gather_s: float | None = None) -> float | None:
     """Host seconds a TP block spends per collective call beyond what its one-GPU reference
     spends, measured on the fitting rows (host_time_s: the slowest rank's host time to issue a
     repetition): for each fitting TP row with a fitting one-GPU reference of the same block,
     model and tokens, (host_time_s(TP) - host_time_s(TP1)) / its collectives; the median. The
     call as the block makes it: the autograd Function and its backward's hand-off from the
     autograd thread, the buffer clone or view, the CommTimer's events, c10d's dispatch and the
-    NCCL launch -- which the isolated calls of collective_host.csv time only in part. None where
+    NCCL launch -- which the isolated calls of collective_host.csv time only in part. With
+    `ids_gather_s` (the MoE block's bare expert-ids all-gather at its isolated host), that call's
+    host is set apart from an SP MoE row's extra first and the row counts one call fewer. None where
     the rows carry no host times."""
-    per_call = [extra / calls for extra, calls in _tp_host_beyond_reference(rows)]
+    per_call = [extra / calls for extra, calls in _tp_host_beyond_reference(rows, ids_gather_s)]
     return float(pd.Series(per_call).median()) if per_call else None
 
 
-def _tp_host_beyond_reference(rows: pd.DataFrame) -> list[tuple[float, int]]:
+def _tp_host_beyond_reference(rows: pd.DataFrame, ids_gather_s: float | None = None) -> list[tuple[float, int]]:
     """(host_time_s(TP) - host_time_s(TP1), collective calls) for each fitting TP row with a
     fitting one-GPU reference of the same block, model and tokens; none where the rows carry no
-    host times."""
+    host times. With `ids_gather_s`, an SP MoE row's bare expert-ids all-gather is taken out at that
+    host: (extra - ids_gather_s, calls - 1)."""
     if "host_time_s" not in rows or rows.empty:
         return []
     tp = rows[(rows["bench"] == "tp_block") & (rows["split"] == "fit")]
@@ -195,7 +219,10 @@ def _tp_host_beyond_reference(rows: pd.DataFrame) -> list[tuple[float, int]]:
         key = (r["block"], r["model"], _int(r["tokens"]))
         sp = _bool(r["sequence_parallel"])
         if _int(r["tp"]) > 1 and key in ref and (r["block"], sp) in TP_BLOCK_COLLECTIVES:
-            out.append((float(r["host_time_s"]) - ref[key], TP_BLOCK_COLLECTIVES[(r["block"], sp)]))
+            extra, calls = float(r["host_time_s"]) - ref[key], TP_BLOCK_COLLECTIVES[(r["block"], sp)]
+            if ids_gather_s is not None and r["block"] == "moe" and sp:
+                extra, calls = extra - ids_gather_s, calls - 1
+            out.append((extra, calls))
     return out
 
 
@@ -317,8 +344,9 @@ def tp_block_ops(row, gpu: GPUSpec, profile: Profile, host: dict | None = None,
         latent_bytes = T * width * BF16_BYTES
         f.mem(2 * t * width * BF16_BYTES)                       # the cat
         _enter_leave(f, b, latent_bytes, T * D * BF16_BYTES, sp, world, gpu, profile, "in_fwd", host)
-        if sp:
-            _collective(f, "all_gather", T * K * I64, world, gpu, profile, host)   # expert ids, no autograd
+        if sp:   # expert ids, no autograd: the bare call's own host where measured (IDS_GATHER_KEY)
+            ids_host = {"all_gather": host[IDS_GATHER_KEY]} if host and IDS_GATHER_KEY in host else host
+            _collective(f, "all_gather", T * K * I64, world, gpu, profile, ids_host)
         f.extend(mf)
         bench = "moe_layer"
     else:
@@ -589,7 +617,8 @@ def predict_cp_row(row, gpu: GPUSpec, profile: Profile, host: dict | None = None
     f, b = Eager(gpu, profile), Eager(gpu, profile)
     if str(row["bench"]) == "cp_block" and str(row["block"]) == "mla":
         # the sublayer's ops on this rank's positions, its attention core the CP form's (below)
-        mf, mb = _mla_ops(spec, 1, s, str(row["precision"]), gpu, profile, with_core=False)
+        sub = (cp_terms or {}).get("sublayer_factors") if world > 1 else None   # real/cp.py CPMLABlock's
+        mf, mb = _mla_ops(spec, 1, s, str(row["precision"]), gpu, profile, with_core=False, component_scale=sub)
         f.extend(mf)
         b.extend(mb)
     def core(seq: int, heads: int, causal: bool) -> Op:
@@ -820,7 +849,8 @@ def tp_host_terms(host: dict, isolated: dict, rows: pd.DataFrame, crossing: bool
 
 def folder_terms(folder: Path | str, gpu: str, profile: Profile,
                  component_factors: bool | None = None, crossing_host: bool | None = None,
-                 host_probe: bool | None = None) -> FolderTerms:
+                 host_probe: bool | None = None, ids_gather_host: bool | None = None,
+                 cp_sublayer: bool | None = None) -> FolderTerms:
     """The rows of a folder and the terms measured on its fitting rows and beside them (the
     collectives' host, the TP blocks' host per kernel, the CP terms, and, where
     `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS) and the folder holds fitting traces,
@@ -828,7 +858,11 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
     the TP rows' host per crossing and per call: `tp_host_terms`), as `predict_folder` uses them.
     Where `host_probe` (None: ADOPT_HOST_PROBE) and the fitting rows carry the host probe, every
     host term is read off the fitting rows' host measurements brought to the folder's reference
-    speed (`reference_probe_s`, `at_probe_ref`): FolderTerms.probe_ref_s."""
+    speed (`reference_probe_s`, `at_probe_ref`): FolderTerms.probe_ref_s. Where `ids_gather_host`
+    (None: ADOPT_IDS_GATHER_HOST), the MoE block's expert-ids all-gather at its isolated host
+    (`_ids_gather_host_s`); where `cp_sublayer` (None: ADOPT_CP_SUBLAYER_FACTORS) and the folder holds
+    fitting CP traces, the CP MLA block's sublayer kernels at their traced factors
+    (`cp_sublayer_factors`: cp_terms["sublayer_factors"])."""
     spec = gpu_spec(gpu)
     rows = load_block_rows(folder)
     use_probe = ADOPT_HOST_PROBE if host_probe is None else host_probe
@@ -836,9 +870,12 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
     measured = at_probe_ref(rows, probe_ref) if probe_ref else rows   # what the host terms read
     host = load_collective_host(folder, probe_ref)
     isolated = dict(host)
-    in_block = block_collective_host_s(measured)
+    ids_host = _ids_gather_host_s(isolated, ids_gather_host)
+    in_block = block_collective_host_s(measured, ids_host)
     if in_block is not None:   # the call as the blocks make it, where the records say
         host.update({kind: max(in_block, host.get(kind, 0.0)) for kind in TP_COLLECTIVE_KINDS})
+    if ids_host is not None:
+        host[IDS_GATHER_KEY] = ids_host
     kernel_host = block_kernel_host_s(measured, spec, profile)
     merge = cp_merge_factor(folder, spec, profile)   # real/cp.py's eager merges, as PyTorch CP's measured
     merge = 1.0 if merge is None else merge
@@ -850,6 +887,10 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
         by_shape = offdiag_by_shape(folder, spec, profile)
         if by_shape:
             cp_terms = {**cp_terms, "offdiag_by_shape": by_shape}
+    if ADOPT_CP_SUBLAYER_FACTORS if cp_sublayer is None else cp_sublayer:
+        sub = cp_sublayer_factors(folder, spec, profile)
+        if sub:
+            cp_terms = {**cp_terms, "sublayer_factors": sub}
     use = ADOPT_TRACE_COMPONENT_FACTORS if component_factors is None else component_factors
     factors = block_component_factors(folder, rows, spec, profile, host, kernel_host) if use else {}
     return FolderTerms(spec, rows, host, kernel_host, cp_terms, factors,
@@ -857,14 +898,18 @@ def folder_terms(folder: Path | str, gpu: str, profile: Profile,
 
 
 def predict_folder(folder: Path | str, gpu: str, profile: Profile, component_factors: bool | None = None,
-                   crossing_host: bool | None = None, host_probe: bool | None = None) -> list[dict]:
+                   crossing_host: bool | None = None, host_probe: bool | None = None,
+                   ids_gather_host: bool | None = None, cp_sublayer: bool | None = None) -> list[dict]:
     """[{row, name, measured_s, predicted_s, held_out}] of a folder's block rows, each collective's
     host dispatch the one measured in the blocks' fitting rows (`block_collective_host_s`), or
     the isolated call's (collective_host.csv), where measured; the TP blocks' kernels at their
     traced component factors where `component_factors` (None: ADOPT_TRACE_COMPONENT_FACTORS); the
     TP rows' host per crossing and per call where `crossing_host` (None: ADOPT_CROSSING_HOST); each
-    row's host at its own measured speed where `host_probe` (None: ADOPT_HOST_PROBE)."""
-    t = folder_terms(folder, gpu, profile, component_factors, crossing_host, host_probe)
+    row's host at its own measured speed where `host_probe` (None: ADOPT_HOST_PROBE); the expert ids'
+    all-gather at its isolated host where `ids_gather_host` (None: ADOPT_IDS_GATHER_HOST); the CP MLA
+    sublayer at its traced factors where `cp_sublayer` (None: ADOPT_CP_SUBLAYER_FACTORS)."""
+    t = folder_terms(folder, gpu, profile, component_factors, crossing_host, host_probe, ids_gather_host,
+                     cp_sublayer)
     return predict_rows(t, t.rows, profile)
 
 
@@ -881,3 +926,71 @@ def predict_rows(t: FolderTerms, rows: pd.DataFrame, profile: Profile) -> list[d
         out.append({"row": r, "name": block_name(r), "measured_s": float(r["time_s"]), "predicted_s": float(pred),
                     "held_out": str(r.get("split", "holdout")) != "fit"})
     return out
+
+
+# Whether real/cp.py CPMLABlock's sublayer (norm, projections, the q/k/v cats and transposes made
+# contiguous, the output's, on this rank's s positions) takes its kernels at the factors its fitting
+# CP2 traces measure over the twin's costing of them (`cp_sublayer_factors`), as the TP blocks take
+# theirs (ADOPT_TRACE_COMPONENT_FACTORS); the one-GPU reference (TPMLABlock, no transposes) keeps the
+# twin's costing (docs/notes/s18tpb_rule.md, candidate C).
+ADOPT_CP_SUBLAYER_FACTORS = True
+CP_TRACE_KERNELS = "cp_trace_kernels_rank*.csv"   # real/bench/cp_traces.py (h200x2/s13cp/)
+CP_TRACE_EVENTS = ("kernel", "memcpy", "memset")
+SUBLAYER_COMPONENTS = ("gemm", "memory")
+
+
+def cp_trace_component_s(folder: Path | str) -> pd.DataFrame:
+    """Per traced CP2 case (block, model, cp_kind, seq_len, split): GPU seconds a repetition by kernel
+    component (tp_traces.kernel_component), the median over ranks and profiled repetitions, of every
+    cp_trace_kernels_rank*.csv under `folder` (its subfolders included); empty without any."""
+    frames = [read_csv(p) for p in glob_csv(folder, CP_TRACE_KERNELS, recursive=True)]
+    if not frames:
+        return pd.DataFrame()
+    k = pd.concat(frames, ignore_index=True)
+    k = k[k["event"].isin(CP_TRACE_EVENTS)].copy()
+    k["component"] = k["name"].astype(str).map(tp_traces.kernel_component)
+    k["dur_s"] = (pd.to_numeric(k["end_us"]) - pd.to_numeric(k["start_us"])) * 1e-6
+    keys = ["block", "model", "cp_kind", "seq_len", "split"]
+    per_rep = k.groupby([*keys, "rank", "rep", "component"])["dur_s"].sum().unstack("component").fillna(0.0)
+    return per_rep.groupby(keys).median().reset_index()
+
+
+def _sublayer_twin_s(model: str, s: int, gpu: GPUSpec, profile: Profile) -> dict[str, float]:
+    """{component: GPU seconds} of the twin's costing of CPMLABlock's sublayer on s positions
+    (predict_cp_row's `_mla_ops` without the core, and the layer's missing kernels as "launch")."""
+    f, b = _mla_ops(get_model(model), 1, s, "bf16", gpu, profile, with_core=False)
+    f.missing_kernels("mla_layer_fwd", "bf16")
+    b.missing_kernels("mla_layer_bwd", "bf16")
+    out: dict[str, float] = {}
+    for e in (f, b):
+        for c, v in e.component_s.items():
+            out[c] = out.get(c, 0.0) + v
+    return out
+
+
+def cp_sublayer_factors(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict[str, float]:
+    """{gemm, memory: factor}: the CP MLA block's sublayer kernels measured over the twin's costing
+    of them, from the folder's fitting CP2 traces alone (`cp_trace_component_s`): per fitting
+    (model, cp_kind, seq_len) traced as both an MLA block and an attention block, the MLA case's
+    component seconds less the attention case's (the same CP attention: what is left is the
+    sublayer's), summed over cases, over the twin's sum (`_sublayer_twin_s` at s = seq_len / 2);
+    the traced memory kernels less the launch-bound ones the twin costs at launch_s. {} where the
+    folder holds no such pair."""
+    med = cp_trace_component_s(folder)
+    if med.empty:
+        return {}
+    fit = med[med["split"] == "fit"]
+    keys = ["model", "cp_kind", "seq_len"]
+    pairs = fit[fit["block"] == "mla"].merge(fit[fit["block"] == "attention"], on=keys, suffixes=("_mla", "_att"))
+    measured = {c: 0.0 for c in SUBLAYER_COMPONENTS}
+    twin = {c: 0.0 for c in (*SUBLAYER_COMPONENTS, "launch")}
+    for _, r in pairs.iterrows():
+        for c in SUBLAYER_COMPONENTS:
+            measured[c] += float(r.get(f"{c}_mla", 0.0)) - float(r.get(f"{c}_att", 0.0))
+        for c, v in _sublayer_twin_s(str(r["model"]), _int(r["seq_len"]) // 2, gpu, profile).items():
+            if c in twin:
+                twin[c] += v
+    if pairs.empty:
+        return {}
+    measured["memory"] -= twin["launch"]
+    return {c: measured[c] / twin[c] for c in SUBLAYER_COMPONENTS if twin[c] > 0 and measured[c] > 0}
