@@ -1528,7 +1528,7 @@ def judge_ranking(steps: dict, predicted: dict) -> list[dict]:
 # queued kernels, where the host's probe measures 1.1-1.2 us a launch on the H200 hosts) and
 # AccumulateGrad at the profile's fallback rate; with the switch on it takes its host folder's
 # host-level inputs (host_inputs' inputs_from), as s16idle's idle rounds and the host folder's own rows do
-ADOPT_S18_HOST_FOLDER_INPUTS = False
+ADOPT_S18_HOST_FOLDER_INPUTS = True    # adopted by its rule (s18gap: docs/notes/s18gap_rule.md, result there)
 
 
 def subfolder_inputs_from(folder: Path) -> Path | None:
