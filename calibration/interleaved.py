@@ -11,7 +11,8 @@ d_c = ln t_b,c - ln t_a,c of the cycles holding both:
 - met where resolved and the twin's gap g = ln(predicted_b / predicted_a) has D's sign, or where a tie
   holds g inside the interval.
 The twin predicts the folder as validation predicts any (calibration.pipeline.predict_folder: host
-rates from its own fitting split, the 4-micro-batch rows; 8 is held out).
+rates from its own fitting split, the 4-micro-batch rows; 8 is held out), with its host folder's
+host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS gives them (docs/notes/s18gap_rule.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
-from calibration.pipeline import RANKING_LEVEL, predict_folder
+from calibration.pipeline import RANKING_LEVEL, predict_folder, subfolder_inputs_from
 from calibration.records_io import csv_exists, read_csv
 
 # {multi-GPU host folder: its interleaved folder (a subfolder holding pipeline_interleaved.csv)}: the
@@ -135,10 +136,11 @@ def interleaved_steps_by_cycle(folder: Path) -> dict:
 
 def interleaved_judgement(folder: Path, gpu: str, profile) -> list[dict]:
     """Rule s17alt on an interleaved folder: its steps paired by cycle, the twin's predictions of its
-    pipeline_step rows as validation makes them (predict_folder on the folder)."""
+    pipeline_step rows as validation makes them (predict_folder on the folder; the host-level inputs its
+    host folder's where subfolder_inputs_from gives it, s18gap)."""
     steps = interleaved_steps_by_cycle(folder)
     predicted: dict = {}
-    for c in predict_folder(Path(folder), gpu, profile):
+    for c in predict_folder(Path(folder), gpu, profile, inputs_from=subfolder_inputs_from(folder)):
         row = c["row"]
         if int(row["pp"]) > 1:
             predicted.setdefault(int(row["num_microbatches"]), {})[str(row["schedule"])] = float(c["predicted_s"])

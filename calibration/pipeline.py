@@ -1522,6 +1522,22 @@ def judge_ranking(steps: dict, predicted: dict) -> list[dict]:
     return out
 
 
+# s18gap (docs/notes/s18gap_rule.md, the rule committed before the held-out figures under it): a ranking
+# or interleaved folder (a subfolder of its host's records folder) has no probe, no kernel records and no
+# one-GPU folder beside it, so predicted on its own it runs with no device gap (issue() at 0 between
+# queued kernels, where the host's probe measures 1.1-1.2 us a launch on the H200 hosts) and
+# AccumulateGrad at the profile's fallback rate; with the switch on it takes its host folder's
+# host-level inputs (host_inputs' inputs_from), as s16idle's idle rounds and the host folder's own rows do
+ADOPT_S18_HOST_FOLDER_INPUTS = True    # adopted by its rule (s18gap: docs/notes/s18gap_rule.md, result there)
+
+
+def subfolder_inputs_from(folder: Path) -> Path | None:
+    """The folder whose host-level inputs (host_inputs: the NCCL sweep, AccumulateGrad rates, device
+    gap) a ranking or interleaved folder's predictions take where it has none of its own: the host
+    folder it sits in with ADOPT_S18_HOST_FOLDER_INPUTS on, else None (its own only)."""
+    return Path(folder).parent if ADOPT_S18_HOST_FOLDER_INPUTS else None
+
+
 def ranking_rounds(folder: Path) -> list[Path]:
     """A ranking folder's rounds (round_a/, round_b/, ...: subfolders holding pipeline_step.csv)."""
     return [p for p in sorted(Path(folder).glob("round_*")) if csv_exists(p / "pipeline_step.csv")]
@@ -1529,15 +1545,17 @@ def ranking_rounds(folder: Path) -> list[Path]:
 
 def ranking_judgement(folder: Path, gpu: str, profile) -> list[dict]:
     """Rule s15rank on a ranking folder: each round predicted as validation predicts a folder
-    (predict_folder: host rates and device gap from that round's own fitting split), each
+    (predict_folder: host rates from that round's own fitting split; the host-level inputs its host
+    folder's where subfolder_inputs_from gives it, s18gap), each
     configuration's timed steps per schedule and round (step_times_by_rep_s), judged by
     judge_ranking. Configurations are keyed by their number of micro-batches (the rest of the shape
     is one per campaign)."""
     steps: dict = {}
     predicted: dict = {}
     rounds = ranking_rounds(folder)
+    host_folder = subfolder_inputs_from(folder)
     for i, rnd in enumerate(rounds):
-        for c in predict_folder(rnd, gpu, profile):
+        for c in predict_folder(rnd, gpu, profile, inputs_from=host_folder):
             row = c["row"]
             if int(row["pp"]) < 2:
                 continue
