@@ -307,6 +307,9 @@ ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
 # NNLS with the other terms on the fit runs, post_prompt_iterations from POST_PROMPT_CHOICES by the fit runs'
 # weighted residual; the host-speed references held at the committed tables' (as s17srv). Tables carry
 # post_prompt_s = 0 with the switch off.
+# Outcome (s18srv): committed held out 66 of 80 (66), median 2.85% -> 2.98%, h200x2 11 (13: r10-long / r30-short TPOT P50
+# just past 10%); fit runs 218 of 250 (216); with the input 144 of 190 (142); s13srv held out H200 26 (27); s13srv fit 80
+# of 120 (80); never-fitted 103 of 145 (98): not adopted
 ADOPT_POST_PROMPT_DECODE = False
 POST_PROMPT_CHOICES = (1, 4, 16)
 
