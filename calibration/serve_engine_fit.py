@@ -91,7 +91,7 @@ from twin.serving.first_launch import kernels, regions
 from twin.serving.timing import IterationCosts, graph_bucket
 
 TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "score_s_per_pair", "gather_s_per_row_token",
-         "new_size_s", "new_bin_s", "cold_prompt_s", "cold_eager_s")
+         "new_size_s", "new_bin_s", "cold_prompt_s", "cold_eager_s", "post_prompt_s")
 OUT = Path(__file__).resolve().parents[1] / "twin" / "data" / "serve_engines.toml"
 FOLDERS = ("h200", "h200x2", "h100", "h100x2")
 # upper edges of the predicted-duration bins of the spread (s), the last bin open; doubling widths
@@ -103,7 +103,8 @@ IDLE_GAP_S = 0.002   # a gap between iterations this long means the loop slept (
 EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound", "new_bin_fade_bins", "new_size_backlog",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
                "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
-               "cold_eager_iterations", "new_bin_regions", "new_bin_kernels")   # stored beside TERMS
+               "cold_eager_iterations", "new_bin_regions", "new_bin_kernels",
+               "post_prompt_iterations")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -296,6 +297,21 @@ ADOPT_KERNEL_FIRST_LAUNCH = False
 # the input 148 of 190 (142); s13srv held out H200 26 (27); s13srv fit 78 of 120 (80); never-fitted 107 of 145 (98):
 # not adopted
 ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
+# (s18srv, docs/notes/s18srv_rule.md, stated before any held-out figure under it) On the fit runs a decode-only
+# iteration that follows a prompt-carrying one within a few iterations runs slower than the engine's steady decode
+# (EP2 fit runs: the iteration right after a prompt iteration +0.96 ms (h100x2) / +0.79 ms (h200x2) over the
+# committed table, a steady one -0.52 / -0.38 ms; the excess fades over ~10 iterations; one GPU +0.06 / +0.07 ms),
+# so a closed loop's long decode stretches run faster than a Poisson run's decode between prompts. Rule: a
+# decode-only iteration within post_prompt_iterations iterations after its instance's last prompt iteration
+# pays post_prompt_s more (host work: scaled by the host input as the other host terms); post_prompt_s by the same
+# NNLS with the other terms on the fit runs, post_prompt_iterations from POST_PROMPT_CHOICES by the fit runs'
+# weighted residual; the host-speed references held at the committed tables' (as s17srv). Tables carry
+# post_prompt_s = 0 with the switch off.
+# Outcome (s18srv): committed held out 66 of 80 (66), median 2.85% -> 2.98%, h200x2 11 (13: r10-long / r30-short TPOT P50
+# just past 10%); fit runs 218 of 250 (216); with the input 144 of 190 (142); s13srv held out H200 26 (27); s13srv fit 80
+# of 120 (80); never-fitted 103 of 145 (98): not adopted
+ADOPT_POST_PROMPT_DECODE = False
+POST_PROMPT_CHOICES = (1, 4, 16)
 
 
 def counts_kernels() -> bool:
@@ -330,6 +346,25 @@ def mark_cold_eager(df: pd.DataFrame, after_iterations: int) -> pd.DataFrame:
         flags.append(float(after_iterations > 0 and eager and since >= after_iterations))
         since = 0 if eager else since + 1
     out["cold_eager_s"] = out["cold_eager_flag"] = flags
+    return out
+
+
+def mark_post_prompt(df: pd.DataFrame, within_iterations: int) -> pd.DataFrame:
+    """post_prompt_s = 1 on a decode-only row (no prompt work) that is at most `within_iterations` rows
+    after its run's last prompt-carrying row, as twin.serving.engine counts them (a run's rows before
+    its first prompt row pay nothing); 0 everywhere for within_iterations 0 (no term)."""
+    out = df.copy()
+    flags, run, since = [], None, math.inf
+    for row in out.itertuples():
+        if row.run_id != run:
+            run, since = row.run_id, math.inf
+        if row.prompt_iteration_s > 0:
+            since = 0
+            flags.append(0.0)
+            continue
+        since += 1
+        flags.append(float(since <= within_iterations))
+    out["post_prompt_s"] = flags
     return out
 
 
@@ -569,7 +604,7 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})
     df = pd.DataFrame(rows)
-    return (mark_cold_eager(mark_new_sizes(df), 0) if len(df) else df), meta
+    return (mark_post_prompt(mark_cold_eager(mark_new_sizes(df), 0), 0) if len(df) else df), meta
 
 
 def new_bin_weight(bins_met: int, fade_bins: float) -> float:
@@ -727,15 +762,17 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
 
 
 def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
-             cold_eager=(0,), kernel_gpu: str = "") -> tuple[pd.DataFrame, dict, float]:
+             cold_eager=(0,), kernel_gpu: str = "", post_prompt=(0,)) -> tuple[pd.DataFrame, dict, float]:
     """The fit (host-bound new sizes where HOST_BOUND_NEW_SIZES) under each new-bin fade of `fades`
     (NEW_BIN_FADES), with COLD_PROCESS each cold-process scale of COLD_SIZES and each cold eager path's
-    threshold of `cold_eager` (COLD_EAGER_CHOICES where ADOPT_COLD_EAGER; 0: no term), keeping the one of
+    threshold of `cold_eager` (COLD_EAGER_CHOICES where ADOPT_COLD_EAGER; 0: no term) and each post-prompt
+    window of `post_prompt` (POST_PROMPT_CHOICES where ADOPT_POST_PROMPT_DECODE; 0: no term), keeping the one of
     lowest weighted residual on these (fit) runs: (design, fit, fade)."""
     best = None
-    for fade, cold, after in [(f, c, a) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,)) for a in cold_eager]:
-        d = mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS,
-                                           kernel_gpu=kernel_gpu), after)
+    for fade, cold, after, post in [(f, c, a, w) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,))
+                                    for a in cold_eager for w in post_prompt]:
+        d = mark_post_prompt(mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS,
+                                                            kernel_gpu=kernel_gpu), after), post)
         if overlap:
             d, coef = overlap_launches(d)
             coef["cold_sizes"] = float(cold)
@@ -747,6 +784,7 @@ def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
             else (d, fit(d))
         coef["cold_sizes"] = float(cold)
         coef["cold_eager_iterations"] = float(after)
+        coef["post_prompt_iterations"] = float(post) if coef["post_prompt_s"] > 0 else 0.0
         sse = weighted_sse(d, coef)
         if best is None or sse < best[0]:
             best = (sse, d, coef, fade)
@@ -849,8 +887,10 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     overlap = LAUNCH_OVERLAP and meta["ep"] == 1
     # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
-    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu)
+    post_prompt = POST_PROMPT_CHOICES if ADOPT_POST_PROMPT_DECODE else (0,)
+    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu, post_prompt)
     coef.setdefault("cold_eager_iterations", 0.0)
+    coef.setdefault("post_prompt_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
     coef["new_bin_regions"] = float(ADOPT_KERNEL_REGIONS)
@@ -1235,7 +1275,7 @@ def fitted_tables() -> dict[str, dict]:
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))
-            if counts_kernels():   # the references held at the committed tables' (s17srv rule)
+            if counts_kernels() or ADOPT_POST_PROMPT_DECODE:   # the references held at the committed tables' (s17srv rule)
                 r.update({k: committed[key][k] for k in HOST_REFERENCE_TERMS if k in committed.get(key, {})})
     return results
 

@@ -115,6 +115,9 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # (s16srv, second change) a first-met size's large cost per GEMM kernel region first launched (the s16srv
 # campaign's sweep, h100/s16srv) instead of 16-token bins: 67 of 80 but median 2.85% -> 2.92% (h200x2 r30-short
 # TTFT P50 +39.8%), fit runs 211 of 250, s13srv fit 73 of 120: not adopted, no figure here moved.
+# (s18srv, docs/notes/s18srv_rule.md) a decode-only iteration within a few iterations after a prompt iteration paying
+# post_prompt_s (EP2 fit runs: +0.3-0.8 ms over 1-16 iterations; one GPU ~0.1 ms): 66 of 80, median 2.85% -> 2.98%,
+# h200x2 r10-long / r30-short TPOT P50 past 10%; c48 TPOT P50 +15.6% -> +14.9% only: not adopted, no figure here moved.
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.257,

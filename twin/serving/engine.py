@@ -300,6 +300,9 @@ class Instance:
         # graph iterations since the last eager one (cold_eager_s; the first eager iteration is cold)
         self.cold_eager_after = costs.cold_eager_after
         self.graphs_since_eager = math.inf
+        # (s18srv) decode-only iterations since the last prompt iteration (post_prompt_s; none before the first)
+        self.post_prompt_after = costs.post_prompt_after
+        self.since_prompt = math.inf
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # closed-loop successors issued since the last iteration, per attention group (issued())
         self.issue_requests: collections.Counter = collections.Counter()
@@ -559,9 +562,11 @@ class Instance:
                     if self.sizes is not None and prompt_tokens else 0.0)   # before this iteration's sizes count
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
             cold_eager = self._eager_step(costs.is_eager(b_time, p_time, width_ctx), 1) if self.cold_eager_after else False
+            post_prompt = not prompt_tokens and self._post_prompt_flags(1)[0]
+            self.since_prompt = 0 if prompt_tokens else self.since_prompt + 1
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs,
                                            prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin, cold,
-                                           cold_eager)
+                                           cold_eager, post_prompt)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
@@ -652,6 +657,12 @@ class Instance:
         self.graphs_since_eager = 0 if eager else self.graphs_since_eager + steps
         return cold
 
+    def _post_prompt_flags(self, steps: int) -> list[bool]:
+        """Which of the next `steps` decode-only iterations pay post_prompt_s: those within post_prompt_after
+        iterations of the instance's last prompt iteration (since_prompt counts the iterations since)."""
+        k = self.post_prompt_after
+        return [bool(k) and self.since_prompt + i + 1 <= k for i in range(steps)]
+
     def _finish_due(self) -> None:
         heap = self.heap
         while heap and heap[0][0] <= self.G:
@@ -691,10 +702,11 @@ class Instance:
         # eager or graph throughout (the rows do not change); the steps are counted when the run ends
         eager = bool(self.cold_eager_after) and self.costs.is_eager(b_time, 0, max0)
         cold_eager = eager and self.graphs_since_eager >= self.cold_eager_after
+        post = self._post_prompt_flags(steps)   # counted in _end_run, for the steps that ran
         for i in range(steps):
             dur = self.costs.iteration_s(b_time, ctx0 + i * tps, 0, 0.0, max0 + i * tps, 0, 0.0,
                                          new_size=new_size and i == 0, new_bin=new_bin if i == 0 else 0.0,
-                                         cold_eager=cold_eager and i == 0)[0]
+                                         cold_eager=cold_eager and i == 0, post_prompt=post[i])[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
             total += dur
@@ -724,6 +736,7 @@ class Instance:
         eng = self.eng
         if self.cold_eager_after:
             self._eager_step(eager, done)
+        self.since_prompt += done
         rec = eng.rec
         kv_end = self.kv_used() + b * tps * done
         if kv_end > self.peak_kv:

@@ -111,10 +111,11 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
                 "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
                 "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
-                "new_bin_kernels")
+                "new_bin_kernels", "post_prompt_s", "post_prompt_iterations")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
-                     "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token")
+                     "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
+                     "post_prompt_s")
 
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
@@ -396,6 +397,12 @@ class IterationCosts:
         return int(self.engine.get("cold_eager_iterations", 0.0)) if self.engine.get("cold_eager_s", 0.0) > 0 else 0
 
     @property
+    def post_prompt_after(self) -> int:
+        """Decode-only iterations after an instance's last prompt iteration that pay post_prompt_s (session
+        s18srv, docs/notes/s18srv_rule.md); 0: no such term."""
+        return int(self.engine.get("post_prompt_iterations", 0.0)) if self.engine.get("post_prompt_s", 0.0) > 0 else 0
+
+    @property
     def size_bin_tokens(self) -> int:
         """Flat batch sizes count as met in bins of this many tokens (1: each size its own; the
         engine table's new_size_bin_tokens: 16, measured by the s9srv campaign)."""
@@ -417,7 +424,7 @@ class IterationCosts:
     def iteration_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float | None = None,
                     chunks: int = 0, pairs: float = 0.0, prefix_tokens: float = 0.0,
                     new_size: bool = False, new_bin: float = False, cold: float = 0.0,
-                    cold_eager: bool = False) -> tuple[float, float]:
+                    cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
         """(seconds, of which prompt work) of one iteration: `batch` decoding requests at mean
         context `ctx` (longest `max_ctx`, default ctx) and `prompt_tokens` prompt tokens of mean
         span `span` in `chunks` chunks with `pairs` query-key pairs (sum of chunk x (prefix + chunk))
@@ -426,10 +433,11 @@ class IterationCosts:
         new_size_bin_tokens, as the share of new_bin_s it pays (new_bin_weight; True = 1) (each
         charged when eager); `cold`: the share of cold_prompt_s a prompt iteration pays (cold_weight);
         `cold_eager`: the instance ran cold_eager_after graph iterations since its last eager one (cold_eager_s
-        charged when eager, as the first-size stalls)."""
+        charged when eager, as the first-size stalls); `post_prompt`: a decode-only iteration within
+        post_prompt_after iterations of the instance's last prompt iteration (post_prompt_s)."""
         if self.batch_buckets or self.engine:
             return self._iteration_engine_s(batch, ctx, prompt_tokens, span, ctx if max_ctx is None else max_ctx,
-                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold, cold_eager)
+                                            chunks, pairs, prefix_tokens, new_size, new_bin, cold, cold_eager, post_prompt)
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
@@ -443,7 +451,7 @@ class IterationCosts:
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                             chunks: int, pairs: float, prefix_tokens: float = 0.0,
                             new_size: bool = False, new_bin: float = False, cold: float = 0.0,
-                            cold_eager: bool = False) -> tuple[float, float]:
+                            cold_eager: bool = False, post_prompt: bool = False) -> tuple[float, float]:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
@@ -476,7 +484,8 @@ class IterationCosts:
             stall = exposed_stall_s((e["new_size_s"] if new_size else 0.0) + e["new_bin_s"] * float(new_bin) + cold_s,
                                     kern, launches, e.get("new_size_host_bound", 0.0), e.get("new_size_backlog", 0.0))
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
-                + e["gather_s_per_row_token"] * pad_rows * width)
+                + e["gather_s_per_row_token"] * pad_rows * width
+                + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))
         pre_host = prompt_host + e["score_s_per_pair"] * pairs
         if eager and e.get("launch_overlap", 0.0):
             # a one-GPU engine's eager forward: the kernels run under the launches, the later ending it
