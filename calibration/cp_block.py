@@ -41,6 +41,7 @@ from calibration.published_runs import load_runs
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import glob_csv, read_csv
 from twin.core.scenario import Scenario, from_dict
+from twin.costs import compute
 from twin.costs.flops import GEMM_KINDS, OpKind
 from twin.costs.profile import Profile, fitted_profile
 from twin.training import step as step_mod
@@ -50,20 +51,25 @@ BLOCK_DIR = MEASUREMENTS_DIR / "h200x4" / "cp_block"
 ROW_ID = "tt-8b-cp1-32k"          # the published row whose plan the records ran (BF16, no FSDP)
 LOCAL_LEN = 32768                 # positions a rank at every torchtitan 8B CP row
 CLASSES = ("gemm", "attention_fwd", "attention_bwd", "elementwise", "comm")
+PRECISIONS = ("bf16", "fp8-tensorwise")   # the records' linears (real/bench/cp_block.py `precision`)
 PHASES = ("fwd", "bwd")
 _FLASH_BWD = re.compile(r"flash_bwd|attention_backward", re.I)
 
 
-def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN) -> Scenario:
-    """The scenario a cp_block record ran: tt-8b-cp1-32k's plan with BF16 linears (no Float8),
-    no FSDP (zero_stage 0), cp ranks (PyTorch's all-gather CP where cp > 1), one sequence of
-    cp x local_len positions."""
+def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, precision: str = "bf16") -> Scenario:
+    """The scenario a cp_block record ran: tt-8b-cp1-32k's plan with the record's linears (BF16,
+    or 'fp8-tensorwise': torchao's recipe, the published row's), no FSDP (zero_stage 0), cp ranks
+    (PyTorch's all-gather CP where cp > 1), one sequence of cp x local_len positions."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"cp_block precision {precision!r}: one of {PRECISIONS}")
     run = next(r for r in load_runs()[0] if r.id == ROW_ID)
     plan = {k: v for k, v in run.plan.items() if k not in ("fp8_recipe", "cp", "cp_kind")}
     plan.update(gemm_precision="bf16", zero_stage=0, cp=cp)
+    if precision == "fp8-tensorwise":
+        plan.update(gemm_precision="fp8", fp8_recipe="tensorwise")
     if cp > 1:
         plan["cp_kind"] = "torch_allgather"
-    raw = {"name": f"cp-block-cp{cp}", "model": {"name": run.model}, "cluster": {"gpu": gpu, "num_gpus": cp},
+    raw = {"name": f"cp-block-cp{cp}-{precision}", "model": {"name": run.model}, "cluster": {"gpu": gpu, "num_gpus": cp},
            "plan": plan, "workload": {"seq_len": cp * local_len, "global_batch_seqs": 1}}
     return from_dict(raw, f"calibration.cp_block:cp{cp}")
 
@@ -74,6 +80,14 @@ def _op_class(op, phase: str) -> str:
     if op.kind == OpKind.ATTENTION:
         return "attention_fwd" if phase == "fwd" else "attention_bwd"
     return "elementwise"
+
+
+def fp8_casts_s(costs, op, phase: str) -> float:
+    """Seconds of the cast kernels twin.costs.compute.op_time_s folds into an FP8 GEMM op's time
+    (fp8_cast_time_s; zero for a BF16 GEMM or any other op)."""
+    if op.kind not in GEMM_KINDS or (op.precision or costs.sc.plan.gemm_precision) != "fp8":
+        return 0.0
+    return compute.fp8_cast_time_s(op, phase, costs.gpu, costs.profile)
 
 
 def recomputed_ops(costs, ops) -> tuple:
@@ -89,8 +103,9 @@ def recomputed_ops(costs, ops) -> tuple:
 def twin_block_parts(sc: Scenario, profile: Profile | None = None) -> dict:
     """One block of `sc` as the training step costs it (StepCosts of twin.training.step._prepare):
     {"step_s", "fwd_s", "bwd_s", "fwd": {class: s}, "bwd": {class: s}}. Classes from the block's
-    ops (forward; recomputed forward + input and weight gradients); the compute the tasks hold
-    beyond the ops (the CP merges) counted as elementwise, the comm-stream tasks as comm."""
+    ops (forward; recomputed forward + input and weight gradients), an FP8 GEMM's cast kernels as
+    elementwise; the compute the tasks hold beyond the ops (the CP merges) counted as elementwise,
+    the comm-stream tasks as comm."""
     _, costs, *_ = step_mod._prepare(sc, profile, Perturb(), False)
     ops = costs.blocks[0].ops
     fwd_tasks = costs._forward_tasks(ops)
@@ -103,7 +118,10 @@ def twin_block_parts(sc: Scenario, profile: Profile | None = None) -> dict:
     for phase, tasks in (("fwd", fwd_tasks), ("bwd", bwd_tasks)):
         parts = dict.fromkeys(CLASSES, 0.0)
         for op, ph in passes[phase]:
-            parts[_op_class(op, ph)] += costs._compute_s([op], ph)
+            t = costs._compute_s([op], ph)
+            casts = fp8_casts_s(costs, op, ph)   # an FP8 GEMM's cast kernels: elementwise ones
+            parts[_op_class(op, ph)] += t - casts
+            parts["elementwise"] += casts
         compute_s = sum(t.duration_s for t in tasks if t.stream == "compute")
         parts["elementwise"] += compute_s - sum(parts.values())   # the CP merges (zero at CP1)
         parts["comm"] = sum(t.duration_s for t in tasks if t.stream != "compute")
@@ -133,33 +151,44 @@ def load_records(folder: Path | str = BLOCK_DIR) -> tuple[pd.DataFrame, pd.DataF
     return cat("torch_cp_cp*.csv"), cat("torch_cp_kernels_cp*.csv"), cat("torch_cp_timeline_cp*.csv")
 
 
-def slowest_rank(timeline: pd.DataFrame, cp: int) -> int:
+def _of(df: pd.DataFrame, cp: int, precision: str) -> pd.DataFrame:
+    return df[(df["cp"] == cp) & (df["precision"] == precision)]
+
+
+def slowest_rank(timeline: pd.DataFrame, cp: int, precision: str = "bf16") -> int:
     """The rank of the longest forward + backward span at CP degree `cp`."""
-    t = timeline[timeline["cp"] == cp]
-    return int(t.groupby("rank")["span_s"].sum().idxmax())
+    return int(_of(timeline, cp, precision).groupby("rank")["span_s"].sum().idxmax())
 
 
-def measured_parts(kernels: pd.DataFrame, cp: int, rank: int) -> dict:
+def measured_parts(kernels: pd.DataFrame, cp: int, rank: int, precision: str = "bf16") -> dict:
     """{phase: {class: seconds}} of one rank's kernel table at CP degree `cp` (kernel sums a repetition)."""
-    k = kernels[(kernels["cp"] == cp) & (kernels["rank"] == rank)]
+    k = _of(kernels, cp, precision)
+    k = k[k["rank"] == rank]
     out = {phase: dict.fromkeys(CLASSES, 0.0) for phase in PHASES}
     for _, r in k.iterrows():
         out[r["phase"]][measured_kernel_class(str(r["kernel"]))] += float(r["time_s"])
     return out
 
 
+def burst_profile(gpu: str) -> Profile:
+    """The GPU's fitted profile (burst curves, as every record is predicted) under the stack a
+    training step runs (load_profile's: fused FP8 casts, fp8_stack), without the sustained-load ratios."""
+    return fitted_profile(gpu).as_stack(fp8_quant_fused=True)
+
+
 def compare(folder: Path | str = BLOCK_DIR, gpu: str = "h200", sustained: bool = False) -> list[dict]:
     """Every record: measured and twin step, and per phase and class measured vs twin seconds."""
     rows, kernels, timeline = load_records(folder)
-    profile = None if sustained else fitted_profile(gpu)
+    profile = None if sustained else burst_profile(gpu)
     out = []
-    for _, r in rows.sort_values("cp").iterrows():
-        cp = int(r["cp"])
-        twin = twin_block_parts(block_scenario(cp, gpu, int(r["local_len"])), profile)
-        rank = slowest_rank(timeline, cp)
-        meas = measured_parts(kernels, cp, rank)
-        spans = timeline[(timeline["cp"] == cp) & (timeline["rank"] == rank)].set_index("phase")["span_s"]
-        out.append({"cp": cp, "split": r["split"], "rank": rank, "measured_s": float(r["time_s"]),
+    for _, r in rows.sort_values(["precision", "cp"]).iterrows():
+        cp, precision = int(r["cp"]), str(r["precision"])
+        twin = twin_block_parts(block_scenario(cp, gpu, int(r["local_len"]), precision), profile)
+        rank = slowest_rank(timeline, cp, precision)
+        meas = measured_parts(kernels, cp, rank, precision)
+        t = _of(timeline, cp, precision)
+        spans = t[t["rank"] == rank].set_index("phase")["span_s"]
+        out.append({"cp": cp, "precision": precision, "split": r["split"], "rank": rank, "measured_s": float(r["time_s"]),
                     "twin_s": twin["step_s"], "rel_error": twin["step_s"] / float(r["time_s"]) - 1.0,
                     "measured_span_s": {p: float(spans[p]) for p in PHASES},
                     "twin_phase_s": {p: twin[f"{p}_s"] for p in PHASES},
@@ -170,7 +199,7 @@ def compare(folder: Path | str = BLOCK_DIR, gpu: str = "h200", sustained: bool =
 def format_table(table: list[dict]) -> str:
     lines = []
     for t in table:
-        lines.append(f"CP{t['cp']} ({t['split']}, rank {t['rank']}): measured {t['measured_s'] * 1e3:.1f} ms, "
+        lines.append(f"CP{t['cp']} {t['precision']} ({t['split']}, rank {t['rank']}): measured {t['measured_s'] * 1e3:.1f} ms, "
                      f"twin {t['twin_s'] * 1e3:.1f} ms ({t['rel_error']:+.1%})")
         for p in PHASES:
             lines.append(f"  {p}: span {t['measured_span_s'][p] * 1e3:7.2f} ms, twin {t['twin_phase_s'][p] * 1e3:7.2f} ms")
@@ -184,7 +213,7 @@ def format_table(table: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=str(BLOCK_DIR))
-    ap.add_argument("--gpu", default="h200")
+    ap.add_argument("--gpu", default="h200", help="the records' GPU (catalog and profile name: h100, h200)")
     ap.add_argument("--sustained", action="store_true", help="the training step's sustained-load profile")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

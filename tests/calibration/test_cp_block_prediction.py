@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from calibration import cp_block as cb
-from twin.costs.profile import fitted_profile
 from twin.training import step as step_mod
 
 
@@ -24,10 +23,17 @@ def test_block_scenario_is_the_published_plan_in_bf16_without_fsdp():
     assert cb.block_scenario(1).plan.cp == 1
 
 
-@pytest.mark.parametrize("cp", [1, 2])
-def test_class_split_adds_up_to_the_block_tasks(cp):
+def test_float8_block_scenario_is_the_published_rows_recipe():
+    p = cb.block_scenario(1, "h100", precision="fp8-tensorwise").plan
+    assert (p.gemm_precision, p.fp8_recipe, p.cp) == ("fp8", "tensorwise", 1)
+    with pytest.raises(ValueError, match="precision"):
+        cb.block_scenario(1, precision="fp8")
+
+
+@pytest.mark.parametrize("cp,precision", [(1, "bf16"), (2, "bf16"), (1, "fp8-tensorwise")])
+def test_class_split_adds_up_to_the_block_tasks(cp, precision):
     """The per-class seconds are the same block the tasks cost: nothing counted twice or left out."""
-    parts = cb.twin_block_parts(cb.block_scenario(cp), fitted_profile("h200"))
+    parts = cb.twin_block_parts(cb.block_scenario(cp, precision=precision), cb.burst_profile("h200"))
     for phase in cb.PHASES:
         assert sum(parts[phase].values()) == pytest.approx(parts[f"{phase}_s"], rel=1e-12)
         assert min(parts[phase].values()) >= 0.0
@@ -36,6 +42,16 @@ def test_class_split_adds_up_to_the_block_tasks(cp):
     assert (parts["fwd"]["comm"] > 0) == (cp > 1)
     # the recomputed forward holds the attention core once more
     assert parts["bwd"]["attention_fwd"] == pytest.approx(parts["fwd"]["attention_fwd"])
+
+
+def test_float8_casts_move_to_elementwise():
+    """Same block, FP8 linears: attention unchanged, GEMMs faster, the cast kernels elementwise."""
+    prof = cb.burst_profile("h100")
+    bf16 = cb.twin_block_parts(cb.block_scenario(1, "h100"), prof)
+    fp8 = cb.twin_block_parts(cb.block_scenario(1, "h100", precision="fp8-tensorwise"), prof)
+    for phase in cb.PHASES:
+        assert fp8[phase]["attention_bwd"] == bf16[phase]["attention_bwd"]
+        assert fp8[phase]["gemm"] < bf16[phase]["gemm"] and fp8[phase]["elementwise"] > bf16[phase]["elementwise"]
 
 
 def test_recomputed_ops_follow_the_compiled_tail_switch(monkeypatch):
@@ -72,7 +88,7 @@ def test_twin_predicts_the_measured_block(table):
     """DESIGN's rung-2 targets on these records: each within 10%, median |error| within 5%
     (live, burst H200 profile: CP1 +0.3%, CP2 -1.4% fit; CP4 -4.4% held out)."""
     errs = np.array([abs(t["rel_error"]) for t in table])
-    assert [t["cp"] for t in table] == [1, 2, 4]
+    assert [(t["cp"], t["precision"]) for t in table] == [(1, "bf16"), (2, "bf16"), (4, "bf16")]
     assert errs.max() <= 0.10 and np.median(errs) <= 0.05
 
 
