@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.dense_block import kernel_class
+from calibration.dense_block import kernel_class, load as dense_load
 from calibration.published_runs import load_runs
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import glob_csv, read_csv
@@ -196,6 +196,23 @@ def compare(folder: Path | str = BLOCK_DIR, gpu: str = "h200", sustained: bool =
     return out
 
 
+def fa2_in_block_over_alone(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd.DataFrame:
+    """FA2's kernel time inside the measured Llama blocks over the same calls timed alone, per
+    direction (calibration/measurements/<gpu>/dense_block: block_fwd_bwd of the 8B block, flash,
+    eager or compiled, against attn_fwd_bwd of the same batch and length, repeat_kv): the in-block
+    speed the twin's FA2 curve (from kernels timed alone) does not see."""
+    blocks, kernels = dense_load(gpu, root)
+    k = kernels.assign(time_s=pd.to_numeric(kernels["time_s"]), cls=kernels["kernel"].map(measured_kernel_class))
+    k = k[k["cls"].str.startswith("attention") & (k["sdpa_backend"] == "flash") & (k["model"] == "llama3.1-8b")]
+    keys = ["batch", "seq_len", "cls"]
+    alone = k[(k["bench"] == "attn_fwd_bwd") & (k["gqa"] == "repeat_kv")].groupby(keys)["time_s"].sum()
+    inside = k[(k["bench"] == "block_fwd_bwd") & (k["block"] == "llama")].groupby(["compiled", *keys])["time_s"].sum()
+    rows = [{"compiled": c, "batch": b, "seq_len": s_, "direction": cls.removeprefix("attention_"),
+             "in_block_s": t, "alone_s": alone[(b, s_, cls)], "ratio": t / alone[(b, s_, cls)]}
+            for (c, b, s_, cls), t in inside.items() if (b, s_, cls) in alone.index]
+    return pd.DataFrame(rows)
+
+
 def format_table(table: list[dict]) -> str:
     lines = []
     for t in table:
@@ -216,7 +233,11 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="h200", help="the records' GPU (catalog and profile name: h100, h200)")
     ap.add_argument("--sustained", action="store_true", help="the training step's sustained-load profile")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fa2-in-block", action="store_true", help="FA2 inside the dense_block records' blocks over alone")
     args = ap.parse_args(argv)
+    if args.fa2_in_block:
+        print(fa2_in_block_over_alone(args.gpu).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return 0
     table = compare(args.folder, args.gpu, args.sustained)
     print(json.dumps(table, indent=1) if args.json else format_table(table))
     return 0

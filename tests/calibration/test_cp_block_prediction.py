@@ -100,3 +100,14 @@ def test_cp1_classes_cancel_in_the_block(table):
     assert w["fwd"]["gemm"] > m["fwd"]["gemm"] and w["bwd"]["gemm"] > m["bwd"]["gemm"]
     assert w["bwd"]["attention_bwd"] < m["bwd"]["attention_bwd"]
     assert w["bwd"]["attention_fwd"] < m["bwd"]["attention_fwd"]
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_fa2_runs_slower_inside_the_blocks_than_alone(gpu):
+    """dense_block's records (fit): FA2's kernels inside the 8B block take longer than the same
+    calls alone, both directions, eager and compiled, 2K-32K (1.01-1.24): the in-block speed the
+    twin's FA2 curve, fitted on kernels alone, does not carry."""
+    r = cb.fa2_in_block_over_alone(gpu)
+    assert set(r["direction"]) == {"fwd", "bwd"} and set(r["seq_len"]) == {2048, 4096, 8192, 16384, 32768}
+    assert (r["ratio"] > 1.0).all()
+    assert r[r["direction"] == "bwd"]["ratio"].min() > 1.1
