@@ -17,6 +17,9 @@ attention_clock_fracs 0.915-0.948) and the sustained-load curves (Profile.under_
   clock 1     every kernel at the profile's speed (700 W): clock_frac 1, no attention fracs
   attn@gemm   FA2 at the GEMMs' clock_frac instead of its own fracs
   burst       the fitted profile's burst curves instead of the sustained ones (the 500 W fracs kept)
+  fa2@block   FA2's time per direction scaled by measured / twin in s17cp's CP1 block (forward:
+              its forward and recomputed forward; calibration.cp_block, H200 burst): the row's
+              attention as slow against the twin as our measured block's
 Each counterfactual's error is given against the published figure: a size, not a proposal.
 
 Usage: PYTHONPATH=. python benchmarks/tt_cp1_outside_block.py [ROW_ID ...]  (a few seconds)
@@ -28,9 +31,10 @@ import dataclasses
 import sys
 from unittest import mock
 
+from calibration import cp_block
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
 from twin.core import scenario as scenario_mod
-from twin.costs.profile import fitted_profile
+from twin.costs.profile import fitted_profile, load_profile
 from twin.training import step as step_mod
 from twin.training.results import Perturb
 
@@ -65,6 +69,20 @@ def step_with_gpu(sc, **gpu_fields) -> float:
     return s
 
 
+def fa2_block_factors() -> dict[str, float]:
+    """Measured over twin FA2 seconds per direction in s17cp's CP1 block (calibration.cp_block)."""
+    cp1 = next(t for t in cp_block.compare() if t["cp"] == 1 and t["precision"] == "bf16")
+    m, w = cp1["measured"], cp1["twin"]
+    fwd = (m["fwd"]["attention_fwd"] + m["bwd"]["attention_fwd"]) / (w["fwd"]["attention_fwd"] + w["bwd"]["attention_fwd"])
+    return {"fwd": fwd, "bwd": m["bwd"]["attention_bwd"] / w["bwd"]["attention_bwd"]}
+
+
+def with_attention_slower(profile, factors: dict[str, float]):
+    """`profile` with each attention direction's curve slowed by its factor (time x factor)."""
+    return dataclasses.replace(profile, attention={d: dataclasses.replace(c, e_max=c.e_max / factors[d])
+                                                   for d, c in profile.attention.items()})
+
+
 def row_figures(run) -> dict:
     sc = scenario_of(run)
     parts = parts_s(sc)
@@ -72,7 +90,10 @@ def row_figures(run) -> dict:
     burst = fitted_profile(sc.gpu.calibrated_as).as_stack(fp8_quant_fused=True)
     counter = {"clock 1": step_with_gpu(sc, clock_frac=1.0, attention_clock_fracs=(), attention_clock_frac=0.0),
                "attn@gemm": step_with_gpu(sc, attention_clock_fracs=(), attention_clock_frac=0.0),
-               "burst": step_mod.simulate_step(sc, burst, record_events=False).step_time_s}
+               "burst": step_mod.simulate_step(sc, burst, record_events=False).step_time_s,
+               "fa2@block": step_mod.simulate_step(sc, with_attention_slower(load_profile(sc.gpu.calibrated_as),
+                                                                            fa2_block_factors()),
+                                                   record_events=False).step_time_s}
     result = step_mod.simulate_step(sc, record_events=False)
     tokens_per_gpu = result.tokens_per_step / result.num_gpus
     pred = predicted_metric(run, sc, result)
