@@ -102,7 +102,8 @@ def recomputed_ops(costs, ops) -> tuple:
 
 def twin_block_parts(sc: Scenario, profile: Profile | None = None) -> dict:
     """One block of `sc` as the training step costs it (StepCosts of twin.training.step._prepare):
-    {"step_s", "fwd_s", "bwd_s", "fwd": {class: s}, "bwd": {class: s}}. Classes from the block's
+    {"step_s", "fwd_s", "bwd_s", "fwd": {class: s}, "bwd": {class: s}, "fwd_merges_s", "bwd_merges_s"}.
+    Classes from the block's
     ops (forward; recomputed forward + input and weight gradients), an FP8 GEMM's cast kernels as
     elementwise; the compute the tasks hold beyond the ops (the CP merges) counted as elementwise,
     the comm-stream tasks as comm."""
@@ -123,7 +124,8 @@ def twin_block_parts(sc: Scenario, profile: Profile | None = None) -> dict:
             parts[_op_class(op, ph)] += t - casts
             parts["elementwise"] += casts
         compute_s = sum(t.duration_s for t in tasks if t.stream == "compute")
-        parts["elementwise"] += compute_s - sum(parts.values())   # the CP merges (zero at CP1)
+        out[f"{phase}_merges_s"] = compute_s - sum(parts.values())   # the CP merges (none at CP1)
+        parts["elementwise"] += out[f"{phase}_merges_s"]
         parts["comm"] = sum(t.duration_s for t in tasks if t.stream != "compute")
         out[phase] = parts
     return out

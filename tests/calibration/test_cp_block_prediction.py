@@ -38,7 +38,14 @@ def test_class_split_adds_up_to_the_block_tasks(cp, precision):
         assert sum(parts[phase].values()) == pytest.approx(parts[f"{phase}_s"], rel=1e-12)
         assert min(parts[phase].values()) >= 0.0
     assert parts["step_s"] == pytest.approx(parts["fwd_s"] + parts["bwd_s"])
-    # CP1 has no CP merge or collective; CP2 both
+    # the ops' seconds leave exactly the CP merges the step charges: none at CP1; at CP2 one merge
+    # a forward pass (the forward; the recomputed forward in the backward phase) and the backward's
+    _, costs, *_ = step_mod._prepare(cb.block_scenario(cp, precision=precision), cb.burst_profile("h200"),
+                                     step_mod.Perturb(), False)
+    merges = (costs._torch_cp_merge_s(False), costs._torch_cp_merge_s(False) + costs._torch_cp_merge_s(True))
+    expected = merges if cp > 1 else (0.0, 0.0)
+    assert parts["fwd_merges_s"] == pytest.approx(expected[0], abs=1e-12)
+    assert parts["bwd_merges_s"] == pytest.approx(expected[1], abs=1e-12)
     assert (parts["fwd"]["comm"] > 0) == (cp > 1)
     # the recomputed forward holds the attention core once more
     assert parts["bwd"]["attention_fwd"] == pytest.approx(parts["fwd"]["attention_fwd"])
