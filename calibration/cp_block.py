@@ -56,10 +56,12 @@ PHASES = ("fwd", "bwd")
 _FLASH_BWD = re.compile(r"flash_bwd|attention_backward", re.I)
 
 
-def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, precision: str = "bf16") -> Scenario:
+def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, precision: str = "bf16",
+                   compiled: bool = True) -> Scenario:
     """The scenario a cp_block record ran: tt-8b-cp1-32k's plan with the record's linears (BF16,
     or 'fp8-tensorwise': torchao's recipe, the published row's), no FSDP (zero_stage 0), cp ranks
-    (PyTorch's all-gather CP where cp > 1), one sequence of cp x local_len positions."""
+    (PyTorch's all-gather CP where cp > 1), one sequence of cp x local_len positions; the block
+    compiled (plan.kernels 'fused_blocks', the row's) or eager (bench cp_block: 'eager')."""
     if precision not in PRECISIONS:
         raise ValueError(f"cp_block precision {precision!r}: one of {PRECISIONS}")
     run = next(r for r in load_runs()[0] if r.id == ROW_ID)
@@ -69,7 +71,9 @@ def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, preci
         plan.update(gemm_precision="fp8", fp8_recipe="tensorwise")
     if cp > 1:
         plan["cp_kind"] = "torch_allgather"
-    raw = {"name": f"cp-block-cp{cp}-{precision}", "model": {"name": run.model}, "cluster": {"gpu": gpu, "num_gpus": cp},
+    if not compiled:
+        plan["kernels"] = "eager"
+    raw = {"name": f"cp-block-cp{cp}-{precision}{'' if compiled else '-eager'}", "model": {"name": run.model}, "cluster": {"gpu": gpu, "num_gpus": cp},
            "plan": plan, "workload": {"seq_len": cp * local_len, "global_batch_seqs": 1}}
     return from_dict(raw, f"calibration.cp_block:cp{cp}")
 
@@ -153,18 +157,19 @@ def load_records(folder: Path | str = BLOCK_DIR) -> tuple[pd.DataFrame, pd.DataF
     return cat("torch_cp_cp*.csv"), cat("torch_cp_kernels_cp*.csv"), cat("torch_cp_timeline_cp*.csv")
 
 
-def _of(df: pd.DataFrame, cp: int, precision: str) -> pd.DataFrame:
-    return df[(df["cp"] == cp) & (df["precision"] == precision)]
+def _of(df: pd.DataFrame, cp: int, precision: str, bench: str = "cp_block_compiled") -> pd.DataFrame:
+    return df[(df["cp"] == cp) & (df["precision"] == precision) & (df["bench"] == bench)]
 
 
-def slowest_rank(timeline: pd.DataFrame, cp: int, precision: str = "bf16") -> int:
+def slowest_rank(timeline: pd.DataFrame, cp: int, precision: str = "bf16", bench: str = "cp_block_compiled") -> int:
     """The rank of the longest forward + backward span at CP degree `cp`."""
-    return int(_of(timeline, cp, precision).groupby("rank")["span_s"].sum().idxmax())
+    return int(_of(timeline, cp, precision, bench).groupby("rank")["span_s"].sum().idxmax())
 
 
-def measured_parts(kernels: pd.DataFrame, cp: int, rank: int, precision: str = "bf16") -> dict:
+def measured_parts(kernels: pd.DataFrame, cp: int, rank: int, precision: str = "bf16",
+                   bench: str = "cp_block_compiled") -> dict:
     """{phase: {class: seconds}} of one rank's kernel table at CP degree `cp` (kernel sums a repetition)."""
-    k = _of(kernels, cp, precision)
+    k = _of(kernels, cp, precision, bench)
     k = k[k["rank"] == rank]
     out = {phase: dict.fromkeys(CLASSES, 0.0) for phase in PHASES}
     for _, r in k.iterrows():
@@ -183,14 +188,18 @@ def compare(folder: Path | str = BLOCK_DIR, gpu: str = "h200", sustained: bool =
     rows, kernels, timeline = load_records(folder)
     profile = None if sustained else burst_profile(gpu)
     out = []
-    for _, r in rows.sort_values(["precision", "cp"]).iterrows():
-        cp, precision = int(r["cp"]), str(r["precision"])
-        twin = twin_block_parts(block_scenario(cp, gpu, int(r["local_len"]), precision), profile)
-        rank = slowest_rank(timeline, cp, precision)
-        meas = measured_parts(kernels, cp, rank, precision)
-        t = _of(timeline, cp, precision)
+    for _, r in rows.sort_values(["bench", "precision", "cp"]).iterrows():
+        cp, precision, bench = int(r["cp"]), str(r["precision"]), str(r["bench"])
+        sc = block_scenario(cp, gpu, int(r["local_len"]), precision, compiled=bench == "cp_block_compiled")
+        twin = twin_block_parts(sc, profile)
+        rank = slowest_rank(timeline, cp, precision, bench)
+        meas = measured_parts(kernels, cp, rank, precision, bench)
+        t = _of(timeline, cp, precision, bench)
         spans = t[t["rank"] == rank].set_index("phase")["span_s"]
-        out.append({"cp": cp, "precision": precision, "split": r["split"], "rank": rank, "measured_s": float(r["time_s"]),
+        out.append({"cp": cp, "precision": precision, "bench": bench, "split": r["split"], "rank": rank,
+                    # a record is the block only if its backward ran FA2's backward (s18tt's first
+                    # compiled Float8 record did not: inductor dropped the attention branch's gradient)
+                    "complete": meas["bwd"]["attention_bwd"] > 0, "measured_s": float(r["time_s"]),
                     "twin_s": twin["step_s"], "rel_error": twin["step_s"] / float(r["time_s"]) - 1.0,
                     "measured_span_s": {p: float(spans[p]) for p in PHASES},
                     "twin_phase_s": {p: twin[f"{p}_s"] for p in PHASES},
@@ -218,7 +227,8 @@ def fa2_in_block_over_alone(gpu: str, root: Path | str = MEASUREMENTS_DIR) -> pd
 def format_table(table: list[dict]) -> str:
     lines = []
     for t in table:
-        lines.append(f"CP{t['cp']} {t['precision']} ({t['split']}, rank {t['rank']}): measured {t['measured_s'] * 1e3:.1f} ms, "
+        lines.append(f"CP{t['cp']} {t['precision']} {t['bench']} ({t['split']}, rank {t['rank']})"
+                     f"{'' if t['complete'] else ' INCOMPLETE (no FA2 backward)'}: measured {t['measured_s'] * 1e3:.1f} ms, "
                      f"twin {t['twin_s'] * 1e3:.1f} ms ({t['rel_error']:+.1%})")
         for p in PHASES:
             lines.append(f"  {p}: span {t['measured_span_s'][p] * 1e3:7.2f} ms, twin {t['twin_phase_s'][p] * 1e3:7.2f} ms")

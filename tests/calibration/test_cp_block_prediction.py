@@ -91,12 +91,24 @@ def test_compiled_full_ac_backward_reruns_no_down_projection():
     assert set(calls.xs("bwd", level="phase")) == {20}
 
 
+H100_DIR = cb.MEASUREMENTS_DIR / "h100" / "cp_block"
+
+
 def test_twin_predicts_the_measured_block(table):
     """DESIGN's rung-2 targets on these records: each within 10%, median |error| within 5%
-    (live, burst H200 profile: CP1 +0.3%, CP2 -1.4% fit; CP4 -4.4% held out)."""
-    errs = np.array([abs(t["rel_error"]) for t in table])
+    (live, burst profiles: 4x H200 CP1 +0.3%, CP2 -1.4% fit, CP4 -4.4% held out; H100 CP1 -1.6% fit)."""
+    h100 = cb.compare(H100_DIR, "h100")
     assert [(t["cp"], t["precision"]) for t in table] == [(1, "bf16"), (2, "bf16"), (4, "bf16")]
+    assert [(t["cp"], t["precision"], t["bench"]) for t in h100] == [(1, "bf16", "cp_block_compiled")]
+    assert all(t["complete"] for t in table + h100)
+    errs = np.array([abs(t["rel_error"]) for t in table + h100])
     assert errs.max() <= 0.10 and np.median(errs) <= 0.05
+
+
+def test_a_block_without_fa2_backward_is_flagged_incomplete():
+    """s18tt's first compiled Float8 record (kept apart): its backward ran no FA2 backward kernel."""
+    t = cb.compare(H100_DIR / "s18tt_fp8_compiled_incomplete", "h100")
+    assert [(x["precision"], x["complete"]) for x in t] == [("fp8-tensorwise", False)]
 
 
 def test_cp1_classes_cancel_in_the_block(table):

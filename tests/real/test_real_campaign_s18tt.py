@@ -60,24 +60,25 @@ def test_float8_block_runs_every_linear_in_float8(monkeypatch):
 
 
 def _campaign(tmp_path, gpus: int):
-    # the Float8 part only (the BF16 one is s17cp's CP1 part, tested there): one process start
+    # the eager Float8 part only (the BF16 one is s17cp's CP1 part, tested there): one process start
     env = {**os.environ, "PYTHON": sys.executable, "S18TT_QUICK": "1", "S18TT_QUICK_GPUS": str(gpus),
-           "S18TT_EAGER": "1", "S18TT_PARTS": "fp8", "PYTHONPATH": str(REPO)}
+           "S18TT_PARTS": "fp8eager", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s18tt.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)
     return tmp_path / "s18tt"
 
 
 def test_s18tt_campaign_cpu_dry_run(tmp_path):
-    """The Float8 part's row (precision fp8-tensorwise, fit) with the environment and its timeline,
-    renamed by part (the CPU profiler records no kernels)."""
+    """The eager Float8 part's row (bench cp_block, precision fp8-tensorwise, fit) with the
+    environment and its timeline, renamed by part (the CPU profiler records no kernels)."""
     out = _campaign(tmp_path, 1)
-    rows = _rows(out / "torch_cp_cp1_fp8.csv")
+    rows = _rows(out / "torch_cp_cp1_fp8eager.csv")
     assert [(r["bench"], r["cp"], r["precision"], r["split"]) for r in rows] == [("cp_block", "1", "fp8-tensorwise", "fit")]
     assert float(rows[0]["time_s"]) > 0 and rows[0]["torch_version"] and rows[0]["timestamp_utc"]
-    assert {r["phase"] for r in _rows(out / "torch_cp_timeline_cp1_fp8.csv")} == {"fwd", "bwd"}
-    env = json.loads((out / "env_cp1_fp8.json").read_text())
-    assert env["cp_block_float8"] is True and env["failures"] == []
+    assert {r["phase"] for r in _rows(out / "torch_cp_timeline_cp1_fp8eager.csv")} == {"fwd", "bwd"}
+    env = json.loads((out / "env_cp1_fp8eager.json").read_text())
+    assert env["cp_block_float8"] is True and env["cp_block_compiled"] is False and env["failures"] == []
+    assert list((out / "traces" / "fp8eager").glob("trace_cp_block_fp8_S64_rank0.json.gz"))
     assert not (out / "torch_cp_cp1_bf16.csv").exists() and "s18tt done" in (out / "log.txt").read_text()
 
 
