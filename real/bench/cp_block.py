@@ -22,7 +22,9 @@ Rows in the torch_cp families (bench cp_block_compiled, or cp_block with REAL_BE
 model llama3.1-8b-block): torch_cp.csv the slowest rank's forward + backward (CUDA events),
 torch_cp_kernels.csv / torch_cp_timeline.csv every rank's kernels and timeline per phase (the
 backward holds the recomputed forward). env.json cp_block_memory: every rank's peak allocated and
-reserved bytes and the caching allocator's retries (torch.cuda.memory_stats num_alloc_retries).
+reserved bytes and the caching allocator's retries (torch.cuda.memory_stats num_alloc_retries);
+with Float8 linears at CP1, cp_block_grad_rel_error: each gradient's relative error against the same
+block eager in BF16 (reference_grads).
 Split: CP4 and up held out (torch_cp.scaling_split), as s10cp.
 """
 
@@ -90,8 +92,27 @@ def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True, fl
 
     def bwd(out):
         with _torchtitan_sdpa(dev):
-            torch.autograd.grad(out, leaves, gy_BSD)
+            return torch.autograd.grad(out, leaves, gy_BSD)
+    bwd.reference = lambda: reference_grads(block, x_BSD, freqs_cis_SK2, gy_BSD, dev)
     return fwd, bwd, block
+
+
+def reference_grads(block, x_BSD, freqs_cis_SK2, gy_BSD, dev) -> tuple:
+    """The gradients of x and every parameter from the same block eager, without checkpointing,
+    its linears in BF16: what a Float8 or compiled run's gradients should be close to."""
+    float8, block.float8 = block.float8, False
+    try:
+        with _torchtitan_sdpa(dev):
+            return torch.autograd.grad(block(x_BSD, freqs_cis_SK2), [x_BSD, *block.parameters()], gy_BSD)
+    finally:
+        block.float8 = float8
+
+
+def grad_rel_errors(block, grads, reference) -> dict:
+    """{leaf name: |g - g_ref| / |g_ref|} over x and the block's parameters (Frobenius norms)."""
+    names = ["x", *(n for n, _ in block.named_parameters())]
+    return {n: float((g.float() - r.float()).norm() / r.float().norm().clamp(min=1e-30))
+            for n, g, r in zip(names, grads, reference)}
 
 
 def memory_stats(dev) -> dict:
@@ -143,7 +164,7 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     if (agreed_over(deadline, dev) if multi else deadline.over()):
         log("cp_block: deadline reached")
         return
-    fwd, bwd, _ = block_fns(s, dev, quick, seed=rank, compiled=compiled, float8=float8)
+    fwd, bwd, block = block_fns(s, dev, quick, seed=rank, compiled=compiled, float8=float8)
     pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
     if world > 1:
         set_rotate_method("allgather")
@@ -160,6 +181,9 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
                 dist.barrier(group=group)
             tag = ("cp_block_compiled" if compiled else "cp_block") + ("_fp8" if float8 else "")
             trace = profile_phases(fwd, bwd, dev, 2, str(trace_dir / f"trace_{tag}_S{S}_rank{rank}.json.gz"))
+            if float8 and world == 1:   # are the gradients the block's? (s18tt run 1: the compiled
+                # Float8 block's backward ran no FA2 backward kernel)
+                env["cp_block_grad_rel_error"] = grad_rel_errors(block, bwd(fwd()), bwd.reference())
     except (RuntimeError, NotImplementedError, ValueError) as e:   # dynamo or the CP dispatch refused
         log(f"cp_block S={S} cp{world}: {type(e).__name__}: {str(e)[:300]}")
         env["cp_block_error"] = f"{type(e).__name__}: {str(e)[:300]}"

@@ -78,6 +78,10 @@ def test_s18tt_campaign_cpu_dry_run(tmp_path):
     assert {r["phase"] for r in _rows(out / "torch_cp_timeline_cp1_fp8eager.csv")} == {"fwd", "bwd"}
     env = json.loads((out / "env_cp1_fp8eager.json").read_text())
     assert env["cp_block_float8"] is True and env["cp_block_compiled"] is False and env["failures"] == []
+    # the Float8 block's gradients against the same block eager in BF16: every leaf, FP8 rounding only
+    errs = env["cp_block_grad_rel_error"]
+    assert set(errs) == {"x", "attention_norm.weight", "ffn_norm.weight", "wq", "wk", "wv", "wo", "w1", "w3", "w2"}
+    assert max(errs.values()) < 0.2
     assert list((out / "traces" / "fp8eager").glob("trace_cp_block_fp8_S64_rank0.json.gz"))
     assert not (out / "torch_cp_cp1_bf16.csv").exists() and "s18tt done" in (out / "log.txt").read_text()
 
