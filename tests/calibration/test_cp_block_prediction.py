@@ -94,15 +94,41 @@ def test_compiled_full_ac_backward_reruns_no_down_projection():
 H100_DIR = cb.MEASUREMENTS_DIR / "h100" / "cp_block"
 
 
-def test_twin_predicts_the_measured_block(table):
-    """DESIGN's rung-2 targets on these records: each within 10%, median |error| within 5%
-    (live, burst profiles: 4x H200 CP1 +0.3%, CP2 -1.4% fit, CP4 -4.4% held out; H100 CP1 -1.6% fit)."""
-    h100 = cb.compare(H100_DIR, "h100")
+@pytest.fixture(scope="module")
+def h100():
+    return {(t["bench"], t["precision"]): t for t in cb.compare(H100_DIR, "h100")}
+
+
+def test_twin_predicts_the_measured_block(table, h100):
+    """DESIGN's rung-2 targets on the BF16 records: each within 10%, median |error| within 5% (live,
+    burst profiles: 4x H200 compiled CP1 +0.3%, CP2 -1.4% fit, CP4 -4.4% held out; H100 compiled CP1
+    -1.6%, eager +1.7%, fit). The eager Float8 record is no step target: its casts are real.fp8's
+    unfused eager passes (torchao relies on torch.compile to fuse them), which the twin does not cost."""
     assert [(t["cp"], t["precision"]) for t in table] == [(1, "bf16"), (2, "bf16"), (4, "bf16")]
-    assert [(t["cp"], t["precision"], t["bench"]) for t in h100] == [(1, "bf16", "cp_block_compiled")]
-    assert all(t["complete"] for t in table + h100)
-    errs = np.array([abs(t["rel_error"]) for t in table + h100])
+    assert sorted(h100) == [("cp_block", "bf16"), ("cp_block", "fp8-tensorwise"), ("cp_block_compiled", "bf16")]
+    bf16 = table + [h100[("cp_block", "bf16")], h100[("cp_block_compiled", "bf16")]]
+    assert all(t["complete"] for t in bf16 + [h100[("cp_block", "fp8-tensorwise")]])
+    errs = np.array([abs(t["rel_error"]) for t in bf16])
     assert errs.max() <= 0.10 and np.median(errs) <= 0.05
+
+
+def test_twin_overcharges_the_float8_gemms_in_the_block_as_the_bf16_ones(h100):
+    """H100 eager blocks (fit): the twin's tensorwise FP8 GEMMs, like its BF16 ones, slower than the
+    block's kernels in both phases (live: FP8 +10.8% / +8.8%, BF16 +9.2% / +14.6%)."""
+    for key in (("cp_block", "fp8-tensorwise"), ("cp_block", "bf16")):
+        t = h100[key]
+        for phase in cb.PHASES:
+            assert t["twin"][phase]["gemm"] > t["measured"][phase]["gemm"]
+
+
+def test_fa2_in_block_speed_depends_on_the_block(h100):
+    """FA2's backward runs slower than the twin's curve in the BF16 blocks (compiled and eager) but
+    not in the eager Float8 block, where it runs at its alone speed (live: 78.6 / 79.2 ms against
+    the twin's 72.2 ms; Float8 69.1 ms): the in-block FA2 speed is not one factor."""
+    bwd = {k: t["measured"]["bwd"]["attention_bwd"] for k, t in h100.items()}
+    twin = h100[("cp_block", "bf16")]["twin"]["bwd"]["attention_bwd"]
+    assert bwd[("cp_block", "bf16")] > twin and bwd[("cp_block_compiled", "bf16")] > twin
+    assert bwd[("cp_block", "fp8-tensorwise")] < twin
 
 
 def test_a_block_without_fa2_backward_is_flagged_incomplete():
