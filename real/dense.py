@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from real.fp8 import tensorwise_linear
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,13 @@ def attention_core(q_BSHK: torch.Tensor, k_BSGK: torch.Tensor, v_BSGK: torch.Ten
 
 
 class LlamaBlock(nn.Module):
-    def __init__(self, shape: DenseShape, gqa: str = "repeat_kv"):
+    """float8: every linear as torchao's tensorwise Float8Linear (real.fp8.tensorwise_linear), as
+    torchtitan's Float8 rows convert every nn.Linear of the blocks (float8.py @ 9dec370)."""
+
+    def __init__(self, shape: DenseShape, gqa: str = "repeat_kv", float8: bool = False):
         super().__init__()
         D, H, G, K, Fw = shape.hidden_size, shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.ffn
-        self.shape, self.gqa = shape, gqa
+        self.shape, self.gqa, self.float8 = shape, gqa, float8
         self.attention_norm, self.ffn_norm = RMSNorm(D, shape.norm_eps), RMSNorm(D, shape.norm_eps)
         self.wq, self.wk, self.wv = _param(H * K, D), _param(G * K, D), _param(G * K, D)
         self.wo = _param(D, H * K)
@@ -133,15 +137,18 @@ class LlamaBlock(nn.Module):
     def attention(self, x_BSD: torch.Tensor, freqs_cis_SK2: torch.Tensor) -> torch.Tensor:
         B, S, _ = x_BSD.shape
         s = self.shape
-        q_BSHK = F.linear(x_BSD, self.wq).view(B, S, s.num_heads, s.head_dim)
-        k_BSGK = F.linear(x_BSD, self.wk).view(B, S, s.num_kv_heads, s.head_dim)
-        v_BSGK = F.linear(x_BSD, self.wv).view(B, S, s.num_kv_heads, s.head_dim)
+        q_BSHK = self.linear(x_BSD, self.wq).view(B, S, s.num_heads, s.head_dim)
+        k_BSGK = self.linear(x_BSD, self.wk).view(B, S, s.num_kv_heads, s.head_dim)
+        v_BSGK = self.linear(x_BSD, self.wv).view(B, S, s.num_kv_heads, s.head_dim)
         q_BSHK, k_BSGK = apply_rope(q_BSHK, freqs_cis_SK2), apply_rope(k_BSGK, freqs_cis_SK2)
         o_BSHK = attention_core(q_BSHK, k_BSGK, v_BSGK, self.gqa)
-        return F.linear(o_BSHK.contiguous().view(B, S, -1), self.wo)
+        return self.linear(o_BSHK.contiguous().view(B, S, -1), self.wo)
 
     def feed_forward(self, x_BSD: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.silu(F.linear(x_BSD, self.w1)) * F.linear(x_BSD, self.w3), self.w2)
+        return self.linear(F.silu(self.linear(x_BSD, self.w1)) * self.linear(x_BSD, self.w3), self.w2)
+
+    def linear(self, x_xD: torch.Tensor, w_ND: torch.Tensor) -> torch.Tensor:
+        return tensorwise_linear(x_xD, w_ND) if self.float8 else F.linear(x_xD, w_ND)
 
     def forward(self, x_BSD: torch.Tensor, freqs_cis_SK2: torch.Tensor) -> torch.Tensor:
         h_BSD = x_BSD + self.attention(self.attention_norm(x_BSD), freqs_cis_SK2)
@@ -202,9 +209,11 @@ class LMHead(nn.Module):
 
 
 def build_block(shape: DenseShape, gqa: str = "repeat_kv", attention_dropout: float = 0.0,
-                hidden_dropout: float = 0.0) -> nn.Module:
+                hidden_dropout: float = 0.0, float8: bool = False) -> nn.Module:
     if shape.kind == "llama":
         if attention_dropout or hidden_dropout:
             raise ValueError("build_block: dropout is modelled on the GPT block only")
-        return LlamaBlock(shape, gqa)
+        return LlamaBlock(shape, gqa, float8)
+    if float8:
+        raise ValueError("build_block: Float8 linears are modelled on the Llama block only")
     return GPTBlock(shape, attention_dropout, hidden_dropout)

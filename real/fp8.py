@@ -295,6 +295,61 @@ def linear(x_xK: torch.Tensor, w_NK: torch.Tensor, precision: Precision = BF16) 
 
 
 # --------------------------------------------------------------------------------------------
+# torchao's tensorwise Float8Linear, as torchtitan's Float8 rows train (session s18tt)
+# --------------------------------------------------------------------------------------------
+E5M2_DTYPE = torch.float8_e5m2
+E5M2_MAX = 57344.0  # largest finite E5M2 value
+
+
+def quantize_tensorwise(x: torch.Tensor, dtype=FP8_DTYPE, fmax: float = FP8_MAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scale for the whole tensor (torchao float8 `hp_tensor_to_float8_dynamic`: amax, then
+    scale = fmax / amax): returns q (fp8, x's layout) and the inverse scale (a 0-dim FP32 tensor,
+    what torch._scaled_mm multiplies the product by)."""
+    amax = x.abs().amax().float().clamp(min=EPS)
+    scale = fmax / amax
+    return (x.float() * scale).clamp(-fmax, fmax).to(dtype), scale.reciprocal()
+
+
+def mm_tensorwise(aq_MK: torch.Tensor, inv_a: torch.Tensor, bq_KN: torch.Tensor, inv_b: torch.Tensor) -> torch.Tensor:
+    """a @ b with one scale per operand, BF16 out: torch._scaled_mm on a GPU (a row-major, b
+    column-major, as the kernel takes them); off a GPU the dequantized product."""
+    if aq_MK.is_cuda:
+        return torch._scaled_mm(aq_MK, bq_KN, scale_a=inv_a, scale_b=inv_b, out_dtype=torch.bfloat16)
+    return ((aq_MK.float() * inv_a) @ (bq_KN.float() * inv_b)).to(torch.bfloat16)
+
+
+class _Float8TensorwiseLinear(torch.autograd.Function):
+    """y_MN = x_MK @ w_NK^T as torchao's Float8Linear (float8_linear.py @ eab345c,
+    matmul_with_hp_or_float8_args): input and weight cast to E4M3 each call (no cached FP8
+    weight), both saved in FP8; backward the output gradient cast to E5M2, dX = g @ W with W
+    copied column-major, dW = g^T @ X with g^T and X copied into the layouts the kernel takes
+    (float8_ops.py float8_mm: `b_data.t().contiguous().t()`, `a_data.contiguous()`)."""
+
+    @staticmethod
+    def forward(ctx, x_MK, w_NK):
+        xq_MK, inv_x = quantize_tensorwise(x_MK.contiguous())   # the kernel takes a row-major a
+        wq_NK, inv_w = quantize_tensorwise(w_NK.contiguous())
+        ctx.save_for_backward(xq_MK, inv_x, wq_NK, inv_w)
+        ctx.dtypes = (x_MK.dtype, w_NK.dtype)
+        return mm_tensorwise(xq_MK, inv_x, wq_NK.t(), inv_w).to(x_MK.dtype)
+
+    @staticmethod
+    def backward(ctx, g_MN):
+        xq_MK, inv_x, wq_NK, inv_w = ctx.saved_tensors
+        gq_MN, inv_g = quantize_tensorwise(g_MN.contiguous(), E5M2_DTYPE, E5M2_MAX)
+        dx_MK = mm_tensorwise(gq_MN, inv_g, wq_NK.t().contiguous().t(), inv_w)
+        dw_NK = mm_tensorwise(gq_MN.t().contiguous(), inv_g, xq_MK.t().contiguous().t(), inv_x)
+        return dx_MK.to(ctx.dtypes[0]), dw_NK.to(ctx.dtypes[1])
+
+
+def tensorwise_linear(x_xK: torch.Tensor, w_NK: torch.Tensor) -> torch.Tensor:
+    """y = x @ w^T over the last dim of x (any leading dims), torchao's tensorwise Float8 recipe."""
+    lead = x_xK.shape[:-1]
+    y_MN = _Float8TensorwiseLinear.apply(x_xK.reshape(-1, x_xK.shape[-1]), w_NK)
+    return y_MN.reshape(*lead, w_NK.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
 # Grouped (expert) GEMMs: rows of x_TK are sorted by expert; offs_E are cumulative end rows
 # --------------------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ AC, `ptd_checkpoint_wrapper(block, preserve_rng_state=False)` (parallelize_llama
 traced into one joint graph, and its partitioner decides which collectives the backward re-runs.
 SDPA is restricted as torchtitan's train context does under CP (utils.py @ 9dec370 lines 209-216:
 `sdpa_kernel([FLASH_ATTENTION, EFFICIENT_ATTENTION])`), the rotate method torchtitan's default
-('allgather', config_manager.py line 365). BF16 linears (torchao's Float8 is not in the GPU image).
+('allgather', config_manager.py line 365). BF16 linears (torchao's Float8 is not in the GPU image), or
+with REAL_BENCH_CP_BLOCK_FLOAT8=1 (session s18tt) real.fp8's tensorwise Float8 linears, torchao's recipe.
 
 Run at W = 1 (one process, the plain block: torchtitan's CP1 row enters no CP context), 2 and 4
 (torchrun), it says how one rank's block time grows with the CP degree at fixed per-rank work,
@@ -21,7 +22,9 @@ Rows in the torch_cp families (bench cp_block_compiled, or cp_block with REAL_BE
 model llama3.1-8b-block): torch_cp.csv the slowest rank's forward + backward (CUDA events),
 torch_cp_kernels.csv / torch_cp_timeline.csv every rank's kernels and timeline per phase (the
 backward holds the recomputed forward). env.json cp_block_memory: every rank's peak allocated and
-reserved bytes and the caching allocator's retries (torch.cuda.memory_stats num_alloc_retries).
+reserved bytes and the caching allocator's retries (torch.cuda.memory_stats num_alloc_retries);
+with Float8 linears at CP1, cp_block_grad_rel_error: each gradient's relative error against the same
+block eager in BF16 (reference_grads).
 Split: CP4 and up held out (torch_cp.scaling_split), as s10cp.
 """
 
@@ -47,6 +50,7 @@ from real.dense import build_block, rope_freqs_cis, slice_of
 
 LOCAL_LEN, QUICK_LOCAL_LEN = 32768, 64   # positions a rank: every torchtitan 8B CP row holds 32K
 COMPILE_ENV = "REAL_BENCH_CP_BLOCK_COMPILE"   # "0": the block eager (default: compiled, the table's)
+FLOAT8_ENV = "REAL_BENCH_CP_BLOCK_FLOAT8"     # "1": torchao's tensorwise Float8 linears (s18tt; default BF16)
 # Llama 3.1 8B (meta-llama/Llama-3.1-8B config.json): hidden 4096, 32 heads, 8 K/V heads, head 128,
 # FFN 14336, vocabulary 128256 (unused: no head here)
 LLAMA_8B = dict(hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128, ffn=14336, vocab=128256)
@@ -64,14 +68,15 @@ def _torchtitan_sdpa(dev):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
 
 
-def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True):
+def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True, float8: bool = False):
     """(fwd, bwd, block) of one checkpointed Llama block on s positions: x_BSD a BF16 leaf, the
     block under ptd_checkpoint_wrapper (full AC), compiled with fullgraph=True around the wrapper
     when `compiled` (inductor on a GPU; aot_eager off it: the same dynamo and AOTAutograd trace);
-    bwd(out) takes the gradients of x and every parameter (recomputing the forward)."""
+    bwd(out) takes the gradients of x and every parameter (recomputing the forward). `float8`: the
+    linears as torchao's tensorwise Float8Linear (real.fp8.tensorwise_linear)."""
     shape = block_shape(quick)
     torch.manual_seed(seed)
-    block = build_block(shape).to(device=dev, dtype=torch.bfloat16)
+    block = build_block(shape, float8=float8).to(device=dev, dtype=torch.bfloat16)
     wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
     backend = "inductor" if dev.type == "cuda" else "aot_eager"
     run = torch.compile(wrapped, fullgraph=True, backend=backend) if compiled else wrapped
@@ -87,8 +92,27 @@ def block_fns(s: int, dev, quick: bool, seed: int = 0, compiled: bool = True):
 
     def bwd(out):
         with _torchtitan_sdpa(dev):
-            torch.autograd.grad(out, leaves, gy_BSD)
+            return torch.autograd.grad(out, leaves, gy_BSD)
+    bwd.reference = lambda: reference_grads(block, x_BSD, freqs_cis_SK2, gy_BSD, dev)
     return fwd, bwd, block
+
+
+def reference_grads(block, x_BSD, freqs_cis_SK2, gy_BSD, dev) -> tuple:
+    """The gradients of x and every parameter from the same block eager, without checkpointing,
+    its linears in BF16: what a Float8 or compiled run's gradients should be close to."""
+    float8, block.float8 = block.float8, False
+    try:
+        with _torchtitan_sdpa(dev):
+            return torch.autograd.grad(block(x_BSD, freqs_cis_SK2), [x_BSD, *block.parameters()], gy_BSD)
+    finally:
+        block.float8 = float8
+
+
+def grad_rel_errors(block, grads, reference) -> dict:
+    """{leaf name: |g - g_ref| / |g_ref|} over x and the block's parameters (Frobenius norms)."""
+    names = ["x", *(n for n, _ in block.named_parameters())]
+    return {n: float((g.float() - r.float()).norm() / r.float().norm().clamp(min=1e-30))
+            for n, g, r in zip(names, grads, reference)}
 
 
 def memory_stats(dev) -> dict:
@@ -101,14 +125,15 @@ def memory_stats(dev) -> dict:
             "num_alloc_retries": int(m.get("num_alloc_retries", 0))}
 
 
-def _row_cols(S: int, world: int, quick: bool, compiled: bool, kernel: str) -> dict:
+def _row_cols(S: int, world: int, quick: bool, compiled: bool, kernel: str, float8: bool = False) -> dict:
     shape = block_shape(quick)
     return dict(bench="cp_block_compiled" if compiled else "cp_block",
                 model="llama3.1-8b-block" if not quick else "tiny-block", cp=world,
                 rotate_method="allgather" if world > 1 else "none", sdpa_backend="flash",
                 load_balance="head_tail" if world > 1 else "none", seq_len=S, local_len=S // world,
                 num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
-                kv_repeat=True, causal=True, precision="bf16", sdpa_kernel=kernel, split=scaling_split(world))
+                kv_repeat=True, causal=True, precision="fp8-tensorwise" if float8 else "bf16", sdpa_kernel=kernel,
+                split=scaling_split(world))
 
 
 def block_flops(s: int, quick: bool) -> float:
@@ -130,7 +155,8 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     world, rank, group, mesh, context_parallel, set_rotate_method = world_cp
     multi = group is not None
     compiled = os.environ.get(COMPILE_ENV, "1") != "0"
-    env["cp_block_compiled"] = compiled
+    float8 = os.environ.get(FLOAT8_ENV, "0") == "1"
+    env["cp_block_compiled"], env["cp_block_float8"] = compiled, float8
     s = QUICK_LOCAL_LEN if quick else LOCAL_LEN
     S = s * world
     reps, warmup = (2, 1) if quick else (4, 2)
@@ -138,7 +164,7 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     if (agreed_over(deadline, dev) if multi else deadline.over()):
         log("cp_block: deadline reached")
         return
-    fwd, bwd, _ = block_fns(s, dev, quick, seed=rank, compiled=compiled)
+    fwd, bwd, block = block_fns(s, dev, quick, seed=rank, compiled=compiled, float8=float8)
     pos = torch.arange(S, device=dev)[None]   # a sequence buffer for the context to shard
     if world > 1:
         set_rotate_method("allgather")
@@ -153,8 +179,11 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
             mem = memory_stats(dev)
             if group is not None:
                 dist.barrier(group=group)
-            tag = "cp_block_compiled" if compiled else "cp_block"
+            tag = ("cp_block_compiled" if compiled else "cp_block") + ("_fp8" if float8 else "")
             trace = profile_phases(fwd, bwd, dev, 2, str(trace_dir / f"trace_{tag}_S{S}_rank{rank}.json.gz"))
+            if float8 and world == 1:   # are the gradients the block's? (s18tt run 1: the compiled
+                # Float8 block's backward ran no FA2 backward kernel)
+                env["cp_block_grad_rel_error"] = grad_rel_errors(block, bwd(fwd()), bwd.reference())
     except (RuntimeError, NotImplementedError, ValueError) as e:   # dynamo or the CP dispatch refused
         log(f"cp_block S={S} cp{world}: {type(e).__name__}: {str(e)[:300]}")
         env["cp_block_error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -170,7 +199,7 @@ def bench_cp_block(rec, timer, dev, deadline, quick, env):
     kernels = kernels_by_phase(trace)
     calls = aten_calls_by_phase(trace)
     kernel = next((name.removeprefix("aten::") for (p, name) in calls if p == "fwd"), "sdpa")
-    cols = _row_cols(S, world, quick, compiled, kernel)
+    cols = _row_cols(S, world, quick, compiled, kernel, float8)
     fl = block_flops(s, quick)
     st = stats(times)
     rec.row("torch_cp", **cols, host_time_s=statistics.median(hosts), **st,
