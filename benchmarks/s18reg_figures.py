@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/s18reg_figures.py rates HOST      (HOST: h200x4 or h200x2)
     PYTHONPATH=. .venv/bin/python benchmarks/s18reg_figures.py insample HOST
+    PYTHONPATH=. .venv/bin/python benchmarks/s18reg_figures.py decompose HOST   (held out: after the rule)
 
 `rates`: the host rates (calibration.pipeline.host_rates: us per launch by direction and stage role, and
 the host's us between two compute ops) of the interleaved folder's host marks, per part (micro-batch
@@ -11,6 +12,9 @@ plain time between any two consecutive ops of a rank (host clock only, no lead f
 `insample`: the fitting split only (the 4-micro-batch part): the twin's four steps with the part's host
 rates and with each half's own, pooled over the ranks and per pipeline rank (host_rates_by_rank), beside
 each half's measured median steps.
+`decompose`: the held-out part (8 micro-batches; computed after the rule's commit, reported, not judged):
+its four twin steps and the DualPipe pair's judgement at the fitting split's rates pooled (the switch off)
+and per rank, and at the part's own rates pooled and per rank (the switch on).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pandas as pd
 
 import calibration.pipeline as pipe
 from calibration.fit import PROFILES_DIR
-from calibration.interleaved import INTERLEAVED_FOLDERS, interleaved_steps_by_cycle
+from calibration.interleaved import INTERLEAVED_FOLDERS, interleaved_steps_by_cycle, judge_interleaved
 from calibration.records import MEASUREMENTS_DIR
 from twin.costs.profile import profile_from_json
 
@@ -97,11 +101,38 @@ def _gap(steps: dict) -> float:
     return float(np.log(steps["dualpipe"] / steps["dualpipev"])) if {"dualpipe", "dualpipev"} <= set(steps) else np.nan
 
 
+HELD_OUT_MICROBATCHES = 8
+
+
+def decompose(host: str) -> list[str]:
+    gpu, folder, prof, accumulate, gap = _inputs(host)
+    parts = pipe.part_host_rates(folder, gpu, prof, accumulate, gap)
+    steps, _ = pipe.load(folder)
+    rows = steps[(steps["num_microbatches"] == HELD_OUT_MICROBATCHES) & (steps["pp"] > 1)]
+    measured = interleaved_steps_by_cycle(folder)[HELD_OUT_MICROBATCHES]
+    fit, own = parts[FITTING_MICROBATCHES], parts[HELD_OUT_MICROBATCHES]
+    variants = {"fitting pooled (off)": (fit[0], None), "fitting per rank": fit,
+                "part pooled": (own[0], None), "part per rank (on)": own}
+    lines = [f"{host} n{HELD_OUT_MICROBATCHES} (held out): twin step ms; the DualPipe pair's twin gap and pairs met"]
+    for name, (pooled, by_rank) in variants.items():
+        twin = {str(r["schedule"]): pipe.simulate_row(r, pipe.gpu_spec(gpu), prof, accumulate, pooled, by_rank, {},
+                                                      0.0)[1] for _, r in rows.iterrows()}
+        (g,) = judge_interleaved({HELD_OUT_MICROBATCHES: measured}, {HELD_OUT_MICROBATCHES: twin})
+        pair = next(p for p in g["pairs"] if {p["a"], p["b"]} == {"dualpipe", "dualpipev"})
+        lines.append(f"  {name:21} " + " ".join(f"{s} {twin[s] * 1e3:6.1f}" for s in sorted(twin))
+                     + f" | {pair['b']} over {pair['a']}: twin {pair['twin_gap']:+.2%} ({'met' if pair['met'] else 'MISS'});"
+                     f" pairs met {sum(p['met'] for p in g['pairs'])} of {len(g['pairs'])}")
+    return lines
+
+
+COMMANDS = {"rates": rates, "insample": insample, "decompose": decompose}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("rates", "insample") or argv[1] not in INTERLEAVED_FOLDERS:
+    if len(argv) != 2 or argv[0] not in COMMANDS or argv[1] not in INTERLEAVED_FOLDERS:
         print(__doc__)
         return 2
-    print("\n".join(rates(argv[1]) if argv[0] == "rates" else insample(argv[1])))
+    print("\n".join(COMMANDS[argv[0]](argv[1])))
     return 0
 
 
