@@ -12,7 +12,10 @@ d_c = ln t_b,c - ln t_a,c of the cycles holding both:
   holds g inside the interval.
 The twin predicts the folder as validation predicts any (calibration.pipeline.predict_folder: host
 rates from its own fitting split, the 4-micro-batch rows; 8 is held out), with its host folder's
-host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS gives them (docs/notes/s18gap_rule.md).
+host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS gives them (docs/notes/s18gap_rule.md); with
+ADOPT_S18_PART_HOST_RATE each part (micro-batch count) at the per-rank host rates of its own host marks,
+a measured condition of the part (the host clock's issue marks; never an op's GPU end or a step time:
+docs/notes/s18reg_rule.md).
 """
 
 from __future__ import annotations
