@@ -12,7 +12,10 @@ d_c = ln t_b,c - ln t_a,c of the cycles holding both:
   holds g inside the interval.
 The twin predicts the folder as validation predicts any (calibration.pipeline.predict_folder: host
 rates from its own fitting split, the 4-micro-batch rows; 8 is held out), with its host folder's
-host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS gives them (docs/notes/s18gap_rule.md).
+host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS gives them (docs/notes/s18gap_rule.md); with
+ADOPT_S18_PART_HOST_RATE each part (micro-batch count) at the per-rank host rates of its own host marks,
+a measured condition of the part (the host clock's issue marks; never an op's GPU end or a step time:
+docs/notes/s18reg_rule.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
+import calibration.pipeline as pipe
 from calibration.pipeline import RANKING_LEVEL, predict_folder, subfolder_inputs_from
 from calibration.records_io import csv_exists, read_csv
 
@@ -137,10 +141,12 @@ def interleaved_steps_by_cycle(folder: Path) -> dict:
 def interleaved_judgement(folder: Path, gpu: str, profile) -> list[dict]:
     """Rule s17alt on an interleaved folder: its steps paired by cycle, the twin's predictions of its
     pipeline_step rows as validation makes them (predict_folder on the folder; the host-level inputs its
-    host folder's where subfolder_inputs_from gives it, s18gap)."""
+    host folder's where subfolder_inputs_from gives it, s18gap; with ADOPT_S18_PART_HOST_RATE each part
+    at the per-rank host rates of its own host marks, s18reg)."""
     steps = interleaved_steps_by_cycle(folder)
     predicted: dict = {}
-    for c in predict_folder(Path(folder), gpu, profile, inputs_from=subfolder_inputs_from(folder)):
+    for c in predict_folder(Path(folder), gpu, profile, inputs_from=subfolder_inputs_from(folder),
+                            part_host=pipe.ADOPT_S18_PART_HOST_RATE):
         row = c["row"]
         if int(row["pp"]) > 1:
             predicted.setdefault(int(row["num_microbatches"]), {})[str(row["schedule"])] = float(c["predicted_s"])

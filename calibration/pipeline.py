@@ -234,17 +234,54 @@ def measured_host_by_rank(folder: Path, gpu: str, profile, accumulate: dict | No
     idle spread 0.6-23.6 ms over its 5 steps at 8: which rank waits is a property of the run."""
     if not bench_host_marks(Path(folder)):
         return None
-    h = host_marks(Path(folder))
-    pooled = host_rates(h, Path(folder), gpu, profile, accumulate)
+    return host_rates_by_rank(host_marks(Path(folder)), Path(folder), gpu, profile, accumulate)[1]
+
+
+def host_rates_by_rank(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None = None,
+                       device_gap_s: float | None = None) -> tuple[dict | None, dict | None]:
+    """(host_rates of marks `h`, {pipeline rank: its own}): measured_host_by_rank's rule on given marks
+    (each pipeline rank p the rates of the GPUs with global rank % pp == p, a direction it has no clean op
+    for at the pooled rate, the device gap pooled); (None, None) where `h` gives no rates."""
+    pooled = host_rates(h, Path(folder), gpu, profile, accumulate, device_gap_s)
     if pooled is None:
-        return None
+        return None, None
     h = h[h["pp"] > 1]
     pipeline_rank = h["rank"].astype(int) % h["pp"].astype(int)
     out = {}
     for p in sorted(pipeline_rank.unique()):
-        own = host_rates(h[pipeline_rank == p], Path(folder), gpu, profile, accumulate) or {}
+        own = host_rates(h[pipeline_rank == p], Path(folder), gpu, profile, accumulate, device_gap_s) or {}
         out[int(p)] = {**pooled, **{k: v for k, v in own.items() if k != "device_gap"}}
-    return out or None
+    return pooled, out or None
+
+
+# s18reg (docs/notes/s18reg_rule.md, the rule committed before the held-out figures under it): the host
+# of an interleaved run changes pace between parts of the run, per pipeline rank (4xH200 s17alt n4: pp
+# rank 0 issued forwards at ~41 us a launch in cycles 0-11 and ~22 in 12-19, pp rank 1 at ~25 all
+# through; n8 ~30 and ~25), so rates pooled over the fitting part are another part's condition. With
+# the switch on, the interleaved judgement predicts each part (micro-batch count) with the host rates
+# measured from that part's own host marks (host clock: host_start_s, host_end_s; the stream's
+# start_s only for the lead at issue, as the fitting split's rates read it), per pipeline rank: an
+# input condition of the run, like the SM clock, never its ops' GPU times or its steps
+ADOPT_S18_PART_HOST_RATE = True    # adopted by its rule (s18reg: docs/notes/s18reg_rule.md, result there)
+
+
+def part_host_rates(folder: Path, gpu: str, profile, accumulate: dict | None = None,
+                    device_gap_s: float | None = None) -> dict:
+    """{micro-batches: (pooled rates, {pipeline rank: rates})} of each part of a folder whose bench
+    carries host marks (bench_host_marks), from that part's own marks over every timed step
+    (host_rates_by_rank; the part's split label ignored: its marks are read as a fitting split reads
+    its own); {} without marks."""
+    if not bench_host_marks(Path(folder)):
+        return {}
+    h = host_marks(Path(folder))
+    h = h[h["pp"] > 1]
+    out = {}
+    for n, part in h.groupby("num_microbatches"):
+        pooled, by_rank = host_rates_by_rank(part.assign(split="fit"), Path(folder), gpu, profile, accumulate,
+                                             device_gap_s)
+        if pooled is not None:
+            out[int(n)] = (pooled, by_rank)
+    return out
 
 
 # s13ep (docs/notes/s13ep_rule.md, rule committed before the held-out figures under it): the EP
@@ -840,8 +877,8 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
     at that rank's own host rates (measured_host_by_rank), in place of `ops` and `between_s`.
     `first_op`: the factor on the host seconds of each rank's first op (ADOPT_FIRST_OP_HOST).
     `placed`: (rank, op index) -> the op's part lists with its AccumulateGrad path placed
-    (placed_parts, ADOPT_FIRST_BACKWARD_PLACEMENT), in place of the stage's averaged lists; not with
-    `rank_ops` (a diagnostic)."""
+    (placed_parts, ADOPT_FIRST_BACKWARD_PLACEMENT), in place of the stage's averaged lists; with
+    `rank_ops` each rank's entries at that rank's own rates (simulate_row builds them so)."""
     parts: dict = {}
     for rank, program in enumerate(schedule.programs):
         mine, between = (rank_ops or {}).get(rank, (ops, between_s))
@@ -849,7 +886,7 @@ def host_led_parts(schedule, ops: dict[int, StageOps], starts: dict, between_s: 
         for k, op in enumerate(program):
             host_t += between if k else 0.0
             t_gpu, durations = starts[rank, k], []
-            segs = placed[rank, k] if placed and not rank_ops else op_parts(schedule, mine, rank, op)
+            segs = placed[rank, k] if placed else op_parts(schedule, mine, rank, op)
             for seg in segs:
                 gpu_s, host_s = issue(_host_scaled(seg, first_op) if k == 0 else seg, t_gpu - host_t, gap_s)
                 durations.append(gpu_s)
@@ -1020,10 +1057,16 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
             rank_ops[r] = (mine, rates.get("between_ops", 0.0))
     placed = None
     if ADOPT_FIRST_BACKWARD_PLACEMENT and pp > 1:
-        by_frac = {f: {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
-                                    accumulate_frac=f, accumulate=accumulate, host=host, ep_rows=ep_rows)
-                       for s, layers in enumerate(stages)} for f in (0.0, 1.0)}
-        placed = placed_parts(schedule, by_frac[0.0], by_frac[1.0])
+        def placed_at(rates: dict | None) -> dict:
+            by_frac = {f: {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
+                                        accumulate_frac=f, accumulate=accumulate, host=rates, ep_rows=ep_rows)
+                           for s, layers in enumerate(stages)} for f in (0.0, 1.0)}
+            return placed_parts(schedule, by_frac[0.0], by_frac[1.0])
+        placed = placed_at(host)
+        # each rank's ops placed at its own rates where it has them (host_led_parts issues rank r's
+        # ops from rank_ops[r]; the placed lists must be the same rank's)
+        for r in sorted(rank_ops or {}):
+            placed.update({k: v for k, v in placed_at(host_by_rank[r]).items() if k[0] == r})
     result = simulate_host_led(schedule, ops, p2p, (host or {}).get("between_ops", 0.0),
                                (host or {}).get("device_gap", 0.0), rank_ops,
                                (host or {}).get("first_op", 1.0) if pp > 1 else 1.0, hold_before_last_w_s, placed)
@@ -1222,20 +1265,22 @@ def measured_hold_before_last_w_s(steps: pd.DataFrame, ops: pd.DataFrame) -> flo
 
 
 def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False,
-                   inputs_from: Path | None = None) -> list[dict]:
+                   inputs_from: Path | None = None, part_host: bool = False) -> list[dict]:
     """A case per pipeline_step row of a multi-GPU records folder: predicted and measured step
     time, per-rank idle (simulated and measured), the simulated op spans and the measured ops.
     `per_rank_host`: each pipeline rank issues its ops at its own fitting-split host rates
     (measured_host_by_rank): a diagnostic, off in validation (s10pp: they do not predict the
     held-out idle). `inputs_from`: a host folder whose host-level measured inputs (host_inputs) the
     folder takes where it records none of its own (a round of a two-round campaign: s16idle); its
-    host rates stay its own."""
+    host rates stay its own. `part_host`: each pipeline row (pp > 1) at the per-rank host rates of
+    its own part's marks (part_host_rates; the interleaved judgement with ADOPT_S18_PART_HOST_RATE)."""
     steps, ops = load(Path(folder))
     cases = []
     spec_gpu = gpu_spec(gpu)
     profile, accumulate, gap = host_inputs(Path(folder), gpu, profile, inputs_from)
     host = measured_host_s(Path(folder), gpu, profile, accumulate, gap)
     host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
+    parts = part_host_rates(Path(folder), gpu, profile, accumulate, gap) if part_host else {}
     kpath = Path(folder) / "pipeline_op_kernels.csv"
     kernels = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
     rpath = Path(folder) / "pipeline_routing.csv"
@@ -1244,7 +1289,9 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False,
     for _, row in steps.iterrows():
         if str(row.get("bench", "pipeline_step")) not in ("pipeline_step", "ep_step"):
             continue
-        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, host, host_by_rank,
+        row_host, row_by_rank = parts.get(int(row["num_microbatches"]), (host, host_by_rank)) \
+            if int(row["pp"]) > 1 else (host, host_by_rank)
+        result, pred, detail = simulate_row(row, spec_gpu, profile, accumulate, row_host, row_by_rank,
                                             ep_layer_rows(routing, row, _spec_of(row).top_k), hold_s)
         meas_ops = ops_of(row, ops) if not ops.empty else ops
         idle_reps = measured_idle_by_rep_s(meas_ops) if not meas_ops.empty else {}

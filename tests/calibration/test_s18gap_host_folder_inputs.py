@@ -58,7 +58,7 @@ def test_judgements_pass_the_host_folder_to_their_predictions(monkeypatch, tmp_p
     monkeypatch.setattr(pipe, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
     seen = []
 
-    def predict(folder, gpu, profile, per_rank_host=False, inputs_from=None):
+    def predict(folder, gpu, profile, per_rank_host=False, inputs_from=None, part_host=False):
         seen.append((Path(folder), inputs_from))
         return []
 
