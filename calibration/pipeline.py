@@ -262,7 +262,7 @@ def host_rates_by_rank(h: pd.DataFrame, folder: Path, gpu: str, profile, accumul
 # measured from that part's own host marks (host clock: host_start_s, host_end_s; the stream's
 # start_s only for the lead at issue, as the fitting split's rates read it), per pipeline rank: an
 # input condition of the run, like the SM clock, never its ops' GPU times or its steps
-ADOPT_S18_PART_HOST_RATE = True    # adopted by its rule (s18reg: docs/notes/s18reg_rule.md, result there)
+ADOPT_S18_PART_HOST_RATE = False
 
 
 def part_host_rates(folder: Path, gpu: str, profile, accumulate: dict | None = None,
