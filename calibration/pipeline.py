@@ -261,7 +261,10 @@ def host_rates_by_rank(h: pd.DataFrame, folder: Path, gpu: str, profile, accumul
 # the switch on, the interleaved judgement predicts each part (micro-batch count) with the host rates
 # measured from that part's own host marks (host clock: host_start_s, host_end_s; the stream's
 # start_s only for the lead at issue, as the fitting split's rates read it), per pipeline rank: an
-# input condition of the run, like the SM clock, never its ops' GPU times or its steps
+# input condition of the run, like the SM clock, never its ops' GPU times or its steps. It passed its
+# rule, but the lead kept it off (the note's "Lead's decision"): the rates are solved from the ops the
+# host issued level with the GPU, so for host-paced ops they carry the held-out ops' own durations; an
+# independent host probe per cycle would make it a condition. So A (whole_step) stays off too.
 ADOPT_S18_PART_HOST_RATE = False
 
 
