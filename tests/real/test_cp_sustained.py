@@ -5,12 +5,12 @@ schema and environment of sustained.csv, and the config strings calibration.powe
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from real.bench import cp_sustained as cs
 from real.bench.cli import main
 from real.bench.records import ENV_COLS, SHAPE_COLS, STAT_COLS
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_section_writes_burst_and_held_windows_for_every_kernel(tmp_path):
 
 def _campaign_dry_run(name: str, tmp_path) -> tuple[Path, str]:
     """real/campaigns/<name>.sh in its quick CPU mode (<NAME>_QUICK=1): its output folder and log."""
-    env = {**os.environ, f"{name.upper()}_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, f"{name.upper()}_QUICK": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(ROOT / f"real/campaigns/{name}.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)

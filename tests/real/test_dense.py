@@ -8,7 +8,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 from real.bench.records import DIST_ENV_COLS, ENV_COLS, SHAPE_COLS, STAT_COLS
 from real.dense import (DenseShape, GPTBlock, LlamaBlock, LMHead, attention_core, repeat_kv, rope_freqs_cis,
                         slice_of)
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA = DenseShape("llama", hidden_size=16, num_heads=4, num_kv_heads=2, head_dim=4, ffn=24, vocab=11)
@@ -149,7 +149,7 @@ def test_s8dense_campaign_cpu_dry_run(tmp_path):
     """real/campaigns/s8dense.sh with tiny shapes: every part writes rows (block, head, attention,
     compile through dynamo), each with its environment, split and one profiled repetition's ops;
     the backends a CPU lacks (cuDNN, memory-efficient) are logged as not run, never a failure."""
-    env = {**os.environ, "PYTHON": sys.executable, "S8DENSE_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S8DENSE_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s8dense.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=240)
     d = tmp_path / "s8dense"

@@ -14,6 +14,7 @@ from real.bench import mla_host as mh
 from real.bench.records import Recorder
 from real.bench.timing import Timer
 from real.telemetry import Telemetry
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,11 +72,12 @@ def test_an_over_deadline_writes_no_layer_rows(tmp_path):
 
 def test_campaign_script_runs_on_the_cpu(tmp_path):
     # the script as the lead runs it (python3 on the GPU image; here the test's interpreter)
-    script = (ROOT / "real/campaigns/s8mla.sh").read_text().replace("python3 -m", f"{sys.executable} -m")
+    script = (ROOT / "real/campaigns/s8mla.sh").read_text().replace("python3 -m", f"{FORKED_PY} -m")
     (tmp_path / "s8mla.sh").write_text(script)
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(tmp_path / "s8mla.sh"), str(out)], cwd=ROOT, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "S8MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
+                       env={"PATH": "/usr/bin:/bin", "TWIN_TESTS_PYTHON": sys.executable,   # FORKED_PY runs it
+                            "S8MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
                             "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "s8mla" / "log.txt").read_text()

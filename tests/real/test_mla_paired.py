@@ -8,6 +8,7 @@ from pathlib import Path
 
 from real.bench import mla_paired as mp
 from real.bench.mla_host import PROBE_OPS, PROBE_PHASES
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,11 +25,12 @@ def test_probes_are_probe_classes_and_records_the_attention_shapes():
 
 
 def test_campaign_script_runs_on_the_cpu(tmp_path):
-    script = (ROOT / "real/campaigns/s9mla.sh").read_text().replace("python3 -m", f"{sys.executable} -m")
+    script = (ROOT / "real/campaigns/s9mla.sh").read_text().replace("python3 -m", f"{FORKED_PY} -m")
     (tmp_path / "s9mla.sh").write_text(script)
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(tmp_path / "s9mla.sh"), str(out)], cwd=ROOT, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "S9MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
+                       env={"PATH": "/usr/bin:/bin", "TWIN_TESTS_PYTHON": sys.executable,   # FORKED_PY runs it
+                            "S9MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
                             "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "s9mla" / "log.txt").read_text()

@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from real.bench import attention as at
 from real.bench.records import ENV_COLS, SHAPE_COLS, STAT_COLS, NoRecorder
 from real.bench.timing import Timer
 from real.telemetry import Telemetry
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def test_mla_layout_at_real_head_dims_runs_forward_and_backward_on_cpu():
 
 def test_campaign_dry_run_on_cpu(tmp_path):
     # S12MLA_FULL=1: the first grid after the small one (the default run is the small one alone)
-    env = {**os.environ, "S12MLA_QUICK": "1", "S12MLA_FULL": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "S12MLA_QUICK": "1", "S12MLA_FULL": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(ROOT / "real/campaigns/s12mla.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)

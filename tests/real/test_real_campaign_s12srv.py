@@ -5,8 +5,8 @@ the environment filled in; the GPU plan's runs."""
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def _read(path):
 
 
 def test_s12srv_campaign_repeats_one_stream_in_one_process_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S12_DEVICE": "cpu", "S12_PLAN": "tiny-repeat",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S12_DEVICE": "cpu", "S12_PLAN": "tiny-repeat",
            "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s12srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=300)

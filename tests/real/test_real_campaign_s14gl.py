@@ -6,13 +6,13 @@ CPU dry run (tiny shapes) writing layer rows, in-layer op rows and both alone ti
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from real.bench import gemm_in_layer as gl
 from real.bench.records import ENV_COLS, SHAPE_COLS, STAT_COLS
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_the_dry_run_replays_the_largest_calls_of_each_class_the_campaign_up_to_
 
 
 def test_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S14GL_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "S14GL_QUICK": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(ROOT / "real/campaigns/s14gl.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

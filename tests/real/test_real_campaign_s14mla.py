@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from real.bench import mla_paired as mp
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,11 +39,12 @@ def test_settings_default_to_s9mla_and_reject_unknown(monkeypatch):
 
 
 def test_campaign_script_runs_on_the_cpu(tmp_path):
-    script = (ROOT / "real/campaigns/s14mla.sh").read_text().replace("python3 -m", f"{sys.executable} -m")
+    script = (ROOT / "real/campaigns/s14mla.sh").read_text().replace("python3 -m", f"{FORKED_PY} -m")
     (tmp_path / "s14mla.sh").write_text(script)
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(tmp_path / "s14mla.sh"), str(out)], cwd=ROOT, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "S14MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
+                       env={"PATH": "/usr/bin:/bin", "TWIN_TESTS_PYTHON": sys.executable,   # FORKED_PY runs it
+                            "S14MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
                             "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "s14mla" / "log.txt").read_text()

@@ -5,11 +5,11 @@ the measured duty within [0, 1] and the environment every row must carry."""
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from real.bench import duty_sweep as ds
 from real.bench.records import ENV_COLS, SHAPE_COLS, STAT_COLS
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def test_targets_span_the_limited_and_the_free_regime():
 
 
 def test_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S14TT_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "S14TT_QUICK": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(ROOT / "real/campaigns/s14tt.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)

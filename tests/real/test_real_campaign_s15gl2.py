@@ -6,12 +6,12 @@ in the fitting split while the held-out `memory` rows of the same ops stay held 
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from calibration.split import is_held_out
 from real.bench import memory
 from real.bench.records import ENV_COLS, SHAPE_COLS, STAT_COLS
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = {"swiglu", "silu_strided", "mul_strided", "fp8_quant_1x128", "fp8_quant_rowwise", "index_gather",
@@ -36,7 +36,7 @@ def test_split_fits_memory_alone_rows_and_keeps_memory_rows_held_out():
 
 
 def test_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S15GL2_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "S15GL2_QUICK": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(ROOT / "real/campaigns/s15gl2.sh"), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

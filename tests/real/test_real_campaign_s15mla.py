@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from real.bench import mla_paired as mp
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script(tmp_path: Path) -> Path:
-    script = (ROOT / "real/campaigns/s15mla.sh").read_text().replace("python3 -m", f"{sys.executable} -m")
+    script = (ROOT / "real/campaigns/s15mla.sh").read_text().replace("python3 -m", f"{FORKED_PY} -m")
     (tmp_path / "s15mla.sh").write_text(script)
     return tmp_path / "s15mla.sh"
 
@@ -21,7 +22,8 @@ def _script(tmp_path: Path) -> Path:
 def test_campaign_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(_script(tmp_path)), str(out)], cwd=ROOT, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "S15MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
+                       env={"PATH": "/usr/bin:/bin", "TWIN_TESTS_PYTHON": sys.executable,   # FORKED_PY runs it
+                            "S15MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
                             "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "s15mla" / "log.txt").read_text()

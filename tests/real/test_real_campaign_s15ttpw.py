@@ -14,6 +14,7 @@ import pytest
 
 from real.bench import copy_load as cl
 from real.bench.records import ENV_COLS, SHAPE_COLS, STAT_COLS
+from tests.campaigns import FORKED_PY
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "real/campaigns/s15ttpw.sh"
@@ -29,7 +30,7 @@ def test_stream_counts_start_with_the_kernel_alone():
 
 
 def test_campaign_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "S15TTPW_QUICK": "1", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "S15TTPW_QUICK": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     done = subprocess.run(["bash", str(CAMPAIGN), str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)

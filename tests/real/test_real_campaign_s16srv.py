@@ -5,10 +5,10 @@ shuffled part is the same probe in shapeprobe's default order, its sizes checked
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from real.serve import shapeprobe
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_sizes_in_each_order_are_the_same_sizes():
 
 
 def test_s16srv_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S16SRV_DEVICE": "cpu", "S16SRV_MODEL": "tiny", "S16SRV_SHORT": "1",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S16SRV_DEVICE": "cpu", "S16SRV_MODEL": "tiny", "S16SRV_SHORT": "1",
            "S16SRV_PARTS": "asc desc", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s16srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=120)

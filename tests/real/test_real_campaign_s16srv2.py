@@ -4,14 +4,14 @@
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_s16srv2_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S16SRV2_DEVICE": "cpu", "S16SRV2_MODEL": "tiny", "S16SRV2_SHORT": "1",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S16SRV2_DEVICE": "cpu", "S16SRV2_MODEL": "tiny", "S16SRV2_SHORT": "1",
            "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s16srv2.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=120)

@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch.multiprocessing as mp
 from real.bench import cp_block, torch_cp
 from real.bench.cli import main
 from tests.ports import free_port
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ def test_section_on_two_gloo_ranks(tmp_path):
 
 
 def _campaign(tmp_path, ranks: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S17CP_QUICK": "1", "S17CP_QUICK_RANKS": str(ranks),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S17CP_QUICK": "1", "S17CP_QUICK_RANKS": str(ranks),
            "S17CP_EAGER": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s17cp.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)

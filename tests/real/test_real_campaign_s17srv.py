@@ -4,8 +4,8 @@
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ def _read(path):
 
 
 def test_s17srv_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S17SRV_DEVICE": "cpu", "S17SRV_MODEL": "tiny", "S17SRV_SHORT": "1",
+    env = {**os.environ, "PYTHON": FORKED_PY, "S17SRV_DEVICE": "cpu", "S17SRV_MODEL": "tiny", "S17SRV_SHORT": "1",
            "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s17srv.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=120)

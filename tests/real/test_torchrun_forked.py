@@ -1,13 +1,15 @@
 """tests/torchrun_forked.py, the torchrun the campaigns' CPU dry runs run (tests/campaigns.py FORKED_PY):
 its ranks see what torchrun's ranks see (the environment torchrun adds, argv, sys.path[0], __main__,
 a gloo group across them), a failing rank fails the run and stops its siblings, an option it does
-not implement is refused, and anything but `-m torch.distributed.run` runs the interpreter as is."""
+not implement is refused, `-m real.*` runs through tests/python_frozen.py (as `python -m` runs it, torch's
+heap frozen first), and anything else runs the interpreter as is."""
 
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.campaigns import FORKED_PY
 
@@ -76,3 +78,38 @@ def test_other_commands_run_the_interpreter_unchanged(tmp_path):
     done = subprocess.run([FORKED_PY, "-c", "import sys; print(sys.executable)"], capture_output=True,
                           text=True, env=os.environ, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == sys.executable
+
+
+PROBE_MODULE = """
+import gc, json, os, sys
+print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__, "frozen": gc.get_freeze_count() > 0}))
+if sys.argv[1] == "raise":
+    raise ValueError("probe")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_python_frozen_runs_a_module_as_python_m_does(tmp_path):
+    """tests/python_frozen.py (what FORKED_PY runs for `-m real.*`): the module sees the argv,
+    sys.path[0] and __name__ of `python -m`, its exit status and a raised error's traceback and status
+    are `python -m`'s; only the heap it starts with is frozen."""
+    (tmp_path / "probe.py").write_text(PROBE_MODULE)
+    frozen_main = str(Path(__file__).resolve().parents[1] / "python_frozen.py")
+    for arg, status in (("3", 3), ("raise", 1)):
+        plain = subprocess.run([sys.executable, "-m", "probe", arg], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=60)
+        frozen = subprocess.run([sys.executable, frozen_main, "probe", arg], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=60)
+        assert plain.returncode == frozen.returncode == status, frozen.stderr[-2000:]
+        want, got = json.loads(plain.stdout), json.loads(frozen.stdout)
+        assert want == {"argv": [str(tmp_path / "probe.py"), arg], "path0": str(tmp_path), "name": "__main__",
+                        "frozen": False}
+        assert got == {**want, "frozen": True}
+        if arg == "raise":
+            assert "ValueError: probe" in plain.stderr and "ValueError: probe" in frozen.stderr
+
+
+def test_forked_py_runs_real_modules_through_python_frozen(tmp_path):
+    done = subprocess.run([FORKED_PY, "-m", "real.no_such_module"], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, env=os.environ, timeout=60)
+    assert done.returncode == 1 and "python_frozen.py" in done.stderr and "real.no_such_module" in done.stderr
