@@ -15,13 +15,8 @@ from twin.serving import timing
 from twin.serving.first_launch import regions
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
+from tests.twin.serving.synthetic_run import ENGINE, RUN
 
-RUN = {"run_id": "r", "split": "fit", "arrival": "poisson", "rate_per_s": "1", "concurrency": "0",
-       "model": "v3-slice-2l", "precision": "bf16", "num_gpus": "1", "ep_size": "1", "attention_parallel": "dp",
-       "page_size": "64", "num_pages": "4096", "token_budget": "2048", "max_running": "64",
-       "cuda_graphs": "1", "graph_batch_buckets": "1 2 4 8 16 32 64", "graph_page_buckets": "1 2 4 8 16 33",
-       "gpu_name": "NVIDIA H200"}
-ENGINE = "real-serve-h200-ep1"
 
 
 def test_the_committed_regions_are_the_campaign_sweeps():
