@@ -17,7 +17,6 @@ from twin.serving.workload import from_records
 from tests.twin.serving.synthetic_run import ENGINE, RUN
 
 
-
 def _first_token_s(monkeypatch, output_len: int, **terms):
     """Three lone 300-token prompts 1 s apart (each decodes output_len - 1 graph iterations before the
     next arrives), the committed h200 table with `terms` (first-size stalls off, no spread)."""

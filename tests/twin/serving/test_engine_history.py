@@ -13,7 +13,6 @@ from twin.serving.workload import from_records
 from tests.twin.serving.synthetic_run import ENGINE, RUN
 
 
-
 def _with_terms(monkeypatch, **terms):
     """The committed h200 table with `terms` replaced (and no spread: deterministic times)."""
     table = {k: dict(v) for k, v in serve_engines().items()}

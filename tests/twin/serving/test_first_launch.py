@@ -18,7 +18,6 @@ from twin.serving.workload import from_records
 from tests.twin.serving.synthetic_run import ENGINE, RUN
 
 
-
 def test_the_committed_regions_are_the_campaign_sweeps():
     starts = region_starts()
     assert sorted(starts) == sorted(w for w in starts if any(f in w for f in FLAT_WEIGHTS)) and len(starts) == 9

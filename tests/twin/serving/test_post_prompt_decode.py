@@ -16,7 +16,6 @@ from twin.serving.workload import from_records
 from tests.twin.serving.synthetic_run import ENGINE, RUN
 
 
-
 def _per_request(monkeypatch, **terms) -> pd.DataFrame:
     """Three lone 300-token prompts 1 s apart, 40 output tokens each (done before the next arrives), the
     committed h200 table with `terms` (first-size stalls off, no spread)."""
