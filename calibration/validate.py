@@ -276,6 +276,13 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
             out.setdefault("ranking_interleaved", {})[folder] = {
                 "gpu": gpu, "num_gpus": n, "folder": side_by_side,
                 "configs": interleaved.interleaved_judgement(Path(root) / folder / side_by_side, gpu, prof)}
+        # the same rule on the host's further interleaved runs (s18probe), reported beside: no headline
+        repeats = [sub for sub in interleaved.INTERLEAVED_REPEAT_FOLDERS.get(folder, ())
+                   if (Path(root) / folder / sub).is_dir()]
+        if repeats:
+            out.setdefault("ranking_interleaved_repeats", {})[folder] = [
+                {"gpu": gpu, "num_gpus": n, "folder": sub,
+                 "configs": interleaved.interleaved_judgement(Path(root) / folder / sub, gpu, prof)} for sub in repeats]
         # each rank's idle at the configurations of the host's idle folder, on its two rounds pooled
         # (docs/notes/s16idle_rule.md); its other configurations on the host folder as before
         idle = pipe.host_idle_judgement(Path(root) / folder, gpu, prof)
@@ -366,6 +373,9 @@ def format_table(result: dict) -> str:
         lines += pipe.format_ranking_judgement(f"{folder}/{v['folder']}", v["configs"])
     for folder, v in result.get("ranking_interleaved", {}).items():
         lines += interleaved.format_interleaved_judgement(f"{folder}/{v['folder']}", v["configs"])
+    for folder, runs in result.get("ranking_interleaved_repeats", {}).items():
+        for v in runs:
+            lines += interleaved.format_interleaved_judgement(f"{folder}/{v['folder']} (repeat)", v["configs"])
     for folder, v in result.get("idle", {}).items():
         lines += pipe.format_idle_judgement(folder, v["configs"])
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]

@@ -161,6 +161,12 @@ PIPELINE_INTERLEAVED_COLS = ["bench", "model", "schedule", "pp", "ep", "dp", "nu
                              "micro_batch_seqs", "seq_len", "precision", "num_layers", "pair_key", "cycle",
                              "position", "step_index", "time_s", "loss", "split", "gpu_name", "sm_clock_mhz",
                              "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc", "nccl_version"]
+# s18probe: the host-pace probe between interleaved cycles (real/pipeline/hostpace.py), one row per probe,
+# cycle and rank; `cycle` is the cycle the probe precedes, `duration_s` the probe's own host time
+PIPELINE_HOST_PROBE_COLS = ["bench", "model", "pp", "ep", "dp", "num_gpus", "num_microbatches", "cycle", "rank",
+                            "pp_rank", "probe", "calls", "us_per_call", "us_per_call_p50", "stream_blocked",
+                            "duration_s", "split", "gpu_name", "sm_clock_mhz", "mem_clock_mhz", "torch_version",
+                            "cuda_version", "nccl_version", "timestamp_utc"]
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
                      "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]

@@ -35,6 +35,10 @@ forward issue rate jumps between two levels from one configuration's stretch of 
 steps, plus
   pipeline_interleaved.csv   one row per timed step: its time, loss, cycle, position in the cycle,
                       step index and pair_key (layout, count, cycle: the steps measured side by side)
+With `--host-probe` (s18probe) every rank also probes its host's pace before each timed cycle, between
+the steps (real/pipeline/hostpace.py: small kernel launches issued behind a sleeping stream, and a
+pure-Python loop), into
+  pipeline_host_probe.csv    one row per probe, cycle and rank: us a launch / a pass, the GPU's clocks
 
 Rows are written as each configuration ends, so a run cut short keeps what it measured. All
 ranks take every decision alike (rank 0's clock decides repetitions and the budget).
@@ -59,12 +63,13 @@ import torch
 import torch.distributed as dist
 
 from real.bench.device import environment, free_memory
-from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_INTERLEAVED_COLS, PIPELINE_OPS_COLS,
-                                PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log)
+from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_HOST_PROBE_COLS, PIPELINE_INTERLEAVED_COLS,
+                                PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log)
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
 from real.serve.hostpin import PIN_MODES, apply_pin
+from real.pipeline.hostpace import host_probe
 from real.pipeline.engine import (HOST_MARK_MODES, PipelineRunner, StepTimeline, build_mesh, flow_orders,
                                   interleaved_steps, on_shared_axis)
 from real.telemetry import Telemetry
@@ -198,7 +203,7 @@ def mark_rows(step: StepTimeline) -> list[dict]:
 class Outputs:
     """The CSV families of one host-marks mode (off: --out; else --out/marks_<mode>/), rank 0."""
 
-    def __init__(self, out: Path, mode: str, append: bool, interleaved: bool = False):
+    def __init__(self, out: Path, mode: str, append: bool, interleaved: bool = False, probed: bool = False):
         self.dir = out if mode == "off" else out / f"marks_{mode}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.steps = CsvFamily(self.dir / "pipeline_step.csv", PIPELINE_STEP_COLS, append)
@@ -208,9 +213,11 @@ class Outputs:
                                                           append)
         self.each = (CsvFamily(self.dir / "pipeline_interleaved.csv", PIPELINE_INTERLEAVED_COLS, append)
                      if interleaved else None)
+        self.probe = (CsvFamily(self.dir / "pipeline_host_probe.csv", PIPELINE_HOST_PROBE_COLS, append)
+                      if probed else None)
 
     def close(self):
-        for f in (self.steps, self.ops, self.routing, self.marks, self.each):
+        for f in (self.steps, self.ops, self.routing, self.marks, self.each, self.probe):
             if f is not None:
                 f.close()
 
@@ -255,6 +262,7 @@ class Bench:
         self.spec, self.precision, self.tel, self.t_start = spec, precision, tel, t_start
         self.world = dist.get_world_size()
         self.new_segments: dict[int, int] = {}   # --interleave: count -> cudaMallocs in its timed cycles
+        self.probe_rows: dict[int, list] = {}     # --host-probe: count -> every rank's probe rows (rank 0)
 
     def tokens(self, n: int) -> int:
         """Tokens of one step at n micro-batches, over the data-parallel replicas."""
@@ -347,6 +355,9 @@ class Bench:
         if not reps:
             log(f"skip {label}: {self.args.reps_min} cycles of {cycle_s * 1e3:.0f} ms do not fit the budget left")
             return None
+        probes = []   # --host-probe: this rank's probe rows of the timed cycles
+        if self.args.host_probe:
+            host_probe(self.dev)   # first calls (kernel load, allocator blocks) before the timed cycles
         gates = {name: list(run[0].moe_gates()) for name, run in runs.items()}
         for gate in {id(g): g for gs in gates.values() for *_, g in gs}.values():
             gate.tokens_per_expert_E.zero_()
@@ -356,6 +367,9 @@ class Bench:
         wall_s = {name: 0.0 for name in runs}
         cycles = {name: [] for name in runs}
         segments0 = _device_segments(self.dev)
+        last = len(runs) - 1
+        if self.args.host_probe:
+            probes += self._probe(0, n)
         e0, w0 = self.tel.energy_j(), time.perf_counter()
         for k, (c, pos, name, timeline) in enumerate(interleaved_steps(runs, reps)):
             e1, w1 = self.tel.energy_j(), time.perf_counter()
@@ -370,12 +384,21 @@ class Bench:
                     key = (chunk, s, layer, e)
                     routed[name][key] = routed[name].get(key, 0.0) + count / reps
                 gate.tokens_per_expert_E.zero_()
+            # the probe runs here, between a cycle's last step and the next cycle's first, outside both:
+            # every step still starts at its own barrier and synchronisation (PipelineRunner.step) after
+            # the probe's own synchronisation, so no step's order, op or sync point changes; its energy
+            # and wall time are outside every step's (e0, w0 are taken after it)
+            if self.args.host_probe and pos == last and c + 1 < reps:
+                probes += self._probe(c + 1, n)
             e0, w0 = self.tel.energy_j(), time.perf_counter()
         mem = self.tel.mem_clock_mhz()
         # the allocator's new device segments over the timed cycles (0: every step ran in memory the
         # warm-up had already reserved, as a configuration timed alone does)
         self.new_segments[n] = _device_segments(self.dev) - segments0
         log(f"{label}: {reps} cycles; new device segments during them: {self.new_segments[n]}")
+        if self.args.host_probe:
+            everyone = gather_all(probes)
+            self.probe_rows[n] = [row for rows in everyone for row in rows]
         out = {}
         for name in runs:
             everyone = gather_all(mine[name])
@@ -387,6 +410,24 @@ class Bench:
             out[name] = (steps, routed_by_rank, (self.tel.sm_clock_mhz(), mem, power), cycles[name])
         del runs
         return out
+
+    def _probe(self, cycle: int, n: int) -> list[dict]:
+        """This rank's host-pace probe before cycle `cycle` (hostpace.host_probe), one row per measure
+        without the environment's columns (rank 0 adds them)."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        sm, mem = self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz()
+        return [dict(num_microbatches=n, cycle=cycle, rank=dist.get_rank(), pp_rank=self.mesh.pp_rank, **row,
+                     sm_clock_mhz=sm, mem_clock_mhz=mem, timestamp_utc=stamp) for row in host_probe(self.dev)]
+
+    def probe_csv_rows(self, n: int, is_holdout: bool, env: dict) -> list[dict]:
+        """Rank 0: pipeline_host_probe.csv's rows of count n, every rank's, in cycle and rank order."""
+        fixed = dict(bench="pipeline_step" if self.mesh.pp > 1 else "ep_step", model=self.spec.name,
+                     pp=self.mesh.pp, ep=self.mesh.ep, dp=self.mesh.dp, num_gpus=self.world,
+                     split="holdout" if is_holdout else "fit", gpu_name=env["gpu_name"],
+                     torch_version=env["torch_version"], cuda_version=env["cuda_version"],
+                     nccl_version=env["nccl_version"])
+        rows = sorted(self.probe_rows.get(n, []), key=lambda r: (r["cycle"], r["rank"], r["probe"]))
+        return [{**fixed, **row} for row in rows]
 
     def _common(self, name: str, n: int) -> dict:
         a = self.args
@@ -507,7 +548,12 @@ def main(argv=None) -> int:
                     help="s17alt: at each micro-batch count, step the schedules in turn (cycle c: one step of "
                          "each, in row c of a Williams design; warm-up and timed steps counted in cycles) instead of one "
                          "configuration after another; adds pipeline_interleaved.csv (one row per timed step)")
+    ap.add_argument("--host-probe", action="store_true",
+                    help="s18probe, with --interleave: every rank probes its host's pace before each timed cycle, "
+                         "outside the steps (real/pipeline/hostpace.py); adds pipeline_host_probe.csv")
     args = ap.parse_args(argv)
+    if args.host_probe and not args.interleave:
+        raise SystemExit("--host-probe: only with --interleave (the probe runs between its cycles)")
     if args.interleave and (args.sgd_lr is not None or args.host_marks != "off"):
         raise SystemExit("--interleave: steps must leave the weights as they are and run unmarked "
                          "(no --sgd-lr, --host-marks off)")
@@ -533,7 +579,7 @@ def main(argv=None) -> int:
         env_path.write_text(json.dumps(env, indent=2, default=str))
         log(f"pipeline bench: world {world}, {spec.name} x{spec.num_layers} layers, seq {S}, "
             f"{B} seq/micro-batch, {precision.label}, layouts {args.layouts}")
-        outputs = {mode: Outputs(args.out, mode, args.append, args.interleave) for mode in modes}
+        outputs = {mode: Outputs(args.out, mode, args.append, args.interleave, args.host_probe) for mode in modes}
     holdout, ep_holdout = set(_ints(args.holdout)), set(_ints(args.ep_holdout))
     failures = []
     traced: set = set()
@@ -571,6 +617,8 @@ def main(argv=None) -> int:
                 each_rows += bench.step_rows(steps, times, name, n, n in holdout, env, clocks[1], cycles)
                 log(f"{label}: {name} {statistics.median(times) * 1e3:.1f} ms over {len(times)} cycles")
             outputs["off"].each.rows(sorted(each_rows, key=lambda r: r["step_index"]))
+            if args.host_probe:
+                outputs["off"].probe.rows(bench.probe_csv_rows(n, n in holdout, env))
             env.setdefault("interleave_new_segments", {})[f"pp{pp}ep{ep} n{n}"] = bench.new_segments.get(n)
         for name in (schedules if not args.interleave else []):
             for n in counts:

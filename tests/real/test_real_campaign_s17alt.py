@@ -54,6 +54,7 @@ def test_s17alt_campaign_cpu_dry_run_on_four_ranks(tmp_path):
         assert {r["loss"] for r in mine} == {row["loss"]}
     # both schedules compute the same batch on the same weights: the same loss
     assert float(steps[0]["loss"]) == pytest.approx(float(steps[1]["loss"]), rel=1e-5)
+    assert not (folder / "pipeline_host_probe.csv").exists()   # the s18probe probe runs only when asked
     ops = _rows(folder / "pipeline_ops.csv")
     assert {o["rep"] for o in ops} == {"0", "1", "2", "3"} and {o["rank"] for o in ops} == {"0", "1", "2", "3"}
     env = json.loads((folder / "env_pipeline_pp2ep2.json").read_text())

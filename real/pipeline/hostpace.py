@@ -1,0 +1,82 @@
+"""A host-pace probe between the cycles of an interleaved run (s18probe, issue 13): how fast this
+rank's host issues work, measured apart from the timed steps.
+
+Why: s18reg found the 4xH200 8-micro-batch part ran with pipeline rank 0's host at another pace (30 us
+a forward launch) than either half of the 4-micro-batch fitting part (41, then 22 us), but it could
+read that pace only from the judged steps' own host marks, whose host-paced ops last about as long as
+their issue. A probe that issues no op of any step gives the pace as a condition of the run, per
+cycle and rank (as real/serve/hostspeed.py's launch chains do for serving).
+
+Two measures, on every rank, between one cycle's last step and the next cycle's first:
+  launch  LAUNCHES small element-wise kernels (x * 1.0001 on 256 elements, no grad) issued back to
+          back while the stream is held by a sleep kernel queued first, so each launch is the host's
+          issue time alone (the GPU neither runs them nor makes the host wait): host seconds over the
+          launches (mean) and the median launch; `stream_blocked` says whether the sleep still held
+          the stream after the last launch (0: the host was slower than the sleep, the later launches
+          ran as issued, and the figure may include the GPU's pace). On the CPU (the dry run) the
+          same ops run at once, unblocked.
+  python  PY_PASSES passes of a fixed pure-Python loop (real/serve/hostprobe.py's CPU_PROBE_LOOPS
+          iterations of integer arithmetic): the interpreter's pace with no CUDA call at all.
+The device is synchronised at the end, so the next step starts from an idle GPU as it does without
+the probe (its own barrier and synchronisation come first: engine.PipelineRunner.step).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from real.serve.hostprobe import cpu_probe
+
+LAUNCHES = 128             # small kernels a launch probe (~4 ms of host at 30 us a launch)
+SLEEP_S_PER_LAUNCH = 1e-4  # the sleep kernel covers 100 us a launch: 3x the slowest pace s18reg read (41 us)
+SLEEP_CYCLES_PER_S = 2.0e9  # torch.cuda._sleep counts SM cycles; 2 GHz >= the H100 / H200 boost clock
+                            # (1980 MHz, NVIDIA's H100 / H200 data sheets): the sleep lasts at least its seconds
+PY_PASSES = 8              # pure-Python passes a probe (~0.1 ms each on a server core)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def launch_probe(dev: torch.device, launches: int = LAUNCHES) -> dict:
+    """Host seconds a small kernel launch with the stream held (see the module docstring)."""
+    x = torch.ones(256, device=dev)
+    each = []
+    with torch.no_grad():
+        _sync(dev)
+        if dev.type == "cuda":
+            torch.cuda._sleep(int(launches * SLEEP_S_PER_LAUNCH * SLEEP_CYCLES_PER_S))
+        t0 = time.perf_counter()
+        y = x
+        for _ in range(launches):
+            t = time.perf_counter()
+            y = y * 1.0001
+            each.append(time.perf_counter() - t)
+        total_s = time.perf_counter() - t0
+        # still behind the sleep after the last launch: every launch was issued with nothing running
+        blocked = int(not torch.cuda.current_stream(dev).query()) if dev.type == "cuda" else 0
+        _sync(dev)
+    return dict(probe="launch", calls=launches, us_per_call=total_s / launches * 1e6,
+                us_per_call_p50=statistics.median(each) * 1e6, stream_blocked=blocked)
+
+
+def python_probe(passes: int = PY_PASSES) -> dict:
+    """Seconds a pass of the pure-Python loop (mean over `passes`, and the median)."""
+    each = [cpu_probe() for _ in range(passes)]
+    return dict(probe="python", calls=passes, us_per_call=sum(each) / passes * 1e6,
+                us_per_call_p50=statistics.median(each) * 1e6, stream_blocked="")
+
+
+def host_probe(dev: torch.device) -> list[dict]:
+    """Both measures, each a dict of PIPELINE_HOST_PROBE_COLS' probe columns plus its duration_s."""
+    rows = []
+    for one in (lambda: launch_probe(dev), python_probe):
+        t = time.perf_counter()
+        row = one()
+        row["duration_s"] = time.perf_counter() - t
+        rows.append(row)
+    return rows
