@@ -36,13 +36,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.dense_block import kernel_class, load as dense_load
+from calibration.dense_block import kernel_class, load as dense_load, op_class
 from calibration.published_runs import load_runs
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import glob_csv, read_csv
 from twin.core.scenario import Scenario, from_dict
 from twin.costs import compute
-from twin.costs.flops import GEMM_KINDS, OpKind
+from twin.costs.flops import GEMM_KINDS
 from twin.costs.profile import Profile, fitted_profile
 from twin.training import step as step_mod
 from twin.training.results import Perturb
@@ -79,11 +79,11 @@ def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, preci
 
 
 def _op_class(op, phase: str) -> str:
-    if op.kind in GEMM_KINDS:
-        return "gemm"
-    if op.kind == OpKind.ATTENTION:
+    """calibration.dense_block's class of a twin op, attention by direction (the recomputed forward's: fwd)."""
+    cls = op_class(op)
+    if cls == "attention":
         return "attention_fwd" if phase == "fwd" else "attention_bwd"
-    return "elementwise"
+    return cls
 
 
 def fp8_casts_s(costs, op, phase: str) -> float:
