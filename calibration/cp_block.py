@@ -40,6 +40,7 @@ from calibration.dense_block import kernel_class, load as dense_load, op_class
 from calibration.published_runs import load_runs
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import glob_csv, read_csv
+from calibration.torch_cp import load_scaling
 from twin.core.scenario import Scenario, from_dict
 from twin.costs import compute
 from twin.costs.flops import GEMM_KINDS
@@ -150,11 +151,11 @@ def measured_kernel_class(name: str) -> str:
 
 
 def load_records(folder: Path | str = BLOCK_DIR) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(rows, kernels, timelines) of every CP degree's files in `folder`."""
-    folder = Path(folder)
-    def cat(pattern: str) -> pd.DataFrame:
-        return pd.concat([read_csv(p) for p in glob_csv(folder, pattern)], ignore_index=True)
-    return cat("torch_cp_cp*.csv"), cat("torch_cp_kernels_cp*.csv"), cat("torch_cp_timeline_cp*.csv")
+    """(rows, kernels, timelines) of every CP degree's files in `folder`: the rows and kernels as
+    calibration.torch_cp reads s10cp's files of the same families (load_scaling), the timelines beside."""
+    rows, kernels = load_scaling(folder)
+    timelines = pd.concat([read_csv(p) for p in glob_csv(folder, "torch_cp_timeline_cp*.csv")], ignore_index=True)
+    return rows, kernels, timelines
 
 
 def _of(df: pd.DataFrame, cp: int, precision: str, bench: str = "cp_block_compiled") -> pd.DataFrame:
