@@ -11,12 +11,13 @@ the cycle medians; then the launch probe cycle by cycle. Reads the probe only: n
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from calibration.records_io import read_csv
+from calibration.records_io import csv_exists, read_csv
 
 
 def per_cycle(probe: pd.DataFrame) -> pd.DataFrame:
@@ -45,8 +46,14 @@ def summary(probe: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="the host-pace probe of s18probe record folders, per part, pp rank and cycle")
+    ap.add_argument("folders", nargs="+", type=Path, help="folders holding pipeline_host_probe.csv")
+    args = ap.parse_args(argv)
+    missing = [str(f) for f in args.folders if not csv_exists(f / "pipeline_host_probe.csv")]
+    if missing:
+        ap.error(f"no pipeline_host_probe.csv in: {', '.join(missing)}")
     pd.set_option("display.width", 200)
-    for folder in map(Path, argv):
+    for folder in args.folders:
         probe = read_csv(folder / "pipeline_host_probe.csv")
         print(f"== {folder} ({probe['gpu_name'].iloc[0]}, {probe['num_gpus'].iloc[0]} GPUs)")
         print(summary(probe).round(2).to_string(index=False))

@@ -36,8 +36,9 @@ INTERLEAVED_FOLDERS: dict[str, str] = {"h200x4": "s17alt_20261127_0941", "h200x2
 # and reported beside the host's judging folder above (which alone judges the ranking target)}: the
 # s18probe runs (real/campaigns/s18probe.sh, s17alt's run with a host-pace probe per cycle;
 # docs/notes/s18probe_note.md)
-INTERLEAVED_REPEAT_FOLDERS: dict[str, tuple[str, ...]] = {"h200x4": ("s18probe_20261127_1249",),
-                                                         "h200x2": ("s18probe_20261127_1252",)}
+INTERLEAVED_REPEAT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "h200x4": ("s18probe_20261127_1249", "s18probe_20261127_1301"),
+    "h200x2": ("s18probe_20261127_1252",)}
 INTERLEAVED_MIN_CYCLES = 12     # the cycles holding a step of both schedules a pair needs to count
 INTERLEAVED_FILE = "pipeline_interleaved.csv"
 # the schedules real/campaigns/s17alt.sh interleaves: a configuration holding all of them, every pair
