@@ -5,14 +5,18 @@ Campaign s17cp (real/bench/cp_block.py; records calibration/measurements/h200x4/
 at CP1 and CP2, held out at CP4) timed one compiled, fully checkpointed Llama-3.1-8B
 TransformerBlock as torchtitan 9dec370 runs its Table 2 rows (full AC inside torch.compile, flash
 SDPA, PyTorch's all-gather CP), BF16 linears, 32K positions a rank at CP1 / CP2 / CP4, with every
-rank's kernels per phase (forward; backward with the recomputed forward in it).
+rank's kernels per phase (forward; backward with the recomputed forward in it). Campaign s18tt
+(records calibration/measurements/h100/cp_block/, fit) timed the same block at CP1 on one H100,
+compiled and eager, with BF16 linears and eager with real.fp8's tensorwise Float8 linears
+(torchao's recipe; its compiled Float8 record, which ran no FA2 backward, kept apart in
+s18tt_fp8_compiled_incomplete/ and flagged incomplete).
 
 Here each record is predicted by the same functions that cost a block of the published torchtitan
 rows (twin.training.step.StepCosts: its forward tasks, then its backward tasks with the full-AC
 recomputation, the CP merges and the exposed CP collectives), for the scenario the record ran:
-tt-8b-cp1-32k's plan (calibration/data/published_runs.toml, torchtitan's plan_defaults) with BF16
-linears (torchao is not in the GPU image), cp ranks of one node, one sequence of cp x 32K
-positions, no FSDP. The profile is the GPU's fitted one (burst clocks: a record is ~1 s of load,
+tt-8b-cp1-32k's plan (calibration/data/published_runs.toml, torchtitan's plan_defaults) with the
+record's linears (BF16, or tensorwise FP8), compiled or eager as the record ran, cp ranks of one
+node, one sequence of cp x 32K positions, no FSDP. The profile is the GPU's fitted one (burst clocks: a record is ~1 s of load,
 as calibration.predict predicts every record), or with `sustained` the one a training step runs
 (load_profile: sustained-load curves).
 
@@ -23,7 +27,7 @@ attention_bwd, elementwise (everything else on the compute stream: norms, RoPE, 
 casts, the CP merges) and comm (NCCL kernels; twin: the exposed CP communication). Measured classes
 from the slowest rank's kernel table (the rank of the longest forward + backward span).
 
-    python -m calibration.cp_block [--folder DIR] [--sustained] [--json]
+    python -m calibration.cp_block [--folder DIR] [--gpu h200|h100] [--sustained] [--json] [--fa2-in-block]
 """
 
 from __future__ import annotations
