@@ -10,7 +10,6 @@ off / on). Medians over the timed steps, ms.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration.fit import PROFILES_DIR
 from calibration.interleaved import INTERLEAVED_FOLDERS
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import read_csv
-from twin.costs.profile import profile_from_json
+from calibration.validate import load_fitted_profile
 
 NUM_MICROBATCHES = 4          # the fitting split of every folder read here
 OP_KEYS = ["rank", "kind", "microbatch", "chunk"]
@@ -56,7 +54,7 @@ def table(host: str, schedule: str) -> pd.DataFrame:
     gpu = host.split("x")[0]
     root = Path(MEASUREMENTS_DIR) / host
     side = root / INTERLEAVED_FOLDERS[host]
-    profile = profile_from_json(json.loads((Path(PROFILES_DIR) / f"{gpu}.json").read_text()))
+    profile = load_fitted_profile(gpu, None)[0]   # the committed profile, as validate reads it
     probe = _of(read_csv(root / "pipeline_host.csv"), schedule)
     kern = _of(read_csv(root / "pipeline_op_kernels.csv"), schedule)
     nccl = kern["kernel"].astype(str).str.contains("nccl", case=False)

@@ -19,7 +19,6 @@ and per rank, and at the part's own rates pooled and per rank (the switch on).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -27,10 +26,9 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration.fit import PROFILES_DIR
 from calibration.interleaved import INTERLEAVED_FOLDERS, interleaved_steps_by_cycle, judge_interleaved
 from calibration.records import MEASUREMENTS_DIR
-from twin.costs.profile import profile_from_json
+from calibration.validate import load_fitted_profile
 
 RATE_KEYS = ("fwd", "fwd@first", "fwd@middle", "fwd@last", "bwd", "wgrad", "between_ops")
 FITTING_MICROBATCHES = 4
@@ -40,7 +38,7 @@ SPLIT_CYCLE = 12     # the 4xH200 n4 part's host switched state after cycle 11 (
 def _inputs(host: str):
     gpu = host.split("x")[0]
     folder = Path(MEASUREMENTS_DIR) / host / INTERLEAVED_FOLDERS[host]
-    profile = profile_from_json(json.loads((Path(PROFILES_DIR) / f"{gpu}.json").read_text()))
+    profile = load_fitted_profile(gpu, None)[0]   # the committed profile, as validate reads it
     prof, accumulate, gap = pipe.host_inputs(folder, gpu, profile, pipe.subfolder_inputs_from(folder))
     return gpu, folder, prof, accumulate, gap
 

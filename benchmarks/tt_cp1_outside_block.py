@@ -34,7 +34,7 @@ from unittest import mock
 from calibration import cp_block
 from calibration.published_runs import load_runs, predicted_metric, scenario_of
 from twin.core import scenario as scenario_mod
-from twin.costs.profile import fitted_profile, load_profile
+from twin.costs.profile import load_profile
 from twin.training import step as step_mod
 from twin.training.results import Perturb
 
@@ -87,7 +87,7 @@ def row_figures(run) -> dict:
     sc = scenario_of(run)
     parts = parts_s(sc)
     step = parts["step"]
-    burst = fitted_profile(sc.gpu.calibrated_as).as_stack(fp8_quant_fused=True)
+    burst = cp_block.burst_profile(sc.gpu.calibrated_as)
     counter = {"clock 1": step_with_gpu(sc, clock_frac=1.0, attention_clock_fracs=(), attention_clock_frac=0.0),
                "attn@gemm": step_with_gpu(sc, attention_clock_fracs=(), attention_clock_frac=0.0),
                "burst": step_mod.simulate_step(sc, burst, record_events=False).step_time_s,

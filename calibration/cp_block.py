@@ -5,14 +5,18 @@ Campaign s17cp (real/bench/cp_block.py; records calibration/measurements/h200x4/
 at CP1 and CP2, held out at CP4) timed one compiled, fully checkpointed Llama-3.1-8B
 TransformerBlock as torchtitan 9dec370 runs its Table 2 rows (full AC inside torch.compile, flash
 SDPA, PyTorch's all-gather CP), BF16 linears, 32K positions a rank at CP1 / CP2 / CP4, with every
-rank's kernels per phase (forward; backward with the recomputed forward in it).
+rank's kernels per phase (forward; backward with the recomputed forward in it). Campaign s18tt
+(records calibration/measurements/h100/cp_block/, fit) timed the same block at CP1 on one H100,
+compiled and eager, with BF16 linears and eager with real.fp8's tensorwise Float8 linears
+(torchao's recipe; its compiled Float8 record, which ran no FA2 backward, kept apart in
+s18tt_fp8_compiled_incomplete/ and flagged incomplete).
 
 Here each record is predicted by the same functions that cost a block of the published torchtitan
 rows (twin.training.step.StepCosts: its forward tasks, then its backward tasks with the full-AC
 recomputation, the CP merges and the exposed CP collectives), for the scenario the record ran:
-tt-8b-cp1-32k's plan (calibration/data/published_runs.toml, torchtitan's plan_defaults) with BF16
-linears (torchao is not in the GPU image), cp ranks of one node, one sequence of cp x 32K
-positions, no FSDP. The profile is the GPU's fitted one (burst clocks: a record is ~1 s of load,
+tt-8b-cp1-32k's plan (calibration/data/published_runs.toml, torchtitan's plan_defaults) with the
+record's linears (BF16, or tensorwise FP8), compiled or eager as the record ran, cp ranks of one
+node, one sequence of cp x 32K positions, no FSDP. The profile is the GPU's fitted one (burst clocks: a record is ~1 s of load,
 as calibration.predict predicts every record), or with `sustained` the one a training step runs
 (load_profile: sustained-load curves).
 
@@ -23,7 +27,7 @@ attention_bwd, elementwise (everything else on the compute stream: norms, RoPE, 
 casts, the CP merges) and comm (NCCL kernels; twin: the exposed CP communication). Measured classes
 from the slowest rank's kernel table (the rank of the longest forward + backward span).
 
-    python -m calibration.cp_block [--folder DIR] [--sustained] [--json]
+    python -m calibration.cp_block [--folder DIR] [--gpu h200|h100] [--sustained] [--json] [--fa2-in-block]
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.dense_block import kernel_class, load as dense_load
+from calibration.dense_block import kernel_class, load as dense_load, op_class
 from calibration.published_runs import load_runs
 from calibration.records import MEASUREMENTS_DIR
 from calibration.records_io import glob_csv, read_csv
+from calibration.torch_cp import load_scaling
 from twin.core.scenario import Scenario, from_dict
 from twin.costs import compute
-from twin.costs.flops import GEMM_KINDS, OpKind
+from twin.costs.flops import GEMM_KINDS
 from twin.costs.profile import Profile, fitted_profile
 from twin.training import step as step_mod
 from twin.training.results import Perturb
@@ -79,11 +84,11 @@ def block_scenario(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN, preci
 
 
 def _op_class(op, phase: str) -> str:
-    if op.kind in GEMM_KINDS:
-        return "gemm"
-    if op.kind == OpKind.ATTENTION:
+    """calibration.dense_block's class of a twin op, attention by direction (the recomputed forward's: fwd)."""
+    cls = op_class(op)
+    if cls == "attention":
         return "attention_fwd" if phase == "fwd" else "attention_bwd"
-    return "elementwise"
+    return cls
 
 
 def fp8_casts_s(costs, op, phase: str) -> float:
@@ -150,11 +155,11 @@ def measured_kernel_class(name: str) -> str:
 
 
 def load_records(folder: Path | str = BLOCK_DIR) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(rows, kernels, timelines) of every CP degree's files in `folder`."""
-    folder = Path(folder)
-    def cat(pattern: str) -> pd.DataFrame:
-        return pd.concat([read_csv(p) for p in glob_csv(folder, pattern)], ignore_index=True)
-    return cat("torch_cp_cp*.csv"), cat("torch_cp_kernels_cp*.csv"), cat("torch_cp_timeline_cp*.csv")
+    """(rows, kernels, timelines) of every CP degree's files in `folder`: the rows and kernels as
+    calibration.torch_cp reads s10cp's files of the same families (load_scaling), the timelines beside."""
+    rows, kernels = load_scaling(folder)
+    timelines = pd.concat([read_csv(p) for p in glob_csv(folder, "torch_cp_timeline_cp*.csv")], ignore_index=True)
+    return rows, kernels, timelines
 
 
 def _of(df: pd.DataFrame, cp: int, precision: str, bench: str = "cp_block_compiled") -> pd.DataFrame:

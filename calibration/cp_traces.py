@@ -41,7 +41,7 @@ from twin.core.intervals import covered_length, uncovered_length
 from twin.core.specs import GPUSpec, get_model
 
 CASE_KEYS = ["block", "model", "cp_kind", "seq_len"]
-COMPUTE_EVENTS = ("kernel", "memcpy", "memset")
+COMPUTE_EVENTS = blocks.CP_TRACE_EVENTS   # the GPU activities (kernel, memcpy, memset), as parallel_blocks reads them
 NCCL_END_SLACK_US = 2.0   # an NCCL kernel ending this close after a gap still explains it
 
 
@@ -52,7 +52,7 @@ def load(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     def cat(pattern: str) -> pd.DataFrame:
         frames = [read_csv(p) for p in glob_csv(folder, pattern)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return cat("cp_trace_kernels_rank*.csv"), cat("cp_trace_marks_rank*.csv"), cat("cp_trace_reps_rank*.csv")
+    return cat(blocks.CP_TRACE_KERNELS), cat("cp_trace_marks_rank*.csv"), cat("cp_trace_reps_rank*.csv")
 
 
 def compute_stream(acts: pd.DataFrame):

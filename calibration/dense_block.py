@@ -66,7 +66,8 @@ def kernel_class(name: str) -> str:
     return "elementwise"
 
 
-def _op_class(op: Op) -> str:
+def op_class(op: Op) -> str:
+    """A twin op's class, as kernel_class names a measured kernel's."""
     if op.kind in (OpKind.GEMM, OpKind.GROUPED_GEMM):
         return "gemm"
     return "attention" if op.kind == OpKind.ATTENTION else "elementwise"
@@ -154,7 +155,7 @@ def predicted_components_s(row, gpu: GPUSpec, profile: Profile, catalog: bool = 
     out = dict.fromkeys(COMPONENTS, 0.0)
     for op in record_ops(row, catalog):
         for phase in phases:
-            out[_op_class(op)] += compute.op_time_s(op, phase, "bf16", gpu, prof)
+            out[op_class(op)] += compute.op_time_s(op, phase, "bf16", gpu, prof)
     return out
 
 

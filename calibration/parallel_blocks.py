@@ -427,21 +427,30 @@ def block_component_factors(folder: Path | str, rows: pd.DataFrame, gpu: GPUSpec
         if row is None:   # a held-out configuration's trace: never read
             continue
         f, b = tp_block_ops(row, gpu, profile, host, kernel_host)
-        mine, theirs = traced.setdefault(tb.block, {}), twin.setdefault(tb.block, {})
+        mine = traced.setdefault(tb.block, {})
         for c, v in tb.kernel_s.items():
             mine[c] = mine.get(c, 0.0) + v
-        for e in (f, b):
-            for c, v in e.component_s.items():
-                theirs[c] = theirs.get(c, 0.0) + v
+        add_component_s(twin.setdefault(tb.block, {}), f, b)
+    return {block: traced_over_twin(mine, twin[block], FACTOR_COMPONENTS) for block, mine in traced.items()}
+
+
+def add_component_s(into: dict[str, float], *eagers) -> dict[str, float]:
+    """`into` with each Eager op list's seconds by component (Eager.component_s) added, in order."""
+    for e in eagers:
+        for c, v in e.component_s.items():
+            into[c] = into.get(c, 0.0) + v
+    return into
+
+
+def traced_over_twin(traced: dict[str, float], twin: dict[str, float], components) -> dict[str, float]:
+    """{component: traced seconds / the twin's} of `components` where both are positive; the traced
+    memory kernels less the launch-bound ones the twin costs at launch_s (its "launch" seconds, kept
+    at launch_s: the factor is the rest's)."""
     out = {}
-    for block, mine in traced.items():
-        theirs = twin[block]
-        factors = {}
-        for c in FACTOR_COMPONENTS:
-            measured = mine.get(c, 0.0) - (theirs.get("launch", 0.0) if c == "memory" else 0.0)
-            if theirs.get(c, 0.0) > 0 and measured > 0:
-                factors[c] = measured / theirs[c]
-        out[block] = factors
+    for c in components:
+        measured = traced.get(c, 0.0) - (twin.get("launch", 0.0) if c == "memory" else 0.0)
+        if twin.get(c, 0.0) > 0 and measured > 0:
+            out[c] = measured / twin[c]
     return out
 
 
@@ -961,11 +970,7 @@ def _sublayer_twin_s(model: str, s: int, gpu: GPUSpec, profile: Profile) -> dict
     f, b = _mla_ops(get_model(model), 1, s, "bf16", gpu, profile, with_core=False)
     f.missing_kernels("mla_layer_fwd", "bf16")
     b.missing_kernels("mla_layer_bwd", "bf16")
-    out: dict[str, float] = {}
-    for e in (f, b):
-        for c, v in e.component_s.items():
-            out[c] = out.get(c, 0.0) + v
-    return out
+    return add_component_s({}, f, b)
 
 
 def cp_sublayer_factors(folder: Path | str, gpu: GPUSpec, profile: Profile) -> dict[str, float]:
@@ -992,5 +997,4 @@ def cp_sublayer_factors(folder: Path | str, gpu: GPUSpec, profile: Profile) -> d
                 twin[c] += v
     if pairs.empty:
         return {}
-    measured["memory"] -= twin["launch"]
-    return {c: measured[c] / twin[c] for c in SUBLAYER_COMPONENTS if twin[c] > 0 and measured[c] > 0}
+    return traced_over_twin(measured, twin, SUBLAYER_COMPONENTS)

@@ -32,16 +32,18 @@
 # (~6 s) + 24 cycles at 4 (~25 s) + 24 at 8 (~47 s) + writing (~6 s) = ~100 s. Rows are written as
 # each count ends, so a run cut short keeps the counts it finished.
 # Env: PY (python3), S17ALT_TINY (1: the CPU dry run on gloo ranks, the tiny model, two schedules at 4),
-# S17ALT_GPUS (the dry run's ranks, default 2), S17ALT_TIMEOUT_SCALE (1; the dry run more).
+# S17ALT_GPUS (the dry run's ranks, default 2), S17ALT_TIMEOUT_SCALE (1; the dry run more); S17ALT_NAME
+# (the campaign's name, its log's and output folder's: s17alt) and S17ALT_EXTRA (further real.pipeline
+# flags), which real/campaigns/s18probe.sh sets to run this command under its name with --host-probe.
 set -u
-root=${1:?usage: s17alt.sh OUTDIR}/s17alt
+campaign=${S17ALT_NAME:-s17alt}
+root=${1:?usage: $campaign.sh OUTDIR}/$campaign
 mkdir -p "$root"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 PY=${PY:-python3}
 tiny=${S17ALT_TINY:-0}
 scale=${S17ALT_TIMEOUT_SCALE:-1}
 parts=" interleaved "
-campaign=s17alt
 if [ "$tiny" = "1" ]; then
   host_gpus=${S17ALT_GPUS:-2}
 else
@@ -68,6 +70,6 @@ if [ "$tiny" = "1" ]; then   # the same command on the tiny model, two schedules
 fi
 mkdir -p "$root/interleaved"
 part interleaved 140 "${torchrun[@]}" -m real.pipeline --out "$root/interleaved" "${shape[@]}" --precision bf16 \
-  --layouts "$layout" "${configs[@]}" --interleave --holdout 8 --trace-microbatches 8 --warmup 2 \
+  --layouts "$layout" "${configs[@]}" --interleave ${S17ALT_EXTRA:-} --holdout 8 --trace-microbatches 8 --warmup 2 \
   --min-time-s 1000 "${reps[@]}" --whole-reps --budget-s "$budget"
 echo "$campaign done $(date -u +%FT%TZ)" | tee -a "$log"

@@ -32,40 +32,6 @@
 # Env: PY (python3), S18PROBE_TINY (1: the CPU dry run on gloo ranks, the tiny model, two schedules at 4),
 # S18PROBE_GPUS (the dry run's ranks, default 2), S18PROBE_TIMEOUT_SCALE (1; the dry run more).
 set -u
-root=${1:?usage: s18probe.sh OUTDIR}/s18probe
-mkdir -p "$root"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-PY=${PY:-python3}
-tiny=${S18PROBE_TINY:-0}
-scale=${S18PROBE_TIMEOUT_SCALE:-1}
-parts=" interleaved "
-campaign=s18probe
-if [ "$tiny" = "1" ]; then
-  host_gpus=${S18PROBE_GPUS:-2}
-else
-  host_gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
-fi
-gpus=2
-layout=pp2
-if [ "$host_gpus" -ge 4 ]; then
-  gpus=4
-  layout=pp2ep2
-fi
-. "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the GPU check (exit 0 under 2), part(), torchrun
-{ lscpu; numactl -H; nvidia-smi -q -d CLOCK; } >> "$root/host_$campaign.txt" 2>&1
-
-shape=(--model v2-lite-slice --num-layers 8 --seq-len 4096 --mb-seqs 1)
-configs=(--schedules dualpipe,dualpipev,1f1b,zb1p --microbatches 4,8)
-reps=(--reps-min 12 --reps-max 24)
-budget=118   # s: no count's timed cycles start unless 12 fit within it
-if [ "$tiny" = "1" ]; then   # the same command on the tiny model, two schedules at 4
-  shape=(--tiny)
-  configs=(--schedules dualpipe,dualpipev --microbatches 4)
-  reps=(--reps-min 3 --reps-max 4)
-  budget=600
-fi
-mkdir -p "$root/interleaved"
-part interleaved 140 "${torchrun[@]}" -m real.pipeline --out "$root/interleaved" "${shape[@]}" --precision bf16 \
-  --layouts "$layout" "${configs[@]}" --interleave --host-probe --holdout 8 --trace-microbatches 8 --warmup 2 \
-  --min-time-s 1000 "${reps[@]}" --whole-reps --budget-s "$budget"
-echo "$campaign done $(date -u +%FT%TZ)" | tee -a "$log"
+# s17alt's command (real/campaigns/s17alt.sh) under this campaign's name, with the probe
+S17ALT_NAME=s18probe S17ALT_EXTRA=--host-probe S17ALT_TINY=${S18PROBE_TINY:-0} S17ALT_GPUS=${S18PROBE_GPUS:-2} \
+  S17ALT_TIMEOUT_SCALE=${S18PROBE_TIMEOUT_SCALE:-1} exec bash "$(dirname "$0")/s17alt.sh" "$@"

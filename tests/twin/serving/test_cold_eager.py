@@ -3,30 +3,21 @@ an eager iteration after cold_eager_iterations graph iterations since the instan
 cold_eager_s (twin.serving.engine, timing), and the fit marks and fits it on the fit runs
 (calibration.serve_engine_fit ADOPT_COLD_EAGER, off: the tables carry cold_eager_s = 0)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import calibration.serve_engine_fit as sef
 from calibration import records as rec
-from calibration.serve_load_validation import scenario_for
 from twin.core.specs import serve_engines
 from twin.serving import timing
-from twin.serving.simulate import simulate
-from twin.serving.workload import from_records
-from tests.twin.serving.synthetic_run import ENGINE, RUN
+from tests.twin.serving.synthetic_run import served, with_terms
 
 
 def _first_token_s(monkeypatch, output_len: int, **terms):
     """Three lone 300-token prompts 1 s apart (each decodes output_len - 1 graph iterations before the
     next arrives), the committed h200 table with `terms` (first-size stalls off, no spread)."""
-    table = {k: dict(v) for k, v in serve_engines().items()}
-    table[ENGINE].update(wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, **terms)
-    table[ENGINE].pop("spread", None)
-    monkeypatch.setattr(timing, "serve_engines", lambda: table)
-    sc = scenario_for(RUN, spread=False)
-    reqs = from_records(np.array([1.0, 2.0, 3.0]), np.full(3, 300), np.full(3, output_len), sc.traffic)
-    return simulate(sc, requests=reqs).per_request()["first_token_s"]
+    with_terms(monkeypatch, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, **terms)
+    return served([1.0, 2.0, 3.0], 300, output_len)["first_token_s"]
 
 
 def test_an_eager_iteration_after_enough_graph_replays_pays_cold_eager_s(monkeypatch):

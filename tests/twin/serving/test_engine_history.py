@@ -10,28 +10,17 @@ from twin.core.specs import serve_engines
 from twin.serving import timing
 from twin.serving.simulate import simulate
 from twin.serving.workload import from_records
-from tests.twin.serving.synthetic_run import ENGINE, RUN
-
-
-def _with_terms(monkeypatch, **terms):
-    """The committed h200 table with `terms` replaced (and no spread: deterministic times)."""
-    table = {k: dict(v) for k, v in serve_engines().items()}
-    table[ENGINE].update(terms)
-    table[ENGINE].pop("spread", None)
-    monkeypatch.setattr(timing, "serve_engines", lambda: table)
+from tests.twin.serving.synthetic_run import RUN, served, with_terms
 
 
 def _first_token_s(arrival_s, input_len=300, output_len=4):
-    sc = scenario_for(RUN, spread=False)
-    n = len(arrival_s)
-    reqs = from_records(np.asarray(arrival_s, float), np.full(n, input_len), np.full(n, output_len), sc.traffic)
-    return simulate(sc, requests=reqs).per_request()["first_token_s"]
+    return served(arrival_s, input_len, output_len)["first_token_s"]
 
 
 def test_an_idle_engine_starts_wake_s_after_the_arrival(monkeypatch):
-    _with_terms(monkeypatch, wake_s=0.0)
+    with_terms(monkeypatch, wake_s=0.0)
     base = _first_token_s([1.0, 1.001])
-    _with_terms(monkeypatch, wake_s=0.0005)
+    with_terms(monkeypatch, wake_s=0.0005)
     late = _first_token_s([1.0, 1.001])
     # request 0 wakes the idle engine: its prompt starts 0.5 ms later; request 1 arrives while
     # request 0's prompt runs (a busy engine, no sleep) and joins the next iteration, which the
@@ -50,12 +39,9 @@ def test_the_committed_tables_carry_a_measured_wake_up():
 
 def _first_tokens_with_sizes(monkeypatch, new_size_s, arrival_s, input_len, run_batch_sizes=(), new_bin_s=0.0,
                              fade_bins=0.0):
-    _with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s, new_bin_s=new_bin_s, new_size_bin_tokens=16,
-                new_bin_fade_bins=fade_bins)
-    sc = scenario_for(RUN, spread=False)
-    n = len(arrival_s)
-    reqs = from_records(np.asarray(arrival_s, float), np.asarray(input_len), np.full(n, 2), sc.traffic)
-    return simulate(sc, requests=reqs, run_batch_sizes=run_batch_sizes).per_request()["first_token_s"]
+    with_terms(monkeypatch, wake_s=0.0, new_size_s=new_size_s, new_bin_s=new_bin_s, new_size_bin_tokens=16,
+               new_bin_fade_bins=fade_bins)
+    return served(arrival_s, input_len, 2, run_batch_sizes=run_batch_sizes)["first_token_s"]
 
 
 def test_an_eager_iteration_of_a_new_flat_batch_size_pays_new_size_s_once(monkeypatch):
@@ -145,12 +131,10 @@ def test_a_new_size_stall_hides_behind_a_gpu_bound_iteration(monkeypatch):
     without the rule both pay."""
     def extra_s(input_len: int, host_bound: float) -> float:
         with monkeypatch.context() as m:
-            _with_terms(m, wake_s=0.0, new_size_s=0.004, new_bin_s=0.0, new_size_bin_tokens=16,
-                        new_size_host_bound=host_bound)
-            sc = scenario_for(RUN, spread=False)
-            reqs = from_records(np.asarray([1.0]), np.asarray([input_len]), np.full(1, 2), sc.traffic)
-            stalled = simulate(sc, requests=reqs).per_request()["first_token_s"][0]
-            seen = simulate(sc, requests=reqs, run_batch_sizes={(0, input_len)}).per_request()["first_token_s"][0]
+            with_terms(m, wake_s=0.0, new_size_s=0.004, new_bin_s=0.0, new_size_bin_tokens=16,
+                       new_size_host_bound=host_bound)
+            stalled = served([1.0], input_len, 2)["first_token_s"][0]
+            seen = served([1.0], input_len, 2, run_batch_sizes={(0, input_len)})["first_token_s"][0]
         return stalled - seen
 
     assert extra_s(300, 1.0) == pytest.approx(0.004, abs=1e-9)
@@ -188,7 +172,7 @@ def test_a_closed_loop_successor_waits_for_its_client_to_issue_it(monkeypatch):
     its prompt that much later; the first wave (issued before the run) does not wait."""
     def ttft(per_token_s: float) -> np.ndarray:
         with monkeypatch.context() as m:
-            _with_terms(m, wake_s=0.0, issue_s_per_request=0.0, issue_s_per_token=per_token_s)
+            with_terms(m, wake_s=0.0, issue_s_per_request=0.0, issue_s_per_token=per_token_s)
             sc = scenario_for({**RUN, "arrival": "closed", "concurrency": "1"}, spread=False)
             reqs = from_records(None, np.asarray([300, 500]), np.full(2, 3), sc.traffic)
             return simulate(sc, requests=reqs).per_request()["ttft_s"]
@@ -230,8 +214,8 @@ def test_launch_overlap_times_an_eager_iteration_at_the_later_of_kernels_and_lau
     iteration takes max(kernels, launch terms) + the other terms, not their sum."""
     def prompt_s(overlap: float, launch_s: float) -> float:
         with monkeypatch.context() as m:
-            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, iteration_s=0.0, prompt_iteration_s=0.0,
-                        eager_iteration_s=launch_s, launch_overlap=overlap)
+            with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, iteration_s=0.0, prompt_iteration_s=0.0,
+                       eager_iteration_s=launch_s, launch_overlap=overlap)
             sc = scenario_for(RUN, spread=False)
             return timing.IterationCosts(sc.model, sc.gpu, sc.serve).iteration_s(0, 0.0, 300, 300.0, chunks=1, pairs=9e4)[0]
     assert prompt_s(1.0, 0.0) == pytest.approx(prompt_s(0.0, 0.0))          # no launch terms: the kernels alone
@@ -253,15 +237,11 @@ def test_a_cold_process_prompt_pays_a_share_fading_with_the_sizes_it_ran(monkeyp
 
     def extra_s(run_before) -> float:
         with monkeypatch.context() as m:
-            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.002, cold_sizes=50.0)
-            sc = scenario_for(RUN, spread=False)
-            reqs = from_records(np.asarray([1.0]), np.asarray([300]), np.full(1, 2), sc.traffic)
-            cold = simulate(sc, requests=reqs, run_batch_sizes=run_before).per_request()["first_token_s"][0]
+            with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.002, cold_sizes=50.0)
+            cold = served([1.0], 300, 2, run_batch_sizes=run_before)["first_token_s"][0]
         with monkeypatch.context() as m:
-            _with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.0, cold_sizes=50.0)
-            sc = scenario_for(RUN, spread=False)
-            reqs = from_records(np.asarray([1.0]), np.asarray([300]), np.full(1, 2), sc.traffic)
-            warm = simulate(sc, requests=reqs, run_batch_sizes=run_before).per_request()["first_token_s"][0]
+            with_terms(m, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, cold_prompt_s=0.0, cold_sizes=50.0)
+            warm = served([1.0], 300, 2, run_batch_sizes=run_before)["first_token_s"][0]
         return cold - warm
 
     assert extra_s(()) == pytest.approx(0.002, abs=1e-9)

@@ -9,13 +9,9 @@ import pytest
 
 import calibration.serve_engine_fit as sef
 from calibration.kernel_regions import FLAT_WEIGHTS, region_starts
-from calibration.serve_load_validation import scenario_for
 from twin.core.specs import serve_engines
-from twin.serving import timing
 from twin.serving.first_launch import regions
-from twin.serving.simulate import simulate
-from twin.serving.workload import from_records
-from tests.twin.serving.synthetic_run import ENGINE, RUN
+from tests.twin.serving.synthetic_run import served, with_terms
 
 
 def test_the_committed_regions_are_the_campaign_sweeps():
@@ -39,13 +35,8 @@ def test_sizes_of_one_region_launch_the_same_pairs():
 def _first_token_s(monkeypatch, sizes, **terms):
     """Lone prompts of `sizes` tokens 1 s apart (two output tokens: no decode rows overlap the next), the
     committed h200 table with `terms` (the exact-size look-ups off, no spread)."""
-    table = {k: dict(v) for k, v in serve_engines().items()}
-    table[ENGINE].update(wake_s=0.0, new_size_s=0.0, **terms)
-    table[ENGINE].pop("spread", None)
-    monkeypatch.setattr(timing, "serve_engines", lambda: table)
-    sc = scenario_for(RUN, spread=False)
-    reqs = from_records(np.arange(1.0, 1.0 + len(sizes)), np.array(sizes), np.full(len(sizes), 2), sc.traffic)
-    return simulate(sc, requests=reqs).per_request()["first_token_s"]
+    with_terms(monkeypatch, wake_s=0.0, new_size_s=0.0, **terms)
+    return served(np.arange(1.0, 1.0 + len(sizes)), sizes, 2)["first_token_s"]
 
 
 def test_the_engine_pays_new_bin_s_per_region_first_launched(monkeypatch):

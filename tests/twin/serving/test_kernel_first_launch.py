@@ -9,13 +9,9 @@ import pytest
 
 import calibration.serve_engine_fit as sef
 from calibration import kernel_map
-from calibration.serve_load_validation import scenario_for
 from twin.core.specs import _catalog, serve_engines
-from twin.serving import timing
 from twin.serving.first_launch import KERNEL_MAP_FALLBACK, kernels
-from twin.serving.simulate import simulate
-from twin.serving.workload import from_records
-from tests.twin.serving.synthetic_run import ENGINE, RUN
+from tests.twin.serving.synthetic_run import served, with_terms
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -49,13 +45,8 @@ def test_the_measured_first_launch_is_the_campaigns_spike():
 def _first_token_s(monkeypatch, sizes, **terms):
     """Lone prompts of `sizes` tokens 1 s apart (two output tokens), the committed h200 table with `terms`
     (the exact-size look-ups off, no spread)."""
-    table = {k: dict(v) for k, v in serve_engines().items()}
-    table[ENGINE].update(wake_s=0.0, new_size_s=0.0, **terms)
-    table[ENGINE].pop("spread", None)
-    monkeypatch.setattr(timing, "serve_engines", lambda: table)
-    sc = scenario_for(RUN, spread=False)
-    reqs = from_records(np.arange(1.0, 1.0 + len(sizes)), np.array(sizes), np.full(len(sizes), 2), sc.traffic)
-    return simulate(sc, requests=reqs).per_request()["first_token_s"]
+    with_terms(monkeypatch, wake_s=0.0, new_size_s=0.0, **terms)
+    return served(np.arange(1.0, 1.0 + len(sizes)), sizes, 2)["first_token_s"]
 
 
 def test_the_engine_pays_new_bin_s_per_kernel_first_launched_on_its_gpus_map(monkeypatch):

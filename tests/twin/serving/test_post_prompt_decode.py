@@ -2,30 +2,21 @@
 instance's last prompt iteration pays post_prompt_s (twin.serving.engine, timing), and the fit marks and fits it
 on the fit runs (calibration.serve_engine_fit ADOPT_POST_PROMPT_DECODE; off: the tables carry post_prompt_s = 0)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import calibration.serve_engine_fit as sef
 from calibration import records as rec
-from calibration.serve_load_validation import scenario_for
 from twin.core.specs import serve_engines
 from twin.serving import timing
-from twin.serving.simulate import simulate
-from twin.serving.workload import from_records
-from tests.twin.serving.synthetic_run import ENGINE, RUN
+from tests.twin.serving.synthetic_run import served, with_terms
 
 
 def _per_request(monkeypatch, **terms) -> pd.DataFrame:
     """Three lone 300-token prompts 1 s apart, 40 output tokens each (done before the next arrives), the
     committed h200 table with `terms` (first-size stalls off, no spread)."""
-    table = {k: dict(v) for k, v in serve_engines().items()}
-    table[ENGINE].update(wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, **terms)
-    table[ENGINE].pop("spread", None)
-    monkeypatch.setattr(timing, "serve_engines", lambda: table)
-    sc = scenario_for(RUN, spread=False)
-    reqs = from_records(np.array([1.0, 2.0, 3.0]), np.full(3, 300), np.full(3, 40), sc.traffic)
-    return pd.DataFrame(simulate(sc, requests=reqs).per_request())
+    with_terms(monkeypatch, wake_s=0.0, new_size_s=0.0, new_bin_s=0.0, **terms)
+    return pd.DataFrame(served([1.0, 2.0, 3.0], 300, 40))
 
 
 def test_the_decode_iterations_right_after_a_prompt_pay_post_prompt_s(monkeypatch):
