@@ -3,6 +3,9 @@ compiled with inductor on CUDA around the full-AC checkpoint, gave zero gradient
 implementations (TENSORWISE_IMPLS) must give the eager numbers eager and the eager gradients compiled,
 with torch.utils.checkpoint as real/bench/cp_block.py runs the block."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -92,3 +95,13 @@ def test_compiled_float8_block_inductor_gradients_within_fp8_rounding_of_eager()
     got = _block_grads(fp8.TENSORWISE_IMPL, "inductor")
     errs = [_rel(a, b) for a, b in zip(got, eager)]
     assert max(errs) < 0.15, errs
+
+
+def test_cp_block_marks_s18tts_compiled_record_and_passes_fp8_rounding():
+    """cp_block's run-time guard (env cp_block_grads_ok): false on s18tt's compiled Float8 record
+    (zero gradients), true within FP8 rounding (s18tt's eager Float8 record)."""
+    root = Path(__file__).resolve().parents[2] / "calibration/measurements/h100/cp_block"
+    failed = json.loads((root / "s18tt_fp8_compiled_incomplete/env_cp1_fp8_run2.json").read_text())
+    eager = json.loads((root / "env_cp1_fp8eager.json").read_text())
+    assert not cp_block.grads_ok(failed["cp_block_grad_rel_error"])
+    assert cp_block.grads_ok(eager["cp_block_grad_rel_error"])
