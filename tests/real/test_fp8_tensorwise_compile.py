@@ -11,8 +11,9 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.utils.checkpoint import checkpoint
 
+from calibration.records_io import read_csv
 from real import fp8
-from real.bench import cp_block
+from real.bench import cp_block, fp8_grad_check
 from real.bench.fp8_grad_check import S18ttFloat8Linear
 from real.dense import build_block, rope_freqs_cis
 
@@ -105,3 +106,18 @@ def test_cp_block_marks_s18tts_compiled_record_and_passes_fp8_rounding():
     eager = json.loads((root / "env_cp1_fp8eager.json").read_text())
     assert not cp_block.grads_ok(failed["cp_block_grad_rel_error"])
     assert cp_block.grads_ok(eager["cp_block_grad_rel_error"])
+
+
+def test_h100_record_shows_s18tts_failure_and_the_fix():
+    """Campaign s18fp8 (one H100, torch 2.11, inductor): s18tt's Function compiled gives zero weight
+    gradients (relative error 1.0) on the tiny and the mid-size block; the default custom ops give
+    the eager gradients within FP8 rounding on both, as grads_ok says."""
+    rows = read_csv(Path(__file__).resolve().parents[2] / "calibration/measurements/h100/fp8_grad_check/fp8_grad_check.csv")
+    by = {(r.case, r.impl): r for r in rows.itertuples()}
+    assert set(by) >= {("tiny", "s18tt"), ("tiny", "custom_op"), ("mid", "custom_op"), ("mid", "s18tt")}
+    assert all(r.torch_version.startswith("2.11") and "H100" in r.gpu_name for r in by.values())
+    for case in ("tiny", "mid"):
+        assert by[(case, "s18tt")].max_weight_rel_error == 1.0 and not by[(case, "s18tt")].grads_ok
+        fixed = by[(case, "custom_op")]
+        assert fixed.max_weight_rel_error < 0.1 and fixed.x_rel_error < 0.1 and fixed.grads_ok
+        assert fixed.max_weight_rel_error < fp8_grad_check.GRAD_OK_REL_ERROR
