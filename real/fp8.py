@@ -318,34 +318,102 @@ def mm_tensorwise(aq_MK: torch.Tensor, inv_a: torch.Tensor, bq_KN: torch.Tensor,
     return ((aq_MK.float() * inv_a) @ (bq_KN.float() * inv_b)).to(torch.bfloat16)
 
 
+# Which implementation `tensorwise_linear` runs (session s18fp8). s18tt's autograd.Function, traced
+# by dynamo, saved the FP8 casts made in its forward for its backward; compiled with inductor on one
+# H100 (torch 2.11, full AC) that block's linears got zero gradients (docs/notes/s18fp8.md).
+#   "custom_op": the linear and its backward are torch.library custom ops (opaque to dynamo,
+#                AOTAutograd and inductor; the gradient formula registered with register_autograd);
+#                the casts run inside them, so inductor cannot fuse them (as eager);
+#   "function":  an autograd.Function put in the graph whole (torch._dynamo.allow_in_graph) that
+#                saves the high-precision input and weight and casts them again in its backward, as
+#                torchao's matmul_with_hp_or_float8_args (float8_linear.py @ eab345c); AOTAutograd
+#                traces its ops, so inductor fuses the casts.
+# Both give the same numbers eager (the casts are deterministic); tests compare them compiled.
+TENSORWISE_IMPLS = ("custom_op", "function")
+TENSORWISE_IMPL = "custom_op"
+
+
+def tensorwise_forward(x_MK: torch.Tensor, w_NK: torch.Tensor) -> torch.Tensor:
+    """y_MN = x_MK @ w_NK^T: input and weight cast to E4M3 (row-major a, column-major b, as the
+    kernel takes them), BF16 product, returned in x's dtype."""
+    xq_MK, inv_x = quantize_tensorwise(x_MK.contiguous())
+    wq_NK, inv_w = quantize_tensorwise(w_NK.contiguous())
+    return mm_tensorwise(xq_MK, inv_x, wq_NK.t(), inv_w).to(x_MK.dtype)
+
+
+def tensorwise_backward(g_MN: torch.Tensor, x_MK: torch.Tensor, w_NK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx_MK, dw_NK) of `tensorwise_forward`: input and weight cast again (the same E4M3 values as
+    the forward's), the output gradient to E5M2; dX = g @ W with W copied column-major, dW = g^T @ X
+    with g^T and X copied into the layouts the kernel takes (torchao float8_ops.py float8_mm:
+    `b_data.t().contiguous().t()`, `a_data.contiguous()`)."""
+    xq_MK, inv_x = quantize_tensorwise(x_MK.contiguous())
+    wq_NK, inv_w = quantize_tensorwise(w_NK.contiguous())
+    gq_MN, inv_g = quantize_tensorwise(g_MN.contiguous(), E5M2_DTYPE, E5M2_MAX)
+    dx_MK = mm_tensorwise(gq_MN, inv_g, wq_NK.t().contiguous().t(), inv_w)
+    dw_NK = mm_tensorwise(gq_MN.t().contiguous(), inv_g, xq_MK.t().contiguous().t(), inv_x)
+    return dx_MK.to(x_MK.dtype), dw_NK.to(w_NK.dtype)
+
+
+@torch.library.custom_op("real_fp8::tensorwise_linear", mutates_args=())
+def tensorwise_linear_op(x_MK: torch.Tensor, w_NK: torch.Tensor) -> torch.Tensor:
+    return tensorwise_forward(x_MK, w_NK)
+
+
+@tensorwise_linear_op.register_fake
+def _tensorwise_linear_fake(x_MK, w_NK):
+    return x_MK.new_empty((x_MK.shape[0], w_NK.shape[0]))
+
+
+@torch.library.custom_op("real_fp8::tensorwise_linear_backward", mutates_args=())
+def tensorwise_linear_backward_op(g_MN: torch.Tensor, x_MK: torch.Tensor,
+                                  w_NK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return tensorwise_backward(g_MN, x_MK, w_NK)
+
+
+@tensorwise_linear_backward_op.register_fake
+def _tensorwise_linear_backward_fake(g_MN, x_MK, w_NK):
+    return x_MK.new_empty(x_MK.shape), w_NK.new_empty(w_NK.shape)
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)   # the high-precision x and w (graph inputs of the op), as torchao
+
+
+def _tensorwise_linear_grads(ctx, g_MN):
+    x_MK, w_NK = ctx.saved_tensors
+    return tuple(tensorwise_linear_backward_op(g_MN, x_MK, w_NK))
+
+
+tensorwise_linear_op.register_autograd(_tensorwise_linear_grads, setup_context=_save_inputs)
+
+
+@torch._dynamo.allow_in_graph
 class _Float8TensorwiseLinear(torch.autograd.Function):
     """y_MN = x_MK @ w_NK^T as torchao's Float8Linear (float8_linear.py @ eab345c,
-    matmul_with_hp_or_float8_args): input and weight cast to E4M3 each call (no cached FP8
-    weight), both saved in FP8; backward the output gradient cast to E5M2, dX = g @ W with W
-    copied column-major, dW = g^T @ X with g^T and X copied into the layouts the kernel takes
-    (float8_ops.py float8_mm: `b_data.t().contiguous().t()`, `a_data.contiguous()`)."""
+    matmul_with_hp_or_float8_args): saves the high-precision input and weight, casts them to E4M3
+    each call (no cached FP8 weight) and again in the backward, where the output gradient is cast
+    to E5M2 (`tensorwise_forward`, `tensorwise_backward`)."""
 
     @staticmethod
     def forward(ctx, x_MK, w_NK):
-        xq_MK, inv_x = quantize_tensorwise(x_MK.contiguous())   # the kernel takes a row-major a
-        wq_NK, inv_w = quantize_tensorwise(w_NK.contiguous())
-        ctx.save_for_backward(xq_MK, inv_x, wq_NK, inv_w)
-        ctx.dtypes = (x_MK.dtype, w_NK.dtype)
-        return mm_tensorwise(xq_MK, inv_x, wq_NK.t(), inv_w).to(x_MK.dtype)
+        ctx.save_for_backward(x_MK, w_NK)
+        return tensorwise_forward(x_MK, w_NK)
 
     @staticmethod
     def backward(ctx, g_MN):
-        xq_MK, inv_x, wq_NK, inv_w = ctx.saved_tensors
-        gq_MN, inv_g = quantize_tensorwise(g_MN.contiguous(), E5M2_DTYPE, E5M2_MAX)
-        dx_MK = mm_tensorwise(gq_MN, inv_g, wq_NK.t().contiguous().t(), inv_w)
-        dw_NK = mm_tensorwise(gq_MN.t().contiguous(), inv_g, xq_MK.t().contiguous().t(), inv_x)
-        return dx_MK.to(ctx.dtypes[0]), dw_NK.to(ctx.dtypes[1])
+        x_MK, w_NK = ctx.saved_tensors
+        return tensorwise_backward(g_MN, x_MK, w_NK)
 
 
-def tensorwise_linear(x_xK: torch.Tensor, w_NK: torch.Tensor) -> torch.Tensor:
-    """y = x @ w^T over the last dim of x (any leading dims), torchao's tensorwise Float8 recipe."""
+def tensorwise_linear(x_xK: torch.Tensor, w_NK: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+    """y = x @ w^T over the last dim of x (any leading dims), torchao's tensorwise Float8 recipe;
+    `impl` one of TENSORWISE_IMPLS (default TENSORWISE_IMPL)."""
+    impl = impl or TENSORWISE_IMPL
+    if impl not in TENSORWISE_IMPLS:
+        raise ValueError(f"tensorwise_linear: impl {impl!r} not in {TENSORWISE_IMPLS}")
     lead = x_xK.shape[:-1]
-    y_MN = _Float8TensorwiseLinear.apply(x_xK.reshape(-1, x_xK.shape[-1]), w_NK)
+    x_MK = x_xK.reshape(-1, x_xK.shape[-1])
+    y_MN = tensorwise_linear_op(x_MK, w_NK) if impl == "custom_op" else _Float8TensorwiseLinear.apply(x_MK, w_NK)
     return y_MN.reshape(*lead, w_NK.shape[0])
 
 
