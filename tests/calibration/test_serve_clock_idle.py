@@ -1,0 +1,34 @@
+"""calibration/serve_clock_idle.py: the idle gap and duty before an iteration on a made-up timeline, and the
+fit-split prompt rows of one small records folder (held-out runs never read)."""
+
+import numpy as np
+import pytest
+
+from calibration import records as rec
+from calibration import serve_clock_idle as sci
+from calibration.records_io import read_csv
+
+
+def test_gap_and_duty_before_each_iteration():
+    # three 10 ms iterations, idle 40 ms after the first and 0 after the second
+    starts = np.array([0.0, 0.05, 0.06])
+    ends = starts + 0.01
+    gaps = sci.gaps_before_s(starts, ends)
+    assert np.isnan(gaps[0]) and gaps[1:] == pytest.approx([0.04, 0.0])
+    duty = sci.duty_before(starts, ends, 0.05)
+    # before the first: nothing ran; before the second: [0, 0.05) holds the first's 10 ms; before the
+    # third: [0.01, 0.06) holds the second's 10 ms
+    assert duty == pytest.approx([0.0, 0.2, 0.2])
+    assert sci.duty_before(starts, ends, 0.02)[2] == pytest.approx(0.5)
+
+
+def test_prompt_rows_of_a_folder_are_its_fit_runs_with_clock_and_ratio():
+    folder = rec.MEASUREMENTS_DIR / "h100" / "s12srv_repeat"
+    load = read_csv(folder / "serve_load.csv", dtype=str)
+    rows = sci.prompt_rows(folder)
+    assert set(rows.run_id) == set(load.run_id[load.split == "fit"])      # the fit run only
+    assert len(rows) > 100 and rows.ratio.between(0.2, 5.0).all()
+    assert rows.sm_clock_mhz.notna().all()                                # this folder records the clock
+    assert rows.duty_100ms.between(0.0, 1.0 + 1e-9).all() and (rows.gap_s.dropna() >= 0).all()
+    tables = sci.by_bins(rows)
+    assert tables["run"].n.sum() == len(rows)
