@@ -96,7 +96,8 @@ def prompt_rows(folder: Path, tables: dict | None = None) -> pd.DataFrame:
     for name, g in df.groupby("table"):
         df.loc[g.index, "predicted_s"] = masked_predicted_s(g, tables[name])
     df["ratio"] = df.measured_s / df.predicted_s
-    prompts = df[df.prompt_iteration_s > 0][["run_id", "iteration", "table", "measured_s", "predicted_s", "ratio"]]
+    prompts = df[df.prompt_iteration_s > 0][["run_id", "iteration", "table", "measured_s", "predicted_s", "ratio",
+                                             "new_size_flag", "new_bin_flag"]]
     feats = timeline_features(read_csv(Path(folder) / "serve_iterations.csv"))
     return prompts.merge(feats, on=["run_id", "iteration"], how="left")
 
@@ -111,6 +112,16 @@ def by_bins(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
+def repeat_levels(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per run (in record order): the prompt rows' median ratio where their exact flat size was run before
+    by the process (seen) and where not (new), and how many of each: what a repeat campaign reads (s12srv,
+    s19srv: a level still falling over identical repeats of one stream is the process warming up)."""
+    seen = rows.new_size_flag == 0
+    out = pd.DataFrame({"n_seen": rows[seen].groupby("run_id").size(), "seen": rows[seen].groupby("run_id").ratio.median(),
+                        "n_new": rows[~seen].groupby("run_id").size(), "new": rows[~seen].groupby("run_id").ratio.median()})
+    return out.reindex(list(dict.fromkeys(rows.run_id))).fillna({"n_seen": 0, "n_new": 0})
+
+
 def main(argv=None) -> None:
     names = (argv if argv is not None else sys.argv[1:]) or ["h100", "h200", "h100/s8srv_round2"]
     tables = serve_engines()
@@ -120,6 +131,7 @@ def main(argv=None) -> None:
         print(f"== {name}: {len(rows)} fit prompt iterations; sampled SM clock (MHz: count) {clocks}")
         for label, t in by_bins(rows).items():
             print(f"-- by {label}\n{t.round(3).to_string()}")
+        print(f"-- by run and exact size run before\n{repeat_levels(rows).round(3).to_string()}")
 
 
 if __name__ == "__main__":

@@ -32,3 +32,13 @@ def test_prompt_rows_of_a_folder_are_its_fit_runs_with_clock_and_ratio():
     assert rows.duty_100ms.between(0.0, 1.0 + 1e-9).all() and (rows.gap_s.dropna() >= 0).all()
     tables = sci.by_bins(rows)
     assert tables["run"].n.sum() == len(rows)
+
+
+def test_repeat_levels_split_seen_and_new_sizes_per_run_in_order():
+    import pandas as pd
+    rows = pd.DataFrame({"run_id": ["b", "b", "a", "a", "a"], "ratio": [1.0, 2.0, 0.5, 0.7, 3.0],
+                         "new_size_flag": [1.0, 1.0, 0.0, 0.0, 1.0]})
+    t = sci.repeat_levels(rows)
+    assert list(t.index) == ["b", "a"]                                   # record order
+    assert t.loc["b", "n_seen"] == 0 and t.loc["b", "new"] == pytest.approx(1.5)
+    assert t.loc["a", "seen"] == pytest.approx(0.6) and t.loc["a", "n_new"] == 1
