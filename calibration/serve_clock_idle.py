@@ -28,6 +28,7 @@ from twin.core.specs import serve_engines
 DUTY_WINDOWS_S = (0.05, 0.1, 0.5)
 GAP_EDGES_S = (-1.0, 0.0005, 0.005, 0.02, 0.05, 0.1, 0.3, 1e9)
 DUTY_EDGES = (-0.01, 0.1, 0.3, 0.6, 0.9, 1.01)
+SINCE_EAGER_EDGES = (-1, 0, 3, 7, 15, 31, 63, 10**9)
 
 
 def gaps_before_s(starts_s: np.ndarray, ends_s: np.ndarray) -> np.ndarray:
@@ -44,6 +45,18 @@ def duty_before(starts_s: np.ndarray, ends_s: np.ndarray, window_s: float) -> np
         busy = np.clip(np.minimum(ends_s[:k], start) - np.maximum(starts_s[:k], lo), 0.0, None).sum()
         out[k] = busy / window_s
     return out
+
+
+def graphs_since_eager(run_ids, graph_rows) -> np.ndarray:
+    """Per design row (in run order): the CUDA-graph rows of its run since the run's last eager row (before
+    the run's first eager row: 10**9, cold), as twin.serving.engine counts them for cold_eager_s."""
+    out, run, since = [], None, 10**9
+    for r, g in zip(run_ids, graph_rows):
+        if r != run:
+            run, since = r, 10**9
+        out.append(since)
+        since = since + 1 if g else 0
+    return np.array(out)
 
 
 def masked_predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
@@ -96,19 +109,25 @@ def prompt_rows(folder: Path, tables: dict | None = None) -> pd.DataFrame:
     for name, g in df.groupby("table"):
         df.loc[g.index, "predicted_s"] = masked_predicted_s(g, tables[name])
     df["ratio"] = df.measured_s / df.predicted_s
+    df["graphs_since_eager"] = graphs_since_eager(df.run_id, df.graph_rows)
     prompts = df[df.prompt_iteration_s > 0][["run_id", "iteration", "table", "measured_s", "predicted_s", "ratio",
-                                             "new_size_flag", "new_bin_flag"]]
+                                             "new_size_flag", "new_bin_flag", "graphs_since_eager"]]
     feats = timeline_features(read_csv(Path(folder) / "serve_iterations.csv"))
     return prompts.merge(feats, on=["run_id", "iteration"], how="left")
 
 
 def by_bins(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Median ratio and count of the prompt rows by run, by gap before and by duty over 500 ms."""
+    """Median ratio and count of the prompt rows by run, by gap before, by duty over 500 ms and by graph
+    rows since the last eager one (first-met sizes apart)."""
     return {
         "run": rows.groupby("run_id").agg(n=("ratio", "size"), ratio=("ratio", "median"), gap_ms=("gap_s", "median"),
                                           duty_100ms=("duty_100ms", "median"), clock_min=("sm_clock_mhz", "min")),
         "gap": rows.groupby(pd.cut(rows.gap_s, GAP_EDGES_S), observed=True).ratio.agg(["size", "median"]),
         "duty": rows.groupby(pd.cut(rows.duty_500ms, DUTY_EDGES), observed=True).ratio.agg(["size", "median"]),
+        # the eager host path gone cold while graphs replay (s15srv2), rows with a first-met size apart
+        "graphs since eager": rows.groupby([pd.cut(rows.graphs_since_eager, SINCE_EAGER_EDGES),
+                                            (rows.new_size_flag + rows.new_bin_flag > 0).rename("first_met")],
+                                           observed=True).ratio.agg(["size", "median"]).unstack("first_met"),
     }
 
 

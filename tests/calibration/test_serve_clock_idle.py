@@ -42,3 +42,9 @@ def test_repeat_levels_split_seen_and_new_sizes_per_run_in_order():
     assert list(t.index) == ["b", "a"]                                   # record order
     assert t.loc["b", "n_seen"] == 0 and t.loc["b", "new"] == pytest.approx(1.5)
     assert t.loc["a", "seen"] == pytest.approx(0.6) and t.loc["a", "n_new"] == 1
+
+
+def test_graphs_since_eager_counts_graph_rows_per_run():
+    since = sci.graphs_since_eager(["a", "a", "a", "a", "b", "b"], [0, 5, 5, 0, 5, 0])
+    # a: first eager row cold (no eager before), then 0, 1 graph rows, then eager after 2; b: cold again
+    assert since.tolist() == [10**9, 0, 1, 2, 10**9, 10**9 + 1]
