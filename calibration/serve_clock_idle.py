@@ -29,6 +29,7 @@ DUTY_WINDOWS_S = (0.05, 0.1, 0.5)
 GAP_EDGES_S = (-1.0, 0.0005, 0.005, 0.02, 0.05, 0.1, 0.3, 1e9)
 DUTY_EDGES = (-0.01, 0.1, 0.3, 0.6, 0.9, 1.01)
 SINCE_EAGER_EDGES = (-1, 0, 3, 7, 15, 31, 63, 10**9)
+PROMPTS_BEFORE_EDGES = (-1, 10, 25, 50, 100, 200, 10**9)
 
 
 def gaps_before_s(starts_s: np.ndarray, ends_s: np.ndarray) -> np.ndarray:
@@ -68,14 +69,31 @@ def masked_predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
     return fit.predicted_s(masked, coef)
 
 
+def run_sessions(folder: Path) -> dict[str, str]:
+    """run id -> its engine process (calibration.serve_load_validation.sessions of the folder's runs)."""
+    return sessions(read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records"))
+
+
 def table_of_runs(folder: Path, meta: dict, run_ids, tables: dict) -> dict[str, str]:
     """run id -> the table the validation replays it with (its session's where one is kept; a pinned
     run's GPU and EP's unpinned table where no pinned one is kept, as serve_host_speed replays them)."""
-    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
-    sess = sessions(load)
+    sess = run_sessions(folder)
     base = fit.engine_key(meta["gpu"], meta["ep"], meta["pin"])
     base = base if base in tables else fit.engine_key(meta["gpu"], meta["ep"], "")   # pinned runs: the unpinned table
     return {r: (f"{base}@{sess.get(r, '')}" if f"{base}@{sess.get(r, '')}" in tables else base) for r in set(run_ids)}
+
+
+def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str, str]) -> np.ndarray:
+    """Per design row (rows in record order): the host-bound prompt-carrying rows its engine process ran
+    before it (earlier rows of its run and of the session's earlier runs among these rows: a held-out run's
+    are not among them, so a run after one is undercounted)."""
+    out, count = [], {}
+    for r, p, b in zip(run_ids, prompt, host_bound):
+        s = session_of.get(r, r)
+        out.append(count.get(s, 0))
+        if p and b:
+            count[s] = count.get(s, 0) + 1
+    return np.array(out)
 
 
 def timeline_features(iterations: pd.DataFrame) -> pd.DataFrame:
@@ -105,20 +123,29 @@ def prompt_rows(folder: Path, tables: dict | None = None) -> pd.DataFrame:
     df, meta = fit.design(Path(folder), "fit")
     which = table_of_runs(folder, meta, df.run_id, tables)
     df["table"] = df.run_id.map(which)
-    df["predicted_s"] = np.nan
+    df["predicted_s"] = df["excess_s"] = np.nan
+    df["host_bound"] = False
     for name, g in df.groupby("table"):
-        df.loc[g.index, "predicted_s"] = masked_predicted_s(g, tables[name])
+        coef = tables[name]
+        df.loc[g.index, "predicted_s"] = masked_predicted_s(g, coef)
+        # the excess over the table without its first-size terms (what a first-met size or a cold path adds)
+        df.loc[g.index, "excess_s"] = g.measured_s - fit.predicted_s(g, {**coef, "new_size_s": 0.0, "new_bin_s": 0.0})
+        df.loc[g.index, "host_bound"] = (g.physics_s < fit.host_s(g, coef)).to_numpy()
     df["ratio"] = df.measured_s / df.predicted_s
     df["graphs_since_eager"] = graphs_since_eager(df.run_id, df.graph_rows)
+    df["host_bound_prompts_before"] = host_bound_prompts_before(df.run_id, df.prompt_iteration_s > 0, df.host_bound,
+                                                                run_sessions(folder))
     prompts = df[df.prompt_iteration_s > 0][["run_id", "iteration", "table", "measured_s", "predicted_s", "ratio",
-                                             "new_size_flag", "new_bin_flag", "graphs_since_eager"]]
+                                             "excess_s", "host_bound", "new_size_flag", "new_bin_flag",
+                                             "graphs_since_eager", "host_bound_prompts_before"]]
     feats = timeline_features(read_csv(Path(folder) / "serve_iterations.csv"))
     return prompts.merge(feats, on=["run_id", "iteration"], how="left")
 
 
 def by_bins(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Median ratio and count of the prompt rows by run, by gap before, by duty over 500 ms and by graph
-    rows since the last eager one (first-met sizes apart)."""
+    rows since the last eager one (first-met sizes apart); the host-bound rows' median excess (ms) by the
+    host-bound prompt rows their process ran before, per first-size kind."""
     return {
         "run": rows.groupby("run_id").agg(n=("ratio", "size"), ratio=("ratio", "median"), gap_ms=("gap_s", "median"),
                                           duty_100ms=("duty_100ms", "median"), clock_min=("sm_clock_mhz", "min")),
@@ -128,7 +155,21 @@ def by_bins(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "graphs since eager": rows.groupby([pd.cut(rows.graphs_since_eager, SINCE_EAGER_EDGES),
                                             (rows.new_size_flag + rows.new_bin_flag > 0).rename("first_met")],
                                            observed=True).ratio.agg(["size", "median"]).unstack("first_met"),
+        # the process's prompt path warming with its prompt work (s19srv, group B): host-bound rows' excess (ms)
+        "host-bound prompts before": _excess_by_prompts_before(rows),
     }
+
+
+def first_size_kind(rows: pd.DataFrame) -> pd.Series:
+    """'new bin' / 'new size' (exact, in a met bin) / 'seen' per prompt row."""
+    return pd.Series(np.where(rows.new_bin_flag > 0, "new bin", np.where(rows.new_size_flag > 0, "new size", "seen")),
+                     index=rows.index, name="kind")
+
+
+def _excess_by_prompts_before(rows: pd.DataFrame) -> pd.DataFrame:
+    bound = rows[rows.host_bound.astype(bool)]
+    return (bound.excess_s * 1e3).groupby([pd.cut(bound.host_bound_prompts_before, PROMPTS_BEFORE_EDGES),
+                                           first_size_kind(bound)], observed=True).agg(["size", "median"]).unstack("kind")
 
 
 def repeat_levels(rows: pd.DataFrame) -> pd.DataFrame:

@@ -48,3 +48,25 @@ def test_graphs_since_eager_counts_graph_rows_per_run():
     since = sci.graphs_since_eager(["a", "a", "a", "a", "b", "b"], [0, 5, 5, 0, 5, 0])
     # a: first eager row cold (no eager before), then 0, 1 graph rows, then eager after 2; b: cold again
     assert since.tolist() == [10**9, 0, 1, 2, 10**9, 10**9 + 1]
+
+
+def test_host_bound_prompts_before_counts_per_process():
+    # runs a, b one process (s1), c another (s2); prompt and host-bound flags per row
+    before = sci.host_bound_prompts_before(["a", "a", "a", "b", "c"], [True, True, False, True, True],
+                                           [True, False, True, True, True], {"a": "s1", "b": "s1", "c": "s2"})
+    assert before.tolist() == [0, 1, 1, 1, 0]      # only a's first row counts for b; c starts afresh
+
+
+def test_ep2_repeat_records_keep_getting_faster_after_the_first_short_prompt_run():
+    """h200x2/s19srv_repeat (campaign s19srv): fit r20-short's stream four times in one EP2 process. The
+    repeats' TTFT P50 and the host-bound seen-size prompt iterations' excess over the table fall after the
+    first repeat while the clock stays at 1980 MHz (docs/notes/s19srv_rule.md)."""
+    folder = rec.MEASUREMENTS_DIR / "h200x2" / "s19srv_repeat"
+    load = read_csv(folder / "serve_load.csv")
+    reps = load[load.run_id.str.startswith("ep2rep-poisson-r20-short-")].ttft_p50_s.to_numpy()
+    assert len(reps) == 4 and reps[0] > 1.5 * reps[1:].max() and reps[3] < reps[1]
+    rows = sci.prompt_rows(folder)
+    assert set(rows.sm_clock_mhz) == {1980}
+    seen = rows[rows.host_bound.astype(bool) & (rows.new_size_flag == 0)]
+    excess = seen.groupby("run_id").excess_s.median()
+    assert excess["ep2rep-poisson-r20-short-4"] < excess["ep2rep-poisson-r20-short-2"]
