@@ -14,7 +14,8 @@ SDPA is restricted as torchtitan's train context does under CP (utils.py @ 9dec3
 ('allgather', config_manager.py line 365). BF16 linears (torchao's Float8 is not in the GPU image), or
 with REAL_BENCH_CP_BLOCK_FLOAT8=1 (session s18tt) real.fp8's tensorwise Float8 linears, torchao's recipe.
 (Session s18fp8: s18tt's implementation gave zero gradients compiled on CUDA; real.fp8.TENSORWISE_IMPL's
-default custom ops are right compiled but leave the casts unfused, docs/notes/s18fp8.md.)
+default since session 19, "function" (torchao's pattern), is right compiled on an H100 and fuses the
+casts; the custom ops are right but leave them unfused, docs/notes/s18fp8.md.)
 
 Run at W = 1 (one process, the plain block: torchtitan's CP1 row enters no CP context), 2 and 4
 (torchrun), it says how one rank's block time grows with the CP degree at fixed per-rank work,

@@ -121,3 +121,17 @@ def test_h100_record_shows_s18tts_failure_and_the_fix():
         fixed = by[(case, "custom_op")]
         assert fixed.max_weight_rel_error < 0.1 and fixed.x_rel_error < 0.1 and fixed.grads_ok
         assert fixed.max_weight_rel_error < fp8_grad_check.GRAD_OK_REL_ERROR
+
+
+def test_h100_record_shows_the_function_path_right_and_faster_than_custom_ops():
+    """Session 19's rerun of s18fp8 on one H100: the "function" path (now the default) gives the eager
+    gradients compiled within FP8 rounding at the tiny and mid-size block, its compiled step is shorter
+    than the custom ops' (inductor fuses its casts), and s18tt's Function fails on a lone linear too."""
+    rows = read_csv(Path(__file__).resolve().parents[2] / "calibration/measurements/h100/fp8_grad_check/fp8_grad_check.csv")
+    by = {(r.case, r.impl): r for r in rows.itertuples()}
+    assert fp8.TENSORWISE_IMPL == "function"
+    for case in ("tiny", "mid"):
+        fn, op = by[(case, "function")], by[(case, "custom_op")]
+        assert fn.grads_ok and fn.max_weight_rel_error < fp8_grad_check.GRAD_OK_REL_ERROR and fn.x_rel_error < 0.1
+        assert fn.compiled_step_s < op.compiled_step_s < fn.eager_step_s
+    assert by[("linear", "function")].grads_ok and not by[("linear", "s18tt")].grads_ok
