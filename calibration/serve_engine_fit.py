@@ -323,6 +323,9 @@ POST_PROMPT_CHOICES = (1, 4, 16)
 # cold_prompt_s by the same NNLS with the other terms on the fit runs, h (cold_prompt_iterations) from
 # COLD_PROMPT_CHOICES by the fit runs' weighted residual; the host-speed references held at the committed
 # tables'. Tables carry cold_prompt_iterations = 0 with the switch off.
+# Outcome (s19srv2): every EP table chooses h = 10 (cold_prompt_s 4.1-5.3 ms; new_size_s, new_bin_s 0.3-0.9 ms lower);
+# committed held out 69 of 80 (66), median 2.85% -> 2.79% (h100x2 r30-short TTFT P50 / P99, h200x2 r30-short TTFT P99
+# met); with the input 145 of 190 (142); never-fitted 97 of 145 (98); s13srv fit 79 of 120 (80): not adopted
 ADOPT_EP_PROMPT_WARMUP = False
 COLD_PROMPT_CHOICES = (10, 25, 50, 100)
 
