@@ -22,6 +22,7 @@ import pandas as pd
 from calibration import records as rec
 from calibration import serve_engine_fit as fit
 from calibration.records_io import read_csv
+from calibration.serve_engine_fit import host_bound_prompts_before
 from calibration.serve_load_validation import sessions
 from twin.core.specs import serve_engines
 
@@ -81,19 +82,6 @@ def table_of_runs(folder: Path, meta: dict, run_ids, tables: dict) -> dict[str, 
     base = fit.engine_key(meta["gpu"], meta["ep"], meta["pin"])
     base = base if base in tables else fit.engine_key(meta["gpu"], meta["ep"], "")   # pinned runs: the unpinned table
     return {r: (f"{base}@{sess.get(r, '')}" if f"{base}@{sess.get(r, '')}" in tables else base) for r in set(run_ids)}
-
-
-def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str, str]) -> np.ndarray:
-    """Per design row (rows in record order): the host-bound prompt-carrying rows its engine process ran
-    before it (earlier rows of its run and of the session's earlier runs among these rows: a held-out run's
-    are not among them, so a run after one is undercounted)."""
-    out, count = [], {}
-    for r, p, b in zip(run_ids, prompt, host_bound):
-        s = session_of.get(r, r)
-        out.append(count.get(s, 0))
-        if p and b:
-            count[s] = count.get(s, 0) + 1
-    return np.array(out)
 
 
 def timeline_features(iterations: pd.DataFrame) -> pd.DataFrame:

@@ -104,7 +104,7 @@ EXTRA_TERMS = ("loop_s", "wake_s", "new_size_bin_tokens", "new_size_host_bound",
                "issue_s_per_request", "issue_s_per_token", "launch_overlap", "cold_sizes",
                "host_probe_launch_s", "host_probe_exponent", "host_probe_prompt_launch_s",
                "cold_eager_iterations", "new_bin_regions", "new_bin_kernels",
-               "post_prompt_iterations")   # stored beside TERMS
+               "post_prompt_iterations", "cold_prompt_iterations")   # stored beside TERMS
 # the engine's fixed host terms of an iteration (per-chunk launches left out: with them the fit runs'
 # replays meet 208 of 250 checks, without 213): an iteration whose kernel physics is shorter is
 # host-bound and pays a first-met size's stall (new_size_s, new_bin_s); refitting until no iteration
@@ -312,6 +312,22 @@ ADOPT_KERNEL_FIRST_LAUNCH_FITTED = False
 # of 120 (80); never-fitted 103 of 145 (98): not adopted
 ADOPT_POST_PROMPT_DECODE = False
 POST_PROMPT_CHOICES = (1, 4, 16)
+# (s19srv2, docs/notes/s19srv2_rule.md, stated before any held-out figure under it) An EP engine process's
+# host-bound prompt iterations keep getting cheaper over its prompt work, not only at first-met sizes (the s19srv
+# repeat campaign, h200x2/s19srv_repeat: fit lo-r20-short's stream four times in one EP2 process, an exact new
+# size's excess 11.1 -> 6.6 -> 5.9 ms; one GPU shows no such warming, s12srv), and every committed EP2
+# short-prompt Poisson fit run is its process's first, so the first-size terms carried that first run's level.
+# Rule: on an EP table a host-bound prompt-carrying iteration pays cold_prompt_s x h / (h + H), H the host-bound
+# prompt iterations its engine process ran before (the session's earlier runs of either split, by their
+# workload and the fit's coefficients, and earlier in the run: host_bound_prompts_before, prompts_run_before);
+# cold_prompt_s by the same NNLS with the other terms on the fit runs, h (cold_prompt_iterations) from
+# COLD_PROMPT_CHOICES by the fit runs' weighted residual; the host-speed references held at the committed
+# tables'. Tables carry cold_prompt_iterations = 0 with the switch off.
+# Outcome (s19srv2): every EP table chooses h = 10 (cold_prompt_s 4.1-5.3 ms; new_size_s, new_bin_s 0.3-0.9 ms lower);
+# committed held out 69 of 80 (66), median 2.85% -> 2.79% (h100x2 r30-short TTFT P50 / P99, h200x2 r30-short TTFT P99
+# met); with the input 145 of 190 (142); never-fitted 97 of 145 (98); s13srv fit 79 of 120 (80): not adopted
+ADOPT_EP_PROMPT_WARMUP = False
+COLD_PROMPT_CHOICES = (10, 25, 50, 100)
 
 
 def counts_kernels() -> bool:
@@ -700,15 +716,18 @@ def overlap_launches(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return out, coef
 
 
-def host_bound_new_sizes(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def host_bound_new_sizes(df: pd.DataFrame, warmup=None) -> tuple[pd.DataFrame, dict]:
     """The fit with a first-met size's terms charged only on host-bound iterations (kernel physics
     under the iteration's fitted host terms): fit with every flagged iteration, mark the host-bound
-    ones by that fit, refit, until the marks settle (at most HOST_BOUND_ROUNDS fits). Returns the
-    masked design and its fit."""
+    ones by that fit, refit, until the marks settle (at most HOST_BOUND_ROUNDS fits). `warmup(coef)`
+    (ADOPT_EP_PROMPT_WARMUP): each round's cold_flag per row, its count of host-bound prompts before
+    judged under that round's coefficients. Returns the masked design and its fit."""
     out = df.copy()
     coef = fit(out)
     for _ in range(HOST_BOUND_ROUNDS):
         bound = (out.physics_s < host_s(out, coef)).astype(float)
+        if warmup is not None:
+            out["cold_flag"] = warmup(coef)
         size, binned, cold = out.new_size_flag * bound, out.new_bin_flag * bound, out.cold_flag * bound
         eager_cold = out.cold_eager_flag * bound
         if (size.equals(out.new_size_s) and binned.equals(out.new_bin_s) and cold.equals(out.cold_prompt_s)
@@ -761,16 +780,99 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
     return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
 
 
+def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str, str]) -> np.ndarray:
+    """Per row (rows in the order their engine processes ran them): the host-bound prompt-carrying rows its
+    engine process (session_of: run id -> session; a run without one, or with '', stands alone) ran before it."""
+    out, count = [], {}
+    for r, p, b in zip(run_ids, prompt, host_bound):
+        s = session_of.get(r) or r
+        out.append(count.get(s, 0))
+        if p and b:
+            count[s] = count.get(s, 0) + 1
+    return np.array(out, dtype=int)
+
+
+def _run_order(load: list[dict]) -> list[str]:
+    """A folder's run ids in the order they ran (their timestamps; the file's order without them)."""
+    if all(r.get("timestamp_utc") for r in load):
+        return [r["run_id"] for r in sorted(load, key=lambda r: r["timestamp_utc"])]
+    return [r["run_id"] for r in load]
+
+
+def design_all(folder: Path) -> pd.DataFrame:
+    """The design rows of every run of a load folder, fit and held out (their workload: kernel physics and
+    host-term features; no measured time is used from them), in the order their engine processes ran them:
+    what counts the host-bound prompt work run before (ADOPT_EP_PROMPT_WARMUP)."""
+    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    frames = [d for d in (design(Path(folder), split)[0] for split in ("fit", "holdout")) if len(d)]
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
+    order = {r: k for k, r in enumerate(_run_order(load))}
+    rows["run_order"] = rows.run_id.map(order)
+    return rows.sort_values(["run_order", "iteration"], kind="stable").reset_index(drop=True)
+
+
+def warmup_weights(rows: pd.DataFrame, coef: dict, h: float, session_of: dict[str, str]) -> np.ndarray:
+    """Per row of design_all: h / (h + H) on a prompt-carrying row, H = the host-bound prompt rows its process
+    ran before (host-bound: kernel physics under the fixed host terms of `coef`); 0 on a decode-only row."""
+    prompt = rows.prompt_iteration_s.to_numpy(float) > 0
+    bound = (rows.physics_s < host_s(rows, coef)).to_numpy()
+    before = host_bound_prompts_before(rows.run_id, prompt, bound, session_of)
+    return np.where(prompt, h / (h + before), 0.0)
+
+
+def warmup_flags_of(rows: pd.DataFrame, session_of: dict[str, str], df: pd.DataFrame, h: float):
+    """coef -> the cold_flag column of df's rows (a subset of design_all's `rows`) under the warm-up of h."""
+    where = pd.MultiIndex.from_frame(rows[["run_id", "iteration"]]).get_indexer(
+        pd.MultiIndex.from_frame(df[["run_id", "iteration"]]))
+    if (where < 0).any():
+        raise ValueError("design rows missing from the folder's counted rows")
+    return lambda coef: warmup_weights(rows, coef, h, session_of)[where]
+
+
+def prompts_run_before(folder: Path, engine_of=None) -> dict[str, int]:
+    """Run id -> the host-bound prompt iterations its engine process ran in its session's earlier runs (fit
+    and held out, from their workload), each run's iterations judged host-bound under the table it is replayed
+    with: `engine_of(run)` -> (table name, host launch s) (default: its session's table, the record's probe).
+    {} where no such table charges the warm-up (cold_prompt_iterations 0): nothing to count."""
+    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    sess = sessions(load)
+    tables = serve_engines()
+    engine_of = engine_of or (lambda run: (slv.session_engine_name(run, sess[run["run_id"]]), record_host_launch_s(run)))
+    engines = {}
+    for run in load:
+        name, host_launch_s = engine_of(run)
+        if name in tables:
+            engines[run["run_id"]] = timing.scaled_engine(tables[name], host_launch_s)
+    if not any(e.get("cold_prompt_iterations", 0.0) > 0 and e.get("cold_prompt_s", 0.0) > 0 for e in engines.values()):
+        return {}
+    rows = design_all(Path(folder))
+    counts = collections.Counter()
+    for run_id, g in rows.groupby("run_id"):
+        e = engines.get(run_id)
+        if e is not None:
+            bound = g.physics_s < host_s(g, e)
+            counts[run_id] = int(((g.prompt_iteration_s > 0) & bound).sum())
+    out, total = {}, collections.Counter()
+    for run_id in _run_order(load):
+        out[run_id] = total[sess[run_id] or run_id]
+        total[sess[run_id] or run_id] += counts[run_id]
+    return out
+
+
 def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
-             cold_eager=(0,), kernel_gpu: str = "", post_prompt=(0,)) -> tuple[pd.DataFrame, dict, float]:
+             cold_eager=(0,), kernel_gpu: str = "", post_prompt=(0,), warmup=None) -> tuple[pd.DataFrame, dict, float]:
     """The fit (host-bound new sizes where HOST_BOUND_NEW_SIZES) under each new-bin fade of `fades`
     (NEW_BIN_FADES), with COLD_PROCESS each cold-process scale of COLD_SIZES and each cold eager path's
     threshold of `cold_eager` (COLD_EAGER_CHOICES where ADOPT_COLD_EAGER; 0: no term) and each post-prompt
-    window of `post_prompt` (POST_PROMPT_CHOICES where ADOPT_POST_PROMPT_DECODE; 0: no term), keeping the one of
-    lowest weighted residual on these (fit) runs: (design, fit, fade)."""
+    window of `post_prompt` (POST_PROMPT_CHOICES where ADOPT_POST_PROMPT_DECODE; 0: no term) and, with `warmup`
+    (design_all's rows of the folder and its sessions: ADOPT_EP_PROMPT_WARMUP on an EP table), each warm-up h of
+    COLD_PROMPT_CHOICES, keeping the one of lowest weighted residual on these (fit) runs: (design, fit, fade)."""
     best = None
-    for fade, cold, after, post in [(f, c, a, w) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,))
-                                    for a in cold_eager for w in post_prompt]:
+    warm_choices = COLD_PROMPT_CHOICES if warmup is not None else (0,)
+    for fade, cold, after, post, warm in [(f, c, a, w, h) for f in fades for c in (COLD_SIZES if COLD_PROCESS else (0,))
+                                          for a in cold_eager for w in post_prompt for h in warm_choices]:
         d = mark_post_prompt(mark_cold_eager(mark_new_sizes(df, fade_bins=fade, cold_sizes=cold, by_regions=ADOPT_KERNEL_REGIONS,
                                                             kernel_gpu=kernel_gpu), after), post)
         if overlap:
@@ -780,11 +882,13 @@ def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
             if best is None or sse < best[0]:
                 best = (sse, d, coef, fade)
             continue
-        d, coef = (backlog_new_sizes(d) if STALL_BACKLOG else host_bound_new_sizes(d)) if HOST_BOUND_NEW_SIZES \
+        flags = warmup_flags_of(*warmup, d, warm) if warm else None
+        d, coef = (backlog_new_sizes(d) if STALL_BACKLOG else host_bound_new_sizes(d, flags)) if HOST_BOUND_NEW_SIZES \
             else (d, fit(d))
         coef["cold_sizes"] = float(cold)
         coef["cold_eager_iterations"] = float(after)
         coef["post_prompt_iterations"] = float(post) if coef["post_prompt_s"] > 0 else 0.0
+        coef["cold_prompt_iterations"] = float(warm) if coef["cold_prompt_s"] > 0 and warm else 0.0
         sse = weighted_sse(d, coef)
         if best is None or sse < best[0]:
             best = (sse, d, coef, fade)
@@ -888,9 +992,14 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     # the cold eager path (ADOPT_COLD_EAGER) only where decode replays graphs: under EP every iteration is eager
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
     post_prompt = POST_PROMPT_CHOICES if ADOPT_POST_PROMPT_DECODE else (0,)
-    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu, post_prompt)
+    # (s19srv2) the EP prompt path's warm-up: every run of the folder counted (host-bound prompt work before)
+    warmup = (design_all(folder), sessions(read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records"))) \
+        if ADOPT_EP_PROMPT_WARMUP and meta["ep"] > 1 and not COLD_PROCESS else None
+    df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu, post_prompt,
+                              warmup)
     coef.setdefault("cold_eager_iterations", 0.0)
     coef.setdefault("post_prompt_iterations", 0.0)
+    coef.setdefault("cold_prompt_iterations", 0.0)
     coef["launch_overlap"] = float(overlap)
     coef["new_bin_fade_bins"] = float(fade)
     coef["new_bin_regions"] = float(ADOPT_KERNEL_REGIONS)
@@ -1275,7 +1384,7 @@ def fitted_tables() -> dict[str, dict]:
     for key, r in results.items():
         if "@" not in key:
             r.update(host.get(key, {}))
-            if counts_kernels() or ADOPT_POST_PROMPT_DECODE:   # the references held at the committed tables' (s17srv rule)
+            if counts_kernels() or ADOPT_POST_PROMPT_DECODE or ADOPT_EP_PROMPT_WARMUP:   # references held (s17srv rule)
                 r.update({k: committed[key][k] for k in HOST_REFERENCE_TERMS if k in committed.get(key, {})})
     return results
 

@@ -35,7 +35,8 @@ import numpy as np
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
-                                          fit_exponent, iterations_file, probe_folders, references, run_scales)
+                                          fit_exponent, iterations_file, probe_folders, prompts_run_before, references,
+                                          run_scales)
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
                                                session_engine_name, sessions, sizes_run_before)
 from twin.core.specs import serve_engines
@@ -71,13 +72,21 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     its = read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
     before = sizes_run_before(runs, its)
     sess = sessions(runs)
+
+    def engine_of(run: dict) -> tuple[str, float]:
+        """The run's table and the host input it is replayed with."""
+        name = session_engine_name(run, sess[run["run_id"]]) if committed else base_table(run)
+        return name, record_host_launch_s(run) if host_input else 0.0
+
+    prompts_before = prompts_run_before(Path(folder), engine_of)   # {} unless a table warms its prompt path
     out = []
     for run in runs:
         if run.get("split") not in splits:
             continue
         r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
-        engine = session_engine_name(run, sess[run["run_id"]]) if committed else base_table(run)
-        pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]], engine)
+        engine = engine_of(run)[0]
+        pred = predict_run(r, [q for q in reqs if q["run_id"] == run["run_id"]], True, before[run["run_id"]], engine,
+                           prompts_before.get(run["run_id"], 0))
         row = {"run_id": run["run_id"], "split": run["split"], "gpu": gpu_key(run["gpu_name"]), "table": engine,
                "p": record_host_launch_s(run), "dosed": bool(run.get("co_runner_nice", ""))}
         for k in FIGURES:

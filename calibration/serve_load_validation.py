@@ -239,10 +239,12 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
     return out
 
 
-def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=(), engine: str | None = None) -> dict:
+def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_sizes=(), engine: str | None = None,
+                prompts_before: int = 0) -> dict:
     """The twin's figures for one recorded run, replaying its requests (the median over
     SPREAD_SEEDS replays when iteration times are drawn from the engine's spread), the engine
-    having run `run_batch_sizes` before (sizes_run_before); `engine`: its engine table (default
+    having run `run_batch_sizes` before (sizes_run_before) and `prompts_before` host-bound prompt
+    iterations (calibration.serve_engine_fit.prompts_run_before); `engine`: its engine table (default
     engine_name(run))."""
     sc = scenario_for(run, spread=spread, engine=engine)
     rows = sorted(requests, key=lambda r: float(r["arrival_s"]))
@@ -254,7 +256,7 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_
     for seed in range(seeds):
         one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
         figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
-                                             run_batch_sizes=run_batch_sizes).per_request()))
+                                             run_batch_sizes=run_batch_sizes, prompts_before=prompts_before).per_request()))
     return {k: float(np.median([f[k] for f in figs])) for k in FIGURES}
 
 
@@ -263,9 +265,12 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
+def validate_load(records_dir: str | Path, spread: bool = True, prompts_before: dict[str, int] | None = None) -> list[dict]:
     """One row per recorded run: measured and predicted figures, relative errors, within target
-    (`spread`: iteration times drawn from the engine's measured spread, the median of seeded replays)."""
+    (`spread`: iteration times drawn from the engine's measured spread, the median of seeded replays;
+    `prompts_before`: run id -> the host-bound prompt iterations its engine process ran before it,
+    calibration.serve_engine_fit.prompts_run_before, none where not given)."""
+    prompts_before = prompts_before or {}
     d = Path(records_dir)
     runs = _read(d / "serve_load.csv")
     reqs = _read(d / "serve_requests.csv")
@@ -277,7 +282,7 @@ def validate_load(records_dir: str | Path, spread: bool = True) -> list[dict]:
         # every rank's requests: with DP attention each EP rank admits its own, one instance in all;
         # the engine as fitted on the run's session when the folder holds several (EP)
         pred = predict_run(run, [r for r in reqs if r["run_id"] == run["run_id"]], spread, before[run["run_id"]],
-                           session_engine_name(run, sess[run["run_id"]]))
+                           session_engine_name(run, sess[run["run_id"]]), prompts_before.get(run["run_id"], 0))
         row = {"run_id": run["run_id"], "split": run.get("split", ""), "gpu": gpu_key(run["gpu_name"]),
                "arrival": run["arrival"]}
         for k in FIGURES:
@@ -315,12 +320,14 @@ def summarize_load(rows: list[dict]) -> dict:
     return out
 
 
-def validate_serve_load(root: str | Path) -> dict:
+def validate_serve_load(root: str | Path, prompts_before_of=None) -> dict:
     """`twin validate`'s serving-load section: every records folder with load runs, its runs'
-    errors and their summary (targets judged on the held-out runs)."""
+    errors and their summary (targets judged on the held-out runs); `prompts_before_of(folder)`: run id
+    -> host-bound prompt iterations run before (calibration.serve_engine_fit.prompts_run_before; it
+    reads the engine fit's design, which imports this module)."""
     out = {}
     for d in serve_load_dirs(root):
-        rows = validate_load(d)
+        rows = validate_load(d, prompts_before=prompts_before_of(d) if prompts_before_of else None)
         out[d.name] = {"gpu": rows[0]["gpu"] if rows else "", "runs": rows, **summarize_load(rows)}
     return out
 

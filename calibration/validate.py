@@ -45,6 +45,7 @@ from calibration import whole_step
 from calibration.decode_gemm import held_out_errors as decode_gemm_errors
 from calibration.fit import PROFILES_DIR, fit_profile
 from calibration.predict import gpu_spec, predict_s
+from calibration.serve_engine_fit import prompts_run_before
 from calibration.serve_load_validation import format_serve_load, validate_serve_load
 from calibration.split import split
 from calibration.whole_step import predict_ep_row, predict_model_row, step_components, with_measured_collectives
@@ -299,7 +300,7 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         if errs:
             out["decode_gemm"][gpu] = {"held_out": errs["held_out"], "fit": errs["fit"]}
     # the request simulation against real/serve's load runs (issue 15's serving targets)
-    out["serve_load"] = validate_serve_load(root)
+    out["serve_load"] = validate_serve_load(root, prompts_run_before)
     if "h100" in frames and "h200" in frames:
         cases, _ = predict_cases(frames["h200"], "h200", profiles["h100"])
         out["h100_to_h200"] = {"all": summarize(cases, held_only=False), "held_out": summarize(cases),

@@ -82,9 +82,11 @@ class Engine:
     def __init__(self, reqs: Requests, s: ServeSpec, t: TrafficSpec, decode_costs: IterationCosts,
                  prefill_costs: IterationCosts | None, num_instances: int, kv_capacity_tokens: float,
                  transfer_s_per_token: float, transfer_latency_s: float, kv_bytes_per_token: float,
-                 concurrency: int, trace_cap: int, run_batch_sizes=()):
+                 concurrency: int, trace_cap: int, run_batch_sizes=(), prompts_before: int = 0):
         self.env = simpy.Environment()
         self.r, self.s, self.t = reqs, s, t
+        # host-bound prompt iterations the engine process ran before this run (cold_prompt_iterations)
+        self.prompts_before = int(prompts_before)
         # flat batch sizes the engine ran before: (attention group, size) pairs, a bare size for group 0
         self.run_batch_sizes = frozenset((int(x[0]), int(x[1])) if isinstance(x, tuple) else (0, int(x))
                                          for x in run_batch_sizes)
@@ -303,6 +305,10 @@ class Instance:
         # (s18srv) decode-only iterations since the last prompt iteration (post_prompt_s; none before the first)
         self.post_prompt_after = costs.post_prompt_after
         self.since_prompt = math.inf
+        # (s19srv2) host-bound prompt iterations the engine process ran before (the run's earlier runs, then
+        # this instance's own): the share of cold_prompt_s its next one pays (warmup_weight)
+        self.warms_prompts = costs.warms_prompts
+        self.prompts_before = eng.prompts_before
         self.budget = eng.s.token_budget * eng.s.attention_dp
         # closed-loop successors issued since the last iteration, per attention group (issued())
         self.issue_requests: collections.Counter = collections.Counter()
@@ -560,13 +566,16 @@ class Instance:
                 sizes = [decode_now + prompt_tokens]
             cold = (max(costs.cold_weight(self.sizes_met[g]) for g in range(len(sizes)))
                     if self.sizes is not None and prompt_tokens else 0.0)   # before this iteration's sizes count
+            prefix_tokens = prefix * p_time / prompt_tokens if prompt_tokens else 0.0
+            if self.warms_prompts and prompt_tokens:   # (s19srv2) the prompt path warming with host-bound prompt work
+                cold = costs.warmup_weight(self.prompts_before)
+                self.prompts_before += costs.prompt_host_bound(b_time, ctx, p_time, span, width_ctx, prefix_tokens)
             new_size, new_bin = self._new_size(sizes, b_time, p_time, width_ctx)
             cold_eager = self._eager_step(costs.is_eager(b_time, p_time, width_ctx), 1) if self.cold_eager_after else False
             post_prompt = not prompt_tokens and self._post_prompt_flags(1)[0]
             self.since_prompt = 0 if prompt_tokens else self.since_prompt + 1
-            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs,
-                                           prefix * p_time / prompt_tokens if prompt_tokens else 0.0, new_size, new_bin, cold,
-                                           cold_eager, post_prompt)
+            dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs, prefix_tokens,
+                                           new_size, new_bin, cold, cold_eager, post_prompt)
             if costs.spread is not None:
                 body = dur - costs.loop_s
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))

@@ -111,7 +111,7 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
                 "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
                 "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
-                "new_bin_kernels", "post_prompt_s", "post_prompt_iterations")
+                "new_bin_kernels", "post_prompt_s", "post_prompt_iterations", "cold_prompt_iterations")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
@@ -391,6 +391,29 @@ class IterationCosts:
         return h / (h + sizes_met) if h > 0 and self.engine.get("cold_prompt_s", 0.0) > 0 else 0.0
 
     @property
+    def warms_prompts(self) -> bool:
+        """Does the table charge an EP engine's prompt path warming up with its host-bound prompt work
+        (cold_prompt_s over cold_prompt_iterations; session s19srv2, docs/notes/s19srv2_rule.md)?"""
+        return self.engine.get("cold_prompt_iterations", 0.0) > 0 and self.engine.get("cold_prompt_s", 0.0) > 0
+
+    def warmup_weight(self, prompts_before: int) -> float:
+        """The share of cold_prompt_s a host-bound prompt iteration pays after its engine process ran
+        `prompts_before` host-bound prompt iterations: h / (h + prompts_before), h the table's
+        cold_prompt_iterations (0 without the term)."""
+        h = self.engine.get("cold_prompt_iterations", 0.0)
+        return h / (h + prompts_before) if self.warms_prompts else 0.0
+
+    def prompt_host_bound(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
+                          prefix_tokens: float = 0.0) -> bool:
+        """Is this an eager prompt iteration whose kernel time is under its fixed host terms (iteration,
+        eager launch, prompt path): the iterations whose count warms the prompt path (warmup_weight)?"""
+        e = self.engine
+        if prompt_tokens <= 0 or not e:
+            return False
+        kern, _, eager, _, _ = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
+        return eager and kern < e["iteration_s"] + e["eager_iteration_s"] + e["prompt_iteration_s"]
+
+    @property
     def cold_eager_after(self) -> int:
         """Graph iterations since an instance's last eager one after which its next eager iteration
         pays cold_eager_s (the eager host path gone cold, session s15srv2); 0: no such term."""
@@ -455,18 +478,7 @@ class IterationCosts:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
-        dp = self.s.attention_dp
-        bucket, width = self._bucket(batch, prompt_tokens, max_ctx)
-        eager = not bucket
-        b = bucket * dp if bucket else batch
-        if prompt_tokens <= 0:
-            kern, pre = self.decode_s(b, ctx), 0.0
-        elif b <= 0:
-            kern = pre = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens)
-        else:
-            dq = b * self.q
-            pre = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
-            kern = self.decode_s(b, ctx) + pre
+        kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
         e = self.engine
         if not e:
             return kern + (self.eager_s if eager else 0.0), pre
@@ -492,6 +504,23 @@ class IterationCosts:
             hidden = min(kern, launches)
             return kern + host + pre_host - hidden, pre + pre_host
         return kern + host + pre_host, pre + pre_host
+
+    def _kernels(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
+                 prefix_tokens: float) -> tuple[float, float, bool, int, float]:
+        """(kernel seconds, of which prompt work, eager, padded decode rows of all groups, padded width) of an
+        iteration with graph buckets (per attention group: the instance's batch spread evenly over its groups)."""
+        dp = self.s.attention_dp
+        bucket, width = self._bucket(batch, prompt_tokens, max_ctx)
+        b = bucket * dp if bucket else batch
+        if prompt_tokens <= 0:
+            kern, pre = self.decode_s(b, ctx), 0.0
+        elif b <= 0:
+            kern = pre = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens)
+        else:
+            dq = b * self.q
+            pre = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
+            kern = self.decode_s(b, ctx) + pre
+        return kern, pre, not bucket, b, width
 
     @property
     def grid_points(self) -> int:
