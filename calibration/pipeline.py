@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
-from calibration import ep_host
+from calibration import ep_host, memo
 from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
 from calibration.predict import Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
@@ -171,6 +171,7 @@ HOST_DIRECTION = {"F": "fwd", "B": "bwd", "BW": "bwd", "W": "wgrad"}
 HOST_CLEAN_LEAD_S = 2e-3
 
 
+@memo.memoised
 def measured_host_s(folder: Path, gpu: str, profile, accumulate: dict | None = None,
                     device_gap_s: float | None = None) -> dict | None:
     """Host seconds per launched kernel that real/pipeline's own ops take to issue, per direction
@@ -1267,6 +1268,7 @@ def measured_hold_before_last_w_s(steps: pd.DataFrame, ops: pd.DataFrame) -> flo
     return max(0.0, float(np.median(held)) - float(np.median(plain)))
 
 
+@memo.memoised
 def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False,
                    inputs_from: Path | None = None, part_host: bool = False) -> list[dict]:
     """A case per pipeline_step row of a multi-GPU records folder: predicted and measured step
