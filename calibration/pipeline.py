@@ -571,8 +571,10 @@ def fb_forward_rate_s(forward: list, backward: list, ep_terms: dict, lead_s: flo
     if not launches or duration_s <= 0 or all(h is not None for h, _ in forward):
         return None
 
-    def gpu_s(rate: float) -> float:
-        return issue(_with_host(forward, rate, ep_terms) + backward, lead_s, gap_s)[0]
+    at_rate = _with_host(forward, _AT_RATE, ep_terms) + backward   # once, not once a bisection step
+
+    def gpu_s(rate: float) -> float:   # = issue(_with_host(forward, rate, ep_terms) + backward, lead_s, gap_s)[0]
+        return _issued_s(at_rate, rate, lead_s, gap_s)[0]
 
     lo, hi = 0.0, 2 * duration_s / launches
     if not gpu_s(lo) < duration_s < gpu_s(hi):
@@ -643,8 +645,13 @@ _AT_RATE = object()
 
 
 def _issued_host_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> float:
-    """issue(ops, lead_s, gap_s)[1] with each _AT_RATE launch at `rate_s`: the same steps in the same
-    order (the same floats), without a new op list for every rate the bisection tries."""
+    """issue(ops, lead_s, gap_s)[1] with each _AT_RATE launch at `rate_s` (_issued_s)."""
+    return _issued_s(ops, rate_s, lead_s, gap_s)[1]
+
+
+def _issued_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> tuple[float, float]:
+    """issue(ops, lead_s, gap_s) with each _AT_RATE launch at `rate_s`: the same steps in the same
+    order (the same floats), without a new op list for every rate a bisection tries."""
     host, gpu = -lead_s, 0.0
     for h, g in ops:
         if h is None:
@@ -654,7 +661,7 @@ def _issued_host_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> flo
         host += rate_s if h is _AT_RATE else h
         queued = gpu + gap_s
         gpu = (host if host > queued else queued) + g    # = max(gpu + gap_s, host) + g
-    return host
+    return gpu, host
 
 
 def measured_device_gap_s(folder: Path) -> float | None:
