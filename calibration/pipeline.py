@@ -718,10 +718,12 @@ def issue(ops: list, lead_s: float, gap_s: float = 0.0) -> tuple[float, float]:
     host, gpu = -lead_s, 0.0
     for h, g in ops:
         if h is None:
-            host = max(host, gpu)
+            if gpu > host:      # = max(host, gpu), without a call (as _issued_s)
+                host = gpu
             continue
         host += h
-        gpu = max(gpu + gap_s, host) + g
+        queued = gpu + gap_s
+        gpu = (host if host > queued else queued) + g    # = max(gpu + gap_s, host) + g
     return gpu, host
 
 

@@ -19,6 +19,28 @@ def _ops(rng: random.Random) -> list:
     return [rng.choice(kinds)() for _ in range(rng.randint(5, 120))]
 
 
+def _issue_with_max(ops, lead_s, gap_s):
+    """issue() as written before it compared in place of max(): the clocks it must give to the bit."""
+    host, gpu = -lead_s, 0.0
+    for h, g in ops:
+        if h is None:
+            host = max(host, gpu)
+            continue
+        host += h
+        gpu = max(gpu + gap_s, host) + g
+    return gpu, host
+
+
+def test_issue_gives_the_clocks_of_max_to_the_bit():
+    rng = random.Random(11)
+    for _ in range(300):
+        ops, terms = _ops(rng), rng.choice([None, TERMS])
+        timed = pipe._with_host(ops, rng.uniform(0.0, 60e-6), terms)
+        lead, gap = rng.uniform(-1e-3, 2e-3), rng.choice([0.0, 1.5e-6])
+        assert pipe.issue(timed, lead, gap) == _issue_with_max(timed, lead, gap)
+        assert pipe.issue(timed, 0.0, gap) == _issue_with_max(timed, 0.0, gap)
+
+
 def _reference_rate(ops, lead_s, interval_s, gap_s, terms):
     """The bisection as written before: a new op list (with_host_terms) at every rate tried."""
     launches = sum(1 for h, _ in ops if h is not None)
