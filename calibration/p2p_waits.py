@@ -35,25 +35,29 @@ def recv_waits(ops: pd.DataFrame, pp: int) -> pd.DataFrame:
     at the step's end or unmatched)."""
     rows = []
     for rep, step in ops.groupby("rep"):
-        sends = step[step["kind"] == "send"]
-        for _, rv in step[step["kind"] == "recv"].iterrows():
-            rank = int(rv["rank"])
-            peers = sends[(sends["rank"] // pp == rank // pp) & (sends["rank"] != rank)
-                          & (sends["microbatch"] == rv["microbatch"]) & (sends["chunk"] == rv["chunk"])]
-            wait_s = float(rv["end_s"] - rv["start_s"])
-            ready_s = float(peers["start_s"].iloc[0]) if len(peers) == 1 else np.nan
-            before_s = np.nan if np.isnan(ready_s) else max(0.0, min(ready_s, rv["end_s"]) - rv["start_s"])
+        # on the step's arrays, not a DataFrame filtered per receive (~20x faster): the same rows, the
+        # same comparisons and the same arithmetic in the same order, so the same figures
+        kind, ranks = step["kind"].to_numpy(), step["rank"].to_numpy()
+        microbatch, chunk = step["microbatch"].to_numpy(), step["chunk"].to_numpy()
+        start, end = step["start_s"].to_numpy(), step["end_s"].to_numpy()
+        is_send, is_compute = kind == "send", np.isin(kind, COMPUTE_KINDS)
+        for i in np.flatnonzero(kind == "recv"):
+            rank = int(ranks[i])
+            peers = np.flatnonzero(is_send & (ranks // pp == rank // pp) & (ranks != rank)
+                                   & (microbatch == microbatch[i]) & (chunk == chunk[i]))
+            wait_s = float(end[i] - start[i])
+            ready_s = float(start[peers[0]]) if len(peers) == 1 else np.nan
+            before_s = np.nan if np.isnan(ready_s) else max(0.0, min(ready_s, end[i]) - start[i])
             sender_next = ""
             if len(peers) == 1:
-                later = step[(step["rank"] == peers["rank"].iloc[0]) & (step["start_s"] > ready_s)
-                             & step["kind"].isin(COMPUTE_KINDS)]
+                later = np.flatnonzero((ranks == ranks[peers[0]]) & (start > ready_s) & is_compute)
                 if len(later):
-                    nxt = later.loc[later["start_s"].idxmin()]
-                    sender_next = f"{nxt['kind']}{int(nxt['chunk'])}"
-            rows.append({"rep": rep, "rank": rank, "microbatch": int(rv["microbatch"]), "chunk": int(rv["chunk"]),
+                    nxt = later[np.argmin(start[later])]     # the first of the earliest, as idxmin
+                    sender_next = f"{kind[nxt]}{int(chunk[nxt])}"
+            rows.append({"rep": rep, "rank": rank, "microbatch": int(microbatch[i]), "chunk": int(chunk[i]),
                          "wait_s": wait_s, "producer_end_s": ready_s, "before_producer_s": before_s,
                          "after_producer_s": wait_s - before_s,
-                         "sender_rank": int(peers["rank"].iloc[0]) if len(peers) == 1 else -1,
+                         "sender_rank": int(ranks[peers[0]]) if len(peers) == 1 else -1,
                          "sender_next": sender_next})
     return pd.DataFrame(rows)
 

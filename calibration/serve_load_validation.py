@@ -30,7 +30,7 @@ import numpy as np
 from twin.core.scenario import SERVING, from_dict
 from twin.core.specs import serve_engines
 from twin.serving.simulate import simulate
-from twin.serving.timing import engine_spread
+from twin.serving.timing import engine_spread, sharing_grids
 from twin.serving.workload import from_records
 from calibration.records_io import csv_exists, open_csv
 
@@ -253,10 +253,11 @@ def predict_run(run: dict, requests: list[dict], spread: bool = True, run_batch_
     arrival = None if run["arrival"] == "closed" else [float(r["arrival_s"]) for r in rows]
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs = []
-    for seed in range(seeds):
-        one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
-        figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
-                                             run_batch_sizes=run_batch_sizes, prompts_before=prompts_before).per_request()))
+    with sharing_grids():   # the seeds' replays of one scenario: each iteration-time grid point computed once
+        for seed in range(seeds):
+            one = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, seed=seed))
+            figs.append(loadgen_figures(simulate(one, requests=from_records(arrival, isl, osl, one.traffic),
+                                                 run_batch_sizes=run_batch_sizes, prompts_before=prompts_before).per_request()))
     return {k: float(np.median([f[k] for f in figs])) for k in FIGURES}
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 from calibration import host_probe
 from calibration import interleaved
+from calibration import memo
 from calibration import mla_rounds
 from calibration import nccl
 from calibration import parallel_blocks as blocks
@@ -216,6 +217,12 @@ def by_bench(cases: list[dict]) -> dict:
 
 def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str = PROFILES_DIR,
              gpus: list[str] | None = None) -> dict:
+    # one folder's host rates and predictions computed once, however many judgements ask (calibration.memo)
+    with memo.sharing():
+        return _validate(root, profiles_dir, gpus)
+
+
+def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None) -> dict:
     gpus = gpus or rec.gpu_dirs(root)
     out = {"targets": {"median_abs_rel_error": MEDIAN_TARGET, "p90_abs_rel_error": P90_TARGET},
            "gpus": {}, "cases": [], "not_predicted": {}}

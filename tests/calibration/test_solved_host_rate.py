@@ -19,6 +19,28 @@ def _ops(rng: random.Random) -> list:
     return [rng.choice(kinds)() for _ in range(rng.randint(5, 120))]
 
 
+def _issue_with_max(ops, lead_s, gap_s):
+    """issue() as written before it compared in place of max(): the clocks it must give to the bit."""
+    host, gpu = -lead_s, 0.0
+    for h, g in ops:
+        if h is None:
+            host = max(host, gpu)
+            continue
+        host += h
+        gpu = max(gpu + gap_s, host) + g
+    return gpu, host
+
+
+def test_issue_gives_the_clocks_of_max_to_the_bit():
+    rng = random.Random(11)
+    for _ in range(300):
+        ops, terms = _ops(rng), rng.choice([None, TERMS])
+        timed = pipe._with_host(ops, rng.uniform(0.0, 60e-6), terms)
+        lead, gap = rng.uniform(-1e-3, 2e-3), rng.choice([0.0, 1.5e-6])
+        assert pipe.issue(timed, lead, gap) == _issue_with_max(timed, lead, gap)
+        assert pipe.issue(timed, 0.0, gap) == _issue_with_max(timed, 0.0, gap)
+
+
 def _reference_rate(ops, lead_s, interval_s, gap_s, terms):
     """The bisection as written before: a new op list (with_host_terms) at every rate tried."""
     launches = sum(1 for h, _ in ops if h is not None)
@@ -40,8 +62,9 @@ def test_the_open_rate_walk_is_issue_at_that_rate_bit_for_bit():
         ops, terms = _ops(rng), rng.choice([None, TERMS])
         lead, gap, rate = rng.uniform(-1e-3, 2e-3), rng.choice([0.0, 1.5e-6]), rng.uniform(0.0, 60e-6)
         open_rate = pipe._with_host(ops, pipe._AT_RATE, terms)
-        rebuilt = pipe.issue(pipe._with_host(ops, rate, terms), lead, gap)[1]
-        assert pipe._issued_host_s(open_rate, rate, lead, gap) == rebuilt
+        rebuilt = pipe.issue(pipe._with_host(ops, rate, terms), lead, gap)
+        assert pipe._issued_host_s(open_rate, rate, lead, gap) == rebuilt[1]
+        assert pipe._issued_s(open_rate, rate, lead, gap) == rebuilt      # the GPU's clock too
 
 
 def test_the_solved_rate_is_the_rebuilt_bisections():
@@ -56,5 +79,37 @@ def test_the_solved_rate_is_the_rebuilt_bisections():
         interval = pipe.issue(pipe._with_host(ops, rng.uniform(5e-6, 50e-6), terms), lead, gap)[1] + lead
         want = _reference_rate(ops, lead, interval, gap, terms) if launches else None
         assert pipe.solved_host_rate_s(ops, lead, interval, gap, terms) == want
+        solved += want is not None
+    assert solved > 50
+
+
+def _reference_fb_rate(forward, backward, terms, lead_s, duration_s, gap_s):
+    """fb_forward_rate_s's bisection as written before: a new op list at every rate tried."""
+    launches = sum(1 for h, _ in forward if h is not None)
+
+    def gpu_s(rate):
+        return pipe.issue(pipe._with_host(forward, rate, terms) + backward, lead_s, gap_s)[0]
+    lo, hi = 0.0, 2 * duration_s / launches
+    if not gpu_s(lo) < duration_s < gpu_s(hi):
+        return None
+    for _ in range(32):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if gpu_s(mid) < duration_s else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_the_fb_forward_rate_is_the_rebuilt_bisections():
+    """fb_forward_rate_s walks its open-rate list (the forward at the rate left open, the backward as
+    given) as the rebuilt bisection issued the list it built at each rate: the same rate to the bit."""
+    rng = random.Random(5)
+    solved = 0
+    for _ in range(150):
+        forward, backward, terms = _ops(rng), _ops(rng), rng.choice([None, TERMS])
+        if all(h is not None for h, _ in forward) or not any(h is not None for h, _ in forward):
+            continue   # no host-paced stretch: None before any bisection
+        lead, gap = rng.uniform(0.0, 2e-3), rng.choice([0.0, 1.5e-6])
+        duration = pipe.issue(pipe._with_host(forward, rng.uniform(5e-6, 50e-6), terms) + backward, lead, gap)[0]
+        want = _reference_fb_rate(forward, backward, terms, lead, duration, gap)
+        assert pipe.fb_forward_rate_s(forward, backward, terms, lead, duration, gap) == want
         solved += want is not None
     assert solved > 50

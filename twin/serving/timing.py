@@ -70,6 +70,7 @@ inverse CDF from a generator seeded with traffic.seed, so a run is deterministic
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import dataclasses
 import math
@@ -253,8 +254,41 @@ def engine_spread(name: str) -> IterationSpread | None:
     return IterationSpread.from_table(table["spread"]) if "spread" in table else None
 
 
+_SHARED_GRIDS: list[dict] = []   # the open sharing_grids() block's grids (one dict; empty: no block open)
+
+
+@contextlib.contextmanager
+def sharing_grids():
+    """IterationCosts of one (model, GPU, serve spec, profile) made inside the block share their grid
+    points: the replays of one scenario under several seeds (calibration.serve_load_validation's
+    predict_run) evaluate each point once instead of once a replay. The grid is a function of those
+    four alone (the traffic and its seed never enter it), and nothing changes a switch or a profile
+    while a block is open; outside one each IterationCosts keeps its own. Within a block grid_points
+    counts the points of the shared grid."""
+    outermost = not _SHARED_GRIDS
+    if outermost:
+        _SHARED_GRIDS.append({})
+    try:
+        yield
+    finally:
+        if outermost:
+            _SHARED_GRIDS.clear()
+
+
+def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None) -> tuple[dict, dict, dict, dict]:
+    """(decode, prefill, prefix grid points, decode_parts) for an IterationCosts: fresh, or those of the
+    open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive)."""
+    fresh = ({}, {}, {}, {})
+    if not _SHARED_GRIDS:
+        return fresh
+    key = (m, gpu, s, id(profile))
+    kept = _SHARED_GRIDS[0].setdefault(key, (profile, fresh))
+    return kept[1]
+
+
 class IterationCosts:
-    """Seconds of one iteration of one instance; grid points computed on first use and kept."""
+    """Seconds of one iteration of one instance; grid points computed on first use and kept (shared by
+    the IterationCosts of the same arguments inside a sharing_grids() block)."""
 
     def __init__(self, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None):
         self.m, self.gpu, self.s = m, gpu, s
@@ -273,12 +307,11 @@ class IterationCosts:
         self.graph_max = s.cuda_graph_max_batch * s.attention_dp if s.cuda_graphs else 0
         self.batch_buckets = sorted(b for b in s.graph_batch_buckets if b <= s.cuda_graph_max_batch) if s.cuda_graphs else []
         self.page_buckets = sorted(s.graph_page_buckets)
-        self._decode: dict[tuple[int, int], float] = {}
-        self._prefill: dict[tuple[int, int], float] = {}
-        self._prefix: dict[int, float] = {}
+        # decode (i, j), prefill (i, j) and prefix (i) grid points, and one decode_step breakdown per
+        # batch grid point (reports)
+        self._decode, self._prefill, self._prefix, self.decode_parts = _grids(m, gpu, s, profile)
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
-        self.decode_parts: dict[int, dict] = {}     # one decode_step breakdown per batch grid point (reports)
 
     # -- grid evaluations ---------------------------------------------------------------------
     def _policies(self) -> list[int]:
