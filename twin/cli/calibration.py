@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from twin.core.paths import shown_path
 from twin.costs.profile import simulation_profile
 
 # calibration/, real/ and reports/ (pandas, matplotlib) are imported by the commands that use them:
@@ -39,7 +40,7 @@ def cmd_fit(args) -> int:
             publish_expert_loads(gpu, root)
         print(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
               f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}")
-        out[gpu] = {"profile_path": str(path), **stats, "profile": prof.to_json()}
+        out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
     args.write_json(args.json, out)
     return 0
 

@@ -58,6 +58,10 @@ DYNAMIC_DRAW_LIMIT = 4.2e9
 MAX_TOML_DEPTH = 32   # nesting of arrays, inline tables and dotted keys (a scenario uses 3)
 # the embedded default of each kind (package data, twin/data)
 DEFAULT_SCENARIO = {TRAINING: "deepseek_v3_pretrain.toml", SERVING: "r1_serve_h200.toml"}
+# the serving scenarios the twin itself runs (the default; DeepSeek's published prefill and decode
+# conditions, which `twin validate` and twin.serving.published run): package data, so an installed
+# wheel has them; the checkout's scenarios/ holds a link to each, not a copy
+PACKAGED_SCENARIOS = ("r1_serve_h200", "r1_serve_h800_decode", "r1_serve_h800_prefill")
 
 
 @dataclass(frozen=True)
@@ -477,6 +481,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise ScenarioError("--set", text, f"'{part}' is a value, not a table")
         table[path[-1]] = value
     return raw
+
+
+def packaged_scenario(name: str) -> Path:
+    """The file of a scenario shipped as package data (PACKAGED_SCENARIOS: twin/data/<name>.toml),
+    found the same way in a source checkout and in an installed wheel."""
+    if name not in PACKAGED_SCENARIOS:
+        raise ValueError(f"scenario {name!r}: the package ships {', '.join(PACKAGED_SCENARIOS)}")
+    return Path(str(resources.files("twin.data").joinpath(f"{name}.toml")))
 
 
 def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
