@@ -56,6 +56,10 @@ STEP_OP_BLOCKS2_LIMIT = 2_000_000
 # runs: the default (200 steps, 256 experts) draws 0.84e9 keys in ~15 s
 DYNAMIC_DRAW_LIMIT = 4.2e9
 MAX_TOML_DEPTH = 32   # nesting of arrays, inline tables and dotted keys (a scenario uses 3)
+# the largest scenario file read: the shipped ones are 1-3 KB (the catalogs under 64 KB); the depth
+# check and the parser take ~0.7 s per MB, so a 50 MB file took 34 s before failing and a larger
+# one would exhaust memory
+MAX_SCENARIO_BYTES = 1 << 20
 # the embedded default of each kind (package data, twin/data)
 DEFAULT_SCENARIO = {TRAINING: "deepseek_v3_pretrain.toml", SERVING: "r1_serve_h200.toml"}
 # the serving scenarios the twin itself runs (the default; DeepSeek's published prefill and decode
@@ -501,8 +505,11 @@ def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
     if not p.is_file():
         raise ScenarioError("SCENARIO", str(path), "an existing TOML file")
     try:
-        text = p.read_bytes().decode("utf-8")
-        return parse_toml(text, "SCENARIO", str(path)), str(p)
+        with p.open("rb") as fh:   # never more than the limit read, whatever the file's size says
+            data = fh.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise ScenarioError("SCENARIO", str(path), f"a TOML file of at most {MAX_SCENARIO_BYTES:,} bytes (a scenario is a few KB)")
+        return parse_toml(data.decode("utf-8"), "SCENARIO", str(path)), str(p)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("SCENARIO", str(path), f"valid TOML ({exc})") from None
     except UnicodeDecodeError:

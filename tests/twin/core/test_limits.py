@@ -18,7 +18,7 @@ import twin.cli.main as cli
 from twin.core.atomic import check_output, staged_dir, write_text
 from twin.core.errors import ScenarioError, show_value
 from twin.core.run_specs import StageSpec
-from twin.core.scenario import (MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, from_dict, load_scenario, parse_override,
+from twin.core.scenario import (MAX_SCENARIO_BYTES, MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, from_dict, load_scenario, parse_override,
                                 read_raw, toml_depth)
 from twin.core.specs import ModelSpec
 from twin.training.step import simulate_step
@@ -195,6 +195,17 @@ def test_deep_toml_is_refused_before_parsing(tmp_path, deep):
     path.write_text('[model]\nname = "tiny"\n' + deep + "\n")
     with pytest.raises(ScenarioError, match=rf"^SCENARIO: got .*deep.toml.; allowed: TOML nested at most {MAX_TOML_DEPTH} levels deep"):
         read_raw(path)
+
+
+def test_a_scenario_file_past_the_size_limit_is_refused_at_once(tmp_path):
+    """A scenario is a few KB: a file past MAX_SCENARIO_BYTES is refused without parsing it (until
+    s19ux a 50 MB file took 34 s to parse before failing, and a larger one would exhaust memory)."""
+    path = tmp_path / "big.toml"
+    path.write_text('[model]\nname = "tiny"\n# ' + "x" * MAX_SCENARIO_BYTES + "\n")
+    with pytest.raises(ScenarioError, match=r"^SCENARIO: got .*big.toml.; allowed: a TOML file of at most 1,048,576 bytes"):
+        read_raw(path)
+    path.write_text('[model]\nname = "tiny"\n# ' + "x" * (MAX_SCENARIO_BYTES - 100) + "\n")
+    assert read_raw(path)[0]["model"] == {"name": "tiny"}   # at the limit: read as before
 
 
 def test_deep_overrides_are_refused():
