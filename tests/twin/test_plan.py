@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,3 +233,14 @@ def test_a_scenario_error_raised_in_a_worker_reaches_the_parent():
     back = pickle.loads(pickle.dumps(err))
     assert (back.field, back.value, back.allowed, back.source, str(back)) == (err.field, err.value, err.allowed,
                                                                               err.source, str(err))
+
+
+def test_plan_with_no_plan_within_the_deadline_exits_3_naming_the_fastest(capsys):
+    """Plans run but none finishes in time: no answer to the question, so exit 3 with the reason, as
+    a serving plan meeting no target (until s19ux: exit 0, the answer missing)."""
+    code = main(["plan", "--tokens", "14.8e12", "--days", "1", "--gpu", "h800", "--num-gpus", "2048", "--pp", "16",
+                     "--ep", "64", "--schedules", "dualpipe", "--simulate", "1", "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 3 and "none meets the question" in captured.out
+    assert re.search(r"^infeasible: none of the 1 simulated plans trains 1.48e\+13 tokens within 1 days; the fastest takes "
+                     r"[\d.]+ days \(2048xh800 ", captured.err, re.M)

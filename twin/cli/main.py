@@ -281,6 +281,12 @@ def cmd_plan(args) -> int:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
         return EXIT_INFEASIBLE
+    if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
+        budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
+        fastest = f"; the fastest takes {out.fastest.wall_days:.1f} days ({out.fastest.label})" if out.fastest else ""
+        print(f"infeasible: none of the {out.simulated:,} simulated plans trains {out.tokens:.4g} tokens within "
+              f"{out.deadline_days:g} days{budget}{fastest}", file=sys.stderr)
+        return EXIT_INFEASIBLE
     return 0
 
 
