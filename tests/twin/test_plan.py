@@ -212,6 +212,16 @@ def test_bad_numbers_or_wrong_kind_exit_2_naming_the_field(argv, field, capsys, 
     assert err.startswith((f"error: {field} ", f"error: {field}: "))
 
 
+def test_plan_without_its_question_names_the_options_that_ask_it(capsys):
+    """`twin plan` alone (the default scenario has no [search]): the error names --tokens and --days,
+    not only the [search] key a new user has not met (until s19ux: 'a required number')."""
+    assert main(["plan", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: search.tokens in <default: deepseek_v3_pretrain.toml>: got '<missing>'; "
+                                              "allowed: a number: --tokens on the command line, or tokens in the scenario's [search]")
+    assert main(["plan", "--tokens", "1e12", "--quiet"]) == 2
+    assert "allowed: a number: --days on the command line" in capsys.readouterr().err
+
+
 def test_python_api_plan_takes_the_search_of_a_plan_scenario():
     sc = twin.load_scenario(ROOT / "scenarios" / "v3_plan.toml")
     out = twin.plan(sc, gpu=["h800"], num_gpus=[2048], pp=[16], workers=1)

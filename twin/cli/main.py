@@ -269,6 +269,10 @@ def cmd_plan(args) -> int:
     if not isinstance(raw.get("search", {}), dict):
         raise ScenarioError("search", raw["search"], "a [search] table", source)
     raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
+    for key, flag in (("tokens", "--tokens"), ("days", "--days")):   # the question's two numbers, by option or by file
+        if key not in raw["search"]:
+            raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
+                                "the scenario's [search] table (e.g. scenarios/v3_plan.toml)", source)
     sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
                  progress=not args.quiet, exhaustive=args.exhaustive)

@@ -387,7 +387,7 @@ def _wrong_kind(found: str, wanted: tuple[str, ...], source: str | None) -> Scen
                              f"a {want} scenario for this command; `twin plan` takes plan scenarios", source)
     if SERVING in wanted:
         return ScenarioError("serve", "<missing> (a training scenario)",
-                             "a [serve] table: this command takes a serving scenario (see scenarios/r1_serve_*.toml)", source)
+                             "a [serve] table: this command takes a serving scenario (without one it runs the default, R1 on one HGX H200)", source)
     return ScenarioError("search", "<missing> (a training scenario)",
                          "a [search] table (tokens, days): this command takes a plan scenario", source)
 
