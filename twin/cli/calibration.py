@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from twin.core.errors import ScenarioError
 from twin.core.paths import shown_path
 from twin.costs.profile import simulation_profile
 
@@ -24,6 +25,9 @@ def cmd_fit(args) -> int:
     from calibration.publish import publish_expert_loads  # lazy: pandas, matplotlib
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
+    if args.gpu and args.gpu not in rec.gpu_dirs(root):
+        raise ScenarioError("--gpu", args.gpu, f"a GPU folder with timed records under the records root: one of "
+                            f"{', '.join(rec.gpu_dirs(root)) or '(none)'}")
     if not gpus:
         print(f"error: no records under {root}; run `twin calibrate --out DIR` on a GPU first",
               file=sys.stderr)
@@ -153,7 +157,8 @@ def add_commands(sub, write_json) -> None:
     p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
     p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
     _add_dirs(p)
-    p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")))
+    p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")),
+                   inputs=(("records", "--records"),))
 
     p = sub.add_parser("validate", help="predict held-out measurements and the H800 trace; report errors")
     p.add_argument("--detail", action="store_true", help="print every table (per op kind, every trace phase, every SM count)")
@@ -161,7 +166,8 @@ def add_commands(sub, write_json) -> None:
     p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, the plots (scatter, error by op kind, the H800 trace beside the twin) and CSVs here")
     _add_dirs(p)
-    p.set_defaults(func=cmd_validate, write_json=write_json, outputs=(("json", "--json", "file"), ("out", "--out", "dir")))
+    p.set_defaults(func=cmd_validate, write_json=write_json, outputs=(("json", "--json", "file"), ("out", "--out", "dir")),
+                   inputs=(("records", "--records"), ("profiles", "--profiles")))
 
     p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")
     p.add_argument("--out", metavar="DIR", required=True, help="directory for the CSVs")

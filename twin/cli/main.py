@@ -394,10 +394,21 @@ def _check_args(args) -> None:
     extra = getattr(args, "check", None)
     if extra is not None:
         extra(args)
+    for attr, option in getattr(args, "inputs", ()):
+        source = getattr(args, attr, None)
+        if source is not None and not Path(source).is_dir():
+            raise ScenarioError(option, source, "an existing directory")
+    written = {}
     for attr, option, kind in getattr(args, "outputs", ()):
         target = getattr(args, attr, None)
         if target is not None and not (attr == "json" and target == "-"):
             check_output(option, target, kind)
+            # one path for two outputs: the second write would fail after all the work (a file onto
+            # the report's folder) or replace the first
+            path = Path(target).absolute()
+            if path in written:
+                raise ScenarioError(option, target, f"a path other than {written[path]}'s")
+            written[path] = option
 
 
 def _check_schedule_args(args) -> None:

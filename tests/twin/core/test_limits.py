@@ -271,6 +271,35 @@ def test_unwritable_outputs_exit_2_before_any_simulation(option, target, tmp_pat
     assert code == 2 and err.startswith(f"error: {option}: got ") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("command", [["replay", "--quiet"], ["serve", "--quiet"], ["plan", "scenarios/v3_plan.toml", "--quiet"],
+                                     ["validate", "--quiet"]])
+def test_one_path_for_two_outputs_exits_2_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """--out DIR --json DIR: the JSON was written after the whole run onto the report's folder and
+    ended in a traceback (until s19ux); now refused first, naming both options."""
+    monkeypatch.chdir(ROOT)
+    same = str(tmp_path / "same")
+    code, err = _cli([*command, "--json", same, "--out", same], capsys)
+    assert code == 2 and err == f"error: --out: got '{same}'; allowed: a path other than --json's\n"
+    assert not (tmp_path / "same").exists()
+
+
+@pytest.mark.parametrize("argv", [["validate", "--records", "{tmp}/none"], ["validate", "--profiles", "{tmp}/none"],
+                                  ["validate", "--records", "{tmp}/afile"], ["fit", "--records", "{tmp}/none"]])
+def test_missing_input_folders_exit_2_naming_the_option(argv, tmp_path, capsys):
+    """validate --records MISSING ended in a traceback and --profiles MISSING validated silently with
+    profiles fitted in memory (until s19ux)."""
+    (tmp_path / "afile").write_text("a file\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err == f"error: {argv[1]}: got '{argv[2]}'; allowed: an existing directory\n"
+
+
+def test_fit_names_the_gpu_folders_it_has(capsys):
+    code, err = _cli(["fit", "--gpu", "h999", "--profiles", "unused"], capsys)
+    assert code == 2 and err.startswith("error: --gpu: got 'h999'; allowed: a GPU folder with timed records under "
+                                        "the records root: one of h100, h200"), err
+
+
 def test_check_output_accepts_new_nested_paths_and_creates_nothing(tmp_path):
     check_output("--json", tmp_path / "a" / "b" / "x.json")
     check_output("--out", tmp_path / "report", "dir")
