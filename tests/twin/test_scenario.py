@@ -176,3 +176,9 @@ def test_packaged_scenario_refuses_a_name_the_package_does_not_ship():
 def _package_data(package: str) -> list[str]:
     with open(ROOT / "pyproject.toml", "rb") as fh:
         return tomllib.load(fh)["tool"]["setuptools"]["package-data"][package]
+
+
+def test_an_unknown_kind_is_named_not_taken_for_a_missing_table():
+    """load_scenario(kind="serve") (a typo of "serving") said the file lacks a [search] table (until s19ux)."""
+    with pytest.raises(ScenarioError, match=r"^kind: got 'serve'; allowed: one of 'training', 'plan', 'serving'$"):
+        load_scenario(None, kind="serve")

@@ -352,6 +352,9 @@ def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] 
         raise ScenarioError("<scenario>", raw, "a TOML document of tables", source)
     found = kind_of(raw)
     kinds = (kind,) if isinstance(kind, str) else kind
+    for k in kinds or ():   # a caller's typo (the Python API's kind="serve") is not a kind the file lacks
+        if k not in KINDS:
+            raise ScenarioError("kind", k, "one of " + ", ".join(repr(name) for name in KINDS))
     if kinds is not None and found not in kinds:
         raise _wrong_kind(found, kinds, source)
     cls, sections = KINDS[found]
