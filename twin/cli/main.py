@@ -126,12 +126,14 @@ def cmd_schedule(args) -> int:
 def cmd_trace(args) -> int:
     from reports.page import to_toml  # lazy: matplotlib
     sc = _scenario(args)
+    window = _window(args.window) if args.window else None
     try:
         res = simulate_step(sc)
     except InfeasiblePlan as exc:
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
-    window = _window(args.window) if args.window else None
+    if window and window[0] >= res.step_time_s:   # an empty trace, written without a word (until s19ux)
+        raise ScenarioError("--window", args.window, f"START before the step's end ({res.step_time_s:.3f} s)")
     trace = step_trace(sc, res, window, args.granularity)
     data = json.dumps(trace, separators=(",", ":")).encode()
     out = Path(args.out)
