@@ -372,9 +372,13 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
                    "LocalCluster on the loopback interface, an address joins that scheduler (pip install -e .[dask])")
 
 
-def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> None:
-    p.add_argument("scenario", nargs="?", default=None,
-                   help="scenario TOML (default: DeepSeek-V3 pre-training on 2,048 H800; for serve, R1 on one HGX H200)")
+# what each command runs without a scenario (twin/data's embedded defaults)
+TRAINING_DEFAULT = "DeepSeek-V3 pre-training on 2,048 H800"
+SERVING_DEFAULT = "R1 served on one HGX H200"
+
+
+def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False, default: str = TRAINING_DEFAULT) -> None:
+    p.add_argument("scenario", nargs="?", default=None, help=f"scenario TOML (default: {default})")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario field, e.g. --set cluster.gpu=h200")
     p.add_argument("--quiet", action="store_true", help="no progress bars (results are still printed)")
     if schedule:
@@ -493,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_balance, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
     p = sub.add_parser("serve", help="serving throughput and latency of a deployment, beside published serving claims (default: R1 on one HGX H200)")
-    _add_scenario_args(p)
+    _add_scenario_args(p, default=SERVING_DEFAULT)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, serve_sweep.csv, the throughput plots and scenario.resolved.toml here")
     p.add_argument("--requests", type=int, metavar="N", help="requests to simulate (default: traffic.num_requests)")
@@ -503,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="search clusters and parallel plans: the cheapest within a deadline, the fastest within a budget, "
                                      "the front of cost against time; or size a serving deployment (--rate, --ttft, --tpot)")
-    _add_scenario_args(p)
+    _add_scenario_args(p, default=TRAINING_DEFAULT + "; with --rate/--ttft/--tpot, " + SERVING_DEFAULT)
     p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
     p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
     p.add_argument("--budget", type=float, metavar="USD", help="the fastest plan costing at most this (search.budget_usd)")
