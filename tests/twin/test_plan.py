@@ -212,6 +212,13 @@ def test_bad_numbers_or_wrong_kind_exit_2_naming_the_field(argv, field, capsys, 
     assert err.startswith((f"error: {field} ", f"error: {field}: "))
 
 
+@pytest.mark.parametrize("argv", [["--pp", "8", "--vary", "pp=4"], ["--vary", "zero_stage=1", "--vary", "zero_stage=2"]])
+def test_one_search_list_given_twice_is_refused(argv, capsys):
+    """--pp 8 --vary pp=4 searched PP4 alone, the later list silently replacing the first (until s19ux)."""
+    assert main(["plan", "--tokens", "1e12", "--days", "30", "--quiet", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --vary: got '{argv[-1]}'; allowed: a list not already given")
+
+
 def test_plan_without_its_question_names_the_options_that_ask_it(capsys):
     """`twin plan` alone (the default scenario has no [search]): the error names --tokens and --days,
     not only the [search] key a new user has not met (until s19ux: 'a required number')."""

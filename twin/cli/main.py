@@ -236,6 +236,8 @@ def _search_flags(args) -> dict:
         name, eq, text = item.partition("=")
         if not eq or not name.strip():
             raise ScenarioError("--vary", item, "FIELD=V1,V2 with a [search] list name, e.g. zero_stage=1,2")
+        if name.strip() in table:   # one list would silently replace the other
+            raise ScenarioError("--vary", item, f"a list not already given (search.{name.strip()} is set by another option)")
         table[name.strip()] = _values(text, f"--vary {name.strip()}")
     return table
 
