@@ -167,6 +167,10 @@ def cmd_replay(args) -> int:
             report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
+    if not result.complete:   # a run with stages that cannot run has no total: infeasible, as a plan with none that fits
+        for stage in (s for s in result.stages if not s.feasible):
+            print(f"infeasible: stage {stage.name}: {stage.plan_note.removeprefix('infeasible: ')}", file=sys.stderr)
+        return EXIT_INFEASIBLE
     return 0
 
 
