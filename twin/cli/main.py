@@ -280,7 +280,7 @@ def cmd_plan(args) -> int:
     for key, flag in (("tokens", "--tokens"), ("days", "--days")):   # the question's two numbers, by option or by file
         if key not in raw["search"]:
             raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
-                                "the scenario's [search] table (e.g. scenarios/v3_plan.toml)", source)
+                                "the scenario's [search] table", source)
     sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
                  progress=not args.quiet, exhaustive=args.exhaustive)
