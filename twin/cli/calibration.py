@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -17,6 +18,23 @@ from twin.costs.profile import simulation_profile
 # `twin replay` or `twin step` should not pay for them at start-up
 
 EXIT_INVALID = 2
+
+
+@contextlib.contextmanager
+def _own_records(records: str | None):
+    """A user's --records folder whose CSVs cannot be read (binary, missing columns, no timed rows)
+    is bad input: exit 2 naming --records, not a traceback (until s19ux). The packaged records'
+    errors stay bugs and keep their traceback."""
+    if records is None:
+        yield
+        return
+    try:
+        yield
+    except ScenarioError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise ScenarioError("--records", records, "a records root of <gpu>/ folders of CSVs as `twin calibrate` writes "
+                            f"them ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def cmd_fit(args) -> int:
@@ -35,7 +53,8 @@ def cmd_fit(args) -> int:
     out = {}
     for gpu in gpus:
         try:
-            prof, stats = fit_gpu(gpu, root)
+            with _own_records(args.records):
+                prof, stats = fit_gpu(gpu, root)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID
@@ -64,8 +83,11 @@ def cmd_validate(args) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
+    if args.records and not rec.gpu_dirs(records_root):   # nothing of the user's to predict
+        raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
+                            "(`twin calibrate --out DIR` writes them)")
     bar = tqdm(total=5, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
-    with bar:
+    with bar, _own_records(args.records):
         result = validate(records_root, profiles)
         bar.update(1)
         h100 = profiles / "h100.json"

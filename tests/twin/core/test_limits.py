@@ -332,3 +332,22 @@ def test_deep_stages_are_refused_by_their_quadratic_placement_cost():
                                  "plan.ep=4", "plan.schedule='1f1b'", "workload.seq_len=512", "workload.global_batch_seqs=32"])
     # the default V3: 1,920 ops x 5^2 blocks
     assert load_scenario().step_work()["op_blocks2"] == 1920 * 25
+
+
+@pytest.mark.parametrize("command", [["fit", "--profiles", "{tmp}/profiles"], ["validate", "--quiet"]])
+@pytest.mark.parametrize("content", [bytes(range(128, 256)) * 4, b"a,b\n1,2\n"])
+def test_unreadable_records_of_ones_own_exit_2_naming_records(command, content, tmp_path, capsys):
+    """A --records folder whose CSV is binary (fit) or has no timed rows (validate) ended in a
+    traceback (until s19ux)."""
+    (tmp_path / "rec" / "h100").mkdir(parents=True)
+    (tmp_path / "rec" / "h100" / "gemm.csv").write_bytes(content)
+    argv = [a.format(tmp=tmp_path) for a in command] + ["--records", str(tmp_path / "rec")]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.startswith(f"error: --records: got '{tmp_path / 'rec'}'; allowed: a records root of <gpu>/ folders") \
+        and err.count("\n") == 1, err
+
+
+def test_validate_refuses_records_of_ones_own_with_nothing_to_predict(tmp_path, capsys):
+    code, err = _cli(["validate", "--quiet", "--records", str(tmp_path)], capsys)
+    assert code == 2 and err == f"error: --records: got '{tmp_path}'; allowed: a records root with <gpu>/ folders of timed records " \
+                                "(`twin calibrate --out DIR` writes them)\n"
