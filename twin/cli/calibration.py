@@ -20,12 +20,16 @@ from twin.costs.profile import simulation_profile
 EXIT_INVALID = 2
 
 
+INPUT_FOLDERS = {"records": "--records", "profiles": "--profiles"}
+
+
 @contextlib.contextmanager
-def _own_records(records: str | None):
-    """A user's --records folder whose CSVs cannot be read (binary, missing columns, no timed rows)
-    is bad input: exit 2 naming --records, not a traceback (until s19ux). The packaged records'
-    errors stay bugs and keep their traceback."""
-    if records is None:
+def _own_inputs(args, attrs: tuple[str, ...]):
+    """Folders the user names (--records, --profiles) whose files cannot be read (binary, missing
+    columns, no timed rows, a profile that is not one) are bad input: exit 2 naming the options, not a
+    traceback (until s19ux). The packaged records' and profiles' errors stay bugs with a traceback."""
+    given = [(INPUT_FOLDERS[a], getattr(args, a)) for a in attrs if getattr(args, a, None)]
+    if not given:
         yield
         return
     try:
@@ -33,8 +37,9 @@ def _own_records(records: str | None):
     except ScenarioError:
         raise
     except (OSError, ValueError, KeyError) as exc:
-        raise ScenarioError("--records", records, "a records root of <gpu>/ folders of CSVs as `twin calibrate` writes "
-                            f"them ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ScenarioError(" / ".join(o for o, _ in given), " ".join(v for _, v in given),
+                            "folders as `twin calibrate` (records: <gpu>/*.csv) and `twin fit` (profiles: <gpu>.json) "
+                            f"write them ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def cmd_fit(args) -> int:
@@ -53,7 +58,7 @@ def cmd_fit(args) -> int:
     out = {}
     for gpu in gpus:
         try:
-            with _own_records(args.records):
+            with _own_inputs(args, ("records",)):
                 prof, stats = fit_gpu(gpu, root)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -87,7 +92,7 @@ def cmd_validate(args) -> int:
         raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
                             "(`twin calibrate --out DIR` writes them)")
     bar = tqdm(total=5, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
-    with bar, _own_records(args.records):
+    with bar, _own_inputs(args, ("records", "profiles")):
         result = validate(records_root, profiles)
         bar.update(1)
         h100 = profiles / "h100.json"

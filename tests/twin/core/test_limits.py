@@ -343,8 +343,16 @@ def test_unreadable_records_of_ones_own_exit_2_naming_records(command, content, 
     (tmp_path / "rec" / "h100" / "gemm.csv").write_bytes(content)
     argv = [a.format(tmp=tmp_path) for a in command] + ["--records", str(tmp_path / "rec")]
     code, err = _cli(argv, capsys)
-    assert code == 2 and err.startswith(f"error: --records: got '{tmp_path / 'rec'}'; allowed: a records root of <gpu>/ folders") \
+    assert code == 2 and err.startswith(f"error: --records: got '{tmp_path / 'rec'}'; allowed: folders as `twin calibrate` "
+                                        "(records: <gpu>/*.csv) and `twin fit` (profiles: <gpu>.json) write them (") \
         and err.count("\n") == 1, err
+
+
+def test_an_unreadable_profile_of_ones_own_exits_2_naming_profiles(tmp_path, capsys):
+    (tmp_path / "h100.json").write_bytes(bytes(range(128, 256)))
+    code, err = _cli(["validate", "--quiet", "--profiles", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"error: --profiles: got '{tmp_path}'; allowed: folders as `twin calibrate`") \
+        and "UnicodeDecodeError" in err and err.count("\n") == 1, err
 
 
 def test_validate_refuses_records_of_ones_own_with_nothing_to_predict(tmp_path, capsys):
