@@ -249,7 +249,7 @@ def make_case(rng: random.Random, command: str, workdir: Path, heavy: bool = Tru
                 raw[sec]["bogus_key"] = 1
             note.append(f"section {sec}: {what}")
         elif roll < 0.72:                                  # the TOML text itself
-            what = rng.choice(("deep", "deep", "truncated", "bytes", "empty", "dir", "missing", "bom", "dup"))
+            what = rng.choice(("deep", "deep", "truncated", "bytes", "empty", "dir", "missing", "bom", "dup", "big"))
             note.append(f"file: {what}")
             depth = rng.choice((33, 100, 500, 3000))
             if what == "deep":
@@ -269,6 +269,8 @@ def make_case(rng: random.Random, command: str, workdir: Path, heavy: bool = Tru
                 file_text = "\ufeff" + toml_text(raw)
             elif what == "dup":
                 file_text = toml_text(raw) + toml_text(raw)
+            elif what == "big":   # past the loader's size limit (twin.core.scenario.MAX_SCENARIO_BYTES)
+                file_text = toml_text(raw) + "# " + "x" * (1 << 20) + "\n"
         elif roll < 0.82:                                  # --set syntax
             what = rng.choice(("noeq", "emptykey", "deepkey", "deepvalue", "bare", "dots", "table"))
             note.append(f"--set: {what}")
@@ -282,11 +284,16 @@ def make_case(rng: random.Random, command: str, workdir: Path, heavy: bool = Tru
                 "table": "plan=5",
             }[what])
         elif roll < 0.9:                                   # output paths
-            bad = rng.choice(("/proc/x/y.json", "/dev/null/x", str(workdir), str(workdir / "afile" / "x"), "", "/"))
+            bad = rng.choice(("/proc/x/y.json", "/dev/null/x", str(workdir), str(workdir / "afile" / "x"), "", "/", "same"))
             (workdir / "afile").write_text("a file\n")
             opt = "--json" if command == "step" or rng.random() < 0.5 else "--out"
-            argv += [opt, bad]
-            note.append(f"{opt} {bad!r}")
+            if bad == "same" and command != "step":   # --out and --json on one path
+                argv += ["--out", str(workdir / "same"), "--json", str(workdir / "same")]
+                note.append("--out and --json on one path")
+            else:
+                bad = "/" if bad == "same" else bad
+                argv += [opt, bad]
+                note.append(f"{opt} {bad!r}")
         else:                                              # command options
             note.append("options")
             if command == "plan":

@@ -56,6 +56,7 @@ from calibration.predict import Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from calibration.records_io import csv_exists, read_csv
+from twin.core.paths import shown_path
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -794,7 +795,7 @@ def measured_accumulate(folder: Path, gpu: str) -> dict | None:
         df = df[(df["time_s"] > 0) & (df["elements"] > 0)]
         per = {op: float(np.median(g["time_s"] / g["elements"])) for op, g in df.groupby("op")}
         if {"first", "add"} <= per.keys():
-            return {"first": per["first"], "add": per["add"], "source": str(path)}
+            return {"first": per["first"], "add": per["add"], "source": shown_path(path)}
     return None
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.paths import shown_path
 from twin.core.scenario import Scenario, from_dict
 from twin.core.specs import ModelSpec, ParallelPlan
 from twin.core.units import GIB
@@ -280,7 +281,7 @@ def compare(path: Path | str = RUNS_FILE, peers_csv: Path | str = PEERS_CSV) -> 
                     row[f"{peer}_rel_error"] = None if pd.isna(v) else float(v) / row["published"] - 1.0
     return {"targets": {"row_abs_rel_error": ROW_TARGET, "median_abs_rel_error": MEDIAN_TARGET},
             "plan_fields": sorted(plan_field_names()), "sources": sources, "rows": rows,
-            "summary": summarize(rows), "peers_file": str(peers_csv) if peers is not None else None,
+            "summary": summarize(rows), "peers_file": shown_path(peers_csv) if peers is not None else None,
             "peer_versions": _peer_versions(peers)}
 
 

@@ -55,7 +55,8 @@ from pathlib import Path
 
 from twin.core import atomic
 from twin.core.intervals import covered_length
-from twin.serving.published import DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PREFILL_SCENARIO, deepseek_profile_groups
+from twin.core.paths import shown_path
+from twin.serving.published import deepseek_profile_groups
 
 # the source of the numbers, written beside every derived CSV
 SOURCE = {"repo": "deepseek-ai/profile-data", "commit": "449602428a1b023acb8a505d4f34fef536535db6"}
@@ -249,16 +250,14 @@ def read_csv(path: Path) -> list[dict]:
              "kernels": int(r["kernels"])} for r in csv.DictReader(lines)]
 
 
-def compare(root: Path | None = None, csv_files: dict | None = None) -> list[dict]:
+def compare(csv_files: dict | None = None) -> list[dict]:
     """Per phase (decode, prefill): the twin's per-micro-batch group times and layer time at the
-    profile's conditions beside the trace's (when its derived CSV is present), with the error."""
-    root = root or Path(__file__).resolve().parents[1]
+    profile's conditions (the scenarios are package data: an installed wheel compares them too)
+    beside the trace's (when its derived CSV is present), with the error."""
     files = csv_files or CSV_FILES
     out = []
-    for phase, scenario in (("decode", DEEPSEEK_DECODE_SCENARIO), ("prefill", DEEPSEEK_PREFILL_SCENARIO)):
-        if not (root / "scenarios" / f"{scenario}.toml").is_file():
-            continue   # an installed wheel carries no scenarios/ folder: nothing to compare from there
-        twin = deepseek_profile_groups(root, phase)
+    for phase in ("decode", "prefill"):
+        twin = deepseek_profile_groups(phase)
         path = Path(files[phase])
         trace = per_microbatch_means(read_csv(path)) if path.is_file() else None
         rows = []
@@ -268,15 +267,13 @@ def compare(root: Path | None = None, csv_files: dict | None = None) -> list[dic
             rows.append({"group": group, "twin_us": pred, "trace_us": meas,
                          "rel_error": (pred / meas - 1.0) if pred is not None and meas else None})
         out.append({"phase": phase, "conditions": twin["conditions"], "iteration_s": twin["iteration_s"],
-                    "trace_available": trace is not None, "trace_file": str(path), "groups": rows,
+                    "trace_available": trace is not None, "trace_file": shown_path(path), "groups": rows,
                     "note": None if trace else f"{path.name} absent: the snapshot of {SOURCE['repo']} lacks the "
                     f"{phase}.json blob; derive it from a local copy (python -m calibration.serving_trace derive ...)"})
     return out
 
 
 def format_table(result: list[dict]) -> str:
-    if not result:
-        return "DeepSeek decode profile / DeepSeek prefill profile: not compared (the scenarios/ folder of a source checkout is needed)"
     lines = []
     for r in result:
         head = f"DeepSeek {r['phase']} profile ({r['conditions']}): twin iteration {r['iteration_s'] * 1e3:.2f} ms"

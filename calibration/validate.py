@@ -51,6 +51,7 @@ from calibration.serve_load_validation import format_serve_load, validate_serve_
 from calibration.split import split
 from calibration.whole_step import predict_ep_row, predict_model_row, step_components, with_measured_collectives
 from calibration.records_io import csv_exists, read_csv
+from twin.core.paths import shown_path
 from twin.costs.profile import Profile, profile_from_json
 
 MEDIAN_TARGET = 0.05
@@ -62,7 +63,7 @@ BLOCK_KINDS = ("tp_block", "cp_block")
 def load_fitted_profile(gpu: str, df: pd.DataFrame, profiles_dir: Path | str = PROFILES_DIR) -> tuple[Profile, str]:
     path = Path(profiles_dir) / f"{gpu}.json"
     if path.is_file():
-        return profile_from_json(json.loads(path.read_text())), str(path)
+        return profile_from_json(json.loads(path.read_text())), shown_path(path)
     prof, _ = fit_profile(df, gpu)
     return prof, "fitted in memory (no committed profile)"
 

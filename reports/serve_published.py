@@ -21,7 +21,6 @@ from twin.core.results import to_json
 from twin.serving.published import (H200_CLAIM_TOKENS_PER_S, crossings, deepseek_production, deepseek_profile_groups,
                                     deepseek_sensitivity, h200_curve)
 
-ROOT = Path(__file__).resolve().parents[1]
 CURVE_CSV = "h200_curve.csv"
 CURVE_PNG = "h200_curve.png"
 
@@ -54,7 +53,7 @@ def _load(row: dict) -> str:
 
 
 def build(out_dir: str | Path) -> list[Path]:
-    ds = deepseek_production(ROOT)
+    ds = deepseek_production()
     points = h200_curve()
     cross = crossings(points)
     rows = [dataclasses.asdict(p) for p in points]
@@ -87,7 +86,7 @@ def build(out_dir: str | Path) -> list[Path]:
            "per node the same team read from it (MTP off; on, one drafted token at 85%: "
            f"{pg.number(ds[-1]['mtp_on_predicted'])}, {pg.pct(ds[-1]['mtp_on_rel_error'], signed=True)}); "
            "docs/notes/s15srv_rule.md.")
-    sens = deepseek_sensitivity(ROOT)
+    sens = deepseek_sensitivity()
     p.section("Readings not adopted").table(
         ["reading", "scenario", "figure", "published", "twin", "error"],
         [[r["reading"], r["scenario"], r["metric"].replace("_", " "), pg.number(r["claimed"]), pg.number(r["predicted"]),
@@ -96,7 +95,7 @@ def build(out_dir: str | Path) -> list[Path]:
            "so the half hour after a step down carries the hour's mean load on fewer nodes (the rule's first "
            "reading; the income bars are hourly). MTP on: the post does not say; V3's report gives 85-90% "
            "acceptance of one drafted token.")
-    profiles = [deepseek_profile_groups(ROOT, phase) for phase in ("decode", "prefill")]
+    profiles = [deepseek_profile_groups(phase) for phase in ("decode", "prefill")]
     p.section("DeepSeek's own prefill and decode profiles, kernel group by group").para(
         "The iteration model at the conditions of deepseek-ai/profile-data's decode.json and prefill.json: one micro-batch "
         "of one MoE layer by kernel group, and the layer in steady state. The traces themselves are not in the stored "

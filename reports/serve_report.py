@@ -13,7 +13,7 @@
 
   python -m reports.serve_report OUT_DIR [SCENARIO.toml ...] [--set serve.x=v]
 
-runs each scenario (default: the three scenarios/r1_serve_*.toml) into OUT_DIR/<n>-<slug>/ (the
+runs each scenario (default: the three r1_serve_*.toml the package ships, twin/data; scenarios/ links them) into OUT_DIR/<n>-<slug>/ (the
 slug is made from the scenario's name, reduced to letters, digits and '-', so nothing is written
 outside OUT_DIR) and writes an overview at the top: report.html, report.md and result.json with
 every scenario's headline, the DeepGEMM kernel check and the twin against our measured decode and
@@ -33,7 +33,7 @@ from calibration.serve_validation import validate_measured
 from reports import page as pg
 from reports.page import Page
 from twin.core.results import to_json
-from twin.core.scenario import SERVING, ServeScenario, load_scenario
+from twin.core.scenario import SERVING, ServeScenario, load_scenario, packaged_scenario
 from twin.core.specs import serving_claims
 from twin.serving.result import ServeResult, SweepPoint
 from twin.serving.run import serve
@@ -42,9 +42,8 @@ SWEEP_COLUMNS = tuple(f.name for f in dataclasses.fields(SweepPoint))
 SWEEP_CSV = "serve_sweep.csv"
 PLOTS = ("throughput_vs_batch.png", "throughput_vs_tpot.png", "latency_cdf.png")
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SCENARIOS = ("scenarios/r1_serve_h200.toml", "scenarios/r1_serve_h800_decode.toml",
-                     "scenarios/r1_serve_h800_prefill.toml")
+# package data (twin.core.scenario.PACKAGED_SCENARIOS): an installed wheel runs them too
+DEFAULT_SCENARIOS = ("r1_serve_h200", "r1_serve_h800_decode", "r1_serve_h800_prefill")
 # the model DeepSeek's and NVIDIA's serving figures describe (R1 shares V3's architecture)
 PUBLISHED_MODEL = "deepseek-v3"
 
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     runs = []
-    for i, path in enumerate(args.scenarios or [str(ROOT / p) for p in DEFAULT_SCENARIOS], start=1):
+    for i, path in enumerate(args.scenarios or [packaged_scenario(name) for name in DEFAULT_SCENARIOS], start=1):
         sc = load_scenario(path, args.set, kind=SERVING)
         result = serve(sc)
         # never a path from the scenario's name: an index and a slug reduced to [a-z0-9._-], one component

@@ -43,5 +43,5 @@ def test_the_generator_reaches_every_kind_of_input(tmp_path):
     # runs, refusals by the loader and by argparse (exit status from the cases' notes, not run)
     rng = random.Random(0)
     notes = [fuzz.make_case(rng, c, tmp_path).note for _ in range(100) for c in fuzz.COMMANDS]
-    for kind in ("valid base", "file: deep", "--set: deepvalue", "--json", "section", "options"):
+    for kind in ("valid base", "file: deep", "file: big", "--set: deepvalue", "--json", "one path", "section", "options"):
         assert any(kind in n for n in notes), kind

@@ -77,6 +77,10 @@ def test_installed_commands_run_outside_the_source_tree(installed, args):
     assert data
     if args[0] == "validate":
         _same_figures_as_the_source_tree(data)
+        # both of DeepSeek's serving profiles compared from the packaged scenarios (until s19ux: none,
+        # the scenarios were read from the checkout's scenarios/), and no path of this machine
+        assert [p["phase"] for p in data["deepseek_serving_profiles"]] == ["decode", "prefill"]
+        assert "site-packages" not in (work / "out.json").read_text()
     if args[0] == "replay":
         assert (work / "replay" / "report.html").stat().st_size > 0
         assert data["total_gpu_hours"] > 0

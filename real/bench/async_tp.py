@@ -58,6 +58,7 @@ from twin.costs.flops import gemm_bytes, gemm_flops
 from real.bench.device import free_memory
 from real.bench.gemm import fp8_gemm_callable
 from real.bench.nccl import agreed_over, distributed_env, log, stats, time_windows
+from real.sync import synchronize
 
 WINDOWS, QUICK_WINDOWS = 8, 2
 # (model slice, kind, M tokens of the whole micro-batch, K, N): torchtitan's Llama 3.1 TP8 per-GPU
@@ -206,8 +207,7 @@ def bench_async_tp(rec, timer, dev, deadline, quick, env, cases=None):
             else:
                 try:   # a first call outside the timing: a fused op this torch cannot run fails here
                     fn()
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
+                    synchronize(dev)
                 except Exception as exc:
                     fn, detail = None, f"{type(exc).__name__}: {str(exc)[:200]}"
             if not _agreed_ok(fn is not None, dev):

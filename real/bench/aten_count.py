@@ -36,6 +36,7 @@ from real.bench.moe_layer import skewed_routing, with_experts
 from real.configs import get_spec
 from real.model import MLA, MoE, building, rope_tables
 from real.telemetry import Telemetry
+from real.sync import synchronize
 
 COLUMNS = ("layer", "model", "precision", "phase", "shape", "aten_ops", "aten_views", "function_ops", "function_views",
            "device", "gpu_name", "sm_clock_mhz", "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc")
@@ -338,7 +339,7 @@ def mla_timelines(dev, out_dir: Path, cases=TIMELINE_CASES, warmup: int = 3, on_
             for _ in range(warmup):
                 call(setup())
             state = setup()
-            _sync(dev)
+            synchronize(dev)
             with profile(activities=acts) as prof:
                 t = _timed(call, state, dev)
             path = out_dir / f"trace_{model}_b{B}_s{S}_{phase}.json"
@@ -355,11 +356,6 @@ def mla_timelines(dev, out_dir: Path, cases=TIMELINE_CASES, warmup: int = 3, on_
     return rows
 
 
-def _sync(dev) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _timed(call, state, dev) -> float:
     """One call's time: CUDA events around it (as the layer records time a repetition), or the
     host clock off CUDA."""
@@ -368,7 +364,7 @@ def _timed(call, state, dev) -> float:
         e0.record()
         call(state)
         e1.record()
-        _sync(dev)
+        synchronize(dev)
         return e0.elapsed_time(e1) * 1e-3
     t0 = time.perf_counter()
     call(state)

@@ -35,6 +35,7 @@ from real.bench.cp_sustained import LLAMA_8B, QUICK_8B, fa2_pass_fns, gemm_cases
 from real.bench.device import free_memory
 from real.bench.duty_sweep import calls_for
 from real.bench.records import log
+from real.sync import synchronize
 
 COPY_HOLD_S, COPY_WINDOW_S = 4.0, 1.0   # seconds a point is held, and one row's window
 COPY_ALONE_HOLD_S = 3.0                 # the copies' own draw, no kernel
@@ -55,13 +56,11 @@ def copies_per_period(dev, pair, busy_s: float) -> int:
     """Copies of one pair that fill about busy_s of one stream (at least one), timed alone."""
     src, dst = pair
     dst.copy_(src)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(dev)
     t0 = time.perf_counter()
     for _ in range(3):
         dst.copy_(src)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(dev)
     per = (time.perf_counter() - t0) / 3
     return max(1, round(busy_s / per)) if per > 0 else 1
 
@@ -169,8 +168,7 @@ def hold_with_copies(rec, timer, dev, kernel: str, precision: str, fn, flops: fl
                 bytes=math.nan, achieved_flops_per_s=flops / t if fn is not None and t > 0 else math.nan,
                 achieved_bytes_per_s=copy_rate, sm_clock_mhz=clock, mem_clock_mhz=timer.tel.mem_clock_mhz(),
                 power_w=power, energy_j=power * wall)
-    if cuda:
-        torch.cuda.synchronize()
+    synchronize(dev)
     side.drain()
     return window
 

@@ -48,6 +48,7 @@ from real.bench.records import DIST_ENV_COLS, ENV_COLS
 from real.bench.torch_cp import kernel_category
 from real.collectives import CommTimer
 from real.configs import get_spec
+from real.sync import synchronize
 
 WARMUP, MARK_REPS, PROFILED_REPS = 2, 3, 2
 REP_RANGE = "cp_rep"
@@ -251,11 +252,9 @@ def trace_case(block: str, model: str, H: int, S: int, kind: str, group, dev, ra
     else:
         step, holder = _cp_mla_fn(spec, group, S, dev, rank, world, kind)
         holder.comm = comm
-    cuda = dev.type == "cuda"
     for _ in range(WARMUP):
         step()
-    if cuda:
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     dist.barrier(group=group)
     marks.clear()
     starts, hosts, events, comms = _reps(step, dev, MARK_REPS, comm, False)

@@ -60,6 +60,7 @@ from real.bench.records import log
 from real.configs import get_spec
 from real.infer import decode_step, prefill
 from real.model import build_model
+from real.sync import synchronize
 
 # model.csv's decode rows: batches per model, prompt 1,024, 32 generated (L = 1,025..1,056)
 MODEL_BATCHES = {"v3-slice-2l": [1, 8, 32, 64, 128, 256], "v2-lite-slice": [1, 8, 32, 128, 256]}
@@ -371,8 +372,7 @@ def bench_decode_drift(rec, timer, dev, deadline, quick, env):
                 break
             caches = model.new_caches(B, P + G)
             token = prefill(model, prompts[B], caches, max_batch=16)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             if condition == "after_idle":
                 time.sleep(idle_s)
             elif condition == "after_burst":
@@ -395,8 +395,7 @@ def bench_decode_drift(rec, timer, dev, deadline, quick, env):
                               "power_now_w": tel.power_w(), "temperature_c": tel.temperature_c(),
                               "pstate": tel.performance_state(), "clock_event_reasons": tel.clock_event_reasons(),
                               "sm_clock_mhz": tel.sm_clock_mhz(), "mem_clock_mhz": tel.mem_clock_mhz()})
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             times = []
             for s in steps:
                 ev = s.pop("ev")

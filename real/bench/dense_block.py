@@ -48,6 +48,7 @@ from real.bench.host_dispatch import ANNOTATION
 from real.bench.records import Recorder, log
 from real.dense import DenseShape, LMHead, attention_core, build_block, rope_freqs_cis, slice_of
 from real.telemetry import Telemetry
+from real.sync import synchronize
 
 WARMUP = 2
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -99,21 +100,16 @@ def block_cases(quick: bool) -> list[Case]:
     ]
 
 
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def time_call(fn, setup, dev, reps: int, warmup: int = WARMUP) -> dict:
     """fn(setup()) timed: CUDA events around each repetition (the host clock on CPU), the host
     seconds to issue it beside."""
     for _ in range(warmup):
         fn(setup())
-    _sync(dev)
+    synchronize(dev)
     gpu, host = [], []
     for _ in range(reps):
         state = setup()
-        _sync(dev)
+        synchronize(dev)
         if dev.type == "cuda":
             e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             e0.record()
@@ -135,11 +131,11 @@ def time_call(fn, setup, dev, reps: int, warmup: int = WARMUP) -> dict:
 def kernel_times(fn, setup, dev) -> dict[str, tuple[int, float]]:
     """kernel name -> (calls, GPU seconds) of one profiled fn(setup()) (CPU ops' times on a CPU)."""
     state = setup()
-    _sync(dev)
+    synchronize(dev)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=acts) as prof:
         fn(state)
-        _sync(dev)
+        synchronize(dev)
     out: dict[str, tuple[int, float]] = {}
     for ev in prof.events():
         if dev.type == "cuda":   # kernels, not range annotations ("Optimizer.step#AdamW.step"; a

@@ -37,6 +37,7 @@ from real.bench.device import environment, free_memory
 from real.bench.records import Recorder, log
 from real.dense import DenseShape, GPTBlock, attention_core, slice_of
 from real.telemetry import Telemetry
+from real.sync import synchronize
 
 BACKENDS = {"flash": [SDPBackend.FLASH_ATTENTION], "cudnn": [SDPBackend.CUDNN_ATTENTION],
             "efficient": [SDPBackend.EFFICIENT_ATTENTION], "auto": None}
@@ -78,8 +79,7 @@ def profiled(fn, dev) -> tuple[str, dict[str, tuple[int, float]]]:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=acts) as prof:
         fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        synchronize(dev)
     events = list(prof.events())
     ran = sdpa_op_ran([ev.name for ev in events if ev.device_type.name == "CPU"])
     out: dict[str, tuple[int, float]] = {}

@@ -38,6 +38,7 @@ import torch
 from real.bench.cp_sustained import LLAMA_8B, QUICK_8B, fa2_pass_fns, gemm_cases
 from real.bench.device import free_memory
 from real.bench.records import log
+from real.sync import synchronize
 
 DUTY_HOLD_S, DUTY_WINDOW_S = 5.0, 1.0   # seconds a duty point is held, and one row's window
 IDLE_S = 3.0                            # idle board power read first (energy counter)
@@ -136,14 +137,12 @@ def idle_row(rec, timer, idle_s: float) -> None:
 def calls_for(fn, dev, busy_s: float) -> int:
     """Calls of fn that fill about busy_s of GPU time (at least one), from a short timed run."""
     fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(dev)
     t0 = time.perf_counter()
     n = 3
     for _ in range(n):
         fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(dev)
     per_call = (time.perf_counter() - t0) / n
     return max(1, round(busy_s / per_call)) if per_call > 0 else 1
 

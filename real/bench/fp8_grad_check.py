@@ -42,6 +42,7 @@ from real import fp8
 from real.bench.cp_block import QUICK_SHAPE, _torchtitan_sdpa
 from real.dense import build_block, rope_freqs_cis, slice_of
 from real.telemetry import Telemetry
+from real.sync import synchronize
 
 IMPLS = ("s18tt", "custom_op", "function")
 # FP8 rounding moves a compiled gradient by a few percent from eager (inductor keeps elementwise
@@ -183,8 +184,7 @@ def check_case(case: str, impl: str, dev, quick: bool) -> dict:
     compiled = torch.compile(wrapped, fullgraph=True, backend=backend)
     t0 = time.perf_counter()
     got = grads(compiled, mod, args, gy, dev)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     row["compile_s"] = time.perf_counter() - t0
     errs = rel_errors(names, got, eager)
     weight_errs = [e for n, e in errs.items() if n != "x"]

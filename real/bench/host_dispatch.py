@@ -38,6 +38,7 @@ from real.configs import get_spec
 from real.infer import decode_step, prefill
 from real.model import MLA, MoE, build_model, building, rope_tables
 from real.train import MasterAdamW
+from real.sync import synchronize
 
 ANNOTATION = re.compile(r"[\w.]+#[\w.]+")   # a profiler range such as "Optimizer.step#AdamW.step"
 HOST_REPS = 10
@@ -59,11 +60,6 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, profiled: bool = True) -> dict:
     """Host seconds, event seconds, kernels, kernel seconds and aten ops of fn(setup()); with
     profiled False no profiler run (kernels 0, kernel_s NaN): a quick probe whose kernels are known."""
@@ -72,7 +68,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
     host, wall = [], []
     for _ in range(reps):
         state = setup()
-        _sync(dev)
+        synchronize(dev)
         if dev.type == "cuda":
             e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             e0.record()
@@ -81,7 +77,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
         t1 = time.perf_counter()
         if dev.type == "cuda":
             e1.record()
-            _sync(dev)
+            synchronize(dev)
             wall.append(e0.elapsed_time(e1) * 1e-3)
         else:
             wall.append(t1 - t0)
@@ -91,10 +87,10 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
         ev = []
         for _ in range(KERNEL_REPS):   # the profiler around the phase alone, not its setup
             state = setup()
-            _sync(dev)
+            synchronize(dev)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 fn(state)
-                _sync(dev)
+                synchronize(dev)
             # kernels only: range annotations ("Optimizer.step#AdamW.step") also show as CUDA events
             ev += [e for e in prof.events() if e.device_type.name == "CUDA" and not ANNOTATION.fullmatch(e.name)]
         kernels = len(ev) / KERNEL_REPS
@@ -106,7 +102,7 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
     counter = _CountOps()
     with counter:
         fn(state)
-    _sync(dev)
+    synchronize(dev)
     q = statistics.quantiles(wall, n=10, method="inclusive") if len(wall) > 1 else [wall[0]] * 9
     return {"host_s": statistics.median(host), "time_s": statistics.median(wall), "time_p10_s": q[0],
             "time_p90_s": q[-1], "reps": reps, "timing": "per_rep_events" if dev.type == "cuda" else "host_clock",

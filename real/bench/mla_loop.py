@@ -45,6 +45,7 @@ from real import fp8
 from real.bench.aten_count import _env, mla_call, precision_of
 from real.bench.timing import Timer
 from real.telemetry import Telemetry
+from real.sync import synchronize
 
 # the records' MLA layer shapes (real/bench/attention.py): fitting split first, then held out
 CASES = (("v3-slice-1l", 1, 1024), ("v3-slice-1l", 1, 4096),
@@ -58,17 +59,12 @@ COLUMNS = ("bench", "model", "batch", "seq_len", "phase", "precision", "split", 
            "device", "gpu_name", "sm_clock_mhz", "mem_clock_mhz", "torch_version", "cuda_version", "timestamp_utc")
 
 
-def _sync(dev) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _host_of(fn, dev) -> float:
-    _sync(dev)
+    synchronize(dev)
     t0 = time.perf_counter()
     fn()
     t1 = time.perf_counter()
-    _sync(dev)
+    synchronize(dev)
     return t1 - t0
 
 
@@ -120,7 +116,7 @@ def loop_round(timer: Timer, fn, setup, dev, reps: int = REPS, marks: FirstNode 
         host_setup = _host_of(setup, dev)
         state = setup()
         host_call = _host_of(lambda: fn(state), dev)
-    _sync(dev)
+    synchronize(dev)
     if marks:
         marks.clear()
     t0 = time.perf_counter()
@@ -155,7 +151,7 @@ def case_rows(model: str, batch: int, seq: int, label: str, dev, timer: Timer, r
     for phase, (setup, fn, m) in phases.items():
         for _ in range(WARMUP):
             fn() if setup is None else fn(setup())
-        _sync(dev)
+        synchronize(dev)
         got = [loop_round(timer, fn, setup, dev, reps, m) for _ in range(rounds)]
         times = sorted(t for g in got for t in g["times"])
         q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9

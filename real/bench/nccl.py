@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from real.bench.records import log as _log_all
+from real.sync import synchronize
 
 WINDOW_S = 2e-3  # a timed window holds at least this much work ...
 MAX_CALLS = 200  # ... or this many calls
@@ -135,8 +136,7 @@ class _Clock:
         return handle
 
     def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize(self.dev)
+        synchronize(self.dev)
 
 
 def time_windows(fn, dev, windows: int, warmup: int = 3) -> tuple[list[float], int]:

@@ -61,6 +61,7 @@ from real.configs import get_spec
 from real.model import building, rope_tables
 from real.serve.hostspeed import launch_probe
 from real.tp import TPMLABlock, TPMoEBlock
+from real.sync import synchronize
 from twin.costs.flops import attention_flops, gemm_flops
 
 HELD_OUT_TP_TOKENS = {4096}
@@ -173,8 +174,7 @@ def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) ->
     for _ in range(warmup):
         fn()
     cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     if group is not None:
         dist.barrier(group=group)
     handles, comms, hosts = [], [], []
@@ -195,11 +195,9 @@ def time_reps(fn, dev, reps: int, warmup: int, comm: CommTimer | None, group) ->
             handles.append(time.perf_counter() - t0)
             hosts.append(handles[-1])
         if comm is not None:
-            if cuda:
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             comms.append(comm.totals_s())
-    if cuda:
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     times = [s.elapsed_time(e) * 1e-3 for s, e in handles] if cuda else handles
     if group is not None:
         t = torch.tensor([times, hosts], device=dev, dtype=torch.float64)
@@ -352,16 +350,14 @@ def bench_collective_host(rec, dev, quick, group):
         before = host_probe_s(dev, group)
         per_call = []
         for _ in range(reps):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             dist.barrier(group=group)
             comm.reset()
             t0 = time.perf_counter()
             for _ in range(calls):
                 _collective_call(op, x, group, comm)
             per_call.append((time.perf_counter() - t0) / calls)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        synchronize(dev)
         t = torch.tensor(per_call, device=dev, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
         st = stats(t.tolist())
@@ -427,8 +423,7 @@ def _trace_two_reps(step, dev, path: Path) -> None:
     with torch.profiler.profile(activities=acts) as prof:
         for _ in range(2):
             step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        synchronize(dev)
     prof.export_chrome_trace(str(path))
     log(f"trace {path.name}")
 

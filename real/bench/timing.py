@@ -10,6 +10,7 @@ import time
 import torch
 
 from real.bench.records import ENERGY_MIN_WINDOW_S, log
+from real.sync import synchronize
 from real.telemetry import Telemetry
 
 # measure_batched: a timed window holds >= 20 ms of work or BATCH_MAX_CALLS calls (the one event
@@ -28,8 +29,7 @@ class Timer:
         self.min_time_s, self.max_reps, self.warmup = min_time_s, max_reps, warmup
 
     def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def _once(self, fn, setup):
         state = setup() if setup else None

@@ -60,6 +60,7 @@ from real.bench.device import free_memory
 from real.bench.nccl import agreed_over, distributed_env, log, stats
 from real.bench.parallel_blocks import time_reps
 from real.configs import get_spec
+from real.sync import synchronize
 from twin.core.intervals import covered_length, uncovered_length
 from twin.costs.flops import attention_flops
 
@@ -233,8 +234,7 @@ def profile_phases(fwd, bwd, dev, reps: int, trace_path: str | None = None) -> d
             with torch.profiler.record_function("bwd"):
                 bwd(out)
             del out
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        synchronize(dev)
     if trace_path:
         prof.export_chrome_trace(trace_path)
         return _load_trace(trace_path)
@@ -459,8 +459,7 @@ def _sdpa_kernel_name(fwd, dev) -> str:
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with torch.profiler.profile(activities=acts) as prof:
         fwd()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        synchronize(dev)
     ops = [e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")]
     return ops[0].removeprefix("aten::") if ops else "sdpa"
 

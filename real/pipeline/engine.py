@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from real.ep import HostMarks, recording
 from real.fp8 import BF16, Precision, linear
 from real.model import MoE, Transformer
+from real.sync import synchronize
 from real.wgrad import WeightGradStore, deferring
 from twin.core.schedules import PipeOp, Schedule
 
@@ -314,8 +315,7 @@ class Clock:
         return Mark(host_s, host_s)
 
     def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def seconds(self, start: Mark, mark: Mark) -> float:
         return start.gpu.elapsed_time(mark.gpu) * 1e-3 if self.cuda else mark.gpu - start.gpu

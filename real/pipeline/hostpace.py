@@ -29,6 +29,7 @@ import time
 import torch
 
 from real.serve.hostprobe import cpu_probe
+from real.sync import synchronize
 
 LAUNCHES = 128             # small kernels a launch probe (~4 ms of host at 30 us a launch)
 SLEEP_S_PER_LAUNCH = 1e-4  # the sleep kernel covers 100 us a launch: 3x the slowest pace s18reg read (41 us)
@@ -37,17 +38,12 @@ SLEEP_CYCLES_PER_S = 2.0e9  # torch.cuda._sleep counts SM cycles; 2 GHz >= the H
 PY_PASSES = 8              # pure-Python passes a probe (~0.1 ms each on a server core)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def launch_probe(dev: torch.device, launches: int = LAUNCHES) -> dict:
     """Host seconds a small kernel launch with the stream held (see the module docstring)."""
     x = torch.ones(256, device=dev)
     each = []
     with torch.no_grad():
-        _sync(dev)
+        synchronize(dev)
         if dev.type == "cuda":
             torch.cuda._sleep(int(launches * SLEEP_S_PER_LAUNCH * SLEEP_CYCLES_PER_S))
         t0 = time.perf_counter()
@@ -59,7 +55,7 @@ def launch_probe(dev: torch.device, launches: int = LAUNCHES) -> dict:
         total_s = time.perf_counter() - t0
         # still behind the sleep after the last launch: every launch was issued with nothing running
         blocked = int(not torch.cuda.current_stream(dev).query()) if dev.type == "cuda" else 0
-        _sync(dev)
+        synchronize(dev)
     return dict(probe="launch", calls=launches, us_per_call=total_s / launches * 1e6,
                 us_per_call_p50=statistics.median(each) * 1e6, stream_blocked=blocked)
 

@@ -39,15 +39,11 @@ import torch
 
 from real.serve.hostprobe import cpu_probe
 from real.serve.records import PROBE_KEYS
+from real.sync import synchronize
 
 PROBE_CHAIN = 64          # kernels per chain (the s9mla host probe's chains)
 PROBE_WINDOW_S = 0.04     # each measure runs at least this long (a 3 ms time slice is under 10% of it)
 PROBE_MAX_REPS = 2000     # and at most this many chains / passes (bounded on any host)
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def _window(one, window_s: float) -> tuple[float, float]:
@@ -75,11 +71,11 @@ def launch_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[f
         t = time.perf_counter()
         _chain(x)
         t = time.perf_counter() - t
-        _sync(dev)
+        synchronize(dev)
         return t
     with torch.no_grad():
         _chain(x)   # first calls out of the window
-        _sync(dev)
+        synchronize(dev)
         mean, p50 = _window(one, window_s)
     return mean / PROBE_CHAIN, p50 / PROBE_CHAIN
 
@@ -124,10 +120,10 @@ def graph_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[fl
         t = time.perf_counter()
         g.replay()
         t = time.perf_counter() - t
-        _sync(dev)
+        synchronize(dev)
         return t
     g.replay()
-    _sync(dev)
+    synchronize(dev)
     return _window(one, window_s)
 
 

@@ -29,7 +29,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from real.bench.records import log
 from real.pipeline.probe import ANNOTATION, kernels_by_op
-from real.serve.shapeprobe import MAX_SIZE, _sync, env_columns, grow_pool, probe_model, row_writer, weights
+from real.serve.shapeprobe import MAX_SIZE, env_columns, grow_pool, probe_model, row_writer, weights
+from real.sync import synchronize
 
 COLS = ["bench", "model", "weight", "m", "n", "k", "kernels", "num_kernels", "split"]
 
@@ -45,7 +46,7 @@ def chunk_calls(lin, sizes, dev, dtype) -> tuple[list[tuple[str, int, int, int]]
                 x = torch.empty(m, w.shape[1], device=dev, dtype=dtype)
                 with record_function(f"{ANNOTATION}{len(calls)}"):
                     F.linear(x, w)
-                    _sync(dev)
+                    synchronize(dev)
                 calls.append((name, m, int(w.shape[0]), int(w.shape[1])))
     return calls, kernels_by_op(prof.events())
 

@@ -53,6 +53,7 @@ from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.model import GROUP_ALIGN, build_model
 from real.telemetry import Telemetry
+from real.sync import synchronize
 
 COLS = ["bench", "model", "kind", "weight", "m", "n", "k", "order", "size_order", "first_s", "repeat_s",
         "segments_allocated", "heuristics_cache", "module_loading", "init_s", "split"]
@@ -90,11 +91,6 @@ def _host_s(fn) -> float:
     return time.perf_counter() - t
 
 
-def _sync(dev) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _segments(dev) -> int:
     """The caching allocator's cumulative cudaMalloc count (0 off CUDA): a first call that grew the pool
     paid a cudaMalloc, not only its GEMM's set-up."""
@@ -126,11 +122,11 @@ def probe_together(model, dev, dtype, n_sizes: int, max_size: int, deadline: flo
         def one_pass():
             for x, (_, w) in zip(xs, lin):
                 F.linear(x, w)
-        _sync(dev)
+        synchronize(dev)
         first = _host_s(one_pass)
-        _sync(dev)
+        synchronize(dev)
         again = _host_s(one_pass)
-        _sync(dev)
+        synchronize(dev)
         emit({"kind": "together", "weight": "*", "m": m, "n": len(lin), "k": 0, "order": order,
               "size_order": order_kind, "first_s": first, "repeat_s": again, "segments_allocated": _segments(dev)})
         done += 1
@@ -152,11 +148,11 @@ def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float,
             break
         for name, w in lin:
             x = torch.randn(m, w.shape[1], device=dev, dtype=dtype)
-            _sync(dev)
+            synchronize(dev)
             first = _host_s(lambda: F.linear(x, w))
-            _sync(dev)
+            synchronize(dev)
             again = _host_s(lambda: F.linear(x, w))
-            _sync(dev)
+            synchronize(dev)
             emit({"kind": "linear", "weight": name, "m": m, "n": w.shape[0], "k": w.shape[1], "order": order,
                   "size_order": order_kind, "first_s": first, "repeat_s": again, "segments_allocated": _segments(dev)})
         rows = m * top_k
@@ -168,11 +164,11 @@ def probe(model, spec, dev, dtype, n_sizes: int, max_size: int, deadline: float,
             offs = torch.clamp(torch.arange(1, e + 1, device=dev) * per, max=cap).to(torch.int32)
             wt = w.transpose(-2, -1)
             try:
-                _sync(dev)
+                synchronize(dev)
                 first = _host_s(lambda: torch._grouped_mm(x, wt, offs=offs))
-                _sync(dev)
+                synchronize(dev)
                 again = _host_s(lambda: torch._grouped_mm(x, wt, offs=offs))
-                _sync(dev)
+                synchronize(dev)
             except (RuntimeError, AttributeError, NotImplementedError):
                 continue   # no grouped kernel on this device / dtype (CPU dry runs)
             emit({"kind": "grouped", "weight": name, "m": cap, "n": w.shape[1], "k": w.shape[2], "order": order,
@@ -205,7 +201,7 @@ def probe_model(model_name: str, device: str):
     dtype = torch.bfloat16 if use_cuda else torch.float32
     torch.manual_seed(0)
     model = build_model(get_spec(model_name), dev, dtype, max_seq_len=64)
-    _sync(dev)
+    synchronize(dev)
     return dev, dtype, use_cuda, model
 
 

@@ -21,6 +21,15 @@ def _has_cuda() -> bool:
 
 
 @pytest.mark.skipif(_has_cuda(), reason="checks the no-CUDA message")
+@pytest.mark.parametrize("command, default", [("step", "DeepSeek-V3 pre-training on 2,048 H800"),
+                                              ("serve", "R1 served on one HGX H200")])
+def test_each_commands_help_names_the_scenario_it_runs_by_default(command, default):
+    """`twin serve --help` named V3 pre-training as its default (until s19ux): each says its own."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    scenario = next(a for a in sub._actions if a.dest == "scenario")
+    assert scenario.help == f"scenario TOML (default: {default})"
+
+
 def test_calibrate_without_cuda_exits_2(capsys, tmp_path):
     assert main(["calibrate", "--out", str(tmp_path)]) == 2
     assert "needs CUDA" in capsys.readouterr().err

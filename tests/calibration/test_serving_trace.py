@@ -121,7 +121,7 @@ def test_cli_derives_a_csv_with_its_source_and_compare_reads_it(tmp_path):
     assert out.read_text().startswith(f"# source: deepseek-ai/profile-data@{st.SOURCE['commit']}:decode.json")
     rows = st.read_csv(out)
     assert st.per_microbatch_means(rows)["attention_core"] == 100.0
-    result = {r["phase"]: r for r in st.compare(ROOT, {"decode": out, "prefill": tmp_path / "absent.csv"})}
+    result = {r["phase"]: r for r in st.compare({"decode": out, "prefill": tmp_path / "absent.csv"})}
     dec, pre = result["decode"], result["prefill"]
     assert dec["trace_available"] and not pre["trace_available"] and "absent" in pre["note"]
     core = next(g for g in dec["groups"] if g["group"] == "attention_core")
@@ -135,7 +135,11 @@ def test_cli_rejects_a_missing_trace(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_compare_without_the_scenarios_folder_says_so(tmp_path):
-    """An installed wheel has no scenarios/ folder: nothing is compared and the table says why."""
-    assert st.compare(tmp_path) == []
-    assert "not compared" in st.format_table([])
+def test_compare_runs_the_packaged_scenarios_and_names_files_from_the_package():
+    """Both profiles are compared from the scenarios the package ships (until s19ux they were read
+    from the checkout's scenarios/, so an installed `twin validate` compared nothing), and the
+    derived CSV is named from the package root, never as an absolute path of this machine."""
+    result = st.compare()
+    assert [r["phase"] for r in result] == ["decode", "prefill"]
+    assert [r["trace_file"] for r in result] == ["calibration/data/deepseek_decode_profile.csv",
+                                                 "calibration/data/deepseek_prefill_profile.csv"]

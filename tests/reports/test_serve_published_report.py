@@ -15,7 +15,7 @@ def test_report_shows_the_day_averages_and_deepseeks_profiles_group_by_group(tmp
     profiles come group by group."""
     pts = (CurvePoint(1024, 1024, 16, 3000.0, 0.04, 0.2, 0), CurvePoint(1024, 1024, 64, 5000.0, 0.05, 0.3, 0))
     monkeypatch.setattr(sp, "h200_curve", lambda: pts)
-    # the day rows (deepseek_production) and the sensitivity rows both simulate decode_speed_curve(ROOT),
+    # the day rows (deepseek_production) and the sensitivity rows both simulate decode_speed_curve(),
     # the same deterministic runs (a third of the build's time): simulated once here
     monkeypatch.setattr(published, "decode_speed_curve", functools.cache(published.decode_speed_curve))
     sp.build(tmp_path)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,23 @@ def test_bad_numbers_or_wrong_kind_exit_2_naming_the_field(argv, field, capsys, 
     assert err.startswith((f"error: {field} ", f"error: {field}: "))
 
 
+@pytest.mark.parametrize("argv", [["--pp", "8", "--vary", "pp=4"], ["--vary", "zero_stage=1", "--vary", "zero_stage=2"]])
+def test_one_search_list_given_twice_is_refused(argv, capsys):
+    """--pp 8 --vary pp=4 searched PP4 alone, the later list silently replacing the first (until s19ux)."""
+    assert main(["plan", "--tokens", "1e12", "--days", "30", "--quiet", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --vary: got '{argv[-1]}'; allowed: a list not already given")
+
+
+def test_plan_without_its_question_names_the_options_that_ask_it(capsys):
+    """`twin plan` alone (the default scenario has no [search]): the error names --tokens and --days,
+    not only the [search] key a new user has not met (until s19ux: 'a required number')."""
+    assert main(["plan", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: search.tokens in <default: deepseek_v3_pretrain.toml>: got '<missing>'; "
+                                              "allowed: a number: --tokens on the command line, or tokens in the scenario's [search]")
+    assert main(["plan", "--tokens", "1e12", "--quiet"]) == 2
+    assert "allowed: a number: --days on the command line" in capsys.readouterr().err
+
+
 def test_python_api_plan_takes_the_search_of_a_plan_scenario():
     sc = twin.load_scenario(ROOT / "scenarios" / "v3_plan.toml")
     out = twin.plan(sc, gpu=["h800"], num_gpus=[2048], pp=[16], workers=1)
@@ -232,3 +250,14 @@ def test_a_scenario_error_raised_in_a_worker_reaches_the_parent():
     back = pickle.loads(pickle.dumps(err))
     assert (back.field, back.value, back.allowed, back.source, str(back)) == (err.field, err.value, err.allowed,
                                                                               err.source, str(err))
+
+
+def test_plan_with_no_plan_within_the_deadline_exits_3_naming_the_fastest(capsys):
+    """Plans run but none finishes in time: no answer to the question, so exit 3 with the reason, as
+    a serving plan meeting no target (until s19ux: exit 0, the answer missing)."""
+    code = main(["plan", "--tokens", "14.8e12", "--days", "1", "--gpu", "h800", "--num-gpus", "2048", "--pp", "16",
+                     "--ep", "64", "--schedules", "dualpipe", "--simulate", "1", "--quiet", "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 3 and "none meets the question" in captured.out
+    assert re.search(r"^infeasible: none of the 1 simulated plans trains 1.48e\+13 tokens within 1 days; the fastest takes "
+                     r"[\d.]+ days \(2048xh800 ", captured.err, re.M)

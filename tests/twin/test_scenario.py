@@ -1,7 +1,9 @@
 """Strict loading: every bad input names the field, the value and what is allowed."""
 
+import fnmatch
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from twin.core.errors import ScenarioError
 from twin.cli.main import main
-from twin.core.scenario import apply_overrides, from_dict, load_scenario, read_raw
+from twin.core.scenario import PACKAGED_SCENARIOS, SERVING, apply_overrides, from_dict, load_scenario, packaged_scenario, read_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,7 +154,31 @@ def test_search_lists_are_checked_item_by_item():
         load_scenario(ROOT / "scenarios" / "r1_serve_h200.toml", ["serve.batch_sweep=[-4]"])
 
 
-def test_embedded_serving_default_is_the_shipped_h200_scenario():
-    from importlib import resources
-    embedded = resources.files("twin.data").joinpath("r1_serve_h200.toml").read_text()
-    assert embedded == (ROOT / "scenarios" / "r1_serve_h200.toml").read_text()
+@pytest.mark.parametrize("name", PACKAGED_SCENARIOS)
+def test_packaged_scenarios_are_package_data_and_scenarios_links_them(name):
+    """The serving scenarios the twin runs itself (the default; DeepSeek's published conditions, which
+    `twin validate` compares) are package data, so an installed wheel has them (until s19ux the
+    DeepSeek two lived only in the checkout's scenarios/ and an installed validate compared nothing),
+    and scenarios/ holds a link to each, not a second copy."""
+    path = packaged_scenario(name)
+    assert path.parent == ROOT / "twin" / "data" and path.is_file() and not path.is_symlink()
+    assert any(fnmatch.fnmatch(f"data/{path.name}", pattern) for pattern in _package_data("twin"))
+    listed = ROOT / "scenarios" / path.name
+    assert listed.is_symlink() and listed.resolve() == path.resolve()
+    assert load_scenario(path, kind=SERVING).serve is not None
+
+
+def test_packaged_scenario_refuses_a_name_the_package_does_not_ship():
+    with pytest.raises(ValueError, match="the package ships"):
+        packaged_scenario("v3_plan")
+
+
+def _package_data(package: str) -> list[str]:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)["tool"]["setuptools"]["package-data"][package]
+
+
+def test_an_unknown_kind_is_named_not_taken_for_a_missing_table():
+    """load_scenario(kind="serve") (a typo of "serving") said the file lacks a [search] table (until s19ux)."""
+    with pytest.raises(ScenarioError, match=r"^kind: got 'serve'; allowed: one of 'training', 'plan', 'serving'$"):
+        load_scenario(None, kind="serve")

@@ -54,6 +54,13 @@ def test_axes_parse_lists_and_ranges():
         check_keys([parse_axis("plan.ppp=1")])
 
 
+def test_a_key_given_twice_is_refused():
+    """--grid plan.pp=8,16 --grid plan.pp=4 swept two points, both at PP4 (until s19ux)."""
+    with pytest.raises(ScenarioError, match=r"^--grid plan.pp: got 'plan.pp'; allowed: each key once"):
+        check_keys([parse_axis("plan.pp=8,16"), parse_axis("plan.pp=4")])
+    check_keys([parse_axis("plan.pp=8,16"), parse_axis("plan.ep=8")])
+
+
 def test_points_grid_random_and_latin_hypercube():
     axes = [Axis("plan.pp", values=(1, 2, 4)), Axis("plan.schedule", values=("1f1b", "zb1p"))]
     assert len(points(axes, "grid")) == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from twin.core.errors import ScenarioError
+from twin.core.paths import shown_path
 from twin.costs.profile import simulation_profile
 
 # calibration/, real/ and reports/ (pandas, matplotlib) are imported by the commands that use them:
@@ -17,12 +20,37 @@ from twin.costs.profile import simulation_profile
 EXIT_INVALID = 2
 
 
+INPUT_FOLDERS = {"records": "--records", "profiles": "--profiles"}
+
+
+@contextlib.contextmanager
+def _own_inputs(args, attrs: tuple[str, ...]):
+    """Folders the user names (--records, --profiles) whose files cannot be read (binary, missing
+    columns, no timed rows, a profile that is not one) are bad input: exit 2 naming the options, not a
+    traceback (until s19ux). The packaged records' and profiles' errors stay bugs with a traceback."""
+    given = [(INPUT_FOLDERS[a], getattr(args, a)) for a in attrs if getattr(args, a, None)]
+    if not given:
+        yield
+        return
+    try:
+        yield
+    except ScenarioError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise ScenarioError(" / ".join(o for o, _ in given), " ".join(v for _, v in given),
+                            "folders as `twin calibrate` (records: <gpu>/*.csv) and `twin fit` (profiles: <gpu>.json) "
+                            f"write them ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
 def cmd_fit(args) -> int:
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import fit_gpu, write_profile  # lazy: pandas, matplotlib
     from calibration.publish import publish_expert_loads  # lazy: pandas, matplotlib
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
+    if args.gpu and args.gpu not in rec.gpu_dirs(root):
+        raise ScenarioError("--gpu", args.gpu, f"a GPU folder with timed records under the records root: one of "
+                            f"{', '.join(rec.gpu_dirs(root)) or '(none)'}")
     if not gpus:
         print(f"error: no records under {root}; run `twin calibrate --out DIR` on a GPU first",
               file=sys.stderr)
@@ -30,7 +58,8 @@ def cmd_fit(args) -> int:
     out = {}
     for gpu in gpus:
         try:
-            prof, stats = fit_gpu(gpu, root)
+            with _own_inputs(args, ("records",)):
+                prof, stats = fit_gpu(gpu, root)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID
@@ -39,7 +68,7 @@ def cmd_fit(args) -> int:
             publish_expert_loads(gpu, root)
         print(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
               f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}")
-        out[gpu] = {"profile_path": str(path), **stats, "profile": prof.to_json()}
+        out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
     args.write_json(args.json, out)
     return 0
 
@@ -59,8 +88,11 @@ def cmd_validate(args) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
+    if args.records and not rec.gpu_dirs(records_root):   # nothing of the user's to predict
+        raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
+                            "(`twin calibrate --out DIR` writes them)")
     bar = tqdm(total=5, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
-    with bar:
+    with bar, _own_inputs(args, ("records", "profiles")):
         result = validate(records_root, profiles)
         bar.update(1)
         h100 = profiles / "h100.json"
@@ -152,7 +184,8 @@ def add_commands(sub, write_json) -> None:
     p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
     p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
     _add_dirs(p)
-    p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")))
+    p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")),
+                   inputs=(("records", "--records"),))
 
     p = sub.add_parser("validate", help="predict held-out measurements and the H800 trace; report errors")
     p.add_argument("--detail", action="store_true", help="print every table (per op kind, every trace phase, every SM count)")
@@ -160,7 +193,8 @@ def add_commands(sub, write_json) -> None:
     p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, the plots (scatter, error by op kind, the H800 trace beside the twin) and CSVs here")
     _add_dirs(p)
-    p.set_defaults(func=cmd_validate, write_json=write_json, outputs=(("json", "--json", "file"), ("out", "--out", "dir")))
+    p.set_defaults(func=cmd_validate, write_json=write_json, outputs=(("json", "--json", "file"), ("out", "--out", "dir")),
+                   inputs=(("records", "--records"), ("profiles", "--profiles")))
 
     p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")
     p.add_argument("--out", metavar="DIR", required=True, help="directory for the CSVs")

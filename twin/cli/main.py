@@ -126,12 +126,14 @@ def cmd_schedule(args) -> int:
 def cmd_trace(args) -> int:
     from reports.page import to_toml  # lazy: matplotlib
     sc = _scenario(args)
+    window = _window(args.window) if args.window else None
     try:
         res = simulate_step(sc)
     except InfeasiblePlan as exc:
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
-    window = _window(args.window) if args.window else None
+    if window and window[0] >= res.step_time_s:   # an empty trace, written without a word (until s19ux)
+        raise ScenarioError("--window", args.window, f"START before the step's end ({res.step_time_s:.3f} s)")
     trace = step_trace(sc, res, window, args.granularity)
     data = json.dumps(trace, separators=(",", ":")).encode()
     out = Path(args.out)
@@ -165,6 +167,10 @@ def cmd_replay(args) -> int:
             report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
+    if not result.complete:   # a run with stages that cannot run has no total: infeasible, as a plan with none that fits
+        for stage in (s for s in result.stages if not s.feasible):
+            print(f"infeasible: stage {stage.name}: {stage.plan_note.removeprefix('infeasible: ')}", file=sys.stderr)
+        return EXIT_INFEASIBLE
     return 0
 
 
@@ -234,6 +240,8 @@ def _search_flags(args) -> dict:
         name, eq, text = item.partition("=")
         if not eq or not name.strip():
             raise ScenarioError("--vary", item, "FIELD=V1,V2 with a [search] list name, e.g. zero_stage=1,2")
+        if name.strip() in table:   # one list would silently replace the other
+            raise ScenarioError("--vary", item, f"a list not already given (search.{name.strip()} is set by another option)")
         table[name.strip()] = _values(text, f"--vary {name.strip()}")
     return table
 
@@ -269,6 +277,10 @@ def cmd_plan(args) -> int:
     if not isinstance(raw.get("search", {}), dict):
         raise ScenarioError("search", raw["search"], "a [search] table", source)
     raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
+    for key, flag in (("tokens", "--tokens"), ("days", "--days")):   # the question's two numbers, by option or by file
+        if key not in raw["search"]:
+            raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
+                                "the scenario's [search] table", source)
     sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
                  progress=not args.quiet, exhaustive=args.exhaustive)
@@ -280,6 +292,12 @@ def cmd_plan(args) -> int:
     if out.feasible == 0:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
+        budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
+        fastest = f"; the fastest takes {out.fastest.wall_days:.1f} days ({out.fastest.label})" if out.fastest else ""
+        print(f"infeasible: none of the {out.simulated:,} simulated plans trains {out.tokens:.4g} tokens within "
+              f"{out.deadline_days:g} days{budget}{fastest}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -360,9 +378,13 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
                    "LocalCluster on the loopback interface, an address joins that scheduler (pip install -e .[dask])")
 
 
-def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False) -> None:
-    p.add_argument("scenario", nargs="?", default=None,
-                   help="scenario TOML (default: DeepSeek-V3 pre-training on 2,048 H800; for serve, R1 on one HGX H200)")
+# what each command runs without a scenario (twin/data's embedded defaults)
+TRAINING_DEFAULT = "DeepSeek-V3 pre-training on 2,048 H800"
+SERVING_DEFAULT = "R1 served on one HGX H200"
+
+
+def _add_scenario_args(p: argparse.ArgumentParser, schedule: bool = False, default: str = TRAINING_DEFAULT) -> None:
+    p.add_argument("scenario", nargs="?", default=None, help=f"scenario TOML (default: {default})")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario field, e.g. --set cluster.gpu=h200")
     p.add_argument("--quiet", action="store_true", help="no progress bars (results are still printed)")
     if schedule:
@@ -384,10 +406,21 @@ def _check_args(args) -> None:
     extra = getattr(args, "check", None)
     if extra is not None:
         extra(args)
+    for attr, option in getattr(args, "inputs", ()):
+        source = getattr(args, attr, None)
+        if source is not None and not Path(source).is_dir():
+            raise ScenarioError(option, source, "an existing directory")
+    written = {}
     for attr, option, kind in getattr(args, "outputs", ()):
         target = getattr(args, attr, None)
         if target is not None and not (attr == "json" and target == "-"):
             check_output(option, target, kind)
+            # one path for two outputs: the second write would fail after all the work (a file onto
+            # the report's folder) or replace the first
+            path = Path(target).absolute()
+            if path in written:
+                raise ScenarioError(option, target, f"a path other than {written[path]}'s")
+            written[path] = option
 
 
 def _check_schedule_args(args) -> None:
@@ -470,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_balance, outputs=(*JSON_OUT, ("out", "--out", DIR)))
 
     p = sub.add_parser("serve", help="serving throughput and latency of a deployment, beside published serving claims (default: R1 on one HGX H200)")
-    _add_scenario_args(p)
+    _add_scenario_args(p, default=SERVING_DEFAULT)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, serve_sweep.csv, the throughput plots and scenario.resolved.toml here")
     p.add_argument("--requests", type=int, metavar="N", help="requests to simulate (default: traffic.num_requests)")
@@ -480,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="search clusters and parallel plans: the cheapest within a deadline, the fastest within a budget, "
                                      "the front of cost against time; or size a serving deployment (--rate, --ttft, --tpot)")
-    _add_scenario_args(p)
+    _add_scenario_args(p, default=TRAINING_DEFAULT + "; with --rate/--ttft/--tpot, " + SERVING_DEFAULT)
     p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
     p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
     p.add_argument("--budget", type=float, metavar="USD", help="the fastest plan costing at most this (search.budget_usd)")

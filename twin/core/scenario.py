@@ -56,8 +56,16 @@ STEP_OP_BLOCKS2_LIMIT = 2_000_000
 # runs: the default (200 steps, 256 experts) draws 0.84e9 keys in ~15 s
 DYNAMIC_DRAW_LIMIT = 4.2e9
 MAX_TOML_DEPTH = 32   # nesting of arrays, inline tables and dotted keys (a scenario uses 3)
+# the largest scenario file read: the shipped ones are 1-3 KB (the catalogs under 64 KB); the depth
+# check and the parser take ~0.7 s per MB, so a 50 MB file took 34 s before failing and a larger
+# one would exhaust memory
+MAX_SCENARIO_BYTES = 1 << 20
 # the embedded default of each kind (package data, twin/data)
 DEFAULT_SCENARIO = {TRAINING: "deepseek_v3_pretrain.toml", SERVING: "r1_serve_h200.toml"}
+# the serving scenarios the twin itself runs (the default; DeepSeek's published prefill and decode
+# conditions, which `twin validate` and twin.serving.published run): package data, so an installed
+# wheel has them; the checkout's scenarios/ holds a link to each, not a copy
+PACKAGED_SCENARIOS = ("r1_serve_h200", "r1_serve_h800_decode", "r1_serve_h800_prefill")
 
 
 @dataclass(frozen=True)
@@ -344,6 +352,9 @@ def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] 
         raise ScenarioError("<scenario>", raw, "a TOML document of tables", source)
     found = kind_of(raw)
     kinds = (kind,) if isinstance(kind, str) else kind
+    for k in kinds or ():   # a caller's typo (the Python API's kind="serve") is not a kind the file lacks
+        if k not in KINDS:
+            raise ScenarioError("kind", k, "one of " + ", ".join(repr(name) for name in KINDS))
     if kinds is not None and found not in kinds:
         raise _wrong_kind(found, kinds, source)
     cls, sections = KINDS[found]
@@ -379,7 +390,7 @@ def _wrong_kind(found: str, wanted: tuple[str, ...], source: str | None) -> Scen
                              f"a {want} scenario for this command; `twin plan` takes plan scenarios", source)
     if SERVING in wanted:
         return ScenarioError("serve", "<missing> (a training scenario)",
-                             "a [serve] table: this command takes a serving scenario (see scenarios/r1_serve_*.toml)", source)
+                             "a [serve] table: this command takes a serving scenario (without one it runs the default, R1 on one HGX H200)", source)
     return ScenarioError("search", "<missing> (a training scenario)",
                          "a [search] table (tokens, days): this command takes a plan scenario", source)
 
@@ -479,6 +490,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def packaged_scenario(name: str) -> Path:
+    """The file of a scenario shipped as package data (PACKAGED_SCENARIOS: twin/data/<name>.toml),
+    found the same way in a source checkout and in an installed wheel."""
+    if name not in PACKAGED_SCENARIOS:
+        raise ValueError(f"scenario {name!r}: the package ships {', '.join(PACKAGED_SCENARIOS)}")
+    return Path(str(resources.files("twin.data").joinpath(f"{name}.toml")))
+
+
 def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
     """Raw tables and a source label; None reads the embedded default scenario of `kind`."""
     if path is None:
@@ -489,8 +508,11 @@ def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
     if not p.is_file():
         raise ScenarioError("SCENARIO", str(path), "an existing TOML file")
     try:
-        text = p.read_bytes().decode("utf-8")
-        return parse_toml(text, "SCENARIO", str(path)), str(p)
+        with p.open("rb") as fh:   # never more than the limit read, whatever the file's size says
+            data = fh.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise ScenarioError("SCENARIO", str(path), f"a TOML file of at most {MAX_SCENARIO_BYTES:,} bytes (a scenario is a few KB)")
+        return parse_toml(data.decode("utf-8"), "SCENARIO", str(path)), str(p)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("SCENARIO", str(path), f"valid TOML ({exc})") from None
     except UnicodeDecodeError:

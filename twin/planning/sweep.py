@@ -79,8 +79,13 @@ def parse_axis(text: str) -> Axis:
 
 
 def check_keys(axes: list[Axis]) -> None:
-    """Each axis names a field of a scenario section (a typo would make every point invalid)."""
+    """Each axis names a field of a scenario section (a typo would make every point invalid), once
+    (a key given twice swept the product of both lists with the second list's values only)."""
+    seen = set()
     for a in axes:
+        if a.key in seen:
+            raise ScenarioError(f"--grid {a.key}", a.key, "each key once: join its values in one --grid, e.g. plan.pp=4,8,16")
+        seen.add(a.key)
         section, _, name = a.key.partition(".")
         spec = ModelSpec if section == "model" else SECTIONS.get(section)
         names = {f.name for f in dataclasses.fields(spec)} if spec is not None else set()

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin.core.scenario import SERVING, load_scenario
+from twin.core.scenario import SERVING, load_scenario, packaged_scenario
 from twin.core.specs import serving_tables
 from twin.serving.iteration import decode_step, prefill_forward
 from twin.serving.simulate import simulate
@@ -261,13 +261,13 @@ class SpeedCurve:
         return np.interp(np.asarray(per_node, dtype=float), self.output_tokens_per_s_per_node, self.requests_per_gpu)
 
 
-def decode_speed_curve(root, overrides=(), requests_per_gpu=DECODE_CURVE_REQUESTS_PER_GPU) -> SpeedCurve:
+def decode_speed_curve(overrides=(), requests_per_gpu=DECODE_CURVE_REQUESTS_PER_GPU) -> SpeedCurve:
     """The decode scenario with no TPOT target at each load of `requests_per_gpu`, then at its memory
     limit: the most requests the unit's KV cache holds at once, each reserving its prompt, its whole
     output and its drafted tokens (a disaggregated decoder admits a request only when all of it fits,
     twin.serving.engine), i.e. KV capacity // (ISL + OSL + drafts). (The scenario's own bound,
     max_batch_by_memory, counts the mean context: past the limit requests queue for KV.)"""
-    path = root / "scenarios" / f"{DEEPSEEK_DECODE_SCENARIO}.toml"
+    path = packaged_scenario(DEEPSEEK_DECODE_SCENARIO)
     base = load_scenario(path, ["traffic.target_tpot_s=0", *overrides], SERVING)
     s, gpus = base.serve, base.cluster.num_gpus
 
@@ -316,18 +316,18 @@ def prefill_load_at_capacity(day, capacity_per_node: float) -> np.ndarray:
     return capacity_per_node * shape / shape.max()
 
 
-def _fully_loaded(root, name: str):
-    return simulate(load_scenario(root / "scenarios" / f"{name}.toml", kind=SERVING))
+def _fully_loaded(name: str):
+    return simulate(load_scenario(packaged_scenario(name), kind=SERVING))
 
 
-def deepseek_day_rows(root, day=None, curve: SpeedCurve | None = None) -> list[dict]:
+def deepseek_day_rows(day=None, curve: SpeedCurve | None = None) -> list[dict]:
     """DeepSeek's two per-node figures and its per-user speed against the twin's 24 h averages over
     the published day (docs/notes/s14srv_rule.md)."""
     day = day or deepseek_day()
     table = serving_tables()["deepseek_day"]
-    curve = curve or decode_speed_curve(root)
+    curve = curve or decode_speed_curve()
     user = sum(DEEPSEEK_USER_TOKENS_PER_S) / 2
-    pre_full = _fully_loaded(root, DEEPSEEK_PREFILL_SCENARIO).input_tokens_per_s_per_node
+    pre_full = _fully_loaded(DEEPSEEK_PREFILL_SCENARIO).input_tokens_per_s_per_node
     pre = prefill_load_at_capacity(day, pre_full)
     pre_avg = day_average_per_node(day, "prefill", pre)
     dec, capped = decode_load_for_speed(day, curve, user)
@@ -365,33 +365,33 @@ def deepseek_day_rows(root, day=None, curve: SpeedCurve | None = None) -> list[d
 MTP_CURVE_REQUESTS_PER_GPU = (20, 30, 40, 60, 80, 100)   # MTP's faster steps carry the day's output at fewer requests
 
 
-def deepseek_sensitivity(root) -> list[dict]:
+def deepseek_sensitivity() -> list[dict]:
     """The day rows under the readings the rule names but does not adopt (docs/notes/s14srv_rule.md):
     the node steps cut inside the hour with each hour's load spread evenly on both sides
     ('sub-hour'), and MTP on (one drafted token at serve.mtp_acceptance_frac, V3 report §5.4.3's
     85%; the post does not say). Reported beside the adopted rows, never the figure."""
-    curve = decode_speed_curve(root)
-    mtp = decode_speed_curve(root, ("serve.mtp_draft_tokens=1",), MTP_CURVE_REQUESTS_PER_GPU)
-    rows = [{**r, "reading": "sub-hour intervals"} for r in deepseek_day_rows(root, deepseek_day(per_hour=False), curve)]
-    rows += [{**r, "reading": "MTP on (1 drafted token, 85% accepted)"} for r in deepseek_day_rows(root, curve=mtp)[1:]]
+    curve = decode_speed_curve()
+    mtp = decode_speed_curve(("serve.mtp_draft_tokens=1",), MTP_CURVE_REQUESTS_PER_GPU)
+    rows = [{**r, "reading": "sub-hour intervals"} for r in deepseek_day_rows(deepseek_day(per_hour=False), curve)]
+    rows += [{**r, "reading": "MTP on (1 drafted token, 85% accepted)"} for r in deepseek_day_rows(curve=mtp)[1:]]
     return rows
 
 
-def deepseek_production(root) -> list[dict]:
+def deepseek_production() -> list[dict]:
     """DeepSeek's published serving figures beside the twin's under their conditions: the two
     per-node figures and the per-user speed over the published day (`deepseek_day_rows`), and
     DeepSeek's prefill and decode profiles (`deepseek_prefill_profile`, `deepseek_decode_profile`)."""
-    return [*deepseek_day_rows(root), deepseek_prefill_profile(root), deepseek_decode_profile(root)]
+    return [*deepseek_day_rows(), deepseek_prefill_profile(), deepseek_decode_profile()]
 
 
-def deepseek_decode_profile(root) -> dict:
+def deepseek_decode_profile() -> dict:
     """One decode step of the decode scenario at the conditions of DeepSeek's decode profile (EP128,
     128 requests per GPU, 4K context, two micro-batches, balanced routing, the all-to-all on no SMs;
     MTP off, as the README does not say) against the 18,598 output tokens/s per node the SGLang team
     read from it. One iteration, like the profile (no request simulation): output tokens/s per node =
     requests per GPU / TPOT x GPUs per node. The row also carries the step with MTP on (one drafted
     token at serve.mtp_acceptance_frac), the reading SGLang's comparison suggests."""
-    path = root / "scenarios" / f"{DEEPSEEK_DECODE_SCENARIO}.toml"
+    path = packaged_scenario(DEEPSEEK_DECODE_SCENARIO)
 
     def per_node(extra=()):
         sc = load_scenario(path, [*DEEPSEEK_PROFILE_DECODE_CONDITIONS, *extra], SERVING)
@@ -411,11 +411,11 @@ def deepseek_decode_profile(root) -> dict:
             "tpot_p50_s": float(it["tpot_s"]), "ttft_p50_s": float("nan"), "output_tokens_per_s_per_request": 1.0 / it["tpot_s"]}
 
 
-def deepseek_prefill_profile(root) -> dict:
+def deepseek_prefill_profile() -> dict:
     """The prefill scenario at the conditions of DeepSeek's prefill profile (4K prompts, no cache
     hits, 16,384 tokens per GPU per forward, balanced routing; the unit, its parallelism and two
     micro-batches as in production) against the 62,713 input tokens/s per node read from it."""
-    sc = load_scenario(root / "scenarios" / f"{DEEPSEEK_PREFILL_SCENARIO}.toml", list(DEEPSEEK_PROFILE_PREFILL_CONDITIONS), SERVING)
+    sc = load_scenario(packaged_scenario(DEEPSEEK_PREFILL_SCENARIO), list(DEEPSEEK_PROFILE_PREFILL_CONDITIONS), SERVING)
     r = simulate(sc)
     pred = r.input_tokens_per_s_per_node
     claimed = DEEPSEEK_PROFILE_PREFILL_TOKENS_PER_S_PER_NODE
@@ -432,7 +432,7 @@ def published_decode_concurrency(user_tokens_per_s: float) -> int:
     return round(DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE * DEEPSEEK_DECODE_NODES / user_tokens_per_s)
 
 
-def deepseek_profile_groups(root, phase: str) -> dict:
+def deepseek_profile_groups(phase: str) -> dict:
     """The twin's iteration model at the conditions of DeepSeek's own `phase` profile ('decode' or
     'prefill', deepseek-ai/profile-data): the iteration time, and one micro-batch of one MoE layer
     by kernel group in microseconds (the gate booked under attention_gemm, as the profiles' ATTN
@@ -445,7 +445,7 @@ def deepseek_profile_groups(root, phase: str) -> dict:
         name, overrides = DEEPSEEK_PREFILL_SCENARIO, DEEPSEEK_PROFILE_PREFILL_CONDITIONS
     else:
         raise ValueError(f"phase {phase!r}: allowed 'decode', 'prefill'")
-    sc = load_scenario(root / "scenarios" / f"{name}.toml", list(overrides), SERVING)
+    sc = load_scenario(packaged_scenario(name), list(overrides), SERVING)
     s = sc.serve
     if phase == "decode":
         it = decode_step(sc.model, sc.gpu, s, s.batch)

@@ -110,8 +110,28 @@ def read_trace(path: str, hit_frac: float, limit: int) -> Requests:
     p = Path(path)
     if not p.is_file():
         raise ScenarioError(field, path, "a readable CSV file with columns " + ", ".join(TRACE_COLUMNS))
+    try:
+        rows = _trace_rows(p, path, limit)
+    except UnicodeDecodeError:   # binary or another encoding (a traceback until s19ux)
+        raise ScenarioError(field, path, "a UTF-8 CSV file with columns " + ", ".join(TRACE_COLUMNS)) from None
+    except csv.Error as exc:     # a field past the csv module's size limit, a stray quote
+        raise ScenarioError(field, path, f"a well-formed CSV file ({exc})") from None
+    except OSError as exc:
+        raise ScenarioError(field, path, f"a readable CSV file ({exc.strerror or exc})") from None
+    if not rows:
+        raise ScenarioError(field, path, "at least one request row")
+    rows.sort(key=lambda r: r[0])
+    a, i, o, c = zip(*rows)
+    cached = None if all(x is None for x in c) else [x if x is not None else math.floor(ii * hit_frac) for x, ii in zip(c, i)]
+    arrival = np.asarray(a) - a[0]
+    return with_prefixes(arrival, i, o, TrafficSpec(prefix_hit_frac=hit_frac), cached)
+
+
+def _trace_rows(p: Path, path: str, limit: int) -> list[tuple]:
+    """(arrival_s, input_len, output_len, cached_len or None) of each row of the trace, checked."""
+    field = "traffic.trace_csv"
     rows = []
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -129,10 +149,4 @@ def read_trace(path: str, hit_frac: float, limit: int) -> Requests:
                 raise ScenarioError(field, path, f"row {k + 2}: arrival_s >= 0, 1 <= input_len, output_len <= {MAX_SEQ_LEN:,}, "
                                                  f"0 <= cached_len <= input_len (got {dict(row)})")
             rows.append((a, i, o, c))
-    if not rows:
-        raise ScenarioError(field, path, "at least one request row")
-    rows.sort(key=lambda r: r[0])
-    a, i, o, c = zip(*rows)
-    cached = None if all(x is None for x in c) else [x if x is not None else math.floor(ii * hit_frac) for x, ii in zip(c, i)]
-    arrival = np.asarray(a) - a[0]
-    return with_prefixes(arrival, i, o, TrafficSpec(prefix_hit_frac=hit_frac), cached)
+    return rows

@@ -18,7 +18,7 @@ import twin.cli.main as cli
 from twin.core.atomic import check_output, staged_dir, write_text
 from twin.core.errors import ScenarioError, show_value
 from twin.core.run_specs import StageSpec
-from twin.core.scenario import (MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, from_dict, load_scenario, parse_override,
+from twin.core.scenario import (MAX_SCENARIO_BYTES, MAX_TOML_DEPTH, SECTIONS, STEP_TASK_LIMIT, from_dict, load_scenario, parse_override,
                                 read_raw, toml_depth)
 from twin.core.specs import ModelSpec
 from twin.training.step import simulate_step
@@ -197,6 +197,17 @@ def test_deep_toml_is_refused_before_parsing(tmp_path, deep):
         read_raw(path)
 
 
+def test_a_scenario_file_past_the_size_limit_is_refused_at_once(tmp_path):
+    """A scenario is a few KB: a file past MAX_SCENARIO_BYTES is refused without parsing it (until
+    s19ux a 50 MB file took 34 s to parse before failing, and a larger one would exhaust memory)."""
+    path = tmp_path / "big.toml"
+    path.write_text('[model]\nname = "tiny"\n# ' + "x" * MAX_SCENARIO_BYTES + "\n")
+    with pytest.raises(ScenarioError, match=r"^SCENARIO: got .*big.toml.; allowed: a TOML file of at most 1,048,576 bytes"):
+        read_raw(path)
+    path.write_text('[model]\nname = "tiny"\n# ' + "x" * (MAX_SCENARIO_BYTES - 100) + "\n")
+    assert read_raw(path)[0]["model"] == {"name": "tiny"}   # at the limit: read as before
+
+
 def test_deep_overrides_are_refused():
     with pytest.raises(ScenarioError, match=r"^--set: got 'plan.pp=\[\[\[.*TOML nested at most 32"):
         parse_override("plan.pp=" + "[" * 3000 + "]" * 3000)
@@ -260,6 +271,35 @@ def test_unwritable_outputs_exit_2_before_any_simulation(option, target, tmp_pat
     assert code == 2 and err.startswith(f"error: {option}: got ") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("command", [["replay", "--quiet"], ["serve", "--quiet"], ["plan", "scenarios/v3_plan.toml", "--quiet"],
+                                     ["validate", "--quiet"]])
+def test_one_path_for_two_outputs_exits_2_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """--out DIR --json DIR: the JSON was written after the whole run onto the report's folder and
+    ended in a traceback (until s19ux); now refused first, naming both options."""
+    monkeypatch.chdir(ROOT)
+    same = str(tmp_path / "same")
+    code, err = _cli([*command, "--json", same, "--out", same], capsys)
+    assert code == 2 and err == f"error: --out: got '{same}'; allowed: a path other than --json's\n"
+    assert not (tmp_path / "same").exists()
+
+
+@pytest.mark.parametrize("argv", [["validate", "--records", "{tmp}/none"], ["validate", "--profiles", "{tmp}/none"],
+                                  ["validate", "--records", "{tmp}/afile"], ["fit", "--records", "{tmp}/none"]])
+def test_missing_input_folders_exit_2_naming_the_option(argv, tmp_path, capsys):
+    """validate --records MISSING ended in a traceback and --profiles MISSING validated silently with
+    profiles fitted in memory (until s19ux)."""
+    (tmp_path / "afile").write_text("a file\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err == f"error: {argv[1]}: got '{argv[2]}'; allowed: an existing directory\n"
+
+
+def test_fit_names_the_gpu_folders_it_has(capsys):
+    code, err = _cli(["fit", "--gpu", "h999", "--profiles", "unused"], capsys)
+    assert code == 2 and err.startswith("error: --gpu: got 'h999'; allowed: a GPU folder with timed records under "
+                                        "the records root: one of h100, h200"), err
+
+
 def test_check_output_accepts_new_nested_paths_and_creates_nothing(tmp_path):
     check_output("--json", tmp_path / "a" / "b" / "x.json")
     check_output("--out", tmp_path / "report", "dir")
@@ -292,3 +332,30 @@ def test_deep_stages_are_refused_by_their_quadratic_placement_cost():
                                  "plan.ep=4", "plan.schedule='1f1b'", "workload.seq_len=512", "workload.global_batch_seqs=32"])
     # the default V3: 1,920 ops x 5^2 blocks
     assert load_scenario().step_work()["op_blocks2"] == 1920 * 25
+
+
+@pytest.mark.parametrize("command", [["fit", "--profiles", "{tmp}/profiles"], ["validate", "--quiet"]])
+@pytest.mark.parametrize("content", [bytes(range(128, 256)) * 4, b"a,b\n1,2\n"])
+def test_unreadable_records_of_ones_own_exit_2_naming_records(command, content, tmp_path, capsys):
+    """A --records folder whose CSV is binary (fit) or has no timed rows (validate) ended in a
+    traceback (until s19ux)."""
+    (tmp_path / "rec" / "h100").mkdir(parents=True)
+    (tmp_path / "rec" / "h100" / "gemm.csv").write_bytes(content)
+    argv = [a.format(tmp=tmp_path) for a in command] + ["--records", str(tmp_path / "rec")]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.startswith(f"error: --records: got '{tmp_path / 'rec'}'; allowed: folders as `twin calibrate` "
+                                        "(records: <gpu>/*.csv) and `twin fit` (profiles: <gpu>.json) write them (") \
+        and err.count("\n") == 1, err
+
+
+def test_an_unreadable_profile_of_ones_own_exits_2_naming_profiles(tmp_path, capsys):
+    (tmp_path / "h100.json").write_bytes(bytes(range(128, 256)))
+    code, err = _cli(["validate", "--quiet", "--profiles", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"error: --profiles: got '{tmp_path}'; allowed: folders as `twin calibrate`") \
+        and "UnicodeDecodeError" in err and err.count("\n") == 1, err
+
+
+def test_validate_refuses_records_of_ones_own_with_nothing_to_predict(tmp_path, capsys):
+    code, err = _cli(["validate", "--quiet", "--records", str(tmp_path)], capsys)
+    assert code == 2 and err == f"error: --records: got '{tmp_path}'; allowed: a records root with <gpu>/ folders of timed records " \
+                                "(`twin calibrate --out DIR` writes them)\n"

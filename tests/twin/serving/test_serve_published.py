@@ -142,7 +142,7 @@ def test_profile_groups_are_the_iteration_models_layer_at_the_profiles_condition
     the groups add up to the layer the iteration model schedules (decode: 2 x max(compute,
     all-to-all); prefill: the same, plus any bubble the two streams leave)."""
     from twin.serving.published import deepseek_profile_groups
-    row = deepseek_profile_groups(ROOT, phase)
+    row = deepseek_profile_groups(phase)
     g = row["groups_us"]
     compute, a2a = sum(g[k] for k in COMPUTE_GROUPS), g["dispatch"] + g["combine"]
     assert g["attention_core"] > 0 and g["routed_experts"] > 0 and g["shared_experts"] > 0 and g["dispatch"] > 0
@@ -156,7 +156,7 @@ def test_profile_groups_are_the_iteration_models_layer_at_the_profiles_condition
         assert 2 * max(compute, a2a) <= g["span_per_layer"] * (1 + 1e-9) <= 2 * (compute + a2a)
         assert row["tokens_per_s_per_node"] == pytest.approx(8 * 16384 / row["iteration_s"])
     with pytest.raises(ValueError, match="allowed"):
-        deepseek_profile_groups(ROOT, "train")
+        deepseek_profile_groups("train")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ NOT_MET = {
 @pytest.fixture(scope="module")
 def production_rows():
     from twin.serving.published import deepseek_production
-    return {r["scenario"]: r for r in deepseek_production(ROOT)}
+    return {r["scenario"]: r for r in deepseek_production()}
 
 
 @pytest.mark.parametrize("scenario", [

@@ -187,6 +187,18 @@ def test_bad_trace_names_the_field(tmp_path):
         simulate(h200('traffic.arrival="trace"', f'traffic.trace_csv="{path}"'))
 
 
+@pytest.mark.parametrize("content, pattern", [
+    (bytes(range(128, 256)) * 2, r"allowed: a UTF-8 CSV file with columns arrival_s"),
+    (b"arrival_s,input_len,output_len\n0," + b"1" * 200_000 + b",5\n", r"allowed: a well-formed CSV file \(field larger than"),
+])
+def test_an_unreadable_trace_names_the_field(tmp_path, content, pattern):
+    """Binary bytes in traffic.trace_csv ended in a UnicodeDecodeError traceback (until s19ux)."""
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(ScenarioError, match=r"^traffic\.trace_csv: got .*bad.csv'; " + pattern):
+        simulate(h200('traffic.arrival="trace"', f'traffic.trace_csv="{path}"'))
+
+
 @pytest.mark.parametrize("argv, pattern", [
     (["--set", 'traffic.arrival="sometimes"'], r"traffic\.arrival.*'poisson'"),
     (["--set", "traffic.rate_per_s=-1"], r"traffic\.rate_per_s.*got -1"),

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from twin.cli.main import main as cli_main
 from twin.core.errors import ScenarioError
 from reports.replay_report import write_report
 from twin.core.results import to_json
@@ -133,3 +134,14 @@ def test_a_replay_too_large_to_simulate_is_refused_naming_the_field():
                                     "plan.ep": 4, "workload.seq_len": 512, "workload.global_batch_seqs": 32}.items()]
     with pytest.raises(ScenarioError, match=r"model.num_layers.*a replay of at most 8,000,000 ops x blocks\^2"):
         replay(load_scenario(overrides=deep), step_fn=fake_step)
+
+
+def test_replay_cli_with_stages_that_cannot_run_exits_3_naming_each(tmp_path, capsys):
+    """V3 on 16 GPUs: no stage fits; the report and JSON are still written, and the command exits 3
+    with each stage's reason on stderr (until s19ux: exit 0 and '0 GPU-hours')."""
+    out = tmp_path / "json"
+    code = cli_main(["replay", "--quiet", "--set", "cluster.num_gpus=16", "--set", "plan.ep=1", "--set", "workload.global_batch_seqs=32",
+                     "--out", str(tmp_path / "report"), "--json", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 3 and json.loads(out.read_text())["complete"] is False and (tmp_path / "report" / "report.html").is_file()
+    assert err[0].startswith("infeasible: stage pretrain: the scenario's plan does not fit: ") and len(err) == 5

@@ -6,11 +6,13 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+import re
 import sys
 
 import pytest
 
 import twin
+from twin.cli.main import main
 from twin.training.trace import TRACE_NAMES, step_trace
 
 DEEPSEEK_ANNOTATIONS = {"attn(F)", "attn(B)", "attn(W)", "mlp(F)", "mlp(B)", "mlp(W)",
@@ -91,3 +93,12 @@ def test_trace_cli_writes_gzip_and_rejects_a_bad_window(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "twin.cli.main", "trace", "--out", str(out), "--window", "5:1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --window")
+
+
+def test_trace_cli_refuses_a_window_past_the_steps_end(tmp_path, capsys):
+    """A window starting after the step wrote a trace of metadata alone and exit 0 (until s19ux)."""
+    out = tmp_path / "late.json"
+    code = main(["trace", "--out", str(out), "--quiet", "--set", "workload.global_batch_seqs=4096",
+                 "--window", "1000:2000"])
+    assert code == 2 and not out.exists()
+    assert re.fullmatch(r"error: --window: got '1000:2000'; allowed: START before the step's end \([\d.]+ s\)\n", capsys.readouterr().err)
