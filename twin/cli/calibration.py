@@ -91,11 +91,11 @@ def cmd_validate(args) -> int:
     if args.records and not rec.gpu_dirs(records_root):   # nothing of the user's to predict
         raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
                             "(`twin calibrate --out DIR` writes them)")
-    # a step per part of validate() (each GPU, each multi-GPU folder, ...: where the time goes), then four
-    parts = validate_parts(records_root) + ["h800_trace", "sm_reserve", "published_runs", "serving_profiles"]
-    bar = tqdm(total=len(parts), desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False),
-               leave=False)
-    with bar, _own_inputs(args, ("records", "profiles")):
+    # a step per part of validate() (each GPU, each multi-GPU folder, ...: where the time goes), then one
+    # per comparison below; the parts listed inside _own_inputs (a user's unreadable --records folder)
+    with _own_inputs(args, ("records", "profiles")), \
+            tqdm(total=len(validate_parts(records_root)) + 4, desc="validate", unit="part", file=sys.stderr,
+                 disable=getattr(args, "quiet", False), leave=False) as bar:
         result = validate(records_root, profiles, on_part=lambda name: bar.update(1))
         h100 = profiles / "h100.json"
         # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
