@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -651,8 +652,8 @@ def _issued_host_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> flo
 
 
 def _issued_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> tuple[float, float]:
-    """issue(ops, lead_s, gap_s) with each _AT_RATE launch at `rate_s`: the same steps in the same
-    order (the same floats), without a new op list for every rate a bisection tries."""
+    """issue(ops, lead_s, gap_s) with each _AT_RATE launch at `rate_s`: the list built at each rate a
+    bisection tries gives the same steps in the same order (the same floats), without being built."""
     host, gpu = -lead_s, 0.0
     for h, g in ops:
         if h is None:
@@ -716,16 +717,8 @@ def issue(ops: list, lead_s: float, gap_s: float = 0.0) -> tuple[float, float]:
     None) makes the host wait for the GPU (calibration.predict.timed_window_s, one repetition).
     `gap_s`: the GPU's own time from one kernel's end to the next one's start on the stream when
     the next is already queued (measured_host_s "device_gap")."""
-    host, gpu = -lead_s, 0.0
-    for h, g in ops:
-        if h is None:
-            if gpu > host:      # = max(host, gpu), without a call (as _issued_s)
-                host = gpu
-            continue
-        host += h
-        queued = gpu + gap_s
-        gpu = (host if host > queued else queued) + g    # = max(gpu + gap_s, host) + g
-    return gpu, host
+    # the one walk (_issued_s); a built op list has no launch left at the open rate (one would give NaN)
+    return _issued_s(ops, math.nan, lead_s, gap_s)
 
 
 def routed_params(spec, layers: range, ep: int = 1) -> float:

@@ -72,7 +72,7 @@ def masked_predicted_s(df: pd.DataFrame, coef: dict) -> pd.Series:
 
 def run_sessions(folder: Path) -> dict[str, str]:
     """run id -> its engine process (calibration.serve_load_validation.sessions of the folder's runs)."""
-    return sessions(read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records"))
+    return sessions(fit.load_runs(folder))
 
 
 def table_of_runs(folder: Path, meta: dict, run_ids, tables: dict) -> dict[str, str]:

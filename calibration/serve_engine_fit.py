@@ -792,6 +792,11 @@ def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str,
     return np.array(out, dtype=int)
 
 
+def load_runs(folder: Path) -> list[dict]:
+    """A load folder's runs (serve_load.csv), one dict a run, every value as text ('' where empty)."""
+    return read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+
+
 def _run_order(load: list[dict]) -> list[str]:
     """A folder's run ids in the order they ran (their timestamps; the file's order without them)."""
     if all(r.get("timestamp_utc") for r in load):
@@ -803,7 +808,7 @@ def design_all(folder: Path) -> pd.DataFrame:
     """The design rows of every run of a load folder, fit and held out (their workload: kernel physics and
     host-term features; no measured time is used from them), in the order their engine processes ran them:
     what counts the host-bound prompt work run before (ADOPT_EP_PROMPT_WARMUP)."""
-    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    load = load_runs(folder)
     frames = [d for d in (design(Path(folder), split)[0] for split in ("fit", "holdout")) if len(d)]
     if not frames:
         return pd.DataFrame()
@@ -836,7 +841,7 @@ def prompts_run_before(folder: Path, engine_of=None) -> dict[str, int]:
     and held out, from their workload), each run's iterations judged host-bound under the table it is replayed
     with: `engine_of(run)` -> (table name, host launch s) (default: its session's table, the record's probe).
     {} where no such table charges the warm-up (cold_prompt_iterations 0): nothing to count."""
-    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    load = load_runs(folder)
     sess = sessions(load)
     tables = serve_engines()
     engine_of = engine_of or (lambda run: (slv.session_engine_name(run, sess[run["run_id"]]), record_host_launch_s(run)))
@@ -993,7 +998,7 @@ def fit_folder(folder: Path, only: set | None = None) -> dict | None:
     cold_eager = COLD_EAGER_CHOICES if ADOPT_COLD_EAGER and meta["ep"] == 1 else (0,)
     post_prompt = POST_PROMPT_CHOICES if ADOPT_POST_PROMPT_DECODE else (0,)
     # (s19srv2) the EP prompt path's warm-up: every run of the folder counted (host-bound prompt work before)
-    warmup = (design_all(folder), sessions(read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records"))) \
+    warmup = (design_all(folder), sessions(load_runs(folder))) \
         if ADOPT_EP_PROMPT_WARMUP and meta["ep"] > 1 and not COLD_PROCESS else None
     df, coef, fade = fit_fade(df, NEW_BIN_FADES if NEW_BIN_FADE else (0,), overlap, cold_eager, kernel_gpu, post_prompt,
                               warmup)
@@ -1028,7 +1033,7 @@ def sessions_differ(pooled: dict, per_session: dict[str, dict]) -> bool:
 def fit_sessions(folder: Path) -> dict[str, dict]:
     """Per engine process (calibration.serve_load_validation.sessions) with fit runs, in a folder
     whose fit runs span several: that session's table (its fit runs alone), keyed by session."""
-    load = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    load = load_runs(folder)
     sess = sessions(load)
     by = {}
     for run in load:
@@ -1082,10 +1087,6 @@ def probe_folders(root: str | Path = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
     return out
 
 
-def _s13_load(folder: Path) -> list[dict]:
-    return read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
-
-
 # (s14srv3, docs/notes/s14srv3_rule.md, committed before any held-out figure) the run scales fitted as
 # the twin replays under twin.serving.timing.ADOPT_SPREAD_AT_FIT_HOST: each iteration's mean carries
 # the mean ratio of its spread bin, the bin taken at its prediction on the fit host (body / s)
@@ -1119,7 +1120,7 @@ def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: boo
     df, _ = design(Path(folder), "fit")
     if df.empty:
         return pd.DataFrame(columns=cols)
-    runs = {r["run_id"]: r for r in _s13_load(folder)}
+    runs = {r["run_id"]: r for r in load_runs(folder)}
     table = base_table(next(iter(runs.values())))
     coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
     df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
@@ -1208,7 +1209,7 @@ def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
     prompt-carrying iterations' factor on PROMPT_PATH_TERMS once the decode path is scaled by the
     first. {} for a one-GPU folder or one without as-came fit runs."""
     tables = serve_engines() if tables is None else tables
-    runs = {r["run_id"]: r for r in _s13_load(folder)}
+    runs = {r["run_id"]: r for r in load_runs(folder)}
     first = next(iter(runs.values()), None)
     if first is None or int(float(first.get("ep_size") or 1)) < 2 or not beta > 0:
         return {}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration.serve_engine_fit import design, mark_new_sizes, predicted_s
+from calibration.serve_engine_fit import design, load_runs, mark_new_sizes, predicted_s
 from twin.core.specs import serve_engines
 from calibration.serve_load_validation import FIGURES, TARGETS, session_engine_name, sessions
 from calibration.records_io import csv_exists, csv_name, csv_stem, glob_csv, read_csv
@@ -34,7 +34,7 @@ SLOW_FACTOR = 1.25       # a window this much over the run's fastest decile of w
 def residual_by_kind(folder: Path) -> pd.DataFrame:
     """Per (split, run, kind): iterations, median measured and predicted seconds, median ratio."""
     folder = Path(folder)
-    load = read_csv(folder / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    load = load_runs(folder)
     sess = sessions(load)
     table = serve_engines()
     parts = []

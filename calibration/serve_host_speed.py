@@ -35,8 +35,8 @@ import numpy as np
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
-                                          fit_exponent, iterations_file, probe_folders, prompts_run_before, references,
-                                          run_scales)
+                                          fit_exponent, iterations_file, load_runs, probe_folders, prompts_run_before,
+                                          references, run_scales)
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
                                                session_engine_name, sessions, sizes_run_before)
 from twin.core.specs import serve_engines
@@ -67,7 +67,7 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     """The runs of a records folder in `splits`, replayed with the record's host probe (host_input)
     or without it (the fit host's default): an s13srv folder's with its GPU and EP's unpinned table,
     a committed folder's (`committed`) as `twin validate` does (its session's table where kept)."""
-    runs = read_csv(Path(folder) / "serve_load.csv", dtype=str).fillna("").to_dict("records")
+    runs = load_runs(folder)
     reqs = read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
     its = read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
     before = sizes_run_before(runs, its)

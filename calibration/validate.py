@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -216,19 +217,36 @@ def by_bench(cases: list[dict]) -> dict:
     return out
 
 
+def validate_parts(root: Path | str = rec.MEASUREMENTS_DIR, gpus: list[str] | None = None) -> list[str]:
+    """The parts validate() reports done to its `on_part` callback, in order: each GPU's records, each
+    multi-GPU folder (most of the run's time), then the decode GEMMs, the serving load runs and the
+    H100-to-H200 transfer."""
+    return [*(gpus or rec.gpu_dirs(root)), *multi_gpu_dirs(root), "decode_gemm", "serve_load", "h100_to_h200"]
+
+
+def _ticking(items: Iterable, names: Callable[[object], str], on_part: Callable[[str], None]) -> Iterator:
+    """`items`, calling on_part(names(item)) once the loop body of each is done (a `continue` too)."""
+    for item in items:
+        yield item
+        on_part(names(item))
+
+
 def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str = PROFILES_DIR,
-             gpus: list[str] | None = None) -> dict:
+             gpus: list[str] | None = None, on_part: Callable[[str], None] | None = None) -> dict:
+    """Every held-out prediction and judgement of the records under `root`; `on_part` (a progress bar)
+    is called with each part's name as it is done (validate_parts lists them)."""
     # one folder's host rates and predictions computed once, however many judgements ask (calibration.memo)
     with memo.sharing():
-        return _validate(root, profiles_dir, gpus)
+        return _validate(root, profiles_dir, gpus, on_part or (lambda name: None))
 
 
-def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None) -> dict:
+def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None,
+              on_part: Callable[[str], None]) -> dict:
     gpus = gpus or rec.gpu_dirs(root)
     out = {"targets": {"median_abs_rel_error": MEDIAN_TARGET, "p90_abs_rel_error": P90_TARGET},
            "gpus": {}, "cases": [], "not_predicted": {}}
     frames, profiles = {}, {}
-    for gpu in gpus:
+    for gpu in _ticking(gpus, str, on_part):
         df = rec.load_records(gpu, root)
         prof, source = load_fitted_profile(gpu, df, profiles_dir)
         frames[gpu], profiles[gpu] = df, prof
@@ -253,7 +271,7 @@ def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None
         out["not_predicted"][gpu] = sorted(set(skipped))
         out.setdefault("step_components", []).extend(step_components(df, gpu, prof))
     out["multi_gpu"], out["pipelines"], out["nccl"] = {}, [], {}
-    for folder, (gpu, n) in multi_gpu_dirs(root).items():
+    for folder, (gpu, n) in _ticking(multi_gpu_dirs(root).items(), lambda item: item[0], on_part):
         sweep = nccl.sweep_summary(Path(root) / folder)   # the host's collectives, each GPU's own
         if sweep:
             out["nccl"][folder] = {"gpu": gpu, "num_gpus": n, "ops": sweep}
@@ -307,13 +325,16 @@ def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None
         errs = decode_gemm_errors(gpu, prof, root)
         if errs:
             out["decode_gemm"][gpu] = {"held_out": errs["held_out"], "fit": errs["fit"]}
+    on_part("decode_gemm")
     # the request simulation against real/serve's load runs (issue 15's serving targets)
     out["serve_load"] = validate_serve_load(root, prompts_run_before)
+    on_part("serve_load")
     if "h100" in frames and "h200" in frames:
         cases, _ = predict_cases(frames["h200"], "h200", profiles["h100"])
         out["h100_to_h200"] = {"all": summarize(cases, held_only=False), "held_out": summarize(cases),
                                "by_bench": by_bench(cases),
                                "note": "H100-fitted profile, H200 peaks/bandwidth, all H200 records"}
+    on_part("h100_to_h200")
     return out
 
 

@@ -1,4 +1,5 @@
-"""Waiting for a device: the one helper every bench, probe and engine in real/ uses."""
+"""Waiting for a device that may be the CPU (a dry run): the one helper real/'s benches, probes and
+engines use there (code that runs on CUDA only calls torch.cuda.synchronize itself)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from calibration.serve_validation import validate_measured
 from reports import page as pg
 from reports.page import Page
 from twin.core.results import to_json
-from twin.core.scenario import SERVING, ServeScenario, load_scenario, packaged_scenario
+from twin.core.scenario import PACKAGED_SCENARIOS, SERVING, ServeScenario, load_scenario, packaged_scenario
 from twin.core.specs import serving_claims
 from twin.serving.result import ServeResult, SweepPoint
 from twin.serving.run import serve
@@ -42,8 +42,8 @@ SWEEP_COLUMNS = tuple(f.name for f in dataclasses.fields(SweepPoint))
 SWEEP_CSV = "serve_sweep.csv"
 PLOTS = ("throughput_vs_batch.png", "throughput_vs_tpot.png", "latency_cdf.png")
 
-# package data (twin.core.scenario.PACKAGED_SCENARIOS): an installed wheel runs them too
-DEFAULT_SCENARIOS = ("r1_serve_h200", "r1_serve_h800_decode", "r1_serve_h800_prefill")
+# every serving scenario the package ships (package data: an installed wheel runs them too)
+DEFAULT_SCENARIOS = PACKAGED_SCENARIOS
 # the model DeepSeek's and NVIDIA's serving figures describe (R1 shares V3's architecture)
 PUBLISHED_MODEL = "deepseek-v3"
 

@@ -35,7 +35,7 @@ def _reuse_the_sessions_validation(monkeypatch):
     from calibration.fit import PROFILES_DIR
     from tests.committed import validation
 
-    def committed(root, profiles_dir):
+    def committed(root, profiles_dir, on_part=None):
         assert (Path(root), Path(profiles_dir)) == (rec.MEASUREMENTS_DIR, PROFILES_DIR)  # the README's defaults
         return validation()
     monkeypatch.setattr(val, "validate", committed)

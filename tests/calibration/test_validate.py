@@ -6,7 +6,7 @@ import pytest
 
 from calibration import records as rec
 from calibration.fit import fit_gpu, write_profile
-from calibration.validate import MEDIAN_TARGET, P90_TARGET, failures, format_table, validate
+from calibration.validate import MEDIAN_TARGET, P90_TARGET, failures, format_table, validate, validate_parts
 from tests.calibration.conftest import synthetic_records
 from tests.committed import validation
 
@@ -28,8 +28,26 @@ def two_gpu(tmp_path_factory, synthetic_root, synthetic_fit):
 
 
 @pytest.fixture(scope="module")
-def two_gpu_validation(two_gpu):
-    return validate(*two_gpu)
+def two_gpu_run(two_gpu):
+    """(validate's result, the parts it reported done, in order)."""
+    parts = []
+    return validate(*two_gpu, on_part=parts.append), parts
+
+
+@pytest.fixture(scope="module")
+def two_gpu_validation(two_gpu_run):
+    return two_gpu_run[0]
+
+
+def test_validate_reports_each_part_done_in_order(two_gpu, two_gpu_run, tmp_path):
+    """`twin validate`'s progress bar steps on these parts (until s19rev it sat on one of five for most
+    of the run)."""
+    assert two_gpu_run[1] == validate_parts(two_gpu[0]) == ["h100", "h200", "decode_gemm", "serve_load", "h100_to_h200"]
+    for folder in ("h100x2", "h200x4"):   # multi-GPU folders with nothing to predict are done too
+        (tmp_path / folder).mkdir()
+    parts = []
+    validate(tmp_path, two_gpu[1], on_part=parts.append)
+    assert parts == validate_parts(tmp_path) == ["h100x2", "h200x4", "decode_gemm", "serve_load", "h100_to_h200"]
 
 
 def test_validate_synthetic_meets_targets(two_gpu_validation):

@@ -83,7 +83,7 @@ def cmd_validate(args) -> int:
     from calibration import published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
-    from calibration.validate import failures, format_table, validate  # lazy: pandas, matplotlib
+    from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
     from reports.validation_report import write_report  # lazy: pandas, matplotlib
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
@@ -91,10 +91,12 @@ def cmd_validate(args) -> int:
     if args.records and not rec.gpu_dirs(records_root):   # nothing of the user's to predict
         raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
                             "(`twin calibrate --out DIR` writes them)")
-    bar = tqdm(total=5, desc="validate", unit="part", file=sys.stderr, disable=getattr(args, "quiet", False), leave=False)
-    with bar, _own_inputs(args, ("records", "profiles")):
-        result = validate(records_root, profiles)
-        bar.update(1)
+    # a step per part of validate() (each GPU, each multi-GPU folder, ...: where the time goes), then one
+    # per comparison below; the parts listed inside _own_inputs (a user's unreadable --records folder)
+    with _own_inputs(args, ("records", "profiles")), \
+            tqdm(total=len(validate_parts(records_root)) + 4, desc="validate", unit="part", file=sys.stderr,
+                 disable=getattr(args, "quiet", False), leave=False) as bar:
+        result = validate(records_root, profiles, on_part=lambda name: bar.update(1))
         h100 = profiles / "h100.json"
         # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
         tr = trace.compare(profile_from_json_file(h100) if h100.is_file() else None)

@@ -40,6 +40,9 @@ from twin.training.trace import GRANULARITIES, step_trace
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
+# `twin step` simulates the scenario's plan as written; the commands that look for one that fits
+STEP_PLAN_HINT = ("hint: `twin replay` runs the fastest fallback plan that fits (TP x CP x recomputation; "
+                  "run.plan_search), `twin plan --tokens N` searches clusters and plans")
 
 # `twin schedule` simulates pp x micro-batches ops of ~50 us each: 50,000 is a few seconds
 MAX_SCHEDULE_MICROBATCHES = 100_000
@@ -108,6 +111,7 @@ def cmd_step(args) -> int:
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
+        print(STEP_PLAN_HINT, file=sys.stderr)
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
     _say(args, summary.step_summary(sc.name, res, args.breakdown))

@@ -103,15 +103,17 @@ def from_records(arrival_s, input_len, output_len, traffic: TrafficSpec | None =
     return with_prefixes(arrival, input_len, output_len, traffic or TrafficSpec(), cached_len)
 
 
+TRACE_FIELD = "traffic.trace_csv"   # the scenario field a trace's errors name
+
+
 def read_trace(path: str, hit_frac: float, limit: int) -> Requests:
     """A CSV trace: arrival_s, input_len, output_len[, cached_len]; rows beyond `limit` are ignored.
     A bad file or row is a ScenarioError naming traffic.trace_csv and the row."""
-    field = "traffic.trace_csv"
-    p = Path(path)
-    if not p.is_file():
+    field = TRACE_FIELD
+    if not Path(path).is_file():
         raise ScenarioError(field, path, "a readable CSV file with columns " + ", ".join(TRACE_COLUMNS))
     try:
-        rows = _trace_rows(p, path, limit)
+        rows = _trace_rows(path, limit)
     except UnicodeDecodeError:   # binary or another encoding (a traceback until s19ux)
         raise ScenarioError(field, path, "a UTF-8 CSV file with columns " + ", ".join(TRACE_COLUMNS)) from None
     except csv.Error as exc:     # a field past the csv module's size limit, a stray quote
@@ -127,11 +129,11 @@ def read_trace(path: str, hit_frac: float, limit: int) -> Requests:
     return with_prefixes(arrival, i, o, TrafficSpec(prefix_hit_frac=hit_frac), cached)
 
 
-def _trace_rows(p: Path, path: str, limit: int) -> list[tuple]:
+def _trace_rows(path: str, limit: int) -> list[tuple]:
     """(arrival_s, input_len, output_len, cached_len or None) of each row of the trace, checked."""
-    field = "traffic.trace_csv"
+    field = TRACE_FIELD
     rows = []
-    with p.open(newline="", encoding="utf-8") as fh:
+    with Path(path).open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

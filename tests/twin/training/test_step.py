@@ -216,6 +216,8 @@ def test_infeasible_step_cli_exits_3_and_writes_reason(tmp_path):
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     data = json.loads(out.read_text())
     assert data["feasible"] is False and "out of memory" in data["reason"]
+    # the refusal names the commands that search for a plan that fits (step runs the plan as written)
+    assert "`twin replay`" in proc.stderr and "`twin plan" in proc.stderr
 
 
 def test_event_log_is_optional_and_changes_nothing(v3, v3_step):
