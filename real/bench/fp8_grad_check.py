@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
-import real.dense as dense
 from real import fp8
 from real.bench.cp_block import QUICK_SHAPE, _torchtitan_sdpa
 from real.dense import build_block, rope_freqs_cis, slice_of

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from twin.core.errors import ScenarioError
-from twin.core.scenario import apply_overrides, load_scenario, read_raw
+from twin.core.scenario import load_scenario
 from twin.core.specs import get_gpu, get_model
 from twin.costs import compute
 from twin.costs.flops import OpKind, attention_ops, dense_ffn_ops, embedding_ops
