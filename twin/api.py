@@ -51,8 +51,30 @@ RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult
 
 
 def result_schemas() -> dict[str, dict]:
-    """File name -> the JSON Schema of what `to_json` writes for each result type."""
-    return {f"{name}.schema.json": json_schema(cls) for name, cls in RESULT_TYPES.items()}
+    """File name -> the JSON Schema of what `to_json` writes for each result type, and of what
+    `twin step --json` writes (`step_command`)."""
+    schemas = {f"{name}.schema.json": json_schema(cls) for name, cls in RESULT_TYPES.items()}
+    schemas["step_command.schema.json"] = step_command_schema()
+    return schemas
+
+
+STEP_COMMAND_DOC = ("What `twin step --json` writes: the step's result with `feasible` true and the resolved scenario "
+                    "beside it, or, for a plan that cannot run, `feasible` false with the reason and the memory breakdown.")
+
+
+def step_command_schema() -> dict:
+    """The JSON Schema of `twin step --json` (STEP_COMMAND_DOC): StepResult's fields and two more."""
+    step = json_schema(StepResult)
+    scenario = {"type": "object", "description": "the resolved scenario, as scenario.resolved.toml holds it"}
+    ran = {"type": "object", "properties": {"feasible": {"const": True}, **step["properties"], "scenario": scenario},
+           "required": ["feasible", *step["required"], "scenario"], "additionalProperties": False}
+    cannot_run = {"type": "object", "properties": {
+        "feasible": {"const": False}, "reason": {"type": "string"},
+        "memory_breakdown_bytes": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "scenario": scenario}, "required": ["feasible", "reason", "memory_breakdown_bytes", "scenario"],
+        "additionalProperties": False}
+    return {"$schema": step["$schema"], "title": "twin step --json", "description": STEP_COMMAND_DOC,
+            "anyOf": [ran, cannot_run], "$defs": step.get("$defs", {})}
 
 
 def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),
