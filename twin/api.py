@@ -47,7 +47,7 @@ __all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load",
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
 RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult, "sweep": SweepResult,
-                "perturb": Perturb}
+                "perturb": Perturb, "load": RequestSimResult}   # load: simulate_load's (no schema until s19ux2)
 
 
 def result_schemas() -> dict[str, dict]:

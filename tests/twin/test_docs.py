@@ -46,6 +46,10 @@ def test_results_validate_against_their_schemas(tmp_path):
     # seconds are a table: declared a number until s19ux2)
     assert schema_errors(step, result_schemas()["step.schema.json"]) == []
     assert schema_errors(serve, schema) == []
+    # simulate_load's result (the API's recorded-load replay) has a schema too (none until s19ux2)
+    sc = twin.load_scenario(kind="serving")
+    load = to_json(twin.simulate_load(sc, arrival_s=[0.0, 0.1], input_len=[100, 200], output_len=[10, 20]))
+    assert schema_errors(load, result_schemas()["load.schema.json"]) == []
 
 
 # --- a JSON Schema check of the keywords json_schema and step_command_schema write (type, const,
