@@ -119,3 +119,14 @@ def test_every_event_has_the_trace_event_format_fields(small, granularity):
     named = {(e["pid"], e["tid"]) for e in events if e["name"] == "thread_name"}
     assert {e["pid"] for e in events if e["name"] == "process_name"} >= {e["pid"] for e in timed}
     assert named >= {(e["pid"], e["tid"]) for e in timed if e["ph"] == "X"}
+
+
+def test_trace_bytes_gzip_exactly_when_the_name_ends_in_gz():
+    """`twin trace --out` and `twin serve --trace`: T.JSON.GZ was written as plain JSON until s19ux2."""
+    from pathlib import Path
+
+    from twin.cli.main import trace_bytes
+    trace = {"traceEvents": [{"ph": "X", "name": "a", "pid": 0, "tid": 0, "ts": 0.0, "dur": 1.0}]}
+    for name in ("t.json.gz", "T.JSON.GZ", "t.gz"):
+        assert json.loads(gzip.decompress(trace_bytes(trace, Path(name)))) == trace
+    assert json.loads(trace_bytes(trace, Path("t.json"))) == trace
