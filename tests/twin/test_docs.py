@@ -117,3 +117,22 @@ def test_step_command_json_validates_against_its_schema(tmp_path):
                  "--set", "workload.seq_len=65536", "--json", str(tmp_path / "oom.json")]) == 3
     oom = json.loads((tmp_path / "oom.json").read_text())
     assert oom["feasible"] is False and schema_errors(oom, schema) == []
+
+
+def test_model_and_schedule_json_validate_against_their_schemas(tmp_path):
+    """`twin model --json` and `twin schedule --json` had no schema until s19ux2: every catalog model,
+    and schedules with and without the note on a bubble that differs from the formula."""
+    from twin.core.specs import model_names
+    schema = result_schemas()["model_command.schema.json"]
+    for name in model_names():
+        assert main(["model", name, "--json", str(tmp_path / "m.json")]) == 0
+        assert schema_errors(json.loads((tmp_path / "m.json").read_text()), schema) == [], name
+    schema = result_schemas()["schedule_command.schema.json"]
+    notes = []
+    for args in (["dualpipe", "--pp", "4", "--microbatches", "8"], ["dualpipe", "--pp", "4", "--microbatches", "8", "--b", "3", "--w", "0.5"],
+                 ["interleaved-1f1b", "--pp", "2", "--microbatches", "4", "--virtual-stages", "2"]):
+        assert main(["schedule", *args, "--json", str(tmp_path / "s.json")]) == 0
+        out = json.loads((tmp_path / "s.json").read_text())
+        assert schema_errors(out, schema) == [], args
+        notes.append("note" in out)
+    assert notes == [False, True, False]   # non-canonical op times: the note, checked by the schema too
