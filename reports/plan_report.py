@@ -181,7 +181,7 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- serving question
 
-def build_serving_page(r: dict) -> Page:
+def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     b = r["best"]
     target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
     verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode), "
@@ -200,9 +200,13 @@ def build_serving_page(r: dict) -> Page:
           str(c["decode_batch"] or "-"), f"{c['served_rate_per_s']:.3g}" if c["served_rate_per_s"] is not None else "-",
           f"{c['simulated_requests']:,}"]
          for c in r["checks"][-FRONT_ROWS:]])
+    # the page states its inputs, as every other report does (missing until s19ux2)
+    p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the result; `{pg.RESOLVED_SCENARIO}`: the serving scenario"
+                                + (f" ({scenario_name})" if scenario_name else "") + " as resolved, the deployment every "
+                                "check scales"])
     return p
 
 
 def write_serving_plan_report(result, scenario, out_dir) -> list[Path]:
     data = to_json(result)
-    return pg.write_report_dir(out_dir, build_serving_page(data), data, scenario)
+    return pg.write_report_dir(out_dir, build_serving_page(data, scenario.name), data, scenario)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from twin.core.errors import ScenarioError
-from twin.core.results import json_schema, to_json
+from twin.core.results import SCHEMA_DIALECT, json_schema, to_json
 from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
 from twin.core.search_specs import SearchSpec
@@ -47,12 +47,61 @@ __all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load",
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
 RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult, "sweep": SweepResult,
-                "perturb": Perturb}
+                "perturb": Perturb, "load": RequestSimResult}   # load: simulate_load's (no schema until s19ux2)
 
 
 def result_schemas() -> dict[str, dict]:
-    """File name -> the JSON Schema of what `to_json` writes for each result type."""
-    return {f"{name}.schema.json": json_schema(cls) for name, cls in RESULT_TYPES.items()}
+    """File name -> the JSON Schema of what `to_json` writes for each result type, and of what
+    `twin step --json` writes (`step_command`)."""
+    schemas = {f"{name}.schema.json": json_schema(cls) for name, cls in RESULT_TYPES.items()}
+    schemas["step_command.schema.json"] = step_command_schema()
+    schemas["model_command.schema.json"] = MODEL_COMMAND_SCHEMA
+    schemas["schedule_command.schema.json"] = SCHEDULE_COMMAND_SCHEMA
+    return schemas
+
+
+def _command_schema(title: str, description: str, props: dict, optional: tuple[str, ...] = ()) -> dict:
+    """The schema of a command's plain-dict JSON (no result type to derive it from); a test runs
+    the command and validates what it writes, so a key added there fails until it is added here."""
+    return {"$schema": SCHEMA_DIALECT, "title": title, "description": description, "type": "object", "properties": props,
+            "required": [k for k in props if k not in optional], "additionalProperties": False}
+
+
+_INT, _NUM, _STR = {"type": "integer"}, {"type": ["number", "null"]}, {"type": "string"}
+MODEL_COMMAND_SCHEMA = _command_schema(
+    "twin model --json", "Parameter, FLOP and KV-cache accounting of a catalog model (twin.costs.flops).",
+    {"name": _STR, "total_params": _INT, "active_params": _INT, "embedding_params": _INT, "head_params": _INT,
+     "mtp_params": _INT, "mtp_active_params": _INT, "train_flops_per_token": _NUM, "forward_flops_per_token": _NUM,
+     "seq_len": _INT, "kv_cache_bytes_per_token": {"type": "number"},
+     "spec": {"type": "object", "description": "the model's fields, as [model] in a scenario"}})
+SCHEDULE_COMMAND_SCHEMA = _command_schema(
+    "twin schedule --json", "An idealised pipeline schedule with constant op times against its closed-form bubble "
+    "(twin.sim.ideal.ideal_schedule); idle_s, busy_s and peak_inflight_activations per pipeline rank.",
+    {"schedule": _STR, "pp": _INT, "virtual_stages": _INT, "num_model_stages": _INT, "num_microbatches": _INT,
+     "f_s": _NUM, "b_s": _NUM, "w_s": _NUM, "fb_s": _NUM, "makespan_s": _NUM, "bubble_s": _NUM, "formula_bubble_s": _NUM,
+     "formula": _STR, "idle_s": {"type": "array", "items": _NUM}, "busy_s": {"type": "array", "items": _NUM},
+     "peak_inflight_activations": {"type": "array", "items": _INT},
+     "note": {**_STR, "description": "why the simulated bubble differs from the formula, when it does"}},
+    optional=("note",))
+
+
+STEP_COMMAND_DOC = ("What `twin step --json` writes: the step's result with `feasible` true and the resolved scenario "
+                    "beside it, or, for a plan that cannot run, `feasible` false with the reason and the memory breakdown.")
+
+
+def step_command_schema() -> dict:
+    """The JSON Schema of `twin step --json` (STEP_COMMAND_DOC): StepResult's fields and two more."""
+    step = json_schema(StepResult)
+    scenario = {"type": "object", "description": "the resolved scenario, as scenario.resolved.toml holds it"}
+    ran = {"type": "object", "properties": {"feasible": {"const": True}, **step["properties"], "scenario": scenario},
+           "required": ["feasible", *step["required"], "scenario"], "additionalProperties": False}
+    cannot_run = {"type": "object", "properties": {
+        "feasible": {"const": False}, "reason": {"type": "string"},
+        "memory_breakdown_bytes": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "scenario": scenario}, "required": ["feasible", "reason", "memory_breakdown_bytes", "scenario"],
+        "additionalProperties": False}
+    return {"$schema": step["$schema"], "title": "twin step --json", "description": STEP_COMMAND_DOC,
+            "anyOf": [ran, cannot_run], "$defs": step.get("$defs", {})}
 
 
 def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),

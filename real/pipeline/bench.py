@@ -157,9 +157,10 @@ def chrome_trace(steps: list[StepTimeline], meta: dict) -> dict:
     """One measured step (all ranks, shared axis) as Chrome-trace JSON, times in microseconds."""
     out = []
     for t in steps:
-        out.append({"ph": "M", "name": "process_name", "pid": t.rank,
+        # every event names its pid and tid, the process-wide metadata too (tid 0), as Trace Event Format lists them
+        out.append({"ph": "M", "name": "process_name", "pid": t.rank, "tid": 0,
                     "args": {"name": f"PP rank {t.pp_rank} (GPU {t.rank}, dp {t.dp_rank})"}})
-        out.append({"ph": "M", "name": "process_sort_index", "pid": t.rank, "args": {"sort_index": t.rank}})
+        out.append({"ph": "M", "name": "process_sort_index", "pid": t.rank, "tid": 0, "args": {"sort_index": t.rank}})
         for name, tid in (("compute", 0), ("comm", 1), ("dp", 2)):
             out.append({"ph": "M", "name": "thread_name", "pid": t.rank, "tid": tid, "args": {"name": name}})
         for o in t.ops:

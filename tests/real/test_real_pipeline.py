@@ -278,3 +278,18 @@ def test_s10pp_campaign_script_cpu_dry_run(tmp_path):
         tokens_per_chunk = 4 // 2 * 2 * 16 * 2          # micro-batches x sequences x seq len x top_k (tiny)
         assert {k[0] for k in sums} == {"0", "1", "2", "3"} and {k[1] for k in sums} == {"0", "1"}
         assert set(sums.values()) == {tokens_per_chunk}
+
+
+def test_measured_trace_events_carry_the_trace_event_format_fields():
+    """real/'s per-rank timeline trace: name, ph, pid and tid on every event (process_name and
+    process_sort_index had no tid until s19ux2), times in microseconds."""
+    from real.pipeline.bench import chrome_trace
+    from real.pipeline.engine import OpRecord, StepTimeline
+
+    ops = [OpRecord(0, "F", 0, 0, "F0.0", 0.0, 0.002), OpRecord(1, "send", 0, 0, "act", 0.002, 0.0025)]
+    steps = [StepTimeline(rank=r, pp_rank=r, dp_rank=0, host_start_s=0.0, loss=1.0, ops=ops) for r in (0, 1)]
+    events = chrome_trace(steps, {"schedule": "1f1b"})["traceEvents"]
+    assert [e for e in events if not {"name", "ph", "pid", "tid"} <= set(e)] == []
+    assert [(e["ts"], e["dur"]) for e in events if e["ph"] == "X"][:2] == [(0.0, 2000.0), (2000.0, 500.0)]
+    assert {(e["pid"], e["tid"]) for e in events if e["name"] == "thread_name"} >= {
+        (e["pid"], e["tid"]) for e in events if e["ph"] == "X"}

@@ -12,19 +12,22 @@ from fake_step import fake_step as fake_step_fn  # tests/ is on sys.path (rootdi
 from calibration import sm_reserve, trace
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, by_bench, summarize
 from reports.load_report import build as write_load_report
-from reports.plan_report import write_plan_report
+from reports.plan_report import write_plan_report, write_serving_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
+from reports.sweep_report import write_sweep_report
 from reports.validation_report import write_report as write_validation_report
 from twin.core.results import to_json
 from twin.core.scenario import PLAN, SERVING, from_dict, load_scenario, read_raw
 from twin.planning.result import CHEAPEST, PlanResult, PlanRow
 from twin.planning.search import front, screen_error
+from twin.planning.serving import size_serving
+from twin.planning.sweep import GRID, SweepResult
 from twin.serving.run import serve
 from twin.training.replay.run import replay
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORTS = ("replay", "replay_h200", "serve", "plan", "load", "validation")
+REPORTS = ("replay", "replay_h200", "serve", "plan", "load", "validation", "sweep", "serving_plan")
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +113,25 @@ def validated():
 
 
 @pytest.fixture(scope="session")
-def report_dirs(tmp_path_factory, replayed, replayed_h200, served, planned, validated) -> dict[str, Path]:
+def swept():
+    """A sweep result by hand (rows as twin.planning.sweep journals them): two points ran, one out of memory."""
+    rows = ({"candidate_id": "a1", "plan.pp": 16, "cluster.gpu": "h800", "status": "ok", "reason": None, "step_time_s": 18.5},
+            {"candidate_id": "a2", "plan.pp": 16, "cluster.gpu": "h200", "status": "ok", "reason": None, "step_time_s": 16.2},
+            {"candidate_id": "a3", "plan.pp": 8, "cluster.gpu": "h800", "status": "infeasible", "reason": "out of memory: 96.9 GiB > 74.5 GiB"})
+    result = SweepResult(mode=GRID, axes={"plan.pp": [8, 16], "cluster.gpu": ["h800", "h200"]}, num_points=3, num_ok=2,
+                         num_invalid=0, num_infeasible=1, evaluated_now=3, rows=rows)
+    return load_scenario(), result
+
+
+@pytest.fixture(scope="session")
+def serving_planned():
+    """The serving question on the default serving scenario, 200 requests per deployment (~0.5 s)."""
+    sc = load_scenario(kind=SERVING)
+    return sc, size_serving(sc, 2.0, 5.0, 0.1, num_requests=200)
+
+
+@pytest.fixture(scope="session")
+def report_dirs(tmp_path_factory, replayed, replayed_h200, served, planned, validated, swept, serving_planned) -> dict[str, Path]:
     """Every report written once, by the writers the CLI calls."""
     root = tmp_path_factory.mktemp("reports")
     dirs = {name: root / name for name in REPORTS}
@@ -120,4 +141,6 @@ def report_dirs(tmp_path_factory, replayed, replayed_h200, served, planned, vali
     write_plan_report(planned[1], planned[0], dirs["plan"])
     write_load_report(dirs["load"], sc=load_scenario(), quick=True)
     write_validation_report(validated, dirs["validation"])
+    write_sweep_report(swept[1], swept[0], dirs["sweep"])
+    write_serving_plan_report(serving_planned[1], serving_planned[0], dirs["serving_plan"])
     return dirs

@@ -16,7 +16,8 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 VIEWPORT_W = 1024      # a laptop-width window: body text wraps at 1100 px max, so 1024 is the tighter case
-EXPECTED_IMAGES = {"replay": 4, "replay_h200": 4, "serve": 3, "plan": 1, "load": 3, "validation": 4}
+EXPECTED_IMAGES = {"replay": 4, "replay_h200": 4, "serve": 3, "plan": 1, "load": 3, "validation": 4, "sweep": 1,
+                   "serving_plan": 0}
 REPORTS = tuple(EXPECTED_IMAGES)   # the report_dirs fixture (conftest.py) writes each of these
 
 PROBE = """<script>
@@ -62,6 +63,9 @@ def test_report_renders_whole(report, report_dirs, tmp_path):
     source = page.read_text(encoding="utf-8")
     assert "<script" not in source and "`" not in source          # no script, no literal backticks
     assert not re.search(r'(src|href)="(https?:|//)', source)       # self-contained
+    # the page states its inputs (validation has no scenario) and names no path of this machine
+    assert report == "validation" or "scenario.resolved.toml" in source
+    assert str(page.parent.parent) not in source and not re.search(r"(?<![\w.])/(home|tmp|root|usr|work)/", source)
     got = render(page, tmp_path)
     title = re.search(r"<title>(.*?)</title>", source).group(1)
     assert got["title"] == html.unescape(title) and "report-loaded" not in title and "images=" not in title

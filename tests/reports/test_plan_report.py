@@ -44,3 +44,13 @@ def test_writes_the_common_files_and_one_table_in_csv_and_parquet(tmp_path, plan
     assert table.column("plan.pp").to_pylist() == [r.plan["pp"] for r in plan.rows]       # typed: ints, not text
     assert table.column("wall_days").to_pylist()[:2] == [45.0, 30.0]
     assert "[search]" in (tmp_path / "p" / "scenario.resolved.toml").read_text()
+
+
+def test_serving_plan_page_states_its_inputs():
+    """The serving question's page names the resolved scenario beside it, as every other report
+    does (it had no Files section until s19ux2)."""
+    from reports.plan_report import build_serving_page
+    r = {"rate_per_s": 2.0, "ttft_target_s": 5.0, "tpot_target_s": 0.1, "instance_gpus": 8, "evaluated": 0,
+         "feasible": 0, "infeasible_by_reason": {}, "best": None, "checks": []}
+    page = build_serving_page(r, "r1-serve-h200").html()
+    assert "scenario.resolved.toml" in page and "r1-serve-h200" in page and "result.json" in page

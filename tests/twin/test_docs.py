@@ -3,6 +3,7 @@ from pathlib import Path
 
 import twin
 from twin.api import result_schemas
+from twin.cli.main import main
 from twin.core.docs import scenario_reference
 from twin.core.results import to_json
 
@@ -41,3 +42,97 @@ def test_results_validate_against_their_schemas(tmp_path):
     assert set(serve) == set(schema["properties"])
     assert set(serve["sweep"][0]) == set(schema["$defs"]["SweepPoint"]["properties"])
     assert json.loads(json.dumps(serve, allow_nan=False)) == serve   # finite: valid JSON
+    # and every value, at every depth, has its schema's type (the analytic prefill's per-group
+    # seconds are a table: declared a number until s19ux2)
+    assert schema_errors(step, result_schemas()["step.schema.json"]) == []
+    assert schema_errors(serve, schema) == []
+    # simulate_load's result (the API's recorded-load replay) has a schema too (none until s19ux2)
+    sc = twin.load_scenario(kind="serving")
+    load = to_json(twin.simulate_load(sc, arrival_s=[0.0, 0.1], input_len=[100, 200], output_len=[10, 20]))
+    assert schema_errors(load, result_schemas()["load.schema.json"]) == []
+
+
+# --- a JSON Schema check of the keywords json_schema and step_command_schema write (type, const,
+# properties, required, additionalProperties, items, anyOf, $ref); the jsonschema package is not a dependency
+
+JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _has_type(value, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    if name == "integer":
+        return isinstance(value, int)
+    if name == "number":
+        return isinstance(value, (int, float))
+    return isinstance(value, JSON_TYPES[name])
+
+
+def schema_errors(value, schema: dict, root: dict | None = None, path: str = "$") -> list[str]:
+    root = schema if root is None else root
+    if "$ref" in schema:
+        return schema_errors(value, root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root, path)
+    if "anyOf" in schema:
+        branches = [schema_errors(value, s, root, path) for s in schema["anyOf"]]
+        return [] if any(not b for b in branches) else [f"{path}: no anyOf branch: " + "; ".join(b[0] for b in branches)]
+    if "const" in schema and value != schema["const"]:
+        return [f"{path}: {value!r} is not {schema['const']!r}"]
+    types = schema.get("type")
+    if types is not None and not any(_has_type(value, t) for t in ([types] if isinstance(types, str) else types)):
+        return [f"{path}: {str(value)[:60]!r} is not {types}"]
+    errors = []
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", {})
+        errors += [f"{path}: missing {k}" for k in schema.get("required", ()) if k not in value]
+        for k, v in value.items():
+            if k in props:
+                errors += schema_errors(v, props[k], root, f"{path}.{k}")
+            elif extra is False:
+                errors.append(f"{path}: unexpected key {k}")
+            else:
+                errors += schema_errors(v, extra, root, f"{path}.{k}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            errors += schema_errors(v, schema["items"], root, f"{path}[{i}]")
+    return errors
+
+
+def test_schema_errors_sees_a_wrong_value():
+    schema = result_schemas()["step.schema.json"]
+    assert schema_errors({"feasible": True}, schema)[:1] == ["$: missing schedule"]
+    assert schema_errors([], schema) == ["$: '[]' is not object"]
+
+
+def test_step_command_json_validates_against_its_schema(tmp_path):
+    """`twin step --json` writes the step result with `feasible` and `scenario` beside it (and, for a
+    plan that does not fit, the reason instead): step.schema.json refused both until s19ux2."""
+    schema = result_schemas()["step_command.schema.json"]
+    small = ["--set", "model.num_layers=8", "--set", "plan.pp=2", "--set", "cluster.num_gpus=128",
+             "--set", "workload.global_batch_seqs=256"]
+    assert main(["step", *small, "--json", str(tmp_path / "ran.json")]) == 0
+    ran = json.loads((tmp_path / "ran.json").read_text())
+    assert ran["feasible"] is True and schema_errors(ran, schema) == []
+    assert schema_errors(ran, result_schemas()["step.schema.json"]) != []   # the bare result's schema is not it
+    assert main(["step", *small, "--set", "plan.micro_batch_seqs=4", "--set", "workload.global_batch_seqs=1024",
+                 "--set", "workload.seq_len=65536", "--json", str(tmp_path / "oom.json")]) == 3
+    oom = json.loads((tmp_path / "oom.json").read_text())
+    assert oom["feasible"] is False and schema_errors(oom, schema) == []
+
+
+def test_model_and_schedule_json_validate_against_their_schemas(tmp_path):
+    """`twin model --json` and `twin schedule --json` had no schema until s19ux2: every catalog model,
+    and schedules with and without the note on a bubble that differs from the formula."""
+    from twin.core.specs import model_names
+    schema = result_schemas()["model_command.schema.json"]
+    for name in model_names():
+        assert main(["model", name, "--json", str(tmp_path / "m.json")]) == 0
+        assert schema_errors(json.loads((tmp_path / "m.json").read_text()), schema) == [], name
+    schema = result_schemas()["schedule_command.schema.json"]
+    notes = []
+    for args in (["dualpipe", "--pp", "4", "--microbatches", "8"], ["dualpipe", "--pp", "4", "--microbatches", "8", "--b", "3", "--w", "0.5"],
+                 ["interleaved-1f1b", "--pp", "2", "--microbatches", "4", "--virtual-stages", "2"]):
+        assert main(["schedule", *args, "--json", str(tmp_path / "s.json")]) == 0
+        out = json.loads((tmp_path / "s.json").read_text())
+        assert schema_errors(out, schema) == [], args
+        notes.append("note" in out)
+    assert notes == [False, True, False]   # non-canonical op times: the note, checked by the schema too

@@ -139,13 +139,18 @@ def cmd_trace(args) -> int:
     if window and window[0] >= res.step_time_s:   # an empty trace, written without a word (until s19ux)
         raise ScenarioError("--window", args.window, f"START before the step's end ({res.step_time_s:.3f} s)")
     trace = step_trace(sc, res, window, args.granularity)
-    data = json.dumps(trace, separators=(",", ":")).encode()
     out = Path(args.out)
-    write_bytes(out, gzip.compress(data, mtime=0) if out.suffix == ".gz" else data)
+    write_bytes(out, trace_bytes(trace, out))
     write_text(out.parent / (out.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
     _say(args, f"wrote {out} ({len(trace['traceEvents']):,} events, {out.stat().st_size / 1e6:.1f} MB); "
                "open it in https://ui.perfetto.dev")
     return 0
+
+
+def trace_bytes(trace: dict, path: Path) -> bytes:
+    """A Chrome trace as compact JSON, gzipped when the name ends in .gz (any case: T.JSON.GZ too)."""
+    data = json.dumps(trace, separators=(",", ":")).encode()
+    return gzip.compress(data, mtime=0) if path.suffix.lower() == ".gz" else data
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -200,9 +205,8 @@ def cmd_serve(args) -> int:
         write_serve_report(out, sc, args.out)
     if args.trace:
         trace = serve_trace(out)
-        data = json.dumps(trace, separators=(",", ":")).encode()
         target = Path(args.trace)
-        write_bytes(target, gzip.compress(data, mtime=0) if target.suffix == ".gz" else data)
+        write_bytes(target, trace_bytes(trace, target))
         write_text(target.parent / (target.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
     _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)

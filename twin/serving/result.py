@@ -153,7 +153,7 @@ class ServeResult:
     tpot_s: float
     ttft_s: float
     analytic_output_tokens_per_s_per_node: float
-    prefill: dict[str, float]
+    prefill: dict[str, float | dict[str, float]]   # per_microbatch_groups_s: seconds by op group
     decode: dict[str, Any]
     weight_bytes: dict[str, float]
     kv_bytes_per_token: float

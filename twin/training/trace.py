@@ -119,8 +119,9 @@ def step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | No
     tids = {s: i for i, s in enumerate((*pipe.streams, "dp"))}
     out: list[dict] = []
     for rank in range(pipe.num_ranks):
-        out.append({"ph": "M", "name": "process_name", "pid": rank, "args": {"name": f"PP rank {rank} (GPU)"}})
-        out.append({"ph": "M", "name": "process_sort_index", "pid": rank, "args": {"sort_index": rank}})
+        # every event names its pid and tid, the process-wide metadata too (tid 0), as Trace Event Format lists them
+        out.append({"ph": "M", "name": "process_name", "pid": rank, "tid": 0, "args": {"name": f"PP rank {rank} (GPU)"}})
+        out.append({"ph": "M", "name": "process_sort_index", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
         for stream, tid in tids.items():
             out.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": tid, "args": {"name": stream}})
     slices = pipe.events if granularity == "layer" else _op_slices(res)

@@ -102,3 +102,31 @@ def test_trace_cli_refuses_a_window_past_the_steps_end(tmp_path, capsys):
                  "--window", "1000:2000"])
     assert code == 2 and not out.exists()
     assert re.fullmatch(r"error: --window: got '1000:2000'; allowed: START before the step's end \([\d.]+ s\)\n", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("granularity", ["op", "layer"])
+def test_every_event_has_the_trace_event_format_fields(small, granularity):
+    """name, ph, pid and tid on every event (process_name and process_sort_index had no tid until
+    s19ux2), ts in microseconds on every timed one, dur >= 0 on complete events, and each pid and
+    (pid, tid) that carries a slice named by a metadata event."""
+    sc, res = small
+    events = step_trace(sc, res, granularity=granularity)["traceEvents"]
+    assert [e for e in events if not {"name", "ph", "pid", "tid"} <= set(e)] == []
+    timed = [e for e in events if e["ph"] != "M"]
+    assert all(isinstance(e["ts"], (int, float)) and e["ts"] >= 0 for e in timed)
+    assert all(e["dur"] >= 0 for e in timed if e["ph"] == "X")
+    assert max(e["ts"] + e.get("dur", 0) for e in timed) == pytest.approx(res.step_time_s * 1e6, rel=1e-6)   # µs
+    named = {(e["pid"], e["tid"]) for e in events if e["name"] == "thread_name"}
+    assert {e["pid"] for e in events if e["name"] == "process_name"} >= {e["pid"] for e in timed}
+    assert named >= {(e["pid"], e["tid"]) for e in timed if e["ph"] == "X"}
+
+
+def test_trace_bytes_gzip_exactly_when_the_name_ends_in_gz():
+    """`twin trace --out` and `twin serve --trace`: T.JSON.GZ was written as plain JSON until s19ux2."""
+    from pathlib import Path
+
+    from twin.cli.main import trace_bytes
+    trace = {"traceEvents": [{"ph": "X", "name": "a", "pid": 0, "tid": 0, "ts": 0.0, "dur": 1.0}]}
+    for name in ("t.json.gz", "T.JSON.GZ", "t.gz"):
+        assert json.loads(gzip.decompress(trace_bytes(trace, Path(name)))) == trace
+    assert json.loads(trace_bytes(trace, Path("t.json"))) == trace
