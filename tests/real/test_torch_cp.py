@@ -145,6 +145,8 @@ def test_s8cp_campaign_cpu_dry_run(tmp_path):
     grouped = list(csv.DictReader((out / "gemm.csv").open()))   # the TP2 MoE blocks' expert GEMMs
     assert {r["bench"] for r in grouped} == {"grouped_gemm", "grouped_gemm_wgrad"}
     assert all(float(r["time_s"]) > 0 and r["precision"] == "bf16" for r in grouped)
+    log_txt = (out / "log.txt").read_text()
+    assert (out / "env_torch_cp.json").exists(), f"the torch_cp part wrote no env.json; its log:\n{log_txt[-6000:]}"
     assert "CUDA" in json.loads((out / "env_torch_cp.json").read_text())["torch_cp_skipped"]
     chunks_env = json.loads((out / "env_chunks.json").read_text())
     assert "cp_chunks_kernels_llama_causal_cudnn_64" in chunks_env   # the profiled call (no kernels on CPU)
