@@ -59,7 +59,7 @@ def v3():
 # Tests that start processes which meet over TCP (gloo ranks, torchrun, a campaign's dry run) are run
 # a second time when they fail, and the rerun is reported ("1 rerun" in the summary, R in the
 # progress line). CI's stop 32 failed on one such test, s8cp's dry run, whose torchrun part wrote
-# nothing, with no log kept; 15 stress runs of it under a loaded machine all passed. A regression
+# nothing, with no log kept; 10 stress runs of it beside two busy processes all passed. A regression
 # fails both runs; a process start lost to the machine's load or its sockets does not fail the suite.
 # The modules are recognised by what they call (below), so a new rank test is covered without a mark.
 STARTS_RANKS = ("FORKED_PY", "torch.distributed.run", "mp.spawn", "real/campaigns/", "dry_run(")
