@@ -122,7 +122,7 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # the host's launch stream (4.3 of 4.6 ms; kernels 2.4 ms summed, hidden but a 0.2-0.3 ms tail) at one of two host
 # states, 0.80x / 1.16x the table on the fit runs (medians of their fast / slow windows); c48 ran 94% fast (0.75x),
 # r10-long slow throughout (1.2x), as fit c16 (TPOT P50 +23.6%) and c8-long (-17.5%); no KV-length dependence on the
-# steady host (long / short 0.98), the batch's (~10 us a row a rank) would widen both misses: no term, no figure moved.
+# steady host (long / short 0.98), a per-row host term moves them by under 2%: no term, no figure moved.
 NOT_MET = {
     ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
     ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.257,
