@@ -9,7 +9,8 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
              through compute.gemm_time_s, so roofline and calibrated curves apply), the absorbed
              W_UK / W_UV products as grouped GEMMs over heads, and the MLA core as FlashMLA's roofline:
              max(cache bytes / (HBM x 3000/3350), FLOPs / (BF16 peak x 660/989.5)) - the published
-             memory-bound and compute-bound figures as fractions of the GPU's peaks. Reading the
+             memory-bound and compute-bound figures as fractions of the GPU's peaks (580 in place of 660
+             for FlashMLA's first release, serve.flashmla_kernel = "2502"). Reading the
              compressed cache is (d_c + d_rope) x 2 B per token per layer (70,272 B over V3's 61).
   MoE        router, shared expert, routed experts as one grouped GEMM over the straggler rank's
              physical experts (rows from the load model, EPLB replication from twin.moe.eplb), and
@@ -185,11 +186,21 @@ def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_f
     return (rows * disp_row / bw_d + gpu.scale_out_latency_s, rows * comb_row / bw_c + gpu.scale_out_latency_s)
 
 
+def flashmla_rates(gpu: GPUSpec, s: ServeSpec) -> tuple[float, float]:
+    """(bytes/s, FLOP/s) of FlashMLA's decode kernel on `gpu`: the published H800 memory-bound and
+    compute-bound figures as fractions of the H800's peaks. The compute figure is that of the
+    release s.flashmla_kernel names ('2504': 660 TFLOPS; '2502', the first release: 580 TFLOPS);
+    the memory figure (3000 GB/s) is the same in both."""
+    fm = serving_tables()["flashmla"]
+    compute = fm["compute_flops_per_s_2502"] if s.flashmla_kernel == "2502" else fm["compute_flops_per_s"]
+    return (gpu.hbm_bytes_per_s * fm["mem_bytes_per_s"] / fm["ref_hbm_bytes_per_s"],
+            gpu.peak_bf16_flops_per_s * compute / fm["ref_peak_flops_per_s"])
+
+
 def mla_decode_core_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, requests: float, q_tokens: int, ctx: float,
                       profile: Profile) -> tuple[float, float, float]:
     """(seconds, flops, bytes) of the decode attention core of one layer on one GPU, FlashMLA's
     roofline: the cache read once per request, q_tokens x heads queries against it."""
-    fm = serving_tables()["flashmla"]
     h = m.num_heads // s.tp
     kv_layer = kv_bytes_per_token(m, s.kv_precision, include_mtp=False) / m.num_layers
     if m.attention == "mla":
@@ -199,8 +210,7 @@ def mla_decode_core_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, requests: float,
         kvh = max(1, m.num_kv_heads // s.tp)
         flops = 2.0 * requests * q_tokens * h * ctx * 2 * m.head_dim
         nbytes = requests * ctx * kv_layer * kvh / m.num_kv_heads
-    mem_bw = gpu.hbm_bytes_per_s * fm["mem_bytes_per_s"] / fm["ref_hbm_bytes_per_s"]
-    peak = gpu.peak_bf16_flops_per_s * fm["compute_flops_per_s"] / fm["ref_peak_flops_per_s"]
+    mem_bw, peak = flashmla_rates(gpu, s)
     return max(flops / peak, nbytes / mem_bw) + profile.launch_s, flops, nbytes
 
 
@@ -359,8 +369,7 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         "per_moe_layer_s": (decode_stage_layers_s(9, **mb["stages"]) - decode_stage_layers_s(8, **mb["stages"])) if staged
         else n * max(c_moe, a) if n > 1 else c_moe + a,
         "mla_core_bound": "compute" if mb["mla_core_flops"] / max(mb["mla_core_bytes"], 1) >
-        (gpu.peak_bf16_flops_per_s * serving_tables()["flashmla"]["compute_flops_per_s"] / serving_tables()["flashmla"]["ref_peak_flops_per_s"])
-        / (gpu.hbm_bytes_per_s * serving_tables()["flashmla"]["mem_bytes_per_s"] / serving_tables()["flashmla"]["ref_hbm_bytes_per_s"]) else "memory",
+        flashmla_rates(gpu, s)[1] / flashmla_rates(gpu, s)[0] else "memory",
         "rows_frac": loads["rows_frac"], "rows_frac_contiguous": loads["rows_frac_contiguous"],
     }
 

@@ -25,7 +25,10 @@ micro-batches, balanced routing), which the SGLang team read as 62,713 input tok
 (lmsys.org blog 2025-05-05, "Profile Results"): `deepseek_prefill_profile` runs the prefill scenario
 at those conditions. Likewise DeepSeek's decode profile (EP128, 128 requests per GPU, 4K context),
 which the same table reads as 18,598 output tokens/s per node: `deepseek_decode_profile` runs one
-decode step of the decode scenario at those conditions (docs/notes/s15srv_rule.md).
+decode step of the decode scenario at those conditions (docs/notes/s15srv_rule.md). Every comparison
+with DeepSeek's decode figures prices the MLA core with the FlashMLA release of the figures' date (the
+first, 580 TFLOPS; the April 2025 kernel came after both: `deepseek_decode_conditions`,
+docs/notes/s20srv2_rule.md).
 
 Kernel group by group: `deepseek_profile_groups` runs the iteration model (one decode step, one
 prefill forward) at the conditions of each of DeepSeek's two serving profiles (decode: EP128, 128
@@ -79,8 +82,21 @@ DEEPSEEK_PROFILE_DECODE_CONDITIONS = (f"cluster.num_gpus={DEEPSEEK_PROFILE_DECOD
 # Results", decode table, column "DeepSeek Profile": batch size 128, KV cache length 4,096, 16 nodes, 18,598). Their
 # derivation and whether the profile ran MTP are not stated (they set it beside their own run with simulated MTP).
 DEEPSEEK_PROFILE_DECODE_TOKENS_PER_S_PER_NODE = 18_598.0
+# DeepSeek's decode figures (the production day 2025-02-27/28, the decode profile's trace of 2025-03-21, whose
+# attention core is FlashMLA's first kernel, flash_fwd_splitkv_mla_kernel) predate FlashMLA's April 2025 kernel:
+# under the switch their comparisons price the core with the first release's published 580 TFLOPS
+# (serve.flashmla_kernel = "2502"). docs/notes/s20srv2_rule.md decides it.
+ADOPT_FLASHMLA_OF_THE_DATE = True
+DEEPSEEK_DECODE_KERNEL_CONDITIONS = ('serve.flashmla_kernel="2502"',)
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
+
+
+def deepseek_decode_conditions() -> tuple[str, ...]:
+    """Overrides every comparison with DeepSeek's decode figures adds to the decode scenario: the
+    FlashMLA release of the figures' date under ADOPT_FLASHMLA_OF_THE_DATE, else none (read at call
+    time, so both settings can be tested)."""
+    return DEEPSEEK_DECODE_KERNEL_CONDITIONS if ADOPT_FLASHMLA_OF_THE_DATE else ()
 
 
 @dataclass(frozen=True)
@@ -268,6 +284,7 @@ def decode_speed_curve(overrides=(), requests_per_gpu=DECODE_CURVE_REQUESTS_PER_
     twin.serving.engine), i.e. KV capacity // (ISL + OSL + drafts). (The scenario's own bound,
     max_batch_by_memory, counts the mean context: past the limit requests queue for KV.)"""
     path = packaged_scenario(DEEPSEEK_DECODE_SCENARIO)
+    overrides = (*deepseek_decode_conditions(), *overrides)
     base = load_scenario(path, ["traffic.target_tpot_s=0", *overrides], SERVING)
     s, gpus = base.serve, base.cluster.num_gpus
 
@@ -394,7 +411,7 @@ def deepseek_decode_profile() -> dict:
     path = packaged_scenario(DEEPSEEK_DECODE_SCENARIO)
 
     def per_node(extra=()):
-        sc = load_scenario(path, [*DEEPSEEK_PROFILE_DECODE_CONDITIONS, *extra], SERVING)
+        sc = load_scenario(path, [*DEEPSEEK_PROFILE_DECODE_CONDITIONS, *deepseek_decode_conditions(), *extra], SERVING)
         it = decode_step(sc.model, sc.gpu, sc.serve, sc.serve.batch)
         return sc.serve.batch / sc.serve.ep / it["tpot_s"] * sc.gpu.gpus_per_node, it
 
@@ -440,7 +457,7 @@ def deepseek_profile_groups(phase: str) -> dict:
     calibration/serving_trace.py to set beside the trace. No simulation: one decode step or
     prefill forward (twin.serving.iteration)."""
     if phase == "decode":
-        name, overrides = DEEPSEEK_DECODE_SCENARIO, DEEPSEEK_PROFILE_DECODE_CONDITIONS
+        name, overrides = DEEPSEEK_DECODE_SCENARIO, (*DEEPSEEK_PROFILE_DECODE_CONDITIONS, *deepseek_decode_conditions())
     elif phase == "prefill":
         name, overrides = DEEPSEEK_PREFILL_SCENARIO, DEEPSEEK_PROFILE_PREFILL_CONDITIONS
     else:

@@ -170,16 +170,17 @@ NOT_MET = {
     "r1_serve_h800_prefill": "+56.3%: 115.2k against 73.7k input tokens/s per node (24 h average over the "
                              "published day, the busiest hour fully loaded at 125.7k; balanced routing, every "
                              "prompt 4,384 tokens, the all-to-all on 24 SMs)",
-    # the twin cannot slow to 21 tokens/s within memory (21.7 at its limit of 112.8 requests per GPU), so
-    # its busiest hour stops at the memory limit: day mean 22.6 tokens/s per user
-    "r1_serve_h800_decode": "+23.4%: 18.3k against 14.8k output tokens/s per node (24 h average over the "
-                            "published day, the busiest hour at the memory limit; mean speed 22.6 tokens/s)",
-    # the published output (168B) hour by hour on the published decode nodes: the twin's step is faster
-    "r1_serve_h800_decode at the published load": "+19.4%: 25.1 against 21 tokens/s per user (+14.0% against "
-                                                  "22) at the published output, 74 requests per GPU",
+    # the twin's day mean cannot slow to 21 tokens/s within memory: its busiest hour stops at the memory limit
+    # (112.8 requests per GPU, 20.8 tokens/s there), day mean 21.7 tokens/s per user. FlashMLA of the day's
+    # date (580 TFLOPS, docs/notes/s20srv2_rule.md); with the April 2025 kernel: +23.4%.
+    # Met since s20srv2: the per-user speed at the published output, +13.6% (23.9 against 21; +8.4% against
+    # 22), 78 requests per GPU (with the April 2025 kernel: +19.4%)
+    "r1_serve_h800_decode": "+18.3%: 17.5k against 14.8k output tokens/s per node (24 h average over the "
+                            "published day, the busiest hour at the memory limit; mean speed 21.7 tokens/s)",
     # one decode step at DeepSeek's decode profile conditions (docs/notes/s15srv_rule.md): the step itself is
-    # faster than DeepSeek's, at balanced routing and a fixed batch (MTP on: 25.6k, +37.8%)
-    "r1_serve_h800_decode at DeepSeek's profile conditions": "+21.6%: 22.6k against 18,598 output tokens/s per node "
+    # faster than DeepSeek's, at balanced routing and a fixed batch (MTP on: 25.6k, +37.4%); FlashMLA of the
+    # profile's date (s20srv2; with the April 2025 kernel: +21.6%)
+    "r1_serve_h800_decode at DeepSeek's profile conditions": "+16.8%: 21.7k against 18,598 output tokens/s per node "
                                                              "(EP128, 128 requests per GPU, 4K context, MTP off)",
 }
 
