@@ -1288,14 +1288,39 @@ def as_came_references(scales: pd.DataFrame) -> dict[str, dict]:
     return refs
 
 
+# (s20srv3, docs/notes/s20srv3_rule.md, committed before any held-out figure) An EP table's per-iteration
+# terms take ep_levels' decode reference (its as-came fit runs' decode-only iterations: within a host the
+# probe tracks their level to +-3-5%, but fit_exponent's one intercept, pulled by the dosed runs and the
+# prompt-carrying iterations, puts the 2xH100 decode 12% over them); the prompt path keeps the current one
+ADOPT_EP_DECODE_LEVEL = False
+
+
+def decode_level_references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = None) -> dict[str, dict]:
+    """candidate_references with every EP table's host_probe_launch_s from ep_levels' decode path and
+    its host_probe_prompt_launch_s = the candidate reference (the prompt path's scaling as now)."""
+    fit = fit_exponent(all_scales(root, tables=tables))
+    beta = fit.get("beta", math.nan)
+    refs = {t: {"host_probe_launch_s": p, "host_probe_exponent": beta, "host_probe_prompt_launch_s": 0.0}
+            for t, p in fit.get("p_ref", {}).items()}
+    for d in probe_folders(root).values():
+        for t, v in ep_levels(d, beta, tables).items():
+            if t in refs:
+                refs[t] = {**refs[t], "host_probe_launch_s": v["host_probe_launch_s"],
+                           "host_probe_prompt_launch_s": refs[t]["host_probe_launch_s"]}
+    return refs
+
+
 def references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = None) -> dict[str, dict]:
     """What the engine tables carry (calibration/serve_engine_fit.py writes it): the candidate
     references where HOST_SPEED (the EP tables' as ep_levels gives them where ADOPT_EP_LEVELS, as
-    as_came_references where ADOPT_EP_AS_CAME_LEVEL), else none."""
+    as_came_references where ADOPT_EP_AS_CAME_LEVEL, the decode path's from ep_levels where
+    ADOPT_EP_DECODE_LEVEL), else none."""
     if not HOST_SPEED:
         return {}
     if ADOPT_EP_LEVELS:
         return ep_level_references(root)
+    if ADOPT_EP_DECODE_LEVEL:
+        return decode_level_references(root, tables)
     return as_came_references(all_scales(root, tables=tables)) if ADOPT_EP_AS_CAME_LEVEL \
         else candidate_references(root, tables=tables)
 
