@@ -224,3 +224,31 @@ def test_run_scales_are_spread_aware_only_under_the_switch(monkeypatch):
     for adopted, want in ((False, plain), (True, aware)):
         monkeypatch.setattr(tm, "ADOPT_SPREAD_AT_FIT_HOST", adopted)
         assert np.allclose(sef.run_scales(d).s, want.s)
+
+
+def test_decode_level_references_move_the_ep_decode_path_only():
+    # s20srv3 (docs/notes/s20srv3_rule.md): an EP table's per-iteration reference from ep_levels' decode
+    # path, its prompt path kept at the current reference; one-GPU tables unchanged
+    from calibration import serve_engine_fit as sef
+    cur, got = sef.candidate_references(), sef.decode_level_references()
+    beta = cur["real-serve-h100-ep2"]["host_probe_exponent"]
+    for t in ("real-serve-h100-ep2", "real-serve-h200-ep2"):
+        dec = sef.ep_levels(sef.probe_folders()[t.removeprefix("real-serve-").replace("-ep2", "x2")], beta)[t]
+        assert got[t]["host_probe_launch_s"] == pytest.approx(dec["host_probe_launch_s"])
+        assert got[t]["host_probe_prompt_launch_s"] == pytest.approx(cur[t]["host_probe_launch_s"])
+        assert got[t]["host_probe_launch_s"] != pytest.approx(cur[t]["host_probe_launch_s"], rel=0.02)
+    for t in ("real-serve-h100-ep1", "real-serve-h200-ep1"):
+        assert got[t]["host_probe_launch_s"] == pytest.approx(cur[t]["host_probe_launch_s"])
+        assert got[t]["host_probe_prompt_launch_s"] == 0.0
+
+
+def test_the_tables_carry_the_decode_level_only_where_adopted(monkeypatch):
+    from calibration import serve_engine_fit as sef
+    adopted = sef.ADOPT_EP_DECODE_LEVEL
+    for on in (False, True):
+        monkeypatch.setattr(sef, "ADOPT_EP_DECODE_LEVEL", on)
+        want = sef.decode_level_references() if on else sef.candidate_references()
+        assert sef.references()["real-serve-h100-ep2"] == pytest.approx(want["real-serve-h100-ep2"])
+    loaded = serve_engines()["real-serve-h100-ep2"]
+    want = (sef.decode_level_references if adopted else sef.candidate_references)()
+    assert loaded["host_probe_launch_s"] == pytest.approx(want["real-serve-h100-ep2"]["host_probe_launch_s"], rel=1e-4)
