@@ -14,6 +14,9 @@ runs), its decode-only iterations (no prompt work on any rank) against the twin 
 (does a probe tell the moment it samples?); `window_min` / `window_max` the run's WINDOW_S windows' medians
 over the unscaled table (how far the host swings inside one run).
 
+`probe_tracking`: within each host, how the run's decode host factor follows each probe reading (the
+slowest rank's launch mean the twin takes, the ranks' mean, the launch median, the pure-Python pass).
+
 `formulations`: the decode levels' log errors, log(predicted / measured), under
   current   f = (p / p_ref)^beta, the committed references;
   launch_x_p the probe as the per-launch cost: host terms x c p, c least squares over the table's fit host's
@@ -95,12 +98,40 @@ def decode_levels(folder: Path, fit_host: bool, tables: dict | None = None) -> p
         rows.append({"run_id": run_id, "table": d.table.iloc[0], "fit_host": fit_host,
                      "dosed": bool(run.get("co_runner_nice", "")), "p_before_us": before * 1e6,
                      "p_after_us": after * 1e6, "p_rank0_us": ranks[0] * 1e6, "p_rank1_us": ranks[-1] * 1e6,
-                     "p_s": record_host_launch_s(run), "measured_s": float(d.measured_s.median()),
+                     "p_s": record_host_launch_s(run), "p_ranks_mean_s": float(np.mean(ranks)),
+                     "p_launch_p50_s": _mean_of(run, "launch_p50_s"), "p_py_s": _mean_of(run, "py_s"),
+                     "measured_s": float(d.measured_s.median()),
                      "physics_s": float(d.physics_s.median()), "host_s": float(d.host_s.median()),
                      "level": _level(d, (record_host_launch_s(run) / p_ref) ** beta),
                      "first_vs_before": _level(first, f["before"]), "first_vs_after": _level(first, f["after"]),
                      "last_vs_before": _level(last, f["before"]), "last_vs_after": _level(last, f["after"]),
                      "window_min": float(unscaled.min()), "window_max": float(unscaled.max())})
+    return pd.DataFrame(rows)
+
+
+def _mean_of(run: dict, key: str) -> float:
+    """The mean of a probe measure before and after a run (the slowest rank's)."""
+    return (float(run[f"probe_before_{key}"]) + float(run[f"probe_after_{key}"])) / 2
+
+
+# the probe readings probe_tracking compares: the twin's input (the slowest rank's launch mean), the ranks'
+# mean, the launch chains' median and the pure-Python pass
+PROBES = ("p_s", "p_ranks_mean_s", "p_launch_p50_s", "p_py_s")
+
+
+def probe_tracking(levels: pd.DataFrame) -> pd.DataFrame:
+    """Within each host (folder), how each probe reading follows the host factor the run showed,
+    (measured - physics) / host terms of its decode level: the demeaned logs' slope and correlation, and
+    the mean |residual| with slope 1 (the twin's form), beside no probe; per dosed / as came."""
+    x = levels.assign(factor=(levels.measured_s - levels.physics_s) / levels.host_s)
+    rows = []
+    for dosed, g in x.groupby("dosed"):
+        y = np.log(g.factor) - np.log(g.factor).groupby(g.folder).transform("mean")
+        rows.append({"dosed": dosed, "probe": "none", "slope": np.nan, "corr": np.nan, "resid": float(y.abs().mean())})
+        for probe in PROBES:
+            z = np.log(g[probe]) - np.log(g[probe]).groupby(g.folder).transform("mean")
+            rows.append({"dosed": dosed, "probe": probe, "slope": float((y * z).sum() / (z * z).sum()),
+                         "corr": float(np.corrcoef(y, z)[0, 1]), "resid": float((y - z).abs().mean())})
     return pd.DataFrame(rows)
 
 
@@ -132,9 +163,11 @@ def formulations(levels: pd.DataFrame, tables: dict | None = None) -> pd.DataFra
 def main() -> None:
     pd.set_option("display.width", 250)
     lv = all_levels()
+    print("== within a host, the host factor each run showed against each probe reading (logs, demeaned per host)")
+    print(probe_tracking(lv).round(3).to_string(index=False))
     print("== EP2 fit runs' decode-only iterations against the twin before its spread (level: measured / predicted)")
     shown = lv.assign(**{f"{k}_ms": lv[f"{k}_s"] * 1e3 for k in ("measured", "physics", "host")})
-    print(shown.drop(columns=["table", "p_s", "measured_s", "physics_s", "host_s"]).round(3).to_string(index=False))
+    print(shown.drop(columns=["table", *PROBES, "measured_s", "physics_s", "host_s"]).round(3).to_string(index=False))
     dev = np.log(lv.level) - np.log(lv.level).groupby([lv.folder, lv.dosed]).transform("mean")
     for dosed in (False, True):
         x = lv[lv.dosed == dosed]

@@ -57,3 +57,14 @@ def test_the_current_2xh100_reference_over_predicts_the_as_came_decode_level():
     h100 = fo[(fo.table == "real-serve-h100-ep2") & ~fo.dosed]
     assert (h100.current > 0.04).all()
     assert h100.launch_x_p.abs().mean() < h100.current.abs().mean()
+
+
+def test_the_slowest_ranks_launch_probe_follows_the_as_came_host_factor_and_not_the_dosed_one():
+    # docs/notes/s20srv3.md: as the host came, the twin's input (slowest rank's launch mean) halves the
+    # within-host spread of the runs' decode host factor; under the dose (which lapses mid-run on 2xH200)
+    # no reading before / after a run follows it
+    tr = ps.probe_tracking(_levels()).set_index(["dosed", "probe"])
+    came, none = tr.loc[(False, "p_s")], tr.loc[(False, "none")]
+    assert came["corr"] > 0.7 and came["resid"] < 0.6 * none["resid"]
+    assert tr.loc[(False, "p_py_s"), "resid"] > came["resid"]
+    assert tr.loc[(True, "p_s"), "corr"] < 0.5
