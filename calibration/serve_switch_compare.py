@@ -1,7 +1,8 @@
 """Every serving load-run figure an engine-fit switch can move, with the committed tables (the switch off)
 and with the tables the switch fits (on), computed the same way: what a rule in docs/notes/ judges
 (s16srv: ADOPT_MEASURED_NEW_SIZE, docs/notes/s16srv_rule.md; s17srv: ADOPT_KERNEL_FIRST_LAUNCH; s17srv2:
-serve_load_validation.ADOPT_KERNEL_WARMUP; s18srv: ADOPT_POST_PROMPT_DECODE; s19srv2: ADOPT_EP_PROMPT_WARMUP).
+serve_load_validation.ADOPT_KERNEL_WARMUP; s18srv: ADOPT_POST_PROMPT_DECODE; s19srv2: ADOPT_EP_PROMPT_WARMUP;
+s20srv3: ADOPT_EP_DECODE_LEVEL).
 
 Sets: the committed held-out runs (80 checks) and fit runs (250) as `twin validate` replays them; the s13srv
 records (calibration/measurements/<folder>/s13srv/) held out and fit, with the host probe as input; the

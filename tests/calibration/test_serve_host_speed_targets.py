@@ -51,6 +51,10 @@ FOLDERS = {**probe_folders(), **new_host_folders(probe_folders())}
 # over-prediction is the level (the probe reads the 2xH100 hosts' as-came EP2 runs 5-12% slower than they
 # run) and the spread's bin (a scaled decode iteration, 9-15 ms, draws from the fit host's 8-16 ms bin,
 # mean ratio 1.116: +12%); neither rows, the ranks' lockstep nor the flag exchange's level.
+# s20srv3 (docs/notes/s20srv3_rule.md; not adopted, no figure here moved): as the host came the probe follows an
+# EP2 run's decode level to ~3% within a host (calibration/serve_probe_state.py); the EP decode path's reference
+# from the as-came decode iterations (prompt path as now) took c48-short TPOT P50 +29.8% -> +21.2%, 142 -> 143 of
+# 190, but the median rose (5.94% -> 6.01%) and the s13srv fit runs fell 80 -> 79.
 NOT_MET: dict = {
     ("h200", "g1s13-poisson-r40-short", "ttft_p50_s"): -0.135,
     ("h200", "g1s13-poisson-r40-short", "tpot_p50_s"): -0.135,
