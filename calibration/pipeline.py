@@ -703,13 +703,6 @@ def _num_layers(folder: Path, cfg: dict) -> int | None:
     return None
 
 
-def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
-               accumulate: dict | None = None) -> StageCost:
-    """F, B and W seconds of one micro-batch on one model stage, each at steady state."""
-    return stage_ops(spec, layers, first, last, B, S, label, gpu, profile, ep, accumulate_frac, accumulate).steady()
-
-
 def issue(ops: list, lead_s: float, gap_s: float = 0.0) -> tuple[float, float]:
     """An op list run from the moment the GPU can start it, the host having begun issuing it
     `lead_s` earlier (negative: later): (GPU seconds until its last kernel ends, host seconds
@@ -1404,11 +1397,6 @@ def pinned_rule(folder: Path, pinned: Path, steps_needed: int = 8) -> dict:
         out["reproducible"] = out["spread_pinned_s"] <= 0.5 * out["spread_unpinned_s"]
     out["adopt"] = out["complete"] and out["reproducible"]
     return out
-
-
-def schedule_ranking(cases: list[dict], key: str) -> list[str]:
-    """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
-    return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]
 
 
 RANKING_ALPHA = 0.05   # a measured pair of schedules is resolved where its steps differ at this level

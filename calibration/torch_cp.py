@@ -159,19 +159,6 @@ def noncausal_factor(chunks: pd.DataFrame, gpu: GPUSpec, profile: Profile, bench
     return float(pd.Series(ratios).median()) if ratios else None
 
 
-def compare_chunks(chunks: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> list[dict]:
-    """[{bench, backend, q_len, kv_len, causal, phase, measured_s, predicted_s, err, split}] of every
-    cp_chunks row at factor 1 (the twin's curve as it is)."""
-    out = []
-    for _, r in chunks.iterrows():
-        pred = chunk_row_s(r, gpu, profile)
-        out.append({"bench": r["bench"], "model": r["model"], "backend": r.get("sdpa_backend", ""),
-                    "q_len": int(r["q_len"]), "kv_len": int(r["kv_len"]), "causal": _b(r["causal"]),
-                    "phase": r["phase"], "measured_s": float(r["time_s"]), "predicted_s": pred,
-                    "err": pred / float(r["time_s"]) - 1, "split": r["split"]})
-    return out
-
-
 def compare_torch_cp(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, calls: bool = False,
                      factor: float = 1.0) -> list[dict]:
     """[{seq_len, backend, method, measured_s, predicted_s, err, split, parts}] of every torch_cp row."""
