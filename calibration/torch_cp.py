@@ -33,7 +33,7 @@ import pandas as pd
 
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, glob_csv, read_csv
+from calibration.records_io import csv_exists, read_csv, read_csvs
 from twin.costs import comm, compute
 from twin.costs.context_parallel import (TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR,
                                          torch_cp_exposed_s, torch_cp_merge_s)
@@ -219,8 +219,7 @@ def load_scaling(folder: Path | str, compiled: bool = False) -> tuple[pd.DataFra
     out = []
     infix = "_compiled" if compiled else ""
     for stem in ("torch_cp", "torch_cp_kernels"):
-        frames = [read_csv(p) for p in glob_csv(folder, f"{stem}{infix}_cp*.csv")]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        df = read_csvs(folder, f"{stem}{infix}_cp*.csv")
         if not df.empty:
             df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
             df = df[df["time_s"] > 0].reset_index(drop=True)
