@@ -780,16 +780,23 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
     return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
 
 
+def counts_before(groups, increments) -> list[int]:
+    """Per item, in order: the sum of the increments of the earlier items of its group (a running count
+    per group, read before the item adds its own)."""
+    out, total = [], collections.Counter()
+    for group, n in zip(groups, increments):
+        out.append(total[group])
+        total[group] += n
+    return out
+
+
 def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str, str]) -> np.ndarray:
     """Per row (rows in the order their engine processes ran them): the host-bound prompt-carrying rows its
-    engine process (session_of: run id -> session; a run without one, or with '', stands alone) ran before it."""
-    out, count = [], {}
-    for r, p, b in zip(run_ids, prompt, host_bound):
-        s = session_of.get(r) or r
-        out.append(count.get(s, 0))
-        if p and b:
-            count[s] = count.get(s, 0) + 1
-    return np.array(out, dtype=int)
+    engine process (session_of: run id -> session; a run without one, or with '', stands alone) ran before it.
+    The per-run figure the replay takes is prompts_run_before's (the same count at each run's start)."""
+    sessions_of_rows = [session_of.get(r) or r for r in run_ids]
+    return np.array(counts_before(sessions_of_rows, [int(bool(p and b)) for p, b in zip(prompt, host_bound)]),
+                    dtype=int)
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -840,7 +847,8 @@ def prompts_run_before(folder: Path, engine_of=None) -> dict[str, int]:
     """Run id -> the host-bound prompt iterations its engine process ran in its session's earlier runs (fit
     and held out, from their workload), each run's iterations judged host-bound under the table it is replayed
     with: `engine_of(run)` -> (table name, host launch s) (default: its session's table, the record's probe).
-    {} where no such table charges the warm-up (cold_prompt_iterations 0): nothing to count."""
+    {} where no such table charges the warm-up (cold_prompt_iterations 0): nothing to count. The per-row
+    figure the fit takes is host_bound_prompts_before's (there every row under the fit's own coefficients)."""
     load = load_runs(folder)
     sess = sessions(load)
     tables = serve_engines()
@@ -859,11 +867,8 @@ def prompts_run_before(folder: Path, engine_of=None) -> dict[str, int]:
         if e is not None:
             bound = g.physics_s < host_s(g, e)
             counts[run_id] = int(((g.prompt_iteration_s > 0) & bound).sum())
-    out, total = {}, collections.Counter()
-    for run_id in _run_order(load):
-        out[run_id] = total[sess[run_id] or run_id]
-        total[sess[run_id] or run_id] += counts[run_id]
-    return out
+    order = _run_order(load)
+    return dict(zip(order, counts_before([sess[r] or r for r in order], [counts[r] for r in order])))
 
 
 def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
