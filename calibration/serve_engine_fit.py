@@ -1115,6 +1115,21 @@ def spread_aware_factor(h: np.ndarray, g: np.ndarray, m: np.ndarray, prompt: np.
     return s
 
 
+def charged_under_table(df: pd.DataFrame, table: dict) -> tuple[pd.DataFrame, dict]:
+    """A folder's design rows under one engine table's coefficients, as its fit charges them: the cold eager
+    path marked (cold_eager_iterations; s15srv2, 0: no term) and, where the table fits first-met sizes as
+    host-bound (new_size_host_bound), the new-size, new-bin and cold-eager terms only on host-bound rows
+    (kernel physics under the table's host terms); and those coefficients (TERMS, new_size_host_bound)."""
+    coef = {k: float(table.get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    df = mark_cold_eager(df, int(table.get("cold_eager_iterations", 0.0)))
+    if coef["new_size_host_bound"]:
+        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
+        bound = (df.physics_s.to_numpy(float) < host).astype(float)
+        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+        df["cold_eager_s"] = df.cold_eager_flag * bound
+    return df, coef
+
+
 def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: bool | None = None) -> pd.DataFrame:
     """Per fit run of an s13srv folder: its table, probe p (record_host_launch_s), whether dosed,
     and s, the factor on the table's host terms (SCALED_TERMS) that fits its busy iterations:
@@ -1127,13 +1142,7 @@ def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: boo
         return pd.DataFrame(columns=cols)
     runs = {r["run_id"]: r for r in load_runs(folder)}
     table = base_table(next(iter(runs.values())))
-    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
-    df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
-    if coef["new_size_host_bound"]:
-        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
-        bound = (df.physics_s.to_numpy(float) < host).astype(float)
-        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
-        df["cold_eager_s"] = df.cold_eager_flag * bound
+    df, coef = charged_under_table(df, tables[table])
     ok = df[df.prefill_ok & df.decode_ok]
     H = ok[list(SCALED_TERMS)].to_numpy(float) @ np.array([coef[k] for k in SCALED_TERMS])
     rest = [k for k in TERMS if k not in SCALED_TERMS]
@@ -1222,13 +1231,7 @@ def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
     if df.empty:
         return {}
     table = base_table(first)
-    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
-    df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
-    if coef["new_size_host_bound"]:
-        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
-        bound = (df.physics_s.to_numpy(float) < host).astype(float)
-        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
-        df["cold_eager_s"] = df.cold_eager_flag * bound
+    df, coef = charged_under_table(df, tables[table])
     ok = df[df.prefill_ok & df.decode_ok & df.run_id.map(lambda r: not runs[r].get("co_runner_nice", ""))]
     if ok.empty:
         return {}
