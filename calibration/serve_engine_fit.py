@@ -1311,7 +1311,7 @@ def references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = No
 
 
 def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
-    lines = ["# real/serve's engine costs beyond the twin's kernel physics (twin.serving.timing.EngineCosts),",
+    lines = ["# real/serve's engine costs beyond the twin's kernel physics (twin.serving.timing.engine_costs),",
              "# fitted by calibration/serve_engine_fit.py on the FIT-split load runs' iteration logs of",
              "# calibration/measurements/<folder>/serve_iterations.csv (held-out runs never seen).",
              "# Regenerate: python -m calibration.serve_engine_fit", ""]
