@@ -27,7 +27,7 @@ from calibration import torch_cp
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
 from calibration.published_runs import evaluate, load_runs, scenario_of
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import glob_csv, read_csv, read_csvs
 from twin.costs import context_parallel
 from twin.costs.profile import profile_from_json
 from twin.training import step as st
@@ -41,11 +41,6 @@ def nccl_calls(kernels: pd.DataFrame) -> pd.DataFrame:
     n = kernels[kernels["category"] == "nccl"].copy()
     n["kind"] = n["kernel"].map(lambda k: "all_gather" if "AllGather" in k else "send_recv" if "SendRecv" in k else k)
     return n.groupby(["cp", "rank", "phase", "kind"])["calls"].sum().unstack("kind", fill_value=0)
-
-
-def kernels_of(folder: Path, pattern: str) -> pd.DataFrame:
-    frames = [read_csv(p) for p in glob_csv(folder, pattern)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def check_structure(k: pd.DataFrame, cp: int) -> pd.DataFrame:
@@ -130,7 +125,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ok = True
     print("1. compiled core (s10cpc), NCCL kernels a repetition:")
-    core = kernels_of(CORE_DIR, "torch_cp_kernels_compiled_cp*.csv")
+    core = read_csvs(CORE_DIR, "torch_cp_kernels_compiled_cp*.csv")
     for cp in (2, 4):
         calls = check_structure(core, cp)
         if cp == 2:
@@ -139,7 +134,7 @@ def main(argv=None) -> int:
             print(f"   criterion 1 (CP2, fit): {'holds' if c1 else 'FAILS'}")
             ok &= c1
     if args.block is not None:
-        blk = kernels_of(args.block, "torch_cp_kernels_cp*.csv")
+        blk = read_csvs(args.block, "torch_cp_kernels_cp*.csv")
         if blk.empty or not (pd.to_numeric(blk["cp"]) == 2).any():
             print("2. no CP2 block records: criterion 2 not met (the switch stays off)")
             ok = False

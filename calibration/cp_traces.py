@@ -33,7 +33,7 @@ import pandas as pd
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
 from calibration.predict import Eager, FixedHost, _mla_ops
-from calibration.records_io import glob_csv, read_csv
+from calibration.records_io import read_csvs
 from calibration.validate import load_fitted_profile
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import Profile
@@ -47,12 +47,8 @@ NCCL_END_SLACK_US = 2.0   # an NCCL kernel ending this close after a gap still e
 
 def load(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(kernels, marks, reps) of every rank in a s13cp records folder; empty frames where absent."""
-    folder = Path(folder)
-
-    def cat(pattern: str) -> pd.DataFrame:
-        frames = [read_csv(p) for p in glob_csv(folder, pattern)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return cat(blocks.CP_TRACE_KERNELS), cat("cp_trace_marks_rank*.csv"), cat("cp_trace_reps_rank*.csv")
+    return (read_csvs(folder, blocks.CP_TRACE_KERNELS), read_csvs(folder, "cp_trace_marks_rank*.csv"),
+            read_csvs(folder, "cp_trace_reps_rank*.csv"))
 
 
 def compute_stream(acts: pd.DataFrame):

@@ -187,7 +187,6 @@ from twin.core.specs import get_model
 from twin.costs.flops import param_counts
 from twin.costs.profile import PROFILES, profile_from_json
 
-COMPOSED = ("moe_layer_fwd", "moe_layer_bwd", "mla_layer_fwd", "mla_layer_bwd")
 _MOE_CFG = re.compile(r"moe_layer (\S+) t(\d+) e(\d+) skew([\d.]+) (fwd|bwd)")
 _MLA_CFG = re.compile(r"mla_layer (\S+) b(\d+) s(\d+) (fwd|bwd)")
 

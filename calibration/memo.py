@@ -12,27 +12,20 @@ copy: a caller that edits what it got cannot change what the next one gets.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import inspect
 import pickle
 from pathlib import Path
 
-_KEPT: list[dict] = []     # the open block's results (one dict; empty: no block open)
+from twin.core.scoped import BlockStore
+
+_KEPT = BlockStore()     # the open block's results
 
 
-@contextlib.contextmanager
 def sharing():
     """Results of `memoised` functions are kept until the outermost block ends (nested blocks share it)."""
-    outermost = not _KEPT
-    if outermost:
-        _KEPT.append({})
-    try:
-        yield
-    finally:
-        if outermost:
-            _KEPT.clear()
+    return _KEPT.block()
 
 
 def _canonical(value):
@@ -56,10 +49,10 @@ def memoised(fn):
     values inside a sharing() block; called through as before outside one."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if not _KEPT:
+        kept = _KEPT.kept
+        if kept is None:
             return fn(*args, **kwargs)
         key = call_key(fn, args, kwargs)
-        kept = _KEPT[0]
         if key in kept:
             return copy.deepcopy(kept[key])
         result = fn(*args, **kwargs)

@@ -70,7 +70,7 @@ import pandas as pd
 from calibration import torch_cp, tp_traces
 from calibration.predict import (Eager, FixedHost, _mla_ops, _moe_ops, gpu_spec, timed_window_s,
                                  zipf_expert_rows)
-from calibration.records_io import csv_exists, glob_csv, read_csv
+from calibration.records_io import csv_exists, read_csv, read_csvs
 from twin.costs import comm, compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile
@@ -818,10 +818,9 @@ def block_name(r) -> str:
 def load_block_rows(folder: Path | str) -> pd.DataFrame:
     """parallel_blocks.csv and any parallel_blocks_*.csv beside it (e.g. the CP re-measurement),
     rows with a positive time."""
-    frames = [read_csv(p) for p in glob_csv(folder, "parallel_blocks*.csv")]
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
+    df = read_csvs(folder, "parallel_blocks*.csv")
+    if df.empty:
+        return df
     df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
     return df[df["time_s"] > 0].reset_index(drop=True)
 
@@ -952,10 +951,9 @@ def cp_trace_component_s(folder: Path | str) -> pd.DataFrame:
     """Per traced CP2 case (block, model, cp_kind, seq_len, split): GPU seconds a repetition by kernel
     component (tp_traces.kernel_component), the median over ranks and profiled repetitions, of every
     cp_trace_kernels_rank*.csv under `folder` (its subfolders included); empty without any."""
-    frames = [read_csv(p) for p in glob_csv(folder, CP_TRACE_KERNELS, recursive=True)]
-    if not frames:
+    k = read_csvs(folder, CP_TRACE_KERNELS, recursive=True)
+    if k.empty:
         return pd.DataFrame()
-    k = pd.concat(frames, ignore_index=True)
     k = k[k["event"].isin(CP_TRACE_EVENTS)].copy()
     k["component"] = k["name"].astype(str).map(tp_traces.kernel_component)
     k["dur_s"] = (pd.to_numeric(k["end_us"]) - pd.to_numeric(k["start_us"])) * 1e-6

@@ -454,7 +454,7 @@ def first_op_ratios(h: pd.DataFrame) -> list[float]:
 
 
 def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
-                  gap: float | None, ep_terms: dict | None = None) -> dict[str, list[float]]:
+                  gap_s: float | None, ep_terms: dict | None = None) -> dict[str, list[float]]:
     """Per direction, the host rates solved for each clean op of `h` (host_rates' rows); `ep_terms`:
     the EP host terms the forwards' EP calls and syncs take while the launch rate is solved
     (ADOPT_CARRIED_EP_HOST_TERMS), none by default."""
@@ -472,7 +472,7 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
         for r in g.itertuples():
             stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
             rate = solved_host_rate_s(ops[stage].of(r.kind), r.start_s - r.host_start_s,
-                                      r.host_end_s - r.host_start_s, gap or 0.0,
+                                      r.host_end_s - r.host_start_s, gap_s or 0.0,
                                       ep_terms if r.kind == "F" else None)
             if rate is not None:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
@@ -499,8 +499,8 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     # their intervals double: those directions keep the profile's)
     h = h.assign(clean=(h["start_s"] - h["host_start_s"]) <= HOST_CLEAN_LEAD_S)
     rates: dict[str, list[float]] = {}
-    gap = measured_device_gap_s(Path(folder))
-    gap = device_gap_s if gap is None else gap
+    gap_s = measured_device_gap_s(Path(folder))
+    gap_s = device_gap_s if gap_s is None else gap_s
     carried = carried_ep_terms(Path(folder), gpu, profile) if ADOPT_CARRIED_EP_HOST_TERMS and ADOPT_EP_HOST_TERMS else {}
     # between two compute ops of a rank the host posts the sends and receives and takes the marks
     for _, g in h.groupby(list(CONFIG_KEYS) + ["rep", "rank"]):
@@ -511,28 +511,28 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     if ADOPT_FIRST_OP_HOST:
         rates["first_op"] = first_op_ratios(h)
     h = h[h["clean"]]
-    for d, v in _solved_rates(h, folder, gpu, profile, accumulate, gap, carried).items():
+    for d, v in _solved_rates(h, folder, gpu, profile, accumulate, gap_s, carried).items():
         if "@" in d and not (ADOPT_STAGE_ROLE_HOST_RATE and len(v) >= STAGE_ROLE_MIN_OPS):
             continue
         rates.setdefault(d, []).extend(v)
     if ADOPT_EP_FWD_HOST_RATE and not ep_only.empty:
-        solved = _solved_rates(ep_only, folder, gpu, profile, accumulate, gap).get("fwd")
+        solved = _solved_rates(ep_only, folder, gpu, profile, accumulate, gap_s).get("fwd")
         if solved:
             rates["fwd_ep"] = solved
-    if gap is not None:
-        rates["device_gap"] = [gap]
+    if gap_s is not None:
+        rates["device_gap"] = [gap_s]
     out = {d: float(np.median(v)) for d, v in rates.items() if v}
     if ADOPT_EP_HOST_TERMS and out.get("fwd") is not None:
         out.update(ep_host.folder_terms(Path(folder), out["fwd"]) or carried)
     if ADOPT_FB_FORWARD_HOST_RATE and not fb_ops.empty:
-        for role, v in _solved_fb_forward_rates(fb_ops, folder, gpu, profile, accumulate, gap, out).items():
+        for role, v in _solved_fb_forward_rates(fb_ops, folder, gpu, profile, accumulate, gap_s, out).items():
             if len(v) >= STAGE_ROLE_MIN_OPS:
                 out[f"{FB_FORWARD}@{role}"] = float(np.median(v))
     return out or None
 
 
 def _solved_fb_forward_rates(fb: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dict | None,
-                             gap: float | None, host: dict) -> dict[str, list[float]]:
+                             gap_s: float | None, host: dict) -> dict[str, list[float]]:
     """Per stage role of the forward half, the host rates fb_forward_rate_s solves for each FB op of
     host marks `fb` (the backward half and the EP terms at `host`'s rates)."""
     out: dict[str, list[float]] = {}
@@ -555,7 +555,7 @@ def _solved_fb_forward_rates(fb: pd.DataFrame, folder: Path, gpu: str, profile, 
                 continue
             fs, bs = schedule.stage_of(rank, op.chunk), schedule.stage_of(rank, op.b_chunk)
             rate = fb_forward_rate_s(bare[fs].f, timed[bs].of("B" if op.b_split else "BW"), ep_terms,
-                                     r.start_s - r.host_start_s, r.end_s - r.start_s, gap or 0.0)
+                                     r.start_s - r.host_start_s, r.end_s - r.start_s, gap_s or 0.0)
             if rate is not None:
                 out.setdefault(stage_role(fs, len(stages)), []).append(rate)
     return out
@@ -701,13 +701,6 @@ def _num_layers(folder: Path, cfg: dict) -> int | None:
         if "num_layers" in df.columns and not sel.empty:
             return int(sel["num_layers"].iloc[0])
     return None
-
-
-def stage_cost(spec, layers: range, first: bool, last: bool, B: int, S: int, label: str,
-               gpu: GPUSpec, profile, ep: int = 1, accumulate_frac: float = 0.0,
-               accumulate: dict | None = None) -> StageCost:
-    """F, B and W seconds of one micro-batch on one model stage, each at steady state."""
-    return stage_ops(spec, layers, first, last, B, S, label, gpu, profile, ep, accumulate_frac, accumulate).steady()
 
 
 def issue(ops: list, lead_s: float, gap_s: float = 0.0) -> tuple[float, float]:
@@ -1293,10 +1286,10 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False,
     steps, ops = load(Path(folder))
     cases = []
     spec_gpu = gpu_spec(gpu)
-    profile, accumulate, gap = host_inputs(Path(folder), gpu, profile, inputs_from)
-    host = measured_host_s(Path(folder), gpu, profile, accumulate, gap)
+    profile, accumulate, gap_s = host_inputs(Path(folder), gpu, profile, inputs_from)
+    host = measured_host_s(Path(folder), gpu, profile, accumulate, gap_s)
     host_by_rank = measured_host_by_rank(Path(folder), gpu, profile, accumulate) if per_rank_host else None
-    parts = part_host_rates(Path(folder), gpu, profile, accumulate, gap) if part_host else {}
+    parts = part_host_rates(Path(folder), gpu, profile, accumulate, gap_s) if part_host else {}
     kpath = Path(folder) / "pipeline_op_kernels.csv"
     kernels = read_csv(kpath) if csv_exists(kpath) else pd.DataFrame()
     rpath = Path(folder) / "pipeline_routing.csv"
@@ -1322,19 +1315,19 @@ def predict_folder(folder: Path, gpu: str, profile, per_rank_host: bool = False,
 
 
 def host_inputs(folder: Path, gpu: str, profile, inputs_from: Path | None = None) -> tuple:
-    """(profile with the measured collectives, AccumulateGrad rates, device gap or None) of a records
+    """(profile with the measured collectives, AccumulateGrad rates, device gap in seconds or None) of a records
     folder: its own (with_measured_collectives, measured_accumulate; the gap is measured_host_s's own
     business, None here), each missing one taken from `inputs_from` where given (rule s16idle: a
     round folder, which records neither the host's NCCL sweep nor its probe, takes its host folder's,
     as validation gives that folder's rows; the AccumulateGrad rates of the one-GPU folder beside it)."""
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(folder, gpu)
-    gap = None
+    gap_s = None
     if inputs_from is not None:
         profile = with_measured_collectives(profile, inputs_from)   # unchanged where it has its own
         accumulate = accumulate or measured_accumulate(Path(inputs_from), gpu)
-        gap = measured_device_gap_s(Path(inputs_from))
-    return profile, accumulate, gap
+        gap_s = measured_device_gap_s(Path(inputs_from))
+    return profile, accumulate, gap_s
 
 
 def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dict]:
@@ -1404,11 +1397,6 @@ def pinned_rule(folder: Path, pinned: Path, steps_needed: int = 8) -> dict:
         out["reproducible"] = out["spread_pinned_s"] <= 0.5 * out["spread_unpinned_s"]
     out["adopt"] = out["complete"] and out["reproducible"]
     return out
-
-
-def schedule_ranking(cases: list[dict], key: str) -> list[str]:
-    """Schedules ordered fastest first by `key` (predicted_s or measured_s), one configuration."""
-    return [str(c["row"]["schedule"]) for c in sorted(cases, key=lambda c: c[key])]
 
 
 RANKING_ALPHA = 0.05   # a measured pair of schedules is resolved where its steps differ at this level

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 
 import numpy as np
@@ -98,11 +97,6 @@ def row_kernel(row) -> str:
         return grouped_kernel(row["precision"], [int(row["tokens_per_group"])] * int(row["groups"]),
                               int(row["n"]), int(row["k"]))
     return row["precision"]
-
-
-@functools.cache
-def _moe_spec(model: str, num_experts: int):
-    return dataclasses.replace(get_model(model), num_routed_experts=num_experts)
 
 
 def _memory_ops(row, e: "Eager") -> None:

@@ -69,6 +69,13 @@ def glob_csv(folder: Path | str, pattern: str, recursive: bool = False) -> list[
     return sorted(plain | gzipped, key=lambda p: p.with_name(csv_name(p)))   # the order plain names sort in
 
 
+def read_csvs(folder: Path | str, pattern: str, recursive: bool = False) -> pd.DataFrame:
+    """Every CSV of glob_csv(folder, pattern, recursive) in one frame, in that order (a fresh index);
+    an empty frame where there is none (per-rank trace files, one file a rank or a round)."""
+    frames = [read_csv(p) for p in glob_csv(folder, pattern, recursive)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def csv_name(path: Path | str) -> str:
     """The file's name as a reader knows it: `gemm.csv` for gemm.csv and for gemm.csv.gz."""
     name = Path(path).name

@@ -780,16 +780,23 @@ def weighted_sse(df: pd.DataFrame, coef: dict) -> float:
     return float((w * (ok.measured_s - predicted_s(ok, coef)) ** 2).sum())
 
 
+def counts_before(groups, increments) -> list[int]:
+    """Per item, in order: the sum of the increments of the earlier items of its group (a running count
+    per group, read before the item adds its own)."""
+    out, total = [], collections.Counter()
+    for group, n in zip(groups, increments):
+        out.append(total[group])
+        total[group] += n
+    return out
+
+
 def host_bound_prompts_before(run_ids, prompt, host_bound, session_of: dict[str, str]) -> np.ndarray:
     """Per row (rows in the order their engine processes ran them): the host-bound prompt-carrying rows its
-    engine process (session_of: run id -> session; a run without one, or with '', stands alone) ran before it."""
-    out, count = [], {}
-    for r, p, b in zip(run_ids, prompt, host_bound):
-        s = session_of.get(r) or r
-        out.append(count.get(s, 0))
-        if p and b:
-            count[s] = count.get(s, 0) + 1
-    return np.array(out, dtype=int)
+    engine process (session_of: run id -> session; a run without one, or with '', stands alone) ran before it.
+    The per-run figure the replay takes is prompts_run_before's (the same count at each run's start)."""
+    sessions_of_rows = [session_of.get(r) or r for r in run_ids]
+    return np.array(counts_before(sessions_of_rows, [int(bool(p and b)) for p, b in zip(prompt, host_bound)]),
+                    dtype=int)
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -840,7 +847,8 @@ def prompts_run_before(folder: Path, engine_of=None) -> dict[str, int]:
     """Run id -> the host-bound prompt iterations its engine process ran in its session's earlier runs (fit
     and held out, from their workload), each run's iterations judged host-bound under the table it is replayed
     with: `engine_of(run)` -> (table name, host launch s) (default: its session's table, the record's probe).
-    {} where no such table charges the warm-up (cold_prompt_iterations 0): nothing to count."""
+    {} where no such table charges the warm-up (cold_prompt_iterations 0): nothing to count. The per-row
+    figure the fit takes is host_bound_prompts_before's (there every row under the fit's own coefficients)."""
     load = load_runs(folder)
     sess = sessions(load)
     tables = serve_engines()
@@ -859,11 +867,8 @@ def prompts_run_before(folder: Path, engine_of=None) -> dict[str, int]:
         if e is not None:
             bound = g.physics_s < host_s(g, e)
             counts[run_id] = int(((g.prompt_iteration_s > 0) & bound).sum())
-    out, total = {}, collections.Counter()
-    for run_id in _run_order(load):
-        out[run_id] = total[sess[run_id] or run_id]
-        total[sess[run_id] or run_id] += counts[run_id]
-    return out
+    order = _run_order(load)
+    return dict(zip(order, counts_before([sess[r] or r for r in order], [counts[r] for r in order])))
 
 
 def fit_fade(df: pd.DataFrame, fades=NEW_BIN_FADES, overlap: bool = False,
@@ -1110,6 +1115,21 @@ def spread_aware_factor(h: np.ndarray, g: np.ndarray, m: np.ndarray, prompt: np.
     return s
 
 
+def charged_under_table(df: pd.DataFrame, table: dict) -> tuple[pd.DataFrame, dict]:
+    """A folder's design rows under one engine table's coefficients, as its fit charges them: the cold eager
+    path marked (cold_eager_iterations; s15srv2, 0: no term) and, where the table fits first-met sizes as
+    host-bound (new_size_host_bound), the new-size, new-bin and cold-eager terms only on host-bound rows
+    (kernel physics under the table's host terms); and those coefficients (TERMS, new_size_host_bound)."""
+    coef = {k: float(table.get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
+    df = mark_cold_eager(df, int(table.get("cold_eager_iterations", 0.0)))
+    if coef["new_size_host_bound"]:
+        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
+        bound = (df.physics_s.to_numpy(float) < host).astype(float)
+        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
+        df["cold_eager_s"] = df.cold_eager_flag * bound
+    return df, coef
+
+
 def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: bool | None = None) -> pd.DataFrame:
     """Per fit run of an s13srv folder: its table, probe p (record_host_launch_s), whether dosed,
     and s, the factor on the table's host terms (SCALED_TERMS) that fits its busy iterations:
@@ -1122,13 +1142,7 @@ def run_scales(folder: Path, tables: dict | None = None, spread_at_fit_host: boo
         return pd.DataFrame(columns=cols)
     runs = {r["run_id"]: r for r in load_runs(folder)}
     table = base_table(next(iter(runs.values())))
-    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
-    df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
-    if coef["new_size_host_bound"]:
-        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
-        bound = (df.physics_s.to_numpy(float) < host).astype(float)
-        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
-        df["cold_eager_s"] = df.cold_eager_flag * bound
+    df, coef = charged_under_table(df, tables[table])
     ok = df[df.prefill_ok & df.decode_ok]
     H = ok[list(SCALED_TERMS)].to_numpy(float) @ np.array([coef[k] for k in SCALED_TERMS])
     rest = [k for k in TERMS if k not in SCALED_TERMS]
@@ -1217,13 +1231,7 @@ def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
     if df.empty:
         return {}
     table = base_table(first)
-    coef = {k: float(tables[table].get(k, 0.0)) for k in (*TERMS, "new_size_host_bound")}
-    df = mark_cold_eager(df, int(tables[table].get("cold_eager_iterations", 0.0)))   # (s15srv2) 0: no term
-    if coef["new_size_host_bound"]:
-        host = df[list(HOST_TERMS)].to_numpy(float) @ np.array([coef[k] for k in HOST_TERMS])
-        bound = (df.physics_s.to_numpy(float) < host).astype(float)
-        df["new_size_s"], df["new_bin_s"] = df.new_size_flag * bound, df.new_bin_flag * bound
-        df["cold_eager_s"] = df.cold_eager_flag * bound
+    df, coef = charged_under_table(df, tables[table])
     ok = df[df.prefill_ok & df.decode_ok & df.run_id.map(lambda r: not runs[r].get("co_runner_nice", ""))]
     if ok.empty:
         return {}
@@ -1328,7 +1336,7 @@ def references(root: str | Path = rec.MEASUREMENTS_DIR, tables: dict | None = No
 
 
 def write_toml(results: dict[str, dict], path: Path = OUT) -> None:
-    lines = ["# real/serve's engine costs beyond the twin's kernel physics (twin.serving.timing.EngineCosts),",
+    lines = ["# real/serve's engine costs beyond the twin's kernel physics (twin.serving.timing.engine_costs),",
              "# fitted by calibration/serve_engine_fit.py on the FIT-split load runs' iteration logs of",
              "# calibration/measurements/<folder>/serve_iterations.csv (held-out runs never seen).",
              "# Regenerate: python -m calibration.serve_engine_fit", ""]

@@ -64,8 +64,6 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 CSV_FILES = {"decode": DATA_DIR / "deepseek_decode_profile.csv", "prefill": DATA_DIR / "deepseek_prefill_profile.csv"}
 FIELDS = ("phase", "annotation", "layer", "microbatch", "group", "kernel_us", "kernels")
 GROUPS = ("attention_core", "attention_gemm", "shared_experts", "routed_experts", "dispatch", "combine", "elementwise")
-GROUP_TARGET = 0.20      # per group, as rung 3's per-phase target
-ITERATION_TARGET = 0.10  # the iteration, as rung 3's chunk pair
 
 # annotation name -> phase (first match wins; case-insensitive)
 PHASE_PATTERNS = (

@@ -33,7 +33,7 @@ import pandas as pd
 
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, glob_csv, read_csv
+from calibration.records_io import csv_exists, read_csv, read_csvs
 from twin.costs import comm, compute
 from twin.costs.context_parallel import (TORCH_CP_COMPILED_MERGE_TIME_FACTOR, TORCH_CP_MERGE_TIME_FACTOR,
                                          torch_cp_exposed_s, torch_cp_merge_s)
@@ -159,19 +159,6 @@ def noncausal_factor(chunks: pd.DataFrame, gpu: GPUSpec, profile: Profile, bench
     return float(pd.Series(ratios).median()) if ratios else None
 
 
-def compare_chunks(chunks: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> list[dict]:
-    """[{bench, backend, q_len, kv_len, causal, phase, measured_s, predicted_s, err, split}] of every
-    cp_chunks row at factor 1 (the twin's curve as it is)."""
-    out = []
-    for _, r in chunks.iterrows():
-        pred = chunk_row_s(r, gpu, profile)
-        out.append({"bench": r["bench"], "model": r["model"], "backend": r.get("sdpa_backend", ""),
-                    "q_len": int(r["q_len"]), "kv_len": int(r["kv_len"]), "causal": _b(r["causal"]),
-                    "phase": r["phase"], "measured_s": float(r["time_s"]), "predicted_s": pred,
-                    "err": pred / float(r["time_s"]) - 1, "split": r["split"]})
-    return out
-
-
 def compare_torch_cp(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, calls: bool = False,
                      factor: float = 1.0) -> list[dict]:
     """[{seq_len, backend, method, measured_s, predicted_s, err, split, parts}] of every torch_cp row."""
@@ -232,8 +219,7 @@ def load_scaling(folder: Path | str, compiled: bool = False) -> tuple[pd.DataFra
     out = []
     infix = "_compiled" if compiled else ""
     for stem in ("torch_cp", "torch_cp_kernels"):
-        frames = [read_csv(p) for p in glob_csv(folder, f"{stem}{infix}_cp*.csv")]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        df = read_csvs(folder, f"{stem}{infix}_cp*.csv")
         if not df.empty:
             df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
             df = df[df["time_s"] > 0].reset_index(drop=True)

@@ -240,6 +240,83 @@ def validate(root: Path | str = rec.MEASUREMENTS_DIR, profiles_dir: Path | str =
         return _validate(root, profiles_dir, gpus, on_part or (lambda name: None))
 
 
+def _add_gpu(out: dict, root: Path | str, gpu: str, profiles_dir: Path | str) -> tuple[pd.DataFrame, Profile]:
+    """One GPU's records predicted under its fitted profile into `out` (its cases, the kernels-and-layers
+    summary, what was not predicted, its whole steps' components); its records and profile."""
+    df = rec.load_records(gpu, root)
+    prof, source = load_fitted_profile(gpu, df, profiles_dir)
+    cases, skipped = predict_cases(df, gpu, prof)
+    paired = host_probe.committed_paired(root, gpu, prof)
+    if paired is not None:
+        out.setdefault("host_probe", {})[gpu] = {"tracking": paired["tracking"], "adopted": paired["adopted"]}
+        if paired["adopted"]:   # each MLA layer record beside its own host probes (calibration.host_probe)
+            cases = [c for c in cases if c["kind"] != "mla_layer"] + paired["cases"]
+    rounds = mla_rounds.committed_rounds(root, gpu, prof)
+    if rounds is not None:   # the held-out MLA records in rounds beside their fitting host rows (s14mla)
+        out.setdefault("mla_rounds", {})[gpu] = {k: rounds[k] for k in ("rounds", "valid", "rates")}
+        cases = mla_rounds.with_rounds(cases, rounds)
+    # the per-GPU total is the kernels and layers, as before whole steps were predicted; the
+    # whole steps are summarised per kind (by_kind) and judged by their own targets
+    s = summarize([c for c in cases if c["kind"] not in WHOLE_STEP_KINDS])
+    s.update(profile=source, num_predicted=len(cases), by_bench=by_bench(cases), by_kind=by_kind(cases),
+             meets_targets=bool(s["median_abs_rel_error"] is not None and s["median_abs_rel_error"] <= MEDIAN_TARGET
+                                and s["p90_abs_rel_error"] <= P90_TARGET))
+    out["gpus"][gpu] = s
+    out["cases"] += cases
+    out["not_predicted"][gpu] = sorted(set(skipped))
+    out.setdefault("step_components", []).extend(step_components(df, gpu, prof))
+    return df, prof
+
+
+def _add_multi_gpu_folder(out: dict, root: Path | str, folder: str, gpu: str, n: int, prof: Profile | None,
+                          profiles_dir: Path | str) -> None:
+    """One multi-GPU folder into `out`: its NCCL sweep, its whole steps and pipelines predicted under the
+    GPU's profile (the one fitted this run, else the committed one; none: nothing more), and the ranking
+    and idle judgements of the host's folders that hold them."""
+    sweep = nccl.sweep_summary(Path(root) / folder)   # the host's collectives, each GPU's own
+    if sweep:
+        out["nccl"][folder] = {"gpu": gpu, "num_gpus": n, "ops": sweep}
+    committed = Path(profiles_dir) / f"{gpu}.json"
+    if prof is None and committed.is_file():
+        prof = profile_from_json(json.loads(committed.read_text()))
+    if prof is None:
+        return
+    cases, pipelines = predict_multi_gpu(Path(root) / folder, gpu, n, prof)
+    if not cases:
+        return
+    s = summarize(cases)
+    s.update(gpu=gpu, num_gpus=n, num_predicted=len(cases), by_kind=by_kind(cases))
+    out["multi_gpu"][folder] = s
+    out["cases"] += cases
+    out["pipelines"] += pipelines
+    # the ranking target at the configurations of the host's ranking folder, pair by pair on its
+    # two rounds (docs/notes/s15rank_rule.md); its other configurations by median order as before
+    ranking = pipe.RANKING_FOLDERS.get(folder)
+    if ranking and pipe.ranking_rounds(Path(root) / folder / ranking):
+        out.setdefault("ranking", {})[folder] = {
+            "gpu": gpu, "num_gpus": n, "folder": ranking,
+            "configs": pipe.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
+    # the ranking target at the configurations of the host's interleaved folder, pair by pair on
+    # steps paired by cycle (docs/notes/s17alt_rule.md); it judges them in place of the above
+    side_by_side = interleaved.INTERLEAVED_FOLDERS.get(folder)
+    if side_by_side and (Path(root) / folder / side_by_side).is_dir():
+        out.setdefault("ranking_interleaved", {})[folder] = {
+            "gpu": gpu, "num_gpus": n, "folder": side_by_side,
+            "configs": interleaved.interleaved_judgement(Path(root) / folder / side_by_side, gpu, prof)}
+    # the same rule on the host's further interleaved runs (s18probe), reported beside: no headline
+    repeats = [sub for sub in interleaved.INTERLEAVED_REPEAT_FOLDERS.get(folder, ())
+               if (Path(root) / folder / sub).is_dir()]
+    if repeats:
+        out.setdefault("ranking_interleaved_repeats", {})[folder] = [
+            {"gpu": gpu, "num_gpus": n, "folder": sub,
+             "configs": interleaved.interleaved_judgement(Path(root) / folder / sub, gpu, prof)} for sub in repeats]
+    # each rank's idle at the configurations of the host's idle folder, on its two rounds pooled
+    # (docs/notes/s16idle_rule.md); its other configurations on the host folder as before
+    idle = pipe.host_idle_judgement(Path(root) / folder, gpu, prof)
+    if idle:
+        out.setdefault("idle", {})[folder] = {"gpu": gpu, "num_gpus": n, **idle}
+
+
 def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None,
               on_part: Callable[[str], None]) -> dict:
     gpus = gpus or rec.gpu_dirs(root)
@@ -247,74 +324,10 @@ def _validate(root: Path | str, profiles_dir: Path | str, gpus: list[str] | None
            "gpus": {}, "cases": [], "not_predicted": {}}
     frames, profiles = {}, {}
     for gpu in _ticking(gpus, str, on_part):
-        df = rec.load_records(gpu, root)
-        prof, source = load_fitted_profile(gpu, df, profiles_dir)
-        frames[gpu], profiles[gpu] = df, prof
-        cases, skipped = predict_cases(df, gpu, prof)
-        paired = host_probe.committed_paired(root, gpu, prof)
-        if paired is not None:
-            out.setdefault("host_probe", {})[gpu] = {"tracking": paired["tracking"], "adopted": paired["adopted"]}
-            if paired["adopted"]:   # each MLA layer record beside its own host probes (calibration.host_probe)
-                cases = [c for c in cases if c["kind"] != "mla_layer"] + paired["cases"]
-        rounds = mla_rounds.committed_rounds(root, gpu, prof)
-        if rounds is not None:   # the held-out MLA records in rounds beside their fitting host rows (s14mla)
-            out.setdefault("mla_rounds", {})[gpu] = {k: rounds[k] for k in ("rounds", "valid", "rates")}
-            cases = mla_rounds.with_rounds(cases, rounds)
-        # the per-GPU total is the kernels and layers, as before whole steps were predicted; the
-        # whole steps are summarised per kind (by_kind) and judged by their own targets
-        s = summarize([c for c in cases if c["kind"] not in WHOLE_STEP_KINDS])
-        s.update(profile=source, num_predicted=len(cases), by_bench=by_bench(cases), by_kind=by_kind(cases),
-                 meets_targets=bool(s["median_abs_rel_error"] is not None and s["median_abs_rel_error"] <= MEDIAN_TARGET
-                                    and s["p90_abs_rel_error"] <= P90_TARGET))
-        out["gpus"][gpu] = s
-        out["cases"] += cases
-        out["not_predicted"][gpu] = sorted(set(skipped))
-        out.setdefault("step_components", []).extend(step_components(df, gpu, prof))
+        frames[gpu], profiles[gpu] = _add_gpu(out, root, gpu, profiles_dir)
     out["multi_gpu"], out["pipelines"], out["nccl"] = {}, [], {}
     for folder, (gpu, n) in _ticking(multi_gpu_dirs(root).items(), lambda item: item[0], on_part):
-        sweep = nccl.sweep_summary(Path(root) / folder)   # the host's collectives, each GPU's own
-        if sweep:
-            out["nccl"][folder] = {"gpu": gpu, "num_gpus": n, "ops": sweep}
-        prof = profiles.get(gpu)
-        committed = Path(profiles_dir) / f"{gpu}.json"
-        if prof is None and committed.is_file():
-            prof = profile_from_json(json.loads(committed.read_text()))
-        if prof is None:
-            continue
-        cases, pipelines = predict_multi_gpu(Path(root) / folder, gpu, n, prof)
-        if not cases:
-            continue
-        s = summarize(cases)
-        s.update(gpu=gpu, num_gpus=n, num_predicted=len(cases), by_kind=by_kind(cases))
-        out["multi_gpu"][folder] = s
-        out["cases"] += cases
-        out["pipelines"] += pipelines
-        # the ranking target at the configurations of the host's ranking folder, pair by pair on its
-        # two rounds (docs/notes/s15rank_rule.md); its other configurations by median order as before
-        ranking = pipe.RANKING_FOLDERS.get(folder)
-        if ranking and pipe.ranking_rounds(Path(root) / folder / ranking):
-            out.setdefault("ranking", {})[folder] = {
-                "gpu": gpu, "num_gpus": n, "folder": ranking,
-                "configs": pipe.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
-        # the ranking target at the configurations of the host's interleaved folder, pair by pair on
-        # steps paired by cycle (docs/notes/s17alt_rule.md); it judges them in place of the above
-        side_by_side = interleaved.INTERLEAVED_FOLDERS.get(folder)
-        if side_by_side and (Path(root) / folder / side_by_side).is_dir():
-            out.setdefault("ranking_interleaved", {})[folder] = {
-                "gpu": gpu, "num_gpus": n, "folder": side_by_side,
-                "configs": interleaved.interleaved_judgement(Path(root) / folder / side_by_side, gpu, prof)}
-        # the same rule on the host's further interleaved runs (s18probe), reported beside: no headline
-        repeats = [sub for sub in interleaved.INTERLEAVED_REPEAT_FOLDERS.get(folder, ())
-                   if (Path(root) / folder / sub).is_dir()]
-        if repeats:
-            out.setdefault("ranking_interleaved_repeats", {})[folder] = [
-                {"gpu": gpu, "num_gpus": n, "folder": sub,
-                 "configs": interleaved.interleaved_judgement(Path(root) / folder / sub, gpu, prof)} for sub in repeats]
-        # each rank's idle at the configurations of the host's idle folder, on its two rounds pooled
-        # (docs/notes/s16idle_rule.md); its other configurations on the host folder as before
-        idle = pipe.host_idle_judgement(Path(root) / folder, gpu, prof)
-        if idle:
-            out.setdefault("idle", {})[folder] = {"gpu": gpu, "num_gpus": n, **idle}
+        _add_multi_gpu_folder(out, root, folder, gpu, n, profiles.get(gpu), profiles_dir)
     out["by_gpu_kind"] = {g: by_kind([c for c in out["cases"] if c["gpu"] == g])
                           for g in sorted({c["gpu"] for c in out["cases"]})}
     out["by_gpu_kind_gpus"] = by_gpu_kind_gpus(out["cases"])

@@ -41,16 +41,22 @@ KIND_COLORS = {"F": "#4477aa", "B": "#ee6677", "W": "#ccbb44", "BW": "#aa3377", 
 
 # --------------------------------------------------------------------------- plots
 
+def _log_identity_axes(ax, cases: pd.DataFrame, title: str) -> None:
+    """Log axes of twin against measured seconds over every case's span (a margin each side), with
+    the identity line."""
+    lo = min(cases["measured_s"].min(), cases["predicted_s"].min()) * 0.8
+    hi = max(cases["measured_s"].max(), cases["predicted_s"].max()) * 1.25
+    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="identity")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)", ylabel="twin (s)",
+           title=title)
+
+
 def plot_scatter(cases: pd.DataFrame):
     fig, ax = pg.figure(7.5, 6.5)
     for (gpu, bench), g in cases.groupby(["gpu", "bench"]):
         ax.scatter(g["measured_s"], g["predicted_s"], s=10, alpha=0.6, label=f"{gpu.upper()} {bench}",
                    marker="o" if gpu == "h100" else "^")
-    lo = min(cases["measured_s"].min(), cases["predicted_s"].min()) * 0.8
-    hi = max(cases["measured_s"].max(), cases["predicted_s"].max()) * 1.25
-    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="identity")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)", ylabel="twin (s)",
-           title="The twin against every measured case")
+    _log_identity_axes(ax, cases, "The twin against every measured case")
     fig.legend(fontsize=7, ncol=1, loc="outside right upper")
     return fig
 
@@ -79,11 +85,7 @@ def plot_by_kind(cases: pd.DataFrame):
         ax.scatter(g["measured_s"], g["predicted_s"], s=12, alpha=0.7, label=f"{gpu.upper()} {kind} x{n}",
                    marker="o" if gpu == "h100" else "^", facecolors=cmap[kind] if n == 1 else "none",
                    edgecolors=cmap[kind])
-    lo = min(cases["measured_s"].min(), cases["predicted_s"].min()) * 0.8
-    hi = max(cases["measured_s"].max(), cases["predicted_s"].max()) * 1.25
-    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="identity")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (s)", ylabel="twin (s)",
-           title="The twin against measured, per kind of case")
+    _log_identity_axes(ax, cases, "The twin against measured, per kind of case")
     fig.legend(fontsize=6, ncol=1, loc="outside right upper")
     return fig
 

@@ -32,9 +32,10 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from real import fp8
+from real.bench.host_dispatch import mla_layer_case
 from real.bench.moe_layer import skewed_routing, with_experts
 from real.configs import get_spec
-from real.model import MLA, MoE, building, rope_tables
+from real.model import MoE, building
 from real.telemetry import Telemetry
 from real.sync import synchronize
 
@@ -186,14 +187,8 @@ def precision_of(label: str) -> fp8.Precision:
 def mla_call(model: str, batch: int, seq: int, dev):
     """One MLA layer of `model` (seeded) with its RoPE tables, a BF16 input that takes gradients
     and an output gradient: (mla, cos, sin, x, gx), as real/bench/host_dispatch.py builds them."""
-    spec = get_spec(model)
     torch.manual_seed(0)
-    with building(dev):
-        mla = MLA(spec)
-        cos, sin = rope_tables(spec.qk_rope_head_dim, seq)
-    x = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
-    gx = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16)
-    return mla, cos, sin, x, gx
+    return mla_layer_case(model, batch, seq, dev)
 
 
 def mla_counts(model: str, label: str, batch: int, seq: int, dev) -> dict:

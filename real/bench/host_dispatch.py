@@ -60,6 +60,19 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def mla_layer_case(model: str, batch: int, seq: int, dev):
+    """One MLA layer of `model` (real.model.MLA, BF16, on `dev`) with its RoPE tables for `seq`
+    positions, an input (batch, seq, hidden) that takes gradients and an output gradient of its shape:
+    (mla, cos, sin, x, gx), drawn from the generator's state in that order (the MLA benches build
+    their layer cases so)."""
+    spec = get_spec(model)
+    with building(dev):
+        mla = MLA(spec)
+        cos, sin = rope_tables(spec.qk_rope_head_dim, seq)
+    x = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    gx = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+    return mla, cos, sin, x, gx
+
 def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, profiled: bool = True) -> dict:
     """Host seconds, event seconds, kernels, kernel seconds and aten ops of fn(setup()); with
     profiled False no profiler run (kernels 0, kernel_s NaN): a quick probe whose kernels are known."""
@@ -189,12 +202,7 @@ def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases
     for _, name, B, S in mla_cases:
         if deadline.over():
             return False
-        spec = get_spec(name)
-        with building(dev):
-            mla = MLA(spec)
-            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
-        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        mla, cos, sin, x, gx = mla_layer_case(name, B, S, dev)
         split = "holdout" if name in HOLDOUT_MODELS else "fit"
         shape = {"model": name, "batch": B, "seq_len": S, "tokens": B * S, "num_experts": ""}
         for prec in precs:

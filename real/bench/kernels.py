@@ -8,10 +8,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from real.bench.device import free_memory, precisions_to_bench
+from real.bench.host_dispatch import mla_layer_case
 from real.bench.moe_layer import skewed_routing, with_experts
 from real.bench.records import log
 from real.configs import get_spec
-from real.model import MLA, MoE, building, rope_tables
+from real.model import MoE, building
 
 KERNEL_REPS = 5
 
@@ -68,12 +69,7 @@ def bench_kernels(rec, timer, dev, deadline, quick, env):
         del moe, x, gy
         free_memory()
     for name, B, S in ([("tiny", 1, 64)] if quick else [("v2-lite-slice", 4, 1024), ("v3-slice-1l", 1, 4096)]):
-        spec = get_spec(name)
-        with building(dev):
-            mla = MLA(spec)
-            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
-        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        mla, cos, sin, x, gx = mla_layer_case(name, B, S, dev)
         for prec in precisions_to_bench(env):
             cfg = f"mla_layer {name} b{B} s{S}"
             trace(cfg + " fwd", prec.label, lambda: mla(x, cos, sin, prec))

@@ -36,8 +36,6 @@ from real.bench.attention import bench_mla_layers
 from real.bench.device import free_memory, precisions_to_bench
 from real.bench.host_bound import RoundRecorder
 from real.bench.records import log
-from real.configs import get_spec
-from real.model import MLA, building, rope_tables
 
 MAX_ROUNDS = 6
 QUICK_ROUNDS = 2
@@ -126,12 +124,7 @@ def bench_mla_host_rows(rec, timer, dev, deadline, measure, precs, cases, with_k
     for name, B, S in cases:
         if deadline.over():
             return False
-        spec = get_spec(name)
-        with building(dev):
-            mla = MLA(spec)
-            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
-        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        mla, cos, sin, x, gx = hd.mla_layer_case(name, B, S, dev)
         split = "holdout" if name in hd.HOLDOUT_MODELS else "fit"
         shape = {"model": name, "batch": B, "seq_len": S, "tokens": B * S, "num_experts": ""}
         cfg = f"mla_layer {name} b{B} s{S}"

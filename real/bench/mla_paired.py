@@ -111,12 +111,7 @@ def probe_block(rec, timer, dev, measure, rnd: int, pair: int, n: int, dim: int,
 
 def fit_host_rows(rec, timer, dev, measure, precs, cases, rnd: int, pair: int) -> None:
     for name, B, S in cases:
-        spec = get_spec(name)
-        with building(dev):
-            mla = MLA(spec)
-            cos, sin = rope_tables(spec.qk_rope_head_dim, S)
-        x = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        gx = torch.randn(B, S, spec.hidden_size, device=dev, dtype=torch.bfloat16)
+        mla, cos, sin, x, gx = hd.mla_layer_case(name, B, S, dev)
         split = "holdout" if name in hd.HOLDOUT_MODELS else "fit"
         for prec in precs:
             phases = {"fwd": (lambda _: mla(x, cos, sin, prec), lambda: None),

@@ -122,7 +122,7 @@ def bench_sustained(rec, timer, dev, deadline, quick, env):
     it (phase `burst`), then its graph is replayed back to back for SUSTAIN_S seconds, the way a
     training step keeps the GPU busy for hours at its power limit; every SUSTAIN_WINDOW_S window
     is one row (phase `sustained`) with the time per call, SM clock, board power and temperature.
-    Analysis (calibration.fit.sustained_compute_ratio) compares the burst time with the mean of the
+    Analysis (calibration.fit.sustained_ratios) compares the burst time with the mean of the
     windows in the second half."""
     sc = 16 if quick else 1
     hold_s = 0.3 if quick else SUSTAIN_S

@@ -8,7 +8,7 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration.records_io import (csv_exists, csv_name, csv_sha256, csv_stem, glob_csv, open_csv, read_csv,
-                                    resolve_csv)
+                                    read_csvs, resolve_csv)
 from tests.calibration.conftest import synthetic_records
 
 ROWS = "a,b\n1,x\n2,y\n"
@@ -56,6 +56,19 @@ def test_glob_counts_a_name_once_in_the_order_plain_names_sort(tmp_path):
     assert [p.name for p in glob_csv(tmp_path, "*.csv")] == ["a.csv.gz", "a_b.csv", "c.csv"]
     assert [csv_name(p) for p in glob_csv(tmp_path, "*.csv", recursive=True)] == ["a.csv", "a_b.csv", "c.csv", "d.csv"]
     assert [csv_stem(p) for p in glob_csv(tmp_path / "sub", "*.csv")] == ["d"]
+
+
+def test_read_csvs_concatenates_in_glob_order_and_is_empty_without_a_file(tmp_path):
+    (tmp_path / "t_rank0.csv").write_text("a,b\n1,x\n")
+    (tmp_path / "t_rank1.csv").write_text("a,b\n2,y\n3,z\n")
+    _gzip(tmp_path / "t_rank1.csv")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "t_rank2.csv").write_text("a,b\n4,w\n")
+    df = read_csvs(tmp_path, "t_rank*.csv")
+    assert df["a"].tolist() == [1, 2, 3] and df.index.tolist() == [0, 1, 2]
+    # recursive: in glob_csv's order, by path (sub/t_rank2.csv sorts before t_rank0.csv)
+    assert read_csvs(tmp_path, "t_rank*.csv", recursive=True)["a"].tolist() == [4, 1, 2, 3]
+    assert read_csvs(tmp_path, "none*.csv").empty
 
 
 def test_records_of_a_gpu_load_alike_gzipped(tmp_path):

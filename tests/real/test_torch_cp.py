@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 from real.bench import torch_cp

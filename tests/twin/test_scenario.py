@@ -1,6 +1,7 @@
 """Strict loading: every bad input names the field, the value and what is allowed."""
 
 import fnmatch
+import os
 import subprocess
 import sys
 import tomllib
@@ -166,6 +167,26 @@ def test_packaged_scenarios_are_package_data_and_scenarios_links_them(name):
     listed = ROOT / "scenarios" / path.name
     assert listed.is_symlink() and listed.resolve() == path.resolve()
     assert load_scenario(path, kind=SERVING).serve is not None
+
+
+@pytest.mark.parametrize("name", PACKAGED_SCENARIOS)
+def test_a_scenario_link_checked_out_as_text_is_refused_naming_its_target(tmp_path, capsys, name):
+    """With git's core.symlinks=false (Windows' default) a link in scenarios/ is checked out as a text file
+    holding the link's target (the blob git stores, os.readlink's text): the loader says so and names the
+    file to load instead of reporting invalid TOML; the CLI exits 2 with that line."""
+    target = os.readlink(ROOT / "scenarios" / f"{name}.toml")
+    stub = tmp_path / "scenarios" / f"{name}.toml"
+    stub.parent.mkdir()
+    stub.write_text(target)
+    with pytest.raises(ScenarioError, match="symbolic link checked out as a text file") as err:
+        load_scenario(stub, kind=SERVING)
+    assert repr(target) in str(err.value) and str(stub.parent / target) in str(err.value)
+    assert main(["serve", str(stub)]) == 2
+    assert "core.symlinks" in capsys.readouterr().err
+    other = tmp_path / "other.toml"
+    other.write_text("twin/data/r1_serve_h200")          # no .toml: any other bad text stays invalid TOML
+    with pytest.raises(ScenarioError, match=r"valid TOML \("):
+        load_scenario(other, kind=SERVING)
 
 
 def test_packaged_scenario_refuses_a_name_the_package_does_not_ship():

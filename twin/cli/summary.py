@@ -113,10 +113,6 @@ def replay_summary(sc, res, out_dir: str | None) -> str:
     return text
 
 
-def balance_summary(result: dict, lines: list[str]) -> str:
-    return "\n".join(lines)
-
-
 def serve_summary(sc, out) -> str:
     sim = out.simulation
     load = (f"closed loop, {sim.concurrency:,} in flight" if sim.arrival == "closed" else

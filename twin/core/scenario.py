@@ -498,6 +498,16 @@ def packaged_scenario(name: str) -> Path:
     return Path(str(resources.files("twin.data").joinpath(f"{name}.toml")))
 
 
+def symlink_stub_target(data: bytes) -> str | None:
+    """The path a file holds where it holds nothing but one relative path to a .toml file: a symbolic
+    link that git checked out as a text file (core.symlinks=false, the default on Windows; scenarios/
+    links to the serving scenarios of twin/data/). None for any other content."""
+    text = data.decode("utf-8", "replace").strip()
+    if not text.endswith(".toml") or any(c.isspace() or c in "=[]\"'#" for c in text):
+        return None
+    return text
+
+
 def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
     """Raw tables and a source label; None reads the embedded default scenario of `kind`."""
     if path is None:
@@ -514,6 +524,13 @@ def read_raw(path: str | Path | None, kind: str = TRAINING) -> tuple[dict, str]:
             raise ScenarioError("SCENARIO", str(path), f"a TOML file of at most {MAX_SCENARIO_BYTES:,} bytes (a scenario is a few KB)")
         return parse_toml(data.decode("utf-8"), "SCENARIO", str(path)), str(p)
     except tomllib.TOMLDecodeError as exc:
+        target = symlink_stub_target(data)
+        if target is not None:
+            raise ScenarioError("SCENARIO", str(path), (
+                f"a TOML file; this one holds only the path {target!r}: a symbolic link checked out as a text "
+                f"file (git core.symlinks=false, the default on Windows). Load the file it names "
+                f"({p.parent / target}), or check it out with symlinks on (git config core.symlinks true, "
+                f"then git checkout -- {path})")) from None
         raise ScenarioError("SCENARIO", str(path), f"valid TOML ({exc})") from None
     except UnicodeDecodeError:
         raise ScenarioError("SCENARIO", str(path), "a UTF-8 TOML file") from None

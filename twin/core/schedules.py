@@ -45,7 +45,7 @@ class PipeOp:
     """One op of a rank's program. For FB, (microbatch, chunk) is the forward part and
     (b_microbatch, b_chunk) the backward part; b_split says the backward is input-only."""
 
-    kind: str
+    kind: str                  # one of OP_KINDS
     microbatch: int
     chunk: int = 0
     b_microbatch: int | None = None

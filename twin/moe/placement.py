@@ -127,13 +127,6 @@ def padded_gemm_rows_frac(rows_E: np.ndarray, mean_rows: float, tile: int = TILE
     return (float(rows_E.sum()) + max(0.0, extra)) / (rows_E.shape[0] * mean_rows)
 
 
-def layer_loads(shares_LE: np.ndarray, tokens: int, top_k: int, ep: int, gpus_per_node: int,
-                max_nodes_per_token: int) -> list[ExpertLoad]:
-    """ExpertLoad of each layer for the step twin (contiguous placement)."""
-    return [rank_traffic(s, tokens, top_k, ep, gpus_per_node, max_nodes_per_token).expert_load()
-            for s in shares_LE]
-
-
 def monte_carlo_nodes_per_token(shares_E: np.ndarray, top_k: int, ep: int, gpus_per_node: int,
                                 max_nodes_per_token: int, num_tokens: int = 20000, seed: int = 0) -> float:
     """Check of the analytic node count: tokens pick top_k distinct experts (Gumbel-top-k from

@@ -327,14 +327,6 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
     return out
 
 
-def rank_memory_estimate(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule: Schedule, peaks,
-                         a2a_bytes: float) -> list[dict]:
-    """Memory breakdown of every pipeline rank (bytes by component), as rank_memory gives it."""
-    p = sc.plan
-    return [memory.memory_breakdown(memory.RankParams(d, e), live, buf, p, sc.dp * p.cp, g, loss, rc)
-            for d, e, live, buf, g, loss, rc in rank_memory_parts(sc, kinds, schedule, peaks, a2a_bytes)]
-
-
 def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
     """The rank that needs the most memory and its breakdown, and one breakdown per distinct
     parameter holding (all the data-parallel tail depends on). memory_breakdown is a sum of

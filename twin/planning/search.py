@@ -199,9 +199,3 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
         pareto=tuple(front(simulated)), screen_error=screen_error(ordered), rows=tuple(ordered))
 
 
-def candidate_from_row(row: PlanRow) -> Candidate:
-    """The candidate a row was made from (its settings in the space's key order)."""
-    settings = [("cluster.gpu", row.gpu), ("cluster.num_gpus", row.num_gpus)]
-    settings += [(f"plan.{k}", v) for k, v in row.plan.items()]
-    return Candidate(tuple(settings))
-

@@ -59,7 +59,6 @@ H200_CLAIM_TOKENS_PER_S = 3872.0     # twin/data/serving_claims.toml h200.nim_38
 DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE = 14_800.0   # '~14.8k tokens/s output during decoding' per H800 node
 DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE = 73_700.0  # '~73.7k tokens/s input (including cache hits)'
 DEEPSEEK_USER_TOKENS_PER_S = (20.0, 22.0)          # 'The average output speed was 20-22 tokens per second'
-DEEPSEEK_DECODE_NODES = 18                         # 'Decoding Phase [Routed Expert EP144 ...]: 18 nodes'
 DEEPSEEK_DECODE_SCENARIO = "r1_serve_h800_decode"
 DEEPSEEK_PREFILL_SCENARIO = "r1_serve_h800_prefill"
 # DeepSeek's prefill profile (deepseek-ai/profile-data README: EP32, TP1, prompt 4K, 16K tokens per GPU,
@@ -441,12 +440,6 @@ def deepseek_prefill_profile() -> dict:
             "conditions": "4K prompts, no cache hits, 16K tokens per GPU, balanced routing, fully loaded",
             "tpot_p50_s": r.tpot_s.p50, "ttft_p50_s": r.ttft_s.p50,
             "output_tokens_per_s_per_request": r.output_tokens_per_s_per_request}
-
-
-def published_decode_concurrency(user_tokens_per_s: float) -> int:
-    """Requests decoding at once in DeepSeek's decode unit on the 24 h average, by Little's law:
-    the unit's output rate (14.8k per node x 18 nodes) over the per-user speed."""
-    return round(DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE * DEEPSEEK_DECODE_NODES / user_tokens_per_s)
 
 
 def deepseek_profile_groups(phase: str) -> dict:

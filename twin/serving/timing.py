@@ -70,13 +70,13 @@ inverse CDF from a generator seeded with traffic.seed, so a run is deterministic
 from __future__ import annotations
 
 import bisect
-import contextlib
 import copy
 import dataclasses
 import math
 
 from twin.core.serve_specs import ServeSpec
 from twin.core.errors import ScenarioError
+from twin.core.scoped import BlockStore
 from twin.core.specs import GPUSpec, ModelSpec, serve_engines
 from twin.costs.profile import Profile
 from twin.serving.iteration import decode_step, prefill_forward, prefix_expand_s, serving_profile
@@ -254,10 +254,9 @@ def engine_spread(name: str) -> IterationSpread | None:
     return IterationSpread.from_table(table["spread"]) if "spread" in table else None
 
 
-_SHARED_GRIDS: list[dict] = []   # the open sharing_grids() block's grids (one dict; empty: no block open)
+_SHARED_GRIDS = BlockStore()   # the open sharing_grids() block's grids
 
 
-@contextlib.contextmanager
 def sharing_grids():
     """IterationCosts of one (model, GPU, serve spec, profile) made inside the block share their grid
     points: the replays of one scenario under several seeds (calibration.serve_load_validation's
@@ -265,25 +264,17 @@ def sharing_grids():
     four alone (the traffic and its seed never enter it), and nothing changes a switch or a profile
     while a block is open; outside one each IterationCosts keeps its own. Within a block grid_points
     counts the points of the shared grid."""
-    outermost = not _SHARED_GRIDS
-    if outermost:
-        _SHARED_GRIDS.append({})
-    try:
-        yield
-    finally:
-        if outermost:
-            _SHARED_GRIDS.clear()
+    return _SHARED_GRIDS.block()
 
 
 def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None) -> tuple[dict, dict, dict, dict]:
     """(decode, prefill, prefix grid points, decode_parts) for an IterationCosts: fresh, or those of the
     open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive)."""
     fresh = ({}, {}, {}, {})
-    if not _SHARED_GRIDS:
+    grids = _SHARED_GRIDS.kept
+    if grids is None:
         return fresh
-    key = (m, gpu, s, id(profile))
-    kept = _SHARED_GRIDS[0].setdefault(key, (profile, fresh))
-    return kept[1]
+    return grids.setdefault((m, gpu, s, id(profile)), (profile, fresh))[1]
 
 
 class IterationCosts:

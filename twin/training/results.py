@@ -40,5 +40,5 @@ class StepResult:
     # twin.sim.pipeline.PipelineResult (events for traces and the Gantt chart); not part of the JSON
     pipeline: object = field(repr=False, default=None, metadata={"json": False})
     # the step's tail after the pipeline, per rank (data-parallel reduce-scatter, optimizer,
-    # all-gather) as twin.sim.pipeline.Events; empty without the event log
+    # all-gather) as twin.sim.pipeline.Event rows; empty without the event log
     tail_events: tuple = field(repr=False, default=(), metadata={"json": False})

@@ -57,6 +57,10 @@ def test_host_bound_prompts_before_counts_per_process_and_a_run_without_one_alon
     assert before.tolist() == [0, 1, 2, 0, 1]
 
 
+def test_counts_before_is_a_running_count_per_group_read_before_each_item_adds():
+    assert sef.counts_before(["s", "s", "t", "s", "t"], [3, 0, 2, 5, 1]) == [0, 3, 0, 3, 2]
+
+
 def test_warmup_weights_count_only_host_bound_prompt_rows():
     """Rows of one process: a host-bound prompt (physics 1 ms under 3 ms of host terms), a kernel-bound prompt
     (5 ms), a decode row, a host-bound prompt: weights h / (h + H) on prompts, H = 0, 1, 1."""

@@ -51,5 +51,5 @@ def test_costs_of_one_scenario_share_their_grid_only_inside_a_block(monkeypatch)
         assert computed > 0
         assert second.iteration_s(4, 1500.0, 2048, 2048) == t
         assert len(calls) == computed                         # the second found every point computed
-    assert not timing._SHARED_GRIDS                            # nothing kept after the block
+    assert timing._SHARED_GRIDS.kept is None                   # nothing kept after the block
     assert IterationCosts(sc.model, sc.gpu, sc.serve)._prefill == {}
