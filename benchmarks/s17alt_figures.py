@@ -4,11 +4,11 @@ runs by the clauses of docs/notes/s17alt_rule.md (diagnostics only).
     PYTHONPATH=. .venv/bin/python benchmarks/s17alt_figures.py run OUT.json [FLAG=0|1 ...]   (1-2 minutes)
     PYTHONPATH=. .venv/bin/python benchmarks/s17alt_figures.py compare OFF.json ON.json
 
-FLAG: a module-level ADOPT_* name of calibration.pipeline or calibration.whole_step (as
-benchmarks/ep_host_figures.py). `compare` prints, for each run: the held-out median / P90 per GPU and
-kind (one GPU) and per host and kind (multi-GPU), the idle counts within tolerance per host, the ranking
-judgements (s15rank's folders, the interleaved folders, median order on the host folders), the H800
-chunk pair, and how many validation cases differ between the two runs.
+FLAG: a module-level ADOPT_* name of calibration.pipeline, calibration.pipeline_judgement or
+calibration.whole_step (as benchmarks/ep_host_figures.py). `compare` prints, for each run: the held-out
+median / P90 per GPU and kind (one GPU) and per host and kind (multi-GPU), the idle counts within
+tolerance per host, the ranking judgements (s15rank's folders, the interleaved folders, median order on
+the host folders), the H800 chunk pair, and how many validation cases differ between the two runs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import calibration.pipeline as pipe
+import calibration.pipeline_judgement as judgement
 import calibration.whole_step as whole
 from twin.cli.main import main as twin_main
 
@@ -27,9 +28,10 @@ IDLE_TOL, IDLE_FLOOR_OF_STEP = 0.10, 0.01   # tests/calibration/test_whole_runs.
 def _set_flags(argv: list[str]) -> None:
     for a in argv:
         name, _, value = a.partition("=")
-        mod = pipe if hasattr(pipe, name) else whole
+        mod = next((m for m in (pipe, judgement) if hasattr(m, name)), whole)
         if not name.startswith("ADOPT_") or not hasattr(mod, name) or value not in ("0", "1"):
-            raise SystemExit(f"not a FLAG=0|1 of calibration.pipeline or calibration.whole_step: {a}")
+            raise SystemExit(f"not a FLAG=0|1 of calibration.pipeline, calibration.pipeline_judgement or "
+                             f"calibration.whole_step: {a}")
         setattr(mod, name, value == "1")
 
 
@@ -69,7 +71,7 @@ def summary(result: dict) -> list[str]:
         on_folder = {c["config"] for c in judged["configs"]} if judged else set()
         within = total = 0
         for p in result["pipelines"]:
-            if f"{p['gpu']}x{p['num_gpus']}" != host or pipe.config_key(p["config"]) in on_folder:
+            if f"{p['gpu']}x{p['num_gpus']}" != host or judgement.config_key(p["config"]) in on_folder:
                 continue
             for r, meas in p["idle_measured_s"].items():
                 sim = p["idle_simulated_s"][int(r) % p["pp"]]

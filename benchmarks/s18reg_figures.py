@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
+import calibration.pipeline_judgement as judgement
 from calibration.interleaved import INTERLEAVED_FOLDERS, interleaved_steps_by_cycle, judge_interleaved
 from calibration.records import MEASUREMENTS_DIR
 from calibration.validate import load_fitted_profile
@@ -39,7 +40,7 @@ def _inputs(host: str):
     gpu = host.split("x")[0]
     folder = Path(MEASUREMENTS_DIR) / host / INTERLEAVED_FOLDERS[host]
     profile = load_fitted_profile(gpu, None)[0]   # the committed profile, as validate reads it
-    prof, accumulate, gap = pipe.host_inputs(folder, gpu, profile, pipe.subfolder_inputs_from(folder))
+    prof, accumulate, gap = pipe.host_inputs(folder, gpu, profile, judgement.subfolder_inputs_from(folder))
     return gpu, folder, prof, accumulate, gap
 
 

@@ -12,7 +12,8 @@ d_c = ln t_b,c - ln t_a,c of the cycles holding both:
   holds g inside the interval.
 The twin predicts the folder as validation predicts any (calibration.pipeline.predict_folder: host
 rates from its own fitting split, the 4-micro-batch rows; 8 is held out), with its host folder's
-host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS gives them (docs/notes/s18gap_rule.md); with
+host-level inputs where ADOPT_S18_HOST_FOLDER_INPUTS (calibration.pipeline_judgement) gives them
+(docs/notes/s18gap_rule.md); with
 ADOPT_S18_PART_HOST_RATE each part (micro-batch count) at the per-rank host rates of its own host marks,
 a measured condition of the part (the host clock's issue marks; never an op's GPU end or a step time:
 docs/notes/s18reg_rule.md).
@@ -26,7 +27,8 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 import calibration.pipeline as pipe
-from calibration.pipeline import RANKING_LEVEL, predict_folder, subfolder_inputs_from
+from calibration.pipeline import predict_folder
+from calibration.pipeline_judgement import RANKING_LEVEL, subfolder_inputs_from
 from calibration.records_io import csv_exists, read_csv
 
 # {multi-GPU host folder: its interleaved folder (a subfolder holding pipeline_interleaved.csv)}: the

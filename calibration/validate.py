@@ -42,6 +42,7 @@ from calibration import mla_rounds
 from calibration import nccl
 from calibration import parallel_blocks as blocks
 from calibration import pipeline as pipe
+from calibration import pipeline_judgement as judgement
 from calibration import records as rec
 from calibration import whole_step
 from calibration.decode_gemm import held_out_errors as decode_gemm_errors
@@ -291,11 +292,11 @@ def _add_multi_gpu_folder(out: dict, root: Path | str, folder: str, gpu: str, n:
     out["pipelines"] += pipelines
     # the ranking target at the configurations of the host's ranking folder, pair by pair on its
     # two rounds (docs/notes/s15rank_rule.md); its other configurations by median order as before
-    ranking = pipe.RANKING_FOLDERS.get(folder)
-    if ranking and pipe.ranking_rounds(Path(root) / folder / ranking):
+    ranking = judgement.RANKING_FOLDERS.get(folder)
+    if ranking and judgement.ranking_rounds(Path(root) / folder / ranking):
         out.setdefault("ranking", {})[folder] = {
             "gpu": gpu, "num_gpus": n, "folder": ranking,
-            "configs": pipe.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
+            "configs": judgement.ranking_judgement(Path(root) / folder / ranking, gpu, prof)}
     # the ranking target at the configurations of the host's interleaved folder, pair by pair on
     # steps paired by cycle (docs/notes/s17alt_rule.md); it judges them in place of the above
     side_by_side = interleaved.INTERLEAVED_FOLDERS.get(folder)
@@ -312,7 +313,7 @@ def _add_multi_gpu_folder(out: dict, root: Path | str, folder: str, gpu: str, n:
              "configs": interleaved.interleaved_judgement(Path(root) / folder / sub, gpu, prof)} for sub in repeats]
     # each rank's idle at the configurations of the host's idle folder, on its two rounds pooled
     # (docs/notes/s16idle_rule.md); its other configurations on the host folder as before
-    idle = pipe.host_idle_judgement(Path(root) / folder, gpu, prof)
+    idle = judgement.host_idle_judgement(Path(root) / folder, gpu, prof)
     if idle:
         out.setdefault("idle", {})[folder] = {"gpu": gpu, "num_gpus": n, **idle}
 
@@ -413,14 +414,14 @@ def format_table(result: dict) -> str:
         lines.append(f"pipeline {p['name']}: step {p['predicted_s'] * 1e3:.1f} / {p['measured_s'] * 1e3:.1f} ms "
                      f"(twin / measured); idle twin/measured {idle}")
     for folder, v in result.get("ranking", {}).items():
-        lines += pipe.format_ranking_judgement(f"{folder}/{v['folder']}", v["configs"])
+        lines += judgement.format_ranking_judgement(f"{folder}/{v['folder']}", v["configs"])
     for folder, v in result.get("ranking_interleaved", {}).items():
         lines += interleaved.format_interleaved_judgement(f"{folder}/{v['folder']}", v["configs"])
     for folder, runs in result.get("ranking_interleaved_repeats", {}).items():
         for v in runs:
             lines += interleaved.format_interleaved_judgement(f"{folder}/{v['folder']} (repeat)", v["configs"])
     for folder, v in result.get("idle", {}).items():
-        lines += pipe.format_idle_judgement(folder, v["configs"])
+        lines += judgement.format_idle_judgement(folder, v["configs"])
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]
     lines += format_blocks(result.get("cases", []))
     lines += format_serve_load(result.get("serve_load", {}))

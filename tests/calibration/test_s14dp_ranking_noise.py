@@ -1,5 +1,5 @@
 """s14dp (docs/notes/s14dp_rule.md): whether the 4-GPU schedule ranking is decidable from the records'
-own timed steps (calibration.pipeline.ranking_noise, records alone), and candidate H, the FB pair's
+own timed steps (calibration.pipeline_judgement.ranking_noise, records alone), and candidate H, the FB pair's
 forward at its own host rate (ADOPT_FB_FORWARD_HOST_RATE: not adopted by its rule, both settings
 tested)."""
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import calibration.pipeline as pipe
+import calibration.pipeline_judgement as judgement
 from calibration.fit import PROFILES_DIR
 from calibration.validate import load_fitted_profile
 from calibration.whole_step import with_measured_collectives
@@ -23,22 +24,22 @@ def test_step_times_are_the_rows_timed_steps(folder):
     reports."""
     steps, ops = pipe.load(MEASUREMENTS / folder)
     for _, row in steps[steps["pp"] > 1].iterrows():
-        times = pipe.step_times_by_rep_s(pipe.ops_of(row, ops))
+        times = judgement.step_times_by_rep_s(pipe.ops_of(row, ops))
         assert len(times) == int(row["reps"])
         assert sorted(times)[len(times) // 2] == pytest.approx(float(row["time_s"]), rel=1e-6)
 
 
 def test_rank_sum_p_is_exact_and_bounded_by_the_step_counts():
     fast, slow = [1.0, 1.1, 1.2, 1.3, 1.4], [2.0, 2.1, 2.2, 2.3, 2.4]
-    assert pipe.rank_sum_p(fast, slow) == pytest.approx(2 / 252)          # 5 against 5, apart
-    assert pipe.rank_sum_p(fast, [2.0]) == pytest.approx(2 / 6)           # against one step: never < 0.33
-    assert pipe.rank_sum_p(fast, [1.05, 1.15, 1.25, 1.35, 1.45]) > 0.5    # interleaved
-    assert pipe.rank_sum_p([], slow) == 1.0
+    assert judgement.rank_sum_p(fast, slow) == pytest.approx(2 / 252)          # 5 against 5, apart
+    assert judgement.rank_sum_p(fast, [2.0]) == pytest.approx(2 / 6)           # against one step: never < 0.33
+    assert judgement.rank_sum_p(fast, [1.05, 1.15, 1.25, 1.35, 1.45]) > 0.5    # interleaved
+    assert judgement.rank_sum_p([], slow) == 1.0
 
 
 def _pairs(folder: str) -> dict:
     return {(int(g["config"]["num_microbatches"]), p["faster"], p["slower"]): p
-            for g in pipe.ranking_noise(MEASUREMENTS / folder) for p in g["pairs"]}
+            for g in judgement.ranking_noise(MEASUREMENTS / folder) for p in g["pairs"]}
 
 
 def test_the_pairs_the_twin_misses_are_not_resolved_on_the_4gpu_records():
@@ -58,13 +59,13 @@ def test_the_pairs_the_twin_misses_are_not_resolved_on_the_4gpu_records():
 
 
 def test_ranking_noise_lists_every_schedule_of_a_configuration():
-    groups = pipe.ranking_noise(MEASUREMENTS / "h200x4")
+    groups = judgement.ranking_noise(MEASUREMENTS / "h200x4")
     assert sorted(int(g["config"]["num_microbatches"]) for g in groups) == [4, 8, 16]
     for g in groups:
         meds = [s["median_s"] for s in g["schedules"]]
         assert meds == sorted(meds) and len(g["pairs"]) == len(meds) - 1
         assert all(s["spread_frac"] >= 0 for s in g["schedules"])
-    assert "NOT resolved" in pipe.format_ranking_noise(groups)
+    assert "NOT resolved" in judgement.format_ranking_noise(groups)
 
 
 def test_fb_forward_rate_inverts_the_issue_model():
@@ -122,7 +123,7 @@ def test_the_s14dp_rounds_resolve_the_order_at_8_and_tie_at_4():
     minute), so their pooled steps tie."""
     orders = {}
     for r in ("round_a", "round_b"):
-        for g in pipe.ranking_noise(S14DP / r):
+        for g in judgement.ranking_noise(S14DP / r):
             n = int(g["config"]["num_microbatches"])
             orders[r, n] = [s["schedule"] for s in g["schedules"]]
             assert all(len(s["steps_s"]) == 10 for s in g["schedules"])
@@ -137,5 +138,5 @@ def test_the_s14dp_rounds_resolve_the_order_at_8_and_tie_at_4():
     for r in ("round_a", "round_b"):
         steps, ops = pipe.load(S14DP / r)
         for _, row in steps[steps["num_microbatches"] == 4].iterrows():
-            pooled.setdefault(row["schedule"], []).extend(pipe.step_times_by_rep_s(pipe.ops_of(row, ops)))
-    assert pipe.rank_sum_p(pooled["dualpipe"], pooled["dualpipev"]) > 0.3
+            pooled.setdefault(row["schedule"], []).extend(judgement.step_times_by_rep_s(pipe.ops_of(row, ops)))
+    assert judgement.rank_sum_p(pooled["dualpipe"], pooled["dualpipev"]) > 0.3

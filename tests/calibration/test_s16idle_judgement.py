@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import binom
 
 import calibration.pipeline as pipe
+import calibration.pipeline_judgement as judgement
 from calibration import records as rec
 from calibration.validate import format_table, validate
 from reports.validation_report import build_page
@@ -21,15 +22,15 @@ from twin.costs.profile import fitted_profile
 
 @pytest.mark.parametrize("n", [6, 10, 22, 40])
 def test_median_interval_is_the_binomial_order_statistics(n):
-    lo, hi = pipe.median_interval(list(range(n)))
+    lo, hi = judgement.median_interval(list(range(n)))
     k = int(lo) + 1                             # the k-th smallest is the value k - 1 here
     assert hi == n - k                          # and the k-th largest
     assert binom.cdf(k - 1, n, 0.5) <= 0.025 < binom.cdf(k, n, 0.5)
-    assert pipe.median_interval(list(range(22))) == (5.0, 16.0)   # the rule's 6th to 17th of 22
+    assert judgement.median_interval(list(range(22))) == (5.0, 16.0)   # the rule's 6th to 17th of 22
 
 
 def test_median_interval_is_unbounded_for_too_few_values():
-    assert pipe.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (None, None)
+    assert judgement.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (None, None)
 
 
 def _rounds(center_s: float, spread: float, shift_b: float = 0.0, reps: int = 11) -> list[list[float]]:
@@ -43,48 +44,48 @@ STEPS = _rounds(0.5, 0.01)   # a 500 ms step: the 1% floor is 5 ms
 
 def test_a_gpu_is_met_within_ten_percent_of_its_pooled_median():
     idle = _rounds(0.100, 0.05)
-    inside = pipe.judge_idle_gpu(idle, STEPS, [0.108, 0.108])
+    inside = judgement.judge_idle_gpu(idle, STEPS, [0.108, 0.108])
     assert inside["decided"] and inside["met"] and inside["measured_s"] == pytest.approx(0.100)
     assert inside["band_s"] == pytest.approx(0.010) and inside["holds_still"]
-    assert not pipe.judge_idle_gpu(idle, STEPS, [0.112, 0.112])["met"]
-    assert not pipe.judge_idle_gpu(idle, STEPS, [0.088, 0.089])["met"]
+    assert not judgement.judge_idle_gpu(idle, STEPS, [0.112, 0.112])["met"]
+    assert not judgement.judge_idle_gpu(idle, STEPS, [0.088, 0.089])["met"]
     # the twin is the mean of its rounds: one round far off, the other back, met on the mean
-    assert pipe.judge_idle_gpu(idle, STEPS, [0.090, 0.118])["twin_s"] == pytest.approx(0.104)
+    assert judgement.judge_idle_gpu(idle, STEPS, [0.090, 0.118])["twin_s"] == pytest.approx(0.104)
 
 
 def test_a_small_idle_is_judged_against_one_percent_of_the_step():
     idle = _rounds(0.002, 0.5)                 # DualPipe's ~2 ms: the band is 5 ms, not 0.2
-    r = pipe.judge_idle_gpu(idle, STEPS, [0.0004, 0.0004])
+    r = judgement.judge_idle_gpu(idle, STEPS, [0.0004, 0.0004])
     assert r["band_s"] == pytest.approx(0.005, rel=1e-3) and r["met"]
-    assert not pipe.judge_idle_gpu(idle, STEPS, [0.0075, 0.0075])["met"]
+    assert not judgement.judge_idle_gpu(idle, STEPS, [0.0075, 0.0075])["met"]
 
 
 def test_the_measurement_pools_both_rounds_and_flags_rounds_apart():
     # round b 30% above a: the pooled median between them, the rounds outside its band
     idle = _rounds(0.100, 0.01, shift_b=0.30)
-    r = pipe.judge_idle_gpu(idle, STEPS, [0.115, 0.115])
+    r = judgement.judge_idle_gpu(idle, STEPS, [0.115, 0.115])
     assert 0.101 < r["measured_s"] < 0.130 and r["met"] and r["holds_still"] is False
     assert r["round_medians_s"] == pytest.approx([0.100, 0.130])
     assert r["lo_s"] < r["measured_s"] < r["hi_s"]
 
 
 def test_too_few_steps_leave_a_gpu_undecided_and_not_met():
-    short = pipe.judge_idle_gpu(_rounds(0.100, 0.05, reps=9), _rounds(0.5, 0.01, reps=9), [0.100, 0.100])
+    short = judgement.judge_idle_gpu(_rounds(0.100, 0.05, reps=9), _rounds(0.5, 0.01, reps=9), [0.100, 0.100])
     assert not short["decided"] and not short["met"] and short["steps"] == [9, 9]
-    one_round = pipe.judge_idle_gpu([list(np.full(22, 0.1))], [list(np.full(22, 0.5))], [0.1])
+    one_round = judgement.judge_idle_gpu([list(np.full(22, 0.1))], [list(np.full(22, 0.5))], [0.1])
     assert not one_round["decided"] and not one_round["met"]
-    assert not pipe.judge_idle_gpu(_rounds(0.1, 0.05), STEPS, [None, 0.1])["met"]
+    assert not judgement.judge_idle_gpu(_rounds(0.1, 0.05), STEPS, [None, 0.1])["met"]
 
 
 def test_a_configuration_is_met_only_where_every_gpu_is():
     idle = {"c": {0: _rounds(0.100, 0.05), 1: _rounds(0.040, 0.05)}}
     twin_ok = {"c": {0: [0.105, 0.105], 1: [0.041, 0.041]}}
-    (good,) = pipe.judge_idle(idle, {"c": STEPS}, twin_ok, {"c": True})
+    (good,) = judgement.judge_idle(idle, {"c": STEPS}, twin_ok, {"c": True})
     assert good["met"] and good["held_out"] and set(good["gpus"]) == {0, 1}
-    (bad,) = pipe.judge_idle(idle, {"c": STEPS}, {"c": {0: [0.105, 0.105], 1: [0.050, 0.050]}}, {"c": False})
+    (bad,) = judgement.judge_idle(idle, {"c": STEPS}, {"c": {0: [0.105, 0.105], 1: [0.050, 0.050]}}, {"c": False})
     assert not bad["met"] and [g for g, v in bad["gpus"].items() if not v["met"]] == [1]
-    assert pipe.idle_counts([good, bad]) == {"met": 3, "total": 4, "held_out_met": 2, "held_out_total": 2}
-    text = "\n".join(pipe.format_idle_judgement("fixture", [good, bad]))
+    assert judgement.idle_counts([good, bad]) == {"met": 3, "total": 4, "held_out_met": 2, "held_out_total": 2}
+    text = "\n".join(judgement.format_idle_judgement("fixture", [good, bad]))
     assert "3 of 4 GPUs within 10% (held out 2 of 2)" in text and "MISS" in text
 
 
@@ -93,7 +94,7 @@ def test_a_round_takes_the_host_folders_inputs_it_does_not_record():
     rates; with its host folder named it takes h200x4/'s device gap and h200/'s rates, and without,
     none (the ranking's predictions, rule s15rank)."""
     host = rec.MEASUREMENTS_DIR / "h200x4"
-    rnd = host / pipe.IDLE_FOLDERS["h200x4"][0] / "round_a"
+    rnd = host / judgement.IDLE_FOLDERS["h200x4"][0] / "round_a"
     prof = fitted_profile("h200")
     _, acc, gap = pipe.host_inputs(rnd, "h200", prof)
     assert acc is None and gap is None
@@ -133,43 +134,43 @@ def fixture_idle(tmp_path_factory):
 def test_idle_judgement_on_fixture_rounds(fixture_idle):
     prof = fitted_profile("h100")
     host = fixture_idle / "h100x2"
-    same = pipe.idle_judgement(host / "as_twin", host, "h100", prof)
+    same = judgement.idle_judgement(host / "as_twin", host, "h100", prof)
     assert len(same) == 4 and all(c["met"] for c in same)
     assert {c["held_out"] for c in same if " n8 " in c["config"]} == {True}
     assert all(v["steps"] == [11, 11] and v["measured_s"] == pytest.approx(v["twin_s"], rel=0.01, abs=1e-4)
                for c in same for v in c["gpus"].values())
-    slow = {c["config"]: c for c in pipe.idle_judgement(host / "dualpipev_slow", host, "h100", prof)}
+    slow = {c["config"]: c for c in judgement.idle_judgement(host / "dualpipev_slow", host, "h100", prof)}
     # DualPipeV's ops 25% longer: its rank 1 idles 25% more than the twin says (beyond 10%); 1F1B as twin
     assert all(c["met"] == ("1f1b" in k) for k, c in slow.items())
-    short = pipe.idle_judgement(host / "short", host, "h100", prof)
+    short = judgement.idle_judgement(host / "short", host, "h100", prof)
     assert not any(c["met"] for c in short) and all(not v["decided"] for c in short for v in c["gpus"].values())
 
 
 def test_a_host_takes_each_configuration_from_its_first_idle_folder_that_holds_it(fixture_idle, monkeypatch):
     prof = fitted_profile("h100")
     host = fixture_idle / "h100x2"
-    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h100x2": ("dualpipev_slow", "as_twin", "sixteen", "missing")})
-    v = pipe.host_idle_judgement(host, "h100", prof)
+    monkeypatch.setattr(judgement, "IDLE_FOLDERS", {"h100x2": ("dualpipev_slow", "as_twin", "sixteen", "missing")})
+    v = judgement.host_idle_judgement(host, "h100", prof)
     assert v["folders"] == ["dualpipev_slow", "as_twin", "sixteen"]    # one without rounds is not one
     where = {c["config"]: c["folder"] for c in v["configs"]}
     assert len(where) == len(v["configs"]) == 6                         # 4 and 8 once each, then 16
     assert {f for k, f in where.items() if " n16 " not in k} == {"dualpipev_slow"}
     assert {f for k, f in where.items() if " n16 " in k} == {"sixteen"}
-    assert v["counts"] == pipe.idle_counts(v["configs"]) and v["counts"]["total"] == 12
-    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h200x2": ("as_twin",)})
-    assert pipe.host_idle_judgement(host, "h100", prof) is None
+    assert v["counts"] == judgement.idle_counts(v["configs"]) and v["counts"]["total"] == 12
+    monkeypatch.setattr(judgement, "IDLE_FOLDERS", {"h200x2": ("as_twin",)})
+    assert judgement.host_idle_judgement(host, "h100", prof) is None
 
 
 def test_validate_carries_the_idle_folders_judgement(fixture_idle, monkeypatch):
-    monkeypatch.setattr(pipe, "IDLE_FOLDERS", {"h100x2": ("dualpipev_slow",)})
-    monkeypatch.setattr(pipe, "RANKING_FOLDERS", {})
+    monkeypatch.setattr(judgement, "IDLE_FOLDERS", {"h100x2": ("dualpipev_slow",)})
+    monkeypatch.setattr(judgement, "RANKING_FOLDERS", {})
     result = validate(fixture_idle)
     v = result["idle"]["h100x2"]
     assert v["folders"] == ["dualpipev_slow"] and v["gpu"] == "h100" and v["num_gpus"] == 2
     assert {c["folder"] for c in v["configs"]} == {"dualpipev_slow"}
     assert v["counts"]["total"] == 8 and v["counts"]["met"] < 8
     # every configuration of the idle folder is one of the host folder's (nothing judged elsewhere is new)
-    host_configs = {pipe.config_key(p["config"]) for p in result["pipelines"]}
+    host_configs = {judgement.config_key(p["config"]) for p in result["pipelines"]}
     assert {c["config"] for c in v["configs"]} <= host_configs
     assert "idle h100x2:" in format_table(result) and "[dualpipev_slow]" in format_table(result)
     md = build_page(result, pd.DataFrame(result["cases"])).markdown()

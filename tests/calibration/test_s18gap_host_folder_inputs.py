@@ -10,6 +10,7 @@ import pytest
 
 import calibration.interleaved as il
 import calibration.pipeline as pipe
+import calibration.pipeline_judgement as judgement
 from calibration import records as rec
 from tests.calibration import pipeline_fixture as fx
 from twin.costs.profile import fitted_profile
@@ -20,21 +21,21 @@ MEASUREMENTS = Path(rec.MEASUREMENTS_DIR)
 def _subfolders() -> list[Path]:
     """The committed interleaved folders and the rounds of the committed ranking folders."""
     out = [MEASUREMENTS / host / sub for host, sub in il.INTERLEAVED_FOLDERS.items()]
-    for host, sub in pipe.RANKING_FOLDERS.items():
-        out += pipe.ranking_rounds(MEASUREMENTS / host / sub)
+    for host, sub in judgement.RANKING_FOLDERS.items():
+        out += judgement.ranking_rounds(MEASUREMENTS / host / sub)
     return [p for p in out if p.is_dir()]
 
 
 @pytest.mark.parametrize("on", [False, True])
 def test_subfolder_inputs_from_follows_the_switch(monkeypatch, on):
-    monkeypatch.setattr(pipe, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
+    monkeypatch.setattr(judgement, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
     folder = Path("h200x4") / "s17alt_x"
-    assert pipe.subfolder_inputs_from(folder) == (Path("h200x4") if on else None)
+    assert judgement.subfolder_inputs_from(folder) == (Path("h200x4") if on else None)
 
 
 @pytest.mark.parametrize("on", [False, True])
 def test_committed_subfolders_take_their_host_folders_gap_and_accumulate_rates(monkeypatch, on):
-    monkeypatch.setattr(pipe, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
+    monkeypatch.setattr(judgement, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
     subs = _subfolders()
     if not subs:
         pytest.skip("no committed interleaved or ranking folders")
@@ -43,7 +44,7 @@ def test_committed_subfolders_take_their_host_folders_gap_and_accumulate_rates(m
         gpu = host.name.split("x")[0]
         # a ranking round sits one level deeper: its judgement passes its ranking folder's parent
         judged = sub if sub.parent == host else sub.parent
-        _, accumulate, gap = pipe.host_inputs(sub, gpu, fitted_profile(gpu), pipe.subfolder_inputs_from(judged))
+        _, accumulate, gap = pipe.host_inputs(sub, gpu, fitted_profile(gpu), judgement.subfolder_inputs_from(judged))
         # the subfolder records neither a probe nor AccumulateGrad rates of its own
         assert pipe.measured_device_gap_s(sub) is None and pipe.measured_accumulate(sub, gpu) is None
         if on:
@@ -55,7 +56,7 @@ def test_committed_subfolders_take_their_host_folders_gap_and_accumulate_rates(m
 
 @pytest.mark.parametrize("on", [False, True])
 def test_judgements_pass_the_host_folder_to_their_predictions(monkeypatch, tmp_path, on):
-    monkeypatch.setattr(pipe, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
+    monkeypatch.setattr(judgement, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
     seen = []
 
     def predict(folder, gpu, profile, per_rank_host=False, inputs_from=None, part_host=False):
@@ -63,7 +64,7 @@ def test_judgements_pass_the_host_folder_to_their_predictions(monkeypatch, tmp_p
         return []
 
     monkeypatch.setattr(il, "predict_folder", predict)
-    monkeypatch.setattr(pipe, "predict_folder", predict)
+    monkeypatch.setattr(judgement, "predict_folder", predict)
     side = tmp_path / "h200x4" / "s17alt_x"
     side.mkdir(parents=True)
     il.interleaved_judgement(side, "h200", None)
@@ -71,7 +72,7 @@ def test_judgements_pass_the_host_folder_to_their_predictions(monkeypatch, tmp_p
     for r in ("round_a", "round_b"):
         (rounds / r).mkdir(parents=True)
         (rounds / r / "pipeline_step.csv").write_text("model\n")
-    pipe.ranking_judgement(rounds, "h200", None)
+    judgement.ranking_judgement(rounds, "h200", None)
     host = tmp_path / "h200x4" if on else None
     assert seen == [(side, host), (rounds / "round_a", host), (rounds / "round_b", host)]
 
@@ -88,8 +89,8 @@ def test_ranking_judgement_moves_only_through_its_predictions(tmp_path, monkeypa
     prof = fitted_profile("h100")
     judged = {}
     for on in (False, True):
-        monkeypatch.setattr(pipe, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
-        (judged[on],) = pipe.ranking_judgement(root / "rank", "h100", prof)
+        monkeypatch.setattr(judgement, "ADOPT_S18_HOST_FOLDER_INPUTS", on)
+        (judged[on],) = judgement.ranking_judgement(root / "rank", "h100", prof)
     off, on = judged[False], judged[True]
     assert [(p["a"], p["b"], p["gap"], p["lo"], p["hi"]) for p in off["pairs"]] == \
         [(p["a"], p["b"], p["gap"], p["lo"], p["hi"]) for p in on["pairs"]]

@@ -18,6 +18,7 @@ import pytest
 
 from calibration import interleaved
 from calibration import pipeline as pipe
+from calibration import pipeline_judgement as judgement
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.records_io import csv_exists, read_csv
@@ -278,12 +279,12 @@ RANK_NOT_MET: dict = {
                  "511.4 (502.4-555.2) and 1F1B 590.4 vs ZB1P 597.2 (577.3-655.2, 573.0-631.7), the twin DualPipe "
                  "488.6, DualPipeV 505.2, ZB1P 567.7, 1F1B 596.0; at 16 (DualPipeV not run) all three as measured. "
                  "No missed pair is resolved by the records' own steps (exact rank-sum p 1.00, 0.33, 1.00; every "
-                 "resolved pair ranked as measured: calibration.pipeline.ranking_noise, docs/notes/s14dp_rule.md). "
+                 "resolved pair ranked as measured: calibration.pipeline_judgement.ranking_noise, docs/notes/s14dp_rule.md). "
                  "A fresh run with 10 steps a schedule in two reversed rounds (h100x4/s14dp_rank_20261127_0147, "
                  "01:47 UTC, kept out of validation) orders 8 as the twin does in both rounds and ties DualPipe / "
                  "DualPipeV at 4 (each round the opposite way). Rule s15rank (docs/notes/s15rank_rule.md) judges 4 and 8 "
                  "pair by pair on a two-round folder of real/campaigns/s15rank.sh; none delivered for 4xH100 yet "
-                 "(calibration.pipeline.RANKING_FOLDERS), so these are still judged by median order here; issue 13 open",
+                 "(calibration.pipeline_judgement.RANKING_FOLDERS), so these are still judged by median order here; issue 13 open",
 }
 
 
@@ -292,7 +293,7 @@ RANK_NOT_MET: dict = {
     for p in HOSTS])
 def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
     """Median order on the host's validation folder; where the host has a ranking folder
-    (calibration.pipeline.RANKING_FOLDERS, docs/notes/s15rank_rule.md), its configurations are
+    (calibration.pipeline_judgement.RANKING_FOLDERS, docs/notes/s15rank_rule.md), its configurations are
     judged on it pair by pair instead (resolved pairs by order, unresolved ones by the measured gap's
     95% interval); where the host has an interleaved folder (calibration.interleaved.INTERLEAVED_FOLDERS,
     docs/notes/s17alt_rule.md), the configurations it holds complete are judged on its steps paired by
@@ -310,7 +311,7 @@ def test_committed_pipelines_rank_the_schedules_as_measured(gpu, num_gpus):
         if int(ranking["num_microbatches"]) not in on_ranking_folder | on_side:
             assert ranking["predicted"] == ranking["measured"], ranking
     for g in judged_configs:
-        assert g["met"], pipe.format_ranking_judgement(f"{host}/{judged['folder']}", [g])
+        assert g["met"], judgement.format_ranking_judgement(f"{host}/{judged['folder']}", [g])
     for g in side_configs:
         assert g["met"], interleaved.format_interleaved_judgement(f"{host}/{side['folder']}", [g])
 
@@ -356,14 +357,14 @@ IDLE_NOT_MET = {
     for p in HOSTS])
 def test_committed_pipelines_idle_within_10_percent(gpu, num_gpus):
     """Every GPU's idle within 10% of the measured (or 1% of the step). Where the host has an idle
-    folder (calibration.pipeline.IDLE_FOLDERS, docs/notes/s16idle_rule.md), its configurations are
+    folder (calibration.pipeline_judgement.IDLE_FOLDERS, docs/notes/s16idle_rule.md), its configurations are
     judged there (the pooled median of two reversed rounds against the mean of the rounds' twin) and
     the host folder's other configurations as before; nothing is judged on neither."""
     pipes = [p for p in _pipelines(num_gpus) if p["gpu"] == gpu]
     assert pipes, f"no pipeline_step.csv / pipeline_ops.csv under calibration/measurements/{gpu}x{num_gpus}/"
     judged = committed().get("idle", {}).get(f"{gpu}x{num_gpus}")
     on_idle_folder = {c["config"] for c in judged["configs"]} if judged else set()
-    misses = idle_misses([p for p in pipes if pipe.config_key(p["config"]) not in on_idle_folder])
+    misses = idle_misses([p for p in pipes if judgement.config_key(p["config"]) not in on_idle_folder])
     for c in judged["configs"] if judged else []:
         misses += [f"{c['folder']} {c['config']} GPU {g}: twin {v['twin_s'] * 1e3:.1f} ms, measured "
                    f"{v['measured_s'] * 1e3:.1f} ms (band {v['band_s'] * 1e3:.1f})" if v["decided"] else
@@ -372,16 +373,16 @@ def test_committed_pipelines_idle_within_10_percent(gpu, num_gpus):
     assert not misses, "idle beyond 10%: " + "; ".join(misses)
 
 
-@pytest.mark.parametrize("host", sorted(pipe.IDLE_FOLDERS))
+@pytest.mark.parametrize("host", sorted(judgement.IDLE_FOLDERS))
 def test_idle_folders_are_complete_and_hold_only_the_host_folders_configurations(host):
     """Rule s16idle: each idle folder is a complete delivery (both rounds; the four schedules at 4 and
     8 micro-batches, the 8-micro-batch rows held out, or at 16 under addendum A; >= 10 timed steps a
     round), each configuration judged once and one the host folder holds, so the idle folders and
     the host folder together judge every configuration once."""
     judged = committed()["idle"][host]
-    assert judged["folders"] == list(pipe.IDLE_FOLDERS[host])
+    assert judged["folders"] == list(judgement.IDLE_FOLDERS[host])
     gpu, n = judged["gpu"], judged["num_gpus"]
-    host_configs = {pipe.config_key(p["config"]) for p in _pipelines(n) if p["gpu"] == gpu}
+    host_configs = {judgement.config_key(p["config"]) for p in _pipelines(n) if p["gpu"] == gpu}
     configs = [c["config"] for c in judged["configs"]]
     assert len(configs) == len(set(configs)) and set(configs) <= host_configs
     for folder in judged["folders"]:
@@ -392,7 +393,7 @@ def test_idle_folders_are_complete_and_hold_only_the_host_folders_configurations
         assert all(c["held_out"] == (" n8 " in c["config"]) for c in mine)
         for c in mine:
             assert len(c["gpus"]) == n
-            assert all(v["decided"] and min(v["steps"]) >= pipe.IDLE_MIN_STEPS_A_ROUND for v in c["gpus"].values())
+            assert all(v["decided"] and min(v["steps"]) >= judgement.IDLE_MIN_STEPS_A_ROUND for v in c["gpus"].values())
 
 
 def idle_misses(pipes: list[dict]) -> list[str]:
