@@ -18,7 +18,7 @@
 # Outputs per round: pipeline_step.csv, pipeline_ops.csv, pipeline_routing.csv,
 # pipeline_trace_*.json, env_pipeline_pp2ep2.json (GPU name, clocks, torch / CUDA / NCCL versions;
 # every row carries the GPU's name, clocks and timestamp). The records decide the ranking target's
-# decidability (calibration.pipeline.ranking_noise); they are kept out of validation.
+# decidability (calibration.pipeline_judgement.ranking_noise); they are kept out of validation.
 #
 # Run it alone on a 4-GPU host (4xH100 asked; a 4xH200 serves as well: its ranking misses the same
 # pair at 8, and every row records the GPU):
