@@ -28,12 +28,14 @@ from twin.training import step as step_mod
 S20TT = MEASUREMENTS_DIR / "h100x2" / async_tp.S20TT_RECORDS
 
 
-def held_out_ops(records_s20tt, gpu: str = "h100") -> list[dict]:
-    """Per held-out fused op: measured and twin excess shares, and the twin's fused-op time error."""
-    spec, profile = gpu_spec(gpu), fitted_profile(gpu)
-    held = [records_s20tt[records_s20tt["split"] == "holdout"], async_tp.load(gpu, gpus=4)]
+def held_out_ops(records_s20tt, gpu_s20tt: str = "h100") -> list[dict]:
+    """Per held-out fused op: measured and twin excess shares, and the twin's fused-op time error,
+    each record set costed on its own GPU's profile (the campaign's rows on `gpu_s20tt`, the
+    committed TP4 rows on the H100's)."""
+    held = [(records_s20tt[records_s20tt["split"] == "holdout"], gpu_s20tt), (async_tp.load("h100", gpus=4), "h100")]
     out = []
-    for recs in held:
+    for recs, gpu in held:
+        spec, profile = gpu_spec(gpu), fitted_profile(gpu)
         shares = async_tp.fused_excess_shares(recs).set_index(["shape_tag", "kind"])
         for (tag, kind), s in shares.iterrows():
             g = recs[(recs["shape_tag"] == tag) & (recs["kind"] == kind)].iloc[0]
@@ -41,7 +43,7 @@ def held_out_ops(records_s20tt, gpu: str = "h100") -> list[dict]:
             tw = {op: async_tp.predict_op(kind, op, m, n, k, w, spec, profile) for op in ("mm", "collective", "fused", "reduce")}
             red = tw["reduce"] if kind == "reduce_scatter" else 0.0
             fused_meas = float(recs[(recs["shape_tag"] == tag) & (recs["kind"] == kind) & (recs["op"] == "fused")]["time_s"].iloc[0])
-            out.append({"tag": tag, "kind": kind, "tp": w, "long_gemm": bool(s["long_gemm"]),
+            out.append({"tag": tag, "kind": kind, "tp": w, "gpu": gpu, "long_gemm": bool(s["long_gemm"]),
                         "excess_meas": float(s["excess"]), "excess_twin": (tw["fused"] - tw["mm"] - red) / tw["collective"],
                         "coll_twin_s": tw["collective"], "fused_twin_s": tw["fused"], "fused_meas_s": fused_meas})
     return out
@@ -91,9 +93,9 @@ def main(argv: list[str]) -> int:
           f"{all('H100' in g for g in gpu_names)}")
     if f is None:
         return 1
-    ops = held_out_ops(recs)
+    ops = held_out_ops(recs, "h200" if any("H200" in g for g in gpu_names) else "h100")
     for o in ops:
-        print(f"  {o['tag']:30s} {o['kind']:15s} TP{o['tp']} long={o['long_gemm']!s:5s} excess measured {o['excess_meas']:.2f}, "
+        print(f"  {o['gpu']} {o['tag']:30s} {o['kind']:15s} TP{o['tp']} long={o['long_gemm']!s:5s} excess measured {o['excess_meas']:.2f}, "
               f"twin {o['excess_twin']:.2f} -> {max(o['excess_twin'], f):.2f}; fused error "
               f"{o['fused_twin_s'] / o['fused_meas_s'] - 1:+.1%} -> "
               f"{(o['fused_twin_s'] + max(0.0, f - o['excess_twin']) * o['coll_twin_s']) / o['fused_meas_s'] - 1:+.1%}")
