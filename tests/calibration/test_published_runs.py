@@ -268,6 +268,8 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # (benchmarks/pipelined_rows_components.py): their pipeline terms are small or fixed by the code; what
 # the too-fast ones share is TP 8 with its collectives credited as overlapped (credit 1.07-1.17 of the
 # pipeline, about what they need), the one published A/B (torchtitan 70B) at half the twin's credit.
+# Its rule (docs/notes/s20tt_rule.md: torch's fused ops pay at least f of their collective) was not
+# adopted: its campaign came on H200s (f 0.166 there; 405B 3D would read +11.2 / +11.6%).
 NOT_MET = {
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
     "tt-405b-3d-1f1b": 0.127, "tt-405b-3d-interleaved": 0.131,

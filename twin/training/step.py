@@ -189,7 +189,8 @@ ADOPT_AC_BLOCKS_ONLY = True
 # fused-op records show the op paying part of its collective there (docs/notes/s20tt.md section 4).
 # The fraction is the median over the fitting rows of campaign s20tt (the 70B TP2 slices whose GEMM
 # alone outlasts the collective alone, every operand filled): calibration.async_tp.fused_excess_frac.
-# docs/notes/s20tt_rule.md says how it is judged; 0.0 until the campaign's rows are committed.
+# docs/notes/s20tt_rule.md says how it is judged: not adopted, its campaign came on H200s only (their
+# check: f 0.166, held-out excess error 0.177 -> 0.038); it needs H100 fitting rows. 0.0 until then.
 ADOPT_ATP_FUSED_EXCESS = False
 ATP_FUSED_EXCESS_FRAC = 0.0
 

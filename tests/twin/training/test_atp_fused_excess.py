@@ -2,10 +2,17 @@
 (twin.training.step.ADOPT_ATP_FUSED_EXCESS, ATP_FUSED_EXCESS_FRAC; docs/notes/s20tt_rule.md), both
 settings, and the fraction's fit from measured fused ops (calibration.async_tp.fused_excess_frac)."""
 
+import statistics
+
 import pandas as pd
 import pytest
 
+from calibration import async_tp
 from calibration.async_tp import fused_excess_frac, fused_excess_shares
+from calibration.predict import gpu_spec
+from calibration.records import MEASUREMENTS_DIR
+from calibration.records_io import read_csv
+from twin.costs.profile import fitted_profile
 from twin.training import step as step_mod
 from tests.twin.training.test_step_parallel import scenario, step
 
@@ -76,3 +83,26 @@ def test_the_fraction_is_the_median_excess_of_the_fitting_long_gemm_rows():
     assert shares.loc["c", "excess"] == pytest.approx(0.5) and not shares.loc["c", "long_gemm"]   # (2 - 1) / 2
     assert fused_excess_frac(recs) == pytest.approx(0.2)   # median of a and b
     assert fused_excess_frac(recs[recs["split"] == "holdout"]) is None
+
+
+def test_the_committed_h200_check_rows_bear_the_floor_out():
+    """Campaign s20tt's rows (2xH200: the rule's check, not its fit, which needs H100 rows): the
+    fraction comes from the two long-GEMM fitting rows, and on the held-out long-GEMM rows the floor
+    brings the twin's excess share nearer the measured one (H1)."""
+    recs = read_csv(MEASUREMENTS_DIR / "h200x2" / async_tp.S20TT_RECORDS)
+    assert set(recs["gpu_name"]) == {"NVIDIA H200"} and (recs["status"] == "ok").all()
+    shares = fused_excess_shares(recs)
+    fit = shares[(shares["split"] == "fit") & shares["long_gemm"]]
+    assert sorted(fit["shape_tag"]) == ["llama3.1-70b/w1", "llama3.1-70b/w2"]
+    f = fused_excess_frac(recs)
+    assert 0.0 < f < 1.0
+    spec, profile = gpu_spec("h200"), fitted_profile("h200")
+    off, on = [], []
+    for r in shares[(shares["split"] == "holdout") & shares["long_gemm"]].itertuples(index=False):
+        g = recs[(recs["shape_tag"] == r.shape_tag) & (recs["kind"] == r.kind)].iloc[0]
+        shape = (int(g["m"]), int(g["n"]), int(g["k"]), int(g["world_size"]))
+        tw = {op: async_tp.predict_op(r.kind, op, *shape, spec, profile) for op in ("mm", "collective", "fused", "reduce")}
+        twin_excess = (tw["fused"] - tw["mm"] - (tw["reduce"] if r.kind == "reduce_scatter" else 0.0)) / tw["collective"]
+        off.append(abs(r.excess - twin_excess))
+        on.append(abs(r.excess - max(twin_excess, f)))
+    assert len(off) >= 4 and statistics.median(on) < statistics.median(off)
