@@ -201,6 +201,40 @@ def compare(records: pd.DataFrame, gpu: str = "h100", profile: Profile | None = 
     return {"gpu": gpu, "rows": rows, "unavailable": unavailable, "summary": summary}
 
 
+# campaign s20tt's TP2 rows (real/campaigns/s20tt.sh, every operand filled), kept apart from s9tt's
+# <gpu>x2/async_tp.csv so no other fit (partials_reduce_terms) reads them
+S20TT_RECORDS = "s20tt_async_tp/" + RECORDS_FILE
+
+
+def fused_excess_shares(records: pd.DataFrame) -> pd.DataFrame:
+    """Per measured fused op (a shape and kind with its GEMM alone, collective alone and fused op
+    timed, status ok): what the fused op costs beyond its GEMM (and, for a reduce-scatter, the
+    partial-sum reduction) as a share of its collective, `excess`; `long_gemm` where the GEMM alone
+    outlasts the collective alone (there the ring model, comm.pipelined_exposed_s, hides it all)."""
+    ok = records[records["status"].fillna("ok") == "ok"] if "status" in records else records
+    rows = []
+    for (tag, kind), g in ok.groupby(["shape_tag", "kind"], sort=False):
+        t = {r.op: float(r.time_s) for r in g.itertuples(index=False)}
+        if not {"mm", "collective", "fused"} <= set(t) or (kind == "reduce_scatter" and "reduce" not in t):
+            continue
+        reduce_s = t["reduce"] if kind == "reduce_scatter" else 0.0
+        rows.append({"shape_tag": tag, "kind": kind, "world_size": int(g["world_size"].iloc[0]),
+                     "split": g["split"].iloc[0], "excess": (t["fused"] - t["mm"] - reduce_s) / t["collective"],
+                     "long_gemm": t["mm"] >= t["collective"]})
+    return pd.DataFrame(rows, columns=["shape_tag", "kind", "world_size", "split", "excess", "long_gemm"])
+
+
+def fused_excess_frac(records: pd.DataFrame) -> float | None:
+    """twin.training.step.ATP_FUSED_EXCESS_FRAC from measured fused ops: the median `excess` of the
+    fitting rows whose GEMM outlasts the collective (fused_excess_shares), within [0, 1]; None without
+    such a row (docs/notes/s20tt_rule.md)."""
+    shares = fused_excess_shares(records)
+    fit = shares[(shares["split"] == "fit") & shares["long_gemm"]]
+    if fit.empty:
+        return None
+    return float(min(1.0, max(0.0, fit["excess"].median())))
+
+
 def linears(gemm: pd.DataFrame, gpu: str = "h100", profile: Profile | None = None) -> list[dict]:
     """The tt_linear GEMM records of gemm.csv beside the twin's GEMM seconds."""
     spec, profile = gpu_spec(gpu), profile or fitted_profile(gpu)

@@ -264,6 +264,12 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # all-gather of its own (CSE'd with the forward's; one a layer's backward under full AC, the
 # recomputation's, measured): 8B CP2/CP4/CP8 +1.8/+34.7/+39.7% -> +2.2/+35.5/+40.8%, 405B 4D
 # CP2/CP4/CP8 +13.5/+4.8/+13.9% -> +15.6/+8.3/+19.1%. Median 7.69% -> 8.34%, 18 of 31 within 10%.
+# Twentieth pass (s20tt, docs/notes/s20tt.md, no figure moves): the pipelined rows side by side
+# (benchmarks/pipelined_rows_components.py): their pipeline terms are small or fixed by the code; what
+# the too-fast ones share is TP 8 with its collectives credited as overlapped (credit 1.07-1.17 of the
+# pipeline, about what they need), the one published A/B (torchtitan 70B) at half the twin's credit.
+# Its rule (docs/notes/s20tt_rule.md: torch's fused ops pay at least f of their collective) was not
+# adopted: its campaign came on H200s (f 0.166 there; 405B 3D would read +11.2 / +11.6%).
 NOT_MET = {
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
     "tt-405b-3d-1f1b": 0.127, "tt-405b-3d-interleaved": 0.131,
