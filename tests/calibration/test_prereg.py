@@ -1,0 +1,50 @@
+"""calibration.prereg (session s20new): the pre-registered training-step predictions of the slices
+of other MoE families, and their comparison with the campaign's records."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from calibration import prereg
+
+
+def test_case_rows_cover_both_gpus_every_case_and_precision():
+    rows = prereg.case_rows()
+    per_gpu = sum(len(b) for _, _, b in prereg.CASES) * len(prereg.PRECISIONS)
+    assert len(rows) == 2 * per_gpu and {r["gpu"] for r in rows} == {"h100", "h200"}
+    assert {r["model"] for r in rows} == {"qwen3moe-mla-slice", "qwen2moe-mla-slice", "mixtral-mla-slice"}
+
+
+def test_compare_errors_and_summary_worked_example():
+    """Two rows on h100: predicted 0.11 s vs measured 0.10 s (+10%), 0.095 vs 0.10 (-5%):
+    |errors| 0.10, 0.05 -> median 0.075, P90 0.05 + 0.9 x 0.05 = 0.095: the median misses 5%."""
+    key = dict(gpu="h100", model="m", seq_len=4096, precision="bf16")
+    preds = pd.DataFrame([{**key, "batch": 1, "predicted_s": 0.11, "code_commit": "c"},
+                          {**key, "batch": 2, "predicted_s": 0.095, "code_commit": "c"},
+                          {**key, "batch": 4, "predicted_s": 9.0, "code_commit": "c"}])   # never measured
+    meas = pd.DataFrame([{**key, "batch": 1, "time_s": 0.10, "gpu_name": "H100"},
+                         {**key, "batch": 2, "time_s": 0.10, "gpu_name": "H100"}])
+    rows, summary = prereg.compare(preds, meas)
+    assert sorted(rows["rel_error"].round(12)) == [-0.05, 0.1]
+    s = summary["h100"]
+    assert s["num_cases"] == 2 and s["median_abs_rel_error"] == pytest.approx(0.075)
+    assert s["p90_abs_rel_error"] == pytest.approx(0.095) and s["meets_target"] is False
+
+
+def test_write_never_overwrites(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("x\n")
+    with pytest.raises(SystemExit, match="never rewritten"):
+        prereg.write(path, allow_dirty=True)
+
+
+def test_committed_predictions_name_their_commit_and_cover_the_cases():
+    """The file written before the GPU run: every case row once, one 40-hex code commit, a UTC time."""
+    df = prereg.load_predictions()
+    got = sorted(tuple(r) for r in df[prereg.KEY].itertuples(index=False))
+    want = sorted((r["gpu"], r["model"], r["batch"], r["seq_len"], r["precision"]) for r in prereg.case_rows())
+    assert got == want
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()
