@@ -120,6 +120,35 @@ def load_predictions(path: Path = PREDICTIONS_FILE) -> pd.DataFrame:
     return read_csv(path)
 
 
+def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
+    """`twin validate`'s part: the committed predictions beside the records under `root` (per row
+    and per GPU); empty where no records (or no predictions file) exist."""
+    if not csv_exists(path):
+        return {"predictions_commit": None, "by_gpu": {}, "rows": []}
+    preds = load_predictions(path)
+    rows, summary = compare(preds, measured(root))
+    cols = KEY + ["time_s", "predicted_s", "rel_error"]
+    return {"predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
+            "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+
+
+def format_table(section: dict) -> str:
+    """One line per GPU (the verdict), then one per measured row."""
+    head = (f"Pre-registered train steps, models never recorded (s20new; predictions of "
+            f"{(section['predictions_commit'] or 'none')[:7]})")
+    if not section["by_gpu"]:
+        return head + ": no records yet"
+    lines = [head + ":"]
+    for gpu, s in section["by_gpu"].items():
+        lines.append(f"  prereg {gpu}: {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
+                     f"{'met' if s['meets_target'] else 'MISSED'})")
+    for r in section["rows"]:
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} s{r['seq_len']} {r['precision']}: measured "
+                     f"{r['measured_s'] * 1e3:.1f} ms, predicted {r['predicted_s'] * 1e3:.1f} ms ({r['rel_error']:+.1%})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
@@ -129,16 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         df = write(allow_dirty=args.allow_dirty)
         print(df.to_string(index=False))
         return 0
-    rows, summary = compare(load_predictions(), measured())
-    if rows.empty:
-        print("no measured rows yet")
-        return 0
-    with pd.option_context("display.width", 200):
-        print(rows.to_string(index=False))
-    for gpu, s in summary.items():
-        print(f"{gpu}: {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, "
-              f"P90 {s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
-              f"{'met' if s['meets_target'] else 'missed'})")
+    print(format_table(validate_section()))
     return 0
 
 

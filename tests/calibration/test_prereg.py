@@ -48,3 +48,23 @@ def test_committed_predictions_name_their_commit_and_cover_the_cases():
     assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
     assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
     assert (df["predicted_s"] > 0).all()
+
+
+def test_validate_section_reads_the_session_subfolder(tmp_path):
+    """Records in <root>/h100/s20new/model.csv are matched to the predictions file; the verdict
+    line and the row line carry the figures (0.066 s predicted vs 0.060 s measured: +10.0%)."""
+    preds = tmp_path / "p.csv"
+    pd.DataFrame([{"gpu": "h100", "bench": "train_step", "model": "qwen3moe-mla-slice", "batch": 1, "seq_len": 4096,
+                   "precision": "bf16", "predicted_s": 0.066, "code_commit": "a" * 40,
+                   "predicted_at_utc": "2026-11-27T16:32:16Z"}]).to_csv(preds, index=False)
+    (tmp_path / "h100" / "s20new").mkdir(parents=True)
+    pd.DataFrame([{"bench": "train_step", "model": "qwen3moe-mla-slice", "batch": 1, "seq_len": 4096,
+                   "precision": "bf16", "time_s": 0.060, "gpu_name": "NVIDIA H100 80GB HBM3"}]).to_csv(
+        tmp_path / "h100" / "s20new" / "model.csv", index=False)
+    section = prereg.validate_section(tmp_path, preds)
+    assert section["by_gpu"]["h100"]["num_cases"] == 1
+    assert section["rows"][0]["rel_error"] == pytest.approx(0.1)
+    text = prereg.format_table(section)
+    assert "prereg h100: 1 rows, median |err| 10.0%, P90 10.0% (target 5% / 10%: MISSED)" in text
+    assert "measured 60.0 ms, predicted 66.0 ms (+10.0%)" in text
+    assert prereg.format_table(prereg.validate_section(tmp_path / "none", preds)).endswith("no records yet")
