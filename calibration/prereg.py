@@ -31,7 +31,9 @@ from calibration import records as rec
 from calibration.fit import git_commit
 from calibration.records_io import csv_exists, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
-from calibration.whole_step import gpu_spec, predict_model_row
+from calibration.predict import timed_window_s
+from calibration.whole_step import gpu_spec, predict_model_row, train_step_ops
+from twin.core.specs import get_model
 
 PREREG_DIR = rec.MEASUREMENTS_DIR / "prereg"
 PREDICTIONS_FILE = PREREG_DIR / "s20new_predictions.csv"
@@ -64,6 +66,16 @@ def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.Dat
             profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
         out.append({**r, "predicted_s": float(predict_model_row(r, gpu_spec(gpu), profiles[gpu]))})
     return pd.DataFrame(out)
+
+
+def predicted_components(row: dict, profile) -> dict[str, float]:
+    """Where a row's predicted step goes: the step's seconds and the GPU seconds of each component
+    of its ops (Eager.component_s: gemm, grouped_gemm, attention, memory, launch); the step minus
+    their sum is host time the GPU waits for."""
+    ops = train_step_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"],
+                         gpu_spec(row["gpu"]), profile)
+    return {"step_s": timed_window_s([], ops.ops, reps=1),
+            **{f"{k}_s": float(v) for k, v in sorted(ops.component_s.items())}}
 
 
 def dirty_paths(repo: Path) -> list[str]:

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from calibration import prereg
+from calibration import records as rec
+from calibration.validate import load_fitted_profile
 
 
 def test_case_rows_cover_both_gpus_every_case_and_precision():
@@ -68,3 +70,14 @@ def test_validate_section_reads_the_session_subfolder(tmp_path):
     assert "prereg h100: 1 rows, median |err| 10.0%, P90 10.0% (target 5% / 10%: MISSED)" in text
     assert "measured 60.0 ms, predicted 66.0 ms (+10.0%)" in text
     assert prereg.format_table(prereg.validate_section(tmp_path / "none", preds)).endswith("no records yet")
+
+
+def test_predicted_components_add_up_to_the_step():
+    """A GPU-bound step (mixtral slice, B=4, S=4096, BF16): the components' GPU seconds sum to the
+    step within the host's share, and its expert GEMMs are a visible part of it."""
+    profile = load_fitted_profile("h100", rec.load_records("h100"))[0]
+    row = {"gpu": "h100", "model": "mixtral-mla-slice", "batch": 4, "seq_len": 4096, "precision": "bf16"}
+    c = prereg.predicted_components(row, profile)
+    gpu_s = sum(v for k, v in c.items() if k != "step_s")
+    assert gpu_s <= c["step_s"] * (1 + 1e-9) and gpu_s > 0.95 * c["step_s"]
+    assert c["grouped_gemm_s"] > 0.2 * c["step_s"]
