@@ -4,6 +4,7 @@ prefill and decode, and the routed-token counts of a short training run."""
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -18,11 +19,24 @@ from twin.costs.flops import (forward_flops_per_token, kv_cache_bytes_per_token,
                               param_counts, train_flops_per_token)
 
 
+TRAIN_CASES = [("v2-lite-slice", 4096, [1, 2, 4]), ("v2-lite-slice", 2048, [1, 4]),
+               ("v3-slice-1l", 4096, [1, 2, 4]), ("v3-slice-1l", 2048, [1, 4, 8]),
+               ("v3-slice-2l", 4096, [1, 2, 3])]
+
+
+def parse_train_cases(text: str) -> list[tuple[str, int, list[int]]]:
+    """REAL_BENCH_TRAIN_CASES: "model:seq_len:b1,b2;model:seq_len:b" -> [(model, seq_len, [b1, b2]), ...]
+    (real/campaigns/s20new.sh times catalog models no other campaign runs)."""
+    cases = []
+    for item in filter(None, (x.strip() for x in text.split(";"))):
+        name, seq_len, batches = item.split(":")
+        cases.append((name, int(seq_len), [int(b) for b in batches.split(",")]))
+    return cases
+
+
 def bench_train(rec, timer, dev, deadline, quick, env):
-    cases = ([("tiny", 64, [2, 4])] if quick else
-             [("v2-lite-slice", 4096, [1, 2, 4]), ("v2-lite-slice", 2048, [1, 4]),
-              ("v3-slice-1l", 4096, [1, 2, 4]), ("v3-slice-1l", 2048, [1, 4, 8]),
-              ("v3-slice-2l", 4096, [1, 2, 3])])
+    chosen = os.environ.get("REAL_BENCH_TRAIN_CASES", "")
+    cases = (parse_train_cases(chosen) if chosen else [("tiny", 64, [2, 4])] if quick else TRAIN_CASES)
     for name, S, batches in cases:
         if deadline.over():
             break

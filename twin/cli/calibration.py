@@ -80,7 +80,7 @@ def profile_from_json_file(path: Path):
 
 def cmd_validate(args) -> int:
 
-    from calibration import published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import prereg, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
@@ -94,7 +94,7 @@ def cmd_validate(args) -> int:
     # a step per part of validate() (each GPU, each multi-GPU folder, ...: where the time goes), then one
     # per comparison below; the parts listed inside _own_inputs (a user's unreadable --records folder)
     with _own_inputs(args, ("records", "profiles")), \
-            tqdm(total=len(validate_parts(records_root)) + 4, desc="validate", unit="part", file=sys.stderr,
+            tqdm(total=len(validate_parts(records_root)) + 5, desc="validate", unit="part", file=sys.stderr,
                  disable=getattr(args, "quiet", False), leave=False) as bar:
         result = validate(records_root, profiles, on_part=lambda name: bar.update(1))
         h100 = profiles / "h100.json"
@@ -114,10 +114,14 @@ def cmd_validate(args) -> int:
         # the serving twin's iteration model against DeepSeek's prefill and decode profiles (issue 15)
         result["deepseek_serving_profiles"] = serving_trace.compare()
         bar.update(1)
+        # s20new: train steps of models no record held, against predictions committed before the run
+        result["prereg_s20new"] = prereg.validate_section(records_root)
+        bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
               published_runs.format_table(result["published_runs"]),
-              serving_trace.format_table(result["deepseek_serving_profiles"])]
+              serving_trace.format_table(result["deepseek_serving_profiles"]),
+              prereg.format_table(result["prereg_s20new"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
@@ -140,7 +144,7 @@ def _headline(tables: list[str]) -> str:
     NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the 4-GPU ranking judgement, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
     and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
-            "DeepSeek prefill profile", "ranking ")
+            "DeepSeek prefill profile", "ranking ", "Pre-registered train steps", "  prereg ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):

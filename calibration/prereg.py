@@ -1,0 +1,178 @@
+"""Pre-registered predictions of real/ training steps for models no record holds (session s20new).
+
+The twin predicts whole AdamW training steps of three MoE slices whose MoE shapes differ from every
+DeepSeek slice the records hold (twin/data/models.toml: qwen3moe-mla-slice, qwen2moe-mla-slice,
+mixtral-mla-slice), through the same path `twin validate` prices a model.csv train_step row with
+(calibration.whole_step.predict_model_row under the GPU's committed profile). The predictions are
+written, with the commit of the code that made them and a UTC timestamp, to
+calibration/measurements/prereg/s20new_predictions.csv and committed BEFORE the GPU run
+(real/campaigns/s20new.sh); they are never rewritten afterwards. The measured rows land in
+calibration/measurements/<gpu>/s20new/model.csv, a subfolder no fit and no validation folder reads
+(calibration.records.load_records globs the GPU folder's top level only), and are compared here:
+per-row error, and per GPU the median and P90 of |error| against issue 13's train_step target
+(calibration.validate MEDIAN_TARGET / P90_TARGET).
+
+    python -m calibration.prereg write     # the predictions file (refuses a dirty twin/ or calibration/)
+    python -m calibration.prereg compare   # predictions beside the records, per GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import records as rec
+from calibration.fit import git_commit
+from calibration.records_io import csv_exists, read_csv
+from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
+from calibration.predict import timed_window_s
+from calibration.whole_step import gpu_spec, predict_model_row, train_step_ops
+from twin.core.specs import get_model
+
+PREREG_DIR = rec.MEASUREMENTS_DIR / "prereg"
+PREDICTIONS_FILE = PREREG_DIR / "s20new_predictions.csv"
+RECORDS_SUBDIR = "s20new"   # calibration/measurements/<gpu>/s20new/model.csv
+GPUS = ("h100", "h200")
+# (model, seq_len, batches): real/campaigns/s20new.sh's CASES, in its order (a test holds them equal)
+CASES = (("qwen3moe-mla-slice", 4096, (1, 2)), ("mixtral-mla-slice", 4096, (1, 2, 4)),
+         ("qwen2moe-mla-slice", 4096, (1, 2)), ("qwen3moe-mla-slice", 2048, (4,)),
+         ("qwen2moe-mla-slice", 2048, (4,)))
+# real/bench/device.py precisions_to_bench: BF16 and FP8, block-wise where the device has the kernel
+# (both GPUs' earlier train_step records ran fp8-blockwise), else row-wise: both FP8 labels are
+# predicted so the comparison finds the one the run took.
+PRECISIONS = ("bf16", "fp8-blockwise", "fp8-rowwise")
+KEY = ["gpu", "model", "batch", "seq_len", "precision"]
+
+
+def case_rows() -> list[dict]:
+    """One row per (gpu, model, batch, seq_len, precision) the campaign times."""
+    return [{"gpu": gpu, "bench": "train_step", "model": model, "batch": B, "seq_len": S, "precision": p}
+            for gpu in GPUS for model, S, batches in CASES for B in batches for p in PRECISIONS]
+
+
+def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The twin's seconds for each row under its GPU's committed profile (as `twin validate`)."""
+    profiles = {}
+    out = []
+    for r in rows:
+        gpu = r["gpu"]
+        if gpu not in profiles:
+            profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
+        out.append({**r, "predicted_s": float(predict_model_row(r, gpu_spec(gpu), profiles[gpu]))})
+    return pd.DataFrame(out)
+
+
+def predicted_components(row: dict, profile) -> dict[str, float]:
+    """Where a row's predicted step goes: the step's seconds and the GPU seconds of each component
+    of its ops (Eager.component_s: gemm, grouped_gemm, attention, memory, launch); the step minus
+    their sum is host time the GPU waits for."""
+    ops = train_step_ops(get_model(row["model"]), int(row["batch"]), int(row["seq_len"]), row["precision"],
+                         gpu_spec(row["gpu"]), profile)
+    return {"step_s": timed_window_s([], ops.ops, reps=1),
+            **{f"{k}_s": float(v) for k, v in sorted(ops.component_s.items())}}
+
+
+def dirty_paths(repo: Path) -> list[str]:
+    """Uncommitted changes under the code that makes a prediction (twin/, calibration/ but the
+    prereg folder): a prediction names the commit of its code, so that code must be the commit."""
+    status = subprocess.run(["git", "status", "--porcelain", "--", "twin", "calibration"], capture_output=True,
+                            text=True, check=True, cwd=repo).stdout.splitlines()
+    return [s for s in status if "calibration/measurements/prereg/" not in s]
+
+
+def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFrame:
+    """Write the predictions file; refuses to overwrite one (a pre-registration is never redone)."""
+    repo = Path(__file__).resolve().parents[1]
+    if Path(path).exists():
+        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
+    dirty = dirty_paths(repo)
+    if dirty and not allow_dirty:
+        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
+    df = predict(case_rows())
+    df["code_commit"] = git_commit()
+    df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return df
+
+
+def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The campaign's train_step rows of every GPU folder that has them."""
+    frames = []
+    for gpu in GPUS:
+        path = Path(root) / gpu / RECORDS_SUBDIR / "model.csv"
+        if csv_exists(path):
+            df = read_csv(path)
+            df = df[df["bench"] == "train_step"].assign(gpu=gpu)
+            frames.append(df[KEY + ["time_s", "gpu_name"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEY + ["time_s", "gpu_name"])
+
+
+def compare(predictions: pd.DataFrame, records: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per-row error (predicted / measured - 1) of every measured row with a prediction, and per GPU
+    the count, median and P90 of |error| and whether issue 13's target holds."""
+    rows = records.merge(predictions[KEY + ["predicted_s", "code_commit"]], on=KEY, how="inner")
+    rows = rows.assign(rel_error=rows["predicted_s"] / rows["time_s"] - 1.0)
+    summary = {}
+    for gpu, sub in rows.groupby("gpu"):
+        errs = sub["rel_error"].abs().to_numpy()
+        median, p90 = float(np.median(errs)), float(np.percentile(errs, 90))
+        summary[gpu] = {"num_cases": int(errs.size), "median_abs_rel_error": median, "p90_abs_rel_error": p90,
+                        "meets_target": bool(median <= MEDIAN_TARGET and p90 <= P90_TARGET)}
+    return rows, summary
+
+
+def load_predictions(path: Path = PREDICTIONS_FILE) -> pd.DataFrame:
+    return read_csv(path)
+
+
+def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
+    """`twin validate`'s part: the committed predictions beside the records under `root` (per row
+    and per GPU); empty where no records (or no predictions file) exist."""
+    if not csv_exists(path):
+        return {"predictions_commit": None, "by_gpu": {}, "rows": []}
+    preds = load_predictions(path)
+    rows, summary = compare(preds, measured(root))
+    cols = KEY + ["time_s", "predicted_s", "rel_error"]
+    return {"predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
+            "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+
+
+def format_table(section: dict) -> str:
+    """One line per GPU (the verdict), then one per measured row."""
+    head = (f"Pre-registered train steps, models never recorded (s20new; predictions of "
+            f"{(section['predictions_commit'] or 'none')[:7]})")
+    if not section["by_gpu"]:
+        return head + ": no records yet"
+    lines = [head + ":"]
+    for gpu, s in section["by_gpu"].items():
+        lines.append(f"  prereg {gpu}: {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
+                     f"{'met' if s['meets_target'] else 'MISSED'})")
+    for r in section["rows"]:
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} s{r['seq_len']} {r['precision']}: measured "
+                     f"{r['measured_s'] * 1e3:.1f} ms, predicted {r['predicted_s'] * 1e3:.1f} ms ({r['rel_error']:+.1%})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["write", "compare"])
+    ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
+    args = ap.parse_args(argv)
+    if args.action == "write":
+        df = write(allow_dirty=args.allow_dirty)
+        print(df.to_string(index=False))
+        return 0
+    print(format_table(validate_section()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
