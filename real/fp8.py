@@ -32,6 +32,9 @@ A `Precision` policy (passed down from the model, never a global) says which GEM
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -324,7 +327,8 @@ def mm_tensorwise(aq_MK: torch.Tensor, inv_a: torch.Tensor, bq_KN: torch.Tensor,
 #   "custom_op": the linear and its backward are torch.library custom ops (opaque to dynamo,
 #                AOTAutograd and inductor; the gradient formula registered with register_autograd);
 #                the casts run inside them, so inductor cannot fuse them (as eager);
-#   "function":  an autograd.Function put in the graph whole (torch._dynamo.allow_in_graph) that
+#   "function":  an autograd.Function put in the graph whole (torch._dynamo.allow_in_graph, applied when
+#                dynamo is imported: _AllowInGraphWhenDynamoLoads) that
 #                saves the high-precision input and weight and casts them again in its backward, as
 #                torchao's matmul_with_hp_or_float8_args (float8_linear.py @ eab345c); AOTAutograd
 #                traces its ops, so inductor fuses the casts.
@@ -391,7 +395,6 @@ def _tensorwise_linear_grads(ctx, g_MN):
 tensorwise_linear_op.register_autograd(_tensorwise_linear_grads, setup_context=_save_inputs)
 
 
-@torch._dynamo.allow_in_graph
 class _Float8TensorwiseLinear(torch.autograd.Function):
     """y_MN = x_MK @ w_NK^T as torchao's Float8Linear (float8_linear.py @ eab345c,
     matmul_with_hp_or_float8_args): saves the high-precision input and weight, casts them to E4M3
@@ -407,6 +410,39 @@ class _Float8TensorwiseLinear(torch.autograd.Function):
     def backward(ctx, g_MN):
         x_MK, w_NK = ctx.saved_tensors
         return tensorwise_backward(g_MN, x_MK, w_NK)
+
+
+class _AllowInGraphWhenDynamoLoads(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Puts _Float8TensorwiseLinear in dynamo's graphs whole (torch._dynamo.allow_in_graph) as soon as
+    torch._dynamo is imported, by whatever imports it (torch.compile does). Decorating the class with
+    `@torch._dynamo.allow_in_graph` imported dynamo with this module: ~1.1 s of CPU in every process
+    that imports real.model or real.bench (each rank of a CPU dry run, each campaign part), most of
+    which never compile. This finder, first on sys.meta_path until then, finds torch._dynamo as the
+    path finder does, runs it with its own loader, then registers the class; it is removed once used."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "torch._dynamo":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None:
+            self.loader = spec.loader
+            spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader   # the module keeps its own loader
+        self.loader.exec_module(module)
+        module.allow_in_graph(_Float8TensorwiseLinear)
+
+
+if "torch._dynamo" in sys.modules:
+    torch._dynamo.allow_in_graph(_Float8TensorwiseLinear)
+else:
+    sys.meta_path.insert(0, _AllowInGraphWhenDynamoLoads())
 
 
 def tensorwise_linear(x_xK: torch.Tensor, w_NK: torch.Tensor, impl: str | None = None) -> torch.Tensor:

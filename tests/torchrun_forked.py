@@ -10,9 +10,11 @@ MASTER_PORT, the TORCHELASTIC_* and ROLE_/GROUP_ variables; tests/real/test_torc
 compares it with torchrun's), in the folder it was started in, with that folder first on sys.path
 as `python -m` puts it. As torchrun's agent does, this process hosts the ranks' TCPStore (the
 ranks connect to it as clients: TORCHELASTIC_USE_AGENT_STORE), on a port it holds from before the
-fork, so no other process can take the port in between. The command line is read by torchrun's
-own parser: an option it does not know fails as it would under torchrun, and one this stand-in
-does not implement (several nodes, restarts, redirects) is refused with exit 2, never ignored.
+fork, so no other process can take the port in between, on the address MASTER_ADDR names first.
+A SIGTERM, SIGINT or SIGHUP to it is passed on to the ranks, as torchrun's agent ends its workers.
+The command line is read by torchrun's own parser: an option it does not know fails as it would
+under torchrun, and one this stand-in does not implement (several nodes, restarts, redirects) is
+refused with exit 2, never ignored.
 
 A rank ends as torchrun's does on the outside (its exit status; the run's status is 1 if any rank
 failed, whose siblings are then terminated) but inside it runs its atexit handlers, collects its
@@ -64,11 +66,21 @@ def rank_env(local_rank: int, world: int, port: int, run_id: str, signals: str) 
 
 
 def _store_socket() -> socket.socket:
-    """A listening socket on a port the OS picks, for the ranks' store (held, never closed and reopened)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(128)
-    return s
+    """A listening socket for the ranks' store on a port the OS picks (held, never closed and reopened),
+    on the first address MASTER_ADDR ("localhost", as torchrun names it) resolves to that can be bound:
+    the one a rank's TCPStore client tries first (::1 before 127.0.0.1 on hosts that list both)."""
+    error = OSError("localhost resolves to no address")
+    for family, kind, proto, _, address in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM):
+        s = socket.socket(family, kind, proto)
+        try:
+            s.bind(address[:2])
+        except OSError as exc:   # e.g. ::1 listed where IPv6 is off
+            s.close()
+            error = exc
+            continue
+        s.listen(128)
+        return s
+    raise error
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -105,6 +117,21 @@ def _run_rank(args, env: dict[str, str], store_socket: socket.socket) -> None:
         os._exit(code)
 
 
+def _forward_to(pids: list[int]):
+    """A handler for the signals that end this process: it ends the ranks too, as torchrun's agent does
+    (a `timeout` signals the whole process group, but a signal sent to this process alone would
+    otherwise leave the ranks running, holding the caller's pipes open)."""
+    def forward(signum, frame):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)   # this process ends as the signal would have ended it
+    return forward
+
+
 def _wait(pids: list[int]) -> int:
     """Each rank's end; the first failure terminates the ranks still running. The run's status."""
     status, running = 0, set(pids)
@@ -133,7 +160,7 @@ def main(argv: list[str]) -> int:
     # a rank's sys.path[0] as `python -m module` (the folder it starts in) or `python script` sets it
     sys.path[0] = os.getcwd() if args.module else os.path.dirname(os.path.abspath(args.training_script))
     sock, run_id = _store_socket(), str(uuid.uuid4())
-    port = sock.getsockname()[1]
+    host, port = sock.getsockname()[:2]
     gc.freeze()   # the inherited heap stays out of the ranks' collections (no copy-on-write of it)
     pids = []
     for local_rank in range(world):
@@ -141,8 +168,10 @@ def main(argv: list[str]) -> int:
         if pid == 0:
             _run_rank(args, rank_env(local_rank, world, port, run_id, args.signals_to_handle), sock)
         pids.append(pid)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):   # after the forks: the ranks keep the defaults
+        signal.signal(signum, _forward_to(pids))
     # the store's server thread starts after the forks (a fork copies no thread); ranks retry until it is up
-    store = torch.distributed.TCPStore("127.0.0.1", port, world_size=world, is_master=True,
+    store = torch.distributed.TCPStore(host, port, world_size=world, is_master=True,
                                        master_listen_fd=sock.detach(), wait_for_workers=False,
                                        timeout=datetime.timedelta(seconds=900))
     status = _wait(pids)

@@ -90,6 +90,15 @@ def main(argv=None) -> int:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if dev.type != "cuda":
+            # gloo connects its full mesh inside init_process_group, and a rank returns from it as soon as
+            # its own side is up (no barrier since torch 2.1: TORCH_DIST_INIT_BARRIER). A rank whose
+            # sections then make no collective (on a CPU, PyTorch's CP skips) could finish and exit while a
+            # slower rank still connects to it: that rank's init fails ("Connection closed by peer") and,
+            # were it rank 0, writes no env.json (s8cp's CPU dry run on a loaded CI machine). The barrier
+            # lets no rank go on before every rank is connected. (NCCL connects at the first collective,
+            # which every rank makes or none.)
+            dist.barrier()
     tel = Telemetry(local_rank)
     env = environment(dev, tel)
     env["sections"] = args.only or "all"

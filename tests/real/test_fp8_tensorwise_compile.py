@@ -4,6 +4,9 @@ implementations (TENSORWISE_IMPLS) must give the eager numbers eager and the eag
 with torch.utils.checkpoint as real/bench/cp_block.py runs the block."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,34 @@ def test_h100_record_shows_the_function_path_right_and_faster_than_custom_ops():
         assert fn.grads_ok and fn.max_weight_rel_error < fp8_grad_check.GRAD_OK_REL_ERROR and fn.x_rel_error < 0.1
         assert fn.compiled_step_s < op.compiled_step_s < fn.eager_step_s
     assert by[("linear", "function")].grads_ok and not by[("linear", "s18tt")].grads_ok
+
+
+REGISTRATION_PROBE = """
+import json, sys, torch
+if sys.argv[1] == "dynamo_first":
+    import torch._dynamo
+from real import fp8
+import real.bench.cli   # every section's module
+dynamo_with_real = "torch._dynamo" in sys.modules
+torch.compile(lambda a: a + 1, backend="eager")(torch.ones(2))   # torch.compile imports dynamo
+from torch._dynamo import trace_rules
+print(json.dumps({"dynamo_with_real": dynamo_with_real,
+                  "rule": trace_rules.lookup_callable(fp8._Float8TensorwiseLinear).__name__,
+                  "loader": type(torch._dynamo.__loader__).__name__,
+                  "finders": [type(f).__name__ for f in sys.meta_path]}))
+"""
+
+
+@pytest.mark.parametrize("order", ["real_first", "dynamo_first"])
+def test_the_function_is_allowed_in_graph_once_dynamo_loads_and_real_does_not_load_it(order):
+    """The "function" implementation is in dynamo's graphs whole (allow_in_graph: the rule dynamo gives
+    torch's own in-graph functions) whichever of real.fp8 and torch._dynamo is imported first, and
+    importing real.fp8 and every bench section no longer imports dynamo (~1.1 s of CPU a process)."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", REGISTRATION_PROBE, order], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    assert got["rule"] == "TorchInGraphFunctionVariable"
+    assert got["dynamo_with_real"] == (order == "dynamo_first")
+    assert got["loader"] == "SourceFileLoader" and "_AllowInGraphWhenDynamoLoads" not in got["finders"]

@@ -1,8 +1,8 @@
 """tests/torchrun_forked.py, the torchrun the campaigns' CPU dry runs run (tests/campaigns.py FORKED_PY):
 its ranks see what torchrun's ranks see (the environment torchrun adds, argv, sys.path[0], __main__,
-a gloo group across them), a failing rank fails the run and stops its siblings, an option it does
-not implement is refused, `-m real.*` runs through tests/python_frozen.py (as `python -m` runs it, torch's
-heap frozen first), and anything else runs the interpreter as is."""
+a gloo group across them), a failing rank fails the run and stops its siblings, a signal to it ends its
+ranks, an option it does not implement is refused, `-m real.*` runs through tests/python_frozen.py (as
+`python -m` runs it, torch's heap frozen first), and anything else runs the interpreter as is."""
 
 import json
 import os
@@ -65,6 +65,39 @@ def test_a_failing_rank_fails_the_run_and_stops_the_others(tmp_path):
     start = time.monotonic()
     done = _launch(FORKED_PY, tmp_path, "--standalone", "--nproc-per-node", "2", "fail.py", timeout=50)
     assert done.returncode == 1 and time.monotonic() - start < 50
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and has not ended (a zombie waiting for its reaper has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_signal_to_the_launcher_alone_ends_its_ranks(tmp_path):
+    """torchrun's agent ends its workers when it is signalled; a `timeout` signals the whole process
+    group, but a SIGTERM to the launcher alone must not leave ranks running (holding the caller's pipes)."""
+    (tmp_path / "wait.py").write_text("import os, time\nopen(f\"{os.environ['RANK']}.pid\", 'w').write(str(os.getpid()))\n"
+                                      "time.sleep(60)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([FORKED_PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                 "wait.py"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"{r}.pid").exists() for r in range(2)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)   # each rank wrote its pid file in full
+        ranks = [int((tmp_path / f"{r}.pid").read_text()) for r in range(2)]
+        launcher.terminate()
+        assert launcher.wait(timeout=30) == -15
+        deadline = time.monotonic() + 20
+        while any(_running(pid) for pid in ranks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in ranks)
+    finally:
+        launcher.kill()
 
 
 def test_options_it_does_not_implement_are_refused(tmp_path):
