@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -180,6 +181,27 @@ def test_pool_workers_die_with_a_killed_parent_even_mid_task():
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "a worker outlived its killed parent"
+
+
+def test_a_worker_exception_that_does_not_unpickle_reaches_the_parent_instead_of_hanging():
+    """An exception class whose __init__ takes other arguments than it gives Exception cannot be
+    rebuilt from its pickle: multiprocessing's result thread died on it and the run waited forever
+    (until s20ux). Run as a process with a timeout, so a hang fails the test."""
+    code = ("from twin.planning import executor\n"
+            "class TwoArgs(Exception):\n"
+            "    def __init__(self, a, b):\n"
+            "        super().__init__(f'{a} and {b}')\n"
+            "def fn(x):\n"
+            "    if x == 3:\n"
+            "        raise TwoArgs('one', 'two')\n"
+            "    return x\n"
+            "list(executor.run(fn, range(6), workers=2))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung on an exception that does not unpickle")
+    assert proc.returncode == 1
+    assert re.search(r"WorkerError: __main__\.TwoArgs: one and two\n", proc.stderr), proc.stderr[-2000:]
 
 
 def test_dask_local_cluster_gives_the_process_pools_rows(small):

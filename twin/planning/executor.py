@@ -11,18 +11,26 @@ so callers can stream them to disk. Executors:
   costs, schedules).
 - `dask="local"`: a Dask LocalCluster of `workers` processes on the loopback interface, closed
   with the run; `dask="tcp://HOST:PORT"`: the scheduler at that address (`pip install -e .[dask]`).
+
+An exception `fn` raises in a worker reaches the caller. One that cannot be rebuilt from its pickle
+(an exception class whose __init__ takes other arguments than it passes to Exception) is sent as a
+WorkerError naming its type, message and traceback: multiprocessing's result thread dies on such a
+pickle and the run then waits forever (until s20ux).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 
 PARENT_POLL_S = 0.5   # how often a worker checks that its parent is still there
@@ -48,6 +56,30 @@ def _orphan_guard(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+class WorkerError(RuntimeError):
+    """An exception raised in a worker that could not travel back as itself (its text says what it was)."""
+
+
+def _travels(exc: BaseException) -> bool:
+    """Whether `exc` survives the pickle round trip a result makes from a worker to the parent."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
+def _guarded(fn: Callable, item):
+    """fn(item) in a worker; an exception that would not unpickle in the parent becomes a WorkerError."""
+    try:
+        return fn(item)
+    except Exception as exc:
+        if _travels(exc):
+            raise
+        raise WorkerError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}\n"
+                          + "".join(traceback.format_exception(exc))) from None
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -60,12 +92,13 @@ def run(fn: Callable, items: Iterable, workers: int | None = None, dask: str | N
     if not items:
         return
     if dask:
-        yield from _run_dask(fn, items, workers, dask)
+        yield from _run_dask(functools.partial(_guarded, fn), items, workers, dask)
         return
     workers = min(workers or default_workers(), len(items))
     if workers == 1:
         yield from map(fn, items)
         return
+    fn = functools.partial(_guarded, fn)
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(workers, initializer=_orphan_guard, initargs=(os.getpid(),))
     try:
