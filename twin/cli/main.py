@@ -318,7 +318,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     sc = from_dict(raw, source, SERVING)
     out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=args.requests or SLO_REQUESTS,
-                       percentile=args.percentile or SLO_PERCENTILE)
+                       percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
