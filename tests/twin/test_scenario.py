@@ -182,3 +182,13 @@ def test_an_unknown_kind_is_named_not_taken_for_a_missing_table():
     """load_scenario(kind="serve") (a typo of "serving") said the file lacks a [search] table (until s19ux)."""
     with pytest.raises(ScenarioError, match=r"^kind: got 'serve'; allowed: one of 'training', 'plan', 'serving'$"):
         load_scenario(None, kind="serve")
+
+
+def test_dualpipe_on_an_odd_pipeline_names_plan_pp_not_the_batch():
+    """DualPipe's even pipeline is the plan's own constraint: the loader named it as a bad
+    workload.global_batch_seqs ('a batch giving an even number of ranks for dualpipe micro-batches
+    per pipeline'), which no batch mends (until s20ux; found by a sweep over plan.pp and the schedule)."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(overrides=["plan.pp=1", "cluster.num_gpus=128", "plan.schedule='dualpipe'"])
+    assert info.value.field == "plan.pp"
+    assert str(info.value).startswith("plan.pp in <default: deepseek_v3_pretrain.toml>: got 1; allowed: an even number of ranks for dualpipe")
