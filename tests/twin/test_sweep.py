@@ -238,3 +238,22 @@ def test_python_api_sweep_returns_one_row_per_point(small):
     assert [r["plan.pp"] for r in out.rows] == [1, 1, 2, 2]
     with pytest.raises(ScenarioError, match="random"):
         twin.sweep(small, grid=["plan.pp=1,2"], random=0)
+
+
+def test_dask_missing_or_unreachable_is_refused_as_input_without_a_traceback(small, tmp_path, monkeypatch, capsys):
+    """--dask without the extra installed, at a scheduler that does not answer, or at no address:
+    each was a traceback (ModuleNotFoundError, or OSError after 30 s) until s20ux."""
+    import dask
+    import dask.distributed  # noqa: F401  (its config defaults loaded before config.set changes one)
+    from twin.cli.main import main
+    argv = ["sweep", str(small), "--grid", "plan.pp=1,2", "--out", str(tmp_path / "sw"), "--quiet", "--dask"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main([*argv, "tcp://127.0.0.1:1"]) == 2
+        assert capsys.readouterr().err.startswith("error: --dask: got 'tcp://127.0.0.1:1'; allowed: 'local' or the address "
+                                                  "of a running Dask scheduler, e.g. tcp://HOST:8786 (OSError: ")
+    assert main([*argv, "banana"]) == 2
+    assert "missing port number" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)   # as if the dask extra were not installed
+    assert main([*argv, "local"]) == 2
+    assert capsys.readouterr().err.startswith("error: --dask: got 'local'; allowed: Dask distributed installed "
+                                              "(pip install 'moe-twin[dask]'")

@@ -33,6 +33,8 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 
+from twin.core.errors import ScenarioError
+
 PARENT_POLL_S = 0.5   # how often a worker checks that its parent is still there
 _PR_SET_PDEATHSIG = 1
 
@@ -110,8 +112,13 @@ def run(fn: Callable, items: Iterable, workers: int | None = None, dask: str | N
 
 
 def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> Iterator:
-    # lazy: dask is an optional extra that only `--dask` needs
-    from dask.distributed import Client, LocalCluster, as_completed
+    # a missing extra or a scheduler that does not answer is the user's input, named as --dask (exit
+    # 2), not a traceback (until s20ux)
+    try:
+        # lazy: dask is an optional extra that only `--dask` needs
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise ScenarioError("--dask", address, f"Dask distributed installed (pip install 'moe-twin[dask]'; {exc})") from None
 
     with contextlib.ExitStack() as stack:
         if address == "local":
@@ -119,7 +126,11 @@ def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> I
                                                        processes=True, host="127.0.0.1", dashboard_address=None))
             client = stack.enter_context(Client(cluster))
         else:
-            client = stack.enter_context(Client(address))
+            try:
+                client = stack.enter_context(Client(address))
+            except (OSError, ValueError, TypeError) as exc:   # unreachable, or not an address Dask reads
+                raise ScenarioError("--dask", address, f"'local' or the address of a running Dask scheduler, "
+                                    f"e.g. tcp://HOST:8786 ({type(exc).__name__}: {exc})") from None
         futures = client.map(fn, items, pure=False)
         for fut in as_completed(futures):
             yield fut.result()
