@@ -192,3 +192,15 @@ def test_dualpipe_on_an_odd_pipeline_names_plan_pp_not_the_batch():
         load_scenario(overrides=["plan.pp=1", "cluster.num_gpus=128", "plan.schedule='dualpipe'"])
     assert info.value.field == "plan.pp"
     assert str(info.value).startswith("plan.pp in <default: deepseek_v3_pretrain.toml>: got 1; allowed: an even number of ranks for dualpipe")
+
+
+def test_a_traffic_rate_the_arrivals_never_read_is_refused():
+    """The default serving traffic is a closed loop, which has no rate: `twin sweep --grid
+    traffic.rate_per_s=...` on it gave the same figures at every rate, silently (until s20ux)."""
+    with pytest.raises(ScenarioError, match=r"^traffic.rate_per_s .*got 5.0; allowed: 1 \(the default\) when "
+                                            r"traffic.arrival = 'closed' \(only 'poisson' and 'gamma' arrivals have a rate"):
+        load_scenario(overrides=["traffic.rate_per_s=5"], kind=SERVING)
+    with pytest.raises(ScenarioError, match=r"^traffic.arrival_cv .*allowed: 2 \(the default\) when traffic.arrival = 'poisson'"):
+        load_scenario(overrides=['traffic.arrival="poisson"', "traffic.rate_per_s=5", "traffic.arrival_cv=3"], kind=SERVING)
+    sc = load_scenario(overrides=['traffic.arrival="gamma"', "traffic.rate_per_s=5", "traffic.arrival_cv=3"], kind=SERVING)
+    assert (sc.traffic.rate_per_s, sc.traffic.arrival_cv) == (5.0, 3.0)
