@@ -283,6 +283,23 @@ def _per_block(method):
     return memoised
 
 
+def _per_instance(method):
+    """Memoise a StepCosts method in the instance. functools.cache on a method keys on `self` in one
+    cache of the class, which kept every StepCosts ever built alive: a plan search's worker grew by
+    ~0.2 MB a candidate (gigabytes over the default space) until s20ux."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def memoised(self, *args, **kwargs):
+        key = (name, args, tuple(sorted(kwargs.items())))
+        try:
+            return self._method_memo[key]
+        except KeyError:
+            out = self._method_memo[key] = method(self, *args, **kwargs)
+            return out
+    return memoised
+
+
 # PyTorch's experimental context parallelism (cp_kind 'torch_allgather'): twin/costs/context_parallel.py
 
 
@@ -294,6 +311,7 @@ class StepCosts:
         ExpertLoads (see routing_loads)."""
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self._block_memo: dict = {}
+        self._method_memo: dict = {}   # _per_instance
         self._chains_of: dict = {}   # (rank, kind, chunk, b_chunk, b_split) -> chains, without ZeRO-3
         self._compute_chains_of: dict = {}   # (rank, chunk, b_chunk, b_split) of an F&B pair -> compute_chains
         self.gpu: GPUSpec = sc.gpu
@@ -789,7 +807,7 @@ class StepCosts:
                  if self.grad_accum_bytes_per_param and total else 0.0)
         return _FsdpUnit(ag, rs, copy_out, copy_in, accum)
 
-    @functools.cache
+    @_per_instance
     def _fsdp_s(self, stage: int) -> list["_FsdpUnit"]:
         """The FSDP2 unit of each block of a stage, in forward order."""
         m, p = self.sc.model, self.sc.plan
@@ -799,7 +817,7 @@ class StepCosts:
             units.append(self._fsdp_unit(rp.dense, rp.expert))
         return units
 
-    @functools.cache
+    @_per_instance
     def _fsdp_root(self, stage: int) -> "_FsdpUnit":
         """The stage's root FSDP2 unit: the parameters outside the blocks (torchtitan's apply_fsdp @
         9dec370 shards each TransformerBlock, then the whole model: the embedding on the first
@@ -847,7 +865,7 @@ class StepCosts:
             out.append(Task("comm", backlog_s, "fsdp_reduce_scatter"))
         return out
 
-    @functools.cache
+    @_per_instance
     def post_backward_s(self, stage: int) -> tuple[float, float]:
         """(first copy-in on the compute stream, reduce-scatter stream seconds) of a stage's FSDP2
         post-backward under pipeline parallelism (fsdp_post_backward_s): the root unit first (it
@@ -863,7 +881,7 @@ class StepCosts:
             blocks = blocks + [self.extra_last]
         return blocks
 
-    @functools.cache
+    @_per_instance
     def _chain(self, stage: int, kind: str, gather: bool = False, scatter: bool = False) -> tuple[Task, ...]:
         """A stage's tasks for one op kind; with ZeRO-3, `gather`/`scatter` add the blocks'
         parameter all-gathers and gradient reduce-scatters (StepCosts.fsdp_flags says when)."""
@@ -909,7 +927,7 @@ class StepCosts:
         return [list(tasks) + ([Task("compute", u.accum_s, "fsdp_grad_accum")] if u.accum_s > 0 else [])
                 for tasks, u in zip(per_block, units)]
 
-    @functools.cache
+    @_per_instance
     def _op_chains(self, stage_f: int | None, stage_b: int | None, kind: str, b_split: bool,
                    flags: tuple[bool, bool, bool, bool] = (False, False, False, False)):
         """flags: ZeRO-3's (gather, scatter) of the forward part, then of the backward part."""
