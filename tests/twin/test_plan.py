@@ -325,3 +325,21 @@ def test_plan_interrupted_mid_simulation_resumes_from_its_journal(tmp_path, monk
     calls.update(screen=0, simulate=0)
     assert main([*argv[:2], "--tokens", "2e12", *argv[4:], "--out", str(out)]) == 0
     assert calls == {"screen": 6, "simulate": 2}
+
+
+def test_exhaustive_search_is_bounded_like_search_simulate(tmp_path, monkeypatch, capsys):
+    """--exhaustive simulates every candidate that fits: on the default space ~30,000 simulations,
+    hours, asked for without a word (until s20ux). It is bounded by search.simulate's limit, checked
+    once the screen has counted them (the screen's rows are journaled: a re-run without
+    --exhaustive resumes them)."""
+    import twin.planning.search as plan_search
+    monkeypatch.setattr(plan_search, "MAX_SIMULATED", 3)
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SMALL)
+    argv = ["plan", str(scenario), "--tokens", "1e12", "--days", "30", "--pp", "1,2,4", "--micro-batch", "1,2",
+            "--workers", "1", "--quiet", "--out", str(tmp_path / "p")]
+    assert main([*argv, "--exhaustive"]) == 2
+    assert capsys.readouterr().err.startswith("error: --exhaustive: got '6 candidates that fit'; allowed: at most 3 "
+                                              "candidates that fit the screen, each simulated")
+    assert main([*argv, "--simulate", "2"]) == 0
+    assert "resumed 6 rows of an earlier run" in capsys.readouterr().out

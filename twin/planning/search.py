@@ -33,7 +33,7 @@ from tqdm import tqdm
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.results import to_json
 from twin.core.scenario import Scenario
-from twin.core.search_specs import SearchSpec
+from twin.core.search_specs import MAX_SIMULATED, SearchSpec
 from twin.core.specs import get_gpu, gpu_names
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from twin.planning import executor
@@ -220,6 +220,12 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
             bar.update(len(batch))
 
     screened = [r for r in rows.values() if r.status == SCREENED]
+    if exhaustive and len(screened) > MAX_SIMULATED:
+        # search.simulate's own bound: each simulation is ~0.1-1 s, and --exhaustive on the default
+        # space asked for ~30,000 of them, hours, without a word (until s20ux)
+        raise ScenarioError("--exhaustive", f"{len(screened):,} candidates that fit",
+                            f"at most {MAX_SIMULATED:,} candidates that fit the screen, each simulated: narrow the "
+                            "lists, or drop --exhaustive to simulate the best search.simulate of them")
     survivors = screened if exhaustive else pick_survivors(screened, spec.days, spec.budget_usd, spec.simulate)
     resumed = [done_simulate[r.candidate_id] for r in survivors if r.candidate_id in done_simulate]
     for r in resumed:
