@@ -7,6 +7,7 @@
   result.json                 the PlanResult (twin.core.results.to_json)
   scenario.resolved.toml      the plan scenario as resolved (its [search] included)
   plan.csv, plan.parquet      every candidate, one row each (plan axes as plan.<field> columns)
+  (rows.jsonl                 the rows journal `twin plan --out` streams to, beside them: a re-run resumes)
   cost_vs_days.png            cost (USD) against wall-clock days of the simulated plans (the
                               screened ones faint behind them); where some GPU types have no price,
                               GPU-hours against days on a second panel: one unit per axis
@@ -26,6 +27,7 @@ from twin.planning.result import PlanResult
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
 PLAN_PARQUET = "plan.parquet"
+PLAN_JOURNAL = "rows.jsonl"   # twin plan --out journals the rows here as they arrive (a re-run resumes)
 PLOT = "cost_vs_days.png"
 FRONT_ROWS = 25      # rows of the front on the page (plan.csv has every candidate)
 
@@ -165,7 +167,8 @@ def build_page(result: dict) -> Page:
                                  "types have no price) against wall-clock days, the screened-only plans faint behind; one unit per axis.")
     p.section("Files").bullets([f"`{PLAN_CSV}` and `{PLAN_PARQUET}`: every candidate, one row each, with its status "
                                 "(invalid, infeasible, screened, simulated), its screen and simulated step time, MFU, memory, "
-                                f"days, GPU-hours and cost, or why it can't run; `{pg.RESULT_JSON}`: the result; "
+                                f"days, GPU-hours and cost, or why it can't run; `{PLAN_JOURNAL}`: the rows as they arrived "
+                                f"(a re-run into this folder resumes from it); `{pg.RESULT_JSON}`: the result; "
                                 f"`{pg.RESOLVED_SCENARIO}`: the scenario and its search as resolved"])
     return p
 

@@ -184,7 +184,8 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
 
 
 def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: float,
-                 num_requests: int = SLO_REQUESTS, percentile: float = SLO_PERCENTILE) -> ServingPlanResult:
+                 num_requests: int = SLO_REQUESTS, percentile: float = SLO_PERCENTILE,
+                 progress: bool = False) -> ServingPlanResult:
     """The fewest GPUs, split between prefill and decode instances, that serve `rate_per_s`
     requests within the TTFT and TPOT targets (seconds) at `percentile`, each deployment simulated
     request by request on `num_requests` requests."""
@@ -193,4 +194,4 @@ def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: fl
         check_value(name, value, gt=0, le=1e9)
     check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
     check_value("percentile", percentile, gt=0, le=100)
-    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile)
+    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress)

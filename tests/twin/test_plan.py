@@ -261,3 +261,85 @@ def test_plan_with_no_plan_within_the_deadline_exits_3_naming_the_fastest(capsys
     assert code == 3 and "none meets the question" in captured.out
     assert re.search(r"^infeasible: none of the 1 simulated plans trains 1.48e\+13 tokens within 1 days; the fastest takes "
                      r"[\d.]+ days \(2048xh800 ", captured.err, re.M)
+
+
+SMALL = """name = "small"
+[model]
+name = "deepseek-v2-lite"
+[cluster]
+gpu = "h800"
+num_gpus = 64
+[plan]
+tp = 1
+pp = 4
+ep = 8
+schedule = "1f1b"
+[workload]
+seq_len = 4096
+global_batch_seqs = 256
+"""
+
+
+def test_plan_interrupted_mid_simulation_resumes_from_its_journal(tmp_path, monkeypatch, capsys):
+    """`twin plan --out DIR` journals each row as it arrives; a re-run into DIR screens and simulates
+    only what the interrupted run had not (until s20ux a Ctrl-C lost the whole search: the default
+    space is ~60,000 candidates, minutes of screening), and answers as a fresh run does."""
+    import twin.planning.search as plan_search
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SMALL)
+    argv = ["plan", str(scenario), "--tokens", "1e12", "--days", "30", "--pp", "1,2,4", "--micro-batch", "1,2",
+            "--simulate", "2", "--workers", "1", "--quiet"]
+    calls = {"screen": 0, "simulate": 0}
+    real_screen, real_simulate = plan_search.screen_one, plan_search.simulate_one
+
+    def counted_screen(*a, **k):
+        calls["screen"] += 1
+        return real_screen(*a, **k)
+
+    def simulate_then_interrupt(*a, **k):
+        calls["simulate"] += 1
+        if calls["simulate"] == 2:
+            raise KeyboardInterrupt
+        return real_simulate(*a, **k)
+
+    monkeypatch.setattr(plan_search, "screen_one", counted_screen)
+    monkeypatch.setattr(plan_search, "simulate_one", simulate_then_interrupt)
+    out = tmp_path / "p"
+    assert main([*argv, "--out", str(out)]) == 130
+    assert calls == {"screen": 6, "simulate": 2}
+    journaled = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert [x["candidate_id"].split("/")[1] for x in journaled] == ["screen"] * 6 + ["simulate"]
+
+    def counted_simulate(*a, **k):
+        calls["simulate"] += 1
+        return real_simulate(*a, **k)
+
+    monkeypatch.setattr(plan_search, "simulate_one", counted_simulate)
+    calls.update(screen=0, simulate=0)
+    assert main([*argv, "--out", str(out), "--json", str(tmp_path / "resumed.json")]) == 0
+    assert calls == {"screen": 0, "simulate": 1}
+    assert "resumed 7 rows of an earlier run" in capsys.readouterr().out
+    assert main([*argv, "--json", str(tmp_path / "fresh.json")]) == 0   # no --out: no journal, all computed
+    assert json.loads((tmp_path / "resumed.json").read_text()) == json.loads((tmp_path / "fresh.json").read_text())
+    # another question (other tokens) in the same folder computes its own rows
+    calls.update(screen=0, simulate=0)
+    assert main([*argv[:2], "--tokens", "2e12", *argv[4:], "--out", str(out)]) == 0
+    assert calls == {"screen": 6, "simulate": 2}
+
+
+def test_exhaustive_search_is_bounded_like_search_simulate(tmp_path, monkeypatch, capsys):
+    """--exhaustive simulates every candidate that fits: on the default space ~30,000 simulations,
+    hours, asked for without a word (until s20ux). It is bounded by search.simulate's limit, checked
+    once the screen has counted them (the screen's rows are journaled: a re-run without
+    --exhaustive resumes them)."""
+    import twin.planning.search as plan_search
+    monkeypatch.setattr(plan_search, "MAX_SIMULATED", 3)
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SMALL)
+    argv = ["plan", str(scenario), "--tokens", "1e12", "--days", "30", "--pp", "1,2,4", "--micro-batch", "1,2",
+            "--workers", "1", "--quiet", "--out", str(tmp_path / "p")]
+    assert main([*argv, "--exhaustive"]) == 2
+    assert capsys.readouterr().err.startswith("error: --exhaustive: got '6 candidates that fit'; allowed: at most 3 "
+                                              "candidates that fit the screen, each simulated")
+    assert main([*argv, "--simulate", "2"]) == 0
+    assert "resumed 6 rows of an earlier run" in capsys.readouterr().out

@@ -203,3 +203,25 @@ def test_an_unknown_kind_is_named_not_taken_for_a_missing_table():
     """load_scenario(kind="serve") (a typo of "serving") said the file lacks a [search] table (until s19ux)."""
     with pytest.raises(ScenarioError, match=r"^kind: got 'serve'; allowed: one of 'training', 'plan', 'serving'$"):
         load_scenario(None, kind="serve")
+
+
+def test_dualpipe_on_an_odd_pipeline_names_plan_pp_not_the_batch():
+    """DualPipe's even pipeline is the plan's own constraint: the loader named it as a bad
+    workload.global_batch_seqs ('a batch giving an even number of ranks for dualpipe micro-batches
+    per pipeline'), which no batch mends (until s20ux; found by a sweep over plan.pp and the schedule)."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(overrides=["plan.pp=1", "cluster.num_gpus=128", "plan.schedule='dualpipe'"])
+    assert info.value.field == "plan.pp"
+    assert str(info.value).startswith("plan.pp in <default: deepseek_v3_pretrain.toml>: got 1; allowed: an even number of ranks for dualpipe")
+
+
+def test_a_traffic_rate_the_arrivals_never_read_is_refused():
+    """The default serving traffic is a closed loop, which has no rate: `twin sweep --grid
+    traffic.rate_per_s=...` on it gave the same figures at every rate, silently (until s20ux)."""
+    with pytest.raises(ScenarioError, match=r"^traffic.rate_per_s .*got 5.0; allowed: 1 \(the default\) when "
+                                            r"traffic.arrival = 'closed' \(only 'poisson' and 'gamma' arrivals have a rate"):
+        load_scenario(overrides=["traffic.rate_per_s=5"], kind=SERVING)
+    with pytest.raises(ScenarioError, match=r"^traffic.arrival_cv .*allowed: 2 \(the default\) when traffic.arrival = 'poisson'"):
+        load_scenario(overrides=['traffic.arrival="poisson"', "traffic.rate_per_s=5", "traffic.arrival_cv=3"], kind=SERVING)
+    sc = load_scenario(overrides=['traffic.arrival="gamma"', "traffic.rate_per_s=5", "traffic.arrival_cv=3"], kind=SERVING)
+    assert (sc.traffic.rate_per_s, sc.traffic.arrival_cv) == (5.0, 3.0)

@@ -86,3 +86,17 @@ def test_cli_serving_question_reports_the_split_or_exits_3(tmp_path):
     no = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "0.001", "--tpot", "0.05"],
                         capture_output=True, text=True, cwd=root)
     assert no.returncode == 3 and "TTFT of one prompt alone" in no.stderr and "Traceback" not in no.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_serving_question_shows_its_progress_unless_quiet(quiet, capsys):
+    """Each deployment is a request-level simulation (seconds; minutes at --requests 1e6): the
+    bisection ran 30 of them over 4 minutes without a word on the terminal (until s20ux)."""
+    from twin.cli.main import main
+    argv = ["plan", "--rate", "1", "--ttft", "3", "--tpot", "0.05", "--set", "serve.input_len=512",
+            "--set", "serve.output_len=64", "--requests", "300", *(["--quiet"] if quiet else [])]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert ("deployments:" in err) is not quiet
+    if not quiet:
+        assert "1 prefill + 1 decode instances" in err

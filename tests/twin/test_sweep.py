@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -182,6 +183,27 @@ def test_pool_workers_die_with_a_killed_parent_even_mid_task():
     assert not [p for p in workers if _alive(p)], "a worker outlived its killed parent"
 
 
+def test_a_worker_exception_that_does_not_unpickle_reaches_the_parent_instead_of_hanging():
+    """An exception class whose __init__ takes other arguments than it gives Exception cannot be
+    rebuilt from its pickle: multiprocessing's result thread died on it and the run waited forever
+    (until s20ux). Run as a process with a timeout, so a hang fails the test."""
+    code = ("from twin.planning import executor\n"
+            "class TwoArgs(Exception):\n"
+            "    def __init__(self, a, b):\n"
+            "        super().__init__(f'{a} and {b}')\n"
+            "def fn(x):\n"
+            "    if x == 3:\n"
+            "        raise TwoArgs('one', 'two')\n"
+            "    return x\n"
+            "list(executor.run(fn, range(6), workers=2))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung on an exception that does not unpickle")
+    assert proc.returncode == 1
+    assert re.search(r"WorkerError: __main__\.TwoArgs: one and two\n", proc.stderr), proc.stderr[-2000:]
+
+
 def test_dask_local_cluster_gives_the_process_pools_rows(small):
     raw, source = read_raw(small)
     pts = points([Axis("plan.pp", values=(1, 2, 4)), Axis("plan.schedule", values=("1f1b", "zb1p"))], "grid")[:4]
@@ -216,3 +238,22 @@ def test_python_api_sweep_returns_one_row_per_point(small):
     assert [r["plan.pp"] for r in out.rows] == [1, 1, 2, 2]
     with pytest.raises(ScenarioError, match="random"):
         twin.sweep(small, grid=["plan.pp=1,2"], random=0)
+
+
+def test_dask_missing_or_unreachable_is_refused_as_input_without_a_traceback(small, tmp_path, monkeypatch, capsys):
+    """--dask without the extra installed, at a scheduler that does not answer, or at no address:
+    each was a traceback (ModuleNotFoundError, or OSError after 30 s) until s20ux."""
+    import dask
+    import dask.distributed  # noqa: F401  (its config defaults loaded before config.set changes one)
+    from twin.cli.main import main
+    argv = ["sweep", str(small), "--grid", "plan.pp=1,2", "--out", str(tmp_path / "sw"), "--quiet", "--dask"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main([*argv, "tcp://127.0.0.1:1"]) == 2
+        assert capsys.readouterr().err.startswith("error: --dask: got 'tcp://127.0.0.1:1'; allowed: 'local' or the address "
+                                                  "of a running Dask scheduler, e.g. tcp://HOST:8786 (OSError: ")
+    assert main([*argv, "banana"]) == 2
+    assert "missing port number" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)   # as if the dask extra were not installed
+    assert main([*argv, "local"]) == 2
+    assert capsys.readouterr().err.startswith("error: --dask: got 'local'; allowed: Dask distributed installed "
+                                              "(pip install 'moe-twin[dask]'")

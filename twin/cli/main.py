@@ -271,8 +271,8 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 
 def cmd_plan(args) -> int:
-    from reports.plan_report import write_plan_report  # lazy: matplotlib
-    from twin.planning.search import search  # lazy: the plan search loads its screen
+    from reports.plan_report import PLAN_JOURNAL, write_plan_report  # lazy: matplotlib
+    from twin.planning.search import journal_row, question_key, resumed_rows, search  # lazy: the plan search loads its screen
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
@@ -290,12 +290,23 @@ def cmd_plan(args) -> int:
             raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
                                 "the scenario's [search] table", source)
     sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
-    out = search(sc.base(), sc.search, _prices(args, sc), workers=args.workers, dask=args.dask,
-                 progress=not args.quiet, exhaustive=args.exhaustive)
-    if args.out:
+    prices = _prices(args, sc)
+    if not args.out:
+        out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
+                     exhaustive=args.exhaustive)
+        _say(args, summary.plan_summary(out))
+    else:   # rows journaled as they arrive: a re-run into the same folder resumes (until s20ux a kill lost them all)
         clean_stale_tmp(args.out)   # staging a killed run left behind
+        journal, key = Path(args.out) / PLAN_JOURNAL, question_key(sc.base(), sc.search.tokens, prices)
+        done = resumed_rows(read_rows(journal), key)
+        num_resumed = sum(map(len, done.values()))
+        with Journal(journal) as j:
+            out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
+                         exhaustive=args.exhaustive, done=done,
+                         on_rows=lambda phase, rows: j.append_many([journal_row(key, phase, r) for r in rows]))
         write_plan_report(out, sc, args.out)
-    _say(args, summary.plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+        resumed = f"\nresumed {num_resumed:,} rows of an earlier run from {journal}" if num_resumed else ""
+        _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
     _write_json(args.json, out)
     if out.feasible == 0:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
@@ -318,7 +329,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     sc = from_dict(raw, source, SERVING)
     out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=args.requests or SLO_REQUESTS,
-                       percentile=args.percentile or SLO_PERCENTILE)
+                       percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
@@ -546,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default 2,000)")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
-    p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and scenario.resolved.toml here")
+    p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and "
+                   "scenario.resolved.toml here, and the rows journal rows.jsonl as they arrive: a re-run into the same DIR resumes")
     # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
     p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
         *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),

@@ -147,6 +147,8 @@ class Scenario:
         try:
             build_schedule(p.schedule, p.pp, w.global_batch_seqs // per_pipeline, p.virtual_stages)
         except ScenarioError as exc:
+            if exc.field != "plan.num_microbatches":   # the plan's own (dualpipe's even plan.pp): no batch mends it
+                raise ScenarioError(exc.field, exc.value, exc.allowed, source) from None
             raise ScenarioError("workload.global_batch_seqs", w.global_batch_seqs,
                                 f"a batch giving {exc.allowed.replace('pp', 'plan.pp')} micro-batches per pipeline "
                                 f"(now {w.global_batch_seqs} / ({dp} x {p.micro_batch_seqs}) = {w.global_batch_seqs // per_pipeline})",

@@ -13,6 +13,7 @@ and reports the point of highest throughput that fits in memory and meets `max_t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from twin.core.errors import ScenarioError
@@ -188,3 +189,16 @@ class TrafficSpec:
     def check(self, path: str = "traffic", source: str | None = None) -> None:
         if self.arrival == "trace" and not self.trace_csv:
             raise ScenarioError(f"{path}.trace_csv", self.trace_csv, f"a CSV path when {path}.arrival = 'trace'", source)
+        # a rate or burstiness the arrivals never read is refused, not ignored: a sweep of
+        # traffic.rate_per_s under the default closed loop gave the same figures at every rate (until s20ux)
+        if self.rate_per_s != TRAFFIC_DEFAULTS["rate_per_s"] and self.arrival not in ("poisson", "gamma"):
+            raise ScenarioError(f"{path}.rate_per_s", self.rate_per_s, f"{TRAFFIC_DEFAULTS['rate_per_s']:g} (the default) when "
+                                f"{path}.arrival = {self.arrival!r} (only 'poisson' and 'gamma' arrivals have a rate: "
+                                f"set {path}.arrival)", source)
+        if self.arrival_cv != TRAFFIC_DEFAULTS["arrival_cv"] and self.arrival != "gamma":
+            raise ScenarioError(f"{path}.arrival_cv", self.arrival_cv, f"{TRAFFIC_DEFAULTS['arrival_cv']:g} (the default) when "
+                                f"{path}.arrival = {self.arrival!r} (only 'gamma' arrivals are bursty)", source)
+
+
+# the defaults TrafficSpec.check compares with (a field left at its default is not a request)
+TRAFFIC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrafficSpec)}

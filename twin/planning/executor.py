@@ -11,19 +11,29 @@ so callers can stream them to disk. Executors:
   costs, schedules).
 - `dask="local"`: a Dask LocalCluster of `workers` processes on the loopback interface, closed
   with the run; `dask="tcp://HOST:PORT"`: the scheduler at that address (`pip install -e .[dask]`).
+
+An exception `fn` raises in a worker reaches the caller. One that cannot be rebuilt from its pickle
+(an exception class whose __init__ takes other arguments than it passes to Exception) is sent as a
+WorkerError naming its type, message and traceback: multiprocessing's result thread dies on such a
+pickle and the run then waits forever (until s20ux).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
+
+from twin.core.errors import ScenarioError
 
 PARENT_POLL_S = 0.5   # how often a worker checks that its parent is still there
 _PR_SET_PDEATHSIG = 1
@@ -48,6 +58,30 @@ def _orphan_guard(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+class WorkerError(RuntimeError):
+    """An exception raised in a worker that could not travel back as itself (its text says what it was)."""
+
+
+def _travels(exc: BaseException) -> bool:
+    """Whether `exc` survives the pickle round trip a result makes from a worker to the parent."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
+def _guarded(fn: Callable, item):
+    """fn(item) in a worker; an exception that would not unpickle in the parent becomes a WorkerError."""
+    try:
+        return fn(item)
+    except Exception as exc:
+        if _travels(exc):
+            raise
+        raise WorkerError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}\n"
+                          + "".join(traceback.format_exception(exc))) from None
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -60,12 +94,13 @@ def run(fn: Callable, items: Iterable, workers: int | None = None, dask: str | N
     if not items:
         return
     if dask:
-        yield from _run_dask(fn, items, workers, dask)
+        yield from _run_dask(functools.partial(_guarded, fn), items, workers, dask)
         return
     workers = min(workers or default_workers(), len(items))
     if workers == 1:
         yield from map(fn, items)
         return
+    fn = functools.partial(_guarded, fn)
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(workers, initializer=_orphan_guard, initargs=(os.getpid(),))
     try:
@@ -77,8 +112,13 @@ def run(fn: Callable, items: Iterable, workers: int | None = None, dask: str | N
 
 
 def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> Iterator:
-    # lazy: dask is an optional extra that only `--dask` needs
-    from dask.distributed import Client, LocalCluster, as_completed
+    # a missing extra or a scheduler that does not answer is the user's input, named as --dask (exit
+    # 2), not a traceback (until s20ux)
+    try:
+        # lazy: dask is an optional extra that only `--dask` needs
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise ScenarioError("--dask", address, f"Dask distributed installed (pip install 'moe-twin[dask]'; {exc})") from None
 
     with contextlib.ExitStack() as stack:
         if address == "local":
@@ -86,7 +126,11 @@ def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> I
                                                        processes=True, host="127.0.0.1", dashboard_address=None))
             client = stack.enter_context(Client(cluster))
         else:
-            client = stack.enter_context(Client(address))
+            try:
+                client = stack.enter_context(Client(address))
+            except (OSError, ValueError, TypeError) as exc:   # unreachable, or not an address Dask reads
+                raise ScenarioError("--dask", address, f"'local' or the address of a running Dask scheduler, "
+                                    f"e.g. tcp://HOST:8786 ({type(exc).__name__}: {exc})") from None
         futures = client.map(fn, items, pure=False)
         for fut in as_completed(futures):
             yield fut.result()

@@ -3,16 +3,26 @@ the lowest cost (or the fastest within a budget), and the front of cost against 
 
 Two levels. Every candidate of the space (twin.planning.space) is first checked like a scenario
 (the loader's invariants: an invalid one is counted under the field that refuses it) and screened
-in closed form (twin.planning.screen: step time and memory, ~1 ms); one that does not fit is
+in closed form (twin.planning.screen: step time and memory, ~11 ms of CPU for V3); one that does not fit is
 counted 'out of memory'. The best `search.simulate` of the rest by the question's objective,
 with the screen's own cost-time front, are then simulated step by step (twin.training.step); the
 answer and the front come from simulated figures only, and the screen's error against them is
 reported. Candidates run in a local process pool or on Dask (twin.planning.executor). Nothing here
 writes files: reports/plan_report.py does.
+
+Resuming: `search(done=..., on_rows=...)` hands each screened batch and each simulated row to
+`on_rows(phase, rows)` as it arrives, for the caller to journal (`twin plan --out DIR` appends them
+to DIR/rows.jsonl), and takes back what an interrupted run journaled (`resumed_rows`): those
+candidates are neither screened nor simulated again. A journaled row belongs to one question key
+(`question_key`: the base scenario, the tokens and the prices, everything a row's figures depend
+on; the deadline and budget only choose which rows are simulated), so a re-run that asks another
+question in the same folder computes its own rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import sys
 from collections import Counter
@@ -21,8 +31,9 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.results import to_json
 from twin.core.scenario import Scenario
-from twin.core.search_specs import SearchSpec
+from twin.core.search_specs import MAX_SIMULATED, SearchSpec
 from twin.core.specs import get_gpu, gpu_names
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from twin.planning import executor
@@ -32,7 +43,8 @@ from twin.planning.screen import screen
 from twin.planning.space import Candidate, apply, axes, candidates, check_axis_values, check_size
 from twin.training.step import simulate_step
 
-SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~1 ms to screen)
+SCREEN, SIMULATE = "screen", "simulate"   # the two phases whose rows a journal keeps
+SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~11 ms to screen for V3)
 # a candidate the screen puts this much beyond the deadline or budget may still meet it once
 # simulated: the screen's P90 error on V3 plans is a few per cent
 SCREEN_MARGIN_FRAC = 0.10
@@ -156,30 +168,74 @@ def screen_error(rows: list[PlanRow]) -> ScreenError:
     return ScreenError(len(errs), statistics.median(abs_errs), p90, abs_errs[-1], statistics.median(errs))
 
 
+def question_key(base: Scenario, tokens: float, prices: dict[str, float]) -> str:
+    """What a journaled row's figures depend on beside its candidate: the base scenario, the tokens
+    and the prices (12 hex digits of a SHA-1)."""
+    text = json.dumps([base.to_dict(), tokens, sorted(prices.items())], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def journal_row(key: str, phase: str, row: PlanRow) -> dict:
+    """One journal line (twin.core.journal): its id names the question, the phase and the candidate."""
+    return {"candidate_id": f"{key}/{phase}/{row.candidate_id}", "row": to_json(row)}
+
+
+def resumed_rows(journaled: dict[str, dict], key: str) -> dict[str, dict[str, PlanRow]]:
+    """phase -> candidate id -> row, of the journal's rows of question `key` (twin.core.journal.read_rows)."""
+    out: dict[str, dict[str, PlanRow]] = {SCREEN: {}, SIMULATE: {}}
+    for ident, line in journaled.items():
+        qkey, _, rest = ident.partition("/")
+        phase, _, cid = rest.partition("/")
+        if qkey == key and phase in out and isinstance(line.get("row"), dict):
+            out[phase][cid] = PlanRow(**line["row"])
+    return out
+
+
 def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: int | None = None,
-           dask: str | None = None, progress: bool = False, exhaustive: bool = False) -> PlanResult:
+           dask: str | None = None, progress: bool = False, exhaustive: bool = False,
+           done: dict[str, dict[str, PlanRow]] | None = None,
+           on_rows: Callable[[str, list[PlanRow]], None] | None = None) -> PlanResult:
     """Screen the whole space, simulate the survivors, answer the question. `exhaustive` simulates
-    every candidate that fits (to measure the screen against the simulator)."""
+    every candidate that fits (to measure the screen against the simulator). `done`: rows of an
+    earlier run of the same question by phase (resumed_rows), not computed again; `on_rows(phase,
+    rows)`: called with the rows computed now, as they arrive (see the module docstring)."""
     space = axes(base, spec)
     check_axis_values(base, space)
     check_size(space, spec.max_candidates)
     cands = list(candidates(space))
     order = {c.id: i for i, c in enumerate(cands)}
     by_id = {c.id: c for c in cands}
+    done = done or {}
+    done_screen, done_simulate = done.get(SCREEN, {}), done.get(SIMULATE, {})
+    keep = on_rows or (lambda phase, rows: None)
 
-    rows: dict[str, PlanRow] = {}
-    batches = [(base, cands[i:i + SCREEN_BATCH], spec.tokens, prices) for i in range(0, len(cands), SCREEN_BATCH)]
-    with tqdm(total=len(cands), desc="screen", unit="plan", file=sys.stderr, disable=not progress) as bar:
+    rows: dict[str, PlanRow] = {c.id: done_screen[c.id] for c in cands if c.id in done_screen}
+    todo = [c for c in cands if c.id not in rows]
+    batches = [(base, todo[i:i + SCREEN_BATCH], spec.tokens, prices) for i in range(0, len(todo), SCREEN_BATCH)]
+    with tqdm(total=len(cands), initial=len(rows), desc="screen", unit="plan", file=sys.stderr, disable=not progress) as bar:
         for batch in executor.run(_screen_batch, batches, workers, dask):
+            keep(SCREEN, batch)
             for r in batch:
                 rows[r.candidate_id] = r
             bar.update(len(batch))
 
     screened = [r for r in rows.values() if r.status == SCREENED]
+    if exhaustive and len(screened) > MAX_SIMULATED:
+        # search.simulate's own bound: each simulation is ~0.1-1 s, and --exhaustive on the default
+        # space asked for ~30,000 of them, hours, without a word (until s20ux)
+        raise ScenarioError("--exhaustive", f"{len(screened):,} candidates that fit",
+                            f"at most {MAX_SIMULATED:,} candidates that fit the screen, each simulated: narrow the "
+                            "lists, or drop --exhaustive to simulate the best search.simulate of them")
     survivors = screened if exhaustive else pick_survivors(screened, spec.days, spec.budget_usd, spec.simulate)
-    tasks = [(base, by_id[r.candidate_id], spec.tokens, prices, r.screen_step_time_s) for r in survivors]
-    with tqdm(total=len(tasks), desc="simulate", unit="plan", file=sys.stderr, disable=not progress) as bar:
+    resumed = [done_simulate[r.candidate_id] for r in survivors if r.candidate_id in done_simulate]
+    for r in resumed:
+        rows[r.candidate_id] = r
+    tasks = [(base, by_id[r.candidate_id], spec.tokens, prices, r.screen_step_time_s) for r in survivors
+             if r.candidate_id not in done_simulate]
+    with tqdm(total=len(survivors), initial=len(resumed), desc="simulate", unit="plan", file=sys.stderr,
+              disable=not progress) as bar:
         for r in executor.run(_simulate_task, tasks, workers, dask):
+            keep(SIMULATE, [r])
             rows[r.candidate_id] = r
             bar.update(1)
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
@@ -177,17 +179,22 @@ def _fewest(meets, limit: int) -> int | None:
 
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
                  max_instances: int = MAX_INSTANCES, num_requests: int = SLO_REQUESTS,
-                 percentile: float = SLO_PERCENTILE) -> ServingPlanResult:
+                 percentile: float = SLO_PERCENTILE, progress: bool = False) -> ServingPlanResult:
     """The fewest GPUs meeting the targets, and their prefill/decode split (see the module
-    docstring). Raises InfeasiblePlan when not even one request fits an instance."""
+    docstring). Raises InfeasiblePlan when not even one request fits an instance. `progress`: a
+    bar on stderr counting the deployments simulated (a bisection: their number is not known ahead;
+    each is a few seconds at the default 2,000 requests, minutes at a million)."""
     dep = _Deployment(sc, tpot_target_s)
     if dep.max_batch < 1:
         raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
     checks: dict[tuple[int, int], SloCheck] = {}
+    bar = tqdm(desc="deployments", unit="deployment", file=sys.stderr, disable=not progress)
 
     def check(p: int, d: int) -> SloCheck:
         if (p, d) not in checks:
+            bar.set_postfix_str(f"{p} prefill + {d} decode instances")
             checks[p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile)
+            bar.update(1)
         return checks[p, d]
 
     # targets no pool size can meet: one prompt's prefill alone, or one request's decode step
@@ -197,16 +204,17 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     elif dep.tpot_alone_s > tpot_target_s:
         floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
     best = None
-    if floor is None:
-        decode = _fewest(lambda d: check(0, d).meets, max_instances - 1)
-        for _ in range(MAX_EXTRA_DECODE + 1):
-            if decode is None or decode >= max_instances:
-                break
-            prefill = _fewest(lambda p: check(p, decode).meets, max_instances - decode)
-            if prefill is not None:
-                best = check(prefill, decode)
-                break
-            decode += 1   # the pools interfere: one more decode instance
+    with bar:
+        if floor is None:
+            decode = _fewest(lambda d: check(0, d).meets, max_instances - 1)
+            for _ in range(MAX_EXTRA_DECODE + 1):
+                if decode is None or decode >= max_instances:
+                    break
+                prefill = _fewest(lambda p: check(p, decode).meets, max_instances - decode)
+                if prefill is not None:
+                    best = check(prefill, decode)
+                    break
+                decode += 1   # the pools interfere: one more decode instance
     done = list(checks.values())
     reasons: dict[str, int] = {floor: 1} if floor else {}
     for c in done:

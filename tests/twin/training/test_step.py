@@ -134,6 +134,56 @@ def test_balanced_stage_layers_minimises_the_costliest_stage(seed):
     assert max(stage_costs(cut)) == pytest.approx(brute)
 
 
+def _reference_cut(block_s, first_s, last_s, k):
+    """balanced_stage_layers as loops (twin.training.step until s20ux): the array version must give
+    the same cut, ties included."""
+    n = len(block_s)
+    if k <= 1 or n < k:
+        return stage_layers(n, k)
+    prefix = [0.0]
+    for b in block_s:
+        prefix.append(prefix[-1] + b)
+
+    def cost(i, j, stage):
+        return prefix[j] - prefix[i] + (first_s if stage == 0 else 0.0) + (last_s if stage == k - 1 else 0.0)
+
+    inf = float("inf")
+    most = [[inf] * (n + 1) for _ in range(k + 1)]
+    most[0][0] = 0.0
+    for st in range(1, k + 1):
+        for j in range(st, n - (k - st) + 1):
+            most[st][j] = min(max(most[st - 1][i], cost(i, j, st - 1)) for i in range(st - 1, j))
+    bound = most[k][n] * (1 + 1e-12)
+    sq = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    sq[0][0] = 0.0
+    for st in range(1, k + 1):
+        for j in range(st, n - (k - st) + 1):
+            for i in range(st - 1, j):
+                c = cost(i, j, st - 1)
+                if c <= bound and sq[st - 1][i] + c * c < sq[st][j]:
+                    sq[st][j], cut[st][j] = sq[st - 1][i] + c * c, i
+    bounds, j = [n], n
+    for st in range(k, 0, -1):
+        j = cut[st][j]
+        bounds.append(j)
+    bounds.reverse()
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_balanced_cut_is_the_loops_cut_ties_included(seed):
+    import random
+    rng = random.Random(seed)
+    shapes = [(61, 16), (61, 8), (27, 4), (5, 5), (4, 6), (1, 1), (30, 1)] + [(rng.randint(1, 40), rng.randint(1, 12))
+                                                                               for _ in range(30)]
+    for n, k in shapes:
+        for ties in (False, True):   # whole numbers: many cuts share the least maximum and sums of squares
+            block_s = [float(rng.randint(1, 3)) if ties else rng.uniform(0.5, 2.0) for _ in range(n)]
+            first_s, last_s = (float(rng.randint(0, 3)), float(rng.randint(0, 3))) if ties else (rng.uniform(0, 3), rng.uniform(0, 3))
+            assert balanced_stage_layers(block_s, first_s, last_s, k) == _reference_cut(block_s, first_s, last_s, k), (n, k, ties)
+
+
 def test_balanced_stage_layers_lightens_the_stage_with_the_head():
     cut = balanced_stage_layers([1.0] * 8, 0.0, 2.0, 4)
     assert len(cut[-1]) == 1 and [len(r) for r in cut[:-1]] in ([3, 2, 2], [2, 3, 2], [2, 2, 3])
@@ -226,3 +276,20 @@ def test_event_log_is_optional_and_changes_nothing(v3, v3_step):
     assert quiet.step_time_s == v3_step.step_time_s
     assert quiet.bubble_frac == v3_step.bubble_frac and quiet.exposed_comm_frac == v3_step.exposed_comm_frac
     assert quiet.op_time_s == v3_step.op_time_s
+
+
+def test_step_costs_do_not_outlive_their_use(v3):
+    """StepCosts memoised five methods with functools.cache, whose one cache per class keys on
+    `self`: every StepCosts ever built stayed alive, and a plan search's workers grew by ~0.2 MB a
+    candidate (until s20ux). Its memos now live and die with the instance."""
+    import gc
+    import weakref
+    sc = load_scenario(overrides=["plan.zero_stage=3", "plan.schedule='1f1b'"])   # ZeRO-3: the FSDP memos too
+    costs = StepCosts(sc, build_schedule(sc.plan.schedule, sc.plan.pp, sc.num_microbatches, sc.plan.virtual_stages),
+                      load_profile(sc.gpu.calibrated_as), routing_loads(sc), 1.0)
+    first = costs._chain(0, "F", True, False)
+    assert costs._chain(0, "F", True, False) is first and costs.post_backward_s(0) == costs.post_backward_s(0)
+    alive = weakref.ref(costs)
+    del costs
+    gc.collect()
+    assert alive() is None
