@@ -95,3 +95,27 @@ def test_committed_records_meet_issue13_train_step_target_per_gpu():
         assert s["median_abs_rel_error"] <= MEDIAN_TARGET and s["p90_abs_rel_error"] <= P90_TARGET, (gpu, s)
     names = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
     assert all(names[g] == n for g, n in zip(measured["gpu"], measured["gpu_name"]))
+
+
+def test_s20gqa_committed_predictions_name_their_commit_and_cover_the_cases():
+    """s20gqa's file (GQA slices), written before its GPU run: every case row once, one 40-hex code
+    commit, a UTC time; and its rows are the GQA models only."""
+    reg = prereg.S20GQA
+    df = prereg.load_predictions(reg=reg)
+    got = sorted(tuple(r) for r in df[prereg.KEY].itertuples(index=False))
+    want = sorted((r["gpu"], r["model"], r["batch"], r["seq_len"], r["precision"]) for r in prereg.case_rows(reg))
+    assert got == want and set(df["model"]) == {"mixtral-slice", "qwen3moe-slice"}
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()
+
+
+def test_registrations_keep_their_own_records(tmp_path):
+    """A record in <root>/h100/s20gqa/ is s20gqa's and not s20new's."""
+    (tmp_path / "h100" / "s20gqa").mkdir(parents=True)
+    pd.DataFrame([{"bench": "train_step", "model": "mixtral-slice", "batch": 1, "seq_len": 4096,
+                   "precision": "bf16", "time_s": 0.05, "gpu_name": "NVIDIA H100 80GB HBM3"}]).to_csv(
+        tmp_path / "h100" / "s20gqa" / "model.csv", index=False)
+    assert len(prereg.measured(tmp_path, prereg.S20GQA)) == 1 and prereg.measured(tmp_path).empty
+    section = prereg.validate_section(tmp_path, reg=prereg.S20GQA)
+    assert section["registration"] == "s20gqa" and section["by_gpu"]["h100"]["num_cases"] == 1
