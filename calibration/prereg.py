@@ -155,6 +155,24 @@ def compare(predictions: pd.DataFrame, records: pd.DataFrame) -> tuple[pd.DataFr
     return rows, summary
 
 
+# s20gqa's GQA slices and s20new's MLA slices of the same MoE shapes (the secondary comparison)
+GQA_MLA_PAIRS = {"mixtral-slice": "mixtral-mla-slice", "qwen3moe-slice": "qwen3moe-mla-slice"}
+
+
+def paired_attention(gqa_rows: pd.DataFrame, mla_rows: pd.DataFrame, pairs: dict = GQA_MLA_PAIRS) -> pd.DataFrame:
+    """Each measured GQA row beside the MLA row of the same MoE shapes, GPU, batch, length and precision
+    (compare()'s rows of two registrations): the measured and predicted step ratios GQA / MLA and the
+    ratio's error (predicted / measured - 1), which leaves out what the two steps share (the MoE, the
+    head, the optimizer) and keeps what the attention pricing adds."""
+    join = ["gpu", "batch", "seq_len", "precision"]
+    mla = mla_rows.assign(model=mla_rows["model"].map({v: k for k, v in pairs.items()})).dropna(subset=["model"])
+    both = gqa_rows.merge(mla[join + ["model", "time_s", "predicted_s"]], on=join + ["model"], suffixes=("", "_mla"))
+    measured_ratio = both["time_s"] / both["time_s_mla"]
+    predicted_ratio = both["predicted_s"] / both["predicted_s_mla"]
+    return both.assign(measured_ratio=measured_ratio, predicted_ratio=predicted_ratio,
+                       ratio_error=predicted_ratio / measured_ratio - 1.0)
+
+
 def load_predictions(path: Path | None = None, reg: Registration = S20NEW) -> pd.DataFrame:
     return read_csv(reg.predictions_file if path is None else path)
 

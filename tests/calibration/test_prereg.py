@@ -119,3 +119,15 @@ def test_registrations_keep_their_own_records(tmp_path):
     assert len(prereg.measured(tmp_path, prereg.S20GQA)) == 1 and prereg.measured(tmp_path).empty
     section = prereg.validate_section(tmp_path, reg=prereg.S20GQA)
     assert section["registration"] == "s20gqa" and section["by_gpu"]["h100"]["num_cases"] == 1
+
+
+def test_paired_attention_worked_example():
+    """mixtral GQA measured 90 ms, predicted 81 ms; its MLA twin measured 100 ms, predicted 90 ms:
+    measured ratio 0.9, predicted 0.9 -> ratio error 0 (both -10%: the shared part, not the attention)."""
+    key = dict(gpu="h100", batch=1, seq_len=4096, precision="bf16")
+    gqa = pd.DataFrame([{**key, "model": "mixtral-slice", "time_s": 0.090, "predicted_s": 0.081}])
+    mla = pd.DataFrame([{**key, "model": "mixtral-mla-slice", "time_s": 0.100, "predicted_s": 0.090},
+                        {**key, "model": "qwen2moe-mla-slice", "time_s": 1.0, "predicted_s": 1.0}])
+    out = prereg.paired_attention(gqa, mla)
+    assert len(out) == 1 and out["measured_ratio"].iloc[0] == pytest.approx(0.9)
+    assert out["predicted_ratio"].iloc[0] == pytest.approx(0.9) and out["ratio_error"].iloc[0] == pytest.approx(0.0)
