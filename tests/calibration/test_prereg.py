@@ -131,3 +131,22 @@ def test_paired_attention_worked_example():
     out = prereg.paired_attention(gqa, mla)
     assert len(out) == 1 and out["measured_ratio"].iloc[0] == pytest.approx(0.9)
     assert out["predicted_ratio"].iloc[0] == pytest.approx(0.9) and out["ratio_error"].iloc[0] == pytest.approx(0.0)
+
+
+def test_s20gqa_committed_records_meet_issue13_train_step_target_per_gpu():
+    """s20gqa's records (calibration/measurements/<gpu>/s20gqa/: one H100 17:06 UTC, one H200 17:07 UTC,
+    both cold) beside the predictions committed before the run (9750dc6): every timed case has its
+    prediction, and per GPU the median and P90 of |error| are within issue 13's train_step target;
+    every GQA row has its s20new MLA counterpart for the paired comparison."""
+    reg = prereg.S20GQA
+    section = prereg.validate_section(reg=reg)
+    assert set(section["by_gpu"]) == {"h100", "h200"}
+    measured = prereg.measured(reg=reg)
+    for gpu, s in section["by_gpu"].items():
+        assert s["num_cases"] == (measured["gpu"] == gpu).sum() == sum(len(b) for _, _, b in reg.cases) * 2
+        assert s["median_abs_rel_error"] <= MEDIAN_TARGET and s["p90_abs_rel_error"] <= P90_TARGET, (gpu, s)
+    names = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
+    assert all(names[g] == n for g, n in zip(measured["gpu"], measured["gpu_name"]))
+    gqa, _ = prereg.compare(prereg.load_predictions(reg=reg), measured)
+    mla, _ = prereg.compare(prereg.load_predictions(), prereg.measured())
+    assert len(prereg.paired_attention(gqa, mla)) == len(gqa)
