@@ -252,6 +252,22 @@ def mla_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile:
     return f, b
 
 
+def gqa_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
+                  split_weight_grads: bool = False, grad: bool = True) -> tuple["Eager", "Eager"]:
+    """real/'s GQA layer (real/model.py GQA) forward and backward as it runs eagerly: the named ops
+    of _gqa_ops only. No layer record of it exists, so neither the kernels MLA's records show beyond
+    its named ops (Eager.missing_kernels) nor a measured host time per aten operator
+    (Eager.host_per_op) is carried over; `grad` is accepted for attention_layer_ops' signature."""
+    return _gqa_ops(spec, batch, seq, label, gpu, profile, split_weight_grads)
+
+
+def attention_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
+                        split_weight_grads: bool = False, grad: bool = True) -> tuple["Eager", "Eager"]:
+    """The attention sublayer real/model.py Block runs for `spec.attention`: MLA or GQA."""
+    layer_ops = gqa_layer_ops if spec.attention == "gqa" else mla_layer_ops
+    return layer_ops(spec, batch, seq, label, gpu, profile, split_weight_grads, grad=grad)
+
+
 def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
                   split_weight_grads: bool = False, gate_grad: bool = False,
                   token_side: bool = True, argsort_passes: bool = True) -> tuple["Eager", "Eager"]:
@@ -876,6 +892,54 @@ def _mla_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Prof
         b.mem(3 * t * Q * B2, kernels=2)            # q_norm backward
     _linear_bwd(b, *lins[0], label)
     b.mem(3 * T * D * B2)                           # dx = sum of the two input gradients
+    return f, b
+
+
+def _gqa_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, profile: Profile,
+             split_weight_grads: bool = False) -> tuple[Eager, Eager]:
+    """real/model.py GQA forward and backward as eager op lists (training: no cache). H query heads
+    and V key-value heads of A: the q/k/v/o projections on the fitted GEMM curves (FP8 as
+    real/fp8.py linear runs them), the optional per-head QK RMSNorm and RoPE (apply_rope, as
+    MLA's rope part) on the memory curves, repeat_kv's copies of K and V out to H heads, the causal
+    SDPA core on the profile's attention curve (torch 2.11's SDPA picks cuDNN on Hopper at head dim
+    128: calibration/measurements/h100/dense_dropout.csv, sdpa_backend 'auto' ran 'cudnn'), the
+    output's copy to contiguous before W_o (as in the MLA op list, whose kernel records show it)."""
+    T, D, H, V, A = batch * seq, spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim
+    B2 = BF16_BYTES
+    f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
+    q_lin, k_lin, v_lin, o_lin = (T, H * A, D), (T, V * A, D), (T, V * A, D), (T, D, H * A)
+    core = Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=seq, heads=H, qk_dim=A, v_dim=A, causal=True,
+              precision="bf16")
+    repeated = H > V
+    # forward
+    for lin in (q_lin, k_lin, v_lin):
+        _linear_fwd(f, *lin, label)
+    if spec.qk_norm:
+        f.mem(3 * T * H * A * B2)                   # q_norm over each head (fused rms_norm)
+        f.mem(3 * T * V * A * B2)                   # k_norm
+    _rope(f, T * H * A)
+    _rope(f, T * V * A)
+    if repeated:
+        f.mem(2 * T * (V + H) * A * B2, kernels=2)  # repeat_kv of K and V: expand + reshape copies
+    f.attention(core, "fwd")
+    f.mem(2 * T * H * A * B2)                       # o transposed -> contiguous for the output projection
+    _linear_fwd(f, *o_lin, label)
+    # backward (autograd): mirror
+    _linear_bwd(b, *o_lin, label)
+    b.mem(2 * T * H * A * B2)
+    b.attention(core, "bwd")
+    if repeated:
+        b.mem(2 * T * (H + V) * A * B2, kernels=2)  # repeat_kv backward: dK, dV summed over the repeats
+    _rope(b, T * V * A, backward=True)
+    b.cat(2 * T * V * A * B2)                       # rope's chunk backward (keys)
+    _rope(b, T * H * A, backward=True)
+    b.cat(2 * T * H * A * B2)                       # rope's chunk backward (queries)
+    if spec.qk_norm:
+        b.mem(3 * T * V * A * B2, kernels=2)        # k_norm backward
+        b.mem(3 * T * H * A * B2, kernels=2)        # q_norm backward
+    for lin in (v_lin, k_lin, q_lin):
+        _linear_bwd(b, *lin, label)
+    b.mem(2 * 3 * T * D * B2, kernels=2)            # dx = sum of the three projections' input gradients
     return f, b
 
 

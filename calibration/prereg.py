@@ -14,11 +14,17 @@ per-row error, and per GPU the median and P90 of |error| against issue 13's trai
 
     python -m calibration.prereg write     # the predictions file (refuses a dirty twin/ or calibration/)
     python -m calibration.prereg compare   # predictions beside the records, per GPU
+
+A second registration (session s20gqa, `--registration s20gqa`): the released models' grouped-query
+attention with their MoE shapes (mixtral-slice, qwen3moe-slice: real/model.py GQA, the twin's
+calibration.predict _gqa_ops), predictions in prereg/s20gqa_predictions.csv, records in
+<gpu>/s20gqa/model.csv, campaign real/campaigns/s20gqa.sh.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -50,10 +56,30 @@ PRECISIONS = ("bf16", "fp8-blockwise", "fp8-rowwise")
 KEY = ["gpu", "model", "batch", "seq_len", "precision"]
 
 
-def case_rows() -> list[dict]:
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """One pre-registration: its name, the predictions file, the records' subfolder of each GPU
+    folder and the (model, seq_len, batches) cases of its campaign."""
+
+    name: str
+    predictions_file: Path
+    records_subdir: str
+    cases: tuple
+
+
+S20NEW = Registration("s20new", PREDICTIONS_FILE, RECORDS_SUBDIR, CASES)
+# real/campaigns/s20gqa.sh's CASES, in its order (a test holds them equal): the s20new shapes of the
+# same two families, now with their own GQA attention
+S20GQA = Registration("s20gqa", PREREG_DIR / "s20gqa_predictions.csv", "s20gqa",
+                      (("qwen3moe-slice", 4096, (1, 2)), ("mixtral-slice", 4096, (1, 2, 4)),
+                       ("qwen3moe-slice", 2048, (4,))))
+REGISTRATIONS = {r.name: r for r in (S20NEW, S20GQA)}
+
+
+def case_rows(reg: Registration = S20NEW) -> list[dict]:
     """One row per (gpu, model, batch, seq_len, precision) the campaign times."""
     return [{"gpu": gpu, "bench": "train_step", "model": model, "batch": B, "seq_len": S, "precision": p}
-            for gpu in GPUS for model, S, batches in CASES for B in batches for p in PRECISIONS]
+            for gpu in GPUS for model, S, batches in reg.cases for B in batches for p in PRECISIONS]
 
 
 def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
@@ -86,15 +112,16 @@ def dirty_paths(repo: Path) -> list[str]:
     return [s for s in status if "calibration/measurements/prereg/" not in s]
 
 
-def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFrame:
+def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S20NEW) -> pd.DataFrame:
     """Write the predictions file; refuses to overwrite one (a pre-registration is never redone)."""
     repo = Path(__file__).resolve().parents[1]
+    path = reg.predictions_file if path is None else path
     if Path(path).exists():
         raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
     dirty = dirty_paths(repo)
     if dirty and not allow_dirty:
         raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predict(case_rows())
+    df = predict(case_rows(reg))
     df["code_commit"] = git_commit()
     df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -102,11 +129,11 @@ def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFr
     return df
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S20NEW) -> pd.DataFrame:
     """The campaign's train_step rows of every GPU folder that has them."""
     frames = []
     for gpu in GPUS:
-        path = Path(root) / gpu / RECORDS_SUBDIR / "model.csv"
+        path = Path(root) / gpu / reg.records_subdir / "model.csv"
         if csv_exists(path):
             df = read_csv(path)
             df = df[df["bench"] == "train_step"].assign(gpu=gpu)
@@ -128,25 +155,45 @@ def compare(predictions: pd.DataFrame, records: pd.DataFrame) -> tuple[pd.DataFr
     return rows, summary
 
 
-def load_predictions(path: Path = PREDICTIONS_FILE) -> pd.DataFrame:
-    return read_csv(path)
+# s20gqa's GQA slices and s20new's MLA slices of the same MoE shapes (the secondary comparison)
+GQA_MLA_PAIRS = {"mixtral-slice": "mixtral-mla-slice", "qwen3moe-slice": "qwen3moe-mla-slice"}
 
 
-def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
+def paired_attention(gqa_rows: pd.DataFrame, mla_rows: pd.DataFrame, pairs: dict = GQA_MLA_PAIRS) -> pd.DataFrame:
+    """Each measured GQA row beside the MLA row of the same MoE shapes, GPU, batch, length and precision
+    (compare()'s rows of two registrations): the measured and predicted step ratios GQA / MLA and the
+    ratio's error (predicted / measured - 1), which leaves out what the two steps share (the MoE, the
+    head, the optimizer) and keeps what the attention pricing adds."""
+    join = ["gpu", "batch", "seq_len", "precision"]
+    mla = mla_rows.assign(model=mla_rows["model"].map({v: k for k, v in pairs.items()})).dropna(subset=["model"])
+    both = gqa_rows.merge(mla[join + ["model", "time_s", "predicted_s"]], on=join + ["model"], suffixes=("", "_mla"))
+    measured_ratio = both["time_s"] / both["time_s_mla"]
+    predicted_ratio = both["predicted_s"] / both["predicted_s_mla"]
+    return both.assign(measured_ratio=measured_ratio, predicted_ratio=predicted_ratio,
+                       ratio_error=predicted_ratio / measured_ratio - 1.0)
+
+
+def load_predictions(path: Path | None = None, reg: Registration = S20NEW) -> pd.DataFrame:
+    return read_csv(reg.predictions_file if path is None else path)
+
+
+def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None = None,
+                     reg: Registration = S20NEW) -> dict:
     """`twin validate`'s part: the committed predictions beside the records under `root` (per row
     and per GPU); empty where no records (or no predictions file) exist."""
+    path = reg.predictions_file if path is None else path
     if not csv_exists(path):
-        return {"predictions_commit": None, "by_gpu": {}, "rows": []}
+        return {"registration": reg.name, "predictions_commit": None, "by_gpu": {}, "rows": []}
     preds = load_predictions(path)
-    rows, summary = compare(preds, measured(root))
+    rows, summary = compare(preds, measured(root, reg))
     cols = KEY + ["time_s", "predicted_s", "rel_error"]
-    return {"predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
+    return {"registration": reg.name, "predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
             "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
 
 
 def format_table(section: dict) -> str:
     """One line per GPU (the verdict), then one per measured row."""
-    head = (f"Pre-registered train steps, models never recorded (s20new; predictions of "
+    head = (f"Pre-registered train steps, models never recorded ({section.get('registration', 's20new')}; predictions of "
             f"{(section['predictions_commit'] or 'none')[:7]})")
     if not section["by_gpu"]:
         return head + ": no records yet"
@@ -164,13 +211,15 @@ def format_table(section: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
+    ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
+    reg = REGISTRATIONS[args.registration]
     if args.action == "write":
-        df = write(allow_dirty=args.allow_dirty)
+        df = write(allow_dirty=args.allow_dirty, reg=reg)
         print(df.to_string(index=False))
         return 0
-    print(format_table(validate_section()))
+    print(format_table(validate_section(reg=reg)))
     return 0
 
 

@@ -29,7 +29,8 @@ import numpy as np
 from calibration import b_kernels, nccl, predict
 from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
 from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, _linear_bwd,
-                                 _linear_fwd, _rope, gpu_spec, mla_layer_ops, moe_layer_ops, predict_s, swiglu_bwd,
+                                 _linear_fwd, _rope, attention_layer_ops, gpu_spec, moe_layer_ops,
+                                 predict_s, swiglu_bwd,
                                  timed_window_s, twin_precision, with_host_terms)
 from calibration.records_io import csv_exists
 from twin.costs import comm, compute
@@ -103,7 +104,7 @@ def balanced_counts(spec, tokens: int) -> np.ndarray:
 def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
               training: bool = True, split_weight_grads: bool = False, ep: int = 1,
               ep_local_rows=None) -> tuple[Eager, Eager]:
-    """One real/model.py Block (norm, MLA, residual, norm, dense FFN or MoE, residual): forward
+    """One real/model.py Block (norm, MLA or GQA, residual, norm, dense FFN or MoE, residual): forward
     and backward eager op lists (with split_weight_grads, the backward's weight-gradient work in
     its w_ops); with ep > 1 the MoE's experts are spread over `ep` ranks (ep_moe_ops): balanced
     loads (each rank receives as many rows as it sends, evenly over its experts), or
@@ -112,7 +113,7 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
     T, D = B * S, spec.hidden_size
     f, b = Eager(gpu, profile), Eager(gpu, profile, split_weight_grads)
     _rmsnorm(f, T, D)
-    mf, mb = mla_layer_ops(spec, B, S, label, gpu, profile, split_weight_grads, grad=training)
+    mf, mb = attention_layer_ops(spec, B, S, label, gpu, profile, split_weight_grads, grad=training)
     f.extend(mf)
     f.mem(3 * T * D * BF16_BYTES)                     # residual add
     _rmsnorm(f, T, D)
@@ -146,11 +147,14 @@ def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, pro
 
 def _param_tensors(spec) -> int:
     """Parameter tensors of real/model.py's Transformer (MasterAdamW upcasts each grad on its own)."""
-    mla = 7 if spec.q_lora_rank else 5
+    if spec.attention == "gqa":
+        attn = 4 + (2 if spec.qk_norm else 0)        # wq, wk, wv, wo (+ q_norm, k_norm)
+    else:
+        attn = 7 if spec.q_lora_rank else 5
     n = 3 if spec.tie_embeddings is False else 2      # embedding, final norm, head
     for i in range(spec.num_layers):
         moe = spec.num_routed_experts > 0 and i >= spec.num_dense_layers
-        n += 2 + mla + ((3 + (2 if spec.num_shared_experts else 0)) if moe else 2)
+        n += 2 + attn + ((3 + (2 if spec.num_shared_experts else 0)) if moe else 2)
     return n
 
 

@@ -1,4 +1,5 @@
-"""A compact DeepSeek-V3-style model: MLA attention, DeepSeekMoE, auxiliary-loss-free balancing, MTP.
+"""A compact DeepSeek-V3-style model: MLA attention, DeepSeekMoE, auxiliary-loss-free balancing, MTP
+(and grouped-query attention for the catalog's GQA models, training only).
 
 Built from a catalog `ModelSpec` (`real.configs.get_spec`). Follows the DeepSeek-V3 technical
 report (arXiv 2412.19437) §2.1 (MLA, DeepSeekMoE, bias-based balancing) and §2.2 (MTP); the
@@ -12,6 +13,7 @@ Shape legend (suffixes on tensor names)
     D hidden_size      H heads                 Q q_lora_rank             C kv_lora_rank
     P qk_nope_head_dim R qk_rope_head_dim      O v_head_dim              Y vocab
     F FFN width        E routed experts        K top-k                   G expert groups
+    V GQA key-value heads                      A GQA head_dim
     N rows routed to experts (= T*K), sorted by expert; Np the padded row count
 e.g. `x_BSD` activations, `w13_E2FD` fused gate/up weights of all experts, `topk_ids_TK`.
 
@@ -184,6 +186,56 @@ class MLA(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------
+# Grouped-query attention (Llama/Mixtral/Qwen3; training and cache-free forward only)
+# ------------------------------------------------------------------------------------------
+
+
+def repeat_kv(x_BSVA: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """K or V of V heads copied out to V*n_rep query heads (head h reads kv head h // n_rep):
+    torchtitan's llama3 repeat_kv (expand + reshape: one copy kernel)."""
+    B, S, V, A = x_BSVA.shape
+    if n_rep == 1:
+        return x_BSVA
+    return x_BSVA[:, :, :, None, :].expand(B, S, V, n_rep, A).reshape(B, S, V * n_rep, A)
+
+
+class GQA(nn.Module):
+    """Grouped-query attention as torchtitan's llama3 Attention runs it: separate q/k/v
+    projections (H, V, V heads of A), optional per-head RMSNorm of q and k before RoPE (Qwen3's
+    q_norm/k_norm, spec.qk_norm), RoPE over the whole head, K/V repeated to H heads, causal SDPA
+    (scale 1/sqrt(A)), output projection. No KV cache: serving a GQA model raises."""
+
+    def __init__(self, spec):
+        super().__init__()
+        D, H, V, A = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim
+        self.H, self.V, self.A = H, V, A
+        self.wq_XD = _param(H * A, D)   # X = H*A
+        self.wk_ZD = _param(V * A, D)   # Z = V*A
+        self.wv_ZD = _param(V * A, D)
+        self.wo_DX = _param(D, H * A)
+        self.q_norm = RMSNorm(A) if spec.qk_norm else None
+        self.k_norm = RMSNorm(A) if spec.qk_norm else None
+
+    def forward(self, x_BSD: torch.Tensor, cos_SA: torch.Tensor, sin_SA: torch.Tensor,
+                precision: Precision = BF16, cache=None, start_pos: int = 0) -> torch.Tensor:
+        """x_BSD (positions 0..S-1) -> attention output (B, S, D)."""
+        if cache is not None or start_pos:
+            raise NotImplementedError("real/ GQA has no KV cache: serving runs MLA models only")
+        B, S, _ = x_BSD.shape
+        q_BSHA = linear(x_BSD, self.wq_XD, precision).view(B, S, self.H, self.A)
+        k_BSVA = linear(x_BSD, self.wk_ZD, precision).view(B, S, self.V, self.A)
+        v_BSVA = linear(x_BSD, self.wv_ZD, precision).view(B, S, self.V, self.A)
+        if self.q_norm is not None:
+            q_BSHA, k_BSVA = self.q_norm(q_BSHA), self.k_norm(k_BSVA)
+        q_BSHA, k_BSVA = apply_rope(q_BSHA, cos_SA, sin_SA), apply_rope(k_BSVA, cos_SA, sin_SA)
+        n_rep = self.H // self.V
+        k_BHSA = repeat_kv(k_BSVA, n_rep).transpose(1, 2)
+        v_BHSA = repeat_kv(v_BSVA, n_rep).transpose(1, 2)
+        o_BHSA = F.scaled_dot_product_attention(q_BSHA.transpose(1, 2), k_BHSA, v_BHSA, is_causal=True)
+        return linear(o_BHSA.transpose(1, 2).flatten(2), self.wo_DX, precision)
+
+
+# ------------------------------------------------------------------------------------------
 # Feed-forward: dense SwiGLU and DeepSeekMoE
 # ------------------------------------------------------------------------------------------
 
@@ -321,12 +373,13 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + MLA(norm(x)), then x + FFN(norm(x)), FFN dense or MoE."""
+    """Pre-norm transformer block: x + Attn(norm(x)) (MLA, or GQA for attention = "gqa"), then
+    x + FFN(norm(x)), FFN dense or MoE."""
 
     def __init__(self, spec, layer_id: int, ep_group=None):
         super().__init__()
         self.attn_norm, self.ffn_norm = RMSNorm(spec.hidden_size), RMSNorm(spec.hidden_size)
-        self.attn = MLA(spec)
+        self.attn = GQA(spec) if spec.attention == "gqa" else MLA(spec)
         is_moe = spec.num_routed_experts > 0 and layer_id >= spec.num_dense_layers
         self.ffn = MoE(spec, ep_group) if is_moe else MLP(spec.hidden_size, spec.intermediate_size)
 
@@ -352,8 +405,8 @@ class Transformer(nn.Module):
 
     def __init__(self, spec, ep_group=None, max_seq_len: int = 4096):
         super().__init__()
-        if spec.attention != "mla":
-            raise ValueError(f"real/ implements MLA attention only; {spec.name} uses {spec.attention!r}")
+        if spec.attention not in ("mla", "gqa"):
+            raise ValueError(f"real/ implements MLA and GQA attention; {spec.name} uses {spec.attention!r}")
         self.spec = spec
         self.embed_YD = nn.Embedding(spec.vocab_size, spec.hidden_size)
         nn.init.normal_(self.embed_YD.weight, std=0.02)
@@ -362,7 +415,8 @@ class Transformer(nn.Module):
         self.head_YD = None if spec.tie_embeddings else _param(spec.vocab_size, spec.hidden_size)
         self.mtp = nn.ModuleList(MTPModule(spec, spec.num_layers + i, ep_group)
                                  for i in range(spec.num_mtp_modules))
-        cos_LR, sin_LR = rope_tables(spec.qk_rope_head_dim, max_seq_len)
+        rope_dim = spec.head_dim if spec.attention == "gqa" else spec.qk_rope_head_dim
+        cos_LR, sin_LR = rope_tables(rope_dim, max_seq_len)
         self.register_buffer("cos_LR", cos_LR, persistent=False)
         self.register_buffer("sin_LR", sin_LR, persistent=False)
 
@@ -415,6 +469,8 @@ class Transformer(nn.Module):
         return loss + mtp_weight * torch.stack(mtp_losses).mean()
 
     def new_caches(self, batch: int, max_len: int, dtype=None, device=None) -> list[MLACache]:
+        if self.spec.attention != "mla":
+            raise NotImplementedError(f"real/ has no KV cache for {self.spec.attention!r} attention ({self.spec.name})")
         p = self.embed_YD.weight
         return [MLACache.empty(batch, max_len, self.spec.kv_lora_rank, self.spec.qk_rope_head_dim,
                                dtype=dtype or p.dtype, device=device or p.device)

@@ -95,3 +95,58 @@ def test_committed_records_meet_issue13_train_step_target_per_gpu():
         assert s["median_abs_rel_error"] <= MEDIAN_TARGET and s["p90_abs_rel_error"] <= P90_TARGET, (gpu, s)
     names = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
     assert all(names[g] == n for g, n in zip(measured["gpu"], measured["gpu_name"]))
+
+
+def test_s20gqa_committed_predictions_name_their_commit_and_cover_the_cases():
+    """s20gqa's file (GQA slices), written before its GPU run: every case row once, one 40-hex code
+    commit, a UTC time; and its rows are the GQA models only."""
+    reg = prereg.S20GQA
+    df = prereg.load_predictions(reg=reg)
+    got = sorted(tuple(r) for r in df[prereg.KEY].itertuples(index=False))
+    want = sorted((r["gpu"], r["model"], r["batch"], r["seq_len"], r["precision"]) for r in prereg.case_rows(reg))
+    assert got == want and set(df["model"]) == {"mixtral-slice", "qwen3moe-slice"}
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()
+
+
+def test_registrations_keep_their_own_records(tmp_path):
+    """A record in <root>/h100/s20gqa/ is s20gqa's and not s20new's."""
+    (tmp_path / "h100" / "s20gqa").mkdir(parents=True)
+    pd.DataFrame([{"bench": "train_step", "model": "mixtral-slice", "batch": 1, "seq_len": 4096,
+                   "precision": "bf16", "time_s": 0.05, "gpu_name": "NVIDIA H100 80GB HBM3"}]).to_csv(
+        tmp_path / "h100" / "s20gqa" / "model.csv", index=False)
+    assert len(prereg.measured(tmp_path, prereg.S20GQA)) == 1 and prereg.measured(tmp_path).empty
+    section = prereg.validate_section(tmp_path, reg=prereg.S20GQA)
+    assert section["registration"] == "s20gqa" and section["by_gpu"]["h100"]["num_cases"] == 1
+
+
+def test_paired_attention_worked_example():
+    """mixtral GQA measured 90 ms, predicted 81 ms; its MLA twin measured 100 ms, predicted 90 ms:
+    measured ratio 0.9, predicted 0.9 -> ratio error 0 (both -10%: the shared part, not the attention)."""
+    key = dict(gpu="h100", batch=1, seq_len=4096, precision="bf16")
+    gqa = pd.DataFrame([{**key, "model": "mixtral-slice", "time_s": 0.090, "predicted_s": 0.081}])
+    mla = pd.DataFrame([{**key, "model": "mixtral-mla-slice", "time_s": 0.100, "predicted_s": 0.090},
+                        {**key, "model": "qwen2moe-mla-slice", "time_s": 1.0, "predicted_s": 1.0}])
+    out = prereg.paired_attention(gqa, mla)
+    assert len(out) == 1 and out["measured_ratio"].iloc[0] == pytest.approx(0.9)
+    assert out["predicted_ratio"].iloc[0] == pytest.approx(0.9) and out["ratio_error"].iloc[0] == pytest.approx(0.0)
+
+
+def test_s20gqa_committed_records_meet_issue13_train_step_target_per_gpu():
+    """s20gqa's records (calibration/measurements/<gpu>/s20gqa/: one H100 17:06 UTC, one H200 17:07 UTC,
+    both cold) beside the predictions committed before the run (9750dc6): every timed case has its
+    prediction, and per GPU the median and P90 of |error| are within issue 13's train_step target;
+    every GQA row has its s20new MLA counterpart for the paired comparison."""
+    reg = prereg.S20GQA
+    section = prereg.validate_section(reg=reg)
+    assert set(section["by_gpu"]) == {"h100", "h200"}
+    measured = prereg.measured(reg=reg)
+    for gpu, s in section["by_gpu"].items():
+        assert s["num_cases"] == (measured["gpu"] == gpu).sum() == sum(len(b) for _, _, b in reg.cases) * 2
+        assert s["median_abs_rel_error"] <= MEDIAN_TARGET and s["p90_abs_rel_error"] <= P90_TARGET, (gpu, s)
+    names = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
+    assert all(names[g] == n for g, n in zip(measured["gpu"], measured["gpu_name"]))
+    gqa, _ = prereg.compare(prereg.load_predictions(reg=reg), measured)
+    mla, _ = prereg.compare(prereg.load_predictions(), prereg.measured())
+    assert len(prereg.paired_attention(gqa, mla)) == len(gqa)

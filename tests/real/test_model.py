@@ -105,8 +105,9 @@ def test_moe_matches_per_expert_loop(tiny):
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_gqa_models_are_rejected_with_a_clear_message():
+def test_unknown_attention_is_rejected_with_a_clear_message():
+    """real/ builds MLA and GQA (tests/real/test_real_gqa.py); any other kind is refused by name."""
     from real.configs import get_spec
 
-    with pytest.raises(ValueError, match=r"MLA attention only.*'gqa'"):
-        Transformer(get_spec("mixtral-8x7b"))
+    with pytest.raises(ValueError, match=r"MLA and GQA attention; tiny uses 'mha'"):
+        Transformer(dataclasses.replace(get_spec("tiny"), attention="mha"))

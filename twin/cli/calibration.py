@@ -116,12 +116,14 @@ def cmd_validate(args) -> int:
         bar.update(1)
         # s20new: train steps of models no record held, against predictions committed before the run
         result["prereg_s20new"] = prereg.validate_section(records_root)
+        # s20gqa: the same families with their own GQA attention
+        result["prereg_s20gqa"] = prereg.validate_section(records_root, reg=prereg.S20GQA)
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
               published_runs.format_table(result["published_runs"]),
               serving_trace.format_table(result["deepseek_serving_profiles"]),
-              prereg.format_table(result["prereg_s20new"])]
+              prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))

@@ -77,6 +77,7 @@ class ModelSpec:
     v_head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="MLA per-head value dimension")
     num_kv_heads: int = spec_field(0, unit="count", ge=0, le=MAX_HEADS, doc="GQA key-value heads")
     head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="GQA head dimension")
+    qk_norm: bool = spec_field(False, doc="GQA: an RMSNorm over each query and key head before RoPE (Qwen3's q_norm, k_norm)")
     intermediate_size: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="Dense SwiGLU FFN hidden size")
     num_dense_layers: int = spec_field(0, unit="count", ge=0, le=MAX_LAYERS, doc="The first k blocks use the dense FFN (all of them for a dense model)")
     num_routed_experts: int = spec_field(0, unit="count", ge=0, le=MAX_EXPERTS, doc="Routed experts per MoE layer (0 = dense model)")

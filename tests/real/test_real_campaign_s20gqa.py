@@ -1,0 +1,76 @@
+"""real/campaigns/s20gqa.sh (session s20gqa): real/'s training step on the GQA slices of Mixtral and
+Qwen3-MoE (twin/data/models.toml mixtral-slice, qwen3moe-slice), as a CPU dry run on the tiny GQA
+model, and each slice's attention layout (heads, KV heads, QK norm) training on the CPU at toy widths."""
+
+import csv
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from calibration import prereg
+from real.bench.whole_model import parse_train_cases
+from real.configs import get_spec
+from real.model import GQA, build_model
+from real.train import MasterAdamW, train_step
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "real/campaigns/s20gqa.sh"
+
+
+def _campaign(tmp_path, gpus: int):
+    env = {**os.environ, "PYTHON": sys.executable, "S20GQA_QUICK": "1", "S20GQA_QUICK_GPUS": str(gpus),
+           "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
+                   timeout=120)
+    return tmp_path / "s20gqa"
+
+
+def test_s20gqa_campaign_cpu_dry_run(tmp_path):
+    """The tiny GQA model's two rows (BF16 and the CPU's FP8), with the bench's environment columns."""
+    out = _campaign(tmp_path, 1)
+    with (out / "model.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["bench"], r["model"], r["batch"], r["seq_len"]) for r in rows] == [("train_step", "tiny-gqa", "2", "64")] * 2
+    assert rows[0]["precision"] == "bf16" and rows[1]["precision"].startswith("fp8")
+    for r in rows:
+        assert float(r["time_s"]) > 0 and r["gpu_name"] and r["torch_version"] and r["timestamp_utc"]
+    assert (out / "env.json").is_file() and "s20gqa done" in (out / "log.txt").read_text()
+
+
+def test_s20gqa_campaign_needs_a_gpu(tmp_path):
+    out = _campaign(tmp_path, 0)
+    assert not (out / "model.csv").exists() and "no GPU: nothing to run" in (out / "log.txt").read_text()
+
+
+def test_s20gqa_cases_are_the_preregistered_ones():
+    """The script's cases string and calibration.prereg.S20GQA.cases (what was predicted) are the same list."""
+    text = re.search(r'^CASES="([^"]+)"', SCRIPT.read_text(), re.M)[1]
+    assert [(m, S, tuple(b)) for m, S, b in parse_train_cases(text)] == list(prereg.S20GQA.cases)
+
+
+@pytest.mark.parametrize("name", ["mixtral-slice", "qwen3moe-slice"])
+def test_gqa_slice_layout_trains_on_cpu(name):
+    """Each slice at toy widths but its own head/KV-head ratio, QK norm, expert count and top-k: one
+    training step runs, every routed token reaches top_k experts, the loss is finite."""
+    spec = get_spec(name)
+    toy = dataclasses.replace(spec, hidden_size=64, vocab_size=256, num_heads=spec.num_heads // 4,
+                              num_kv_heads=spec.num_kv_heads // 4 or 1, head_dim=16, intermediate_size=96,
+                              moe_intermediate_size=32)
+    torch.manual_seed(0)
+    model = build_model(toy, "cpu", torch.float32, max_seq_len=32)
+    attn = model.layers[0].attn
+    assert isinstance(attn, GQA) and attn.H // attn.V == spec.num_heads // spec.num_kv_heads
+    assert (attn.q_norm is not None) == spec.qk_norm
+    opt = MasterAdamW(model.parameters())
+    tokens = torch.randint(0, toy.vocab_size, (2, 32))
+    loss, counts = train_step(model, opt, tokens, torch.roll(tokens, -1, 1))
+    assert torch.isfinite(torch.tensor(loss))
+    assert len(counts) == spec.num_layers
+    for c in counts:
+        assert c.numel() == spec.num_routed_experts and int(c.sum()) == 2 * 32 * spec.top_k
