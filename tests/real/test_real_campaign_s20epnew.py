@@ -17,7 +17,7 @@ from real.bench.records import PIPELINE_STEP_COLS
 from real.configs import get_spec
 from real.model import Transformer
 from real.pipeline import PipelineRunner, build_mesh
-from tests.campaigns import dry_run
+from tests.campaigns import dry_run, without_gpus
 from tests.ports import free_port
 from twin.core.schedules import build_schedule
 
@@ -40,6 +40,11 @@ def test_s20epnew_campaign_cpu_dry_run(tmp_path):
         ("ep_step", "1", "2", "2", "4", "fit")]
     assert all(float(r["time_s"]) > 0 and r["gpu_name"] and r["torch_version"] and r["timestamp_utc"] for r in rows)
     assert "s20epnew done" in log
+
+
+def test_s20epnew_stops_cleanly_without_gpus(tmp_path):
+    d, log = without_gpus("s20epnew", tmp_path)
+    assert "0 GPUs, needs 2: nothing run" in log and not (d / "qwen3moe-mla-slice").exists()
 
 
 def test_campaign_models_are_the_preregistered_ones():
