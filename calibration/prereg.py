@@ -39,7 +39,7 @@ import pandas as pd
 from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.fit import git_commit
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
 from calibration.predict import timed_window_s
 from calibration.whole_step import gpu_spec, predict_model_row, train_step_ops
@@ -84,7 +84,7 @@ def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.Dat
 # holds them equal); each slice at twice its catalog layers (mixtral 2, the Qwen slices 4) so its MoE
 # layers, where EP acts, are most of the step
 EP_PREDICTIONS_FILE = PREREG_DIR / "s20epnew_predictions.csv"
-EP_RECORDS_SUBDIR = "s20epnew"   # calibration/measurements/<gpu>x2/s20epnew/pipeline_step.csv
+EP_RECORDS_SUBDIR = "s20epnew"   # calibration/measurements/<gpu>x2/s20epnew/<model>/pipeline_step.csv
 EP_CASES = (("qwen3moe-mla-slice", 4), ("qwen2moe-mla-slice", 4), ("mixtral-mla-slice", 2))
 EP_MICROBATCHES = (1, 2, 4)      # the campaign's --ep-microbatches (one sequence of 4096 each, BF16)
 EP_KEY = ["gpu", "model", "num_layers", "num_microbatches"]
@@ -176,12 +176,12 @@ def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
 
 
 def measured_ep(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
-    """The EP campaign's ep_step rows of every two-GPU folder that has them."""
+    """The EP campaign's ep_step rows of every two-GPU folder that has them (<gpu>x2/s20epnew/<model>/)."""
     cols = EP_KEY + ["time_s", "gpu_name"]
     frames = []
     for gpu in GPUS:
-        path = Path(root) / f"{gpu}x2" / EP_RECORDS_SUBDIR / "pipeline_step.csv"
-        if csv_exists(path):
+        # one folder a model (the campaign runs real/pipeline once per model)
+        for path in glob_csv(Path(root) / f"{gpu}x2" / EP_RECORDS_SUBDIR, "*/pipeline_step.csv"):
             df = read_csv(path)
             frames.append(df[df["bench"] == "ep_step"].assign(gpu=gpu)[cols])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)

@@ -135,16 +135,16 @@ def test_committed_ep_predictions_name_their_commit_and_cover_the_cases():
 
 
 def test_ep_section_reads_the_two_gpu_subfolder(tmp_path):
-    """Records in <root>/h200x2/s20epnew/pipeline_step.csv matched to the EP predictions (0.0936 s
+    """Records in <root>/h200x2/s20epnew/<model>/pipeline_step.csv matched to the EP predictions (0.0936 s
     predicted vs 0.090 s measured: +4.0%, within the 5% target)."""
     preds = tmp_path / "p.csv"
     key = {"gpu": "h200", "model": "mixtral-mla-slice", "num_layers": 2}
     pd.DataFrame([{**key, "num_microbatches": n, "predicted_s": p, "code_commit": "a" * 40}
                   for n, p in ((1, 0.0936), (2, 0.2))]).to_csv(preds, index=False)
-    (tmp_path / "h200x2" / "s20epnew").mkdir(parents=True)
+    (tmp_path / "h200x2" / "s20epnew" / "mixtral-mla-slice").mkdir(parents=True)
     pd.DataFrame([{"bench": "ep_step", "model": "mixtral-mla-slice", "num_layers": 2, "num_microbatches": 1,
                    "time_s": 0.090, "gpu_name": "NVIDIA H200"}]).to_csv(
-        tmp_path / "h200x2" / "s20epnew" / "pipeline_step.csv", index=False)
+        tmp_path / "h200x2" / "s20epnew" / "mixtral-mla-slice" / "pipeline_step.csv", index=False)
     section = prereg.ep_section(tmp_path, preds)
     assert section["by_gpu"]["h200"]["num_cases"] == 1
     assert section["rows"][0]["rel_error"] == pytest.approx(0.04)
@@ -152,3 +152,13 @@ def test_ep_section_reads_the_two_gpu_subfolder(tmp_path):
     assert "prereg-ep h200x2: 1 rows, max |err| 4.0% (target 5%: met)" in text
     assert "measured 90.0 ms, predicted 93.6 ms (+4.0%)" in text
     assert prereg.format_ep_table(prereg.ep_section(tmp_path / "none", preds)).endswith("no records yet")
+
+
+def test_committed_ep_records_meet_issue13_ep_step_target():
+    """The campaign's records (calibration/measurements/h200x2/s20epnew/, 2xH200, 17:08-17:09 UTC)
+    beside the predictions committed before it ran: all 9 steps (3 slices x 1, 2, 4 micro-batches)
+    have their prediction and each is within issue 13's ep_step target (|error| <= 5%)."""
+    section = prereg.ep_section()
+    assert set(section["by_gpu"]) == {"h200"} and section["by_gpu"]["h200"]["num_cases"] == 9
+    assert all(abs(r["rel_error"]) <= prereg.EP_STEP_TARGET for r in section["rows"]), section["rows"]
+    assert set(prereg.measured_ep()["gpu_name"]) == {"NVIDIA H200"}
