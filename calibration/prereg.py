@@ -19,6 +19,15 @@ A second registration (session s20gqa, `--registration s20gqa`): the released mo
 attention with their MoE shapes (mixtral-slice, qwen3moe-slice: real/model.py GQA, the twin's
 calibration.predict _gqa_ops), predictions in prereg/s20gqa_predictions.csv, records in
 <gpu>/s20gqa/model.csv, campaign real/campaigns/s20gqa.sh.
+
+Session s20epnew extends it to EP2 training steps of the same slices (real/pipeline's ep_step rows: 2
+GPUs, expert parallel, pp 1, dp 2; real/campaigns/s20epnew.sh), predicted through the path `twin
+validate` prices the committed ep_step rows with (calibration.pipeline.predict_folder's per-row
+simulate_row), under the host inputs of the committed two-GPU folder of the GPU (`<gpu>x2`: its
+measured collectives, AccumulateGrad rates, host rates and EP host terms from its fitting split):
+
+    python -m calibration.prereg write-ep    # prereg/s20epnew_predictions.csv
+    python -m calibration.prereg compare-ep  # beside calibration/measurements/<gpu>x2/s20epnew/
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import pipeline as pipe
 from calibration import records as rec
 from calibration.fit import git_commit
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
 from calibration.predict import timed_window_s
 from calibration.whole_step import gpu_spec, predict_model_row, train_step_ops
@@ -54,6 +64,8 @@ CASES = (("qwen3moe-mla-slice", 4096, (1, 2)), ("mixtral-mla-slice", 4096, (1, 2
 # predicted so the comparison finds the one the run took.
 PRECISIONS = ("bf16", "fp8-blockwise", "fp8-rowwise")
 KEY = ["gpu", "model", "batch", "seq_len", "precision"]
+# issue 13's whole-EP2-step target: each step's |predicted / measured - 1| <= 5%
+EP_STEP_TARGET = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +106,54 @@ def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.Dat
     return pd.DataFrame(out)
 
 
+# s20epnew: EP2 steps. (model, num_layers): real/campaigns/s20epnew.sh's MODELS, in its order (a test
+# holds them equal); each slice at twice its catalog layers (mixtral 2, the Qwen slices 4) so its MoE
+# layers, where EP acts, are most of the step
+EP_PREDICTIONS_FILE = PREREG_DIR / "s20epnew_predictions.csv"
+EP_RECORDS_SUBDIR = "s20epnew"   # calibration/measurements/<gpu>x2/s20epnew/<model>/pipeline_step.csv
+EP_CASES = (("qwen3moe-mla-slice", 4), ("qwen2moe-mla-slice", 4), ("mixtral-mla-slice", 2))
+EP_MICROBATCHES = (1, 2, 4)      # the campaign's --ep-microbatches (one sequence of 4096 each, BF16)
+EP_KEY = ["gpu", "model", "num_layers", "num_microbatches"]
+
+
+def ep_case_rows() -> list[dict]:
+    """One ep_step row (real/pipeline/bench.py's fields) per (gpu, model, micro-batches) the campaign times."""
+    return [{"gpu": gpu, "bench": "ep_step", "model": model, "schedule": "1f1b", "pp": 1, "ep": 2, "dp": 2,
+             "num_gpus": 2, "num_microbatches": n, "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16",
+             "num_layers": layers}
+            for gpu in GPUS for model, layers in EP_CASES for n in EP_MICROBATCHES]
+
+
+def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
+    """(profile, accumulate, host, hold_s) that calibration.pipeline.predict_folder gives the rows of the
+    committed two-GPU folder `<gpu>x2` (the GPU's fitted profile with the folder's collectives, its
+    AccumulateGrad rates, its fitting split's host rates and EP host terms, its send hold)."""
+    folder = Path(root) / f"{gpu}x2"
+    base = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
+    profile, accumulate, gap_s = pipe.host_inputs(folder, gpu, base)
+    host = pipe.measured_host_s(folder, gpu, profile, accumulate, gap_s)
+    steps, ops = pipe.load(folder)
+    hold_s = pipe.measured_hold_before_last_w_s(steps, ops) if pipe.ADOPT_SEND_HOLD_BEFORE_LAST_W else 0.0
+    return profile, accumulate, host, hold_s
+
+
+def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The twin's seconds for each ep_step row, as predict_folder prices a row of `<gpu>x2` (no routing
+    records: the run's own routing is not known before it runs, and ADOPT_EP_ROUTED_ROWS is off)."""
+    inputs = {}
+    out = []
+    for r in rows:
+        gpu = r["gpu"]
+        if gpu not in inputs:
+            inputs[gpu] = two_gpu_inputs(gpu, root)
+        profile, accumulate, host, hold_s = inputs[gpu]
+        row = pd.Series(r)
+        _, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None,
+                                         pipe.ep_layer_rows(pd.DataFrame(), row, get_model(r["model"]).top_k), hold_s)
+        out.append({**r, "predicted_s": float(step_s)})
+    return pd.DataFrame(out)
+
+
 def predicted_components(row: dict, profile) -> dict[str, float]:
     """Where a row's predicted step goes: the step's seconds and the GPU seconds of each component
     of its ops (Eager.component_s: gemm, grouped_gemm, attention, memory, launch); the step minus
@@ -112,8 +172,10 @@ def dirty_paths(repo: Path) -> list[str]:
     return [s for s in status if "calibration/measurements/prereg/" not in s]
 
 
-def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S20NEW) -> pd.DataFrame:
-    """Write the predictions file; refuses to overwrite one (a pre-registration is never redone)."""
+def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S20NEW,
+          ep: bool = False) -> pd.DataFrame:
+    """Write the predictions file (`reg`'s train steps, or with `ep` the EP2 steps'); refuses to
+    overwrite one (a pre-registration is never redone)."""
     repo = Path(__file__).resolve().parents[1]
     path = reg.predictions_file if path is None else path
     if Path(path).exists():
@@ -121,7 +183,7 @@ def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration
     dirty = dirty_paths(repo)
     if dirty and not allow_dirty:
         raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predict(case_rows(reg))
+    df = predict_ep(ep_case_rows()) if ep else predict(case_rows(reg))
     df["code_commit"] = git_commit()
     df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -141,10 +203,23 @@ def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S20NEW
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEY + ["time_s", "gpu_name"])
 
 
-def compare(predictions: pd.DataFrame, records: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def measured_ep(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """The EP campaign's ep_step rows of every two-GPU folder that has them (<gpu>x2/s20epnew/<model>/)."""
+    cols = EP_KEY + ["time_s", "gpu_name"]
+    frames = []
+    for gpu in GPUS:
+        # one folder a model (the campaign runs real/pipeline once per model)
+        for path in glob_csv(Path(root) / f"{gpu}x2" / EP_RECORDS_SUBDIR, "*/pipeline_step.csv"):
+            df = read_csv(path)
+            frames.append(df[df["bench"] == "ep_step"].assign(gpu=gpu)[cols])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def compare(predictions: pd.DataFrame, records: pd.DataFrame, key: list[str] = KEY) -> tuple[pd.DataFrame, dict]:
     """Per-row error (predicted / measured - 1) of every measured row with a prediction, and per GPU
-    the count, median and P90 of |error| and whether issue 13's target holds."""
-    rows = records.merge(predictions[KEY + ["predicted_s", "code_commit"]], on=KEY, how="inner")
+    the count, median and P90 of |error| and whether issue 13's target holds (`key`: KEY for the
+    train steps, EP_KEY for the EP2 steps)."""
+    rows = records.merge(predictions[key + ["predicted_s", "code_commit"]], on=key, how="inner")
     rows = rows.assign(rel_error=rows["predicted_s"] / rows["time_s"] - 1.0)
     summary = {}
     for gpu, sub in rows.groupby("gpu"):
@@ -191,6 +266,37 @@ def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None 
             "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
 
 
+def ep_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = EP_PREDICTIONS_FILE) -> dict:
+    """validate_section for the EP2 steps (s20epnew)."""
+    if not csv_exists(path):
+        return {"predictions_commit": None, "by_gpu": {}, "rows": []}
+    preds = load_predictions(path)
+    rows, summary = compare(preds, measured_ep(root), EP_KEY)
+    cols = EP_KEY + ["time_s", "predicted_s", "rel_error"]
+    return {"predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
+            "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+
+
+def format_ep_table(section: dict) -> str:
+    """One line per GPU (issue 13's ep_step target: every row's |error| <= 5%, and the layers' median
+    / P90 as a summary), then one per measured row."""
+    head = f"Pre-registered EP2 steps (s20epnew; predictions of {(section['predictions_commit'] or 'none')[:7]})"
+    if not section["by_gpu"]:
+        return head + ": no records yet"
+    lines = [head + ":"]
+    worst = {}
+    for r in section["rows"]:
+        worst[r["gpu"]] = max(worst.get(r["gpu"], 0.0), abs(r["rel_error"]))
+    for gpu, s in section["by_gpu"].items():
+        lines.append(f"  prereg-ep {gpu}x2: {s['num_cases']} rows, max |err| {worst[gpu]:.1%} (target "
+                     f"{EP_STEP_TARGET:.0%}: {'met' if worst[gpu] <= EP_STEP_TARGET else 'MISSED'}), median "
+                     f"{s['median_abs_rel_error']:.1%}, P90 {s['p90_abs_rel_error']:.1%}")
+    for r in section["rows"]:
+        lines.append(f"    {r['gpu']}x2 {r['model']} l{r['num_layers']} n{r['num_microbatches']}: measured "
+                     f"{r['measured_s'] * 1e3:.1f} ms, predicted {r['predicted_s'] * 1e3:.1f} ms ({r['rel_error']:+.1%})")
+    return "\n".join(lines)
+
+
 def format_table(section: dict) -> str:
     """One line per GPU (the verdict), then one per measured row."""
     head = (f"Pre-registered train steps, models never recorded ({section.get('registration', 's20new')}; predictions of "
@@ -210,14 +316,19 @@ def format_table(section: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["write", "compare"])
-    ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new")
+    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep"])
+    ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",
+                    help="the train-step registration write/compare act on (write-ep/compare-ep: s20epnew's EP2 steps)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     reg = REGISTRATIONS[args.registration]
-    if args.action == "write":
-        df = write(allow_dirty=args.allow_dirty, reg=reg)
+    if args.action in ("write", "write-ep"):
+        ep = args.action == "write-ep"
+        df = write(EP_PREDICTIONS_FILE if ep else None, allow_dirty=args.allow_dirty, reg=reg, ep=ep)
         print(df.to_string(index=False))
+        return 0
+    if args.action == "compare-ep":
+        print(format_ep_table(ep_section()))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0
