@@ -343,3 +343,11 @@ def test_exhaustive_search_is_bounded_like_search_simulate(tmp_path, monkeypatch
                                               "candidates that fit the screen, each simulated")
     assert main([*argv, "--simulate", "2"]) == 0
     assert "resumed 6 rows of an earlier run" in capsys.readouterr().out
+
+
+def test_a_candidate_with_the_default_comm_sms_is_labelled_sm_def_not_none():
+    """comm_sms None is the scenario default (20 SMs with EP, 0 without): the label says so (s20ux saw 'SMNone')."""
+    default = Candidate((("cluster.num_gpus", 2048), ("cluster.gpu", "h800"), ("plan.comm_sms", None)))
+    set20 = Candidate((("cluster.num_gpus", 2048), ("cluster.gpu", "h800"), ("plan.comm_sms", 20)))
+    assert "SMdef" in default.label() and "None" not in default.label()
+    assert "SM20" in set20.label()

@@ -91,7 +91,8 @@ class Candidate:
                  "plan.zero_stage": "ZeRO", "plan.micro_batch_seqs": "mb", "plan.comm_sms": "SM"}
         for key, value in self.settings:
             if key in short:
-                parts.append(f"{short[key]}{value}")
+                # comm_sms None is the default (20 with EP, else 0): "SMdef", not "SMNone"
+                parts.append(f"{short[key]}{'def' if value is None else value}")
             elif key in ("plan.schedule", "plan.recompute", "plan.gemm_precision"):
                 parts.append(str(value))
             elif key == "plan.sequence_parallel" and value:
