@@ -183,3 +183,16 @@ def test_s20new2_compare_judges_prefill_and_decode_separately(tmp_path):
     assert text.startswith("Pre-registered serve steps (prefill, decode)")
     assert "prereg h100 prefill: 1 rows, median |err| 10.0%" in text
     assert "h100 qwen3moe-mla-slice b1 decode p1024 bf16: measured 5.0 ms, predicted 4.9 ms (-2.0%)" in text
+
+
+def test_s20new2_committed_predictions_name_their_commit_and_cover_the_cases():
+    """s20new2's file (prefill and decode), written before its GPU run: every case row once, one 40-hex
+    code commit, a UTC time."""
+    reg = prereg.S20NEW2
+    df = prereg.load_predictions(reg=reg)
+    got = sorted(tuple(r) for r in df[reg.key].itertuples(index=False))
+    want = sorted(tuple(r[k] for k in reg.key) for r in prereg.case_rows(reg))
+    assert got == want
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()
