@@ -173,8 +173,11 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
 
 
 def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
-    """The twin's seconds for each ep_step row, as predict_folder prices a row of `<gpu>x2` (no routing
-    records: the run's own routing is not known before it runs, and ADOPT_EP_ROUTED_ROWS is off)."""
+    """The twin's seconds for each two-GPU step row (ep_step, or a pipeline_step row whose pp and
+    schedule simulate_row reads: s20ppnew), as predict_folder prices a row of `<gpu>x2` (no routing
+    records: the run's own routing is not known before it runs, and ADOPT_EP_ROUTED_ROWS is off),
+    with each simulated rank's idle seconds (predicted_idle_r<rank>_s, as predict_folder's
+    idle_simulated_s)."""
     inputs = {}
     out = []
     for r in rows:
@@ -183,9 +186,11 @@ def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.
             inputs[gpu] = two_gpu_inputs(gpu, root)
         profile, accumulate, host, hold_s = inputs[gpu]
         row = pd.Series(r)
-        _, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None,
-                                         pipe.ep_layer_rows(pd.DataFrame(), row, get_model(r["model"]).top_k), hold_s)
-        out.append({**r, "predicted_s": float(step_s)})
+        result, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None,
+                                              pipe.ep_layer_rows(pd.DataFrame(), row, get_model(r["model"]).top_k),
+                                              hold_s)
+        idle = {f"predicted_idle_r{k}_s": float(v) for k, v in enumerate(result.idle_s)}
+        out.append({**r, "predicted_s": float(step_s), **idle})
     return pd.DataFrame(out)
 
 
