@@ -137,7 +137,7 @@ def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FI
     preds = read_csv(path)
     meas = measured(root)
     rows, summary = prereg.compare(preds, meas.drop(columns=[c for c in meas.columns if c.startswith("measured_idle")]),
-                                   KEY) if not meas.empty else (pd.DataFrame(), {})
+                                   key=KEY) if not meas.empty else (pd.DataFrame(), {})
     if rows.empty:
         return {"predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": {}, "rows": [], "idle": [],
                 "ranking": []}
