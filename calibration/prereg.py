@@ -28,6 +28,12 @@ measured collectives, AccumulateGrad rates, host rates and EP host terms from it
 
     python -m calibration.prereg write-ep    # prereg/s20epnew_predictions.csv
     python -m calibration.prereg compare-ep  # beside calibration/measurements/<gpu>x2/s20epnew/
+
+A third (session s20new2, `--registration s20new2`): prefill and decode (real/bench/whole_model.py
+bench_serve, BF16) of s20new's three MLA slices, predicted through the path `twin validate` prices
+model.csv prefill and decode rows with (the same predict_model_row), predictions in
+prereg/s20new2_predictions.csv, records in <gpu>/s20new2/model.csv, campaign real/campaigns/s20new2.sh;
+judged per GPU and per bench (prefill, decode) separately.
 """
 
 from __future__ import annotations
@@ -66,17 +72,29 @@ PRECISIONS = ("bf16", "fp8-blockwise", "fp8-rowwise")
 KEY = ["gpu", "model", "batch", "seq_len", "precision"]
 # issue 13's whole-EP2-step target: each step's |predicted / measured - 1| <= 5%
 EP_STEP_TARGET = 0.05
+# a serve row is identified by its bench and prompt/generation lengths (seq_len is empty in its record)
+SERVE_KEY = ["gpu", "bench", "model", "batch", "prompt_len", "gen_len", "precision"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Registration:
     """One pre-registration: its name, the predictions file, the records' subfolder of each GPU
-    folder and the (model, seq_len, batches) cases of its campaign."""
+    folder and the cases of its campaign: (model, seq_len, batches) of bench_train for section
+    "train"; (model, prompt_len, gen_len, prefill batches, decode batches) of bench_serve for "serve"."""
 
     name: str
     predictions_file: Path
     records_subdir: str
     cases: tuple
+    section: str = "train"
+
+    @property
+    def key(self) -> list[str]:
+        return SERVE_KEY if self.section == "serve" else KEY
+
+    @property
+    def benches(self) -> tuple[str, ...]:
+        return ("prefill", "decode") if self.section == "serve" else ("train_step",)
 
 
 S20NEW = Registration("s20new", PREDICTIONS_FILE, RECORDS_SUBDIR, CASES)
@@ -85,11 +103,25 @@ S20NEW = Registration("s20new", PREDICTIONS_FILE, RECORDS_SUBDIR, CASES)
 S20GQA = Registration("s20gqa", PREREG_DIR / "s20gqa_predictions.csv", "s20gqa",
                       (("qwen3moe-slice", 4096, (1, 2)), ("mixtral-slice", 4096, (1, 2, 4)),
                        ("qwen3moe-slice", 2048, (4,))))
-REGISTRATIONS = {r.name: r for r in (S20NEW, S20GQA)}
+# real/campaigns/s20new2.sh's CASES, in its order (a test holds them equal): s20new's MLA slices served
+# as bench_serve serves the DeepSeek slices (prompt 1024, 32 generated, v3-slice-2l's prefill batches,
+# decode batches up to 128), BF16 (bench_serve's only precision)
+S20NEW2 = Registration("s20new2", PREREG_DIR / "s20new2_predictions.csv", "s20new2",
+                       tuple((m, 1024, 32, (1, 4, 16), (1, 8, 32, 128))
+                             for m in ("qwen3moe-mla-slice", "qwen2moe-mla-slice", "mixtral-mla-slice")),
+                       section="serve")
+REGISTRATIONS = {r.name: r for r in (S20NEW, S20GQA, S20NEW2)}
 
 
 def case_rows(reg: Registration = S20NEW) -> list[dict]:
-    """One row per (gpu, model, batch, seq_len, precision) the campaign times."""
+    """One row per (gpu, model, batch, seq_len, precision) the campaign times; for a serve
+    registration one per (gpu, model, bench, batch) with bench_serve's prompt and generation lengths
+    (a prefill record's gen_len is 0)."""
+    if reg.section == "serve":
+        return [{"gpu": gpu, "bench": bench, "model": model, "batch": B, "prompt_len": P,
+                 "gen_len": G if bench == "decode" else 0, "precision": "bf16"}
+                for gpu in GPUS for model, P, G, prefill_batches, decode_batches in reg.cases
+                for bench, batches in (("prefill", prefill_batches), ("decode", decode_batches)) for B in batches]
     return [{"gpu": gpu, "bench": "train_step", "model": model, "batch": B, "seq_len": S, "precision": p}
             for gpu in GPUS for model, S, batches in reg.cases for B in batches for p in PRECISIONS]
 
@@ -192,15 +224,16 @@ def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration
 
 
 def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S20NEW) -> pd.DataFrame:
-    """The campaign's train_step rows of every GPU folder that has them."""
+    """The campaign's rows of its benches (train_step, or prefill and decode) of every GPU folder that has them."""
+    cols = reg.key + ["time_s", "gpu_name"]
     frames = []
     for gpu in GPUS:
         path = Path(root) / gpu / reg.records_subdir / "model.csv"
         if csv_exists(path):
             df = read_csv(path)
-            df = df[df["bench"] == "train_step"].assign(gpu=gpu)
-            frames.append(df[KEY + ["time_s", "gpu_name"]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEY + ["time_s", "gpu_name"])
+            df = df[df["bench"].isin(reg.benches)].assign(gpu=gpu)
+            frames.append(df[cols])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
 def measured_ep(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
@@ -215,17 +248,22 @@ def measured_ep(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def compare(predictions: pd.DataFrame, records: pd.DataFrame, key: list[str] = KEY) -> tuple[pd.DataFrame, dict]:
+def compare(predictions: pd.DataFrame, records: pd.DataFrame, reg: Registration = S20NEW,
+            key: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-row error (predicted / measured - 1) of every measured row with a prediction, and per GPU
-    the count, median and P90 of |error| and whether issue 13's target holds (`key`: KEY for the
-    train steps, EP_KEY for the EP2 steps)."""
+    (per GPU and bench, "h100 prefill", for a serve registration: issue 13 targets prefill and decode
+    separately) the count, median and P90 of |error| and whether issue 13's target holds (`key`:
+    the registration's key unless given, EP_KEY for the EP2 steps)."""
+    key = key or reg.key
     rows = records.merge(predictions[key + ["predicted_s", "code_commit"]], on=key, how="inner")
     rows = rows.assign(rel_error=rows["predicted_s"] / rows["time_s"] - 1.0)
+    groups = ["gpu", "bench"] if reg.section == "serve" else ["gpu"]
     summary = {}
-    for gpu, sub in rows.groupby("gpu"):
+    for names, sub in rows.groupby(groups):
+        label = " ".join(names) if isinstance(names, tuple) else names
         errs = sub["rel_error"].abs().to_numpy()
         median, p90 = float(np.median(errs)), float(np.percentile(errs, 90))
-        summary[gpu] = {"num_cases": int(errs.size), "median_abs_rel_error": median, "p90_abs_rel_error": p90,
+        summary[label] = {"num_cases": int(errs.size), "median_abs_rel_error": median, "p90_abs_rel_error": p90,
                         "meets_target": bool(median <= MEDIAN_TARGET and p90 <= P90_TARGET)}
     return rows, summary
 
@@ -260,8 +298,8 @@ def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None 
     if not csv_exists(path):
         return {"registration": reg.name, "predictions_commit": None, "by_gpu": {}, "rows": []}
     preds = load_predictions(path)
-    rows, summary = compare(preds, measured(root, reg))
-    cols = KEY + ["time_s", "predicted_s", "rel_error"]
+    rows, summary = compare(preds, measured(root, reg), reg)
+    cols = reg.key + ["time_s", "predicted_s", "rel_error"]
     return {"registration": reg.name, "predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
             "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
 
@@ -271,7 +309,7 @@ def ep_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = EP_PREDICTI
     if not csv_exists(path):
         return {"predictions_commit": None, "by_gpu": {}, "rows": []}
     preds = load_predictions(path)
-    rows, summary = compare(preds, measured_ep(root), EP_KEY)
+    rows, summary = compare(preds, measured_ep(root), key=EP_KEY)
     cols = EP_KEY + ["time_s", "predicted_s", "rel_error"]
     return {"predictions_commit": str(preds["code_commit"].iloc[0]), "by_gpu": summary,
             "rows": rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
@@ -299,7 +337,9 @@ def format_ep_table(section: dict) -> str:
 
 def format_table(section: dict) -> str:
     """One line per GPU (the verdict), then one per measured row."""
-    head = (f"Pre-registered train steps, models never recorded ({section.get('registration', 's20new')}; predictions of "
+    reg = REGISTRATIONS[section.get("registration", "s20new")]
+    what = "serve steps (prefill, decode)" if reg.section == "serve" else "train steps"
+    head = (f"Pre-registered {what}, models never recorded ({reg.name}; predictions of "
             f"{(section['predictions_commit'] or 'none')[:7]})")
     if not section["by_gpu"]:
         return head + ": no records yet"
@@ -309,7 +349,8 @@ def format_table(section: dict) -> str:
                      f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
                      f"{'met' if s['meets_target'] else 'MISSED'})")
     for r in section["rows"]:
-        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} s{r['seq_len']} {r['precision']}: measured "
+        shape = f"{r['bench']} p{r['prompt_len']}" if reg.section == "serve" else f"s{r['seq_len']}"
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {shape} {r['precision']}: measured "
                      f"{r['measured_s'] * 1e3:.1f} ms, predicted {r['predicted_s'] * 1e3:.1f} ms ({r['rel_error']:+.1%})")
     return "\n".join(lines)
 

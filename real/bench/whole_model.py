@@ -71,10 +71,25 @@ def bench_train(rec, timer, dev, deadline, quick, env):
         free_memory()
 
 
+SERVE_CASES = [("v2-lite-slice", 1024, 32, [1, 4, 16, 64], [1, 8, 32, 128, 256]),
+               ("v3-slice-2l", 1024, 32, [1, 4, 16], [1, 8, 32, 64, 128, 256])]
+
+
+def parse_serve_cases(text: str) -> list[tuple[str, int, int, list[int], list[int]]]:
+    """REAL_BENCH_SERVE_CASES: "model:prompt_len:gen_len:p1,p2:d1,d2;..." -> [(model, prompt_len,
+    gen_len, prefill batches, decode batches), ...] (real/campaigns/s20new2.sh serves catalog models
+    no other campaign runs); an empty batch list times none of that kind."""
+    cases = []
+    for item in filter(None, (x.strip() for x in text.split(";"))):
+        name, prompt_len, gen_len, prefill_batches, decode_batches = item.split(":")
+        cases.append((name, int(prompt_len), int(gen_len), [int(b) for b in filter(None, prefill_batches.split(","))],
+                      [int(b) for b in filter(None, decode_batches.split(","))]))
+    return cases
+
+
 def bench_serve(rec, timer, dev, deadline, quick, env):
-    cases = ([("tiny", 32, 8, [1, 4], [1, 4])] if quick else
-             [("v2-lite-slice", 1024, 32, [1, 4, 16, 64], [1, 8, 32, 128, 256]),
-              ("v3-slice-2l", 1024, 32, [1, 4, 16], [1, 8, 32, 64, 128, 256])])
+    chosen = os.environ.get("REAL_BENCH_SERVE_CASES", "")
+    cases = (parse_serve_cases(chosen) if chosen else [("tiny", 32, 8, [1, 4], [1, 4])] if quick else SERVE_CASES)
     for name, P, G, prefill_batches, decode_batches in cases:
         if deadline.over():
             break

@@ -217,3 +217,49 @@ def test_committed_ep_records_meet_issue13_ep_step_target():
     assert set(section["by_gpu"]) == {"h200"} and section["by_gpu"]["h200"]["num_cases"] == 9
     assert all(abs(r["rel_error"]) <= prereg.EP_STEP_TARGET for r in section["rows"]), section["rows"]
     assert set(prereg.measured_ep()["gpu_name"]) == {"NVIDIA H200"}
+
+
+def test_s20new2_case_rows_are_serve_rows():
+    """s20new2's rows: per GPU and slice, 3 prefill (gen_len 0) and 4 decode (gen_len 32) rows at prompt 1024, BF16."""
+    rows = prereg.case_rows(prereg.S20NEW2)
+    assert len(rows) == 2 * 3 * (3 + 4) and {r["precision"] for r in rows} == {"bf16"}
+    assert {(r["bench"], r["gen_len"]) for r in rows} == {("prefill", 0), ("decode", 32)}
+    assert {r["model"] for r in rows} == {"qwen3moe-mla-slice", "qwen2moe-mla-slice", "mixtral-mla-slice"}
+    assert all(r["prompt_len"] == 1024 and "seq_len" not in r for r in rows)
+
+
+def test_s20new2_compare_judges_prefill_and_decode_separately(tmp_path):
+    """Records in <root>/h100/s20new2/model.csv (seq_len empty, as bench_serve writes them; a train_step
+    row beside them is not s20new2's): one prefill row +10%, one decode row -2%: two verdicts."""
+    key = dict(gpu="h100", model="qwen3moe-mla-slice", batch=1, prompt_len=1024, precision="bf16")
+    preds = tmp_path / "p.csv"
+    pd.DataFrame([{**key, "bench": "prefill", "gen_len": 0, "predicted_s": 0.0044, "code_commit": "a" * 40},
+                  {**key, "bench": "decode", "gen_len": 32, "predicted_s": 0.0049, "code_commit": "a" * 40}]).to_csv(
+        preds, index=False)
+    (tmp_path / "h100" / "s20new2").mkdir(parents=True)
+    rec_key = {k: v for k, v in key.items() if k != "gpu"}
+    pd.DataFrame([{**rec_key, "bench": "prefill", "seq_len": "", "gen_len": 0, "time_s": 0.004, "gpu_name": "H100"},
+                  {**rec_key, "bench": "decode", "seq_len": "", "gen_len": 32, "time_s": 0.005, "gpu_name": "H100"},
+                  {**rec_key, "bench": "train_step", "seq_len": 4096, "gen_len": "", "time_s": 0.1, "gpu_name": "H100"}]
+                 ).to_csv(tmp_path / "h100" / "s20new2" / "model.csv", index=False)
+    section = prereg.validate_section(tmp_path, preds, reg=prereg.S20NEW2)
+    assert set(section["by_gpu"]) == {"h100 prefill", "h100 decode"}
+    assert section["by_gpu"]["h100 prefill"]["median_abs_rel_error"] == pytest.approx(0.1)
+    assert section["by_gpu"]["h100 decode"]["meets_target"] is True
+    text = prereg.format_table(section)
+    assert text.startswith("Pre-registered serve steps (prefill, decode)")
+    assert "prereg h100 prefill: 1 rows, median |err| 10.0%" in text
+    assert "h100 qwen3moe-mla-slice b1 decode p1024 bf16: measured 5.0 ms, predicted 4.9 ms (-2.0%)" in text
+
+
+def test_s20new2_committed_predictions_name_their_commit_and_cover_the_cases():
+    """s20new2's file (prefill and decode), written before its GPU run: every case row once, one 40-hex
+    code commit, a UTC time."""
+    reg = prereg.S20NEW2
+    df = prereg.load_predictions(reg=reg)
+    got = sorted(tuple(r) for r in df[reg.key].itertuples(index=False))
+    want = sorted(tuple(r[k] for k in reg.key) for r in prereg.case_rows(reg))
+    assert got == want
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()

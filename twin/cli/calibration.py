@@ -119,13 +119,15 @@ def cmd_validate(args) -> int:
         # s20gqa: the same families with their own GQA attention
         result["prereg_s20gqa"] = prereg.validate_section(records_root, reg=prereg.S20GQA)
         result["prereg_s20epnew"] = prereg.ep_section(records_root)   # the same slices' EP2 steps
+        # s20new2: prefill and decode of s20new's MLA slices
+        result["prereg_s20new2"] = prereg.validate_section(records_root, reg=prereg.S20NEW2)
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
               published_runs.format_table(result["published_runs"]),
               serving_trace.format_table(result["deepseek_serving_profiles"]),
               prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"]),
-              prereg.format_ep_table(result["prereg_s20epnew"])]
+              prereg.format_ep_table(result["prereg_s20epnew"]), prereg.format_table(result["prereg_s20new2"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
@@ -148,8 +150,7 @@ def _headline(tables: list[str]) -> str:
     NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the 4-GPU ranking judgement, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
     and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
-            "DeepSeek prefill profile", "ranking ", "Pre-registered train steps", "  prereg ",
-            "Pre-registered EP2 steps", "  prereg-ep ")
+            "DeepSeek prefill profile", "ranking ", "Pre-registered ", "  prereg ", "  prereg-ep ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
