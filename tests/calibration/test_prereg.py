@@ -263,3 +263,17 @@ def test_s20new2_committed_predictions_name_their_commit_and_cover_the_cases():
     assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
     assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
     assert (df["predicted_s"] > 0).all()
+
+
+def test_s20gqa2_committed_predictions_name_their_commit_and_cover_the_cases():
+    """s20gqa2's file (the GQA slices' prefill and decode), written before its GPU run: every case row
+    once (28: 2 GPUs x 2 slices x 7), one 40-hex code commit, a UTC time."""
+    reg = prereg.S20GQA2
+    df = prereg.load_predictions(reg=reg)
+    got = sorted(tuple(r) for r in df[reg.key].itertuples(index=False))
+    want = sorted(tuple(r[k] for k in reg.key) for r in prereg.case_rows(reg))
+    assert got == want and len(got) == 28
+    assert {m for m, *_ in reg.cases} == {"mixtral-slice", "qwen3moe-slice"}
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()
