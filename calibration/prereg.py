@@ -363,6 +363,15 @@ def format_table(section: dict) -> str:
     return "\n".join(lines)
 
 
+# Session s20gqa2: prefill and decode of s20gqa's GQA slices (real/model.py GQACache; the twin's
+# whole_step prefill_ops / decode_ops pick GQA by spec.attention), s20new2's serve cases;
+# real/campaigns/s20gqa2.sh's CASES, in its order (a test holds them equal). Judged as s20new2's.
+S20GQA2 = Registration("s20gqa2", PREREG_DIR / "s20gqa2_predictions.csv", "s20gqa2",
+                       tuple((m, 1024, 32, (1, 4, 16), (1, 8, 32, 128)) for m in ("mixtral-slice", "qwen3moe-slice")),
+                       section="serve")
+REGISTRATIONS[S20GQA2.name] = S20GQA2
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep"])

@@ -304,22 +304,32 @@ def use_inference_host(e: Eager) -> None:
 
 
 def prefill_ops(spec, B: int, P: int, gpu: GPUSpec, profile) -> Eager:
-    """real/infer.py prefill (BF16, no grad): the blocks' forward over the prompt with the latents
-    written to the cache, then the head on each sequence's last position and argmax."""
+    """real/infer.py prefill (BF16, no grad): the blocks' forward over the prompt (block_ops picks
+    MLA's or GQA's attention by spec.attention) with the layer's cache written (MLA: the latent
+    and the rope key; GQA: K and V, transposed to head-major), then the head on each sequence's
+    last position and argmax."""
     T, D, Y = B * P, spec.hidden_size, spec.vocab_size
     e = Eager(gpu, profile)
-    # (the per-layer MLACache slices of the batch are views: no kernel)
+    # (the per-layer cache slices of the batch are views: no kernel)
     e.gather(2 * T * D * BF16_BYTES)
     for i in range(spec.num_layers):
         f, _ = block_ops(spec, i, B, P, "bf16", gpu, profile, training=False)
         e.extend(f)
-        e.mem(2 * T * (spec.kv_lora_rank + spec.qk_rope_head_dim) * BF16_BYTES, kernels=2)   # cache writes
+        e.mem(2 * T * cache_values_per_token(spec) * BF16_BYTES, kernels=2)   # cache writes (read + write)
     _rmsnorm(e, B, D)
     e.gemm(B, Y, D, "bf16")
     e.mem(B * Y * BF16_BYTES)                         # argmax
     e.small(1)                                        # cat of the chunks' tokens
     use_inference_host(e)
     return e
+
+
+def cache_values_per_token(spec) -> int:
+    """Values one layer's KV cache holds per token: MLA's latent and shared rope key (C + R), GQA's
+    K and V of its kv heads (2 V A); each written by two copy kernels."""
+    if spec.attention == "gqa":
+        return 2 * spec.num_kv_heads * spec.head_dim
+    return spec.kv_lora_rank + spec.qk_rope_head_dim
 
 
 class DecodeEager(Eager):
@@ -404,27 +414,18 @@ def align_elems(n: int) -> int:
 
 
 def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
-    """real/infer.py decode_step: one token per sequence through every block (absorbed MLA over the
-    cache, the FFN or MoE at B tokens), the head and argmax; BF16, no grad."""
-    D, Y, H = spec.hidden_size, spec.vocab_size, spec.num_heads
-    P, R, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.kv_lora_rank, spec.q_lora_rank
+    """real/infer.py decode_step: one token per sequence through every block (attention over the
+    cache: absorbed MLA or GQA by spec.attention; the FFN or MoE at B tokens), the head and argmax;
+    BF16, no grad."""
+    D, Y = spec.hidden_size, spec.vocab_size
     e = DecodeEager(gpu, profile)
     e.gather(2 * B * D * BF16_BYTES)
     for i in range(spec.num_layers):
         _rmsnorm(e, B, D)
-        if Q:
-            e.gemm(B, Q, D, "bf16")
-            _rmsnorm(e, B, Q)
-            e.gemm(B, H * (P + R), Q, "bf16")
+        if spec.attention == "gqa":
+            _gqa_decode_attention(e, spec, B, L)
         else:
-            e.gemm(B, H * (P + R), D, "bf16")
-        _rope(e, B * H * R)
-        e.gemm(B, C + R, D, "bf16")
-        _rmsnorm(e, B, C)
-        _rope(e, B * R)
-        e.mem(2 * B * (C + R) * BF16_BYTES, kernels=2)   # cache writes
-        _absorbed_attention(e, spec, B, L)
-        e.gemm(B, D, H * spec.v_head_dim, "bf16")
+            _mla_decode_attention(e, spec, B, L)
         e.mem(3 * B * D * BF16_BYTES)
         _rmsnorm(e, B, D)
         if spec.num_routed_experts and i >= spec.num_dense_layers:
@@ -449,6 +450,48 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
     e.mem(B * Y * BF16_BYTES)
     use_inference_host(e)
     return e
+
+
+def _mla_decode_attention(e: Eager, spec, B: int, L: int) -> None:
+    """real/model.py MLA.forward for one new token per sequence at cache length L: the query and
+    latent projections, RoPE, the cache writes, the absorbed attention, the output projection."""
+    D, H = spec.hidden_size, spec.num_heads
+    P, R, C, Q = spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.kv_lora_rank, spec.q_lora_rank
+    if Q:
+        e.gemm(B, Q, D, "bf16")
+        _rmsnorm(e, B, Q)
+        e.gemm(B, H * (P + R), Q, "bf16")
+    else:
+        e.gemm(B, H * (P + R), D, "bf16")
+    _rope(e, B * H * R)
+    e.gemm(B, C + R, D, "bf16")
+    _rmsnorm(e, B, C)
+    _rope(e, B * R)
+    e.mem(2 * B * (C + R) * BF16_BYTES, kernels=2)   # cache writes
+    _absorbed_attention(e, spec, B, L)
+    e.gemm(B, D, H * spec.v_head_dim, "bf16")
+
+
+def _gqa_decode_attention(e: Eager, spec, B: int, L: int) -> None:
+    """real/model.py GQA.forward for one new token per sequence at cache length L (cache positions
+    0..L-1, the new one included): the q/k/v projections, the optional QK RMSNorm and RoPE (as the
+    training forward, calibration.predict _gqa_ops, at B tokens), the two cache writes, the SDPA
+    core over the cache and the output projection. The core (enable_gqa, one query per sequence, no
+    mask) streams each kv head's cached K and V once (no repeat_kv): priced as one kernel on the
+    memory curve at the bytes it moves, the cache's 2 B V L A values plus the query and output
+    (B H A each). Its transpose views launch nothing (one query: the output is contiguous)."""
+    D, H, V, A = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim
+    e.gemm(B, H * A, D, "bf16")
+    e.gemm(B, V * A, D, "bf16")
+    e.gemm(B, V * A, D, "bf16")
+    if spec.qk_norm:
+        e.mem(3 * B * H * A * BF16_BYTES)              # q_norm over each head (fused rms_norm)
+        e.mem(3 * B * V * A * BF16_BYTES)              # k_norm
+    _rope(e, B * H * A)
+    _rope(e, B * V * A)
+    e.mem(2 * B * 2 * V * A * BF16_BYTES, kernels=2)   # cache writes of K and V (read + write)
+    e.mem((2 * B * V * L * A + 2 * B * H * A) * BF16_BYTES)   # SDPA over the cache
+    e.gemm(B, D, H * A, "bf16")
 
 
 def decode_cache_lens(prompt_len: int, gen_len: int) -> range:

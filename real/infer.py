@@ -1,4 +1,4 @@
-"""Inference entry points: batched prefill and decode with the MLA compressed KV cache.
+"""Inference entry points: batched prefill and decode with the KV cache (MLA's compressed latents, or GQA's K and V).
 
 Prefill runs the prompt through the expanded attention and fills each layer's cache with the
 latents (C + R values per token); decode steps one token at a time over the cache with the
@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 
 from real.fp8 import BF16, Precision
-from real.model import MLACache, Transformer
+from real.model import GQACache, MLACache, Transformer
 
 
 @torch.no_grad()
-def prefill(model: Transformer, prompt_BS: torch.Tensor, caches: list[MLACache],
+def prefill(model: Transformer, prompt_BS: torch.Tensor, caches: list[MLACache | GQACache],
             precision: Precision = BF16, max_batch: int | None = None) -> torch.Tensor:
     """Fill the caches with the prompt; returns the next token for each sequence, (B, 1).
     max_batch: prefill at most this many sequences at a time (bounds activation memory)."""
@@ -22,14 +22,14 @@ def prefill(model: Transformer, prompt_BS: torch.Tensor, caches: list[MLACache],
     step = max_batch or B
     next_tokens = []
     for i in range(0, B, step):
-        part = [MLACache(c.c_BLC[i:i + step], c.kpe_BLR[i:i + step]) for c in caches]
+        part = [c.rows(i, i + step) for c in caches]
         h_BSD = model.hidden(prompt_BS[i:i + step], precision, part, start_pos=0)
         next_tokens.append(model.logits(h_BSD[:, -1:], precision).argmax(dim=-1))
     return torch.cat(next_tokens, dim=0)
 
 
 @torch.no_grad()
-def decode_step(model: Transformer, token_B1: torch.Tensor, caches: list[MLACache], pos: int,
+def decode_step(model: Transformer, token_B1: torch.Tensor, caches: list[MLACache | GQACache], pos: int,
                 precision: Precision = BF16) -> torch.Tensor:
     """One decoding step for the token at position `pos`; returns the next token (B, 1)."""
     h_B1D = model.hidden(token_B1, precision, caches, start_pos=pos)

@@ -95,6 +95,10 @@ class MLACache:
         return cls(torch.zeros(batch, max_len, kv_lora_rank, dtype=dtype, device=device),
                    torch.zeros(batch, max_len, rope_dim, dtype=dtype, device=device))
 
+    def rows(self, start: int, stop: int) -> "MLACache":
+        """The cache of sequences start..stop-1 (views: prefill fills a batch in chunks)."""
+        return MLACache(self.c_BLC[start:stop], self.kpe_BLR[start:stop])
+
 
 class MLA(nn.Module):
     """Multi-head latent attention (V3 report eqs. 1-11).
@@ -186,8 +190,27 @@ class MLA(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------
-# Grouped-query attention (Llama/Mixtral/Qwen3; training and cache-free forward only)
+# Grouped-query attention (Llama/Mixtral/Qwen3)
 # ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GQACache:
+    """The KV cache of one GQA layer: keys (after RoPE) and values of the V kv heads,
+    k_BVLA and v_BVLA, head-major so decode's SDPA reads each head's positions contiguously."""
+
+    k_BVLA: torch.Tensor
+    v_BVLA: torch.Tensor
+
+    @classmethod
+    def empty(cls, batch: int, max_len: int, kv_heads: int, head_dim: int, *,
+              dtype=torch.bfloat16, device=None) -> "GQACache":
+        shape = (batch, kv_heads, max_len, head_dim)
+        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+
+    def rows(self, start: int, stop: int) -> "GQACache":
+        """The cache of sequences start..stop-1 (views: prefill fills a batch in chunks)."""
+        return GQACache(self.k_BVLA[start:stop], self.v_BVLA[start:stop])
 
 
 def repeat_kv(x_BSVA: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -203,7 +226,9 @@ class GQA(nn.Module):
     """Grouped-query attention as torchtitan's llama3 Attention runs it: separate q/k/v
     projections (H, V, V heads of A), optional per-head RMSNorm of q and k before RoPE (Qwen3's
     q_norm/k_norm, spec.qk_norm), RoPE over the whole head, K/V repeated to H heads, causal SDPA
-    (scale 1/sqrt(A)), output projection. No KV cache: serving a GQA model raises."""
+    (scale 1/sqrt(A)), output projection. With a GQACache: prefill (start_pos 0) writes K and V
+    and attends as training does; decode (start_pos > 0) attends the new tokens over the cached
+    positions with SDPA's grouped-query mode (enable_gqa: K/V read once per kv head, no repeat)."""
 
     def __init__(self, spec):
         super().__init__()
@@ -218,9 +243,9 @@ class GQA(nn.Module):
 
     def forward(self, x_BSD: torch.Tensor, cos_SA: torch.Tensor, sin_SA: torch.Tensor,
                 precision: Precision = BF16, cache=None, start_pos: int = 0) -> torch.Tensor:
-        """x_BSD (positions 0..S-1) -> attention output (B, S, D)."""
-        if cache is not None or start_pos:
-            raise NotImplementedError("real/ GQA has no KV cache: serving runs MLA models only")
+        """x_BSD at positions start_pos..start_pos+S-1 -> attention output (B, S, D)."""
+        if start_pos and cache is None:
+            raise ValueError("a GQA forward at start_pos > 0 needs the KV cache of the earlier positions")
         B, S, _ = x_BSD.shape
         q_BSHA = linear(x_BSD, self.wq_XD, precision).view(B, S, self.H, self.A)
         k_BSVA = linear(x_BSD, self.wk_ZD, precision).view(B, S, self.V, self.A)
@@ -228,11 +253,31 @@ class GQA(nn.Module):
         if self.q_norm is not None:
             q_BSHA, k_BSVA = self.q_norm(q_BSHA), self.k_norm(k_BSVA)
         q_BSHA, k_BSVA = apply_rope(q_BSHA, cos_SA, sin_SA), apply_rope(k_BSVA, cos_SA, sin_SA)
-        n_rep = self.H // self.V
-        k_BHSA = repeat_kv(k_BSVA, n_rep).transpose(1, 2)
-        v_BHSA = repeat_kv(v_BSVA, n_rep).transpose(1, 2)
-        o_BHSA = F.scaled_dot_product_attention(q_BSHA.transpose(1, 2), k_BHSA, v_BHSA, is_causal=True)
+        if cache is not None:
+            cache.k_BVLA[:B, :, start_pos:start_pos + S] = k_BSVA.transpose(1, 2)
+            cache.v_BVLA[:B, :, start_pos:start_pos + S] = v_BSVA.transpose(1, 2)
+        if start_pos == 0:
+            n_rep = self.H // self.V
+            k_BHSA = repeat_kv(k_BSVA, n_rep).transpose(1, 2)
+            v_BHSA = repeat_kv(v_BSVA, n_rep).transpose(1, 2)
+            o_BHSA = F.scaled_dot_product_attention(q_BSHA.transpose(1, 2), k_BHSA, v_BHSA, is_causal=True)
+        else:
+            o_BHSA = self._attend_cached(q_BSHA, cache, start_pos)
         return linear(o_BHSA.transpose(1, 2).flatten(2), self.wo_DX, precision)
+
+    def _attend_cached(self, q_BSHA, cache: GQACache, start_pos: int) -> torch.Tensor:
+        """New queries over cache positions 0..start_pos+S-1. One new token (decode) sees every
+        cached position: no mask; several see up to their own position (a boolean mask)."""
+        B, S = q_BSHA.shape[:2]
+        L = start_pos + S
+        k_BVLA, v_BVLA = cache.k_BVLA[:B, :, :L], cache.v_BVLA[:B, :, :L]
+        mask_SL = None
+        if S > 1:
+            key_pos_L = torch.arange(L, device=q_BSHA.device)
+            query_pos_S = torch.arange(start_pos, L, device=q_BSHA.device)
+            mask_SL = key_pos_L[None, :] <= query_pos_S[:, None]
+        return F.scaled_dot_product_attention(q_BSHA.transpose(1, 2), k_BVLA, v_BVLA, attn_mask=mask_SL,
+                                              enable_gqa=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -468,13 +513,13 @@ class Transformer(nn.Module):
                                               targets_BS[:, k:].flatten()))
         return loss + mtp_weight * torch.stack(mtp_losses).mean()
 
-    def new_caches(self, batch: int, max_len: int, dtype=None, device=None) -> list[MLACache]:
-        if self.spec.attention != "mla":
-            raise NotImplementedError(f"real/ has no KV cache for {self.spec.attention!r} attention ({self.spec.name})")
-        p = self.embed_YD.weight
-        return [MLACache.empty(batch, max_len, self.spec.kv_lora_rank, self.spec.qk_rope_head_dim,
-                               dtype=dtype or p.dtype, device=device or p.device)
-                for _ in self.layers]
+    def new_caches(self, batch: int, max_len: int, dtype=None, device=None) -> list[MLACache | GQACache]:
+        """One empty cache a layer: MLA's latents, or GQA's K and V per kv head."""
+        p, spec = self.embed_YD.weight, self.spec
+        kw = dict(dtype=dtype or p.dtype, device=device or p.device)
+        if spec.attention == "gqa":
+            return [GQACache.empty(batch, max_len, spec.num_kv_heads, spec.head_dim, **kw) for _ in self.layers]
+        return [MLACache.empty(batch, max_len, spec.kv_lora_rank, spec.qk_rope_head_dim, **kw) for _ in self.layers]
 
 
 @contextlib.contextmanager

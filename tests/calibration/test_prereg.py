@@ -309,3 +309,48 @@ def test_s20new2_h100_repeat_reported_beside_the_run():
     for label in by:
         assert by[label]["median_abs_rel_error"] < first[label]["median_abs_rel_error"]
     assert by["h100 decode"]["median_abs_rel_error"] > MEDIAN_TARGET
+
+
+def test_s20gqa2_committed_predictions_name_their_commit_and_cover_the_cases():
+    """s20gqa2's file (the GQA slices' prefill and decode), written before its GPU run: every case row
+    once (28: 2 GPUs x 2 slices x 7), one 40-hex code commit, a UTC time."""
+    reg = prereg.S20GQA2
+    df = prereg.load_predictions(reg=reg)
+    got = sorted(tuple(r) for r in df[reg.key].itertuples(index=False))
+    want = sorted(tuple(r[k] for k in reg.key) for r in prereg.case_rows(reg))
+    assert got == want and len(got) == 28
+    assert {m for m, *_ in reg.cases} == {"mixtral-slice", "qwen3moe-slice"}
+    assert df["code_commit"].nunique() == 1 and re.fullmatch(r"[0-9a-f]{40}", df["code_commit"].iloc[0])
+    assert df["predicted_at_utc"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["predicted_s"] > 0).all()
+
+
+# s20gqa2's records (calibration/measurements/<gpu>/s20gqa2/, one H100 17:45 UTC and one H200 17:46 UTC,
+# code 24028dc): every verdict missed. Decode is measured ~37-43 ms a step flat in batch and model
+# (predicted 1.8-3.6 ms): real/'s decode SDPA, not the twin's op list, is the suspect (see
+# docs/notes/s20gqa2.md); prefill misses at B=1.
+S20GQA2_MISSED = {
+    "h100 prefill": "median 8.7%, P90 21.3% (B=1 rows -16.0% / -26.5%)",
+    "h100 decode": "median 93.5%, P90 95.5% (every row about -91% to -96%)",
+    "h200 prefill": "median 6.8%, P90 16.1%",
+    "h200 decode": "median 94.8%, P90 95.4% (every row about -91% to -96%)",
+}
+
+
+def test_s20gqa2_committed_records_are_the_campaigns():
+    """Both GPUs timed all 14 cases (6 prefill, 8 decode) and each row has its prediction."""
+    section = prereg.validate_section(reg=prereg.S20GQA2)
+    assert {k: v["num_cases"] for k, v in section["by_gpu"].items()} == {
+        "h100 prefill": 6, "h100 decode": 8, "h200 prefill": 6, "h200 decode": 8}
+    names = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
+    measured = prereg.measured(reg=prereg.S20GQA2)
+    assert all(names[g] == n for g, n in zip(measured["gpu"], measured["gpu_name"]))
+
+
+@pytest.mark.parametrize("label", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=f"s20gqa2 {k}: {v}"))
+                                   for k, v in S20GQA2_MISSED.items()])
+def test_s20gqa2_committed_records_meet_issue13_targets(label):
+    """Issue 13's prefill and decode targets (median 5%, P90 10%) per GPU and bench on the GQA slices'
+    serve steps, against the predictions committed before the run."""
+    s = prereg.validate_section(reg=prereg.S20GQA2)["by_gpu"][label]
+    assert s["meets_target"], s

@@ -1,5 +1,5 @@
 """real/model.py GQA (attention = "gqa"): the block against an explicit-softmax reference, a
-training step of a GQA MoE model on the CPU, and the clear errors of its missing serving path."""
+training step of a GQA MoE model on the CPU, and its serving path (KV cache: prefill + decode = one forward)."""
 
 import dataclasses
 import math
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from real.configs import get_spec
+from real.infer import generate, prefill
 from real.model import GQA, apply_rope, build_model, repeat_kv, rope_tables
 from real.train import MasterAdamW, train_step
 
@@ -70,9 +71,42 @@ def test_gqa_model_trains_on_cpu():
     assert [int(c.sum()) for c in counts] == [2 * 32 * spec.top_k]
 
 
-def test_gqa_has_no_serving_path():
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_gqa_cache_prefill_then_decode_matches_one_forward(qk_norm):
+    """Prefill of 8 positions into a GQACache, then 5 decode steps of one token each (and one of
+    two tokens, the masked path): the logits equal one cache-free forward over all 15 positions."""
+    torch.manual_seed(0)
+    spec = dataclasses.replace(get_spec("tiny-gqa"), qk_norm=qk_norm)
+    model = build_model(spec, "cpu", torch.float32, max_seq_len=32).eval()
+    tokens = torch.randint(0, spec.vocab_size, (2, 15))
+    with torch.no_grad():
+        full = model(tokens)
+        caches = model.new_caches(2, 32)
+        assert caches[0].k_BVLA.shape == (2, spec.num_kv_heads, 32, spec.head_dim)
+        got = [model(tokens[:, :8], caches=caches, start_pos=0)]
+        for pos in range(8, 13):
+            got.append(model(tokens[:, pos:pos + 1], caches=caches, start_pos=pos))
+        got.append(model(tokens[:, 13:15], caches=caches, start_pos=13))
+    torch.testing.assert_close(torch.cat(got, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_gqa_generate_runs_infer_path():
+    """real/infer.py generate (prefill in chunks of the batch, then decode) on a GQA model gives the
+    tokens a cache-free greedy loop gives."""
+    torch.manual_seed(1)
+    model = build_model(get_spec("tiny-gqa"), "cpu", torch.float32, max_seq_len=32).eval()
+    prompt = torch.randint(0, model.spec.vocab_size, (3, 6))
+    out = generate(model, prompt, 4)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(4):
+            seq = torch.cat([seq, model(seq)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(out, seq[:, 6:])
+    caches = model.new_caches(3, 10)
+    assert torch.equal(prefill(model, prompt, caches, max_batch=2), seq[:, 6:7])
+
+
+def test_gqa_forward_past_zero_needs_a_cache():
     model = build_model(get_spec("tiny-gqa"), "cpu", torch.float32, max_seq_len=32)
-    with pytest.raises(NotImplementedError, match="no KV cache for 'gqa'"):
-        model.new_caches(1, 16)
-    with pytest.raises(NotImplementedError, match="no KV cache"):
+    with pytest.raises(ValueError, match="needs the KV cache"):
         model(torch.zeros(1, 1, dtype=torch.long), start_pos=3)

@@ -122,6 +122,7 @@ def cmd_validate(args) -> int:
         # s20new2: prefill and decode of s20new's MLA slices
         result["prereg_s20new2"] = prereg.validate_section(records_root, reg=prereg.S20NEW2)
         result["prereg_s20ppnew"] = prereg_pp.section(records_root)   # the same slices' PP2 steps, each schedule
+        result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -129,7 +130,8 @@ def cmd_validate(args) -> int:
               serving_trace.format_table(result["deepseek_serving_profiles"]),
               prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"]),
               prereg.format_ep_table(result["prereg_s20epnew"]),
-              prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"])]
+              prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
+              prereg.format_table(result["prereg_s20gqa2"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))

@@ -1,0 +1,50 @@
+"""real/campaigns/s20gqa2.sh (session s20gqa2): real/'s prefill and decode (bench_serve) on s20gqa's
+GQA slices, as a CPU dry run on the tiny GQA model (its KV cache), and its cases string against the
+pre-registered ones (calibration.prereg.S20GQA2)."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from calibration import prereg
+from real.bench.whole_model import parse_serve_cases
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "real/campaigns/s20gqa2.sh"
+
+
+def _campaign(tmp_path, gpus: int):
+    env = {**os.environ, "PYTHON": sys.executable, "S20GQA2_QUICK": "1", "S20GQA2_QUICK_GPUS": str(gpus),
+           "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
+                   timeout=60)
+    return tmp_path / "s20gqa2"
+
+
+def test_s20gqa2_campaign_cpu_dry_run(tmp_path):
+    """The tiny GQA model's prefill and decode rows at the dry run's cases (prompt 16, 8 generated, batch 2),
+    with the bench's environment columns."""
+    out = _campaign(tmp_path, 1)
+    with (out / "model.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["bench"], r["model"], r["batch"], r["prompt_len"], r["gen_len"]) for r in rows] == [
+        ("prefill", "tiny-gqa", "2", "16", "0"), ("decode", "tiny-gqa", "2", "16", "8")]
+    for r in rows:
+        assert r["precision"] == "bf16" and float(r["time_s"]) > 0
+        assert r["gpu_name"] and r["torch_version"] and r["timestamp_utc"]
+    assert (out / "env.json").is_file() and "s20gqa2 done" in (out / "log.txt").read_text()
+
+
+def test_s20gqa2_campaign_needs_a_gpu(tmp_path):
+    out = _campaign(tmp_path, 0)
+    assert not (out / "model.csv").exists() and "no GPU: nothing to run" in (out / "log.txt").read_text()
+
+
+def test_s20gqa2_campaign_cases_are_the_preregistered_ones():
+    """The script's cases string and calibration.prereg.S20GQA2.cases (what was predicted) are the same list."""
+    text = re.search(r'^CASES="([^"]+)"', SCRIPT.read_text(), re.M)[1]
+    got = [(m, P, G, tuple(pb), tuple(db)) for m, P, G, pb, db in parse_serve_cases(text)]
+    assert got == list(prereg.S20GQA2.cases)
