@@ -370,6 +370,12 @@ S20GQA2 = Registration("s20gqa2", PREREG_DIR / "s20gqa2_predictions.csv", "s20gq
                        tuple((m, 1024, 32, (1, 4, 16), (1, 8, 32, 128)) for m in ("mixtral-slice", "qwen3moe-slice")),
                        section="serve")
 REGISTRATIONS[S20GQA2.name] = S20GQA2
+# the lead's diagnostic rerun of s20gqa2's cases on one H100 (17:58 UTC, same code, cuDNN's SDPA switched off by
+# torch.backends.cuda.enable_cudnn_sdp(False) around `python -m real.bench --only serve`): against the same
+# predictions, reported, never judged (it is not the registered run); real/model.py's cached decode now keeps
+# cuDNN out itself
+S20GQA2_NOCUDNN = dataclasses.replace(S20GQA2, name="s20gqa2_nocudnn", records_subdir="s20gqa2_nocudnn")
+REGISTRATIONS[S20GQA2_NOCUDNN.name] = S20GQA2_NOCUDNN
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from real.ep import combine, dispatch
 from real.fp8 import BF16, Precision, grouped_mm, linear
@@ -194,6 +195,10 @@ class MLA(nn.Module):
 # ------------------------------------------------------------------------------------------
 
 
+# the SDPA backends a cached GQA decode may use (all but cuDNN: see GQA._attend_cached)
+DECODE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 @dataclass
 class GQACache:
     """The KV cache of one GQA layer: keys (after RoPE) and values of the V kv heads,
@@ -276,8 +281,13 @@ class GQA(nn.Module):
             key_pos_L = torch.arange(L, device=q_BSHA.device)
             query_pos_S = torch.arange(start_pos, L, device=q_BSHA.device)
             mask_SL = key_pos_L[None, :] <= query_pos_S[:, None]
-        return F.scaled_dot_product_attention(q_BSHA.transpose(1, 2), k_BVLA, v_BVLA, attn_mask=mask_SL,
-                                              enable_gqa=True)
+        # never cuDNN's SDPA here: it builds a graph per new key length, i.e. every decode step (37-43 ms a
+        # step on one H100 whatever the batch, against 2.1-3.0 ms without it: s20gqa2's records and their
+        # diagnostic rerun, calibration/measurements/h100/s20gqa2{,_nocudnn}/); training and prefill keep
+        # torch's choice (one key length a shape)
+        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+            return F.scaled_dot_product_attention(q_BSHA.transpose(1, 2), k_BVLA, v_BVLA, attn_mask=mask_SL,
+                                                  enable_gqa=True)
 
 
 # ------------------------------------------------------------------------------------------

@@ -354,3 +354,22 @@ def test_s20gqa2_committed_records_meet_issue13_targets(label):
     serve steps, against the predictions committed before the run."""
     s = prereg.validate_section(reg=prereg.S20GQA2)["by_gpu"][label]
     assert s["meets_target"], s
+
+
+def test_s20gqa2_decode_miss_is_real_s_cudnn_sdpa_not_the_twins_pricing():
+    """The registered GQA decode rows (37-43 ms a step, flat in batch) against the lead's diagnostic rerun of the
+    same cases on one H100 with cuDNN's SDPA switched off (h100/s20gqa2_nocudnn/, 17:58 UTC): every decode step is
+    over 10x faster without it, so the registered miss (-93.5% median) was real/'s decode calling cuDNN's SDPA at a
+    new key length every step (real/model.py now keeps cuDNN out of cached decode). Against the same predictions
+    the rerun's decode reads -19%..+23% (median 20.7%, mixtral under- and qwen3moe over-predicted, both flat in
+    batch: host-bound) and prefill 7.5% / 12.4%: reported, not judged (it is not the registered run)."""
+    key = ["bench", "model", "batch"]
+    first = prereg.measured(reg=prereg.S20GQA2)
+    first = first[(first["gpu"] == "h100") & (first["bench"] == "decode")].set_index(key)["time_s"]
+    diag = prereg.measured(reg=prereg.S20GQA2_NOCUDNN)
+    assert set(diag["gpu_name"]) == {"NVIDIA H100 80GB HBM3"}
+    diag = diag[diag["bench"] == "decode"].set_index(key)["time_s"]
+    assert len(diag) == len(first) == 8
+    assert ((first / diag.reindex(first.index)) > 10).all()
+    by = prereg.validate_section(reg=prereg.S20GQA2_NOCUDNN)["by_gpu"]
+    assert by["h100 decode"]["p90_abs_rel_error"] < 0.25 < prereg.validate_section(reg=prereg.S20GQA2)["by_gpu"]["h100 decode"]["median_abs_rel_error"]
