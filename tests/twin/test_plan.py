@@ -18,6 +18,7 @@ from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.specs import ParallelPlan
 from twin.planning.screen import screen
 from twin.planning.search import catalog_prices, front, screen_one, search, simulate_one
+from tests.twin.test_sweep import SMALL   # the small MoE job the sweep tests run
 from twin.planning.space import DEFAULT_VALUES, Candidate, apply, axes, candidates, plan_axis_fields, space_size
 from twin.training.step import StepCosts, rank_memory, routing_loads, simulate_step
 from twin.core.schedules import build_schedule
@@ -261,23 +262,6 @@ def test_plan_with_no_plan_within_the_deadline_exits_3_naming_the_fastest(capsys
     assert code == 3 and "none meets the question" in captured.out
     assert re.search(r"^infeasible: none of the 1 simulated plans trains 1.48e\+13 tokens within 1 days; the fastest takes "
                      r"[\d.]+ days \(2048xh800 ", captured.err, re.M)
-
-
-SMALL = """name = "small"
-[model]
-name = "deepseek-v2-lite"
-[cluster]
-gpu = "h800"
-num_gpus = 64
-[plan]
-tp = 1
-pp = 4
-ep = 8
-schedule = "1f1b"
-[workload]
-seq_len = 4096
-global_batch_seqs = 256
-"""
 
 
 def test_plan_interrupted_mid_simulation_resumes_from_its_journal(tmp_path, monkeypatch, capsys):
