@@ -1,0 +1,49 @@
+"""calibration/ep_fresh.py (s21ep2, docs/notes/s21ep2_rule.md): the fresh EP2 layer rows are predicted
+as validate predicts the host folder's ep.csv rows, under both settings of A; here on s14epl's
+committed fitting folder (2xH200), whose rows the rule may look at."""
+
+import pandas as pd
+import pytest
+
+import calibration.whole_step as ws
+from calibration import ep_fresh
+from calibration import records as rec
+from calibration.records_io import read_csv
+from real.bench.ep_fresh import FRESH_CASES
+
+S14EPL = rec.MEASUREMENTS_DIR / "h200x2" / "s14epl_20261127_0248"
+
+
+def test_the_calibration_case_list_is_the_benchs():
+    assert ep_fresh.FRESH_CASES == FRESH_CASES
+
+
+def test_local_experts_only_sets_and_restores_the_switch():
+    before = ws.ADOPT_EP_LOCAL_EXPERTS_ONLY
+    with ep_fresh.local_experts_only(not before):
+        assert ws.ADOPT_EP_LOCAL_EXPERTS_ONLY is (not before)
+    assert ws.ADOPT_EP_LOCAL_EXPERTS_ONLY is before
+
+
+@pytest.fixture(scope="module")
+def s14epl_rows():
+    return ep_fresh.predict_rows(read_csv(S14EPL / "ep.csv"), ep_fresh.host_inputs())
+
+
+def test_A_moves_only_the_forward_rows_and_moves_them_down(s14epl_rows):
+    r = s14epl_rows
+    fwd = r[r["bench"] == "moe_layer_ep_fwd"]
+    rest = r[r["bench"] != "moe_layer_ep_fwd"]
+    # A removes the local layer's token side (a sort, two row gathers) from the forward only
+    assert (fwd["predicted_s A on"] < fwd["predicted_s A off"]).all()
+    # the backward's window starts after its untimed forward: the same to rounding
+    assert rest["predicted_s A on"].to_numpy() == pytest.approx(rest["predicted_s A off"].to_numpy(), rel=1e-12)
+    assert set(r["split"]) == {"fit"} and set(r["kind"]) == {"moe_layer", "ep_comm"}
+
+
+def test_summary_per_setting_and_split(s14epl_rows):
+    s = ep_fresh.summary(s14epl_rows, "moe_layer", "fit")
+    assert s["A off"]["n"] == s["A on"]["n"] == 16
+    assert s["A on"]["median"] < s["A off"]["median"]
+    assert ep_fresh.summary(s14epl_rows, "moe_layer", "holdout")["A on"] == {"n": 0}
+    assert isinstance(s14epl_rows, pd.DataFrame)
