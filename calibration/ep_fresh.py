@@ -22,6 +22,7 @@ import pandas as pd
 
 import calibration.pipeline as pipe
 import calibration.whole_step as ws
+from calibration import prereg
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
@@ -89,6 +90,20 @@ def summary(rows: pd.DataFrame, kind: str, split: str = "holdout") -> dict:
                        "p90": float(np.percentile(np.abs(err), 90)), "signed_median": float(np.median(err))}
                       if len(err) else {"n": 0})
     return out
+
+
+def s20epnew_live(on: bool, gpu: str = "h200") -> pd.DataFrame:
+    """The pre-registered EP2 steps of s20epnew (calibration.prereg.EP_CASES) that `gpu`'s two-GPU host
+    measured, re-predicted live with A set to `on` (prereg.predict_ep: the path their pre-registered
+    predictions took); the pre-registered file itself is never rewritten. Columns: prereg.EP_KEY,
+    measured_s, predicted_s, rel_error."""
+    meas = prereg.measured_ep()
+    meas = meas[meas["gpu"] == gpu].groupby(prereg.EP_KEY, as_index=False)["time_s"].median()
+    rows = [r for r in prereg.ep_case_rows() if r["gpu"] == gpu]
+    with local_experts_only(on):
+        pred = prereg.predict_ep(rows)
+    out = pred[prereg.EP_KEY + ["predicted_s"]].merge(meas.rename(columns={"time_s": "measured_s"}), on=prereg.EP_KEY)
+    return out.assign(rel_error=out["predicted_s"] / out["measured_s"] - 1.0)
 
 
 def main(argv: list[str]) -> int:
