@@ -26,7 +26,7 @@ from calibration import prereg
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
-from calibration.records_io import read_csv
+from calibration.records_io import csv_exists, read_csv
 from calibration.validate import _ep_name, kind_of, load_fitted_profile
 
 # real/bench/ep_fresh.py FRESH_CASES (restated: calibration does not import real/; a test keeps them
@@ -37,6 +37,7 @@ FRESH_CASES = ((12288, 32, 0.0, "holdout"), (24576, 32, 0.0, "holdout"), (6144, 
                (8192, 32, 0.0, "fit"))
 HOST_FOLDER = rec.MEASUREMENTS_DIR / "h200x2"
 SETTINGS = {"A off": False, "A on": True}
+RUN_PREFIX = "s21ep2_"   # calibration/measurements/<gpu>x2/s21ep2_<stamp>/ep.csv: one delivery of the campaign
 
 
 @contextlib.contextmanager
@@ -104,6 +105,55 @@ def s20epnew_live(on: bool, gpu: str = "h200") -> pd.DataFrame:
         pred = prereg.predict_ep(rows)
     out = pred[prereg.EP_KEY + ["predicted_s"]].merge(meas.rename(columns={"time_s": "measured_s"}), on=prereg.EP_KEY)
     return out.assign(rel_error=out["predicted_s"] / out["measured_s"] - 1.0)
+
+
+def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
+    """(gpu, folder) of each committed delivery of the campaign (<gpu>x2/s21ep2_<stamp>/ with an ep.csv)."""
+    out = []
+    for host in sorted(Path(root).glob("*x2")):
+        for folder in sorted(host.glob(RUN_PREFIX + "*")):
+            if csv_exists(folder / "ep.csv"):
+                out.append((host.name[:-2], folder))
+    return out
+
+
+def live_setting() -> str:
+    return "A on" if ws.ADOPT_EP_LOCAL_EXPERTS_ONLY else "A off"
+
+
+def section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """The `twin validate` part: per delivery, the moe_layer and ep_comm held-out summaries under each
+    setting of A (the committed one named `live`) and every row."""
+    out = {"live": live_setting(), "runs": []}
+    for gpu, folder in runs(root):
+        rows = predict_rows(read_csv(folder / "ep.csv"), host_inputs(Path(root) / f"{gpu}x2", gpu))
+        out["runs"].append({"gpu": gpu, "folder": folder.name,
+                            "summary": {k: summary(rows, k) for k in ("moe_layer", "ep_comm")},
+                            "rows": rows.to_dict("records")})
+    return out
+
+
+def format_table(sec: dict) -> str:
+    """One line per delivery and kind (issue 13's layer target, median <= 5% and P90 <= 10%, on the live
+    setting; the other setting beside it), then one per held-out layer row."""
+    head = "EP2 layers at shapes no earlier record held (s21ep2; docs/notes/s21ep2_rule.md)"
+    if not sec["runs"]:
+        return head + ": no records yet"
+    lines = [head + f", live setting {sec['live']}:"]
+    for run in sec["runs"]:
+        for kind, by_setting in run["summary"].items():
+            s, other = by_setting[sec["live"]], by_setting["A on" if sec["live"] == "A off" else "A off"]
+            if not s["n"]:
+                continue
+            met = "met" if s["median"] <= 0.05 and s["p90"] <= 0.10 else "MISSED"
+            lines.append(f"  fresh-ep {run['gpu']}x2 {run['folder']} {kind}: {s['n']} held out, median {s['median']:.1%}, "
+                         f"P90 {s['p90']:.1%} (signed {s['signed_median']:+.1%}; target 5% / 10%: {met}); "
+                         f"other setting {other['median']:.1%} / {other['p90']:.1%}")
+        for r in run["rows"]:
+            if r["split"] == "holdout" and r["kind"] == "moe_layer":
+                lines.append(f"    {r['name']}: measured {r['measured_s'] * 1e3:.2f} ms, "
+                             f"{r['rel_error A off']:+.1%} (A off) / {r['rel_error A on']:+.1%} (A on)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:

@@ -47,3 +47,23 @@ def test_summary_per_setting_and_split(s14epl_rows):
     assert s["A on"]["median"] < s["A off"]["median"]
     assert ep_fresh.summary(s14epl_rows, "moe_layer", "holdout")["A on"] == {"n": 0}
     assert isinstance(s14epl_rows, pd.DataFrame)
+
+
+def test_validate_section_reports_each_delivery_under_both_settings(monkeypatch, tmp_path):
+    # s14epl's fitting rows standing in for a delivery whose rows are held out
+    fake = tmp_path / "s21ep2_fake"
+    fake.mkdir()
+    read_csv(S14EPL / "ep.csv").assign(split="holdout").to_csv(fake / "ep.csv", index=False)
+    monkeypatch.setattr(ep_fresh, "runs", lambda root=None: [("h200", fake)])
+    sec = ep_fresh.section()
+    assert sec["live"] == ("A on" if ws.ADOPT_EP_LOCAL_EXPERTS_ONLY else "A off")
+    (run,) = sec["runs"]
+    assert run["summary"]["moe_layer"]["A off"]["n"] == 16 and run["summary"]["ep_comm"]["A on"]["n"] == 4
+    text = ep_fresh.format_table(sec)
+    assert text.count("  fresh-ep h200x2 s21ep2_fake ") == 2        # moe_layer and ep_comm
+    assert text.count("(A off) /") == 16                            # every held-out layer row
+
+
+def test_validate_section_without_records(monkeypatch):
+    monkeypatch.setattr(ep_fresh, "runs", lambda root=None: [])
+    assert ep_fresh.format_table(ep_fresh.section()).endswith("no records yet")
