@@ -1536,9 +1536,9 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
         for end_s, label in ends[rank]:
             for kind, _, chunk in _OP_PARTS.findall(label):   # "F3.0&BW1.0": kind, micro-batch, chunk
                 stage = schedule.stage_of(rank, int(chunk))
-                if stage not in acts_of:
+                if kind in ("F", "B", "BW") and stage not in acts_of:
                     acts_of[stage] = stage_activation_bytes(sc, costs, stage)
-                nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes
+                nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes if kind in ("BW", "W") else 0.0
                 after_frees = ADOPT_GRAD_QUEUE_AFTER_FREES and kind == "BW"
                 if after_frees:
                     if stage not in inner_of:
