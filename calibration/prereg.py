@@ -50,6 +50,7 @@ import pandas as pd
 
 from calibration import host_input
 from calibration import pipeline as pipe
+from calibration import whole_step
 from calibration import records as rec
 from calibration.fit import git_commit
 from calibration.records_io import csv_exists, glob_csv, read_csv
@@ -470,6 +471,42 @@ def host_input_summary(rows: pd.DataFrame) -> dict:
     return out
 
 
+def host_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST,
+                 grid_path: Path = S21HOST_GRID_FILE) -> dict:
+    """`twin validate`'s part prereg_s21host: the plain twin's comparison (validate_section) and the host-input
+    twin's (host_input_rows: per GPU and bench the verdict, per GPU the fitted probe ratio, per row both
+    predictions); `adopted`: calibration.whole_step.ADOPT_HOST_INPUT."""
+    plain = validate_section(root, reg=reg)
+    rows, ratios = host_input_rows(root, reg, grid_path)
+    cols = reg.key + ["time_s", "infer_host_s_per_kernel", "host_predicted_s", "host_rel_error"]
+    return {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_HOST_INPUT),
+            "host_input": {"by_gpu": host_input_summary(rows), "ratios": ratios,
+                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+
+
+def format_host_table(section: dict) -> str:
+    """The plain twin's table, then the host-input twin's verdicts, ratios and rows."""
+    lines = [format_table(section["plain"])]
+    host = section["host_input"]
+    head = (f"Pre-registered serve steps, host-input twin ({section['registration']}; probe ratio fitted on the run's "
+            f"fitting host_dispatch rows; ADOPT_HOST_INPUT {'on' if section['adopted'] else 'off'})")
+    if not host["by_gpu"]:
+        return "\n".join(lines + [head + ": no records yet"])
+    lines.append(head + ":")
+    for gpu, r in host["ratios"].items():
+        lines.append(f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median serve probe {r['probe_launch_median_s'] * 1e6:.2f} us "
+                     f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+    for label, s in host["by_gpu"].items():
+        lines.append(f"  prereg {label} (host-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
+                     f"{'met' if s['meets_target'] else 'MISSED'})")
+    for r in host["rows"]:
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
+                     f"{r['measured_s'] * 1e3:.2f} ms, host {r['infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, predicted "
+                     f"{r['host_predicted_s'] * 1e3:.2f} ms ({r['host_rel_error']:+.1%})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid"])
@@ -489,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "compare-ep":
         print(format_ep_table(ep_section()))
+        return 0
+    if reg.name in (S21HOST.name, S21HOST_REPEAT.name):
+        print(format_host_table(host_section(reg=reg)))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0
