@@ -484,6 +484,29 @@ def host_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S2
                            "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
 
 
+# docs/notes/s21host_rule.md's adoption criteria A1-A3 (A4, nothing else moves, is a test)
+HOST_MEDIAN_SLACK = 0.01   # A2: a group's host-input median may exceed the plain one by at most 1.0 pt
+HOST_P90_SLACK = 0.02      # and its P90 by at most 2.0 pt
+
+
+def host_criteria(section: dict) -> dict:
+    """A1 (H100 decode: host-input median and P90 <= plain's), A2 (no group worse than plain + slack), A3
+    (groups meeting issue 13's targets: host-input >= plain) on host_section's figures, and `adopt` (all
+    three, the H100 decode group present)."""
+    plain, host = section["plain"]["by_gpu"], section["host_input"]["by_gpu"]
+    groups = sorted(set(plain) & set(host))
+    a1 = "h100 decode" in groups and all(host["h100 decode"][k] <= plain["h100 decode"][k]
+                                         for k in ("median_abs_rel_error", "p90_abs_rel_error"))
+    a2 = bool(groups) and all(host[g]["median_abs_rel_error"] <= plain[g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
+                              and host[g]["p90_abs_rel_error"] <= plain[g]["p90_abs_rel_error"] + HOST_P90_SLACK
+                              for g in groups)
+    met_host = sum(host[g]["meets_target"] for g in groups)
+    met_plain = sum(plain[g]["meets_target"] for g in groups)
+    a3 = bool(groups) and met_host >= met_plain
+    return {"groups": groups, "A1": bool(a1), "A2": bool(a2), "A3": bool(a3), "met_host_input": int(met_host),
+            "met_plain": int(met_plain), "adopt": bool(a1 and a2 and a3)}
+
+
 def format_host_table(section: dict) -> str:
     """The plain twin's table, then the host-input twin's verdicts, ratios and rows."""
     lines = [format_table(section["plain"])]
@@ -500,6 +523,9 @@ def format_host_table(section: dict) -> str:
         lines.append(f"  prereg {label} (host-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
                      f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
                      f"{'met' if s['meets_target'] else 'MISSED'})")
+    c = host_criteria(section)
+    lines.append(f"  rule s21host: A1 {c['A1']}, A2 {c['A2']}, A3 {c['A3']} (groups met: host-input {c['met_host_input']}, "
+                 f"plain {c['met_plain']}) -> {'adopt' if c['adopt'] else 'not adopted'}")
     for r in host["rows"]:
         lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
                      f"{r['measured_s'] * 1e3:.2f} ms, host {r['infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, predicted "

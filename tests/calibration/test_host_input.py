@@ -150,3 +150,22 @@ def test_s21host_committed_predictions_cover_the_cases_and_the_grid():
     assert len(grid) == 40 * len(host_input.HOST_GRID_S)
     assert set(preds["code_commit"]) == set(grid["code_commit"]) and len(set(preds["code_commit"])) == 1
     assert (preds["predicted_s"] > 0).all() and (grid["predicted_s"] > 0).all()
+
+
+def _group(median, p90):
+    from calibration.validate import MEDIAN_TARGET, P90_TARGET
+    return {"num_cases": 3, "median_abs_rel_error": median, "p90_abs_rel_error": p90,
+            "meets_target": median <= MEDIAN_TARGET and p90 <= P90_TARGET}
+
+
+def test_host_criteria_follow_the_rule():
+    plain = {"h100 decode": _group(0.30, 0.35), "h100 prefill": _group(0.04, 0.08)}
+    better = {"h100 decode": _group(0.03, 0.06), "h100 prefill": _group(0.045, 0.09)}
+    section = {"plain": {"by_gpu": plain}, "host_input": {"by_gpu": better}}
+    assert prereg.host_criteria(section)["adopt"]
+    worse_prefill = {**better, "h100 prefill": _group(0.06, 0.09)}       # +2 pt median: A2 fails (and A3)
+    c = prereg.host_criteria({"plain": {"by_gpu": plain}, "host_input": {"by_gpu": worse_prefill}})
+    assert c["A1"] and not c["A2"] and not c["adopt"]
+    no_h100 = {"plain": {"by_gpu": {"h200 decode": _group(0.02, 0.05)}},
+               "host_input": {"by_gpu": {"h200 decode": _group(0.01, 0.04)}}}
+    assert not prereg.host_criteria(no_h100)["A1"] and not prereg.host_criteria(no_h100)["adopt"]
