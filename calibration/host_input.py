@@ -40,7 +40,8 @@ from twin.core.specs import GPUSpec, get_model
 from twin.costs.host import infer_host_s_per_kernel
 
 # host seconds per kernel at which each pre-registered row is predicted: 5-60 us every 0.25 us (the
-# probes seen so far: 2.3-3.5 us a launch; the profiles' rates 18.8-19.6 us; s20new2's cold H100 ~26-30 us)
+# profiles' rates 18.8-19.6 us; s20new2's cold H100 ~26-30 us; the launch probe itself reads 8-24 us in the
+# serve load records, 7-58 us in s21host's; this comment corrected after the run, the grid unchanged)
 HOST_GRID_S = tuple(np.round(np.arange(5e-6, 60e-6 + 1e-9, 0.25e-6), 10))
 # a host_probe row names its record by these (a serve row) or by config, phase, precision (a host_dispatch row)
 SERVE_PROBE_KEY = ["bench", "model", "batch", "prompt_len", "gen_len", "precision"]
