@@ -48,7 +48,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import host_input
 from calibration import pipeline as pipe
+from calibration import whole_step
 from calibration import records as rec
 from calibration.fit import git_commit
 from calibration.records_io import csv_exists, glob_csv, read_csv
@@ -378,14 +380,171 @@ S20GQA2_NOCUDNN = dataclasses.replace(S20GQA2, name="s20gqa2_nocudnn", records_s
 REGISTRATIONS[S20GQA2_NOCUDNN.name] = S20GQA2_NOCUDNN
 
 
+# Session s21host (docs/notes/s21host_rule.md): prefill and decode of two MLA and two GQA slices at a prompt
+# length and batches no record holds (real/campaigns/s21host.sh's CASES, in its order; a test holds them
+# equal), each record beside the launch probe taken right before it. Two predictions per row, both committed
+# before the run: the plain twin's (predictions file, as s20new2's) and the host-input twin's as a function of
+# the host time per kernel (the grid file: calibration/host_input.py host_grid_predictions), read at the
+# run's own host time (its fitting rows' probe ratio x the row's probe). Judged on the first (cold) process
+# of each GPU (<gpu>/s21host/); the second process (<gpu>/s21host_repeat/) is reported beside it.
+S21HOST = Registration("s21host", PREREG_DIR / "s21host_predictions.csv", "s21host",
+                       tuple((m, 512, 32, (2, 8), (2, 16, 64))
+                             for m in ("qwen2moe-mla-slice", "mixtral-mla-slice", "qwen3moe-slice", "mixtral-slice")),
+                       section="serve")
+S21HOST_REPEAT = dataclasses.replace(S21HOST, name="s21host_repeat", records_subdir="s21host_repeat")
+REGISTRATIONS[S21HOST.name] = S21HOST
+REGISTRATIONS[S21HOST_REPEAT.name] = S21HOST_REPEAT
+S21HOST_GRID_FILE = PREREG_DIR / "s21host_host_grid.csv.gz"
+
+
+def predict_host_grid(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """Each serve row's prediction at every host time per kernel of host_input.HOST_GRID_S, under its
+    GPU's committed profile (the op lists of predict(); only the host time per kernel differs)."""
+    profiles = {}
+    out = []
+    for r in rows:
+        gpu = r["gpu"]
+        if gpu not in profiles:
+            profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
+        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu])
+    return pd.DataFrame(out)
+
+
+def write_host_grid(path: Path = S21HOST_GRID_FILE, allow_dirty: bool = False, reg: Registration = S21HOST) -> pd.DataFrame:
+    """Write the host-input twin's grid file of `reg`'s rows; refuses to overwrite one."""
+    repo = Path(__file__).resolve().parents[1]
+    if Path(path).exists():
+        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
+    dirty = dirty_paths(repo)
+    if dirty and not allow_dirty:
+        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
+    df = predict_host_grid(case_rows(reg))
+    df["code_commit"] = git_commit()
+    df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return df
+
+
+def host_input_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST,
+                    grid_path: Path = S21HOST_GRID_FILE) -> tuple[pd.DataFrame, dict]:
+    """The run's rows (`reg`'s records) with the host-input twin's prediction: per GPU the probe ratio fitted on
+    the run's own fitting host_dispatch rows (host_input.fit_probe_ratio), each row's host time per kernel
+    (ratio x its probe) and the grid read there (`host_predicted_s`, `host_rel_error`); and per GPU the
+    ratio and the fitting rows' host time per kernel. Empty without the grid or the records."""
+    if not csv_exists(grid_path):
+        return pd.DataFrame(), {}
+    grid = read_csv(grid_path)
+    frames, ratios = [], {}
+    for gpu in GPUS:
+        folder = Path(root) / gpu / reg.records_subdir
+        if not all(csv_exists(folder / f) for f in ("model.csv", "host_dispatch.csv", "host_probe.csv")):
+            continue
+        model, hd, probes = (read_csv(folder / f) for f in ("model.csv", "host_dispatch.csv", "host_probe.csv"))
+        ratio = host_input.fit_probe_ratio(hd, probes, gpu)
+        rows = model[model["bench"].isin(reg.benches)].assign(gpu=gpu).reset_index(drop=True)
+        rows["infer_host_s_per_kernel"] = host_input.host_s_of_rows(rows, probes, ratio).to_numpy()
+        g = grid[grid["gpu"] == gpu]
+        preds = []
+        for _, r in rows.iterrows():
+            mine = g[(g["bench"] == r["bench"]) & (g["model"] == r["model"]) & (g["batch"] == int(r["batch"]))
+                     & (g["prompt_len"] == int(r["prompt_len"])) & (g["gen_len"] == int(r["gen_len"]))]
+            preds.append(host_input.grid_prediction(mine, r["infer_host_s_per_kernel"]) if len(mine) else np.nan)
+        rows["host_predicted_s"] = preds
+        rows["host_rel_error"] = rows["host_predicted_s"] / rows["time_s"] - 1.0
+        frames.append(rows)
+        ratios[gpu] = {"probe_ratio": ratio, "probe_launch_median_s": float(host_input.row_probes(probes)
+                                                                            ["host_probe_launch_s"].median())}
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), ratios
+
+
+def host_input_summary(rows: pd.DataFrame) -> dict:
+    """Per GPU and bench ("h100 decode"): count, median and P90 of |host_rel_error| and issue 13's verdict."""
+    out = {}
+    if rows.empty:
+        return out
+    for (gpu, bench), sub in rows.dropna(subset=["host_rel_error"]).groupby(["gpu", "bench"]):
+        errs = sub["host_rel_error"].abs().to_numpy()
+        median, p90 = float(np.median(errs)), float(np.percentile(errs, 90))
+        out[f"{gpu} {bench}"] = {"num_cases": int(errs.size), "median_abs_rel_error": median, "p90_abs_rel_error": p90,
+                                 "meets_target": bool(median <= MEDIAN_TARGET and p90 <= P90_TARGET)}
+    return out
+
+
+def host_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST,
+                 grid_path: Path = S21HOST_GRID_FILE) -> dict:
+    """`twin validate`'s part prereg_s21host: the plain twin's comparison (validate_section) and the host-input
+    twin's (host_input_rows: per GPU and bench the verdict, per GPU the fitted probe ratio, per row both
+    predictions); `adopted`: calibration.whole_step.ADOPT_HOST_INPUT."""
+    plain = validate_section(root, reg=reg)
+    rows, ratios = host_input_rows(root, reg, grid_path)
+    cols = reg.key + ["time_s", "infer_host_s_per_kernel", "host_predicted_s", "host_rel_error"]
+    return {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_HOST_INPUT),
+            "host_input": {"by_gpu": host_input_summary(rows), "ratios": ratios,
+                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+
+
+# docs/notes/s21host_rule.md's adoption criteria A1-A3 (A4, nothing else moves, is a test)
+HOST_MEDIAN_SLACK = 0.01   # A2: a group's host-input median may exceed the plain one by at most 1.0 pt
+HOST_P90_SLACK = 0.02      # and its P90 by at most 2.0 pt
+
+
+def host_criteria(section: dict) -> dict:
+    """A1 (H100 decode: host-input median and P90 <= plain's), A2 (no group worse than plain + slack), A3
+    (groups meeting issue 13's targets: host-input >= plain) on host_section's figures, and `adopt` (all
+    three, the H100 decode group present)."""
+    plain, host = section["plain"]["by_gpu"], section["host_input"]["by_gpu"]
+    groups = sorted(set(plain) & set(host))
+    a1 = "h100 decode" in groups and all(host["h100 decode"][k] <= plain["h100 decode"][k]
+                                         for k in ("median_abs_rel_error", "p90_abs_rel_error"))
+    a2 = bool(groups) and all(host[g]["median_abs_rel_error"] <= plain[g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
+                              and host[g]["p90_abs_rel_error"] <= plain[g]["p90_abs_rel_error"] + HOST_P90_SLACK
+                              for g in groups)
+    met_host = sum(host[g]["meets_target"] for g in groups)
+    met_plain = sum(plain[g]["meets_target"] for g in groups)
+    a3 = bool(groups) and met_host >= met_plain
+    return {"groups": groups, "A1": bool(a1), "A2": bool(a2), "A3": bool(a3), "met_host_input": int(met_host),
+            "met_plain": int(met_plain), "adopt": bool(a1 and a2 and a3)}
+
+
+def format_host_table(section: dict) -> str:
+    """The plain twin's table, then the host-input twin's verdicts, ratios and rows."""
+    lines = [format_table(section["plain"])]
+    host = section["host_input"]
+    head = (f"Pre-registered serve steps, host-input twin ({section['registration']}; probe ratio fitted on the run's "
+            f"fitting host_dispatch rows; ADOPT_HOST_INPUT {'on' if section['adopted'] else 'off'})")
+    if not host["by_gpu"]:
+        return "\n".join(lines + [head + ": no records yet"])
+    lines.append(head + ":")
+    for gpu, r in host["ratios"].items():
+        lines.append(f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median serve probe {r['probe_launch_median_s'] * 1e6:.2f} us "
+                     f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+    for label, s in host["by_gpu"].items():
+        lines.append(f"  prereg {label} (host-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
+                     f"{'met' if s['meets_target'] else 'MISSED'})")
+    c = host_criteria(section)
+    lines.append(f"  rule s21host: A1 {c['A1']}, A2 {c['A2']}, A3 {c['A3']} (groups met: host-input {c['met_host_input']}, "
+                 f"plain {c['met_plain']}) -> {'adopt' if c['adopt'] else 'not adopted'}")
+    for r in host["rows"]:
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
+                     f"{r['measured_s'] * 1e3:.2f} ms, host {r['infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, predicted "
+                     f"{r['host_predicted_s'] * 1e3:.2f} ms ({r['host_rel_error']:+.1%})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep"])
+    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",
                     help="the train-step registration write/compare act on (write-ep/compare-ep: s20epnew's EP2 steps)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     reg = REGISTRATIONS[args.registration]
+    if args.action == "write-host-grid":
+        df = write_host_grid(allow_dirty=args.allow_dirty, reg=reg)
+        print(f"{len(df)} grid rows written to {S21HOST_GRID_FILE}")
+        return 0
     if args.action in ("write", "write-ep"):
         ep = args.action == "write-ep"
         df = write(EP_PREDICTIONS_FILE if ep else None, allow_dirty=args.allow_dirty, reg=reg, ep=ep)
@@ -393,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "compare-ep":
         print(format_ep_table(ep_section()))
+        return 0
+    if reg.name in (S21HOST.name, S21HOST_REPEAT.name):
+        print(format_host_table(host_section(reg=reg)))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0

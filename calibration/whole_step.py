@@ -35,6 +35,7 @@ from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, Ep
 from calibration.records_io import csv_exists
 from twin.costs import comm, compute
 from twin.costs.flops import param_counts
+from twin.costs.host import with_infer_host_s
 from twin.core.specs import GPUSpec, get_model
 
 FP32_BYTES = 4
@@ -501,9 +502,17 @@ def decode_cache_lens(prompt_len: int, gen_len: int) -> range:
     return range(prompt_len + 4, prompt_len + gen_len)
 
 
+# (s21host, docs/notes/s21host_rule.md) a prefill or decode row carrying the host time per kernel of
+# the host that ran it (`infer_host_s_per_kernel`: calibration/host_input.py, from the launch probe
+# taken right before the record) is predicted at it instead of the profile's rate
+ADOPT_HOST_INPUT = False
+
+
 def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
     """Predicted seconds of a model.csv row (train_step, prefill, decode)."""
     b = row["bench"]
+    if ADOPT_HOST_INPUT and b in ("prefill", "decode"):
+        profile = with_infer_host_s(profile, float(row.get("infer_host_s_per_kernel", float("nan")) or float("nan")))
     spec = get_model(row["model"])
     B = int(row["batch"])
     if b == "train_step":

@@ -174,9 +174,14 @@ def fit_layer_cases(quick: bool):
             [c for c in mla if c[1] not in HOLDOUT_MODELS])
 
 
-def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases) -> bool:
-    """host_dispatch rows (fwd, infer, bwd) of MoE and MLA layer cases; False when the deadline
-    ended the section."""
+LAYER_PHASES = ("fwd", "infer", "bwd")
+
+
+def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases, phases=LAYER_PHASES,
+                 probe=None) -> bool:
+    """host_dispatch rows (`phases` of fwd, infer, bwd, in that order) of MoE and MLA layer cases;
+    False when the deadline ended the section. `probe(rec, **key)`: called right before each row's
+    measurement with the row's key (real/bench/host_input.py: the host's speed beside each row)."""
     g = torch.Generator().manual_seed(0)
     for _, name, E, T in moe_cases:
         if deadline.over():
@@ -191,12 +196,14 @@ def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases
         shape = {"model": name, "tokens": T, "num_experts": E, "batch": "", "seq_len": ""}
         for prec in precs:
             cfg = f"moe_layer {name} t{T} e{E} skew0"
-            _row(rec, timer, cfg, "fwd", prec, split, measure(lambda _: moe(x, prec, routing), lambda: None, dev), **shape)
-            _row(rec, timer, cfg, "infer", prec, split, measure(lambda _: _no_grad(moe, x, prec, routing), lambda: None, dev),
-                 **shape)
-            _row(rec, timer, cfg, "bwd", prec, split,
-                 measure(lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True),
-                               lambda: moe(x, prec, routing), dev), **shape)
+            calls = {"fwd": (lambda _: moe(x, prec, routing), lambda: None),
+                     "infer": (lambda _: _no_grad(moe, x, prec, routing), lambda: None),
+                     "bwd": (lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True),
+                             lambda: moe(x, prec, routing))}
+            for phase in phases:
+                if probe is not None:
+                    probe(rec, bench="host_dispatch", config=cfg, phase=phase, precision=prec.label)
+                _row(rec, timer, cfg, phase, prec, split, measure(*calls[phase], dev), **shape)
         del moe, x, gy
         free_memory()
     for _, name, B, S in mla_cases:
@@ -207,12 +214,14 @@ def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases
         shape = {"model": name, "batch": B, "seq_len": S, "tokens": B * S, "num_experts": ""}
         for prec in precs:
             cfg = f"mla_layer {name} b{B} s{S}"
-            _row(rec, timer, cfg, "fwd", prec, split, measure(lambda _: mla(x, cos, sin, prec), lambda: None, dev), **shape)
-            _row(rec, timer, cfg, "infer", prec, split, measure(lambda _: _no_grad(mla, x, cos, sin, prec), lambda: None, dev),
-                 **shape)
-            _row(rec, timer, cfg, "bwd", prec, split,
-                 measure(lambda o: torch.autograd.grad(o, [x, *mla.parameters()], gx),
-                               lambda: mla(x, cos, sin, prec), dev), **shape)
+            calls = {"fwd": (lambda _: mla(x, cos, sin, prec), lambda: None),
+                     "infer": (lambda _: _no_grad(mla, x, cos, sin, prec), lambda: None),
+                     "bwd": (lambda o: torch.autograd.grad(o, [x, *mla.parameters()], gx),
+                             lambda: mla(x, cos, sin, prec))}
+            for phase in phases:
+                if probe is not None:
+                    probe(rec, bench="host_dispatch", config=cfg, phase=phase, precision=prec.label)
+                _row(rec, timer, cfg, phase, prec, split, measure(*calls[phase], dev), **shape)
         del mla, x, gx
         free_memory()
     return True

@@ -17,6 +17,7 @@ from pathlib import Path
 # NVML's energy counter advances in ~0.1 s steps: timed loops shorter than this leave power_w and
 # energy_j empty (real/bench/timing.py Timer)
 ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust
+NO_STAT_FAMILIES = ("expert_load", "host_probe")   # rows that time nothing themselves
 STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
@@ -42,6 +43,10 @@ SHAPE_COLS = {
                   "mean_expert_tokens", "tokens_per_expert", "precision"],
     "model": ["bench", "model", "batch", "seq_len", "prompt_len", "gen_len", "precision",
               "tokens_per_s", "mfu", "peak_memory_bytes", "loss"],
+    # (s21host) the host probe taken right before a model.csv prefill/decode row (bench, model, batch,
+    # lengths, precision) or a host_dispatch row (config, phase, precision): real/bench/whole_model.py probe_row
+    "host_probe": ["bench", "model", "batch", "prompt_len", "gen_len", "config", "phase", "precision",
+                   "probe_window_s", "host_probe_launch_s", "host_probe_launch_p50_s"],
     "power": ["bench", "config", "precision"],
     "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
     # real/bench/duty_sweep.py (s14tt): a kernel run a fraction of the time at our power limit; duty_frac
@@ -216,7 +221,7 @@ class Recorder:
     def row(self, family: str, **values) -> None:
         if family not in self.files:
             f = open(self.out_dir / f"{family}.csv", "w", newline="")
-            cols = SHAPE_COLS[family] + ([] if family == "expert_load" else STAT_COLS) + env_cols(family)
+            cols = SHAPE_COLS[family] + ([] if family in NO_STAT_FAMILIES else STAT_COLS) + env_cols(family)
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="raise")
             w.writeheader()
             self.files[family] = (f, w)

@@ -12,6 +12,7 @@ from real.bench.device import free_memory, peak_flops, precisions_to_bench
 from real.bench.records import log
 from real.bench.timing import Timer
 from real.configs import get_spec
+from real.serve.hostspeed import launch_probe
 from real.infer import decode_step, prefill
 from real.model import build_model
 from real.train import MasterAdamW, synthetic_batch, train_step
@@ -87,7 +88,36 @@ def parse_serve_cases(text: str) -> list[tuple[str, int, int, list[int], list[in
     return cases
 
 
+# REAL_BENCH_SERVE_PROBE_S (session s21host): the window (seconds) of a host probe taken right before each
+# prefill / decode record, in the same process (real/serve/hostspeed.py launch_probe: host seconds per
+# small kernel launched from Python), written as a host_probe.csv row beside it; unset or 0: no probe
+SERVE_PROBE_ENV = "REAL_BENCH_SERVE_PROBE_S"
+
+
+def serve_probe_window_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get(SERVE_PROBE_ENV, "") or 0.0))
+    except ValueError:
+        return 0.0
+
+
+def probe_row(rec, dev, window_s: float, **key) -> None:
+    """The host's speed now (launch_probe over `window_s`), as a host_probe row named by `key`
+    (the record's bench, model, batch, lengths, precision; or a host_dispatch row's config and phase).
+    Nothing where the window is 0."""
+    if window_s <= 0:
+        return
+    mean_s, p50_s = launch_probe(dev, window_s)
+    rec.row("host_probe", **{**PROBE_ROW_BLANK, **key}, probe_window_s=window_s, host_probe_launch_s=mean_s,
+            host_probe_launch_p50_s=p50_s)
+
+
+PROBE_ROW_BLANK = {"bench": "", "model": "", "batch": "", "prompt_len": "", "gen_len": "", "config": "",
+                   "phase": "", "precision": ""}
+
+
 def bench_serve(rec, timer, dev, deadline, quick, env):
+    window = serve_probe_window_s()
     chosen = os.environ.get("REAL_BENCH_SERVE_CASES", "")
     cases = (parse_serve_cases(chosen) if chosen else [("tiny", 32, 8, [1, 4], [1, 4])] if quick else SERVE_CASES)
     for name, P, G, prefill_batches, decode_batches in cases:
@@ -102,6 +132,7 @@ def bench_serve(rec, timer, dev, deadline, quick, env):
                 break
             prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
             caches = model.new_caches(B, P + G)
+            probe_row(rec, dev, window, bench="prefill", model=name, batch=B, prompt_len=P, gen_len=0, precision="bf16")
             r = timer.measure(lambda: prefill(model, prompt, caches), flops=fwd_tok * B * P,
                               reps=3 if B >= 16 else None)
             rec.row("model", bench="prefill", model=name, batch=B, seq_len="", prompt_len=P, gen_len=0,
@@ -123,6 +154,7 @@ def bench_serve(rec, timer, dev, deadline, quick, env):
 
             timer_ = Timer(dev, timer.tel, 0.0, max_reps=G - 4, warmup=3)
             L = P + G / 2  # mean cached length over the timed steps
+            probe_row(rec, dev, window, bench="decode", model=name, batch=B, prompt_len=P, gen_len=G, precision="bf16")
             r = timer_.measure(step, flops=decode_flops(spec, B, L),
                                bytes_=kv_cache_bytes_per_token(spec) * B * L + _weight_bytes(spec, B),
                                reps=G - 4)

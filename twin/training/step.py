@@ -63,8 +63,8 @@ import numpy as np
 
 from twin.costs import comm, compute, context_parallel, memory, tp_overlap
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
-                              dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops, moe_ops,
-                              op_sac_recompute, train_flops_per_token, unfused_linear_ops)
+                              attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops,
+                              moe_ops, op_sac_recompute, train_flops_per_token, unfused_linear_ops)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
 from twin.moe.placement import scenario_layer_loads
@@ -1461,6 +1461,55 @@ def stage_activation_bytes(sc: Scenario, costs: "StepCosts", stage: int) -> floa
     return acts
 
 
+# s21tt (docs/notes/s21tt_rule.md): at the end of a chunk's backward op (BW) its gradients join the
+# reduce-scatter queue after its activations were freed as the backward ran (PyTorch's autograd engine
+# releases a node's saved tensors once the node has run: engine.cpp Engine::evaluate_function,
+# fn.release_variables(); FSDP hands a unit's gradient to the reduce-scatter after its last gradient),
+# with the op's inner peak walked layer by layer (backward_inner_peak_bytes). False: the op's gradients
+# and all of its activations counted together for that instant ("adds before frees", s12l3mem). Not
+# adopted: its rule's C2 asked every changed row's queue term to stay at or above one layer's FP32
+# gradients, which the 128K row's (1.08 of 1.48 GiB: its reduce-scatter drains within a forward) is not.
+ADOPT_GRAD_QUEUE_AFTER_FREES = False
+
+
+def backward_inner_peak_bytes(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
+    """The largest count of a chunk's own saved activations and gradients alive together inside its
+    backward op (plan.grad_reduce_dtype gradients, produced by the backward as the Llama 3 paper's
+    "FP32 gradient accumulation during backward computation"), walking its blocks in backward order:
+    the output head's (and MTP's) gradients first, with everything saved; then for each block j, (1)
+    before its backward, the activations of blocks <= j beside the gradients of later blocks, (2) its
+    first weight gradient (the FFN down projection: a third of its FFN parameters on the rank) beside
+    all of (1), (3) its last weight gradient (the first linear's) produced while that linear's input and
+    the first norm's input, two hidden-width tensors (split as the count splits them, at most the
+    block's activations), are still saved, beside the activations of blocks < j and every gradient
+    produced; the embedding's gradients last. The nodes between (2) and (3) are not walked (a Llama 3
+    405B block on a TP 8 rank: 0.90, 1.41, 1.47, 1.55 GiB after its down, gate/up, output and QKV
+    projections' gradients; (3) is the largest). docs/notes/s21tt_rule.md."""
+    m, p = sc.model, sc.plan
+    width = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
+    tokens = local_tokens(sc)
+    acts_total = stage_activation_bytes(sc, costs, stage)
+    grads_total = chunk_params(sc, costs, rank, stage) * width
+    blocks = []
+    for layer in costs.layers[stage]:
+        dense = layer < m.num_dense_layers or not m.is_moe
+        params = memory.block_params_on_gpu(m, dense, p.tp, p.ep).total
+        attn = attention_params(m) / p.tp + 2 * m.hidden_size
+        acts = memory.activation_bytes(m, dense, p, tokens)
+        split = p.tp if (p.sequence_parallel or not dense) else 1
+        blocks.append((acts, params * width, (params - attn) / 3 * width,
+                       min(acts, 2 * m.hidden_size * BF16_BYTES * tokens / split)))
+    embed = m.vocab_size * m.hidden_size / p.tp * width if stage == 0 else 0.0
+    grads = max(0.0, grads_total - sum(b[1] for b in blocks) - embed)   # head and MTP: first in the backward
+    acts_left = sum(b[0] for b in blocks)
+    peak = max(acts_total, acts_total + grads)
+    for acts, layer_grads, down, first_inputs in reversed(blocks):
+        peak = max(peak, acts_left + grads + down, acts_left - acts + first_inputs + grads + layer_grads)
+        acts_left -= acts
+        grads += layer_grads
+    return max(peak, grads_total)
+
+
 def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spans, gpu: GPUSpec,
                     link_bw_scale: float) -> list[tuple[float, float, float]]:
     """ZeRO-2 under pipeline parallelism with plan.pp_grad_sync 'every_backward' (the Llama 3 paper's
@@ -1472,7 +1521,9 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
     in the queue, each holding its gradients until its reduce-scatter ends. Per rank: (the queue's
     end, the seconds the link is busy, the largest bytes of saved activations and waiting gradients
     alive together). Times are op ends from the pipeline's op_spans: an activation set is born at its
-    forward's end and freed at its backward's (adds before frees at one instant)."""
+    forward's end and freed at its backward's (adds before frees at one instant). With
+    ADOPT_GRAD_QUEUE_AFTER_FREES a BW op's end moves the count from its chunk's activations through
+    the op's inner peak (backward_inner_peak_bytes) to its gradients, in that order."""
     p = sc.plan
     grad_bytes = GRAD_REDUCE_BYTES[p.grad_reduce_dtype]
     ends: dict[int, list[tuple[float, str]]] = {r: [] for r in range(schedule.num_ranks)}
@@ -1481,22 +1532,28 @@ def grad_sync_queue(sc: Scenario, costs: "StepCosts", schedule: Schedule, op_spa
     acts_of: dict[int, float] = {}
     out = []
     for rank in range(schedule.num_ranks):
-        moves, released = [], []
+        moves, released, inner_of = [], [], {}
         for end_s, label in ends[rank]:
             for kind, _, chunk in _OP_PARTS.findall(label):   # "F3.0&BW1.0": kind, micro-batch, chunk
                 stage = schedule.stage_of(rank, int(chunk))
-                if kind in ("F", "B", "BW"):
-                    if stage not in acts_of:
-                        acts_of[stage] = stage_activation_bytes(sc, costs, stage)
+                if kind in ("F", "B", "BW") and stage not in acts_of:
+                    acts_of[stage] = stage_activation_bytes(sc, costs, stage)
+                nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes if kind in ("BW", "W") else 0.0
+                after_frees = ADOPT_GRAD_QUEUE_AFTER_FREES and kind == "BW"
+                if after_frees:
+                    if stage not in inner_of:
+                        inner_of[stage] = backward_inner_peak_bytes(sc, costs, rank, stage)
+                    # two moves at one instant, the rise first: the sort below puts a rise before a fall
+                    moves += [(end_s, inner_of[stage] - acts_of[stage]), (end_s, nbytes - inner_of[stage])]
+                elif kind in ("F", "B", "BW"):
                     moves.append((end_s, acts_of[stage] if kind == "F" else -acts_of[stage]))
                 if kind in ("BW", "W"):
-                    nbytes = chunk_params(sc, costs, rank, stage) * grad_bytes
-                    released.append((end_s, nbytes, _dp_ring_s(sc, nbytes, gpu, link_bw_scale)))
+                    released.append((end_s, nbytes, _dp_ring_s(sc, nbytes, gpu, link_bw_scale), after_frees))
         done = busy = 0.0
-        for at, nbytes, rs_s in sorted(released):
+        for at, nbytes, rs_s, counted in sorted(released):
             start = max(done, at)
             done, busy = start + rs_s, busy + rs_s
-            moves += [(at, nbytes), (done, -nbytes)]
+            moves += [(done, -nbytes)] if counted else [(at, nbytes), (done, -nbytes)]
         live = peak = 0.0
         for _, delta in sorted(moves, key=lambda e: (e[0], -e[1])):
             live += delta
