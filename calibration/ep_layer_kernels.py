@@ -24,7 +24,7 @@ import calibration.whole_step as ws
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
-from calibration.records_io import read_csv
+from calibration.records_io import csv_exists, read_csv
 from calibration.validate import load_fitted_profile
 from twin.core.specs import get_model
 
@@ -62,10 +62,10 @@ def class_table(kernels: pd.DataFrame, gpu, profile) -> pd.DataFrame:
     rank, the twin's, and the non-NCCL kernels' seconds beside an NCCL kernel."""
     k = kernels.assign(component=kernels["kernel"].map(kernel_class))
     rows = []
-    for (bench, prec, T, skew), g in k.groupby(["bench", "precision", "tokens_per_rank", "skew"]):
-        spec = dataclasses.replace(get_model("v3-slice-1l"), num_routed_experts=int(g["num_experts"].iloc[0]))
+    for (bench, prec, T, E, skew), g in k.groupby(["bench", "precision", "tokens_per_rank", "num_experts", "skew"]):
+        spec = dataclasses.replace(get_model("v3-slice-1l"), num_routed_experts=int(E))
         tw = twin_classes(spec, int(T), float(g["max_rank_rows"].iloc[0]), prec, bench.rsplit("_", 1)[-1], gpu, profile)
-        row = {"bench": bench, "precision": prec, "tokens": int(T), "skew": float(skew),
+        row = {"bench": bench, "precision": prec, "tokens": int(T), "experts": int(E), "skew": float(skew),
                "clock_mhz": float(g["sampled_sm_clock_mhz"].median()),
                "beside_nccl_s": float(g.loc[g["component"] != "nccl", "nccl_overlap_s"].sum())}
         for c in CLASSES:
@@ -121,20 +121,24 @@ def main(argv: list[str]) -> int:
     print("== ep rows (split fit): measured / twin ms")
     for _, r in ep.iterrows():
         p = ws.predict_ep_row(r, gpu, profile)
-        print(f"  {r['bench']:18s} {r['precision']:14s} T{int(r['tokens_per_rank']):6d} skew{r['skew']:.0f} "
+        print(f"  {r['bench']:18s} {r['precision']:14s} T{int(r['tokens_per_rank']):6d} e{int(r['num_experts']):<3d} "
+              f"skew{r['skew']:g} "
               f"{r['time_s'] * 1e3:8.3f} / {p * 1e3:8.3f} ({p / r['time_s'] - 1:+.1%})")
     classes = class_table(read_csv(folder / "ep_kernels.csv"), gpu, profile)
     print("== kernel seconds per class, ms: rank 0 / rank 1 / twin")
     for _, c in classes.iterrows():
         parts = " | ".join(f"{k} {c[k + '_r0_s'] * 1e3:.2f}/{c[k + '_r1_s'] * 1e3:.2f}/{c[k + '_twin_s'] * 1e3:.2f}"
                            for k in CLASSES)
-        print(f"  {c['bench']:18s} {c['precision']:14s} T{c['tokens']:6d} skew{c['skew']:.0f} {c['clock_mhz']:.0f} MHz | "
+        print(f"  {c['bench']:18s} {c['precision']:14s} T{c['tokens']:6d} e{c['experts']:<3d} skew{c['skew']:g} "
+              f"{c['clock_mhz']:.0f} MHz | "
               f"{parts} | beside NCCL {c['beside_nccl_s'] * 1e3:.2f}")
     print("== token-side kernels per profiled call (calls)")
-    counts = token_side_counts(read_csv(folder / "ep_kernels.csv"), ["bench", "precision", "tokens_per_rank", "skew", "rank"])
+    counts = token_side_counts(read_csv(folder / "ep_kernels.csv"),
+                               ["bench", "precision", "tokens_per_rank", "num_experts", "skew", "rank"])
     print(counts.to_string(index=False))
-    print("== forward grouped GEMMs alone vs in the layer (BF16), ms")
-    print(grouped_alone_vs_layer(read_csv(folder / "ep_grouped.csv"), classes).round(5).to_string(index=False))
+    if csv_exists(folder / "ep_grouped.csv"):   # s14epl's folders; s21ep2's have none
+        print("== forward grouped GEMMs alone vs in the layer (BF16), ms")
+        print(grouped_alone_vs_layer(read_csv(folder / "ep_grouped.csv"), classes).round(5).to_string(index=False))
     return 0
 
 

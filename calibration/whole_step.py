@@ -556,12 +556,15 @@ def _all_to_all(e: Eager, sent_bytes: float, gpu: GPUSpec, world: int = 2) -> No
 # before the rule was written and the rule relaxed s13epl's 2xH100 clause that alpha fails (-0.86 ->
 # -3.27%), so the lead kept both off (not a blind test); B stays off. Next: the twin-wide GEMM clock
 # offset s14epl found, then A re-judged under a rule written first.
-ADOPT_EP_LOCAL_EXPERTS_ONLY = False
-ADOPT_EP_ROW_GATHER = False
 # s16epa (docs/notes/s16epa_rule.md, rule committed before this session's figures under it, earlier
 # sessions' disclosed): A, judged as a code correction, matches the profiled EP2 forward kernel by
 # kernel (4 argsorts and 5 row gathers a call; 6 and 7 without A) but loses a ranking pair met today
-# (4xH200 n4, DualPipe before DualPipeV), so it stays off.
+# (4xH200 n4, DualPipe before DualPipeV), so it stayed off (and by s17alt's / s18gap's clause 6).
+# s21ep2 (docs/notes/s21ep2_rule.md, rule committed before its campaign's records): A judged blind on
+# 36 EP2 layer rows at shapes no earlier record held (2xH200: 6.22 / 13.73% -> 2.84 / 5.49%) with
+# guards on every other target; adopted (the s17alt sentence on the 4xH200 n8 pair not carried).
+ADOPT_EP_LOCAL_EXPERTS_ONLY = True
+ADOPT_EP_ROW_GATHER = False
 # (a) s13epl (docs/notes/s13epl_rule.md): the ep.csv rows (dispatch, combine, the EP MoE layer forward
 # and backward) run real/ep.py's very calls, in the same run as the ep_step rows whose predictions take
 # the measured EP host terms (calibration.pipeline.ADOPT_EP_HOST_TERMS), so they take the same terms

@@ -23,6 +23,7 @@ from real.bench.copy_load import bench_copy_load
 from real.bench.cp_block import bench_cp_block
 from real.bench.duty_sweep import bench_duty_sweep
 from real.bench.ep import bench_ep
+from real.bench.ep_fresh import bench_ep_fresh
 from real.bench.ep_kernels import bench_ep_kernels
 from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
@@ -70,6 +71,7 @@ _FUNCTIONS = {
     "fa2_sustained": bench_fa2_sustained, "attn_small": bench_attn_small,
     "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep,
     "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,
+    "ep_fresh": bench_ep_fresh,
     "host_input": bench_host_input,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"

@@ -150,6 +150,27 @@ def _gather(obj):
     return out
 
 
+def layer_rows(rec, marks: HostMarks, t: Timer, moe, spec, case, env, reps: int) -> None:
+    """The layer forward and backward of one case (ep_case's (w, ids, x, common); `moe` built from
+    `spec`) in each benched precision: its ep rows timed as ep.csv's (CUDA events, host marks), then
+    the same calls under the profiler on every rank (ep_kernels rows)."""
+    w, ids, x, common = case
+    T, D, K = int(common["tokens_per_rank"]), spec.hidden_size, spec.top_k
+    gy = torch.ones(T, D, device=x.device, dtype=torch.bfloat16)
+    fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
+    for prec in precisions_to_bench(env):
+        fwd = lambda: moe(x, prec, (w, ids))
+        bwd = lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True)
+        r = marks.measure(t, fwd, flops=fl, reps=reps)
+        rec.row("ep", bench="moe_layer_ep_fwd", precision=prec.label, **common, **r)
+        r = marks.measure(t, bwd, setup=fwd, flops=2 * fl, reps=reps)
+        rec.row("ep", bench="moe_layer_ep_bwd", precision=prec.label, **common, **r)
+        for direction, fn, setup in (("fwd", fwd, None), ("bwd", bwd, fwd)):
+            tables = _gather(_safe_profile(t, fn, setup))
+            cfg = dict(bench=f"moe_layer_ep_{direction}", **common, precision=prec.label)
+            _kernel_rows(rec, [tb for tb, _ in tables], cfg, [c for _, c in tables])
+
+
 def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
     """See the module docstring. Fixed repetition counts so every rank issues the same collectives;
     rank 0 writes the rows (ep.csv rows with split `fit`, ep_kernels.csv, ep_grouped.csv)."""
@@ -164,27 +185,15 @@ def bench_ep_kernels(rec, timer, dev, deadline, quick, env):
     with building(dev):
         moe = MoE(spec, ep_group=group)
     gen = torch.Generator().manual_seed(dist.get_rank())
-    D, K = spec.hidden_size, spec.top_k
+    D = spec.hidden_size
     for T in ([32] if quick else [2048, 8192]):
         for skew in [0.0, 1.0]:
             if deadline.over():
                 log("ep_kernels: budget spent")
                 return
             w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, "fit")
-            gy = torch.ones(T, D, device=dev, dtype=torch.bfloat16)
-            fl = gemm_flops(T * K, 3 * spec.moe_intermediate_size, D)
             dispatched = measure_dispatch(rec, marks, t, x, ids, group, common, reps)
-            for prec in precisions_to_bench(env):
-                fwd = lambda: moe(x, prec, (w, ids))
-                bwd = lambda o: torch.autograd.grad(o, [x, *moe.parameters()], gy, allow_unused=True)
-                r = marks.measure(t, fwd, flops=fl, reps=reps)
-                rec.row("ep", bench="moe_layer_ep_fwd", precision=prec.label, **common, **r)
-                r = marks.measure(t, bwd, setup=fwd, flops=2 * fl, reps=reps)
-                rec.row("ep", bench="moe_layer_ep_bwd", precision=prec.label, **common, **r)
-                for direction, fn, setup in (("fwd", fwd, None), ("bwd", bwd, fwd)):
-                    tables = _gather(_safe_profile(t, fn, setup))
-                    cfg = dict(bench=f"moe_layer_ep_{direction}", **common, precision=prec.label)
-                    _kernel_rows(rec, [tb for tb, _ in tables], cfg, [c for _, c in tables])
+            layer_rows(rec, marks, t, moe, spec, (w, ids, x, common), env, reps)
             # the local experts' forward grouped GEMMs alone, on this rank's received rows
             x_ND, expert_R, counts_e, _ = dispatched
             pos, offs, cap = group_offsets(expert_R, counts_e)

@@ -189,7 +189,9 @@ MULTI_GPU_KINDS = {("h200", 2): ("pipeline_step", "ep_step", "moe_layer"), ("h10
 #   since s14ep (the same campaign on a 2xH100 machine, 01:34 UTC, its marks in h100x2/: 157.5 / 194.2
 #   us a counts / token call): held out -0.86% -> +0.58% (all three steps: median 0.9% -> 2.2%, P90
 #   2.1% -> 3.5%; fitting +0.8% -> +2.2% at 1, +2.4% -> +3.9% at 4).
-MULTI_NOT_MET: dict = {("h200", "moe_layer", 2): (0.034, 0.118)}
+# 2xH200 EP2 moe_layer met since s21ep2 (docs/notes/s21ep2_rule.md: A, the EP forward as real/ runs it,
+# 3.4% / 11.8% -> 2.8% / 6.7%; judged blind on 36 fresh rows, 6.2% / 13.7% -> 2.8% / 5.5%)
+MULTI_NOT_MET: dict = {}
 
 
 def _target_params():
@@ -264,12 +266,13 @@ RANK_NOT_MET: dict = {
                  "judged on the four schedules' steps interleaved cycle by cycle, h200x4/s17alt_20261127_0941, 4xH200 "
                  "2026-11-27 09:41 UTC, 20 / 24 cycles; each pair's paired log differences, Hodges-Lehmann with Tukey's "
                  "95% interval): at 8 micro-batches DualPipe ran 1.30% [0.46, 1.82] faster than DualPipeV, resolved "
-                 "(19 of 24 cycles, p 0.010), the twin puts DualPipeV first (-0.30%; 469.8 vs 468.4 ms against 455.2 "
-                 "vs 460.6 measured, held out; -0.81% before s17pair's DualPipe copy accumulation, "
+                 "(19 of 24 cycles, p 0.010), the twin puts DualPipeV first (-0.70%; 468.2 vs 464.9 ms against 455.2 "
+                 "vs 460.6 measured, held out; -0.30% before s21ep2's A, docs/notes/s21ep2_rule.md, whose rule did "
+                 "not carry s17alt's sentence on this pair; -0.81% before s17pair's DualPipe copy accumulation, "
                  "docs/notes/s17pair_rule.md, -0.61% before s17pair2's first-backward placement, "
                  "docs/notes/s17pair2_rule.md, -0.62% before s18gap's host folder inputs, docs/notes/s18gap_rule.md); "
                  "its other 5 pairs met. At 4 all 6 pairs met (DualPipeV 1.71% [0.64, "
-                 "2.92] ahead of DualPipe, the twin 2.69%: the order s15rank's two rounds had the other way, +1.87%). "
+                 "2.92] ahead of DualPipe, the twin 3.10%: the order s15rank's two rounds had the other way, +1.87%). "
                  "At 16 all four as measured by median order on h200x4/. s15rank's two-round folder, reported beside: "
                  "met at 4 and 8 (12 of 12 pairs); issue 13 open",
     ("h100", 4): "not met: 1 of 3 configurations ranked as measured (s13pp records on 4xH100, 2026-11-27 00:19 UTC; "
