@@ -10,6 +10,7 @@ import argparse
 import gzip
 import importlib.metadata
 import json
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -119,9 +120,27 @@ def cmd_step(args) -> int:
     return 0
 
 
+# the fields the schedule registry and the ideal pipeline name, as `twin schedule` spells them
+SCHEDULE_OPTIONS = {"plan.pp": "--pp", "plan.num_microbatches": "--microbatches", "plan.virtual_stages": "--virtual-stages",
+                    "schedule.f_s": "--f", "schedule.b_s": "--b", "schedule.w_s": "--w", "schedule.fb_s": "--fb"}
+
+
+def _as_options(exc: ScenarioError) -> ScenarioError:
+    """A refusal of the ideal pipeline, naming the options the user gave (plan.pp -> --pp, b_s -> --b:
+    `twin schedule dualpipe --pp 3` named plan.pp, a field of no file, until s21walk)."""
+    allowed = exc.allowed
+    for field, option in SCHEDULE_OPTIONS.items():
+        allowed = allowed.replace(field.split(".")[1], option) if field.startswith("schedule.") else allowed
+    allowed = re.sub(r"(?<![\w-])pp\b", "--pp", allowed).replace("2*--pp", "2 x --pp")
+    return ScenarioError(SCHEDULE_OPTIONS.get(exc.field, exc.field), exc.value, allowed)
+
+
 def cmd_schedule(args) -> int:
     from twin.sim.ideal import ideal_schedule  # lazy: only `twin schedule` draws ideal pipelines
-    out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
+    try:
+        out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
+    except ScenarioError as exc:
+        raise _as_options(exc) from None
     _say(args, summary.schedule_summary(out))
     _write_json(args.json, out)
     return 0

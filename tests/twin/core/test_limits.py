@@ -245,6 +245,13 @@ def _cli(argv, capsys):
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "100000"], r"--microbatches: got 100000; allowed: --pp x --microbatches <= 50,000"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--f", "inf"], r"--f: got inf; allowed: finite number > 0"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--fb", "nan"], r"--fb: got nan"),
+    # the schedule's own rules name the options too (plan.pp, schedule.w_s, plan.num_microbatches until s21walk)
+    (["schedule", "dualpipe", "--pp", "3", "--microbatches", "8"], r"^error: --pp: got 3; allowed: an even number of ranks"),
+    (["schedule", "zb1p", "--pp", "4", "--microbatches", "8", "--w", "3"], r"^error: --w: got 3.0; allowed: <= --b = 2.0 "),
+    (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--w", "1", "--fb", "0.5"], r"^error: --fb: got 0.5; allowed: >= --w = 1.0"),
+    (["schedule", "dualpipev", "--pp", "4", "--microbatches", "3"], r"^error: --microbatches: got 3; allowed: >= 2 x --pp = 8 "),
+    (["schedule", "interleaved-1f1b", "--pp", "4", "--microbatches", "6", "--virtual-stages", "2"],
+     r"^error: --microbatches: got 6; allowed: a multiple of --pp = 4 "),
     (["plan", "scenarios/v3_plan.toml", "--price", "h800=nan"], r"--price: got nan; allowed: finite number >= 0"),
     (["plan", "--tokens", "1e12", "--days", "inf"], r"search.days.*got inf; allowed: finite number > 0 and <= 36,500"),
 ])
