@@ -204,12 +204,12 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     from reports.load_report import build as write_load_report  # lazy: matplotlib
-    from twin.training.balance import run_balance, summary_lines  # lazy: only `twin balance`
+    from twin.training.balance import run_balance  # lazy: only `twin balance`
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
         write_load_report(args.out, sc=sc, balance=out)
-    _say(args, "\n".join(summary_lines(out)) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _say(args, summary.balance_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     return 0
 

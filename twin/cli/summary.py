@@ -1,7 +1,8 @@
 """What each command prints on stdout: a short human summary of its typed result.
 
 Pure functions from results to text, so the terminal output is tested like any other output.
-Memory is in GiB (binary) everywhere; counts in K/M/B/T; money in $K/$M.
+Memory is in GiB (binary) everywhere; counts in K/M/B/T; money in $K/$M; times in s, or ms and µs
+below a second (a small model's step printed as "0.00 s" until s21walk).
 """
 
 from __future__ import annotations
@@ -41,7 +42,20 @@ def usd(x: float | None) -> str:
 
 
 def gib(x: float) -> str:
-    return f"{x / GIB:.1f} GiB"
+    """Bytes in GiB: one decimal from 1 GiB up, three significant digits below (no "0.0 GiB")."""
+    return f"{x / GIB:.1f} GiB" if abs(x) >= GIB or x == 0 else f"{x / GIB:.3g} GiB"
+
+
+def seconds(x: float) -> str:
+    """18.49 -> '18.49 s', 0.0123 -> '12.3 ms', 4.5e-5 -> '45 µs': the unit follows the size."""
+    ax = abs(x)
+    if ax == 0:
+        return "0 s"
+    if ax >= 1:
+        return f"{x:,.2f} s"
+    if ax >= 1e-3:
+        return f"{x * 1e3:.3g} ms"
+    return f"{x * 1e6:.3g} µs"
 
 
 def model_summary(out: dict) -> str:
@@ -55,7 +69,7 @@ def model_summary(out: dict) -> str:
 
 def step_summary(name: str, res, breakdown: bool = False) -> str:
     text = f"{name}: one {res.schedule} step on {res.num_gpus:,} GPUs\n" + pairs([
-        ("step time", f"{res.step_time_s:.2f} s"),
+        ("step time", seconds(res.step_time_s)),
         ("pipeline bubble", f"{res.bubble_frac:.1%}"),
         ("exposed communication", f"{res.exposed_comm_frac:.1%}"),
         ("tokens/s per GPU", f"{res.tokens_per_s_per_gpu:,.0f}"),
@@ -64,8 +78,22 @@ def step_summary(name: str, res, breakdown: bool = False) -> str:
     ])
     if breakdown:
         ops = sorted(res.op_time_s.items(), key=lambda kv: -kv[1])
-        text += "\n\n" + table([(op, f"{s:.3f} s") for op, s in ops], header=("op (busiest rank)", "time per step"))
+        text += "\n\n" + table([(op, seconds(s)) for op, s in ops], header=("op (busiest rank)", "time per step"))
     return text
+
+
+def balance_summary(result: dict) -> str:
+    """`twin balance`: the balanced step, then each load case's straggler penalty and GPU-hours lost."""
+    lines = [f"balanced step {seconds(result['balanced_step_time_s'])}, {result['pretrain_steps']:,.0f} pre-training steps "
+             f"on {result['num_gpus']:,} GPUs"]
+    for name, r in result["cases"].items():
+        if "infeasible" in r:
+            lines.append(f"{name:28s} infeasible: {r['infeasible']}")
+            continue
+        lines.append(f"{name:28s} rank max/mean {r['rank_max_over_mean']:5.2f}  step {seconds(r['step_time_s']):>9}  "
+                     f"penalty {100 * r['straggler_penalty_frac']:6.1f}%  lost {count(r['gpu_hours_lost']):>6} GPU-h"
+                     + ("  (OOM: all-to-all buffers)" if r["out_of_memory"] else ""))
+    return "\n".join(lines)
 
 
 def infeasible_summary(reason: str, breakdown: dict | None) -> str:

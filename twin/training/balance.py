@@ -118,15 +118,3 @@ def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3, progress: bool
         "decay_measured_expert_max_over_mean_by_rate": measured_decay(gpu),
     }
     return result
-
-
-def summary_lines(result: dict) -> list[str]:
-    lines = [f"balanced step {result['balanced_step_time_s']:.2f} s, {result['pretrain_steps']:.0f} pre-training steps on {result['num_gpus']} GPUs"]
-    for name, r in result["cases"].items():
-        if "infeasible" in r:
-            lines.append(f"{name:28s} infeasible: {r['infeasible']}")
-            continue
-        lines.append(f"{name:28s} rank max/mean {r['rank_max_over_mean']:5.2f}  step {r['step_time_s']:6.2f} s  "
-                     f"penalty {100 * r['straggler_penalty_frac']:6.1f}%  lost {r['gpu_hours_lost'] / 1e3:8.0f}K GPU-h"
-                     + ("  (OOM: all-to-all buffers)" if r["out_of_memory"] else ""))
-    return lines

@@ -1,0 +1,42 @@
+"""The human summaries print times and memory in units that fit their size: a small model's step
+printed as "step time 0.00 s", its ops as "0.000 s" and its memory as "0.0 GiB" until s21walk."""
+
+import re
+
+import pytest
+
+from twin.cli import summary
+from twin.cli.main import main
+
+TINY = ["--set", 'model.name="tiny"', "--set", "cluster.num_gpus=8", "--set", "plan.pp=2", "--set", "plan.ep=4",
+        "--set", "workload.seq_len=512", "--set", "workload.global_batch_seqs=32"]
+
+
+@pytest.mark.parametrize("x, text", [(18.4855, "18.49 s"), (1.0, "1.00 s"), (0.0, "0 s"), (0.00466, "4.66 ms"),
+                                     (0.000932, "932 µs"), (4.5e-8, "0.045 µs"), (3600.0, "3,600.00 s")])
+def test_seconds_picks_the_unit_by_size(x, text):
+    assert summary.seconds(x) == text
+
+
+@pytest.mark.parametrize("x, text", [(70.4 * 2**30, "70.4 GiB"), (0, "0.0 GiB"), (5.36e6, "0.00499 GiB")])
+def test_gib_keeps_three_digits_below_one_gib(x, text):
+    assert summary.gib(x) == text
+
+
+def test_a_small_models_step_prints_no_zero_times(capsys):
+    assert main(["step", *TINY, "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"\b0\.0+ (s|GiB)\b", out), out
+    assert re.search(r"step time +[\d.]+ ms\n", out) and re.search(r"memory per GPU +[\d.]+ GiB of 74\.5 GiB", out)
+
+
+def test_balance_summary_in_units_that_fit():
+    case = {"rank_max_over_mean": 1.37, "step_time_s": 0.00467, "straggler_penalty_frac": 0.002,
+            "gpu_hours_lost": 654_425.6, "out_of_memory": True}
+    text = summary.balance_summary({"balanced_step_time_s": 0.00466, "pretrain_steps": 235_239.66, "num_gpus": 2048,
+                                    "cases": {"measured_no_bias": case, "zipf_fit": {"infeasible": "out of memory"}}})
+    lines = text.splitlines()
+    assert lines[0] == "balanced step 4.66 ms, 235,240 pre-training steps on 2,048 GPUs"
+    assert re.fullmatch(r"measured_no_bias +rank max/mean  1\.37  step +4\.67 ms  penalty +0\.2%  lost +654K GPU-h"
+                        r"  \(OOM: all-to-all buffers\)", lines[1])
+    assert lines[2].split() == ["zipf_fit", "infeasible:", "out", "of", "memory"]
