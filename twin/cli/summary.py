@@ -37,6 +37,11 @@ def count(x: float) -> str:
     return f"{x:.3g}"
 
 
+def dollars(x: float) -> str:
+    """A price: cents from $0.01 up, three significant digits below ('$0.00' said free until s21walk)."""
+    return f"${x:,.2f}" if abs(x) >= 0.01 or x == 0 else f"${x:.3g}"
+
+
 def usd(x: float | None) -> str:
     return "-" if x is None else f"${count(x)}"
 
@@ -80,6 +85,15 @@ def step_summary(name: str, res, breakdown: bool = False) -> str:
         ops = sorted(res.op_time_s.items(), key=lambda kv: -kv[1])
         text += "\n\n" + table([(op, seconds(s)) for op, s in ops], header=("op (busiest rank)", "time per step"))
     return text
+
+
+def latencies(*xs: float) -> str:
+    """Percentiles in one unit, the largest's: (1.574, 4.675, 8.712) -> '1,574 / 4,675 / 8,712 ms',
+    (0.0605, 0.0608) -> '60.5 / 60.8 ms', (63.5, 70.6) -> '63.5 / 70.6 s', (4e-4, 5e-4) -> '400 / 500 µs'."""
+    top = max(abs(x) for x in xs)
+    scale, unit = (1.0, "s") if top >= 10 else (1e3, "ms") if top >= 1e-3 else (1e6, "µs")
+    digits = 1 if top * scale < 100 else 0
+    return " / ".join(f"{x * scale:,.{digits}f}" for x in xs) + f" {unit}"
 
 
 def balance_summary(result: dict) -> str:
@@ -151,16 +165,16 @@ def serve_summary(sc, out) -> str:
                 ("output tokens/s", f"{out.output_tokens_per_s:,.0f} ({out.output_tokens_per_s_per_gpu:,.0f} per GPU, "
                                     f"{out.output_tokens_per_s_per_node:,.0f} per node)"),
                 ("input tokens/s", f"{out.input_tokens_per_s:,.0f} ({out.input_tokens_per_s_per_node:,.0f} per node)"),
-                ("TTFT P50 / P90 / P99", f"{out.ttft_p50_s * 1e3:,.0f} / {out.ttft_p90_s * 1e3:,.0f} / {out.ttft_p99_s * 1e3:,.0f} ms"),
-                ("TPOT P50 / P90 / P99", f"{out.tpot_p50_s * 1e3:.1f} / {out.tpot_p90_s * 1e3:.1f} / {out.tpot_p99_s * 1e3:.1f} ms"),
-                ("E2E P50 / P99", f"{out.e2e_p50_s:,.1f} / {out.e2e_p99_s:,.1f} s"),
+                ("TTFT P50 / P90 / P99", latencies(out.ttft_p50_s, out.ttft_p90_s, out.ttft_p99_s)),
+                ("TPOT P50 / P90 / P99", latencies(out.tpot_p50_s, out.tpot_p90_s, out.tpot_p99_s)),
+                ("E2E P50 / P99", latencies(out.e2e_p50_s, out.e2e_p99_s)),
                 ("goodput", f"{out.goodput_requests_per_s:,.2f} requests/s within TTFT {sc.traffic.slo_ttft_s:g} s, "
                             f"TPOT {sc.traffic.slo_tpot_s * 1e3:g} ms"),
-                ("$ per million tokens", f"output ${out.usd_per_million_output_tokens:,.2f}, input ${out.usd_per_million_input_tokens:,.2f}"),
+                ("$ per million tokens", f"output {dollars(out.usd_per_million_output_tokens)}, input {dollars(out.usd_per_million_input_tokens)}"),
                 ("memory per GPU", f"{gib(out.memory_per_gpu_bytes)} (KV peak {sim.kv_peak_tokens_per_instance:,.0f} of "
                                    f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {sim.preemptions} preemptions)"),
                 ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
-                                   f"output tok/s per node at TPOT {out.tpot_s * 1e3:.1f} ms; one prompt's prefill {out.ttft_s * 1e3:.0f} ms"),
+                                   f"output tok/s per node at TPOT {latencies(out.tpot_s)}; one prompt's prefill {latencies(out.ttft_s)}"),
             ]))
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"

@@ -40,3 +40,21 @@ def test_balance_summary_in_units_that_fit():
     assert re.fullmatch(r"measured_no_bias +rank max/mean  1\.37  step +4\.67 ms  penalty +0\.2%  lost +654K GPU-h"
                         r"  \(OOM: all-to-all buffers\)", lines[1])
     assert lines[2].split() == ["zipf_fit", "infeasible:", "out", "of", "memory"]
+
+
+@pytest.mark.parametrize("xs, text", [((1.574, 4.675, 8.712), "1,574 / 4,675 / 8,712 ms"), ((0.0605, 0.0648), "60.5 / 64.8 ms"),
+                                      ((63.5, 70.6), "63.5 / 70.6 s"), ((5.64e-4, 5.7e-4), "564 / 570 µs"),
+                                      ((0.0337,), "33.7 ms")])
+def test_latencies_share_the_largest_ones_unit(xs, text):
+    assert summary.latencies(*xs) == text
+
+
+def test_a_fast_deployment_prints_no_zero_latency_or_price(capsys):
+    """A small model served fast printed 'E2E P50 / P99 0.0 / 0.0 s', 'TTFT 1 / 1 / 1 ms', 'input $0.00' and
+    'one prompt's prefill 0 ms' until s21walk."""
+    argv = ["serve", "--quiet", "--requests", "20", "--set", 'model.name="tiny"', "--set", "serve.tp=1", "--set", "serve.dp_attention=true",
+            "--set", "serve.batch=4", "--set", "serve.input_len=128", "--set", "serve.output_len=128"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"(?<![\d.,])0(\.0+)? (/|s\b|ms\b)|\$0\.00\b|prefill 0 ms", out), out
+    assert re.search(r"TTFT P50 / P90 / P99 +[\d.]+ / [\d.]+ / [\d.]+ (µs|ms)\n", out), out
