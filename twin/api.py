@@ -57,6 +57,7 @@ def result_schemas() -> dict[str, dict]:
     schemas["step_command.schema.json"] = step_command_schema()
     schemas["model_command.schema.json"] = MODEL_COMMAND_SCHEMA
     schemas["schedule_command.schema.json"] = SCHEDULE_COMMAND_SCHEMA
+    schemas["balance_command.schema.json"] = BALANCE_COMMAND_SCHEMA
     return schemas
 
 
@@ -83,6 +84,35 @@ SCHEDULE_COMMAND_SCHEMA = _command_schema(
      "peak_inflight_activations": {"type": "array", "items": _INT},
      "note": {**_STR, "description": "why the simulated bubble differs from the formula, when it does"}},
     optional=("note",))
+
+
+_SERIES = {"type": "object", "additionalProperties": {"type": "array", "items": _NUM}}
+_BALANCE_CASE = _command_schema(
+    "load case", "One expert-load case: the step under that load, its straggler penalty against the balanced step and "
+    "the pre-training GPU-hours and dollars it loses (memory flagged, not refused: skewed rows enlarge the all-to-all buffers).",
+    {"step_time_s": _NUM, "mfu_frac": _NUM, "rank_max_over_mean": _NUM, "ib_max_over_balanced": _NUM,
+     "memory_per_gpu_bytes": _NUM, "out_of_memory": {"type": "boolean"}, "straggler_penalty_frac": _NUM,
+     "gpu_hours_lost": _NUM, "usd_lost": _NUM})
+_BALANCE_CASE.pop("$schema")
+BALANCE_COMMAND_SCHEMA = _command_schema(
+    "twin balance --json", "What expert-load balancing buys (twin.training.balance.run_balance): the step and "
+    "pre-training GPU-hours under balanced, measured and fitted expert loads, and the imbalance's decay under the bias update.",
+    {"scenario": _STR, "num_gpus": _INT, "pretrain_steps": _NUM, "balanced_step_time_s": _NUM,
+     "fit": {"type": "object", "description": "the Zipf and Dirichlet fits to the measured no-bias run (twin.moe.load.fit_measured)",
+             "properties": {"gpu": _STR, "bias_update_rate": _NUM, "num_samples": _INT, "num_experts": _INT, "top_k": _INT,
+                            "zipf_s": _NUM, "zipf_rmse": _NUM, "dirichlet_alpha": _NUM, "dirichlet_rmse": _NUM,
+                            "measured_max_over_mean": _NUM},
+             "required": ["gpu", "bias_update_rate", "num_samples", "num_experts", "top_k", "zipf_s", "zipf_rmse",
+                          "dirichlet_alpha", "dirichlet_rmse", "measured_max_over_mean"], "additionalProperties": False},
+     "cases": {"type": "object", "description": "load case name -> its figures, or why its step cannot run",
+               "additionalProperties": {"anyOf": [_BALANCE_CASE, {
+                   "type": "object", "properties": {"infeasible": _STR}, "required": ["infeasible"],
+                   "additionalProperties": False}]}},
+     "decay_simulated": {"type": "object", "properties": {
+         "num_experts": _INT, "top_k": _INT, "ep": _INT, "base_zipf_s": _NUM,
+         "rank_max_over_mean_by_gamma": {**_SERIES, "description": "bias speed gamma -> rank max/mean per step"}},
+         "required": ["num_experts", "top_k", "ep", "base_zipf_s", "rank_max_over_mean_by_gamma"], "additionalProperties": False},
+     "decay_measured_expert_max_over_mean_by_rate": {**_SERIES, "description": "recorded bias rate -> expert max/mean per step"}})
 
 
 STEP_COMMAND_DOC = ("What `twin step --json` writes: the step's result with `feasible` true and the resolved scenario "

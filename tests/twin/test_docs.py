@@ -136,3 +136,18 @@ def test_model_and_schedule_json_validate_against_their_schemas(tmp_path):
         assert schema_errors(out, schema) == [], args
         notes.append("note" in out)
     assert notes == [False, True, False]   # non-canonical op times: the note, checked by the schema too
+
+
+def test_balance_json_validates_against_its_schema(tmp_path):
+    """`twin balance --json` had no published schema until s21walk (docs/results/balance_command.schema.json)."""
+    schema = result_schemas()["balance_command.schema.json"]
+    tiny = ["--set", 'model.name="tiny"', "--set", "cluster.num_gpus=8", "--set", "plan.pp=2", "--set", "plan.ep=4",
+            "--set", "workload.seq_len=512", "--set", "workload.global_batch_seqs=32", "--quiet"]
+    assert main(["balance", *tiny, "--json", str(tmp_path / "b.json")]) == 0
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert schema_errors(out, schema) == []
+    # a case whose step cannot run carries its reason, and the schema says so; a stray key is refused
+    out["cases"]["zipf_fit"] = {"infeasible": "out of memory"}
+    assert schema_errors(out, schema) == []
+    out["cases"]["balanced"]["bogus"] = 1
+    assert schema_errors(out, schema) != []
