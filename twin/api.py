@@ -58,6 +58,7 @@ def result_schemas() -> dict[str, dict]:
     schemas["model_command.schema.json"] = MODEL_COMMAND_SCHEMA
     schemas["schedule_command.schema.json"] = SCHEDULE_COMMAND_SCHEMA
     schemas["balance_command.schema.json"] = BALANCE_COMMAND_SCHEMA
+    schemas["serve_command.schema.json"] = serve_command_schema()
     return schemas
 
 
@@ -119,19 +120,36 @@ STEP_COMMAND_DOC = ("What `twin step --json` writes: the step's result with `fea
                     "beside it, or, for a plan that cannot run, `feasible` false with the reason and the memory breakdown.")
 
 
+def _cannot_run(scenario: dict) -> dict:
+    """What a command's --json holds for a plan or deployment that cannot run (exit 3)."""
+    return {"type": "object", "properties": {
+        "feasible": {"const": False}, "reason": {"type": "string"},
+        "memory_breakdown_bytes": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "scenario": scenario}, "required": ["feasible", "reason", "memory_breakdown_bytes", "scenario"],
+        "additionalProperties": False}
+
+
+SERVE_COMMAND_DOC = ("What `twin serve --json` writes: the serving result (serve.schema.json), or, for a deployment that "
+                     "cannot run (exit 3), `feasible` false with the reason, the memory breakdown and the resolved scenario.")
+
+
+def serve_command_schema() -> dict:
+    """The JSON Schema of `twin serve --json` (SERVE_COMMAND_DOC)."""
+    served = json_schema(ServeResult)
+    ran = {k: v for k, v in served.items() if k not in ("$schema", "$defs", "title", "description")}
+    scenario = {"type": "object", "description": "the resolved scenario, as scenario.resolved.toml holds it"}
+    return {"$schema": served["$schema"], "title": "twin serve --json", "description": SERVE_COMMAND_DOC,
+            "anyOf": [ran, _cannot_run(scenario)], "$defs": served.get("$defs", {})}
+
+
 def step_command_schema() -> dict:
     """The JSON Schema of `twin step --json` (STEP_COMMAND_DOC): StepResult's fields and two more."""
     step = json_schema(StepResult)
     scenario = {"type": "object", "description": "the resolved scenario, as scenario.resolved.toml holds it"}
     ran = {"type": "object", "properties": {"feasible": {"const": True}, **step["properties"], "scenario": scenario},
            "required": ["feasible", *step["required"], "scenario"], "additionalProperties": False}
-    cannot_run = {"type": "object", "properties": {
-        "feasible": {"const": False}, "reason": {"type": "string"},
-        "memory_breakdown_bytes": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
-        "scenario": scenario}, "required": ["feasible", "reason", "memory_breakdown_bytes", "scenario"],
-        "additionalProperties": False}
     return {"$schema": step["$schema"], "title": "twin step --json", "description": STEP_COMMAND_DOC,
-            "anyOf": [ran, cannot_run], "$defs": step.get("$defs", {})}
+            "anyOf": [ran, _cannot_run(scenario)], "$defs": step.get("$defs", {})}
 
 
 def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),

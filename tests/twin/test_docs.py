@@ -151,3 +151,17 @@ def test_balance_json_validates_against_its_schema(tmp_path):
     assert schema_errors(out, schema) == []
     out["cases"]["balanced"]["bogus"] = 1
     assert schema_errors(out, schema) != []
+
+
+def test_serve_command_json_validates_against_its_schema(tmp_path, capsys):
+    """`twin serve --json` on a deployment that cannot run wrote nothing (exit 3) until s21walk; now, as
+    `twin step`, `feasible` false with the reason (serve_command.schema.json holds both shapes)."""
+    schema = result_schemas()["serve_command.schema.json"]
+    assert main(["serve", "--quiet", "--requests", "20", "--json", str(tmp_path / "ran.json")]) == 0
+    ran = json.loads((tmp_path / "ran.json").read_text())
+    assert schema_errors(ran, schema) == [] and "feasible" not in ran
+    assert main(["serve", "--quiet", "--set", "cluster.gpu=h100", "--json", str(tmp_path / "oom.json")]) == 3
+    oom = json.loads((tmp_path / "oom.json").read_text())
+    assert oom["feasible"] is False and "H100" in oom["reason"] and schema_errors(oom, schema) == []
+    assert oom["scenario"]["cluster"]["gpu"] == "h100"
+    assert schema_errors(oom, result_schemas()["serve.schema.json"]) != []   # the bare result's schema is not it

@@ -56,26 +56,27 @@ def cmd_fit(args) -> int:
               file=sys.stderr)
         return EXIT_INVALID
     out = {}
-    # a minute or more per GPU: a bar over each GPU's fit parts (none until s21walk)
-    bar = tqdm(total=len(gpus) * len(FIT_PARTS), desc="fit", unit="part", file=sys.stderr, disable=args.quiet, leave=False)
-    for gpu in gpus:
-        bar.set_postfix_str(gpu)
-        try:
-            with _own_inputs(args, ("records",)):
-                prof, stats = fit_gpu(gpu, root, on_part=lambda name: bar.update(1))
-        except FileNotFoundError as exc:
-            bar.close()
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
-        path = write_profile(prof, args.profiles) if args.profiles else write_profile(prof)
-        if not args.profiles:   # the measured expert loads the twin replays ship beside the profiles
-            publish_expert_loads(gpu, root)
-        # beside the bar (tqdm.write), and on stderr when stdout carries the JSON (--json -)
-        tqdm.write(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
-                   f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}",
-                   file=sys.stderr if args.json == "-" else sys.stdout)
-        out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
-    bar.close()
+    # a minute or more per GPU: a bar over each GPU's fit parts (none until s21walk), closed (its line
+    # cleared) before an error is printed
+    with tqdm(total=len(gpus) * len(FIT_PARTS), desc="fit", unit="part", file=sys.stderr, disable=args.quiet,
+              leave=False) as bar:
+        for gpu in gpus:
+            bar.set_postfix_str(gpu)
+            try:
+                with _own_inputs(args, ("records",)):
+                    prof, stats = fit_gpu(gpu, root, on_part=lambda name: bar.update(1))
+            except FileNotFoundError as exc:
+                bar.close()
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+            path = write_profile(prof, args.profiles) if args.profiles else write_profile(prof)
+            if not args.profiles:   # the measured expert loads the twin replays ship beside the profiles
+                publish_expert_loads(gpu, root)
+            # beside the bar (tqdm.write), and on stderr when stdout carries the JSON (--json -)
+            tqdm.write(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
+                       f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}",
+                       file=sys.stderr if args.json == "-" else sys.stdout)
+            out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
     args.write_json(args.json, out)
     return 0
 

@@ -219,7 +219,13 @@ def cmd_serve(args) -> int:
     from reports.serve_report import serve_trace  # lazy: matplotlib
     from reports.serve_report import write_outputs as write_serve_report  # lazy: matplotlib
     sc = _scenario(args, SERVING)
-    out = serve(sc, args.requests)
+    try:
+        out = serve(sc, args.requests)
+    except InfeasiblePlan as exc:   # as `twin step`: --json says why (it wrote nothing until s21walk)
+        _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
+                                "scenario": sc.to_dict()})
+        _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
+        return EXIT_INFEASIBLE
     if args.out:
         write_serve_report(out, sc, args.out)
     if args.trace:

@@ -341,7 +341,7 @@ def test_deep_stages_are_refused_by_their_quadratic_placement_cost():
     assert load_scenario().step_work()["op_blocks2"] == 1920 * 25
 
 
-@pytest.mark.parametrize("command", [["fit", "--profiles", "{tmp}/profiles"], ["validate", "--quiet"]])
+@pytest.mark.parametrize("command", [["fit", "--quiet", "--profiles", "{tmp}/profiles"], ["validate", "--quiet"]])
 @pytest.mark.parametrize("content", [bytes(range(128, 256)) * 4, b"a,b\n1,2\n"])
 def test_unreadable_records_of_ones_own_exit_2_naming_records(command, content, tmp_path, capsys):
     """A --records folder whose CSV is binary (fit) or has no timed rows (validate) ended in a
