@@ -100,13 +100,19 @@ def balance_summary(result: dict) -> str:
     """`twin balance`: the balanced step, then each load case's straggler penalty and GPU-hours lost."""
     lines = [f"balanced step {seconds(result['balanced_step_time_s'])}, {result['pretrain_steps']:,.0f} pre-training steps "
              f"on {result['num_gpus']:,} GPUs"]
+    # a skewed case runs out of memory by its larger all-to-all buffers only where the balanced step fits
+    # (every case said "all-to-all buffers" until s21walk, the balanced one too on a plan that does not fit)
+    plan_oom = result["cases"].get("balanced", {}).get("out_of_memory", False)
+    if plan_oom:
+        lines[0] += " (the plan runs out of memory even balanced: `twin step` says by how much)"
     for name, r in result["cases"].items():
         if "infeasible" in r:
             lines.append(f"{name:28s} infeasible: {r['infeasible']}")
             continue
+        oom = "  (OOM)" if plan_oom else "  (OOM: all-to-all buffers)"
         lines.append(f"{name:28s} rank max/mean {r['rank_max_over_mean']:5.2f}  step {seconds(r['step_time_s']):>9}  "
                      f"penalty {100 * r['straggler_penalty_frac']:6.1f}%  lost {count(r['gpu_hours_lost']):>6} GPU-h"
-                     + ("  (OOM: all-to-all buffers)" if r["out_of_memory"] else ""))
+                     + (oom if r["out_of_memory"] else ""))
     return "\n".join(lines)
 
 

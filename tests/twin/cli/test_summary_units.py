@@ -58,3 +58,17 @@ def test_a_fast_deployment_prints_no_zero_latency_or_price(capsys):
     out = capsys.readouterr().out
     assert not re.search(r"(?<![\d.,])0(\.0+)? (/|s\b|ms\b)|\$0\.00\b|prefill 0 ms", out), out
     assert re.search(r"TTFT P50 / P90 / P99 +[\d.]+ / [\d.]+ / [\d.]+ (µs|ms)\n", out), out
+
+
+def test_balance_summary_blames_the_buffers_only_where_the_balanced_step_fits():
+    def case(oom):
+        return {"rank_max_over_mean": 1.0, "step_time_s": 18.7, "straggler_penalty_frac": 0.0, "gpu_hours_lost": 0.0,
+                "out_of_memory": oom}
+    result = {"balanced_step_time_s": 18.7, "pretrain_steps": 1e5, "num_gpus": 2048,
+              "cases": {"balanced": case(True), "zipf_fit": case(True)}}
+    lines = summary.balance_summary(result).splitlines()
+    assert "runs out of memory even balanced" in lines[0]
+    assert lines[1].endswith("(OOM)") and lines[2].endswith("(OOM)") and "all-to-all" not in "".join(lines)
+    result["cases"]["balanced"] = case(False)
+    lines = summary.balance_summary(result).splitlines()
+    assert lines[1].endswith("GPU-h") and lines[2].endswith("(OOM: all-to-all buffers)")
