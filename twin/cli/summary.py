@@ -133,6 +133,14 @@ def schedule_summary(out: dict) -> str:
     return text + (f"\nnote: {out['note']}" if out.get("note") else "")
 
 
+# a run DeepSeek's figures do not describe (another model, GPU or cluster): the twin's rows by what they
+# are, not by DeepSeek's statements ("Pre-training cost of DeepSeek-V3" for a tiny model, "H800 GPU-hours
+# per trillion tokens" for an H200 run, until s21walk)
+OWN_RUN_LABELS = {"train.cost.pretrain_gpu_hours": "Pre-training", "train.cost.context_ext_gpu_hours": "Context extension",
+                  "train.cost.posttrain_gpu_hours": "Post-training", "train.cost.total_gpu_hours": "Total",
+                  "train.throughput.gpu_hours_per_T": "{gpu} GPU-hours per trillion pre-training tokens"}
+
+
 def replay_summary(sc, res, out_dir: str | None) -> str:
     claims = {c.id: c for c in res.claims}
     published = res.claims_describe_run
@@ -144,7 +152,8 @@ def replay_summary(sc, res, out_dir: str | None) -> str:
         if c.predicted is None or "gpu_hours" not in c.id:
             continue
         band = f"{count(c.band.p10)}-{count(c.band.p90)}" if c.band else ""
-        row = (c.statement, count(c.predicted), band)
+        label = c.statement if published else OWN_RUN_LABELS.get(c.id, c.statement).format(gpu=res.gpu.upper())
+        row = (label, count(c.predicted), band)
         rows.append(row + ((count(c.claimed), f"{c.rel_error:+.1%}") if published else ()))
     header = ("GPU-hours", "twin", "P10-P90") + (("published", "error") if published else ())
     text = head + "\n\n" + table(rows, header=header)

@@ -72,3 +72,17 @@ def test_balance_summary_blames_the_buffers_only_where_the_balanced_step_fits():
     result["cases"]["balanced"] = case(False)
     lines = summary.balance_summary(result).splitlines()
     assert lines[1].endswith("GPU-h") and lines[2].endswith("(OOM: all-to-all buffers)")
+
+
+def test_replay_summary_labels_a_run_deepseek_does_not_describe_by_what_its_rows_are(tmp_path, capsys):
+    """A tiny model on H200 printed 'Pre-training cost of DeepSeek-V3' and 'H800 GPU-hours per trillion
+    pre-training tokens' beside the twin's own figures until s21walk."""
+    scenario = tmp_path / "tiny_h200.toml"
+    scenario.write_text('name = "tiny-h200"\n[model]\nname = "tiny"\n[cluster]\ngpu = "h200"\nnum_gpus = 8\n'
+                        '[plan]\npp = 2\nep = 4\n[workload]\nseq_len = 512\nglobal_batch_seqs = 32\n'
+                        '[uncertainty]\nnum_samples = 100\n'
+                        '[[run.stages]]\nname = "pretrain"\ntokens = 1e9\nseq_len = 512\nglobal_batch_seqs = 32\n')
+    assert main(["replay", str(scenario), "--quiet", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "DeepSeek-V3 " not in out.split("(DeepSeek's published figures")[0] and "H800 GPU-hours" not in out
+    assert re.search(r"^Pre-training +\S+", out, re.M) and re.search(r"^H200 GPU-hours per trillion pre-training tokens ", out, re.M)
