@@ -21,12 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from twin.core.errors import ScenarioError
 from twin.core.results import SCHEMA_DIALECT, json_schema, to_json
 from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
 from twin.core.search_specs import SearchSpec
 from twin.core.serve_specs import MAX_SIM_REQUESTS
+from twin.core.specs import MAX_SEQ_LEN
 from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
@@ -152,11 +155,13 @@ def step_command_schema() -> dict:
             "anyOf": [ran, _cannot_run(scenario)], "$defs": step.get("$defs", {})}
 
 
-def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),
+def load_scenario(path: str | Path | None = None, overrides: Sequence[str] | str = (),
                   kind: str | None = None) -> Scenario | PlanScenario | ServeScenario:
     """A validated scenario from TOML (None: the embedded default of `kind`, training if unset),
-    with `section.field=value` overrides applied first. Its kind follows from its tables."""
-    return _load(path, list(overrides), kind)
+    with `section.field=value` overrides applied first (a list of them, or one string). Its kind
+    follows from its tables."""
+    # one override as a bare string was read character by character ("--set: got 'p'") until s21walk
+    return _load(path, [overrides] if isinstance(overrides, str) else list(overrides), kind)
 
 
 def _require(sc, kind: str, what: str) -> None:
@@ -176,11 +181,52 @@ def replay(sc: Scenario, progress: bool = False) -> ReplayResult:
     return _replay(sc, progress=progress)
 
 
+def _check_num_requests(num_requests: int | None) -> None:
+    """As `twin serve --requests`: a count from 1 to MAX_SIM_REQUESTS (-1 or 2.5 ended in numpy's
+    errors and 10**12 in a MemoryError until s21walk)."""
+    check_value("num_requests", num_requests, integer=True, ge=1, le=MAX_SIM_REQUESTS)
+
+
 def serve(sc: ServeScenario, num_requests: int | None = None) -> ServeResult:
     """A serving scenario under its traffic, request by request (the headline), beside the
     analytic concurrency sweep and the published figures it names."""
     _require(sc, SERVING, "serve")
+    _check_num_requests(num_requests)
     return _serve(sc, num_requests)
+
+
+def _per_request(name: str, values, *, lo: float, hi: float | None, integer: bool) -> np.ndarray:
+    """One value per request as a 1-D float array, each finite and in [lo, hi] (an integer when
+    `integer`); a ScenarioError naming `name` otherwise."""
+    allowed = f"a list of {'integers' if integer else 'numbers'} >= {lo:g}" + (f" and <= {hi:,}" if hi is not None else "") \
+        + f", one per request (1 to {MAX_SIM_REQUESTS:,} requests)"
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ScenarioError(name, values if not isinstance(values, (list, tuple)) else list(values)[:5], allowed) from None
+    bad = (arr.ndim != 1 or not 1 <= arr.size <= MAX_SIM_REQUESTS or not np.all(np.isfinite(arr)) or np.any(arr < lo)
+           or (hi is not None and np.any(arr > hi)) or (integer and np.any(arr != np.round(arr))))
+    if bad:
+        raise ScenarioError(name, arr.ravel()[:5].tolist() if arr.size else [], allowed)
+    return arr
+
+
+def _load_run(arrival_s, input_len, output_len, cached_len) -> tuple:
+    """simulate_load's per-request inputs, checked as a trace CSV's rows are (traffic.trace_csv): a
+    negative prompt ran, strings, an empty run or a missing output_len ended in numpy's errors (until s21walk)."""
+    if output_len is None:
+        raise ScenarioError("output_len", None, "one output length per request, given with input_len")
+    isl = _per_request("input_len", input_len, lo=1, hi=MAX_SEQ_LEN, integer=True)
+    osl = _per_request("output_len", output_len, lo=1, hi=MAX_SEQ_LEN, integer=True)
+    if osl.size != isl.size:
+        raise ScenarioError("output_len", f"{osl.size} values", f"one per request ({isl.size}, as input_len)")
+    arrival = None if arrival_s is None else _per_request("arrival_s", arrival_s, lo=0, hi=None, integer=False)
+    cached = None
+    if cached_len is not None:
+        cached = _per_request("cached_len", cached_len, lo=0, hi=MAX_SEQ_LEN, integer=True)
+        if cached.size != isl.size or np.any(cached > isl):
+            raise ScenarioError("cached_len", cached[:5].tolist(), "0 <= cached_len <= input_len, one per request")
+    return arrival, isl.astype(np.int64), osl.astype(np.int64), None if cached is None else cached.astype(np.int64)
 
 
 def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=None, cached_len=None,
@@ -189,8 +235,10 @@ def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=
     from its start, or None for a closed loop of traffic.concurrency clients); without: the
     scenario's [traffic]. Per-request TTFT/TPOT/E2E: `.per_request()`."""
     _require(sc, SERVING, "simulate_load")
+    _check_num_requests(num_requests)
     if input_len is None:
         return _simulate(sc, num_requests)
+    arrival_s, input_len, output_len, cached_len = _load_run(arrival_s, input_len, output_len, cached_len)
     return _simulate(sc, requests=from_records(arrival_s, input_len, output_len, sc.traffic, cached_len))
 
 

@@ -1,0 +1,53 @@
+"""The Python API refuses bad arguments as the command line does: a ScenarioError naming the argument,
+the value and what is allowed, never numpy's errors or a MemoryError (until s21walk: a negative prompt
+ran, strings, an empty run or a missing output_len raised numpy's errors, num_requests=-1 or 2.5 raised
+in numpy, 10**12 allocated 7 TiB)."""
+
+import re
+
+import pytest
+
+import twin
+from twin.core.errors import ScenarioError
+
+
+@pytest.fixture(scope="module")
+def sv():
+    return twin.load_scenario(kind="serving")
+
+
+@pytest.mark.parametrize("args, kwargs, pattern", [
+    (([0.0], [-5], [10]), {}, r"^input_len: got \[-5\.0\]; allowed: a list of integers >= 1 and <= 10,000,000, one per request"),
+    (([0.0], [5.5], [10]), {}, r"^input_len: got \[5\.5\]; allowed: a list of integers"),
+    (([0.0], [5], [0]), {}, r"^output_len: got \[0\.0\]; allowed: a list of integers >= 1"),
+    ((["a"], [5], [10]), {}, r"^arrival_s: got \['a'\]; allowed: a list of numbers >= 0"),
+    (([float("nan")], [5], [10]), {}, r"^arrival_s: got \[nan\]; allowed"),
+    (([], [], []), {}, r"^input_len: got \[\]; allowed: .*\(1 to 2,000,000 requests\)"),
+    ((None, [5], None), {}, r"^output_len: got None; allowed: one output length per request, given with input_len"),
+    ((None, [5, 6], [3]), {}, r"^output_len: got '1 values'; allowed: one per request \(2, as input_len\)"),
+    ((None, [[5]], [[3]]), {}, r"^input_len: got \[5\.0\]; allowed: a list of integers"),
+    ((None, [100, 200], [10, 20]), {"cached_len": [0, 500]}, r"^cached_len: got \[0\.0, 500\.0\]; allowed: 0 <= cached_len <= input_len"),
+    ((), {"num_requests": 0}, r"^num_requests: got 0; allowed: integer >= 1 and <= 2,000,000"),
+    ((), {"num_requests": 10**12}, r"^num_requests: got 1000000000000; allowed: integer >= 1 and <= 2,000,000"),
+])
+def test_simulate_load_refuses_bad_runs_naming_the_argument(sv, args, kwargs, pattern):
+    with pytest.raises(ScenarioError, match=pattern):
+        twin.simulate_load(sv, *args, **kwargs)
+
+
+def test_simulate_load_still_takes_a_good_run(sv):
+    r = twin.simulate_load(sv, [0.0, 0.1], [100, 200], [10, 20], cached_len=[0, 50])
+    assert r.per_request()["ttft_s"].shape == (2,)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 2.5, 10**12, True])
+def test_serve_refuses_a_bad_request_count(sv, n):
+    with pytest.raises(ScenarioError, match=r"^num_requests: got .*; allowed: integer >= 1 and <= 2,000,000$"):
+        twin.serve(sv, n)
+
+
+def test_one_override_may_be_a_bare_string():
+    """load_scenario(None, "plan.pp=8") read the string character by character ("--set: got 'p'")."""
+    assert twin.load_scenario(None, "plan.pp=8").plan.pp == 8
+    with pytest.raises(ScenarioError, match=re.escape("plan.pp")):
+        twin.load_scenario(None, "plan.pp=3")
