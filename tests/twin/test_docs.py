@@ -20,6 +20,45 @@ def test_every_field_documented_with_unit_or_choices():
         assert f"`{key}`" in text
 
 
+def _documented_tables(text: str) -> dict[str, set[str]]:
+    """docs/scenario.md's headings ([model], [[run.stages]], [run.stages.grpo]) -> the keys of their tables."""
+    tables, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("#") and "[" in line:
+            current = line.split(" ", 1)[1].strip("[]")
+            tables[current] = set()
+        elif current and line.startswith("| `"):
+            tables[current].add(line.split("`")[1])
+    return tables
+
+
+def test_every_table_a_scenario_takes_is_documented_field_by_field():
+    """Every field of every table, nested ones included: [run.stages.grpo]'s 14 fields had no reference
+    (only `grpo | table (GrpoSpec)`) and three tables' summaries stopped mid-sentence until s21walk."""
+    import dataclasses
+    import typing
+    from twin.core.docs import _inner_dataclass
+    from twin.core.scenario import SECTIONS
+    from twin.core.specs import ModelSpec
+    tables = _documented_tables(scenario_reference())
+    expected = {}
+
+    def walk(name, cls):
+        documented = [f for f in dataclasses.fields(cls) if f.init and "doc" in f.metadata]
+        expected[name] = {f.name for f in documented}
+        hints = typing.get_type_hints(cls)
+        for f in documented:
+            inner, _ = _inner_dataclass(hints[f.name])
+            if inner is not None:
+                walk(f"{name}.{f.name}", inner)
+    for name, cls in {"model": ModelSpec, **SECTIONS}.items():
+        walk(name, cls)
+    assert "run.stages.grpo" in tables and {"rollout_gpus", "gen_len_mean", "prompts_per_step"} <= tables["run.stages.grpo"]
+    assert tables == expected
+    summaries = [line for line in scenario_reference().split("\n\n") if line and not line.startswith(("#", "|"))]
+    assert all(s.rstrip().endswith((".", ")", ":")) for s in summaries[1:]), [s[-60:] for s in summaries if not s.rstrip().endswith((".", ")", ":"))]
+
+
 def test_result_schemas_are_up_to_date():
     """docs/results/*.schema.json are generated from the result dataclasses; regenerate with
     `twin docs --schemas docs/results`."""
