@@ -81,6 +81,9 @@ def cmd_model(args) -> int:
     if args.list or not args.name:
         print("\n".join(model_names()))
         return 0
+    for text in args.set or []:   # only [model] is read here: another table's key was ignored without a word (until s21walk)
+        if not text.strip().startswith("model."):
+            raise ScenarioError("--set", text, "model.FIELD=VALUE: `twin model` reads only [model], e.g. model.num_layers=4")
     raw = apply_overrides({"model": {"name": args.name}}, args.set or [])
     if args.name not in model_names():
         raise ScenarioError("NAME", args.name, "one of " + ", ".join(model_names()))
@@ -494,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("model", help="parameter, FLOP and KV-cache accounting of a catalog model")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="a catalog model, e.g. deepseek-v3 (twin model --list)")
     p.add_argument("--list", action="store_true", help="list catalog models")
     p.add_argument("--seq-len", type=int, default=4096, help="sequence length for FLOPs per token (default 4096)")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")

@@ -241,6 +241,8 @@ def _cli(argv, capsys):
 
 @pytest.mark.parametrize("argv, pattern", [
     (["model", "deepseek-v3", "--seq-len", "0"], r"--seq-len: got 0; allowed: integer >= 1 and <= 10,000,000"),
+    # `twin model` reads only [model]: --set plan.pp=4 was ignored without a word until s21walk
+    (["model", "deepseek-v3", "--set", "plan.pp=4"], r"^error: --set: got 'plan.pp=4'; allowed: model.FIELD=VALUE"),
     (["schedule", "1f1b", "--pp", "0", "--microbatches", "8"], r"--pp: got 0; allowed: integer >= 1 and <= 1,024"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "100000"], r"--microbatches: got 100000; allowed: --pp x --microbatches <= 50,000"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--f", "inf"], r"--f: got inf; allowed: finite number > 0"),
