@@ -185,6 +185,7 @@ def test_balance_json_validates_against_its_schema(tmp_path):
     assert main(["balance", *tiny, "--json", str(tmp_path / "b.json")]) == 0
     out = json.loads((tmp_path / "b.json").read_text())
     assert schema_errors(out, schema) == []
+    assert (tmp_path / "b.scenario.resolved.toml").is_file()   # beside the JSON (none until s21walk)
     # a case whose step cannot run carries its reason, and the schema says so; a stray key is refused
     out["cases"]["zipf_fit"] = {"infeasible": "out of memory"}
     assert schema_errors(out, schema) == []

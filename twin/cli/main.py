@@ -68,6 +68,17 @@ def _write_json(target: str | None, payload) -> None:
     write_text(target, text)
 
 
+def _resolved_beside(target: str | None, sc) -> None:
+    """The resolved scenario beside an output FILE (FILE's stem + .scenario.resolved.toml), as an --out
+    DIR holds scenario.resolved.toml; none for stdout (--json -). `twin serve --json F`, `twin balance
+    --json F` and `twin replay --json F` wrote none beside F until s21walk."""
+    if target is None or target == "-":
+        return
+    from reports.page import to_toml  # lazy: matplotlib
+    path = Path(target)
+    write_text(path.parent / (path.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+
+
 def _scenario(args, kind: str = TRAINING):
     overrides = list(args.set or [])
     if getattr(args, "schedule", None):
@@ -150,7 +161,6 @@ def cmd_schedule(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from reports.page import to_toml  # lazy: matplotlib
     sc = _scenario(args)
     window = _window(args.window) if args.window else None
     try:
@@ -163,7 +173,7 @@ def cmd_trace(args) -> int:
     trace = step_trace(sc, res, window, args.granularity)
     out = Path(args.out)
     write_bytes(out, trace_bytes(trace, out))
-    write_text(out.parent / (out.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+    _resolved_beside(args.out, sc)
     _say(args, f"wrote {out} ({len(trace['traceEvents']):,} events, {out.stat().st_size / 1e6:.1f} MB); "
                "open it in https://ui.perfetto.dev")
     return 0
@@ -198,6 +208,7 @@ def cmd_replay(args) -> int:
             report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
+    _resolved_beside(args.json, sc)
     if not result.complete:   # a run with stages that cannot run has no total: infeasible, as a plan with none that fits
         for stage in (s for s in result.stages if not s.feasible):
             print(f"infeasible: stage {stage.name}: {stage.plan_note.removeprefix('infeasible: ')}", file=sys.stderr)
@@ -214,11 +225,11 @@ def cmd_balance(args) -> int:
         write_load_report(args.out, sc=sc, balance=out)
     _say(args, summary.balance_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
     return 0
 
 
 def cmd_serve(args) -> int:
-    from reports.page import to_toml  # lazy: matplotlib
     from reports.serve_report import serve_trace  # lazy: matplotlib
     from reports.serve_report import write_outputs as write_serve_report  # lazy: matplotlib
     sc = _scenario(args, SERVING)
@@ -227,6 +238,7 @@ def cmd_serve(args) -> int:
     except InfeasiblePlan as exc:   # as `twin step`: --json says why (it wrote nothing until s21walk)
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})
+        _resolved_beside(args.json, sc)
         _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
         return EXIT_INFEASIBLE
     if args.out:
@@ -235,9 +247,10 @@ def cmd_serve(args) -> int:
         trace = serve_trace(out)
         target = Path(args.trace)
         write_bytes(target, trace_bytes(trace, target))
-        write_text(target.parent / (target.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+        _resolved_beside(args.trace, sc)
     _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
     return 0
 
 
