@@ -205,3 +205,10 @@ def test_serve_command_json_validates_against_its_schema(tmp_path, capsys):
     assert oom["feasible"] is False and "H100" in oom["reason"] and schema_errors(oom, schema) == []
     assert oom["scenario"]["cluster"]["gpu"] == "h100"
     assert schema_errors(oom, result_schemas()["serve.schema.json"]) != []   # the bare result's schema is not it
+
+
+def test_docs_writes_the_reference_and_the_schemas_when_both_are_asked(tmp_path):
+    """`twin docs --schemas DIR --out FILE` wrote the schemas and dropped the reference until s21walk."""
+    assert main(["docs", "--schemas", str(tmp_path / "schemas"), "--out", str(tmp_path / "scenario.md")]) == 0
+    assert (tmp_path / "scenario.md").read_text() == scenario_reference()
+    assert sorted(p.name for p in (tmp_path / "schemas").iterdir()) == sorted(result_schemas())

@@ -419,11 +419,13 @@ def cmd_docs(args) -> int:
         for name, schema in result_schemas().items():
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
         _say(args, f"wrote {len(result_schemas())} result schemas to {args.schemas}")
-        return 0
+        if not args.out:   # --schemas with --out writes both (the reference was dropped without a word until s21walk)
+            return 0
     from twin.core.docs import scenario_reference  # lazy: only `twin docs` walks every field
     text = scenario_reference()
     if args.out:
         write_text(args.out, text)
+        _say(args, f"wrote the scenario reference to {args.out}")
     else:
         sys.stdout.write(text)
     return 0
