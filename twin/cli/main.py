@@ -243,12 +243,17 @@ def cmd_serve(args) -> int:
         return EXIT_INFEASIBLE
     if args.out:
         write_serve_report(out, sc, args.out)
+    wrote = ""
     if args.trace:
         trace = serve_trace(out)
         target = Path(args.trace)
         write_bytes(target, trace_bytes(trace, target))
         _resolved_beside(args.trace, sc)
-    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+        # where it went and whether traffic.trace_iterations cut it (nothing was said until s21walk)
+        kept, total = trace["otherData"]["iterations_in_trace"], trace["otherData"]["iterations_total"]
+        cut = f", the first {kept:,} of {total:,} (traffic.trace_iterations)" if kept < total else ""
+        wrote = f"\ntrace: {args.trace} ({kept:,} iterations{cut}); open it in https://ui.perfetto.dev"
+    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else "") + wrote)
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     return 0

@@ -4,6 +4,7 @@ KV admission, the deployment knobs, traces and bad input."""
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -219,7 +220,13 @@ def test_bad_inputs_exit_2_naming_the_field(argv, pattern, capsys):
 def test_serve_json_keys_and_chrome_trace(tmp_path, capsys):
     trace = tmp_path / "iters.json"
     assert twin_main(["serve", "--requests", "40", "--set", "serve.output_len=32", "--json", "-", "--trace", str(trace), "--quiet"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert f"trace: {trace} (" in captured.err   # says where the trace went (nothing until s21walk)
+    assert twin_main(["serve", "--requests", "40", "--set", "serve.output_len=32", "--set", "traffic.trace_iterations=5",
+                      "--trace", str(tmp_path / "cut.json"), "--quiet"]) == 0
+    assert re.search(r"trace: .*cut\.json \(5 iterations, the first 5 of [\d,]+ \(traffic\.trace_iterations\)\)",
+                     capsys.readouterr().out)
     for key in JSON_KEYS:
         assert key in out and out[key] is not None, key
     assert out["simulated_requests"] == 40
