@@ -182,10 +182,13 @@ def test_balance_json_validates_against_its_schema(tmp_path):
     schema = result_schemas()["balance_command.schema.json"]
     tiny = ["--set", 'model.name="tiny"', "--set", "cluster.num_gpus=8", "--set", "plan.pp=2", "--set", "plan.ep=4",
             "--set", "workload.seq_len=512", "--set", "workload.global_batch_seqs=32", "--quiet"]
-    assert main(["balance", *tiny, "--json", str(tmp_path / "b.json")]) == 0
+    # with its report too: EP4 on 8-GPU nodes made the report's EPLB node count 0, a ZeroDivisionError after
+    # the whole computation (until s21walk)
+    assert main(["balance", *tiny, "--json", str(tmp_path / "b.json"), "--out", str(tmp_path / "report")]) == 0
     out = json.loads((tmp_path / "b.json").read_text())
     assert schema_errors(out, schema) == []
     assert (tmp_path / "b.scenario.resolved.toml").is_file()   # beside the JSON (none until s21walk)
+    assert (tmp_path / "report" / "report.html").is_file()
     # a case whose step cannot run carries its reason, and the schema says so; a stray key is refused
     out["cases"]["zipf_fit"] = {"infeasible": "out of memory"}
     assert schema_errors(out, schema) == []
