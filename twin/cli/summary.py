@@ -191,6 +191,13 @@ def serve_summary(sc, out) -> str:
                 ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
                                    f"output tok/s per node at TPOT {latencies(out.tpot_s)}; one prompt's prefill {latencies(out.ttft_s)}"),
             ]))
+    if sim.arrival == "closed" and sim.simulated_requests < 2 * sim.concurrency:
+        # the figures come from the window between 10% and 90% of requests finished: with fewer requests than
+        # twice the clients, most start at once and that window may hold no new prompt at all ("input tokens/s
+        # 0" with no word of why, until s21walk)
+        text += (f"\nnote: {sim.simulated_requests:,} requests for {sim.concurrency:,} closed-loop clients: most start at once, "
+                 f"so the measuring window (10%-90% of requests finished) holds little or no steady state; "
+                 f"simulate at least {2 * sim.concurrency:,} (--requests, traffic.num_requests)")
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
     rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims

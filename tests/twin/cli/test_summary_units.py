@@ -86,3 +86,15 @@ def test_replay_summary_labels_a_run_deepseek_does_not_describe_by_what_its_rows
     out = capsys.readouterr().out
     assert "DeepSeek-V3 " not in out.split("(DeepSeek's published figures")[0] and "H800 GPU-hours" not in out
     assert re.search(r"^Pre-training +\S+", out, re.M) and re.search(r"^H200 GPU-hours per trillion pre-training tokens ", out, re.M)
+
+
+def test_serve_summary_says_when_a_closed_loop_has_no_steady_state(capsys):
+    """100 requests for R1's closed loop all started at once and printed 'input tokens/s 0' with no word
+    of why until s21walk."""
+    assert main(["serve", "--quiet", "--requests", "40"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^note: 40 requests for 40 closed-loop clients: .*simulate at least 80 ", out, re.M), out
+    argv = ["serve", "--quiet", "--requests", "20", "--set", 'model.name="tiny"', "--set", "serve.tp=1",
+            "--set", "serve.dp_attention=true", "--set", "serve.batch=4"]
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().out   # 20 requests for 4 clients: steady
