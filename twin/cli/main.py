@@ -234,7 +234,7 @@ def cmd_serve(args) -> int:
     from reports.serve_report import write_outputs as write_serve_report  # lazy: matplotlib
     sc = _scenario(args, SERVING)
     try:
-        out = serve(sc, args.requests)
+        out = serve(sc, args.requests, progress=not args.quiet)
     except InfeasiblePlan as exc:   # as `twin step`: --json says why (it wrote nothing until s21walk)
         _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
                                 "scenario": sc.to_dict()})

@@ -313,3 +313,20 @@ def test_round_robin_dp_groups_pace_a_lone_prompt_by_its_own_group():
     # groups 0 and 1 prefill together: both first tokens at the end of the same iteration
     first = two.per_request()["first_token_s"]
     assert first[0] == pytest.approx(first[1]) and first[0] == pytest.approx(rr.ttft_s.p50, rel=0.05)
+
+
+def test_serve_progress_bar_reports_and_changes_nothing(capsys):
+    """`twin serve` ran up to minutes (2M requests) with no progress until s21walk: the simulation reports
+    finished requests about 200 times a run, ending at the total, and the result is the same with the bar."""
+    from twin.core.results import to_json
+    from twin.serving.run import serve
+    sc = h200("traffic.concurrency=8", "serve.input_len=64", "serve.output_len=16")
+    reports = []
+    simulate(sc, 400, on_done=lambda done, total: reports.append((done, total)))
+    assert len(reports) == 200 and reports[-1] == (400, 400)
+    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+    quiet = serve(sc, 400)
+    capsys.readouterr()
+    shown = serve(sc, 400, progress=True)
+    assert capsys.readouterr().err.startswith("\rserve: ")   # the bar, on stderr
+    assert to_json(shown) == to_json(quiet)
