@@ -153,11 +153,13 @@ def serve_trace(result: ServeResult) -> dict:
     """The simulated iterations as a Chrome trace (µs; one process per pool, one thread per
     instance), the first traffic.trace_iterations of them. Opens in https://ui.perfetto.dev."""
     pools = {"colocated": 1, "prefill": 2, "decode": 3}
-    events = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"{name} instances"}}
-              for name, pid in pools.items()]
-    seen = set()
+    events = []
+    named_pools, seen = set(), set()
     for pool, inst, start_s, dur_s, batch, prompt in result.simulation.trace:
         pid = pools[pool]
+        if pid not in named_pools:   # only the pools that ran (every pool was named, an empty one too, until s21walk)
+            named_pools.add(pid)
+            events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"{pool} instances"}})
         if (pid, inst) not in seen:
             seen.add((pid, inst))
             events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": inst, "args": {"name": f"instance {inst}"}})

@@ -237,6 +237,8 @@ def test_serve_json_keys_and_chrome_trace(tmp_path, capsys):
     # back-to-back iterations meet on the same nanosecond: Perfetto dropped ~1 in 8 (ts and dur rounded
     # apart overlapped by 1 ns, until s21walk)
     assert perfetto_drops(events) == []
+    # a co-located deployment names only its pool's process (the empty prefill and decode pools too, until s21walk)
+    assert [e["args"]["name"] for e in events if e["name"] == "process_name"] == ["colocated instances"]
 
 
 @pytest.mark.parametrize("disaggregated", [False, True])
