@@ -6,6 +6,8 @@ import json
 import math
 import re
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -180,6 +182,25 @@ def test_trace_csv_arrivals(tmp_path):
     path.write_text("arrival_s,input_len,output_len\n0.0,128,4\n0.1,256,8\n5.0,64,2\n")
     r = simulate(h200('traffic.arrival="trace"', f'traffic.trace_csv="{path}"'))
     assert r.simulated_requests == 3 and r.output_tokens_total == 14
+
+
+def test_a_relative_trace_is_read_beside_its_scenario_file(tmp_path, monkeypatch):
+    """traffic.trace_csv = "trace.csv" in sub/x.toml was read from the working directory until s21walk
+    (`twin serve sub/x.toml` refused it); --set still names a path from the working directory, and the
+    resolved scenario loads from anywhere."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "trace.csv").write_text("arrival_s,input_len,output_len\n0.0,128,4\n0.1,256,8\n")
+    (sub / "x.toml").write_text('name = "x"\n[model]\nname = "tiny"\n[cluster]\ngpu = "h200"\nnum_gpus = 8\n'
+                                '[serve]\ntp = 1\nep = 8\ndp_attention = true\n'
+                                '[traffic]\narrival = "trace"\ntrace_csv = "trace.csv"\n')
+    monkeypatch.chdir(tmp_path)
+    sc = load_scenario("sub/x.toml", [], SERVING)
+    assert Path(sc.traffic.trace_csv) == sub / "trace.csv" and simulate(sc).simulated_requests == 2
+    assert load_scenario("sub/x.toml", ['traffic.trace_csv="sub/trace.csv"'], SERVING).traffic.trace_csv == "sub/trace.csv"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert simulate(load_scenario(sub / "x.toml", [], SERVING)).simulated_requests == 2
 
 
 def test_bad_trace_names_the_field(tmp_path):
