@@ -237,6 +237,10 @@ def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=
     _require(sc, SERVING, "simulate_load")
     _check_num_requests(num_requests)
     if input_len is None:
+        given = [name for name, v in (("arrival_s", arrival_s), ("output_len", output_len), ("cached_len", cached_len))
+                 if v is not None]
+        if given:   # a recorded run without its prompt lengths simulated the scenario's own traffic (until s21walk)
+            raise ScenarioError("input_len", None, f"one prompt length per request, given with {', '.join(given)}")
         return _simulate(sc, num_requests)
     arrival_s, input_len, output_len, cached_len = _load_run(arrival_s, input_len, output_len, cached_len)
     return _simulate(sc, requests=from_records(arrival_s, input_len, output_len, sc.traffic, cached_len))

@@ -24,6 +24,7 @@ def sv():
     (([float("nan")], [5], [10]), {}, r"^arrival_s: got \[nan\]; allowed"),
     (([], [], []), {}, r"^input_len: got \[\]; allowed: .*\(1 to 2,000,000 requests\)"),
     ((None, [5], None), {}, r"^output_len: got None; allowed: one output length per request, given with input_len"),
+    (([0.0, 1.0], None, [3, 4]), {}, r"^input_len: got None; allowed: one prompt length per request, given with arrival_s, output_len"),
     ((None, [5, 6], [3]), {}, r"^output_len: got '1 values'; allowed: one per request \(2, as input_len\)"),
     ((None, [[5]], [[3]]), {}, r"^input_len: got \[5\.0\]; allowed: a list of integers"),
     ((None, [100, 200], [10, 20]), {"cached_len": [0, 500]}, r"^cached_len: got \[0\.0, 500\.0\]; allowed: 0 <= cached_len <= input_len"),
@@ -51,3 +52,32 @@ def test_one_override_may_be_a_bare_string():
     assert twin.load_scenario(None, "plan.pp=8").plan.pp == 8
     with pytest.raises(ScenarioError, match=re.escape("plan.pp")):
         twin.load_scenario(None, "plan.pp=3")
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st   # noqa: E402
+
+from twin.core.errors import InfeasiblePlan   # noqa: E402
+
+_LENGTH = st.one_of(st.integers(-5, 3000), st.floats(allow_nan=True, allow_infinity=True, width=32), st.text(max_size=3),
+                    st.none(), st.booleans())
+_ARRAY = st.one_of(st.none(), st.lists(_LENGTH, max_size=6), st.integers(-3, 3), st.text(max_size=4),
+                   st.lists(st.lists(st.integers(1, 5), max_size=2), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def tiny_sv():
+    return twin.load_scenario(None, ['model.name="tiny"', "serve.tp=1", "serve.dp_attention=true", "serve.batch=4"],
+                              kind="serving")
+
+
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrival=_ARRAY, input_len=_ARRAY, output_len=_ARRAY, cached=st.one_of(st.none(), _ARRAY))
+def test_simulate_load_on_any_arrays_runs_or_refuses_by_name(tiny_sv, arrival, input_len, output_len, cached):
+    """Whatever lists a notebook passes, simulate_load returns a result or raises a ScenarioError (or an
+    InfeasiblePlan for a request no cache can hold), never numpy's or Python's own errors."""
+    try:
+        twin.simulate_load(tiny_sv, arrival, input_len, output_len, cached_len=cached)
+    except ScenarioError as exc:
+        assert re.match(r"^[a-z_]+: got .*; allowed: .+", str(exc)), str(exc)
+    except InfeasiblePlan:
+        pass
