@@ -18,6 +18,7 @@ infeasible plan InfeasiblePlan with its reason) and returns a frozen, unit-suffi
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -181,18 +182,19 @@ def replay(sc: Scenario, progress: bool = False) -> ReplayResult:
     return _replay(sc, progress=progress)
 
 
-def _check_num_requests(num_requests: int | None) -> None:
-    """As `twin serve --requests`: a count from 1 to MAX_SIM_REQUESTS (-1 or 2.5 ended in numpy's
-    errors and 10**12 in a MemoryError until s21walk)."""
-    check_value("num_requests", num_requests, integer=True, ge=1, le=MAX_SIM_REQUESTS)
+def _check_num_requests(num_requests: int | None) -> int | None:
+    """As `twin serve --requests`: a count from 1 to MAX_SIM_REQUESTS, a numpy integer as well (-1 or 2.5
+    ended in numpy's errors and 10**12 in a MemoryError until s21walk)."""
+    if isinstance(num_requests, numbers.Integral) and not isinstance(num_requests, bool):
+        num_requests = int(num_requests)
+    return check_value("num_requests", num_requests, integer=True, ge=1, le=MAX_SIM_REQUESTS)
 
 
 def serve(sc: ServeScenario, num_requests: int | None = None) -> ServeResult:
     """A serving scenario under its traffic, request by request (the headline), beside the
     analytic concurrency sweep and the published figures it names."""
     _require(sc, SERVING, "serve")
-    _check_num_requests(num_requests)
-    return _serve(sc, num_requests)
+    return _serve(sc, _check_num_requests(num_requests))
 
 
 def _per_request(name: str, values, *, lo: float, hi: float | None, integer: bool) -> np.ndarray:
@@ -235,7 +237,7 @@ def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=
     from its start, or None for a closed loop of traffic.concurrency clients); without: the
     scenario's [traffic]. Per-request TTFT/TPOT/E2E: `.per_request()`."""
     _require(sc, SERVING, "simulate_load")
-    _check_num_requests(num_requests)
+    num_requests = _check_num_requests(num_requests)
     if input_len is None:
         given = [name for name, v in (("arrival_s", arrival_s), ("output_len", output_len), ("cached_len", cached_len))
                  if v is not None]

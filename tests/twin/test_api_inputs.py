@@ -81,3 +81,9 @@ def test_simulate_load_on_any_arrays_runs_or_refuses_by_name(tiny_sv, arrival, i
         assert re.match(r"^[a-z_]+: got .*; allowed: .+", str(exc)), str(exc)
     except InfeasiblePlan:
         pass
+
+
+def test_a_numpy_count_is_a_count(sv):
+    """A request count from numpy (a DataFrame's column) was refused as not an integer."""
+    import numpy as np
+    assert twin.serve(sv, np.int64(20)).simulated_requests == 20
