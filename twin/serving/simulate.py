@@ -1,6 +1,6 @@
 """Run the request-level simulation of a serving scenario and measure it (-> RequestSimResult).
 
-`simulate(scenario, num_requests=None, requests=None, run_batch_sizes=(), prompts_before=0)` builds the pools
+`simulate(scenario, num_requests=None, requests=None, run_batch_sizes=(), prompts_before=0, on_done=None)` builds the pools
 (twin.serving.engine; run_batch_sizes: the flat batch sizes the engine has run before, for engine
 tables that charge a size's first eager forward; prompts_before: the host-bound prompt iterations its
 process ran before, for tables whose prompt path warms up), times
