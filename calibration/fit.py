@@ -26,6 +26,7 @@ import datetime
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -772,10 +773,17 @@ def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.M
     }
 
 
-def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | None = None) -> tuple[Profile, dict]:
+# the parts fit_gpu reports done to its `on_part` callback, in order (`twin fit`'s progress bar)
+FIT_PARTS = ("records", "curves", "sustained", "fp8_stack", "eager", "decode", "collectives")
+
+
+def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | None = None,
+            on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict]:
     """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
-    profile the curves start from and that terms no record informs keep (default_profile())."""
+    profile the curves start from and that terms no record informs keep (default_profile()).
+    `on_part(name)` is called as each of FIT_PARTS is done."""
     df = rec.load_records(gpu, root)
+    on_part("records")
     alone = None
     if ADOPT_IN_LAYER_ALONE_TERMS:   # G2 (s15gl2): G's factors, GEMM ones on compute; memory terms alone
         base = dataclasses.replace(base or default_profile(), in_layer=in_layer_terms(gpu, root),
@@ -784,6 +792,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     elif ADOPT_IN_LAYER_FACTORS:   # G (s15gl): stage 2 and everything after it under the in-layer factors
         base = dataclasses.replace(base or default_profile(), in_layer=in_layer_terms(gpu, root))
     prof, stats = fit_profile(df, gpu, base, alone_rows=alone)
+    on_part("curves")
     if alone is not None:
         stats["memory_alone_rows"] = int(len(alone))
     if prof.in_layer:
@@ -797,18 +806,23 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
         ratios, per_kernel = sustained_at_curve_clock(per_kernel, clocks)
         stats["gemm_clock_mhz"] = clocks
     stats["sustained"], stats["sustained_per_kernel"] = ratios, per_kernel
+    on_part("sustained")
     stack = fp8_stack_terms(Path(root) / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s)
     stats["fp8_stack"] = stack
     stats["sm_reserve"] = reserve = sm_reserve_terms(gpu, root)
+    on_part("fp8_stack")
     prof = dataclasses.replace(prof, eager=eager_terms(gpu, prof, df, root),
                                attention_kernels=attention_kernel_terms(gpu, root),
                                attention_dropout=attention_dropout_terms(gpu, root))
     prof = dataclasses.replace(prof, eager_elementwise_eff=eager_elementwise_eff(gpu, prof, root))
+    on_part("eager")
     prof = with_decode_terms(prof, decode_terms(gpu, prof, root))   # real/'s eager decode GEMMs (decode_gemm.csv)
+    on_part("decode")
     collectives, stats["collectives"] = collectives_terms(gpu, root)
     reduce_eff, stats["partials_reduce"] = partials_reduce_terms(gpu, root, prof)   # <gpu>x2/async_tp.csv
     prof = dataclasses.replace(prof, partials_reduce_eff=reduce_eff)
     prov = provenance(df, gpu, stats, root)
+    on_part("collectives")
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
                                sustained_curves=sustained_at_layer_speed(sustained_curve_ratios(per_kernel, prof), ratios,
                                                                          prof.bf16_layer_speedup),

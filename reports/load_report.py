@@ -78,6 +78,14 @@ def plot_heatmap(gpu: str, measured: dict, scenario_model: str, scenario_experts
     return fig
 
 
+def ep_nodes(ep: int, gpus_per_node: int) -> int:
+    """Nodes an EP group spans, for EPLB's node level: EP4 on 8-GPU nodes is one node (ep // gpus_per_node
+    was 0 and `twin balance --out` ended in a ZeroDivisionError, until s21walk); a group that does not
+    split evenly over its nodes is placed as one (EPLB's global policy)."""
+    nodes = max(1, -(-ep // gpus_per_node))
+    return nodes if ep % nodes == 0 else 1
+
+
 def eplb_before_after(shares_LE: np.ndarray, num_gpus: int = 64, num_nodes: int = 8, num_groups: int = 8,
                       redundant: int = 32) -> dict:
     """Per-layer max/mean GPU load, contiguous placement vs an EPLB plan."""
@@ -202,7 +210,8 @@ def build(out_dir: str | Path, gpu: str = "h200", quick: bool = False, sc=None, 
     m = sc.model
     measured = measured_model(gpu)
     shares = LoadModel("measured", measured_gpu=gpu).shares_LE(m.num_layers - m.num_dense_layers, m.num_routed_experts, m.top_k)
-    eplb = eplb_before_after(shares, sc.plan.ep, sc.plan.ep // sc.gpu.gpus_per_node, m.num_expert_groups, redundant=sc.plan.ep)
+    eplb = eplb_before_after(shares, sc.plan.ep, ep_nodes(sc.plan.ep, sc.gpu.gpus_per_node), m.num_expert_groups,
+                             redundant=sc.plan.ep)
     if balance is not None:
         cases = balance["cases"]
     elif quick:

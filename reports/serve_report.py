@@ -32,6 +32,7 @@ from calibration.kernel_tables import deepgemm_check
 from calibration.serve_validation import validate_measured
 from reports import page as pg
 from reports.page import Page
+from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.results import to_json
 from twin.core.scenario import PACKAGED_SCENARIOS, SERVING, ServeScenario, load_scenario, packaged_scenario
 from twin.core.specs import serving_claims
@@ -152,19 +153,20 @@ def serve_trace(result: ServeResult) -> dict:
     """The simulated iterations as a Chrome trace (µs; one process per pool, one thread per
     instance), the first traffic.trace_iterations of them. Opens in https://ui.perfetto.dev."""
     pools = {"colocated": 1, "prefill": 2, "decode": 3}
-    events = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"{name} instances"}}
-              for name, pid in pools.items()]
-    seen = set()
+    events = []
+    named_pools, seen = set(), set()
     for pool, inst, start_s, dur_s, batch, prompt in result.simulation.trace:
         pid = pools[pool]
+        if pid not in named_pools:   # only the pools that ran (every pool was named, an empty one too, until s21walk)
+            named_pools.add(pid)
+            events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"{pool} instances"}})
         if (pid, inst) not in seen:
             seen.add((pid, inst))
             events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": inst, "args": {"name": f"instance {inst}"}})
         kind = "mixed" if batch and prompt else ("prefill" if prompt else "decode")
-        events.append({"ph": "X", "name": f"{kind} b={batch} p={prompt}", "cat": kind, "pid": pid, "tid": inst,
-                       "ts": start_s * 1e6, "dur": dur_s * 1e6,
-                       "args": {"decode_requests": batch, "prompt_tokens": prompt}})
-    return {"traceEvents": events, "displayTimeUnit": "ms",
+        events.append(complete_slice(f"{kind} b={batch} p={prompt}", pid, inst, start_s, start_s + dur_s, cat=kind,
+                                     args={"decode_requests": batch, "prompt_tokens": prompt}))
+    return {"traceEvents": nested_cleanly(events), "displayTimeUnit": "ms",
             "otherData": {"scenario": result.scenario, "iterations_total": result.simulation.iterations,
                           "iterations_in_trace": len(result.simulation.trace)}}
 

@@ -18,8 +18,11 @@ infeasible plan InfeasiblePlan with its reason) and returns a frozen, unit-suffi
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from twin.core.errors import ScenarioError
 from twin.core.results import SCHEMA_DIALECT, json_schema, to_json
@@ -27,6 +30,7 @@ from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
 from twin.core.search_specs import SearchSpec
 from twin.core.serve_specs import MAX_SIM_REQUESTS
+from twin.core.specs import MAX_SEQ_LEN
 from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
@@ -57,6 +61,8 @@ def result_schemas() -> dict[str, dict]:
     schemas["step_command.schema.json"] = step_command_schema()
     schemas["model_command.schema.json"] = MODEL_COMMAND_SCHEMA
     schemas["schedule_command.schema.json"] = SCHEDULE_COMMAND_SCHEMA
+    schemas["balance_command.schema.json"] = BALANCE_COMMAND_SCHEMA
+    schemas["serve_command.schema.json"] = serve_command_schema()
     return schemas
 
 
@@ -85,8 +91,59 @@ SCHEDULE_COMMAND_SCHEMA = _command_schema(
     optional=("note",))
 
 
+_SERIES = {"type": "object", "additionalProperties": {"type": "array", "items": _NUM}}
+_BALANCE_CASE = _command_schema(
+    "load case", "One expert-load case: the step under that load, its straggler penalty against the balanced step and "
+    "the pre-training GPU-hours and dollars it loses (memory flagged, not refused: skewed rows enlarge the all-to-all buffers).",
+    {"step_time_s": _NUM, "mfu_frac": _NUM, "rank_max_over_mean": _NUM, "ib_max_over_balanced": _NUM,
+     "memory_per_gpu_bytes": _NUM, "out_of_memory": {"type": "boolean"}, "straggler_penalty_frac": _NUM,
+     "gpu_hours_lost": _NUM, "usd_lost": _NUM})
+_BALANCE_CASE.pop("$schema")
+BALANCE_COMMAND_SCHEMA = _command_schema(
+    "twin balance --json", "What expert-load balancing buys (twin.training.balance.run_balance): the step and "
+    "pre-training GPU-hours under balanced, measured and fitted expert loads, and the imbalance's decay under the bias update.",
+    {"scenario": _STR, "num_gpus": _INT, "pretrain_steps": _NUM, "balanced_step_time_s": _NUM,
+     "fit": {"type": "object", "description": "the Zipf and Dirichlet fits to the measured no-bias run (twin.moe.load.fit_measured)",
+             "properties": {"gpu": _STR, "bias_update_rate": _NUM, "num_samples": _INT, "num_experts": _INT, "top_k": _INT,
+                            "zipf_s": _NUM, "zipf_rmse": _NUM, "dirichlet_alpha": _NUM, "dirichlet_rmse": _NUM,
+                            "measured_max_over_mean": _NUM},
+             "required": ["gpu", "bias_update_rate", "num_samples", "num_experts", "top_k", "zipf_s", "zipf_rmse",
+                          "dirichlet_alpha", "dirichlet_rmse", "measured_max_over_mean"], "additionalProperties": False},
+     "cases": {"type": "object", "description": "load case name -> its figures, or why its step cannot run",
+               "additionalProperties": {"anyOf": [_BALANCE_CASE, {
+                   "type": "object", "properties": {"infeasible": _STR}, "required": ["infeasible"],
+                   "additionalProperties": False}]}},
+     "decay_simulated": {"type": "object", "properties": {
+         "num_experts": _INT, "top_k": _INT, "ep": _INT, "base_zipf_s": _NUM,
+         "rank_max_over_mean_by_gamma": {**_SERIES, "description": "bias speed gamma -> rank max/mean per step"}},
+         "required": ["num_experts", "top_k", "ep", "base_zipf_s", "rank_max_over_mean_by_gamma"], "additionalProperties": False},
+     "decay_measured_expert_max_over_mean_by_rate": {**_SERIES, "description": "recorded bias rate -> expert max/mean per step"}})
+
+
 STEP_COMMAND_DOC = ("What `twin step --json` writes: the step's result with `feasible` true and the resolved scenario "
                     "beside it, or, for a plan that cannot run, `feasible` false with the reason and the memory breakdown.")
+
+
+def _cannot_run(scenario: dict) -> dict:
+    """What a command's --json holds for a plan or deployment that cannot run (exit 3)."""
+    return {"type": "object", "properties": {
+        "feasible": {"const": False}, "reason": {"type": "string"},
+        "memory_breakdown_bytes": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "scenario": scenario}, "required": ["feasible", "reason", "memory_breakdown_bytes", "scenario"],
+        "additionalProperties": False}
+
+
+SERVE_COMMAND_DOC = ("What `twin serve --json` writes: the serving result (serve.schema.json), or, for a deployment that "
+                     "cannot run (exit 3), `feasible` false with the reason, the memory breakdown and the resolved scenario.")
+
+
+def serve_command_schema() -> dict:
+    """The JSON Schema of `twin serve --json` (SERVE_COMMAND_DOC)."""
+    served = json_schema(ServeResult)
+    ran = {k: v for k, v in served.items() if k not in ("$schema", "$defs", "title", "description")}
+    scenario = {"type": "object", "description": "the resolved scenario, as scenario.resolved.toml holds it"}
+    return {"$schema": served["$schema"], "title": "twin serve --json", "description": SERVE_COMMAND_DOC,
+            "anyOf": [ran, _cannot_run(scenario)], "$defs": served.get("$defs", {})}
 
 
 def step_command_schema() -> dict:
@@ -95,20 +152,17 @@ def step_command_schema() -> dict:
     scenario = {"type": "object", "description": "the resolved scenario, as scenario.resolved.toml holds it"}
     ran = {"type": "object", "properties": {"feasible": {"const": True}, **step["properties"], "scenario": scenario},
            "required": ["feasible", *step["required"], "scenario"], "additionalProperties": False}
-    cannot_run = {"type": "object", "properties": {
-        "feasible": {"const": False}, "reason": {"type": "string"},
-        "memory_breakdown_bytes": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
-        "scenario": scenario}, "required": ["feasible", "reason", "memory_breakdown_bytes", "scenario"],
-        "additionalProperties": False}
     return {"$schema": step["$schema"], "title": "twin step --json", "description": STEP_COMMAND_DOC,
-            "anyOf": [ran, cannot_run], "$defs": step.get("$defs", {})}
+            "anyOf": [ran, _cannot_run(scenario)], "$defs": step.get("$defs", {})}
 
 
-def load_scenario(path: str | Path | None = None, overrides: Sequence[str] = (),
+def load_scenario(path: str | Path | None = None, overrides: Sequence[str] | str = (),
                   kind: str | None = None) -> Scenario | PlanScenario | ServeScenario:
     """A validated scenario from TOML (None: the embedded default of `kind`, training if unset),
-    with `section.field=value` overrides applied first. Its kind follows from its tables."""
-    return _load(path, list(overrides), kind)
+    with `section.field=value` overrides applied first (a list of them, or one string). Its kind
+    follows from its tables."""
+    # one override as a bare string was read character by character ("--set: got 'p'") until s21walk
+    return _load(path, [overrides] if isinstance(overrides, str) else list(overrides), kind)
 
 
 def _require(sc, kind: str, what: str) -> None:
@@ -128,11 +182,53 @@ def replay(sc: Scenario, progress: bool = False) -> ReplayResult:
     return _replay(sc, progress=progress)
 
 
+def _check_num_requests(num_requests: int | None) -> int | None:
+    """As `twin serve --requests`: a count from 1 to MAX_SIM_REQUESTS, a numpy integer as well (-1 or 2.5
+    ended in numpy's errors and 10**12 in a MemoryError until s21walk)."""
+    if isinstance(num_requests, numbers.Integral) and not isinstance(num_requests, bool):
+        num_requests = int(num_requests)
+    return check_value("num_requests", num_requests, integer=True, ge=1, le=MAX_SIM_REQUESTS)
+
+
 def serve(sc: ServeScenario, num_requests: int | None = None) -> ServeResult:
     """A serving scenario under its traffic, request by request (the headline), beside the
     analytic concurrency sweep and the published figures it names."""
     _require(sc, SERVING, "serve")
-    return _serve(sc, num_requests)
+    return _serve(sc, _check_num_requests(num_requests))
+
+
+def _per_request(name: str, values, *, lo: float, hi: float | None, integer: bool) -> np.ndarray:
+    """One value per request as a 1-D float array, each finite and in [lo, hi] (an integer when
+    `integer`); a ScenarioError naming `name` otherwise."""
+    allowed = f"a list of {'integers' if integer else 'numbers'} >= {lo:g}" + (f" and <= {hi:,}" if hi is not None else "") \
+        + f", one per request (1 to {MAX_SIM_REQUESTS:,} requests)"
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ScenarioError(name, values if not isinstance(values, (list, tuple)) else list(values)[:5], allowed) from None
+    bad = (arr.ndim != 1 or not 1 <= arr.size <= MAX_SIM_REQUESTS or not np.all(np.isfinite(arr)) or np.any(arr < lo)
+           or (hi is not None and np.any(arr > hi)) or (integer and np.any(arr != np.round(arr))))
+    if bad:
+        raise ScenarioError(name, arr.ravel()[:5].tolist() if arr.size else [], allowed)
+    return arr
+
+
+def _load_run(arrival_s, input_len, output_len, cached_len) -> tuple:
+    """simulate_load's per-request inputs, checked as a trace CSV's rows are (traffic.trace_csv): a
+    negative prompt ran, strings, an empty run or a missing output_len ended in numpy's errors (until s21walk)."""
+    if output_len is None:
+        raise ScenarioError("output_len", None, "one output length per request, given with input_len")
+    isl = _per_request("input_len", input_len, lo=1, hi=MAX_SEQ_LEN, integer=True)
+    osl = _per_request("output_len", output_len, lo=1, hi=MAX_SEQ_LEN, integer=True)
+    if osl.size != isl.size:
+        raise ScenarioError("output_len", f"{osl.size} values", f"one per request ({isl.size}, as input_len)")
+    arrival = None if arrival_s is None else _per_request("arrival_s", arrival_s, lo=0, hi=None, integer=False)
+    cached = None
+    if cached_len is not None:
+        cached = _per_request("cached_len", cached_len, lo=0, hi=MAX_SEQ_LEN, integer=True)
+        if cached.size != isl.size or np.any(cached > isl):
+            raise ScenarioError("cached_len", cached[:5].tolist(), "0 <= cached_len <= input_len, one per request")
+    return arrival, isl.astype(np.int64), osl.astype(np.int64), None if cached is None else cached.astype(np.int64)
 
 
 def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=None, cached_len=None,
@@ -141,8 +237,14 @@ def simulate_load(sc: ServeScenario, arrival_s=None, input_len=None, output_len=
     from its start, or None for a closed loop of traffic.concurrency clients); without: the
     scenario's [traffic]. Per-request TTFT/TPOT/E2E: `.per_request()`."""
     _require(sc, SERVING, "simulate_load")
+    num_requests = _check_num_requests(num_requests)
     if input_len is None:
+        given = [name for name, v in (("arrival_s", arrival_s), ("output_len", output_len), ("cached_len", cached_len))
+                 if v is not None]
+        if given:   # a recorded run without its prompt lengths simulated the scenario's own traffic (until s21walk)
+            raise ScenarioError("input_len", None, f"one prompt length per request, given with {', '.join(given)}")
         return _simulate(sc, num_requests)
+    arrival_s, input_len, output_len, cached_len = _load_run(arrival_s, input_len, output_len, cached_len)
     return _simulate(sc, requests=from_records(arrival_s, input_len, output_len, sc.traffic, cached_len))
 
 

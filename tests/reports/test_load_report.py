@@ -24,3 +24,8 @@ def test_heatmap_says_whose_loads_it_shows():
     assert "bench-small (16 experts)" in title and "not deepseek-v3's 256 experts" in title
     same = plot_heatmap("h200", m, "bench-small", 16)._suptitle.get_text()
     assert "not " not in same
+
+
+def test_ep_nodes_counts_the_nodes_an_ep_group_spans():
+    from reports.load_report import ep_nodes
+    assert [ep_nodes(ep, 8) for ep in (1, 4, 8, 12, 16, 64, 9)] == [1, 1, 1, 2, 2, 8, 1]   # 9 over 2 nodes: uneven, one

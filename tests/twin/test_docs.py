@@ -20,6 +20,45 @@ def test_every_field_documented_with_unit_or_choices():
         assert f"`{key}`" in text
 
 
+def _documented_tables(text: str) -> dict[str, set[str]]:
+    """docs/scenario.md's headings ([model], [[run.stages]], [run.stages.grpo]) -> the keys of their tables."""
+    tables, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("#") and "[" in line:
+            current = line.split(" ", 1)[1].strip("[]")
+            tables[current] = set()
+        elif current and line.startswith("| `"):
+            tables[current].add(line.split("`")[1])
+    return tables
+
+
+def test_every_table_a_scenario_takes_is_documented_field_by_field():
+    """Every field of every table, nested ones included: [run.stages.grpo]'s 14 fields had no reference
+    (only `grpo | table (GrpoSpec)`) and three tables' summaries stopped mid-sentence until s21walk."""
+    import dataclasses
+    import typing
+    from twin.core.docs import _inner_dataclass
+    from twin.core.scenario import SECTIONS
+    from twin.core.specs import ModelSpec
+    tables = _documented_tables(scenario_reference())
+    expected = {}
+
+    def walk(name, cls):
+        documented = [f for f in dataclasses.fields(cls) if f.init and "doc" in f.metadata]
+        expected[name] = {f.name for f in documented}
+        hints = typing.get_type_hints(cls)
+        for f in documented:
+            inner, _ = _inner_dataclass(hints[f.name])
+            if inner is not None:
+                walk(f"{name}.{f.name}", inner)
+    for name, cls in {"model": ModelSpec, **SECTIONS}.items():
+        walk(name, cls)
+    assert "run.stages.grpo" in tables and {"rollout_gpus", "gen_len_mean", "prompts_per_step"} <= tables["run.stages.grpo"]
+    assert tables == expected
+    summaries = [line for line in scenario_reference().split("\n\n") if line and not line.startswith(("#", "|"))]
+    assert all(s.rstrip().endswith((".", ")", ":")) for s in summaries[1:]), [s[-60:] for s in summaries if not s.rstrip().endswith((".", ")", ":"))]
+
+
 def test_result_schemas_are_up_to_date():
     """docs/results/*.schema.json are generated from the result dataclasses; regenerate with
     `twin docs --schemas docs/results`."""
@@ -136,3 +175,43 @@ def test_model_and_schedule_json_validate_against_their_schemas(tmp_path):
         assert schema_errors(out, schema) == [], args
         notes.append("note" in out)
     assert notes == [False, True, False]   # non-canonical op times: the note, checked by the schema too
+
+
+def test_balance_json_validates_against_its_schema(tmp_path):
+    """`twin balance --json` had no published schema until s21walk (docs/results/balance_command.schema.json)."""
+    schema = result_schemas()["balance_command.schema.json"]
+    tiny = ["--set", 'model.name="tiny"', "--set", "cluster.num_gpus=8", "--set", "plan.pp=2", "--set", "plan.ep=4",
+            "--set", "workload.seq_len=512", "--set", "workload.global_batch_seqs=32", "--quiet"]
+    # with its report too: EP4 on 8-GPU nodes made the report's EPLB node count 0, a ZeroDivisionError after
+    # the whole computation (until s21walk)
+    assert main(["balance", *tiny, "--json", str(tmp_path / "b.json"), "--out", str(tmp_path / "report")]) == 0
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert schema_errors(out, schema) == []
+    assert (tmp_path / "b.scenario.resolved.toml").is_file()   # beside the JSON (none until s21walk)
+    assert (tmp_path / "report" / "report.html").is_file()
+    # a case whose step cannot run carries its reason, and the schema says so; a stray key is refused
+    out["cases"]["zipf_fit"] = {"infeasible": "out of memory"}
+    assert schema_errors(out, schema) == []
+    out["cases"]["balanced"]["bogus"] = 1
+    assert schema_errors(out, schema) != []
+
+
+def test_serve_command_json_validates_against_its_schema(tmp_path, capsys):
+    """`twin serve --json` on a deployment that cannot run wrote nothing (exit 3) until s21walk; now, as
+    `twin step`, `feasible` false with the reason (serve_command.schema.json holds both shapes)."""
+    schema = result_schemas()["serve_command.schema.json"]
+    assert main(["serve", "--quiet", "--requests", "20", "--json", str(tmp_path / "ran.json")]) == 0
+    ran = json.loads((tmp_path / "ran.json").read_text())
+    assert schema_errors(ran, schema) == [] and "feasible" not in ran
+    assert main(["serve", "--quiet", "--set", "cluster.gpu=h100", "--json", str(tmp_path / "oom.json")]) == 3
+    oom = json.loads((tmp_path / "oom.json").read_text())
+    assert oom["feasible"] is False and "H100" in oom["reason"] and schema_errors(oom, schema) == []
+    assert oom["scenario"]["cluster"]["gpu"] == "h100"
+    assert schema_errors(oom, result_schemas()["serve.schema.json"]) != []   # the bare result's schema is not it
+
+
+def test_docs_writes_the_reference_and_the_schemas_when_both_are_asked(tmp_path):
+    """`twin docs --schemas DIR --out FILE` wrote the schemas and dropped the reference until s21walk."""
+    assert main(["docs", "--schemas", str(tmp_path / "schemas"), "--out", str(tmp_path / "scenario.md")]) == 0
+    assert (tmp_path / "scenario.md").read_text() == scenario_reference()
+    assert sorted(p.name for p in (tmp_path / "schemas").iterdir()) == sorted(result_schemas())

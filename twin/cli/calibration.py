@@ -44,7 +44,7 @@ def _own_inputs(args, attrs: tuple[str, ...]):
 
 def cmd_fit(args) -> int:
     from calibration import records as rec  # lazy: pandas, matplotlib
-    from calibration.fit import fit_gpu, write_profile  # lazy: pandas, matplotlib
+    from calibration.fit import FIT_PARTS, fit_gpu, write_profile  # lazy: pandas, matplotlib
     from calibration.publish import publish_expert_loads  # lazy: pandas, matplotlib
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
@@ -56,19 +56,27 @@ def cmd_fit(args) -> int:
               file=sys.stderr)
         return EXIT_INVALID
     out = {}
-    for gpu in gpus:
-        try:
-            with _own_inputs(args, ("records",)):
-                prof, stats = fit_gpu(gpu, root)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
-        path = write_profile(prof, args.profiles) if args.profiles else write_profile(prof)
-        if not args.profiles:   # the measured expert loads the twin replays ship beside the profiles
-            publish_expert_loads(gpu, root)
-        print(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
-              f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}")
-        out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
+    # a minute or more per GPU: a bar over each GPU's fit parts (none until s21walk), closed (its line
+    # cleared) before an error is printed
+    with tqdm(total=len(gpus) * len(FIT_PARTS), desc="fit", unit="part", file=sys.stderr, disable=args.quiet,
+              leave=False) as bar:
+        for gpu in gpus:
+            bar.set_postfix_str(gpu)
+            try:
+                with _own_inputs(args, ("records",)):
+                    prof, stats = fit_gpu(gpu, root, on_part=lambda name: bar.update(1))
+            except FileNotFoundError as exc:
+                bar.close()
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+            path = write_profile(prof, args.profiles) if args.profiles else write_profile(prof)
+            if not args.profiles:   # the measured expert loads the twin replays ship beside the profiles
+                publish_expert_loads(gpu, root)
+            # beside the bar (tqdm.write), and on stderr when stdout carries the JSON (--json -)
+            tqdm.write(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
+                       f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}",
+                       file=sys.stderr if args.json == "-" else sys.stdout)
+            out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
     args.write_json(args.json, out)
     return 0
 
@@ -203,6 +211,7 @@ def add_commands(sub, write_json) -> None:
     p = sub.add_parser("fit", help="fit efficiency profiles to calibration/measurements -> twin/data/profiles")
     p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
     p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_dirs(p)
     p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")),
                    inputs=(("records", "--records"),))

@@ -10,6 +10,7 @@ import argparse
 import gzip
 import importlib.metadata
 import json
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -67,6 +68,17 @@ def _write_json(target: str | None, payload) -> None:
     write_text(target, text)
 
 
+def _resolved_beside(target: str | None, sc) -> None:
+    """The resolved scenario beside an output FILE (FILE's stem + .scenario.resolved.toml), as an --out
+    DIR holds scenario.resolved.toml; none for stdout (--json -). `twin serve --json F`, `twin balance
+    --json F` and `twin replay --json F` wrote none beside F until s21walk."""
+    if target is None or target == "-":
+        return
+    from reports.page import to_toml  # lazy: matplotlib
+    path = Path(target)
+    write_text(path.parent / (path.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+
+
 def _scenario(args, kind: str = TRAINING):
     overrides = list(args.set or [])
     if getattr(args, "schedule", None):
@@ -80,6 +92,9 @@ def cmd_model(args) -> int:
     if args.list or not args.name:
         print("\n".join(model_names()))
         return 0
+    for text in args.set or []:   # only [model] is read here: another table's key was ignored without a word (until s21walk)
+        if not text.strip().startswith("model."):
+            raise ScenarioError("--set", text, "model.FIELD=VALUE: `twin model` reads only [model], e.g. model.num_layers=4")
     raw = apply_overrides({"model": {"name": args.name}}, args.set or [])
     if args.name not in model_names():
         raise ScenarioError("NAME", args.name, "one of " + ", ".join(model_names()))
@@ -119,16 +134,33 @@ def cmd_step(args) -> int:
     return 0
 
 
+# the fields the schedule registry and the ideal pipeline name, as `twin schedule` spells them
+SCHEDULE_OPTIONS = {"plan.pp": "--pp", "plan.num_microbatches": "--microbatches", "plan.virtual_stages": "--virtual-stages",
+                    "schedule.f_s": "--f", "schedule.b_s": "--b", "schedule.w_s": "--w", "schedule.fb_s": "--fb"}
+
+
+def _as_options(exc: ScenarioError) -> ScenarioError:
+    """A refusal of the ideal pipeline, naming the options the user gave (plan.pp -> --pp, b_s -> --b:
+    `twin schedule dualpipe --pp 3` named plan.pp, a field of no file, until s21walk)."""
+    allowed = exc.allowed
+    for field, option in SCHEDULE_OPTIONS.items():
+        allowed = allowed.replace(field.split(".")[1], option) if field.startswith("schedule.") else allowed
+    allowed = re.sub(r"(?<![\w-])pp\b", "--pp", allowed).replace("2*--pp", "2 x --pp")
+    return ScenarioError(SCHEDULE_OPTIONS.get(exc.field, exc.field), exc.value, allowed)
+
+
 def cmd_schedule(args) -> int:
     from twin.sim.ideal import ideal_schedule  # lazy: only `twin schedule` draws ideal pipelines
-    out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
+    try:
+        out = ideal_schedule(args.name, args.pp, args.microbatches, args.f, args.b, args.w, args.fb, args.virtual_stages)
+    except ScenarioError as exc:
+        raise _as_options(exc) from None
     _say(args, summary.schedule_summary(out))
     _write_json(args.json, out)
     return 0
 
 
 def cmd_trace(args) -> int:
-    from reports.page import to_toml  # lazy: matplotlib
     sc = _scenario(args)
     window = _window(args.window) if args.window else None
     try:
@@ -141,7 +173,7 @@ def cmd_trace(args) -> int:
     trace = step_trace(sc, res, window, args.granularity)
     out = Path(args.out)
     write_bytes(out, trace_bytes(trace, out))
-    write_text(out.parent / (out.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+    _resolved_beside(args.out, sc)
     _say(args, f"wrote {out} ({len(trace['traceEvents']):,} events, {out.stat().st_size / 1e6:.1f} MB); "
                "open it in https://ui.perfetto.dev")
     return 0
@@ -176,6 +208,7 @@ def cmd_replay(args) -> int:
             report.call(result, sc, args.out)
     _say(args, summary.replay_summary(sc, result, args.out))
     _write_json(args.json, result)
+    _resolved_beside(args.json, sc)
     if not result.complete:   # a run with stages that cannot run has no total: infeasible, as a plan with none that fits
         for stage in (s for s in result.stages if not s.feasible):
             print(f"infeasible: stage {stage.name}: {stage.plan_note.removeprefix('infeasible: ')}", file=sys.stderr)
@@ -185,31 +218,44 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     from reports.load_report import build as write_load_report  # lazy: matplotlib
-    from twin.training.balance import run_balance, summary_lines  # lazy: only `twin balance`
+    from twin.training.balance import run_balance  # lazy: only `twin balance`
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
         write_load_report(args.out, sc=sc, balance=out)
-    _say(args, "\n".join(summary_lines(out)) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _say(args, summary.balance_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
     return 0
 
 
 def cmd_serve(args) -> int:
-    from reports.page import to_toml  # lazy: matplotlib
     from reports.serve_report import serve_trace  # lazy: matplotlib
     from reports.serve_report import write_outputs as write_serve_report  # lazy: matplotlib
     sc = _scenario(args, SERVING)
-    out = serve(sc, args.requests)
+    try:
+        out = serve(sc, args.requests, progress=not args.quiet)
+    except InfeasiblePlan as exc:   # as `twin step`: --json says why (it wrote nothing until s21walk)
+        _write_json(args.json, {"feasible": False, "reason": exc.reason, "memory_breakdown_bytes": exc.breakdown,
+                                "scenario": sc.to_dict()})
+        _resolved_beside(args.json, sc)
+        _say(args, summary.infeasible_summary(exc.reason, exc.breakdown))
+        return EXIT_INFEASIBLE
     if args.out:
         write_serve_report(out, sc, args.out)
+    wrote = ""
     if args.trace:
         trace = serve_trace(out)
         target = Path(args.trace)
         write_bytes(target, trace_bytes(trace, target))
-        write_text(target.parent / (target.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
-    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+        _resolved_beside(args.trace, sc)
+        # where it went and whether traffic.trace_iterations cut it (nothing was said until s21walk)
+        kept, total = trace["otherData"]["iterations_in_trace"], trace["otherData"]["iterations_total"]
+        cut = f", the first {kept:,} of {total:,} (traffic.trace_iterations)" if kept < total else ""
+        wrote = f"\ntrace: {args.trace} ({kept:,} iterations{cut}); open it in https://ui.perfetto.dev"
+    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else "") + wrote)
     _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
     return 0
 
 
@@ -378,11 +424,13 @@ def cmd_docs(args) -> int:
         for name, schema in result_schemas().items():
             write_text(Path(args.schemas) / name, json.dumps(schema, indent=2) + "\n")
         _say(args, f"wrote {len(result_schemas())} result schemas to {args.schemas}")
-        return 0
+        if not args.out:   # --schemas with --out writes both (the reference was dropped without a word until s21walk)
+            return 0
     from twin.core.docs import scenario_reference  # lazy: only `twin docs` walks every field
     text = scenario_reference()
     if args.out:
         write_text(args.out, text)
+        _say(args, f"wrote the scenario reference to {args.out}")
     else:
         sys.stdout.write(text)
     return 0
@@ -469,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("model", help="parameter, FLOP and KV-cache accounting of a catalog model")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="a catalog model, e.g. deepseek-v3 (twin model --list)")
     p.add_argument("--list", action="store_true", help="list catalog models")
     p.add_argument("--seq-len", type=int, default=4096, help="sequence length for FLOPs per token (default 4096)")
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")

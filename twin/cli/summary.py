@@ -1,7 +1,8 @@
 """What each command prints on stdout: a short human summary of its typed result.
 
 Pure functions from results to text, so the terminal output is tested like any other output.
-Memory is in GiB (binary) everywhere; counts in K/M/B/T; money in $K/$M.
+Memory is in GiB (binary) everywhere; counts in K/M/B/T; money in $K/$M; times in s, or ms and µs
+below a second (a small model's step printed as "0.00 s" until s21walk).
 """
 
 from __future__ import annotations
@@ -36,12 +37,30 @@ def count(x: float) -> str:
     return f"{x:.3g}"
 
 
+def dollars(x: float) -> str:
+    """A price: cents from $0.01 up, three significant digits below ('$0.00' said free until s21walk)."""
+    return f"${x:,.2f}" if abs(x) >= 0.01 or x == 0 else f"${x:.3g}"
+
+
 def usd(x: float | None) -> str:
     return "-" if x is None else f"${count(x)}"
 
 
 def gib(x: float) -> str:
-    return f"{x / GIB:.1f} GiB"
+    """Bytes in GiB: one decimal from 1 GiB up, three significant digits below (no "0.0 GiB")."""
+    return f"{x / GIB:.1f} GiB" if abs(x) >= GIB or x == 0 else f"{x / GIB:.3g} GiB"
+
+
+def seconds(x: float) -> str:
+    """18.49 -> '18.49 s', 0.0123 -> '12.3 ms', 4.5e-5 -> '45 µs': the unit follows the size."""
+    ax = abs(x)
+    if ax == 0:
+        return "0 s"
+    if ax >= 1:
+        return f"{x:,.2f} s"
+    if ax >= 1e-3:
+        return f"{x * 1e3:.3g} ms"
+    return f"{x * 1e6:.3g} µs"
 
 
 def model_summary(out: dict) -> str:
@@ -55,7 +74,7 @@ def model_summary(out: dict) -> str:
 
 def step_summary(name: str, res, breakdown: bool = False) -> str:
     text = f"{name}: one {res.schedule} step on {res.num_gpus:,} GPUs\n" + pairs([
-        ("step time", f"{res.step_time_s:.2f} s"),
+        ("step time", seconds(res.step_time_s)),
         ("pipeline bubble", f"{res.bubble_frac:.1%}"),
         ("exposed communication", f"{res.exposed_comm_frac:.1%}"),
         ("tokens/s per GPU", f"{res.tokens_per_s_per_gpu:,.0f}"),
@@ -64,8 +83,37 @@ def step_summary(name: str, res, breakdown: bool = False) -> str:
     ])
     if breakdown:
         ops = sorted(res.op_time_s.items(), key=lambda kv: -kv[1])
-        text += "\n\n" + table([(op, f"{s:.3f} s") for op, s in ops], header=("op (busiest rank)", "time per step"))
+        text += "\n\n" + table([(op, seconds(s)) for op, s in ops], header=("op (busiest rank)", "time per step"))
     return text
+
+
+def latencies(*xs: float) -> str:
+    """Percentiles in one unit, the largest's: (1.574, 4.675, 8.712) -> '1,574 / 4,675 / 8,712 ms',
+    (0.0605, 0.0608) -> '60.5 / 60.8 ms', (63.5, 70.6) -> '63.5 / 70.6 s', (4e-4, 5e-4) -> '400 / 500 µs'."""
+    top = max(abs(x) for x in xs)
+    scale, unit = (1.0, "s") if top >= 10 else (1e3, "ms") if top >= 1e-3 else (1e6, "µs")
+    digits = 1 if top * scale < 100 else 0
+    return " / ".join(f"{x * scale:,.{digits}f}" for x in xs) + f" {unit}"
+
+
+def balance_summary(result: dict) -> str:
+    """`twin balance`: the balanced step, then each load case's straggler penalty and GPU-hours lost."""
+    lines = [f"balanced step {seconds(result['balanced_step_time_s'])}, {result['pretrain_steps']:,.0f} pre-training steps "
+             f"on {result['num_gpus']:,} GPUs"]
+    # a skewed case runs out of memory by its larger all-to-all buffers only where the balanced step fits
+    # (every case said "all-to-all buffers" until s21walk, the balanced one too on a plan that does not fit)
+    plan_oom = result["cases"].get("balanced", {}).get("out_of_memory", False)
+    if plan_oom:
+        lines[0] += " (the plan runs out of memory even balanced: `twin step` says by how much)"
+    for name, r in result["cases"].items():
+        if "infeasible" in r:
+            lines.append(f"{name:28s} infeasible: {r['infeasible']}")
+            continue
+        oom = "  (OOM)" if plan_oom else "  (OOM: all-to-all buffers)"
+        lines.append(f"{name:28s} rank max/mean {r['rank_max_over_mean']:5.2f}  step {seconds(r['step_time_s']):>9}  "
+                     f"penalty {100 * r['straggler_penalty_frac']:6.1f}%  lost {count(r['gpu_hours_lost']):>6} GPU-h"
+                     + (oom if r["out_of_memory"] else ""))
+    return "\n".join(lines)
 
 
 def infeasible_summary(reason: str, breakdown: dict | None) -> str:
@@ -85,6 +133,14 @@ def schedule_summary(out: dict) -> str:
     return text + (f"\nnote: {out['note']}" if out.get("note") else "")
 
 
+# a run DeepSeek's figures do not describe (another model, GPU or cluster): the twin's rows by what they
+# are, not by DeepSeek's statements ("Pre-training cost of DeepSeek-V3" for a tiny model, "H800 GPU-hours
+# per trillion tokens" for an H200 run, until s21walk)
+OWN_RUN_LABELS = {"train.cost.pretrain_gpu_hours": "Pre-training", "train.cost.context_ext_gpu_hours": "Context extension",
+                  "train.cost.posttrain_gpu_hours": "Post-training", "train.cost.total_gpu_hours": "Total",
+                  "train.throughput.gpu_hours_per_T": "{gpu} GPU-hours per trillion pre-training tokens"}
+
+
 def replay_summary(sc, res, out_dir: str | None) -> str:
     claims = {c.id: c for c in res.claims}
     published = res.claims_describe_run
@@ -96,7 +152,8 @@ def replay_summary(sc, res, out_dir: str | None) -> str:
         if c.predicted is None or "gpu_hours" not in c.id:
             continue
         band = f"{count(c.band.p10)}-{count(c.band.p90)}" if c.band else ""
-        row = (c.statement, count(c.predicted), band)
+        label = c.statement if published else OWN_RUN_LABELS.get(c.id, c.statement).format(gpu=res.gpu.upper())
+        row = (label, count(c.predicted), band)
         rows.append(row + ((count(c.claimed), f"{c.rel_error:+.1%}") if published else ()))
     header = ("GPU-hours", "twin", "P10-P90") + (("published", "error") if published else ())
     text = head + "\n\n" + table(rows, header=header)
@@ -123,17 +180,24 @@ def serve_summary(sc, out) -> str:
                 ("output tokens/s", f"{out.output_tokens_per_s:,.0f} ({out.output_tokens_per_s_per_gpu:,.0f} per GPU, "
                                     f"{out.output_tokens_per_s_per_node:,.0f} per node)"),
                 ("input tokens/s", f"{out.input_tokens_per_s:,.0f} ({out.input_tokens_per_s_per_node:,.0f} per node)"),
-                ("TTFT P50 / P90 / P99", f"{out.ttft_p50_s * 1e3:,.0f} / {out.ttft_p90_s * 1e3:,.0f} / {out.ttft_p99_s * 1e3:,.0f} ms"),
-                ("TPOT P50 / P90 / P99", f"{out.tpot_p50_s * 1e3:.1f} / {out.tpot_p90_s * 1e3:.1f} / {out.tpot_p99_s * 1e3:.1f} ms"),
-                ("E2E P50 / P99", f"{out.e2e_p50_s:,.1f} / {out.e2e_p99_s:,.1f} s"),
+                ("TTFT P50 / P90 / P99", latencies(out.ttft_p50_s, out.ttft_p90_s, out.ttft_p99_s)),
+                ("TPOT P50 / P90 / P99", latencies(out.tpot_p50_s, out.tpot_p90_s, out.tpot_p99_s)),
+                ("E2E P50 / P99", latencies(out.e2e_p50_s, out.e2e_p99_s)),
                 ("goodput", f"{out.goodput_requests_per_s:,.2f} requests/s within TTFT {sc.traffic.slo_ttft_s:g} s, "
                             f"TPOT {sc.traffic.slo_tpot_s * 1e3:g} ms"),
-                ("$ per million tokens", f"output ${out.usd_per_million_output_tokens:,.2f}, input ${out.usd_per_million_input_tokens:,.2f}"),
+                ("$ per million tokens", f"output {dollars(out.usd_per_million_output_tokens)}, input {dollars(out.usd_per_million_input_tokens)}"),
                 ("memory per GPU", f"{gib(out.memory_per_gpu_bytes)} (KV peak {sim.kv_peak_tokens_per_instance:,.0f} of "
                                    f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {sim.preemptions} preemptions)"),
                 ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
-                                   f"output tok/s per node at TPOT {out.tpot_s * 1e3:.1f} ms; one prompt's prefill {out.ttft_s * 1e3:.0f} ms"),
+                                   f"output tok/s per node at TPOT {latencies(out.tpot_s)}; one prompt's prefill {latencies(out.ttft_s)}"),
             ]))
+    if sim.arrival == "closed" and sim.simulated_requests < 2 * sim.concurrency:
+        # the figures come from the window between 10% and 90% of requests finished: with fewer requests than
+        # twice the clients, most start at once and that window may hold no new prompt at all ("input tokens/s
+        # 0" with no word of why, until s21walk)
+        text += (f"\nnote: {sim.simulated_requests:,} requests for {sim.concurrency:,} closed-loop clients: most start at once, "
+                 f"so the measuring window (10%-90% of requests finished) holds little or no steady state; "
+                 f"simulate at least {2 * sim.concurrency:,} (--requests, traffic.num_requests)")
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
     rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims

@@ -57,9 +57,26 @@ def _default(f: dataclasses.Field) -> str:
     return "required"
 
 
-def section_table(name: str, cls) -> str:
+def _inner_dataclass(tp) -> tuple[type | None, bool]:
+    """(the dataclass a field's type holds, whether as a list of tables): tuple[StageSpec, ...] ->
+    (StageSpec, True), GrpoSpec | None -> (GrpoSpec, False), int -> (None, False)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis]
+    if typing.get_origin(tp) is tuple:
+        return (args[0], True) if args and dataclasses.is_dataclass(args[0]) else (None, False)
+    if dataclasses.is_dataclass(tp):
+        return tp, False
+    inner = [a for a in args if dataclasses.is_dataclass(a)]
+    return (inner[0], False) if inner else (None, False)
+
+
+def section_table(name: str, cls, level: int = 2, array: bool = False) -> str:
+    """The reference of one table (`[name]`, or `[[name]]` for a list of tables) and of the tables its
+    fields hold, one heading level down ([[run.stages]], [run.stages.grpo]: the GRPO table's fields were
+    not documented until s21walk)."""
     hints = typing.get_type_hints(cls)
-    rows = [f"## [{name}]\n", (cls.__doc__ or "").strip().split("\n")[0] + "\n",
+    title = f"[[{name}]]" if array else f"[{name}]"
+    summary = " ".join(line.strip() for line in (cls.__doc__ or "").strip().split("\n\n")[0].splitlines())
+    rows = [f"{'#' * level} {title}\n", summary + "\n",
             "| key | unit | default | allowed | meaning |", "|---|---|---|---|---|"]
     nested = []
     for f in dataclasses.fields(cls):
@@ -68,12 +85,12 @@ def section_table(name: str, cls) -> str:
         tp = hints[f.name]
         rows.append(f"| `{f.name}` | {f.metadata.get('unit') or '-'} | {_default(f)} | "
                     f"{allowed_text(f, _type_name(tp))} | {f.metadata['doc']} |")
-        inner = typing.get_args(tp)
-        if typing.get_origin(tp) is tuple and inner and dataclasses.is_dataclass(inner[0]):
-            nested.append((f"{name}.{f.name}", inner[0]))
+        inner, is_list = _inner_dataclass(tp)
+        if inner is not None:
+            nested.append((f"{name}.{f.name}", inner, is_list))
     text = "\n".join(rows) + "\n"
-    for sub_name, sub_cls in nested:
-        text += "\n" + section_table(sub_name, sub_cls).replace("## [", "### [[", 1).replace("]\n", "]]\n", 1)
+    for sub_name, sub_cls, is_list in nested:
+        text += "\n" + section_table(sub_name, sub_cls, level + 1, is_list)
     return text
 
 

@@ -547,7 +547,21 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | tuple =
     one, or one of several."""
     default_kind = kind if isinstance(kind, str) else (kind[0] if kind else TRAINING)
     raw, source = read_raw(path, SERVING if default_kind == SERVING else TRAINING)
+    if path is not None:
+        raw = with_paths_from(raw, Path(path).absolute().parent)
     return from_dict(apply_overrides(raw, list(overrides)), source, kind)
+
+
+def with_paths_from(raw: dict, folder: Path) -> dict:
+    """The raw tables with a relative traffic.trace_csv read from `folder`, the scenario file's (it was
+    read from the working directory until s21walk: `twin serve sub/x.toml` did not find sub/'s trace,
+    and a resolved scenario loaded from elsewhere lost it). Anything but a non-empty relative path
+    string is left for the loader to judge."""
+    traffic = raw.get("traffic")
+    value = traffic.get("trace_csv") if isinstance(traffic, dict) else None
+    if not isinstance(value, str) or not value or Path(value).is_absolute():
+        return raw
+    return {**raw, "traffic": {**traffic, "trace_csv": str(folder / value)}}
 
 
 def replace(scenario: Scenario, **sections) -> Scenario:

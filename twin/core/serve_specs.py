@@ -172,7 +172,7 @@ class TrafficSpec:
     arrival_cv: float = spec_field(2.0, ge=0.05, le=100, doc="Coefficient of variation of gamma inter-arrival times (1 = Poisson; >1 bursty)")
     concurrency: int = spec_field(0, unit="requests", ge=0, le=MAX_REQUESTS, doc="Closed loop: clients in flight over the whole cluster (0 = serve.batch x instances, or the memory limit when serve.batch = 0)")
     target_tpot_s: float = spec_field(0.0, unit="s", ge=0, le=1000, doc="Closed loop with concurrency = 0: the largest concurrency per instance whose decode step at the mean context (input_len + output_len / 2) gives this time per output token, within memory (DeepSeek's service: 20-22 tokens/s per user); 0 = the memory limit")
-    trace_csv: str = spec_field("", doc="CSV trace (arrival): columns arrival_s, input_len, output_len and optionally cached_len; one row per request")
+    trace_csv: str = spec_field("", doc="CSV trace (arrival): columns arrival_s, input_len, output_len and optionally cached_len; one row per request. A relative path in a scenario file is read from that file's folder; given by --set, from the working directory")
     num_requests: int = spec_field(0, unit="requests", ge=0, le=MAX_SIM_REQUESTS, doc="Requests simulated (`twin serve --requests N`); 0 = 2,000, and a closed loop at least 2 x its concurrency (the steady window then spans the second wave)")
     input_dist: str = spec_field("fixed", choices=LENGTH_DISTS, doc="Prompt-length distribution around serve.input_len (mean): fixed, uniform over mean x (1 +- sqrt(3) cv), lognormal with CV input_cv")
     input_cv: float = spec_field(0.5, ge=0, le=10, doc="Coefficient of variation of prompt lengths (uniform, lognormal)")

@@ -40,6 +40,7 @@ import functools
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,8 +83,12 @@ class Engine:
     def __init__(self, reqs: Requests, s: ServeSpec, t: TrafficSpec, decode_costs: IterationCosts,
                  prefill_costs: IterationCosts | None, num_instances: int, kv_capacity_tokens: float,
                  transfer_s_per_token: float, transfer_latency_s: float, kv_bytes_per_token: float,
-                 concurrency: int, trace_cap: int, run_batch_sizes=(), prompts_before: int = 0):
+                 concurrency: int, trace_cap: int, run_batch_sizes=(), prompts_before: int = 0,
+                 on_done: Callable[[int, int], None] | None = None):
         self.env = simpy.Environment()
+        # on_done(finished, total): a progress report, about 200 times a run (it changes nothing simulated)
+        self.on_done = on_done
+        self.report_every = max(1, len(reqs) // 200)
         self.r, self.s, self.t = reqs, s, t
         # host-bound prompt iterations the engine process ran before this run (cold_prompt_iterations)
         self.prompts_before = int(prompts_before)
@@ -178,6 +183,8 @@ class Engine:
         self.rec.finish_s[rid] = self.env.now
         self._count(-1)
         self.done += 1
+        if self.on_done is not None and (self.done % self.report_every == 0 or self.done == len(self.input_len)):
+            self.on_done(self.done, len(self.input_len))
         if self.closed and self.next_closed < len(self.input_len):
             nxt = self.next_closed
             self.next_closed += 1

@@ -14,6 +14,10 @@ instances; a co-located instance also spends batch x ISL / prefill rate per OSL 
 
 from __future__ import annotations
 
+import sys
+
+from tqdm import tqdm
+
 from twin.core.errors import InfeasiblePlan
 from twin.core.scenario import ServeScenario
 from twin.core.serve_specs import ServeSpec
@@ -113,16 +117,27 @@ def analytic(scenario: ServeScenario) -> dict:
     return {"best": best, "prefill": pre, "max_batch": max_b, "sweep": sweep, "profile": prof}
 
 
-def serve(scenario: ServeScenario, num_requests: int | None = None) -> ServeResult:
+def serve(scenario: ServeScenario, num_requests: int | None = None, progress: bool = False) -> ServeResult:
     """Serving prediction for a serving scenario ([model], [cluster], [serve], [traffic]) and its
     claims: the request-level simulation of `num_requests` (default traffic.num_requests) requests,
-    and the analytic sweep beside it. Raises InfeasiblePlan when nothing fits."""
+    and the analytic sweep beside it (`progress`: a bar over the finished requests on stderr; up to a few
+    minutes at 2M requests with none until s21walk). Raises InfeasiblePlan when nothing fits."""
     s = scenario.serve
     m, gpu, num_gpus = scenario.model, scenario.gpu, scenario.cluster.num_gpus
     s.check_against(m, gpu, num_gpus)
     an = analytic(scenario)
     best, pre, prof = an["best"], an["prefill"], an["profile"]
-    sim = simulate(scenario, num_requests)
+    bars = []   # opened at the first report, once the simulation runs: an input refused before it prints one line only
+
+    def on_done(finished: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="serve", unit="request", file=sys.stderr, leave=False))
+        bars[0].update(finished - bars[0].n)
+    try:
+        sim = simulate(scenario, num_requests, on_done=on_done if progress else None)
+    finally:
+        for bar in bars:
+            bar.close()
     figures = {
         "output_tokens_per_s": sim.output_tokens_per_s,
         "output_tokens_per_s_per_gpu": sim.output_tokens_per_s_per_gpu,

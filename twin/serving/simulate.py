@@ -1,6 +1,6 @@
 """Run the request-level simulation of a serving scenario and measure it (-> RequestSimResult).
 
-`simulate(scenario, num_requests=None, requests=None, run_batch_sizes=(), prompts_before=0)` builds the pools
+`simulate(scenario, num_requests=None, requests=None, run_batch_sizes=(), prompts_before=0, on_done=None)` builds the pools
 (twin.serving.engine; run_batch_sizes: the flat batch sizes the engine has run before, for engine
 tables that charge a size's first eager forward; prompts_before: the host-bound prompt iterations its
 process ran before, for tables whose prompt path warms up), times
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -117,10 +118,11 @@ def concurrency_for_tpot(costs: IterationCosts, s, target_tpot_s: float, max_bat
 
 
 def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Requests | None = None,
-             run_batch_sizes=(), prompts_before: int = 0) -> RequestSimResult:
+             run_batch_sizes=(), prompts_before: int = 0,
+             on_done: Callable[[int, int], None] | None = None) -> RequestSimResult:
     """Simulate the scenario's traffic request by request (`prompts_before`: the host-bound prompt
     iterations the engine process ran before, for an engine table whose prompt path warms up with
-    them). Raises InfeasiblePlan when a request can never fit the KV cache or the weights leave no
+    them; `on_done(finished, total)`: progress reports). Raises InfeasiblePlan when a request can never fit the KV cache or the weights leave no
     room for one."""
     s, t, m, gpu = sc.serve, sc.traffic, sc.model, sc.gpu
     s.check_against(m, gpu, sc.cluster.num_gpus)
@@ -150,7 +152,7 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
     transfer_s = kv_bytes_per_token(m, s.kv_precision, include_mtp=s.mtp_draft_tokens > 0) / gpu.scale_out_achieved_bytes_per_s
     eng = Engine(reqs, s, t, decode_costs, prefill_costs, instances, cap, transfer_s, gpu.scale_out_latency_s,
                  kv_bytes_per_token(m, s.kv_precision, include_mtp=s.mtp_draft_tokens > 0), concurrency, t.trace_iterations,
-                 run_batch_sizes, prompts_before)
+                 run_batch_sizes, prompts_before, on_done)
     rec = eng.run()
     return _measure(sc, reqs, rec, eng, instances, decode_gpus_total, prefill_gpus_total, cap, base, kv_tok, concurrency,
                     decode_costs)

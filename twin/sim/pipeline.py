@@ -36,6 +36,7 @@ from typing import NamedTuple, Protocol
 
 import simpy
 
+from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.gc_pause import gc_paused
 from twin.core.intervals import covered_length
 from twin.core.schedules import PipeOp, Schedule
@@ -470,9 +471,6 @@ def to_chrome_trace(result: PipelineResult, pid_names: dict[int, str] | None = N
             trace.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": tid,
                           "args": {"name": stream}})
     for e in result.events:
-        trace.append({
-            "ph": "X", "name": e.name, "cat": e.kind, "pid": e.rank, "tid": tids[e.stream],
-            "ts": e.start_s * 1e6, "dur": (e.end_s - e.start_s) * 1e6,
-            "args": {"kind": e.kind, "microbatch": e.microbatch, "chunk": e.chunk},
-        })
-    return {"traceEvents": trace, "displayTimeUnit": "ms"}
+        trace.append(complete_slice(e.name, e.rank, tids[e.stream], e.start_s, e.end_s, cat=e.kind,
+                                    args={"kind": e.kind, "microbatch": e.microbatch, "chunk": e.chunk}))
+    return {"traceEvents": nested_cleanly(trace), "displayTimeUnit": "ms"}

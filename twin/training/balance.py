@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from twin.core.errors import InfeasiblePlan
+from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.moe.load import LoadModel, fit_measured, recorded_rates, simulate_bias_update, read_expert_load, max_over_mean
 from twin.moe.placement import scenario_layer_loads
 from twin.training.results import Perturb
@@ -83,6 +83,9 @@ def measured_decay(gpu: str = "h200") -> dict:
 def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3, progress: bool = False) -> dict:
     """Step time and pre-training GPU-hours under each load case (unit-suffixed keys)."""
     sc = scenario
+    if sc.model.num_routed_experts == 0:   # a dense model ended in an IndexError traceback (until s21walk)
+        raise ScenarioError("model.num_routed_experts", 0, f"> 0: `twin balance` weighs the expert load of an MoE model "
+                            f"({sc.model.name} is dense)")
     steps = pretrain_steps(sc)
     n = sc.cluster.num_gpus
     fit = fit_measured(gpu)
@@ -118,15 +121,3 @@ def run_balance(scenario, gpu: str = "h200", gamma: float = 1e-3, progress: bool
         "decay_measured_expert_max_over_mean_by_rate": measured_decay(gpu),
     }
     return result
-
-
-def summary_lines(result: dict) -> list[str]:
-    lines = [f"balanced step {result['balanced_step_time_s']:.2f} s, {result['pretrain_steps']:.0f} pre-training steps on {result['num_gpus']} GPUs"]
-    for name, r in result["cases"].items():
-        if "infeasible" in r:
-            lines.append(f"{name:28s} infeasible: {r['infeasible']}")
-            continue
-        lines.append(f"{name:28s} rank max/mean {r['rank_max_over_mean']:5.2f}  step {r['step_time_s']:6.2f} s  "
-                     f"penalty {100 * r['straggler_penalty_frac']:6.1f}%  lost {r['gpu_hours_lost'] / 1e3:8.0f}K GPU-h"
-                     + ("  (OOM: all-to-all buffers)" if r["out_of_memory"] else ""))
-    return lines

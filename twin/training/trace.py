@@ -19,6 +19,7 @@ one chunk pair at layer granularity is a few hundred kB, to open beside DeepSeek
 
 from __future__ import annotations
 
+from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.schedules import build_schedule
 from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event
@@ -50,7 +51,8 @@ BACKWARD_TASKS = ("attn_bwd_input", "mlp_bwd_input")
 
 
 def _us(t_s: float) -> float:
-    return round(t_s * 1e6, 3)
+    """Seconds -> µs on a whole nanosecond (as twin.core.chrome_trace times the slices)."""
+    return round(t_s * 1e9) / 1e3
 
 
 def _in_window(e: Event, window_s: tuple[float, float] | None) -> bool:
@@ -129,18 +131,15 @@ def step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | No
     for e in (*slices, *tail):
         if e.end_s <= e.start_s or not _in_window(e, window_s):
             continue
-        slice_ = {"ph": "X", "name": TRACE_NAMES.get(e.name, e.name), "pid": e.rank, "tid": tids[e.stream],
-                  "ts": _us(e.start_s), "dur": _us(e.end_s - e.start_s)}
-        if e.microbatch >= 0:
-            slice_["args"] = {"mb": e.microbatch, "chunk": e.chunk, "op": e.kind}
-        out.append(slice_)
+        args = {"args": {"mb": e.microbatch, "chunk": e.chunk, "op": e.kind}} if e.microbatch >= 0 else {}
+        out.append(complete_slice(TRACE_NAMES.get(e.name, e.name), e.rank, tids[e.stream], e.start_s, e.end_s, **args))
     for i, (src, dst) in enumerate(_flows(sc, res, tids)):
         if not (_in_window(src, window_s) and _in_window(dst, window_s)):
             continue
         out.append({"ph": "s", "id": i, "name": "p2p", "cat": "p2p", "pid": src.rank, "tid": tids[src.stream],
-                    "ts": _us(src.end_s) - 0.001})
+                    "ts": round(_us(src.end_s) - 0.001, 3)})   # 1 ns inside the producer's slice
         out.append({"ph": "f", "bp": "e", "id": i, "name": "p2p", "cat": "p2p", "pid": dst.rank,
                     "tid": tids[dst.stream], "ts": _us(dst.start_s)})
-    return {"traceEvents": out, "displayTimeUnit": "ms",
+    return {"traceEvents": nested_cleanly(out), "displayTimeUnit": "ms",
             "otherData": {"scenario": sc.name, "step_time_s": res.step_time_s, "granularity": granularity,
                           "window_s": list(window_s) if window_s else None}}

@@ -241,10 +241,19 @@ def _cli(argv, capsys):
 
 @pytest.mark.parametrize("argv, pattern", [
     (["model", "deepseek-v3", "--seq-len", "0"], r"--seq-len: got 0; allowed: integer >= 1 and <= 10,000,000"),
+    # `twin model` reads only [model]: --set plan.pp=4 was ignored without a word until s21walk
+    (["model", "deepseek-v3", "--set", "plan.pp=4"], r"^error: --set: got 'plan.pp=4'; allowed: model.FIELD=VALUE"),
     (["schedule", "1f1b", "--pp", "0", "--microbatches", "8"], r"--pp: got 0; allowed: integer >= 1 and <= 1,024"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "100000"], r"--microbatches: got 100000; allowed: --pp x --microbatches <= 50,000"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--f", "inf"], r"--f: got inf; allowed: finite number > 0"),
     (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--fb", "nan"], r"--fb: got nan"),
+    # the schedule's own rules name the options too (plan.pp, schedule.w_s, plan.num_microbatches until s21walk)
+    (["schedule", "dualpipe", "--pp", "3", "--microbatches", "8"], r"^error: --pp: got 3; allowed: an even number of ranks"),
+    (["schedule", "zb1p", "--pp", "4", "--microbatches", "8", "--w", "3"], r"^error: --w: got 3.0; allowed: <= --b = 2.0 "),
+    (["schedule", "1f1b", "--pp", "4", "--microbatches", "8", "--w", "1", "--fb", "0.5"], r"^error: --fb: got 0.5; allowed: >= --w = 1.0"),
+    (["schedule", "dualpipev", "--pp", "4", "--microbatches", "3"], r"^error: --microbatches: got 3; allowed: >= 2 x --pp = 8 "),
+    (["schedule", "interleaved-1f1b", "--pp", "4", "--microbatches", "6", "--virtual-stages", "2"],
+     r"^error: --microbatches: got 6; allowed: a multiple of --pp = 4 "),
     (["plan", "scenarios/v3_plan.toml", "--price", "h800=nan"], r"--price: got nan; allowed: finite number >= 0"),
     (["plan", "--tokens", "1e12", "--days", "inf"], r"search.days.*got inf; allowed: finite number > 0 and <= 36,500"),
 ])
@@ -334,7 +343,7 @@ def test_deep_stages_are_refused_by_their_quadratic_placement_cost():
     assert load_scenario().step_work()["op_blocks2"] == 1920 * 25
 
 
-@pytest.mark.parametrize("command", [["fit", "--profiles", "{tmp}/profiles"], ["validate", "--quiet"]])
+@pytest.mark.parametrize("command", [["fit", "--quiet", "--profiles", "{tmp}/profiles"], ["validate", "--quiet"]])
 @pytest.mark.parametrize("content", [bytes(range(128, 256)) * 4, b"a,b\n1,2\n"])
 def test_unreadable_records_of_ones_own_exit_2_naming_records(command, content, tmp_path, capsys):
     """A --records folder whose CSV is binary (fit) or has no timed rows (validate) ended in a

@@ -4,11 +4,15 @@ KV admission, the deployment knobs, traces and bad input."""
 import dataclasses
 import json
 import math
+import re
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from twin.cli.main import main as twin_main
+from twin.core.chrome_trace import perfetto_drops
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import SERVING, load_scenario
 from twin.serving.iteration import prefill_forward
@@ -180,6 +184,25 @@ def test_trace_csv_arrivals(tmp_path):
     assert r.simulated_requests == 3 and r.output_tokens_total == 14
 
 
+def test_a_relative_trace_is_read_beside_its_scenario_file(tmp_path, monkeypatch):
+    """traffic.trace_csv = "trace.csv" in sub/x.toml was read from the working directory until s21walk
+    (`twin serve sub/x.toml` refused it); --set still names a path from the working directory, and the
+    resolved scenario loads from anywhere."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "trace.csv").write_text("arrival_s,input_len,output_len\n0.0,128,4\n0.1,256,8\n")
+    (sub / "x.toml").write_text('name = "x"\n[model]\nname = "tiny"\n[cluster]\ngpu = "h200"\nnum_gpus = 8\n'
+                                '[serve]\ntp = 1\nep = 8\ndp_attention = true\n'
+                                '[traffic]\narrival = "trace"\ntrace_csv = "trace.csv"\n')
+    monkeypatch.chdir(tmp_path)
+    sc = load_scenario("sub/x.toml", [], SERVING)
+    assert Path(sc.traffic.trace_csv) == sub / "trace.csv" and simulate(sc).simulated_requests == 2
+    assert load_scenario("sub/x.toml", ['traffic.trace_csv="sub/trace.csv"'], SERVING).traffic.trace_csv == "sub/trace.csv"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert simulate(load_scenario(sub / "x.toml", [], SERVING)).simulated_requests == 2
+
+
 def test_bad_trace_names_the_field(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("arrival_s,input_len\n0,12\n")
@@ -218,7 +241,13 @@ def test_bad_inputs_exit_2_naming_the_field(argv, pattern, capsys):
 def test_serve_json_keys_and_chrome_trace(tmp_path, capsys):
     trace = tmp_path / "iters.json"
     assert twin_main(["serve", "--requests", "40", "--set", "serve.output_len=32", "--json", "-", "--trace", str(trace), "--quiet"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert f"trace: {trace} (" in captured.err   # says where the trace went (nothing until s21walk)
+    assert twin_main(["serve", "--requests", "40", "--set", "serve.output_len=32", "--set", "traffic.trace_iterations=5",
+                      "--trace", str(tmp_path / "cut.json"), "--quiet"]) == 0
+    assert re.search(r"trace: .*cut\.json \(5 iterations, the first 5 of [\d,]+ \(traffic\.trace_iterations\)\)",
+                     capsys.readouterr().out)
     for key in JSON_KEYS:
         assert key in out and out[key] is not None, key
     assert out["simulated_requests"] == 40
@@ -226,6 +255,11 @@ def test_serve_json_keys_and_chrome_trace(tmp_path, capsys):
     slices = [e for e in events if e["ph"] == "X"]
     assert slices and all(e["dur"] > 0 for e in slices)
     assert (tmp_path / "iters.scenario.resolved.toml").exists()
+    # back-to-back iterations meet on the same nanosecond: Perfetto dropped ~1 in 8 (ts and dur rounded
+    # apart overlapped by 1 ns, until s21walk)
+    assert perfetto_drops(events) == []
+    # a co-located deployment names only its pool's process (the empty prefill and decode pools too, until s21walk)
+    assert [e["args"]["name"] for e in events if e["name"] == "process_name"] == ["colocated instances"]
 
 
 @pytest.mark.parametrize("disaggregated", [False, True])
@@ -302,3 +336,20 @@ def test_round_robin_dp_groups_pace_a_lone_prompt_by_its_own_group():
     # groups 0 and 1 prefill together: both first tokens at the end of the same iteration
     first = two.per_request()["first_token_s"]
     assert first[0] == pytest.approx(first[1]) and first[0] == pytest.approx(rr.ttft_s.p50, rel=0.05)
+
+
+def test_serve_progress_bar_reports_and_changes_nothing(capsys):
+    """`twin serve` ran up to minutes (2M requests) with no progress until s21walk: the simulation reports
+    finished requests about 200 times a run, ending at the total, and the result is the same with the bar."""
+    from twin.core.results import to_json
+    from twin.serving.run import serve
+    sc = h200("traffic.concurrency=8", "serve.input_len=64", "serve.output_len=16")
+    reports = []
+    simulate(sc, 400, on_done=lambda done, total: reports.append((done, total)))
+    assert len(reports) == 200 and reports[-1] == (400, 400)
+    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+    quiet = serve(sc, 400)
+    capsys.readouterr()
+    shown = serve(sc, 400, progress=True)
+    assert capsys.readouterr().err.startswith("\rserve: ")   # the bar, on stderr
+    assert to_json(shown) == to_json(quiet)

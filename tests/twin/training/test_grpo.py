@@ -1,6 +1,7 @@
 """The GRPO stage: rollouts on the serving twin, extra forward passes and the policy update."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,46 @@ def test_the_v3_rl_stage_is_grpo_not_an_overhead_factor(v3):
 def test_bad_grpo_field_is_named():
     with pytest.raises(ScenarioError, match=r"run\.stages\[0\]\.grpo\.samples_per_prompt.*got 0"):
         twin.load_scenario(ROOT / "scenarios" / "r1_zero_rl.toml", ["run.stages=[{name='x', steps=1, grpo={samples_per_prompt=0}}]"])
+
+
+def test_an_rl_stage_whose_rollouts_cannot_run_is_an_infeasible_stage(tmp_path, capsys):
+    """grpo.rollout_gpus that does not divide the stage's GPUs ended the whole replay with no report and
+    no JSON (`twin replay --json` wrote nothing) until s21walk: the stage is infeasible, the rest runs,
+    the command exits 3 with the reason, the report and the JSON."""
+    from twin.cli.main import main
+    scenario = tmp_path / "tiny_rl.toml"
+    scenario.write_text("""name = "tiny-rl"
+[model]
+name = "tiny"
+[cluster]
+gpu = "h800"
+num_gpus = 8
+[plan]
+pp = 2
+ep = 4
+[workload]
+seq_len = 512
+global_batch_seqs = 32
+[uncertainty]
+num_samples = 100
+[[run.stages]]
+name = "pretrain"
+tokens = 1e9
+seq_len = 512
+global_batch_seqs = 32
+[[run.stages]]
+name = "rl"
+tokens = 1e6
+seq_len = 512
+global_batch_seqs = 32
+[run.stages.grpo]
+rollout_gpus = 32
+""")
+    code = main(["replay", str(scenario), "--quiet", "--out", str(tmp_path / "out"), "--json", str(tmp_path / "r.json")])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "infeasible: stage rl: GRPO rollouts: grpo.rollout_gpus = 32 does not divide the stage's 8 GPUs" in err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["complete"] is False
+    assert [s["feasible"] for s in result["stages"]] == [True, False]
+    assert (tmp_path / "out" / "report.html").is_file()

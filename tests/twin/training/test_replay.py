@@ -145,3 +145,15 @@ def test_replay_cli_with_stages_that_cannot_run_exits_3_naming_each(tmp_path, ca
     err = capsys.readouterr().err.splitlines()
     assert code == 3 and json.loads(out.read_text())["complete"] is False and (tmp_path / "report" / "report.html").is_file()
     assert err[0].startswith("infeasible: stage pretrain: the scenario's plan does not fit: ") and len(err) == 5
+
+
+def test_the_sensitivity_note_keeps_three_figures_at_any_size():
+    """A small run's 1.66K -> 1.77K GPU-hours read '2K -> 2K' (whole thousands) until s21walk."""
+    from twin.training.replay.run import gap_drivers
+    sens = [{"label": "compute efficiency", "low_value": 0.903, "high_value": 1.11,
+             "total_gpu_hours_low": 1_660.0, "total_gpu_hours_high": 1_770.0},
+            {"label": "routing imbalance", "low_value": 1.01, "high_value": 1.14,
+             "total_gpu_hours_low": 2_336_000.0, "total_gpu_hours_high": 2_759_000.0}]
+    notes = gap_drivers({"claims": [], "uncertainty": {"sensitivity": sens}, "stages": []})
+    note = next(n for n in notes if n.startswith("Inputs that move the total most"))
+    assert "1.66K -> 1.77K GPU-hours" in note and "2.34M -> 2.76M GPU-hours" in note

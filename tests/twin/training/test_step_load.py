@@ -49,3 +49,15 @@ def test_moe_section_drives_simulate_step(v3):
     loads = routing_loads(WithMoe(v3, MoeLoadSpec(load_model="measured")))
     assert loads[0] == 1.0 and loads[-1].rows_frac > 1.2
     assert routing_loads(WithMoe(v3, MoeLoadSpec(load_model="measured")), Perturb(routing_imbalance=1.3)) == 1.3
+
+
+def test_balance_of_a_dense_model_exits_2_naming_the_field(tmp_path, capsys):
+    """`twin balance` on a dense model ended in an IndexError traceback until s21walk."""
+    from twin.cli.main import main
+    argv = ["balance", "--quiet", "--set", 'model.name="llama3-8b"', "--set", "cluster.num_gpus=8", "--set", "plan.pp=2",
+            "--set", "plan.ep=1", "--set", "plan.comm_sms=0", "--set", 'plan.schedule="1f1b"', "--set", "workload.global_batch_seqs=32",
+            "--out", str(tmp_path / "report")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.num_routed_experts: got 0; allowed: > 0: `twin balance` weighs the expert load")
+    assert not (tmp_path / "report").exists()

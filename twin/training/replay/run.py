@@ -27,6 +27,15 @@ from twin.training.replay.stages import (StepCache, StepFn, default_bound_fn, de
 from twin.training.replay.uncertainty import propagate, size_sweep, uncertain_inputs
 
 
+def _gpu_hours(x: float) -> str:
+    """Three significant figures with a K or M suffix: 2,336,000 -> '2.34M', 1,660 -> '1.66K', 5.92 -> '5.92'
+    (thousands rounded to whole K printed a small run's 1.66K -> 1.77K as '2K -> 2K', until s21walk)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
 def gap_drivers(result: dict) -> list[str]:
     """Plain-language statements of what drives the gap between the twin and the published figures."""
     notes = []
@@ -50,7 +59,7 @@ def gap_drivers(result: dict) -> list[str]:
         top = sens[:3]
         notes.append("Inputs that move the total most (P10 -> P90): " + "; ".join(
             f"{s['label']} {s['low_value']:.3g} -> {s['high_value']:.3g}: "
-            f"{s['total_gpu_hours_low'] / 1e3:,.0f}K -> {s['total_gpu_hours_high'] / 1e3:,.0f}K GPU-hours" for s in top) + ".")
+            f"{_gpu_hours(s['total_gpu_hours_low'])} -> {_gpu_hours(s['total_gpu_hours_high'])} GPU-hours" for s in top) + ".")
     for r in result["stages"]:
         if not r["feasible"]:
             notes.append(f"Stage {r['name']} could not be simulated: {r['plan_note']}. Totals exclude it.")

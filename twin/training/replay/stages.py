@@ -452,7 +452,12 @@ def run_stage(sp: StagePlan, cache: StepCache) -> StageRun:
     wall += n * full.step_time_s
     if stage.grpo is not None:   # an RL stage: GRPO steps (rollout + passes + update) instead of plain steps
         g = stage.grpo
-        run.rl = grpo_step(s, g, full.step_time_s, stage.global_batch_seqs * seq)
+        try:
+            run.rl = grpo_step(s, g, full.step_time_s, stage.global_batch_seqs * seq)
+        except InfeasiblePlan as exc:   # rollouts that cannot run (grpo.rollout_gpus against the stage's GPUs, memory):
+            # the stage cannot, as one whose plan does not fit (it ended the whole replay, no report or JSON, until s21walk)
+            why = f"GRPO rollouts: {exc.reason}"
+            return StageRun(StagePlan(stage, None, "infeasible: " + why, [*sp.tried, why]))
         steps = stage.steps if stage.steps else tokens / g.tokens_per_step
         wall = steps * run.rl["step_s"]
     run.wall_s = wall * stage.overhead_factor
