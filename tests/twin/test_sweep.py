@@ -257,3 +257,36 @@ def test_dask_missing_or_unreachable_is_refused_as_input_without_a_traceback(sma
     assert main([*argv, "local"]) == 2
     assert capsys.readouterr().err.startswith("error: --dask: got 'local'; allowed: Dask distributed installed "
                                               "(pip install 'moe-twin[dask]'")
+
+
+def test_a_point_that_raises_is_an_error_row_the_sweep_goes_on_and_a_rerun_retries_it(small, tmp_path, monkeypatch, capsys):
+    """One point raising anything but ScenarioError/InfeasiblePlan (a twin bug) stopped the whole
+    sweep with a traceback (until s21ux): now it is a row with status 'error' naming the exception,
+    the other points run, the summary counts it and the exit status is 4; a re-run retries it."""
+    from twin.cli.main import main
+    from twin.planning import sweep as sweep_mod
+    real = sweep_mod.simulate_step
+
+    def flaky(sc, **kw):
+        if sc.plan.pp == 2:
+            raise ZeroDivisionError("float division by zero")
+        return real(sc, **kw)
+
+    monkeypatch.setattr(sweep_mod, "simulate_step", flaky)
+    out = tmp_path / "sw"
+    argv = ["sweep", str(small), "--grid", "plan.pp=1,2,4", "--out", str(out), "--workers", "1", "--quiet",
+            "--json", str(tmp_path / "sw.json")]
+    assert main(argv) == 4
+    captured = capsys.readouterr()
+    assert "3 points (grid): 2 ran, 0 invalid, 0 infeasible, 1 failed with an error" in captured.out
+    assert captured.err.startswith("error: 1 of 3 points raised an error (status 'error' in ")
+    result = json.loads((tmp_path / "sw.json").read_text())
+    assert (result["num_ok"], result["num_error"]) == (2, 1)
+    bad = [r for r in result["rows"] if r["status"] == "error"]
+    assert [r["plan.pp"] for r in bad] == [2]
+    assert bad[0]["reason"].startswith("builtins.ZeroDivisionError: float division by zero (at test_sweep.py:")
+    assert "error" in (out / "results.csv").read_text() and "failed with an error" in (out / "report.html").read_text()
+    monkeypatch.setattr(sweep_mod, "simulate_step", real)   # the bug fixed: the re-run computes that point only
+    assert main(argv) == 0
+    assert "(1 computed now, 2 resumed)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "sw.json").read_text())["num_error"] == 0

@@ -1,7 +1,8 @@
 """`twin`: one command, subcommands, few options, `--set a.b=value` everywhere.
 
 Exit status: 0 ok, 2 invalid input (one line, no traceback), 3 infeasible plan (reason printed and,
-with --json, written as {"feasible": false, ...}).
+with --json, written as {"feasible": false, ...}), 4 `twin sweep` ran but some points raised an
+error (rows with status 'error', counted in the summary; a re-run tries them again).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
+from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, check_keys, done_ids, parse_axis, points, result_of,
+                                 run_sweep)
 from twin.serving.run import serve
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
@@ -40,6 +42,7 @@ from twin.training.trace import GRANULARITIES, step_trace
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
+EXIT_POINT_ERRORS = 4   # twin sweep: the sweep ran, some points raised an error (their rows say which)
 # `twin step` simulates the scenario's plan as written; the commands that look for one that fits
 STEP_PLAN_HINT = ("hint: `twin replay` runs the fastest fallback plan that fits (TP x CP x recomputation; "
                   "run.plan_search), `twin plan --tokens N` searches clusters and plans")
@@ -358,14 +361,20 @@ def cmd_sweep(args) -> int:
         def keep(row: dict) -> None:
             j.append(row)
             done[row["candidate_id"]] = row
-        evaluated = run_sweep(raw, source, pts, set(done), keep, workers=args.workers, dask=args.dask,
+        evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask,
                               progress=not args.quiet)
     result = result_of(axes, mode, pts, raw, done, evaluated)
     write_sweep_report(result, sc, out)
+    errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
     _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
-               f"{result.num_infeasible:,} infeasible ({evaluated:,} computed now, {result.num_points - evaluated:,} resumed)"
+               f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "
+               f"{result.num_points - evaluated:,} resumed)"
                f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
     _write_json(args.json, result)
+    if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them
+        print(f"error: {result.num_error:,} of {result.num_points:,} points raised an error (status 'error' in "
+              f"{out / RESULTS_CSV}; a re-run into {out} tries them again)", file=sys.stderr)
+        return EXIT_POINT_ERRORS
     if result.num_ok == 0:
         print("infeasible: no point of the sweep can run (see the reasons in the report)", file=sys.stderr)
         return EXIT_INFEASIBLE
