@@ -47,7 +47,8 @@ def test_axes_parse_lists_and_ranges():
     assert parse_axis("cluster.gpu=h800,h200").values == ("h800", "h200")
     assert parse_axis("workload.routing_imbalance=1.0:1.5") == Axis("workload.routing_imbalance", low=1.0, high=1.5)
     assert parse_axis("plan.pp=2:8").integer
-    for bad in ("plan.pp", "pp=8", "plan.pp=", "plan.pp=3:1", "plan.pp=nan:2"):
+    # plan.pp=8,8: each point twice (until s21ux)
+    for bad in ("plan.pp", "pp=8", "plan.pp=", "plan.pp=3:1", "plan.pp=nan:2", "plan.pp=8,8"):
         with pytest.raises(ScenarioError, match="--grid"):
             parse_axis(bad)
     with pytest.raises(ScenarioError, match=r"--grid plan.ppp.*a field of \[plan\]"):

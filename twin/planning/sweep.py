@@ -81,6 +81,9 @@ def parse_axis(text: str) -> Axis:
     values = tuple(_value(v.strip(), field) for v in rest.split(",") if v.strip())
     if not values:
         raise ScenarioError(field, rest, "at least one value")
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:   # a value twice swept its points twice (until s21ux)
+        raise ScenarioError(field, rest, f"each value once ({twice[0]!r} is given twice)")
     return Axis(key, values=values)
 
 
