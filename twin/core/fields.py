@@ -33,14 +33,11 @@ def spec_field(
     le: float | None = None,
     choices: tuple | None = None,
     max_items: int | None = None,
-    min_items: int | None = None,
     default_factory: Any = _MISSING,
 ) -> Any:
     """A dataclass field with the metadata the loader and the docs need. For a list field, `ge`,
-    `gt`, `le` and `choices` apply to each item and `max_items` and `min_items` bound its length
-    (`min_items` where an empty list given would mean something else than the key left out)."""
-    meta = {"unit": unit, "doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices, "max_items": max_items,
-            "min_items": min_items}
+    `gt`, `le` and `choices` apply to each item and `max_items` bounds its length."""
+    meta = {"unit": unit, "doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices, "max_items": max_items}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -51,10 +48,6 @@ def number_text(x: float) -> str:
     if float(x).is_integer() and abs(x) < 1e16:
         return f"{int(x):,}"
     return f"{x:g}"
-
-
-def _entries(n: int) -> str:
-    return f"{n:,} {'entry' if n == 1 else 'entries'}"
 
 
 def _bounds_text(m: dict, type_name: str) -> str:
@@ -74,8 +67,6 @@ def allowed_text(f: dataclasses.Field, type_name: str) -> str:
     """Human-readable description of what a field accepts, e.g. 'integer >= 1 and <= 1,000'; a
     list field adds its length limit."""
     text = _bounds_text(f.metadata, type_name)
-    if f.metadata.get("min_items") is not None:
-        text += f"; at least {_entries(f.metadata['min_items'])}"
     if f.metadata.get("max_items") is not None:
         text += f"; at most {f.metadata['max_items']:,} entries"
     return text
@@ -104,10 +95,6 @@ def _coerce(value: Any, tp: Any, path: str, f: dataclasses.Field, source: str | 
         limit = f.metadata.get("max_items")
         if limit is not None and len(value) > limit:   # before building the items: a huge list stops here
             raise ScenarioError(path, value, f"a list of at most {limit:,} entries (got {len(value):,})", source)
-        least = f.metadata.get("min_items")
-        if least is not None and len(value) < least:
-            raise ScenarioError(path, value, f"a list of at least {_entries(least)} (got {len(value):,}; leave the key "
-                                "out for its default)", source)
         return tuple(_coerce(v, item_tp, f"{path}[{i}]", f, source) for i, v in enumerate(value))
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

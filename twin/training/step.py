@@ -330,6 +330,8 @@ class _SharedBlocks:
     extra_first: tuple | None = None
     extra_last: tuple | None = None
     block_memo: dict | None = None
+    cuts: dict = dataclasses.field(default_factory=dict)     # model stages -> balanced cut (list of ranges)
+    chains: dict = dataclasses.field(default_factory=dict)   # StepCosts._chain's key -> tasks, without ZeRO-3
 
 
 _SHARED: dict = {}   # _block_cost_key -> _SharedBlocks, oldest first
@@ -393,7 +395,7 @@ class StepCosts:
         tokens = local_tokens(sc)
         # the blocks' ops and their task memo are shared by every StepCosts of the same block costs
         # (_shared_blocks: candidates of a plan search that differ only in how blocks are arranged)
-        shared = _shared_blocks(sc, profile, imbalance, link_bw_scale) if share_blocks else None
+        shared = self._shared = _shared_blocks(sc, profile, imbalance, link_bw_scale) if share_blocks else None
         if shared is not None and shared.blocks is not None:
             self.blocks, self.extra_first, self.extra_last = shared.blocks, shared.extra_first, shared.extra_last
             self._block_memo = shared.block_memo
@@ -438,7 +440,7 @@ class StepCosts:
                                            if schedule.num_ranks > 1 and (p.zero_stage == 3 or (
                                                p.zero_stage == 2 and not memory.gradients_sharded(p))) else 0.0)
         # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
-        self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
+        self.layers = (self._shared_balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
 
     def _build_blocks(self, sc: Scenario, imbalance, tokens: int) -> None:
@@ -473,6 +475,16 @@ class StepCosts:
     def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool, ranks_per_node: int = 1) -> float:
         return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale,
                                       ranks_per_node)
+
+    def _shared_balanced_layers(self) -> list[range]:
+        """_balanced_layers, taken from the shared blocks where an earlier StepCosts cut them into
+        as many stages (the cut depends only on the blocks' costs and the number of stages)."""
+        if self._shared is None:
+            return self._balanced_layers()
+        stages = self.schedule.num_model_stages
+        if stages not in self._shared.cuts:
+            self._shared.cuts[stages] = self._balanced_layers()
+        return self._shared.cuts[stages]
 
     def _balanced_layers(self) -> list[range]:
         """plan.stage_cut 'balanced': the cut whose costliest stage computes least
@@ -866,6 +878,7 @@ class StepCosts:
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS)
 
     # -- ZeRO-3 / FSDP ---------------------------------------------------------------------------
+    @_per_instance
     def _fsdp_unit(self, dense_params: float, expert_params: float) -> "_FsdpUnit":
         """One FSDP2 unit of parameters as this rank holds them (its TP/EP share): gathered in BF16
         from their shards, gradients reduce-scattered in FP32 (torchtitan's default reduce dtype),
@@ -966,7 +979,20 @@ class StepCosts:
     @_per_instance
     def _chain(self, stage: int, kind: str, gather: bool = False, scatter: bool = False) -> tuple[Task, ...]:
         """A stage's tasks for one op kind; with ZeRO-3, `gather`/`scatter` add the blocks'
-        parameter all-gathers and gradient reduce-scatters (StepCosts.fsdp_flags says when)."""
+        parameter all-gathers and gradient reduce-scatters (StepCosts.fsdp_flags says when). Without
+        ZeRO-3's traffic a chain depends only on the stage's blocks (its layers, whether it holds
+        the embedding or the head) and the FP32 gradient accumulation per parameter: shared with
+        StepCosts of the same blocks (_SharedBlocks.chains)."""
+        if self._shared is None or gather or scatter:
+            return self._stage_chain(stage, kind, gather, scatter)
+        layers = self.layers[stage]
+        key = (kind, layers.start, layers.stop, stage == 0, stage == self.last_stage, self.grad_accum_bytes_per_param)
+        hit = self._shared.chains.get(key)
+        if hit is None:
+            hit = self._shared.chains[key] = self._stage_chain(stage, kind, False, False)
+        return hit
+
+    def _stage_chain(self, stage: int, kind: str, gather: bool, scatter: bool) -> tuple[Task, ...]:
         blocks = self.stage_ops(stage)
         if kind == "F":
             per_block = [self._forward_tasks(ops) for ops in blocks]
