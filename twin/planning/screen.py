@@ -347,12 +347,27 @@ def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
                   **({"loss": loss} if loss else {})}, list(by_params.values())
 
 
+_CHAIN_SUMS: dict = {}   # id(chain) -> (chain, its serial seconds, its ChainTimes): chains are shared tuples
+_MAX_CHAIN_SUMS = 4096   # bounded: it holds the chains it has summed (a stage chain is a few hundred tasks)
+
+
+def _chain_sums(chain) -> tuple:
+    """(serial seconds, ChainTimes) of a chain of tasks, each summed once per chain tuple: StepCosts
+    shares a stage's chain among the ranks and candidates that run it (s21ux)."""
+    hit = _CHAIN_SUMS.get(id(chain))
+    if hit is None or hit[0] is not chain:   # the entry holds its chain: the id stays its own
+        if len(_CHAIN_SUMS) >= _MAX_CHAIN_SUMS:
+            _CHAIN_SUMS.clear()
+        hit = _CHAIN_SUMS[id(chain)] = (chain, sum(t.duration_s for t in chain), _sum(chain))
+    return hit[1], hit[2]
+
+
 def _chains_s(chains) -> float:
     """An op's seconds from its chains (StepCosts.chains): one chain runs its tasks one after the
     other; an overlapped F&B pair lasts as long as the busier of its streams (see _busy)."""
     if len(chains) == 1:
-        return sum(t.duration_s for t in chains[0])
-    f, b = _sum(chains[0]), _sum(chains[1])
+        return _chain_sums(chains[0])[0]
+    f, b = _chain_sums(chains[0])[1], _chain_sums(chains[1])[1]
     return max(f.compute_s + b.compute_s, f.comm_s + b.comm_s, f.serial_s, b.serial_s)
 
 
@@ -426,7 +441,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         mems = rank_memory(sc, costs)
         worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
         worst_mem, param_mems = mems[worst], mems
-        flat = [_flat(BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W"))))
+        flat = [_flat(BlockTimes(*(_chain_sums(costs._chain(st, kind))[1] for kind in ("F", "B", "W"))))
                 for st in range(schedule.num_model_stages)]
         busy = _busy_from_costs(sc, costs)
         # ZeRO-3 under PP: the stages' reduce-scatters after their last backward (the simulator's tail)

@@ -103,7 +103,9 @@ def balanced_stage_layers(block_s: list[float], first_s: float, last_s: float, n
     return list(_balanced_cut(tuple(block_s), first_s, last_s, num_stages))
 
 
-@functools.lru_cache(maxsize=256)
+# a plan search's working set is ~100 block costs x 3 stage counts within a few thousand candidates:
+# 256 entries thrashed (s21ux measured half the cuts recomputed); an entry is ~61 floats and ranges
+@functools.lru_cache(maxsize=4096)
 def _balanced_cut(block_s: tuple[float, ...], first_s: float, last_s: float, num_stages: int) -> tuple[range, ...]:
     """The two dynamic programs of balanced_stage_layers, each stage's step over every (first block,
     end block) pair at once as a (blocks + 1)^2 array: the same float operations and the same
@@ -1275,6 +1277,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                               memory.activation_bytes(m, dense_layer, p, tokens),
                               memory.recompute_working_bytes(m, dense_layer, p, tokens))
                 for dense_layer in (True, False)}
+    a2a_of: dict = {}   # id(op tuple) -> (the tuple, its largest all-to-all's send + receive bytes)
     out = []
     for rank in range(s.num_ranks):
         dense = expert = buffers = recompute = 0.0
@@ -1303,10 +1306,10 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                     acts += act_bytes
                     recompute = max(recompute, recompute_bytes)
             set_bytes[chunk] = acts
-            for ops in costs.stage_ops(stage):
-                for op in ops:
-                    if op.kind in ALL_TO_ALL_KINDS:
-                        buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
+            for ops in costs.stage_ops(stage):   # blocks alike share one op tuple: looked at once
+                if id(ops) not in a2a_of:
+                    a2a_of[id(ops)] = (ops, max((2 * op.bytes for op in ops if op.kind in ALL_TO_ALL_KINDS), default=0.0))
+                buffers = max(buffers, a2a_of[id(ops)][1])  # send + receive of one all-to-all
         live = peak_live_bytes_of(s, rank, set_bytes)
         loss = 0.0
         loss_chunks = [c for c in range(s.num_chunks) if s.stage_of(rank, c) == costs.last_stage]
