@@ -274,7 +274,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 
 def cmd_plan(args) -> int:
-    from reports.plan_report import PLAN_JOURNAL, write_plan_report  # lazy: matplotlib
+    from reports.plan_report import PLAN_JOURNAL, write_plan_json, write_plan_report  # lazy: matplotlib
     from twin.planning.search import journal_row, question_key, resumed_rows, search  # lazy: the plan search loads its screen
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
@@ -310,7 +310,8 @@ def cmd_plan(args) -> int:
         write_plan_report(out, sc, args.out)
         resumed = f"\nresumed {num_resumed:,} rows of an earlier run from {journal}" if num_resumed else ""
         _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
-    _write_json(args.json, out)
+    if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
+        write_plan_json(out, args.json)
     if out.feasible == 0:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
