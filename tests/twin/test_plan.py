@@ -349,3 +349,11 @@ def test_a_value_given_twice_in_a_search_list_is_refused(tmp_path, capsys):
     assert main(["plan", "--tokens", "1e12", "--days", "30", "--pp", "8,16,8", "--quiet"]) == 2
     assert "error: search.pp in <default: deepseek_v3_pretrain.toml>: got [8, 16, 8]; allowed: each value once (8 is " \
            "given twice)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item", ["banana=3", "=3", "H200=3"])
+def test_a_price_for_a_gpu_the_catalog_does_not_have_is_refused(item, capsys):
+    """--price h2OO=3 (a typo) was taken and never used: every plan kept the catalog price (until s21ux)."""
+    assert main(["plan", "--tokens", "1e12", "--days", "30", "--quiet", "--price", item]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --price: got '{item}'; allowed: GPU=USD_PER_GPU_HOUR with a "
+                                              "catalog GPU: b200, h100, h100-hbm2e-500w, h200, h800")

@@ -51,6 +51,11 @@ def test_axes_parse_lists_and_ranges():
     for bad in ("plan.pp", "pp=8", "plan.pp=", "plan.pp=3:1", "plan.pp=nan:2", "plan.pp=8,8"):
         with pytest.raises(ScenarioError, match="--grid"):
             parse_axis(bad)
+    # NaN, infinity or an integer beyond int64 ended the sweep in a traceback writing its report (until s21ux)
+    for bad in ("plan.pp=nan", "plan.pp=1,1e400", "plan.pp=1,99999999999999999999999", "plan.pp=[nan]",
+                "plan.pp=1:99999999999999999999999"):
+        with pytest.raises(ScenarioError, match=r"finite .*integers within \+-9,223,372,036,854,775,807"):
+            parse_axis(bad)
     with pytest.raises(ScenarioError, match=r"--grid plan.ppp.*a field of \[plan\]"):
         check_keys([parse_axis("plan.ppp=1")])
 

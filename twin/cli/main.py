@@ -262,6 +262,8 @@ def _prices(args, sc) -> dict:
     prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
+        if gpu.strip() not in prices:   # a misspelt GPU's price was silently never used (until s21ux)
+            raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR with a catalog GPU: " + ", ".join(sorted(prices)))
         try:
             prices[gpu.strip()] = float(value)
         except ValueError:

@@ -64,6 +64,26 @@ def _value(text: str, field: str):
         return text
 
 
+INT64_MAX = 2**63 - 1   # the results table's integer columns (Parquet int64)
+
+
+def _storable(v) -> bool:
+    """Whether a value can stand in the results (JSON, CSV, Parquet): no NaN or infinity, no
+    integer beyond int64, recursively through TOML arrays and tables (until s21ux `--grid
+    plan.pp=nan` or a 23-digit integer ended the sweep in a traceback while writing its report)."""
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, int):
+        return abs(v) <= INT64_MAX
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, (list, tuple)):
+        return all(_storable(x) for x in v)
+    if isinstance(v, dict):
+        return all(_storable(x) for x in v.values())
+    return True
+
+
 def parse_axis(text: str) -> Axis:
     """'plan.pp=8,16' -> list axis; 'workload.routing_imbalance=1.0:1.5' -> range axis."""
     key, eq, rest = text.partition("=")
@@ -74,13 +94,17 @@ def parse_axis(text: str) -> Axis:
     if ":" in rest and "," not in rest and not rest.strip().startswith(("'", '"')):
         lo_text, _, hi_text = rest.partition(":")
         lo, hi = _value(lo_text.strip(), field), _value(hi_text.strip(), field)
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and _storable(v)
+                 for v in (lo, hi))
         if not ok or not lo < hi:
-            raise ScenarioError(field, rest, "LOW:HIGH, two finite numbers with LOW < HIGH")
+            raise ScenarioError(field, rest, f"LOW:HIGH, two finite numbers (integers within +-{INT64_MAX:,}) with LOW < HIGH")
         return Axis(key, low=lo, high=hi, integer=isinstance(lo, int) and isinstance(hi, int))
     values = tuple(_value(v.strip(), field) for v in rest.split(",") if v.strip())
     if not values:
         raise ScenarioError(field, rest, "at least one value")
+    bad = [v for v in values if not _storable(v)]
+    if bad:
+        raise ScenarioError(field, rest, f"finite values, integers within +-{INT64_MAX:,} (got {bad[0]!r})")
     twice = [v for i, v in enumerate(values) if v in values[:i]]
     if twice:   # a value twice swept its points twice (until s21ux)
         raise ScenarioError(field, rest, f"each value once ({twice[0]!r} is given twice)")
