@@ -578,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS})))
 
     p = sub.add_parser("sweep", help="sweep any scenario keys (grid, random, Latin hypercube); one row per point, "
-                                      "streamed to disk and resumed after a kill; CSV, Parquet, plots")
+                                      "streamed to disk and resumed after a kill; CSV, Parquet, plots. A point that "
+                                      "raises is a row with status 'error' and the sweep goes on (exit 4; a re-run "
+                                      "retries those points)")
     _add_scenario_args(p)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|KEY=LOW:HIGH",
                    help="an axis: a dotted scenario key and its values (a LOW:HIGH range with --random or --lhs), e.g. "
