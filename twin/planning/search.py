@@ -48,6 +48,13 @@ SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~11 ms to
 # a candidate the screen puts this much beyond the deadline or budget may still meet it once
 # simulated: the screen's P90 error on V3 plans is a few per cent
 SCREEN_MARGIN_FRAC = 0.10
+# The order candidates are screened in (their rows keep the space's order): the axes a block's cost
+# depends on first, then those that only arrange blocks (twin.training.step.STAGE_ONLY_PLAN_FIELDS,
+# the GPU count), so a batch holds the candidates that share one set of block costs and stage
+# chains (StepCosts(share_blocks=True)) and a pool worker builds each set once (s21ux)
+SCREEN_ORDER = ("cluster.gpu", "plan.tp", "plan.ep", "plan.cp", "plan.micro_batch_seqs", "plan.comm_sms", "plan.recompute",
+                "plan.gemm_precision", "plan.sequence_parallel", "plan.tp_comm_overlap", "cluster.num_gpus", "plan.pp",
+                "plan.virtual_stages", "plan.stage_cut", "plan.zero_stage", "plan.schedule")
 
 
 def catalog_prices(sc: Scenario) -> dict[str, float]:
@@ -191,6 +198,18 @@ def resumed_rows(journaled: dict[str, dict], key: str) -> dict[str, dict[str, Pl
     return out
 
 
+def screen_order(space: list[tuple[str, tuple]]) -> Callable[[Candidate], tuple]:
+    """A sort key putting candidates of the same block costs together (SCREEN_ORDER; axes it does
+    not name last, in the space's order), by each value's place in its axis."""
+    place = {key: {v: i for i, v in enumerate(values)} for key, values in space}
+    keys = [k for k in SCREEN_ORDER if k in place] + [k for k, _ in space if k not in SCREEN_ORDER]
+
+    def key(cand: Candidate) -> tuple:
+        s = dict(cand.settings)
+        return tuple(place[k][s[k]] for k in keys)
+    return key
+
+
 def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: int | None = None,
            dask: str | None = None, progress: bool = False, exhaustive: bool = False,
            done: dict[str, dict[str, PlanRow]] | None = None,
@@ -210,7 +229,7 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
     keep = on_rows or (lambda phase, rows: None)
 
     rows: dict[str, PlanRow] = {c.id: done_screen[c.id] for c in cands if c.id in done_screen}
-    todo = [c for c in cands if c.id not in rows]
+    todo = sorted((c for c in cands if c.id not in rows), key=screen_order(space))
     batches = [(base, todo[i:i + SCREEN_BATCH], spec.tokens, prices) for i in range(0, len(todo), SCREEN_BATCH)]
     with tqdm(total=len(cands), initial=len(rows), desc="screen", unit="plan", file=sys.stderr, disable=not progress) as bar:
         for batch in executor.run(_screen_batch, batches, workers, dask):
