@@ -1213,7 +1213,9 @@ def peak_live_bytes(program, set_bytes: dict[int, float], loss_chunk: int | None
     return peak
 
 
-@functools.lru_cache(maxsize=256)
+# per rank: a plan search asks for ~30 schedules x 8-32 ranks in turn, more than 256 (which
+# thrashed, s21ux); an entry is a few small tuples
+@functools.lru_cache(maxsize=4096)
 def live_frontier(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int, rank: int
                    ) -> tuple[tuple[int, ...], ...]:
     """The live activation sets of a rank's program at each forward, as counts per chunk, less
