@@ -1,7 +1,7 @@
 """The plan screen's speed on the default space, this tree against a baseline checkout (s21ux).
 
 Screens the same slices of the default `twin plan` space (57,600 DeepSeek-V3 candidates) in one
-process per tree, in the candidates' own order (as a pool worker meets them), and prints CPU
+process per tree, each in its search's order (as a pool worker meets them), and prints CPU
 seconds per candidate and the projected CPU time of the whole space; with --whole it also runs
 `twin plan --tokens 14.8e12 --days 60 --json F` on the whole default space in each tree and
 checks that both JSON answers are equal. Not a test: no test asserts a wall time.
@@ -30,19 +30,23 @@ import json, sys, time
 from twin.core.fields import build
 from twin.core.scenario import load_scenario
 from twin.core.search_specs import SearchSpec
-from twin.planning.search import catalog_prices, screen_one
+from twin.planning import search
 from twin.planning.space import axes, candidates
 sc = load_scenario()
 spec = build(SearchSpec, {"tokens": 14.8e12, "days": 60}, "search")
-cands = list(candidates(axes(sc, spec)))
-prices = catalog_prices(sc)
+space = axes(sc, spec)
+cands = list(candidates(space))
+prices = search.catalog_prices(sc)
+# each tree screens a slice in its own search's order (s21ux groups candidates by block costs)
+order = search.screen_order(space) if hasattr(search, "screen_order") else None
 n = int(sys.argv[1])
 out = {"total": len(cands), "slices": []}
 for start in json.loads(sys.argv[2]):
+    part = cands[start:start + n]
     t0 = time.process_time()
-    rows = [screen_one(sc, c, spec.tokens, prices) for c in cands[start:start + n]]
+    rows = {c.id: search.screen_one(sc, c, spec.tokens, prices) for c in (sorted(part, key=order) if order else part)}
     out["slices"].append({"start": start, "cpu_s": time.process_time() - t0,
-                          "rows": [r.step_time_s for r in rows]})
+                          "rows": [rows[c.id].step_time_s for c in part]})
 print(json.dumps(out))
 """
 

@@ -337,7 +337,9 @@ class _SharedBlocks:
 
 
 _SHARED: dict = {}   # _block_cost_key -> _SharedBlocks, oldest first
-_MAX_SHARED = 256    # a plan search revisits ~100 block keys within a span of ~4,000 candidates
+# an entry holds a key's blocks, tasks and chains (~0.8 MB for V3); the plan search screens the
+# candidates of one key together (search.SCREEN_ORDER), so a few entries serve it
+_MAX_SHARED = 32
 
 
 def _block_cost_key(sc: Scenario, profile: Profile, imbalance, link_bw_scale: float) -> tuple | None:
