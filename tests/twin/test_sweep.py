@@ -95,6 +95,23 @@ def test_journal_drops_a_row_cut_by_a_kill_and_never_duplicates(tmp_path):
     assert set(read_rows(path)) == {"a", "b", "c"}
 
 
+def test_the_journal_read_a_line_at_a_time_gives_read_rows_rows_and_drops_a_cut_row(tmp_path):
+    """`twin plan --out` resumes through iter_rows (the default space's journal, ~45 MB, was read
+    whole and held as dicts beside its rows until s21ux): the same rows, the first of an id kept,
+    the cut last row dropped from the file once read."""
+    from twin.core.journal import iter_rows
+    path = tmp_path / "rows.jsonl"
+    with Journal(path) as j:
+        j.append_many([{"candidate_id": "a", "x": 1}, {"candidate_id": "b", "x": 2}, {"candidate_id": "a", "x": 3}])
+    with open(path, "ab") as fh:
+        fh.write(b'garbled\n{"candidate_id": "c", "x"')
+    pairs = list(iter_rows(path))
+    assert pairs == [("a", {"candidate_id": "a", "x": 1}), ("b", {"candidate_id": "b", "x": 2}),
+                     ("a", {"candidate_id": "a", "x": 3})]
+    assert path.read_bytes().endswith(b"garbled\n")
+    assert dict(reversed(pairs)) == read_rows(path)
+
+
 def test_stale_staging_is_cleaned(tmp_path):
     out = tmp_path / "sw"
     (tmp_path / ".sw.abc123.tmp").mkdir()

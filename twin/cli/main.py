@@ -19,7 +19,7 @@ from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.cli.prefork import prepared
 from twin.core.atomic import check_output, write_bytes, write_text
-from twin.core.journal import Journal, clean_stale_tmp, read_rows
+from twin.core.journal import Journal, clean_stale_tmp, iter_rows, read_rows
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
@@ -303,7 +303,7 @@ def cmd_plan(args) -> int:
     else:   # rows journaled as they arrive: a re-run into the same folder resumes (until s20ux a kill lost them all)
         clean_stale_tmp(args.out)   # staging a killed run left behind
         journal, key = Path(args.out) / PLAN_JOURNAL, question_key(sc.base(), sc.search.tokens, prices)
-        done = resumed_rows(read_rows(journal), key)
+        done = resumed_rows(iter_rows(journal), key)   # a line at a time: the journal is never held whole
         num_resumed = sum(map(len, done.values()))
         with Journal(journal) as j:
             out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,

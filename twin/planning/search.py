@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from tqdm import tqdm
 
@@ -187,13 +187,15 @@ def journal_row(key: str, phase: str, row: PlanRow) -> dict:
     return {"candidate_id": f"{key}/{phase}/{row.candidate_id}", "row": to_json(row)}
 
 
-def resumed_rows(journaled: dict[str, dict], key: str) -> dict[str, dict[str, PlanRow]]:
-    """phase -> candidate id -> row, of the journal's rows of question `key` (twin.core.journal.read_rows)."""
+def resumed_rows(journaled: dict[str, dict] | Iterable[tuple[str, dict]], key: str) -> dict[str, dict[str, PlanRow]]:
+    """phase -> candidate id -> row, of the journal's rows of question `key`: a dict
+    (twin.core.journal.read_rows) or (id, row) pairs read a line at a time (iter_rows; the first
+    row of an id kept, as read_rows keeps it)."""
     out: dict[str, dict[str, PlanRow]] = {SCREEN: {}, SIMULATE: {}}
-    for ident, line in journaled.items():
+    for ident, line in (journaled.items() if isinstance(journaled, dict) else journaled):
         qkey, _, rest = ident.partition("/")
         phase, _, cid = rest.partition("/")
-        if qkey == key and phase in out and isinstance(line.get("row"), dict):
+        if qkey == key and phase in out and cid not in out[phase] and isinstance(line.get("row"), dict):
             out[phase][cid] = PlanRow(**line["row"])
     return out
 
