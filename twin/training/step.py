@@ -1277,10 +1277,15 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     # a block's parameters, activations and recomputation bytes depend only on its kind (dense or
     # MoE): computed once a kind, the same floats the loop below sums layer by layer (until s21ux
     # they were recomputed for every layer of every rank: ~40% of a plan search's screen)
-    per_kind = {dense_layer: (memory.block_params_on_gpu(m, dense_layer, p.tp, p.ep),
-                              memory.activation_bytes(m, dense_layer, p, tokens),
-                              memory.recompute_working_bytes(m, dense_layer, p, tokens))
-                for dense_layer in (True, False)}
+    per_kind: dict[bool, tuple] = {}
+
+    def kind_bytes(dense_layer: bool) -> tuple:   # only the kinds the model has
+        if dense_layer not in per_kind:
+            per_kind[dense_layer] = (memory.block_params_on_gpu(m, dense_layer, p.tp, p.ep),
+                                     memory.activation_bytes(m, dense_layer, p, tokens),
+                                     memory.recompute_working_bytes(m, dense_layer, p, tokens))
+        return per_kind[dense_layer]
+
     a2a_of: dict = {}   # id(op tuple) -> (the tuple, its largest all-to-all's send + receive bytes)
     out = []
     for rank in range(s.num_ranks):
@@ -1291,7 +1296,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             stage = s.stage_of(rank, chunk)
             acts = 0.0
             for layer in costs.layers[stage]:
-                rp, act_bytes, recompute_bytes = per_kind[is_dense(layer)]
+                rp, act_bytes, recompute_bytes = kind_bytes(is_dense(layer))
                 dense, expert = dense + rp.dense, expert + rp.expert
                 largest = max(largest, rp, key=lambda r: r.total)
                 acts += act_bytes
@@ -1304,7 +1309,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                 shared = m.tie_embeddings and rank in ranks_holding(s, 0)
                 dense += 0 if shared else m.vocab_size * m.hidden_size / p.tp
                 for _ in range(m.num_mtp_modules):
-                    rp, act_bytes, recompute_bytes = per_kind[not m.is_moe]
+                    rp, act_bytes, recompute_bytes = kind_bytes(not m.is_moe)
                     dense += rp.dense + 2 * m.hidden_size * m.hidden_size
                     expert += rp.expert
                     acts += act_bytes
