@@ -3,7 +3,7 @@ the lowest cost (or the fastest within a budget), and the front of cost against 
 
 Two levels. Every candidate of the space (twin.planning.space) is first checked like a scenario
 (the loader's invariants: an invalid one is counted under the field that refuses it) and screened
-in closed form (twin.planning.screen: step time and memory, ~11 ms of CPU for V3); one that does not fit is
+in closed form (twin.planning.screen: step time and memory, ~2.3 ms of CPU for V3, s21ux); one that does not fit is
 counted 'out of memory'. The best `search.simulate` of the rest by the question's objective,
 with the screen's own cost-time front, are then simulated step by step (twin.training.step); the
 answer and the front come from simulated figures only, and the screen's error against them is
@@ -44,7 +44,7 @@ from twin.planning.space import Candidate, apply, axes, candidates, check_axis_v
 from twin.training.step import simulate_step
 
 SCREEN, SIMULATE = "screen", "simulate"   # the two phases whose rows a journal keeps
-SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~11 ms to screen for V3)
+SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~2.3 ms to screen for V3)
 # a candidate the screen puts this much beyond the deadline or budget may still meet it once
 # simulated: the screen's P90 error on V3 plans is a few per cent
 SCREEN_MARGIN_FRAC = 0.10
