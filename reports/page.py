@@ -477,14 +477,19 @@ def write_common(tmp: Path, page: Page, result_json, scenario=None) -> None:
         (tmp / f.name).write_bytes(f.data)
     (tmp / REPORT_MD).write_text(page.markdown(), encoding="utf-8")
     (tmp / REPORT_HTML).write_text(page.html(), encoding="utf-8")
-    (tmp / RESULT_JSON).write_text(json.dumps(result_json, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if callable(result_json):   # a result too large to hold as text: it writes itself (plan_report)
+        result_json(tmp / RESULT_JSON)
+    else:
+        (tmp / RESULT_JSON).write_text(json.dumps(result_json, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     if scenario is not None:
         (tmp / RESOLVED_SCENARIO).write_text(to_toml(scenario.to_dict()), encoding="utf-8")
 
 
-def write_report_dir(out_dir, page: Page, result_json, scenario=None, files: dict[str, str | bytes] | None = None) -> list[Path]:
-    """Write the common files and `files` (name -> text or bytes) into `out_dir`, staged: nothing
-    there changes until every file is complete. Returns the paths written, sorted."""
+def write_report_dir(out_dir, page: Page, result_json, scenario=None, files: dict | None = None) -> list[Path]:
+    """Write the common files and `files` (name -> text, bytes, or a callable that writes the file
+    at the path it is given) into `out_dir`, staged: nothing there changes until every file is
+    complete. `result_json`: the result's JSON value, or a callable that writes result.json at the
+    path it is given. Returns the paths written, sorted."""
     out_dir = Path(out_dir)
     files = files or {}
     for name in files:
@@ -492,7 +497,10 @@ def write_report_dir(out_dir, page: Page, result_json, scenario=None, files: dic
             raise ValueError(f"report file name {name!r}: a plain name other than {', '.join(COMMON_FILES)}")
     with staged_dir(out_dir) as tmp:
         for name, data in files.items():
-            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+            if callable(data):
+                data(tmp / name)
+            else:
+                (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         write_common(tmp, page, result_json, scenario)
         names = sorted(p.name for p in tmp.iterdir())
     return [out_dir / n for n in names]

@@ -16,13 +16,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from pathlib import Path
 
 from reports import page as pg
 from reports import table
 from reports.page import Page
+from twin.core.atomic import open_atomic
 from twin.core.results import to_json
-from twin.planning.result import PlanResult
+from twin.planning.result import SCREENED, SIMULATED, PlanResult
 
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
@@ -173,13 +177,66 @@ def build_page(result: dict) -> Page:
     return p
 
 
+# the fields of a screened-only row the page reads (its plot's faint points)
+PAGE_FIELDS = ("candidate_id", "status", "gpu", "wall_days", "cost_usd", "gpu_hours")
+
+
+def page_result(plan: PlanResult) -> dict:
+    """The result as build_page reads it: every field, the rows cut to the simulated ones whole
+    and the screened ones' PAGE_FIELDS (invalid and infeasible rows are counted, not shown)."""
+    data = to_json(dataclasses.replace(plan, rows=()))
+    data["rows"] = []
+    for r in plan.rows:
+        if r.status == SIMULATED:
+            data["rows"].append(to_json(r))
+        elif r.status == SCREENED:
+            row = to_json(r)
+            data["rows"].append({k: row[k] for k in PAGE_FIELDS})
+    return data
+
+
+def write_json_rows(fh, plan: PlanResult) -> None:
+    """json.dumps(to_json(plan), indent=2, allow_nan=False) + newline, byte for byte, written a row
+    at a time: the rows (the last field) are never all held as JSON values or text (a plan search
+    of the default space has 57,600 of them; until s21ux its report held them three times over)."""
+    head = json.dumps(to_json(dataclasses.replace(plan, rows=())), indent=2, allow_nan=False)
+    assert head.endswith('\n  "rows": []\n}'), "rows is PlanResult's last field"
+    if not plan.rows:
+        fh.write(head + "\n")
+        return
+    fh.write(head[:-len("[]\n}")] + "[")
+    for i, row in enumerate(plan.rows):
+        text = json.dumps(to_json(row), indent=2, allow_nan=False).replace("\n", "\n    ")
+        fh.write(("," if i else "") + "\n    " + text)
+    fh.write("\n  ]\n}\n")
+
+
+def write_plan_json(plan: PlanResult, target: str) -> None:
+    """`twin plan --json FILE` (atomic) or `--json -` (stdout), streamed as write_json_rows does."""
+    if target == "-":
+        write_json_rows(sys.stdout, plan)
+        return
+    with open_atomic(target) as fh:
+        write_json_rows(fh, plan)
+
+
 def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
     """report.html, report.md, result.json, scenario.resolved.toml, plan.csv, plan.parquet and
-    cost_vs_days.png into `out_dir`, atomically. Returns the paths written."""
-    result = to_json(plan)
-    rows, columns = plan_table(result)
-    return pg.write_report_dir(out_dir, build_page(result), result, scenario,
-                               files={PLAN_CSV: table.to_csv(rows, columns), **table.parquet_files(PLAN_PARQUET, rows, columns)})
+    cost_vs_days.png into `out_dir`, atomically. Returns the paths written. The table and the JSON
+    are written a row at a time (twin plan's memory then grows with its rows, not with three
+    copies of them as JSON values and text)."""
+    def table_rows():
+        return (table.flatten(to_json(r)) for r in plan.rows)
+
+    columns, kinds = table.stream_columns(table_rows(), FIRST_COLUMNS)
+
+    def write_json(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            write_json_rows(fh, plan)
+
+    files = {PLAN_CSV: lambda path: table.write_csv(path, table_rows(), columns),
+             PLAN_PARQUET: lambda path: table.write_parquet(path, table_rows, columns, kinds)}
+    return pg.write_report_dir(out_dir, build_page(page_result(plan)), write_json, scenario, files=files)
 
 
 # --------------------------------------------------------------------------- serving question

@@ -61,7 +61,9 @@ def build_page(result: dict) -> Page:
     r = result
     rows = r["rows"]
     verdict = (f"{r['num_points']:,} points ({r['mode']}): {r['num_ok']:,} ran, {r['num_invalid']:,} invalid, "
-               f"{r['num_infeasible']:,} infeasible; {r['evaluated_now']:,} computed by this run, the rest resumed.")
+               f"{r['num_infeasible']:,} infeasible"
+               + (f", {r['num_error']:,} failed with an error (a re-run tries them again)" if r["num_error"] else "")
+               + f"; {r['evaluated_now']:,} computed by this run, the rest resumed.")
     p = Page("Sweep", verdict)
     p.section("Axes").table(["scenario key", "values"], [[k, ", ".join(map(str, v)) if isinstance(v, list) else f"{v['low']} to {v['high']}"]
                                                          for k, v in r["axes"].items()])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Iterable
 
 
 def flatten(row: dict, prefix: str = "") -> dict:
@@ -80,3 +81,82 @@ def _array(pa, values: list):
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+# --- the same table, streamed: for tables too large to hold as dicts and text at once (a plan
+# search's every candidate); the rows come from a callable that yields them afresh for each pass
+
+
+def stream_columns(rows: Iterable[dict], first: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """columns_of's columns, and each column's Parquet kind as _array types it (bool, int64,
+    double, string), in one pass over the rows."""
+    present_first: set = set()
+    seen: dict[str, None] = {}
+    kinds: dict[str, set] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k in first:
+                present_first.add(k)
+            seen.setdefault(k, None)
+            v = _scalar(v)
+            if v is not None:
+                kinds.setdefault(k, set()).add("bool" if isinstance(v, bool) else "int" if isinstance(v, int)
+                                               else "float" if isinstance(v, float) else "other")
+    columns = [k for k in first if k in present_first] + [k for k in seen if k not in present_first]
+    return columns, {c: _kind(kinds.get(c, set())) for c in columns}
+
+
+def _kind(found: set) -> str:
+    if found == {"bool"}:
+        return "bool"
+    if found == {"int"}:
+        return "int64"
+    if found and found <= {"int", "float"}:
+        return "double"
+    return "string"
+
+
+def write_csv(path, rows: Iterable[dict], columns: list[str]) -> None:
+    """to_csv's bytes, written row by row."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+
+def write_parquet(path, rows: Callable[[], Iterable[dict]], columns: list[str], kinds: dict[str, str],
+                  batch_rows: int = 8192) -> bool:
+    """to_parquet's table (the same columns, types and values), written `batch_rows` at a time (a
+    row group each). False where pyarrow is not installed (the `parquet` extra)."""
+    try:
+        # lazy: pyarrow is a heavy optional extra that only writing a Parquet table needs
+        import pyarrow as pa
+        # lazy: as above
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    types = {"bool": pa.bool_(), "int64": pa.int64(), "double": pa.float64(), "string": pa.string()}
+    schema = pa.schema([(c, types[kinds[c]]) for c in columns])
+
+    def column(values: list, kind: str):
+        if kind == "double":
+            values = [None if v is None else float(v) for v in values]
+        elif kind == "string":
+            values = [None if v is None else str(v) for v in values]
+        return pa.array(values, types[kind])
+
+    def flush(batch: list[dict], writer) -> None:
+        data = [column([_scalar(r.get(c)) for r in batch], kinds[c]) for c in columns]
+        writer.write_table(pa.Table.from_arrays(data, schema=schema))
+
+    with pq.ParquetWriter(str(path), schema) as writer:
+        batch: list[dict] = []
+        for r in rows():
+            batch.append(r)
+            if len(batch) >= batch_rows:
+                flush(batch, writer)
+                batch = []
+        if batch or not columns:
+            flush(batch, writer)
+    return True

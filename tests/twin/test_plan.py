@@ -335,3 +335,25 @@ def test_a_candidate_with_the_default_comm_sms_is_labelled_sm_def_not_none():
     set20 = Candidate((("cluster.num_gpus", 2048), ("cluster.gpu", "h800"), ("plan.comm_sms", 20)))
     assert "SMdef" in default.label() and "None" not in default.label()
     assert "SM20" in set20.label()
+
+
+def test_a_value_given_twice_in_a_search_list_is_refused(tmp_path, capsys):
+    """A value twice screened its candidates twice and showed the axis with it twice (until s21ux).
+    (An empty list is the field's documented 'not given', as scenario.resolved.toml writes it.)"""
+    path = tmp_path / "p.toml"
+    path.write_text((ROOT / "scenarios" / "v3_plan.toml").read_text().split("[search]")[0]
+                    + '[search]\ntokens = 1e12\ndays = 30\nschedule = ["dualpipe", "dualpipe"]\n')
+    assert main(["plan", str(path), "--quiet", "--workers", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: search.schedule in {path}: got ['dualpipe', 'dualpipe']; "
+                                              "allowed: each value once ('dualpipe' is given twice)")
+    assert main(["plan", "--tokens", "1e12", "--days", "30", "--pp", "8,16,8", "--quiet"]) == 2
+    assert "error: search.pp in <default: deepseek_v3_pretrain.toml>: got [8, 16, 8]; allowed: each value once (8 is " \
+           "given twice)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item", ["banana=3", "=3", "H200=3"])
+def test_a_price_for_a_gpu_the_catalog_does_not_have_is_refused(item, capsys):
+    """--price h2OO=3 (a typo) was taken and never used: every plan kept the catalog price (until s21ux)."""
+    assert main(["plan", "--tokens", "1e12", "--days", "30", "--quiet", "--price", item]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --price: got '{item}'; allowed: GPU=USD_PER_GPU_HOUR with a "
+                                              "catalog GPU: b200, h100, h100-hbm2e-500w, h200, h800")

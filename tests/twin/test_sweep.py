@@ -47,8 +47,14 @@ def test_axes_parse_lists_and_ranges():
     assert parse_axis("cluster.gpu=h800,h200").values == ("h800", "h200")
     assert parse_axis("workload.routing_imbalance=1.0:1.5") == Axis("workload.routing_imbalance", low=1.0, high=1.5)
     assert parse_axis("plan.pp=2:8").integer
-    for bad in ("plan.pp", "pp=8", "plan.pp=", "plan.pp=3:1", "plan.pp=nan:2"):
+    # plan.pp=8,8: each point twice (until s21ux)
+    for bad in ("plan.pp", "pp=8", "plan.pp=", "plan.pp=3:1", "plan.pp=nan:2", "plan.pp=8,8"):
         with pytest.raises(ScenarioError, match="--grid"):
+            parse_axis(bad)
+    # NaN, infinity or an integer beyond int64 ended the sweep in a traceback writing its report (until s21ux)
+    for bad in ("plan.pp=nan", "plan.pp=1,1e400", "plan.pp=1,99999999999999999999999", "plan.pp=[nan]",
+                "plan.pp=1:99999999999999999999999"):
+        with pytest.raises(ScenarioError, match=r"finite .*integers within \+-9,223,372,036,854,775,807"):
             parse_axis(bad)
     with pytest.raises(ScenarioError, match=r"--grid plan.ppp.*a field of \[plan\]"):
         check_keys([parse_axis("plan.ppp=1")])
@@ -87,6 +93,23 @@ def test_journal_drops_a_row_cut_by_a_kill_and_never_duplicates(tmp_path):
     with Journal(path) as j:
         j.append({"candidate_id": "c", "x": 4})
     assert set(read_rows(path)) == {"a", "b", "c"}
+
+
+def test_the_journal_read_a_line_at_a_time_gives_read_rows_rows_and_drops_a_cut_row(tmp_path):
+    """`twin plan --out` resumes through iter_rows (the default space's journal, ~45 MB, was read
+    whole and held as dicts beside its rows until s21ux): the same rows, the first of an id kept,
+    the cut last row dropped from the file once read."""
+    from twin.core.journal import iter_rows
+    path = tmp_path / "rows.jsonl"
+    with Journal(path) as j:
+        j.append_many([{"candidate_id": "a", "x": 1}, {"candidate_id": "b", "x": 2}, {"candidate_id": "a", "x": 3}])
+    with open(path, "ab") as fh:
+        fh.write(b'garbled\n{"candidate_id": "c", "x"')
+    pairs = list(iter_rows(path))
+    assert pairs == [("a", {"candidate_id": "a", "x": 1}), ("b", {"candidate_id": "b", "x": 2}),
+                     ("a", {"candidate_id": "a", "x": 3})]
+    assert path.read_bytes().endswith(b"garbled\n")
+    assert dict(reversed(pairs)) == read_rows(path)
 
 
 def test_stale_staging_is_cleaned(tmp_path):
@@ -257,3 +280,36 @@ def test_dask_missing_or_unreachable_is_refused_as_input_without_a_traceback(sma
     assert main([*argv, "local"]) == 2
     assert capsys.readouterr().err.startswith("error: --dask: got 'local'; allowed: Dask distributed installed "
                                               "(pip install 'moe-twin[dask]'")
+
+
+def test_a_point_that_raises_is_an_error_row_the_sweep_goes_on_and_a_rerun_retries_it(small, tmp_path, monkeypatch, capsys):
+    """One point raising anything but ScenarioError/InfeasiblePlan (a twin bug) stopped the whole
+    sweep with a traceback (until s21ux): now it is a row with status 'error' naming the exception,
+    the other points run, the summary counts it and the exit status is 4; a re-run retries it."""
+    from twin.cli.main import main
+    from twin.planning import sweep as sweep_mod
+    real = sweep_mod.simulate_step
+
+    def flaky(sc, **kw):
+        if sc.plan.pp == 2:
+            raise ZeroDivisionError("float division by zero")
+        return real(sc, **kw)
+
+    monkeypatch.setattr(sweep_mod, "simulate_step", flaky)
+    out = tmp_path / "sw"
+    argv = ["sweep", str(small), "--grid", "plan.pp=1,2,4", "--out", str(out), "--workers", "1", "--quiet",
+            "--json", str(tmp_path / "sw.json")]
+    assert main(argv) == 4
+    captured = capsys.readouterr()
+    assert "3 points (grid): 2 ran, 0 invalid, 0 infeasible, 1 failed with an error" in captured.out
+    assert captured.err.startswith("error: 1 of 3 points raised an error (status 'error' in ")
+    result = json.loads((tmp_path / "sw.json").read_text())
+    assert (result["num_ok"], result["num_error"]) == (2, 1)
+    bad = [r for r in result["rows"] if r["status"] == "error"]
+    assert [r["plan.pp"] for r in bad] == [2]
+    assert bad[0]["reason"].startswith("builtins.ZeroDivisionError: float division by zero (at test_sweep.py:")
+    assert "error" in (out / "results.csv").read_text() and "failed with an error" in (out / "report.html").read_text()
+    monkeypatch.setattr(sweep_mod, "simulate_step", real)   # the bug fixed: the re-run computes that point only
+    assert main(argv) == 0
+    assert "(1 computed now, 2 resumed)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "sw.json").read_text())["num_error"] == 0

@@ -1,7 +1,8 @@
 """`twin`: one command, subcommands, few options, `--set a.b=value` everywhere.
 
 Exit status: 0 ok, 2 invalid input (one line, no traceback), 3 infeasible plan (reason printed and,
-with --json, written as {"feasible": false, ...}).
+with --json, written as {"feasible": false, ...}), 4 `twin sweep` ran but some points raised an
+error (rows with status 'error', counted in the summary; a re-run tries them again).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from twin.cli import summary
 from twin.cli.calibration import add_commands as add_calibration_commands
 from twin.cli.prefork import prepared
 from twin.core.atomic import check_output, write_bytes, write_text
-from twin.core.journal import Journal, clean_stale_tmp, read_rows
+from twin.core.journal import Journal, clean_stale_tmp, iter_rows, read_rows
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
@@ -29,7 +30,8 @@ from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
-from twin.planning.sweep import GRID, LHS, MAX_POINTS, RANDOM, check_keys, parse_axis, points, result_of, run_sweep
+from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, check_keys, done_ids, parse_axis, points, result_of,
+                                 run_sweep)
 from twin.serving.run import serve
 from twin.training.replay.run import replay
 from twin.training.step import simulate_step
@@ -41,6 +43,7 @@ from twin.training.trace import GRANULARITIES, step_trace
 
 EXIT_INVALID = 2
 EXIT_INFEASIBLE = 3
+EXIT_POINT_ERRORS = 4   # twin sweep: the sweep ran, some points raised an error (their rows say which)
 # `twin step` simulates the scenario's plan as written; the commands that look for one that fits
 STEP_PLAN_HINT = ("hint: `twin replay` runs the fastest fallback plan that fits (TP x CP x recomputation; "
                   "run.plan_search), `twin plan --tokens N` searches clusters and plans")
@@ -305,6 +308,8 @@ def _prices(args, sc) -> dict:
     prices = catalog_prices(sc)
     for item in args.price or []:
         gpu, _, value = item.partition("=")
+        if gpu.strip() not in prices:   # a misspelt GPU's price was silently never used (until s21ux)
+            raise ScenarioError("--price", item, "GPU=USD_PER_GPU_HOUR with a catalog GPU: " + ", ".join(sorted(prices)))
         try:
             prices[gpu.strip()] = float(value)
         except ValueError:
@@ -317,7 +322,7 @@ SERVING_FLAGS = ("rate", "ttft", "tpot")
 
 
 def cmd_plan(args) -> int:
-    from reports.plan_report import PLAN_JOURNAL, write_plan_report  # lazy: matplotlib
+    from reports.plan_report import PLAN_JOURNAL, write_plan_json, write_plan_report  # lazy: matplotlib
     from twin.planning.search import journal_row, question_key, resumed_rows, search  # lazy: the plan search loads its screen
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
@@ -344,7 +349,7 @@ def cmd_plan(args) -> int:
     else:   # rows journaled as they arrive: a re-run into the same folder resumes (until s20ux a kill lost them all)
         clean_stale_tmp(args.out)   # staging a killed run left behind
         journal, key = Path(args.out) / PLAN_JOURNAL, question_key(sc.base(), sc.search.tokens, prices)
-        done = resumed_rows(read_rows(journal), key)
+        done = resumed_rows(iter_rows(journal), key)   # a line at a time: the journal is never held whole
         num_resumed = sum(map(len, done.values()))
         with Journal(journal) as j:
             out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
@@ -353,7 +358,8 @@ def cmd_plan(args) -> int:
         write_plan_report(out, sc, args.out)
         resumed = f"\nresumed {num_resumed:,} rows of an earlier run from {journal}" if num_resumed else ""
         _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
-    _write_json(args.json, out)
+    if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
+        write_plan_json(out, args.json)
     if out.feasible == 0:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
@@ -404,14 +410,20 @@ def cmd_sweep(args) -> int:
         def keep(row: dict) -> None:
             j.append(row)
             done[row["candidate_id"]] = row
-        evaluated = run_sweep(raw, source, pts, set(done), keep, workers=args.workers, dask=args.dask,
+        evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask,
                               progress=not args.quiet)
     result = result_of(axes, mode, pts, raw, done, evaluated)
     write_sweep_report(result, sc, out)
+    errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
     _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
-               f"{result.num_infeasible:,} infeasible ({evaluated:,} computed now, {result.num_points - evaluated:,} resumed)"
+               f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "
+               f"{result.num_points - evaluated:,} resumed)"
                f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
     _write_json(args.json, result)
+    if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them
+        print(f"error: {result.num_error:,} of {result.num_points:,} points raised an error (status 'error' in "
+              f"{out / RESULTS_CSV}; a re-run into {out} tries them again)", file=sys.stderr)
+        return EXIT_POINT_ERRORS
     if result.num_ok == 0:
         print("infeasible: no point of the sweep can run (see the reasons in the report)", file=sys.stderr)
         return EXIT_INFEASIBLE
@@ -614,7 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS})))
 
     p = sub.add_parser("sweep", help="sweep any scenario keys (grid, random, Latin hypercube); one row per point, "
-                                      "streamed to disk and resumed after a kill; CSV, Parquet, plots")
+                                      "streamed to disk and resumed after a kill; CSV, Parquet, plots. A point that "
+                                      "raises is a row with status 'error' and the sweep goes on (exit 4; a re-run "
+                                      "retries those points)")
     _add_scenario_args(p)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|KEY=LOW:HIGH",
                    help="an axis: a dotted scenario key and its values (a LOW:HIGH range with --random or --lhs), e.g. "

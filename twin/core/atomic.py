@@ -59,6 +59,26 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 @contextlib.contextmanager
+def open_atomic(path: str | Path, newline: str | None = None) -> Iterator:
+    """A text file (UTF-8) to write in pieces, moved over `path` only once the block succeeds: for
+    outputs too large to build whole in memory (a plan search's every row)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; when the block succeeds, move each file into `path`.
 

@@ -26,9 +26,9 @@ MAX_DAYS = 36_500         # a deadline of a century
 MAX_BUDGET_USD = 1e12     # a trillion dollars
 MAX_VALUES = 64           # values in one list
 # Candidates in one search: each is screened in closed form (twin.planning.screen) before the best
-# few are simulated. The screen takes ~11 ms of CPU a V3 candidate (s20ux: 380 of the default space,
-# one core), so 250,000 is ~45 CPU-minutes, ~25 minutes on two cores: a long run, shown by a progress
-# bar and resumable with `twin plan --out` (until s20ux this said ~0.3 ms and about a minute).
+# few are simulated. The screen takes ~2.3 ms of CPU a V3 candidate in a search's order (s21ux; ~11 ms
+# before, s20ux), so 250,000 is ~10 CPU-minutes, ~5 minutes on two cores: a long run, shown by a
+# progress bar and resumable with `twin plan --out`.
 MAX_CANDIDATES = 250_000
 MAX_SIMULATED = 2_000     # candidates simulated after the screen (each ~0.1-1 s for V3)
 
@@ -69,6 +69,11 @@ class SearchSpec:
     def check(self, path: str = "search", source: str | None = None) -> None:
         """The product of the lists given is at most `max_candidates` (checked again, with the
         default lists of empty axes, where the space is built: twin.planning.space.check_size)."""
+        for name in ("gpu", "num_gpus", *PLAN_AXES):   # a value twice screened its candidates twice (until s21ux)
+            values = list(getattr(self, name))
+            twice = [v for i, v in enumerate(values) if v in values[:i]]
+            if twice:
+                raise ScenarioError(f"{path}.{name}", values, f"each value once ({twice[0]!r} is given twice)", source)
         lists = {name: len(getattr(self, name)) for name in ("gpu", "num_gpus", *PLAN_AXES) if getattr(self, name)}
         total = math.prod(lists.values())
         if total > self.max_candidates:

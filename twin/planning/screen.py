@@ -149,7 +149,7 @@ def _pieces(sc: Scenario) -> _Pieces:
     cut_layers = min(m.num_layers, m.num_dense_layers + 1)
     cut = dataclasses.replace(sc, model=dataclasses.replace(m, num_layers=cut_layers))
     profile = plan_profile(sc)
-    costs = StepCosts(cut, build_schedule("1f1b", 1, 1), profile, routing_loads(cut), 1.0)
+    costs = StepCosts(cut, build_schedule("1f1b", 1, 1), profile, routing_loads(cut), 1.0, share_blocks=True)
 
     def times(ops) -> BlockTimes:
         return BlockTimes(_sum(costs._forward_tasks(ops)), _sum(costs._backward_tasks(ops, False)),
@@ -347,26 +347,52 @@ def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
                   **({"loss": loss} if loss else {})}, list(by_params.values())
 
 
+_CHAIN_SUMS: dict = {}   # id(chain) -> (chain, its serial seconds, its ChainTimes): chains are shared tuples
+_MAX_CHAIN_SUMS = 4096   # bounded: it holds the chains it has summed (a stage chain is a few hundred tasks)
+
+
+def _chain_sums(chain) -> tuple:
+    """(serial seconds, ChainTimes) of a chain of tasks, each summed once per chain tuple: StepCosts
+    shares a stage's chain among the ranks and candidates that run it (s21ux)."""
+    hit = _CHAIN_SUMS.get(id(chain))
+    if hit is None or hit[0] is not chain:   # the entry holds its chain: the id stays its own
+        if len(_CHAIN_SUMS) >= _MAX_CHAIN_SUMS:
+            _CHAIN_SUMS.clear()
+        hit = _CHAIN_SUMS[id(chain)] = (chain, sum(t.duration_s for t in chain), _sum(chain))
+    return hit[1], hit[2]
+
+
 def _chains_s(chains) -> float:
     """An op's seconds from its chains (StepCosts.chains): one chain runs its tasks one after the
     other; an overlapped F&B pair lasts as long as the busier of its streams (see _busy)."""
     if len(chains) == 1:
-        return sum(t.duration_s for t in chains[0])
-    f, b = _sum(chains[0]), _sum(chains[1])
+        return _chain_sums(chains[0])[0]
+    f, b = _chain_sums(chains[0])[1], _chain_sums(chains[1])[1]
     return max(f.compute_s + b.compute_s, f.comm_s + b.comm_s, f.serial_s, b.serial_s)
 
 
-def _busy_from_costs(costs: StepCosts, schedule: Schedule) -> list[float]:
+@functools.lru_cache(maxsize=512)
+def _op_counts(name: str, pp: int, n: int, virtual_stages: int, by_microbatch: bool) -> tuple:
+    """Per rank: its program's ops counted as (kind, chunk, b_chunk, b_split, micro-batch,
+    backward micro-batch) -> count, in first-seen order (the micro-batches 0 unless
+    `by_microbatch`). A schedule's programs depend only on these arguments: counted once a
+    schedule, not once a candidate (until s21ux ~10% of a plan search)."""
+    s = build_schedule(name, pp, n, virtual_stages)
+    return tuple(tuple(Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if by_microbatch else 0,
+                                op.b_microbatch if by_microbatch else 0) for op in program).items())
+                 for program in s.programs)
+
+
+def _busy_from_costs(sc: Scenario, costs: StepCosts) -> list[float]:
     """Each rank's busy time from the simulator's own chains of its ops (ZeRO-3's gathers and
     scatters included: ops are told apart by micro-batch where its first and last ones differ, as
-    in step_time_lower_bound_s)."""
-    busy = []
-    for rank, program in enumerate(schedule.programs):
-        counts = Counter((op.kind, op.chunk, op.b_chunk, op.b_split, op.microbatch if costs.fsdp else 0,
-                          op.b_microbatch if costs.fsdp else 0) for op in program)
-        busy.append(sum(n * _chains_s(costs.chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)))
-                        for (kind, chunk, b_chunk, b_split, mb, b_mb), n in counts.items()))
-    return busy
+    in step_time_lower_bound_s). compute_chains: the chains' tasks without the names of an F&B
+    pair's parts, which a sum of durations does not read."""
+    p = sc.plan
+    counts = _op_counts(p.schedule, p.pp, sc.num_microbatches, p.virtual_stages, costs.fsdp)   # screen's schedule
+    return [sum(n * _chains_s(costs.compute_chains(rank, PipeOp(kind, mb, chunk, b_mb, b_chunk, b_split)))
+                for (kind, chunk, b_chunk, b_split, mb, b_mb), n in ops)
+            for rank, ops in enumerate(counts)]
 
 
 def _later_chunk_wait_s(sc: Scenario, costs: StepCosts, schedule, mems: list[dict], flat: list) -> float:
@@ -411,13 +437,13 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         busy = _busy(counts, flat)
         fsdp_tail_s = 0.0
     else:   # the simulator's costs of every stage and op (slower, same closed form)
-        costs = StepCosts(sc, schedule, profile, loads, 1.0)
+        costs = StepCosts(sc, schedule, profile, loads, 1.0, share_blocks=True)
         mems = rank_memory(sc, costs)
         worst = max(range(len(mems)), key=lambda r: sum(mems[r].values()))
         worst_mem, param_mems = mems[worst], mems
-        flat = [_flat(BlockTimes(_sum(costs._chain(st, "F")), _sum(costs._chain(st, "B")), _sum(costs._chain(st, "W"))))
+        flat = [_flat(BlockTimes(*(_chain_sums(costs._chain(st, kind))[1] for kind in ("F", "B", "W"))))
                 for st in range(schedule.num_model_stages)]
-        busy = _busy_from_costs(costs, schedule)
+        busy = _busy_from_costs(sc, costs)
         # ZeRO-3 under PP: the stages' reduce-scatters after their last backward (the simulator's tail)
         fsdp_tail_s = max(fsdp_post_backward_tail_s(costs, schedule, r) for r in range(schedule.num_ranks))
         # Megatron's chained parameter all-gather: a rank's first forward starts no earlier than its

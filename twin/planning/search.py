@@ -3,7 +3,7 @@ the lowest cost (or the fastest within a budget), and the front of cost against 
 
 Two levels. Every candidate of the space (twin.planning.space) is first checked like a scenario
 (the loader's invariants: an invalid one is counted under the field that refuses it) and screened
-in closed form (twin.planning.screen: step time and memory, ~11 ms of CPU for V3); one that does not fit is
+in closed form (twin.planning.screen: step time and memory, ~2.3 ms of CPU for V3, s21ux); one that does not fit is
 counted 'out of memory'. The best `search.simulate` of the rest by the question's objective,
 with the screen's own cost-time front, are then simulated step by step (twin.training.step); the
 answer and the front come from simulated figures only, and the screen's error against them is
@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from tqdm import tqdm
 
@@ -44,10 +44,17 @@ from twin.planning.space import Candidate, apply, axes, candidates, check_axis_v
 from twin.training.step import simulate_step
 
 SCREEN, SIMULATE = "screen", "simulate"   # the two phases whose rows a journal keeps
-SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~11 ms to screen for V3)
+SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~2.3 ms to screen for V3)
 # a candidate the screen puts this much beyond the deadline or budget may still meet it once
 # simulated: the screen's P90 error on V3 plans is a few per cent
 SCREEN_MARGIN_FRAC = 0.10
+# The order candidates are screened in (their rows keep the space's order): the axes a block's cost
+# depends on first, then those that only arrange blocks (twin.training.step.STAGE_ONLY_PLAN_FIELDS,
+# the GPU count), so a batch holds the candidates that share one set of block costs and stage
+# chains (StepCosts(share_blocks=True)) and a pool worker builds each set once (s21ux)
+SCREEN_ORDER = ("cluster.gpu", "plan.tp", "plan.ep", "plan.cp", "plan.micro_batch_seqs", "plan.comm_sms", "plan.recompute",
+                "plan.gemm_precision", "plan.sequence_parallel", "plan.tp_comm_overlap", "cluster.num_gpus", "plan.pp",
+                "plan.virtual_stages", "plan.stage_cut", "plan.zero_stage", "plan.schedule")
 
 
 def catalog_prices(sc: Scenario) -> dict[str, float]:
@@ -180,15 +187,29 @@ def journal_row(key: str, phase: str, row: PlanRow) -> dict:
     return {"candidate_id": f"{key}/{phase}/{row.candidate_id}", "row": to_json(row)}
 
 
-def resumed_rows(journaled: dict[str, dict], key: str) -> dict[str, dict[str, PlanRow]]:
-    """phase -> candidate id -> row, of the journal's rows of question `key` (twin.core.journal.read_rows)."""
+def resumed_rows(journaled: dict[str, dict] | Iterable[tuple[str, dict]], key: str) -> dict[str, dict[str, PlanRow]]:
+    """phase -> candidate id -> row, of the journal's rows of question `key`: a dict
+    (twin.core.journal.read_rows) or (id, row) pairs read a line at a time (iter_rows; the first
+    row of an id kept, as read_rows keeps it)."""
     out: dict[str, dict[str, PlanRow]] = {SCREEN: {}, SIMULATE: {}}
-    for ident, line in journaled.items():
+    for ident, line in (journaled.items() if isinstance(journaled, dict) else journaled):
         qkey, _, rest = ident.partition("/")
         phase, _, cid = rest.partition("/")
-        if qkey == key and phase in out and isinstance(line.get("row"), dict):
+        if qkey == key and phase in out and cid not in out[phase] and isinstance(line.get("row"), dict):
             out[phase][cid] = PlanRow(**line["row"])
     return out
+
+
+def screen_order(space: list[tuple[str, tuple]]) -> Callable[[Candidate], tuple]:
+    """A sort key putting candidates of the same block costs together (SCREEN_ORDER; axes it does
+    not name last, in the space's order), by each value's place in its axis."""
+    place = {key: {v: i for i, v in enumerate(values)} for key, values in space}
+    keys = [k for k in SCREEN_ORDER if k in place] + [k for k, _ in space if k not in SCREEN_ORDER]
+
+    def key(cand: Candidate) -> tuple:
+        s = dict(cand.settings)
+        return tuple(place[k][s[k]] for k in keys)
+    return key
 
 
 def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: int | None = None,
@@ -210,7 +231,7 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
     keep = on_rows or (lambda phase, rows: None)
 
     rows: dict[str, PlanRow] = {c.id: done_screen[c.id] for c in cands if c.id in done_screen}
-    todo = [c for c in cands if c.id not in rows]
+    todo = sorted((c for c in cands if c.id not in rows), key=screen_order(space))
     batches = [(base, todo[i:i + SCREEN_BATCH], spec.tokens, prices) for i in range(0, len(todo), SCREEN_BATCH)]
     with tqdm(total=len(cands), initial=len(rows), desc="screen", unit="plan", file=sys.stderr, disable=not progress) as bar:
         for batch in executor.run(_screen_batch, batches, workers, dask):

@@ -4,7 +4,10 @@ An axis is a dotted scenario key with either a list of values (`plan.pp=8,16`, `
 or, for --random and --lhs, a numeric range (`workload.routing_imbalance=1.0:1.5`; integers when both
 ends are). Every point is the base scenario with `--set`-style overrides, checked by the same
 strict loader, so an invalid point is a row with its reason, never a crash. A training scenario's
-point is one simulated step; a serving scenario's one `twin serve`.
+point is one simulated step; a serving scenario's one `twin serve`. A point that raises anything
+else (a twin bug, a point no check foresaw) is a row too, status 'error', its reason the exception's
+type and message: the sweep goes on (until s21ux it stopped there), and a re-run tries those
+points again (their rows are journaled but not counted as done: `done_ids`).
 
 Each point has a stable candidate id: a hash of the base scenario and the point's settings, so a
 re-run of the same sweep names its points the same way and can skip those already done
@@ -20,8 +23,10 @@ import json
 import math
 import sys
 import tomllib
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,7 @@ from twin.training.step import simulate_step
 
 MAX_POINTS = 10_000      # points in one sweep: each is a step simulation (0.1-1 s for V3)
 GRID, RANDOM, LHS = "grid", "random", "lhs"
+ERROR = "error"          # a point's status when it raised something other than ScenarioError / InfeasiblePlan
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,26 @@ def _value(text: str, field: str):
         return text
 
 
+INT64_MAX = 2**63 - 1   # the results table's integer columns (Parquet int64)
+
+
+def _storable(v) -> bool:
+    """Whether a value can stand in the results (JSON, CSV, Parquet): no NaN or infinity, no
+    integer beyond int64, recursively through TOML arrays and tables (until s21ux `--grid
+    plan.pp=nan` or a 23-digit integer ended the sweep in a traceback while writing its report)."""
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, int):
+        return abs(v) <= INT64_MAX
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, (list, tuple)):
+        return all(_storable(x) for x in v)
+    if isinstance(v, dict):
+        return all(_storable(x) for x in v.values())
+    return True
+
+
 def parse_axis(text: str) -> Axis:
     """'plan.pp=8,16' -> list axis; 'workload.routing_imbalance=1.0:1.5' -> range axis."""
     key, eq, rest = text.partition("=")
@@ -68,13 +94,20 @@ def parse_axis(text: str) -> Axis:
     if ":" in rest and "," not in rest and not rest.strip().startswith(("'", '"')):
         lo_text, _, hi_text = rest.partition(":")
         lo, hi = _value(lo_text.strip(), field), _value(hi_text.strip(), field)
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and _storable(v)
+                 for v in (lo, hi))
         if not ok or not lo < hi:
-            raise ScenarioError(field, rest, "LOW:HIGH, two finite numbers with LOW < HIGH")
+            raise ScenarioError(field, rest, f"LOW:HIGH, two finite numbers (integers within +-{INT64_MAX:,}) with LOW < HIGH")
         return Axis(key, low=lo, high=hi, integer=isinstance(lo, int) and isinstance(hi, int))
     values = tuple(_value(v.strip(), field) for v in rest.split(",") if v.strip())
     if not values:
         raise ScenarioError(field, rest, "at least one value")
+    bad = [v for v in values if not _storable(v)]
+    if bad:
+        raise ScenarioError(field, rest, f"finite values, integers within +-{INT64_MAX:,} (got {bad[0]!r})")
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:   # a value twice swept its points twice (until s21ux)
+        raise ScenarioError(field, rest, f"each value once ({twice[0]!r} is given twice)")
     return Axis(key, values=values)
 
 
@@ -105,6 +138,7 @@ class SweepResult:
     num_ok: int
     num_invalid: int
     num_infeasible: int
+    num_error: int                        # points that raised an exception other than the two a point may raise
     evaluated_now: int                    # rows computed by this run (the rest were resumed from the journal)
     rows: tuple[dict[str, Any], ...]
 
@@ -114,7 +148,14 @@ def result_of(axes: list[Axis], mode: str, pts: list, base_raw: dict, rows_by_id
     status = [r["status"] for r in rows]
     return SweepResult(mode=mode, axes={a.key: ({"low": a.low, "high": a.high} if a.is_range else list(a.values)) for a in axes},
                        num_points=len(pts), num_ok=status.count("ok"), num_invalid=status.count("invalid"),
-                       num_infeasible=status.count("infeasible"), evaluated_now=evaluated_now, rows=rows)
+                       num_infeasible=status.count("infeasible"), num_error=status.count(ERROR),
+                       evaluated_now=evaluated_now, rows=rows)
+
+
+def done_ids(rows_by_id: dict[str, dict]) -> set[str]:
+    """The journaled points a re-run skips: every one but those that ended in an error (a bug
+    fixed since, or a passing fault such as memory, may let them run)."""
+    return {cid for cid, row in rows_by_id.items() if row.get("status") != ERROR}
 
 
 def points(axes: list[Axis], mode: str, n: int | None = None, seed: int = 0) -> list[tuple[tuple[str, object], ...]]:
@@ -165,7 +206,8 @@ def _override(key: str, value) -> str:
 
 
 def evaluate_point(args) -> dict:
-    """One point: its settings, status (ok, invalid, infeasible) and figures. Never raises for bad input."""
+    """One point: its settings, status (ok, invalid, infeasible, error) and figures. Never raises
+    (but for KeyboardInterrupt and SystemExit)."""
     base_raw, source, cid, settings = args
     row = {"candidate_id": cid, **{k: v for k, v in settings}}
     try:
@@ -183,6 +225,10 @@ def evaluate_point(args) -> dict:
         return {**row, "status": "invalid", "reason": str(exc)}
     except InfeasiblePlan as exc:
         return {**row, "status": "infeasible", "reason": exc.reason}
+    except Exception as exc:   # one failing point must not stop a sweep of thousands: recorded, named
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return {**row, "status": ERROR, "reason": f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} "
+                                                  f"(at {Path(where.filename).name}:{where.lineno} in {where.name})"}
     return {**row, "status": "ok", "reason": "", **{k: v if isinstance(v, int) else float(v) for k, v in figures.items()}}
 
 

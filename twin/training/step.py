@@ -103,7 +103,9 @@ def balanced_stage_layers(block_s: list[float], first_s: float, last_s: float, n
     return list(_balanced_cut(tuple(block_s), first_s, last_s, num_stages))
 
 
-@functools.lru_cache(maxsize=256)
+# a plan search's working set is ~100 block costs x 3 stage counts within a few thousand candidates:
+# 256 entries thrashed (s21ux measured half the cuts recomputed); an entry is ~61 floats and ranges
+@functools.lru_cache(maxsize=4096)
 def _balanced_cut(block_s: tuple[float, ...], first_s: float, last_s: float, num_stages: int) -> tuple[range, ...]:
     """The two dynamic programs of balanced_stage_layers, each stage's step over every (first block,
     end block) pair at once as a (blocks + 1)^2 array: the same float operations and the same
@@ -314,12 +316,69 @@ def _per_instance(method):
 # PyTorch's experimental context parallelism (cp_kind 'torch_allgather'): twin/costs/context_parallel.py
 
 
+# plan fields a block's ops and tasks never read (StepCosts._forward_tasks, _backward_tasks,
+# _weight_tasks, _op_sac and what they call): they arrange blocks on ranks (stages, schedule, the
+# cut) or act on a whole stage (ZeRO's gathers, scatters and gradient accumulation: _chain). A test
+# (tests/twin/training/test_shared_blocks.py) keeps every other field in the key
+STAGE_ONLY_PLAN_FIELDS = frozenset({"pp", "schedule", "virtual_stages", "stage_cut", "zero_stage"})
+
+
+@dataclasses.dataclass
+class _SharedBlocks:
+    """Block op tuples and their task memo (StepCosts._block_memo), shared by StepCosts alike."""
+
+    profile: Profile
+    blocks: list | None = None
+    extra_first: tuple | None = None
+    extra_last: tuple | None = None
+    block_memo: dict | None = None
+    cuts: dict = dataclasses.field(default_factory=dict)     # model stages -> balanced cut (list of ranges)
+    chains: dict = dataclasses.field(default_factory=dict)   # StepCosts._chain's key -> tasks, without ZeRO-3
+
+
+_SHARED: dict = {}   # _block_cost_key -> _SharedBlocks, oldest first
+# an entry holds a key's blocks, tasks and chains (~0.8 MB for V3); the plan search screens the
+# candidates of one key together (search.SCREEN_ORDER), so a few entries serve it
+_MAX_SHARED = 32
+
+
+def _block_cost_key(sc: Scenario, profile: Profile, imbalance, link_bw_scale: float) -> tuple | None:
+    """Everything a block's tasks depend on: the scenario but its cluster size and stage-only
+    plan fields (STAGE_ONLY_PLAN_FIELDS), the profile, a scalar routing load, the link scale and
+    the model switches. None (not shared) for per-layer loads."""
+    if not isinstance(imbalance, (int, float)):
+        return None
+    plan = tuple((f.name, getattr(sc.plan, f.name)) for f in dataclasses.fields(sc.plan)
+                 if f.name not in STAGE_ONLY_PLAN_FIELDS)
+    rest = tuple(getattr(sc, f.name) for f in dataclasses.fields(sc) if f.name not in ("name", "plan", "cluster"))
+    return (plan, rest, sc.cluster.gpu, id(profile), imbalance, link_bw_scale, switch_state())
+
+
+def _shared_blocks(sc: Scenario, profile: Profile, imbalance, link_bw_scale: float) -> _SharedBlocks | None:
+    """The shared blocks of this block-cost key, new (empty) where none are held yet. A plan
+    search builds a StepCosts for every candidate that ZeRO-2 or ZeRO-3 screens, and the ~20
+    candidates that differ only in PP, schedule, virtual stages and ZeRO stage cost the same blocks:
+    shared, their tasks are built once (s21ux: the same tasks, the same floats)."""
+    key = _block_cost_key(sc, profile, imbalance, link_bw_scale)
+    if key is None:
+        return None
+    hit = _SHARED.pop(key, None)
+    if hit is None or hit.profile is not profile:   # (an entry holds its profile: its id stays its own)
+        hit = _SharedBlocks(profile)
+        while len(_SHARED) >= _MAX_SHARED:
+            _SHARED.pop(next(iter(_SHARED)))   # the least recently used
+    _SHARED[key] = hit   # most recent last
+    return hit
+
+
 class StepCosts:
     """OpCosts for the pipeline engine: chains of tasks per (rank, op), built once per stage."""
 
-    def __init__(self, sc: Scenario, schedule: Schedule, profile: Profile, imbalance, link_bw_scale: float):
+    def __init__(self, sc: Scenario, schedule: Schedule, profile: Profile, imbalance, link_bw_scale: float,
+                 share_blocks: bool = False):
         """imbalance: a max/mean ratio for every MoE layer, or a per-layer list of ratios or
-        ExpertLoads (see routing_loads)."""
+        ExpertLoads (see routing_loads). share_blocks: take the blocks' ops and task memo of an
+        earlier StepCosts of the same block costs (_shared_blocks; the plan screen's candidates)."""
         self.sc, self.schedule, self.profile = sc, schedule, profile
         self._block_memo: dict = {}
         self._method_memo: dict = {}   # _per_instance
@@ -337,32 +396,19 @@ class StepCosts:
             except ValueError as exc:
                 raise ScenarioError("plan.comm_sms_told", False, f"true: {exc}") from None
         m = sc.model
-        # blocks with the same kind and routing load have the same ops: build each once
-        built: dict = {}
-        self.blocks = []
-        for layer in range(m.num_layers):
-            load = _layer_load(imbalance, layer)
-            key = (layer < m.num_dense_layers or not m.is_moe, load if isinstance(load, (int, float)) else id(load))
-            if key not in built:
-                built[key] = _block_ops(sc, layer, imbalance)
-            self.blocks.append(built[key])
-        last = schedule.num_model_stages - 1
         tokens = local_tokens(sc)
-        self.extra_first = tuple(embedding_ops(m, tokens))
-        # an FP8 job keeps its output head in BF16: DeepSeek-V3's recipe keeps "the embedding
-        # module, the output head" in their original precision (V3 report §3.3.1), and torchao's
-        # tensorwise Float8 as torchtitan applies it converts every nn.Linear but the output
-        # projection (torchtitan float8.py @ 9dec370: module_filter_fn fqn != "output")
-        head = head_ops(m, tokens, sc.plan.tp, "bf16" if sc.plan.gemm_precision == "fp8" else None)
-        if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
-            head = eager_ops(head)
-        if sc.plan.loss_kernel == "megatron_unfused":
-            head = megatron_loss_ops(head)
-        mtp = []
-        for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
-            mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
-            mtp += list(_block_ops(sc, m.num_layers - 1, imbalance).ops) + head
-        self.extra_last = tuple(head + mtp)
+        # the blocks' ops and their task memo are shared by every StepCosts of the same block costs
+        # (_shared_blocks: candidates of a plan search that differ only in how blocks are arranged)
+        shared = self._shared = _shared_blocks(sc, profile, imbalance, link_bw_scale) if share_blocks else None
+        if shared is not None and shared.blocks is not None:
+            self.blocks, self.extra_first, self.extra_last = shared.blocks, shared.extra_first, shared.extra_last
+            self._block_memo = shared.block_memo
+        else:
+            self._build_blocks(sc, imbalance, tokens)
+            if shared is not None:
+                shared.blocks, shared.extra_first, shared.extra_last = self.blocks, self.extra_first, self.extra_last
+                shared.block_memo = self._block_memo
+        last = schedule.num_model_stages - 1
         self.last_stage = last
         p, node = sc.plan, self.gpu.gpus_per_node
         pp_same_node = sc.dp * p.tp * p.cp < node
@@ -398,12 +444,51 @@ class StepCosts:
                                            if schedule.num_ranks > 1 and (p.zero_stage == 3 or (
                                                p.zero_stage == 2 and not memory.gradients_sharded(p))) else 0.0)
         # the blocks' cut into model stages, last: a balanced cut costs the blocks with all the above
-        self.layers = (self._balanced_layers() if sc.plan.stage_cut == "balanced"
+        self.layers = (self._shared_balanced_layers() if sc.plan.stage_cut == "balanced"
                        else stage_layers(m.num_layers, schedule.num_model_stages))
+
+    def _build_blocks(self, sc: Scenario, imbalance, tokens: int) -> None:
+        """The blocks' op tuples, the embedding's (extra_first) and the head's with the MTP modules
+        (extra_last)."""
+        m = sc.model
+        # blocks with the same kind and routing load have the same ops: build each once
+        built: dict = {}
+        self.blocks = []
+        for layer in range(m.num_layers):
+            load = _layer_load(imbalance, layer)
+            key = (layer < m.num_dense_layers or not m.is_moe, load if isinstance(load, (int, float)) else id(load))
+            if key not in built:
+                built[key] = _block_ops(sc, layer, imbalance)
+            self.blocks.append(built[key])
+        self.extra_first = tuple(embedding_ops(m, tokens))
+        # an FP8 job keeps its output head in BF16: DeepSeek-V3's recipe keeps "the embedding
+        # module, the output head" in their original precision (V3 report §3.3.1), and torchao's
+        # tensorwise Float8 as torchtitan applies it converts every nn.Linear but the output
+        # projection (torchtitan float8.py @ 9dec370: module_filter_fn fqn != "output")
+        head = head_ops(m, tokens, sc.plan.tp, "bf16" if sc.plan.gemm_precision == "fp8" else None)
+        if sc.plan.kernels in ("eager", "fused_blocks"):   # outside the compiled blocks: eager
+            head = eager_ops(head)
+        if sc.plan.loss_kernel == "megatron_unfused":
+            head = megatron_loss_ops(head)
+        mtp = []
+        for _ in range(m.num_mtp_modules):  # an MTP module: projection, one block, its own logits
+            mtp += [Op("mtp_proj", OpKind.GEMM, "mlp", tokens, m.hidden_size, 2 * m.hidden_size)]
+            mtp += list(_block_ops(sc, m.num_layers - 1, imbalance).ops) + head
+        self.extra_last = tuple(head + mtp)
 
     def _collective_s(self, kind: str, num_bytes: float, ranks: int, same_node: bool, ranks_per_node: int = 1) -> float:
         return comm.collective_time_s(kind, num_bytes, ranks, self.gpu, same_node, self.measured, self.link_bw_scale,
                                       ranks_per_node)
+
+    def _shared_balanced_layers(self) -> list[range]:
+        """_balanced_layers, taken from the shared blocks where an earlier StepCosts cut them into
+        as many stages (the cut depends only on the blocks' costs and the number of stages)."""
+        if self._shared is None:
+            return self._balanced_layers()
+        stages = self.schedule.num_model_stages
+        if stages not in self._shared.cuts:
+            self._shared.cuts[stages] = self._balanced_layers()
+        return self._shared.cuts[stages]
 
     def _balanced_layers(self) -> list[range]:
         """plan.stage_cut 'balanced': the cut whose costliest stage computes least
@@ -797,6 +882,7 @@ class StepCosts:
                 for key, seg in reversed(self._segments(ops)) if key not in ALL_TO_ALL_KINDS)
 
     # -- ZeRO-3 / FSDP ---------------------------------------------------------------------------
+    @_per_instance
     def _fsdp_unit(self, dense_params: float, expert_params: float) -> "_FsdpUnit":
         """One FSDP2 unit of parameters as this rank holds them (its TP/EP share): gathered in BF16
         from their shards, gradients reduce-scattered in FP32 (torchtitan's default reduce dtype),
@@ -897,7 +983,20 @@ class StepCosts:
     @_per_instance
     def _chain(self, stage: int, kind: str, gather: bool = False, scatter: bool = False) -> tuple[Task, ...]:
         """A stage's tasks for one op kind; with ZeRO-3, `gather`/`scatter` add the blocks'
-        parameter all-gathers and gradient reduce-scatters (StepCosts.fsdp_flags says when)."""
+        parameter all-gathers and gradient reduce-scatters (StepCosts.fsdp_flags says when). Without
+        ZeRO-3's traffic a chain depends only on the stage's blocks (its layers, whether it holds
+        the embedding or the head) and the FP32 gradient accumulation per parameter: shared with
+        StepCosts of the same blocks (_SharedBlocks.chains)."""
+        if self._shared is None or gather or scatter:
+            return self._stage_chain(stage, kind, gather, scatter)
+        layers = self.layers[stage]
+        key = (kind, layers.start, layers.stop, stage == 0, stage == self.last_stage, self.grad_accum_bytes_per_param)
+        hit = self._shared.chains.get(key)
+        if hit is None:
+            hit = self._shared.chains[key] = self._stage_chain(stage, kind, False, False)
+        return hit
+
+    def _stage_chain(self, stage: int, kind: str, gather: bool, scatter: bool) -> tuple[Task, ...]:
         blocks = self.stage_ops(stage)
         if kind == "F":
             per_block = [self._forward_tasks(ops) for ops in blocks]
@@ -1116,7 +1215,9 @@ def peak_live_bytes(program, set_bytes: dict[int, float], loss_chunk: int | None
     return peak
 
 
-@functools.lru_cache(maxsize=256)
+# per rank: a plan search asks for ~30 schedules x 8-32 ranks in turn, more than 256 (which
+# thrashed, s21ux); an entry is a few small tuples
+@functools.lru_cache(maxsize=4096)
 def live_frontier(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int, rank: int
                    ) -> tuple[tuple[int, ...], ...]:
     """The live activation sets of a rank's program at each forward, as counts per chunk, less
@@ -1173,6 +1274,19 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
     def is_dense(layer: int) -> bool:
         return layer < m.num_dense_layers or not m.is_moe
 
+    # a block's parameters, activations and recomputation bytes depend only on its kind (dense or
+    # MoE): computed once a kind, the same floats the loop below sums layer by layer (until s21ux
+    # they were recomputed for every layer of every rank: ~40% of a plan search's screen)
+    per_kind: dict[bool, tuple] = {}
+
+    def kind_bytes(dense_layer: bool) -> tuple:   # only the kinds the model has
+        if dense_layer not in per_kind:
+            per_kind[dense_layer] = (memory.block_params_on_gpu(m, dense_layer, p.tp, p.ep),
+                                     memory.activation_bytes(m, dense_layer, p, tokens),
+                                     memory.recompute_working_bytes(m, dense_layer, p, tokens))
+        return per_kind[dense_layer]
+
+    a2a_of: dict = {}   # id(op tuple) -> (the tuple, its largest all-to-all's send + receive bytes)
     out = []
     for rank in range(s.num_ranks):
         dense = expert = buffers = recompute = 0.0
@@ -1182,11 +1296,11 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
             stage = s.stage_of(rank, chunk)
             acts = 0.0
             for layer in costs.layers[stage]:
-                rp = memory.block_params_on_gpu(m, is_dense(layer), p.tp, p.ep)
+                rp, act_bytes, recompute_bytes = kind_bytes(is_dense(layer))
                 dense, expert = dense + rp.dense, expert + rp.expert
                 largest = max(largest, rp, key=lambda r: r.total)
-                acts += memory.activation_bytes(m, is_dense(layer), p, tokens)
-                recompute = max(recompute, memory.recompute_working_bytes(m, is_dense(layer), p, tokens))
+                acts += act_bytes
+                recompute = max(recompute, recompute_bytes)
             if stage == 0:
                 dense += m.vocab_size * m.hidden_size / p.tp
             if stage == costs.last_stage:
@@ -1195,16 +1309,16 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                 shared = m.tie_embeddings and rank in ranks_holding(s, 0)
                 dense += 0 if shared else m.vocab_size * m.hidden_size / p.tp
                 for _ in range(m.num_mtp_modules):
-                    rp = memory.block_params_on_gpu(m, not m.is_moe, p.tp, p.ep)
+                    rp, act_bytes, recompute_bytes = kind_bytes(not m.is_moe)
                     dense += rp.dense + 2 * m.hidden_size * m.hidden_size
                     expert += rp.expert
-                    acts += memory.activation_bytes(m, not m.is_moe, p, tokens)
-                    recompute = max(recompute, memory.recompute_working_bytes(m, not m.is_moe, p, tokens))
+                    acts += act_bytes
+                    recompute = max(recompute, recompute_bytes)
             set_bytes[chunk] = acts
-            for ops in costs.stage_ops(stage):
-                for op in ops:
-                    if op.kind in ALL_TO_ALL_KINDS:
-                        buffers = max(buffers, 2 * op.bytes)  # send + receive of one all-to-all
+            for ops in costs.stage_ops(stage):   # blocks alike share one op tuple: looked at once
+                if id(ops) not in a2a_of:
+                    a2a_of[id(ops)] = (ops, max((2 * op.bytes for op in ops if op.kind in ALL_TO_ALL_KINDS), default=0.0))
+                buffers = max(buffers, a2a_of[id(ops)][1])  # send + receive of one all-to-all
         live = peak_live_bytes_of(s, rank, set_bytes)
         loss = 0.0
         loss_chunks = [c for c in range(s.num_chunks) if s.stage_of(rank, c) == costs.last_stage]
