@@ -119,7 +119,7 @@ def swept():
             {"candidate_id": "a2", "plan.pp": 16, "cluster.gpu": "h200", "status": "ok", "reason": None, "step_time_s": 16.2},
             {"candidate_id": "a3", "plan.pp": 8, "cluster.gpu": "h800", "status": "infeasible", "reason": "out of memory: 96.9 GiB > 74.5 GiB"})
     result = SweepResult(mode=GRID, axes={"plan.pp": [8, 16], "cluster.gpu": ["h800", "h200"]}, num_points=3, num_ok=2,
-                         num_invalid=0, num_infeasible=1, evaluated_now=3, rows=rows)
+                         num_invalid=0, num_infeasible=1, num_error=0, evaluated_now=3, rows=rows)
     return load_scenario(), result
 
 
