@@ -38,6 +38,12 @@ MAX_IMBALANCE = 1_000.0        # max/mean routing load (a rank cannot exceed EP 
 MAX_BYTES_PER_PARAM = 1_024.0  # optimizer or checkpoint bytes per parameter
 MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffice)
 
+# s21mem (docs/notes/s21mem_rule.md): a GPU's memory capacity is what a process is given
+# (torch.cuda.get_device_properties().total_memory), where the catalog holds it as usable_hbm_bytes
+# (the H200 as our records read it; the H800 as its H100 silicon and HBM3 stack read), instead of
+# the datasheet's "141 GB" / "80 GB" read as 1e9 bytes. Off: hbm_bytes as the catalog states it.
+ADOPT_USABLE_HBM = False
+
 ATTENTION_KINDS = ("mla", "gqa")
 POSITION_EMBEDDINGS = ("rope", "learned")
 PRECISIONS = ("fp8", "bf16")
@@ -247,6 +253,10 @@ def get_gpu(name: str) -> GPUSpec:
     if name not in table:
         raise ScenarioError("cluster.gpu", name, "one of " + ", ".join(sorted(table)))
     row = dict(table[name])
+    usable_bytes = row.pop("usable_hbm_bytes", None)
+    if ADOPT_USABLE_HBM and usable_bytes:
+        row["hbm_bytes"] = float(usable_bytes)
+        row["sources"] = {**row.get("sources", {}), "hbm_bytes": row["sources"]["usable_hbm_bytes"]}
     if "attention_clock_fracs" in row:   # TOML arrays -> tuples: the spec stays hashable
         row["attention_clock_fracs"] = tuple((str(d), float(n), float(f)) for d, n, f in row["attention_clock_fracs"])
     return GPUSpec(**row)
