@@ -1,7 +1,9 @@
 """s21mem (docs/notes/s21mem_rule.md): every figure the GPUs' usable memory may move, under one
 setting of twin.core.specs.ADOPT_USABLE_HBM, as JSON (run it once per setting and compare).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/s21mem_figures.py on|off OUT.json [--no-validate]
+    PYTHONPATH=. .venv/bin/python benchmarks/s21mem_figures.py off|on|both OUT.json [--no-validate]
+
+on: ADOPT_USABLE_HBM (the measured H200); both: and ADOPT_USABLE_HBM_INFERRED (the H800).
 
 Figures: each GPU's capacity; the serving scenarios (batch, throughput, KV capacity, claims' errors);
 DeepSeek's published day rows; every training scenario's step (feasible or the refusal, memory per
@@ -19,7 +21,7 @@ import twin
 from calibration.validate import validate
 from twin.core import specs
 from twin.core.errors import InfeasiblePlan
-from twin.serving.published import deepseek_day_rows
+from twin.serving.published import crossings, deepseek_day_rows, h200_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -58,12 +60,18 @@ def replay_figures() -> dict:
 
 
 def figures(with_validate: bool) -> dict:
-    out = {"switch": specs.ADOPT_USABLE_HBM,
+    out = {"switch": [specs.ADOPT_USABLE_HBM, specs.ADOPT_USABLE_HBM_INFERRED],
            "capacity_gib": {g: specs.get_gpu(g).hbm_bytes / GIB for g in specs.gpu_names()}}
     scen = sorted((ROOT / "scenarios").glob("*.toml"))
     out["serve"] = {p.stem: serving_figures(p) for p in scen if p.stem.startswith("r1_serve")}
-    out["deepseek_day_rows"] = [{k: _finite(v) for k, v in r.items() if isinstance(v, (int, float, str))}
-                                for r in deepseek_day_rows()]
+    try:
+        out["deepseek_day_rows"] = [{k: _finite(v) for k, v in r.items() if isinstance(v, (int, float, str))}
+                                    for r in deepseek_day_rows()]
+    except ValueError as exc:   # the decode speed curve's check (twin.serving.published.SpeedCurve)
+        out["deepseek_day_rows"] = f"error: {exc}"
+    out["h200_curve"] = [{k: _finite(v) for k, v in vars(p).items() if isinstance(v, (int, float, str))}
+                         if hasattr(p, "__dict__") else str(p) for p in h200_curve()]
+    out["h200_crossings"] = str(crossings(h200_curve()))
     out["training"] = {"default": training_figures(None)}
     for p in scen:
         if twin.load_scenario(p).kind == "training":
@@ -76,7 +84,8 @@ def figures(with_validate: bool) -> dict:
 
 def main(argv: list[str]) -> int:
     setting, dest = argv[0], Path(argv[1])
-    specs.ADOPT_USABLE_HBM = setting == "on"
+    specs.ADOPT_USABLE_HBM = setting in ("on", "both")
+    specs.ADOPT_USABLE_HBM_INFERRED = setting == "both"
     dest.write_text(json.dumps(figures("--no-validate" not in argv), indent=1, default=str))
     return 0
 
