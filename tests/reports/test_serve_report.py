@@ -26,12 +26,12 @@ def test_headline_claims_and_memory_read_for_people(served):
     data = to_json(result)
     p = build_page(data)
     md = p.markdown()
-    # "Simulating 2,000 requests, the twin serves deepseek-v3 on 8 × H200 at 691 output tokens/s per GPU (5,530 per node), ..."
+    # "Simulating 2,000 requests, the twin serves deepseek-v3 on 8 × H200 at 780 output tokens/s per GPU (6,243 per node), ..."
     assert re.match(r"Simulating [\d,]+ requests, the twin serves deepseek-v3 on 8 × H200 at [\d,]+ output tokens/s per GPU "
                     r"\([\d,]+ per node\), a median time per output token of [\d.]+ ms", p.verdict)
     for label in ("Output tokens/s", "Input (prompt) tokens/s", "Time per output token (TPOT), P50 / P90 / P99",
                   "Time to first token (TTFT), P50 / P90 / P99", "Goodput", "$ per million output / input tokens",
-                  "| Weights |", "| KV cache |", "| HBM capacity | 131 GiB |", "latency_cdf.png"):
+                  "| Weights |", "| KV cache |", "| HBM capacity | 140 GiB |", "latency_cdf.png"):   # 139.8 GiB: total_memory (s21mem)
         assert label in md, label
     assert " GB" not in md.replace("800 GB", "").replace("1,128 GB", "")   # binary units: GiB
     for c in data["claims"]:

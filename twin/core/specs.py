@@ -38,6 +38,15 @@ MAX_IMBALANCE = 1_000.0        # max/mean routing load (a rank cannot exceed EP 
 MAX_BYTES_PER_PARAM = 1_024.0  # optimizer or checkpoint bytes per parameter
 MAX_SEED = 2**32 - 1           # random seeds (numpy accepts any; 32 bits suffice)
 
+# s21mem (docs/notes/s21mem_rule.md): a GPU's memory capacity is what a process is given
+# (torch.cuda.get_device_properties().total_memory), where the catalog holds it as usable_hbm_bytes,
+# instead of the datasheet's "141 GB" / "80 GB" read as 1e9 bytes. Off: hbm_bytes as the catalog
+# states it. ADOPT_USABLE_HBM: where the figure is our own reading (the H200);
+# ADOPT_USABLE_HBM_INFERRED: where it is carried from the same memory part's reading
+# (usable_hbm_inferred: the H800, from the H100), judged apart by the rule.
+ADOPT_USABLE_HBM = True
+ADOPT_USABLE_HBM_INFERRED = False
+
 ATTENTION_KINDS = ("mla", "gqa")
 POSITION_EMBEDDINGS = ("rope", "learned")
 PRECISIONS = ("fp8", "bf16")
@@ -247,6 +256,11 @@ def get_gpu(name: str) -> GPUSpec:
     if name not in table:
         raise ScenarioError("cluster.gpu", name, "one of " + ", ".join(sorted(table)))
     row = dict(table[name])
+    usable_bytes = row.pop("usable_hbm_bytes", None)
+    inferred = row.pop("usable_hbm_inferred", False)
+    if usable_bytes and (ADOPT_USABLE_HBM_INFERRED if inferred else ADOPT_USABLE_HBM):
+        row["hbm_bytes"] = float(usable_bytes)
+        row["sources"] = {**row.get("sources", {}), "hbm_bytes": row["sources"]["usable_hbm_bytes"]}
     if "attention_clock_fracs" in row:   # TOML arrays -> tuples: the spec stays hashable
         row["attention_clock_fracs"] = tuple((str(d), float(n), float(f)) for d, n, f in row["attention_clock_fracs"])
     return GPUSpec(**row)
