@@ -89,7 +89,7 @@ ADOPT_FLASHMLA_OF_THE_DATE = True
 # docs/notes/s21dec_rule.md: the decode unit's capacity is its most output per node within memory. On,
 # decode_speed_curve drops every simulated load whose output is not above every lighter load's (a closed
 # loop fed at a rate settles at the lightest concurrency delivering it); off, such a curve is refused.
-ADOPT_SPEED_CURVE_PEAK = False
+ADOPT_SPEED_CURVE_PEAK = True
 DEEPSEEK_DECODE_KERNEL_CONDITIONS = ('serve.flashmla_kernel="2502"',)
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
