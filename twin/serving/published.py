@@ -86,6 +86,10 @@ DEEPSEEK_PROFILE_DECODE_TOKENS_PER_S_PER_NODE = 18_598.0
 # under the switch their comparisons price the core with the first release's published 580 TFLOPS
 # (serve.flashmla_kernel = "2502"). docs/notes/s20srv2_rule.md decides it.
 ADOPT_FLASHMLA_OF_THE_DATE = True
+# docs/notes/s21dec_rule.md: the decode unit's capacity is its most output per node within memory. On,
+# decode_speed_curve drops every simulated load whose output is not above every lighter load's (a closed
+# loop fed at a rate settles at the lightest concurrency delivering it); off, such a curve is refused.
+ADOPT_SPEED_CURVE_PEAK = True
 DEEPSEEK_DECODE_KERNEL_CONDITIONS = ('serve.flashmla_kernel="2502"',)
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
@@ -255,11 +259,18 @@ def published_per_node(day, role: str, tokens_per_day: float) -> np.ndarray:
 @dataclass(frozen=True)
 class SpeedCurve:
     """The decode unit simulated at loads of `requests_per_gpu`: output tokens/s per node and the
-    per-user speed (1 / TPOT P50) at each; the last point is the unit's memory limit."""
+    per-user speed (1 / TPOT P50) at each; the last point is the unit's capacity (its memory limit, or
+    under ADOPT_SPEED_CURVE_PEAK its most output within memory: rising_points)."""
 
     requests_per_gpu: tuple[float, ...]
     output_tokens_per_s_per_node: tuple[float, ...]
     user_tokens_per_s: tuple[float, ...]
+    memory_limit_requests_per_gpu: float | None = None   # None: the last point (the curve rises to it)
+
+    @property
+    def memory_limit(self) -> float:
+        """Requests per GPU the unit's KV cache holds: the last simulated load, kept or not."""
+        return self.requests_per_gpu[-1] if self.memory_limit_requests_per_gpu is None else self.memory_limit_requests_per_gpu
 
     def speed_at(self, per_node) -> np.ndarray:
         """Per-user speed at an output rate per node, piecewise linear between simulated loads."""
@@ -296,9 +307,32 @@ def decode_speed_curve(overrides=(), requests_per_gpu=DECODE_CURVE_REQUESTS_PER_
     if per_instance * instances <= requests_per_gpu[-1] * gpus:
         raise ValueError(f"the KV cache holds {per_instance * instances / gpus:.1f} requests per GPU, not more than "
                          f"the curve's last load ({requests_per_gpu[-1]})")
-    runs.append((per_instance * instances / gpus, run(per_instance * instances)))
-    return SpeedCurve(tuple(float(b) for b, _ in runs), tuple(r.output_tokens_per_s_per_node for _, r in runs),
-                      tuple(1.0 / r.tpot_s.p50 for _, r in runs))
+    limit = per_instance * instances / gpus
+    runs.append((limit, run(per_instance * instances)))
+    curve = SpeedCurve(tuple(float(b) for b, _ in runs), tuple(r.output_tokens_per_s_per_node for _, r in runs),
+                       tuple(1.0 / r.tpot_s.p50 for _, r in runs))
+    return rising_points(curve) if ADOPT_SPEED_CURVE_PEAK else curve
+
+
+def _capacity_words(curve: SpeedCurve) -> str:
+    if curve.requests_per_gpu[-1] == curve.memory_limit:
+        return "the memory limit"
+    return (f"the unit's most output ({curve.requests_per_gpu[-1]:g} requests per GPU; memory limit "
+            f"{curve.memory_limit:.1f})")
+
+
+def rising_points(curve: SpeedCurve) -> SpeedCurve:
+    """The curve's points whose output per node is above every lighter load's, the memory limit kept
+    as a figure: a load past the peak or in a dip delivers no more than a lighter one, so a closed loop
+    fed at its rate runs at the lighter load instead (docs/notes/s21dec_rule.md)."""
+    keep, best = [], float("-inf")
+    for i, y in enumerate(curve.output_tokens_per_s_per_node):
+        if y > best:
+            keep.append(i)
+            best = y
+    pick = lambda xs: tuple(xs[i] for i in keep)  # noqa: E731
+    return SpeedCurve(pick(curve.requests_per_gpu), pick(curve.output_tokens_per_s_per_node),
+                      pick(curve.user_tokens_per_s), memory_limit_requests_per_gpu=curve.memory_limit)
 
 
 def mean_user_speed(day, per_node: np.ndarray, curve: SpeedCurve) -> float:
@@ -361,9 +395,10 @@ def deepseek_day_rows(day=None, curve: SpeedCurve | None = None) -> list[dict]:
         {"scenario": DEEPSEEK_DECODE_SCENARIO, "metric": "output_tokens_per_s_per_node", "claimed": DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE,
          "predicted": dec_avg, "rel_error": dec_avg / DEEPSEEK_DECODE_TOKENS_PER_S_PER_NODE - 1.0,
          "conditions": ("24 h average over the published day at the load giving 21 tok/s per user"
-                        + (", capped: the busiest interval at the memory limit" if capped else "")),
+                        + (f", capped: the busiest interval at {_capacity_words(curve)}" if capped else "")),
          "memory_capped": capped, "fully_loaded_per_node": curve.output_tokens_per_s_per_node[-1],
-         "memory_limit_requests_per_gpu": curve.requests_per_gpu[-1],
+         "memory_limit_requests_per_gpu": curve.memory_limit,
+         "capacity_requests_per_gpu": curve.requests_per_gpu[-1],
          "day_mean_user_tokens_per_s": mean_user_speed(day, dec, curve),
          "concurrency": day_average_per_node(day, "decode", curve.requests_per_gpu_at(dec)),
          "busiest_requests_per_gpu": float(curve.requests_per_gpu_at(dec).max()),

@@ -114,15 +114,58 @@ def test_decode_load_meets_the_speed_or_stops_at_the_memory_limit():
         curve.speed_at([500.0])
 
 
+def test_rising_points_keep_the_loads_that_deliver_more_than_every_lighter_one():
+    """A curve rising to 3,000 at 30 requests per GPU, dipping at 20 and falling past 30 to the memory
+    limit at 50: the dip and the fall are dropped, the memory limit kept as a figure."""
+    from twin.serving.published import SpeedCurve, rising_points
+    curve = SpeedCurve((10.0, 20.0, 30.0, 40.0, 50.0), (2000.0, 1900.0, 3000.0, 2900.0, 2800.0), (30.0, 28.0, 25.0, 20.0, 15.0))
+    kept = rising_points(curve)
+    assert kept.requests_per_gpu == (10.0, 30.0) and kept.output_tokens_per_s_per_node == (2000.0, 3000.0)
+    assert kept.user_tokens_per_s == (30.0, 25.0) and kept.memory_limit == 50.0 and curve.memory_limit == 50.0
+    assert kept.speed_at([2500.0]) == pytest.approx([27.5])
+    with pytest.raises(ValueError, match="not rising"):
+        curve.speed_at([2500.0])
+
+
+@pytest.mark.parametrize("peak", [True, False])
+def test_decode_speed_curve_past_its_peak_under_both_settings(monkeypatch, peak):
+    """The decode unit simulated (a stand-in for the simulation) with output per node that falls past
+    90 requests per GPU: under ADOPT_SPEED_CURVE_PEAK the curve ends at its most output, the memory
+    limit kept beside it; off, the curve keeps every load and refuses to be read."""
+    from types import SimpleNamespace
+
+    from twin.serving import published
+    gpus = 144
+
+    def fake_simulate(sc):
+        b = sc.traffic.concurrency / gpus
+        out = 200.0 * b if b <= 90 else 200.0 * 90 - 50.0 * (b - 90)
+        return SimpleNamespace(output_tokens_per_s_per_node=out, tpot_s=SimpleNamespace(p50=0.02 + 1e-4 * b),
+                               kv_capacity_tokens_per_instance=120 * gpus * (4384 + 1211))
+
+    monkeypatch.setattr(published, "simulate", fake_simulate)
+    monkeypatch.setattr(published, "ADOPT_SPEED_CURVE_PEAK", peak)
+    curve = published.decode_speed_curve(requests_per_gpu=(40, 80, 90, 100))
+    assert curve.memory_limit == pytest.approx(120.0)
+    if peak:
+        assert curve.requests_per_gpu == (40.0, 80.0, 90.0)
+        assert curve.speed_at([17000.0]) == pytest.approx(0.5 / (0.02 + 1e-4 * 80) + 0.5 / (0.02 + 1e-4 * 90))   # halfway
+    else:
+        assert curve.requests_per_gpu == (40.0, 80.0, 90.0, 100.0, 120.0)
+        with pytest.raises(ValueError, match="not rising"):
+            curve.speed_at([17000.0])
+
+
 def test_day_rows_compare_like_for_like(production_rows):
     """The decode row's busiest hour is at most the unit's memory limit (the curve's last point, the
     KV cache's whole requests), and where the cap binds the day's mean speed is still above 21; the
     speed row carries the published output exactly (168B over 131.25 nodes)."""
     dec = production_rows["r1_serve_h800_decode"]
-    assert dec["busiest_requests_per_gpu"] <= dec["memory_limit_requests_per_gpu"] * (1 + 1e-9)
+    assert dec["capacity_requests_per_gpu"] <= dec["memory_limit_requests_per_gpu"]
+    assert dec["busiest_requests_per_gpu"] <= dec["capacity_requests_per_gpu"] * (1 + 1e-9)
     assert dec["concurrency"] < dec["busiest_requests_per_gpu"] and dec["predicted"] < dec["fully_loaded_per_node"]
     if dec["memory_capped"]:
-        assert dec["busiest_requests_per_gpu"] == pytest.approx(dec["memory_limit_requests_per_gpu"])
+        assert dec["busiest_requests_per_gpu"] == pytest.approx(dec["capacity_requests_per_gpu"])
         assert dec["day_mean_user_tokens_per_s"] >= 21.0
     else:
         assert dec["day_mean_user_tokens_per_s"] == pytest.approx(21.0, rel=1e-6)
