@@ -51,6 +51,7 @@ SECTION_SHARES = {  # name -> share of the time budget
     "copy_load": 1.0,  # not in the default list: one GPU, GEMMs and FA2 beside copy-engine traffic at the power limit (s15tt)
     "cp_block": 1.0,  # not in the default list: one process (CP1) or torchrun (CP = W), a compiled full-AC Llama block (s17cp)
     "host_input": 1.0,  # not in the default list: one GPU, serve rows and host calibration each beside a host probe (s21host)
+    "host_steps": 1.0,  # not in the default list: one GPU, every timed serve step and fitting repetition beside its own probe (s21host2)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
 OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
@@ -59,7 +60,7 @@ OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_bloc
                    "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "atp_parts",
                    "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
                    "attn_first", "cp_traces", "ep_kernels", "duty_sweep", "gemm_in_layer", "memory_alone",
-                   "copy_load", "cp_block", "host_input")  # run only when named in --only
+                   "copy_load", "cp_block", "host_input", "host_steps")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
                       "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "tp_beside", "cp_traces", "ep_kernels")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)
