@@ -6,11 +6,13 @@ ones (calibration.prereg.S21HOST2)."""
 import csv
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from calibration import prereg
 from real.bench.whole_model import parse_serve_cases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,3 +65,10 @@ def test_s21host2_campaign_cpu_dry_run(tmp_path):
 def test_s21host2_campaign_needs_a_gpu(tmp_path):
     out = _campaign(tmp_path, 0)
     assert not (out / "cold").exists() and "no GPU: nothing to run" in (out / "log.txt").read_text()
+
+
+def test_s21host2_campaign_cases_are_the_preregistered_ones():
+    """The script's cases string and calibration.prereg.S21HOST2.cases (what was predicted) are the same list."""
+    text = re.search(r'^CASES="([^"]+)"', SCRIPT.read_text(), re.M)[1]
+    got = [(m, P, G, tuple(pb), tuple(db)) for m, P, G, pb, db in parse_serve_cases(text)]
+    assert got == list(prereg.S21HOST2.cases)

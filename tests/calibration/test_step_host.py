@@ -1,0 +1,160 @@
+"""The host's speed per step as an input of the one-GPU prefill/decode predictions (session s21host2,
+docs/notes/s21host2_rule.md): calibration/step_host.py, the ADOPT_STEP_HOST_INPUT switch of
+calibration.whole_step and the s21host2 comparison (calibration.prereg step_section, step_criteria)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibration import host_input, prereg, step_host
+from calibration import records as rec
+from calibration import whole_step as ws
+from calibration.records_io import read_csv
+from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
+from twin.costs.host import with_infer_host_s
+
+KEY = {"bench": "decode", "model": "qwen2moe-mla-slice", "batch": 4, "prompt_len": 256, "gen_len": 64, "precision": "bf16"}
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return load_fitted_profile("h100", rec.load_records("h100"))[0], ws.gpu_spec("h100")
+
+
+def _fit_rows():
+    """Two fitting infer rows (50 and 100 net kernels) and a held-out one, with per-repetition probes."""
+    hd = pd.DataFrame([
+        {"config": "mla_layer v3-slice-1l b1 s1024", "phase": "infer", "precision": "bf16", "split": "fit",
+         "model": "v3-slice-1l", "tokens": 1024, "host_s": 1e-3, "kernels": 50},
+        {"config": "mla_layer v3-slice-1l b1 s1024", "phase": "infer", "precision": "fp8-blockwise", "split": "fit",
+         "model": "v3-slice-1l", "tokens": 1024, "host_s": 3e-3, "kernels": 100},
+        {"config": "mla_layer v2-lite-slice b1 s1024", "phase": "infer", "precision": "bf16", "split": "holdout",
+         "model": "v2-lite-slice", "tokens": 1024, "host_s": 9e-3, "kernels": 10}])
+    # repetitions: bf16 20 us a kernel over probes 2.5 / 2 us (8, 10); fp8 30 us a kernel over 3 us (10); held-out 900
+    reps = pd.DataFrame([{"bench": "host_dispatch", "config": c, "phase": "infer", "precision": p, "block": "probed",
+                          "host_s": h, "host_probe_launch_s": x}
+                         for c, p, h, x in ((hd["config"][0], "bf16", 1e-3, 2.5e-6), (hd["config"][0], "bf16", 1e-3, 2e-6),
+                                            (hd["config"][1], "fp8-blockwise", 3e-3, 3e-6),
+                                            (hd["config"][2], "bf16", 9e-3, 1e-6))])
+    return hd, reps
+
+
+def _record_steps(probes, times, controls):
+    rows = []
+    for i, (p, t, c) in enumerate(zip(probes, times, controls)):
+        rows.append({**KEY, "step": 2 * i, "block": "control", "host_probe_launch_s": np.nan, "step_s": c, "host_s": c})
+        rows.append({**KEY, "step": 2 * i + 1, "block": "probed", "host_probe_launch_s": p, "step_s": t, "host_s": t})
+    return pd.DataFrame(rows)
+
+
+def test_step_ratio_is_the_median_over_fitting_repetitions_only():
+    hd, reps = _fit_rows()
+    assert step_host.fit_step_ratio(hd, reps, "h100", radix={}) == pytest.approx(10.0)   # median of 8, 10, 10
+    assert math.isnan(step_host.fit_step_ratio(hd[hd["split"] == "holdout"], reps, "h100", radix={}))
+
+
+def test_grid_read_is_linear_clamped_and_nan_for_no_probe():
+    grid = pd.DataFrame({"host_s_per_kernel": [10e-6, 20e-6], "predicted_s": [1e-3, 3e-3]})
+    got = step_host.grid_at(grid, np.array([15e-6, 5e-6, 40e-6, np.nan]))
+    assert got[:3] == pytest.approx([2e-3, 1e-3, 3e-3]) and math.isnan(got[3])
+
+
+def test_record_prediction_is_the_median_of_its_probed_steps_predictions():
+    """Steps probed at 1, 3, 2 us (ratio 10: 10, 30, 20 us a kernel) on a grid predicting 100 x host: 2 ms; the
+    control steps never enter; the row's single host time (ratio x median probe) gives the same."""
+    grid = pd.DataFrame({"host_s_per_kernel": np.arange(5e-6, 60e-6, 1e-6)}).assign(predicted_s=lambda g: g["host_s_per_kernel"] * 100)
+    steps = _record_steps([1e-6, 3e-6, 2e-6], [1.1e-3, 2.9e-3, 2.2e-3], [9.0, 9.0, 9.0])
+    assert step_host.record_prediction(grid, steps, KEY, 10.0) == pytest.approx(2e-3)
+    assert step_host.step_host_s_of_record(steps, KEY, 10.0) == pytest.approx(20e-6)
+    assert step_host.probe_effect(steps, KEY) == pytest.approx(2.2e-3 / 9.0 - 1)
+    assert step_host.probe_step_correlation(steps, KEY) != step_host.probe_step_correlation(steps, KEY)  # < 4 steps: NaN
+    more = _record_steps([1e-6, 3e-6, 2e-6, 4e-6], [1e-3, 3e-3, 2e-3, 4e-3], [1e-3] * 4)
+    assert step_host.probe_step_correlation(more, KEY) == pytest.approx(1.0)
+    other = {**KEY, "batch": 32}
+    assert math.isnan(step_host.record_prediction(grid, steps, other, 10.0))
+
+
+def test_switch_prices_a_row_at_its_steps_host_time_only_when_on(h100, monkeypatch):
+    profile, gpu = h100
+    row = {**KEY, "step_infer_host_s_per_kernel": 30e-6}
+    plain = ws.predict_model_row(KEY, gpu, profile)
+    monkeypatch.setattr(ws, "ADOPT_STEP_HOST_INPUT", False)
+    assert ws.predict_model_row(row, gpu, profile) == plain
+    monkeypatch.setattr(ws, "ADOPT_STEP_HOST_INPUT", True)
+    on = ws.predict_model_row(row, gpu, profile)
+    assert on == pytest.approx(ws.predict_model_row(KEY, gpu, with_infer_host_s(profile, 30e-6)))
+    assert on == pytest.approx(host_input.predict_at_host_s(KEY, gpu, profile, [30e-6])[0], rel=1e-12)  # the grid's path
+    assert ws.predict_model_row(KEY, gpu, profile) == plain      # no host time: unchanged
+
+
+@pytest.mark.parametrize("gpu_name", ["h100", "h200"])
+def test_switch_leaves_the_committed_held_out_serve_rows_unchanged(gpu_name, monkeypatch):
+    """Rule criterion B5: the committed prefill/decode rows carry no step host time, so their predictions are
+    the same with the switch on and off."""
+    profile, gpu = load_fitted_profile(gpu_name, rec.load_records(gpu_name))[0], ws.gpu_spec(gpu_name)
+    rows = read_csv(rec.MEASUREMENTS_DIR / gpu_name / "model.csv")
+    rows = rows[rows["bench"].isin(["prefill", "decode"])]
+    assert "step_infer_host_s_per_kernel" not in rows.columns and len(rows)
+    monkeypatch.setattr(ws, "ADOPT_STEP_HOST_INPUT", False)
+    off = [ws.predict_model_row(r, gpu, profile) for _, r in rows.iterrows()]
+    monkeypatch.setattr(ws, "ADOPT_STEP_HOST_INPUT", True)
+    assert [ws.predict_model_row(r, gpu, profile) for _, r in rows.iterrows()] == off
+
+
+def test_step_section_reads_each_step_at_its_own_probe(tmp_path):
+    """Records in <root>/h100/s21host2/: ratio 10 from the fitting repetitions; the decode record's probed steps
+    at 1, 3, 2 us -> 10, 30, 20 us a kernel, where the grid says 1, 3, 2 ms: median 2 ms; measured (the probed
+    steps' median) 2.5 ms: -20%; the control steps (2.4 ms) give the probe's effect."""
+    hd, reps = _fit_rows()
+    folder = tmp_path / "h100" / "s21host2"
+    folder.mkdir(parents=True)
+    hd.to_csv(folder / "host_dispatch.csv", index=False)
+    steps = _record_steps([1e-6, 3e-6, 2e-6], [2.0e-3, 3.0e-3, 2.5e-3], [2.4e-3] * 3)
+    pd.concat([reps, steps]).to_csv(folder / "serve_steps.csv", index=False)
+    pd.DataFrame([{**KEY, "seq_len": "", "time_s": 2.5e-3, "gpu_name": "NVIDIA H100 80GB HBM3"}]).to_csv(
+        folder / "model.csv", index=False)
+    hosts = np.arange(5e-6, 60.1e-6, 1e-6)
+    grid = pd.DataFrame([{"gpu": "h100", **KEY, "host_s_per_kernel": h, "predicted_s": h * 100} for h in hosts])
+    grid_path = tmp_path / "grid.csv"
+    grid.to_csv(grid_path, index=False)
+    section = prereg.step_section(tmp_path, grid_path=grid_path)
+    step = section["step_input"]
+    assert step["ratios"]["h100"]["probe_ratio"] == pytest.approx(10.0)
+    (row,) = step["rows"]
+    assert row["step_predicted_s"] == pytest.approx(2e-3) and row["step_rel_error"] == pytest.approx(-0.2)
+    assert row["step_infer_host_s_per_kernel"] == pytest.approx(20e-6)
+    assert row["probe_effect"] == pytest.approx(2.5 / 2.4 - 1)
+    assert step["by_gpu"]["h100 decode"]["num_cases"] == 1 and not step["by_gpu"]["h100 decode"]["meets_target"]
+    assert section["plain"]["registration"] == "s21host2"
+    assert "step-input" in prereg.format_step_table(section)
+
+
+def _group(median, p90):
+    return {"num_cases": 3, "median_abs_rel_error": median, "p90_abs_rel_error": p90,
+            "meets_target": median <= MEDIAN_TARGET and p90 <= P90_TARGET}
+
+
+def _section(plain_errs, step_errs, effects, groups_plain, groups_step):
+    rows = [{"gpu": "h100", "bench": "decode", "model": "m", "batch": b, "prompt_len": 256} for b in range(len(plain_errs))]
+    return {"plain": {"by_gpu": groups_plain, "rows": [{**r, "rel_error": e} for r, e in zip(rows, plain_errs)]},
+            "step_input": {"by_gpu": groups_step,
+                           "rows": [{**r, "step_rel_error": e, "probe_effect": x} for r, e, x in zip(rows, step_errs, effects)]}}
+
+
+def test_step_criteria_follow_the_rule():
+    plain = {"h100 decode": _group(0.30, 0.35), "h100 prefill": _group(0.04, 0.08)}
+    better = {"h100 decode": _group(0.03, 0.06), "h100 prefill": _group(0.045, 0.09)}
+    good = _section([0.3, -0.35, 0.2], [0.03, -0.06, 0.01], [0.01, -0.02, 0.0], plain, better)
+    c = prereg.step_criteria(good)
+    assert c["adopt"] and c["B1"] and c["B2"] and c["B3"] and c["B4"]
+    perturbing = _section([0.3, -0.35, 0.2], [0.03, -0.06, 0.01], [0.05, 0.04, 0.06], plain, better)
+    c = prereg.step_criteria(perturbing)
+    assert not c["B4"] and not c["adopt"] and c["probe_effect"]["h100"] == pytest.approx(0.05)
+    worse_prefill = _section([0.3, -0.35, 0.2], [0.03, -0.06, 0.01], [0.0] * 3, plain,
+                             {**better, "h100 prefill": _group(0.06, 0.09)})       # +2 pt median: B2 fails
+    c = prereg.step_criteria(worse_prefill)
+    assert c["B1"] and not c["B2"] and not c["adopt"]
+    worse_decode = _section([0.03, -0.06, 0.01], [0.3, -0.35, 0.2], [0.0] * 3, better, better)
+    assert not prereg.step_criteria(worse_decode)["B1"]
