@@ -158,3 +158,17 @@ def test_step_criteria_follow_the_rule():
     assert c["B1"] and not c["B2"] and not c["adopt"]
     worse_decode = _section([0.03, -0.06, 0.01], [0.3, -0.35, 0.2], [0.0] * 3, better, better)
     assert not prereg.step_criteria(worse_decode)["B1"]
+
+
+def test_s21host2_committed_predictions_cover_the_cases_and_the_grid():
+    """Both files written before the GPU run by one commit: every case row once in each, the grid over every
+    host time of step_host.STEP_HOST_GRID_S."""
+    reg = prereg.S21HOST2
+    preds = prereg.load_predictions(reg=reg)
+    grid = read_csv(prereg.S21HOST2_GRID_FILE)
+    cases = pd.DataFrame(prereg.case_rows(reg))
+    assert len(preds) == len(cases) == 80 and not preds.duplicated(reg.key).any()
+    assert preds[reg.key].merge(cases, on=reg.key).shape[0] == 80
+    assert len(grid) == 80 * len(step_host.STEP_HOST_GRID_S)
+    assert set(preds["code_commit"]) == set(grid["code_commit"]) and len(set(preds["code_commit"])) == 1
+    assert (preds["predicted_s"] > 0).all() and (grid["predicted_s"] > 0).all()
