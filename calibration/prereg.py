@@ -592,6 +592,11 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
         frames.append(rows)
         probed = steps[(steps["block"] == "probed") & steps["bench"].isin(reg.benches)]["host_probe_launch_s"]
         ratios[gpu] = {"probe_ratio": ratio, "probe_launch_median_s": float(probed.astype(float).median())}
+        if csv_exists(folder / "serve_kernels.csv"):
+            profile = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
+            counts = step_host.kernel_counts(read_csv(folder / "serve_kernels.csv"), gpu_spec(gpu), profile)
+            ratios[gpu]["decode_kernels"] = counts[["model", "batch", "prompt_len", "cache_len", "kernels", "aten_ops",
+                                                    "twin_ops"]].to_dict("records")
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), ratios
 
 
@@ -668,6 +673,10 @@ def format_step_table(section: dict) -> str:
     for gpu, r in step["ratios"].items():
         lines.append(f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median step probe {r['probe_launch_median_s'] * 1e6:.2f} us "
                      f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+    for gpu, r in step["ratios"].items():
+        for k in r.get("decode_kernels", []):
+            lines.append(f"    {gpu} decode kernels {k['model']} b{k['batch']} p{k['prompt_len']}: profiler {k['kernels']:.0f}, "
+                         f"twin ops {k['twin_ops']}, aten ops {k['aten_ops']}")
     for label, s in step["by_gpu"].items():
         lines.append(f"  prereg {label} (step-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
                      f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "

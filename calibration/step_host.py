@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
+from calibration.whole_step import decode_ops
+from twin.core.specs import GPUSpec, get_model
 from twin.costs.host import infer_host_s_per_kernel
 
 # host seconds per kernel at which each pre-registered row is predicted: 5-100 us every 0.5 us (s21host's
@@ -104,3 +106,18 @@ def probe_step_correlation(steps: pd.DataFrame, row) -> float:
     if len(s) < 4:
         return float("nan")
     return float(s["host_probe_launch_s"].rank().corr(s["step_s"].rank()))
+
+
+def twin_decode_ops(row, gpu: GPUSpec, profile) -> int:
+    """The ops (kernels) of the twin's decode step for a record (whole_step.decode_ops at the record's
+    serve_kernels cache length), to set beside the kernels the GPU profiler counted in one such step."""
+    return len(decode_ops(get_model(row["model"]), int(row["batch"]), int(row["cache_len"]), gpu, profile).ops)
+
+
+def kernel_counts(kernels: pd.DataFrame, gpu: GPUSpec, profile) -> pd.DataFrame:
+    """serve_kernels.csv's decode rows with the twin's op count beside the profiler's kernels
+    (`twin_ops`, `kernels_over_twin`): the GQA decode op-list question (reported, not judged)."""
+    k = kernels[kernels["bench"] == "decode"].copy()
+    k["twin_ops"] = [twin_decode_ops(r, gpu, profile) for _, r in k.iterrows()]
+    k["kernels_over_twin"] = k["kernels"].astype(float) / k["twin_ops"]
+    return k
