@@ -508,8 +508,10 @@ def decode_cache_lens(prompt_len: int, gen_len: int) -> range:
 ADOPT_HOST_INPUT = False
 # (s21host2, docs/notes/s21host2_rule.md) a prefill or decode row carrying the host time per kernel of its own
 # probed steps (`step_infer_host_s_per_kernel`: calibration/step_host.py, the run's fitting ratio x the median
-# of the probes taken right before each of its timed steps) is predicted at it instead of the profile's rate
-ADOPT_STEP_HOST_INPUT = False
+# of the probes taken right before each of its timed steps) is predicted at it instead of the profile's rate.
+# Adopted by the rule (s21host2 cold H100 + H200: B1-B5 hold; decode pooled median 47.9% -> 9.0%); only rows
+# carrying that column move (none outside calibration/measurements/<gpu>/s21host2*)
+ADOPT_STEP_HOST_INPUT = True
 
 
 def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:

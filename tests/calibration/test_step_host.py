@@ -172,3 +172,59 @@ def test_s21host2_committed_predictions_cover_the_cases_and_the_grid():
     assert len(grid) == 80 * len(step_host.STEP_HOST_GRID_S)
     assert set(preds["code_commit"]) == set(grid["code_commit"]) and len(set(preds["code_commit"])) == 1
     assert (preds["predicted_s"] > 0).all() and (grid["predicted_s"] > 0).all()
+
+
+# s21host2's committed comparison (calibration/measurements/<gpu>/s21host2/: one fresh H100 80GB HBM3 19:30 UTC and
+# one fresh H200 19:32 UTC, the cold process; docs/notes/s21host2_rule.md). Every group misses issue 13's targets
+# under both twins: strict xfails carrying the live figures (median / P90 |err|).
+S21HOST2_PLAIN_MISSED = {
+    "h100 decode": "plain twin, cold H100: median 47.9%, P90 53.6% (the host ran ~35 us a kernel against the profile's 19.6)",
+    "h100 prefill": "plain twin, cold H100: median 45.8%, P90 54.8%",
+    "h200 decode": "plain twin, cold H200: median 47.2%, P90 60.9% (the host ran ~38 us a kernel against the profile's 18.8)",
+    "h200 prefill": "plain twin, cold H200: median 41.0%, P90 57.0%",
+}
+S21HOST2_STEP_MISSED = {
+    "h100 decode": "step-input twin, cold H100: median 9.7%, P90 27.8% (mixtral slices under-predicted 16-29%)",
+    "h100 prefill": "step-input twin, cold H100: median 14.5%, P90 33.8% (b1 / p256 prefills under-predicted 18-40%)",
+    "h200 decode": "step-input twin, cold H200: median 8.5%, P90 14.7% (qwen3moe-slice over-predicted 4-14%)",
+    "h200 prefill": "step-input twin, cold H200: median 9.1%, P90 31.5%",
+}
+
+
+@pytest.fixture(scope="module")
+def s21host2_section():
+    return prereg.step_section()
+
+
+def _verdict(label, table):
+    return pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=table[label]) if label in table else ())
+
+
+@pytest.mark.parametrize("label", [_verdict(k, S21HOST2_PLAIN_MISSED) for k in S21HOST2_PLAIN_MISSED])
+def test_s21host2_plain_twin_meets_issue13_serve_targets(s21host2_section, label):
+    assert s21host2_section["plain"]["by_gpu"][label]["meets_target"]
+
+
+@pytest.mark.parametrize("label", [_verdict(k, S21HOST2_STEP_MISSED) for k in S21HOST2_STEP_MISSED])
+def test_s21host2_step_input_twin_meets_issue13_serve_targets(s21host2_section, label):
+    assert s21host2_section["step_input"]["by_gpu"][label]["meets_target"]
+
+
+def test_s21host2_every_case_timed_and_the_switch_follows_the_rule(s21host2_section):
+    """80 rows under both twins, the probe leaving the steps alone (B4), and ADOPT_STEP_HOST_INPUT set as the
+    rule's criteria decide on the committed records."""
+    assert len(s21host2_section["plain"]["rows"]) == len(s21host2_section["step_input"]["rows"]) == 80
+    c = prereg.step_criteria(s21host2_section)
+    assert all(abs(v) <= prereg.PROBE_EFFECT_LIMIT for v in c["probe_effect"].values())
+    assert ws.ADOPT_STEP_HOST_INPUT == c["adopt"] and s21host2_section["adopted"] == c["adopt"]
+
+
+@pytest.mark.parametrize("gpu_name", ["h100", "h200"])
+def test_s21host2_decode_kernels_are_no_fewer_than_the_twins_decode_ops(gpu_name):
+    """The GQA decode op-list question (reported in the rule note): the profiler's kernels of one cached decode step
+    (serve_kernels.csv) are the twin's op count or up to 7% more, GQA and MLA slices alike: the twin's GQA decode list
+    is not too long (its +23% qwen3moe-slice over-prediction in s20gqa2 is not an op count)."""
+    profile, gpu = load_fitted_profile(gpu_name, rec.load_records(gpu_name))[0], ws.gpu_spec(gpu_name)
+    counts = step_host.kernel_counts(read_csv(rec.MEASUREMENTS_DIR / gpu_name / "s21host2" / "serve_kernels.csv"), gpu, profile)
+    assert len(counts) == 24 and set(counts["model"]) >= {"qwen3moe-slice", "mixtral-slice"}
+    assert counts["kernels_over_twin"].between(1.0, 1.07).all()
