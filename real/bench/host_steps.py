@@ -47,6 +47,10 @@ STEP_PROBE_WINDOW_S = 0.003   # each step's probe: ~5 chains of 64 launches at 1
 PREFILL_STEPS = 12            # timed prefills a record: 6 control, 6 probed
 DECODE_WARMUP = 3             # untimed decode steps first (as bench_serve's Timer)
 DECODE_TAIL = 2               # after the timed steps: one profiled step, one aten-op count
+# REAL_BENCH_BACK_TO_BACK_STEPS (s21host2b, a diagnostic): after a decode record's tail, this many more steps
+# issued back to back as bench_serve's Timer issues them (no synchronisation between steps, no probe; events
+# around each), block `back_to_back`: does synchronising before every step change a host-bound step's time?
+BACK_TO_BACK_ENV = "REAL_BENCH_BACK_TO_BACK_STEPS"
 STEP_ROW_BLANK = {"bench": "", "model": "", "batch": "", "prompt_len": "", "gen_len": "", "config": "",
                   "phase": "", "precision": "", "cache_len": ""}
 
@@ -86,6 +90,27 @@ def run_steps(fn, dev, n: int, window_s: float, step_probe=lambda i: True) -> li
         out.append({"step": i, "block": "probed" if with_probe else "control", "host_probe_launch_s": probe_s,
                     "step_s": step_s, "host_s": host_s})
     return out
+
+
+def back_to_back_steps(fn, dev, n: int, first: int) -> list[dict]:
+    """n calls of fn issued back to back (no synchronisation between them), each timed by events around it (the
+    host clock on the CPU): [{step, block back_to_back, step_s, host_s}], steps numbered from `first`."""
+    synchronize(dev)
+    handles, hosts = [], []
+    for _ in range(n):
+        if dev.type == "cuda":
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+        t0 = time.perf_counter()
+        fn()
+        hosts.append(time.perf_counter() - t0)
+        if dev.type == "cuda":
+            e1.record()
+            handles.append((e0, e1))
+    synchronize(dev)
+    times = [e0.elapsed_time(e1) * 1e-3 for e0, e1 in handles] if dev.type == "cuda" else hosts
+    return [{"step": first + i, "block": "back_to_back", "host_probe_launch_s": math.nan, "step_s": t, "host_s": h}
+            for i, (t, h) in enumerate(zip(times, hosts))]
 
 
 def write_steps(rec, steps: list[dict], window_s: float, **key) -> None:
@@ -128,11 +153,12 @@ def decode_kernels(step, dev) -> tuple[float, dict, int]:
 
 def bench_serve_steps(rec, timer, dev, deadline, quick, cases) -> None:
     window = STEP_PROBE_WINDOW_S
+    extra = int(os.environ.get(BACK_TO_BACK_ENV, "0") or 0)
     for name, P, G, prefill_batches, decode_batches in cases:
         if deadline.over():
             break
         spec = get_spec(name)
-        model = build_model(spec, dev, torch.bfloat16, max_seq_len=P + G)
+        model = build_model(spec, dev, torch.bfloat16, max_seq_len=P + G + extra)
         model.eval()
         fwd_tok = forward_flops_per_token(spec, P)
         for B in prefill_batches:
@@ -153,7 +179,7 @@ def bench_serve_steps(rec, timer, dev, deadline, quick, cases) -> None:
             if deadline.over():
                 break
             prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
-            caches = model.new_caches(B, P + G)
+            caches = model.new_caches(B, P + G + extra)
             token = prefill(model, prompt, caches, max_batch=16)
             pos = [P]
 
@@ -177,6 +203,11 @@ def bench_serve_steps(rec, timer, dev, deadline, quick, cases) -> None:
             rec.row("model", **key, seq_len="", tokens_per_s=B / r["time_s"], mfu="", peak_memory_bytes="",
                     loss="", **r)
             kernels, per_kernel, aten_ops = decode_kernels(step, dev)
+            if extra:
+                more = back_to_back_steps(step, dev, extra, n)
+                for s in more:
+                    s["cache_len"] = first_len + DECODE_TAIL + s["step"]
+                write_steps(rec, more, window, **key)
             rec.row("serve_kernels", **key, kernels=kernels, aten_ops=aten_ops, cache_len=pos[0])
             for kname, (calls, t) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
                 rec.row("step_kernels", bench="step_kernels", config=f"s21host2 {name} b{B} p{P} decode",

@@ -72,3 +72,16 @@ def test_s21host2_campaign_cases_are_the_preregistered_ones():
     text = re.search(r'^CASES="([^"]+)"', SCRIPT.read_text(), re.M)[1]
     got = [(m, P, G, tuple(pb), tuple(db)) for m, P, G, pb, db in parse_serve_cases(text)]
     assert got == list(prereg.S21HOST2.cases)
+
+
+def test_s21host2b_back_to_back_block_after_the_decode_record(tmp_path):
+    """real/campaigns/s21host2b.sh (diagnostic): after the decode record's alternating steps and its tail, the
+    back-to-back steps (no probe), numbered on, their cache lengths continuing past the tail's."""
+    env = {**os.environ, "PYTHON": sys.executable, "S21HOST2B_QUICK": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s21host2b.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=90)
+    steps = [s for s in _rows(tmp_path / "s21host2b" / "cold" / "serve_steps.csv") if s["bench"] == "decode"]
+    assert [s["block"] for s in steps] == ["control", "probed"] * 2 + ["back_to_back"] * 4
+    assert [int(s["step"]) for s in steps] == list(range(8))
+    assert [int(s["cache_len"]) for s in steps] == list(range(20, 24)) + list(range(26, 30))
+    assert all(float(s["step_s"]) > 0 and not s["host_probe_launch_s"] for s in steps[4:])
