@@ -50,6 +50,7 @@ import pandas as pd
 
 from calibration import host_input
 from calibration import pipeline as pipe
+from calibration import step_host
 from calibration import whole_step
 from calibration import records as rec
 from calibration.fit import git_commit
@@ -397,28 +398,31 @@ REGISTRATIONS[S21HOST_REPEAT.name] = S21HOST_REPEAT
 S21HOST_GRID_FILE = PREREG_DIR / "s21host_host_grid.csv.gz"
 
 
-def predict_host_grid(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
-    """Each serve row's prediction at every host time per kernel of host_input.HOST_GRID_S, under its
-    GPU's committed profile (the op lists of predict(); only the host time per kernel differs)."""
+def predict_host_grid(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR,
+                      hosts_s=host_input.HOST_GRID_S) -> pd.DataFrame:
+    """Each serve row's prediction at every host time per kernel of `hosts_s`, under its GPU's committed
+    profile (the op lists of predict(); only the host time per kernel differs)."""
     profiles = {}
     out = []
     for r in rows:
         gpu = r["gpu"]
         if gpu not in profiles:
             profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
-        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu])
+        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu], hosts_s)
     return pd.DataFrame(out)
 
 
-def write_host_grid(path: Path = S21HOST_GRID_FILE, allow_dirty: bool = False, reg: Registration = S21HOST) -> pd.DataFrame:
-    """Write the host-input twin's grid file of `reg`'s rows; refuses to overwrite one."""
+def write_host_grid(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S21HOST) -> pd.DataFrame:
+    """Write the host-input twin's grid file of `reg`'s rows (GRID_FILES[reg.name] by default, at its grid's
+    host times); refuses to overwrite one."""
+    path, hosts_s = GRID_FILES[reg.name] if path is None else (path, GRID_FILES[reg.name][1])
     repo = Path(__file__).resolve().parents[1]
     if Path(path).exists():
         raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
     dirty = dirty_paths(repo)
     if dirty and not allow_dirty:
         raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predict_host_grid(case_rows(reg))
+    df = predict_host_grid(case_rows(reg), hosts_s=hosts_s)
     df["code_commit"] = git_commit()
     df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -533,6 +537,161 @@ def format_host_table(section: dict) -> str:
     return "\n".join(lines)
 
 
+# Session s21host2 (docs/notes/s21host2_rule.md): prefill and decode of the two MLA and two GQA slices at prompt
+# lengths and batches no record holds (real/campaigns/s21host2.sh's CASES, in its order; a test holds them
+# equal), every timed step beside its own probe (real/bench/host_steps.py). Two predictions per row, both
+# committed before the run: the plain twin's (predictions file) and, per step, the step-input twin's as a
+# function of the host time per kernel (the grid file, at step_host.STEP_HOST_GRID_S), read at each probed
+# step's host time (the run's fitting repetitions' ratio x the step's probe); a record's figure is the median
+# over its probed steps. Judged on the cold process of each GPU (<gpu>/s21host2/); <gpu>/s21host2_repeat/ beside.
+S21HOST2 = Registration("s21host2", PREREG_DIR / "s21host2_predictions.csv", "s21host2",
+                        tuple((m, P, 64, (1, 4), (4, 32, 128))
+                              for m in ("qwen2moe-mla-slice", "mixtral-mla-slice", "qwen3moe-slice", "mixtral-slice")
+                              for P in (256, 2048)),
+                        section="serve")
+S21HOST2_REPEAT = dataclasses.replace(S21HOST2, name="s21host2_repeat", records_subdir="s21host2_repeat")
+REGISTRATIONS[S21HOST2.name] = S21HOST2
+REGISTRATIONS[S21HOST2_REPEAT.name] = S21HOST2_REPEAT
+S21HOST2_GRID_FILE = PREREG_DIR / "s21host2_step_grid.csv.gz"
+# registration -> (its grid file, the host times per kernel it is written at)
+GRID_FILES = {S21HOST.name: (S21HOST_GRID_FILE, host_input.HOST_GRID_S),
+              S21HOST2.name: (S21HOST2_GRID_FILE, step_host.STEP_HOST_GRID_S)}
+
+
+def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
+              grid_path: Path = S21HOST2_GRID_FILE) -> tuple[pd.DataFrame, dict]:
+    """The run's rows (`reg`'s records) with the step-input twin's prediction (`step_predicted_s`: the median
+    over the record's probed steps of the grid read at each step's host time, step_host.record_prediction;
+    `step_rel_error` against time_s, the probed steps' median), the probe's effect (probed / control median
+    - 1) and the probe-step rank correlation; per GPU the fitted ratio. Empty without grid or records."""
+    if not csv_exists(grid_path):
+        return pd.DataFrame(), {}
+    grid = read_csv(grid_path)
+    frames, ratios = [], {}
+    for gpu in GPUS:
+        folder = Path(root) / gpu / reg.records_subdir
+        if not all(csv_exists(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv")):
+            continue
+        model, hd, steps = (read_csv(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv"))
+        ratio = step_host.fit_step_ratio(hd, steps, gpu)
+        rows = model[model["bench"].isin(reg.benches)].assign(gpu=gpu).reset_index(drop=True)
+        g = grid[grid["gpu"] == gpu]
+        preds, hosts, effects, corrs = [], [], [], []
+        for _, r in rows.iterrows():
+            mine = g[(g["bench"] == r["bench"]) & (g["model"] == r["model"]) & (g["batch"] == int(r["batch"]))
+                     & (g["prompt_len"] == int(r["prompt_len"])) & (g["gen_len"] == int(r["gen_len"]))]
+            preds.append(step_host.record_prediction(mine, steps, r, ratio) if len(mine) else np.nan)
+            hosts.append(step_host.step_host_s_of_record(steps, r, ratio))
+            effects.append(step_host.probe_effect(steps, r))
+            corrs.append(step_host.probe_step_correlation(steps, r))
+        rows["step_infer_host_s_per_kernel"] = hosts
+        rows["step_predicted_s"] = preds
+        rows["step_rel_error"] = rows["step_predicted_s"] / rows["time_s"] - 1.0
+        rows["probe_effect"] = effects
+        rows["probe_step_rank_corr"] = corrs
+        frames.append(rows)
+        probed = steps[(steps["block"] == "probed") & steps["bench"].isin(reg.benches)]["host_probe_launch_s"]
+        ratios[gpu] = {"probe_ratio": ratio, "probe_launch_median_s": float(probed.astype(float).median())}
+        if csv_exists(folder / "serve_kernels.csv"):
+            profile = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
+            counts = step_host.kernel_counts(read_csv(folder / "serve_kernels.csv"), gpu_spec(gpu), profile)
+            ratios[gpu]["decode_kernels"] = counts[["model", "batch", "prompt_len", "cache_len", "kernels", "aten_ops",
+                                                    "twin_ops"]].to_dict("records")
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), ratios
+
+
+def step_summary(rows: pd.DataFrame) -> dict:
+    """Per GPU and bench: count, median and P90 of |step_rel_error|, issue 13's verdict, and the median probe
+    effect (probed / control median - 1) over the group's records."""
+    out = {}
+    if rows.empty:
+        return out
+    for (gpu, bench), sub in rows.dropna(subset=["step_rel_error"]).groupby(["gpu", "bench"]):
+        errs = sub["step_rel_error"].abs().to_numpy()
+        median, p90 = float(np.median(errs)), float(np.percentile(errs, 90))
+        out[f"{gpu} {bench}"] = {"num_cases": int(errs.size), "median_abs_rel_error": median, "p90_abs_rel_error": p90,
+                                 "meets_target": bool(median <= MEDIAN_TARGET and p90 <= P90_TARGET),
+                                 "probe_effect_median": float(sub["probe_effect"].median())}
+    return out
+
+
+def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
+                 grid_path: Path = S21HOST2_GRID_FILE) -> dict:
+    """`twin validate`'s part prereg_s21host2: the plain twin's comparison (validate_section), the step-input
+    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT."""
+    plain = validate_section(root, reg=reg)
+    rows, ratios = step_rows(root, reg, grid_path)
+    cols = reg.key + ["time_s", "step_infer_host_s_per_kernel", "step_predicted_s", "step_rel_error", "probe_effect",
+                      "probe_step_rank_corr"]
+    return {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
+            "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
+                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+
+
+# docs/notes/s21host2_rule.md's criteria B1-B4 (B5, nothing else moves, is a test)
+PROBE_EFFECT_LIMIT = 0.03   # B4: per GPU, |median over records of (probed / control median - 1)| <= 3%
+
+
+def step_criteria(section: dict) -> dict:
+    """B1 (decode rows of both GPUs pooled: step-input median and P90 |err| <= plain's), B2 (no (gpu, bench) group
+    worse than plain + s21host's slack), B3 (groups meeting issue 13's targets: step-input >= plain), B4 (the probe
+    leaves the steps alone on each GPU), `adopt` (all four, an H100 group present)."""
+    plain, step = section["plain"]["by_gpu"], section["step_input"]["by_gpu"]
+    groups = sorted(set(plain) & set(step))
+    rows = [r for r in section["step_input"]["rows"] if r["bench"] == "decode"]
+    plain_rows = {(r["gpu"], r["model"], r["batch"], r["prompt_len"]): r for r in section["plain"]["rows"]
+                  if r["bench"] == "decode"}
+    pairs = [(abs(plain_rows[k]["rel_error"]), abs(r["step_rel_error"])) for r in rows
+             if (k := (r["gpu"], r["model"], r["batch"], r["prompt_len"])) in plain_rows and np.isfinite(r["step_rel_error"])]
+    b1 = bool(pairs) and all(np.percentile([p[1] for p in pairs], q) <= np.percentile([p[0] for p in pairs], q)
+                             for q in (50, 90))
+    b2 = bool(groups) and all(step[g]["median_abs_rel_error"] <= plain[g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
+                              and step[g]["p90_abs_rel_error"] <= plain[g]["p90_abs_rel_error"] + HOST_P90_SLACK
+                              for g in groups)
+    met_step = sum(step[g]["meets_target"] for g in groups)
+    met_plain = sum(plain[g]["meets_target"] for g in groups)
+    b3 = bool(groups) and met_step >= met_plain
+    effects = {}
+    for r in section["step_input"]["rows"]:
+        effects.setdefault(r["gpu"], []).append(r["probe_effect"])
+    effect_by_gpu = {gpu: float(np.nanmedian(v)) for gpu, v in effects.items()}
+    b4 = bool(effect_by_gpu) and all(abs(v) <= PROBE_EFFECT_LIMIT for v in effect_by_gpu.values())
+    has_h100 = any(g.startswith("h100") for g in groups)
+    return {"groups": groups, "B1": b1, "B2": bool(b2), "B3": bool(b3), "B4": bool(b4), "probe_effect": effect_by_gpu,
+            "met_step_input": int(met_step), "met_plain": int(met_plain), "adopt": bool(has_h100 and b1 and b2 and b3 and b4)}
+
+
+def format_step_table(section: dict) -> str:
+    """The plain twin's table, then the step-input twin's verdicts, ratios, the criteria and rows."""
+    lines = [format_table(section["plain"])]
+    step = section["step_input"]
+    head = (f"Pre-registered serve steps, step-input twin ({section['registration']}; each probed step at the run's "
+            f"fitting ratio x its own probe; ADOPT_STEP_HOST_INPUT {'on' if section['adopted'] else 'off'})")
+    if not step["by_gpu"]:
+        return "\n".join(lines + [head + ": no records yet"])
+    lines.append(head + ":")
+    for gpu, r in step["ratios"].items():
+        lines.append(f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median step probe {r['probe_launch_median_s'] * 1e6:.2f} us "
+                     f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+    for gpu, r in step["ratios"].items():
+        for k in r.get("decode_kernels", []):
+            lines.append(f"    {gpu} decode kernels {k['model']} b{k['batch']} p{k['prompt_len']}: profiler {k['kernels']:.0f}, "
+                         f"twin ops {k['twin_ops']}, aten ops {k['aten_ops']}")
+    for label, s in step["by_gpu"].items():
+        lines.append(f"  prereg {label} (step-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
+                     f"{'met' if s['meets_target'] else 'MISSED'}); probe effect median {s['probe_effect_median']:+.1%}")
+    c = step_criteria(section)
+    lines.append(f"  rule s21host2: B1 {c['B1']}, B2 {c['B2']}, B3 {c['B3']}, B4 {c['B4']} (groups met: step-input "
+                 f"{c['met_step_input']}, plain {c['met_plain']}) -> {'adopt' if c['adopt'] else 'not adopted'}")
+    for r in step["rows"]:
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
+                     f"{r['measured_s'] * 1e3:.2f} ms (probe effect {r['probe_effect']:+.1%}, rank corr "
+                     f"{r['probe_step_rank_corr']:+.2f}), host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
+                     f"predicted {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid"])
@@ -543,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     reg = REGISTRATIONS[args.registration]
     if args.action == "write-host-grid":
         df = write_host_grid(allow_dirty=args.allow_dirty, reg=reg)
-        print(f"{len(df)} grid rows written to {S21HOST_GRID_FILE}")
+        print(f"{len(df)} grid rows written to {GRID_FILES[reg.name][0]}")
         return 0
     if args.action in ("write", "write-ep"):
         ep = args.action == "write-ep"
@@ -555,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if reg.name in (S21HOST.name, S21HOST_REPEAT.name):
         print(format_host_table(host_section(reg=reg)))
+        return 0
+    if reg.name in (S21HOST2.name, S21HOST2_REPEAT.name):
+        print(format_step_table(step_section(reg=reg)))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0

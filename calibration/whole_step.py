@@ -506,6 +506,12 @@ def decode_cache_lens(prompt_len: int, gen_len: int) -> range:
 # the host that ran it (`infer_host_s_per_kernel`: calibration/host_input.py, from the launch probe
 # taken right before the record) is predicted at it instead of the profile's rate
 ADOPT_HOST_INPUT = False
+# (s21host2, docs/notes/s21host2_rule.md) a prefill or decode row carrying the host time per kernel of its own
+# probed steps (`step_infer_host_s_per_kernel`: calibration/step_host.py, the run's fitting ratio x the median
+# of the probes taken right before each of its timed steps) is predicted at it instead of the profile's rate.
+# Adopted by the rule (s21host2 cold H100 + H200: B1-B5 hold; decode pooled median 47.9% -> 9.0%); only rows
+# carrying that column move (none outside calibration/measurements/<gpu>/s21host2*)
+ADOPT_STEP_HOST_INPUT = True
 
 
 def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
@@ -513,6 +519,8 @@ def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
     b = row["bench"]
     if ADOPT_HOST_INPUT and b in ("prefill", "decode"):
         profile = with_infer_host_s(profile, float(row.get("infer_host_s_per_kernel", float("nan")) or float("nan")))
+    if ADOPT_STEP_HOST_INPUT and b in ("prefill", "decode"):
+        profile = with_infer_host_s(profile, float(row.get("step_infer_host_s_per_kernel", float("nan")) or float("nan")))
     spec = get_model(row["model"])
     B = int(row["batch"])
     if b == "train_step":

@@ -73,15 +73,19 @@ def mla_layer_case(model: str, batch: int, seq: int, dev):
     gx = torch.randn(batch, seq, spec.hidden_size, device=dev, dtype=torch.bfloat16)
     return mla, cos, sin, x, gx
 
-def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, profiled: bool = True) -> dict:
+def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, profiled: bool = True,
+                  before_rep=None) -> dict:
     """Host seconds, event seconds, kernels, kernel seconds and aten ops of fn(setup()); with
-    profiled False no profiler run (kernels 0, kernel_s NaN): a quick probe whose kernels are known."""
+    profiled False no profiler run (kernels 0, kernel_s NaN): a quick probe whose kernels are known.
+    `before_rep()` (s21host2: a host probe, returning its seconds per launch): called right before each
+    timed repetition, on the idle device; each repetition is then kept (`rep_steps`)."""
     for _ in range(warmup):
         fn(setup())
-    host, wall = [], []
-    for _ in range(reps):
+    host, wall, rep_steps = [], [], []
+    for i in range(reps):
         state = setup()
         synchronize(dev)
+        probe_s = before_rep() if before_rep is not None else None
         if dev.type == "cuda":
             e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             e0.record()
@@ -95,6 +99,9 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
         else:
             wall.append(t1 - t0)
         host.append(t1 - t0)
+        if probe_s is not None:
+            rep_steps.append({"step": i, "block": "probed", "host_probe_launch_s": probe_s, "step_s": wall[-1],
+                              "host_s": host[-1]})
     kernels, kernel_s, per_kernel = 0.0, float("nan"), {}
     if dev.type == "cuda" and profiled:
         ev = []
@@ -120,12 +127,16 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
     return {"host_s": statistics.median(host), "time_s": statistics.median(wall), "time_p10_s": q[0],
             "time_p90_s": q[-1], "reps": reps, "timing": "per_rep_events" if dev.type == "cuda" else "host_clock",
             "kernels": kernels, "kernel_s": kernel_s, "aten_ops": counter.n, "aten_views": counter.views,
-            "per_kernel": {k: (n / KERNEL_REPS, t / KERNEL_REPS) for k, (n, t) in per_kernel.items()}}
+            "per_kernel": {k: (n / KERNEL_REPS, t / KERNEL_REPS) for k, (n, t) in per_kernel.items()},
+            **({"rep_steps": rep_steps} if before_rep is not None else {})}
 
 
-def _row(rec, timer, config: str, phase: str, prec, split: str, r: dict, **shape):
+def _row(rec, timer, config: str, phase: str, prec, split: str, r: dict, rep_rows=None, **shape):
     r = dict(r)
     per_kernel = r.pop("per_kernel", {})
+    rep_steps = r.pop("rep_steps", [])
+    if rep_rows is not None and rep_steps:
+        rep_rows(rec, rep_steps, bench="host_dispatch", config=config, phase=phase, precision=prec.label)
     if phase.startswith("train_") or phase in ("prefill", "decode"):
         # whole-step phases: each kernel's calls and GPU time per call of the phase (step_kernels.csv,
         # the kernels.csv schema), so a step's time can be split by kernel class
@@ -178,10 +189,11 @@ LAYER_PHASES = ("fwd", "infer", "bwd")
 
 
 def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases, phases=LAYER_PHASES,
-                 probe=None) -> bool:
+                 probe=None, rep_rows=None) -> bool:
     """host_dispatch rows (`phases` of fwd, infer, bwd, in that order) of MoE and MLA layer cases;
     False when the deadline ended the section. `probe(rec, **key)`: called right before each row's
-    measurement with the row's key (real/bench/host_input.py: the host's speed beside each row)."""
+    measurement with the row's key (real/bench/host_input.py: the host's speed beside each row).
+    `rep_rows(rec, rep_steps, **key)`: writes a row's kept repetitions (real/bench/host_steps.py)."""
     g = torch.Generator().manual_seed(0)
     for _, name, E, T in moe_cases:
         if deadline.over():
@@ -203,7 +215,7 @@ def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases
             for phase in phases:
                 if probe is not None:
                     probe(rec, bench="host_dispatch", config=cfg, phase=phase, precision=prec.label)
-                _row(rec, timer, cfg, phase, prec, split, measure(*calls[phase], dev), **shape)
+                _row(rec, timer, cfg, phase, prec, split, measure(*calls[phase], dev), rep_rows=rep_rows, **shape)
         del moe, x, gy
         free_memory()
     for _, name, B, S in mla_cases:
@@ -221,7 +233,7 @@ def bench_layers(rec, timer, dev, deadline, measure, precs, moe_cases, mla_cases
             for phase in phases:
                 if probe is not None:
                     probe(rec, bench="host_dispatch", config=cfg, phase=phase, precision=prec.label)
-                _row(rec, timer, cfg, phase, prec, split, measure(*calls[phase], dev), **shape)
+                _row(rec, timer, cfg, phase, prec, split, measure(*calls[phase], dev), rep_rows=rep_rows, **shape)
         del mla, x, gx
         free_memory()
     return True

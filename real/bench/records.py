@@ -17,7 +17,7 @@ from pathlib import Path
 # NVML's energy counter advances in ~0.1 s steps: timed loops shorter than this leave power_w and
 # energy_j empty (real/bench/timing.py Timer)
 ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust
-NO_STAT_FAMILIES = ("expert_load", "host_probe")   # rows that time nothing themselves
+NO_STAT_FAMILIES = ("expert_load", "host_probe", "serve_steps", "serve_kernels")   # rows that time nothing themselves
 STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
@@ -47,6 +47,13 @@ SHAPE_COLS = {
     # lengths, precision) or a host_dispatch row (config, phase, precision): real/bench/whole_model.py probe_row
     "host_probe": ["bench", "model", "batch", "prompt_len", "gen_len", "config", "phase", "precision",
                    "probe_window_s", "host_probe_launch_s", "host_probe_launch_p50_s"],
+    # (s21host2) real/bench/host_steps.py: one row per timed step of a prefill/decode record or repetition of a
+    # host_dispatch row, with the probe taken right before it (block probed; NaN for a control step)
+    "serve_steps": ["bench", "model", "batch", "prompt_len", "gen_len", "config", "phase", "precision", "step",
+                    "block", "cache_len", "probe_window_s", "host_probe_launch_s", "step_s", "host_s"],
+    # (s21host2) the kernels (torch profiler) and non-view aten ops of one cached decode step after a record
+    "serve_kernels": ["bench", "model", "batch", "prompt_len", "gen_len", "precision", "cache_len", "kernels",
+                      "aten_ops"],
     "power": ["bench", "config", "precision"],
     "sustained": ["bench", "config", "precision", "phase", "window", "elapsed_s", "temperature_c"],
     # real/bench/duty_sweep.py (s14tt): a kernel run a fraction of the time at our power limit; duty_frac

@@ -133,6 +133,7 @@ def cmd_validate(args) -> int:
         result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
         result["prereg_s21host"] = prereg.host_section(records_root)   # s21host: serving with the host's speed an input
         result["fresh_s21ep2"] = ep_fresh.section(records_root)   # EP2 layers at shapes no earlier record held
+        result["prereg_s21host2"] = prereg.step_section(records_root)   # s21host2: each step beside its own probe
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -142,7 +143,8 @@ def cmd_validate(args) -> int:
               prereg.format_ep_table(result["prereg_s20epnew"]),
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
               prereg.format_table(result["prereg_s20gqa2"]), prereg.format_host_table(result["prereg_s21host"]),
-              ep_fresh.format_table(result["fresh_s21ep2"])]
+              ep_fresh.format_table(result["fresh_s21ep2"]),
+              prereg.format_step_table(result["prereg_s21host2"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
