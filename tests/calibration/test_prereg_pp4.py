@@ -1,0 +1,85 @@
+"""calibration.prereg_pp4 (session s21pp4): four-GPU pipeline steps (PP4, PP2 x EP2) of the new MoE
+slices, pre-registered through the path `twin validate` prices the committed four-GPU pipeline_step rows with."""
+
+import pandas as pd
+import pytest
+
+from calibration import pipeline as pipe
+from calibration import prereg, prereg_pp4
+from calibration import records as rec
+from calibration.validate import load_fitted_profile
+from calibration.whole_step import with_measured_collectives
+
+
+def test_case_rows_cover_both_gpus_every_model_layout_schedule_and_count():
+    rows = prereg_pp4.case_rows()
+    per_model = sum(len(c) for c in prereg_pp4.MICROBATCHES.values()) * len(prereg_pp4.SCHEDULES)
+    assert len(rows) == 2 * len(prereg_pp4.CASES) * per_model == 72
+    assert {(r["pp"], r["ep"], r["dp"], r["num_gpus"], r["bench"]) for r in rows} == {
+        (4, 1, 1, 4, "pipeline_step"), (2, 2, 2, 4, "pipeline_step")}
+    assert {(r["pp"], r["num_microbatches"]) for r in rows} == {(4, 8), (4, 16), (2, 4)}
+    assert {r["schedule"] for r in rows} == {"1f1b", "zb1p", "dualpipev", "dualpipe"}
+
+
+def test_predictions_are_validations_price_of_the_committed_four_gpu_steps():
+    """prereg.predict_ep with num_gpus 4 on the committed v2-lite-slice pipeline_step rows of h200x4
+    (pp 2 x ep 2, every schedule) gives the step and each pipeline rank's idle that `twin validate`
+    (pipeline.predict_folder) predicts for them: the new slices and layouts take the same path."""
+    gpu = "h200"
+    folder = rec.MEASUREMENTS_DIR / f"{gpu}x4"
+    profile = load_fitted_profile(gpu, rec.load_records(gpu))[0]
+    cases = [c for c in pipe.predict_folder(folder, gpu, with_measured_collectives(profile, folder))
+             if c["row"]["bench"] == "pipeline_step"]
+    assert len(cases) == 12 and {c["row"]["schedule"] for c in cases} == set(prereg_pp4.SCHEDULES)
+    got = prereg_pp4.predict([{**c["row"].to_dict(), "gpu": gpu} for c in cases])
+    assert got["predicted_s"].tolist() == pytest.approx([c["predicted_s"] for c in cases], rel=1e-12)
+    for r in (0, 1):
+        assert got[f"predicted_idle_r{r}_s"].tolist() == pytest.approx(
+            [c["idle_simulated_s"][r] for c in cases], rel=1e-12, abs=1e-15)
+
+
+def _ops(schedule, pp, ep, n, rep, step_s, busy_s):
+    """pipeline_ops rows of one timed step: each rank one forward spanning busy_s[rank], the step's
+    span step_s (a send on rank 0 reaching the end)."""
+    base = {"model": "mixtral-mla-slice", "schedule": schedule, "pp": pp, "ep": ep, "num_microbatches": n,
+            "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16", "rep": rep}
+    rows = [{**base, "rank": r, "kind": "F", "start_s": 0.0, "end_s": b} for r, b in enumerate(busy_s)]
+    return rows + [{**base, "rank": 0, "kind": "send", "start_s": 0.0, "end_s": step_s}]
+
+
+def test_section_reads_steps_idle_by_pipeline_rank_and_ranking(tmp_path):
+    """Two pp2ep2 schedules' records in <root>/h200x4/s21pp4/<model>/ (four ranks: global rank r is
+    pipeline rank r % 2): 1f1b measured 0.30 s (4 steps), zb1p 0.28 s; predictions +4.5% and -4.5%;
+    the pair resolved (4 against 4, all apart: p 0.029) and ordered as measured. 1f1b's idle: ranks 0
+    and 2 measured 0.10 against pipeline rank 0's predicted 0.10 (within), ranks 1 and 3 0.02
+    against 0.05 (outside 10% and 1% of the step)."""
+    key = {"gpu": "h200", "model": "mixtral-mla-slice", "pp": 2, "ep": 2, "num_layers": 8, "num_microbatches": 4}
+    preds = tmp_path / "p.csv"
+    pd.DataFrame([{**key, "schedule": "1f1b", "predicted_s": 0.3135, "predicted_idle_r0_s": 0.10,
+                   "predicted_idle_r1_s": 0.05, "code_commit": "a" * 40},
+                  {**key, "schedule": "zb1p", "predicted_s": 0.2674, "predicted_idle_r0_s": 0.08,
+                   "predicted_idle_r1_s": 0.0, "code_commit": "a" * 40}]).to_csv(preds, index=False)
+    d = tmp_path / "h200x4" / "s21pp4" / "mixtral-mla-slice"
+    d.mkdir(parents=True)
+    steps, ops = [], []
+    for sched, t in (("1f1b", 0.30), ("zb1p", 0.28)):
+        steps.append({"bench": "pipeline_step", "model": "mixtral-mla-slice", "schedule": sched, "pp": 2, "ep": 2,
+                      "num_microbatches": 4, "micro_batch_seqs": 1, "seq_len": 4096, "precision": "bf16",
+                      "num_layers": 8, "time_s": t, "gpu_name": "NVIDIA H200"})
+        for rep in range(4):
+            s = t + 0.001 * rep
+            ops += _ops(sched, 2, 2, 4, rep, s, (s - 0.10, s - 0.02, s - 0.10, s - 0.02))
+    pd.DataFrame(steps).to_csv(d / "pipeline_step.csv", index=False)
+    pd.DataFrame(ops).to_csv(d / "pipeline_ops.csv", index=False)
+    sec = prereg_pp4.section(tmp_path, preds)
+    assert sec["by_gpu"]["h200"]["num_cases"] == 2 and set(sec["by_layout"]) == {"h200 pp2ep2"}
+    assert sorted(round(r["rel_error"], 6) for r in sec["rows"]) == [-0.045, 0.045]
+    (pair,) = sec["ranking"]
+    assert pair["resolved"] and pair["ordered"] and pair["p"] == pytest.approx(2 / 70) and pair["layout"] == "pp2ep2"
+    f1b = {i["rank"]: i["within"] for i in sec["idle"] if i["schedule"] == "1f1b"}
+    assert f1b == {0: True, 1: False, 2: True, 3: False}
+    assert prereg_pp4.judgement(sec) == {"h200": {"steps": True, "ranking": True, "idle": False}}
+    text = prereg_pp4.format_table(sec)
+    assert "prereg-pp4 h200x4: 2 rows, median |err| 4.5%, P90 4.5% (target 5% / 10%: met)" in text
+    assert "1 of 1 pairs resolved" in text and "idle h200x4: 2 of 8 rank-rows within" in text
+    assert prereg_pp4.format_table(prereg_pp4.section(tmp_path / "none", preds)).endswith("no records yet")
