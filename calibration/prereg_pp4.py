@@ -210,12 +210,12 @@ def format_table(sec: dict) -> str:
                              f"P90 {t['p90_abs_rel_error']:.1%}")
         pairs = [p for p in sec["ranking"] if p["gpu"] == gpu]
         resolved = [p for p in pairs if p["resolved"]]
-        lines.append(f"  ranking {gpu}x4: {len(resolved)} of {len(pairs)} pairs resolved (p < {RANKING_ALPHA}), "
+        lines.append(f"  prereg-pp4 ranking {gpu}x4: {len(resolved)} of {len(pairs)} pairs resolved (p < {RANKING_ALPHA}), "
                      f"{sum(p['ordered'] for p in resolved)} ordered as measured "
                      f"({'met' if verdict[gpu]['ranking'] else 'MISSED'}); all pairs ordered as measured: "
                      f"{sum(p['ordered'] for p in pairs)}")
         idle = [i for i in sec["idle"] if i["gpu"] == gpu]
-        lines.append(f"  idle {gpu}x4: {sum(i['within'] for i in idle)} of {len(idle)} rank-rows within "
+        lines.append(f"  prereg-pp4 idle {gpu}x4: {sum(i['within'] for i in idle)} of {len(idle)} rank-rows within "
                      f"{IDLE_TOL:.0%} or {IDLE_FLOOR_OF_STEP:.0%} of the step "
                      f"({'met' if verdict[gpu]['idle'] else 'MISSED'}; 4 timed steps a configuration)")
     for r in sec["rows"]:

@@ -81,5 +81,20 @@ def test_section_reads_steps_idle_by_pipeline_rank_and_ranking(tmp_path):
     assert prereg_pp4.judgement(sec) == {"h200": {"steps": True, "ranking": True, "idle": False}}
     text = prereg_pp4.format_table(sec)
     assert "prereg-pp4 h200x4: 2 rows, median |err| 4.5%, P90 4.5% (target 5% / 10%: met)" in text
-    assert "1 of 1 pairs resolved" in text and "idle h200x4: 2 of 8 rank-rows within" in text
+    assert "1 of 1 pairs resolved" in text and "prereg-pp4 idle h200x4: 2 of 8 rank-rows within" in text
     assert prereg_pp4.format_table(prereg_pp4.section(tmp_path / "none", preds)).endswith("no records yet")
+
+
+def test_committed_predictions_name_their_commit_and_cover_the_cases():
+    df = prereg.load_predictions(prereg_pp4.PREDICTIONS_FILE)
+    got = sorted(tuple(r) for r in df[prereg_pp4.KEY].itertuples(index=False))
+    want = sorted(tuple(r[k] for k in prereg_pp4.KEY) for r in prereg_pp4.case_rows())
+    assert got == want
+    assert df["code_commit"].nunique() == 1 and len(df["code_commit"].iloc[0]) == 40
+    assert (df["predicted_s"] > 0).all()
+    # pp4 rows carry four pipeline ranks' idle, pp2ep2 rows two
+    pp4 = df[df["pp"] == 4]
+    assert pp4[[f"predicted_idle_r{r}_s" for r in range(4)]].notna().all().all()
+    assert df[df["pp"] == 2][["predicted_idle_r2_s", "predicted_idle_r3_s"]].isna().all().all()
+    for _, sub in pp4.groupby(["gpu", "model", "schedule"]):   # more micro-batches, more seconds
+        assert sub.sort_values("num_microbatches")["predicted_s"].is_monotonic_increasing

@@ -80,7 +80,7 @@ def profile_from_json_file(path: Path):
 
 def cmd_validate(args) -> int:
 
-    from calibration import prereg, prereg_pp, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import prereg, prereg_pp, prereg_pp4, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
@@ -123,6 +123,7 @@ def cmd_validate(args) -> int:
         result["prereg_s20new2"] = prereg.validate_section(records_root, reg=prereg.S20NEW2)
         result["prereg_s20ppnew"] = prereg_pp.section(records_root)   # the same slices' PP2 steps, each schedule
         result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
+        result["prereg_s21pp4"] = prereg_pp4.section(records_root)   # the same slices on four GPUs: pp4, pp2ep2
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -131,7 +132,7 @@ def cmd_validate(args) -> int:
               prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"]),
               prereg.format_ep_table(result["prereg_s20epnew"]),
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
-              prereg.format_table(result["prereg_s20gqa2"])]
+              prereg.format_table(result["prereg_s20gqa2"]), prereg_pp4.format_table(result["prereg_s21pp4"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
@@ -154,7 +155,8 @@ def _headline(tables: list[str]) -> str:
     NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the 4-GPU ranking judgement, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
     and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
-            "DeepSeek prefill profile", "ranking ", "Pre-registered ", "  prereg ", "  prereg-ep ", "  prereg-pp ")
+            "DeepSeek prefill profile", "ranking ", "Pre-registered ", "  prereg ", "  prereg-ep ", "  prereg-pp ",
+            "  prereg-pp4 ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
