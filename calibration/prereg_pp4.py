@@ -48,6 +48,9 @@ from calibration.records_io import csv_exists, glob_csv, read_csv
 
 PREDICTIONS_FILE = prereg.PREREG_DIR / "s21pp4_predictions.csv"
 RECORDS_SUBDIR = "s21pp4"   # calibration/measurements/<gpu>x4/s21pp4/<model>/pipeline_step.csv
+# the second delivery of the pp2ep2 rows (real/campaigns/s21pp4b.sh; docs/notes/s21pp4_rule.md addendum A),
+# judged on its own against the same predictions
+SECOND_SUBDIR = "s21pp4b"
 NUM_GPUS = 4
 # (model, num_layers): real/campaigns/s21pp4.sh's MODELS, in its order (a test holds them equal).
 # 8 layers each: DualPipeV cuts pp 4 into 8 model stages (one layer each)
@@ -98,12 +101,12 @@ def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFr
     return df
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def measured(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
     """The campaign's pipeline_step rows with each global rank's measured idle (median over its timed
     steps) and the timed steps' times, from every four-GPU folder that has them (one subfolder a model)."""
     out = []
     for gpu in prereg.GPUS:
-        for path in glob_csv(Path(root) / f"{gpu}x{NUM_GPUS}" / RECORDS_SUBDIR, "*/pipeline_step.csv"):
+        for path in glob_csv(Path(root) / f"{gpu}x{NUM_GPUS}" / subdir, "*/pipeline_step.csv"):
             steps = read_csv(path)
             ops_path = Path(path).parent / "pipeline_ops.csv"
             ops = read_csv(ops_path) if csv_exists(ops_path) else pd.DataFrame()
@@ -157,15 +160,18 @@ def _summary(rel_errors: np.ndarray) -> dict:
             "meets_target": bool(median <= prereg.MEDIAN_TARGET and p90 <= prereg.P90_TARGET)}
 
 
-def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
-    """The committed predictions beside the records under `root`: per-row step error; per GPU (and per
-    GPU and layout) the median / P90 against issue 13's target; each rank's idle; the schedules' ranking."""
-    empty = {"predictions_commit": None, "by_gpu": {}, "by_layout": {}, "rows": [], "idle": [], "ranking": []}
+def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE,
+            subdir: str = RECORDS_SUBDIR) -> dict:
+    """The committed predictions beside the records under `root` (the delivery in `subdir`): per-row
+    step error; per GPU (and per GPU and layout) the median / P90 against issue 13's target; each
+    rank's idle; the schedules' ranking."""
+    empty = {"delivery": subdir, "predictions_commit": None, "by_gpu": {}, "by_layout": {}, "rows": [], "idle": [],
+             "ranking": []}
     if not csv_exists(path):
         return empty
     preds = read_csv(path)
     empty["predictions_commit"] = str(preds["code_commit"].iloc[0])
-    meas = measured(root)
+    meas = measured(root, subdir)
     if meas.empty:
         return empty
     idle_cols = [c for c in preds.columns if c.startswith("predicted_idle")]
@@ -176,7 +182,8 @@ def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FI
     by_gpu = {gpu: _summary(sub["rel_error"].to_numpy()) for gpu, sub in full.groupby("gpu")}
     by_layout = {f"{gpu} {layout_name(int(pp), int(ep))}": _summary(sub["rel_error"].to_numpy())
                  for (gpu, pp, ep), sub in full.groupby(["gpu", "pp", "ep"])}
-    return {"predictions_commit": empty["predictions_commit"], "by_gpu": by_gpu, "by_layout": by_layout,
+    return {"delivery": subdir, "predictions_commit": empty["predictions_commit"], "by_gpu": by_gpu,
+            "by_layout": by_layout,
             "rows": full[KEY + ["time_s", "predicted_s", "rel_error"]].rename(columns={"time_s": "measured_s"})
             .to_dict("records"),
             "idle": idle_rows(full), "ranking": ranking(full)}
@@ -195,7 +202,7 @@ def judgement(sec: dict) -> dict:
 
 def format_table(sec: dict) -> str:
     commit = (sec["predictions_commit"] or "none")[:7]
-    head = f"Pre-registered four-GPU pipeline steps (s21pp4; predictions of {commit})"
+    head = f"Pre-registered four-GPU pipeline steps ({sec.get('delivery', RECORDS_SUBDIR)}; predictions of {commit})"
     if not sec["by_gpu"]:
         return head + ": no records yet"
     lines = [head + ":"]
@@ -239,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write(args.out, allow_dirty=args.allow_dirty).to_string(index=False))
         return 0
     print(format_table(section()))
+    print(format_table(section(subdir=SECOND_SUBDIR)))
     return 0
 
 

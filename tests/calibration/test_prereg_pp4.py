@@ -98,3 +98,38 @@ def test_committed_predictions_name_their_commit_and_cover_the_cases():
     assert df[df["pp"] == 2][["predicted_idle_r2_s", "predicted_idle_r3_s"]].isna().all().all()
     for _, sub in pp4.groupby(["gpu", "model", "schedule"]):   # more micro-batches, more seconds
         assert sub.sort_values("num_microbatches")["predicted_s"].is_monotonic_increasing
+
+
+def _first_delivery():
+    return prereg_pp4.section()
+
+
+def test_first_delivery_meets_issue13_pipeline_step_target():
+    """The first delivery's records (calibration/measurements/h200x4/s21pp4/, 4xH200, 19:16-19:19 UTC)
+    beside the predictions committed before it ran: 35 of the 36 h200 rows measured (qwen3moe's pp2ep2
+    dualpipe skipped for the bench's budget), median |error| 2.2%, P90 6.9%: issue 13's pipeline_step
+    target (5% / 10%) met (docs/notes/s21pp4_rule.md, judgement 1). PP4 alone 1.6% / 3.1% (24 rows)."""
+    sec = _first_delivery()
+    s = sec["by_gpu"]["h200"]
+    assert set(sec["by_gpu"]) == {"h200"} and s["num_cases"] == 35
+    assert s["meets_target"], s
+    assert sec["by_layout"]["h200 pp4"]["num_cases"] == 24 and sec["by_layout"]["h200 pp4"]["meets_target"]
+    assert set(prereg_pp4.measured()["gpu_name"]) == {"NVIDIA H200"}
+
+
+@pytest.mark.xfail(strict=True, reason="s21pp4 first delivery, 4xH200: 37 of 51 schedule pairs resolved, 2 "
+                   "misordered (qwen2moe pp4 n16 dualpipev/zb1p: measured zb1p 673.0 < dualpipev 680.7 ms, "
+                   "predicted 683.3 > 676.2; qwen3moe pp2ep2 n4 1f1b/zb1p: measured 1f1b 350.3 < zb1p 358.6 ms, "
+                   "predicted 318.3 > 286.2): the ranking target (no resolved pair misordered) is missed")
+def test_first_delivery_orders_every_resolved_schedule_pair_as_measured():
+    resolved = [p for p in _first_delivery()["ranking"] if p["resolved"]]
+    assert resolved and all(p["ordered"] for p in resolved), [p for p in resolved if not p["ordered"]]
+
+
+@pytest.mark.xfail(strict=True, reason="s21pp4 first delivery, 4xH200: 107 of 140 rank-rows within 10% of the "
+                   "measured idle or 1% of the step (pp4 85 of 96, pp2ep2 22 of 44); the twin's idle is short "
+                   "where its step is (mixtral pp4 dualpipev n16 ranks 1-3 ~111 vs 145-149 ms; qwen3moe pp2ep2 "
+                   "zb1p ranks 0, 2 88 vs 131 ms): the idle target (every rank-row within) is missed")
+def test_first_delivery_predicts_every_ranks_idle():
+    idle = _first_delivery()["idle"]
+    assert idle and all(i["within"] for i in idle), sum(i["within"] for i in idle)

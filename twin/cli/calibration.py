@@ -124,6 +124,7 @@ def cmd_validate(args) -> int:
         result["prereg_s20ppnew"] = prereg_pp.section(records_root)   # the same slices' PP2 steps, each schedule
         result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
         result["prereg_s21pp4"] = prereg_pp4.section(records_root)   # the same slices on four GPUs: pp4, pp2ep2
+        result["prereg_s21pp4b"] = prereg_pp4.section(records_root, subdir=prereg_pp4.SECOND_SUBDIR)   # pp2ep2 again
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -132,7 +133,8 @@ def cmd_validate(args) -> int:
               prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"]),
               prereg.format_ep_table(result["prereg_s20epnew"]),
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
-              prereg.format_table(result["prereg_s20gqa2"]), prereg_pp4.format_table(result["prereg_s21pp4"])]
+              prereg.format_table(result["prereg_s20gqa2"]), prereg_pp4.format_table(result["prereg_s21pp4"]),
+              prereg_pp4.format_table(result["prereg_s21pp4b"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
