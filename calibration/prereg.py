@@ -162,11 +162,12 @@ def ep_case_rows() -> list[dict]:
             for gpu in GPUS for model, layers in EP_CASES for n in EP_MICROBATCHES]
 
 
-def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
+def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2) -> tuple:
     """(profile, accumulate, host, hold_s) that calibration.pipeline.predict_folder gives the rows of the
     committed two-GPU folder `<gpu>x2` (the GPU's fitted profile with the folder's collectives, its
-    AccumulateGrad rates, its fitting split's host rates and EP host terms, its send hold)."""
-    folder = Path(root) / f"{gpu}x2"
+    AccumulateGrad rates, its fitting split's host rates and EP host terms, its send hold); with
+    `num_gpus` 4, of the four-GPU folder `<gpu>x4` (s21pp4)."""
+    folder = Path(root) / f"{gpu}x{num_gpus}"
     base = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
     profile, accumulate, gap_s = pipe.host_inputs(folder, gpu, base)
     host = pipe.measured_host_s(folder, gpu, profile, accumulate, gap_s)
@@ -175,18 +176,18 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> tuple:
     return profile, accumulate, host, hold_s
 
 
-def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2) -> pd.DataFrame:
     """The twin's seconds for each two-GPU step row (ep_step, or a pipeline_step row whose pp and
     schedule simulate_row reads: s20ppnew), as predict_folder prices a row of `<gpu>x2` (no routing
     records: the run's own routing is not known before it runs, and ADOPT_EP_ROUTED_ROWS is off),
     with each simulated rank's idle seconds (predicted_idle_r<rank>_s, as predict_folder's
-    idle_simulated_s)."""
+    idle_simulated_s); `num_gpus` 4: four-GPU rows priced as a row of `<gpu>x4` (s21pp4)."""
     inputs = {}
     out = []
     for r in rows:
         gpu = r["gpu"]
         if gpu not in inputs:
-            inputs[gpu] = two_gpu_inputs(gpu, root)
+            inputs[gpu] = two_gpu_inputs(gpu, root, num_gpus)
         profile, accumulate, host, hold_s = inputs[gpu]
         row = pd.Series(r)
         result, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None,

@@ -101,6 +101,17 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def layout_counts(text: str) -> dict[tuple[int, int], list[int]]:
+    """'pp4=8/16,pp2ep2=4' -> {(4, 1): [8, 16], (2, 2): [4]} (--layout-microbatches)."""
+    out = {}
+    for item in (x for x in text.split(",") if x):
+        layout, _, counts = item.partition("=")
+        if not counts:
+            raise SystemExit(f"--layout-microbatches: {item!r} is not like pp2ep2=4 or pp4=8/16")
+        out[parse_layout(layout)] = [int(c) for c in counts.split("/") if c]
+    return out
+
+
 def timed_reps(step_s: float, left_s: float, min_time_s: float, reps_min: int, reps_max: int,
                whole: bool = False) -> int:
     """How many steps to time after the warm-up (step_s a warm step): enough for `min_time_s`,
@@ -526,6 +537,9 @@ def main(argv=None) -> int:
     ap.add_argument("--schedules", default="1f1b,zb1p,dualpipev,dualpipe")
     ap.add_argument("--microbatches", default="4,8,16", help="counts for pipeline layouts")
     ap.add_argument("--ep-microbatches", default="1,2,4", help="counts for pp=1 layouts")
+    ap.add_argument("--layout-microbatches", default="",
+                    help="per-layout counts that replace --microbatches / --ep-microbatches for that layout, "
+                         "e.g. 'pp2ep2=4' or 'pp4=8/16,pp2ep2=4' (s21pp4: the deeper layout at more counts)")
     ap.add_argument("--holdout", default="8", help="micro-batch counts whose pipeline rows are split=holdout")
     ap.add_argument("--ep-holdout", default="2", help="the same for pp=1 layouts")
     ap.add_argument("--trace-microbatches", type=int, default=8, help="the count whose median step is traced")
@@ -558,10 +572,11 @@ def main(argv=None) -> int:
     if args.interleave and (args.sgd_lr is not None or args.host_marks != "off"):
         raise SystemExit("--interleave: steps must leave the weights as they are and run unmarked "
                          "(no --sgd-lr, --host-marks off)")
-    if args.tiny:
-        args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", 4, 16, 2
+    if args.tiny:   # an explicit --num-layers stays (pp4 under DualPipeV needs 8 model stages)
+        args.model, args.num_layers, args.seq_len, args.mb_seqs = "tiny", args.num_layers or 4, 16, 2
     t_start = time.perf_counter()
     layouts = [parse_layout(x) for x in args.layouts.split(",") if x]
+    counts_by_layout = layout_counts(args.layout_microbatches)
     modes = [m for m in args.host_marks.split(",") if m]
     bad = [m for m in modes if m not in HOST_MARK_MODES]
     if bad or not modes or len(set(modes)) < len(modes):
@@ -589,7 +604,7 @@ def main(argv=None) -> int:
             log(f"skip layout pp{pp}ep{ep}: does not fit {world} ranks")
             continue
         schedules = args.schedules.split(",") if pp > 1 else ["1f1b"]
-        counts = _ints(args.microbatches) if pp > 1 else _ints(args.ep_microbatches)
+        counts = counts_by_layout.get((pp, ep)) or (_ints(args.microbatches) if pp > 1 else _ints(args.ep_microbatches))
         flows = set()  # the point-to-point flows these schedules use: one communicator each
         for name in schedules:
             for n in counts:

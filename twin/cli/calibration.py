@@ -88,7 +88,7 @@ def profile_from_json_file(path: Path):
 
 def cmd_validate(args) -> int:
 
-    from calibration import ep_fresh, prereg, prereg_pp, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import ep_fresh, prereg, prereg_pp, prereg_pp4, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
@@ -134,6 +134,8 @@ def cmd_validate(args) -> int:
         result["prereg_s21host"] = prereg.host_section(records_root)   # s21host: serving with the host's speed an input
         result["fresh_s21ep2"] = ep_fresh.section(records_root)   # EP2 layers at shapes no earlier record held
         result["prereg_s21host2"] = prereg.step_section(records_root)   # s21host2: each step beside its own probe
+        result["prereg_s21pp4"] = prereg_pp4.section(records_root)   # the same slices on four GPUs: pp4, pp2ep2
+        result["prereg_s21pp4b"] = prereg_pp4.section(records_root, subdir=prereg_pp4.SECOND_SUBDIR)   # pp2ep2 again
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -144,7 +146,9 @@ def cmd_validate(args) -> int:
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
               prereg.format_table(result["prereg_s20gqa2"]), prereg.format_host_table(result["prereg_s21host"]),
               ep_fresh.format_table(result["fresh_s21ep2"]),
-              prereg.format_step_table(result["prereg_s21host2"])]
+              prereg.format_step_table(result["prereg_s21host2"]),
+              prereg_pp4.format_table(result["prereg_s21pp4"]),
+              prereg_pp4.format_table(result["prereg_s21pp4b"])]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
@@ -168,7 +172,7 @@ def _headline(tables: list[str]) -> str:
     and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
             "DeepSeek prefill profile", "ranking ", "Pre-registered ", "  prereg ", "  prereg-ep ", "  prereg-pp ",
-            "EP2 layers at shapes", "  fresh-ep ")
+            "EP2 layers at shapes", "  fresh-ep ", "  prereg-pp4 ")
     lines, gpu = [], ""
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
