@@ -80,7 +80,7 @@ def profile_from_json_file(path: Path):
 
 def cmd_validate(args) -> int:
 
-    from calibration import prereg, prereg_pp, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import prereg, prereg_pp, prereg_serve, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
@@ -123,6 +123,7 @@ def cmd_validate(args) -> int:
         result["prereg_s20new2"] = prereg.validate_section(records_root, reg=prereg.S20NEW2)
         result["prereg_s20ppnew"] = prereg_pp.section(records_root)   # the same slices' PP2 steps, each schedule
         result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
+        result["prereg_s21srvnew"] = prereg_serve.validate_section(records_root)   # the MLA slices' load runs
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -131,7 +132,8 @@ def cmd_validate(args) -> int:
               prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"]),
               prereg.format_ep_table(result["prereg_s20epnew"]),
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
-              prereg.format_table(result["prereg_s20gqa2"])]
+              prereg.format_table(result["prereg_s20gqa2"]),
+              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"]))]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
