@@ -53,6 +53,7 @@ of the GPU folder: no engine fit and no serve_load validation folder reads it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import math
@@ -70,13 +71,14 @@ from calibration.records_io import csv_exists, read_csv
 from calibration.serve_host_speed import replay
 from calibration.serve_load_validation import (FIGURES, SPREAD_SEEDS, TARGETS, loadgen_figures, record_host_launch_s,
                                                scenario_for)
+from twin.serving import timing
 from twin.serving.simulate import simulate
 from twin.serving.timing import engine_spread, sharing_grids
 from twin.serving.workload import from_records
 
 NAME = "s21srvnew"
 PREDICTIONS_FILE = PREREG_DIR / f"{NAME}_predictions.csv"
-RECORDS_SUBDIR = NAME   # calibration/measurements/<gpu>/s21srvnew/<model short>/serve_*.csv
+RECORDS_SUBDIR = NAME   # calibration/measurements/<gpu>/s21srvnew/<model short>/serve_*.csv (each registration its name)
 GPUS = ("h100", "h200")
 # real/bench/device.py's gpu_name of the lent machines (only the catalog key is read from it: gpu_key)
 GPU_NAMES = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
@@ -117,8 +119,47 @@ def short(model: str) -> str:
     return model.split("-", 1)[0]
 
 
-def run_id(model: str, run: RunCase) -> str:
-    return f"n21-{short(model)}-{run.name}"
+def run_id(model: str, run: RunCase, prefix: str = "n21") -> str:
+    return f"{prefix}-{short(model)}-{run.name}"
+
+
+# the twin settings a registration predicts under: 'current' (the committed twin) and 'layer_scaled'
+# (twin.serving.timing.ADOPT_LAYER_SCALED_ENGINE on: docs/notes/s21srvnew2_rule.md)
+TWINS = {"current": False, "layer_scaled": True}
+
+
+@contextlib.contextmanager
+def twin_setting(name: str):
+    """The twin as registered under `name` (TWINS), restored after."""
+    saved = timing.ADOPT_LAYER_SCALED_ENGINE
+    timing.ADOPT_LAYER_SCALED_ENGINE = TWINS[name]
+    try:
+        yield
+    finally:
+        timing.ADOPT_LAYER_SCALED_ENGINE = saved
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """One registration: its name (the predictions file prereg/<name>_predictions.csv and the records'
+    subfolder <gpu>/<name>/), its runs, their names' prefix and the twin settings it predicts under."""
+
+    name: str
+    runs: tuple
+    prefix: str
+    twins: tuple = ("current",)
+
+    @property
+    def predictions_file(self) -> Path:
+        return PREREG_DIR / f"{self.name}_predictions.csv"
+
+
+S21 = Registration(NAME, RUNS, "n21")
+# s21srvnew2 (docs/notes/s21srvnew2_rule.md): the same configurations with fresh seeds (real/serve/plans.py
+# S21B_PLANS), predicted by the committed twin and with the engine's launch terms scaled by the model's layers
+S21B = Registration("s21srvnew2", tuple(dataclasses.replace(r, seed=r.seed + 10) for r in RUNS), "n21b",
+                    ("current", "layer_scaled"))
+REGISTRATIONS = {r.name: r for r in (S21, S21B)}
 
 
 # ---- the load generator's requests (real/serve/loadgen.py, repeated without torch) ----------------------
@@ -194,10 +235,11 @@ def closed_loop_count(sc, run: RunCase, start: int = 256) -> int:
         n *= 2
 
 
-def predict(gpu: str, model: str, run: RunCase, host_launch_s: float) -> dict:
+def predict(gpu: str, model: str, run: RunCase, host_launch_s: float, prefix: str = "n21") -> dict:
     """The twin's figures of one planned run (serve_load_validation.predict_run's median over SPREAD_SEEDS
     replays; a closed loop's request count found per replay) and the closed loop's median request count."""
-    sc = scenario_for(run_row(gpu, model, run, host_launch_s), engine=engine_table(gpu))
+    row = {**run_row(gpu, model, run, host_launch_s), "run_id": run_id(model, run, prefix)}
+    sc = scenario_for(row, engine=engine_table(gpu))
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs, counts = [], []
     arrival = None if run.arrival == "closed" else poisson_arrivals_s(run)
@@ -211,31 +253,35 @@ def predict(gpu: str, model: str, run: RunCase, host_launch_s: float) -> dict:
     return {**{k: float(np.median([f[k] for f in figs])) for k in FIGURES}, "num_requests": float(np.median(counts))}
 
 
-def case_rows() -> list[dict]:
-    """One row per (gpu, model, run, host input): the no-input prediction (0) and the probe grid."""
-    return [{"gpu": gpu, "model": model, "run_id": run_id(model, run), "host_launch_s": p}
-            for gpu in GPUS for model in MODELS for run in RUNS for p in (0.0, *PROBE_GRID_S)]
+def case_rows(reg: Registration = S21) -> list[dict]:
+    """One row per (twin setting, gpu, model, run, host input): the no-input prediction (0) and the probe grid."""
+    return [{"twin": twin, "gpu": gpu, "model": model, "run_id": run_id(model, run, reg.prefix), "host_launch_s": p}
+            for twin in reg.twins for gpu in GPUS for model in MODELS for run in reg.runs
+            for p in (0.0, *PROBE_GRID_S)]
 
 
-def predictions(rows: list[dict]) -> pd.DataFrame:
-    runs = {run_id(m, r): (m, r) for m in MODELS for r in RUNS}
+def predictions(rows: list[dict], reg: Registration = S21) -> pd.DataFrame:
+    runs = {run_id(m, r, reg.prefix): (m, r) for m in MODELS for r in reg.runs}
     out = []
     for row in rows:
         model, run = runs[row["run_id"]]
-        out.append({**row, **predict(row["gpu"], model, run, row["host_launch_s"])})
+        with twin_setting(row.get("twin", "current")):
+            out.append({**row, **predict(row["gpu"], model, run, row["host_launch_s"], reg.prefix)})
     return pd.DataFrame(out)
 
 
-def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False, rows: list[dict] | None = None) -> pd.DataFrame:
+def write(path: Path | None = None, allow_dirty: bool = False, rows: list[dict] | None = None,
+          reg: Registration = S21) -> pd.DataFrame:
     """Write the predictions file; refuses to overwrite one (a pre-registration is never redone) and to
     predict from uncommitted code."""
     repo = Path(__file__).resolve().parents[1]
+    path = reg.predictions_file if path is None else path
     if Path(path).exists():
         raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
     dirty = dirty_paths(repo)
     if dirty and not allow_dirty:
         raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predictions(case_rows() if rows is None else rows)
+    df = predictions(case_rows(reg) if rows is None else rows, reg)
     df["code_commit"] = git_commit()
     df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -254,12 +300,16 @@ def at_probe(grid: pd.DataFrame, p: float) -> tuple[dict, bool]:
     return {k: float(np.interp(math.log(p), x, g[k].to_numpy())) for k in FIGURES}, inside
 
 
-def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+def records_dir(root: Path | str, gpu: str, model: str, reg: Registration = S21) -> Path:
+    return Path(root) / gpu / reg.name / short(model)
+
+
+def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21) -> pd.DataFrame:
     """The campaign's serve_load rows of every GPU folder that has them, with the run's host probe."""
     frames = []
     for gpu in GPUS:
         for model in MODELS:
-            path = Path(root) / gpu / RECORDS_SUBDIR / short(model) / "serve_load.csv"
+            path = records_dir(root, gpu, model, reg) / "serve_load.csv"
             if csv_exists(path):
                 df = read_csv(path, dtype=str).fillna("")
                 df = df.assign(gpu=gpu, probe_s=[record_host_launch_s(r) for r in df.to_dict("records")])
@@ -268,35 +318,40 @@ def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
 
 
 def compare(preds: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
-    """Per measured run and variant ('host_input': the grid at the run's probe; 'no_input': the fit host's
-    row), every figure's measured, predicted, error and whether it meets its target."""
+    """Per measured run, twin setting and variant ('host_input': the grid at the run's probe; 'no_input':
+    the fit host's row), every figure's measured, predicted, error and whether it meets its target."""
+    if "twin" not in preds:
+        preds = preds.assign(twin="current")
     out = []
     for r in records.to_dict("records"):
-        mine = preds[(preds["gpu"] == r["gpu"]) & (preds["run_id"] == r["run_id"])]
-        if mine.empty:
-            continue
-        variants = {"no_input": (mine[mine["host_launch_s"] == 0].iloc[0].to_dict(), True)}
-        if r["probe_s"] > 0:
-            variants["host_input"] = at_probe(mine, r["probe_s"])
-        for variant, (pred, inside) in variants.items():
-            row = {"gpu": r["gpu"], "model": r["model"], "run_id": r["run_id"], "variant": variant,
-                   "probe_s": r["probe_s"], "probe_inside_grid": inside, "gpu_name": r.get("gpu_name", "")}
-            for k in FIGURES:
-                meas = float(r[k]) if r.get(k) not in (None, "") else math.nan
-                err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) else math.nan
-                row.update({f"{k}_measured": meas, f"{k}_predicted": float(pred[k]), f"{k}_rel_error": err,
-                            f"{k}_within_target": bool(math.isfinite(err) and abs(err) <= TARGETS[k])})
-            out.append(row)
+        for twin in preds["twin"].unique():
+            mine = preds[(preds["twin"] == twin) & (preds["gpu"] == r["gpu"]) & (preds["run_id"] == r["run_id"])]
+            if mine.empty:
+                continue
+            variants = {"no_input": (mine[mine["host_launch_s"] == 0].iloc[0].to_dict(), True)}
+            if r["probe_s"] > 0:
+                variants["host_input"] = at_probe(mine, r["probe_s"])
+            for variant, (pred, inside) in variants.items():
+                row = {"gpu": r["gpu"], "model": r["model"], "run_id": r["run_id"], "twin": twin, "variant": variant,
+                       "probe_s": r["probe_s"], "probe_inside_grid": inside, "gpu_name": r.get("gpu_name", "")}
+                for k in FIGURES:
+                    meas = float(r[k]) if r.get(k) not in (None, "") else math.nan
+                    err = pred[k] / meas - 1.0 if meas and math.isfinite(meas) else math.nan
+                    row.update({f"{k}_measured": meas, f"{k}_predicted": float(pred[k]), f"{k}_rel_error": err,
+                                f"{k}_within_target": bool(math.isfinite(err) and abs(err) <= TARGETS[k])})
+                out.append(row)
     return out
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Per GPU and variant: checks met of all, the median and P90 |error|, and per figure the runs within target."""
+    """Per GPU, twin setting and variant: checks met of all, the median and P90 |error|, and per figure the
+    runs within target (the label '<gpu> <variant>' for the committed twin, '<gpu> <variant> <twin>' else)."""
     out = {}
-    for key in sorted({(r["gpu"], r["variant"]) for r in rows}):
-        sub = [r for r in rows if (r["gpu"], r["variant"]) == key]
+    label = lambda r: " ".join([r["gpu"], r["variant"]] + ([r["twin"]] if r.get("twin", "current") != "current" else []))  # noqa: E731
+    for key in sorted({label(r) for r in rows}):
+        sub = [r for r in rows if label(r) == key]
         errs = np.array([abs(r[f"{k}_rel_error"]) for r in sub for k in FIGURES if math.isfinite(r[f"{k}_rel_error"])])
-        out[f"{key[0]} {key[1]}"] = {
+        out[key] = {
             "num_runs": len(sub), "checks": len(sub) * len(FIGURES),
             "checks_met": int(sum(r[f"{k}_within_target"] for r in sub for k in FIGURES)),
             "median_abs_rel_error": float(np.median(errs)) if errs.size else None,
@@ -305,35 +360,36 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def replay_recorded(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def replay_recorded(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21) -> list[dict]:
     """Diagnostic, not the registration: each recorded run replayed as the s13srv host-probe records are
     (calibration.serve_host_speed.replay with the host input: the recorded requests, the sizes its process's
     earlier runs recorded, the committed one-GPU table), by the code checked out now."""
     out = []
     for gpu in GPUS:
         for model in MODELS:
-            d = Path(root) / gpu / RECORDS_SUBDIR / short(model)
+            d = records_dir(root, gpu, model, reg)
             if csv_exists(d / "serve_load.csv") and csv_exists(d / "serve_iterations.csv"):
                 out.extend({**r, "model": model, "variant": "replay_recorded"} for r in replay(d, True, ("holdout",)))
     return out
 
 
-def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FILE) -> dict:
-    """`twin validate`'s prereg_s21srvnew part: the registered predictions beside the records (empty where
+def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None = None, reg: Registration = S21) -> dict:
+    """`twin validate`'s prereg_<name> part: the registered predictions beside the records (empty where
     either is missing)."""
+    path = reg.predictions_file if path is None else path
     if not csv_exists(path):
-        return {"registration": NAME, "predictions_commit": None, "summary": {}, "rows": []}
+        return {"registration": reg.name, "predictions_commit": None, "summary": {}, "rows": []}
     preds = read_csv(path)
-    recs = measured(root)
+    recs = measured(root, reg)
     rows = compare(preds, recs) if not recs.empty else []
-    diagnostic = replay_recorded(root) if rows else []
-    return {"registration": NAME, "predictions_commit": str(preds["code_commit"].iloc[0]), "primary": "host_input",
+    diagnostic = replay_recorded(root, reg) if rows else []
+    return {"registration": reg.name, "predictions_commit": str(preds["code_commit"].iloc[0]), "primary": "host_input",
             "summary": summarize(rows), "rows": rows, "diagnostic_summary": summarize(diagnostic),
             "diagnostic_rows": diagnostic}
 
 
 def format_section(section: dict) -> list[str]:
-    head = (f"Pre-registered serve load runs, models never served ({NAME}; predictions of "
+    head = (f"Pre-registered serve load runs, models never served ({section.get('registration', NAME)}; predictions of "
             f"{(section['predictions_commit'] or 'none')[:7]})")
     if not section["rows"]:
         return [head + ": no records yet"]
@@ -345,7 +401,7 @@ def format_section(section: dict) -> list[str]:
         lines.append(f"  (diagnostic, not registered) {name}: {s['checks_met']}/{s['checks']} checks, median |err| "
                      f"{s['median_abs_rel_error']:.1%}, P90 {s['p90_abs_rel_error']:.1%}")
     for r in section["rows"]:
-        if r["variant"] != "host_input":
+        if r["variant"] != "host_input" or r.get("twin", "current") != "current":
             continue
         figs = ", ".join(f"{k.removesuffix('_s')} {r[f'{k}_rel_error']:+.1%}{'' if r[f'{k}_within_target'] else '!'}"
                          for k in FIGURES)
@@ -356,12 +412,14 @@ def format_section(section: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg_serve", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["write", "compare"])
+    ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default=NAME)
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
+    reg = REGISTRATIONS[args.registration]
     if args.action == "write":
-        print(write(allow_dirty=args.allow_dirty).to_string(index=False))
+        print(write(allow_dirty=args.allow_dirty, reg=reg).to_string(index=False))
         return 0
-    print("\n".join(format_section(validate_section())))
+    print("\n".join(format_section(validate_section(reg=reg))))
     return 0
 
 

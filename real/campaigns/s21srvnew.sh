@@ -18,7 +18,8 @@
 # CPU dry run (the test suite does this): PYTHON=... S21_DEVICE=cpu S21_PLANS=tiny-new S21_PART_S=60
 set -u
 OUT=${1:?usage: real/campaigns/s21srvnew.sh OUTDIR}
-DIR="$OUT/s21srvnew"
+NAME=${S21_NAME:-s21srvnew}   # s21srvnew2.sh: the same parts with fresh seeds, into OUTDIR/s21srvnew2
+DIR="$OUT/$NAME"
 mkdir -p "$DIR"
 PY=${PYTHON:-python3}
 DEVICE=${S21_DEVICE:-auto}
@@ -34,10 +35,10 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 } > "$DIR/host.txt" 2>&1
 SECONDS=0
 {
-  echo "s21srvnew start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, plans $PLANS"
+  echo "$NAME start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, plans $PLANS"
   if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
     for plan in $PLANS; do
-      model=${plan#gpu1-new-}
+      model=${plan#gpu1-new-}; model=${model#gpu1-new2-}
       # no run starts after --budget-s; the hard timeout leaves the finished runs' rows
       CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
         --device "$DEVICE" --budget-s $((PART_S - 12)) --timing --host-probe
@@ -46,5 +47,5 @@ SECONDS=0
   else
     echo "skipped: no GPU"
   fi
-  echo "s21srvnew end $(date -u +%FT%TZ) after ${SECONDS} s"
+  echo "$NAME end $(date -u +%FT%TZ) after ${SECONDS} s"
 } 2>&1 | tee "$DIR/log.txt"

@@ -316,8 +316,8 @@ def s21_short(model: str) -> str:
 
 
 def _s21_plan(model: str, runs=_S21_RUNS, warm_tokens: int = S21_WARM_TOKENS, load_s: float = S21_LOAD_S,
-              drain_s: float = S21_DRAIN_S, base: "Plan | None" = None) -> "Plan":
-    named = tuple(dataclasses.replace(r, name=f"n21-{s21_short(model)}-{r.name}", split="holdout", pin="core",
+              drain_s: float = S21_DRAIN_S, base: "Plan | None" = None, prefix: str = "n21") -> "Plan":
+    named = tuple(dataclasses.replace(r, name=f"{prefix}-{s21_short(model)}-{r.name}", split="holdout", pin="core",
                                       load_s=load_s, max_duration_s=load_s + drain_s,
                                       warm_shapes=warm_tokens if k == 0 else 0)
                   for k, r in enumerate(runs))
@@ -325,6 +325,10 @@ def _s21_plan(model: str, runs=_S21_RUNS, warm_tokens: int = S21_WARM_TOKENS, lo
 
 
 S21_PLANS = {f"gpu1-new-{s21_short(m)}": _s21_plan(m) for m in S21_MODELS}
+# s21srvnew2: the same configurations with fresh seeds (fresh request streams), run names n21b-*: the records
+# that judge docs/notes/s21srvnew2_rule.md (the engine tables' launch terms scaled by the model's layers)
+_S21B_RUNS = tuple(dataclasses.replace(r, seed=r.seed + 10) for r in _S21_RUNS)
+S21B_PLANS = {f"gpu1-new2-{s21_short(m)}": _s21_plan(m, runs=_S21B_RUNS, prefix="n21b") for m in S21_MODELS}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -372,4 +376,4 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
-         **S21_PLANS, "tiny-new": TINY_NEW}
+         **S21_PLANS, **S21B_PLANS, "tiny-new": TINY_NEW}

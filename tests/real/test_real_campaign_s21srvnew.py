@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,12 +40,14 @@ def test_s21srvnew_campaign_cpu_dry_run_records_probed_warmed_runs(tmp_path):
     assert _read(d / "tiny-new" / "serve_iterations.csv")
 
 
-def test_new_model_plans_are_the_registered_runs():
+@pytest.mark.parametrize("plan_prefix,reg_name", [("gpu1-new-", "s21srvnew"), ("gpu1-new2-", "s21srvnew2")])
+def test_new_model_plans_are_the_registered_runs(plan_prefix, reg_name):
     from calibration import prereg_serve as ps
     from real.serve.plans import GPU1, PLANS, S21_MODELS, s21_short
+    reg = ps.REGISTRATIONS[reg_name]
     assert S21_MODELS == ps.MODELS
     for model in S21_MODELS:
-        plan = PLANS[f"gpu1-new-{s21_short(model)}"]
+        plan = PLANS[f"{plan_prefix}{s21_short(model)}"]
         assert plan.model == model
         assert (plan.page_size, plan.num_pages, plan.token_budget, plan.max_running, plan.max_context) == \
             (ps.ENGINE["page_size"], ps.ENGINE["num_pages"], ps.ENGINE["token_budget"], ps.ENGINE["max_running"],
@@ -51,6 +55,6 @@ def test_new_model_plans_are_the_registered_runs():
         assert plan.warmup == GPU1.warmup
         got = [(r.name, r.arrival, r.input_len, r.output_len, r.rate_per_s, r.concurrency, r.load_s, r.seed,
                 r.warm_shapes, r.split) for r in plan.runs]
-        want = [(ps.run_id(model, r), r.arrival, r.input_len, r.output_len, r.rate_per_s, r.concurrency, r.load_s,
-                 r.seed, ps.WARM_TOKENS if k == 0 else 0, "holdout") for k, r in enumerate(ps.RUNS)]
+        want = [(ps.run_id(model, r, reg.prefix), r.arrival, r.input_len, r.output_len, r.rate_per_s, r.concurrency,
+                 r.load_s, r.seed, ps.WARM_TOKENS if k == 0 else 0, "holdout") for k, r in enumerate(reg.runs)]
         assert got == want

@@ -124,6 +124,7 @@ def cmd_validate(args) -> int:
         result["prereg_s20ppnew"] = prereg_pp.section(records_root)   # the same slices' PP2 steps, each schedule
         result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
         result["prereg_s21srvnew"] = prereg_serve.validate_section(records_root)   # the MLA slices' load runs
+        result["prereg_s21srvnew2"] = prereg_serve.validate_section(records_root, reg=prereg_serve.S21B)   # fresh seeds
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -133,7 +134,8 @@ def cmd_validate(args) -> int:
               prereg.format_ep_table(result["prereg_s20epnew"]),
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
               prereg.format_table(result["prereg_s20gqa2"]),
-              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"]))]
+              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"])),
+              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew2"]))]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
