@@ -1,15 +1,18 @@
-"""The s21srvnew load runs (calibration/measurements/<gpu>/s21srvnew/) against the predictions registered before
-they ran (calibration/measurements/prereg/s21srvnew_predictions.csv), primary variant (the host-input twin at
-each run's probe): every figure within issue 15's target, each miss a strict xfail carrying its live figure
-(docs/notes/s21srvnew.md)."""
+"""The s21srvnew and s21srvnew2 load runs (calibration/measurements/<gpu>/<registration>/) against the predictions
+registered before they ran (calibration/measurements/prereg/<registration>_predictions.csv), primary variant (the
+host-input twin at each run's probe; s21srvnew2 under the twin setting in force, ADOPT_LAYER_SCALED_ENGINE): every
+figure within issue 15's target, each miss a strict xfail carrying its live figure (docs/notes/s21srvnew.md,
+s21srvnew2.md)."""
 
 import pytest
 
 from calibration import prereg_serve as ps
 from calibration.records_io import read_csv
 from calibration.serve_load_validation import FIGURES, TARGETS
+from twin.serving import timing
 
 # (gpu, run_id, figure) -> the live error (predicted / measured - 1) of a check the registration misses
+# (run ids carry the registration: n21-* s21srvnew, n21b-* s21srvnew2)
 MISSES: dict[tuple[str, str, str], str] = {
     ("h100", "n21-qwen3moe-poisson-r8-mid", "ttft_p99_s"): "-38.0%",
     ("h100", "n21-qwen3moe-closed-c16-mid", "output_tokens_per_s"): "+5.8%",
@@ -54,22 +57,24 @@ MISSES: dict[tuple[str, str, str], str] = {
 }
 
 
-def _rows():
-    recs = ps.measured()
+def _rows(reg):
+    recs = ps.measured(reg=reg)
     if recs.empty:
         return []
-    return [r for r in ps.compare(read_csv(ps.PREDICTIONS_FILE), recs) if r["variant"] == "host_input"]
+    twin = "layer_scaled" if timing.ADOPT_LAYER_SCALED_ENGINE and "layer_scaled" in reg.twins else "current"
+    return [r for r in ps.compare(read_csv(reg.predictions_file), recs) if r["variant"] == "host_input" and r["twin"] == twin]
 
 
-ROWS = _rows()
+ROWS = [r for reg in ps.REGISTRATIONS.values() for r in _rows(reg)]
 CASES = [(r["gpu"], r["run_id"], k) for r in ROWS for k in FIGURES]
 
 
-def test_every_registered_run_was_recorded_on_each_gpu_that_ran():
-    ran = {r["gpu"] for r in ROWS}
-    for gpu in ran:
-        assert sorted(r["run_id"] for r in ROWS if r["gpu"] == gpu) == \
-            sorted(ps.run_id(m, run) for m in ps.MODELS for run in ps.RUNS)
+@pytest.mark.parametrize("reg", ps.REGISTRATIONS.values(), ids=lambda r: r.name)
+def test_every_registered_run_was_recorded_on_each_gpu_that_ran(reg):
+    rows = [r for r in ROWS if r["run_id"].startswith(reg.prefix + "-")]
+    for gpu in {r["gpu"] for r in rows}:
+        assert sorted(r["run_id"] for r in rows if r["gpu"] == gpu) == \
+            sorted(ps.run_id(m, run, reg.prefix) for m in ps.MODELS for run in reg.runs)
     assert all(r["probe_inside_grid"] for r in ROWS)   # every probe read inside the registered grid
 
 
