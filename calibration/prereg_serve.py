@@ -360,6 +360,26 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def layer_rule(rows: list[dict]) -> dict:
+    """docs/notes/s21srvnew2_rule.md's judgement on compare()'s rows of the s21srvnew2 records: per setting the
+    host-input checks met and median |error| pooled over the GPUs that ran, and per GPU the checks met; adopt
+    only if the layer-scaled setting meets more checks, has the lower median and meets no fewer on any GPU."""
+    out = {}
+    for twin in ("current", "layer_scaled"):
+        sub = [r for r in rows if r["variant"] == "host_input" and r["twin"] == twin]
+        errs = [abs(r[f"{k}_rel_error"]) for r in sub for k in FIGURES if math.isfinite(r[f"{k}_rel_error"])]
+        out[twin] = {"checks": len(sub) * len(FIGURES),
+                     "checks_met": int(sum(r[f"{k}_within_target"] for r in sub for k in FIGURES)),
+                     "median_abs_rel_error": float(np.median(errs)) if errs else math.nan,
+                     "by_gpu": {g: int(sum(r[f"{k}_within_target"] for r in sub if r["gpu"] == g for k in FIGURES))
+                                for g in sorted({r["gpu"] for r in sub})}}
+    cur, new = out["current"], out["layer_scaled"]
+    out["adopt"] = bool(cur["checks"] > 0 and new["checks_met"] > cur["checks_met"]
+                        and new["median_abs_rel_error"] < cur["median_abs_rel_error"]
+                        and all(new["by_gpu"].get(g, 0) >= n for g, n in cur["by_gpu"].items()))
+    return out
+
+
 def replay_recorded(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21) -> list[dict]:
     """Diagnostic, not the registration: each recorded run replayed as the s13srv host-probe records are
     (calibration.serve_host_speed.replay with the host input: the recorded requests, the sizes its process's

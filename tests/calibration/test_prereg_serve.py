@@ -98,3 +98,21 @@ def test_format_section_prints_the_verdict_lines_and_each_host_input_run():
     assert lines[0].startswith("Pre-registered serve load runs") and "abcdef0" in lines[0]
     assert any(line.startswith("  prereg h100 host_input: 2/5 checks within target, median |err| 20.0%") for line in lines)
     assert any(rid in line and "(p 8.0 us)" in line and "-20.0%!" in line for line in lines)
+
+
+def _rule_rows(errors: dict) -> list[dict]:
+    """compare()-like host-input rows: {(twin, gpu): error of every figure}."""
+    return [{"twin": twin, "gpu": gpu, "variant": "host_input",
+             **{f"{k}_rel_error": e for k in FIGURES}, **{f"{k}_within_target": abs(e) <= TARGETS[k] for k in FIGURES}}
+            for (twin, gpu), e in errors.items()]
+
+
+def test_layer_rule_adopts_only_more_checks_a_lower_median_and_no_gpu_worse():
+    better = ps.layer_rule(_rule_rows({("current", "h100"): 0.3, ("current", "h200"): 0.02,
+                                       ("layer_scaled", "h100"): 0.02, ("layer_scaled", "h200"): 0.02}))
+    assert better["adopt"] and better["layer_scaled"]["checks_met"] == 10 and better["current"]["checks_met"] == 5
+    # more checks pooled but one GPU loses some: not adopted
+    mixed = ps.layer_rule(_rule_rows({("current", "h100"): 0.3, ("current", "h200"): 0.02,
+                                      ("layer_scaled", "h100"): 0.02, ("layer_scaled", "h200"): 0.08}))
+    assert mixed["layer_scaled"]["checks_met"] > mixed["current"]["checks_met"] and not mixed["adopt"]
+    assert not ps.layer_rule([])["adopt"]   # no records: nothing adopted
