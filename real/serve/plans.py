@@ -290,6 +290,46 @@ EP2_REPEAT = dataclasses.replace(EP2, runs=(
       for k in range(1, EP2_REPEAT_RUNS + 1)),
     _ep2_repeat(_EP2_ALL["ep2lo-closed-c4-short"], "ep2rep-closed-c4-short")))
 
+# Issue 15, s21srvnew campaign: load runs of models no load run ever served, predicted before they run
+# (calibration/prereg_serve.py, committed first). Session s20new's three MLA slices of other families' MoE
+# shapes (twin/data/models.toml), each in its own engine process with GPU1's engine settings (page 64, 4096
+# pages, token budget 2048, 64 running, CUDA graphs), its warm-up loads, the host probe around every run, the
+# main thread pinned to one CPU of its GPU's (as s13srv). A length mix no fit run had (prompts 192-768, outputs
+# 32-160 tokens, both uniform), at two Poisson rates and one closed-loop concurrency, every run held out. The
+# first run first runs an eager forward of every flat batch size up to S21_WARM_TOKENS (Engine.warm_shapes: the
+# longest prompt beside a full graph batch of 64 decode rows), so an iteration of one prompt is never of a size
+# the process meets first, whatever earlier runs met.
+S21_MODELS = ("qwen3moe-mla-slice", "qwen2moe-mla-slice", "mixtral-mla-slice")
+S21_IN, S21_OUT = "uniform:192-768", "uniform:32-160"
+S21_WARM_TOKENS = 832
+S21_LOAD_S, S21_DRAIN_S = 2.5, 1.5
+_S21_RUNS = (
+    RunSpec("poisson-r8-mid", "poisson", S21_IN, S21_OUT, rate_per_s=8.0, seed=41),
+    RunSpec("poisson-r24-mid", "poisson", S21_IN, S21_OUT, rate_per_s=24.0, seed=42),
+    RunSpec("closed-c16-mid", "closed", S21_IN, S21_OUT, concurrency=16, seed=43),
+)
+
+
+def s21_short(model: str) -> str:
+    """'qwen3moe-mla-slice' -> 'qwen3moe' (the run names' model part)."""
+    return model.split("-", 1)[0]
+
+
+def _s21_plan(model: str, runs=_S21_RUNS, warm_tokens: int = S21_WARM_TOKENS, load_s: float = S21_LOAD_S,
+              drain_s: float = S21_DRAIN_S, base: "Plan | None" = None, prefix: str = "n21") -> "Plan":
+    named = tuple(dataclasses.replace(r, name=f"{prefix}-{s21_short(model)}-{r.name}", split="holdout", pin="core",
+                                      load_s=load_s, max_duration_s=load_s + drain_s,
+                                      warm_shapes=warm_tokens if k == 0 else 0)
+                  for k, r in enumerate(runs))
+    return dataclasses.replace(base or GPU1, model=model, runs=named)
+
+
+S21_PLANS = {f"gpu1-new-{s21_short(m)}": _s21_plan(m) for m in S21_MODELS}
+# s21srvnew2: the same configurations with fresh seeds (fresh request streams), run names n21b-*: the records
+# that judge docs/notes/s21srvnew2_rule.md (the engine tables' launch terms scaled by the model's layers)
+_S21B_RUNS = tuple(dataclasses.replace(r, seed=r.seed + 10) for r in _S21_RUNS)
+S21B_PLANS = {f"gpu1-new2-{s21_short(m)}": _s21_plan(m, runs=_S21B_RUNS, prefix="n21b") for m in S21_MODELS}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -324,8 +364,16 @@ TINY_EP2_HOST = dataclasses.replace(TINY, runs=_s13_runs(
     {r.name: r for r in TINY_EP2.runs}, "tinyep2s13", fit=["tiny-ep2-closed-c2"], held=["tiny-ep2-poisson-r20"],
     held_slow=[], load_s=0.3, drain_s=29.7))
 
+# the CPU dry run of s21srvnew: the tiny model under the same naming, warm-up and pinning (a tiny budget)
+TINY_NEW = _s21_plan("tiny", runs=(dataclasses.replace(_S21_RUNS[0], name="poisson-r20-tiny", input_len="uniform:4-40",
+                                                        output_len="uniform:1-6", rate_per_s=20.0),
+                                   dataclasses.replace(_S21_RUNS[2], name="closed-c2-tiny", input_len="uniform:4-40",
+                                                       output_len="uniform:1-6", concurrency=2)),
+                     warm_tokens=32, load_s=0.3, drain_s=29.7, base=TINY)
+
 PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": EP2_LOWLOAD,
          "gpu1-pin": GPU1_PIN, "ep2-pin": EP2_PIN, "gpu1-repeat": GPU1_REPEAT, "tiny-repeat": TINY_REPEAT,
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
-         "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT}
+         "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
+         **S21_PLANS, **S21B_PLANS, "tiny-new": TINY_NEW}

@@ -88,7 +88,7 @@ def profile_from_json_file(path: Path):
 
 def cmd_validate(args) -> int:
 
-    from calibration import ep_fresh, prereg, prereg_pp, prereg_pp4, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import ep_fresh, prereg, prereg_pp, prereg_pp4, prereg_serve, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
@@ -136,6 +136,8 @@ def cmd_validate(args) -> int:
         result["prereg_s21host2"] = prereg.step_section(records_root)   # s21host2: each step beside its own probe
         result["prereg_s21pp4"] = prereg_pp4.section(records_root)   # the same slices on four GPUs: pp4, pp2ep2
         result["prereg_s21pp4b"] = prereg_pp4.section(records_root, subdir=prereg_pp4.SECOND_SUBDIR)   # pp2ep2 again
+        result["prereg_s21srvnew"] = prereg_serve.validate_section(records_root)   # the MLA slices' load runs
+        result["prereg_s21srvnew2"] = prereg_serve.validate_section(records_root, reg=prereg_serve.S21B)   # fresh seeds
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -148,7 +150,9 @@ def cmd_validate(args) -> int:
               ep_fresh.format_table(result["fresh_s21ep2"]),
               prereg.format_step_table(result["prereg_s21host2"]),
               prereg_pp4.format_table(result["prereg_s21pp4"]),
-              prereg_pp4.format_table(result["prereg_s21pp4b"])]
+              prereg_pp4.format_table(result["prereg_s21pp4b"]),
+              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"])),
+              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew2"]))]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))

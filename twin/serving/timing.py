@@ -277,6 +277,24 @@ def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None) ->
     return grids.setdefault((m, gpu, s, id(profile)), (profile, fresh))[1]
 
 
+# (s21srvnew2, docs/notes/s21srvnew2_rule.md, committed before any figure under it) The one-GPU tables were fitted
+# on load runs of v3-slice-2l alone (ENGINE_FIT_LAYERS layers): their eager-launch term (every kernel of the forward
+# launched from Python) and per-chunk term (each chunk's attention launched per layer) are that model's per-layer
+# launches times its layers. Under the switch a model of L layers pays them times L / ENGINE_FIT_LAYERS
+# (LAYER_SCALED_TERMS; every other term as fitted). Off: the terms as fitted, whatever the model.
+ADOPT_LAYER_SCALED_ENGINE = False
+ENGINE_FIT_LAYERS = 2   # v3-slice-2l (twin/data/models.toml), the only model of every committed real/serve load run
+LAYER_SCALED_TERMS = ("eager_iteration_s", "chunk_s")
+
+
+def layer_scaled_engine(engine: dict, num_layers: int) -> dict:
+    """The engine terms for a model of `num_layers` layers (ADOPT_LAYER_SCALED_ENGINE; else as given)."""
+    if not ADOPT_LAYER_SCALED_ENGINE or not engine or num_layers == ENGINE_FIT_LAYERS:
+        return engine
+    f = num_layers / ENGINE_FIT_LAYERS
+    return {k: v * f if k in LAYER_SCALED_TERMS else v for k, v in engine.items()}
+
+
 class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept (shared by
     the IterationCosts of the same arguments inside a sharing_grids() block)."""
@@ -286,7 +304,7 @@ class IterationCosts:
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
         # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
-        self.engine = scaled_engine(engine_costs(s.engine_costs), s.host_launch_s)
+        self.engine = layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s), m.num_layers)
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
         f = host_scale(engine_costs(s.engine_costs), s.host_launch_s) if s.engine_costs else 1.0

@@ -1,0 +1,91 @@
+"""The s21srvnew and s21srvnew2 load runs (calibration/measurements/<gpu>/<registration>/) against the predictions
+registered before they ran (calibration/measurements/prereg/<registration>_predictions.csv), primary variant (the
+host-input twin at each run's probe; s21srvnew2 under the twin setting in force, ADOPT_LAYER_SCALED_ENGINE): every
+figure within issue 15's target, each miss a strict xfail carrying its live figure (docs/notes/s21srvnew.md,
+s21srvnew2.md)."""
+
+import pytest
+
+from calibration import prereg_serve as ps
+from calibration.records_io import read_csv
+from calibration.serve_load_validation import FIGURES, TARGETS
+from twin.serving import timing
+
+# (gpu, run_id, figure) -> the live error (predicted / measured - 1) of a check the registration misses
+# (run ids carry the registration: n21-* s21srvnew, n21b-* s21srvnew2)
+MISSES: dict[tuple[str, str, str], str] = {
+    ("h100", "n21-qwen3moe-poisson-r8-mid", "ttft_p99_s"): "-38.0%",
+    ("h100", "n21-qwen3moe-closed-c16-mid", "output_tokens_per_s"): "+5.8%",
+    ("h100", "n21-qwen3moe-closed-c16-mid", "ttft_p50_s"): "-17.6%",
+    ("h100", "n21-qwen3moe-closed-c16-mid", "ttft_p99_s"): "+44.3%",
+    ("h100", "n21-qwen2moe-poisson-r8-mid", "ttft_p99_s"): "-45.0%",
+    ("h100", "n21-qwen2moe-poisson-r8-mid", "tpot_p50_s"): "+18.0%",
+    ("h100", "n21-qwen2moe-poisson-r24-mid", "tpot_p50_s"): "+26.4%",
+    ("h100", "n21-qwen2moe-closed-c16-mid", "output_tokens_per_s"): "-7.0%",
+    ("h100", "n21-qwen2moe-closed-c16-mid", "ttft_p50_s"): "+10.7%",
+    ("h100", "n21-qwen2moe-closed-c16-mid", "ttft_p99_s"): "+66.6%",
+    ("h100", "n21-mixtral-poisson-r8-mid", "ttft_p50_s"): "+27.4%",
+    ("h100", "n21-mixtral-poisson-r8-mid", "ttft_p99_s"): "-33.5%",
+    ("h100", "n21-mixtral-poisson-r8-mid", "tpot_p50_s"): "+25.3%",
+    ("h100", "n21-mixtral-poisson-r8-mid", "tpot_p99_s"): "+26.1%",
+    ("h100", "n21-mixtral-poisson-r24-mid", "ttft_p50_s"): "+79.1%",
+    ("h100", "n21-mixtral-poisson-r24-mid", "ttft_p99_s"): "+105.3%",
+    ("h100", "n21-mixtral-poisson-r24-mid", "tpot_p50_s"): "+67.5%",
+    ("h100", "n21-mixtral-poisson-r24-mid", "tpot_p99_s"): "+55.3%",
+    ("h100", "n21-mixtral-closed-c16-mid", "output_tokens_per_s"): "-22.5%",
+    ("h100", "n21-mixtral-closed-c16-mid", "ttft_p50_s"): "+47.2%",
+    ("h100", "n21-mixtral-closed-c16-mid", "ttft_p99_s"): "+133.7%",
+    ("h100", "n21-mixtral-closed-c16-mid", "tpot_p50_s"): "+28.9%",
+    ("h200", "n21-qwen3moe-poisson-r24-mid", "ttft_p99_s"): "+57.7%",
+    ("h200", "n21-qwen3moe-closed-c16-mid", "ttft_p50_s"): "+15.3%",
+    ("h200", "n21-qwen3moe-closed-c16-mid", "ttft_p99_s"): "+91.0%",
+    ("h200", "n21-qwen2moe-poisson-r8-mid", "ttft_p50_s"): "-19.9%",
+    ("h200", "n21-qwen2moe-poisson-r8-mid", "ttft_p99_s"): "-20.6%",
+    ("h200", "n21-qwen2moe-poisson-r8-mid", "tpot_p50_s"): "-10.4%",
+    ("h200", "n21-qwen2moe-poisson-r24-mid", "ttft_p99_s"): "+70.4%",
+    ("h200", "n21-qwen2moe-closed-c16-mid", "ttft_p99_s"): "+24.2%",
+    ("h200", "n21-mixtral-poisson-r8-mid", "ttft_p50_s"): "+21.7%",
+    ("h200", "n21-mixtral-poisson-r24-mid", "ttft_p50_s"): "+32.1%",
+    ("h200", "n21-mixtral-poisson-r24-mid", "ttft_p99_s"): "+160.9%",
+    ("h200", "n21-mixtral-poisson-r24-mid", "tpot_p50_s"): "+10.4%",
+    ("h200", "n21-mixtral-poisson-r24-mid", "tpot_p99_s"): "+25.0%",
+    ("h200", "n21-mixtral-closed-c16-mid", "output_tokens_per_s"): "-18.5%",
+    ("h200", "n21-mixtral-closed-c16-mid", "ttft_p50_s"): "+47.9%",
+    ("h200", "n21-mixtral-closed-c16-mid", "ttft_p99_s"): "+180.3%",
+    ("h200", "n21-mixtral-closed-c16-mid", "tpot_p50_s"): "+23.1%",
+    ("h200", "n21-mixtral-closed-c16-mid", "tpot_p99_s"): "+24.1%",
+}
+
+
+def _rows(reg):
+    recs = ps.measured(reg=reg)
+    if recs.empty:
+        return []
+    twin = "layer_scaled" if timing.ADOPT_LAYER_SCALED_ENGINE and "layer_scaled" in reg.twins else "current"
+    return [r for r in ps.compare(read_csv(reg.predictions_file), recs) if r["variant"] == "host_input" and r["twin"] == twin]
+
+
+ROWS = [r for reg in ps.REGISTRATIONS.values() for r in _rows(reg)]
+CASES = [(r["gpu"], r["run_id"], k) for r in ROWS for k in FIGURES]
+
+
+@pytest.mark.parametrize("reg", ps.REGISTRATIONS.values(), ids=lambda r: r.name)
+def test_every_registered_run_was_recorded_on_each_gpu_that_ran(reg):
+    rows = [r for r in ROWS if r["run_id"].startswith(reg.prefix + "-")]
+    for gpu in {r["gpu"] for r in rows}:
+        assert sorted(r["run_id"] for r in rows if r["gpu"] == gpu) == \
+            sorted(ps.run_id(m, run, reg.prefix) for m in ps.MODELS for run in reg.runs)
+    assert all(r["probe_inside_grid"] for r in ROWS)   # every probe read inside the registered grid
+
+
+@pytest.mark.parametrize("gpu,run_id,figure", [
+    pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason=f"registered prediction {MISSES[c]} (target "
+                                                                    f"{TARGETS[c[2]]:.0%})")) if c in MISSES else c
+    for c in CASES])
+def test_registered_prediction_meets_issue_15_target(gpu, run_id, figure):
+    row = next(r for r in ROWS if r["gpu"] == gpu and r["run_id"] == run_id)
+    assert abs(row[f"{figure}_rel_error"]) <= TARGETS[figure], f"{row[f'{figure}_rel_error']:+.1%}"
+
+
+def test_the_misses_listed_are_live():
+    assert set(MISSES) <= set(CASES)
