@@ -273,18 +273,22 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # s21tt (docs/notes/s21tt.md, no live figure moves): every input of these rows re-read against its source,
 # none mis-transcribed. ADOPT_GRAD_QUEUE_AFTER_FREES (not adopted, docs/notes/s21tt_rule.md) would evaluate
 # l3-405b-8k-gpus8192 at +16.0% (78.99 of 79.18 GiB): 32 of 32 evaluated, 18 within 10%, median 8.91%.
+# Twenty-first pass (s21tth, docs/notes/s20tt_rule.md adopted on the campaign's 2xH100 rows, f 0.210):
+# torch's fused ops pay at least f of their collective: 70B async +7.7% -> +5.1%, 405B 3D +12.7/+13.1% ->
+# +10.8/+11.2%, 4D CP1/CP2/CP4/CP8 +10.1/+15.6/+8.3/+19.1% -> +8.7% (met)/+14.6/+7.8/+18.7%; no other row
+# moves. Median 8.34% -> 7.76%, 19 of 31 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
-    "tt-405b-3d-1f1b": 0.127, "tt-405b-3d-interleaved": 0.131,
-    "tt-405b-4d-cp1-32k": 0.101, "tt-405b-4d-cp2-64k": 0.156, "tt-405b-4d-cp8-256k": 0.191,
+    "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
+    "tt-405b-4d-cp2-64k": 0.146, "tt-405b-4d-cp8-256k": 0.187,
     "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
     "mlm-gpt-177b-strong-96": 0.125,
     "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
-# s15tt: 7.7%, 18 within 10%; s17cp: 8.3% (8.34%), 18 within 10%
-MEDIAN_NOT_MET = 0.083
+# s15tt: 7.7%, 18 within 10%; s17cp: 8.3% (8.34%), 18 within 10%; s21tth: 7.8% (7.76%), 19 within 10%
+MEDIAN_NOT_MET = 0.078
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

@@ -208,10 +208,11 @@ ADOPT_AC_BLOCKS_ONLY = True
 # fused-op records show the op paying part of its collective there (docs/notes/s20tt.md section 4).
 # The fraction is the median over the fitting rows of campaign s20tt (the 70B TP2 slices whose GEMM
 # alone outlasts the collective alone, every operand filled): calibration.async_tp.fused_excess_frac.
-# docs/notes/s20tt_rule.md says how it is judged: not adopted, its campaign came on H200s only (their
-# check: f 0.166, held-out excess error 0.177 -> 0.038); it needs H100 fitting rows. 0.0 until then.
-ADOPT_ATP_FUSED_EXCESS = False
-ATP_FUSED_EXCESS_FRAC = 0.0
+# Adopted by docs/notes/s20tt_rule.md (outcome s21tth): f from the campaign's 2xH100 rows,
+# calibration/measurements/h100x2/s20tt_async_tp/async_tp.csv (70B w1 all-gather 0.348, w2
+# reduce-scatter 0.072; held-out excess error 0.164 -> 0.098). The 2xH200 rows gave 0.166 (check only).
+ADOPT_ATP_FUSED_EXCESS = True
+ATP_FUSED_EXCESS_FRAC = 0.21021243621994568
 
 
 def local_tokens(sc: Scenario) -> int:

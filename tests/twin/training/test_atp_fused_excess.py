@@ -85,18 +85,20 @@ def test_the_fraction_is_the_median_excess_of_the_fitting_long_gemm_rows():
     assert fused_excess_frac(recs[recs["split"] == "holdout"]) is None
 
 
-def test_the_committed_h200_check_rows_bear_the_floor_out():
-    """Campaign s20tt's rows (2xH200: the rule's check, not its fit, which needs H100 rows): the
-    fraction comes from the two long-GEMM fitting rows, and on the held-out long-GEMM rows the floor
-    brings the twin's excess share nearer the measured one (H1)."""
-    recs = read_csv(MEASUREMENTS_DIR / "h200x2" / async_tp.S20TT_RECORDS)
-    assert set(recs["gpu_name"]) == {"NVIDIA H200"} and (recs["status"] == "ok").all()
+@pytest.mark.parametrize("folder, gpu, gpu_name", [("h100x2", "h100", "NVIDIA H100 80GB HBM3"),
+                                                   ("h200x2", "h200", "NVIDIA H200")])
+def test_the_committed_rows_bear_the_floor_out(folder, gpu, gpu_name):
+    """Campaign s20tt's rows (2xH100: the rule's fit; 2xH200: its check only): the fraction comes
+    from the two long-GEMM fitting rows, and on the held-out long-GEMM rows the floor brings the
+    twin's excess share nearer the measured one (H1)."""
+    recs = read_csv(MEASUREMENTS_DIR / folder / async_tp.S20TT_RECORDS)
+    assert set(recs["gpu_name"]) == {gpu_name} and (recs["status"] == "ok").all()
     shares = fused_excess_shares(recs)
     fit = shares[(shares["split"] == "fit") & shares["long_gemm"]]
     assert sorted(fit["shape_tag"]) == ["llama3.1-70b/w1", "llama3.1-70b/w2"]
     f = fused_excess_frac(recs)
     assert 0.0 < f < 1.0
-    spec, profile = gpu_spec("h200"), fitted_profile("h200")
+    spec, profile = gpu_spec(gpu), fitted_profile(gpu)
     off, on = [], []
     for r in shares[(shares["split"] == "holdout") & shares["long_gemm"]].itertuples(index=False):
         g = recs[(recs["shape_tag"] == r.shape_tag) & (recs["kind"] == r.kind)].iloc[0]
@@ -106,3 +108,10 @@ def test_the_committed_h200_check_rows_bear_the_floor_out():
         off.append(abs(r.excess - twin_excess))
         on.append(abs(r.excess - max(twin_excess, f)))
     assert len(off) >= 4 and statistics.median(on) < statistics.median(off)
+
+
+def test_the_adopted_fraction_is_the_h100_rows_fit():
+    """docs/notes/s20tt_rule.md (outcome s21tth): adopted, with f fitted on the H100 rows alone."""
+    recs = read_csv(MEASUREMENTS_DIR / "h100x2" / async_tp.S20TT_RECORDS)
+    assert step_mod.ADOPT_ATP_FUSED_EXCESS
+    assert step_mod.ATP_FUSED_EXCESS_FRAC == pytest.approx(fused_excess_frac(recs), rel=1e-12)
