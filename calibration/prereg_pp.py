@@ -163,16 +163,20 @@ def format_table(sec: dict) -> str:
     for r in sec["rows"]:
         lines.append(f"    {r['gpu']}x2 {r['model']} {r['schedule']} n{r['num_microbatches']}: measured "
                      f"{r['measured_s'] * 1e3:.1f} ms, predicted {r['predicted_s'] * 1e3:.1f} ms ({r['rel_error']:+.1%})")
-    resolved = [p for p in sec["ranking"] if p["resolved"]]
-    lines.append(f"  ranking: {len(resolved)} of {len(sec['ranking'])} pairs resolved (p < {RANKING_ALPHA}), "
-                 f"{sum(p['ordered'] for p in resolved)} ordered as measured; all pairs ordered as measured: "
-                 f"{sum(p['ordered'] for p in sec['ranking'])}")
-    for p in sec["ranking"]:
-        if p["resolved"] and not p["ordered"]:
-            lines.append(f"    misordered {p['gpu']} {p['model']} n{p['num_microbatches']} {p['pair']}: measured "
-                         f"{p['measured_faster']} faster (p {p['p']:.3f})")
-    lines.append(f"  idle: {sum(i['within'] for i in sec['idle'])} of {len(sec['idle'])} rank-rows within "
-                 f"{IDLE_TOL:.0%} or {IDLE_FLOOR_OF_STEP:.0%} of the step (indicative: few steps)")
+    # the rule judges ranking per host kind (docs/notes/s20ppnew.md), so each kind gets its own lines
+    for gpu in sec["by_gpu"]:
+        pairs = [p for p in sec["ranking"] if p["gpu"] == gpu]
+        resolved = [p for p in pairs if p["resolved"]]
+        lines.append(f"  ranking {gpu}x2: {len(resolved)} of {len(pairs)} pairs resolved (p < {RANKING_ALPHA}), "
+                     f"{sum(p['ordered'] for p in resolved)} ordered as measured; all pairs ordered as measured: "
+                     f"{sum(p['ordered'] for p in pairs)}")
+        for p in resolved:
+            if not p["ordered"]:
+                lines.append(f"    misordered {p['gpu']} {p['model']} n{p['num_microbatches']} {p['pair']}: measured "
+                             f"{p['measured_faster']} faster (p {p['p']:.3f})")
+        idle = [i for i in sec["idle"] if i["gpu"] == gpu]
+        lines.append(f"  idle {gpu}x2: {sum(i['within'] for i in idle)} of {len(idle)} rank-rows within "
+                     f"{IDLE_TOL:.0%} or {IDLE_FLOOR_OF_STEP:.0%} of the step (indicative: few steps)")
     return "\n".join(lines)
 
 

@@ -214,9 +214,26 @@ def test_committed_ep_records_meet_issue13_ep_step_target():
     beside the predictions committed before it ran: all 9 steps (3 slices x 1, 2, 4 micro-batches)
     have their prediction and each is within issue 13's ep_step target (|error| <= 5%)."""
     section = prereg.ep_section()
-    assert set(section["by_gpu"]) == {"h200"} and section["by_gpu"]["h200"]["num_cases"] == 9
-    assert all(abs(r["rel_error"]) <= prereg.EP_STEP_TARGET for r in section["rows"]), section["rows"]
-    assert set(prereg.measured_ep()["gpu_name"]) == {"NVIDIA H200"}
+    assert section["by_gpu"]["h200"]["num_cases"] == 9
+    rows = [r for r in section["rows"] if r["gpu"] == "h200"]
+    assert all(abs(r["rel_error"]) <= prereg.EP_STEP_TARGET for r in rows), rows
+    meas = prereg.measured_ep()
+    assert set(meas[meas["gpu"] == "h200"]["gpu_name"]) == {"NVIDIA H200"}
+
+
+@pytest.mark.xfail(strict=True, reason="s20epnew on 2xH100 missed: 5 of 9 steps beyond 5%, all under-predicted "
+                   "(qwen2moe-mla-slice -8.9/-7.7/-8.1%, qwen3moe-mla-slice -6.4/-5.1/-4.3%, mixtral-mla-slice "
+                   "-2.9/-2.2/-1.8% at 1/2/4 micro-batches); median 5.1%, P90 8.3%")
+def test_committed_h100_ep_records_meet_issue13_ep_step_target():
+    """The same campaign on 2xH100 (calibration/measurements/h100x2/s20epnew/, 20:25-20:26 UTC of
+    session 21, archive of 8428481): all 9 steps beside the committed predictions, each to be within
+    issue 13's ep_step target (|error| <= 5%)."""
+    section = prereg.ep_section()
+    assert section["by_gpu"]["h100"]["num_cases"] == 9
+    meas = prereg.measured_ep()
+    assert set(meas[meas["gpu"] == "h100"]["gpu_name"]) == {"NVIDIA H100 80GB HBM3"}
+    rows = [r for r in section["rows"] if r["gpu"] == "h100"]
+    assert all(abs(r["rel_error"]) <= prereg.EP_STEP_TARGET for r in rows), rows
 
 
 def test_s20new2_case_rows_are_serve_rows():

@@ -89,7 +89,7 @@ def test_section_reads_steps_idle_and_ranking(tmp_path):
     assert f1b == {0: True, 1: False}
     text = prereg_pp.format_table(sec)
     assert "prereg-pp h200x2: 2 rows, median |err| 4.5%, P90 4.5% (target 5% / 10%: met)" in text
-    assert "1 of 1 pairs resolved" in text and "idle: 1 of 4 rank-rows within" in text
+    assert "ranking h200x2: 1 of 1 pairs resolved" in text and "idle h200x2: 1 of 4 rank-rows within" in text
     assert prereg_pp.format_table(prereg_pp.section(tmp_path / "none", preds)).endswith("no records yet")
 
 
@@ -101,9 +101,33 @@ def test_committed_records_meet_issue13_pipeline_step_target_and_ranking():
     as measured (the rule of docs/notes/s20ppnew.md)."""
     sec = prereg_pp.section()
     s = sec["by_gpu"]["h200"]
-    assert set(sec["by_gpu"]) == {"h200"} and s["num_cases"] == 24
+    assert s["num_cases"] == 24
     assert s["meets_target"], s
-    resolved = [p for p in sec["ranking"] if p["resolved"]]
-    assert len(sec["ranking"]) == 36 and resolved
+    pairs = [p for p in sec["ranking"] if p["gpu"] == "h200"]
+    resolved = [p for p in pairs if p["resolved"]]
+    assert len(pairs) == 36 and resolved
     assert all(p["ordered"] for p in resolved), [p for p in resolved if not p["ordered"]]
-    assert set(prereg_pp.measured()["gpu_name"]) == {"NVIDIA H200"}
+    meas = prereg_pp.measured()
+    assert set(meas[meas["gpu"] == "h200"]["gpu_name"]) == {"NVIDIA H200"}
+
+
+def test_committed_h100_records_meet_issue13_pipeline_step_target():
+    """The same campaign on 2xH100 (calibration/measurements/h100x2/s20ppnew/, 20:26-20:28 UTC of
+    session 21, archive of 8428481): 23 of the 24 steps (mixtral dualpipe at 8 micro-batches was cut
+    by its part's timeout) beside the same committed predictions: median |error| 1.7%, P90 3.3%
+    (issue 13's pipeline_step target 5% / 10%: met)."""
+    sec = prereg_pp.section()
+    s = sec["by_gpu"]["h100"]
+    assert s["num_cases"] == 23 and s["meets_target"], s
+    meas = prereg_pp.measured()
+    assert set(meas[meas["gpu"] == "h100"]["gpu_name"]) == {"NVIDIA H100 80GB HBM3"}
+
+
+@pytest.mark.xfail(strict=True, reason="s20ppnew ranking on 2xH100 missed: 31 of 33 pairs resolved, 30 ordered as "
+                   "measured; qwen2moe-mla-slice at 4 micro-batches: zb1p measured faster than dualpipev "
+                   "(190.8 vs 195.1 ms, p 0.029), predicted slower (191.5 vs 190.3 ms)")
+def test_committed_h100_records_order_every_resolved_schedule_pair_as_measured():
+    """The rule's ranking judgement (docs/notes/s20ppnew.md) on the 2xH100 records."""
+    resolved = [p for p in prereg_pp.section()["ranking"] if p["gpu"] == "h100" and p["resolved"]]
+    assert len(resolved) == 31
+    assert all(p["ordered"] for p in resolved), [p for p in resolved if not p["ordered"]]
