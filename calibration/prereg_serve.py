@@ -410,6 +410,13 @@ def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None 
             "diagnostic_rows": diagnostic, "layer_rule": verdict}
 
 
+def in_force_twin(rows: list[dict]) -> str:
+    """The registered twin setting the committed twin runs as: 'layer_scaled' where ADOPT_LAYER_SCALED_ENGINE is
+    on and the registration predicted it, else 'current'."""
+    registered = {r.get("twin", "current") for r in rows}
+    return "layer_scaled" if timing.ADOPT_LAYER_SCALED_ENGINE and "layer_scaled" in registered else "current"
+
+
 def format_section(section: dict) -> list[str]:
     head = (f"Pre-registered serve load runs, models never served ({section.get('registration', NAME)}; predictions of "
             f"{(section['predictions_commit'] or 'none')[:7]})")
@@ -428,8 +435,9 @@ def format_section(section: dict) -> list[str]:
     for name, s in section["diagnostic_summary"].items():
         lines.append(f"  (diagnostic, not registered) {name}: {s['checks_met']}/{s['checks']} checks, median |err| "
                      f"{s['median_abs_rel_error']:.1%}, P90 {s['p90_abs_rel_error']:.1%}")
+    in_force = in_force_twin(section["rows"])
     for r in section["rows"]:
-        if r["variant"] != "host_input" or r.get("twin", "current") != "current":
+        if r["variant"] != "host_input" or r.get("twin", "current") != in_force:
             continue
         figs = ", ".join(f"{k.removesuffix('_s')} {r[f'{k}_rel_error']:+.1%}{'' if r[f'{k}_within_target'] else '!'}"
                          for k in FIGURES)

@@ -9,6 +9,7 @@ import pytest
 
 from calibration import prereg_serve as ps
 from calibration.serve_load_validation import FIGURES, TARGETS
+from twin.serving import timing
 
 
 def test_requests_are_the_load_generators():
@@ -128,3 +129,11 @@ def test_format_section_prints_the_layer_rule_verdict_where_registered():
     lines = ps.format_section({**section, "rows": rows, "layer_rule": verdict})
     assert "  layer_rule (GPUs h100): current 22/45 checks, median |err| 11.06%; layer_scaled 23/45, 11.06%: not adopted" in lines
     assert not any(line.startswith("  layer_rule") for line in ps.format_section({**section, "rows": rows}))
+
+
+def test_the_twin_in_force_is_the_registered_setting_the_switch_selects(monkeypatch):
+    rows = [{"twin": "current"}, {"twin": "layer_scaled"}]
+    monkeypatch.setattr(timing, "ADOPT_LAYER_SCALED_ENGINE", True)
+    assert ps.in_force_twin(rows) == "layer_scaled" and ps.in_force_twin([{"twin": "current"}, {}]) == "current"
+    monkeypatch.setattr(timing, "ADOPT_LAYER_SCALED_ENGINE", False)
+    assert ps.in_force_twin(rows) == "current"
