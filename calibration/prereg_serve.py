@@ -403,9 +403,18 @@ def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None 
     recs = measured(root, reg)
     rows = compare(preds, recs) if not recs.empty else []
     diagnostic = replay_recorded(root, reg) if rows else []
+    # the registration's own judgement (docs/notes/s21srvnew2_rule.md) where it registered the layer-scaled twin
+    verdict = layer_rule(rows) if rows and "layer_scaled" in reg.twins else None
     return {"registration": reg.name, "predictions_commit": str(preds["code_commit"].iloc[0]), "primary": "host_input",
             "summary": summarize(rows), "rows": rows, "diagnostic_summary": summarize(diagnostic),
-            "diagnostic_rows": diagnostic}
+            "diagnostic_rows": diagnostic, "layer_rule": verdict}
+
+
+def in_force_twin(rows: list[dict]) -> str:
+    """The registered twin setting the committed twin runs as: 'layer_scaled' where ADOPT_LAYER_SCALED_ENGINE is
+    on and the registration predicted it, else 'current'."""
+    registered = {r.get("twin", "current") for r in rows}
+    return "layer_scaled" if timing.ADOPT_LAYER_SCALED_ENGINE and "layer_scaled" in registered else "current"
 
 
 def format_section(section: dict) -> list[str]:
@@ -417,11 +426,18 @@ def format_section(section: dict) -> list[str]:
     for name, s in section["summary"].items():
         lines.append(f"  prereg {name}: {s['checks_met']}/{s['checks']} checks within target, median |err| "
                      f"{s['median_abs_rel_error']:.1%}, P90 {s['p90_abs_rel_error']:.1%}")
+    verdict = section.get("layer_rule")
+    if verdict:
+        cur, new = verdict["current"], verdict["layer_scaled"]
+        lines.append(f"  layer_rule (GPUs {', '.join(cur['by_gpu'])}): current {cur['checks_met']}/{cur['checks']} checks, "
+                     f"median |err| {cur['median_abs_rel_error']:.2%}; layer_scaled {new['checks_met']}/{new['checks']}, "
+                     f"{new['median_abs_rel_error']:.2%}: {'adopt' if verdict['adopt'] else 'not adopted'}")
     for name, s in section["diagnostic_summary"].items():
         lines.append(f"  (diagnostic, not registered) {name}: {s['checks_met']}/{s['checks']} checks, median |err| "
                      f"{s['median_abs_rel_error']:.1%}, P90 {s['p90_abs_rel_error']:.1%}")
+    in_force = in_force_twin(section["rows"])
     for r in section["rows"]:
-        if r["variant"] != "host_input" or r.get("twin", "current") != "current":
+        if r["variant"] != "host_input" or r.get("twin", "current") != in_force:
             continue
         figs = ", ".join(f"{k.removesuffix('_s')} {r[f'{k}_rel_error']:+.1%}{'' if r[f'{k}_within_target'] else '!'}"
                          for k in FIGURES)

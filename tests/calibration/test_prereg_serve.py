@@ -9,6 +9,7 @@ import pytest
 
 from calibration import prereg_serve as ps
 from calibration.serve_load_validation import FIGURES, TARGETS
+from twin.serving import timing
 
 
 def test_requests_are_the_load_generators():
@@ -116,3 +117,23 @@ def test_layer_rule_adopts_only_more_checks_a_lower_median_and_no_gpu_worse():
                                       ("layer_scaled", "h100"): 0.02, ("layer_scaled", "h200"): 0.08}))
     assert mixed["layer_scaled"]["checks_met"] > mixed["current"]["checks_met"] and not mixed["adopt"]
     assert not ps.layer_rule([])["adopt"]   # no records: nothing adopted
+
+
+def test_format_section_prints_the_layer_rule_verdict_where_registered():
+    verdict = {"current": {"checks": 45, "checks_met": 22, "median_abs_rel_error": 0.1106, "by_gpu": {"h100": 22}},
+               "layer_scaled": {"checks": 45, "checks_met": 23, "median_abs_rel_error": 0.1106, "by_gpu": {"h100": 23}},
+               "adopt": False}
+    section = {"predictions_commit": "abcdef0123", "rows": [], "summary": {}, "diagnostic_summary": {}}
+    rows = [{"variant": "host_input", "twin": "current", "gpu": "h100", "run_id": "x", "probe_s": 8e-6,
+             **{f"{k}_rel_error": 0.0 for k in FIGURES}, **{f"{k}_within_target": True for k in FIGURES}}]
+    lines = ps.format_section({**section, "rows": rows, "layer_rule": verdict})
+    assert "  layer_rule (GPUs h100): current 22/45 checks, median |err| 11.06%; layer_scaled 23/45, 11.06%: not adopted" in lines
+    assert not any(line.startswith("  layer_rule") for line in ps.format_section({**section, "rows": rows}))
+
+
+def test_the_twin_in_force_is_the_registered_setting_the_switch_selects(monkeypatch):
+    rows = [{"twin": "current"}, {"twin": "layer_scaled"}]
+    monkeypatch.setattr(timing, "ADOPT_LAYER_SCALED_ENGINE", True)
+    assert ps.in_force_twin(rows) == "layer_scaled" and ps.in_force_twin([{"twin": "current"}, {}]) == "current"
+    monkeypatch.setattr(timing, "ADOPT_LAYER_SCALED_ENGINE", False)
+    assert ps.in_force_twin(rows) == "current"
