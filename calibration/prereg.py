@@ -347,6 +347,19 @@ def format_ep_table(section: dict) -> str:
     return "\n".join(lines)
 
 
+def _group_line(label: str, s: dict) -> str:
+    """One group's verdict line: rows, median and P90 |error| against issue 13's targets."""
+    return (f"  prereg {label}: {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
+            f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
+            f"{'met' if s['meets_target'] else 'MISSED'})")
+
+
+def _ratio_line(gpu: str, r: dict, probe: str) -> str:
+    """A GPU's fitted probe ratio and the host time per kernel it gives at the run's median probe."""
+    return (f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median {probe} probe {r['probe_launch_median_s'] * 1e6:.2f} us "
+            f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+
+
 def format_table(section: dict) -> str:
     """One line per GPU (the verdict), then one per measured row."""
     reg = REGISTRATIONS[section.get("registration", "s20new")]
@@ -357,9 +370,7 @@ def format_table(section: dict) -> str:
         return head + ": no records yet"
     lines = [head + ":"]
     for gpu, s in section["by_gpu"].items():
-        lines.append(f"  prereg {gpu}: {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
-                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
-                     f"{'met' if s['meets_target'] else 'MISSED'})")
+        lines.append(_group_line(gpu, s))
     for r in section["rows"]:
         shape = f"{r['bench']} p{r['prompt_len']}" if reg.section == "serve" else f"s{r['seq_len']}"
         lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {shape} {r['precision']}: measured "
@@ -522,12 +533,9 @@ def format_host_table(section: dict) -> str:
         return "\n".join(lines + [head + ": no records yet"])
     lines.append(head + ":")
     for gpu, r in host["ratios"].items():
-        lines.append(f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median serve probe {r['probe_launch_median_s'] * 1e6:.2f} us "
-                     f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+        lines.append(_ratio_line(gpu, r, "serve"))
     for label, s in host["by_gpu"].items():
-        lines.append(f"  prereg {label} (host-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
-                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
-                     f"{'met' if s['meets_target'] else 'MISSED'})")
+        lines.append(_group_line(f"{label} (host-input)", s))
     c = host_criteria(section)
     lines.append(f"  rule s21host: A1 {c['A1']}, A2 {c['A2']}, A3 {c['A3']} (groups met: host-input {c['met_host_input']}, "
                  f"plain {c['met_plain']}) -> {'adopt' if c['adopt'] else 'not adopted'}")
@@ -672,16 +680,13 @@ def format_step_table(section: dict) -> str:
         return "\n".join(lines + [head + ": no records yet"])
     lines.append(head + ":")
     for gpu, r in step["ratios"].items():
-        lines.append(f"  {gpu}: probe ratio {r['probe_ratio']:.2f}, median step probe {r['probe_launch_median_s'] * 1e6:.2f} us "
-                     f"-> {r['probe_ratio'] * r['probe_launch_median_s'] * 1e6:.1f} us a kernel")
+        lines.append(_ratio_line(gpu, r, "step"))
     for gpu, r in step["ratios"].items():
         for k in r.get("decode_kernels", []):
             lines.append(f"    {gpu} decode kernels {k['model']} b{k['batch']} p{k['prompt_len']}: profiler {k['kernels']:.0f}, "
                          f"twin ops {k['twin_ops']}, aten ops {k['aten_ops']}")
     for label, s in step["by_gpu"].items():
-        lines.append(f"  prereg {label} (step-input): {s['num_cases']} rows, median |err| {s['median_abs_rel_error']:.1%}, P90 "
-                     f"{s['p90_abs_rel_error']:.1%} (target {MEDIAN_TARGET:.0%} / {P90_TARGET:.0%}: "
-                     f"{'met' if s['meets_target'] else 'MISSED'}); probe effect median {s['probe_effect_median']:+.1%}")
+        lines.append(_group_line(f"{label} (step-input)", s) + f"; probe effect median {s['probe_effect_median']:+.1%}")
     c = step_criteria(section)
     lines.append(f"  rule s21host2: B1 {c['B1']}, B2 {c['B2']}, B3 {c['B3']}, B4 {c['B4']} (groups met: step-input "
                  f"{c['met_step_input']}, plain {c['met_plain']}) -> {'adopt' if c['adopt'] else 'not adopted'}")
