@@ -43,6 +43,7 @@ import dataclasses
 import datetime as dt
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -216,23 +217,28 @@ def dirty_paths(repo: Path) -> list[str]:
     return [s for s in status if "calibration/measurements/prereg/" not in s]
 
 
-def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S20NEW,
-          ep: bool = False) -> pd.DataFrame:
-    """Write the predictions file (`reg`'s train steps, or with `ep` the EP2 steps'); refuses to
-    overwrite one (a pre-registration is never redone)."""
-    repo = Path(__file__).resolve().parents[1]
-    path = reg.predictions_file if path is None else path
+def write_registered(path: Path, predict: Callable[[], pd.DataFrame], allow_dirty: bool = False) -> pd.DataFrame:
+    """Write a pre-registration's predictions file, stamped with the predicting code's commit and the time:
+    refuses to overwrite one (a pre-registration is never redone) and to predict from uncommitted code."""
     if Path(path).exists():
         raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
-    dirty = dirty_paths(repo)
+    dirty = dirty_paths(Path(__file__).resolve().parents[1])
     if dirty and not allow_dirty:
         raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predict_ep(ep_case_rows()) if ep else predict(case_rows(reg))
+    df = predict()
     df["code_commit"] = git_commit()
     df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return df
+
+
+def write(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S20NEW,
+          ep: bool = False) -> pd.DataFrame:
+    """Write the predictions file (`reg`'s train steps, or with `ep` the EP2 steps'); refuses to
+    overwrite one (a pre-registration is never redone)."""
+    path = reg.predictions_file if path is None else path
+    return write_registered(path, lambda: predict_ep(ep_case_rows()) if ep else predict(case_rows(reg)), allow_dirty)
 
 
 def measured(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S20NEW) -> pd.DataFrame:
@@ -428,18 +434,7 @@ def write_host_grid(path: Path | None = None, allow_dirty: bool = False, reg: Re
     """Write the host-input twin's grid file of `reg`'s rows (GRID_FILES[reg.name] by default, at its grid's
     host times); refuses to overwrite one."""
     path, hosts_s = GRID_FILES[reg.name] if path is None else (path, GRID_FILES[reg.name][1])
-    repo = Path(__file__).resolve().parents[1]
-    if Path(path).exists():
-        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
-    dirty = dirty_paths(repo)
-    if dirty and not allow_dirty:
-        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predict_host_grid(case_rows(reg), hosts_s=hosts_s)
-    df["code_commit"] = git_commit()
-    df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return df
+    return write_registered(path, lambda: predict_host_grid(case_rows(reg), hosts_s=hosts_s), allow_dirty)
 
 
 def host_input_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST,

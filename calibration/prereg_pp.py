@@ -27,18 +27,15 @@ Judgements (docs/notes/s20ppnew.md, written before the run):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import records as rec
-from calibration.fit import git_commit
 from calibration.pipeline_judgement import (IDLE_FLOOR_OF_STEP, IDLE_TOL, RANKING_ALPHA, rank_sum_p,
                                             step_times_by_rep_s)
 from calibration.records_io import csv_exists, glob_csv, read_csv
@@ -63,18 +60,7 @@ def case_rows() -> list[dict]:
 
 def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFrame:
     """Write the predictions file; refuses to overwrite one (a pre-registration is never redone)."""
-    repo = Path(__file__).resolve().parents[1]
-    if Path(path).exists():
-        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
-    dirty = prereg.dirty_paths(repo)
-    if dirty and not allow_dirty:
-        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = prereg.predict_ep(case_rows())
-    df["code_commit"] = git_commit()
-    df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return df
+    return prereg.write_registered(path, lambda: prereg.predict_ep(case_rows()), allow_dirty)
 
 
 def measured(root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:

@@ -30,7 +30,6 @@ Judgements (docs/notes/s21pp4_rule.md, written before the run), per GPU kind ove
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import sys
 from pathlib import Path
@@ -41,7 +40,6 @@ import pandas as pd
 from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import records as rec
-from calibration.fit import git_commit
 from calibration.pipeline_judgement import (IDLE_FLOOR_OF_STEP, IDLE_TOL, RANKING_ALPHA, rank_sum_p,
                                             step_times_by_rep_s)
 from calibration.records_io import csv_exists, glob_csv, read_csv
@@ -87,18 +85,7 @@ def predict(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR) -> pd.Dat
 
 def write(path: Path = PREDICTIONS_FILE, allow_dirty: bool = False) -> pd.DataFrame:
     """Write the predictions file; refuses to overwrite one (a pre-registration is never redone)."""
-    repo = Path(__file__).resolve().parents[1]
-    if Path(path).exists():
-        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
-    dirty = prereg.dirty_paths(repo)
-    if dirty and not allow_dirty:
-        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predict(case_rows())
-    df["code_commit"] = git_commit()
-    df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return df
+    return prereg.write_registered(path, lambda: predict(case_rows()), allow_dirty)
 
 
 def measured(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import math
 import random
 import sys
@@ -65,8 +64,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration.fit import git_commit
-from calibration.prereg import PREREG_DIR, dirty_paths
+from calibration.prereg import PREREG_DIR, write_registered
 from calibration.records_io import csv_exists, read_csv
 from calibration.serve_host_speed import replay
 from calibration.serve_load_validation import (FIGURES, SPREAD_SEEDS, TARGETS, loadgen_figures, record_host_launch_s,
@@ -274,19 +272,8 @@ def write(path: Path | None = None, allow_dirty: bool = False, rows: list[dict] 
           reg: Registration = S21) -> pd.DataFrame:
     """Write the predictions file; refuses to overwrite one (a pre-registration is never redone) and to
     predict from uncommitted code."""
-    repo = Path(__file__).resolve().parents[1]
     path = reg.predictions_file if path is None else path
-    if Path(path).exists():
-        raise SystemExit(f"{path} exists: pre-registered predictions are never rewritten")
-    dirty = dirty_paths(repo)
-    if dirty and not allow_dirty:
-        raise SystemExit("uncommitted changes in the predicting code; commit first:\n" + "\n".join(dirty))
-    df = predictions(case_rows(reg) if rows is None else rows, reg)
-    df["code_commit"] = git_commit()
-    df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return df
+    return write_registered(path, lambda: predictions(case_rows(reg) if rows is None else rows, reg), allow_dirty)
 
 
 # ---- after the run --------------------------------------------------------------------------------------
