@@ -133,3 +133,43 @@ def test_first_delivery_orders_every_resolved_schedule_pair_as_measured():
 def test_first_delivery_predicts_every_ranks_idle():
     idle = _first_delivery()["idle"]
     assert idle and all(i["within"] for i in idle), sum(i["within"] for i in idle)
+
+
+def _second_delivery():
+    return prereg_pp4.section(subdir=prereg_pp4.SECOND_SUBDIR)
+
+
+def test_second_delivery_holds_every_pp2ep2_configuration_on_four_timed_steps():
+    """The second delivery (real/campaigns/s21pp4b.sh, 4xH200, 21:16-21:18 UTC; calibration/measurements/
+    h200x4/s21pp4b/): all 12 pp2ep2 configurations, each on 4 timed steps, judged on its own (addendum A)."""
+    sec = _second_delivery()
+    assert set(sec["by_gpu"]) == {"h200"} and sec["by_gpu"]["h200"]["num_cases"] == 12
+    assert set(sec["by_layout"]) == {"h200 pp2ep2"}
+    meas = prereg_pp4.measured(subdir=prereg_pp4.SECOND_SUBDIR)
+    assert set(meas["gpu_name"]) == {"NVIDIA H200"} and (meas["step_times_s"].map(len) == 4).all()
+
+
+@pytest.mark.xfail(strict=True, reason="s21pp4b second delivery, 4xH200: 12 pp2ep2 rows, median |error| 5.2%, P90 "
+                   "7.7%, every row under-predicted (qwen2moe dualpipe -7.7%, zb1p -8.3%; qwen3moe 1f1b -7.7%): "
+                   "issue 13's pipeline_step target (5% / 10%) missed on the median")
+def test_second_delivery_meets_issue13_pipeline_step_target():
+    s = _second_delivery()["by_gpu"]["h200"]
+    assert s["meets_target"], s
+
+
+def test_second_delivery_orders_every_resolved_schedule_pair_as_measured():
+    """16 of 18 pairs resolved at p < 0.05, all 16 ordered as measured (and the 2 unresolved too): the
+    ranking criterion is met on the second delivery (docs/notes/s21pp4_rule.md, outcome, second delivery)."""
+    pairs = _second_delivery()["ranking"]
+    resolved = [p for p in pairs if p["resolved"]]
+    assert len(pairs) == 18 and len(resolved) == 16
+    assert all(p["ordered"] for p in resolved), [p for p in resolved if not p["ordered"]]
+
+
+@pytest.mark.xfail(strict=True, reason="s21pp4b second delivery, 4xH200: 33 of 48 rank-rows within 10% of the "
+                   "measured idle or 1% of the step; the twin's idle is short on the stage that waits (qwen2moe "
+                   "dualpipev ranks 1, 3: 76.6 vs 91 ms; qwen3moe zb1p ranks 1, 3: 17.0 vs 26 ms; dualpipe ranks 0, "
+                   "2: 0.2-0.3 vs 6-7 ms): the idle target (every rank-row within) is missed")
+def test_second_delivery_predicts_every_ranks_idle():
+    idle = _second_delivery()["idle"]
+    assert idle and all(i["within"] for i in idle), sum(i["within"] for i in idle)
