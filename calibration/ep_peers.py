@@ -87,8 +87,8 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"  {r['folder']:<34} {r['model']:<19} {r['schedule']:<9} n{int(r['num_microbatches']):<3} "
                      f"{r['num_pairs']:>4} pairs  {r['start_median_s'] * 1e3:5.2f} / {r['start_p90_s'] * 1e3:5.2f} / "
-                     f"{r['start_max_s'] * 1e3:5.2f}  end {r['end_median_s'] * 1e3:5.2f}  op {r['op_median_s'] * 1e3:5.1f}"
-                     f"  sum {r['wait_bound_s'] * 1e3:5.2f}")
+                     f"{r['start_max_s'] * 1e3:5.2f}  end {r['end_median_s'] * 1e3:5.2f}  "
+                     f"op {r['op_median_s'] * 1e3:5.1f}  sum {r['wait_bound_s'] * 1e3:5.2f}")
     return "\n".join(lines)
 
 
