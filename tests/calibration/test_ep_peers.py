@@ -32,10 +32,10 @@ def test_peer_offsets_pairs_each_op_with_the_same_op_of_the_other_pipelines_stag
 def test_committed_pp2ep2_peers_run_each_op_in_lockstep():
     """Every committed four-GPU PP2 x EP2 configuration, 46 (v2-lite-slice on 4xH100, 11, and 4xH200,
     12; s21pp4's two deliveries of three slices on 4xH200, 11 and 12): the EP peers of the two
-    pipelines start the same op within 0.1 ms (median over op pairs), and a rank's start distances to its peer sum to under 1% of the
-    measured step (at most 3.1 ms, v2-lite zb1p n16 on 4xH100; 2.6 ms of 501 ms on the new slices):
-    no rank reaches an op while its peer is in another, so a rendezvous of the two pipelines at op
-    boundaries adds at most that (docs/notes/s22pp4j_rule.md)."""
+    pipelines start the same op within 0.1 ms (median over op pairs), and a rank's start distances to
+    its peer sum to under 1% of the measured step (at most 3.1 ms, v2-lite zb1p n16 on 4xH100; 2.6 ms
+    of 501 ms on the new slices): no rank reaches an op while its peer is in another, so a rendezvous
+    of the two pipelines at op boundaries adds at most that (docs/notes/s22pp4j_rule.md)."""
     rows = ep_peers.committed()
     assert len(rows) == 46 and {r["folder"] for r in rows} == set(ep_peers.FOLDERS)
     assert max(r["start_median_s"] for r in rows) < 1e-4
