@@ -177,12 +177,15 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: 
     return profile, accumulate, host, hold_s
 
 
-def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2) -> pd.DataFrame:
+def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2,
+               routing: pd.DataFrame | None = None) -> pd.DataFrame:
     """The twin's seconds for each two-GPU step row (ep_step, or a pipeline_step row whose pp and
     schedule simulate_row reads: s20ppnew), as predict_folder prices a row of `<gpu>x2` (no routing
     records: the run's own routing is not known before it runs, and ADOPT_EP_ROUTED_ROWS is off),
     with each simulated rank's idle seconds (predicted_idle_r<rank>_s, as predict_folder's
-    idle_simulated_s); `num_gpus` 4: four-GPU rows priced as a row of `<gpu>x4` (s21pp4)."""
+    idle_simulated_s); `num_gpus` 4: four-GPU rows priced as a row of `<gpu>x4` (s21pp4). `routing`: the
+    runs' pipeline_routing rows, each MoE layer then at its most loaded EP rank's rows (ep_layer_rows: the
+    lockstep limit of the EP peers' rendezvous, s22pp4j); None: balanced, as the pre-registrations."""
     inputs = {}
     out = []
     for r in rows:
@@ -192,7 +195,8 @@ def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gp
         profile, accumulate, host, hold_s = inputs[gpu]
         row = pd.Series(r)
         result, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None,
-                                              pipe.ep_layer_rows(pd.DataFrame(), row, get_model(r["model"]).top_k),
+                                              pipe.ep_layer_rows(pd.DataFrame() if routing is None else routing, row,
+                                                                 get_model(r["model"]).top_k),
                                               hold_s)
         idle = {f"predicted_idle_r{k}_s": float(v) for k, v in enumerate(result.idle_s)}
         out.append({**r, "predicted_s": float(step_s), **idle})

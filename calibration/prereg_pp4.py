@@ -152,13 +152,19 @@ def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FI
     """The committed predictions beside the records under `root` (the delivery in `subdir`): per-row
     step error; per GPU (and per GPU and layout) the median / P90 against issue 13's target; each
     rank's idle; the schedules' ranking."""
+    if not csv_exists(path):
+        return compared(pd.DataFrame(), pd.DataFrame(), subdir)
+    return compared(read_csv(path), measured(root, subdir), subdir)
+
+
+def compared(preds: pd.DataFrame, meas: pd.DataFrame, subdir: str) -> dict:
+    """section's comparison of predictions `preds` (KEY, predicted_s, predicted_idle_r<k>_s, code_commit)
+    with records `meas` (measured's rows)."""
     empty = {"delivery": subdir, "predictions_commit": None, "by_gpu": {}, "by_layout": {}, "rows": [], "idle": [],
              "ranking": []}
-    if not csv_exists(path):
+    if preds.empty:
         return empty
-    preds = read_csv(path)
     empty["predictions_commit"] = str(preds["code_commit"].iloc[0])
-    meas = measured(root, subdir)
     if meas.empty:
         return empty
     idle_cols = [c for c in preds.columns if c.startswith("predicted_idle")]
@@ -174,6 +180,29 @@ def section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = PREDICTIONS_FI
             "rows": full[KEY + ["time_s", "predicted_s", "rel_error"]].rename(columns={"time_s": "measured_s"})
             .to_dict("records"),
             "idle": idle_rows(full), "ranking": ranking(full)}
+
+
+def routing_of(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SUBDIR) -> pd.DataFrame:
+    """Every model's pipeline_routing rows of a delivery (h200x4 and h100x4 folders), concatenated."""
+    parts = [read_csv(p) for gpu in prereg.GPUS
+             for p in glob_csv(Path(root) / f"{gpu}x{NUM_GPUS}" / subdir, "*/pipeline_routing.csv")]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def live_section(subdir: str, routed: bool, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """s22pp4j: a delivery's pp2ep2 rows (ep > 1) predicted by today's code on prereg_pp4's path (predict),
+    with `routed` each MoE layer at the delivery's own routing (the most loaded EP rank's rows per local
+    expert: prereg.predict_ep's `routing`, the lockstep limit of the EP peers' rendezvous) or balanced,
+    beside the records, judged as section judges the committed predictions (code_commit "live")."""
+    meas = measured(root, subdir)
+    if meas.empty:
+        return compared(pd.DataFrame(), meas, subdir)
+    meas = meas[meas["ep"] > 1]
+    keys = {tuple(m[k] for k in KEY) for _, m in meas.iterrows()}
+    rows = [case for case in case_rows() if tuple(case[k] for k in KEY) in keys]
+    preds = prereg.predict_ep(rows, root, num_gpus=NUM_GPUS,
+                              routing=routing_of(root, subdir) if routed else None)
+    return compared(preds.assign(code_commit="live"), meas, f"{subdir} live{' routed' if routed else ''}")
 
 
 def judgement(sec: dict) -> dict:
