@@ -178,15 +178,16 @@ def two_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: 
 
 
 def predict_ep(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR, num_gpus: int = 2,
-               routing: pd.DataFrame | None = None) -> pd.DataFrame:
+               routing: pd.DataFrame | None = None, inputs: dict | None = None) -> pd.DataFrame:
     """The twin's seconds for each two-GPU step row (ep_step, or a pipeline_step row whose pp and
     schedule simulate_row reads: s20ppnew), as predict_folder prices a row of `<gpu>x2` (no routing
     records: the run's own routing is not known before it runs, and ADOPT_EP_ROUTED_ROWS is off),
     with each simulated rank's idle seconds (predicted_idle_r<rank>_s, as predict_folder's
     idle_simulated_s); `num_gpus` 4: four-GPU rows priced as a row of `<gpu>x4` (s21pp4). `routing`: the
     runs' pipeline_routing rows, each MoE layer then at its most loaded EP rank's rows (ep_layer_rows: the
-    lockstep limit of the EP peers' rendezvous, s22pp4j); None: balanced, as the pre-registrations."""
-    inputs = {}
+    lockstep limit of the EP peers' rendezvous, s22pp4j); None: balanced, as the pre-registrations.
+    `inputs`: {gpu: two_gpu_inputs(gpu, root, num_gpus)} already computed (filled in where missing)."""
+    inputs = {} if inputs is None else inputs
     out = []
     for r in rows:
         gpu = r["gpu"]

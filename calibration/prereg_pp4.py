@@ -189,11 +189,13 @@ def routing_of(root: Path | str = rec.MEASUREMENTS_DIR, subdir: str = RECORDS_SU
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def live_section(subdir: str, routed: bool, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+def live_section(subdir: str, routed: bool, root: Path | str = rec.MEASUREMENTS_DIR,
+                 inputs: dict | None = None) -> dict:
     """s22pp4j: a delivery's pp2ep2 rows (ep > 1) predicted by today's code on prereg_pp4's path (predict),
     with `routed` each MoE layer at the delivery's own routing (the most loaded EP rank's rows per local
     expert: prereg.predict_ep's `routing`, the lockstep limit of the EP peers' rendezvous) or balanced,
-    beside the records, judged as section judges the committed predictions (code_commit "live")."""
+    beside the records, judged as section judges the committed predictions (code_commit "live"); `inputs`:
+    prereg.predict_ep's, shared between calls."""
     meas = measured(root, subdir)
     if meas.empty:
         return compared(pd.DataFrame(), meas, subdir)
@@ -201,7 +203,7 @@ def live_section(subdir: str, routed: bool, root: Path | str = rec.MEASUREMENTS_
     keys = {tuple(m[k] for k in KEY) for _, m in meas.iterrows()}
     rows = [case for case in case_rows() if tuple(case[k] for k in KEY) in keys]
     preds = prereg.predict_ep(rows, root, num_gpus=NUM_GPUS,
-                              routing=routing_of(root, subdir) if routed else None)
+                              routing=routing_of(root, subdir) if routed else None, inputs=inputs)
     return compared(preds.assign(code_commit="live"), meas, f"{subdir} live{' routed' if routed else ''}")
 
 

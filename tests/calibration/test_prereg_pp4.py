@@ -1,6 +1,8 @@
 """calibration.prereg_pp4 (session s21pp4): four-GPU pipeline steps (PP4, PP2 x EP2) of the new MoE
 slices, pre-registered through the path `twin validate` prices the committed four-GPU pipeline_step rows with."""
 
+import functools
+
 import pandas as pd
 import pytest
 
@@ -100,6 +102,7 @@ def test_committed_predictions_name_their_commit_and_cover_the_cases():
         assert sub.sort_values("num_microbatches")["predicted_s"].is_monotonic_increasing
 
 
+@functools.cache
 def _first_delivery():
     return prereg_pp4.section()
 
@@ -135,6 +138,7 @@ def test_first_delivery_predicts_every_ranks_idle():
     assert idle and all(i["within"] for i in idle), sum(i["within"] for i in idle)
 
 
+@functools.cache
 def _second_delivery():
     return prereg_pp4.section(subdir=prereg_pp4.SECOND_SUBDIR)
 
@@ -173,3 +177,49 @@ def test_second_delivery_orders_every_resolved_schedule_pair_as_measured():
 def test_second_delivery_predicts_every_ranks_idle():
     idle = _second_delivery()["idle"]
     assert idle and all(i["within"] for i in idle), sum(i["within"] for i in idle)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    """prereg.predict_ep's host inputs of h200x4, computed once for this module's live predictions."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def live(inputs):
+    """s22pp4j's rule (docs/notes/s22pp4j_rule.md): each delivery's pp2ep2 rows predicted by today's code,
+    balanced (False) and at the run's own routing (True: term R, the EP peers' rendezvous in lockstep)."""
+    return {(sub, routed): prereg_pp4.live_section(sub, routed, inputs=inputs)
+            for sub in (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR) for routed in (False, True)}
+
+
+def _figures(sec):
+    s = sec["by_gpu"]["h200"]
+    misordered = sum(1 for p in sec["ranking"] if p["resolved"] and not p["ordered"])
+    return (round(s["median_abs_rel_error"], 3), round(s["p90_abs_rel_error"], 3), misordered,
+            sum(i["within"] for i in sec["idle"]), max(r["rel_error"] for r in sec["rows"]))
+
+
+def test_routed_rows_on_the_s21pp4_deliveries_fail_the_rule_on_the_first(live):
+    """s22pp4j's rule, H1-H4 per delivery against the live balanced baseline. First delivery (11 rows):
+    median 4.2% -> 4.4%, P90 9.5% -> 7.7%, 1 resolved pair misordered either way, idle 22 of 44 either
+    way: H1 (median down >= 1 point) fails. Second (12 rows): 5.5% -> 4.0%, P90 8.1% -> 7.7%, 0
+    misordered, idle 33 -> 38 of 48: passes. No row over-predicted beyond 2% (max +0.7%). R stays off."""
+    first = {r: _figures(live[prereg_pp4.RECORDS_SUBDIR, r]) for r in (False, True)}
+    second = {r: _figures(live[prereg_pp4.SECOND_SUBDIR, r]) for r in (False, True)}
+    assert first[False][:4] == (0.042, 0.095, 1, 22) and first[True][:4] == (0.044, 0.077, 1, 22)
+    assert second[False][:4] == (0.055, 0.081, 0, 33) and second[True][:4] == (0.04, 0.077, 0, 38)
+    assert max(first[True][4], second[True][4]) < 0.02
+    assert first[True][0] > first[False][0] - 0.01          # H1 fails on the first delivery
+    assert not pipe.ADOPT_EP_ROUTED_ROWS
+
+
+def test_routed_rows_leave_rows_without_ep_alone(inputs):
+    """R reads routing only where ep > 1 (s22pp4j O1): a pp4 row of s21pp4 (ep 1) predicts the same with
+    the delivery's routing as without."""
+    row = next(r for r in prereg_pp4.case_rows() if r["pp"] == 4 and r["gpu"] == "h200")
+    routing = prereg_pp4.routing_of()
+    assert not routing.empty
+    got = [prereg.predict_ep([row], num_gpus=4, routing=rt, inputs=inputs)["predicted_s"].iloc[0]
+           for rt in (None, routing)]
+    assert got[0] == got[1]
