@@ -16,6 +16,9 @@ calibration/measurements/<gpu>x4/s21pp4/<model>/ (a subfolder no fit and no vali
     python -m calibration.prereg_pp4 write     # the predictions file (refuses a dirty twin/ or calibration/)
     python -m calibration.prereg_pp4 compare   # predictions beside the records: steps, idle, ranking
 
+live_section (s22pp4j, docs/notes/s22pp4j_rule.md) re-predicts a delivery's pp2ep2 rows with today's code,
+balanced or at the run's own routing (the EP peers' rendezvous in lockstep: term R), judged the same way.
+
 Judgements (docs/notes/s21pp4_rule.md, written before the run), per GPU kind over the rows measured:
   steps    issue 13's pipeline_step target: median |error| <= 5%, P90 <= 10% (also per layout, reported);
   ranking  per (model, layout, micro-batches): every pair of schedules whose timed steps differ at
