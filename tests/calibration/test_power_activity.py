@@ -101,3 +101,15 @@ def test_both_settings_of_the_switch(tmp_path):
 def test_the_switch_is_off_until_the_rule_is_judged():
     assert pc.ADOPT_ACTIVITY_POWER_LAW is False
     assert pc.power_law() == pc.power_law(adopt=False, copy_load=False, activity=False)
+
+
+def test_the_committed_records_fail_the_rule_and_the_switch_stays_off():
+    # campaign s22tt (one H100 at 700 W): the data patterns held at the limit settle at different clocks
+    # (1,365-1,515 MHz) with the same dynamic power at the maximum clock (838-852 W), so they trace no
+    # common curve: the local exponent is ~0.07 (M3) and the held-out GEMM's clock is missed by ~30% (H1)
+    df = read_csv(pc.rec.MEASUREMENTS_DIR / "h100" / pa.ACTIVITY_RECORDS)
+    crit = {name: ok for name, (ok, _) in pa.criteria(df).items()}
+    assert crit == {"M1": True, "M2": True, "M3": False, "H1": False}
+    dyn = [p["dynamic_w"] for p in pa.kernel_points(df) if p["capped"] and p["kernel"].endswith(("pow2", "half_zeros", "randn"))]
+    assert len(dyn) == 4 and max(dyn) - min(dyn) < 0.03 * min(dyn)
+    assert pc.ADOPT_ACTIVITY_POWER_LAW is False
