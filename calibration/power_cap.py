@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from calibration import power_activity
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import get_gpu
@@ -63,6 +64,11 @@ ADOPT_MEASURED_POWER_LAW = False
 # calibration.copy_load): the BF16 GEMM beside copy-engine traffic, the static part the idle power. Adopted
 # only by that rule's criteria (records M1-M6, rows R1-R5); off, the assumed exponent stands.
 ADOPT_COPY_LOAD_LAW = False
+# The law's local exponent below the BF16 GEMM's own capped clock (s22tt, docs/notes/s22tt_rule.md;
+# calibration.power_activity): the same GEMM on data of different activity, and FP8, each held at our
+# limit, give points of the chip's dynamic-power curve h(f); the static part stays the idle power.
+# Adopted only by that rule's criteria (records M1-M3, held-out H1, rows R1); off, the assumed exponent.
+ADOPT_ACTIVITY_POWER_LAW = False
 DUTY_RECORDS = "duty_sweep.csv"
 DUTY_SETTLED_WINDOW = 3        # a 5 s point's windows from the 3rd second on (the clock has settled)
 POWER_CAP_REASON = 0x4         # nvmlClocksEventReasonSwPowerCap
@@ -180,16 +186,20 @@ def adoption_criteria(df: pd.DataFrame, power_limit_w: float) -> dict:
 
 
 def power_law(gpu: str = "h100", root: Path | str = rec.MEASUREMENTS_DIR, adopt: bool | None = None,
-              copy_load: bool | None = None) -> PowerLaw:
+              copy_load: bool | None = None, activity: bool | None = None) -> PowerLaw:
     """The law the derivations use: the duty sweep's (gpu/duty_sweep.csv) where adopted; else the idle
     power as the static part with the exponent measured beside copy traffic (gpu/copy_load.csv) where
-    that is adopted, else DYNAMIC_POWER_EXPONENT (assumed)."""
+    that is adopted, or from the activity sweep (gpu/power_activity.csv) where that is, else
+    DYNAMIC_POWER_EXPONENT (assumed)."""
     if ADOPT_MEASURED_POWER_LAW if adopt is None else adopt:
         return fit_power_law(read_csv(Path(root) / gpu / DUTY_RECORDS))
     if ADOPT_COPY_LOAD_LAW if copy_load is None else copy_load:
         from calibration.copy_load import COPY_LOAD_RECORDS, measured_exponent   # lazy: it reads only when adopted
         idle = idle_power_w(gpu, root)
         return PowerLaw(idle, measured_exponent(Path(root) / gpu / COPY_LOAD_RECORDS, idle), source="copy load")
+    if ADOPT_ACTIVITY_POWER_LAW if activity is None else activity:
+        records = read_csv(Path(root) / gpu / power_activity.ACTIVITY_RECORDS)
+        return PowerLaw(idle_power_w(gpu, root), power_activity.law_exponent(records), source="activity sweep")
     return PowerLaw(idle_power_w(gpu, root), DYNAMIC_POWER_EXPONENT)
 
 
@@ -386,6 +396,35 @@ def print_duty_sweep(path: Path, limit_w: float) -> int:
     return 0
 
 
+def print_activity(path: Path, limit_w: float) -> int:
+    """The activity sweep (s22tt): each kernel's capped point, free line and h, the local fit with the
+    held-out GEMM left out, the rule's criteria, and the card's figures at `limit_w` under the fitted
+    exponent against the assumed one."""
+    if not csv_exists(path):
+        print(f"records: no power_activity records at {path}", file=sys.stderr)
+        return 2
+    df = read_csv(path)
+    points = power_activity.kernel_points(df)
+    fit = power_activity.fit_local_exponent(points)
+    print(f"{path}: {sorted(set(df['gpu_name'].astype(str)))}; idle {power_activity.idle_w(df):.0f} W")
+    print(f"{'kernel':42s} {'prec':10s} {'W':>5s} {'MHz':>5s} {'cap':>5s} {'ms':>7s} {'D W':>6s} {'rms':>4s} "
+          f"{'P0 W':>5s} {'h':>6s}")
+    for p in points:
+        print(f"{p['kernel'][:42]:42s} {p['precision']:10s} {p['power_w']:5.0f} {p['clock_mhz']:5.0f} "
+              f"{p['capped_windows']:2d}/{p['full_windows']:<2d} {p['time_s'] * 1e3:7.3f} {p['dynamic_w']:6.0f} "
+              f"{p['free_rms_w']:4.0f} {p['free_intercept_w']:5.0f} {p['h']:6.3f}" + ("  held out" if p["held_out"] else ""))
+    print(f"local fit (capped, <= {power_activity.FIT_MAX_CLOCK_MHZ:.0f} MHz, held-out left out): k {fit['k']:.3f}, "
+          f"n {fit['n']}, span {fit['span_mhz']:.0f} MHz, rms {fit['rms']:.3f}")
+    for name, (ok, figs) in power_activity.criteria(df, points, fit).items():
+        print(f"criterion {name}: {'holds' if ok else 'FAILS'} {figs}")
+    if not math.isnan(fit["k"]) and fit["k"] > 0:
+        for name, lw in (("assumed", power_law(adopt=False, copy_load=False, activity=False)),
+                         ("activity", PowerLaw(idle_power_w("h100"), fit["k"], source="activity sweep"))):
+            print(f"{name} law (P_s {lw.static_w:.0f} W, k {lw.exponent:.2f}): clock_frac at {limit_w:.0f} W "
+                  f"{clock_frac_at(limit_w, law=lw):.3f}; {fa2_catalog_entry(limit_w, law=lw)}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.power_cap",
                                  description="kernels' sustained power and clock, and their speed under a lower power limit")
@@ -393,9 +432,12 @@ def main(argv=None) -> int:
     ap.add_argument("--duty", type=Path, help="a duty_sweep.csv (campaign s14tt): fit the law, check it, the rule's criteria")
     ap.add_argument("--limit-w", type=float, default=500.0, help="the power limit to derive (torchtitan's 500 W)")
     ap.add_argument("--gpu", default="h100", help="the measurements folder whose idle power is taken")
+    ap.add_argument("--activity", type=Path, help="a power_activity records file (campaign s22tt): the law's local exponent")
     args = ap.parse_args(argv)
     if args.duty is not None:
         return print_duty_sweep(args.duty, args.limit_w)
+    if args.activity is not None:
+        return print_activity(args.activity, args.limit_w)
     if args.records is None:
         ap.error("a sustained.csv (or folder) or --duty FILE")
     path = args.records / "sustained.csv" if args.records.is_dir() else args.records

@@ -22,6 +22,7 @@ from real.bench.device import environment, free_memory
 from real.bench.copy_load import bench_copy_load
 from real.bench.cp_block import bench_cp_block
 from real.bench.duty_sweep import bench_duty_sweep
+from real.bench.power_activity import bench_power_activity
 from real.bench.ep import bench_ep
 from real.bench.ep_fresh import bench_ep_fresh
 from real.bench.ep_kernels import bench_ep_kernels
@@ -70,7 +71,7 @@ _FUNCTIONS = {
     "mla_paired": bench_mla_paired, "async_tp": bench_async_tp, "tt_linears": bench_tt_linears,
     "async_tp_405b": bench_async_tp_405b, "atp_parts": bench_atp_parts, "cp_sustained": bench_cp_sustained,
     "fa2_sustained": bench_fa2_sustained, "attn_small": bench_attn_small,
-    "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep,
+    "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep, "power_activity": bench_power_activity,
     "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,
     "ep_fresh": bench_ep_fresh,
     "host_input": bench_host_input, "host_steps": bench_host_steps,

@@ -49,6 +49,7 @@ SECTION_SHARES = {  # name -> share of the time budget
     "gemm_in_layer": 1.0,  # not in the default list: one GPU, MoE/MLA layers' aten calls in the layer and alone (s14gl)
     "memory_alone": 1.0,  # not in the default list: one GPU, fitting-split swiglu / quantization / gather kernels alone (s15gl2)
     "copy_load": 1.0,  # not in the default list: one GPU, GEMMs and FA2 beside copy-engine traffic at the power limit (s15tt)
+    "power_activity": 1.0,  # not in the default list: one GPU, a GEMM on data of different activity at duty cycles (s22tt)
     "cp_block": 1.0,  # not in the default list: one process (CP1) or torchrun (CP = W), a compiled full-AC Llama block (s17cp)
     "ep_fresh": 1.0,  # under torchrun: the EP MoE layer at shapes no record holds, timed and profiled per rank (s21ep2)
     "host_input": 1.0,  # not in the default list: one GPU, serve rows and host calibration each beside a host probe (s21host)
@@ -61,7 +62,7 @@ OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_bloc
                    "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "atp_parts",
                    "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
                    "attn_first", "cp_traces", "ep_kernels", "duty_sweep", "gemm_in_layer", "memory_alone",
-                   "copy_load", "cp_block", "host_input", "ep_fresh", "host_steps")  # run only when named in --only
+                   "copy_load", "power_activity", "cp_block", "host_input", "ep_fresh", "host_steps")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
                       "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "tp_beside", "cp_traces", "ep_kernels",
                       "ep_fresh")  # torchrun, >= 2 ranks only
