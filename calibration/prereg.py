@@ -417,16 +417,17 @@ S21HOST_GRID_FILE = PREREG_DIR / "s21host_host_grid.csv.gz"
 
 
 def predict_host_grid(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR,
-                      hosts_s=host_input.HOST_GRID_S) -> pd.DataFrame:
+                      hosts_s=host_input.HOST_GRID_S, synced: bool = False) -> pd.DataFrame:
     """Each serve row's prediction at every host time per kernel of `hosts_s`, under its GPU's committed
-    profile (the op lists of predict(); only the host time per kernel differs)."""
+    profile (the op lists of predict(); only the host time per kernel differs); `synced`: each step from an
+    idle device (whole_step.serve_window_s, s22host)."""
     profiles = {}
     out = []
     for r in rows:
         gpu = r["gpu"]
         if gpu not in profiles:
             profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
-        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu], hosts_s)
+        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu], hosts_s, synced)
     return pd.DataFrame(out)
 
 
@@ -560,6 +561,26 @@ S21HOST2_GRID_FILE = PREREG_DIR / "s21host2_step_grid.csv.gz"
 # registration -> (its grid file, the host times per kernel it is written at)
 GRID_FILES = {S21HOST.name: (S21HOST_GRID_FILE, host_input.HOST_GRID_S),
               S21HOST2.name: (S21HOST2_GRID_FILE, step_host.STEP_HOST_GRID_S)}
+# Session s22host (docs/notes/s22host_rule.md): models no prefill/decode record holds (v3-slice-1l, bench-small),
+# served as s21host2 serves (real/campaigns/s22host.sh's CASES, in its order; a test holds them equal), the cold
+# process only. Three files before the run: the plain twin's predictions, the step-input twin's grid (back-to-back
+# window, as s21host2's) and the synchronised step-input twin's grid (ADOPT_SYNCED_STEPS's window).
+S22HOST = Registration("s22host", PREREG_DIR / "s22host_predictions.csv", "s22host",
+                       tuple((m, P, 64, (1, 4), (4, 32)) for m in ("v3-slice-1l", "bench-small") for P in (512, 1024)),
+                       section="serve")
+REGISTRATIONS[S22HOST.name] = S22HOST
+GRID_FILES[S22HOST.name] = (PREREG_DIR / "s22host_step_grid.csv.gz", step_host.STEP_HOST_GRID_S)
+# registration -> the synchronised twin's grid of its cases (step grid's host times; whole_step.serve_window_s synced)
+SYNC_GRID_FILES = {S21HOST2.name: PREREG_DIR / "s22host_s21host2_sync_grid.csv.gz",
+                   S22HOST.name: PREREG_DIR / "s22host_sync_grid.csv.gz"}
+
+
+def write_sync_grid(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S21HOST2) -> pd.DataFrame:
+    """Write the synchronised step-input twin's grid of `reg`'s rows (SYNC_GRID_FILES[reg.name] by default, at the
+    step grid's host times); refuses to overwrite one."""
+    path = SYNC_GRID_FILES[reg.name] if path is None else path
+    return write_registered(path, lambda: predict_host_grid(case_rows(reg), hosts_s=step_host.STEP_HOST_GRID_S,
+                                                            synced=True), allow_dirty)
 
 
 def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
@@ -620,16 +641,74 @@ def step_summary(rows: pd.DataFrame) -> dict:
 
 
 def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
-                 grid_path: Path = S21HOST2_GRID_FILE) -> dict:
+                 grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = SYNC_GRID_FILES[S21HOST2.name]) -> dict:
     """`twin validate`'s part prereg_s21host2: the plain twin's comparison (validate_section), the step-input
-    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT."""
+    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT. `synced`
+    (s22host, where its grid exists): the synchronised step-input twin's (the same rows read on sync_grid_path),
+    `synced_adopted`: whole_step.ADOPT_SYNCED_STEPS."""
     plain = validate_section(root, reg=reg)
     rows, ratios = step_rows(root, reg, grid_path)
     cols = reg.key + ["time_s", "step_infer_host_s_per_kernel", "step_predicted_s", "step_rel_error", "probe_effect",
                       "probe_step_rank_corr"]
-    return {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
-            "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
-                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+    out = {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
+           "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
+                          "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+    if sync_grid_path is not None and csv_exists(sync_grid_path):
+        srows, _ = step_rows(root, reg, sync_grid_path)
+        out["synced"] = {"by_gpu": step_summary(srows),
+                         "rows": [] if srows.empty else srows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+        out["synced_adopted"] = bool(whole_step.ADOPT_SYNCED_STEPS)
+    return out
+
+
+def signed_means(rows: list[dict]) -> dict:
+    """Per GPU and bench, the mean signed step_rel_error (reported beside the verdicts)."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return {}
+    return {f"{g} {b}": float(s["step_rel_error"].mean()) for (g, b), s in df.groupby(["gpu", "bench"])}
+
+
+def sync_criteria(section: dict) -> dict:
+    """docs/notes/s22host_rule.md's C1 (decode rows of both GPUs pooled: synchronised median and P90 |err| <= the
+    back-to-back step-input twin's), C2 (no (gpu, bench) group worse than back-to-back + s21host's slack), C3 (groups
+    meeting issue 13's targets: synchronised >= back-to-back) on one step_section; `pass` all three."""
+    b2b, sync = section["step_input"]["by_gpu"], section["synced"]["by_gpu"]
+    groups = sorted(set(b2b) & set(sync))
+
+    def decode_errs(rows):
+        return [abs(r["step_rel_error"]) for r in rows if r["bench"] == "decode" and np.isfinite(r["step_rel_error"])]
+
+    e_b2b, e_sync = decode_errs(section["step_input"]["rows"]), decode_errs(section["synced"]["rows"])
+    c1 = bool(e_sync) and all(np.percentile(e_sync, q) <= np.percentile(e_b2b, q) for q in (50, 90))
+    c2 = bool(groups) and all(sync[g]["median_abs_rel_error"] <= b2b[g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
+                              and sync[g]["p90_abs_rel_error"] <= b2b[g]["p90_abs_rel_error"] + HOST_P90_SLACK
+                              for g in groups)
+    met_sync, met_b2b = (sum(d[g]["meets_target"] for g in groups) for d in (sync, b2b))
+    c3 = bool(groups) and met_sync >= met_b2b
+    pooled = {name: {"median_abs_rel_error": float(np.median(e)), "p90_abs_rel_error": float(np.percentile(e, 90))}
+              for name, e in (("back_to_back", e_b2b), ("synced", e_sync)) if e}
+    return {"groups": groups, "C1": bool(c1), "C2": bool(c2), "C3": bool(c3), "met_synced": int(met_sync),
+            "met_back_to_back": int(met_b2b), "decode_pooled": pooled, "pass": bool(c1 and c2 and c3)}
+
+
+def format_sync_lines(section: dict) -> list[str]:
+    """The synchronised step-input twin's verdicts, C1-C3 and rows (empty without its grid)."""
+    if "synced" not in section or not section["synced"]["by_gpu"]:
+        return []
+    lines = [f"Pre-registered serve steps, synchronised step-input twin ({section['registration']}; s22host: each step "
+             f"from an idle device; ADOPT_SYNCED_STEPS {'on' if section['synced_adopted'] else 'off'}):"]
+    means = signed_means(section["synced"]["rows"])
+    for label, s in section["synced"]["by_gpu"].items():
+        lines.append(_group_line(f"{label} (synced)", s) + f"; signed mean {means.get(label, float('nan')):+.1%}")
+    c = sync_criteria(section)
+    lines.append(f"  rule s22host: C1 {c['C1']}, C2 {c['C2']}, C3 {c['C3']} (groups met: synced {c['met_synced']}, "
+                 f"back-to-back {c['met_back_to_back']})")
+    for r in section["synced"]["rows"]:
+        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
+                     f"{r['measured_s'] * 1e3:.2f} ms, host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
+                     f"synced {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
+    return lines
 
 
 # docs/notes/s21host2_rule.md's criteria B1-B4 (B5, nothing else moves, is a test)
@@ -690,17 +769,21 @@ def format_step_table(section: dict) -> str:
                      f"{r['measured_s'] * 1e3:.2f} ms (probe effect {r['probe_effect']:+.1%}, rank corr "
                      f"{r['probe_step_rank_corr']:+.2f}), host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
                      f"predicted {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
-    return "\n".join(lines)
+    return "\n".join(lines + format_sync_lines(section))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid"])
+    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",
                     help="the train-step registration write/compare act on (write-ep/compare-ep: s20epnew's EP2 steps)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     reg = REGISTRATIONS[args.registration]
+    if args.action == "write-sync-grid":
+        df = write_sync_grid(allow_dirty=args.allow_dirty, reg=reg)
+        print(f"{len(df)} grid rows written to {SYNC_GRID_FILES[reg.name]}")
+        return 0
     if args.action == "write-host-grid":
         df = write_host_grid(allow_dirty=args.allow_dirty, reg=reg)
         print(f"{len(df)} grid rows written to {GRID_FILES[reg.name][0]}")
@@ -718,6 +801,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if reg.name in (S21HOST2.name, S21HOST2_REPEAT.name):
         print(format_step_table(step_section(reg=reg)))
+        return 0
+    if reg.name == S22HOST.name:
+        print(format_step_table(step_section(reg=reg, grid_path=GRID_FILES[reg.name][0],
+                                             sync_grid_path=SYNC_GRID_FILES[reg.name])))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0
