@@ -584,14 +584,17 @@ def write_sync_grid(path: Path | None = None, allow_dirty: bool = False, reg: Re
 
 
 def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
-              grid_path: Path = S21HOST2_GRID_FILE) -> tuple[pd.DataFrame, dict]:
+              grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The run's rows (`reg`'s records) with the step-input twin's prediction (`step_predicted_s`: the median
     over the record's probed steps of the grid read at each step's host time, step_host.record_prediction;
     `step_rel_error` against time_s, the probed steps' median), the probe's effect (probed / control median
-    - 1) and the probe-step rank correlation; per GPU the fitted ratio. Empty without grid or records."""
+    - 1) and the probe-step rank correlation; per GPU the fitted ratio. With `sync_grid_path` (s22host), the
+    synchronised twin's the same way from that grid (`synced_predicted_s`, `synced_rel_error`). Empty without
+    grid or records."""
     if not csv_exists(grid_path):
         return pd.DataFrame(), {}
     grid = read_csv(grid_path)
+    sync_grid = read_csv(sync_grid_path) if sync_grid_path is not None and csv_exists(sync_grid_path) else None
     frames, ratios = [], {}
     for gpu in GPUS:
         folder = Path(root) / gpu / reg.records_subdir
@@ -600,18 +603,18 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
         model, hd, steps = (read_csv(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv"))
         ratio = step_host.fit_step_ratio(hd, steps, gpu)
         rows = model[model["bench"].isin(reg.benches)].assign(gpu=gpu).reset_index(drop=True)
-        g = grid[grid["gpu"] == gpu]
         preds, hosts, effects, corrs = [], [], [], []
         for _, r in rows.iterrows():
-            mine = g[(g["bench"] == r["bench"]) & (g["model"] == r["model"]) & (g["batch"] == int(r["batch"]))
-                     & (g["prompt_len"] == int(r["prompt_len"])) & (g["gen_len"] == int(r["gen_len"]))]
-            preds.append(step_host.record_prediction(mine, steps, r, ratio) if len(mine) else np.nan)
+            preds.append(_grid_record_prediction(grid, gpu, steps, r, ratio))
             hosts.append(step_host.step_host_s_of_record(steps, r, ratio))
             effects.append(step_host.probe_effect(steps, r))
             corrs.append(step_host.probe_step_correlation(steps, r))
         rows["step_infer_host_s_per_kernel"] = hosts
         rows["step_predicted_s"] = preds
         rows["step_rel_error"] = rows["step_predicted_s"] / rows["time_s"] - 1.0
+        if sync_grid is not None:
+            rows["synced_predicted_s"] = [_grid_record_prediction(sync_grid, gpu, steps, r, ratio) for _, r in rows.iterrows()]
+            rows["synced_rel_error"] = rows["synced_predicted_s"] / rows["time_s"] - 1.0
         rows["probe_effect"] = effects
         rows["probe_step_rank_corr"] = corrs
         frames.append(rows)
@@ -623,6 +626,14 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
             ratios[gpu]["decode_kernels"] = counts[["model", "batch", "prompt_len", "cache_len", "kernels", "aten_ops",
                                                     "twin_ops"]].to_dict("records")
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), ratios
+
+
+def _grid_record_prediction(grid: pd.DataFrame, gpu: str, steps: pd.DataFrame, r, ratio: float) -> float:
+    """A record's figure read on a grid file (its rows of that GPU and case; NaN where the grid lacks the case)."""
+    mine = grid[(grid["gpu"] == gpu) & (grid["bench"] == r["bench"]) & (grid["model"] == r["model"])
+                & (grid["batch"] == int(r["batch"])) & (grid["prompt_len"] == int(r["prompt_len"]))
+                & (grid["gen_len"] == int(r["gen_len"]))]
+    return step_host.record_prediction(mine, steps, r, ratio) if len(mine) else np.nan
 
 
 def step_summary(rows: pd.DataFrame) -> dict:
@@ -647,16 +658,18 @@ def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S2
     (s22host, where its grid exists): the synchronised step-input twin's (the same rows read on sync_grid_path),
     `synced_adopted`: whole_step.ADOPT_SYNCED_STEPS."""
     plain = validate_section(root, reg=reg)
-    rows, ratios = step_rows(root, reg, grid_path)
+    rows, ratios = step_rows(root, reg, grid_path, sync_grid_path)
     cols = reg.key + ["time_s", "step_infer_host_s_per_kernel", "step_predicted_s", "step_rel_error", "probe_effect",
                       "probe_step_rank_corr"]
     out = {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
            "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
-    if sync_grid_path is not None and csv_exists(sync_grid_path):
-        srows, _ = step_rows(root, reg, sync_grid_path)
+    if "synced_predicted_s" in rows.columns:
+        # the synchronised twin's figures in the step-input columns, so step_summary and the criteria read them alike
+        srows = rows.drop(columns=["step_predicted_s", "step_rel_error"]).rename(
+            columns={"synced_predicted_s": "step_predicted_s", "synced_rel_error": "step_rel_error"})
         out["synced"] = {"by_gpu": step_summary(srows),
-                         "rows": [] if srows.empty else srows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+                         "rows": srows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
         out["synced_adopted"] = bool(whole_step.ADOPT_SYNCED_STEPS)
     return out
 

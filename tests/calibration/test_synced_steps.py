@@ -1,0 +1,71 @@
+"""A synchronised step pays the GPU work still queued when its host returns (session s22host,
+docs/notes/s22host_rule.md): whole_step.serve_window_s, the ADOPT_SYNCED_STEPS switch, the synchronised grids and
+the comparison on s21host2's cold rows (calibration.prereg step_section's `synced` part, sync_criteria)."""
+
+import pytest
+
+from calibration import host_input, prereg, step_host
+from calibration import records as rec
+from calibration import whole_step as ws
+from calibration.records_io import read_csv
+from calibration.validate import load_fitted_profile
+
+KEY = {"bench": "decode", "model": "mixtral-slice", "batch": 32, "prompt_len": 256, "gen_len": 64, "precision": "bf16"}
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return load_fitted_profile("h100", rec.load_records("h100"))[0], ws.gpu_spec("h100")
+
+
+def test_synced_window_pays_the_tail_back_to_back_hides_it():
+    # ops (host, gpu) in us: (10, 1), (10, 100), (10, 1).
+    # synced: host 10 -> GPU 11; host 20 -> GPU 20 + 100 = 120; host 30 -> GPU 121: the window is 121 us.
+    # back to back (3 repetitions, each starting where the GPU ends the last, the host running on): the second
+    # starts at 121 with the host at 30: host 40 -> GPU 122; 50 -> 222; 60 -> 223: 102 us (the third alike).
+    ops = [(10e-6, 1e-6), (10e-6, 100e-6), (10e-6, 1e-6)]
+    assert ws.serve_window_s(ops, True) == pytest.approx(121e-6)
+    assert ws.serve_window_s(ops, False) == pytest.approx(102e-6)
+
+
+def test_switch_prices_only_synchronised_rows_from_an_idle_device(h100, monkeypatch):
+    profile, gpu = h100
+    synced_row = {**KEY, "timing": ws.SYNCED_TIMING, "step_infer_host_s_per_kernel": 25e-6}
+    timer_row = {**synced_row, "timing": "per_rep_events"}
+    monkeypatch.setattr(ws, "ADOPT_STEP_HOST_INPUT", True)
+    monkeypatch.setattr(ws, "ADOPT_SYNCED_STEPS", False)
+    off = ws.predict_model_row(synced_row, gpu, profile)
+    assert off == pytest.approx(host_input.predict_at_host_s(KEY, gpu, profile, [25e-6])[0], rel=1e-12)
+    monkeypatch.setattr(ws, "ADOPT_SYNCED_STEPS", True)
+    on = ws.predict_model_row(synced_row, gpu, profile)
+    assert on == pytest.approx(host_input.predict_at_host_s(KEY, gpu, profile, [25e-6], synced=True)[0], rel=1e-12)
+    # the mixtral slice's grouped expert GEMMs near the step's end: the synchronised step is longer
+    assert on > 1.1 * off
+    assert ws.predict_model_row(timer_row, gpu, profile) == off   # a back-to-back record: unchanged
+
+
+@pytest.mark.parametrize("gpu_name", ["h100", "h200"])
+def test_switch_leaves_every_committed_validation_row_unchanged(gpu_name, monkeypatch):
+    """Rule criterion C4: no committed model.csv row that `twin validate` reads is timed per_step_events, so its
+    predictions are the same with the switch on and off (checked on each bench's first rows; the rest follow from
+    the timing column, as the switch reads nothing else)."""
+    profile, gpu = load_fitted_profile(gpu_name, rec.load_records(gpu_name))[0], ws.gpu_spec(gpu_name)
+    rows = read_csv(rec.MEASUREMENTS_DIR / gpu_name / "model.csv")
+    assert len(rows) and not (rows["timing"] == ws.SYNCED_TIMING).any()
+    rows = rows[rows["bench"].isin(["prefill", "decode"])].groupby("bench").head(3)
+    monkeypatch.setattr(ws, "ADOPT_SYNCED_STEPS", False)
+    off = [ws.predict_model_row(r, gpu, profile) for _, r in rows.iterrows()]
+    monkeypatch.setattr(ws, "ADOPT_SYNCED_STEPS", True)
+    assert [ws.predict_model_row(r, gpu, profile) for _, r in rows.iterrows()] == off
+
+
+def test_the_synchronised_grids_were_written_before_their_records():
+    """s21host2's synchronised grid (80 cases) and s22host's three files (32 cases), each from one commit."""
+    n = len(step_host.STEP_HOST_GRID_S)
+    sync21 = read_csv(prereg.SYNC_GRID_FILES["s21host2"])
+    assert len(sync21) == 80 * n and sync21["code_commit"].nunique() == 1
+    preds = read_csv(prereg.S22HOST.predictions_file)
+    step, sync = read_csv(prereg.GRID_FILES["s22host"][0]), read_csv(prereg.SYNC_GRID_FILES["s22host"])
+    assert len(preds) == 32 and len(step) == len(sync) == 32 * n
+    assert set(preds["code_commit"]) == set(step["code_commit"]) == set(sync["code_commit"])
+    assert (sync["predicted_s"] >= step["predicted_s"] - 1e-12).all()   # a synchronised step is never shorter
