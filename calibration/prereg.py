@@ -575,6 +575,28 @@ SYNC_GRID_FILES = {S21HOST2.name: PREREG_DIR / "s22host_s21host2_sync_grid.csv.g
                    S22HOST.name: PREREG_DIR / "s22host_sync_grid.csv.gz"}
 
 
+# s22hostocc (docs/notes/s22hostocc_rule.md): the candidate's grids (synchronised window with whole_step's
+# ADOPT_DECODE_OCCUPANCY on), at the step grid's host times
+OCC_GRID_FILES = {S21HOST2.name: PREREG_DIR / "s22hostocc_s21host2_grid.csv.gz",
+                  S22HOST.name: PREREG_DIR / "s22hostocc_s22host_grid.csv.gz"}
+
+
+def predict_occupancy_grid(rows: list[dict]) -> pd.DataFrame:
+    """predict_host_grid (synchronised) with the decode occupancy term on for the duration."""
+    saved = whole_step.ADOPT_DECODE_OCCUPANCY
+    whole_step.ADOPT_DECODE_OCCUPANCY = True
+    try:
+        return predict_host_grid(rows, hosts_s=step_host.STEP_HOST_GRID_S, synced=True)
+    finally:
+        whole_step.ADOPT_DECODE_OCCUPANCY = saved
+
+
+def write_occupancy_grid(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S22HOST) -> pd.DataFrame:
+    """Write s22hostocc's candidate grid of `reg`'s rows (OCC_GRID_FILES[reg.name] by default); refuses to overwrite."""
+    path = OCC_GRID_FILES[reg.name] if path is None else path
+    return write_registered(path, lambda: predict_occupancy_grid(case_rows(reg)), allow_dirty)
+
+
 def write_sync_grid(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S21HOST2) -> pd.DataFrame:
     """Write the synchronised step-input twin's grid of `reg`'s rows (SYNC_GRID_FILES[reg.name] by default, at the
     step grid's host times); refuses to overwrite one."""
@@ -787,12 +809,21 @@ def format_step_table(section: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid"])
+    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid",
+                                       "write-occ-grid", "compare-occ"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",
                     help="the train-step registration write/compare act on (write-ep/compare-ep: s20epnew's EP2 steps)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     reg = REGISTRATIONS[args.registration]
+    if args.action == "write-occ-grid":
+        df = write_occupancy_grid(allow_dirty=args.allow_dirty, reg=reg)
+        print(f"{len(df)} grid rows written to {OCC_GRID_FILES[reg.name]}")
+        return 0
+    if args.action == "compare-occ":   # s22hostocc's candidate in the `synced` lines
+        grid = GRID_FILES.get(reg.name, GRID_FILES[S21HOST2.name])[0]
+        print("\n".join(format_sync_lines(step_section(reg=reg, grid_path=grid, sync_grid_path=OCC_GRID_FILES[reg.name]))))
+        return 0
     if args.action == "write-sync-grid":
         df = write_sync_grid(allow_dirty=args.allow_dirty, reg=reg)
         print(f"{len(df)} grid rows written to {SYNC_GRID_FILES[reg.name]}")

@@ -103,6 +103,28 @@ def balanced_counts(spec, tokens: int) -> np.ndarray:
     return np.full(spec.num_routed_experts, tokens * spec.top_k / spec.num_routed_experts)
 
 
+# (s22hostocc, docs/notes/s22hostocc_rule.md) a decode step's few tokens hit only some experts: uniform random routing
+# (a randomly initialised gate) hits E (1 - (1 - top_k / E)^T) of them in expectation, and the grouped GEMMs stream
+# only those experts' weights (balanced counts would stream all E at a few padded rows each)
+ADOPT_DECODE_OCCUPANCY = False
+
+
+def occupied_counts(spec, tokens: int) -> np.ndarray:
+    """Expert rows of `tokens` tokens under uniform random routing's expected occupancy: n = round(E (1 - (1 -
+    top_k / E)^tokens)) experts (1..E) with tokens x top_k / n rows each, the others none. E.g. qwen3moe-slice (E 128,
+    top-8) at 4 tokens: 29 experts of 32 / 29 rows; at 256 tokens every expert (balanced)."""
+    E, K = spec.num_routed_experts, spec.top_k
+    n = int(min(E, max(1, round(E * (1.0 - (1.0 - K / E) ** tokens)))))
+    counts = np.zeros(E)
+    counts[:n] = tokens * K / n
+    return counts
+
+
+def decode_counts(spec, tokens: int) -> np.ndarray:
+    """The routed experts' rows of a decode step: occupied_counts under ADOPT_DECODE_OCCUPANCY, else balanced."""
+    return occupied_counts(spec, tokens) if ADOPT_DECODE_OCCUPANCY else balanced_counts(spec, tokens)
+
+
 def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
               training: bool = True, split_weight_grads: bool = False, ep: int = 1,
               ep_local_rows=None) -> tuple[Eager, Eager]:
@@ -436,7 +458,7 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
             # results (the profiler's decode records: as many sorts as top-k calls): one kernel
             # more a call than _gate_fwd names (three calls with group-limited routing, else one)
             e.small(3 if spec.num_expert_groups > 1 else 1)
-            f, _ = moe_layer_ops(spec, B, balanced_counts(spec, B), "bf16", gpu, profile)
+            f, _ = moe_layer_ops(spec, B, decode_counts(spec, B), "bf16", gpu, profile)
             e.extend(f)
             if spec.num_shared_experts:               # the shared experts' projections (inside moe_layer_ops)
                 F_ = spec.moe_intermediate_size * spec.num_shared_experts

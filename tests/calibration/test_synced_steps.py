@@ -69,3 +69,27 @@ def test_the_synchronised_grids_were_written_before_their_records():
     assert len(preds) == 32 and len(step) == len(sync) == 32 * n
     assert set(preds["code_commit"]) == set(step["code_commit"]) == set(sync["code_commit"])
     assert (sync["predicted_s"] >= step["predicted_s"] - 1e-12).all()   # a synchronised step is never shorter
+
+
+def test_occupied_counts_are_uniform_routings_expected_experts():
+    # mixtral-slice (E 8, top-2) at 4 tokens: 8 (1 - 0.75^4) = 5.47 -> 5 experts of 8 / 5 = 1.6 rows; at 32 tokens
+    # 8 (1 - 0.75^32) = 7.999 -> all 8 of 8 rows (balanced)
+    spec = ws.get_model("mixtral-slice")
+    assert list(ws.occupied_counts(spec, 4)) == pytest.approx([1.6] * 5 + [0.0] * 3)
+    assert list(ws.occupied_counts(spec, 32)) == pytest.approx(list(ws.balanced_counts(spec, 32)))
+
+
+def test_occupancy_switch_moves_decode_steps_only(h100, monkeypatch):
+    profile, gpu = h100
+    decode = {**KEY, "model": "qwen3moe-slice", "batch": 4}
+    prefill = {**decode, "bench": "prefill", "gen_len": 0}
+    monkeypatch.setattr(ws, "ADOPT_DECODE_OCCUPANCY", False)
+    off = [ws.predict_model_row(r, gpu, profile) for r in (decode, prefill)]
+    assert ws.decode_counts(ws.get_model("qwen3moe-slice"), 4).tolist() == ws.balanced_counts(ws.get_model("qwen3moe-slice"), 4).tolist()
+    monkeypatch.setattr(ws, "ADOPT_DECODE_OCCUPANCY", True)
+    on = [ws.predict_model_row(r, gpu, profile) for r in (decode, prefill)]
+    assert on[1] == off[1]                      # prefill: every expert hit, unchanged
+    spec = ws.get_model("qwen3moe-slice")
+    gpu_on = sum(g for h, g in ws.decode_ops(spec, 4, 288, gpu, profile).ops if h is not None)
+    monkeypatch.setattr(ws, "ADOPT_DECODE_OCCUPANCY", False)
+    assert sum(g for h, g in ws.decode_ops(spec, 4, 288, gpu, profile).ops if h is not None) > 1.2 * gpu_on   # balanced counts stream all 128 experts
