@@ -581,6 +581,11 @@ OCC_GRID_FILES = {S21HOST2.name: PREREG_DIR / "s22hostocc_s21host2_grid.csv.gz",
                   S22HOST.name: PREREG_DIR / "s22hostocc_s22host_grid.csv.gz"}
 
 
+# the repeat part of s21host2 is read on its registration's grids
+SYNC_GRID_FILES[S21HOST2_REPEAT.name] = SYNC_GRID_FILES[S21HOST2.name]
+OCC_GRID_FILES[S21HOST2_REPEAT.name] = OCC_GRID_FILES[S21HOST2.name]
+
+
 def predict_occupancy_grid(rows: list[dict]) -> pd.DataFrame:
     """predict_host_grid (synchronised) with the decode occupancy term on for the duration."""
     saved = whole_step.ADOPT_DECODE_OCCUPANCY
@@ -606,17 +611,17 @@ def write_sync_grid(path: Path | None = None, allow_dirty: bool = False, reg: Re
 
 
 def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
-              grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
+              grid_path: Path = S21HOST2_GRID_FILE, extra_grids: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The run's rows (`reg`'s records) with the step-input twin's prediction (`step_predicted_s`: the median
     over the record's probed steps of the grid read at each step's host time, step_host.record_prediction;
     `step_rel_error` against time_s, the probed steps' median), the probe's effect (probed / control median
-    - 1) and the probe-step rank correlation; per GPU the fitted ratio. With `sync_grid_path` (s22host), the
-    synchronised twin's the same way from that grid (`synced_predicted_s`, `synced_rel_error`). Empty without
-    grid or records."""
+    - 1) and the probe-step rank correlation; per GPU the fitted ratio. `extra_grids` {name: grid path} (s22host):
+    other twins' figures read the same way from their grids (`<name>_predicted_s`, `<name>_rel_error`), where the
+    grid exists. Empty without grid or records."""
     if not csv_exists(grid_path):
         return pd.DataFrame(), {}
     grid = read_csv(grid_path)
-    sync_grid = read_csv(sync_grid_path) if sync_grid_path is not None and csv_exists(sync_grid_path) else None
+    extra = {name: read_csv(path) for name, path in (extra_grids or {}).items() if path is not None and csv_exists(path)}
     frames, ratios = [], {}
     for gpu in GPUS:
         folder = Path(root) / gpu / reg.records_subdir
@@ -634,9 +639,9 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
         rows["step_infer_host_s_per_kernel"] = hosts
         rows["step_predicted_s"] = preds
         rows["step_rel_error"] = rows["step_predicted_s"] / rows["time_s"] - 1.0
-        if sync_grid is not None:
-            rows["synced_predicted_s"] = [_grid_record_prediction(sync_grid, gpu, steps, r, ratio) for _, r in rows.iterrows()]
-            rows["synced_rel_error"] = rows["synced_predicted_s"] / rows["time_s"] - 1.0
+        for name, other in extra.items():
+            rows[f"{name}_predicted_s"] = [_grid_record_prediction(other, gpu, steps, r, ratio) for _, r in rows.iterrows()]
+            rows[f"{name}_rel_error"] = rows[f"{name}_predicted_s"] / rows["time_s"] - 1.0
         rows["probe_effect"] = effects
         rows["probe_step_rank_corr"] = corrs
         frames.append(rows)
@@ -674,25 +679,28 @@ def step_summary(rows: pd.DataFrame) -> dict:
 
 
 def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
-                 grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = SYNC_GRID_FILES[S21HOST2.name]) -> dict:
+                 grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = SYNC_GRID_FILES[S21HOST2.name],
+                 occupancy_grid_path: Path | None = OCC_GRID_FILES[S21HOST2.name]) -> dict:
     """`twin validate`'s part prereg_s21host2: the plain twin's comparison (validate_section), the step-input
-    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT. `synced`
-    (s22host, where its grid exists): the synchronised step-input twin's (the same rows read on sync_grid_path),
-    `synced_adopted`: whole_step.ADOPT_SYNCED_STEPS."""
+    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT. Where their
+    grids exist, session s22host's candidates on the same rows: `synced` (docs/notes/s22host_rule.md, the synchronised
+    step-input twin; `synced_adopted`: whole_step.ADOPT_SYNCED_STEPS) and `occupancy` (docs/notes/s22hostocc_rule.md,
+    synchronised with the decode occupancy term; `occupancy_adopted`: whole_step.ADOPT_DECODE_OCCUPANCY)."""
     plain = validate_section(root, reg=reg)
-    rows, ratios = step_rows(root, reg, grid_path, sync_grid_path)
+    rows, ratios = step_rows(root, reg, grid_path, {"synced": sync_grid_path, "occupancy": occupancy_grid_path})
     cols = reg.key + ["time_s", "step_infer_host_s_per_kernel", "step_predicted_s", "step_rel_error", "probe_effect",
                       "probe_step_rank_corr"]
     out = {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
            "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
-    if "synced_predicted_s" in rows.columns:
-        # the synchronised twin's figures in the step-input columns, so step_summary and the criteria read them alike
-        srows = rows.drop(columns=["step_predicted_s", "step_rel_error"]).rename(
-            columns={"synced_predicted_s": "step_predicted_s", "synced_rel_error": "step_rel_error"})
-        out["synced"] = {"by_gpu": step_summary(srows),
-                         "rows": srows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
-        out["synced_adopted"] = bool(whole_step.ADOPT_SYNCED_STEPS)
+    for name, switch in (("synced", "ADOPT_SYNCED_STEPS"), ("occupancy", "ADOPT_DECODE_OCCUPANCY")):
+        if f"{name}_predicted_s" in rows.columns:
+            # the candidate's figures in the step-input columns, so step_summary and the criteria read them alike
+            crows = rows.drop(columns=["step_predicted_s", "step_rel_error"]).rename(
+                columns={f"{name}_predicted_s": "step_predicted_s", f"{name}_rel_error": "step_rel_error"})
+            out[name] = {"by_gpu": step_summary(crows),
+                         "rows": crows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+            out[f"{name}_adopted"] = bool(getattr(whole_step, switch))
     return out
 
 
@@ -704,17 +712,17 @@ def signed_means(rows: list[dict]) -> dict:
     return {f"{g} {b}": float(s["step_rel_error"].mean()) for (g, b), s in df.groupby(["gpu", "bench"])}
 
 
-def sync_criteria(section: dict) -> dict:
+def sync_criteria(section: dict, candidate: str = "synced") -> dict:
     """docs/notes/s22host_rule.md's C1 (decode rows of both GPUs pooled: synchronised median and P90 |err| <= the
     back-to-back step-input twin's), C2 (no (gpu, bench) group worse than back-to-back + s21host's slack), C3 (groups
     meeting issue 13's targets: synchronised >= back-to-back) on one step_section; `pass` all three."""
-    b2b, sync = section["step_input"]["by_gpu"], section["synced"]["by_gpu"]
+    b2b, sync = section["step_input"]["by_gpu"], section[candidate]["by_gpu"]
     groups = sorted(set(b2b) & set(sync))
 
     def decode_errs(rows):
         return [abs(r["step_rel_error"]) for r in rows if r["bench"] == "decode" and np.isfinite(r["step_rel_error"])]
 
-    e_b2b, e_sync = decode_errs(section["step_input"]["rows"]), decode_errs(section["synced"]["rows"])
+    e_b2b, e_sync = decode_errs(section["step_input"]["rows"]), decode_errs(section[candidate]["rows"])
     c1 = bool(e_sync) and all(np.percentile(e_sync, q) <= np.percentile(e_b2b, q) for q in (50, 90))
     c2 = bool(groups) and all(sync[g]["median_abs_rel_error"] <= b2b[g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
                               and sync[g]["p90_abs_rel_error"] <= b2b[g]["p90_abs_rel_error"] + HOST_P90_SLACK
@@ -727,22 +735,31 @@ def sync_criteria(section: dict) -> dict:
             "met_back_to_back": int(met_b2b), "decode_pooled": pooled, "pass": bool(c1 and c2 and c3)}
 
 
+# session s22host's candidates: (section key, title, its rule's name, its criteria's names)
+CANDIDATES = {"synced": ("synchronised step-input twin (s22host: each step from an idle device)", "s22host",
+                         ("C1", "C2", "C3")),
+              "occupancy": ("synchronised step-input twin with the decode occupancy term (s22hostocc)", "s22hostocc",
+                            ("D1 pooled", "D1/D2 groups", "groups met"))}
+
+
 def format_sync_lines(section: dict) -> list[str]:
-    """The synchronised step-input twin's verdicts, C1-C3 and rows (empty without its grid)."""
-    if "synced" not in section or not section["synced"]["by_gpu"]:
-        return []
-    lines = [f"Pre-registered serve steps, synchronised step-input twin ({section['registration']}; s22host: each step "
-             f"from an idle device; ADOPT_SYNCED_STEPS {'on' if section['synced_adopted'] else 'off'}):"]
-    means = signed_means(section["synced"]["rows"])
-    for label, s in section["synced"]["by_gpu"].items():
-        lines.append(_group_line(f"{label} (synced)", s) + f"; signed mean {means.get(label, float('nan')):+.1%}")
-    c = sync_criteria(section)
-    lines.append(f"  rule s22host: C1 {c['C1']}, C2 {c['C2']}, C3 {c['C3']} (groups met: synced {c['met_synced']}, "
-                 f"back-to-back {c['met_back_to_back']})")
-    for r in section["synced"]["rows"]:
-        lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
-                     f"{r['measured_s'] * 1e3:.2f} ms, host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
-                     f"synced {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
+    """Each s22host candidate's verdicts, criteria and rows (none without its grid)."""
+    lines = []
+    for name, (title, rule, labels) in CANDIDATES.items():
+        if name not in section or not section[name]["by_gpu"]:
+            continue
+        lines.append(f"Pre-registered serve steps, {title} ({section['registration']}; adopted "
+                     f"{'yes' if section[f'{name}_adopted'] else 'no'}):")
+        means = signed_means(section[name]["rows"])
+        for label, s in section[name]["by_gpu"].items():
+            lines.append(_group_line(f"{label} ({name})", s) + f"; signed mean {means.get(label, float('nan')):+.1%}")
+        c = sync_criteria(section, name)
+        lines.append(f"  rule {rule} against the back-to-back step-input twin: {labels[0]} {c['C1']}, {labels[1]} {c['C2']}, "
+                     f"{labels[2]} {c['C3']} (groups met: {name} {c['met_synced']}, back-to-back {c['met_back_to_back']})")
+        for r in section[name]["rows"]:
+            lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
+                         f"{r['measured_s'] * 1e3:.2f} ms, host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
+                         f"{name} {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
     return lines
 
 
@@ -820,9 +837,10 @@ def main(argv: list[str] | None = None) -> int:
         df = write_occupancy_grid(allow_dirty=args.allow_dirty, reg=reg)
         print(f"{len(df)} grid rows written to {OCC_GRID_FILES[reg.name]}")
         return 0
-    if args.action == "compare-occ":   # s22hostocc's candidate in the `synced` lines
+    if args.action == "compare-occ":   # only the s22host candidates' lines
         grid = GRID_FILES.get(reg.name, GRID_FILES[S21HOST2.name])[0]
-        print("\n".join(format_sync_lines(step_section(reg=reg, grid_path=grid, sync_grid_path=OCC_GRID_FILES[reg.name]))))
+        print("\n".join(format_sync_lines(step_section(reg=reg, grid_path=grid, sync_grid_path=SYNC_GRID_FILES[reg.name],
+                                                        occupancy_grid_path=OCC_GRID_FILES[reg.name]))))
         return 0
     if args.action == "write-sync-grid":
         df = write_sync_grid(allow_dirty=args.allow_dirty, reg=reg)
@@ -848,7 +866,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if reg.name == S22HOST.name:
         print(format_step_table(step_section(reg=reg, grid_path=GRID_FILES[reg.name][0],
-                                             sync_grid_path=SYNC_GRID_FILES[reg.name])))
+                                             sync_grid_path=SYNC_GRID_FILES[reg.name],
+                                             occupancy_grid_path=OCC_GRID_FILES[reg.name])))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0

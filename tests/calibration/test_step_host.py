@@ -254,3 +254,13 @@ def test_s22host_switch_follows_its_rule(s21host2_section):
     assert len(s21host2_section["synced"]["rows"]) == 80
     assert (c["C1"], c["C2"], c["C3"]) == (True, False, True)
     assert ws.ADOPT_SYNCED_STEPS is False and s21host2_section["synced_adopted"] is False
+
+
+def test_s22hostocc_switches_follow_its_rule(s21host2_section):
+    """s22hostocc's candidate (synchronised + decode occupancy) on s21host2's cold rows: D2 fails on the H200 decode
+    group (P90 17.3% > the back-to-back twin's 14.7% + 2.0 pt; its worst rows qwen3moe-slice, host-side), so neither
+    switch is adopted (docs/notes/s22hostocc_rule.md), whatever the fresh run says."""
+    c = prereg.sync_criteria(s21host2_section, "occupancy")
+    assert len(s21host2_section["occupancy"]["rows"]) == 80 and not c["C2"]
+    assert s21host2_section["occupancy"]["by_gpu"]["h100 decode"]["meets_target"]   # H100 decode 4.7% / 9.1%
+    assert ws.ADOPT_DECODE_OCCUPANCY is False and ws.ADOPT_SYNCED_STEPS is False
