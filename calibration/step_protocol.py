@@ -32,10 +32,12 @@ import pandas as pd
 
 from calibration import records as rec
 from calibration import step_host
+from calibration import whole_step
 from calibration.records_io import csv_exists, read_csv
 from calibration.predict import gpu_spec
+from calibration.split import split
 from calibration.validate import load_fitted_profile
-from calibration.whole_step import decode_ops
+from calibration.whole_step import decode_ops, predict_model_row
 from twin.core.specs import get_model
 
 BLOCKS = ("control", "probed", "back_to_back")
@@ -135,6 +137,28 @@ def repeat_spread(rows: pd.DataFrame, run_a: str, run_b: str) -> pd.DataFrame:
     return (b / a - 1.0).reset_index()
 
 
+def occupancy_validation(gpu: str, root: Path = rec.MEASUREMENTS_DIR) -> dict:
+    """docs/notes/s22hostocc_rule.md's D3: `twin validate`'s prefill / decode rows of a GPU (its committed model.csv rows,
+    held out by calibration.split) predicted with ADOPT_DECODE_OCCUPANCY off and on: per bench and setting, rows, median
+    and P90 |err|."""
+    df = rec.load_records(gpu, root)
+    profile = load_fitted_profile(gpu, df)[0]
+    rows = df[df["bench"].isin(["prefill", "decode"]) & split(df)]
+    saved, out = whole_step.ADOPT_DECODE_OCCUPANCY, {}
+    try:
+        for setting in (False, True):
+            whole_step.ADOPT_DECODE_OCCUPANCY = setting
+            errs = rows.assign(err=[abs(predict_model_row(r, gpu_spec(gpu), profile) / float(r["time_s"]) - 1.0)
+                                    for _, r in rows.iterrows()])
+            for bench, sub in errs.groupby("bench"):
+                out[f"{gpu} {bench} occupancy {'on' if setting else 'off'}"] = {
+                    "rows": int(len(sub)), "median_abs_rel_error": float(sub["err"].median()),
+                    "p90_abs_rel_error": float(np.percentile(sub["err"], 90))}
+    finally:
+        whole_step.ADOPT_DECODE_OCCUPANCY = saved
+    return out
+
+
 def format_rows(rows: pd.DataFrame) -> str:
     """One line per record (ms, us a kernel)."""
     lines = []
@@ -158,6 +182,10 @@ def main() -> int:
         return 0
     print(format_rows(rows))
     print(run_summary(rows).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print("s22hostocc D3 (held-out prefill / decode rows, decode occupancy off / on):")
+    for gpu in ("h100", "h200"):
+        for label, v in occupancy_validation(gpu).items():
+            print(f"  {label}: {v['rows']} rows, median |err| {v['median_abs_rel_error']:.1%}, P90 {v['p90_abs_rel_error']:.1%}")
     print("H100 repeat (s21host2b_2120 / s21host2b_2119 - 1):")
     print(repeat_spread(rows, "s21host2b_2119", "s21host2b_2120").to_string(index=False, float_format=lambda x: f"{x:+.0%}"))
     return 0
