@@ -137,6 +137,34 @@ def repeat_spread(rows: pd.DataFrame, run_a: str, run_b: str) -> pd.DataFrame:
     return (b / a - 1.0).reset_index()
 
 
+# every committed host_steps run with decode records (s21host2, its repeat, s21host2b)
+HOST_STEPS_RUNS = (("h100", "s21host2"), ("h100", "s21host2_repeat"), ("h200", "s21host2"), ("h200", "s21host2_repeat"),
+                   *S21HOST2B_RUNS)
+
+
+def host_rate_over_probe(root: Path = rec.MEASUREMENTS_DIR, runs=HOST_STEPS_RUNS) -> pd.DataFrame:
+    """Per run and model, the median over its decode records of (the probed steps' median of host_s / profiled kernels
+    / (the run's fitting ratio x the step's probe)): how a model's own host time per kernel sits against the rate the
+    probe implies (1 = as the fitting layers). Rows: run; columns: model."""
+    out = []
+    for gpu, sub in runs:
+        folder = Path(root) / gpu / sub
+        if not csv_exists(folder / "serve_kernels.csv"):
+            continue
+        model, hd, steps, kernels = (read_csv(folder / f) for f in (
+            "model.csv", "host_dispatch.csv", "serve_steps.csv", "serve_kernels.csv"))
+        ratio = step_host.fit_step_ratio(hd, steps, gpu)
+        for _, r in model[model["bench"] == "decode"].iterrows():
+            k = kernels[(kernels["model"] == r["model"]) & (kernels["batch"] == r["batch"])
+                        & (kernels["prompt_len"] == r["prompt_len"])]["kernels"]
+            s = step_host.record_steps(steps, r)
+            if len(k) and len(s):
+                rate = s["host_s"].astype(float) / float(k.iloc[0]) / (ratio * s["host_probe_launch_s"].astype(float))
+                out.append({"run": f"{gpu} {sub}", "model": r["model"], "ratio": float(rate.median())})
+    df = pd.DataFrame(out)
+    return df.groupby(["run", "model"])["ratio"].median().unstack() if len(df) else df
+
+
 def occupancy_validation(gpu: str, root: Path = rec.MEASUREMENTS_DIR) -> dict:
     """docs/notes/s22hostocc_rule.md's D3: `twin validate`'s prefill / decode rows of a GPU (its committed model.csv rows,
     held out by calibration.split) predicted with ADOPT_DECODE_OCCUPANCY off and on: per bench and setting, rows, median
@@ -182,6 +210,8 @@ def main() -> int:
         return 0
     print(format_rows(rows))
     print(run_summary(rows).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print("host time per profiled kernel over the probe's rate (decode, probed steps; median per run and model):")
+    print(host_rate_over_probe().to_string(float_format=lambda x: f"{x:.2f}"))
     print("s22hostocc D3 (held-out prefill / decode rows, decode occupancy off / on):")
     for gpu in ("h100", "h200"):
         for label, v in occupancy_validation(gpu).items():

@@ -45,3 +45,13 @@ def test_twin_gpu_sum_near_profiler_at_batch_32(rows):
     # over-pricing, +23..+87%, is reported in docs/notes/s22host_rule.md)
     b32 = rows[rows["batch"] == 32]
     assert (abs(b32["twin_gpu_s"] / b32["kernel_sum_s"] - 1) < 0.15).all()
+
+
+def test_host_rate_over_probe_per_model():
+    # the GQA slices' own host time per kernel sits below the probe's rate on most runs (qwen3moe-slice 0.82-0.98),
+    # the MLA slices' near it: reported in docs/notes/s22host_rule.md, not modelled
+    t = step_protocol.host_rate_over_probe()
+    if t.empty:
+        pytest.skip("no host_steps records")
+    assert len(t) == 7 and t.notna().all().all()
+    assert t["qwen3moe-slice"].median() < t["mixtral-mla-slice"].median()
