@@ -704,6 +704,13 @@ def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S2
     return out
 
 
+def s22host_section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """`twin validate`'s part prereg_s22host: step_section on registration s22host's records and its own grids (the
+    back-to-back step-input twin's, the synchronised one's, s22hostocc's candidate's)."""
+    return step_section(root, S22HOST, GRID_FILES[S22HOST.name][0], SYNC_GRID_FILES[S22HOST.name],
+                        OCC_GRID_FILES[S22HOST.name])
+
+
 def signed_means(rows: list[dict]) -> dict:
     """Per GPU and bench, the mean signed step_rel_error (reported beside the verdicts)."""
     df = pd.DataFrame(rows)
@@ -865,9 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_step_table(step_section(reg=reg)))
         return 0
     if reg.name == S22HOST.name:
-        print(format_step_table(step_section(reg=reg, grid_path=GRID_FILES[reg.name][0],
-                                             sync_grid_path=SYNC_GRID_FILES[reg.name],
-                                             occupancy_grid_path=OCC_GRID_FILES[reg.name])))
+        print(format_step_table(s22host_section()))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0

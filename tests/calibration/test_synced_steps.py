@@ -93,3 +93,43 @@ def test_occupancy_switch_moves_decode_steps_only(h100, monkeypatch):
     gpu_on = sum(g for h, g in ws.decode_ops(spec, 4, 288, gpu, profile).ops if h is not None)
     monkeypatch.setattr(ws, "ADOPT_DECODE_OCCUPANCY", False)
     assert sum(g for h, g in ws.decode_ops(spec, 4, 288, gpu, profile).ops if h is not None) > 1.2 * gpu_on   # balanced counts stream all 128 experts
+
+
+# s22host's fresh, pre-registered run (calibration/measurements/<gpu>/s22host/: a fresh H100 80GB HBM3 21:42 UTC and a
+# fresh H200 21:49 UTC, the cold process; models no record held). The adopted (back-to-back step-input) twin and the plain
+# twin miss issue 13's targets in every group: strict xfails carrying the live figures (median / P90 |err|).
+S22HOST_MISSED = {
+    ("step_input", "h100 decode"): "step-input twin, s22host fresh H100: median 9.9%, P90 12.8% (bench-small +7..+13%)",
+    ("step_input", "h100 prefill"): "step-input twin, s22host fresh H100: median 10.3%, P90 31.1% (v3-slice-1l b1 -25%, -45%)",
+    ("step_input", "h200 decode"): "step-input twin, s22host fresh H200: median 4.2%, P90 15.9% (v3-slice-1l b32 -16%, -17%)",
+    ("step_input", "h200 prefill"): "step-input twin, s22host fresh H200: median 7.4%, P90 24.6% (v3-slice-1l b1 -22%, -30%)",
+    ("plain", "h100 decode"): "plain twin, s22host fresh H100: median 40.3%, P90 49.4%",
+    ("plain", "h100 prefill"): "plain twin, s22host fresh H100: median 28.3%, P90 51.2%",
+    ("plain", "h200 decode"): "plain twin, s22host fresh H200: median 37.4%, P90 49.3%",
+    ("plain", "h200 prefill"): "plain twin, s22host fresh H200: median 29.8%, P90 54.4%",
+}
+GROUPS = [(twin, g) for twin in ("step_input", "plain") for g in ("h100 decode", "h100 prefill", "h200 decode", "h200 prefill")]
+
+
+@pytest.fixture(scope="module")
+def s22host():
+    s = prereg.s22host_section()
+    if not s["step_input"]["by_gpu"]:
+        pytest.skip("no s22host records")
+    return s
+
+
+@pytest.mark.parametrize("twin,label", [pytest.param(*k, marks=pytest.mark.xfail(strict=True, reason=S22HOST_MISSED[k]))
+                                        if k in S22HOST_MISSED else k for k in GROUPS])
+def test_s22host_twin_meets_issue13_serve_targets(s22host, twin, label):
+    assert s22host[twin]["by_gpu"][label]["meets_target"]
+
+
+def test_s22host_fresh_run_criteria(s22host):
+    """Every one of the 32 pre-registered rows timed; on the fresh run the synchronised twin passes C1-C3 (s22host's C5)
+    and the occupancy candidate D1 (docs/notes/s22host_rule.md, s22hostocc_rule.md); the switches stay off all the same
+    (C2 / D2 failed on s21host2's cold rows, decided by the rules as written)."""
+    assert len(s22host["step_input"]["rows"]) == 32
+    assert prereg.sync_criteria(s22host, "synced")["pass"] and prereg.sync_criteria(s22host, "occupancy")["pass"]
+    assert s22host["synced"]["by_gpu"]["h200 decode"]["meets_target"]   # 2.9% / 5.4%
+    assert ws.ADOPT_SYNCED_STEPS is False and ws.ADOPT_DECODE_OCCUPANCY is False
