@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
-from calibration.predict import FixedHost, PerOpHost, timed_window_s
-from calibration.whole_step import decode_cache_lens, decode_ops, prefill_ops
+from calibration.predict import FixedHost, PerOpHost
+from calibration.whole_step import decode_cache_lens, decode_ops, prefill_ops, serve_window_s
 from twin.core.specs import GPUSpec, get_model
 from twin.costs.host import infer_host_s_per_kernel
 
@@ -97,16 +97,17 @@ def serve_op_lists(row, gpu: GPUSpec, profile) -> list[list]:
     return [decode_ops(spec, B, L, gpu, profile).ops for L in decode_cache_lens(P, int(row["gen_len"]))]
 
 
-def predict_at_host_s(row, gpu: GPUSpec, profile, hosts_s) -> np.ndarray:
-    """The row's predicted seconds with every dispatched op at each host time per kernel of `hosts_s`."""
+def predict_at_host_s(row, gpu: GPUSpec, profile, hosts_s, synced: bool = False) -> np.ndarray:
+    """The row's predicted seconds with every dispatched op at each host time per kernel of `hosts_s`; `synced`:
+    each step started on an idle device (whole_step.serve_window_s; s22host), else back to back."""
     lists = serve_op_lists(row, gpu, profile)
-    return np.array([float(np.median([timed_window_s([], rehosted(ops, h)) for ops in lists])) for h in hosts_s])
+    return np.array([float(np.median([serve_window_s(rehosted(ops, h), synced) for ops in lists])) for h in hosts_s])
 
 
-def host_grid_predictions(row: dict, gpu: GPUSpec, profile, hosts_s=HOST_GRID_S) -> list[dict]:
+def host_grid_predictions(row: dict, gpu: GPUSpec, profile, hosts_s=HOST_GRID_S, synced: bool = False) -> list[dict]:
     """One row per host time of the grid: the row's key, host_s_per_kernel, predicted_s."""
     return [{**row, "host_s_per_kernel": float(h), "predicted_s": float(t)}
-            for h, t in zip(hosts_s, predict_at_host_s(row, gpu, profile, hosts_s))]
+            for h, t in zip(hosts_s, predict_at_host_s(row, gpu, profile, hosts_s, synced))]
 
 
 def grid_prediction(grid: pd.DataFrame, host_s: float) -> float:

@@ -422,16 +422,17 @@ S21HOST_GRID_FILE = PREREG_DIR / "s21host_host_grid.csv.gz"
 
 
 def predict_host_grid(rows: list[dict], root: Path | str = rec.MEASUREMENTS_DIR,
-                      hosts_s=host_input.HOST_GRID_S) -> pd.DataFrame:
+                      hosts_s=host_input.HOST_GRID_S, synced: bool = False) -> pd.DataFrame:
     """Each serve row's prediction at every host time per kernel of `hosts_s`, under its GPU's committed
-    profile (the op lists of predict(); only the host time per kernel differs)."""
+    profile (the op lists of predict(); only the host time per kernel differs); `synced`: each step from an
+    idle device (whole_step.serve_window_s, s22host)."""
     profiles = {}
     out = []
     for r in rows:
         gpu = r["gpu"]
         if gpu not in profiles:
             profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
-        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu], hosts_s)
+        out += host_input.host_grid_predictions(r, gpu_spec(gpu), profiles[gpu], hosts_s, synced)
     return pd.DataFrame(out)
 
 
@@ -565,17 +566,67 @@ S21HOST2_GRID_FILE = PREREG_DIR / "s21host2_step_grid.csv.gz"
 # registration -> (its grid file, the host times per kernel it is written at)
 GRID_FILES = {S21HOST.name: (S21HOST_GRID_FILE, host_input.HOST_GRID_S),
               S21HOST2.name: (S21HOST2_GRID_FILE, step_host.STEP_HOST_GRID_S)}
+# Session s22host (docs/notes/s22host_rule.md): models no prefill/decode record holds (v3-slice-1l, bench-small),
+# served as s21host2 serves (real/campaigns/s22host.sh's CASES, in its order; a test holds them equal), the cold
+# process only. Three files before the run: the plain twin's predictions, the step-input twin's grid (back-to-back
+# window, as s21host2's) and the synchronised step-input twin's grid (ADOPT_SYNCED_STEPS's window).
+S22HOST = Registration("s22host", PREREG_DIR / "s22host_predictions.csv", "s22host",
+                       tuple((m, P, 64, (1, 4), (4, 32)) for m in ("v3-slice-1l", "bench-small") for P in (512, 1024)),
+                       section="serve")
+REGISTRATIONS[S22HOST.name] = S22HOST
+GRID_FILES[S22HOST.name] = (PREREG_DIR / "s22host_step_grid.csv.gz", step_host.STEP_HOST_GRID_S)
+# registration -> the synchronised twin's grid of its cases (step grid's host times; whole_step.serve_window_s synced)
+SYNC_GRID_FILES = {S21HOST2.name: PREREG_DIR / "s22host_s21host2_sync_grid.csv.gz",
+                   S22HOST.name: PREREG_DIR / "s22host_sync_grid.csv.gz"}
+
+
+# s22hostocc (docs/notes/s22hostocc_rule.md): the candidate's grids (synchronised window with whole_step's
+# ADOPT_DECODE_OCCUPANCY on), at the step grid's host times
+OCC_GRID_FILES = {S21HOST2.name: PREREG_DIR / "s22hostocc_s21host2_grid.csv.gz",
+                  S22HOST.name: PREREG_DIR / "s22hostocc_s22host_grid.csv.gz"}
+
+
+# the repeat part of s21host2 is read on its registration's grids
+SYNC_GRID_FILES[S21HOST2_REPEAT.name] = SYNC_GRID_FILES[S21HOST2.name]
+OCC_GRID_FILES[S21HOST2_REPEAT.name] = OCC_GRID_FILES[S21HOST2.name]
+
+
+def predict_occupancy_grid(rows: list[dict]) -> pd.DataFrame:
+    """predict_host_grid (synchronised) with the decode occupancy term on for the duration."""
+    saved = whole_step.ADOPT_DECODE_OCCUPANCY
+    whole_step.ADOPT_DECODE_OCCUPANCY = True
+    try:
+        return predict_host_grid(rows, hosts_s=step_host.STEP_HOST_GRID_S, synced=True)
+    finally:
+        whole_step.ADOPT_DECODE_OCCUPANCY = saved
+
+
+def write_occupancy_grid(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S22HOST) -> pd.DataFrame:
+    """Write s22hostocc's candidate grid of `reg`'s rows (OCC_GRID_FILES[reg.name] by default); refuses to overwrite."""
+    path = OCC_GRID_FILES[reg.name] if path is None else path
+    return write_registered(path, lambda: predict_occupancy_grid(case_rows(reg)), allow_dirty)
+
+
+def write_sync_grid(path: Path | None = None, allow_dirty: bool = False, reg: Registration = S21HOST2) -> pd.DataFrame:
+    """Write the synchronised step-input twin's grid of `reg`'s rows (SYNC_GRID_FILES[reg.name] by default, at the
+    step grid's host times); refuses to overwrite one."""
+    path = SYNC_GRID_FILES[reg.name] if path is None else path
+    return write_registered(path, lambda: predict_host_grid(case_rows(reg), hosts_s=step_host.STEP_HOST_GRID_S,
+                                                            synced=True), allow_dirty)
 
 
 def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
-              grid_path: Path = S21HOST2_GRID_FILE) -> tuple[pd.DataFrame, dict]:
+              grid_path: Path = S21HOST2_GRID_FILE, extra_grids: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The run's rows (`reg`'s records) with the step-input twin's prediction (`step_predicted_s`: the median
     over the record's probed steps of the grid read at each step's host time, step_host.record_prediction;
     `step_rel_error` against time_s, the probed steps' median), the probe's effect (probed / control median
-    - 1) and the probe-step rank correlation; per GPU the fitted ratio. Empty without grid or records."""
+    - 1) and the probe-step rank correlation; per GPU the fitted ratio. `extra_grids` {name: grid path} (s22host):
+    other twins' figures read the same way from their grids (`<name>_predicted_s`, `<name>_rel_error`), where the
+    grid exists. Empty without grid or records."""
     if not csv_exists(grid_path):
         return pd.DataFrame(), {}
     grid = read_csv(grid_path)
+    extra = {name: read_csv(path) for name, path in (extra_grids or {}).items() if path is not None and csv_exists(path)}
     frames, ratios = [], {}
     for gpu in GPUS:
         folder = Path(root) / gpu / reg.records_subdir
@@ -584,18 +635,18 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
         model, hd, steps = (read_csv(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv"))
         ratio = step_host.fit_step_ratio(hd, steps, gpu)
         rows = model[model["bench"].isin(reg.benches)].assign(gpu=gpu).reset_index(drop=True)
-        g = grid[grid["gpu"] == gpu]
         preds, hosts, effects, corrs = [], [], [], []
         for _, r in rows.iterrows():
-            mine = g[(g["bench"] == r["bench"]) & (g["model"] == r["model"]) & (g["batch"] == int(r["batch"]))
-                     & (g["prompt_len"] == int(r["prompt_len"])) & (g["gen_len"] == int(r["gen_len"]))]
-            preds.append(step_host.record_prediction(mine, steps, r, ratio) if len(mine) else np.nan)
+            preds.append(_grid_record_prediction(grid, gpu, steps, r, ratio))
             hosts.append(step_host.step_host_s_of_record(steps, r, ratio))
             effects.append(step_host.probe_effect(steps, r))
             corrs.append(step_host.probe_step_correlation(steps, r))
         rows["step_infer_host_s_per_kernel"] = hosts
         rows["step_predicted_s"] = preds
         rows["step_rel_error"] = rows["step_predicted_s"] / rows["time_s"] - 1.0
+        for name, other in extra.items():
+            rows[f"{name}_predicted_s"] = [_grid_record_prediction(other, gpu, steps, r, ratio) for _, r in rows.iterrows()]
+            rows[f"{name}_rel_error"] = rows[f"{name}_predicted_s"] / rows["time_s"] - 1.0
         rows["probe_effect"] = effects
         rows["probe_step_rank_corr"] = corrs
         frames.append(rows)
@@ -607,6 +658,14 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
             ratios[gpu]["decode_kernels"] = counts[["model", "batch", "prompt_len", "cache_len", "kernels", "aten_ops",
                                                     "twin_ops"]].to_dict("records")
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), ratios
+
+
+def _grid_record_prediction(grid: pd.DataFrame, gpu: str, steps: pd.DataFrame, r, ratio: float) -> float:
+    """A record's figure read on a grid file (its rows of that GPU and case; NaN where the grid lacks the case)."""
+    mine = grid[(grid["gpu"] == gpu) & (grid["bench"] == r["bench"]) & (grid["model"] == r["model"])
+                & (grid["batch"] == int(r["batch"])) & (grid["prompt_len"] == int(r["prompt_len"]))
+                & (grid["gen_len"] == int(r["gen_len"]))]
+    return step_host.record_prediction(mine, steps, r, ratio) if len(mine) else np.nan
 
 
 def step_summary(rows: pd.DataFrame) -> dict:
@@ -625,16 +684,95 @@ def step_summary(rows: pd.DataFrame) -> dict:
 
 
 def step_section(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HOST2,
-                 grid_path: Path = S21HOST2_GRID_FILE) -> dict:
+                 grid_path: Path = S21HOST2_GRID_FILE, sync_grid_path: Path | None = SYNC_GRID_FILES[S21HOST2.name],
+                 occupancy_grid_path: Path | None = OCC_GRID_FILES[S21HOST2.name]) -> dict:
     """`twin validate`'s part prereg_s21host2: the plain twin's comparison (validate_section), the step-input
-    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT."""
+    twin's (step_rows), the probe's effect; `adopted`: calibration.whole_step.ADOPT_STEP_HOST_INPUT. Where their
+    grids exist, session s22host's candidates on the same rows: `synced` (docs/notes/s22host_rule.md, the synchronised
+    step-input twin; `synced_adopted`: whole_step.ADOPT_SYNCED_STEPS) and `occupancy` (docs/notes/s22hostocc_rule.md,
+    synchronised with the decode occupancy term; `occupancy_adopted`: whole_step.ADOPT_DECODE_OCCUPANCY)."""
     plain = validate_section(root, reg=reg)
-    rows, ratios = step_rows(root, reg, grid_path)
+    rows, ratios = step_rows(root, reg, grid_path, {"synced": sync_grid_path, "occupancy": occupancy_grid_path})
     cols = reg.key + ["time_s", "step_infer_host_s_per_kernel", "step_predicted_s", "step_rel_error", "probe_effect",
                       "probe_step_rank_corr"]
-    return {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
-            "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
-                           "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+    out = {"registration": reg.name, "plain": plain, "adopted": bool(whole_step.ADOPT_STEP_HOST_INPUT),
+           "step_input": {"by_gpu": step_summary(rows), "ratios": ratios,
+                          "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}}
+    for name, switch in (("synced", "ADOPT_SYNCED_STEPS"), ("occupancy", "ADOPT_DECODE_OCCUPANCY")):
+        if f"{name}_predicted_s" in rows.columns:
+            # the candidate's figures in the step-input columns, so step_summary and the criteria read them alike
+            crows = rows.drop(columns=["step_predicted_s", "step_rel_error"]).rename(
+                columns={f"{name}_predicted_s": "step_predicted_s", f"{name}_rel_error": "step_rel_error"})
+            out[name] = {"by_gpu": step_summary(crows),
+                         "rows": crows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
+            out[f"{name}_adopted"] = bool(getattr(whole_step, switch))
+    return out
+
+
+def s22host_section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """`twin validate`'s part prereg_s22host: step_section on registration s22host's records and its own grids (the
+    back-to-back step-input twin's, the synchronised one's, s22hostocc's candidate's)."""
+    return step_section(root, S22HOST, GRID_FILES[S22HOST.name][0], SYNC_GRID_FILES[S22HOST.name],
+                        OCC_GRID_FILES[S22HOST.name])
+
+
+def signed_means(rows: list[dict]) -> dict:
+    """Per GPU and bench, the mean signed step_rel_error (reported beside the verdicts)."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return {}
+    return {f"{g} {b}": float(s["step_rel_error"].mean()) for (g, b), s in df.groupby(["gpu", "bench"])}
+
+
+def sync_criteria(section: dict, candidate: str = "synced") -> dict:
+    """docs/notes/s22host_rule.md's C1 (decode rows of both GPUs pooled: synchronised median and P90 |err| <= the
+    back-to-back step-input twin's), C2 (no (gpu, bench) group worse than back-to-back + s21host's slack), C3 (groups
+    meeting issue 13's targets: synchronised >= back-to-back) on one step_section; `pass` all three."""
+    b2b, sync = section["step_input"]["by_gpu"], section[candidate]["by_gpu"]
+    groups = sorted(set(b2b) & set(sync))
+
+    def decode_errs(rows):
+        return [abs(r["step_rel_error"]) for r in rows if r["bench"] == "decode" and np.isfinite(r["step_rel_error"])]
+
+    e_b2b, e_sync = decode_errs(section["step_input"]["rows"]), decode_errs(section[candidate]["rows"])
+    c1 = bool(e_sync) and all(np.percentile(e_sync, q) <= np.percentile(e_b2b, q) for q in (50, 90))
+    c2 = bool(groups) and all(sync[g]["median_abs_rel_error"] <= b2b[g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
+                              and sync[g]["p90_abs_rel_error"] <= b2b[g]["p90_abs_rel_error"] + HOST_P90_SLACK
+                              for g in groups)
+    met_sync, met_b2b = (sum(d[g]["meets_target"] for g in groups) for d in (sync, b2b))
+    c3 = bool(groups) and met_sync >= met_b2b
+    pooled = {name: {"median_abs_rel_error": float(np.median(e)), "p90_abs_rel_error": float(np.percentile(e, 90))}
+              for name, e in (("back_to_back", e_b2b), ("synced", e_sync)) if e}
+    return {"groups": groups, "C1": bool(c1), "C2": bool(c2), "C3": bool(c3), "met_synced": int(met_sync),
+            "met_back_to_back": int(met_b2b), "decode_pooled": pooled, "pass": bool(c1 and c2 and c3)}
+
+
+# session s22host's candidates: (section key, title, its rule's name, its criteria's names)
+CANDIDATES = {"synced": ("synchronised step-input twin (s22host: each step from an idle device)", "s22host",
+                         ("C1", "C2", "C3")),
+              "occupancy": ("synchronised step-input twin with the decode occupancy term (s22hostocc)", "s22hostocc",
+                            ("D1 pooled", "D1/D2 groups", "groups met"))}
+
+
+def format_sync_lines(section: dict) -> list[str]:
+    """Each s22host candidate's verdicts, criteria and rows (none without its grid)."""
+    lines = []
+    for name, (title, rule, labels) in CANDIDATES.items():
+        if name not in section or not section[name]["by_gpu"]:
+            continue
+        lines.append(f"Pre-registered serve steps, {title} ({section['registration']}; adopted "
+                     f"{'yes' if section[f'{name}_adopted'] else 'no'}):")
+        means = signed_means(section[name]["rows"])
+        for label, s in section[name]["by_gpu"].items():
+            lines.append(_group_line(f"{label} ({name})", s) + f"; signed mean {means.get(label, float('nan')):+.1%}")
+        c = sync_criteria(section, name)
+        lines.append(f"  rule {rule} against the back-to-back step-input twin: {labels[0]} {c['C1']}, {labels[1]} {c['C2']}, "
+                     f"{labels[2]} {c['C3']} (groups met: {name} {c['met_synced']}, back-to-back {c['met_back_to_back']})")
+        for r in section[name]["rows"]:
+            lines.append(f"    {r['gpu']} {r['model']} b{r['batch']} {r['bench']} p{r['prompt_len']}: measured "
+                         f"{r['measured_s'] * 1e3:.2f} ms, host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
+                         f"{name} {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
+    return lines
 
 
 # docs/notes/s21host2_rule.md's criteria B1-B4 (B5, nothing else moves, is a test)
@@ -695,17 +833,31 @@ def format_step_table(section: dict) -> str:
                      f"{r['measured_s'] * 1e3:.2f} ms (probe effect {r['probe_effect']:+.1%}, rank corr "
                      f"{r['probe_step_rank_corr']:+.2f}), host {r['step_infer_host_s_per_kernel'] * 1e6:.1f} us/kernel, "
                      f"predicted {r['step_predicted_s'] * 1e3:.2f} ms ({r['step_rel_error']:+.1%})")
-    return "\n".join(lines)
+    return "\n".join(lines + format_sync_lines(section))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.prereg", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid"])
+    ap.add_argument("action", choices=["write", "compare", "write-ep", "compare-ep", "write-host-grid", "write-sync-grid",
+                                       "write-occ-grid", "compare-occ"])
     ap.add_argument("--registration", choices=sorted(REGISTRATIONS), default="s20new",
                     help="the train-step registration write/compare act on (write-ep/compare-ep: s20epnew's EP2 steps)")
     ap.add_argument("--allow-dirty", action="store_true", help="write with uncommitted predicting code (tests only)")
     args = ap.parse_args(argv)
     reg = REGISTRATIONS[args.registration]
+    if args.action == "write-occ-grid":
+        df = write_occupancy_grid(allow_dirty=args.allow_dirty, reg=reg)
+        print(f"{len(df)} grid rows written to {OCC_GRID_FILES[reg.name]}")
+        return 0
+    if args.action == "compare-occ":   # only the s22host candidates' lines
+        grid = GRID_FILES.get(reg.name, GRID_FILES[S21HOST2.name])[0]
+        print("\n".join(format_sync_lines(step_section(reg=reg, grid_path=grid, sync_grid_path=SYNC_GRID_FILES[reg.name],
+                                                        occupancy_grid_path=OCC_GRID_FILES[reg.name]))))
+        return 0
+    if args.action == "write-sync-grid":
+        df = write_sync_grid(allow_dirty=args.allow_dirty, reg=reg)
+        print(f"{len(df)} grid rows written to {SYNC_GRID_FILES[reg.name]}")
+        return 0
     if args.action == "write-host-grid":
         df = write_host_grid(allow_dirty=args.allow_dirty, reg=reg)
         print(f"{len(df)} grid rows written to {GRID_FILES[reg.name][0]}")
@@ -723,6 +875,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if reg.name in (S21HOST2.name, S21HOST2_REPEAT.name):
         print(format_step_table(step_section(reg=reg)))
+        return 0
+    if reg.name == S22HOST.name:
+        print(format_step_table(s22host_section()))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0

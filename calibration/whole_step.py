@@ -15,7 +15,8 @@ the EP rows carry their own (`max_rank_rows`).
 Timing as the records took it (real/bench/timing.py Timer, CUDA events around each eager
 repetition): a training step ends with loss.item(), so each repetition starts with host and GPU
 aligned (timed_window_s with one repetition); prefill and decode steps never synchronise, so the
-host may run ahead (three repetitions, steady state); EP dispatch moves split sizes to the host
+host may run ahead (three repetitions, steady state), except the rows of real/bench/host_steps.py, which
+synchronise before every timed step (timing `per_step_events`: ADOPT_SYNCED_STEPS, serve_window_s); EP dispatch moves split sizes to the host
 (a synchronisation inside every dispatch).
 """
 
@@ -100,6 +101,28 @@ def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> No
 
 def balanced_counts(spec, tokens: int) -> np.ndarray:
     return np.full(spec.num_routed_experts, tokens * spec.top_k / spec.num_routed_experts)
+
+
+# (s22hostocc, docs/notes/s22hostocc_rule.md) a decode step's few tokens hit only some experts: uniform random routing
+# (a randomly initialised gate) hits E (1 - (1 - top_k / E)^T) of them in expectation, and the grouped GEMMs stream
+# only those experts' weights (balanced counts would stream all E at a few padded rows each)
+ADOPT_DECODE_OCCUPANCY = False
+
+
+def occupied_counts(spec, tokens: int) -> np.ndarray:
+    """Expert rows of `tokens` tokens under uniform random routing's expected occupancy: n = round(E (1 - (1 -
+    top_k / E)^tokens)) experts (1..E) with tokens x top_k / n rows each, the others none. E.g. qwen3moe-slice (E 128,
+    top-8) at 4 tokens: 29 experts of 32 / 29 rows; at 256 tokens every expert (balanced)."""
+    E, K = spec.num_routed_experts, spec.top_k
+    n = int(min(E, max(1, round(E * (1.0 - (1.0 - K / E) ** tokens)))))
+    counts = np.zeros(E)
+    counts[:n] = tokens * K / n
+    return counts
+
+
+def decode_counts(spec, tokens: int) -> np.ndarray:
+    """The routed experts' rows of a decode step: occupied_counts under ADOPT_DECODE_OCCUPANCY, else balanced."""
+    return occupied_counts(spec, tokens) if ADOPT_DECODE_OCCUPANCY else balanced_counts(spec, tokens)
 
 
 def block_ops(spec, layer_id: int, B: int, S: int, label: str, gpu: GPUSpec, profile,
@@ -435,7 +458,7 @@ def decode_ops(spec, B: int, L: int, gpu: GPUSpec, profile) -> Eager:
             # results (the profiler's decode records: as many sorts as top-k calls): one kernel
             # more a call than _gate_fwd names (three calls with group-limited routing, else one)
             e.small(3 if spec.num_expert_groups > 1 else 1)
-            f, _ = moe_layer_ops(spec, B, balanced_counts(spec, B), "bf16", gpu, profile)
+            f, _ = moe_layer_ops(spec, B, decode_counts(spec, B), "bf16", gpu, profile)
             e.extend(f)
             if spec.num_shared_experts:               # the shared experts' projections (inside moe_layer_ops)
                 F_ = spec.moe_intermediate_size * spec.num_shared_experts
@@ -512,11 +535,30 @@ ADOPT_HOST_INPUT = False
 # Adopted by the rule (s21host2 cold H100 + H200: B1-B5 hold; decode pooled median 47.9% -> 9.0%); only rows
 # carrying that column move (none outside calibration/measurements/<gpu>/s21host2*)
 ADOPT_STEP_HOST_INPUT = True
+# (s22host, docs/notes/s22host_rule.md) a prefill or decode row timed with the device synchronised before every step
+# (model.csv timing `per_step_events`: real/bench/host_steps.py) is predicted from a synchronised start, so the GPU
+# work still queued when the host has issued the step's last op (the tail) counts in the step; other rows are timed
+# back to back (bench_serve's Timer), the next repetition's host time hiding the tail
+ADOPT_SYNCED_STEPS = False
+SYNCED_TIMING = "per_step_events"
+HOST_SYNC = (None, 0.0)   # timed_window_s: the host waits for the GPU (Eager.sync's op)
+
+
+def synced_row(row) -> bool:
+    """Whether a model.csv row's steps each started on an idle device (its `timing` says so)."""
+    return row.get("timing") == SYNCED_TIMING
+
+
+def serve_window_s(ops: list, synced: bool) -> float:
+    """A prefill / decode step's timed window: repetitions issued back to back, or (synced) each started on an
+    idle device, the host first waiting for the GPU."""
+    return timed_window_s([HOST_SYNC] if synced else [], ops)
 
 
 def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
     """Predicted seconds of a model.csv row (train_step, prefill, decode)."""
     b = row["bench"]
+    synced = ADOPT_SYNCED_STEPS and synced_row(row)
     if ADOPT_HOST_INPUT and b in ("prefill", "decode"):
         profile = with_infer_host_s(profile, float(row.get("infer_host_s_per_kernel", float("nan")) or float("nan")))
     if ADOPT_STEP_HOST_INPUT and b in ("prefill", "decode"):
@@ -526,11 +568,11 @@ def predict_model_row(row, gpu: GPUSpec, profile) -> float | None:
     if b == "train_step":
         return timed_window_s([], train_step_ops(spec, B, int(row["seq_len"]), row["precision"], gpu, profile).ops, reps=1)
     if b == "prefill":
-        return timed_window_s([], prefill_ops(spec, B, int(row["prompt_len"]), gpu, profile).ops)
+        return serve_window_s(prefill_ops(spec, B, int(row["prompt_len"]), gpu, profile).ops, synced)
     if b == "decode":
         # the record is the median over its timed steps, whose cache lengths differ (and with them
         # the batched GEMMs' alignment): the median of the steps' predictions
-        steps = [timed_window_s([], decode_ops(spec, B, L, gpu, profile).ops)
+        steps = [serve_window_s(decode_ops(spec, B, L, gpu, profile).ops, synced)
                  for L in decode_cache_lens(int(row["prompt_len"]), int(row["gen_len"]))]
         return float(np.median(steps))
     return None

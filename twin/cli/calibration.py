@@ -134,6 +134,7 @@ def cmd_validate(args) -> int:
         result["prereg_s21host"] = prereg.host_section(records_root)   # s21host: serving with the host's speed an input
         result["fresh_s21ep2"] = ep_fresh.section(records_root)   # EP2 layers at shapes no earlier record held
         result["prereg_s21host2"] = prereg.step_section(records_root)   # s21host2: each step beside its own probe
+        result["prereg_s22host"] = prereg.s22host_section(records_root)   # s22host: models never served, synchronised steps
         result["prereg_s21pp4"] = prereg_pp4.section(records_root)   # the same slices on four GPUs: pp4, pp2ep2
         result["prereg_s21pp4b"] = prereg_pp4.section(records_root, subdir=prereg_pp4.SECOND_SUBDIR)   # pp2ep2 again
         result["prereg_s21srvnew"] = prereg_serve.validate_section(records_root)   # the MLA slices' load runs
@@ -148,7 +149,7 @@ def cmd_validate(args) -> int:
               prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
               prereg.format_table(result["prereg_s20gqa2"]), prereg.format_host_table(result["prereg_s21host"]),
               ep_fresh.format_table(result["fresh_s21ep2"]),
-              prereg.format_step_table(result["prereg_s21host2"]),
+              prereg.format_step_table(result["prereg_s21host2"]), prereg.format_step_table(result["prereg_s22host"]),
               prereg_pp4.format_table(result["prereg_s21pp4"]),
               prereg_pp4.format_table(result["prereg_s21pp4b"]),
               "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"])),
