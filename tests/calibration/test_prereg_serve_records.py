@@ -9,7 +9,6 @@ import pytest
 from calibration import prereg_serve as ps
 from calibration.records_io import read_csv
 from calibration.serve_load_validation import FIGURES, TARGETS
-from twin.serving import timing
 
 # (gpu, run_id, figure) -> the live error (predicted / measured - 1) of a check the registration misses
 # (run ids carry the registration: n21-* s21srvnew, n21b-* s21srvnew2)
@@ -102,8 +101,9 @@ def _rows(reg):
     recs = ps.measured(reg=reg)
     if recs.empty:
         return []
-    twin = "layer_scaled" if timing.ADOPT_LAYER_SCALED_ENGINE and "layer_scaled" in reg.twins else "current"
-    return [r for r in ps.compare(read_csv(reg.predictions_file), recs) if r["variant"] == "host_input" and r["twin"] == twin]
+    rows = ps.compare(read_csv(reg.predictions_file), recs)
+    twin = ps.in_force_twin(rows)   # the registered setting the committed switches select
+    return [r for r in rows if r["variant"] == "host_input" and r["twin"] == twin]
 
 
 ROWS = [r for reg in ps.REGISTRATIONS.values() for r in _rows(reg)]
