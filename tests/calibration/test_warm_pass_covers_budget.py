@@ -4,6 +4,7 @@ settings, and the pre-registration's warmed sizes and twin settings."""
 
 import calibration.serve_load_validation as slv
 from calibration import prereg_serve as ps
+from calibration.records_io import read_csv
 from calibration.serve_load_validation import sizes_run_before, warm_pass_tokens
 from twin.serving import timing
 
@@ -45,3 +46,12 @@ def test_the_registered_settings_set_both_switches_and_restore_them(monkeypatch)
     monkeypatch.setattr(slv, "ADOPT_WARM_PASS_COVERS_BUDGET", True)
     assert ps.in_force_twin(rows) == "warm_covers"
     assert ps.S22.rule == ("layer_scaled", "warm_covers") and set(ps.S22.twins) == set(ps.S22.rule)
+
+
+def test_adopted_by_its_rule_on_the_s22ttft_records():
+    """docs/notes/s22ttft.md: the registered predictions beside the records of one H100 and one H200 meet the rule
+    (more checks pooled, a lower median, neither GPU worse), and the switch is on."""
+    rows = ps.compare(read_csv(ps.S22.predictions_file), ps.measured(reg=ps.S22))
+    verdict = ps.rule_verdict(rows, *ps.S22.rule)
+    assert set(verdict["layer_scaled"]["by_gpu"]) == {"h100", "h200"}
+    assert verdict["adopt"] and slv.ADOPT_WARM_PASS_COVERS_BUDGET
