@@ -44,6 +44,9 @@ figures) and the median / P90 |error|.
     python -m calibration.prereg_serve write     # the predictions file (refuses a dirty twin/ or calibration/)
     python -m calibration.prereg_serve compare   # beside calibration/measurements/<gpu>/s21srvnew/<model>/
 
+Session s22ttft (docs/notes/s22ttft_rule.md) registers the same models and mix at new rates (S22) under the committed
+twin and under serve_load_validation.ADOPT_WARM_PASS_COVERS_BUDGET (`--registration s22ttft`).
+
 The predictions are written with the commit of the code that made them and a UTC timestamp to
 calibration/measurements/prereg/s21srvnew_predictions.csv, committed before the campaign runs, and
 never rewritten. The records land in calibration/measurements/<gpu>/s21srvnew/<model>/ (a subfolder
@@ -67,6 +70,7 @@ from calibration import records as rec
 from calibration.prereg import PREREG_DIR, write_registered
 from calibration.records_io import csv_exists, read_csv
 from calibration.serve_host_speed import replay
+from calibration import serve_load_validation as slv
 from calibration.serve_load_validation import (FIGURES, SPREAD_SEEDS, TARGETS, loadgen_figures, record_host_launch_s,
                                                scenario_for)
 from twin.serving import timing
@@ -121,20 +125,22 @@ def run_id(model: str, run: RunCase, prefix: str = "n21") -> str:
     return f"{prefix}-{short(model)}-{run.name}"
 
 
-# the twin settings a registration predicts under: 'current' (the committed twin) and 'layer_scaled'
-# (twin.serving.timing.ADOPT_LAYER_SCALED_ENGINE on: docs/notes/s21srvnew2_rule.md)
-TWINS = {"current": False, "layer_scaled": True}
+# the twin settings a registration predicts under, as (ADOPT_LAYER_SCALED_ENGINE, ADOPT_WARM_PASS_COVERS_BUDGET):
+# 'current' (session 21's committed twin), 'layer_scaled' (twin.serving.timing.ADOPT_LAYER_SCALED_ENGINE on:
+# docs/notes/s21srvnew2_rule.md, adopted) and 'warm_covers' (that and serve_load_validation.
+# ADOPT_WARM_PASS_COVERS_BUDGET on: docs/notes/s22ttft_rule.md)
+TWINS = {"current": (False, False), "layer_scaled": (True, False), "warm_covers": (True, True)}
 
 
 @contextlib.contextmanager
 def twin_setting(name: str):
     """The twin as registered under `name` (TWINS), restored after."""
-    saved = timing.ADOPT_LAYER_SCALED_ENGINE
-    timing.ADOPT_LAYER_SCALED_ENGINE = TWINS[name]
+    saved = timing.ADOPT_LAYER_SCALED_ENGINE, slv.ADOPT_WARM_PASS_COVERS_BUDGET
+    timing.ADOPT_LAYER_SCALED_ENGINE, slv.ADOPT_WARM_PASS_COVERS_BUDGET = TWINS[name]
     try:
         yield
     finally:
-        timing.ADOPT_LAYER_SCALED_ENGINE = saved
+        timing.ADOPT_LAYER_SCALED_ENGINE, slv.ADOPT_WARM_PASS_COVERS_BUDGET = saved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +152,7 @@ class Registration:
     runs: tuple
     prefix: str
     twins: tuple = ("current",)
+    rule: tuple = ()   # (base twin, candidate twin) its rule judges (rule_verdict); () none
 
     @property
     def predictions_file(self) -> Path:
@@ -156,8 +163,15 @@ S21 = Registration(NAME, RUNS, "n21")
 # s21srvnew2 (docs/notes/s21srvnew2_rule.md): the same configurations with fresh seeds (real/serve/plans.py
 # S21B_PLANS), predicted by the committed twin and with the engine's launch terms scaled by the model's layers
 S21B = Registration("s21srvnew2", tuple(dataclasses.replace(r, seed=r.seed + 10) for r in RUNS), "n21b",
-                    ("current", "layer_scaled"))
-REGISTRATIONS = {r.name: r for r in (S21, S21B)}
+                    ("current", "layer_scaled"), ("current", "layer_scaled"))
+# s22ttft (docs/notes/s22ttft_rule.md): the same models and length mix at rates and a concurrency no run had (Poisson
+# 16/s and 32/s, a closed loop of 24), fresh seeds (real/serve/plans.py S22_PLANS), predicted by the committed twin
+# ('layer_scaled') and with a warmed process's sizes up to its token budget counted as run ('warm_covers')
+S22_RUNS = (RunCase("poisson-r16-mid", "poisson", MIX_IN, MIX_OUT, rate_per_s=16.0, seed=61),
+            RunCase("poisson-r32-mid", "poisson", MIX_IN, MIX_OUT, rate_per_s=32.0, seed=62),
+            RunCase("closed-c24-mid", "closed", MIX_IN, MIX_OUT, concurrency=24, seed=63))
+S22 = Registration("s22ttft", S22_RUNS, "n22", ("layer_scaled", "warm_covers"), ("layer_scaled", "warm_covers"))
+REGISTRATIONS = {r.name: r for r in (S21, S21B, S22)}
 
 
 # ---- the load generator's requests (real/serve/loadgen.py, repeated without torch) ----------------------
@@ -210,8 +224,10 @@ def engine_table(gpu: str) -> str:
 
 
 def warmed_sizes() -> frozenset:
-    """(rank, flat size) pairs run before every run: sizes_run_before of a run whose warm_shapes is WARM_TOKENS."""
-    return frozenset((0, n) for n in range(1, WARM_TOKENS + 1))
+    """(rank, flat size) pairs run before every run: sizes_run_before of a run whose warm_shapes is WARM_TOKENS (under
+    ADOPT_WARM_PASS_COVERS_BUDGET every size up to the token budget: serve_load_validation.warm_pass_tokens)."""
+    run = {"warm_shapes": WARM_TOKENS, "token_budget": ENGINE["token_budget"]}
+    return frozenset((0, n) for n in range(1, slv.warm_pass_tokens(run) + 1))
 
 
 def _replay(sc, arrival, isl, osl) -> dict:
@@ -348,11 +364,18 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def layer_rule(rows: list[dict]) -> dict:
-    """docs/notes/s21srvnew2_rule.md's judgement on compare()'s rows of the s21srvnew2 records: per setting the
+    """docs/notes/s21srvnew2_rule.md's judgement on compare()'s rows of the s21srvnew2 records (rule_verdict of
+    'current' against 'layer_scaled')."""
+    return rule_verdict(rows, "current", "layer_scaled")
+
+
+def rule_verdict(rows: list[dict], base: str, candidate: str) -> dict:
+    """A registration's rule on compare()'s rows (docs/notes/s21srvnew2_rule.md, s22ttft_rule.md): per setting the
     host-input checks met and median |error| pooled over the GPUs that ran, and per GPU the checks met; adopt
-    only if the layer-scaled setting meets more checks, has the lower median and meets no fewer on any GPU."""
+    only if the candidate meets more checks, has the lower median and meets no fewer on any GPU. Keys: the two
+    settings' names, 'adopt', and 'base' / 'candidate' naming them."""
     out = {}
-    for twin in ("current", "layer_scaled"):
+    for twin in (base, candidate):
         sub = [r for r in rows if r["variant"] == "host_input" and r["twin"] == twin]
         errs = [abs(r[f"{k}_rel_error"]) for r in sub for k in FIGURES if math.isfinite(r[f"{k}_rel_error"])]
         out[twin] = {"checks": len(sub) * len(FIGURES),
@@ -360,7 +383,8 @@ def layer_rule(rows: list[dict]) -> dict:
                      "median_abs_rel_error": float(np.median(errs)) if errs else math.nan,
                      "by_gpu": {g: int(sum(r[f"{k}_within_target"] for r in sub if r["gpu"] == g for k in FIGURES))
                                 for g in sorted({r["gpu"] for r in sub})}}
-    cur, new = out["current"], out["layer_scaled"]
+    cur, new = out[base], out[candidate]
+    out["base"], out["candidate"] = base, candidate
     out["adopt"] = bool(cur["checks"] > 0 and new["checks_met"] > cur["checks_met"]
                         and new["median_abs_rel_error"] < cur["median_abs_rel_error"]
                         and all(new["by_gpu"].get(g, 0) >= n for g, n in cur["by_gpu"].items()))
@@ -390,18 +414,20 @@ def validate_section(root: Path | str = rec.MEASUREMENTS_DIR, path: Path | None 
     recs = measured(root, reg)
     rows = compare(preds, recs) if not recs.empty else []
     diagnostic = replay_recorded(root, reg) if rows else []
-    # the registration's own judgement (docs/notes/s21srvnew2_rule.md) where it registered the layer-scaled twin
-    verdict = layer_rule(rows) if rows and "layer_scaled" in reg.twins else None
+    # the registration's own judgement (docs/notes/s21srvnew2_rule.md, s22ttft_rule.md) where it has a rule
+    verdict = rule_verdict(rows, *reg.rule) if rows and reg.rule else None
     return {"registration": reg.name, "predictions_commit": str(preds["code_commit"].iloc[0]), "primary": "host_input",
             "summary": summarize(rows), "rows": rows, "diagnostic_summary": summarize(diagnostic),
             "diagnostic_rows": diagnostic, "layer_rule": verdict}
 
 
 def in_force_twin(rows: list[dict]) -> str:
-    """The registered twin setting the committed twin runs as: 'layer_scaled' where ADOPT_LAYER_SCALED_ENGINE is
-    on and the registration predicted it, else 'current'."""
+    """The registered twin setting the committed twin runs as (TWINS: its switches as set now), else the one
+    registered closest before it ('layer_scaled' before 'warm_covers', 'current' before both)."""
     registered = {r.get("twin", "current") for r in rows}
-    return "layer_scaled" if timing.ADOPT_LAYER_SCALED_ENGINE and "layer_scaled" in registered else "current"
+    now = (timing.ADOPT_LAYER_SCALED_ENGINE, slv.ADOPT_WARM_PASS_COVERS_BUDGET)
+    names = [n for n, sw in TWINS.items() if n in registered and all(a <= b for a, b in zip(sw, now))]
+    return max(names, key=lambda n: sum(TWINS[n])) if names else "current"
 
 
 def format_section(section: dict) -> list[str]:
@@ -415,9 +441,11 @@ def format_section(section: dict) -> list[str]:
                      f"{s['median_abs_rel_error']:.1%}, P90 {s['p90_abs_rel_error']:.1%}")
     verdict = section.get("layer_rule")
     if verdict:
-        cur, new = verdict["current"], verdict["layer_scaled"]
-        lines.append(f"  layer_rule (GPUs {', '.join(cur['by_gpu'])}): current {cur['checks_met']}/{cur['checks']} checks, "
-                     f"median |err| {cur['median_abs_rel_error']:.2%}; layer_scaled {new['checks_met']}/{new['checks']}, "
+        base, cand = verdict.get("base", "current"), verdict.get("candidate", "layer_scaled")
+        cur, new = verdict[base], verdict[cand]
+        label = "layer_rule" if (base, cand) == ("current", "layer_scaled") else f"{cand}_rule"
+        lines.append(f"  {label} (GPUs {', '.join(cur['by_gpu'])}): {base} {cur['checks_met']}/{cur['checks']} checks, "
+                     f"median |err| {cur['median_abs_rel_error']:.2%}; {cand} {new['checks_met']}/{new['checks']}, "
                      f"{new['median_abs_rel_error']:.2%}: {'adopt' if verdict['adopt'] else 'not adopted'}")
     for name, s in section["diagnostic_summary"].items():
         lines.append(f"  (diagnostic, not registered) {name}: {s['checks_met']}/{s['checks']} checks, median |err| "

@@ -186,6 +186,15 @@ def _utc_s(stamp: str) -> float:
 # 250 (216); with the input 144 of 190 (142); s13srv held out H200 25 (27); s13srv fit 80 of 120 (80); never fitted
 # 102 of 145 (98): not adopted (h100 c1-short TTFT P50 +3.3% -> +32.4%: the warm-up explains part of the over-charge)
 ADOPT_KERNEL_WARMUP = False
+# (s22ttft, docs/notes/s22ttft_rule.md, committed before any held-out figure under it) a run whose process ran
+# Engine.warm_shapes (an eager forward of every flat size 1..W) after the plan's warm-up loads (full-budget
+# prompt iterations) pays no first-met stall on a size above W: under the switch every size up to the run's
+# token budget counts as run before it. Measured (seen, held out: docs/notes/s22ttft.md): the s21srvnew and
+# s21srvnew2 processes' first-met sizes above 832 ran 0.5-2 ms off the table without any stall, where the
+# table charged 8-12 ms (new_size_s + new_bin_s at the host factor). Outcome (s22ttft, fresh runs on one H100 and one
+# H200, docs/notes/s22ttft.md): 48 -> 51 of 90 checks, median 11.5% -> 9.9%, neither GPU worse, the committed sets
+# unmoved: adopted.
+ADOPT_WARM_PASS_COVERS_BUDGET = True
 # ep size -> per rank, the flat sizes the v3-slice-2l plans' warm-up (gpu1*: warmup-short c64 seed 99 and
 # warmup-long c8 seed 98; ep2*: the same at c32) certainly ran eagerly: real/serve/warmup.py common_sizes, the
 # replays whose warm-up-short finished as many requests as the campaigns' logs say (one GPU 64..92, EP2 rank 0:
@@ -207,6 +216,15 @@ def warmup_sizes(run: dict) -> set[tuple[int, int]]:
     return {(g, n) for g, sizes in enumerate(WARMUP_SIZES[ep]) for n in sizes}
 
 
+def warm_pass_tokens(run: dict) -> int:
+    """The flat sizes 1..this a run's process ran before it through Engine.warm_shapes: its warm_shapes, or under
+    ADOPT_WARM_PASS_COVERS_BUDGET (a warmed process) its token budget where that is larger (0: no warm pass)."""
+    warm = int(float(run.get("warm_shapes") or 0))
+    if not ADOPT_WARM_PASS_COVERS_BUDGET or warm <= 0:
+        return warm
+    return max(warm, int(float(run.get("token_budget") or 0)))
+
+
 def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, frozenset]:
     """Per run: (rank, flat batch size) pairs (prefill tokens + decode rows; an EP rank's padding
     step is a size of 1) of the eager iterations (no CUDA graph) that earlier runs of its session
@@ -224,7 +242,7 @@ def sizes_run_before(runs: list[dict], iterations: list[dict]) -> dict[str, froz
             size = 1 if idle else int(float(it["prefill_tokens"])) + int(float(it["decode_seqs"]))
             sizes.setdefault(it["run_id"], set()).add((int(float(it.get("rank") or 0)), size))
     ranks = lambda run: range(max(1, int(float(run.get("ep_size") or 1))))  # noqa: E731
-    warmed = lambda run: {(g, n) for g in ranks(run) for n in range(1, int(float(run.get("warm_shapes") or 0)) + 1)}  # noqa: E731
+    warmed = lambda run: {(g, n) for g in ranks(run) for n in range(1, warm_pass_tokens(run) + 1)}  # noqa: E731
     if not all(r.get("timestamp_utc") for r in runs):   # no times: no session known, every run alone
         return {r["run_id"]: frozenset(warmed(r) | warmup_sizes(r)) for r in runs}
     out, seen, last = {}, set(), None

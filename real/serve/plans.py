@@ -329,6 +329,13 @@ S21_PLANS = {f"gpu1-new-{s21_short(m)}": _s21_plan(m) for m in S21_MODELS}
 # that judge docs/notes/s21srvnew2_rule.md (the engine tables' launch terms scaled by the model's layers)
 _S21B_RUNS = tuple(dataclasses.replace(r, seed=r.seed + 10) for r in _S21_RUNS)
 S21B_PLANS = {f"gpu1-new2-{s21_short(m)}": _s21_plan(m, runs=_S21B_RUNS, prefix="n21b") for m in S21_MODELS}
+# s22ttft (docs/notes/s22ttft_rule.md): the same models and length mix at rates and a concurrency no run had (Poisson
+# 16/s and 32/s, a closed loop of 24), fresh seeds 61-63, run names n22-*: the records that judge whether a warmed
+# process's sizes above its warm pass pay a first-met stall (calibration/prereg_serve.py S22, registered first)
+_S22_RUNS = (RunSpec("poisson-r16-mid", "poisson", S21_IN, S21_OUT, rate_per_s=16.0, seed=61),
+             RunSpec("poisson-r32-mid", "poisson", S21_IN, S21_OUT, rate_per_s=32.0, seed=62),
+             RunSpec("closed-c24-mid", "closed", S21_IN, S21_OUT, concurrency=24, seed=63))
+S22_PLANS = {f"gpu1-s22-{s21_short(m)}": _s21_plan(m, runs=_S22_RUNS, prefix="n22") for m in S21_MODELS}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -376,4 +383,4 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
-         **S21_PLANS, **S21B_PLANS, "tiny-new": TINY_NEW}
+         **S21_PLANS, **S21B_PLANS, **S22_PLANS, "tiny-new": TINY_NEW}

@@ -119,6 +119,18 @@ def test_layer_rule_adopts_only_more_checks_a_lower_median_and_no_gpu_worse():
     assert not ps.layer_rule([])["adopt"]   # no records: nothing adopted
 
 
+def test_the_s22ttft_rule_judges_warm_covers_against_the_committed_twin():
+    rows = _rule_rows({("layer_scaled", "h100"): 0.3, ("layer_scaled", "h200"): 0.02,
+                       ("warm_covers", "h100"): 0.02, ("warm_covers", "h200"): 0.02})
+    verdict = ps.rule_verdict(rows, *ps.S22.rule)
+    assert verdict["adopt"] and (verdict["base"], verdict["candidate"]) == ("layer_scaled", "warm_covers")
+    assert not ps.rule_verdict(rows, "warm_covers", "layer_scaled")["adopt"]
+    shown = [{**rows[0], "run_id": "x", "probe_s": 8e-6}]
+    lines = ps.format_section({"predictions_commit": "abcdef0123", "rows": shown, "summary": {}, "diagnostic_summary": {},
+                               "layer_rule": verdict})
+    assert any(line.startswith("  warm_covers_rule (GPUs h100, h200): layer_scaled 5/10 checks") for line in lines)
+
+
 def test_format_section_prints_the_layer_rule_verdict_where_registered():
     verdict = {"current": {"checks": 45, "checks_met": 22, "median_abs_rel_error": 0.1106, "by_gpu": {"h100": 22}},
                "layer_scaled": {"checks": 45, "checks_met": 23, "median_abs_rel_error": 0.1106, "by_gpu": {"h100": 23}},

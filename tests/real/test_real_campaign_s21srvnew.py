@@ -40,7 +40,8 @@ def test_s21srvnew_campaign_cpu_dry_run_records_probed_warmed_runs(tmp_path):
     assert _read(d / "tiny-new" / "serve_iterations.csv")
 
 
-@pytest.mark.parametrize("plan_prefix,reg_name", [("gpu1-new-", "s21srvnew"), ("gpu1-new2-", "s21srvnew2")])
+@pytest.mark.parametrize("plan_prefix,reg_name", [("gpu1-new-", "s21srvnew"), ("gpu1-new2-", "s21srvnew2"),
+                                                   ("gpu1-s22-", "s22ttft")])
 def test_new_model_plans_are_the_registered_runs(plan_prefix, reg_name):
     from calibration import prereg_serve as ps
     from real.serve.plans import GPU1, PLANS, S21_MODELS, s21_short

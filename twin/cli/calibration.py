@@ -139,6 +139,7 @@ def cmd_validate(args) -> int:
         result["prereg_s21pp4b"] = prereg_pp4.section(records_root, subdir=prereg_pp4.SECOND_SUBDIR)   # pp2ep2 again
         result["prereg_s21srvnew"] = prereg_serve.validate_section(records_root)   # the MLA slices' load runs
         result["prereg_s21srvnew2"] = prereg_serve.validate_section(records_root, reg=prereg_serve.S21B)   # fresh seeds
+        result["prereg_s22ttft"] = prereg_serve.validate_section(records_root, reg=prereg_serve.S22)   # new rates
         bar.update(1)
     tables = [format_table(result), trace.format_table(tr),
               *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
@@ -153,7 +154,8 @@ def cmd_validate(args) -> int:
               prereg_pp4.format_table(result["prereg_s21pp4"]),
               prereg_pp4.format_table(result["prereg_s21pp4b"]),
               "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"])),
-              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew2"]))]
+              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew2"])),
+              "\n".join(prereg_serve.format_section(result["prereg_s22ttft"]))]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
