@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from calibration import deepgemm_masked_fit
-from real.bench import deepgemm_masked as bench
 from twin.core.specs import get_gpu
 from twin.costs.masked_gemm import MaskedGemmParams, masked_config, masked_gemm_time_s, masked_params, wave_tiles
 
@@ -39,14 +37,6 @@ def test_time_steps_at_row_blocks_and_is_zero_without_rows():
     assert t([120, 120]) == pytest.approx(t([128, 128]))           # one 128-row block either way
     assert t([136, 136]) > t([128, 128]) * 1.05                    # a second row block
     assert t([256, 256]) < t([264, 264])
-
-
-def test_fit_split_is_the_campaigns_even_rows():
-    assert deepgemm_masked_fit.FIT_EXPECTED_ROWS == bench.EXPECTED_ROWS[::2]
-    row = {"layout": "equal", "expected_rows": "24"}
-    assert deepgemm_masked_fit.is_fit_row(row)
-    assert not deepgemm_masked_fit.is_fit_row({**row, "expected_rows": "32"})
-    assert not deepgemm_masked_fit.is_fit_row({**row, "layout": "scatter"})
 
 
 def test_h800_uses_the_h100_fit():
