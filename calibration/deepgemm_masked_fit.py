@@ -21,7 +21,9 @@ from scipy.optimize import least_squares
 
 from calibration.records_io import csv_exists, csv_sha256, read_csv
 from twin.core.specs import get_gpu
+from twin.costs import compute
 from twin.costs.masked_gemm import PARAM_NAMES, MaskedGemmParams, masked_gemm_time_s
+from twin.costs.profile import load_profile
 
 MEASUREMENTS = Path(__file__).resolve().parent / "measurements"
 TABLE = Path(__file__).resolve().parents[1] / "twin" / "data" / "deepgemm_masked.json"
@@ -31,7 +33,7 @@ TIMINGS = ("l2_flush", "graph")
 KERNEL = "deepgemm_masked"
 # the rule's fitting rows (docs/notes/s22dg_rule.md): the even-indexed entries of EXPECTED_ROWS
 FIT_EXPECTED_ROWS = (8, 24, 40, 56, 72, 96, 120, 136, 160, 192, 208, 240, 256, 272, 320, 448)
-INITIAL = {"bw_bytes_per_s": 2.5e12, "sm_bytes_per_s": 40e9, "mma_eff": 0.6, "tile_s": 1e-6, "fixed_s": 5e-6}
+INITIAL = {"fixed_s": 10e-6, "wave_s": 1e-6, "bw_bytes_per_s": 2.8e12, "mma_eff": 0.6, "overlap_p": 2.0}
 
 
 def is_fit_row(row) -> bool:
@@ -55,7 +57,10 @@ def predict_s(row, gpu_spec, params: MaskedGemmParams) -> float:
 
 
 def _params(x) -> MaskedGemmParams:
-    return MaskedGemmParams(**dict(zip(PARAM_NAMES, np.exp(x))))
+    """Fitted in log space (all positive; overlap_p as log(p - 1), so p > 1)."""
+    v = dict(zip(PARAM_NAMES, np.exp(x)))
+    v["overlap_p"] = 1.0 + v["overlap_p"]
+    return MaskedGemmParams(**v)
 
 
 def fit(rows, gpu_spec) -> MaskedGemmParams:
@@ -65,7 +70,7 @@ def fit(rows, gpu_spec) -> MaskedGemmParams:
         p = _params(x)
         return np.log([predict_s(r, gpu_spec, p) for r in rows]) - meas
 
-    x0 = np.log([INITIAL[n] for n in PARAM_NAMES])
+    x0 = np.log([INITIAL[n] - (1.0 if n == "overlap_p" else 0.0) for n in PARAM_NAMES])
     return _params(least_squares(resid, x0, loss="soft_l1", f_scale=0.1).x)
 
 
@@ -101,10 +106,37 @@ def fit_all() -> dict:
     return out
 
 
+def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
+    """Diagnostic (not a criterion): the twin's torch grouped FP8 cost (compute.grouped_gemm_time_s, the
+    profile's 'fp8' grouped curve and row tile) against the torch._scaled_grouped_mm rows measured beside
+    the masked kernel, and the masked kernel's measured time at the same groups and rows."""
+    path = MEASUREMENTS / gpu / RECORDS
+    if not csv_exists(path):
+        return []
+    df = read_csv(path, keep_default_na=False)
+    df = df[(df["error"] == "") & (df["timing"] == timing) & (df["layout"] == "equal")]
+    spec, prof = get_gpu(gpu), load_profile(gpu)
+    key = ["shape", "groups", "expected_rows"]
+    dg = {tuple(r[c] for c in key): float(r["time_s"]) for r in df[df["kernel"] == KERNEL].to_dict("records")}
+    out = []
+    for r in df[df["kernel"] == "torch_scaled_grouped_mm_fp8"].to_dict("records"):
+        rows = json.loads(r["masked_rows_json"])
+        twin_s = compute.grouped_gemm_time_s(rows, int(r["n"]), int(r["k"]), "fp8", spec, prof)
+        out.append({"shape": r["shape"], "groups": int(r["groups"]), "rows": int(r["expected_rows"]),
+                    "torch_measured_s": float(r["time_s"]), "torch_twin_s": twin_s,
+                    "deepgemm_measured_s": dg.get(tuple(r[c] for c in key), float("nan"))})
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
+    ap.add_argument("--torch", action="store_true", help="print the torch rows beside the twin's torch cost")
     a = ap.parse_args(argv)
+    if a.torch:
+        for gpu in GPUS:
+            for r in torch_beside(gpu):
+                print(gpu, {k: (f"{1e6 * v:.1f}us" if k.endswith("_s") else v) for k, v in r.items()})
     fits = fit_all()
     for gpu, by_timing in fits.items():
         for timing, f in by_timing.items():

@@ -394,7 +394,9 @@ def main(argv=None) -> int:
     env = {"gpu_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "torch_version": torch.__version__, "cuda_version": torch.version.cuda or "",
            "nvcc_version": nvcc_version(), "deepgemm_commit": dg.commit if dg else ""}
-    (a.out / "env.json").write_text(json.dumps({**env, "num_sms": num_sms, **tel.static_info()}, indent=1, default=str))
+    memory = {"total_memory_bytes": torch.cuda.get_device_properties(dev).total_memory} if dev.type == "cuda" else {}
+    (a.out / "env.json").write_text(json.dumps({**env, "num_sms": num_sms, **memory, **tel.static_info()}, indent=1,
+                                               default=str))
     rows_out = Rows(a.out, env, tel)
     flush_buf = torch.empty(FLUSH_BYTES // 4 if dev.type == "cuda" else 1024, dtype=torch.int32, device=dev)
     checked, done, todo = set(), 0, cases(a.quick)

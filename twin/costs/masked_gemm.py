@@ -9,12 +9,14 @@ the tile (jit_kernels/gemm.py get_best_configs): block_m 64 if expected_m <= 64 
 SMs, then the fullest last wave, then the smaller block_n. The persistent kernel then runs each group's
 ceil(masked_m / block_m) x ceil(N / block_n) tiles, one per SM at a time (fp8_gemm.cuh, scheduler.cuh).
 
-Time: fixed_s + the sum over waves of
-    max(active x tile_bytes / bw, tile_bytes / sm_bw, tile_flops / (peak / num_sms x mma_eff)) + tile_s
-with tile_bytes = (block_m + block_n) x K (the FP8 operand tiles streamed through the K loop) and
-tile_flops = 2 x block_m x block_n x K. The five parameters are fitted per GPU and timing on the fitting
-split of calibration/measurements/<gpu>/deepgemm_masked.csv (calibration/deepgemm_masked_fit.py) and
-shipped in twin/data/deepgemm_masked.json.
+Time (docs/notes/s22dg2_rule.md; the first form, docs/notes/s22dg_rule.md, failed its held-out check):
+    fixed_s + waves x wave_s + roofline_p(compute_s, memory_s, overlap_p)
+    memory_s  = sum over groups of (N x K + rows x K FP8 operands + rows x N x 2 BF16 output) / bw_bytes_per_s
+                (each group's weights streamed once: the m-blocks of an n-block share the B tile in L2)
+    compute_s = waves x 2 x block_m x block_n x K / (FP8 peak / num_sms x mma_eff)
+The five parameters are fitted per GPU and timing on the fitting split of
+calibration/measurements/<gpu>/deepgemm_masked.csv.gz (calibration/deepgemm_masked_fit.py) and shipped in
+twin/data/deepgemm_masked.json.
 """
 
 from __future__ import annotations
@@ -26,21 +28,23 @@ from dataclasses import dataclass
 from importlib import resources
 
 from twin.core.specs import GPUSpec
+from twin.costs.compute import roofline_s
+from twin.costs.flops import BF16_BYTES, FP8_BYTES
 
 BLOCK_K = 128
 BLOCK_NS = tuple(range(16, 129, 8))
-PARAM_NAMES = ("bw_bytes_per_s", "sm_bytes_per_s", "mma_eff", "tile_s", "fixed_s")
+PARAM_NAMES = ("fixed_s", "wave_s", "bw_bytes_per_s", "mma_eff", "overlap_p")
 
 
 @dataclass(frozen=True)
 class MaskedGemmParams:
     """Fitted terms of the masked kernel on one GPU and timing (see the module docstring)."""
 
-    bw_bytes_per_s: float
-    sm_bytes_per_s: float
-    mma_eff: float
-    tile_s: float
     fixed_s: float
+    wave_s: float
+    bw_bytes_per_s: float
+    mma_eff: float
+    overlap_p: float
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -81,14 +85,10 @@ def masked_gemm_time_s(rows_per_group, n: int, k: int, gpu: GPUSpec, params: Mas
     sms = max(1, int(gpu.num_sms * sm_frac))
     hint = expected_rows if expected_rows is not None else sum(rows) / len(rows)
     block_m, block_n = masked_config(max(1, int(math.ceil(hint))), n, len(rows), sms)
-    tile_bytes = (block_m + block_n) * k
-    tile_flops = 2.0 * block_m * block_n * k
-    per_sm_flops = gpu.peak_flops_per_s("fp8") / gpu.num_sms * params.mma_eff
-    total = params.fixed_s
-    for active in wave_tiles(rows, n, block_m, block_n, sms):
-        total += max(active * tile_bytes / params.bw_bytes_per_s, tile_bytes / params.sm_bytes_per_s,
-                     tile_flops / per_sm_flops) + params.tile_s
-    return total
+    waves = len(wave_tiles(rows, n, block_m, block_n, sms))
+    memory_s = sum(n * k * FP8_BYTES + r * k * FP8_BYTES + r * n * BF16_BYTES for r in rows if r > 0) / params.bw_bytes_per_s
+    compute_s = waves * 2.0 * block_m * block_n * k / (gpu.peak_flops_per_s("fp8") / gpu.num_sms * params.mma_eff)
+    return params.fixed_s + waves * params.wave_s + roofline_s(compute_s, memory_s, params.overlap_p)
 
 
 @functools.cache

@@ -13,7 +13,9 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
              for FlashMLA's first release, serve.flashmla_kernel = "2502"). Reading the
              compressed cache is (d_c + d_rope) x 2 B per token per layer (70,272 B over V3's 61).
   MoE        router, shared expert, routed experts as one grouped GEMM over the straggler rank's
-             physical experts (rows from the load model, EPLB replication from twin.moe.eplb), and
+             physical experts (rows from the load model, EPLB replication from twin.moe.eplb; the kernel
+             serve.routed_gemm_kernel: torch's grouped curves or DeepGEMM's masked kernel,
+             twin/costs/masked_gemm.py; ADOPT_STRAGGLER_SCATTER, off: the slowest GPU of sampled routings), and
              dispatch + combine: NVLink inside a node, else DeepEP's low-latency table (H800,
              bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows.
   overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a

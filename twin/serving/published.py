@@ -95,7 +95,7 @@ DEEPSEEK_DECODE_KERNEL_CONDITIONS = ('serve.flashmla_kernel="2502"',)
 # masked layout "for the inference decoding phase", with DeepEP's low-latency kernels and CUDA graphs): under
 # the switch their comparisons cost them with the masked kernel's model (twin/costs/masked_gemm.py, the
 # Feb 2025 release measured on our H100 by s22dg). docs/notes/s22dg_rule.md part A decides it.
-ADOPT_DEEPGEMM_MASKED_DECODE = False
+ADOPT_DEEPGEMM_MASKED_DECODE = True
 DEEPSEEK_DECODE_GEMM_CONDITIONS = ('serve.routed_gemm_kernel="deepgemm_masked"',)
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
