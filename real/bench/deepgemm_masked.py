@@ -108,11 +108,10 @@ class DeepGemm:
 
     def __init__(self, path: str):
         sys.path.insert(0, path)
-        # third-party, present only where the campaign carries it: imported here, not at the top
-        import deep_gemm
-        from deep_gemm.jit import build, cpp_format, generate
-        from deep_gemm.jit_kernels import m_grouped_gemm
-        from deep_gemm.jit_kernels.gemm import get_best_configs
+        import deep_gemm  # lazy: third-party, present only where the campaign carries it (on sys.path above)
+        from deep_gemm.jit import build, cpp_format, generate  # lazy: as above
+        from deep_gemm.jit_kernels import m_grouped_gemm  # lazy: as above
+        from deep_gemm.jit_kernels.gemm import get_best_configs  # lazy: as above
         self.dg, self.mg, self.best = deep_gemm, m_grouped_gemm, get_best_configs
         self._build, self._fmt, self._gen = build, cpp_format, generate
         commit_file = Path(path) / "DEEPGEMM_COMMIT"
