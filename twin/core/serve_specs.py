@@ -24,6 +24,9 @@ SERVE_PRECISIONS = ("fp8", "bf16")
 LOAD_MODELS = ("balanced", "zipf", "dirichlet", "measured")
 A2A_KINDS = ("auto", "nvlink", "deepep_ll")
 FLASHMLA_KERNELS = ("2504", "2502")   # FlashMLA releases with published H800 figures (twin/data/serving_claims.toml [flashmla])
+# decode's routed-expert grouped GEMM kernels: torch's (the profile's grouped curves) and DeepGEMM's masked
+# kernel (twin/costs/masked_gemm.py, measured by s22dg)
+ROUTED_GEMM_KERNELS = ("torch_grouped_mm", "deepgemm_masked")
 MICROBATCH_POLICIES = ("auto", "always")
 KV_ADMISSION = ("optimistic", "reserve")
 DP_ROUTING = ("balanced", "round_robin")
@@ -60,6 +63,7 @@ class ServeSpec:
     decode_a2a_uses_sms: bool = spec_field(False, doc="Decode all-to-all occupies SMs (false: DeepEP low-latency kernels free all SMs after issuing RDMA)")
     prefill_comm_sms: int = spec_field(20, unit="count", ge=0, le=MAX_SMS, doc="SMs the prefill all-to-all (DeepEP normal kernels) takes from computation (V3 §3.2.2: 20 of 132)")
     flashmla_kernel: str = spec_field("2504", choices=FLASHMLA_KERNELS, doc="FlashMLA decode kernel whose published H800 compute-bound figure prices the MLA core: '2504' the April 2025 kernel (660 TFLOPS), '2502' the first release (580 TFLOPS; DeepSeek's Feb-Mar 2025 profiles and production day ran it)")
+    routed_gemm_kernel: str = spec_field("torch_grouped_mm", choices=ROUTED_GEMM_KERNELS, doc="Kernel of the routed experts' grouped GEMMs in decode: 'torch_grouped_mm' (torch._grouped_mm / _scaled_grouped_mm: the profile's grouped curves and row tile), 'deepgemm_masked' (DeepGEMM's masked grouped FP8 GEMM of Feb 2025, twin/costs/masked_gemm.py fitted on s22dg's records; DeepSeek's decode ran it: FP8 weights only)")
     a2a: str = spec_field("auto", choices=A2A_KINDS, doc="Decode all-to-all model: 'nvlink' (one node), 'deepep_ll' (DeepEP low-latency table), 'auto' = nvlink inside a node else deepep_ll")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing in prefill (V3: 4)")
     load_model: str = spec_field("balanced", choices=LOAD_MODELS, doc="Expert-load model (twin.moe.load) for per-rank loads and EPLB")
@@ -104,6 +108,9 @@ class ServeSpec:
             raise ScenarioError(f"{path}.redundant_experts", self.redundant_experts, f"0 when {path}.eplb = false (replicas are placed by EPLB)", source)
         if not self.batch_sweep:
             raise ScenarioError(f"{path}.batch_sweep", list(self.batch_sweep), "a non-empty list of integers >= 1", source)
+        if self.routed_gemm_kernel == "deepgemm_masked" and self.weight_precision != "fp8":
+            raise ScenarioError(f"{path}.routed_gemm_kernel", self.routed_gemm_kernel,
+                                f"'torch_grouped_mm' unless {path}.weight_precision = 'fp8' (DeepGEMM's kernel is FP8)", source)
         known = serving_claims()
         for i, cid in enumerate(self.claims):
             if cid not in known:

@@ -13,7 +13,9 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
              for FlashMLA's first release, serve.flashmla_kernel = "2502"). Reading the
              compressed cache is (d_c + d_rope) x 2 B per token per layer (70,272 B over V3's 61).
   MoE        router, shared expert, routed experts as one grouped GEMM over the straggler rank's
-             physical experts (rows from the load model, EPLB replication from twin.moe.eplb), and
+             physical experts (rows from the load model, EPLB replication from twin.moe.eplb; the kernel
+             serve.routed_gemm_kernel: torch's grouped curves or DeepGEMM's masked kernel,
+             twin/costs/masked_gemm.py; ADOPT_STRAGGLER_SCATTER, off: the slowest GPU of sampled routings), and
              dispatch + combine: NVLink inside a node, else DeepEP's low-latency table (H800,
              bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows.
   overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a
@@ -56,6 +58,7 @@ from twin.core.moe_specs import MoeLoadSpec
 from twin.core.serve_specs import ServeSpec
 from twin.core.specs import GPUSpec, ModelSpec, serving_tables
 from twin.costs import comm, compute
+from twin.costs.masked_gemm import masked_gemm_time_s, masked_params
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP8_TILE, FP32_BYTES, ExpertLoad, OpKind,
                               attention_ops, dense_ffn_ops, moe_ops, router_op)
 from twin.costs.memory import kv_bytes_per_token, requests_per_attention_group, weight_breakdown
@@ -67,6 +70,12 @@ NUM_LOAD_LAYERS = 4   # MoE layers whose loads are sampled (EPLB per layer); the
 # Two micro-batches of a decode step list-scheduled in DeepSeek's decode pipeline (`decode_stage_layers_s`)
 # instead of n x max(compute, all-to-all) + min; docs/notes/s15srv_rule.md decides it.
 ADOPT_DECODE_STAGE_OVERLAP = False
+# docs/notes/s22dg_rule.md part B: a decode micro-batch's routed-expert GEMMs with EP > 1 cost at the slowest
+# GPU of sampled routings (the mean over SCATTER_DRAWS draws of the max over GPUs), not at the straggler's
+# mean rows per slot
+ADOPT_STRAGGLER_SCATTER = False
+SCATTER_DRAWS = 64
+SCATTER_SEED = 0
 
 
 def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> Profile:
@@ -109,7 +118,8 @@ def _load_figures_cached(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict
         strag = contiguous.argmax(1)
         slot_shares = [shares[i].reshape(ep, -1)[strag[i]] for i in range(layers)]
         return {"rows_frac": contiguous_frac, "rows_frac_contiguous": contiguous_frac,
-                "slot_shares": np.mean(slot_shares, axis=0), "policy": "contiguous"}
+                "slot_shares": np.mean(slot_shares, axis=0), "policy": "contiguous", "shares_LE": shares,
+                "phy2log_LP": np.tile(np.arange(e), (layers, 1)), "count_LE": np.ones_like(shares)}
     nodes = max(1, -(-ep // gpus_per_node))
     num_phys = e + s.redundant_experts
     groups = m.num_expert_groups if (m.num_expert_groups % nodes == 0 and ep % nodes == 0) else 1
@@ -119,7 +129,8 @@ def _load_figures_cached(m: ModelSpec, s: ServeSpec, gpus_per_node: int) -> dict
     per_slot = np.take_along_axis(shares / plan.count_LE, plan.phy2log_LP, axis=1).reshape(layers, ep, -1)
     slot_shares = np.mean([np.sort(per_slot[i, strag[i]])[::-1] for i in range(layers)], axis=0)
     return {"rows_frac": float((loads.max(1) * ep).mean()), "rows_frac_contiguous": contiguous_frac,
-            "slot_shares": slot_shares, "policy": plan.policy}
+            "slot_shares": slot_shares, "policy": plan.policy, "shares_LE": shares, "phy2log_LP": plan.phy2log_LP,
+            "count_LE": plan.count_LE}
 
 
 def moe_view(m: ModelSpec, s: ServeSpec) -> tuple[ModelSpec, ServeSpec]:
@@ -152,6 +163,79 @@ def straggler_slot_rows(slot_shares: np.ndarray, total_rows: float) -> list[floa
     touched = max(1, min(len(lam), round(float(np.sum(1.0 - np.exp(-lam))))))
     kept = lam[:touched]
     return list(kept * lam.sum() / kept.sum())
+
+
+def sampled_gpu_rows(loads: dict, ep: int, top_k: int, tokens: int) -> np.ndarray:
+    """(SCATTER_DRAWS, ep, slots per GPU) rows of each GPU's physical experts in sampled routings of one
+    micro-batch of `tokens` tokens over the instance: draw d uses sampled layer d mod layers, each
+    logical expert's rows Binomial(tokens, top_k x its share) (top-k of E without replacement: an expert
+    is chosen at most once per token), split evenly over its replicas. Seeded (SCATTER_SEED) and kept in
+    `loads` (the placement's cached figures) per (ep, top_k, tokens)."""
+    cache = loads.setdefault("sampled_rows", {})
+    key = (ep, top_k, tokens)
+    if key not in cache:
+        rng = np.random.default_rng(SCATTER_SEED)
+        shares, phy2log, count = loads["shares_LE"], loads["phy2log_LP"], loads["count_LE"]
+        draws = []
+        for d in range(SCATTER_DRAWS):
+            layer = d % shares.shape[0]
+            rows = rng.binomial(tokens, np.minimum(1.0, top_k * shares[layer])) / count[layer]
+            draws.append(rows[phy2log[layer]].reshape(ep, -1))
+        cache[key] = np.asarray(draws)
+    return cache[key]
+
+
+def padded_rows(rows: np.ndarray, s: ServeSpec, prof: Profile, hint_rows: float) -> np.ndarray:
+    """Rows the routed grouped GEMM computes per slot (the kernel's row tiles, vectorized): torch's
+    compute.padded_group_rows at the profile's row tile, DeepGEMM's masked kernel whole block_m tiles."""
+    if s.routed_gemm_kernel == "deepgemm_masked":
+        block_m = 64 if hint_rows <= 64 else 128
+        return np.ceil(rows / block_m) * block_m
+    tile = prof.group_row_tile
+    if tile <= 0:
+        return rows
+    half = tile // 2
+    return np.where(rows <= 0, 0.0, np.where(rows < 1, rows * half, np.where(rows <= half, half, np.ceil(rows / tile) * tile)))
+
+
+SCATTER_CANDIDATES = 4   # GPUs per draw costed exactly: the most padded rows, then the most rows
+
+
+def routed_gemms_s(rows, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, prof: Profile, sm: float,
+                   hint_rows: float | None = None) -> float:
+    """The routed experts' two grouped GEMMs (up with gate, down) of one GPU over its experts' rows, on
+    the serve's kernel (serve.routed_gemm_kernel; DeepGEMM's takes the expected rows per expert as its
+    host hint, `hint_rows`, default the GPU's mean)."""
+    d, f = m.hidden_size, m.moe_intermediate_size
+    if s.routed_gemm_kernel == "deepgemm_masked":
+        params = masked_params(gpu.calibrated_as)
+        return (masked_gemm_time_s(rows, 2 * f, d, gpu, params, expected_rows=hint_rows, sm_frac=sm)
+                + masked_gemm_time_s(rows, d, f, gpu, params, expected_rows=hint_rows, sm_frac=sm))
+    p = s.weight_precision
+    return (compute.grouped_gemm_time_s(rows, 2 * f, d, p, gpu, prof, sm_frac=sm)
+            + compute.grouped_gemm_time_s(rows, d, f, p, gpu, prof, sm_frac=sm))
+
+
+def scattered_routed_s(loads: dict, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, prof: Profile, sm: float,
+                       tokens: float) -> float:
+    """ADOPT_STRAGGLER_SCATTER: the mean over sampled routings of the slowest GPU's routed GEMMs. Per draw
+    the SCATTER_CANDIDATES GPUs with the most padded rows (then rows) are costed exactly (each distinct
+    set of rows once); the slowest of them is the draw's straggler."""
+    draws = sampled_gpu_rows(loads, s.ep, m.top_k, max(1, round(tokens)))
+    hint = float(draws.mean()) if draws.size else 0.0
+    padded = padded_rows(draws, s, prof, hint).sum(-1)                 # (draws, ep)
+    order = np.lexsort((draws.sum(-1), padded), axis=-1)[:, ::-1][:, :SCATTER_CANDIDATES]
+    cost: dict = {}
+    worst = []
+    for d, gpus in enumerate(order):
+        t_max = 0.0
+        for g in gpus:
+            key = tuple(sorted(float(r) for r in draws[d, g] if r > 0))
+            if key not in cost:
+                cost[key] = routed_gemms_s(list(key), m, gpu, s, prof, sm, hint) if key else 0.0
+            t_max = max(t_max, cost[key])
+        worst.append(t_max)
+    return float(np.mean(worst))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,10 +368,11 @@ def _moe_compute_parts(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, t_gpu: float, t
         parts["elementwise"] += compute.cast_time_s("cast", tr * d, gpu, prof)
     rows = straggler_slot_rows(loads["slot_shares"], t_gpu * s.ep * m.top_k)
     if rows:
+        scattered = ADOPT_STRAGGLER_SCATTER and s.ep > 1 and "phy2log_LP" in loads
+        gemms = (scattered_routed_s(loads, m, gpu, s, prof, sm, t_gpu * s.ep) if scattered
+                 else routed_gemms_s(rows, m, gpu, s, prof, sm))
         # the up-projection's rows arrive in FP8 (cast before the dispatch); the down-projection's are cast here
-        parts["routed_experts"] = (compute.grouped_gemm_time_s(rows, 2 * f, d, p, gpu, prof, sm_frac=sm)
-                                   + compute.grouped_gemm_time_s(rows, d, f, p, gpu, prof, sm_frac=sm)
-                                   + (compute.cast_time_s("cast", sum(rows) * f, gpu, prof) if p == "fp8" else 0.0))
+        parts["routed_experts"] = gemms + (compute.cast_time_s("cast", sum(rows) * f, gpu, prof) if p == "fp8" else 0.0)
         parts["elementwise"] += compute.memory_time_s(3 * sum(rows) * f * BF16_BYTES, gpu, prof)     # swiglu
     parts["elementwise"] += 2 * compute.memory_time_s(3 * tr * d * BF16_BYTES, gpu, prof)            # norm, residual
     return parts

@@ -91,15 +91,23 @@ ADOPT_FLASHMLA_OF_THE_DATE = True
 # loop fed at a rate settles at the lightest concurrency delivering it); off, such a curve is refused.
 ADOPT_SPEED_CURVE_PEAK = True
 DEEPSEEK_DECODE_KERNEL_CONDITIONS = ('serve.flashmla_kernel="2502"',)
+# DeepSeek's decode runs its routed experts on DeepGEMM's masked grouped FP8 GEMM (DeepGEMM README: the
+# masked layout "for the inference decoding phase", with DeepEP's low-latency kernels and CUDA graphs): under
+# the switch their comparisons cost them with the masked kernel's model (twin/costs/masked_gemm.py, the
+# Feb 2025 release measured on our H100 by s22dg). docs/notes/s22dg_rule.md part A decides it.
+ADOPT_DEEPGEMM_MASKED_DECODE = True
+DEEPSEEK_DECODE_GEMM_CONDITIONS = ('serve.routed_gemm_kernel="deepgemm_masked"',)
 CURVE_CONCURRENCY = (1, 4, 16, 32, 64, 128, 256)
 CURVE_LENGTHS = ((1024, 1024), (1024, 256), (4096, 1024), (256, 2048))   # (ISL, OSL)
 
 
 def deepseek_decode_conditions() -> tuple[str, ...]:
     """Overrides every comparison with DeepSeek's decode figures adds to the decode scenario: the
-    FlashMLA release of the figures' date under ADOPT_FLASHMLA_OF_THE_DATE, else none (read at call
-    time, so both settings can be tested)."""
-    return DEEPSEEK_DECODE_KERNEL_CONDITIONS if ADOPT_FLASHMLA_OF_THE_DATE else ()
+    FlashMLA release of the figures' date under ADOPT_FLASHMLA_OF_THE_DATE, DeepGEMM's masked grouped
+    GEMM for the routed experts under ADOPT_DEEPGEMM_MASKED_DECODE (read at call time, so every setting
+    can be tested)."""
+    return ((DEEPSEEK_DECODE_KERNEL_CONDITIONS if ADOPT_FLASHMLA_OF_THE_DATE else ())
+            + (DEEPSEEK_DECODE_GEMM_CONDITIONS if ADOPT_DEEPGEMM_MASKED_DECODE else ()))
 
 
 @dataclass(frozen=True)

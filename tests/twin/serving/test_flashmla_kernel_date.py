@@ -49,7 +49,8 @@ def test_compute_bound_core_slows_by_660_over_580_and_memory_bound_core_not(h800
 def test_deepseek_decode_comparisons_carry_the_release_of_their_date_only_under_the_switch(monkeypatch, adopt):
     monkeypatch.setattr(published, "ADOPT_FLASHMLA_OF_THE_DATE", adopt)
     expected = ('serve.flashmla_kernel="2502"',) if adopt else ()
-    assert published.deepseek_decode_conditions() == expected
+    gemm = published.DEEPSEEK_DECODE_GEMM_CONDITIONS if published.ADOPT_DEEPGEMM_MASKED_DECODE else ()   # s22dg2
+    assert published.deepseek_decode_conditions() == expected + gemm
     overrides = published.deepseek_profile_groups("decode")["overrides"]
     assert ('serve.flashmla_kernel="2502"' in overrides) == adopt
     assert overrides[:len(published.DEEPSEEK_PROFILE_DECODE_CONDITIONS)] == published.DEEPSEEK_PROFILE_DECODE_CONDITIONS
