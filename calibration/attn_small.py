@@ -66,6 +66,7 @@ kernels 2.90% / 8.40%, attention 2.68% / 7.07% -> 3.38% / 12.64%.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import shutil
@@ -81,7 +82,7 @@ from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
 from calibration.predict import gpu_spec, predict_s
 from calibration.split import is_held_out
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, validate
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_bytes, csv_exists, read_csv
 from twin.costs.profile import Profile
 
 SHAPE = ["bench", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim"]
@@ -144,9 +145,10 @@ def pooled_root(campaign: Path, gpu: str, into: Path) -> Path:
 
 def append_rows(src: Path, dst: Path) -> None:
     """The data lines of CSV `src` appended to `dst` as written (the committed rows keep their
-    bytes); the two headers must agree."""
-    src_lines = src.read_text().splitlines(keepends=True)
-    dst_text = dst.read_text()
+    bytes); the two headers must agree. Either may be committed gzipped (records_io); `dst` is
+    written plain, which readers then take ahead of a gzipped copy."""
+    src_lines = _csv_text(src).splitlines(keepends=True)
+    dst_text = _csv_text(dst)
     if src_lines[0].strip() != dst_text.splitlines()[0].strip():
         raise ValueError(f"{src}: columns differ from {dst}'s")
     if not dst_text.endswith("\n"):
@@ -272,8 +274,14 @@ def replaced_root(campaign: Path, gpu: str, into: Path) -> Path:
     attn_small and attn_first rows as written); the MLA-layer rows keep their bytes."""
     root = gpu_root(gpu, into)
     dst = root / gpu / "attention.csv"
-    dst.write_text(replace_core_lines(dst.read_text(), (campaign / "attention.csv").read_text()))
+    dst.write_text(replace_core_lines(_csv_text(dst), _csv_text(campaign / "attention.csv")))
     return root
+
+
+def _csv_text(path: Path) -> str:
+    """The text of the CSV behind `path`, plain or gzipped (records_io.csv_bytes), read with universal
+    newlines as Path.read_text reads a plain file (real/'s CSVs end their lines in CRLF)."""
+    return io.TextIOWrapper(io.BytesIO(csv_bytes(path))).read()
 
 
 def replace_core_lines(committed: str, campaign: str) -> str:

@@ -1,11 +1,11 @@
 """Where a records CSV is on disk: `X.csv`, or `X.csv.gz` where only the gzipped copy is committed.
 
-The tracked tree must stay small (the GPU tool copies at most 64 MiB of it), so large record files
-of dated or round folders are committed gzipped (`gzip -9`, the `.csv` removed). Every reader names
-the file it wants as `X.csv` and asks `resolve_csv` which file holds it; `pandas.read_csv` reads
-either (it infers gzip from the `.gz` suffix) and `open_csv` opens either as text for the csv
-module. A folder holding both keeps the plain `X.csv` (a fresh campaign's output beside an older
-gzipped copy is the newer one).
+The tracked tree must stay small (the GPU tool copies at most 64 MiB of it), so record files over
+~32 KB are committed gzipped (`gzip -n -9`, the `.csv` removed; calibration/measurements/README.md).
+Every reader names the file it wants as `X.csv` and asks `resolve_csv` which file holds it;
+`pandas.read_csv` reads either (it infers gzip from the `.gz` suffix) and `open_csv` opens either as
+text for the csv module. A folder holding both keeps the plain `X.csv` (a fresh campaign's output
+beside an older gzipped copy is the newer one).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 run, each at its fastest round, and calibration.validate's replacement of the held-out records."""
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +9,7 @@ import pytest
 
 from calibration import mla_rounds as mr
 from calibration.predict import gpu_spec, predict_s
+from calibration.records_io import csv_bytes
 from twin.costs.profile import fitted_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ def test_with_rounds_replaces_only_the_held_out_records_it_has(monkeypatch):
 def test_committed_rounds_on_a_committed_run(tmp_path):
     # h100/s9mla_paired (8 rounds, one H100) laid out as a committed ROUNDS_FILE
     (tmp_path / "h100").mkdir()
-    shutil.copy(PILOT, tmp_path / "h100" / mr.ROUNDS_FILE)
+    (tmp_path / "h100" / mr.ROUNDS_FILE).write_bytes(csv_bytes(PILOT))   # the pilot is committed gzipped
     prof = fitted_profile("h100")
     got = mr.committed_rounds(tmp_path, "h100", prof)
     assert got["rounds"] == 8 and got["valid"]
@@ -92,7 +92,7 @@ def test_committed_rounds_on_a_committed_run(tmp_path):
     assert set(got["rates"]) == {"fwd", "bwd", "infer"}
     # on another GPU's name the run is not valid (the rule's point 1)
     (tmp_path / "h200").mkdir()
-    shutil.copy(PILOT, tmp_path / "h200" / mr.ROUNDS_FILE)
+    (tmp_path / "h200" / mr.ROUNDS_FILE).write_bytes(csv_bytes(PILOT))
     assert not mr.committed_rounds(tmp_path, "h200", fitted_profile("h200"))["valid"]
 
 
