@@ -253,6 +253,10 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
            "(twin.serving.simulate, open-loop arrivals at the rate): the fewest decode instances with every prompt "
            "prefilled on arrival (prefill 0 below), then the fewest prefill instances beside them, each by bisection "
            f"(twin.planning.serving). TTFT and TPOT: {pct} over the requests arriving in the steady window.")
+    if b and b["simulated_requests"] < b["steady_requests"]:   # the summary's note (s22walk)
+        p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
+               f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request meeting the targets); the "
+               "decode pool may never fill and the answer may be too small.")
     p.section("Deployments checked").table(
         ["GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],
         [[f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",

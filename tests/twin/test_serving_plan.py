@@ -12,7 +12,7 @@ import pytest
 import twin
 from twin.core.errors import ScenarioError
 from twin.core.scenario import SERVING, load_scenario
-from twin.planning.serving import size_serving, slo_check
+from twin.planning.serving import size_serving, slo_check, steady_requests
 from twin.serving.simulate import simulate
 
 
@@ -100,3 +100,33 @@ def test_serving_question_shows_its_progress_unless_quiet(quiet, capsys):
     assert ("deployments:" in err) is not quiet
     if not quiet:
         assert "1 prefill + 1 decode instances" in err
+
+
+def test_steady_requests_span_three_lifetimes():
+    # 100/s, TTFT 2 s, TPOT 50 ms, 1,024 tokens: lifetime 2 + 1,023 x 0.05 = 53.15 s; 3 x 100 x 53.15 = 15,945
+    assert steady_requests(100.0, 2.0, 0.05, 1024) == 15_945
+    assert steady_requests(1.0, 2.0, 0.05, 1024) == 2_000   # never fewer than the old default
+
+
+def test_default_run_fills_the_decode_pool(r1):
+    """Until s22walk every deployment ran 2,000 requests whatever the rate: at 300/s (lifetime 0.5 +
+    63 x 0.03 = 2.39 s) they arrive in 6.7 s, under three lifetimes, so the decode pool never held its
+    steady load (R1 at 100/s with 1,024-token outputs sized at 80 GPUs instead of 176)."""
+    check = slo_check(r1, 300.0, 0.5, 0.03, prefill_gpus=8, decode_gpus=8)
+    assert check.simulated_requests == check.steady_requests == steady_requests(300.0, 0.5, 0.03, 64) == 2_151
+
+
+def test_rate_beyond_what_the_simulation_can_judge_is_refused(r1):
+    with pytest.raises(ScenarioError, match=r"rate_per_s: got 1000000.0; allowed: at most [\d.e+]+ requests/s for these targets"):
+        twin.plan_serving(r1, 1e6, 0.5, 0.03)
+
+
+def test_a_short_run_is_flagged_in_the_summary_and_report(r1):
+    from reports.plan_report import build_serving_page
+    from twin.cli.summary import serving_plan_summary
+    out = size_serving(r1, 40.0, 3.0, 0.05, num_requests=N)   # 400 requests, fewer than 2,000
+    assert out.best.steady_requests == 2_000
+    assert "too few for the steady state (2,000" in serving_plan_summary(out)
+    assert "too few for the steady state" in build_serving_page(twin.to_json(out)).markdown()
+    full = dataclasses.replace(out, best=dataclasses.replace(out.best, simulated_requests=2_000))
+    assert "steady state" not in serving_plan_summary(full)

@@ -375,12 +375,13 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
-    from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving  # lazy: only serving sizing
+    from twin.planning.serving import SLO_PERCENTILE, check_steady_load, size_serving  # lazy: only serving sizing
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     sc = from_dict(raw, source, SERVING)
-    out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=args.requests or SLO_REQUESTS,
+    num_requests = args.requests or check_steady_load(sc, args.rate, args.ttft, args.tpot, field="--rate")
+    out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=num_requests,
                        percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
@@ -614,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
     p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
     p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
-    p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default 2,000)")
+    p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default: enough that the arrivals span three "
+                   "lifetimes of a request meeting the targets, at least 2,000)")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and "

@@ -243,4 +243,13 @@ def serving_plan_summary(out) -> str:
         (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch} requests per decode instance"),
         ("simulated", f"{b.simulated_requests:,} requests per deployment at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
-    ])
+    ]) + _short_run_note(b)
+
+
+def _short_run_note(b) -> str:
+    """A run too short for the decode pool to fill can pass a pool too small for the rate."""
+    if b.simulated_requests >= b.steady_requests:
+        return ""
+    return (f"\nnote: {b.simulated_requests:,} requests arrive in {b.simulated_requests / b.rate_per_s:.3g} s, too few for "
+            f"the steady state ({b.steady_requests:,}: three lifetimes of a request meeting the targets); the decode pool "
+            f"may never fill and the answer may be too small: leave --requests out")

@@ -5,7 +5,8 @@ serve a request rate within TTFT and TPOT targets.
 of the scenario's GPU type, disaggregated like DeepSeek's) is run through the request-level
 simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
 transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
-traffic is gamma; `num_requests` requests, a few thousand). Its verdict: the given percentile
+traffic is gamma; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
+lifetimes of a request meeting both targets, `steady_requests`, at least 2,000). Its verdict: the given percentile
 (P90 by default) of TTFT and of TPOT, over the requests that arrive in the steady window (between
 the times 10% and 90% of requests have finished: the ramp-up and the drain are left out), within
 the targets. Decode instances run at most the batch whose step at the mean context meets the TPOT
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
+from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.costs.memory import max_batch_by_memory
 from twin.serving.simulate import concurrency_for_tpot, simulate
 from twin.serving.timing import IterationCosts
@@ -41,6 +43,12 @@ SLO_REQUESTS = 2_000         # requests simulated per deployment
 SLO_PERCENTILE = 90.0        # the percentile of TTFT and TPOT held to the targets
 OPEN_ARRIVALS = ("poisson", "gamma")
 MAX_EXTRA_DECODE = 4         # decode instances added where the pools interfere, before giving up
+# Arrivals span this many lifetimes of a request that meets both targets (TTFT + (output - 1) x TPOT).
+# A decode pool holds rate x lifetime requests in the steady state (Little's law); a load that stops
+# arriving sooner never fills it, so a pool too small for the rate met the targets: R1 at 100/s within
+# TTFT 2 s and TPOT 50 ms sized at 80 GPUs on 2,000 requests (20 s of arrivals for 51 s lifetimes), 176
+# on 20,000 (until s22walk). Three: the fill (one lifetime) and two more in which a queue shows in TTFT.
+STEADY_LIFETIMES = 3.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class SloCheck:
     max_decode_batch_by_memory: int | None = None
     simulated_requests: int = 0
     served_rate_per_s: float | None = None   # requests finishing per second in the steady window
+    steady_requests: int = 0                 # the requests a steady state needs (steady_requests); fewer: see the summary
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,33 @@ class ServingPlanResult:
     infeasible_by_reason: dict[str, int]
     best: SloCheck | None
     checks: tuple[SloCheck, ...]
+
+
+def request_lifetime_s(ttft_target_s: float, tpot_target_s: float, output_len: int) -> float:
+    """The longest a request that meets both targets lives: its TTFT, then its other tokens at the TPOT."""
+    return ttft_target_s + max(output_len - 1, 0) * tpot_target_s
+
+
+def steady_requests(rate_per_s: float, ttft_target_s: float, tpot_target_s: float, output_len: int) -> int:
+    """Requests whose arrivals at `rate_per_s` span STEADY_LIFETIMES request lifetimes (at least
+    SLO_REQUESTS). Example: 100/s, TTFT 2 s, TPOT 50 ms, 1,024 output tokens: lifetime 2 + 1,023 x 0.05
+    = 53.15 s, 3 x 100 x 53.15 = 15,945 requests."""
+    lifetime_s = request_lifetime_s(ttft_target_s, tpot_target_s, output_len)
+    return max(SLO_REQUESTS, math.ceil(round(STEADY_LIFETIMES * rate_per_s * lifetime_s, 6)))   # round: 15,945.000000000002
+
+
+def check_steady_load(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
+                      field: str = "rate_per_s") -> int:
+    """The requests a steady state needs; a ScenarioError naming `field` where that is more than the
+    simulation takes (MAX_SIM_REQUESTS), with the highest rate it can judge."""
+    need = steady_requests(rate_per_s, ttft_target_s, tpot_target_s, sc.serve.output_len)
+    if need > MAX_SIM_REQUESTS:
+        lifetime_s = request_lifetime_s(ttft_target_s, tpot_target_s, sc.serve.output_len)
+        top = MAX_SIM_REQUESTS / (STEADY_LIFETIMES * lifetime_s)
+        raise ScenarioError(field, rate_per_s, f"at most {top:,.4g} requests/s for these targets: the steady state at "
+                            f"this rate needs {need:,} simulated requests ({STEADY_LIFETIMES:g} lifetimes of "
+                            f"{lifetime_s:.3g} s), over the simulation's {MAX_SIM_REQUESTS:,}")
+    return need
 
 
 class _Deployment:
@@ -130,7 +166,8 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
     base = dict(num_gpus=prefill_instances * s.prefill_gpus + decode_instances * s.ep,
                 prefill_gpus=prefill_instances * s.prefill_gpus, decode_gpus=decode_instances * s.ep,
                 rate_per_s=rate_per_s, percentile=percentile, decode_batch=dep.batch_cap,
-                max_decode_batch_by_memory=dep.max_batch)
+                max_decode_batch_by_memory=dep.max_batch,
+                steady_requests=steady_requests(rate_per_s, ttft_target_s, tpot_target_s, s.output_len))
     if decode_instances < 1:
         return SloCheck(False, "a decode instance is needed", **base)
     try:
@@ -150,12 +187,15 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
 
 
 def slo_check(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-              prefill_gpus: int, decode_gpus: int, num_requests: int = SLO_REQUESTS,
+              prefill_gpus: int, decode_gpus: int, num_requests: int | None = None,
               percentile: float = SLO_PERCENTILE, _dep: _Deployment | None = None) -> SloCheck:
     """Do `prefill_gpus` + `decode_gpus` of the scenario's GPU type (prefill instances of
     serve.prefill_ep or serve.ep GPUs, decode instances of serve.ep) serve `rate_per_s` requests
-    within both targets at `percentile`? Simulated request by request (see the module docstring)."""
+    within both targets at `percentile`? Simulated request by request (see the module docstring) on
+    `num_requests` requests (None: `check_steady_load`'s)."""
     dep = _dep or _Deployment(sc, tpot_target_s)
+    if num_requests is None:
+        num_requests = check_steady_load(sc, rate_per_s, ttft_target_s, tpot_target_s)
     p_inst, d_inst = prefill_gpus // dep.s.prefill_gpus, decode_gpus // dep.s.ep
     if p_inst < 1 or d_inst < 1:
         return SloCheck(False, "an instance of each kind is needed", num_gpus=prefill_gpus + decode_gpus,
@@ -178,12 +218,16 @@ def _fewest(meets, limit: int) -> int | None:
 
 
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-                 max_instances: int = MAX_INSTANCES, num_requests: int = SLO_REQUESTS,
+                 max_instances: int = MAX_INSTANCES, num_requests: int | None = None,
                  percentile: float = SLO_PERCENTILE, progress: bool = False) -> ServingPlanResult:
     """The fewest GPUs meeting the targets, and their prefill/decode split (see the module
-    docstring). Raises InfeasiblePlan when not even one request fits an instance. `progress`: a
-    bar on stderr counting the deployments simulated (a bisection: their number is not known ahead;
-    each is a few seconds at the default 2,000 requests, minutes at a million)."""
+    docstring), each deployment simulated on `num_requests` requests (None: the steady state's,
+    `check_steady_load`, which raises a ScenarioError naming rate_per_s where the rate needs more
+    than the simulation takes). Raises InfeasiblePlan when not even one request fits an instance.
+    `progress`: a bar on stderr counting the deployments simulated (a bisection: their number is not
+    known ahead; each is a few seconds at 2,000 requests, minutes at a million)."""
+    if num_requests is None:
+        num_requests = check_steady_load(sc, rate_per_s, ttft_target_s, tpot_target_s)
     dep = _Deployment(sc, tpot_target_s)
     if dep.max_batch < 1:
         raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
