@@ -3,7 +3,8 @@
 `write_sweep_report(result, scenario, out_dir)` (twin sweep --out) writes, staged and atomic:
   results.csv, results.parquet  every point, one row each: candidate_id, the swept keys, status,
                                 reason, and the figures (step_time_s, mfu_frac, ... for training;
-                                output_tokens_per_s, tpot_s, ... for serving)
+                                output_tokens_per_s, ttft_p90_s, tpot_p90_s, goodput, $ per
+                                million output tokens, ... for serving: the request-level simulation's)
   sweep.png                     the headline figure against each swept key, one panel per key
   report.html, report.md, result.json, scenario.resolved.toml (the base scenario)
 The rows journal (rows.jsonl, twin.core.journal) that the sweep streams to stays beside them: it

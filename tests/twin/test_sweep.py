@@ -313,3 +313,21 @@ def test_a_point_that_raises_is_an_error_row_the_sweep_goes_on_and_a_rerun_retri
     assert main(argv) == 0
     assert "(1 computed now, 2 resumed)" in capsys.readouterr().out
     assert json.loads((tmp_path / "sw.json").read_text())["num_error"] == 0
+
+
+def test_a_serving_point_reports_its_own_simulated_latency():
+    """A serving sweep over the request rate: each row's TTFT/TPOT percentiles, goodput and cost are
+    the simulation's under that point's traffic (until s22walk the rows carried the analytic sweep's
+    tpot_s, ttft_s and batch: the same at every rate)."""
+    from twin.planning.sweep import evaluate_point
+    raw, source = read_raw(None, "serving")
+    raw = {**raw, "serve": {**raw["serve"], "input_len": 256, "output_len": 16, "batch_sweep": [1, 64]},
+           "traffic": {"arrival": "poisson", "num_requests": 120}}
+    rows = [evaluate_point((raw, source, str(rate), (("traffic.rate_per_s", rate),))) for rate in (1.0, 400.0)]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    slow, busy = rows
+    assert "batch" not in slow and "tpot_s" not in slow and "ttft_s" not in slow
+    assert busy["ttft_p90_s"] > slow["ttft_p90_s"] and busy["tpot_p90_s"] > slow["tpot_p90_s"]
+    assert busy["output_tokens_per_s"] > slow["output_tokens_per_s"]
+    for r in rows:
+        assert r["ttft_p50_s"] <= r["ttft_p90_s"] <= r["ttft_p99_s"] and r["usd_per_million_output_tokens"] > 0

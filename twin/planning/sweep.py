@@ -205,6 +205,20 @@ def _override(key: str, value) -> str:
     return f"{key}={json.dumps(value)}" if isinstance(value, str) else f"{key}={str(value).lower() if isinstance(value, bool) else value}"
 
 
+def serving_figures(res) -> dict:
+    """A serving point's row: the request-level simulation's headline under the point's traffic
+    (until s22walk the row took `tpot_s`, `ttft_s` and `batch` from the analytic concurrency sweep,
+    the same at every request rate: R1 at 2/s and at 20/s both showed TTFT 1.55 s at batch 419,
+    where the simulation gives 0.07 s and 0.2 s)."""
+    return {"output_tokens_per_s": res.output_tokens_per_s, "output_tokens_per_s_per_gpu": res.output_tokens_per_s_per_gpu,
+            "input_tokens_per_s": res.input_tokens_per_s,
+            "ttft_p50_s": res.ttft_p50_s, "ttft_p90_s": res.ttft_p90_s, "ttft_p99_s": res.ttft_p99_s,
+            "tpot_p50_s": res.tpot_p50_s, "tpot_p90_s": res.tpot_p90_s, "tpot_p99_s": res.tpot_p99_s,
+            "e2e_p90_s": res.e2e_p90_s, "goodput_requests_per_s": res.goodput_requests_per_s,
+            "usd_per_million_output_tokens": res.usd_per_million_output_tokens,
+            "memory_per_gpu_bytes": res.memory_per_gpu_bytes, "max_batch_by_memory": res.max_batch_by_memory}
+
+
 def evaluate_point(args) -> dict:
     """One point: its settings, status (ok, invalid, infeasible, error) and figures. Never raises
     (but for KeyboardInterrupt and SystemExit)."""
@@ -214,8 +228,7 @@ def evaluate_point(args) -> dict:
         sc = from_dict(apply_overrides(base_raw, [_override(k, v) for k, v in settings]), source)
         if sc.kind == SERVING:
             res = serve(sc)
-            figures = {"output_tokens_per_s": res.output_tokens_per_s, "output_tokens_per_s_per_gpu": res.output_tokens_per_s_per_gpu,
-                       "tpot_s": res.tpot_s, "ttft_s": res.ttft_s, "batch": res.batch, "memory_per_gpu_bytes": res.memory_per_gpu_bytes}
+            figures = serving_figures(res)
         else:
             res = simulate_step(sc.base() if hasattr(sc, "base") else sc, record_events=False)
             figures = {"step_time_s": res.step_time_s, "mfu_frac": res.mfu_frac, "tokens_per_s_per_gpu": res.tokens_per_s_per_gpu,
