@@ -241,25 +241,40 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- serving question
 
+def _split(b: dict, instance_gpus: int) -> str:
+    if b.get("layout") == "co-located":
+        n = b["num_gpus"] // instance_gpus
+        return f"{n:,} co-located instance{'s' if n != 1 else ''} of {instance_gpus}"
+    return f"{b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode"
+
+
 def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     b = r["best"]
     target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
-    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode), "
+    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({_split(b, r['instance_gpus'])}), "
                f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}." if b else
                f"No deployment of up to the checked size serves {target}.")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
     pct = f"P{b['percentile']:g}" if b else "percentile"
     p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} deployments simulated request by request "
-           "(twin.serving.simulate, open-loop arrivals at the rate): the fewest decode instances with every prompt "
-           "prefilled on arrival (prefill 0 below), then the fewest prefill instances beside them, each by bisection "
-           f"(twin.planning.serving). TTFT and TPOT: {pct} over the requests arriving in the steady window.")
-    if b and b["simulated_requests"] < b["steady_requests"]:   # the summary's note (s22walk)
+           "(twin.serving.simulate, open-loop arrivals at the rate), by bisection (twin.planning.serving): co-located, the "
+           "fewest instances that prefill and decode; disaggregated, the fewest decode instances with every prompt "
+           "prefilled on arrival (prefill 0 below), then the fewest prefill instances beside them. "
+           f"TTFT and TPOT: {pct} over the requests arriving in the steady window.")
+    others = [(name, r.get(key)) for name, key in (("co-located", "best_colocated"), ("disaggregated", "best_disaggregated"))
+              if name in r.get("layouts", ())]   # .get: a result.json written before s22walk
+    if len(others) > 1:
+        p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT"],
+                                     [[name, f"{x['num_gpus']:,}", _split(x, r["instance_gpus"]), pg.seconds(x["ttft_s"]),
+                                       pg.seconds(x["tpot_s"])] if x else [name, "none within the targets", "-", "-", "-"]
+                                      for name, x in others])
+    if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
         p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
                f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request meeting the targets); the "
                "decode pool may never fill and the answer may be too small.")
     p.section("Deployments checked").table(
-        ["GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],
-        [[f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",
+        ["layout", "GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],
+        [[c.get("layout", "disaggregated"), f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",
           pg.seconds(c["ttft_s"]) if c["ttft_s"] is not None else "-", pg.seconds(c["tpot_s"]) if c["tpot_s"] is not None else "-",
           str(c["decode_batch"] or "-"), f"{c['served_rate_per_s']:.3g}" if c["served_rate_per_s"] is not None else "-",
           f"{c['simulated_requests']:,}"]

@@ -35,7 +35,7 @@ from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
 from twin.planning.search import catalog_prices, search
-from twin.planning.serving import SLO_PERCENTILE, ServingPlanResult, size_serving
+from twin.planning.serving import LAYOUTS, SLO_PERCENTILE, ServingPlanResult, size_serving
 from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, SweepResult, check_keys, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.result import RequestSimResult, ServeResult
@@ -287,15 +287,17 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
 
 def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: float,
                  num_requests: int | None = None, percentile: float = SLO_PERCENTILE,
-                 progress: bool = False) -> ServingPlanResult:
+                 progress: bool = False, layouts: tuple[str, ...] = LAYOUTS) -> ServingPlanResult:
     """The fewest GPUs, split between prefill and decode instances, that serve `rate_per_s`
     requests within the TTFT and TPOT targets (seconds) at `percentile`, each deployment simulated
     request by request on `num_requests` requests (None: enough for the steady state at the rate,
-    twin.planning.serving.steady_requests)."""
+    twin.planning.serving.steady_requests). `layouts`: co-located instances, separate prefill and
+    decode pools, or both (the fewer GPUs answered)."""
     _require(sc, SERVING, "plan_serving")
     for name, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
         check_value(name, value, gt=0, le=1e9)
     if num_requests is not None:
         check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
     check_value("percentile", percentile, gt=0, le=100)
-    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress)
+    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
+                        layouts=tuple(layouts))

@@ -50,7 +50,7 @@ def _deployment(r1, rate, p_inst, d_inst, n):
 
 
 def test_fewest_gpus_is_minimal(r1):
-    out = size_serving(r1, 40.0, 0.5, 0.03, num_requests=N)
+    out = size_serving(r1, 40.0, 0.5, 0.03, num_requests=N, layouts=("disaggregated",))
     best = out.best
     assert best is not None and best.meets and best.tpot_s <= 0.03 and best.ttft_s <= 0.5
     assert best.prefill_gpus + best.decode_gpus == best.num_gpus and best.prefill_gpus >= 8
@@ -70,7 +70,9 @@ def test_unreachable_targets_say_why_without_searching(r1):
 def test_api_checks_its_numbers(r1):
     with pytest.raises(ScenarioError, match="rate_per_s"):
         twin.plan_serving(r1, float("nan"), 1.0, 0.05)
-    assert twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N).best.num_gpus == 16   # one instance each
+    assert twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts=("disaggregated",)).best.num_gpus == 16   # one instance each
+    with pytest.raises(ScenarioError, match="layouts"):
+        twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts=("colocated",))
 
 
 def test_cli_serving_question_reports_the_split_or_exits_3(tmp_path):
@@ -130,3 +132,31 @@ def test_a_short_run_is_flagged_in_the_summary_and_report(r1):
     assert "too few for the steady state" in build_serving_page(twin.to_json(out)).markdown()
     full = dataclasses.replace(out, best=dataclasses.replace(out.best, simulated_requests=2_000))
     assert "steady state" not in serving_plan_summary(full)
+
+
+def test_answer_is_the_brute_force_minimum_over_both_layouts(r1):
+    """At 60/s (TTFT 0.5 s, TPOT 30 ms) every deployment of up to 32 GPUs simulated: up to 4
+    co-located instances, and 1-3 prefill x 1-3 decode instances. The search's answer is the
+    fewest GPUs among those that meet both targets (here 1 prefill + 3 decode: 32 GPUs, where
+    co-located needs more than 4 instances), each layout's best in the result."""
+    from twin.planning.serving import _check, _Deployment
+    rate, ttft, tpot = 60.0, 0.5, 0.03
+    dep = _Deployment(r1, tpot)
+    grid = [_check(dep, rate, ttft, tpot, 0, k, N, 90.0, "co-located") for k in range(1, 5)]
+    grid += [_check(dep, rate, ttft, tpot, p, d, N, 90.0) for p in range(1, 4) for d in range(1, 4)]
+    brute = min((c for c in grid if c.meets), key=lambda c: c.num_gpus)
+    out = size_serving(r1, rate, ttft, tpot, num_requests=N)
+    assert (out.best.num_gpus, out.best.layout) == (brute.num_gpus, brute.layout) == (32, "disaggregated")
+    assert (out.best.prefill_gpus, out.best.decode_gpus) == (brute.prefill_gpus, brute.decode_gpus)
+    assert out.best is out.best_disaggregated and out.best_colocated.num_gpus > 32
+
+
+def test_one_colocated_instance_is_the_answer_where_it_meets(r1):
+    """At 1/s one instance that prefills and decodes meets the targets: 8 GPUs, not the 16 of one
+    prefill and one decode instance that the search answered when it knew only that layout."""
+    out = size_serving(r1, 1.0, 3.0, 0.05, num_requests=N)
+    assert (out.best.layout, out.best.num_gpus, out.best.prefill_gpus) == ("co-located", 8, 0)
+    assert out.best_disaggregated.num_gpus == 16
+    from twin.cli.summary import serving_plan_summary
+    text = serving_plan_summary(out)
+    assert "fewest GPUs            8: 1 co-located instance (" in text and "fewest disaggregated   16: 8 prefill + 8 decode" in text

@@ -375,14 +375,15 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
-    from twin.planning.serving import SLO_PERCENTILE, check_steady_load, size_serving  # lazy: only serving sizing
+    from twin.planning.serving import LAYOUTS, SLO_PERCENTILE, check_steady_load, size_serving  # lazy: only serving sizing
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     sc = from_dict(raw, source, SERVING)
     num_requests = args.requests or check_steady_load(sc, args.rate, args.ttft, args.tpot, field="--rate")
+    layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
     out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=num_requests,
-                       percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet)
+                       percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet, layouts=layouts)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
@@ -615,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
     p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
     p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
+    p.add_argument("--layout", choices=("both", "co-located", "disaggregated"), help="serving question: instances that "
+                   "prefill and decode, separate prefill and decode pools, or both searched and the fewer GPUs answered (default)")
     p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default: enough that the arrivals span three "
                    "lifetimes of a request meeting the targets, at least 2,000)")
     _add_executor_args(p)

@@ -232,18 +232,30 @@ def plan_summary(out) -> str:
 
 def serving_plan_summary(out) -> str:
     head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
-            f"(instances of {out.instance_gpus} GPUs; {out.evaluated:,} deployments checked)")
+            f"(instances of {out.instance_gpus} GPU{'s' if out.instance_gpus != 1 else ''}; {out.evaluated:,} deployments checked)")
     b = out.best
     if b is None:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
         return head + f"\nno deployment meets the targets: {reasons}"
     return head + "\n" + pairs([
-        ("fewest GPUs", f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"),
+        ("fewest GPUs", _layout_text(b, out.instance_gpus)),
+        *[(f"fewest {x.layout}", _layout_text(x, out.instance_gpus)) for x in (out.best_colocated, out.best_disaggregated)
+          if x is not None and x is not b],
+        *[(f"fewest {name}", "none within the targets") for name, x in (("co-located", out.best_colocated),
+          ("disaggregated", out.best_disaggregated)) if x is None and name in out.layouts],
         (f"TTFT (P{b.percentile:g}, simulated)", f"{b.ttft_s:.3g} s"),
-        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch} requests per decode instance"),
+        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch} requests per "
+                                                 f"{'decode ' if b.layout == 'disaggregated' else ''}instance"),
         ("simulated", f"{b.simulated_requests:,} requests per deployment at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
     ]) + _short_run_note(b)
+
+
+def _layout_text(b, instance_gpus: int) -> str:
+    if b.layout == "co-located":
+        n = b.num_gpus // instance_gpus
+        return f"{b.num_gpus:,}: {n:,} co-located instance{'s' if n != 1 else ''} (prefill and decode on the same GPUs)"
+    return f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"
 
 
 def _short_run_note(b) -> str:

@@ -1,8 +1,8 @@
 """Serving capacity: the fewest GPUs, and their split between prefill and decode instances, that
 serve a request rate within TTFT and TPOT targets.
 
-`slo_check` is the one seam with the serving twin: a deployment (a prefill pool and a decode pool
-of the scenario's GPU type, disaggregated like DeepSeek's) is run through the request-level
+`slo_check` is the one seam with the serving twin: a deployment (instances of the scenario's GPU
+type that prefill and decode, or a prefill pool and a decode pool, disaggregated like DeepSeek's) is run through the request-level
 simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
 transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
 traffic is gamma; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
@@ -13,8 +13,12 @@ the targets. Decode instances run at most the batch whose step at the mean conte
 target (within memory, `concurrency_for_tpot`), as a provider caps them; load beyond it queues and
 shows in TTFT.
 
-`size_serving` bisects the two pools, each assumed to need more GPUs the tighter its target
-(TPOT falls and TTFT falls as a pool grows): first the fewest decode instances that meet both
+`size_serving` searches two layouts and answers the one with fewer GPUs (co-located on a tie).
+Co-located (serve.disaggregated = false: each instance prefills its own prompts between decode
+steps, as vLLM and SGLang do by default): the fewest instances that meet both targets, by bisection.
+Disaggregated (until s22walk the only layout searched, so R1 at 2/s within TTFT 2 s and TPOT 100 ms,
+which one co-located HGX H200 serves, was answered with 16 GPUs): it bisects the two pools, each
+assumed to need more GPUs the tighter its target (TPOT falls and TTFT falls as a pool grows): first the fewest decode instances that meet both
 targets with every prompt prefilled at once on arrival (serve.prefill_instances = 0: the prefill
 pool is not simulated), then the fewest prefill instances that meet both with those decode
 instances; a deployment where the two pools interfere (rare) gets one more decode instance until
@@ -38,6 +42,8 @@ from twin.costs.memory import max_batch_by_memory
 from twin.serving.simulate import concurrency_for_tpot, simulate
 from twin.serving.timing import IterationCosts
 
+COLOCATED, DISAGGREGATED = "co-located", "disaggregated"
+LAYOUTS = (COLOCATED, DISAGGREGATED)   # where prompts are prefilled: on the decoding instances, or a pool of their own
 MAX_INSTANCES = 4_096        # instances tried by size_serving (prefill + decode)
 SLO_REQUESTS = 2_000         # requests simulated per deployment
 SLO_PERCENTILE = 90.0        # the percentile of TTFT and TPOT held to the targets
@@ -58,8 +64,8 @@ class SloCheck:
     meets: bool
     reason: str
     num_gpus: int
-    prefill_gpus: int            # 0: the prefill pool was not simulated (every prompt prefilled on arrival)
-    decode_gpus: int
+    prefill_gpus: int            # disaggregated, 0: the prefill pool was not simulated (every prompt prefilled on arrival)
+    decode_gpus: int             # co-located: every GPU (num_gpus / instance size instances doing both), prefill_gpus 0
     rate_per_s: float
     ttft_s: float | None = None              # the percentile below, steady-window requests
     tpot_s: float | None = None
@@ -69,6 +75,7 @@ class SloCheck:
     simulated_requests: int = 0
     served_rate_per_s: float | None = None   # requests finishing per second in the steady window
     steady_requests: int = 0                 # the requests a steady state needs (steady_requests); fewer: see the summary
+    layout: str = "disaggregated"            # or "co-located": prefill and decode on the same instances (LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,11 @@ class ServingPlanResult:
     evaluated: int
     feasible: int
     infeasible_by_reason: dict[str, int]
-    best: SloCheck | None
+    best: SloCheck | None                     # the fewest GPUs of either layout (co-located on a tie: fewer instances to run)
     checks: tuple[SloCheck, ...]
+    best_colocated: SloCheck | None = None    # the fewest of each layout searched (None: not searched or none meets)
+    best_disaggregated: SloCheck | None = None
+    layouts: tuple[str, ...] = LAYOUTS
 
 
 def request_lifetime_s(ttft_target_s: float, tpot_target_s: float, output_len: int) -> float:
@@ -135,8 +145,12 @@ class _Deployment:
 
 
 def _scenario(dep: _Deployment, rate_per_s: float, prefill_instances: int, decode_instances: int,
-              num_requests: int) -> ServeScenario:
+              num_requests: int, layout: str = DISAGGREGATED) -> ServeScenario:
+    """The deployment as a serving scenario; co-located: `decode_instances` instances doing both."""
     sc, s = dep.sc, dep.s
+    if layout == COLOCATED:
+        s = dataclasses.replace(s, disaggregated=False, prefill_ep=0)
+        prefill_instances = 0
     serve = dataclasses.replace(s, prefill_instances=prefill_instances, batch=dep.batch_cap)
     arrival = sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
     traffic = dataclasses.replace(sc.traffic, arrival=arrival, rate_per_s=rate_per_s, num_requests=num_requests,
@@ -161,9 +175,12 @@ def _steady_percentiles(res, percentile: float) -> tuple[float, float]:
 
 
 def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_target_s: float, prefill_instances: int,
-           decode_instances: int, num_requests: int, percentile: float) -> SloCheck:
+           decode_instances: int, num_requests: int, percentile: float, layout: str = DISAGGREGATED) -> SloCheck:
+    """Co-located: `decode_instances` instances each doing prefill and decode (`prefill_instances` unused)."""
     s = dep.s
-    base = dict(num_gpus=prefill_instances * s.prefill_gpus + decode_instances * s.ep,
+    if layout == COLOCATED:
+        prefill_instances = 0
+    base = dict(num_gpus=prefill_instances * s.prefill_gpus + decode_instances * s.ep, layout=layout,
                 prefill_gpus=prefill_instances * s.prefill_gpus, decode_gpus=decode_instances * s.ep,
                 rate_per_s=rate_per_s, percentile=percentile, decode_batch=dep.batch_cap,
                 max_decode_batch_by_memory=dep.max_batch,
@@ -171,7 +188,7 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
     if decode_instances < 1:
         return SloCheck(False, "a decode instance is needed", **base)
     try:
-        res = simulate(_scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests))
+        res = simulate(_scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests, layout))
     except InfeasiblePlan as exc:
         return SloCheck(False, exc.reason, **base)
     except ScenarioError as exc:   # a run too long to simulate (twin.serving.simulate.check_work)
@@ -219,27 +236,30 @@ def _fewest(meets, limit: int) -> int | None:
 
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
                  max_instances: int = MAX_INSTANCES, num_requests: int | None = None,
-                 percentile: float = SLO_PERCENTILE, progress: bool = False) -> ServingPlanResult:
-    """The fewest GPUs meeting the targets, and their prefill/decode split (see the module
-    docstring), each deployment simulated on `num_requests` requests (None: the steady state's,
+                 percentile: float = SLO_PERCENTILE, progress: bool = False,
+                 layouts: tuple[str, ...] = LAYOUTS) -> ServingPlanResult:
+    """The fewest GPUs meeting the targets, co-located or split into prefill and decode pools (see
+    the module docstring; `layouts`: which of LAYOUTS to search), each deployment simulated on `num_requests` requests (None: the steady state's,
     `check_steady_load`, which raises a ScenarioError naming rate_per_s where the rate needs more
     than the simulation takes). Raises InfeasiblePlan when not even one request fits an instance.
     `progress`: a bar on stderr counting the deployments simulated (a bisection: their number is not
     known ahead; each is a few seconds at 2,000 requests, minutes at a million)."""
     if num_requests is None:
         num_requests = check_steady_load(sc, rate_per_s, ttft_target_s, tpot_target_s)
+    if not layouts or any(x not in LAYOUTS for x in layouts):
+        raise ScenarioError("layouts", layouts, "one or both of " + ", ".join(LAYOUTS))
     dep = _Deployment(sc, tpot_target_s)
     if dep.max_batch < 1:
         raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
-    checks: dict[tuple[int, int], SloCheck] = {}
+    checks: dict[tuple[str, int, int], SloCheck] = {}
     bar = tqdm(desc="deployments", unit="deployment", file=sys.stderr, disable=not progress)
 
-    def check(p: int, d: int) -> SloCheck:
-        if (p, d) not in checks:
-            bar.set_postfix_str(f"{p} prefill + {d} decode instances")
-            checks[p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile)
+    def check(p: int, d: int, layout: str = DISAGGREGATED) -> SloCheck:
+        if (layout, p, d) not in checks:
+            bar.set_postfix_str(f"{d} co-located instances" if layout == COLOCATED else f"{p} prefill + {d} decode instances")
+            checks[layout, p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile, layout)
             bar.update(1)
-        return checks[p, d]
+        return checks[layout, p, d]
 
     # targets no pool size can meet: one prompt's prefill alone, or one request's decode step
     floor = None
@@ -247,18 +267,23 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
         floor = f"TTFT of one prompt alone ({dep.prompt_alone_s:.3g} s) over target"
     elif dep.tpot_alone_s > tpot_target_s:
         floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
-    best = None
+    best_dis = best_col = None
     with bar:
-        if floor is None:
+        if floor is None and COLOCATED in layouts:
+            instances = _fewest(lambda k: check(0, k, COLOCATED).meets, max_instances)
+            best_col = check(0, instances, COLOCATED) if instances is not None else None
+        if floor is None and DISAGGREGATED in layouts:
             decode = _fewest(lambda d: check(0, d).meets, max_instances - 1)
             for _ in range(MAX_EXTRA_DECODE + 1):
                 if decode is None or decode >= max_instances:
                     break
                 prefill = _fewest(lambda p: check(p, decode).meets, max_instances - decode)
                 if prefill is not None:
-                    best = check(prefill, decode)
+                    best_dis = check(prefill, decode)
                     break
                 decode += 1   # the pools interfere: one more decode instance
+    found = [b for b in (best_col, best_dis) if b is not None]
+    best = min(found, key=lambda b: b.num_gpus) if found else None   # min keeps the first: co-located on a tie
     done = list(checks.values())
     reasons: dict[str, int] = {floor: 1} if floor else {}
     for c in done:
@@ -266,4 +291,5 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
             reasons[c.reason] = reasons.get(c.reason, 0) + 1
     return ServingPlanResult(rate_per_s=rate_per_s, ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s,
                              instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
-                             infeasible_by_reason=reasons, best=best, checks=tuple(done))
+                             infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
+                             best_disaggregated=best_dis, layouts=tuple(layouts))
