@@ -331,3 +331,14 @@ def test_a_serving_point_reports_its_own_simulated_latency():
     assert busy["output_tokens_per_s"] > slow["output_tokens_per_s"]
     for r in rows:
         assert r["ttft_p50_s"] <= r["ttft_p90_s"] <= r["ttft_p99_s"] and r["usd_per_million_output_tokens"] > 0
+
+
+def test_a_serving_sweep_report_shows_latency_beside_throughput():
+    """Ranked by output tokens/s per GPU alone, an overloaded point (TTFT P90 minutes) heads the
+    table with nothing to say so: the serving rows show TTFT and TPOT P90 and goodput beside it."""
+    from reports.sweep_report import build_page
+    row = {"candidate_id": "a", "traffic.rate_per_s": 20, "status": "ok", "reason": "", "output_tokens_per_s_per_gpu": 763.0,
+           "ttft_p90_s": 182.5, "tpot_p90_s": 0.124, "goodput_requests_per_s": 1.15}
+    page = build_page({"num_points": 1, "mode": "grid", "num_ok": 1, "num_invalid": 0, "num_infeasible": 0, "num_error": 0,
+                       "evaluated_now": 1, "axes": {"traffic.rate_per_s": [20]}, "rows": [row]}).markdown()
+    assert "| a | 20 | 763 | 182 s | 124 ms | 1.15 |" in page
