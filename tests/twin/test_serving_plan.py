@@ -160,3 +160,18 @@ def test_one_colocated_instance_is_the_answer_where_it_meets(r1):
     from twin.cli.summary import serving_plan_summary
     text = serving_plan_summary(out)
     assert "fewest GPUs            8: 1 co-located instance (" in text and "fewest disaggregated   16: 8 prefill + 8 decode" in text
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--rate", "2", "--ttft", "2", "--tpot", "0.1", "--gpu", "h100"], "--gpu"),
+    (["--rate", "2", "--ttft", "2", "--tpot", "0.1", "--tokens", "1e12"], "--tokens"),
+    (["--rate", "2", "--ttft", "2", "--tpot", "0.1", "--workers", "2"], "--workers"),
+    (["--tokens", "1e12", "--days", "30", "--percentile", "50"], "--percentile"),
+    (["--tokens", "1e12", "--days", "30", "--layout", "co-located"], "--layout"),
+])
+def test_options_of_the_other_question_are_refused(argv, option, capsys):
+    """`--rate ... --gpu h100` answered for the scenario's H200s, and `--tokens ... --percentile 50`
+    ignored the percentile, without a word (until s22walk)."""
+    from twin.cli.main import main
+    assert main(["plan", "--quiet", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {option}: got ")

@@ -319,12 +319,32 @@ def _prices(args, sc) -> dict:
 
 
 SERVING_FLAGS = ("rate", "ttft", "tpot")
+# options only one of `twin plan`'s two questions reads: given to the other, they were ignored without a
+# word (until s22walk: `--rate 2 ... --gpu h100 --tokens 1e12` answered for the scenario's H200s)
+SERVING_ONLY = ("percentile", "requests", "layout")
+TRAINING_ONLY = ("tokens", "days", "budget", "gpu", "num_gpus", "pp", "ep", "tp", "schedules", "micro_batch", "vary",
+                 "full_space", "simulate", "exhaustive", "price", "workers", "dask")
+
+
+def _refuse_other_questions_options(args, serving_question: bool) -> None:
+    """A ScenarioError naming the first option the asked question does not read."""
+    unread = TRAINING_ONLY if serving_question else SERVING_ONLY
+    for attr in unread:
+        value = getattr(args, attr)
+        if value not in (None, False, []):
+            option = "--" + attr.replace("_", "-")
+            asked = ("the serving question (--rate, --ttft, --tpot) does not read it: it sizes deployments of the serving "
+                     "scenario (GPU type and instance by --set, e.g. --set cluster.gpu=h100 --set serve.ep=16), one after "
+                     "another" if serving_question else
+                     "the training question (--tokens, --days): " + option + " belongs to the serving question (--rate, --ttft, --tpot)")
+            raise ScenarioError(option, value, "not given: " + asked)
 
 
 def cmd_plan(args) -> int:
     from reports.plan_report import PLAN_JOURNAL, write_plan_json, write_plan_report  # lazy: matplotlib
     from twin.planning.search import journal_row, question_key, resumed_rows, search  # lazy: the plan search loads its screen
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
+    _refuse_other_questions_options(args, serving_question)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
     if kind_of(raw) == SERVING and serving_question:
