@@ -241,6 +241,13 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- serving question
 
+def _cost(b: dict) -> str:
+    if b.get("usd_per_hour") is None:   # a result.json written before s22walk
+        return ""
+    return (f", ${b['usd_per_hour']:,.2f} per hour (${b['usd_per_million_output_tokens']:,.2f} per million output tokens, "
+            f"${b['usd_per_million_input_tokens']:,.2f} per million input tokens)")
+
+
 def _split(b: dict, instance_gpus: int) -> str:
     if b.get("layout") == "co-located":
         n = b["num_gpus"] // instance_gpus
@@ -252,7 +259,7 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     b = r["best"]
     target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
     verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({_split(b, r['instance_gpus'])}), "
-               f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}." if b else
+               f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}" + _cost(b) + "." if b else
                f"No deployment of up to the checked size serves {target}.")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
     pct = f"P{b['percentile']:g}" if b else "percentile"
@@ -264,9 +271,10 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     others = [(name, r.get(key)) for name, key in (("co-located", "best_colocated"), ("disaggregated", "best_disaggregated"))
               if name in r.get("layouts", ())]   # .get: a result.json written before s22walk
     if len(others) > 1:
-        p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT"],
+        p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT", "$ per hour", "$ per M output tokens"],
                                      [[name, f"{x['num_gpus']:,}", _split(x, r["instance_gpus"]), pg.seconds(x["ttft_s"]),
-                                       pg.seconds(x["tpot_s"])] if x else [name, "none within the targets", "-", "-", "-"]
+                                       pg.seconds(x["tpot_s"]), f"{x['usd_per_hour']:,.2f}", f"{x['usd_per_million_output_tokens']:,.2f}"]
+                                      if x else [name, "none within the targets", "-", "-", "-", "-", "-"]
                                       for name, x in others])
     if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
         p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "

@@ -160,6 +160,12 @@ def test_one_colocated_instance_is_the_answer_where_it_meets(r1):
     from twin.cli.summary import serving_plan_summary
     text = serving_plan_summary(out)
     assert "fewest GPUs            8: 1 co-located instance (" in text and "fewest disaggregated   16: 8 prefill + 8 decode" in text
+    # the cost of the answer: its GPUs at the scenario's price, and the simulation's split per token
+    price = r1.cluster.resolved().price_usd_per_gpu_hour
+    assert out.best.usd_per_hour == pytest.approx(8 * price) and out.best_disaggregated.usd_per_hour == pytest.approx(16 * price)
+    out_tok_per_h = out.best.served_rate_per_s * 64 * 3600   # 64 output tokens a request
+    assert 0 < out.best.usd_per_million_output_tokens < 8 * price / out_tok_per_h * 1e6 * 1.1
+    assert f"cost                   ${8 * price:,.2f} per hour: $" in text
 
 
 @pytest.mark.parametrize("argv, option", [

@@ -244,8 +244,10 @@ def serving_plan_summary(out) -> str:
         *[(f"fewest {name}", "none within the targets") for name, x in (("co-located", out.best_colocated),
           ("disaggregated", out.best_disaggregated)) if x is None and name in out.layouts],
         (f"TTFT (P{b.percentile:g}, simulated)", f"{b.ttft_s:.3g} s"),
-        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch} requests per "
+        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch:,} requests per "
                                                  f"{'decode ' if b.layout == 'disaggregated' else ''}instance"),
+        ("cost", f"${b.usd_per_hour:,.2f} per hour: ${b.usd_per_million_output_tokens:,.2f} per million output tokens, "
+                 f"${b.usd_per_million_input_tokens:,.2f} per million input tokens"),
         ("simulated", f"{b.simulated_requests:,} requests per deployment at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
     ]) + _short_run_note(b)

@@ -76,6 +76,9 @@ class SloCheck:
     served_rate_per_s: float | None = None   # requests finishing per second in the steady window
     steady_requests: int = 0                 # the requests a steady state needs (steady_requests); fewer: see the summary
     layout: str = "disaggregated"            # or "co-located": prefill and decode on the same instances (LAYOUTS)
+    usd_per_hour: float | None = None        # num_gpus at the cluster's price (cluster.price_usd_per_gpu_hour or the catalog's)
+    usd_per_million_output_tokens: float | None = None   # the simulation's split of that cost (twin.serving.simulate)
+    usd_per_million_input_tokens: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,9 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
         return SloCheck(False, f"not simulated: {exc}", **base)
     ttft, tpot = _steady_percentiles(res, percentile)
     figures = dict(ttft_s=ttft, tpot_s=tpot, simulated_requests=res.simulated_requests,
-                   served_rate_per_s=res.requests_per_s, **base)
+                   served_rate_per_s=res.requests_per_s, usd_per_million_output_tokens=res.usd_per_million_output_tokens,
+                   usd_per_million_input_tokens=res.usd_per_million_input_tokens,
+                   usd_per_hour=base["num_gpus"] * dep.sc.cluster.resolved().price_usd_per_gpu_hour, **base)
     if not tpot <= tpot_target_s:
         return SloCheck(False, "TPOT over target", **figures)
     if not ttft <= ttft_target_s:
