@@ -276,6 +276,8 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
                                        pg.seconds(x["tpot_s"]), f"{x['usd_per_hour']:,.2f}", f"{x['usd_per_million_output_tokens']:,.2f}"]
                                       if x else [name, "none within the targets", "-", "-", "-", "-", "-"]
                                       for name, x in others])
+    if r.get("arrival_note"):
+        p.warn(r["arrival_note"][0].upper() + r["arrival_note"][1:] + ".")
     if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
         p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
                f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request meeting the targets); the "

@@ -181,3 +181,16 @@ def test_options_of_the_other_question_are_refused(argv, option, capsys):
     from twin.cli.main import main
     assert main(["plan", "--quiet", *argv]) == 2
     assert capsys.readouterr().err.startswith(f"error: {option}: got ")
+
+
+def test_a_trace_scenario_says_its_trace_was_replaced(r1, tmp_path):
+    """The question's rate replaces a trace's arrivals and lengths: said in the result and summary
+    (until s22walk the trace was dropped without a word)."""
+    from twin.cli.summary import serving_plan_summary
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_len,output_len\n0,100,10\n")
+    sc = dataclasses.replace(r1, traffic=dataclasses.replace(r1.traffic, arrival="trace", trace_csv=str(trace)))
+    out = size_serving(sc, 1.0, 3.0, 0.05, num_requests=N, layouts=("co-located",))
+    assert out.arrival == "poisson" and "trace" in out.arrival_note and str(trace) in out.arrival_note
+    assert "note: the scenario's trace" in serving_plan_summary(out)
+    assert size_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts=("co-located",)).arrival_note == ""

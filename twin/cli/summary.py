@@ -232,7 +232,7 @@ def plan_summary(out) -> str:
 
 def serving_plan_summary(out) -> str:
     head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
-            f"(instances of {out.instance_gpus} GPU{'s' if out.instance_gpus != 1 else ''}; {out.evaluated:,} deployments checked)")
+            f"(instances of {out.instance_gpus} GPU{'s' if out.instance_gpus != 1 else ''}; {out.evaluated:,} deployment{'s' if out.evaluated != 1 else ''} checked)")
     b = out.best
     if b is None:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
@@ -248,9 +248,9 @@ def serving_plan_summary(out) -> str:
                                                  f"{'decode ' if b.layout == 'disaggregated' else ''}instance"),
         ("cost", f"${b.usd_per_hour:,.2f} per hour: ${b.usd_per_million_output_tokens:,.2f} per million output tokens, "
                  f"${b.usd_per_million_input_tokens:,.2f} per million input tokens"),
-        ("simulated", f"{b.simulated_requests:,} requests per deployment at {out.rate_per_s:g}/s "
+        ("simulated", f"{b.simulated_requests:,} requests per deployment, {out.arrival} arrivals at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
-    ]) + _short_run_note(b)
+    ]) + _short_run_note(b) + (f"\nnote: {out.arrival_note}" if out.arrival_note else "")
 
 
 def _layout_text(b, instance_gpus: int) -> str:

@@ -97,6 +97,10 @@ class ServingPlanResult:
     best_colocated: SloCheck | None = None    # the fewest of each layout searched (None: not searched or none meets)
     best_disaggregated: SloCheck | None = None
     layouts: tuple[str, ...] = LAYOUTS
+    arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
+    arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
+    arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
+    arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
 
 
 def request_lifetime_s(ttft_target_s: float, tpot_target_s: float, output_len: int) -> float:
@@ -147,6 +151,20 @@ class _Deployment:
                                      if self.max_batch >= 1 else 0)
 
 
+def _arrival(sc: ServeScenario) -> str:
+    return sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
+
+
+def _arrival_note(sc: ServeScenario) -> str:
+    """Why the scenario's trace was not simulated: the question's rate replaces its arrivals (and a
+    closed loop's, the default traffic, without a note: it has no lengths of its own to lose)."""
+    if sc.traffic.arrival != "trace":
+        return ""
+    what = f"trace ({sc.traffic.trace_csv})"
+    return (f"the scenario's {what} replaced by Poisson arrivals at the rate, lengths from serve.input_len / output_len and "
+            "[traffic]'s distributions")
+
+
 def _scenario(dep: _Deployment, rate_per_s: float, prefill_instances: int, decode_instances: int,
               num_requests: int, layout: str = DISAGGREGATED) -> ServeScenario:
     """The deployment as a serving scenario; co-located: `decode_instances` instances doing both."""
@@ -155,8 +173,7 @@ def _scenario(dep: _Deployment, rate_per_s: float, prefill_instances: int, decod
         s = dataclasses.replace(s, disaggregated=False, prefill_ep=0)
         prefill_instances = 0
     serve = dataclasses.replace(s, prefill_instances=prefill_instances, batch=dep.batch_cap)
-    arrival = sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
-    traffic = dataclasses.replace(sc.traffic, arrival=arrival, rate_per_s=rate_per_s, num_requests=num_requests,
+    traffic = dataclasses.replace(sc.traffic, arrival=_arrival(sc), rate_per_s=rate_per_s, num_requests=num_requests,
                                   concurrency=0, trace_csv="")
     gpus = prefill_instances * s.prefill_gpus + decode_instances * s.ep
     return dataclasses.replace(sc, serve=serve, traffic=traffic, cluster=dataclasses.replace(sc.cluster, num_gpus=gpus))
@@ -297,4 +314,5 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     return ServingPlanResult(rate_per_s=rate_per_s, ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s,
                              instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
                              infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
-                             best_disaggregated=best_dis, layouts=tuple(layouts))
+                             best_disaggregated=best_dis, layouts=tuple(layouts), arrival=_arrival(sc),
+                             arrival_note=_arrival_note(sc))
