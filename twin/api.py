@@ -300,4 +300,4 @@ def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: fl
         check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
     check_value("percentile", percentile, gt=0, le=100)
     return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
-                        layouts=tuple(layouts))
+                        layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))   # a bare string is one layout

@@ -73,6 +73,8 @@ def test_api_checks_its_numbers(r1):
     assert twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts=("disaggregated",)).best.num_gpus == 16   # one instance each
     with pytest.raises(ScenarioError, match="layouts"):
         twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts=("colocated",))
+    one = twin.plan_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts="co-located")   # a bare string: one layout
+    assert one.layouts == ("co-located",) and one.best_disaggregated is None
 
 
 def test_cli_serving_question_reports_the_split_or_exits_3(tmp_path):
