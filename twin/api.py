@@ -272,9 +272,9 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
     to disk as they arrive and resumes.)"""
     raw, source = read_raw(path)
     raw = apply_overrides(raw, list(overrides))
-    from_dict(raw, source)   # the base must be valid
+    base = from_dict(raw, source)   # the base must be valid
     axes = [parse_axis(text) for text in grid]
-    check_keys(axes)
+    check_keys(axes, base.kind)
     mode, n = (RANDOM, random) if random else (LHS, lhs) if lhs else (GRID, None)
     for name, value in (("random", random), ("lhs", lhs)):
         if value is not None:

@@ -342,3 +342,13 @@ def test_a_serving_sweep_report_shows_latency_beside_throughput():
     page = build_page({"num_points": 1, "mode": "grid", "num_ok": 1, "num_invalid": 0, "num_infeasible": 0, "num_error": 0,
                        "evaluated_now": 1, "axes": {"traffic.rate_per_s": [20]}, "rows": [row]}).markdown()
     assert "| a | 20 | 763 | 182 s | 124 ms | 1.15 |" in page
+
+
+@pytest.mark.parametrize("kind, key, belongs", [("training", "traffic.rate_per_s", "a serving scenario"),
+                                                ("serving", "plan.pp", "a training scenario")])
+def test_a_key_of_the_other_kind_is_refused_before_any_point_runs(kind, key, belongs):
+    """`twin sweep --grid traffic.rate_per_s=1,2` on the default training scenario ran every point
+    to 'invalid' and exited 3 (until s22walk)."""
+    with pytest.raises(ScenarioError, match=rf"--grid {key}: got .*belongs to {belongs}"):
+        check_keys([parse_axis(f"{key}=1,2")], kind)
+    check_keys([parse_axis("model.num_layers=2,4")], kind)   # [model] is every kind's

@@ -421,7 +421,7 @@ def cmd_sweep(args) -> int:
     raw = apply_overrides(raw, args.set or [])
     sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
     axes = [parse_axis(text) for text in args.grid]
-    check_keys(axes)
+    check_keys(axes, sc.kind)
     mode, n = (RANDOM, args.random) if args.random else (LHS, args.lhs) if args.lhs else (GRID, None)
     pts = points(axes, mode, n, args.seed)
     out = Path(args.out)

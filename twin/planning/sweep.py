@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
-from twin.core.scenario import SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
+from twin.core.scenario import KINDS, SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
 from twin.core.specs import ModelSpec
 from twin.planning import executor
 from twin.serving.run import serve
@@ -111,9 +111,11 @@ def parse_axis(text: str) -> Axis:
     return Axis(key, values=values)
 
 
-def check_keys(axes: list[Axis]) -> None:
-    """Each axis names a field of a scenario section (a typo would make every point invalid), once
-    (a key given twice swept the product of both lists with the second list's values only)."""
+def check_keys(axes: list[Axis], kind: str | None = None) -> None:
+    """Each axis names a field of a scenario section (a typo would make every point invalid), of the
+    base scenario's `kind` where given (`--grid traffic.rate_per_s=1,2` on a training scenario ran
+    every point to 'invalid' and exit 3, until s22walk), once (a key given twice swept the product
+    of both lists with the second list's values only)."""
     seen = set()
     for a in axes:
         if a.key in seen:
@@ -126,6 +128,12 @@ def check_keys(axes: list[Axis]) -> None:
             allowed = (f"a field of [{section}]: " + ", ".join(sorted(names))) if names else \
                 "SECTION.FIELD with a section of " + ", ".join(sorted({"model", *SECTIONS}))
             raise ScenarioError(f"--grid {a.key}", a.key, allowed)
+        own = KINDS[kind][1] if kind is not None else SECTIONS
+        if section != "model" and section not in own:
+            other = "a serving scenario, one with a [serve] table" if section in KINDS[SERVING][1] else \
+                "a training scenario" if kind == SERVING else "a plan scenario"
+            raise ScenarioError(f"--grid {a.key}", a.key, f"a key in a section of this {kind} scenario: "
+                                + ", ".join(sorted({"model", *own})) + f" ([{section}] belongs to {other})")
 
 
 @dataclass(frozen=True)
