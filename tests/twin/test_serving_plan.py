@@ -196,3 +196,8 @@ def test_a_trace_scenario_says_its_trace_was_replaced(r1, tmp_path):
     assert out.arrival == "poisson" and "trace" in out.arrival_note and str(trace) in out.arrival_note
     assert "note: the scenario's trace" in serving_plan_summary(out)
     assert size_serving(r1, 1.0, 3.0, 0.05, num_requests=N, layouts=("co-located",)).arrival_note == ""
+
+
+def test_counts_of_one_are_singular():
+    from twin.cli.summary import count, plural
+    assert (plural(1, "instance"), plural(2_000, "request"), count(2_000)) == ("1 instance", "2,000 requests", "2K")

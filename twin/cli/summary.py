@@ -170,13 +170,18 @@ def replay_summary(sc, res, out_dir: str | None) -> str:
     return text
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 request', '2,000 requests' ("1 instance(s)", "1 requests simulated" until s22walk)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def serve_summary(sc, out) -> str:
     sim = out.simulation
     load = (f"closed loop, {sim.concurrency:,} in flight" if sim.arrival == "closed" else
             f"{sim.arrival} arrivals at {sc.traffic.rate_per_s:g}/s" if sim.arrival != "trace" else "trace")
-    text = (f"{sc.name}: {sc.model.name} on {out.num_gpus} {out.gpu.upper()} ({out.instances} instance(s) of "
-            f"{out.instance_gpus} GPUs{', disaggregated' if sc.serve.disaggregated else ''}); "
-            f"{out.simulated_requests:,} requests simulated ({load})\n" + pairs([
+    text = (f"{sc.name}: {sc.model.name} on {out.num_gpus:,} {out.gpu.upper()} ({plural(out.instances, 'instance')} of "
+            f"{plural(out.instance_gpus, 'GPU')}{', disaggregated' if sc.serve.disaggregated else ''}); "
+            f"{plural(out.simulated_requests, 'request')} simulated ({load})\n" + pairs([
                 ("output tokens/s", f"{out.output_tokens_per_s:,.0f} ({out.output_tokens_per_s_per_gpu:,.0f} per GPU, "
                                     f"{out.output_tokens_per_s_per_node:,.0f} per node)"),
                 ("input tokens/s", f"{out.input_tokens_per_s:,.0f} ({out.input_tokens_per_s_per_node:,.0f} per node)"),
@@ -232,7 +237,7 @@ def plan_summary(out) -> str:
 
 def serving_plan_summary(out) -> str:
     head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
-            f"(instances of {out.instance_gpus} GPU{'s' if out.instance_gpus != 1 else ''}; {out.evaluated:,} deployment{'s' if out.evaluated != 1 else ''} checked)")
+            f"(instances of {plural(out.instance_gpus, 'GPU')}; {plural(out.evaluated, 'deployment')} checked)")
     b = out.best
     if b is None:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
