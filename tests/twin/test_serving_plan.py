@@ -201,3 +201,10 @@ def test_a_trace_scenario_says_its_trace_was_replaced(r1, tmp_path):
 def test_counts_of_one_are_singular():
     from twin.cli.summary import count, plural
     assert (plural(1, "instance"), plural(2_000, "request"), count(2_000)) == ("1 instance", "2,000 requests", "2K")
+
+
+def test_latencies_without_a_finite_value_print_a_dash():
+    """Every output one token: TPOT has no value ("nan / nan / nan µs" until s22walk)."""
+    from twin.cli.summary import latencies
+    nan = float("nan")
+    assert latencies(nan, nan, nan) == "-" and latencies(0.0605, 0.0608) == "60.5 / 60.8 ms"

@@ -7,6 +7,8 @@ below a second (a small model's step printed as "0.00 s" until s21walk).
 
 from __future__ import annotations
 
+import math
+
 from twin.core.units import GIB
 
 
@@ -89,8 +91,11 @@ def step_summary(name: str, res, breakdown: bool = False) -> str:
 
 def latencies(*xs: float) -> str:
     """Percentiles in one unit, the largest's: (1.574, 4.675, 8.712) -> '1,574 / 4,675 / 8,712 ms',
-    (0.0605, 0.0608) -> '60.5 / 60.8 ms', (63.5, 70.6) -> '63.5 / 70.6 s', (4e-4, 5e-4) -> '400 / 500 µs'."""
-    top = max(abs(x) for x in xs)
+    (0.0605, 0.0608) -> '60.5 / 60.8 ms', (63.5, 70.6) -> '63.5 / 70.6 s', (4e-4, 5e-4) -> '400 / 500 µs'.
+    No finite value (TPOT where every output is one token): '-' ("nan / nan / nan µs" until s22walk)."""
+    if not any(math.isfinite(x) for x in xs):
+        return "-"
+    top = max(abs(x) for x in xs if math.isfinite(x))
     scale, unit = (1.0, "s") if top >= 10 else (1e3, "ms") if top >= 1e-3 else (1e6, "µs")
     digits = 1 if top * scale < 100 else 0
     return " / ".join(f"{x * scale:,.{digits}f}" for x in xs) + f" {unit}"
