@@ -87,6 +87,7 @@ def test_cli_serving_question_reports_the_split_or_exits_3(tmp_path):
     assert best["prefill_gpus"] + best["decode_gpus"] == best["num_gpus"] and "fewest GPUs" in ok.stdout
     assert best["simulated_requests"] == 300 and best["percentile"] == 90 and "P90" in ok.stdout
     assert (tmp_path / "s" / "report.html").is_file()
+    assert "[serve]" in (tmp_path / "s.scenario.resolved.toml").read_text()   # beside --json F (none until s22walk)
     no = subprocess.run([sys.executable, "-m", "twin.cli.main", "plan", "--rate", "10", "--ttft", "0.001", "--tpot", "0.05"],
                         capture_output=True, text=True, cwd=root)
     assert no.returncode == 3 and "TTFT of one prompt alone" in no.stderr and "Traceback" not in no.stderr

@@ -380,6 +380,7 @@ def cmd_plan(args) -> int:
         _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
     if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
         write_plan_json(out, args.json)
+        _resolved_beside(args.json, sc)   # none beside a plan's --json F until s22walk
     if out.feasible == 0:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
@@ -408,6 +409,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
     if out.best is None:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: no deployment serves {args.rate:g} requests/s within the targets: {reasons}", file=sys.stderr)
