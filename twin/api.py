@@ -35,7 +35,8 @@ from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
 from twin.planning.search import catalog_prices, search
-from twin.planning.serving import LAYOUTS, SLO_PERCENTILE, ServingPlanResult, size_serving
+from twin.planning.serving import (LAYOUTS, SLO_PERCENTILE, ServingCapacityResult, ServingPlanResult, check_steady_load,
+                                   serving_capacity as _capacity, size_serving)
 from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, SweepResult, check_keys, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.result import RequestSimResult, ServeResult
@@ -47,10 +48,12 @@ from twin.training.replay.run import replay as _replay
 from twin.training.results import Perturb, StepResult
 from twin.training.step import simulate_step as _simulate_step
 
-__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "sweep", "to_json"]
+__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "serving_capacity", "sweep",
+           "to_json"]
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
-RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult, "sweep": SweepResult,
+RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult,
+                "serving_capacity": ServingCapacityResult, "sweep": SweepResult,
                 "perturb": Perturb, "load": RequestSimResult}   # load: simulate_load's (no schema until s19ux2)
 
 
@@ -285,6 +288,15 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
     return result_of(axes, mode, pts, raw, rows, done)
 
 
+def _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percentile, name: str) -> None:
+    _require(sc, SERVING, name)
+    for field, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
+        check_value(field, value, gt=0, le=1e9)
+    if num_requests is not None:
+        check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
+    check_value("percentile", percentile, gt=0, le=100)
+
+
 def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: float,
                  num_requests: int | None = None, percentile: float = SLO_PERCENTILE,
                  progress: bool = False, layouts: tuple[str, ...] = LAYOUTS) -> ServingPlanResult:
@@ -293,11 +305,20 @@ def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: fl
     request by request on `num_requests` requests (None: enough for the steady state at the rate,
     twin.planning.serving.steady_requests). `layouts`: co-located instances, separate prefill and
     decode pools, or both (the fewer GPUs answered)."""
-    _require(sc, SERVING, "plan_serving")
-    for name, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
-        check_value(name, value, gt=0, le=1e9)
-    if num_requests is not None:
-        check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
-    check_value("percentile", percentile, gt=0, le=100)
+    _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percentile, "plan_serving")
     return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
                         layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))   # a bare string is one layout
+
+
+def serving_capacity(sc: ServeScenario, rates_per_s: Sequence[float], ttft_s: float, tpot_s: float,
+                     num_requests: int | None = None, percentile: float = SLO_PERCENTILE, progress: bool = False,
+                     layouts: tuple[str, ...] = LAYOUTS) -> ServingCapacityResult:
+    """`plan_serving` at each rate of `rates_per_s`: the capacity curve (`twin plan --rate R1,R2,...`)."""
+    if isinstance(rates_per_s, (int, float, str)) or not len(rates_per_s):
+        raise ScenarioError("rates_per_s", rates_per_s, "a non-empty list of request rates, e.g. [1, 10, 100]")
+    for rate in rates_per_s:   # each checked, and its steady state within the simulation, before the first runs
+        _check_serving_question(sc, rate, ttft_s, tpot_s, num_requests, percentile, "serving_capacity")
+        if num_requests is None:
+            check_steady_load(sc, rate, ttft_s, tpot_s)
+    return _capacity(sc, list(rates_per_s), ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
+                     layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))

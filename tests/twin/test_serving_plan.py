@@ -166,9 +166,11 @@ def test_one_colocated_instance_is_the_answer_where_it_meets(r1):
     # the cost of the answer: its GPUs at the scenario's price, and the simulation's split per token
     price = r1.cluster.resolved().price_usd_per_gpu_hour
     assert out.best.usd_per_hour == pytest.approx(8 * price) and out.best_disaggregated.usd_per_hour == pytest.approx(16 * price)
-    out_tok_per_h = out.best.served_rate_per_s * 64 * 3600   # 64 output tokens a request
-    assert 0 < out.best.usd_per_million_output_tokens < 8 * price / out_tok_per_h * 1e6 * 1.1
-    assert f"cost                   ${8 * price:,.2f} per hour: $" in text
+    # every GPU's cost over the output tokens: 8 x price per hour over the output tokens an hour
+    all_gpus = 8 * price / 3600 / out.best.output_tokens_per_s * 1e6
+    assert out.best.usd_per_million_output_tokens_all_gpus == pytest.approx(all_gpus)
+    assert 0 < out.best.usd_per_million_output_tokens < all_gpus   # the simulation charges prompt time to input
+    assert f"cost                   ${8 * price:,.2f} per hour: ${all_gpus:,.2f} per million output tokens (every GPU)" in text
 
 
 @pytest.mark.parametrize("argv, option", [
@@ -209,3 +211,38 @@ def test_latencies_without_a_finite_value_print_a_dash():
     from twin.cli.summary import latencies
     nan = float("nan")
     assert latencies(nan, nan, nan) == "-" and latencies(0.0605, 0.0608) == "60.5 / 60.8 ms"
+
+
+def test_a_capacity_curve_answers_each_rate_as_its_own_question(r1, tmp_path, capsys):
+    """`twin plan --rate 1,40 ...`: one answer a rate (each the single-rate answer), one table, one
+    report with the curve, one JSON (s22walk: a planner had to run the command once a rate)."""
+    from twin.cli.main import main
+    short = ["--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", str(N)]
+    argv = ["plan", "--quiet", "--rate", "1,40", "--ttft", "3", "--tpot", "0.05", *short]
+    assert main([*argv, "--json", str(tmp_path / "c.json"), "--out", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert [p["rate_per_s"] for p in data["plans"]] == [1.0, 40.0]
+    for p in data["plans"]:
+        alone = size_serving(r1, p["rate_per_s"], 3.0, 0.05, num_requests=N)
+        assert (p["best"]["num_gpus"], p["best"]["layout"]) == (alone.best.num_gpus, alone.best.layout)
+        assert f"\n{p['rate_per_s']:>6g}  {p['best']['num_gpus']:>4,}  {p['best']['layout']}" in text
+    assert (tmp_path / "c" / "capacity.png").stat().st_size > 0 and "<img" in (tmp_path / "c" / "report.html").read_text()
+    assert (tmp_path / "c.scenario.resolved.toml").is_file()
+
+
+@pytest.mark.parametrize("rates, message", [("1,nan", "--rate: got nan"), ("2,2", "--rate: got '2,2'; allowed: at most 64 rates, "
+                                                                                   "each once"), (",", "--rate: got ','")])
+def test_bad_rate_lists_are_refused(rates, message, capsys):
+    from twin.cli.main import main
+    assert main(["plan", "--quiet", "--rate", rates, "--ttft", "3", "--tpot", "0.05"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_capacity_api_checks_every_rate_first(r1):
+    with pytest.raises(ScenarioError, match="rates_per_s"):
+        twin.serving_capacity(r1, 10.0, 3.0, 0.05)
+    with pytest.raises(ScenarioError, match="rate_per_s: got 1000000.0; allowed: at most"):
+        twin.serving_capacity(r1, [1.0, 1e6], 3.0, 0.05)   # refused before 1/s is simulated
+    out = twin.serving_capacity(r1, [1.0], 3.0, 0.05, num_requests=N, layouts="co-located")
+    assert len(out.plans) == 1 and out.plans[0].best.num_gpus == 8

@@ -400,10 +400,14 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
+    rates = _rates(args.rate)
     sc = from_dict(raw, source, SERVING)
-    num_requests = args.requests or check_steady_load(sc, args.rate, args.ttft, args.tpot, field="--rate")
+    for rate in rates:   # every rate judged before the first is simulated
+        check_steady_load(sc, rate, args.ttft, args.tpot, field="--rate")
     layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
-    out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=num_requests,
+    if len(rates) > 1:
+        return _serving_capacity(args, sc, rates, layouts)
+    out = size_serving(sc, rates[0], args.ttft, args.tpot, num_requests=args.requests,
                        percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet, layouts=layouts)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
@@ -412,7 +416,40 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     _resolved_beside(args.json, sc)
     if out.best is None:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
-        print(f"infeasible: no deployment serves {args.rate:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        print(f"infeasible: no deployment serves {rates[0]:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0
+
+
+MAX_RATES = 64   # rates of one capacity curve (each a bisection of request-level simulations)
+
+
+def _rates(text: str) -> list[float]:
+    """--rate R or R1,R2,...: each a number > 0, each once, at most MAX_RATES."""
+    rates = _values(text, "--rate")
+    for rate in rates:
+        check_value("--rate", rate, gt=0, le=1e9)
+    if len(rates) > MAX_RATES or len(set(rates)) < len(rates):
+        raise ScenarioError("--rate", text, f"at most {MAX_RATES} rates, each once")
+    return [float(r) for r in rates]
+
+
+def _serving_capacity(args, sc, rates: list[float], layouts: tuple[str, ...]) -> int:
+    """The serving question at several rates: one answer a rate, in one table, report and JSON."""
+    from reports.plan_report import write_serving_capacity_report  # lazy: matplotlib
+    from twin.planning.serving import SLO_PERCENTILE, serving_capacity  # lazy: only serving sizing
+    out = serving_capacity(sc, rates, args.ttft, args.tpot, num_requests=args.requests,
+                           percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet, layouts=layouts)
+    if args.out:
+        write_serving_capacity_report(out, sc, args.out)
+    _say(args, summary.serving_capacity_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
+    unserved = [p for p in out.plans if p.best is None]
+    if unserved:
+        for p in unserved:
+            reasons = "; ".join(f"{k} ({v:,})" for k, v in p.infeasible_by_reason.items())
+            print(f"infeasible: no deployment serves {p.rate_per_s:g} requests/s within the targets: {reasons}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -634,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulate", type=int, metavar="K", help="candidates simulated after the screen (search.simulate, default 100)")
     p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
-    p.add_argument("--rate", type=float, help="serving question: requests per second to serve (with a serving scenario)")
+    p.add_argument("--rate", metavar="R[,R2,...]", help="serving question: requests per second to serve (with a serving "
+                   "scenario); several, comma-separated: the answer at each (a capacity curve: GPUs and cost against the rate)")
     p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
     p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
     p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
@@ -648,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "scenario.resolved.toml here, and the rows journal rows.jsonl as they arrive: a re-run into the same DIR resumes")
     # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
     p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
-        *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
+        *EXECUTOR_NUMBERS, ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
         ("tpot", "--tpot", {"gt": 0, "le": 1e6}), ("percentile", "--percentile", {"gt": 0, "le": 100}),
         ("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS})))
 

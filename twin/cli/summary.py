@@ -256,11 +256,35 @@ def serving_plan_summary(out) -> str:
         (f"TTFT (P{b.percentile:g}, simulated)", f"{b.ttft_s:.3g} s"),
         (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch:,} requests per "
                                                  f"{'decode ' if b.layout == 'disaggregated' else ''}instance"),
-        ("cost", f"${b.usd_per_hour:,.2f} per hour: ${b.usd_per_million_output_tokens:,.2f} per million output tokens, "
-                 f"${b.usd_per_million_input_tokens:,.2f} per million input tokens"),
+        ("cost", f"{dollars(b.usd_per_hour)} per hour: {dollars(b.usd_per_million_output_tokens_all_gpus)} per million "
+                 f"output tokens (every GPU); split by work {dollars(b.usd_per_million_output_tokens)} output, "
+                 f"{dollars(b.usd_per_million_input_tokens)} input"),
         ("simulated", f"{b.simulated_requests:,} requests per deployment, {out.arrival} arrivals at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
     ]) + _short_run_note(b) + (f"\nnote: {out.arrival_note}" if out.arrival_note else "")
+
+
+def serving_capacity_summary(out) -> str:
+    """The serving question at several rates: one line a rate, the fewest GPUs and their cost."""
+    first = out.plans[0]
+    head = (f"fewest GPUs within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
+            f"(P{out.percentile:g}, instances of {plural(first.instance_gpus, 'GPU')})")
+    header = ("rate/s", "GPUs", "layout", "split", "TTFT", "TPOT", "$/hour", "$/M output tok (every GPU)")
+    rows = [header]
+    for p in out.plans:
+        b = p.best
+        if b is None:
+            rows.append((f"{p.rate_per_s:g}", "none", "-", next(iter(p.infeasible_by_reason), "-"), "-", "-", "-", "-"))
+            continue
+        split = (plural(b.num_gpus // p.instance_gpus, "instance") if b.layout == "co-located" else
+                 f"{b.prefill_gpus:,} + {b.decode_gpus:,}")
+        rows.append((f"{p.rate_per_s:g}", f"{b.num_gpus:,}", b.layout, split, seconds(b.ttft_s), seconds(b.tpot_s),
+                     dollars(b.usd_per_hour), dollars(b.usd_per_million_output_tokens_all_gpus)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i in (0, 1) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    notes = {n for p in out.plans for n in ([_short_run_note(p.best).strip()] if p.best else []) + [p.arrival_note] if n}
+    return "\n".join([head, *lines, *(f"note: {n}" if not n.startswith("note:") else n for n in sorted(notes))])
 
 
 def _layout_text(b, instance_gpus: int) -> str:

@@ -77,8 +77,12 @@ class SloCheck:
     steady_requests: int = 0                 # the requests a steady state needs (steady_requests); fewer: see the summary
     layout: str = "disaggregated"            # or "co-located": prefill and decode on the same instances (LAYOUTS)
     usd_per_hour: float | None = None        # num_gpus at the cluster's price (cluster.price_usd_per_gpu_hour or the catalog's)
-    usd_per_million_output_tokens: float | None = None   # the simulation's split of that cost (twin.serving.simulate)
-    usd_per_million_input_tokens: float | None = None
+    usd_per_million_output_tokens: float | None = None   # the simulation's split of that cost (twin.serving.simulate):
+    usd_per_million_input_tokens: float | None = None    # by time share co-located, by pool disaggregated
+    output_tokens_per_s: float | None = None             # in the steady window
+    # every GPU's cost over the output tokens: comparable between layouts (the split above charges a
+    # disaggregated prefill pool to input tokens, a co-located instance's prompt time likewise)
+    usd_per_million_output_tokens_all_gpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,10 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
     figures = dict(ttft_s=ttft, tpot_s=tpot, simulated_requests=res.simulated_requests,
                    served_rate_per_s=res.requests_per_s, usd_per_million_output_tokens=res.usd_per_million_output_tokens,
                    usd_per_million_input_tokens=res.usd_per_million_input_tokens,
-                   usd_per_hour=base["num_gpus"] * dep.sc.cluster.resolved().price_usd_per_gpu_hour, **base)
+                   usd_per_hour=base["num_gpus"] * dep.sc.cluster.resolved().price_usd_per_gpu_hour,
+                   output_tokens_per_s=res.output_tokens_per_s, **base)
+    if res.output_tokens_per_s > 0:
+        figures["usd_per_million_output_tokens_all_gpus"] = figures["usd_per_hour"] / 3600 / res.output_tokens_per_s * 1e6
     if not tpot <= tpot_target_s:
         return SloCheck(False, "TPOT over target", **figures)
     if not ttft <= ttft_target_s:
@@ -278,7 +285,8 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
 
     def check(p: int, d: int, layout: str = DISAGGREGATED) -> SloCheck:
         if (layout, p, d) not in checks:
-            bar.set_postfix_str(f"{d} co-located instances" if layout == COLOCATED else f"{p} prefill + {d} decode instances")
+            bar.set_postfix_str(f"{rate_per_s:g}/s: " + (f"{d} co-located instances" if layout == COLOCATED else
+                                                          f"{p} prefill + {d} decode instances"))
             checks[layout, p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile, layout)
             bar.update(1)
         return checks[layout, p, d]
@@ -316,3 +324,24 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
                              infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
                              best_disaggregated=best_dis, layouts=tuple(layouts), arrival=_arrival(sc),
                              arrival_note=_arrival_note(sc))
+
+
+@dataclass(frozen=True)
+class ServingCapacityResult:
+    """The serving question at several request rates: each rate's answer (`size_serving`), in the
+    order asked. A planner's capacity curve: GPUs, layout and cost against the rate."""
+
+    ttft_target_s: float
+    tpot_target_s: float
+    percentile: float
+    plans: tuple[ServingPlanResult, ...]
+
+
+def serving_capacity(sc: ServeScenario, rates_per_s, ttft_target_s: float, tpot_target_s: float,
+                     num_requests: int | None = None, percentile: float = SLO_PERCENTILE, progress: bool = False,
+                     layouts: tuple[str, ...] = LAYOUTS) -> ServingCapacityResult:
+    """`size_serving` at each rate of `rates_per_s` (each run long enough for its own steady state
+    unless `num_requests` is given)."""
+    plans = tuple(size_serving(sc, rate, ttft_target_s, tpot_target_s, num_requests=num_requests, percentile=percentile,
+                               progress=progress, layouts=layouts) for rate in rates_per_s)
+    return ServingCapacityResult(ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s, percentile=percentile, plans=plans)
