@@ -287,7 +287,8 @@ def _load_model(table: dict, source: str | None) -> ModelSpec:
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ScenarioError("model.name", name, "a catalog model (twin model --list: " + ", ".join(sorted(catalog))
-                                + "), or an inline model that also defines " + ", ".join(f"model.{k}" for k in missing), source)
+                                + "), or an inline model, for which " + ", ".join(f"model.{k}" for k in missing)
+                                + " are required", source)
     return build(ModelSpec, {**base, **table}, "model", source)
 
 
