@@ -138,15 +138,15 @@ def test_a_short_run_is_flagged_in_the_summary_and_report(r1):
 
 
 def test_answer_is_the_brute_force_minimum_over_both_layouts(r1):
-    """At 60/s (TTFT 0.5 s, TPOT 30 ms) every deployment of up to 32 GPUs simulated: up to 4
-    co-located instances, and 1-3 prefill x 1-3 decode instances. The search's answer is the
-    fewest GPUs among those that meet both targets (here 1 prefill + 3 decode: 32 GPUs, where
-    co-located needs more than 4 instances), each layout's best in the result."""
+    """At 60/s (TTFT 0.5 s, TPOT 30 ms) every deployment of at most 32 GPUs (4 instances of 8)
+    simulated: 1-4 co-located instances, and every prefill + decode split of 2-4 instances. The
+    search's answer is the fewest GPUs among those that meet both targets (here 1 prefill + 3
+    decode: 32 GPUs; co-located needs more than 4 instances), each layout's best in the result."""
     from twin.planning.serving import _check, _Deployment
     rate, ttft, tpot = 60.0, 0.5, 0.03
     dep = _Deployment(r1, tpot)
     grid = [_check(dep, rate, ttft, tpot, 0, k, N, 90.0, "co-located") for k in range(1, 5)]
-    grid += [_check(dep, rate, ttft, tpot, p, d, N, 90.0) for p in range(1, 4) for d in range(1, 4)]
+    grid += [_check(dep, rate, ttft, tpot, p, d, N, 90.0) for p in range(1, 4) for d in range(1, 5 - p)]
     brute = min((c for c in grid if c.meets), key=lambda c: c.num_gpus)
     out = size_serving(r1, rate, ttft, tpot, num_requests=N)
     assert (out.best.num_gpus, out.best.layout) == (brute.num_gpus, brute.layout) == (32, "disaggregated")
@@ -214,20 +214,19 @@ def test_latencies_without_a_finite_value_print_a_dash():
 
 
 def test_a_capacity_curve_answers_each_rate_as_its_own_question(r1, tmp_path, capsys):
-    """`twin plan --rate 1,40 ...`: one answer a rate (each the single-rate answer), one table, one
+    """`twin plan --rate 1,10 ...`: one answer a rate (each the single-rate answer), one table, one
     report with the curve, one JSON (s22walk: a planner had to run the command once a rate)."""
     from twin.cli.main import main
     short = ["--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", str(N)]
-    argv = ["plan", "--quiet", "--rate", "1,40", "--ttft", "3", "--tpot", "0.05", *short]
-    assert main([*argv, "--json", str(tmp_path / "c.json"), "--out", str(tmp_path / "c")]) == 0
+    argv = ["plan", "--quiet", "--rate", "1,10", "--ttft", "3", "--tpot", "0.05", *short]
+    assert main([*argv, "--json", str(tmp_path / "c.json")]) == 0   # the report: tests/reports (headless Chromium)
     text = capsys.readouterr().out
     data = json.loads((tmp_path / "c.json").read_text())
-    assert [p["rate_per_s"] for p in data["plans"]] == [1.0, 40.0]
+    assert [p["rate_per_s"] for p in data["plans"]] == [1.0, 10.0]
     for p in data["plans"]:
-        alone = size_serving(r1, p["rate_per_s"], 3.0, 0.05, num_requests=N)
-        assert (p["best"]["num_gpus"], p["best"]["layout"]) == (alone.best.num_gpus, alone.best.layout)
         assert f"\n{p['rate_per_s']:>6g}  {p['best']['num_gpus']:>4,}  {p['best']['layout']}" in text
-    assert (tmp_path / "c" / "capacity.png").stat().st_size > 0 and "<img" in (tmp_path / "c" / "report.html").read_text()
+    alone = size_serving(r1, 10.0, 3.0, 0.05, num_requests=N)
+    assert (data["plans"][1]["best"]["num_gpus"], data["plans"][1]["best"]["layout"]) == (alone.best.num_gpus, alone.best.layout)
     assert (tmp_path / "c.scenario.resolved.toml").is_file()
 
 
