@@ -281,7 +281,7 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
         p.warn(r["arrival_note"][0].upper() + r["arrival_note"][1:] + ".")
     if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
         p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
-               f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request meeting the targets); the "
+               f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request at a full instance's pace); the "
                "decode pool may never fill and the answer may be too small.")
     p.section("Deployments checked").table(
         ["layout", "GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],

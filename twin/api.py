@@ -319,6 +319,6 @@ def serving_capacity(sc: ServeScenario, rates_per_s: Sequence[float], ttft_s: fl
     for rate in rates_per_s:   # each checked, and its steady state within the simulation, before the first runs
         _check_serving_question(sc, rate, ttft_s, tpot_s, num_requests, percentile, "serving_capacity")
         if num_requests is None:
-            check_steady_load(sc, rate, ttft_s, tpot_s)
+            check_steady_load(sc, rate, tpot_s)
     return _capacity(sc, list(rates_per_s), ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
                      layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))

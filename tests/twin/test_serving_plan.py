@@ -107,18 +107,25 @@ def test_serving_question_shows_its_progress_unless_quiet(quiet, capsys):
         assert "1 prefill + 1 decode instances" in err
 
 
-def test_steady_requests_span_three_lifetimes():
-    # 100/s, TTFT 2 s, TPOT 50 ms, 1,024 tokens: lifetime 2 + 1,023 x 0.05 = 53.15 s; 3 x 100 x 53.15 = 15,945
-    assert steady_requests(100.0, 2.0, 0.05, 1024) == 15_945
-    assert steady_requests(1.0, 2.0, 0.05, 1024) == 2_000   # never fewer than the old default
+def test_steady_requests_span_three_lifetimes(r1):
+    assert steady_requests(100.0, 50.75) == 15_225   # 3 x 100 x 50.75
+    assert steady_requests(1.0, 50.75) == 2_000       # never fewer than the old default
+    # a lifetime: the prompt alone, then 63 tokens at a full instance's step (the TPOT target where shorter)
+    from twin.planning.serving import _Deployment
+    tight, loose = _Deployment(r1, 0.03), _Deployment(r1, 10.0)
+    assert tight.prompt_alone_s + 63 * tight.tpot_alone_s < tight.lifetime_s <= tight.prompt_alone_s + 63 * 0.03
+    # a loose target ("any TPOT") does not ask for 10 s tokens' worth of requests: the memory-limit batch's pace
+    assert loose.lifetime_s < loose.prompt_alone_s + 63 * 0.2
 
 
 def test_default_run_fills_the_decode_pool(r1):
-    """Until s22walk every deployment ran 2,000 requests whatever the rate: at 300/s (lifetime 0.5 +
-    63 x 0.03 = 2.39 s) they arrive in 6.7 s, under three lifetimes, so the decode pool never held its
-    steady load (R1 at 100/s with 1,024-token outputs sized at 80 GPUs instead of 176)."""
-    check = slo_check(r1, 300.0, 0.5, 0.03, prefill_gpus=8, decode_gpus=8)
-    assert check.simulated_requests == check.steady_requests == steady_requests(300.0, 0.5, 0.03, 64) == 2_151
+    """Until s22walk every deployment ran 2,000 requests whatever the rate: at 500/s (a 1.93 s
+    lifetime: a 50 ms prompt, 63 tokens at 30 ms) they arrive in 4 s, under three lifetimes, so the
+    decode pool never held its steady load (R1 at 100/s with 1,024-token outputs sized at 80 GPUs
+    instead of 176)."""
+    check = slo_check(r1, 500.0, 0.5, 0.03, prefill_gpus=8, decode_gpus=8)
+    from twin.planning.serving import _Deployment
+    assert check.simulated_requests == check.steady_requests == steady_requests(500.0, _Deployment(r1, 0.03).lifetime_s) > 2_000
 
 
 def test_rate_beyond_what_the_simulation_can_judge_is_refused(r1):
@@ -245,3 +252,15 @@ def test_capacity_api_checks_every_rate_first(r1):
         twin.serving_capacity(r1, [1.0, 1e6], 3.0, 0.05)   # refused before 1/s is simulated
     out = twin.serving_capacity(r1, [1.0], 3.0, 0.05, num_requests=N, layouts="co-located")
     assert len(out.plans) == 1 and out.plans[0].best.num_gpus == 8
+
+
+def test_a_pool_that_cannot_keep_up_fails_however_loose_the_targets(r1):
+    """TPOT 10 s: one decode instance holds 1,482 requests of 63 tokens at 83 ms a step, 283
+    requests/s at most (Little's law); at 400/s its queue grows, but the wait for a decode slot falls
+    between a request's first and second tokens and TPOT spreads it over 63 tokens, so it "met" the
+    targets while finishing 294/s (until s22walk). Two instances keep up."""
+    one = slo_check(r1, 400.0, 3.0, 10.0, prefill_gpus=40, decode_gpus=8)
+    two = slo_check(r1, 400.0, 3.0, 10.0, prefill_gpus=40, decode_gpus=16)
+    assert one.tpot_s <= 10.0 and one.ttft_s <= 3.0   # the targets alone pass it
+    assert (one.meets, one.reason) == (False, "served under the rate: a queue that grows") and one.served_rate_per_s < 300
+    assert two.meets and two.served_rate_per_s > 0.95 * 400

@@ -403,7 +403,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     rates = _rates(args.rate)
     sc = from_dict(raw, source, SERVING)
     for rate in rates:   # every rate judged before the first is simulated
-        check_steady_load(sc, rate, args.ttft, args.tpot, field="--rate")
+        check_steady_load(sc, rate, args.tpot, field="--rate")
     layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
     if len(rates) > 1:
         return _serving_capacity(args, sc, rates, layouts)
@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("both", "co-located", "disaggregated"), help="serving question: instances that "
                    "prefill and decode, separate prefill and decode pools, or both searched and the fewer GPUs answered (default)")
     p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default: enough that the arrivals span three "
-                   "lifetimes of a request meeting the targets, at least 2,000)")
+                   "lifetimes of a request at a full decode instance's pace, at least 2,000)")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and "

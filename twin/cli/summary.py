@@ -299,5 +299,5 @@ def _short_run_note(b) -> str:
     if b.simulated_requests >= b.steady_requests:
         return ""
     return (f"\nnote: {b.simulated_requests:,} requests arrive in {b.simulated_requests / b.rate_per_s:.3g} s, too few for "
-            f"the steady state ({b.steady_requests:,}: three lifetimes of a request meeting the targets); the decode pool "
+            f"the steady state ({b.steady_requests:,}: three lifetimes of a request at a full instance's pace); the decode pool "
             f"may never fill and the answer may be too small: leave --requests out")

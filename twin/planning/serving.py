@@ -6,10 +6,11 @@ type that prefill and decode, or a prefill pool and a decode pool, disaggregated
 simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
 transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
 traffic is gamma; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
-lifetimes of a request meeting both targets, `steady_requests`, at least 2,000). Its verdict: the given percentile
+lifetimes of a request (its prompt, then its tokens at a full decode instance's pace: `_Deployment.lifetime_s`),
+`steady_requests`, at least 2,000). Its verdict: the given percentile
 (P90 by default) of TTFT and of TPOT, over the requests that arrive in the steady window (between
 the times 10% and 90% of requests have finished: the ramp-up and the drain are left out), within
-the targets. Decode instances run at most the batch whose step at the mean context meets the TPOT
+the targets, and requests finishing at the rate (`stable_frac`). Decode instances run at most the batch whose step at the mean context meets the TPOT
 target (within memory, `concurrency_for_tpot`), as a provider caps them; load beyond it queues and
 shows in TTFT.
 
@@ -49,12 +50,19 @@ SLO_REQUESTS = 2_000         # requests simulated per deployment
 SLO_PERCENTILE = 90.0        # the percentile of TTFT and TPOT held to the targets
 OPEN_ARRIVALS = ("poisson", "gamma")
 MAX_EXTRA_DECODE = 4         # decode instances added where the pools interfere, before giving up
-# Arrivals span this many lifetimes of a request that meets both targets (TTFT + (output - 1) x TPOT).
+# Arrivals span this many lifetimes of a request (_Deployment.lifetime_s: its prompt, then its tokens at
+# a full decode instance's pace, at most the TPOT target).
 # A decode pool holds rate x lifetime requests in the steady state (Little's law); a load that stops
 # arriving sooner never fills it, so a pool too small for the rate met the targets: R1 at 100/s within
 # TTFT 2 s and TPOT 50 ms sized at 80 GPUs on 2,000 requests (20 s of arrivals for 51 s lifetimes), 176
 # on 20,000 (until s22walk). Three: the fill (one lifetime) and two more in which a queue shows in TTFT.
 STEADY_LIFETIMES = 3.0
+# A deployment must finish requests at the rate in the steady window, within this many standard
+# deviations of the window's count (stable_frac), or its queue grows without bound. Targets alone miss
+# it where they are loose: disaggregated, a request waits for a decode slot between its first and
+# second tokens, and TPOT spreads that wait over its tokens, so R1 at 100/s within TPOT 10 s "met" on
+# 8 decode GPUs serving 7 requests/s (until s22walk).
+STABLE_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -107,26 +115,20 @@ class ServingPlanResult:
     arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
 
 
-def request_lifetime_s(ttft_target_s: float, tpot_target_s: float, output_len: int) -> float:
-    """The longest a request that meets both targets lives: its TTFT, then its other tokens at the TPOT."""
-    return ttft_target_s + max(output_len - 1, 0) * tpot_target_s
-
-
-def steady_requests(rate_per_s: float, ttft_target_s: float, tpot_target_s: float, output_len: int) -> int:
+def steady_requests(rate_per_s: float, lifetime_s: float) -> int:
     """Requests whose arrivals at `rate_per_s` span STEADY_LIFETIMES request lifetimes (at least
-    SLO_REQUESTS). Example: 100/s, TTFT 2 s, TPOT 50 ms, 1,024 output tokens: lifetime 2 + 1,023 x 0.05
-    = 53.15 s, 3 x 100 x 53.15 = 15,945 requests."""
-    lifetime_s = request_lifetime_s(ttft_target_s, tpot_target_s, output_len)
-    return max(SLO_REQUESTS, math.ceil(round(STEADY_LIFETIMES * rate_per_s * lifetime_s, 6)))   # round: 15,945.000000000002
+    SLO_REQUESTS). Example: R1 on HGX H200 within TPOT 50 ms lives 51.2 s (a 59 ms prompt, then 1,023
+    tokens at a 281-request instance's 50.0 ms): at 100/s, 3 x 100 x 51.2 = 15,359 requests."""
+    return max(SLO_REQUESTS, math.ceil(round(STEADY_LIFETIMES * rate_per_s * lifetime_s, 6)))   # round: x.000000000002
 
 
-def check_steady_load(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-                      field: str = "rate_per_s") -> int:
+def check_steady_load(sc: ServeScenario, rate_per_s: float, tpot_target_s: float, field: str = "rate_per_s",
+                      dep: _Deployment | None = None) -> int:
     """The requests a steady state needs; a ScenarioError naming `field` where that is more than the
     simulation takes (MAX_SIM_REQUESTS), with the highest rate it can judge."""
-    need = steady_requests(rate_per_s, ttft_target_s, tpot_target_s, sc.serve.output_len)
+    lifetime_s = (dep or _Deployment(sc, tpot_target_s)).lifetime_s
+    need = steady_requests(rate_per_s, lifetime_s)
     if need > MAX_SIM_REQUESTS:
-        lifetime_s = request_lifetime_s(ttft_target_s, tpot_target_s, sc.serve.output_len)
         top = MAX_SIM_REQUESTS / (STEADY_LIFETIMES * lifetime_s)
         raise ScenarioError(field, rate_per_s, f"at most {top:,.4g} requests/s for these targets: the steady state at "
                             f"this rate needs {need:,} simulated requests ({STEADY_LIFETIMES:g} lifetimes of "
@@ -153,6 +155,20 @@ class _Deployment:
         # step meets the TPOT target at the mean context
         self.batch_cap = s.batch or (concurrency_for_tpot(decode, s, tpot_target_s, self.max_batch)
                                      if self.max_batch >= 1 else 0)
+        # a request's life in the steady state, for steady_requests: its prompt alone, then its other
+        # tokens at the step of a full decode instance at the mean context (the TPOT target where that
+        # is shorter). Not the targets alone: a loose TPOT target (10 s, "any") would ask 200 times
+        # the requests the deployment's real pace needs.
+        step_s = decode.iteration_s(max(self.batch_cap, 1), s.input_len + s.output_len / 2.0, 0, 0.0)[0] / tokens_per_step
+        self.lifetime_s = self.prompt_alone_s + max(s.output_len - 1, 0) * min(tpot_target_s, step_s)
+
+
+def stable_frac(num_requests: int, traffic) -> float:
+    """The share of the rate a stable deployment finishes in the steady window, less STABLE_SIGMAS
+    standard deviations of the window's count: the 0.8 x n arrivals it holds vary by cv / sqrt(0.8 n)
+    (Poisson: cv 1; gamma: traffic.arrival_cv). 2,000 Poisson requests: 1 - 3 / 40 = 0.925."""
+    cv = traffic.arrival_cv if traffic.arrival == "gamma" else 1.0
+    return max(0.0, 1.0 - STABLE_SIGMAS * cv / math.sqrt(0.8 * num_requests))
 
 
 def _arrival(sc: ServeScenario) -> str:
@@ -208,7 +224,7 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
                 prefill_gpus=prefill_instances * s.prefill_gpus, decode_gpus=decode_instances * s.ep,
                 rate_per_s=rate_per_s, percentile=percentile, decode_batch=dep.batch_cap,
                 max_decode_batch_by_memory=dep.max_batch,
-                steady_requests=steady_requests(rate_per_s, ttft_target_s, tpot_target_s, s.output_len))
+                steady_requests=steady_requests(rate_per_s, dep.lifetime_s))
     if decode_instances < 1:
         return SloCheck(False, "a decode instance is needed", **base)
     try:
@@ -229,6 +245,8 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
         return SloCheck(False, "TPOT over target", **figures)
     if not ttft <= ttft_target_s:
         return SloCheck(False, "TTFT over target", **figures)
+    if not res.requests_per_s >= stable_frac(res.simulated_requests, dep.sc.traffic) * rate_per_s:
+        return SloCheck(False, "served under the rate: a queue that grows", **figures)
     return SloCheck(True, "", **figures)
 
 
@@ -241,7 +259,7 @@ def slo_check(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_t
     `num_requests` requests (None: `check_steady_load`'s)."""
     dep = _dep or _Deployment(sc, tpot_target_s)
     if num_requests is None:
-        num_requests = check_steady_load(sc, rate_per_s, ttft_target_s, tpot_target_s)
+        num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
     p_inst, d_inst = prefill_gpus // dep.s.prefill_gpus, decode_gpus // dep.s.ep
     if p_inst < 1 or d_inst < 1:
         return SloCheck(False, "an instance of each kind is needed", num_gpus=prefill_gpus + decode_gpus,
@@ -273,11 +291,11 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     than the simulation takes). Raises InfeasiblePlan when not even one request fits an instance.
     `progress`: a bar on stderr counting the deployments simulated (a bisection: their number is not
     known ahead; each is a few seconds at 2,000 requests, minutes at a million)."""
-    if num_requests is None:
-        num_requests = check_steady_load(sc, rate_per_s, ttft_target_s, tpot_target_s)
     if not layouts or any(x not in LAYOUTS for x in layouts):
         raise ScenarioError("layouts", layouts, "one or both of " + ", ".join(LAYOUTS))
     dep = _Deployment(sc, tpot_target_s)
+    if num_requests is None:
+        num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
     if dep.max_batch < 1:
         raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
     checks: dict[tuple[str, int, int], SloCheck] = {}
