@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
 
 
@@ -208,6 +209,7 @@ def serve_summary(sc, out) -> str:
         text += (f"\nnote: {sim.simulated_requests:,} requests for {sim.concurrency:,} closed-loop clients: most start at once, "
                  f"so the measuring window (10%-90% of requests finished) holds little or no steady state; "
                  f"simulate at least {2 * sim.concurrency:,} (--requests, traffic.num_requests)")
+    text += _open_run_note(sc, sim)
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
     rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims
@@ -215,6 +217,20 @@ def serve_summary(sc, out) -> str:
     if rows:
         text += "\n\n" + table(rows, header=("published figure", "twin", "published", "error"))
     return text
+
+
+def _open_run_note(sc, sim) -> str:
+    """Open arrivals that stop before three request lifetimes (E2E P50) leave the deployment short of
+    its steady state: the headline then reads a load still filling (the serving question's defect D1,
+    docs/notes/s22walk.md; `twin serve` kept its request count and says so)."""
+    if sim.arrival not in ("poisson", "gamma") or not math.isfinite(sim.e2e_s.p50):
+        return ""
+    span_s, need = sim.simulated_requests / sc.traffic.rate_per_s, math.ceil(3 * sc.traffic.rate_per_s * sim.e2e_s.p50)
+    if span_s >= 3 * sim.e2e_s.p50 or need > MAX_SIM_REQUESTS:
+        return ""
+    return (f"\nnote: {sim.simulated_requests:,} requests arrive in {seconds(span_s)}, under three request lifetimes "
+            f"(E2E P50 {seconds(sim.e2e_s.p50)}): the run may end before the deployment holds its steady load, if it "
+            f"keeps up with the rate at all; simulate at least {need:,} (--requests, traffic.num_requests)")
 
 
 def plan_summary(out) -> str:
