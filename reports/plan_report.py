@@ -332,10 +332,10 @@ def build_capacity_page(r: dict, scenario_name: str = "") -> Page:
     plans = r["plans"]
     served = [p for p in plans if p["best"]]
     target = f"TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])} (P{r['percentile']:g})"
-    verdict = (f"The fewest GPUs within {target} at {len(plans)} request rates: "
-               + ", ".join(f"{p['best']['num_gpus']:,} at {p['rate_per_s']:g}/s" for p in served)
-               + (f"; no deployment serves {', '.join(_rate(x) for x in plans if not x['best'])}"
-                  if len(served) < len(plans) else "") + ".")
+    parts = [", ".join(f"{x['best']['num_gpus']:,} at {_rate(x)}" for x in served)] if served else []
+    if len(served) < len(plans):
+        parts.append("no deployment serves " + ", ".join(_rate(x) for x in plans if not x["best"]))
+    verdict = f"The fewest GPUs within {target} at {len(plans)} request rates: " + "; ".join(parts) + "."
     p = Page("Serving capacity against the request rate", verdict)
     p.para("Each rate is its own serving question (twin.planning.serving.size_serving): co-located and disaggregated "
            "deployments simulated request by request, each layout's fewest GPUs found by bisection, the fewer answered.")
