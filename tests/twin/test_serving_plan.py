@@ -264,3 +264,13 @@ def test_a_pool_that_cannot_keep_up_fails_however_loose_the_targets(r1):
     assert one.tpot_s <= 10.0 and one.ttft_s <= 3.0   # the targets alone pass it
     assert (one.meets, one.reason) == (False, "served under the rate: a queue that grows") and one.served_rate_per_s < 300
     assert two.meets and two.served_rate_per_s > 0.95 * 400
+
+
+def test_a_serving_scenario_without_the_question_names_the_serving_options(capsys):
+    """`twin plan r1_serve_h200.toml` said "`twin serve` takes serving scenarios", though `twin plan`
+    takes them with --rate, --ttft and --tpot (until s22walk)."""
+    from twin.cli.main import main
+    scenario = str(Path(__file__).resolve().parents[2] / "scenarios" / "r1_serve_h200.toml")
+    assert main(["plan", "--quiet", scenario]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --rate in {scenario}: got '<missing>'; allowed: --rate, --ttft and --tpot")

@@ -351,6 +351,11 @@ def cmd_plan(args) -> int:
         return _plan_serving(args, raw, source)
     if serving_question:
         raise ScenarioError("--rate", args.rate, "a serving scenario (one with a [serve] table) for --rate/--ttft/--tpot")
+    if kind_of(raw) == SERVING and args.tokens is None and args.days is None:
+        # no question asked: the wrong-kind error below said "`twin serve` takes serving scenarios" (until s22walk)
+        raise ScenarioError("--rate", "<missing>", "--rate, --ttft and --tpot with a serving scenario (one with a [serve] "
+                            "table): the fewest GPUs that serve a request rate; --tokens and --days take a training or "
+                            "plan scenario", source)
     if kind_of(raw) == SERVING:
         from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
     if not isinstance(raw.get("search", {}), dict):
