@@ -303,7 +303,7 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
 
     def check(p: int, d: int, layout: str = DISAGGREGATED) -> SloCheck:
         if (layout, p, d) not in checks:
-            bar.set_postfix_str(f"{rate_per_s:g}/s: " + (f"{d} co-located instances" if layout == COLOCATED else
+            bar.set_postfix_str(f"{rate_per_s:g}/s: " + (f"{d} co-located instance{'s' if d != 1 else ''}" if layout == COLOCATED else
                                                           f"{p} prefill + {d} decode instances"))
             checks[layout, p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile, layout)
             bar.update(1)
