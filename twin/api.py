@@ -37,7 +37,7 @@ from twin.planning.result import PlanResult
 from twin.planning.search import catalog_prices, search
 from twin.planning.serving import (LAYOUTS, SLO_PERCENTILE, ServingCapacityResult, ServingPlanResult, check_steady_load,
                                    serving_capacity as _capacity, size_serving)
-from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, SweepResult, check_keys, parse_axis, points, result_of,
+from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, ServingQuestion, SweepResult, check_keys, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.result import RequestSimResult, ServeResult
 from twin.serving.run import serve as _serve
@@ -269,23 +269,34 @@ def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, pr
 
 
 def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int | None = None, lhs: int | None = None,
-          seed: int = 0, overrides: Sequence[str] = (), workers: int | None = None, dask: str | None = None) -> SweepResult:
+          seed: int = 0, overrides: Sequence[str] = (), workers: int | None = None, dask: str | None = None,
+          serving_question: tuple[float, float, float] | None = None) -> SweepResult:
     """Every point of a sweep over scenario keys (`grid`: 'plan.pp=8,16', 'workload.routing_imbalance=1:1.5'),
     all combinations, or `random` / `lhs` points; one row each. (`twin sweep` also journals the rows
-    to disk as they arrive and resumes.)"""
+    to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s) on a serving
+    scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot`)."""
     raw, source = read_raw(path)
     raw = apply_overrides(raw, list(overrides))
     base = from_dict(raw, source)   # the base must be valid
     axes = [parse_axis(text) for text in grid]
     check_keys(axes, base.kind)
+    question = None
+    if serving_question is not None:
+        _require(base, SERVING, "sweep with a serving_question")
+        if isinstance(serving_question, (str, int, float)) or len(serving_question) != 3:
+            raise ScenarioError("serving_question", serving_question, "(rate_per_s, ttft_s, tpot_s)")
+        for name, value in zip(("rate_per_s", "ttft_s", "tpot_s"), serving_question):
+            check_value(name, value, gt=0, le=1e9)
+        question = ServingQuestion(*map(float, serving_question))
     mode, n = (RANDOM, random) if random else (LHS, lhs) if lhs else (GRID, None)
     for name, value in (("random", random), ("lhs", lhs)):
         if value is not None:
             check_value(name, value, integer=True, ge=1, le=MAX_POINTS)
     pts = points(axes, mode, n, seed)
     rows: dict[str, dict] = {}
-    done = run_sweep(raw, source, pts, set(), lambda r: rows.__setitem__(r["candidate_id"], r), workers=workers, dask=dask)
-    return result_of(axes, mode, pts, raw, rows, done)
+    done = run_sweep(raw, source, pts, set(), lambda r: rows.__setitem__(r["candidate_id"], r), workers=workers, dask=dask,
+                     question=question)
+    return result_of(axes, mode, pts, raw, rows, done, question)
 
 
 def _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percentile, name: str) -> None:

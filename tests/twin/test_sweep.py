@@ -13,7 +13,7 @@ import pytest
 
 from twin.core.errors import ScenarioError
 from twin.core.journal import Journal, clean_stale_tmp, read_rows
-from twin.core.scenario import read_raw
+from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.planning.sweep import Axis, candidate_id, check_keys, parse_axis, points, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,3 +352,24 @@ def test_a_key_of_the_other_kind_is_refused_before_any_point_runs(kind, key, bel
     with pytest.raises(ScenarioError, match=rf"--grid {key}: got .*belongs to {belongs}"):
         check_keys([parse_axis(f"{key}=1,2")], kind)
     check_keys([parse_axis("model.num_layers=2,4")], kind)   # [model] is every kind's
+
+
+def test_a_serving_sweep_can_ask_the_serving_question_at_every_point(tmp_path):
+    """`twin sweep SERVE --grid ... --rate R --ttft S --tpot S`: each point's row is its fewest GPUs,
+    as `twin plan --rate` answers it (s22walk: the sweep ran each point once, at its own traffic)."""
+    from twin.planning.serving import size_serving
+    from twin.planning.sweep import ServingQuestion, evaluate_point
+    raw, source = read_raw(None, "serving")
+    raw = {**raw, "serve": {**raw["serve"], "input_len": 512, "output_len": 64}}
+    q = ServingQuestion(1.0, 3.0, 0.05)
+    settings = (("serve.kv_precision", "fp8"),)
+    row = evaluate_point((raw, source, "a", settings, q))
+    sc = from_dict(apply_overrides(raw, ['serve.kv_precision="fp8"']), source)
+    best = size_serving(sc, 1.0, 3.0, 0.05).best
+    assert row["status"] == "ok" and (row["num_gpus"], row["layout"]) == (best.num_gpus, best.layout) == (8, "co-located")
+    assert row["usd_per_hour"] == pytest.approx(best.usd_per_hour) and row["colocated_gpus"] == 8
+    # the question is part of the point's id: a resumed sweep never mixes answers to two questions
+    assert candidate_id(raw, settings) != candidate_id(raw, settings, q) != candidate_id(raw, settings, ServingQuestion(2.0, 3.0, 0.05))
+    from twin.cli.main import main
+    assert main(["sweep", "--quiet", "--grid", "plan.pp=1,2", "--rate", "1", "--ttft", "3", "--tpot", "0.05",
+                 "--out", str(tmp_path / "s")]) == 2   # a training scenario: refused before any point runs

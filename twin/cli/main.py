@@ -459,6 +459,19 @@ def _serving_capacity(args, sc, rates: list[float], layouts: tuple[str, ...]) ->
     return 0
 
 
+def _sweep_question(args, sc):
+    """--rate, --ttft and --tpot: the serving question at every point (all three, on a serving scenario)."""
+    from twin.planning.sweep import ServingQuestion  # lazy: beside the sweep's other names
+    given = [f for f in SERVING_FLAGS if getattr(args, f) is not None]
+    if not given:
+        return None
+    if len(given) < len(SERVING_FLAGS) or sc.kind != SERVING:
+        missing = next((f for f in SERVING_FLAGS if getattr(args, f) is None), given[0])
+        raise ScenarioError(f"--{missing}", getattr(args, missing) if missing in given else "<missing>",
+                            "--rate, --ttft and --tpot together, on a serving scenario (one with a [serve] table)")
+    return ServingQuestion(args.rate, args.ttft, args.tpot)
+
+
 def cmd_sweep(args) -> int:
     from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
@@ -466,6 +479,7 @@ def cmd_sweep(args) -> int:
     sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
     axes = [parse_axis(text) for text in args.grid]
     check_keys(axes, sc.kind)
+    question = _sweep_question(args, sc)
     mode, n = (RANDOM, args.random) if args.random else (LHS, args.lhs) if args.lhs else (GRID, None)
     pts = points(axes, mode, n, args.seed)
     out = Path(args.out)
@@ -476,9 +490,9 @@ def cmd_sweep(args) -> int:
         def keep(row: dict) -> None:
             j.append(row)
             done[row["candidate_id"]] = row
-        evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask,
+        evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask, question=question,
                               progress=not args.quiet)
-    result = result_of(axes, mode, pts, raw, done, evaluated)
+    result = result_of(axes, mode, pts, raw, done, evaluated, question)
     write_sweep_report(result, sc, out)
     errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
     _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
@@ -712,7 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same DIR resumes")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--rate", type=float, help="with --ttft and --tpot, on a serving scenario: each point's row is the fewest "
+                   "GPUs that serve this many requests/s within the targets (as twin plan --rate answers it)")
+    p.add_argument("--ttft", type=float, metavar="S", help="the serving question's P90 time-to-first-token target, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="the serving question's P90 time-per-output-token target, seconds")
     p.set_defaults(func=cmd_sweep, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
+        ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}), ("tpot", "--tpot", {"gt": 0, "le": 1e6}),
         *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
         ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
 
