@@ -241,21 +241,51 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- serving question
 
+def _cost(b: dict) -> str:
+    if b.get("usd_per_hour") is None:   # a result.json written before s22walk
+        return ""
+    return (f", ${b['usd_per_hour']:,.2f} per hour (${b['usd_per_million_output_tokens_all_gpus']:,.2f} per million output "
+            f"tokens, every GPU's cost; split by work ${b['usd_per_million_output_tokens']:,.2f} output and "
+            f"${b['usd_per_million_input_tokens']:,.2f} input)")
+
+
+def _split(b: dict, instance_gpus: int) -> str:
+    if b.get("layout") == "co-located":
+        n = b["num_gpus"] // instance_gpus
+        return f"{n:,} co-located instance{'s' if n != 1 else ''} of {instance_gpus}"
+    return f"{b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode"
+
+
 def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     b = r["best"]
     target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
-    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode), "
-               f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}." if b else
+    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({_split(b, r['instance_gpus'])}), "
+               f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}" + _cost(b) + "." if b else
                f"No deployment of up to the checked size serves {target}.")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
     pct = f"P{b['percentile']:g}" if b else "percentile"
     p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} deployments simulated request by request "
-           "(twin.serving.simulate, open-loop arrivals at the rate): the fewest decode instances with every prompt "
-           "prefilled on arrival (prefill 0 below), then the fewest prefill instances beside them, each by bisection "
-           f"(twin.planning.serving). TTFT and TPOT: {pct} over the requests arriving in the steady window.")
+           "(twin.serving.simulate, open-loop arrivals at the rate), by bisection (twin.planning.serving): co-located, the "
+           "fewest instances that prefill and decode; disaggregated, the fewest decode instances with every prompt "
+           "prefilled on arrival (prefill 0 below), then the fewest prefill instances beside them. "
+           f"TTFT and TPOT: {pct} over the requests arriving in the steady window.")
+    others = [(name, r.get(key)) for name, key in (("co-located", "best_colocated"), ("disaggregated", "best_disaggregated"))
+              if name in r.get("layouts", ())]   # .get: a result.json written before s22walk
+    if len(others) > 1:
+        p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT", "$ per hour", "$ per M output tokens (every GPU)"],
+                                     [[name, f"{x['num_gpus']:,}", _split(x, r["instance_gpus"]), pg.seconds(x["ttft_s"]),
+                                       pg.seconds(x["tpot_s"]), f"{x['usd_per_hour']:,.2f}", f"{x['usd_per_million_output_tokens_all_gpus']:,.2f}"]
+                                      if x else [name, "none within the targets", "-", "-", "-", "-", "-"]
+                                      for name, x in others])
+    if r.get("arrival_note"):
+        p.warn(r["arrival_note"][0].upper() + r["arrival_note"][1:] + ".")
+    if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
+        p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
+               f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request at a full instance's pace); the "
+               "decode pool may never fill and the answer may be too small.")
     p.section("Deployments checked").table(
-        ["GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],
-        [[f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",
+        ["layout", "GPUs", "prefill", "decode", "meets", "reason", "TTFT", "TPOT", "decode batch cap", "served requests/s", "requests"],
+        [[c.get("layout", "disaggregated"), f"{c['num_gpus']:,}", f"{c['prefill_gpus']:,}", f"{c['decode_gpus']:,}", "yes" if c["meets"] else "no", c["reason"] or "-",
           pg.seconds(c["ttft_s"]) if c["ttft_s"] is not None else "-", pg.seconds(c["tpot_s"]) if c["tpot_s"] is not None else "-",
           str(c["decode_batch"] or "-"), f"{c['served_rate_per_s']:.3g}" if c["served_rate_per_s"] is not None else "-",
           f"{c['simulated_requests']:,}"]
@@ -270,3 +300,65 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
 def write_serving_plan_report(result, scenario, out_dir) -> list[Path]:
     data = to_json(result)
     return pg.write_report_dir(out_dir, build_serving_page(data, scenario.name), data, scenario)
+
+
+CAPACITY_PLOT = "capacity.png"
+
+
+def plot_capacity(r: dict):
+    """GPUs and $ per million output tokens against the rate, one marker per layout of each answer."""
+    fig, (ax_gpus, ax_usd) = pg.figure(7.5, 6.0, nrows=2, sharex=True)
+    for i, layout in enumerate(("co-located", "disaggregated")):
+        best = [(p["rate_per_s"], p[f"best_{layout.replace('-', '')}"]) for p in r["plans"]]
+        best = [(rate, b) for rate, b in best if b]
+        if best:
+            ax_gpus.plot([x for x, _ in best], [b["num_gpus"] for _, b in best], "o-", color=f"C{i}", label=layout)
+            ax_usd.plot([x for x, _ in best], [b["usd_per_million_output_tokens_all_gpus"] for _, b in best], "o-", color=f"C{i}",
+                        label=layout)
+    ax_gpus.set_ylabel("fewest GPUs")
+    ax_usd.set_ylabel("$ per million output tokens\n(every GPU's cost)")
+    ax_usd.set_xlabel("requests per second")
+    for ax in (ax_gpus, ax_usd):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _rate(plan: dict) -> str:
+    return f"{plan['rate_per_s']:g}/s"
+
+
+def build_capacity_page(r: dict, scenario_name: str = "") -> Page:
+    plans = r["plans"]
+    served = [p for p in plans if p["best"]]
+    target = f"TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])} (P{r['percentile']:g})"
+    parts = [", ".join(f"{x['best']['num_gpus']:,} at {_rate(x)}" for x in served)] if served else []
+    if len(served) < len(plans):
+        parts.append("no deployment serves " + ", ".join(_rate(x) for x in plans if not x["best"]))
+    verdict = f"The fewest GPUs within {target} at {len(plans)} request rates: " + "; ".join(parts) + "."
+    p = Page("Serving capacity against the request rate", verdict)
+    p.para("Each rate is its own serving question (twin.planning.serving.size_serving): co-located and disaggregated "
+           "deployments simulated request by request, each layout's fewest GPUs found by bisection, the fewer answered.")
+    rows = []
+    for x in plans:
+        b = x["best"]
+        rows.append([f"{x['rate_per_s']:g}", f"{b['num_gpus']:,}", b["layout"], _split(b, x["instance_gpus"]), pg.seconds(b["ttft_s"]),
+                     pg.seconds(b["tpot_s"]), f"{b['usd_per_hour']:,.2f}", f"{b['usd_per_million_output_tokens_all_gpus']:,.2f}",
+                     f"{x['evaluated']:,}"] if b else
+                    [f"{x['rate_per_s']:g}", "none", "-", "; ".join(x["infeasible_by_reason"]) or "-", "-", "-", "-", "-", f"{x['evaluated']:,}"])
+    p.section("Answers").table(["requests/s", "fewest GPUs", "layout", "split", "TTFT", "TPOT", "$ per hour",
+                                "$ per M output tokens (every GPU)", "deployments simulated"], rows)
+    if served:
+        p.section("Plot").figure(CAPACITY_PLOT, plot_capacity(r), "Each layout's fewest GPUs, and their whole cost per million "
+                                                                  "output tokens, against the request rate.")
+    notes = sorted({x["arrival_note"] for x in plans if x.get("arrival_note")})
+    for n in notes:
+        p.warn(n[0].upper() + n[1:] + ".")
+    p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the result (one serving answer a rate); `{pg.RESOLVED_SCENARIO}`: the "
+                                "serving scenario" + (f" ({scenario_name})" if scenario_name else "") + " as resolved"])
+    return p
+
+
+def write_serving_capacity_report(result, scenario, out_dir) -> list[Path]:
+    data = to_json(result)
+    return pg.write_report_dir(out_dir, build_capacity_page(data, scenario.name), data, scenario)

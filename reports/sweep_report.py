@@ -3,7 +3,8 @@
 `write_sweep_report(result, scenario, out_dir)` (twin sweep --out) writes, staged and atomic:
   results.csv, results.parquet  every point, one row each: candidate_id, the swept keys, status,
                                 reason, and the figures (step_time_s, mfu_frac, ... for training;
-                                output_tokens_per_s, tpot_s, ... for serving)
+                                output_tokens_per_s, ttft_p90_s, tpot_p90_s, goodput, $ per
+                                million output tokens, ... for serving: the request-level simulation's)
   sweep.png                     the headline figure against each swept key, one panel per key
   report.html, report.md, result.json, scenario.resolved.toml (the base scenario)
 The rows journal (rows.jsonl, twin.core.journal) that the sweep streams to stays beside them: it
@@ -25,7 +26,16 @@ PLOT = "sweep.png"
 JOURNAL = "rows.jsonl"
 MAX_PANELS = 6
 SHOWN_ROWS = 30
-HEADLINES = (("step_time_s", "step time (s)"), ("output_tokens_per_s_per_gpu", "output tokens/s per GPU"))
+def _figure(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else pg.sig(x)   # a GPU count: "8", not "8.00"
+
+
+# a serving point's throughput alone ranks an overloaded point first (R1 at 20/s on one node: TTFT P90 3 minutes)
+LATENCY_COLUMNS = (("ttft_p90_s", "TTFT P90", pg.seconds), ("tpot_p90_s", "TPOT P90", pg.seconds),
+                   ("goodput_requests_per_s", "goodput requests/s", pg.sig),
+                   ("layout", "layout", str), ("usd_per_hour", "$ per hour", _figure))
+HEADLINES = (("num_gpus", "fewest GPUs"), ("step_time_s", "step time (s)"), ("output_tokens_per_s_per_gpu", "output tokens/s per GPU"))
+LOWER_IS_BETTER = ("num_gpus", "step_time_s")
 
 
 def headline(rows: list[dict]) -> tuple[str, str] | None:
@@ -70,9 +80,12 @@ def build_page(result: dict) -> Page:
     head = headline([x for x in rows if x["status"] == "ok"])
     if head:
         ok = sorted((x for x in rows if x["status"] == "ok"), key=lambda x: x[head[0]],
-                    reverse=head[0] != "step_time_s")
-        p.section("Best points").table(["candidate", *r["axes"], head[1]],
-                                       [[x["candidate_id"], *(str(x[k]) for k in r["axes"]), pg.sig(x[head[0]])] for x in ok[:SHOWN_ROWS]])
+                    reverse=head[0] not in LOWER_IS_BETTER)
+        extra = [c for c in LATENCY_COLUMNS if c[0] in ok[0]]   # serving: the latency beside the throughput
+        p.section("Best points").table(["candidate", *r["axes"], head[1], *(label for _, label, _ in extra)],
+                                       [[x["candidate_id"], *(str(x[k]) for k in r["axes"]), _figure(x[head[0]]),
+                                         *(show(x[k]) for k, _, show in extra)]
+                                        for x in ok[:SHOWN_ROWS]])
         p.section("Plot").figure(PLOT, plot_sweep(r), f"{head[1]} against each swept key (points that ran).")
     bad = [x for x in rows if x["status"] != "ok"]
     if bad:

@@ -1,13 +1,14 @@
 """moe-twin: a calibrated digital twin of Mixture-of-Experts training and serving clusters.
 
 The Python API (twin.api) is available from the package itself: `twin.load_scenario`,
-`twin.simulate_step`, `twin.replay`, `twin.serve`, `twin.simulate_load`, `twin.plan`, `twin.plan_serving`,
+`twin.simulate_step`, `twin.replay`, `twin.serve`, `twin.simulate_load`, `twin.plan`, `twin.plan_serving`, `twin.serving_capacity`,
 `twin.sweep`, `twin.to_json`.
 """
 
 from __future__ import annotations
 
-_API = ("load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "sweep", "to_json")
+_API = ("load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "serving_capacity", "sweep",
+        "to_json")
 __all__ = list(_API)
 
 

@@ -35,8 +35,9 @@ from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.core.scenario import load_scenario as _load
 from twin.planning.result import PlanResult
 from twin.planning.search import catalog_prices, search
-from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, ServingPlanResult, size_serving
-from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, SweepResult, check_keys, parse_axis, points, result_of,
+from twin.planning.serving import (LAYOUTS, SLO_PERCENTILE, ServingCapacityResult, ServingPlanResult, check_steady_load,
+                                   serving_capacity as _capacity, size_serving)
+from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, ServingQuestion, SweepResult, check_keys, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.result import RequestSimResult, ServeResult
 from twin.serving.run import serve as _serve
@@ -47,10 +48,12 @@ from twin.training.replay.run import replay as _replay
 from twin.training.results import Perturb, StepResult
 from twin.training.step import simulate_step as _simulate_step
 
-__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "sweep", "to_json"]
+__all__ = ["load_scenario", "simulate_step", "replay", "serve", "simulate_load", "plan", "plan_serving", "serving_capacity", "sweep",
+           "to_json"]
 
 # what each product returns (and the step's perturbation input): docs/results/<name>.schema.json
-RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult, "sweep": SweepResult,
+RESULT_TYPES = {"step": StepResult, "replay": ReplayResult, "serve": ServeResult, "plan": PlanResult, "serving_plan": ServingPlanResult,
+                "serving_capacity": ServingCapacityResult, "sweep": SweepResult,
                 "perturb": Perturb, "load": RequestSimResult}   # load: simulate_load's (no schema until s19ux2)
 
 
@@ -266,34 +269,67 @@ def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, pr
 
 
 def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int | None = None, lhs: int | None = None,
-          seed: int = 0, overrides: Sequence[str] = (), workers: int | None = None, dask: str | None = None) -> SweepResult:
+          seed: int = 0, overrides: Sequence[str] = (), workers: int | None = None, dask: str | None = None,
+          serving_question: tuple[float, float, float] | None = None) -> SweepResult:
     """Every point of a sweep over scenario keys (`grid`: 'plan.pp=8,16', 'workload.routing_imbalance=1:1.5'),
     all combinations, or `random` / `lhs` points; one row each. (`twin sweep` also journals the rows
-    to disk as they arrive and resumes.)"""
+    to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s) on a serving
+    scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot`)."""
     raw, source = read_raw(path)
     raw = apply_overrides(raw, list(overrides))
-    from_dict(raw, source)   # the base must be valid
+    base = from_dict(raw, source)   # the base must be valid
     axes = [parse_axis(text) for text in grid]
-    check_keys(axes)
+    check_keys(axes, base.kind)
+    question = None
+    if serving_question is not None:
+        _require(base, SERVING, "sweep with a serving_question")
+        if isinstance(serving_question, (str, int, float)) or len(serving_question) != 3:
+            raise ScenarioError("serving_question", serving_question, "(rate_per_s, ttft_s, tpot_s)")
+        for name, value in zip(("rate_per_s", "ttft_s", "tpot_s"), serving_question):
+            check_value(name, value, gt=0, le=1e9)
+        question = ServingQuestion(*map(float, serving_question))
     mode, n = (RANDOM, random) if random else (LHS, lhs) if lhs else (GRID, None)
     for name, value in (("random", random), ("lhs", lhs)):
         if value is not None:
             check_value(name, value, integer=True, ge=1, le=MAX_POINTS)
     pts = points(axes, mode, n, seed)
     rows: dict[str, dict] = {}
-    done = run_sweep(raw, source, pts, set(), lambda r: rows.__setitem__(r["candidate_id"], r), workers=workers, dask=dask)
-    return result_of(axes, mode, pts, raw, rows, done)
+    done = run_sweep(raw, source, pts, set(), lambda r: rows.__setitem__(r["candidate_id"], r), workers=workers, dask=dask,
+                     question=question)
+    return result_of(axes, mode, pts, raw, rows, done, question)
+
+
+def _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percentile, name: str) -> None:
+    _require(sc, SERVING, name)
+    for field, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
+        check_value(field, value, gt=0, le=1e9)
+    if num_requests is not None:
+        check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
+    check_value("percentile", percentile, gt=0, le=100)
 
 
 def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: float,
-                 num_requests: int = SLO_REQUESTS, percentile: float = SLO_PERCENTILE,
-                 progress: bool = False) -> ServingPlanResult:
+                 num_requests: int | None = None, percentile: float = SLO_PERCENTILE,
+                 progress: bool = False, layouts: tuple[str, ...] = LAYOUTS) -> ServingPlanResult:
     """The fewest GPUs, split between prefill and decode instances, that serve `rate_per_s`
     requests within the TTFT and TPOT targets (seconds) at `percentile`, each deployment simulated
-    request by request on `num_requests` requests."""
-    _require(sc, SERVING, "plan_serving")
-    for name, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
-        check_value(name, value, gt=0, le=1e9)
-    check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
-    check_value("percentile", percentile, gt=0, le=100)
-    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress)
+    request by request on `num_requests` requests (None: enough for the steady state at the rate,
+    twin.planning.serving.steady_requests). `layouts`: co-located instances, separate prefill and
+    decode pools, or both (the fewer GPUs answered)."""
+    _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percentile, "plan_serving")
+    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
+                        layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))   # a bare string is one layout
+
+
+def serving_capacity(sc: ServeScenario, rates_per_s: Sequence[float], ttft_s: float, tpot_s: float,
+                     num_requests: int | None = None, percentile: float = SLO_PERCENTILE, progress: bool = False,
+                     layouts: tuple[str, ...] = LAYOUTS) -> ServingCapacityResult:
+    """`plan_serving` at each rate of `rates_per_s`: the capacity curve (`twin plan --rate R1,R2,...`)."""
+    if isinstance(rates_per_s, (int, float, str)) or not len(rates_per_s):
+        raise ScenarioError("rates_per_s", rates_per_s, "a non-empty list of request rates, e.g. [1, 10, 100]")
+    for rate in rates_per_s:   # each checked, and its steady state within the simulation, before the first runs
+        _check_serving_question(sc, rate, ttft_s, tpot_s, num_requests, percentile, "serving_capacity")
+        if num_requests is None:
+            check_steady_load(sc, rate, tpot_s)
+    return _capacity(sc, list(rates_per_s), ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
+                     layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))

@@ -4,6 +4,7 @@ once into a session directory."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from fake_step import fake_step as fake_step_fn  # tests/ is on sys.path (rootdi
 from calibration import sm_reserve, trace
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, by_bench, summarize
 from reports.load_report import build as write_load_report
-from reports.plan_report import write_plan_report, write_serving_plan_report
+from reports.plan_report import write_plan_report, write_serving_capacity_report, write_serving_plan_report
 from reports.replay_report import write_report as write_replay_report
 from reports.serve_report import write_outputs as write_serve_report
 from reports.sweep_report import write_sweep_report
@@ -21,13 +22,13 @@ from twin.core.results import to_json
 from twin.core.scenario import PLAN, SERVING, from_dict, load_scenario, read_raw
 from twin.planning.result import CHEAPEST, PlanResult, PlanRow
 from twin.planning.search import front, screen_error
-from twin.planning.serving import size_serving
+from twin.planning.serving import ServingCapacityResult, size_serving
 from twin.planning.sweep import GRID, SweepResult
 from twin.serving.run import serve
 from twin.training.replay.run import replay
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORTS = ("replay", "replay_h200", "serve", "plan", "load", "validation", "sweep", "serving_plan")
+REPORTS = ("replay", "replay_h200", "serve", "plan", "load", "validation", "sweep", "serving_plan", "serving_capacity")
 
 
 @pytest.fixture(scope="session")
@@ -143,4 +144,10 @@ def report_dirs(tmp_path_factory, replayed, replayed_h200, served, planned, vali
     write_validation_report(validated, dirs["validation"])
     write_sweep_report(swept[1], swept[0], dirs["sweep"])
     write_serving_plan_report(serving_planned[1], serving_planned[0], dirs["serving_plan"])
+    # a capacity curve of the same answer at two rates and a rate no deployment serves (no simulation of its own)
+    sc, one = serving_planned
+    none = dataclasses.replace(one, rate_per_s=9.0, best=None, best_colocated=None, best_disaggregated=None,
+                               infeasible_by_reason={"TTFT over target": 3})
+    curve = ServingCapacityResult(5.0, 0.1, 90.0, (one, dataclasses.replace(one, rate_per_s=4.0), none))
+    write_serving_capacity_report(curve, sc, dirs["serving_capacity"])
     return dirs

@@ -17,7 +17,7 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 VIEWPORT_W = 1024      # a laptop-width window: body text wraps at 1100 px max, so 1024 is the tighter case
 EXPECTED_IMAGES = {"replay": 4, "replay_h200": 4, "serve": 3, "plan": 1, "load": 3, "validation": 4, "sweep": 1,
-                   "serving_plan": 0}
+                   "serving_plan": 0, "serving_capacity": 1}
 REPORTS = tuple(EXPECTED_IMAGES)   # the report_dirs fixture (conftest.py) writes each of these
 
 PROBE = """<script>

@@ -1,6 +1,7 @@
 """The plan report: a verdict, the front, the screen's error, and one unit per plot axis."""
 
 import pyarrow.parquet as pq
+import pytest
 
 from reports.page import COMMON_FILES
 from reports.plan_report import PLAN_CSV, PLAN_PARQUET, PLOT, build_page, front, write_plan_report
@@ -90,3 +91,17 @@ def test_the_report_is_written_a_row_at_a_time_with_the_whole_writers_bytes(tmp_
         fh = io.StringIO()
         write_json_rows(fh, result)
         assert fh.getvalue() == json.dumps(real(result), indent=2, allow_nan=False) + "\n"
+
+
+@pytest.mark.parametrize("served", [0, 1])
+def test_capacity_page_verdict_names_the_rates_no_deployment_serves(served):
+    from reports.plan_report import build_capacity_page
+    best = {"num_gpus": 8, "layout": "co-located", "prefill_gpus": 0, "decode_gpus": 8, "ttft_s": 0.1, "tpot_s": 0.04,
+            "usd_per_hour": 28.0, "usd_per_million_output_tokens_all_gpus": 7.7}
+    plans = [{"rate_per_s": 1.0, "best": best if served else None, "best_colocated": best if served else None,
+              "best_disaggregated": None, "instance_gpus": 8, "evaluated": 3, "infeasible_by_reason": {"TTFT over target": 1}},
+             {"rate_per_s": 2.0, "best": None, "best_colocated": None, "best_disaggregated": None, "instance_gpus": 8,
+              "evaluated": 0, "infeasible_by_reason": {"TTFT of one prompt alone (0.059 s) over target": 1}}]
+    page = build_capacity_page({"ttft_target_s": 2.0, "tpot_target_s": 0.1, "percentile": 90.0, "plans": plans}).markdown()
+    verdict = page.split("\n")[2]
+    assert verdict.endswith(("8 at 1/s; " if served else ": ") + "no deployment serves " + ("2/s.**" if served else "1/s, 2/s.**"))

@@ -185,6 +185,7 @@ def test_plan_scenario_carries_its_search_and_flags_override_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["evaluated"] == 2 and data["tokens"] == 14.8e12 and data["deadline_days"] == 60
+    assert "[search]" in (tmp_path / "plan.scenario.resolved.toml").read_text()   # beside --json F (none until s22walk)
 
 
 @pytest.mark.parametrize("argv, field", [

@@ -13,7 +13,7 @@ import pytest
 
 from twin.core.errors import ScenarioError
 from twin.core.journal import Journal, clean_stale_tmp, read_rows
-from twin.core.scenario import read_raw
+from twin.core.scenario import apply_overrides, from_dict, read_raw
 from twin.planning.sweep import Axis, candidate_id, check_keys, parse_axis, points, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,3 +313,63 @@ def test_a_point_that_raises_is_an_error_row_the_sweep_goes_on_and_a_rerun_retri
     assert main(argv) == 0
     assert "(1 computed now, 2 resumed)" in capsys.readouterr().out
     assert json.loads((tmp_path / "sw.json").read_text())["num_error"] == 0
+
+
+def test_a_serving_point_reports_its_own_simulated_latency():
+    """A serving sweep over the request rate: each row's TTFT/TPOT percentiles, goodput and cost are
+    the simulation's under that point's traffic (until s22walk the rows carried the analytic sweep's
+    tpot_s, ttft_s and batch: the same at every rate)."""
+    from twin.planning.sweep import evaluate_point
+    raw, source = read_raw(None, "serving")
+    raw = {**raw, "serve": {**raw["serve"], "input_len": 256, "output_len": 16, "batch_sweep": [1, 64]},
+           "traffic": {"arrival": "poisson", "num_requests": 120}}
+    rows = [evaluate_point((raw, source, str(rate), (("traffic.rate_per_s", rate),))) for rate in (1.0, 400.0)]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    slow, busy = rows
+    assert "batch" not in slow and "tpot_s" not in slow and "ttft_s" not in slow
+    assert busy["ttft_p90_s"] > slow["ttft_p90_s"] and busy["tpot_p90_s"] > slow["tpot_p90_s"]
+    assert busy["output_tokens_per_s"] > slow["output_tokens_per_s"]
+    for r in rows:
+        assert r["ttft_p50_s"] <= r["ttft_p90_s"] <= r["ttft_p99_s"] and r["usd_per_million_output_tokens"] > 0
+
+
+def test_a_serving_sweep_report_shows_latency_beside_throughput():
+    """Ranked by output tokens/s per GPU alone, an overloaded point (TTFT P90 minutes) heads the
+    table with nothing to say so: the serving rows show TTFT and TPOT P90 and goodput beside it."""
+    from reports.sweep_report import build_page
+    row = {"candidate_id": "a", "traffic.rate_per_s": 20, "status": "ok", "reason": "", "output_tokens_per_s_per_gpu": 763.0,
+           "ttft_p90_s": 182.5, "tpot_p90_s": 0.124, "goodput_requests_per_s": 1.15}
+    page = build_page({"num_points": 1, "mode": "grid", "num_ok": 1, "num_invalid": 0, "num_infeasible": 0, "num_error": 0,
+                       "evaluated_now": 1, "axes": {"traffic.rate_per_s": [20]}, "rows": [row]}).markdown()
+    assert "| a | 20 | 763 | 182 s | 124 ms | 1.15 |" in page
+
+
+@pytest.mark.parametrize("kind, key, belongs", [("training", "traffic.rate_per_s", "a serving scenario"),
+                                                ("serving", "plan.pp", "a training scenario")])
+def test_a_key_of_the_other_kind_is_refused_before_any_point_runs(kind, key, belongs):
+    """`twin sweep --grid traffic.rate_per_s=1,2` on the default training scenario ran every point
+    to 'invalid' and exited 3 (until s22walk)."""
+    with pytest.raises(ScenarioError, match=rf"--grid {key}: got .*belongs to {belongs}"):
+        check_keys([parse_axis(f"{key}=1,2")], kind)
+    check_keys([parse_axis("model.num_layers=2,4")], kind)   # [model] is every kind's
+
+
+def test_a_serving_sweep_can_ask_the_serving_question_at_every_point(tmp_path):
+    """`twin sweep SERVE --grid ... --rate R --ttft S --tpot S`: each point's row is its fewest GPUs,
+    as `twin plan --rate` answers it (s22walk: the sweep ran each point once, at its own traffic)."""
+    from twin.planning.serving import size_serving
+    from twin.planning.sweep import ServingQuestion, evaluate_point
+    raw, source = read_raw(None, "serving")
+    raw = {**raw, "serve": {**raw["serve"], "input_len": 512, "output_len": 64}}
+    q = ServingQuestion(1.0, 3.0, 0.05)
+    settings = (("serve.kv_precision", "fp8"),)
+    row = evaluate_point((raw, source, "a", settings, q))
+    sc = from_dict(apply_overrides(raw, ['serve.kv_precision="fp8"']), source)
+    best = size_serving(sc, 1.0, 3.0, 0.05).best
+    assert row["status"] == "ok" and (row["num_gpus"], row["layout"]) == (best.num_gpus, best.layout) == (8, "co-located")
+    assert row["usd_per_hour"] == pytest.approx(best.usd_per_hour) and row["colocated_gpus"] == 8
+    # the question is part of the point's id: a resumed sweep never mixes answers to two questions
+    assert candidate_id(raw, settings) != candidate_id(raw, settings, q) != candidate_id(raw, settings, ServingQuestion(2.0, 3.0, 0.05))
+    from twin.cli.main import main
+    assert main(["sweep", "--quiet", "--grid", "plan.pp=1,2", "--rate", "1", "--ttft", "3", "--tpot", "0.05",
+                 "--out", str(tmp_path / "s")]) == 2   # a training scenario: refused before any point runs

@@ -319,18 +319,43 @@ def _prices(args, sc) -> dict:
 
 
 SERVING_FLAGS = ("rate", "ttft", "tpot")
+# options only one of `twin plan`'s two questions reads: given to the other, they were ignored without a
+# word (until s22walk: `--rate 2 ... --gpu h100 --tokens 1e12` answered for the scenario's H200s)
+SERVING_ONLY = ("percentile", "requests", "layout")
+TRAINING_ONLY = ("tokens", "days", "budget", "gpu", "num_gpus", "pp", "ep", "tp", "schedules", "micro_batch", "vary",
+                 "full_space", "simulate", "exhaustive", "price", "workers", "dask")
+
+
+def _refuse_other_questions_options(args, serving_question: bool) -> None:
+    """A ScenarioError naming the first option the asked question does not read."""
+    unread = TRAINING_ONLY if serving_question else SERVING_ONLY
+    for attr in unread:
+        value = getattr(args, attr)
+        if value not in (None, False, []):
+            option = "--" + attr.replace("_", "-")
+            asked = ("the serving question (--rate, --ttft, --tpot) does not read it: it sizes deployments of the serving "
+                     "scenario (GPU type and instance by --set, e.g. --set cluster.gpu=h100 --set serve.ep=16), one after "
+                     "another" if serving_question else
+                     "the training question (--tokens, --days): " + option + " belongs to the serving question (--rate, --ttft, --tpot)")
+            raise ScenarioError(option, value, "not given: " + asked)
 
 
 def cmd_plan(args) -> int:
     from reports.plan_report import PLAN_JOURNAL, write_plan_json, write_plan_report  # lazy: matplotlib
     from twin.planning.search import journal_row, question_key, resumed_rows, search  # lazy: the plan search loads its screen
     serving_question = any(getattr(args, f) is not None for f in SERVING_FLAGS)
+    _refuse_other_questions_options(args, serving_question)
     raw, source = read_raw(args.scenario, SERVING if serving_question else TRAINING)
     raw = apply_overrides(raw, args.set or [])
     if kind_of(raw) == SERVING and serving_question:
         return _plan_serving(args, raw, source)
     if serving_question:
         raise ScenarioError("--rate", args.rate, "a serving scenario (one with a [serve] table) for --rate/--ttft/--tpot")
+    if kind_of(raw) == SERVING and args.tokens is None and args.days is None:
+        # no question asked: the wrong-kind error below said "`twin serve` takes serving scenarios" (until s22walk)
+        raise ScenarioError("--rate", "<missing>", "--rate, --ttft and --tpot with a serving scenario (one with a [serve] "
+                            "table): the fewest GPUs that serve a request rate; --tokens and --days take a training or "
+                            "plan scenario", source)
     if kind_of(raw) == SERVING:
         from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
     if not isinstance(raw.get("search", {}), dict):
@@ -360,6 +385,7 @@ def cmd_plan(args) -> int:
         _say(args, summary.plan_summary(out) + resumed + f"\nreport: {args.out}/report.html")
     if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
         write_plan_json(out, args.json)
+        _resolved_beside(args.json, sc)   # none beside a plan's --json F until s22walk
     if out.feasible == 0:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
         print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
@@ -375,22 +401,75 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
-    from twin.planning.serving import SLO_PERCENTILE, SLO_REQUESTS, size_serving  # lazy: only serving sizing
+    from twin.planning.serving import LAYOUTS, SLO_PERCENTILE, check_steady_load, size_serving  # lazy: only serving sizing
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
+    rates = _rates(args.rate)
     sc = from_dict(raw, source, SERVING)
-    out = size_serving(sc, args.rate, args.ttft, args.tpot, num_requests=args.requests or SLO_REQUESTS,
-                       percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet)
+    for rate in rates:   # every rate judged before the first is simulated
+        check_steady_load(sc, rate, args.tpot, field="--rate")
+    layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
+    if len(rates) > 1:
+        return _serving_capacity(args, sc, rates, layouts)
+    out = size_serving(sc, rates[0], args.ttft, args.tpot, num_requests=args.requests,
+                       percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet, layouts=layouts)
     if args.out:
         write_serving_plan_report(out, sc, args.out)
     _say(args, summary.serving_plan_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
     if out.best is None:
         reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
-        print(f"infeasible: no deployment serves {args.rate:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        print(f"infeasible: no deployment serves {rates[0]:g} requests/s within the targets: {reasons}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
+
+
+MAX_RATES = 64   # rates of one capacity curve (each a bisection of request-level simulations)
+
+
+def _rates(text: str) -> list[float]:
+    """--rate R or R1,R2,...: each a number > 0, each once, at most MAX_RATES."""
+    rates = _values(text, "--rate")
+    for rate in rates:
+        check_value("--rate", rate, gt=0, le=1e9)
+    if len(rates) > MAX_RATES or len(set(rates)) < len(rates):
+        raise ScenarioError("--rate", text, f"at most {MAX_RATES} rates, each once")
+    return [float(r) for r in rates]
+
+
+def _serving_capacity(args, sc, rates: list[float], layouts: tuple[str, ...]) -> int:
+    """The serving question at several rates: one answer a rate, in one table, report and JSON."""
+    from reports.plan_report import write_serving_capacity_report  # lazy: matplotlib
+    from twin.planning.serving import SLO_PERCENTILE, serving_capacity  # lazy: only serving sizing
+    out = serving_capacity(sc, rates, args.ttft, args.tpot, num_requests=args.requests,
+                           percentile=args.percentile or SLO_PERCENTILE, progress=not args.quiet, layouts=layouts)
+    if args.out:
+        write_serving_capacity_report(out, sc, args.out)
+    _say(args, summary.serving_capacity_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    _write_json(args.json, out)
+    _resolved_beside(args.json, sc)
+    unserved = [p for p in out.plans if p.best is None]
+    if unserved:
+        for p in unserved:
+            reasons = "; ".join(f"{k} ({v:,})" for k, v in p.infeasible_by_reason.items())
+            print(f"infeasible: no deployment serves {p.rate_per_s:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0
+
+
+def _sweep_question(args, sc):
+    """--rate, --ttft and --tpot: the serving question at every point (all three, on a serving scenario)."""
+    from twin.planning.sweep import ServingQuestion  # lazy: beside the sweep's other names
+    given = [f for f in SERVING_FLAGS if getattr(args, f) is not None]
+    if not given:
+        return None
+    if len(given) < len(SERVING_FLAGS) or sc.kind != SERVING:
+        missing = next((f for f in SERVING_FLAGS if getattr(args, f) is None), given[0])
+        raise ScenarioError(f"--{missing}", getattr(args, missing) if missing in given else "<missing>",
+                            "--rate, --ttft and --tpot together, on a serving scenario (one with a [serve] table)")
+    return ServingQuestion(args.rate, args.ttft, args.tpot)
 
 
 def cmd_sweep(args) -> int:
@@ -399,7 +478,8 @@ def cmd_sweep(args) -> int:
     raw = apply_overrides(raw, args.set or [])
     sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
     axes = [parse_axis(text) for text in args.grid]
-    check_keys(axes)
+    check_keys(axes, sc.kind)
+    question = _sweep_question(args, sc)
     mode, n = (RANDOM, args.random) if args.random else (LHS, args.lhs) if args.lhs else (GRID, None)
     pts = points(axes, mode, n, args.seed)
     out = Path(args.out)
@@ -410,9 +490,9 @@ def cmd_sweep(args) -> int:
         def keep(row: dict) -> None:
             j.append(row)
             done[row["candidate_id"]] = row
-        evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask,
+        evaluated = run_sweep(raw, source, pts, done_ids(done), keep, workers=args.workers, dask=args.dask, question=question,
                               progress=not args.quiet)
-    result = result_of(axes, mode, pts, raw, done, evaluated)
+    result = result_of(axes, mode, pts, raw, done, evaluated, question)
     write_sweep_report(result, sc, out)
     errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
     _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
@@ -610,18 +690,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulate", type=int, metavar="K", help="candidates simulated after the screen (search.simulate, default 100)")
     p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
-    p.add_argument("--rate", type=float, help="serving question: requests per second to serve (with a serving scenario)")
+    p.add_argument("--rate", metavar="R[,R2,...]", help="serving question: requests per second to serve (with a serving "
+                   "scenario); several, comma-separated: the answer at each (a capacity curve: GPUs and cost against the rate)")
     p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
     p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
     p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
-    p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default 2,000)")
+    p.add_argument("--layout", choices=("both", "co-located", "disaggregated"), help="serving question: instances that "
+                   "prefill and decode, separate prefill and decode pools, or both searched and the fewer GPUs answered (default)")
+    p.add_argument("--requests", type=int, metavar="N", help="serving question: requests simulated per deployment (default: enough that the arrivals span three "
+                   "lifetimes of a request at a full decode instance's pace, at least 2,000)")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, plan.csv, the cost-vs-days front and "
                    "scenario.resolved.toml here, and the rows journal rows.jsonl as they arrive: a re-run into the same DIR resumes")
     # --tokens, --days, --budget and --simulate are checked as search fields, with the rest of [search]
     p.set_defaults(func=cmd_plan, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
-        *EXECUTOR_NUMBERS, ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
+        *EXECUTOR_NUMBERS, ("ttft", "--ttft", {"gt": 0, "le": 1e6}),
         ("tpot", "--tpot", {"gt": 0, "le": 1e6}), ("percentile", "--percentile", {"gt": 0, "le": 100}),
         ("requests", "--requests", {"integer": True, "ge": 1, "le": MAX_SIM_REQUESTS})))
 
@@ -642,7 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same DIR resumes")
     _add_executor_args(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
+    p.add_argument("--rate", type=float, help="with --ttft and --tpot, on a serving scenario: each point's row is the fewest "
+                   "GPUs that serve this many requests/s within the targets (as twin plan --rate answers it)")
+    p.add_argument("--ttft", type=float, metavar="S", help="the serving question's P90 time-to-first-token target, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="the serving question's P90 time-per-output-token target, seconds")
     p.set_defaults(func=cmd_sweep, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
+        ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}), ("tpot", "--tpot", {"gt": 0, "le": 1e6}),
         *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
         ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
 

@@ -7,6 +7,9 @@ below a second (a small model's step printed as "0.00 s" until s21walk).
 
 from __future__ import annotations
 
+import math
+
+from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
 
 
@@ -89,8 +92,11 @@ def step_summary(name: str, res, breakdown: bool = False) -> str:
 
 def latencies(*xs: float) -> str:
     """Percentiles in one unit, the largest's: (1.574, 4.675, 8.712) -> '1,574 / 4,675 / 8,712 ms',
-    (0.0605, 0.0608) -> '60.5 / 60.8 ms', (63.5, 70.6) -> '63.5 / 70.6 s', (4e-4, 5e-4) -> '400 / 500 µs'."""
-    top = max(abs(x) for x in xs)
+    (0.0605, 0.0608) -> '60.5 / 60.8 ms', (63.5, 70.6) -> '63.5 / 70.6 s', (4e-4, 5e-4) -> '400 / 500 µs'.
+    No finite value (TPOT where every output is one token): '-' ("nan / nan / nan µs" until s22walk)."""
+    if not any(math.isfinite(x) for x in xs):
+        return "-"
+    top = max(abs(x) for x in xs if math.isfinite(x))
     scale, unit = (1.0, "s") if top >= 10 else (1e3, "ms") if top >= 1e-3 else (1e6, "µs")
     digits = 1 if top * scale < 100 else 0
     return " / ".join(f"{x * scale:,.{digits}f}" for x in xs) + f" {unit}"
@@ -170,13 +176,18 @@ def replay_summary(sc, res, out_dir: str | None) -> str:
     return text
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 request', '2,000 requests' ("1 instance(s)", "1 requests simulated" until s22walk)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def serve_summary(sc, out) -> str:
     sim = out.simulation
     load = (f"closed loop, {sim.concurrency:,} in flight" if sim.arrival == "closed" else
             f"{sim.arrival} arrivals at {sc.traffic.rate_per_s:g}/s" if sim.arrival != "trace" else "trace")
-    text = (f"{sc.name}: {sc.model.name} on {out.num_gpus} {out.gpu.upper()} ({out.instances} instance(s) of "
-            f"{out.instance_gpus} GPUs{', disaggregated' if sc.serve.disaggregated else ''}); "
-            f"{out.simulated_requests:,} requests simulated ({load})\n" + pairs([
+    text = (f"{sc.name}: {sc.model.name} on {out.num_gpus:,} {out.gpu.upper()} ({plural(out.instances, 'instance')} of "
+            f"{plural(out.instance_gpus, 'GPU')}{', disaggregated' if sc.serve.disaggregated else ''}); "
+            f"{plural(out.simulated_requests, 'request')} simulated ({load})\n" + pairs([
                 ("output tokens/s", f"{out.output_tokens_per_s:,.0f} ({out.output_tokens_per_s_per_gpu:,.0f} per GPU, "
                                     f"{out.output_tokens_per_s_per_node:,.0f} per node)"),
                 ("input tokens/s", f"{out.input_tokens_per_s:,.0f} ({out.input_tokens_per_s_per_node:,.0f} per node)"),
@@ -198,6 +209,7 @@ def serve_summary(sc, out) -> str:
         text += (f"\nnote: {sim.simulated_requests:,} requests for {sim.concurrency:,} closed-loop clients: most start at once, "
                  f"so the measuring window (10%-90% of requests finished) holds little or no steady state; "
                  f"simulate at least {2 * sim.concurrency:,} (--requests, traffic.num_requests)")
+    text += _open_run_note(sc, sim)
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
     rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims
@@ -205,6 +217,20 @@ def serve_summary(sc, out) -> str:
     if rows:
         text += "\n\n" + table(rows, header=("published figure", "twin", "published", "error"))
     return text
+
+
+def _open_run_note(sc, sim) -> str:
+    """Open arrivals that stop before three request lifetimes (E2E P50) leave the deployment short of
+    its steady state: the headline then reads a load still filling (the serving question's defect D1,
+    docs/notes/s22walk.md; `twin serve` kept its request count and says so)."""
+    if sim.arrival not in ("poisson", "gamma") or not math.isfinite(sim.e2e_s.p50):
+        return ""
+    span_s, need = sim.simulated_requests / sc.traffic.rate_per_s, math.ceil(3 * sc.traffic.rate_per_s * sim.e2e_s.p50)
+    if span_s >= 3 * sim.e2e_s.p50 or need > MAX_SIM_REQUESTS:
+        return ""
+    return (f"\nnote: {sim.simulated_requests:,} requests arrive in {seconds(span_s)}, under three request lifetimes "
+            f"(E2E P50 {seconds(sim.e2e_s.p50)}): the run may end before the deployment holds its steady load, if it "
+            f"keeps up with the rate at all; simulate at least {need:,} (--requests, traffic.num_requests)")
 
 
 def plan_summary(out) -> str:
@@ -232,15 +258,62 @@ def plan_summary(out) -> str:
 
 def serving_plan_summary(out) -> str:
     head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
-            f"(instances of {out.instance_gpus} GPUs; {out.evaluated:,} deployments checked)")
+            f"(instances of {plural(out.instance_gpus, 'GPU')}; {plural(out.evaluated, 'deployment')} checked)")
     b = out.best
     if b is None:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
         return head + f"\nno deployment meets the targets: {reasons}"
     return head + "\n" + pairs([
-        ("fewest GPUs", f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"),
+        ("fewest GPUs", _layout_text(b, out.instance_gpus)),
+        *[(f"fewest {x.layout}", _layout_text(x, out.instance_gpus)) for x in (out.best_colocated, out.best_disaggregated)
+          if x is not None and x is not b],
+        *[(f"fewest {name}", "none within the targets") for name, x in (("co-located", out.best_colocated),
+          ("disaggregated", out.best_disaggregated)) if x is None and name in out.layouts],
         (f"TTFT (P{b.percentile:g}, simulated)", f"{b.ttft_s:.3g} s"),
-        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch} requests per decode instance"),
-        ("simulated", f"{b.simulated_requests:,} requests per deployment at {out.rate_per_s:g}/s "
+        (f"TPOT (P{b.percentile:g}, simulated)", f"{b.tpot_s * 1e3:.1f} ms, at most {b.decode_batch:,} requests per "
+                                                 f"{'decode ' if b.layout == 'disaggregated' else ''}instance"),
+        ("cost", f"{dollars(b.usd_per_hour)} per hour: {dollars(b.usd_per_million_output_tokens_all_gpus)} per million "
+                 f"output tokens (every GPU); split by work {dollars(b.usd_per_million_output_tokens)} output, "
+                 f"{dollars(b.usd_per_million_input_tokens)} input"),
+        ("simulated", f"{b.simulated_requests:,} requests per deployment, {out.arrival} arrivals at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
-    ])
+    ]) + _short_run_note(b) + (f"\nnote: {out.arrival_note}" if out.arrival_note else "")
+
+
+def serving_capacity_summary(out) -> str:
+    """The serving question at several rates: one line a rate, the fewest GPUs and their cost."""
+    first = out.plans[0]
+    head = (f"fewest GPUs within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
+            f"(P{out.percentile:g}, instances of {plural(first.instance_gpus, 'GPU')})")
+    header = ("rate/s", "GPUs", "layout", "split", "TTFT", "TPOT", "$/hour", "$/M output tok (every GPU)")
+    rows = [header]
+    for p in out.plans:
+        b = p.best
+        if b is None:
+            rows.append((f"{p.rate_per_s:g}", "none", "-", next(iter(p.infeasible_by_reason), "-"), "-", "-", "-", "-"))
+            continue
+        split = (plural(b.num_gpus // p.instance_gpus, "instance") if b.layout == "co-located" else
+                 f"{b.prefill_gpus:,} + {b.decode_gpus:,}")
+        rows.append((f"{p.rate_per_s:g}", f"{b.num_gpus:,}", b.layout, split, seconds(b.ttft_s), seconds(b.tpot_s),
+                     dollars(b.usd_per_hour), dollars(b.usd_per_million_output_tokens_all_gpus)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i in (0, 1) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    notes = {n for p in out.plans for n in ([_short_run_note(p.best).strip()] if p.best else []) + [p.arrival_note] if n}
+    return "\n".join([head, *lines, *(f"note: {n}" if not n.startswith("note:") else n for n in sorted(notes))])
+
+
+def _layout_text(b, instance_gpus: int) -> str:
+    if b.layout == "co-located":
+        n = b.num_gpus // instance_gpus
+        return f"{b.num_gpus:,}: {n:,} co-located instance{'s' if n != 1 else ''} (prefill and decode on the same GPUs)"
+    return f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"
+
+
+def _short_run_note(b) -> str:
+    """A run too short for the decode pool to fill can pass a pool too small for the rate."""
+    if b.simulated_requests >= b.steady_requests:
+        return ""
+    return (f"\nnote: {b.simulated_requests:,} requests arrive in {b.simulated_requests / b.rate_per_s:.3g} s, too few for "
+            f"the steady state ({b.steady_requests:,}: three lifetimes of a request at a full instance's pace); the decode pool "
+            f"may never fill and the answer may be too small: leave --requests out")

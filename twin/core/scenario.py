@@ -281,6 +281,14 @@ def _load_model(table: dict, source: str | None) -> ModelSpec:
     catalog = _catalog("models.toml")["models"]
     name = table.get("name", "custom")
     base = dict(catalog.get(name, {})) if isinstance(name, str) else {}
+    if isinstance(name, str) and "name" in table and not base:   # a misspelt catalog name read as an inline model: say which (until s22walk
+        # `model.name = "deepseek-r1"` was refused as "model.num_layers: got '<missing>'")
+        missing = [f.name for f in dataclasses.fields(ModelSpec) if f.init and f.name not in table
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ScenarioError("model.name", name, "a catalog model (twin model --list: " + ", ".join(sorted(catalog))
+                                + "), or an inline model, for which " + ", ".join(f"model.{k}" for k in missing)
+                                + " are required", source)
     return build(ModelSpec, {**base, **table}, "model", source)
 
 

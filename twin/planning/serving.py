@@ -1,19 +1,25 @@
 """Serving capacity: the fewest GPUs, and their split between prefill and decode instances, that
 serve a request rate within TTFT and TPOT targets.
 
-`slo_check` is the one seam with the serving twin: a deployment (a prefill pool and a decode pool
-of the scenario's GPU type, disaggregated like DeepSeek's) is run through the request-level
+`slo_check` is the one seam with the serving twin: a deployment (instances of the scenario's GPU
+type that prefill and decode, or a prefill pool and a decode pool, disaggregated like DeepSeek's) is run through the request-level
 simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
 transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
-traffic is gamma; `num_requests` requests, a few thousand). Its verdict: the given percentile
+traffic is gamma; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
+lifetimes of a request (its prompt, then its tokens at a full decode instance's pace: `_Deployment.lifetime_s`),
+`steady_requests`, at least 2,000). Its verdict: the given percentile
 (P90 by default) of TTFT and of TPOT, over the requests that arrive in the steady window (between
 the times 10% and 90% of requests have finished: the ramp-up and the drain are left out), within
-the targets. Decode instances run at most the batch whose step at the mean context meets the TPOT
+the targets, and requests finishing at the rate (`stable_frac`). Decode instances run at most the batch whose step at the mean context meets the TPOT
 target (within memory, `concurrency_for_tpot`), as a provider caps them; load beyond it queues and
 shows in TTFT.
 
-`size_serving` bisects the two pools, each assumed to need more GPUs the tighter its target
-(TPOT falls and TTFT falls as a pool grows): first the fewest decode instances that meet both
+`size_serving` searches two layouts and answers the one with fewer GPUs (co-located on a tie).
+Co-located (serve.disaggregated = false: each instance prefills its own prompts between decode
+steps, as vLLM and SGLang do by default): the fewest instances that meet both targets, by bisection.
+Disaggregated (until s22walk the only layout searched, so R1 at 2/s within TTFT 2 s and TPOT 100 ms,
+which one co-located HGX H200 serves, was answered with 16 GPUs): it bisects the two pools, each
+assumed to need more GPUs the tighter its target (TPOT falls and TTFT falls as a pool grows): first the fewest decode instances that meet both
 targets with every prompt prefilled at once on arrival (serve.prefill_instances = 0: the prefill
 pool is not simulated), then the fewest prefill instances that meet both with those decode
 instances; a deployment where the two pools interfere (rare) gets one more decode instance until
@@ -32,15 +38,31 @@ from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
+from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.costs.memory import max_batch_by_memory
 from twin.serving.simulate import concurrency_for_tpot, simulate
 from twin.serving.timing import IterationCosts
 
+COLOCATED, DISAGGREGATED = "co-located", "disaggregated"
+LAYOUTS = (COLOCATED, DISAGGREGATED)   # where prompts are prefilled: on the decoding instances, or a pool of their own
 MAX_INSTANCES = 4_096        # instances tried by size_serving (prefill + decode)
 SLO_REQUESTS = 2_000         # requests simulated per deployment
 SLO_PERCENTILE = 90.0        # the percentile of TTFT and TPOT held to the targets
 OPEN_ARRIVALS = ("poisson", "gamma")
 MAX_EXTRA_DECODE = 4         # decode instances added where the pools interfere, before giving up
+# Arrivals span this many lifetimes of a request (_Deployment.lifetime_s: its prompt, then its tokens at
+# a full decode instance's pace, at most the TPOT target).
+# A decode pool holds rate x lifetime requests in the steady state (Little's law); a load that stops
+# arriving sooner never fills it, so a pool too small for the rate met the targets: R1 at 100/s within
+# TTFT 2 s and TPOT 50 ms sized at 80 GPUs on 2,000 requests (20 s of arrivals for 51 s lifetimes), 176
+# on 20,000 (until s22walk). Three: the fill (one lifetime) and two more in which a queue shows in TTFT.
+STEADY_LIFETIMES = 3.0
+# A deployment must finish requests at the rate in the steady window, within this many standard
+# deviations of the window's count (stable_frac), or its queue grows without bound. Targets alone miss
+# it where they are loose: disaggregated, a request waits for a decode slot between its first and
+# second tokens, and TPOT spreads that wait over its tokens, so R1 at 100/s within TPOT 10 s "met" on
+# 8 decode GPUs serving 7 requests/s (until s22walk).
+STABLE_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -50,8 +72,8 @@ class SloCheck:
     meets: bool
     reason: str
     num_gpus: int
-    prefill_gpus: int            # 0: the prefill pool was not simulated (every prompt prefilled on arrival)
-    decode_gpus: int
+    prefill_gpus: int            # disaggregated, 0: the prefill pool was not simulated (every prompt prefilled on arrival)
+    decode_gpus: int             # co-located: every GPU (num_gpus / instance size instances doing both), prefill_gpus 0
     rate_per_s: float
     ttft_s: float | None = None              # the percentile below, steady-window requests
     tpot_s: float | None = None
@@ -60,6 +82,15 @@ class SloCheck:
     max_decode_batch_by_memory: int | None = None
     simulated_requests: int = 0
     served_rate_per_s: float | None = None   # requests finishing per second in the steady window
+    steady_requests: int = 0                 # the requests a steady state needs (steady_requests); fewer: see the summary
+    layout: str = "disaggregated"            # or "co-located": prefill and decode on the same instances (LAYOUTS)
+    usd_per_hour: float | None = None        # num_gpus at the cluster's price (cluster.price_usd_per_gpu_hour or the catalog's)
+    usd_per_million_output_tokens: float | None = None   # the simulation's split of that cost (twin.serving.simulate):
+    usd_per_million_input_tokens: float | None = None    # by time share co-located, by pool disaggregated
+    output_tokens_per_s: float | None = None             # in the steady window
+    # every GPU's cost over the output tokens: comparable between layouts (the split above charges a
+    # disaggregated prefill pool to input tokens, a co-located instance's prompt time likewise)
+    usd_per_million_output_tokens_all_gpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,8 +104,36 @@ class ServingPlanResult:
     evaluated: int
     feasible: int
     infeasible_by_reason: dict[str, int]
-    best: SloCheck | None
+    best: SloCheck | None                     # the fewest GPUs of either layout (co-located on a tie: fewer instances to run)
     checks: tuple[SloCheck, ...]
+    best_colocated: SloCheck | None = None    # the fewest of each layout searched (None: not searched or none meets)
+    best_disaggregated: SloCheck | None = None
+    layouts: tuple[str, ...] = LAYOUTS
+    arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
+    arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
+    arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
+    arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
+
+
+def steady_requests(rate_per_s: float, lifetime_s: float) -> int:
+    """Requests whose arrivals at `rate_per_s` span STEADY_LIFETIMES request lifetimes (at least
+    SLO_REQUESTS). Example: R1 on HGX H200 within TPOT 50 ms lives 51.2 s (a 59 ms prompt, then 1,023
+    tokens at a 281-request instance's 50.0 ms): at 100/s, 3 x 100 x 51.2 = 15,359 requests."""
+    return max(SLO_REQUESTS, math.ceil(round(STEADY_LIFETIMES * rate_per_s * lifetime_s, 6)))   # round: x.000000000002
+
+
+def check_steady_load(sc: ServeScenario, rate_per_s: float, tpot_target_s: float, field: str = "rate_per_s",
+                      dep: _Deployment | None = None) -> int:
+    """The requests a steady state needs; a ScenarioError naming `field` where that is more than the
+    simulation takes (MAX_SIM_REQUESTS), with the highest rate it can judge."""
+    lifetime_s = (dep or _Deployment(sc, tpot_target_s)).lifetime_s
+    need = steady_requests(rate_per_s, lifetime_s)
+    if need > MAX_SIM_REQUESTS:
+        top = MAX_SIM_REQUESTS / (STEADY_LIFETIMES * lifetime_s)
+        raise ScenarioError(field, rate_per_s, f"at most {top:,.4g} requests/s for these targets: the steady state at "
+                            f"this rate needs {need:,} simulated requests ({STEADY_LIFETIMES:g} lifetimes of "
+                            f"{lifetime_s:.3g} s), over the simulation's {MAX_SIM_REQUESTS:,}")
+    return need
 
 
 class _Deployment:
@@ -96,14 +155,45 @@ class _Deployment:
         # step meets the TPOT target at the mean context
         self.batch_cap = s.batch or (concurrency_for_tpot(decode, s, tpot_target_s, self.max_batch)
                                      if self.max_batch >= 1 else 0)
+        # a request's life in the steady state, for steady_requests: its prompt alone, then its other
+        # tokens at the step of a full decode instance at the mean context (the TPOT target where that
+        # is shorter). Not the targets alone: a loose TPOT target (10 s, "any") would ask 200 times
+        # the requests the deployment's real pace needs.
+        step_s = decode.iteration_s(max(self.batch_cap, 1), s.input_len + s.output_len / 2.0, 0, 0.0)[0] / tokens_per_step
+        self.lifetime_s = self.prompt_alone_s + max(s.output_len - 1, 0) * min(tpot_target_s, step_s)
+
+
+def stable_frac(num_requests: int, traffic) -> float:
+    """The share of the rate a stable deployment finishes in the steady window, less STABLE_SIGMAS
+    standard deviations of the window's count: the 0.8 x n arrivals it holds vary by cv / sqrt(0.8 n)
+    (Poisson: cv 1; gamma: traffic.arrival_cv). 2,000 Poisson requests: 1 - 3 / 40 = 0.925."""
+    cv = traffic.arrival_cv if traffic.arrival == "gamma" else 1.0
+    return max(0.0, 1.0 - STABLE_SIGMAS * cv / math.sqrt(0.8 * num_requests))
+
+
+def _arrival(sc: ServeScenario) -> str:
+    return sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
+
+
+def _arrival_note(sc: ServeScenario) -> str:
+    """Why the scenario's trace was not simulated: the question's rate replaces its arrivals (and a
+    closed loop's, the default traffic, without a note: it has no lengths of its own to lose)."""
+    if sc.traffic.arrival != "trace":
+        return ""
+    what = f"trace ({sc.traffic.trace_csv})"
+    return (f"the scenario's {what} replaced by Poisson arrivals at the rate, lengths from serve.input_len / output_len and "
+            "[traffic]'s distributions")
 
 
 def _scenario(dep: _Deployment, rate_per_s: float, prefill_instances: int, decode_instances: int,
-              num_requests: int) -> ServeScenario:
+              num_requests: int, layout: str = DISAGGREGATED) -> ServeScenario:
+    """The deployment as a serving scenario; co-located: `decode_instances` instances doing both."""
     sc, s = dep.sc, dep.s
+    if layout == COLOCATED:
+        s = dataclasses.replace(s, disaggregated=False, prefill_ep=0)
+        prefill_instances = 0
     serve = dataclasses.replace(s, prefill_instances=prefill_instances, batch=dep.batch_cap)
-    arrival = sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
-    traffic = dataclasses.replace(sc.traffic, arrival=arrival, rate_per_s=rate_per_s, num_requests=num_requests,
+    traffic = dataclasses.replace(sc.traffic, arrival=_arrival(sc), rate_per_s=rate_per_s, num_requests=num_requests,
                                   concurrency=0, trace_csv="")
     gpus = prefill_instances * s.prefill_gpus + decode_instances * s.ep
     return dataclasses.replace(sc, serve=serve, traffic=traffic, cluster=dataclasses.replace(sc.cluster, num_gpus=gpus))
@@ -125,37 +215,51 @@ def _steady_percentiles(res, percentile: float) -> tuple[float, float]:
 
 
 def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_target_s: float, prefill_instances: int,
-           decode_instances: int, num_requests: int, percentile: float) -> SloCheck:
+           decode_instances: int, num_requests: int, percentile: float, layout: str = DISAGGREGATED) -> SloCheck:
+    """Co-located: `decode_instances` instances each doing prefill and decode (`prefill_instances` unused)."""
     s = dep.s
-    base = dict(num_gpus=prefill_instances * s.prefill_gpus + decode_instances * s.ep,
+    if layout == COLOCATED:
+        prefill_instances = 0
+    base = dict(num_gpus=prefill_instances * s.prefill_gpus + decode_instances * s.ep, layout=layout,
                 prefill_gpus=prefill_instances * s.prefill_gpus, decode_gpus=decode_instances * s.ep,
                 rate_per_s=rate_per_s, percentile=percentile, decode_batch=dep.batch_cap,
-                max_decode_batch_by_memory=dep.max_batch)
+                max_decode_batch_by_memory=dep.max_batch,
+                steady_requests=steady_requests(rate_per_s, dep.lifetime_s))
     if decode_instances < 1:
         return SloCheck(False, "a decode instance is needed", **base)
     try:
-        res = simulate(_scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests))
+        res = simulate(_scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests, layout))
     except InfeasiblePlan as exc:
         return SloCheck(False, exc.reason, **base)
     except ScenarioError as exc:   # a run too long to simulate (twin.serving.simulate.check_work)
         return SloCheck(False, f"not simulated: {exc}", **base)
     ttft, tpot = _steady_percentiles(res, percentile)
     figures = dict(ttft_s=ttft, tpot_s=tpot, simulated_requests=res.simulated_requests,
-                   served_rate_per_s=res.requests_per_s, **base)
+                   served_rate_per_s=res.requests_per_s, usd_per_million_output_tokens=res.usd_per_million_output_tokens,
+                   usd_per_million_input_tokens=res.usd_per_million_input_tokens,
+                   usd_per_hour=base["num_gpus"] * dep.sc.cluster.resolved().price_usd_per_gpu_hour,
+                   output_tokens_per_s=res.output_tokens_per_s, **base)
+    if res.output_tokens_per_s > 0:
+        figures["usd_per_million_output_tokens_all_gpus"] = figures["usd_per_hour"] / 3600 / res.output_tokens_per_s * 1e6
     if not tpot <= tpot_target_s:
         return SloCheck(False, "TPOT over target", **figures)
     if not ttft <= ttft_target_s:
         return SloCheck(False, "TTFT over target", **figures)
+    if not res.requests_per_s >= stable_frac(res.simulated_requests, dep.sc.traffic) * rate_per_s:
+        return SloCheck(False, "served under the rate: a queue that grows", **figures)
     return SloCheck(True, "", **figures)
 
 
 def slo_check(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-              prefill_gpus: int, decode_gpus: int, num_requests: int = SLO_REQUESTS,
+              prefill_gpus: int, decode_gpus: int, num_requests: int | None = None,
               percentile: float = SLO_PERCENTILE, _dep: _Deployment | None = None) -> SloCheck:
     """Do `prefill_gpus` + `decode_gpus` of the scenario's GPU type (prefill instances of
     serve.prefill_ep or serve.ep GPUs, decode instances of serve.ep) serve `rate_per_s` requests
-    within both targets at `percentile`? Simulated request by request (see the module docstring)."""
+    within both targets at `percentile`? Simulated request by request (see the module docstring) on
+    `num_requests` requests (None: `check_steady_load`'s)."""
     dep = _dep or _Deployment(sc, tpot_target_s)
+    if num_requests is None:
+        num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
     p_inst, d_inst = prefill_gpus // dep.s.prefill_gpus, decode_gpus // dep.s.ep
     if p_inst < 1 or d_inst < 1:
         return SloCheck(False, "an instance of each kind is needed", num_gpus=prefill_gpus + decode_gpus,
@@ -178,24 +282,32 @@ def _fewest(meets, limit: int) -> int | None:
 
 
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
-                 max_instances: int = MAX_INSTANCES, num_requests: int = SLO_REQUESTS,
-                 percentile: float = SLO_PERCENTILE, progress: bool = False) -> ServingPlanResult:
-    """The fewest GPUs meeting the targets, and their prefill/decode split (see the module
-    docstring). Raises InfeasiblePlan when not even one request fits an instance. `progress`: a
-    bar on stderr counting the deployments simulated (a bisection: their number is not known ahead;
-    each is a few seconds at the default 2,000 requests, minutes at a million)."""
+                 max_instances: int = MAX_INSTANCES, num_requests: int | None = None,
+                 percentile: float = SLO_PERCENTILE, progress: bool = False,
+                 layouts: tuple[str, ...] = LAYOUTS) -> ServingPlanResult:
+    """The fewest GPUs meeting the targets, co-located or split into prefill and decode pools (see
+    the module docstring; `layouts`: which of LAYOUTS to search), each deployment simulated on `num_requests` requests (None: the steady state's,
+    `check_steady_load`, which raises a ScenarioError naming rate_per_s where the rate needs more
+    than the simulation takes). Raises InfeasiblePlan when not even one request fits an instance.
+    `progress`: a bar on stderr counting the deployments simulated (a bisection: their number is not
+    known ahead; each is a few seconds at 2,000 requests, minutes at a million)."""
+    if not layouts or any(x not in LAYOUTS for x in layouts):
+        raise ScenarioError("layouts", layouts, "one or both of " + ", ".join(LAYOUTS))
     dep = _Deployment(sc, tpot_target_s)
+    if num_requests is None:
+        num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
     if dep.max_batch < 1:
         raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
-    checks: dict[tuple[int, int], SloCheck] = {}
+    checks: dict[tuple[str, int, int], SloCheck] = {}
     bar = tqdm(desc="deployments", unit="deployment", file=sys.stderr, disable=not progress)
 
-    def check(p: int, d: int) -> SloCheck:
-        if (p, d) not in checks:
-            bar.set_postfix_str(f"{p} prefill + {d} decode instances")
-            checks[p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile)
+    def check(p: int, d: int, layout: str = DISAGGREGATED) -> SloCheck:
+        if (layout, p, d) not in checks:
+            bar.set_postfix_str(f"{rate_per_s:g}/s: " + (f"{d} co-located instance{'s' if d != 1 else ''}" if layout == COLOCATED else
+                                                          f"{p} prefill + {d} decode instances"))
+            checks[layout, p, d] = _check(dep, rate_per_s, ttft_target_s, tpot_target_s, p, d, num_requests, percentile, layout)
             bar.update(1)
-        return checks[p, d]
+        return checks[layout, p, d]
 
     # targets no pool size can meet: one prompt's prefill alone, or one request's decode step
     floor = None
@@ -203,18 +315,23 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
         floor = f"TTFT of one prompt alone ({dep.prompt_alone_s:.3g} s) over target"
     elif dep.tpot_alone_s > tpot_target_s:
         floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
-    best = None
+    best_dis = best_col = None
     with bar:
-        if floor is None:
+        if floor is None and COLOCATED in layouts:
+            instances = _fewest(lambda k: check(0, k, COLOCATED).meets, max_instances)
+            best_col = check(0, instances, COLOCATED) if instances is not None else None
+        if floor is None and DISAGGREGATED in layouts:
             decode = _fewest(lambda d: check(0, d).meets, max_instances - 1)
             for _ in range(MAX_EXTRA_DECODE + 1):
                 if decode is None or decode >= max_instances:
                     break
                 prefill = _fewest(lambda p: check(p, decode).meets, max_instances - decode)
                 if prefill is not None:
-                    best = check(prefill, decode)
+                    best_dis = check(prefill, decode)
                     break
                 decode += 1   # the pools interfere: one more decode instance
+    found = [b for b in (best_col, best_dis) if b is not None]
+    best = min(found, key=lambda b: b.num_gpus) if found else None   # min keeps the first: co-located on a tie
     done = list(checks.values())
     reasons: dict[str, int] = {floor: 1} if floor else {}
     for c in done:
@@ -222,4 +339,27 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
             reasons[c.reason] = reasons.get(c.reason, 0) + 1
     return ServingPlanResult(rate_per_s=rate_per_s, ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s,
                              instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
-                             infeasible_by_reason=reasons, best=best, checks=tuple(done))
+                             infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
+                             best_disaggregated=best_dis, layouts=tuple(layouts), arrival=_arrival(sc),
+                             arrival_note=_arrival_note(sc))
+
+
+@dataclass(frozen=True)
+class ServingCapacityResult:
+    """The serving question at several request rates: each rate's answer (`size_serving`), in the
+    order asked. A planner's capacity curve: GPUs, layout and cost against the rate."""
+
+    ttft_target_s: float
+    tpot_target_s: float
+    percentile: float
+    plans: tuple[ServingPlanResult, ...]
+
+
+def serving_capacity(sc: ServeScenario, rates_per_s, ttft_target_s: float, tpot_target_s: float,
+                     num_requests: int | None = None, percentile: float = SLO_PERCENTILE, progress: bool = False,
+                     layouts: tuple[str, ...] = LAYOUTS) -> ServingCapacityResult:
+    """`size_serving` at each rate of `rates_per_s` (each run long enough for its own steady state
+    unless `num_requests` is given)."""
+    plans = tuple(size_serving(sc, rate, ttft_target_s, tpot_target_s, num_requests=num_requests, percentile=percentile,
+                               progress=progress, layouts=layouts) for rate in rates_per_s)
+    return ServingCapacityResult(ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s, percentile=percentile, plans=plans)

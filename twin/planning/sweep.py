@@ -33,15 +33,26 @@ import numpy as np
 from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
-from twin.core.scenario import SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
+from twin.core.scenario import KINDS, SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
 from twin.core.specs import ModelSpec
 from twin.planning import executor
+from twin.planning.serving import size_serving
 from twin.serving.run import serve
 from twin.training.step import simulate_step
 
 MAX_POINTS = 10_000      # points in one sweep: each is a step simulation (0.1-1 s for V3)
 GRID, RANDOM, LHS = "grid", "random", "lhs"
 ERROR = "error"          # a point's status when it raised something other than ScenarioError / InfeasiblePlan
+
+
+@dataclass(frozen=True)
+class ServingQuestion:
+    """The serving question asked at every point of a serving sweep (`twin sweep --rate --ttft --tpot`):
+    each point's row is its fewest GPUs (twin.planning.serving.size_serving), not one run of it."""
+
+    rate_per_s: float
+    ttft_s: float
+    tpot_s: float
 
 
 @dataclass(frozen=True)
@@ -111,9 +122,11 @@ def parse_axis(text: str) -> Axis:
     return Axis(key, values=values)
 
 
-def check_keys(axes: list[Axis]) -> None:
-    """Each axis names a field of a scenario section (a typo would make every point invalid), once
-    (a key given twice swept the product of both lists with the second list's values only)."""
+def check_keys(axes: list[Axis], kind: str | None = None) -> None:
+    """Each axis names a field of a scenario section (a typo would make every point invalid), of the
+    base scenario's `kind` where given (`--grid traffic.rate_per_s=1,2` on a training scenario ran
+    every point to 'invalid' and exit 3, until s22walk), once (a key given twice swept the product
+    of both lists with the second list's values only)."""
     seen = set()
     for a in axes:
         if a.key in seen:
@@ -126,6 +139,12 @@ def check_keys(axes: list[Axis]) -> None:
             allowed = (f"a field of [{section}]: " + ", ".join(sorted(names))) if names else \
                 "SECTION.FIELD with a section of " + ", ".join(sorted({"model", *SECTIONS}))
             raise ScenarioError(f"--grid {a.key}", a.key, allowed)
+        own = KINDS[kind][1] if kind is not None else SECTIONS
+        if section != "model" and section not in own:
+            other = "a serving scenario, one with a [serve] table" if section in KINDS[SERVING][1] else \
+                "a training scenario" if kind == SERVING else "a plan scenario"
+            raise ScenarioError(f"--grid {a.key}", a.key, f"a key in a section of this {kind} scenario: "
+                                + ", ".join(sorted({"model", *own})) + f" ([{section}] belongs to {other})")
 
 
 @dataclass(frozen=True)
@@ -143,8 +162,9 @@ class SweepResult:
     rows: tuple[dict[str, Any], ...]
 
 
-def result_of(axes: list[Axis], mode: str, pts: list, base_raw: dict, rows_by_id: dict[str, dict], evaluated_now: int) -> SweepResult:
-    rows = tuple(rows_by_id[cid] for cid in (candidate_id(base_raw, s) for s in pts) if cid in rows_by_id)
+def result_of(axes: list[Axis], mode: str, pts: list, base_raw: dict, rows_by_id: dict[str, dict], evaluated_now: int,
+              question: ServingQuestion | None = None) -> SweepResult:
+    rows = tuple(rows_by_id[cid] for cid in (candidate_id(base_raw, s, question) for s in pts) if cid in rows_by_id)
     status = [r["status"] for r in rows]
     return SweepResult(mode=mode, axes={a.key: ({"low": a.low, "high": a.high} if a.is_range else list(a.values)) for a in axes},
                        num_points=len(pts), num_ok=status.count("ok"), num_invalid=status.count("invalid"),
@@ -195,9 +215,11 @@ def _draw(a: Axis, x: float):
     return a.low + x * (a.high - a.low)
 
 
-def candidate_id(base_raw: dict, settings) -> str:
-    """Stable id of a point: SHA-1 of the base scenario's tables and the point's settings (12 hex digits)."""
-    text = json.dumps([base_raw, sorted([k, v] for k, v in settings)], sort_keys=True, separators=(",", ":"), default=str)
+def candidate_id(base_raw: dict, settings, question: ServingQuestion | None = None) -> str:
+    """Stable id of a point: SHA-1 of the base scenario's tables, the point's settings and the serving
+    question asked of it, if any (12 hex digits; without a question, the ids sweeps journaled before)."""
+    key = [base_raw, sorted([k, v] for k, v in settings)] + ([dataclasses.asdict(question)] if question else [])
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -205,17 +227,49 @@ def _override(key: str, value) -> str:
     return f"{key}={json.dumps(value)}" if isinstance(value, str) else f"{key}={str(value).lower() if isinstance(value, bool) else value}"
 
 
+def serving_figures(res) -> dict:
+    """A serving point's row: the request-level simulation's headline under the point's traffic
+    (until s22walk the row took `tpot_s`, `ttft_s` and `batch` from the analytic concurrency sweep,
+    the same at every request rate: R1 at 2/s and at 20/s both showed TTFT 1.55 s at batch 419,
+    where the simulation gives 0.07 s and 0.2 s)."""
+    return {"output_tokens_per_s": res.output_tokens_per_s, "output_tokens_per_s_per_gpu": res.output_tokens_per_s_per_gpu,
+            "input_tokens_per_s": res.input_tokens_per_s,
+            "ttft_p50_s": res.ttft_p50_s, "ttft_p90_s": res.ttft_p90_s, "ttft_p99_s": res.ttft_p99_s,
+            "tpot_p50_s": res.tpot_p50_s, "tpot_p90_s": res.tpot_p90_s, "tpot_p99_s": res.tpot_p99_s,
+            "e2e_p90_s": res.e2e_p90_s, "goodput_requests_per_s": res.goodput_requests_per_s,
+            "usd_per_million_output_tokens": res.usd_per_million_output_tokens,
+            "memory_per_gpu_bytes": res.memory_per_gpu_bytes, "max_batch_by_memory": res.max_batch_by_memory}
+
+
+def sizing_figures(out) -> dict:
+    """A point's row under the serving question: its fewest GPUs, their layout and split, latency and
+    cost, and each layout's fewest."""
+    b = out.best
+    return {"num_gpus": b.num_gpus, "layout": b.layout, "prefill_gpus": b.prefill_gpus, "decode_gpus": b.decode_gpus,
+            "ttft_s": b.ttft_s, "tpot_s": b.tpot_s, "usd_per_hour": b.usd_per_hour,
+            "usd_per_million_output_tokens_all_gpus": b.usd_per_million_output_tokens_all_gpus,
+            "colocated_gpus": out.best_colocated.num_gpus if out.best_colocated else None,
+            "disaggregated_gpus": out.best_disaggregated.num_gpus if out.best_disaggregated else None,
+            "deployments": out.evaluated}
+
+
 def evaluate_point(args) -> dict:
-    """One point: its settings, status (ok, invalid, infeasible, error) and figures. Never raises
-    (but for KeyboardInterrupt and SystemExit)."""
-    base_raw, source, cid, settings = args
+    """One point: its settings, status (ok, invalid, infeasible, error) and figures; with a serving
+    question (args' fifth), its fewest GPUs. Never raises (but for KeyboardInterrupt and SystemExit)."""
+    base_raw, source, cid, settings, *rest = args
+    question = rest[0] if rest else None
     row = {"candidate_id": cid, **{k: v for k, v in settings}}
     try:
         sc = from_dict(apply_overrides(base_raw, [_override(k, v) for k, v in settings]), source)
-        if sc.kind == SERVING:
+        if question is not None:
+            out = size_serving(sc, question.rate_per_s, question.ttft_s, question.tpot_s)
+            if out.best is None:
+                reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
+                return {**row, "status": "infeasible", "reason": f"no deployment serves {question.rate_per_s:g}/s: {reasons}"}
+            figures = sizing_figures(out)
+        elif sc.kind == SERVING:
             res = serve(sc)
-            figures = {"output_tokens_per_s": res.output_tokens_per_s, "output_tokens_per_s_per_gpu": res.output_tokens_per_s_per_gpu,
-                       "tpot_s": res.tpot_s, "ttft_s": res.ttft_s, "batch": res.batch, "memory_per_gpu_bytes": res.memory_per_gpu_bytes}
+            figures = serving_figures(res)
         else:
             res = simulate_step(sc.base() if hasattr(sc, "base") else sc, record_events=False)
             figures = {"step_time_s": res.step_time_s, "mfu_frac": res.mfu_frac, "tokens_per_s_per_gpu": res.tokens_per_s_per_gpu,
@@ -229,14 +283,17 @@ def evaluate_point(args) -> dict:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return {**row, "status": ERROR, "reason": f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} "
                                                   f"(at {Path(where.filename).name}:{where.lineno} in {where.name})"}
-    return {**row, "status": "ok", "reason": "", **{k: v if isinstance(v, int) else float(v) for k, v in figures.items()}}
+    return {**row, "status": "ok", "reason": "",
+            **{k: v if v is None or isinstance(v, (int, str)) else float(v) for k, v in figures.items()}}
 
 
 def run_sweep(base_raw: dict, source: str, pts: list, done: set[str], on_row: Callable[[dict], None],
-              workers: int | None = None, dask: str | None = None, progress: bool = False) -> int:
+              workers: int | None = None, dask: str | None = None, progress: bool = False,
+              question: ServingQuestion | None = None) -> int:
     """Evaluate every point whose id is not in `done`, handing each row to `on_row` as it arrives
     (in completion order). Returns the number evaluated now."""
-    todo = [(base_raw, source, cid, s) for cid, s in ((candidate_id(base_raw, s), s) for s in pts) if cid not in done]
+    todo = [(base_raw, source, cid, s, question) for cid, s in ((candidate_id(base_raw, s, question), s) for s in pts)
+            if cid not in done]
     with tqdm(total=len(pts), initial=len(pts) - len(todo), desc="sweep", unit="point", file=sys.stderr,
               disable=not progress) as bar:
         for row in executor.run(evaluate_point, todo, workers, dask):

@@ -129,26 +129,42 @@ def read_trace(path: str, hit_frac: float, limit: int) -> Requests:
     return with_prefixes(arrival, i, o, TrafficSpec(prefix_hit_frac=hit_frac), cached)
 
 
+def _whole(text: str) -> int:
+    """A token count: '100' or '100.0' (pandas writes integer columns with a gap as floats); '100.5' raises ValueError."""
+    x = float(text)
+    if not x.is_integer():
+        raise ValueError(text)
+    return int(x)
+
+
 def _trace_rows(path: str, limit: int) -> list[tuple]:
     """(arrival_s, input_len, output_len, cached_len or None) of each row of the trace, checked."""
     field = TRACE_FIELD
     rows = []
-    with Path(path).open(newline="", encoding="utf-8") as fh:
+    # utf-8-sig and stripped names: a spreadsheet's byte-order mark and "arrival_s, input_len" were
+    # "missing arrival_s" / "missing input_len" (until s22walk)
+    with Path(path).open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        missing = [c for c in TRACE_COLUMNS if c not in reader.fieldnames]
         if missing:
             raise ScenarioError(field, path, f"columns {', '.join(TRACE_COLUMNS)} (missing {', '.join(missing)})")
         for k, row in enumerate(reader):
             if k >= min(limit, MAX_SIM_REQUESTS):
                 break
+            line = reader.line_num   # the file's line (blank lines and quoted newlines counted)
+            if None in row or None in row.values():   # more fields than the header, or fewer: accepted until s22walk
+                raise ScenarioError(field, path, f"line {line}: as many fields as the header's {len(reader.fieldnames)} "
+                                                 f"({', '.join(reader.fieldnames)})")
             try:
-                a, i, o = float(row["arrival_s"]), int(row["input_len"]), int(row["output_len"])
-                c = int(row["cached_len"]) if row.get("cached_len") not in (None, "") else None
-            except (TypeError, ValueError):
-                raise ScenarioError(field, path, f"numbers in row {k + 2} (got {dict(row)})") from None
+                a, i, o = float(row["arrival_s"]), _whole(row["input_len"]), _whole(row["output_len"])
+                c = _whole(row["cached_len"]) if row.get("cached_len", "").strip() else None
+            except (TypeError, ValueError, OverflowError):
+                raise ScenarioError(field, path, f"line {line}: arrival_s a number; input_len, output_len and cached_len "
+                                                 f"whole numbers (got {dict(row)})") from None
             if not (math.isfinite(a) and a >= 0 and 1 <= i <= MAX_SEQ_LEN and 1 <= o <= MAX_SEQ_LEN
                     and (c is None or 0 <= c <= i)):
-                raise ScenarioError(field, path, f"row {k + 2}: arrival_s >= 0, 1 <= input_len, output_len <= {MAX_SEQ_LEN:,}, "
+                raise ScenarioError(field, path, f"line {line}: arrival_s >= 0, 1 <= input_len, output_len <= {MAX_SEQ_LEN:,}, "
                                                  f"0 <= cached_len <= input_len (got {dict(row)})")
             rows.append((a, i, o, c))
     return rows

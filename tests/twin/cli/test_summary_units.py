@@ -98,3 +98,17 @@ def test_serve_summary_says_when_a_closed_loop_has_no_steady_state(capsys):
             "--set", "serve.dp_attention=true", "--set", "serve.batch=4"]
     assert main(argv) == 0
     assert "note:" not in capsys.readouterr().out   # 20 requests for 4 clients: steady
+
+
+def test_an_open_run_shorter_than_three_lifetimes_is_noted():
+    """2,000 requests at 20/s arrive in 100 s while each lives 151 s: the headline reads a load still
+    filling, said under the figures (s22walk); a run of 5 lifetimes says nothing."""
+    from types import SimpleNamespace
+
+    from twin.cli.summary import _open_run_note
+    sc = SimpleNamespace(traffic=SimpleNamespace(rate_per_s=20.0))
+    sim = SimpleNamespace(arrival="poisson", simulated_requests=2_000, e2e_s=SimpleNamespace(p50=151.1))
+    assert "2,000 requests arrive in 100.00 s, under three request lifetimes" in _open_run_note(sc, sim)
+    assert "simulate at least 9,066" in _open_run_note(sc, sim)   # 3 x 20 x 151.1
+    assert _open_run_note(sc, SimpleNamespace(arrival="poisson", simulated_requests=2_000, e2e_s=SimpleNamespace(p50=20.0))) == ""
+    assert _open_run_note(sc, SimpleNamespace(arrival="closed", simulated_requests=10, e2e_s=SimpleNamespace(p50=151.1))) == ""
