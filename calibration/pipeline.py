@@ -353,8 +353,11 @@ def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
 # V2-Lite's 32 local experts at 4,096 tokens, where any real spread pads every expert), as the
 # ep.csv layer cases run their measured max_rank_rows. The rows come from the run's own routing
 # records (pipeline_routing.csv: each rank's routed tokens per layer and expert over the timed
-# step), an input of the workload like the layer cases' routing; nothing fitted.
-ADOPT_EP_ROUTED_ROWS = False
+# step), an input of the workload like the layer cases' routing; nothing fitted. Refused by s14epl and
+# s22pp4j (a kernel-class clause read as R's backward overshooting on uneven rows); adopted by s22epq
+# (docs/notes/s22epq_rule.md): the profiled kernels show no overshoot (calibration.ep_uneven), and R
+# passed the blind s20epnew EP2 steps (2xH100 median 6.9 -> 5.3%, 2xH200 2.8 -> 1.3%)
+ADOPT_EP_ROUTED_ROWS = True
 
 
 def ep_layer_rows(routing: pd.DataFrame, row, top_k: int) -> dict[int, np.ndarray]:
