@@ -1356,13 +1356,17 @@ def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dic
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    # the unpinned row's own routing under ADOPT_EP_ROUTED_ROWS, as predict_folder prices it
+    rpath = Path(folder) / "pipeline_routing.csv"
+    routing = read_csv(rpath) if ADOPT_EP_ROUTED_ROWS and csv_exists(rpath) else pd.DataFrame()
     out = []
     for _, pinned_row in pinned_steps.iterrows():
         same = np.all([(steps[k].astype(str) == str(pinned_row[k])).to_numpy() for k in CONFIG_KEYS], axis=0)
         if not same.any():
             continue
         row = steps[same].iloc[0]
-        result, pred, _ = simulate_row(row, spec_gpu, profile, accumulate, host)
+        result, pred, _ = simulate_row(row, spec_gpu, profile, accumulate, host,
+                                       ep_rows=ep_layer_rows(routing, row, _spec_of(row).top_k))
         out.append({"schedule": str(row["schedule"]), "num_microbatches": int(row["num_microbatches"]),
                     "predicted_s": pred, "unpinned_s": float(row["time_s"]), "pinned_s": float(pinned_row["time_s"]),
                     "pinned_reps": int(pinned_row["reps"]), "pp": int(row["pp"]),

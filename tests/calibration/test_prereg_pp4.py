@@ -9,6 +9,7 @@ import pytest
 from calibration import pipeline as pipe
 from calibration import prereg, prereg_pp4
 from calibration import records as rec
+from calibration.records_io import read_csv
 from calibration.validate import load_fitted_profile
 from calibration.whole_step import with_measured_collectives
 
@@ -33,7 +34,11 @@ def test_predictions_are_validations_price_of_the_committed_four_gpu_steps():
     cases = [c for c in pipe.predict_folder(folder, gpu, with_measured_collectives(profile, folder))
              if c["row"]["bench"] == "pipeline_step"]
     assert len(cases) == 12 and {c["row"]["schedule"] for c in cases} == set(prereg_pp4.SCHEDULES)
-    got = prereg_pp4.predict([{**c["row"].to_dict(), "gpu": gpu} for c in cases])
+    rows = [{**c["row"].to_dict(), "gpu": gpu} for c in cases]
+    # validation prices each EP layer at the run's own routing under R (s22epq); the pre-registrations
+    # (no routing before the run) take prereg_pp4.predict's path, which is this one without it
+    got = (prereg.predict_ep(rows, num_gpus=4, routing=read_csv(folder / "pipeline_routing.csv"))
+           if pipe.ADOPT_EP_ROUTED_ROWS else prereg_pp4.predict(rows))
     assert got["predicted_s"].tolist() == pytest.approx([c["predicted_s"] for c in cases], rel=1e-12)
     for r in (0, 1):
         assert got[f"predicted_idle_r{r}_s"].tolist() == pytest.approx(
