@@ -93,11 +93,11 @@ def uneven_change(rows: pd.DataFrame) -> pd.DataFrame:
     and twin, and twin / profiled of that change (1: the twin prices the unevenness as the kernels
     run it; > 1: it overshoots)."""
     key = ["gpu", "tokens", "rank", "layout"]
-    even = rows[rows["skew"] == 0].set_index(key)
-    skewed = rows[rows["skew"] != 0].set_index(key)
-    both = skewed.join(even[["measured_s", "twin_s", "rows"]], rsuffix="_even", how="inner")
+    even = rows[rows["skew"] == 0][key + ["measured_s", "twin_s", "rows"]]
+    skewed = rows[rows["skew"] != 0]
+    both = skewed.merge(even, on=key, suffixes=("", "_even"))
     both["measured_change"] = both["measured_s"] / both["measured_s_even"]
     both["twin_change"] = both["twin_s"] / both["twin_s_even"]
     both["rows_change"] = both["rows"] / both["rows_even"]
     both["twin_over_measured"] = both["twin_change"] / both["measured_change"]
-    return both.reset_index()[key + ["rows_cv", "rows_change", "measured_change", "twin_change", "twin_over_measured"]]
+    return both[key + ["rows_cv", "rows_change", "measured_change", "twin_change", "twin_over_measured"]]
