@@ -26,7 +26,7 @@ from calibration import prereg
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.validate import _ep_name, kind_of, load_fitted_profile
 
 # real/bench/ep_fresh.py FRESH_CASES (restated: calibration does not import real/; a test keeps them
@@ -93,16 +93,23 @@ def summary(rows: pd.DataFrame, kind: str, split: str = "holdout") -> dict:
     return out
 
 
-def s20epnew_live(on: bool, gpu: str = "h200") -> pd.DataFrame:
+def s20epnew_routing(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """Every model's pipeline_routing rows of `gpu`'s s20epnew folder (<gpu>x2/s20epnew/<model>/), concatenated."""
+    parts = [read_csv(p) for p in glob_csv(Path(root) / f"{gpu}x2" / prereg.EP_RECORDS_SUBDIR, "*/pipeline_routing.csv")]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def s20epnew_live(on: bool, gpu: str = "h200", routed: bool = False) -> pd.DataFrame:
     """The pre-registered EP2 steps of s20epnew (calibration.prereg.EP_CASES) that `gpu`'s two-GPU host
     measured, re-predicted live with A set to `on` (prereg.predict_ep: the path their pre-registered
-    predictions took); the pre-registered file itself is never rewritten. Columns: prereg.EP_KEY,
-    measured_s, predicted_s, rel_error."""
+    predictions took); the pre-registered file itself is never rewritten. `routed` (s22epq, R): each MoE
+    layer at its most loaded EP rank's rows per local expert from the run's own routing records
+    (prereg.predict_ep's `routing`). Columns: prereg.EP_KEY, measured_s, predicted_s, rel_error."""
     meas = prereg.measured_ep()
     meas = meas[meas["gpu"] == gpu].groupby(prereg.EP_KEY, as_index=False)["time_s"].median()
     rows = [r for r in prereg.ep_case_rows() if r["gpu"] == gpu]
     with local_experts_only(on):
-        pred = prereg.predict_ep(rows)
+        pred = prereg.predict_ep(rows, routing=s20epnew_routing(gpu) if routed else None)
     out = pred[prereg.EP_KEY + ["predicted_s"]].merge(meas.rename(columns={"time_s": "measured_s"}), on=prereg.EP_KEY)
     return out.assign(rel_error=out["predicted_s"] / out["measured_s"] - 1.0)
 

@@ -353,8 +353,11 @@ def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
 # V2-Lite's 32 local experts at 4,096 tokens, where any real spread pads every expert), as the
 # ep.csv layer cases run their measured max_rank_rows. The rows come from the run's own routing
 # records (pipeline_routing.csv: each rank's routed tokens per layer and expert over the timed
-# step), an input of the workload like the layer cases' routing; nothing fitted.
-ADOPT_EP_ROUTED_ROWS = False
+# step), an input of the workload like the layer cases' routing; nothing fitted. Refused by s14epl and
+# s22pp4j (a kernel-class clause read as R's backward overshooting on uneven rows); adopted by s22epq
+# (docs/notes/s22epq_rule.md): the profiled kernels show no overshoot (calibration.ep_uneven), and R
+# passed the blind s20epnew EP2 steps (2xH100 median 6.9 -> 5.3%, 2xH200 2.8 -> 1.3%)
+ADOPT_EP_ROUTED_ROWS = True
 
 
 def ep_layer_rows(routing: pd.DataFrame, row, top_k: int) -> dict[int, np.ndarray]:
@@ -1353,13 +1356,17 @@ def pinned_comparison(folder: Path, pinned: Path, gpu: str, profile) -> list[dic
     profile = with_measured_collectives(profile, folder)
     accumulate = measured_accumulate(Path(folder), gpu)
     host = measured_host_s(Path(folder), gpu, profile, accumulate)
+    # the unpinned row's own routing under ADOPT_EP_ROUTED_ROWS, as predict_folder prices it
+    rpath = Path(folder) / "pipeline_routing.csv"
+    routing = read_csv(rpath) if ADOPT_EP_ROUTED_ROWS and csv_exists(rpath) else pd.DataFrame()
     out = []
     for _, pinned_row in pinned_steps.iterrows():
         same = np.all([(steps[k].astype(str) == str(pinned_row[k])).to_numpy() for k in CONFIG_KEYS], axis=0)
         if not same.any():
             continue
         row = steps[same].iloc[0]
-        result, pred, _ = simulate_row(row, spec_gpu, profile, accumulate, host)
+        result, pred, _ = simulate_row(row, spec_gpu, profile, accumulate, host,
+                                       ep_rows=ep_layer_rows(routing, row, _spec_of(row).top_k))
         out.append({"schedule": str(row["schedule"]), "num_microbatches": int(row["num_microbatches"]),
                     "predicted_s": pred, "unpinned_s": float(row["time_s"]), "pinned_s": float(pinned_row["time_s"]),
                     "pinned_reps": int(pinned_row["reps"]), "pp": int(row["pp"]),

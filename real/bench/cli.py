@@ -25,6 +25,7 @@ from real.bench.duty_sweep import bench_duty_sweep
 from real.bench.power_activity import bench_power_activity
 from real.bench.ep import bench_ep
 from real.bench.ep_fresh import bench_ep_fresh
+from real.bench.ep_models import bench_ep_models
 from real.bench.ep_kernels import bench_ep_kernels
 from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
@@ -74,7 +75,7 @@ _FUNCTIONS = {
     "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep, "power_activity": bench_power_activity,
     "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,
     "ep_fresh": bench_ep_fresh,
-    "host_input": bench_host_input, "host_steps": bench_host_steps,
+    "host_input": bench_host_input, "host_steps": bench_host_steps, "ep_models": bench_ep_models,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order
