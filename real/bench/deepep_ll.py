@@ -174,10 +174,11 @@ def sleep_cycles_per_us() -> float:
     return 2_000_000 / (start.elapsed_time(end) * 1e3)
 
 
-def measure(buf, deep_ep, args, tokens: int, hook: bool, gap_cycles: int, rank: int, num_ranks: int) -> tuple[list, int]:
+def measure(buf, deep_ep, args, experts: int, tokens: int, hook: bool, gap_cycles: int, rank: int,
+            num_ranks: int) -> tuple[list, int]:
     """Profile args.iters dispatch + combine rounds at `tokens` a rank; (kernels, rows received)."""
     torch.manual_seed(1 + rank)
-    e, k, h = args.experts, args.topk, args.hidden
+    e, k, h = experts, args.topk, args.hidden
     x = torch.randn((tokens, h), dtype=torch.bfloat16, device="cuda") * 0.1
     scores = torch.randn((tokens, e), dtype=torch.float32, device="cuda").abs() + 1
     topk_idx = torch.topk(scores, k, dim=-1, largest=True, sorted=True)[1].to(deep_ep.topk_idx_t)
@@ -220,7 +221,7 @@ def parse_args(argv):
     p.add_argument("--tokens", default="32,64,96,128", help="tokens a rank, comma-separated")
     p.add_argument("--max-tokens", type=int, default=128, help="num_max_dispatch_tokens_per_rank of the buffer")
     p.add_argument("--hidden", type=int, default=7168)
-    p.add_argument("--experts", type=int, default=256)
+    p.add_argument("--experts", default="256", help="experts in all, comma-separated (the kernels' grid follows it)")
     p.add_argument("--topk", type=int, default=8)
     p.add_argument("--gaps-us", default="0,300", help="GPU sleep between a send and its hook (hook mode)")
     p.add_argument("--nohook", action=argparse.BooleanOptionalAction, default=True)
@@ -232,8 +233,9 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rank, num_ranks = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    experts_list = [int(e) for e in args.experts.split(",")]
     base = {"bench": FAMILY, "rank": rank, "num_ranks": num_ranks, "max_tokens_per_rank": args.max_tokens,
-            "hidden": args.hidden, "num_experts": args.experts, "local_experts": args.experts // num_ranks,
+            "hidden": args.hidden, "num_experts": experts_list[0], "local_experts": experts_list[0] // num_ranks,
             "top_k": args.topk, "dispatch_fp8": True}
     try:
         import deep_ep  # lazy: DeepEP's own build, carried beside the repository; absent on most images
@@ -254,22 +256,30 @@ def main(argv=None) -> int:
     group = dist.new_group(list(range(num_ranks)))
     env = environment(num_ranks)
     out = RowWriter(args.out / f"rank{rank}")
-    rdma_bytes = deep_ep.Buffer.get_low_latency_rdma_size_hint(args.max_tokens, args.hidden, num_ranks, args.experts)
+    # one buffer for the largest layout; a different expert count re-lays it (clean_low_latency_buffer)
+    rdma_bytes = max(deep_ep.Buffer.get_low_latency_rdma_size_hint(args.max_tokens, args.hidden, num_ranks, e)
+                     for e in experts_list)
     buf = deep_ep.Buffer(group, num_rdma_bytes=rdma_bytes, low_latency_mode=True,
-                         num_qps_per_rank=args.experts // num_ranks, allow_nvlink_for_low_latency_mode=True,
+                         num_qps_per_rank=max(experts_list) // num_ranks, allow_nvlink_for_low_latency_mode=True,
                          explicitly_destroy=True)
     cycles_per_us = sleep_cycles_per_us()
     modes = [(True, float(g)) for g in args.gaps_us.split(",")] + ([(False, 0.0)] if args.nohook else [])
-    for tokens in (int(t) for t in args.tokens.split(",")):
-        for hook, gap_us in modes:
-            kernels, rows = measure(buf, deep_ep, args, tokens, hook, int(gap_us * cycles_per_us), rank, num_ranks)
-            cols = kernel_columns(kernels, hook)
-            out.row(**base, **env, **cols, status="ok", tokens_per_rank=tokens, mode="hook" if hook else "nohook",
-                    gap_us=gap_us, iters=args.iters, rows_received=rows)
-            print(f"[rank {rank}] tokens {tokens} {'hook' if hook else 'nohook'} gap {gap_us:.0f} us: dispatch "
-                  f"{cols['dispatch_send_s'] * 1e6:.1f} + {cols['dispatch_recv_s'] * 1e6:.1f} us, combine "
-                  f"{cols['combine_send_s'] * 1e6:.1f} + {cols['combine_recv_s'] * 1e6:.1f} us, rows {rows}",
-                  flush=True)
+    cases = [(e, int(t), hook, gap) for e in experts_list for t in args.tokens.split(",") for hook, gap in modes]
+    for i, (experts, tokens, hook, gap_us) in enumerate(cases):
+        if i and experts != cases[i - 1][0]:
+            buf.clean_low_latency_buffer(args.max_tokens, args.hidden, experts)
+            torch.cuda.synchronize()
+            dist.barrier()
+        kernels, rows = measure(buf, deep_ep, args, experts, tokens, hook, int(gap_us * cycles_per_us), rank,
+                                num_ranks)
+        cols = kernel_columns(kernels, hook)
+        out.row(**{**base, **env, **cols, "status": "ok", "num_experts": experts, "local_experts": experts // num_ranks,
+                   "tokens_per_rank": tokens, "mode": "hook" if hook else "nohook", "gap_us": gap_us,
+                   "iters": args.iters, "rows_received": rows})
+        print(f"[rank {rank}] experts {experts} tokens {tokens} {'hook' if hook else 'nohook'} gap {gap_us:.0f} us: "
+              f"dispatch {cols['dispatch_send_s'] * 1e6:.1f} + {cols['dispatch_recv_s'] * 1e6:.1f} us, combine "
+              f"{cols['combine_send_s'] * 1e6:.1f} + {cols['combine_recv_s'] * 1e6:.1f} us, rows {rows}",
+              flush=True)
     out.close()
     dist.barrier()
     buf.destroy()

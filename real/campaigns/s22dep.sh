@@ -11,8 +11,10 @@
 #   bash real/campaigns/s22dep.sh OUTDIR
 # One part, GPUs 0 and 1, <= 150 s in all (timeout 120 s):
 #   ll     real.bench.deepep_ll on 2 ranks: tokens a rank 32, 64, 96, 128 (buffer for 128), hidden
-#          7168, top-8 of 256 experts (128 local experts a rank), FP8 dispatch; modes hook at gap 0
-#          and 300 us, and nohook; 5 warm-up and 20 profiled rounds each -> OUTDIR/s22dep/x2/rank*/deepep_ll.csv
+#          7168, top-8 of 256 experts (128 local a rank; the kernels' grid as at DeepSeek's EP128
+#          profile: 128 blocks) and of 288 (144 local; grid 96 blocks as EP144's 256 + 32 redundant),
+#          FP8 dispatch; modes hook at gap 0 and 300 us, and nohook; 5 warm-up and 20 profiled rounds
+#          each -> OUTDIR/s22dep/x2/rank*/deepep_ll.csv
 # Rows are written per configuration, so a part cut short keeps what it measured. Stops cleanly
 # (exit 0, nothing run) on fewer than 2 GPUs; where deep_ep does not import, the harness writes one
 # status row (deep_ep_absent) and exits 0.
@@ -39,7 +41,7 @@ mkdir -p "$root/x2"
 if [ "$tiny" = "1" ]; then
   part ll 60 "$PY" -m real.bench.deepep_ll --out "$root/x2" --tokens 32 --iters 2 --warmup 1
 else
-  part ll 120 "${torchrun[@]}" -m real.bench.deepep_ll --out "$root/x2" --tokens 32,64,96,128 \
+  part ll 120 "${torchrun[@]}" -m real.bench.deepep_ll --out "$root/x2" --experts 256,288 --tokens 32,64,96,128 \
     --max-tokens 128 --gaps-us 0,300 --warmup 5 --iters 20
 fi
 echo "s22dep done $(date -u +%FT%TZ)" | tee -a "$log"
