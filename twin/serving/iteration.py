@@ -67,6 +67,11 @@ NUM_LOAD_LAYERS = 4   # MoE layers whose loads are sampled (EPLB per layer); the
 # Two micro-batches of a decode step list-scheduled in DeepSeek's decode pipeline (`decode_stage_layers_s`)
 # instead of n x max(compute, all-to-all) + min; docs/notes/s15srv_rule.md decides it.
 ADOPT_DECODE_STAGE_OVERLAP = False
+# DeepEP's low-latency send and receive kernels hold the SMs on the compute stream (return_recv_hook, DeepSeek's
+# decode): measured on one host (real/bench/deepep_ll.py, campaign s22dep, calibration/deepep_ll_fit.py) and
+# booked in each micro-batch's compute, the flight alone left on no SMs. docs/notes/s22dep_rule.md decides it.
+ADOPT_DEEPEP_LL_SM_TIME = False
+DEEPEP_LL_KERNELS = ("dispatch_send", "dispatch_recv", "combine_send", "combine_recv")
 
 
 def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> Profile:
@@ -184,6 +189,24 @@ def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_f
     bw_d = _interp_log2(s.ep, t["ep"], t["dispatch_bytes_per_s"])
     bw_c = _interp_log2(s.ep, t["ep"], t["combine_bytes_per_s"])
     return (rows * disp_row / bw_d + gpu.scale_out_latency_s, rows * comb_row / bw_c + gpu.scale_out_latency_s)
+
+
+def deepep_ll_kernels_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_frac: float) -> dict[str, float]:
+    """Seconds each of DeepEP's low-latency kernels holds the SMs for one micro-batch of `tokens` a GPU
+    (twin/data/serving_claims.toml [deepep_ll_sm], fitted from 2-GPU rows: fixed + per row x rows, the per-row
+    part scaled by the measured GPU's HBM bandwidth over this GPU's). Rows: the dispatch's send and the
+    combine's receive handle the GPU's own tokens x top_k; the dispatch's receive and the combine's send the
+    rows it received (x rows_frac, the straggler's). The expert count nearest the scenario's physical experts
+    picks the fit (the kernels' grid follows it). Zero where the all-to-all is not DeepEP's low-latency path."""
+    if tokens <= 0 or not m.is_moe or s.ep == 1 or _a2a_kind(gpu, s) != "deepep_ll":
+        return dict.fromkeys(DEEPEP_LL_KERNELS, 0.0)
+    t = serving_tables()["deepep_ll_sm"]
+    physical = m.num_routed_experts + s.redundant_experts
+    i = min(range(len(t["experts"])), key=lambda j: abs(t["experts"][j] - physical))
+    own, received = tokens * m.top_k, tokens * m.top_k * rows_frac
+    rows = {"dispatch_send": own, "dispatch_recv": received, "combine_send": received, "combine_recv": own}
+    hbm = t["measured_hbm_bytes_per_s"] / gpu.hbm_bytes_per_s
+    return {k: t[f"{k}_fixed_s"][i] + t[f"{k}_per_row_s"][i] * rows[k] * hbm for k in DEEPEP_LL_KERNELS}
 
 
 def flashmla_rates(gpu: GPUSpec, s: ServeSpec) -> tuple[float, float]:
@@ -324,16 +347,26 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         moe = sum(parts.values()) + allreduce
         dense = _dense_ffn_s(m, gpu, s, t_attn, prof, sm)
         disp, comb = decode_a2a_s(mm, gpu, ms, t_group, loads["rows_frac"]) if m.is_moe else (0.0, 0.0)
+        ll = (deepep_ll_kernels_s(mm, gpu, ms, t_group, loads["rows_frac"]) if m.is_moe and ADOPT_DEEPEP_LL_SM_TIME
+              else dict.fromkeys(DEEPEP_LL_KERNELS, 0.0))
+        # the table's kernel (no hook) holds send, flight and receive: on no SMs only the flight is left
+        disp = max(disp - ll["dispatch_send"] - ll["dispatch_recv"], 0.0)
+        comb = max(comb - ll["combine_send"] - ll["combine_recv"], 0.0)
+        moe += sum(ll.values())
         groups = {"attention_core": core, "attention_gemm": proj["attention_gemm"] + parts.get("gate", 0.0),
                   "shared_experts": parts.get("shared_experts", 0.0), "routed_experts": parts.get("routed_experts", 0.0),
                   "elementwise": proj["elementwise"] + parts.get("elementwise", 0.0), "dispatch": disp, "combine": comb,
-                  "tensor_parallel": proj["tp_all_reduce"] + allreduce}
+                  "tensor_parallel": proj["tp_all_reduce"] + allreduce, "deepep_ll_kernels": sum(ll.values())}
         # the compute pieces of DeepSeek's decode pipeline: ATTN-0 (before the core), ATTN-1 (core,
         # output side, gate), SHARED, MLP (routed experts, their elementwise kernels, MoE TP reduce)
         after_core = _attn_after_core_s(m, gpu, s, t_attn, prof, sm) + proj["tp_all_reduce"]
-        stages = {"attn0": a - core - after_core, "attn1": core + after_core + parts.get("gate", 0.0),
+        # (DeepEP's kernels: dispatch send after ATTN-1, its receive and the combine's send around MLP, the
+        # combine's receive before the next ATTN-0)
+        stages = {"attn0": a - core - after_core + ll["combine_recv"],
+                  "attn1": core + after_core + parts.get("gate", 0.0) + ll["dispatch_send"],
                   "shared": parts.get("shared_experts", 0.0),
-                  "mlp": moe - parts.get("gate", 0.0) - parts.get("shared_experts", 0.0), "dispatch": disp, "combine": comb}
+                  "mlp": moe - parts.get("gate", 0.0) - parts.get("shared_experts", 0.0) - ll["combine_recv"]
+                  - ll["dispatch_send"], "dispatch": disp, "combine": comb}
         return {"attn": a, "mla_core": core, "mla_core_flops": flops, "mla_core_bytes": nbytes,
                 "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn, "groups": groups, "stages": stages}
 

@@ -175,7 +175,8 @@ def test_day_rows_compare_like_for_like(production_rows):
     assert pre["predicted"] == pytest.approx(pre["fully_loaded_per_node"] / pre["busiest_to_mean_load"])
 
 
-COMPUTE_GROUPS = ("attention_core", "attention_gemm", "shared_experts", "routed_experts", "elementwise", "tensor_parallel")
+COMPUTE_GROUPS = ("attention_core", "attention_gemm", "shared_experts", "routed_experts", "elementwise", "tensor_parallel",
+                  "deepep_ll_kernels")
 
 
 @pytest.mark.parametrize("phase", ["decode", "prefill"])
