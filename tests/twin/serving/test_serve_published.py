@@ -188,7 +188,7 @@ def test_profile_groups_are_the_iteration_models_layer_at_the_profiles_condition
     from twin.serving.published import deepseek_profile_groups
     row = deepseek_profile_groups(phase)
     g = row["groups_us"]
-    compute, a2a = sum(g[k] for k in COMPUTE_GROUPS), g["dispatch"] + g["combine"]
+    compute, a2a = sum(g.get(k, 0.0) for k in COMPUTE_GROUPS), g["dispatch"] + g["combine"]   # (no DeepEP LL kernels in prefill)
     assert g["attention_core"] > 0 and g["routed_experts"] > 0 and g["shared_experts"] > 0 and g["dispatch"] > 0
     assert g["combine"] > g["dispatch"]            # BF16 combine, FP8 dispatch
     if phase == "decode":
