@@ -9,17 +9,19 @@
 #
 # Run it alone on a 2-GPU host (2xH200 or 2xH100, the same script):
 #   bash real/campaigns/s22dep.sh OUTDIR
-# One part, GPUs 0 and 1, <= 150 s in all (timeout 120 s):
+# One part, GPUs 0 and 1, <= 150 s in all (timeout 100 s, and 45 s for the fallback below):
 #   ll     real.bench.deepep_ll on 2 ranks: tokens a rank 32, 64, 96, 128 (buffer for 128), hidden
 #          7168, top-8 of 256 experts (128 local a rank; the kernels' grid as at DeepSeek's EP128
 #          profile: 128 blocks) and of 288 (144 local; grid 96 blocks as EP144's 256 + 32 redundant),
 #          FP8 dispatch; modes hook at gap 0 and 300 us, and nohook; 5 warm-up and 20 profiled rounds
 #          each -> OUTDIR/s22dep/x2/rank*/deepep_ll.csv
+#   ll_novmm  only where ll measured nothing: the same at 256 experts with NVSHMEM_DISABLE_CUDA_VMM=1
+#          -> OUTDIR/s22dep/x2_novmm/
 # Rows are written per configuration, so a part cut short keeps what it measured. Stops cleanly
 # (exit 0, nothing run) on fewer than 2 GPUs; where deep_ep does not import, the harness writes one
 # status row (deep_ep_absent) and exits 0.
 # Env: PY (python3), DEEPEP_DIR (_camp_deepep/built: deep_ep/ and deep_ep_cpp*.so), S22DEP_PARTS
-# (default "ll"), S22DEP_TINY (1: CPU dry run, one process, no deep_ep), S22DEP_TIMEOUT_SCALE (1).
+# (default "ll ll_novmm"), S22DEP_TINY (1: CPU dry run, one process, no deep_ep), S22DEP_TIMEOUT_SCALE (1).
 set -u
 root=${1:?usage: s22dep.sh OUTDIR}/s22dep
 mkdir -p "$root"
@@ -27,7 +29,7 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 PY=${PY:-python3}
 tiny=${S22DEP_TINY:-0}
 scale=${S22DEP_TIMEOUT_SCALE:-1}
-parts=" ${S22DEP_PARTS:-ll} "
+parts=" ${S22DEP_PARTS:-ll ll_novmm} "
 campaign=s22dep
 deepep_dir=${DEEPEP_DIR:-_camp_deepep/built}
 if [ "$tiny" != "1" ] && [ -d "$deepep_dir" ]; then
@@ -41,7 +43,13 @@ mkdir -p "$root/x2"
 if [ "$tiny" = "1" ]; then
   part ll 60 "$PY" -m real.bench.deepep_ll --out "$root/x2" --tokens 32 --iters 2 --warmup 1
 else
-  part ll 120 "${torchrun[@]}" -m real.bench.deepep_ll --out "$root/x2" --experts 256,288 --tokens 32,64,96,128 \
+  part ll 100 "${torchrun[@]}" -m real.bench.deepep_ll --out "$root/x2" --experts 256,288 --tokens 32,64,96,128 \
     --max-tokens 128 --gaps-us 0,300 --warmup 5 --iters 20
+  # NVSHMEM maps the peer's buffer through CUDA VMM handles by default; where that fails in a container
+  # (no row measured), once more with the legacy CUDA IPC handles, 256 experts only
+  if [ "$(grep -c ',ok,' "$root/x2/rank0/deepep_ll.csv" 2>/dev/null)" = "0" ] || [ ! -f "$root/x2/rank0/deepep_ll.csv" ]; then
+    (export NVSHMEM_DISABLE_CUDA_VMM=1; part ll_novmm 45 "${torchrun[@]}" -m real.bench.deepep_ll \
+      --out "$root/x2_novmm" --experts 256 --tokens 32,64,128 --max-tokens 128 --gaps-us 0,300 --warmup 5 --iters 20)
+  fi
 fi
 echo "s22dep done $(date -u +%FT%TZ)" | tee -a "$log"
