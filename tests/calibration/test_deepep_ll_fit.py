@@ -1,13 +1,15 @@
 """calibration/deepep_ll_fit.py (s22dep): DeepEP's low-latency kernel times as fixed + per-row lines, from the
 hook rows at the largest gap only, each token count the mean over ranks; on rows made from known lines it gives
-those lines back."""
+those lines back; the committed table is the fit of its committed records."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
 from calibration import deepep_ll_fit
 from real.bench.deepep_ll import COLS
+from twin.core.specs import serving_tables
 
 # known lines (seconds = fixed + per_row x rows), 256 experts
 LINES = {"dispatch_send": (6e-6, 1.0e-8), "dispatch_recv": (4e-6, 0.8e-8), "combine_send": (5e-6, 1.2e-8),
@@ -53,3 +55,15 @@ def test_fit_line_worked_example():
 def test_within_flags_a_point_off_its_line():
     assert not deepep_ll_fit.within({("dispatch_send", 256): [(256, 20e-6, 3.5e-6)]})   # 17.5% and > 2 us
     assert deepep_ll_fit.within({("dispatch_send", 256): [(256, 10e-6, 1.9e-6)]})       # 19% but < 2 us
+
+
+def test_committed_table_is_the_fit_of_its_records():
+    """twin/data/serving_claims.toml [deepep_ll_sm] holds calibration/deepep_ll_fit.py's fit of the CSV it names
+    (campaign s22dep), to the 4 digits written, and that fit meets the rule's residual criterion."""
+    t = serving_tables()["deepep_ll_sm"]
+    r = deepep_ll_fit.fit(Path(__file__).resolve().parents[2] / t["source"])
+    assert r["table"]["experts"] == t["experts"] and t["measured_gpu"] in r["gpu_name"].lower()
+    for k in deepep_ll_fit.KERNELS:
+        for col in (f"{k}_fixed_s", f"{k}_per_row_s"):
+            assert t[col] == pytest.approx(r["table"][col], rel=1e-3), col
+    assert deepep_ll_fit.within(r["residuals"])
