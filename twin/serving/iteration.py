@@ -70,7 +70,7 @@ ADOPT_DECODE_STAGE_OVERLAP = False
 # DeepEP's low-latency send and receive kernels hold the SMs on the compute stream (return_recv_hook, DeepSeek's
 # decode): measured on one host (real/bench/deepep_ll.py, campaign s22dep, calibration/deepep_ll_fit.py) and
 # booked in each micro-batch's compute, the flight alone left on no SMs. docs/notes/s22dep_rule.md decides it.
-ADOPT_DEEPEP_LL_SM_TIME = False
+ADOPT_DEEPEP_LL_SM_TIME = True
 DEEPEP_LL_KERNELS = ("dispatch_send", "dispatch_recv", "combine_send", "combine_recv")
 
 
