@@ -15,7 +15,10 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
   MoE        router, shared expert, routed experts as one grouped GEMM over the straggler rank's
              physical experts (rows from the load model, EPLB replication from twin.moe.eplb), and
              dispatch + combine: NVLink inside a node, else DeepEP's low-latency table (H800,
-             bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows.
+             bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows. DeepEP's
+             path also holds the SMs: its send and receive kernels (return_recv_hook, measured on 2xH200:
+             deepep_ll_kernels_s, ADOPT_DEEPEP_LL_SM_TIME, docs/notes/s22dep_rule.md) join the micro-batch's
+             compute and the table's time less them stays on no SMs (the flight).
   overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a
              step takes layers x n x max(C, A) + min(C, A) with C, A the per-micro-batch compute
              and communication (n = 1: C + A). Weight-streaming GEMMs read their weights once per
