@@ -21,7 +21,8 @@
 # (exit 0, nothing run) on fewer than 2 GPUs; where deep_ep does not import, the harness writes one
 # status row (deep_ep_absent) and exits 0.
 # Env: PY (python3), DEEPEP_DIR (_camp_deepep/built: deep_ep/ and deep_ep_cpp*.so), S22DEP_PARTS
-# (default "ll ll_novmm"), S22DEP_TINY (1: CPU dry run, one process, no deep_ep), S22DEP_TIMEOUT_SCALE (1).
+# (default "ll ll_novmm"), S22DEP_GPUS (2; 1 -> OUTDIR/s22dep/x1/), S22DEP_TINY (1: CPU dry run, one process,
+# no deep_ep), S22DEP_TIMEOUT_SCALE (1).
 set -u
 root=${1:?usage: s22dep.sh OUTDIR}/s22dep
 mkdir -p "$root"
@@ -31,6 +32,7 @@ tiny=${S22DEP_TINY:-0}
 scale=${S22DEP_TIMEOUT_SCALE:-1}
 parts=" ${S22DEP_PARTS:-ll ll_novmm} "
 campaign=s22dep
+gpus=${S22DEP_GPUS:-2}   # 1: the same on one GPU (every expert local; a check of how the kernels scale by GPU)
 deepep_dir=${DEEPEP_DIR:-_camp_deepep/built}
 if [ "$tiny" != "1" ] && [ -d "$deepep_dir" ]; then
   export PYTHONPATH="$(cd "$deepep_dir" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
@@ -39,17 +41,18 @@ fi
 . "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the two-GPU check, part(), torchrun
 $PY -c "import importlib.metadata as m; print('nvshmem', m.version('nvidia-nvshmem-cu13'))" >> "$root/host_$campaign.txt" 2>&1
 
-mkdir -p "$root/x2"
+x="x$gpus"
+mkdir -p "$root/$x"
 if [ "$tiny" = "1" ]; then
-  part ll 60 "$PY" -m real.bench.deepep_ll --out "$root/x2" --tokens 32 --iters 2 --warmup 1
+  part ll 60 "$PY" -m real.bench.deepep_ll --out "$root/$x" --tokens 32 --iters 2 --warmup 1
 else
-  part ll 100 "${torchrun[@]}" -m real.bench.deepep_ll --out "$root/x2" --experts 256,288 --tokens 32,64,96,128 \
+  part ll 100 "${torchrun[@]}" -m real.bench.deepep_ll --out "$root/$x" --experts 256,288 --tokens 32,64,96,128 \
     --max-tokens 128 --gaps-us 0,300 --warmup 5 --iters 20
   # NVSHMEM maps the peer's buffer through CUDA VMM handles by default; where that fails in a container
   # (no row measured), once more with the legacy CUDA IPC handles, 256 experts only
-  if [ "$(grep -c ',ok,' "$root/x2/rank0/deepep_ll.csv" 2>/dev/null)" = "0" ] || [ ! -f "$root/x2/rank0/deepep_ll.csv" ]; then
+  if [ "$(grep -c ',ok,' "$root/$x/rank0/deepep_ll.csv" 2>/dev/null)" = "0" ] || [ ! -f "$root/$x/rank0/deepep_ll.csv" ]; then
     (export NVSHMEM_DISABLE_CUDA_VMM=1; part ll_novmm 45 "${torchrun[@]}" -m real.bench.deepep_ll \
-      --out "$root/x2_novmm" --experts 256 --tokens 32,64,128 --max-tokens 128 --gaps-us 0,300 --warmup 5 --iters 20)
+      --out "$root/${x}_novmm" --experts 256 --tokens 32,64,128 --max-tokens 128 --gaps-us 0,300 --warmup 5 --iters 20)
   fi
 fi
 echo "s22dep done $(date -u +%FT%TZ)" | tee -a "$log"
