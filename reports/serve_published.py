@@ -103,7 +103,8 @@ def build(out_dir: str | Path) -> list[Path]:
         "`twin validate` sets it beside these figures.")
     groups = list(profiles[0]["groups_us"])
     p.table(["group (per layer, micro-batch)", *(f"{r['phase']}: {r['conditions']}" for r in profiles)],
-            [[g.replace("_", " "), *(pg.seconds(r["groups_us"][g] / 1e6) for r in profiles)] for g in groups]
+            [[g.replace("_", " "), *(pg.seconds(r["groups_us"][g] / 1e6) if g in r["groups_us"] else pg.NA for r in profiles)]
+             for g in groups]   # (decode's DeepEP low-latency kernels have no prefill counterpart)
             + [["iteration", *(pg.seconds(r["iteration_s"]) for r in profiles)],
                ["tokens/s per node", *(pg.number(r["tokens_per_s_per_node"]) for r in profiles)]])
     p.section("3,872 tokens/s on one HGX H200 (conditions unpublished)")

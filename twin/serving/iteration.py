@@ -17,7 +17,10 @@ Decode step (every request advances 1 + mtp_draft_tokens query tokens), per laye
              serve.routed_gemm_kernel: torch's grouped curves or DeepGEMM's masked kernel,
              twin/costs/masked_gemm.py; ADOPT_STRAGGLER_SCATTER, off: the slowest GPU of sampled routings), and
              dispatch + combine: NVLink inside a node, else DeepEP's low-latency table (H800,
-             bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows.
+             bandwidth per EP size, interpolated in log2 EP) for the straggler's received rows. DeepEP's
+             path also holds the SMs: its send and receive kernels (return_recv_hook, measured on 2xH200:
+             deepep_ll_kernels_s, ADOPT_DEEPEP_LL_SM_TIME, docs/notes/s22dep_rule.md) join the micro-batch's
+             compute and the table's time less them stays on no SMs (the flight).
   overlap    `num_microbatches` n: compute of one micro-batch hides the other's all-to-all, so a
              step takes layers x n x max(C, A) + min(C, A) with C, A the per-micro-batch compute
              and communication (n = 1: C + A). Weight-streaming GEMMs read their weights once per
@@ -76,6 +79,12 @@ ADOPT_DECODE_STAGE_OVERLAP = False
 ADOPT_STRAGGLER_SCATTER = False
 SCATTER_DRAWS = 64
 SCATTER_SEED = 0
+
+# DeepEP's low-latency send and receive kernels hold the SMs on the compute stream (return_recv_hook, DeepSeek's
+# decode): measured on one host (real/bench/deepep_ll.py, campaign s22dep, calibration/deepep_ll_fit.py) and
+# booked in each micro-batch's compute, the flight alone left on no SMs. docs/notes/s22dep_rule.md decides it.
+ADOPT_DEEPEP_LL_SM_TIME = True
+DEEPEP_LL_KERNELS = ("dispatch_send", "dispatch_recv", "combine_send", "combine_recv")
 
 
 def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> Profile:
@@ -270,6 +279,24 @@ def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_f
     return (rows * disp_row / bw_d + gpu.scale_out_latency_s, rows * comb_row / bw_c + gpu.scale_out_latency_s)
 
 
+def deepep_ll_kernels_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_frac: float) -> dict[str, float]:
+    """Seconds each of DeepEP's low-latency kernels holds the SMs for one micro-batch of `tokens` a GPU
+    (twin/data/serving_claims.toml [deepep_ll_sm], fitted from 2-GPU rows: fixed + per row x rows, the per-row
+    part scaled by the measured GPU's HBM bandwidth over this GPU's). Rows: the dispatch's send and the
+    combine's receive handle the GPU's own tokens x top_k; the dispatch's receive and the combine's send the
+    rows it received (x rows_frac, the straggler's). The expert count nearest the scenario's physical experts
+    picks the fit (the kernels' grid follows it). Zero where the all-to-all is not DeepEP's low-latency path."""
+    if tokens <= 0 or not m.is_moe or s.ep == 1 or _a2a_kind(gpu, s) != "deepep_ll":
+        return dict.fromkeys(DEEPEP_LL_KERNELS, 0.0)
+    t = serving_tables()["deepep_ll_sm"]
+    physical = m.num_routed_experts + s.redundant_experts
+    i = min(range(len(t["experts"])), key=lambda j: abs(t["experts"][j] - physical))
+    own, received = tokens * m.top_k, tokens * m.top_k * rows_frac
+    rows = {"dispatch_send": own, "dispatch_recv": received, "combine_send": received, "combine_recv": own}
+    hbm = t["measured_hbm_bytes_per_s"] / gpu.hbm_bytes_per_s
+    return {k: t[f"{k}_fixed_s"][i] + t[f"{k}_per_row_s"][i] * rows[k] * hbm for k in DEEPEP_LL_KERNELS}
+
+
 def flashmla_rates(gpu: GPUSpec, s: ServeSpec) -> tuple[float, float]:
     """(bytes/s, FLOP/s) of FlashMLA's decode kernel on `gpu`: the published H800 memory-bound and
     compute-bound figures as fractions of the H800's peaks. The compute figure is that of the
@@ -409,16 +436,26 @@ def decode_step(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, profile: P
         moe = sum(parts.values()) + allreduce
         dense = _dense_ffn_s(m, gpu, s, t_attn, prof, sm)
         disp, comb = decode_a2a_s(mm, gpu, ms, t_group, loads["rows_frac"]) if m.is_moe else (0.0, 0.0)
+        ll = (deepep_ll_kernels_s(mm, gpu, ms, t_group, loads["rows_frac"]) if m.is_moe and ADOPT_DEEPEP_LL_SM_TIME
+              else dict.fromkeys(DEEPEP_LL_KERNELS, 0.0))
+        # the table's kernel (no hook) holds send, flight and receive: on no SMs only the flight is left
+        disp = max(disp - ll["dispatch_send"] - ll["dispatch_recv"], 0.0)
+        comb = max(comb - ll["combine_send"] - ll["combine_recv"], 0.0)
+        moe += sum(ll.values())
         groups = {"attention_core": core, "attention_gemm": proj["attention_gemm"] + parts.get("gate", 0.0),
                   "shared_experts": parts.get("shared_experts", 0.0), "routed_experts": parts.get("routed_experts", 0.0),
                   "elementwise": proj["elementwise"] + parts.get("elementwise", 0.0), "dispatch": disp, "combine": comb,
-                  "tensor_parallel": proj["tp_all_reduce"] + allreduce}
+                  "tensor_parallel": proj["tp_all_reduce"] + allreduce, "deepep_ll_kernels": sum(ll.values())}
         # the compute pieces of DeepSeek's decode pipeline: ATTN-0 (before the core), ATTN-1 (core,
         # output side, gate), SHARED, MLP (routed experts, their elementwise kernels, MoE TP reduce)
         after_core = _attn_after_core_s(m, gpu, s, t_attn, prof, sm) + proj["tp_all_reduce"]
-        stages = {"attn0": a - core - after_core, "attn1": core + after_core + parts.get("gate", 0.0),
+        # (DeepEP's kernels: dispatch send after ATTN-1, its receive and the combine's send around MLP, the
+        # combine's receive before the next ATTN-0)
+        stages = {"attn0": a - core - after_core + ll["combine_recv"],
+                  "attn1": core + after_core + parts.get("gate", 0.0) + ll["dispatch_send"],
                   "shared": parts.get("shared_experts", 0.0),
-                  "mlp": moe - parts.get("gate", 0.0) - parts.get("shared_experts", 0.0), "dispatch": disp, "combine": comb}
+                  "mlp": moe - parts.get("gate", 0.0) - parts.get("shared_experts", 0.0) - ll["combine_recv"]
+                  - ll["dispatch_send"], "dispatch": disp, "combine": comb}
         return {"attn": a, "mla_core": core, "mla_core_flops": flops, "mla_core_bytes": nbytes,
                 "moe": moe, "dense_ffn": dense, "a2a": disp + comb, "t_attn": t_attn, "groups": groups, "stages": stages}
 

@@ -160,7 +160,8 @@ def crossings(points: tuple[CurvePoint, ...], target: float = H200_CLAIM_TOKENS_
 # ---------------------------------------------------------------------------------------------
 # DeepSeek's published day (twin/data/serving_claims.toml [deepseek_day]; docs/notes/s14srv_rule.md)
 
-DECODE_CURVE_REQUESTS_PER_GPU = (40, 60, 80, 90, 100, 108)   # + the unit's memory limit
+DECODE_CURVE_REQUESTS_PER_GPU = (30, 40, 60, 80, 90, 100, 108)   # + the unit's memory limit; 30: the day's lightest
+# interval must lie on the curve under slower steps (s22dep: 9,536 tok/s per node against 9,544 at 40)
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -431,9 +432,21 @@ def deepseek_sensitivity() -> list[dict]:
     85%; the post does not say). Reported beside the adopted rows, never the figure."""
     curve = decode_speed_curve()
     mtp = decode_speed_curve(("serve.mtp_draft_tokens=1",), MTP_CURVE_REQUESTS_PER_GPU)
-    rows = [{**r, "reading": "sub-hour intervals"} for r in deepseek_day_rows(deepseek_day(per_hour=False), curve)]
-    rows += [{**r, "reading": "MTP on (1 drafted token, 85% accepted)"} for r in deepseek_day_rows(curve=mtp)[1:]]
+    rows = _reading_rows("sub-hour intervals", lambda: deepseek_day_rows(deepseek_day(per_hour=False), curve))
+    rows += _reading_rows("MTP on (1 drafted token, 85% accepted)", lambda: deepseek_day_rows(curve=mtp)[1:])
     return rows
+
+
+def _reading_rows(reading: str, rows) -> list[dict]:
+    """A reading's day rows, or one row saying why it has none: where the reading puts a published interval
+    beyond the unit's simulated loads (e.g. a sub-hour interval busier than the unit's capacity), the speed
+    there is not defined (SpeedCurve.speed_at refuses it) and the reading gives no figure."""
+    try:
+        return [{**r, "reading": reading} for r in rows()]
+    except ValueError as err:
+        nan = float("nan")
+        return [{"reading": reading, "scenario": DEEPSEEK_DECODE_SCENARIO, "metric": f"none: {err}", "claimed": nan,
+                 "predicted": nan, "rel_error": nan}]
 
 
 def deepseek_production() -> list[dict]:
