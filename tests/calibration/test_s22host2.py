@@ -76,9 +76,46 @@ def test_s22host2_files_cover_the_cases_from_one_commit():
     assert (sync["predicted_s"] >= step["predicted_s"] - 1e-12).all()   # a synchronised step is never shorter
 
 
-def test_s22host2_records_are_absent_or_complete():
-    """Until the campaign's records are copied in, nothing is judged; once they are, every case is timed."""
+# s22host2's fresh run (calibration/measurements/<gpu>/s22host2/: a fresh H100 80GB HBM3 22:33 UTC and a fresh H200
+# 22:35 UTC, the cold process; llama3-8b and tiny). Groups missing issue 13's targets: strict xfails carrying the live
+# figures (median / P90 |err|); the occupancy candidate equals the synchronised twin here (llama3-8b has no experts,
+# tiny's decode steps are host-bound).
+S22HOST2_MISSED = {
+    ("plain", "h100 decode"): "plain twin, s22host2 fresh H100: median 11.6%, P90 25.4%",
+    ("plain", "h100 prefill"): "plain twin, s22host2 fresh H100: median 7.2%, P90 23.9%",
+    ("plain", "h200 decode"): "plain twin, s22host2 fresh H200: median 9.3%, P90 16.6%",
+    ("plain", "h200 prefill"): "plain twin, s22host2 fresh H200: median 4.7%, P90 11.7%",
+    ("step_input", "h100 decode"): "step-input twin, s22host2 fresh H100: median 3.3%, P90 12.6% (llama3-8b b32 p512 -25.7%)",
+    ("step_input", "h200 decode"): "step-input twin, s22host2 fresh H200: median 8.4%, P90 14.6% (tiny +8..+15%)",
+    ("step_input", "h200 prefill"): "step-input twin, s22host2 fresh H200: median 10.2%, P90 19.0% (tiny +7..+18%, llama3-8b b1 p512 +20.7%)",
+    ("synced", "h100 decode"): "synchronised twin, s22host2 fresh H100: median 2.5%, P90 12.2% (llama3-8b b32 p512 -24.6%)",
+    ("synced", "h200 decode"): "synchronised twin, s22host2 fresh H200: median 9.7%, P90 14.6% (tiny +8..+15%, llama3-8b +8..+10%)",
+    ("synced", "h200 prefill"): "synchronised twin, s22host2 fresh H200: median 10.2%, P90 19.6%",
+}
+S22HOST2_MISSED.update({("occupancy", g): "synchronised + occupancy twin (= synchronised here): " + r.split(": ", 1)[1]
+                        for (t, g), r in list(S22HOST2_MISSED.items()) if t == "synced"})
+TWINS_GROUPS = [(t, g) for t in ("plain", "step_input", "synced", "occupancy")
+                for g in ("h100 decode", "h100 prefill", "h200 decode", "h200 prefill")]
+
+
+@pytest.fixture(scope="module")
+def s22host2():
     if not csv_exists(rec.MEASUREMENTS_DIR / "h100" / "s22host2" / "model.csv"):
         pytest.skip("no s22host2 records")
-    s = prereg.registered_step_section(prereg.S22HOST2)
-    assert len(s["step_input"]["rows"]) >= 16
+    return prereg.registered_step_section(prereg.S22HOST2)
+
+
+@pytest.mark.parametrize("twin,label", [pytest.param(*k, marks=pytest.mark.xfail(strict=True, reason=S22HOST2_MISSED[k]))
+                                        if k in S22HOST2_MISSED else k for k in TWINS_GROUPS])
+def test_s22host2_twin_meets_issue13_serve_targets(s22host2, twin, label):
+    assert s22host2[twin]["by_gpu"][label]["meets_target"]
+
+
+def test_s22host2_switches_follow_the_rule(s22host2):
+    """Every one of the 32 rows timed; E1 fails (H200 decode median 8.4% -> 9.7%, over the 1.0 pt allowed) and E2 fails
+    (all rows pooled: median 6.7% -> 7.2%), so neither switch is adopted (docs/notes/s22host2_rule.md)."""
+    assert len(s22host2["step_input"]["rows"]) == 32
+    c = prereg.fresh_criteria(s22host2)
+    assert (c["synced"]["E1"], c["synced"]["E2"], c["synced"]["E3"]) == (False, False, True)
+    assert not c["adopt_synced"] and not c["adopt_occupancy"]
+    assert ws.ADOPT_SYNCED_STEPS is False and ws.ADOPT_DECODE_OCCUPANCY is False
