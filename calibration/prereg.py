@@ -716,6 +716,79 @@ def s22host_section(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
                         OCC_GRID_FILES[S22HOST.name])
 
 
+
+# Session s22host2 (docs/notes/s22host2_rule.md): the s22host candidates judged ONLY on a fresh run of models no
+# prefill/decode record holds: llama3-8b (GQA, dense: Meta-Llama-3-8B's shapes) and tiny (MLA, every V3 feature at a
+# CPU size: a host-bound step with no GPU tail), s22host's cases (real/campaigns/s22host2.sh's CASES, in its order; a
+# test holds them equal), the cold process only. Four files before the run: plain predictions, the back-to-back
+# step-input grid, the synchronised grid and the synchronised + occupancy grid.
+S22HOST2 = Registration("s22host2", PREREG_DIR / "s22host2_predictions.csv", "s22host2",
+                        tuple((m, P, 64, (1, 4), (4, 32)) for m in ("llama3-8b", "tiny") for P in (512, 1024)),
+                        section="serve")
+REGISTRATIONS[S22HOST2.name] = S22HOST2
+GRID_FILES[S22HOST2.name] = (PREREG_DIR / "s22host2_step_grid.csv.gz", step_host.STEP_HOST_GRID_S)
+SYNC_GRID_FILES[S22HOST2.name] = PREREG_DIR / "s22host2_sync_grid.csv.gz"
+OCC_GRID_FILES[S22HOST2.name] = PREREG_DIR / "s22host2_occ_grid.csv.gz"
+
+
+def registered_step_section(reg: Registration, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """step_section on `reg`'s records and its own grids (back-to-back step-input, synchronised, occupancy)."""
+    return step_section(root, reg, GRID_FILES[reg.name][0], SYNC_GRID_FILES[reg.name], OCC_GRID_FILES[reg.name])
+
+
+def _abs_errs(rows: list[dict], bench: str | None = None) -> list[float]:
+    return [abs(r["step_rel_error"]) for r in rows
+            if (bench is None or r["bench"] == bench) and np.isfinite(r["step_rel_error"])]
+
+
+def _no_worse(errs: list[float], ref: list[float]) -> bool:
+    """Median and P90 of |err| both <= the reference's (both non-empty)."""
+    return bool(errs) and bool(ref) and all(np.percentile(errs, q) <= np.percentile(ref, q) for q in (50, 90))
+
+
+def fresh_criteria(section: dict) -> dict:
+    """docs/notes/s22host2_rule.md on one step_section of the fresh run. Synchronised twin (S) against the adopted
+    back-to-back step-input twin (B): E1 every (gpu, bench) group median <= B's + 1.0 pt and P90 <= B's + 2.0 pt;
+    E2 all rows pooled (both GPUs, prefill and decode) median and P90 <= B's; E3 groups meeting issue 13's targets
+    S >= B. `adopt_synced`: E1-E3. Occupancy candidate (O, synchronised + occupancy): F1 = E1-E3 for O against B, F2
+    O's decode rows pooled median and P90 <= S's; `adopt_occupancy`: adopt_synced and F1 and F2."""
+    out = {}
+    ref = section["step_input"]
+    for name in ("synced", "occupancy"):
+        if name not in section or not section[name]["by_gpu"]:
+            continue
+        cand = section[name]
+        groups = sorted(set(ref["by_gpu"]) & set(cand["by_gpu"]))
+        e1 = bool(groups) and all(
+            cand["by_gpu"][g]["median_abs_rel_error"] <= ref["by_gpu"][g]["median_abs_rel_error"] + HOST_MEDIAN_SLACK
+            and cand["by_gpu"][g]["p90_abs_rel_error"] <= ref["by_gpu"][g]["p90_abs_rel_error"] + HOST_P90_SLACK
+            for g in groups)
+        e2 = _no_worse(_abs_errs(cand["rows"]), _abs_errs(ref["rows"]))
+        met_cand, met_ref = (sum(d["by_gpu"][g]["meets_target"] for g in groups) for d in (cand, ref))
+        out[name] = {"groups": groups, "E1": bool(e1), "E2": bool(e2), "E3": bool(groups) and met_cand >= met_ref,
+                     "met": int(met_cand), "met_back_to_back": int(met_ref)}
+        out[name]["pass"] = bool(out[name]["E1"] and out[name]["E2"] and out[name]["E3"])
+    synced, occ = out.get("synced", {}), out.get("occupancy", {})
+    out["adopt_synced"] = bool(synced.get("pass"))
+    out["F2"] = bool(occ) and bool(synced) and _no_worse(_abs_errs(section["occupancy"]["rows"], "decode"),
+                                                         _abs_errs(section["synced"]["rows"], "decode"))
+    out["adopt_occupancy"] = bool(out["adopt_synced"] and occ.get("pass") and out["F2"])
+    return out
+
+
+def format_fresh_lines(section: dict) -> list[str]:
+    """s22host2's verdicts (fresh_criteria) under the candidates' tables."""
+    c = fresh_criteria(section)
+    lines = []
+    for name in ("synced", "occupancy"):
+        if name in c:
+            v = c[name]
+            lines.append(f"  rule s22host2, {name} against back-to-back: E1 {v['E1']}, E2 {v['E2']}, E3 {v['E3']} "
+                         f"(groups met: {name} {v['met']}, back-to-back {v['met_back_to_back']})")
+    lines.append(f"  rule s22host2: F2 (occupancy decode pooled <= synced) {c['F2']}; adopt ADOPT_SYNCED_STEPS "
+                 f"{c['adopt_synced']}, ADOPT_DECODE_OCCUPANCY {c['adopt_occupancy']}")
+    return lines
+
 def signed_means(rows: list[dict]) -> dict:
     """Per GPU and bench, the mean signed step_rel_error (reported beside the verdicts)."""
     df = pd.DataFrame(rows)
@@ -878,6 +951,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if reg.name == S22HOST.name:
         print(format_step_table(s22host_section()))
+        return 0
+    if reg.name == S22HOST2.name:
+        section = registered_step_section(reg)
+        print(format_step_table(section))
+        if section["step_input"]["by_gpu"]:
+            print("\n".join(format_fresh_lines(section)))
         return 0
     print(format_table(validate_section(reg=reg)))
     return 0
