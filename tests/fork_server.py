@@ -1,0 +1,217 @@
+"""A fork server for the campaigns' CPU dry runs: `python -u tests/torchrun_forked.py ARGS` and
+`python tests/python_frozen.py MODULE ARGS` (what tests/torchrun_forked_python runs for
+`-m torch.distributed.run` and `-m real.*`) forked from one interpreter that imported torch once.
+
+Every such process used to import torch afresh: ~1.4 s of CPU of the ~1.6-4 s a dry-run part costs on
+CI's two cores (s11srv2's shape part: 1.2 of its 1.4 s), ~150 processes a suite. This server, started
+once per pytest worker (tests/fork_service.py), imports torch, freezes its heap (gc.freeze, as
+python_frozen.py does) and waits on a Unix socket. A client (tests/fork_client.py, standard library
+only, started in place of the interpreter) sends its argv, folder, environment, umask and its stdin,
+stdout and stderr (SCM_RIGHTS); the server forks a manager for it, which forks the runner:
+
+- the runner becomes what `python [-u] SCRIPT ARGS` would be: the client's three descriptors as 0-2
+  (sys.stdin/stdout/stderr made afresh on them, unbuffered where -u or PYTHONUNBUFFERED says so), its
+  folder, umask and environment (os.environ, so the C library's getenv sees it too), sys.argv,
+  sys.path as that interpreter's ([script folder] + PYTHONPATH + the interpreter's own), signals at
+  their defaults, a process group of its own; then it runs the script as __main__ (runpy.run_path) and
+  ends as the interpreter does: SystemExit or an uncaught exception leave through the interpreter's
+  own exit (traceback, atexit handlers, finalisation);
+- the manager waits for it and sends the client its wait status; a signal the client receives
+  (SIGTERM from a `timeout`, SIGINT, SIGHUP, ...) it passes on to the runner's process group; if the
+  client vanishes (SIGKILL) the group is killed.
+The client exits with the runner's status (or by the same signal), so its caller sees what the
+interpreter would have given.
+
+A request is refused (the client then runs the interpreter itself, as before) when the client's
+interpreter is not this one or when an environment variable read while an interpreter starts or torch
+loads differs from the server's (IMPORT_TIME: OpenMP's thread count is read when libgomp
+loads, the PYTHON* flags when the interpreter starts): what was set up before the fork must be what
+the client would have had. Imports torch and the standard library only.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+import re
+import runpy
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+
+import torch  # noqa: F401  (imported once, inherited by every runner)
+import torch.distributed  # noqa: F401  (tests/torchrun_forked.py's imports)
+import torch.distributed.run  # noqa: F401
+
+# environment variables read as an interpreter starts (PYTHONxxx: the interpreter's own, no underscore;
+# a campaign's PYTHON is a command) or torch's libraries load: a request whose values differ from the
+# server's is refused (PYTHONUNBUFFERED and PYTHONPATH are applied per request)
+IMPORT_TIME = re.compile(r"PYTHON[A-Z0-9]+|(OMP|KMP|GOMP|MKL|OPENBLAS|LD|MALLOC|GLIBC)_\w*")
+PER_REQUEST = {"PYTHONUNBUFFERED", "PYTHONPATH"}
+RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+HEADER = struct.Struct("!Q")   # the request's JSON length, sent with the three descriptors
+
+
+def import_time_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if IMPORT_TIME.fullmatch(k) and k not in PER_REQUEST}
+
+
+def pythonpath_entries(env: dict[str, str]) -> list[str]:
+    return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
+SERVER_ENV = dict(os.environ)
+STDIO_ENCODING = sys.stdout.encoding if sys.stdout else "utf-8"   # PYTHONIOENCODING or the locale's, as for a client
+# the interpreter's own sys.path (standard library, site-packages, .pth additions): sys.path less the
+# script's folder and the server's PYTHONPATH entries
+BASE_PATH = [p for p in sys.path[1:] if p not in set(pythonpath_entries(SERVER_ENV))]
+gc.freeze()
+
+
+def refusal(request: dict) -> str:
+    """Why this server cannot stand in for the request's interpreter ('' where it can)."""
+    if os.path.realpath(request["python"]) != os.path.realpath(sys.executable):
+        return f"interpreter {request['python']} is not {sys.executable}"
+    want, have = import_time_env(request["env"]), import_time_env(SERVER_ENV)
+    differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    return f"environment differs: {', '.join(differ)}" if differ else ""
+
+
+def _std_streams(unbuffered: bool, open_fds: list[int]) -> None:
+    """sys.stdin/stdout/stderr made afresh on descriptors 0-2, as an interpreter starting makes them
+    (None for a descriptor that is closed)."""
+    encoding = STDIO_ENCODING
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if fd not in open_fds:
+            setattr(sys, name, None)
+            setattr(sys, f"__{name}__", None)
+            continue
+        raw = io.FileIO(fd, "w", closefd=False)
+        buffered = raw if unbuffered else io.BufferedWriter(raw)
+        stream = io.TextIOWrapper(buffered, encoding=encoding, errors="backslashreplace" if fd == 2 else "strict",
+                                  line_buffering=fd == 2 or raw.isatty(), write_through=unbuffered)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    sys.stdin = sys.__stdin__ = (io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=encoding)
+                                 if 0 in open_fds else None)
+
+
+def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socket]) -> None:
+    """In the runner: become `python [-u] SCRIPT ARGS` and run it (returns only by raising SystemExit or
+    the script's exception, which end the process as the interpreter ends)."""
+    os.setpgid(0, 0)
+    for s in keep_closed:
+        s.close()
+    for target in (0, 1, 2):   # the client's descriptors as they were: open on its files, or closed
+        if target in request["fds"]:
+            fd = fds[request["fds"].index(target)]
+            os.dup2(fd, target)
+            os.close(fd)
+        else:
+            os.close(target)
+    for signum in RELAYED_SIGNALS + (signal.SIGCHLD,):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Python's own, as at start-up
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    script, args = request["script"], request["args"]
+    _std_streams(request["unbuffered"] or bool(request["env"].get("PYTHONUNBUFFERED")), request["fds"])
+    sys.path[:] = [os.path.dirname(os.path.abspath(script)), *pythonpath_entries(request["env"]), *BASE_PATH]
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")
+    raise SystemExit(0)
+
+
+def _read_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError("the client closed the connection")
+        data += chunk
+    return data
+
+
+def _relay(conn: socket.socket, pgid: int, done: threading.Event) -> None:
+    """The client's signals to the runner's process group; the group killed if the client vanishes."""
+    pending = b""
+    while True:
+        chunk = conn.recv(64)
+        if not chunk:
+            if not done.is_set():
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            try:
+                os.killpg(pgid, int(line))
+            except ProcessLookupError:
+                pass
+
+
+def _manage(conn: socket.socket, listener: socket.socket) -> None:
+    """In the manager (a fork of the server, one per client): read the request, fork the runner,
+    relay signals, send the runner's wait status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    listener.close()
+    msg, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+    if len(msg) < HEADER.size:
+        os._exit(1)
+    request = json.loads(_read_exactly(conn, HEADER.unpack(msg)[0]))
+    if len(fds) != len(request["fds"]):
+        os._exit(1)
+    reason = refusal(request)
+    if reason:
+        conn.sendall(f"refused {reason}\n".encode())
+        os._exit(0)
+    pid = os.fork()
+    if pid == 0:
+        _become_runner(request, fds, [conn])
+    for fd in fds:
+        os.close(fd)
+    try:
+        os.setpgid(pid, pid)
+    except (PermissionError, ProcessLookupError):   # the runner made its group itself (or already ended)
+        pass
+    conn.sendall(b"started\n")
+    done = threading.Event()
+    threading.Thread(target=_relay, args=(conn, pid, done), daemon=True).start()
+    _, status = os.waitpid(pid, 0)
+    done.set()
+    conn.sendall(f"status {status}\n".encode())
+    os._exit(0)
+
+
+def serve(path: str, parent_fd: int) -> None:
+    """Accept clients on the Unix socket at `path` until `parent_fd` (the starter's pipe) closes."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # managers are reaped by the kernel
+    print("ready", flush=True)
+    while True:
+        readable, _, _ = select.select([listener, parent_fd], [], [])
+        if parent_fd in readable and not os.read(parent_fd, 1):
+            break
+        if listener in readable:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                _manage(conn, listener)   # never returns in the manager; a runner raises SystemExit from it
+            conn.close()
+    listener.close()
+    os.unlink(path)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.stdin.fileno())
