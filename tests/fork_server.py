@@ -114,7 +114,7 @@ def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socke
             os.close(fd)
         else:
             os.close(target)
-    for signum in RELAYED_SIGNALS + (signal.SIGCHLD,):
+    for signum in RELAYED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Python's own, as at start-up
     os.chdir(request["cwd"])
@@ -163,7 +163,6 @@ def _relay(conn: socket.socket, pgid: int, done: threading.Event) -> None:
 def _manage(conn: socket.socket, listener: socket.socket) -> None:
     """In the manager (a fork of the server, one per client): read the request, fork the runner,
     relay signals, send the runner's wait status."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     listener.close()
     msg, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
     if len(msg) < HEADER.size:
@@ -193,15 +192,27 @@ def _manage(conn: socket.socket, listener: socket.socket) -> None:
     os._exit(0)
 
 
+def _reap() -> None:
+    """Collect the managers that ended (their CPU, and their runners', counts as this process's
+    children's, so the pytest process that started the server accounts for it)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(path: str, parent_fd: int) -> None:
     """Accept clients on the Unix socket at `path` until `parent_fd` (the starter's pipe) closes."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # managers are reaped by the kernel
     print("ready", flush=True)
     while True:
-        readable, _, _ = select.select([listener, parent_fd], [], [])
+        readable, _, _ = select.select([listener, parent_fd], [], [], 1.0)
+        _reap()
         if parent_fd in readable and not os.read(parent_fd, 1):
             break
         if listener in readable:
