@@ -66,6 +66,7 @@ def pythonpath_entries(env: dict[str, str]) -> list[str]:
 
 
 SERVER_ENV = dict(os.environ)
+LOG_PATH = os.environ.get("TWIN_FORK_SERVER_LOG", "")
 STDIO_ENCODING = sys.stdout.encoding if sys.stdout else "utf-8"   # PYTHONIOENCODING or the locale's, as for a client
 # the interpreter's own sys.path (standard library, site-packages, .pth additions): sys.path less the
 # script's folder and the server's PYTHONPATH entries
@@ -172,6 +173,7 @@ def _manage(conn: socket.socket, listener: socket.socket) -> None:
         os._exit(1)
     reason = refusal(request)
     if reason:
+        _log(f"refused {reason}: {request['script']} {' '.join(request['args'])[:200]}")
         conn.sendall(f"refused {reason}\n".encode())
         os._exit(0)
     pid = os.fork()
@@ -186,10 +188,20 @@ def _manage(conn: socket.socket, listener: socket.socket) -> None:
     conn.sendall(b"started\n")
     done = threading.Event()
     threading.Thread(target=_relay, args=(conn, pid, done), daemon=True).start()
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
     done.set()
+    _log(f"ran {usage.ru_utime + usage.ru_stime:.2f} s CPU status {status}: {request['script']} "
+         f"{' '.join(request['args'])[:200]}")
     conn.sendall(f"status {status}\n".encode())
     os._exit(0)
+
+
+def _log(line: str) -> None:
+    """A line of TWIN_FORK_SERVER_LOG (a file the server was started with; none: nothing kept), e.g.
+    to count the requests served and refused."""
+    if LOG_PATH:
+        with open(LOG_PATH, "a") as f:
+            f.write(line + "\n")
 
 
 def _reap() -> None:
