@@ -4,8 +4,9 @@
 
 Every such process used to import torch afresh: ~1.4 s of CPU of the ~1.6-4 s a dry-run part costs on
 CI's two cores (s11srv2's shape part: 1.2 of its 1.4 s), ~150 processes a suite. This server, started
-once per pytest worker (tests/fork_service.py), imports torch, freezes its heap (gc.freeze, as
-python_frozen.py does) and waits on a Unix socket. A client (tests/fork_client.py, standard library
+once per pytest worker (tests/fork_service.py), imports torch, and torch._inductor with dynamo (which
+torch.profiler's first start imports: ~1.3 s more of CPU in every process or rank that profiles, most
+benches do), freezes its heap (gc.freeze, as python_frozen.py does) and waits on a Unix socket. A client (tests/fork_client.py, standard library
 only, started in place of the interpreter) sends its argv, folder, environment, umask and its stdin,
 stdout and stderr (SCM_RIGHTS); the server forks a manager for it, which forks the runner:
 
@@ -24,9 +25,12 @@ interpreter would have given.
 
 A request is refused (the client then runs the interpreter itself, as before) when the client's
 interpreter is not this one or when an environment variable read while an interpreter starts or torch
-loads differs from the server's (IMPORT_TIME: OpenMP's thread count is read when libgomp
-loads, the PYTHON* flags when the interpreter starts): what was set up before the fork must be what
-the client would have had. Imports torch and the standard library only.
+loads differs from the server's (IMPORT_TIME: OpenMP's thread count is read when libgomp loads, the
+PYTHON* flags when the interpreter starts, TORCH*_ settings as torch's modules load): what was set up
+before the fork must be what the client would have had. Preloaded modules differ from a fresh
+interpreter's only in when they were imported: a runner's module that imports them finds them loaded
+(real/fp8.py then registers its Function with dynamo at once, as it does where dynamo came first).
+Imports torch and the standard library only.
 """
 
 from __future__ import annotations
@@ -45,13 +49,16 @@ import sys
 import threading
 
 import torch  # noqa: F401  (imported once, inherited by every runner)
+import torch._inductor  # noqa: F401  (torch.profiler's first start imports it, and dynamo: ~1.3 s of CPU)
 import torch.distributed  # noqa: F401  (tests/torchrun_forked.py's imports)
 import torch.distributed.run  # noqa: F401
+import torch.profiler  # noqa: F401
 
 # environment variables read as an interpreter starts (PYTHONxxx: the interpreter's own, no underscore;
-# a campaign's PYTHON is a command) or torch's libraries load: a request whose values differ from the
-# server's is refused (PYTHONUNBUFFERED and PYTHONPATH are applied per request)
-IMPORT_TIME = re.compile(r"PYTHON[A-Z0-9]+|(OMP|KMP|GOMP|MKL|OPENBLAS|LD|MALLOC|GLIBC)_\w*")
+# a campaign's PYTHON is a command) or torch's libraries and modules load (OpenMP's, torch's, dynamo's
+# and inductor's configuration): a request whose values differ from the server's is refused
+# (PYTHONUNBUFFERED and PYTHONPATH are applied per request)
+IMPORT_TIME = re.compile(r"PYTHON[A-Z0-9]+|(OMP|KMP|GOMP|MKL|OPENBLAS|LD|MALLOC|GLIBC|TORCH\w*|PYTORCH\w*)_\w*")
 PER_REQUEST = {"PYTHONUNBUFFERED", "PYTHONPATH"}
 RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct("!Q")   # the request's JSON length, sent with the three descriptors
