@@ -48,6 +48,8 @@ import struct
 import sys
 import threading
 
+SERVER_ENV = dict(os.environ)   # as the server started, before torch's modules add to it
+
 import torch  # noqa: F401  (imported once, inherited by every runner)
 import torch._inductor  # noqa: F401  (torch.profiler's first start imports it, and dynamo: ~1.3 s of CPU)
 import torch.distributed  # noqa: F401  (tests/torchrun_forked.py's imports)
@@ -72,7 +74,6 @@ def pythonpath_entries(env: dict[str, str]) -> list[str]:
     return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
-SERVER_ENV = dict(os.environ)
 LOG_PATH = os.environ.get("TWIN_FORK_SERVER_LOG", "")
 STDIO_ENCODING = sys.stdout.encoding if sys.stdout else "utf-8"   # PYTHONIOENCODING or the locale's, as for a client
 # the interpreter's own sys.path (standard library, site-packages, .pth additions): sys.path less the
@@ -128,7 +129,7 @@ def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socke
     os.chdir(request["cwd"])
     os.umask(request["umask"])
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update(request["env"])   # without what the preloads set (TORCHINDUCTOR_CACHE_DIR: set again when used)
     script, args = request["script"], request["args"]
     _std_streams(request["unbuffered"] or bool(request["env"].get("PYTHONUNBUFFERED")), request["fds"])
     sys.path[:] = [os.path.dirname(os.path.abspath(script)), *pythonpath_entries(request["env"]), *BASE_PATH]
