@@ -112,3 +112,25 @@ def test_a_signal_to_the_client_ends_the_runner(server, tmp_path, end):
         assert not _running(runner)
     finally:
         client.kill()
+
+
+ENDING = """
+import atexit, os, sys, threading, time
+open("parent.txt", "w").write(str(os.getppid()))
+kept = open("unclosed.txt", "w")   # never closed: teardown would flush it
+kept.write("row\\n")
+atexit.register(lambda: open("atexit.txt", "w").write("ran"))
+threading.Thread(target=lambda: (time.sleep(0.3), open("thread.txt", "w").write("done"))).start()
+sys.exit(sys.argv[1])
+"""
+
+
+def test_the_runner_ends_as_the_interpreter_ends(server, tmp_path):
+    """Without its heap's teardown, still: a file left open is flushed, atexit handlers run, a thread that
+    is not a daemon is waited for, and sys.exit("message") prints the message and gives status 1."""
+    (tmp_path / "probe.py").write_text(ENDING)
+    done = subprocess.run(_client(tmp_path, False, "stopped"), cwd=tmp_path, env=_env(server, tmp_path),
+                          input="", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == "stopped"
+    assert int((tmp_path / "parent.txt").read_text()) != os.getpid()   # forked from the server
+    assert [(tmp_path / f).read_text() for f in ("unclosed.txt", "atexit.txt", "thread.txt")] == ["row\n", "ran", "done"]
