@@ -57,14 +57,15 @@ def main(argv: list[str]) -> int:
     sent = [fd for fd in (0, 1, 2) if _is_open(fd)]   # a caller may start it with one closed
     request = json.dumps({"python": python, "fds": sent, "unbuffered": unbuffered, "script": os.path.abspath(script),
                           "args": args, "cwd": os.getcwd(), "umask": umask, "env": dict(os.environ)}).encode()
-    # a signal that comes before the runner exists is passed on once it does (the manager reads it then)
-    for signum in RELAYED:
-        signal.signal(signum, lambda s, frame: conn.sendall(f"{s}\n".encode()))
     try:
         socket.send_fds(conn, [HEADER.pack(len(request))], sent)
         conn.sendall(request)
     except OSError:   # the server ended meanwhile
         _plain(python, unbuffered, script, args)
+    # from here on a signal is passed on (one that comes before the runner exists, once it does: the
+    # manager reads it then); before, it ends this process as usual and the manager stops reading
+    for signum in RELAYED:
+        signal.signal(signum, lambda s, frame: conn.sendall(f"{s}\n".encode()))
     for line in _lines(conn):
         word, _, rest = line.partition(" ")
         if word == "refused":

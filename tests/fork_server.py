@@ -223,10 +223,11 @@ def _manage(conn: socket.socket, listener: socket.socket) -> None:
     """In the manager (a fork of the server, one per client): read the request, fork the runner,
     relay signals, send the runner's wait status."""
     listener.close()
-    msg, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
-    if len(msg) < HEADER.size:
+    try:
+        msg, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+        request = json.loads(_read_exactly(conn, HEADER.unpack(msg)[0]))
+    except (EOFError, OSError, ValueError, struct.error):   # the client ended before its request was in
         os._exit(1)
-    request = json.loads(_read_exactly(conn, HEADER.unpack(msg)[0]))
     if len(fds) != len(request["fds"]):
         os._exit(1)
     reason = refusal(request)
