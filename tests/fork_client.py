@@ -56,7 +56,8 @@ def main(argv: list[str]) -> int:
     os.umask(umask)
     sent = [fd for fd in (0, 1, 2) if _is_open(fd)]   # a caller may start it with one closed
     request = json.dumps({"python": python, "fds": sent, "unbuffered": unbuffered, "script": os.path.abspath(script),
-                          "args": args, "cwd": os.getcwd(), "umask": umask, "env": dict(os.environ)}).encode()
+                          "args": args, "cwd": os.getcwd(), "umask": umask, "env": dict(os.environ),
+                          "nice": os.nice(0), "cpus": sorted(os.sched_getaffinity(0))}).encode()
     try:
         socket.send_fds(conn, [HEADER.pack(len(request))], sent)
         conn.sendall(request)

@@ -12,7 +12,7 @@ stdout and stderr (SCM_RIGHTS); the server forks a manager for it, which forks t
 
 - the runner becomes what `python [-u] SCRIPT ARGS` would be: the client's three descriptors as 0-2
   (sys.stdin/stdout/stderr made afresh on them, unbuffered where -u or PYTHONUNBUFFERED says so), its
-  folder, umask and environment (os.environ, so the C library's getenv sees it too), sys.argv,
+  folder, umask, niceness, CPU affinity and environment (os.environ, so the C library's getenv sees it too), sys.argv,
   sys.path as that interpreter's ([script folder] + PYTHONPATH + the interpreter's own), signals at
   their defaults, a process group of its own; then it runs the script as __main__ (runpy.run_path) and
   ends as the interpreter does (the status of a SystemExit, or the traceback and status 1 of an
@@ -129,6 +129,9 @@ def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socke
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Python's own, as at start-up
     os.chdir(request["cwd"])
     os.umask(request["umask"])
+    if request["nice"] > os.nice(0):   # a caller's `nice` (a runner can only be made nicer)
+        os.nice(request["nice"] - os.nice(0))
+    os.sched_setaffinity(0, request["cpus"])   # a caller's `taskset`
     os.environ.clear()
     os.environ.update(request["env"])   # without what the preloads set (TORCHINDUCTOR_CACHE_DIR: set again when used)
     script, args = request["script"], request["args"]

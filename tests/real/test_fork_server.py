@@ -1,6 +1,6 @@
 """tests/fork_server.py with tests/fork_client.py, what the campaigns' dry runs start their torch processes
 through: the runner sees what `python [-u] SCRIPT ARGS` would (argv, sys.path[0], __name__, folder,
-environment, umask, stdin, stdout, stderr, buffering) and its caller gets that interpreter's exit status
+environment, umask, niceness, CPU affinity, stdin, stdout, stderr, buffering) and its caller gets that interpreter's exit status
 or traceback; it was forked from the server (its parent is not the caller); a signal to the client
 reaches the runner and the client ends by it; a client killed outright takes its runner along; a
 request whose start-up environment differs runs the interpreter itself."""
@@ -24,7 +24,8 @@ import json, os, sys, time
 umask = os.umask(0)
 print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__, "cwd": os.getcwd(), "umask": umask,
                   "probe": os.environ.get("PROBE"), "stdin": sys.stdin.read(), "parent": os.getppid(),
-                  "write_through": sys.stdout.write_through, "path": [p for p in sys.path if "extra" in p]}))
+                  "write_through": sys.stdout.write_through, "path": [p for p in sys.path if "extra" in p],
+                  "nice": os.nice(0), "cpus": sorted(os.sched_getaffinity(0))}))
 print("to stderr", file=sys.stderr)
 if sys.argv[1] == "raise":
     raise ValueError("probe")
@@ -68,9 +69,11 @@ def test_the_runner_is_what_the_interpreter_would_be(server, tmp_path):
     for unbuffered in (False, True):
         for arg, status in (("3", 3), ("raise", 1)):
             env = _env(server, tmp_path)
-            plain = subprocess.run([sys.executable, *(["-u"] if unbuffered else []), str(tmp_path / "probe.py"), arg],
-                                   cwd=tmp_path, env=env, input="in", capture_output=True, text=True, timeout=60)
-            forked = subprocess.run(_client(tmp_path, unbuffered, arg), cwd=tmp_path, env=env, input="in",
+            cpu = min(os.sched_getaffinity(0))
+            nice = ["nice", "-n", "3", "taskset", "-c", str(cpu)]   # as a caller may start it
+            plain = subprocess.run([*nice, sys.executable, *(["-u"] if unbuffered else []), str(tmp_path / "probe.py"),
+                                    arg], cwd=tmp_path, env=env, input="in", capture_output=True, text=True, timeout=60)
+            forked = subprocess.run([*nice, *_client(tmp_path, unbuffered, arg)], cwd=tmp_path, env=env, input="in",
                                     capture_output=True, text=True, timeout=60)
             assert plain.returncode == forked.returncode == status, forked.stderr[-2000:]
             want, got = json.loads(plain.stdout), json.loads(forked.stdout)
@@ -78,6 +81,7 @@ def test_the_runner_is_what_the_interpreter_would_be(server, tmp_path):
             assert {**got, "parent": None} == {**want, "parent": None}
             assert want["argv"] == [str(tmp_path / "probe.py"), arg] and want["stdin"] == "in"
             assert want["write_through"] is unbuffered and want["path"] == [str(tmp_path / "extra")]
+            assert want["nice"] == os.nice(0) + 3 and want["cpus"] == [cpu]
             assert "to stderr" in forked.stderr
             if arg == "raise":
                 assert "ValueError: probe" in plain.stderr and "ValueError: probe" in forked.stderr
