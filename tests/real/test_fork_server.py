@@ -1,9 +1,10 @@
 """tests/fork_server.py with tests/fork_client.py, what the campaigns' dry runs start their torch processes
 through: the runner sees what `python [-u] SCRIPT ARGS` would (argv, sys.path[0], __name__, folder,
-environment, umask, niceness, CPU affinity, stdin, stdout, stderr, buffering) and its caller gets that interpreter's exit status
-or traceback; it was forked from the server (its parent is not the caller); a signal to the client
-reaches the runner and the client ends by it; a client killed outright takes its runner along; a
-request whose start-up environment differs runs the interpreter itself."""
+environment, umask, niceness, CPU affinity, stdin, stdout, stderr, buffering) and its caller gets that
+interpreter's exit status or traceback; it was forked from the server (its parent is not the caller); a
+signal to the client reaches the runner and the client ends by it; a client killed outright takes its
+runner along; a request whose start-up environment differs runs the interpreter itself; the runner ends
+as the interpreter does (open files flushed, atexit handlers, threads joined)."""
 
 import json
 import os
