@@ -6,9 +6,10 @@ Every such process used to import torch afresh: ~1.4 s of CPU of the ~1.6-4 s a 
 CI's two cores (s11srv2's shape part: 1.2 of its 1.4 s), ~150 processes a suite. This server, started
 once per pytest worker (tests/fork_service.py), imports torch, and torch._inductor with dynamo (which
 torch.profiler's first start imports: ~1.3 s more of CPU in every process or rank that profiles, most
-benches do), freezes its heap (gc.freeze, as python_frozen.py does) and waits on a Unix socket. A client (tests/fork_client.py, standard library
-only, started in place of the interpreter) sends its argv, folder, environment, umask and its stdin,
-stdout and stderr (SCM_RIGHTS); the server forks a manager for it, which forks the runner:
+benches do), freezes its heap (gc.freeze, as python_frozen.py does) and waits on a Unix socket. A
+client (tests/fork_client.py, standard library only, started in place of the interpreter) sends its
+argv, folder, environment, umask, niceness, CPU affinity and its stdin, stdout and stderr
+(SCM_RIGHTS); the server forks a manager for it, which forks the runner:
 
 - the runner becomes what `python [-u] SCRIPT ARGS` would be: the client's three descriptors as 0-2
   (sys.stdin/stdout/stderr made afresh on them, unbuffered where -u or PYTHONUNBUFFERED says so), its
@@ -108,8 +109,10 @@ def _std_streams(unbuffered: bool, open_fds: list[int]) -> None:
                                   line_buffering=fd == 2 or raw.isatty(), write_through=unbuffered)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-    sys.stdin = sys.__stdin__ = (io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=encoding)
-                                 if 0 in open_fds else None)
+    stdin = None
+    if 0 in open_fds:
+        stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=encoding)
+    sys.stdin = sys.__stdin__ = stdin
 
 
 def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socket]) -> None:

@@ -138,4 +138,5 @@ def test_the_runner_ends_as_the_interpreter_ends(server, tmp_path):
                           input="", capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.strip() == "stopped"
     assert int((tmp_path / "parent.txt").read_text()) != os.getpid()   # forked from the server
-    assert [(tmp_path / f).read_text() for f in ("unclosed.txt", "atexit.txt", "thread.txt")] == ["row\n", "ran", "done"]
+    written = [(tmp_path / f).read_text() for f in ("unclosed.txt", "atexit.txt", "thread.txt")]
+    assert written == ["row\n", "ran", "done"]
