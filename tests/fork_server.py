@@ -62,9 +62,9 @@ import torch.profiler  # noqa: F401
 # environment variables read as an interpreter starts (PYTHONxxx: the interpreter's own, no underscore;
 # a campaign's PYTHON is a command) or torch's libraries and modules load (OpenMP's, torch's, dynamo's
 # and inductor's configuration): a request whose values differ from the server's is refused
-# (PYTHONUNBUFFERED and PYTHONPATH are applied per request)
+# (PYTHONUNBUFFERED, PYTHONPATH and PYTHONDONTWRITEBYTECODE are applied per request)
 IMPORT_TIME = re.compile(r"PYTHON[A-Z0-9]+|(OMP|KMP|GOMP|MKL|OPENBLAS|LD|MALLOC|GLIBC|TORCH\w*|PYTORCH\w*)_\w*")
-PER_REQUEST = {"PYTHONUNBUFFERED", "PYTHONPATH"}
+PER_REQUEST = {"PYTHONUNBUFFERED", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}
 RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct("!Q")   # the request's JSON length, sent with the three descriptors
 
@@ -141,6 +141,7 @@ def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socke
     _std_streams(request["unbuffered"] or bool(request["env"].get("PYTHONUNBUFFERED")), request["fds"])
     sys.path[:] = [os.path.dirname(os.path.abspath(script)), *pythonpath_entries(request["env"]), *BASE_PATH]
     sys.argv = [script, *args]
+    sys.dont_write_bytecode = bool(request["env"].get("PYTHONDONTWRITEBYTECODE"))
     try:
         runpy.run_path(script, run_name="__main__")
         code = 0
