@@ -62,9 +62,10 @@ import torch.profiler  # noqa: F401
 # environment variables read as an interpreter starts (PYTHONxxx: the interpreter's own, no underscore;
 # a campaign's PYTHON is a command) or torch's libraries and modules load (OpenMP's, torch's, dynamo's
 # and inductor's configuration): a request whose values differ from the server's is refused
-# (PYTHONUNBUFFERED, PYTHONPATH and PYTHONDONTWRITEBYTECODE are applied per request)
+# (PYTHONUNBUFFERED, PYTHONPATH and PYTHONDONTWRITEBYTECODE are applied per request; inductor reads
+# TORCHINDUCTOR_CACHE_DIR each time it needs its cache, and sets it in a pytest process that compiled)
 IMPORT_TIME = re.compile(r"PYTHON[A-Z0-9]+|(OMP|KMP|GOMP|MKL|OPENBLAS|LD|MALLOC|GLIBC|TORCH\w*|PYTORCH\w*)_\w*")
-PER_REQUEST = {"PYTHONUNBUFFERED", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}
+PER_REQUEST = {"PYTHONUNBUFFERED", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "TORCHINDUCTOR_CACHE_DIR"}
 RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct("!Q")   # the request's JSON length, sent with the three descriptors
 

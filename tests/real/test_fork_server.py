@@ -26,7 +26,8 @@ umask = os.umask(0)
 print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__, "cwd": os.getcwd(), "umask": umask,
                   "probe": os.environ.get("PROBE"), "stdin": sys.stdin.read(), "parent": os.getppid(),
                   "write_through": sys.stdout.write_through, "path": [p for p in sys.path if "extra" in p],
-                  "nice": os.nice(0), "cpus": sorted(os.sched_getaffinity(0))}))
+                  "nice": os.nice(0), "cpus": sorted(os.sched_getaffinity(0)),
+                  "inductor_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR")}))
 print("to stderr", file=sys.stderr)
 if sys.argv[1] == "raise":
     raise ValueError("probe")
@@ -50,7 +51,7 @@ def _env(server, folder, **extra):
     pythonpath = [str(folder / "extra"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # -u alone says it here
     return {**env, "TWIN_FORK_SERVER": server.path, "PROBE": "p1", "PYTHONPATH": os.pathsep.join(pythonpath),
-            **extra}
+            "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), **extra}   # set in a pytest process that compiled
 
 
 def _client(folder, unbuffered, *args):
