@@ -121,8 +121,12 @@ def test_a_signal_to_the_client_ends_the_runner(server, tmp_path, end):
 
 
 ENDING = """
-import atexit, os, sys, threading, time
+import atexit, os, sys, threading, time, weakref
 open("parent.txt", "w").write(str(os.getppid()))
+class Gone: pass
+gone = Gone()
+sys.proxies = [weakref.proxy(gone)]   # dead below, alive to the end: the end's walk of the heap meets it
+del gone
 kept = open("unclosed.txt", "w")   # never closed: teardown would flush it
 kept.write("row\\n")
 atexit.register(lambda: open("atexit.txt", "w").write("ran"))
