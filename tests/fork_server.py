@@ -135,7 +135,10 @@ def _become_runner(request: dict, fds: list[int], keep_closed: list[socket.socke
     os.umask(request["umask"])
     if request["nice"] > os.nice(0):   # a caller's `nice` (a runner can only be made nicer)
         os.nice(request["nice"] - os.nice(0))
-    os.sched_setaffinity(0, request["cpus"])   # a caller's `taskset`
+    try:
+        os.sched_setaffinity(0, request["cpus"])   # a caller's `taskset`
+    except OSError:   # a CPU this process may not use (another cpuset): the server's set, as before
+        pass
     os.environ.clear()
     os.environ.update(request["env"])   # without what the preloads set (TORCHINDUCTOR_CACHE_DIR: set again when used)
     script, args = request["script"], request["args"]
