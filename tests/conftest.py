@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fork_service import ForkService
 from twin.core.scenario import load_scenario
 
 # Hypothesis keeps its example database and constants cache in ./.hypothesis/, the checkout when
@@ -77,3 +78,28 @@ def pytest_collection_modifyitems(config, items):
         path = getattr(item, "path", None)
         if path is not None and path.suffix == ".py" and starts_ranks(str(path)):
             item.add_marker(pytest.mark.flaky(reruns=1))
+    _start_fork_service(items)
+
+
+# The campaigns' CPU dry runs (tests/campaigns.py FORKED_PY) fork their torch-importing processes from
+# one server per pytest process (tests/fork_server.py: ~1.4 s of CPU less a process, ~150 a suite),
+# started where the collected tests run campaigns and named to them by TWIN_FORK_SERVER. A value
+# already set wins (TWIN_FORK_SERVER= turns it off: every process starts its own interpreter).
+RUNS_CAMPAIGNS = ("FORKED_PY", "dry_run(")
+_fork_service = None
+
+
+def _start_fork_service(items) -> None:
+    global _fork_service
+    if "TWIN_FORK_SERVER" in os.environ:
+        return
+    paths = {str(item.path) for item in items if getattr(item, "path", None) is not None and item.path.suffix == ".py"}
+    if any(pattern in Path(p).read_text() for p in paths for pattern in RUNS_CAMPAIGNS):
+        _fork_service = ForkService()
+        os.environ["TWIN_FORK_SERVER"] = _fork_service.path
+
+
+def pytest_unconfigure(config):
+    if _fork_service is not None:
+        os.environ.pop("TWIN_FORK_SERVER", None)
+        _fork_service.stop()

@@ -16,6 +16,11 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+# imported here, once: a valid replay writes its report in a process forked while it simulates
+# (twin.cli.prefork), which imported the report's plotting stack afresh for every example (~0.4 s of
+# CPU each); forked from this process it finds them loaded
+import reports.replay_report  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("fuzz_cli", ROOT / "benchmarks" / "fuzz_cli.py")
 fuzz = sys.modules["fuzz_cli"] = importlib.util.module_from_spec(_spec)   # dataclasses look their module up

@@ -5,15 +5,16 @@ held-out split and the most loaded rank's received rows."""
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ep_section_writes_every_row_kind_on_two_gloo_ranks(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    subprocess.run([FORKED_PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                     "-m", "real.bench", "--only", "ep", "--quick", "--out", str(tmp_path)],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
     with open(tmp_path / "ep.csv", newline="") as f:

@@ -2,6 +2,7 @@
 before it; the code path real/campaigns/s9mla.sh runs, on the CPU with tiny shapes."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def test_campaign_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(tmp_path / "s9mla.sh"), str(out)], cwd=ROOT, capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "TWIN_TESTS_PYTHON": sys.executable,   # FORKED_PY runs it
+                            "TWIN_FORK_SERVER": os.environ.get("TWIN_FORK_SERVER", ""),   # its fork server, if any
                             "S9MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
                             "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

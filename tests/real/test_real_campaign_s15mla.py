@@ -3,6 +3,7 @@ layer records in rotated rounds beside the fitting MLA host rows of the same pro
 CPU with tiny shapes; and its stop on a GPU that is not an H100."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def test_campaign_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(_script(tmp_path)), str(out)], cwd=ROOT, capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "TWIN_TESTS_PYTHON": sys.executable,   # FORKED_PY runs it
+                            "TWIN_FORK_SERVER": os.environ.get("TWIN_FORK_SERVER", ""),   # its fork server, if any
                             "S15MLA_QUICK": "1", "PYTHONPATH": str(ROOT),
                             "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -5,16 +5,16 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from real.bench import fp8_grad_check
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _campaign(tmp_path, gpus: int, cases: str):
-    env = {**os.environ, "PYTHON": sys.executable, "S18FP8_QUICK": "1", "S18FP8_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S18FP8_QUICK": "1", "S18FP8_QUICK_GPUS": str(gpus),
            "S18FP8_CASES": cases, "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s18fp8.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 
 from real.bench import cp_block
 from real.fp8 import E5M2_DTYPE, quantize_tensorwise, tensorwise_linear
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_float8_block_runs_every_linear_in_float8(monkeypatch):
 
 def _campaign(tmp_path, gpus: int):
     # the eager Float8 part only (the BF16 one is s17cp's CP1 part, tested there): one process start
-    env = {**os.environ, "PYTHON": sys.executable, "S18TT_QUICK": "1", "S18TT_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S18TT_QUICK": "1", "S18TT_QUICK_GPUS": str(gpus),
            "S18TT_PARTS": "fp8eager", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s18tt.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)

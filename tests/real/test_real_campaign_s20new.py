@@ -7,7 +7,6 @@ import dataclasses
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from real.bench.whole_model import parse_train_cases
 from real.configs import get_spec
 from real.model import build_model
 from real.train import MasterAdamW, train_step
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "real/campaigns/s20new.sh"
@@ -25,7 +25,7 @@ NEW_SLICES = ("qwen3moe-mla-slice", "qwen2moe-mla-slice", "mixtral-mla-slice")
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S20NEW_QUICK": "1", "S20NEW_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S20NEW_QUICK": "1", "S20NEW_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=120)

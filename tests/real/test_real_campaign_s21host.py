@@ -6,10 +6,10 @@ import csv
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from calibration import prereg
+from tests.campaigns import FORKED_PY
 from real.bench.whole_model import parse_serve_cases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ SCRIPT = REPO / "real/campaigns/s21host.sh"
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S21HOST_QUICK": "1", "S21HOST_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S21HOST_QUICK": "1", "S21HOST_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=90)

@@ -9,18 +9,18 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 from calibration import prereg
 from real.bench.whole_model import parse_serve_cases
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "real/campaigns/s21host2.sh"
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S21HOST2_QUICK": "1", "S21HOST2_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S21HOST2_QUICK": "1", "S21HOST2_QUICK_GPUS": str(gpus),
            "S21HOST2_PARTS": "cold", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=90)
@@ -77,7 +77,7 @@ def test_s21host2_campaign_cases_are_the_preregistered_ones():
 def test_s21host2b_back_to_back_block_after_the_decode_record(tmp_path):
     """real/campaigns/s21host2b.sh (diagnostic): after the decode record's alternating steps and its tail, the
     back-to-back steps (no probe), numbered on, their cache lengths continuing past the tail's."""
-    env = {**os.environ, "PYTHON": sys.executable, "S21HOST2B_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S21HOST2B_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s21host2b.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=90)
     steps = [s for s in _rows(tmp_path / "s21host2b" / "cold" / "serve_steps.csv") if s["bench"] == "decode"]
