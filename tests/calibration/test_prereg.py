@@ -9,6 +9,7 @@ import pytest
 from calibration import pipeline as pipe
 from calibration import prereg
 from calibration import records as rec
+from calibration.records_io import read_csv
 from calibration.whole_step import with_measured_collectives
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
 
@@ -173,7 +174,10 @@ def test_predict_ep_is_validations_price_of_the_committed_ep_steps():
              if c["row"]["bench"] == "ep_step"]
     assert len(cases) == 3
     rows = [{**c["row"].to_dict(), "gpu": gpu} for c in cases]
-    got = prereg.predict_ep(rows)["predicted_s"].tolist()
+    # validation prices each EP layer at the run's own routing under R (ADOPT_EP_ROUTED_ROWS, s22epq); the
+    # pre-registrations (no routing before the run) take this path without it
+    routing = read_csv(folder / "pipeline_routing.csv") if pipe.ADOPT_EP_ROUTED_ROWS else None
+    got = prereg.predict_ep(rows, routing=routing)["predicted_s"].tolist()
     assert got == pytest.approx([c["predicted_s"] for c in cases], rel=1e-12)
 
 
