@@ -42,6 +42,19 @@ TOKEN_SIDE_KERNELS = {
 }
 
 
+# s22a2a: torch's profiler mirrors each NCCL collective's record_param_comms range onto the GPU
+# timeline as a user annotation `nccl:<collective>` (device type CUDA, so real/bench/ep_kernels.py's
+# kernel_table keeps it as a kernel row) spanning the ncclDevKernel it wraps with the same seconds;
+# summed with the kernel, it doubled the nccl class. The records carry no event-kind field, so the
+# annotation is told by its name (as calibration.ep_tail drops it from the probe's kernel events).
+ANNOTATION_PREFIX = "nccl:"
+
+
+def device_kernels(kernels: pd.DataFrame) -> pd.DataFrame:
+    """The kernel rows of an ep_kernels table, without the profiler's `nccl:` annotation rows."""
+    return kernels[~kernels["kernel"].astype(str).str.startswith(ANNOTATION_PREFIX)]
+
+
 def kernel_class(name: str) -> str:
     """pipeline.kernel_component, and the BF16 grouped kernel's truncated CUTLASS name."""
     return "grouped_gemm" if "groupproblem" in str(name).lower() else pipe.kernel_component(str(name))
@@ -60,7 +73,8 @@ def twin_classes(spec, tokens: int, rows_in: float, precision: str, direction: s
 def class_table(kernels: pd.DataFrame, gpu, profile) -> pd.DataFrame:
     """One row per profiled call (bench, precision, tokens, skew): measured seconds per class and
     rank, the twin's, and the non-NCCL kernels' seconds beside an NCCL kernel."""
-    k = kernels.assign(component=kernels["kernel"].map(kernel_class))
+    k = device_kernels(kernels)
+    k = k.assign(component=k["kernel"].map(kernel_class))
     rows = []
     for (bench, prec, T, E, skew), g in k.groupby(["bench", "precision", "tokens_per_rank", "num_experts", "skew"]):
         spec = dataclasses.replace(get_model("v3-slice-1l"), num_routed_experts=int(E))

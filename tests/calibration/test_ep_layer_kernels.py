@@ -6,6 +6,7 @@ without the one-GPU sort and un-sort) brings the layer forwards closer."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import calibration.whole_step as ws
@@ -56,3 +57,35 @@ def test_a_brings_the_fitting_layer_forwards_closer(h100, monkeypatch):
     with_a, without = errors(True), errors(False)
     assert np.median(np.abs(with_a)) < np.median(np.abs(without))
     assert (with_a < without).all()                            # A only takes work away
+
+
+# s22a2a: the profiler's `nccl:all_to_all` annotation row (same seconds as the ncclDevKernel it wraps)
+# is not a kernel; class_table counted it into the nccl class, doubling it.
+def _kernel_rows(names_s: dict) -> pd.DataFrame:
+    base = {"bench": "moe_layer_ep_fwd", "precision": "bf16", "tokens_per_rank": 2048, "num_experts": 32,
+            "skew": 0.0, "max_rank_rows": 16384, "rank": 0, "sampled_sm_clock_mhz": 1980.0, "nccl_overlap_s": 0.0}
+    return pd.DataFrame([{**base, "kernel": n, "time_s": s} for n, s in names_s.items()])
+
+
+def test_an_nccl_annotation_row_is_not_counted_as_a_kernel(h100):
+    k = _kernel_rows({"ncclDevKernel_SendRecv(ncclDevKernelArgsStorage<4096ul>)": 1e-3, "nccl:all_to_all": 1e-3,
+                      "vectorized_gather_kernel": 2e-4})
+    assert list(elk.device_kernels(k)["kernel"]) == [k["kernel"][0], "vectorized_gather_kernel"]
+    row = elk.class_table(k, h100[1], h100[0]).iloc[0]
+    assert row["nccl_r0_s"] == pytest.approx(1e-3)
+    assert row["memory_r0_s"] == pytest.approx(2e-4)
+
+
+def test_the_committed_s22epq_records_count_each_all_to_all_once():
+    k = read_csv(rec.MEASUREMENTS_DIR / "h200x2" / "s22epq_20261127_2205" / "ep_kernels.csv")
+    names = k["kernel"].astype(str)
+    dev, note = k[names.str.startswith("ncclDevKernel")], k[names.str.startswith("nccl:")]
+    assert len(note) == len(dev) > 0                              # each all-to-all listed twice ...
+    key = ["bench", "precision", "num_experts", "skew", "rank"]
+    pair = dev.merge(note, on=key, suffixes=("_dev", "_note"))
+    assert np.allclose(pair["time_s_dev"], pair["time_s_note"])   # ... with the same seconds
+    kept = elk.device_kernels(k)
+    nccl_s = kept.loc[kept["kernel"].map(elk.kernel_class) == "nccl", "time_s"].sum()
+    all_nccl_named_s = k.loc[k["kernel"].map(elk.kernel_class) == "nccl", "time_s"].sum()
+    assert nccl_s == pytest.approx(dev["time_s"].sum())
+    assert nccl_s == pytest.approx(all_nccl_named_s / 2)          # the old reader's sum, halved
