@@ -55,17 +55,24 @@ def bench_ep_fresh(rec, timer, dev, deadline, quick, env):
             log("ep_fresh: budget spent")
             return
         spec = dataclasses.replace(base, num_routed_experts=E)
-        torch.manual_seed(0)
-        with building(dev):
-            moe = MoE(spec, ep_group=group)
-        w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, split)
-        dispatched = measure_dispatch(rec, marks, t, x, ids, group, common, reps)
-        y_local = dispatched[0]
-        r = marks.measure(t, lambda: combine(y_local, dispatched[3], group), bytes_=common["bytes_per_rank"],
-                          reps=reps)
-        rec.row("ep", bench="ep_combine", precision="bf16", **common, **r)
-        del y_local, dispatched
-        layer_rows(rec, marks, t, moe, spec, (w, ids, x, common), env, reps)
-        del moe, w, ids, x
-        free_memory()
+        measure_case(rec, marks, t, spec, (T, skew, split), dev, gen, group, env, reps)
         log(f"ep_fresh T={T} E={E} skew={skew:g} ({split}): done")
+
+
+def measure_case(rec, marks, t, spec, case, dev, gen, group, env, reps):
+    """One EP case's rows on this rank (ep_fresh, ep_models): dispatch, combine, then the layer's forward and
+    backward with their kernels. `case`: (tokens a rank, skew, split)."""
+    tokens, skew, split = case
+    torch.manual_seed(0)
+    with building(dev):
+        moe = MoE(spec, ep_group=group)
+    w, ids, x, common = ep_case(spec, tokens, skew, dev, gen, group, split)
+    dispatched = measure_dispatch(rec, marks, t, x, ids, group, common, reps)
+    y_local = dispatched[0]
+    r = marks.measure(t, lambda: combine(y_local, dispatched[3], group), bytes_=common["bytes_per_rank"],
+                      reps=reps)
+    rec.row("ep", bench="ep_combine", precision="bf16", **common, **r)
+    del y_local, dispatched
+    layer_rows(rec, marks, t, moe, spec, (w, ids, x, common), env, reps)
+    del moe, w, ids, x
+    free_memory()

@@ -22,15 +22,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from real.bench.device import free_memory
-from real.bench.ep import HostMarks, ep_case, measure_dispatch
-from real.bench.ep_kernels import layer_rows
+from real.bench.ep import HostMarks
+from real.bench.ep_fresh import measure_case
 from real.bench.nccl import distributed_env
 from real.bench.records import log
 from real.bench.timing import Timer
 from real.configs import get_spec
-from real.ep import combine
-from real.model import MoE, building
 
 # (model slice, tokens a rank, skew), in run order: the Qwen2 slice first (the largest unexplained
 # excess), mixtral as the control whose EP ops the twin prices within ~1 ms, then the skewed cases
@@ -54,17 +51,5 @@ def bench_ep_models(rec, timer, dev, deadline, quick, env):
             log("ep_models: budget spent")
             return
         spec = get_spec(name)
-        torch.manual_seed(0)
-        with building(dev):
-            moe = MoE(spec, ep_group=group)
-        w, ids, x, common = ep_case(spec, T, skew, dev, gen, group, "fit")
-        dispatched = measure_dispatch(rec, marks, t, x, ids, group, common, reps)
-        y_local = dispatched[0]
-        r = marks.measure(t, lambda: combine(y_local, dispatched[3], group), bytes_=common["bytes_per_rank"],
-                          reps=reps)
-        rec.row("ep", bench="ep_combine", precision="bf16", **common, **r)
-        del y_local, dispatched
-        layer_rows(rec, marks, t, moe, spec, (w, ids, x, common), env, reps)
-        del moe, w, ids, x
-        free_memory()
+        measure_case(rec, marks, t, spec, (T, skew, "fit"), dev, gen, group, env, reps)
         log(f"ep_models {name} T={T} skew={skew:g}: done")
