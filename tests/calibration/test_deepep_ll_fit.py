@@ -67,3 +67,23 @@ def test_committed_table_is_the_fit_of_its_records():
         for col in (f"{k}_fixed_s", f"{k}_per_row_s"):
             assert t[col] == pytest.approx(r["table"][col], rel=1e-3), col
     assert deepep_ll_fit.within(r["residuals"])
+
+
+def test_committed_h100_table_is_the_fit_of_its_records():
+    """[deepep_ll_sm_h100] (docs/notes/s23deep_rule.md part 1) holds the same fit of the H100 pair's rows, which
+    meets s22dep's criterion 1: all four kernels in every hook row at the largest gap, the receive kernels there
+    not slower than at gap 0 (they do not wait for the flight), residuals within 15% or 2 us."""
+    t = serving_tables()["deepep_ll_sm_h100"]
+    path = Path(__file__).resolve().parents[2] / t["source"]
+    r = deepep_ll_fit.fit(path)
+    assert r["table"]["experts"] == t["experts"] and t["measured_gpu"] in r["gpu_name"].lower()
+    for k in deepep_ll_fit.KERNELS:
+        for col in (f"{k}_fixed_s", f"{k}_per_row_s"):
+            assert t[col] == pytest.approx(r["table"][col], rel=1e-3), col
+    assert deepep_ll_fit.within(r["residuals"])
+    df = deepep_ll_fit.read_csv(path)
+    used = deepep_ll_fit.usable_rows(df)
+    assert len(used) == 16 and not used[[f"{k}_s" for k in deepep_ll_fit.KERNELS]].isna().any().any()
+    hook = df[(df["status"] == "ok") & (df["mode"] == "hook")]
+    for k in ("dispatch_recv", "combine_recv"):
+        assert used[f"{k}_s"].mean() <= 1.10 * hook[hook["gap_us"] == 0][f"{k}_s"].mean()

@@ -85,6 +85,11 @@ SCATTER_SEED = 0
 # booked in each micro-batch's compute, the flight alone left on no SMs. docs/notes/s22dep_rule.md decides it.
 ADOPT_DEEPEP_LL_SM_TIME = True
 DEEPEP_LL_KERNELS = ("dispatch_send", "dispatch_recv", "combine_send", "combine_recv")
+# docs/notes/s23deep_rule.md part 1: the H100 pair's rows refute the H200 -> H800 HBM scaling of the per-row part
+# (+12% to +20% at 64-128 tokens a rank); on, a scenario takes the [deepep_ll_sm*] table measured on the GPU whose
+# HBM bandwidth is nearest its own (H800/H100: the H100 pair's, unscaled), as s22dep's rule said once both exist
+ADOPT_DEEPEP_LL_SAME_HBM_ROWS = True
+DEEPEP_LL_TABLES = ("deepep_ll_sm", "deepep_ll_sm_h100")
 
 
 def serving_profile(gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> Profile:
@@ -279,6 +284,17 @@ def decode_a2a_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_f
     return (rows * disp_row / bw_d + gpu.scale_out_latency_s, rows * comb_row / bw_c + gpu.scale_out_latency_s)
 
 
+def deepep_ll_table(gpu: GPUSpec) -> dict:
+    """The [deepep_ll_sm] fit the kernels are priced from: the H200 pair's (s22dep); under
+    ADOPT_DEEPEP_LL_SAME_HBM_ROWS the one measured on the GPU whose HBM bandwidth is nearest `gpu`'s (ratio in
+    log terms: an H800 at 3.35 TB/s takes the H100 pair's, an H200 at 4.8 TB/s the H200 pair's)."""
+    tables = serving_tables()
+    if not ADOPT_DEEPEP_LL_SAME_HBM_ROWS:
+        return tables["deepep_ll_sm"]
+    return min((tables[name] for name in DEEPEP_LL_TABLES),
+               key=lambda t: abs(math.log(t["measured_hbm_bytes_per_s"] / gpu.hbm_bytes_per_s)))
+
+
 def deepep_ll_kernels_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float, rows_frac: float) -> dict[str, float]:
     """Seconds each of DeepEP's low-latency kernels holds the SMs for one micro-batch of `tokens` a GPU
     (twin/data/serving_claims.toml [deepep_ll_sm], fitted from 2-GPU rows: fixed + per row x rows, the per-row
@@ -288,7 +304,7 @@ def deepep_ll_kernels_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, tokens: float,
     picks the fit (the kernels' grid follows it). Zero where the all-to-all is not DeepEP's low-latency path."""
     if tokens <= 0 or not m.is_moe or s.ep == 1 or _a2a_kind(gpu, s) != "deepep_ll":
         return dict.fromkeys(DEEPEP_LL_KERNELS, 0.0)
-    t = serving_tables()["deepep_ll_sm"]
+    t = deepep_ll_table(gpu)
     physical = m.num_routed_experts + s.redundant_experts
     i = min(range(len(t["experts"])), key=lambda j: abs(t["experts"][j] - physical))
     own, received = tokens * m.top_k, tokens * m.top_k * rows_frac

@@ -80,3 +80,32 @@ def test_decode_step_under_both_settings(monkeypatch, stand_in_table, adopt):
     other = decode_step(h200.model, h200.gpu, h200.serve, 64)["step_s"]
     monkeypatch.setattr(iteration, "ADOPT_DEEPEP_LL_SM_TIME", adopt)
     assert decode_step(h200.model, h200.gpu, h200.serve, 64)["step_s"] == other   # one node: the switch does not enter
+
+
+@pytest.mark.parametrize("adopt", [False, True])
+def test_same_hbm_rows_pick_the_table(monkeypatch, adopt):
+    """ADOPT_DEEPEP_LL_SAME_HBM_ROWS (docs/notes/s23deep_rule.md part 1): off, every GPU takes the H200 pair's
+    table (per-row part scaled by HBM); on, the H800 takes the H100 pair's table unscaled, the H200 still the H200
+    pair's."""
+    monkeypatch.setattr(iteration, "ADOPT_DEEPEP_LL_SAME_HBM_ROWS", adopt)
+    tables = serving_tables()
+    sc = _profile()   # H800, EP128, 256 experts: 64 tokens -> 512 rows of its own, 512 received at balance
+    h100 = tables["deepep_ll_sm_h100"]
+    h200 = tables["deepep_ll_sm"]
+    want_table, scale = (h100, 1.0) if adopt else (h200, 4.8e12 / 3.35e12)
+    assert iteration.deepep_ll_table(sc.gpu) is want_table
+    k = deepep_ll_kernels_s(sc.model, sc.gpu, sc.serve, 64, 1.0)
+    for name in DEEPEP_LL_KERNELS:
+        assert k[name] == pytest.approx(want_table[f"{name}_fixed_s"][0] + want_table[f"{name}_per_row_s"][0] * 512 * scale)
+    h200_sc = load_scenario(ROOT / "scenarios" / "r1_serve_h800_decode.toml",
+                            [*DEEPSEEK_PROFILE_DECODE_CONDITIONS, 'cluster.gpu="h200"'], SERVING)
+    assert iteration.deepep_ll_table(h200_sc.gpu) is h200   # an H200 takes its own pair's rows either way
+
+
+@pytest.mark.parametrize("adopt", [False, True])
+def test_same_hbm_rows_leave_nvlink_steps_alone(monkeypatch, adopt):
+    sc = load_scenario(ROOT / "scenarios" / "r1_serve_h200.toml", ["serve.batch=64"], SERVING)   # EP8, one node
+    monkeypatch.setattr(iteration, "ADOPT_DEEPEP_LL_SAME_HBM_ROWS", not adopt)
+    other = decode_step(sc.model, sc.gpu, sc.serve, 64)["step_s"]
+    monkeypatch.setattr(iteration, "ADOPT_DEEPEP_LL_SAME_HBM_ROWS", adopt)
+    assert decode_step(sc.model, sc.gpu, sc.serve, 64)["step_s"] == other

@@ -219,7 +219,9 @@ NOT_MET = {
     # docs/notes/s22dep_rule.md) with s22dg's DeepGEMM masked kernel for the routed experts (docs/notes/s22dg2_rule.md)
     # both on: the day decode per node -6.3% (13.9k against 14.8k; +18.3% before either, -9.2% with s22dep alone),
     # the per-user speed at the published output -3.9% (20.2 against 21, 20-22 published; +13.6% before), the decode
-    # profile step +4.0% (19.3k against 18,598; +16.8% before)
+    # profile step +4.0% (19.3k against 18,598; +16.8% before). With s23deep's H100-pair rows for the H800
+    # (ADOPT_DEEPEP_LL_SAME_HBM_ROWS, docs/notes/s23deep_rule.md part 1): day decode -4.3% (14.2k), per user
+    # -2.6% (20.5), decode profile +5.4% (19.6k)
 }
 
 
