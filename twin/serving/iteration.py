@@ -686,6 +686,8 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
             "ttft_s": math.ceil(s.input_len / T) * fwd,
             "per_layer_attn_s": n * a, "per_layer_moe_compute_s": n * moe_c, "per_layer_a2a_s": n * moe_a,
             "per_microbatch_groups_s": groups,
+            # the forward's three parts: MoE layers (overlapped), dense layers, LM head
+            "moe_layers_s": moe_s, "dense_layers_s": dense_s, "head_s": head_s,
             # a MoE layer in steady state: what one more layer adds to the overlapped schedule
             "per_moe_layer_s": (overlapped_layers_s(9, n, a + pre_c, disp, post_c, comb)
                                 - overlapped_layers_s(8, n, a + pre_c, disp, post_c, comb)) if m.is_moe else 0.0}
