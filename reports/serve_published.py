@@ -18,8 +18,9 @@ from pathlib import Path
 from reports import page as pg
 from reports.page import Page
 from twin.core.results import to_json
-from twin.serving.published import (H200_CLAIM_TOKENS_PER_S, crossings, deepseek_production, deepseek_profile_groups,
-                                    deepseek_sensitivity, h200_curve)
+from twin.serving.published import (DEEPSEEK_PROFILE_PREFILL_CONDITIONS, H200_CLAIM_TOKENS_PER_S, crossings,
+                                    deepseek_prefill_components, deepseek_prefill_over_load, deepseek_production,
+                                    deepseek_profile_groups, deepseek_sensitivity, h200_curve)
 
 CURVE_CSV = "h200_curve.csv"
 CURVE_PNG = "h200_curve.png"
@@ -50,6 +51,35 @@ def _load(row: dict) -> str:
     if "day_mean_decode_nodes" in row:
         return f"{pg.sig(c)} requests per GPU (day mean)"
     return f"{pg.sig(c)} requests per GPU" if "step_s" in row else f"{c:,} prompts in flight"
+
+
+def _prefill_apart(p: Page, day_row: dict) -> dict:
+    """The day prefill taken apart (docs/notes/s23deep_rule.md part 2): the unit's forward by component at
+    the day's and the profile's conditions, and the day row as a curve over the busiest hour's load."""
+    day, prof = deepseek_prefill_components(), deepseek_prefill_components(DEEPSEEK_PROFILE_PREFILL_CONDITIONS)
+    curve = deepseek_prefill_over_load(day_row=day_row)
+    p.section("The day prefill taken apart").para(
+        "One forward of the prefill unit (16K computed tokens per GPU, two micro-batches, the all-to-all on 24 SMs) as "
+        "the request simulation prices it, every prompt alike: at the day's conditions (4,384-token prompts, 2,468 "
+        "cached, attention over 6,852-token spans) and at DeepSeek's prefill profile's (4K prompts, no hits). "
+        "Node-microseconds per input token count hits, the published figure's unit (73.7k per node is 13.6).")
+    p.table(["component (one forward, one GPU)", "day", "share", "node-us per input token", "profile", "share"],
+            [[k.replace("_", " "), pg.seconds(v), pg.pct(v / day["total_s"]), f"{day['node_us_per_input_token'][k]:.3f}",
+              pg.seconds(prof["components_s"][k]), pg.pct(prof["components_s"][k] / prof["total_s"])]
+             for k, v in day["components_s"].items()]
+            + [["forward + prefix expansion", pg.seconds(day["total_s"]), "", f"{1e6 / day['input_tokens_per_s_per_node']:.3f}",
+                pg.seconds(prof["total_s"]), ""]])
+    lo, hi = curve["within_15_percent_load_frac"]
+    p.para(f"The day row over the busiest hour's load (a fraction of the unit's fully loaded "
+           f"{pg.number(curve['fully_loaded_per_node'])} per node; the headline row is 1.0, an upper bound). It meets "
+           f"73.7k at {pg.pct(curve['published_at_load_frac'])} and is within 15% from {pg.pct(lo)} to {pg.pct(hi)}: a "
+           "reading of the curve, not a figure (no prefill load, latency or utilisation is published). TTFT: the unit "
+           "fed open-loop at that load by Poisson and bursty (gamma, CV 2) arrivals.")
+    p.table(["busiest hour's load", "24 h average per node", "error", "TTFT P50 / P99 (Poisson)", "TTFT P50 / P99 (bursty)"],
+            [[pg.pct(q["busiest_hour_load_frac"]), pg.number(q["predicted"]), pg.pct(q["rel_error"], signed=True),
+              f"{pg.seconds(q['poisson_ttft_p50_s'])} / {pg.seconds(q['poisson_ttft_p99_s'])}",
+              f"{pg.seconds(q['gamma_ttft_p50_s'])} / {pg.seconds(q['gamma_ttft_p99_s'])}"] for q in curve["points"]])
+    return {"deepseek_prefill_components": {"day": day, "profile": prof}, "deepseek_prefill_over_load": curve}
 
 
 def build(out_dir: str | Path) -> list[Path]:
@@ -95,6 +125,7 @@ def build(out_dir: str | Path) -> list[Path]:
            "so the half hour after a step down carries the hour's mean load on fewer nodes (the rule's first "
            "reading; the income bars are hourly). MTP on: the post does not say; V3's report gives 85-90% "
            "acceptance of one drafted token.")
+    prefill = _prefill_apart(p, day)
     profiles = [deepseek_profile_groups(phase) for phase in ("decode", "prefill")]
     p.section("DeepSeek's own prefill and decode profiles, kernel group by group").para(
         "The iteration model at the conditions of deepseek-ai/profile-data's decode.json and prefill.json: one micro-batch "
@@ -117,7 +148,8 @@ def build(out_dir: str | Path) -> list[Path]:
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    payload = {"deepseek": ds, "deepseek_readings_not_adopted": sens, "deepseek_profiles": profiles, "h200_curve": rows, "h200_crossings": cross}
+    payload = {"deepseek": ds, "deepseek_readings_not_adopted": sens, "deepseek_profiles": profiles, "h200_curve": rows,
+               "h200_crossings": cross, **prefill}
     return pg.write_report_dir(out_dir, p, to_json(payload), files={CURVE_CSV: buf.getvalue()})
 
 

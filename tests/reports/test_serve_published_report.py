@@ -18,6 +18,9 @@ def test_report_shows_the_day_averages_and_deepseeks_profiles_group_by_group(tmp
     # the day rows (deepseek_production) and the sensitivity rows both simulate decode_speed_curve(),
     # the same deterministic runs (a third of the build's time): simulated once here
     monkeypatch.setattr(published, "decode_speed_curve", functools.cache(published.decode_speed_curve))
+    # the prefill curve over load at two loads (each simulates the unit twice; the mechanics are in
+    # tests/twin/serving/test_prefill_components.py)
+    monkeypatch.setattr(sp, "deepseek_prefill_over_load", functools.partial(published.deepseek_prefill_over_load, (0.6, 1.0)))
     sp.build(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "DeepSeek's own prefill and decode profiles, kernel group by group" in md
@@ -32,3 +35,9 @@ def test_report_shows_the_day_averages_and_deepseeks_profiles_group_by_group(tmp
     assert {r["reading"] for r in result["deepseek_readings_not_adopted"]} == {
         "sub-hour intervals", "MTP on (1 drafted token, 85% accepted)"}
 
+    # the day prefill taken apart (docs/notes/s23deep_rule.md part 2): components and the curve over load
+    assert "## The day prefill taken apart" in md and "| moe attention core |" in md and "| prefix expand |" in md
+    curve = result["deepseek_prefill_over_load"]
+    assert curve["points"][-1]["busiest_hour_load_frac"] == 1.0
+    assert curve["points"][-1]["predicted"] == result["deepseek"][0]["predicted"]   # the headline row is the curve at 1.0
+    assert set(result["deepseek_prefill_components"]) == {"day", "profile"}

@@ -45,13 +45,15 @@ under which the curve reaches it.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from twin.core.scenario import SERVING, load_scenario, packaged_scenario
 from twin.core.specs import serving_tables
-from twin.serving.iteration import decode_step, prefill_forward
+from twin.serving.iteration import PREFILL_GROUPS, decode_step, prefill_forward, prefix_expand_s
 from twin.serving.simulate import simulate
 
 H200_CLAIM_TOKENS_PER_S = 3872.0     # twin/data/serving_claims.toml h200.nim_3872
@@ -528,3 +530,92 @@ def deepseek_profile_groups(phase: str) -> dict:
     return {"phase": phase, "scenario": name, "overrides": overrides, "conditions": conditions,
             "iteration_s": iteration_s, "groups_us": groups_us,
             "tokens_per_s_per_node": tokens_per_s_per_gpu * sc.gpu.gpus_per_node}
+
+
+# ---------------------------------------------------------------------------------------------
+# The day prefill taken apart (docs/notes/s23deep_rule.md part 2): reporting only, no figure moves
+
+PREFILL_COMPUTE_GROUPS = tuple(g for g in PREFILL_GROUPS if g not in ("dispatch", "combine"))
+
+
+def deepseek_prefill_components(overrides=()) -> dict:
+    """The prefill unit's forward at the day's conditions (the prefill scenario; `overrides` e.g.
+    DEEPSEEK_PROFILE_PREFILL_CONDITIONS for the profile's) taken apart, as the request simulation prices one
+    iteration of whole prompts (twin.serving.timing): every prompt alike, floor(ISL x hit) tokens cached and
+    the rest computed; one forward of prefill_chunk_tokens computed tokens per GPU whose attention spans
+    n + 2c tokens per prompt (n computed behind c cached: n (c + n/2) query-key pairs), plus the expansion
+    of the cached latents the forward attends over (prefix_expand_s). Components in seconds per forward on
+    one GPU: the MoE layers' kernel groups (every micro-batch and layer), the all-to-all's exposed part (the
+    overlapped MoE layers less their compute) and its hidden part, the dense layers, the LM head and the
+    prefix expansion; they add up to `total_s`. Per token: node-microseconds per input token (hits
+    counted, the published figure's unit) and per computed token."""
+    sc = load_scenario(packaged_scenario(DEEPSEEK_PREFILL_SCENARIO), list(overrides), SERVING)
+    m, gpu, s = sc.model, sc.gpu, sc.serve
+    cached = min(math.floor(s.input_len * sc.traffic.prefix_hit_frac), s.input_len - 1)
+    computed = s.input_len - cached
+    span = computed + 2 * cached
+    fwd = prefill_forward(m, gpu, dataclasses.replace(s, input_len=span))
+    prompts_per_gpu = s.prefill_chunk_tokens / computed
+    prefix_s = prefix_expand_s(m, gpu, s, round(prompts_per_gpu * cached))
+    mb = fwd["per_microbatch_groups_s"]
+    n_mb = max(1, min(s.num_microbatches, s.prefill_chunk_tokens))
+    per_forward = n_mb * m.num_moe_layers
+    comps = {f"moe_{g}": mb[g] * per_forward for g in PREFILL_COMPUTE_GROUPS}
+    moe_compute = sum(comps.values())
+    a2a = (mb["dispatch"] + mb["combine"]) * per_forward
+    exposed = fwd["moe_layers_s"] - moe_compute
+    comps.update(all_to_all_exposed=exposed, dense_layers=fwd["dense_layers_s"], lm_head=fwd["head_s"],
+                 prefix_expand=prefix_s)
+    total = sum(comps.values())
+    input_per_node = prompts_per_gpu * s.input_len * gpu.gpus_per_node
+    computed_per_node = s.prefill_chunk_tokens * gpu.gpus_per_node
+    return {"conditions": {"input_len": s.input_len, "cached_tokens": cached, "computed_tokens": computed,
+                           "attention_span_tokens": span, "computed_tokens_per_gpu": s.prefill_chunk_tokens,
+                           "prompts_per_gpu": prompts_per_gpu, "num_microbatches": n_mb, "ep": s.ep,
+                           "comm_sms": s.prefill_comm_sms},
+            "components_s": comps, "total_s": total, "forward_s": fwd["forward_s"],
+            "all_to_all_s": a2a, "all_to_all_hidden_s": a2a - exposed,
+            "node_us_per_input_token": {k: v / input_per_node * 1e6 for k, v in comps.items()},
+            "node_us_per_computed_token": {k: v / computed_per_node * 1e6 for k, v in comps.items()},
+            "input_tokens_per_s_per_node": input_per_node / total,
+            "computed_tokens_per_s_per_node": computed_per_node / total}
+
+
+PREFILL_DAY_LOADS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PREFILL_BURSTY_ARRIVAL_CV = 2.0   # the gamma arrivals' inter-arrival CV (TrafficSpec.arrival_cv's default)
+
+
+def prefill_open_loop(load_frac: float, capacity_per_node: float, arrival: str, num_requests: int = 8192):
+    """The prefill scenario fed at `load_frac` of `capacity_per_node` (input tok/s per node, hits counted)
+    by open-loop arrivals ('poisson' or 'gamma' at PREFILL_BURSTY_ARRIVAL_CV): its simulation result."""
+    sc = load_scenario(packaged_scenario(DEEPSEEK_PREFILL_SCENARIO), kind=SERVING)
+    nodes = sc.serve.prefill_instances * sc.serve.prefill_ep / sc.gpu.gpus_per_node
+    rate = load_frac * capacity_per_node * nodes / sc.serve.input_len
+    extra = [f'traffic.arrival="{arrival}"', f"traffic.rate_per_s={rate}", f"traffic.num_requests={num_requests}"]
+    if arrival == "gamma":
+        extra.append(f"traffic.arrival_cv={PREFILL_BURSTY_ARRIVAL_CV}")
+    return simulate(load_scenario(packaged_scenario(DEEPSEEK_PREFILL_SCENARIO), extra, SERVING))
+
+
+def deepseek_prefill_over_load(loads=PREFILL_DAY_LOADS, day_row: dict | None = None, ttft: bool = True) -> dict:
+    """The day prefill row as a curve over the busiest hour's load, a fraction of the unit's fully loaded rate
+    (the row itself is the curve at 1.0: the upper bound). The day's 24 h average scales with that fraction
+    (the other hours follow the day's load shape). Where `ttft`, each point carries the twin's TTFT at that
+    load in the busiest hour: the unit fed open-loop at that fraction of its closed-loop rate, by Poisson and
+    by bursty (gamma) arrivals. `published_at_load_frac`: the load at which the curve meets the published
+    73.7k, and the span of loads within 15% of it: readings of the curve, never inputs."""
+    row = day_row or deepseek_day_rows()[0]
+    full, avg = row["fully_loaded_per_node"], row["predicted"]
+    points = []
+    for u in loads:
+        p = {"busiest_hour_load_frac": float(u), "predicted": u * avg, "rel_error": u * avg / DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE - 1.0}
+        if ttft:
+            for arrival in ("poisson", "gamma"):
+                r = prefill_open_loop(u, full, arrival)
+                p[f"{arrival}_ttft_p50_s"], p[f"{arrival}_ttft_p99_s"] = r.ttft_s.p50, r.ttft_s.p99
+        points.append(p)
+    claim = DEEPSEEK_PREFILL_TOKENS_PER_S_PER_NODE
+    return {"points": points, "fully_loaded_per_node": full, "day_average_at_full_load": avg,
+            "published_at_load_frac": claim / avg,
+            "within_15_percent_load_frac": (claim * 0.85 / avg, claim * 1.15 / avg)}
+
