@@ -101,3 +101,27 @@ def record_factor(row, gpu: str, profile, term: tuple[float, float] | None = Non
             return 1.0
         term = call_term()
     return call_factor(step_ops(row, gpu, profile), *term)
+
+
+# (s23hrate, candidate 2; docs/notes/s23hrate_rule.md "Candidate 2") the step-input host time per kernel of a record
+# is the GPU type's pooled ratio (pooled_ratio: every FIT_RUNS fitting repetition of that GPU) x the step's probe,
+# instead of its own run's ratio (six layer configurations whose per-kernel costs differ by +-20%: the median of one
+# run's repetitions moves with which configuration sits in the middle, 2.04-2.43 over the 11 runs)
+ADOPT_POOLED_RATIO = False
+
+
+@functools.lru_cache(maxsize=None)
+def pooled_ratio(gpu: str, root: str = str(rec.MEASUREMENTS_DIR), runs: tuple = FIT_RUNS) -> float:
+    """The median over every fitting repetition of `gpu`'s runs among `runs` of host_s / net kernels / probe."""
+    frames = []
+    for g, sub in runs:
+        folder = Path(root) / g / sub
+        if g == gpu and csv_exists(folder / "host_dispatch.csv") and csv_exists(folder / "serve_steps.csv"):
+            frames.append(fitting_reps(read_csv(folder / "host_dispatch.csv"), read_csv(folder / "serve_steps.csv"), g))
+    reps = pd.concat(frames, ignore_index=True)
+    return float((reps["host_s"] / reps["net"] / reps["host_probe_launch_s"]).median())
+
+
+def run_ratio(gpu: str, run_ratio_s: float) -> float:
+    """The ratio a run's step-input host time uses: the pooled one under ADOPT_POOLED_RATIO, else the run's own."""
+    return pooled_ratio(gpu) if ADOPT_POOLED_RATIO else run_ratio_s

@@ -634,7 +634,8 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
         if not all(csv_exists(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv")):
             continue
         model, hd, steps = (read_csv(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv"))
-        ratio = step_host.fit_step_ratio(hd, steps, gpu)
+        # s23hrate candidate 2: under ADOPT_POOLED_RATIO the GPU type's pooled fitting ratio, else the run's own
+        ratio = op_host_rate.run_ratio(gpu, step_host.fit_step_ratio(hd, steps, gpu))
         rows = model[model["bench"].isin(reg.benches)].assign(gpu=gpu).reset_index(drop=True)
         # s23hrate: under ADOPT_OP_HOST_RATE each record's ratio times its step's per-call factor (1 when off)
         op_profile = load_fitted_profile(gpu, rec.load_records(gpu, root))[0] if op_host_rate.ADOPT_OP_HOST_RATE else None
@@ -778,21 +779,28 @@ def write_op_factors(path: Path | None = None, allow_dirty: bool = False, reg: R
     return write_registered(path, lambda: op_factor_rows(case_rows(reg)), allow_dirty)
 
 
-def op_rate_sections(reg: Registration, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
-    """`reg`'s step-input twin read on its back-to-back grid with ADOPT_OP_HOST_RATE off (`step_input`) and on
-    (`op_rate`), each {by_gpu, rows} as step_section's."""
+OP_RATE_CANDIDATES = {"op_rate": "ADOPT_OP_HOST_RATE", "pooled": "ADOPT_POOLED_RATIO"}
+
+
+def op_rate_sections(reg: Registration, root: Path | str = rec.MEASUREMENTS_DIR, candidate: str = "op_rate") -> dict:
+    """`reg`'s step-input twin read on its back-to-back grid with the candidate's switch of op_host_rate
+    (OP_RATE_CANDIDATES) off (`step_input`) and on (`op_rate`), each {by_gpu, rows} as step_section's; the other
+    candidate's switch off in both."""
     out = {}
-    saved = op_host_rate.ADOPT_OP_HOST_RATE
+    saved = {sw: getattr(op_host_rate, sw) for sw in OP_RATE_CANDIDATES.values()}
     try:
+        for sw in OP_RATE_CANDIDATES.values():
+            setattr(op_host_rate, sw, False)
         for name, setting in (("step_input", False), ("op_rate", True)):
-            op_host_rate.ADOPT_OP_HOST_RATE = setting
+            setattr(op_host_rate, OP_RATE_CANDIDATES[candidate], setting)
             rows, _ = step_rows(root, reg, GRID_FILES[reg.name][0])
             cols = reg.key + ["time_s", "op_host_factor", "step_infer_host_s_per_kernel", "step_predicted_s",
                               "step_rel_error"]
             out[name] = {"by_gpu": step_summary(rows),
                          "rows": [] if rows.empty else rows[cols].rename(columns={"time_s": "measured_s"}).to_dict("records")}
     finally:
-        op_host_rate.ADOPT_OP_HOST_RATE = saved
+        for sw, v in saved.items():
+            setattr(op_host_rate, sw, v)
     return out
 
 
@@ -1026,8 +1034,10 @@ def main(argv: list[str] | None = None) -> int:
         print(df.to_string(index=False))
         return 0
     if args.action == "compare-op-rate":   # docs/notes/s23hrate_rule.md
-        seen = {name: op_rate_sections(REGISTRATIONS[name]) for name in OP_RATE_SEEN_REGS}
-        print(format_op_rate(op_rate_sections(reg), seen))
+        for cand in OP_RATE_CANDIDATES:
+            seen = {name: op_rate_sections(REGISTRATIONS[name], candidate=cand) for name in OP_RATE_SEEN_REGS}
+            print(f"candidate {cand} ({OP_RATE_CANDIDATES[cand]}) against the adopted step-input twin:")
+            print(format_op_rate(op_rate_sections(reg, candidate=cand), seen))
         return 0
     if args.action == "write-occ-grid":
         df = write_occupancy_grid(allow_dirty=args.allow_dirty, reg=reg)
