@@ -30,6 +30,7 @@ from calibration import step_host
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
+from calibration.validate import load_fitted_profile
 from calibration.whole_step import decode_cache_lens, decode_ops, prefill_ops
 from twin.core.specs import get_model
 
@@ -125,3 +126,41 @@ def pooled_ratio(gpu: str, root: str = str(rec.MEASUREMENTS_DIR), runs: tuple = 
 def run_ratio(gpu: str, run_ratio_s: float) -> float:
     """The ratio a run's step-input host time uses: the pooled one under ADOPT_POOLED_RATIO, else the run's own."""
     return pooled_ratio(gpu) if ADOPT_POOLED_RATIO else run_ratio_s
+
+
+def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """Diagnostic (docs/notes/s23hrate_rule.md, reported, not judged): per decode record of the host_steps runs, the
+    probed steps' median host seconds over (twin ops x the run's ratio x the steps' median probe) (`per_twin_op`: what
+    the step-input twin's host sum misses, 1 = exact) beside the same per profiled kernel (`per_kernel`, step_protocol.
+    host_rate_over_probe's quantity). Columns: run, model, batch, prompt_len, kernels, twin_ops, per_kernel,
+    per_twin_op."""
+    out, profiles = [], {}
+    for gpu, sub in runs:
+        folder = Path(root) / gpu / sub
+        if not csv_exists(folder / "serve_kernels.csv"):
+            continue
+        if gpu not in profiles:
+            profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
+        model, hd, steps, kernels = (read_csv(folder / f) for f in (
+            "model.csv", "host_dispatch.csv", "serve_steps.csv", "serve_kernels.csv"))
+        ratio = step_host.fit_step_ratio(hd, steps, gpu)
+        for _, r in model[model["bench"] == "decode"].iterrows():
+            k = kernels[(kernels["model"] == r["model"]) & (kernels["batch"] == r["batch"])
+                        & (kernels["prompt_len"] == r["prompt_len"])]["kernels"]
+            s = step_host.record_steps(steps, r)
+            if not (len(k) and len(s)):
+                continue
+            host = float(s["host_s"].astype(float).median()) / (ratio * float(s["host_probe_launch_s"].astype(float).median()))
+            ops = step_ops(r, gpu, profiles[gpu])
+            out.append({"run": f"{gpu} {sub}", "model": r["model"], "batch": int(r["batch"]),
+                        "prompt_len": int(r["prompt_len"]), "kernels": float(k.iloc[0]), "twin_ops": ops,
+                        "per_kernel": host / float(k.iloc[0]), "per_twin_op": host / ops})
+    return pd.DataFrame(out)
+
+
+if __name__ == "__main__":
+    rows = step_rate_per_twin_op()
+    print(rows.groupby("model")[["kernels", "twin_ops", "per_kernel", "per_twin_op"]].median().to_string(
+        float_format=lambda x: f"{x:.3g}"))
+    print(rows.pivot_table(index="run", columns="model", values="per_twin_op", aggfunc="median").to_string(
+        float_format=lambda x: f"{x:.2f}"))

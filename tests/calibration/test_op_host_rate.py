@@ -115,3 +115,13 @@ def test_switches_follow_the_rule():
     and P90 worse: e.g. s22host2 H100 decode 3.3% / 12.6% -> 19.9% / 26.7%) and the pooled ratio fails R5 (s22host2
     H100 prefill loses its target: 3.4% / 7.6% -> 2.5% / 10.5%): neither is adopted."""
     assert ohr.ADOPT_OP_HOST_RATE is False and ohr.ADOPT_POOLED_RATIO is False
+
+
+def test_step_rate_per_twin_op_reads_one_run():
+    """The diagnostic on s22host2's H100 run: 8 decode records; llama3-8b's profiled steps launch more kernels than
+    the twin's op list holds (1092-1189 against ~1000), so its rate per twin op exceeds its rate per kernel."""
+    rows = ohr.step_rate_per_twin_op(runs=(("h100", "s22host2"),))
+    assert len(rows) == 8 and set(rows["model"]) == {"llama3-8b", "tiny"}
+    assert rows["per_twin_op"].to_numpy() == pytest.approx((rows["per_kernel"] * rows["kernels"] / rows["twin_ops"]).to_numpy())
+    llama = rows[rows["model"] == "llama3-8b"]
+    assert (llama["kernels"] > llama["twin_ops"]).all() and (llama["per_twin_op"] > llama["per_kernel"]).all()
