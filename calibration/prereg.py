@@ -756,6 +756,11 @@ OP_FACTOR_FILES = {S23HRATE.name: PREREG_DIR / "s23hrate_op_factors.csv"}
 S23HRATE_REPEAT = dataclasses.replace(S23HRATE, name="s23hrate_repeat", records_subdir="s23hrate_repeat")
 REGISTRATIONS[S23HRATE_REPEAT.name] = S23HRATE_REPEAT
 GRID_FILES[S23HRATE_REPEAT.name] = GRID_FILES[S23HRATE.name]
+# two more fresh H100 hosts (the lead's nvidia-h200 / nvidia-h200-x2 asks, served by H100s), cold, 00:26 and 00:29 UTC:
+# fresh runs of the same files, after both candidates' rules (s23hrate itself ran before candidate 2's)
+for _sub in ("s23hrate_b", "s23hrate_c"):
+    REGISTRATIONS[_sub] = dataclasses.replace(S23HRATE, name=_sub, records_subdir=_sub)
+    GRID_FILES[_sub] = GRID_FILES[S23HRATE.name]
 # the earlier fresh runs the rule also reads (seen before it, in aggregate: disclosed in the note)
 # s21host2b's three runs (real/campaigns/s21host2b.sh: s21host2's p256 decode cases, read on s21host2's grid)
 for _sub in ("s21host2b_2119", "s21host2b_2120", "s21host2b_2121"):
