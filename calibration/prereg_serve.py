@@ -257,10 +257,11 @@ def closed_loop_count(sc, run: RunCase, start: int = 256) -> int:
         n *= 2
 
 
-def predict(gpu: str, model: str, run: RunCase, host_launch_s: float, prefix: str = "n21") -> dict:
+def predict(gpu: str, model: str, run: RunCase, host_launch_s: float, prefix: str = "n21", extra: dict | None = None) -> dict:
     """The twin's figures of one planned run (serve_load_validation.predict_run's median over SPREAD_SEEDS
-    replays; a closed loop's request count found per replay) and the closed loop's median request count."""
-    row = {**run_row(gpu, model, run, host_launch_s), "run_id": run_id(model, run, prefix)}
+    replays; a closed loop's request count found per replay) and the closed loop's median request count.
+    `extra`: more serve_load columns the run's row is given (s23srvh: the host's pauses)."""
+    row = {**run_row(gpu, model, run, host_launch_s), "run_id": run_id(model, run, prefix), **(extra or {})}
     sc = scenario_for(row, engine=engine_table(gpu))
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs, counts = [], []
