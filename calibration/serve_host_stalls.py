@@ -135,8 +135,11 @@ def compare(preds: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
 
 
 def verdicts(rows: list[dict]) -> dict:
-    """Each candidate's rule_verdict against base (docs/notes/s23srvh_rule.md criteria 1-3)."""
-    return {c: ps.rule_verdict(rows, "base", c) for c in CANDIDATES}
+    """Each candidate's rule_verdict against base (docs/notes/s23srvh_rule.md criteria 1-3), base labelled
+    'committed' there (rule_verdict's own keys 'base' / 'candidate' name the two settings and would hide a setting
+    named 'base')."""
+    named = [{**r, "twin": "committed" if r["twin"] == "base" else r["twin"]} for r in rows]
+    return {c: ps.rule_verdict(named, "committed", c) for c in CANDIDATES}
 
 
 def judged(root=rec.MEASUREMENTS_DIR, path=None) -> tuple[list[dict], dict]:
