@@ -44,3 +44,18 @@ def test_s23_plans_are_the_registered_runs():
         want = [(ps.run_id(model, r, reg.prefix), r.arrival, r.input_len, r.output_len, r.rate_per_s, r.concurrency,
                  r.load_s, r.seed, ps.WARM_TOKENS if k == 0 else 0, "holdout") for k, r in enumerate(reg.runs)]
         assert got == want
+
+
+def test_pause_probe_keeps_chains_over_the_median_and_ep_takes_the_rank_that_paused_most():
+    import torch
+
+    from real.serve.cli import pause_columns
+    from real.serve.hostspeed import PAUSE_MIN_S, pause_probe
+    from real.serve.records import PAUSE_KEYS
+    p = pause_probe(torch.device("cpu"), window_s=0.02)
+    assert tuple(p) == PAUSE_KEYS and p["pause_window_s"] >= 0.02 and p["pause_chains"] >= 1
+    sizes = [float(x) for x in p["pause_sizes_s"].split(";") if x]
+    assert len(sizes) == p["pause_count"] and all(x >= PAUSE_MIN_S for x in sizes)
+    a = dict(zip(PAUSE_KEYS, (2.0, 100, 5e-4, 1, "0.003")))
+    b = dict(zip(PAUSE_KEYS, (2.0, 100, 5e-4, 3, "0.003;0.004;0.01")))
+    assert pause_columns([a, b]) == b and pause_columns([{}, {}]) == {}
