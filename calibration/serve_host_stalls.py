@@ -142,14 +142,27 @@ def verdicts(rows: list[dict]) -> dict:
     return {c: ps.rule_verdict(named, "committed", c) for c in CANDIDATES}
 
 
-def judged(root=rec.MEASUREMENTS_DIR, path=None) -> tuple[list[dict], dict]:
-    """compare() rows of the s23srvh records against the predictions file (`path`, default PREDICTIONS_FILE; the
-    predictions computed afresh where it is missing) and the verdicts."""
+def gpu_predictions_file(gpu: str):
+    """A GPU's records that came after PREDICTIONS_FILE was written get a file of their own (never rewriting one)."""
+    return PREREG_DIR / f"s23srvh_predictions_{gpu}.csv"
+
+
+def written_predictions() -> pd.DataFrame:
+    """Every written s23srvh predictions file (PREDICTIONS_FILE and the per-GPU ones), together."""
+    files = [f for f in sorted(PREREG_DIR.glob("s23srvh_predictions*.csv")) if csv_exists(f)]
+    return pd.concat([read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame(columns=["gpu"])
+
+
+def judged(root=rec.MEASUREMENTS_DIR) -> tuple[list[dict], dict]:
+    """compare() rows of the s23srvh records against the written predictions (computed afresh for a GPU no file
+    holds) and the verdicts."""
     recs = ps.measured(root, REG)
     if recs.empty:
         return [], {}
-    path = PREDICTIONS_FILE if path is None else path
-    preds = read_csv(path) if csv_exists(path) else predictions(recs)
+    preds = written_predictions()
+    missing = recs[~recs["gpu"].isin(set(preds["gpu"]))]
+    if not missing.empty:
+        preds = pd.concat([preds, predictions(missing)], ignore_index=True)
     rows = compare(preds, recs)
     return rows, verdicts(rows)
 
@@ -210,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
               + (f", sizes {np.min(sizes) * 1e3:.1f}-{np.max(sizes) * 1e3:.1f} ms, median {np.median(sizes) * 1e3:.1f} ms"
                  if sizes.size else ""))
     if args.write:   # stamped with the predicting code's commit; refuses a dirty tree or an existing file
-        write_registered(PREDICTIONS_FILE, lambda: predictions(recs))
+        done = set(written_predictions()["gpu"])
+        for gpu in sorted(set(recs["gpu"]) - done):
+            path = PREDICTIONS_FILE if not done else gpu_predictions_file(gpu)
+            write_registered(path, lambda: predictions(recs[recs["gpu"] == gpu]))
     rows, verdict = judged()
     print("\n".join(format_rows(rows, verdict)))
     return 0

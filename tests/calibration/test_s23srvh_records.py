@@ -9,7 +9,6 @@ import pytest
 
 from calibration import prereg_serve as ps
 from calibration import serve_host_stalls as shs
-from calibration.records_io import read_csv
 from calibration.serve_load_validation import FIGURES, TARGETS
 from twin.serving import engine as serve_engine
 from twin.serving import timing
@@ -55,7 +54,7 @@ def test_every_planned_run_was_recorded_and_predicted_under_every_setting():
 
 
 def test_the_predictions_were_made_at_the_records_measured_inputs():
-    preds = read_csv(shs.PREDICTIONS_FILE)
+    preds = shs.written_predictions()
     recs = shs.with_host_pauses(ps.measured(reg=shs.REG).to_dict("records"))
     for r in recs:
         for p in preds[(preds["gpu"] == r["gpu"]) & (preds["run_id"] == r["run_id"])].to_dict("records"):
