@@ -171,6 +171,14 @@ S22_RUNS = (RunCase("poisson-r16-mid", "poisson", MIX_IN, MIX_OUT, rate_per_s=16
             RunCase("poisson-r32-mid", "poisson", MIX_IN, MIX_OUT, rate_per_s=32.0, seed=62),
             RunCase("closed-c24-mid", "closed", MIX_IN, MIX_OUT, concurrency=24, seed=63))
 S22 = Registration("s22ttft", S22_RUNS, "n22", ("layer_scaled", "warm_covers"), ("layer_scaled", "warm_covers"))
+# s23srvh (docs/notes/s23srvh_rule.md): the same models and length mix at rates and a concurrency no run had (Poisson
+# 12/s and 28/s, a closed loop of 20), fresh seeds (real/serve/plans.py S23_PLANS), each run's load after the pause
+# probe; judged by calibration.serve_host_stalls (predictions at each run's measured host inputs by the code of the
+# rule's commit: no grid file, so not in REGISTRATIONS, whose records are compared with their predictions file)
+S23_RUNS = (RunCase("poisson-r12-mid", "poisson", MIX_IN, MIX_OUT, rate_per_s=12.0, seed=71),
+            RunCase("poisson-r28-mid", "poisson", MIX_IN, MIX_OUT, rate_per_s=28.0, seed=72),
+            RunCase("closed-c20-mid", "closed", MIX_IN, MIX_OUT, concurrency=20, seed=73))
+S23 = Registration("s23srvh", S23_RUNS, "n23", ("warm_covers",))
 REGISTRATIONS = {r.name: r for r in (S21, S21B, S22)}
 
 
@@ -249,10 +257,11 @@ def closed_loop_count(sc, run: RunCase, start: int = 256) -> int:
         n *= 2
 
 
-def predict(gpu: str, model: str, run: RunCase, host_launch_s: float, prefix: str = "n21") -> dict:
+def predict(gpu: str, model: str, run: RunCase, host_launch_s: float, prefix: str = "n21", extra: dict | None = None) -> dict:
     """The twin's figures of one planned run (serve_load_validation.predict_run's median over SPREAD_SEEDS
-    replays; a closed loop's request count found per replay) and the closed loop's median request count."""
-    row = {**run_row(gpu, model, run, host_launch_s), "run_id": run_id(model, run, prefix)}
+    replays; a closed loop's request count found per replay) and the closed loop's median request count.
+    `extra`: more serve_load columns the run's row is given (s23srvh: the host's pauses)."""
+    row = {**run_row(gpu, model, run, host_launch_s), "run_id": run_id(model, run, prefix), **(extra or {})}
     sc = scenario_for(row, engine=engine_table(gpu))
     seeds = SPREAD_SEEDS if sc.serve.iteration_spread and engine_spread(sc.serve.engine_costs) else 1
     figs, counts = [], []

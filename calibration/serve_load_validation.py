@@ -72,6 +72,19 @@ def record_host_launch_s(run: dict) -> float:
     return sum(v) / len(v) if v else 0.0
 
 
+def record_host_stalls(run: dict) -> dict:
+    """The host's measured pauses a run's row carries (host_stall_rate_per_s, and host_stall_sizes_s as
+    ';'-joined seconds or a sequence; set by calibration.serve_host_stalls.with_host_pauses from the pause probe):
+    the serve keys, {} without (no pauses given: none simulated)."""
+    rate = float(run.get("host_stall_rate_per_s") or 0.0)
+    sizes = run.get("host_stall_sizes_s") or ()
+    if isinstance(sizes, str):
+        sizes = [float(x) for x in sizes.split(";") if x]
+    if not (rate > 0 and len(sizes)):
+        return {}
+    return {"host_stall_rate_per_s": rate, "host_stall_sizes_s": [float(x) for x in sizes]}
+
+
 def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None):
     """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
@@ -79,7 +92,8 @@ def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engi
     the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
     terms (twin/data/serve_engines.toml; none when the table has no entry for the run's GPU and EP)
     and, with `spread`, iteration times drawn from their measured spread; the host's measured
-    speed where the record has it (record_host_launch_s)."""
+    speed where the record has it (record_host_launch_s), and the host's pauses where the row is given them
+    (record_host_stalls)."""
     gpus = max(1, int(run["num_gpus"] or 1))
     ep = int(run["ep_size"] or 1)
     dp = run.get("attention_parallel", "dp") == "dp"
@@ -103,6 +117,7 @@ def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engi
                   "graph_batch_buckets": buckets if graphs else [], "graph_page_buckets": pages if graphs else [],
                   "kv_page_size": int(run["page_size"]), "engine_costs": name, "iteration_spread": spread,
                   "host_launch_s": record_host_launch_s(run),
+                  **record_host_stalls(run),
                   "kv_capacity_tokens": (int(run["num_pages"]) - 1) * int(run["page_size"]) * (ep if dp else 1),
                   "disaggregated": False},
         "traffic": {"arrival": "closed" if run["arrival"] == "closed" else "trace",

@@ -25,6 +25,7 @@ PY=${PYTHON:-python3}
 DEVICE=${S21_DEVICE:-auto}
 PLANS=${S21_PLANS:-gpu1-new-qwen3moe gpu1-new-qwen2moe gpu1-new-mixtral}
 PART_S=${S21_PART_S:-48}
+# S21_EXTRA: more real.serve options for every part (s23srvh.sh: the pause probe)
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU
 {
@@ -38,10 +39,10 @@ SECONDS=0
   echo "$NAME start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, plans $PLANS"
   if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
     for plan in $PLANS; do
-      model=${plan#gpu1-new-}; model=${model#gpu1-new2-}; model=${model#gpu1-s22-}
+      model=${plan#gpu1-new-}; model=${model#gpu1-new2-}; model=${model#gpu1-s22-}; model=${model#gpu1-s23-}
       # no run starts after --budget-s; the hard timeout leaves the finished runs' rows
       CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((PART_S - 12)) --timing --host-probe
+        --device "$DEVICE" --budget-s $((PART_S - 12)) --timing --host-probe ${S21_EXTRA:-}
       echo "$plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
     done
   else

@@ -40,7 +40,7 @@ from real.fp8 import BF16
 from real.model import build_model
 from real.serve.engine import Engine, EngineConfig
 from real.serve.hostpin import ALLOWED_AT_START, PIN_MODES, apply_pin, gpu_local_cpus
-from real.serve.hostspeed import PROBE_KEYS, CoRunner, cpu_info, probe
+from real.serve.hostspeed import PROBE_KEYS, CoRunner, cpu_info, pause_probe, probe
 from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
 from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
@@ -61,6 +61,9 @@ def _args(argv):
                     help="record each iteration's host / GPU split and CPU ids (serve_iterations.csv)")
     ap.add_argument("--host-probe", action="store_true",
                     help="measure the host's speed right before and after each run (probe_* columns of serve_load.csv)")
+    ap.add_argument("--pause-probe", type=float, default=0.0, metavar="SECONDS",
+                    help="before each run's load, launch eager chains for this many seconds and record the host's "
+                         "pauses (pause_* columns of serve_load.csv; real/serve/hostspeed.py pause_probe; 0: none)")
     args = ap.parse_args(argv)
     plan = PLANS[args.plan]
     names = [n for n in args.only.split(",") if n]
@@ -140,6 +143,13 @@ def probe_columns(per_rank: list[dict]) -> dict:
     out["probe_launch_ranks_s"] = ";".join(f"{(p['before']['launch_s'] + p['after']['launch_s']) / 2:.4g}"
                                            for p in per_rank)
     return out
+
+
+def pause_columns(per_rank: list[dict]) -> dict:
+    """A run's pause_* columns from each rank's pause probe (empty without --pause-probe): the rank that paused
+    most (under EP the lockstep waits for it)."""
+    probes = [p for p in per_rank if p]
+    return max(probes, key=lambda p: (p["pause_count"], p["pause_window_s"])) if probes else {}
 
 
 def main(argv=None) -> int:
@@ -234,6 +244,8 @@ def main(argv=None) -> int:
             with CoRunner(cpus if run.co_runner_nice is not None else [], run.co_runner_nice):
                 if args.host_probe:
                     probes["before"] = probe(dev)
+                if args.pause_probe > 0:
+                    probes["pause"] = pause_probe(dev, args.pause_probe)
                 duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
                                     run.max_duration_s, control)
                 if args.host_probe:
@@ -263,7 +275,8 @@ def main(argv=None) -> int:
         # clocks read right after the run, as real/bench does
         row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
         row.update(cpu_info())
-        row.update(probe_columns([p[4] for p in parts]))
+        row.update(probe_columns([{k: v for k, v in p[4].items() if k != "pause"} for p in parts]))
+        row.update(pause_columns([p[4].get("pause", {}) for p in parts]))
         records.row("serve_load", row)
         for r in reqs:
             records.row("serve_requests", r)

@@ -38,7 +38,7 @@ import time
 import torch
 
 from real.serve.hostprobe import cpu_probe
-from real.serve.records import PROBE_KEYS
+from real.serve.records import PAUSE_KEYS, PROBE_KEYS
 from real.sync import synchronize
 
 PROBE_CHAIN = 64          # kernels per chain (the s9mla host probe's chains)
@@ -139,6 +139,36 @@ def probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> dict:
     graph = graph_probe(dev, window_s)
     py = py_probe(window_s)
     return dict(zip(PROBE_KEYS, (*launch, *graph, *py)))
+
+
+# The pause probe (issue 15, session s23srvh): sporadic host stalls of 10-50 ms on eager iterations (s22ttft's
+# H100: 22 iterations over ~7 s of eager iterations, none over ~15 s of CUDA-graph replays) set a Poisson run's
+# TTFT P99. The probe launches eager chains (launch_probe's) for PAUSE_WINDOW_S of launch time right before a
+# run, the device synchronised between chains outside the timed part, and keeps every chain that took
+# PAUSE_MIN_S or more over the window's median chain: the host's rate and sizes of pauses per second of eager
+# launching, an input the serving twin is given (as it is given launch_s).
+PAUSE_WINDOW_S = 2.0      # seconds of timed launching (s22ttft's H100 rate, ~3 a second of eager work: ~6 seen)
+PAUSE_MIN_S = 2e-3        # a chain this much over the median is a pause (a chain takes ~0.5-1 ms)
+
+
+def pause_probe(dev: torch.device, window_s: float = PAUSE_WINDOW_S) -> dict:
+    """The host's pauses while launching (PAUSE_KEYS): the timed window, its chains and their median, and
+    the pauses (each chain's excess over the median, PAUSE_MIN_S or more; ';'-joined seconds)."""
+    x = torch.ones(256, device=dev)
+    times, total = [], 0.0
+    with torch.no_grad():
+        _chain(x)
+        synchronize(dev)
+        while total < window_s:
+            t = time.perf_counter()
+            _chain(x)
+            t = time.perf_counter() - t
+            synchronize(dev)
+            times.append(t)
+            total += t
+    p50 = statistics.median(times)
+    pauses = [t - p50 for t in times if t - p50 >= PAUSE_MIN_S]
+    return dict(zip(PAUSE_KEYS, (total, len(times), p50, len(pauses), ";".join(f"{p:.6g}" for p in pauses))))
 
 
 def cpu_info() -> dict:

@@ -336,6 +336,13 @@ _S22_RUNS = (RunSpec("poisson-r16-mid", "poisson", S21_IN, S21_OUT, rate_per_s=1
              RunSpec("poisson-r32-mid", "poisson", S21_IN, S21_OUT, rate_per_s=32.0, seed=62),
              RunSpec("closed-c24-mid", "closed", S21_IN, S21_OUT, concurrency=24, seed=63))
 S22_PLANS = {f"gpu1-s22-{s21_short(m)}": _s21_plan(m, runs=_S22_RUNS, prefix="n22") for m in S21_MODELS}
+# s23srvh (docs/notes/s23srvh_rule.md): the same models and length mix at rates and a concurrency no run had (Poisson
+# 12/s and 28/s, a closed loop of 20), fresh seeds 71-73, run names n23-*, each run's load preceded by the pause
+# probe (--pause-probe): the records that judge the graph-decode host term and the host-stall model
+_S23_RUNS = (RunSpec("poisson-r12-mid", "poisson", S21_IN, S21_OUT, rate_per_s=12.0, seed=71),
+             RunSpec("poisson-r28-mid", "poisson", S21_IN, S21_OUT, rate_per_s=28.0, seed=72),
+             RunSpec("closed-c20-mid", "closed", S21_IN, S21_OUT, concurrency=20, seed=73))
+S23_PLANS = {f"gpu1-s23-{s21_short(m)}": _s21_plan(m, runs=_S23_RUNS, prefix="n23") for m in S21_MODELS}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -383,4 +390,4 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
-         **S21_PLANS, **S21B_PLANS, **S22_PLANS, "tiny-new": TINY_NEW}
+         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, "tiny-new": TINY_NEW}

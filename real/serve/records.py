@@ -17,7 +17,9 @@ serve_iterations.csv  one row per iteration and rank (EP ranks step together, so
 serve_load's probe_{before,after}_* columns are the host's speed measured right before and right after
 the run in the engine's process (real/serve/hostspeed.py: launch_s host seconds per small kernel
 launch, graph_s per CUDA-graph replay, py_s per pure-Python pass, each a window's mean, *_p50_s its
-median; under EP the slowest rank's; empty without --host-probe), `co_runner_nice` the nice level of
+median; under EP the slowest rank's; empty without --host-probe), the pause_* columns the host's pauses while
+launching eager chains right before the run (hostspeed.pause_probe, --pause-probe; under EP the rank that paused
+most; empty without), `co_runner_nice` the nice level of
 a busy process sharing the main thread's CPU during the run (empty: none), `cpu_model` / `cpu_mhz`
 what /proc/cpuinfo said after the run.
 serve_load's `pin` is the main thread's CPU pinning during the run (hostpin.PIN_MODES), `pin_cpus`
@@ -40,6 +42,9 @@ from real.bench.records import ENV_COLS
 
 # the host probe's measures (real/serve/hostspeed.py), here so calibration reads the schema without torch
 PROBE_KEYS = ("launch_s", "launch_p50_s", "graph_s", "graph_p50_s", "py_s", "py_p50_s")
+# the pause probe's columns (real/serve/hostspeed.py pause_probe, --pause-probe): timed launch seconds, chains,
+# their median, the pauses counted and their sizes (';'-joined seconds over the median chain)
+PAUSE_KEYS = ("pause_window_s", "pause_chains", "pause_chain_p50_s", "pause_count", "pause_sizes_s")
 
 ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "attention_parallel",
                "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
@@ -50,7 +55,8 @@ LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_
                 "output_tokens_per_s", "input_tokens_per_s",
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
                 "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version", "cpu_model", "cpu_mhz"]
-             + [f"probe_{w}_{k}" for w in ("before", "after") for k in PROBE_KEYS] + ["probe_launch_ranks_s"])
+             + [f"probe_{w}_{k}" for w in ("before", "after") for k in PROBE_KEYS] + ["probe_launch_ranks_s"]
+             + list(PAUSE_KEYS))
 REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "input_len", "output_len",
                 "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
                 "finish_iteration", "num_chunks", "tokens_out"]

@@ -13,7 +13,8 @@ What an instance does each iteration (continuous batching, as vLLM / SGLang / Te
      prefilled prompt first, the last one chunked (chunked prefill);
   4. the iteration takes IterationCosts.iteration_s (twin.serving.timing) of the batch; an instance
      woken from idle by an arrival starts it the engine's wake_s later (real/serve sleeps until
-     the next arrival and wakes late);
+     the next arrival and wakes late); under ADOPT_HOST_STALLS an eager iteration also pays the pauses
+     drawn for it from its host's measured pause rate and sizes (HostStalls);
   5. at its end, a prompt whose last chunk ran emits its first token (TTFT) and starts decoding;
      a request with all its tokens finishes (E2E) and frees its KV.
 
@@ -53,6 +54,38 @@ from twin.serving.workload import Requests
 
 EPS = 1e-9
 MAX_RUN = 4096   # decode iterations run back to back in one timeout (bounds the per-run lists)
+
+# (s23srvh, docs/notes/s23srvh_rule.md, committed before any figure under it) Sporadic host stalls of 10-50 ms on
+# eager iterations (the s22ttft H100: 22 over ~7 s of eager iterations, none over ~15 s of graph replays) set a
+# Poisson run's TTFT P99 there; the measured spread (multiplicative, from the fit host) carries none. Under the
+# switch a scenario giving its host's measured pauses (serve.host_stall_rate_per_s, host_stall_sizes_s: the pause
+# probe, real/serve/hostspeed.py) lengthens each eager iteration by the pauses drawn for it (HostStalls). Off: none.
+ADOPT_HOST_STALLS = False
+STALL_STREAM = 23   # the stalls' generator: seeded by (traffic seed, this), apart from the spread's draws
+
+
+class HostStalls:
+    """A host's pauses while launching eagerly: Poisson(rate_per_s x exposed seconds) of them an iteration, each
+    of a size drawn with equal weight from the measured sizes_s."""
+
+    def __init__(self, rate_per_s: float, sizes_s, seed: int):
+        self.rate_per_s = float(rate_per_s)
+        self.sizes_s = np.asarray(sizes_s, dtype=float)
+        self.rng = np.random.default_rng([seed, STALL_STREAM])
+
+    def draw_s(self, exposed_s: float) -> float:
+        """Seconds of pauses an eager iteration of `exposed_s` seconds pays (the sum of its draws; 0 mostly)."""
+        n = int(self.rng.poisson(self.rate_per_s * exposed_s))
+        if n == 0:
+            return 0.0
+        return float(self.sizes_s[self.rng.integers(0, len(self.sizes_s), n)].sum())
+
+
+def host_stalls(s: ServeSpec, seed: int) -> HostStalls | None:
+    """The scenario's host stalls under ADOPT_HOST_STALLS; None when off or without a measured pause."""
+    if not ADOPT_HOST_STALLS or s.host_stall_rate_per_s <= 0 or not s.host_stall_sizes_s:
+        return None
+    return HostStalls(s.host_stall_rate_per_s, s.host_stall_sizes_s, seed)
 
 
 @dataclass
@@ -99,6 +132,8 @@ class Engine:
         # the engine's measured iteration spread (twin.serving.timing.IterationSpread), drawn from a
         # generator of its own seeded by the traffic seed: one run per seed
         self.rng = np.random.default_rng([t.seed, 15])
+        # the host's measured pauses on eager iterations (ADOPT_HOST_STALLS; None: none)
+        self.stalls = host_stalls(s, t.seed)
         self.rec = Records(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64),
                            np.zeros(n, dtype=np.int64), reqs.arrival_s.copy())
         self.input_len = reqs.input_len.tolist()
@@ -583,10 +618,14 @@ class Instance:
             self.since_prompt = 0 if prompt_tokens else self.since_prompt + 1
             dur, pre_s = costs.iteration_s(b_time, ctx, p_time, span, width_ctx, n_chunks, pairs, prefix_tokens,
                                            new_size, new_bin, cold, cold_eager, post_prompt)
+            eager_now = costs.is_eager(b_time, p_time, width_ctx) if costs.loop_s != costs.graph_loop_s or eng.stalls is not None else True
             if costs.spread is not None:
-                body = dur - costs.loop_s
+                loop = costs.loop_of(eager_now)
+                body = dur - loop
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
-                dur, pre_s = costs.loop_s + body * r, pre_s * r
+                dur, pre_s = loop + body * r, pre_s * r
+            if eng.stalls is not None and eager_now:
+                dur += eng.stalls.draw_s(dur)
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -711,12 +750,15 @@ class Instance:
         total = 0.0
         until = eng.next_arrival_s - env.now     # an open loop's next arrival is known: stop at it
         b_time = self.dp * max(self.dec_g) if self.rr else b
-        spread, loop_s = self.costs.spread, self.costs.loop_s
+        spread = self.costs.spread
         u = eng.rng.random(steps).tolist() if spread is not None else None
         sizes = [n or 1 for n in self.dec_g] if self.rr else [b]
         new_size, new_bin = self._new_size(sizes, b_time, 0, max0)   # the same sizes throughout: only the first can be new
         # eager or graph throughout (the rows do not change); the steps are counted when the run ends
-        eager = bool(self.cold_eager_after) and self.costs.is_eager(b_time, 0, max0)
+        run_eager = self.costs.is_eager(b_time, 0, max0)
+        eager = bool(self.cold_eager_after) and run_eager
+        loop_s = self.costs.loop_of(run_eager)
+        stalls = eng.stalls if run_eager else None
         cold_eager = eager and self.graphs_since_eager >= self.cold_eager_after
         post = self._post_prompt_flags(steps)   # counted in _end_run, for the steps that ran
         for i in range(steps):
@@ -725,6 +767,8 @@ class Instance:
                                          cold_eager=cold_eager and i == 0, post_prompt=post[i])[0]
             if spread is not None:
                 dur = loop_s + (dur - loop_s) * spread.ratio(False, dur - loop_s, u[i])
+            if stalls is not None:
+                dur += stalls.draw_s(dur)
             total += dur
             cum.append(total)
             if total >= until:

@@ -57,7 +57,9 @@ shorter than its fixed host terms (iteration, eager launch, prompt path).
 Host speed (`serve.host_launch_s`, session s13srv): real/serve's host terms are the host's work, and
 hosts of one kind run it at different speeds; a table fitted with the host probe carries its fit
 host's probe (host_probe_launch_s) and the exponent the fit runs show (host_probe_exponent), and a
-scenario giving its host's probe gets the host terms scaled (host_scale; HOST_SCALED_TERMS).
+scenario giving its host's probe gets the host terms scaled (host_scale; HOST_SCALED_TERMS). Under
+ADOPT_GRAPH_DECODE_HOST_UNSCALED (s23srvh, off until adopted) a CUDA-graph replay keeps the fit host's per-iteration
+host terms (GRAPH_HOST_TERMS): one launch, whatever the launch probe.
 
 Iteration spread (IterationSpread, the engine table's `spread`): the engine terms give an
 iteration's mean; a real engine's iterations scatter around it (host stalls of a few ms double a
@@ -297,6 +299,23 @@ def layer_scaled_engine(engine: dict, num_layers: int) -> dict:
     return {k: v * f if k in LAYER_SCALED_TERMS else v for k, v in engine.items()}
 
 
+# (s23srvh, docs/notes/s23srvh_rule.md, committed before any figure under it) A CUDA-graph replay is one launch: its
+# host work (the scheduler's Python, the input copies, the replay) need not grow with the launch probe as an eager
+# forward's launches do (the s22ttft H100's graph decode ran at 0.71-0.98 of the host-scaled prediction). Under the
+# switch a graph-replayed iteration takes the table's host terms at its fit host (GRAPH_HOST_TERMS unscaled); eager
+# iterations, wake and issue as scaled. Off: every host term scaled.
+ADOPT_GRAPH_DECODE_HOST_UNSCALED = False
+GRAPH_HOST_TERMS = ("iteration_s", "loop_s", "post_prompt_s")
+
+
+def graph_engine(engine: dict, fit_host_engine: dict) -> dict:
+    """The terms a graph-replayed iteration pays: GRAPH_HOST_TERMS from the table at its fit host (fit_host_engine)
+    under ADOPT_GRAPH_DECODE_HOST_UNSCALED, the rest as `engine` (the host-scaled terms); `engine` itself when off."""
+    if not ADOPT_GRAPH_DECODE_HOST_UNSCALED or not engine:
+        return engine
+    return {**engine, **{k: fit_host_engine[k] for k in GRAPH_HOST_TERMS if k in fit_host_engine}}
+
+
 class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept (shared by
     the IterationCosts of the same arguments inside a sharing_grids() block)."""
@@ -307,12 +326,15 @@ class IterationCosts:
         self.q = 1 + s.mtp_draft_tokens
         # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
         self.engine = layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s), m.num_layers)
+        # a graph-replayed iteration's terms (ADOPT_GRAPH_DECODE_HOST_UNSCALED; the same dict when off)
+        self.graph_engine = graph_engine(self.engine, layer_scaled_engine(engine_costs(s.engine_costs), m.num_layers))
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
         f = host_scale(engine_costs(s.engine_costs), s.host_launch_s) if s.engine_costs else 1.0
         if self.spread is not None and ADOPT_SPREAD_AT_FIT_HOST and f != 1.0:
             self.spread = self.spread.at_host(f)
         self.loop_s = self.engine.get("loop_s", 0.0)
+        self.graph_loop_s = self.graph_engine.get("loop_s", 0.0)
         self.eager_s = (self.engine["eager_iteration_s"] if self.engine else
                         s.kernel_launch_s * s.kernels_per_layer * (m.num_layers + s.mtp_draft_tokens))
         self.graph_max = s.cuda_graph_max_batch * s.attention_dp if s.cuda_graphs else 0
@@ -475,6 +497,11 @@ class IterationCosts:
         engine table's new_size_bin_tokens: 16, measured by the s9srv campaign)."""
         return max(1, int(self.engine.get("new_size_bin_tokens", 0.0) or 1))
 
+    def loop_of(self, eager: bool) -> float:
+        """The host loop between iterations an eager (or graph-replayed) iteration pays (the spread's draw leaves it
+        out)."""
+        return self.loop_s if eager else self.graph_loop_s
+
     def is_eager(self, batch: int, prompt_tokens: float, max_ctx: float) -> bool:
         """Does this iteration run eagerly (no CUDA graph replayed)?"""
         return not self._bucket(batch, prompt_tokens, max_ctx)[0]
@@ -523,7 +550,7 @@ class IterationCosts:
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
         kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
-        e = self.engine
+        e = self.engine if eager else self.graph_engine
         if not e:
             return kern + (self.eager_s if eager else 0.0), pre
         pad_rows = b                            # padded decode rows of all groups
