@@ -297,6 +297,30 @@ def layer_scaled_engine(engine: dict, num_layers: int) -> dict:
     return {k: v * f if k in LAYER_SCALED_TERMS else v for k, v in engine.items()}
 
 
+# (s23closed, docs/notes/s23closed_rule.md, committed before any held-out figure under it) score_s_per_pair is the
+# time per query-key pair of a prefill chunk's materialized attention scores: real/serve/forward.py prefill_attention
+# calls SDPA on 3-D (heads, n, Lc) inputs, which PyTorch serves with its math backend (bf16 upcast to fp32), one
+# (n x Lc) score matrix per head and layer written, masked, soft-maxed and multiplied. The tables fitted it on
+# v3-slice-2l alone (ENGINE_FIT_HEADS heads x ENGINE_FIT_LAYERS layers, every committed load run), so it holds that
+# model's head-layers. Under the switch a model of H heads and L layers pays it times (H x L) / (128 x 2) (every model
+# real/serve serves has V3's MLA head dims, qk 192 and v 128, so a head's pair costs the same); off, as fitted.
+# Nothing is fitted: the factor is the model's head-layer count.
+ADOPT_HEAD_SCALED_SCORES = False
+ENGINE_FIT_HEADS = 128  # v3-slice-2l's attention heads (twin/data/models.toml)
+HEAD_SCALED_TERMS = ("score_s_per_pair",)
+
+
+def head_scaled_engine(engine: dict, num_heads: int, num_layers: int) -> dict:
+    """The engine terms for a model of `num_heads` attention heads in each of `num_layers` layers
+    (ADOPT_HEAD_SCALED_SCORES; else as given): the score term per pair times its head-layers over the
+    fit model's. Example: qwen2moe-mla-slice, 16 heads x 2 layers = 32 of v3-slice-2l's 256, pays 1/8."""
+    fit = ENGINE_FIT_HEADS * ENGINE_FIT_LAYERS
+    if not ADOPT_HEAD_SCALED_SCORES or not engine or num_heads * num_layers == fit:
+        return engine
+    f = num_heads * num_layers / fit
+    return {k: v * f if k in HEAD_SCALED_TERMS else v for k, v in engine.items()}
+
+
 class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept (shared by
     the IterationCosts of the same arguments inside a sharing_grids() block)."""
@@ -306,7 +330,8 @@ class IterationCosts:
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
         # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
-        self.engine = layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s), m.num_layers)
+        self.engine = head_scaled_engine(layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s),
+                                                             m.num_layers), m.num_heads, m.num_layers)
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
         self.spread = engine_spread(s.engine_costs) if s.iteration_spread else None
         f = host_scale(engine_costs(s.engine_costs), s.host_launch_s) if s.engine_costs else 1.0
