@@ -16,6 +16,8 @@ judgement, as written in docs/notes/s23closed_rule.md.
 
     python -m calibration.serve_score_heads            # both settings, the verdict, every check that changed side
     python -m calibration.serve_score_heads start      # the closed loops' first iterations, engine and twin
+    python -m calibration.serve_score_heads overlap    # the second candidate: with the one-GPU tables refitted in
+                                                       # the launch-overlap form (serve_engine_fit.LAUNCH_OVERLAP)
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+import calibration.serve_engine_fit as sef
 from calibration import prereg_serve
 from calibration import records as rec
+from calibration import serve_switch_compare as ssc
 from calibration.records_io import open_csv
 from calibration.serve_engine_fit import base_table
+from calibration.serve_host_speed import tables_with
 from calibration.serve_load_validation import FIGURES, scenario_for, sizes_run_before
 from twin.serving import timing
 from twin.serving.simulate import simulate
@@ -123,6 +128,54 @@ def changed_sides(off: list[dict], on: list[dict]) -> list[str]:
     return out
 
 
+# ---- the second candidate: the scores scaled and the one-GPU tables in the launch-overlap form ------------
+
+ONE_GPU_TABLES = ("real-serve-h100-ep1", "real-serve-h200-ep1")
+# docs/notes/s23closed_rule.md second candidate, criterion 5: the committed sets (serve_switch_compare.summary keys)
+COMMITTED_SETS = ("committed_holdout", "committed_fit", "with_input_holdout", "s13srv_fit", "never_fitted_holdout")
+
+
+@contextlib.contextmanager
+def launch_overlap(on: bool):
+    """calibration.serve_engine_fit.LAUNCH_OVERLAP set to `on`, restored after."""
+    saved = sef.LAUNCH_OVERLAP
+    sef.LAUNCH_OVERLAP = on
+    try:
+        yield
+    finally:
+        sef.LAUNCH_OVERLAP = saved
+
+
+def overlap_tables() -> dict[str, dict]:
+    """The one-GPU tables refitted in the launch-overlap form on the same fit runs (host references held)."""
+    with launch_overlap(True):
+        fitted = sef.fitted_tables()
+    return {k: fitted[k] for k in ONE_GPU_TABLES}
+
+
+def committed_criterion(off: dict, on: dict) -> dict[str, bool]:
+    """Criterion 5 of the second candidate on serve_switch_compare.summary's (met, checks, median) per set: no fewer
+    checks on every committed set, and on the committed held-out set a median |error| no higher."""
+    out = {name: on[name][0] >= off[name][0] for name in COMMITTED_SETS}
+    out["committed_holdout_median"] = on["committed_holdout"][2] <= off["committed_holdout"][2]
+    return out
+
+
+def second_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """Both switches off (the committed twin) against both on (the overlap tables loaded): sets A and B (verdict),
+    the committed sets (serve_switch_compare.all_rows), the tables."""
+    off_sets, off_ab = ssc.all_rows(Path(root)), replays(False, root)
+    tables = overlap_tables()
+    with launch_overlap(True), tables_with(tables):
+        on_sets, on_ab = ssc.all_rows(Path(root)), replays(True, root)
+    v = verdict(off_ab, on_ab)
+    sum_off, sum_on = ssc.summary(off_sets), ssc.summary(on_sets)
+    committed = committed_criterion(sum_off, sum_on)
+    return {"verdict": v, "committed": committed, "summary_off": sum_off, "summary_on": sum_on, "tables": tables,
+            "adopt": v["adopt"] and all(committed.values()), "changed": changed_sides(off_ab, on_ab),
+            "moved": ssc.moved(off_sets, on_sets), "rows": (off_ab, on_ab)}
+
+
 # ---- task 1: the closed loop's first iterations, engine and twin -----------------------------------------
 
 def _read(path: Path) -> list[dict]:
@@ -181,6 +234,24 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["start"]:
         _print_start(root)
         return 0
+    if argv[:1] == ["overlap"]:
+        out = second_candidate(root)
+        for key, t in out["tables"].items():
+            print(f"{key}: " + ", ".join(f"{k} {t[k]:.4g}" for k in sef.TERMS if t[k]) + f", overlap {t['launch_overlap']:g}")
+        for name in out["summary_off"]:
+            (ma, na, ea), (mb, nb, eb) = out["summary_off"][name], out["summary_on"][name]
+            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+        print("criterion 5: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in out["committed"].items()))
+        off, on = out["rows"]
+        v = out["verdict"]
+        for label, names in (("A", REGISTRATIONS), ("B", EXTRA)):
+            print(f"set {label} ({', '.join(names)}):")
+            print("\n".join(_fmt(v[label])))
+        print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
+        print("\n".join(out["changed"]))
+        print("\n".join(out["moved"]))
+        _print_rows(off, on)
+        return 0
     off, on = replays(False, root), replays(True, root)
     v = verdict(off, on)
     for label, names in (("A", REGISTRATIONS), ("B", EXTRA)):
@@ -188,11 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(_fmt(v[label])))
     print(f"verdict: {'ADOPT' if v['adopt'] else 'not adopted'}")
     print("\n".join(changed_sides(off, on)))
+    _print_rows(off, on)
+    return 0
+
+
+def _print_rows(off: list[dict], on: list[dict]) -> None:
     for label, rows in (("off", off), ("on", on)):
         for r in rows:
             figs = " ".join(f"{r[f'{k}_rel_error']:+6.1%}{'' if r[f'{k}_within_target'] else '!'}" for k in FIGURES)
             print(f"{label} {r['gpu']} {r['run_id']:32s} {figs}")
-    return 0
 
 
 if __name__ == "__main__":
