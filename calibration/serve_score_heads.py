@@ -18,6 +18,8 @@ judgement, as written in docs/notes/s23closed_rule.md.
     python -m calibration.serve_score_heads start      # the closed loops' first iterations, engine and twin
     python -m calibration.serve_score_heads overlap    # the second candidate: with the one-GPU tables refitted in
                                                        # the launch-overlap form (serve_engine_fit.LAUNCH_OVERLAP)
+    python -m calibration.serve_score_heads floor      # the third candidate: the scores scaled and a one-GPU eager
+                                                       # iteration's launch floor (timing.ADOPT_LAUNCH_FLOOR)
 """
 
 from __future__ import annotations
@@ -49,10 +51,24 @@ REGISTRATIONS = ("s21srvnew", "s21srvnew2", "s22ttft")   # set A: examined itera
 EXTRA = ("s21srvnew2_extra_h100_second", "s21srvnew2_extra_h100x2_gpu0")
 
 
+# set C: fresh runs of the same models, engine and mix (real/serve/plans.py S23_PLANS, real/campaigns/s23closed.sh;
+# calibration/measurements/<gpu>/s23closed/<model>/), measured after the third candidate's rule; no predictions file
+FRESH = prereg_serve.Registration(
+    "s23closed", (prereg_serve.RunCase("poisson-r24-mid", "poisson", prereg_serve.MIX_IN, prereg_serve.MIX_OUT,
+                                       rate_per_s=24.0, seed=71),
+                  prereg_serve.RunCase("closed-c16-mid", "closed", prereg_serve.MIX_IN, prereg_serve.MIX_OUT,
+                                       concurrency=16, seed=72),
+                  prereg_serve.RunCase("closed-c24-mid", "closed", prereg_serve.MIX_IN, prereg_serve.MIX_OUT,
+                                       concurrency=24, seed=73)), "n23")
+
+
 def registration(name: str) -> prereg_serve.Registration:
-    """A registration's records (REGISTRATIONS) or an extra set of s21srvnew2's configurations (EXTRA)."""
+    """A registration's records (REGISTRATIONS), an extra set of s21srvnew2's configurations (EXTRA) or the fresh
+    set (FRESH)."""
     if name in EXTRA:
         return dataclasses.replace(prereg_serve.S21B, name=name)
+    if name == FRESH.name:
+        return FRESH
     return prereg_serve.REGISTRATIONS[name]
 
 
@@ -176,6 +192,55 @@ def second_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
             "moved": ssc.moved(off_sets, on_sets), "rows": (off_ab, on_ab)}
 
 
+# ---- the third candidate: the scores scaled and a one-GPU eager iteration's launch floor ------------------------
+
+ONE_GPU_FOLDERS = {"real-serve-h100-ep1": "h100", "real-serve-h200-ep1": "h200"}
+
+
+@contextlib.contextmanager
+def launch_floor(on: bool):
+    """twin.serving.timing.ADOPT_LAUNCH_FLOOR set to `on`, restored after."""
+    saved = timing.ADOPT_LAUNCH_FLOOR
+    timing.ADOPT_LAUNCH_FLOOR = on
+    try:
+        yield
+    finally:
+        timing.ADOPT_LAUNCH_FLOOR = saved
+
+
+def floor_terms(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """Per one-GPU table, its launch floor (timing.LAUNCH_FLOOR_TERMS): the launch terms (iteration, eager forward,
+    chunk) of its fit runs fitted in the launch-overlap form (serve_engine_fit.fit_folder with LAUNCH_OVERLAP)."""
+    out = {}
+    with launch_overlap(True):
+        for table, folder in ONE_GPU_FOLDERS.items():
+            r = sef.fit_folder(Path(root) / folder)
+            out[table] = {"launch_floor_iteration_s": r["iteration_s"], "launch_floor_eager_s": r["eager_iteration_s"],
+                          "launch_floor_chunk_s": r["chunk_s"]}
+    return out
+
+
+def third_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """Both switches off (the committed twin) against ADOPT_HEAD_SCALED_SCORES and ADOPT_LAUNCH_FLOOR on (the floor
+    terms loaded into the one-GPU tables): sets A, B and, where its records exist, C (verdict per set), the committed
+    sets (serve_switch_compare.all_rows)."""
+    names = REGISTRATIONS + EXTRA + (FRESH.name,)
+    off_sets, off_rows = ssc.all_rows(Path(root)), replays(False, root, names)
+    terms = floor_terms(root)
+    with launch_floor(True), tables_with(terms):
+        on_sets, on_rows = ssc.all_rows(Path(root)), replays(True, root, names)
+    part = lambda rows, group: [r for r in rows if r["registration"] in group]  # noqa: E731
+    sets = {"A": REGISTRATIONS, "B": EXTRA, "C": (FRESH.name,)}
+    v = {label: _criteria(part(off_rows, group), part(on_rows, group)) for label, group in sets.items()
+         if part(off_rows, group)}
+    sum_off, sum_on = ssc.summary(off_sets), ssc.summary(on_sets)
+    committed = committed_criterion(sum_off, sum_on)
+    adopt = "C" in v and all(v[k]["met"] for k in ("A", "B", "C")) and all(committed.values())
+    return {"verdict": v, "committed": committed, "summary_off": sum_off, "summary_on": sum_on, "terms": terms,
+            "adopt": adopt, "changed": changed_sides(off_rows, on_rows), "moved": ssc.moved(off_sets, on_sets),
+            "rows": (off_rows, on_rows)}
+
+
 # ---- task 1: the closed loop's first iterations, engine and twin -----------------------------------------
 
 def _read(path: Path) -> list[dict]:
@@ -251,6 +316,22 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(out["changed"]))
         print("\n".join(out["moved"]))
         _print_rows(off, on)
+        return 0
+    if argv[:1] == ["floor"]:
+        out = third_candidate(root)
+        for key, t in out["terms"].items():
+            print(f"{key}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in t.items()))
+        for name in out["summary_off"]:
+            (ma, na, ea), (mb, nb, eb) = out["summary_off"][name], out["summary_on"][name]
+            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+        print("criterion 5: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in out["committed"].items()))
+        for label, c in out["verdict"].items():
+            print(f"set {label}:")
+            print("\n".join(_fmt(c)))
+        print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
+        print("\n".join(out["changed"]))
+        print("\n".join(out["moved"]))
+        _print_rows(*out["rows"])
         return 0
     off, on = replays(False, root), replays(True, root)
     v = verdict(off, on)
