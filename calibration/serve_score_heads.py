@@ -20,6 +20,7 @@ judgement, as written in docs/notes/s23closed_rule.md.
                                                        # the launch-overlap form (serve_engine_fit.LAUNCH_OVERLAP)
     python -m calibration.serve_score_heads floor      # the third candidate: the scores scaled and a one-GPU eager
                                                        # iteration's launch floor (timing.ADOPT_LAUNCH_FLOOR)
+    python -m calibration.serve_score_heads fresh      # set C under the committed twin and the three candidates
 """
 
 from __future__ import annotations
@@ -241,6 +242,18 @@ def third_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
             "rows": (off_rows, on_rows)}
 
 
+def fresh_settings(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, list[dict]]:
+    """Set C's replay rows under the committed twin and each candidate (scores; scores + overlap tables; scores +
+    launch floor)."""
+    names = (FRESH.name,)
+    out = {"committed": replays(False, root, names), "scores": replays(True, root, names)}
+    with launch_overlap(True), tables_with(overlap_tables()):
+        out["scores+overlap"] = replays(True, root, names)
+    with launch_floor(True), tables_with(floor_terms(root)):
+        out["scores+floor"] = replays(True, root, names)
+    return out
+
+
 # ---- task 1: the closed loop's first iterations, engine and twin -----------------------------------------
 
 def _read(path: Path) -> list[dict]:
@@ -316,6 +329,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(out["changed"]))
         print("\n".join(out["moved"]))
         _print_rows(off, on)
+        return 0
+    if argv[:1] == ["fresh"]:
+        rows = fresh_settings(root)
+        base = rows["committed"]
+        for name, rs in rows.items():
+            c = _criteria(base, rs)
+            (p_off, p_on), (r_off, r_on), (a_off, a_on) = c["closed_ttft_p99"], c["closed_other_checks"], c["all"]
+            print(f"{name:15} closed TTFT P99 {p_on[0]}/{len(closed(rs))} median |err| {p_on[1]:.1%}; closed other "
+                  f"{r_on}; all {a_on[0]}/{len(rs) * len(FIGURES)} median {a_on[1]:.2%}; criteria vs committed: "
+                  + ", ".join(f"{k} {'met' if v else 'no'}" for k, v in c["criteria"].items()))
+        for name, rs in rows.items():
+            for r in rs:
+                figs = " ".join(f"{r[f'{k}_rel_error']:+6.1%}{'' if r[f'{k}_within_target'] else '!'}" for k in FIGURES)
+                print(f"{name:15} {r['gpu']} {r['run_id']:32s} {figs}")
         return 0
     if argv[:1] == ["floor"]:
         out = third_candidate(root)
