@@ -39,7 +39,7 @@ SECONDS=0
   echo "$NAME start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, plans $PLANS"
   if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
     for plan in $PLANS; do
-      model=${plan#gpu1-new-}; model=${model#gpu1-new2-}; model=${model#gpu1-s22-}; model=${model#gpu1-s23-}
+      model=${plan#gpu1-new-}; model=${model#gpu1-new2-}; model=${model#gpu1-s22-}; model=${model#gpu1-s23-}; model=${model#gpu1-s23c-}
       # no run starts after --budget-s; the hard timeout leaves the finished runs' rows
       CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
         --device "$DEVICE" --budget-s $((PART_S - 12)) --timing --host-probe ${S21_EXTRA:-}

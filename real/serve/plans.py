@@ -342,7 +342,14 @@ S22_PLANS = {f"gpu1-s22-{s21_short(m)}": _s21_plan(m, runs=_S22_RUNS, prefix="n2
 _S23_RUNS = (RunSpec("poisson-r12-mid", "poisson", S21_IN, S21_OUT, rate_per_s=12.0, seed=71),
              RunSpec("poisson-r28-mid", "poisson", S21_IN, S21_OUT, rate_per_s=28.0, seed=72),
              RunSpec("closed-c20-mid", "closed", S21_IN, S21_OUT, concurrency=20, seed=73))
+# s23closed (docs/notes/s23closed_rule.md, third candidate): the same models, engine and mix at a Poisson rate and two
+# closed-loop concurrencies, fresh seeds 71-73, run names n23-*: fresh held-out records for the closed loops' start
+# (plans gpu1-s23c-*: s23srvh's gpu1-s23-* were merged beside them; both used seeds 71-73, at other rates)
+_S23C_RUNS = (RunSpec("poisson-r24-mid", "poisson", S21_IN, S21_OUT, rate_per_s=24.0, seed=71),
+             RunSpec("closed-c16-mid", "closed", S21_IN, S21_OUT, concurrency=16, seed=72),
+             RunSpec("closed-c24-mid", "closed", S21_IN, S21_OUT, concurrency=24, seed=73))
 S23_PLANS = {f"gpu1-s23-{s21_short(m)}": _s21_plan(m, runs=_S23_RUNS, prefix="n23") for m in S21_MODELS}
+S23C_PLANS = {f"gpu1-s23c-{s21_short(m)}": _s21_plan(m, runs=_S23C_RUNS, prefix="n23") for m in S21_MODELS}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -390,4 +397,4 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
-         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, "tiny-new": TINY_NEW}
+         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, "tiny-new": TINY_NEW}

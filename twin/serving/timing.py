@@ -114,11 +114,14 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "new_size_backlog", "issue_s_per_request", "issue_s_per_token",
                 "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
                 "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
-                "new_bin_kernels", "post_prompt_s", "post_prompt_iterations", "cold_prompt_iterations")
+                "new_bin_kernels", "post_prompt_s", "post_prompt_iterations", "cold_prompt_iterations",
+                "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s")
+# (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per chunk
+LAUNCH_FLOOR_TERMS = ("launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
-                     "post_prompt_s")
+                     "post_prompt_s", *LAUNCH_FLOOR_TERMS)
 
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
@@ -141,7 +144,7 @@ def host_scale(engine: dict, host_launch_s: float) -> float:
 
 # the prompt path's host terms (session s14srv2, docs/notes/s14srv2_rule.md): a table carrying
 # host_probe_prompt_launch_s (> 0) scales these by its own reference, the rest by host_probe_launch_s
-PROMPT_SCALED_TERMS = ("prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s", "cold_prompt_s")
+PROMPT_SCALED_TERMS = ("prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s", "cold_prompt_s", "launch_floor_chunk_s")
 
 
 def scaled_engine(engine: dict, host_launch_s: float) -> dict:
@@ -288,7 +291,7 @@ def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None) ->
 # 12.52% -> 10.35%, no GPU worse; docs/notes/s21srvnew2.md).
 ADOPT_LAYER_SCALED_ENGINE = True
 ENGINE_FIT_LAYERS = 2   # v3-slice-2l (twin/data/models.toml), the only model of every committed real/serve load run
-LAYER_SCALED_TERMS = ("eager_iteration_s", "chunk_s")
+LAYER_SCALED_TERMS = ("eager_iteration_s", "chunk_s", "launch_floor_eager_s", "launch_floor_chunk_s")
 
 
 def layer_scaled_engine(engine: dict, num_layers: int) -> dict:
@@ -316,6 +319,47 @@ def graph_engine(engine: dict, fit_host_engine: dict) -> dict:
     return {**engine, **{k: fit_host_engine[k] for k in GRAPH_HOST_TERMS if k in fit_host_engine}}
 
 
+# (s23closed, docs/notes/s23closed_rule.md, committed before any held-out figure under it) score_s_per_pair is the
+# time per query-key pair of a prefill chunk's materialized attention scores: real/serve/forward.py prefill_attention
+# calls SDPA on 3-D (heads, n, Lc) inputs, which PyTorch serves with its math backend (bf16 upcast to fp32), one
+# (n x Lc) score matrix per head and layer written, masked, soft-maxed and multiplied. The tables fitted it on
+# v3-slice-2l alone (ENGINE_FIT_HEADS heads x ENGINE_FIT_LAYERS layers, every committed load run), so it holds that
+# model's head-layers. Under the switch a model of H heads and L layers pays it times (H x L) / (128 x 2) (every model
+# real/serve serves has V3's MLA head dims, qk 192 and v 128, so a head's pair costs the same); off, as fitted.
+# Nothing is fitted: the factor is the model's head-layer count.
+ADOPT_HEAD_SCALED_SCORES = False
+ENGINE_FIT_HEADS = 128  # v3-slice-2l's attention heads (twin/data/models.toml)
+HEAD_SCALED_TERMS = ("score_s_per_pair",)
+# (s23closed third candidate, docs/notes/s23closed_rule.md, committed before any held-out figure under it) A one-GPU
+# engine launches its eager forward from Python and the GPU runs each kernel as it comes (real/serve/engine.py step:
+# step_forward, then one `.tolist()`): the iteration cannot end before its last launch. The tables' additive terms were
+# fitted on v3-slice-2l, whose prompt iterations are mostly kernel-bound, so they hold only part of the launch time; a
+# host-bound model's iteration (the models never served: host_s 1.5-3.2 ms over the table's host terms) pays all of it.
+# Under the switch an eager iteration takes at least its launch floor: loop_s + launch_floor_iteration_s +
+# launch_floor_eager_s + launch_floor_chunk_s x chunks + its first-met stall, the floor terms the launch terms of the
+# same fit runs fitted in the launch-overlap form (calibration.serve_engine_fit LAUNCH_OVERLAP), host- and
+# layer-scaled as the additive ones. A table without them (EP, or written before) has no floor.
+ADOPT_LAUNCH_FLOOR = False
+
+
+def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0) -> float:
+    """The shortest an eager one-GPU iteration of `chunks` prefill chunks can take (ADOPT_LAUNCH_FLOOR): the host's
+    loop gap, its launches (per iteration, per eager forward, per chunk) and a first-met size's stall."""
+    return (engine["loop_s"] + engine["launch_floor_iteration_s"] + engine["launch_floor_eager_s"]
+            + engine["launch_floor_chunk_s"] * chunks + stall_s)
+
+
+def head_scaled_engine(engine: dict, num_heads: int, num_layers: int) -> dict:
+    """The engine terms for a model of `num_heads` attention heads in each of `num_layers` layers
+    (ADOPT_HEAD_SCALED_SCORES; else as given): the score term per pair times its head-layers over the
+    fit model's. Example: qwen2moe-mla-slice, 16 heads x 2 layers = 32 of v3-slice-2l's 256, pays 1/8."""
+    fit = ENGINE_FIT_HEADS * ENGINE_FIT_LAYERS
+    if not ADOPT_HEAD_SCALED_SCORES or not engine or num_heads * num_layers == fit:
+        return engine
+    f = num_heads * num_layers / fit
+    return {k: v * f if k in HEAD_SCALED_TERMS else v for k, v in engine.items()}
+
+
 class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept (shared by
     the IterationCosts of the same arguments inside a sharing_grids() block)."""
@@ -325,7 +369,8 @@ class IterationCosts:
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
         # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
-        self.engine = layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s), m.num_layers)
+        self.engine = head_scaled_engine(layer_scaled_engine(scaled_engine(engine_costs(s.engine_costs), s.host_launch_s),
+                                                             m.num_layers), m.num_heads, m.num_layers)
         # a graph-replayed iteration's terms (ADOPT_GRAPH_DECODE_HOST_UNSCALED; the same dict when off)
         self.graph_engine = graph_engine(self.engine, layer_scaled_engine(engine_costs(s.engine_costs), m.num_layers))
         # the measured spread around the mean (sampled by the simulation, twin.serving.engine)
@@ -574,7 +619,12 @@ class IterationCosts:
             # a one-GPU engine's eager forward: the kernels run under the launches, the later ending it
             hidden = min(kern, launches)
             return kern + host + pre_host - hidden, pre + pre_host
-        return kern + host + pre_host, pre + pre_host
+        total, prompt_s = kern + host + pre_host, pre + pre_host
+        if eager and ADOPT_LAUNCH_FLOOR and e.get("launch_floor_eager_s", 0.0) > 0.0:
+            floor = launch_floor_s(e, chunks, stall)
+            if floor > total:   # host-bound: the launches set the time; the prompt work keeps its share
+                return floor, prompt_s * floor / total
+        return total, prompt_s
 
     def _kernels(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                  prefix_tokens: float) -> tuple[float, float, bool, int, float]:
