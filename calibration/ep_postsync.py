@@ -1,16 +1,114 @@
 """s23ephost (issue 13, docs/notes/s23ephost_rule.md): the EP layer's post-sync host time.
 
-After each of dispatch's blocking .tolist() (real/ep.py) the GPU has run everything issued before it
-and sits empty while the host issues the rest of the layer; how long depends on the host seconds of
-the ops issued after the sync, against the GPU seconds they queue. real/campaigns/s23ephost.sh marks
-the host per segment (real/ep.py MARK_SEGMENTS) in EP2 steps of the s20epnew shapes (split fit) and
-times fresh EP2 steps of models no record holds (split holdout).
+After dispatch's second blocking .tolist() (real/ep.py, the receive splits) the GPU has run everything
+issued before it and sits empty while the host issues the rest of the MoE layer: the row gather, the
+token all-to-all, the received rows' permutation, the local experts (group offsets, the padded copy,
+two grouped GEMMs) and combine's un-permute, up to combine's all-to-all. How long the GPU idles there
+is the host seconds of those ops against the GPU seconds they queue. The twin issues them at the
+forward's one host rate a launch (calibration.pipeline measured_host_s `fwd`, solved over the run's
+own PP2 forwards), the token all-to-all call at its measured term (calibration.ep_host).
+
+real/campaigns/s23ephost.sh marks the host at each real/ep.py MARK_SEGMENTS point in EP2 steps of the
+s20epnew shapes (split fit) and, in the same run, times PP2 forwards that give that run's own rate.
+Here, per fitting forward and MoE layer, the measured post-sync stretch (calibration.ep_host GROUPS
+`gather` + `experts`: the segments gather, dispatch_post, dispatch_end and combine; the token
+all-to-all call keeps its own term) is put beside the twin's launches of the same stretch at that
+run's rate and EP terms: `postsync_ratio` is measured over twin, the host seconds a post-sync launch
+takes in units of the launch the twin already prices (1: the twin's rate is right there).
+calibration.predict.with_host_terms applies it (ADOPT_EP_POSTSYNC_HOST in calibration.pipeline) to
+every launch between the receive-splits .tolist() and combine's all-to-all call.
+
+    python -m calibration.ep_postsync RUN_FOLDER GPU     (RUN_FOLDER: <gpu>x2/s23ephost_<stamp>)
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import calibration.pipeline as pipe
+from calibration import ep_host
+from calibration import records as rec
+from calibration.fit import PROFILES_DIR
+from calibration.predict import gpu_spec
+from calibration.records_io import csv_exists, read_csv
+from calibration.validate import load_fitted_profile
 
 # real/campaigns/s23ephost.sh FIT_MODELS / HOLDOUT_MODELS (restated: calibration does not read the
 # script; a test keeps them equal): (model, layers)
 FIT_MODELS = (("qwen2moe-mla-slice", 4), ("qwen3moe-mla-slice", 4), ("mixtral-mla-slice", 2))
 HOLDOUT_MODELS = (("bench-small", 4), ("qwen3moe-slice", 4), ("mixtral-slice", 2))
 HOLDOUT_MICROBATCHES = (1, 2, 4)
+RUN_PREFIX = "s23ephost_"
+POSTSYNC_GROUPS = ("gather", "experts")   # calibration.ep_host.GROUPS after the receive-splits sync
+
+
+def run_host(folder: Path, gpu: str) -> tuple:
+    """(profile with the folder's collectives where it has them, AccumulateGrad rates, host dict) of a
+    fit folder (`marks_host`): its own PP2 forwards' rate (measured_host_s) and, with its marks, its own
+    EP host terms (calibration.ep_host.ep_host_terms at that rate)."""
+    base, _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
+    profile, accumulate, gap_s = pipe.host_inputs(Path(folder), gpu, base,
+                                                 rec.MEASUREMENTS_DIR / f"{gpu}x2")
+    host = dict(pipe.measured_host_s(Path(folder), gpu, profile, accumulate, gap_s) or {})
+    marks, ops = ep_host.load(Path(folder))
+    if host.get("fwd") is not None:
+        host.update(ep_host.ep_host_terms(marks, ops, host["fwd"]))
+    return profile, accumulate, host
+
+
+def twin_postsync_s(model: str, layers: int, n: int, gpu: str, profile, accumulate, host: dict) -> list[float]:
+    """The twin's host seconds of each MoE layer's post-sync stretch (POSTSYNC_GROUPS of
+    ep_host.twin_groups) in an EP2 step's forward (pp 1, one sequence of 4,096, BF16) at `host`."""
+    spec = pipe._spec_of({"model": model, "num_layers": layers})
+    ops = pipe.stage_ops(spec, range(spec.num_layers), True, True, 1, 4096, "bf16", gpu_spec(gpu), profile, 2,
+                         (n - 1) / n, accumulate, host)
+    return [sum(g.get(k, 0.0) for k in POSTSYNC_GROUPS) for g in ep_host.twin_groups(ops.f)]
+
+
+def measured_postsync(folder: Path) -> pd.DataFrame:
+    """Per EP2 forward (every rank, timed step, micro-batch) and MoE layer of a marks folder's fitting
+    split: OP_KEYS, layer, postsync_s (the POSTSYNC_GROUPS seconds)."""
+    marks, ops = ep_host.load(Path(folder))
+    marks, ops = marks[(marks["split"] == "fit") & (marks["pp"] == 1)], ops[ops["split"] == "fit"]
+    groups = ep_host.measured_groups(ep_host.forward_segments(marks, ops))
+    if groups.empty:
+        return groups
+    return groups.assign(postsync_s=groups[list(POSTSYNC_GROUPS)].sum(axis=1))
+
+
+def postsync_table(folder: Path, gpu: str) -> pd.DataFrame:
+    """One row per (model, micro-batches) of a fit folder: the run's forward rate (fwd_s), the
+    measured post-sync stretch (median over forwards and layers), the twin's at that rate, their
+    ratio, and the count of measured layer stretches."""
+    profile, accumulate, host = run_host(folder, gpu)
+    meas = measured_postsync(folder)
+    out = []
+    for (model, n), g in meas.groupby(["model", "num_microbatches"]):
+        layers = int(read_csv(Path(folder) / "pipeline_step.csv").query("model == @model")["num_layers"].iloc[0])
+        twin = float(np.median(twin_postsync_s(model, layers, int(n), gpu, profile, accumulate, host)))
+        m = float(g["postsync_s"].median())
+        out.append({"gpu": gpu, "model": model, "num_microbatches": int(n), "fwd_s": host.get("fwd"),
+                    "measured_s": m, "twin_s": twin, "ratio": m / twin, "stretches": int(len(g))})
+    return pd.DataFrame(out)
+
+
+def fit_folders(run: Path) -> list[Path]:
+    """The marks_host folders of a delivered run (<gpu>x2/s23ephost_<stamp>/fit/<model>/marks_host)."""
+    return [p for p in sorted(Path(run).glob("fit/*/marks_host")) if csv_exists(p / "ep_host_marks.csv")]
+
+
+def main(argv: list[str]) -> int:
+    run, gpu = Path(argv[0]), argv[1]
+    tables = [postsync_table(f, gpu) for f in fit_folders(run)]
+    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    pd.set_option("display.width", 200)
+    print(df.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

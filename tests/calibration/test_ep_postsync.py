@@ -1,0 +1,56 @@
+"""calibration.ep_postsync and the post-sync host ratio (s23ephost, issue 13): which launches of an EP
+forward take the ratio (calibration.predict.with_host_terms: from dispatch's receive-splits .tolist()
+to combine's all-to-all call), and that ADOPT_EP_POSTSYNC_HOST off leaves every op as it was."""
+
+import pytest
+
+import calibration.pipeline as pipe
+from calibration.predict import EP_POSTSYNC_TERM, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, with_host_terms
+
+
+def _layer(tag: float) -> list:
+    """One EP MoE layer's forward as whole_step._dispatch / _combine lay it out, each launch's GPU
+    seconds `tag` + its place (so a test can tell the ops apart): 2 launches, the counts call, the
+    send sync, the receive sync, a gather, dispatch's token call, 3 local launches, combine's token
+    call, 1 launch after it."""
+    ops = [(10e-6, tag + 1), (10e-6, tag + 2), EpCountsCall((10e-6, tag + 3)), EpSendSync((None, 0.0)),
+           EpRecvSync((None, 0.0)), (10e-6, tag + 4), EpTokensCall((10e-6, tag + 5))]
+    ops += [(10e-6, tag + 6 + j) for j in range(3)]
+    ops += [EpTokensCall((10e-6, tag + 9)), (10e-6, tag + 10)]
+    return ops
+
+
+TERMS = {"ep_counts_a2a": 150e-6, "ep_tokens_a2a": 180e-6, "ep_send_sync": 50e-6, "ep_recv_sync": 20e-6}
+
+
+def test_the_ratio_takes_the_launches_between_the_receive_sync_and_combines_call():
+    ops = _layer(0.0) + _layer(100.0)
+    plain = with_host_terms(ops, 30e-6, TERMS)
+    scaled = with_host_terms(ops, 30e-6, {**TERMS, EP_POSTSYNC_TERM: 2.0})
+    assert len(plain) == len(scaled)
+    changed = [(a, b) for a, b in zip(plain, scaled) if a != b]
+    # per layer the gather and the three local launches (4), never the calls, syncs or the launches
+    # before the counts call or after combine's call
+    assert len(changed) == 2 * 4
+    assert all(b[0] == pytest.approx(2.0 * a[0]) and a[0] == pytest.approx(30e-6) and a[1] == b[1]
+               for a, b in changed)
+    assert sorted(round(a[1] % 100) for a, _ in changed) == [4, 4, 6, 6, 7, 7, 8, 8]
+    # the calls keep their measured terms, typed as before (ep_host.twin_groups reads them)
+    calls = [op for op in scaled if isinstance(op, EpTokensCall)]
+    assert [op[0] for op in calls] == [180e-6] * 4
+
+
+def test_no_ratio_and_a_ratio_of_one_change_nothing():
+    ops = _layer(0.0)
+    assert with_host_terms(ops, 30e-6, TERMS) == with_host_terms(ops, 30e-6, {**TERMS, EP_POSTSYNC_TERM: 1.0})
+    assert with_host_terms(ops, None, None) is ops
+
+
+def test_the_switch_gives_the_term_only_when_on(monkeypatch):
+    monkeypatch.setattr(pipe, "EP_POSTSYNC_RATIO", {"h100": 1.5, "h200": 1.1})
+    monkeypatch.setattr(pipe, "ADOPT_EP_POSTSYNC_HOST", False)
+    assert pipe.postsync_terms("h100") == {}
+    monkeypatch.setattr(pipe, "ADOPT_EP_POSTSYNC_HOST", True)
+    assert pipe.postsync_terms("h100") == {EP_POSTSYNC_TERM: 1.5}
+    assert pipe.postsync_terms("h200") == {EP_POSTSYNC_TERM: 1.1}
+    assert pipe.postsync_terms("h800") == {EP_POSTSYNC_TERM: pytest.approx(1.3)}   # a GPU without a run: the median
