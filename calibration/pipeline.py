@@ -672,8 +672,21 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
     return 0.5 * (lo + hi)
 
 
+class _Rate:
+    """A launch's host seconds as a multiple (`factor`) of the rate solved_host_rate_s solves for;
+    with_host_terms may scale it (the post-sync ratio: `_AT_RATE * ratio`)."""
+
+    __slots__ = ("factor",)
+
+    def __init__(self, factor: float = 1.0):
+        self.factor = factor
+
+    def __mul__(self, k: float) -> "_Rate":
+        return _Rate(self.factor * k)
+
+
 # a launch whose host seconds are the rate solved_host_rate_s solves for (with_host_terms' host_s)
-_AT_RATE = object()
+_AT_RATE = _Rate()
 
 
 def _issued_host_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> float:
@@ -690,7 +703,7 @@ def _issued_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> tuple[fl
             if gpu > host:      # = max(host, gpu), without a call: the walk runs ~10^5 times a validation
                 host = gpu
             continue
-        host += rate_s if h is _AT_RATE else h
+        host += rate_s if h is _AT_RATE else (rate_s * h.factor if type(h) is _Rate else h)
         queued = gpu + gap_s
         gpu = (host if host > queued else queued) + g    # = max(gpu + gap_s, host) + g
     return gpu, host

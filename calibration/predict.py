@@ -418,8 +418,8 @@ def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = Non
             calls += 1
             post = calls < 2          # combine's all-to-all (the second call) ends the stretch
         new = (term if term is not None else h if host_s is None else host_s, g)
-        if post and not isinstance(op, EpOp):
-            new = (new[0] * ratio, g)
+        if post and ratio != 1.0 and not isinstance(op, EpOp):
+            new = (new[0] * ratio, g)     # a float, or calibration.pipeline's solved-rate marker
         out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
     return out
 

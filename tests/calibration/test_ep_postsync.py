@@ -54,3 +54,15 @@ def test_the_switch_gives_the_term_only_when_on(monkeypatch):
     assert pipe.postsync_terms("h100") == {EP_POSTSYNC_TERM: 1.5}
     assert pipe.postsync_terms("h200") == {EP_POSTSYNC_TERM: 1.1}
     assert pipe.postsync_terms("h800") == {EP_POSTSYNC_TERM: pytest.approx(1.3)}   # a GPU without a run: the median
+
+
+def test_a_forward_rate_solved_with_the_ratio_reproduces_its_interval():
+    """calibration.pipeline.solved_host_rate_s (the 4-GPU folders solve their EP forwards' rate with the
+    carried terms in place) inverts the issue model with the post-sync launches at ratio x the rate."""
+    ops = [op if op[0] is None else type(op)((op[0], 20e-6)) for op in _layer(0.0) + _layer(100.0)]   # short kernels
+    terms = {**TERMS, EP_POSTSYNC_TERM: 1.7}
+    rate = 35e-6
+    _, host_end = pipe.issue(with_host_terms(ops, rate, terms), 0.0)
+    assert pipe.solved_host_rate_s(ops, 0.0, host_end, 0.0, terms) == pytest.approx(rate, rel=1e-6)
+    # the same interval read without the ratio solves to a faster rate per launch
+    assert pipe.solved_host_rate_s(ops, 0.0, host_end, 0.0, TERMS) > rate
