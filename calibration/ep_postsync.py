@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration import ep_host
+from calibration import ep_host, prereg
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
@@ -99,6 +99,46 @@ def postsync_table(folder: Path, gpu: str) -> pd.DataFrame:
 def fit_folders(run: Path) -> list[Path]:
     """The marks_host folders of a delivered run (<gpu>x2/s23ephost_<stamp>/fit/<model>/marks_host)."""
     return [p for p in sorted(Path(run).glob("fit/*/marks_host")) if csv_exists(p / "ep_host_marks.csv")]
+
+
+def holdout_rows(run: Path, gpu: str) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """A delivered run's held-out EP2 steps (holdout/<model>/pipeline_step.csv, split holdout) as
+    calibration.prereg.ep_case_rows lays a row out, their measured seconds (prereg.EP_KEY + measured_s)
+    and the runs' routing records (pipeline_routing.csv of every held-out model)."""
+    steps, routing = [], []
+    for folder in sorted(Path(run).glob("holdout/*")):
+        if csv_exists(folder / "pipeline_step.csv"):
+            steps.append(read_csv(folder / "pipeline_step.csv"))
+        if csv_exists(folder / "pipeline_routing.csv"):
+            routing.append(read_csv(folder / "pipeline_routing.csv"))
+    if not steps:
+        return [], pd.DataFrame(), pd.DataFrame()
+    df = pd.concat(steps, ignore_index=True)
+    df = df[(df["split"] == "holdout") & (df["bench"] == "ep_step") & (df["time_s"] > 0)]
+    keys = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs",
+            "seq_len", "precision", "num_layers"]
+    rows = [{"gpu": gpu, **{k: r[k] for k in keys}} for _, r in df.iterrows()]
+    measured = df.assign(gpu=gpu)[prereg.EP_KEY + ["time_s"]].rename(columns={"time_s": "measured_s"})
+    return rows, measured, pd.concat(routing, ignore_index=True) if routing else pd.DataFrame()
+
+
+def holdout_live(run: Path, gpu: str, routed: bool = True) -> pd.DataFrame:
+    """The held-out EP2 steps of a delivered run predicted as s20epnew's are (prereg.predict_ep: the
+    committed `<gpu>x2` folder's host rates and EP terms, each MoE layer at its most loaded EP rank's rows
+    from the run's routing with `routed`), under the switches as they are: prereg.EP_KEY, measured_s,
+    predicted_s, rel_error."""
+    rows, measured, routing = holdout_rows(run, gpu)
+    if not rows:
+        return pd.DataFrame()
+    pred = prereg.predict_ep(rows, routing=routing if routed else None)
+    out = pred[prereg.EP_KEY + ["predicted_s"]].merge(measured, on=prereg.EP_KEY)
+    return out.assign(rel_error=out["predicted_s"] / out["measured_s"] - 1.0)
+
+
+def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
+    """(gpu, folder) of each committed delivery (<gpu>x2/s23ephost_<stamp>/)."""
+    return [(host.name[:-2], folder) for host in sorted(Path(root).glob("*x2"))
+            for folder in sorted(host.glob(RUN_PREFIX + "*")) if folder.is_dir()]
 
 
 def main(argv: list[str]) -> int:
