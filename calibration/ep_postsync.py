@@ -46,54 +46,76 @@ RUN_PREFIX = "s23ephost_"
 POSTSYNC_GROUPS = ("gather", "experts")   # calibration.ep_host.GROUPS after the receive-splits sync
 
 
-def run_host(folder: Path, gpu: str) -> tuple:
-    """(profile with the folder's collectives where it has them, AccumulateGrad rates, host dict) of a
-    fit folder (`marks_host`): its own PP2 forwards' rate (measured_host_s) and, with its marks, its own
-    EP host terms (calibration.ep_host.ep_host_terms at that rate)."""
+def run_host(folder: Path, gpu: str, fwd_s: float | None = None) -> tuple:
+    """(profile, AccumulateGrad rates, host dict) of a fit folder (`marks_host`): its own PP2 forwards'
+    rate (measured_host_s `fwd`; `fwd_s` where it timed none: the same run's other fit folders') and its
+    own EP host terms at that rate (calibration.ep_host.ep_host_terms on its marks)."""
     base, _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
-    profile, accumulate, gap_s = pipe.host_inputs(Path(folder), gpu, base,
-                                                 rec.MEASUREMENTS_DIR / f"{gpu}x2")
+    profile, accumulate, gap_s = pipe.host_inputs(Path(folder), gpu, base, rec.MEASUREMENTS_DIR / f"{gpu}x2")
     host = dict(pipe.measured_host_s(Path(folder), gpu, profile, accumulate, gap_s) or {})
+    if host.get("fwd") is None and fwd_s is not None:
+        host["fwd"] = fwd_s
     marks, ops = ep_host.load(Path(folder))
     if host.get("fwd") is not None:
         host.update(ep_host.ep_host_terms(marks, ops, host["fwd"]))
     return profile, accumulate, host
 
 
-def twin_postsync_s(model: str, layers: int, n: int, gpu: str, profile, accumulate, host: dict) -> list[float]:
-    """The twin's host seconds of each MoE layer's post-sync stretch (POSTSYNC_GROUPS of
-    ep_host.twin_groups) in an EP2 step's forward (pp 1, one sequence of 4,096, BF16) at `host`."""
+def twin_stretches(model: str, layers: int, n: int, gpu: str, profile, accumulate, host: dict) -> dict:
+    """The twin's host seconds of an EP2 step's forward (pp 1, one sequence of 4,096, BF16) at `host`:
+    `post` the MoE layers' post-sync stretches (POSTSYNC_GROUPS of ep_host.twin_groups), `rest` every
+    other launch outside the EP calls and syncs (each layer's `to_counts`, the first from the op's start,
+    and the last layer's `after`: the head and the loss)."""
     spec = pipe._spec_of({"model": model, "num_layers": layers})
     ops = pipe.stage_ops(spec, range(spec.num_layers), True, True, 1, 4096, "bf16", gpu_spec(gpu), profile, 2,
                          (n - 1) / n, accumulate, host)
-    return [sum(g.get(k, 0.0) for k in POSTSYNC_GROUPS) for g in ep_host.twin_groups(ops.f)]
+    groups = ep_host.twin_groups(ops.f)
+    return {"post": sum(g.get(k, 0.0) for g in groups for k in POSTSYNC_GROUPS),
+            "rest": sum(g.get("to_counts", 0.0) for g in groups) + groups[-1].get("after", 0.0)}
 
 
-def measured_postsync(folder: Path) -> pd.DataFrame:
-    """Per EP2 forward (every rank, timed step, micro-batch) and MoE layer of a marks folder's fitting
-    split: OP_KEYS, layer, postsync_s (the POSTSYNC_GROUPS seconds)."""
+def measured_stretches(folder: Path) -> pd.DataFrame:
+    """Per EP2 forward (every rank, timed step, micro-batch) of a marks folder's fitting split: OP_KEYS,
+    post (its MoE layers' POSTSYNC_GROUPS seconds) and rest (each layer's to_counts, the first from the
+    op's host start, and the last layer's after), as twin_stretches cuts the twin's."""
     marks, ops = ep_host.load(Path(folder))
     marks, ops = marks[(marks["split"] == "fit") & (marks["pp"] == 1)], ops[ops["split"] == "fit"]
     groups = ep_host.measured_groups(ep_host.forward_segments(marks, ops))
     if groups.empty:
         return groups
-    return groups.assign(postsync_s=groups[list(POSTSYNC_GROUPS)].sum(axis=1))
+    per = groups.assign(post=groups[list(POSTSYNC_GROUPS)].sum(axis=1),
+                        rest=groups["to_counts"] + groups["after"].fillna(0.0) if "after" in groups else groups["to_counts"])
+    return per.groupby(ep_host.OP_KEYS, as_index=False)[["post", "rest"]].sum()
 
 
-def postsync_table(folder: Path, gpu: str) -> pd.DataFrame:
-    """One row per (model, micro-batches) of a fit folder: the run's forward rate (fwd_s), the
-    measured post-sync stretch (median over forwards and layers), the twin's at that rate, their
-    ratio, and the count of measured layer stretches."""
-    profile, accumulate, host = run_host(folder, gpu)
-    meas = measured_postsync(folder)
+def fit_table(run: Path, gpu: str) -> pd.DataFrame:
+    """One row per (model, micro-batches) of a delivered run's fit folders: the run's forward rate
+    (fwd_s; a folder that timed no PP2 forward takes the median of the run's others), the measured
+    stretches (median over forwards) beside the twin's at that rate and EP terms, and their ratios."""
+    folders = fit_folders(run)
+    hosts = {f: run_host(f, gpu) for f in folders}
+    rates = [h[2]["fwd"] for h in hosts.values() if h[2].get("fwd") is not None]
     out = []
-    for (model, n), g in meas.groupby(["model", "num_microbatches"]):
-        layers = int(read_csv(Path(folder) / "pipeline_step.csv").query("model == @model")["num_layers"].iloc[0])
-        twin = float(np.median(twin_postsync_s(model, layers, int(n), gpu, profile, accumulate, host)))
-        m = float(g["postsync_s"].median())
-        out.append({"gpu": gpu, "model": model, "num_microbatches": int(n), "fwd_s": host.get("fwd"),
-                    "measured_s": m, "twin_s": twin, "ratio": m / twin, "stretches": int(len(g))})
+    for f in folders:
+        profile, accumulate, host = hosts[f]
+        if host.get("fwd") is None and rates:
+            profile, accumulate, host = run_host(f, gpu, float(np.median(rates)))
+        meas = measured_stretches(f)
+        steps = read_csv(Path(f) / "pipeline_step.csv")
+        for (model, n), g in meas.groupby(["model", "num_microbatches"]):
+            layers = int(steps[steps["model"] == model]["num_layers"].iloc[0])
+            twin = twin_stretches(model, layers, int(n), gpu, profile, accumulate, host)
+            row = {"gpu": gpu, "model": model, "num_microbatches": int(n), "fwd_s": host["fwd"], "forwards": int(len(g))}
+            for k in ("post", "rest"):
+                row[f"measured_{k}_s"], row[f"twin_{k}_s"] = float(g[k].median()), twin[k]
+                row[f"{k}_ratio"] = row[f"measured_{k}_s"] / twin[k]
+            out.append(row)
     return pd.DataFrame(out)
+
+
+def pooled_ratios(table: pd.DataFrame) -> dict:
+    """{post, rest}: the median over a fit table's configurations of each ratio."""
+    return {k: float(np.median(table[f"{k}_ratio"])) for k in ("post", "rest")}
 
 
 def fit_folders(run: Path) -> list[Path]:
@@ -143,10 +165,10 @@ def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
 
 def main(argv: list[str]) -> int:
     run, gpu = Path(argv[0]), argv[1]
-    tables = [postsync_table(f, gpu) for f in fit_folders(run)]
-    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    df = fit_table(run, gpu)
     pd.set_option("display.width", 200)
     print(df.to_string(index=False))
+    print("pooled (median over configurations):", {k: round(v, 3) for k, v in pooled_ratios(df).items()})
     return 0
 
 

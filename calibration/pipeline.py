@@ -58,7 +58,7 @@ import pandas as pd
 
 from calibration import ep_host, memo
 from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
-from calibration.predict import EP_POSTSYNC_TERM, Eager, gpu_spec, timed_window_s, with_host_terms
+from calibration.predict import EP_POSTSYNC_TERM, EP_PRESYNC_TERM, Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from calibration.records_io import csv_exists, read_csv
@@ -307,22 +307,33 @@ EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync
 # after dispatch's receive-splits .tolist() the GPU is empty and the host issues the rest of the MoE
 # layer up to combine's all-to-all call (the row gather, the received rows' permutation, the local
 # experts, combine's un-permute); the twin issues those launches at the forward's one rate `fwd`.
-# With the switch every such launch takes EP_POSTSYNC_RATIO[gpu] times that: the measured host seconds
-# of that stretch over the twin's at the same run's own rate and EP terms, the median over the fitting
-# split's marked EP2 forwards (calibration.ep_postsync, real/campaigns/s23ephost.sh's fit parts)
+# A (ADOPT_EP_POSTSYNC_HOST): every such launch takes EP_POSTSYNC_RATIO[gpu] times that; B
+# (ADOPT_EP_REST_HOST, with A): every other launch of an EP forward takes EP_REST_RATIO[gpu] times it.
+# Each ratio is the measured host seconds of its stretches over the twin's at the same run's own rate
+# and EP terms, the median over the fitting configurations of real/campaigns/s23ephost.sh's marked EP2
+# forwards (calibration.ep_postsync.fit_table: 2xH100, calibration/measurements/h100x2/s23ephost_*/fit)
 ADOPT_EP_POSTSYNC_HOST = False
-EP_POSTSYNC_RATIO: dict[str, float] = {}
+ADOPT_EP_REST_HOST = False
+EP_POSTSYNC_RATIO: dict[str, float] = {"h100": 0.568}
+EP_REST_RATIO: dict[str, float] = {"h100": 1.658}
 # every key of a host dict that the EP forward's calls, syncs and post-sync launches take
-EP_TERM_KEYS = EP_HOST_TERMS + (EP_POSTSYNC_TERM,)
+EP_TERM_KEYS = EP_HOST_TERMS + (EP_POSTSYNC_TERM, EP_PRESYNC_TERM)
+
+
+def _ratio_of(ratios: dict, gpu: str) -> float:
+    """`gpu`'s measured ratio, or the median of the others' (a ratio to each host's own rate)."""
+    return ratios.get(gpu, float(np.median(list(ratios.values()))))
 
 
 def postsync_terms(gpu: str) -> dict:
-    """{EP_POSTSYNC_TERM: ratio} of `gpu` with ADOPT_EP_POSTSYNC_HOST on and a measured ratio (the other
-    GPU's where `gpu` has none: a ratio to each host's own rate), else {}."""
-    if not ADOPT_EP_POSTSYNC_HOST or not EP_POSTSYNC_RATIO:
+    """The EP forward's ratio terms of `gpu` under ADOPT_EP_POSTSYNC_HOST (A) and ADOPT_EP_REST_HOST (B,
+    with A): {EP_POSTSYNC_TERM: ratio, EP_PRESYNC_TERM: ratio}; {} with A off."""
+    if not ADOPT_EP_POSTSYNC_HOST:
         return {}
-    ratio = EP_POSTSYNC_RATIO.get(gpu, float(np.median(list(EP_POSTSYNC_RATIO.values()))))
-    return {EP_POSTSYNC_TERM: ratio}
+    out = {EP_POSTSYNC_TERM: _ratio_of(EP_POSTSYNC_RATIO, gpu)}
+    if ADOPT_EP_REST_HOST:
+        out[EP_PRESYNC_TERM] = _ratio_of(EP_REST_RATIO, gpu)
+    return out
 
 
 

@@ -389,6 +389,8 @@ class EpRecvSync(EpOp):
 
 # the key of the post-sync host ratio among the EP host terms (calibration.pipeline.ADOPT_EP_POSTSYNC_HOST)
 EP_POSTSYNC_TERM = "ep_postsync_ratio"
+# ... and of the ratio every other launch of an EP forward takes (candidate B of the same rule)
+EP_PRESYNC_TERM = "ep_rest_ratio"
 
 
 def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
@@ -404,6 +406,10 @@ def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = Non
     # dispatch's receive-splits .tolist() (the GPU idle) up to combine's all-to-all call takes
     # `ep_postsync_ratio` times its host seconds; 1 (absent) leaves it as it is
     ratio = (ep_terms or {}).get(EP_POSTSYNC_TERM, 1.0)
+    # candidate B (s23ephost): every other launch of an EP forward (one with a receive-splits sync)
+    rest = (ep_terms or {}).get(EP_PRESYNC_TERM, 1.0)
+    if rest != 1.0 and not any(isinstance(op, EpRecvSync) for op in ops):
+        rest = 1.0
     out, post, calls = [], False, 0
     for op in ops:
         h, g = op
@@ -418,8 +424,8 @@ def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = Non
             calls += 1
             post = calls < 2          # combine's all-to-all (the second call) ends the stretch
         new = (term if term is not None else h if host_s is None else host_s, g)
-        if post and ratio != 1.0 and not isinstance(op, EpOp):
-            new = (new[0] * ratio, g)     # a float, or calibration.pipeline's solved-rate marker
+        if not isinstance(op, EpOp) and (ratio if post else rest) != 1.0:
+            new = (new[0] * (ratio if post else rest), g)   # a float, or calibration.pipeline's solved-rate marker
         out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
     return out
 

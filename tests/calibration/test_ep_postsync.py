@@ -5,7 +5,8 @@ to combine's all-to-all call), and that ADOPT_EP_POSTSYNC_HOST off leaves every 
 import pytest
 
 import calibration.pipeline as pipe
-from calibration.predict import EP_POSTSYNC_TERM, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, with_host_terms
+from calibration import ep_postsync
+from calibration.predict import EP_POSTSYNC_TERM, EP_PRESYNC_TERM, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, with_host_terms
 
 
 def _layer(tag: float) -> list:
@@ -46,14 +47,28 @@ def test_no_ratio_and_a_ratio_of_one_change_nothing():
     assert with_host_terms(ops, None, None) is ops
 
 
-def test_the_switch_gives_the_term_only_when_on(monkeypatch):
-    monkeypatch.setattr(pipe, "EP_POSTSYNC_RATIO", {"h100": 1.5, "h200": 1.1})
+def test_the_switches_give_the_terms_only_when_on(monkeypatch):
+    monkeypatch.setattr(pipe, "EP_POSTSYNC_RATIO", {"h100": 0.5, "h200": 0.7})
+    monkeypatch.setattr(pipe, "EP_REST_RATIO", {"h100": 1.5})
     monkeypatch.setattr(pipe, "ADOPT_EP_POSTSYNC_HOST", False)
-    assert pipe.postsync_terms("h100") == {}
+    monkeypatch.setattr(pipe, "ADOPT_EP_REST_HOST", True)
+    assert pipe.postsync_terms("h100") == {}                       # B only with A
     monkeypatch.setattr(pipe, "ADOPT_EP_POSTSYNC_HOST", True)
-    assert pipe.postsync_terms("h100") == {EP_POSTSYNC_TERM: 1.5}
-    assert pipe.postsync_terms("h200") == {EP_POSTSYNC_TERM: 1.1}
-    assert pipe.postsync_terms("h800") == {EP_POSTSYNC_TERM: pytest.approx(1.3)}   # a GPU without a run: the median
+    assert pipe.postsync_terms("h100") == {EP_POSTSYNC_TERM: 0.5, EP_PRESYNC_TERM: 1.5}
+    assert pipe.postsync_terms("h200") == {EP_POSTSYNC_TERM: 0.7, EP_PRESYNC_TERM: 1.5}   # no H200 rest ratio: H100's
+    assert pipe.postsync_terms("h800")[EP_POSTSYNC_TERM] == pytest.approx(0.6)   # a GPU without a run: the median
+    monkeypatch.setattr(pipe, "ADOPT_EP_REST_HOST", False)
+    assert pipe.postsync_terms("h100") == {EP_POSTSYNC_TERM: 0.5}
+
+
+def test_the_rest_ratio_takes_every_other_launch_of_an_ep_forward_only():
+    ops = _layer(0.0) + _layer(100.0)
+    terms = {**TERMS, EP_POSTSYNC_TERM: 0.5, EP_PRESYNC_TERM: 2.0}
+    plain, scaled = with_host_terms(ops, 30e-6, TERMS), with_host_terms(ops, 30e-6, terms)
+    factors = sorted(round(b[0] / a[0], 6) for a, b in zip(plain, scaled) if a[0] is not None and a != b)
+    assert factors == [0.5] * 8 + [2.0] * 6          # per layer 4 post-sync launches, 3 others
+    dense = [(10e-6, 1.0), (10e-6, 2.0)]             # a forward without EP ops: untouched
+    assert with_host_terms(dense, 30e-6, terms) == with_host_terms(dense, 30e-6, TERMS)
 
 
 def test_a_forward_rate_solved_with_the_ratio_reproduces_its_interval():
@@ -66,3 +81,15 @@ def test_a_forward_rate_solved_with_the_ratio_reproduces_its_interval():
     assert pipe.solved_host_rate_s(ops, 0.0, host_end, 0.0, terms) == pytest.approx(rate, rel=1e-6)
     # the same interval read without the ratio solves to a faster rate per launch
     assert pipe.solved_host_rate_s(ops, 0.0, host_end, 0.0, TERMS) > rate
+
+
+def test_the_ratios_are_the_fitting_marks_of_the_committed_run():
+    """EP_POSTSYNC_RATIO / EP_REST_RATIO are calibration.ep_postsync's pooled ratios of the committed 2xH100
+    run's fit folders (docs/notes/s23ephost_rule.md part 2): the post-sync stretch the host issues in about
+    0.57 of the twin's seconds, the rest of the forward in about 1.66; no held-out row enters them."""
+    (gpu, run), = [r for r in ep_postsync.runs() if r[0] == "h100"]
+    table = ep_postsync.fit_table(run, gpu)
+    assert len(table) == 6 and (table["post_ratio"] < 1).all() and (table["rest_ratio"] > 1).all()
+    pooled = ep_postsync.pooled_ratios(table)
+    assert pipe.EP_POSTSYNC_RATIO == {"h100": pytest.approx(pooled["post"], abs=5e-4)}
+    assert pipe.EP_REST_RATIO == {"h100": pytest.approx(pooled["rest"], abs=5e-4)}
