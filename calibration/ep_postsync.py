@@ -43,6 +43,10 @@ FIT_MODELS = (("qwen2moe-mla-slice", 4), ("qwen3moe-mla-slice", 4), ("mixtral-ml
 HOLDOUT_MODELS = (("bench-small", 4), ("qwen3moe-slice", 4), ("mixtral-slice", 2))
 HOLDOUT_MICROBATCHES = (1, 2, 4)
 RUN_PREFIX = "s23ephost_"
+# the delivery whose fit folders give calibration.pipeline's ratios and whose held-out steps the rule
+# judges (docs/notes/s23ephost_rule.md: the first host); s23ephost_20261128_0029 is a second 2xH100
+# host's run of the same campaign, reported beside it
+FIT_RUN = "s23ephost_20261128_0023"
 POSTSYNC_GROUPS = ("gather", "experts")   # calibration.ep_host.GROUPS after the receive-splits sync
 
 

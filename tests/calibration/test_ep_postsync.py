@@ -5,7 +5,7 @@ to combine's all-to-all call), and that ADOPT_EP_POSTSYNC_HOST off leaves every 
 import pytest
 
 import calibration.pipeline as pipe
-from calibration import ep_postsync
+from calibration import ep_postsync, prereg
 from calibration.predict import EP_POSTSYNC_TERM, EP_PRESYNC_TERM, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, with_host_terms
 
 
@@ -87,9 +87,29 @@ def test_the_ratios_are_the_fitting_marks_of_the_committed_run():
     """EP_POSTSYNC_RATIO / EP_REST_RATIO are calibration.ep_postsync's pooled ratios of the committed 2xH100
     run's fit folders (docs/notes/s23ephost_rule.md part 2): the post-sync stretch the host issues in about
     0.57 of the twin's seconds, the rest of the forward in about 1.66; no held-out row enters them."""
-    (gpu, run), = [r for r in ep_postsync.runs() if r[0] == "h100"]
+    (gpu, run), = [r for r in ep_postsync.runs() if r[1].name == ep_postsync.FIT_RUN]
     table = ep_postsync.fit_table(run, gpu)
     assert len(table) == 6 and (table["post_ratio"] < 1).all() and (table["rest_ratio"] > 1).all()
     pooled = ep_postsync.pooled_ratios(table)
     assert pipe.EP_POSTSYNC_RATIO == {"h100": pytest.approx(pooled["post"], abs=5e-4)}
     assert pipe.EP_REST_RATIO == {"h100": pytest.approx(pooled["rest"], abs=5e-4)}
+
+
+def test_both_settings_on_an_ep2_step(monkeypatch):
+    """qwen3moe-mla-slice's EP2 step (1 micro-batch, 2xH100 host folder), as s20epnew's rows are priced:
+    A (post-sync launches at 0.568 of their host seconds) shortens its host-paced forward; B (the rest of
+    the forward at 1.658) lengthens it again; both off is the committed path (the switches are off: the
+    rule's outcome, docs/notes/s23ephost_rule.md)."""
+    assert not pipe.ADOPT_EP_POSTSYNC_HOST and not pipe.ADOPT_EP_REST_HOST
+    row = {"gpu": "h100", "bench": "ep_step", "model": "qwen3moe-mla-slice", "schedule": "1f1b", "pp": 1, "ep": 2,
+           "dp": 2, "num_gpus": 2, "num_microbatches": 1, "micro_batch_seqs": 1, "seq_len": 4096,
+           "precision": "bf16", "num_layers": 4}
+
+    def predicted(a: bool, b: bool) -> float:
+        monkeypatch.setattr(pipe, "ADOPT_EP_POSTSYNC_HOST", a)
+        monkeypatch.setattr(pipe, "ADOPT_EP_REST_HOST", b)
+        return float(prereg.predict_ep([row])["predicted_s"].iloc[0])
+
+    off, a, ab = predicted(False, False), predicted(True, False), predicted(True, True)
+    assert a < off and a < ab
+    assert off == pytest.approx(predicted(False, True))      # B needs A
