@@ -10,13 +10,15 @@ own PP2 forwards), the token all-to-all call at its measured term (calibration.e
 
 real/campaigns/s23ephost.sh marks the host at each real/ep.py MARK_SEGMENTS point in EP2 steps of the
 s20epnew shapes (split fit) and, in the same run, times PP2 forwards that give that run's own rate.
-Here, per fitting forward and MoE layer, the measured post-sync stretch (calibration.ep_host GROUPS
-`gather` + `experts`: the segments gather, dispatch_post, dispatch_end and combine; the token
-all-to-all call keeps its own term) is put beside the twin's launches of the same stretch at that
-run's rate and EP terms: `postsync_ratio` is measured over twin, the host seconds a post-sync launch
-takes in units of the launch the twin already prices (1: the twin's rate is right there).
-calibration.predict.with_host_terms applies it (ADOPT_EP_POSTSYNC_HOST in calibration.pipeline) to
-every launch between the receive-splits .tolist() and combine's all-to-all call.
+fit_table puts, per fitting configuration, the measured post-sync stretches of a forward (calibration.
+ep_host GROUPS `gather` + `experts`: the segments gather, dispatch_post, dispatch_end and combine; the
+token all-to-all call keeps its own term) and the rest of it (head, attention, gate, dispatch's first
+part, the weights and shared experts, head and loss) beside the twin's launches of the same stretches at
+that run's rate and EP terms: each ratio is measured over twin, the host seconds a launch there takes in
+units of the launch the twin already prices. calibration.predict.with_host_terms applies them
+(calibration.pipeline ADOPT_EP_POSTSYNC_HOST, ADOPT_EP_REST_HOST: both off, the rule's outcome: the post-
+sync stretch runs at ~0.57 of the twin's seconds, the rest at ~1.66, and neither change passed).
+holdout_live prices a run's held-out EP2 steps as s20epnew's are.
 
     python -m calibration.ep_postsync RUN_FOLDER GPU     (RUN_FOLDER: <gpu>x2/s23ephost_<stamp>)
 """
