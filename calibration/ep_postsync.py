@@ -163,6 +163,38 @@ def holdout_live(run: Path, gpu: str, routed: bool = True) -> pd.DataFrame:
     return out.assign(rel_error=out["predicted_s"] / out["measured_s"] - 1.0)
 
 
+# real/campaigns/s23ephost2.sh MODELS (restated; a test keeps them equal): fresh EP2 steps (two sequences of
+# 2,048 a micro-batch) beside PP2 forwards timed in the same run (docs/notes/s23ephost2_rule.md)
+OWN_RATE_MODELS = (("bench-small", 4), ("qwen2moe-mla-slice", 4), ("v2-lite-slice", 4))
+OWN_RATE_PREFIX = "s23ephost2_"
+
+
+def own_rate_live(folder: Path, gpu: str) -> pd.DataFrame:
+    """The held-out EP2 steps of a records folder (an s23ephost2 run's model folder: PP2 1f1b fit rows
+    and EP2 holdout rows) priced two ways, each at the run's routing: `committed` as s20epnew's are
+    (prereg.two_gpu_inputs: the committed `<gpu>x2` folder's forward rate and EP terms) and `own` at the
+    folder's own PP2 forwards' rate (measured_host_s of the folder, its EP terms carried from `<gpu>x2`,
+    the profile's collectives and AccumulateGrad rates from there: pipeline.host_inputs' inputs_from).
+    prereg.EP_KEY, measured_s, predicted_s_committed, predicted_s_own, rel_error_committed, rel_error_own."""
+    folder, x2 = Path(folder), rec.MEASUREMENTS_DIR / f"{gpu}x2"
+    steps = read_csv(folder / "pipeline_step.csv")
+    steps = steps[(steps["split"] == "holdout") & (steps["bench"] == "ep_step") & (steps["time_s"] > 0)]
+    keys = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs",
+            "seq_len", "precision", "num_layers"]
+    rows = [{"gpu": gpu, **{k: r[k] for k in keys}} for _, r in steps.iterrows()]
+    routing = read_csv(folder / "pipeline_routing.csv") if csv_exists(folder / "pipeline_routing.csv") else None
+    base, _ = load_fitted_profile(gpu, rec.load_records(gpu), PROFILES_DIR)
+    profile, accumulate, gap_s = pipe.host_inputs(folder, gpu, base, x2)
+    own = {gpu: (profile, accumulate, pipe.measured_host_s(folder, gpu, profile, accumulate, gap_s), 0.0)}
+    out = steps.assign(gpu=gpu)[prereg.EP_KEY + ["micro_batch_seqs", "seq_len", "time_s"]].rename(
+        columns={"time_s": "measured_s"})
+    for label, inputs in (("committed", None), ("own", own)):
+        pred = prereg.predict_ep(rows, routing=routing, inputs=inputs)
+        out[f"predicted_s_{label}"] = pred["predicted_s"].to_numpy()
+        out[f"rel_error_{label}"] = out[f"predicted_s_{label}"] / out["measured_s"] - 1.0
+    return out.reset_index(drop=True)
+
+
 def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
     """(gpu, folder) of each committed delivery (<gpu>x2/s23ephost_<stamp>/)."""
     return [(host.name[:-2], folder) for host in sorted(Path(root).glob("*x2"))
