@@ -2,10 +2,13 @@
 forward take the ratio (calibration.predict.with_host_terms: from dispatch's receive-splits .tolist()
 to combine's all-to-all call), and that ADOPT_EP_POSTSYNC_HOST off leaves every op as it was."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import calibration.pipeline as pipe
 from calibration import ep_postsync, prereg
+from calibration import records as rec
 from calibration.predict import EP_POSTSYNC_TERM, EP_PRESYNC_TERM, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, with_host_terms
 
 
@@ -113,3 +116,30 @@ def test_both_settings_on_an_ep2_step(monkeypatch):
     off, a, ab = predicted(False, False), predicted(True, False), predicted(True, True)
     assert a < off and a < ab
     assert off == pytest.approx(predicted(False, True))      # B needs A
+
+
+@pytest.fixture(scope="module")
+def own_rate_rows():
+    """The 9 fresh EP2 steps of the committed s23ephost2 run (h100x2/s23ephost2_20261128_0055) priced at each
+    folder's own PP2 rate and at the committed folder's (docs/notes/s23ephost2_rule.md)."""
+    run = rec.MEASUREMENTS_DIR / "h100x2" / "s23ephost2_20261128_0055"
+    return pd.concat([ep_postsync.own_rate_live(run / m, "h100") for m, _ in ep_postsync.OWN_RATE_MODELS],
+                     ignore_index=True)
+
+
+def test_the_fresh_steps_at_their_own_runs_rate_are_no_worse(own_rate_rows):
+    """S2 and S3 of the rule: at the run's own rate no worse than at the committed folder's (median and P90),
+    and no row over-predicted by more than 5%."""
+    df = own_rate_rows
+    assert len(df) == 9
+    own, committed = df["rel_error_own"].abs(), df["rel_error_committed"].abs()
+    assert own.median() <= committed.median() and np.percentile(own, 90) <= np.percentile(committed, 90)
+    assert df["rel_error_own"].max() <= 0.05
+
+
+@pytest.mark.xfail(strict=True, reason="s23ephost2 (2xH100, fresh EP2 steps at two sequences of 2,048): at the run's "
+                   "own PP2 rate median 6.58%, P90 17.76%, every row under-predicted (bench-small -21.4 / -15.9 / "
+                   "-16.8%): issue 13's ep_step target (5% / 10%) missed")
+def test_the_fresh_steps_at_their_own_runs_rate_meet_issue13_target(own_rate_rows):
+    own = own_rate_rows["rel_error_own"].abs()
+    assert own.median() <= 0.05 and np.percentile(own, 90) <= 0.10, own.to_list()
