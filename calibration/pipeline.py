@@ -58,7 +58,7 @@ import pandas as pd
 
 from calibration import ep_host, memo
 from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
-from calibration.predict import Eager, gpu_spec, timed_window_s, with_host_terms
+from calibration.predict import EP_POSTSYNC_TERM, EP_PRESYNC_TERM, Eager, gpu_spec, timed_window_s, with_host_terms
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from calibration.records_io import csv_exists, read_csv
@@ -157,7 +157,7 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     parts = {"F": dict(f.component_s), "B": dict(b.component_s), "W": dict(b.w_component_s)}
     if not host:
         return StageOps(f.ops, b.ops, b.w_ops, parts)
-    ep_terms = {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+    ep_terms = {k: v for k, v in host.items() if k in EP_TERM_KEYS}
     fwd = host.get("fwd")
     role = "first" if first else "last" if last else "middle"
     if not (first and last):   # a pipeline stage: its role's forward rate where measured (ADOPT_STAGE_ROLE_HOST_RATE)
@@ -303,6 +303,38 @@ def part_host_rates(folder: Path, gpu: str, profile, accumulate: dict | None = N
 ADOPT_EP_HOST_TERMS = True
 EP_HOST_TERMS = ("ep_counts_a2a", "ep_tokens_a2a", "ep_send_sync", "ep_recv_sync")
 
+# s23ephost (docs/notes/s23ephost_rule.md, the rule committed before the held-out figures under it):
+# after dispatch's receive-splits .tolist() the GPU is empty and the host issues the rest of the MoE
+# layer up to combine's all-to-all call (the row gather, the received rows' permutation, the local
+# experts, combine's un-permute); the twin issues those launches at the forward's one rate `fwd`.
+# A (ADOPT_EP_POSTSYNC_HOST): every such launch takes EP_POSTSYNC_RATIO[gpu] times that; B
+# (ADOPT_EP_REST_HOST, with A): every other launch of an EP forward takes EP_REST_RATIO[gpu] times it.
+# Each ratio is the measured host seconds of its stretches over the twin's at the same run's own rate
+# and EP terms, the median over the fitting configurations of real/campaigns/s23ephost.sh's marked EP2
+# forwards (calibration.ep_postsync.fit_table: 2xH100, calibration/measurements/h100x2/s23ephost_*/fit)
+ADOPT_EP_POSTSYNC_HOST = False
+ADOPT_EP_REST_HOST = False
+EP_POSTSYNC_RATIO: dict[str, float] = {"h100": 0.568}
+EP_REST_RATIO: dict[str, float] = {"h100": 1.658}
+# every key of a host dict that the EP forward's calls, syncs and post-sync launches take
+EP_TERM_KEYS = EP_HOST_TERMS + (EP_POSTSYNC_TERM, EP_PRESYNC_TERM)
+
+
+def _ratio_of(ratios: dict, gpu: str) -> float:
+    """`gpu`'s measured ratio, or the median of the others' (a ratio to each host's own rate)."""
+    return ratios.get(gpu, float(np.median(list(ratios.values()))))
+
+
+def postsync_terms(gpu: str) -> dict:
+    """The EP forward's ratio terms of `gpu` under ADOPT_EP_POSTSYNC_HOST (A) and ADOPT_EP_REST_HOST (B,
+    with A): {EP_POSTSYNC_TERM: ratio, EP_PRESYNC_TERM: ratio}; {} with A off."""
+    if not ADOPT_EP_POSTSYNC_HOST:
+        return {}
+    out = {EP_POSTSYNC_TERM: _ratio_of(EP_POSTSYNC_RATIO, gpu)}
+    if ADOPT_EP_REST_HOST:
+        out[EP_PRESYNC_TERM] = _ratio_of(EP_REST_RATIO, gpu)
+    return out
+
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -342,7 +374,7 @@ def folder_ep_terms(folder: Path, gpu: str, profile) -> dict:
     folder's collectives): {} without the host marks or with ADOPT_EP_HOST_TERMS off. The EP layer
     cases of the same folder take these (calibration.whole_step.ADOPT_EP_LAYER_HOST_TERMS, s13epl)."""
     host = measured_host_s(Path(folder), gpu, profile, measured_accumulate(Path(folder), gpu)) or {}
-    return {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+    return {k: v for k, v in host.items() if k in EP_TERM_KEYS}
 
 
 # s14epl (docs/notes/s14epl_rule.md, rule committed before the held-out figures under it): each MoE
@@ -532,6 +564,7 @@ def host_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: dic
     out = {d: float(np.median(v)) for d, v in rates.items() if v}
     if ADOPT_EP_HOST_TERMS and out.get("fwd") is not None:
         out.update(ep_host.folder_terms(Path(folder), out["fwd"]) or carried)
+        out.update(postsync_terms(gpu))
     if ADOPT_FB_FORWARD_HOST_RATE and not fb_ops.empty:
         for role, v in _solved_fb_forward_rates(fb_ops, folder, gpu, profile, accumulate, gap_s, out).items():
             if len(v) >= STAGE_ROLE_MIN_OPS:
@@ -555,7 +588,7 @@ def _solved_fb_forward_rates(fb: pd.DataFrame, folder: Path, gpu: str, profile, 
         bare = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, *args) for s, layers in enumerate(stages)}
         timed = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, *args, host=host)
                  for s, layers in enumerate(stages)}
-        ep_terms = {k: v for k, v in host.items() if k in EP_HOST_TERMS}
+        ep_terms = {k: v for k, v in host.items() if k in EP_TERM_KEYS}
         for r in g.itertuples():
             rank = int(r.rank) % pp
             op = schedule.programs[rank][int(r.op_index)]
@@ -650,8 +683,21 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
     return 0.5 * (lo + hi)
 
 
+class _Rate:
+    """A launch's host seconds as a multiple (`factor`) of the rate solved_host_rate_s solves for;
+    with_host_terms may scale it (the post-sync ratio: `_AT_RATE * ratio`)."""
+
+    __slots__ = ("factor",)
+
+    def __init__(self, factor: float = 1.0):
+        self.factor = factor
+
+    def __mul__(self, k: float) -> "_Rate":
+        return _Rate(self.factor * k)
+
+
 # a launch whose host seconds are the rate solved_host_rate_s solves for (with_host_terms' host_s)
-_AT_RATE = object()
+_AT_RATE = _Rate()
 
 
 def _issued_host_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> float:
@@ -668,7 +714,7 @@ def _issued_s(ops: list, rate_s: float, lead_s: float, gap_s: float) -> tuple[fl
             if gpu > host:      # = max(host, gpu), without a call: the walk runs ~10^5 times a validation
                 host = gpu
             continue
-        host += rate_s if h is _AT_RATE else h
+        host += rate_s if h is _AT_RATE else (rate_s * h.factor if type(h) is _Rate else h)
         queued = gpu + gap_s
         gpu = (host if host > queued else queued) + g    # = max(gpu + gap_s, host) + g
     return gpu, host

@@ -387,14 +387,30 @@ class EpRecvSync(EpOp):
     term = "ep_recv_sync"
 
 
+# the key of the post-sync host ratio among the EP host terms (calibration.pipeline.ADOPT_EP_POSTSYNC_HOST)
+EP_POSTSYNC_TERM = "ep_postsync_ratio"
+# ... and of the ratio every other launch of an EP forward takes (candidate B of the same rule)
+EP_PRESYNC_TERM = "ep_rest_ratio"
+
+
 def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
     """`ops` with every launch's host time set to `host_s` (synchronisations kept); unchanged if None.
     `ep_terms` (calibration.pipeline.EP_HOST_TERMS, measured by real/ep.py's host marks, adopted):
     each EP all-to-all call (EpOp) takes its measured host seconds, and after each of dispatch's
-    synchronisations the host spends its measured extra seconds (a host-only op)."""
+    synchronisations the host spends its measured extra seconds (a host-only op); with the key
+    EP_POSTSYNC_TERM (s23ephost) the launches between the receive-splits sync and combine's
+    all-to-all call take that ratio times their host seconds."""
     if not ep_terms and host_s is None:
         return ops
-    out = []
+    # s23ephost (ADOPT_EP_POSTSYNC_HOST, calibration.ep_postsync): every launch the host issues after
+    # dispatch's receive-splits .tolist() (the GPU idle) up to combine's all-to-all call takes
+    # `ep_postsync_ratio` times its host seconds; 1 (absent) leaves it as it is
+    ratio = (ep_terms or {}).get(EP_POSTSYNC_TERM, 1.0)
+    # candidate B (s23ephost): every other launch of an EP forward (one with a receive-splits sync)
+    rest = (ep_terms or {}).get(EP_PRESYNC_TERM, 1.0)
+    if rest != 1.0 and not any(isinstance(op, EpRecvSync) for op in ops):
+        rest = 1.0
+    out, post, calls = [], False, 0
     for op in ops:
         h, g = op
         term = (ep_terms or {}).get(op.term) if isinstance(op, EpOp) else None
@@ -402,8 +418,14 @@ def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = Non
             out.append(op)
             if term is not None:
                 out.append((term, 0.0))
+            post, calls = post or isinstance(op, EpRecvSync), 0
             continue
+        if isinstance(op, EpTokensCall) and post:
+            calls += 1
+            post = calls < 2          # combine's all-to-all (the second call) ends the stretch
         new = (term if term is not None else h if host_s is None else host_s, g)
+        if not isinstance(op, EpOp) and (ratio if post else rest) != 1.0:
+            new = (new[0] * (ratio if post else rest), g)   # a float, or calibration.pipeline's solved-rate marker
         out.append(type(op)(new) if isinstance(op, EpOp) else new)   # EpOp kept: ep_host.twin_groups
     return out
 
