@@ -12,8 +12,14 @@ import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
                               gemm_bytes)
+from twin.costs.gemm_alignment import alignment_factor
 from twin.costs.profile import GemmCurve, Profile
 from twin.core.specs import GPUSpec
+
+# (s23align) a dense BF16 GEMM whose widths are not multiples of 8 elements costs its aligned time
+# times the measured factor of its alignment class (twin.costs.gemm_alignment); off: every GEMM
+# costs as aligned (docs/notes/s23align_rule.md)
+ADOPT_GEMM_ALIGNMENT = False
 
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
@@ -37,11 +43,14 @@ def untold_sm_slowdown(profile: Profile, precision: str, comm_sms: int, gpu: GPU
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
                 groups: int = 1, sm_frac: float = 1.0, out_bytes: float = BF16_BYTES,
-                eff_scale: float = 1.0) -> float:
+                eff_scale: float = 1.0, align: int = 8, pass_: str = "fwd") -> float:
     """One (grouped) GEMM kernel on quantized operands (the quantization is costed apart:
     `fp8_cast_time_s` on DeepSeek's stack, `quantize_time_s` on real/'s eager one). `eff_scale`
     scales the curve's efficiency for a kernel variant the curve was not measured with (the
-    1x128 x 1x128 weight-gradient recipe, Profile.fp8_stack)."""
+    1x128 x 1x128 weight-gradient recipe, Profile.fp8_stack). `align`: the alignment class of
+    its row lengths (twin.costs.gemm_alignment.align_class; 8 where aligned) and `pass_` its
+    layer pass ("fwd", "dgrad", "wgrad"): under ADOPT_GEMM_ALIGNMENT a dense BF16 GEMM of class
+    below 8 costs the aligned time times its measured factor."""
     curve = (profile.grouped_gemm if groups > 1 else profile.gemm)[precision]
     eff = curve.eff(m, n, k) * eff_scale
     flops = 2.0 * m * n * k * groups
@@ -54,7 +63,10 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     setup_s = profile.grouped_setup_s if groups > 1 else 0.0
     in_layer = profile.in_layer_factor(gemm_class("grouped_gemm" if groups > 1 else "gemm", precision))
     compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s, in_layer)
-    return (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
+    aligned_s = (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
+    if ADOPT_GEMM_ALIGNMENT and align < 8 and groups == 1 and precision == "bf16":
+        return aligned_s * alignment_factor(profile.gpu, align, pass_)
+    return aligned_s
 
 
 def in_layer_gemm_split(profile: Profile, compute_s: float, in_layer: float) -> tuple[float, float]:
