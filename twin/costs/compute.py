@@ -12,7 +12,7 @@ import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
                               gemm_bytes)
-from twin.costs.gemm_alignment import alignment_factor
+from twin.costs.gemm_alignment import align_class, alignment_factor
 from twin.costs.profile import GemmCurve, Profile
 from twin.core.specs import GPUSpec
 
@@ -321,7 +321,8 @@ def chunked_gemm_time_s(op: Op, phase: str, precision: str, chunks: int, gpu: GP
         raise ValueError(f"chunked_gemm_time_s: a GEMM op in 'fwd' or 'bwd_input' (got {op.kind}, {phase!r})")
     n, k = (op.n, op.k) if phase == "fwd" else (op.k, op.n)
     rows = max(1, op.m // chunks)
-    return chunks * gemm_time_s(rows, n, k, op.precision or precision, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+    return chunks * gemm_time_s(rows, n, k, op.precision or precision, gpu, profile, groups=op.groups, sm_frac=sm_frac,
+                                align=op.align or align_class(op.n, op.k), pass_="fwd" if phase == "fwd" else "dgrad")
 
 
 # A weight-gradient GEMM adds into the FP32 gradient buffer (V3 §3.3.3 keeps weight gradients in
@@ -338,6 +339,8 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
     if op.kind in GEMM_KINDS:
         prec = op.precision or precision
         casts_s = fp8_cast_time_s(op, phase, gpu, profile) if prec == "fp8" else 0.0
+        # the layer's widths n and k are every pass's row lengths (twin.costs.gemm_alignment)
+        align = op.align or align_class(op.n, op.k)
         if phase == "fwd":
             m, n, k = op.m, op.n, op.k
         elif phase == "bwd_input":   # dX = dY W^T: (m x n) (n x k)
@@ -346,8 +349,9 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
             m, n, k = op.k, op.n, op.m
             speed = profile.fp8_stack.get("wgrad_1d1d_speed", 1.0) if prec == "fp8" and profile.fp8_quant_fused else 1.0
             return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
-                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed)
-        return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed, align=align, pass_="wgrad")
+        return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac, align=align,
+                                     pass_="fwd" if phase == "fwd" else "dgrad")
     if op.kind == OpKind.ATTENTION:
         if phase == "bwd_weight":
             return 0.0

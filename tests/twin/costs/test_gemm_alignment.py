@@ -4,11 +4,14 @@ GEMM, its factor lookup and where the factor applies, under both settings."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from calibration.predict import Eager
-from twin.core.specs import get_gpu
+from twin.core.specs import get_gpu, get_model
 from twin.costs import compute, gemm_alignment
+from twin.costs.flops import dense_ffn_ops
 from twin.costs.profile import load_profile
 
 H100 = get_gpu("h100")
@@ -90,3 +93,22 @@ def test_committed_table_is_read():
     gemm_alignment._table.cache_clear()
     fits = gemm_alignment._table()["fits"]
     assert all(f["form"] in ("class", "class_pass", "rounded") for f in fits.values())
+
+
+@pytest.mark.parametrize("adopt", [False, True])
+def test_planner_ops_by_class_and_the_megatron_stand_in(table, monkeypatch, adopt):
+    """A catalog FFN of odd width (a SwiGLU whose width is real) is priced by its class in every
+    phase; Megatron's 8h/3 stand-in (ModelSpec.ffn_width_stand_in: its runs' GeLU 4h is aligned)
+    costs as aligned under either setting."""
+    table(TABLE)
+    monkeypatch.setattr(compute, "ADOPT_GEMM_ALIGNMENT", adopt)
+    gpt = get_model("megatron-gpt-1.7b")
+    assert gpt.ffn_width_stand_in and gpt.intermediate_size == 5461
+    real_width = dataclasses.replace(gpt, ffn_width_stand_in=False)
+    for phase in ("fwd", "bwd_input", "bwd_weight"):
+        stand_in = {op.name: compute.op_time_s(op, phase, "bf16", H100, PROF) for op in dense_ffn_ops(gpt, 3072)}
+        real = {op.name: compute.op_time_s(op, phase, "bf16", H100, PROF) for op in dense_ffn_ops(real_width, 3072)}
+        # gate/up 10922 x 2048 is class 2 (no class-2 factor: class 1's 2.0); down 2048 x 5461 class 1
+        assert real["ffn_gate_up"] == pytest.approx(stand_in["ffn_gate_up"] * (2.0 if adopt else 1.0), rel=1e-12)
+        assert real["ffn_down"] == pytest.approx(stand_in["ffn_down"] * (2.0 if adopt else 1.0), rel=1e-12)
+        assert real["swiglu"] == stand_in["swiglu"]
