@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import prereg
 from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
 from twin.costs.gemm_alignment import align_class
@@ -156,6 +157,31 @@ def fit_gpu(gpu: str) -> dict | None:
             "held_out_twin": twin_errors(held, gpu, form, factors),
             "fit_twin": twin_errors(fit, gpu, form, factors),
             "gpu_name": str(df["gpu_name"].iloc[0]), "torch_version": str(df["torch_version"].iloc[0])}
+
+
+# the rule's criterion 3: s23hrate's fresh H100 runs (and the same-host repeat, reported)
+HRATE_RUNS = ("s23hrate", "s23hrate_b", "s23hrate_c", "s23hrate_repeat")
+
+
+def s23hrate_rows(adopt: bool, tmp_dir: Path) -> dict:
+    """The step-input twin's rows and issue-13 groups on s23hrate's runs with ADOPT_GEMM_ALIGNMENT
+    set to `adopt`: the registered cases' host grid recomputed under the switch (the committed grid
+    is the switch-off one), read by prereg.step_section as `twin validate` reads it."""
+    saved = compute.ADOPT_GEMM_ALIGNMENT
+    compute.ADOPT_GEMM_ALIGNMENT = adopt
+    try:
+        reg = prereg.REGISTRATIONS["s23hrate"]
+        grid = prereg.predict_host_grid(prereg.case_rows(reg), hosts_s=prereg.GRID_FILES[reg.name][1])
+        path = Path(tmp_dir) / f"s23hrate_grid_{'on' if adopt else 'off'}.csv"
+        grid.to_csv(path, index=False)
+        out = {}
+        for name in HRATE_RUNS:
+            sec = prereg.step_section(reg=prereg.REGISTRATIONS[name], grid_path=path, sync_grid_path=None,
+                                      occupancy_grid_path=None)
+            out[name] = {"by_gpu": sec["step_input"]["by_gpu"], "rows": sec["step_input"]["rows"]}
+        return out
+    finally:
+        compute.ADOPT_GEMM_ALIGNMENT = saved
 
 
 def main(argv=None) -> int:
