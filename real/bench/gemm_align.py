@@ -204,7 +204,7 @@ class Nvml:
     def __init__(self, index: int):
         self.handle = None
         try:
-            import pynvml   # nvidia-ml-py, on the GPU image only
+            import pynvml   # lazy: nvidia-ml-py exists on the GPU image only
             pynvml.nvmlInit()
             self.nv, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
         except Exception:
