@@ -120,7 +120,8 @@ def record_ops(row, catalog: bool = False) -> list[Op]:
         return att + _gpt_ffn_ops(T, m.hidden_size, m.intermediate_size)
     if kind == "gpt":   # the catalog's SwiGLU of 8h/3 (its GEMMs carry the 4h GeLU FFN's FLOPs), and
         # its learned positions (no RoPE in the block: twin/data/models.toml megatron-gpt-*)
-        m = dataclasses.replace(m, intermediate_size=round(m.intermediate_size * 2 / 3), position_embedding="learned")
+        m = dataclasses.replace(m, intermediate_size=round(m.intermediate_size * 2 / 3), position_embedding="learned",
+                                ffn_width_stand_in=True)
         att = attention_ops(m, B, S, kv_repeat=row["gqa"] == "repeat_kv")
     # real/dense.py's Llama block has torchtitan's separate wq, wk, wv and w1, w3 linears
     ops = unfused_linear_ops(att + dense_ffn_ops(m, T), m, 1, eager) if kind == "llama" else att + dense_ffn_ops(m, T)

@@ -26,6 +26,7 @@ import numpy as np
 
 from twin.costs import compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
+from twin.costs.gemm_alignment import align_class
 from twin.costs.profile import Profile
 from twin.core.specs import GPUSpec, get_gpu, get_model
 from twin.moe.load import expected_topk_rows, zipf_weights
@@ -715,9 +716,16 @@ class Eager:
         for _ in range(n):
             self.add("op", self.profile.launch_s, "launch")
 
-    def gemm(self, m: int, n: int, k: int, label: str) -> None:
+    def gemm(self, m: int, n: int, k: int, label: str, pass_: str = "fwd") -> None:
+        """A dense GEMM of a linear layer's pass ("fwd", "dgrad", or "wgrad": the weight gradient,
+        m x n the weight; every GEMM inside weight_grad() is one): its alignment class is that of
+        the layer's two widths, n and k of a forward or input gradient, m and n of a weight
+        gradient; the token count is never a row length (compute.ADOPT_GEMM_ALIGNMENT)."""
         prof = profile_for_label(self.profile, label)
-        self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof))
+        wgrad = self._in_wgrad or pass_ == "wgrad"
+        align, pass_ = (align_class(m, n), "wgrad") if wgrad else (align_class(n, k), pass_)
+        self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof,
+                                                      align=align, pass_=pass_))
 
     def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd",
                 in_layer: bool = True) -> None:
@@ -816,7 +824,7 @@ def _linear_bwd(e: Eager, m: int, n: int, k: int, label: str) -> None:
     .contiguous(): W^T for dX, dY^T and X^T for dW are transposed views, so each is first copied
     (a copy_ of a transposed view, Eager.transpose)."""
     if twin_precision(label) == "bf16":
-        e.gemm(m, k, n, "bf16")
+        e.gemm(m, k, n, "bf16", pass_="dgrad")
         with e.weight_grad():
             e.gemm(n, k, m, "bf16")
         return

@@ -86,7 +86,7 @@ def _gate_bwd(e: Eager, spec, T: int) -> None:
     e.mem(T * E * FP32_BYTES * 3.0, kernels=2)
     e.mem(T * E * (BF16_BYTES + FP32_BYTES))
     e.gemm(T, spec.hidden_size, E, "bf16")
-    e.gemm(E, spec.hidden_size, T, "bf16")
+    e.gemm(E, spec.hidden_size, T, "bf16", pass_="wgrad")
 
 
 def _dense_ffn(f: Eager, b: Eager, T: int, D: int, inner: int, label: str) -> None:
@@ -363,8 +363,8 @@ class DecodeEager(Eager):
     like the others (the decode steps' host time per launched kernel, host_dispatch.csv, is that of
     the layers: ~19.5 us on both models' steps)."""
 
-    def gemm(self, m: int, n: int, k: int, label: str) -> None:
-        super().gemm(m, n, k, label)
+    def gemm(self, m: int, n: int, k: int, label: str, pass_: str = "fwd") -> None:
+        super().gemm(m, n, k, label, pass_)
         self.small(cublas_extra_kernels(self.profile, "linear", linear_key(n, k), m))
 
 

@@ -88,6 +88,7 @@ class ModelSpec:
     head_dim: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="GQA head dimension")
     qk_norm: bool = spec_field(False, doc="GQA: an RMSNorm over each query and key head before RoPE (Qwen3's q_norm, k_norm)")
     intermediate_size: int = spec_field(0, unit="count", ge=0, le=MAX_WIDTH, doc="Dense SwiGLU FFN hidden size")
+    ffn_width_stand_in: bool = spec_field(False, doc="intermediate_size stands in for another FFN of the same parameters and FLOPs (Megatron's GeLU 4 x hidden as an 8 x hidden / 3 SwiGLU): its GEMMs are costed as aligned to 8 elements whatever the stand-in width (the published runs' widths are)")
     num_dense_layers: int = spec_field(0, unit="count", ge=0, le=MAX_LAYERS, doc="The first k blocks use the dense FFN (all of them for a dense model)")
     num_routed_experts: int = spec_field(0, unit="count", ge=0, le=MAX_EXPERTS, doc="Routed experts per MoE layer (0 = dense model)")
     num_shared_experts: int = spec_field(0, unit="count", ge=0, le=MAX_EXPERTS, doc="Always-active shared experts per MoE layer")

@@ -12,8 +12,14 @@ import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
                               gemm_bytes)
+from twin.costs.gemm_alignment import align_class, alignment_factor
 from twin.costs.profile import GemmCurve, Profile
 from twin.core.specs import GPUSpec
+
+# (s23align) a dense BF16 GEMM whose widths are not multiples of 8 elements costs its aligned time
+# times the measured factor of its alignment class (twin.costs.gemm_alignment); off: every GEMM
+# costs as aligned (docs/notes/s23align_rule.md)
+ADOPT_GEMM_ALIGNMENT = False
 
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
@@ -37,11 +43,14 @@ def untold_sm_slowdown(profile: Profile, precision: str, comm_sms: int, gpu: GPU
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
                 groups: int = 1, sm_frac: float = 1.0, out_bytes: float = BF16_BYTES,
-                eff_scale: float = 1.0) -> float:
+                eff_scale: float = 1.0, align: int = 8, pass_: str = "fwd") -> float:
     """One (grouped) GEMM kernel on quantized operands (the quantization is costed apart:
     `fp8_cast_time_s` on DeepSeek's stack, `quantize_time_s` on real/'s eager one). `eff_scale`
     scales the curve's efficiency for a kernel variant the curve was not measured with (the
-    1x128 x 1x128 weight-gradient recipe, Profile.fp8_stack)."""
+    1x128 x 1x128 weight-gradient recipe, Profile.fp8_stack). `align`: the alignment class of
+    its row lengths (twin.costs.gemm_alignment.align_class; 8 where aligned) and `pass_` its
+    layer pass ("fwd", "dgrad", "wgrad"): under ADOPT_GEMM_ALIGNMENT a dense BF16 GEMM of class
+    below 8 costs the aligned time times its measured factor."""
     curve = (profile.grouped_gemm if groups > 1 else profile.gemm)[precision]
     eff = curve.eff(m, n, k) * eff_scale
     flops = 2.0 * m * n * k * groups
@@ -54,7 +63,10 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     setup_s = profile.grouped_setup_s if groups > 1 else 0.0
     in_layer = profile.in_layer_factor(gemm_class("grouped_gemm" if groups > 1 else "gemm", precision))
     compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s, in_layer)
-    return (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
+    aligned_s = (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
+    if ADOPT_GEMM_ALIGNMENT and align < 8 and groups == 1 and precision == "bf16":
+        return aligned_s * alignment_factor(profile.gpu, align, pass_)
+    return aligned_s
 
 
 def in_layer_gemm_split(profile: Profile, compute_s: float, in_layer: float) -> tuple[float, float]:
@@ -309,7 +321,8 @@ def chunked_gemm_time_s(op: Op, phase: str, precision: str, chunks: int, gpu: GP
         raise ValueError(f"chunked_gemm_time_s: a GEMM op in 'fwd' or 'bwd_input' (got {op.kind}, {phase!r})")
     n, k = (op.n, op.k) if phase == "fwd" else (op.k, op.n)
     rows = max(1, op.m // chunks)
-    return chunks * gemm_time_s(rows, n, k, op.precision or precision, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+    return chunks * gemm_time_s(rows, n, k, op.precision or precision, gpu, profile, groups=op.groups, sm_frac=sm_frac,
+                                align=op.align or align_class(op.n, op.k), pass_="fwd" if phase == "fwd" else "dgrad")
 
 
 # A weight-gradient GEMM adds into the FP32 gradient buffer (V3 §3.3.3 keeps weight gradients in
@@ -326,6 +339,8 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
     if op.kind in GEMM_KINDS:
         prec = op.precision or precision
         casts_s = fp8_cast_time_s(op, phase, gpu, profile) if prec == "fp8" else 0.0
+        # the layer's widths n and k are every pass's row lengths (twin.costs.gemm_alignment)
+        align = op.align or align_class(op.n, op.k)
         if phase == "fwd":
             m, n, k = op.m, op.n, op.k
         elif phase == "bwd_input":   # dX = dY W^T: (m x n) (n x k)
@@ -334,8 +349,9 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
             m, n, k = op.k, op.n, op.m
             speed = profile.fp8_stack.get("wgrad_1d1d_speed", 1.0) if prec == "fp8" and profile.fp8_quant_fused else 1.0
             return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
-                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed)
-        return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac)
+                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed, align=align, pass_="wgrad")
+        return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac, align=align,
+                                     pass_="fwd" if phase == "fwd" else "dgrad")
     if op.kind == OpKind.ATTENTION:
         if phase == "bwd_weight":
             return 0.0

@@ -216,6 +216,10 @@ class Op:
     precision: str | None = None
     eager: bool = False   # a "memory" op torch eager runs (eager_ops): Profile.eager_elementwise_eff
     dropout: float = 0.0  # an attention core's dropout probability (training): Profile.attention_dropout
+    # a GEMM's alignment class (compute.ADOPT_GEMM_ALIGNMENT): 0 = from its widths n and k
+    # (twin.costs.gemm_alignment.align_class); 8 = aligned whatever its widths (a stand-in width
+    # the run it models does not execute: ModelSpec.ffn_width_stand_in)
+    align: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "kind", OpKind(self.kind))   # a plain string names its kind; unknown ones raise
@@ -294,10 +298,11 @@ def hidden_dropout_ops(m: ModelSpec, part: str, tokens: int, training: bool) -> 
 
 def dense_ffn_ops(m: ModelSpec, tokens: int, tp: int = 1, training: bool = False) -> list[Op]:
     d, inner = m.hidden_size, m.intermediate_size // tp
+    align = 8 if m.ffn_width_stand_in else 0
     return [_norm("ffn_norm", "mlp", tokens, d, recompute=True),
-            Op("ffn_gate_up", OpKind.GEMM, "mlp", tokens, 2 * inner, d),
+            Op("ffn_gate_up", OpKind.GEMM, "mlp", tokens, 2 * inner, d, align=align),
             Op("swiglu", OpKind.MEMORY, "mlp", bytes=3 * tokens * inner * BF16_BYTES),
-            Op("ffn_down", OpKind.GEMM, "mlp", tokens, d, inner),
+            Op("ffn_down", OpKind.GEMM, "mlp", tokens, d, inner, align=align),
             *hidden_dropout_ops(m, "mlp", tokens, training),
             Op("residual_add", OpKind.MEMORY, "mlp", bytes=3 * tokens * d * BF16_BYTES)]
 

@@ -1,0 +1,55 @@
+"""GEMMs whose widths are not multiples of 8 elements (16 bytes of BF16): cuBLAS cannot use the
+Hopper kernels' 16-byte loads for them and runs cutlass kernels with 1/2/4-element alignment
+(session s23align, docs/notes/s23align_rule.md).
+
+A linear layer's three GEMMs (forward, input gradient, weight gradient) all have the layer's two
+weight widths as their tensors' row lengths; the token count is never a row length. A GEMM's
+alignment class is the largest of 8, 4, 2, 1 elements dividing both widths. Class 8 is today's
+costing; a class below 8 costs the aligned time times a factor measured per GPU profile (and per
+pass where the fit chose that form) in twin/data/gemm_alignment.json (calibration.gemm_align_fit,
+real/bench/gemm_align.py records). A profile without factors (none measured) gets factor 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+ALIGN_CLASSES = (8, 4, 2, 1)
+PASSES = ("fwd", "dgrad", "wgrad")
+
+
+def align_elements(width: int) -> int:
+    """Largest of 8, 4, 2, 1 elements dividing a row length."""
+    return next(a for a in ALIGN_CLASSES if int(width) % a == 0)
+
+
+def align_class(*widths: int) -> int:
+    """The alignment class of a GEMM whose tensors' row lengths are `widths` (a linear layer's
+    output and input widths)."""
+    return min(align_elements(w) for w in widths)
+
+
+@functools.cache
+def _table() -> dict:
+    with resources.files("twin.data").joinpath("gemm_alignment.json").open("r") as fh:
+        return json.load(fh)
+
+
+def alignment_factor(profile_gpu: str, align: int, pass_: str = "fwd") -> float:
+    """Time factor of a dense BF16 GEMM of alignment class `align` on the profile `profile_gpu`
+    (Profile.gpu) against the aligned time: 1 for class 8 or where the profile has no fit; the
+    nearest coarser measured class where `align` itself has no factor (a class-2 GEMM without
+    one runs as class 1's)."""
+    if align >= 8:
+        return 1.0
+    fit = _table().get("fits", {}).get(profile_gpu)
+    if not fit:
+        return 1.0
+    factors = fit["factors"]
+    for a in (c for c in ALIGN_CLASSES if c <= align):
+        key = f"{a}/{pass_}" if fit["form"] == "class_pass" else str(a)
+        if key in factors:
+            return float(factors[key])
+    return 1.0
