@@ -26,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
@@ -158,6 +159,47 @@ def backward_launch_rate_s(table: pd.DataFrame, a2a_call_s: float) -> pd.Series:
     take `a2a_call_s` each (backward_a2a_calls' median): (BW host - calls * a2a_call_s) / (launches - calls)."""
     calls = table["BW_a2a_calls"]
     return (table["BW_host_s"] - calls * a2a_call_s) / (table["BW_launches"] - calls)
+
+
+def _busy_us(spans: pd.DataFrame) -> float:
+    """The union length of (start_us, end_us) intervals (streams overlap: one GPU-busy time)."""
+    busy, end = 0.0, -np.inf
+    for a, b in spans.sort_values("start_us")[["start_us", "end_us"]].itertuples(index=False):
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+    return busy
+
+
+def op_kernels(events: pd.DataFrame, kind: str = "BW") -> pd.DataFrame:
+    """Per profiled op of `kind` (real/pipeline/probe.py --kernel-events: pipeline_kernel_events.csv, one
+    profiled step a configuration) and rank: the op's host range (host_s), its GPU activities (those whose
+    launching host op lies in the op's host range, autograd's thread included), their first start to last
+    end (gpu_span_s), the union of their spans (gpu_busy_s) and the rest of the span (gpu_idle_s: the GPU
+    waiting for the host or for the peer), the host seconds a launch (host_per_launch_s: the op's host
+    start to its last launch over the launches), and the NCCL kernels (the EP all-to-alls): count, their
+    GPU seconds (wait for the peer included) and the median host seconds from the launch before each to
+    its own (nccl_host_gap_s: the autograd all-to-all node's call)."""
+    keys = ["model", "num_microbatches", "rank"]
+    ev = events[events["kind"] == kind]
+    out = []
+    for key, g in ev.groupby(keys + ["op_index"]):
+        host = g[g["event"] == "op_host"]
+        acts = g[g["event"] != "op_host"].sort_values("launch_us")
+        if host.empty or acts.empty:
+            continue
+        h0, h1 = float(host["start_us"].iloc[0]), float(host["end_us"].iloc[0])
+        span_us = float(acts["end_us"].max() - acts["start_us"].min())
+        busy_us = _busy_us(acts)
+        nccl = acts["name"].str.contains("nccl", case=False)
+        gaps = acts["launch_us"].diff()
+        out.append({**dict(zip(keys + ["op_index"], key)), "host_s": (h1 - h0) * 1e-6, "launches": int(len(acts)),
+                    "gpu_span_s": span_us * 1e-6, "gpu_busy_s": busy_us * 1e-6, "gpu_idle_s": (span_us - busy_us) * 1e-6,
+                    "host_per_launch_s": (float(acts["launch_us"].max()) - h0) * 1e-6 / len(acts),
+                    "nccl_kernels": int(nccl.sum()),
+                    "nccl_gpu_s": float((acts["end_us"] - acts["start_us"])[nccl].sum()) * 1e-6,
+                    "nccl_host_gap_s": float(gaps[nccl].median()) * 1e-6 if nccl.any() else float("nan")})
+    return pd.DataFrame(out)
 
 
 def main(argv: list[str]) -> int:

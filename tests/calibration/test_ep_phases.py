@@ -78,3 +78,20 @@ def test_bench_small_backward_is_host_bound_and_the_control_gpu_bound():
     assert (small["BW_lag_s"] < 0.5e-3).all() and (control["BW_lag_s"] > 10e-3).all()
     assert np.allclose(small["step_measured_s"], small["F_measured_s"] * small["num_microbatches"]
                        + small["BW_measured_s"] * small["num_microbatches"] + small["rest_measured_s"])
+
+
+def test_op_kernels_split_a_profiled_backward_into_busy_idle_and_its_all_to_all_calls():
+    base = {"model": "m", "num_microbatches": 1, "rank": 0, "op_index": 1, "kind": "BW", "stream": 7}
+    rows = [{**base, "event": "op_host", "name": "pp_op/1", "start_us": 100.0, "end_us": 400.0, "launch_us": 100.0}]
+    # three kernels launched 20 us apart, then the all-to-all 250 us after the last, then one more (on
+    # the GPU inside the all-to-all's span: the union counts it once); each starts 10 us after its launch
+    launches = [(110.0, "k0", 10), (130.0, "k1", 10), (150.0, "k2", 10), (400.0, "nccl:all_to_all", 30), (410.0, "k3", 10)]
+    for launch, name, dur in launches:
+        rows.append({**base, "event": "kernel", "name": name, "start_us": launch + 10, "end_us": launch + 10 + dur,
+                     "launch_us": launch})
+    k = ph.op_kernels(pd.DataFrame(rows)).iloc[0]
+    assert k["launches"] == 5 and k["nccl_kernels"] == 1
+    assert np.isclose(k["gpu_span_s"], 320e-6)                  # 120 to 440 us
+    assert np.isclose(k["gpu_busy_s"], 60e-6) and np.isclose(k["gpu_idle_s"], 260e-6)
+    assert np.isclose(k["nccl_host_gap_s"], 250e-6) and np.isclose(k["nccl_gpu_s"], 30e-6)
+    assert np.isclose(k["host_per_launch_s"], (410 - 100) * 1e-6 / 5)
