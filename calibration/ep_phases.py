@@ -76,18 +76,24 @@ def _gpu_s(ops: list) -> float:
 
 
 def twin_phases(folder: Path, gpu: str, inputs: tuple | None = None) -> pd.DataFrame:
-    """Per held-out ep_step row of a model folder (pipeline_step.csv, its pipeline_routing.csv): the twin's
-    step (prereg.predict_ep's pricing: the committed `<gpu>x2` folder's host rates and EP terms, each MoE
-    layer at its most loaded EP rank's rows), one micro-batch's F, B, W windows and their host / GPU seconds,
-    the launches and EP calls of F and B, and `rest_s`: the step less its micro-batches' F + B + W."""
+    """Per ep_step row of a model folder (pipeline_step.csv, priced at its pipeline_routing.csv): twin_rows."""
     folder = Path(folder)
     steps = read_csv(folder / "pipeline_step.csv")
     steps = steps[(steps["bench"] == "ep_step") & (steps["time_s"] > 0)]
     routing = read_csv(folder / "pipeline_routing.csv") if csv_exists(folder / "pipeline_routing.csv") else pd.DataFrame()
+    return twin_rows(steps.to_dict("records"), routing, gpu, inputs)
+
+
+def twin_rows(rows: list[dict], routing: pd.DataFrame, gpu: str, inputs: tuple | None = None) -> pd.DataFrame:
+    """Per EP2 step row (model, num_layers, pp, ep, dp, num_microbatches, micro_batch_seqs, seq_len, precision,
+    schedule; time_s the measured step where known): the twin's step (prereg.predict_ep's pricing: the committed
+    `<gpu>x2` folder's host rates and EP terms, each MoE layer at its most loaded EP rank's rows in `routing`,
+    balanced where empty), one micro-batch's F, B, W windows and their host / GPU seconds, the launches and EP
+    calls of F and B, and `rest_s`: the step less its micro-batches' F + B + W."""
     profile, accumulate, host, hold_s = inputs or prereg.two_gpu_inputs(gpu)
     out = []
-    for _, r in steps.iterrows():
-        row = pd.Series({"gpu": gpu, **r.to_dict()})
+    for r in rows:
+        row = pd.Series({"gpu": gpu, **r})
         spec = pipe._spec_of(row)
         ep_rows = pipe.ep_layer_rows(routing, row, prereg.get_model(str(r["model"])).top_k)
         ops = pipe.stage_ops(spec, range(spec.num_layers), True, True, int(r["micro_batch_seqs"]), int(r["seq_len"]),
@@ -95,8 +101,8 @@ def twin_phases(folder: Path, gpu: str, inputs: tuple | None = None) -> pd.DataF
         cost = ops.steady()
         _, step_s, _ = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None, ep_rows, hold_s)
         n = int(r["num_microbatches"])
-        out.append({"model": r["model"], "num_microbatches": n, "measured_s": float(r["time_s"]), "twin_s": float(step_s),
-                    "F_s": cost.f_s, "B_s": cost.b_s, "W_s": cost.w_s,
+        out.append({"model": r["model"], "num_microbatches": n, "measured_s": float(r.get("time_s", np.nan)),
+                    "twin_s": float(step_s), "F_s": cost.f_s, "B_s": cost.b_s, "W_s": cost.w_s,
                     "rest_s": float(step_s) - n * (cost.f_s + cost.b_s + cost.w_s),
                     "F_host_s": _host_s(ops.f), "F_gpu_s": _gpu_s(ops.f), "B_host_s": _host_s(ops.b),
                     "B_gpu_s": _gpu_s(ops.b), "W_host_s": _host_s(ops.w), "W_gpu_s": _gpu_s(ops.w),
