@@ -4,6 +4,7 @@ priced as the held-out EP2 steps are (prereg.predict_ep)."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from calibration import ep_phases as ph
 from calibration import prereg
@@ -11,6 +12,12 @@ from calibration import records as rec
 from calibration.records_io import read_csv
 
 BENCH_SMALL = rec.MEASUREMENTS_DIR / "h100x2" / "s23ephost_20261128_0023" / "holdout" / "bench-small"
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    """The committed h100x2 folder's pricing inputs (prereg.two_gpu_inputs), computed once."""
+    return prereg.two_gpu_inputs("h100")
 
 
 def _ops(rank: int, bw_end_s: float, bw_host_end_s: float) -> list[dict]:
@@ -55,10 +62,9 @@ def test_backward_launch_rate_takes_the_a2a_calls_out_first():
     assert np.isclose(ph.backward_launch_rate_s(table, 250e-6).iloc[0], (0.0107 - 0.001) / 96)
 
 
-def test_twin_phases_price_the_step_as_the_held_out_rows_are():
+def test_twin_phases_price_the_step_as_the_held_out_rows_are(inputs):
     """The twin side is prereg.predict_ep's step for the same row and routing, and its per-micro-batch F, B,
     W windows and remainder add up to it; the backward's all-to-all nodes are counted two a MoE layer."""
-    inputs = prereg.two_gpu_inputs("h100")
     twin = ph.twin_phases(BENCH_SMALL, "h100", inputs)
     steps = read_csv(BENCH_SMALL / "pipeline_step.csv")
     rows = [{"gpu": "h100", **r} for r in steps.to_dict("records")]
@@ -69,7 +75,7 @@ def test_twin_phases_price_the_step_as_the_held_out_rows_are():
     assert set(twin["B_a2a_calls"]) == {6}                  # bench-small x4: three MoE layers after a dense one
 
 
-def test_bench_small_backward_is_host_bound_and_the_control_gpu_bound():
+def test_bench_small_backward_is_host_bound_and_the_control_gpu_bound(inputs):
     """What the residual table reads off the records: bench-small's pacing backward ends with its host (the
     GPU level with it), qwen3moe-slice's GPU runs tens of ms behind its host (the host's time hidden)."""
     inputs = prereg.two_gpu_inputs("h100")
@@ -95,3 +101,16 @@ def test_op_kernels_split_a_profiled_backward_into_busy_idle_and_its_all_to_all_
     assert np.isclose(k["gpu_busy_s"], 60e-6) and np.isclose(k["gpu_idle_s"], 260e-6)
     assert np.isclose(k["nccl_host_gap_s"], 250e-6) and np.isclose(k["nccl_gpu_s"], 30e-6)
     assert np.isclose(k["host_per_launch_s"], (410 - 100) * 1e-6 / 5)
+
+
+def test_the_s23bwd_profiled_backwards_bench_small_host_bound_the_control_gpu_bound():
+    """The committed campaign's profiled steps (h100x2/s23bwd_20261128_0110, split fit): bench-small's backward
+    GPU waits for its host most of its span on the pacing rank, qwen3moe-slice's hardly at all; each backward
+    holds two all-to-all calls a MoE layer (three MoE layers, four)."""
+    run = rec.MEASUREMENTS_DIR / "h100x2" / "s23bwd_20261128_0110"
+    for model, moe_layers, idle_frac in (("bench-small", 3, (0.5, 1.0)), ("qwen3moe-slice", 4, (0.0, 0.1))):
+        k = ph.op_kernels(read_csv(run / model / "pipeline_kernel_events.csv", low_memory=False), "BW")
+        slower = k.loc[k.groupby(["num_microbatches", "op_index"])["host_s"].idxmax()]
+        frac = slower["gpu_idle_s"] / slower["gpu_span_s"]
+        assert frac.between(*idle_frac).all(), (model, frac.tolist())
+        assert set(k["nccl_kernels"]) == {2 * moe_layers}
