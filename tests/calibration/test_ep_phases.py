@@ -78,7 +78,6 @@ def test_twin_phases_price_the_step_as_the_held_out_rows_are(inputs):
 def test_bench_small_backward_is_host_bound_and_the_control_gpu_bound(inputs):
     """What the residual table reads off the records: bench-small's pacing backward ends with its host (the
     GPU level with it), qwen3moe-slice's GPU runs tens of ms behind its host (the host's time hidden)."""
-    inputs = prereg.two_gpu_inputs("h100")
     small = ph.residual_table(BENCH_SMALL, "h100", inputs)
     control = ph.residual_table(BENCH_SMALL.parent / "qwen3moe-slice", "h100", inputs)
     assert (small["BW_lag_s"] < 0.5e-3).all() and (control["BW_lag_s"] > 10e-3).all()
