@@ -1,0 +1,52 @@
+"""Session 23's walk through training planning (docs/notes/s23walk.md): each test failed before its fix."""
+
+from pathlib import Path
+
+import pytest
+
+import twin
+from twin.cli.main import main
+from twin.core.errors import ScenarioError
+from twin.core.fields import build
+from twin.core.scenario import load_scenario
+from twin.core.search_specs import SearchSpec
+from twin.planning.space import apply, axes, candidates
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _full_space(base) -> dict:
+    return dict(axes(base, build(SearchSpec, {"tokens": 1e12, "days": 30, "full_space": True}, "search")))
+
+
+def test_the_full_space_of_a_dense_model_searches_plans_it_can_run():
+    """D1: the default EP (32, 64) and comm SM (20, 32) values were V3's: every candidate of a dense
+    model's full space was refused 'invalid: plan.ep'."""
+    base = load_scenario(None, ["model.name='llama3-70b'", "plan.ep=1", "plan.comm_sms=0"])
+    space = _full_space(base)
+    assert space["plan.ep"] == (1,) and space["plan.comm_sms"] == (0,)
+    cand = next(candidates([(k, v) for k, v in space.items()]))
+    sc = apply(base, cand)
+    assert sc.plan.ep == 1 and not sc.plan.comm_sms
+
+
+def test_the_full_space_of_a_moe_model_takes_ep_degrees_that_divide_its_experts():
+    """D1: Mixtral's 8 experts take EP 4 and 8, not V3's 32 and 64 (all invalid); V3 keeps 32, 64."""
+    mixtral = load_scenario(None, ["model.name='mixtral-8x7b'", "plan.ep=8"])
+    assert _full_space(mixtral)["plan.ep"] == (4, 8)
+    assert _full_space(load_scenario(None))["plan.ep"] == (32, 64)
+
+
+def test_a_searched_axis_need_not_hold_for_the_base_plan(capsys):
+    """D2: `twin plan --set model.name=mixtral-8x7b --ep 8` was refused for the base plan's EP64
+    (a value the search replaces); the base takes the list's first value where its own is not listed."""
+    code = main(["plan", "--set", "model.name=mixtral-8x7b", "--ep", "8", "--gpu", "h100", "--num-gpus", "64",
+                 "--pp", "4", "--tokens", "1e11", "--days", "30", "--quiet", "--workers", "1", "--simulate", "1"])
+    err = capsys.readouterr().err
+    assert code in (0, 3) and "plan.ep" not in err, err
+
+
+def test_a_bad_searched_value_is_still_named_as_the_search_lists_it():
+    """D2's base adjustment must not turn `--ep 0`'s refusal into one of the base's plan.ep."""
+    with pytest.raises(ScenarioError, match=r"search\.ep\[0\].*got 0"):
+        load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.ep=[0]"])
