@@ -1,16 +1,19 @@
 """Session 23's walk through training planning (docs/notes/s23walk.md): each test failed before its fix."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 import twin
+from twin.cli import summary
 from twin.cli.main import main
 from twin.core.errors import ScenarioError
 from twin.core.fields import build
 from twin.core.scenario import load_scenario
 from twin.core.search_specs import SearchSpec
 from twin.planning.space import apply, axes, candidates
+from reports.plan_report import build_page, page_result
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +53,14 @@ def test_a_bad_searched_value_is_still_named_as_the_search_lists_it():
     """D2's base adjustment must not turn `--ep 0`'s refusal into one of the base's plan.ep."""
     with pytest.raises(ScenarioError, match=r"search\.ep\[0\].*got 0"):
         load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.ep=[0]"])
+
+
+def test_the_summary_shows_why_one_candidate_of_each_kind_cannot_run(v3):
+    """D4: 'can't run 1: invalid: cluster.num_gpus' said which field refused, not why (the numbers were
+    only in plan.csv); each kind now shows its first candidate's full reason."""
+    out = twin.plan(v3, tokens=1e12, days=30, num_gpus=[2048], pp=[7, 16], workers=1)
+    text = summary.plan_summary(out)
+    assert re.search(r"can't run 1: invalid: cluster.num_gpus\n +e\.g\. 2048xh800 TP1 PP7 .*: got 2048; allowed: a "
+                     r"multiple of plan.tp \* plan.cp \* plan.pp = 1 \* 1 \* 7 = 7", text), text
+    page = build_page(page_result(out)).markdown()
+    assert "2048xh800 TP1 PP7" in page and "allowed: a multiple of plan.tp" in page

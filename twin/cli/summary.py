@@ -11,6 +11,7 @@ import math
 
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
+from twin.planning.result import reason_examples
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -251,8 +252,11 @@ def plan_summary(out) -> str:
     if e.num_compared:
         text += (f"\n\nscreen step time vs simulator over {e.num_compared} plans: median |error| {e.median_abs_frac:.1%}, "
                  f"P90 {e.p90_abs_frac:.1%}, max {e.max_abs_frac:.1%}")
+    examples = reason_examples(out)   # the kind names the refusing field; the example says why (s23walk)
     for reason, n in list(out.infeasible_by_reason.items())[:6]:
         text += f"\n  can't run {n:,}: {reason}"
+        if reason in examples:
+            text += f"\n      e.g. {examples[reason].label}: {examples[reason].reason}"
     return text
 
 
