@@ -64,3 +64,11 @@ def test_the_summary_shows_why_one_candidate_of_each_kind_cannot_run(v3):
                      r"multiple of plan.tp \* plan.cp \* plan.pp = 1 \* 1 \* 7 = 7", text), text
     page = build_page(page_result(out)).markdown()
     assert "2048xh800 TP1 PP7" in page and "allowed: a multiple of plan.tp" in page
+
+
+def test_the_plan_scenario_searches_around_the_default_v3_plan():
+    """D6: scenarios/v3_plan.toml says its base is the embedded default's plan but left out its BF16
+    Adam moments (optimizer_bytes_per_param 8.0): `twin plan` counted V3 at 73.1 GiB a GPU where
+    `twin step` counts 70.4 GiB, and its screen refused plans on that difference."""
+    default, planned = load_scenario(None), load_scenario(ROOT / "scenarios" / "v3_plan.toml").base()
+    assert planned.plan == default.plan and planned.workload == default.workload and planned.model == default.model

@@ -500,6 +500,7 @@ def cmd_sweep(args) -> int:
                f"{result.num_points - evaluated:,} resumed)"
                f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
     _write_json(args.json, result)
+    _resolved_beside(args.json, sc)   # none beside a sweep's --json F until s23walk
     if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them
         print(f"error: {result.num_error:,} of {result.num_points:,} points raised an error (status 'error' in "
               f"{out / RESULTS_CSV}; a re-run into {out} tries them again)", file=sys.stderr)
