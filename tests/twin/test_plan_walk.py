@@ -13,6 +13,7 @@ from twin.core.fields import build
 from twin.core.scenario import load_scenario
 from twin.core.search_specs import SearchSpec
 from twin.planning.space import apply, axes, candidates
+from twin.planning.sweep import RANDOM, parse_axis, points
 from reports.plan_report import build_page, page_result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +73,27 @@ def test_the_plan_scenario_searches_around_the_default_v3_plan():
     `twin step` counts 70.4 GiB, and its screen refused plans on that difference."""
     default, planned = load_scenario(None), load_scenario(ROOT / "scenarios" / "v3_plan.toml").base()
     assert planned.plan == default.plan and planned.workload == default.workload and planned.model == default.model
+
+
+def test_a_range_over_a_float_field_draws_floats_whatever_its_ends_are_written_as():
+    """D6: `--grid workload.routing_imbalance=1:2 --random 3` drew integers (both ends written as
+    integers), so 1 or 2: two points for three asked, an LHS of 4 gave 1, 2, 1, 2. A float field's
+    range is continuous; an integer field's (plan.pp=1:16) stays integer."""
+    imbalance = parse_axis("workload.routing_imbalance=1:2")
+    assert not imbalance.integer
+    pts = points([imbalance], RANDOM, 3)
+    assert len(pts) == 3 and all(isinstance(v, float) and 1 <= v <= 2 for (_, v), in pts)
+    assert parse_axis("plan.pp=1:16").integer and parse_axis("model.num_layers=2:4").integer
+
+
+TINY = ('name = "tiny"\n[model]\nname = "tiny"\n[cluster]\ngpu = "h800"\nnum_gpus = 8\n[plan]\npp = 2\nep = 4\n'
+        '[workload]\nseq_len = 512\nglobal_batch_seqs = 32\n')
+
+
+def test_a_random_sweep_says_when_repeated_draws_leave_fewer_points_than_asked(tmp_path, capsys):
+    """D7: `--random 10` over two schedules ran 2 points and said '2 points (random)', no word of the 10."""
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY)
+    assert main(["sweep", str(scenario), "--quiet", "--workers", "1", "--grid", "plan.schedule=1f1b,zb1p", "--random", "10",
+                 "--out", str(tmp_path / "sw")]) == 0
+    assert "2 points (random; 10 drawn, 8 repeats dropped: the axes hold 2)" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import argparse
 import gzip
 import importlib.metadata
 import json
+import math
 import re
 import sys
 import tomllib
@@ -472,6 +473,17 @@ def _sweep_question(args, sc):
     return ServingQuestion(args.rate, args.ttft, args.tpot)
 
 
+def _repeats_note(axes, asked: int | None, num_points: int) -> str:
+    """'; 10 drawn, 8 repeats dropped: the axes hold 2' where random or LHS draws repeated a point
+    (`--random 10` over two schedules ran 2 points with no word of the 10, until s23walk)."""
+    if asked is None or num_points >= asked:
+        return ""
+    note = f"; {asked:,} drawn, {asked - num_points:,} repeats dropped"
+    if any(a.is_range and not a.integer for a in axes):   # a float range: no count of distinct points
+        return note
+    return note + f": the axes hold {math.prod(len(a.values) if not a.is_range else a.high - a.low + 1 for a in axes):,}"
+
+
 def cmd_sweep(args) -> int:
     from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
@@ -495,7 +507,7 @@ def cmd_sweep(args) -> int:
     result = result_of(axes, mode, pts, raw, done, evaluated, question)
     write_sweep_report(result, sc, out)
     errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
-    _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
+    _say(args, f"{result.num_points:,} points ({mode}{_repeats_note(axes, n, result.num_points)}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
                f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "
                f"{result.num_points - evaluated:,} resumed)"
                f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")

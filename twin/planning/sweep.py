@@ -2,7 +2,7 @@
 
 An axis is a dotted scenario key with either a list of values (`plan.pp=8,16`, `cluster.gpu=h800,h200`)
 or, for --random and --lhs, a numeric range (`workload.routing_imbalance=1.0:1.5`; integers when both
-ends are). Every point is the base scenario with `--set`-style overrides, checked by the same
+ends are and the field is not a float field). Every point is the base scenario with `--set`-style overrides, checked by the same
 strict loader, so an invalid point is a row with its reason, never a crash. A training scenario's
 point is one simulated step; a serving scenario's one `twin serve`. A point that raises anything
 else (a twin bug, a point no check foresaw) is a row too, status 'error', its reason the exception's
@@ -95,6 +95,16 @@ def _storable(v) -> bool:
     return True
 
 
+def _float_field(key: str) -> bool:
+    """Whether a dotted key names a float field: its range is continuous however its ends are
+    written (`workload.routing_imbalance=1:2` drew only 1 and 2 until s23walk). An unknown key is
+    left to check_keys."""
+    section, _, name = key.partition(".")
+    spec = ModelSpec if section == "model" else SECTIONS.get(section)
+    types = {f.name: str(f.type) for f in dataclasses.fields(spec)} if spec is not None else {}
+    return types.get(name, "").split(" ")[0] == "float"
+
+
 def parse_axis(text: str) -> Axis:
     """'plan.pp=8,16' -> list axis; 'workload.routing_imbalance=1.0:1.5' -> range axis."""
     key, eq, rest = text.partition("=")
@@ -109,7 +119,8 @@ def parse_axis(text: str) -> Axis:
                  for v in (lo, hi))
         if not ok or not lo < hi:
             raise ScenarioError(field, rest, f"LOW:HIGH, two finite numbers (integers within +-{INT64_MAX:,}) with LOW < HIGH")
-        return Axis(key, low=lo, high=hi, integer=isinstance(lo, int) and isinstance(hi, int))
+        integer = isinstance(lo, int) and isinstance(hi, int) and not _float_field(key)
+        return Axis(key, low=float(lo) if not integer else lo, high=float(hi) if not integer else hi, integer=integer)
     values = tuple(_value(v.strip(), field) for v in rest.split(",") if v.strip())
     if not values:
         raise ScenarioError(field, rest, "at least one value")
