@@ -97,3 +97,11 @@ def test_a_random_sweep_says_when_repeated_draws_leave_fewer_points_than_asked(t
     assert main(["sweep", str(scenario), "--quiet", "--workers", "1", "--grid", "plan.schedule=1f1b,zb1p", "--random", "10",
                  "--out", str(tmp_path / "sw")]) == 0
     assert "2 points (random; 10 drawn, 8 repeats dropped: the axes hold 2)" in capsys.readouterr().out
+
+
+def test_no_plan_within_the_budget_names_the_tokens_as_the_summary_does(capsys):
+    """D8: 'none of the 1 simulated plans trains 1.48e+13 tokens within 60 days for at most $1,000,000'."""
+    code = main(["plan", "--tokens", "14.8e12", "--days", "60", "--budget", "1e6", "--gpu", "h800", "--num-gpus", "2048",
+                 "--pp", "16", "--quiet", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "trains 14.8T tokens within 60 days for at most $1,000,000" in err, err
