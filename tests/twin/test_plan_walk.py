@@ -105,3 +105,17 @@ def test_no_plan_within_the_budget_names_the_tokens_as_the_summary_does(capsys):
                  "--pp", "16", "--quiet", "--workers", "1"])
     err = capsys.readouterr().err
     assert code == 3 and "trains 14.8T tokens within 60 days for at most $1,000,000" in err, err
+
+
+def test_searching_the_interleaved_schedule_tries_it_with_virtual_stages(v3):
+    """D10: `twin plan --schedules 1f1b,interleaved-1f1b` kept the base plan's one chunk per rank, so
+    the interleaved schedule was dropped as 1F1B under another name (alone: every candidate invalid,
+    'plan.virtual_stages: got 1'). Without a virtual-stage list it takes the default space's (1, 2)."""
+    def space(schedules):
+        return dict(axes(v3, build(SearchSpec, {"tokens": 1e12, "days": 30, "schedule": schedules}, "search")))
+    both = space(["1f1b", "interleaved-1f1b"])
+    assert both["plan.virtual_stages"] == (1, 2)
+    assert {(dict(c.settings)["plan.schedule"], dict(c.settings)["plan.virtual_stages"]) for c in candidates(list(both.items()))} \
+        == {("1f1b", 1), ("interleaved-1f1b", 2)}
+    assert space(["interleaved-1f1b"])["plan.virtual_stages"] == (2,)
+    assert space(["dualpipe"])["plan.virtual_stages"] == (1,)

@@ -154,7 +154,23 @@ def axes(base: Scenario, search: SearchSpec) -> list[tuple[str, tuple]]:
     for name in active:
         base_value = (getattr(base.plan, name),)
         out.append((axis_key(name), given.get(name) or (defaults.get(name, base_value) if full else base_value)))
-    return out
+    return _interleaved_takes_chunks(out, given, defaults)
+
+
+def _interleaved_takes_chunks(space: list[tuple[str, tuple]], given: dict, defaults: dict) -> list[tuple[str, tuple]]:
+    """Interleaved 1F1B searched without a virtual-stage list runs with the default space's chunks
+    per rank: with the base's one chunk it is 1F1B under another name, dropped beside 1F1B and
+    invalid alone (`--schedules 1f1b,interleaved-1f1b` searched 1F1B only, until s23walk). With
+    interleaved 1F1B the only schedule, its chunk counts above one; beside others, one chunk first
+    (the value they keep, _redundant)."""
+    values = dict(space)
+    if "virtual_stages" in given or "interleaved-1f1b" not in values.get("plan.schedule", ()) \
+            or values.get("plan.virtual_stages") != (1,):
+        return space
+    chunks = defaults["virtual_stages"]
+    alone = set(values["plan.schedule"]) == {"interleaved-1f1b"}
+    chunks = tuple(v for v in chunks if v > 1) if alone else (1, *(v for v in chunks if v > 1))
+    return [(k, chunks if k == "plan.virtual_stages" else v) for k, v in space]
 
 
 def check_axis_values(base: Scenario, space: list[tuple[str, tuple]]) -> None:
