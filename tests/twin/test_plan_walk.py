@@ -119,3 +119,13 @@ def test_searching_the_interleaved_schedule_tries_it_with_virtual_stages(v3):
         == {("1f1b", 1), ("interleaved-1f1b", 2)}
     assert space(["interleaved-1f1b"])["plan.virtual_stages"] == (2,)
     assert space(["dualpipe"])["plan.virtual_stages"] == (1,)
+
+
+def test_a_training_sweep_point_costs_its_tokens_as_the_plan_search_costs_the_same_plan(v3):
+    """D11: a training sweep's rows had step time, MFU and memory but no cost: a planner sweeping
+    cluster.gpu=h800,h200 could not compare them by price. Each row now has GPU-hours per trillion
+    tokens and $ per million tokens, at the point's own price, equal to `twin plan`'s costing."""
+    swept = twin.sweep(grid=["cluster.gpu=h200"], workers=1).rows[0]
+    planned = twin.plan(v3, tokens=1e12, days=1000, gpu=["h200"], num_gpus=[2048], pp=[16], workers=1).best
+    assert swept["usd_per_million_tokens"] == pytest.approx(planned.cost_usd / 1e6, rel=1e-9)
+    assert swept["gpu_hours_per_trillion_tokens"] == pytest.approx(planned.gpu_hours, rel=1e-9)

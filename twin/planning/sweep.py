@@ -35,6 +35,7 @@ from tqdm import tqdm
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import KINDS, SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
 from twin.core.specs import ModelSpec
+from twin.core.units import SECONDS_PER_HOUR
 from twin.planning import executor
 from twin.planning.serving import size_serving
 from twin.serving.run import serve
@@ -252,6 +253,16 @@ def serving_figures(res) -> dict:
             "memory_per_gpu_bytes": res.memory_per_gpu_bytes, "max_batch_by_memory": res.max_batch_by_memory}
 
 
+def token_costs(tokens_per_s_per_gpu: float, price_usd_per_gpu_hour: float | None) -> dict:
+    """A training point's GPU-hours per trillion tokens and $ per million tokens at its own price, as
+    `twin plan` costs a run (GPU-hours = tokens / tokens per GPU-second; a sweep's rows had no cost
+    until s23walk). None where the GPU type has no price."""
+    gpu_hours_per_token = 1.0 / (tokens_per_s_per_gpu * SECONDS_PER_HOUR)
+    return {"gpu_hours_per_trillion_tokens": 1e12 * gpu_hours_per_token,
+            "usd_per_million_tokens": 1e6 * gpu_hours_per_token * price_usd_per_gpu_hour
+            if price_usd_per_gpu_hour is not None else None}
+
+
 def sizing_figures(out) -> dict:
     """A point's row under the serving question: its fewest GPUs, their layout and split, latency and
     cost, and each layout's fewest."""
@@ -285,7 +296,8 @@ def evaluate_point(args) -> dict:
             res = simulate_step(sc.base() if hasattr(sc, "base") else sc, record_events=False)
             figures = {"step_time_s": res.step_time_s, "mfu_frac": res.mfu_frac, "tokens_per_s_per_gpu": res.tokens_per_s_per_gpu,
                        "bubble_frac": res.bubble_frac, "exposed_comm_frac": res.exposed_comm_frac,
-                       "memory_per_gpu_bytes": res.memory_per_gpu_bytes}
+                       "memory_per_gpu_bytes": res.memory_per_gpu_bytes,
+                       **token_costs(res.tokens_per_s_per_gpu, sc.cluster.price_usd_per_gpu_hour)}
     except ScenarioError as exc:
         return {**row, "status": "invalid", "reason": str(exc)}
     except InfeasiblePlan as exc:
