@@ -129,3 +129,12 @@ def test_a_training_sweep_point_costs_its_tokens_as_the_plan_search_costs_the_sa
     planned = twin.plan(v3, tokens=1e12, days=1000, gpu=["h200"], num_gpus=[2048], pp=[16], workers=1).best
     assert swept["usd_per_million_tokens"] == pytest.approx(planned.cost_usd / 1e6, rel=1e-9)
     assert swept["gpu_hours_per_trillion_tokens"] == pytest.approx(planned.gpu_hours, rel=1e-9)
+
+
+def test_the_schedule_summary_shows_each_ranks_work_so_schedules_compare(capsys):
+    """D13: at the same --f/--b/--w, `twin schedule dualpipev` showed a 54 s makespan against 1F1B's 33 s
+    with no word that its ranks run two stages of F per micro-batch (2 x pp stages: twice the model);
+    the busy time per rank says it (24 s against 48 s), and --f's help names the stage."""
+    for name, busy in (("1f1b", "24 s"), ("dualpipev", "48 s")):
+        assert main(["schedule", name, "--pp", "4", "--microbatches", "8", "--f", "1", "--b", "2", "--w", "1"]) == 0
+        assert re.search(rf"busy per rank +{busy}, the model {4 if name == '1f1b' else 8} stages of --f", capsys.readouterr().out)

@@ -639,7 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=SCHEDULE_NAMES)
     p.add_argument("--pp", type=int, required=True, help="pipeline ranks")
     p.add_argument("--microbatches", type=int, required=True, help="micro-batches per step (both directions for DualPipe)")
-    p.add_argument("--f", type=float, default=1.0, help="forward chunk time F (s)")
+    p.add_argument("--f", type=float, default=1.0, help="forward chunk time F (s): one model stage's forward of one "
+                   "micro-batch; DualPipeV cuts the model into 2 x --pp stages, each rank running two, so the same F "
+                   "is twice the model of 1f1b's --pp stages (the summary's 'busy per rank')")
     p.add_argument("--b", type=float, default=2.0, help="full backward chunk time B (s)")
     p.add_argument("--w", type=float, default=1.0, help="weight-gradient part W of B (s)")
     p.add_argument("--fb", type=float, default=None, help="overlapped forward+backward pair F&B (s); default F+B")

@@ -136,6 +136,10 @@ def schedule_summary(out: dict) -> str:
         ("makespan", f"{out['makespan_s']:g} s"),
         ("bubble (simulated)", f"{out['bubble_s']:g} s"),
         ("bubble (closed form)", f"{out['formula_bubble_s']:g} s = {out['formula']}"),
+        # schedules compare at the same model only: DualPipeV's ranks run two stages of --f per micro-batch, so the
+        # same --f is twice 1F1B's model (a 54 s makespan against 33 s said nothing of it until s23walk)
+        ("busy per rank", f"{max(out['busy_s']):g} s, the model {out['num_model_stages']} " +
+         (f"chunks of --f / {out['virtual_stages']}" if out.get("virtual_stages", 1) > 1 else "stages of --f")),
     ]))
     return text + (f"\nnote: {out['note']}" if out.get("note") else "")
 
