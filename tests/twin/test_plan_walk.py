@@ -138,3 +138,18 @@ def test_the_schedule_summary_shows_each_ranks_work_so_schedules_compare(capsys)
     for name, busy in (("1f1b", "24 s"), ("dualpipev", "48 s")):
         assert main(["schedule", name, "--pp", "4", "--microbatches", "8", "--f", "1", "--b", "2", "--w", "1"]) == 0
         assert re.search(rf"busy per rank +{busy}, the model {4 if name == '1f1b' else 8} stages of --f", capsys.readouterr().out)
+
+
+def test_the_python_api_reads_one_value_as_one_value_and_checks_workers(v3):
+    """D14: `twin.sweep(grid="plan.pp=8,16")` read the string by character ("--grid: got 'p'"), as did
+    `overrides="cluster.gpu='h200'"`; `twin.plan(sc, ..., pp=16)` was refused ("a list of integer") where
+    `gpu="h200"` means one GPU type; `workers=-1` raised multiprocessing's ValueError, `workers=0`
+    ran on every CPU (the command line refuses both, naming --workers)."""
+    swept = twin.sweep(grid="plan.schedule=dualpipe", overrides="cluster.gpu='h200'", workers=1)
+    assert swept.num_points == 1 and swept.rows[0]["status"] == "ok"
+    planned = twin.plan(v3, tokens=1e12, days=30, gpu="h200", num_gpus=2048, pp=16, schedule="dualpipe", workers=1)
+    assert planned.evaluated == 1 and planned.best.label.startswith("2048xh200 TP1 PP16")
+    for call in (lambda w: twin.sweep(grid=["plan.pp=16"], workers=w), lambda w: twin.plan(v3, tokens=1e12, days=30, workers=w)):
+        for bad in (-1, 0, 2.5):
+            with pytest.raises(ScenarioError, match=r"workers"):
+                call(bad)
