@@ -117,7 +117,7 @@ def _plan_cells(r: dict) -> list[str]:
 
 
 PLAN_HEADER = ["plan", "GPU", "GPUs", "TP / PP / EP", "schedule", "micro-batch", "wall-clock", "GPU-hours", "cost",
-               "MFU", "tokens/s per GPU", "memory per GPU"]
+               "MFU (BF16 peak)", "tokens/s per GPU", "memory per GPU"]
 
 
 def _verdict(r: dict) -> str:

@@ -153,3 +153,12 @@ def test_the_python_api_reads_one_value_as_one_value_and_checks_workers(v3):
         for bad in (-1, 0, 2.5):
             with pytest.raises(ScenarioError, match=r"workers"):
                 call(bad)
+
+
+def test_the_plan_names_the_peak_its_mfu_is_of(v3):
+    """D15: `twin step` says 'MFU (BF16 peak)'; `twin plan` said 'MFU 75.4%' of an FP8 plan, which a planner
+    reads against the FP8 peak (twice BF16's)."""
+    out = twin.plan(v3, tokens=1e12, days=30, num_gpus=[2048], pp=[16], workers=1)
+    text = summary.plan_summary(out)
+    assert "% of BF16 peak" in text and "MFU (BF16)" in text
+    assert "MFU (BF16 peak)" in build_page(page_result(out)).markdown()

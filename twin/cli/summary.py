@@ -246,12 +246,12 @@ def plan_summary(out) -> str:
     best = out.best
     if best is not None:
         text += (f"\n{out.question}: {best.label}: {best.wall_days:.1f} days, {count(best.gpu_hours)} GPU-hours, "
-                 f"{usd(best.cost_usd)}, MFU {best.mfu_frac:.1%}")
+                 f"{usd(best.cost_usd)}, MFU {best.mfu_frac:.1%} of BF16 peak")
     elif out.fastest is not None:
         text += f"\nnone meets the question; the fastest simulated plan: {out.fastest.label}, {out.fastest.wall_days:.1f} days"
     rows = [(r.label, f"{r.wall_days:.1f}", count(r.gpu_hours), usd(r.cost_usd), f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
     if rows:
-        text += "\n\nfront of cost against time (simulated)\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU"))
+        text += "\n\nfront of cost against time (simulated)\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU (BF16)"))
     e = out.screen_error
     if e.num_compared:
         text += (f"\n\nscreen step time vs simulator over {e.num_compared} plans: median |error| {e.median_abs_frac:.1%}, "
