@@ -701,7 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
     p.add_argument("--vary", action="append", metavar="FIELD=V1,V2", help="values of any plan axis, by its [search] name, "
                    "e.g. --vary zero_stage=1,2 --vary recompute=selective,full --vary gemm_precision=fp8,bf16")
-    p.add_argument("--full-space", action="store_true", help="axes without a list take the default values (not the base plan's)")
+    p.add_argument("--full-space", action="store_true", help="axes without a list take the default values (not the base plan's): "
+                   "twin.planning.space.DEFAULT_VALUES, with EP degrees and communication SMs the model can take "
+                   "(a dense model: EP 1)")
     p.add_argument("--simulate", type=int, metavar="K", help="candidates simulated after the screen (search.simulate, default 100)")
     p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
