@@ -162,3 +162,9 @@ def test_the_plan_names_the_peak_its_mfu_is_of(v3):
     text = summary.plan_summary(out)
     assert "% of BF16 peak" in text and "MFU (BF16)" in text
     assert "MFU (BF16 peak)" in build_page(page_result(out)).markdown()
+
+
+def test_the_model_summary_separates_thousands(capsys):
+    """D16: `twin model llama3-405b` printed '2473.2 GFLOP at 4096 tokens' (summaries elsewhere: 2,048 GPUs)."""
+    assert main(["model", "llama3-405b"]) == 0
+    assert "2,473.2 GFLOP at 4,096 tokens" in capsys.readouterr().out

@@ -71,7 +71,7 @@ def model_summary(out: dict) -> str:
     return pairs([
         ("model", out["name"]),
         ("parameters", f"{count(out['total_params'])} total, {count(out['active_params'])} active per token"),
-        ("training FLOPs per token", f"{out['train_flops_per_token'] / 1e9:.1f} GFLOP at {out['seq_len']} tokens"),
+        ("training FLOPs per token", f"{out['train_flops_per_token'] / 1e9:,.1f} GFLOP at {out['seq_len']:,} tokens"),
         ("KV cache per token (BF16)", f"{out['kv_cache_bytes_per_token'] / 1024:.1f} KiB"),
     ])
 
