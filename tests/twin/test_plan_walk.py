@@ -168,3 +168,17 @@ def test_the_model_summary_separates_thousands(capsys):
     """D16: `twin model llama3-405b` printed '2473.2 GFLOP at 4096 tokens' (summaries elsewhere: 2,048 GPUs)."""
     assert main(["model", "llama3-405b"]) == 0
     assert "2,473.2 GFLOP at 4,096 tokens" in capsys.readouterr().out
+
+
+def test_a_base_plan_the_workload_refuses_is_searched_when_the_lists_can_fix_it(capsys):
+    """D17: planning V3's 32K context extension (1,920 sequences a step) with `--tp 1,2,4,8 --vary cp=1,2,4,8`
+    was refused before any candidate ran: the base plan (TP1 CP1) has 15 micro-batches, under DualPipe's
+    32. Every candidate is checked like a scenario, so a base the lists may fix is searched: here TP2 x CP4
+    and others run; one refused whatever its lists (the question's candidates all invalid) exits 3 naming why."""
+    argv = ["plan", "--set", "workload.seq_len=32768", "--set", "workload.global_batch_seqs=1920", "--tokens", "63e9",
+            "--days", "30", "--gpu", "h800", "--num-gpus", "2048", "--tp", "1,2", "--vary", "cp=1,4", "--quiet",
+            "--workers", "1", "--simulate", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "invalid: workload.global_batch_seqs" in capsys.readouterr().out
+    assert main(argv[:-9] + ["--tp", "1", "--vary", "cp=1", "--quiet", "--workers", "1"]) == 3
+    assert "invalid: workload.global_batch_seqs" in capsys.readouterr().err

@@ -385,16 +385,31 @@ def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] 
     try:
         return _checked(cls, sections, name, raw, source)
     except ScenarioError:
-        adjusted = _base_takes_searched_values(raw) if found == PLAN else raw
-        if adjusted == raw:
+        if found != PLAN or not _searched_axes(raw):
             raise
+    adjusted = _base_takes_searched_values(raw)
+    try:
         return _checked(cls, sections, name, adjusted, source)
+    except ScenarioError:
+        # the lists may still make plans that hold (V3's 32K batch refuses TP1 x CP1, not TP2 x CP4): every candidate
+        # is checked like a scenario, and one refused whatever the lists counts its reason (until s23walk the base's
+        # refusal ended the search before any candidate ran)
+        return _checked(cls, sections, name, adjusted, source, check=False)
 
 
-def _checked(cls, sections: dict, name: str, raw: dict, source: str | None):
+def _searched_axes(raw: dict) -> list[str]:
+    """The plan axes and cluster fields a plan scenario's [search] lists (non-empty lists)."""
+    search = raw.get("search")
+    if not isinstance(search, dict):
+        return []
+    return [n for n in ("gpu", "num_gpus", *PLAN_AXES) if isinstance(search.get(n), list) and search[n]]
+
+
+def _checked(cls, sections: dict, name: str, raw: dict, source: str | None, check: bool = True):
     parts = {key: build(spec, raw.get(key, {}), key, source) for key, spec in sections.items()}
     scenario = cls(name=name, model=_load_model(raw["model"], source), **parts)
-    scenario.check(source)
+    if check:
+        scenario.check(source)
     # the price of the GPU type the scenario runs on, unless it names one (so --set cluster.gpu=...
     # also switches the price); the resolved scenario written beside outputs carries it
     return dataclasses.replace(scenario, cluster=scenario.cluster.resolved())
