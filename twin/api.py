@@ -186,6 +186,7 @@ def _require(sc, kind: str, what: str) -> None:
 def simulate_step(sc: Scenario) -> StepResult:
     """One simulated optimizer step of a training scenario (with its per-task event log)."""
     _require(sc, TRAINING, "simulate_step")
+    sc.check()   # a plan scenario's base may not hold on its own (its search checks each candidate, s23walk)
     return _simulate_step(sc)
 
 

@@ -182,3 +182,11 @@ def test_a_base_plan_the_workload_refuses_is_searched_when_the_lists_can_fix_it(
     assert "invalid: workload.global_batch_seqs" in capsys.readouterr().out
     assert main(argv[:-9] + ["--tp", "1", "--vary", "cp=1", "--quiet", "--workers", "1"]) == 3
     assert "invalid: workload.global_batch_seqs" in capsys.readouterr().err
+
+
+def test_the_unchecked_base_of_a_plan_scenario_is_checked_before_a_step_simulates_it():
+    """D17's base may not hold (the search checks each candidate): `twin.simulate_step(sc.base())` refuses it
+    as `twin step` would, naming the field, rather than simulating a plan the loader refuses."""
+    sc = load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["workload.global_batch_seqs=1920", "search.tp=[1, 2]"])
+    with pytest.raises(ScenarioError, match=r"workload.global_batch_seqs.*got 1920"):
+        twin.simulate_step(sc.base())
