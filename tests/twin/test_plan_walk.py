@@ -190,3 +190,15 @@ def test_the_unchecked_base_of_a_plan_scenario_is_checked_before_a_step_simulate
     sc = load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["workload.global_batch_seqs=1920", "search.tp=[1, 2]"])
     with pytest.raises(ScenarioError, match=r"workload.global_batch_seqs.*got 1920"):
         twin.simulate_step(sc.base())
+
+
+def test_the_model_summary_gives_a_small_model_units_that_fit(capsys):
+    """D18: `twin model tiny` printed '0.0 GFLOP' and '0.1 KiB' (summaries give units by size since s21walk)."""
+    assert main(["model", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "0.0 GFLOP" not in out and "0.1 KiB" not in out
+    assert re.search(r"training FLOPs per token +[\d.]+ MFLOP at 4,096 tokens", out)
+    assert re.search(r"KV cache per token \(BF16\) +\d+ B\n", out + "\n")
+    assert main(["model", "deepseek-v3"]) == 0
+    out = capsys.readouterr().out
+    assert "250.5 GFLOP at 4,096 tokens" in out and "68.6 KiB" in out

@@ -71,9 +71,25 @@ def model_summary(out: dict) -> str:
     return pairs([
         ("model", out["name"]),
         ("parameters", f"{count(out['total_params'])} total, {count(out['active_params'])} active per token"),
-        ("training FLOPs per token", f"{out['train_flops_per_token'] / 1e9:,.1f} GFLOP at {out['seq_len']:,} tokens"),
-        ("KV cache per token (BF16)", f"{out['kv_cache_bytes_per_token'] / 1024:.1f} KiB"),
+        ("training FLOPs per token", f"{flop(out['train_flops_per_token'])} at {out['seq_len']:,} tokens"),
+        ("KV cache per token (BF16)", binary_bytes(out["kv_cache_bytes_per_token"])),
     ])
+
+
+def flop(x: float) -> str:
+    """250.5e9 -> '250.5 GFLOP'; a small model's in MFLOP or KFLOP ('0.0 GFLOP' until s23walk)."""
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.1f} {prefix}FLOP"
+    return f"{x:,.0f} FLOP"
+
+
+def binary_bytes(x: float) -> str:
+    """70,272 -> '68.6 KiB'; under a KiB in bytes ('0.1 KiB' until s23walk)."""
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.1f} {unit}"
+    return f"{x:,.0f} B"
 
 
 def step_summary(name: str, res, breakdown: bool = False) -> str:
