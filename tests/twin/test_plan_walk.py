@@ -202,3 +202,14 @@ def test_the_model_summary_gives_a_small_model_units_that_fit(capsys):
     assert main(["model", "deepseek-v3"]) == 0
     out = capsys.readouterr().out
     assert "250.5 GFLOP at 4,096 tokens" in out and "68.6 KiB" in out
+
+
+def test_a_sweep_over_gpu_types_prices_each_as_the_plan_search_does():
+    """D19: sweeping cluster.gpu=h800,h200 from a scenario that names its price (v3_on_h200.toml: $3.50)
+    costed the H800 points at $3.50 too; `twin plan` prices another GPU type at its catalog price
+    (space.apply), so the two commands costed the same plan apart. A point that changes the GPU type
+    without setting a price takes the catalog's."""
+    rows = {r["cluster.gpu"]: r for r in twin.sweep(ROOT / "scenarios" / "v3_on_h200.toml", grid=["cluster.gpu=h800,h200"],
+                                                  workers=1).rows}
+    for gpu, price in (("h800", 2.0), ("h200", 3.5)):
+        assert rows[gpu]["usd_per_million_tokens"] == pytest.approx(rows[gpu]["gpu_hours_per_trillion_tokens"] * price / 1e6)

@@ -275,6 +275,17 @@ def sizing_figures(out) -> dict:
             "deployments": out.evaluated}
 
 
+def _priced_for(base_raw: dict, settings: dict) -> dict:
+    """The base tables without their price where the point changes the GPU type and sets no price: the
+    point then takes its GPU type's catalog price, as `twin plan` prices another type (space.apply). A
+    sweep over cluster.gpu=h800,h200 from a scenario naming $3.50 costed the H800 at $3.50 (until s23walk)."""
+    cluster = base_raw.get("cluster")
+    if "cluster.gpu" not in settings or "cluster.price_usd_per_gpu_hour" in settings or not isinstance(cluster, dict) \
+            or settings["cluster.gpu"] == cluster.get("gpu") or "price_usd_per_gpu_hour" not in cluster:
+        return base_raw
+    return {**base_raw, "cluster": {k: v for k, v in cluster.items() if k != "price_usd_per_gpu_hour"}}
+
+
 def evaluate_point(args) -> dict:
     """One point: its settings, status (ok, invalid, infeasible, error) and figures; with a serving
     question (args' fifth), its fewest GPUs. Never raises (but for KeyboardInterrupt and SystemExit)."""
@@ -282,7 +293,7 @@ def evaluate_point(args) -> dict:
     question = rest[0] if rest else None
     row = {"candidate_id": cid, **{k: v for k, v in settings}}
     try:
-        sc = from_dict(apply_overrides(base_raw, [_override(k, v) for k, v in settings]), source)
+        sc = from_dict(apply_overrides(_priced_for(base_raw, dict(settings)), [_override(k, v) for k, v in settings]), source)
         if question is not None:
             out = size_serving(sc, question.rate_per_s, question.ttft_s, question.tpot_s)
             if out.best is None:
