@@ -161,6 +161,7 @@ def test_the_plan_names_the_peak_its_mfu_is_of(v3):
     out = twin.plan(v3, tokens=1e12, days=30, num_gpus=[2048], pp=[16], workers=1)
     text = summary.plan_summary(out)
     assert "% of BF16 peak" in text and "MFU (BF16)" in text
+    assert text.startswith("1 candidate screened, 1 fit")   # not "1 candidates" (the README's test follows)
     assert "MFU (BF16 peak)" in build_page(page_result(out)).markdown()
 
 

@@ -257,7 +257,7 @@ def _open_run_note(sc, sim) -> str:
 def plan_summary(out) -> str:
     """A PlanResult: the space, the answer, the front, the screen's error, why candidates failed."""
     budget = f" and ${count(out.budget_usd)}" if out.budget_usd is not None else ""
-    text = (f"{out.evaluated:,} candidates screened, {out.feasible:,} fit, {out.simulated:,} simulated, "
+    text = (f"{plural(out.evaluated, 'candidate')} screened, {out.feasible:,} fit, {out.simulated:,} simulated, "
             f"{out.num_meeting_deadline:,} simulated within {out.deadline_days:g} days{budget}")
     best = out.best
     if best is not None:
