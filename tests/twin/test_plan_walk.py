@@ -214,3 +214,12 @@ def test_a_sweep_over_gpu_types_prices_each_as_the_plan_search_does():
                                                   workers=1).rows}
     for gpu, price in (("h800", 2.0), ("h200", 3.5)):
         assert rows[gpu]["usd_per_million_tokens"] == pytest.approx(rows[gpu]["gpu_hours_per_trillion_tokens"] * price / 1e6)
+
+
+def test_an_empty_search_list_is_refused_not_read_as_no_list(v3):
+    """D20: `pp = []` in [search] (or `twin.plan(sc, pp=[])`) counted as no list: with no other list the
+    whole default space, every GPU type, was searched without a word."""
+    with pytest.raises(ScenarioError, match=r"search\.pp in .*: got \[\]; allowed: at least one value"):
+        load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.pp=[]"])
+    with pytest.raises(ScenarioError, match=r"search\.gpu: got \[\]; allowed: at least one value"):
+        twin.plan(v3, tokens=1e12, days=30, gpu=[], workers=1)
