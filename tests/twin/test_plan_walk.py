@@ -223,3 +223,13 @@ def test_an_empty_search_list_is_refused_not_read_as_no_list(v3):
         load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.pp=[]"])
     with pytest.raises(ScenarioError, match=r"search\.gpu: got \[\]; allowed: at least one value"):
         twin.plan(v3, tokens=1e12, days=30, gpu=[], workers=1)
+
+
+def test_a_sweep_none_of_whose_points_runs_says_why_on_the_terminal(tmp_path, capsys):
+    """D21: 'infeasible: no point of the sweep can run (see the reasons in the report)': the reasons only in
+    a file; the line now names the first point's."""
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY)
+    assert main(["sweep", str(scenario), "--quiet", "--workers", "1", "--grid", "plan.pp=3,5", "--out", str(tmp_path / "sw")]) == 3
+    assert re.search(r"no point of the sweep can run: e\.g\. plan\.pp=3: invalid: cluster\.num_gpus in .*: got 8; allowed: a multiple",
+                     capsys.readouterr().err)

@@ -518,7 +518,10 @@ def cmd_sweep(args) -> int:
               f"{out / RESULTS_CSV}; a re-run into {out} tries them again)", file=sys.stderr)
         return EXIT_POINT_ERRORS
     if result.num_ok == 0:
-        print("infeasible: no point of the sweep can run (see the reasons in the report)", file=sys.stderr)
+        first = result.rows[0] if result.rows else None   # the reasons were only in the files (until s23walk)
+        example = (": e.g. " + ", ".join(f"{k}={first[k]}" for k in result.axes) + f": {first['status']}: {first['reason']}"
+                   if first else "")
+        print(f"infeasible: no point of the sweep can run{example} (every reason in {out / RESULTS_CSV})", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
