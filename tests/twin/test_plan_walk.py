@@ -233,3 +233,13 @@ def test_a_sweep_none_of_whose_points_runs_says_why_on_the_terminal(tmp_path, ca
     assert main(["sweep", str(scenario), "--quiet", "--workers", "1", "--grid", "plan.pp=3,5", "--out", str(tmp_path / "sw")]) == 3
     assert re.search(r"no point of the sweep can run: e\.g\. plan\.pp=3: invalid: cluster\.num_gpus in .*: got 8; allowed: a multiple",
                      capsys.readouterr().err)
+
+
+def test_a_summary_names_the_model_a_scenario_name_does_not(capsys):
+    """D22: `twin replay --set model.name=llama3-8b ...` headed its summary 'deepseek-v3-pretrain: 14.9T tokens
+    on 256 H800 ...' (the default scenario's name), `twin step` likewise: the run's model is named beside."""
+    dense = ["--set", "model.name=llama3-8b", "--set", "plan.ep=1", "--set", "plan.comm_sms=0", "--set", "cluster.num_gpus=256"]
+    assert main(["step", "--quiet", *dense]) == 0
+    assert capsys.readouterr().out.startswith("deepseek-v3-pretrain (model llama3-8b): one dualpipe step on 256 GPUs")
+    assert main(["step", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("deepseek-v3-pretrain: one dualpipe step")

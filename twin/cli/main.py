@@ -133,7 +133,7 @@ def cmd_step(args) -> int:
         print(STEP_PLAN_HINT, file=sys.stderr)
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
-    _say(args, summary.step_summary(sc.name, res, args.breakdown))
+    _say(args, summary.step_summary(summary.titled(sc), res, args.breakdown))
     _write_json(args.json, out)
     return 0
 

@@ -168,10 +168,16 @@ OWN_RUN_LABELS = {"train.cost.pretrain_gpu_hours": "Pre-training", "train.cost.c
                   "train.throughput.gpu_hours_per_T": "{gpu} GPU-hours per trillion pre-training tokens"}
 
 
+def titled(sc) -> str:
+    """The scenario's name, with its model where the name does not say it: `--set model.name=llama3-8b` on the
+    default scenario ran under 'deepseek-v3-pretrain' alone (until s23walk)."""
+    return sc.name if sc.model.name in sc.name else f"{sc.name} (model {sc.model.name})"
+
+
 def replay_summary(sc, res, out_dir: str | None) -> str:
     claims = {c.id: c for c in res.claims}
     published = res.claims_describe_run
-    head = (f"{sc.name}: {count(res.total_tokens)} tokens on {res.num_gpus:,} {res.gpu.upper()} in "
+    head = (f"{titled(sc)}: {count(res.total_tokens)} tokens on {res.num_gpus:,} {res.gpu.upper()} in "
             f"{res.total_wall_days:.1f} days: {count(res.total_gpu_hours)} GPU-hours, {usd(res.total_cost_usd)} "
             f"at ${res.price_usd_per_gpu_hour:.2f}/GPU-hour")
     rows = []
