@@ -243,3 +243,14 @@ def test_a_summary_names_the_model_a_scenario_name_does_not(capsys):
     assert capsys.readouterr().out.startswith("deepseek-v3-pretrain (model llama3-8b): one dualpipe step on 256 GPUs")
     assert main(["step", "--quiet"]) == 0
     assert capsys.readouterr().out.startswith("deepseek-v3-pretrain: one dualpipe step")
+
+
+def test_a_dense_model_is_planned_from_the_default_scenario_in_one_go():
+    """D23: `twin plan --set model.name=llama3-70b --tokens ... --days ...` (no list: the full space) was refused
+    for the default scenario's EP64, then for its 20 communication SMs, before D1's dense space could run: the
+    full space replaces every plan axis, so the base is searched as the lists would be."""
+    sc = load_scenario(None, ["model.name='llama3-70b'", "search.tokens=1e12", "search.days=30"], kind="plan")
+    space = _full_space(sc.base())
+    assert space["plan.ep"] == (1,) and space["plan.comm_sms"] == (None,)
+    sc = apply(sc.base(), next(candidates([(k, v) for k, v in space.items()])))
+    assert sc.plan.ep == 1 and sc.plan.held_comm_sms == 0

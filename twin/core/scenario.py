@@ -399,11 +399,14 @@ def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] 
 
 
 def _searched_axes(raw: dict) -> list[str]:
-    """The plan axes and cluster fields a plan scenario's [search] lists (non-empty lists)."""
+    """The plan axes and cluster fields a plan scenario's search replaces in its candidates: those its
+    [search] lists, or every one under the full space (`full_space`, or no list at all)."""
     search = raw.get("search")
     if not isinstance(search, dict):
         return []
-    return [n for n in ("gpu", "num_gpus", *PLAN_AXES) if isinstance(search.get(n), list) and search[n]]
+    every = ["gpu", "num_gpus", *PLAN_AXES]
+    listed = [n for n in every if isinstance(search.get(n), list) and search[n]]
+    return every if search.get("full_space") is True or not listed else listed
 
 
 def _checked(cls, sections: dict, name: str, raw: dict, source: str | None, check: bool = True):

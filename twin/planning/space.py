@@ -125,13 +125,13 @@ def _default_counts(base: Scenario, gpus: tuple[str, ...]) -> tuple[int, ...]:
 def model_default_values(base: Scenario) -> dict[str, tuple]:
     """DEFAULT_VALUES as the base's model can take them: V3's EP degrees (32, 64) and communication
     SMs (20, 32) refused every candidate of a dense model ('plan.ep: 1 for a dense model') and of
-    Mixtral's 8 experts (until s23walk). A dense model keeps EP 1 and the base plan's SMs (0 or
-    absent); a MoE model keeps the default EP degrees that divide its routed experts, or, with none,
+    Mixtral's 8 experts (until s23walk). A dense model keeps EP 1 and the base plan's SMs where
+    they hold (0 or absent; else absent); a MoE model keeps the default EP degrees that divide its routed experts, or, with none,
     its two largest divisors up to the largest default degree (Mixtral's 8 experts: 4, 8)."""
     values = dict(DEFAULT_VALUES)
     experts = base.model.num_routed_experts if base.model.is_moe else 0
-    if not experts:
-        values["ep"], values["comm_sms"] = (1,), (base.plan.comm_sms,)
+    if not experts:   # the base's SMs where they hold (0 or absent), else absent: V3's 20 on a dense base (D23)
+        values["ep"], values["comm_sms"] = (1,), (base.plan.comm_sms if not base.plan.comm_sms else None,)
         return values
     dividing = tuple(v for v in DEFAULT_VALUES["ep"] if experts % v == 0)
     divisors = [d for d in range(1, min(experts, max(DEFAULT_VALUES["ep"])) + 1) if experts % d == 0]
