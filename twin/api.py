@@ -28,7 +28,7 @@ from twin.core.errors import ScenarioError
 from twin.core.results import SCHEMA_DIALECT, json_schema, to_json
 from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
-from twin.core.search_specs import PLAN_AXES, SearchSpec, refuse_empty_lists
+from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_SEQ_LEN
 from twin.core.scenario import apply_overrides, from_dict, read_raw
@@ -272,7 +272,6 @@ def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, pr
     if getattr(sc, "kind", None) not in (TRAINING, PLAN):
         raise ScenarioError("scenario", type(sc).__name__, "a training or plan scenario for plan")
     _check_workers(workers)
-    refuse_empty_lists(search_fields)
     table = to_dict(sc.search) if sc.kind == PLAN else {}
     # a bare value of a list field is one value (pp=16 was refused as 'a list of integer' until s23walk)
     table.update({k: list(v) if isinstance(v, (list, tuple)) else [v] if k in SEARCH_LISTS else v

@@ -216,15 +216,6 @@ def test_a_sweep_over_gpu_types_prices_each_as_the_plan_search_does():
         assert rows[gpu]["usd_per_million_tokens"] == pytest.approx(rows[gpu]["gpu_hours_per_trillion_tokens"] * price / 1e6)
 
 
-def test_an_empty_search_list_is_refused_not_read_as_no_list(v3):
-    """D20: `pp = []` in [search] (or `twin.plan(sc, pp=[])`) counted as no list: with no other list the
-    whole default space, every GPU type, was searched without a word."""
-    with pytest.raises(ScenarioError, match=r"search\.pp in .*: got \[\]; allowed: at least one value"):
-        load_scenario(ROOT / "scenarios" / "v3_plan.toml", ["search.pp=[]"])
-    with pytest.raises(ScenarioError, match=r"search\.gpu: got \[\]; allowed: at least one value"):
-        twin.plan(v3, tokens=1e12, days=30, gpu=[], workers=1)
-
-
 def test_a_sweep_none_of_whose_points_runs_says_why_on_the_terminal(tmp_path, capsys):
     """D21: 'infeasible: no point of the sweep can run (see the reasons in the report)': the reasons only in
     a file; the line now names the first point's."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from twin.core.errors import ScenarioError
 from twin.core.fields import build, to_dict
 from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS, MoeLoadSpec
-from twin.core.search_specs import PLAN_AXES, SearchSpec, refuse_empty_lists
+from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.serve_specs import ServeSpec, TrafficSpec
 from twin.core.run_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.core.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
@@ -382,7 +382,6 @@ def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] 
         raise ScenarioError("model", "<missing>", "a [model] table (name = a catalog model, or inline fields)", source)
     if found == PLAN:   # the lists checked first: a bad value is named search.<axis>, not the base's field
         build(SearchSpec, raw.get("search", {}), "search", source)
-        refuse_empty_lists(raw.get("search", {}), "search", source)
     try:
         return _checked(cls, sections, name, raw, source)
     except ScenarioError:

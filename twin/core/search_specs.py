@@ -82,13 +82,3 @@ class SearchSpec:
             raise ScenarioError(f"{path}.{longest}", list(getattr(self, longest)),
                                 f"lists whose combinations number at most {self.max_candidates:,} candidates "
                                 f"(now {product} = {total:,}); shorten {path}.{longest}", source)
-
-
-def refuse_empty_lists(table: dict, path: str = "search", source: str | None = None) -> None:
-    """A list written empty (`pp = []`) is refused: it read as no list, and with no other list the whole
-    default space, every GPU type, was searched without a word (until s23walk). Leaving the key out
-    keeps the base plan's value."""
-    for name in ("gpu", "num_gpus", *PLAN_AXES):
-        if isinstance(table.get(name), (list, tuple)) and not table[name]:
-            raise ScenarioError(f"{path}.{name}", [], "at least one value (leave the key out to keep the base plan's "
-                                "value)", source)
