@@ -26,7 +26,7 @@ from reports import table
 from reports.page import Page
 from twin.core.atomic import open_atomic
 from twin.core.results import to_json
-from twin.planning.result import SCREENED, SIMULATED, PlanResult
+from twin.planning.result import SCREENED, SIMULATED, PlanResult, reason_examples, reason_kind
 
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
@@ -117,7 +117,7 @@ def _plan_cells(r: dict) -> list[str]:
 
 
 PLAN_HEADER = ["plan", "GPU", "GPUs", "TP / PP / EP", "schedule", "micro-batch", "wall-clock", "GPU-hours", "cost",
-               "MFU", "tokens/s per GPU", "memory per GPU"]
+               "MFU (BF16 peak)", "tokens/s per GPU", "memory per GPU"]
 
 
 def _verdict(r: dict) -> str:
@@ -135,6 +135,16 @@ def _verdict(r: dict) -> str:
                 f"{fastest['label']}, takes {pg.days(fastest['wall_days'])}.")
     reason = next(iter(r["infeasible_by_reason"]), "unknown")
     return f"None of the {r['evaluated']:,} candidates can run; the most common reason: {reason}."
+
+
+def _reason_examples(rows: list[dict]) -> dict[str, str]:
+    """kind of failure -> 'label: reason' of its first row, from a whole result's rows (page_result
+    keeps only these of its invalid and infeasible rows)."""
+    first: dict[str, str] = {}
+    for x in rows:
+        if not x["feasible"]:
+            first.setdefault(reason_kind(x["reason"]), f"{x['label']}: {x['reason']}")
+    return first
 
 
 def _screen_para(e: dict) -> str:
@@ -164,8 +174,11 @@ def build_page(result: dict) -> Page:
         p.table(PLAN_HEADER, [_plan_cells(x) for x in front(simulated, "gpu_hours")[:FRONT_ROWS]])
     p.section("Screen against simulator").para(_screen_para(r["screen_error"]))
     if r["infeasible_by_reason"]:
+        # the kind names the refusing field; its first candidate's reason says why (s23walk)
+        first = r["reason_examples"] if "reason_examples" in r else _reason_examples(r["rows"])
         p.section("Why the other candidates can't run").table(
-            ["reason", "candidates"], [[k, f"{v:,}"] for k, v in r["infeasible_by_reason"].items()])
+            ["reason", "candidates", "the first such candidate, and why"],
+            [[k, f"{v:,}", first.get(k, "-")] for k, v in r["infeasible_by_reason"].items()])
     if simulated:
         p.section("Plot").figure(PLOT, plot_cost_vs_days(r), "Each simulated plan's cost (and GPU-hours, where some GPU "
                                  "types have no price) against wall-clock days, the screened-only plans faint behind; one unit per axis.")
@@ -183,8 +196,10 @@ PAGE_FIELDS = ("candidate_id", "status", "gpu", "wall_days", "cost_usd", "gpu_ho
 
 def page_result(plan: PlanResult) -> dict:
     """The result as build_page reads it: every field, the rows cut to the simulated ones whole
-    and the screened ones' PAGE_FIELDS (invalid and infeasible rows are counted, not shown)."""
+    and the screened ones' PAGE_FIELDS (invalid and infeasible rows are counted, not shown, but for
+    the first of each kind of failure: `reason_examples`, kind -> 'label: reason')."""
     data = to_json(dataclasses.replace(plan, rows=()))
+    data["reason_examples"] = {k: f"{r.label}: {r.reason}" for k, r in reason_examples(plan).items()}
     data["rows"] = []
     for r in plan.rows:
         if r.status == SIMULATED:

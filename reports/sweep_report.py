@@ -30,10 +30,13 @@ def _figure(x) -> str:
     return f"{x:,}" if isinstance(x, int) else pg.sig(x)   # a GPU count: "8", not "8.00"
 
 
-# a serving point's throughput alone ranks an overloaded point first (R1 at 20/s on one node: TTFT P90 3 minutes)
+# columns beside the headline where the rows have them: a serving point's throughput alone ranks an overloaded
+# point first (R1 at 20/s on one node: TTFT P90 3 minutes)
 LATENCY_COLUMNS = (("ttft_p90_s", "TTFT P90", pg.seconds), ("tpot_p90_s", "TPOT P90", pg.seconds),
                    ("goodput_requests_per_s", "goodput requests/s", pg.sig),
-                   ("layout", "layout", str), ("usd_per_hour", "$ per hour", _figure))
+                   ("layout", "layout", str), ("usd_per_hour", "$ per hour", _figure),
+                   # training: what a step time does not say across GPU types and counts (s23walk)
+                   ("tokens_per_s_per_gpu", "tokens/s per GPU", pg.number), ("usd_per_million_tokens", "$ per million tokens", pg.usd))
 HEADLINES = (("num_gpus", "fewest GPUs"), ("step_time_s", "step time (s)"), ("output_tokens_per_s_per_gpu", "output tokens/s per GPU"))
 LOWER_IS_BETTER = ("num_gpus", "step_time_s")
 

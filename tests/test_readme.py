@@ -46,7 +46,7 @@ def _reuse_the_sessions_validation(monkeypatch):
     (["step"], "step time"),
     (["schedule", "dualpipe", "--pp", "8", "--microbatches", "20"], "bubble (closed form)"),
     (["serve", "--quiet"], "output tokens/s"),
-    (["plan", "--tokens", "1e12", "--days", "30", "--pp", "16", "--quiet", "--workers", "1"], "1 candidates screened, 1 fit"),
+    (["plan", "--tokens", "1e12", "--days", "30", "--pp", "16", "--quiet", "--workers", "1"], "1 candidate screened, 1 fit"),
     (["validate", "--quiet"], "HELD-OUT TOTAL"),
     (["docs"], "# Scenario reference"),
 ])

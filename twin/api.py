@@ -28,7 +28,7 @@ from twin.core.errors import ScenarioError
 from twin.core.results import SCHEMA_DIALECT, json_schema, to_json
 from twin.core.fields import build, check_value, to_dict
 from twin.core.scenario import PLAN, SERVING, TRAINING, PlanScenario, Scenario, ServeScenario
-from twin.core.search_specs import SearchSpec
+from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_SEQ_LEN
 from twin.core.scenario import apply_overrides, from_dict, read_raw
@@ -168,6 +168,16 @@ def load_scenario(path: str | Path | None = None, overrides: Sequence[str] | str
     return _load(path, [overrides] if isinstance(overrides, str) else list(overrides), kind)
 
 
+SEARCH_LISTS = ("gpu", "num_gpus", *PLAN_AXES)   # the [search] fields that hold a list of values
+
+
+def _check_workers(workers) -> None:
+    """Worker processes as `--workers` takes them (-1 raised multiprocessing's ValueError and 0 ran on
+    every CPU until s23walk); None: the CPUs this process may use."""
+    if workers is not None:
+        check_value("workers", workers, integer=True, ge=1, le=1024)
+
+
 def _require(sc, kind: str, what: str) -> None:
     if getattr(sc, "kind", None) != kind:
         raise ScenarioError("scenario", type(sc).__name__, f"a {kind} scenario for {what}")
@@ -176,6 +186,7 @@ def _require(sc, kind: str, what: str) -> None:
 def simulate_step(sc: Scenario) -> StepResult:
     """One simulated optimizer step of a training scenario (with its per-task event log)."""
     _require(sc, TRAINING, "simulate_step")
+    sc.check()   # a plan scenario's base may not hold on its own (its search checks each candidate, s23walk)
     return _simulate_step(sc)
 
 
@@ -260,8 +271,11 @@ def plan(sc: Scenario | PlanScenario, prices: dict[str, float] | None = None, pr
     checked like scenario values. Prices default to the catalog's."""
     if getattr(sc, "kind", None) not in (TRAINING, PLAN):
         raise ScenarioError("scenario", type(sc).__name__, "a training or plan scenario for plan")
+    _check_workers(workers)
     table = to_dict(sc.search) if sc.kind == PLAN else {}
-    table.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in search_fields.items()})
+    # a bare value of a list field is one value (pp=16 was refused as 'a list of integer' until s23walk)
+    table.update({k: list(v) if isinstance(v, (list, tuple)) else [v] if k in SEARCH_LISTS else v
+                  for k, v in search_fields.items()})
     spec = build(SearchSpec, table, "search")
     base = sc.base() if sc.kind == PLAN else sc
     all_prices = {**catalog_prices(base), **(prices or {})}
@@ -275,8 +289,11 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
     all combinations, or `random` / `lhs` points; one row each. (`twin sweep` also journals the rows
     to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s) on a serving
     scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot`)."""
+    _check_workers(workers)
+    # a bare string is one axis, one override (read character by character, "--grid: got 'p'", until s23walk)
+    grid, overrides = ([x] if isinstance(x, str) else list(x) for x in (grid, overrides))
     raw, source = read_raw(path)
-    raw = apply_overrides(raw, list(overrides))
+    raw = apply_overrides(raw, overrides)
     base = from_dict(raw, source)   # the base must be valid
     axes = [parse_axis(text) for text in grid]
     check_keys(axes, base.kind)

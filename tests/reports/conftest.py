@@ -75,7 +75,7 @@ def planned():
             plan_row("h200", 4096, 16, 20.0, 3.5), plan_row("b200", 2048, 16, 18.0, None),
             PlanRow(candidate_id="oom", label="h800 x2048 pp8", gpu="h800", num_gpus=2048,
                     plan={"tp": 1, "pp": 8, "ep": 64, "schedule": "dualpipe", "micro_batch_seqs": 1}, status="infeasible",
-                    feasible=False, reason="out of memory: 83.1 GiB > 80 GiB"))
+                    feasible=False, reason="out of memory on pipeline rank 0: needs 83.1 GiB of 80 GiB"))
     simulated = [r for r in rows if r.feasible]
     on_time = [r for r in simulated if r.wall_days <= 40.0]
     ranked = sorted(on_time, key=lambda r: (r.cost_usd is None, r.cost_usd or r.gpu_hours))

@@ -261,7 +261,7 @@ def test_plan_with_no_plan_within_the_deadline_exits_3_naming_the_fastest(capsys
                      "--ep", "64", "--schedules", "dualpipe", "--simulate", "1", "--quiet", "--workers", "1"])
     captured = capsys.readouterr()
     assert code == 3 and "none meets the question" in captured.out
-    assert re.search(r"^infeasible: none of the 1 simulated plans trains 1.48e\+13 tokens within 1 days; the fastest takes "
+    assert re.search(r"^infeasible: none of the 1 simulated plans trains 14.8T tokens within 1 day; the fastest takes "
                      r"[\d.]+ days \(2048xh800 ", captured.err, re.M)
 
 

@@ -11,6 +11,7 @@ import argparse
 import gzip
 import importlib.metadata
 import json
+import math
 import re
 import sys
 import tomllib
@@ -132,7 +133,7 @@ def cmd_step(args) -> int:
         print(STEP_PLAN_HINT, file=sys.stderr)
         return EXIT_INFEASIBLE
     out = {"feasible": True, **to_json(res), "scenario": sc.to_dict()}
-    _say(args, summary.step_summary(sc.name, res, args.breakdown))
+    _say(args, summary.step_summary(summary.titled(sc), res, args.breakdown))
     _write_json(args.json, out)
     return 0
 
@@ -393,8 +394,8 @@ def cmd_plan(args) -> int:
     if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
         budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
         fastest = f"; the fastest takes {out.fastest.wall_days:.1f} days ({out.fastest.label})" if out.fastest else ""
-        print(f"infeasible: none of the {out.simulated:,} simulated plans trains {out.tokens:.4g} tokens within "
-              f"{out.deadline_days:g} days{budget}{fastest}", file=sys.stderr)
+        print(f"infeasible: none of the {out.simulated:,} simulated plans trains {summary.count(out.tokens)} tokens within "
+              f"{out.deadline_days:g} day{'' if out.deadline_days == 1 else 's'}{budget}{fastest}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -472,6 +473,17 @@ def _sweep_question(args, sc):
     return ServingQuestion(args.rate, args.ttft, args.tpot)
 
 
+def _repeats_note(axes, asked: int | None, num_points: int) -> str:
+    """'; 10 drawn, 8 repeats dropped: the axes hold 2' where random or LHS draws repeated a point
+    (`--random 10` over two schedules ran 2 points with no word of the 10, until s23walk)."""
+    if asked is None or num_points >= asked:
+        return ""
+    note = f"; {asked:,} drawn, {asked - num_points:,} repeats dropped"
+    if any(a.is_range and not a.integer for a in axes):   # a float range: no count of distinct points
+        return note
+    return note + f": the axes hold {math.prod(len(a.values) if not a.is_range else a.high - a.low + 1 for a in axes):,}"
+
+
 def cmd_sweep(args) -> int:
     from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
@@ -495,17 +507,21 @@ def cmd_sweep(args) -> int:
     result = result_of(axes, mode, pts, raw, done, evaluated, question)
     write_sweep_report(result, sc, out)
     errors = f", {result.num_error:,} failed with an error" if result.num_error else ""
-    _say(args, f"{result.num_points:,} points ({mode}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
+    _say(args, f"{result.num_points:,} points ({mode}{_repeats_note(axes, n, result.num_points)}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
                f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "
                f"{result.num_points - evaluated:,} resumed)"
                f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
     _write_json(args.json, result)
+    _resolved_beside(args.json, sc)   # none beside a sweep's --json F until s23walk
     if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them
         print(f"error: {result.num_error:,} of {result.num_points:,} points raised an error (status 'error' in "
               f"{out / RESULTS_CSV}; a re-run into {out} tries them again)", file=sys.stderr)
         return EXIT_POINT_ERRORS
     if result.num_ok == 0:
-        print("infeasible: no point of the sweep can run (see the reasons in the report)", file=sys.stderr)
+        first = result.rows[0] if result.rows else None   # the reasons were only in the files (until s23walk)
+        example = (": e.g. " + ", ".join(f"{k}={first[k]}" for k in result.axes) + f": {first['status']}: {first['reason']}"
+                   if first else "")
+        print(f"infeasible: no point of the sweep can run{example} (every reason in {out / RESULTS_CSV})", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -626,7 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=SCHEDULE_NAMES)
     p.add_argument("--pp", type=int, required=True, help="pipeline ranks")
     p.add_argument("--microbatches", type=int, required=True, help="micro-batches per step (both directions for DualPipe)")
-    p.add_argument("--f", type=float, default=1.0, help="forward chunk time F (s)")
+    p.add_argument("--f", type=float, default=1.0, help="forward chunk time F (s): one model stage's forward of one "
+                   "micro-batch; DualPipeV cuts the model into 2 x --pp stages, each rank running two, so the same F "
+                   "is twice the model of 1f1b's --pp stages (the summary's 'busy per rank')")
     p.add_argument("--b", type=float, default=2.0, help="full backward chunk time B (s)")
     p.add_argument("--w", type=float, default=1.0, help="weight-gradient part W of B (s)")
     p.add_argument("--fb", type=float, default=None, help="overlapped forward+backward pair F&B (s); default F+B")
@@ -686,7 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", help="sequences per micro-batch, comma-separated")
     p.add_argument("--vary", action="append", metavar="FIELD=V1,V2", help="values of any plan axis, by its [search] name, "
                    "e.g. --vary zero_stage=1,2 --vary recompute=selective,full --vary gemm_precision=fp8,bf16")
-    p.add_argument("--full-space", action="store_true", help="axes without a list take the default values (not the base plan's)")
+    p.add_argument("--full-space", action="store_true", help="axes without a list take the default values (not the base plan's): "
+                   "twin.planning.space.DEFAULT_VALUES, with EP degrees and communication SMs the model can take "
+                   "(a dense model: EP 1)")
     p.add_argument("--simulate", type=int, metavar="K", help="candidates simulated after the screen (search.simulate, default 100)")
     p.add_argument("--exhaustive", action="store_true", help="simulate every candidate that fits (measures the screen)")
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")

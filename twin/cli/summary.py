@@ -11,6 +11,7 @@ import math
 
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
+from twin.planning.result import reason_examples
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -70,9 +71,25 @@ def model_summary(out: dict) -> str:
     return pairs([
         ("model", out["name"]),
         ("parameters", f"{count(out['total_params'])} total, {count(out['active_params'])} active per token"),
-        ("training FLOPs per token", f"{out['train_flops_per_token'] / 1e9:.1f} GFLOP at {out['seq_len']} tokens"),
-        ("KV cache per token (BF16)", f"{out['kv_cache_bytes_per_token'] / 1024:.1f} KiB"),
+        ("training FLOPs per token", f"{flop(out['train_flops_per_token'])} at {out['seq_len']:,} tokens"),
+        ("KV cache per token (BF16)", binary_bytes(out["kv_cache_bytes_per_token"])),
     ])
+
+
+def flop(x: float) -> str:
+    """250.5e9 -> '250.5 GFLOP'; a small model's in MFLOP or KFLOP ('0.0 GFLOP' until s23walk)."""
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.1f} {prefix}FLOP"
+    return f"{x:,.0f} FLOP"
+
+
+def binary_bytes(x: float) -> str:
+    """70,272 -> '68.6 KiB'; under a KiB in bytes ('0.1 KiB' until s23walk)."""
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.1f} {unit}"
+    return f"{x:,.0f} B"
 
 
 def step_summary(name: str, res, breakdown: bool = False) -> str:
@@ -135,6 +152,10 @@ def schedule_summary(out: dict) -> str:
         ("makespan", f"{out['makespan_s']:g} s"),
         ("bubble (simulated)", f"{out['bubble_s']:g} s"),
         ("bubble (closed form)", f"{out['formula_bubble_s']:g} s = {out['formula']}"),
+        # schedules compare at the same model only: DualPipeV's ranks run two stages of --f per micro-batch, so the
+        # same --f is twice 1F1B's model (a 54 s makespan against 33 s said nothing of it until s23walk)
+        ("busy per rank", f"{max(out['busy_s']):g} s, the model {out['num_model_stages']} " +
+         (f"chunks of --f / {out['virtual_stages']}" if out.get("virtual_stages", 1) > 1 else "stages of --f")),
     ]))
     return text + (f"\nnote: {out['note']}" if out.get("note") else "")
 
@@ -147,10 +168,16 @@ OWN_RUN_LABELS = {"train.cost.pretrain_gpu_hours": "Pre-training", "train.cost.c
                   "train.throughput.gpu_hours_per_T": "{gpu} GPU-hours per trillion pre-training tokens"}
 
 
+def titled(sc) -> str:
+    """The scenario's name, with its model where the name does not say it: `--set model.name=llama3-8b` on the
+    default scenario ran under 'deepseek-v3-pretrain' alone (until s23walk)."""
+    return sc.name if sc.model.name in sc.name else f"{sc.name} (model {sc.model.name})"
+
+
 def replay_summary(sc, res, out_dir: str | None) -> str:
     claims = {c.id: c for c in res.claims}
     published = res.claims_describe_run
-    head = (f"{sc.name}: {count(res.total_tokens)} tokens on {res.num_gpus:,} {res.gpu.upper()} in "
+    head = (f"{titled(sc)}: {count(res.total_tokens)} tokens on {res.num_gpus:,} {res.gpu.upper()} in "
             f"{res.total_wall_days:.1f} days: {count(res.total_gpu_hours)} GPU-hours, {usd(res.total_cost_usd)} "
             f"at ${res.price_usd_per_gpu_hour:.2f}/GPU-hour")
     rows = []
@@ -236,23 +263,26 @@ def _open_run_note(sc, sim) -> str:
 def plan_summary(out) -> str:
     """A PlanResult: the space, the answer, the front, the screen's error, why candidates failed."""
     budget = f" and ${count(out.budget_usd)}" if out.budget_usd is not None else ""
-    text = (f"{out.evaluated:,} candidates screened, {out.feasible:,} fit, {out.simulated:,} simulated, "
+    text = (f"{plural(out.evaluated, 'candidate')} screened, {out.feasible:,} fit, {out.simulated:,} simulated, "
             f"{out.num_meeting_deadline:,} simulated within {out.deadline_days:g} days{budget}")
     best = out.best
     if best is not None:
         text += (f"\n{out.question}: {best.label}: {best.wall_days:.1f} days, {count(best.gpu_hours)} GPU-hours, "
-                 f"{usd(best.cost_usd)}, MFU {best.mfu_frac:.1%}")
+                 f"{usd(best.cost_usd)}, MFU {best.mfu_frac:.1%} of BF16 peak")
     elif out.fastest is not None:
         text += f"\nnone meets the question; the fastest simulated plan: {out.fastest.label}, {out.fastest.wall_days:.1f} days"
     rows = [(r.label, f"{r.wall_days:.1f}", count(r.gpu_hours), usd(r.cost_usd), f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
     if rows:
-        text += "\n\nfront of cost against time (simulated)\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU"))
+        text += "\n\nfront of cost against time (simulated)\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU (BF16)"))
     e = out.screen_error
     if e.num_compared:
         text += (f"\n\nscreen step time vs simulator over {e.num_compared} plans: median |error| {e.median_abs_frac:.1%}, "
                  f"P90 {e.p90_abs_frac:.1%}, max {e.max_abs_frac:.1%}")
+    examples = reason_examples(out)   # the kind names the refusing field; the example says why (s23walk)
     for reason, n in list(out.infeasible_by_reason.items())[:6]:
         text += f"\n  can't run {n:,}: {reason}"
+        if reason in examples:
+            text += f"\n      e.g. {examples[reason].label}: {examples[reason].reason}"
     return text
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from twin.core.errors import ScenarioError
 from twin.core.fields import build, to_dict
 from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS, MoeLoadSpec
-from twin.core.search_specs import SearchSpec
+from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.serve_specs import ServeSpec, TrafficSpec
 from twin.core.run_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
 from twin.core.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
@@ -380,12 +380,63 @@ def from_dict(raw: dict, source: str | None = None, kind: str | tuple[str, ...] 
         raise ScenarioError("name", name, "a string", source)
     if "model" not in raw:
         raise ScenarioError("model", "<missing>", "a [model] table (name = a catalog model, or inline fields)", source)
+    if found == PLAN:   # the lists checked first: a bad value is named search.<axis>, not the base's field
+        build(SearchSpec, raw.get("search", {}), "search", source)
+    try:
+        return _checked(cls, sections, name, raw, source)
+    except ScenarioError:
+        if found != PLAN or not _searched_axes(raw):
+            raise
+    adjusted = _base_takes_searched_values(raw)
+    try:
+        return _checked(cls, sections, name, adjusted, source)
+    except ScenarioError:
+        # the lists may still make plans that hold (V3's 32K batch refuses TP1 x CP1, not TP2 x CP4): every candidate
+        # is checked like a scenario, and one refused whatever the lists counts its reason (until s23walk the base's
+        # refusal ended the search before any candidate ran)
+        return _checked(cls, sections, name, adjusted, source, check=False)
+
+
+def _searched_axes(raw: dict) -> list[str]:
+    """The plan axes and cluster fields a plan scenario's search replaces in its candidates: those its
+    [search] lists, or every one under the full space (`full_space`, or no list at all)."""
+    search = raw.get("search")
+    if not isinstance(search, dict):
+        return []
+    every = ["gpu", "num_gpus", *PLAN_AXES]
+    listed = [n for n in every if isinstance(search.get(n), list) and search[n]]
+    return every if search.get("full_space") is True or not listed else listed
+
+
+def _checked(cls, sections: dict, name: str, raw: dict, source: str | None, check: bool = True):
     parts = {key: build(spec, raw.get(key, {}), key, source) for key, spec in sections.items()}
     scenario = cls(name=name, model=_load_model(raw["model"], source), **parts)
-    scenario.check(source)
+    if check:
+        scenario.check(source)
     # the price of the GPU type the scenario runs on, unless it names one (so --set cluster.gpu=...
     # also switches the price); the resolved scenario written beside outputs carries it
     return dataclasses.replace(scenario, cluster=scenario.cluster.resolved())
+
+
+def _base_takes_searched_values(raw: dict) -> dict:
+    """A plan scenario's tables with each searched plan axis (and GPU count) whose base value its
+    [search] list leaves out set to the list's first value: tried where the base as written is
+    refused. The search replaces those values in every candidate, yet the base plan was checked with
+    them: `twin plan --set model.name=mixtral-8x7b --ep 8` was refused for the default's EP64 (until
+    s23walk). A base that holds as written is kept, so a list none of whose values can run is still
+    answered candidate by candidate (exit 3 with the reasons). Malformed tables are left to the checks."""
+    search, plan, cluster = raw.get("search"), raw.get("plan", {}), raw.get("cluster", {})
+    if not (isinstance(search, dict) and isinstance(plan, dict) and isinstance(cluster, dict)):
+        return raw
+    defaults = {f.name: f.default for f in dataclasses.fields(ParallelPlan)}
+    out = {**raw, "plan": dict(plan), "cluster": dict(cluster)}
+    for table, names, current in ((out["plan"], PLAN_AXES, lambda n: plan.get(n, defaults.get(n))),
+                                  (out["cluster"], ("num_gpus",), lambda n: cluster.get(n))):
+        for name in names:
+            values = search.get(name)
+            if isinstance(values, list) and values and current(name) not in values:
+                table[name] = values[0]
+    return out
 
 
 def _wrong_kind(found: str, wanted: tuple[str, ...], source: str | None) -> ScenarioError:

@@ -14,6 +14,14 @@ SIMULATED = "simulated"      # fits; its figures are the step simulator's
 CHEAPEST, FASTEST = "cheapest within the deadline", "fastest within the budget"
 
 
+def reason_kind(reason: str) -> str:
+    """Group failure reasons: 'invalid: <field>' for loader errors, else the reason without its
+    numbers ('out of memory on pipeline rank 0: needs ...' -> 'out of memory')."""
+    if reason.startswith("invalid: "):
+        return "invalid: " + reason[len("invalid: "):].split(" ")[0].rstrip(":")
+    return reason.split(" on pipeline")[0]
+
+
 @dataclass(frozen=True)
 class PlanRow:
     """One candidate: its cluster and plan, and either its step, run length and cost, or why it can't run."""
@@ -66,3 +74,13 @@ class PlanResult:
     pareto: tuple[PlanRow, ...]           # simulated plans no other beats on both cost and days, fastest first
     screen_error: ScreenError
     rows: tuple[PlanRow, ...]             # every candidate, in the order of the space
+
+
+def reason_examples(result: PlanResult) -> dict[str, PlanRow]:
+    """The first candidate of each kind of failure (infeasible_by_reason's keys), to show its full
+    reason: the kind alone names the refusing field, not the numbers (s23walk)."""
+    examples: dict[str, PlanRow] = {}
+    for row in result.rows:
+        if not row.feasible:
+            examples.setdefault(reason_kind(row.reason), row)
+    return examples

@@ -38,7 +38,7 @@ from twin.core.specs import get_gpu, gpu_names
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from twin.planning import executor
 from twin.planning.result import (CHEAPEST, FASTEST, INFEASIBLE, INVALID, SCREENED, SIMULATED, PlanResult, PlanRow,
-                                  ScreenError)
+                                  ScreenError, reason_kind)
 from twin.planning.screen import screen
 from twin.planning.space import Candidate, apply, axes, candidates, check_axis_values, check_size
 from twin.training.step import simulate_step
@@ -62,14 +62,6 @@ def catalog_prices(sc: Scenario) -> dict[str, float]:
     prices = {g: get_gpu(g).rental_usd_per_gpu_hour for g in gpu_names()}
     prices[sc.cluster.gpu] = sc.cluster.price_usd_per_gpu_hour
     return prices
-
-
-def reason_kind(reason: str) -> str:
-    """Group failure reasons: 'invalid: <field>' for loader errors, else the reason without its
-    numbers ('out of memory on pipeline rank 0: needs ...' -> 'out of memory')."""
-    if reason.startswith("invalid: "):
-        return "invalid: " + reason[len("invalid: "):].split(" ")[0].rstrip(":")
-    return reason.split(" on pipeline")[0]
 
 
 def _row(base: Scenario, cand: Candidate, **fields) -> PlanRow:

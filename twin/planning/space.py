@@ -122,11 +122,29 @@ def _default_counts(base: Scenario, gpus: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(sorted({max(node, int(base.cluster.num_gpus * f) // node * node) for f in DEFAULT_COUNT_FACTORS}))
 
 
+def model_default_values(base: Scenario) -> dict[str, tuple]:
+    """DEFAULT_VALUES as the base's model can take them: V3's EP degrees (32, 64) and communication
+    SMs (20, 32) refused every candidate of a dense model ('plan.ep: 1 for a dense model') and of
+    Mixtral's 8 experts (until s23walk). A dense model keeps EP 1 and the base plan's SMs where
+    they hold (0 or absent; else absent); a MoE model keeps the default EP degrees that divide its routed experts, or, with none,
+    its two largest divisors up to the largest default degree (Mixtral's 8 experts: 4, 8)."""
+    values = dict(DEFAULT_VALUES)
+    experts = base.model.num_routed_experts if base.model.is_moe else 0
+    if not experts:   # the base's SMs where they hold (0 or absent), else absent: V3's 20 on a dense base (D23)
+        values["ep"], values["comm_sms"] = (1,), (base.plan.comm_sms if not base.plan.comm_sms else None,)
+        return values
+    dividing = tuple(v for v in DEFAULT_VALUES["ep"] if experts % v == 0)
+    divisors = [d for d in range(1, min(experts, max(DEFAULT_VALUES["ep"])) + 1) if experts % d == 0]
+    values["ep"] = dividing or tuple(divisors[-2:])
+    return values
+
+
 def axes(base: Scenario, search: SearchSpec) -> list[tuple[str, tuple]]:
     """(scenario key, values) of every axis of the search. A list the search gives is used as is;
     an axis it leaves empty keeps the base scenario's value, unless the search gives no list at all
     (or asks for `full_space`), when it takes DEFAULT_VALUES (GPU types: the catalog's)."""
     active = plan_axis_fields()
+    defaults = model_default_values(base)
     given = {name: tuple(getattr(search, name)) for name in (*CLUSTER_AXES, *PLAN_AXES) if getattr(search, name)}
     full = search.full_space or not given
     out: list[tuple[str, tuple]] = []
@@ -135,8 +153,24 @@ def axes(base: Scenario, search: SearchSpec) -> list[tuple[str, tuple]]:
     out.append(("cluster.num_gpus", given.get("num_gpus") or (_default_counts(base, gpus) if full else (base.cluster.num_gpus,))))
     for name in active:
         base_value = (getattr(base.plan, name),)
-        out.append((axis_key(name), given.get(name) or (DEFAULT_VALUES.get(name, base_value) if full else base_value)))
-    return out
+        out.append((axis_key(name), given.get(name) or (defaults.get(name, base_value) if full else base_value)))
+    return _interleaved_takes_chunks(out, given, defaults)
+
+
+def _interleaved_takes_chunks(space: list[tuple[str, tuple]], given: dict, defaults: dict) -> list[tuple[str, tuple]]:
+    """Interleaved 1F1B searched without a virtual-stage list runs with the default space's chunks
+    per rank: with the base's one chunk it is 1F1B under another name, dropped beside 1F1B and
+    invalid alone (`--schedules 1f1b,interleaved-1f1b` searched 1F1B only, until s23walk). With
+    interleaved 1F1B the only schedule, its chunk counts above one; beside others, one chunk first
+    (the value they keep, _redundant)."""
+    values = dict(space)
+    if "virtual_stages" in given or "interleaved-1f1b" not in values.get("plan.schedule", ()) \
+            or values.get("plan.virtual_stages") != (1,):
+        return space
+    chunks = defaults["virtual_stages"]
+    alone = set(values["plan.schedule"]) == {"interleaved-1f1b"}
+    chunks = tuple(v for v in chunks if v > 1) if alone else (1, *(v for v in chunks if v > 1))
+    return [(k, chunks if k == "plan.virtual_stages" else v) for k, v in space]
 
 
 def check_axis_values(base: Scenario, space: list[tuple[str, tuple]]) -> None:

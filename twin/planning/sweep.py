@@ -2,7 +2,7 @@
 
 An axis is a dotted scenario key with either a list of values (`plan.pp=8,16`, `cluster.gpu=h800,h200`)
 or, for --random and --lhs, a numeric range (`workload.routing_imbalance=1.0:1.5`; integers when both
-ends are). Every point is the base scenario with `--set`-style overrides, checked by the same
+ends are and the field is not a float field). Every point is the base scenario with `--set`-style overrides, checked by the same
 strict loader, so an invalid point is a row with its reason, never a crash. A training scenario's
 point is one simulated step; a serving scenario's one `twin serve`. A point that raises anything
 else (a twin bug, a point no check foresaw) is a row too, status 'error', its reason the exception's
@@ -35,6 +35,7 @@ from tqdm import tqdm
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import KINDS, SECTIONS, SERVING, apply_overrides, from_dict, parse_toml
 from twin.core.specs import ModelSpec
+from twin.core.units import SECONDS_PER_HOUR
 from twin.planning import executor
 from twin.planning.serving import size_serving
 from twin.serving.run import serve
@@ -95,6 +96,16 @@ def _storable(v) -> bool:
     return True
 
 
+def _float_field(key: str) -> bool:
+    """Whether a dotted key names a float field: its range is continuous however its ends are
+    written (`workload.routing_imbalance=1:2` drew only 1 and 2 until s23walk). An unknown key is
+    left to check_keys."""
+    section, _, name = key.partition(".")
+    spec = ModelSpec if section == "model" else SECTIONS.get(section)
+    types = {f.name: str(f.type) for f in dataclasses.fields(spec)} if spec is not None else {}
+    return types.get(name, "").split(" ")[0] == "float"
+
+
 def parse_axis(text: str) -> Axis:
     """'plan.pp=8,16' -> list axis; 'workload.routing_imbalance=1.0:1.5' -> range axis."""
     key, eq, rest = text.partition("=")
@@ -109,7 +120,8 @@ def parse_axis(text: str) -> Axis:
                  for v in (lo, hi))
         if not ok or not lo < hi:
             raise ScenarioError(field, rest, f"LOW:HIGH, two finite numbers (integers within +-{INT64_MAX:,}) with LOW < HIGH")
-        return Axis(key, low=lo, high=hi, integer=isinstance(lo, int) and isinstance(hi, int))
+        integer = isinstance(lo, int) and isinstance(hi, int) and not _float_field(key)
+        return Axis(key, low=float(lo) if not integer else lo, high=float(hi) if not integer else hi, integer=integer)
     values = tuple(_value(v.strip(), field) for v in rest.split(",") if v.strip())
     if not values:
         raise ScenarioError(field, rest, "at least one value")
@@ -241,6 +253,16 @@ def serving_figures(res) -> dict:
             "memory_per_gpu_bytes": res.memory_per_gpu_bytes, "max_batch_by_memory": res.max_batch_by_memory}
 
 
+def token_costs(tokens_per_s_per_gpu: float, price_usd_per_gpu_hour: float | None) -> dict:
+    """A training point's GPU-hours per trillion tokens and $ per million tokens at its own price, as
+    `twin plan` costs a run (GPU-hours = tokens / tokens per GPU-second; a sweep's rows had no cost
+    until s23walk). None where the GPU type has no price."""
+    gpu_hours_per_token = 1.0 / (tokens_per_s_per_gpu * SECONDS_PER_HOUR)
+    return {"gpu_hours_per_trillion_tokens": 1e12 * gpu_hours_per_token,
+            "usd_per_million_tokens": 1e6 * gpu_hours_per_token * price_usd_per_gpu_hour
+            if price_usd_per_gpu_hour is not None else None}
+
+
 def sizing_figures(out) -> dict:
     """A point's row under the serving question: its fewest GPUs, their layout and split, latency and
     cost, and each layout's fewest."""
@@ -253,6 +275,17 @@ def sizing_figures(out) -> dict:
             "deployments": out.evaluated}
 
 
+def _priced_for(base_raw: dict, settings: dict) -> dict:
+    """The base tables without their price where the point changes the GPU type and sets no price: the
+    point then takes its GPU type's catalog price, as `twin plan` prices another type (space.apply). A
+    sweep over cluster.gpu=h800,h200 from a scenario naming $3.50 costed the H800 at $3.50 (until s23walk)."""
+    cluster = base_raw.get("cluster")
+    if "cluster.gpu" not in settings or "cluster.price_usd_per_gpu_hour" in settings or not isinstance(cluster, dict) \
+            or settings["cluster.gpu"] == cluster.get("gpu") or "price_usd_per_gpu_hour" not in cluster:
+        return base_raw
+    return {**base_raw, "cluster": {k: v for k, v in cluster.items() if k != "price_usd_per_gpu_hour"}}
+
+
 def evaluate_point(args) -> dict:
     """One point: its settings, status (ok, invalid, infeasible, error) and figures; with a serving
     question (args' fifth), its fewest GPUs. Never raises (but for KeyboardInterrupt and SystemExit)."""
@@ -260,7 +293,7 @@ def evaluate_point(args) -> dict:
     question = rest[0] if rest else None
     row = {"candidate_id": cid, **{k: v for k, v in settings}}
     try:
-        sc = from_dict(apply_overrides(base_raw, [_override(k, v) for k, v in settings]), source)
+        sc = from_dict(apply_overrides(_priced_for(base_raw, dict(settings)), [_override(k, v) for k, v in settings]), source)
         if question is not None:
             out = size_serving(sc, question.rate_per_s, question.ttft_s, question.tpot_s)
             if out.best is None:
@@ -274,7 +307,8 @@ def evaluate_point(args) -> dict:
             res = simulate_step(sc.base() if hasattr(sc, "base") else sc, record_events=False)
             figures = {"step_time_s": res.step_time_s, "mfu_frac": res.mfu_frac, "tokens_per_s_per_gpu": res.tokens_per_s_per_gpu,
                        "bubble_frac": res.bubble_frac, "exposed_comm_frac": res.exposed_comm_frac,
-                       "memory_per_gpu_bytes": res.memory_per_gpu_bytes}
+                       "memory_per_gpu_bytes": res.memory_per_gpu_bytes,
+                       **token_costs(res.tokens_per_s_per_gpu, sc.cluster.price_usd_per_gpu_hour)}
     except ScenarioError as exc:
         return {**row, "status": "invalid", "reason": str(exc)}
     except InfeasiblePlan as exc:

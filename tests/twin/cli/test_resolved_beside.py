@@ -30,3 +30,12 @@ def test_stdout_json_writes_no_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["serve", "--quiet", "--requests", "20", "--json", "-"]) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_json_file_has_its_resolved_scenario_beside(tmp_path):
+    """s23walk D5: `twin sweep --json F` wrote neither the base scenario into F nor beside it."""
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY_RUN)
+    assert main(["sweep", str(scenario), "--quiet", "--workers", "1", "--grid", "plan.schedule=1f1b,zb1p",
+                 "--out", str(tmp_path / "sw"), "--json", str(tmp_path / "s.json"), "--set", "cluster.gpu=h200"]) == 0
+    assert load_scenario(tmp_path / "s.scenario.resolved.toml", kind=TRAINING).cluster.gpu == "h200"
