@@ -75,3 +75,30 @@ def test_committed_table_is_the_fit_of_the_committed_records(h100_pattern_fit):
 def test_switch_follows_the_rule():
     """docs/notes/s23align2_rule.md, Outcome: the switch as the rule's verdict says."""
     assert compute.ADOPT_GEMM_ALIGNMENT_PATTERN is False
+
+
+@pytest.fixture(scope="module")
+def h100_fresh():
+    held = gf.records("h100", gp.RECORDS2, gp.NEIGHBOUR2)
+    if held.empty:
+        pytest.skip("no s23align2 H100 records")
+    return gp.with_patterns(held)
+
+
+@pytest.mark.xfail(strict=True, reason="s23align2 held-out ratio (rule criterion 1), H100, 90 rows of 10 fresh misaligned "
+                                       "layers: median 8.2%, P90 18.4% (29 within 5%, 55 within 10%); the factors read "
+                                       "low on the smaller fresh layers (hidden 2560: -8..-18%; 3000 x 2049: -15%)")
+def test_fresh_held_out_ratio_meets_the_rule(h100_pattern_fit):
+    r = h100_pattern_fit["held_out_ratio"]
+    assert r["median_abs_error"] <= 0.05 and r["p90_abs_error"] <= 0.10
+
+
+def test_fresh_held_out_absolute_improves(h100_fresh):
+    """Rule criterion 2 (H100): the twin's time on the fresh misaligned rows, 79.4% / 84.1% (median / P90
+    |error|) without the pattern factor, 10.1% / 24.8% with it; the aligned rows' own median 16.0% (+5
+    points allowed) and unchanged by the switch."""
+    t = gp.twin_errors(h100_fresh, "h100")
+    assert t["misaligned_with"]["median_abs_error"] < t["misaligned_without"]["median_abs_error"]
+    assert t["misaligned_with"]["p90_abs_error"] < t["misaligned_without"]["p90_abs_error"]
+    assert t["misaligned_with"]["median_abs_error"] <= t["aligned"]["median_abs_error"] + 0.05
+    assert t["aligned_max_rel_change"] == 0.0
