@@ -47,9 +47,12 @@ NEIGHBOUR = {
 }
 
 
-def records(gpu: str) -> pd.DataFrame:
-    """The BF16 rows that measured a time, with their class and ratio to the aligned neighbour."""
-    path = MEASUREMENTS / gpu / RECORDS
+def records(gpu: str, relpath: Path = RECORDS, neighbours: dict | None = None) -> pd.DataFrame:
+    """The BF16 rows that measured a time, with their class and ratio to the aligned neighbour
+    (`neighbours`: layer -> its neighbour's layer, NEIGHBOUR where None; `relpath`: the campaign's
+    records under the GPU's folder)."""
+    neighbours = NEIGHBOUR if neighbours is None else neighbours
+    path = MEASUREMENTS / gpu / relpath
     if not csv_exists(path):
         return pd.DataFrame()
     df = read_csv(path, keep_default_na=False)
@@ -60,12 +63,13 @@ def records(gpu: str) -> pd.DataFrame:
     df["flops"] = df["flops"].astype(float)
     df["cls"] = [align_class(o, i) for o, i in zip(df["outputs"], df["inputs"])]
     per_flop = {(r.layer, r.tokens, r["pass"]): r.time_s / r.flops for _, r in df.iterrows()}
-    df["ratio"] = [df_ratio(per_flop, r.layer, r.tokens, r["pass"], r.time_s / r.flops) for _, r in df.iterrows()]
+    df["ratio"] = [df_ratio(per_flop, neighbours.get(r.layer, ""), r.tokens, r["pass"], r.time_s / r.flops)
+                   for _, r in df.iterrows()]
     return df
 
 
-def df_ratio(per_flop: dict, layer: str, tokens: int, pass_: str, mine: float) -> float:
-    nb = per_flop.get((NEIGHBOUR.get(layer, ""), tokens, pass_))
+def df_ratio(per_flop: dict, neighbour: str, tokens: int, pass_: str, mine: float) -> float:
+    nb = per_flop.get((neighbour, tokens, pass_))
     return mine / nb if nb else math.nan
 
 
@@ -163,16 +167,16 @@ def fit_gpu(gpu: str) -> dict | None:
 HRATE_RUNS = ("s23hrate", "s23hrate_b", "s23hrate_c", "s23hrate_repeat")
 
 
-def s23hrate_rows(adopt: bool, tmp_dir: Path) -> dict:
-    """The step-input twin's rows and issue-13 groups on s23hrate's runs with ADOPT_GEMM_ALIGNMENT
-    set to `adopt`: the registered cases' host grid recomputed under the switch (the committed grid
-    is the switch-off one), read by prereg.step_section as `twin validate` reads it."""
-    saved = compute.ADOPT_GEMM_ALIGNMENT
-    compute.ADOPT_GEMM_ALIGNMENT = adopt
+def s23hrate_rows(adopt: bool, tmp_dir: Path, switch: str = "ADOPT_GEMM_ALIGNMENT") -> dict:
+    """The step-input twin's rows and issue-13 groups on s23hrate's runs with the switch `switch`
+    of twin.costs.compute set to `adopt`: the registered cases' host grid recomputed under the switch
+    (the committed grid is the switch-off one), read by prereg.step_section as `twin validate` reads it."""
+    saved = getattr(compute, switch)
+    setattr(compute, switch, adopt)
     try:
         reg = prereg.REGISTRATIONS["s23hrate"]
         grid = prereg.predict_host_grid(prereg.case_rows(reg), hosts_s=prereg.GRID_FILES[reg.name][1])
-        path = Path(tmp_dir) / f"s23hrate_grid_{'on' if adopt else 'off'}.csv"
+        path = Path(tmp_dir) / f"s23hrate_grid_{switch}_{'on' if adopt else 'off'}.csv"
         grid.to_csv(path, index=False)
         out = {}
         for name in HRATE_RUNS:
@@ -181,7 +185,7 @@ def s23hrate_rows(adopt: bool, tmp_dir: Path) -> dict:
             out[name] = {"by_gpu": sec["step_input"]["by_gpu"], "rows": sec["step_input"]["rows"]}
         return out
     finally:
-        compute.ADOPT_GEMM_ALIGNMENT = saved
+        setattr(compute, switch, saved)
 
 
 def main(argv=None) -> int:

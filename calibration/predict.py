@@ -720,12 +720,15 @@ class Eager:
         """A dense GEMM of a linear layer's pass ("fwd", "dgrad", or "wgrad": the weight gradient,
         m x n the weight; every GEMM inside weight_grad() is one): its alignment class is that of
         the layer's two widths, n and k of a forward or input gradient, m and n of a weight
-        gradient; the token count is never a row length (compute.ADOPT_GEMM_ALIGNMENT)."""
+        gradient; the token count is never a row length (compute.ADOPT_GEMM_ALIGNMENT). The layer's
+        (outputs, inputs) for the operand pattern (ADOPT_GEMM_ALIGNMENT_PATTERN): (n, k) of a forward,
+        (k, n) of an input gradient, (m, n) of a weight gradient."""
         prof = profile_for_label(self.profile, label)
         wgrad = self._in_wgrad or pass_ == "wgrad"
         align, pass_ = (align_class(m, n), "wgrad") if wgrad else (align_class(n, k), pass_)
+        widths = {"fwd": (n, k), "dgrad": (k, n), "wgrad": (m, n)}[pass_]
         self.add(f"gemm.{label}", compute.gemm_time_s(m, n, k, twin_precision(label), self.gpu, prof,
-                                                      align=align, pass_=pass_))
+                                                      align=align, pass_=pass_, widths=widths))
 
     def grouped(self, rows, n: int, k: int, label: str, transposed: bool = False, layout: str = "fwd",
                 in_layer: bool = True) -> None:

@@ -85,7 +85,7 @@ def _gate_bwd(e: Eager, spec, T: int) -> None:
     e.small(6)
     e.mem(T * E * FP32_BYTES * 3.0, kernels=2)
     e.mem(T * E * (BF16_BYTES + FP32_BYTES))
-    e.gemm(T, spec.hidden_size, E, "bf16")
+    e.gemm(T, spec.hidden_size, E, "bf16", pass_="dgrad")
     e.gemm(E, spec.hidden_size, T, "bf16", pass_="wgrad")
 
 

@@ -21,7 +21,7 @@ at most 200 calls), replayed REPLAYS times with one event pair each (time = repl
 back-to-back calls between one event pair where capture fails). Outputs are preallocated (out=),
 so every call runs the same kernel on the same buffers. Imports torch only (runs on the GPU image).
 
-    python -m real.bench.gemm_align --out DIR [--budget-s 70] [--quick]
+    python -m real.bench.gemm_align --out DIR [--budget-s 70] [--quick] [--set s23align|s23align2]
 """
 
 from __future__ import annotations
@@ -59,6 +59,28 @@ LAYERS = [
 TOKENS = [3072, 8192, 768]          # 3072 first: megatron-gpt-1.7b prefill b4 x p768 (s23hrate)
 PASSES = ["fwd", "dgrad", "wgrad"]
 FP8_KINDS = ["fp8-tensor", "fp8-rowwise"]   # forward only
+# s23align2 (docs/notes/s23align2_rule.md): fresh shapes never measured, every one held out, each
+# misaligned layer beside its aligned neighbour (same role, nearest width that is a multiple of 8).
+# A 32001 vocabulary head (hidden 4096) vs 32000; Qwen2's 151655-token head (hidden 1536) vs 151680;
+# hidden 2560 with FFN 6827 (class 2 up, class 1 down) and 6828 (class 4 down) vs 6832; 3000 x 2049
+# (input odd) and 2049 x 3000 (output odd) vs their 2048 neighbours; 2049 x 2049 (both odd) vs 2048;
+# a TP-2 shard of FFN 13698 at hidden 5120 (6849 per rank) vs 6848. Tokens 3001: an odd M or K
+# (never a row length: these GEMMs stay aligned).
+LAYERS2 = [
+    ("vocab_32001", "heldout", 32001, 4096), ("vocab_32000", "heldout", 32000, 4096),
+    ("vocab_151655", "heldout", 151655, 1536), ("vocab_151680", "heldout", 151680, 1536),
+    ("h2560_up_f6827", "heldout", 13654, 2560), ("h2560_down_f6827", "heldout", 2560, 6827),
+    ("h2560_down_f6828", "heldout", 2560, 6828),
+    ("h2560_up_f6832", "heldout", 13664, 2560), ("h2560_down_f6832", "heldout", 2560, 6832),
+    ("rect_3000x2049", "heldout", 3000, 2049), ("rect_3000x2048", "heldout", 3000, 2048),
+    ("rect_2049x3000", "heldout", 2049, 3000), ("rect_2048x3000", "heldout", 2048, 3000),
+    ("square_2049", "heldout", 2049, 2049), ("square_2048", "heldout", 2048, 2048),
+    ("tp2_up_f6849", "heldout", 13698, 5120), ("tp2_down_f6849", "heldout", 5120, 6849),
+    ("tp2_up_f6848", "heldout", 13696, 5120), ("tp2_down_f6848", "heldout", 5120, 6848),
+]
+TOKENS2 = [3072, 3001, 768]
+# shape set -> (layers, tokens, FP8 forwards too); --set picks one, the campaign column names it
+SETS = {"s23align": (LAYERS, TOKENS, True), "s23align2": (LAYERS2, TOKENS2, False)}
 QUICK_LAYERS = [("q_up_f21", "fit", 42, 16), ("q_down_f21", "fit", 16, 21), ("q_up_f24", "fit", 48, 16),
                 ("q_vocab_33", "heldout", 33, 16)]
 QUICK_TOKENS = [8]
@@ -237,22 +259,24 @@ def environment(dev, nvml: Nvml) -> dict:
             "hostname": platform.node()}
 
 
-def cases(quick: bool) -> list[tuple]:
+def cases(quick: bool, shape_set: str = "s23align") -> list[tuple]:
     """(layer, split, outputs, inputs, tokens, pass, precision) in run order: token counts outermost
-    (3072 first), BF16's three passes then the FP8 forwards per layer."""
-    layers, tokens = (QUICK_LAYERS, QUICK_TOKENS) if quick else (LAYERS, TOKENS)
+    (3072 first), BF16's three passes then (where the set has them) the FP8 forwards per layer."""
+    layers, tokens, fp8 = SETS[shape_set]
+    if quick:
+        layers, tokens = QUICK_LAYERS, QUICK_TOKENS
     out = []
     for t in tokens:
         for name, split, o, i in layers:
             out += [(name, split, o, i, t, p, "bf16") for p in PASSES]
-            out += [(name, split, o, i, t, "fwd", kind) for kind in FP8_KINDS]
+            out += [(name, split, o, i, t, "fwd", kind) for kind in (FP8_KINDS if fp8 else [])]
     return out
 
 
-def run_case(case, dev, env, nvml) -> dict:
+def run_case(case, dev, env, nvml, campaign: str = "s23align") -> dict:
     name, split, o, i, t, pass_, precision = case
     d = gemm_dims(pass_, t, o, i)
-    row = {"campaign": "s23align", "layer": name, "split": split, "pass": pass_, "precision": precision,
+    row = {"campaign": campaign, "layer": name, "split": split, "pass": pass_, "precision": precision,
            "tokens": t, "outputs": o, "inputs": i, **d,
            **{f"align_{x}": align_elements(d[f"ld{x}"]) for x in "abc"}, **env, "error": ""}
     try:
@@ -276,6 +300,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=70.0, help="no case starts after this")
     ap.add_argument("--quick", action="store_true", help="tiny shapes (a CPU dry run)")
+    ap.add_argument("--set", default="s23align", choices=sorted(SETS), help="the shape set (campaign)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,7 +309,7 @@ def main(argv=None) -> int:
     env = environment(dev, nvml)
     (out / "env.json").write_text(json.dumps(env, indent=1))
     t0 = time.perf_counter()
-    todo = cases(args.quick)
+    todo = cases(args.quick, args.set)
     done = 0
     with (out / "gemm_align.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -293,7 +318,7 @@ def main(argv=None) -> int:
             if time.perf_counter() - t0 > args.budget_s:
                 print(f"budget spent: {len(todo) - done} of {len(todo)} cases not run", flush=True)
                 break
-            row = run_case(case, dev, env, nvml)
+            row = run_case(case, dev, env, nvml, args.set)
             row.update(timestamp_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                        sm_clock_mhz=nvml.clock("sm"), mem_clock_mhz=nvml.clock("mem"))
             writer.writerow(row)

@@ -12,7 +12,7 @@ import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
                               gemm_bytes)
-from twin.costs.gemm_alignment import align_class, alignment_factor
+from twin.costs.gemm_alignment import align_class, alignment_factor, operand_alignments, pattern_factor
 from twin.costs.profile import GemmCurve, Profile
 from twin.core.specs import GPUSpec
 
@@ -20,6 +20,11 @@ from twin.core.specs import GPUSpec
 # times the measured factor of its alignment class (twin.costs.gemm_alignment); off: every GEMM
 # costs as aligned (docs/notes/s23align_rule.md)
 ADOPT_GEMM_ALIGNMENT = False
+# (s23align2) the second form: a misaligned dense BF16 GEMM's compute term (not its launch or memory
+# term) times the measured factor of its operand pattern, the kernel family and which operands are
+# misaligned (twin.costs.gemm_alignment.pattern_factor); takes precedence over ADOPT_GEMM_ALIGNMENT;
+# off: as above (docs/notes/s23align2_rule.md)
+ADOPT_GEMM_ALIGNMENT_PATTERN = False
 
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
@@ -43,14 +48,18 @@ def untold_sm_slowdown(profile: Profile, precision: str, comm_sms: int, gpu: GPU
 
 def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: Profile,
                 groups: int = 1, sm_frac: float = 1.0, out_bytes: float = BF16_BYTES,
-                eff_scale: float = 1.0, align: int = 8, pass_: str = "fwd") -> float:
+                eff_scale: float = 1.0, align: int = 8, pass_: str = "fwd",
+                widths: tuple[int, int] | None = None) -> float:
     """One (grouped) GEMM kernel on quantized operands (the quantization is costed apart:
     `fp8_cast_time_s` on DeepSeek's stack, `quantize_time_s` on real/'s eager one). `eff_scale`
     scales the curve's efficiency for a kernel variant the curve was not measured with (the
     1x128 x 1x128 weight-gradient recipe, Profile.fp8_stack). `align`: the alignment class of
     its row lengths (twin.costs.gemm_alignment.align_class; 8 where aligned) and `pass_` its
     layer pass ("fwd", "dgrad", "wgrad"): under ADOPT_GEMM_ALIGNMENT a dense BF16 GEMM of class
-    below 8 costs the aligned time times its measured factor."""
+    below 8 costs the aligned time times its measured factor. `widths`: the linear layer's (outputs,
+    inputs) where the GEMM runs them (None: aligned, e.g. a stand-in width): under
+    ADOPT_GEMM_ALIGNMENT_PATTERN a dense BF16 GEMM's compute term is scaled by its operand pattern's
+    factor."""
     curve = (profile.grouped_gemm if groups > 1 else profile.gemm)[precision]
     eff = curve.eff(m, n, k) * eff_scale
     flops = 2.0 * m * n * k * groups
@@ -63,8 +72,11 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     setup_s = profile.grouped_setup_s if groups > 1 else 0.0
     in_layer = profile.in_layer_factor(gemm_class("grouped_gemm" if groups > 1 else "gemm", precision))
     compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s, in_layer)
+    dense_bf16 = groups == 1 and precision == "bf16"
+    if ADOPT_GEMM_ALIGNMENT_PATTERN and dense_bf16 and widths is not None:
+        compute_s *= pattern_factor(profile.gpu, operand_alignments(*widths, pass_))
     aligned_s = (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
-    if ADOPT_GEMM_ALIGNMENT and align < 8 and groups == 1 and precision == "bf16":
+    if ADOPT_GEMM_ALIGNMENT and not ADOPT_GEMM_ALIGNMENT_PATTERN and align < 8 and dense_bf16:
         return aligned_s * alignment_factor(profile.gpu, align, pass_)
     return aligned_s
 
@@ -322,12 +334,19 @@ def chunked_gemm_time_s(op: Op, phase: str, precision: str, chunks: int, gpu: GP
     n, k = (op.n, op.k) if phase == "fwd" else (op.k, op.n)
     rows = max(1, op.m // chunks)
     return chunks * gemm_time_s(rows, n, k, op.precision or precision, gpu, profile, groups=op.groups, sm_frac=sm_frac,
-                                align=op.align or align_class(op.n, op.k), pass_="fwd" if phase == "fwd" else "dgrad")
+                                align=op.align or align_class(op.n, op.k), pass_="fwd" if phase == "fwd" else "dgrad",
+                                widths=layer_widths(op))
 
 
 # A weight-gradient GEMM adds into the FP32 gradient buffer (V3 §3.3.3 keeps weight gradients in
 # FP32; each micro-batch accumulates into them): it reads and writes 4 bytes per weight element
 WGRAD_ACCUM_BYTES = 8.0
+
+
+def layer_widths(op: Op) -> tuple[int, int] | None:
+    """A GEMM op's (outputs, inputs) as its kernels run them (its forward is m x n over k), or None
+    where its widths are a stand-in the modelled run does not execute (Op.align 8)."""
+    return None if op.align >= 8 else (op.n, op.k)
 
 
 def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
@@ -349,9 +368,10 @@ def op_time_s(op: Op, phase: str, precision: str, gpu: GPUSpec, profile: Profile
             m, n, k = op.k, op.n, op.m
             speed = profile.fp8_stack.get("wgrad_1d1d_speed", 1.0) if prec == "fp8" and profile.fp8_quant_fused else 1.0
             return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac,
-                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed, align=align, pass_="wgrad")
+                                         out_bytes=WGRAD_ACCUM_BYTES, eff_scale=speed, align=align, pass_="wgrad",
+                                         widths=layer_widths(op))
         return casts_s + gemm_time_s(m, n, k, prec, gpu, profile, groups=op.groups, sm_frac=sm_frac, align=align,
-                                     pass_="fwd" if phase == "fwd" else "dgrad")
+                                     pass_="fwd" if phase == "fwd" else "dgrad", widths=layer_widths(op))
     if op.kind == OpKind.ATTENTION:
         if phase == "bwd_weight":
             return 0.0

@@ -53,3 +53,42 @@ def alignment_factor(profile_gpu: str, align: int, pass_: str = "fwd") -> float:
         if key in factors:
             return float(factors[key])
     return 1.0
+
+
+# --- the second form (s23align2, docs/notes/s23align2_rule.md): a factor per operand pattern ---
+# A linear layer y_TO = x_TI w_OI^T's three GEMMs have fixed row-major operands; their row lengths
+# (A, B, C) are a pass's layer widths: the forward reads x (I) and w (I) and writes y (O); the input
+# and weight gradients read dy (O) and w or x (I) and write dx or dw (I).
+OPERAND_WIDTHS = {"fwd": ("inputs", "inputs", "outputs"), "dgrad": ("outputs", "inputs", "inputs"),
+                  "wgrad": ("outputs", "inputs", "inputs")}
+
+
+def operand_alignments(outputs: int, inputs: int, pass_: str) -> tuple[int, int, int]:
+    """(A, B, C) alignments in elements of a linear layer's GEMM of pass `pass_`."""
+    widths = {"outputs": outputs, "inputs": inputs}
+    return tuple(align_elements(widths[w]) for w in OPERAND_WIDTHS[pass_])
+
+
+def kernel_family(aligns: tuple[int, ...]) -> str:
+    """The cuBLAS kernel family a GEMM's operand alignments select (s23align's profiled kernels):
+    "aligned" (Hopper nvjet) where every row is a multiple of 8 elements, "align1" (cutlass sm75)
+    where any is odd, else "align2" (cutlass sm80, taken for 4-element rows too)."""
+    low = min(aligns)
+    return "aligned" if low >= 8 else ("align1" if low == 1 else "align2")
+
+
+def pattern_key(aligns: tuple[int, int, int]) -> str:
+    """"<family>/<mask>": the kernel family and the operands (of "abc") whose rows are misaligned."""
+    mask = "".join(x for x, a in zip("abc", aligns) if a < 8)
+    return f"{kernel_family(aligns)}/{mask}"
+
+
+def pattern_factor(profile_gpu: str, aligns: tuple[int, int, int]) -> float:
+    """Compute-time factor of a dense BF16 GEMM with operand alignments `aligns` on the profile
+    `profile_gpu`: 1 where aligned or where the profile has no pattern fit; the pattern's measured
+    factor, else (a pattern without records) its kernel family's."""
+    family = kernel_family(aligns)
+    fit = _table().get("pattern_fits", {}).get(profile_gpu)
+    if family == "aligned" or not fit:
+        return 1.0
+    return float(fit["factors"].get(pattern_key(aligns), fit["family_factors"].get(family, 1.0)))
