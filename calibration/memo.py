@@ -7,7 +7,9 @@ carries the EP host terms of the 2-GPU folder beside it (calibration.pipeline.ca
 host rates solved again for each). Nothing changes the records, the profiles or a module's switches
 while one validation runs, so a result is a function of its arguments there; outside a block (a test
 that flips an ADOPT_ switch between two calls) nothing is kept. A kept result is handed out as a deep
-copy: a caller that edits what it got cannot change what the next one gets.
+copy: a caller that edits what it got cannot change what the next one gets. (s23ci) The serving host-speed
+references' inputs (serve_engine_fit.all_scales, ep_levels) are memoised too: a caller comparing the
+references' variants opens a block where none of the switches they read changes.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ from scipy.optimize import nnls
 
 from calibration import kernel_map
 from calibration import records as rec
+from calibration.memo import memoised
 from calibration import serve_load_validation as slv
 from calibration.records_io import csv_exists, read_csv, resolve_csv
 from calibration.serve_load_validation import (gpu_key, pin_suffix, record_host_launch_s, scenario_for, sessions,
@@ -1186,6 +1187,10 @@ def fit_exponent(scales: pd.DataFrame) -> dict:
     return {"beta": beta, "tables": spanning, "p_ref": {t: float(math.exp(-ct / beta)) for t, ct in c.items()}}
 
 
+# memoised: the references' variants (candidate, EP levels, decode level) each read the same scales and
+# levels of the committed records; inside a calibration.memo.sharing() block they are computed once
+# (outside one every call computes, as before)
+@memoised
 def all_scales(root: str | Path = rec.MEASUREMENTS_DIR, spread_at_fit_host: bool | None = None,
                tables: dict | None = None) -> pd.DataFrame:
     frames = [run_scales(d, tables, spread_at_fit_host) for d in probe_folders(root).values()]
@@ -1216,6 +1221,7 @@ def _least_squares_factor(h: np.ndarray, y: np.ndarray) -> float:
     return float(h @ y / (h @ h)) if len(h) and h @ h > 0 else math.nan
 
 
+@memoised
 def ep_levels(folder: Path, beta: float, tables: dict | None = None) -> dict:
     """An EP s13srv folder's two references under exponent beta, from its as-came fit runs' busy
     iterations (first-met sizes charged where host-bound, as run_scales): host_probe_launch_s from

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from calibration import memo
 from calibration import records as rec
 from calibration.records_io import read_csv
 from calibration.serve_host_speed import fit_exponent, run_scales, tables_with
@@ -129,15 +130,21 @@ def test_ep_levels_read_the_as_came_runs_of_an_ep_folder_only():
     assert ep_levels(folders["h100x2"], 2.0)["real-serve-h100-ep2"]["host_probe_launch_s"] != pytest.approx(got["host_probe_launch_s"])
 
 
+# The references' variants below each read the committed records' scales (serve_engine_fit.all_scales) and
+# EP levels (ep_levels); within one test no switch those read changes, so each is computed once there
+# (calibration.memo.sharing: a kept result per argument values) instead of once a variant (~3 s of CPU each)
+
+
 def test_the_tables_carry_the_ep_levels_only_where_adopted():
     from calibration import serve_engine_fit as sef
-    refs = sef.references()
-    ep = refs["real-serve-h100-ep2"]
-    if sef.ADOPT_EP_LEVELS:
-        assert ep == pytest.approx(sef.ep_level_references()["real-serve-h100-ep2"])
-    else:
-        assert ep == pytest.approx(sef.candidate_references()["real-serve-h100-ep2"])
-        assert serve_engines()["real-serve-h100-ep2"].get("host_probe_prompt_launch_s", 0.0) == 0.0
+    with memo.sharing():
+        refs = sef.references()
+        ep = refs["real-serve-h100-ep2"]
+        if sef.ADOPT_EP_LEVELS:
+            assert ep == pytest.approx(sef.ep_level_references()["real-serve-h100-ep2"])
+        else:
+            assert ep == pytest.approx(sef.candidate_references()["real-serve-h100-ep2"])
+            assert serve_engines()["real-serve-h100-ep2"].get("host_probe_prompt_launch_s", 0.0) == 0.0
 
 
 def test_as_came_references_take_an_ep_tables_level_from_its_undosed_runs():
@@ -230,10 +237,12 @@ def test_decode_level_references_move_the_ep_decode_path_only():
     # s20srv3 (docs/notes/s20srv3_rule.md): an EP table's per-iteration reference from ep_levels' decode
     # path, its prompt path kept at the current reference; one-GPU tables unchanged
     from calibration import serve_engine_fit as sef
-    cur, got = sef.candidate_references(), sef.decode_level_references()
-    beta = cur["real-serve-h100-ep2"]["host_probe_exponent"]
-    for t in ("real-serve-h100-ep2", "real-serve-h200-ep2"):
-        dec = sef.ep_levels(sef.probe_folders()[t.removeprefix("real-serve-").replace("-ep2", "x2")], beta)[t]
+    with memo.sharing():
+        cur, got = sef.candidate_references(), sef.decode_level_references()
+        beta = cur["real-serve-h100-ep2"]["host_probe_exponent"]
+        decs = {t: sef.ep_levels(sef.probe_folders()[t.removeprefix("real-serve-").replace("-ep2", "x2")], beta)[t]
+                for t in ("real-serve-h100-ep2", "real-serve-h200-ep2")}
+    for t, dec in decs.items():
         assert got[t]["host_probe_launch_s"] == pytest.approx(dec["host_probe_launch_s"])
         assert got[t]["host_probe_prompt_launch_s"] == pytest.approx(cur[t]["host_probe_launch_s"])
         assert got[t]["host_probe_launch_s"] != pytest.approx(cur[t]["host_probe_launch_s"], rel=0.02)
@@ -245,10 +254,13 @@ def test_decode_level_references_move_the_ep_decode_path_only():
 def test_the_tables_carry_the_decode_level_only_where_adopted(monkeypatch):
     from calibration import serve_engine_fit as sef
     adopted = sef.ADOPT_EP_DECODE_LEVEL
-    for on in (False, True):
-        monkeypatch.setattr(sef, "ADOPT_EP_DECODE_LEVEL", on)
-        want = sef.decode_level_references() if on else sef.candidate_references()
-        assert sef.references()["real-serve-h100-ep2"] == pytest.approx(want["real-serve-h100-ep2"])
+    # ADOPT_EP_DECODE_LEVEL picks among the variants in references(); all_scales and ep_levels do not read it
+    with memo.sharing():
+        for on in (False, True):
+            monkeypatch.setattr(sef, "ADOPT_EP_DECODE_LEVEL", on)
+            want = sef.decode_level_references() if on else sef.candidate_references()
+            assert sef.references()["real-serve-h100-ep2"] == pytest.approx(want["real-serve-h100-ep2"])
+        monkeypatch.setattr(sef, "ADOPT_EP_DECODE_LEVEL", adopted)
+        want = (sef.decode_level_references if adopted else sef.candidate_references)()
     loaded = serve_engines()["real-serve-h100-ep2"]
-    want = (sef.decode_level_references if adopted else sef.candidate_references)()
     assert loaded["host_probe_launch_s"] == pytest.approx(want["real-serve-h100-ep2"]["host_probe_launch_s"], rel=1e-4)
