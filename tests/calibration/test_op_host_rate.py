@@ -127,7 +127,8 @@ def test_step_rate_per_twin_op_reads_one_run():
     assert (llama["kernels"] > llama["twin_ops"]).all() and (llama["per_twin_op"] > llama["per_kernel"]).all()
 
 
-# s23hrate's fresh runs (calibration/measurements/h100/s23hrate*/: three fresh H100 hosts, 00:17, 00:26, 00:29 UTC):
+# s23hrate's fresh runs (calibration/measurements/h100/s23hrate*/: three fresh H100 hosts, 00:17, 00:26, 00:29 UTC;
+# h200/s23hrate: a fresh H200, 01:18 UTC):
 # issue 13's targets per group under the adopted step-input twin (and the plain twin on the first); the misses carry
 # their live figures
 S23HRATE_MISSES = {
@@ -144,9 +145,15 @@ S23HRATE_MISSES = {
     ("s23hrate_c", "step_input", "h100 decode"): "step-input twin, s23hrate_c fresh H100: median 15.6%, P90 19.6% "
                                                  "(signed -14.3%: steps at 1.18 of ratio x probe per twin op)",
     ("s23hrate_c", "step_input", "h100 prefill"): "step-input twin, s23hrate_c fresh H100: median 10.3%, P90 22.4%",
+    # the fresh H200 (01:18 UTC, the session's only H200; calibration/measurements/h200/s23hrate)
+    ("s23hrate", "plain", "h200 decode"): "plain twin, s23hrate fresh H200: median 45.4%, P90 48.7%",
+    ("s23hrate", "plain", "h200 prefill"): "plain twin, s23hrate fresh H200: median 45.4%, P90 52.7%",
+    ("s23hrate", "step_input", "h200 prefill"): "step-input twin, s23hrate fresh H200: median 9.1%, P90 25.0%",
 }
-CASES = [(run, "plain", g) for run in ("s23hrate",) for g in ("h100 decode", "h100 prefill")] + [
-    (run, "step_input", g) for run in ("s23hrate", "s23hrate_b", "s23hrate_c") for g in ("h100 decode", "h100 prefill")]
+CASES = [(run, "plain", g) for run in ("s23hrate",) for g in ("h100 decode", "h100 prefill", "h200 decode",
+                                                                  "h200 prefill")] + [
+    (run, "step_input", g) for run in ("s23hrate", "s23hrate_b", "s23hrate_c") for g in ("h100 decode", "h100 prefill")] + [
+    ("s23hrate", "step_input", g) for g in ("h200 decode", "h200 prefill")]
 
 
 @pytest.fixture(scope="module")
