@@ -1,0 +1,86 @@
+"""calibration.pipeline.ADOPT_EP_BWD_HOST (s23bwd2, docs/notes/s23bwd2_rule.md): an EP stage's backward
+takes each token all-to-all's backward node at its measured host call and, where its host dict has no
+measured backward rate, the rate measured on a fitting two-GPU run; both settings."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import calibration.pipeline as pipe
+from calibration import ep_phases
+from calibration import records as rec
+from calibration.fit import PROFILES_DIR
+from calibration.predict import EpBwdTokensCall, gpu_spec
+from calibration.records_io import glob_csv, read_csv
+from calibration.validate import load_fitted_profile
+from twin.core.specs import get_model
+
+HOST = {"fwd": 25e-6, "ep_tokens_a2a": 194e-6}
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_fitted_profile("h100", rec.load_records("h100"), PROFILES_DIR)[0]
+
+
+@pytest.fixture
+def switch(monkeypatch):
+    def set_to(on: bool):
+        monkeypatch.setattr(pipe, "ADOPT_EP_BWD_HOST", on)
+    return set_to
+
+
+def _stage(profile, ep: int, host: dict):
+    spec = get_model("bench-small")
+    return pipe.stage_ops(spec, range(spec.num_layers), True, True, 1, 1024, "bf16", gpu_spec("h100"), profile,
+                          ep=ep, host=host)
+
+
+def _bwd_a2a(ops) -> list:
+    return [o for o in ops.b if isinstance(o, EpBwdTokensCall)]
+
+
+def test_off_the_backward_keeps_its_rates_and_its_all_to_all_nodes_are_plain_launches(profile, switch):
+    switch(False)
+    ops = _stage(profile, 2, HOST)
+    calls = _bwd_a2a(ops)
+    assert len(calls) == 2 * 3                      # combine's and dispatch's backward, 3 MoE layers
+    assert pipe.ep_bwd_host({**HOST, "bwd": 20e-6}, "h100", 2) == (20e-6, None, {})
+    # no measured "bwd": the profile's autograd host seconds, the node one of them
+    assert all(h != pipe.EP_BWD_A2A_CALL_S for h, _ in calls)
+
+
+def test_on_an_ep_backward_takes_the_node_term_and_the_carried_rate(profile, switch):
+    switch(False)
+    off = _stage(profile, 2, HOST)
+    switch(True)
+    on = _stage(profile, 2, HOST)
+    assert [h for h, _ in _bwd_a2a(on)] == [pipe.EP_BWD_A2A_CALL_S] * 6
+    plain = [h for o in on.b + on.w for h in [o[0]] if h is not None and not isinstance(o, EpBwdTokensCall)]
+    assert plain and set(plain) == {pipe.EP_BWD_HOST_S["h100"]}
+    assert [g for _, g in on.b] == [g for _, g in off.b]            # GPU time untouched
+    assert on.f == off.f                                            # the forward untouched
+    host_s = lambda ops: sum(h or 0.0 for h, _ in ops.b + ops.w)
+    assert host_s(on) > host_s(off)
+
+
+def test_on_a_measured_backward_rate_is_kept_and_a_non_ep_stage_is_untouched(profile, switch):
+    switch(True)
+    assert pipe.ep_bwd_host({**HOST, "bwd": 21e-6}, "h100", 2) == (
+        21e-6, pipe.EP_BWD_HOST_S["h100"], {pipe.EP_BWD_A2A_TERM: pipe.EP_BWD_A2A_CALL_S})
+    assert pipe.ep_bwd_host(HOST, "h200", 2)[:2] == (None, None)   # no fitting run of that GPU: the profile's
+    assert pipe.ep_bwd_host(HOST, "h100", 1) == (None, None, {})
+    on = _stage(profile, 1, HOST)
+    switch(False)
+    assert _stage(profile, 1, HOST) == on
+
+
+def test_the_node_term_is_the_fitting_marks_median():
+    """EP_BWD_A2A_CALL_S: the median over every (fitting configuration, node) median of real/ep.py's backward
+    marks in h100x2/s23ephost_*/fit/*/marks_host."""
+    tables = [ep_phases.backward_a2a_calls(read_csv(f))
+              for folder in sorted((rec.MEASUREMENTS_DIR / "h100x2").glob("s23ephost_*/fit/*/marks_host"))
+              for f in glob_csv(folder, "ep_host_marks*")]
+    calls = pd.concat(tables)["call_s"]
+    assert len(calls) == 24
+    assert np.isclose(pipe.EP_BWD_A2A_CALL_S, calls.median(), atol=0.5e-6)
