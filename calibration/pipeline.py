@@ -544,11 +544,14 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
         ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, int(cfg["micro_batch_seqs"]),
                             int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
                             (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
+        # s23bwd2 (A2): with ADOPT_EP_BWD_HOST an EP backward's rate is solved with its all-to-all nodes
+        # at their measured call, so the solved rate does not hold the nodes' host time a second time
+        bwd_terms = ep_bwd_host({}, gpu, int(cfg["ep"]))[2] or None
         for r in g.itertuples():
             stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
             rate = solved_host_rate_s(ops[stage].of(r.kind), r.start_s - r.host_start_s,
                                       r.host_end_s - r.host_start_s, gap_s or 0.0,
-                                      ep_terms if r.kind == "F" else None)
+                                      ep_terms if r.kind == "F" else bwd_terms)
             if rate is not None:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
                 if pp > 1 and r.kind == "F":

@@ -84,3 +84,16 @@ def test_the_node_term_is_the_fitting_marks_median():
     calls = pd.concat(tables)["call_s"]
     assert len(calls) == 24
     assert np.isclose(pipe.EP_BWD_A2A_CALL_S, calls.median(), atol=0.5e-6)
+
+
+def test_a2_a_backward_rate_is_solved_with_the_nodes_at_their_term(profile, switch):
+    """A2: a folder's backward rate solved from an EP backward, the nodes at EP_BWD_A2A_CALL_S, gives back the
+    rate its launches were issued at (the nodes' host not spread over the launches a second time)."""
+    switch(True)
+    b = _stage(profile, 2, HOST).b
+    rate_s, terms = 30e-6, pipe.ep_bwd_host({}, "h100", 2)[2]
+    launches = sum(1 for h, _ in b if h is not None)
+    interval_s = (launches - 6) * rate_s + 6 * pipe.EP_BWD_A2A_CALL_S
+    lead_s = interval_s    # the GPU never waits on the host: the interval is the issue alone
+    assert np.isclose(pipe.solved_host_rate_s(b, lead_s, interval_s, 0.0, terms), rate_s, rtol=1e-3)
+    assert pipe.solved_host_rate_s(b, lead_s, interval_s, 0.0, None) > rate_s   # off: the nodes spread in
