@@ -163,8 +163,9 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
     if not (first and last):   # a pipeline stage: its role's forward rate where measured (ADOPT_STAGE_ROLE_HOST_RATE)
         fwd = host.get(f"fwd@{role}", fwd)
     fb_fwd = host.get(f"{FB_FORWARD}@{role}") if not (first and last) else None
-    return StageOps(_with_host(f.ops, fwd, ep_terms), _with_host(b.ops, host.get("bwd")),
-                    _with_host(b.w_ops, host.get("wgrad")), parts,
+    bwd, wgrad, bwd_terms = ep_bwd_host(host, gpu.calibrated_as, ep)
+    return StageOps(_with_host(f.ops, fwd, ep_terms), _with_host(b.ops, bwd, bwd_terms),
+                    _with_host(b.w_ops, wgrad, bwd_terms), parts,
                     _with_host(f.ops, fb_fwd, ep_terms) if fb_fwd is not None else None)
 
 
@@ -335,6 +336,40 @@ def postsync_terms(gpu: str) -> dict:
         out[EP_PRESYNC_TERM] = _ratio_of(EP_REST_RATIO, gpu)
     return out
 
+
+
+# s23bwd2 (docs/notes/s23bwd2_rule.md, the rule committed before the held-out figures under it): the EP
+# backward's host (docs/notes/s23bwd.md: bench-small's EP2 backward is host-bound and ~1.5x the twin's).
+# With the switch on, an EP stage's (ep > 1) backward op lists take
+# (a) each token all-to-all's backward node (calibration.predict.EpBwdTokensCall: torch.distributed.nn's
+#     _AlltoAllSingle.backward, its output allocation and the call) at EP_BWD_A2A_CALL_S of host in place
+#     of one launch: real/ep.py's autograd-thread marks around each node, the median over the 24 (fitting
+#     configuration, node) medians of h100x2/s23ephost_*/fit/*/marks_host (calibration.ep_phases
+#     .backward_a2a_calls; 0.237-0.271 ms a configuration), the same Python call path on any host;
+# (b) where the host dict has no measured backward rate ("bwd", "wgrad": the committed h100x2 folder's PP2
+#     backwards were GPU-bound), the backward rate measured on a fitting two-GPU run of the same GPU in place
+#     of the one-GPU profile's autograd rate: EP_BWD_HOST_S, measured_host_s's "bwd" of
+#     h100x2/s23ephost2_20261128_0055/bench-small (its PP2 1f1b backwards, fit split, issued level with the
+#     GPU: 30.3 us a launch against the profile's 24.8), carried as s15dp carries the EP host terms; a GPU
+#     without one keeps the profile's.
+# (c) (the slower rank's host pacing the backward, s23bwd) is left out: no measured input gives it.
+ADOPT_EP_BWD_HOST = False
+EP_BWD_A2A_TERM = "ep_bwd_a2a"
+EP_BWD_A2A_CALL_S = 259.0e-6
+EP_BWD_HOST_S: dict[str, float] = {"h100": 30.28e-6}
+
+
+def ep_bwd_host(host: dict, gpu: str, ep: int) -> tuple[float | None, float | None, dict]:
+    """(B rate, W rate, the backward's EP terms) an EP stage's backward op lists take under
+    ADOPT_EP_BWD_HOST: the host dict's measured "bwd" / "wgrad", each missing one at EP_BWD_HOST_S[gpu]
+    (where known), and the all-to-all nodes' term; the host dict's rates and no terms with the switch
+    off or ep == 1."""
+    bwd, wgrad = host.get("bwd"), host.get("wgrad")
+    if not ADOPT_EP_BWD_HOST or ep <= 1:
+        return bwd, wgrad, {}
+    carried = EP_BWD_HOST_S.get(gpu)
+    return (carried if bwd is None else bwd, carried if wgrad is None else wgrad,
+            {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S})
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -509,11 +544,14 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
         ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, int(cfg["micro_batch_seqs"]),
                             int(cfg["seq_len"]), str(cfg["precision"]), gpu_spec(gpu), profile, int(cfg["ep"]),
                             (n - 1) / n, accumulate) for s, layers in enumerate(stages)}
+        # s23bwd2 (A2): with ADOPT_EP_BWD_HOST an EP backward's rate is solved with its all-to-all nodes
+        # at their measured call, so the solved rate does not hold the nodes' host time a second time
+        bwd_terms = ep_bwd_host({}, gpu, int(cfg["ep"]))[2] or None
         for r in g.itertuples():
             stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
             rate = solved_host_rate_s(ops[stage].of(r.kind), r.start_s - r.host_start_s,
                                       r.host_end_s - r.host_start_s, gap_s or 0.0,
-                                      ep_terms if r.kind == "F" else None)
+                                      ep_terms if r.kind == "F" else bwd_terms)
             if rate is not None:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
                 if pp > 1 and r.kind == "F":

@@ -388,6 +388,14 @@ class EpRecvSync(EpOp):
     term = "ep_recv_sync"
 
 
+class EpBwdTokensCall(EpOp):
+    """A token all-to-all's backward node (torch.distributed.nn's _AlltoAllSingle.backward on the autograd
+    thread: its output allocation and the call), dispatch's or combine's: its host seconds are
+    calibration.pipeline's EP_BWD_A2A_TERM where ADOPT_EP_BWD_HOST (s23bwd2), otherwise a launch."""
+
+    term = "ep_bwd_a2a"
+
+
 # the key of the post-sync host ratio among the EP host terms (calibration.pipeline.ADOPT_EP_POSTSYNC_HOST)
 EP_POSTSYNC_TERM = "ep_postsync_ratio"
 # ... and of the ratio every other launch of an EP forward takes (candidate B of the same rule)

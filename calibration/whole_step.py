@@ -29,7 +29,8 @@ import numpy as np
 
 from calibration import b_kernels, nccl, predict
 from calibration.decode_gemm import bmm_key, elementwise_key, extra_kernels, linear_key
-from calibration.predict import (BF16_BYTES, Eager, EpCountsCall, EpRecvSync, EpSendSync, EpTokensCall, _linear_bwd,
+from calibration.predict import (BF16_BYTES, Eager, EpBwdTokensCall, EpCountsCall, EpRecvSync, EpSendSync,
+                                 EpTokensCall, _linear_bwd,
                                  _linear_fwd, _rope, attention_layer_ops, gpu_spec, moe_layer_ops,
                                  predict_s, swiglu_bwd,
                                  timed_window_s, twin_precision, with_host_terms)
@@ -735,10 +736,12 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     b.fill(rows_in * D * BF16_BYTES)
     b.index_put(rows_in, D, dest_rows=rows_in)
     _all_to_all(b, rows_in * D * BF16_BYTES * (world - 1) / world, gpu, world)   # combine's backward
+    _ep_call(b, EpBwdTokensCall)
     b.extend(lb)
     b.fill(rows_in * D * BF16_BYTES)
     b.index_put(rows_in, D, dest_rows=rows_in)
     _all_to_all(b, T * K * D * BF16_BYTES * (world - 1) / world, gpu, world)     # dispatch's backward
+    _ep_call(b, EpBwdTokensCall)
     return f, b
 
 
