@@ -109,8 +109,9 @@ def twin_rows(rows: list[dict], routing: pd.DataFrame, gpu: str, inputs: tuple |
                     "F_launches": sum(h is not None for h, _ in ops.f), "B_launches": sum(h is not None for h, _ in ops.b),
                     "W_launches": sum(h is not None for h, _ in ops.w),
                     "F_ep_calls": sum(isinstance(o, EpOp) and o[0] is not None for o in ops.f),
-                    # the backward's all-to-all nodes (combine's and dispatch's, one each a MoE layer) are
-                    # plain launches of the B list at its host rate: counted by the forward's layers
+                    # the backward's all-to-all nodes (combine's and dispatch's, one each a MoE layer): plain
+                    # launches of the B list at its host rate, or each at EP_BWD_A2A_CALL_S under
+                    # pipeline.ADOPT_EP_BWD_HOST (s23bwd2, off); counted by the forward's layers
                     "B_a2a_calls": 2 * sum(isinstance(o, EpCountsCall) for o in ops.f)})
     return pd.DataFrame(out)
 
