@@ -256,7 +256,8 @@ def environment(dev, nvml: Nvml) -> dict:
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu-{platform.machine()}"
     return {"gpu_name": gpu, "sm_clock_max_mhz": nvml.clock("sm", max_=True), "driver_version": nvml.driver(),
             "torch_version": torch.__version__, "cuda_version": torch.version.cuda or "",
-            "hostname": platform.node()}
+            "hostname": platform.node(),
+            **({"total_memory_bytes": torch.cuda.get_device_properties(dev).total_memory} if dev.type == "cuda" else {})}
 
 
 def cases(quick: bool, shape_set: str = "s23align") -> list[tuple]:
