@@ -67,6 +67,12 @@ PARAM_GATHER_KINDS = ("ideal", "megatron_chained")   # twin.training.step.param_
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
 EP_COMM_SMS_DEFAULT = 20
+# SMs that saturate both legs of the expert-parallel all-to-all: V3 report §3.2.2, "only 20 SMs are
+# sufficient to fully utilize the bandwidths of IB and NVLink" (DeepEP V1 runs 24: docs/legacy.md's
+# Buffer.set_num_sms(24), at the links' ceilings). The lowest per-SM rate that claim allows is each
+# link's achieved bandwidth / 20: fewer SMs move proportionally less (twin.costs.comm.a2a_link_share,
+# docs/notes/s23csm_rule.md)
+A2A_SMS_SATURATING = 20
 
 
 @dataclass(frozen=True, kw_only=True)
