@@ -34,7 +34,8 @@ from twin.core.moe_specs import DYNAMIC_RUNS, DYNAMIC_TOKENS, MoeLoadSpec
 from twin.core.search_specs import PLAN_AXES, SearchSpec
 from twin.core.serve_specs import ServeSpec, TrafficSpec
 from twin.core.run_specs import CostSpec, EnergySpec, FailureSpec, RunSpec, UncertaintySpec
-from twin.core.specs import ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog, get_gpu
+from twin.core.specs import (A2A_SMS_SATURATING, ClusterSpec, GPUSpec, ModelSpec, ParallelPlan, Workload, _catalog,
+                             get_gpu)
 from twin.core.schedules import build_schedule, check_virtual_stages, num_stages
 
 TRAINING, PLAN, SERVING = "training", "plan", "serving"
@@ -161,6 +162,11 @@ class Scenario:
                                 f"{p.schedule} makes {stages} stages)", source)
         if p.held_comm_sms >= self.gpu.num_sms:
             raise ScenarioError("plan.comm_sms", p.held_comm_sms, f"< the GPU's {self.gpu.num_sms} SMs", source)
+        if m.is_moe and p.ep > 1 and p.held_comm_sms == 0:
+            # the all-to-all's bandwidth follows its SMs (twin.costs.comm.a2a_link_share): none cannot run it
+            raise ScenarioError("plan.comm_sms", 0, f">= 1 with expert parallelism (plan.ep = {p.ep}): DeepEP's dispatch "
+                                f"and combine run on the SMs held for them ({A2A_SMS_SATURATING} saturate IB and NVLink, "
+                                "V3 report §3.2.2)", source)
 
     def _check_inapplicable(self, source: str | None) -> None:
         """Refuse plan fields that do not apply to this model or plan, rather than ignore them."""

@@ -67,6 +67,12 @@ PARAM_GATHER_KINDS = ("ideal", "megatron_chained")   # twin.training.step.param_
 # SMs held for expert-parallel communication when the plan leaves plan.comm_sms out: V3's 20 of 132
 # (V3 report §3.2.2) with expert parallelism, none without (nothing runs DeepEP kernels)
 EP_COMM_SMS_DEFAULT = 20
+# SMs that saturate both legs of the expert-parallel all-to-all: V3 report §3.2.2, "only 20 SMs are
+# sufficient to fully utilize the bandwidths of IB and NVLink" (DeepEP V1 runs 24: docs/legacy.md's
+# Buffer.set_num_sms(24), at the links' ceilings). The lowest per-SM rate that claim allows is each
+# link's achieved bandwidth / 20: fewer SMs move proportionally less (twin.costs.comm.a2a_link_share,
+# docs/notes/s23csm_rule.md)
+A2A_SMS_SATURATING = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,7 +315,7 @@ class ParallelPlan:
     schedule: str = spec_field("dualpipe", choices=SCHEDULE_NAMES, doc="Pipeline schedule")
     virtual_stages: int = spec_field(1, unit="count", ge=1, le=MAX_DEGREE, doc="Model chunks per pipeline rank for schedule 'interleaved-1f1b' (>= 2 there; 1 for every other schedule)")
     stage_cut: str = spec_field("even", choices=STAGE_CUTS, doc="How the blocks are cut into pipeline model stages: 'even' by block count, the spare blocks to middle stages so the first (embedding) and last (head, MTP) stages carry fewer (what frameworks do with no layout given: torchtitan, Megatron-LM without --pipeline-model-parallel-layout, this project's real/ pipeline); 'balanced' cuts the blocks in order so the costliest stage's compute (forward + input and weight gradients, the embedding, output head and MTP modules included) is least, the other stages as even as that allows, as a planner that knows its stage costs lays them out (Megatron-Bridge's DeepSeek-V3 recipe gives its last of 16 stages one block beside the MTP module and the loss)")
-    comm_sms: int | None = spec_field(None, unit="count", ge=0, le=MAX_SMS, doc=f"SMs reserved for EP communication kernels; absent = {EP_COMM_SMS_DEFAULT} with expert parallelism (ep > 1, V3 report §3.2.2: 20 of 132), 0 without")
+    comm_sms: int | None = spec_field(None, unit="count", ge=0, le=MAX_SMS, doc=f"SMs reserved for EP communication kernels; absent = {EP_COMM_SMS_DEFAULT} with expert parallelism (ep > 1, V3 report §3.2.2: 20 of 132), 0 without. They take SMs from compute and set the all-to-all's bandwidth: each link at min(1, SMs / {A2A_SMS_SATURATING}) of its achieved figure ({A2A_SMS_SATURATING} saturate IB and NVLink, V3 §3.2.2; twin.costs.comm.a2a_link_share); >= 1 with expert parallelism")
     comm_sms_told: bool = spec_field(True, doc="Compute kernels are told the SMs left to them (DeepGEMM's SM count, as in V3): they slow by the SM share. False: they launch for every SM and run beside the communication kernels holding comm_sms, at the slowdown measured in sm_reserve.csv (Profile.sm_reserve)")
     max_nodes_per_token: int = spec_field(4, unit="count", ge=1, le=MAX_GPUS, doc="Node-limited routing: a token's experts span at most this many nodes (V3: 4)")
     recompute: str = spec_field("selective", choices=RECOMPUTE, doc="Activation recomputation: 'selective' recomputes RMSNorm and MLA up-projections as in V3 §3.3.3; 'selective_op' is torchtitan's per-op policy (selective_ac_option 'op': every elementwise op and every second BF16 linear recomputed, FP8 linears all, attention kept; twin.costs.flops.op_sac_recompute); 'full' recomputes whole layers; 'megatron_selective' is Megatron-LM's --recompute-activations (recompute_granularity 'selective': the core attention re-run in the backward, megatron/core/transformer/attention.py checkpoint_core_attention @ core_r0.8.0; Korthikanti et al. 2022), every other activation kept")

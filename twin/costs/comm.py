@@ -8,13 +8,26 @@ and NVLink legs (DeepEP moves both concurrently: IB to the target node, then NVL
 from __future__ import annotations
 
 from twin.costs.flops import Op
-from twin.core.specs import GPUSpec
+from twin.core.specs import A2A_SMS_SATURATING, GPUSpec
 
 
-def all_to_all_time_s(op: Op, gpu: GPUSpec, link_bw_scale: float = 1.0) -> float:
-    """Dispatch or combine of one micro-batch on one GPU (bytes per GPU are in the op)."""
-    ib_s = op.ib_bytes / (gpu.scale_out_achieved_bytes_per_s * link_bw_scale) if op.ib_bytes else 0.0
-    nvl_s = op.nvlink_bytes / (gpu.nvlink_achieved_bytes_per_s * link_bw_scale) if op.nvlink_bytes else 0.0
+def a2a_link_share(comm_sms: int | None) -> float:
+    """Share of the achieved link bandwidths an all-to-all on `comm_sms` SMs reaches:
+    min(1, SMs / A2A_SMS_SATURATING); None = not modelled (the links' full figure)."""
+    if comm_sms is None:
+        return 1.0
+    if comm_sms <= 0:
+        raise ValueError(f"an expert-parallel all-to-all needs SMs to run on (DeepEP's dispatch and combine are "
+                         f"SM kernels); got {comm_sms} SMs")
+    return min(1.0, comm_sms / A2A_SMS_SATURATING)
+
+
+def all_to_all_time_s(op: Op, gpu: GPUSpec, link_bw_scale: float = 1.0, comm_sms: int | None = None) -> float:
+    """Dispatch or combine of one micro-batch on one GPU (bytes per GPU are in the op), its kernels
+    on `comm_sms` SMs (a2a_link_share; None: as many as saturate the links)."""
+    scale = link_bw_scale * a2a_link_share(comm_sms)
+    ib_s = op.ib_bytes / (gpu.scale_out_achieved_bytes_per_s * scale) if op.ib_bytes else 0.0
+    nvl_s = op.nvlink_bytes / (gpu.nvlink_achieved_bytes_per_s * scale) if op.nvlink_bytes else 0.0
     latency = gpu.scale_out_latency_s if op.ib_bytes else gpu.nvlink_latency_s
     return max(ib_s, nvl_s) + latency
 

@@ -519,7 +519,10 @@ class StepCosts:
         return 1.0
 
     def _comm_s(self, op: Op) -> float:
-        return comm.all_to_all_time_s(op, self.gpu, self.link_bw_scale)
+        # the all-to-all runs on the SMs held for it under expert parallelism (a2a_link_share);
+        # without, nothing crosses GPUs and no SMs are held
+        p = self.sc.plan
+        return comm.all_to_all_time_s(op, self.gpu, self.link_bw_scale, p.held_comm_sms if p.ep > 1 else None)
 
     def _segments(self, ops) -> list[tuple[str, list[Op]]]:
         """Split a block's ops at its all-to-alls: [('attn', ...), ('dispatch', [op]), ('mlp', ...), ...]."""
