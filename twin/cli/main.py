@@ -393,7 +393,8 @@ def cmd_plan(args) -> int:
         return EXIT_INFEASIBLE
     if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
         budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
-        fastest = f"; the fastest takes {out.fastest.wall_days:.1f} days ({out.fastest.label})" if out.fastest else ""
+        fastest = (f"; the fastest takes {out.fastest.wall_days_goodput:.1f} days with failures ({out.fastest.label}; "
+                   f"{out.fastest.wall_days:.1f} compute days)" if out.fastest else "")
         print(f"infeasible: none of the {out.simulated:,} simulated plans trains {summary.count(out.tokens)} tokens within "
               f"{out.deadline_days:g} day{'' if out.deadline_days == 1 else 's'}{budget}{fastest}", file=sys.stderr)
         return EXIT_INFEASIBLE
