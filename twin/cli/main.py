@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the front of cost against time; or size a serving deployment (--rate, --ttft, --tpot)")
     _add_scenario_args(p, default=TRAINING_DEFAULT + "; with --rate/--ttft/--tpot, " + SERVING_DEFAULT)
     p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
-    p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
+    p.add_argument("--days", type=float, help="wall-clock deadline in days, met by a plan's days with the expected failure downtime of its cluster (overrides search.days)")
     p.add_argument("--budget", type=float, metavar="USD", help="the fastest plan costing at most this (search.budget_usd)")
     p.add_argument("--gpu", help="GPU types to consider, comma-separated (no list option at all: every catalog type and "
                                  "every plan axis, twin.planning.space.DEFAULT_VALUES)")
