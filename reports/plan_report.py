@@ -42,9 +42,10 @@ def plan_table(result: dict) -> tuple[list[dict], list[str]]:
 
 
 def front(rows: list[dict], key: str) -> list[dict]:
-    """The rows no other row beats on both wall-clock days and `key` (lower is better), fastest first."""
+    """The rows no other row beats on both wall-clock days with failure downtime and `key` (lower is
+    better), fastest first."""
     out = []
-    for r in sorted((r for r in rows if r.get(key) is not None), key=lambda r: (r["wall_days"], r[key])):
+    for r in sorted((r for r in rows if r.get(key) is not None), key=lambda r: (r["wall_days_goodput"], r[key])):
         if not out or r[key] < out[-1][key]:
             out.append(r)
     return out
@@ -56,34 +57,34 @@ def plot_cost_vs_days(result: dict):
     """One panel per unit: cost in USD for priced rows; GPU-hours for all rows when some have no price."""
     simulated = [r for r in result["rows"] if r["status"] == "simulated"]
     screened = [r for r in result["rows"] if r["status"] == "screened"]
-    priced = [r for r in simulated if r["cost_usd"] is not None]
+    priced = [r for r in simulated if r["cost_usd_goodput"] is not None]
     panels = []
     if priced:
-        panels.append(("cost_usd", "rental cost", pg.tick_usd, priced))
+        panels.append(("cost_usd_goodput", "rental cost", pg.tick_usd, priced))
     if len(priced) < len(simulated) or not priced:
         title = "GPU-hours (every simulated plan)" if priced else "GPU-hours (no GPU type has a price)"
-        panels.append(("gpu_hours", title, pg.tick_count, simulated))
+        panels.append(("gpu_hours_goodput", title, pg.tick_count, simulated))
     fig, axes = pg.figure(7.5, 3.6 * len(panels) + 0.8, nrows=len(panels), sharex=True, squeeze=False)
     gpus = sorted({r["gpu"] for r in simulated})
     best = result.get("best")
     for ax, (key, label, fmt, rows) in zip(axes[:, 0], panels):
         faint = [r for r in screened if r.get(key) is not None]
         if faint:
-            ax.scatter([r["wall_days"] for r in faint], [r[key] for r in faint], s=4, color="#bbbbbb",
+            ax.scatter([r["wall_days_goodput"] for r in faint], [r[key] for r in faint], s=4, color="#bbbbbb",
                        label="screened only (closed form)", rasterized=True)
         for i, gpu in enumerate(gpus):
             sub = [r for r in rows if r["gpu"] == gpu]
             if sub:
-                ax.scatter([r["wall_days"] for r in sub], [r[key] for r in sub], s=20, color=f"C{i}", label=gpu.upper())
+                ax.scatter([r["wall_days_goodput"] for r in sub], [r[key] for r in sub], s=20, color=f"C{i}", label=gpu.upper())
         f = front(rows, key)
         if f:
-            ax.step([r["wall_days"] for r in f], [r[key] for r in f], where="post", color="#555555", lw=1,
+            ax.step([r["wall_days_goodput"] for r in f], [r[key] for r in f], where="post", color="#555555", lw=1,
                     label="front (nothing is both faster and cheaper)")
         ax.axvline(result["deadline_days"], color="k", ls="--", lw=1, label=f"deadline ({pg.days(result['deadline_days'])})")
-        if key == "cost_usd" and result.get("budget_usd") is not None:
+        if key == "cost_usd_goodput" and result.get("budget_usd") is not None:
             ax.axhline(result["budget_usd"], color="k", ls=":", lw=1, label=f"budget ({pg.usd(result['budget_usd'])})")
         if best and best.get(key) is not None:
-            ax.scatter([best["wall_days"]], [best[key]], marker="*", s=220, c="red", zorder=3, label=f"chosen: {result['question']}")
+            ax.scatter([best["wall_days_goodput"]], [best[key]], marker="*", s=220, c="red", zorder=3, label=f"chosen: {result['question']}")
         ax.yaxis.set_major_formatter(pg.axis_formatter(fmt))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -93,7 +94,7 @@ def plot_cost_vs_days(result: dict):
             legend.setdefault(lab, h)
     # one legend for the figure, below the panels: it never covers a point
     fig.legend(list(legend.values()), list(legend), fontsize=8, loc="outside lower center", ncol=3)
-    axes[-1, 0].set_xlabel("wall-clock days")
+    axes[-1, 0].set_xlabel("wall-clock days with the expected failure downtime")
     axes[0, 0].set_title(f"{result['simulated']} simulated of {result['feasible']:,} that fit, {result['evaluated']:,} "
                          f"screened, for {pg.tokens(result['tokens'])}", fontsize=10)
     return fig
@@ -110,13 +111,16 @@ def _plan_text(r: dict) -> str:
 def _plan_cells(r: dict) -> list[str]:
     p = r["plan"]
     return [r["label"], r["gpu"].upper(), f"{r['num_gpus']:,}", _plan_text(r), str(p.get("schedule", "")),
-            str(p.get("micro_batch_seqs", "")), pg.days(r["wall_days"]), pg.count(r["gpu_hours"]),
-            pg.usd(r["cost_usd"]) if r["cost_usd"] is not None else "no price",
+            str(p.get("micro_batch_seqs", "")), pg.days(r["wall_days_goodput"]), pg.days(r["wall_days"]),
+            pg.pct(r["ettr_frac"]), pg.count(r["gpu_hours_goodput"]),
+            pg.usd(r["cost_usd_goodput"]) if r["cost_usd_goodput"] is not None else "no price",
             pg.pct(r["mfu_frac"]) if r["mfu_frac"] is not None else "-", pg.number(r["tokens_per_s_per_gpu"]),
             pg.gib(r["memory_per_gpu_bytes"])]
 
 
-PLAN_HEADER = ["plan", "GPU", "GPUs", "TP / PP / EP", "schedule", "micro-batch", "wall-clock", "GPU-hours", "cost",
+# wall-clock days, GPU-hours and cost with the expected failure downtime; compute days without (s23ettr)
+PLAN_HEADER = ["plan", "GPU", "GPUs", "TP / PP / EP", "schedule", "micro-batch", "wall-clock", "compute days", "ETTR",
+               "GPU-hours", "cost",
                "MFU (BF16 peak)", "tokens/s per GPU", "memory per GPU"]
 
 
@@ -125,14 +129,16 @@ def _verdict(r: dict) -> str:
     best, fastest = r.get("best"), r.get("fastest")
     within = f"within {deadline}" + (f" and {pg.usd(r['budget_usd'])}" if r.get("budget_usd") is not None else "")
     if best:
-        cost = pg.usd(best["cost_usd"]) if best["cost_usd"] is not None else "no price for its GPU type"
+        cost = pg.usd(best["cost_usd_goodput"]) if best["cost_usd_goodput"] is not None else "no price for its GPU type"
         what = "fastest" if r.get("budget_usd") is not None else "cheapest"
-        return (f"The {what} plan that trains {tok} {within} is {best['label']}: {pg.days(best['wall_days'])}, "
-                f"{pg.gpu_hours(best['gpu_hours'])}, {cost} ({r['num_meeting_deadline']} of {r['simulated']} simulated "
+        return (f"The {what} plan that trains {tok} {within} is {best['label']}: {pg.days(best['wall_days_goodput'])} "
+                f"with the expected failure downtime ({pg.days(best['wall_days'])} of compute, ETTR {pg.pct(best['ettr_frac'])}), "
+                f"{pg.gpu_hours(best['gpu_hours_goodput'])}, {cost} ({r['num_meeting_deadline']} of {r['simulated']} simulated "
                 f"plans qualify; {r['evaluated']:,} candidates screened).")
     if fastest:
         return (f"None of the {r['simulated']} simulated plans trains {tok} {within}; the fastest, "
-                f"{fastest['label']}, takes {pg.days(fastest['wall_days'])}.")
+                f"{fastest['label']}, takes {pg.days(fastest['wall_days_goodput'])} with the expected failure downtime "
+                f"({pg.days(fastest['wall_days'])} of compute).")
     reason = next(iter(r["infeasible_by_reason"]), "unknown")
     return f"None of the {r['evaluated']:,} candidates can run; the most common reason: {reason}."
 
@@ -164,14 +170,16 @@ def build_page(result: dict) -> Page:
            f"{r['simulated']} simulated. Question: {r['question']}.")
     p.section("Axes searched").table(["scenario key", "values"], [[k, ", ".join(str(v) for v in vs)] for k, vs in r["axes"].items()])
     p.section("The front: cost against time").para(
-        "Simulated plans that no other simulated plan beats on both wall-clock time and cost: each is the cheapest at its speed.")
+        "Simulated plans that no other simulated plan beats on both wall-clock time and cost: each is the cheapest at its speed. "
+        "Wall-clock days, GPU-hours and cost include the expected failure downtime at the plan's cluster size (interruptions, "
+        "restarts and checkpoints: the failure model `twin replay` applies, its ETTR shown); compute days are the steps alone.")
     simulated = [x for x in r["rows"] if x["status"] == "simulated"]
-    priced = front(simulated, "cost_usd")
+    priced = front(simulated, "cost_usd_goodput")
     if priced:
         p.table(PLAN_HEADER, [_plan_cells(x) for x in priced[:FRONT_ROWS]])
-    if any(x["cost_usd"] is None for x in simulated):
+    if any(x["cost_usd_goodput"] is None for x in simulated):
         p.para("Some GPU types have no price, so the same front in GPU-hours, over every simulated plan:")
-        p.table(PLAN_HEADER, [_plan_cells(x) for x in front(simulated, "gpu_hours")[:FRONT_ROWS]])
+        p.table(PLAN_HEADER, [_plan_cells(x) for x in front(simulated, "gpu_hours_goodput")[:FRONT_ROWS]])
     p.section("Screen against simulator").para(_screen_para(r["screen_error"]))
     if r["infeasible_by_reason"]:
         # the kind names the refusing field; its first candidate's reason says why (s23walk)
@@ -191,7 +199,7 @@ def build_page(result: dict) -> Page:
 
 
 # the fields of a screened-only row the page reads (its plot's faint points)
-PAGE_FIELDS = ("candidate_id", "status", "gpu", "wall_days", "cost_usd", "gpu_hours")
+PAGE_FIELDS = ("candidate_id", "status", "gpu", "wall_days_goodput", "cost_usd_goodput", "gpu_hours_goodput")
 
 
 def page_result(plan: PlanResult) -> dict:

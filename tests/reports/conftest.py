@@ -59,12 +59,16 @@ def served():
 
 
 def plan_row(gpu: str, num_gpus: int, pp: int, days: float, price: float | None) -> PlanRow:
+    """A simulated row with no failure downtime (ETTR 1: its days, GPU-hours and cost with failures
+    are its compute ones)."""
     gpu_hours = days * 24 * num_gpus
+    cost_usd = None if price is None else gpu_hours * price
     return PlanRow(candidate_id=f"{gpu}{num_gpus}pp{pp}", label=f"{gpu} x{num_gpus} pp{pp}", gpu=gpu, num_gpus=num_gpus,
                    plan={"tp": 1, "pp": pp, "ep": 64, "schedule": "dualpipe", "micro_batch_seqs": 1}, status="simulated",
                    feasible=True, screen_step_time_s=17.0 * (1 + pp / 400), step_time_s=17.0, mfu_frac=0.4,
                    tokens_per_s_per_gpu=1700.0, memory_per_gpu_bytes=70 * 2**30, wall_days=days,
-                   gpu_hours=gpu_hours, cost_usd=None if price is None else gpu_hours * price)
+                   gpu_hours=gpu_hours, cost_usd=cost_usd, ettr_frac=1.0, wall_days_goodput=days,
+                   gpu_hours_goodput=gpu_hours, cost_usd_goodput=cost_usd)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ def test_front_keeps_only_plans_nothing_beats_on_time_and_cost(planned):
 
 def test_page_names_the_cheapest_plan_on_time_and_the_screen_error(planned):
     p = build_page(to_json(planned[1]))
-    assert p.verdict == ("The cheapest plan that trains 14.8T tokens within 40 days is h800 x4096 pp16: 30 days, "
-                         "2.95M GPU-hours, $5.90M (4 of 5 simulated plans qualify; 6 candidates screened).")
+    assert p.verdict == ("The cheapest plan that trains 14.8T tokens within 40 days is h800 x4096 pp16: 30 days with the "
+                         "expected failure downtime (30 days of compute, ETTR 100%), 2.95M GPU-hours, $5.90M (4 of 5 "
+                         "simulated plans qualify; 6 candidates screened).")
     md = p.markdown()
     assert "| h800 x4096 pp16 | H800 | 4,096 | 1 / 16 / 64 |" in md
     assert "no price" in md and "in GPU-hours, over every simulated plan" in md
@@ -32,7 +33,8 @@ def test_no_plan_on_time_says_so(planned):
     data = to_json(planned[1])
     data.update(best=None, num_meeting_deadline=0, deadline_days=10.0)
     assert build_page(data).verdict == ("None of the 5 simulated plans trains 14.8T tokens within 10 days; the fastest, "
-                                        "b200 x2048 pp16, takes 18 days.")
+                                        "b200 x2048 pp16, takes 18 days with the expected failure downtime (18 days "
+                                        "of compute).")
 
 
 def test_writes_the_common_files_and_one_table_in_csv_and_parquet(tmp_path, planned):

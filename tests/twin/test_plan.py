@@ -262,7 +262,7 @@ def test_plan_with_no_plan_within_the_deadline_exits_3_naming_the_fastest(capsys
     captured = capsys.readouterr()
     assert code == 3 and "none meets the question" in captured.out
     assert re.search(r"^infeasible: none of the 1 simulated plans trains 14.8T tokens within 1 day; the fastest takes "
-                     r"[\d.]+ days \(2048xh800 ", captured.err, re.M)
+                     r"[\d.]+ days with failures \(2048xh800 ", captured.err, re.M)
 
 
 def test_plan_interrupted_mid_simulation_resumes_from_its_journal(tmp_path, monkeypatch, capsys):

@@ -393,7 +393,8 @@ def cmd_plan(args) -> int:
         return EXIT_INFEASIBLE
     if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
         budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
-        fastest = f"; the fastest takes {out.fastest.wall_days:.1f} days ({out.fastest.label})" if out.fastest else ""
+        fastest = (f"; the fastest takes {out.fastest.wall_days_goodput:.1f} days with failures ({out.fastest.label}; "
+                   f"{out.fastest.wall_days:.1f} compute days)" if out.fastest else "")
         print(f"infeasible: none of the {out.simulated:,} simulated plans trains {summary.count(out.tokens)} tokens within "
               f"{out.deadline_days:g} day{'' if out.deadline_days == 1 else 's'}{budget}{fastest}", file=sys.stderr)
         return EXIT_INFEASIBLE
@@ -692,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the front of cost against time; or size a serving deployment (--rate, --ttft, --tpot)")
     _add_scenario_args(p, default=TRAINING_DEFAULT + "; with --rate/--ttft/--tpot, " + SERVING_DEFAULT)
     p.add_argument("--tokens", type=float, help="tokens to train, e.g. 14.8e12 (overrides search.tokens of a plan scenario)")
-    p.add_argument("--days", type=float, help="wall-clock deadline in days (overrides search.days)")
+    p.add_argument("--days", type=float, help="wall-clock deadline in days, met by a plan's days with the expected failure downtime of its cluster (overrides search.days)")
     p.add_argument("--budget", type=float, metavar="USD", help="the fastest plan costing at most this (search.budget_usd)")
     p.add_argument("--gpu", help="GPU types to consider, comma-separated (no list option at all: every catalog type and "
                                  "every plan axis, twin.planning.space.DEFAULT_VALUES)")

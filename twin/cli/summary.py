@@ -260,6 +260,12 @@ def _open_run_note(sc, sim) -> str:
             f"keeps up with the rate at all; simulate at least {need:,} (--requests, traffic.num_requests)")
 
 
+def _days_text(r) -> str:
+    """A plan's wall-clock days with the expected failure downtime, and its compute days beside
+    (s23ettr: the deadline is met or missed by the first)."""
+    return f"{r.wall_days_goodput:.1f} days with failures ({r.wall_days:.1f} compute days, ETTR {r.ettr_frac:.1%})"
+
+
 def plan_summary(out) -> str:
     """A PlanResult: the space, the answer, the front, the screen's error, why candidates failed."""
     budget = f" and ${count(out.budget_usd)}" if out.budget_usd is not None else ""
@@ -267,13 +273,15 @@ def plan_summary(out) -> str:
             f"{out.num_meeting_deadline:,} simulated within {out.deadline_days:g} days{budget}")
     best = out.best
     if best is not None:
-        text += (f"\n{out.question}: {best.label}: {best.wall_days:.1f} days, {count(best.gpu_hours)} GPU-hours, "
-                 f"{usd(best.cost_usd)}, MFU {best.mfu_frac:.1%} of BF16 peak")
+        text += (f"\n{out.question}: {best.label}: {_days_text(best)}, {count(best.gpu_hours_goodput)} GPU-hours, "
+                 f"{usd(best.cost_usd_goodput)}, MFU {best.mfu_frac:.1%} of BF16 peak")
     elif out.fastest is not None:
-        text += f"\nnone meets the question; the fastest simulated plan: {out.fastest.label}, {out.fastest.wall_days:.1f} days"
-    rows = [(r.label, f"{r.wall_days:.1f}", count(r.gpu_hours), usd(r.cost_usd), f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
+        text += f"\nnone meets the question; the fastest simulated plan: {out.fastest.label}, {_days_text(out.fastest)}"
+    rows = [(r.label, f"{r.wall_days_goodput:.1f}", f"{r.wall_days:.1f}", count(r.gpu_hours_goodput), usd(r.cost_usd_goodput),
+             f"{r.mfu_frac:.1%}") for r in out.pareto[:12]]
     if rows:
-        text += "\n\nfront of cost against time (simulated)\n" + table(rows, header=("plan", "days", "GPU-hours", "cost", "MFU (BF16)"))
+        text += ("\n\nfront of cost against time (simulated; days, GPU-hours and cost with the expected failure downtime)\n"
+                 + table(rows, header=("plan", "days", "compute days", "GPU-hours", "cost", "MFU (BF16)")))
     e = out.screen_error
     if e.num_compared:
         text += (f"\n\nscreen step time vs simulator over {e.num_compared} plans: median |error| {e.median_abs_frac:.1%}, "

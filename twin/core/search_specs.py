@@ -44,7 +44,7 @@ class SearchSpec:
     `budget_usd`), over these lists."""
 
     tokens: float = spec_field(unit="tokens", gt=0, le=MAX_TOKENS, doc="Tokens to train")
-    days: float = spec_field(unit="days", gt=0, le=MAX_DAYS, doc="Wall-clock deadline")
+    days: float = spec_field(unit="days", gt=0, le=MAX_DAYS, doc="Wall-clock deadline, met by a plan's days with the expected failure downtime of its cluster size (failures section)")
     budget_usd: float | None = spec_field(None, unit="USD", gt=0, le=MAX_BUDGET_USD, doc="Budget: when given, the question is the fastest plan that costs at most this (the deadline still bounds the front)")
     gpu: tuple[str, ...] = spec_field((), max_items=MAX_VALUES, doc="GPU types to consider (catalog names; empty = cluster.gpu, or the whole catalog when no list is given)")
     num_gpus: tuple[int, ...] = spec_field((), unit="count", ge=1, le=MAX_GPUS, max_items=MAX_VALUES, doc="GPU counts to consider")

@@ -39,9 +39,15 @@ class PlanRow:
     mfu_frac: float | None = None
     tokens_per_s_per_gpu: float | None = None
     memory_per_gpu_bytes: float | None = None
-    wall_days: float | None = None
-    gpu_hours: float | None = None
-    cost_usd: float | None = None          # None where the GPU type has no price
+    wall_days: float | None = None         # compute days: the steps alone, no failure
+    gpu_hours: float | None = None         # of the compute days
+    cost_usd: float | None = None          # of the compute days; None where the GPU type has no price
+    # with the expected failure downtime of the plan's cluster size (twin.training.failures.job_goodput,
+    # as `twin replay` adds it): what the deadline, the budget, the ranking and the front use (s23ettr)
+    ettr_frac: float | None = None         # effective training time ratio (1 where the failure model is off)
+    wall_days_goodput: float | None = None
+    gpu_hours_goodput: float | None = None
+    cost_usd_goodput: float | None = None
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,11 @@ from twin.planning.result import (CHEAPEST, FASTEST, INFEASIBLE, INVALID, SCREEN
                                   ScreenError, reason_kind)
 from twin.planning.screen import screen
 from twin.planning.space import Candidate, apply, axes, candidates, check_axis_values, check_size
+from twin.training import failures
 from twin.training.step import simulate_step
 
 SCREEN, SIMULATE = "screen", "simulate"   # the two phases whose rows a journal keeps
+ROW_FORMAT = "goodput"    # a journaled row's fields: with the failure downtime since s23ettr (question_key)
 SCREEN_BATCH = 256        # candidates per task sent to a worker (each ~2.3 ms to screen for V3)
 # a candidate the screen puts this much beyond the deadline or budget may still meet it once
 # simulated: the screen's P90 error on V3 plans is a few per cent
@@ -71,12 +73,19 @@ def _row(base: Scenario, cand: Candidate, **fields) -> PlanRow:
                    plan={k[5:]: v for k, v in cand.settings if k.startswith("plan.")}, **fields)
 
 
-def _run_figures(step_time_s: float, tokens_per_step: float, num_gpus: int, tokens: float, price: float | None) -> dict:
+def _run_figures(sc: Scenario, step_time_s: float, tokens_per_step: float, tokens: float, price: float | None) -> dict:
+    """Days, GPU-hours and cost of `tokens` at the step time: of the steps alone (compute), and with
+    the expected failure downtime of the cluster (`_goodput`, as `twin replay` adds it to a stage)."""
+    num_gpus = sc.cluster.num_gpus
     wall_s = tokens / tokens_per_step * step_time_s
     gpu_hours = wall_s * num_gpus / SECONDS_PER_HOUR
+    gp = failures.job_goodput(sc.failures, sc.model, num_gpus, sc.gpu.gpus_per_node, wall_s)
+    ettr = gp.ettr_frac if gp else 1.0
     return {"wall_days": wall_s / SECONDS_PER_DAY, "gpu_hours": gpu_hours,
             "cost_usd": gpu_hours * price if price is not None else None,
-            "tokens_per_s_per_gpu": tokens_per_step / step_time_s / num_gpus}
+            "tokens_per_s_per_gpu": tokens_per_step / step_time_s / num_gpus,
+            "ettr_frac": ettr, "wall_days_goodput": wall_s / ettr / SECONDS_PER_DAY, "gpu_hours_goodput": gpu_hours / ettr,
+            "cost_usd_goodput": gpu_hours / ettr * price if price is not None else None}
 
 
 def screen_one(base: Scenario, cand: Candidate, tokens: float, prices: dict[str, float]) -> PlanRow:
@@ -90,7 +99,7 @@ def screen_one(base: Scenario, cand: Candidate, tokens: float, prices: dict[str,
     if not est.fits:
         return _row(base, cand, status=INFEASIBLE, feasible=False, reason=est.reason, screen_step_time_s=est.step_time_s,
                     memory_per_gpu_bytes=est.memory_per_gpu_bytes)
-    figures = _run_figures(est.step_time_s, sc.workload.tokens_per_step, sc.cluster.num_gpus, tokens, prices.get(sc.cluster.gpu))
+    figures = _run_figures(sc, est.step_time_s, sc.workload.tokens_per_step, tokens, prices.get(sc.cluster.gpu))
     return _row(base, cand, status=SCREENED, feasible=True, screen_step_time_s=est.step_time_s, step_time_s=est.step_time_s,
                 memory_per_gpu_bytes=est.memory_per_gpu_bytes, **figures)
 
@@ -111,7 +120,7 @@ def simulate_one(base: Scenario, cand: Candidate, tokens: float, prices: dict[st
         return _row(base, cand, status=INVALID, feasible=False, reason=f"invalid: {exc}")
     except InfeasiblePlan as exc:
         return _row(base, cand, status=INFEASIBLE, feasible=False, reason=exc.reason, screen_step_time_s=screen_step_time_s)
-    figures = _run_figures(res.step_time_s, res.tokens_per_step, sc.cluster.num_gpus, tokens, prices.get(sc.cluster.gpu))
+    figures = _run_figures(sc, res.step_time_s, res.tokens_per_step, tokens, prices.get(sc.cluster.gpu))
     return _row(base, cand, status=SIMULATED, feasible=True, screen_step_time_s=screen_step_time_s,
                 step_time_s=res.step_time_s, mfu_frac=res.mfu_frac, memory_per_gpu_bytes=res.memory_per_gpu_bytes, **figures)
 
@@ -121,27 +130,31 @@ def _simulate_task(args) -> PlanRow:
 
 
 def _price_key(r: PlanRow):
-    """Cost in USD; a GPU type without a price ranks after every priced plan, by GPU-hours."""
-    return (r.cost_usd is None, r.cost_usd if r.cost_usd is not None else r.gpu_hours)
+    """Cost in USD with failure downtime; a GPU type without a price ranks after every priced plan,
+    by GPU-hours."""
+    return (r.cost_usd_goodput is None, r.cost_usd_goodput if r.cost_usd_goodput is not None else r.gpu_hours_goodput)
 
 
 def front(rows: list[PlanRow]) -> list[PlanRow]:
-    """The rows no other row beats on both wall-clock days and price (_price_key), fastest first."""
+    """The rows no other row beats on both wall-clock days with failure downtime and price
+    (_price_key), fastest first."""
     out: list[PlanRow] = []
-    for r in sorted(rows, key=lambda r: (r.wall_days, _price_key(r))):
+    for r in sorted(rows, key=lambda r: (r.wall_days_goodput, _price_key(r))):
         if not out or _price_key(r) < _price_key(out[-1]):
             out.append(r)
     return out
 
 
 def _meets(r: PlanRow, days: float, budget: float | None, margin: float = 0.0) -> bool:
-    if r.wall_days > days * (1 + margin):
+    """Within the deadline (and budget) with the expected failure downtime: compute days that fit a
+    deadline the run's interruptions overrun do not meet it (s23ettr)."""
+    if r.wall_days_goodput > days * (1 + margin):
         return False
-    return budget is None or (r.cost_usd is not None and r.cost_usd <= budget * (1 + margin))
+    return budget is None or (r.cost_usd_goodput is not None and r.cost_usd_goodput <= budget * (1 + margin))
 
 
 def _objective(budget: float | None) -> Callable[[PlanRow], tuple]:
-    return (lambda r: (r.wall_days,)) if budget is not None else _price_key
+    return (lambda r: (r.wall_days_goodput,)) if budget is not None else _price_key
 
 
 def pick_survivors(screened: list[PlanRow], days: float, budget: float | None, k: int) -> list[PlanRow]:
@@ -150,7 +163,7 @@ def pick_survivors(screened: list[PlanRow], days: float, budget: float | None, k
     own front of cost against time (it holds the answer of every other budget or deadline)."""
     key = _objective(budget)
     near = sorted((r for r in screened if _meets(r, days, budget, SCREEN_MARGIN_FRAC)), key=key)
-    rest = sorted((r for r in screened if not _meets(r, days, budget, SCREEN_MARGIN_FRAC)), key=lambda r: r.wall_days)
+    rest = sorted((r for r in screened if not _meets(r, days, budget, SCREEN_MARGIN_FRAC)), key=lambda r: r.wall_days_goodput)
     chosen = {r.candidate_id: r for r in (near + rest)[:k]}
     for r in front(screened):
         chosen.setdefault(r.candidate_id, r)
@@ -170,7 +183,9 @@ def screen_error(rows: list[PlanRow]) -> ScreenError:
 def question_key(base: Scenario, tokens: float, prices: dict[str, float]) -> str:
     """What a journaled row's figures depend on beside its candidate: the base scenario, the tokens
     and the prices (12 hex digits of a SHA-1)."""
-    text = json.dumps([base.to_dict(), tokens, sorted(prices.items())], sort_keys=True, separators=(",", ":"), default=str)
+    # ROW_FORMAT: rows journaled before a row held its failure downtime (s23ettr) are not resumed
+    text = json.dumps([base.to_dict(), tokens, sorted(prices.items()), ROW_FORMAT], sort_keys=True, separators=(",", ":"),
+                      default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -264,7 +279,7 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
         evaluated=len(ordered), feasible=len(feasible), simulated=len(simulated), num_meeting_deadline=len(meeting),
         infeasible_by_reason=dict(reasons.most_common()),
         best=min(meeting, key=_objective(spec.budget_usd)) if meeting else None,
-        fastest=min(simulated, key=lambda r: r.wall_days) if simulated else None,
+        fastest=min(simulated, key=lambda r: r.wall_days_goodput) if simulated else None,
         pareto=tuple(front(simulated)), screen_error=screen_error(ordered), rows=tuple(ordered))
 
 

@@ -21,6 +21,7 @@ from importlib import resources
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.units import SECONDS_PER_HOUR
+from twin.costs.flops import param_counts
 
 
 @functools.cache
@@ -90,3 +91,19 @@ def goodput(spec, num_gpus: int, num_params: float, num_nodes: int, ideal_wall_s
             f"less than restart {u0:.0f} s + half a checkpoint interval {dt / 2:.0f} s",
             {"job_mtbf_s": mtbf, "restart_overhead_s": u0, "checkpoint_interval_s": dt})
     return Goodput(rate, mtbf, write_s, dt, rule, u0, ettr, ideal_wall_s / ettr / mtbf if math.isfinite(mtbf) else 0.0, by_cat)
+
+
+def checkpointed_params(model) -> float:
+    """Parameters a checkpoint holds: the model's total and its MTP modules'."""
+    pc = param_counts(model)
+    return float(pc["total_params"] + pc["mtp_params"])
+
+
+def job_goodput(spec, model, num_gpus: int, gpus_per_node: int, ideal_wall_s: float = 0.0) -> Goodput | None:
+    """The goodput of a training job of `model` on `num_gpus` GPUs under the FailureSpec `spec`, or
+    None where the failure model is off (ETTR 1). The one place `twin replay` (each stage) and
+    `twin plan` (each candidate) take a run's expected failure downtime from (s23ettr)."""
+    if not spec.enabled:
+        return None
+    num_nodes = -(-num_gpus // gpus_per_node)
+    return goodput(spec, num_gpus, checkpointed_params(model), num_nodes, ideal_wall_s)

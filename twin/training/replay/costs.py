@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from twin.core.scenario import Scenario
 from twin.core.specs import training_claims
 from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
-from twin.costs.flops import param_counts
 from twin.training import costmodel, failures
 from twin.training.replay.stages import StageRun
 
@@ -21,11 +20,6 @@ class Inputs:
 
     failure_rate_scale: float = 1.0
     pue: float | None = None
-
-
-def _num_params(sc: Scenario) -> float:
-    pc = param_counts(sc.model)
-    return float(pc["total_params"] + pc["mtp_params"])
 
 
 def evaluate(sc: Scenario, runs: list[StageRun], time_scale: list[float] | None = None,
@@ -50,12 +44,8 @@ def evaluate(sc: Scenario, runs: list[StageRun], time_scale: list[float] | None 
         n_gpus = s.cluster.num_gpus
         wall = r.wall_s * (time_scale[i] if time_scale else 1.0)
         gh = costmodel.gpu_hours(wall, n_gpus)
-        num_nodes = -(-n_gpus // gpu.gpus_per_node)
-        if sc.failures.enabled:
-            gp = failures.goodput(fspec, n_gpus, _num_params(sc), num_nodes, wall)
-            ettr = gp.ettr_frac
-        else:
-            gp, ettr = None, 1.0
+        gp = failures.job_goodput(fspec, sc.model, n_gpus, gpu.gpus_per_node, wall)
+        ettr = gp.ettr_frac if gp else 1.0
         en = costmodel.energy_of(wall, n_gpus, gpu.gpus_per_node, gpu.tdp_w, r.util_frac, sc.energy, inputs.pue)
         full = r.full_step
         row.update(
