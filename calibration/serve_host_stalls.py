@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 
 import numpy as np
@@ -38,7 +37,7 @@ from calibration import records as rec
 from calibration import serve_switch_compare as sscm
 from calibration.prereg import PREREG_DIR, write_registered
 from calibration.records_io import csv_exists, read_csv
-from calibration.serve_load_validation import FIGURES, TARGETS
+from calibration.serve_load_validation import FIGURES
 from twin.serving import engine as serve_engine
 from twin.serving import timing
 
@@ -123,14 +122,9 @@ def compare(preds: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
     out = []
     for r in records.to_dict("records"):
         for p in preds[(preds["gpu"] == r["gpu"]) & (preds["run_id"] == r["run_id"])].to_dict("records"):
-            row = {"gpu": r["gpu"], "model": r["model"], "run_id": r["run_id"], "twin": p["twin"],
-                   "variant": "host_input", "probe_s": r["probe_s"], "gpu_name": r.get("gpu_name", "")}
-            for k in FIGURES:
-                meas = float(r[k]) if r.get(k) not in (None, "") else math.nan
-                err = p[k] / meas - 1.0 if meas and math.isfinite(meas) else math.nan
-                row.update({f"{k}_measured": meas, f"{k}_predicted": float(p[k]), f"{k}_rel_error": err,
-                            f"{k}_within_target": bool(math.isfinite(err) and abs(err) <= TARGETS[k])})
-            out.append(row)
+            out.append({"gpu": r["gpu"], "model": r["model"], "run_id": r["run_id"], "twin": p["twin"],
+                        "variant": "host_input", "probe_s": r["probe_s"], "gpu_name": r.get("gpu_name", ""),
+                        **ps.figure_errors(r, p)})
     return out
 
 
