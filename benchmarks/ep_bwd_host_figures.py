@@ -14,22 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration import ep_fresh, ep_postsync, prereg_pp4
+from calibration import ep_postsync
 from calibration import records as rec
 
 RUN_PREFIX = "s23bwd2_"
-
-
-def _line(name: str, err: np.ndarray) -> str:
-    if len(err) == 0:
-        return f"  {name}: no rows"
-    a = np.abs(err)
-    return (f"  {name}: n={len(err)} median {np.median(a):.2%} P90 {np.percentile(a, 90):.2%} max over "
-            f"{err.max():+.2%} | " + " ".join(f"{e:+.1%}" for e in err))
 
 
 def fresh_runs(root: Path = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
@@ -55,25 +46,16 @@ def main() -> int:
                 print(f"  fresh {gpu}x2 {run.name}: no rows")
                 continue
             for label in ("committed", "own"):
-                print(_line(f"fresh {gpu}x2 {run.name} {label}", t[f"rel_error_{label}"].to_numpy()))
+                print(ep_postsync.error_line(f"fresh {gpu}x2 {run.name} {label}", t[f"rel_error_{label}"].to_numpy()))
                 small = t[t["model"] == "bench-small"]
-                print(_line(f"  bench-small {label}", small[f"rel_error_{label}"].to_numpy()))
+                print(ep_postsync.error_line(f"  bench-small {label}", small[f"rel_error_{label}"].to_numpy()))
             print(t[["part", "num_microbatches", "measured_s", "predicted_s_committed", "predicted_s_own"]]
                   .to_string(index=False))
-        for gpu in ("h100", "h200"):
-            print(_line(f"s20epnew {gpu}x2", ep_fresh.s20epnew_live(True, gpu, routed=True)["rel_error"].to_numpy()))
-        inputs: dict = {}
-        for sub in (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR):
-            sec = prereg_pp4.live_section(sub, True, inputs=inputs)
-            err = np.array([r["rel_error"] for r in sec["rows"]])
-            idle = sec["idle"]
-            mis = sum(1 for p in sec["ranking"] if p["resolved"] and not p["ordered"])
-            print(_line(f"{sub} pp2ep2", err) + f" | idle within {sum(i['within'] for i in idle)} of {len(idle)}, "
-                  f"misordered {mis} of {sum(1 for p in sec['ranking'] if p['resolved'])}")
+        print("\n".join(ep_postsync.ep_guard_lines()))
         for gpu, run in ep_postsync.runs():   # seen per phase before the rule: reported, not judged
             live = ep_postsync.holdout_live(run, gpu)
             if not live.empty:
-                print(_line(f"(seen) s23ephost {gpu}x2 {run.name}", live["rel_error"].to_numpy()))
+                print(ep_postsync.error_line(f"(seen) s23ephost {gpu}x2 {run.name}", live["rel_error"].to_numpy()))
     return 0
 
 

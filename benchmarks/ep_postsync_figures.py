@@ -13,18 +13,10 @@ every row's error; for the 4-GPU deliveries the idle rank-rows within tolerance 
 
 from __future__ import annotations
 
-import numpy as np
-
 import calibration.pipeline as pipe
-from calibration import ep_fresh, ep_postsync, prereg_pp4
+from calibration import ep_postsync
 
 SETTINGS = {"off": (False, False), "A": (True, False), "A+B": (True, True)}
-
-
-def _line(name: str, err: np.ndarray) -> str:
-    a = np.abs(err)
-    return (f"  {name}: n={len(err)} median {np.median(a):.2%} P90 {np.percentile(a, 90):.2%} max over "
-            f"{err.max():+.2%} | " + " ".join(f"{e:+.1%}" for e in err))
 
 
 def main() -> int:
@@ -34,17 +26,8 @@ def main() -> int:
         for gpu, run in ep_postsync.runs():
             live = ep_postsync.holdout_live(run, gpu)
             if not live.empty:
-                print(_line(f"fresh {gpu}x2 {run.name}", live["rel_error"].to_numpy()))
-        for gpu in ("h100", "h200"):
-            print(_line(f"s20epnew {gpu}x2", ep_fresh.s20epnew_live(True, gpu, routed=True)["rel_error"].to_numpy()))
-        inputs: dict = {}
-        for sub in (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR):
-            sec = prereg_pp4.live_section(sub, True, inputs=inputs)
-            err = np.array([r["rel_error"] for r in sec["rows"]])
-            idle = sec["idle"]
-            mis = sum(1 for p in sec["ranking"] if p["resolved"] and not p["ordered"])
-            print(_line(f"{sub} pp2ep2", err) + f" | idle within {sum(i['within'] for i in idle)} of {len(idle)}, "
-                  f"misordered {mis} of {sum(1 for p in sec['ranking'] if p['resolved'])}")
+                print(ep_postsync.error_line(f"fresh {gpu}x2 {run.name}", live["rel_error"].to_numpy()))
+        print("\n".join(ep_postsync.ep_guard_lines()))
     return 0
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
-from calibration import ep_host, prereg
+from calibration import ep_fresh, ep_host, prereg, prereg_pp4
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
@@ -199,6 +199,31 @@ def runs(root: Path | str = rec.MEASUREMENTS_DIR) -> list[tuple[str, Path]]:
     """(gpu, folder) of each committed delivery (<gpu>x2/s23ephost_<stamp>/)."""
     return [(host.name[:-2], folder) for host in sorted(Path(root).glob("*x2"))
             for folder in sorted(host.glob(RUN_PREFIX + "*")) if folder.is_dir()]
+
+
+def error_line(name: str, err: np.ndarray) -> str:
+    """One printed line of relative errors: count, median and P90 |error|, the largest over-prediction, each row."""
+    if len(err) == 0:
+        return f"  {name}: no rows"
+    a = np.abs(err)
+    return (f"  {name}: n={len(err)} median {np.median(a):.2%} P90 {np.percentile(a, 90):.2%} max over "
+            f"{err.max():+.2%} | " + " ".join(f"{e:+.1%}" for e in err))
+
+
+def ep_guard_lines() -> list[str]:
+    """The committed EP figures an EP host change is guarded by, at the switches as set: s20epnew's 2xH100 and 2xH200
+    EP2 steps at their routing, and the s21pp4 / s21pp4b pp2ep2 rows with their idle within-counts and misordered
+    schedule pairs (benchmarks/ep_postsync_figures.py, benchmarks/ep_bwd_host_figures.py)."""
+    out = [error_line(f"s20epnew {gpu}x2", ep_fresh.s20epnew_live(True, gpu, routed=True)["rel_error"].to_numpy())
+           for gpu in ("h100", "h200")]
+    inputs: dict = {}
+    for sub in (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR):
+        sec = prereg_pp4.live_section(sub, True, inputs=inputs)
+        err = np.array([r["rel_error"] for r in sec["rows"]])
+        resolved = [p for p in sec["ranking"] if p["resolved"]]
+        out.append(error_line(f"{sub} pp2ep2", err) + f" | idle within {sum(i['within'] for i in sec['idle'])} of "
+                   f"{len(sec['idle'])}, misordered {sum(not p['ordered'] for p in resolved)} of {len(resolved)}")
+    return out
 
 
 def main(argv: list[str]) -> int:
