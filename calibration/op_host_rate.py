@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import records as rec
-from calibration import step_host
+from calibration import step_host, step_protocol
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
@@ -135,26 +135,14 @@ def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_
     host_rate_over_probe's quantity). Columns: run, model, batch, prompt_len, kernels, twin_ops, per_kernel,
     per_twin_op."""
     out, profiles = [], {}
-    for gpu, sub in runs:
-        folder = Path(root) / gpu / sub
-        if not csv_exists(folder / "serve_kernels.csv"):
-            continue
+    for gpu, sub, r, kernels, s, ratio in step_protocol.decode_records(runs, root):
         if gpu not in profiles:
             profiles[gpu] = load_fitted_profile(gpu, rec.load_records(gpu, root))[0]
-        model, hd, steps, kernels = (read_csv(folder / f) for f in (
-            "model.csv", "host_dispatch.csv", "serve_steps.csv", "serve_kernels.csv"))
-        ratio = step_host.fit_step_ratio(hd, steps, gpu)
-        for _, r in model[model["bench"] == "decode"].iterrows():
-            k = kernels[(kernels["model"] == r["model"]) & (kernels["batch"] == r["batch"])
-                        & (kernels["prompt_len"] == r["prompt_len"])]["kernels"]
-            s = step_host.record_steps(steps, r)
-            if not (len(k) and len(s)):
-                continue
-            host = float(s["host_s"].astype(float).median()) / (ratio * float(s["host_probe_launch_s"].astype(float).median()))
-            ops = step_ops(r, gpu, profiles[gpu])
-            out.append({"run": f"{gpu} {sub}", "model": r["model"], "batch": int(r["batch"]),
-                        "prompt_len": int(r["prompt_len"]), "kernels": float(k.iloc[0]), "twin_ops": ops,
-                        "per_kernel": host / float(k.iloc[0]), "per_twin_op": host / ops})
+        host = float(s["host_s"].astype(float).median()) / (ratio * float(s["host_probe_launch_s"].astype(float).median()))
+        ops = step_ops(r, gpu, profiles[gpu])
+        out.append({"run": f"{gpu} {sub}", "model": r["model"], "batch": int(r["batch"]),
+                    "prompt_len": int(r["prompt_len"]), "kernels": kernels, "twin_ops": ops,
+                    "per_kernel": host / kernels, "per_twin_op": host / ops})
     return pd.DataFrame(out)
 
 

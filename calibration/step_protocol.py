@@ -142,11 +142,9 @@ HOST_STEPS_RUNS = (("h100", "s21host2"), ("h100", "s21host2_repeat"), ("h200", "
                    *S21HOST2B_RUNS)
 
 
-def host_rate_over_probe(root: Path = rec.MEASUREMENTS_DIR, runs=HOST_STEPS_RUNS) -> pd.DataFrame:
-    """Per run and model, the median over its decode records of (the probed steps' median of host_s / profiled kernels
-    / (the run's fitting ratio x the step's probe)): how a model's own host time per kernel sits against the rate the
-    probe implies (1 = as the fitting layers). Rows: run; columns: model."""
-    out = []
+def decode_records(runs=HOST_STEPS_RUNS, root: Path = rec.MEASUREMENTS_DIR):
+    """Each decode record of the host_steps runs (gpu, folder) that has its profiled kernel count and probed steps:
+    (gpu, run folder name, the model.csv row, its profiled kernels, its probed steps, the run's fitting ratio)."""
     for gpu, sub in runs:
         folder = Path(root) / gpu / sub
         if not csv_exists(folder / "serve_kernels.csv"):
@@ -159,8 +157,17 @@ def host_rate_over_probe(root: Path = rec.MEASUREMENTS_DIR, runs=HOST_STEPS_RUNS
                         & (kernels["prompt_len"] == r["prompt_len"])]["kernels"]
             s = step_host.record_steps(steps, r)
             if len(k) and len(s):
-                rate = s["host_s"].astype(float) / float(k.iloc[0]) / (ratio * s["host_probe_launch_s"].astype(float))
-                out.append({"run": f"{gpu} {sub}", "model": r["model"], "ratio": float(rate.median())})
+                yield gpu, sub, r, float(k.iloc[0]), s, ratio
+
+
+def host_rate_over_probe(root: Path = rec.MEASUREMENTS_DIR, runs=HOST_STEPS_RUNS) -> pd.DataFrame:
+    """Per run and model, the median over its decode records of (the probed steps' median of host_s / profiled kernels
+    / (the run's fitting ratio x the step's probe)): how a model's own host time per kernel sits against the rate the
+    probe implies (1 = as the fitting layers). Rows: run; columns: model."""
+    out = []
+    for gpu, sub, r, kernels, s, ratio in decode_records(runs, root):
+        rate = s["host_s"].astype(float) / kernels / (ratio * s["host_probe_launch_s"].astype(float))
+        out.append({"run": f"{gpu} {sub}", "model": r["model"], "ratio": float(rate.median())})
     df = pd.DataFrame(out)
     return df.groupby(["run", "model"])["ratio"].median().unstack() if len(df) else df
 
