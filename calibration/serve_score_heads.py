@@ -25,11 +25,11 @@ judgement, as written in docs/notes/s23closed_rule.md.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import math
 import sys
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +73,9 @@ def registration(name: str) -> prereg_serve.Registration:
     return prereg_serve.REGISTRATIONS[name]
 
 
-@contextlib.contextmanager
 def head_scaled(on: bool):
     """twin.serving.timing.ADOPT_HEAD_SCALED_SCORES set to `on`, restored after."""
-    saved = timing.ADOPT_HEAD_SCALED_SCORES
-    timing.ADOPT_HEAD_SCALED_SCORES = on
-    try:
-        yield
-    finally:
-        timing.ADOPT_HEAD_SCALED_SCORES = saved
+    return mock.patch.object(timing, "ADOPT_HEAD_SCALED_SCORES", on)
 
 
 def replays(on: bool, root: Path | str = rec.MEASUREMENTS_DIR, names=REGISTRATIONS + EXTRA) -> list[dict]:
@@ -152,15 +146,9 @@ ONE_GPU_TABLES = ("real-serve-h100-ep1", "real-serve-h200-ep1")
 COMMITTED_SETS = ("committed_holdout", "committed_fit", "with_input_holdout", "s13srv_fit", "never_fitted_holdout")
 
 
-@contextlib.contextmanager
 def launch_overlap(on: bool):
     """calibration.serve_engine_fit.LAUNCH_OVERLAP set to `on`, restored after."""
-    saved = sef.LAUNCH_OVERLAP
-    sef.LAUNCH_OVERLAP = on
-    try:
-        yield
-    finally:
-        sef.LAUNCH_OVERLAP = saved
+    return mock.patch.object(sef, "LAUNCH_OVERLAP", on)
 
 
 def overlap_tables() -> dict[str, dict]:
@@ -198,15 +186,9 @@ def second_candidate(root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
 ONE_GPU_FOLDERS = {"real-serve-h100-ep1": "h100", "real-serve-h200-ep1": "h200"}
 
 
-@contextlib.contextmanager
 def launch_floor(on: bool):
     """twin.serving.timing.ADOPT_LAUNCH_FLOOR set to `on`, restored after."""
-    saved = timing.ADOPT_LAUNCH_FLOOR
-    timing.ADOPT_LAUNCH_FLOOR = on
-    try:
-        yield
-    finally:
-        timing.ADOPT_LAUNCH_FLOOR = saved
+    return mock.patch.object(timing, "ADOPT_LAUNCH_FLOOR", on)
 
 
 def floor_terms(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
@@ -335,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         base = rows["committed"]
         for name, rs in rows.items():
             c = _criteria(base, rs)
-            (p_off, p_on), (r_off, r_on), (a_off, a_on) = c["closed_ttft_p99"], c["closed_other_checks"], c["all"]
+            (_, p_on), (_, r_on), (_, a_on) = c["closed_ttft_p99"], c["closed_other_checks"], c["all"]
             print(f"{name:15} closed TTFT P99 {p_on[0]}/{len(closed(rs))} median |err| {p_on[1]:.1%}; closed other "
                   f"{r_on}; all {a_on[0]}/{len(rs) * len(FIGURES)} median {a_on[1]:.2%}; criteria vs committed: "
                   + ", ".join(f"{k} {'met' if v else 'no'}" for k, v in c["criteria"].items()))
