@@ -351,6 +351,27 @@ _S23C_RUNS = (RunSpec("poisson-r24-mid", "poisson", S21_IN, S21_OUT, rate_per_s=
 S23_PLANS = {f"gpu1-s23-{s21_short(m)}": _s21_plan(m, runs=_S23_RUNS, prefix="n23") for m in S21_MODELS}
 S23C_PLANS = {f"gpu1-s23c-{s21_short(m)}": _s21_plan(m, runs=_S23C_RUNS, prefix="n23") for m in S21_MODELS}
 
+# s24eager (docs/notes/s24eager_rule.md): models no load run served (v2-lite-slice: 4 layers, 16 heads, one dense
+# layer, 64 experts + 2 shared; v3-slice-1l: one MoE layer of V3, 128 heads) in the same engine and mix, at a Poisson
+# rate and two closed-loop concurrencies, seeds 81-83, run names n24-<short>-*: the fresh held-out records that judge
+# the eager iteration's measured host term (real/serve/eagerhost.py measures it on the fit models)
+S24_MODELS = {"v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l"}
+_S24_RUNS = (RunSpec("poisson-r20-mid", "poisson", S21_IN, S21_OUT, rate_per_s=20.0, seed=81),
+             RunSpec("closed-c16-mid", "closed", S21_IN, S21_OUT, concurrency=16, seed=82),
+             RunSpec("closed-c24-mid", "closed", S21_IN, S21_OUT, concurrency=24, seed=83))
+
+
+def _s24_plan(model: str, short: str) -> "Plan":
+    """GPU1's engine for `model`, the s24 runs named n24-<short>-<run>, held out, pinned, the first warmed."""
+    named = tuple(dataclasses.replace(r, name=f"n24-{short}-{r.name}", split="holdout", pin="core", load_s=S21_LOAD_S,
+                                      max_duration_s=S21_LOAD_S + S21_DRAIN_S,
+                                      warm_shapes=S21_WARM_TOKENS if k == 0 else 0)
+                  for k, r in enumerate(_S24_RUNS))
+    return dataclasses.replace(GPU1, model=model, runs=named)
+
+
+S24_PLANS = {f"gpu1-s24-{short}": _s24_plan(m, short) for m, short in S24_MODELS.items()}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -397,4 +418,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
-         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, "tiny-new": TINY_NEW}
+         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS,
+         "tiny-new": TINY_NEW}

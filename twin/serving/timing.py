@@ -115,9 +115,13 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "launch_overlap", "cold_prompt_s", "cold_sizes", "host_probe_launch_s", "host_probe_exponent",
                 "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
                 "new_bin_kernels", "post_prompt_s", "post_prompt_iterations", "cold_prompt_iterations",
-                "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s")
-# (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per chunk
-LAUNCH_FLOOR_TERMS = ("launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s")
+                "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_token_s",
+                "launch_floor_row_s", "launch_floor_decode_s")
+# (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per
+# chunk; (s24eager) per prompt token and per decode row (the engine's per-token and per-row Python: token, position and
+# slot lists, a decode row's page-table row) and the decode rows' attention path (per layer, where decode rows run)
+LAUNCH_FLOOR_TERMS = ("launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_token_s",
+                      "launch_floor_row_s", "launch_floor_decode_s")
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
@@ -291,7 +295,7 @@ def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None) ->
 # 12.52% -> 10.35%, no GPU worse; docs/notes/s21srvnew2.md).
 ADOPT_LAYER_SCALED_ENGINE = True
 ENGINE_FIT_LAYERS = 2   # v3-slice-2l (twin/data/models.toml), the only model of every committed real/serve load run
-LAYER_SCALED_TERMS = ("eager_iteration_s", "chunk_s", "launch_floor_eager_s", "launch_floor_chunk_s")
+LAYER_SCALED_TERMS = ("eager_iteration_s", "chunk_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_decode_s")
 
 
 def layer_scaled_engine(engine: dict, num_layers: int) -> dict:
@@ -342,11 +346,16 @@ HEAD_SCALED_TERMS = ("score_s_per_pair",)
 ADOPT_LAUNCH_FLOOR = False
 
 
-def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0) -> float:
-    """The shortest an eager one-GPU iteration of `chunks` prefill chunks can take (ADOPT_LAUNCH_FLOOR): the host's
-    loop gap, its launches (per iteration, per eager forward, per chunk) and a first-met size's stall."""
+def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0, prompt_tokens: float = 0.0,
+                   decode_rows: float = 0.0) -> float:
+    """The shortest an eager one-GPU iteration of `chunks` prefill chunks of `prompt_tokens` tokens beside
+    `decode_rows` decode rows can take (ADOPT_LAUNCH_FLOOR): the host's loop gap, its launches (per iteration, per
+    eager forward, per chunk), (s24eager; 0 in a table without the terms) its per-token and per-row host work and
+    the decode rows' attention path, and a first-met size's stall."""
     return (engine["loop_s"] + engine["launch_floor_iteration_s"] + engine["launch_floor_eager_s"]
-            + engine["launch_floor_chunk_s"] * chunks + stall_s)
+            + engine["launch_floor_chunk_s"] * chunks + engine.get("launch_floor_token_s", 0.0) * prompt_tokens
+            + engine.get("launch_floor_row_s", 0.0) * decode_rows
+            + (engine.get("launch_floor_decode_s", 0.0) if decode_rows > 0 else 0.0) + stall_s)
 
 
 def head_scaled_engine(engine: dict, num_heads: int, num_layers: int) -> dict:
@@ -621,7 +630,7 @@ class IterationCosts:
             return kern + host + pre_host - hidden, pre + pre_host
         total, prompt_s = kern + host + pre_host, pre + pre_host
         if eager and ADOPT_LAUNCH_FLOOR and e.get("launch_floor_eager_s", 0.0) > 0.0:
-            floor = launch_floor_s(e, chunks, stall)
+            floor = launch_floor_s(e, chunks, stall, prompt_tokens, batch)
             if floor > total:   # host-bound: the launches set the time; the prompt work keeps its share
                 return floor, prompt_s * floor / total
         return total, prompt_s

@@ -62,3 +62,29 @@ def test_on_the_floor_is_layer_scaled_and_a_kernel_bound_iteration_keeps_its_tim
         on = _one_prompt_s("v3-slice-2l", 2048)
     switch(False)
     assert _one_prompt_s("v3-slice-2l", 2048) == on   # 2,048 tokens of V3 shapes: the kernels set the time
+
+
+# s24eager (docs/notes/s24eager_rule.md): the floor's per-token, per-decode-row and decode-path terms
+S24 = {**FLOOR, "launch_floor_token_s": 0.5e-6, "launch_floor_row_s": 8e-6, "launch_floor_decode_s": 0.4e-3}
+
+
+def test_the_floor_counts_prompt_tokens_decode_rows_and_the_decode_path():
+    e = {"loop_s": 1e-5, **S24}
+    alone = timing.launch_floor_s(e, 1, 0.0, 250, 0)
+    assert alone == pytest.approx(1e-5 + 0.56e-3 + 3.93e-3 + 1.23e-3 + 250 * 0.5e-6, rel=1e-12)
+    mixed = timing.launch_floor_s(e, 1, 0.0, 250, 16)
+    assert mixed - alone == pytest.approx(16 * 8e-6 + 0.4e-3, rel=1e-12)
+    # a table without the s24eager terms: the s23closed floor
+    assert timing.launch_floor_s({"loop_s": 1e-5, **FLOOR}, 1, 0.0, 250, 16) == pytest.approx(1e-5 + 5.72e-3, rel=1e-12)
+
+
+def test_the_decode_path_term_is_layer_scaled_and_the_per_token_terms_are_not(switch):
+    switch(True)
+    with tables_with({TABLE: S24}):
+        mixtral = _costs("mixtral-mla-slice")
+        assert mixtral.engine["launch_floor_decode_s"] == pytest.approx(0.4e-3 / 2)
+        assert mixtral.engine["launch_floor_token_s"] == pytest.approx(0.5e-6)
+        assert mixtral.engine["launch_floor_row_s"] == pytest.approx(8e-6)
+        on = _one_prompt_s("qwen2moe-mla-slice", 250)
+        loop = _costs("qwen2moe-mla-slice").engine["loop_s"]
+    assert on == pytest.approx(loop + 5.72e-3 + 250 * 0.5e-6, rel=1e-12)
