@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session s24eager (issue 15; docs/notes/s24eager_rule.md, committed before this ran): the serving engine's eager
 # iteration host time per model, and fresh held-out load runs of models no record holds. One GPU, about 100 s
-# (hard caps 45 + 2 x 38 s).
+# (hard caps 45 + 2 x 42 s).
 #   real/campaigns/s24eager.sh OUTDIR
 # Part 1 (fitting): real/serve/eagerhost.py on the serve-fit models (v3-slice-2l and the three s21srvnew models):
 #   Engine.step at GPU1's settings on compositions of 1-6 prompts of 192-768 tokens beside 0-48 decode rows, four
@@ -26,7 +26,7 @@ if [ "$DEVICE" = cpu ]; then
   FIT_MODELS=tiny; PLANS="tiny-new"; FIT_S=${S24_PART_S:-120}; PART_S=${S24_PART_S:-120}; REPS=1
 else
   FIT_MODELS=v3-slice-2l,qwen3moe-mla-slice,qwen2moe-mla-slice,mixtral-mla-slice
-  PLANS="gpu1-s24-v2lite gpu1-s24-v3s1l"; FIT_S=45; PART_S=38; REPS=4
+  PLANS="gpu1-s24-v2lite gpu1-s24-v3s1l"; FIT_S=45; PART_S=42; REPS=4
 fi
 {
   echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
