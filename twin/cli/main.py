@@ -79,8 +79,17 @@ def _resolved_beside(target: str | None, sc) -> None:
     if target is None or target == "-":
         return
     from reports.page import to_toml  # lazy: matplotlib
+    write_text(resolved_path(target), to_toml(sc.to_dict()))
+
+
+def resolved_path(target: str) -> Path:
+    """FILE's resolved scenario: FILE less its last suffix (and a .gz under it) + .scenario.resolved.toml.
+    'r1.h200.json' -> 'r1.h200.scenario.resolved.toml', 'run.json.gz' -> 'run.scenario.resolved.toml'. Until
+    s24srvwalk the name was cut at its first dot, so r1.h200.json and r1.b200.json shared r1.scenario.resolved.toml
+    and the second run's scenario replaced the first's."""
     path = Path(target)
-    write_text(path.parent / (path.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+    name = path.name[:-len(".gz")] if path.name.endswith(".gz") else path.name
+    return path.parent / (Path(name).stem + ".scenario.resolved.toml")
 
 
 def _scenario(args, kind: str = TRAINING):
@@ -403,12 +412,13 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
-    from twin.planning.serving import LAYOUTS, SLO_PERCENTILE, check_steady_load, size_serving  # lazy: only serving sizing
+    from twin.planning.serving import (LAYOUTS, SLO_PERCENTILE, check_steady_load, one_deployment_cluster,  # lazy: only
+                                       size_serving)                                                       # serving sizing
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     rates = _rates(args.rate)
-    sc = from_dict(raw, source, SERVING)
+    sc = from_dict(one_deployment_cluster(raw), source, SERVING)   # the question sizes the cluster itself
     for rate in rates:   # every rate judged before the first is simulated
         check_steady_load(sc, rate, args.tpot, field="--rate")
     layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)

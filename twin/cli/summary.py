@@ -12,6 +12,7 @@ import math
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
 from twin.planning.result import reason_examples
+from twin.serving.run import PUBLISHED_MODEL, claim_compared
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -223,11 +224,13 @@ def serve_summary(sc, out) -> str:
                 ("E2E P50 / P99", latencies(out.e2e_p50_s, out.e2e_p99_s)),
                 ("goodput", f"{out.goodput_requests_per_s:,.2f} requests/s within TTFT {sc.traffic.slo_ttft_s:g} s, "
                             f"TPOT {sc.traffic.slo_tpot_s * 1e3:g} ms"),
-                ("$ per million tokens", f"output {dollars(out.usd_per_million_output_tokens)}, input {dollars(out.usd_per_million_input_tokens)}"),
+                ("$ per million tokens", f"output {_per_million(out.usd_per_million_output_tokens, 'output token')}, "
+                                         f"input {_per_million(out.usd_per_million_input_tokens, 'prompt')}"),
                 ("memory per GPU", f"{gib(out.memory_per_gpu_bytes)} (KV peak {sim.kv_peak_tokens_per_instance:,.0f} of "
                                    f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {sim.preemptions} preemptions)"),
                 ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
-                                   f"output tok/s per node at TPOT {latencies(out.tpot_s)}; one prompt's prefill {latencies(out.ttft_s)}"),
+                                   f"output tok/s per node at TPOT {latencies(out.tpot_s)}; {full_chunk(out.prefill)} "
+                                   f"{latencies(out.ttft_s)}"),
             ]))
     if sim.arrival == "closed" and sim.simulated_requests < 2 * sim.concurrency:
         # the figures come from the window between 10% and 90% of requests finished: with fewer requests than
@@ -239,11 +242,29 @@ def serve_summary(sc, out) -> str:
     text += _open_run_note(sc, sim)
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
-    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims
-            if c.predicted is not None]
+    # a figure published for another GPU type or model is context, not a test (the report's rule: claim_compared)
+    compared = {c.id: claim_compared(c.id, out.model, out.gpu) for c in out.claims}
+    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}" if compared[c.id] else "not compared")
+            for c in out.claims if c.predicted is not None]
     if rows:
         text += "\n\n" + table(rows, header=("published figure", "twin", "published", "error"))
+    if not all(compared[r[0]] for r in rows):
+        text += (f"\n(figures marked 'not compared' describe {PUBLISHED_MODEL} on another GPU type than this run's "
+                 f"{out.gpu.upper()}, or another model: context, not a test of the twin)")
     return text
+
+
+def full_chunk(prefill: dict) -> str:
+    """What the analytic sweep's prefill time is: the forward of a full chunk (serve.prefill_chunk_tokens a GPU),
+    not one prompt's prefill, as it was labelled until s24srvwalk (R1 on HGX H200: 1,547 ms for 8,192 tokens a
+    GPU, where one 1K prompt alone takes 59 ms)."""
+    return f"a full prefill chunk ({prefill['tokens_per_gpu']:,} prompt tokens per GPU)"
+
+
+def _per_million(usd_per_million: float, what: str) -> str:
+    """A price per million tokens, or '-' where the measuring window held none to spread it over ("input $inf"
+    on a closed loop whose window held no new prompt, until s24srvwalk)."""
+    return dollars(usd_per_million) if math.isfinite(usd_per_million) else f"- (no {what} in the measuring window)"
 
 
 def _open_run_note(sc, sim) -> str:
@@ -302,8 +323,8 @@ def serving_plan_summary(out) -> str:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
         return head + f"\nno deployment meets the targets: {reasons}"
     return head + "\n" + pairs([
-        ("fewest GPUs", _layout_text(b, out.instance_gpus)),
-        *[(f"fewest {x.layout}", _layout_text(x, out.instance_gpus)) for x in (out.best_colocated, out.best_disaggregated)
+        ("fewest GPUs", _layout_text(b, out)),
+        *[(f"fewest {x.layout}", _layout_text(x, out)) for x in (out.best_colocated, out.best_disaggregated)
           if x is not None and x is not b],
         *[(f"fewest {name}", "none within the targets") for name, x in (("co-located", out.best_colocated),
           ("disaggregated", out.best_disaggregated)) if x is None and name in out.layouts],
@@ -341,11 +362,17 @@ def serving_capacity_summary(out) -> str:
     return "\n".join([head, *lines, *(f"note: {n}" if not n.startswith("note:") else n for n in sorted(notes))])
 
 
-def _layout_text(b, instance_gpus: int) -> str:
+def _layout_text(b, out) -> str:
+    """A deployment in a planner's units: GPUs, nodes, instances, and a split's prefill-to-decode ratio ("336: 40
+    prefill + 296 decode", GPUs alone, until s24srvwalk)."""
+    nodes = plural(-(-b.num_gpus // out.gpus_per_node), "node")
     if b.layout == "co-located":
-        n = b.num_gpus // instance_gpus
-        return f"{b.num_gpus:,}: {n:,} co-located instance{'s' if n != 1 else ''} (prefill and decode on the same GPUs)"
-    return f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"
+        n = b.num_gpus // out.instance_gpus
+        return f"{b.num_gpus:,}: {plural(n, 'co-located instance')} ({nodes}; prefill and decode on the same GPUs)"
+    p, d = b.prefill_gpus // (out.prefill_instance_gpus or out.instance_gpus), b.decode_gpus // out.instance_gpus
+    ratio = f", P:D 1:{d / p:.3g}" if p else ""
+    return (f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode GPUs ({nodes}; {p:,} prefill and "
+            f"{d:,} decode instance{'s' if d != 1 else ''}{ratio})")
 
 
 def _short_run_note(b) -> str:

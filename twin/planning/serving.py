@@ -38,8 +38,9 @@ from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
-from twin.core.serve_specs import MAX_SIM_REQUESTS
+from twin.core.serve_specs import MAX_SIM_REQUESTS, ServeSpec
 from twin.costs.memory import max_batch_by_memory
+from twin.serving.run import check_one_request_fits
 from twin.serving.simulate import concurrency_for_tpot, simulate
 from twin.serving.timing import IterationCosts
 
@@ -111,8 +112,9 @@ class ServingPlanResult:
     layouts: tuple[str, ...] = LAYOUTS
     arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
     arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
-    arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
-    arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
+    # the answer in a planner's units (s24srvwalk: it was GPUs alone): nodes, and instances of each pool
+    gpus_per_node: int = 8                    # the GPU type's (cluster catalog)
+    prefill_instance_gpus: int = 0            # GPUs of a prefill instance (serve.prefill_ep, else instance_gpus)
 
 
 def steady_requests(rate_per_s: float, lifetime_s: float) -> int:
@@ -169,6 +171,23 @@ def stable_frac(num_requests: int, traffic) -> float:
     (Poisson: cv 1; gamma: traffic.arrival_cv). 2,000 Poisson requests: 1 - 3 / 40 = 0.925."""
     cv = traffic.arrival_cv if traffic.arrival == "gamma" else 1.0
     return max(0.0, 1.0 - STABLE_SIGMAS * cv / math.sqrt(0.8 * num_requests))
+
+
+def one_deployment_cluster(raw: dict) -> dict:
+    """Raw serving-scenario tables with cluster.num_gpus set to one deployment's GPUs: a decode instance of
+    serve.ep, plus serve.prefill_instances prefill instances of serve.prefill_ep (or serve.ep). The serving
+    question sizes its own deployments and reads no cluster size, so the scenario's count must not refuse the
+    instance asked: `--set serve.ep=16 --set serve.tp=16` on R1's 8-GPU scenario (the instance that holds R1 on
+    H100s) was refused as "serve.ep: got 16; allowed: a divisor of cluster.num_gpus = 8" until s24srvwalk. Values
+    that are not counts are left as they are, for the loader to name."""
+    serve, cluster = raw.get("serve", {}), raw.get("cluster", {})
+    if not isinstance(serve, dict) or not isinstance(cluster, dict):
+        return raw
+    defaults = {f.name: f.default for f in dataclasses.fields(ServeSpec)}
+    ep, prefill_ep, prefill_instances = (serve.get(k, defaults[k]) for k in ("ep", "prefill_ep", "prefill_instances"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (ep, prefill_ep, prefill_instances)) or ep < 1:
+        return raw
+    return {**raw, "cluster": {**cluster, "num_gpus": ep + prefill_instances * (prefill_ep or ep)}}
 
 
 def _arrival(sc: ServeScenario) -> str:
@@ -296,8 +315,7 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     dep = _Deployment(sc, tpot_target_s)
     if num_requests is None:
         num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
-    if dep.max_batch < 1:
-        raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
+    check_one_request_fits(dep.m, dep.gpu, dep.s)   # the memory by part, and an instance that holds it
     checks: dict[tuple[str, int, int], SloCheck] = {}
     bar = tqdm(desc="deployments", unit="deployment", file=sys.stderr, disable=not progress)
 
@@ -341,7 +359,8 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
                              instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
                              infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
                              best_disaggregated=best_dis, layouts=tuple(layouts), arrival=_arrival(sc),
-                             arrival_note=_arrival_note(sc))
+                             arrival_note=_arrival_note(sc), gpus_per_node=sc.gpu.gpus_per_node,
+                             prefill_instance_gpus=dep.s.prefill_gpus)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from twin.core.scenario import KINDS, SECTIONS, SERVING, apply_overrides, from_d
 from twin.core.specs import ModelSpec
 from twin.core.units import SECONDS_PER_HOUR
 from twin.planning import executor
-from twin.planning.serving import size_serving
+from twin.planning.serving import one_deployment_cluster, size_serving
 from twin.serving.run import serve
 from twin.training.step import simulate_step
 
@@ -293,7 +293,9 @@ def evaluate_point(args) -> dict:
     question = rest[0] if rest else None
     row = {"candidate_id": cid, **{k: v for k, v in settings}}
     try:
-        sc = from_dict(apply_overrides(_priced_for(base_raw, dict(settings)), [_override(k, v) for k, v in settings]), source)
+        raw = apply_overrides(_priced_for(base_raw, dict(settings)), [_override(k, v) for k, v in settings])
+        # the serving question sizes the cluster itself: a point's instance need not divide the scenario's count
+        sc = from_dict(one_deployment_cluster(raw) if question is not None else raw, source)
         if question is not None:
             out = size_serving(sc, question.rate_per_s, question.ttft_s, question.tpot_s)
             if out.best is None:

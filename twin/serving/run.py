@@ -14,6 +14,7 @@ instances; a co-located instance also spends batch x ISL / prefill rate per OSL 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from tqdm import tqdm
@@ -62,6 +63,62 @@ def serve_point(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, num_gpus: 
         "memory_breakdown": mem,
     }
 
+
+
+# the model DeepSeek's and NVIDIA's serving figures describe (R1 shares V3's architecture)
+PUBLISHED_MODEL = "deepseek-v3"
+
+
+def claim_gpu(claim_id: str) -> str:
+    """The GPU type a published serving figure was measured on ('' when it doesn't depend on one)."""
+    return serving_claims().get(claim_id, {}).get("gpu", "")
+
+
+def claim_compared(claim_id: str, model: str, gpu: str) -> bool:
+    """A published figure is compared (with an error) only for the model and GPU type it describes: the one rule
+    of the report's table and the terminal's (which scored NVIDIA's H200 figure against H100 runs until s24srvwalk)."""
+    published_gpu = claim_gpu(claim_id)
+    return model == PUBLISHED_MODEL and (not published_gpu or published_gpu == gpu)
+
+
+MAX_HINT_INSTANCE_GPUS = 256   # the largest instance larger_instance_hint proposes (EP256: one routed expert a GPU for V3)
+
+
+def larger_instance_hint(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, num_gpus: int | None = None) -> str:
+    """Where not even one request fits an instance: the smallest larger one that holds the weights and one
+    request, as the `--set` options that make it ('' where none up to MAX_HINT_INSTANCE_GPUS does). serve.ep
+    doubles; serve.tp follows it where attention is tensor-parallel over the instance (it must equal serve.ep
+    without DP attention, divide the heads and span at most two nodes). A request whose KV alone overflows
+    gets none: MLA's latent is replicated over the TP ranks, so more GPUs do not shrink it. `num_gpus`: the
+    cluster's, named too where it holds no whole instance (`twin serve`; the serving question sizes its own).
+    R1 on 8 H100 (79.7 GiB of weights a GPU > 79.2 GiB): instances of 16 (--set serve.ep=16 --set serve.tp=16)."""
+    ep = s.ep
+    while 2 * ep <= MAX_HINT_INSTANCE_GPUS:
+        ep *= 2
+        if m.is_moe and (m.num_routed_experts + s.redundant_experts) % ep:
+            return ""
+        tp = s.tp if s.dp_attention else ep
+        if tp > 2 * gpu.gpus_per_node or m.num_heads % tp:
+            return ""
+        if max_batch_by_memory(m, gpu, dataclasses.replace(s, ep=ep, tp=tp)) >= 1:
+            sets = f"--set serve.ep={ep}" + ("" if s.dp_attention else f" --set serve.tp={tp}")
+            if num_gpus is not None and num_gpus % ep:
+                sets += f" --set cluster.num_gpus={ep * -(-num_gpus // ep)}"
+            return f"; instances of {ep} GPUs hold it ({sets})"
+    return ""
+
+
+def check_one_request_fits(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, num_gpus: int | None = None) -> None:
+    """InfeasiblePlan where not even one request fits an instance: memory per GPU by part against the capacity
+    (check_memory's figures) and the smallest instance that holds it (larger_instance_hint). Until s24srvwalk the
+    serving question said only "deepseek-v3 does not fit an instance of 8 h100 GPUs", also where the weights fit and
+    one request's KV did not."""
+    if max_batch_by_memory(m, gpu, s) >= 1:
+        return
+    try:
+        check_memory(m, gpu, s, 1)
+    except InfeasiblePlan as exc:
+        raise InfeasiblePlan(exc.reason + larger_instance_hint(m, gpu, s, num_gpus), exc.breakdown) from None
 
 
 def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tuple[ServeClaim, ...]:
@@ -125,6 +182,7 @@ def serve(scenario: ServeScenario, num_requests: int | None = None, progress: bo
     s = scenario.serve
     m, gpu, num_gpus = scenario.model, scenario.gpu, scenario.cluster.num_gpus
     s.check_against(m, gpu, num_gpus)
+    check_one_request_fits(m, gpu, s, num_gpus)
     an = analytic(scenario)
     best, pre, prof = an["best"], an["prefill"], an["profile"]
     bars = []   # opened at the first report, once the simulation runs: an input refused before it prints one line only

@@ -1,0 +1,124 @@
+"""s24srvwalk: a capacity planner's walk of the serving side (docs/notes/s24srvwalk.md). Each test failed
+before its fix. Runs are short (a few hundred requests, short outputs) to keep CI cheap."""
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+import twin
+from twin.cli.main import main
+from twin.core.errors import InfeasiblePlan, ScenarioError
+from twin.core.scenario import SERVING, load_scenario
+
+SHORT = ["--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def r1():
+    sc = load_scenario(kind=SERVING)
+    return dataclasses.replace(sc, serve=dataclasses.replace(sc.serve, input_len=512, output_len=64))
+
+
+def test_a_model_too_big_for_the_instance_says_by_how_much_and_which_instance_holds_it(capsys):
+    """D1: `twin plan --rate ... --set cluster.gpu=h100` said "deepseek-v3 does not fit an instance of 8 h100
+    GPUs" with no figure and no way on; a 2M-token prompt on H200 said the same of the weights, which fit."""
+    assert main(["plan", "--rate", "2", "--ttft", "2", "--tpot", "0.05", "--set", "cluster.gpu=h100", *SHORT]) == 3
+    err = capsys.readouterr().err
+    assert re.search(r"weights 79\.7 GiB.*> 79\.2 GiB of NVIDIA H100", err), err
+    assert "serve.ep=16 --set serve.tp=16" in err and "Traceback" not in err
+    assert main(["plan", "--rate", "2", "--ttft", "2", "--tpot", "0.05", "--set", "serve.input_len=2000000",
+                 "--requests", "300", "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert re.search(r"kv_cache \d+\.\d GiB", err) and "serve.ep=" not in err, err   # no bigger instance holds one request
+    with pytest.raises(InfeasiblePlan, match=r"serve\.ep=16 --set serve\.tp=16"):   # twin serve says the same
+        twin.serve(load_scenario(None, ["cluster.gpu='h100'"], kind=SERVING), 300)
+
+
+def test_the_serving_question_takes_an_instance_size_without_a_cluster_to_match(tmp_path, capsys):
+    """D2: `--set serve.ep=16 --set serve.tp=16` (the instance the refusal of --gpu names) was refused as
+    "serve.ep: got 16; allowed: a divisor of cluster.num_gpus = 8", a field the question does not read."""
+    assert main(["plan", "--rate", "1", "--ttft", "5", "--tpot", "0.1", "--layout", "co-located", "--set",
+                 "cluster.gpu=h100", "--set", "serve.ep=16", "--set", "serve.tp=16", *SHORT,
+                 "--json", str(tmp_path / "q.json")]) == 0
+    out = capsys.readouterr().out
+    assert "instances of 16 GPUs" in out and "16: 1 co-located instance" in out
+    assert "num_gpus = 16" in (tmp_path / "q.scenario.resolved.toml").read_text()
+
+
+def test_the_summary_does_not_score_a_run_against_another_gpus_published_figure(capsys):
+    """D3: `twin serve --set cluster.gpu=h100 ...` printed "h200.nim_3872  762  3,872  -80.3%": the H200
+    figure scored against an H100 run (the HTML report already said 'not compared')."""
+    argv = ["serve", "--set", "cluster.gpu=h100", "--set", "serve.ep=16", "--set", "serve.tp=16", "--set",
+            "cluster.num_gpus=16", "--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("h200.nim_3872"))
+    assert "not compared" in row and "%" not in row
+    assert "describe deepseek-v3 on another GPU type" in out
+    assert main(["serve", "--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("h200.nim_3872"))
+    assert re.search(r"[+-]\d+\.\d%$", row)   # the H200 run is still scored
+
+
+def test_the_analytic_prefill_figure_is_named_a_full_chunk_not_one_prompt(capsys, tmp_path):
+    """D4: "one prompt's prefill 1,547 ms" was the forward of a full chunk (8,192 prompt tokens per GPU, 65,536 on
+    the instance); one 1K prompt alone takes 59 ms (the serving question's own floor)."""
+    assert main(["serve", "--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300", "--quiet",
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "one prompt's prefill" not in out and "a full prefill chunk (8,192 prompt tokens per GPU)" in out
+    page = (tmp_path / "o" / "report.md").read_text()
+    assert "one prompt's prefill" not in page and "a full prefill chunk (8,192 prompt tokens per GPU)" in page
+    assert "instance(s)" not in page and "1 instance of 8 GPUs" in page
+
+
+def test_a_price_without_tokens_to_spread_over_prints_a_dash(capsys):
+    """D5: a closed loop whose measuring window holds no new prompt printed "input $inf"."""
+    assert main(["serve", "--requests", "200", "--set", "serve.output_len=64", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("$ per million tokens"))
+    assert "inf" not in line and "input - (no prompt in the measuring window)" in line
+
+
+def test_the_serving_answer_counts_nodes_and_the_prefill_decode_ratio(r1, tmp_path):
+    """D6: "fewest GPUs 336: 40 prefill + 296 decode" answered a planner asking how many nodes and what PD
+    ratio in GPUs alone."""
+    from twin.cli.summary import serving_plan_summary
+    out = twin.plan_serving(r1, 10.0, 3.0, 0.05, num_requests=300, layouts="disaggregated")
+    b = out.best
+    text = serving_plan_summary(out)
+    p, d = b.prefill_gpus // 8, b.decode_gpus // 8
+    assert f"{b.num_gpus}: {b.prefill_gpus} prefill + {b.decode_gpus} decode GPUs ({b.num_gpus // 8} nodes; " in text
+    assert f"{p} prefill and {d} decode instance{'s' if d != 1 else ''}, P:D 1:{d / p:.3g})" in text
+    from reports.plan_report import write_serving_plan_report
+    write_serving_plan_report(out, r1, tmp_path / "rep")
+    assert f"{p} + {d} instances, P:D 1:{d / p:.3g}, {b.num_gpus // 8} nodes" in (tmp_path / "rep" / "report.md").read_text()
+    col = twin.plan_serving(r1, 2.0, 3.0, 0.1, num_requests=300, layouts="co-located")
+    assert "8: 1 co-located instance (1 node; prefill and decode on the same GPUs)" in serving_plan_summary(col)
+
+
+def test_the_python_api_exports_its_errors_and_reads_numbers_as_the_command_line_does(r1):
+    """D7: the API raised twin.core.errors' ScenarioError and InfeasiblePlan, which `twin` did not export;
+    plan_serving refused num_requests=np.int64(300), which twin.serve takes; serving_capacity ran a repeated rate
+    twice (the command line refuses it) and a generator of rates ended in a TypeError."""
+    assert twin.ScenarioError is ScenarioError and twin.InfeasiblePlan is InfeasiblePlan
+    assert twin.plan_serving(r1, 2.0, 3.0, 0.1, num_requests=np.int64(300), layouts="co-located").best.num_gpus == 8
+    with pytest.raises(ScenarioError, match=r"rates_per_s: got \[1, 1\]; allowed: .*each once"):
+        twin.serving_capacity(r1, [1, 1], 3.0, 0.1, num_requests=300)
+    curve = twin.serving_capacity(r1, (r for r in (1.0, 2.0)), 3.0, 0.1, num_requests=300, layouts="co-located")
+    assert [p.rate_per_s for p in curve.plans] == [1.0, 2.0]
+
+
+def test_each_output_file_keeps_its_own_resolved_scenario(tmp_path):
+    """D8: `--json r1.h200.json` and `--json r1.b200.json` both wrote r1.scenario.resolved.toml (the name cut at its
+    first dot), so the H200 result sat beside the B200 run's scenario."""
+    for gpu in ("h200", "b200"):
+        assert main(["serve", "--set", f"cluster.gpu={gpu}", "--set", "serve.output_len=64", "--requests", "200", "--quiet",
+                     "--json", str(tmp_path / f"r1.{gpu}.json")]) == 0
+    for gpu in ("h200", "b200"):
+        assert f'gpu = "{gpu}"' in (tmp_path / f"r1.{gpu}.scenario.resolved.toml").read_text()
+    assert main(["serve", "--set", "serve.output_len=64", "--requests", "200", "--quiet",
+                 "--trace", str(tmp_path / "run.json.gz")]) == 0
+    assert (tmp_path / "run.scenario.resolved.toml").is_file()   # a gzipped trace: both suffixes dropped, as before
