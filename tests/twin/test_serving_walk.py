@@ -122,3 +122,24 @@ def test_each_output_file_keeps_its_own_resolved_scenario(tmp_path):
     assert main(["serve", "--set", "serve.output_len=64", "--requests", "200", "--quiet",
                  "--trace", str(tmp_path / "run.json.gz")]) == 0
     assert (tmp_path / "run.scenario.resolved.toml").is_file()   # a gzipped trace: both suffixes dropped, as before
+
+
+def _trace(path, rows: int) -> str:
+    lines = ["arrival_s,input_len,output_len"] + [f"{0.2 * k:.1f},{100 + k % 50},{2 + k % 3}" for k in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_trace_is_simulated_whole_unless_told_otherwise(tmp_path, capsys, monkeypatch):
+    """D9: `twin serve --set traffic.arrival=trace --set traffic.trace_csv=F` with a 5,000-row F simulated its first
+    2,000 rows (the default request count of drawn traffic), saying only "2,000 requests simulated (trace)"."""
+    trace = _trace(tmp_path / "t.csv", 2_500)
+    argv = ["serve", "--set", "traffic.arrival=trace", "--set", f"traffic.trace_csv={trace}", "--quiet", "--json", "-"]
+    assert main(argv) == 0
+    assert '"simulated_requests": 2500' in capsys.readouterr().out
+    assert main([*argv, "--requests", "300"]) == 0   # asked: the first 300
+    assert '"simulated_requests": 300' in capsys.readouterr().out
+    import twin.serving.workload as workload
+    monkeypatch.setattr(workload, "MAX_SIM_REQUESTS", 1_000)   # a trace longer than a simulation takes: refused, not cut
+    assert main(argv) == 2
+    assert re.search(r"traffic.trace_csv: got '.*t.csv'; allowed: at most 1,000 request rows .*--requests", capsys.readouterr().err)

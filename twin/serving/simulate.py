@@ -137,7 +137,7 @@ def simulate(sc: ServeScenario, num_requests: int | None = None, requests: Reque
     concurrency = t.concurrency or per_instance * instances
     if requests is None:
         n = num_requests or t.num_requests
-        if not n:
+        if not n and t.arrival != "trace":   # a trace: every row (make_requests)
             n = min(MAX_SIM_REQUESTS, max(DEFAULT_REQUESTS, 2 * concurrency if t.arrival == "closed" else 0))
         requests = make_requests(t, s, n)
     reqs = requests
