@@ -143,3 +143,14 @@ def test_a_trace_is_simulated_whole_unless_told_otherwise(tmp_path, capsys, monk
     monkeypatch.setattr(workload, "MAX_SIM_REQUESTS", 1_000)   # a trace longer than a simulation takes: refused, not cut
     assert main(argv) == 2
     assert re.search(r"traffic.trace_csv: got '.*t.csv'; allowed: at most 1,000 request rows .*--requests", capsys.readouterr().err)
+
+
+def test_the_serving_summary_separates_thousands_everywhere(capsys):
+    """D10: `twin serve scenarios/r1_serve_h800_decode.toml` said "best concurrency 16384 per instance", and a closed loop of
+    a million clients "1516140 preemptions", beside figures with separators."""
+    from pathlib import Path
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "r1_serve_h800_decode.toml"
+    assert main(["serve", str(scenario), "--requests", "300", "--set", "serve.output_len=32", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"best concurrency \d{1,3}(,\d{3})+ per instance", out) and re.search(r"; [\d,]+ preemptions?\)", out)
+    assert not re.search(r"\d{4,} (per instance|preemption)", out)

@@ -227,8 +227,8 @@ def serve_summary(sc, out) -> str:
                 ("$ per million tokens", f"output {_per_million(out.usd_per_million_output_tokens, 'output token')}, "
                                          f"input {_per_million(out.usd_per_million_input_tokens, 'prompt')}"),
                 ("memory per GPU", f"{gib(out.memory_per_gpu_bytes)} (KV peak {sim.kv_peak_tokens_per_instance:,.0f} of "
-                                   f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {sim.preemptions} preemptions)"),
-                ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
+                                   f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {plural(sim.preemptions, 'preemption')})"),
+                ("analytic sweep", f"best concurrency {out.batch:,} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
                                    f"output tok/s per node at TPOT {latencies(out.tpot_s)}; {full_chunk(out.prefill)} "
                                    f"{latencies(out.ttft_s)}"),
             ]))
