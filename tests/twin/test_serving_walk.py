@@ -154,3 +154,16 @@ def test_the_serving_summary_separates_thousands_everywhere(capsys):
     out = capsys.readouterr().out
     assert re.search(r"best concurrency \d{1,3}(,\d{3})+ per instance", out) and re.search(r"; [\d,]+ preemptions?\)", out)
     assert not re.search(r"\d{4,} (per instance|preemption)", out)
+
+
+def test_an_instance_that_cannot_hold_the_model_still_writes_the_answer_with_its_reason(tmp_path, capsys):
+    """D11: the serving question on 8 H100 exited 3 and wrote neither --json F nor --out DIR (README: "exit 3 always
+    comes with its reason in --json"), where unreachable targets write both; a capacity curve stopped at its first rate."""
+    assert main(["plan", "--rate", "2,4", "--ttft", "2", "--tpot", "0.05", "--set", "cluster.gpu=h100", "--quiet",
+                 "--json", str(tmp_path / "c.json"), "--out", str(tmp_path / "c")]) == 3
+    import json
+    plans = json.loads((tmp_path / "c.json").read_text())["plans"]
+    assert [p["best"] for p in plans] == [None, None]
+    assert all(re.search(r"weights 79\.7 GiB.*serve\.ep=16", next(iter(p["infeasible_by_reason"]))) for p in plans)
+    assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c.scenario.resolved.toml").is_file()
+    assert "infeasible: no deployment serves 2 requests/s within the targets: deepseek-v3 at batch 1" in capsys.readouterr().err

@@ -300,6 +300,15 @@ def _fewest(meets, limit: int) -> int | None:
     return hi
 
 
+def _no_request_fits(dep: _Deployment) -> str | None:
+    """Why an instance holds not even one request (check_one_request_fits' reason), or None."""
+    try:
+        check_one_request_fits(dep.m, dep.gpu, dep.s)
+    except InfeasiblePlan as exc:
+        return exc.reason
+    return None
+
+
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
                  max_instances: int = MAX_INSTANCES, num_requests: int | None = None,
                  percentile: float = SLO_PERCENTILE, progress: bool = False,
@@ -307,7 +316,8 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     """The fewest GPUs meeting the targets, co-located or split into prefill and decode pools (see
     the module docstring; `layouts`: which of LAYOUTS to search), each deployment simulated on `num_requests` requests (None: the steady state's,
     `check_steady_load`, which raises a ScenarioError naming rate_per_s where the rate needs more
-    than the simulation takes). Raises InfeasiblePlan when not even one request fits an instance.
+    than the simulation takes). Where not even one request fits an instance, the answer has no deployment and
+    that reason.
     `progress`: a bar on stderr counting the deployments simulated (a bisection: their number is not
     known ahead; each is a few seconds at 2,000 requests, minutes at a million)."""
     if not layouts or any(x not in LAYOUTS for x in layouts):
@@ -315,7 +325,6 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     dep = _Deployment(sc, tpot_target_s)
     if num_requests is None:
         num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
-    check_one_request_fits(dep.m, dep.gpu, dep.s)   # the memory by part, and an instance that holds it
     checks: dict[tuple[str, int, int], SloCheck] = {}
     bar = tqdm(desc="deployments", unit="deployment", file=sys.stderr, disable=not progress)
 
@@ -327,11 +336,13 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
             bar.update(1)
         return checks[layout, p, d]
 
-    # targets no pool size can meet: one prompt's prefill alone, or one request's decode step
-    floor = None
-    if dep.prompt_alone_s > ttft_target_s:
+    # what no pool size can meet: an instance that holds no request (the memory by part, and the instance that would:
+    # an answer with its reason, written like any, where until s24srvwalk it raised and --json and --out wrote
+    # nothing), one prompt's prefill alone, or one request's decode step
+    floor = _no_request_fits(dep)
+    if floor is None and dep.prompt_alone_s > ttft_target_s:
         floor = f"TTFT of one prompt alone ({dep.prompt_alone_s:.3g} s) over target"
-    elif dep.tpot_alone_s > tpot_target_s:
+    elif floor is None and dep.tpot_alone_s > tpot_target_s:
         floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
     best_dis = best_col = None
     with bar:
