@@ -286,12 +286,19 @@ def _split(b: dict, r: dict) -> str:
     return f"{b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode: {p:,} + {d:,} instances{ratio}, {nodes_text}"
 
 
+def _why_none(r: dict) -> str:
+    """Why no deployment served: each reason with its count (the page said nothing of it until s24srvwalk, where
+    the terminal named an instance that holds no request and the instance that would)."""
+    reasons = r.get("infeasible_by_reason") or {}
+    return (": " + "; ".join(f"{k} ({v:,})" for k, v in reasons.items())) if reasons else ""
+
+
 def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     b = r["best"]
     target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
     verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({_split(b, r)}), "
                f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}" + _cost(b) + "." if b else
-               f"No deployment of up to the checked size serves {target}.")
+               f"No deployment of up to the checked size serves {target}" + _why_none(r) + ".")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
     pct = f"P{b['percentile']:g}" if b else "percentile"
     p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} deployments simulated request by request "

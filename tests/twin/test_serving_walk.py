@@ -166,4 +166,8 @@ def test_an_instance_that_cannot_hold_the_model_still_writes_the_answer_with_its
     assert [p["best"] for p in plans] == [None, None]
     assert all(re.search(r"weights 79\.7 GiB.*serve\.ep=16", next(iter(p["infeasible_by_reason"]))) for p in plans)
     assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c.scenario.resolved.toml").is_file()
+    assert main(["plan", "--rate", "2", "--ttft", "2", "--tpot", "0.05", "--set", "cluster.gpu=h100", "--quiet",
+                 "--out", str(tmp_path / "one")]) == 3
+    assert re.search(r"No deployment .* serves 2 requests/s .*: deepseek-v3 at batch 1 needs .* serve\.ep=16",
+                     (tmp_path / "one" / "report.md").read_text())   # the page says why, as the terminal does
     assert "infeasible: no deployment serves 2 requests/s within the targets: deepseek-v3 at batch 1" in capsys.readouterr().err
