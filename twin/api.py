@@ -287,8 +287,8 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
           serving_question: tuple[float, float, float] | None = None) -> SweepResult:
     """Every point of a sweep over scenario keys (`grid`: 'plan.pp=8,16', 'workload.routing_imbalance=1:1.5'),
     all combinations, or `random` / `lhs` points; one row each. (`twin sweep` also journals the rows
-    to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s) on a serving
-    scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot`)."""
+    to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s[, percentile]) on a serving
+    scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot [--percentile]`)."""
     _check_workers(workers)
     # a bare string is one axis, one override (read character by character, "--grid: got 'p'", until s23walk)
     grid, overrides = ([x] if isinstance(x, str) else list(x) for x in (grid, overrides))
@@ -300,10 +300,13 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
     question = None
     if serving_question is not None:
         _require(base, SERVING, "sweep with a serving_question")
-        if isinstance(serving_question, (str, int, float)) or len(serving_question) != 3:
-            raise ScenarioError("serving_question", serving_question, "(rate_per_s, ttft_s, tpot_s)")
+        if isinstance(serving_question, (str, int, float)) or len(serving_question) not in (3, 4):
+            raise ScenarioError("serving_question", serving_question, "(rate_per_s, ttft_s, tpot_s) or (rate_per_s, ttft_s, "
+                                "tpot_s, percentile)")
         for name, value in zip(("rate_per_s", "ttft_s", "tpot_s"), serving_question):
             check_value(name, value, gt=0, le=1e9)
+        if len(serving_question) == 4:   # P90 alone until s24srvwalk
+            check_value("percentile", serving_question[3], gt=0, le=100)
         question = ServingQuestion(*map(float, serving_question))
     mode, n = (RANDOM, random) if random else (LHS, lhs) if lhs else (GRID, None)
     for name, value in (("random", random), ("lhs", lhs)):

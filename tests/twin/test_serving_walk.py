@@ -171,3 +171,34 @@ def test_an_instance_that_cannot_hold_the_model_still_writes_the_answer_with_its
     assert re.search(r"No deployment .* serves 2 requests/s .*: deepseek-v3 at batch 1 needs .* serve\.ep=16",
                      (tmp_path / "one" / "report.md").read_text())   # the page says why, as the terminal does
     assert "infeasible: no deployment serves 2 requests/s within the targets: deepseek-v3 at batch 1" in capsys.readouterr().err
+
+
+def test_a_serving_sweep_asks_the_question_at_the_percentile_given_and_its_rows_say_which(tmp_path, capsys):
+    """D12: "which KV precision serves 2/s within TTFT P99 3 s and TPOT P99 100 ms on the fewest GPUs?" could not be
+    asked: `twin sweep --rate --ttft --tpot` held every point at P90 and had no --percentile (`twin plan --rate` has),
+    and its rows (results.csv, --json) did not say for which rate and targets their fewest GPUs were; --ttft's help
+    said P90 with --percentile beside it."""
+    import json
+    from twin.cli.main import build_parser
+    from twin.planning.sweep import ServingQuestion, candidate_id
+    from pathlib import Path
+    r1_file = str(Path(__file__).resolve().parents[2] / "scenarios" / "r1_serve_h200.toml")
+    argv = ["sweep", r1_file, "--grid", "serve.kv_precision=bf16,fp8", "--set", "serve.input_len=512", "--set", "serve.output_len=64",
+            "--rate", "2", "--ttft", "3", "--tpot", "0.1", "--quiet", "--workers", "1"]
+    assert main([*argv, "--percentile", "99", "--out", str(tmp_path / "p99"), "--json", str(tmp_path / "p99.json")]) == 0
+    rows = json.loads((tmp_path / "p99.json").read_text())["rows"]
+    assert {(r["rate_per_s"], r["ttft_target_s"], r["tpot_target_s"], r["percentile"]) for r in rows} == {(2.0, 3.0, 0.1, 99.0)}
+    assert "percentile" in (tmp_path / "p99" / "results.csv").read_text().splitlines()[0]
+    assert main([*argv, "--percentile", "50", "--out", str(tmp_path / "p99")]) == 0   # another question: its own rows
+    assert "0 resumed" in capsys.readouterr().out
+    # a P90 question keeps the ids sweeps journaled before the percentile was part of it (resumable)
+    old = json.dumps([{}, [], {"rate_per_s": 2.0, "ttft_s": 3.0, "tpot_s": 0.1}], sort_keys=True, separators=(",", ":"))
+    import hashlib
+    assert candidate_id({}, (), ServingQuestion(2.0, 3.0, 0.1)) == hashlib.sha1(old.encode()).hexdigest()[:12]
+    assert main(["sweep", r1_file, "--grid", "serve.kv_precision=bf16", "--percentile", "99", "--quiet"]) == 2   # no question
+    assert "--percentile" in capsys.readouterr().err
+    sweep_help = build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
+    assert "--percentile" in sweep_help and "P90 time-to-first-token" not in sweep_help
+    api = twin.sweep(r1_file, grid="serve.kv_precision=fp8", overrides=["serve.input_len=512", "serve.output_len=64"],
+                     serving_question=(2, 3, 0.1, 99), workers=1)
+    assert api.rows[0]["percentile"] == 99.0 and api.rows[0]["status"] == "ok"

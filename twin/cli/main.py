@@ -476,12 +476,14 @@ def _sweep_question(args, sc):
     from twin.planning.sweep import ServingQuestion  # lazy: beside the sweep's other names
     given = [f for f in SERVING_FLAGS if getattr(args, f) is not None]
     if not given:
+        if args.percentile is not None:   # the percentile of a question not asked
+            raise ScenarioError("--percentile", args.percentile, "given with --rate, --ttft and --tpot (the serving question)")
         return None
     if len(given) < len(SERVING_FLAGS) or sc.kind != SERVING:
         missing = next((f for f in SERVING_FLAGS if getattr(args, f) is None), given[0])
         raise ScenarioError(f"--{missing}", getattr(args, missing) if missing in given else "<missing>",
                             "--rate, --ttft and --tpot together, on a serving scenario (one with a [serve] table)")
-    return ServingQuestion(args.rate, args.ttft, args.tpot)
+    return ServingQuestion(args.rate, args.ttft, args.tpot, *([args.percentile] if args.percentile is not None else []))
 
 
 def _repeats_note(axes, asked: int | None, num_points: int) -> str:
@@ -723,8 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
     p.add_argument("--rate", metavar="R[,R2,...]", help="serving question: requests per second to serve (with a serving "
                    "scenario); several, comma-separated: the answer at each (a capacity curve: GPUs and cost against the rate)")
-    p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
-    p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
+    p.add_argument("--ttft", type=float, metavar="S", help="serving question: time-to-first-token target at --percentile, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="serving question: time-per-output-token target at --percentile, seconds")
     p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
     p.add_argument("--layout", choices=("both", "co-located", "disaggregated"), help="serving question: instances that "
                    "prefill and decode, separate prefill and decode pools, or both searched and the fewer GPUs answered (default)")
@@ -759,10 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--rate", type=float, help="with --ttft and --tpot, on a serving scenario: each point's row is the fewest "
                    "GPUs that serve this many requests/s within the targets (as twin plan --rate answers it)")
-    p.add_argument("--ttft", type=float, metavar="S", help="the serving question's P90 time-to-first-token target, seconds")
-    p.add_argument("--tpot", type=float, metavar="S", help="the serving question's P90 time-per-output-token target, seconds")
+    p.add_argument("--ttft", type=float, metavar="S", help="the serving question's time-to-first-token target at --percentile, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="the serving question's time-per-output-token target at --percentile, seconds")
+    p.add_argument("--percentile", type=float, metavar="P", help="the serving question's percentile held to the targets (default 90)")
     p.set_defaults(func=cmd_sweep, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
         ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}), ("tpot", "--tpot", {"gt": 0, "le": 1e6}),
+        ("percentile", "--percentile", {"gt": 0, "le": 100}),
         *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
         ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
 
