@@ -61,8 +61,9 @@ def _metric(metric: str):
 
 
 def comparable(claim: dict, result: dict) -> bool:
-    """A published figure is compared only for the model and GPU type it describes (twin.serving.run.claim_compared)."""
-    return claim_compared(claim["id"], result["model"], result["gpu"])
+    """A published figure is compared only for the model, GPU type and run it describes: the twin's verdict
+    (twin.serving.run.claim_compared; a result.json written before s24srvwalk: model and GPU type)."""
+    return claim.get("compared", True) and claim_compared(claim["id"], result["model"], result["gpu"])
 
 
 # --------------------------------------------------------------------------- plots
@@ -260,7 +261,7 @@ def build_page(result: dict) -> Page:
     off = [c for c in r["claims"] if not comparable(c, r)]
     if off:
         p.para(f"Figures marked 'not compared' describe {PUBLISHED_MODEL} on another GPU type (or another model) than this "
-               "scenario's, so they are context, not a test of the twin.")
+               "scenario's, or a run under other conditions (their conditions column), so they are context, not a test of the twin.")
     if r["claims"]:
         p.table(*_claims(r))
     else:

@@ -57,9 +57,9 @@ def test_the_summary_does_not_score_a_run_against_another_gpus_published_figure(
     row = next(line for line in out.splitlines() if line.startswith("h200.nim_3872"))
     assert "not compared" in row and "%" not in row
     assert "describe deepseek-v3 on another GPU type" in out
-    assert main(["serve", "--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]) == 0
+    assert main(["serve", "--requests", "300", "--quiet"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("h200.nim_3872"))
-    assert re.search(r"[+-]\d+\.\d%$", row)   # the H200 run is still scored
+    assert re.search(r"[+-]\d+\.\d%$", row)   # the H200 run of the figure's conditions is still scored
 
 
 def test_the_analytic_prefill_figure_is_named_a_full_chunk_not_one_prompt(capsys, tmp_path):
@@ -202,3 +202,21 @@ def test_a_serving_sweep_asks_the_question_at_the_percentile_given_and_its_rows_
     api = twin.sweep(r1_file, grid="serve.kv_precision=fp8", overrides=["serve.input_len=512", "serve.output_len=64"],
                      serving_question=(2, 3, 0.1, 99), workers=1)
     assert api.rows[0]["percentile"] == 99.0 and api.rows[0]["status"] == "ok"
+
+
+def test_a_maximum_throughput_figure_is_not_scored_against_a_run_of_other_traffic(tmp_path, capsys):
+    """D13: `twin serve --set traffic.arrival=trace --set traffic.trace_csv=my.csv` (300 requests at 5/s) printed
+    "h200.nim_3872  2,717  3,872  -29.8%": NVIDIA's maximum-throughput figure (concurrency MAX, 1K/1K) scored against a
+    light load; its note said "the twin's value is the best point of the concurrency sweep", where it is the simulation's."""
+    import json
+    trace = _trace(tmp_path / "t.csv", 300)
+    assert main(["serve", "--set", "traffic.arrival=trace", "--set", f"traffic.trace_csv={trace}", "--quiet",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("h200.")}
+    assert "not compared" in rows["h200.nim_3872"] and re.search(r"[+-]\d+\.\d+%$", rows["h200.weights_fp8"])
+    claims = {c["id"]: c for c in json.loads((tmp_path / "r.json").read_text())["claims"]}
+    assert claims["h200.nim_3872"]["compared"] is False and claims["h200.weights_fp8"]["compared"] is True
+    assert "best point of the concurrency sweep" not in claims["h200.nim_3872"]["conditions_note"]
+    assert main(["serve", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]) == 0   # 1K/64: other lengths
+    assert "not compared" in next(x for x in capsys.readouterr().out.splitlines() if x.startswith("h200.nim_3872"))

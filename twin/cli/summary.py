@@ -12,7 +12,7 @@ import math
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
 from twin.planning.result import reason_examples
-from twin.serving.run import PUBLISHED_MODEL, claim_compared
+from twin.serving.run import PUBLISHED_MODEL
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -242,15 +242,15 @@ def serve_summary(sc, out) -> str:
     text += _open_run_note(sc, sim)
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
-    # a figure published for another GPU type or model is context, not a test (the report's rule: claim_compared)
-    compared = {c.id: claim_compared(c.id, out.model, out.gpu) for c in out.claims}
-    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}" if compared[c.id] else "not compared")
+    # a figure published for another GPU type, model or run is context, not a test (the report's rule: claim_compared)
+    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}" if c.compared else "not compared")
             for c in out.claims if c.predicted is not None]
     if rows:
         text += "\n\n" + table(rows, header=("published figure", "twin", "published", "error"))
-    if not all(compared[r[0]] for r in rows):
+    if any(not c.compared for c in out.claims if c.predicted is not None):
         text += (f"\n(figures marked 'not compared' describe {PUBLISHED_MODEL} on another GPU type than this run's "
-                 f"{out.gpu.upper()}, or another model: context, not a test of the twin)")
+                 f"{out.gpu.upper()}, another model, or a run under other conditions, as the report's conditions column "
+                 "says: context, not a test of the twin)")
     return text
 
 

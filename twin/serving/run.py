@@ -74,11 +74,21 @@ def claim_gpu(claim_id: str) -> str:
     return serving_claims().get(claim_id, {}).get("gpu", "")
 
 
-def claim_compared(claim_id: str, model: str, gpu: str) -> bool:
-    """A published figure is compared (with an error) only for the model and GPU type it describes: the one rule
-    of the report's table and the terminal's (which scored NVIDIA's H200 figure against H100 runs until s24srvwalk)."""
+def claim_compared(claim_id: str, model: str, gpu: str, scenario: ServeScenario | None = None) -> bool:
+    """A published figure is compared (with an error) only for the model and GPU type it describes, and, where the
+    claim names the run it describes ([claims.*.run]: traffic or serve fields), on a scenario holding those values.
+    The one rule of the report's table and the terminal's (which scored NVIDIA's H200 figure against H100 runs, and its
+    maximum throughput against any traffic, until s24srvwalk)."""
     published_gpu = claim_gpu(claim_id)
-    return model == PUBLISHED_MODEL and (not published_gpu or published_gpu == gpu)
+    if model != PUBLISHED_MODEL or (published_gpu and published_gpu != gpu):
+        return False
+    run = serving_claims().get(claim_id, {}).get("run", {})
+    return scenario is None or all(_run_value(scenario, key) == value for key, value in run.items())
+
+
+def _run_value(sc: ServeScenario, key: str):
+    """A claim's run condition read from the scenario: a [traffic] field, else a [serve] field."""
+    return getattr(sc.traffic, key) if hasattr(sc.traffic, key) else getattr(sc.serve, key)
 
 
 MAX_HINT_INSTANCE_GPUS = 256   # the largest instance larger_instance_hint proposes (EP256: one routed expert a GPU for V3)
@@ -121,7 +131,8 @@ def check_one_request_fits(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, num_gpus: i
         raise InfeasiblePlan(exc.reason + larger_instance_hint(m, gpu, s, num_gpus), exc.breakdown) from None
 
 
-def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tuple[ServeClaim, ...]:
+def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str,
+            scenario: ServeScenario | None = None) -> tuple[ServeClaim, ...]:
     rows = []
     for cid in s.claims:
         c = serving_claims()[cid]
@@ -140,7 +151,8 @@ def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tup
         rows.append(ServeClaim(id=cid, metric=metric, claimed=float(c["claimed"]),
                                predicted=None if pred is None else float(pred),
                                rel_error=None if pred is None else float(pred) / float(c["claimed"]) - 1.0,
-                               source=c["source"], conditions_note=note))
+                               source=c["source"], conditions_note=note,
+                               compared=claim_compared(cid, m.name, scenario_gpu, scenario)))
     return tuple(rows)
 
 
@@ -222,4 +234,4 @@ def serve(scenario: ServeScenario, num_requests: int | None = None, progress: bo
         prefill=pre, decode=best["decode"],
         weight_bytes=weight_breakdown(m, s),
         kv_bytes_per_token=kv_bytes_per_token(m, s.kv_precision, s.mtp_draft_tokens > 0),
-        sweep=an["sweep"], claims=_claims(figures, s, m, scenario.cluster.gpu))
+        sweep=an["sweep"], claims=_claims(figures, s, m, scenario.cluster.gpu, scenario))
