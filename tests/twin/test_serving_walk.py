@@ -220,3 +220,13 @@ def test_a_maximum_throughput_figure_is_not_scored_against_a_run_of_other_traffi
     assert "best point of the concurrency sweep" not in claims["h200.nim_3872"]["conditions_note"]
     assert main(["serve", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]) == 0   # 1K/64: other lengths
     assert "not compared" in next(x for x in capsys.readouterr().out.splitlines() if x.startswith("h200.nim_3872"))
+
+
+def test_asking_more_requests_than_a_trace_holds_says_so(tmp_path, capsys):
+    """D14: `--requests 1000` on a 300-row trace simulated 300 without a word."""
+    trace = _trace(tmp_path / "t.csv", 300)
+    argv = ["serve", "--set", "traffic.arrival=trace", "--set", f"traffic.trace_csv={trace}", "--quiet"]
+    assert main([*argv, "--requests", "1000"]) == 0
+    assert "note: 1,000 requests asked; the trace holds 300, all simulated" in capsys.readouterr().out
+    assert main([*argv, "--requests", "300"]) == 0
+    assert "requests asked" not in capsys.readouterr().out

@@ -266,7 +266,7 @@ def cmd_serve(args) -> int:
         kept, total = trace["otherData"]["iterations_in_trace"], trace["otherData"]["iterations_total"]
         cut = f", the first {kept:,} of {total:,} (traffic.trace_iterations)" if kept < total else ""
         wrote = f"\ntrace: {args.trace} ({kept:,} iterations{cut}); open it in https://ui.perfetto.dev"
-    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else "") + wrote)
+    _say(args, summary.serve_summary(sc, out, args.requests) + (f"\nreport: {args.out}/report.html" if args.out else "") + wrote)
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     return 0

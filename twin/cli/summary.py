@@ -209,7 +209,8 @@ def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def serve_summary(sc, out) -> str:
+def serve_summary(sc, out, asked_requests: int | None = None) -> str:
+    """`asked_requests`: --requests, for the note where a trace holds fewer (said nothing until s24srvwalk)."""
     sim = out.simulation
     load = (f"closed loop, {sim.concurrency:,} in flight" if sim.arrival == "closed" else
             f"{sim.arrival} arrivals at {sc.traffic.rate_per_s:g}/s" if sim.arrival != "trace" else "trace")
@@ -240,6 +241,9 @@ def serve_summary(sc, out) -> str:
                  f"so the measuring window (10%-90% of requests finished) holds little or no steady state; "
                  f"simulate at least {2 * sim.concurrency:,} (--requests, traffic.num_requests)")
     text += _open_run_note(sc, sim)
+    asked = asked_requests or sc.traffic.num_requests
+    if sim.arrival == "trace" and asked and asked > sim.simulated_requests:
+        text += f"\nnote: {asked:,} requests asked; the trace holds {sim.simulated_requests:,}, all simulated"
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
     # a figure published for another GPU type, model or run is context, not a test (the report's rule: claim_compared)
