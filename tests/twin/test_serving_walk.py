@@ -57,7 +57,7 @@ def test_the_summary_does_not_score_a_run_against_another_gpus_published_figure(
     row = next(line for line in out.splitlines() if line.startswith("h200.nim_3872"))
     assert "not compared" in row and "%" not in row
     assert "describe deepseek-v3 on another GPU type" in out
-    assert main(["serve", "--requests", "300", "--quiet"]) == 0
+    assert main(["serve", "--requests", "900", "--quiet"]) == 0   # two requests a client of 419: a steady window (D15)
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("h200.nim_3872"))
     assert re.search(r"[+-]\d+\.\d%$", row)   # the H200 run of the figure's conditions is still scored
 
@@ -230,3 +230,15 @@ def test_asking_more_requests_than_a_trace_holds_says_so(tmp_path, capsys):
     assert "note: 1,000 requests asked; the trace holds 300, all simulated" in capsys.readouterr().out
     assert main([*argv, "--requests", "300"]) == 0
     assert "requests asked" not in capsys.readouterr().out
+
+
+def test_a_closed_loop_too_short_for_a_steady_window_scores_no_throughput_figure(capsys):
+    """D15: `twin serve --requests 400` (400 clients, all starting at once) measured a window of a fraction of a second:
+    "goodput 264.62 requests/s" and 3,810 output tok/s scored against NIM's 3,872 at -1.6%, beside a note saying the
+    window holds no steady state. The memory figures, which need no window, are still scored."""
+    assert main(["serve", "--requests", "400", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("h200.")}
+    assert "not compared" in rows["h200.nim_3872"] and re.search(r"[+-]\d+\.\d+%$", rows["h200.aws_800GB"])
+    goodput = next(x for x in out.splitlines() if x.startswith("goodput"))
+    assert "requests/s" not in goodput and "no steady state" in goodput

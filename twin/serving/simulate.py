@@ -99,6 +99,13 @@ def check_work(reqs: Requests, s, kv_capacity_tokens: float, instances: int) -> 
                             f"{out.sum():,.0f} output tokens over {instances} instance(s)); fewer or shorter requests")
 
 
+def holds_steady_window(sim: RequestSimResult) -> bool:
+    """Whether the measuring window (10%-90% of requests finished) can hold a steady state: not a closed loop with fewer
+    than two requests per client, whose clients mostly start at once and finish within a fraction of a second of each
+    other (400 requests of 400 clients: a window of ~0.1 s, "goodput 264.62 requests/s")."""
+    return not (sim.arrival == "closed" and sim.simulated_requests < 2 * sim.concurrency)
+
+
 def concurrency_for_tpot(costs: IterationCosts, s, target_tpot_s: float, max_batch: int) -> int:
     """The largest decode batch per instance (<= max_batch) whose step at the mean context gives
     `target_tpot_s` per output token (at least 1): bisection, the step time rising with the batch."""
