@@ -300,7 +300,7 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
                f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}" + _cost(b) + "." if b else
                f"No deployment of up to the checked size serves {target}" + _why_none(r) + ".")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
-    pct = f"P{b['percentile']:g}" if b else "percentile"
+    pct = f"P{r['percentile']:g}" if "percentile" in r else f"P{b['percentile']:g}" if b else "percentile"   # r's: since s24srvwalk
     p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} deployments simulated request by request "
            "(twin.serving.simulate, open-loop arrivals at the rate), by bisection (twin.planning.serving): co-located, the "
            "fewest instances that prefill and decode; disaggregated, the fewest decode instances with every prompt "

@@ -242,3 +242,12 @@ def test_a_closed_loop_too_short_for_a_steady_window_scores_no_throughput_figure
     assert "not compared" in rows["h200.nim_3872"] and re.search(r"[+-]\d+\.\d+%$", rows["h200.aws_800GB"])
     goodput = next(x for x in out.splitlines() if x.startswith("goodput"))
     assert "requests/s" not in goodput and "no steady state" in goodput
+
+
+def test_the_serving_answer_says_its_percentile_even_when_no_deployment_meets(tmp_path):
+    """D16: `twin plan --rate 2 --ttft 0.001 --tpot 0.05 --percentile 99 --json F`: F held the targets but not the
+    percentile they were held at (only each simulated deployment carried it, and here none was simulated)."""
+    import json
+    assert main(["plan", "--rate", "2", "--ttft", "0.001", "--tpot", "0.05", "--percentile", "99", "--quiet",
+                 "--json", str(tmp_path / "q.json")]) == 3
+    assert json.loads((tmp_path / "q.json").read_text())["percentile"] == 99.0

@@ -114,6 +114,7 @@ class ServingPlanResult:
     arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
     # the answer in a planner's units (s24srvwalk: it was GPUs alone): nodes, and instances of each pool
     gpus_per_node: int = 8                    # the GPU type's (cluster catalog)
+    percentile: float = SLO_PERCENTILE        # of TTFT and TPOT, held to the targets (the answer did not say, until s24srvwalk)
     prefill_instance_gpus: int = 0            # GPUs of a prefill instance (serve.prefill_ep, else instance_gpus)
 
 
@@ -370,7 +371,7 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
                              instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
                              infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
                              best_disaggregated=best_dis, layouts=tuple(layouts), arrival=_arrival(sc),
-                             arrival_note=_arrival_note(sc), gpus_per_node=sc.gpu.gpus_per_node,
+                             arrival_note=_arrival_note(sc), gpus_per_node=sc.gpu.gpus_per_node, percentile=percentile,
                              prefill_instance_gpus=dep.s.prefill_gpus)
 
 
