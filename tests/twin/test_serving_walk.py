@@ -251,3 +251,12 @@ def test_the_serving_answer_says_its_percentile_even_when_no_deployment_meets(tm
     assert main(["plan", "--rate", "2", "--ttft", "0.001", "--tpot", "0.05", "--percentile", "99", "--quiet",
                  "--json", str(tmp_path / "q.json")]) == 3
     assert json.loads((tmp_path / "q.json").read_text())["percentile"] == 99.0
+
+
+def test_a_prefill_instance_of_its_own_size_is_named_in_the_answer(r1):
+    """D17: with serve.prefill_ep = 16 the answer was headed "instances of 8 GPUs" (the decode instance's) above a split
+    of 16-GPU prefill instances."""
+    from twin.cli.summary import serving_plan_summary
+    sc = dataclasses.replace(r1, serve=dataclasses.replace(r1.serve, prefill_ep=16))
+    text = serving_plan_summary(twin.plan_serving(sc, 2.0, 3.0, 0.1, num_requests=300, layouts="disaggregated"))
+    assert "(decode instances of 8 GPUs, prefill instances of 16;" in text and "1 prefill and 1 decode instance," in text

@@ -324,8 +324,11 @@ def plan_summary(out) -> str:
 
 
 def serving_plan_summary(out) -> str:
+    sizes = (f"decode instances of {plural(out.instance_gpus, 'GPU')}, prefill instances of {out.prefill_instance_gpus}"
+             if out.prefill_instance_gpus not in (0, out.instance_gpus) and "disaggregated" in out.layouts else
+             f"instances of {plural(out.instance_gpus, 'GPU')}")   # a prefill instance's own size unsaid until s24srvwalk
     head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
-            f"(instances of {plural(out.instance_gpus, 'GPU')}; {plural(out.evaluated, 'deployment')} checked)")
+            f"({sizes}; {plural(out.evaluated, 'deployment')} checked)")
     b = out.best
     if b is None:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
