@@ -260,3 +260,38 @@ def test_a_prefill_instance_of_its_own_size_is_named_in_the_answer(r1):
     sc = dataclasses.replace(r1, serve=dataclasses.replace(r1.serve, prefill_ep=16))
     text = serving_plan_summary(twin.plan_serving(sc, 2.0, 3.0, 0.1, num_requests=300, layouts="disaggregated"))
     assert "(decode instances of 8 GPUs, prefill instances of 16;" in text and "1 prefill and 1 decode instance," in text
+
+
+def test_the_serving_question_sizes_for_a_traces_lengths(r1, tmp_path):
+    """D18: "how many GPUs serve my traffic (a trace CSV) at 4 requests/s?": the question replaced the trace's arrivals
+    by Poisson arrivals at the rate (it must: the rate is the question) and also its lengths by serve.input_len /
+    output_len, so a trace of 2,000-token prompts was sized for the scenario's 512. Now its lengths are kept: a trace
+    of constant lengths answers exactly as drawn traffic of those lengths does."""
+    from twin.planning.serving import size_serving
+    rows = ["arrival_s,input_len,output_len"] + [f"{0.5 * k},2000,100" for k in range(50)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    traced = dataclasses.replace(r1, traffic=dataclasses.replace(r1.traffic, arrival="trace", trace_csv=str(tmp_path / "t.csv")))
+    drawn = dataclasses.replace(r1, serve=dataclasses.replace(r1.serve, input_len=2000, output_len=100))
+    a = size_serving(traced, 4.0, 3.0, 0.05, num_requests=300, layouts=("co-located",))
+    b = size_serving(drawn, 4.0, 3.0, 0.05, num_requests=300, layouts=("co-located",))
+    assert [(c.num_gpus, c.ttft_s, c.tpot_s, c.meets) for c in a.checks] == [(c.num_gpus, c.ttft_s, c.tpot_s, c.meets) for c in b.checks]
+    assert "lengths kept" in a.arrival_note and "mean ISL 2,000, OSL 100" in a.arrival_note
+
+
+def test_a_deployment_keeping_up_with_spread_output_lengths_is_not_called_a_growing_queue():
+    """D19: with output lengths spread (uniform, CV 0.5, mean 1,024) R1 at 20/s needed 136 GPUs, where fixed lengths
+    need 40: 64 co-located GPUs met TTFT (105 ms P90) and TPOT (45.7 ms) yet failed "served under the rate: a queue that
+    grows" (18.3/s against 18.6). The served rate is read between the times 10% and 90% of requests finished; with
+    lifetimes spread, that window reaches into the fill and the drain, where fewer finish, even in a deployment that
+    keeps up. The rate is now held to what the same window gives a deployment that serves every request at its own
+    length's pace (its arrivals shifted by its ideal lifetime), so fixed lengths are judged exactly as before."""
+    from twin.planning.serving import COLOCATED, _check, _Deployment, check_steady_load, lifetime_spread_frac
+    sc = load_scenario(kind=SERVING)
+    spread = dataclasses.replace(sc, traffic=dataclasses.replace(sc.traffic, output_dist="uniform", output_cv=0.5))
+    dep = _Deployment(spread, 0.05)
+    check = _check(dep, 20.0, 2.0, 0.05, 0, 8, check_steady_load(spread, 20.0, 0.05, dep=dep), 90.0, COLOCATED)
+    assert check.ttft_s < 0.2 and check.tpot_s < 0.05 and check.meets, check.reason
+    arrival = np.linspace(0.0, 100.0, 1001)
+    assert lifetime_spread_frac(arrival, np.full(1001, 40.0)) == 1.0   # fixed lengths: no correction at all
+    # later arrivals living longer (10 s to 70 s over 100 s of arrivals) finish 1.6 times as spread: 1 / 1.6
+    assert lifetime_spread_frac(arrival, np.linspace(10.0, 70.0, 1001)) == pytest.approx(1 / 1.6, rel=1e-3)

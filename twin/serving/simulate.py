@@ -99,6 +99,13 @@ def check_work(reqs: Requests, s, kv_capacity_tokens: float, instances: int) -> 
                             f"{out.sum():,.0f} output tokens over {instances} instance(s)); fewer or shorter requests")
 
 
+def window_bounds(finish_s: np.ndarray) -> tuple[float, float]:
+    """The steady window's ends: the times WINDOW[0] and WINDOW[1] of the requests had finished."""
+    order = np.sort(finish_s)
+    n = len(order)
+    return float(order[min(n - 1, int(WINDOW[0] * n))]), float(order[min(n - 1, max(0, int(math.ceil(WINDOW[1] * n)) - 1))])
+
+
 def holds_steady_window(sim: RequestSimResult) -> bool:
     """Whether the measuring window (10%-90% of requests finished) can hold a steady state: not a closed loop with fewer
     than two requests per client, whose clients mostly start at once and finish within a fraction of a second of each
@@ -174,12 +181,10 @@ def _measure(sc, reqs: Requests, rec: Records, eng: Engine, instances: int, deco
     ttft = first - arrival
     e2e = finish - arrival
     tpot = np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan)
-    order = np.sort(finish)
-    n = len(order)
-    a = float(order[min(n - 1, int(WINDOW[0] * n))])
-    b = float(order[min(n - 1, max(0, int(math.ceil(WINDOW[1] * n)) - 1))])
+    n = len(finish)
+    a, b = window_bounds(finish)
     if b - a <= 0:        # too few requests (or all finish together): the whole run
-        a, b = float(np.nanmin(arrival)), float(order[-1])
+        a, b = float(np.nanmin(arrival)), float(np.max(finish))   # the last to finish
     dur = max(b - a, 1e-12)
     out_tok_s = _tokens_in_window(first, finish, out, a, b) / dur
     in_mask = (first >= a) & (first <= b)

@@ -78,6 +78,17 @@ def make_requests(t: TrafficSpec, s: ServeSpec, num_requests: int | None = None)
     return with_prefixes(arrival, isl, osl, t)
 
 
+def trace_lengths_at(traffic: TrafficSpec, trace: Requests, num_requests: int) -> Requests:
+    """`num_requests` requests with a trace's lengths (its rows in order, cycled) and `traffic`'s open arrivals
+    (poisson or gamma at traffic.rate_per_s, seeded by traffic.seed, as make_requests draws them): the serving
+    question's load for a trace, whose rate is the question's own (until s24srvwalk it also replaced the trace's
+    lengths by serve.input_len / output_len)."""
+    rng = np.random.default_rng(traffic.seed)
+    arrival = _arrivals(rng, traffic, num_requests)
+    k = np.arange(num_requests) % len(trace)
+    return with_prefixes(arrival, trace.input_len[k], trace.output_len[k], traffic, trace.cached_len[k])
+
+
 def with_prefixes(arrival, isl, osl, t: TrafficSpec, cached=None) -> Requests:
     """Requests with the prefix-cache hits of `t`: a hit rate on every prompt (at least one token
     is always computed: the last prompt token makes the first output token), and shared prefixes."""
