@@ -5,12 +5,13 @@ serve a request rate within TTFT and TPOT targets.
 type that prefill and decode, or a prefill pool and a decode pool, disaggregated like DeepSeek's) is run through the request-level
 simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
 transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
-traffic is gamma; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
+traffic is gamma; a trace scenario's lengths kept, its rows cycled; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
 lifetimes of a request (its prompt, then its tokens at a full decode instance's pace: `_Deployment.lifetime_s`),
 `steady_requests`, at least 2,000). Its verdict: the given percentile
 (P90 by default) of TTFT and of TPOT, over the requests that arrive in the steady window (between
 the times 10% and 90% of requests have finished: the ramp-up and the drain are left out), within
-the targets, and requests finishing at the rate (`stable_frac`). Decode instances run at most the batch whose step at the mean context meets the TPOT
+the targets, and requests finishing at the rate (`stable_frac`, less what spread lifetimes take from the
+window's reading: `lifetime_spread_frac`). Decode instances run at most the batch whose step at the mean context meets the TPOT
 target (within memory, `concurrency_for_tpot`), as a provider caps them; load beyond it queues and
 shows in TTFT.
 
