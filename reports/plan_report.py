@@ -272,21 +272,35 @@ def _cost(b: dict) -> str:
             f"${b['usd_per_million_input_tokens']:,.2f} input)")
 
 
-def _split(b: dict, instance_gpus: int) -> str:
+def _split(b: dict, r: dict) -> str:
+    """A deployment's layout with its nodes and instances (the split in GPUs alone until s24srvwalk); `r` the
+    question's answer (.get: a result.json written before s24srvwalk has no node size)."""
+    instance_gpus = r["instance_gpus"]
+    nodes = -(-b["num_gpus"] // r.get("gpus_per_node", 8))
+    nodes_text = f"{nodes:,} node{'s' if nodes != 1 else ''}"
     if b.get("layout") == "co-located":
         n = b["num_gpus"] // instance_gpus
-        return f"{n:,} co-located instance{'s' if n != 1 else ''} of {instance_gpus}"
-    return f"{b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode"
+        return f"{n:,} co-located instance{'s' if n != 1 else ''} of {instance_gpus}, {nodes_text}"
+    p, d = b["prefill_gpus"] // (r.get("prefill_instance_gpus") or instance_gpus), b["decode_gpus"] // instance_gpus
+    ratio = f", P:D 1:{d / p:.3g}" if p else ""
+    return f"{b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode: {p:,} + {d:,} instances{ratio}, {nodes_text}"
+
+
+def _why_none(r: dict) -> str:
+    """Why no deployment served: each reason with its count (the page said nothing of it until s24srvwalk, where
+    the terminal named an instance that holds no request and the instance that would)."""
+    reasons = r.get("infeasible_by_reason") or {}
+    return (": " + "; ".join(f"{k} ({v:,})" for k, v in reasons.items())) if reasons else ""
 
 
 def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     b = r["best"]
     target = f"{r['rate_per_s']:g} requests/s within TTFT {pg.seconds(r['ttft_target_s'])} and TPOT {pg.seconds(r['tpot_target_s'])}"
-    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({_split(b, r['instance_gpus'])}), "
+    verdict = (f"The fewest GPUs that serve {target}: {b['num_gpus']:,} ({_split(b, r)}), "
                f"at TTFT {pg.seconds(b['ttft_s'])} and TPOT {pg.seconds(b['tpot_s'])}" + _cost(b) + "." if b else
-               f"No deployment of up to the checked size serves {target}.")
+               f"No deployment of up to the checked size serves {target}" + _why_none(r) + ".")
     p = Page(f"Serving capacity: {r['rate_per_s']:g} requests/s", verdict)
-    pct = f"P{b['percentile']:g}" if b else "percentile"
+    pct = f"P{r['percentile']:g}" if "percentile" in r else f"P{b['percentile']:g}" if b else "percentile"   # r's: since s24srvwalk
     p.para(f"Instances of {r['instance_gpus']} GPUs; {r['evaluated']:,} deployments simulated request by request "
            "(twin.serving.simulate, open-loop arrivals at the rate), by bisection (twin.planning.serving): co-located, the "
            "fewest instances that prefill and decode; disaggregated, the fewest decode instances with every prompt "
@@ -296,7 +310,7 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
               if name in r.get("layouts", ())]   # .get: a result.json written before s22walk
     if len(others) > 1:
         p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT", "$ per hour", "$ per M output tokens (every GPU)"],
-                                     [[name, f"{x['num_gpus']:,}", _split(x, r["instance_gpus"]), pg.seconds(x["ttft_s"]),
+                                     [[name, f"{x['num_gpus']:,}", _split(x, r), pg.seconds(x["ttft_s"]),
                                        pg.seconds(x["tpot_s"]), f"{x['usd_per_hour']:,.2f}", f"{x['usd_per_million_output_tokens_all_gpus']:,.2f}"]
                                       if x else [name, "none within the targets", "-", "-", "-", "-", "-"]
                                       for name, x in others])
@@ -365,7 +379,7 @@ def build_capacity_page(r: dict, scenario_name: str = "") -> Page:
     rows = []
     for x in plans:
         b = x["best"]
-        rows.append([f"{x['rate_per_s']:g}", f"{b['num_gpus']:,}", b["layout"], _split(b, x["instance_gpus"]), pg.seconds(b["ttft_s"]),
+        rows.append([f"{x['rate_per_s']:g}", f"{b['num_gpus']:,}", b["layout"], _split(b, x), pg.seconds(b["ttft_s"]),
                      pg.seconds(b["tpot_s"]), f"{b['usd_per_hour']:,.2f}", f"{b['usd_per_million_output_tokens_all_gpus']:,.2f}",
                      f"{x['evaluated']:,}"] if b else
                     [f"{x['rate_per_s']:g}", "none", "-", "; ".join(x["infeasible_by_reason"]) or "-", "-", "-", "-", "-", f"{x['evaluated']:,}"])

@@ -35,9 +35,8 @@ from reports.page import Page
 from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.results import to_json
 from twin.core.scenario import PACKAGED_SCENARIOS, SERVING, ServeScenario, load_scenario, packaged_scenario
-from twin.core.specs import serving_claims
 from twin.serving.result import ServeResult, SweepPoint
-from twin.serving.run import serve
+from twin.serving.run import PUBLISHED_MODEL, claim_compared, claim_gpu, serve
 
 SWEEP_COLUMNS = tuple(f.name for f in dataclasses.fields(SweepPoint))
 SWEEP_CSV = "serve_sweep.csv"
@@ -45,8 +44,6 @@ PLOTS = ("throughput_vs_batch.png", "throughput_vs_tpot.png", "latency_cdf.png")
 
 # every serving scenario the package ships (package data: an installed wheel runs them too)
 DEFAULT_SCENARIOS = PACKAGED_SCENARIOS
-# the model DeepSeek's and NVIDIA's serving figures describe (R1 shares V3's architecture)
-PUBLISHED_MODEL = "deepseek-v3"
 
 # what a claim's metric measures, and how its values read
 METRICS = {
@@ -63,15 +60,10 @@ def _metric(metric: str):
     return METRICS.get(metric, (metric.replace("_", " "), pg.sig))
 
 
-def claim_gpu(claim_id: str) -> str:
-    """The GPU type a published serving figure was measured on ('' when it doesn't depend on one)."""
-    return serving_claims().get(claim_id, {}).get("gpu", "")
-
-
 def comparable(claim: dict, result: dict) -> bool:
-    """A published figure is compared (with an error) only for the model and GPU type it describes."""
-    gpu = claim_gpu(claim["id"])
-    return result["model"] == PUBLISHED_MODEL and (not gpu or gpu == result["gpu"])
+    """A published figure is compared only for the model, GPU type and run it describes: the twin's verdict
+    (twin.serving.run.claim_compared; a result.json written before s24srvwalk: model and GPU type)."""
+    return claim.get("compared", True) and claim_compared(claim["id"], result["model"], result["gpu"])
 
 
 # --------------------------------------------------------------------------- plots
@@ -205,7 +197,8 @@ def _latency(r: dict) -> list[list[str]]:
         ["KV cache per instance", f"peak {pg.count(sim['kv_peak_tokens_per_instance'])} of {pg.count(sim['kv_capacity_tokens_per_instance'])} tokens"],
         ["Memory per GPU", f"{pg.gib(r['memory_per_gpu_bytes'])} of {pg.gib(r['memory_breakdown_bytes'].get('capacity'))}"],
         ["Analytic sweep (no queueing)", f"best concurrency {r['batch']:,} per instance (memory allows {r['max_batch_by_memory']:,}): "
-                                         f"TPOT {pg.seconds(r['tpot_s'])}, one prompt's prefill {pg.seconds(r['ttft_s'])}"],
+                                         f"TPOT {pg.seconds(r['tpot_s'])}, a full prefill chunk ({r['prefill']['tokens_per_gpu']:,} prompt tokens "
+                                         f"per GPU) {pg.seconds(r['ttft_s'])}"],   # not one prompt's, as said until s24srvwalk
     ]
 
 
@@ -257,7 +250,7 @@ def build_page(result: dict) -> Page:
     r = result
     p = Page(f"Serving: {r['scenario']}", _verdict(r))
     prof = r.get("profile", {})
-    p.para(f"{r['instances']} instance(s) of {r['instance_gpus']} GPUs ({r.get('gpu_name', r['gpu'])}); efficiency profile "
+    p.para(f"{r['instances']:,} instance{'' if r['instances'] == 1 else 's'} of {r['instance_gpus']} GPUs ({r.get('gpu_name', r['gpu'])}); efficiency profile "
            f"{prof.get('gpu', r['gpu']).upper()}{'' if prof.get('calibrated', True) else ' (not calibrated: the default profile)'}. "
            "Predicted from first principles and the calibrated profiles; published figures are compared, never fitted.")
     p.section("Headline").table(["throughput", "per GPU", "per node", "whole deployment"], _headline(r))
@@ -268,7 +261,7 @@ def build_page(result: dict) -> Page:
     off = [c for c in r["claims"] if not comparable(c, r)]
     if off:
         p.para(f"Figures marked 'not compared' describe {PUBLISHED_MODEL} on another GPU type (or another model) than this "
-               "scenario's, so they are context, not a test of the twin.")
+               "scenario's, or a run under other conditions (their conditions column), so they are context, not a test of the twin.")
     if r["claims"]:
         p.table(*_claims(r))
     else:

@@ -287,8 +287,8 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
           serving_question: tuple[float, float, float] | None = None) -> SweepResult:
     """Every point of a sweep over scenario keys (`grid`: 'plan.pp=8,16', 'workload.routing_imbalance=1:1.5'),
     all combinations, or `random` / `lhs` points; one row each. (`twin sweep` also journals the rows
-    to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s) on a serving
-    scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot`)."""
+    to disk as they arrive and resumes.) `serving_question`: (rate_per_s, ttft_s, tpot_s[, percentile]) on a serving
+    scenario, each point's row its fewest GPUs (`twin sweep --rate --ttft --tpot [--percentile]`)."""
     _check_workers(workers)
     # a bare string is one axis, one override (read character by character, "--grid: got 'p'", until s23walk)
     grid, overrides = ([x] if isinstance(x, str) else list(x) for x in (grid, overrides))
@@ -300,10 +300,13 @@ def sweep(path: str | Path | None = None, grid: Sequence[str] = (), random: int 
     question = None
     if serving_question is not None:
         _require(base, SERVING, "sweep with a serving_question")
-        if isinstance(serving_question, (str, int, float)) or len(serving_question) != 3:
-            raise ScenarioError("serving_question", serving_question, "(rate_per_s, ttft_s, tpot_s)")
+        if isinstance(serving_question, (str, int, float)) or len(serving_question) not in (3, 4):
+            raise ScenarioError("serving_question", serving_question, "(rate_per_s, ttft_s, tpot_s) or (rate_per_s, ttft_s, "
+                                "tpot_s, percentile)")
         for name, value in zip(("rate_per_s", "ttft_s", "tpot_s"), serving_question):
             check_value(name, value, gt=0, le=1e9)
+        if len(serving_question) == 4:   # P90 alone until s24srvwalk
+            check_value("percentile", serving_question[3], gt=0, le=100)
         question = ServingQuestion(*map(float, serving_question))
     mode, n = (RANDOM, random) if random else (LHS, lhs) if lhs else (GRID, None)
     for name, value in (("random", random), ("lhs", lhs)):
@@ -320,8 +323,7 @@ def _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percen
     _require(sc, SERVING, name)
     for field, value in (("rate_per_s", rate_per_s), ("ttft_s", ttft_s), ("tpot_s", tpot_s)):
         check_value(field, value, gt=0, le=1e9)
-    if num_requests is not None:
-        check_value("num_requests", num_requests, ge=1, le=MAX_SIM_REQUESTS, integer=True)
+    _check_num_requests(num_requests)   # as twin.serve reads it: a numpy integer too (refused here until s24srvwalk)
     check_value("percentile", percentile, gt=0, le=100)
 
 
@@ -334,16 +336,23 @@ def plan_serving(sc: ServeScenario, rate_per_s: float, ttft_s: float, tpot_s: fl
     twin.planning.serving.steady_requests). `layouts`: co-located instances, separate prefill and
     decode pools, or both (the fewer GPUs answered)."""
     _check_serving_question(sc, rate_per_s, ttft_s, tpot_s, num_requests, percentile, "plan_serving")
-    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=num_requests, percentile=percentile, progress=progress,
-                        layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))   # a bare string is one layout
+    return size_serving(sc, rate_per_s, ttft_s, tpot_s, num_requests=_check_num_requests(num_requests), percentile=percentile,
+                        progress=progress, layouts=(layouts,) if isinstance(layouts, str) else tuple(layouts))   # a bare string: one layout
 
 
 def serving_capacity(sc: ServeScenario, rates_per_s: Sequence[float], ttft_s: float, tpot_s: float,
                      num_requests: int | None = None, percentile: float = SLO_PERCENTILE, progress: bool = False,
                      layouts: tuple[str, ...] = LAYOUTS) -> ServingCapacityResult:
     """`plan_serving` at each rate of `rates_per_s`: the capacity curve (`twin plan --rate R1,R2,...`)."""
-    if isinstance(rates_per_s, (int, float, str)) or not len(rates_per_s):
+    if isinstance(rates_per_s, (int, float, str)):
         raise ScenarioError("rates_per_s", rates_per_s, "a non-empty list of request rates, e.g. [1, 10, 100]")
+    try:   # any iterable of rates, read once (a generator ended in len()'s TypeError until s24srvwalk)
+        rates_per_s = list(rates_per_s)
+    except TypeError:
+        raise ScenarioError("rates_per_s", rates_per_s, "a non-empty list of request rates, e.g. [1, 10, 100]") from None
+    if not rates_per_s or len(set(rates_per_s)) < len(rates_per_s):   # as --rate: each once (ran twice until s24srvwalk)
+        raise ScenarioError("rates_per_s", rates_per_s, "a non-empty list of request rates, each once, e.g. [1, 10, 100]")
+    num_requests = _check_num_requests(num_requests)
     for rate in rates_per_s:   # each checked, and its steady state within the simulation, before the first runs
         _check_serving_question(sc, rate, ttft_s, tpot_s, num_requests, percentile, "serving_capacity")
         if num_requests is None:

@@ -79,8 +79,17 @@ def _resolved_beside(target: str | None, sc) -> None:
     if target is None or target == "-":
         return
     from reports.page import to_toml  # lazy: matplotlib
+    write_text(resolved_path(target), to_toml(sc.to_dict()))
+
+
+def resolved_path(target: str) -> Path:
+    """FILE's resolved scenario: FILE less its last suffix (and a .gz under it) + .scenario.resolved.toml.
+    'r1.h200.json' -> 'r1.h200.scenario.resolved.toml', 'run.json.gz' -> 'run.scenario.resolved.toml'. Until
+    s24srvwalk the name was cut at its first dot, so r1.h200.json and r1.b200.json shared r1.scenario.resolved.toml
+    and the second run's scenario replaced the first's."""
     path = Path(target)
-    write_text(path.parent / (path.name.split(".")[0] + ".scenario.resolved.toml"), to_toml(sc.to_dict()))
+    name = path.name[:-len(".gz")] if path.name.endswith(".gz") else path.name
+    return path.parent / (Path(name).stem + ".scenario.resolved.toml")
 
 
 def _scenario(args, kind: str = TRAINING):
@@ -257,7 +266,7 @@ def cmd_serve(args) -> int:
         kept, total = trace["otherData"]["iterations_in_trace"], trace["otherData"]["iterations_total"]
         cut = f", the first {kept:,} of {total:,} (traffic.trace_iterations)" if kept < total else ""
         wrote = f"\ntrace: {args.trace} ({kept:,} iterations{cut}); open it in https://ui.perfetto.dev"
-    _say(args, summary.serve_summary(sc, out) + (f"\nreport: {args.out}/report.html" if args.out else "") + wrote)
+    _say(args, summary.serve_summary(sc, out, args.requests) + (f"\nreport: {args.out}/report.html" if args.out else "") + wrote)
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     return 0
@@ -403,12 +412,13 @@ def cmd_plan(args) -> int:
 
 def _plan_serving(args, raw: dict, source: str) -> int:
     from reports.plan_report import write_serving_plan_report  # lazy: matplotlib
-    from twin.planning.serving import LAYOUTS, SLO_PERCENTILE, check_steady_load, size_serving  # lazy: only serving sizing
+    from twin.planning.serving import (LAYOUTS, SLO_PERCENTILE, check_steady_load, one_deployment_cluster,  # lazy: only
+                                       size_serving)                                                       # serving sizing
     missing = [f"--{f}" for f in SERVING_FLAGS if getattr(args, f) is None]
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     rates = _rates(args.rate)
-    sc = from_dict(raw, source, SERVING)
+    sc = from_dict(one_deployment_cluster(raw), source, SERVING)   # the question sizes the cluster itself
     for rate in rates:   # every rate judged before the first is simulated
         check_steady_load(sc, rate, args.tpot, field="--rate")
     layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
@@ -466,12 +476,14 @@ def _sweep_question(args, sc):
     from twin.planning.sweep import ServingQuestion  # lazy: beside the sweep's other names
     given = [f for f in SERVING_FLAGS if getattr(args, f) is not None]
     if not given:
+        if args.percentile is not None:   # the percentile of a question not asked
+            raise ScenarioError("--percentile", args.percentile, "given with --rate, --ttft and --tpot (the serving question)")
         return None
     if len(given) < len(SERVING_FLAGS) or sc.kind != SERVING:
         missing = next((f for f in SERVING_FLAGS if getattr(args, f) is None), given[0])
         raise ScenarioError(f"--{missing}", getattr(args, missing) if missing in given else "<missing>",
                             "--rate, --ttft and --tpot together, on a serving scenario (one with a [serve] table)")
-    return ServingQuestion(args.rate, args.ttft, args.tpot)
+    return ServingQuestion(args.rate, args.ttft, args.tpot, *([args.percentile] if args.percentile is not None else []))
 
 
 def _repeats_note(axes, asked: int | None, num_points: int) -> str:
@@ -713,8 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", action="append", metavar="GPU=USD", help="rental price per GPU-hour of a GPU type (default: the catalog price, twin/data/hardware.toml)")
     p.add_argument("--rate", metavar="R[,R2,...]", help="serving question: requests per second to serve (with a serving "
                    "scenario); several, comma-separated: the answer at each (a capacity curve: GPUs and cost against the rate)")
-    p.add_argument("--ttft", type=float, metavar="S", help="serving question: P90 time-to-first-token target, seconds")
-    p.add_argument("--tpot", type=float, metavar="S", help="serving question: P90 time-per-output-token target, seconds")
+    p.add_argument("--ttft", type=float, metavar="S", help="serving question: time-to-first-token target at --percentile, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="serving question: time-per-output-token target at --percentile, seconds")
     p.add_argument("--percentile", type=float, metavar="P", help="serving question: the percentile held to the targets (default 90)")
     p.add_argument("--layout", choices=("both", "co-located", "disaggregated"), help="serving question: instances that "
                    "prefill and decode, separate prefill and decode pools, or both searched and the fewer GPUs answered (default)")
@@ -749,10 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write results as JSON (- for stdout)")
     p.add_argument("--rate", type=float, help="with --ttft and --tpot, on a serving scenario: each point's row is the fewest "
                    "GPUs that serve this many requests/s within the targets (as twin plan --rate answers it)")
-    p.add_argument("--ttft", type=float, metavar="S", help="the serving question's P90 time-to-first-token target, seconds")
-    p.add_argument("--tpot", type=float, metavar="S", help="the serving question's P90 time-per-output-token target, seconds")
+    p.add_argument("--ttft", type=float, metavar="S", help="the serving question's time-to-first-token target at --percentile, seconds")
+    p.add_argument("--tpot", type=float, metavar="S", help="the serving question's time-per-output-token target at --percentile, seconds")
+    p.add_argument("--percentile", type=float, metavar="P", help="the serving question's percentile held to the targets (default 90)")
     p.set_defaults(func=cmd_sweep, outputs=(*JSON_OUT, ("out", "--out", DIR)), numbers=(
         ("rate", "--rate", {"gt": 0, "le": 1e9}), ("ttft", "--ttft", {"gt": 0, "le": 1e6}), ("tpot", "--tpot", {"gt": 0, "le": 1e6}),
+        ("percentile", "--percentile", {"gt": 0, "le": 100}),
         *EXECUTOR_NUMBERS, ("random", "--random", {"integer": True, "ge": 1, "le": MAX_POINTS}),
         ("lhs", "--lhs", {"integer": True, "ge": 1, "le": MAX_POINTS}), ("seed", "--seed", {"integer": True, "ge": 0, "le": 2**32 - 1})))
 

@@ -12,6 +12,8 @@ import math
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
 from twin.planning.result import reason_examples
+from twin.serving.run import PUBLISHED_MODEL
+from twin.serving.simulate import holds_steady_window
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -208,7 +210,8 @@ def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def serve_summary(sc, out) -> str:
+def serve_summary(sc, out, asked_requests: int | None = None) -> str:
+    """`asked_requests`: --requests, for the note where a trace holds fewer (said nothing until s24srvwalk)."""
     sim = out.simulation
     load = (f"closed loop, {sim.concurrency:,} in flight" if sim.arrival == "closed" else
             f"{sim.arrival} arrivals at {sc.traffic.rate_per_s:g}/s" if sim.arrival != "trace" else "trace")
@@ -222,14 +225,19 @@ def serve_summary(sc, out) -> str:
                 ("TPOT P50 / P90 / P99", latencies(out.tpot_p50_s, out.tpot_p90_s, out.tpot_p99_s)),
                 ("E2E P50 / P99", latencies(out.e2e_p50_s, out.e2e_p99_s)),
                 ("goodput", f"{out.goodput_requests_per_s:,.2f} requests/s within TTFT {sc.traffic.slo_ttft_s:g} s, "
-                            f"TPOT {sc.traffic.slo_tpot_s * 1e3:g} ms"),
-                ("$ per million tokens", f"output {dollars(out.usd_per_million_output_tokens)}, input {dollars(out.usd_per_million_input_tokens)}"),
+                            f"TPOT {sc.traffic.slo_tpot_s * 1e3:g} ms" if holds_steady_window(sim) else
+                            # a rate over a window of a fraction of a second ("264.62 requests/s" until s24srvwalk)
+                            f"- (no steady state in the measuring window: see the note; "
+                            f"{sim.slo_attained_frac:.0%} of requests within the SLO)"),
+                ("$ per million tokens", f"output {_per_million(out.usd_per_million_output_tokens, 'output token')}, "
+                                         f"input {_per_million(out.usd_per_million_input_tokens, 'prompt')}"),
                 ("memory per GPU", f"{gib(out.memory_per_gpu_bytes)} (KV peak {sim.kv_peak_tokens_per_instance:,.0f} of "
-                                   f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {sim.preemptions} preemptions)"),
-                ("analytic sweep", f"best concurrency {out.batch} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
-                                   f"output tok/s per node at TPOT {latencies(out.tpot_s)}; one prompt's prefill {latencies(out.ttft_s)}"),
+                                   f"{sim.kv_capacity_tokens_per_instance:,.0f} tokens per instance; {plural(sim.preemptions, 'preemption')})"),
+                ("analytic sweep", f"best concurrency {out.batch:,} per instance: {out.analytic_output_tokens_per_s_per_node:,.0f} "
+                                   f"output tok/s per node at TPOT {latencies(out.tpot_s)}; {full_chunk(out.prefill)} "
+                                   f"{latencies(out.ttft_s)}"),
             ]))
-    if sim.arrival == "closed" and sim.simulated_requests < 2 * sim.concurrency:
+    if not holds_steady_window(sim):
         # the figures come from the window between 10% and 90% of requests finished: with fewer requests than
         # twice the clients, most start at once and that window may hold no new prompt at all ("input tokens/s
         # 0" with no word of why, until s21walk)
@@ -237,13 +245,34 @@ def serve_summary(sc, out) -> str:
                  f"so the measuring window (10%-90% of requests finished) holds little or no steady state; "
                  f"simulate at least {2 * sim.concurrency:,} (--requests, traffic.num_requests)")
     text += _open_run_note(sc, sim)
+    asked = asked_requests or sc.traffic.num_requests
+    if sim.arrival == "trace" and asked and asked > sim.simulated_requests:
+        text += f"\nnote: {asked:,} requests asked; the trace holds {sim.simulated_requests:,}, all simulated"
     def fmt(c, x):
         return gib(x) if "bytes" in c.metric else f"{x:,.0f}"
-    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}") for c in out.claims
-            if c.predicted is not None]
+    # a figure published for another GPU type, model or run is context, not a test (the report's rule: claim_compared)
+    rows = [(c.id, fmt(c, c.predicted), fmt(c, c.claimed), f"{c.rel_error:+.1%}" if c.compared else "not compared")
+            for c in out.claims if c.predicted is not None]
     if rows:
         text += "\n\n" + table(rows, header=("published figure", "twin", "published", "error"))
+    if any(not c.compared for c in out.claims if c.predicted is not None):
+        text += (f"\n(figures marked 'not compared' describe {PUBLISHED_MODEL} on another GPU type than this run's "
+                 f"{out.gpu.upper()}, another model, or a run under other conditions, as the report's conditions column "
+                 "says: context, not a test of the twin)")
     return text
+
+
+def full_chunk(prefill: dict) -> str:
+    """What the analytic sweep's prefill time is: the forward of a full chunk (serve.prefill_chunk_tokens a GPU),
+    not one prompt's prefill, as it was labelled until s24srvwalk (R1 on HGX H200: 1,547 ms for 8,192 tokens a
+    GPU, where one 1K prompt alone takes 59 ms)."""
+    return f"a full prefill chunk ({prefill['tokens_per_gpu']:,} prompt tokens per GPU)"
+
+
+def _per_million(usd_per_million: float, what: str) -> str:
+    """A price per million tokens, or '-' where the measuring window held none to spread it over ("input $inf"
+    on a closed loop whose window held no new prompt, until s24srvwalk)."""
+    return dollars(usd_per_million) if math.isfinite(usd_per_million) else f"- (no {what} in the measuring window)"
 
 
 def _open_run_note(sc, sim) -> str:
@@ -295,15 +324,18 @@ def plan_summary(out) -> str:
 
 
 def serving_plan_summary(out) -> str:
+    sizes = (f"decode instances of {plural(out.instance_gpus, 'GPU')}, prefill instances of {out.prefill_instance_gpus}"
+             if out.prefill_instance_gpus not in (0, out.instance_gpus) and "disaggregated" in out.layouts else
+             f"instances of {plural(out.instance_gpus, 'GPU')}")   # a prefill instance's own size unsaid until s24srvwalk
     head = (f"{out.rate_per_s:g} requests/s within TTFT {out.ttft_target_s:g} s and TPOT {out.tpot_target_s * 1e3:g} ms "
-            f"(instances of {plural(out.instance_gpus, 'GPU')}; {plural(out.evaluated, 'deployment')} checked)")
+            f"({sizes}; {plural(out.evaluated, 'deployment')} checked)")
     b = out.best
     if b is None:
         reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
         return head + f"\nno deployment meets the targets: {reasons}"
     return head + "\n" + pairs([
-        ("fewest GPUs", _layout_text(b, out.instance_gpus)),
-        *[(f"fewest {x.layout}", _layout_text(x, out.instance_gpus)) for x in (out.best_colocated, out.best_disaggregated)
+        ("fewest GPUs", _layout_text(b, out)),
+        *[(f"fewest {x.layout}", _layout_text(x, out)) for x in (out.best_colocated, out.best_disaggregated)
           if x is not None and x is not b],
         *[(f"fewest {name}", "none within the targets") for name, x in (("co-located", out.best_colocated),
           ("disaggregated", out.best_disaggregated)) if x is None and name in out.layouts],
@@ -341,11 +373,17 @@ def serving_capacity_summary(out) -> str:
     return "\n".join([head, *lines, *(f"note: {n}" if not n.startswith("note:") else n for n in sorted(notes))])
 
 
-def _layout_text(b, instance_gpus: int) -> str:
+def _layout_text(b, out) -> str:
+    """A deployment in a planner's units: GPUs, nodes, instances, and a split's prefill-to-decode ratio ("336: 40
+    prefill + 296 decode", GPUs alone, until s24srvwalk)."""
+    nodes = plural(-(-b.num_gpus // out.gpus_per_node), "node")
     if b.layout == "co-located":
-        n = b.num_gpus // instance_gpus
-        return f"{b.num_gpus:,}: {n:,} co-located instance{'s' if n != 1 else ''} (prefill and decode on the same GPUs)"
-    return f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode"
+        n = b.num_gpus // out.instance_gpus
+        return f"{b.num_gpus:,}: {plural(n, 'co-located instance')} ({nodes}; prefill and decode on the same GPUs)"
+    p, d = b.prefill_gpus // (out.prefill_instance_gpus or out.instance_gpus), b.decode_gpus // out.instance_gpus
+    ratio = f", P:D 1:{d / p:.3g}" if p else ""
+    return (f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode GPUs ({nodes}; {p:,} prefill and "
+            f"{d:,} decode instance{'s' if d != 1 else ''}{ratio})")
 
 
 def _short_run_note(b) -> str:

@@ -5,12 +5,13 @@ serve a request rate within TTFT and TPOT targets.
 type that prefill and decode, or a prefill pool and a decode pool, disaggregated like DeepSeek's) is run through the request-level
 simulation (twin.serving.simulate: iteration by iteration, continuous batching, KV memory, the KV
 transfer between the pools) on a bounded open-loop load at the rate (Poisson unless the scenario's
-traffic is gamma; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
+traffic is gamma; a trace scenario's lengths kept, its rows cycled; `num_requests` requests: by default enough that the arrivals span STEADY_LIFETIMES
 lifetimes of a request (its prompt, then its tokens at a full decode instance's pace: `_Deployment.lifetime_s`),
 `steady_requests`, at least 2,000). Its verdict: the given percentile
 (P90 by default) of TTFT and of TPOT, over the requests that arrive in the steady window (between
 the times 10% and 90% of requests have finished: the ramp-up and the drain are left out), within
-the targets, and requests finishing at the rate (`stable_frac`). Decode instances run at most the batch whose step at the mean context meets the TPOT
+the targets, and requests finishing at the rate (`stable_frac`, less what spread lifetimes take from the
+window's reading: `lifetime_spread_frac`). Decode instances run at most the batch whose step at the mean context meets the TPOT
 target (within memory, `concurrency_for_tpot`), as a provider caps them; load beyond it queues and
 shows in TTFT.
 
@@ -38,10 +39,12 @@ from tqdm import tqdm
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import ServeScenario
-from twin.core.serve_specs import MAX_SIM_REQUESTS
+from twin.core.serve_specs import MAX_SIM_REQUESTS, ServeSpec
 from twin.costs.memory import max_batch_by_memory
-from twin.serving.simulate import concurrency_for_tpot, simulate
+from twin.serving.run import check_one_request_fits
+from twin.serving.simulate import concurrency_for_tpot, simulate, window_bounds
 from twin.serving.timing import IterationCosts
+from twin.serving.workload import read_trace, trace_lengths_at
 
 COLOCATED, DISAGGREGATED = "co-located", "disaggregated"
 LAYOUTS = (COLOCATED, DISAGGREGATED)   # where prompts are prefilled: on the decoding instances, or a pool of their own
@@ -111,8 +114,10 @@ class ServingPlanResult:
     layouts: tuple[str, ...] = LAYOUTS
     arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
     arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
-    arrival: str = "poisson"                  # the arrivals simulated at the rate (OPEN_ARRIVALS)
-    arrival_note: str = ""                    # the scenario's own arrivals, where they were not used
+    # the answer in a planner's units (s24srvwalk: it was GPUs alone): nodes, and instances of each pool
+    gpus_per_node: int = 8                    # the GPU type's (cluster catalog)
+    percentile: float = SLO_PERCENTILE        # of TTFT and TPOT, held to the targets (the answer did not say, until s24srvwalk)
+    prefill_instance_gpus: int = 0            # GPUs of a prefill instance (serve.prefill_ep, else instance_gpus)
 
 
 def steady_requests(rate_per_s: float, lifetime_s: float) -> int:
@@ -143,6 +148,13 @@ class _Deployment:
     def __init__(self, sc: ServeScenario, tpot_target_s: float):
         self.sc = sc
         s = dataclasses.replace(sc.serve, disaggregated=True)
+        # a trace scenario: its lengths are kept (its arrivals give way to the question's rate), and the per-instance
+        # figures below (the decode cap at the mean context, the floors, a request's lifetime) take its mean lengths
+        self.trace = (read_trace(sc.traffic.trace_csv, sc.traffic.prefix_hit_frac, None)
+                      if sc.traffic.arrival == "trace" else None)
+        if self.trace is not None:
+            s = dataclasses.replace(s, input_len=max(1, round(float(np.mean(self.trace.input_len)))),
+                                    output_len=max(1, round(float(np.mean(self.trace.output_len)))))
         self.m, self.gpu, self.s = sc.model, sc.gpu, s
         self.max_batch = max_batch_by_memory(self.m, self.gpu, s)
         decode = IterationCosts(self.m, self.gpu, s)
@@ -160,7 +172,29 @@ class _Deployment:
         # is shorter). Not the targets alone: a loose TPOT target (10 s, "any") would ask 200 times
         # the requests the deployment's real pace needs.
         step_s = decode.iteration_s(max(self.batch_cap, 1), s.input_len + s.output_len / 2.0, 0, 0.0)[0] / tokens_per_step
-        self.lifetime_s = self.prompt_alone_s + max(s.output_len - 1, 0) * min(tpot_target_s, step_s)
+        self.token_s = min(tpot_target_s, step_s)   # a request's pace after its first token, for its lifetime
+        self.lifetime_s = self.prompt_alone_s + max(s.output_len - 1, 0) * self.token_s
+
+
+def _window_rate(finish_s: np.ndarray) -> float:
+    """Requests finishing per second in the steady window, as the simulation reads its served rate."""
+    a, b = window_bounds(finish_s)
+    return float(((finish_s >= a) & (finish_s <= b)).sum()) / (b - a) if b > a else math.inf
+
+
+def lifetime_spread_frac(arrival_s: np.ndarray, lifetime_s: np.ndarray) -> float:
+    """The share of the arrival rate the steady window reads from a deployment that serves every request at once at
+    its own pace (finishing at arrival + lifetime), against one whose requests all live the mean lifetime; at most 1.
+    Where lifetimes spread (output lengths with a CV), the window between 10% and 90% of requests finished reaches
+    into the fill, when the short requests finish first, and the drain, when the long ones finish last, so the rate
+    it reads falls below the arrivals' even where nothing queues: R1 at 20/s with uniform output lengths (CV 0.5)
+    read 18.3/s on 64 co-located GPUs at TTFT 105 ms, judged "a queue that grows" (s24srvwalk). Fixed lengths: 1.0
+    exactly, so their verdicts are as before."""
+    lifetime_s = np.asarray(lifetime_s, dtype=float)
+    if np.ptp(lifetime_s) == 0:
+        return 1.0
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    return min(1.0, _window_rate(arrival_s + lifetime_s) / _window_rate(arrival_s + float(np.mean(lifetime_s))))
 
 
 def stable_frac(num_requests: int, traffic) -> float:
@@ -171,18 +205,35 @@ def stable_frac(num_requests: int, traffic) -> float:
     return max(0.0, 1.0 - STABLE_SIGMAS * cv / math.sqrt(0.8 * num_requests))
 
 
+def one_deployment_cluster(raw: dict) -> dict:
+    """Raw serving-scenario tables with cluster.num_gpus set to one deployment's GPUs: a decode instance of
+    serve.ep, plus serve.prefill_instances prefill instances of serve.prefill_ep (or serve.ep). The serving
+    question sizes its own deployments and reads no cluster size, so the scenario's count must not refuse the
+    instance asked: `--set serve.ep=16 --set serve.tp=16` on R1's 8-GPU scenario (the instance that holds R1 on
+    H100s) was refused as "serve.ep: got 16; allowed: a divisor of cluster.num_gpus = 8" until s24srvwalk. Values
+    that are not counts are left as they are, for the loader to name."""
+    serve, cluster = raw.get("serve", {}), raw.get("cluster", {})
+    if not isinstance(serve, dict) or not isinstance(cluster, dict):
+        return raw
+    defaults = {f.name: f.default for f in dataclasses.fields(ServeSpec)}
+    ep, prefill_ep, prefill_instances = (serve.get(k, defaults[k]) for k in ("ep", "prefill_ep", "prefill_instances"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (ep, prefill_ep, prefill_instances)) or ep < 1:
+        return raw
+    return {**raw, "cluster": {**cluster, "num_gpus": ep + prefill_instances * (prefill_ep or ep)}}
+
+
 def _arrival(sc: ServeScenario) -> str:
     return sc.traffic.arrival if sc.traffic.arrival in OPEN_ARRIVALS else "poisson"
 
 
-def _arrival_note(sc: ServeScenario) -> str:
-    """Why the scenario's trace was not simulated: the question's rate replaces its arrivals (and a
-    closed loop's, the default traffic, without a note: it has no lengths of its own to lose)."""
+def _arrival_note(sc: ServeScenario, dep: _Deployment | None = None) -> str:
+    """What became of the scenario's trace: the question's rate replaces its arrivals, its lengths are kept (a closed
+    loop's arrivals, the default traffic, are replaced without a note: it has no lengths of its own to lose)."""
     if sc.traffic.arrival != "trace":
         return ""
-    what = f"trace ({sc.traffic.trace_csv})"
-    return (f"the scenario's {what} replaced by Poisson arrivals at the rate, lengths from serve.input_len / output_len and "
-            "[traffic]'s distributions")
+    dep = dep or _Deployment(sc, 1.0)
+    return (f"the scenario's trace ({sc.traffic.trace_csv}): its {len(dep.trace):,} requests' lengths kept (cycled; mean ISL "
+            f"{dep.s.input_len:,}, OSL {dep.s.output_len:,}), their arrivals replaced by Poisson arrivals at the rate")
 
 
 def _scenario(dep: _Deployment, rate_per_s: float, prefill_instances: int, decode_instances: int,
@@ -228,7 +279,9 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
     if decode_instances < 1:
         return SloCheck(False, "a decode instance is needed", **base)
     try:
-        res = simulate(_scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests, layout))
+        deployment = _scenario(dep, rate_per_s, prefill_instances, decode_instances, num_requests, layout)
+        res = simulate(deployment, requests=None if dep.trace is None else
+                       trace_lengths_at(deployment.traffic, dep.trace, num_requests))
     except InfeasiblePlan as exc:
         return SloCheck(False, exc.reason, **base)
     except ScenarioError as exc:   # a run too long to simulate (twin.serving.simulate.check_work)
@@ -245,7 +298,11 @@ def _check(dep: _Deployment, rate_per_s: float, ttft_target_s: float, tpot_targe
         return SloCheck(False, "TPOT over target", **figures)
     if not ttft <= ttft_target_s:
         return SloCheck(False, "TTFT over target", **figures)
-    if not res.requests_per_s >= stable_frac(res.simulated_requests, dep.sc.traffic) * rate_per_s:
+    # the served rate against the arrivals', less its noise and what spread lifetimes take from the window's reading
+    r = res.requests
+    ideal_s = dep.prompt_alone_s + np.maximum(r["output_len"] - 1, 0) * dep.token_s
+    spread = lifetime_spread_frac(r["arrival_s"], ideal_s)
+    if not res.requests_per_s >= stable_frac(res.simulated_requests, dep.sc.traffic) * rate_per_s * spread:
         return SloCheck(False, "served under the rate: a queue that grows", **figures)
     return SloCheck(True, "", **figures)
 
@@ -281,6 +338,15 @@ def _fewest(meets, limit: int) -> int | None:
     return hi
 
 
+def _no_request_fits(dep: _Deployment) -> str | None:
+    """Why an instance holds not even one request (check_one_request_fits' reason), or None."""
+    try:
+        check_one_request_fits(dep.m, dep.gpu, dep.s)
+    except InfeasiblePlan as exc:
+        return exc.reason
+    return None
+
+
 def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpot_target_s: float,
                  max_instances: int = MAX_INSTANCES, num_requests: int | None = None,
                  percentile: float = SLO_PERCENTILE, progress: bool = False,
@@ -288,7 +354,8 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     """The fewest GPUs meeting the targets, co-located or split into prefill and decode pools (see
     the module docstring; `layouts`: which of LAYOUTS to search), each deployment simulated on `num_requests` requests (None: the steady state's,
     `check_steady_load`, which raises a ScenarioError naming rate_per_s where the rate needs more
-    than the simulation takes). Raises InfeasiblePlan when not even one request fits an instance.
+    than the simulation takes). Where not even one request fits an instance, the answer has no deployment and
+    that reason.
     `progress`: a bar on stderr counting the deployments simulated (a bisection: their number is not
     known ahead; each is a few seconds at 2,000 requests, minutes at a million)."""
     if not layouts or any(x not in LAYOUTS for x in layouts):
@@ -296,8 +363,6 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     dep = _Deployment(sc, tpot_target_s)
     if num_requests is None:
         num_requests = check_steady_load(sc, rate_per_s, tpot_target_s, dep=dep)
-    if dep.max_batch < 1:
-        raise InfeasiblePlan(f"{sc.model.name} does not fit an instance of {dep.s.ep} {sc.cluster.gpu} GPUs", {})
     checks: dict[tuple[str, int, int], SloCheck] = {}
     bar = tqdm(desc="deployments", unit="deployment", file=sys.stderr, disable=not progress)
 
@@ -309,11 +374,13 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
             bar.update(1)
         return checks[layout, p, d]
 
-    # targets no pool size can meet: one prompt's prefill alone, or one request's decode step
-    floor = None
-    if dep.prompt_alone_s > ttft_target_s:
+    # what no pool size can meet: an instance that holds no request (the memory by part, and the instance that would:
+    # an answer with its reason, written like any, where until s24srvwalk it raised and --json and --out wrote
+    # nothing), one prompt's prefill alone, or one request's decode step
+    floor = _no_request_fits(dep)
+    if floor is None and dep.prompt_alone_s > ttft_target_s:
         floor = f"TTFT of one prompt alone ({dep.prompt_alone_s:.3g} s) over target"
-    elif dep.tpot_alone_s > tpot_target_s:
+    elif floor is None and dep.tpot_alone_s > tpot_target_s:
         floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
     best_dis = best_col = None
     with bar:
@@ -341,7 +408,8 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
                              instance_gpus=dep.s.ep, evaluated=len(done), feasible=sum(c.meets for c in done),
                              infeasible_by_reason=reasons, best=best, checks=tuple(done), best_colocated=best_col,
                              best_disaggregated=best_dis, layouts=tuple(layouts), arrival=_arrival(sc),
-                             arrival_note=_arrival_note(sc))
+                             arrival_note=_arrival_note(sc, dep), gpus_per_node=sc.gpu.gpus_per_node, percentile=percentile,
+                             prefill_instance_gpus=dep.s.prefill_gpus)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from twin.core.scenario import KINDS, SECTIONS, SERVING, apply_overrides, from_d
 from twin.core.specs import ModelSpec
 from twin.core.units import SECONDS_PER_HOUR
 from twin.planning import executor
-from twin.planning.serving import size_serving
+from twin.planning.serving import SLO_PERCENTILE, one_deployment_cluster, size_serving
 from twin.serving.run import serve
 from twin.training.step import simulate_step
 
@@ -54,6 +54,13 @@ class ServingQuestion:
     rate_per_s: float
     ttft_s: float
     tpot_s: float
+    percentile: float = SLO_PERCENTILE   # held to both targets (`--percentile`; P90 alone until s24srvwalk)
+
+    def row_fields(self) -> dict:
+        """The question in each point's row: the rate and targets its fewest GPUs answer (rows did not say, until
+        s24srvwalk)."""
+        return {"rate_per_s": self.rate_per_s, "ttft_target_s": self.ttft_s, "tpot_target_s": self.tpot_s,
+                "percentile": self.percentile}
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,10 @@ def _draw(a: Axis, x: float):
 def candidate_id(base_raw: dict, settings, question: ServingQuestion | None = None) -> str:
     """Stable id of a point: SHA-1 of the base scenario's tables, the point's settings and the serving
     question asked of it, if any (12 hex digits; without a question, the ids sweeps journaled before)."""
-    key = [base_raw, sorted([k, v] for k, v in settings)] + ([dataclasses.asdict(question)] if question else [])
+    asked = dataclasses.asdict(question) if question else None
+    if asked and asked["percentile"] == SLO_PERCENTILE:   # a P90 question: the ids journaled before it had a percentile
+        del asked["percentile"]
+    key = [base_raw, sorted([k, v] for k, v in settings)] + ([asked] if asked else [])
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -291,11 +301,13 @@ def evaluate_point(args) -> dict:
     question (args' fifth), its fewest GPUs. Never raises (but for KeyboardInterrupt and SystemExit)."""
     base_raw, source, cid, settings, *rest = args
     question = rest[0] if rest else None
-    row = {"candidate_id": cid, **{k: v for k, v in settings}}
+    row = {"candidate_id": cid, **{k: v for k, v in settings}, **(question.row_fields() if question is not None else {})}
     try:
-        sc = from_dict(apply_overrides(_priced_for(base_raw, dict(settings)), [_override(k, v) for k, v in settings]), source)
+        raw = apply_overrides(_priced_for(base_raw, dict(settings)), [_override(k, v) for k, v in settings])
+        # the serving question sizes the cluster itself: a point's instance need not divide the scenario's count
+        sc = from_dict(one_deployment_cluster(raw) if question is not None else raw, source)
         if question is not None:
-            out = size_serving(sc, question.rate_per_s, question.ttft_s, question.tpot_s)
+            out = size_serving(sc, question.rate_per_s, question.ttft_s, question.tpot_s, percentile=question.percentile)
             if out.best is None:
                 reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
                 return {**row, "status": "infeasible", "reason": f"no deployment serves {question.rate_per_s:g}/s: {reasons}"}

@@ -36,6 +36,7 @@ class ServeClaim:
     rel_error: float | None
     source: str
     conditions_note: str
+    compared: bool = True   # the figure describes this run (model, GPU type, the claim's run conditions): twin.serving.run.claim_compared
 
 
 @dataclass(frozen=True)

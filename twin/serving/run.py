@@ -14,6 +14,7 @@ instances; a co-located instance also spends batch x ISL / prefill rate per OSL 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from tqdm import tqdm
@@ -26,7 +27,7 @@ from twin.costs.memory import check_memory, kv_bytes_per_token, max_batch_by_mem
 from twin.costs.profile import Profile
 from twin.serving.iteration import decode_step, prefill_forward, serving_profile
 from twin.serving.result import ServeClaim, ServeResult, SweepPoint
-from twin.serving.simulate import simulate
+from twin.serving.simulate import holds_steady_window, simulate
 
 
 def serve_point(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, num_gpus: int,
@@ -64,7 +65,77 @@ def serve_point(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, batch: int, num_gpus: 
 
 
 
-def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tuple[ServeClaim, ...]:
+# the model DeepSeek's and NVIDIA's serving figures describe (R1 shares V3's architecture)
+PUBLISHED_MODEL = "deepseek-v3"
+
+
+def claim_gpu(claim_id: str) -> str:
+    """The GPU type a published serving figure was measured on ('' when it doesn't depend on one)."""
+    return serving_claims().get(claim_id, {}).get("gpu", "")
+
+
+def claim_compared(claim_id: str, model: str, gpu: str, scenario: ServeScenario | None = None) -> bool:
+    """A published figure is compared (with an error) only for the model and GPU type it describes, and, where the
+    claim names the run it describes ([claims.*.run]: traffic or serve fields), on a scenario holding those values.
+    The one rule of the report's table and the terminal's (which scored NVIDIA's H200 figure against H100 runs, and its
+    maximum throughput against any traffic, until s24srvwalk)."""
+    published_gpu = claim_gpu(claim_id)
+    if model != PUBLISHED_MODEL or (published_gpu and published_gpu != gpu):
+        return False
+    run = serving_claims().get(claim_id, {}).get("run", {})
+    return scenario is None or all(_run_value(scenario, key) == value for key, value in run.items())
+
+
+def _run_value(sc: ServeScenario, key: str):
+    """A claim's run condition read from the scenario: a [traffic] field, else a [serve] field."""
+    return getattr(sc.traffic, key) if hasattr(sc.traffic, key) else getattr(sc.serve, key)
+
+
+MAX_HINT_INSTANCE_GPUS = 256   # the largest instance larger_instance_hint proposes (EP256: one routed expert a GPU for V3)
+
+
+def larger_instance_hint(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, num_gpus: int | None = None) -> str:
+    """Where not even one request fits an instance: the smallest larger one that holds the weights and one
+    request, as the `--set` options that make it ('' where none up to MAX_HINT_INSTANCE_GPUS does). serve.ep
+    doubles; serve.tp follows it where attention is tensor-parallel over the instance (it must equal serve.ep
+    without DP attention, divide the heads and span at most two nodes). A request whose KV alone overflows
+    gets none: MLA's latent is replicated over the TP ranks, so more GPUs do not shrink it. `num_gpus`: the
+    cluster's, named too where it holds no whole instance (`twin serve`; the serving question sizes its own).
+    R1 on 8 H100 (79.7 GiB of weights a GPU > 79.2 GiB): instances of 16 (--set serve.ep=16 --set serve.tp=16)."""
+    ep = s.ep
+    while 2 * ep <= MAX_HINT_INSTANCE_GPUS:
+        ep *= 2
+        if m.is_moe and (m.num_routed_experts + s.redundant_experts) % ep:
+            return ""
+        tp = s.tp if s.dp_attention else ep
+        if tp > 2 * gpu.gpus_per_node or m.num_heads % tp:
+            return ""
+        if max_batch_by_memory(m, gpu, dataclasses.replace(s, ep=ep, tp=tp)) >= 1:
+            sets = f"--set serve.ep={ep}" + ("" if s.dp_attention else f" --set serve.tp={tp}")
+            if num_gpus is not None and num_gpus % ep:
+                sets += f" --set cluster.num_gpus={ep * -(-num_gpus // ep)}"
+            return f"; instances of {ep} GPUs hold it ({sets})"
+    return ""
+
+
+def check_one_request_fits(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, num_gpus: int | None = None) -> None:
+    """InfeasiblePlan where not even one request fits an instance: memory per GPU by part against the capacity
+    (check_memory's figures) and the smallest instance that holds it (larger_instance_hint). Until s24srvwalk the
+    serving question said only "deepseek-v3 does not fit an instance of 8 h100 GPUs", also where the weights fit and
+    one request's KV did not."""
+    if max_batch_by_memory(m, gpu, s) >= 1:
+        return
+    try:
+        check_memory(m, gpu, s, 1)
+    except InfeasiblePlan as exc:
+        raise InfeasiblePlan(exc.reason + larger_instance_hint(m, gpu, s, num_gpus), exc.breakdown) from None
+
+
+def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str,
+            scenario: ServeScenario | None = None, steady_window: bool = True) -> tuple[ServeClaim, ...]:
+    """The scenario's published figures beside the twin's. `steady_window`: whether the simulation's measuring window
+    holds a steady state (holds_steady_window); where not, no figure read from it is compared (a 400-client loop of
+    400 requests scored -1.6% against NIM's 3,872 from a 0.1 s window until s24srvwalk)."""
     rows = []
     for cid in s.claims:
         c = serving_claims()[cid]
@@ -83,7 +154,9 @@ def _claims(figures: dict, s: ServeSpec, m: ModelSpec, scenario_gpu: str) -> tup
         rows.append(ServeClaim(id=cid, metric=metric, claimed=float(c["claimed"]),
                                predicted=None if pred is None else float(pred),
                                rel_error=None if pred is None else float(pred) / float(c["claimed"]) - 1.0,
-                               source=c["source"], conditions_note=note))
+                               source=c["source"], conditions_note=note,
+                               compared=claim_compared(cid, m.name, scenario_gpu, scenario)
+                               and (steady_window or metric not in figures)))
     return tuple(rows)
 
 
@@ -125,6 +198,7 @@ def serve(scenario: ServeScenario, num_requests: int | None = None, progress: bo
     s = scenario.serve
     m, gpu, num_gpus = scenario.model, scenario.gpu, scenario.cluster.num_gpus
     s.check_against(m, gpu, num_gpus)
+    check_one_request_fits(m, gpu, s, num_gpus)
     an = analytic(scenario)
     best, pre, prof = an["best"], an["prefill"], an["profile"]
     bars = []   # opened at the first report, once the simulation runs: an input refused before it prints one line only
@@ -164,4 +238,4 @@ def serve(scenario: ServeScenario, num_requests: int | None = None, progress: bo
         prefill=pre, decode=best["decode"],
         weight_bytes=weight_breakdown(m, s),
         kv_bytes_per_token=kv_bytes_per_token(m, s.kv_precision, s.mtp_draft_tokens > 0),
-        sweep=an["sweep"], claims=_claims(figures, s, m, scenario.cluster.gpu))
+        sweep=an["sweep"], claims=_claims(figures, s, m, scenario.cluster.gpu, scenario, holds_steady_window(sim)))

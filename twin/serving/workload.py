@@ -68,14 +68,25 @@ def _arrivals(rng: np.random.Generator, t: TrafficSpec, n: int) -> np.ndarray:
 
 def make_requests(t: TrafficSpec, s: ServeSpec, num_requests: int | None = None) -> Requests:
     """The requests of a run (`num_requests` overrides traffic.num_requests)."""
+    if t.arrival == "trace":   # every row unless a count is asked (its first 2,000 until s24srvwalk, without a word)
+        return read_trace(t.trace_csv, t.prefix_hit_frac, num_requests or t.num_requests or None)
     n = num_requests or t.num_requests or DEFAULT_REQUESTS
-    if t.arrival == "trace":
-        return read_trace(t.trace_csv, t.prefix_hit_frac, n)
     rng = np.random.default_rng(t.seed)
     arrival = _arrivals(rng, t, n)
     isl = _lengths(rng, t.input_dist, s.input_len, t.input_cv, n)
     osl = _lengths(rng, t.output_dist, s.output_len, t.output_cv, n)
     return with_prefixes(arrival, isl, osl, t)
+
+
+def trace_lengths_at(traffic: TrafficSpec, trace: Requests, num_requests: int) -> Requests:
+    """`num_requests` requests with a trace's lengths (its rows in order, cycled) and `traffic`'s open arrivals
+    (poisson or gamma at traffic.rate_per_s, seeded by traffic.seed, as make_requests draws them): the serving
+    question's load for a trace, whose rate is the question's own (until s24srvwalk it also replaced the trace's
+    lengths by serve.input_len / output_len)."""
+    rng = np.random.default_rng(traffic.seed)
+    arrival = _arrivals(rng, traffic, num_requests)
+    k = np.arange(num_requests) % len(trace)
+    return with_prefixes(arrival, trace.input_len[k], trace.output_len[k], traffic, trace.cached_len[k])
 
 
 def with_prefixes(arrival, isl, osl, t: TrafficSpec, cached=None) -> Requests:
@@ -106,8 +117,9 @@ def from_records(arrival_s, input_len, output_len, traffic: TrafficSpec | None =
 TRACE_FIELD = "traffic.trace_csv"   # the scenario field a trace's errors name
 
 
-def read_trace(path: str, hit_frac: float, limit: int) -> Requests:
-    """A CSV trace: arrival_s, input_len, output_len[, cached_len]; rows beyond `limit` are ignored.
+def read_trace(path: str, hit_frac: float, limit: int | None) -> Requests:
+    """A CSV trace: arrival_s, input_len, output_len[, cached_len]; rows beyond `limit` are ignored (None: every
+    row, and a ScenarioError where there are more than a simulation takes, MAX_SIM_REQUESTS).
     A bad file or row is a ScenarioError naming traffic.trace_csv and the row."""
     field = TRACE_FIELD
     if not Path(path).is_file():
@@ -137,7 +149,7 @@ def _whole(text: str) -> int:
     return int(x)
 
 
-def _trace_rows(path: str, limit: int) -> list[tuple]:
+def _trace_rows(path: str, limit: int | None) -> list[tuple]:
     """(arrival_s, input_len, output_len, cached_len or None) of each row of the trace, checked."""
     field = TRACE_FIELD
     rows = []
@@ -150,7 +162,10 @@ def _trace_rows(path: str, limit: int) -> list[tuple]:
         if missing:
             raise ScenarioError(field, path, f"columns {', '.join(TRACE_COLUMNS)} (missing {', '.join(missing)})")
         for k, row in enumerate(reader):
-            if k >= min(limit, MAX_SIM_REQUESTS):
+            if limit is None and k >= MAX_SIM_REQUESTS:   # the whole trace asked: refused, not cut short without a word
+                raise ScenarioError(field, path, f"at most {MAX_SIM_REQUESTS:,} request rows (this one has more); "
+                                                 "--requests N or traffic.num_requests = N simulates its first N")
+            if k >= min(limit or MAX_SIM_REQUESTS, MAX_SIM_REQUESTS):
                 break
             line = reader.line_num   # the file's line (blank lines and quoted newlines counted)
             if None in row or None in row.values():   # more fields than the header, or fewer: accepted until s22walk
