@@ -16,7 +16,7 @@ Diagnostics on the published rows (the rule's (i) and (ii), printed, never adopt
 (i) with the measured chunk ratios in place of the twin's on the measured models, (ii) with the compute
 curves scaled by the twin's over the measured sustained ratio of the row's own model's block.
 
-    python -m calibration.mlm_sustained DIR [--rows]     (DIR holds gemm.csv and sustained.csv)
+    python -m calibration.mlm_sustained DIR [--rows]     (DIR holds gemm.csv and, round 1, sustained.csv)
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from twin.costs.profile import Profile, fitted_profile, load_profile
 
 SETTLED_WINDOW = 3          # held windows from the 3rd second on (the rule)
 FINDING_SHARE = 0.03        # the rule's threshold, of the twin's block (C) or on the ratio (S)
+UNSETTLED_SPREAD = 0.05     # round 2: a GEMM whose pair of timings differs by more on any variant is not used
 TP, CHUNK_BENCH, HOLD_BENCH = 8, "mlm_chunks", "mlm_sustained"
+CHUNK_BENCH2 = "mlm_chunks2"   # round 2: forwards in F.linear's layout, each variant twice (/a, /b)
 # a TE-split GEMM -> (the twin's op name in a Megatron layer, the pass its chunks run in)
 TWIN_OP = {"qkv_fprop": ("qkv_proj", "fwd"), "fc1_fprop": ("ffn_gate_up", "fwd"),
            "proj_dgrad": ("o_proj", "bwd_input"), "fc2_dgrad": ("ffn_down", "bwd_input"),
@@ -55,15 +57,22 @@ def _gemm_op(m: int, n: int, k: int, pass_: str) -> tuple[Op, str]:
 
 def chunk_table(folder: Path, gpu: str = "h100", profile: Profile | None = None) -> pd.DataFrame:
     """Per model and TE-split GEMM: measured whole / one-stream / three-stream seconds and the twin's
-    whole and chunked seconds (fitted profile), with the ratios chunked / whole."""
+    whole and chunked seconds (fitted profile), with the ratios chunked / whole. A round-2 file
+    (bench mlm_chunks2) gives each variant's mean over its two timings and `spread`, the largest
+    |a / b - 1| of the GEMM's three variants; round 1 (bench mlm_chunks) one timing, spread NaN."""
     df = read_csv(Path(folder) / "gemm.csv")
-    df = df[df["bench"] == CHUNK_BENCH].copy()
+    round2 = bool((df["bench"] == CHUNK_BENCH2).any())
+    df = df[df["bench"] == (CHUNK_BENCH2 if round2 else CHUNK_BENCH)].copy()
     parts = df["shape_tag"].str.split("/", expand=True)
     df["model"], df["gemm"], df["variant"] = parts[0], parts[1], parts[2]
+    df["rep"] = parts[3] if round2 else "a"
+    df["time_s"] = pd.to_numeric(df["time_s"])
     spec, prof = gpu_spec(gpu), profile or fitted_profile(gpu)
     rows = []
     for (model, gemm), g in df.groupby(["model", "gemm"], sort=False):
-        t = {v: float(x) for v, x in zip(g["variant"], g["time_s"])}
+        t = g.groupby("variant", sort=False)["time_s"].mean().to_dict()
+        pairs = g.pivot_table(index="variant", columns="rep", values="time_s")
+        spread = float((pairs["a"] / pairs["b"] - 1.0).abs().max()) if round2 else float("nan")
         chunked = [v for v in t if v != "whole"]
         one = next(v for v in chunked if v.endswith("streams1"))
         three = next(v for v in chunked if not v.endswith("streams1"))
@@ -75,7 +84,7 @@ def chunk_table(folder: Path, gpu: str = "h100", profile: Profile | None = None)
         rows.append(dict(model=model, gemm=gemm, m=m, n=n, k=k, chunks=chunks, whole_s=t["whole"],
                          streams1_s=t[one], streams3_s=t[three], twin_whole_s=twin_whole,
                          twin_chunked_s=twin_chunked, ratio1=t[one] / t["whole"], ratio3=t[three] / t["whole"],
-                         twin_ratio=twin_chunked / twin_whole))
+                         twin_ratio=twin_chunked / twin_whole, spread=spread))
     return pd.DataFrame(rows)
 
 
@@ -165,9 +174,12 @@ def findings(excess: pd.DataFrame, held: pd.DataFrame) -> list[str]:
 
 # -- diagnostics on the published rows (printed, never adopted) ---------------------------------------
 def _measured_ratio_lookup(chunks: pd.DataFrame, column: str) -> dict:
-    """(model, twin op name, phase, chunks) -> measured chunked / whole ratio."""
+    """(model, twin op name, phase, chunks) -> measured chunked / whole ratio (round 2: GEMMs whose
+    pair of timings is unsettled left out, so the twin's own pricing stays for them)."""
     out = {}
     for _, r in chunks.iterrows():
+        if r.get("spread", float("nan")) > UNSETTLED_SPREAD:
+            continue
         name, phase = TWIN_OP[r["gemm"]]
         out[(r["model"], name, phase, int(r["chunks"]))] = float(r[column])
     return out
@@ -233,12 +245,19 @@ def main(argv=None) -> int:
     print("(C) TE-split GEMMs, burst (ms; ratios chunked / whole):")
     show = chunks.assign(whole_ms=chunks["whole_s"] * 1e3, twin_whole_ms=chunks["twin_whole_s"] * 1e3)
     print(show[["model", "gemm", "m", "n", "k", "chunks", "whole_ms", "twin_whole_ms", "ratio1", "ratio3",
-                "twin_ratio"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+                "twin_ratio", "spread"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     excess = per_model_excess(chunks, a.folder, a.gpu)
     print("\nper model, a layer and micro-batch (ms): measured excess one stream / three streams, the twin's;"
           " measured - twin's as a share of the twin's burst block")
     print(excess.assign(**{c: excess[c] * 1e3 for c in ("twin_block_s", "excess1_s", "excess3_s", "twin_excess_s")})
           .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if not (Path(a.folder) / "sustained.csv").exists():   # round 2: chunks only
+        if a.rows:
+            for column in ("ratio3", "ratio1"):
+                print(f"\n(i) Megatron rows with the measured chunk ratios ({column}):")
+                for r in rows_with_measured_chunks(chunks, column):
+                    print(f"  {r['id']:28s} {r['predicted']:7.1f}  {r['rel_error']:+.1%}")
+        return 0
     held = sustained_table(a.folder, a.gpu)
     print("\n(S) held at the power limit (burst / held; the twin's ratio for the same work):")
     print(held.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -26,6 +26,12 @@ s22tt). The twin's one-GPU prediction of the same TP 8 slice of a block is right
    attention (0.90), memory-bound kernels 1.0; no record holds a whole block at the limit. Last, the
    BF16 reference GEMM of sustained.csv (m=8192 n=4096 k=7168) held REF_HOLD_S, tying this card to it.
 
+Round 1 (commit 325ef1a) ran every GEMM of part 1 as torch.mm(a, b) with b stored [k, n]: the layout of a
+dgrad (dY W, W stored [out, in]) but not of a forward, which Megatron/TE run as x W^T with W stored
+[out, in] (F.linear's layout). Section `mlm_chunks` (round 2, s24mlm) runs the forwards in that layout,
+adds the 70B and 314B slices, and times each GEMM's variants twice in the order whole, one stream, three
+streams, three streams, one stream, whole (a drift within the sequence cancels in each pair's mean).
+
 Rows: part 1 in gemm.csv (bench mlm_chunks; m = the GEMM's token rows, groups = chunks,
 tokens_per_group = rows a chunk, shape_tag '<model>/<gemm>/<variant>'), part 2 in sustained.csv (bench
 mlm_sustained; config '<model> tp8 block fwd_bwd' or the reference GEMM's).
@@ -68,13 +74,18 @@ def te_gemms(hidden: int, tokens: int) -> list[tuple[str, int, int, int, int]]:
             ("fc2_fprop", tokens, d, f // TP, PIPELINE_CHUNKS)]
 
 
-def chunk_callables(m: int, n: int, k: int, chunks: int, dev) -> dict:
+def chunk_callables(m: int, n: int, k: int, chunks: int, dev, forward_layout: bool = False) -> dict:
     """variant -> fn: the GEMM out = a @ b (a m x k, b k x n, both row-major: the layout of a
     forward's x W^T with W stored transposed, and of a backward's dY W) whole, as `chunks` row chunks on
-    one stream, and as the chunks round-robin over TE_STREAMS streams joined at the end."""
+    one stream, and as the chunks round-robin over TE_STREAMS streams joined at the end.
+    `forward_layout`: b is the transpose view of a weight stored [n, k] (x W^T, F.linear's and TE's
+    forward layout) instead of a tensor stored [k, n] (a dgrad's dY W)."""
     g = torch.Generator(device=dev).manual_seed(0)
     a = torch.randn(m, k, generator=g, device=dev, dtype=torch.bfloat16)
-    b = torch.randn(k, n, generator=g, device=dev, dtype=torch.bfloat16) * 0.02
+    if forward_layout:
+        b = (torch.randn(n, k, generator=g, device=dev, dtype=torch.bfloat16) * 0.02).t()
+    else:
+        b = torch.randn(k, n, generator=g, device=dev, dtype=torch.bfloat16) * 0.02
     out = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
     rows = m // chunks
     parts = [(a[i * rows:(i + 1) * rows], out[i * rows:(i + 1) * rows]) for i in range(chunks)]
@@ -121,6 +132,40 @@ def run_chunks(rec, timer, dev, rows, deadline, quick: bool):
                     f"({r['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s, {r['timing']})")
             del fns
         free_memory()
+
+
+ROUND2_ROWS = MLM_ROWS + (("megatron-gpt-70b", 8192, 64), ("megatron-gpt-314b", 16384, 128))
+
+
+def run_chunks_round2(rec, timer, dev, rows, deadline, quick: bool):
+    """Round 2: forwards in F.linear's layout; variants in the order whole, one stream, three streams,
+    three streams, one stream, whole (shape_tag suffix /a for the first of each pair, /b the second)."""
+    tokens = 64 if quick else SEQ
+    for model, hidden, _heads in rows:
+        for name, m, n, k, chunks in te_gemms(hidden, tokens):
+            if deadline.over():
+                log("mlm_chunks: time share spent, skipping the rest")
+                return
+            fns = chunk_callables(m, n, k, chunks, dev, forward_layout=name.endswith("fprop"))
+            order = list(fns) + list(reversed(fns))
+            seen = set()
+            for variant in order:
+                r = timer.measure_batched(fns[variant], flops=gemm_flops(m, n, k))
+                rep = "b" if variant in seen else "a"
+                seen.add(variant)
+                whole = variant == "whole"
+                rec.row("gemm", bench="mlm_chunks2", m=m, n=n, k=k, groups=1 if whole else chunks,
+                        tokens_per_group=m if whole else m // chunks, precision="bf16",
+                        shape_tag=f"{model}/{name}/{variant}/{rep}", **r)
+                log(f"mlm_chunks2 {model} {name} {variant} {rep}: {r['time_s'] * 1e6:.1f} us "
+                    f"({r['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s, {r['timing']})")
+            del fns
+        free_memory()
+
+
+def bench_mlm_chunks(rec, timer, dev, deadline, quick, env):
+    """Section mlm_chunks (round 2): run_chunks_round2 over ROUND2_ROWS (module docstring)."""
+    run_chunks_round2(rec, timer, dev, QUICK_ROWS if quick else ROUND2_ROWS, deadline, quick)
 
 
 def block_fn(model: str, hidden: int, heads: int, dev, quick: bool):

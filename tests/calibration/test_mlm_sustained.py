@@ -92,3 +92,26 @@ def test_costlier_chunks_and_a_harder_throttled_block_are_findings_and_lower_the
     slowed = {r["id"]: r for r in ms.rows_with_block_ratio(held)}
     assert set(slowed) == {"mlm-gpt-462b"}
     assert slowed["mlm-gpt-462b"]["scale"] < 1.0 and slowed["mlm-gpt-462b"]["rel_error"] < base["mlm-gpt-462b"] - 0.05
+
+
+def test_round_two_averages_each_variant_s_pair_and_reports_its_spread(tmp_path):
+    rows = []
+    for name, m, n, k, c in GEMMS:
+        whole, _ = _twin_times(name, m, n, k, c)
+        for variant, t, groups in (("whole", whole, 1), (f"chunks{c}_streams1", 1.2 * whole, c),
+                                   (f"chunks{c}_streams3", 1.1 * whole, c)):
+            for rep, f in (("a", 1.02), ("b", 0.98)):
+                rows.append(dict(bench="mlm_chunks2", m=m, n=n, k=k, groups=groups, tokens_per_group=m // groups,
+                                 precision="bf16", shape_tag=f"{MODEL}/{name}/{variant}/{rep}",
+                                 time_s=t * (f if variant == "whole" else 1.0)))
+    rows.append(dict(bench="mlm_chunks", m=1, n=1, k=1, groups=1, tokens_per_group=1, precision="bf16",
+                     shape_tag=f"{MODEL}/qkv_fprop/whole", time_s=1.0))   # a round-1 row beside: ignored
+    _write(tmp_path / "gemm.csv", rows)
+    chunks = ms.chunk_table(tmp_path)
+    assert len(chunks) == len(GEMMS)
+    assert chunks["ratio1"].tolist() == pytest.approx([1.2] * len(GEMMS))
+    assert chunks["ratio3"].tolist() == pytest.approx([1.1] * len(GEMMS))
+    assert chunks["spread"].tolist() == pytest.approx([1.02 / 0.98 - 1] * len(GEMMS))
+    assert len(ms._measured_ratio_lookup(chunks, "ratio1")) == len(GEMMS)   # pairs within 5%: all used
+    unsettled = chunks.assign(spread=[0.06] + [0.0] * (len(GEMMS) - 1))
+    assert len(ms._measured_ratio_lookup(unsettled, "ratio1")) == len(GEMMS) - 1

@@ -52,3 +52,20 @@ def test_campaign_dry_run_writes_every_variant_and_held_windows(tmp_path):
         mine = [r for r in held if r["config"] == config]
         assert [r["phase"] for r in mine][:2] == ["burst", "sustained"], config
         assert all(float(r["time_s"]) > 0 and r["bench"] == "mlm_sustained" for r in mine)
+
+
+def test_round_two_dry_run_times_every_variant_twice_in_paired_order(tmp_path):
+    env = {**os.environ, "S24MLM2_QUICK": "1", "PYTHON": FORKED_PY, "PYTHONPATH": str(ROOT)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    done = subprocess.run(["bash", str(ROOT / "real/campaigns/s24mlm2.sh"), str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "s24mlm2"
+    assert "part mlm_chunks exit 0" in (out / "s24mlm2.log").read_text()
+    gemm = _rows(out / "gemm.csv")
+    assert all(r["bench"] == "mlm_chunks2" and r["gpu_name"] and r["torch_version"] for r in gemm)
+    for name, _m, _n, _k, c in ms.te_gemms(128, 64):
+        mine = [r["shape_tag"].split("/", 2)[2] for r in gemm if r["shape_tag"].split("/")[1] == name]
+        variants = ["whole", f"chunks{c}_streams1", f"chunks{c}_streams3"]
+        assert mine == [f"{v}/a" for v in variants] + [f"{v}/b" for v in reversed(variants)]
+
