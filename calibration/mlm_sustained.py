@@ -99,9 +99,10 @@ def block_row(config: str) -> dict:
                 ffn=4 * hidden // TP, vocab=131072 // TP)
 
 
-# real/bench/mlm_sustained.MLM_ROWS (torch-free copy: calibration never imports real/)
+# real/bench/mlm_sustained.ROUND2_ROWS (torch-free copy: calibration never imports real/)
 _MLM_SHAPES = (("megatron-gpt-462b", 18432, 144), ("megatron-gpt-177b", 12288, 96),
-               ("megatron-gpt-119b", 10240, 80), ("megatron-gpt-32b", 7168, 56))
+               ("megatron-gpt-119b", 10240, 80), ("megatron-gpt-32b", 7168, 56),
+               ("megatron-gpt-70b", 8192, 64), ("megatron-gpt-314b", 16384, 128))
 
 
 def held_ratio(g: pd.DataFrame) -> tuple[float, float, float, float]:
