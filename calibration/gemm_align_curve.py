@@ -188,9 +188,25 @@ def judge(gpu: str) -> dict:
     for name, sel in (("gemm_misaligned", mis & ~layer), ("layer_misaligned", mis & layer),
                       ("gemm_aligned", ~mis & ~layer), ("layer_aligned", ~mis & layer)):
         rows = held[sel]
-        out[name] = {form: gf.summary(errors(rows, gpu, **sw)) for form, sw in
-                     (("off", {}), ("pattern", {"pattern": True}), ("curve", {"curve": True}))}
+        errs = {form: errors(rows, gpu, **sw) for form, sw in
+                (("off", {}), ("pattern", {"pattern": True}), ("curve", {"curve": True}))}
+        out[name] = {form: gf.summary(e) for form, e in errs.items()}
+        if name.endswith("_aligned") and len(rows):   # criterion 3: today's time, untouched by the switch
+            out[name]["curve_max_rel_change"] = float(np.max(np.abs((1 + errs["curve"]) / (1 + errs["off"]) - 1)))
     return out
+
+
+def row_errors(gpu: str) -> pd.DataFrame:
+    """Each misaligned s24align3 row's measured time and the twin's error under each form (the outcome's
+    per-layer figures)."""
+    held = load(gpu, HELD_RECORDS)
+    if held.empty:
+        return held
+    held = held[[misaligned_layer(o, i) for o, i in zip(held["outputs"], held["inputs"])]].copy()
+    for form, sw in (("off", {}), ("pattern", {"pattern": True}), ("curve", {"curve": True})):
+        held[f"error_{form}"] = errors(held, gpu, **sw)
+    return held[["layer", "pass", "tokens", "m", "n", "k", "time_s", "kernels", "error_off", "error_pattern",
+                 "error_curve"]]
 
 
 def fit_gpu(gpu: str) -> dict | None:
