@@ -66,3 +66,40 @@ def test_committed_table_is_the_fit_of_the_committed_records(fit_rows):
 def test_switch_follows_the_rule():
     """docs/notes/s24align3_rule.md: the switch as the rule's verdict says (off until the outcome)."""
     assert compute.ADOPT_GEMM_ALIGNMENT_CURVE is False
+
+
+@pytest.fixture(scope="module")
+def h100_judged():
+    if gc.load("h100", gc.HELD_RECORDS).empty:
+        pytest.skip("no s24align3 H100 records")
+    return gc.judge("h100")
+
+
+@pytest.mark.xfail(strict=True, reason="s24align3 criterion 1 (H100, 66 fresh misaligned GEMM rows): the curve's "
+                                       "twin time 7.5% median / 16.8% P90 |error| (20 within 5%, 44 within 10%); it reads "
+                                       "slow (signed median +6.1%), most on weight gradients (+9.5%) and at 1,000 tokens")
+def test_fresh_gemm_rows_meet_the_target(h100_judged):
+    c = h100_judged["gemm_misaligned"]["curve"]
+    print(f"fresh misaligned GEMM rows: median {c['median_abs_error']:.1%}, P90 {c['p90_abs_error']:.1%}")
+    assert c["rows"] == 66 and c["median_abs_error"] <= 0.05 and c["p90_abs_error"] <= 0.10
+
+
+@pytest.mark.xfail(strict=True, reason="s24align3 criterion 2 (H100, 22 fresh misaligned linear-layer triples): the "
+                                       "sum of the curve's three GEMM times 9.5% median / 17.5% P90 |error|, 19 of 22 "
+                                       "reading slow (the GEMM rows' bias adds up over the three passes)")
+def test_fresh_layer_rows_meet_the_target(h100_judged):
+    c = h100_judged["layer_misaligned"]["curve"]
+    print(f"fresh misaligned layer rows: median {c['median_abs_error']:.1%}, P90 {c['p90_abs_error']:.1%}")
+    assert c["rows"] == 22 and c["median_abs_error"] <= 0.05 and c["p90_abs_error"] <= 0.10
+
+
+def test_curve_beats_the_pattern_form_and_leaves_aligned_rows(h100_judged):
+    """Criterion 3 (H100): GEMM rows 7.5% / 16.8% with the curve against 17.1% / 29.9% with s23align2's pattern
+    factors; layer rows 9.5% / 17.5% against 20.6% / 26.1%; today's twin 66% / 80%; the aligned rows (today's
+    dense curve: 17.9% / 21.3% on the GEMMs) untouched."""
+    for rows in ("gemm_misaligned", "layer_misaligned"):
+        j = h100_judged[rows]
+        for stat in ("median_abs_error", "p90_abs_error"):
+            assert j["curve"][stat] < j["pattern"][stat] < j["off"][stat]
+    assert h100_judged["gemm_aligned"]["curve_max_rel_change"] == 0.0
+    assert h100_judged["layer_aligned"]["curve_max_rel_change"] == 0.0
