@@ -21,7 +21,10 @@ at most 200 calls), replayed REPLAYS times with one event pair each (time = repl
 back-to-back calls between one event pair where capture fails). Outputs are preallocated (out=),
 so every call runs the same kernel on the same buffers. Imports torch only (runs on the GPU image).
 
-    python -m real.bench.gemm_align --out DIR [--budget-s 70] [--quick] [--set s23align|s23align2]
+A layer row (pass "layer", set s24align3) times the three GEMMs of one linear layer back to back in
+one call: its m, n, k and leading dimensions are the forward's, its FLOPs the three GEMMs'.
+
+    python -m real.bench.gemm_align --out DIR [--budget-s 70] [--quick] [--set s23align|s23align2|s24align3]
 """
 
 from __future__ import annotations
@@ -79,8 +82,33 @@ LAYERS2 = [
     ("tp2_up_f6848", "heldout", 13696, 5120), ("tp2_down_f6848", "heldout", 5120, 6848),
 ]
 TOKENS2 = [3072, 3001, 768]
-# shape set -> (layers, tokens, FP8 forwards too); --set picks one, the campaign column names it
-SETS = {"s23align": (LAYERS, TOKENS, True), "s23align2": (LAYERS2, TOKENS2, False)}
+# s24align3 (docs/notes/s24align3_rule.md): fresh shapes again, every one held out, each misaligned
+# layer beside its aligned neighbour. Vocabulary heads 50277 x 2560 (GPT-NeoX's unpadded tokenizer)
+# vs 50280 and 64001 x 5120 vs 64000; hidden 3072 with FFN 8191 (up class 2, down class 1) and 8190
+# (down class 2) vs 8192; hidden 1536 with FFN 4097 (up class 2, down class 1) vs 4096; a TP-2 shard
+# 4097 of FFN 8194 at hidden 4096 vs 4096; a TP-4 shard 3586 of FFN 14344 at hidden 3584 (up 7172
+# class 4, down class 2) vs 3584. Tokens 4096 and 1000 (never measured). Besides the three GEMMs
+# alone, each layer's training triple (forward, input gradient, weight gradient back to back in one
+# captured call, pass "layer"): the layer rows.
+LAYERS3 = [
+    ("vocab_50277", "heldout", 50277, 2560), ("vocab_50280", "heldout", 50280, 2560),
+    ("vocab_64001", "heldout", 64001, 5120), ("vocab_64000", "heldout", 64000, 5120),
+    ("h3072_up_f8191", "heldout", 16382, 3072), ("h3072_down_f8191", "heldout", 3072, 8191),
+    ("h3072_down_f8190", "heldout", 3072, 8190),
+    ("h3072_up_f8192", "heldout", 16384, 3072), ("h3072_down_f8192", "heldout", 3072, 8192),
+    ("h1536_up_f4097", "heldout", 8194, 1536), ("h1536_down_f4097", "heldout", 1536, 4097),
+    ("h1536_up_f4096", "heldout", 8192, 1536), ("h1536_down_f4096", "heldout", 1536, 4096),
+    ("tp2_up_f4097", "heldout", 8194, 4096), ("tp2_down_f4097", "heldout", 4096, 4097),
+    ("tp2_up_f4096", "heldout", 8192, 4096), ("tp2_down_f4096", "heldout", 4096, 4096),
+    ("tp4_up_f3586", "heldout", 7172, 3584), ("tp4_down_f3586", "heldout", 3584, 3586),
+    ("tp4_up_f3584", "heldout", 7168, 3584), ("tp4_down_f3584", "heldout", 3584, 3584),
+]
+TOKENS3 = [4096, 1000]
+LAYER_PASS = "layer"   # the three GEMMs of a linear layer back to back (one training step of it)
+# shape set -> (layers, tokens, FP8 forwards too, layer triples too); --set picks one, the campaign
+# column names it
+SETS = {"s23align": (LAYERS, TOKENS, True, False), "s23align2": (LAYERS2, TOKENS2, False, False),
+        "s24align3": (LAYERS3, TOKENS3, False, True)}
 QUICK_LAYERS = [("q_up_f21", "fit", 42, 16), ("q_down_f21", "fit", 16, 21), ("q_up_f24", "fit", 48, 16),
                 ("q_vocab_33", "heldout", 33, 16)]
 QUICK_TOKENS = [8]
@@ -99,8 +127,10 @@ def align_elements(ld: int) -> int:
 
 
 def gemm_dims(pass_: str, tokens: int, outputs: int, inputs: int) -> dict:
-    """m, n, k and the three leading dimensions of one of a linear layer's GEMMs (module docstring)."""
+    """m, n, k and the three leading dimensions of one of a linear layer's GEMMs (module docstring);
+    the layer triple (LAYER_PASS) records its forward's."""
     t, o, i = tokens, outputs, inputs
+    pass_ = "fwd" if pass_ == LAYER_PASS else pass_
     dims = {"fwd": (t, o, i, i, i, o), "dgrad": (t, i, o, o, i, i), "wgrad": (o, i, t, o, i, i)}[pass_]
     return dict(zip(["m", "n", "k", "lda", "ldb", "ldc"], dims))
 
@@ -134,6 +164,17 @@ def operands(pass_: str, precision: str, tokens: int, outputs: int, inputs: int,
     w = torch.randn(outputs, inputs, device=dev, dtype=torch.bfloat16, generator=g)
     d = gemm_dims(pass_, tokens, outputs, inputs)
     flops = 2.0 * d["m"] * d["n"] * d["k"]
+    if precision == "bf16" and pass_ == LAYER_PASS:   # forward, input and weight gradient: 3x the FLOPs
+        y = torch.empty(tokens, outputs, device=dev, dtype=torch.bfloat16)
+        dy = torch.randn(tokens, outputs, device=dev, dtype=torch.bfloat16, generator=g)
+        dx = torch.empty(tokens, inputs, device=dev, dtype=torch.bfloat16)
+        dw = torch.empty(outputs, inputs, device=dev, dtype=torch.bfloat16)
+
+        def triple():
+            torch.mm(x, w.t(), out=y)
+            torch.mm(dy, w, out=dx)
+            torch.mm(dy.t(), x, out=dw)
+        return triple, 3.0 * flops
     if precision == "bf16":
         if pass_ == "fwd":
             y = torch.empty(tokens, outputs, device=dev, dtype=torch.bfloat16)
@@ -263,13 +304,13 @@ def environment(dev, nvml: Nvml) -> dict:
 def cases(quick: bool, shape_set: str = "s23align") -> list[tuple]:
     """(layer, split, outputs, inputs, tokens, pass, precision) in run order: token counts outermost
     (3072 first), BF16's three passes then (where the set has them) the FP8 forwards per layer."""
-    layers, tokens, fp8 = SETS[shape_set]
+    layers, tokens, fp8, triples = SETS[shape_set]
     if quick:
         layers, tokens = QUICK_LAYERS, QUICK_TOKENS
     out = []
     for t in tokens:
         for name, split, o, i in layers:
-            out += [(name, split, o, i, t, p, "bf16") for p in PASSES]
+            out += [(name, split, o, i, t, p, "bf16") for p in PASSES + ([LAYER_PASS] if triples else [])]
             out += [(name, split, o, i, t, "fwd", kind) for kind in (FP8_KINDS if fp8 else [])]
     return out
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from twin.costs.flops import (BF16_BYTES, CAST_BYTES_PER_ELEM, FP8_BYTES, GEMM_KINDS, Op, OpKind, attention_bwd_flops,
                               gemm_bytes)
-from twin.costs.gemm_alignment import align_class, alignment_factor, operand_alignments, pattern_factor
+from twin.costs.gemm_alignment import (align_class, alignment_factor, curve_rate_flops_per_s, operand_alignments,
+                                      pattern_factor)
 from twin.costs.profile import GemmCurve, Profile
 from twin.core.specs import GPUSpec
 
@@ -25,6 +26,12 @@ ADOPT_GEMM_ALIGNMENT = False
 # misaligned (twin.costs.gemm_alignment.pattern_factor); takes precedence over ADOPT_GEMM_ALIGNMENT;
 # off: as above (docs/notes/s23align2_rule.md)
 ADOPT_GEMM_ALIGNMENT_PATTERN = False
+# (s24align3) the third form: a misaligned dense BF16 GEMM's compute term is its FLOPs over the
+# achieved rate of its cutlass kernel family's own curve (twin.costs.gemm_alignment
+# .curve_rate_flops_per_s: family, pass, misaligned operands, last-wave fill, contraction, output
+# size), not the aligned curve's time; launch and memory terms unchanged; takes precedence over
+# both forms above; off: as above (docs/notes/s24align3_rule.md)
+ADOPT_GEMM_ALIGNMENT_CURVE = False
 
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
@@ -59,7 +66,8 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     below 8 costs the aligned time times its measured factor. `widths`: the linear layer's (outputs,
     inputs) where the GEMM runs them (None: aligned, e.g. a stand-in width): under
     ADOPT_GEMM_ALIGNMENT_PATTERN a dense BF16 GEMM's compute term is scaled by its operand pattern's
-    factor."""
+    factor; under ADOPT_GEMM_ALIGNMENT_CURVE a misaligned one's compute term is its FLOPs over its
+    cutlass family's rate curve (the sm_frac share and the in-layer term as any GEMM's)."""
     curve = (profile.grouped_gemm if groups > 1 else profile.gemm)[precision]
     eff = curve.eff(m, n, k) * eff_scale
     flops = 2.0 * m * n * k * groups
@@ -73,10 +81,16 @@ def gemm_time_s(m: int, n: int, k: int, precision: str, gpu: GPUSpec, profile: P
     in_layer = profile.in_layer_factor(gemm_class("grouped_gemm" if groups > 1 else "gemm", precision))
     compute_s, kernel_factor = in_layer_gemm_split(profile, compute_s, in_layer)
     dense_bf16 = groups == 1 and precision == "bf16"
-    if ADOPT_GEMM_ALIGNMENT_PATTERN and dense_bf16 and widths is not None:
+    curve_rate = None
+    if ADOPT_GEMM_ALIGNMENT_CURVE and dense_bf16 and widths is not None:
+        curve_rate = curve_rate_flops_per_s(profile.gpu, m, n, k, operand_alignments(*widths, pass_), pass_, gpu.num_sms)
+    if curve_rate is not None:   # the cutlass kernel's own rate replaces the aligned curve's compute term
+        compute_s, kernel_factor = in_layer_gemm_split(profile, flops / (curve_rate * sm_frac), in_layer)
+    elif ADOPT_GEMM_ALIGNMENT_PATTERN and dense_bf16 and widths is not None:
         compute_s *= pattern_factor(profile.gpu, operand_alignments(*widths, pass_))
     aligned_s = (roofline_s(compute_s, memory_s, profile.gemm_overlap_p) + profile.launch_s + setup_s) * kernel_factor
-    if ADOPT_GEMM_ALIGNMENT and not ADOPT_GEMM_ALIGNMENT_PATTERN and align < 8 and dense_bf16:
+    if ADOPT_GEMM_ALIGNMENT and not (ADOPT_GEMM_ALIGNMENT_PATTERN or ADOPT_GEMM_ALIGNMENT_CURVE) and align < 8 \
+            and dense_bf16:
         return aligned_s * alignment_factor(profile.gpu, align, pass_)
     return aligned_s
 

@@ -13,6 +13,7 @@ real/bench/gemm_align.py records). A profile without factors (none measured) get
 from __future__ import annotations
 
 import functools
+import math
 import json
 from importlib import resources
 
@@ -92,3 +93,63 @@ def pattern_factor(profile_gpu: str, aligns: tuple[int, int, int]) -> float:
     if family == "aligned" or not fit:
         return 1.0
     return float(fit["factors"].get(pattern_key(aligns), fit["family_factors"].get(family, 1.0)))
+
+
+# --- the third form (s24align3, docs/notes/s24align3_rule.md): each kernel family's own rate curve ---
+# The cutlass kernels cuBLAS runs for misaligned rows have their own shape dependence, so a factor on
+# the aligned (nvjet) time cannot carry it. This form prices the misaligned kernel from its own
+# achieved rate: log rate = log quant + c[family/pass/mask] + fill_exp[family] * log(fill) +
+# k_exp[family] * log(k / (k + k0)) + mn_exp[family] * log(m n / mn_ref), where quant is the share
+# of the tiles' padded output that is real (m n over the tiles' area: a 2049-wide output computes 17
+# tiles of 128 for 16.01 tiles' work; exponent 1, not fitted), fill the last-wave occupancy of the
+# family's tile for the pass (tiles / (waves * SMs), the tile the profiler named most often in the
+# fitting records), the k term the contraction's prologue/epilogue share and the m n term the output
+# size. Each of the four is clamped to the range the fitting rows span (no extrapolation: a 60-wide
+# router output is priced at the narrowest quantisation measured, not at 60/256).
+def curve_features(m: int, n: int, k: int, tile: tuple[int, int], num_sms: int) -> dict:
+    """The rate curve's three fitted shape features of an m x n x k GEMM run with `tile` output tiles
+    on `num_sms` SMs (the last wave's fill, the contraction k, the output size m n) and its tile
+    quantisation (the real share of the tiles' padded output)."""
+    rows, cols = -(-int(m) // tile[0]), -(-int(n) // tile[1])
+    tiles = rows * cols
+    waves = -(-tiles // num_sms)
+    return {"fill": tiles / (waves * num_sms), "k": float(k), "mn": float(m) * float(n),
+            "quant": float(m) * float(n) / (rows * tile[0] * cols * tile[1])}
+
+
+def curve_key(aligns: tuple[int, int, int], pass_: str) -> str:
+    """"<family>/<pass>/<mask>": the rate curve's constant's key."""
+    family, mask = pattern_key(aligns).split("/")
+    return f"{family}/{pass_}/{mask}"
+
+
+def curve_log_constant(fit: dict, key: str) -> float:
+    """The key's fitted constant; one without fitting rows takes the mean of its family and pass's
+    constants, else its family's."""
+    consts = fit["constants"]
+    if key in consts:
+        return float(consts[key])
+    family, pass_, _ = key.split("/")
+    same = [v for k, v in consts.items() if k.startswith(f"{family}/{pass_}/")] or \
+        [v for k, v in consts.items() if k.startswith(f"{family}/")]
+    return float(sum(same) / len(same))
+
+
+def curve_rate_flops_per_s(profile_gpu: str, m: int, n: int, k: int, aligns: tuple[int, int, int], pass_: str,
+                           num_sms: int) -> float | None:
+    """Achieved FLOP/s of a misaligned dense BF16 GEMM's cutlass kernel on the profile `profile_gpu`
+    (its operand alignments `aligns`, linear-layer pass `pass_`, the GPU's `num_sms`); None where it is
+    aligned or the profile has no curve fit (the caller keeps today's time)."""
+    family = kernel_family(aligns)
+    fit = _table().get("curve_fits", {}).get(profile_gpu)
+    if family == "aligned" or not fit or pass_ not in PASSES:
+        return None
+    fam = fit["families"][family]
+    f = curve_features(m, n, k, tuple(fam["tiles"][pass_]), num_sms)
+    lo, hi = fam["bounds_low"], fam["bounds_high"]
+    clamp = {x: min(max(f[x], lo[x]), hi[x]) for x in lo}
+    log_rate = (math.log(clamp["quant"]) + curve_log_constant(fit, curve_key(aligns, pass_))
+                + fam["fill_exp"] * math.log(clamp["fill"])
+                + fam["k_exp"] * math.log(clamp["k"] / (clamp["k"] + fit["k0"]))
+                + fam["mn_exp"] * math.log(clamp["mn"] / fit["mn_ref"]))
+    return math.exp(log_rate)
