@@ -38,6 +38,7 @@ from real.bench.gemm import (bench_gemm, bench_grouped, bench_grouped_small, ben
 from real.bench.kernels import bench_kernels
 from real.bench.mla_host import bench_mla_host
 from real.bench.mla_paired import bench_mla_paired
+from real.bench.long_attention import bench_long_attn
 from real.bench.memory import bench_memory, bench_memory_alone, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
@@ -76,6 +77,7 @@ _FUNCTIONS = {
     "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,
     "ep_fresh": bench_ep_fresh,
     "host_input": bench_host_input, "host_steps": bench_host_steps, "ep_models": bench_ep_models,
+    "long_attn": bench_long_attn,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order
