@@ -40,8 +40,6 @@ TIE_TOL = 0.05          # T0: this GPU's 8B 32K causal call against h100/cp_chun
 NO_CHANGE_TOL = 0.10    # C1: every row's forward + backward within this: no model change
 CLASS_SHIFT_TOL = 0.05  # C2/C3: a class's fitting ratio beyond this (both fitting rows the same sign)
 HELD_OUT_TOL = 0.05     # C2/C3: every held-out row of the class within this under the class factor
-FEW_HEADS = 32          # class A: FA2 calls of fewer heads per GPU than the 32 of the FA2 records
-FEW_QUERIES_RATIO = 8   # class B: FA2 calls of kv_len >= 8 x q_len (Llama 3's all-gather CP chunks)
 
 
 def _b(v) -> bool:
@@ -72,12 +70,9 @@ def row_s(row, gpu: GPUSpec, fa2: Profile) -> float:
 
 
 def call_class(row) -> str:
-    """'few_queries' (class B), 'few_heads' (class A) or '' (neither): the rule's classes."""
-    if int(row["kv_len"]) >= FEW_QUERIES_RATIO * int(row["q_len"]):
-        return "few_queries"
-    if int(row["num_heads"]) < FEW_HEADS:
-        return "few_heads"
-    return ""
+    """The rule's class of a row's call (twin.costs.compute.fa2_call_class)."""
+    return compute.fa2_call_class(call_op(int(row["num_heads"]), int(row["head_dim"]), int(row["q_len"]),
+                                          int(row["kv_len"]), str(row["mask"])))
 
 
 def load_rows(folder: Path | str) -> pd.DataFrame:
