@@ -15,7 +15,7 @@ def main() -> None:
     df = la.case_rows(LONG_ATTN_CASES)
     df["twin_ms"] = [la.row_s(r, gpu, fa2) * 1e3 for _, r in df.iterrows()]
     df["cls"] = [la.call_class(r) for _, r in df.iterrows()]
-    print(df[["model", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls", "twin_ms"]].to_string(
+    print(df[["model", "batch", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls", "twin_ms"]].to_string(
         index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -46,13 +46,17 @@ def _b(v) -> bool:
     return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
 
 
-def call_op(heads: int, head_dim: int, q_len: int, kv_len: int, mask: str) -> Op:
+def call_op(heads: int, head_dim: int, q_len: int, kv_len: int, mask: str, batch: int = 1) -> Op:
     """The twin's attention Op of one call (module docstring)."""
     if mask == "causal":
-        return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=q_len, heads=heads, qk_dim=head_dim,
+        return Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=q_len, heads=heads, qk_dim=head_dim,
                   v_dim=head_dim, causal=True, precision="bf16")
-    return Op("attn_core", OpKind.ATTENTION, "attn", batch=1, seq_len=q_len, heads=heads, qk_dim=head_dim,
+    return Op("attn_core", OpKind.ATTENTION, "attn", batch=batch, seq_len=q_len, heads=heads, qk_dim=head_dim,
               v_dim=head_dim, causal=mask == "lower_right", precision="bf16", kv_len=kv_len)
+
+
+def _batch(row) -> int:
+    return int(row.get("batch", 1)) if not pd.isna(row.get("batch", 1)) else 1
 
 
 def row_s(row, gpu: GPUSpec, fa2: Profile) -> float:
@@ -60,11 +64,12 @@ def row_s(row, gpu: GPUSpec, fa2: Profile) -> float:
     repeat_kv copy each way (`fa2`: the profile with the FA2 curves)."""
     H, K, E = int(row["num_heads"]), int(row["num_kv_heads"]), int(row["head_dim"])
     q, kv = int(row["q_len"]), int(row["kv_len"])
-    op = call_op(H, E, q, kv, str(row["mask"]))
+    B = _batch(row)
+    op = call_op(H, E, q, kv, str(row["mask"]), B)
     dirs = ("fwd",) if row["phase"] == "fwd" else ("fwd", "bwd")
     t = sum(compute.attention_time_s(op, d, gpu, fa2) for d in dirs)
     if K < H:
-        copy_bytes = 2 * kv * (K + H) * E * BF16_BYTES
+        copy_bytes = 2 * B * kv * (K + H) * E * BF16_BYTES
         t += sum(compute.memory_time_s(copy_bytes, gpu, fa2) for _ in dirs)
     return t
 
@@ -72,7 +77,7 @@ def row_s(row, gpu: GPUSpec, fa2: Profile) -> float:
 def call_class(row) -> str:
     """The rule's class of a row's call (twin.costs.compute.fa2_call_class)."""
     return compute.fa2_call_class(call_op(int(row["num_heads"]), int(row["head_dim"]), int(row["q_len"]),
-                                          int(row["kv_len"]), str(row["mask"])))
+                                          int(row["kv_len"]), str(row["mask"]), _batch(row)))
 
 
 def load_rows(folder: Path | str) -> pd.DataFrame:
@@ -125,10 +130,10 @@ CP_CHUNKS_8B_32K_FWD_BWD_S = 0.0933056
 
 def case_rows(cases) -> pd.DataFrame:
     """Rows (forward, forward + backward) of the cases (tag, heads, kv heads, head dim, q_len, kv_len,
-    mask, row_for, split) as real/bench/long_attention.LONG_ATTN_CASES lists them, without times."""
-    return pd.DataFrame([dict(model=tag, num_heads=H, num_kv_heads=K, head_dim=E, q_len=q, kv_len=kv, mask=mask,
-                              phase=ph, split=split, row_for=row_for)
-                         for tag, H, K, E, q, kv, mask, row_for, split in cases for ph in ("fwd", "fwd_bwd")])
+    mask, row_for, split, batch) as real/bench/long_attention.LONG_ATTN_CASES lists them, without times."""
+    return pd.DataFrame([dict(model=tag, batch=B, num_heads=H, num_kv_heads=K, head_dim=E, q_len=q, kv_len=kv,
+                              mask=mask, phase=ph, split=split, row_for=row_for)
+                         for tag, H, K, E, q, kv, mask, row_for, split, B in cases for ph in ("fwd", "fwd_bwd")])
 
 
 def committed_profile(gpu: str) -> Profile:
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     gpu = gpu_spec(args.gpu)
-    cols = ["model", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls"]
+    cols = ["model", "batch", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls"]
     path = Path(args.folder) / LONG_ATTN_FILE
     if not path.exists():
         print(f"error: {path} not found (a campaign s24long output folder holds long_attn.csv)", file=sys.stderr)

@@ -37,6 +37,12 @@ def test_row_is_the_training_steps_op_plus_repeat_kv(h100):
     # without repeated heads no copy; a non-causal call costs its whole rectangle (more pairs than the masked one)
     assert la.row_s(_row(num_kv_heads=16), gpu, fa2) == pytest.approx(want - copy, rel=1e-12)
     assert la.row_s(_row(mask="none"), gpu, fa2) > la.row_s(_row(), gpu, fa2)
+    # a batch of 2 is one Op of batch 2 and twice the copy
+    op2 = Op("attn_core", OpKind.ATTENTION, "attn", batch=2, seq_len=4096, heads=16, qk_dim=128, v_dim=128,
+             causal=True, precision="bf16", kv_len=65536)
+    want2 = (compute.attention_time_s(op2, "fwd", gpu, fa2) + compute.attention_time_s(op2, "bwd", gpu, fa2)
+             + 2 * compute.memory_time_s(2 * 2 * 65536 * 17 * 128 * 2, gpu, fa2))
+    assert la.row_s(_row(batch=2), gpu, fa2) == pytest.approx(want2, rel=1e-12)
 
 
 def test_call_classes():
@@ -70,8 +76,8 @@ def test_class_verdict_refuses_mixed_sides_small_shifts_and_missed_held_out_rows
 
 
 def test_case_rows_two_phases_a_case():
-    df = la.case_rows([("t", 4, 1, 16, 64, 32, "none", "x", "fit")])
-    assert list(df["phase"]) == ["fwd", "fwd_bwd"] and set(df["split"]) == {"fit"}
+    df = la.case_rows([("t", 4, 1, 16, 64, 32, "none", "x", "fit", 2)])
+    assert list(df["phase"]) == ["fwd", "fwd_bwd"] and set(df["split"]) == {"fit"} and set(df["batch"]) == {2}
 
 
 def test_main_refuses_an_unknown_gpu(tmp_path, capsys):

@@ -36,11 +36,12 @@ def test_s24long_campaign_cpu_dry_run(tmp_path):
 def test_long_attn_cases_follow_the_rule_split():
     """docs/notes/s24long_rule.md: fitting rows the 8B tie, the 16-head 8K and 32K squares and the two 4K x 64K
     calls; every other case held out."""
-    fit = {(tag, q, kv, mask) for tag, _, _, _, q, kv, mask, _, split in LONG_ATTN_CASES if split == "fit"}
+    fit = {(tag, q, kv, mask) for tag, _, _, _, q, kv, mask, _, split, _ in LONG_ATTN_CASES if split == "fit"}
     assert fit == {("8b", 32768, 32768, "causal"), ("405b-tp8", 8192, 8192, "causal"),
                    ("405b-tp8", 32768, 32768, "causal"), ("405b-tp8", 4096, 65536, "lower_right"),
                    ("405b-tp8", 4096, 65536, "none")}
-    assert sum(1 for c in LONG_ATTN_CASES if c[-1] == "holdout") == 6
+    assert sum(1 for c in LONG_ATTN_CASES if c[-2] == "holdout") == 7
+    assert [c[-1] for c in LONG_ATTN_CASES if c[-1] != 1] == [16]   # the 70B's local batch, once
 
 
 def test_call_pairs_refuses_a_rectangular_causal_square():
