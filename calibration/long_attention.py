@@ -82,6 +82,8 @@ def call_class(row) -> str:
 
 def load_rows(folder: Path | str) -> pd.DataFrame:
     df = pd.read_csv(Path(folder) / LONG_ATTN_FILE)
+    if "batch" not in df.columns:   # run 1 (commit 03c2d4a) wrote no batch column: every call was batch 1
+        df["batch"] = 1
     df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
     return df[df["time_s"] > 0].reset_index(drop=True)
 
