@@ -59,15 +59,23 @@ def _batch(row) -> int:
     return int(row.get("batch", 1)) if not pd.isna(row.get("batch", 1)) else 1
 
 
-def row_s(row, gpu: GPUSpec, fa2: Profile) -> float:
+def _call_s(op: Op, direction: str, gpu: GPUSpec, fa2: Profile, shape_factor: bool) -> float:
+    """The twin's seconds of one call; `shape_factor` False: on the FA2 curve alone, whatever the s24long
+    switches say (the rule's baseline), the class's factor taken back off the kernel term."""
+    t = compute.attention_time_s(op, direction, gpu, fa2)
+    return t if shape_factor else (t - fa2.launch_s) / compute.fa2_shape_factor(op, fa2) + fa2.launch_s
+
+
+def row_s(row, gpu: GPUSpec, fa2: Profile, shape_factor: bool = True) -> float:
     """The twin's seconds of a long_attn row: its call forward (and backward for fwd_bwd) and the
-    repeat_kv copy each way (`fa2`: the profile with the FA2 curves)."""
+    repeat_kv copy each way (`fa2`: the profile with the FA2 curves; `shape_factor` False: the curve
+    alone, the rule's baseline)."""
     H, K, E = int(row["num_heads"]), int(row["num_kv_heads"]), int(row["head_dim"])
     q, kv = int(row["q_len"]), int(row["kv_len"])
     B = _batch(row)
     op = call_op(H, E, q, kv, str(row["mask"]), B)
     dirs = ("fwd",) if row["phase"] == "fwd" else ("fwd", "bwd")
-    t = sum(compute.attention_time_s(op, d, gpu, fa2) for d in dirs)
+    t = sum(_call_s(op, d, gpu, fa2, shape_factor) for d in dirs)
     if K < H:
         copy_bytes = 2 * B * kv * (K + H) * E * BF16_BYTES
         t += sum(compute.memory_time_s(copy_bytes, gpu, fa2) for _ in dirs)
@@ -88,11 +96,12 @@ def load_rows(folder: Path | str) -> pd.DataFrame:
     return df[df["time_s"] > 0].reset_index(drop=True)
 
 
-def compare(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile) -> pd.DataFrame:
-    """rows with the twin's seconds (twin_s), its error (twin / measured - 1) and the call class."""
+def compare(rows: pd.DataFrame, gpu: GPUSpec, profile: Profile, shape_factor: bool = False) -> pd.DataFrame:
+    """rows with the twin's seconds (twin_s), its error (twin / measured - 1) and the call class;
+    `shape_factor` False (the rule's baseline): the FA2 curve alone, True: as the twin costs it now."""
     fa2 = profile.with_attention_kernel("fa2")
     out = rows.copy()
-    out["twin_s"] = [row_s(r, gpu, fa2) for _, r in rows.iterrows()]
+    out["twin_s"] = [row_s(r, gpu, fa2, shape_factor) for _, r in rows.iterrows()]
     out["err"] = out["twin_s"] / out["time_s"] - 1.0
     out["cls"] = [call_class(r) for _, r in rows.iterrows()]
     return out
@@ -165,9 +174,11 @@ def main(argv=None) -> int:
         print(f"error: {path} not found (a campaign s24long output folder holds long_attn.csv)", file=sys.stderr)
         return 2
     cmp = compare(load_rows(args.folder), gpu, profile)
-    cmp["meas_ms"], cmp["twin_ms"] = cmp["time_s"] * 1e3, cmp["twin_s"] * 1e3
+    live = compare(load_rows(args.folder), gpu, profile, shape_factor=True)
+    cmp["meas_ms"], cmp["twin_ms"], cmp["live_err"] = cmp["time_s"] * 1e3, cmp["twin_s"] * 1e3, live["err"]
     cmp["tflops"] = cmp["achieved_flops_per_s"] / 1e12
-    print(cmp[cols + ["meas_ms", "twin_ms", "err", "tflops", "sm_clock_mhz"]].to_string(
+    print("twin_ms / err: the FA2 curve alone (the rule's baseline); live_err: as the twin costs the call now")
+    print(cmp[cols + ["meas_ms", "twin_ms", "err", "live_err", "tflops", "sm_clock_mhz"]].to_string(
         index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"GPU {cmp['gpu_name'].iloc[0]}, torch {cmp['torch_version'].iloc[0]}, CUDA {cmp['cuda_version'].iloc[0]}")
     tie = tie_error(cmp, CP_CHUNKS_8B_32K_FWD_BWD_S)

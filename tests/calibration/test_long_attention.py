@@ -95,3 +95,15 @@ def test_tie_error():
     assert la.tie_error(df, 0.0933056) == pytest.approx(0.098 / 0.0933056 - 1)
     assert la.tie_error(df.iloc[:0], 0.0933056) is None
     assert not math.isnan(la.CP_CHUNKS_8B_32K_FWD_BWD_S)
+
+
+def test_the_adopted_switches_follow_the_committed_records():
+    """docs/notes/s24long_rule.md judged on run 1 (calibration/measurements/h100/long_attn.csv): few_queries
+    adopted at its fitting ratio, few_heads not (no shift)."""
+    cmp = la.compare(la.load_rows("calibration/measurements/h100"), gpu_spec("h100"), la.committed_profile("h100"))
+    assert la.tie_error(cmp, la.CP_CHUNKS_8B_32K_FWD_BWD_S) == pytest.approx(0.005, abs=0.005)   # T0 holds
+    fq, fh = la.class_verdict(cmp, "few_queries"), la.class_verdict(cmp, "few_heads")
+    assert fq["adopt"] and compute.ADOPT_FA2_FEW_QUERIES_FACTOR
+    assert compute.FA2_SHAPE_TIME_FACTOR["few_queries"] == pytest.approx(fq["ratio"], abs=5e-4)
+    assert not fh["adopt"] and not compute.ADOPT_FA2_FEW_HEADS_FACTOR
+    assert compute.FA2_SHAPE_TIME_FACTOR["few_heads"] == 1.0
