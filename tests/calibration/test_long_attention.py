@@ -107,3 +107,19 @@ def test_the_adopted_switches_follow_the_committed_records():
     assert compute.FA2_SHAPE_TIME_FACTOR["few_queries"] == pytest.approx(fq["ratio"], abs=5e-4)
     assert not fh["adopt"] and not compute.ADOPT_FA2_FEW_HEADS_FACTOR
     assert compute.FA2_SHAPE_TIME_FACTOR["few_heads"] == 1.0
+
+
+def test_run_2_reproduces_the_few_queries_shift_under_amendment_2():
+    """Amendment 2 (docs/notes/s24long_rule.md): run 2 (a fresh H100, calibration/measurements/h100/s24long_run2)
+    keeps few_queries on only if its own fitting ratio shifts and its held-out 4K x 68K call is within 5% under run
+    1's factor; few_heads judged on run 2 with its batch-16 row: no shift, not adopted."""
+    gpu, profile = gpu_spec("h100"), la.committed_profile("h100")
+    rows = la.load_rows("calibration/measurements/h100/s24long_run2")
+    base, live = la.compare(rows, gpu, profile), la.compare(rows, gpu, profile, shape_factor=True)
+    fq = la.class_verdict(base, "few_queries")
+    assert fq["shift"]
+    held = live[(live["cls"] == "few_queries") & (live["split"] == "holdout") & (live["phase"] == "fwd_bwd")]
+    assert len(held) == 1 and abs(float(held["err"].iloc[0])) <= la.HELD_OUT_TOL
+    fh = la.class_verdict(base, "few_heads")
+    assert not fh["shift"] and not fh["adopt"]
+    assert 16 in set(base[base["cls"] == "few_heads"]["batch"])   # criterion (e)'s row is there
