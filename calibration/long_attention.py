@@ -193,10 +193,12 @@ def main(argv=None) -> int:
         if "ratio" not in v:
             print(f"class {cls}: {v['why']}")
             continue
-        print(f"class {cls}: fitting ratio measured/twin {v['ratio']:.3f} (rows {', '.join(f'{x:.3f}' for x in v['fit_ratios'])}),"
-              f" shift {'yes' if v['shift'] else 'no'}; held-out err before "
-              f"{', '.join(f'{e:+.1%}' for e in v['held_err_before'])} after {', '.join(f'{e:+.1%}' for e in v['held_err_after'])};"
-              f" adopt {'YES' if v['adopt'] else 'no'}")
+        fit = ", ".join(f"{x:.3f}" for x in v["fit_ratios"])
+        before = ", ".join(f"{e:+.1%}" for e in v["held_err_before"])
+        after = ", ".join(f"{e:+.1%}" for e in v["held_err_after"])
+        print(f"class {cls}: fitting ratio measured/twin {v['ratio']:.3f} (rows {fit}), shift "
+              f"{'yes' if v['shift'] else 'no'}; held-out err before {before} after {after}; "
+              f"adopt {'YES' if v['adopt'] else 'no'}")
     return 0
 
 

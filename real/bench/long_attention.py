@@ -4,8 +4,8 @@ one causal call past the longest one measured (docs/notes/s24long_rule.md).
 
 The call is torchtitan's attention core (torchtitan/models/llama/model.py @ 9dec370): xq (B, q, H, E),
 xk / xv (B, kv, K, E) BF16 leaves (B = 1 but for the 70B's local batch of 16), K/V repeated to the H
-query heads (`repeat_kv`), transposed to (B, H, L, E), then `F.scaled_dot_product_attention` restricted to the flash backend; the backward takes
-the gradients of all three. Masks: 'causal' (a square call, is_causal), 'none' (a non-causal call:
+query heads (`repeat_kv`), transposed to (B, H, L, E), then `F.scaled_dot_product_attention`
+restricted to the flash backend; the backward takes the gradients of all three. Masks: 'causal' (a square call, is_causal), 'none' (a non-causal call:
 the later calls of PyTorch's load-balanced CP), 'lower_right' (q queries that are the last q of kv
 positions, each seeing every earlier key: Llama 3's all-gather CP, arXiv 2407.21783 section 3.3.2;
 torch.nn.attention.bias.causal_lower_right, which SDPA hands to the flash kernel as its causal mask).
@@ -108,8 +108,8 @@ def bench_long_attn(rec, timer, dev, deadline, quick, env):
             free_memory()
             continue
         fwd_flops = 2.0 * batch * H * call_pairs(q_len, kv_len, mask) * (E + E)
-        common = dict(bench="long_attn", model=tag, sdpa_backend="flash", kernel=kernel, batch=batch, num_heads=H, num_kv_heads=K,
-                      head_dim=E, q_len=q_len, kv_len=kv_len, mask=mask, kv_repeat=K < H, row_for=row_for,
+        common = dict(bench="long_attn", model=tag, sdpa_backend="flash", kernel=kernel, batch=batch, num_heads=H,
+                      num_kv_heads=K, head_dim=E, q_len=q_len, kv_len=kv_len, mask=mask, kv_repeat=K < H, row_for=row_for,
                       precision="bf16", split=split)
         for phase, times, hosts, flops in (("fwd", tf, hf, fwd_flops), ("fwd_bwd", ts, hs, 3.5 * fwd_flops)):
             st = stats(times)
