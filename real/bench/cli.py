@@ -39,6 +39,7 @@ from real.bench.kernels import bench_kernels
 from real.bench.mla_host import bench_mla_host
 from real.bench.mla_paired import bench_mla_paired
 from real.bench.mlm_sustained import bench_mlm_chunks, bench_mlm_sustained
+from real.bench.long_attention import bench_long_attn
 from real.bench.memory import bench_memory, bench_memory_alone, bench_topk
 from real.bench.moe_layer import bench_moe
 from real.bench.nccl import bench_nccl
@@ -78,6 +79,7 @@ _FUNCTIONS = {
     "ep_fresh": bench_ep_fresh,
     "host_input": bench_host_input, "host_steps": bench_host_steps, "ep_models": bench_ep_models,
     "mlm_sustained": bench_mlm_sustained, "mlm_chunks": bench_mlm_chunks,
+    "long_attn": bench_long_attn,
 }
 assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py has one function here"
 # name -> (function, share of the time budget), in run order

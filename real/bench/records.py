@@ -155,6 +155,9 @@ SHAPE_COLS = {
                   "collective_repeats", "precision", "status", "split"],
     "cp_chunks": ["bench", "model", "sdpa_backend", "kernel", "phase", "num_heads", "num_kv_heads", "qk_head_dim", "v_head_dim",
                   "q_len", "kv_len", "causal", "kv_repeat", "source_seq_len", "precision", "host_time_s", "split"],
+    # real/bench/long_attention.py (s24long): flash at the long-context published rows' per-GPU call shapes
+    "long_attn": ["bench", "model", "sdpa_backend", "kernel", "phase", "batch", "num_heads", "num_kv_heads", "head_dim", "q_len",
+                  "kv_len", "mask", "kv_repeat", "row_for", "precision", "host_time_s", "split"],
 }
 
 # real/pipeline/bench.py (torchrun -m real.pipeline): whole pipeline / expert-parallel steps and

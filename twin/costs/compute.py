@@ -32,6 +32,19 @@ ADOPT_GEMM_ALIGNMENT_PATTERN = False
 # size), not the aligned curve's time; launch and memory terms unchanged; takes precedence over
 # both forms above; off: as above (docs/notes/s24align3_rule.md)
 ADOPT_GEMM_ALIGNMENT_CURVE = False
+# (s24long) FlashAttention-2 at call shapes its curves (fitted on 32-head calls) do not hold: a call of
+# fewer heads per GPU (Llama 3.1 405B / 70B under TP 8: 16 / 8 heads), or of few queries over many keys
+# (Llama 3's all-gather CP chunks), costs its curve time x the class's measured ratio
+# (fa2_shape_factor); off: every FA2 call on the curve (docs/notes/s24long_rule.md)
+ADOPT_FA2_FEW_HEADS_FACTOR = False     # not adopted: fitting ratio 0.991 (8K 1.041, 32K 0.941), no shift
+ADOPT_FA2_FEW_QUERIES_FACTOR = True    # adopted: C3 (a)-(d) hold (docs/notes/s24long.md)
+FA2_CURVE_HEADS = 32          # heads of the FA2 records the curves' FA2 ratio and checks come from (h100/cp_chunks.csv)
+FEW_QUERIES_KV_RATIO = 8      # key length >= 8 x query length: Llama 3's CP16 chunks (4K over 64K-68K keys)
+# measured time / the curve's, forward + backward, the class's fitting calls (campaign s24long run 1 on an
+# H100 80GB HBM3 at 700 W, torch 2.11.0+cu130, calibration/measurements/h100/long_attn.csv;
+# calibration.long_attention.class_verdict): few_queries the median of 4K x 64K lower-right 0.948 and
+# unmasked 0.940 (held out: 4K x 68K, +5.4% -> -0.5%); few_heads not adopted, so 1
+FA2_SHAPE_TIME_FACTOR = {"few_heads": 1.0, "few_queries": 0.944}
 
 
 def sm_fraction(gpu: GPUSpec, comm_sms: int) -> float:
@@ -290,6 +303,26 @@ def cast_time_s(kind: str, elems: float, gpu: GPUSpec, profile: Profile) -> floa
     return (elems * CAST_BYTES_PER_ELEM[kind] / (gpu.hbm_bytes_per_s * eff) + profile.launch_s) * profile.in_layer_factor("memory")
 
 
+def fa2_call_class(op: Op) -> str:
+    """'few_queries' (key length >= FEW_QUERIES_KV_RATIO x query length), 'few_heads' (fewer heads
+    per GPU than FA2_CURVE_HEADS, and not few_queries) or '': the classes of docs/notes/s24long_rule.md.
+    Worked: Llama 3's CP16 chunk of 4,096 queries over 65,536 keys is few_queries (65,536 >= 8 x 4,096);
+    the 405B's 32K x 32K call at 16 heads (TP 8) few_heads; the 8B's at 32 heads ''."""
+    if op.kv_len >= FEW_QUERIES_KV_RATIO * op.seq_len:
+        return "few_queries"
+    return "few_heads" if op.heads < FA2_CURVE_HEADS else ""
+
+
+def fa2_shape_factor(op: Op, profile: Profile) -> float:
+    """Time factor of an attention call for its shape class under the s24long switches: 1 unless the
+    profile's curves describe FlashAttention-2 and the class's switch is on."""
+    if profile.attention_curves_kernel != "fa2":
+        return 1.0
+    cls = fa2_call_class(op)
+    on = {"few_heads": ADOPT_FA2_FEW_HEADS_FACTOR, "few_queries": ADOPT_FA2_FEW_QUERIES_FACTOR}.get(cls, False)
+    return FA2_SHAPE_TIME_FACTOR[cls] if on else 1.0
+
+
 def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_frac: float = 1.0) -> float:
     """Flash-style attention core in BF16 (V3 keeps attention in BF16, §3.3), at the curve's
     efficiency at the call's key length (op.kv_len, else its sequence length). The curve is
@@ -306,7 +339,8 @@ def attention_time_s(op: Op, direction: str, gpu: GPUSpec, profile: Profile, sm_
     # head-rows per SM decide the causal tail: on a fraction of the SMs a call hides it as a larger one would
     eff = profile.attention[direction].eff(length, op.batch * op.heads * op.seq_len / max(sm_frac, 1e-3))
     dropout = profile.attention_dropout_slowdown(direction) if op.dropout > 0 else 1.0
-    return dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
+    shape = fa2_shape_factor(op, profile)
+    return shape * dropout * flops / (gpu.attention_flops_per_s(direction, length) * eff * sm_frac) + profile.launch_s
 
 
 def topk_time_s(rows: float, width: int, k: int, gpu: GPUSpec, profile: Profile) -> float:
