@@ -189,8 +189,8 @@ def _measured_ratio_lookup(chunks: pd.DataFrame, column: str) -> dict:
 def rows_with_measured_chunks(chunks: pd.DataFrame, column: str) -> list[dict]:
     """The Megatron rows with each TE-split GEMM's chunk excess at the measured ratio (`column`:
     ratio1 or ratio3) times the twin's whole GEMM, on the models measured (others unchanged)."""
-    from calibration.published_runs import evaluate, load_runs
-    from twin.training import step as step_mod
+    from calibration.published_runs import evaluate, load_runs   # lazy: the published-run evaluation loads only for these diagnostics
+    from twin.training import step as step_mod   # lazy: the published-run evaluation loads only for these diagnostics
     lookup = _measured_ratio_lookup(chunks, column)
     original = step_mod.StepCosts._chunked_extra_s
 
@@ -219,9 +219,9 @@ def rows_with_measured_chunks(chunks: pd.DataFrame, column: str) -> list[dict]:
 def rows_with_block_ratio(held: pd.DataFrame) -> list[dict]:
     """The Megatron rows whose model's block was held, with the compute curves scaled by the twin's
     sustained ratio over the measured one (Perturb.compute_eff_scale); other rows as they are."""
-    from calibration.published_runs import load_runs, predicted_metric, scenario_of
-    from twin.training.results import Perturb
-    from twin.training.step import simulate_step
+    from calibration.published_runs import load_runs, predicted_metric, scenario_of   # lazy: the published-run evaluation loads only for these diagnostics
+    from twin.training.results import Perturb   # lazy: the published-run evaluation loads only for these diagnostics
+    from twin.training.step import simulate_step   # lazy: the published-run evaluation loads only for these diagnostics
     scale = {r["config"].split()[0]: r["meas_over_twin"] for _, r in held.iterrows() if " block " in r["config"]}
     runs, _ = load_runs()
     out = []
