@@ -1,0 +1,127 @@
+"""What each engine stall was, from real/serve's --stall-trace records (issue 15, docs/notes/s24stall_rule.md).
+
+A stall is an eager iteration 8 ms or more over the median of its run's eager iterations of the same prefill-token bin
+(prefill_tokens // 64); its serve_stalls.csv row (the main thread's counters over the iteration) attributes it to the
+first class whose condition holds (STALL_CLASSES, the rule's order). A set is one host's campaign output
+(OUTDIR/s24stall/); its parts are the engine processes under it.
+
+    python -m calibration.serve_stall_causes SET_DIR [SET_DIR ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from calibration.records_io import csv_exists, read_csv
+
+STALL_MIN_EXCESS_S = 8e-3   # s23srvh's count: 8 ms or more over the median of its kind and size
+PREFILL_BIN_TOKENS = 64
+SHARE = 0.5                 # a counter explains a stall when it covers half its excess or more
+MINFLT_FACTOR = 10.0        # page faults over 10x the run's median eager row
+STALL_CLASSES = ("gc", "preempted", "off_cpu", "cuda_alloc", "faults", "on_cpu")
+CAUSE_SHARE = 0.8           # one class holding 80% of a stalling host's stalls is the cause
+STALLING_HOST_MIN = 5       # stalls over the as-it-comes parts that make a stalling host
+AS_IT_COMES_PARTS = ("qwen3moe", "qwen2moe")
+
+
+def eager_excess(iters: pd.DataFrame) -> pd.DataFrame:
+    """The eager iterations with `excess_s`: duration over the median of their run's eager iterations of the same
+    prefill-token bin."""
+    e = iters[iters["graph_batch"] == 0].copy()
+    e["bin"] = e["prefill_tokens"] // PREFILL_BIN_TOKENS
+    e["excess_s"] = e["duration_s"] - e.groupby(["run_id", "bin"])["duration_s"].transform("median")
+    return e
+
+
+def attribute(row: dict, excess_s: float, minflt_median: float) -> str:
+    """The rule's class of one stall from its counters row (STALL_CLASSES, first that holds)."""
+    need = SHARE * excess_s
+    if row["gc_s"] >= need:
+        return "gc"
+    if row["run_delay_s"] + row["cpu_steal_s"] >= need:
+        return "preempted"
+    if row["span_s"] - row["thread_cpu_s"] - row["run_delay_s"] >= need:
+        return "off_cpu"
+    if row["cuda_segment_allocs"] + row["cuda_segment_frees"] + row["cuda_alloc_retries"] > 0:
+        return "cuda_alloc"
+    if row["majflt"] > 0 or row["minflt"] > MINFLT_FACTOR * max(minflt_median, 1.0):
+        return "faults"
+    return "on_cpu"
+
+
+def _counters(part: Path) -> pd.DataFrame:
+    c = read_csv(part / "serve_stalls.csv")
+    for col in ("cuda_segment_allocs", "cuda_segment_frees", "cuda_alloc_retries"):
+        c[col] = pd.to_numeric(c[col], errors="coerce").fillna(0)
+    return c
+
+
+def part_stalls(part: Path) -> pd.DataFrame:
+    """One engine process's stalls with their counters and class (empty frame if none)."""
+    e = eager_excess(read_csv(part / "serve_iterations.csv"))
+    c = _counters(part)
+    e = e.merge(c, on=["run_id", "rank", "iteration"], how="left", suffixes=("", "_c"))
+    minflt_med = e.groupby("run_id")["minflt"].median()
+    s = e[e["excess_s"] >= STALL_MIN_EXCESS_S].copy()
+    s["cls"] = [attribute(r, r["excess_s"], minflt_med.get(r["run_id"], 0.0)) for r in s.to_dict("records")]
+    s["part"] = part.name
+    return s
+
+
+def part_summary(part: Path) -> dict:
+    """One part's eager / graph seconds, stalls by class and the counters' totals over its eager iterations."""
+    iters = read_csv(part / "serve_iterations.csv")
+    stalls = part_stalls(part)
+    c = _counters(part)
+    eager = iters[iters["graph_batch"] == 0]
+    return {"part": part.name, "eager_s": eager["duration_s"].sum(),
+            "graph_s": iters.loc[iters["graph_batch"] > 0, "duration_s"].sum(), "stalls": len(stalls),
+            **{f"n_{k}": int((stalls["cls"] == k).sum()) for k in STALL_CLASSES},
+            "gc_gen2": int((c["gc_max_gen"] == 2).sum()), "gc_s": c["gc_s"].sum(), "gc_max_s": c["gc_s"].max(),
+            "run_delay_s": c["run_delay_s"].sum(), "steal_s": c["cpu_steal_s"].sum(), "nivcsw": int(c["nivcsw"].sum()),
+            "cuda_allocs": int(c["cuda_segment_allocs"].sum())}
+
+
+def host_verdict(set_dir: Path) -> dict:
+    """The rule's reading of one host's set: stalling or not, the cause found (or None), the freeze's effect."""
+    parts = {p.name: p for p in sorted(set_dir.iterdir()) if csv_exists(p / "serve_stalls.csv")}
+    stalls = {name: part_stalls(p) for name, p in parts.items()}
+    comes = [stalls[n] for n in AS_IT_COMES_PARTS if n in stalls]
+    pooled = pd.concat(comes) if comes else pd.DataFrame(columns=["cls"])
+    n = len(pooled)
+    counts = pooled["cls"].value_counts().to_dict() if n else {}
+    top = max(counts, key=counts.get) if counts else None
+    cause = top if n >= STALLING_HOST_MIN and counts[top] >= CAUSE_SHARE * n else None
+    frozen = stalls.get("qwen3moe_gcfreeze")
+    as_comes = stalls.get("qwen3moe")
+    freeze_ok = None
+    if frozen is not None and as_comes is not None and n >= STALLING_HOST_MIN:
+        freeze_ok = bool(len(frozen) <= 0.2 * len(as_comes) and not (frozen["cls"] == "gc").any())
+    return {"set": str(set_dir), "stalling": n >= STALLING_HOST_MIN, "stalls": n, "classes": counts, "cause": cause,
+            "freeze_stalls": None if frozen is None else len(frozen),
+            "as_comes_qwen3moe_stalls": None if as_comes is None else len(as_comes), "freeze_removes": freeze_ok}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m calibration.serve_stall_causes SET_DIR [SET_DIR ...]", file=sys.stderr)
+        return 2
+    for d in map(Path, args):
+        if not d.is_dir():
+            print(f"SET_DIR {d}: not a directory", file=sys.stderr)
+            return 2
+        print(f"== {d}")
+        for p in sorted(d.iterdir()):
+            if csv_exists(p / "serve_stalls.csv"):
+                s = part_summary(p)
+                print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()))
+        print("  verdict:", host_verdict(d))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
