@@ -49,7 +49,7 @@ from real.serve.hostspeed import PROBE_KEYS, CoRunner, cpu_info, pause_probe, pr
 from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load, stall_rows
 from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
-from real.serve.stalltrace import HostCounters, gc_tracked, host_state, run_host_rows
+from real.serve.stalltrace import HostCounters, gc_tracked, host_state, run_host_rows, timed_full_collection
 from real.telemetry import Telemetry, pynvml
 
 
@@ -256,14 +256,15 @@ def main(argv=None) -> int:
             with CoRunner(cpus if run.co_runner_nice is not None else [], run.co_runner_nice):
                 if args.host_probe:
                     probes["before"] = probe(dev)
+                if args.stall_trace and engine.counters is None:
+                    engine.counters = HostCounters(dev)  # on the main thread: its counters
                 if args.pause_probe > 0:
-                    probes["pause"] = pause_probe(dev, args.pause_probe)
+                    probes["pause"] = pause_probe(dev, args.pause_probe,
+                                                  engine.counters.thread_now if args.stall_trace else None)
                 if args.gc_freeze:
                     gc.collect()
                     gc.freeze()
                 if args.stall_trace:
-                    if engine.counters is None:
-                        engine.counters = HostCounters(dev)  # on the main thread: its counters
                     tracked, host_before = gc_tracked(), host_state()
                 duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
                                     run.max_duration_s, control)
@@ -315,6 +316,9 @@ def main(argv=None) -> int:
             f"{summary['output_tokens_per_s']:.0f} out tok/s, {summary['input_tokens_per_s']:.0f} in tok/s, "
             f"TTFT p50 {summary['ttft_p50_s'] * 1e3:.1f} ms, TPOT p50 {summary['tpot_p50_s'] * 1e3:.2f} ms, "
             f"{summary['num_iterations']} iterations in {summary['duration_s']:.2f} s")
+    if args.stall_trace:  # after the last run: what a full collection of this heap costs on this host
+        env["gc_tracked_before_full"] = gc_tracked()
+        env["gc_full_collect_s"] = timed_full_collection()
     if rank == 0:
         records.close()
         env.update(plan=dataclasses.asdict(plan), settings=settings, runs_done=done, failures=failures,

@@ -52,6 +52,9 @@ PROBE_KEYS = ("launch_s", "launch_p50_s", "graph_s", "graph_p50_s", "py_s", "py_
 # the pause probe's columns (real/serve/hostspeed.py pause_probe, --pause-probe): timed launch seconds, chains,
 # their median, the pauses counted and their sizes (';'-joined seconds over the median chain)
 PAUSE_KEYS = ("pause_window_s", "pause_chains", "pause_chain_p50_s", "pause_count", "pause_sizes_s")
+# under --stall-trace, each pause's main-thread counters (';'-joined in the order of pause_sizes_s): thread CPU seconds,
+# scheduler run delay seconds, involuntary and voluntary context switches over the paused chain
+PAUSE_TRACE_KEYS = ("pause_thread_cpu_s", "pause_run_delay_s", "pause_nivcsw", "pause_nvcsw")
 
 ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "attention_parallel",
                "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
@@ -63,7 +66,7 @@ LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
                 "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version", "cpu_model", "cpu_mhz"]
              + [f"probe_{w}_{k}" for w in ("before", "after") for k in PROBE_KEYS] + ["probe_launch_ranks_s"]
-             + list(PAUSE_KEYS) + ["gc_frozen"])
+             + list(PAUSE_KEYS) + ["gc_frozen"] + list(PAUSE_TRACE_KEYS))
 REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "input_len", "output_len",
                 "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
                 "finish_iteration", "num_chunks", "tokens_out"]

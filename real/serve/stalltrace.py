@@ -106,6 +106,13 @@ class HostCounters:
     def _pread(self, fd, size: int = 1 << 16) -> str:
         return os.pread(fd, size, 0).decode() if fd is not None else ""
 
+    def thread_now(self) -> tuple[float, float, int, int]:
+        """(thread CPU s, run delay s, involuntary, voluntary context switches) of the calling thread now: the pause
+        probe's per-chain reading (hostspeed.pause_probe)."""
+        ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+        delay = parse_schedstat(self._pread(self._schedstat, 256))[1] if self._schedstat is not None else 0.0
+        return time.thread_time(), delay, ru.ru_nivcsw, ru.ru_nvcsw
+
     def snapshot(self) -> dict:
         ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
         snap = {"t": self.clock(), "thread_cpu_s": time.thread_time(), "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
@@ -227,6 +234,14 @@ def run_host_rows(before: dict, after: dict, run_id: str, rank: int, gc_tracked:
         rows.append({**base, "scope": "gc_tracked", "key": gen, "value": n})
     rows.append({**base, "scope": "gc_frozen", "key": 0, "value": gc.get_freeze_count()})
     return rows
+
+
+def timed_full_collection(clock=time.perf_counter) -> float:
+    """Seconds one full (generation 2) collection of the process's heap takes now: what a gen-2 collection during a
+    run would have cost this host (taken after the part's last run, so no run's GC state is changed)."""
+    t = clock()
+    gc.collect(2)
+    return clock() - t
 
 
 def gc_tracked() -> dict[int, int]:

@@ -4,6 +4,7 @@ iteration of every run gets one counters row, the per-run host rows name every C
 
 import csv
 import gc
+import json
 import os
 import subprocess
 import time
@@ -35,6 +36,12 @@ def test_s24stall_campaign_cpu_dry_run_records_every_iterations_counters(tmp_pat
     for part, frozen in (("tiny-new", 0), ("tiny-new_gcfreeze", 1)):
         load = _read(d / part / "serve_load.csv")
         assert len(load) == 2 and all(int(r["gc_frozen"]) == frozen and r["torch_version"] for r in load)
+        for r in load:  # every pause carries its chain's counters, in the order of its sizes
+            n = int(r["pause_count"])
+            for key in ("pause_thread_cpu_s", "pause_run_delay_s", "pause_nivcsw", "pause_nvcsw"):
+                assert len([x for x in r[key].split(";") if x]) == n
+        env = json.loads((d / part / "env.json").read_text())
+        assert env["gc_full_collect_s"] > 0 and env["gc_tracked_before_full"]["2"] >= 0
         iters, stalls = _read(d / part / "serve_iterations.csv"), _read(d / part / "serve_stalls.csv")
         # one counters row per iteration, keyed alike, each spanning at least its iteration
         assert [(r["run_id"], r["iteration"]) for r in stalls] == [(r["run_id"], r["iteration"]) for r in iters]
