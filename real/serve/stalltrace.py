@@ -28,9 +28,11 @@ time, and the objects each GC generation tracks at the run's start.
 
 from __future__ import annotations
 
+import csv
 import gc
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -288,8 +290,6 @@ def hiccups(cpu: int, window_s: float, min_gap_s: float = HICCUP_MIN_S) -> dict:
 def main(argv=None) -> int:
     """python -m real.serve.stalltrace OUT.csv SECONDS CPU [CPU ...]: the hiccup meter on each CPU in turn, one row
     each (appended; the header when the file is new)."""
-    import csv
-    import sys
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 3:
         print("usage: python -m real.serve.stalltrace OUT.csv SECONDS CPU [CPU ...]", file=sys.stderr)
