@@ -54,7 +54,7 @@ SECONDS=0
 {
   echo "s24stall start $(date -u +%FT%TZ), $NGPU GPU(s), GPU $ONE_GPU, pinned CPU $PIN_CPU, parts $PARTS"
   if [ "$NGPU" -ge 1 ] || [ "$DEVICE" = cpu ]; then
-    timeout -k 2 10 "$PY" -m real.serve.stalltrace "$DIR/hiccups.csv" "$HICCUP_S" "$PIN_CPU" 0 $((NCPU / 2))
+    timeout -k 2 20 "$PY" -m real.serve.stalltrace "$DIR/hiccups.csv" "$HICCUP_S" "$PIN_CPU" 0 $((NCPU / 2))
     echo "hiccup-start exit $? (${SECONDS} s)"
     for part in $PARTS; do
       name=${part%%:*}; rest=${part#*:}; plan=${rest%%:*}; extra=${rest#*:}; extra=${extra//,/ }
@@ -63,7 +63,7 @@ SECONDS=0
         --device "$DEVICE" --budget-s $((PART_S - 12)) --timing --host-probe --pause-probe "$PAUSE_S" --stall-trace $extra
       echo "$name ($plan $extra) exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
     done
-    timeout -k 2 5 "$PY" -m real.serve.stalltrace "$DIR/hiccups.csv" "$HICCUP_S" "$PIN_CPU"
+    timeout -k 2 15 "$PY" -m real.serve.stalltrace "$DIR/hiccups.csv" "$HICCUP_S" "$PIN_CPU"
     echo "hiccup-end exit $? (${SECONDS} s)"
     { echo "== ps (end)"; ps -eo pid,psr,ni,pcpu,cputime,comm --sort=-pcpu 2>/dev/null | head -40
       echo "== interrupts (end)"; cat /proc/interrupts 2>/dev/null | head -80; } >> "$DIR/host.txt" 2>&1
