@@ -294,6 +294,7 @@ def main(argv=None) -> int:
                **settings, "cuda_graphs": int(engine.graphs is not None), **summary,
                "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},
                "nccl_version": env["nccl_version"], "gc_frozen": int(args.gc_freeze),
+               "run_t0_monotonic_s": engine.t0 if args.stall_trace else "",
                "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # clocks read right after the run, as real/bench does
         row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()

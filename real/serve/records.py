@@ -20,7 +20,8 @@ serve_stalls.csv      (--stall-trace) one row per iteration: the main thread's h
                       (run_id, rank, iteration) like serve_iterations (real/serve/stalltrace.py).
 serve_hostrun.csv     (--stall-trace) per run: every CPU's busy / steal / irq time and interrupts, this process's
                       threads' and other processes' CPU time over the run, the objects GC tracks at its start.
-serve_load's `gc_frozen` is 1 when the run's process froze its heap after warm-up (--gc-freeze), 0 when not.
+serve_load's `run_t0_monotonic_s` (--stall-trace) is the run's time zero on CLOCK_MONOTONIC (time.perf_counter), to align
+its iterations with another process's clock reads (the hiccup meter's gaps); `gc_frozen` is 1 when the run's process froze its heap after warm-up (--gc-freeze), 0 when not.
 serve_load's probe_{before,after}_* columns are the host's speed measured right before and right after
 the run in the engine's process (real/serve/hostspeed.py: launch_s host seconds per small kernel
 launch, graph_s per CUDA-graph replay, py_s per pure-Python pass, each a window's mean, *_p50_s its
@@ -66,7 +67,7 @@ LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
                 "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version", "cpu_model", "cpu_mhz"]
              + [f"probe_{w}_{k}" for w in ("before", "after") for k in PROBE_KEYS] + ["probe_launch_ranks_s"]
-             + list(PAUSE_KEYS) + ["gc_frozen"] + list(PAUSE_TRACE_KEYS))
+             + list(PAUSE_KEYS) + ["gc_frozen"] + list(PAUSE_TRACE_KEYS) + ["run_t0_monotonic_s"])
 REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "input_len", "output_len",
                 "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
                 "finish_iteration", "num_chunks", "tokens_out"]
@@ -78,7 +79,7 @@ STALL_CUDA_COLS = ("cuda_segment_allocs", "cuda_segment_frees", "cuda_alloc_retr
                    "cuda_device_frees")
 STALL_COLS = ["run_id", "rank", "iteration", "span_s", "thread_cpu_s", "run_delay_s", "timeslices", "nvcsw", "nivcsw",
               "minflt", "majflt", "cpu", "cpu_steal_s", "cpu_irq_s", "cpu_softirq_s", "gc_count", "gc_s", "gc_max_gen",
-              "gc_gen2_s", *STALL_CUDA_COLS]
+              "gc_gen2_s", *STALL_CUDA_COLS, "thread_user_s", "thread_sys_s"]
 HOSTRUN_COLS = ["run_id", "rank", "scope", "key", "name", "cpu_s", "steal_s", "irq_s", "softirq_s", "interrupts",
                 "processor", "value"]
 FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS,

@@ -6,6 +6,7 @@ launches), on a pinned CPU that never changed. This module records, per iteratio
 candidate causes apart, so a stall's row says which one it was:
 
   thread_cpu_s      the main thread's CPU time (CLOCK_THREAD_CPUTIME_ID): near the span's wall time, the thread
+                    (thread_user_s / thread_sys_s: getrusage's user / kernel split, e.g. time in the driver's ioctls)
                     ran (Python, GC, the driver spinning); far below it, it was off the CPU;
   run_delay_s       /proc/thread-self/schedstat's wait time: runnable but not running (the guest scheduler
                     gave the CPU to another task), with timeslices (times scheduled in);
@@ -117,7 +118,8 @@ class HostCounters:
 
     def snapshot(self) -> dict:
         ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
-        snap = {"t": self.clock(), "thread_cpu_s": time.thread_time(), "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
+        snap = {"t": self.clock(), "thread_cpu_s": time.thread_time(), "thread_user_s": ru.ru_utime,
+                "thread_sys_s": ru.ru_stime, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
                 "minflt": ru.ru_minflt, "majflt": ru.ru_majflt, "gc_n": len(self.gc.events)}
         cpu = current_cpu()
         snap["cpu"] = cpu
@@ -158,7 +160,7 @@ class HostCounters:
                "gc_count": len(events), "gc_s": sum(s - t for t, s, _ in events),
                "gc_max_gen": max((g for *_, g in events), default=-1),
                "gc_gen2_s": sum(s - t for t, s, g in events if g == 2)}
-        for k in ("thread_cpu_s", "run_delay_s", "timeslices", "nvcsw", "nivcsw", "minflt", "majflt",
+        for k in ("thread_cpu_s", "thread_user_s", "thread_sys_s", "run_delay_s", "timeslices", "nvcsw", "nivcsw", "minflt", "majflt",
                   "cpu_steal_s", "cpu_irq_s", "cpu_softirq_s", *(CUDA_KEYS if self.cuda else ())):
             row[k] = b[k] - a[k]
         return row
@@ -287,10 +289,44 @@ def hiccups(cpu: int, window_s: float, min_gap_s: float = HICCUP_MIN_S) -> dict:
     return out
 
 
+GAP_COLS = ["cpu", "t_monotonic_s", "gap_s", "thread_cpu_s"]
+
+
+def gap_log(cpu: int, window_s: float, out_path: str, min_gap_s: float = HICCUP_MIN_S) -> int:
+    """The hiccup meter run long beside an engine (another CPU, another process): every gap of min_gap_s or more
+    written as it ends (GAP_COLS: the gap's start on CLOCK_MONOTONIC, time.perf_counter's clock in every process, so
+    it lines up with an engine run's run_t0_monotonic_s; the thread's CPU time over the gap: near the gap, the guest
+    believed the thread ran). Returns the gaps written."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, [cpu])
+    clock, cpu_clock = time.perf_counter, time.thread_time
+    n = 0
+    with open(out_path, "a", newline="") as f:
+        w = csv.writer(f)
+        if f.tell() == 0:
+            w.writerow(GAP_COLS)
+        last, last_cpu = clock(), cpu_clock()
+        end = last + window_s
+        while last < end:
+            now, now_cpu = clock(), cpu_clock()
+            if now - last >= min_gap_s:
+                w.writerow([cpu, f"{last:.6f}", f"{now - last:.6g}", f"{now_cpu - last_cpu:.6g}"])
+                f.flush()
+                n += 1
+            last, last_cpu = now, now_cpu
+    return n
+
+
 def main(argv=None) -> int:
     """python -m real.serve.stalltrace OUT.csv SECONDS CPU [CPU ...]: the hiccup meter on each CPU in turn, one row
-    each (appended; the header when the file is new)."""
+    each (appended; the header when the file is new). With --gaps OUT.csv SECONDS CPU: gap_log."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--gaps"]:  # --gaps OUT.csv SECONDS CPU: the long meter (gap_log)
+        try:
+            return 0 if gap_log(int(args[3]), float(args[2]), args[1]) >= 0 else 1
+        except (IndexError, ValueError):
+            print("usage: python -m real.serve.stalltrace --gaps OUT.csv SECONDS CPU", file=sys.stderr)
+            return 2
     if len(args) < 3:
         print("usage: python -m real.serve.stalltrace OUT.csv SECONDS CPU [CPU ...]", file=sys.stderr)
         return 2

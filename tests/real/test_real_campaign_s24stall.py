@@ -25,14 +25,20 @@ def _read(path):
 def test_s24stall_campaign_cpu_dry_run_records_every_iterations_counters(tmp_path):
     # this interpreter, not tests/torchrun_forked_python: that one freezes its inherited heap, the very thing compared
     env = {**os.environ, "PYTHON": sys.executable, "S24_DEVICE": "cpu", "S24_PLANS": "tiny-new", "S24_PART_S": "60",
-           "S24_PAUSE_S": "0.05", "S24_HICCUP_S": "0.05", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+           "S24_PAUSE_S": "0.05", "S24_HICCUP_S": "0.05", "S24_HICCUP_END_S": "0.1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(REPO / "real/campaigns/s24stall.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=180)
     d = tmp_path / "s24stall"
     log = (d / "log.txt").read_text()
     assert "tiny-new (tiny-new ) exit 0" in log and "tiny-new_gcfreeze (tiny-new --gc-freeze) exit 0" in log
     hic = _read(d / "hiccups.csv")
-    assert len(hic) == 4 and all(float(r["window_s"]) >= 0.05 and int(r["reads"]) > 0 for r in hic)
+    assert len(hic) == 5 and all(float(r["window_s"]) >= 0.05 and int(r["reads"]) > 0 for r in hic)
+    # the gap meter ran beside the frozen part on another CPU: its gaps carry CLOCK_MONOTONIC times inside the runs'
+    gaps = _read(d / "tiny-new_gcfreeze.gaps.csv")
+    assert "tiny-new_gcfreeze gap meter on CPU" in log and not (d / "tiny-new.gaps.csv").exists()
+    t0s = [float(r["run_t0_monotonic_s"]) for r in _read(d / "tiny-new_gcfreeze" / "serve_load.csv")]
+    assert all(float(g["gap_s"]) >= 0.5e-3 and float(g["thread_cpu_s"]) >= 0 for g in gaps)
+    assert not gaps or min(float(g["t_monotonic_s"]) for g in gaps) < max(t0s) + 60
     for part, frozen in (("tiny-new", 0), ("tiny-new_gcfreeze", 1)):
         load = _read(d / part / "serve_load.csv")
         assert len(load) == 2 and all(int(r["gc_frozen"]) == frozen and r["torch_version"] for r in load)
@@ -48,6 +54,8 @@ def test_s24stall_campaign_cpu_dry_run_records_every_iterations_counters(tmp_pat
         for s, it in zip(stalls, iters):
             assert float(s["span_s"]) >= float(it["duration_s"]) > 0
             assert 0 <= float(s["thread_cpu_s"]) <= float(s["span_s"]) + 0.01 and int(s["cpu"]) >= 0
+            # getrusage's user + kernel split of the same thread time (its own clock: within a tick of it)
+            assert abs(float(s["thread_user_s"]) + float(s["thread_sys_s"]) - float(s["thread_cpu_s"])) < 0.02
         host = _read(d / part / "serve_hostrun.csv")
         scopes = {r["scope"] for r in host}
         assert {"cpu", "thread", "gc_tracked", "gc_frozen"} <= scopes
