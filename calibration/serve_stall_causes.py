@@ -105,6 +105,57 @@ def host_verdict(set_dir: Path) -> dict:
             "as_comes_qwen3moe_stalls": None if as_comes is None else len(as_comes), "freeze_removes": freeze_ok}
 
 
+VM_WIDE_GAP_S = 2e-3       # a beside-meter gap this long inside a stall's window makes the stall vm_wide
+PAUSE_MIN_EXCESS_S = 2e-3  # the smaller events lined up as well: any iteration (eager or graph) this much over its median
+
+
+def iteration_excess(iters: pd.DataFrame) -> pd.DataFrame:
+    """Every iteration with `excess_s` over the median of its run's iterations of the same kind (graph bucket, or
+    eager and prefill-token bin)."""
+    it = iters.copy()
+    it["kind"] = it["graph_batch"].astype(str) + "_" + (it["prefill_tokens"] // PREFILL_BIN_TOKENS).astype(str)
+    it["excess_s"] = it["duration_s"] - it.groupby(["run_id", "kind"])["duration_s"].transform("median")
+    return it
+
+
+def _overlaps(starts, ends, gap_t, gap_len) -> list[bool]:
+    return [bool(((gap_t < e) & (gap_t + gap_len > s)).any()) for s, e in zip(starts, ends)]
+
+
+def vm_wide(set_dir: Path) -> list[dict]:
+    """Per part with a beside-meter (<part>.gaps.csv): how many stalls (and iterations 2 ms or more over their
+    median) had a beside-meter gap of VM_WIDE_GAP_S or more inside their window (CLOCK_MONOTONIC, the run's
+    run_t0_monotonic_s), against chance (the share of the meter's span within a window's reach of a gap)."""
+    out = []
+    for gaps_path in sorted(Path(set_dir).glob("*.gaps.csv*")):
+        name = gaps_path.name.split(".gaps.csv")[0]
+        part = Path(set_dir) / name
+        if not csv_exists(part / "serve_iterations.csv"):
+            continue
+        gaps = read_csv(gaps_path)
+        big = gaps[gaps["gap_s"] >= VM_WIDE_GAP_S]
+        load = read_csv(part / "serve_load.csv")
+        t0 = dict(zip(load["run_id"], load["run_t0_monotonic_s"]))
+        it = iteration_excess(read_csv(part / "serve_iterations.csv"))
+        it["t_start"] = it["run_id"].map(t0) + it["start_s"]
+        it["t_end"] = it["t_start"] + it["duration_s"]
+        found = part_stalls(part)
+        stalls = set(zip(found["run_id"], found["iteration"]))
+        it["stall"] = [(r, i) in stalls for r, i in zip(it["run_id"], it["iteration"])]
+        it["aligned"] = _overlaps(it["t_start"], it["t_end"], big["t_monotonic_s"].to_numpy(), big["gap_s"].to_numpy())
+        span = gaps["t_monotonic_s"].max() - gaps["t_monotonic_s"].min() if len(gaps) > 1 else float("nan")
+        pauses = it[it["excess_s"] >= PAUSE_MIN_EXCESS_S]
+        chance = lambda d: min(1.0, (big["gap_s"].sum() + len(big) * d) / span) if span and span > 0 else float("nan")  # noqa: E731
+        st = it[it["stall"]]
+        out.append({"part": name, "meter_gaps": len(gaps), "meter_gaps_2ms": len(big),
+                    "meter_gap_s": float(gaps["gap_s"].sum()), "meter_thread_cpu_in_gaps_s": float(gaps["thread_cpu_s"].sum()),
+                    "stalls": len(st), "stalls_vm_wide": int(st["aligned"].sum()),
+                    "stall_chance": chance(float(st["duration_s"].mean())) if len(st) else float("nan"),
+                    "pauses": len(pauses), "pauses_aligned": int(pauses["aligned"].sum()),
+                    "pause_chance": chance(float(pauses["duration_s"].mean())) if len(pauses) else float("nan")})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
@@ -120,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 s = part_summary(p)
                 print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()))
         print("  verdict:", host_verdict(d))
+        for row in vm_wide(d):
+            print("  beside-meter:", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     return 0
 
 

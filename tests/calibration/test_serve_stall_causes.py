@@ -8,7 +8,7 @@ import pytest
 
 from calibration import serve_stall_causes as sc
 
-ITER_COLS = ["run_id", "rank", "iteration", "duration_s", "prefill_tokens", "graph_batch"]
+ITER_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens", "graph_batch"]
 STALL_COLS = ["run_id", "rank", "iteration", "span_s", "thread_cpu_s", "run_delay_s", "nvcsw", "nivcsw", "minflt",
               "majflt", "cpu_steal_s", "gc_count", "gc_s", "gc_max_gen", "cuda_segment_allocs", "cuda_segment_frees",
               "cuda_alloc_retries"]
@@ -28,15 +28,16 @@ def _part(d: Path, name: str, stalls: list[dict]) -> Path:
     with a 25 ms one carrying the given counters."""
     p = d / name
     p.mkdir(parents=True)
-    iters, counters = [], []
+    iters, counters, t = [], [], 0.0
     for i in range(60):
         eager = i < 40
         dur, row = 0.005, dict(QUIET)
         k = (i - 1) // 2
         if eager and i % 2 == 1 and k < len(stalls):
             dur, row = 0.025, {**QUIET, "thread_cpu_s": 0.025, **stalls[k]}
-        iters.append({"run_id": "r", "rank": 0, "iteration": i, "duration_s": dur, "prefill_tokens": 300 if eager else 0,
-                      "graph_batch": 0 if eager else 8})
+        iters.append({"run_id": "r", "rank": 0, "iteration": i, "start_s": t, "duration_s": dur,
+                      "prefill_tokens": 300 if eager else 0, "graph_batch": 0 if eager else 8})
+        t += dur + 1e-4
         counters.append({"run_id": "r", "rank": 0, "iteration": i, "span_s": dur + 1e-4, **row})
     _write(p / "serve_iterations.csv", ITER_COLS, iters)
     _write(p / "serve_stalls.csv", STALL_COLS, counters)
@@ -94,3 +95,16 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert sc.main([]) == 2
     assert sc.main([str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_vm_wide_lines_up_a_beside_meter_gap_with_the_stall_it_falls_in(tmp_path):
+    p = _part(tmp_path, "qwen2moe", [{}, {}])  # stalls at iterations 1 (t 0.0051-0.0301) and 3 (t 0.0403-0.0653)
+    _write(p / "serve_load.csv", ["run_id", "run_t0_monotonic_s"], [{"run_id": "r", "run_t0_monotonic_s": 100.0}])
+    gaps = [{"cpu": 14, "t_monotonic_s": 100.010, "gap_s": 0.004, "thread_cpu_s": 0.004},   # inside stall 1
+            {"cpu": 14, "t_monotonic_s": 100.034, "gap_s": 0.001, "thread_cpu_s": 0.0},     # under 2 ms: ignored
+            {"cpu": 14, "t_monotonic_s": 101.0, "gap_s": 0.003, "thread_cpu_s": 0.003}]     # after the run
+    _write(tmp_path / "qwen2moe.gaps.csv", ["cpu", "t_monotonic_s", "gap_s", "thread_cpu_s"], gaps)
+    (row,) = sc.vm_wide(tmp_path)
+    assert row["part"] == "qwen2moe" and row["meter_gaps"] == 3 and row["meter_gaps_2ms"] == 2
+    assert row["stalls"] == 2 and row["stalls_vm_wide"] == 1
+    assert row["meter_thread_cpu_in_gaps_s"] == pytest.approx(0.007) and 0 < row["stall_chance"] < 0.1
