@@ -156,6 +156,55 @@ def vm_wide(set_dir: Path) -> list[dict]:
     return out
 
 
+# (docs/notes/s24stall_rule.md (c)) the fitting material of the clustered pause model: session 23's two stalling
+# H100 sets, named there as the next rule's fitting material
+CLUSTER_FIT_SETS = ("h100/s23srvh_host2", "h100/s23srvh_host3")
+CLUSTER_GAP_S = 0.1        # paused iterations less than this much busy time apart belong to one cluster
+
+
+def _probe_pause_sizes(folder: Path) -> list[float]:
+    sizes = []
+    for load in sorted(folder.glob("*/serve_load.csv")):
+        for text in read_csv(load, dtype=str).fillna("")["pause_sizes_s"]:
+            sizes += [float(x) for x in text.split(";") if x.strip()]
+    return sizes
+
+
+def cluster_shape(folders) -> dict:
+    """The clustered pause model's two constants from stalling hosts' records (the rule's (c)): events are iterations
+    of any kind PAUSE_MIN_EXCESS_S or more over their run's median of the same kind, each holding
+    max(1, round(excess / q)) pauses (q: the hosts' mean probe pause size); events under CLUSTER_GAP_S of busy time
+    apart (the run's iteration durations summed) form a cluster; m = pauses / clusters, s_in = the clusters' busy
+    spans (first event to last) over their pauses less one."""
+    sizes = [x for f in folders for x in _probe_pause_sizes(Path(f))]
+    q = sum(sizes) / len(sizes)
+    pauses = clusters = 0
+    span_s = inner = 0.0
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*/serve_iterations.csv*")):
+            it = iteration_excess(read_csv(path))
+            for _, g in it.groupby("run_id"):
+                g = g.sort_values("start_s")
+                busy = (g["duration_s"].cumsum() - g["duration_s"]).to_numpy()
+                ev = (g["excess_s"] >= PAUSE_MIN_EXCESS_S).to_numpy()
+                k = [max(1, round(x / q)) for x in g["excess_s"].to_numpy()[ev]]
+                b = busy[ev]
+                start = None
+                for i, (bi, ki) in enumerate(zip(b, k)):
+                    if i == 0 or bi - b[i - 1] >= CLUSTER_GAP_S:
+                        if start is not None:
+                            span_s += b[i - 1] - start
+                        clusters += 1
+                        start = bi
+                        inner -= 1   # a cluster's first pause has no predecessor in it
+                    pauses += ki
+                    inner += ki
+                if start is not None:
+                    span_s += b[-1] - start
+    return {"mean_pause_s": q, "pauses": pauses, "clusters": clusters,
+            "cluster_mean_pauses": pauses / clusters, "cluster_spacing_s": span_s / inner if inner > 0 else 0.0}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
