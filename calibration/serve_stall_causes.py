@@ -132,7 +132,10 @@ def vm_wide(set_dir: Path) -> list[dict]:
         part = Path(set_dir) / name
         if not csv_exists(part / "serve_iterations.csv"):
             continue
-        gaps = read_csv(gaps_path)
+        try:
+            gaps = read_csv(gaps_path)
+        except pd.errors.EmptyDataError:   # the meter writes (and flushes) its header with its first gap: none came
+            gaps = pd.DataFrame({k: pd.Series(dtype=float) for k in ("cpu", "t_monotonic_s", "gap_s", "thread_cpu_s")})
         big = gaps[gaps["gap_s"] >= VM_WIDE_GAP_S]
         load = read_csv(part / "serve_load.csv")
         t0 = dict(zip(load["run_id"], load["run_t0_monotonic_s"]))

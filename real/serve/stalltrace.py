@@ -305,6 +305,7 @@ def gap_log(cpu: int, window_s: float, out_path: str, min_gap_s: float = HICCUP_
         w = csv.writer(f)
         if f.tell() == 0:
             w.writerow(GAP_COLS)
+            f.flush()   # a meter stopped before its first gap still leaves the header (s24stall round 3 left 0 bytes)
         last, last_cpu = clock(), cpu_clock()
         end = last + window_s
         while last < end:
