@@ -17,12 +17,17 @@ spent. env.json records the environment, the plan and the runs done.
 run, in the same process on every rank, into the run's serve_load row (probe_* columns; under EP
 the slowest rank's, the lockstep waiting for it); a run with `co_runner_nice` runs (probes
 included) beside a busy process on each rank's main-thread CPU (hostspeed.CoRunner).
+--stall-trace records every iteration's host counters (serve_stalls.csv) and each run's whole-host view
+(serve_hostrun.csv) (real/serve/stalltrace.py: what stops the engine for 10-30 ms on some hosts);
+--gc-freeze collects and freezes Python's heap right before each run's load (gc.freeze(), as vLLM and SGLang do
+after their warm-up), so a cyclic collection during the run walks only the objects made since.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import sys
@@ -41,9 +46,10 @@ from real.model import build_model
 from real.serve.engine import Engine, EngineConfig
 from real.serve.hostpin import ALLOWED_AT_START, PIN_MODES, apply_pin, gpu_local_cpus
 from real.serve.hostspeed import PROBE_KEYS, CoRunner, cpu_info, pause_probe, probe
-from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load
+from real.serve.loadgen import iteration_rows, make_arrivals, request_rows, run_load, stall_rows
 from real.serve.plans import PLANS
 from real.serve.records import CsvFamilies, summarize
+from real.serve.stalltrace import HostCounters, gc_tracked, host_state, run_host_rows, timed_full_collection
 from real.telemetry import Telemetry, pynvml
 
 
@@ -64,6 +70,11 @@ def _args(argv):
     ap.add_argument("--pause-probe", type=float, default=0.0, metavar="SECONDS",
                     help="before each run's load, launch eager chains for this many seconds and record the host's "
                          "pauses (pause_* columns of serve_load.csv; real/serve/hostspeed.py pause_probe; 0: none)")
+    ap.add_argument("--stall-trace", action="store_true",
+                    help="record each iteration's host counters (serve_stalls.csv) and each run's host view "
+                         "(serve_hostrun.csv); real/serve/stalltrace.py")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.collect() and gc.freeze() right before each run's load (off: Python's GC as it comes)")
     args = ap.parse_args(argv)
     plan = PLANS[args.plan]
     names = [n for n in args.only.split(",") if n]
@@ -186,6 +197,7 @@ def main(argv=None) -> int:
     env["host_cpus"] = {"allowed_at_start": _cpu_text(sorted(ALLOWED_AT_START)), "cpu_count": os.cpu_count(),
                         "gpu_local": _cpu_text(gpu_local_cpus(gpu_index)) if gpu_index is not None else "",
                         "pin_default": args.pin, "timing": args.timing, "host_probe": args.host_probe,
+                        "stall_trace": args.stall_trace, "gc_freeze": args.gc_freeze, "gc_threshold": gc.get_threshold(),
                         **cpu_info()}
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     spec = get_spec(plan.model)
@@ -239,15 +251,25 @@ def main(argv=None) -> int:
             n = engine.warm_shapes(run.warm_shapes)
             if rank == 0 and n:
                 log(f"warmed {n} flat batch sizes (up to {run.warm_shapes} tokens) in {time.perf_counter() - t:.1f} s")
-        probes = {}
+        probes, host_rows = {}, []
         try:
             with CoRunner(cpus if run.co_runner_nice is not None else [], run.co_runner_nice):
                 if args.host_probe:
                     probes["before"] = probe(dev)
+                if args.stall_trace and engine.counters is None:
+                    engine.counters = HostCounters(dev)  # on the main thread: its counters
                 if args.pause_probe > 0:
-                    probes["pause"] = pause_probe(dev, args.pause_probe)
+                    probes["pause"] = pause_probe(dev, args.pause_probe,
+                                                  engine.counters.thread_now if args.stall_trace else None)
+                if args.gc_freeze:
+                    gc.collect()
+                    gc.freeze()
+                if args.stall_trace:
+                    tracked, host_before = gc_tracked(), host_state()
                 duration = run_load(engine, make_arrivals(run, spec.vocab_size, rank, world),
                                     run.max_duration_s, control)
+                if args.stall_trace:
+                    host_rows = run_host_rows(host_before, host_state(), run.name, rank, tracked)
                 if args.host_probe:
                     probes["after"] = probe(dev)
         except Exception as e:  # one GPU: note it and go on; EP ranks would be out of step, so stop
@@ -257,7 +279,8 @@ def main(argv=None) -> int:
             failures.append(f"{run.name}: {type(e).__name__}: {e}")
             continue
         parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
-                         duration, _cpu_text(cpus), probes), rank, control)
+                         duration, _cpu_text(cpus), probes, stall_rows(engine, run.name, rank), host_rows),
+                        rank, control)
         if rank != 0:
             continue
         reqs = [r for p in parts for r in p[0]]
@@ -270,7 +293,8 @@ def main(argv=None) -> int:
                "input_len_spec": run.input_len, "output_len_spec": run.output_len,
                **settings, "cuda_graphs": int(engine.graphs is not None), **summary,
                "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},
-               "nccl_version": env["nccl_version"],
+               "nccl_version": env["nccl_version"], "gc_frozen": int(args.gc_freeze),
+               "run_t0_monotonic_s": engine.t0 if args.stall_trace else "",
                "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # clocks read right after the run, as real/bench does
         row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
@@ -282,12 +306,20 @@ def main(argv=None) -> int:
             records.row("serve_requests", r)
         for it in iters:
             records.row("serve_iterations", it)
+        for p in parts:
+            for r in p[5]:
+                records.row("serve_stalls", r)
+            for r in p[6]:
+                records.row("serve_hostrun", r)
         records.flush()
         done.append(run.name)
         log(f"{run.name}: {summary['num_completed']}/{summary['num_requests']} requests, "
             f"{summary['output_tokens_per_s']:.0f} out tok/s, {summary['input_tokens_per_s']:.0f} in tok/s, "
             f"TTFT p50 {summary['ttft_p50_s'] * 1e3:.1f} ms, TPOT p50 {summary['tpot_p50_s'] * 1e3:.2f} ms, "
             f"{summary['num_iterations']} iterations in {summary['duration_s']:.2f} s")
+    if args.stall_trace:  # after the last run: what a full collection of this heap costs on this host
+        env["gc_tracked_before_full"] = gc_tracked()
+        env["gc_full_collect_s"] = timed_full_collection()
     if rank == 0:
         records.close()
         env.update(plan=dataclasses.asdict(plan), settings=settings, runs_done=done, failures=failures,

@@ -143,6 +143,9 @@ class Engine:
         self.sm_clock = None  # () -> MHz (real/telemetry.Telemetry.sm_clock_mhz), read per iteration with timing on
         self.clock_reasons = None  # () -> NVML clocks event reasons bitmask, likewise
         self.warmed_tokens = 0  # flat batch sizes 1.._warmed have run (warm_shapes)
+        # per-iteration host counters (real/serve/stalltrace.HostCounters, --stall-trace): a snapshot before each
+        # iteration, outside its timed window; None (the default) takes none
+        self.counters = None
 
     # ---- setup -------------------------------------------------------------------------------
     @property
@@ -183,6 +186,8 @@ class Engine:
         self.waiting.clear()
         self.running, self.finished, self.iterations = [], [], []
         self.t0 = t0
+        if self.counters is not None:
+            self.counters.reset()
 
     # ---- requests ----------------------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -277,6 +282,8 @@ class Engine:
         """Schedule and run one iteration; None when there is nothing to run."""
         waiting = len(self.waiting)
         cpu0 = current_cpu() if self.timing else -1
+        if self.counters is not None:
+            self.counters.mark(len(self.iterations))
         start = self.clock()
         plan = self.schedule()
         if plan.empty:
@@ -334,6 +341,8 @@ class Engine:
         dev = self.device
         cpu0 = current_cpu() if self.timing else -1
         events = self._timing_events() if self.timing else None
+        if self.counters is not None:
+            self.counters.mark(len(self.iterations))
         start = self.clock()
         if events:
             events[0].record()

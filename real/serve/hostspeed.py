@@ -38,7 +38,7 @@ import time
 import torch
 
 from real.serve.hostprobe import cpu_probe
-from real.serve.records import PAUSE_KEYS, PROBE_KEYS
+from real.serve.records import PAUSE_KEYS, PAUSE_TRACE_KEYS, PROBE_KEYS
 from real.sync import synchronize
 
 PROBE_CHAIN = 64          # kernels per chain (the s9mla host probe's chains)
@@ -151,24 +151,34 @@ PAUSE_WINDOW_S = 2.0      # seconds of timed launching (s22ttft's H100 rate, ~3 
 PAUSE_MIN_S = 2e-3        # a chain this much over the median is a pause (a chain takes ~0.5-1 ms)
 
 
-def pause_probe(dev: torch.device, window_s: float = PAUSE_WINDOW_S) -> dict:
+def pause_probe(dev: torch.device, window_s: float = PAUSE_WINDOW_S, counters=None) -> dict:
     """The host's pauses while launching (PAUSE_KEYS): the timed window, its chains and their median, and
-    the pauses (each chain's excess over the median, PAUSE_MIN_S or more; ';'-joined seconds)."""
+    the pauses (each chain's excess over the median, PAUSE_MIN_S or more; ';'-joined seconds).
+    `counters` (() -> (thread CPU s, run delay s, involuntary, voluntary switches): real/serve/stalltrace.py, under
+    --stall-trace) is read around each chain, outside its timed part, and each pause's change of them is returned
+    too (PAUSE_TRACE_KEYS, ';'-joined like the sizes): what the thread was doing while the chain paused."""
     x = torch.ones(256, device=dev)
-    times, total = [], 0.0
+    times, deltas, total = [], [], 0.0
     with torch.no_grad():
         _chain(x)
         synchronize(dev)
         while total < window_s:
+            c0 = counters() if counters else None
             t = time.perf_counter()
             _chain(x)
             t = time.perf_counter() - t
+            if counters:
+                deltas.append(tuple(b - a for a, b in zip(c0, counters())))
             synchronize(dev)
             times.append(t)
             total += t
     p50 = statistics.median(times)
-    pauses = [t - p50 for t in times if t - p50 >= PAUSE_MIN_S]
-    return dict(zip(PAUSE_KEYS, (total, len(times), p50, len(pauses), ";".join(f"{p:.6g}" for p in pauses))))
+    paused = [i for i, t in enumerate(times) if t - p50 >= PAUSE_MIN_S]
+    out = dict(zip(PAUSE_KEYS, (total, len(times), p50, len(paused), ";".join(f"{times[i] - p50:.6g}" for i in paused))))
+    if counters:
+        for k, key in enumerate(PAUSE_TRACE_KEYS):
+            out[key] = ";".join(f"{deltas[i][k]:.6g}" for i in paused)
+    return out
 
 
 def cpu_info() -> dict:

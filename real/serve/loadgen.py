@@ -169,6 +169,8 @@ def run_load(engine: Engine, arrivals, max_duration_s: float, control_group=None
         any_work, any_live = (_exchange([int(has_work), int(live)], control_group)
                               if control_group is not None else (has_work, live))
         if not any_live:
+            if engine.counters is not None:
+                engine.counters.close_run()  # the last iteration's counters row
             return last_end_s
         if any_work:
             n_done = len(engine.finished)
@@ -206,3 +208,8 @@ def request_rows(engine: Engine, run_id: str, rank: int) -> list[dict]:
 
 def iteration_rows(engine: Engine, run_id: str, rank: int) -> list[dict]:
     return [{"run_id": run_id, "rank": rank, **vars(it)} for it in engine.iterations]
+
+
+def stall_rows(engine: Engine, run_id: str, rank: int) -> list[dict]:
+    """The run's per-iteration host counters (--stall-trace; none without)."""
+    return [{"run_id": run_id, "rank": rank, **row} for row in engine.counters.rows] if engine.counters else []

@@ -14,6 +14,14 @@ serve_iterations.csv  one row per iteration and rank (EP ranks step together, so
                       with --timing also the host / GPU split, the main thread's CPU and the GPU's
                       SM clock after the iteration (real/serve/engine.py IterationRecord,
                       real/serve/hostpin.py).
+serve_stalls.csv      (--stall-trace) one row per iteration: the main thread's host counters over the iteration
+                      (thread CPU time, scheduler run delay, context switches, page faults, its CPU's steal / irq
+                      time, Python GC collections, the CUDA caching allocator's segment allocations), keyed by
+                      (run_id, rank, iteration) like serve_iterations (real/serve/stalltrace.py).
+serve_hostrun.csv     (--stall-trace) per run: every CPU's busy / steal / irq time and interrupts, this process's
+                      threads' and other processes' CPU time over the run, the objects GC tracks at its start.
+serve_load's `run_t0_monotonic_s` (--stall-trace) is the run's time zero on CLOCK_MONOTONIC (time.perf_counter), to align
+its iterations with another process's clock reads (the hiccup meter's gaps); `gc_frozen` is 1 when the run's process froze its heap after warm-up (--gc-freeze), 0 when not.
 serve_load's probe_{before,after}_* columns are the host's speed measured right before and right after
 the run in the engine's process (real/serve/hostspeed.py: launch_s host seconds per small kernel
 launch, graph_s per CUDA-graph replay, py_s per pure-Python pass, each a window's mean, *_p50_s its
@@ -45,6 +53,9 @@ PROBE_KEYS = ("launch_s", "launch_p50_s", "graph_s", "graph_p50_s", "py_s", "py_
 # the pause probe's columns (real/serve/hostspeed.py pause_probe, --pause-probe): timed launch seconds, chains,
 # their median, the pauses counted and their sizes (';'-joined seconds over the median chain)
 PAUSE_KEYS = ("pause_window_s", "pause_chains", "pause_chain_p50_s", "pause_count", "pause_sizes_s")
+# under --stall-trace, each pause's main-thread counters (';'-joined in the order of pause_sizes_s): thread CPU seconds,
+# scheduler run delay seconds, involuntary and voluntary context switches over the paused chain
+PAUSE_TRACE_KEYS = ("pause_thread_cpu_s", "pause_run_delay_s", "pause_nivcsw", "pause_nvcsw")
 
 ENGINE_COLS = ["engine", "model", "precision", "dtype", "num_gpus", "ep_size", "attention_parallel",
                "page_size", "num_pages", "token_budget", "max_running", "max_context", "cuda_graphs",
@@ -56,14 +67,23 @@ LOAD_COLS = (["run_id", "split", "arrival", "rate_per_s", "concurrency", "input_
                 "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
                 "e2e_p50_s", "e2e_p99_s"] + ENV_COLS + ["nccl_version", "cpu_model", "cpu_mhz"]
              + [f"probe_{w}_{k}" for w in ("before", "after") for k in PROBE_KEYS] + ["probe_launch_ranks_s"]
-             + list(PAUSE_KEYS))
+             + list(PAUSE_KEYS) + ["gc_frozen"] + list(PAUSE_TRACE_KEYS) + ["run_t0_monotonic_s"])
 REQUEST_COLS = ["run_id", "rank", "request_id", "arrival_s", "admitted_s", "input_len", "output_len",
                 "first_token_s", "finish_s", "mean_tpot_s", "max_gap_s", "first_token_iteration",
                 "finish_iteration", "num_chunks", "tokens_out"]
 ITERATION_COLS = ["run_id", "rank", "iteration", "start_s", "duration_s", "prefill_tokens",
                   "prefill_seqs", "decode_seqs", "kv_tokens", "decode_kv_tokens", "max_kv_tokens", "waiting", "running",
                   "graph_batch", "idle", "host_s", "gpu_s", "cpu_id", "cpu_id_end", "cpu_mhz", "sm_clock_mhz", "clock_reasons"]
-FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS}
+# --stall-trace (real/serve/stalltrace.py): per iteration the main thread's host counters, per run the whole host's
+STALL_CUDA_COLS = ("cuda_segment_allocs", "cuda_segment_frees", "cuda_alloc_retries", "cuda_device_allocs",
+                   "cuda_device_frees")
+STALL_COLS = ["run_id", "rank", "iteration", "span_s", "thread_cpu_s", "run_delay_s", "timeslices", "nvcsw", "nivcsw",
+              "minflt", "majflt", "cpu", "cpu_steal_s", "cpu_irq_s", "cpu_softirq_s", "gc_count", "gc_s", "gc_max_gen",
+              "gc_gen2_s", *STALL_CUDA_COLS, "thread_user_s", "thread_sys_s"]
+HOSTRUN_COLS = ["run_id", "rank", "scope", "key", "name", "cpu_s", "steal_s", "irq_s", "softirq_s", "interrupts",
+                "processor", "value"]
+FAMILIES = {"serve_load": LOAD_COLS, "serve_requests": REQUEST_COLS, "serve_iterations": ITERATION_COLS,
+            "serve_stalls": STALL_COLS, "serve_hostrun": HOSTRUN_COLS}
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -68,6 +68,8 @@ class HostStalls:
     """A host's pauses while launching eagerly: Poisson(rate_per_s x exposed seconds) of them an iteration, each
     of a size drawn with equal weight from the measured sizes_s."""
 
+    every_iteration = False   # eager iterations only
+
     def __init__(self, rate_per_s: float, sizes_s, seed: int):
         self.rate_per_s = float(rate_per_s)
         self.sizes_s = np.asarray(sizes_s, dtype=float)
@@ -81,9 +83,61 @@ class HostStalls:
         return float(self.sizes_s[self.rng.integers(0, len(self.sizes_s), n)].sum())
 
 
-def host_stalls(s: ServeSpec, seed: int) -> HostStalls | None:
-    """The scenario's host stalls under ADOPT_HOST_STALLS; None when off or without a measured pause."""
-    if not ADOPT_HOST_STALLS or s.host_stall_rate_per_s <= 0 or not s.host_stall_sizes_s:
+# (s24stall, docs/notes/s24stall_rule.md (c), committed before any figure under it) On the hosts that stall, the
+# lost time comes in ~4 ms quanta at the pause probe's rate, on graph iterations as well as eager ones, in clusters
+# (an eager stall of 10-30 ms is several quanta of one cluster in one long iteration). Under the switch (off) a host's
+# measured pauses (the same inputs as ADOPT_HOST_STALLS) fall on each instance's busy-time axis in clusters, and every
+# iteration pays those in its busy interval; ADOPT_HOST_STALLS's independent draws are then not used.
+ADOPT_CLUSTERED_HOST_PAUSES = False
+# the clusters' shape, calibration.serve_stall_causes.cluster_shape on session 23's two stalling H100 sets
+# (h100/s23srvh_host2, h100/s23srvh_host3: 401 pauses in 71 clusters)
+CLUSTER_MEAN_PAUSES = 5.65    # pauses a cluster holds, on average
+CLUSTER_SPACING_S = 0.0123    # busy seconds between consecutive pauses of a cluster, on average
+
+
+class ClusteredPauses:
+    """A host's pauses on one instance's busy-time axis: clusters of N pauses (N geometric, mean CLUSTER_MEAN_PAUSES)
+    Exp(CLUSTER_SPACING_S) apart, clusters Exp(g) apart with g set so the long-run rate is rate_per_s; each pause of
+    a size drawn with equal weight from sizes_s. Every iteration pays the pauses in its busy interval."""
+
+    every_iteration = True
+
+    def __init__(self, rate_per_s: float, sizes_s, seed: int, instance: int = 0,
+                 mean_pauses: float = CLUSTER_MEAN_PAUSES, spacing_s: float = CLUSTER_SPACING_S):
+        self.sizes_s = np.asarray(sizes_s, dtype=float)
+        self.rng = np.random.default_rng([seed, STALL_STREAM + 1, instance])
+        self.mean_pauses, self.spacing_s = float(mean_pauses), float(spacing_s)
+        self.gap_s = max(self.spacing_s, self.mean_pauses / float(rate_per_s) - (self.mean_pauses - 1) * self.spacing_s)
+        self.left = 0          # pauses still to come in the current cluster after the last one
+        self.opening = True    # the next pause opens a cluster
+        self.to_next_s = float(self.rng.exponential(self.gap_s))   # busy seconds until the next pause
+
+    def draw_s(self, busy_s: float) -> float:
+        """Seconds of pauses falling in the next busy_s seconds of this instance's work."""
+        total, left_s = 0.0, float(busy_s)
+        while self.to_next_s <= left_s:
+            left_s -= self.to_next_s
+            if self.opening:   # this cluster's pauses after this one: N - 1, N geometric with mean mean_pauses
+                self.left = int(self.rng.geometric(1.0 / self.mean_pauses)) - 1
+            total += float(self.sizes_s[self.rng.integers(0, len(self.sizes_s))])
+            self.opening = self.left == 0
+            if self.opening:
+                self.to_next_s = float(self.rng.exponential(self.gap_s))
+            else:
+                self.left -= 1
+                self.to_next_s = float(self.rng.exponential(self.spacing_s))
+        self.to_next_s -= left_s
+        return total
+
+
+def host_stalls(s: ServeSpec, seed: int, instance: int = 0) -> "HostStalls | ClusteredPauses | None":
+    """The scenario's host pauses: ClusteredPauses under ADOPT_CLUSTERED_HOST_PAUSES, else HostStalls under
+    ADOPT_HOST_STALLS; None when both are off or without a measured pause."""
+    if s.host_stall_rate_per_s <= 0 or not s.host_stall_sizes_s:
+        return None
+    if ADOPT_CLUSTERED_HOST_PAUSES:
+        return ClusteredPauses(s.host_stall_rate_per_s, s.host_stall_sizes_s, seed, instance)
+    if not ADOPT_HOST_STALLS:
         return None
     return HostStalls(s.host_stall_rate_per_s, s.host_stall_sizes_s, seed)
 
@@ -297,6 +351,10 @@ class Instance:
 
     def __init__(self, eng: Engine, index: int, costs: IterationCosts, kv_capacity: float, prefill: bool, decode: bool):
         self.eng, self.index, self.costs = eng, index, costs
+        # the host's pauses (ADOPT_HOST_STALLS: the engine's one generator; ADOPT_CLUSTERED_HOST_PAUSES: this
+        # instance's own busy-time axis)
+        self.stalls = (host_stalls(eng.s, eng.t.seed, 2 * index + (0 if decode else 1))
+                       if isinstance(eng.stalls, ClusteredPauses) else eng.stalls)
         self.kv_capacity = kv_capacity
         self.does_prefill, self.does_decode = prefill, decode
         self.pool = "decode" if decode and not prefill else ("prefill" if prefill and not decode else "colocated")
@@ -624,8 +682,9 @@ class Instance:
                 body = dur - loop
                 r = costs.spread.ratio(prompt_tokens > 0, body, float(eng.rng.random()))
                 dur, pre_s = loop + body * r, pre_s * r
-            if eng.stalls is not None and eager_now:
-                dur += eng.stalls.draw_s(dur)
+            stalls = self.stalls
+            if stalls is not None and (eager_now or stalls.every_iteration):
+                dur += stalls.draw_s(dur)
             kv_now = self.kv_used() + decode_now * tps
             if kv_now > self.peak_kv:
                 self.peak_kv = kv_now
@@ -758,7 +817,7 @@ class Instance:
         run_eager = self.costs.is_eager(b_time, 0, max0)
         eager = bool(self.cold_eager_after) and run_eager
         loop_s = self.costs.loop_of(run_eager)
-        stalls = eng.stalls if run_eager else None
+        stalls = self.stalls if run_eager or (self.stalls is not None and self.stalls.every_iteration) else None
         cold_eager = eager and self.graphs_since_eager >= self.cold_eager_after
         post = self._post_prompt_flags(steps)   # counted in _end_run, for the steps that ran
         for i in range(steps):
