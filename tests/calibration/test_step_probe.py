@@ -1,0 +1,56 @@
+"""calibration.step_probe (docs/notes/s24probe_rule.md): the rule's choice and judgement on synthetic hosts where one
+candidate follows the steps' host time exactly and the old probe does not."""
+
+import math
+
+import pandas as pd
+
+from calibration import step_probe as sp
+
+CAND = ("launch_3ms", "launch", "mix", "refmodel", "cpuop", "py")
+
+
+def _host(folder, speed: float, old_speed: float):
+    """Two cases between three probe sets; `py` scales with the host's speed (as T does), the launch probes with
+    old_speed, the rest are constant."""
+    folder.mkdir(parents=True)
+    probes = [dict(set=k, where="", candidate=c, window_s=0.15,
+                   host_s_per_unit=(speed * 1e-4 if c == "py" else old_speed * 1e-5 if "launch" in c else 1e-5),
+                   host_s_per_unit_p50=1e-5) for k in range(3) for c in CAND]
+    pd.DataFrame(probes).to_csv(folder / "host_probes.csv", index=False)
+    steps = []
+    for k, (bench, model, host_ms) in enumerate((("prefill", "tiny", 5.0), ("decode", "tiny", 3.0))):
+        for i in range(4):
+            steps.append(dict(bench=bench, model=model, batch=1, prompt_len=384, config=f"set{k}", step=i,
+                              block="probed" if i % 2 else "control", host_probe_launch_s=old_speed * 1e-5,
+                              host_s=host_ms * 1e-3 * speed))
+    pd.DataFrame(steps).to_csv(folder / "serve_steps.csv", index=False)
+
+
+def test_rule_chooses_the_following_probe_and_judges_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sp, "MIN_CASES", 2)
+    for n, (speed, old) in enumerate([(1.0, 1.0), (1.5, 1.2), (2.0, 1.3), (1.2, 1.25)], start=1):
+        _host(tmp_path / "h100" / f"s24probe_{n}", speed, old)
+    data = sp.all_hosts(tmp_path)
+    assert sorted(data["host"].unique()) == [1, 2, 3, 4] and len(data) == 8
+    table = sp.summary(data)
+    assert table.loc["py", "D"] < 1e-12 and table.loc["py", "heldout_median"] < 1e-12
+    assert math.isclose(table.loc[sp.OLD, "D"], abs(math.log(1.5 / 1.2)))
+    # old probe on host 3: k = sqrt(1 * (1.5/1.2)) per unit, r = 2/1.3: error k / r - 1
+    k_old = math.sqrt(1.5 / 1.2) * 1e-3
+    assert math.isclose(table.loc[sp.OLD, "host3_median"] * 1, abs(k_old / (2.0 / 1.3 * 1e-3) - 1), rel_tol=1e-6)
+    v = sp.verdict(table)
+    assert v["chosen"] == "py" and v["judged"] and v["J1"] and v["J2"] and v["J3"] and v["wins"]
+
+
+def test_two_hosts_choose_but_do_not_judge(tmp_path, monkeypatch):
+    monkeypatch.setattr(sp, "MIN_CASES", 2)
+    for n, (speed, old) in enumerate([(1.0, 1.0), (1.5, 1.2)], start=1):
+        _host(tmp_path / "h200" / f"s24probe_{n}", speed, old)
+    v = sp.verdict(sp.summary(sp.all_hosts(tmp_path)))
+    assert v == {"chosen": "py", "judged": False}
+
+
+def test_a_short_host_is_dropped(tmp_path):
+    _host(tmp_path / "h100" / "s24probe_1", 1.0, 1.0)   # 2 cases < the rule's 12
+    assert sp.all_hosts(tmp_path).empty
