@@ -148,8 +148,56 @@ def main() -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(4).to_string())
     print(verdict(table))
+    each = each_hosts()
+    if not each.empty:
+        print("candidate 2 (per-step kinds), S = median over cases of std ln(host / probe):")
+        print(each_scatter(each).round(4).to_string())
+        print(each_verdict(each))
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# Candidate 2 (docs/notes/s24probe_rule.md "Candidate 2"): a rotating-kind probe right before each step.
+EACH_KINDS = ("launch", "mix", "refmodel", "cpuop", "py")   # real/serve/stepprobe.EACH_KINDS
+EACH_FOLDER = re.compile(r"s24probe2_(\d+)$")
+E1_FACTOR = 0.9
+
+
+def each_hosts(root: Path = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
+    """Every committed s24probe2 host's probe_steps rows, with columns host (n) and gpu."""
+    frames = []
+    for gpu_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for sub in gpu_dir.iterdir():
+            m = EACH_FOLDER.fullmatch(sub.name)
+            if m and csv_exists(sub / "probe_steps.csv"):
+                frames.append(read_csv(sub / "probe_steps.csv").assign(host=int(m[1]), gpu=gpu_dir.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def each_scatter(steps: pd.DataFrame) -> pd.DataFrame:
+    """S(h, c, q): the standard deviation of ln(host_s / probe) over a case's steps of one kind; hosts x kinds of
+    the median over cases (rows: host; columns: kinds)."""
+    s = steps.assign(lr=np.log(steps["host_s"] / steps["probe_s_per_unit"]))
+    per_case = s.groupby(["host"] + CASE_KEY + ["kind"])["lr"].std().rename("S").reset_index()
+    return per_case.pivot_table(index="host", columns="kind", values="S", aggfunc="median")[list(EACH_KINDS)]
+
+
+def each_verdict(steps: pd.DataFrame) -> dict:
+    """Candidate 2's rule: the kind with the smallest S on the first host; E1, E2 against launch on the later ones."""
+    table = each_scatter(steps)
+    first = table.index.min()
+    chosen = str(table.loc[first].idxmin())
+    later = [h for h in table.index if h != first]
+    out = {"chosen": chosen, "S_first": table.loc[first].round(4).to_dict()}
+    if not later:
+        return {**out, "judged": False}
+    s = steps[steps["host"].isin(later)].assign(lr=lambda d: np.log(d["host_s"] / d["probe_s_per_unit"]))
+    pooled = s.groupby(["host"] + CASE_KEY + ["kind"])["lr"].std().groupby("kind").median()
+    out["E1"] = bool(all(table.loc[h, chosen] <= E1_FACTOR * table.loc[h, "launch"] for h in later))
+    out["E2"] = bool(pooled[chosen] < pooled["launch"])
+    out["judged"] = True
+    out["wins"] = chosen != "launch" and out["E1"] and out["E2"]
+    return out

@@ -55,6 +55,7 @@ SECTION_SHARES = {  # name -> share of the time budget
     "host_input": 1.0,  # not in the default list: one GPU, serve rows and host calibration each beside a host probe (s21host)
     "host_steps": 1.0,  # not in the default list: one GPU, every timed serve step and fitting repetition beside its own probe (s21host2)
     "step_probe": 1.0,  # not in the default list: one GPU, host-speed probe candidates beside eager steps (s24probe)
+    "step_probe_each": 1.0,  # not in the default list: one GPU, a rotating-kind probe right before each eager step (s24probe)
     "ep_models": 1.0,  # under torchrun: the EP MoE layer of the Qwen / mixtral slices, timed and profiled per rank (s22epq)
 }
 SECTION_NAMES = tuple(SECTION_SHARES)
@@ -64,7 +65,7 @@ OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_bloc
                    "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "atp_parts",
                    "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
                    "attn_first", "cp_traces", "ep_kernels", "duty_sweep", "gemm_in_layer", "memory_alone",
-                   "copy_load", "power_activity", "cp_block", "host_input", "ep_fresh", "host_steps", "step_probe", "ep_models")  # run only when named in --only
+                   "copy_load", "power_activity", "cp_block", "host_input", "ep_fresh", "host_steps", "step_probe", "step_probe_each", "ep_models")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
                       "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "tp_beside", "cp_traces", "ep_kernels",
                       "ep_fresh", "ep_models")  # torchrun, >= 2 ranks only

@@ -188,3 +188,39 @@ def probe_set(dev: torch.device, window_s: float) -> dict:
         "cpuop": cpuop_probe(window_s),
         "py": py_probe(window_s),
     }
+
+
+# s24probe candidate 2 (docs/notes/s24probe_rule.md "Candidate 2"): each kind as a short probe right before a step, the
+# inputs built once per device (outside every window), so the probe measures only its own repetitions.
+def each_probers(dev: torch.device) -> dict:
+    """EACH_KINDS -> a function (window_s) -> (mean, median) host seconds per unit, the same units as probe_set's."""
+    mix_inputs = _MixInputs(dev, 256)
+    cpu_inputs = _MixInputs(torch.device("cpu"), 4)
+    torch.manual_seed(0)
+    model = RefModel().to(dev).eval()
+    kv = [(torch.zeros(model.cache_shape, device=dev), torch.zeros(model.cache_shape, device=dev))
+          for _ in model.blocks]
+    token = torch.zeros(1, 1, dtype=torch.long, device=dev)
+    cpu = torch.device("cpu")
+
+    def per_op(inputs, where):
+        def run(window_s):
+            with torch.no_grad():
+                mean, p50 = _window(_timed(lambda: _mix_once(inputs), where), window_s)
+            return mean / MIX_OPS, p50 / MIX_OPS
+        return run
+
+    def ref(window_s):
+        with torch.no_grad():
+            return _window(_timed(lambda: model(token, kv), dev), window_s)
+
+    with torch.no_grad():   # first calls of each, out of every window
+        _mix_once(mix_inputs)
+        _mix_once(cpu_inputs)
+        model(token, kv)
+        synchronize(dev)
+    return {"launch": lambda w: launch_probe(dev, w), "mix": per_op(mix_inputs, dev), "refmodel": ref,
+            "cpuop": per_op(cpu_inputs, cpu), "py": py_probe}
+
+
+EACH_KINDS = ("launch", "mix", "refmodel", "cpuop", "py")

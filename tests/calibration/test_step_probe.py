@@ -54,3 +54,33 @@ def test_two_hosts_choose_but_do_not_judge(tmp_path, monkeypatch):
 def test_a_short_host_is_dropped(tmp_path):
     _host(tmp_path / "h100" / "s24probe_1", 1.0, 1.0)   # 2 cases < the rule's 12
     assert sp.all_hosts(tmp_path).empty
+
+
+def _each_host(folder, follows: str, seed: int):
+    """8 steps a kind of two cases on a host whose state flips step to step; kind `follows` reads the state exactly,
+    the others read it with noise."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    rows = []
+    for case, base in (("decode", 3e-3), ("prefill", 5e-3)):
+        for i in range(40):
+            kind = sp.EACH_KINDS[i % 5]
+            state = 1.0 + 0.6 * rng.integers(0, 2)
+            noise = 1.0 if kind == follows else float(np.exp(rng.normal(0, 0.2)))
+            rows.append(dict(bench=case, model="tiny", batch=8, prompt_len=384, step=i, kind=kind,
+                             probe_window_s=0.003, probe_s_per_unit=1e-5 * state * noise, step_s=base * state,
+                             host_s=base * state))
+    pd.DataFrame(rows).to_csv(folder / "probe_steps.csv", index=False)
+
+
+def test_candidate_two_chooses_the_kind_that_follows_the_moment(tmp_path, monkeypatch):
+    for n in (1, 2, 3):
+        _each_host(tmp_path / "h100" / f"s24probe2_{n}", "py", n)
+    steps = sp.each_hosts(tmp_path)
+    table = sp.each_scatter(steps)
+    assert list(table.index) == [1, 2, 3] and (table["py"] < 1e-12).all() and (table["launch"] > 0.05).all()
+    v = sp.each_verdict(steps)
+    assert v["chosen"] == "py" and v["judged"] and v["E1"] and v["E2"] and v["wins"]
+    one = sp.each_verdict(steps[steps["host"] == 1])
+    assert one["chosen"] == "py" and one["judged"] is False

@@ -90,3 +90,20 @@ def test_refmodel_is_fixed_and_leaves_the_old_probe_alone():
     b = stepprobe.RefModel()
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert hostspeed.PROBE_CHAIN == 64 and stepprobe.launch_probe is hostspeed.launch_probe
+
+
+def test_s24probe2_campaign_cpu_dry_run(tmp_path):
+    """Candidate 2: every step right after a probe of the rotating kind; every row carries the environment."""
+    env = {**os.environ, "PYTHON": sys.executable, "S24PROBE_QUICK": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", str(REPO / "real/campaigns/s24probe2.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=90)
+    rows = _rows(tmp_path / "s24probe2" / "each" / "probe_steps.csv")
+    assert [(r["bench"], r["kind"]) for r in rows] == [
+        (b, stepprobe.EACH_KINDS[i % 5]) for b in ("decode", "prefill") for i in range(10)]
+    assert all(float(r["probe_s_per_unit"]) > 0 and float(r["host_s"]) > 0 and r["torch_version"] for r in rows)
+
+
+def test_each_probers_read_the_same_units_as_the_set():
+    got = stepprobe.each_probers(torch.device("cpu"))
+    assert tuple(got) == stepprobe.EACH_KINDS
+    assert all(m > 0 and math.isfinite(m) for m, _ in (f(0.002) for f in got.values()))
