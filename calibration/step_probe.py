@@ -156,9 +156,6 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 # Candidate 2 (docs/notes/s24probe_rule.md "Candidate 2"): a rotating-kind probe right before each step.
 EACH_KINDS = ("launch", "mix", "refmodel", "cpuop", "py")   # real/serve/stepprobe.EACH_KINDS
@@ -201,3 +198,7 @@ def each_verdict(steps: pd.DataFrame) -> dict:
     out["judged"] = True
     out["wins"] = chosen != "launch" and out["E1"] and out["E2"]
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
