@@ -153,6 +153,9 @@ def main() -> int:
         print("candidate 2 (per-step kinds), S = median over cases of std ln(host / probe):")
         print(each_scatter(each).round(4).to_string())
         print(each_verdict(each))
+        if each["host"].nunique() > 1:
+            print("candidate 2, reported: median |k / r - 1| on later hosts (k: the first host's r per case and kind):")
+            print(each_cross_host(each).round(4).to_string())
     return 0
 
 
@@ -198,6 +201,16 @@ def each_verdict(steps: pd.DataFrame) -> dict:
     out["judged"] = True
     out["wins"] = chosen != "launch" and out["E1"] and out["E2"]
     return out
+
+
+def each_cross_host(steps: pd.DataFrame) -> pd.DataFrame:
+    """Reported, not judged: per kind, k(c) = the first host's median r = host / probe of the case's steps of that
+    kind; on each later host the median over cases of |k(c) / r(c) - 1| (rows: later hosts; columns: kinds)."""
+    r = steps.assign(r=steps["host_s"] / steps["probe_s_per_unit"]).pivot_table(
+        index=CASE_KEY + ["kind"], columns="host", values="r", aggfunc="median")
+    first = min(r.columns)
+    err = r.drop(columns=first).rdiv(r[first], axis=0).sub(1.0).abs()
+    return err.groupby("kind").median().T[list(EACH_KINDS)]
 
 
 if __name__ == "__main__":

@@ -84,3 +84,10 @@ def test_candidate_two_chooses_the_kind_that_follows_the_moment(tmp_path, monkey
     assert v["chosen"] == "py" and v["judged"] and v["E1"] and v["E2"] and v["wins"]
     one = sp.each_verdict(steps[steps["host"] == 1])
     assert one["chosen"] == "py" and one["judged"] is False
+
+
+def test_candidate_two_cross_host_report(tmp_path):
+    for n in (1, 2):
+        _each_host(tmp_path / "h200" / f"s24probe2_{n}", "refmodel", n)
+    err = sp.each_cross_host(sp.each_hosts(tmp_path))
+    assert list(err.index) == [2] and err.loc[2, "refmodel"] < 1e-9 and err.loc[2, "launch"] >= 0
