@@ -91,3 +91,14 @@ def test_candidate_two_cross_host_report(tmp_path):
         _each_host(tmp_path / "h200" / f"s24probe2_{n}", "refmodel", n)
     err = sp.each_cross_host(sp.each_hosts(tmp_path))
     assert list(err.index) == [2] and err.loc[2, "refmodel"] < 1e-9 and err.loc[2, "launch"] >= 0
+
+
+def test_committed_hosts_give_the_notes_verdicts():
+    """docs/notes/s24probe_rule.md: on the committed hosts candidate 1 chooses the old per-step probe (nothing new
+    adopted) and candidate 2 chooses mix on its first host and fails E1 / E2 on its second."""
+    table = sp.summary(sp.all_hosts())
+    v1 = sp.verdict(table)
+    assert v1["chosen"] == sp.OLD and v1["judged"] and not v1["wins"]
+    assert round(table.loc[sp.OLD, "D"], 3) == 0.052
+    v2 = sp.each_verdict(sp.each_hosts())
+    assert v2["chosen"] == "mix" and v2["judged"] and not v2["E1"] and not v2["E2"] and not v2["wins"]
