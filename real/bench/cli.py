@@ -31,6 +31,7 @@ from real.bench.fp8_stack import bench_fp8_stack
 from real.bench.host_bound import bench_host_bound
 from real.bench.host_input import bench_host_input
 from real.bench.host_steps import bench_host_steps
+from real.bench.step_probe import bench_step_probe, bench_step_probe_each
 from real.bench.host_dispatch import bench_host_dispatch
 from real.bench.gemm_in_layer import bench_gemm_in_layer
 from real.bench.gemm import (bench_gemm, bench_grouped, bench_grouped_small, bench_grouped_wgrad, bench_tp_grouped,
@@ -77,7 +78,7 @@ _FUNCTIONS = {
     "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep, "power_activity": bench_power_activity,
     "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,
     "ep_fresh": bench_ep_fresh,
-    "host_input": bench_host_input, "host_steps": bench_host_steps, "ep_models": bench_ep_models,
+    "host_input": bench_host_input, "host_steps": bench_host_steps, "step_probe": bench_step_probe, "step_probe_each": bench_step_probe_each, "ep_models": bench_ep_models,
     "mlm_sustained": bench_mlm_sustained, "mlm_chunks": bench_mlm_chunks,
     "long_attn": bench_long_attn,
 }

@@ -17,7 +17,7 @@ from pathlib import Path
 # NVML's energy counter advances in ~0.1 s steps: timed loops shorter than this leave power_w and
 # energy_j empty (real/bench/timing.py Timer)
 ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust
-NO_STAT_FAMILIES = ("expert_load", "host_probe", "serve_steps", "serve_kernels")   # rows that time nothing themselves
+NO_STAT_FAMILIES = ("expert_load", "host_probe", "serve_steps", "serve_kernels", "host_probes", "probe_steps")   # rows that time nothing themselves
 STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
@@ -51,6 +51,13 @@ SHAPE_COLS = {
     # host_dispatch row, with the probe taken right before it (block probed; NaN for a control step)
     "serve_steps": ["bench", "model", "batch", "prompt_len", "gen_len", "config", "phase", "precision", "step",
                     "block", "cache_len", "probe_window_s", "host_probe_launch_s", "step_s", "host_s"],
+    # (s24probe) real/bench/step_probe.py: one row per host-speed probe candidate per probe set (set k taken after
+    # the k-th case's steps; set 0 before the first): host seconds per unit, its mean over the window and median
+    "host_probes": ["set", "where", "candidate", "window_s", "host_s_per_unit", "host_s_per_unit_p50"],
+    # (s24probe candidate 2) real/bench/step_probe.py step_probe_each: one row per timed step, the probe of kind `kind`
+    # taken right before it (host seconds per unit, the kind's mean over its window), the step's event and host seconds
+    "probe_steps": ["bench", "model", "batch", "prompt_len", "step", "kind", "probe_window_s", "probe_s_per_unit",
+                    "step_s", "host_s"],
     # (s21host2) the kernels (torch profiler) and non-view aten ops of one cached decode step after a record
     "serve_kernels": ["bench", "model", "batch", "prompt_len", "gen_len", "precision", "cache_len", "kernels",
                       "aten_ops"],
