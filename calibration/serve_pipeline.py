@@ -24,8 +24,10 @@ import numpy as np
 
 from calibration import records as rec
 from calibration import serve_eager_host as seh
-from calibration.serve_host_speed import tables_with
-from calibration.serve_load_validation import scenario_for
+from calibration import serve_score_heads as ssh
+from calibration import serve_switch_compare as ssc
+from calibration.serve_host_speed import replay, tables_with
+from calibration.serve_load_validation import FIGURES, scenario_for
 from twin.core.specs import get_model
 from twin.serving import timing
 from twin.serving.pipeline import eager_ops, pipeline_end_s
@@ -129,13 +131,115 @@ def _print_fit(root: Path) -> None:
               f"tail error median {np.median(t) * 1e3:+.2f} ms ({min(t) * 1e3:+.2f}..{max(t) * 1e3:+.2f})")
 
 
+# ---- the judgement --------------------------------------------------------------------------------------
+
+FRESH_MODELS = ("bench-small", "mixtral-mla-slice")   # set E (real/serve/plans.py S24P_PLANS)
+GPUS = ("h100", "h200")
+
+
+def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Set E's runs replayed with the record's host probe (serve_host_speed.replay, as the diagnostic replays)."""
+    out = []
+    for gpu in GPUS:
+        for model in FRESH_MODELS:
+            d = Path(root) / gpu / NAME / model
+            if (d / "serve_load.csv").exists() or (d / "serve_load.csv.gz").exists():
+                out.extend({**r, "model": model, "registration": NAME} for r in replay(d, True, ("holdout",)))
+    return out
+
+
+def poisson(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if "-poisson-" in r["run_id"]]
+
+
+def fresh_criteria(off: list[dict], on: list[dict]) -> dict:
+    """E1: more checks met and a lower median |error|; E2: no fewer checks on each model; E3: the Poisson runs' TTFT
+    P50 no fewer checks met. Nothing is met with fewer than 6 runs."""
+    a, b = seh.checks(off), seh.checks(on)
+    by_model = {m: (seh.checks([r for r in off if r["model"] == m])[0], seh.checks([r for r in on if r["model"] == m])[0])
+                for m in FRESH_MODELS}
+    pa, pb = seh.checks(poisson(off), ("ttft_p50_s",)), seh.checks(poisson(on), ("ttft_p50_s",))
+    complete = len(off) >= 6
+    crit = {"E1_more_checks_lower_median": complete and b[0] > a[0] and b[1] < a[1],
+            "E2_each_model": complete and all(y >= x for x, y in by_model.values()),
+            "E3_poisson_ttft_p50": complete and pb[0] >= pa[0]}
+    return {"all": (a, b), "by_model": by_model, "poisson_ttft_p50": (pa, pb), "criteria": crit,
+            "met": all(crit.values())}
+
+
+def guard_criteria(off: list[dict], on: list[dict]) -> dict:
+    """G1: on each of sets A, B, C and D no fewer checks met; over A-D pooled a median |error| no higher."""
+    sets = {**seh.GUARD_SETS, "D": (seh.NAME,)}
+    per = {}
+    for label, names in sets.items():
+        so = [r for r in off if r["registration"] in names]
+        sn = [r for r in on if r["registration"] in names]
+        if so:
+            per[label] = (seh.checks(so), seh.checks(sn))
+    pooled = (seh.checks(off), seh.checks(on))
+    crit = {f"G1_set_{k}_no_fewer": v[1][0] >= v[0][0] for k, v in per.items()}
+    crit["G1_pooled_median"] = pooled[1][1] <= pooled[0][1]
+    return {"sets": per, "pooled": pooled, "criteria": crit, "met": all(crit.values())}
+
+
+def candidate(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True) -> dict:
+    """Both settings on set E, on sets A-D and (committed_sets) the committed serve_load sets; the verdict (G3's
+    benchmark is timed apart: benchmarks/serve_requests.py)."""
+    root = Path(root)
+    costs = op_cost(root)
+    names = ssh.REGISTRATIONS + ssh.EXTRA + (ssh.FRESH.name,)
+    rows = {}
+    for on in (False, True):
+        with setting(on, costs):
+            rows[on] = {"E": fresh_rows(root),
+                        "guard": ssh.replays(on, root, names) + [{**r, "registration": seh.NAME}
+                                                                 for r in seh.fresh_rows(root)],
+                        "committed": ssc.all_rows(root) if committed_sets else None}
+    e = fresh_criteria(rows[False]["E"], rows[True]["E"])
+    g = guard_criteria(rows[False]["guard"], rows[True]["guard"])
+    out = {"op_cost": costs, "E": e, "guard": g, "rows": rows}
+    if committed_sets:
+        s_off, s_on = ssc.summary(rows[False]["committed"]), ssc.summary(rows[True]["committed"])
+        out.update(summary_off=s_off, summary_on=s_on, committed=ssh.committed_criterion(s_off, s_on))
+    out["adopt"] = bool(e["met"] and g["met"] and committed_sets and all(out["committed"].values()))
+    return out
+
+
+def _by_figure(off: list[dict], on: list[dict]) -> str:
+    return ", ".join(f"{k.removesuffix('_s')} {seh.checks(off, (k,))[0]} -> {seh.checks(on, (k,))[0]}" for k in FIGURES)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     root = Path(rec.MEASUREMENTS_DIR)
     if argv and argv[0] == "fit":
         _print_fit(root)
         return 0
-    raise SystemExit("the judgement is written after set E's records are filed")
+    out = candidate(root, committed_sets="--no-committed" not in argv)
+    print("eager_op_s: " + ", ".join(f"{t} {v * 1e6:.2f} us" for t, v in out["op_cost"].items()))
+    e = out["E"]
+    (a, b), (pa, pb) = e["all"], e["poisson_ttft_p50"]
+    print(f"set E: checks {a[0]} -> {b[0]} of {5 * len(out['rows'][False]['E'])}, median |err| {a[1]:.2%} -> {b[1]:.2%};"
+          f" by model {e['by_model']}; Poisson TTFT P50 met {pa[0]} -> {pb[0]}; "
+          + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in e["criteria"].items()))
+    print("  set E by figure: " + _by_figure(out["rows"][False]["E"], out["rows"][True]["E"]))
+    g = out["guard"]
+    for label, (x, y) in g["sets"].items():
+        print(f"set {label}: checks {x[0]} -> {y[0]}, median |err| {x[1]:.2%} -> {y[1]:.2%}")
+    (x, y) = g["pooled"]
+    print(f"A-D pooled: checks {x[0]} -> {y[0]}, median |err| {x[1]:.2%} -> {y[1]:.2%}")
+    print("  A-D by figure: " + _by_figure(out["rows"][False]["guard"], out["rows"][True]["guard"]))
+    print("guards: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in g["criteria"].items()))
+    if "summary_off" in out:
+        for name in out["summary_off"]:
+            (ma, na, ea), (mb, nb, eb) = out["summary_off"][name], out["summary_on"][name]
+            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+        print("committed sets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in out["committed"].items()))
+    print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
+    for label, on in (("off", False), ("on", True)):
+        for r in out["rows"][on]["E"]:
+            print(seh._rows_line(f"E {label}", r))
+    return 0
 
 
 if __name__ == "__main__":
