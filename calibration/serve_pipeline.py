@@ -13,8 +13,8 @@ twin/data/serve_eager_ops.toml (real/serve/opcount.py). No other constant.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,10 +27,11 @@ from calibration import serve_eager_host as seh
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.serve_host_speed import replay, tables_with
+from calibration.records_io import open_csv
 from calibration.serve_load_validation import FIGURES, scenario_for
 from twin.core.specs import get_model
 from twin.serving import timing
-from twin.serving.pipeline import eager_ops, pipeline_end_s
+from twin.serving.pipeline import pipeline_end_s
 from twin.serving.timing import IterationCosts, engine_costs
 
 NAME = "s24pipe"
@@ -62,8 +63,6 @@ def setting(on: bool, costs: dict[str, float] | None = None):
 # ---- the fitting check (reported beside, never a criterion) -----------------------------------------------
 
 def _base_run(root: Path) -> dict:
-    import csv
-    from calibration.records_io import open_csv
     with open_csv(root / BASE_RUN) as f:
         return next(csv.DictReader(f))
 

@@ -114,7 +114,6 @@ def count_model(name: str, full: bool = False, compositions=COMPOSITIONS) -> dic
 def positions(marks: list[tuple[str, int]], names: list[str]) -> dict[str, int]:
     """Where the heavy kernels sit: the first MoE layer's two grouped expert GEMMs (operator index within its FFN
     segment; -1 without one) and the head's GEMM (within the head segment)."""
-    bounds = dict(marks)
     starts = [c for _, c in marks] + [len(names)]
     out = {"ffn_moe_gemm1_at": -1, "ffn_moe_gemm2_at": -1, "head_gemm_at": -1}
     for k, (label, c) in enumerate(marks):
@@ -126,7 +125,6 @@ def positions(marks: list[tuple[str, int]], names: list[str]) -> dict[str, int]:
         if label == "head":
             at = [i for i, n in enumerate(seg) if n.split(".")[0] in ("mm", "addmm", "linear")]
             out["head_gemm_at"] = at[-1] if at else -1
-    del bounds
     return out
 
 

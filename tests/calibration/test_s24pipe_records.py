@@ -3,11 +3,13 @@ mixtral-mla-slice at configurations no earlier record held) and the eager iterat
 pipeline (timing.ADOPT_EAGER_PIPELINE). The candidate was not adopted: set E loses (17 -> 16 of 30) and the committed
 sets lose; the strict xfail prints the live figures."""
 
+import csv
 import math
 
 import pytest
 
 from calibration import serve_pipeline as sp
+from calibration.records_io import open_csv
 from calibration.serve_load_validation import FIGURES
 from twin.serving import timing
 from twin.serving.timing import engine_costs
@@ -19,8 +21,6 @@ def fit_check():
 
 
 def test_set_e_holds_six_complete_held_out_runs_on_an_h100():
-    import csv
-    from calibration.records_io import open_csv
     for model in sp.FRESH_MODELS:
         with open_csv(sp.rec.MEASUREMENTS_DIR / "h100" / sp.NAME / model / "serve_load.csv") as f:
             runs = list(csv.DictReader(f))
