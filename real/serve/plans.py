@@ -371,6 +371,19 @@ def _s24_plan(model: str, short: str) -> "Plan":
 
 
 S24_PLANS = {f"gpu1-s24-{short}": _s24_plan(m, short) for m, short in S24_MODELS.items()}
+# s24pipe (docs/notes/s24pipe_rule.md): fresh held-out records for the eager iteration as a launch/kernel pipeline:
+# bench-small (4 layers, 8 heads, hidden 1,024, 16 experts of width 256: no load run served it; host-paced) in the
+# same engine and mix, and mixtral-mla-slice (its experts 14,336 wide: the longest GPU tail after the last launch) at a
+# rate and two concurrencies no record of it holds (Poisson 20/s, closed loops of 12 and 32), seeds 91-96, run names
+# n24p-<short>-*
+_S24P_RUNS = {"bench-small": (RunSpec("poisson-r20-mid", "poisson", S21_IN, S21_OUT, rate_per_s=20.0, seed=91),
+                              RunSpec("closed-c16-mid", "closed", S21_IN, S21_OUT, concurrency=16, seed=92),
+                              RunSpec("closed-c24-mid", "closed", S21_IN, S21_OUT, concurrency=24, seed=93)),
+              "mixtral-mla-slice": (RunSpec("poisson-r20-mid", "poisson", S21_IN, S21_OUT, rate_per_s=20.0, seed=94),
+                                    RunSpec("closed-c12-mid", "closed", S21_IN, S21_OUT, concurrency=12, seed=95),
+                                    RunSpec("closed-c32-mid", "closed", S21_IN, S21_OUT, concurrency=32, seed=96))}
+S24P_MODELS = {"bench-small": "bench", "mixtral-mla-slice": "mixtral"}
+S24P_PLANS = {f"gpu1-s24p-{short}": _s21_plan(m, runs=_S24P_RUNS[m], prefix="n24p") for m, short in S24P_MODELS.items()}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -418,5 +431,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "tiny": TINY, "tiny-ep2": TINY_EP2, "tiny-pin": TINY_PIN, "tiny-ep2-pin": TINY_EP2_PIN,
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
-         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS,
+         **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
          "tiny-new": TINY_NEW}

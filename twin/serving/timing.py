@@ -82,6 +82,7 @@ from twin.core.scoped import BlockStore
 from twin.core.specs import GPUSpec, ModelSpec, serve_engines
 from twin.costs.profile import Profile
 from twin.serving.iteration import decode_step, prefill_forward, prefix_expand_s, serving_profile
+from twin.serving.pipeline import eager_ops, head_stages, is_moe_layer, moe_ffn_stages, pipeline_end_s, stage_ops
 
 LINEAR_TO = 16               # grid points 1..16 are integers
 FINE_RATIO = 2 ** (1 / 8)    # batch/token grid spacing above that
@@ -116,7 +117,7 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
                 "new_bin_kernels", "post_prompt_s", "post_prompt_iterations", "cold_prompt_iterations",
                 "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_token_s",
-                "launch_floor_row_s", "launch_floor_decode_s")
+                "launch_floor_row_s", "launch_floor_decode_s", "eager_op_s")
 # (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per
 # chunk; (s24eager) per prompt token and per decode row (the engine's per-token and per-row Python: token, position and
 # slot lists, a decode row's page-table row) and the decode rows' attention path (per layer, where decode rows run)
@@ -125,7 +126,7 @@ LAUNCH_FLOOR_TERMS = ("launch_floor_iteration_s", "launch_floor_eager_s", "launc
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
-                     "post_prompt_s", *LAUNCH_FLOOR_TERMS)
+                     "post_prompt_s", "eager_op_s", *LAUNCH_FLOOR_TERMS)
 
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
@@ -358,6 +359,17 @@ def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0, prompt_token
             + (engine.get("launch_floor_decode_s", 0.0) if decode_rows > 0 else 0.0) + stall_s)
 
 
+# (s24pipe, docs/notes/s24pipe_rule.md, committed before any figure under it) An eager one-GPU iteration as the pipeline
+# it is (twin.serving.pipeline): after the loop gap and a first-met size's stall, the host issues the step's aten
+# operators (twin/data/serve_eager_ops.toml, the engine's own count) at the table's `eager_op_s` each (s24eager's
+# measured host per operator, host-scaled); the GPU runs the twin's kernels of each stage (before the layers, each
+# layer's attention with its share of the scores, its FFN, the head) as they are launched; the iteration ends at
+# the last kernel's end, then the gather and post-prompt terms as before. Replaces the additive host terms and the
+# launch-overlap form for those iterations; a table without `eager_op_s` (EP, or written before) or a model with no
+# operator count prices them as before.
+ADOPT_EAGER_PIPELINE = False
+
+
 def head_scaled_engine(engine: dict, num_heads: int, num_layers: int) -> dict:
     """The engine terms for a model of `num_heads` attention heads in each of `num_layers` layers
     (ADOPT_HEAD_SCALED_SCORES; else as given): the score term per pair times its head-layers over the
@@ -399,6 +411,9 @@ class IterationCosts:
         self._decode, self._prefill, self._prefix, self.decode_parts = _grids(m, gpu, s, profile)
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
+        # the engine's operator counts (ADOPT_EAGER_PIPELINE) and the kernel shares of its stages per grid point
+        self.ops = eager_ops(m.name)
+        self._stage_shares: dict[tuple, tuple[float, float, float, float]] = {}
 
     # -- grid evaluations ---------------------------------------------------------------------
     def _policies(self) -> list[int]:
@@ -624,6 +639,14 @@ class IterationCosts:
                 + e["gather_s_per_row_token"] * pad_rows * width
                 + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))
         pre_host = prompt_host + e["score_s_per_pair"] * pairs
+        if eager and ADOPT_EAGER_PIPELINE and self.ops is not None and e.get("eager_op_s", 0.0) > 0.0:
+            stages = self._pipeline_stages(b, ctx, prompt_tokens, span, chunks, kern - pre, pre,
+                                           e["score_s_per_pair"] * pairs)
+            end, _ = pipeline_end_s(stages, e["eager_op_s"])
+            total = (e["loop_s"] + stall + end + e["gather_s_per_row_token"] * pad_rows * width
+                     + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))
+            old = kern + host + pre_host
+            return total, total * (pre + pre_host) / old if old > 0 else 0.0
         if eager and e.get("launch_overlap", 0.0):
             # a one-GPU engine's eager forward: the kernels run under the launches, the later ending it
             hidden = min(kern, launches)
@@ -634,6 +657,60 @@ class IterationCosts:
             if floor > total:   # host-bound: the launches set the time; the prompt work keeps its share
                 return floor, prompt_s * floor / total
         return total, prompt_s
+
+    def _shares(self, prompt: bool, x: float, y: float) -> tuple[float, float, float, float, float]:
+        """(a layer's attention, a dense layer's FFN, a MoE layer's FFN, the head) as shares of the kernel time of a
+        prefill forward of x tokens at span y (prompt) or a decode step of x rows at context y, at the nearest grid
+        point (the twin's cost functions; ADOPT_EAGER_PIPELINE), and the routed experts' share of a MoE layer's FFN."""
+        i, j = max(0, round(_fine_index(max(x, 1.0)))), _coarse_cell(max(y, 1.0))
+        key = (prompt, i, j)
+        got = self._stage_shares.get(key)
+        if got is not None:
+            return got
+        m, n = self.m, max(1, round(_fine_point(i)))
+        if prompt:
+            spec = dataclasses.replace(self.s, prefill_chunk_tokens=n, input_len=max(1, round(_coarse_point(j))),
+                                       num_microbatches=1)
+            d = prefill_forward(m, self.gpu, spec, self.prof)
+            dense_total = d["dense_layers_s"]
+        else:
+            spec = dataclasses.replace(self.s, input_len=_coarse_point(j), output_len=0, num_microbatches=1)
+            d = decode_step(m, self.gpu, spec, n, self.prof)
+            dense_total = d["layers_dense_s"]
+        moe_layers = sum(is_moe_layer(m, k) for k in range(m.num_layers))
+        dense_layers = m.num_layers - moe_layers
+        attn = d["per_layer_attn_s"]
+        moe = d["per_layer_moe_compute_s"] + d["per_layer_a2a_s"]
+        dense = max(0.0, dense_total / dense_layers - attn) if dense_layers else 0.0
+        total = m.num_layers * attn + moe_layers * moe + dense_layers * dense + d["head_s"]
+        routed = d["per_microbatch_groups_s"].get("routed_experts", 0.0) / moe if moe > 0 else 0.0
+        got = ((attn / total, dense / total, moe / total, d["head_s"] / total, routed) if total > 0
+               else (0.0, 0.0, 0.0, 0.0, 0.0))
+        self._stage_shares[key] = got
+        return got
+
+    def _pipeline_stages(self, batch: int, ctx: float, prompt_tokens: float, span: float, chunks: int,
+                         decode_kernels_s: float, prompt_kernels_s: float, scores_s: float) -> list[tuple[float, float]]:
+        """[(operators, kernel seconds)] of an eager iteration's stages in issue order (ADOPT_EAGER_PIPELINE): before
+        the first layer (no kernel time), each layer's attention (its share of both parts' kernels and of the scores)
+        then its FFN, the head; the decode part's kernels split by a decode step's shares, the prompt part's by a
+        prefill forward's."""
+        m = self.m
+        pre_n, attn_n, ffn_n, head_n = stage_ops(self.ops, m, chunks, batch)
+        zero = (0.0, 0.0, 0.0, 0.0, 0.0)
+        sp = self._shares(True, prompt_tokens, span) if prompt_kernels_s > 0 else zero
+        sd = self._shares(False, batch, ctx) if decode_kernels_s > 0 and batch > 0 else zero
+        stages = [(pre_n, 0.0)]
+        for k in range(m.num_layers):
+            stages.append((attn_n[k], prompt_kernels_s * sp[0] + decode_kernels_s * sd[0] + scores_s / m.num_layers))
+            if is_moe_layer(m, k):
+                ffn_p, ffn_d = prompt_kernels_s * sp[2], decode_kernels_s * sd[2]
+                routed = (ffn_p * sp[4] + ffn_d * sd[4]) / (ffn_p + ffn_d) if ffn_p + ffn_d > 0 else 0.0
+                stages.extend(moe_ffn_stages(self.ops, ffn_p + ffn_d, routed))
+            else:
+                stages.append((ffn_n[k], prompt_kernels_s * sp[1] + decode_kernels_s * sd[1]))
+        stages.extend(head_stages(self.ops, prompt_kernels_s * sp[3] + decode_kernels_s * sd[3]))
+        return stages
 
     def _kernels(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                  prefix_tokens: float) -> tuple[float, float, bool, int, float]:
