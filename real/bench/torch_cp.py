@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from real import cp as cp_mod
-from real.bench.device import free_memory
+from real.bench.device import free_memory, nccl_version
 from real.bench.nccl import agreed_over, distributed_env, log, stats
 from real.bench.parallel_blocks import time_reps
 from real.configs import get_spec
@@ -624,8 +624,7 @@ def scaling_cases(world: int, compiled: bool = False) -> list[tuple[str, str]]:
 
 def _one_process_env(env: dict, dev) -> dict:
     """nccl_version and num_gpus of a one-process run (no process group)."""
-    v = torch.cuda.nccl.version() if dev.type == "cuda" else ""
-    env["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    env["nccl_version"] = nccl_version() if dev.type == "cuda" else ""
     env["num_gpus"] = 1 if dev.type == "cuda" else 0
     return env
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from real.bench.device import environment
+from real.bench.device import cuda_pci_bus_id, environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.fp8 import BF16
@@ -85,11 +85,6 @@ def _args(argv):
     return args, plan, names
 
 
-def _nccl_version() -> str:
-    v = torch.cuda.nccl.version()  # a tuple (major, minor, patch) in recent torch, an int before
-    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-
-
 def _gather(obj, rank, group):
     if group is None:
         return [obj]
@@ -105,15 +100,6 @@ def _agree(flag: bool, group) -> bool:
     box = [flag]
     dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
-
-
-def _pci_bus_id(dev) -> str | None:
-    """The CUDA device's PCI address as NVML spells it, so the per-iteration SM clock is this GPU's
-    (an NVML index need not match a CUDA index under CUDA_VISIBLE_DEVICES)."""
-    p = torch.cuda.get_device_properties(dev)
-    if not hasattr(p, "pci_bus_id"):
-        return None
-    return f"{getattr(p, 'pci_domain_id', 0):08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
 
 
 def _clock_reasons(tel: Telemetry):
@@ -184,10 +170,10 @@ def main(argv=None) -> int:
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tel = Telemetry(local_rank, _pci_bus_id(dev) if use_cuda else None)
+    tel = Telemetry(local_rank, cuda_pci_bus_id(dev) if use_cuda else None)
     env = environment(dev, tel)
-    env["nccl_version"] = _nccl_version() if use_cuda else ""
-    env["pci_bus_id"] = _pci_bus_id(dev) if use_cuda else ""
+    env["nccl_version"] = nccl_version() if use_cuda else ""
+    env["pci_bus_id"] = cuda_pci_bus_id(dev) if use_cuda else ""
     env["nvml_pci_bus_id"] = ""
     if tel.available:
         try:

@@ -35,11 +35,10 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from real.bench.device import environment
+from real.bench.device import cuda_pci_bus_id, environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.model import build_model
-from real.serve.cli import _nccl_version, _pci_bus_id
 from real.serve.engine import Engine, EngineConfig, Request
 from real.serve.hostpin import apply_pin
 from real.serve.hostspeed import PROBE_KEYS, probe
@@ -138,9 +137,9 @@ def main(argv=None) -> int:
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     cpus = apply_pin("core", 0, 1, 0 if use_cuda else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    tel = Telemetry(0, _pci_bus_id(dev) if use_cuda else None)
+    tel = Telemetry(0, cuda_pci_bus_id(dev) if use_cuda else None)
     env = environment(dev, tel)
-    env["nccl_version"] = _nccl_version() if use_cuda else ""
+    env["nccl_version"] = nccl_version() if use_cuda else ""
     f = (args.out / "eager_host.csv").open("w", newline="")
     w = csv.DictWriter(f, fieldnames=COLS)
     w.writeheader()
