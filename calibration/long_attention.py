@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"GPU {cmp['gpu_name'].iloc[0]}, torch {cmp['torch_version'].iloc[0]}, CUDA {cmp['cuda_version'].iloc[0]}")
     tie = tie_error(cmp, CP_CHUNKS_8B_32K_FWD_BWD_S)
-    print(f"T0 tie (8B 32K causal fwd+bwd vs h100/cp_chunks.csv): "
+    print("T0 tie (8B 32K causal fwd+bwd vs h100/cp_chunks.csv): "
           + ("no row" if tie is None else f"{tie:+.1%} ({'holds' if abs(tie) <= TIE_TOL else 'FAILS'})"))
     fb = cmp[cmp["phase"] == "fwd_bwd"]
     worst = float(fb["err"].abs().max()) if not fb.empty else math.nan

@@ -42,7 +42,6 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from real.bench.cp_sustained import FA2_PAUSE_S, gemm_cases, hold_eager
 from real.bench.device import free_memory
