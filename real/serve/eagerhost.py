@@ -89,8 +89,9 @@ class Driver:
             self.engine.add(Request(self.next_id, 0.0, prompt, output_len))
             self.next_id += 1
 
-    def run(self, prompts: int, tokens: int, decode_rows: int):
-        """(setup iteration record or None, measured iteration record) of one composition."""
+    def _prepare(self, prompts: int, tokens: int, decode_rows: int):
+        """The engine reset, `decode_rows` requests set decoding (their setup iteration run: its record, or None
+        without decode rows), then `prompts` requests of `tokens` added: the next step is the composition's."""
         e = self.engine
         e.reset(e.clock())
         setup = None
@@ -98,7 +99,12 @@ class Driver:
             self._add(decode_rows, self.setup_prompt, self.setup_output)
             setup = e.step()
         self._add(prompts, tokens, 2)
-        rec = e.step()
+        return setup
+
+    def run(self, prompts: int, tokens: int, decode_rows: int):
+        """(setup iteration record or None, measured iteration record) of one composition."""
+        setup = self._prepare(prompts, tokens, decode_rows)
+        rec = self.engine.step()
         if rec.prefill_seqs != prompts or rec.decode_seqs != decode_rows:
             raise RuntimeError(f"{label(prompts, tokens, decode_rows)}: the engine scheduled {rec.prefill_seqs} "
                                f"chunks beside {rec.decode_seqs} decode rows")
@@ -106,14 +112,9 @@ class Driver:
 
     def count_ops(self, prompts: int, tokens: int, decode_rows: int) -> int:
         """The aten operators one measured step of the composition dispatches (not timed)."""
-        e = self.engine
-        e.reset(e.clock())
-        if decode_rows:
-            self._add(decode_rows, self.setup_prompt, self.setup_output)
-            e.step()
-        self._add(prompts, tokens, 2)
+        self._prepare(prompts, tokens, decode_rows)
         with OpCounter() as c:
-            e.step()
+            self.engine.step()
         return c.count
 
 
