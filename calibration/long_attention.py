@@ -42,10 +42,6 @@ CLASS_SHIFT_TOL = 0.05  # C2/C3: a class's fitting ratio beyond this (both fitti
 HELD_OUT_TOL = 0.05     # C2/C3: every held-out row of the class within this under the class factor
 
 
-def _b(v) -> bool:
-    return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
-
-
 def call_op(heads: int, head_dim: int, q_len: int, kv_len: int, mask: str, batch: int = 1) -> Op:
     """The twin's attention Op of one call (module docstring)."""
     if mask == "causal":
