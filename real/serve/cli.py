@@ -34,6 +34,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -83,6 +84,18 @@ def _args(argv):
         ap.error(f"--only: unknown run(s) {sorted(unknown)}; plan {args.plan} has "
                  f"{[r.name for r in plan.runs]}")
     return args, plan, names
+
+
+class RankRun(NamedTuple):
+    """One rank's share of a run, as rank 0 gathers it."""
+
+    requests: list          # request_rows
+    iterations: list        # iteration_rows
+    duration_s: float       # the load's wall time on this rank
+    pin_cpus: str           # the CPUs its main thread was pinned to
+    probes: dict            # host probes: "before" / "after" (probe), "pause" (pause_probe)
+    stall_rows: list        # --stall-trace: per-iteration host counters (stall_rows)
+    host_rows: list         # --stall-trace: the run's whole-host view (run_host_rows)
 
 
 def _gather(obj, rank, group):
@@ -264,18 +277,19 @@ def main(argv=None) -> int:
             traceback.print_exc()
             failures.append(f"{run.name}: {type(e).__name__}: {e}")
             continue
-        parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
-                         duration, _cpu_text(cpus), probes, stall_rows(engine, run.name, rank), host_rows),
-                        rank, control)
+        gathered = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
+                            duration, _cpu_text(cpus), probes, stall_rows(engine, run.name, rank), host_rows),
+                           rank, control)
         if rank != 0:
             continue
-        reqs = [r for p in parts for r in p[0]]
-        iters = [it for p in parts for it in p[1]]
-        summary = summarize(reqs, iters, max(p[2] for p in parts))
+        parts = [RankRun(*g) for g in gathered]   # plain tuples over the wire, named here
+        reqs = [r for p in parts for r in p.requests]
+        iters = [it for p in parts for it in p.iterations]
+        summary = summarize(reqs, iters, max(p.duration_s for p in parts))
         row = {**{k: v for k, v in dataclasses.asdict(run).items()
                   if k not in ("name", "cuda_graphs", "input_len", "output_len")},
                "warm_shapes": engine.warmed_tokens,
-               "pin": pin_mode, "pin_cpus": ";".join(p[3] for p in parts),
+               "pin": pin_mode, "pin_cpus": ";".join(p.pin_cpus for p in parts),
                "input_len_spec": run.input_len, "output_len_spec": run.output_len,
                **settings, "cuda_graphs": int(engine.graphs is not None), **summary,
                "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},
@@ -285,17 +299,17 @@ def main(argv=None) -> int:
         # clocks read right after the run, as real/bench does
         row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
         row.update(cpu_info())
-        row.update(probe_columns([{k: v for k, v in p[4].items() if k != "pause"} for p in parts]))
-        row.update(pause_columns([p[4].get("pause", {}) for p in parts]))
+        row.update(probe_columns([{k: v for k, v in p.probes.items() if k != "pause"} for p in parts]))
+        row.update(pause_columns([p.probes.get("pause", {}) for p in parts]))
         records.row("serve_load", row)
         for r in reqs:
             records.row("serve_requests", r)
         for it in iters:
             records.row("serve_iterations", it)
         for p in parts:
-            for r in p[5]:
+            for r in p.stall_rows:
                 records.row("serve_stalls", r)
-            for r in p[6]:
+            for r in p.host_rows:
                 records.row("serve_hostrun", r)
         records.flush()
         done.append(run.name)
