@@ -134,6 +134,8 @@ def curve_table(gpu: str, fit: dict | None):
 
 @contextmanager
 def switches(curve: bool = False, pattern: bool = False):
+    """The twin with the curve and pattern switches as given and the class-factor switch (ADOPT_GEMM_ALIGNMENT) off,
+    so each form is scored alone; every switch restored after."""
     saved = compute.ADOPT_GEMM_ALIGNMENT_CURVE, compute.ADOPT_GEMM_ALIGNMENT_PATTERN, compute.ADOPT_GEMM_ALIGNMENT
     compute.ADOPT_GEMM_ALIGNMENT_CURVE, compute.ADOPT_GEMM_ALIGNMENT_PATTERN = curve, pattern
     compute.ADOPT_GEMM_ALIGNMENT = False

@@ -42,10 +42,6 @@ CLASS_SHIFT_TOL = 0.05  # C2/C3: a class's fitting ratio beyond this (both fitti
 HELD_OUT_TOL = 0.05     # C2/C3: every held-out row of the class within this under the class factor
 
 
-def _b(v) -> bool:
-    return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
-
-
 def call_op(heads: int, head_dim: int, q_len: int, kv_len: int, mask: str, batch: int = 1) -> Op:
     """The twin's attention Op of one call (module docstring)."""
     if mask == "causal":
@@ -182,7 +178,7 @@ def main(argv=None) -> int:
         index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"GPU {cmp['gpu_name'].iloc[0]}, torch {cmp['torch_version'].iloc[0]}, CUDA {cmp['cuda_version'].iloc[0]}")
     tie = tie_error(cmp, CP_CHUNKS_8B_32K_FWD_BWD_S)
-    print(f"T0 tie (8B 32K causal fwd+bwd vs h100/cp_chunks.csv): "
+    print("T0 tie (8B 32K causal fwd+bwd vs h100/cp_chunks.csv): "
           + ("no row" if tie is None else f"{tie:+.1%} ({'holds' if abs(tie) <= TIE_TOL else 'FAILS'})"))
     fb = cmp[cmp["phase"] == "fwd_bwd"]
     worst = float(fb["err"].abs().max()) if not fb.empty else math.nan

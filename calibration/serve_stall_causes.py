@@ -173,6 +173,28 @@ def _probe_pause_sizes(folder: Path) -> list[float]:
     return sizes
 
 
+def run_clusters(run: pd.DataFrame, q: float) -> tuple[int, int, list[float]]:
+    """One run's pause clusters (iteration_excess rows of one run_id; q: the mean probe pause size): (pauses, pause
+    steps inside clusters (pauses less one a cluster), each cluster's busy span first event to last, seconds)."""
+    run = run.sort_values("start_s")
+    busy_s = (run["duration_s"].cumsum() - run["duration_s"]).to_numpy()   # busy seconds before each iteration
+    is_event = (run["excess_s"] >= PAUSE_MIN_EXCESS_S).to_numpy()
+    event_pauses = [max(1, round(x / q)) for x in run["excess_s"].to_numpy()[is_event]]
+    b = busy_s[is_event]
+    pauses, inner, spans_s, start = 0, 0, [], None
+    for i, (bi, ki) in enumerate(zip(b, event_pauses)):
+        if i == 0 or bi - b[i - 1] >= CLUSTER_GAP_S:
+            if start is not None:
+                spans_s.append(b[i - 1] - start)
+            start = bi
+            inner -= 1   # a cluster's first pause has no predecessor in it
+        pauses += ki
+        inner += ki
+    if start is not None:
+        spans_s.append(b[-1] - start)
+    return pauses, inner, spans_s
+
+
 def cluster_shape(folders) -> dict:
     """The clustered pause model's two constants from stalling hosts' records (the rule's (c)): events are iterations
     of any kind PAUSE_MIN_EXCESS_S or more over their run's median of the same kind, each holding
@@ -186,24 +208,13 @@ def cluster_shape(folders) -> dict:
     for folder in folders:
         for path in sorted(Path(folder).glob("*/serve_iterations.csv*")):
             it = iteration_excess(read_csv(path))
-            for _, g in it.groupby("run_id"):
-                g = g.sort_values("start_s")
-                busy = (g["duration_s"].cumsum() - g["duration_s"]).to_numpy()
-                ev = (g["excess_s"] >= PAUSE_MIN_EXCESS_S).to_numpy()
-                k = [max(1, round(x / q)) for x in g["excess_s"].to_numpy()[ev]]
-                b = busy[ev]
-                start = None
-                for i, (bi, ki) in enumerate(zip(b, k)):
-                    if i == 0 or bi - b[i - 1] >= CLUSTER_GAP_S:
-                        if start is not None:
-                            span_s += b[i - 1] - start
-                        clusters += 1
-                        start = bi
-                        inner -= 1   # a cluster's first pause has no predecessor in it
-                    pauses += ki
-                    inner += ki
-                if start is not None:
-                    span_s += b[-1] - start
+            for _, run in it.groupby("run_id"):
+                run_pauses, run_inner, spans_s = run_clusters(run, q)
+                pauses += run_pauses
+                inner += run_inner
+                clusters += len(spans_s)
+                for s in spans_s:   # one at a time, in order: the sum as it was first computed
+                    span_s += s
     return {"mean_pause_s": q, "pauses": pauses, "clusters": clusters,
             "cluster_mean_pauses": pauses / clusters, "cluster_spacing_s": span_s / inner if inner > 0 else 0.0}
 

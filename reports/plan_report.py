@@ -27,6 +27,7 @@ from reports.page import Page
 from twin.core.atomic import open_atomic
 from twin.core.results import to_json
 from twin.planning.result import SCREENED, SIMULATED, PlanResult, reason_examples, reason_kind
+from twin.planning.serving import nodes_of, pool_instances
 
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
@@ -276,12 +277,12 @@ def _split(b: dict, r: dict) -> str:
     """A deployment's layout with its nodes and instances (the split in GPUs alone until s24srvwalk); `r` the
     question's answer (.get: a result.json written before s24srvwalk has no node size)."""
     instance_gpus = r["instance_gpus"]
-    nodes = -(-b["num_gpus"] // r.get("gpus_per_node", 8))
+    nodes = nodes_of(b["num_gpus"], r.get("gpus_per_node", 8))
     nodes_text = f"{nodes:,} node{'s' if nodes != 1 else ''}"
     if b.get("layout") == "co-located":
         n = b["num_gpus"] // instance_gpus
         return f"{n:,} co-located instance{'s' if n != 1 else ''} of {instance_gpus}, {nodes_text}"
-    p, d = b["prefill_gpus"] // (r.get("prefill_instance_gpus") or instance_gpus), b["decode_gpus"] // instance_gpus
+    p, d = pool_instances(b["prefill_gpus"], b["decode_gpus"], instance_gpus, r.get("prefill_instance_gpus"))
     ratio = f", P:D 1:{d / p:.3g}" if p else ""
     return f"{b['prefill_gpus']:,} prefill, {b['decode_gpus']:,} decode: {p:,} + {d:,} instances{ratio}, {nodes_text}"
 

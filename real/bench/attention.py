@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from real.bench.device import free_memory, precisions_to_bench
+from real.bench.device import free_memory, nccl_version, precisions_to_bench
 from real.bench.records import log
 from real.configs import get_spec
 from real.model import MLA, building, rope_tables
@@ -124,15 +124,6 @@ SMALL_MAX_TOKENS = 16384
 SMALL_MIN_HEAD_ROWS = 32768
 # the MLA records' own calls (heads, batch, seq), also timed in the MLA's layout (attention_layout.csv)
 MLA_CALLS = ((16, 1, 4096), (16, 4, 1024), (16, 4, 4096), (128, 1, 4096), (128, 4, 1024))
-
-
-def nccl_version() -> str:
-    """torch's NCCL version as "major.minor.patch", "" where torch has none (a CPU build)."""
-    try:
-        v = torch.cuda.nccl.version()
-    except Exception:  # CPU builds have no NCCL
-        return ""
-    return ".".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
 
 
 def small_attention_grid(quick: bool) -> list[tuple[int, int, int]]:

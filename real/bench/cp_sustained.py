@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from real.bench.device import free_memory
 from real.bench.gemm import fp8_gemm_callable
 from real.bench.records import log
-from real.bench.torch_cp import _sdpa_context
+from real.bench.torch_cp import sdpa_context
 from twin.costs.flops import gemm_flops
 
 CP_SUSTAIN_S, CP_WINDOW_S = 15.0, 1.0   # seconds each kernel is held, and one row's window
@@ -65,7 +65,7 @@ def full_ac_attention_fn(q_len: int, kv_len: int, causal: bool, heads: int, head
     gy = torch.randn(shape_q, generator=g, device=dev, dtype=torch.bfloat16)
 
     def fn():
-        with _sdpa_context("flash", dev):
+        with sdpa_context("flash", dev):
             with torch.no_grad():
                 F.scaled_dot_product_attention(q, k, v, is_causal=causal)     # the forward
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # its recomputation
@@ -190,15 +190,15 @@ def fa2_pass_fns(seq_len: int, batch: int, heads: int, head_dim: int, dev):
     shape = (batch, heads, seq_len, head_dim)
     q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=torch.bfloat16).requires_grad_() for _ in range(3))
     gy = torch.randn(shape, generator=g, device=dev, dtype=torch.bfloat16)
-    with _sdpa_context("flash", dev):
+    with sdpa_context("flash", dev):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     def fwd():
-        with _sdpa_context("flash", dev), torch.no_grad():
+        with sdpa_context("flash", dev), torch.no_grad():
             F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     def bwd():
-        with _sdpa_context("flash", dev):
+        with sdpa_context("flash", dev):
             torch.autograd.grad(out, (q, k, v), gy, retain_graph=True)
     fwd_flops = 4.0 * batch * heads * head_dim * seq_len * seq_len / 2
     return {"fwd": (fwd, fwd_flops), "bwd": (bwd, 2.5 * fwd_flops)}

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from real.bench.device import nccl_version
 from real.telemetry import Telemetry
 
 FAMILY = "deepep_ll"
@@ -155,7 +156,7 @@ def package_version(*names: str) -> str:
 def environment(num_gpus: int) -> dict:
     cuda = torch.cuda.is_available()
     tel = Telemetry(torch.cuda.current_device() if cuda else 0)
-    nccl = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
+    nccl = nccl_version() if cuda else ""
     return {"gpu_name": torch.cuda.get_device_name() if cuda else "cpu", "sm_clock_mhz": tel.sm_clock_mhz(),
             "mem_clock_mhz": tel.mem_clock_mhz(), "max_sm_clock_mhz": tel.static_info().get("max_sm_clock_mhz", ""),
             "torch_version": torch.__version__, "cuda_version": torch.version.cuda or "", "nccl_version": nccl,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
-from real.bench.device import environment, free_memory
+from real.bench.device import environment, free_memory, nccl_version
 from real.bench.host_dispatch import ANNOTATION
 from real.bench.records import Recorder, log
 from real.dense import DenseShape, LMHead, attention_core, build_block, rope_freqs_cis, slice_of
@@ -295,8 +295,7 @@ def run(out: Path, quick: bool, budget_s: float) -> int:
     dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     tel = Telemetry(0)
     env = environment(dev, tel)
-    nccl = torch.cuda.nccl.version() if dev.type == "cuda" else ""
-    env.update(nccl_version=".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl),
+    env.update(nccl_version=nccl_version() if dev.type == "cuda" else "",
                num_gpus=1, section="dense_block", budget_s=budget_s)
     (out / "env.json").write_text(json.dumps(env, indent=2, default=str))
     rec = Recorder(out, env)

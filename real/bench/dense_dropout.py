@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 from real.bench.dense_block import time_call
-from real.bench.device import environment, free_memory
+from real.bench.device import environment, free_memory, nccl_version
 from real.bench.records import Recorder, log
 from real.dense import DenseShape, GPTBlock, attention_core, slice_of
 from real.telemetry import Telemetry
@@ -214,8 +214,7 @@ def run(out: Path, quick: bool, budget_s: float) -> int:
     dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     tel = Telemetry(0)
     env = environment(dev, tel)
-    nccl = torch.cuda.nccl.version() if dev.type == "cuda" else ""
-    env.update(nccl_version=".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl),
+    env.update(nccl_version=nccl_version() if dev.type == "cuda" else "",
                num_gpus=1, section="dense_dropout", budget_s=budget_s)
     (out / "env.json").write_text(json.dumps(env, indent=2, default=str))
     rec = Recorder(out, env)

@@ -1,5 +1,6 @@
-"""The device under test: its environment record (env.json and the ENV_COLS of every row), its
-peak FLOP/s for the MFU column, the precisions each layer bench runs, and freeing its memory."""
+"""The device under test: its environment record (env.json and the ENV_COLS of every row, with the NCCL
+version and the GPU's PCI address that runs record beside it), its peak FLOP/s for the MFU column, the
+precisions each layer bench runs, and freeing its memory."""
 
 from __future__ import annotations
 
@@ -31,6 +32,24 @@ def environment(device: torch.device, tel: Telemetry) -> dict:
                    cudnn_version=torch.backends.cudnn.version())
     env["fp8_blockwise_kernel"] = fp8.blockwise_kernel_available(device)
     return env
+
+
+def nccl_version() -> str:
+    """torch's NCCL version as "major.minor.patch", "" where torch has none (a CPU build)."""
+    try:
+        v = torch.cuda.nccl.version()
+    except Exception:  # CPU builds have no NCCL
+        return ""
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)  # a tuple in recent torch, an int before
+
+
+def cuda_pci_bus_id(device: torch.device) -> str | None:
+    """The CUDA device's PCI address as NVML spells it ('00000000:08:00.0'), so NVML readings are this GPU's
+    (an NVML index need not match a CUDA index under CUDA_VISIBLE_DEVICES); None where torch does not say."""
+    p = torch.cuda.get_device_properties(device)
+    if not hasattr(p, "pci_bus_id"):
+        return None
+    return f"{getattr(p, 'pci_domain_id', 0):08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
 
 
 def peak_flops(env: dict, precision: str) -> float:

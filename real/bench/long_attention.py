@@ -28,7 +28,7 @@ from torch.nn.attention.bias import causal_lower_right
 from real.bench.device import free_memory
 from real.bench.nccl import log, stats
 from real.bench.parallel_blocks import time_reps
-from real.bench.torch_cp import _sdpa_context, _sdpa_kernel_name, repeat_kv
+from real.bench.torch_cp import sdpa_context, sdpa_kernel_name, repeat_kv
 from twin.costs.flops import attention_pairs
 
 MASKS = ("causal", "none", "lower_right")
@@ -77,7 +77,7 @@ def attention_fns(H: int, K: int, E: int, q_len: int, kv_len: int, mask: str, de
     bias = causal_lower_right(q_len, kv_len) if mask == "lower_right" else None
 
     def fwd():
-        with _sdpa_context("flash", dev):
+        with sdpa_context("flash", dev):
             keys, values = repeat_kv(xk, H // K).transpose(1, 2), repeat_kv(xv, H // K).transpose(1, 2)
             return F.scaled_dot_product_attention(xq.transpose(1, 2), keys, values, attn_mask=bias,
                                                   is_causal=mask == "causal")
@@ -86,6 +86,16 @@ def attention_fns(H: int, K: int, E: int, q_len: int, kv_len: int, mask: str, de
         torch.autograd.grad(out, [xq, xk, xv], gy)
 
     return fwd, bwd
+
+
+def time_case(H: int, K: int, E: int, q_len: int, kv_len: int, mask: str, dev, batch: int, reps: int, warmup: int):
+    """One case timed: (SDPA kernel name, forward event seconds, forward host seconds, forward + backward event
+    seconds, forward + backward host seconds), each a list over `reps` after `warmup`. Its tensors go on return."""
+    fwd, bwd = attention_fns(H, K, E, q_len, kv_len, mask, dev, batch=batch)
+    kernel = sdpa_kernel_name(fwd, dev)
+    tf, _, hf = time_reps(fwd, dev, reps, warmup, None, None)
+    ts, _, hs = time_reps(lambda: bwd(fwd()), dev, reps, warmup, None, None)
+    return kernel, tf, hf, ts, hs
 
 
 def bench_long_attn(rec, timer, dev, deadline, quick, env):
@@ -99,10 +109,7 @@ def bench_long_attn(rec, timer, dev, deadline, quick, env):
         big = q_len * kv_len >= 2 ** 32   # the 64K+ squares: fewer repetitions
         reps, warmup = (2, 1) if quick else ((2, 1) if big else (5, 2))
         try:
-            fwd, bwd = attention_fns(H, K, E, q_len, kv_len, mask, dev, batch=batch)
-            kernel = _sdpa_kernel_name(fwd, dev)
-            tf, _, hf = time_reps(fwd, dev, reps, warmup, None, None)
-            ts, _, hs = time_reps(lambda: bwd(fwd()), dev, reps, warmup, None, None)
+            kernel, tf, hf, ts, hs = time_case(H, K, E, q_len, kv_len, mask, dev, batch, reps, warmup)
         except (RuntimeError, torch.OutOfMemoryError) as e:   # the backend refused the shape, or it did not fit
             log(f"long_attn {tag} {q_len}x{kv_len} {mask}: {type(e).__name__}: {str(e)[:200]}")
             free_memory()
@@ -120,5 +127,4 @@ def bench_long_attn(rec, timer, dev, deadline, quick, env):
                     mem_clock_mhz=timer.tel.mem_clock_mhz())
         log(f"long_attn {tag} H={H} {q_len}x{kv_len} {mask}: fwd {statistics.median(tf) * 1e3:.2f} ms, "
             f"fwd+bwd {statistics.median(ts) * 1e3:.2f} ms ({kernel}, {split})")
-        del fwd, bwd
         free_memory()

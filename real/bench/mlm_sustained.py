@@ -42,11 +42,11 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from real.bench.cp_sustained import FA2_PAUSE_S, gemm_cases, hold_eager
 from real.bench.device import free_memory
 from real.bench.records import log
+from real.bench.torch_cp import sdpa_context
 from real.dense import build_block, slice_of
 from twin.costs.flops import gemm_flops
 
@@ -180,11 +180,11 @@ def block_fn(model: str, hidden: int, heads: int, dev, quick: bool):
     params = list(block.parameters())
     proj = hidden * shape.head_dim * 4 * shape.num_heads
     ffn = 2 * hidden * shape.ffn
-    fwd = 2.0 * tokens * (proj + ffn) + 4.0 * tokens * tokens * shape.num_heads * shape.head_dim / 2
+    fwd_flops = 2.0 * tokens * (proj + ffn) + 4.0 * tokens * tokens * shape.num_heads * shape.head_dim / 2
 
     def fn():
         torch.autograd.grad(block(x), [x, *params], gy)
-    return f"{model} tp{TP} b1 s{tokens} block fwd_bwd flash", fn, 3.0 * fwd
+    return f"{model} tp{TP} b1 s{tokens} block fwd_bwd flash", fn, 3.0 * fwd_flops
 
 
 def run_blocks(rec, timer, dev, rows, deadline, quick: bool):
@@ -202,9 +202,7 @@ def run_blocks(rec, timer, dev, rows, deadline, quick: bool):
             config, _prec, fn, flops = gemm_cases(dev, quick)[0]
             hold = ref_hold_s
         time.sleep(pause_s)
-        backend = torch.nn.attention.SDPBackend.FLASH_ATTENTION if dev.type == "cuda" else None
-        ctx = torch.nn.attention.sdpa_kernel([backend]) if backend is not None else _null()
-        with ctx:
+        with sdpa_context("flash", dev):
             burst = timer.measure(fn, flops=flops)
             rec.row("sustained", bench="mlm_sustained", config=config, precision="bf16", phase="burst", window=0,
                     elapsed_s=0.0, temperature_c=timer.tel.temperature_c(), **burst)
@@ -213,14 +211,6 @@ def run_blocks(rec, timer, dev, rows, deadline, quick: bool):
             f"({burst['achieved_flops_per_s'] / 1e12:.0f} TFLOP/s), {windows} windows held")
         del fn
         free_memory()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def bench_mlm_sustained(rec, timer, dev, deadline, quick, env):

@@ -24,6 +24,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from real.bench.device import nccl_version
 from real.bench.records import log as _log_all
 from real.sync import synchronize
 
@@ -58,8 +59,7 @@ def nccl_split(message_bytes: int) -> str:
 def distributed_env(env: dict, dev: torch.device) -> dict:
     """nccl_version and num_gpus (the ranks' GPUs; 0 on a CPU run) into the environment."""
     if dev.type == "cuda":
-        v = torch.cuda.nccl.version()
-        env["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        env["nccl_version"] = nccl_version()
         env["num_gpus"] = dist.get_world_size()
     else:
         env["nccl_version"], env["num_gpus"] = "", 0

@@ -42,6 +42,25 @@ def write_set(rec, k: int, where: str, window_s: float, measured: dict) -> None:
                 host_s_per_unit_p50=p50)
 
 
+def warmed_step(phase: str, model, prompt, caches, P: int, G: int):
+    """One eager step of `phase` as a call, warmed up: a prefill of `prompt` into `caches` (2 untimed first), or a
+    decode step after a prefill (DECODE_WARMUP untimed first), each call one position further, held at P + G - 1
+    (the cache holds P + G)."""
+    if phase == "prefill":
+        for _ in range(2):
+            prefill(model, prompt, caches)
+        return lambda: prefill(model, prompt, caches)
+    token = [prefill(model, prompt, caches, max_batch=16)]
+    pos = [P]
+
+    def step():
+        token[0] = decode_step(model, token[0], caches, pos[0])
+        pos[0] = min(pos[0] + 1, P + G - 1)
+    for _ in range(DECODE_WARMUP):
+        step()
+    return step
+
+
 def bench_step_probe(rec, timer, dev, deadline, quick, env):
     window = 0.02 if quick else STEP_PROBE_SET_WINDOW_S
     chosen = os.environ.get("REAL_BENCH_SERVE_CASES", "") or QUICK_CASES
@@ -60,20 +79,10 @@ def bench_step_probe(rec, timer, dev, deadline, quick, env):
                     break
                 prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
                 caches = model.new_caches(B, P + G)
+                fn = warmed_step(phase, model, prompt, caches, P, G)
                 if phase == "prefill":
-                    for _ in range(2):   # warm-up
-                        prefill(model, prompt, caches)
-                    fn = lambda: prefill(model, prompt, caches)   # noqa: E731
                     n, gen = (4 if quick else PREFILL_STEPS), 0
                 else:
-                    token = [prefill(model, prompt, caches, max_batch=16)]
-                    pos = [P]
-
-                    def fn():
-                        token[0] = decode_step(model, token[0], caches, pos[0])
-                        pos[0] = min(pos[0] + 1, P + G - 1)   # the cache holds P + G
-                    for _ in range(DECODE_WARMUP):
-                        fn()
                     n, gen = min(DECODE_STEPS, G - 1 - DECODE_WARMUP), G
                 steps = run_steps(fn, dev, n, STEP_PROBE_WINDOW_S, probed)
                 key = dict(bench=phase, model=name, batch=B, prompt_len=P, gen_len=gen, precision="bf16",
@@ -82,7 +91,7 @@ def bench_step_probe(rec, timer, dev, deadline, quick, env):
                 hosts = sorted(s["host_s"] for s in steps)
                 log(f"step_probe {phase} {name} B={B} P={P}: host median {hosts[len(hosts) // 2] * 1e3:.2f} ms "
                     f"({n} steps)")
-                del caches
+                del fn, caches
                 k += 1
                 write_set(rec, k, f"after {phase} {name} b{B}", window, probe_set(dev, window))
         del model
@@ -132,24 +141,12 @@ def bench_step_probe_each(rec, timer, dev, deadline, quick, env):
                 break
             prompt = torch.randint(0, spec.vocab_size, (B, P), device=dev)
             caches = model.new_caches(B, P + G)
-            if phase == "prefill":
-                for _ in range(2):
-                    prefill(model, prompt, caches)
-                fn = lambda: prefill(model, prompt, caches)   # noqa: E731
-            else:
-                token = [prefill(model, prompt, caches, max_batch=16)]
-                pos = [P]
-
-                def fn():
-                    token[0] = decode_step(model, token[0], caches, pos[0])
-                    pos[0] = min(pos[0] + 1, P + G - 1)
-                for _ in range(DECODE_WARMUP):
-                    fn()
+            fn = warmed_step(phase, model, prompt, caches, P, G)
             for s in rotating_steps(fn, dev, n, probers, EACH_WINDOW_S):
                 rec.row("probe_steps", bench=phase, model=name, batch=B, prompt_len=P, step=s["step"], kind=s["kind"],
                         probe_window_s=EACH_WINDOW_S, probe_s_per_unit=s["probe_s"], step_s=s["step_s"],
                         host_s=s["host_s"])
             log(f"step_probe_each {phase} {name} B={B}: {n} steps")
-            del caches
+            del fn, caches
         del model
         free_memory()

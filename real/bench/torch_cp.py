@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from real import cp as cp_mod
-from real.bench.device import free_memory
+from real.bench.device import free_memory, nccl_version
 from real.bench.nccl import agreed_over, distributed_env, log, stats
 from real.bench.parallel_blocks import time_reps
 from real.configs import get_spec
@@ -262,7 +262,7 @@ def llama_shape(quick: bool) -> tuple[int, int, int]:
     return (4, 2, 16) if quick else (LLAMA_HEADS, LLAMA_KV_HEADS, LLAMA_HEAD_DIM)
 
 
-def _sdpa_context(backend: str, dev):
+def sdpa_context(backend: str, dev):
     """sdpa_kernel restricted to `backend` on a GPU (off a GPU: no restriction, the CPU kernel)."""
     if dev.type != "cuda" or not backend:
         return contextlib.nullcontext()
@@ -300,7 +300,7 @@ def llama_attention_fns(s: int, dev, quick: bool, seed: int = 0, causal: bool = 
     run = torch.compile(core, fullgraph=True, backend=backend_fn) if compiled else core
 
     def fwd():
-        with _sdpa_context(backend, dev):   # outside the compiled frame: the backend is chosen when it traces
+        with sdpa_context(backend, dev):   # outside the compiled frame: the backend is chosen when it traces
             return run(xq, xk, xv)
 
     def bwd(out):
@@ -426,7 +426,7 @@ def bench_cp_chunks(rec, timer, dev, deadline, quick, env):
             try:
                 fwd, bwd, _ = llama_attention_fns(q_len, dev, quick, causal=causal, kv_len=kv_len, backend=backend,
                                                   kv_contiguous=bench == "llama_causal_kvcontig")
-                kernel = _sdpa_kernel_name(fwd, dev)
+                kernel = sdpa_kernel_name(fwd, dev)
                 if q_len == kv_len == (64 if quick else 32768):   # which kernels, and how long each
                     ks = kernels_by_phase(profile_phases(fwd, bwd, dev, 1))
                     env[f"cp_chunks_kernels_{bench}_{backend}_{q_len}"] = kernel_table(ks, 1)
@@ -453,7 +453,7 @@ def bench_cp_chunks(rec, timer, dev, deadline, quick, env):
     env["cp_chunks_profiled_kernels"] = {p: sum(1 for k in ks if k["phase"] == p) for p in PHASES}
 
 
-def _sdpa_kernel_name(fwd, dev) -> str:
+def sdpa_kernel_name(fwd, dev) -> str:
     """The kernel SDPA runs for these inputs, read from one profiled forward ("sdpa_<aten op>" off
     a GPU, where the profile has no kernels)."""
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
@@ -624,8 +624,7 @@ def scaling_cases(world: int, compiled: bool = False) -> list[tuple[str, str]]:
 
 def _one_process_env(env: dict, dev) -> dict:
     """nccl_version and num_gpus of a one-process run (no process group)."""
-    v = torch.cuda.nccl.version() if dev.type == "cuda" else ""
-    env["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    env["nccl_version"] = nccl_version() if dev.type == "cuda" else ""
     env["num_gpus"] = 1 if dev.type == "cuda" else 0
     return env
 

@@ -62,7 +62,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from real.bench.device import environment, free_memory
+from real.bench.device import environment, free_memory, nccl_version
 from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_HOST_PROBE_COLS, PIPELINE_INTERLEAVED_COLS,
                                 PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log)
 from real.configs import get_spec
@@ -517,7 +517,7 @@ def start_ranks(args):
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=90))
     tel = Telemetry(local_rank)
     env = environment(dev, tel)
-    env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
+    env["nccl_version"] = nccl_version() if cuda else ""
     env["num_gpus"] = dist.get_world_size()
     env["config"] = vars(args) | {"out": str(args.out)}
     env["pinned_cpus_by_rank"] = gather_all(pinned if args.pin != "none" else [])

@@ -34,11 +34,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
-from real.bench.device import environment
+from real.bench.device import cuda_pci_bus_id, environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.fp8 import BF16
@@ -85,9 +86,16 @@ def _args(argv):
     return args, plan, names
 
 
-def _nccl_version() -> str:
-    v = torch.cuda.nccl.version()  # a tuple (major, minor, patch) in recent torch, an int before
-    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+class RankRun(NamedTuple):
+    """One rank's share of a run, as rank 0 gathers it."""
+
+    requests: list          # request_rows
+    iterations: list        # iteration_rows
+    duration_s: float       # the load's wall time on this rank
+    pin_cpus: str           # the CPUs its main thread was pinned to
+    probes: dict            # host probes: "before" / "after" (probe), "pause" (pause_probe)
+    stall_rows: list        # --stall-trace: per-iteration host counters (stall_rows)
+    host_rows: list         # --stall-trace: the run's whole-host view (run_host_rows)
 
 
 def _gather(obj, rank, group):
@@ -105,15 +113,6 @@ def _agree(flag: bool, group) -> bool:
     box = [flag]
     dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
-
-
-def _pci_bus_id(dev) -> str | None:
-    """The CUDA device's PCI address as NVML spells it, so the per-iteration SM clock is this GPU's
-    (an NVML index need not match a CUDA index under CUDA_VISIBLE_DEVICES)."""
-    p = torch.cuda.get_device_properties(dev)
-    if not hasattr(p, "pci_bus_id"):
-        return None
-    return f"{getattr(p, 'pci_domain_id', 0):08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
 
 
 def _clock_reasons(tel: Telemetry):
@@ -184,10 +183,10 @@ def main(argv=None) -> int:
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tel = Telemetry(local_rank, _pci_bus_id(dev) if use_cuda else None)
+    tel = Telemetry(local_rank, cuda_pci_bus_id(dev) if use_cuda else None)
     env = environment(dev, tel)
-    env["nccl_version"] = _nccl_version() if use_cuda else ""
-    env["pci_bus_id"] = _pci_bus_id(dev) if use_cuda else ""
+    env["nccl_version"] = nccl_version() if use_cuda else ""
+    env["pci_bus_id"] = cuda_pci_bus_id(dev) if use_cuda else ""
     env["nvml_pci_bus_id"] = ""
     if tel.available:
         try:
@@ -278,18 +277,19 @@ def main(argv=None) -> int:
             traceback.print_exc()
             failures.append(f"{run.name}: {type(e).__name__}: {e}")
             continue
-        parts = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
-                         duration, _cpu_text(cpus), probes, stall_rows(engine, run.name, rank), host_rows),
-                        rank, control)
+        gathered = _gather((request_rows(engine, run.name, rank), iteration_rows(engine, run.name, rank),
+                            duration, _cpu_text(cpus), probes, stall_rows(engine, run.name, rank), host_rows),
+                           rank, control)
         if rank != 0:
             continue
-        reqs = [r for p in parts for r in p[0]]
-        iters = [it for p in parts for it in p[1]]
-        summary = summarize(reqs, iters, max(p[2] for p in parts))
+        parts = [RankRun(*g) for g in gathered]   # plain tuples over the wire, named here
+        reqs = [r for p in parts for r in p.requests]
+        iters = [it for p in parts for it in p.iterations]
+        summary = summarize(reqs, iters, max(p.duration_s for p in parts))
         row = {**{k: v for k, v in dataclasses.asdict(run).items()
                   if k not in ("name", "cuda_graphs", "input_len", "output_len")},
                "warm_shapes": engine.warmed_tokens,
-               "pin": pin_mode, "pin_cpus": ";".join(p[3] for p in parts),
+               "pin": pin_mode, "pin_cpus": ";".join(p.pin_cpus for p in parts),
                "input_len_spec": run.input_len, "output_len_spec": run.output_len,
                **settings, "cuda_graphs": int(engine.graphs is not None), **summary,
                "run_id": run.name, **{k: env.get(k, "") for k in ENV_COLS},
@@ -299,17 +299,17 @@ def main(argv=None) -> int:
         # clocks read right after the run, as real/bench does
         row["sm_clock_mhz"], row["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
         row.update(cpu_info())
-        row.update(probe_columns([{k: v for k, v in p[4].items() if k != "pause"} for p in parts]))
-        row.update(pause_columns([p[4].get("pause", {}) for p in parts]))
+        row.update(probe_columns([{k: v for k, v in p.probes.items() if k != "pause"} for p in parts]))
+        row.update(pause_columns([p.probes.get("pause", {}) for p in parts]))
         records.row("serve_load", row)
         for r in reqs:
             records.row("serve_requests", r)
         for it in iters:
             records.row("serve_iterations", it)
         for p in parts:
-            for r in p[5]:
+            for r in p.stall_rows:
                 records.row("serve_stalls", r)
-            for r in p[6]:
+            for r in p.host_rows:
                 records.row("serve_hostrun", r)
         records.flush()
         done.append(run.name)

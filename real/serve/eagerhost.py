@@ -35,11 +35,10 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from real.bench.device import environment
+from real.bench.device import cuda_pci_bus_id, environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.model import build_model
-from real.serve.cli import _nccl_version, _pci_bus_id
 from real.serve.engine import Engine, EngineConfig, Request
 from real.serve.hostpin import apply_pin
 from real.serve.hostspeed import PROBE_KEYS, probe
@@ -90,8 +89,9 @@ class Driver:
             self.engine.add(Request(self.next_id, 0.0, prompt, output_len))
             self.next_id += 1
 
-    def run(self, prompts: int, tokens: int, decode_rows: int):
-        """(setup iteration record or None, measured iteration record) of one composition."""
+    def _prepare(self, prompts: int, tokens: int, decode_rows: int):
+        """The engine reset, `decode_rows` requests set decoding (their setup iteration run: its record, or None
+        without decode rows), then `prompts` requests of `tokens` added: the next step is the composition's."""
         e = self.engine
         e.reset(e.clock())
         setup = None
@@ -99,7 +99,12 @@ class Driver:
             self._add(decode_rows, self.setup_prompt, self.setup_output)
             setup = e.step()
         self._add(prompts, tokens, 2)
-        rec = e.step()
+        return setup
+
+    def run(self, prompts: int, tokens: int, decode_rows: int):
+        """(setup iteration record or None, measured iteration record) of one composition."""
+        setup = self._prepare(prompts, tokens, decode_rows)
+        rec = self.engine.step()
         if rec.prefill_seqs != prompts or rec.decode_seqs != decode_rows:
             raise RuntimeError(f"{label(prompts, tokens, decode_rows)}: the engine scheduled {rec.prefill_seqs} "
                                f"chunks beside {rec.decode_seqs} decode rows")
@@ -107,14 +112,9 @@ class Driver:
 
     def count_ops(self, prompts: int, tokens: int, decode_rows: int) -> int:
         """The aten operators one measured step of the composition dispatches (not timed)."""
-        e = self.engine
-        e.reset(e.clock())
-        if decode_rows:
-            self._add(decode_rows, self.setup_prompt, self.setup_output)
-            e.step()
-        self._add(prompts, tokens, 2)
+        self._prepare(prompts, tokens, decode_rows)
         with OpCounter() as c:
-            e.step()
+            self.engine.step()
         return c.count
 
 
@@ -138,9 +138,9 @@ def main(argv=None) -> int:
     dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
     cpus = apply_pin("core", 0, 1, 0 if use_cuda else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    tel = Telemetry(0, _pci_bus_id(dev) if use_cuda else None)
+    tel = Telemetry(0, cuda_pci_bus_id(dev) if use_cuda else None)
     env = environment(dev, tel)
-    env["nccl_version"] = _nccl_version() if use_cuda else ""
+    env["nccl_version"] = nccl_version() if use_cuda else ""
     f = (args.out / "eager_host.csv").open("w", newline="")
     w = csv.DictWriter(f, fieldnames=COLS)
     w.writeheader()

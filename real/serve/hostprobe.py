@@ -50,7 +50,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import real.model as model_mod
 
-from real.bench.device import environment
+from real.bench.device import environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.model import build_model
@@ -164,7 +164,7 @@ def run(args) -> int:
     engine.timing = True
     tel = Telemetry(local_rank)
     env = environment(dev, tel)
-    env["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if use_cuda else ""
+    env["nccl_version"] = nccl_version() if use_cuda else ""
     env["num_gpus"] = world if use_cuda else 0
     env["timestamp_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     envcols = {k: env.get(k, "") for k in ENV_COLS} | {"nccl_version": env["nccl_version"], "num_gpus": env["num_gpus"]}

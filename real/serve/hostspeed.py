@@ -46,11 +46,11 @@ PROBE_WINDOW_S = 0.04     # each measure runs at least this long (a 3 ms time sl
 PROBE_MAX_REPS = 2000     # and at most this many chains / passes (bounded on any host)
 
 
-def _window(one, window_s: float) -> tuple[float, float]:
+def run_window(one, window_s: float, max_reps: int = PROBE_MAX_REPS) -> tuple[float, float]:
     """Run `one()` (returns the host seconds of one repetition) until window_s of them have passed
-    (at most PROBE_MAX_REPS): (total / count, median)."""
+    (at most max_reps): (total / count, median)."""
     times, total = [], 0.0
-    while total < window_s and len(times) < PROBE_MAX_REPS:
+    while total < window_s and len(times) < max_reps:
         t = one()
         times.append(t)
         total += t
@@ -76,7 +76,7 @@ def launch_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[f
     with torch.no_grad():
         _chain(x)   # first calls out of the window
         synchronize(dev)
-        mean, p50 = _window(one, window_s)
+        mean, p50 = run_window(one, window_s)
     return mean / PROBE_CHAIN, p50 / PROBE_CHAIN
 
 
@@ -124,13 +124,13 @@ def graph_probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> tuple[fl
         return t
     g.replay()
     synchronize(dev)
-    return _window(one, window_s)
+    return run_window(one, window_s)
 
 
 def py_probe(window_s: float = PROBE_WINDOW_S) -> tuple[float, float]:
     """(mean, median) seconds of one pass of hostprobe.cpu_probe's pure-Python loop."""
     cpu_probe()
-    return _window(cpu_probe, window_s)
+    return run_window(cpu_probe, window_s)
 
 
 def probe(dev: torch.device, window_s: float = PROBE_WINDOW_S) -> dict:

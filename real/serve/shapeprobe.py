@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from real.bench.device import environment
+from real.bench.device import environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
 from real.model import GROUP_ALIGN, build_model
@@ -186,7 +186,7 @@ def env_columns(dev, use_cuda: bool) -> dict:
     cols = {k: env.get(k, "") for k in ENV_COLS}
     if tel.available:
         cols["sm_clock_mhz"], cols["mem_clock_mhz"] = tel.sm_clock_mhz(), tel.mem_clock_mhz()
-    cols["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if use_cuda else ""
+    cols["nccl_version"] = nccl_version() if use_cuda else ""
     cols["num_gpus"] = 1 if use_cuda else 0
     return cols
 

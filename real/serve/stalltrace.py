@@ -64,6 +64,24 @@ def parse_schedstat(text: str) -> tuple[float, float, int]:
     return run_ns / 1e9, wait_ns / 1e9, slices
 
 
+def open_readonly(path: str) -> int | None:
+    """A file descriptor kept open for pread (a /proc file re-read every iteration); None where there is none."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def read_run_delay_s(schedstat_fd: int | None) -> float:
+    """The calling thread's run delay so far (schedstat's wait time), 0 without /proc/thread-self/schedstat."""
+    return parse_schedstat(os.pread(schedstat_fd, 256, 0).decode())[1] if schedstat_fd is not None else 0.0
+
+
+def thread_rusage():
+    """getrusage of the calling thread (of the process where the OS has no per-thread figures)."""
+    return resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+
+
 class GcLog:
     """Python's cyclic collections as (start, stop, generation), from gc.callbacks while installed."""
 
@@ -94,17 +112,10 @@ class HostCounters:
         self.cuda = device.type == "cuda"
         self.gc = GcLog(clock)
         self.gc.install()
-        self._schedstat = self._open("/proc/thread-self/schedstat")
-        self._stat = self._open("/proc/stat")
+        self._schedstat = open_readonly("/proc/thread-self/schedstat")
+        self._stat = open_readonly("/proc/stat")
         self.last: dict | None = None
         self.rows: list[dict] = []  # one per iteration: records.STALL_COLS but run_id and rank
-
-    @staticmethod
-    def _open(path: str):
-        try:
-            return os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
 
     def _pread(self, fd, size: int = 1 << 16) -> str:
         return os.pread(fd, size, 0).decode() if fd is not None else ""
@@ -112,12 +123,11 @@ class HostCounters:
     def thread_now(self) -> tuple[float, float, int, int]:
         """(thread CPU s, run delay s, involuntary, voluntary context switches) of the calling thread now: the pause
         probe's per-chain reading (hostspeed.pause_probe)."""
-        ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
-        delay = parse_schedstat(self._pread(self._schedstat, 256))[1] if self._schedstat is not None else 0.0
-        return time.thread_time(), delay, ru.ru_nivcsw, ru.ru_nvcsw
+        ru = thread_rusage()
+        return time.thread_time(), read_run_delay_s(self._schedstat), ru.ru_nivcsw, ru.ru_nvcsw
 
     def snapshot(self) -> dict:
-        ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+        ru = thread_rusage()
         snap = {"t": self.clock(), "thread_cpu_s": time.thread_time(), "thread_user_s": ru.ru_utime,
                 "thread_sys_s": ru.ru_stime, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
                 "minflt": ru.ru_minflt, "majflt": ru.ru_majflt, "gc_n": len(self.gc.events)}
@@ -154,15 +164,16 @@ class HostCounters:
         self.rows, self.last = [], None
         self.gc.events.clear()
 
-    def delta(self, a: dict, b: dict) -> dict:
-        events = self.gc.events[a["gc_n"]:b["gc_n"]]
-        row = {"iteration": a["iteration"], "span_s": b["t"] - a["t"], "cpu": a["cpu"],
+    def delta(self, before: dict, after: dict) -> dict:
+        """An iteration's row: the counters' change between its snapshot and the next."""
+        events = self.gc.events[before["gc_n"]:after["gc_n"]]
+        row = {"iteration": before["iteration"], "span_s": after["t"] - before["t"], "cpu": before["cpu"],
                "gc_count": len(events), "gc_s": sum(s - t for t, s, _ in events),
                "gc_max_gen": max((g for *_, g in events), default=-1),
                "gc_gen2_s": sum(s - t for t, s, g in events if g == 2)}
         for k in ("thread_cpu_s", "thread_user_s", "thread_sys_s", "run_delay_s", "timeslices", "nvcsw", "nivcsw", "minflt", "majflt",
                   "cpu_steal_s", "cpu_irq_s", "cpu_softirq_s", *(CUDA_KEYS if self.cuda else ())):
-            row[k] = b[k] - a[k]
+            row[k] = after[k] - before[k]
         return row
 
     def close(self) -> None:
@@ -265,10 +276,9 @@ def hiccups(cpu: int, window_s: float, min_gap_s: float = HICCUP_MIN_S) -> dict:
     the CPU's steal over the window (HICCUP_COLS). Pure Python: no kernel launch, no allocation to speak of."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, [cpu])
-    sched = HostCounters._open("/proc/thread-self/schedstat")
-    read_sched = lambda: parse_schedstat(os.pread(sched, 256, 0).decode())[1] if sched is not None else 0.0  # noqa: E731
+    sched = open_readonly("/proc/thread-self/schedstat")
     steal = lambda: read_proc_stat_cpu(_read("/proc/stat"), cpu)[0]  # noqa: E731
-    ru0, s0, d0, c0 = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)), steal(), read_sched(), time.thread_time()
+    ru0, s0, d0, c0 = thread_rusage(), steal(), read_run_delay_s(sched), time.thread_time()
     clock = time.perf_counter
     gaps, reads = [], 0
     t0 = last = clock()
@@ -279,10 +289,10 @@ def hiccups(cpu: int, window_s: float, min_gap_s: float = HICCUP_MIN_S) -> dict:
         if now - last >= min_gap_s:
             gaps.append(now - last)
         last = now
-    ru1 = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+    ru1 = thread_rusage()
     out = {"cpu": cpu, "window_s": last - t0, "reads": reads, "hiccups": len(gaps), "hiccup_s": sum(gaps),
            "max_hiccup_s": max(gaps, default=0.0), "thread_cpu_s": time.thread_time() - c0,
-           "run_delay_s": read_sched() - d0, "nivcsw": ru1.ru_nivcsw - ru0.ru_nivcsw, "nvcsw": ru1.ru_nvcsw - ru0.ru_nvcsw,
+           "run_delay_s": read_run_delay_s(sched) - d0, "nivcsw": ru1.ru_nivcsw - ru0.ru_nivcsw, "nvcsw": ru1.ru_nvcsw - ru0.ru_nvcsw,
            "cpu_steal_s": steal() - s0, "sizes_s": ";".join(f"{g:.6g}" for g in gaps)}
     if sched is not None:
         os.close(sched)

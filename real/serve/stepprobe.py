@@ -23,29 +23,17 @@ time-sliced core reads its average share), the device synchronised between repet
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from real.serve.hostspeed import launch_probe, py_probe
+from real.serve.hostspeed import launch_probe, py_probe, run_window
 from real.sync import synchronize
 
-PROBE_MAX_REPS = 5000
+PROBE_MAX_REPS = 5000   # a candidate's repetitions a window at most (hostspeed's probes stop at 2000)
 MIX_OPS = 27   # torch calls in one _mix_once, views and in-place ops counted (the comments' counts)
-
-
-def _window(one, window_s: float) -> tuple[float, float]:
-    """Run `one()` (host seconds of one repetition) until window_s of them have passed (at most PROBE_MAX_REPS):
-    (total / count, median)."""
-    times, total = [], 0.0
-    while total < window_s and len(times) < PROBE_MAX_REPS:
-        t = one()
-        times.append(t)
-        total += t
-    return total / len(times), statistics.median(times)
 
 
 def _timed(fn, dev: torch.device):
@@ -104,7 +92,7 @@ def mix_probe(dev: torch.device, window_s: float, n: int = 256) -> tuple[float, 
     with torch.no_grad():
         _mix_once(t)   # first calls out of the window
         synchronize(dev)
-        mean, p50 = _window(_timed(lambda: _mix_once(t), dev), window_s)
+        mean, p50 = run_window(_timed(lambda: _mix_once(t), dev), window_s, PROBE_MAX_REPS)
     return mean / MIX_OPS, p50 / MIX_OPS
 
 
@@ -114,7 +102,7 @@ def cpuop_probe(window_s: float) -> tuple[float, float]:
     t = _MixInputs(cpu, 4)
     with torch.no_grad():
         _mix_once(t)
-        mean, p50 = _window(_timed(lambda: _mix_once(t), cpu), window_s)
+        mean, p50 = run_window(_timed(lambda: _mix_once(t), cpu), window_s, PROBE_MAX_REPS)
     return mean / MIX_OPS, p50 / MIX_OPS
 
 
@@ -171,7 +159,7 @@ def refmodel_probe(dev: torch.device, window_s: float) -> tuple[float, float]:
     with torch.no_grad():
         model(token, kv)
         synchronize(dev)
-        return _window(_timed(lambda: model(token, kv), dev), window_s)
+        return run_window(_timed(lambda: model(token, kv), dev), window_s, PROBE_MAX_REPS)
 
 
 CANDIDATES = ("launch_3ms", "launch", "mix", "refmodel", "cpuop", "py")
@@ -206,13 +194,13 @@ def each_probers(dev: torch.device) -> dict:
     def per_op(inputs, where):
         def run(window_s):
             with torch.no_grad():
-                mean, p50 = _window(_timed(lambda: _mix_once(inputs), where), window_s)
+                mean, p50 = run_window(_timed(lambda: _mix_once(inputs), where), window_s, PROBE_MAX_REPS)
             return mean / MIX_OPS, p50 / MIX_OPS
         return run
 
     def ref(window_s):
         with torch.no_grad():
-            return _window(_timed(lambda: model(token, kv), dev), window_s)
+            return run_window(_timed(lambda: model(token, kv), dev), window_s, PROBE_MAX_REPS)
 
     with torch.no_grad():   # first calls of each, out of every window
         _mix_once(mix_inputs)

@@ -12,6 +12,7 @@ import math
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB
 from twin.planning.result import reason_examples
+from twin.planning.serving import nodes_of, pool_instances
 from twin.serving.run import PUBLISHED_MODEL
 from twin.serving.simulate import holds_steady_window
 
@@ -376,11 +377,11 @@ def serving_capacity_summary(out) -> str:
 def _layout_text(b, out) -> str:
     """A deployment in a planner's units: GPUs, nodes, instances, and a split's prefill-to-decode ratio ("336: 40
     prefill + 296 decode", GPUs alone, until s24srvwalk)."""
-    nodes = plural(-(-b.num_gpus // out.gpus_per_node), "node")
+    nodes = plural(nodes_of(b.num_gpus, out.gpus_per_node), "node")
     if b.layout == "co-located":
         n = b.num_gpus // out.instance_gpus
         return f"{b.num_gpus:,}: {plural(n, 'co-located instance')} ({nodes}; prefill and decode on the same GPUs)"
-    p, d = b.prefill_gpus // (out.prefill_instance_gpus or out.instance_gpus), b.decode_gpus // out.instance_gpus
+    p, d = pool_instances(b.prefill_gpus, b.decode_gpus, out.instance_gpus, out.prefill_instance_gpus)
     ratio = f", P:D 1:{d / p:.3g}" if p else ""
     return (f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode GPUs ({nodes}; {p:,} prefill and "
             f"{d:,} decode instance{'s' if d != 1 else ''}{ratio})")

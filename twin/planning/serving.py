@@ -120,6 +120,18 @@ class ServingPlanResult:
     prefill_instance_gpus: int = 0            # GPUs of a prefill instance (serve.prefill_ep, else instance_gpus)
 
 
+def nodes_of(num_gpus: int, gpus_per_node: int) -> int:
+    """Nodes a deployment of num_gpus GPUs takes (a part-filled node counts whole)."""
+    return -(-num_gpus // gpus_per_node)
+
+
+def pool_instances(prefill_gpus: int, decode_gpus: int, instance_gpus: int,
+                   prefill_instance_gpus: int | None = 0) -> tuple[int, int]:
+    """(prefill instances, decode instances) of a disaggregated deployment: a decode instance is instance_gpus GPUs,
+    a prefill instance prefill_instance_gpus (0 or None: instance_gpus too, as in a result.json before s24srvwalk)."""
+    return prefill_gpus // (prefill_instance_gpus or instance_gpus), decode_gpus // instance_gpus
+
+
 def steady_requests(rate_per_s: float, lifetime_s: float) -> int:
     """Requests whose arrivals at `rate_per_s` span STEADY_LIFETIMES request lifetimes (at least
     SLO_REQUESTS). Example: R1 on HGX H200 within TPOT 50 ms lives 51.2 s (a 59 ms prompt, then 1,023
