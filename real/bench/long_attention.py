@@ -23,7 +23,6 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 from real.bench.device import free_memory
 from real.bench.nccl import log, stats
@@ -74,6 +73,7 @@ def attention_fns(H: int, K: int, E: int, q_len: int, kv_len: int, mask: str, de
     xk, xv = (torch.randn(batch, kv_len, K, E, generator=g, device=dev, dtype=torch.bfloat16).requires_grad_()
               for _ in range(2))
     gy = torch.randn(batch, H, q_len, E, generator=g, device=dev, dtype=torch.bfloat16)
+    from torch.nn.attention.bias import causal_lower_right   # lazy: the module imports torch._dynamo (~1.1 s of CPU), which real.bench.cli must not
     bias = causal_lower_right(q_len, kv_len) if mask == "lower_right" else None
 
     def fwd():
