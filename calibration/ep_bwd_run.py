@@ -34,6 +34,13 @@ import calibration.pipeline as pipe
 from calibration import prereg
 from calibration.predict import EpBwdTokensCall, gpu_spec
 from calibration.records_io import csv_exists, read_csv
+from twin.core.specs import get_model
+
+# Amendment A1 (docs/notes/s24bwd3_rule.md, committed after the first delivery's figures were seen, before any
+# later run): the fitting step's launches counted on its routed op lists, as the held-out steps are priced (the
+# first version counted balanced lists: bench-small-8l's routed lists carry 1,082 launches a backward + forward
+# against 921, so its rate was solved over too few launches and its held-out backwards over-priced ~17%)
+ADOPT_ROUTED_FIT_COUNTS = True
 
 STEP_KEYS = ["bench", "model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs",
              "seq_len", "precision", "num_layers"]
@@ -48,18 +55,28 @@ def _num_layers(folder: Path, model: str) -> int:
     return int(steps.loc[steps["model"] == model, "num_layers"].iloc[0])
 
 
-def fit_bwd_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile) -> dict[int, float]:
+def fit_bwd_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile,
+                  routing: pd.DataFrame | None = None) -> dict[int, float]:
     """{rank: the median over its level (host-bound) fitting EP2 BW ops of (host interval - nodes * EP_BWD_A2A_CALL_S)
-    / (launches - nodes)} of pipeline_ops (or pipeline_host) rows; a rank without such an op is absent."""
+    / (launches - nodes)} of pipeline_ops (or pipeline_host) rows; a rank without such an op is absent.
+    `routing` (the part's pipeline_routing rows): under ADOPT_ROUTED_FIT_COUNTS (amendment A1) the launches are
+    counted on the op lists the held-out steps are priced on, each MoE layer at the fitting step's most loaded
+    EP rank's rows (pipeline.ep_layer_rows); balanced otherwise."""
     bw = ops[(ops["split"] == "fit") & (ops["pp"] == 1) & (ops["ep"] == 2) & (ops["kind"] == "BW")]
     level = ((bw["start_s"] - bw["host_start_s"]) <= pipe.HOST_CLEAN_LEAD_S) & (
         (bw["end_s"] - bw["host_end_s"]) <= pipe.HOST_CLEAN_LEAD_S)
     bw = bw[level]
     out: dict[int, list[float]] = {}
-    for (model, B, S, label), g in bw.groupby(["model", "micro_batch_seqs", "seq_len", "precision"]):
+    for (model, B, S, label, n), g in bw.groupby(["model", "micro_batch_seqs", "seq_len", "precision",
+                                                  "num_microbatches"]):
         spec = pipe._spec_of({"model": model, "num_layers": num_layers})
+        ep_rows = {}
+        if ADOPT_ROUTED_FIT_COUNTS and routing is not None:
+            fit_row = pd.Series({"model": model, "pp": 1, "ep": 2, "num_microbatches": n, "micro_batch_seqs": B,
+                                 "seq_len": S, "precision": label, "schedule": "1f1b", "num_layers": num_layers})
+            ep_rows = pipe.ep_layer_rows(routing, fit_row, get_model(str(model)).top_k)
         so = pipe.stage_ops(spec, range(spec.num_layers), True, True, int(B), int(S), str(label), gpu_spec(gpu),
-                            profile, 2)
+                            profile, 2, ep_rows=ep_rows)
         nodes = sum(isinstance(o, EpBwdTokensCall) for o in so.b)
         launches = _launches(so.b) + _launches(so.w)
         host_s = g["host_end_s"] - g["host_start_s"]
@@ -75,7 +92,8 @@ def run_bwd_host_s(folder: Path, gpu: str, profile) -> float | None:
     folder = Path(folder)
     ops = read_csv(folder / "pipeline_ops.csv")
     models = ops["model"].unique()
-    rates = fit_bwd_rates(ops, _num_layers(folder, str(models[0])), gpu, profile) if len(models) == 1 else {}
+    routing = read_csv(folder / "pipeline_routing.csv") if csv_exists(folder / "pipeline_routing.csv") else None
+    rates = fit_bwd_rates(ops, _num_layers(folder, str(models[0])), gpu, profile, routing) if len(models) == 1 else {}
     return max(rates.values()) if rates else None
 
 
