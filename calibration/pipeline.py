@@ -363,13 +363,27 @@ def ep_bwd_host(host: dict, gpu: str, ep: int) -> tuple[float | None, float | No
     """(B rate, W rate, the backward's EP terms) an EP stage's backward op lists take under
     ADOPT_EP_BWD_HOST: the host dict's measured "bwd" / "wgrad", each missing one at EP_BWD_HOST_S[gpu]
     (where known), and the all-to-all nodes' term; the host dict's rates and no terms with the switch
-    off or ep == 1."""
+    off or ep == 1. Under ADOPT_EP_BWD_RUN_HOST (s24bwd3) a host dict carrying EP_BWD_RUN_KEY gives both
+    rates from it, with the node term, whatever ADOPT_EP_BWD_HOST says."""
     bwd, wgrad = host.get("bwd"), host.get("wgrad")
+    run_s = host.get(EP_BWD_RUN_KEY)
+    if ADOPT_EP_BWD_RUN_HOST and ep > 1 and run_s is not None:   # s24bwd3: the run's own input
+        return run_s, run_s, {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S}
     if not ADOPT_EP_BWD_HOST or ep <= 1:
         return bwd, wgrad, {}
     carried = EP_BWD_HOST_S.get(gpu)
     return (carried if bwd is None else bwd, carried if wgrad is None else wgrad,
             {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S})
+
+
+# s24bwd3 (docs/notes/s24bwd3_rule.md, the rule committed before the fresh run): the EP backward's host
+# as an input of the run it predicts. A host dict carrying EP_BWD_RUN_KEY (calibration.ep_bwd_run
+# .run_bwd_host_s: the run's own PP2 fitting backwards, host seconds a launch on the slower PP2 rank)
+# gives, with the switch on, an EP stage's (ep > 1) backward op lists (B and W) that rate and s23bwd2's
+# all-to-all node term (a); without the key nothing changes (no committed folder's host dict carries it:
+# only calibration.ep_bwd_run's pricing of a fresh run adds it).
+ADOPT_EP_BWD_RUN_HOST = False
+EP_BWD_RUN_KEY = "bwd_ep_run"
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a

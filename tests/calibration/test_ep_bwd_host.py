@@ -99,7 +99,12 @@ def test_a2_a_backward_rate_is_solved_with_the_nodes_at_their_term(profile, swit
     assert pipe.solved_host_rate_s(b, lead_s, interval_s, 0.0, None) > rate_s   # off: the nodes spread in
 
 
-FRESH_RUN = rec.MEASUREMENTS_DIR / "h200x2" / "s23bwd2_20261128_0124"   # the rule's fresh run (2xH200 substitute)
+H200X2 = rec.MEASUREMENTS_DIR / "h200x2"
+# the rule's fresh runs, both 2xH200 substitutes (the rule designates 2xH100): session 23's (01:24 UTC) and a second
+# host's (session 24, 02:37 UTC; the lead's rerun of s23bwd2.sh at aae9ea0)
+FRESH_RUNS = ("s23bwd2_20261128_0124", "s23bwd2_20261128_0237")
+# the second host's run a minute earlier (02:36 UTC), of which only bench-small-2k came back: a same-host repeat
+REPEAT_RUN = "s23bwd2_20261128_0236"
 
 
 @pytest.fixture(scope="module")
@@ -108,36 +113,58 @@ def fresh_inputs():
     return {"h200": prereg.two_gpu_inputs("h200")}
 
 
-def _fresh_errors(fresh_inputs, on: bool) -> pd.DataFrame:
+def _fresh_errors(fresh_inputs, on: bool, run: str = FRESH_RUNS[0]) -> pd.DataFrame:
     """The fresh EP2 steps (split holdout) priced as the rule's `committed` (prereg.predict_ep at the run's routing)."""
     old, pipe.ADOPT_EP_BWD_HOST = pipe.ADOPT_EP_BWD_HOST, on
     try:
         out = []
-        for part in sorted(p for p in FRESH_RUN.iterdir() if p.is_dir()):
+        for part in sorted(p for p in (H200X2 / run).iterdir() if p.is_dir()):
             steps = read_csv(part / "pipeline_step.csv")
             steps = steps[(steps["split"] == "holdout") & (steps["bench"] == "ep_step")]
             rows = [{"gpu": "h200", **r} for r in steps.to_dict("records")]
             pred = prereg.predict_ep(rows, routing=read_csv(part / "pipeline_routing.csv"), inputs=fresh_inputs)
-            out.append(pd.DataFrame({"model": steps["model"].to_numpy(),
+            out.append(pd.DataFrame({"model": steps["model"].to_numpy(), "part": part.name,
+                                     "n": steps["num_microbatches"].to_numpy(),
+                                     "measured_s": steps["time_s"].to_numpy(),
                                      "err": pred["predicted_s"].to_numpy() / steps["time_s"].to_numpy() - 1}))
         return pd.concat(out, ignore_index=True)
     finally:
         pipe.ADOPT_EP_BWD_HOST = old
 
 
-def test_on_the_fresh_bench_small_steps_move_toward_the_records(fresh_inputs):
-    """F3 (reported on the 2xH200 substitute): the all-to-all node term, the only part that applies on H200 (the
-    h200x2 folder measures its own backward rate), lowers the fresh bench-small rows' median |error|."""
-    off, on = _fresh_errors(fresh_inputs, False), _fresh_errors(fresh_inputs, True)
+@pytest.mark.parametrize("run", FRESH_RUNS)
+def test_on_the_fresh_bench_small_steps_move_toward_the_records(fresh_inputs, run):
+    """F3 (reported on the 2xH200 substitutes): the all-to-all node term, the only part that applies on H200 (the
+    h200x2 folder measures its own backward rate), lowers the fresh bench-small rows' median |error| (first host
+    14.98 -> 10.74%, second 11.34 -> 8.78%)."""
+    off, on = _fresh_errors(fresh_inputs, False, run), _fresh_errors(fresh_inputs, True, run)
     assert len(off) == 9
     small = off["model"] == "bench-small"
     assert on.loc[small, "err"].abs().median() < off.loc[small, "err"].abs().median()
     assert (on.loc[~small, "err"] == off.loc[~small, "err"]).all()     # the GPU-bound control does not move
 
 
-@pytest.mark.xfail(strict=True, reason="s23bwd2 fresh EP2 steps (2xH200 substitute, switch off as on main): median "
-                   "4.06%, P90 20.45% (bench-small 2 x 1,024 -20.2 to -20.8%); with ADOPT_EP_BWD_HOST 4.90 / 16.43%, "
-                   "bench-small 6 layers n 1 +5.3%: issue 13's ep_step target (5% / 10%) missed")
-def test_the_fresh_steps_meet_issue13_target(fresh_inputs):
-    err = _fresh_errors(fresh_inputs, pipe.ADOPT_EP_BWD_HOST)["err"].abs()
+@pytest.mark.parametrize("run", [
+    pytest.param(FRESH_RUNS[0], marks=pytest.mark.xfail(strict=True, reason=(
+        "s23bwd2 fresh EP2 steps, first 2xH200 host (switch off as on main): median 4.06%, P90 20.45% (bench-small "
+        "2 x 1,024 -20.2 to -20.8%); with ADOPT_EP_BWD_HOST 4.90 / 16.43%, bench-small 6 layers n 1 +5.3%: issue "
+        "13's ep_step target (5% / 10%) missed"))),
+    pytest.param(FRESH_RUNS[1], marks=pytest.mark.xfail(strict=True, reason=(
+        "s23bwd2 fresh EP2 steps, second 2xH200 host (switch off as on main): median 5.66%, P90 20.60% (bench-small "
+        "2 x 1,024 -17.0 to -21.5%); with ADOPT_EP_BWD_HOST 2.85 / 16.58%, bench-small 6 layers n 2 +4.7%: issue "
+        "13's ep_step target (5% / 10%) missed")))])
+def test_the_fresh_steps_meet_issue13_target(fresh_inputs, run):
+    err = _fresh_errors(fresh_inputs, pipe.ADOPT_EP_BWD_HOST, run)["err"].abs()
     assert err.median() <= 0.05 and np.percentile(err, 90) <= 0.10, err.to_list()
+
+
+def test_the_second_hosts_repeat_agrees_and_the_miss_is_not_run_noise(fresh_inputs):
+    """The second host's bench-small-2k, run twice a minute apart (REPEAT_RUN, FRESH_RUNS[1]): each step within 5%
+    of the other (measured: +2.1, -3.5, +0.5%), and both runs under-predicted by more than 10% (switch off: the
+    repeat -22.0 / -18.7 / -17.4%, -20.4 / -21.5 / -17.0%), as on the first host: the miss is the host's, not noise."""
+    rep = _fresh_errors(fresh_inputs, False, REPEAT_RUN)
+    main = _fresh_errors(fresh_inputs, False, FRESH_RUNS[1])
+    main = main[main["part"] == "bench-small-2k"]
+    assert list(rep["n"]) == list(main["n"]) == [1, 2, 4]
+    assert np.all(np.abs(rep["measured_s"].to_numpy() / main["measured_s"].to_numpy() - 1) < 0.05)
+    assert (rep["err"] < -0.10).all() and (main["err"] < -0.10).all()
