@@ -32,6 +32,7 @@ import pandas as pd
 
 import calibration.pipeline as pipe
 from calibration import prereg
+from calibration.ep_postsync import error_line
 from calibration.predict import EpBwdTokensCall, gpu_spec
 from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import get_model
@@ -126,7 +127,6 @@ def run_table(run: Path, gpu: str, inputs: tuple | None = None) -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    from calibration.ep_postsync import error_line
     run, gpu = Path(argv[0]), argv[1]
     inputs = prereg.two_gpu_inputs(gpu)
     pd.set_option("display.width", 200)
