@@ -27,12 +27,11 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from real.configs import get_spec, replace
 from real.model import build_model
 from real.serve.engine import Engine, EngineConfig
-from real.serve.eagerhost import Driver
+from real.serve.eagerhost import Driver, OpCounter
 from real.serve.plans import GPU1
 
 # (prompts, tokens each, decode rows): enough to solve the structure and check it
@@ -45,19 +44,18 @@ FIELDS = ("pre_ops", "pre_ops_per_chunk", "pre_ops_per_row", "pre_ops_decode", "
           "head_gemm_at")
 
 
-class SegmentCounter(TorchDispatchMode):
-    """Counts aten operators; `marks` holds (label, count so far) at each segment start."""
+class SegmentCounter(OpCounter):
+    """eagerhost's operator count, with each operator's name and `marks`: (label, count so far) at each
+    segment start."""
 
     def __init__(self):
         super().__init__()
-        self.count = 0
         self.marks: list[tuple[str, int]] = []
         self.names: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
         self.names.append(func.__name__)
-        return func(*args, **(kwargs or {}))
+        return super().__torch_dispatch__(func, types, args, kwargs)
 
 
 def shrunk(spec, full: bool = False):
