@@ -17,27 +17,29 @@ Two different sorts run in real/'s MoE layer, with two different size cliffs:
   not apply. cub's own dispatch (cub/device/dispatch/dispatch_radix_sort.cuh) runs one single-tile
   kernel when the items fit one tile: SingleTilePolicy 256 threads x 19 items nominal for 4-byte
   keys, scaled to 9 items for 8-byte (int64) keys and values: 2,304 items; above that the onesweep
-  passes. CUB_SINGLE_TILE_ITEMS is that figure as read from the source, not measured here.
+  passes. predict.CUB_SINGLE_TILE_ITEMS is that figure as read from the source, not measured here.
+
+The twin's pricing of both: calibration.predict.sort_path_kernels (ADOPT_PER_SORT_FWD / _BWD).
 
 Nothing here is fitted. `sorts_near_cliff` lists the committed records whose sort counts lie near
 torch's threshold (docs/notes/s24sort_rule.md)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import calibration.predict as predict
 import calibration.records as rec
 from calibration.pipeline import ep_layer_rows
-from calibration.predict import SMALL_SORT_ELEMS
+from calibration.predict import CUB_SINGLE_TILE_ITEMS, SMALL_SORT_ELEMS
 from calibration.records_io import csv_exists, read_csv
+from calibration.split import split
+from calibration.validate import load_fitted_profile
 from twin.core.specs import get_model
-
-# cub DeviceRadixSort single-tile capacity for int64 key-value pairs (256 threads x 9 items): the
-# source's policy (see the module docstring), unmeasured
-CUB_SINGLE_TILE_ITEMS = 256 * 9
 
 NEAR_FRACTION = 0.10   # the brief's band: counts within +-10% of SMALL_SORT_ELEMS
 
@@ -153,11 +155,57 @@ def sorts_near_cliff(df: pd.DataFrame, fraction: float = NEAR_FRACTION) -> pd.Da
     return df[close].assign(crosses=crosses[close])
 
 
+@contextlib.contextmanager
+def per_sort_paths(fwd: bool, bwd: bool):
+    """predict.ADOPT_PER_SORT_FWD / _BWD set for the block, restored after."""
+    old = (predict.ADOPT_PER_SORT_FWD, predict.ADOPT_PER_SORT_BWD)
+    predict.ADOPT_PER_SORT_FWD, predict.ADOPT_PER_SORT_BWD = fwd, bwd
+    try:
+        yield
+    finally:
+        predict.ADOPT_PER_SORT_FWD, predict.ADOPT_PER_SORT_BWD = old
+
+
+def layer_rows_at_cliff(gpu: str) -> pd.DataFrame:
+    """The one-GPU moe_layer records whose routed rows are exactly SMALL_SORT_ELEMS (criterion S1's rows:
+    v3-slice-1l at 512 tokens x top-8), each predicted with (B) off and on."""
+    df = rec.load_records(gpu)
+    held = split(df)
+    df = df.assign(held_out=held)
+    df = df[df["bench"].isin(["moe_layer_fwd", "moe_layer_bwd"])]
+    top_k = df["model"].map(lambda m: get_model(str(m)).top_k)
+    df = df[df["tokens"].astype(int) * top_k == SMALL_SORT_ELEMS]
+    profile = load_fitted_profile(gpu, rec.load_records(gpu))[0]
+    out = []
+    for _, r in df.iterrows():
+        preds = {}
+        for label, on in (("off", False), ("on", True)):
+            with per_sort_paths(fwd=False, bwd=on):
+                preds[label] = float(predict.predict_s(r, predict.gpu_spec(gpu), profile))
+        out.append({"gpu": gpu, "name": r["name"], "bench": r["bench"], "held_out": bool(r["held_out"]),
+                    "measured_s": float(r["time_s"]), "predicted_s_off": preds["off"], "predicted_s_on": preds["on"],
+                    "rel_error_off": preds["off"] / float(r["time_s"]) - 1.0,
+                    "rel_error_on": preds["on"] / float(r["time_s"]) - 1.0})
+    return pd.DataFrame(out)
+
+
+def abs_summary(errors: pd.Series) -> tuple[float, float]:
+    """(median, P90) of |error|, in percent."""
+    a = errors.abs() * 100.0
+    return float(a.median()), float(a.quantile(0.9))
+
+
 def main(argv: list[str]) -> int:
-    del argv
-    near_rows = sorts_near_cliff(sort_counts())
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_colwidth", 60):
-        print(near_rows.to_string(index=False))
+        if argv and argv[0] == "s1":
+            for gpu in ("h100", "h200"):
+                t = layer_rows_at_cliff(gpu)
+                print(t.to_string(index=False))
+                for bench, g in t.groupby("bench"):
+                    print(gpu, bench, len(g), "off median/P90 %.2f / %.2f%%" % abs_summary(g["rel_error_off"]),
+                          "on %.2f / %.2f%%" % abs_summary(g["rel_error_on"]))
+            return 0
+        print(sorts_near_cliff(sort_counts()).to_string(index=False))
     return 0
 
 
