@@ -1,5 +1,7 @@
 """s24sort (docs/notes/s24sort_rule.md): each MoE sort takes the path of its own element count."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -128,3 +130,37 @@ def test_s2_the_8l_ep_forward_moves_toward_the_measured_forward_on_every_row():
     assert diffs[False] == [2.19, 4.83, 7.26, 5.53]
     assert diffs[True] == [-1.33, 1.31, 3.74, 2.01]
     assert all(abs(a) < abs(b) for a, b in zip(diffs[True], diffs[False]))
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_the_profiled_kernel_counts_show_the_forward_cliff_and_no_backward_cliff(gpu):
+    """Committed host_dispatch rows (profiled kernels a call, BF16, v3-slice-1l with 128 experts): at 512 tokens
+    (4,096 rows) the forward launches 35 kernels fewer than at 2,048 tokens, the backward 1 fewer: torch's argsort
+    threshold moves the forward only. The twin's missing kernels agree with (B) on and not with it off."""
+    from calibration.layer_gaps import net_kernels
+    from calibration.records_io import read_csv
+    from calibration.validate import load_fitted_profile
+    import calibration.records as rec
+    from twin.core.specs import get_model
+    from calibration.whole_step import balanced_counts
+    hd = read_csv(rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv")
+    hd = hd.assign(net=net_kernels(hd))
+
+    def measured(tokens, phase):
+        sel = hd[(hd["config"] == f"moe_layer v3-slice-1l t{tokens} e128 skew0") & (hd["phase"] == phase)
+                 & (hd["precision"] == "bf16")]
+        return float(sel["net"].iloc[-1])
+
+    assert measured(512, "fwd") - measured(2048, "fwd") == -35
+    assert measured(512, "bwd") - measured(2048, "bwd") == -1
+    profile = load_fitted_profile(gpu, rec.load_records(gpu))[0]
+    spec = dataclasses.replace(get_model("v3-slice-1l"), num_routed_experts=128)
+
+    def twin(tokens, bwd_on):
+        with S.per_sort_paths(fwd=True, bwd=bwd_on):
+            f, b = P.moe_layer_ops(spec, tokens, balanced_counts(spec, tokens), "bf16", P.gpu_spec(gpu), profile)
+        return len(f.ops), len(b.ops) + len(b.w_ops)
+
+    (f512, b512), (f2048, b2048) = twin(512, True), twin(2048, True)
+    assert f512 - f2048 == -35 and b512 - b2048 == 0
+    assert twin(512, False)[1] - twin(2048, False)[1] == -23   # the old pricing's backward cliff, not in the records
