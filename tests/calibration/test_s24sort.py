@@ -164,3 +164,24 @@ def test_the_profiled_kernel_counts_show_the_forward_cliff_and_no_backward_cliff
     (f512, b512), (f2048, b2048) = twin(512, True), twin(2048, True)
     assert f512 - f2048 == -35 and b512 - b2048 == 0
     assert twin(512, False)[1] - twin(2048, False)[1] == -23   # the old pricing's backward cliff, not in the records
+
+
+def test_the_h100_sweep_measures_both_cliffs_where_the_twin_puts_them():
+    """real/campaigns/s24sort.sh on one H100 (h100/s24sort_20261128_0424, torch 2.11.0+cu130): argsort (stable)
+    launches 5 device ops up to 4,096 elements and 22 (10 cub radix kernels, 10 memsets) from 4,097; index_put_
+    (accumulate) 13 (one single-tile kernel) up to 2,304 and 20 (4 radix kernels, 4 memsets) from 2,305: torch's
+    threshold (SMALL_SORT_ELEMS) and cub's tile (CUB_SINGLE_TILE_ITEMS) as read from the sources. Per argsort the
+    swap is 22 -> 5 (-17), the twin's per sort -41 / 2 + SMALL_SORT_KERNELS = -17.5."""
+    from calibration.records_io import read_csv
+    import calibration.records as rec
+    t = read_csv(rec.MEASUREMENTS_DIR / "h100" / "s24sort_20261128_0424" / "sort_sweep.csv")
+    assert set(t["gpu_name"]) == {"NVIDIA H100 80GB HBM3"} and set(t["torch_version"]) == {"2.11.0+cu130"}
+
+    def kernels(op, small):
+        s = t[t["op"] == op]
+        return set(s.loc[small(s["elems"]), "kernels"]), set(s.loc[~small(s["elems"]), "kernels"])
+
+    assert kernels("argsort", lambda n: n <= P.SMALL_SORT_ELEMS) == ({5.0}, {22.0})
+    assert kernels("index_put", lambda n: n <= P.CUB_SINGLE_TILE_ITEMS) == ({13.0}, {20.0})
+    assert t[(t["op"] == "argsort") & (t["elems"] == 4097)]["radix_kernels"].iloc[0] == 10
+    assert t[(t["op"] == "index_put") & (t["elems"] == 2304)]["radix_kernels"].iloc[0] == 1
