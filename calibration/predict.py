@@ -271,17 +271,40 @@ def attention_layer_ops(spec, batch: int, seq: int, label: str, gpu: GPUSpec, pr
 
 def moe_layer_ops(spec, tokens: int, counts, label: str, gpu: GPUSpec, profile: Profile,
                   split_weight_grads: bool = False, gate_grad: bool = False,
-                  token_side: bool = True, argsort_passes: bool = True) -> tuple["Eager", "Eager"]:
+                  token_side: bool = True, argsort_passes: bool = True,
+                  token_sort_elems: float | None = None) -> tuple["Eager", "Eager"]:
     """real/'s MoE layer (injected routing) forward and backward as it runs eagerly (_moe_ops plus
     Eager.missing_kernels); `gate_grad`: the routing weights come from the gate and take a
     gradient (a model's layer, not a layer record's injected routing); `token_side` False: the
     forward without the sort and un-sort of the (token, slot) rows (_moe_ops); `argsort_passes`:
-    _moe_ops's."""
+    _moe_ops's; `token_sort_elems`: an EP rank's own tokens x top-k (sort_path_kernels)."""
     f, b = _moe_ops(spec, tokens, counts, label, gpu, profile, split_weight_grads, gate_grad, token_side,
                     argsort_passes=argsort_passes)
-    f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k)
-    b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k)
+    f.missing_kernels("moe_layer_fwd", label, sort_elems=tokens * spec.top_k, token_sort_elems=token_sort_elems)
+    b.missing_kernels("moe_layer_bwd", label, sort_elems=tokens * spec.top_k, token_sort_elems=token_sort_elems)
     return f, b
+
+
+def sort_path_kernels(direction: str, missing: int, radix: int, sort_elems: float,
+                      token_sort_elems: float | None = None) -> tuple[int, int]:
+    """(missing kernels, radix kernels among them) of a MoE layer call once its sorts take their paths.
+    `sort_elems`: the layer's routed rows (an EP layer: the priced rank's received rows);
+    `token_sort_elems`: an EP rank's own tokens x top-k (its token-side argsorts), None: `sort_elems`.
+    Off (ADOPT_PER_SORT_FWD / _BWD): the whole layer, both directions, on torch's threshold at
+    `sort_elems` (3 small-sort kernels a sort, two sorts)."""
+    if direction == "bwd" and ADOPT_PER_SORT_BWD:
+        counts = (sort_elems, sort_elems if token_sort_elems is None else token_sort_elems)
+        if max(counts) <= CUB_SINGLE_TILE_ITEMS:
+            return max(0, missing - radix + INDEX_PUT_SORTS), 0
+        return missing, radix
+    if direction == "fwd" and ADOPT_PER_SORT_FWD:
+        counts = (sort_elems, sort_elems if token_sort_elems is None else token_sort_elems)
+        small = sum(1 for c in counts if c <= SMALL_SORT_ELEMS)
+        kept = int(round(radix * (FWD_ARGSORTS - small) / FWD_ARGSORTS))
+        return max(0, missing - (radix - kept) + small * SMALL_SORT_KERNELS), kept
+    if sort_elems <= SMALL_SORT_ELEMS:
+        return max(0, missing - radix + 2 * SMALL_SORT_KERNELS), 0
+    return missing, radix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +349,24 @@ ADOPT_GROUPED_LAYER_CLOCK = False
 # runs sortKeyValueInplace (after fillSliceWithIndex and a copy) instead of the radix sort
 SMALL_SORT_ELEMS = 4096
 SMALL_SORT_KERNELS = 3
+# s24sort (docs/notes/s24sort_rule.md, the rule committed before any figure under it): each sort takes
+# the path of its own element count. (F) the forward's two modelled argsorts split the layer's radix
+# kernels evenly, each on torch's threshold with its own count (an EP rank's token-side argsorts sort its
+# own tokens x top-k, the receive side its received rows: real/ep.py); (B) the backward's sorts are
+# index_put_'s cub radix_sort_pairs (Indexing.cu), which torch's threshold does not gate: its radix kernels
+# stay unless the rows fit cub's single tile (CUB_SINGLE_TILE_ITEMS), one kernel per index_put_ sort.
+# Both adopted by the rule: (B) S1, the 64 one-GPU moe_layer_bwd records at 4,096 rows, median |error| H100
+# 4.65 -> 3.87%, H200 3.47 -> 2.77%; (F) S2, the 8l EP2 forward a micro-batch closer on 4 of 4 rows; no other
+# validated row moves
+ADOPT_PER_SORT_FWD = True
+ADOPT_PER_SORT_BWD = True
+# cub DeviceRadixSort's single tile for int64 key-value pairs: SingleTilePolicy 256 threads x 19 items
+# for 4-byte keys, scaled to 9 items for 8-byte ones (cub/device/dispatch/dispatch_radix_sort.cuh
+# policies); read from the source, not measured
+CUB_SINGLE_TILE_ITEMS = 256 * 9
+# the MoE backward's index_put_ sorts: three histogram kernels in every profiled backward (kernels.csv)
+INDEX_PUT_SORTS = 3
+FWD_ARGSORTS = 2   # MoE.routed's argsort and argsort(order): the sorts the forward's radix kernels were measured on
 INT64_BYTES = 8   # argsort's keys (expert ids, orders) and its index output
 
 # real/fp8.py quantize_rowwise / quantize_1x128 / quantize_128x128: abs, amax, float (scale),
@@ -603,7 +644,8 @@ class Eager:
     def topk(self, rows: float, width: int, k: int) -> None:
         self.add("op", compute.topk_time_s(rows, width, k, self.gpu, self.profile))
 
-    def missing_kernels(self, layer_bench: str, label: str, sort_elems: float | None = None) -> None:
+    def missing_kernels(self, layer_bench: str, label: str, sort_elems: float | None = None,
+                        token_sort_elems: float | None = None) -> None:
         """real/'s eager layer as the kernel records show it (Profile.eager, measured by
         calibration.layer_gaps): the kernels it launches that the op list above does not name
         (argsort's radix passes and memsets, index bookkeeping, copies), spread evenly through the
@@ -615,10 +657,10 @@ class Eager:
         host = self.use_eager_host(direction)
         n = int(round(eager.get("extra_kernels", {}).get(f"{layer_bench}/{twin_precision(label)}", 0)))
         radix = int(round(eager.get("radix_sort_kernels", {}).get(layer_bench, 0.0)))
-        if sort_elems is not None and sort_elems <= SMALL_SORT_ELEMS and radix:
+        if sort_elems is not None and radix:
             # torch.sort/argsort of <= 4096 elements runs in place (fill indices, copy, one sort
-            # kernel: 3 a sort, the layer's two sorts) instead of cub's radix passes and memsets
-            n, radix = max(0, n - radix + 2 * SMALL_SORT_KERNELS), 0
+            # kernel: 3 a sort) instead of cub's radix passes and memsets (sort_path_kernels)
+            n, radix = sort_path_kernels(direction, n, radix, sort_elems, token_sort_elems)
         if n <= 0:
             return
         h = float(host) if host is not None else self.profile.host("op")

@@ -724,7 +724,7 @@ def ep_moe_ops(spec, T: int, world: int, rows_in: float, label: str, gpu: GPUSpe
     # the local layer's token-side sorts (kept while ADOPT_EP_LOCAL_EXPERTS_ONLY is off) are not
     # real/'s: its four argsorts are dispatch's and combine's, which take the radix passes
     lf, lb = moe_layer_ops(local, int(round(rows_in / K)), counts, label, gpu, profile, split_weight_grads, gate_grad,
-                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY, argsort_passes=False)
+                           token_side=not ADOPT_EP_LOCAL_EXPERTS_ONLY, argsort_passes=False, token_sort_elems=T * K)
     f = Eager(gpu, profile)
     _dispatch(f, T, K, D, world, rows_in, gpu)
     f.extend(lf)
