@@ -32,6 +32,7 @@ from twin.core.specs import get_model
 from twin.costs import compute
 from twin.costs.flops import OpKind, attention_ops, dense_ffn_ops, moe_ops, ExpertLoad
 from twin.serving import iteration as it
+from twin.serving.pipeline import is_moe_layer
 from twin.serving.timing import IterationCosts
 
 TABLE = "real-serve-h100-ep1"
@@ -122,6 +123,61 @@ def region_group(region: str) -> str:
     return ".".join(parts[2:]) if parts[0] == "layers" and len(parts) > 2 else region
 
 
+# the twin's ops and the measured regions, part by part (the twin's op names; the engine's host ranges)
+PART_OPS = {
+    "attention core": ("kv_up", "attn_core", "scores"),
+    "q path (incl. rope)": ("q_down", "q_norm", "q_up", "q_proj", "rope"),
+    "kv latents": ("kv_down", "kv_norm"),
+    "o_proj + cache write + concat": ("o_proj",),
+    "dense FFN": ("ffn_gate_up", "ffn_down", "elementwise(3 x 3 t d)"),
+    "MoE GEMMs": ("experts_gate_up", "experts_down", "shared_gate_up", "shared_down"),
+    "MoE routing + elementwise": ("router", "router_topk", "permute", "unpermute", "experts_swiglu", "shared_swiglu"),
+    "norms, residuals, embed, engine": ("attn_norm", "ffn_norm", "residual_add"),
+    "head": ("lm_head",),
+}
+GROUPED_GEMMS = ("aten::_grouped_mm", "aten::mm")
+
+
+def measured_part(region: str, op: str, dense_layers: set[int]) -> str:
+    """The PART_OPS part of one measured kernel (its region and launching operator)."""
+    parts = region.split(".")
+    layer = int(parts[1]) if parts[0] == "layers" else -1
+    rest = ".".join(parts[2:])
+    if rest.startswith("attn.prefill_core") or rest.startswith("attn.decode_core"):
+        return "attention core"
+    if rest.startswith("attn.queries") or rest == "attn.q_norm":
+        return "q path (incl. rope)"
+    if rest.startswith("attn.latents") or rest == "attn.kv_norm":
+        return "kv latents"
+    if rest == "attn":
+        return "o_proj + cache write + concat"
+    if rest.startswith("ffn") and rest != "ffn_norm":
+        if layer in dense_layers:
+            return "dense FFN"
+        return "MoE GEMMs" if op in GROUPED_GEMMS and rest in ("ffn", "ffn.shared") else "MoE routing + elementwise"
+    if region == "logits":
+        return "head"
+    return "norms, residuals, embed, engine"
+
+
+def compare(costs: IterationCosts, prompts: int, tokens: int, meas: dict) -> list[tuple[str, float, float]]:
+    """[(part, measured s, twin s)] of one prompt step: the twin's ops times their layers (its score term in the
+    attention core), the measured kernels by measured_part."""
+    m = costs.m
+    tw = twin_step(costs, prompts, tokens)
+    layers = {"attn": m.num_layers, "moe": m.num_moe_layers, "dense_ffn": m.num_layers - m.num_moe_layers, "head": 1}
+    twin = defaultdict(float)
+    for part, name, x in tw["ops"]:
+        where = next((p for p, names in PART_OPS.items() if name in names), "norms, residuals, embed, engine")
+        twin[where] += x * layers[part]
+    twin["attention core"] += tw["scores_s"]
+    dense = {k for k in range(m.num_layers) if not is_moe_layer(m, k)}
+    got = defaultdict(float)
+    for (region, op, _), x in meas.items():
+        got[measured_part(region, op, dense)] += x
+    return [(p, got.get(p, 0.0), twin.get(p, 0.0)) for p in PART_OPS]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.serve_v3_prefill", description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=rec.MEASUREMENTS_DIR)
@@ -157,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             meas = kernels.get(key)
             if not meas:
                 continue
+            print(f"  by part p{p}x{n} (ms a step: measured, twin, twin - measured):")
+            for part, got, want in compare(costs, p, n, meas):
+                print(f"    {part:32s} {got * 1e3:7.3f} {want * 1e3:7.3f} {(want - got) * 1e3:+7.3f}")
             by_region = defaultdict(float)
             for (region, op, kern), x in meas.items():
                 by_region[region_group(region)] += x
