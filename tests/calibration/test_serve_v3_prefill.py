@@ -1,9 +1,12 @@
 """calibration/serve_v3_prefill.py (s24v3pre): the twin's op list of a prompt step sums to the kernels the serving
 twin prices for it, and the measured kernels group by the engine's model part."""
 
+import csv
+
 import pytest
 
 from calibration import serve_eager_host as seh
+from calibration.records_io import open_csv
 from calibration import serve_v3_prefill as sv
 
 
@@ -54,9 +57,6 @@ def test_measured_part_maps_the_engine_regions():
 
 
 def test_s24v3pre_records_are_complete_and_carry_the_environment():
-    import csv
-
-    from calibration.records_io import open_csv
     root = seh.rec.MEASUREMENTS_DIR
     for name in ("prefill_kernels.csv", "prefill_steps.csv"):
         with open_csv(root / "h100" / "s24v3pre" / name) as f:
