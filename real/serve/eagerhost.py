@@ -118,6 +118,38 @@ class Driver:
         return c.count
 
 
+def run_setup(device: str):
+    """(use_cuda, device, plan, dtype, pinned CPUs) of a one-GPU engine measurement: the GPU1 settings on CUDA
+    GPU 0 unless `device` is "cpu" or no GPU exists (then the tiny plan on CPU), the process pinned as every
+    serve campaign pins it."""
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    plan = GPU1 if use_cuda else TINY
+    dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
+    cpus = apply_pin("core", 0, 1, 0 if use_cuda else None)
+    return use_cuda, dev, plan, dtype, cpus
+
+
+def run_environment(dev: torch.device, use_cuda: bool):
+    """(telemetry, environment dict with the NCCL version) recorded beside every row."""
+    tel = Telemetry(0, cuda_pci_bus_id(dev) if use_cuda else None)
+    env = environment(dev, tel)
+    env["nccl_version"] = nccl_version() if use_cuda else ""
+    return tel, env
+
+
+def eager_engine(spec, dev: torch.device, dtype, plan) -> Engine:
+    """The engine as the load runs build it (seed 0, eval), CUDA graphs off, iteration timing on."""
+    torch.manual_seed(0)
+    model = build_model(spec, dev, dtype, max_seq_len=plan.max_context)
+    model.eval()
+    engine = Engine(model, EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,
+                                        token_budget=plan.token_budget, max_running=plan.max_running,
+                                        max_context=plan.max_context, cuda_graphs=False))
+    engine.timing = True
+    return engine
+
+
 def _args(argv):
     p = argparse.ArgumentParser(prog="python -m real.serve.eagerhost", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
@@ -131,16 +163,10 @@ def _args(argv):
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     args = _args(argv)
-    use_cuda = torch.cuda.is_available() and args.device != "cpu"
-    dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
-    plan = GPU1 if use_cuda else TINY
+    use_cuda, dev, plan, dtype, cpus = run_setup(args.device)
     comps = COMPOSITIONS if use_cuda else TINY_COMPOSITIONS
-    dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
-    cpus = apply_pin("core", 0, 1, 0 if use_cuda else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    tel = Telemetry(0, cuda_pci_bus_id(dev) if use_cuda else None)
-    env = environment(dev, tel)
-    env["nccl_version"] = nccl_version() if use_cuda else ""
+    tel, env = run_environment(dev, use_cuda)
     f = (args.out / "eager_host.csv").open("w", newline="")
     w = csv.DictWriter(f, fieldnames=COLS)
     w.writeheader()
@@ -152,13 +178,7 @@ def main(argv=None) -> int:
             break
         t = time.perf_counter()
         spec = get_spec(name)
-        torch.manual_seed(0)
-        model = build_model(spec, dev, dtype, max_seq_len=plan.max_context)
-        model.eval()
-        engine = Engine(model, EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,
-                                            token_budget=plan.token_budget, max_running=plan.max_running,
-                                            max_context=plan.max_context, cuda_graphs=False))
-        engine.timing = True
+        engine = eager_engine(spec, dev, dtype, plan)
         drv = Driver(engine, spec.vocab_size, (SETUP_PROMPT, SETUP_OUTPUT) if use_cuda else TINY_SETUP)
         ops = {c: drv.count_ops(*c) for c in comps}   # also a first pass through every shape
         before = probe(dev)
@@ -187,7 +207,7 @@ def main(argv=None) -> int:
         done.append(name)
         log(f"{name}: {len(recs)} iterations in {time.perf_counter() - t:.1f} s, probe "
             f"{before['launch_s'] * 1e6:.2f} / {after['launch_s'] * 1e6:.2f} us a launch")
-        del engine, model, drv
+        del engine, drv
         if use_cuda:
             torch.cuda.empty_cache()
     f.close()

@@ -41,15 +41,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import real.serve.forward as fwd
-from real.bench.device import cuda_pci_bus_id, environment, nccl_version
 from real.bench.records import ENV_COLS, log
 from real.configs import get_spec
-from real.model import MLA, Transformer, build_model
-from real.serve.eagerhost import TINY_SETUP, Driver, label
-from real.serve.engine import Engine, EngineConfig
-from real.serve.hostpin import apply_pin
-from real.serve.plans import GPU1, TINY
-from real.telemetry import Telemetry
+from real.model import MLA, Transformer
+from real.serve.eagerhost import TINY_SETUP, Driver, eager_engine, label, run_environment, run_setup
 
 MARK = "v3p/"            # prefix of this probe's host ranges
 MODELS = ("v3-slice-2l", "qwen3moe-mla-slice")
@@ -167,16 +162,10 @@ def _args(argv):
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     args = _args(argv)
-    use_cuda = torch.cuda.is_available() and args.device != "cpu"
-    dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
-    plan = GPU1 if use_cuda else TINY
+    use_cuda, dev, plan, dtype, cpus = run_setup(args.device)
     comps = COMPOSITIONS if use_cuda else TINY_COMPOSITIONS
-    dtype = getattr(torch, plan.dtype_gpu if use_cuda else plan.dtype_cpu)
-    cpus = apply_pin("core", 0, 1, 0 if use_cuda else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    tel = Telemetry(0, cuda_pci_bus_id(dev) if use_cuda else None)
-    env = environment(dev, tel)
-    env["nccl_version"] = nccl_version() if use_cuda else ""
+    tel, env = run_environment(dev, use_cuda)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if use_cuda else [])
     fk = (args.out / "prefill_kernels.csv").open("w", newline="")
     fs = (args.out / "prefill_steps.csv").open("w", newline="")
@@ -191,13 +180,8 @@ def main(argv=None) -> int:
             break
         t = time.perf_counter()
         spec = get_spec(name)
-        torch.manual_seed(0)
-        model = build_model(spec, dev, dtype, max_seq_len=plan.max_context)
-        model.eval()
-        engine = Engine(model, EngineConfig(page_size=plan.page_size, num_pages=plan.num_pages,
-                                            token_budget=plan.token_budget, max_running=plan.max_running,
-                                            max_context=plan.max_context, cuda_graphs=False))
-        engine.timing = True
+        engine = eager_engine(spec, dev, dtype, plan)
+        model = engine.model
         drv = Driver(engine, spec.vocab_size) if use_cuda else Driver(engine, spec.vocab_size, TINY_SETUP)
         regions = Regions(model)
         for c in comps:          # every shape met once
