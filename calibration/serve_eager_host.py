@@ -197,15 +197,21 @@ def setting(on: bool, terms: dict[str, dict] | None = None):
     return stack
 
 
-def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
-    """Set D's runs replayed with the record's host probe (serve_host_speed.replay, as the diagnostic replays)."""
+def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """A fresh set's held-out runs (<gpu>/<name>/<model> for each GPU of GPUS) replayed with the record's host
+    probe (serve_host_speed.replay, as the diagnostic replays)."""
     out = []
     for gpu in GPUS:
-        for model in FRESH_MODELS:
-            d = Path(root) / gpu / NAME / model
+        for model in models:
+            d = Path(root) / gpu / name / model
             if (d / "serve_load.csv").exists() or (d / "serve_load.csv.gz").exists():
-                out.extend({**r, "model": model, "registration": NAME} for r in replay(d, True, ("holdout",)))
+                out.extend({**r, "model": model, "registration": name} for r in replay(d, True, ("holdout",)))
     return out
+
+
+def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Set D's runs (set_rows)."""
+    return set_rows(NAME, FRESH_MODELS, root)
 
 
 def checks(rows: list[dict], figures=FIGURES) -> tuple[int, float]:

@@ -26,7 +26,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
-from calibration.serve_host_speed import replay, tables_with
+from calibration.serve_host_speed import tables_with
 from calibration.records_io import open_csv
 from calibration.serve_load_validation import FIGURES, scenario_for
 from twin.core.specs import get_model
@@ -133,18 +133,11 @@ def _print_fit(root: Path) -> None:
 # ---- the judgement --------------------------------------------------------------------------------------
 
 FRESH_MODELS = ("bench-small", "mixtral-mla-slice")   # set E (real/serve/plans.py S24P_PLANS)
-GPUS = ("h100", "h200")
 
 
 def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
-    """Set E's runs replayed with the record's host probe (serve_host_speed.replay, as the diagnostic replays)."""
-    out = []
-    for gpu in GPUS:
-        for model in FRESH_MODELS:
-            d = Path(root) / gpu / NAME / model
-            if (d / "serve_load.csv").exists() or (d / "serve_load.csv.gz").exists():
-                out.extend({**r, "model": model, "registration": NAME} for r in replay(d, True, ("holdout",)))
-    return out
+    """Set E's runs (serve_eager_host.set_rows)."""
+    return seh.set_rows(NAME, FRESH_MODELS, root)
 
 
 def poisson(rows: list[dict]) -> list[dict]:
