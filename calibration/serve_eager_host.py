@@ -311,6 +311,16 @@ def _rows_line(label: str, r: dict) -> str:
     return f"{label} {r['gpu']} {r['run_id']:32s} {figs}"
 
 
+def print_committed(out: dict) -> None:
+    """The committed sets' checks with the switch off and on (where the judgement computed them) and the verdict."""
+    if "summary_off" in out:
+        for name in out["summary_off"]:
+            (ma, na, ea), (mb, nb, eb) = out["summary_off"][name], out["summary_on"][name]
+            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+        print("committed sets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in out["committed"].items()))
+    print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     root = rec.MEASUREMENTS_DIR
@@ -333,12 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, (x, y) in g["sets"].items():
         print(f"set {label}: checks {x[0]} -> {y[0]}, median |err| {x[1]:.2%} -> {y[1]:.2%}")
     print("guards: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in g["criteria"].items()))
-    if "summary_off" in out:
-        for name in out["summary_off"]:
-            (ma, na, ea), (mb, nb, eb) = out["summary_off"][name], out["summary_on"][name]
-            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
-        print("committed sets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in out["committed"].items()))
-    print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
+    print_committed(out)
     for label, on in (("off", False), ("on", True)):
         for r in out["rows"][on]["D"]:
             print(_rows_line(f"D {label}", r))

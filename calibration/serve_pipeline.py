@@ -222,12 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"A-D pooled: checks {x[0]} -> {y[0]}, median |err| {x[1]:.2%} -> {y[1]:.2%}")
     print("  A-D by figure: " + _by_figure(out["rows"][False]["guard"], out["rows"][True]["guard"]))
     print("guards: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in g["criteria"].items()))
-    if "summary_off" in out:
-        for name in out["summary_off"]:
-            (ma, na, ea), (mb, nb, eb) = out["summary_off"][name], out["summary_on"][name]
-            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
-        print("committed sets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in out["committed"].items()))
-    print(f"verdict: {'ADOPT' if out['adopt'] else 'not adopted'}")
+    seh.print_committed(out)
     for label, on in (("off", False), ("on", True)):
         for r in out["rows"][on]["E"]:
             print(seh._rows_line(f"E {label}", r))
