@@ -52,6 +52,7 @@ import pandas as pd
 from calibration import host_input
 from calibration import op_host_rate
 from calibration import pipeline as pipe
+from calibration import step_bracket
 from calibration import step_host
 from calibration import whole_step
 from calibration import records as rec
@@ -634,6 +635,9 @@ def step_rows(root: Path | str = rec.MEASUREMENTS_DIR, reg: Registration = S21HO
         if not all(csv_exists(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv")):
             continue
         model, hd, steps = (read_csv(folder / f) for f in ("model.csv", "host_dispatch.csv", "serve_steps.csv"))
+        # s25host2: under ADOPT_BRACKET_PROBE each probe is the geometric mean of the probes before and after its step
+        # (folders with step_after rows only)
+        steps = step_bracket.folder_steps(folder, steps)
         # s23hrate candidate 2: under ADOPT_POOLED_RATIO the GPU type's pooled fitting ratio, else the run's own
         ratio = op_host_rate.run_ratio(gpu, step_host.fit_step_ratio(hd, steps, gpu))
         rows = model[model["bench"].isin(reg.benches)].assign(gpu=gpu).reset_index(drop=True)
@@ -761,6 +765,18 @@ GRID_FILES[S23HRATE_REPEAT.name] = GRID_FILES[S23HRATE.name]
 for _sub in ("s23hrate_b", "s23hrate_c"):
     REGISTRATIONS[_sub] = dataclasses.replace(S23HRATE, name=_sub, records_subdir=_sub)
     GRID_FILES[_sub] = GRID_FILES[S23HRATE.name]
+# Session s25host2 (docs/notes/s25host2_rule.md): every timed step and fitting repetition bracketed by two 3 ms launch
+# probes (right before and right after it; real/bench/host_steps.py under REAL_BENCH_STEP_AFTER_PROBE), on two models
+# no prefill / decode record holds: v2-lite-slice (MLA + MoE) and megatron-gpt-7.1b (dense, 32 layers), at prompts,
+# batches and generation lengths no registration used (real/campaigns/s25host2.sh's CASES, in its order; a test holds
+# them equal). One file before the run: the back-to-back step-input twin's grid (both the committed probe and the
+# bracketed one read it, each at its own host time per kernel).
+S25HOST2 = Registration("s25host2", PREREG_DIR / "s25host2_predictions.csv", "s25host2",
+                        (("v2-lite-slice", 320, 48, (1, 4), (8, 32)), ("v2-lite-slice", 640, 48, (1, 4), (8, 32)),
+                         ("megatron-gpt-7.1b", 160, 48, (1,), (8, 32)), ("megatron-gpt-7.1b", 320, 48, (1,), (8, 32))),
+                        section="serve")
+REGISTRATIONS[S25HOST2.name] = S25HOST2
+GRID_FILES[S25HOST2.name] = (PREREG_DIR / "s25host2_step_grid.csv.gz", step_host.STEP_HOST_GRID_S)
 # the earlier fresh runs the rule also reads (seen before it, in aggregate: disclosed in the note)
 # s21host2b's three runs (real/campaigns/s21host2b.sh: s21host2's p256 decode cases, read on s21host2's grid)
 for _sub in ("s21host2b_2119", "s21host2b_2120", "s21host2b_2121"):

@@ -74,11 +74,12 @@ def mla_layer_case(model: str, batch: int, seq: int, dev):
     return mla, cos, sin, x, gx
 
 def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, profiled: bool = True,
-                  before_rep=None) -> dict:
+                  before_rep=None, after_rep=None) -> dict:
     """Host seconds, event seconds, kernels, kernel seconds and aten ops of fn(setup()); with
     profiled False no profiler run (kernels 0, kernel_s NaN): a quick probe whose kernels are known.
     `before_rep()` (s21host2: a host probe, returning its seconds per launch): called right before each
-    timed repetition, on the idle device; each repetition is then kept (`rep_steps`)."""
+    timed repetition, on the idle device; each repetition is then kept (`rep_steps`). `after_rep()` (s25host2: the
+    same probe): called right after each timed repetition, the device synchronised, its value kept beside the rep."""
     for _ in range(warmup):
         fn(setup())
     host, wall, rep_steps = [], [], []
@@ -99,9 +100,10 @@ def measure_phase(fn, setup, dev, reps: int = HOST_REPS, warmup: int = WARMUP, p
         else:
             wall.append(t1 - t0)
         host.append(t1 - t0)
+        after_s = after_rep() if after_rep is not None else None
         if probe_s is not None:
             rep_steps.append({"step": i, "block": "probed", "host_probe_launch_s": probe_s, "step_s": wall[-1],
-                              "host_s": host[-1]})
+                              "host_s": host[-1], **({} if after_s is None else {"host_probe_after_s": after_s})})
     kernels, kernel_s, per_kernel = 0.0, float("nan"), {}
     if dev.type == "cuda" and profiled:
         ev = []

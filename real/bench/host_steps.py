@@ -51,6 +51,14 @@ DECODE_TAIL = 2               # after the timed steps: one profiled step, one at
 # issued back to back as bench_serve's Timer issues them (no synchronisation between steps, no probe; events
 # around each), block `back_to_back`: does synchronising before every step change a host-bound step's time?
 BACK_TO_BACK_ENV = "REAL_BENCH_BACK_TO_BACK_STEPS"
+# REAL_BENCH_STEP_AFTER_PROBE=1 (s25host2, docs/notes/s25host2_rule.md): the same launch probe also right AFTER every
+# timed step (control and probed) and every fitting repetition, the device synchronised first, so each is bracketed by
+# the host's state before and after it (table step_after, keyed as serve_steps); the steps themselves are unchanged
+AFTER_PROBE_ENV = "REAL_BENCH_STEP_AFTER_PROBE"
+
+
+def after_probes_on() -> bool:
+    return os.environ.get(AFTER_PROBE_ENV, "0") == "1"
 STEP_ROW_BLANK = {"bench": "", "model": "", "batch": "", "prompt_len": "", "gen_len": "", "config": "",
                   "phase": "", "precision": "", "cache_len": ""}
 
@@ -78,9 +86,9 @@ def timed_call(fn, dev) -> tuple[float, float]:
     return time.perf_counter() - t0, host_s
 
 
-def run_steps(fn, dev, n: int, window_s: float, step_probe=lambda i: True) -> list[dict]:
-    """n timed calls of fn, each with (where step_probe(i)) the launch probe right before it:
-    [{step, block, probe_s, step_s, host_s}]."""
+def run_steps(fn, dev, n: int, window_s: float, step_probe=lambda i: True, after: bool = False) -> list[dict]:
+    """n timed calls of fn, each with (where step_probe(i)) the launch probe right before it and (`after`) one right
+    after it: [{step, block, probe_s, step_s, host_s[, host_probe_after_s]}]."""
     out = []
     for i in range(n):
         synchronize(dev)
@@ -89,6 +97,8 @@ def run_steps(fn, dev, n: int, window_s: float, step_probe=lambda i: True) -> li
         step_s, host_s = timed_call(fn, dev)
         out.append({"step": i, "block": "probed" if with_probe else "control", "host_probe_launch_s": probe_s,
                     "step_s": step_s, "host_s": host_s})
+        if after:
+            out[-1]["host_probe_after_s"] = launch_probe(dev, window_s)[0]   # timed_call left the device idle
     return out
 
 
@@ -114,12 +124,17 @@ def back_to_back_steps(fn, dev, n: int, first: int) -> list[dict]:
 
 
 def write_steps(rec, steps: list[dict], window_s: float, **key) -> None:
-    """One serve_steps row per step: the record's key (`key`), the step's own cache length where it has one."""
+    """One serve_steps row per step: the record's key (`key`), the step's own cache length where it has one; a step
+    probed after it too (REAL_BENCH_STEP_AFTER_PROBE) also gets its step_after row."""
     for s in steps:
         row = {**STEP_ROW_BLANK, **key}
         row["cache_len"] = s.get("cache_len", row["cache_len"])
         rec.row("serve_steps", **row, step=s["step"], block=s["block"], probe_window_s=window_s,
                 host_probe_launch_s=s["host_probe_launch_s"], step_s=s["step_s"], host_s=s["host_s"])
+        if "host_probe_after_s" in s:
+            rec.row("step_after", **{k: row[k] for k in ("bench", "model", "batch", "prompt_len", "gen_len", "config",
+                                                         "phase", "precision")},
+                    step=s["step"], block=s["block"], probe_window_s=window_s, host_probe_after_s=s["host_probe_after_s"])
 
 
 def probed_stats(timer, steps: list[dict], flops: float, bytes_: float) -> dict:
@@ -154,6 +169,7 @@ def decode_kernels(step, dev) -> tuple[float, dict, int]:
 def bench_serve_steps(rec, timer, dev, deadline, quick, cases) -> None:
     window = STEP_PROBE_WINDOW_S
     extra = int(os.environ.get(BACK_TO_BACK_ENV, "0") or 0)
+    after = after_probes_on()
     for name, P, G, prefill_batches, decode_batches in cases:
         if deadline.over():
             break
@@ -169,7 +185,7 @@ def bench_serve_steps(rec, timer, dev, deadline, quick, cases) -> None:
             for _ in range(2):   # warm-up
                 prefill(model, prompt, caches)
             key = dict(bench="prefill", model=name, batch=B, prompt_len=P, gen_len=0, precision="bf16")
-            steps = run_steps(lambda: prefill(model, prompt, caches), dev, 4 if quick else PREFILL_STEPS, window, probed)
+            steps = run_steps(lambda: prefill(model, prompt, caches), dev, 4 if quick else PREFILL_STEPS, window, probed, after)
             write_steps(rec, steps, window, **key, cache_len=0)
             r = probed_stats(timer, steps, fwd_tok * B * P, math.nan)
             rec.row("model", **key, seq_len="", tokens_per_s=B * P / r["time_s"], mfu="", peak_memory_bytes="",
@@ -192,7 +208,7 @@ def bench_serve_steps(rec, timer, dev, deadline, quick, cases) -> None:
                 step()
             n = G - 1 - DECODE_WARMUP - DECODE_TAIL   # decode positions P .. P+G-2 (the cache holds P+G)
             first_len = pos[0] + 1
-            steps = run_steps(step, dev, n, window, probed)
+            steps = run_steps(step, dev, n, window, probed, after)
             for s in steps:
                 s["cache_len"] = first_len + s["step"]   # cache positions attended, the new token's included
             key = dict(bench="decode", model=name, batch=B, prompt_len=P, gen_len=G, precision="bf16")
@@ -229,7 +245,8 @@ def bench_host_steps(rec, timer, dev, deadline, quick, env):
     def before_rep():
         return launch_probe(dev, window)[0]
 
-    measure = functools.partial(hd.measure_phase, before_rep=before_rep, **reps)
+    measure = functools.partial(hd.measure_phase, before_rep=before_rep, after_rep=before_rep if after_probes_on() else None,
+                                **reps)
     moe_fit, mla_fit = hd.fit_layer_cases(quick)
     if not hd.bench_layers(rec, timer, dev, deadline, measure, precisions_to_bench(env), moe_fit, mla_fit,
                            phases=("infer",), rep_rows=functools.partial(write_steps, window_s=window)):

@@ -17,7 +17,8 @@ from pathlib import Path
 # NVML's energy counter advances in ~0.1 s steps: timed loops shorter than this leave power_w and
 # energy_j empty (real/bench/timing.py Timer)
 ENERGY_MIN_WINDOW_S = 0.5  # shortest timed loop whose NVML energy delta we trust
-NO_STAT_FAMILIES = ("expert_load", "host_probe", "serve_steps", "serve_kernels", "host_probes", "probe_steps")   # rows that time nothing themselves
+NO_STAT_FAMILIES = ("expert_load", "host_probe", "serve_steps", "serve_kernels", "host_probes", "probe_steps",
+                    "step_after")   # rows that time nothing themselves
 STAT_COLS = ["time_s", "time_p10_s", "time_p90_s", "reps", "timing", "flops", "bytes",
              "achieved_flops_per_s", "achieved_bytes_per_s"]
 ENV_COLS = ["gpu_name", "sm_clock_mhz", "mem_clock_mhz", "power_w", "energy_j",
@@ -56,6 +57,10 @@ SHAPE_COLS = {
     "host_probes": ["set", "where", "candidate", "window_s", "host_s_per_unit", "host_s_per_unit_p50"],
     # (s24probe candidate 2) real/bench/step_probe.py step_probe_each: one row per timed step, the probe of kind `kind`
     # taken right before it (host seconds per unit, the kind's mean over its window), the step's event and host seconds
+    # (s25host2) real/bench/host_steps.py under REAL_BENCH_STEP_AFTER_PROBE: the launch probe taken right after each
+    # timed step or fitting repetition (the device synchronised), keyed as its serve_steps row
+    "step_after": ["bench", "model", "batch", "prompt_len", "gen_len", "config", "phase", "precision", "step", "block",
+                   "probe_window_s", "host_probe_after_s"],
     "probe_steps": ["bench", "model", "batch", "prompt_len", "step", "kind", "probe_window_s", "probe_s_per_unit",
                     "step_s", "host_s"],
     # (s21host2) the kernels (torch profiler) and non-view aten ops of one cached decode step after a record
