@@ -166,17 +166,23 @@ def _line(label: str, s: dict) -> str:
                                      for g, (n, m, p, ok) in s.items())
 
 
-def main() -> int:
-    errs = judged_errors()
+def main(argv: list[str] | None = None) -> int:
+    """The judged run (s25host2) by default; a later run's registration (s25host2_b) as the one argument: reported."""
+    args = sys.argv[1:] if argv is None else argv
+    name = args[0] if args else REGISTRATION
+    if name not in prereg.REGISTRATIONS or not name.startswith(REGISTRATION):
+        print(f"registration {name!r}: expected one of s25host2, s25host2_b", file=sys.stderr)
+        return 2
+    errs = judged_errors(name)
     if errs.empty:
-        print(f"{REGISTRATION}: no records committed; nothing to judge")
+        print(f"{name}: no records committed; nothing to judge")
         return 0
     b, c = group_summary(errs, "B_rel_error"), group_summary(errs, "C_rel_error")
     print(errs.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(_line("B (probe before, committed)", b))
     print(_line("C (bracket before / after)", c))
-    print("rule s25host2:", bracket_criteria(b, c))
-    rep = reported_rows()
+    print(f"rule s25host2 ({'judged run' if name == REGISTRATION else 'reported, not judged'}):", bracket_criteria(b, c))
+    rep = reported_rows(name)
     if not rep.empty:
         print(rep.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         for col, label in (("A_rel_error", "A (after alone)"), ("S_rel_error", "S (two states)"),

@@ -777,6 +777,9 @@ S25HOST2 = Registration("s25host2", PREREG_DIR / "s25host2_predictions.csv", "s2
                         section="serve")
 REGISTRATIONS[S25HOST2.name] = S25HOST2
 GRID_FILES[S25HOST2.name] = (PREREG_DIR / "s25host2_step_grid.csv.gz", step_host.STEP_HOST_GRID_S)
+# a later fresh host of the same archive (reported beside the judged run, not judged)
+REGISTRATIONS["s25host2_b"] = dataclasses.replace(S25HOST2, name="s25host2_b", records_subdir="s25host2_b")
+GRID_FILES["s25host2_b"] = GRID_FILES[S25HOST2.name]
 # the earlier fresh runs the rule also reads (seen before it, in aggregate: disclosed in the note)
 # s21host2b's three runs (real/campaigns/s21host2b.sh: s21host2's p256 decode cases, read on s21host2's grid)
 for _sub in ("s21host2b_2119", "s21host2b_2120", "s21host2b_2121"):
