@@ -1,5 +1,6 @@
-"""The s25host2 fresh run (docs/notes/s25host2_rule.md; calibration/measurements/h100/s25host2/, a fresh H100, cold):
-the rule's verdict on the committed records and issue 13's targets under the committed step-input twin (B)."""
+"""The s25host2 fresh runs (docs/notes/s25host2_rule.md; calibration/measurements/h100/s25host2/ and s25host2_b/, two
+fresh H100s, cold): the rule's verdict on the judged run and issue 13's targets under the committed step-input twin (B)
+on both (the second host reported, not judged)."""
 
 import pytest
 
@@ -34,3 +35,20 @@ def test_committed_twin_meets_issue13_on_fresh_prefill(figures):
     n, median, p90, met = figures[0]["h100 prefill"]
     print(f"H100 prefill (s25host2, B): median {median:.1%}, P90 {p90:.1%} over {n} records")
     assert met, f"H100 prefill (s25host2, B): median {median:.1%}, P90 {p90:.1%} over {n} records"
+
+
+@pytest.fixture(scope="module")
+def second_host():
+    errs = bj.judged_errors("s25host2_b")
+    if errs.empty:
+        pytest.skip("no s25host2_b records")
+    return bj.group_summary(errs, "B_rel_error")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13: the second fresh H100 ran at a fitting ratio of 2.78 (the highest seen); "
+                                       "B over-predicts every record")
+@pytest.mark.parametrize("group", ["h100 decode", "h100 prefill"])
+def test_committed_twin_meets_issue13_on_the_second_fresh_host(second_host, group):
+    n, median, p90, met = second_host[group]
+    print(f"{group} (s25host2_b, B): median {median:.1%}, P90 {p90:.1%} over {n} records")
+    assert met, f"{group} (s25host2_b, B): median {median:.1%}, P90 {p90:.1%} over {n} records"
