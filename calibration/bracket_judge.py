@@ -8,11 +8,13 @@ two-state classifier (S: each probe replaced by its state's median, the states s
 a planner's start-of-run figure (P: no per-step probe; every record at the ratio x the median probe of the fitting
 repetitions, what a run's calibration at its start gives), and per record the scatter of ln(host / probe) over its
 probed steps for the probe before, after and the bracket.
-Run: python -m calibration.bracket_judge
+Run: python -m calibration.bracket_judge [s25host2_b]; `--json` writes both runs' B / C rows, summaries and criteria to
+calibration/s25host2_judgement.json (what tests/calibration/test_s25host2_records.py reads back).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from calibration.records_io import csv_exists, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
 
 REGISTRATION = "s25host2"
+# later fresh runs of the same archive (s25host2_b, ...): reported, not judged
+LATER_RUNS = tuple(sorted(k for k in prereg.REGISTRATIONS if k.startswith(REGISTRATION + "_")))
+JUDGEMENT_FILE = Path(__file__).resolve().parent / "s25host2_judgement.json"
 K1_MEDIAN_GAIN = 0.01     # pooled: C's median |error| at least 1.0 pt under B's
 GROUP_MEDIAN_SLACK = 0.01  # K2: no bench group's median worse than B's + 1.0 pt
 GROUP_P90_SLACK = 0.02     # and its P90 worse than B's + 2.0 pt
@@ -161,6 +166,28 @@ def judged_errors(reg_name: str = REGISTRATION, root: Path | str = rec.MEASUREME
             columns={"step_predicted_s": "C_predicted_s", "step_rel_error": "C_rel_error"}), on=key)
 
 
+def judgement(reg_names: tuple = (REGISTRATION, *LATER_RUNS), root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """{registration: {judged (the first fresh run only), rows (judged_errors' records), B, C (group_summary), criteria
+    (bracket_criteria)}} for every registration with records."""
+    out = {}
+    for name in reg_names:
+        errs = judged_errors(name, root)
+        if errs.empty:
+            continue
+        b, c = group_summary(errs, "B_rel_error"), group_summary(errs, "C_rel_error")
+        out[name] = {"judged": name == REGISTRATION, "rows": errs.to_dict("records"), "B": b, "C": c,
+                     "criteria": bracket_criteria(b, c)}
+    return out
+
+
+def write_judgement(path: Path = JUDGEMENT_FILE) -> dict:
+    """judgement() as JSON at `path` (floats as Python writes them: they read back exactly)."""
+    j = judgement()
+    path.write_text(json.dumps({"written_by": "python -m calibration.bracket_judge --json", **j}, indent=1,
+                               sort_keys=True) + "\n")
+    return j
+
+
 def _line(label: str, s: dict) -> str:
     return f"{label}: " + " | ".join(f"{g}: n {n}, {m:.1%} / {p:.1%}{' met' if ok else ''}"
                                      for g, (n, m, p, ok) in s.items())
@@ -169,9 +196,13 @@ def _line(label: str, s: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The judged run (s25host2) by default; a later run's registration (s25host2_b) as the one argument: reported."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--json"]:
+        j = write_judgement()
+        print(f"wrote {JUDGEMENT_FILE.name}: " + ", ".join(f"{k} {len(v['rows'])} records" for k, v in j.items()))
+        return 0
     name = args[0] if args else REGISTRATION
-    if name not in prereg.REGISTRATIONS or not name.startswith(REGISTRATION):
-        print(f"registration {name!r}: expected one of s25host2, s25host2_b", file=sys.stderr)
+    if name not in (REGISTRATION, *LATER_RUNS) or len(args) > 1:
+        print(f"arguments {args!r}: expected one of {', '.join((REGISTRATION, *LATER_RUNS))} or --json", file=sys.stderr)
         return 2
     errs = judged_errors(name)
     if errs.empty:

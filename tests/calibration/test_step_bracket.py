@@ -79,3 +79,9 @@ def test_two_states_splits_a_bimodal_run_and_not_a_unimodal_one():
     assert bj.two_states(fast) is None
     probes = pd.Series([7.9e-6, 12.2e-6, np.nan])
     assert bj.state_probe(probes, (cut, f, s)).iloc[:2].tolist() == [f, s]
+
+
+@pytest.mark.parametrize("argv", [["s25host2_z"], ["s21host2"], ["--json", "s25host2"]])
+def test_judge_refuses_an_unknown_run_with_exit_2(argv, capsys):
+    assert bj.main(argv) == 2
+    assert "expected one of s25host2" in capsys.readouterr().err
