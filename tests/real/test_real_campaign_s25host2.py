@@ -6,20 +6,21 @@ import csv
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from calibration import prereg
 from real.bench.whole_model import parse_serve_cases
+from tests.campaigns import FORKED_PY
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "real/campaigns/s25host2.sh"
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S25HOST2_QUICK": "1", "S25HOST2_QUICK_GPUS": str(gpus),
+    # FORKED_PY: the campaign's `python -m real.bench` forked from the test run's server that imported torch once
+    env = {**os.environ, "PYTHON": FORKED_PY, "S25HOST2_QUICK": "1", "S25HOST2_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=90)
