@@ -26,9 +26,293 @@ follows from the simulation.
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import pipeline as pipe
+from calibration import prereg
+from calibration import prereg_pp4
+from calibration import records as rec
+from calibration.p2p_waits import COMPUTE_KINDS
+from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
+from calibration.records_io import glob_csv, read_csv
+from calibration.whole_step import gpu_spec
+from twin.core.schedules import build_schedule
+from twin.sim.pipeline import PipelineResult, simulate_pipeline
+
 # (model, num_layers, seq_len, {(pp, ep): micro-batch counts}): real/campaigns/s25idle.sh's MODELS in
 # its order (a test holds them equal); layouts pp2ep2 then pp4 on four GPUs, one sequence a micro-batch
 FRESH_CASES = (("qwen3moe-mla-slice", 8, 4096, {(2, 2): (8,), (4, 1): (12,)}),
                ("mixtral-mla-slice", 8, 2048, {(2, 2): (6,), (4, 1): (12,)}))
 FRESH_SUBDIR = "s25idle"   # calibration/measurements/<gpu>x4/s25idle/<model>/
 SCHEDULES = ("1f1b", "zb1p", "dualpipev", "dualpipe")
+
+ADOPT_SEEN_OP_RATIOS = False   # term S; docs/notes/s25idle_rule.md decides it on the fresh rows
+# the seen records whose op spans give S's ratios (docs/notes/s25idle_rule.md section 2): both s21pp4
+# deliveries, on the one GPU that holds them
+SEEN_SUBDIRS = (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR)
+RATIO_GPU = "h200"
+REPLAY_MET_FRACTION = 0.90     # R0: the replay puts at least this share of rank-rows within
+ROW_KEYS = ("model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs", "seq_len",
+            "precision", "num_layers")
+
+
+def schedule_of(row):
+    return build_schedule(pipe.SCHEDULE_NAMES.get(str(row["schedule"]), str(row["schedule"])), int(row["pp"]),
+                          int(row["num_microbatches"]))
+
+
+def category(schedule, rank: int, k: int) -> tuple[str, str, bool]:
+    """(op kind, role of its model stage - an FB pair's forward's -, first op of its rank)."""
+    op = schedule.programs[rank][k]
+    role = pipe.stage_role(schedule.stage_of(rank, op.chunk), schedule.num_model_stages)
+    return str(op.kind), role, k == 0
+
+
+def measured_op_s(row, ops: pd.DataFrame) -> dict[tuple[int, int], float]:
+    """(pipeline rank, op index) -> the op's median device span over the configuration's timed steps
+    and its data-parallel replicas (global rank % pp), from pipeline_ops rows."""
+    mine = pipe.ops_of(row, ops)
+    mine = mine[mine["kind"].isin(COMPUTE_KINDS) & mine["rep"].notna()]
+    span = (mine["end_s"] - mine["start_s"]).to_numpy(float)
+    keys = pd.DataFrame({"pr": mine["rank"].astype(int).to_numpy() % int(row["pp"]),
+                         "k": mine["op_index"].astype(int).to_numpy(), "d": span})
+    return {(int(pr), int(k)): float(d) for (pr, k), d in keys.groupby(["pr", "k"])["d"].median().items()}
+
+
+def twin_op_s(result: PipelineResult) -> dict[tuple[int, int], float]:
+    """(rank, op index) -> the simulated op's span (a rank's ops run in program order)."""
+    by_rank: dict[int, list] = {}
+    for rank, _, start, end in sorted(result.op_spans, key=lambda s: (s[0], s[2])):
+        by_rank.setdefault(rank, []).append(end - start)
+    return {(r, k): d for r, spans in by_rank.items() for k, d in enumerate(spans)}
+
+
+def _parts(schedule, stage_costs: dict, rank: int, op, seconds: float, fb_half: bool) -> tuple:
+    """An op's seconds as PipelineCosts' per-part durations: an FB pair split in half (`fb_half`, the
+    replay as section 1 of the rule ran it) or in its stages' steady F : B (or BW) proportion."""
+    if op.kind != "FB":
+        return (seconds,)
+    if fb_half:
+        return (seconds / 2, seconds / 2)
+    f = stage_costs[schedule.stage_of(rank, op.chunk)].f_s
+    b_cost = stage_costs[schedule.stage_of(rank, op.b_chunk)]
+    b = b_cost.b_s if op.b_split else b_cost.bw_s
+    return (seconds * f / (f + b), seconds * b / (f + b))
+
+
+def simulate_durations(row, details: dict, durations: dict, hold_s: float, fb_half: bool = False) -> PipelineResult:
+    """The twin's schedule simulation (one pipeline, the twin's p2p seconds and send hold) with every op
+    at `durations[(rank, op index)]` seconds."""
+    schedule = schedule_of(row)
+    costs = {int(s): pipe.StageCost(**v) for s, v in details["stage_costs"].items()}
+    per_op = {(r, k): _parts(schedule, costs, r, op, durations[r, k], fb_half)
+              for r, program in enumerate(schedule.programs) for k, op in enumerate(program)}
+    return simulate_pipeline(schedule, pipe.PipelineCosts(schedule, costs, details["p2p_s"], per_op, hold_s),
+                             streams=("compute",))
+
+
+def twin_row(row, gpu: str, inputs: dict) -> tuple[PipelineResult, float, dict, float]:
+    """(simulation, step seconds, details, send hold) of a four-GPU row on prereg_pp4's path
+    (prereg.predict_ep: balanced routing, the host inputs of `<gpu>x4`); `inputs` caches those."""
+    if gpu not in inputs:
+        inputs[gpu] = prereg.two_gpu_inputs(gpu, rec.MEASUREMENTS_DIR, prereg_pp4.NUM_GPUS)
+    profile, accumulate, host, hold_s = inputs[gpu]
+    result, step_s, details = pipe.simulate_row(pd.Series(row), gpu_spec(gpu), profile, accumulate, host, None,
+                                                {}, hold_s)
+    return result, step_s, details, hold_s
+
+
+def step_of(row, gpu: str, inputs: dict, result: PipelineResult) -> float:
+    """simulate_row's step for a simulation: max(makespan, each rank's finish after its reductions)."""
+    profile = inputs[gpu][0]
+    spec, schedule = pipe._spec_of(pd.Series(row)), schedule_of(row)
+    stages = pipe.stage_layers(spec.num_layers, schedule.num_model_stages)
+    ends = list(result.last_compute_end_s) or [result.makespan_s] * result.num_ranks
+    finish = pipe.rank_finish_s(spec, schedule, stages, ends, int(row.get("dp", 1) or 1), int(row.get("ep", 1) or 1),
+                                gpu_spec(gpu), profile, None)
+    return max([result.makespan_s] + finish)
+
+
+def folder_rows(folder: Path) -> list[tuple[dict, pd.DataFrame]]:
+    """(pipeline_step row as a dict, that model folder's pipeline_ops) of every model subfolder."""
+    out = []
+    for path in glob_csv(folder, "*/pipeline_step.csv"):
+        steps, ops = read_csv(path), read_csv(Path(path).parent / "pipeline_ops.csv")
+        out += [({**{k: r[k] for k in ROW_KEYS}, "time_s": float(r["time_s"])}, ops)
+                for _, r in steps[steps["bench"] == "pipeline_step"].iterrows()]
+    return out
+
+
+def replay_rows(folder: Path, gpu: str, inputs: dict) -> list[dict]:
+    """Per configuration of `folder` and measured global rank: the measured idle, the twin's and the
+    replay's (the twin's simulation on the measured op durations, FB halved as the rule's section 1),
+    each within IDLE_TOL / IDLE_FLOOR_OF_STEP or not."""
+    out = []
+    for row, ops in folder_rows(folder):
+        result, _, details, hold_s = twin_row(row, gpu, inputs)
+        replayed = simulate_durations(row, details, measured_op_s(row, ops), hold_s, fb_half=True)
+        pp = int(row["pp"])
+        for rank, meas in sorted(pipe.measured_idle_s(pipe.ops_of(row, ops)).items()):
+            tol = max(IDLE_TOL * meas, IDLE_FLOOR_OF_STEP * row["time_s"])
+            twin_s, replay_s = result.idle_s[rank % pp], replayed.idle_s[rank % pp]
+            out.append({**{k: row[k] for k in ("model", "schedule", "pp", "ep", "num_microbatches", "seq_len")},
+                        "rank": rank, "measured_idle_s": meas, "twin_idle_s": twin_s, "replay_idle_s": replay_s,
+                        "twin_within": bool(abs(twin_s - meas) <= tol), "replay_within": bool(abs(replay_s - meas) <= tol)})
+    return out
+
+
+def seen_ratios(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = RATIO_GPU,
+                subdirs: tuple = SEEN_SUBDIRS, inputs: dict | None = None) -> dict:
+    """S's ratios: {(model, pp, ep): {category: median over the seen ops of measured / twin seconds}}."""
+    inputs = {} if inputs is None else inputs
+    pooled: dict = {}
+    for sub in subdirs:
+        for row, ops in folder_rows(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / sub):
+            result, _, _, _ = twin_row(row, gpu, inputs)
+            twin, meas, schedule = twin_op_s(result), measured_op_s(row, ops), schedule_of(row)
+            table = pooled.setdefault((row["model"], int(row["pp"]), int(row["ep"])), {})
+            for (r, k), m in meas.items():
+                if (r, k) in twin and twin[r, k] > 0:
+                    table.setdefault(category(schedule, r, k), []).append(m / twin[r, k])
+    return {key: {c: float(np.median(v)) for c, v in table.items()} for key, table in pooled.items()}
+
+
+def ratio_for(table: dict, cat: tuple) -> float:
+    """A category's ratio; a first op without its own falls back to the kind and role's, then 1.0."""
+    if cat in table:
+        return table[cat]
+    return table.get((cat[0], cat[1], False), 1.0)
+
+
+def predict_rows(rows: list[dict], ratios: dict | None, inputs: dict) -> pd.DataFrame:
+    """prereg.predict_ep's columns (predicted_s, predicted_idle_r<k>_s) for four-GPU rows (each with
+    `gpu`); with `ratios` (term S) each op of a row whose (model, pp, ep) has ratios at its twin
+    duration times its category's ratio, the schedule simulated with those durations."""
+    out = []
+    for r in rows:
+        result, step_s, details, hold_s = twin_row(r, r["gpu"], inputs)
+        table = (ratios or {}).get((r["model"], int(r["pp"]), int(r["ep"])))
+        if table:
+            schedule, twin = schedule_of(r), twin_op_s(result)
+            scaled = {key: d * ratio_for(table, category(schedule, *key)) for key, d in twin.items()}
+            result = simulate_durations(r, details, scaled, hold_s)
+            step_s = step_of(r, r["gpu"], inputs, result)
+        out.append({**r, "predicted_s": float(step_s),
+                    **{f"predicted_idle_r{k}_s": float(v) for k, v in enumerate(result.idle_s)}})
+    return pd.DataFrame(out)
+
+
+def fresh_case_rows(gpus: tuple = prereg.GPUS) -> list[dict]:
+    """One pipeline_step row per (gpu, fresh case, layout, count, schedule), real/pipeline's fields."""
+    n_gpus = prereg_pp4.NUM_GPUS
+    return [{"gpu": gpu, "bench": "pipeline_step", "model": model, "schedule": sched, "pp": pp, "ep": ep,
+             "dp": n_gpus // pp, "num_gpus": n_gpus, "num_microbatches": n, "micro_batch_seqs": 1,
+             "seq_len": seq, "precision": "bf16", "num_layers": layers}
+            for gpu in gpus for model, layers, seq, counts in FRESH_CASES for (pp, ep), ns in counts.items()
+            for n in ns for sched in SCHEDULES]
+
+
+def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> dict:
+    """The fresh rows (FRESH_SUBDIR) judged by the rule: baseline B and term S (prereg_pp4.compared:
+    steps, idle, ranking), the replay's rank-rows (R0), and H1-H3. Empty sections with no records."""
+    inputs = {} if inputs is None else inputs
+    meas = prereg_pp4.measured(root, FRESH_SUBDIR)
+    if meas.empty:
+        return {"records": False}
+    keys = {tuple(m[k] for k in prereg_pp4.KEY) for _, m in meas.iterrows()}
+    rows = [c for c in fresh_case_rows() if tuple(c[k] for k in prereg_pp4.KEY) in keys]
+    ratios = seen_ratios(root, inputs=inputs)
+    base = prereg_pp4.compared(predict_rows(rows, None, inputs).assign(code_commit="live"), meas, "s25idle B")
+    term = prereg_pp4.compared(predict_rows(rows, ratios, inputs).assign(code_commit="live"), meas, "s25idle S")
+    replay = []
+    for gpu in sorted(set(meas["gpu"])):
+        replay += [{**x, "gpu": gpu} for x in replay_rows(Path(root) / f"{gpu}x4" / FRESH_SUBDIR, gpu, inputs)]
+    return {"records": True, "B": base, "S": term, "replay": replay, "verdict": verdict(base, term, replay)}
+
+
+def _counts(sec: dict, gpu: str, layout: tuple | None = None) -> tuple[int, int]:
+    idle = [i for i in sec["idle"] if i["gpu"] == gpu and (layout is None or (int(i["pp"]), int(i["ep"])) == layout)]
+    return sum(i["within"] for i in idle), len(idle)
+
+
+def verdict(base: dict, term: dict, replay: list[dict]) -> dict:
+    """Per GPU: R0 and H1-H3 of docs/notes/s25idle_rule.md section 4, with the figures they rest on."""
+    out = {}
+    for gpu in sorted(base["by_gpu"]):
+        mine = [x for x in replay if x["gpu"] == gpu]
+        r0 = sum(x["replay_within"] for x in mine)
+        b_in, total = _counts(base, gpu)
+        s_in, _ = _counts(term, gpu)
+        layouts = {(int(i["pp"]), int(i["ep"])) for i in base["idle"] if i["gpu"] == gpu}
+        h1 = s_in >= b_in + (total - b_in) / 2 and all(_counts(term, gpu, lay)[0] >= _counts(base, gpu, lay)[0]
+                                                       for lay in layouts)
+        b_err = [x["rel_error"] for x in base["rows"] if x["gpu"] == gpu]
+        s_err = [x["rel_error"] for x in term["rows"] if x["gpu"] == gpu]
+        h2 = bool(np.median(np.abs(s_err)) <= np.median(np.abs(b_err)) and max(s_err) <= 0.03)
+        mis = {name: sum(1 for p in sec["ranking"] if p["gpu"] == gpu and p["resolved"] and not p["ordered"])
+               for name, sec in (("B", base), ("S", term))}
+        h3 = mis["S"] <= mis["B"]
+        out[gpu] = {"R0": bool(mine) and r0 >= REPLAY_MET_FRACTION * len(mine), "replay_within": (r0, len(mine)),
+                    "idle_within_B": (b_in, total), "idle_within_S": (s_in, total), "H1": bool(h1), "H2": h2,
+                    "H3": bool(h3), "misordered": mis, "adopt_S": bool(h1 and h2 and h3)}
+    return out
+
+
+def format_replay(rows: list[dict]) -> str:
+    """Per (model, layout): rank-rows within for the twin and the replay, and the mean |miss| of each."""
+    if not rows:
+        return "no records"
+    df = pd.DataFrame(rows)
+    lines = []
+    for (model, pp, ep), g in df.groupby(["model", "pp", "ep"]):
+        tw = (g["twin_idle_s"] - g["measured_idle_s"]).abs().mean() * 1e3
+        rp = (g["replay_idle_s"] - g["measured_idle_s"]).abs().mean() * 1e3
+        lines.append(f"  {model} {prereg_pp4.layout_name(int(pp), int(ep))}: twin {int(g['twin_within'].sum())}/{len(g)} "
+                     f"within (mean miss {tw:.1f} ms), replay {int(g['replay_within'].sum())}/{len(g)} ({rp:.1f} ms)")
+    lines.append(f"  all: twin {int(df['twin_within'].sum())}/{len(df)}, replay {int(df['replay_within'].sum())}/{len(df)}")
+    return "\n".join(lines)
+
+
+def format_fresh(res: dict) -> str:
+    if not res.get("records"):
+        return f"s25idle fresh rows: no records yet (calibration/measurements/<gpu>x4/{FRESH_SUBDIR}/)"
+    lines = []
+    for name in ("B", "S"):
+        lines.append(prereg_pp4.format_table(res[name]))
+    lines.append("replay of the fresh op durations:")
+    lines.append(format_replay(res["replay"]))
+    for gpu, v in res["verdict"].items():
+        lines.append(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.idle_terms", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("replay", help="seen records: the twin's idle and the replay's beside the measured")
+    rp.add_argument("subdirs", nargs="*", default=list(SEEN_SUBDIRS))
+    rp.add_argument("--gpu", default=RATIO_GPU, choices=prereg.GPUS)
+    sub.add_parser("ratios", help="term S's ratios from the seen records")
+    sub.add_parser("fresh", help="the s25idle campaign's rows judged by the rule")
+    args = ap.parse_args(argv)
+    inputs: dict = {}
+    if args.cmd == "replay":
+        for s in args.subdirs:
+            print(f"{args.gpu}x4/{s}:")
+            print(format_replay(replay_rows(rec.MEASUREMENTS_DIR / f"{args.gpu}x4" / s, args.gpu, inputs)))
+    elif args.cmd == "ratios":
+        for key, table in sorted(seen_ratios(inputs=inputs).items()):
+            print(key, {f"{k}/{r}{'/first' if f else ''}": round(v, 3) for (k, r, f), v in sorted(table.items())})
+    else:
+        print(format_fresh(fresh(inputs=inputs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
