@@ -56,6 +56,7 @@ ADOPT_SEEN_OP_RATIOS = False   # term S; docs/notes/s25idle_rule.md decides it o
 # deliveries, on the one GPU that holds them
 SEEN_SUBDIRS = (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR)
 RATIO_GPU = "h200"
+PREDICTIONS_FILE = prereg.PREREG_DIR / "s25idle_predictions.csv"   # B and S, written before the fresh run
 REPLAY_MET_FRACTION = 0.90     # R0: the replay puts at least this share of rank-rows within
 ROW_KEYS = ("model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs", "seq_len",
             "precision", "num_layers")
@@ -235,6 +236,14 @@ def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -
     return {"records": True, "B": base, "S": term, "replay": replay, "verdict": verdict(base, term, replay)}
 
 
+def registered_predictions(inputs: dict | None = None) -> pd.DataFrame:
+    """Every fresh case (h100 and h200) predicted by B and by S (column `term`), for the predictions file."""
+    inputs = {} if inputs is None else inputs
+    rows = fresh_case_rows()
+    return pd.concat([predict_rows(rows, None, inputs).assign(term="B"),
+                      predict_rows(rows, seen_ratios(inputs=inputs), inputs).assign(term="S")], ignore_index=True)
+
+
 def _counts(sec: dict, gpu: str, layout: tuple | None = None) -> tuple[int, int]:
     idle = [i for i in sec["idle"] if i["gpu"] == gpu and (layout is None or (int(i["pp"]), int(i["ep"])) == layout)]
     return sum(i["within"] for i in idle), len(idle)
@@ -300,6 +309,7 @@ def main(argv=None) -> int:
     rp.add_argument("--gpu", default=RATIO_GPU, choices=prereg.GPUS)
     sub.add_parser("ratios", help="term S's ratios from the seen records")
     sub.add_parser("fresh", help="the s25idle campaign's rows judged by the rule")
+    sub.add_parser("write", help="the predictions file (B and S of every fresh case; refuses a dirty tree)")
     args = ap.parse_args(argv)
     inputs: dict = {}
     if args.cmd == "replay":
@@ -309,6 +319,9 @@ def main(argv=None) -> int:
     elif args.cmd == "ratios":
         for key, table in sorted(seen_ratios(inputs=inputs).items()):
             print(key, {f"{k}/{r}{'/first' if f else ''}": round(v, 3) for (k, r, f), v in sorted(table.items())})
+    elif args.cmd == "write":
+        df = prereg.write_registered(PREDICTIONS_FILE, lambda: registered_predictions(inputs))
+        print(f"{PREDICTIONS_FILE}: {len(df)} rows")
     else:
         print(format_fresh(fresh(inputs=inputs)))
     return 0
