@@ -149,14 +149,25 @@ def folder_rows(folder: Path) -> list[tuple[dict, pd.DataFrame]]:
     return out
 
 
-def replay_rows(folder: Path, gpu: str, inputs: dict) -> list[dict]:
+def chosen(schedule, rank: int, k: int, which: frozenset | None) -> bool:
+    """Whether op k of `rank` takes its measured duration in a partial replay: every op (`which` None),
+    a rank's first op ("first" in `which`), a later op whose kind is in `which`."""
+    if which is None:
+        return True
+    return "first" in which if k == 0 else schedule.programs[rank][k].kind in which
+
+
+def replay_rows(folder: Path, gpu: str, inputs: dict, which: frozenset | None = None) -> list[dict]:
     """Per configuration of `folder` and measured global rank: the measured idle, the twin's and the
-    replay's (the twin's simulation on the measured op durations, FB halved as the rule's section 1),
-    each within IDLE_TOL / IDLE_FLOOR_OF_STEP or not."""
+    replay's (the twin's simulation on the measured op durations, FB halved as the rule's section 1;
+    with `which` only those ops measured (chosen), the rest at the twin's), each within IDLE_TOL /
+    IDLE_FLOOR_OF_STEP or not."""
     out = []
     for row, ops in folder_rows(folder):
         result, _, details, hold_s = twin_row(row, gpu, inputs)
-        replayed = simulate_durations(row, details, measured_op_s(row, ops), hold_s, fb_half=True)
+        schedule, meas, twin = schedule_of(row), measured_op_s(row, ops), twin_op_s(result)
+        durations = {key: meas[key] if chosen(schedule, *key, which) else d for key, d in twin.items()}
+        replayed = simulate_durations(row, details, durations, hold_s, fb_half=True)
         pp = int(row["pp"])
         for rank, meas in sorted(pipe.measured_idle_s(pipe.ops_of(row, ops)).items()):
             tol = max(IDLE_TOL * meas, IDLE_FLOOR_OF_STEP * row["time_s"])
@@ -307,6 +318,7 @@ def main(argv=None) -> int:
     rp = sub.add_parser("replay", help="seen records: the twin's idle and the replay's beside the measured")
     rp.add_argument("subdirs", nargs="*", default=list(SEEN_SUBDIRS))
     rp.add_argument("--gpu", default=RATIO_GPU, choices=prereg.GPUS)
+    rp.add_argument("--only", default="", help="comma list of first,F,B,W,BW,FB: only those ops measured")
     sub.add_parser("ratios", help="term S's ratios from the seen records")
     sub.add_parser("fresh", help="the s25idle campaign's rows judged by the rule")
     sub.add_parser("write", help="the predictions file (B and S of every fresh case; refuses a dirty tree)")
@@ -315,7 +327,8 @@ def main(argv=None) -> int:
     if args.cmd == "replay":
         for s in args.subdirs:
             print(f"{args.gpu}x4/{s}:")
-            print(format_replay(replay_rows(rec.MEASUREMENTS_DIR / f"{args.gpu}x4" / s, args.gpu, inputs)))
+            which = frozenset(x for x in args.only.split(",") if x) or None
+            print(format_replay(replay_rows(rec.MEASUREMENTS_DIR / f"{args.gpu}x4" / s, args.gpu, inputs, which)))
     elif args.cmd == "ratios":
         for key, table in sorted(seen_ratios(inputs=inputs).items()):
             print(key, {f"{k}/{r}{'/first' if f else ''}": round(v, 3) for (k, r, f), v in sorted(table.items())})

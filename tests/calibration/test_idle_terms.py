@@ -41,6 +41,9 @@ def test_replay_of_measured_durations_meets_the_seen_idle(inputs):
     assert len(rows) == 48
     assert sum(r["twin_within"] for r in rows) == 33          # s21pp4's second delivery, as judged there
     assert sum(r["replay_within"] for r in rows) == 46        # the rule's section 1
+    # each rank's first op alone (the lead-in the next stage waits out) closes 7 of the 15 misses
+    firsts = idle_terms.replay_rows(SECOND, "h200", inputs, frozenset({"first"}))
+    assert sum(r["replay_within"] for r in firsts) == 40
 
 
 def test_term_s_without_ratios_is_the_baseline_and_the_baseline_is_prereg_pp4s_path(inputs):
