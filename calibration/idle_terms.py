@@ -22,6 +22,7 @@ follows from the simulation.
 
     python -m calibration.idle_terms replay [SUBDIR ...]   # seen records: twin vs replayed idle
     python -m calibration.idle_terms fresh                 # the s25idle campaign's rows: baseline, S, replay
+    python -m calibration.idle_terms write                 # the fresh cases' registered predictions (done once)
 """
 
 from __future__ import annotations
@@ -178,30 +179,42 @@ def replay_rows(folder: Path, gpu: str, inputs: dict, which: frozenset | None = 
     return out
 
 
+def seen_op_pairs(root: Path | str, gpu: str, subdirs: tuple, inputs: dict) -> list[tuple]:
+    """(model, pp, ep, category, measured s, twin s) of every op of every seen configuration; kept in
+    `inputs` (under "seen_ops") so S's ratios and X's excess share one pass."""
+    cache = inputs.setdefault("seen_ops", {})
+    key = (str(root), gpu, tuple(subdirs))
+    if key not in cache:
+        out = []
+        for sub in subdirs:
+            for row, ops in folder_rows(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / sub):
+                result, _, _, _ = twin_row(row, gpu, inputs)
+                twin, meas, schedule = twin_op_s(result), measured_op_s(row, ops), schedule_of(row)
+                out += [(row["model"], int(row["pp"]), int(row["ep"]), category(schedule, r, k), m, twin[r, k])
+                        for (r, k), m in meas.items() if (r, k) in twin and twin[r, k] > 0]
+        cache[key] = out
+    return cache[key]
+
+
 def seen_ratios(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = RATIO_GPU,
-                subdirs: tuple = SEEN_SUBDIRS, inputs: dict | None = None) -> dict:
-    """S's ratios: {(model, pp, ep): {category: median over the seen ops of measured / twin seconds}}."""
-    inputs = {} if inputs is None else inputs
+                subdirs: tuple = SEEN_SUBDIRS, inputs: dict | None = None, excess: bool = False) -> dict:
+    """S's ratios: {(model, pp, ep): {category: median over the seen ops of measured / twin seconds}};
+    with `excess` (X, a diagnostic) the median of measured - twin seconds instead."""
     pooled: dict = {}
-    for sub in subdirs:
-        for row, ops in folder_rows(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / sub):
-            result, _, _, _ = twin_row(row, gpu, inputs)
-            twin, meas, schedule = twin_op_s(result), measured_op_s(row, ops), schedule_of(row)
-            table = pooled.setdefault((row["model"], int(row["pp"]), int(row["ep"])), {})
-            for (r, k), m in meas.items():
-                if (r, k) in twin and twin[r, k] > 0:
-                    table.setdefault(category(schedule, r, k), []).append(m / twin[r, k])
+    for model, pp, ep, cat, m, t in seen_op_pairs(root, gpu, subdirs, {} if inputs is None else inputs):
+        pooled.setdefault((model, pp, ep), {}).setdefault(cat, []).append(m - t if excess else m / t)
     return {key: {c: float(np.median(v)) for c, v in table.items()} for key, table in pooled.items()}
 
 
-def ratio_for(table: dict, cat: tuple) -> float:
-    """A category's ratio; a first op without its own falls back to the kind and role's, then 1.0."""
+def ratio_for(table: dict, cat: tuple, default: float = 1.0) -> float:
+    """A category's ratio (or excess); a first op without its own falls back to the kind and role's,
+    then `default`."""
     if cat in table:
         return table[cat]
-    return table.get((cat[0], cat[1], False), 1.0)
+    return table.get((cat[0], cat[1], False), default)
 
 
-def predict_rows(rows: list[dict], ratios: dict | None, inputs: dict) -> pd.DataFrame:
+def predict_rows(rows: list[dict], ratios: dict | None, inputs: dict, excess: bool = False) -> pd.DataFrame:
     """prereg.predict_ep's columns (predicted_s, predicted_idle_r<k>_s) for four-GPU rows (each with
     `gpu`); with `ratios` (term S) each op of a row whose (model, pp, ep) has ratios at its twin
     duration times its category's ratio, the schedule simulated with those durations."""
@@ -211,7 +224,8 @@ def predict_rows(rows: list[dict], ratios: dict | None, inputs: dict) -> pd.Data
         table = (ratios or {}).get((r["model"], int(r["pp"]), int(r["ep"])))
         if table:
             schedule, twin = schedule_of(r), twin_op_s(result)
-            scaled = {key: d * ratio_for(table, category(schedule, *key)) for key, d in twin.items()}
+            scaled = {key: (max(0.0, d + ratio_for(table, category(schedule, *key), 0.0)) if excess
+                            else d * ratio_for(table, category(schedule, *key))) for key, d in twin.items()}
             result = simulate_durations(r, details, scaled, hold_s)
             step_s = step_of(r, r["gpu"], inputs, result)
         out.append({**r, "predicted_s": float(step_s),
@@ -241,10 +255,14 @@ def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -
     ratios = seen_ratios(root, inputs=inputs)
     base = prereg_pp4.compared(predict_rows(rows, None, inputs).assign(code_commit="live"), meas, "s25idle B")
     term = prereg_pp4.compared(predict_rows(rows, ratios, inputs).assign(code_commit="live"), meas, "s25idle S")
+    # X (diagnostic, after the judgement; not in the rule): the seen ops' additive excess in place of S's ratio
+    excess = seen_ratios(root, inputs=inputs, excess=True)
+    extra = prereg_pp4.compared(predict_rows(rows, excess, inputs, excess=True).assign(code_commit="live"), meas,
+                                "s25idle X (diagnostic)")
     replay = []
     for gpu in sorted(set(meas["gpu"])):
         replay += [{**x, "gpu": gpu} for x in replay_rows(Path(root) / f"{gpu}x4" / FRESH_SUBDIR, gpu, inputs)]
-    return {"records": True, "B": base, "S": term, "replay": replay, "verdict": verdict(base, term, replay)}
+    return {"records": True, "B": base, "S": term, "X": extra, "replay": replay, "verdict": verdict(base, term, replay)}
 
 
 def registered_predictions(inputs: dict | None = None) -> pd.DataFrame:
@@ -302,7 +320,7 @@ def format_fresh(res: dict) -> str:
     if not res.get("records"):
         return f"s25idle fresh rows: no records yet (calibration/measurements/<gpu>x4/{FRESH_SUBDIR}/)"
     lines = []
-    for name in ("B", "S"):
+    for name in ("B", "S", "X"):
         lines.append(prereg_pp4.format_table(res[name]))
     lines.append("replay of the fresh op durations:")
     lines.append(format_replay(res["replay"]))
