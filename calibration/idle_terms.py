@@ -22,12 +22,14 @@ follows from the simulation.
 
     python -m calibration.idle_terms replay [SUBDIR ...]   # seen records: twin vs replayed idle
     python -m calibration.idle_terms fresh                 # the s25idle campaign's rows: baseline, S, replay
+    python -m calibration.idle_terms fresh --json calibration/s25idle_judgement.json   # and its record
     python -m calibration.idle_terms write                 # the fresh cases' registered predictions (done once)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -59,6 +61,10 @@ SEEN_SUBDIRS = (prereg_pp4.RECORDS_SUBDIR, prereg_pp4.SECOND_SUBDIR)
 RATIO_GPU = "h200"
 PREDICTIONS_FILE = prereg.PREREG_DIR / "s25idle_predictions.csv"   # B and S, written before the fresh run
 REPLAY_MET_FRACTION = 0.90     # R0: the replay puts at least this share of rank-rows within
+# the fresh judgement as `fresh --json` wrote it, with the rule's section-1 replay of the seen second
+# delivery: what the tests read back (one configuration of it recomputed by today's code)
+JUDGEMENT_FILE = Path(__file__).resolve().parent / "s25idle_judgement.json"
+SEEN_REPLAY_SUBDIR = prereg_pp4.SECOND_SUBDIR
 ROW_KEYS = ("model", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches", "micro_batch_seqs", "seq_len",
             "precision", "num_layers")
 
@@ -140,10 +146,11 @@ def step_of(row, gpu: str, inputs: dict, result: PipelineResult) -> float:
     return max([result.makespan_s] + finish)
 
 
-def folder_rows(folder: Path) -> list[tuple[dict, pd.DataFrame]]:
-    """(pipeline_step row as a dict, that model folder's pipeline_ops) of every model subfolder."""
+def folder_rows(folder: Path, model: str | None = None) -> list[tuple[dict, pd.DataFrame]]:
+    """(pipeline_step row as a dict, that model folder's pipeline_ops) of every model subfolder (or of
+    `model`'s only)."""
     out = []
-    for path in glob_csv(folder, "*/pipeline_step.csv"):
+    for path in glob_csv(folder, f"{model or '*'}/pipeline_step.csv"):
         steps, ops = read_csv(path), read_csv(Path(path).parent / "pipeline_ops.csv")
         out += [({**{k: r[k] for k in ROW_KEYS}, "time_s": float(r["time_s"])}, ops)
                 for _, r in steps[steps["bench"] == "pipeline_step"].iterrows()]
@@ -158,36 +165,43 @@ def chosen(schedule, rank: int, k: int, which: frozenset | None) -> bool:
     return "first" in which if k == 0 else schedule.programs[rank][k].kind in which
 
 
-def replay_rows(folder: Path, gpu: str, inputs: dict, which: frozenset | None = None) -> list[dict]:
-    """Per configuration of `folder` and measured global rank: the measured idle, the twin's and the
-    replay's (the twin's simulation on the measured op durations, FB halved as the rule's section 1;
-    with `which` only those ops measured (chosen), the rest at the twin's), each within IDLE_TOL /
-    IDLE_FLOOR_OF_STEP or not."""
-    out = []
-    for row, ops in folder_rows(folder):
-        result, _, details, hold_s = twin_row(row, gpu, inputs)
-        schedule, meas, twin = schedule_of(row), measured_op_s(row, ops), twin_op_s(result)
-        durations = {key: meas[key] if chosen(schedule, *key, which) else d for key, d in twin.items()}
-        replayed = simulate_durations(row, details, durations, hold_s, fb_half=True)
-        pp = int(row["pp"])
-        for rank, meas in sorted(pipe.measured_idle_s(pipe.ops_of(row, ops)).items()):
-            tol = max(IDLE_TOL * meas, IDLE_FLOOR_OF_STEP * row["time_s"])
-            twin_s, replay_s = result.idle_s[rank % pp], replayed.idle_s[rank % pp]
-            out.append({**{k: row[k] for k in ("model", "schedule", "pp", "ep", "num_microbatches", "seq_len")},
-                        "rank": rank, "measured_idle_s": meas, "twin_idle_s": twin_s, "replay_idle_s": replay_s,
-                        "twin_within": bool(abs(twin_s - meas) <= tol), "replay_within": bool(abs(replay_s - meas) <= tol)})
+def replay_config(row: dict, ops: pd.DataFrame, gpu: str, inputs: dict, which: frozenset | None = None) -> list[dict]:
+    """Per measured global rank of one configuration (a folder_rows pair): the measured idle, the
+    twin's and the replay's (the twin's simulation on the measured op durations, FB halved as the
+    rule's section 1; with `which` only those ops measured (chosen), the rest at the twin's), each
+    within IDLE_TOL / IDLE_FLOOR_OF_STEP or not."""
+    result, _, details, hold_s = twin_row(row, gpu, inputs)
+    schedule, meas, twin = schedule_of(row), measured_op_s(row, ops), twin_op_s(result)
+    durations = {key: meas[key] if chosen(schedule, *key, which) else d for key, d in twin.items()}
+    replayed = simulate_durations(row, details, durations, hold_s, fb_half=True)
+    pp, out = int(row["pp"]), []
+    for rank, meas_s in sorted(pipe.measured_idle_s(pipe.ops_of(row, ops)).items()):
+        tol = max(IDLE_TOL * meas_s, IDLE_FLOOR_OF_STEP * row["time_s"])
+        twin_s, replay_s = result.idle_s[rank % pp], replayed.idle_s[rank % pp]
+        out.append({**{k: row[k] for k in ("model", "schedule", "pp", "ep", "num_microbatches", "seq_len")},
+                    "rank": int(rank), "measured_idle_s": float(meas_s), "twin_idle_s": float(twin_s),
+                    "replay_idle_s": float(replay_s), "twin_within": bool(abs(twin_s - meas_s) <= tol),
+                    "replay_within": bool(abs(replay_s - meas_s) <= tol)})
     return out
 
 
-def seen_op_pairs(root: Path | str, gpu: str, subdirs: tuple, inputs: dict) -> list[tuple]:
-    """(model, pp, ep, category, measured s, twin s) of every op of every seen configuration; kept in
-    `inputs` (under "seen_ops") so S's ratios and X's excess share one pass."""
+def replay_rows(folder: Path, gpu: str, inputs: dict, which: frozenset | None = None) -> list[dict]:
+    """replay_config's rank-rows of every configuration of `folder`."""
+    return [x for row, ops in folder_rows(folder) for x in replay_config(row, ops, gpu, inputs, which)]
+
+
+def seen_op_pairs(root: Path | str, gpu: str, subdirs: tuple, inputs: dict, only: tuple | None = None) -> list[tuple]:
+    """(model, pp, ep, category, measured s, twin s) of every op of every seen configuration (of one
+    (model, pp, ep) with `only`); kept in `inputs` (under "seen_ops") so S's ratios and X's excess
+    share one pass."""
     cache = inputs.setdefault("seen_ops", {})
-    key = (str(root), gpu, tuple(subdirs))
+    key = (str(root), gpu, tuple(subdirs), only)
     if key not in cache:
         out = []
         for sub in subdirs:
-            for row, ops in folder_rows(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / sub):
+            for row, ops in folder_rows(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / sub, only[0] if only else None):
+                if only and (row["model"], int(row["pp"]), int(row["ep"])) != only:
+                    continue
                 result, _, _, _ = twin_row(row, gpu, inputs)
                 twin, meas, schedule = twin_op_s(result), measured_op_s(row, ops), schedule_of(row)
                 out += [(row["model"], int(row["pp"]), int(row["ep"]), category(schedule, r, k), m, twin[r, k])
@@ -197,11 +211,13 @@ def seen_op_pairs(root: Path | str, gpu: str, subdirs: tuple, inputs: dict) -> l
 
 
 def seen_ratios(root: Path | str = rec.MEASUREMENTS_DIR, gpu: str = RATIO_GPU,
-                subdirs: tuple = SEEN_SUBDIRS, inputs: dict | None = None, excess: bool = False) -> dict:
+                subdirs: tuple = SEEN_SUBDIRS, inputs: dict | None = None, excess: bool = False,
+                only: tuple | None = None) -> dict:
     """S's ratios: {(model, pp, ep): {category: median over the seen ops of measured / twin seconds}};
-    with `excess` (X, a diagnostic) the median of measured - twin seconds instead."""
+    with `excess` (X, a diagnostic) the median of measured - twin seconds instead; with `only` (model,
+    pp, ep) that entry alone (the same figures: each entry pools its own configurations only)."""
     pooled: dict = {}
-    for model, pp, ep, cat, m, t in seen_op_pairs(root, gpu, subdirs, {} if inputs is None else inputs):
+    for model, pp, ep, cat, m, t in seen_op_pairs(root, gpu, subdirs, {} if inputs is None else inputs, only):
         pooled.setdefault((model, pp, ep), {}).setdefault(cat, []).append(m - t if excess else m / t)
     return {key: {c: float(np.median(v)) for c, v in table.items()} for key, table in pooled.items()}
 
@@ -262,7 +278,85 @@ def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -
     replay = []
     for gpu in sorted(set(meas["gpu"])):
         replay += [{**x, "gpu": gpu} for x in replay_rows(Path(root) / f"{gpu}x4" / FRESH_SUBDIR, gpu, inputs)]
-    return {"records": True, "B": base, "S": term, "X": extra, "replay": replay, "verdict": verdict(base, term, replay)}
+    return {"records": True, "B": base, "S": term, "X": extra, "replay": replay, "verdict": verdict(base, term, replay),
+            "ratios": ratios, "excess": excess}
+
+
+def table_to_json(tables: dict) -> dict:
+    """S's ratios (or X's excess) as JSON: {"model pp ep": [[kind, role, first op, value], ...]}."""
+    return {f"{m} {pp} {ep}": [[k, role, first, v] for (k, role, first), v in sorted(t.items())]
+            for (m, pp, ep), t in sorted(tables.items())}
+
+
+def table_from_json(obj: dict) -> dict:
+    """table_to_json's inverse."""
+    out = {}
+    for key, entries in obj.items():
+        m, pp, ep = key.split()
+        out[m, int(pp), int(ep)] = {(k, role, bool(first)): float(v) for k, role, first, v in entries}
+    return out
+
+
+def _plain(x):
+    """numpy scalars and tuples as JSON's types."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _diagnostic_summary(sec: dict) -> dict:
+    """X's section as counts (a diagnostic after the judgement): step summaries, rank-rows within and
+    resolved pairs misordered per GPU."""
+    gpus = sorted(sec["by_gpu"])
+    return {"by_gpu": sec["by_gpu"], "by_layout": sec["by_layout"],
+            "idle_within": {g: _counts(sec, g) for g in gpus},
+            "misordered": {g: sum(1 for p in sec["ranking"] if p["gpu"] == g and p["resolved"] and not p["ordered"])
+                           for g in gpus}}
+
+
+def judgement_record(res: dict, inputs: dict) -> dict:
+    """The fresh judgement as tests read it back (JUDGEMENT_FILE): B's and S's sections (rows, idle
+    rank-rows, ranking, summaries), X's counts, the replay's rank-rows, the verdict, S's ratios and X's
+    excess, and the rule's section-1 replay of the seen second delivery (every op measured, and each
+    rank's first op alone)."""
+    seen = rec.MEASUREMENTS_DIR / f"{RATIO_GPU}x{prereg_pp4.NUM_GPUS}" / SEEN_REPLAY_SUBDIR
+    return _plain({"rule": "docs/notes/s25idle_rule.md",
+                   "command": "python -m calibration.idle_terms fresh --json calibration/s25idle_judgement.json",
+                   **{k: res[k] for k in ("B", "S", "replay", "verdict")}, "X": _diagnostic_summary(res["X"]),
+                   "ratios": table_to_json(res["ratios"]), "excess": table_to_json(res["excess"]),
+                   "seen_replay": {"subdir": f"{RATIO_GPU}x{prereg_pp4.NUM_GPUS}/{SEEN_REPLAY_SUBDIR}",
+                                   "all": replay_rows(seen, RATIO_GPU, inputs),
+                                   "first": replay_rows(seen, RATIO_GPU, inputs, frozenset({"first"}))}})
+
+
+def dump_record(obj, indent: str = "") -> str:
+    """JSON with each list of rows as a table ({"columns": [...], "data": [[...], ...]}, one row a
+    line; read_judgement turns it back) so the file stays small and its diffs readable."""
+    inner = indent + " "
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        cols = sorted({k for r in obj for k in r})
+        return dump_record({"columns": cols, "data": [[r.get(c) for c in cols] for r in obj]}, indent)
+    if isinstance(obj, dict) and obj:
+        return "{\n" + ",\n".join(f"{inner}{json.dumps(k)}: {dump_record(v, inner)}" for k, v in obj.items()) + \
+            "\n" + indent + "}"
+    if isinstance(obj, list) and obj and isinstance(obj[0], list):
+        return "[\n" + ",\n".join(inner + json.dumps(v, separators=(",", ":")) for v in obj) + "\n" + indent + "]"
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def _rows_back(obj):
+    if isinstance(obj, dict) and set(obj) == {"columns", "data"}:
+        return [dict(zip(obj["columns"], values)) for values in obj["data"]]
+    if isinstance(obj, dict):
+        return {k: _rows_back(v) for k, v in obj.items()}
+    return obj
+
+
+def read_judgement(path: Path = JUDGEMENT_FILE) -> dict:
+    """JUDGEMENT_FILE as judgement_record made it (rows as dicts; tuples as lists)."""
+    return _rows_back(json.loads(Path(path).read_text()))
 
 
 def registered_predictions(inputs: dict | None = None) -> pd.DataFrame:
@@ -338,7 +432,8 @@ def main(argv=None) -> int:
     rp.add_argument("--gpu", default=RATIO_GPU, choices=prereg.GPUS)
     rp.add_argument("--only", default="", help="comma list of first,F,B,W,BW,FB: only those ops measured")
     sub.add_parser("ratios", help="term S's ratios from the seen records")
-    sub.add_parser("fresh", help="the s25idle campaign's rows judged by the rule")
+    fr = sub.add_parser("fresh", help="the s25idle campaign's rows judged by the rule")
+    fr.add_argument("--json", type=Path, default=None, help="also write the judgement's record (JUDGEMENT_FILE)")
     sub.add_parser("write", help="the predictions file (B and S of every fresh case; refuses a dirty tree)")
     args = ap.parse_args(argv)
     inputs: dict = {}
@@ -354,7 +449,11 @@ def main(argv=None) -> int:
         df = prereg.write_registered(PREDICTIONS_FILE, lambda: registered_predictions(inputs))
         print(f"{PREDICTIONS_FILE}: {len(df)} rows")
     else:
-        print(format_fresh(fresh(inputs=inputs)))
+        res = fresh(inputs=inputs)
+        print(format_fresh(res))
+        if args.json is not None and res.get("records"):
+            args.json.write_text(dump_record(judgement_record(res, inputs)) + "\n")
+            print(f"{args.json}: written")
     return 0
 
 
