@@ -27,7 +27,7 @@
 # pipeline_trace_<schedule>.json, env_pipeline_pp2ep2_pp4.json; OUTDIR/s25idle/s25idle.log,
 # host_s25idle.txt (nvidia-smi, topology, clocks).
 # Env: PY (python3), S25IDLE_PARTS (default: both models), S25IDLE_TINY (1: CPU dry run on four gloo
-# ranks, the tiny model at 8 layers, two schedules, one timed step), S25IDLE_TIMEOUT_SCALE (1).
+# ranks, the tiny model at 8 layers, DualPipeV only, one timed step), S25IDLE_TIMEOUT_SCALE (1).
 set -u
 root=${1:?usage: s25idle.sh OUTDIR}/s25idle
 mkdir -p "$root"
@@ -44,8 +44,9 @@ gpus=4
 [ "$tiny" = "1" ] || { nvidia-smi -q -d CLOCK; } >> "$root/host_$campaign.txt" 2>&1
 
 runs=(--warmup 2 --min-time-s 0 --reps-min 4 --reps-max 4 --whole-reps --schedules 1f1b,zb1p,dualpipev,dualpipe)
-# the CPU dry run: the tiny model at 8 layers, two schedules, one warm-up and one timed step
-[ "$tiny" = "1" ] && runs=(--warmup 1 --min-time-s 0 --reps-min 1 --reps-max 1 --whole-reps --schedules zb1p,dualpipev)
+# the CPU dry run: the tiny model at 8 layers, one warm-up and one timed step, DualPipeV alone (its
+# programs hold every op kind the records carry: F, B, W, BW, FB, send, recv; a configuration a layout)
+[ "$tiny" = "1" ] && runs=(--warmup 1 --min-time-s 0 --reps-min 1 --reps-max 1 --whole-reps --schedules dualpipev)
 for case in $MODELS; do
   IFS=: read -r model layers seq counts limit budget <<< "$case"
   shape=(--model "$model" --num-layers "$layers" --seq-len "$seq" --mb-seqs 1)

@@ -1,5 +1,5 @@
 """real/campaigns/s25idle.sh (docs/notes/s25idle_rule.md): the CPU dry run on four gloo ranks (tiny
-model at 8 layers, both layouts, two schedules, each rank's op records), the clean stop with fewer
+model at 8 layers, both layouts under DualPipeV, each rank's op records of every op kind), the clean stop with fewer
 than four GPUs, and the script's cases are calibration.idle_terms.FRESH_CASES within 150 s."""
 
 import csv
@@ -20,12 +20,14 @@ def test_s25idle_campaign_cpu_dry_run(tmp_path):
     with (d / "qwen3moe-mla-slice" / "pipeline_step.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["pp"], r["ep"], r["schedule"], r["num_microbatches"], r["num_layers"]) for r in rows] == [
-        ("2", "2", "zb1p", "8", "8"), ("2", "2", "dualpipev", "8", "8"),
-        ("4", "1", "zb1p", "12", "8"), ("4", "1", "dualpipev", "12", "8")]
+        ("2", "2", "dualpipev", "8", "8"), ("4", "1", "dualpipev", "12", "8")]
     assert all(r["gpu_name"] and r["torch_version"] and r["timestamp_utc"] for r in rows)
     with (d / "qwen3moe-mla-slice" / "pipeline_ops.csv").open(newline="") as f:
         ops = list(csv.DictReader(f))
-    assert {o["rank"] for o in ops} == {"0", "1", "2", "3"} and {"F", "B", "send", "recv"} <= {o["kind"] for o in ops}
+    for pp in ("2", "4"):
+        mine = [o for o in ops if o["pp"] == pp]
+        assert {o["rank"] for o in mine} == {"0", "1", "2", "3"}, pp
+        assert {"F", "B", "W", "BW", "FB", "send", "recv"} <= {o["kind"] for o in mine}, pp
     assert "s25idle done" in log
 
 
