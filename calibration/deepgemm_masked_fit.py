@@ -129,7 +129,7 @@ def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     ap.add_argument("--torch", action="store_true", help="print the torch rows beside the twin's torch cost")
     a = ap.parse_args(argv)

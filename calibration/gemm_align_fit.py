@@ -189,7 +189,7 @@ def s23hrate_rows(adopt: bool, tmp_dir: Path, switch: str = "ADOPT_GEMM_ALIGNMEN
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     args = ap.parse_args(argv)
     fits = {g: f for g in GPUS if (f := fit_gpu(g)) is not None}
