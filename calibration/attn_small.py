@@ -84,6 +84,7 @@ from calibration.predict import gpu_spec, predict_s
 from calibration.split import is_held_out
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, validate
 from calibration.records_io import csv_bytes, csv_exists, read_csv
+from twin.core import atomic
 from twin.costs.profile import Profile
 
 SHAPE = ["bench", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim"]
@@ -425,7 +426,7 @@ def main(argv=None) -> int:
             before = {k: tuple(v) for k, v in json.loads(args.before.read_text()).items()}
         elif args.before:
             before = before_figures(args.gpu)
-            args.before.write_text(json.dumps(before))
+            atomic.write_text(args.before, json.dumps(before))
         if args.repeat:
             out = compare_full(args.campaign, args.repeat, args.gpu, ("C", "D"), before)
             print(format_full(out))
@@ -433,7 +434,7 @@ def main(argv=None) -> int:
             out = compare(args.campaign, args.gpu, tuple(args.candidates.split(",")), before)
             print(format_report(out))
         if args.json:
-            args.json.write_text(json.dumps(out, indent=1, default=str))
+            atomic.write_text(args.json, json.dumps(out, indent=1, default=str))
         return 0
 
 

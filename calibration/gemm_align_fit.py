@@ -26,6 +26,7 @@ import pandas as pd
 
 from calibration import prereg
 from calibration.records_io import csv_exists, read_csv
+from twin.core import atomic
 from twin.costs import compute
 from twin.costs.gemm_alignment import align_class
 from twin.costs.profile import load_profile
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     if args.write:
         table = json.loads(TABLE.read_text())
         table["fits"] = fits
-        TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        atomic.write_text(TABLE, json.dumps(table, indent=1, sort_keys=True) + "\n")
     return 0
 
 

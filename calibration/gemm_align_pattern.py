@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import gemm_align_fit as gf
+from twin.core import atomic
 from twin.costs import compute
 from twin.costs import gemm_alignment
 from twin.costs.gemm_alignment import kernel_family, operand_alignments, pattern_key
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     if args.write:
         table = json.loads(gf.TABLE.read_text())
         table["pattern_fits"] = {g: {k: v for k, v in f.items() if k != "held_out_ratio"} for g, f in fits.items()}
-        gf.TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        atomic.write_text(gf.TABLE, json.dumps(table, indent=1, sort_keys=True) + "\n")
         gemm_alignment._table.cache_clear()
     print(json.dumps({g: held_out_twin(g) for g in fits}, indent=1))
     return 0

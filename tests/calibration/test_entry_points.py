@@ -79,3 +79,25 @@ def test_a_gpu_without_records_is_refused_naming_those_with():
     with pytest.raises(SystemExit) as exc:
         ep_postsync.main(["h100x2", "h999"])
     assert exc.value.code == 2
+
+
+class _Unprintable:
+    """A cell whose text cannot be made: the CSV write stops at its row, as a killed process stops."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("stopped mid-write")
+
+
+def test_a_pre_registration_stopped_mid_write_leaves_no_file_to_block_the_next(tmp_path):
+    """D9: write_registered wrote its CSV in place; a write stopped part-way left a partial predictions file, and the
+    rule 'pre-registered predictions are never rewritten' then refused every later write."""
+    import pandas as pd
+
+    prereg = importlib.import_module("calibration.prereg")
+    path = tmp_path / "predictions.csv"
+    rows = pd.DataFrame({"case": ["a"] * 3000 + ["b"], "predicted_s": [0.1] * 3000 + [_Unprintable()]})
+    with pytest.raises(RuntimeError, match="stopped mid-write"):
+        prereg.write_registered(path, lambda: rows, allow_dirty=True)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    written = prereg.write_registered(path, lambda: rows.iloc[:2].copy(), allow_dirty=True)
+    assert path.read_text().splitlines()[0] == "case,predicted_s,code_commit,predicted_at_utc" and len(written) == 2
