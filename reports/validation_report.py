@@ -24,6 +24,7 @@ import pandas as pd
 
 from calibration.sm_reserve import slowdown_png
 from calibration.validate import format_blocks
+from calibration.validate_sections import JUDGED
 from reports import page as pg
 from reports.page import Page
 from twin.core.atomic import staged_dir
@@ -189,6 +190,8 @@ def write_trace_comparison(tr: dict, out_dir: Path) -> list[Path]:
 def _verdict(result: dict) -> str:
     t = result.get("targets", {})
     med_t, p90_t = t.get("median_abs_rel_error", 0.05), t.get("p90_abs_rel_error", 0.10)
+    if "gpus" not in result:   # `twin validate --only` without the records
+        return "Parts of the validation (`twin validate --only`): the records' cases were not computed in this run."
     parts = []
     for gpu, s in result["gpus"].items():
         if s["median_abs_rel_error"] is None:
@@ -213,12 +216,13 @@ def _verdict(result: dict) -> str:
 
 def _summary_rows(result: dict) -> list[list[str]]:
     return [[gpu.upper(), f"{s['num_cases']:,}", f"{s.get('num_predicted', 0):,}", pg.pct(s["median_abs_rel_error"]),
-             pg.pct(s["p90_abs_rel_error"]), "met" if s["meets_targets"] else "NOT met"] for gpu, s in result["gpus"].items()]
+             pg.pct(s["p90_abs_rel_error"]), "met" if s["meets_targets"] else "NOT met"]
+            for gpu, s in result.get("gpus", {}).items()]
 
 
 def _by_bench_rows(result: dict) -> list[list[str]]:
     rows = []
-    for gpu, s in result["gpus"].items():
+    for gpu, s in result.get("gpus", {}).items():
         for bench, v in s.get("by_bench", {}).items():
             h, a = v["held_out"], v["all"]
             rows.append([gpu.upper(), bench, f"{h['num_cases']:,}", pg.pct(h["median_abs_rel_error"]) if h["num_cases"] else "—",
@@ -234,10 +238,11 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
            "the held-out cases were not used in the fit. Targets: held-out median |error| at most "
            f"{pg.pct(t.get('median_abs_rel_error', 0.05))} and P90 at most {pg.pct(t.get('p90_abs_rel_error', 0.10))} per GPU. "
            "Validation predicts recorded measurements and has no scenario.")
-    p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
-                               _summary_rows(result))
-    p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
-                                    "median |error| (all)"], _by_bench_rows(result))
+    if "gpus" in result:   # not under `twin validate --only` without the records
+        p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
+                                   _summary_rows(result))
+        p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
+                                        "median |error| (all)"], _by_bench_rows(result))
     kinds = result.get("by_gpu_kind", {})
     # one row per GPU, kind and GPU count where the result has them (a pipeline of 4 GPUs apart from 2)
     rows = result.get("by_gpu_kind_gpus") or [{**v, "gpu": gpu, "kind": k} for gpu, per in kinds.items()
@@ -316,6 +321,8 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
             return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
         p.section("Not predicted here").para("`twin validate` does not predict these whole-model records case by case:")
         p.bullets([f"{g.upper()}: {len(v)} records ({kinds(v)})" for g, v in skipped.items()])
+    _serve_load_section(p, result.get("serve_load", {}))
+    _decode_gemm_section(p, result.get("decode_gemm", {}))
     tr = result.get("h800_trace")
     if tr:
         table = _trace_table(tr)
@@ -333,6 +340,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         _published_runs_section(p, pub)
     for prof in result.get("deepseek_serving_profiles", []):
         _serving_profile_section(p, prof)
+    _judged_sections(p, result)
     p.section("Plots")
     if not cases.empty:
         p.figure(SCATTER, plot_scatter(cases), "The twin's prediction against each measured case, log-log.")
@@ -353,6 +361,58 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
     p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the whole result; `{CASES_CSV}`: every case"
                                 + (f"; `{TRACE_CSV}`: the trace table" if tr else "") + (f"; `{SM_CSV}`" if sm else "")])
     return p
+
+
+def _serve_load_section(p: Page, section: dict) -> None:
+    """real/serve's load runs against the request simulation, per records folder and figure (issue 15's
+    serving targets; calibration.serve_load_validation). Not in the report until s25walk."""
+    if not section:
+        return
+    p.section("Serving load runs: the request simulation against real/'s engine").para(
+        "Each held-out load run of real/serve (throughput, TTFT and TPOT percentiles) against the twin's request-level "
+        "simulation of the same configuration; a figure is met within its target (throughput 5%, P50s 10%, P99s 20%).")
+    p.table(["records", "figure", "held-out runs", "median |error|", "P90 |error|", "within target", "fit median |error|"],
+            [[folder, k, v["num_runs"], pg.pct(v["median_abs_rel_error"]), pg.pct(v["p90_abs_rel_error"]),
+              f"{v['runs_within_target']} of {v['num_runs']} (±{pg.pct(v['target'])})",
+              pg.pct(s["fit"]["figures"][k]["median_abs_rel_error"])]
+             for folder, s in section.items() for k, v in s["holdout"]["figures"].items() if v["num_runs"]])
+    p.bullets([f"{folder}: {_serve_load_count(s)}; targets {'met' if s['holdout']['meets_targets'] else 'NOT met'}"
+               for folder, s in section.items()])
+
+
+def _serve_load_count(s: dict) -> str:
+    figs = [v for v in s["holdout"]["figures"].values() if v["num_runs"]]
+    return f"{sum(v['runs_within_target'] for v in figs)} of {sum(v['num_runs'] for v in figs)} figures within target"
+
+
+def _decode_gemm_section(p: Page, section: dict) -> None:
+    """real/'s decode batched GEMMs (decode_gemm.csv) on their own held-out rows. Not shown anywhere (the
+    terminal included) until s25walk: --json only."""
+    if not section:
+        return
+    p.section("Decode's batched GEMMs").para(
+        "The batched-GEMM curves of decode (decode_gemm.csv, unaligned batch and cache lengths) on each GPU's own "
+        "rows: kernel records of their own, apart from the per-GPU kernel figures above.")
+    p.table(["GPU", "held-out cases", "median |error|", "P90 |error|", "fitting cases", "median |error| (fit)"],
+            [[gpu.upper(), v["held_out"]["num_cases"], pg.pct(v["held_out"]["median_abs_rel_error"]),
+              pg.pct(v["held_out"]["p90_abs_rel_error"]), v["fit"]["num_cases"], pg.pct(v["fit"]["median_abs_rel_error"])]
+             for gpu, v in section.items()])
+
+
+def _judged_sections(p: Page, result: dict) -> None:
+    """The pre-registered predictions and fresh shapes (calibration.validate_sections), each as its terminal lines:
+    its heading, then one bullet a line. Not in the report until s25walk."""
+    judged = [j for j in JUDGED if j.key in result]
+    if not judged:
+        return
+    p.section("Pre-registered predictions and fresh shapes").para(
+        "Models, layouts, loads and shapes no fit saw, judged against predictions committed before their runs "
+        "(each rule in docs/notes/); the lines `twin validate --detail` prints.")
+    for j in judged:
+        head, *rest = j.table(result[j.key]).splitlines() or [j.key]
+        p.para(f"{head} (`{j.key}`)")
+        if rest:
+            p.bullets([line.strip() for line in rest if line.strip()])
 
 
 def _serving_profile_section(p: Page, prof: dict) -> None:
@@ -417,7 +477,7 @@ def _published_memory_table(p: Page, pub: dict) -> None:
 
 def write_report(result: dict, out_dir: Path) -> list[Path]:
     """Write the validation report into `out_dir`, atomically; returns the paths written (sorted)."""
-    cases = pd.DataFrame(result["cases"])
+    cases = pd.DataFrame(result.get("cases", []))
     files: dict[str, str | bytes] = {CASES_CSV: _csv(cases)}
     if result.get("h800_trace"):
         files[TRACE_CSV] = _csv(_trace_table(result["h800_trace"]))
