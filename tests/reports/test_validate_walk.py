@@ -1,7 +1,7 @@
 """s25walk (docs/notes/s25walk.md): `twin validate` as the engineer who re-calibrates runs it. Each test failed before
 its fix. No test here runs the whole validation: `--only` picks parts that take well under a second (the
 pre-registered s20new train steps, DeepSeek's H800 trace), the report's new sections are built from small results
-(tests/reports/conftest.py's `validated`)."""
+(no plots drawn)."""
 
 import contextlib
 import io
@@ -73,10 +73,10 @@ def _serve_load() -> dict:
                                                                                      "tpot_p99_s")}}}}
 
 
-def test_the_report_and_the_headline_show_the_serving_load_runs(validated):
+def test_the_report_and_the_headline_show_the_serving_load_runs():
     """D4: real/'s serving engine runs (issue 15's targets, README's "66 of 80 figures met") were in --json and
     --detail only: not in the report, not in the headline."""
-    md = build_page({**validated, "serve_load": _serve_load()}, pd.DataFrame(validated["cases"])).markdown()
+    md = build_page({"serve_load": _serve_load()}, pd.DataFrame()).markdown()   # no plots to draw: fast
     assert "## Serving load runs: the request simulation against real/'s engine" in md
     assert "| h100 | output_tokens_per_s | 5 | 1.2% | 2% | 4 of 5 (±5%) | 1% |" in md
     assert "h100: 8 of 10 figures within target; targets NOT met" in md
@@ -85,11 +85,11 @@ def test_the_report_and_the_headline_show_the_serving_load_runs(validated):
     assert _headline(["\n".join(lines)]).splitlines()[0] == lines[-1]
 
 
-def test_the_report_shows_decode_s_batched_gemms(validated):
+def test_the_report_shows_decode_s_batched_gemms():
     """D7: the decode GEMMs' held-out figures were computed and shown nowhere but --json."""
     dg = {"h100": {"held_out": {"num_cases": 124, "median_abs_rel_error": 0.12, "p90_abs_rel_error": 0.42},
                    "fit": {"num_cases": 253, "median_abs_rel_error": 0.073, "p90_abs_rel_error": 0.34}}}
-    md = build_page({**validated, "decode_gemm": dg}, pd.DataFrame(validated["cases"])).markdown()
+    md = build_page({"decode_gemm": dg}, pd.DataFrame()).markdown()
     assert "## Decode's batched GEMMs" in md and "| H100 | 124 | 12% | 42% | 253 | 7.3% |" in md
     assert format_table({"gpus": {}, "decode_gemm": dg}).splitlines()[-1] == \
         "decode GEMMs h100: 124 held out, median 12.0%, P90 42.0% (fit median 7.3%)"
