@@ -238,6 +238,11 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
            "the held-out cases were not used in the fit. Targets: held-out median |error| at most "
            f"{pg.pct(t.get('median_abs_rel_error', 0.05))} and P90 at most {pg.pct(t.get('p90_abs_rel_error', 0.10))} per GPU. "
            "Validation predicts recorded measurements and has no scenario.")
+    inputs = result.get("inputs")
+    if inputs:   # what the run read (s25walk)
+        p.para(f"Records: `{inputs['records_root']}`; profiles: `{inputs['profiles_dir']}` "
+               f"({', '.join(f'{g} {h[:12]}' for g, h in inputs['profiles_sha256'].items()) or 'none'}); "
+               f"code {inputs['git_commit'][:12]}; parts: {', '.join(inputs['parts'])}.")
     if "gpus" in result:   # not under `twin validate --only` without the records
         p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
                                    _summary_rows(result))

@@ -35,9 +35,21 @@ def test_only_computes_the_parts_it_names_in_the_result_s_order(two_parts):
     """D6: every run computed everything (3-6 minutes here) though a re-calibration asks one part."""
     rc, result, printed, _ = two_parts
     assert rc == 0
-    assert list(result) == ["h800_trace", "prereg_s20new"]
+    assert list(result) == ["h800_trace", "prereg_s20new", "inputs"]
     assert "H800 chunk pair" in printed and re.search(r"prereg h100: 18 rows, median \|err\|", printed)
     assert "HELD-OUT TOTAL" not in printed
+
+
+def test_the_result_and_the_report_name_what_the_run_read(two_parts):
+    """D11: the records root and the profiles a run predicted with were in neither --json nor the report (a user's
+    --records / --profiles run could not be told from the committed one's)."""
+    _, result, _, report = two_parts
+    inputs = result["inputs"]
+    assert inputs["records_root"] == "calibration/measurements" and inputs["profiles_dir"] == "twin/data/profiles"
+    assert inputs["parts"] == ["h800_trace", "prereg_s20new"] and {"h100", "h200"} <= set(inputs["profiles_sha256"])
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", inputs["git_commit"])
+    md = (report / "report.md").read_text()
+    assert "Records: `calibration/measurements`; profiles: `twin/data/profiles` (h100 " in md
 
 
 def test_only_refuses_an_unknown_part_naming_every_part(capsys):

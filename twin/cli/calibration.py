@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -109,6 +110,14 @@ def _chosen_parts(only: str | None) -> tuple[str, ...]:
     return tuple(n for n in names if n in chosen)
 
 
+def validation_inputs(records_root: Path, profiles: Path, parts: tuple[str, ...]) -> dict:
+    """The records root, the profiles folder with each profile's sha256, the code's commit and the parts computed."""
+    from calibration.fit import git_commit  # lazy: pandas, matplotlib
+    return {"records_root": shown_path(records_root), "profiles_dir": shown_path(profiles),
+            "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(profiles.glob("*.json"))},
+            "git_commit": git_commit(), "parts": list(parts)}
+
+
 def cmd_validate(args) -> int:
 
     from calibration import published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
@@ -162,6 +171,9 @@ def cmd_validate(args) -> int:
             result[j.key] = j.compute(records_root)
         if judged:
             bar.update(1)
+    # what this run read, beside what it found (s25walk D11): a user's --records/--profiles is otherwise
+    # unrecorded in the JSON and the report (each GPU's profile path was, under `gpus`)
+    result["inputs"] = validation_inputs(records_root, profiles, parts)
     tables = ([format_table(result)] if RECORDS_PART in parts else []) + \
         ([trace.format_table(result["h800_trace"])] if "h800_trace" in result else []) + \
         [sm_reserve.format_table(rows) for rows in result.get("sm_reserve", {}).values()] + \
