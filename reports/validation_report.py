@@ -10,12 +10,15 @@ Writes, staged and atomic:
   validation_error_by_op.png median |error| by op kind on the held-out cases
   h800_trace.csv, h800_trace.png   DeepSeek's H800 trace beside the twin, phase by phase (when present)
   sm_reserve.csv, sm_reserve.png   the SM-reservation slowdown, twin against measured (when present)
+  pipeline_<i>.png, pipeline_<i>.trace.json   each pipeline case's ranks, measured above the twin: a plot and a
+                             Chrome trace for Perfetto (op names and tracks as real/pipeline/bench.py's traces)
 Validation predicts recorded measurements and has no scenario, so there is no scenario.resolved.toml.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from calibration.validate_sections import JUDGED
 from reports import page as pg
 from reports.page import Page
 from twin.core.atomic import staged_dir
+from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.results import to_json
 from twin.core.units import GIB
 
@@ -36,6 +40,7 @@ SCATTER, BY_OP = "validation_scatter.png", "validation_error_by_op.png"
 TRACE_CSV, TRACE_PNG = "h800_trace.csv", "h800_trace.png"
 SM_CSV, SM_PNG = "sm_reserve.csv", "sm_reserve.png"
 BY_KIND = "validation_by_kind.png"
+PIPELINE_TRACE = "pipeline_{}.trace.json"   # a pipeline case's measured and twin ops, Chrome trace
 KIND_COLORS = {"F": "#4477aa", "B": "#ee6677", "W": "#ccbb44", "BW": "#aa3377", "FB": "#228833",
                "send": "#bbbbbb", "recv": "#dddddd", "allreduce": "#66ccee", "optimizer": "#777777"}
 
@@ -128,6 +133,58 @@ def plot_pipeline(p: dict):
     axes[1].set_xlabel("ms from the step's first op")
     fig.suptitle(p["name"], fontsize=8)
     return fig
+
+
+# real/pipeline/bench.py's tracks (its TRACK): compute ops, point-to-point, the data-parallel collectives
+TRACE_THREADS = ("compute", "comm", "dp")
+THREAD_OF_KIND = {"send": 1, "recv": 1, "allreduce": 2, "optimizer": 2}
+TWIN_PID_OFFSET = 100   # the twin's ranks after the measured GPUs in Perfetto's list
+
+
+def _measured_name(kind: str, mb: int, chunk: int) -> str:
+    """A measured op (not an overlapped pair) named as the twin names it: `F3.0`, `BW1.1`, `send 0.1`."""
+    if kind in THREAD_OF_KIND:
+        return f"{kind} {mb}.{chunk}" if mb >= 0 else kind
+    return f"{kind}{mb}.{chunk}"
+
+
+def pipeline_trace(p: dict) -> dict:
+    """One pipeline case as a Chrome trace (s25walk; issue 13's "the measured trace beside the twin's"): each GPU's
+    measured ops (pipeline_ops.csv's first repetition) as processes 0.., the twin's simulated ops as processes
+    100.., one time axis in microseconds from the step's first op, tracks and op names as real/pipeline/bench.py
+    writes its own traces (`F3.0`, `F2.1&BW0.0`; threads compute, comm, dp), so Perfetto shows them one above the
+    other."""
+    pp = int(p["pp"])
+    meas, spans = p["measured_ops"], p["simulated_op_spans"]
+    forward_half = {(int(r), op.split("&", 1)[0]): op for r, op, _, _ in spans if "&" in op}
+    t0 = min((o[4] for o in meas), default=0.0)
+    events: list[dict] = []
+
+    def process(pid: int, name: str) -> None:
+        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}})
+        events.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
+        events.extend({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": thread}}
+                      for tid, thread in enumerate(TRACE_THREADS))
+
+    for rank in sorted({int(o[0]) for o in meas}):
+        process(rank, f"measured: GPU {rank} (PP rank {rank % pp})")
+    for rank in range(pp):
+        process(TWIN_PID_OFFSET + rank, f"twin: PP rank {rank}")
+    for rank, kind, mb, chunk, start, end in meas:
+        if end > start:
+            # an overlapped F&BW pair by the twin's label of its stage rank whose forward half it is
+            # (pipeline_ops.csv keeps the forward's micro-batch and chunk only)
+            name = (forward_half.get((int(rank) % pp, f"F{int(mb)}.{int(chunk)}"), f"F{int(mb)}.{int(chunk)}&BW")
+                    if kind == "FB" else _measured_name(kind, int(mb), int(chunk)))
+            events.append(complete_slice(name, int(rank), THREAD_OF_KIND.get(kind, 0), start - t0, end - t0,
+                                         args={"op": kind, "mb": int(mb), "chunk": int(chunk)}))
+    for rank, op, start, end in spans:
+        if end > start:
+            events.append(complete_slice(op, TWIN_PID_OFFSET + int(rank), 0, start, end))
+    return {"traceEvents": nested_cleanly(events), "displayTimeUnit": "ms",
+            "otherData": {"case": p["name"], "gpu": p["gpu"], "config": p.get("config", {}), "measured_s": p["measured_s"],
+                          "predicted_s": p["predicted_s"],
+                          "time_axis": "seconds from the step's first measured op (measured) and from its start (twin)"}}
 
 
 def _trace_table(tr: dict) -> pd.DataFrame:
@@ -243,6 +300,10 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         p.para(f"Records: `{inputs['records_root']}`; profiles: `{inputs['profiles_dir']}` "
                f"({', '.join(f'{g} {h[:12]}' for g, h in inputs['profiles_sha256'].items()) or 'none'}); "
                f"code {inputs['git_commit'][:12]}; parts: {', '.join(inputs['parts'])}.")
+        stale = [g.upper() for g, same in inputs.get("profile_fitted_on_these_records", {}).items() if not same]
+        if stale:
+            p.warn(f"The {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
+                   "changed since (its provenance's records_sha256): `twin fit` would refit from these records.")
     if "gpus" in result:   # not under `twin validate --only` without the records
         p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
                                    _summary_rows(result))
@@ -358,7 +419,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
                      "and GPU count (filled: one GPU, open: several; the legend gives the count), log-log.")
     for i, q in enumerate(pipes):
         p.figure(f"pipeline_{i}.png", plot_pipeline(q), f"{q['name']}: each rank's ops as measured (above) and as the "
-                 "twin simulates them (below), on one time axis.")
+                 f"twin simulates them (below), on one time axis; `{PIPELINE_TRACE.format(i)}` opens both in Perfetto.")
     if tr:
         p.figure(TRACE_PNG, plot_trace(tr), "DeepSeek's H800 chunk-pair trace beside the twin, phase by phase.")
     if sm:
@@ -489,4 +550,6 @@ def write_report(result: dict, out_dir: Path) -> list[Path]:
     sm = {g: rows for g, rows in result.get("sm_reserve", {}).items() if rows}
     if sm:
         files[SM_CSV] = sm_reserve_csv(sm)
+    for i, q in enumerate(result.get("pipelines", [])):   # beside pipeline_<i>.png, for Perfetto
+        files[PIPELINE_TRACE.format(i)] = json.dumps(pipeline_trace(q), separators=(",", ":"))
     return pg.write_report_dir(out_dir, build_page(result, cases), to_json(result), None, files=files)

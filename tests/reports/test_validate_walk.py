@@ -14,9 +14,10 @@ import pytest
 from calibration.serve_load_validation import format_serve_load
 from calibration.validate import format_table
 from calibration.validate_sections import JUDGED, JUDGED_KEYS
-from reports.validation_report import build_page
-from twin.cli.calibration import OTHER_PARTS, RECORDS_PART, _headline
+from reports.validation_report import build_page, pipeline_trace
+from twin.cli.calibration import OTHER_PARTS, RECORDS_PART, _headline, validation_inputs
 from twin.cli.main import main
+from twin.core.chrome_trace import perfetto_drops
 
 CHEAP_PARTS = "prereg_s20new,h800_trace"
 
@@ -48,6 +49,7 @@ def test_the_result_and_the_report_name_what_the_run_read(two_parts):
     assert inputs["records_root"] == "calibration/measurements" and inputs["profiles_dir"] == "twin/data/profiles"
     assert inputs["parts"] == ["h800_trace", "prereg_s20new"] and {"h100", "h200"} <= set(inputs["profiles_sha256"])
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", inputs["git_commit"])
+    assert set(inputs["profile_fitted_on_these_records"]) == {"h100", "h200"}
     md = (report / "report.md").read_text()
     assert "Records: `calibration/measurements`; profiles: `twin/data/profiles` (h100 " in md
 
@@ -116,3 +118,44 @@ def test_a_gpu_folder_named_as_the_records_root_is_refused_naming_its_parent(tmp
     assert main(["validate", "--quiet", "--records", str(gpu)]) == 2
     err = capsys.readouterr().err
     assert f"this is a <gpu>/ folder itself: name its parent, --records {gpu.parent.resolve()}" in err
+
+
+def test_each_pipeline_case_opens_in_perfetto_measured_above_the_twin():
+    """D12 (issue 13): the report drew each pipeline case's ranks measured beside simulated as a PNG only; the twin's
+    side of a measured configuration could not be opened in Perfetto beside real/'s trace. pipeline_trace names
+    the ops and tracks as real/pipeline/bench.py does; an overlapped pair is named from the twin's label."""
+    case = {"name": "pipeline_step tiny dualpipev pp2", "gpu": "h200", "pp": 2, "config": {"schedule": "dualpipev"},
+            "measured_s": 0.3, "predicted_s": 0.29,
+            # rank, kind, micro-batch, chunk, start, end (s, on the host's shared axis)
+            "measured_ops": [[0, "F", 0, 0, 10.0, 10.1], [0, "send", 0, 0, 10.1, 10.11], [0, "FB", 2, 1, 10.12, 10.2],
+                             [1, "F", 0, 0, 10.11, 10.2], [1, "allreduce", -1, -1, 10.2, 10.3]],
+            "simulated_op_spans": [[0, "F0.0", 0.0, 0.1], [0, "F2.1&BW0.0", 0.1, 0.18], [1, "F0.0", 0.1, 0.19]]}
+    trace = pipeline_trace(case)
+    slices = [(e["pid"], e["tid"], e["name"], e["ts"], e["dur"]) for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert slices == [(0, 0, "F0.0", 0.0, 100_000.0), (0, 1, "send 0.0", 100_000.0, 10_000.0),
+                      (0, 0, "F2.1&BW0.0", 120_000.0, 80_000.0), (1, 0, "F0.0", 110_000.0, 90_000.0),
+                      (1, 2, "allreduce", 200_000.0, 100_000.0),
+                      (100, 0, "F0.0", 0.0, 100_000.0), (100, 0, "F2.1&BW0.0", 100_000.0, 80_000.0),
+                      (101, 0, "F0.0", 100_000.0, 90_000.0)]
+    names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    assert names == {0: "measured: GPU 0 (PP rank 0)", 1: "measured: GPU 1 (PP rank 1)", 100: "twin: PP rank 0",
+                     101: "twin: PP rank 1"}
+    assert not perfetto_drops(trace["traceEvents"])
+
+
+def test_a_profile_fitted_on_other_records_is_named(tmp_path):
+    """D13: a re-calibration's first question, "was this profile fitted on these records?", was answered nowhere:
+    the committed H100 and H200 profiles were fitted (2026-11-24, 3581cbf) before records were added to their
+    folders. Each profile's provenance holds its records' digest; validate compares it with the records read."""
+    from calibration import records as rec
+    from calibration.fit import records_digest
+
+    root, profiles = tmp_path / "records", tmp_path / "profiles"
+    (root / "h100").mkdir(parents=True)
+    profiles.mkdir()
+    (root / "h100" / "gemm.csv").write_text("bench,time_s\ngemm,0.001\n")
+    digest = records_digest(rec.records_sha256("h100", root))
+    (profiles / "h100.json").write_text(json.dumps({"provenance": {"records_sha256": digest}}))
+    assert validation_inputs(root, profiles, ("records",))["profile_fitted_on_these_records"] == {"h100": True}
+    (root / "h100" / "gemm.csv").write_text("bench,time_s\ngemm,0.001\ngemm,0.002\n")
+    assert validation_inputs(root, profiles, ("records",))["profile_fitted_on_these_records"] == {"h100": False}

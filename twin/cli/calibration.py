@@ -111,11 +111,20 @@ def _chosen_parts(only: str | None) -> tuple[str, ...]:
 
 
 def validation_inputs(records_root: Path, profiles: Path, parts: tuple[str, ...]) -> dict:
-    """The records root, the profiles folder with each profile's sha256, the code's commit and the parts computed."""
-    from calibration.fit import git_commit  # lazy: pandas, matplotlib
+    """The records root, the profiles folder with each profile's sha256, the code's commit and the parts computed;
+    and per GPU with records, whether its profile was fitted on the records as they are now (its provenance's
+    records_sha256; False: records were added or changed since its fit, and `twin fit` would refit it)."""
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    from calibration.fit import git_commit, records_digest  # lazy: pandas, matplotlib
+    fitted_on = {}
+    for gpu in rec.gpu_dirs(records_root):
+        path = profiles / f"{gpu}.json"
+        if path.is_file():
+            recorded = json.loads(path.read_text()).get("provenance", {}).get("records_sha256")
+            fitted_on[gpu] = recorded == records_digest(rec.records_sha256(gpu, records_root))
     return {"records_root": shown_path(records_root), "profiles_dir": shown_path(profiles),
             "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(profiles.glob("*.json"))},
-            "git_commit": git_commit(), "parts": list(parts)}
+            "profile_fitted_on_these_records": fitted_on, "git_commit": git_commit(), "parts": list(parts)}
 
 
 def cmd_validate(args) -> int:
@@ -189,6 +198,10 @@ def cmd_validate(args) -> int:
         (published_runs.failures(result["published_runs"]) if "published_runs" in result else [])
     for f in missed:
         print(f"target missed: {f}", file=sys.stderr)
+    stale = [g for g, same in result["inputs"]["profile_fitted_on_these_records"].items() if not same]
+    if stale:   # s25walk: a re-calibration's first question, answered nowhere before
+        print(f"note: the {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
+              "changed since (provenance records_sha256); `twin fit` would refit from these", file=sys.stderr)
     return 0
 
 
