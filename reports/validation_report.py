@@ -303,7 +303,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         stale = [g.upper() for g, same in inputs.get("profile_fitted_on_these_records", {}).items() if not same]
         if stale:
             p.warn(f"The {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
-                   "changed since (its provenance's records_sha256): `twin fit` would refit from these records.")
+                   "changed since (provenance records_sha256): `twin fit` would refit from these records.")
     if "gpus" in result:   # not under `twin validate --only` without the records
         p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
                                    _summary_rows(result))
