@@ -76,6 +76,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import fit as fitting
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR, fit_gpu, write_profile
@@ -83,6 +84,7 @@ from calibration.predict import gpu_spec, predict_s
 from calibration.split import is_held_out
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, validate
 from calibration.records_io import csv_bytes, csv_exists, read_csv
+from twin.core import atomic
 from twin.costs.profile import Profile
 
 SHAPE = ["bench", "batch", "seq_len", "num_heads", "qk_head_dim", "v_head_dim"]
@@ -410,7 +412,7 @@ def format_report(out: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.attn_small", description=__doc__.splitlines()[0])
     ap.add_argument("campaign", type=Path, help="the campaign's folder (attention.csv, attention_layout.csv)")
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--candidates", default="A,B")
@@ -418,21 +420,22 @@ def main(argv=None) -> int:
     ap.add_argument("--before", type=Path, help="today's figures as JSON: read if the file exists, else computed and written")
     ap.add_argument("--repeat", type=Path, help="second rule: round 2's folder (CAMPAIGN is round 1); candidates C,D")
     args = ap.parse_args(argv)
-    before = None
-    if args.before and args.before.is_file():
-        before = {k: tuple(v) for k, v in json.loads(args.before.read_text()).items()}
-    elif args.before:
-        before = before_figures(args.gpu)
-        args.before.write_text(json.dumps(before))
-    if args.repeat:
-        out = compare_full(args.campaign, args.repeat, args.gpu, ("C", "D"), before)
-        print(format_full(out))
-    else:
-        out = compare(args.campaign, args.gpu, tuple(args.candidates.split(",")), before)
-        print(format_report(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
-    return 0
+    with entry.user_inputs("CAMPAIGN", args.campaign, "an s12mla campaign folder (attention.csv, attention_layout.csv)"):
+        before = None
+        if args.before and args.before.is_file():
+            before = {k: tuple(v) for k, v in json.loads(args.before.read_text()).items()}
+        elif args.before:
+            before = before_figures(args.gpu)
+            atomic.write_text(args.before, json.dumps(before))
+        if args.repeat:
+            out = compare_full(args.campaign, args.repeat, args.gpu, ("C", "D"), before)
+            print(format_full(out))
+        else:
+            out = compare(args.campaign, args.gpu, tuple(args.candidates.split(",")), before)
+            print(format_report(out))
+        if args.json:
+            atomic.write_text(args.json, json.dumps(out, indent=1, default=str))
+        return 0
 
 
 if __name__ == "__main__":

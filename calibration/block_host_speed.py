@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
 from calibration.fit import collectives_terms
@@ -103,7 +104,8 @@ def _line(tag: str, s: dict) -> str:
     return f"{tag}: within 10% {s['within']}/{s['rows']}, median {s['median']:.1%}, P90 {s['p90']:.1%}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.block_host_speed", __doc__).parse_args(argv)
     figures, round2 = {}, {}
     for gpu in GPUS:
         prof, _ = load_fitted_profile(gpu, None)

@@ -21,11 +21,11 @@ import dataclasses
 import functools
 import json
 import re
-import sys
 
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.split import is_held_out
@@ -162,9 +162,13 @@ def layout_factors(gpu_name: str) -> dict:
     return {L: float(np.median(t[f"{L}_vs_fwd"].dropna())) for L in BACKWARD_LAYOUTS}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.bwd_grouped", __doc__)
+    ap.add_argument("gpus", nargs="*", type=entry.gpu_name, default=["h100", "h200"], metavar="GPU",
+                    help="GPUs whose layouts to print (default h100 h200)")
+    args = ap.parse_args(argv)
     pd.set_option("display.width", 250)
-    for g in argv or ["h100", "h200"]:
+    for g in args.gpus:
         print(g)
         print(layout_table(g).round(4).to_string(index=False))
         print("factors", {k: round(v, 4) for k, v in layout_factors(g).items()})
@@ -172,4 +176,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import read_csv
 
@@ -166,16 +167,19 @@ def static_power_w(gpu: str = "h100") -> float:
     return float(p.loc[p["config"] == "idle", "power_w"].median())
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("usage: python -m calibration.copy_load COPY_LOAD_CSV", file=sys.stderr)
-        return 2
-    df = read_csv(argv[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.copy_load", __doc__)
+    ap.add_argument("csv", type=entry.csv_file, metavar="COPY_LOAD_CSV", help="a copy_load.csv of campaign s15ttpw")
+    args = ap.parse_args(argv)
+    with entry.user_inputs("COPY_LOAD_CSV", args.csv, "a copy_load.csv as real/bench/copy_load.py writes it"):
+        return _report(read_csv(args.csv), str(args.csv))
+
+
+def _report(df: pd.DataFrame, name: str) -> int:
     idle = static_power_w()   # the law's static part (power.csv: a clocked idle board, s14tt)
     alone = copies_alone(df, idle)
     clk = settled(df[df["kernel"] == "copies only"]).groupby("copy_streams")["sm_clock_mhz"].median().to_dict()
-    print(f"{argv[0]}: static part {idle:.0f} W (h100/power.csv; this file's idle row {idle_w(df):.0f} W); "
+    print(f"{name}: static part {idle:.0f} W (h100/power.csv; this file's idle row {idle_w(df):.0f} W); "
           f"copies-only SM clock by streams {clk}; copies alone (streams: W above idle, GB/s, capped share): "
           + ", ".join(f"{n}: {w:.0f} W {b / 1e9:.0f} GB/s {c:.2f}" for n, (w, b, c) in sorted(alone.items())))
     for name, kernel in (("BF16 GEMM", LAW_KERNEL), ("FP8 GEMM", FP8_KERNEL), ("FA2 fwd 8K", FA2_KERNEL)):

@@ -245,7 +245,7 @@ def format_table(table: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.cp_block", description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=str(BLOCK_DIR))
     ap.add_argument("--gpu", default="h200", help="the records' GPU (catalog and profile name: h100, h200)")
     ap.add_argument("--sustained", action="store_true", help="the training step's sustained-load profile")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration import parallel_blocks as blocks
 from calibration import records as rec
 from calibration.predict import Eager, FixedHost, _mla_ops
@@ -196,14 +197,15 @@ def main(argv=None) -> int:
     ap.add_argument("--folder", type=Path, default=None)
     ap.add_argument("--fit-only", action="store_true", help="the fitting cases alone (before a rule's commit)")
     a = ap.parse_args(argv)
-    prof, _ = load_fitted_profile(a.gpu, None)
-    df = comparison(a.records, a.folder or rec.MEASUREMENTS_DIR / f"{a.gpu}x2", a.gpu, prof)
-    if a.fit_only:
-        df = df[df["split"] == "fit"]
-    cols = [c for c in df.columns if c.endswith("_s") or c in (*CASE_KEYS, "split")]
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
-        print((df[cols].set_index([*CASE_KEYS, "split"]) * 1e3).round(2).to_string())
-    return 0
+    with entry.user_inputs("RECORDS", a.records, "a cp_traces records folder as real/bench/cp_traces.py writes it"):
+        prof, _ = load_fitted_profile(a.gpu, None)
+        df = comparison(a.records, a.folder or rec.MEASUREMENTS_DIR / f"{a.gpu}x2", a.gpu, prof)
+        if a.fit_only:
+            df = df[df["split"] == "fit"]
+        cols = [c for c in df.columns if c.endswith("_s") or c in (*CASE_KEYS, "split")]
+        with pd.option_context("display.width", 250, "display.max_columns", 40):
+            print((df[cols].set_index([*CASE_KEYS, "split"]) * 1e3).round(2).to_string())
+        return 0
 
 
 if __name__ == "__main__":

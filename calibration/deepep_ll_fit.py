@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import entry
 from calibration.records_io import read_csv
 
 KERNELS = ("dispatch_send", "dispatch_recv", "combine_send", "combine_recv")
@@ -75,20 +76,21 @@ def within(residuals: dict, rel: float = 0.15, abs_s: float = 2e-6) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m calibration.deepep_ll_fit", description=__doc__.split("\n\n")[0])
     p.add_argument("csv", type=Path)
     args = p.parse_args(argv)
-    r = fit(args.csv)
-    t = r["table"]
-    print(f"# {r['gpu_name']}, DeepEP {r['deepep_commit']}")
-    print(f"experts = {t['experts']}")
-    for k in KERNELS:
-        print(f"{k}_fixed_s = [{', '.join(f'{v:.4g}' for v in t[f'{k}_fixed_s'])}]")
-        print(f"{k}_per_row_s = [{', '.join(f'{v:.4g}' for v in t[f'{k}_per_row_s'])}]")
-    for (k, e), pts in r["residuals"].items():
-        print(f"# {k} experts {e}: " + ", ".join(f"rows {x:.0f}: {s * 1e6:.2f} us ({d * 1e6:+.2f})" for x, s, d in pts))
-    print(f"# residuals within 15% or 2 us: {within(r['residuals'])}")
-    return 0 if not math.isnan(t["dispatch_send_fixed_s"][0]) else 1
+    with entry.user_inputs("CSV", args.csv, "a DeepEP low-latency records CSV (real/bench/deepep_ll.py)"):
+        r = fit(args.csv)
+        t = r["table"]
+        print(f"# {r['gpu_name']}, DeepEP {r['deepep_commit']}")
+        print(f"experts = {t['experts']}")
+        for k in KERNELS:
+            print(f"{k}_fixed_s = [{', '.join(f'{v:.4g}' for v in t[f'{k}_fixed_s'])}]")
+            print(f"{k}_per_row_s = [{', '.join(f'{v:.4g}' for v in t[f'{k}_per_row_s'])}]")
+        for (k, e), pts in r["residuals"].items():
+            print(f"# {k} experts {e}: " + ", ".join(f"rows {x:.0f}: {s * 1e6:.2f} us ({d * 1e6:+.2f})" for x, s, d in pts))
+        print(f"# residuals within 15% or 2 us: {within(r['residuals'])}")
+        return 0 if not math.isnan(t["dispatch_send_fixed_s"][0]) else 1
 
 
 if __name__ == "__main__":

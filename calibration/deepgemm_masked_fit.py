@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from calibration.records_io import csv_exists, csv_sha256, read_csv
+from twin.core import atomic
 from twin.core.specs import get_gpu
 from twin.costs import compute
 from twin.costs.masked_gemm import PARAM_NAMES, MaskedGemmParams, masked_gemm_time_s
@@ -129,7 +130,7 @@ def torch_beside(gpu: str, timing: str = "graph") -> list[dict]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.deepgemm_masked_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     ap.add_argument("--torch", action="store_true", help="print the torch rows beside the twin's torch cost")
     a = ap.parse_args(argv)
@@ -146,7 +147,7 @@ def main(argv=None) -> None:
         table = {"source": "calibration/deepgemm_masked_fit.py (docs/notes/s22dg_rule.md): DeepGEMM 6c5da03 "
                            "m_grouped_gemm_fp8_fp8_bf16_nt_masked, records of real/campaigns/s22dg.sh",
                  "fits": fits}
-        TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        atomic.write_text(TABLE, json.dumps(table, indent=1, sort_keys=True) + "\n")
         print(f"wrote {TABLE}")
 
 

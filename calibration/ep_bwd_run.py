@@ -24,13 +24,13 @@ the run's input added under pipeline.EP_BWD_RUN_KEY (it acts only where ADOPT_EP
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
+from calibration import entry
 from calibration import prereg
 from calibration.ep_postsync import error_line
 from calibration.predict import EpBwdTokensCall, gpu_spec
@@ -126,8 +126,16 @@ def run_table(run: Path, gpu: str, inputs: tuple | None = None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def main(argv: list[str]) -> int:
-    run, gpu = Path(argv[0]), argv[1]
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.ep_bwd_run", __doc__)
+    ap.add_argument("run", type=entry.records_folder, metavar="RUN_FOLDER", help="an s24bwd3 run: <gpu>x2/s24bwd3_<stamp>")
+    ap.add_argument("gpu", type=entry.gpu_name, metavar="GPU")
+    args = ap.parse_args(argv)
+    with entry.user_inputs("RUN_FOLDER", args.run, "an s24bwd3 run folder (part folders of real.pipeline records)"):
+        return _report(args.run, args.gpu)
+
+
+def _report(run: Path, gpu: str) -> int:
     inputs = prereg.two_gpu_inputs(gpu)
     pd.set_option("display.width", 200)
     for on in (False, True):
@@ -144,4 +152,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

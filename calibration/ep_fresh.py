@@ -14,7 +14,6 @@ s14epl's host. The folder is a subfolder of the host folder: multi_gpu_dirs does
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 
 import calibration.pipeline as pipe
 import calibration.whole_step as ws
+from calibration import entry
 from calibration import prereg
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
@@ -163,11 +163,15 @@ def format_table(sec: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    folder = Path(argv[0])
-    host = Path(argv[1]) if len(argv) > 1 else HOST_FOLDER
-    gpu = argv[2] if len(argv) > 2 else "h200"
-    rows = predict_rows(read_csv(folder / "ep.csv"), host_inputs(host, gpu))
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.ep_fresh", __doc__)
+    ap.add_argument("folder", type=entry.records_folder, metavar="FOLDER", help="a folder with ep.csv")
+    ap.add_argument("host", type=entry.records_folder, nargs="?", default=HOST_FOLDER, metavar="HOST_FOLDER",
+                    help="the host folder whose terms price the rows (default h200x2)")
+    ap.add_argument("gpu", type=entry.gpu_name, nargs="?", default="h200", metavar="GPU", help="default h200")
+    args = ap.parse_args(argv)
+    with entry.user_inputs("FOLDER / HOST_FOLDER", f"{args.folder} / {args.host}", "EP records folders (ep.csv)"):
+        rows = predict_rows(read_csv(args.folder / "ep.csv"), host_inputs(args.host, args.gpu))
     pd.set_option("display.width", 200)
     cols = ["name", "measured_s", *[f"rel_error {s}" for s in SETTINGS]]
     print(rows[cols].assign(measured_s=rows["measured_s"] * 1e3).rename(columns={"measured_s": "measured_ms"})
@@ -182,4 +186,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

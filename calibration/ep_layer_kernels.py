@@ -13,14 +13,15 @@ in-layer kernels, with the NVML clocks sampled while each ran.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 import calibration.pipeline as pipe
 import calibration.whole_step as ws
+from calibration import entry
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
@@ -123,11 +124,27 @@ def grouped_alone_vs_layer(grouped: pd.DataFrame, classes: pd.DataFrame) -> pd.D
     return pd.DataFrame(out)
 
 
-def main(argv: list[str]) -> int:
-    folder, gpu_name = Path(argv[0]), argv[1]
-    for a in argv[2:]:
-        name, value = a.split("=")
-        setattr(ws, name, value == "1")
+def _flag(text: str) -> tuple[str, bool]:
+    """FLAG=0|1, FLAG one of calibration.whole_step's switches."""
+    name, _, value = text.partition("=")
+    if value not in ("0", "1") or not hasattr(ws, name):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: NAME=0 or NAME=1, NAME a switch of calibration.whole_step")
+    return name, value == "1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.ep_layer_kernels", __doc__)
+    ap.add_argument("folder", type=entry.records_folder, metavar="FOLDER", help="an s14epl folder (ep.csv, ep_kernels.csv)")
+    ap.add_argument("gpu", type=entry.gpu_name, metavar="GPU")
+    ap.add_argument("flags", type=_flag, nargs="*", metavar="FLAG=0|1")
+    args = ap.parse_args(argv)
+    for name, on in args.flags:
+        setattr(ws, name, on)
+    with entry.user_inputs("FOLDER", args.folder, "an s14epl folder (ep.csv, ep_kernels.csv)"):
+        return _report(args.folder, args.gpu)
+
+
+def _report(folder: Path, gpu_name: str) -> int:
     profile, _ = load_fitted_profile(gpu_name, rec.load_records(gpu_name), PROFILES_DIR)
     profile = ws.with_measured_collectives(profile, rec.MEASUREMENTS_DIR / f"{gpu_name}x2")
     gpu = gpu_spec(gpu_name)
@@ -157,4 +174,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

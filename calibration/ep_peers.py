@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration.records_io import csv_exists, read_csv
@@ -92,7 +93,8 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    entry.parser("calibration.ep_peers", __doc__).parse_args(argv)
     print(format_table(committed()))
     return 0
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
+from calibration import entry
 from calibration import prereg
 from calibration.predict import EpCountsCall, EpOp, gpu_spec
 from calibration.records_io import csv_exists, read_csv
@@ -210,20 +211,21 @@ def op_kernels(events: pd.DataFrame, kind: str = "BW") -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.ep_phases")
-    ap.add_argument("folders", nargs="+", type=Path)
+    ap = argparse.ArgumentParser(prog="python -m calibration.ep_phases", description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", type=entry.folder)
     ap.add_argument("--gpu", default="h100")
     args = ap.parse_args(argv)
-    inputs = prereg.two_gpu_inputs(args.gpu)
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_columns", 40)
-    for folder in args.folders:
-        print(f"== {folder}")
-        table = residual_table(folder, args.gpu, inputs)
-        keep = ["model", "num_microbatches", "pacer_rank", "BW_host_ratio", "BW_launches", "BW_a2a_calls"]
-        ms = table.drop(columns=keep).select_dtypes("number") * 1e3
-        print(pd.concat([table[keep].round(3), ms.round(2)], axis=1).to_string(index=False))
-    return 0
+    with entry.user_inputs("FOLDERS", " ".join(map(str, args.folders)), "real.pipeline folders (pipeline_ops.csv, pipeline_step.csv)"):
+        inputs = prereg.two_gpu_inputs(args.gpu)
+        pd.set_option("display.width", 250)
+        pd.set_option("display.max_columns", 40)
+        for folder in args.folders:
+            print(f"== {folder}")
+            table = residual_table(folder, args.gpu, inputs)
+            keep = ["model", "num_microbatches", "pacer_rank", "BW_host_ratio", "BW_launches", "BW_a2a_calls"]
+            ms = table.drop(columns=keep).select_dtypes("number") * 1e3
+            print(pd.concat([table[keep].round(3), ms.round(2)], axis=1).to_string(index=False))
+        return 0
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ holdout_live prices a run's held-out EP2 steps as s20epnew's are.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import calibration.pipeline as pipe
+from calibration import entry
 from calibration import ep_fresh, ep_host, prereg, prereg_pp4
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
@@ -226,14 +226,19 @@ def ep_guard_lines() -> list[str]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    run, gpu = Path(argv[0]), argv[1]
-    df = fit_table(run, gpu)
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.ep_postsync", __doc__)
+    ap.add_argument("run", type=entry.records_folder, metavar="RUN_FOLDER")
+    ap.add_argument("gpu", type=entry.gpu_name, metavar="GPU")
+    args = ap.parse_args(argv)
+    with entry.user_inputs("RUN_FOLDER", args.run, "a run folder of real.pipeline part folders"):
+        df = fit_table(args.run, args.gpu)
+        pooled = pooled_ratios(df)
     pd.set_option("display.width", 200)
     print(df.to_string(index=False))
-    print("pooled (median over configurations):", {k: round(v, 3) for k, v in pooled_ratios(df).items()})
+    print("pooled (median over configurations):", {k: round(v, 3) for k, v in pooled.items()})
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -716,12 +716,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def records_digest(files: dict[str, str]) -> str:
+    """One sha256 over a GPU folder's record files' sha256s (a profile's provenance `records_sha256`)."""
+    return hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+
+
 def provenance(df: pd.DataFrame, gpu: str, stats: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     files = rec.records_sha256(gpu, root)
-    combined = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
     env = rec.environment(df)
     return {
-        "records_sha256": combined,
+        "records_sha256": records_digest(files),
         "record_files_sha256": files,
         "git_commit": git_commit(),
         "fitted_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import gemm_align_fit as gf
+from twin.core import atomic
 from twin.costs import compute
 from twin.costs import gemm_alignment
 from twin.costs.gemm_alignment import curve_features, curve_key, kernel_family, operand_alignments
@@ -226,7 +227,7 @@ def fit_gpu(gpu: str) -> dict | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_curve", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s curve_fits")
     ap.add_argument("--judge", action="store_true", help="score the s24align3 held-out rows (table as written)")
     args = ap.parse_args(argv)
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
     if args.write:
         table = json.loads(gf.TABLE.read_text())
         table["curve_fits"] = fits
-        gf.TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        atomic.write_text(gf.TABLE, json.dumps(table, indent=1, sort_keys=True) + "\n")
         gemm_alignment._table.cache_clear()
     if args.judge:
         print(json.dumps({g: judge(g) for g in fits}, indent=1))

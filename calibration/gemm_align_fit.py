@@ -26,6 +26,7 @@ import pandas as pd
 
 from calibration import prereg
 from calibration.records_io import csv_exists, read_csv
+from twin.core import atomic
 from twin.costs import compute
 from twin.costs.gemm_alignment import align_class
 from twin.costs.profile import load_profile
@@ -189,7 +190,7 @@ def s23hrate_rows(adopt: bool, tmp_dir: Path, switch: str = "ADOPT_GEMM_ALIGNMEN
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_fit", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {TABLE.name}")
     args = ap.parse_args(argv)
     fits = {g: f for g in GPUS if (f := fit_gpu(g)) is not None}
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     if args.write:
         table = json.loads(TABLE.read_text())
         table["fits"] = fits
-        TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        atomic.write_text(TABLE, json.dumps(table, indent=1, sort_keys=True) + "\n")
     return 0
 
 

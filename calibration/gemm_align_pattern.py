@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import gemm_align_fit as gf
+from twin.core import atomic
 from twin.costs import compute
 from twin.costs import gemm_alignment
 from twin.costs.gemm_alignment import kernel_family, operand_alignments, pattern_key
@@ -122,7 +123,7 @@ def held_out_twin(gpu: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.gemm_align_pattern", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"write {gf.TABLE.name}'s pattern_fits")
     args = ap.parse_args(argv)
     fits = {g: f for g in gf.GPUS if (f := fit_gpu(g)) is not None}
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     if args.write:
         table = json.loads(gf.TABLE.read_text())
         table["pattern_fits"] = {g: {k: v for k, v in f.items() if k != "held_out_ratio"} for g, f in fits.items()}
-        gf.TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        atomic.write_text(gf.TABLE, json.dumps(table, indent=1, sort_keys=True) + "\n")
         gemm_alignment._table.cache_clear()
     print(json.dumps({g: held_out_twin(g) for g in fits}, indent=1))
     return 0

@@ -14,11 +14,11 @@ layer), beside the median NVML SM clocks sampled while the layer, the bursts and
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration.records_io import read_csv
 
 JOIN_KEY = ["config", "precision", "direction", "op", "input_shapes"]
@@ -101,18 +101,20 @@ def read_folder(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return read_csv(folder / "gl_layer.csv"), read_csv(folder / "gl_ops.csv")
 
 
-def main(argv=None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(__doc__)
-        return 2
-    layer, ops = read_folder(args[0])
-    print(f"GPU {layer['gpu_name'].iloc[0]}, torch {layer['torch_version'].iloc[0]}")
-    cols = ["config", "precision", "direction", "time_s", "sampled_sm_clock_mhz"]
-    print(layer[cols].to_string(index=False))
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.gemm_in_layer", __doc__)
+    ap.add_argument("folder", type=entry.records_folder, metavar="FOLDER", help="an s14gl folder (gl_layer.csv, gl_ops.csv)")
+    args = ap.parse_args(argv)
+    with entry.user_inputs("FOLDER", args.folder, "an s14gl folder (gl_layer.csv, gl_ops.csv)"):
+        layer, ops = read_folder(args.folder)
+        head = f"GPU {layer['gpu_name'].iloc[0]}, torch {layer['torch_version'].iloc[0]}"
+        cols = ["config", "precision", "direction", "time_s", "sampled_sm_clock_mhz"]
+        table, paired = layer[cols].to_string(index=False), paired_calls(ops)
+    print(head)
+    print(table)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 200):
-        print(class_ratios(paired_calls(ops)).to_string(index=False))
-    print("in-layer factors (s15gl):", {k: round(v, 3) for k, v in in_layer_factors(paired_calls(ops)).items()})
+        print(class_ratios(paired).to_string(index=False))
+    print("in-layer factors (s15gl):", {k: round(v, 3) for k, v in in_layer_factors(paired).items()})
     return 0
 
 

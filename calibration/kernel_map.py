@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.kernel_regions import FLAT_WEIGHTS
 from calibration.records_io import csv_exists, read_csv
@@ -140,7 +141,8 @@ def write_toml(maps: dict[str, tuple[dict, int]], path: Path = OUT) -> None:
     atomic.write_text(path, "\n".join(lines))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.kernel_map", __doc__).parse_args(argv)   # --help before the rewrite below
     maps = {gpu: segments(call_kernels(gpu)) for gpu in available_maps()}
     write_toml(maps)
     for gpu, (segs, n) in maps.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import read_csv
 from twin.core import atomic
@@ -49,7 +50,8 @@ def write_toml(starts: dict[str, list[int]], path: Path = OUT) -> None:
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.kernel_regions", __doc__).parse_args(argv)   # --help before the rewrite below
     starts = region_starts()
     write_toml(starts)
     print(f"{len(starts)} weights, {sum(map(len, starts.values()))} region starts -> {OUT}")

@@ -728,7 +728,7 @@ def eager_terms(gpu: str, profile, df: pd.DataFrame | None = None, root: Path | 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.layer_gaps", description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="append", help="GPU folder(s) (default: all with kernels.csv)")
     ap.add_argument("--per-op", action="store_true",
                     help="include the per-operator host rule's terms (tested, not adopted: ADOPT_HOST_PER_OP)")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
 from twin.costs import compute
@@ -158,44 +159,45 @@ def main(argv=None) -> int:
     ap.add_argument("folder", help="a campaign s24long output folder (long_attn.csv)")
     ap.add_argument("--gpu", default="h100")
     args = ap.parse_args(argv)
-    try:
-        profile = committed_profile(args.gpu)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    gpu = gpu_spec(args.gpu)
-    cols = ["model", "batch", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls"]
-    path = Path(args.folder) / LONG_ATTN_FILE
-    if not path.exists():
-        print(f"error: {path} not found (a campaign s24long output folder holds long_attn.csv)", file=sys.stderr)
-        return 2
-    cmp = compare(load_rows(args.folder), gpu, profile)
-    live = compare(load_rows(args.folder), gpu, profile, shape_factor=True)
-    cmp["meas_ms"], cmp["twin_ms"], cmp["live_err"] = cmp["time_s"] * 1e3, cmp["twin_s"] * 1e3, live["err"]
-    cmp["tflops"] = cmp["achieved_flops_per_s"] / 1e12
-    print("twin_ms / err: the FA2 curve alone (the rule's baseline); live_err: as the twin costs the call now")
-    print(cmp[cols + ["meas_ms", "twin_ms", "err", "live_err", "tflops", "sm_clock_mhz"]].to_string(
-        index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"GPU {cmp['gpu_name'].iloc[0]}, torch {cmp['torch_version'].iloc[0]}, CUDA {cmp['cuda_version'].iloc[0]}")
-    tie = tie_error(cmp, CP_CHUNKS_8B_32K_FWD_BWD_S)
-    print("T0 tie (8B 32K causal fwd+bwd vs h100/cp_chunks.csv): "
-          + ("no row" if tie is None else f"{tie:+.1%} ({'holds' if abs(tie) <= TIE_TOL else 'FAILS'})"))
-    fb = cmp[cmp["phase"] == "fwd_bwd"]
-    worst = float(fb["err"].abs().max()) if not fb.empty else math.nan
-    print(f"C1 every fwd+bwd row within {NO_CHANGE_TOL:.0%}: {'yes' if worst <= NO_CHANGE_TOL else 'no'} "
-          f"(largest |err| {worst:.1%}; median {fb['err'].abs().median():.1%})")
-    for cls in ("few_heads", "few_queries"):
-        v = class_verdict(cmp, cls)
-        if "ratio" not in v:
-            print(f"class {cls}: {v['why']}")
-            continue
-        fit = ", ".join(f"{x:.3f}" for x in v["fit_ratios"])
-        before = ", ".join(f"{e:+.1%}" for e in v["held_err_before"])
-        after = ", ".join(f"{e:+.1%}" for e in v["held_err_after"])
-        print(f"class {cls}: fitting ratio measured/twin {v['ratio']:.3f} (rows {fit}), shift "
-              f"{'yes' if v['shift'] else 'no'}; held-out err before {before} after {after}; "
-              f"adopt {'YES' if v['adopt'] else 'no'}")
-    return 0
+    with entry.user_inputs("FOLDER", args.folder, "a campaign s24long output folder (long_attn.csv)"):
+        try:
+            profile = committed_profile(args.gpu)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        gpu = gpu_spec(args.gpu)
+        cols = ["model", "batch", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls"]
+        path = Path(args.folder) / LONG_ATTN_FILE
+        if not path.exists():
+            print(f"error: {path} not found (a campaign s24long output folder holds long_attn.csv)", file=sys.stderr)
+            return 2
+        cmp = compare(load_rows(args.folder), gpu, profile)
+        live = compare(load_rows(args.folder), gpu, profile, shape_factor=True)
+        cmp["meas_ms"], cmp["twin_ms"], cmp["live_err"] = cmp["time_s"] * 1e3, cmp["twin_s"] * 1e3, live["err"]
+        cmp["tflops"] = cmp["achieved_flops_per_s"] / 1e12
+        print("twin_ms / err: the FA2 curve alone (the rule's baseline); live_err: as the twin costs the call now")
+        print(cmp[cols + ["meas_ms", "twin_ms", "err", "live_err", "tflops", "sm_clock_mhz"]].to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"GPU {cmp['gpu_name'].iloc[0]}, torch {cmp['torch_version'].iloc[0]}, CUDA {cmp['cuda_version'].iloc[0]}")
+        tie = tie_error(cmp, CP_CHUNKS_8B_32K_FWD_BWD_S)
+        print("T0 tie (8B 32K causal fwd+bwd vs h100/cp_chunks.csv): "
+              + ("no row" if tie is None else f"{tie:+.1%} ({'holds' if abs(tie) <= TIE_TOL else 'FAILS'})"))
+        fb = cmp[cmp["phase"] == "fwd_bwd"]
+        worst = float(fb["err"].abs().max()) if not fb.empty else math.nan
+        print(f"C1 every fwd+bwd row within {NO_CHANGE_TOL:.0%}: {'yes' if worst <= NO_CHANGE_TOL else 'no'} "
+              f"(largest |err| {worst:.1%}; median {fb['err'].abs().median():.1%})")
+        for cls in ("few_heads", "few_queries"):
+            v = class_verdict(cmp, cls)
+            if "ratio" not in v:
+                print(f"class {cls}: {v['why']}")
+                continue
+            fit = ", ".join(f"{x:.3f}" for x in v["fit_ratios"])
+            before = ", ".join(f"{e:+.1%}" for e in v["held_err_before"])
+            after = ", ".join(f"{e:+.1%}" for e in v["held_err_after"])
+            print(f"class {cls}: fitting ratio measured/twin {v['ratio']:.3f} (rows {fit}), shift "
+                  f"{'yes' if v['shift'] else 'no'}; held-out err before {before} after {after}; "
+                  f"adopt {'YES' if v['adopt'] else 'no'}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def load_run(path: Path) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.mla_rounds", description=__doc__.splitlines()[0])
     ap.add_argument("path", type=Path, help="an mla_paired.csv (s9mla, s14mla) or an s8mla run's folder")
     ap.add_argument("--gpu", required=True, choices=("h100", "h200"))
     ap.add_argument("--cases", action="store_true", help="also each held-out record at the fastest rounds")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 from calibration.mla_traces import load_events
@@ -73,12 +74,12 @@ def summarize_folder(folder: Path | str) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calibration.mla_timeline", description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     args = ap.parse_args(argv)
     rows = summarize_folder(args.folder)
     if not rows:
-        print(f"mla_timeline: no mla_timeline.csv with traces under {args.folder}")
+        print(f"error: FOLDER: got {args.folder}; allowed: a folder with mla_timeline.csv traces (real/bench/mla_loop.py)", file=sys.stderr)
         return 2
     ms = lambda v: "-" if v is None else f"{float(v) * 1e3:8.3f}"   # noqa: E731
     print(f"{'case':34} {'event ms':>8} {'host ms':>8} {'busy ms':>8} {'gpu end':>8} {'longest':>8} "

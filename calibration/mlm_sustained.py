@@ -29,6 +29,7 @@ from unittest import mock
 
 import pandas as pd
 
+from calibration import entry
 from calibration.dense_block import predicted_components_s
 from calibration.predict import gpu_spec
 from calibration.records_io import read_csv
@@ -236,43 +237,44 @@ def rows_with_block_ratio(held: pd.DataFrame) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.mlm_sustained")
+    ap = argparse.ArgumentParser(prog="python -m calibration.mlm_sustained", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--rows", action="store_true", help="the rule's diagnostics on the published rows")
     a = ap.parse_args(argv)
-    pd.set_option("display.width", 200)
-    chunks = chunk_table(a.folder, a.gpu)
-    print("(C) TE-split GEMMs, burst (ms; ratios chunked / whole):")
-    show = chunks.assign(whole_ms=chunks["whole_s"] * 1e3, twin_whole_ms=chunks["twin_whole_s"] * 1e3)
-    print(show[["model", "gemm", "m", "n", "k", "chunks", "whole_ms", "twin_whole_ms", "ratio1", "ratio3",
-                "twin_ratio", "spread"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    excess = per_model_excess(chunks, a.folder, a.gpu)
-    print("\nper model, a layer and micro-batch (ms): measured excess one stream / three streams, the twin's;"
-          " measured - twin's as a share of the twin's burst block")
-    print(excess.assign(**{c: excess[c] * 1e3 for c in ("twin_block_s", "excess1_s", "excess3_s", "twin_excess_s")})
-          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if not (Path(a.folder) / "sustained.csv").exists():   # round 2: chunks only
+    with entry.user_inputs("FOLDER", a.folder, "a campaign s24mlm output folder (gemm.csv, ...)"):
+        pd.set_option("display.width", 200)
+        chunks = chunk_table(a.folder, a.gpu)
+        print("(C) TE-split GEMMs, burst (ms; ratios chunked / whole):")
+        show = chunks.assign(whole_ms=chunks["whole_s"] * 1e3, twin_whole_ms=chunks["twin_whole_s"] * 1e3)
+        print(show[["model", "gemm", "m", "n", "k", "chunks", "whole_ms", "twin_whole_ms", "ratio1", "ratio3",
+                    "twin_ratio", "spread"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        excess = per_model_excess(chunks, a.folder, a.gpu)
+        print("\nper model, a layer and micro-batch (ms): measured excess one stream / three streams, the twin's;"
+              " measured - twin's as a share of the twin's burst block")
+        print(excess.assign(**{c: excess[c] * 1e3 for c in ("twin_block_s", "excess1_s", "excess3_s", "twin_excess_s")})
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if not (Path(a.folder) / "sustained.csv").exists():   # round 2: chunks only
+            if a.rows:
+                for column in ("ratio3", "ratio1"):
+                    print(f"\n(i) Megatron rows with the measured chunk ratios ({column}):")
+                    for r in rows_with_measured_chunks(chunks, column):
+                        print(f"  {r['id']:28s} {r['predicted']:7.1f}  {r['rel_error']:+.1%}")
+            return 0
+        held = sustained_table(a.folder, a.gpu)
+        print("\n(S) held at the power limit (burst / held; the twin's ratio for the same work):")
+        print(held.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        found = findings(excess, held)
+        print("\nfindings (the rule's thresholds):", *(found or ["none"]), sep="\n  ")
         if a.rows:
             for column in ("ratio3", "ratio1"):
                 print(f"\n(i) Megatron rows with the measured chunk ratios ({column}):")
                 for r in rows_with_measured_chunks(chunks, column):
                     print(f"  {r['id']:28s} {r['predicted']:7.1f}  {r['rel_error']:+.1%}")
+            print("\n(ii) Megatron rows with the compute scaled by the measured / twin sustained block ratio:")
+            for r in rows_with_block_ratio(held):
+                print(f"  {r['id']:28s} {r['predicted']:7.1f}  {r['rel_error']:+.1%}  (efficiency x {r['scale']:.3f})")
         return 0
-    held = sustained_table(a.folder, a.gpu)
-    print("\n(S) held at the power limit (burst / held; the twin's ratio for the same work):")
-    print(held.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    found = findings(excess, held)
-    print("\nfindings (the rule's thresholds):", *(found or ["none"]), sep="\n  ")
-    if a.rows:
-        for column in ("ratio3", "ratio1"):
-            print(f"\n(i) Megatron rows with the measured chunk ratios ({column}):")
-            for r in rows_with_measured_chunks(chunks, column):
-                print(f"  {r['id']:28s} {r['predicted']:7.1f}  {r['rel_error']:+.1%}")
-        print("\n(ii) Megatron rows with the compute scaled by the measured / twin sustained block ratio:")
-        for r in rows_with_block_ratio(held):
-            print(f"  {r['id']:28s} {r['predicted']:7.1f}  {r['rel_error']:+.1%}  (efficiency x {r['scale']:.3f})")
-    return 0
 
 
 if __name__ == "__main__":

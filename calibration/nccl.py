@@ -165,7 +165,7 @@ def format_summary(name: str, summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
+    ap = argparse.ArgumentParser(prog="python -m calibration.nccl", description="NCCL collectives per GPU: the alpha-beta fit of <gpu>x2/nccl.csv "
                                              "and its held-out error")
     ap.add_argument("--gpu", action="append", help="GPU (default: every one with a <gpu>x2/nccl.csv)")
     ap.add_argument("--update", action="store_true",

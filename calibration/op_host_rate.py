@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration import step_host, step_protocol
 from calibration.layer_gaps import net_kernels, radix_kernels_of_rows, radix_sort_kernels
@@ -146,9 +147,14 @@ def step_rate_per_twin_op(runs: tuple = FIT_RUNS, root: Path = rec.MEASUREMENTS_
     return pd.DataFrame(out)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.op_host_rate", __doc__).parse_args(argv)
     rows = step_rate_per_twin_op()
     print(rows.groupby("model")[["kernels", "twin_ops", "per_kernel", "per_twin_op"]].median().to_string(
         float_format=lambda x: f"{x:.3g}"))
     print(rows.pivot_table(index="run", columns="model", values="per_twin_op", aggfunc="median").to_string(
         float_format=lambda x: f"{x:.2f}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from calibration import entry
 from calibration import power_activity
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
@@ -434,37 +435,38 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default="h100", help="the measurements folder whose idle power is taken")
     ap.add_argument("--activity", type=Path, help="a power_activity records file (campaign s22tt): the law's local exponent")
     args = ap.parse_args(argv)
-    if args.duty is not None:
-        return print_duty_sweep(args.duty, args.limit_w)
-    if args.activity is not None:
-        return print_activity(args.activity, args.limit_w)
-    if args.records is None:
-        ap.error("a sustained.csv (or folder) or --duty FILE")
-    path = args.records / "sustained.csv" if args.records.is_dir() else args.records
-    if not csv_exists(path):
-        print(f"records: no sustained.csv at {path}", file=sys.stderr)
-        return 2
-    idle = idle_power_w(args.gpu)
-    rows = kernel_power_table(path, args.limit_w, idle)
-    print(f"{path}: idle {idle:.0f} W ({args.gpu}/power.csv); at a {args.limit_w:.0f} W limit, P_dyn ~ f^{DYNAMIC_POWER_EXPONENT:g}")
-    print(f"{'kernel':70s} {'prec':11s} {'burst ms':>9s} {'steady ms':>9s} {'ratio':>6s} {'W':>5s} "
-          f"{'MHz':>5s} {'clock':>6s} {'factor':>6s}")
-    for r in rows:
-        print(f"{r['config'][:70]:70s} {r['precision']:11s} {r['burst_s'] * 1e3:9.2f} {r['steady_s'] * 1e3:9.2f} "
-              f"{r['sustained_ratio']:6.3f} {r['power_w']:5.0f} {r['sm_clock_mhz']:5.0f} {r['clock_frac']:6.3f} "
-              f"{r['factor']:6.3f}")
-    factors = fa2_factors_of(rows)
-    if factors:
-        ratio = profile_attention_ratio(get_gpu("h100-hbm2e-500w").calibrated_as)
-        spread = max(factors.values()) - min(factors.values())
-        print(f"FA2 per pass and length at {args.limit_w:.0f} W (min(1, burst/steady) x clock): "
-              + ", ".join(f"{p} {n} {f:.3f}" for (p, n), f in sorted(factors.items()))
-              + f"; spread {spread:.3f} ({'<=' if spread <= FA2_LENGTH_SPREAD else '>'} {FA2_LENGTH_SPREAD})")
-        print(f"the rule's hardware.toml entry (over the profile's attention ratio {ratio:.3f}): "
-              f"{catalog_entry_of(factors, ratio)}")
-    print(f"the twin's attention factor on h100-hbm2e-500w, 32K forward (profile attention ratio x the card's attention factor): "
-          f"{twin_attention_factor():.3f}")
-    return 0
+    with entry.user_inputs("RECORDS / --duty / --activity", " ".join(str(p) for p in (args.records, args.duty, args.activity) if p) or None, "records files as the campaigns write them (sustained.csv, duty_sweep.csv, power_activity.csv)"):
+        if args.duty is not None:
+            return print_duty_sweep(args.duty, args.limit_w)
+        if args.activity is not None:
+            return print_activity(args.activity, args.limit_w)
+        if args.records is None:
+            ap.error("a sustained.csv (or folder) or --duty FILE")
+        path = args.records / "sustained.csv" if args.records.is_dir() else args.records
+        if not csv_exists(path):
+            print(f"records: no sustained.csv at {path}", file=sys.stderr)
+            return 2
+        idle = idle_power_w(args.gpu)
+        rows = kernel_power_table(path, args.limit_w, idle)
+        print(f"{path}: idle {idle:.0f} W ({args.gpu}/power.csv); at a {args.limit_w:.0f} W limit, P_dyn ~ f^{DYNAMIC_POWER_EXPONENT:g}")
+        print(f"{'kernel':70s} {'prec':11s} {'burst ms':>9s} {'steady ms':>9s} {'ratio':>6s} {'W':>5s} "
+              f"{'MHz':>5s} {'clock':>6s} {'factor':>6s}")
+        for r in rows:
+            print(f"{r['config'][:70]:70s} {r['precision']:11s} {r['burst_s'] * 1e3:9.2f} {r['steady_s'] * 1e3:9.2f} "
+                  f"{r['sustained_ratio']:6.3f} {r['power_w']:5.0f} {r['sm_clock_mhz']:5.0f} {r['clock_frac']:6.3f} "
+                  f"{r['factor']:6.3f}")
+        factors = fa2_factors_of(rows)
+        if factors:
+            ratio = profile_attention_ratio(get_gpu("h100-hbm2e-500w").calibrated_as)
+            spread = max(factors.values()) - min(factors.values())
+            print(f"FA2 per pass and length at {args.limit_w:.0f} W (min(1, burst/steady) x clock): "
+                  + ", ".join(f"{p} {n} {f:.3f}" for (p, n), f in sorted(factors.items()))
+                  + f"; spread {spread:.3f} ({'<=' if spread <= FA2_LENGTH_SPREAD else '>'} {FA2_LENGTH_SPREAD})")
+            print(f"the rule's hardware.toml entry (over the profile's attention ratio {ratio:.3f}): "
+                  f"{catalog_entry_of(factors, ratio)}")
+        print(f"the twin's attention factor on h100-hbm2e-500w, 32K forward (profile attention ratio x the card's attention factor): "
+              f"{twin_attention_factor():.3f}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from calibration.records_io import csv_exists, glob_csv, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET, load_fitted_profile
 from calibration.predict import timed_window_s
 from calibration.whole_step import gpu_spec, predict_model_row, train_step_ops
+from twin.core import atomic
 from twin.core.specs import get_model
 
 PREREG_DIR = rec.MEASUREMENTS_DIR / "prereg"
@@ -236,7 +237,8 @@ def write_registered(path: Path, predict: Callable[[], pd.DataFrame], allow_dirt
     df["code_commit"] = git_commit()
     df["predicted_at_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    # atomic (s25walk): a write killed half-way left a partial file that the next write refused to replace
+    atomic.write_text(path, df.to_csv(index=False))
     return df
 
 

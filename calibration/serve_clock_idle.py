@@ -13,12 +13,12 @@ first rank's timeline (iteration spans: host and GPU work, the gaps idle). Held-
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration import serve_engine_fit as fit
 from calibration.records_io import read_csv
@@ -170,11 +170,16 @@ def repeat_levels(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reindex(list(dict.fromkeys(rows.run_id))).fillna({"n_seen": 0, "n_new": 0})
 
 
-def main(argv=None) -> None:
-    names = (argv if argv is not None else sys.argv[1:]) or ["h100", "h200", "h100/s8srv_round2"]
+def main(argv: list[str] | None = None) -> None:
+    ap = entry.parser("calibration.serve_clock_idle", __doc__)
+    ap.add_argument("names", nargs="*", type=entry.records_folder, metavar="FOLDER",
+                    default=["h100", "h200", "h100/s8srv_round2"],
+                    help="serving records folders under calibration/measurements/ (default h100 h200 h100/s8srv_round2)")
+    args = ap.parse_args(argv)
     tables = serve_engines()
-    for name in names:
-        rows = prompt_rows(Path(rec.MEASUREMENTS_DIR) / name, tables)
+    for name in args.names:
+        with entry.user_inputs("FOLDER", name, "a serving records folder (serve_load.csv, serve_iterations.csv)"):
+            rows = prompt_rows(Path(rec.MEASUREMENTS_DIR) / name, tables)
         clocks = rows.sm_clock_mhz.value_counts(dropna=False).to_dict()
         print(f"== {name}: {len(rows)} fit prompt iterations; sampled SM clock (MHz: count) {clocks}")
         for label, t in by_bins(rows).items():

@@ -12,9 +12,9 @@ run's measured launch probe and its host's pauses pooled over every part of the 
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
+from calibration import entry
 from calibration import prereg_serve as ps
 from calibration import serve_host_stalls as shs
 from calibration.records_io import csv_exists, read_csv
@@ -86,16 +86,17 @@ def verdict(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m calibration.serve_clustered_pauses SET_DIR [SET_DIR ...]", file=sys.stderr)
-        return 2
+    ap = entry.parser("calibration.serve_clustered_pauses", __doc__)
+    ap.add_argument("sets", nargs="+", type=entry.folder, metavar="SET_DIR",
+                    help="e.g. calibration/measurements/h100/s24stall_host2")
     rows = []
-    for d in map(Path, args):
-        if not d.is_dir():
-            print(f"SET_DIR {d}: not a directory", file=sys.stderr)
-            return 2
-        rows += compare_set(d)
+    for d in ap.parse_args(argv).sets:
+        with entry.user_inputs("SET_DIR", d, f"a set whose parts hold the as-it-comes runs' serve_load.csv "
+                                               f"({', '.join(AS_IT_COMES)}), as real/campaigns/s24stall.sh writes them"):
+            found = compare_set(d)
+            if not found:   # nothing to judge is not a verdict (until s25walk: no line at all, exit 0)
+                raise ValueError("no as-it-comes run in it")
+            rows += found
     for r in rows:
         figs = ", ".join(f"{k.removesuffix('_s')} {r[f'{k}_rel_error']:+.1%}{'' if r[f'{k}_within_target'] else '!'}"
                          for k in FIGURES)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from calibration.serve_engine_fit import design, load_runs, mark_new_sizes, predicted_s
@@ -210,7 +211,8 @@ def hostprobe_phases(path: Path) -> pd.DataFrame:
         windows=len(win), slow_windows=int(slow.sum()))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.serve_decode_phases", __doc__).parse_args(argv)
     pd.set_option("display.width", 200)
     for name in ("h100x2", "h200x2"):
         folder = rec.MEASUREMENTS_DIR / name

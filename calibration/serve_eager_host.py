@@ -36,6 +36,7 @@ from unittest import mock
 import numpy as np
 from scipy.optimize import nnls
 
+from calibration import entry
 from calibration import records as rec
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
@@ -322,16 +323,19 @@ def print_committed(out: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = entry.parser("calibration.serve_eager_host", __doc__)
+    ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement too)")
+    ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
+    args = ap.parse_args(argv)
     root = rec.MEASUREMENTS_DIR
     if not read_fit(root):
         print(f"no fitting records under {root}/<gpu>/{NAME}/fit/", file=sys.stderr)
         return 2
     _print_fit(root)
     _print_load_host(root)
-    if argv[:1] == ["fit"]:
+    if args.part == "fit":
         return 0
-    out = candidate(root, committed_sets="--no-committed" not in argv)
+    out = candidate(root, committed_sets=not args.no_committed)
     for key, t in out["terms"].items():
         print(f"{key}: " + ", ".join(f"{k} {v * 1e3:.4f} ms" for k, v in t.items()))
     d = out["D"]

@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from calibration import entry
 from calibration import kernel_map
 from calibration import records as rec
 from calibration.memo import memoised
@@ -1429,7 +1430,8 @@ def fitted_tables() -> dict[str, dict]:
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.serve_engine_fit", __doc__).parse_args(argv)   # --help before the rewrite below
     results = fitted_tables()
     for k, t in results.items():
         print(f"{k}: " + ", ".join(f"{x} {t[x]:.3g}" for x in (*TERMS, *EXTRA_TERMS))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.serve_engine_fit import design, load_runs, mark_new_sizes, predicted_s
 from twin.core.specs import serve_engines
@@ -163,7 +164,8 @@ def _corr(a: pd.Series, b: pd.Series) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() >= 3 and b[ok].std() > 0 and a[ok].std() > 0 else math.nan
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.serve_ep_residual", __doc__).parse_args(argv)
     pd.set_option("display.width", 160)
     for name in ("h100x2", "h200x2"):
         folder = rec.MEASUREMENTS_DIR / name

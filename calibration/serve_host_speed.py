@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_table, candidate_references,
@@ -134,7 +135,8 @@ def compare(root: str | Path = rec.MEASUREMENTS_DIR, committed: list[dict] | Non
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.serve_host_speed", __doc__).parse_args(argv)
     scales = all_scales()
     if scales.empty:
         print("no s13srv records (calibration/measurements/<folder>/s13srv/)")

@@ -376,5 +376,7 @@ def format_serve_load(section: dict) -> list[str]:
             lines.append(f"serve_load {folder:7} {k:20} held-out {v['num_runs']} runs: median {v['median_abs_rel_error']:.1%}, "
                          f"P90 {v['p90_abs_rel_error']:.1%}, within {v['target']:.0%}: {v['runs_within_target']}/{v['num_runs']}"
                          f"   (fit median {s['fit']['figures'][k]['median_abs_rel_error'] or 0:.1%})")
-        lines.append(f"serve_load {folder:7} held-out targets: {'met' if h['meets_targets'] else 'NOT met'}")
+        figs = [v for v in h["figures"].values() if v["num_runs"]]
+        lines.append(f"serve_load {folder:7} held-out targets: {'met' if h['meets_targets'] else 'NOT met'} "
+                     f"({sum(v['runs_within_target'] for v in figs)} of {sum(v['num_runs'] for v in figs)} figures within target)")
     return lines

@@ -22,6 +22,7 @@ from unittest import mock
 
 import numpy as np
 
+from calibration import entry
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_score_heads as ssh
@@ -202,12 +203,15 @@ def _by_figure(off: list[dict], on: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = entry.parser("calibration.serve_pipeline", __doc__)
+    ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement)")
+    ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
+    args = ap.parse_args(argv)
     root = Path(rec.MEASUREMENTS_DIR)
-    if argv and argv[0] == "fit":
+    if args.part == "fit":
         _print_fit(root)
         return 0
-    out = candidate(root, committed_sets="--no-committed" not in argv)
+    out = candidate(root, committed_sets=not args.no_committed)
     print("eager_op_s: " + ", ".join(f"{t} {v * 1e6:.2f} us" for t, v in out["op_cost"].items()))
     e = out["E"]
     (a, b), (pa, pb) = e["all"], e["poisson_ttft_p50"]

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import read_csv
 from calibration.serve_decode_phases import WINDOW_S, instance_decode
@@ -160,7 +161,8 @@ def formulations(levels: pd.DataFrame, tables: dict | None = None) -> pd.DataFra
     return pd.concat(out, ignore_index=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    entry.parser("calibration.serve_probe_state", __doc__).parse_args(argv)
     pd.set_option("display.width", 250)
     lv = all_levels()
     print("== within a host, the host factor each run showed against each probe reading (logs, demeaned per host)")

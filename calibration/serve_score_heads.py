@@ -28,13 +28,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import sys
 from unittest import mock
 from pathlib import Path
 
 import numpy as np
 
 import calibration.serve_engine_fit as sef
+from calibration import entry
 from calibration import prereg_serve
 from calibration import records as rec
 from calibration import serve_switch_compare as ssc
@@ -289,7 +289,11 @@ def _fmt(c: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = entry.parser("calibration.serve_score_heads", __doc__)
+    ap.add_argument("part", nargs="?", choices=["start", "overlap", "fresh", "floor"],
+                    help="one part (see above); default: both settings, the verdict, every check that changed side")
+    part = ap.parse_args(argv).part
+    argv = [part] if part else []
     root = rec.MEASUREMENTS_DIR
     if argv[:1] == ["start"]:
         _print_start(root)

@@ -10,11 +10,11 @@ first class whose condition holds (STALL_CLASSES, the rule's order). A set is on
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from calibration import entry
 from calibration.records_io import csv_exists, read_csv
 
 STALL_MIN_EXCESS_S = 8e-3   # s23srvh's count: 8 ms or more over the median of its kind and size
@@ -220,22 +220,21 @@ def cluster_shape(folders) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m calibration.serve_stall_causes SET_DIR [SET_DIR ...]", file=sys.stderr)
-        return 2
-    for d in map(Path, args):
-        if not d.is_dir():
-            print(f"SET_DIR {d}: not a directory", file=sys.stderr)
-            return 2
-        print(f"== {d}")
-        for p in sorted(d.iterdir()):
-            if csv_exists(p / "serve_stalls.csv"):
+    ap = entry.parser("calibration.serve_stall_causes", __doc__)
+    ap.add_argument("sets", nargs="+", type=entry.folder, metavar="SET_DIR",
+                    help="e.g. calibration/measurements/h100/s24stall_host2")
+    for d in ap.parse_args(argv).sets:
+        with entry.user_inputs("SET_DIR", d, "a set whose parts hold serve_stalls.csv, as real/campaigns/s24stall.sh writes them"):
+            parts = [p for p in sorted(d.iterdir()) if csv_exists(p / "serve_stalls.csv")]
+            if not parts:   # nothing to read is not a verdict (until s25walk: "== DIR" and exit 0)
+                raise ValueError("no part with serve_stalls.csv in it")
+            print(f"== {d}")
+            for p in parts:
                 s = part_summary(p)
                 print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()))
-        print("  verdict:", host_verdict(d))
-        for row in vm_wide(d):
-            print("  beside-meter:", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            print("  verdict:", host_verdict(d))
+            for row in vm_wide(d):
+                print("  beside-meter:", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     return 0
 
 

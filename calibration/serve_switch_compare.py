@@ -15,14 +15,15 @@ check whose side of its target differs.
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
 import calibration.serve_engine_fit as sef
 import calibration.serve_load_validation as slv
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import csv_exists
 from calibration.serve_host_speed import checks, probe_folders, replay, tables_with
@@ -101,9 +102,19 @@ def compare(switch: str) -> tuple[dict, dict, list[str], dict]:
     return summary(off_rows), summary(on_rows), moved(off_rows, on_rows), tables_on
 
 
-def main() -> None:
-    switch = sys.argv[1] if len(sys.argv) > 1 else "ADOPT_MEASURED_NEW_SIZE"
-    off, on, lines, tables = compare(switch)
+def _switch(text: str) -> str:
+    """An ADOPT_* switch of serve_engine_fit or sizes_run_before (compare's modules)."""
+    if not text.startswith("ADOPT_") or not (hasattr(sef, text) or hasattr(slv, text)):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an ADOPT_* switch of calibration.serve_engine_fit "
+                                         "or calibration.serve_load_validation")
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = entry.parser("calibration.serve_switch_compare", __doc__)
+    ap.add_argument("switch", nargs="?", type=_switch, default="ADOPT_MEASURED_NEW_SIZE", metavar="ADOPT_NAME",
+                    help="the switch compared off and on (default ADOPT_MEASURED_NEW_SIZE)")
+    off, on, lines, tables = compare(ap.parse_args(argv).switch)
     for key, t in tables.items():
         print(f"{key}: " + ", ".join(f"{k} {t[k] * 1e3:.3f} ms" for k in sef.TERMS if t[k])
               + f", p_ref {t.get('host_probe_launch_s', 0.0) * 1e6:.2f} us, beta {t.get('host_probe_exponent', 0.0):.3f}")

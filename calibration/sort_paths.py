@@ -34,6 +34,7 @@ import pandas as pd
 
 import calibration.predict as predict
 import calibration.records as rec
+from calibration import entry
 from calibration.pipeline import ep_layer_rows
 from calibration.predict import CUB_SINGLE_TILE_ITEMS, SMALL_SORT_ELEMS
 from calibration.records_io import csv_exists, read_csv
@@ -195,7 +196,10 @@ def abs_summary(errors: pd.Series) -> tuple[float, float]:
     return float(a.median()), float(a.quantile(0.9))
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = entry.parser("calibration.sort_paths", __doc__)
+    ap.add_argument("part", nargs="?", choices=["s1"], help="s1: the layer rows at the cliff, each GPU (default: the sorts near it)")
+    argv = [p for p in [ap.parse_args(argv).part] if p]
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_colwidth", 60):
         if argv and argv[0] == "s1":
             for gpu in ("h100", "h200"):

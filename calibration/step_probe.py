@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 
@@ -137,7 +138,8 @@ def verdict(table: pd.DataFrame) -> dict:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    entry.parser("calibration.step_probe", __doc__).parse_args(argv)
     data = all_hosts()
     if data.empty or data["host"].nunique() < 2:
         print("s24probe: fewer than two hosts committed; nothing to choose")

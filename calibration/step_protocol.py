@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration import step_host
 from calibration import whole_step
@@ -210,7 +211,8 @@ def format_rows(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    entry.parser("calibration.step_protocol", __doc__).parse_args(argv)
     rows = committed_rows()
     if rows.empty:
         print("no s21host2b records")

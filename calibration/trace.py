@@ -45,6 +45,7 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
+from calibration import entry
 from twin.costs.profile import Profile, load_profile
 from twin.core.scenario import load_scenario
 from twin.sim.pipeline import arbitrate_streams
@@ -145,5 +146,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    entry.parser("calibration.trace", __doc__).parse_args(argv)
     print(format_table(compare()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -425,6 +425,10 @@ def format_table(result: dict) -> str:
     lines += [nccl.format_summary(folder, v["ops"]) for folder, v in result.get("nccl", {}).items()]
     lines += format_blocks(result.get("cases", []))
     lines += format_serve_load(result.get("serve_load", {}))
+    for gpu, v in result.get("decode_gemm", {}).items():   # shown nowhere but --json until s25walk
+        h = v["held_out"]
+        lines.append(f"decode GEMMs {gpu}: {h['num_cases']} held out, median {h['median_abs_rel_error']:.1%}, "
+                     f"P90 {h['p90_abs_rel_error']:.1%} (fit median {v['fit']['median_abs_rel_error']:.1%})")
     t = result.get("h100_to_h200")
     if t:
         lines.append(f"H100 profile -> H200 records: all median {t['all']['median_abs_rel_error']:.1%}, "

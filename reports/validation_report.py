@@ -10,12 +10,15 @@ Writes, staged and atomic:
   validation_error_by_op.png median |error| by op kind on the held-out cases
   h800_trace.csv, h800_trace.png   DeepSeek's H800 trace beside the twin, phase by phase (when present)
   sm_reserve.csv, sm_reserve.png   the SM-reservation slowdown, twin against measured (when present)
+  pipeline_<i>.png, pipeline_<i>.trace.json   each pipeline case's ranks, measured above the twin: a plot and a
+                             Chrome trace for Perfetto (op names and tracks as real/pipeline/bench.py's traces)
 Validation predicts recorded measurements and has no scenario, so there is no scenario.resolved.toml.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -24,9 +27,11 @@ import pandas as pd
 
 from calibration.sm_reserve import slowdown_png
 from calibration.validate import format_blocks
+from calibration.validate_sections import JUDGED
 from reports import page as pg
 from reports.page import Page
 from twin.core.atomic import staged_dir
+from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.results import to_json
 from twin.core.units import GIB
 
@@ -35,6 +40,7 @@ SCATTER, BY_OP = "validation_scatter.png", "validation_error_by_op.png"
 TRACE_CSV, TRACE_PNG = "h800_trace.csv", "h800_trace.png"
 SM_CSV, SM_PNG = "sm_reserve.csv", "sm_reserve.png"
 BY_KIND = "validation_by_kind.png"
+PIPELINE_TRACE = "pipeline_{}.trace.json"   # a pipeline case's measured and twin ops, Chrome trace
 KIND_COLORS = {"F": "#4477aa", "B": "#ee6677", "W": "#ccbb44", "BW": "#aa3377", "FB": "#228833",
                "send": "#bbbbbb", "recv": "#dddddd", "allreduce": "#66ccee", "optimizer": "#777777"}
 
@@ -129,6 +135,58 @@ def plot_pipeline(p: dict):
     return fig
 
 
+# real/pipeline/bench.py's tracks (its TRACK): compute ops, point-to-point, the data-parallel collectives
+TRACE_THREADS = ("compute", "comm", "dp")
+THREAD_OF_KIND = {"send": 1, "recv": 1, "allreduce": 2, "optimizer": 2}
+TWIN_PID_OFFSET = 100   # the twin's ranks after the measured GPUs in Perfetto's list
+
+
+def _measured_name(kind: str, mb: int, chunk: int) -> str:
+    """A measured op (not an overlapped pair) named as the twin names it: `F3.0`, `BW1.1`, `send 0.1`."""
+    if kind in THREAD_OF_KIND:
+        return f"{kind} {mb}.{chunk}" if mb >= 0 else kind
+    return f"{kind}{mb}.{chunk}"
+
+
+def pipeline_trace(p: dict) -> dict:
+    """One pipeline case as a Chrome trace (s25walk; issue 13's "the measured trace beside the twin's"): each GPU's
+    measured ops (pipeline_ops.csv's first repetition) as processes 0.., the twin's simulated ops as processes
+    100.., one time axis in microseconds from the step's first op, tracks and op names as real/pipeline/bench.py
+    writes its own traces (`F3.0`, `F2.1&BW0.0`; threads compute, comm, dp), so Perfetto shows them one above the
+    other."""
+    pp = int(p["pp"])
+    meas, spans = p["measured_ops"], p["simulated_op_spans"]
+    forward_half = {(int(r), op.split("&", 1)[0]): op for r, op, _, _ in spans if "&" in op}
+    t0 = min((o[4] for o in meas), default=0.0)
+    events: list[dict] = []
+
+    def process(pid: int, name: str) -> None:
+        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}})
+        events.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
+        events.extend({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": thread}}
+                      for tid, thread in enumerate(TRACE_THREADS))
+
+    for rank in sorted({int(o[0]) for o in meas}):
+        process(rank, f"measured: GPU {rank} (PP rank {rank % pp})")
+    for rank in range(pp):
+        process(TWIN_PID_OFFSET + rank, f"twin: PP rank {rank}")
+    for rank, kind, mb, chunk, start, end in meas:
+        if end > start:
+            # an overlapped F&BW pair by the twin's label of its stage rank whose forward half it is
+            # (pipeline_ops.csv keeps the forward's micro-batch and chunk only)
+            name = (forward_half.get((int(rank) % pp, f"F{int(mb)}.{int(chunk)}"), f"F{int(mb)}.{int(chunk)}&BW")
+                    if kind == "FB" else _measured_name(kind, int(mb), int(chunk)))
+            events.append(complete_slice(name, int(rank), THREAD_OF_KIND.get(kind, 0), start - t0, end - t0,
+                                         args={"op": kind, "mb": int(mb), "chunk": int(chunk)}))
+    for rank, op, start, end in spans:
+        if end > start:
+            events.append(complete_slice(op, TWIN_PID_OFFSET + int(rank), 0, start, end))
+    return {"traceEvents": nested_cleanly(events), "displayTimeUnit": "ms",
+            "otherData": {"case": p["name"], "gpu": p["gpu"], "config": p.get("config", {}), "measured_s": p["measured_s"],
+                          "predicted_s": p["predicted_s"],
+                          "time_axis": "seconds from the step's first measured op (measured) and from its start (twin)"}}
+
+
 def _trace_table(tr: dict) -> pd.DataFrame:
     c = tr["chunk_pair"]
     rows = [{"phase": "chunk pair", "kind": "chunk_pair", "trace_us": c["trace_us"], "predicted_us": c["predicted_us"],
@@ -189,6 +247,8 @@ def write_trace_comparison(tr: dict, out_dir: Path) -> list[Path]:
 def _verdict(result: dict) -> str:
     t = result.get("targets", {})
     med_t, p90_t = t.get("median_abs_rel_error", 0.05), t.get("p90_abs_rel_error", 0.10)
+    if "gpus" not in result:   # `twin validate --only` without the records
+        return "Parts of the validation (`twin validate --only`): the records' cases were not computed in this run."
     parts = []
     for gpu, s in result["gpus"].items():
         if s["median_abs_rel_error"] is None:
@@ -213,12 +273,13 @@ def _verdict(result: dict) -> str:
 
 def _summary_rows(result: dict) -> list[list[str]]:
     return [[gpu.upper(), f"{s['num_cases']:,}", f"{s.get('num_predicted', 0):,}", pg.pct(s["median_abs_rel_error"]),
-             pg.pct(s["p90_abs_rel_error"]), "met" if s["meets_targets"] else "NOT met"] for gpu, s in result["gpus"].items()]
+             pg.pct(s["p90_abs_rel_error"]), "met" if s["meets_targets"] else "NOT met"]
+            for gpu, s in result.get("gpus", {}).items()]
 
 
 def _by_bench_rows(result: dict) -> list[list[str]]:
     rows = []
-    for gpu, s in result["gpus"].items():
+    for gpu, s in result.get("gpus", {}).items():
         for bench, v in s.get("by_bench", {}).items():
             h, a = v["held_out"], v["all"]
             rows.append([gpu.upper(), bench, f"{h['num_cases']:,}", pg.pct(h["median_abs_rel_error"]) if h["num_cases"] else "—",
@@ -234,10 +295,20 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
            "the held-out cases were not used in the fit. Targets: held-out median |error| at most "
            f"{pg.pct(t.get('median_abs_rel_error', 0.05))} and P90 at most {pg.pct(t.get('p90_abs_rel_error', 0.10))} per GPU. "
            "Validation predicts recorded measurements and has no scenario.")
-    p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
-                               _summary_rows(result))
-    p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
-                                    "median |error| (all)"], _by_bench_rows(result))
+    inputs = result.get("inputs")
+    if inputs:   # what the run read (s25walk)
+        p.para(f"Records: `{inputs['records_root']}`; profiles: `{inputs['profiles_dir']}` "
+               f"({', '.join(f'{g} {h[:12]}' for g, h in inputs['profiles_sha256'].items()) or 'none'}); "
+               f"code {inputs['git_commit'][:12]}; parts: {', '.join(inputs['parts'])}.")
+        stale = [g.upper() for g, same in inputs.get("profile_fitted_on_these_records", {}).items() if not same]
+        if stale:
+            p.warn(f"The {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
+                   "changed since (provenance records_sha256): `twin fit` would refit from these records.")
+    if "gpus" in result:   # not under `twin validate --only` without the records
+        p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
+                                   _summary_rows(result))
+        p.section("Per op kind").table(["GPU", "op kind", "held-out cases", "median |error|", "P90 |error|", "all cases",
+                                        "median |error| (all)"], _by_bench_rows(result))
     kinds = result.get("by_gpu_kind", {})
     # one row per GPU, kind and GPU count where the result has them (a pipeline of 4 GPUs apart from 2)
     rows = result.get("by_gpu_kind_gpus") or [{**v, "gpu": gpu, "kind": k} for gpu, per in kinds.items()
@@ -316,6 +387,8 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
             return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
         p.section("Not predicted here").para("`twin validate` does not predict these whole-model records case by case:")
         p.bullets([f"{g.upper()}: {len(v)} records ({kinds(v)})" for g, v in skipped.items()])
+    _serve_load_section(p, result.get("serve_load", {}))
+    _decode_gemm_section(p, result.get("decode_gemm", {}))
     tr = result.get("h800_trace")
     if tr:
         table = _trace_table(tr)
@@ -333,6 +406,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         _published_runs_section(p, pub)
     for prof in result.get("deepseek_serving_profiles", []):
         _serving_profile_section(p, prof)
+    _judged_sections(p, result)
     p.section("Plots")
     if not cases.empty:
         p.figure(SCATTER, plot_scatter(cases), "The twin's prediction against each measured case, log-log.")
@@ -345,7 +419,7 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
                      "and GPU count (filled: one GPU, open: several; the legend gives the count), log-log.")
     for i, q in enumerate(pipes):
         p.figure(f"pipeline_{i}.png", plot_pipeline(q), f"{q['name']}: each rank's ops as measured (above) and as the "
-                 "twin simulates them (below), on one time axis.")
+                 f"twin simulates them (below), on one time axis; `{PIPELINE_TRACE.format(i)}` opens both in Perfetto.")
     if tr:
         p.figure(TRACE_PNG, plot_trace(tr), "DeepSeek's H800 chunk-pair trace beside the twin, phase by phase.")
     if sm:
@@ -353,6 +427,58 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
     p.section("Files").bullets([f"`{pg.RESULT_JSON}`: the whole result; `{CASES_CSV}`: every case"
                                 + (f"; `{TRACE_CSV}`: the trace table" if tr else "") + (f"; `{SM_CSV}`" if sm else "")])
     return p
+
+
+def _serve_load_section(p: Page, section: dict) -> None:
+    """real/serve's load runs against the request simulation, per records folder and figure (issue 15's
+    serving targets; calibration.serve_load_validation). Not in the report until s25walk."""
+    if not section:
+        return
+    p.section("Serving load runs: the request simulation against real/'s engine").para(
+        "Each held-out load run of real/serve (throughput, TTFT and TPOT percentiles) against the twin's request-level "
+        "simulation of the same configuration; a figure is met within its target (throughput 5%, P50s 10%, P99s 20%).")
+    p.table(["records", "figure", "held-out runs", "median |error|", "P90 |error|", "within target", "fit median |error|"],
+            [[folder, k, v["num_runs"], pg.pct(v["median_abs_rel_error"]), pg.pct(v["p90_abs_rel_error"]),
+              f"{v['runs_within_target']} of {v['num_runs']} (±{pg.pct(v['target'])})",
+              pg.pct(s["fit"]["figures"][k]["median_abs_rel_error"])]
+             for folder, s in section.items() for k, v in s["holdout"]["figures"].items() if v["num_runs"]])
+    p.bullets([f"{folder}: {_serve_load_count(s)}; targets {'met' if s['holdout']['meets_targets'] else 'NOT met'}"
+               for folder, s in section.items()])
+
+
+def _serve_load_count(s: dict) -> str:
+    figs = [v for v in s["holdout"]["figures"].values() if v["num_runs"]]
+    return f"{sum(v['runs_within_target'] for v in figs)} of {sum(v['num_runs'] for v in figs)} figures within target"
+
+
+def _decode_gemm_section(p: Page, section: dict) -> None:
+    """real/'s decode batched GEMMs (decode_gemm.csv) on their own held-out rows. Not shown anywhere (the
+    terminal included) until s25walk: --json only."""
+    if not section:
+        return
+    p.section("Decode's batched GEMMs").para(
+        "The batched-GEMM curves of decode (decode_gemm.csv, unaligned batch and cache lengths) on each GPU's own "
+        "rows: kernel records of their own, apart from the per-GPU kernel figures above.")
+    p.table(["GPU", "held-out cases", "median |error|", "P90 |error|", "fitting cases", "median |error| (fit)"],
+            [[gpu.upper(), v["held_out"]["num_cases"], pg.pct(v["held_out"]["median_abs_rel_error"]),
+              pg.pct(v["held_out"]["p90_abs_rel_error"]), v["fit"]["num_cases"], pg.pct(v["fit"]["median_abs_rel_error"])]
+             for gpu, v in section.items()])
+
+
+def _judged_sections(p: Page, result: dict) -> None:
+    """The pre-registered predictions and fresh shapes (calibration.validate_sections), each as its terminal lines:
+    its heading, then one bullet a line. Not in the report until s25walk."""
+    judged = [j for j in JUDGED if j.key in result]
+    if not judged:
+        return
+    p.section("Pre-registered predictions and fresh shapes").para(
+        "Models, layouts, loads and shapes no fit saw, judged against predictions committed before their runs "
+        "(each rule in docs/notes/); the lines `twin validate --detail` prints.")
+    for j in judged:
+        head, *rest = j.table(result[j.key]).splitlines() or [j.key]
+        p.para(f"{head} (`{j.key}`)")
+        if rest:
+            p.bullets([line.strip() for line in rest if line.strip()])
 
 
 def _serving_profile_section(p: Page, prof: dict) -> None:
@@ -417,11 +543,13 @@ def _published_memory_table(p: Page, pub: dict) -> None:
 
 def write_report(result: dict, out_dir: Path) -> list[Path]:
     """Write the validation report into `out_dir`, atomically; returns the paths written (sorted)."""
-    cases = pd.DataFrame(result["cases"])
+    cases = pd.DataFrame(result.get("cases", []))
     files: dict[str, str | bytes] = {CASES_CSV: _csv(cases)}
     if result.get("h800_trace"):
         files[TRACE_CSV] = _csv(_trace_table(result["h800_trace"]))
     sm = {g: rows for g, rows in result.get("sm_reserve", {}).items() if rows}
     if sm:
         files[SM_CSV] = sm_reserve_csv(sm)
+    for i, q in enumerate(result.get("pipelines", [])):   # beside pipeline_<i>.png, for Perfetto
+        files[PIPELINE_TRACE.format(i)] = json.dumps(pipeline_trace(q), separators=(",", ":"))
     return pg.write_report_dir(out_dir, build_page(result, cases), to_json(result), None, files=files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 import traceback
@@ -48,7 +49,7 @@ from real.bench.parallel_blocks import (bench_cp_allgather, bench_cp_blocks, ben
                                        bench_tp_blocks, bench_tp_traces)
 from real.bench.power import bench_power, bench_sustained
 from real.bench.records import NoRecorder, Recorder, log
-from real.bench.sections import DEFAULT_SECTIONS, SECTION_SHARES
+from real.bench.sections import DEFAULT_SECTIONS, MULTI_GPU_SECTIONS, SECTION_SHARES
 from real.bench.sm_reserve import bench_sm_reserve
 from real.bench.timing import Deadline, Timer
 from real.bench.torch_cp import bench_cp_chunks, bench_torch_cp, bench_torch_cp_scaling
@@ -87,6 +88,24 @@ assert _FUNCTIONS.keys() == SECTION_SHARES.keys(), "every section in sections.py
 SECTIONS = {name: (_FUNCTIONS[name], share) for name, share in SECTION_SHARES.items()}
 
 
+def _check_args(ap: argparse.ArgumentParser, args, world_size: int) -> None:
+    """Refuse before any work (argparse's one line, exit 2; s25walk): an unknown section (a KeyError traceback
+    after env.json was written), a section of several ranks outside torchrun (each failed in turn: "Default
+    process group has not been initialized"), and a budget or timed time that is not a positive number (a
+    budget of -5 s timed nothing and said "all sections ran")."""
+    names = [s for s in args.only.split(",") if s]
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown:
+        ap.error(f"argument --only: got {','.join(unknown)!r}; allowed: a comma list of {','.join(SECTIONS)}")
+    several = [s for s in names if s in MULTI_GPU_SECTIONS]
+    if several and world_size < 2:
+        ap.error(f"argument --only: {','.join(several)} run on 2 or more ranks: torchrun --standalone --nproc-per-node 2 "
+                 f"-m real.bench --out DIR --only {','.join(several)} (gloo ranks on a CPU)")
+    for option, value in (("--budget-s", args.budget_s), ("--min-time-s", args.min_time_s)):
+        if not (math.isfinite(value) and value > 0):
+            ap.error(f"argument {option}: got {value!r}; allowed: a positive number of seconds")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m real.bench", description="real/ benchmark campaign")
     ap.add_argument("--out", required=True, type=Path)
@@ -95,6 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=450.0, help="whole-campaign time budget")
     ap.add_argument("--min-time-s", type=float, default=0.1, help="timed time per configuration")
     args = ap.parse_args(argv)
+    _check_args(ap, args, int(os.environ.get("WORLD_SIZE", 1)))
     args.out.mkdir(parents=True, exist_ok=True)
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     dev = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")

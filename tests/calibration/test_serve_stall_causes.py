@@ -2,6 +2,7 @@
 (docs/notes/s24stall_rule.md), on hand-made records."""
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,16 @@ def test_host_verdict_no_cause_under_80_percent_and_no_stalling_host_under_5(tmp
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    assert sc.main([]) == 2
-    assert sc.main([str(tmp_path / "nope")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    """No set, a missing one, a folder with no part (s25walk: argparse's refusals, and an empty set no longer
+    passes as a verdict)."""
+    for argv in ([], [str(tmp_path / "nope")], [str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            sc.main(argv)
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: SET_DIR" in err
+    assert re.search(r"SET_DIR: got '.*nope'; allowed: an existing folder", err)
+    assert re.search(r"error: SET_DIR: got .*; allowed: a set whose parts hold serve_stalls.csv.*no part with", err)
 
 
 def test_vm_wide_lines_up_a_beside_meter_gap_with_the_stall_it_falls_in(tmp_path):

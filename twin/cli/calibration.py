@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -86,83 +87,121 @@ def profile_from_json_file(path: Path):
     return simulation_profile(json.loads(Path(path).read_text()))
 
 
+# `twin validate --only`: the parts it computes, in the order of its result (calibration.validate_sections
+# lists the judged ones)
+RECORDS_PART = "records"
+OTHER_PARTS = ("h800_trace", "sm_reserve", "published_runs", "deepseek_serving_profiles")
+
+
+def validate_part_names() -> tuple[str, ...]:
+    from calibration.validate_sections import JUDGED_KEYS  # lazy: pandas, matplotlib
+    return (RECORDS_PART, *OTHER_PARTS, *JUDGED_KEYS)
+
+
+def _chosen_parts(only: str | None) -> tuple[str, ...]:
+    """The parts `--only` names (every part without it); an unknown name is bad input."""
+    names = validate_part_names()
+    if only is None:
+        return names
+    chosen = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in names]
+    if unknown or not chosen:
+        raise ScenarioError("--only", only, f"a comma list of {', '.join(names)}")
+    return tuple(n for n in names if n in chosen)
+
+
+def validation_inputs(records_root: Path, profiles: Path, parts: tuple[str, ...]) -> dict:
+    """The records root, the profiles folder with each profile's sha256, the code's commit and the parts computed;
+    and per GPU with records, whether its profile was fitted on the records as they are now (its provenance's
+    records_sha256; False: records were added or changed since its fit, and `twin fit` would refit it)."""
+    from calibration import records as rec  # lazy: pandas, matplotlib
+    from calibration.fit import git_commit, records_digest  # lazy: pandas, matplotlib
+    fitted_on = {}
+    for gpu in rec.gpu_dirs(records_root):
+        path = profiles / f"{gpu}.json"
+        if path.is_file():
+            recorded = json.loads(path.read_text()).get("provenance", {}).get("records_sha256")
+            fitted_on[gpu] = recorded == records_digest(rec.records_sha256(gpu, records_root))
+    return {"records_root": shown_path(records_root), "profiles_dir": shown_path(profiles),
+            "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(profiles.glob("*.json"))},
+            "profile_fitted_on_these_records": fitted_on, "git_commit": git_commit(), "parts": list(parts)}
+
+
 def cmd_validate(args) -> int:
 
-    from calibration import ep_fresh, prereg, prereg_pp, prereg_pp4, prereg_serve, published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
+    from calibration import published_runs, serving_trace, sm_reserve, trace  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
     from calibration.fit import PROFILES_DIR  # lazy: pandas, matplotlib
     from calibration.validate import failures, format_table, validate, validate_parts  # lazy: pandas, matplotlib
+    from calibration.validate_sections import JUDGED  # lazy: pandas, matplotlib
     from reports.validation_report import write_report  # lazy: pandas, matplotlib
     out = sys.stderr if args.json == "-" else sys.stdout     # stdout carries the JSON with --json -
+    parts = _chosen_parts(getattr(args, "only", None))
     profiles = Path(args.profiles) if args.profiles else PROFILES_DIR
     records_root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
     if args.records and not rec.gpu_dirs(records_root):   # nothing of the user's to predict
+        # the GPU's own folder named in place of the root above it (s25walk): say which to name
+        parent = records_root.resolve().parent
+        hint = (f"; this is a <gpu>/ folder itself: name its parent, --records {parent}"
+                if records_root.resolve().name in rec.gpu_dirs(parent) else "")
         raise ScenarioError("--records", args.records, "a records root with <gpu>/ folders of timed records "
-                            "(`twin calibrate --out DIR` writes them)")
+                            f"(`twin calibrate --out DIR` writes them){hint}")
+    judged = [j for j in JUDGED if j.key in parts]
     # a step per part of validate() (each GPU, each multi-GPU folder, ...: where the time goes), then one
     # per comparison below; the parts listed inside _own_inputs (a user's unreadable --records folder)
+    steps = (len(validate_parts(records_root)) if RECORDS_PART in parts else 0) + \
+        sum(p in parts for p in OTHER_PARTS) + bool(judged)
     with _own_inputs(args, ("records", "profiles")), \
-            tqdm(total=len(validate_parts(records_root)) + 5, desc="validate", unit="part", file=sys.stderr,
+            tqdm(total=steps, desc="validate", unit="part", file=sys.stderr,
                  disable=getattr(args, "quiet", False), leave=False) as bar:
-        result = validate(records_root, profiles, on_part=lambda name: bar.update(1))
-        h100 = profiles / "h100.json"
-        # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
-        tr = trace.compare(profile_from_json_file(h100) if h100.is_file() else None)
-        result["h800_trace"] = tr
-        bar.update(1)
-        result["sm_reserve"] = {}
-        for gpu in result["gpus"]:
-            prof_path = profiles / f"{gpu}.json"
-            rows = sm_reserve.compare(gpu, profile_from_json_file(prof_path), records_root) if prof_path.is_file() else []
-            if rows:
-                result["sm_reserve"][gpu] = rows
-        bar.update(1)
-        result["published_runs"] = published_runs.compare()   # rung 4 beyond DeepSeek, peers beside
-        bar.update(1)
-        # the serving twin's iteration model against DeepSeek's prefill and decode profiles (issue 15)
-        result["deepseek_serving_profiles"] = serving_trace.compare()
-        bar.update(1)
-        # s20new: train steps of models no record held, against predictions committed before the run
-        result["prereg_s20new"] = prereg.validate_section(records_root)
-        # s20gqa: the same families with their own GQA attention
-        result["prereg_s20gqa"] = prereg.validate_section(records_root, reg=prereg.S20GQA)
-        result["prereg_s20epnew"] = prereg.ep_section(records_root)   # the same slices' EP2 steps
-        # s20new2: prefill and decode of s20new's MLA slices
-        result["prereg_s20new2"] = prereg.validate_section(records_root, reg=prereg.S20NEW2)
-        result["prereg_s20ppnew"] = prereg_pp.section(records_root)   # the same slices' PP2 steps, each schedule
-        result["prereg_s20gqa2"] = prereg.validate_section(records_root, reg=prereg.S20GQA2)   # the GQA slices' serving
-        result["prereg_s21host"] = prereg.host_section(records_root)   # s21host: serving with the host's speed an input
-        result["fresh_s21ep2"] = ep_fresh.section(records_root)   # EP2 layers at shapes no earlier record held
-        result["prereg_s21host2"] = prereg.step_section(records_root)   # s21host2: each step beside its own probe
-        result["prereg_s22host"] = prereg.s22host_section(records_root)   # s22host: models never served, synchronised steps
-        result["prereg_s21pp4"] = prereg_pp4.section(records_root)   # the same slices on four GPUs: pp4, pp2ep2
-        result["prereg_s21pp4b"] = prereg_pp4.section(records_root, subdir=prereg_pp4.SECOND_SUBDIR)   # pp2ep2 again
-        result["prereg_s21srvnew"] = prereg_serve.validate_section(records_root)   # the MLA slices' load runs
-        result["prereg_s21srvnew2"] = prereg_serve.validate_section(records_root, reg=prereg_serve.S21B)   # fresh seeds
-        result["prereg_s22ttft"] = prereg_serve.validate_section(records_root, reg=prereg_serve.S22)   # new rates
-        bar.update(1)
-    tables = [format_table(result), trace.format_table(tr),
-              *(sm_reserve.format_table(rows) for rows in result["sm_reserve"].values()),
-              published_runs.format_table(result["published_runs"]),
-              serving_trace.format_table(result["deepseek_serving_profiles"]),
-              prereg.format_table(result["prereg_s20new"]), prereg.format_table(result["prereg_s20gqa"]),
-              prereg.format_ep_table(result["prereg_s20epnew"]),
-              prereg.format_table(result["prereg_s20new2"]), prereg_pp.format_table(result["prereg_s20ppnew"]),
-              prereg.format_table(result["prereg_s20gqa2"]), prereg.format_host_table(result["prereg_s21host"]),
-              ep_fresh.format_table(result["fresh_s21ep2"]),
-              prereg.format_step_table(result["prereg_s21host2"]), prereg.format_step_table(result["prereg_s22host"]),
-              prereg_pp4.format_table(result["prereg_s21pp4"]),
-              prereg_pp4.format_table(result["prereg_s21pp4b"]),
-              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew"])),
-              "\n".join(prereg_serve.format_section(result["prereg_s21srvnew2"])),
-              "\n".join(prereg_serve.format_section(result["prereg_s22ttft"]))]
+        result = validate(records_root, profiles, on_part=lambda name: bar.update(1)) if RECORDS_PART in parts else {}
+        if "h800_trace" in parts:
+            h100 = profiles / "h100.json"
+            # the H800 derivation (calibration/H800.md) simulates DeepSeek's FP8 stack on H100 silicon
+            result["h800_trace"] = trace.compare(profile_from_json_file(h100) if h100.is_file() else None)
+            bar.update(1)
+        if "sm_reserve" in parts:
+            result["sm_reserve"] = {}
+            for gpu in result["gpus"] if "gpus" in result else rec.gpu_dirs(records_root):
+                prof_path = profiles / f"{gpu}.json"
+                rows = sm_reserve.compare(gpu, profile_from_json_file(prof_path), records_root) if prof_path.is_file() else []
+                if rows:
+                    result["sm_reserve"][gpu] = rows
+            bar.update(1)
+        if "published_runs" in parts:
+            result["published_runs"] = published_runs.compare()   # rung 4 beyond DeepSeek, peers beside
+            bar.update(1)
+        if "deepseek_serving_profiles" in parts:
+            # the serving twin's iteration model against DeepSeek's prefill and decode profiles (issue 15)
+            result["deepseek_serving_profiles"] = serving_trace.compare()
+            bar.update(1)
+        # the pre-registered predictions and fresh shapes (calibration.validate_sections)
+        for j in judged:
+            result[j.key] = j.compute(records_root)
+        if judged:
+            bar.update(1)
+    # what this run read, beside what it found (s25walk D11): a user's --records/--profiles is otherwise
+    # unrecorded in the JSON and the report (each GPU's profile path was, under `gpus`)
+    result["inputs"] = validation_inputs(records_root, profiles, parts)
+    tables = ([format_table(result)] if RECORDS_PART in parts else []) + \
+        ([trace.format_table(result["h800_trace"])] if "h800_trace" in result else []) + \
+        [sm_reserve.format_table(rows) for rows in result.get("sm_reserve", {}).values()] + \
+        ([published_runs.format_table(result["published_runs"])] if "published_runs" in result else []) + \
+        ([serving_trace.format_table(result["deepseek_serving_profiles"])] if "deepseek_serving_profiles" in result else []) + \
+        [j.table(result[j.key]) for j in judged]
     print("\n".join(tables) if args.detail else _headline(tables), file=out)
     if args.out:
         write_report(result, Path(args.out))
         print(f"report: {args.out}/report.html", file=out)
     args.write_json(args.json, result)
-    for f in failures(result) + published_runs.failures(result["published_runs"]):
+    missed = (failures(result) if RECORDS_PART in parts else []) + \
+        (published_runs.failures(result["published_runs"]) if "published_runs" in result else [])
+    for f in missed:
         print(f"target missed: {f}", file=sys.stderr)
+    stale = [g for g, same in result["inputs"]["profile_fitted_on_these_records"].items() if not same]
+    if stale:   # s25walk: a re-calibration's first question, answered nowhere before
+        print(f"note: the {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
+              "changed since (provenance records_sha256); `twin fit` would refit from these", file=sys.stderr)
     return 0
 
 
@@ -176,7 +215,7 @@ def _is_whole_run_kind(line: str) -> bool:
 def _headline(tables: list[str]) -> str:
     """The lines that carry the verdicts: held-out totals per GPU, whole steps and layers per kind, the H100 -> H200 transfer, the
     NCCL sweeps' held-out errors and the TP2/CP2 blocks per two-GPU host, the 4-GPU ranking judgement, the H800 chunk pair, the SM-reservation bracket at V3's 20 SMs,
-    and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
+    the serving load runs of real/ per folder (s25walk), and the serving twin at DeepSeek's prefill and decode profiles (--detail prints every table)."""
     keep = ("gpu    bench", "H100 profile ->", "H800 chunk pair", "Published runs:", "NCCL ", "TP/CP blocks ", "DeepSeek decode profile",
             "DeepSeek prefill profile", "ranking ", "Pre-registered ", "  prereg ", "  prereg-ep ", "  prereg-pp ",
             "EP2 layers at shapes", "  fresh-ep ", "  prereg-pp4 ")
@@ -184,7 +223,8 @@ def _headline(tables: list[str]) -> str:
     for line in (line for t in tables for line in t.splitlines()):
         if line.startswith("SMs reserved for communication ("):
             gpu = line.split("(", 1)[1].split(")", 1)[0]
-        if line.startswith(keep) or "HELD-OUT TOTAL" in line or _is_whole_run_kind(line):
+        serving = line.startswith("serve_load ") and "held-out targets" in line   # real/'s load runs (until s25walk: --detail only)
+        if line.startswith(keep) or "HELD-OUT TOTAL" in line or _is_whole_run_kind(line) or serving:
             lines.append(line)
         elif line.startswith("at V3's 20 SMs"):
             lines.append(f"{gpu}: {line}")
@@ -234,8 +274,11 @@ def add_commands(sub, write_json) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="FILE", help="write cases and summaries as JSON (- for stdout)")
     p.add_argument("--out", metavar="DIR", help="write report.html, report.md, result.json, the plots (scatter, error by op kind, the H800 trace beside the twin) and CSVs here")
+    p.add_argument("--only", metavar="PARTS", help="a comma list of the parts to compute: records (every record's case, "
+                   "per GPU, kind and GPU count, pipelines, NCCL, serving load runs), h800_trace, sm_reserve, published_runs, "
+                   "deepseek_serving_profiles, or a pre-registered judgement by its --json key (prereg_s20new, ...); default all")
     _add_dirs(p)
-    p.set_defaults(func=cmd_validate, write_json=write_json, outputs=(("json", "--json", "file"), ("out", "--out", "dir")),
+    p.set_defaults(func=cmd_validate, write_json=write_json, check=lambda args: _chosen_parts(args.only), outputs=(("json", "--json", "file"), ("out", "--out", "dir")),
                    inputs=(("records", "--records"), ("profiles", "--profiles")))
 
     p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")

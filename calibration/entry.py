@@ -1,0 +1,90 @@
+"""The command line of a `python -m calibration.<module>` script: one parser and one refusal of bad input.
+
+Each script prints figures from records: the committed ones under calibration/measurements/, or a
+folder or file the user names. Until s25walk about half of them read `sys.argv` by hand, so
+`--help` was taken for a folder or a GPU name (a traceback: `FileNotFoundError: '--help/ep.csv'`,
+`IndexError`) or ignored (the whole computation ran, minutes of it for some), and a missing or
+garbled folder ended in pandas' traceback. Now every script builds its parser here (its module
+docstring's first paragraph is its help) and reads what the user named inside `user_inputs`, which
+turns a file that cannot be read into one line naming the argument, the value and what is expected,
+and exit status 2 (the twin's rule for bad input, twin/cli/main.py). The committed records' errors
+stay bugs with their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from calibration import records as rec
+from calibration.records_io import csv_exists
+
+EXIT_INVALID = 2
+# a file error's own text, cut so that one line stays one line
+REASON_CHARS = 200
+
+
+def _description(doc: str | None) -> str:
+    """The first paragraph of a module docstring (the rest is the reader's, not --help's)."""
+    return (doc or "").strip().split("\n\n", 1)[0]
+
+
+def parser(module: str, doc: str | None, usage_note: str = "") -> argparse.ArgumentParser:
+    """The parser of `python -m <module>`, described by its docstring's first paragraph (and
+    `usage_note`, printed after the options)."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=_description(doc), epilog=usage_note or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def folder(text: str) -> Path:
+    """An argparse type: a folder that exists (argparse prints the refusal, exit 2)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an existing folder of records")
+    return path
+
+
+def csv_file(text: str) -> Path:
+    """An argparse type: a records CSV that exists, plain or gzipped (records_io.resolve_csv)."""
+    path = Path(text)
+    if not csv_exists(path):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an existing .csv (or .csv.gz) file")
+    return path
+
+
+def records_folder(text: str) -> Path:
+    """An argparse type: a folder under calibration/measurements/ named from there (`h100`,
+    `h100/s8srv_round2`) or by any path."""
+    for path in (Path(text), rec.MEASUREMENTS_DIR / text):
+        if path.is_dir():
+            return path
+    raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a records folder, as a path or under "
+                                     f"{rec.MEASUREMENTS_DIR.name}/ (e.g. h100, h100/s8srv_round2)")
+
+
+def gpu_name(text: str) -> str:
+    """An argparse type: a GPU with committed records (a folder calibration/measurements/<gpu>/)."""
+    gpus = rec.gpu_dirs(rec.MEASUREMENTS_DIR)
+    if text not in gpus:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: one of {', '.join(gpus)}")
+    return text
+
+
+@contextlib.contextmanager
+def user_inputs(option: str, value: object, expected: str) -> Iterator[None]:
+    """Run the body that reads what the user named (`option` = `value`); a file that is missing or
+    cannot be read as `expected` (no such file, binary, missing columns, no rows) prints one line
+    and exits 2, no traceback. `value` None (the user named nothing: the committed records) refuses
+    nothing."""
+    if value is None:
+        yield
+        return
+    try:
+        yield
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        reason = f"{type(exc).__name__}: {str(exc)[:REASON_CHARS]}"
+        print(f"error: {option}: got {value}; allowed: {expected} ({reason})", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID) from None

@@ -1,0 +1,103 @@
+"""Every `python -m calibration.<module>` script (s25walk, docs/notes/s25walk.md D1-D3): `--help` prints its
+usage under the name it is run by and does nothing else; a folder or file the user names that is missing or
+garbled is refused in one line with exit 2, no traceback.
+
+Until s25walk about half the scripts read sys.argv by hand: `--help` was read as a folder or a GPU
+(`FileNotFoundError: '--help/ep.csv'`, `IndexError`), or ignored (block_host_speed ran its comparison,
+kernel_map and serve_engine_fit rewrote their package data), and the argparse ones printed `attn_small.py`
+as their program. The scripts are called in this process (`main(argv)`), not as subprocesses: one import
+each, shared with the other calibration tests."""
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted(p.stem for p in (ROOT / "calibration").glob("*.py")
+                 if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8"))
+
+
+def test_the_scripts_are_found():
+    # the walk's count (62): a script dropped or added moves it, on purpose
+    assert len(SCRIPTS) >= 60 and {"step_probe", "ep_phases", "prereg", "serve_eager_host", "trace"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_prints_the_usage_and_runs_nothing(name, capsys):
+    module = importlib.import_module(f"calibration.{name}")
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(f"usage: python -m calibration.{name} "), out.out[:200]
+    assert out.err == ""
+
+
+def test_an_unknown_argument_is_refused_before_any_work(capsys):
+    """A script that takes no argument ran its whole computation whatever followed it (step_probe: minutes)."""
+    step_probe = importlib.import_module("calibration.step_probe")
+    with pytest.raises(SystemExit) as exc:
+        step_probe.main(["h100x2/s21host2"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: h100x2/s21host2" in capsys.readouterr().err
+
+
+def _garbled(tmp_path: Path) -> Path:
+    """A folder whose CSVs (every name the scripts below read) hold two garbage lines."""
+    folder = tmp_path / "garbled"
+    folder.mkdir()
+    for name in ("attention", "ep", "ep_kernels", "pipeline_ops", "pipeline_step", "long_attn", "gl_layer", "gl_ops"):
+        (folder / f"{name}.csv").write_bytes(b"\x00\x01garbage\n1,2\n")
+    return folder
+
+
+# (script, arguments after the folder, the argument its refusal names)
+# (ep_fresh and ep_phases refuse alike, after seconds of the committed host folder's inputs: not here)
+FOLDER_SCRIPTS = [("ep_layer_kernels", ["h100"], "FOLDER"), ("gemm_in_layer", [], "FOLDER"), ("attn_small", [], "CAMPAIGN"),
+                  ("long_attention", [], "FOLDER"), ("ep_postsync", ["h100"], "RUN_FOLDER")]
+
+
+@pytest.mark.parametrize("name, rest, option", FOLDER_SCRIPTS)
+def test_a_missing_or_garbled_folder_is_refused_in_one_line(name, rest, option, tmp_path, capsys):
+    module = importlib.import_module(f"calibration.{name}")
+    for folder in (_garbled(tmp_path), tmp_path / "missing"):
+        try:
+            rc = module.main([str(folder), *rest])
+        except SystemExit as exc:
+            rc = exc.code
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") <= 3, err
+        assert re.search(rf"(error: {option}: got |argument {option}: got '|{option.lower()}.*not found|error: .*{folder.name})",
+                         err), err
+
+
+def test_a_gpu_without_records_is_refused_naming_those_with():
+    ep_postsync = importlib.import_module("calibration.ep_postsync")
+    with pytest.raises(SystemExit) as exc:
+        ep_postsync.main(["h100x2", "h999"])
+    assert exc.value.code == 2
+
+
+class _Unprintable:
+    """A cell whose text cannot be made: the CSV write stops at its row, as a killed process stops."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("stopped mid-write")
+
+
+def test_a_pre_registration_stopped_mid_write_leaves_no_file_to_block_the_next(tmp_path):
+    """D9: write_registered wrote its CSV in place; a write stopped part-way left a partial predictions file, and the
+    rule 'pre-registered predictions are never rewritten' then refused every later write."""
+    import pandas as pd
+
+    prereg = importlib.import_module("calibration.prereg")
+    path = tmp_path / "predictions.csv"
+    rows = pd.DataFrame({"case": ["a"] * 3000 + ["b"], "predicted_s": [0.1] * 3000 + [_Unprintable()]})
+    with pytest.raises(RuntimeError, match="stopped mid-write"):
+        prereg.write_registered(path, lambda: rows, allow_dirty=True)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    written = prereg.write_registered(path, lambda: rows.iloc[:2].copy(), allow_dirty=True)
+    assert path.read_text().splitlines()[0] == "case,predicted_s,code_commit,predicted_at_utc" and len(written) == 2
