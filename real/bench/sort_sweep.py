@@ -13,7 +13,7 @@ memsets and memcopies) and how many are cub radix kernels or memsets, the CUDA-e
 (GPU name, clocks, torch, CUDA, NCCL versions, time). Sizes straddle both cliffs. No GPU: the CPU runs the
 same calls (kernels 0) as a dry run.
 
-    python -m real.bench.sort_sweep --out DIR [--quick]
+    python -m real.bench.sort_sweep --out DIR [--quick] [--sizes 4096,4097,...]
 """
 
 from __future__ import annotations
@@ -102,13 +102,13 @@ def host_seconds(call, dev: torch.device) -> list[float]:
     return out
 
 
-def run(out_dir: Path, quick: bool) -> int:
+def run(out_dir: Path, quick: bool, sizes: tuple[int, ...] | None = None) -> int:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tel = Telemetry(0)
     env = {**environment(dev, tel), "nccl_version": nccl_version()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "env_sort_sweep.json").write_text(json.dumps(env, indent=1, default=str))
-    sizes = QUICK_SIZES if quick else SIZES
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
     with open(out_dir / "sort_sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLS)
         w.writeheader()
@@ -138,8 +138,10 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quick", action="store_true", help="three sizes (a dry run)")
+    p.add_argument("--sizes", default="", help="comma-separated element counts in place of the default sizes")
     a = p.parse_args(argv)
-    return run(a.out, a.quick)
+    sizes = tuple(int(x) for x in a.sizes.split(",") if x.strip()) or None
+    return run(a.out, a.quick, sizes)
 
 
 if __name__ == "__main__":
