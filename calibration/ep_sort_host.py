@@ -1,0 +1,147 @@
+"""s25ep (issue 13, docs/notes/s25ep_rule.md): the EP2 step's remaining host terms, judged on fresh shapes.
+
+Three switches are judged, alone and together, on the held-out EP2 steps of a real/campaigns/s25ep.sh run:
+- A1: calibration.pipeline.ADOPT_EP_BWD_RUN_HOST (s24bwd3 with its amendment A1: the EP backward's host a launch
+  from the run's own fitting EP2 step, calibration.ep_bwd_run);
+- C = F4 + H: calibration.predict.ADOPT_EP_FOUR_SORTS (an EP rank's four forward argsorts, each on torch's
+  threshold with its own count) and ADOPT_CUB_LAUNCH_HOST (a cub radix launch at CUB_LAUNCH_HOST_S host seconds
+  where a step's op lists take a per-launch rate; the rates solved from host intervals price it the same way).
+
+cub_launch_host_s: the host seconds a cub radix launch inside one torch.argsort call, from a sort_sweep.csv
+(real/bench/sort_sweep.py): the median over the argsort sizes above torch's threshold (4,096) of
+(host_s - host_small) / (device ops - device ops there), host_small and its device ops the medians over the sizes
+4,000-4,096 (the in-place path). Host seconds a call are perf_counter around it from an idle device.
+
+    python -m calibration.ep_sort_host cub SORT_SWEEP_CSV
+    python -m calibration.ep_sort_host judge RUN_FOLDER GPU     (RUN_FOLDER: <gpu>x2/s25ep_<stamp>, its part folders)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import calibration.pipeline as pipe
+import calibration.predict as predict
+from calibration import ep_bwd_run, prereg
+from calibration.ep_postsync import error_line
+from calibration.records_io import read_csv
+
+SMALL_SIZES = (4000, 4096)   # the sweep's in-place-path sizes the radix path is measured against
+
+# setting -> (ADOPT_EP_BWD_RUN_HOST, ADOPT_EP_FOUR_SORTS, ADOPT_CUB_LAUNCH_HOST); the judged ones and the reported
+SETTINGS = {"base": (False, False, False), "A1": (True, False, False), "C": (False, True, True),
+            "A1+C": (True, True, True), "F4": (False, True, False), "H": (False, False, True),
+            "A1+F4": (True, True, False), "A1+H": (True, False, True)}
+JUDGED = ("A1", "C", "A1+C")
+CONTROL_PART = "v2-lite-2l"
+TARGET_MEDIAN, TARGET_P90 = 0.05, 0.10
+CONTROL_MOVE = 0.01
+
+
+def cub_launch_host_s(sweep: pd.DataFrame) -> float:
+    """Host seconds a cub radix launch (module docstring) from sort_sweep rows."""
+    a = sweep[sweep["op"] == "argsort"]
+    small = a[a["elems"].isin(SMALL_SIZES)]
+    big = a[a["elems"] > predict.SMALL_SORT_ELEMS]
+    if small.empty or big.empty:
+        raise ValueError("sort_sweep rows: need argsort at 4,000-4,096 and above 4,096 elements")
+    host0, ops0 = float(small["host_s"].median()), float(small["kernels"].median())
+    per = (big["host_s"] - host0) / (big["kernels"] - ops0)
+    return float(per.median())
+
+
+@contextlib.contextmanager
+def setting(name: str):
+    """The three switches set as SETTINGS[name] inside the block (restored after)."""
+    old = (pipe.ADOPT_EP_BWD_RUN_HOST, predict.ADOPT_EP_FOUR_SORTS, predict.ADOPT_CUB_LAUNCH_HOST)
+    pipe.ADOPT_EP_BWD_RUN_HOST, predict.ADOPT_EP_FOUR_SORTS, predict.ADOPT_CUB_LAUNCH_HOST = SETTINGS[name]
+    try:
+        yield
+    finally:
+        pipe.ADOPT_EP_BWD_RUN_HOST, predict.ADOPT_EP_FOUR_SORTS, predict.ADOPT_CUB_LAUNCH_HOST = old
+
+
+def fresh_errors(run: Path, gpu: str, names=tuple(SETTINGS)) -> pd.DataFrame:
+    """The run's held-out EP2 steps (part, num_microbatches, measured_s) with rel_error_<setting> for each
+    setting: `committed` pricing where the setting leaves A1 off, `run` pricing where on (ep_bwd_run.run_table);
+    the committed folder's inputs are recomputed under each setting (H re-solves its rates)."""
+    out = None
+    for name in names:
+        with setting(name):
+            t = ep_bwd_run.run_table(Path(run), gpu, prereg.two_gpu_inputs(gpu))
+        col = t["rel_error_run" if SETTINGS[name][0] else "rel_error_committed"]
+        if out is None:
+            out = t[["part", "num_microbatches", "measured_s", "run_bwd_host_s"]].copy()
+        out[f"rel_error_{name}"] = col.to_numpy()
+    return out
+
+
+def verdict(t: pd.DataFrame) -> dict:
+    """R1-R3 of the rule per judged setting (the fresh side; G comes from twin validate), and the decision
+    over the fresh side alone: {setting: {median, p90, r1, r2, r3}, "fresh_pass": [...]}."""
+    base = t["rel_error_base"].to_numpy()
+    control = (t["part"] == CONTROL_PART).to_numpy()
+    out: dict = {}
+    for name in JUDGED:
+        e = t[f"rel_error_{name}"].to_numpy()
+        a = np.abs(e)
+        med, p90 = float(np.median(a)), float(np.percentile(a, 90))
+        moves = np.abs(e[control] - base[control])
+        out[name] = {"median": med, "p90": p90, "r1": med <= TARGET_MEDIAN and p90 <= TARGET_P90,
+                     "r2": med < float(np.median(np.abs(base))), "r3": bool(np.all(moves <= CONTROL_MOVE)),
+                     "control_rows": int(control.sum())}
+    out["fresh_pass"] = [n for n in JUDGED if out[n]["r1"] and out[n]["r2"] and out[n]["r3"]]
+    return out
+
+
+def decision(fresh: dict, guards_pass: bool) -> list[str]:
+    """The rule's decision: the switches adopted ([] none) from the fresh verdict and G (for C's settings)."""
+    ok = {n for n in fresh["fresh_pass"] if n == "A1" or guards_pass}
+    if "A1+C" in ok:
+        return ["A1", "C"]
+    alone = [n for n in ("A1", "C") if n in ok]
+    if len(alone) == 2:
+        alone = [min(alone, key=lambda n: fresh[n]["median"])]
+    return alone
+
+
+def sweep_lines(run: Path) -> list[str]:
+    path = Path(run) / "sortsweep" / "sort_sweep.csv"
+    if not path.exists() and not Path(str(path) + ".gz").exists():
+        return ["  sortsweep: no rows"]
+    s = read_csv(path)
+    return [f"  sortsweep ({s['gpu_name'].iloc[0]}): {cub_launch_host_s(s) * 1e6:.2f} us a cub launch; committed "
+            f"CUB_LAUNCH_HOST_S {({k: round(v * 1e6, 2) for k, v in predict.CUB_LAUNCH_HOST_S.items()})} us"]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "cub":
+        print(f"{cub_launch_host_s(read_csv(Path(argv[1]))):.4g}")
+        return 0
+    if len(argv) != 3 or argv[0] != "judge":
+        print("usage: python -m calibration.ep_sort_host cub SORT_SWEEP_CSV | judge RUN_FOLDER GPU", file=sys.stderr)
+        return 2
+    run, gpu = Path(argv[1]), argv[2]
+    pd.set_option("display.width", 220)
+    print("\n".join(sweep_lines(run)))
+    t = fresh_errors(run, gpu)
+    for name in SETTINGS:
+        print(error_line(f"{name:6s}", t[f"rel_error_{name}"].to_numpy()))
+    print(t.to_string(index=False, float_format=lambda x: f"{x:+.4f}"))
+    v = verdict(t)
+    for name in JUDGED:
+        r = v[name]
+        print(f"{name}: median {r['median']:.2%} P90 {r['p90']:.2%} R1 {r['r1']} R2 {r['r2']} R3 {r['r3']} "
+              f"(control rows {r['control_rows']})")
+    print(f"fresh side passes: {v['fresh_pass'] or 'none'}; adopt = decision(fresh, G from twin validate C on/off)")
+    print(f"  if G holds: adopt {decision(v, True) or 'nothing'}; if G fails: adopt {decision(v, False) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,130 @@
+"""s25ep (docs/notes/s25ep_rule.md): the candidate C's two switches (calibration.predict.ADOPT_EP_FOUR_SORTS,
+ADOPT_CUB_LAUNCH_HOST), the cub launch's host seconds from its sweep record, and the judge's decision logic."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+import calibration.pipeline as pipe
+import calibration.predict as predict
+from calibration import ep_sort_host
+from calibration.predict import CUB_LAUNCH_TERM, CubLaunch, gpu_spec, sort_path_kernels
+import calibration.records as rec
+from calibration.records import MEASUREMENTS_DIR
+from calibration.records_io import read_csv
+from calibration.validate import load_fitted_profile
+from calibration.whole_step import ep_moe_ops
+from twin.core.specs import get_model
+
+H100_SWEEP = MEASUREMENTS_DIR / "h100" / "s24sort_20261128_0424" / "sort_sweep.csv"
+
+
+def test_h100_cub_launch_host_is_its_sweep_record():
+    """CUB_LAUNCH_HOST_S["h100"] is the sweep's (argsort 4,097-8,192 against 4,000-4,096: ~3.35 us a launch)."""
+    s = ep_sort_host.cub_launch_host_s(read_csv(H100_SWEEP))
+    assert predict.CUB_LAUNCH_HOST_S["h100"] == pytest.approx(s, rel=1e-3)
+    assert 2e-6 < s < 5e-6
+
+
+def test_cub_launch_host_needs_both_paths():
+    rows = pd.DataFrame({"op": ["argsort"], "elems": [4096], "kernels": [5.0], "host_s": [5e-5]})
+    with pytest.raises(ValueError, match="4,096"):
+        ep_sort_host.cub_launch_host_s(rows)
+
+
+@pytest.mark.parametrize("rows, tokens, kept", [(8192.0, 8192.0, 82), (8192.0, 4096.0, 41), (4096.0, 4096.0, 0)])
+def test_four_sorts_each_take_their_own_path(monkeypatch, rows, tokens, kept):
+    """F4: four argsorts (two at the received rows, two at the rank's own tokens x top-k), each above 4,096 with
+    half the layer's 41 measured radix kernels, each at or below it 3 small-sort kernels; off: s24sort's two."""
+    monkeypatch.setattr(predict, "ADOPT_EP_FOUR_SORTS", True)
+    small = 4 - kept // 41 * 2
+    assert sort_path_kernels("fwd", 47, 41, rows, tokens) == (47 - 41 + kept + small * 3, kept)
+    assert sort_path_kernels("fwd", 47, 41, rows) == sort_path_kernels("fwd", 47, 41, rows, None)   # one-GPU: two
+    monkeypatch.setattr(predict, "ADOPT_EP_FOUR_SORTS", False)
+    assert sort_path_kernels("fwd", 47, 41, 8192.0, 8192.0) == (47, 41)
+
+
+@pytest.fixture(scope="module")
+def bench_small_inputs():
+    return get_model("bench-small"), gpu_spec("h100"), load_fitted_profile("h100", rec.load_records("h100"))[0]
+
+
+def _ep_forward(spec, gpu, profile):
+    return ep_moe_ops(spec, 4096, 2, 16384.0, "bf16", gpu, profile)[0].ops
+
+
+def test_ep_forward_marks_its_cub_launches_and_f4_doubles_them(monkeypatch, bench_small_inputs):
+    spec, gpu, profile = bench_small_inputs
+    off = _ep_forward(spec, gpu, profile)
+    monkeypatch.setattr(predict, "ADOPT_EP_FOUR_SORTS", True)
+    on = _ep_forward(spec, gpu, profile)
+    radix = round(profile.eager["radix_sort_kernels"]["moe_layer_fwd"])
+    assert sum(isinstance(o, CubLaunch) for o in off) == radix
+    assert sum(isinstance(o, CubLaunch) for o in on) == 2 * radix
+    assert len(on) - len(off) == radix
+    assert all(o[0] == 0.0 for o in on if isinstance(o, CubLaunch))   # launched inside the sort's dispatch
+
+
+def test_cub_launches_take_their_seconds_only_where_a_rate_applies(monkeypatch):
+    ops = [(1e-6, 2e-6), CubLaunch((0.0, 3e-6)), (None, 0.0), CubLaunch((0.0, 3e-6))]
+    terms = {CUB_LAUNCH_TERM: 3.3e-6, predict.EP_PRESYNC_TERM: 2.0}
+    monkeypatch.setattr(predict, "ADOPT_CUB_LAUNCH_HOST", False)
+    assert [h for h, _ in predict.with_host_terms(ops, 20e-6, {CUB_LAUNCH_TERM: 3.3e-6})] == [20e-6, 20e-6, None, 20e-6]
+    monkeypatch.setattr(predict, "ADOPT_CUB_LAUNCH_HOST", True)
+    assert [h for h, _ in predict.with_host_terms(ops, 20e-6, {CUB_LAUNCH_TERM: 3.3e-6})] == [20e-6, 3.3e-6, None, 3.3e-6]
+    # not scaled by an EP ratio (the rest ratio applies only to a list with a receive sync: none here)
+    assert [h for h, _ in predict.with_host_terms(ops, 20e-6, terms)][1] == 3.3e-6
+    assert [h for h, _ in predict.with_host_terms(ops, None, {CUB_LAUNCH_TERM: 3.3e-6})] == [1e-6, 0.0, None, 0.0]
+
+
+def test_solved_rate_is_that_of_the_other_launches(monkeypatch):
+    """H: the closed form (no synchronisation) and the bisection (one) both return the non-cub launches' rate."""
+    monkeypatch.setattr(predict, "ADOPT_CUB_LAUNCH_HOST", True)
+    terms = {CUB_LAUNCH_TERM: 3e-6}
+    plain = [(0.0, 1e-6)] * 30 + [CubLaunch((0.0, 1e-6))] * 10
+    assert pipe.solved_host_rate_s(plain, 0.0, 30 * 25e-6 + 10 * 3e-6, 0.0, terms) == pytest.approx(25e-6)
+    synced = plain + [(None, 0.0)] + [(0.0, 1e-6)] * 5
+    timed = pipe._with_host(synced, 25e-6, terms)
+    host_s = pipe.issue(timed, 0.0)[1]
+    assert pipe.solved_host_rate_s(synced, 0.0, host_s, 0.0, terms) == pytest.approx(25e-6, rel=1e-6)
+
+
+def test_cub_terms_follow_the_switch_and_the_gpu(monkeypatch):
+    monkeypatch.setattr(predict, "ADOPT_CUB_LAUNCH_HOST", False)
+    assert pipe.cub_terms("h100") == {}
+    monkeypatch.setattr(predict, "ADOPT_CUB_LAUNCH_HOST", True)
+    assert pipe.cub_terms("h100") == {CUB_LAUNCH_TERM: predict.CUB_LAUNCH_HOST_S["h100"]}
+    assert pipe.cub_terms("no-such-gpu") == {}
+
+
+def test_switches_are_off_until_the_rule_passes():
+    assert not predict.ADOPT_EP_FOUR_SORTS and not predict.ADOPT_CUB_LAUNCH_HOST and not pipe.ADOPT_EP_BWD_RUN_HOST
+
+
+def _table(errors: dict, control=(0.0, 0.0, 0.0)) -> pd.DataFrame:
+    parts = ["bench-small-3l"] * 9 + [ep_sort_host.CONTROL_PART] * 3
+    t = pd.DataFrame({"part": parts})
+    for name in ep_sort_host.SETTINGS:
+        t[f"rel_error_{name}"] = list(errors.get(name, errors["base"])) + (list(control) if name != "base" else [0.0] * 3)
+    return t
+
+
+def test_decision_follows_the_rule():
+    base = [-0.15] * 9
+    good, fair, bad = [0.02] * 9, [0.04] * 9, [0.12] * 9
+    v = ep_sort_host.verdict(_table({"base": base, "A1": fair, "C": bad, "A1+C": good}))
+    assert v["fresh_pass"] == ["A1", "A1+C"]
+    assert ep_sort_host.decision(v, True) == ["A1", "C"]
+    assert ep_sort_host.decision(v, False) == ["A1"]        # G fails: C's settings out, A1 alone by its own rows
+    v = ep_sort_host.verdict(_table({"base": base, "A1": fair, "C": good, "A1+C": bad}))
+    assert ep_sort_host.decision(v, True) == ["C"]          # both alone: the lower median
+    v = ep_sort_host.verdict(_table({"base": base, "A1": good, "C": good, "A1+C": good}, control=(0.02, 0.0, 0.0)))
+    assert not v["A1"]["r3"] and ep_sort_host.decision(v, True) == []   # the control moved 2 points under each
+
+
+def test_settings_set_and_restore_the_switches():
+    with ep_sort_host.setting("A1+C"):
+        assert pipe.ADOPT_EP_BWD_RUN_HOST and predict.ADOPT_EP_FOUR_SORTS and predict.ADOPT_CUB_LAUNCH_HOST
+    assert not (pipe.ADOPT_EP_BWD_RUN_HOST or predict.ADOPT_EP_FOUR_SORTS or predict.ADOPT_CUB_LAUNCH_HOST)
+    assert dataclasses.is_dataclass(get_model("bench-small"))
