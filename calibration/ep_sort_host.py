@@ -14,11 +14,13 @@ cub_launch_host_s: the host seconds a cub radix launch inside one torch.argsort 
 
     python -m calibration.ep_sort_host cub SORT_SWEEP_CSV
     python -m calibration.ep_sort_host judge RUN_FOLDER GPU     (RUN_FOLDER: <gpu>x2/s25ep_<stamp>, its part folders)
+    python -m calibration.ep_sort_host guards OFF.json ON.json  (twin validate --json with C off and on: G1-G5)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -110,6 +112,65 @@ def decision(fresh: dict, guards_pass: bool) -> list[str]:
     return alone
 
 
+GUARD_EP_KINDS = ("ep_step", "pipeline_step")
+GUARD_EP_MEDIAN, GUARD_EP_P90, GUARD_OTHER_MEDIAN, GUARD_TOTAL, GUARD_PREREG = 0.005, 0.01, 0.002, 0.003, 0.01
+PREREG_SECTIONS = ("prereg_s20epnew", "fresh_s21ep2", "prereg_s21pp4", "prereg_s21pp4b")
+
+
+def _orders(d: dict) -> list:
+    """Every schedule order / ordered flag a validate JSON's ranking sections hold (G4)."""
+    out = []
+    for section in ("ranking", "ranking_interleaved"):
+        for key, v in sorted((d.get(section) or {}).items()):
+            out += [(section, key, c.get("config"), tuple(c.get("predicted", ()))) for c in v.get("configs", [])]
+    for section in ("prereg_s21pp4", "prereg_s21pp4b"):
+        out += [(section, r.get("gpu"), r.get("model"), r.get("pair"), r.get("num_microbatches"), r.get("predicted_faster"))
+                for r in (d.get(section) or {}).get("ranking", [])]
+    return out
+
+
+def guards(off: dict, on: dict) -> tuple[bool, list[str]]:
+    """The rule's G1-G5 on two `twin validate --json` outputs (C off, C on): (all hold, the printed lines)."""
+    lines, ok = [], True
+
+    def check(name: str, before: float, after: float, margin: float, worse_only: bool = True) -> None:
+        nonlocal ok
+        delta = after - before
+        good = delta <= margin if worse_only else abs(delta) <= margin
+        ok &= good
+        if delta != 0 or not good:
+            lines.append(f"  {'ok ' if good else 'BAD'} {name}: {before:.4%} -> {after:.4%} ({delta * 100:+.2f} pt, "
+                         f"margin {margin * 100:.1f})")
+
+    for gpu, kinds in off["by_gpu_kind"].items():
+        for kind, v in kinds.items():
+            h0, h1 = v.get("held_out") or {}, on["by_gpu_kind"][gpu][kind].get("held_out") or {}
+            if not h0.get("num_cases"):
+                continue
+            if kind in GUARD_EP_KINDS:    # G1
+                check(f"G1 {gpu} {kind} median", h0["median_abs_rel_error"], h1["median_abs_rel_error"], GUARD_EP_MEDIAN)
+                check(f"G1 {gpu} {kind} P90", h0["p90_abs_rel_error"], h1["p90_abs_rel_error"], GUARD_EP_P90)
+            else:                         # G2
+                check(f"G2 {gpu} {kind} median", h0["median_abs_rel_error"], h1["median_abs_rel_error"],
+                      GUARD_OTHER_MEDIAN, worse_only=False)
+    for gpu, v in off["gpus"].items():    # G3
+        for stat in ("median_abs_rel_error", "p90_abs_rel_error"):
+            check(f"G3 {gpu} held-out total {stat}", v[stat], on["gpus"][gpu][stat], GUARD_TOTAL, worse_only=False)
+        t = off["targets"]
+        met = [on["gpus"][gpu][s] <= t[s] for s in t] == [v[s] <= t[s] for s in t]
+        ok &= met
+        if not met:
+            lines.append(f"  BAD G3 {gpu}: a target changes pass/fail")
+    same = _orders(off) == _orders(on)    # G4
+    ok &= same
+    lines.append(f"  {'ok ' if same else 'BAD'} G4 schedule rankings {'unchanged' if same else 'CHANGED'}")
+    for section in PREREG_SECTIONS:       # G5
+        for gpu, v in ((off.get(section) or {}).get("by_gpu") or {}).items():
+            check(f"G5 {section} {gpu} median", v["median_abs_rel_error"],
+                  on[section]["by_gpu"][gpu]["median_abs_rel_error"], GUARD_PREREG)
+    return ok, lines
+
+
 def sweep_lines(run: Path) -> list[str]:
     path = Path(run) / "sortsweep" / "sort_sweep.csv"
     if not path.exists() and not Path(str(path) + ".gz").exists():
@@ -123,8 +184,14 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "cub":
         print(f"{cub_launch_host_s(read_csv(Path(argv[1]))):.4g}")
         return 0
+    if len(argv) == 3 and argv[0] == "guards":
+        ok, lines = guards(json.loads(Path(argv[1]).read_text()), json.loads(Path(argv[2]).read_text()))
+        print("\n".join(lines))
+        print(f"G (C off -> on): {'holds' if ok else 'FAILS'}")
+        return 0
     if len(argv) != 3 or argv[0] != "judge":
-        print("usage: python -m calibration.ep_sort_host cub SORT_SWEEP_CSV | judge RUN_FOLDER GPU", file=sys.stderr)
+        print("usage: python -m calibration.ep_sort_host cub SORT_SWEEP_CSV | judge RUN_FOLDER GPU | "
+              "guards OFF.json ON.json", file=sys.stderr)
         return 2
     run, gpu = Path(argv[1]), argv[2]
     pd.set_option("display.width", 220)

@@ -128,3 +128,20 @@ def test_settings_set_and_restore_the_switches():
         assert pipe.ADOPT_EP_BWD_RUN_HOST and predict.ADOPT_EP_FOUR_SORTS and predict.ADOPT_CUB_LAUNCH_HOST
     assert not (pipe.ADOPT_EP_BWD_RUN_HOST or predict.ADOPT_EP_FOUR_SORTS or predict.ADOPT_CUB_LAUNCH_HOST)
     assert dataclasses.is_dataclass(get_model("bench-small"))
+
+
+def _validate_json(ep_median: float, total_median: float, order=("zb1p", "1f1b")) -> dict:
+    held = lambda m: {"held_out": {"num_cases": 5, "median_abs_rel_error": m, "p90_abs_rel_error": 2 * m}}
+    return {"by_gpu_kind": {"h100": {"ep_step": held(ep_median), "gemm": held(0.03)}},
+            "gpus": {"h100": {"median_abs_rel_error": total_median, "p90_abs_rel_error": 0.08}},
+            "targets": {"median_abs_rel_error": 0.05, "p90_abs_rel_error": 0.1},
+            "ranking": {"h100x2": {"configs": [{"config": 4, "predicted": list(order)}]}},
+            "prereg_s20epnew": {"by_gpu": {"h100": {"median_abs_rel_error": ep_median}}}}
+
+
+def test_guards_hold_within_their_margins_and_fail_beyond():
+    off = _validate_json(0.03, 0.028)
+    assert ep_sort_host.guards(off, _validate_json(0.034, 0.029))[0]
+    assert not ep_sort_host.guards(off, _validate_json(0.036, 0.028))[0]          # G1: +0.6 point
+    assert not ep_sort_host.guards(off, _validate_json(0.03, 0.032))[0]           # G3: +0.4 point
+    assert not ep_sort_host.guards(off, _validate_json(0.03, 0.028, ("1f1b", "zb1p")))[0]   # G4
