@@ -393,6 +393,7 @@ CUB_LAUNCH_TERM = "cub_launch_host"
 # test_ep_sort_host.py recomputes each from its record
 CUB_LAUNCH_HOST_S: dict[str, float] = {
     "h100": 3.353e-6,   # h100/s24sort_20261128_0424 (one NVIDIA H100 80GB HBM3, torch 2.11.0+cu130)
+    "h200": 4.152e-6,   # h200x2/s25ep_20261128_0532/sortsweep (the s25ep pair's GPU 0, NVIDIA H200, torch 2.11.0+cu130)
 }
 INT64_BYTES = 8   # argsort's keys (expert ids, orders) and its index output
 

@@ -27,6 +27,13 @@ def test_h100_cub_launch_host_is_its_sweep_record():
     assert 2e-6 < s < 5e-6
 
 
+def test_h200_cub_launch_host_is_the_s25ep_pairs_fitting_sweep():
+    """CUB_LAUNCH_HOST_S["h200"] is the s25ep campaign's fitting part (the pair's GPU 0: ~4.15 us a launch)."""
+    sweep = read_csv(MEASUREMENTS_DIR / "h200x2" / "s25ep_20261128_0532" / "sortsweep" / "sort_sweep.csv")
+    assert set(sweep["gpu_name"]) == {"NVIDIA H200"}
+    assert predict.CUB_LAUNCH_HOST_S["h200"] == pytest.approx(ep_sort_host.cub_launch_host_s(sweep), rel=1e-3)
+
+
 def test_cub_launch_host_needs_both_paths():
     rows = pd.DataFrame({"op": ["argsort"], "elems": [4096], "kernels": [5.0], "host_s": [5e-5]})
     with pytest.raises(ValueError, match="4,096"):
