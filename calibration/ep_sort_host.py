@@ -40,7 +40,8 @@ SETTINGS = {"base": (False, False, False), "A1": (True, False, False), "C": (Fal
             "A1+C": (True, True, True), "F4": (False, True, False), "H": (False, False, True),
             "A1+F4": (True, True, False), "A1+H": (True, False, True)}
 JUDGED = ("A1", "C", "A1+C")
-CONTROL_PART = "v2-lite-2l"
+CONTROL_PART = "v2-lite-2l"   # the first delivery's GPU-bound control; the second's (amendment A2): mixtral-2l
+CONTROL_PARTS = ("v2-lite-2l", "mixtral-2l")
 TARGET_MEDIAN, TARGET_P90 = 0.05, 0.10
 CONTROL_MOVE = 0.01
 
@@ -87,7 +88,7 @@ def verdict(t: pd.DataFrame) -> dict:
     """R1-R3 of the rule per judged setting (the fresh side; G comes from twin validate), and the decision
     over the fresh side alone: {setting: {median, p90, r1, r2, r3}, "fresh_pass": [...]}."""
     base = t["rel_error_base"].to_numpy()
-    control = (t["part"] == CONTROL_PART).to_numpy()
+    control = t["part"].isin(CONTROL_PARTS).to_numpy()
     out: dict = {}
     for name in JUDGED:
         e = t[f"rel_error_{name}"].to_numpy()
@@ -114,6 +115,7 @@ def decision(fresh: dict, guards_pass: bool) -> list[str]:
 
 GUARD_EP_KINDS = ("ep_step", "pipeline_step")
 GUARD_EP_MEDIAN, GUARD_EP_P90, GUARD_OTHER_MEDIAN, GUARD_TOTAL, GUARD_PREREG = 0.005, 0.01, 0.002, 0.003, 0.01
+G2_ONE_SIDED = True   # amendment A2 (docs/notes/s25ep_rule.md): G2 as "not worse by more than 0.2 point"
 PREREG_SECTIONS = ("prereg_s20epnew", "fresh_s21ep2", "prereg_s21pp4", "prereg_s21pp4b")
 
 
@@ -150,9 +152,9 @@ def guards(off: dict, on: dict) -> tuple[bool, list[str]]:
             if kind in GUARD_EP_KINDS:    # G1
                 check(f"G1 {gpu} {kind} median", h0["median_abs_rel_error"], h1["median_abs_rel_error"], GUARD_EP_MEDIAN)
                 check(f"G1 {gpu} {kind} P90", h0["p90_abs_rel_error"], h1["p90_abs_rel_error"], GUARD_EP_P90)
-            else:                         # G2
+            else:                         # G2 (amendment A2: one-sided, not worse; as first written: both ways)
                 check(f"G2 {gpu} {kind} median", h0["median_abs_rel_error"], h1["median_abs_rel_error"],
-                      GUARD_OTHER_MEDIAN, worse_only=False)
+                      GUARD_OTHER_MEDIAN, worse_only=G2_ONE_SIDED)
     for gpu, v in off["gpus"].items():    # G3
         for stat in ("median_abs_rel_error", "p90_abs_rel_error"):
             check(f"G3 {gpu} held-out total {stat}", v[stat], on["gpus"][gpu][stat], GUARD_TOTAL, worse_only=False)

@@ -11,6 +11,11 @@
 #   bench-small-7l   bench-small:7   seq 512 x 4     2,048 tokens, 8,192 rows a rank: host-bound, most launches
 #   qwen2moe-3l      qwen2moe-mla-slice:3  seq 512 x 2  1,024 tokens x top-4 = 4,096: the forward sorts' cliff
 #   v2-lite-2l       v2-lite-slice:2 seq 2,048 x 2   4,096 tokens x top-6, 64 experts of 1,408: GPU-bound control
+# Round 2 (S25EP_ROUND=2, amendment A2 of the rule: a second blind delivery), the same machinery on:
+#   bench-small-6l   bench-small:6   seq 1,024 x 2   2,048 tokens, 8,192 rows a rank: host-bound
+#   bench-small-9l   bench-small:9   seq 512 x 3     1,536 tokens, 6,144 rows a rank: host-bound, most launches
+#   qwen3moe-3l      qwen3moe-slice:3  seq 512 x 2   1,024 tokens x top-8: 128 experts of 768
+#   mixtral-2l       mixtral-slice:2 seq 2,048 x 2   8 experts of 14,336, top-2: GPU-bound control
 # Each EP part is one torchrun: EP2 (pp 1, ep 2, dp 2) at 1 micro-batch (split fit: the run's backward input,
 # calibration.ep_bwd_run) then at 2, 3, 4 (split holdout), unmarked, BF16.
 # Run it alone on a 2-GPU host (2xH100 asked; whichever pair comes is judged, see the rule):
@@ -22,7 +27,7 @@
 # Outputs: OUTDIR/s25ep/sortsweep/{sort_sweep.csv,env_sort_sweep.json},
 # OUTDIR/s25ep/<part>/{pipeline_step,pipeline_ops,pipeline_routing}.csv, env_pipeline_*.json, s25ep.log,
 # host_s25ep.txt (no traces: pass S25EP_KEEP_TRACES=1 to keep them).
-# Env: PY (python3), S25EP_PARTS (default: every part), S25EP_TINY (1: CPU dry run on gloo ranks, the tiny
+# Env: PY (python3), S25EP_ROUND (1; 2: the second round's shapes), S25EP_PARTS (default: every part of the round), S25EP_TINY (1: CPU dry run on gloo ranks, the tiny
 # model; the sweep on the CPU at two sizes), S25EP_TIMEOUT_SCALE (1; the CPU dry run gives 4).
 set -u
 root=${1:?usage: s25ep.sh OUTDIR}/s25ep
@@ -33,11 +38,15 @@ tiny=${S25EP_TINY:-0}
 scale=${S25EP_TIMEOUT_SCALE:-1}
 # part=model:layers:seq_len:sequences a micro-batch (tests/real/test_real_campaign_s25ep.py restates them)
 CASES="bench-small-3l=bench-small:3:2048:2 bench-small-7l=bench-small:7:512:4 qwen2moe-3l=qwen2moe-mla-slice:3:512:2 v2-lite-2l=v2-lite-slice:2:2048:2"
-parts=" ${S25EP_PARTS:-sortsweep bench-small-3l bench-small-7l qwen2moe-3l v2-lite-2l} "
+# round 2 (S25EP_ROUND=2: the rule's amendment A2, a second delivery on shapes neither round holds)
+CASES2="bench-small-6l=bench-small:6:1024:2 bench-small-9l=bench-small:9:512:3 qwen3moe-3l=qwen3moe-slice:3:512:2 mixtral-2l=mixtral-slice:2:2048:2"
+[ "${S25EP_ROUND:-1}" = "2" ] && CASES=$CASES2
+default_parts="sortsweep $(for c in $CASES; do printf '%s ' "${c%%=*}"; done)"
+parts=" ${S25EP_PARTS:-$default_parts} "
 campaign=s25ep
 . "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the two-GPU check, part(), torchrun
 
-sizes=4000,4096,4097,4506,6144,8192
+sizes=4000,4096,4097,4506,8192   # five sizes: the first delivery's six ran into the part's 15 s
 [ "$tiny" = "1" ] && sizes=4096,4097
 mkdir -p "$root/sortsweep"
 # the first GPU of the pair only (the sweep is one process)

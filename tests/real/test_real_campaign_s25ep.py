@@ -42,10 +42,18 @@ def test_s25ep_stops_cleanly_without_gpus(tmp_path):
     assert "0 GPUs, needs 2: nothing run" in log and not (d / "bench-small-3l").exists()
 
 
+def _shapes(var: str) -> dict:
+    cases = re.search(rf'^{var}="([^"]+)"', SCRIPT.read_text(), re.M)[1].split()
+    return {name: (model, int(n), int(seq), int(seqs))
+            for name, spec in (c.split("=") for c in cases) for model, n, seq, seqs in [spec.split(":")]}
+
+
 def test_s25ep_parts_are_new_shapes_with_host_bound_models_and_a_control():
-    cases = re.search(r'^CASES="([^"]+)"', SCRIPT.read_text(), re.M)[1].split()
-    shapes = {name: (model, int(n), int(seq), int(seqs))
-              for name, spec in (c.split("=") for c in cases) for model, n, seq, seqs in [spec.split(":")]}
+    shapes = _shapes("CASES")
+    round2 = _shapes("CASES2")
+    assert round2 == {"bench-small-6l": ("bench-small", 6, 1024, 2), "bench-small-9l": ("bench-small", 9, 512, 3),
+                      "qwen3moe-3l": ("qwen3moe-slice", 3, 512, 2), "mixtral-2l": ("mixtral-slice", 2, 2048, 2)}
+    assert not {s[:3] for s in round2.values()} & {s[:3] for s in shapes.values()}
     assert shapes == {"bench-small-3l": ("bench-small", 3, 2048, 2), "bench-small-7l": ("bench-small", 7, 512, 4),
                       "qwen2moe-3l": ("qwen2moe-mla-slice", 3, 512, 2), "v2-lite-2l": ("v2-lite-slice", 2, 2048, 2)}
     # every (model, layers, seq) of the committed EP2 steps on both pairs (pipeline_step rows with ep > 1)
@@ -55,3 +63,4 @@ def test_s25ep_parts_are_new_shapes_with_host_bound_models_and_a_control():
                 ("qwen2moe-mla-slice", 4, 1024), ("qwen3moe-mla-slice", 4, 4096), ("qwen3moe-slice", 4, 4096),
                 ("qwen3moe-slice", 4, 1024), ("v2-lite-slice", 4, 2048), ("v2-lite-slice", 8, 4096)}
     assert not {s[:3] for s in shapes.values()} & recorded
+    assert not {s[:3] for s in round2.values()} & recorded
