@@ -69,19 +69,22 @@ def setting(name: str):
         pipe.ADOPT_EP_BWD_RUN_HOST, predict.ADOPT_EP_FOUR_SORTS, predict.ADOPT_CUB_LAUNCH_HOST = old
 
 
-def fresh_errors(run: Path, gpu: str, names=tuple(SETTINGS)) -> pd.DataFrame:
-    """The run's held-out EP2 steps (part, num_microbatches, measured_s) with rel_error_<setting> for each
-    setting: `committed` pricing where the setting leaves A1 off, `run` pricing where on (ep_bwd_run.run_table);
-    the committed folder's inputs are recomputed under each setting (H re-solves its rates)."""
+def fresh_errors(run, gpu: str, names=tuple(SETTINGS)) -> pd.DataFrame:
+    """The held-out EP2 steps of a run folder, or of several (`run` a list: a `run` column tells them apart), as
+    (part, num_microbatches, measured_s, run_bwd_host_s) with rel_error_<setting> for each setting: `committed`
+    pricing where the setting leaves A1 off, `run` pricing where on (ep_bwd_run.run_table); the committed folder's
+    inputs are recomputed once a setting (H re-solves its rates)."""
+    runs = [Path(r) for r in (run if isinstance(run, (list, tuple)) else [run])]
     out = None
     for name in names:
         with setting(name):
-            t = ep_bwd_run.run_table(Path(run), gpu, prereg.two_gpu_inputs(gpu))
+            inputs = prereg.two_gpu_inputs(gpu)
+            t = pd.concat([ep_bwd_run.run_table(r, gpu, inputs).assign(run=r.name) for r in runs], ignore_index=True)
         col = t["rel_error_run" if SETTINGS[name][0] else "rel_error_committed"]
         if out is None:
-            out = t[["part", "num_microbatches", "measured_s", "run_bwd_host_s"]].copy()
+            out = t[["run", "part", "num_microbatches", "measured_s", "run_bwd_host_s"]].copy()
         out[f"rel_error_{name}"] = col.to_numpy()
-    return out
+    return out if len(runs) > 1 else out.drop(columns="run")
 
 
 def verdict(t: pd.DataFrame) -> dict:
