@@ -15,12 +15,19 @@ cub_launch_host_s: the host seconds a cub radix launch inside one torch.argsort 
     python -m calibration.ep_sort_host cub SORT_SWEEP_CSV
     python -m calibration.ep_sort_host judge RUN_FOLDER GPU     (RUN_FOLDER: <gpu>x2/s25ep_<stamp>, its part folders)
     python -m calibration.ep_sort_host guards OFF.json ON.json  (twin validate --json with C off and on: G1-G5)
+    python -m calibration.ep_sort_host record OUT.json GPU RUN_FOLDER...   (the judgement's rows and verdicts)
+
+`record` writes what the judge computed on the deliveries (JUDGEMENT_FILE: calibration/s25ep_judgement.json), so
+the tests that hold its figures read them back instead of pricing every row under every setting again; one test
+recomputes a part of it (tests/calibration/test_ep_sort_host.py) so the file cannot go stale unseen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +51,9 @@ CONTROL_PART = "v2-lite-2l"   # the first delivery's GPU-bound control; the seco
 CONTROL_PARTS = ("v2-lite-2l", "mixtral-2l")
 TARGET_MEDIAN, TARGET_P90 = 0.05, 0.10
 CONTROL_MOVE = 0.01
+JUDGEMENT_FILE = Path(__file__).resolve().parent / "s25ep_judgement.json"
+RECORDED = ("base",) + JUDGED   # the settings a judgement file holds (the rule's verdict reads these alone)
+ROW_KEYS = ["part", "num_microbatches", "measured_s", "run_bwd_host_s"]
 
 
 def cub_launch_host_s(sweep: pd.DataFrame) -> float:
@@ -176,6 +186,33 @@ def guards(off: dict, on: dict) -> tuple[bool, list[str]]:
     return ok, lines
 
 
+def judgement(runs: list, gpu: str) -> dict:
+    """The fresh rows of each run folder under RECORDED's settings and the verdict on them, as JSON-ready values
+    ({"gpu", "settings", "runs": {run name: {"rows": [...], "verdict": {...}}}}; a missing A1 input as null)."""
+    t = fresh_errors([Path(r) for r in runs], gpu, names=RECORDED)
+    if "run" not in t:
+        t = t.assign(run=Path(runs[0]).name)
+    out: dict = {"gpu": gpu, "settings": list(RECORDED), "runs": {}}
+    for run, g in t.groupby("run", sort=False):
+        rows = g.drop(columns="run").reset_index(drop=True)
+        records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                   for r in rows.to_dict(orient="records")]
+        out["runs"][run] = {"rows": records, "verdict": verdict(rows)}
+    return out
+
+
+def judged_rows(judged: dict) -> dict[str, pd.DataFrame]:
+    """A judgement's rows read back: {run name: the table fresh_errors gave (ROW_KEYS, rel_error_<setting>)}."""
+    return {run: pd.DataFrame(v["rows"]).astype({"measured_s": float, "run_bwd_host_s": float})
+            for run, v in judged["runs"].items()}
+
+
+def _code_commit() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True, cwd=repo,
+                          check=False).stdout.strip()
+
+
 def sweep_lines(run: Path) -> list[str]:
     path = Path(run) / "sortsweep" / "sort_sweep.csv"
     if not path.exists() and not Path(str(path) + ".gz").exists():
@@ -194,9 +231,22 @@ def main(argv: list[str]) -> int:
         print("\n".join(lines))
         print(f"G (C off -> on): {'holds' if ok else 'FAILS'}")
         return 0
+    if len(argv) >= 4 and argv[0] == "record":
+        dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
+        if dirty:
+            print(f"record: uncommitted changes under twin/ or calibration/ ({dirty[:3]}): the file names the "
+                  "commit of the code that computed it", file=sys.stderr)
+            return 2
+        out = {"command": "python -m calibration.ep_sort_host " + " ".join(argv), "code_commit": _code_commit(),
+               **judgement([Path(r) for r in argv[3:]], argv[2])}
+        Path(argv[1]).write_text(json.dumps(out, indent=1) + "\n")
+        for run, v in out["runs"].items():
+            print(run, {n: f"{v['verdict'][n]['median']:.2%} / {v['verdict'][n]['p90']:.2%}" for n in JUDGED},
+                  "fresh side passes:", v["verdict"]["fresh_pass"] or "none")
+        return 0
     if len(argv) != 3 or argv[0] != "judge":
         print("usage: python -m calibration.ep_sort_host cub SORT_SWEEP_CSV | judge RUN_FOLDER GPU | "
-              "guards OFF.json ON.json", file=sys.stderr)
+              "guards OFF.json ON.json | record OUT.json GPU RUN_FOLDER...", file=sys.stderr)
         return 2
     run, gpu = Path(argv[1]), argv[2]
     pd.set_option("display.width", 220)
