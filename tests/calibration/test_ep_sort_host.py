@@ -2,13 +2,14 @@
 ADOPT_CUB_LAUNCH_HOST), the cub launch's host seconds from its sweep record, and the judge's decision logic."""
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
 
 import calibration.pipeline as pipe
 import calibration.predict as predict
-from calibration import ep_sort_host
+from calibration import ep_bwd_run, ep_sort_host, prereg
 from calibration.predict import CUB_LAUNCH_TERM, CubLaunch, gpu_spec, sort_path_kernels
 import calibration.records as rec
 from calibration.records import MEASUREMENTS_DIR
@@ -155,14 +156,51 @@ def test_guards_hold_within_their_margins_and_fail_beyond():
 
 
 # --- the judgement's figures on both deliveries (docs/notes/s25ep_rule.md, Outcome) -----------------------------
+# Held from calibration/s25ep_judgement.json (the judge's `record` command): pricing the 24 fresh rows under four
+# settings again took ~30 s of every CI run; test_the_committed_judgement_is_the_codes_on_one_part recomputes a part
+# of it under the code as it is, and test_the_committed_judgement_holds_the_records_rows ties its rows to the records.
 FIRST, SECOND = "s25ep_20261128_0532", "s25ep_20261128_0549"   # amendment A2: the second delivery decides
+SLICE_PART = "bench-small-6l"   # host-bound (A1 has its input), the deciding delivery
 
 
 @pytest.fixture(scope="module")
-def deliveries():
-    runs = [MEASUREMENTS_DIR / "h200x2" / r for r in (FIRST, SECOND)]
-    t = ep_sort_host.fresh_errors(runs, "h200", names=("base",) + ep_sort_host.JUDGED)
-    return {r: g.drop(columns="run").reset_index(drop=True) for r, g in t.groupby("run")}
+def judged():
+    return json.loads(ep_sort_host.JUDGEMENT_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def deliveries(judged):
+    return ep_sort_host.judged_rows(judged)
+
+
+def test_the_committed_judgement_is_the_codes_on_one_part(deliveries):
+    """One part of the deciding delivery priced again under A1+C: its `run` pricing is A1+C's column and its
+    `committed` pricing C's (A1 acts only through the run's input), both as the file holds them."""
+    with ep_sort_host.setting("A1+C"):
+        inputs = prereg.two_gpu_inputs("h200")
+        live = ep_bwd_run.run_live(MEASUREMENTS_DIR / "h200x2" / SECOND / SLICE_PART, "h200", inputs)
+    held = deliveries[SECOND].query("part == @SLICE_PART").reset_index(drop=True)
+    assert len(held) == 3 and list(live["num_microbatches"]) == list(held["num_microbatches"])
+    # (the file's run_bwd_host_s is the base setting's A1 input; H, on here, takes the cub launches out of it)
+    assert live["run_bwd_host_s"].notna().all() and held["run_bwd_host_s"].notna().all()
+    for live_col, held_col in (("measured_s", "measured_s"), ("rel_error_committed", "rel_error_C"),
+                               ("rel_error_run", "rel_error_A1+C")):
+        assert live[live_col].to_numpy() == pytest.approx(held[held_col].to_numpy(), rel=1e-9), held_col
+
+
+def test_the_committed_judgement_holds_the_records_rows(judged, deliveries):
+    """Every held-out EP2 step of each delivery's part folders, and only those, with its measured seconds; the
+    verdict stored beside them is verdict() of the rows."""
+    assert judged["gpu"] == "h200" and judged["settings"] == ["base", *ep_sort_host.JUDGED]
+    for run, fresh in deliveries.items():
+        recorded = []
+        for part in sorted(p for p in (MEASUREMENTS_DIR / "h200x2" / run).iterdir() if p.is_dir()):
+            if any(part.glob("pipeline_step.csv*")):
+                s = read_csv(part / "pipeline_step.csv")
+                s = s[(s["split"] == "holdout") & (s["bench"] == "ep_step") & (s["time_s"] > 0)]
+                recorded += [(part.name, int(n), float(t)) for n, t in zip(s["num_microbatches"], s["time_s"])]
+        assert list(zip(fresh["part"], fresh["num_microbatches"], fresh["measured_s"])) == recorded, run
+        assert judged["runs"][run]["verdict"] == ep_sort_host.verdict(fresh), run
 
 
 def _stats(fresh, name):
@@ -193,7 +231,8 @@ def test_second_delivery_meets_r1_r3(deliveries, name):
     fresh = deliveries[SECOND]
     med, p90 = _stats(fresh, name)
     v = ep_sort_host.verdict(fresh)[name]
-    print(f"{name} on {SECOND}: median {med:.2%} P90 {p90:.2%} (base {_stats(fresh, 'base')[0]:.2%} / "
+    print(f"{name} on {SECOND} ({ep_sort_host.JUDGEMENT_FILE.name}): median {med:.2%} P90 {p90:.2%} "
+          f"(base {_stats(fresh, 'base')[0]:.2%} / "
           f"{_stats(fresh, 'base')[1]:.2%}); R1 {v['r1']} R2 {v['r2']} R3 {v['r3']}")
     assert v["r1"] and v["r2"] and v["r3"]
 
