@@ -27,8 +27,9 @@
 # Outputs: OUTDIR/s25ep/sortsweep/{sort_sweep.csv,env_sort_sweep.json},
 # OUTDIR/s25ep/<part>/{pipeline_step,pipeline_ops,pipeline_routing}.csv, env_pipeline_*.json, s25ep.log,
 # host_s25ep.txt (no traces: pass S25EP_KEEP_TRACES=1 to keep them).
-# Env: PY (python3), S25EP_ROUND (1; 2: the second round's shapes), S25EP_PARTS (default: every part of the round), S25EP_TINY (1: CPU dry run on gloo ranks, the tiny
-# model; the sweep on the CPU at two sizes), S25EP_TIMEOUT_SCALE (1; the CPU dry run gives 4).
+# Env: PY (python3), S25EP_ROUND (1; 2: the second round's shapes), S25EP_PARTS (default: every part of the
+# round), S25EP_TINY (1: CPU dry run on gloo ranks, the tiny model, one warm-up and one timed step a configuration;
+# the sweep on the CPU at two sizes, 2 calls each way), S25EP_TIMEOUT_SCALE (1; the CPU dry run gives 4).
 set -u
 root=${1:?usage: s25ep.sh OUTDIR}/s25ep
 mkdir -p "$root"
@@ -47,15 +48,18 @@ campaign=s25ep
 . "$(dirname "$0")/two_gpu_parts.sh"   # log, host file, the two-GPU check, part(), torchrun
 
 sizes=4000,4096,4097,4506,8192   # five sizes: the first delivery's six ran into the part's 15 s
-[ "$tiny" = "1" ] && sizes=4096,4097
+sweep_reps=()
+# the CPU dry run: the cliff's two sizes, 2 calls each way (a CPU's index_put_ of 4,096 rows takes ~25 ms)
+[ "$tiny" = "1" ] && sizes=4096,4097 && sweep_reps=(--reps 2)
 mkdir -p "$root/sortsweep"
 # the first GPU of the pair only (the sweep is one process)
 one_gpu=${CUDA_VISIBLE_DEVICES:-0}
 CUDA_VISIBLE_DEVICES=${one_gpu%%,*} part sortsweep 15 "$PY" -m real.bench.sort_sweep \
-  --out "$root/sortsweep" --sizes "$sizes"
+  --out "$root/sortsweep" --sizes "$sizes" "${sweep_reps[@]}"
 
-quick=(--min-time-s 0.25 --reps-min 3 --reps-max 4)
-[ "$tiny" = "1" ] && quick=(--min-time-s 0 --reps-min 2 --reps-max 2)
+quick=(--warmup 2 --min-time-s 0.25 --reps-min 3 --reps-max 4)
+# the CPU dry run: one warm-up and one timed step a configuration (every configuration still runs)
+[ "$tiny" = "1" ] && quick=(--warmup 1 --min-time-s 0 --reps-min 1 --reps-max 1)
 for case in $CASES; do
   name=${case%%=*}
   case "$parts" in *" $name "*) ;; *) continue ;; esac
@@ -64,7 +68,7 @@ for case in $CASES; do
   [ "$tiny" = "1" ] && shape=(--tiny)
   mkdir -p "$root/$name"
   part "$name" 22 "${torchrun[@]}" -m real.pipeline --out "$root/$name" "${shape[@]}" --precision bf16 \
-    --warmup 2 "${quick[@]}" --layouts ep2 --microbatches 4 --holdout 0 \
+    "${quick[@]}" --layouts ep2 --microbatches 4 --holdout 0 \
     --ep-microbatches 1,2,3,4 --ep-holdout 2,3,4 --budget-s 9
   [ "${S25EP_KEEP_TRACES:-0}" = "1" ] || rm -f "$root/$name"/pipeline_trace_*.json
 done

@@ -13,8 +13,9 @@ SCRIPT = REPO / "real/campaigns/s25ep.sh"
 
 
 def test_s25ep_campaign_cpu_dry_run(tmp_path):
-    """The sweep at the cliff's two sizes, then one part: EP2 at 1 micro-batch in the fitting split and at 2, 3, 4
-    held out, each op's host marks, no trace left behind."""
+    """The sweep at the cliff's two sizes (2 calls each way), then one part (one warm-up, one timed step a
+    configuration): EP2 at 1 micro-batch in the fitting split and at 2, 3, 4 held out, each op's host marks, no
+    trace left behind."""
     d, log = dry_run("s25ep", tmp_path, 120, S25EP_PARTS="sortsweep bench-small-3l")
     assert "s25ep part sortsweep rc=0" in log and "s25ep part bench-small-3l rc=0" in log, log[-2000:]
     assert "part v2-lite-2l" not in log
@@ -22,6 +23,7 @@ def test_s25ep_campaign_cpu_dry_run(tmp_path):
         sweep = list(csv.DictReader(f))
     assert [(r["op"], r["elems"]) for r in sweep] == [("argsort", "4096"), ("argsort", "4097"),
                                                        ("index_put", "4096"), ("index_put", "4097")]
+    assert {r["reps"] for r in sweep} == {"2"}      # the dry run's few calls (--reps 2)
     part = d / "bench-small-3l"
     with (part / "pipeline_step.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
