@@ -33,7 +33,7 @@ import calibration.pipeline as pipe
 from calibration import entry
 from calibration import prereg
 from calibration.ep_postsync import error_line
-from calibration.predict import EpBwdTokensCall, gpu_spec
+from calibration.predict import CUB_LAUNCH_TERM, CubLaunch, EpBwdTokensCall, gpu_spec
 from calibration.records_io import csv_exists, read_csv
 from twin.core.specs import get_model
 
@@ -80,8 +80,11 @@ def fit_bwd_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile,
                             profile, 2, ep_rows=ep_rows)
         nodes = sum(isinstance(o, EpBwdTokensCall) for o in so.b)
         launches = _launches(so.b) + _launches(so.w)
+        # s25ep H (ADOPT_CUB_LAUNCH_HOST): the cub radix launches at their measured host seconds, not the rate
+        cub_s = pipe.cub_terms(gpu).get(CUB_LAUNCH_TERM)
+        cub = sum(isinstance(o, CubLaunch) for o in so.b + so.w) if cub_s is not None else 0
         host_s = g["host_end_s"] - g["host_start_s"]
-        rate = (host_s - nodes * pipe.EP_BWD_A2A_CALL_S) / (launches - nodes)
+        rate = (host_s - nodes * pipe.EP_BWD_A2A_CALL_S - cub * (cub_s or 0.0)) / (launches - nodes - cub)
         for rank, r in rate.groupby(g["rank"]):
             out.setdefault(int(rank), []).extend(r.tolist())
     return {rank: float(np.median(v)) for rank, v in out.items()}

@@ -56,9 +56,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import calibration.predict as predict
 from calibration import ep_host, memo
 from calibration.p2p_waits import COMPUTE_KINDS, SCHEDULE_KINDS, recv_waits
-from calibration.predict import EP_POSTSYNC_TERM, EP_PRESYNC_TERM, Eager, gpu_spec, timed_window_s, with_host_terms
+from calibration.predict import (CUB_LAUNCH_TERM, EP_POSTSYNC_TERM, EP_PRESYNC_TERM, CubLaunch, Eager, gpu_spec,
+                                timed_window_s, with_host_terms)
 from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, block_ops, head_and_loss,
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from calibration.records_io import csv_exists, read_csv
@@ -164,9 +166,18 @@ def stage_ops(spec, layers: range, first: bool, last: bool, B: int, S: int, labe
         fwd = host.get(f"fwd@{role}", fwd)
     fb_fwd = host.get(f"{FB_FORWARD}@{role}") if not (first and last) else None
     bwd, wgrad, bwd_terms = ep_bwd_host(host, gpu.calibrated_as, ep)
+    cub = cub_terms(gpu.calibrated_as)
+    ep_terms, bwd_terms = {**ep_terms, **cub}, {**bwd_terms, **cub}
     return StageOps(_with_host(f.ops, fwd, ep_terms), _with_host(b.ops, bwd, bwd_terms),
                     _with_host(b.w_ops, wgrad, bwd_terms), parts,
                     _with_host(f.ops, fb_fwd, ep_terms) if fb_fwd is not None else None)
+
+
+def cub_terms(gpu: str) -> dict:
+    """{CUB_LAUNCH_TERM: the GPU's host seconds a cub radix launch} under predict.ADOPT_CUB_LAUNCH_HOST (s25ep H)
+    where the GPU has one (predict.CUB_LAUNCH_HOST_S), else {}: the term with_host_terms reads."""
+    s = predict.CUB_LAUNCH_HOST_S.get(gpu) if predict.ADOPT_CUB_LAUNCH_HOST else None
+    return {CUB_LAUNCH_TERM: s} if s is not None else {}
 
 
 def _with_host(ops: list, host_s: float | None, ep_terms: dict | None = None) -> list:
@@ -561,11 +572,15 @@ def _solved_rates(h: pd.DataFrame, folder: Path, gpu: str, profile, accumulate: 
         # s23bwd2 (A2): with ADOPT_EP_BWD_HOST an EP backward's rate is solved with its all-to-all nodes
         # at their measured call, so the solved rate does not hold the nodes' host time a second time
         bwd_terms = ep_bwd_host({}, gpu, int(cfg["ep"]))[2] or None
+        # s25ep H: the cub radix launches at their measured host seconds while the rate is solved
+        cub = cub_terms(gpu)
+        f_terms = {**(ep_terms or {}), **cub} or None
+        b_terms = {**(bwd_terms or {}), **cub} or None
         for r in g.itertuples():
             stage = schedule.stage_of(int(r.rank) % pp, int(r.chunk))
             rate = solved_host_rate_s(ops[stage].of(r.kind), r.start_s - r.host_start_s,
                                       r.host_end_s - r.host_start_s, gap_s or 0.0,
-                                      ep_terms if r.kind == "F" else bwd_terms)
+                                      f_terms if r.kind == "F" else b_terms)
             if rate is not None:
                 rates.setdefault(HOST_DIRECTION[r.kind], []).append(rate)
                 if pp > 1 and r.kind == "F":
@@ -640,7 +655,7 @@ def _solved_fb_forward_rates(fb: pd.DataFrame, folder: Path, gpu: str, profile, 
         bare = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, *args) for s, layers in enumerate(stages)}
         timed = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, *args, host=host)
                  for s, layers in enumerate(stages)}
-        ep_terms = {k: v for k, v in host.items() if k in EP_TERM_KEYS}
+        ep_terms = {**{k: v for k, v in host.items() if k in EP_TERM_KEYS}, **cub_terms(gpu)}
         for r in g.itertuples():
             rank = int(r.rank) % pp
             op = schedule.programs[rank][int(r.op_index)]
@@ -720,6 +735,11 @@ def solved_host_rate_s(op_list: list, lead_s: float, host_interval_s: float, gap
         return None
     if all(h is not None for h, _ in op_list) and not ep_terms:
         return host_interval_s / launches
+    if all(h is not None for h, _ in op_list) and set(ep_terms) == {CUB_LAUNCH_TERM}:
+        # s25ep H without a synchronisation: the cub launches at their seconds, the rest share what is left
+        cub = sum(isinstance(op, CubLaunch) for op in op_list)
+        rest_s = host_interval_s - cub * ep_terms[CUB_LAUNCH_TERM]
+        return rest_s / (launches - cub) if launches > cub and rest_s > 0 else None
 
     at_rate = _with_host(op_list, _AT_RATE, ep_terms)   # once, not once a bisection step
 

@@ -297,6 +297,13 @@ def sort_path_kernels(direction: str, missing: int, radix: int, sort_elems: floa
         if max(counts) <= CUB_SINGLE_TILE_ITEMS:
             return max(0, missing - radix + INDEX_PUT_SORTS), 0
         return missing, radix
+    if direction == "fwd" and ADOPT_EP_FOUR_SORTS and token_sort_elems is not None:
+        # s25ep F4: an EP rank's four argsorts (real/ep.py), two on its own tokens x top-k, two on its
+        # received rows, each above torch's threshold with half the layer's measured radix kernels
+        counts = (sort_elems, sort_elems, token_sort_elems, token_sort_elems)
+        small = sum(1 for c in counts if c <= SMALL_SORT_ELEMS)
+        kept = int(round(radix * (len(counts) - small) / FWD_ARGSORTS))
+        return max(0, missing - radix + kept + small * SMALL_SORT_KERNELS), kept
     if direction == "fwd" and ADOPT_PER_SORT_FWD:
         counts = (sort_elems, sort_elems if token_sort_elems is None else token_sort_elems)
         small = sum(1 for c in counts if c <= SMALL_SORT_ELEMS)
@@ -367,6 +374,27 @@ CUB_SINGLE_TILE_ITEMS = 256 * 9
 # the MoE backward's index_put_ sorts: three histogram kernels in every profiled backward (kernels.csv)
 INDEX_PUT_SORTS = 3
 FWD_ARGSORTS = 2   # MoE.routed's argsort and argsort(order): the sorts the forward's radix kernels were measured on
+
+# s25ep (docs/notes/s25ep_rule.md, the rule committed before any figure under it; off until it passes).
+# F4: an EP layer's forward prices the four argsorts an EP rank runs (real/ep.py: dispatch's argsort of the
+# expert ids and combine's argsort(order) on the rank's own tokens x top-k, the local-expert argsort and
+# argsort(perm) on its received rows), each on torch's threshold with its own count, where s24sort's (F)
+# prices two (sort_path_kernels)
+ADOPT_EP_FOUR_SORTS = False
+# H: a cub radix launch (CubLaunch: the layer's radix kernels among its missing ones, launched from inside
+# its sort's one ATen dispatch) takes CUB_LAUNCH_HOST_S[gpu] host seconds where a step's op lists take a
+# per-launch host rate (with_host_terms with a rate and the CUB_LAUNCH_TERM key: calibration.pipeline's
+# stage ops), not the rate; the rates solved from host intervals price it the same way
+ADOPT_CUB_LAUNCH_HOST = False
+CUB_LAUNCH_TERM = "cub_launch_host"
+# host seconds a cub radix launch (memsets included) inside one torch.argsort call: real/bench/sort_sweep.py
+# rows of that GPU's host, calibration.ep_sort_host.cub_launch_host_s (the median over the argsort sizes above
+# 4,096 of (host_s - host at 4,000-4,096) / (device ops - device ops there)); tests/calibration/
+# test_ep_sort_host.py recomputes each from its record
+CUB_LAUNCH_HOST_S: dict[str, float] = {
+    "h100": 3.353e-6,   # h100/s24sort_20261128_0424 (one NVIDIA H100 80GB HBM3, torch 2.11.0+cu130)
+    "h200": 4.152e-6,   # h200x2/s25ep_20261128_0532/sortsweep (the s25ep pair's GPU 0, NVIDIA H200, torch 2.11.0+cu130)
+}
 INT64_BYTES = 8   # argsort's keys (expert ids, orders) and its index output
 
 # real/fp8.py quantize_rowwise / quantize_1x128 / quantize_128x128: abs, amax, float (scale),
@@ -393,6 +421,13 @@ class NoGradHost(tuple):
     dispatches as a no-grad forward does. Eager.use_eager_host gives it the profile's measured
     no-grad host time per kernel (Profile.eager host_s["infer"], the `infer` phase of the
     host_dispatch records: a layer forward under torch.no_grad)."""
+
+
+class CubLaunch(tuple):
+    """One of a MoE layer's cub radix launches (onesweep passes, histogram, exclusive sum, memsets of a
+    sort): (0.0, launch_s) as Eager.missing_kernels builds it (launched from inside the sort's one
+    dispatch); with_host_terms gives it CUB_LAUNCH_HOST_S (ADOPT_CUB_LAUNCH_HOST) where the others take a
+    rate. Eager.use_eager_host keeps it (host 0.0)."""
 
 
 class EpOp(tuple):
@@ -460,9 +495,15 @@ def with_host_terms(ops: list, host_s: float | None, ep_terms: dict | None = Non
     rest = (ep_terms or {}).get(EP_PRESYNC_TERM, 1.0)
     if rest != 1.0 and not any(isinstance(op, EpRecvSync) for op in ops):
         rest = 1.0
+    # s25ep H (ADOPT_CUB_LAUNCH_HOST): a cub radix launch at its measured host seconds where the rest take
+    # a rate, unscaled by the EP ratios
+    cub_s = (ep_terms or {}).get(CUB_LAUNCH_TERM) if ADOPT_CUB_LAUNCH_HOST and host_s is not None else None
     out, post, calls = [], False, 0
     for op in ops:
         h, g = op
+        if cub_s is not None and isinstance(op, CubLaunch):
+            out.append(CubLaunch((cub_s, g)))
+            continue
         term = (ep_terms or {}).get(op.term) if isinstance(op, EpOp) else None
         if h is None:
             out.append(op)
@@ -666,7 +707,8 @@ class Eager:
         h = float(host) if host is not None else self.profile.host("op")
         # cub's radix-sort passes and memsets are launched from inside the sort op's one dispatch:
         # no host time of their own (host 0.0, which use_eager_host keeps)
-        missing = [(0.0 if j < min(radix, n) else h, self.profile.launch_s) for j in range(n)]
+        missing = [CubLaunch((0.0, self.profile.launch_s)) if j < min(radix, n) else (h, self.profile.launch_s)
+                   for j in range(n)]
         ops, out = self.ops, []
         step = len(ops) / n if ops else 0.0
         k = 0

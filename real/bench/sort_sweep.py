@@ -13,7 +13,10 @@ memsets and memcopies) and how many are cub radix kernels or memsets, the CUDA-e
 (GPU name, clocks, torch, CUDA, NCCL versions, time). Sizes straddle both cliffs. No GPU: the CPU runs the
 same calls (kernels 0) as a dry run.
 
-    python -m real.bench.sort_sweep --out DIR [--quick]
+    python -m real.bench.sort_sweep --out DIR [--quick] [--sizes 4096,4097,...] [--reps N]
+
+`--reps N` times N calls back to back and N from an idle device in place of REPS and HOST_REPS (a CPU dry run's
+few: index_put_ of 4,096 BF16 rows takes ~25 ms a call on a CPU); the rows' `reps` column says which.
 """
 
 from __future__ import annotations
@@ -73,27 +76,27 @@ def kernels_of(call, dev: torch.device) -> dict:
             "kernel_names": ";".join(short)}
 
 
-def gpu_seconds(call, dev: torch.device) -> float:
-    """Seconds a call, back to back (CUDA events around REPS calls; perf_counter on the CPU)."""
+def gpu_seconds(call, dev: torch.device, reps: int = REPS) -> float:
+    """Seconds a call, back to back (CUDA events around `reps` calls; perf_counter on the CPU)."""
     if dev.type != "cuda":
         t0 = time.perf_counter()
-        for _ in range(REPS):
+        for _ in range(reps):
             call()
-        return (time.perf_counter() - t0) / REPS
+        return (time.perf_counter() - t0) / reps
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     synchronize(dev)
     start.record()
-    for _ in range(REPS):
+    for _ in range(reps):
         call()
     end.record()
     synchronize(dev)
-    return start.elapsed_time(end) * 1e-3 / REPS
+    return start.elapsed_time(end) * 1e-3 / reps
 
 
-def host_seconds(call, dev: torch.device) -> list[float]:
-    """Host seconds to issue one call, the device idle at its start."""
+def host_seconds(call, dev: torch.device, reps: int = HOST_REPS) -> list[float]:
+    """Host seconds to issue one call, the device idle at its start (`reps` calls)."""
     out = []
-    for _ in range(HOST_REPS):
+    for _ in range(reps):
         synchronize(dev)
         t0 = time.perf_counter()
         call()
@@ -102,13 +105,13 @@ def host_seconds(call, dev: torch.device) -> list[float]:
     return out
 
 
-def run(out_dir: Path, quick: bool) -> int:
+def run(out_dir: Path, quick: bool, sizes: tuple[int, ...] | None = None, reps: int | None = None) -> int:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tel = Telemetry(0)
     env = {**environment(dev, tel), "nccl_version": nccl_version()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "env_sort_sweep.json").write_text(json.dumps(env, indent=1, default=str))
-    sizes = QUICK_SIZES if quick else SIZES
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
     with open(out_dir / "sort_sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLS)
         w.writeheader()
@@ -118,11 +121,11 @@ def run(out_dir: Path, quick: bool) -> int:
                 for _ in range(WARMUP):
                     call()
                 kern = kernels_of(call, dev)
-                t = gpu_seconds(call, dev)
-                hs = host_seconds(call, dev)
+                t = gpu_seconds(call, dev, reps or REPS)
+                hs = host_seconds(call, dev, reps or HOST_REPS)
                 w.writerow({"op": op, "elems": n, **kern, "time_s": f"{t:.6g}",
                             "host_s": f"{statistics.median(hs):.6g}",
-                            "host_p10_s": f"{sorted(hs)[len(hs) // 10]:.6g}", "reps": REPS,
+                            "host_p10_s": f"{sorted(hs)[len(hs) // 10]:.6g}", "reps": reps or REPS,
                             "gpu_name": env["gpu_name"], "sm_clock_mhz": tel.sm_clock_mhz(),
                             "mem_clock_mhz": tel.mem_clock_mhz(), "torch_version": env["torch_version"],
                             "cuda_version": env["cuda_version"], "nccl_version": env["nccl_version"],
@@ -138,8 +141,15 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quick", action="store_true", help="three sizes (a dry run)")
+    p.add_argument("--sizes", default="", help="comma-separated element counts in place of the default sizes")
+    p.add_argument("--reps", type=int, default=None, help=f"calls timed each way (default {REPS} back to back, "
+                   f"{HOST_REPS} from idle); a dry run's few")
     a = p.parse_args(argv)
-    return run(a.out, a.quick)
+    if a.reps is not None and a.reps < 1:
+        print(f"--reps: {a.reps} (allowed: 1 or more)", file=sys.stderr)
+        return 2
+    sizes = tuple(int(x) for x in a.sizes.split(",") if x.strip()) or None
+    return run(a.out, a.quick, sizes, a.reps)
 
 
 if __name__ == "__main__":

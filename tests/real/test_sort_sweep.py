@@ -22,3 +22,8 @@ def test_quick_run_writes_a_row_per_op_and_size(tmp_path):
                                                           for n in sort_sweep.QUICK_SIZES]
     assert all(r["gpu_name"] and r["torch_version"] and r["timestamp_utc"] and float(r["time_s"]) > 0 for r in rows)
     assert (tmp_path / "env_sort_sweep.json").is_file()
+
+
+def test_reps_below_one_is_refused(tmp_path, capsys):
+    assert sort_sweep.main(["--out", str(tmp_path), "--reps", "0"]) == 2
+    assert "--reps: 0" in capsys.readouterr().err and not (tmp_path / "sort_sweep.csv").exists()
