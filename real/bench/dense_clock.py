@@ -233,7 +233,8 @@ def run_case(case, dev, tel, timer, quick: bool):
     else:
         fn, flops = mlp_step(dims["tokens"], dims["hidden"], dims["ffn"], dev)
     base = {"case": name, "kind": kind, **dims, "flops": flops}
-    hold_s, window_s, idle_s = (QUICK_HOLD_S, QUICK_WINDOW_S, QUICK_IDLE_S) if quick else (HOLD_S, HOLD_WINDOW_S, IDLE_S)
+    hold_s, window_s, idle_s = ((QUICK_HOLD_S, QUICK_WINDOW_S, QUICK_IDLE_S) if quick
+                                else (HOLD_S, HOLD_WINDOW_S, IDLE_S))
     time.sleep(idle_s)   # the bursts start from an idle GPU, as s24align3's cases did between their host work
     call_s = 0.0
     if kind != "mlp_step":

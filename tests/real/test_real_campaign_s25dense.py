@@ -31,7 +31,8 @@ def test_s25dense_campaign_needs_a_gpu(tmp_path):
 
 def test_s25dense_dry_run_writes_every_phase(tmp_path):
     """The CPU dry run: each GEMM and triple timed as a loop and held in windows, the MLP step held (no
-    burst or profiled kernels without a GPU), FLOPs of three GEMMs for a triple and nine for the MLP step, the environment in every row."""
+    burst or profiled kernels without a GPU), FLOPs of three GEMMs for a triple and nine for the MLP step,
+    the environment in every row."""
     pd = pytest.importorskip("pandas")
     out = _run(tmp_path, "1")
     df = pd.read_csv(out / "dense_clock.csv")
