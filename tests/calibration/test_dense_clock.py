@@ -67,3 +67,45 @@ def test_judge_takes_the_steady_windows_and_the_step_gemm_kernels(tmp_path):
     assert out["gemm"]["burst_fitted"]["median"] == pytest.approx(abs(t.loc["g", "twin_fitted_s"] / 0.9e-3 - 1))
     assert math.isnan(t.loc["g", "step_gemm_kernels_s"])
     assert set(out["criteria"]) == {"1_held_gemms", "2_held_triples", "3_mlp_step_gemm_kernels"}
+
+
+@pytest.fixture(scope="module")
+def judged():
+    return dc.judge("h100")
+
+
+def test_the_curve_meets_its_own_convention_and_bursts_run_faster(judged):
+    """Campaign s25dense (one H100, fresh shapes): the fitted curve against the loop rows (gemm.csv's timing)
+    within issue 13's 5% median; against the burst rows (s24align3's) it reads slow, the bursts' boost clock."""
+    gemm = judged["gemm"]
+    print("loop", gemm["loop_fitted"], "burst", gemm["burst_fitted"])
+    assert gemm["loop_fitted"]["n"] == 8 and gemm["loop_fitted"]["median"] <= 0.05
+    t = judged["cases"]
+    burst = t[t["kind"] == "gemm"]
+    assert (burst["twin_fitted_s"] / burst["burst_s"]).median() > 1.05
+
+
+def test_criteria_1_to_3_hold_on_the_fresh_held_rows(judged):
+    """docs/notes/s25dense_rule.md criteria 1-3 (H100): held GEMMs 3.5% -> 2.2% median, triples 3.1% -> 2.4%,
+    the MLP step's profiled GEMM kernels +19.9% -> +13.5%."""
+    print({k: judged[k] for k in ("gemm", "triple", "mlp_step")})
+    assert judged["criteria"] == {"1_held_gemms": True, "2_held_triples": True, "3_mlp_step_gemm_kernels": True}
+
+
+@pytest.mark.xfail(strict=True, reason="s25dense criterion 4 missed: V3's step moves -1.09 points under the switch "
+                                       "(guard: <= 1), and real/'s serving load runs, predicted on the simulation "
+                                       "profile, move (the rule asked them identical); not adopted")
+def test_criterion_4_v3_step_moves_at_most_one_point():
+    import twin
+    steps = {}
+    for on in (False, True):
+        with dc.vs_curve(on, "h100"):
+            steps[on] = twin.simulate_step(twin.load_scenario()).step_time_s
+    move = steps[True] / steps[False] - 1
+    print(f"V3 step {steps[False]:.3f} s -> {steps[True]:.3f} s ({move:+.2%})")
+    assert abs(move) <= 0.01, f"V3 step moves {move:+.2%}"
+
+
+def test_not_adopted():
+    from twin.costs import profile as profile_mod
+    assert profile_mod.ADOPT_SUSTAINED_VS_CURVE == ()
