@@ -55,6 +55,9 @@ TRIPLES = [("lin_13824x5120_t6144", 13824, 5120, 6144), ("lin_3584x18944_t1536",
            ("lin_4096x4096_t1024", 4096, 4096, 1024)]
 # (name, tokens T, hidden D, FFN F): Llama-2-7B's MLP widths at 8,192 tokens
 MLPS = [("mlp_d4096_f11008_t8192", 8192, 4096, 11008)]
+# round 2 (docs/notes/s25dense_rule.md, "Round 2"): that step again and a 5,120-wide one at 4,096 tokens,
+# their kernels profiled inside the hold as well as after it
+MLPS2 = [("mlp_d4096_f11008_t8192", 8192, 4096, 11008), ("mlp_d5120_f13824_t4096", 4096, 5120, 13824)]
 QUICK_GEMMS = [("q_gemm", 64, 96, 32)]
 QUICK_TRIPLES = [("q_lin", 48, 32, 16)]
 QUICK_MLPS = [("q_mlp", 32, 16, 48)]
@@ -205,8 +208,40 @@ def step_kernels(fn, dev, steps: int = 2) -> list[tuple[str, float, int]]:
         for _ in range(steps):
             fn()
         torch.cuda.synchronize(dev)
+    return kernel_totals(prof.events(), steps)
+
+
+def held_step_kernels(fn, dev, tel: Telemetry, steps: int = 2, ahead: int = 32, settle: int = 6):
+    """(kernel name, mean seconds per call, calls recorded) of the kernels the profiler saw over `steps`
+    calls of fn, profiled without letting the GPU idle (round 2), and the clock fields: `ahead` calls are
+    queued with no synchronisation (~0.3 s of work at the round's shapes), then the profiler starts on a
+    schedule that records only after `settle` more calls, so its start-up runs while the GPU drains the
+    queue; the last recorded call synchronises before the trace stops. The recorded window may hold kernels
+    of more than `steps` calls (whatever ran in it): hence a mean per call of each kernel, which the step's
+    calls per step (step_kernels, after the hold) turn into seconds a step."""
+    if dev.type != "cuda":
+        return [], {}
+    for _ in range(ahead):
+        fn()
+    clock, kept = Clock(tel), []
+    sched = torch.profiler.schedule(wait=settle // 2, warmup=settle - settle // 2, active=steps, repeat=1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA], schedule=sched,
+                                on_trace_ready=lambda p: kept.append(p.events())) as prof:
+        for i in range(settle + steps):
+            fn()
+            clock.sample()
+            if i == settle + steps - 1:
+                torch.cuda.synchronize(dev)   # the recorded calls' kernels finish inside the trace
+            prof.step()
+    torch.cuda.synchronize(dev)
+    per_call = kernel_totals(kept[0], 1) if kept else []
+    return [(name, sec / calls, calls) for name, sec, calls in per_call if calls], clock.fields()
+
+
+def kernel_totals(events, steps: int) -> list[tuple[str, float, int]]:
+    """(kernel name, seconds per step, calls per step) from profiler events of `steps` calls."""
     total: dict[str, list] = {}
-    for ev in prof.events():
+    for ev in events:
         if ev.device_type.name == "CUDA" and not ANNOTATION.fullmatch(ev.name):   # kernels, not ranges
             acc = total.setdefault(ev.name[:160], [0.0, 0])
             acc[0] += ev.device_time * 1e-6
@@ -214,15 +249,18 @@ def step_kernels(fn, dev, steps: int = 2) -> list[tuple[str, float, int]]:
     return [(name, s / steps, calls // steps) for name, (s, calls) in sorted(total.items(), key=lambda x: -x[1][0])]
 
 
-def cases(quick: bool) -> list[tuple]:
-    """(kind, name, dims) in run order: GEMMs, triples, MLP steps."""
+def cases(quick: bool, round_: int = 1) -> list[tuple]:
+    """(kind, name, dims) in run order: GEMMs, triples, MLP steps (round 2: the GEMMs again, no triples,
+    the MLP steps of MLPS2)."""
     gemms, triples, mlps = (QUICK_GEMMS, QUICK_TRIPLES, QUICK_MLPS) if quick else (GEMMS, TRIPLES, MLPS)
+    if round_ == 2:
+        triples, mlps = [], (QUICK_MLPS if quick else MLPS2)
     return ([("gemm", n, {"m": m, "n": nn, "k": k}) for n, m, nn, k in gemms]
             + [("triple", n, {"outputs": o, "inputs": i, "tokens": t}) for n, o, i, t in triples]
             + [("mlp_step", n, {"tokens": t, "hidden": d, "ffn": f}) for n, t, d, f in mlps])
 
 
-def run_case(case, dev, tel, timer, quick: bool):
+def run_case(case, dev, tel, timer, quick: bool, round_: int = 1):
     """Yield the rows of one case: burst, loop and hold windows (GEMMs and triples), hold windows and
     step kernels (MLP steps)."""
     kind, name, dims = case
@@ -249,6 +287,11 @@ def run_case(case, dev, tel, timer, quick: bool):
             torch.cuda.synchronize(dev)
     for w in hold(fn, dev, tel, call_s, hold_s, window_s, graphed=kind != "mlp_step"):
         yield {**base, "phase": "hold", **w}
+    if kind == "mlp_step" and round_ == 2:   # inside the hold first: no idle before the profiled steps
+        rows, clock = held_step_kernels(fn, dev, tel)
+        for kname, sec, calls in rows:   # time_s: mean per call; calls: how many the trace held
+            yield {**base, "phase": "step_kernel_held", "kernel": kname, "time_s": sec, "calls": calls,
+                   "timing": "profiler_per_call", **clock}
     if kind == "mlp_step":
         for kname, sec, calls in step_kernels(fn, dev):
             yield {**base, "phase": "step_kernel", "kernel": kname, "time_s": sec, "calls": calls,
@@ -260,6 +303,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=70.0, help="no case starts after this")
     ap.add_argument("--quick", action="store_true", help="tiny shapes and holds (a CPU dry run)")
+    ap.add_argument("--round", type=int, default=1, choices=(1, 2), dest="round_",
+                    help="2: the GEMMs again and two MLP steps profiled inside their holds")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +314,7 @@ def main(argv=None) -> int:
     env = environment(dev, nvml)
     (out / "env.json").write_text(json.dumps({**env, **tel.static_info()}, indent=1))
     timer = Timer(dev, tel, 0.0 if args.quick else LOOP_MIN_TIME_S)
-    t0, done, todo = time.perf_counter(), 0, cases(args.quick)
+    t0, done, todo = time.perf_counter(), 0, cases(args.quick, args.round_)
     with (out / "dense_clock.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -277,8 +322,8 @@ def main(argv=None) -> int:
             if time.perf_counter() - t0 > args.budget_s:
                 print(f"budget spent: {len(todo) - done} of {len(todo)} cases not run", flush=True)
                 break
-            for row in run_case(case, dev, tel, timer, args.quick):
-                row.update(env, campaign="s25dense", achieved_flops_per_s=row["flops"] / row["time_s"]
+            for row in run_case(case, dev, tel, timer, args.quick, args.round_):
+                row.update(env, campaign="s25dense" if args.round_ == 1 else "s25dense2", achieved_flops_per_s=row["flops"] / row["time_s"]
                            if row.get("time_s") and row["phase"] != "step_kernel" else "",
                            timestamp_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
                 writer.writerow(row)

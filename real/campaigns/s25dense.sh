@@ -20,9 +20,15 @@
 # temperature, driver, torch/CUDA versions in every row), env.json, gpu.txt, log.txt. The whole folder
 # is held out.
 #   bash real/campaigns/s25dense.sh OUTDIR
+# Round 2 (S25DENSE_ROUND=2; the rule's "Round 2", report only): the 8 GEMMs again (burst, loop, hold) and two
+# MLP steps whose kernels are profiled inside the hold (16 steps queued, the profiler started on a schedule
+# that records 2 steps after 6 more) as well as after it; outputs under OUTDIR/s25dense2/, ~50 s.
 #   (S25DENSE_QUICK=1: tiny shapes and holds, a CPU dry run; S25DENSE_QUICK_GPUS=0: as a host without a GPU)
 set -u
-OUT="${1:?usage: real/campaigns/s25dense.sh OUTDIR}/s25dense"
+ROUND=${S25DENSE_ROUND:-1}
+NAME=s25dense
+[ "$ROUND" = "2" ] && NAME=s25dense2
+OUT="${1:?usage: real/campaigns/s25dense.sh OUTDIR}/$NAME"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}
@@ -31,15 +37,15 @@ QUICK=()
 . "$(dirname "$0")/gpus.sh"   # NGPU, ONE_GPU: the GPUs the caller gave this campaign
 [ "${S25DENSE_QUICK:-0}" = "1" ] && NGPU=${S25DENSE_QUICK_GPUS:-1}   # the CPU dry run
 {
-  echo "s25dense campaign $(date -u +%FT%TZ), $NGPU GPU(s)"
+  echo "$NAME campaign $(date -u +%FT%TZ), $NGPU GPU(s)"
   if [ "$NGPU" -lt 1 ]; then
     echo "no GPU: nothing to run"
     exit 0
   fi
   nvidia-smi --query-gpu=name,power.limit,clocks.sm,clocks.max.sm,temperature.gpu,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
   CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 80 "$PY" -m real.bench.dense_clock --out "$OUT" --budget-s 60 \
-    ${QUICK[@]+"${QUICK[@]}"}
+    --round "$ROUND" ${QUICK[@]+"${QUICK[@]}"}
   echo "part dense_clock exit $? at $(date -u +%FT%TZ)"
-  echo "s25dense done $(date -u +%FT%TZ)"
+  echo "$NAME done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$OUT/log.txt"
 exit 0
