@@ -43,6 +43,7 @@ from twin.costs import profile as profile_mod
 from twin.costs.profile import fitted_profile, load_profile, profile_from_json
 
 RECORDS = Path("s25dense") / "dense_clock.csv"
+RECORDS2 = Path("s25dense2") / "dense_clock.csv"   # round 2 (the rule's "Round 2": report only)
 STEADY_FROM_S = 1.5          # the rule: the hold windows that start at or after 1.5 s
 GEMM_KERNEL = re.compile(r"nvjet|gemm|cutlass", re.IGNORECASE)   # the rule's GEMM kernels of the MLP step
 TRIPLE_PASSES = ("fwd", "dgrad", "wgrad")
@@ -82,8 +83,8 @@ def vs_curve(on: bool, gpu: str):
         profile_mod.ADOPT_SUSTAINED_VS_CURVE = saved
 
 
-def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> pd.DataFrame:
-    path = Path(root) / gpu / RECORDS
+def load(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, records: Path = RECORDS) -> pd.DataFrame:
+    path = Path(root) / gpu / records
     return read_csv(path) if csv_exists(path) else pd.DataFrame()
 
 
@@ -180,6 +181,43 @@ def judge(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
     return out
 
 
+def in_hold_step_s(g: pd.DataFrame, gemm: bool) -> float:
+    """Round 2: one MLP step's GEMM (or other) kernel seconds inside its hold: each kernel's in-hold mean
+    per call (step_kernel_held rows) times its calls a step (the after-hold profile, step_kernel rows);
+    NaN where a kernel of the step has no in-hold mean."""
+    after = g[g["phase"] == "step_kernel"]
+    held = g[g["phase"] == "step_kernel_held"].set_index("kernel")["time_s"]
+    pick = after["kernel"].astype(str).str.contains(GEMM_KERNEL)
+    after = after[pick if gemm else ~pick]
+    if not len(after) or not set(after["kernel"]) <= set(held.index):
+        return np.nan
+    return float(sum(held[k] * c for k, c in zip(after["kernel"], pd.to_numeric(after["calls"]))))
+
+
+def round2(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """Round 2's report: the MLP steps' GEMM seconds a step inside the hold and after it against the
+    twin (fitted, simulation off / on), and each GEMM's held / curve ratio beside round 1's."""
+    df = load(gpu, root, RECORDS2)
+    if df.empty:
+        return {}
+    t = case_table(df, gpu)
+    steps = []
+    for case, g in df[df["kind"] == "mlp_step"].groupby("case", sort=False):
+        row = t[t["case"] == case].iloc[0]
+        steps.append({"case": case, "held_step_s": row["held_s"], "held_clock_mhz": row["held_clock_mhz"],
+                      "in_hold_gemm_s": in_hold_step_s(g, True), "in_hold_other_s": in_hold_step_s(g, False),
+                      "after_hold_gemm_s": row["step_gemm_kernels_s"], "twin_fitted_s": row["twin_fitted_s"],
+                      "twin_sim_off_s": row["twin_sim_off_s"], "twin_sim_on_s": row["twin_sim_on_s"]})
+    first = judge(gpu, root)
+    g2 = t[t["kind"] == "gemm"].set_index("case")
+    ratios = pd.DataFrame({"round2": g2["twin_fitted_s"] / g2["held_s"]})
+    if first:
+        g1 = first["cases"][first["cases"]["kind"] == "gemm"].set_index("case")
+        ratios["round1"] = g1["twin_fitted_s"] / g1["held_s"]
+    return {"gpu_name": str(df["gpu_name"].iloc[0]), "cases": t, "steps": pd.DataFrame(steps),
+            "curve_over_held": ratios}
+
+
 def format_cases(t: pd.DataFrame) -> str:
     cols = ["case", "burst_s", "loop_s", "held_s", "step_gemm_kernels_s", "burst_clock_mhz", "loop_clock_mhz",
             "held_clock_mhz", "held_power_w", "twin_fitted_s", "twin_sim_off_s", "twin_sim_on_s"]
@@ -210,6 +248,13 @@ def main(argv=None) -> int:
         print(kind, json.dumps(out[kind]))
     print("mlp_step GEMM kernels: twin error off / on", out["mlp_step"])
     print("criteria", out["criteria"])
+    second = round2(args.gpu)
+    if second:
+        print("round 2:", second["gpu_name"])
+        print(format_cases(second["cases"]))
+        print(second["steps"].to_string(index=False, float_format=lambda x: f"{x * 1e3:.3f}" if x < 1 else f"{x:.0f}"))
+        print("curve / held time, per GEMM:")
+        print(second["curve_over_held"].to_string(float_format=lambda x: f"{x:.3f}"))
     return 0
 
 

@@ -109,3 +109,19 @@ def test_criterion_4_v3_step_moves_at_most_one_point():
 def test_not_adopted():
     from twin.costs import profile as profile_mod
     assert profile_mod.ADOPT_SUSTAINED_VS_CURVE == ()
+
+
+def test_in_hold_step_seconds_weigh_each_kernel_by_its_calls_a_step():
+    """Round 2: a step of 3 calls of GEMM kernel A and 1 of B (after-hold profile), A 1.0 ms and B 2.0 ms a
+    call inside the hold -> 5.0 ms of GEMMs a step; the elementwise kernel 0.5 ms x 2 -> 1.0 ms; a kernel
+    without an in-hold mean leaves the figure undefined."""
+    rows = pd.DataFrame([
+        {"phase": "step_kernel", "kernel": "nvjet_A", "time_s": 2.7e-3, "calls": 3},
+        {"phase": "step_kernel", "kernel": "nvjet_B", "time_s": 1.8e-3, "calls": 1},
+        {"phase": "step_kernel", "kernel": "elementwise_kernel", "time_s": 0.9e-3, "calls": 2},
+        {"phase": "step_kernel_held", "kernel": "nvjet_A", "time_s": 1.0e-3, "calls": 30},
+        {"phase": "step_kernel_held", "kernel": "nvjet_B", "time_s": 2.0e-3, "calls": 10},
+        {"phase": "step_kernel_held", "kernel": "elementwise_kernel", "time_s": 0.5e-3, "calls": 20}])
+    assert dc.in_hold_step_s(rows, gemm=True) == pytest.approx(5.0e-3)
+    assert dc.in_hold_step_s(rows, gemm=False) == pytest.approx(1.0e-3)
+    assert math.isnan(dc.in_hold_step_s(rows.drop(index=4), gemm=True))   # nvjet_B's in-hold row missing
