@@ -45,6 +45,7 @@ from calibration.predict import (BF16_GEMM_CURVES, FP8_PREFERENCE, clock_factor,
                                  row_kernel, timing_of, with_bf16_speed)
 from calibration.split import split
 from calibration.records_io import csv_exists, read_csv
+from twin.costs import compute
 from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
 from twin.core.atomic import write_text
 from twin.core.specs import GPUSpec
@@ -830,6 +831,7 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
     return dataclasses.replace(prof, calibrated=True, provenance=prov, sustained=ratios, fp8_stack=stack,
                                sustained_curves=sustained_at_layer_speed(sustained_curve_ratios(per_kernel, prof), ratios,
                                                                          prof.bf16_layer_speedup),
+                               sustained_vs_curve=sustained_vs_curve(per_kernel, prof, gpu_spec(gpu)),
                                sm_reserve=reserve, collectives=collectives), stats
 
 
@@ -909,6 +911,39 @@ def sustained_curve_ratios(per_kernel: list, prof: Profile) -> dict:
         for label, curve in curves.items():
             if label == k["precision"] or curve == own:
                 out[f"{table}/{label}"] = float(k["ratio"])
+    return out
+
+
+# s25dense (docs/notes/s25dense_rule.md): the GEMM curves whose sustained ratio is also taken against
+# the curve itself (Profile.sustained_vs_curve; used where twin.costs.profile.ADOPT_SUSTAINED_VS_CURVE
+# names the GPU): the dense BF16 curve, the one the rule's fresh held rows judge
+VS_CURVE_LABELS = ("gemm/bf16",)
+
+
+def held_gemm_shape(config: str) -> tuple[int, int, int] | None:
+    """(m, n, k) of a sustained.csv dense GEMM config ('gemm m=8192 n=4096 k=7168'); None otherwise."""
+    table, *dims = config.split()
+    if table != "gemm":
+        return None
+    d = dict(x.split("=") for x in dims)
+    return int(d["m"]), int(d["n"]), int(d["k"])
+
+
+def sustained_vs_curve(per_kernel: list, prof: Profile, spec: GPUSpec, labels: tuple = VS_CURVE_LABELS) -> dict:
+    """Profile.sustained_vs_curve: for each listed GEMM curve whose kernel sustained.csv held
+    (sustained_ratios' per-kernel rows), the fitted curve's own time at the held shape
+    (compute.gemm_time_s on the profile as it predicts the records, in-layer factors cleared) over
+    the held time: the ratio that maps the curve onto the held kernel. sustained_curves' ratio maps the
+    burst row instead, which runs at boost clocks that differ from the curve's loops and from card to
+    card. E.g. H100 BF16 8192 x 4096 x 7168: curve 0.665 ms, held 0.698 ms -> 0.953 (the burst row,
+    0.630 ms, gave 0.902)."""
+    out = {}
+    for k in per_kernel:
+        shape, key = held_gemm_shape(k["config"]), f"gemm/{k['precision']}"
+        if shape is None or key not in labels or k["precision"] != "bf16":
+            continue
+        curve_s = compute.gemm_time_s(*shape, "bf16", spec, prof.alone())
+        out[key] = float(curve_s / k["sustained_s"])
     return out
 
 

@@ -48,6 +48,12 @@ A profile is JSON (package data twin/data/profiles/<gpu>.json, written by `twin 
     "<gemm|grouped_gemm>/<label>" -> ratio (calibration.fit.sustained_curve_ratios): kernels of one
     class throttle differently (H100: a BF16 dense GEMM runs 0.90 of its burst rate, the FP8 ones
     0.96-0.97, against the class median 0.96); a curve without one takes its class's ratio.
+  sustained_vs_curve: for a GEMM curve, the curve's own time at sustained.csv's held shape over the
+    held time ("<table>/<label>" -> ratio; calibration.fit.sustained_vs_curve): the ratio that maps
+    the curve, not the burst row, onto the held kernel (the burst runs at boost clocks that vary by
+    card: the H100's BF16 burst row ran 5.7% faster than the curve, the held times of two cards agree
+    within 0.3%). Used in place of sustained_curves only for the GPUs ADOPT_SUSTAINED_VS_CURVE names
+    (docs/notes/s25dense_rule.md).
 
 A profile also describes the *software stack* that ran the kernels, as data:
   fp8_quant_fused: whether FP8 quantization runs as DeepSeek's V3 stack runs it, one fused
@@ -165,6 +171,12 @@ ADOPT_IN_LAYER_ALONE_TERMS = False
 PROFILES_IN_LAYER_ALONE = resources.files("twin.data").joinpath("profiles_in_layer_alone")
 
 
+# s25dense (docs/notes/s25dense_rule.md): the profile names (GPUs) whose simulation profile scales the
+# curves sustained_vs_curve holds by that ratio (the curve's time at the held shape over the held time)
+# instead of sustained_curves' burst / held ratio; (): none, every curve as before
+ADOPT_SUSTAINED_VS_CURVE: tuple[str, ...] = ()
+
+
 def profiles_dir():
     """The directory of the profiles the twin reads (PROFILES, or a candidate's when on)."""
     if ADOPT_IN_LAYER_ALONE_TERMS:
@@ -242,6 +254,7 @@ class Profile:
     grouped_setup_s: float = 0.0
     sustained: dict = field(default_factory=dict)   # kernel class -> burst / sustained time
     sustained_curves: dict = field(default_factory=dict)   # "<table>/<label>" -> burst / sustained time
+    sustained_vs_curve: dict = field(default_factory=dict)  # "<table>/<label>" -> curve / sustained time
     gemm_memory_eff: float = 0.0
     gemm_overlap_p: float = 0.0   # compute.roofline_s: 0 = max(compute, memory)
     topk: dict = field(default_factory=dict)   # compute.topk_time_s: fixed_s, row_s, elem_s
@@ -330,27 +343,23 @@ class Profile:
         DeepSeek trained V3 with, simulated on a GPU whose profile was measured with real/)."""
         return dataclasses.replace(self, fp8_quant_fused=fp8_quant_fused)
 
-    def under_sustained_load(self) -> "Profile":
+    def under_sustained_load(self, vs_curve: bool | None = None) -> "Profile":
         """The curves as they run under sustained load (the `sustained` ratios; 1 where unmeasured).
-        Idempotent: the result carries no ratios."""
+        `vs_curve` (default: whether ADOPT_SUSTAINED_VS_CURVE names this profile's GPU): the curves
+        sustained_vs_curve holds take that ratio instead of sustained_curves'. Idempotent: the result
+        carries no ratios."""
         if not self.sustained:
             return self
+        if vs_curve is None:
+            vs_curve = self.gpu in ADOPT_SUSTAINED_VS_CURVE
+        own = {**self.sustained_curves, **(self.sustained_vs_curve if vs_curve else {})}
         r = {c: min(1.0, float(self.sustained.get(c, 1.0))) for c in ("gemm", "attention", "memory")}
         scaled = self._scaled_by(r["gemm"], r["attention"], r["memory"])
-        if self.sustained_curves:   # a curve measured on its own: its ratio instead of the class's
-            scaled = dataclasses.replace(scaled, gemm=self._own_sustained("gemm", scaled.gemm, self.gemm),
-                                         grouped_gemm=self._own_sustained("grouped_gemm", scaled.grouped_gemm,
-                                                                          self.grouped_gemm))
-        return dataclasses.replace(scaled, sustained={}, sustained_curves={})
-
-    def _own_sustained(self, table: str, scaled: dict, fitted: dict) -> dict:
-        """The curves of a GEMM table at their own measured sustained ratio where sustained_curves
-        has one (scaled from the fitted curve), else as the class ratio scaled them."""
-        out = {}
-        for label, curve in scaled.items():
-            ratio = self.sustained_curves.get(f"{table}/{label}")
-            out[label] = curve if ratio is None else dataclasses.replace(curve, e_max=fitted[label].e_max * min(1.0, ratio))
-        return out
+        if own:   # a curve measured on its own: its ratio instead of the class's
+            scaled = dataclasses.replace(scaled, gemm=_own_sustained(own, "gemm", scaled.gemm, self.gemm),
+                                         grouped_gemm=_own_sustained(own, "grouped_gemm", scaled.grouped_gemm,
+                                                                     self.grouped_gemm))
+        return dataclasses.replace(scaled, sustained={}, sustained_curves={}, sustained_vs_curve={})
 
     def with_attention_kernel(self, kernel: str) -> "Profile":
         """The profile with another attention kernel than the one its records measured (cuDNN's
@@ -405,6 +414,7 @@ class Profile:
             "grouped_setup_s": self.grouped_setup_s,
             "sustained": dict(self.sustained),
             **({"sustained_curves": dict(self.sustained_curves)} if self.sustained_curves else {}),
+            **({"sustained_vs_curve": dict(self.sustained_vs_curve)} if self.sustained_vs_curve else {}),
             "gemm_memory_eff": self.gemm_memory_eff,
             "gemm_overlap_p": self.gemm_overlap_p,
             "topk": dict(self.topk),
@@ -446,6 +456,16 @@ class Profile:
             host_s=dict(self.host_s), fp8_stack=_scaled_casts(self.fp8_stack, memory))
 
 
+def _own_sustained(ratios: dict, table: str, scaled: dict, fitted: dict) -> dict:
+    """The curves of a GEMM table at their own measured sustained ratio where `ratios` has one
+    ("<table>/<label>"; scaled from the fitted curve), else as the class ratio scaled them."""
+    out = {}
+    for label, curve in scaled.items():
+        ratio = ratios.get(f"{table}/{label}")
+        out[label] = curve if ratio is None else dataclasses.replace(curve, e_max=fitted[label].e_max * min(1.0, ratio))
+    return out
+
+
 def _scaled_casts(fp8_stack: dict, memory: float) -> dict:
     """The stack's cast-kernel bandwidth fractions scaled like the other bandwidths (capped at 1)."""
     return {k: (min(1.0, v * memory) if k.endswith("_eff") else v) for k, v in fp8_stack.items()}
@@ -472,6 +492,7 @@ def profile_from_json(data: dict) -> Profile:
         grouped_setup_s=float(data.get("grouped_setup_s", 0.0)),
         sustained={k: float(v) for k, v in data.get("sustained", {}).items()},
         sustained_curves={k: float(v) for k, v in data.get("sustained_curves", {}).items()},
+        sustained_vs_curve={k: float(v) for k, v in data.get("sustained_vs_curve", {}).items()},
         gemm_memory_eff=float(data.get("gemm_memory_eff", 0.0)),
         gemm_overlap_p=float(data.get("gemm_overlap_p", 0.0)),
         topk={k: float(v) for k, v in data.get("topk", {}).items()},
@@ -524,16 +545,16 @@ def load_profile(gpu_profile_name: str) -> Profile:
     measured with (real/: unfused eager quantization); that stack is used only to predict the
     records (calibration/predict.py), so here the silicon is kept and the stack switched; and
     the curves are those measured under sustained load (Profile.under_sustained_load)."""
-    # kept per directory: a profile read under one ADOPT_GEMM_LAYER_* setting is not served under another
-    return _load_profile_from(gpu_profile_name, profiles_dir())
+    # kept per directory and s25dense setting: a profile read under one ADOPT_* setting is not served under another
+    return _load_profile_from(gpu_profile_name, profiles_dir(), gpu_profile_name in ADOPT_SUSTAINED_VS_CURVE)
 
 
 @functools.cache
-def _load_profile_from(gpu_profile_name: str, directory) -> Profile:
+def _load_profile_from(gpu_profile_name: str, directory, vs_curve: bool = False) -> Profile:
     path = directory.joinpath(f"{gpu_profile_name}.json")
     if path.is_file():
         with path.open() as fh:
-            return simulation_profile(json.load(fh))
+            return profile_from_json(json.load(fh)).as_stack(fp8_quant_fused=True).under_sustained_load(vs_curve)
     return default_profile()
 
 
