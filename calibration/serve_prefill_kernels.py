@@ -16,23 +16,36 @@ on relative residuals (every step alike):
 (H heads, L layers, L_moe MoE layers, T prompt tokens, pairs = sum of n (c + n) over chunks, keys = sum of (c + n)).
 
     python -m calibration.serve_prefill_kernels constants   # the fit, per step against the record
+    python -m calibration.serve_prefill_kernels refit       # the one-GPU tables refitted -> s25v3pre_refit.json
     python -m calibration.serve_prefill_kernels             # the judgement (set F and the guards; rule first)
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from scipy.optimize import nnls
 
 from calibration import records as rec
 from calibration import serve_eager_host as seh
+from calibration import serve_engine_fit as sef
+from calibration import serve_pipeline as spl
+from calibration import serve_score_heads as ssh
+from calibration import serve_switch_compare as ssc
+from calibration.serve_host_speed import tables_with
+from calibration.records_io import open_csv
+from calibration.serve_load_validation import FIGURES
 from calibration import serve_v3_prefill as v3
 from calibration.serve_pipeline import costs_for
 from twin.core.specs import get_model
+from twin.serving import timing
 from twin.serving.pipeline import is_moe_layer
 
 NAME = "s25v3pre"
@@ -99,6 +112,55 @@ def fit_constants(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, float]:
             "rope_s_per_token_head_layer": float(r)}
 
 
+# ---- the refit of the one-GPU tables (fitting records only) -------------------------------------------------
+
+REFIT_FILE = Path(__file__).resolve().parent / "s25v3pre_refit.json"
+TABLE_FOLDERS = {"real-serve-h100-ep1": "h100", "real-serve-h200-ep1": "h200"}
+# the refit's terms that replace the committed table's (the host references, loop, wake and issue terms stay)
+REFIT_TERMS = sef.TERMS + ("spread",)
+
+
+def refit_tables(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:
+    """{one-GPU table: the refitted terms (REFIT_TERMS)}: calibration.serve_engine_fit.fit_folder on the table's own
+    folder (its fit runs) with the engine's prompt terms in the kernel physics and the score term held at 0."""
+    out = {}
+    with mock.patch.object(sef, "ENGINE_PREFILL_REFIT", True):
+        for table, folder in TABLE_FOLDERS.items():
+            fitted = sef.fit_folder(Path(root) / folder)
+            out[table] = {k: fitted[k] for k in REFIT_TERMS}
+            out[table]["fit_median_abs_rel_error"] = fitted["fit_median_abs_rel_error"]
+            out[table]["fit_iterations"] = fitted["fit_iterations"]
+    return out
+
+
+def write_refit(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = REFIT_FILE) -> dict[str, dict]:
+    """Refit the tables and write them (with the engine terms' constants they were fitted under) to `path`."""
+    tables = refit_tables(root)
+    doc = {"source": "calibration.serve_prefill_kernels.refit_tables: serve_engine_fit.fit_folder on each table's "
+                     "folder (fit runs), ENGINE_PREFILL_REFIT on (docs/notes/s25v3pre_rule.md)",
+           "constants": engine_constants(), "tables": tables}
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return tables
+
+
+def engine_constants() -> dict[str, float]:
+    """The engine terms' constants as the twin holds them (twin.serving.timing)."""
+    return {k: getattr(timing, k.upper()) for k in CONSTANT_NAMES}
+
+
+CONSTANT_NAMES = ("core_s_per_pair_head_layer", "core_s_per_key_head_layer", "moe_routing_s_per_layer",
+                  "moe_routing_s_per_row_element", "rope_s_per_token_head_layer")
+
+
+def read_refit(path: Path = REFIT_FILE) -> dict[str, dict]:
+    """The committed refit's tables; a clear error where it was fitted under other constants than the twin's."""
+    doc = json.loads(path.read_text())
+    if doc["constants"] != engine_constants():
+        raise ValueError(f"{path}: fitted under constants {doc['constants']}, the twin holds {engine_constants()}: "
+                         "rerun python -m calibration.serve_prefill_kernels refit")
+    return doc["tables"]
+
+
 def _print_constants(root: Path) -> None:
     c = fit_constants(root)
     print("constants (h100/s24v3pre): " + ", ".join(f"{k} {v:.4g}" for k, v in c.items()))
@@ -112,12 +174,171 @@ def _print_constants(root: Path) -> None:
               f"({moe / s['moe_s'] - 1:+6.1%})  rope {s['rope_s'] * 1e3:6.3f} / {rope * 1e3:6.3f} ({rope / s['rope_s'] - 1:+6.1%})")
 
 
+# ---- the judgement ------------------------------------------------------------------------------------------
+
+FRESH_MODELS = ("v3-slice-2l", "qwen3moe-mla-slice")   # set F (real/serve/plans.py S25V_PLANS)
+MISPRICED = "v3-slice-2l"
+CANDIDATES = ("P", "Q")     # P: engine terms + pipeline + refit; Q: engine terms + refit (additive)
+FRESH_RUNS = 6
+
+
+def setting(candidate: str | None, refit: dict[str, dict] | None = None, op_costs: dict[str, float] | None = None):
+    """The committed twin (None: every switch off) or a candidate of the rule with the refitted one-GPU tables (P also
+    the pipeline, with s24pipe's eager_op_s)."""
+    stack = ExitStack()
+    on = candidate is not None
+    if on and candidate not in CANDIDATES:
+        raise ValueError(f"candidate must be one of {CANDIDATES} or None, got {candidate!r}")
+    stack.enter_context(mock.patch.object(timing, "ADOPT_ENGINE_PREFILL_KERNELS", on))
+    stack.enter_context(mock.patch.object(timing, "ADOPT_EAGER_PIPELINE", candidate == "P"))
+    stack.enter_context(mock.patch.object(timing, "ADOPT_HEAD_SCALED_SCORES", False))
+    if on:
+        terms = {t: dict(v) for t, v in (refit or read_refit()).items()}
+        for t, v in terms.items():
+            v.pop("fit_median_abs_rel_error", None)
+            v.pop("fit_iterations", None)
+            if candidate == "P":
+                v["eager_op_s"] = (op_costs or spl.op_cost())[t]
+        stack.enter_context(tables_with(terms))
+    return stack
+
+
+def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR, name: str = NAME, models=FRESH_MODELS) -> list[dict]:
+    """Set F's held-out runs replayed (serve_eager_host.set_rows); `name`, `models`: a stand-in set (tests)."""
+    return seh.set_rows(name, models, root)
+
+
+def incomplete_runs(root: Path | str = rec.MEASUREMENTS_DIR, name: str = NAME, models=FRESH_MODELS) -> list[str]:
+    """Set F's held-out runs whose record has fewer completed requests than issued (serve_load.csv num_completed <
+    num_requests): the rule judges nothing then."""
+    out = []
+    for gpu in seh.GPUS:
+        for model in models:
+            path = Path(root) / gpu / name / model / "serve_load.csv"
+            if not path.exists():
+                continue
+            with open_csv(path) as f:
+                out.extend(r["run_id"] for r in csv.DictReader(f)
+                           if r["split"] == "holdout" and int(r["num_completed"]) < int(r["num_requests"]))
+    return out
+
+
+def fresh_criteria(off: list[dict], on: list[dict], mispriced: str = MISPRICED, other: str = "qwen3moe-mla-slice",
+                   runs: int = FRESH_RUNS, incomplete: tuple[str, ...] = ()) -> dict:
+    """F1: more checks met and a lower median |error|; F2: the mispriced model's runs no fewer checks and a lower
+    median |error|; F3: the other model's runs no fewer checks. Nothing is met with fewer than `runs` runs or with
+    any run `incomplete` (requests not all completed)."""
+    a, b = seh.checks(off), seh.checks(on)
+    mo, mn = seh.checks([r for r in off if r["model"] == mispriced]), seh.checks([r for r in on if r["model"] == mispriced])
+    oo, on_ = seh.checks([r for r in off if r["model"] == other]), seh.checks([r for r in on if r["model"] == other])
+    full = len(off) >= runs and len(on) == len(off) and not incomplete
+    crit = {"F1_more_checks_lower_median": full and b[0] > a[0] and b[1] < a[1],
+            "F2_mispriced_no_fewer_lower_median": full and mn[0] >= mo[0] and mn[1] < mo[1],
+            "F3_other_no_fewer": full and on_[0] >= oo[0]}
+    return {"all": (a, b), "mispriced": (mo, mn), "other": (oo, on_), "criteria": crit, "met": all(crit.values())}
+
+
+GUARD_LABELS = {**seh.GUARD_SETS, "D": (seh.NAME,), "E": (spl.NAME,)}
+
+
+def guard_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Sets A-E replayed under the setting in force (A-C: s23closed's diagnostic replays, head scaling off)."""
+    names = ssh.REGISTRATIONS + ssh.EXTRA + (ssh.FRESH.name,)
+    return (ssh.replays(False, root, names) + [{**r, "registration": seh.NAME} for r in seh.fresh_rows(root)]
+            + [{**r, "registration": spl.NAME} for r in spl.fresh_rows(root)])
+
+
+def guard_criteria(off: list[dict], on: list[dict]) -> dict:
+    """G1: on each of sets A-E no fewer checks met; over A-E pooled a median |error| no higher."""
+    per = {}
+    for label, names in GUARD_LABELS.items():
+        so = [r for r in off if r["registration"] in names]
+        sn = [r for r in on if r["registration"] in names]
+        if so:
+            per[label] = (seh.checks(so), seh.checks(sn))
+    pooled = (seh.checks(off), seh.checks(on))
+    crit = {f"G1_set_{k}_no_fewer": v[1][0] >= v[0][0] for k, v in per.items()}
+    crit["G1_pooled_median"] = pooled[1][1] <= pooled[0][1]
+    return {"sets": per, "pooled": pooled, "criteria": crit, "met": all(crit.values())}
+
+
+def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
+          mispriced: str = MISPRICED, other: str = "qwen3moe-mla-slice", guards: bool = True) -> dict:
+    """Every setting (committed, P, Q) on set F (`fresh`: (records name, models); a stand-in in tests), sets A-E
+    (`guards`) and the committed serve_load sets (`committed_sets`); each candidate's criteria and the verdict: P if
+    P passes, else Q if Q passes, else none. G3 holds by construction (tests/twin/test_engine_prefill_kernels.py)."""
+    root = Path(root)
+    refit, op_costs = read_refit(), spl.op_cost(root)
+    rows = {}
+    for cand in (None,) + CANDIDATES:
+        with setting(cand, refit, op_costs):
+            rows[cand] = {"F": fresh_rows(root, *fresh), "guard": guard_rows(root) if guards else [],
+                          "committed": ssc.all_rows(root) if committed_sets else None}
+    out = {"rows": rows, "candidates": {}, "incomplete": incomplete_runs(root, *fresh)}
+    for cand in CANDIDATES:
+        f = fresh_criteria(rows[None]["F"], rows[cand]["F"], mispriced, other, incomplete=tuple(out["incomplete"]))
+        g = guard_criteria(rows[None]["guard"], rows[cand]["guard"]) if guards else {"met": False, "criteria": {}}
+        res = {"F": f, "guard": g}
+        if committed_sets:
+            s_off, s_on = ssc.summary(rows[None]["committed"]), ssc.summary(rows[cand]["committed"])
+            res.update(summary_off=s_off, summary_on=s_on, committed=ssh.committed_criterion(s_off, s_on))
+        res["passes"] = bool(f["met"] and g["met"] and committed_sets and all(res["committed"].values()))
+        out["candidates"][cand] = res
+    out["adopt"] = next((c for c in CANDIDATES if out["candidates"][c]["passes"]), None)
+    return out
+
+
+def _by_figure(off: list[dict], on: list[dict]) -> str:
+    return ", ".join(f"{k.removesuffix('_s')} {seh.checks(off, (k,))[0]} -> {seh.checks(on, (k,))[0]}" for k in FIGURES)
+
+
+def print_judgement(out: dict) -> None:
+    rows = out["rows"]
+    for cand, res in out["candidates"].items():
+        f = res["F"]
+        (a, b), (mo, mn), (oo, on_) = f["all"], f["mispriced"], f["other"]
+        print(f"== candidate {cand}")
+        print(f"set F: checks {a[0]} -> {b[0]} of {5 * len(rows[None]['F'])}, median |err| {a[1]:.2%} -> {b[1]:.2%}; "
+              f"{MISPRICED} {mo[0]} -> {mn[0]} (median {mo[1]:.2%} -> {mn[1]:.2%}); other {oo[0]} -> {on_[0]}; "
+              + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in f["criteria"].items()))
+        print("  set F by figure: " + _by_figure(rows[None]["F"], rows[cand]["F"]))
+        g = res["guard"]
+        for label, (x, y) in g.get("sets", {}).items():
+            print(f"set {label}: checks {x[0]} -> {y[0]}, median |err| {x[1]:.2%} -> {y[1]:.2%}")
+        if "pooled" in g:
+            (x, y) = g["pooled"]
+            print(f"A-E pooled: checks {x[0]} -> {y[0]}, median |err| {x[1]:.2%} -> {y[1]:.2%}")
+        print("guards: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in g["criteria"].items()))
+        if "summary_off" in res:
+            for name in res["summary_off"]:
+                (ma, na, ea), (mb, nb, eb) = res["summary_off"][name], res["summary_on"][name]
+                print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+            print("committed sets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in res["committed"].items()))
+        print(f"candidate {cand}: {'PASSES' if res['passes'] else 'fails'}")
+        for r in rows[cand]["F"]:
+            print(seh._rows_line(f"F {cand}", r))
+    for r in rows[None]["F"]:
+        print(seh._rows_line("F off", r))
+    if out["incomplete"]:
+        print(f"set F incomplete (requests not all completed): {', '.join(out['incomplete'])}")
+    print(f"verdict: {'ADOPT candidate ' + out['adopt'] if out['adopt'] else 'not adopted'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     root = Path(rec.MEASUREMENTS_DIR)
     if argv[:1] == ["constants"]:
         _print_constants(root)
         return 0
+    if argv[:1] == ["refit"]:
+        for table, t in write_refit(root).items():
+            print(f"{table}: " + ", ".join(f"{k} {v:.4g}" for k, v in t.items() if k != "spread"))
+        return 0
+    if not fresh_rows(root):
+        print(f"no set F records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
+        return 2
+    out = judge(root, committed_sets="--no-committed" not in argv, guards="--no-guards" not in argv)
+    print_judgement(out)
     return 0
 
 
