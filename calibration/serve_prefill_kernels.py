@@ -17,6 +17,7 @@ on relative residuals (every step alike):
 
     python -m calibration.serve_prefill_kernels constants   # the fit, per step against the record
     python -m calibration.serve_prefill_kernels refit       # the one-GPU tables refitted -> s25v3pre_refit.json
+    python -m calibration.serve_prefill_kernels fit         # the fitting steps (h100/s24eager/fit) under each setting
     python -m calibration.serve_prefill_kernels             # the judgement (set F and the guards; rule first)
 """
 
@@ -159,6 +160,40 @@ def read_refit(path: Path = REFIT_FILE) -> dict[str, dict]:
         raise ValueError(f"{path}: fitted under constants {doc['constants']}, the twin holds {engine_constants()}: "
                          "rerun python -m calibration.serve_prefill_kernels refit")
     return doc["tables"]
+
+
+def fit_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-h100-ep1") -> list[dict]:
+    """Per fit model and composition of h100/s24eager/fit (rounds 1-3, medians): the measured step (duration_s) against
+    the committed twin's and each candidate's iteration (less the loop gap; a fresh engine's shapes as
+    serve_pipeline.step_prediction: decode rows at context 33, each prompt one chunk from its start). Reported
+    beside, never a criterion."""
+    root = Path(root)
+    rows = [r for r in seh.fit_rows(seh.read_fit(root)) if r.get("ops")]
+    refit, op_costs = read_refit(), spl.op_cost(root)
+    out = {}
+    for cand in (None,) + CANDIDATES:
+        with setting(cand, refit, op_costs):
+            for model in sorted({r["model"] for r in rows}):
+                mine = [r for r in rows if r["model"] == model]
+                costs = costs_for(model, mine[0], seh.probe_s(mine[0]), table, root)
+                for comp in sorted({r["composition"] for r in mine}):
+                    rs = [r for r in mine if r["composition"] == comp]
+                    d = out.setdefault((model, comp), {"model": model, "composition": comp, "measured_s": float(
+                        np.median([float(r["duration_s"]) for r in rs]))})
+                    d[f"{cand or 'off'}_s"] = spl.committed_step_s(costs, rs[0])
+    return list(out.values())
+
+
+def _print_fit_check(root: Path) -> None:
+    rows = fit_check(root)
+    print(f"{'model':20s} {'composition':12s} {'meas ms':>8s} {'off':>7s} {'P':>7s} {'Q':>7s}")
+    for r in rows:
+        print(f"{r['model']:20s} {r['composition']:12s} {r['measured_s'] * 1e3:8.2f} "
+              + " ".join(f"{r[f'{k}_s'] / r['measured_s'] - 1:+7.1%}" for k in ("off", "P", "Q")))
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model]
+        print(f"  {model}: median error " + ", ".join(
+            f"{k} {np.median([r[f'{k}_s'] / r['measured_s'] - 1 for r in mine]):+.1%}" for k in ("off", "P", "Q")))
 
 
 def _print_constants(root: Path) -> None:
@@ -329,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(rec.MEASUREMENTS_DIR)
     if argv[:1] == ["constants"]:
         _print_constants(root)
+        return 0
+    if argv[:1] == ["fit"]:
+        _print_fit_check(root)
         return 0
     if argv[:1] == ["refit"]:
         for table, t in write_refit(root).items():
