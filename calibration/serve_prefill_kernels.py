@@ -18,6 +18,7 @@ on relative residuals (every step alike):
     python -m calibration.serve_prefill_kernels constants   # the fit, per step against the record
     python -m calibration.serve_prefill_kernels refit       # the one-GPU tables refitted -> s25v3pre_refit.json
     python -m calibration.serve_prefill_kernels fit         # the fitting steps (h100/s24eager/fit) under each setting
+    python -m calibration.serve_prefill_kernels kernels     # part 1's fresh kernel records against the twin (beside)
     python -m calibration.serve_prefill_kernels             # the judgement (set F and the guards; rule first)
 """
 
@@ -182,6 +183,36 @@ def fit_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve-
                         np.median([float(r["duration_s"]) for r in rs]))})
                     d[f"{cand or 'off'}_s"] = spl.committed_step_s(costs, rs[0])
     return list(out.values())
+
+
+FRESH_KERNELS = Path("h100") / NAME / "prefill" / "prefill_kernels.csv"   # part 1: reported beside, never a criterion
+
+
+def fresh_kernel_check(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = FRESH_KERNELS) -> list[dict]:
+    """Part 1's fresh compositions (v3-slice-2l, prompt-only): the profiled kernel sum a step (mean over the profiled
+    reps) against the twin's prompt kernels, committed (+ its score term) and under the switch."""
+    root = Path(root)
+    acc, reps, gpu = defaultdict(float), defaultdict(set), {}
+    full = root / path
+    if not (full.exists() or Path(str(full) + ".gz").exists()):
+        return []
+    with open_csv(full) as f:
+        for r in csv.DictReader(f):
+            key = (r["model"], int(r["prompts"]), int(r["tokens"]))
+            acc[key] += float(r["time_s"])
+            reps[key].add(r["rep"])
+            gpu[key] = r
+    out = []
+    for key in sorted(acc):
+        model, p, n = key
+        row = {"model": model, "prompts": p, "tokens": n, "measured_s": acc[key] / len(reps[key])}
+        for label, on in (("off", False), ("on", True)):
+            with mock.patch.object(timing, "ADOPT_ENGINE_PREFILL_KERNELS", on):
+                c = costs_for(model, gpu[key], 0.0, v3.TABLE, root)
+                kern = c._kernels(0, 0.0, float(p * n), float(n), 0.0, 0.0, float(p * n * n))[0]
+                row[f"{label}_s"] = kern + (0.0 if c.engine_prefill else c.engine["score_s_per_pair"] * p * n * n)
+        out.append(row)
+    return out
 
 
 def _print_fit_check(root: Path) -> None:
@@ -367,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[:1] == ["fit"]:
         _print_fit_check(root)
+        return 0
+    if argv[:1] == ["kernels"]:
+        for r in fresh_kernel_check(root):
+            print(f"{r['model']} {r['prompts']}x{r['tokens']}: measured {r['measured_s'] * 1e3:.2f} ms, committed "
+                  f"{r['off_s'] / r['measured_s'] - 1:+.1%}, engine terms {r['on_s'] / r['measured_s'] - 1:+.1%}")
         return 0
     if argv[:1] == ["refit"]:
         for table, t in write_refit(root).items():
