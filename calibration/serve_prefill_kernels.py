@@ -19,7 +19,8 @@ on relative residuals (every step alike):
     python -m calibration.serve_prefill_kernels refit       # the one-GPU tables refitted -> s25v3pre_refit.json
     python -m calibration.serve_prefill_kernels fit         # the fitting steps (h100/s24eager/fit) under each setting
     python -m calibration.serve_prefill_kernels kernels     # part 1's fresh kernel records against the twin (beside)
-    python -m calibration.serve_prefill_kernels             # the judgement (set F and the guards; rule first)
+    python -m calibration.serve_prefill_kernels [--no-guards] [--no-committed] [--json PATH]
+                                                            # the judgement (set F and the guards; rule first)
 """
 
 from __future__ import annotations
@@ -413,7 +414,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = judge(root, committed_sets="--no-committed" not in argv, guards="--no-guards" not in argv)
     print_judgement(out)
+    if "--json" in argv:
+        path = Path(argv[argv.index("--json") + 1])
+        path.write_text(json.dumps(judgement_record(out), indent=1, sort_keys=True) + "\n")
     return 0
+
+
+RECORD_KEYS = ("run_id", "model", "gpu")
+
+
+def judgement_record(out: dict) -> dict:
+    """The judgement's set-F rows (each figure's error and check) per setting, each candidate's criteria and the
+    verdict: what tests read back (calibration/s25v3pre_judgement.json) instead of replaying set F."""
+    def slim(rows):
+        return [{**{k: r[k] for k in RECORD_KEYS},
+                 **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
+    return {"F": {str(c): slim(v["F"]) for c, v in out["rows"].items()},
+            "criteria": {c: {**res["F"]["criteria"], **res["guard"]["criteria"], **res.get("committed", {})}
+                         for c, res in out["candidates"].items()},
+            "passes": {c: res["passes"] for c, res in out["candidates"].items()},
+            "incomplete": out["incomplete"], "adopt": out["adopt"]}
 
 
 if __name__ == "__main__":
