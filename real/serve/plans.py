@@ -402,6 +402,24 @@ S25V_MODELS = {"v3-slice-2l": "v3s2l", "qwen3moe-mla-slice": "qwen3moe"}
 S25V_PLANS = {f"gpu1-s25v-{short}": _s21_plan(m, runs=_S25V_RUNS[m], warm_tokens=S25V_WARM_TOKENS, prefix="n25v")
               for m, short in S25V_MODELS.items()}
 
+# s25v3pre2 (docs/notes/s25v3pre2_rule.md, committed before these ran): set G, fresh held-out records for the engine's
+# prompt terms on the models whose head-layers differ from the tables' fit model: v3-slice-2l (the fit model, a guard
+# of "unchanged") at Poisson 14/s and a closed loop of 10, qwen3moe-mla-slice again at Poisson 18/s and a closed loop
+# of 12, mixtral-mla-slice (32 heads x 1 layer, a serve-fit model set F did not hold) at Poisson 18/s and a closed loop
+# of 10 (rates and concurrencies no run of the model had), prompts uniform 448-1088 and outputs 24-120 tokens (no load
+# record holds these lengths), fresh seeds 111-116, run names n25w-*
+S25W_IN, S25W_OUT = "uniform:448-1088", "uniform:24-120"
+S25W_WARM_TOKENS = 1152
+_S25W_RUNS = {"v3-slice-2l": (RunSpec("poisson-r14-g", "poisson", S25W_IN, S25W_OUT, rate_per_s=14.0, seed=111),
+                              RunSpec("closed-c10-g", "closed", S25W_IN, S25W_OUT, concurrency=10, seed=112)),
+              "qwen3moe-mla-slice": (RunSpec("poisson-r18-g", "poisson", S25W_IN, S25W_OUT, rate_per_s=18.0, seed=113),
+                                     RunSpec("closed-c12-g", "closed", S25W_IN, S25W_OUT, concurrency=12, seed=114)),
+              "mixtral-mla-slice": (RunSpec("poisson-r18-g", "poisson", S25W_IN, S25W_OUT, rate_per_s=18.0, seed=115),
+                                    RunSpec("closed-c10-g", "closed", S25W_IN, S25W_OUT, concurrency=10, seed=116))}
+S25W_MODELS = {"v3-slice-2l": "v3s2l", "qwen3moe-mla-slice": "qwen3moe", "mixtral-mla-slice": "mixtral"}
+S25W_PLANS = {f"gpu1-s25w-{short}": _s21_plan(m, runs=_S25W_RUNS[m], warm_tokens=S25W_WARM_TOKENS, prefix="n25w")
+              for m, short in S25W_MODELS.items()}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -449,5 +467,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
-         **S25V_PLANS,
+         **S25V_PLANS, **S25W_PLANS,
          "tiny-new": TINY_NEW}
