@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session s25v3pre2 (issue 15; docs/notes/s25v3pre2_rule.md, committed before this ran): set G, fresh held-out load
 # records for the eager engine's prompt terms on models whose head-layers differ from the one-GPU tables' fit model.
-# One GPU, about 95 s (hard caps 3 x 36 s).
+# One GPU, about 95 s (hard caps 3 x 42 s).
 #   real/campaigns/s25v3pre2.sh OUTDIR
 # Parts 1-3 (fresh, held out: the judged set G): real/serve plans gpu1-s25w-v3s2l, gpu1-s25w-qwen3moe,
 #   gpu1-s25w-mixtral (real/serve/plans.py S25W_PLANS: v3-slice-2l at Poisson 14/s and a closed loop of 10,
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 if [ "$DEVICE" = cpu ]; then
   PLANS="tiny-new"; PART_S=${S25W_PART_S:-120}
 else
-  PLANS="gpu1-s25w-v3s2l gpu1-s25w-qwen3moe gpu1-s25w-mixtral"; PART_S=36
+  PLANS="gpu1-s25w-v3s2l gpu1-s25w-qwen3moe gpu1-s25w-mixtral"; PART_S=42
 fi
 {
   echo "== nproc"; nproc; echo "== lscpu"; lscpu 2>/dev/null
@@ -37,7 +37,7 @@ SECONDS=0
     for plan in $PLANS; do
       model=$("$PY" -c "from real.serve.plans import PLANS; print(PLANS['$plan'].model)")
       CUDA_VISIBLE_DEVICES=$ONE_GPU timeout -k 5 "$PART_S" "$PY" -m real.serve --out "$DIR/$model" --plan "$plan" \
-        --device "$DEVICE" --budget-s $((PART_S - 8)) --timing --host-probe
+        --device "$DEVICE" --budget-s $((PART_S - 6)) --timing --host-probe
       echo "$plan exit $? at $(date -u +%FT%TZ) (${SECONDS} s)"
     done
   else
