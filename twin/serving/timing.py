@@ -391,6 +391,32 @@ MOE_ROUTING_S_PER_ROW_ELEMENT = 1.603e-11  # per routed row x hidden element (ga
 ROPE_S_PER_TOKEN_HEAD_LAYER = 1.835e-9    # fp32 rotate-half RoPE and the q/kv paths' elementwise per token-head-layer
 
 
+# (s25v3pre2, docs/notes/s25v3pre2_rule.md, committed before any figure under it) The one-GPU tables' additive host and
+# score terms were fitted on v3-slice-2l alone (ENGINE_FIT_HEADS x ENGINE_FIT_LAYERS head-layers): they hold that
+# model's math-SDPA and kernel deficit where its prompt steps are kernel-bound, and misprice a model of other
+# head-layers (its own heads' attention core, its host-bound steps). Under the switch (with ADOPT_ENGINE_PREFILL_KERNELS
+# and ADOPT_EAGER_PIPELINE) on a one-GPU real.serve table a model of the fit model's head-layers is priced as committed
+# (no engine prompt terms; the committed table, which has no `eager_op_s`, so no pipeline), every other model as
+# s25v3pre's candidate P: the engine prompt terms and the table's variant ENGINE_PREFILL_VARIANT (the table refitted
+# under the engine terms, calibration/s25v3pre_refit.json, with s24pipe's `eager_op_s`: the pipeline), where the
+# variant exists; else the table as given with the engine terms.
+ADOPT_ENGINE_PREFILL_BY_HEADS = False
+ENGINE_PREFILL_VARIANT = "{table}-engine"
+
+
+def engine_prefill_by_heads(m: ModelSpec, s: ServeSpec) -> tuple[ServeSpec, bool | None]:
+    """(the serve spec whose table prices `m`, whether its prompt work takes the engine prompt terms) under
+    ADOPT_ENGINE_PREFILL_BY_HEADS; (s, None) where the switch is off or does not reach the table (EP, other tables):
+    the caller decides as before. Example: qwen3moe-mla-slice (32 x 2 head-layers) on real-serve-h100-ep1 ->
+    (the spec on real-serve-h100-ep1-engine, True); v3-slice-2l (128 x 2) -> (s, False)."""
+    if not ADOPT_ENGINE_PREFILL_BY_HEADS or s.engine_costs not in ENGINE_PREFILL_TABLES or s.ep != 1:
+        return s, None
+    if m.num_heads * m.num_layers == ENGINE_FIT_HEADS * ENGINE_FIT_LAYERS:
+        return s, False
+    variant = ENGINE_PREFILL_VARIANT.format(table=s.engine_costs)
+    return (dataclasses.replace(s, engine_costs=variant) if variant in serve_engines() else s), True
+
+
 def engine_prompt_terms_s(m: ModelSpec, prompt_tokens: float, pairs: float, keys: float) -> tuple[float, float]:
     """(attention-side seconds: the math-SDPA core + RoPE over every layer, MoE-side seconds: the routing passes over
     every MoE layer) of an eager engine's prompt work of `prompt_tokens` tokens in chunks of `pairs` query-key pairs
@@ -422,10 +448,13 @@ class IterationCosts:
 
     def __init__(self, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None,
                  engine_prefill: bool | None = None):
+        # the table that prices this model and whether its prompt work takes the engine terms, by its head-layers
+        # (ADOPT_ENGINE_PREFILL_BY_HEADS; (s, None) when off)
+        s, by_heads = engine_prefill_by_heads(m, s)
         self.m, self.gpu, self.s = m, gpu, s
         # the eager engine's prompt kernels (ADOPT_ENGINE_PREFILL_KERNELS): on a one-GPU real.serve table, or where the
         # caller says so (the tables' refit, whose kernel physics has no table)
-        self.engine_prefill = (engine_prefill if engine_prefill is not None else
+        self.engine_prefill = (engine_prefill if engine_prefill is not None else by_heads if by_heads is not None else
                                ADOPT_ENGINE_PREFILL_KERNELS and s.engine_costs in ENGINE_PREFILL_TABLES and s.ep == 1)
         self._skip = ENGINE_PREFILL_SKIPPED_OPS if self.engine_prefill else ()
         self.prof = serving_profile(gpu, s, profile)
