@@ -332,6 +332,13 @@ ADOPT_EP_PROMPT_WARMUP = False
 COLD_PROMPT_CHOICES = (10, 25, 50, 100)
 
 
+# (s25v3pre, docs/notes/s25v3pre_rule.md) the refit of the one-GPU tables under ADOPT_ENGINE_PREFILL_KERNELS: on, a
+# one-GPU folder's kernel physics carries the eager engine's own prompt terms (each iteration's chunks, query-key pairs
+# and prefixes; IterationCosts(engine_prefill=True)) and score_s_per_pair is held at 0 (the core term replaces it).
+# Off (the committed fit): as before.
+ENGINE_PREFILL_REFIT = False
+
+
 def counts_kernels() -> bool:
     """Does the fit count kernels first launched (either kernel change, or s17srv2's warm-up seed: the first
     change with the warm-up's sizes run before, serve_load_validation.ADOPT_KERNEL_WARMUP)?"""
@@ -558,7 +565,9 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
         if run["split"] != split or (only is not None and run["run_id"] not in only):
             continue
         sc = scenario_for(run, engine_costs=False)
-        costs = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, kernel_launch_s=0.0))
+        engine_prefill = ENGINE_PREFILL_REFIT and int(run["ep_size"] or 1) == 1
+        costs = IterationCosts(sc.model, sc.gpu, dataclasses.replace(sc.serve, kernel_launch_s=0.0),
+                               engine_prefill=engine_prefill)
         graphs = str(run["cuda_graphs"]).lower() in ("1", "true") and int(run["ep_size"] or 1) == 1
         pb = _buckets(run["graph_page_buckets"])
         bb = _buckets(run["graph_batch_buckets"])
@@ -617,7 +626,11 @@ def design(folder: Path, split: str = "fit", only: set | None = None) -> tuple[p
                 "gather_s_per_row_token": float(pad_rows * width),
                 "run_id": run["run_id"], "iteration": int(i), "graph_rows": pad_rows if graph else 0, "decode_seqs": dec,
                 "measured_s": max(float(r.duration_s) for r in rws),
-                "physics_s": costs.iteration_s(pad_rows, ctx_mean, p_busiest, span)[0],
+                "physics_s": (costs.iteration_s(pad_rows, ctx_mean, p_busiest, span, chunks=len(chunks),
+                                                 pairs=float(sum(n * (c + n) for n, c in chunks)),
+                                                 prefix_tokens=float(sum(c for _, c in chunks)))[0]
+                              if engine_prefill else costs.iteration_s(pad_rows, ctx_mean, p_busiest, span)[0]),
+                "engine_prefill": engine_prefill,
                 "prefill_ok": all(sum(n for n, _ in r.chunks) == int(r.prefill_tokens) for r in rws),
                 "decode_ok": all(int(r.rebuilt_decode) == int(r.decode_seqs) for r in rws),
                 "gap_s": min(gaps) if gaps else math.nan})
@@ -919,6 +932,8 @@ def fit(df: pd.DataFrame) -> dict:
     ok = df[df.prefill_ok & df.decode_ok]
     X = ok[list(TERMS)].to_numpy(float, copy=True)
     y = (ok.measured_s - ok.physics_s * _physics_weight(ok)).to_numpy(float)
+    if "engine_prefill" in ok and ok.engine_prefill.any():   # ENGINE_PREFILL_REFIT: the core term replaces the scores
+        X[:, TERMS.index("score_s_per_pair")] = 0.0
     # ADOPT_MEASURED_NEW_SIZE: new_size_s held at its measured value (the design's column), not fitted
     fixed_new_size_s = float(ok.new_size_fixed_s.iloc[0]) if "new_size_fixed_s" in ok and len(ok) else None
     if fixed_new_size_s is not None:

@@ -384,6 +384,41 @@ _S24P_RUNS = {"bench-small": (RunSpec("poisson-r20-mid", "poisson", S21_IN, S21_
                                     RunSpec("closed-c32-mid", "closed", S21_IN, S21_OUT, concurrency=32, seed=96))}
 S24P_MODELS = {"bench-small": "bench", "mixtral-mla-slice": "mixtral"}
 S24P_PLANS = {f"gpu1-s24p-{short}": _s21_plan(m, runs=_S24P_RUNS[m], prefix="n24p") for m, short in S24P_MODELS.items()}
+# s25v3pre (docs/notes/s25v3pre_rule.md): fresh held-out records for the eager engine's prompt kernels (math-SDPA core,
+# routing passes, fp32 RoPE): v3-slice-2l (its prefill is the mispriced one) at prompt and output lengths no record of it
+# holds (prompts 640-1280 tokens: between the fit's short 128-512 and long 1536-2048 classes; outputs 16-96) at a rate
+# and concurrencies no record of it holds (Poisson 12/s, closed loops of 6 and 20), and qwen3moe-mla-slice at the same
+# lengths (no record of it holds them; Poisson 12/s, closed loops of 8 and 20), in the s21srvnew engine (GPU1's
+# settings, pinned, the first run warmed to the longest prompt beside 64 decode rows), seeds 101-106, run names n25v-*
+S25V_IN, S25V_OUT = "uniform:640-1280", "uniform:16-96"
+S25V_WARM_TOKENS = 1344
+_S25V_RUNS = {"v3-slice-2l": (RunSpec("poisson-r12-long", "poisson", S25V_IN, S25V_OUT, rate_per_s=12.0, seed=101),
+                              RunSpec("closed-c6-long", "closed", S25V_IN, S25V_OUT, concurrency=6, seed=102),
+                              RunSpec("closed-c20-long", "closed", S25V_IN, S25V_OUT, concurrency=20, seed=103)),
+              "qwen3moe-mla-slice": (RunSpec("poisson-r12-long", "poisson", S25V_IN, S25V_OUT, rate_per_s=12.0, seed=104),
+                                     RunSpec("closed-c8-long", "closed", S25V_IN, S25V_OUT, concurrency=8, seed=105),
+                                     RunSpec("closed-c20-long", "closed", S25V_IN, S25V_OUT, concurrency=20, seed=106))}
+S25V_MODELS = {"v3-slice-2l": "v3s2l", "qwen3moe-mla-slice": "qwen3moe"}
+S25V_PLANS = {f"gpu1-s25v-{short}": _s21_plan(m, runs=_S25V_RUNS[m], warm_tokens=S25V_WARM_TOKENS, prefix="n25v")
+              for m, short in S25V_MODELS.items()}
+
+# s25v3pre2 (docs/notes/s25v3pre2_rule.md, committed before these ran): set G, fresh held-out records for the engine's
+# prompt terms on the models whose head-layers differ from the tables' fit model: v3-slice-2l (the fit model, a guard
+# of "unchanged") at Poisson 14/s and a closed loop of 10, qwen3moe-mla-slice again at Poisson 18/s and a closed loop
+# of 12, mixtral-mla-slice (32 heads x 1 layer, a serve-fit model set F did not hold) at Poisson 18/s and a closed loop
+# of 10 (rates and concurrencies no run of the model had), prompts uniform 448-1088 and outputs 24-120 tokens (no load
+# record holds these lengths), fresh seeds 111-116, run names n25w-*
+S25W_IN, S25W_OUT = "uniform:448-1088", "uniform:24-120"
+S25W_WARM_TOKENS = 1152
+_S25W_RUNS = {"v3-slice-2l": (RunSpec("poisson-r14-g", "poisson", S25W_IN, S25W_OUT, rate_per_s=14.0, seed=111),
+                              RunSpec("closed-c10-g", "closed", S25W_IN, S25W_OUT, concurrency=10, seed=112)),
+              "qwen3moe-mla-slice": (RunSpec("poisson-r18-g", "poisson", S25W_IN, S25W_OUT, rate_per_s=18.0, seed=113),
+                                     RunSpec("closed-c12-g", "closed", S25W_IN, S25W_OUT, concurrency=12, seed=114)),
+              "mixtral-mla-slice": (RunSpec("poisson-r18-g", "poisson", S25W_IN, S25W_OUT, rate_per_s=18.0, seed=115),
+                                    RunSpec("closed-c10-g", "closed", S25W_IN, S25W_OUT, concurrency=10, seed=116))}
+S25W_MODELS = {"v3-slice-2l": "v3s2l", "qwen3moe-mla-slice": "qwen3moe", "mixtral-mla-slice": "mixtral"}
+S25W_PLANS = {f"gpu1-s25w-{short}": _s21_plan(m, runs=_S25W_RUNS[m], warm_tokens=S25W_WARM_TOKENS, prefix="n25w")
+              for m, short in S25W_MODELS.items()}
 
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
@@ -432,4 +467,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
+         **S25V_PLANS, **S25W_PLANS,
          "tiny-new": TINY_NEW}

@@ -156,14 +156,28 @@ def _args(argv):
     p.add_argument("--device", default="auto", choices=("auto", "cpu"))
     p.add_argument("--reps", type=int, default=2, help="unprofiled and profiled steps of every composition")
     p.add_argument("--budget-s", type=float, default=1e9, help="no model starts after this many seconds")
+    p.add_argument("--compositions", default="",
+                   help="prompt-only compositions PxN[,PxN...] (P prompts of N tokens; GPU only): default s24v3pre's")
     return p.parse_args(argv)
+
+
+def parse_compositions(text: str) -> tuple[tuple[int, int, int], ...]:
+    """'1x1280,3x640' -> ((1, 1280, 0), (3, 640, 0)): prompt-only compositions (no decode rows)."""
+    out = []
+    for part in (x for x in text.split(",") if x):
+        p, _, n = part.partition("x")
+        if not (p.isdigit() and n.isdigit() and int(p) > 0 and int(n) > 0):
+            raise SystemExit(f"--compositions: {part!r} is not PxN with P, N positive integers (e.g. 1x1280)")
+        out.append((int(p), int(n), 0))
+    return tuple(out)
 
 
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     args = _args(argv)
+    chosen = parse_compositions(args.compositions)
     use_cuda, dev, plan, dtype, cpus = run_setup(args.device)
-    comps = COMPOSITIONS if use_cuda else TINY_COMPOSITIONS
+    comps = (chosen or COMPOSITIONS) if use_cuda else TINY_COMPOSITIONS
     args.out.mkdir(parents=True, exist_ok=True)
     tel, env = run_environment(dev, use_cuda)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if use_cuda else [])

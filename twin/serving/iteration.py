@@ -624,8 +624,10 @@ def prefix_expand_s(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, prefix_tokens: int
     return m.num_layers * per_layer
 
 
-def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None) -> dict:
-    """One prefill forward of `prefill_chunk_tokens` per GPU (prompts of input_len)."""
+def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None,
+                    skip_ops: tuple[str, ...] = ()) -> dict:
+    """One prefill forward of `prefill_chunk_tokens` per GPU (prompts of input_len), less the ops named in
+    `skip_ops` (those an engine's own terms price instead: twin.serving.timing.ADOPT_ENGINE_PREFILL_KERNELS)."""
     prof = serving_profile(gpu, s, profile)
     T = s.prefill_chunk_tokens
     n = max(1, min(s.num_microbatches, T))
@@ -641,6 +643,8 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
     def attn_s() -> float:
         total = 0.0
         for op in attention_ops(m, 1, t_attn, s.tp):
+            if op.name in skip_ops:
+                continue
             if op.kind == OpKind.ATTENTION:
                 one = dataclasses.replace(op, batch=1, seq_len=s.input_len, causal=True)
                 x = (compute.attention_time_s(one, "fwd", gpu, prof, sm) - prof.launch_s) * seqs + prof.launch_s
@@ -664,6 +668,8 @@ def prefill_forward(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile |
                 x = comm.all_to_all_time_s(op, gpu) if ms.ep > 1 else 0.0
                 disp, comb = (disp, comb + x) if dispatched else (disp + x, comb)
                 dispatched = True
+                continue
+            if op.name in skip_ops:
                 continue
             x = compute.op_time_s(op, "fwd", s.weight_precision, gpu, prof, sm)
             groups[_prefill_group(op)] += x

@@ -277,14 +277,16 @@ def sharing_grids():
     return _SHARED_GRIDS.block()
 
 
-def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None) -> tuple[dict, dict, dict, dict]:
+def _grids(m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None,
+           engine_prefill: bool = False) -> tuple[dict, dict, dict, dict]:
     """(decode, prefill, prefix grid points, decode_parts) for an IterationCosts: fresh, or those of the
-    open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive)."""
+    open sharing_grids() block for its arguments (the profile by identity: the block keeps it alive; the engine's
+    prompt kernels apart: their prefill grid lacks the ops the engine terms price)."""
     fresh = ({}, {}, {}, {})
     grids = _SHARED_GRIDS.kept
     if grids is None:
         return fresh
-    return grids.setdefault((m, gpu, s, id(profile)), (profile, fresh))[1]
+    return grids.setdefault((m, gpu, s, id(profile), engine_prefill), (profile, fresh))[1]
 
 
 # (s21srvnew2, docs/notes/s21srvnew2_rule.md, committed before any figure under it) The one-GPU tables were fitted
@@ -369,6 +371,65 @@ def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0, prompt_token
 # operator count prices them as before.
 ADOPT_EAGER_PIPELINE = False
 
+# (s25v3pre, docs/notes/s25v3pre_rule.md, committed before any figure under it) real/serve's eager prompt chunk does not
+# run the twin's prefill kernels (docs/notes/s24v3pre.md): SDPA on 3-D tensors takes PyTorch's math backend (fp32 scores
+# over the whole n x (c + n) square, masked, a four-pass safe softmax), the eager MoE makes ~7 passes over the routed
+# rows, RoPE runs in fp32 with copies. Under the switch an iteration with prompt work on a one-GPU real.serve table
+# (ENGINE_PREFILL_TABLES) prices its prompt kernels as the twin's prefill forward less ENGINE_PREFILL_SKIPPED_OPS and
+# the prefix expansion, plus the engine terms below; the table's score term is not charged there. Every constant is
+# fitted on the fitting record calibration/measurements/h100/s24v3pre (prefill_kernels.csv.gz: real/serve/prefillprof
+# on one H100 80GB HBM3, v3-slice-2l and qwen3moe-mla-slice, 4 prompt-only compositions each) by
+# calibration.serve_prefill_kernels.fit_constants (relative non-negative least squares), the same seconds on the H200
+# table (not measured there).
+ADOPT_ENGINE_PREFILL_KERNELS = False
+ENGINE_PREFILL_TABLES = ("real-serve-h100-ep1", "real-serve-h200-ep1")
+ENGINE_PREFILL_SKIPPED_OPS = ("attn_core", "kv_up", "rope", "permute", "unpermute", "experts_swiglu")
+CORE_S_PER_PAIR_HEAD_LAYER = 2.21e-11     # math SDPA per query-key pair of a head and layer (h100/s24v3pre)
+CORE_S_PER_KEY_HEAD_LAYER = 1.081e-8      # per key token (c + n) of a chunk, head and layer: gather, wkv_b, casts, cat
+MOE_ROUTING_S_PER_LAYER = 1.877e-4        # the eager MoE's routing passes per MoE layer (argsort, sort, fill, launches)
+MOE_ROUTING_S_PER_ROW_ELEMENT = 1.603e-11  # per routed row x hidden element (gather, index_copy, gate multiply, sum)
+ROPE_S_PER_TOKEN_HEAD_LAYER = 1.835e-9    # fp32 rotate-half RoPE and the q/kv paths' elementwise per token-head-layer
+
+
+# (s25v3pre2, docs/notes/s25v3pre2_rule.md, committed before any figure under it) The one-GPU tables' additive host and
+# score terms were fitted on v3-slice-2l alone (ENGINE_FIT_HEADS x ENGINE_FIT_LAYERS head-layers): they hold that
+# model's math-SDPA and kernel deficit where its prompt steps are kernel-bound, and misprice a model of other
+# head-layers (its own heads' attention core, its host-bound steps). Under the switch (with ADOPT_ENGINE_PREFILL_KERNELS
+# and ADOPT_EAGER_PIPELINE) on a one-GPU real.serve table a model of the fit model's head-layers is priced as committed
+# (no engine prompt terms; the committed table, which has no `eager_op_s`, so no pipeline), every other model as
+# s25v3pre's candidate P: the engine prompt terms and the table's variant ENGINE_PREFILL_VARIANT (the table refitted
+# under the engine terms, calibration/s25v3pre_refit.json, with s24pipe's `eager_op_s`: the pipeline), where the
+# variant exists; else the table as given with the engine terms.
+ADOPT_ENGINE_PREFILL_BY_HEADS = False
+ENGINE_PREFILL_VARIANT = "{table}-engine"
+
+
+def engine_prefill_by_heads(m: ModelSpec, s: ServeSpec) -> tuple[ServeSpec, bool | None]:
+    """(the serve spec whose table prices `m`, whether its prompt work takes the engine prompt terms) under
+    ADOPT_ENGINE_PREFILL_BY_HEADS; (s, None) where the switch is off or does not reach the table (EP, other tables):
+    the caller decides as before. Example: qwen3moe-mla-slice (32 x 2 head-layers) on real-serve-h100-ep1 ->
+    (the spec on real-serve-h100-ep1-engine, True); v3-slice-2l (128 x 2) -> (s, False)."""
+    if not ADOPT_ENGINE_PREFILL_BY_HEADS or s.engine_costs not in ENGINE_PREFILL_TABLES or s.ep != 1:
+        return s, None
+    if m.num_heads * m.num_layers == ENGINE_FIT_HEADS * ENGINE_FIT_LAYERS:
+        return s, False
+    variant = ENGINE_PREFILL_VARIANT.format(table=s.engine_costs)
+    return (dataclasses.replace(s, engine_costs=variant) if variant in serve_engines() else s), True
+
+
+def engine_prompt_terms_s(m: ModelSpec, prompt_tokens: float, pairs: float, keys: float) -> tuple[float, float]:
+    """(attention-side seconds: the math-SDPA core + RoPE over every layer, MoE-side seconds: the routing passes over
+    every MoE layer) of an eager engine's prompt work of `prompt_tokens` tokens in chunks of `pairs` query-key pairs
+    (sum of n (c + n)) over `keys` key tokens (sum of c + n) (ADOPT_ENGINE_PREFILL_KERNELS)."""
+    if prompt_tokens <= 0:
+        return 0.0, 0.0
+    head_layers = m.num_heads * m.num_layers
+    attn = (head_layers * (CORE_S_PER_PAIR_HEAD_LAYER * pairs + CORE_S_PER_KEY_HEAD_LAYER * keys)
+            + ROPE_S_PER_TOKEN_HEAD_LAYER * prompt_tokens * head_layers)
+    moe = (m.num_moe_layers * (MOE_ROUTING_S_PER_LAYER + MOE_ROUTING_S_PER_ROW_ELEMENT * prompt_tokens * m.top_k
+                               * m.hidden_size) if m.num_routed_experts > 0 else 0.0)
+    return attn, moe
+
 
 def head_scaled_engine(engine: dict, num_heads: int, num_layers: int) -> dict:
     """The engine terms for a model of `num_heads` attention heads in each of `num_layers` layers
@@ -385,8 +446,17 @@ class IterationCosts:
     """Seconds of one iteration of one instance; grid points computed on first use and kept (shared by
     the IterationCosts of the same arguments inside a sharing_grids() block)."""
 
-    def __init__(self, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None):
+    def __init__(self, m: ModelSpec, gpu: GPUSpec, s: ServeSpec, profile: Profile | None = None,
+                 engine_prefill: bool | None = None):
+        # the table that prices this model and whether its prompt work takes the engine terms, by its head-layers
+        # (ADOPT_ENGINE_PREFILL_BY_HEADS; (s, None) when off)
+        s, by_heads = engine_prefill_by_heads(m, s)
         self.m, self.gpu, self.s = m, gpu, s
+        # the eager engine's prompt kernels (ADOPT_ENGINE_PREFILL_KERNELS): on a one-GPU real.serve table, or where the
+        # caller says so (the tables' refit, whose kernel physics has no table)
+        self.engine_prefill = (engine_prefill if engine_prefill is not None else by_heads if by_heads is not None else
+                               ADOPT_ENGINE_PREFILL_KERNELS and s.engine_costs in ENGINE_PREFILL_TABLES and s.ep == 1)
+        self._skip = ENGINE_PREFILL_SKIPPED_OPS if self.engine_prefill else ()
         self.prof = serving_profile(gpu, s, profile)
         self.q = 1 + s.mtp_draft_tokens
         # the table's host terms at this host's measured speed (serve.host_launch_s; 0 = its fit host)
@@ -408,7 +478,7 @@ class IterationCosts:
         self.page_buckets = sorted(s.graph_page_buckets)
         # decode (i, j), prefill (i, j) and prefix (i) grid points, and one decode_step breakdown per
         # batch grid point (reports)
-        self._decode, self._prefill, self._prefix, self.decode_parts = _grids(m, gpu, s, profile)
+        self._decode, self._prefill, self._prefix, self.decode_parts = _grids(m, gpu, s, profile, self.engine_prefill)
         self._decode_lines: dict[tuple[int, int], tuple[float, float, float]] = {}
         self._cells: dict[tuple, tuple] = {}
         # the engine's operator counts (ADOPT_EAGER_PIPELINE) and the kernel shares of its stages per grid point
@@ -448,7 +518,7 @@ class IterationCosts:
             for n in self._policies():
                 spec = dataclasses.replace(self.s, prefill_chunk_tokens=max(1, round(tokens)), input_len=max(1, round(span)),
                                            num_microbatches=n)
-                best = min(best, prefill_forward(self.m, self.gpu, spec, self.prof)["forward_s"])
+                best = min(best, prefill_forward(self.m, self.gpu, spec, self.prof, self._skip)["forward_s"])
             t = self._prefill[key] = best
         return t
 
@@ -496,8 +566,8 @@ class IterationCosts:
     def prefix_s(self, prefix_tokens: float) -> float:
         """Expanding the cached latents of `prefix_tokens` (instance total) prefix tokens that this
         iteration's prompt chunks attend over (twin.serving.iteration.prefix_expand_s)."""
-        if prefix_tokens <= 0 or self.m.attention != "mla":
-            return 0.0
+        if prefix_tokens <= 0 or self.m.attention != "mla" or self.engine_prefill:
+            return 0.0   # (engine_prefill: the core's per-key term expands every key, prefix included)
         x = _fine_index(max(1.0, prefix_tokens / self.s.ep))
         i0 = int(x)
         a, b = self._prefix_at(i0), self._prefix_at(i0 + 1)
@@ -604,11 +674,13 @@ class IterationCosts:
         if prompt_tokens <= 0:
             t = self.decode_s(batch, ctx)
             return (t + (0.0 if batch <= self.graph_max else self.eager_s)), 0.0
+        terms = sum(self.engine_terms_s(prompt_tokens, span, pairs, prefix_tokens))
         if batch <= 0:
-            t = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens)
+            t = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens) + terms
             return t + self.eager_s, t
         dq = batch * self.q
-        extra = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
+        extra = (max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
+                 + terms)
         return self.decode_s(batch, ctx) + extra + self.eager_s, extra
 
     def _iteration_engine_s(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
@@ -618,7 +690,7 @@ class IterationCosts:
         """iteration_s with graph buckets and the engine's fitted terms. Graph buckets apply per
         attention group (the instance's batch spread evenly over its dp groups); the engine terms
         are fitted on instance totals (the groups step in lockstep, the slower setting the time)."""
-        kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens)
+        kern, pre, eager, b, width = self._kernels(batch, ctx, prompt_tokens, span, max_ctx, prefix_tokens, pairs)
         e = self.engine if eager else self.graph_engine
         if not e:
             return kern + (self.eager_s if eager else 0.0), pre
@@ -638,10 +710,13 @@ class IterationCosts:
         host = (e["iteration_s"] + e["loop_s"] + ((e["eager_iteration_s"] + stall) if eager else 0.0)
                 + e["gather_s_per_row_token"] * pad_rows * width
                 + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))
-        pre_host = prompt_host + e["score_s_per_pair"] * pairs
+        # (ADOPT_ENGINE_PREFILL_KERNELS) the engine's attention core replaces the table's score term
+        scores_s = 0.0 if self.engine_prefill else e["score_s_per_pair"] * pairs
+        pre_host = prompt_host + scores_s
         if eager and ADOPT_EAGER_PIPELINE and self.ops is not None and e.get("eager_op_s", 0.0) > 0.0:
-            stages = self._pipeline_stages(b, ctx, prompt_tokens, span, chunks, kern - pre, pre,
-                                           e["score_s_per_pair"] * pairs)
+            attn_x, moe_x = self.engine_terms_s(prompt_tokens, span, pairs, prefix_tokens)
+            stages = self._pipeline_stages(b, ctx, prompt_tokens, span, chunks, kern - pre, pre - attn_x - moe_x,
+                                           scores_s + attn_x, moe_x)
             end, _ = pipeline_end_s(stages, e["eager_op_s"])
             total = (e["loop_s"] + stall + end + e["gather_s_per_row_token"] * pad_rows * width
                      + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))
@@ -671,7 +746,7 @@ class IterationCosts:
         if prompt:
             spec = dataclasses.replace(self.s, prefill_chunk_tokens=n, input_len=max(1, round(_coarse_point(j))),
                                        num_microbatches=1)
-            d = prefill_forward(m, self.gpu, spec, self.prof)
+            d = prefill_forward(m, self.gpu, spec, self.prof, self._skip)
             dense_total = d["dense_layers_s"]
         else:
             spec = dataclasses.replace(self.s, input_len=_coarse_point(j), output_len=0, num_microbatches=1)
@@ -690,11 +765,13 @@ class IterationCosts:
         return got
 
     def _pipeline_stages(self, batch: int, ctx: float, prompt_tokens: float, span: float, chunks: int,
-                         decode_kernels_s: float, prompt_kernels_s: float, scores_s: float) -> list[tuple[float, float]]:
+                         decode_kernels_s: float, prompt_kernels_s: float, scores_s: float,
+                         moe_extra_s: float = 0.0) -> list[tuple[float, float]]:
         """[(operators, kernel seconds)] of an eager iteration's stages in issue order (ADOPT_EAGER_PIPELINE): before
         the first layer (no kernel time), each layer's attention (its share of both parts' kernels and of the scores)
         then its FFN, the head; the decode part's kernels split by a decode step's shares, the prompt part's by a
-        prefill forward's."""
+        prefill forward's; `moe_extra_s` (the engine's routing passes, ADOPT_ENGINE_PREFILL_KERNELS) in equal shares
+        to each MoE layer's FFN outside its grouped GEMMs."""
         m = self.m
         pre_n, attn_n, ffn_n, head_n = stage_ops(self.ops, m, chunks, batch)
         zero = (0.0, 0.0, 0.0, 0.0, 0.0)
@@ -705,27 +782,39 @@ class IterationCosts:
             stages.append((attn_n[k], prompt_kernels_s * sp[0] + decode_kernels_s * sd[0] + scores_s / m.num_layers))
             if is_moe_layer(m, k):
                 ffn_p, ffn_d = prompt_kernels_s * sp[2], decode_kernels_s * sd[2]
-                routed = (ffn_p * sp[4] + ffn_d * sd[4]) / (ffn_p + ffn_d) if ffn_p + ffn_d > 0 else 0.0
-                stages.extend(moe_ffn_stages(self.ops, ffn_p + ffn_d, routed))
+                routed_s = ffn_p * sp[4] + ffn_d * sd[4]
+                ffn = ffn_p + ffn_d + (moe_extra_s / m.num_moe_layers if m.num_moe_layers else 0.0)
+                stages.extend(moe_ffn_stages(self.ops, ffn, routed_s / ffn if ffn > 0 else 0.0))
             else:
                 stages.append((ffn_n[k], prompt_kernels_s * sp[1] + decode_kernels_s * sd[1]))
         stages.extend(head_stages(self.ops, prompt_kernels_s * sp[3] + decode_kernels_s * sd[3]))
         return stages
 
+    def engine_terms_s(self, prompt_tokens: float, span: float, pairs: float | None, prefix_tokens: float) -> tuple[float, float]:
+        """(attention-side, MoE-side) seconds of the eager engine's own prompt terms (engine_prompt_terms_s; (0, 0)
+        unless engine_prefill). `pairs` None: one chunk a prompt from its start (prompt tokens x span)."""
+        if not self.engine_prefill or prompt_tokens <= 0:
+            return 0.0, 0.0
+        pairs = prompt_tokens * span if pairs is None or pairs <= 0 else pairs
+        return engine_prompt_terms_s(self.m, prompt_tokens, pairs, prompt_tokens + prefix_tokens)
+
     def _kernels(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
-                 prefix_tokens: float) -> tuple[float, float, bool, int, float]:
+                 prefix_tokens: float, pairs: float | None = None) -> tuple[float, float, bool, int, float]:
         """(kernel seconds, of which prompt work, eager, padded decode rows of all groups, padded width) of an
-        iteration with graph buckets (per attention group: the instance's batch spread evenly over its groups)."""
+        iteration with graph buckets (per attention group: the instance's batch spread evenly over its groups); the
+        eager engine's own prompt terms in the prompt work (engine_terms_s)."""
         dp = self.s.attention_dp
         bucket, width = self._bucket(batch, prompt_tokens, max_ctx)
         b = bucket * dp if bucket else batch
+        terms = sum(self.engine_terms_s(prompt_tokens, span, pairs, prefix_tokens))
         if prompt_tokens <= 0:
             kern, pre = self.decode_s(b, ctx), 0.0
         elif b <= 0:
-            kern = pre = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens)
+            kern = pre = self.prefill_s(prompt_tokens, span) + self.prefix_s(prefix_tokens) + terms
         else:
             dq = b * self.q
-            pre = max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
+            pre = (max(0.0, self.prefill_s(prompt_tokens + dq, span) - self.prefill_s(dq, span)) + self.prefix_s(prefix_tokens)
+                   + terms)
             kern = self.decode_s(b, ctx) + pre
         return kern, pre, not bucket, b, width
 
