@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibration import prereg, step_bracket, step_host
+from calibration import entry, prereg, step_bracket, step_host
 from calibration import records as rec
 from calibration.records_io import csv_exists, read_csv
 from calibration.validate import MEDIAN_TARGET, P90_TARGET
@@ -195,15 +195,19 @@ def _line(label: str, s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """The judged run (s25host2) by default; a later run's registration (s25host2_b) as the one argument: reported."""
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["--json"]:
+    ap = entry.parser("calibration.bracket_judge", __doc__)
+    runs = (REGISTRATION, *LATER_RUNS)
+    ap.add_argument("registration", nargs="?", choices=runs,
+                    help=f"the run to judge (default {REGISTRATION}) or a later one to report")
+    ap.add_argument("--json", action="store_true", help=f"write both runs' rows, summaries and criteria to {JUDGEMENT_FILE.name}")
+    args = ap.parse_args(argv)
+    if args.json and args.registration:
+        ap.error(f"--json writes every run's judgement and takes no run; expected one of {', '.join(runs)} or --json")
+    if args.json:
         j = write_judgement()
         print(f"wrote {JUDGEMENT_FILE.name}: " + ", ".join(f"{k} {len(v['rows'])} records" for k, v in j.items()))
         return 0
-    name = args[0] if args else REGISTRATION
-    if name not in (REGISTRATION, *LATER_RUNS) or len(args) > 1:
-        print(f"arguments {args!r}: expected one of {', '.join((REGISTRATION, *LATER_RUNS))} or --json", file=sys.stderr)
-        return 2
+    name = args.registration or REGISTRATION
     errs = judged_errors(name)
     if errs.empty:
         print(f"{name}: no records committed; nothing to judge")

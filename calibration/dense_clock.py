@@ -22,10 +22,8 @@ burst and loop rows against the fitted profile (reported).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import statistics
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calibration import entry
 from calibration import records as rec
 from calibration.fit import sustained_ratios, sustained_vs_curve
 from calibration.predict import gpu_spec
@@ -230,7 +229,7 @@ def format_cases(t: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = entry.parser("calibration.dense_clock", __doc__)
     ap.add_argument("--gpu", default="h100")
     ap.add_argument("--write", action="store_true", help="write sustained_vs_curve into the h100 and h200 profiles")
     args = ap.parse_args(argv)

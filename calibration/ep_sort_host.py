@@ -36,7 +36,7 @@ import pandas as pd
 
 import calibration.pipeline as pipe
 import calibration.predict as predict
-from calibration import ep_bwd_run, prereg
+from calibration import entry, ep_bwd_run, prereg
 from calibration.ep_postsync import error_line
 from calibration.records_io import read_csv
 
@@ -222,16 +222,38 @@ def sweep_lines(run: Path) -> list[str]:
             f"CUB_LAUNCH_HOST_S {({k: round(v * 1e6, 2) for k, v in predict.CUB_LAUNCH_HOST_S.items()})} us"]
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "cub":
+def _parser():
+    ap = entry.parser("calibration.ep_sort_host", __doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("cub", help="the host seconds of one cub radix launch from a sort sweep").add_argument(
+        "sweep", type=entry.csv_file, metavar="SORT_SWEEP_CSV")
+    g = sub.add_parser("guards", help="G1-G5 from two twin validate --json outputs (C off, C on)")
+    g.add_argument("off", type=Path, metavar="OFF.json")
+    g.add_argument("on", type=Path, metavar="ON.json")
+    r = sub.add_parser("record", help="write the judgement of fresh deliveries to OUT.json")
+    r.add_argument("out", type=Path, metavar="OUT.json")
+    r.add_argument("gpu")
+    r.add_argument("runs", type=entry.folder, nargs="+", metavar="RUN_FOLDER")
+    j = sub.add_parser("judge", help="the fresh EP2 rows of one delivery under every setting")
+    j.add_argument("run", type=entry.folder, metavar="RUN_FOLDER")
+    j.add_argument("gpu")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = [args.command, *{"cub": lambda: [str(args.sweep)], "guards": lambda: [str(args.off), str(args.on)],
+                            "record": lambda: [str(args.out), args.gpu, *map(str, args.runs)],
+                            "judge": lambda: [str(args.run), args.gpu]}[args.command]()]
+    if argv[0] == "cub":
         print(f"{cub_launch_host_s(read_csv(Path(argv[1]))):.4g}")
         return 0
-    if len(argv) == 3 and argv[0] == "guards":
+    if argv[0] == "guards":
         ok, lines = guards(json.loads(Path(argv[1]).read_text()), json.loads(Path(argv[2]).read_text()))
         print("\n".join(lines))
         print(f"G (C off -> on): {'holds' if ok else 'FAILS'}")
         return 0
-    if len(argv) >= 4 and argv[0] == "record":
+    if argv[0] == "record":
         dirty = prereg.dirty_paths(Path(__file__).resolve().parents[1])
         if dirty:
             print(f"record: uncommitted changes under twin/ or calibration/ ({dirty[:3]}): the file names the "
@@ -244,10 +266,6 @@ def main(argv: list[str]) -> int:
             print(run, {n: f"{v['verdict'][n]['median']:.2%} / {v['verdict'][n]['p90']:.2%}" for n in JUDGED},
                   "fresh side passes:", v["verdict"]["fresh_pass"] or "none")
         return 0
-    if len(argv) != 3 or argv[0] != "judge":
-        print("usage: python -m calibration.ep_sort_host cub SORT_SWEEP_CSV | judge RUN_FOLDER GPU | "
-              "guards OFF.json ON.json | record OUT.json GPU RUN_FOLDER...", file=sys.stderr)
-        return 2
     run, gpu = Path(argv[1]), argv[2]
     pd.set_option("display.width", 220)
     print("\n".join(sweep_lines(run)))
@@ -266,4 +284,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -36,6 +36,7 @@ from unittest import mock
 import numpy as np
 from scipy.optimize import nnls
 
+from calibration import entry
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_engine_fit as sef
@@ -391,8 +392,19 @@ def print_judgement(out: dict) -> None:
     print(f"verdict: {'ADOPT candidate ' + out['adopt'] if out['adopt'] else 'not adopted'}")
 
 
+def _parser():
+    ap = entry.parser("calibration.serve_prefill_kernels", __doc__)
+    ap.add_argument("command", nargs="?", choices=("constants", "fit", "kernels", "refit"),
+                    help="a part only (default: the judgement of set F)")
+    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (G2)")
+    ap.add_argument("--no-guards", action="store_true", help="leave out the guard sets A-E")
+    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = [args.command] if args.command else []
     root = Path(rec.MEASUREMENTS_DIR)
     if argv[:1] == ["constants"]:
         _print_constants(root)
@@ -412,10 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     if not fresh_rows(root):
         print(f"no set F records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
-    out = judge(root, committed_sets="--no-committed" not in argv, guards="--no-guards" not in argv)
+    out = judge(root, committed_sets=not args.no_committed, guards=not args.no_guards)
     print_judgement(out)
-    if "--json" in argv:
-        path = Path(argv[argv.index("--json") + 1])
+    if args.json:
+        path = args.json
         path.write_text(json.dumps(judgement_record(out), indent=1, sort_keys=True) + "\n")
     return 0
 

@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
+from calibration import entry
 from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_engine_fit as sef
@@ -219,15 +220,18 @@ def judgement_record(out: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = entry.parser("calibration.serve_prefill_kernels2", __doc__)
+    ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets")
+    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     root = Path(rec.MEASUREMENTS_DIR)
     if not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set G records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)
         return 2
-    out = judge(root, committed_sets="--no-committed" not in argv)
+    out = judge(root, committed_sets=not args.no_committed)
     print_judgement(out)
-    if "--json" in argv:
-        path = Path(argv[argv.index("--json") + 1])
+    if args.json:
+        path = args.json
         path.write_text(json.dumps(judgement_record(out), indent=1, sort_keys=True) + "\n")
     return 0
 
