@@ -1,0 +1,90 @@
+"""The tracked tree's size against the GPU tool's copy cap, and the records to pack when it grows.
+
+    python -m calibration.tree_size                 # the size; exit 1 over WARN_BYTES, with what to pack
+    python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz records -> X.csv.xz (records_io.pack_csv)
+
+The lent GPU machines receive the tracked tree plus a campaign's carry, 64 MiB in all (the device
+tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). WARN_BYTES leaves a campaign
+16 MiB to carry. Records under calibration/measurements/ are committed xz-compressed
+(calibration/measurements/README.md); every reader finds them by their plain `X.csv` name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from calibration.records_io import GZ, XZ, pack_csv, pack_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASUREMENTS = "calibration/measurements/"
+PREREG = MEASUREMENTS + "prereg/"   # pre-registrations keep the exact committed bytes their notes cite
+DEVICE_CAP_BYTES = 64 * 1024 * 1024   # tree + carry, the device tool's limit
+WARN_BYTES = 48 * 1024 * 1024
+PACK_HINT_MIN_BYTES = 4096   # smaller records gain little from packing (the .xz container is ~60 bytes)
+
+
+def tracked_sizes(root: Path = ROOT) -> dict[str, int]:
+    """{path relative to root: bytes} of every file git tracks that is on disk (a deletion not yet
+    committed counts as gone, as the device's copy of the working tree would have it)."""
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    sizes = {}
+    for name in out.decode().split("\0"):
+        path = root / name
+        if name and path.is_file():
+            sizes[name] = path.stat().st_size
+    return sizes
+
+
+def packable(sizes: dict[str, int], min_bytes: int = PACK_HINT_MIN_BYTES) -> list[tuple[str, int]]:
+    """(path, bytes) of the records pack_csv would shrink: plain X.csv and gzipped X.csv.gz under
+    calibration/measurements/ (pre-registrations left out), min_bytes or larger, largest first."""
+    found = [(name, size) for name, size in sizes.items()
+             if name.startswith(MEASUREMENTS) and not name.startswith(PREREG) and size >= min_bytes
+             and (name.endswith(".csv") or name.endswith(".csv" + GZ))]
+    return sorted(found, key=lambda item: (-item[1], item[0]))
+
+
+def report(sizes: dict[str, int], warn_bytes: int = WARN_BYTES) -> tuple[bool, str]:
+    """(within the warning line, the lines to print): the total against the cap, and over the line the
+    largest packable records and the command that packs them."""
+    total = sum(sizes.values())
+    mib = 1024 * 1024
+    lines = [f"tracked tree: {total / mib:.2f} MiB in {len(sizes)} files (warn above {warn_bytes / mib:.0f} MiB; "
+             f"the GPU tool takes tree + carry up to {DEVICE_CAP_BYTES / mib:.0f} MiB)"]
+    ok = total <= warn_bytes
+    if not ok:
+        candidates = packable(sizes)
+        lines.append(f"over the line by {(total - warn_bytes) / mib:.2f} MiB. Pack records (lossless; readers find "
+                     f"X.csv{XZ} by its X.csv name): python -m calibration.tree_size --pack FILE... then git add "
+                     f"the .xz and git rm the old name; and grep docs/tests for the old name.")
+        lines += [f"  {size:>10d}  {name}" for name, size in candidates[:20]]
+        if not candidates:
+            lines.append("  no CSV record left to pack: look at traces (*.json.gz) and logs, "
+                         "largest first (git ls-files -z | xargs -0 du -b | sort -n | tail)")
+    return ok, "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
+    ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
+                    help="records X.csv or X.csv.gz to replace by X.csv.xz (same bytes once decompressed)")
+    args = ap.parse_args(argv)
+    if args.pack:
+        problems = [p for p in map(pack_problem, args.pack) if p]
+        if problems:   # nothing packed unless every file can be
+            print("\n".join(f"error: --pack {p}" for p in problems), file=sys.stderr)
+            return 2
+        for path in args.pack:
+            target = pack_csv(path)
+            print(f"{path} -> {target} ({target.stat().st_size} bytes)")
+        return 0
+    ok, text = report(tracked_sizes())
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""calibration/tree_size.py: the tracked tree stays under the warning line below the GPU tool's 64 MiB copy
+cap (tree + carry), and over it the report names the records to pack and how."""
+
+from calibration import tree_size as ts
+from calibration.records_io import csv_bytes
+
+MiB = 1024 * 1024
+
+
+def test_over_the_line_the_report_names_the_largest_packable_records_first():
+    m = ts.MEASUREMENTS
+    sizes = {m + "h100/a/serve_iterations.csv.gz": 3 * MiB, m + "h100/a/log.txt": 9 * MiB,
+             m + "h100/b/gemm.csv": 5 * MiB, m + "h100/b/tiny.csv": 100, m + "prereg/x_predictions.csv": 7 * MiB,
+             m + "h100/c/ops.csv.xz": 2 * MiB, "twin/step.py": 30 * MiB}
+    ok, text = ts.report(sizes, warn_bytes=40 * MiB)
+    assert not ok and "--pack" in text
+    named = [line.split()[-1] for line in text.splitlines() if line.startswith("  ")]
+    assert named == [m + "h100/b/gemm.csv", m + "h100/a/serve_iterations.csv.gz"]   # no prereg, .xz, log or tiny file
+    ok, text = ts.report(sizes, warn_bytes=100 * MiB)
+    assert ok and len(text.splitlines()) == 1
+
+
+def test_pack_cli_packs_every_file_or_none(tmp_path, capsys):
+    rows = "a,b\n" + "1,2\n" * 500
+    (tmp_path / "r.csv").write_text(rows)
+    (tmp_path / "s.csv").write_text(rows)
+    assert ts.main(["--pack", str(tmp_path / "r.csv"), str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (tmp_path / "r.csv").read_text() == rows            # nothing packed: one name was bad
+    assert ts.main(["--pack", str(tmp_path / "r.csv"), str(tmp_path / "s.csv")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv.xz", "s.csv.xz"]
+    assert csv_bytes(tmp_path / "r.csv") == rows.encode()
