@@ -3,7 +3,7 @@ that is committed.
 
 The tracked tree must stay small (the GPU tool copies at most 64 MiB of tree and carry together), so
 record files are committed compressed (calibration/measurements/README.md): xz since s25tree
-(`pack_csv`: LZMA2 `xz -9e`, about 30% smaller than `gzip -9` on these tables), gzip before (`gzip -n -9`;
+(`pack_record`: LZMA2 `xz -9e`, about 30% smaller than `gzip -9` on these tables), gzip before (`gzip -n -9`;
 a campaign's own `.gz` output is read as it is). Every reader names the file it wants as `X.csv` and
 asks `resolve_csv` which file holds it; `pandas.read_csv` reads each form (it infers the codec from
 the suffix) and `open_csv` opens each as text for the csv module. A folder holding the plain `X.csv`
@@ -132,21 +132,28 @@ def xz_bytes(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=filters)
 
 
+# What pack_record takes (each plain or gzipped): CSV records, which every reader finds through
+# resolve_csv, and a campaign's logs and host captures (.txt, .log), which no code reads (xzless shows
+# them). Not .json: env files and profiles are read as plain JSON.
+PACKABLE_SUFFIXES = (".csv", ".txt", ".log")
+
+
 def pack_problem(path: Path) -> str | None:
-    """Why pack_csv would refuse `path` (a message naming it and what is allowed), or None."""
+    """Why pack_record would refuse `path` (a message naming it and what is allowed), or None."""
+    allowed = "allowed: " + ", ".join(f"X{s} or X{s}{GZ}" for s in PACKABLE_SUFFIXES)
     if not path.is_file():
-        return f"{path}: no such file (allowed: an X.csv or X.csv.gz record)"
-    if not unpacked_name(path.name).endswith(".csv") or path.name.endswith(XZ):
-        return f"{path}: {path.name!r} is not an X.csv or X.csv.gz record"
+        return f"{path}: no such file ({allowed})"
+    if path.name.endswith(XZ) or not unpacked_name(path.name).endswith(PACKABLE_SUFFIXES):
+        return f"{path}: {path.name!r} cannot be packed ({allowed})"
     target = path.with_name(unpacked_name(path.name) + XZ)
     if target.exists():
         return f"{path}: {target.name} is already there; merge the rows into one file first"
     return None
 
 
-def pack_csv(path: Path | str) -> Path:
-    """Replace the record `path` (a plain X.csv or a gzipped X.csv.gz) by X.csv.xz holding the same bytes
-    (checked by decompressing before the source is removed); returns the new file. Refuses what
+def pack_record(path: Path | str) -> Path:
+    """Replace the record `path` (X.csv or X.csv.gz, likewise .txt, .log) by X.csv.xz holding the same
+    bytes (checked by decompressing before the source is removed); returns the new file. Refuses what
     pack_problem names (ValueError with its message)."""
     path = Path(path)
     problem = pack_problem(path)

@@ -1,7 +1,7 @@
 """The tracked tree's size against the GPU tool's copy cap, and the records to pack when it grows.
 
     python -m calibration.tree_size                 # the size; exit 1 over WARN_BYTES, with what to pack
-    python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz records -> X.csv.xz (records_io.pack_csv)
+    python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz (.txt, .log) -> X.csv.xz (records_io.pack_record)
 
 The lent GPU machines receive the tracked tree plus a campaign's carry, 64 MiB in all (the device
 tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). WARN_BYTES leaves a campaign
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calibration.records_io import GZ, XZ, pack_csv, pack_problem
+from calibration.records_io import GZ, PACKABLE_SUFFIXES, XZ, pack_problem, pack_record
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASUREMENTS = "calibration/measurements/"
@@ -39,11 +39,12 @@ def tracked_sizes(root: Path = ROOT) -> dict[str, int]:
 
 
 def packable(sizes: dict[str, int], min_bytes: int = PACK_HINT_MIN_BYTES) -> list[tuple[str, int]]:
-    """(path, bytes) of the records pack_csv would shrink: plain X.csv and gzipped X.csv.gz under
+    """(path, bytes) of the records pack_record would shrink: plain and gzipped CSVs and logs under
     calibration/measurements/ (pre-registrations left out), min_bytes or larger, largest first."""
+    kinds = PACKABLE_SUFFIXES + tuple(s + GZ for s in PACKABLE_SUFFIXES)
     found = [(name, size) for name, size in sizes.items()
              if name.startswith(MEASUREMENTS) and not name.startswith(PREREG) and size >= min_bytes
-             and (name.endswith(".csv") or name.endswith(".csv" + GZ))]
+             and name.endswith(kinds)]
     return sorted(found, key=lambda item: (-item[1], item[0]))
 
 
@@ -70,7 +71,7 @@ def report(sizes: dict[str, int], warn_bytes: int = WARN_BYTES) -> tuple[bool, s
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
     ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
-                    help="records X.csv or X.csv.gz to replace by X.csv.xz (same bytes once decompressed)")
+                    help="records X.csv or X.csv.gz (.txt, .log) to replace by X.csv.xz (same bytes decompressed)")
     args = ap.parse_args(argv)
     if args.pack:
         problems = [p for p in map(pack_problem, args.pack) if p]
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"error: --pack {p}" for p in problems), file=sys.stderr)
             return 2
         for path in args.pack:
-            target = pack_csv(path)
+            target = pack_record(path)
             print(f"{path} -> {target} ({target.stat().st_size} bytes)")
         return 0
     ok, text = report(tracked_sizes())

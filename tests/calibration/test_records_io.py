@@ -1,5 +1,5 @@
 """calibration/records_io.py: a records reader that asks for X.csv finds X.csv.xz or X.csv.gz where only
-a compressed copy is committed, and reads the same rows from it; pack_csv makes the .xz copy losslessly."""
+a compressed copy is committed, and reads the same rows from it; pack_record makes the .xz copy losslessly."""
 
 import gzip
 import shutil
@@ -11,7 +11,7 @@ import pytest
 
 from calibration import records as rec
 from calibration.records_io import (PACKED_SUFFIXES, csv_bytes, csv_exists, csv_name, csv_sha256, csv_stem,
-                                    glob_csv, open_csv, pack_csv, read_csv, read_csvs, resolve_csv)
+                                    glob_csv, open_csv, pack_record, read_csv, read_csvs, resolve_csv)
 from tests.calibration.conftest import synthetic_records
 
 ROWS = "a,b\n1,x\n2,y\n"
@@ -91,7 +91,7 @@ def test_xz_records_resolve_read_and_hash_like_the_plain_file(tmp_path):
     plain = tmp_path / "x.csv"
     plain.write_text(ROWS)
     want, want_sha = pd.read_csv(plain), csv_sha256(plain)
-    xz = pack_csv(plain)
+    xz = pack_record(plain)
     assert xz.name == "x.csv.xz" and not plain.exists()
     assert resolve_csv(plain) == xz and csv_exists(plain)
     assert resolve_csv(tmp_path / "x.csv.gz") == xz      # a reader still naming the gzipped copy finds it
@@ -104,36 +104,38 @@ def test_xz_records_resolve_read_and_hash_like_the_plain_file(tmp_path):
     assert resolve_csv(plain) == plain
 
 
-def test_pack_csv_turns_a_gzipped_record_into_xz_and_refuses_what_it_cannot_pack(tmp_path):
+def test_pack_record_turns_a_gzipped_record_into_xz_and_refuses_what_it_cannot_pack(tmp_path):
     plain = tmp_path / "g.csv"
     plain.write_text(ROWS * 50)
     gz = _gzip(plain)
-    xz = pack_csv(gz)
+    xz = pack_record(gz)
     assert not gz.exists() and csv_bytes(plain) == (ROWS * 50).encode()
-    assert xz.read_bytes() == pack_csv_bytes_again(tmp_path, ROWS * 50)   # the same bytes for the same data
+    assert xz.read_bytes() == packed_again(tmp_path, ROWS * 50)   # the same bytes for the same data
     (tmp_path / "g.csv").write_text(ROWS)
     with pytest.raises(ValueError, match="already there"):
-        pack_csv(tmp_path / "g.csv")
+        pack_record(tmp_path / "g.csv")
     assert (tmp_path / "g.csv").read_text() == ROWS                      # refused: left as it was
-    (tmp_path / "n.txt").write_text("x")
-    for bad in (tmp_path / "n.txt", xz, tmp_path / "none.csv"):
+    (tmp_path / "log.txt").write_text("step 1\n" * 100)            # a campaign log packs alike
+    assert pack_record(tmp_path / "log.txt").name == "log.txt.xz" and csv_bytes(tmp_path / "log.txt") == b"step 1\n" * 100
+    (tmp_path / "n.json").write_text("{}")
+    for bad in (tmp_path / "n.json", xz, tmp_path / "none.csv"):
         with pytest.raises(ValueError, match=bad.name):
-            pack_csv(bad)
+            pack_record(bad)
 
 
-def pack_csv_bytes_again(folder: Path, text: str) -> bytes:
-    """pack_csv's output for `text` written afresh in a subfolder of `folder`."""
+def packed_again(folder: Path, text: str) -> bytes:
+    """pack_record's output for `text` written afresh in a subfolder of `folder`."""
     sub = folder / "again"
     sub.mkdir()
     (sub / "g.csv").write_text(text)
-    return pack_csv(sub / "g.csv").read_bytes()
+    return pack_record(sub / "g.csv").read_bytes()
 
 
 def test_glob_counts_a_name_once_across_xz_gz_and_plain(tmp_path):
     for name in ("a.csv", "b.csv", "c.csv"):
         (tmp_path / name).write_text(ROWS)
-    pack_csv(tmp_path / "a.csv")
-    pack_csv(_gzip(tmp_path / "b.csv"))
+    pack_record(tmp_path / "a.csv")
+    pack_record(_gzip(tmp_path / "b.csv"))
     (tmp_path / "b.csv").write_text(ROWS)     # b plain and xz: the plain one
     _gzip(tmp_path / "c.csv")
     assert [p.name for p in glob_csv(tmp_path, "*.csv")] == ["a.csv.xz", "b.csv", "c.csv.gz"]

@@ -7,15 +7,22 @@ from calibration.records_io import csv_bytes
 MiB = 1024 * 1024
 
 
+def test_the_tracked_tree_stays_under_the_warning_line():
+    """Fails before a campaign is refused: the message says how large the tree is and what to pack."""
+    ok, text = ts.report(ts.tracked_sizes())
+    assert ok, text
+
+
 def test_over_the_line_the_report_names_the_largest_packable_records_first():
     m = ts.MEASUREMENTS
-    sizes = {m + "h100/a/serve_iterations.csv.gz": 3 * MiB, m + "h100/a/log.txt": 9 * MiB,
+    sizes = {m + "h100/a/serve_iterations.csv.gz": 3 * MiB, m + "h100/a/log.txt": 4 * MiB, m + "h100/a/env.json": 9 * MiB,
              m + "h100/b/gemm.csv": 5 * MiB, m + "h100/b/tiny.csv": 100, m + "prereg/x_predictions.csv": 7 * MiB,
              m + "h100/c/ops.csv.xz": 2 * MiB, "twin/step.py": 30 * MiB}
     ok, text = ts.report(sizes, warn_bytes=40 * MiB)
     assert not ok and "--pack" in text
     named = [line.split()[-1] for line in text.splitlines() if line.startswith("  ")]
-    assert named == [m + "h100/b/gemm.csv", m + "h100/a/serve_iterations.csv.gz"]   # no prereg, .xz, log or tiny file
+    # largest first; no pre-registration, .xz, JSON or tiny file
+    assert named == [m + "h100/b/gemm.csv", m + "h100/a/log.txt", m + "h100/a/serve_iterations.csv.gz"]
     ok, text = ts.report(sizes, warn_bytes=100 * MiB)
     assert ok and len(text.splitlines()) == 1
 
@@ -24,8 +31,8 @@ def test_pack_cli_packs_every_file_or_none(tmp_path, capsys):
     rows = "a,b\n" + "1,2\n" * 500
     (tmp_path / "r.csv").write_text(rows)
     (tmp_path / "s.csv").write_text(rows)
-    assert ts.main(["--pack", str(tmp_path / "r.csv"), str(tmp_path / "notes.txt")]) == 2
-    assert "notes.txt" in capsys.readouterr().err
+    assert ts.main(["--pack", str(tmp_path / "r.csv"), str(tmp_path / "env.json")]) == 2
+    assert "env.json" in capsys.readouterr().err
     assert (tmp_path / "r.csv").read_text() == rows            # nothing packed: one name was bad
     assert ts.main(["--pack", str(tmp_path / "r.csv"), str(tmp_path / "s.csv")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv.xz", "s.csv.xz"]
