@@ -2,6 +2,7 @@
 
     python -m calibration.tree_size                 # the size; exit 1 over WARN_BYTES, with what to pack
     python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz (.txt, .log) -> X.csv.xz (records_io.pack_record)
+    python -m calibration.tree_size --pack-tracked  # every tracked record packable() names, staged in git
 
 The lent GPU machines receive the tracked tree plus a campaign's carry, 64 MiB in all (the device
 tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). WARN_BYTES leaves a campaign
@@ -63,16 +64,44 @@ def report(sizes: dict[str, int], warn_bytes: int = WARN_BYTES) -> tuple[bool, s
                      f"the .xz and git rm the old name; and grep docs/tests for the old name.")
         lines += [f"  {size:>10d}  {name}" for name, size in candidates[:20]]
         if not candidates:
-            lines.append("  no CSV record left to pack: look at traces (*.json.gz) and logs, "
-                         "largest first (git ls-files -z | xargs -0 du -b | sort -n | tail)")
+            lines.append("  no CSV or log left to pack: look at traces (*.json.gz), largest first "
+                         "(git ls-files -z | xargs -0 du -b | sort -n | tail)")
     return ok, "\n".join(lines)
+
+
+def pack_tracked(root: Path = ROOT, min_bytes: int = PACK_HINT_MIN_BYTES) -> list[tuple[str, str]]:
+    """Pack every tracked record `packable` names and stage each change in git (the old name out of the
+    index, the .xz in): [(old, new)] relative to root. For the tree after merging branches that filed
+    plain or gzipped records. Packs nothing where one cannot be packed (ValueError naming each)."""
+    names = [name for name, _ in packable(tracked_sizes(root), min_bytes)]
+    problems = [p for p in (pack_problem(root / name) for name in names) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+    done = []
+    for name in names:
+        new = str(pack_record(root / name).relative_to(root))
+        subprocess.run(["git", "rm", "-q", "--cached", "--", name], cwd=root, check=True)
+        subprocess.run(["git", "add", "--", new], cwd=root, check=True)
+        done.append((name, new))
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
     ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
                     help="records X.csv or X.csv.gz (.txt, .log) to replace by X.csv.xz (same bytes decompressed)")
+    ap.add_argument("--pack-tracked", action="store_true",
+                    help=f"pack every tracked CSV and log of {PACK_HINT_MIN_BYTES} bytes or more under {MEASUREMENTS} "
+                         "(not prereg/) and stage the renames in git (after merging branches that filed records)")
     args = ap.parse_args(argv)
+    if args.pack_tracked:
+        try:
+            done = pack_tracked()
+        except ValueError as err:
+            print(f"error: --pack-tracked: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(f"{old} -> {new}" for old, new in done) or "nothing to pack")
+        return 0
     if args.pack:
         problems = [p for p in map(pack_problem, args.pack) if p]
         if problems:   # nothing packed unless every file can be
