@@ -30,6 +30,7 @@ import pandas as pd
 from calibration import entry
 from calibration.fit import PROFILES_DIR
 from calibration.predict import gpu_spec
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
 from twin.costs.flops import BF16_BYTES, Op, OpKind
 from twin.costs.profile import Profile, profile_from_json
@@ -86,7 +87,7 @@ def call_class(row) -> str:
 
 
 def load_rows(folder: Path | str) -> pd.DataFrame:
-    df = pd.read_csv(Path(folder) / LONG_ATTN_FILE)
+    df = read_csv(Path(folder) / LONG_ATTN_FILE)   # plain or compressed (records_io)
     if "batch" not in df.columns:   # run 1 (commit 03c2d4a) wrote no batch column: every call was batch 1
         df["batch"] = 1
     df["time_s"] = pd.to_numeric(df["time_s"], errors="coerce")
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
         gpu = gpu_spec(args.gpu)
         cols = ["model", "batch", "num_heads", "q_len", "kv_len", "mask", "phase", "split", "cls"]
         path = Path(args.folder) / LONG_ATTN_FILE
-        if not path.exists():
+        if not csv_exists(path):
             print(f"error: {path} not found (a campaign s24long output folder holds long_attn.csv)", file=sys.stderr)
             return 2
         cmp = compare(load_rows(args.folder), gpu, profile)

@@ -64,14 +64,14 @@ CHOICES = ("median", "fastest")
 # the layers whose host time the per-operator term takes per dispatched operator: the backwards, each
 # precision from its own fitting row (docs/notes/s14mla2_rule.md)
 PER_OP_KEYS = ("mla_layer_bwd/bf16", "mla_layer_bwd/fp8")
-# s14mla2's per-operator backward host rate: NOT adopted. Judged on a new run (now h100/s14mla2/mla_paired.csv.gz,
+# s14mla2's per-operator backward host rate: NOT adopted. Judged on a new run (now h100/s14mla2/mla_paired.csv.xz,
 # 21 rounds, 2026-11-27 02:26 UTC): held-out H100 MLA layers 4.6% / 20.8% without it, 5.5% / 13.4%
 # with it (the rule: median <= 5% and P90 <= 10%). `python -m calibration.mla_rounds FILE --gpu h100
 # --per-op` repeats the test. The tests exercise both settings.
 ADOPT_ROUNDS_PER_OP = False
 # s15mla's round-paired estimator (docs/notes/s15mla_rule.md): each record predicted per round with
 # that round's fitting-row rates, its case the round at the median per-round error. ADOPTED by the
-# rule on its fresh run (h100/mla_rounds.csv.gz, 23 rounds, 2026-11-27 04:17 UTC): held-out H100
+# rule on its fresh run (h100/mla_rounds.csv.xz, 23 rounds, 2026-11-27 04:17 UTC): held-out H100
 # MLA layers 3.0% / 9.7% (fastest rounds on the same run 5.5% / 15.6%; halves P90 11.3% and 8.2%).
 # `python -m calibration.mla_rounds FILE --gpu h100 --paired` repeats it; the tests exercise both.
 ADOPT_ROUND_PAIRED = True

@@ -32,7 +32,7 @@ import pandas as pd
 from calibration import entry
 from calibration.dense_block import predicted_components_s
 from calibration.predict import gpu_spec
-from calibration.records_io import read_csv
+from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
 from twin.costs.flops import Op, OpKind
 from twin.costs.profile import Profile, fitted_profile, load_profile
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
               " measured - twin's as a share of the twin's burst block")
         print(excess.assign(**{c: excess[c] * 1e3 for c in ("twin_block_s", "excess1_s", "excess3_s", "twin_excess_s")})
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        if not (Path(a.folder) / "sustained.csv").exists():   # round 2: chunks only
+        if not csv_exists(Path(a.folder) / "sustained.csv"):   # round 2: chunks only
             if a.rows:
                 for column in ("ratio3", "ratio1"):
                     print(f"\n(i) Megatron rows with the measured chunk ratios ({column}):")

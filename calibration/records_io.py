@@ -1,72 +1,101 @@
-"""Where a records CSV is on disk: `X.csv`, or `X.csv.gz` where only the gzipped copy is committed.
+"""Where a records CSV is on disk: `X.csv`, or a compressed copy `X.csv.xz` / `X.csv.gz` where only
+that is committed.
 
-The tracked tree must stay small (the GPU tool copies at most 64 MiB of it), so record files over
-~32 KB are committed gzipped (`gzip -n -9`, the `.csv` removed; calibration/measurements/README.md).
-Every reader names the file it wants as `X.csv` and asks `resolve_csv` which file holds it;
-`pandas.read_csv` reads either (it infers gzip from the `.gz` suffix) and `open_csv` opens either as
-text for the csv module. A folder holding both keeps the plain `X.csv` (a fresh campaign's output
-beside an older gzipped copy is the newer one).
+The tracked tree must stay small (the GPU tool copies at most 64 MiB of tree and carry together), so
+record files are committed compressed (calibration/measurements/README.md): xz since s25tree
+(`pack_record`: LZMA2 `xz -9e`, about 30% smaller than `gzip -9` on these tables), gzip before (`gzip -n -9`;
+a campaign's own `.gz` output is read as it is). Every reader names the file it wants as `X.csv` and
+asks `resolve_csv` which file holds it; `pandas.read_csv` reads each form (it infers the codec from
+the suffix) and `open_csv` opens each as text for the csv module. A folder holding the plain `X.csv`
+beside a compressed copy reads the plain one (a fresh campaign's output is the newer one).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
 
 GZ = ".gz"
+XZ = ".xz"
+# The compressed forms a record may have, in the order resolve_csv prefers them (a record is committed
+# in one form only: tests/calibration/test_records_io.py checks the tree).
+PACKED_SUFFIXES = (XZ, GZ)
+
+
+def unpacked_name(name: str) -> str:
+    """`name` without a compressed form's suffix: `gemm.csv` for gemm.csv, gemm.csv.xz and gemm.csv.gz."""
+    for suffix in PACKED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
 
 
 def resolve_csv(path: Path | str) -> Path:
-    """`path` (a name ending .csv) where it is a file, else its gzipped sibling `path.gz` where that
-    is, else `path` unchanged (a reader's own 'missing file' handling then sees the name it asked)."""
+    """`path` where it is a file, else the first of its plain name (`X.csv`) and that name's compressed
+    siblings `X.csv.xz`, `X.csv.gz` that is one (so a reader that still names `X.csv.gz` finds a record
+    recompressed as `X.csv.xz`), else `path` unchanged (a reader's own 'missing file' handling then sees
+    the name it asked)."""
     path = Path(path)
     if path.is_file():
         return path
-    gz = path.with_name(path.name + GZ)
-    return gz if gz.is_file() else path
+    plain = path.with_name(unpacked_name(path.name))
+    for candidate in (plain, *(plain.with_name(plain.name + suffix) for suffix in PACKED_SUFFIXES)):
+        if candidate.is_file():
+            return candidate
+    return path
 
 
 def csv_exists(path: Path | str) -> bool:
-    """Whether `path` or its gzipped sibling is a file."""
+    """Whether `path`, its plain name or a compressed sibling is a file."""
     return resolve_csv(path).is_file()
 
 
 def open_csv(path: Path | str) -> IO[str]:
-    """The CSV behind `path` (plain or gzipped, resolve_csv) opened as text for csv.reader."""
+    """The CSV behind `path` (plain or compressed, resolve_csv) opened as text for csv.reader."""
     path = resolve_csv(path)
+    if path.name.endswith(XZ):
+        return lzma.open(path, "rt", newline="")
     if path.name.endswith(GZ):
         return gzip.open(path, "rt", newline="")
     return open(path, newline="")
 
 
 def read_csv(path: Path | str, **kwargs) -> pd.DataFrame:
-    """pandas.read_csv of the CSV behind `path` (plain or gzipped, resolve_csv)."""
+    """pandas.read_csv of the CSV behind `path` (plain or compressed, resolve_csv)."""
     return pd.read_csv(resolve_csv(path), **kwargs)
 
 
+def unpacked_bytes(path: Path) -> bytes:
+    """A file's bytes, decompressed where its name ends in a compressed form's suffix."""
+    data = path.read_bytes()
+    if path.name.endswith(XZ):
+        return lzma.decompress(data, format=lzma.FORMAT_XZ)
+    return gzip.decompress(data) if path.name.endswith(GZ) else data
+
+
 def csv_bytes(path: Path | str) -> bytes:
-    """The CSV's own bytes (a gzipped file's decompressed), the same whichever way it is committed."""
-    path = resolve_csv(path)
-    return gzip.decompress(path.read_bytes()) if path.name.endswith(GZ) else path.read_bytes()
+    """The CSV's own bytes (a compressed file's decompressed), the same whichever way it is committed."""
+    return unpacked_bytes(resolve_csv(path))
 
 
 def csv_sha256(path: Path | str) -> str:
-    """sha256 of csv_bytes: a provenance hash that gzipping the file does not change."""
+    """sha256 of csv_bytes: a provenance hash that compressing the file does not change."""
     return hashlib.sha256(csv_bytes(path)).hexdigest()
 
 
 def glob_csv(folder: Path | str, pattern: str, recursive: bool = False) -> list[Path]:
-    """Sorted CSVs of `folder` matching `pattern` (a glob ending .csv) plain or gzipped: a name
-    present both ways counts once, as its plain file. `recursive`: rglob instead of glob."""
+    """Sorted CSVs of `folder` matching `pattern` (a glob ending .csv) plain or compressed: a name
+    present more than one way counts once, as resolve_csv reads it. `recursive`: rglob instead of glob."""
     folder = Path(folder)
     find = folder.rglob if recursive else folder.glob
-    plain = set(find(pattern))
-    gzipped = {p for p in find(pattern + GZ) if p.with_name(p.name[:-len(GZ)]) not in plain}
-    return sorted(plain | gzipped, key=lambda p: p.with_name(csv_name(p)))   # the order plain names sort in
+    found = set(find(pattern)).union(*(find(pattern + suffix) for suffix in PACKED_SUFFIXES))
+    chosen = {resolve_csv(p.with_name(csv_name(p))) for p in found}
+    return sorted(chosen, key=lambda p: p.with_name(csv_name(p)))   # the order plain names sort in
 
 
 def read_csvs(folder: Path | str, pattern: str, recursive: bool = False) -> pd.DataFrame:
@@ -77,12 +106,64 @@ def read_csvs(folder: Path | str, pattern: str, recursive: bool = False) -> pd.D
 
 
 def csv_name(path: Path | str) -> str:
-    """The file's name as a reader knows it: `gemm.csv` for gemm.csv and for gemm.csv.gz."""
-    name = Path(path).name
-    return name[:-len(GZ)] if name.endswith(GZ) else name
+    """The file's name as a reader knows it: `gemm.csv` for gemm.csv, gemm.csv.xz and gemm.csv.gz."""
+    return unpacked_name(Path(path).name)
 
 
 def csv_stem(path: Path | str) -> str:
-    """The name without .csv (and .gz): `gemm` for gemm.csv and for gemm.csv.gz."""
+    """The name without .csv (and .xz or .gz): `gemm` for gemm.csv, gemm.csv.xz and gemm.csv.gz."""
     name = csv_name(path)
     return name[:-len(".csv")] if name.endswith(".csv") else Path(name).stem
+
+
+# The largest LZMA2 dictionary xz_bytes uses (preset 9's): no committed table comes near it uncompressed
+# except a few profiled-step kernel logs (~30 MB), which it still covers.
+XZ_DICT_MAX_BYTES = 64 * 1024 * 1024
+XZ_DICT_MIN_BYTES = 4096
+
+
+def xz_bytes(data: bytes) -> bytes:
+    """`data` as one .xz stream (CRC64), LZMA2 at preset 9-extreme (`xz -9e`: 8-13% smaller than plain -9 on
+    the pipeline op and kernel-event tables, within 0.2% of it on serving iterations), the dictionary no
+    larger than the data needs so a reader allocates no more; the .xz format holds no timestamp or name,
+    so the bytes depend on the data (and liblzma) only."""
+    dict_bytes = min(XZ_DICT_MAX_BYTES, max(XZ_DICT_MIN_BYTES, 1 << max(0, len(data) - 1).bit_length()))
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_bytes}]
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=filters)
+
+
+# What pack_record takes (each plain or gzipped): CSV records, which every reader finds through
+# resolve_csv, and a campaign's logs and host captures (.txt, .log), which no code reads (xzless shows
+# them). Not .json: env files and profiles are read as plain JSON.
+PACKABLE_SUFFIXES = (".csv", ".txt", ".log")
+
+
+def pack_problem(path: Path) -> str | None:
+    """Why pack_record would refuse `path` (a message naming it and what is allowed), or None."""
+    allowed = "allowed: " + ", ".join(f"X{s} or X{s}{GZ}" for s in PACKABLE_SUFFIXES)
+    if not path.is_file():
+        return f"{path}: no such file ({allowed})"
+    if path.name.endswith(XZ) or not unpacked_name(path.name).endswith(PACKABLE_SUFFIXES):
+        return f"{path}: {path.name!r} cannot be packed ({allowed})"
+    target = path.with_name(unpacked_name(path.name) + XZ)
+    if target.exists():
+        return f"{path}: {target.name} is already there; merge the rows into one file first"
+    return None
+
+
+def pack_record(path: Path | str) -> Path:
+    """Replace the record `path` (X.csv or X.csv.gz, likewise .txt, .log) by X.csv.xz holding the same
+    bytes (checked by decompressing before the source is removed); returns the new file. Refuses what
+    pack_problem names (ValueError with its message)."""
+    path = Path(path)
+    problem = pack_problem(path)
+    if problem:
+        raise ValueError(problem)
+    target = path.with_name(unpacked_name(path.name) + XZ)
+    data = unpacked_bytes(path)
+    packed = xz_bytes(data)
+    if lzma.decompress(packed, format=lzma.FORMAT_XZ) != data:   # never remove a record on a bad copy
+        raise RuntimeError(f"{path}: the xz copy does not decompress to the record's bytes; nothing changed")
+    target.write_bytes(packed)
+    path.unlink()
+    return target

@@ -40,7 +40,7 @@ from calibration import entry
 from calibration import records as rec
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
-from calibration.records_io import open_csv
+from calibration.records_io import csv_exists, open_csv
 from calibration.serve_host_speed import replay, tables_with
 from calibration.serve_load_validation import FIGURES
 from twin.serving import timing
@@ -61,7 +61,7 @@ def read_fit(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
     out = []
     for gpu in GPUS:
         path = Path(root) / gpu / NAME / "fit" / "eager_host.csv"
-        if path.exists() or Path(str(path) + ".gz").exists():
+        if csv_exists(path):
             with open_csv(path) as f:
                 out.extend({**r, "gpu": gpu} for r in csv.DictReader(f))
     return out
@@ -205,7 +205,7 @@ def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR) -> list
     for gpu in GPUS:
         for model in models:
             d = Path(root) / gpu / name / model
-            if (d / "serve_load.csv").exists() or (d / "serve_load.csv.gz").exists():
+            if csv_exists(d / "serve_load.csv"):
                 out.extend({**r, "model": model, "registration": name} for r in replay(d, True, ("holdout",)))
     return out
 
@@ -299,7 +299,7 @@ def _print_load_host(root: Path) -> None:
                                                                  "mixtral-mla-slice")]
         for reg, model in folders:
             d = Path(root) / gpu / reg / (model if reg == NAME else model.split("-", 1)[0])
-            if not ((d / "serve_iterations.csv").exists() or (d / "serve_iterations.csv.gz").exists()):
+            if not csv_exists(d / "serve_iterations.csv"):
                 continue
             h = load_run_host(d, model, fit, table)
             print(f"  {gpu} {reg:12s} {model:20s} {h['iterations']:5d} eager prompt iterations: host_s / fitted term "

@@ -26,7 +26,7 @@ import numpy as np
 
 from calibration import records as rec
 from calibration import serve_eager_host as seh
-from calibration.records_io import open_csv
+from calibration.records_io import csv_exists, open_csv
 from calibration.serve_pipeline import costs_for
 from twin.core.specs import get_model
 from twin.costs import compute
@@ -105,7 +105,7 @@ def measured_steps(root: Path) -> dict[tuple[str, int, int], dict]:
 def measured_kernels(root: Path) -> dict[tuple[str, int, int], dict[tuple[str, str, str], float]]:
     """{(model, prompts, tokens): {(region, op, kernel): GPU seconds a step (mean over the profiled reps)}}."""
     path = Path(root) / KERNELS
-    if not (path.exists() or Path(str(path) + ".gz").exists()):
+    if not csv_exists(path):
         return {}
     acc: dict = defaultdict(lambda: defaultdict(float))
     reps: dict = defaultdict(set)

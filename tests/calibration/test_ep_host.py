@@ -11,6 +11,7 @@ import pytest
 
 import calibration.pipeline as pipe
 from calibration import ep_host
+from calibration.records_io import csv_exists, read_csv
 from calibration.predict import EpBwdTokensCall, EpCountsCall, EpOp, EpRecvSync, EpSendSync, EpTokensCall, gpu_spec
 from twin.core.specs import get_model
 from calibration.fit import PROFILES_DIR
@@ -201,7 +202,7 @@ def test_folders_without_marks_take_no_terms_of_their_own(monkeypatch):
     EP terms; with it (adopted) it takes the same GPU's 2-GPU folder's: test_s15dp_carried_ep_terms."""
     monkeypatch.setattr(pipe, "ADOPT_CARRIED_EP_HOST_TERMS", False)
     folder = COMMITTED / "h100x4"                      # PP2 x EP2 records; no host-marks run of that host
-    assert not (folder / "ep_host_marks.csv.gz").exists()
+    assert not csv_exists(folder / "ep_host_marks.csv")   # plain or compressed
     prof = _profile("h100", folder)
     rates = pipe.measured_host_s(folder, "h100", prof, pipe.measured_accumulate(folder, "h100"))
     assert rates and "fwd" in rates
@@ -224,7 +225,7 @@ def test_compare_cli_reads_the_committed_run_and_refuses_a_folder_without_marks(
 # ---- the ep.csv rows (s13epl: the same calls, the same terms; flag off by its rule)
 
 def _ep_rows(*benches):
-    df = pd.read_csv(COMMITTED / "h200x2" / "ep.csv")
+    df = read_csv(COMMITTED / "h200x2" / "ep.csv")   # plain or compressed
     return [df[(df["bench"] == b) & (df["tokens_per_rank"] == 1024) & (df["skew"] == 0)
                & (df["precision"] == "bf16")].iloc[0] for b in benches]
 

@@ -11,6 +11,7 @@ from calibration import layer_gaps as lg
 from calibration import records as rec
 from calibration.fit import PROFILES_DIR
 from calibration.host_rate_rows import judge
+from calibration.records_io import csv_exists
 from twin.costs.profile import profile_from_json
 
 CFG = "mla_layer v3-slice-1l b1 s1024"
@@ -70,7 +71,7 @@ def test_an_unknown_row_rule_names_the_allowed_ones(tmp_path):
 def test_the_committed_rates_are_the_class_rule_on_every_fitting_row(gpu):
     """The profile's eager host rates are the adopted rule's medians over the committed fitting
     rows (none of them fitted elsewhere, none held out)."""
-    if not (rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv").is_file():
+    if not csv_exists(rec.MEASUREMENTS_DIR / gpu / "host_dispatch.csv"):   # plain or compressed
         pytest.skip(f"no {gpu} host_dispatch records")
     prof = profile_from_json(json.loads((PROFILES_DIR / f"{gpu}.json").read_text()))
     base = lg._committed_profile(gpu)
@@ -96,7 +97,7 @@ def test_the_rule_wants_the_mla_p90_down_and_nothing_met_lost():
 def test_the_class_rule_rewrites_the_committed_eager_terms_unchanged(tmp_path):
     """The comparison's candidate profiles differ from the committed ones only by the row rule."""
     from calibration.host_rate_rows import candidate_profiles
-    if not (rec.MEASUREMENTS_DIR / "h200" / "host_dispatch.csv").is_file():
+    if not csv_exists(rec.MEASUREMENTS_DIR / "h200" / "host_dispatch.csv"):
         pytest.skip("no h200 host_dispatch records")
     out = candidate_profiles("class", tmp_path, gpus=("h200",))
     assert json.loads((out / "h200.json").read_text()) == json.loads((PROFILES_DIR / "h200.json").read_text())

@@ -1,5 +1,5 @@
-"""calibration/records_io.py: a records reader that asks for X.csv finds X.csv.gz where only the
-gzipped copy is committed, and reads the same rows from it."""
+"""calibration/records_io.py: a records reader that asks for X.csv finds X.csv.xz or X.csv.gz where only
+a compressed copy is committed, and reads the same rows from it; pack_record makes the .xz copy losslessly."""
 
 import gzip
 import shutil
@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from calibration import records as rec
-from calibration.records_io import (csv_exists, csv_name, csv_sha256, csv_stem, glob_csv, open_csv, read_csv,
-                                    read_csvs, resolve_csv)
+from calibration.records_io import (PACKED_SUFFIXES, csv_bytes, csv_exists, csv_name, csv_sha256, csv_stem,
+                                    glob_csv, open_csv, pack_record, read_csv, read_csvs, resolve_csv)
 from tests.calibration.conftest import synthetic_records
 
 ROWS = "a,b\n1,x\n2,y\n"
@@ -86,20 +87,77 @@ def test_records_of_a_gpu_load_alike_gzipped(tmp_path):
     assert rec.records_sha256("h100", gz_root) == rec.records_sha256("h100", plain_root)
 
 
-def test_committed_gzipped_records_are_found_by_their_csv_name():
-    """Every committed X.csv.gz under calibration/measurements resolves from its X.csv name and
-    reads as a table with a header (gzip -9 of a real/ CSV, nothing else)."""
-    gzipped = sorted(rec.MEASUREMENTS_DIR.rglob("*.csv.gz"))
-    for gz in gzipped:
-        name = gz.with_name(csv_name(gz))
-        assert resolve_csv(name) == gz, gz
+def test_xz_records_resolve_read_and_hash_like_the_plain_file(tmp_path):
+    plain = tmp_path / "x.csv"
+    plain.write_text(ROWS)
+    want, want_sha = pd.read_csv(plain), csv_sha256(plain)
+    xz = pack_record(plain)
+    assert xz.name == "x.csv.xz" and not plain.exists()
+    assert resolve_csv(plain) == xz and csv_exists(plain)
+    assert resolve_csv(tmp_path / "x.csv.gz") == xz      # a reader still naming the gzipped copy finds it
+    pd.testing.assert_frame_equal(read_csv(plain), want)
+    with open_csv(plain) as f:
+        assert f.read() == ROWS
+    assert csv_sha256(plain) == want_sha and csv_bytes(plain) == ROWS.encode()
+    assert (csv_name(xz), csv_stem(xz)) == ("x.csv", "x")
+    plain.write_text(ROWS)                                 # beside a plain copy the plain one is read
+    assert resolve_csv(plain) == plain
+
+
+def test_pack_record_turns_a_gzipped_record_into_xz_and_refuses_what_it_cannot_pack(tmp_path):
+    plain = tmp_path / "g.csv"
+    plain.write_text(ROWS * 50)
+    gz = _gzip(plain)
+    xz = pack_record(gz)
+    assert not gz.exists() and csv_bytes(plain) == (ROWS * 50).encode()
+    assert xz.read_bytes() == packed_again(tmp_path, ROWS * 50)   # the same bytes for the same data
+    (tmp_path / "g.csv").write_text(ROWS)
+    with pytest.raises(ValueError, match="already there"):
+        pack_record(tmp_path / "g.csv")
+    assert (tmp_path / "g.csv").read_text() == ROWS                      # refused: left as it was
+    (tmp_path / "log.txt").write_text("step 1\n" * 100)            # a campaign log packs alike
+    assert pack_record(tmp_path / "log.txt").name == "log.txt.xz" and csv_bytes(tmp_path / "log.txt") == b"step 1\n" * 100
+    (tmp_path / "n.json").write_text("{}")
+    for bad in (tmp_path / "n.json", xz, tmp_path / "none.csv"):
+        with pytest.raises(ValueError, match=bad.name):
+            pack_record(bad)
+
+
+def packed_again(folder: Path, text: str) -> bytes:
+    """pack_record's output for `text` written afresh in a subfolder of `folder`."""
+    sub = folder / "again"
+    sub.mkdir()
+    (sub / "g.csv").write_text(text)
+    return pack_record(sub / "g.csv").read_bytes()
+
+
+def test_glob_counts_a_name_once_across_xz_gz_and_plain(tmp_path):
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).write_text(ROWS)
+    pack_record(tmp_path / "a.csv")
+    pack_record(_gzip(tmp_path / "b.csv"))
+    (tmp_path / "b.csv").write_text(ROWS)     # b plain and xz: the plain one
+    _gzip(tmp_path / "c.csv")
+    assert [p.name for p in glob_csv(tmp_path, "*.csv")] == ["a.csv.xz", "b.csv", "c.csv.gz"]
+
+
+def test_committed_compressed_records_are_found_by_their_csv_name():
+    """Every committed X.csv.xz / X.csv.gz under calibration/measurements resolves from its X.csv name,
+    is the record's only form in its folder, and reads as a table with a header (a real/ CSV, nothing else)."""
+    packed = sorted(p for suffix in PACKED_SUFFIXES for p in rec.MEASUREMENTS_DIR.rglob("*.csv" + suffix))
+    assert packed
+    for path in packed:
+        name = path.with_name(csv_name(path))
+        others = [name, *(name.with_name(name.name + s) for s in PACKED_SUFFIXES)]
+        assert [o.name for o in others if o.is_file()] == [path.name], f"{path}: committed more than one way"
+        assert resolve_csv(name) == path, path
         with open_csv(name) as f:
             header = f.readline()
-        assert "," in header, gz
+        assert "," in header, path
 
 
 # The lent GPU machines receive the tracked tree plus a campaign's carry under one 64 MiB cap (session 22
-# found a 6 MB carry refused at a 56 MiB tree); records are gzipped so campaigns keep room to carry code.
+# found a 6 MB carry refused at a 56 MiB tree); records are compressed so campaigns keep room to carry code.
 PLAIN_RECORD_LIMIT_BYTES = 64 * 1024
 
 
@@ -111,4 +169,5 @@ def test_no_large_plain_record_is_tracked():
     large = [name for name in tracked
              if name.endswith((".csv", ".json")) and not name.startswith("calibration/measurements/prereg/")
              and (root / name).stat().st_size > PLAIN_RECORD_LIMIT_BYTES]
-    assert not large, f"gzip these records (gzip -n -9; read through calibration.records_io): {large}"
+    assert not large, ("pack these records (python -m calibration.tree_size --pack FILE...; read through "
+                       f"calibration.records_io): {large}")

@@ -31,7 +31,7 @@ def test_region_group_drops_the_layer_index():
 def test_parts_hold_every_measured_kernel_and_every_twin_op():
     root = seh.rec.MEASUREMENTS_DIR
     kernels = sv.measured_kernels(root)
-    assert ("v3-slice-2l", 4, 480) in kernels, "h100/s24v3pre/prefill_kernels.csv.gz filed"
+    assert ("v3-slice-2l", 4, 480) in kernels, "h100/s24v3pre/prefill_kernels.csv.xz filed"
     steps = sv.measured_steps(root)
     row = steps[("v3-slice-2l", 4, 480)]["row"]
     costs = sv.costs_for("v3-slice-2l", row, seh.probe_s(row), sv.TABLE, root)

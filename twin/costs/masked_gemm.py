@@ -15,7 +15,7 @@ Time (docs/notes/s22dg2_rule.md; the first form, docs/notes/s22dg_rule.md, faile
                 (each group's weights streamed once: the m-blocks of an n-block share the B tile in L2)
     compute_s = waves x 2 x block_m x block_n x K / (FP8 peak / num_sms x mma_eff)
 The five parameters are fitted per GPU and timing on the fitting split of
-calibration/measurements/<gpu>/deepgemm_masked.csv.gz (calibration/deepgemm_masked_fit.py) and shipped in
+calibration/measurements/<gpu>/deepgemm_masked.csv.xz (calibration/deepgemm_masked_fit.py) and shipped in
 twin/data/deepgemm_masked.json.
 """
 

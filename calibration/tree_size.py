@@ -1,0 +1,120 @@
+"""The tracked tree's size against the GPU tool's copy cap, and the records to pack when it grows.
+
+    python -m calibration.tree_size                 # the size; exit 1 over WARN_BYTES, with what to pack
+    python -m calibration.tree_size --pack FILE...  # X.csv / X.csv.gz (.txt, .log) -> X.csv.xz (records_io.pack_record)
+    python -m calibration.tree_size --pack-tracked  # every tracked record packable() names, staged in git
+
+The lent GPU machines receive the tracked tree plus a campaign's carry, 64 MiB in all (the device
+tool's README; session 22 had a 6 MB carry refused beside a 56 MiB tree). WARN_BYTES leaves a campaign
+16 MiB to carry. Records under calibration/measurements/ are committed xz-compressed
+(calibration/measurements/README.md); every reader finds them by their plain `X.csv` name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from calibration.records_io import GZ, PACKABLE_SUFFIXES, XZ, pack_problem, pack_record
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASUREMENTS = "calibration/measurements/"
+PREREG = MEASUREMENTS + "prereg/"   # pre-registrations keep the exact committed bytes their notes cite
+DEVICE_CAP_BYTES = 64 * 1024 * 1024   # tree + carry, the device tool's limit
+WARN_BYTES = 48 * 1024 * 1024
+PACK_HINT_MIN_BYTES = 4096   # smaller records gain little from packing (the .xz container is ~60 bytes)
+
+
+def tracked_sizes(root: Path = ROOT) -> dict[str, int]:
+    """{path relative to root: bytes} of every file git tracks that is on disk (a deletion not yet
+    committed counts as gone, as the device's copy of the working tree would have it)."""
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    sizes = {}
+    for name in out.decode().split("\0"):
+        path = root / name
+        if name and path.is_file():
+            sizes[name] = path.stat().st_size
+    return sizes
+
+
+def packable(sizes: dict[str, int], min_bytes: int = PACK_HINT_MIN_BYTES) -> list[tuple[str, int]]:
+    """(path, bytes) of the records pack_record would shrink: plain and gzipped CSVs and logs under
+    calibration/measurements/ (pre-registrations left out), min_bytes or larger, largest first."""
+    kinds = PACKABLE_SUFFIXES + tuple(s + GZ for s in PACKABLE_SUFFIXES)
+    found = [(name, size) for name, size in sizes.items()
+             if name.startswith(MEASUREMENTS) and not name.startswith(PREREG) and size >= min_bytes
+             and name.endswith(kinds)]
+    return sorted(found, key=lambda item: (-item[1], item[0]))
+
+
+def report(sizes: dict[str, int], warn_bytes: int = WARN_BYTES) -> tuple[bool, str]:
+    """(within the warning line, the lines to print): the total against the cap, and over the line the
+    largest packable records and the command that packs them."""
+    total = sum(sizes.values())
+    mib = 1024 * 1024
+    lines = [f"tracked tree: {total / mib:.2f} MiB in {len(sizes)} files (warn above {warn_bytes / mib:.0f} MiB; "
+             f"the GPU tool takes tree + carry up to {DEVICE_CAP_BYTES / mib:.0f} MiB)"]
+    ok = total <= warn_bytes
+    if not ok:
+        candidates = packable(sizes)
+        lines.append(f"over the line by {(total - warn_bytes) / mib:.2f} MiB. Pack records (lossless; readers find "
+                     f"X.csv{XZ} by its X.csv name): python -m calibration.tree_size --pack FILE... then git add "
+                     f"the .xz and git rm the old name; and grep docs/tests for the old name.")
+        lines += [f"  {size:>10d}  {name}" for name, size in candidates[:20]]
+        if not candidates:
+            lines.append("  no CSV or log left to pack: look at traces (*.json.gz), largest first "
+                         "(git ls-files -z | xargs -0 du -b | sort -n | tail)")
+    return ok, "\n".join(lines)
+
+
+def pack_tracked(root: Path = ROOT, min_bytes: int = PACK_HINT_MIN_BYTES) -> list[tuple[str, str]]:
+    """Pack every tracked record `packable` names and stage each change in git (the old name out of the
+    index, the .xz in): [(old, new)] relative to root. For the tree after merging branches that filed
+    plain or gzipped records. Packs nothing where one cannot be packed (ValueError naming each)."""
+    names = [name for name, _ in packable(tracked_sizes(root), min_bytes)]
+    problems = [p for p in (pack_problem(root / name) for name in names) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+    done = []
+    for name in names:
+        new = str(pack_record(root / name).relative_to(root))
+        subprocess.run(["git", "rm", "-q", "--cached", "--", name], cwd=root, check=True)
+        subprocess.run(["git", "add", "--", new], cwd=root, check=True)
+        done.append((name, new))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.tree_size", description=__doc__.split("\n")[0])
+    ap.add_argument("--pack", nargs="+", type=Path, metavar="FILE",
+                    help="records X.csv or X.csv.gz (.txt, .log) to replace by X.csv.xz (same bytes decompressed)")
+    ap.add_argument("--pack-tracked", action="store_true",
+                    help=f"pack every tracked CSV and log of {PACK_HINT_MIN_BYTES} bytes or more under {MEASUREMENTS} "
+                         "(not prereg/) and stage the renames in git (after merging branches that filed records)")
+    args = ap.parse_args(argv)
+    if args.pack_tracked:
+        try:
+            done = pack_tracked()
+        except ValueError as err:
+            print(f"error: --pack-tracked: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(f"{old} -> {new}" for old, new in done) or "nothing to pack")
+        return 0
+    if args.pack:
+        problems = [p for p in map(pack_problem, args.pack) if p]
+        if problems:   # nothing packed unless every file can be
+            print("\n".join(f"error: --pack {p}" for p in problems), file=sys.stderr)
+            return 2
+        for path in args.pack:
+            target = pack_record(path)
+            print(f"{path} -> {target} ({target.stat().st_size} bytes)")
+        return 0
+    ok, text = report(tracked_sizes())
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
