@@ -29,7 +29,7 @@ from calibration import serve_pipeline as spl
 from calibration import serve_prefill_kernels as spk
 from calibration import serve_switch_compare as ssc
 from calibration import serve_score_heads as ssh
-from calibration.records_io import open_csv
+from calibration.records_io import csv_exists, open_csv
 from calibration.serve_load_validation import FIGURES
 from twin.core.specs import get_model, serve_engines
 from twin.serving import timing
@@ -98,7 +98,7 @@ def committed_set_models(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, s
     out = {}
     for n, d in folders.items():
         path = d / "serve_load.csv"
-        if not (path.exists() or path.with_suffix(".csv.gz").exists()):
+        if not csv_exists(path):
             continue
         with open_csv(path) as f:
             out[n] = {(r.get("model") or FIT_MODEL, int(float(r.get("ep_size") or 1))) for r in csv.DictReader(f)}
