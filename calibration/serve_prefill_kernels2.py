@@ -7,8 +7,9 @@ Nothing is fitted here: the engine terms' constants, the refit (calibration/s25v
 (s24pipe) are round 1's, unchanged.
 
     python -m calibration.serve_prefill_kernels2 [--no-committed] [--json PATH]
-        set G (h100|h200/s25v3pre2), the guards: set F, sets A-E, the committed sets (or, with --no-committed, the
-        construction check that they hold only the fit model's one-GPU runs and EP runs), the verdict
+        set G (h100/s25v3pre2; its rerun on another card, h200/s25v3pre2, reported beside), the guards: set F,
+        sets A-E, the committed sets (or, with --no-committed, the construction check that they hold only the fit
+        model's one-GPU runs and EP runs), the verdict
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ FRESH_RUNS = 6
 SET_F = (spk.NAME, spk.FRESH_MODELS)
 # set F under the committed twin (docs/notes/s25v3pre_rule.md Outcome): K1's bar, recomputed here and checked
 SET_F_COMMITTED = (16, 0.1292)
+# The card set G was judged on (h100/s25v3pre2, the first run). A later rerun of the same campaign on another card
+# (h200/s25v3pre2) is replayed with that card's table and reported beside (`G_reported`), never part of the verdict:
+# the rule judged one set G of 6 runs, and the verdict was written before the rerun existed.
+JUDGED_GPU = "h100"
 
 
 @contextmanager
@@ -150,7 +155,9 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
     rows = {}
     for cand in (None, "R"):
         with setting(cand, refit, op_costs):
-            rows[cand] = {"G": seh.set_rows(fresh[0], fresh[1], root),
+            every_card = seh.set_rows(fresh[0], fresh[1], root)
+            rows[cand] = {"G": [r for r in every_card if r["gpu"] == JUDGED_GPU],
+                          "G_reported": [r for r in every_card if r["gpu"] != JUDGED_GPU],
                           "F": seh.set_rows(*SET_F, root) if guards else [],
                           "guard": spk.guard_rows(root) if guards else [],
                           "committed": ssc.all_rows(root) if committed_sets else None}
@@ -159,7 +166,8 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
     f = set_f_criteria(rows[None]["F"], rows["R"]["F"]) if guards else {"criteria": {"K1_set_F_no_fewer_no_higher": False}}
     k2 = spk.guard_criteria(rows[None]["guard"], rows["R"]["guard"]) if guards else {"met": False, "criteria": {}}
     k2["criteria"] = {k.replace("G1_", "K2_"): v for k, v in k2["criteria"].items()}
-    res = {"G": g, "F": f, "guard": k2}
+    res = {"G": g, "F": f, "guard": k2,
+           "G_reported": reported_by_gpu(rows[None]["G_reported"], rows["R"]["G_reported"])}
     if committed_sets:
         s_off, s_on = ssc.summary(rows[None]["committed"]), ssc.summary(rows["R"]["committed"])
         res.update(summary_off=s_off, summary_on=s_on,
@@ -170,6 +178,12 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
     res["criteria"] = crit
     res["passes"] = bool(guards and all(crit.values()))
     return {"rows": rows, "result": res, "incomplete": incomplete, "adopt": "R" if res["passes"] else None}
+
+
+def reported_by_gpu(off: list[dict], on: list[dict]) -> dict[str, dict]:
+    """{card: set G's criteria recomputed on that card's rerun}, reported only (JUDGED_GPU's runs are the judgement)."""
+    return {gpu: fresh_criteria([r for r in off if r["gpu"] == gpu], [r for r in on if r["gpu"] == gpu])
+            for gpu in sorted({r["gpu"] for r in off})}
 
 
 def _line(label: str, pair) -> str:
@@ -197,6 +211,16 @@ def print_judgement(out: dict) -> None:
     for cand in (None, "R"):
         for r in rows[cand]["G"]:
             print(seh._rows_line(f"G {cand or 'off'}", r))
+    for gpu, rep in res.get("G_reported", {}).items():
+        on_gpu = {c: [r for r in rows[c]["G_reported"] if r["gpu"] == gpu] for c in (None, "R")}
+        print(_line(f"set G rerun on {gpu} (reported, not judged; of {5 * len(on_gpu[None])})", rep["all"]))
+        for m, pair in rep["models"].items():
+            print("  " + _line(m, pair))
+        print("  by figure: " + spk._by_figure(on_gpu[None], on_gpu["R"]))
+        print("  " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in rep["criteria"].items()))
+        for cand in (None, "R"):
+            for r in on_gpu[cand]:
+                print(seh._rows_line(f"G {cand or 'off'} (reported)", r))
     if out["incomplete"]:
         print(f"set G incomplete (requests not all completed): {', '.join(out['incomplete'])}")
     print(f"verdict: {'ADOPT candidate R' if out['adopt'] else 'not adopted'}")
@@ -213,6 +237,7 @@ def judgement_record(out: dict) -> dict:
                  **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
     res = out["result"]
     return {"G": {str(c): slim(v["G"]) for c, v in out["rows"].items()},
+            "G_reported": {str(c): slim(v.get("G_reported", [])) for c, v in out["rows"].items()},
             "F_checks": {"committed": list(res["F"].get("all", ((0, 0), (0, 0)))[0]),
                          "R": list(res["F"].get("all", ((0, 0), (0, 0)))[1])},
             "criteria": res["criteria"], "passes": res["passes"], "incomplete": out["incomplete"],

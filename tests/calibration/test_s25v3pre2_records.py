@@ -1,4 +1,5 @@
-"""The s25v3pre2 records (calibration/measurements/h100/s25v3pre2/; docs/notes/s25v3pre2_rule.md): set G
+"""The s25v3pre2 records (calibration/measurements/h100/s25v3pre2/, and its rerun on an H200, h200/s25v3pre2, reported
+beside; docs/notes/s25v3pre2_rule.md): set G
 (v3-slice-2l, qwen3moe-mla-slice and mixtral-mla-slice at prompt and output lengths no earlier record held) and the
 judgement as committed (calibration/s25v3pre2_judgement.json, written by `python -m calibration.serve_prefill_kernels2
 --no-committed --json`): set G's criteria recomputed from its rows, the guards as committed, and the strict xfail
@@ -30,6 +31,20 @@ def test_set_g_holds_six_complete_held_out_runs_on_an_h100():
         assert all(r["num_completed"] == r["num_requests"] and r["truncated"] == "0" for r in runs)
         assert all(r["gpu_name"] == "NVIDIA H100 80GB HBM3" and r["torch_version"] and r["nccl_version"] for r in runs)
     assert spk2.incomplete_runs() == []
+
+
+def test_the_h200_rerun_is_read_back_and_reported_beside_the_verdict(judgement):
+    """h200/s25v3pre2 (the same campaign rerun on an H200): six complete runs with the card in every row; the
+    judgement carries them under `G_reported` priced with the H200 table, the verdict's set G holds only the H100 runs,
+    and the fit model's rerun runs are the same under R as committed (H3's construction on the other card)."""
+    with open_csv(spk2.rec.MEASUREMENTS_DIR / "h200" / spk2.NAME / "mixtral-mla-slice" / "serve_load.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert all(r["gpu_name"] == "NVIDIA H200" and r["num_completed"] == r["num_requests"] for r in runs)
+    assert all(r["gpu"] == spk2.JUDGED_GPU for c in ("None", "R") for r in judgement["G"][c])
+    off, on = judgement["G_reported"]["None"], judgement["G_reported"]["R"]
+    assert len(off) == len(on) == spk2.FRESH_RUNS and {r["gpu"] for r in off + on} == {"h200"}
+    assert {(r["run_id"], r["model"]) for r in off} == {(r["run_id"], r["model"]) for r in judgement["G"]["None"]}
+    assert spk2.fresh_criteria(off, on)["criteria"]["H3_fit_model_unchanged"]
 
 
 def test_the_committed_judgement_is_its_criteria(judgement):
