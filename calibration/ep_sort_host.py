@@ -38,7 +38,7 @@ import calibration.pipeline as pipe
 import calibration.predict as predict
 from calibration import entry, ep_bwd_run, prereg
 from calibration.ep_postsync import error_line
-from calibration.records_io import read_csv
+from calibration.records_io import csv_exists, read_csv
 
 SMALL_SIZES = (4000, 4096)   # the sweep's in-place-path sizes the radix path is measured against
 
@@ -215,7 +215,7 @@ def _code_commit() -> str:
 
 def sweep_lines(run: Path) -> list[str]:
     path = Path(run) / "sortsweep" / "sort_sweep.csv"
-    if not path.exists() and not Path(str(path) + ".gz").exists():
+    if not csv_exists(path):
         return ["  sortsweep: no rows"]
     s = read_csv(path)
     return [f"  sortsweep ({s['gpu_name'].iloc[0]}): {cub_launch_host_s(s) * 1e6:.2f} us a cub launch; committed "

@@ -44,7 +44,7 @@ from calibration import serve_pipeline as spl
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.serve_host_speed import tables_with
-from calibration.records_io import open_csv
+from calibration.records_io import csv_exists, open_csv
 from calibration.serve_load_validation import FIGURES
 from calibration import serve_v3_prefill as v3
 from calibration.serve_pipeline import costs_for
@@ -196,7 +196,7 @@ def fresh_kernel_check(root: Path | str = rec.MEASUREMENTS_DIR, path: Path = FRE
     root = Path(root)
     acc, reps, gpu = defaultdict(float), defaultdict(set), {}
     full = root / path
-    if not (full.exists() or Path(str(full) + ".gz").exists()):
+    if not csv_exists(full):
         return []
     with open_csv(full) as f:
         for r in csv.DictReader(f):

@@ -1,7 +1,6 @@
 """real/campaigns/s25dense.sh (session s25dense): fresh dense BF16 GEMMs, linear-layer triples and an eager
 MLP step, each timed as a burst, as a loop and held at the power limit (real.bench.dense_clock)."""
 
-import gzip
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from calibration.records_io import read_csv
 from real.bench import dense_clock as dc
 from real.bench import gemm_align as ga
 
@@ -50,13 +50,11 @@ def test_s25dense_dry_run_writes_every_phase(tmp_path):
 
 def _committed_gemm_shapes() -> set:
     """(m, n, k) of every dense GEMM the committed H100 records time (gemm.csv, s23align*, s24align3)."""
-    pd = pytest.importorskip("pandas")
     root = REPO / "calibration/measurements/h100"
-    g = pd.read_csv(root / "gemm.csv.gz")
+    g = read_csv(root / "gemm.csv")
     shapes = set(zip(g["m"], g["n"], g["k"]))
     for name in ("s23align", "s23align2", "s24align3"):
-        with gzip.open(root / name / "gemm_align.csv.gz", "rt") as fh:
-            a = pd.read_csv(fh)
+        a = read_csv(root / name / "gemm_align.csv")
         shapes |= set(zip(a["m"], a["n"], a["k"]))
     return {tuple(int(x) for x in s) for s in shapes}
 
