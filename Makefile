@@ -34,6 +34,17 @@ browser:
 # process writes .pyc, so each of the many Python subprocesses of the suite (campaign dry runs,
 # CLI runs) compiled the project modules it imports again (~0.4 s of CPU for ~130); an explicit
 # compile writes them whatever the variable says, and every process reads them
+# keeping CI cheap (every session adds tests; CI's wall is the suite's CPU over two cores, s25ci: ~1,400 s):
+# - compute a shared input once: a test of committed figures reads tests/committed.py's validation()
+#   (validate() once a run), not validate() again; an input both workers need goes through
+#   tests/once.py (one worker computes, the other unpickles); a module's inputs are module fixtures
+# - a judgement of committed records (a rule's strict xfail) replays only what it judges, under the
+#   switch settings it compares; do not run `twin validate` whole (test_readme runs the command once,
+#   with validate() shared) and do not rerun a campaign's CPU dry run for a second module's checks:
+#   assert on the folder the first wrote, in the same module
+# - an installed-wheel check proves packaging (tests/test_wheel.py: files compared, a few sections run),
+#   not every figure again
+# - measure a new module's CPU (`pytest --durations=0 MODULE`); one over ~20 s of CPU: say why in it
 test: $(VENV)/.installed browser
 	$(PY) -m compileall -q -j 0 twin real calibration reports benchmarks tests
 	$(PY) -m pytest -q -n 2 --dist loadfile

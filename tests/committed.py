@@ -6,7 +6,8 @@ One validate() predicts every committed record, pipeline and serving load run: m
 cores, and it is deterministic, so each test judging its own copy only repeated it (and under
 pytest-xdist one worker computes it for both: tests/once.py). Import this
 module as `tests.committed` everywhere (one module, one cache). `twin validate` itself still runs
-end to end in tests/test_readme.py (in process) and tests/test_wheel.py (the installed command).
+end to end in tests/test_readme.py (in process, this validate() shared); tests/test_wheel.py runs sections of it
+with the installed wheel.
 """
 
 from __future__ import annotations

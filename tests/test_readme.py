@@ -28,8 +28,8 @@ def test_readme_api_snippet_runs(capsys):
 def _reuse_the_sessions_validation(monkeypatch):
     """`twin validate` here prints the session's one validate() of the committed records
     (tests/committed.py) instead of computing it again (minutes on CI's two cores): this test is
-    about what the command prints. The command computes it end to end, installed, in
-    tests/test_wheel.py, and the figures themselves are judged by tests/calibration/."""
+    about what the command prints (every section after validate() is computed here). The figures themselves are
+    judged by tests/calibration/; tests/test_wheel.py runs sections of it with the installed wheel."""
     from calibration import records as rec
     from calibration import validate as val
     from calibration.fit import PROFILES_DIR

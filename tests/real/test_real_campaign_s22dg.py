@@ -6,18 +6,18 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from real.bench import deepgemm_masked as dm
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _campaign(tmp_path, gpus: int, dg_dir: str):
-    env = {**os.environ, "PYTHON": sys.executable, "S22DG_QUICK": "1", "S22DG_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S22DG_QUICK": "1", "S22DG_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s22dg.sh"), str(tmp_path), dg_dir], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)

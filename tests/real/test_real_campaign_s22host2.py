@@ -6,18 +6,18 @@ import csv
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from calibration import prereg
 from real.bench.whole_model import parse_serve_cases
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "real/campaigns/s22host2.sh"
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S22HOST2_QUICK": "1", "S22HOST2_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S22HOST2_QUICK": "1", "S22HOST2_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=90)

@@ -4,18 +4,18 @@ GEMMs of a linear layer's three passes, as a CPU dry run (tiny shapes, host cloc
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from real.bench import gemm_align as ga
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S23ALIGN_QUICK": "1", "S23ALIGN_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S23ALIGN_QUICK": "1", "S23ALIGN_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s23align.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)

@@ -3,18 +3,18 @@ each GEMM alone and each linear layer's training triple (pass "layer")."""
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from real.bench import gemm_align as ga
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(tmp_path, gpus: str):
-    env = {**os.environ, "PYTHON": sys.executable, "S24ALIGN3_QUICK": "1", "S24ALIGN3_QUICK_GPUS": gpus,
+    env = {**os.environ, "PYTHON": FORKED_PY, "S24ALIGN3_QUICK": "1", "S24ALIGN3_QUICK_GPUS": gpus,
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s24align3.sh"), str(tmp_path)], cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=120)

@@ -4,19 +4,19 @@ shapes, the three masks), and the section's case list against the rule's split."
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from real.bench.long_attention import LONG_ATTN_CASES, call_pairs
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "real/campaigns/s24long.sh"
 
 
 def test_s24long_campaign_cpu_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "S24LONG_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S24LONG_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True, timeout=90)
     out = tmp_path / "s24long"
     with (out / "long_attn.csv").open() as f:

@@ -6,20 +6,20 @@ import math
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from real.bench.whole_model import parse_serve_cases
 from real.serve import hostspeed, stepprobe
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "real/campaigns/s24probe.sh"
 
 
 def _campaign(tmp_path, gpus: int):
-    env = {**os.environ, "PYTHON": sys.executable, "S24PROBE_QUICK": "1", "S24PROBE_QUICK_GPUS": str(gpus),
+    env = {**os.environ, "PYTHON": FORKED_PY, "S24PROBE_QUICK": "1", "S24PROBE_QUICK_GPUS": str(gpus),
            "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(SCRIPT), str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,
                    timeout=90)
@@ -94,7 +94,7 @@ def test_refmodel_is_fixed_and_leaves_the_old_probe_alone():
 
 def test_s24probe2_campaign_cpu_dry_run(tmp_path):
     """Candidate 2: every step right after a probe of the rotating kind; every row carries the environment."""
-    env = {**os.environ, "PYTHON": sys.executable, "S24PROBE_QUICK": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHON": FORKED_PY, "S24PROBE_QUICK": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["bash", str(REPO / "real/campaigns/s24probe2.sh"), str(tmp_path)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=90)
     rows = _rows(tmp_path / "s24probe2" / "each" / "probe_steps.csv")

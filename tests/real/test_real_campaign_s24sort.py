@@ -3,16 +3,16 @@ import csv
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.campaigns import FORKED_PY   # the campaign's Python processes forked from the fork server (torch imported once)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(out: Path, env_extra: dict) -> Path:
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), **env_extra}
+    env = {**os.environ, "PYTHON": FORKED_PY, "PYTHONPATH": str(REPO), **env_extra}
     subprocess.run(["bash", str(REPO / "real/campaigns/s24sort.sh"), str(out)], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=120)
     return out / "s24sort"
