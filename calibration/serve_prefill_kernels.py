@@ -318,16 +318,7 @@ def guard_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
 
 def guard_criteria(off: list[dict], on: list[dict]) -> dict:
     """G1: on each of sets A-E no fewer checks met; over A-E pooled a median |error| no higher."""
-    per = {}
-    for label, names in GUARD_LABELS.items():
-        so = [r for r in off if r["registration"] in names]
-        sn = [r for r in on if r["registration"] in names]
-        if so:
-            per[label] = (seh.checks(so), seh.checks(sn))
-    pooled = (seh.checks(off), seh.checks(on))
-    crit = {f"G1_set_{k}_no_fewer": v[1][0] >= v[0][0] for k, v in per.items()}
-    crit["G1_pooled_median"] = pooled[1][1] <= pooled[0][1]
-    return {"sets": per, "pooled": pooled, "criteria": crit, "met": all(crit.values())}
+    return seh.guard_criteria(off, on, GUARD_LABELS)
 
 
 def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
