@@ -22,12 +22,17 @@ the committed serve_load sets).
 
     python -m calibration.serve_eager_host fit       # the fitting records: the fit, per model against op counts
     python -m calibration.serve_eager_host           # the judgement (every set under both settings)
+    python -m calibration.serve_eager_host --no-committed --json calibration/s24eager_judgement.json
+                                                     # set D and the guard sets' rows, criteria and verdict, as
+                                                     # tests read them back (judgement_record)
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -198,21 +203,22 @@ def setting(on: bool, terms: dict[str, dict] | None = None):
     return stack
 
 
-def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
-    """A fresh set's held-out runs (<gpu>/<name>/<model> for each GPU of GPUS) replayed with the record's host
-    probe (serve_host_speed.replay, as the diagnostic replays)."""
+def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR, run_ids=None) -> list[dict]:
+    """A fresh set's held-out runs (<gpu>/<name>/<model> for each GPU of GPUS; `run_ids`: only those) replayed with
+    the record's host probe (serve_host_speed.replay, as the diagnostic replays)."""
     out = []
     for gpu in GPUS:
         for model in models:
             d = Path(root) / gpu / name / model
             if csv_exists(d / "serve_load.csv"):
-                out.extend({**r, "model": model, "registration": name} for r in replay(d, True, ("holdout",)))
+                out.extend({**r, "model": model, "registration": name}
+                           for r in replay(d, True, ("holdout",), run_ids=run_ids))
     return out
 
 
-def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR, run_ids=None) -> list[dict]:
     """Set D's runs (set_rows)."""
-    return set_rows(NAME, FRESH_MODELS, root)
+    return set_rows(NAME, FRESH_MODELS, root, run_ids)
 
 
 def checks(rows: list[dict], figures=FIGURES) -> tuple[int, float]:
@@ -267,6 +273,43 @@ def candidate(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = Tr
                    moved=ssc.moved(rows[False]["committed"], rows[True]["committed"]))
     out["adopt"] = bool(d["met"] and g["met"] and committed_sets and all(out["committed"].values()))
     return out
+
+
+# ---- the committed judgement (calibration/s24eager_judgement.json) ----------------------------------------
+
+JUDGEMENT_FILE = Path(__file__).resolve().parent / f"{NAME}_judgement.json"
+RECORD_KEYS = ("run_id", "model", "gpu", "registration")
+
+
+def slim(rows: list[dict]) -> list[dict]:
+    """A replay's rows as the judgement keeps them: the run's keys, each figure's error and check."""
+    return [{**{k: r[k] for k in RECORD_KEYS},
+             **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
+
+
+def head_commit() -> str:
+    """The commit the judgement was computed at ('+dirty' where the tree differed from it)."""
+    repo = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=repo).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, cwd=repo).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def judgement_record(out: dict, command: str) -> dict:
+    """Set D's and the guard sets' rows under both settings, the criteria, the verdict, the command and the commit:
+    what tests read back instead of replaying sets A-D twice (36-71 s a CI run)."""
+    rec_ = {"command": command, "code_commit": head_commit(),
+            "rows": {s: {"D": slim(out["rows"][on]["D"]), "guard": slim(out["rows"][on]["guard"])}
+                     for s, on in (("off", False), ("on", True))},
+            "criteria": {**out["D"]["criteria"], **out["guard"]["criteria"], **out.get("committed", {})},
+            "D_met": out["D"]["met"], "guard_met": out["guard"]["met"], "committed_sets": "committed" in out,
+            "adopt": out["adopt"]}
+    return rec_
 
 
 # ---- printing ---------------------------------------------------------------------------------------------
@@ -326,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_eager_host", __doc__)
     ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement too)")
     ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
+    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
     args = ap.parse_args(argv)
     root = rec.MEASUREMENTS_DIR
     if not read_fit(root):
@@ -352,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in out["rows"][on]["D"]:
             print(_rows_line(f"D {label}", r))
     print("\n".join(ssh.changed_sides(out["rows"][False]["guard"], out["rows"][True]["guard"])))
+    if args.json:
+        command = " ".join(["python -m calibration.serve_eager_host"] + list(sys.argv[1:] if argv is None else argv))
+        args.json.write_text(json.dumps(judgement_record(out, command), indent=1, sort_keys=True) + "\n")
     return 0
 
 
