@@ -47,7 +47,7 @@ from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import csv_exists, open_csv
 from calibration.serve_host_speed import replay, tables_with
-from calibration.serve_load_validation import FIGURES
+from calibration.serve_load_validation import FIGURES, TARGETS
 from twin.serving import timing
 from twin.core.specs import get_model
 from twin.serving.timing import ENGINE_FIT_LAYERS, engine_costs, host_scale
@@ -278,17 +278,24 @@ def candidate(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = Tr
 # ---- the committed judgement (calibration/s24eager_judgement.json) ----------------------------------------
 
 JUDGEMENT_FILE = Path(__file__).resolve().parent / f"{NAME}_judgement.json"
-RECORD_KEYS = ("run_id", "model", "gpu", "registration")
+RECORD_KEYS = ("run_id", "gpu", "registration")
 
 
 def slim(rows: list[dict]) -> list[dict]:
-    """A replay's rows as the judgement keeps them: the run's keys, each figure's error and check."""
-    return [{**{k: r[k] for k in RECORD_KEYS},
-             **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
+    """A replay's rows as the judgement keeps them: the run's keys and each figure's error (its check follows from
+    the error and serve_load_validation.TARGETS, as replay makes it; kept out to hold the file under 64 KiB)."""
+    return [{**{k: r[k] for k in RECORD_KEYS}, **{f"{f}_rel_error": r[f"{f}_rel_error"] for f in FIGURES}}
+            for r in rows]
+
+
+def checked(row: dict) -> dict:
+    """A kept row with each figure's check restored (replay's rule: a finite error within its target)."""
+    return {**row, **{f"{f}_within_target": bool(math.isfinite(row[f"{f}_rel_error"])
+                                                  and abs(row[f"{f}_rel_error"]) <= TARGETS[f]) for f in FIGURES}}
 
 
 def head_commit() -> str:
-    """The commit the judgement was computed at ('+dirty' where the tree differed from it)."""
+    """The commit the judgement was computed at ('+dirty' where the tracked tree differed from it)."""
     repo = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -303,13 +310,29 @@ def head_commit() -> str:
 def judgement_record(out: dict, command: str) -> dict:
     """Set D's and the guard sets' rows under both settings, the criteria, the verdict, the command and the commit:
     what tests read back instead of replaying sets A-D twice (36-71 s a CI run)."""
-    rec_ = {"command": command, "code_commit": head_commit(),
+    return {"command": command, "code_commit": head_commit(),
             "rows": {s: {"D": slim(out["rows"][on]["D"]), "guard": slim(out["rows"][on]["guard"])}
                      for s, on in (("off", False), ("on", True))},
             "criteria": {**out["D"]["criteria"], **out["guard"]["criteria"], **out.get("committed", {})},
             "D_met": out["D"]["met"], "guard_met": out["guard"]["met"], "committed_sets": "committed" in out,
             "adopt": out["adopt"]}
-    return rec_
+
+
+def judgement_text(doc: dict) -> str:
+    """The record as JSON, one row a line (a diff shows the rows that moved)."""
+    rows = doc["rows"]
+    head = json.dumps({k: v for k, v in doc.items() if k != "rows"}, indent=1, sort_keys=True)
+    sets = ",\n".join(f'  "{s}": {{\n' + ",\n".join(
+        f'   "{k}": [\n' + ",\n".join("    " + json.dumps(r, sort_keys=True, separators=(",", ":")) for r in v)
+        + "\n   ]" for k, v in rows[s].items()) + "\n  }" for s in rows)
+    return head[:-2] + ',\n "rows": {\n' + sets + "\n }\n}\n"
+
+
+def read_judgement(path: Path | str = JUDGEMENT_FILE) -> dict:
+    """The committed judgement with every row's checks restored (checked)."""
+    doc = json.loads(Path(path).read_text())
+    doc["rows"] = {s: {k: [checked(r) for r in v] for k, v in sets.items()} for s, sets in doc["rows"].items()}
+    return doc
 
 
 # ---- printing ---------------------------------------------------------------------------------------------
@@ -398,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(ssh.changed_sides(out["rows"][False]["guard"], out["rows"][True]["guard"])))
     if args.json:
         command = " ".join(["python -m calibration.serve_eager_host"] + list(sys.argv[1:] if argv is None else argv))
-        args.json.write_text(json.dumps(judgement_record(out, command), indent=1, sort_keys=True) + "\n")
+        args.json.write_text(judgement_text(judgement_record(out, command)))
     return 0
 
 
