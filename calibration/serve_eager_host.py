@@ -22,12 +22,17 @@ the committed serve_load sets).
 
     python -m calibration.serve_eager_host fit       # the fitting records: the fit, per model against op counts
     python -m calibration.serve_eager_host           # the judgement (every set under both settings)
+    python -m calibration.serve_eager_host --no-committed --json calibration/s24eager_judgement.json
+                                                     # set D and the guard sets' rows, criteria and verdict, as
+                                                     # tests read them back (judgement_record)
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -42,7 +47,7 @@ from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import csv_exists, open_csv
 from calibration.serve_host_speed import replay, tables_with
-from calibration.serve_load_validation import FIGURES
+from calibration.serve_load_validation import FIGURES, TARGETS
 from twin.serving import timing
 from twin.core.specs import get_model
 from twin.serving.timing import ENGINE_FIT_LAYERS, engine_costs, host_scale
@@ -198,21 +203,22 @@ def setting(on: bool, terms: dict[str, dict] | None = None):
     return stack
 
 
-def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
-    """A fresh set's held-out runs (<gpu>/<name>/<model> for each GPU of GPUS) replayed with the record's host
-    probe (serve_host_speed.replay, as the diagnostic replays)."""
+def set_rows(name: str, models, root: Path | str = rec.MEASUREMENTS_DIR, run_ids=None) -> list[dict]:
+    """A fresh set's held-out runs (<gpu>/<name>/<model> for each GPU of GPUS; `run_ids`: only those) replayed with
+    the record's host probe (serve_host_speed.replay, as the diagnostic replays)."""
     out = []
     for gpu in GPUS:
         for model in models:
             d = Path(root) / gpu / name / model
             if csv_exists(d / "serve_load.csv"):
-                out.extend({**r, "model": model, "registration": name} for r in replay(d, True, ("holdout",)))
+                out.extend({**r, "model": model, "registration": name}
+                           for r in replay(d, True, ("holdout",), run_ids=run_ids))
     return out
 
 
-def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+def fresh_rows(root: Path | str = rec.MEASUREMENTS_DIR, run_ids=None) -> list[dict]:
     """Set D's runs (set_rows)."""
-    return set_rows(NAME, FRESH_MODELS, root)
+    return set_rows(NAME, FRESH_MODELS, root, run_ids)
 
 
 def checks(rows: list[dict], figures=FIGURES) -> tuple[int, float]:
@@ -268,6 +274,66 @@ def candidate(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = Tr
                    moved=ssc.moved(rows[False]["committed"], rows[True]["committed"]))
     out["adopt"] = bool(d["met"] and g["met"] and committed_sets and all(out["committed"].values()))
     return out
+
+
+# ---- the committed judgement (calibration/s24eager_judgement.json) ----------------------------------------
+
+JUDGEMENT_FILE = Path(__file__).resolve().parent / f"{NAME}_judgement.json"
+RECORD_KEYS = ("run_id", "gpu", "registration")
+
+
+def slim(rows: list[dict]) -> list[dict]:
+    """A replay's rows as the judgement keeps them: the run's keys and each figure's error (its check follows from
+    the error and serve_load_validation.TARGETS, as replay makes it; kept out to hold the file under 64 KiB)."""
+    return [{**{k: r[k] for k in RECORD_KEYS}, **{f"{f}_rel_error": r[f"{f}_rel_error"] for f in FIGURES}}
+            for r in rows]
+
+
+def checked(row: dict) -> dict:
+    """A kept row with each figure's check restored (replay's rule: a finite error within its target)."""
+    return {**row, **{f"{f}_within_target": bool(math.isfinite(row[f"{f}_rel_error"])
+                                                  and abs(row[f"{f}_rel_error"]) <= TARGETS[f]) for f in FIGURES}}
+
+
+def head_commit() -> str:
+    """The commit the judgement was computed at ('+dirty' where the tracked tree differed from it)."""
+    repo = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=repo).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, cwd=repo).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def judgement_record(out: dict, command: str) -> dict:
+    """Set D's and the guard sets' rows under both settings, the criteria, the verdict, the command and the commit:
+    what tests read back instead of replaying sets A-D twice (36-71 s a CI run)."""
+    return {"command": command, "code_commit": head_commit(),
+            "rows": {s: {"D": slim(out["rows"][on]["D"]), "guard": slim(out["rows"][on]["guard"])}
+                     for s, on in (("off", False), ("on", True))},
+            "criteria": {**out["D"]["criteria"], **out["guard"]["criteria"], **out.get("committed", {})},
+            "D_met": out["D"]["met"], "guard_met": out["guard"]["met"], "committed_sets": "committed" in out,
+            "adopt": out["adopt"]}
+
+
+def judgement_text(doc: dict) -> str:
+    """The record as JSON, one row a line (a diff shows the rows that moved)."""
+    rows = doc["rows"]
+    head = json.dumps({k: v for k, v in doc.items() if k != "rows"}, indent=1, sort_keys=True)
+    sets = ",\n".join(f'  "{s}": {{\n' + ",\n".join(
+        f'   "{k}": [\n' + ",\n".join("    " + json.dumps(r, sort_keys=True, separators=(",", ":")) for r in v)
+        + "\n   ]" for k, v in rows[s].items()) + "\n  }" for s in rows)
+    return head[:-2] + ',\n "rows": {\n' + sets + "\n }\n}\n"
+
+
+def read_judgement(path: Path | str = JUDGEMENT_FILE) -> dict:
+    """The committed judgement with every row's checks restored (checked)."""
+    doc = json.loads(Path(path).read_text())
+    doc["rows"] = {s: {k: [checked(r) for r in v] for k, v in sets.items()} for s, sets in doc["rows"].items()}
+    return doc
 
 
 # ---- printing ---------------------------------------------------------------------------------------------
@@ -327,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_eager_host", __doc__)
     ap.add_argument("part", nargs="?", choices=["fit"], help="fit: the fitting records only (default: the judgement too)")
     ap.add_argument("--no-committed", action="store_true", help="the judgement without the committed sets")
+    ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
     args = ap.parse_args(argv)
     root = rec.MEASUREMENTS_DIR
     if not read_fit(root):
@@ -353,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in out["rows"][on]["D"]:
             print(_rows_line(f"D {label}", r))
     print("\n".join(ssh.changed_sides(out["rows"][False]["guard"], out["rows"][True]["guard"])))
+    if args.json:
+        command = " ".join(["python -m calibration.serve_eager_host"] + list(sys.argv[1:] if argv is None else argv))
+        args.json.write_text(judgement_text(judgement_record(out, command)))
     return 0
 
 

@@ -64,10 +64,12 @@ def tables_with(refs: dict[str, dict]):
                     tables[t][k] = old
 
 
-def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool = False) -> list[dict]:
+def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool = False,
+           run_ids: tuple[str, ...] | None = None) -> list[dict]:
     """The runs of a records folder in `splits`, replayed with the record's host probe (host_input)
     or without it (the fit host's default): an s13srv folder's with its GPU and EP's unpinned table,
-    a committed folder's (`committed`) as `twin validate` does (its session's table where kept)."""
+    a committed folder's (`committed`) as `twin validate` does (its session's table where kept).
+    `run_ids`: only those runs (a slice a test recomputes; the others' sizes still count as met before)."""
     runs = load_runs(folder)
     reqs = read_csv(Path(folder) / "serve_requests.csv", dtype=str).fillna("").to_dict("records")
     its = read_csv(iterations_file(folder), dtype=str).fillna("").to_dict("records")
@@ -82,7 +84,7 @@ def replay(folder: Path, host_input: bool, splits=("holdout",), committed: bool 
     prompts_before = prompts_run_before(Path(folder), engine_of)   # {} unless a table warms its prompt path
     out = []
     for run in runs:
-        if run.get("split") not in splits:
+        if run.get("split") not in splits or (run_ids is not None and run["run_id"] not in run_ids):
             continue
         r = run if host_input else {k: v for k, v in run.items() if not k.startswith("probe_")}
         engine = engine_of(run)[0]
