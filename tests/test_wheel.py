@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("twin", "real", "calibration", "reports")
 # files of the packages' folders that the wheel leaves out, as pyproject.toml's package data says: the GPU campaigns'
 # scripts (run from a checkout on a GPU host), their logs and the notes beside the records; no code reads them
-NOT_PACKAGED = (".sh", ".log", ".md")
+NOT_PACKAGED = (".sh", ".log", ".log.xz", ".md")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -115,7 +115,7 @@ def test_the_installed_packages_hold_every_file_of_the_source_tree(installed):
     source, site = _digests(work.parent / "src"), _digests(_site_packages(bin_dir))   # the tree the wheel was built from
     left_out = sorted(p for p in source if p not in site)
     assert all(p.endswith(NOT_PACKAGED) for p in left_out), [p for p in left_out if not p.endswith(NOT_PACKAGED)]
-    assert any(p.endswith(".csv.gz") and p.count("/") >= 4 for p in site)   # a campaign's records, folders down
+    assert any(p.endswith(".csv.xz") and p.count("/") >= 4 for p in site)   # a campaign's records, folders down
     assert not [p for p in site if p not in source], "installed files the source tree does not hold"
     assert [p for p in site if site[p] != source[p]] == []
 
