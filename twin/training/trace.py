@@ -141,5 +141,7 @@ def step_trace(sc: Scenario, res: StepResult, window_s: tuple[float, float] | No
         out.append({"ph": "f", "bp": "e", "id": i, "name": "p2p", "cat": "p2p", "pid": dst.rank,
                     "tid": tids[dst.stream], "ts": _us(dst.start_s)})
     return {"traceEvents": nested_cleanly(out), "displayTimeUnit": "ms",
-            "otherData": {"scenario": sc.name, "step_time_s": res.step_time_s, "granularity": granularity,
+            # the model beside the scenario's name: a scenario run with another model (`--set model=...`) keeps its name
+            "otherData": {"scenario": sc.name, "model": sc.model.name, "step_time_s": res.step_time_s,
+                          "granularity": granularity,
                           "window_s": list(window_s) if window_s else None}}

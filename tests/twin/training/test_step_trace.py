@@ -41,6 +41,13 @@ def test_layer_slices_carry_deepseeks_names_and_the_step_tail(small):
     assert max(e["ts"] + e["dur"] for e in opt) == pytest.approx(res.step_time_s * 1e6, rel=1e-6)
 
 
+def test_the_trace_names_the_model_it_simulated_beside_the_scenario(small):
+    """s25walk: a tiny model's trace said only `deepseek-v3-pretrain` (the scenario's name, kept under --set)."""
+    sc, res = small
+    other = step_trace(sc, res)["otherData"]
+    assert other["scenario"] == sc.name and other["model"] == sc.model.name
+
+
 @pytest.mark.parametrize("granularity", ["op", "layer"])
 def test_slices_on_one_thread_never_overlap(small, granularity):
     sc, res = small
