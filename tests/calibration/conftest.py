@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration import records as rec
 from calibration.predict import gpu_spec, predict_s
+from calibration.records_io import open_csv
 from twin.costs.profile import GemmCurve, Profile, SeqCurve
 
 ENV = {"gpu_name": "NVIDIA H100 80GB HBM3", "sm_clock_mhz": 1980, "torch_version": "2.9.0",
@@ -107,3 +109,15 @@ def synthetic_fit(synthetic_root):
     from tests import once
     # test_fit and test_validate may run on different xdist workers: one of them fits
     return once.computed("synthetic_h100_fit", lambda: fit_gpu("h100", synthetic_root))
+
+
+def assert_complete_held_out_set(name: str, models, runs_per_model: int, gpu: str = "h100",
+                                 gpu_name: str = "NVIDIA H100 80GB HBM3") -> None:
+    """A fresh serving set as filed (records <gpu>/<name>/<model>/serve_load.csv): each model's runs all held out,
+    every request completed, none truncated, every row with its GPU and versions (s25v3pre's sets F and G)."""
+    for model in models:
+        with open_csv(rec.MEASUREMENTS_DIR / gpu / name / model / "serve_load.csv") as f:
+            runs = list(csv.DictReader(f))
+        assert len(runs) == runs_per_model and all(r["split"] == "holdout" and r["model"] == model for r in runs)
+        assert all(r["num_completed"] == r["num_requests"] and r["truncated"] == "0" for r in runs)
+        assert all(r["gpu_name"] == gpu_name and r["torch_version"] and r["nccl_version"] for r in runs)

@@ -13,6 +13,7 @@ import pytest
 
 from calibration import serve_prefill_kernels2 as spk2
 from calibration.records_io import open_csv
+from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing
 
 JUDGEMENT = Path(spk2.__file__).resolve().parent / "s25v3pre2_judgement.json"
@@ -24,12 +25,7 @@ def judgement():
 
 
 def test_set_g_holds_six_complete_held_out_runs_on_an_h100():
-    for model in spk2.FRESH_MODELS:
-        with open_csv(spk2.rec.MEASUREMENTS_DIR / "h100" / spk2.NAME / model / "serve_load.csv") as f:
-            runs = list(csv.DictReader(f))
-        assert len(runs) == 2 and all(r["split"] == "holdout" and r["model"] == model for r in runs)
-        assert all(r["num_completed"] == r["num_requests"] and r["truncated"] == "0" for r in runs)
-        assert all(r["gpu_name"] == "NVIDIA H100 80GB HBM3" and r["torch_version"] and r["nccl_version"] for r in runs)
+    assert_complete_held_out_set(spk2.NAME, spk2.FRESH_MODELS, runs_per_model=2)
     assert spk2.incomplete_runs() == []
 
 

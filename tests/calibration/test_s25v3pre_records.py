@@ -3,14 +3,13 @@ qwen3moe-mla-slice at prompt and output lengths no earlier record held) and part
 judgement's set-F rows as committed (calibration/s25v3pre_judgement.json, written by `python -m
 calibration.serve_prefill_kernels --json`): the criteria recomputed from them, and the strict xfail printing them."""
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from calibration import serve_prefill_kernels as spk
-from calibration.records_io import open_csv
+from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing
 
 JUDGEMENT = Path(spk.__file__).resolve().parent / "s25v3pre_judgement.json"
@@ -22,12 +21,7 @@ def judgement():
 
 
 def test_set_f_holds_six_complete_held_out_runs_on_an_h100():
-    for model in spk.FRESH_MODELS:
-        with open_csv(spk.rec.MEASUREMENTS_DIR / "h100" / spk.NAME / model / "serve_load.csv") as f:
-            runs = list(csv.DictReader(f))
-        assert len(runs) == 3 and all(r["split"] == "holdout" and r["model"] == model for r in runs)
-        assert all(r["num_completed"] == r["num_requests"] and r["truncated"] == "0" for r in runs)
-        assert all(r["gpu_name"] == "NVIDIA H100 80GB HBM3" and r["torch_version"] and r["nccl_version"] for r in runs)
+    assert_complete_held_out_set(spk.NAME, spk.FRESH_MODELS, runs_per_model=3)
     assert spk.incomplete_runs() == []
 
 
