@@ -227,9 +227,9 @@ def _stats(e: np.ndarray) -> tuple[float, float]:
     return float(np.median(a)), float(np.percentile(a, 90))
 
 
-def verdict(t: pd.DataFrame) -> dict:
-    """R1-R4 of the rule on one delivery's rows (P judged; base and R for R2 / R4)."""
-    base, p, r = (t[f"rel_error_{n}"].to_numpy() for n in ("base", JUDGED, "R"))
+def verdict(t: pd.DataFrame, judged: str = JUDGED) -> dict:
+    """R1-R4 of the rule on one delivery's rows (`judged`: P, or PL under amendment A1; base and R for R2 / R4)."""
+    base, p, r = (t[f"rel_error_{n}"].to_numpy() for n in ("base", judged, "R"))
     control = t["part"].isin(CONTROL_PARTS).to_numpy()
     (med, p90), (bmed, _), (rmed, rp90) = _stats(p), _stats(base), _stats(r)
     moves = np.abs(p[control] - base[control])
@@ -239,6 +239,18 @@ def verdict(t: pd.DataFrame) -> dict:
            "rows": int(len(t)), "control_rows": int(control.sum())}
     out["pass"] = bool(out["r1"] and out["r2"] and out["r3"] and out["r4"])
     return out
+
+
+AMENDED = "PL"   # amendment A1 (docs/notes/s26eprate_rule.md): judged on the second delivery, pooled with the first
+
+
+def amended_verdict(first: pd.DataFrame, second: pd.DataFrame) -> dict:
+    """Amendment A1: PL's R1-R4 on the second delivery and R5, issue 13's target on both deliveries' rows pooled."""
+    v = verdict(second, AMENDED)
+    med, p90 = _stats(np.concatenate([first[f"rel_error_{AMENDED}"].to_numpy(), second[f"rel_error_{AMENDED}"].to_numpy()]))
+    v.update(pooled_median=med, pooled_p90=p90, r5=med <= TARGET_MEDIAN and p90 <= TARGET_P90)
+    v["pass"] = bool(v["pass"] and v["r5"])
+    return v
 
 
 def guards(off: dict, on: dict) -> tuple[bool, list[str]]:
