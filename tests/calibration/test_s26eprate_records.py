@@ -67,11 +67,34 @@ def test_first_delivery_p_fails_r1_and_r4_the_control_does_not_move():
         assert np.allclose(control[f"rel_error_{s}"], control["rel_error_base"])
 
 
-@pytest.mark.xfail(strict=True, reason="s26eprate: P misses issue 13's ep_step target on the fresh deliveries")
-@pytest.mark.parametrize("run", sorted(RUNS))
-def test_p_meets_issue_13_on_each_delivery(run):
-    v = JUDGED["runs"][run]["verdict"]
-    assert v["r1"], f"{run}: P median {v['median']:.2%} P90 {v['p90']:.2%} (target 5% / 10%)"
+SECOND = "s26eprate_20261128_0844"
+
+
+def test_second_delivery_p_passes_r1_to_r4_amended_pl_fails_nothing_adopted():
+    """The second delivery (another fresh 2xH200 lease, 08:44 UTC): P 2.63 / 7.73% against base 25.04 / 32.16% and R
+    4.07 / 9.24% passes R1-R4 there, but the rule asks P to pass on every delivery; amendment A1's PL (7.37 / 12.42% on
+    the second, pooled 3.62 / 13.78%) fails R1, R4 and R5: nothing is adopted."""
+    v = JUDGED["runs"][SECOND]["verdict"]
+    assert (round(v["median"] * 100, 2), round(v["p90"] * 100, 2)) == (2.63, 7.73)
+    assert (v["r1"], v["r2"], v["r3"], v["r4"], v["pass"]) == (True, True, True, True, True)
+    assert JUDGED["fresh_pass"] is False
+    a = JUDGED["amended"]
+    assert a["setting"] == "PL" and (round(a["pooled_median"] * 100, 2), round(a["pooled_p90"] * 100, 2)) == (3.62, 13.78)
+    assert (a["r1"], a["r4"], a["r5"], a["pass"]) == (False, False, False, False)
+
+
+@pytest.mark.xfail(strict=True, reason="s26eprate: P misses issue 13's ep_step target on the first fresh delivery")
+def test_p_meets_issue_13_on_the_first_delivery():
+    v = JUDGED["runs"][FIRST]["verdict"]
+    assert v["r1"], f"{FIRST}: P median {v['median']:.2%} P90 {v['p90']:.2%} (target 5% / 10%)"
+
+
+@pytest.mark.xfail(strict=True, reason="s26eprate: P misses issue 13's ep_step target over both deliveries pooled")
+def test_p_meets_issue_13_over_both_deliveries():
+    t = pd.concat(epr.judged_rows(JUDGED).values())
+    a = np.abs(t["rel_error_P"].to_numpy())
+    med, p90 = float(np.median(a)), float(np.percentile(a, 90))
+    assert med <= 0.05 and p90 <= 0.10, f"P over {len(a)} rows: median {med:.2%} P90 {p90:.2%} (target 5% / 10%)"
 
 
 def test_the_switch_stays_off():
