@@ -56,18 +56,16 @@ def _num_layers(folder: Path, model: str) -> int:
     return int(steps.loc[steps["model"] == model, "num_layers"].iloc[0])
 
 
-def fit_bwd_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile,
-                  routing: pd.DataFrame | None = None) -> dict[int, float]:
-    """{rank: the median over its level (host-bound) fitting EP2 BW ops of (host interval - nodes * EP_BWD_A2A_CALL_S)
-    / (launches - nodes)} of pipeline_ops (or pipeline_host) rows; a rank without such an op is absent.
-    `routing` (the part's pipeline_routing rows): under ADOPT_ROUTED_FIT_COUNTS (amendment A1) the launches are
-    counted on the op lists the held-out steps are priced on, each MoE layer at the fitting step's most loaded
-    EP rank's rows (pipeline.ep_layer_rows); balanced otherwise."""
+def fit_bwd_op_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile,
+                     routing: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each level (host-bound) fitting EP2 BW op of pipeline_ops (or pipeline_host) rows as (rank, rep, rate_s):
+    (host interval - nodes * EP_BWD_A2A_CALL_S) / (launches - nodes) (fit_bwd_rates' per-op figure; s26eprate
+    pairs each with the host probe right before its step)."""
     bw = ops[(ops["split"] == "fit") & (ops["pp"] == 1) & (ops["ep"] == 2) & (ops["kind"] == "BW")]
     level = ((bw["start_s"] - bw["host_start_s"]) <= pipe.HOST_CLEAN_LEAD_S) & (
         (bw["end_s"] - bw["host_end_s"]) <= pipe.HOST_CLEAN_LEAD_S)
     bw = bw[level]
-    out: dict[int, list[float]] = {}
+    out = []
     for (model, B, S, label, n), g in bw.groupby(["model", "micro_batch_seqs", "seq_len", "precision",
                                                   "num_microbatches"]):
         spec = pipe._spec_of({"model": model, "num_layers": num_layers})
@@ -85,9 +83,20 @@ def fit_bwd_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile,
         cub = sum(isinstance(o, CubLaunch) for o in so.b + so.w) if cub_s is not None else 0
         host_s = g["host_end_s"] - g["host_start_s"]
         rate = (host_s - nodes * pipe.EP_BWD_A2A_CALL_S - cub * (cub_s or 0.0)) / (launches - nodes - cub)
-        for rank, r in rate.groupby(g["rank"]):
-            out.setdefault(int(rank), []).extend(r.tolist())
-    return {rank: float(np.median(v)) for rank, v in out.items()}
+        rep = g["rep"] if "rep" in g else pd.Series(-1, index=g.index)
+        out.append(pd.DataFrame({"rank": g["rank"].astype(int), "rep": rep.astype(int), "rate_s": rate}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["rank", "rep", "rate_s"])
+
+
+def fit_bwd_rates(ops: pd.DataFrame, num_layers: int, gpu: str, profile,
+                  routing: pd.DataFrame | None = None) -> dict[int, float]:
+    """{rank: the median over its level (host-bound) fitting EP2 BW ops of (host interval - nodes * EP_BWD_A2A_CALL_S)
+    / (launches - nodes)} of pipeline_ops (or pipeline_host) rows; a rank without such an op is absent.
+    `routing` (the part's pipeline_routing rows): under ADOPT_ROUTED_FIT_COUNTS (amendment A1) the launches are
+    counted on the op lists the held-out steps are priced on, each MoE layer at the fitting step's most loaded
+    EP rank's rows (pipeline.ep_layer_rows); balanced otherwise."""
+    per_op = fit_bwd_op_rates(ops, num_layers, gpu, profile, routing)
+    return {int(rank): float(np.median(g["rate_s"])) for rank, g in per_op.groupby("rank")}
 
 
 def run_bwd_host_s(folder: Path, gpu: str, profile) -> float | None:

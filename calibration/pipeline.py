@@ -374,9 +374,13 @@ def ep_bwd_host(host: dict, gpu: str, ep: int) -> tuple[float | None, float | No
     """(B rate, W rate, the backward's EP terms) an EP stage's backward op lists take under
     ADOPT_EP_BWD_HOST: the host dict's measured "bwd" / "wgrad", each missing one at EP_BWD_HOST_S[gpu]
     (where known), and the all-to-all nodes' term; the host dict's rates and no terms with the switch
-    off or ep == 1. Under ADOPT_EP_BWD_RUN_HOST (s24bwd3) a host dict carrying EP_BWD_RUN_KEY gives both
+    off or ep == 1. Under ADOPT_EP_PROBE_HOST (s26eprate) a host dict carrying EP_BWD_PROBE_KEY gives both rates
+    from it, with the node term. Under ADOPT_EP_BWD_RUN_HOST (s24bwd3) a host dict carrying EP_BWD_RUN_KEY gives both
     rates from it, with the node term, whatever ADOPT_EP_BWD_HOST says."""
     bwd, wgrad = host.get("bwd"), host.get("wgrad")
+    probe_s = host.get(EP_BWD_PROBE_KEY)   # s26eprate (ADOPT_EP_PROBE_HOST): before A1, both never set together
+    if ADOPT_EP_PROBE_HOST and ep > 1 and probe_s is not None:   # s26eprate: the lease's probe-rated backward
+        return probe_s, probe_s, {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S}
     run_s = host.get(EP_BWD_RUN_KEY)
     if ADOPT_EP_BWD_RUN_HOST and ep > 1 and run_s is not None:   # s24bwd3: the run's own input
         return run_s, run_s, {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S}
@@ -395,6 +399,17 @@ def ep_bwd_host(host: dict, gpu: str, ep: int) -> tuple[float | None, float | No
 # only calibration.ep_bwd_run's pricing of a fresh run adds it).
 ADOPT_EP_BWD_RUN_HOST = False
 EP_BWD_RUN_KEY = "bwd_ep_run"
+
+# s26eprate (docs/notes/s26eprate_rule.md, the rule committed before the fresh run): an EP-only step's (pp == 1,
+# ep > 1) forward and backward host seconds a launch on the lease's own host speed, read from the host-pace probe
+# right before each timed step (real/pipeline/bench.py --host-probe; calibration.ep_probe_rate: the fitting step's
+# rate over its probe, times the held-out configuration's probe). A host dict carrying EP_FWD_PROBE_KEY /
+# EP_BWD_PROBE_KEY gives, with the switch on, the forward that rate in place of "fwd" (simulate_row) and the
+# backward's B and W lists that rate with s23bwd2's all-to-all node term (ep_bwd_host); without the keys nothing
+# changes: only calibration.ep_probe_rate's pricing of a probed fresh run adds them (no committed host dict does).
+ADOPT_EP_PROBE_HOST = False
+EP_FWD_PROBE_KEY = "fwd_ep_probe"
+EP_BWD_PROBE_KEY = "bwd_ep_probe"
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -1167,6 +1182,8 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     if host and pp == 1 and ep > 1 and "fwd_ep" in host:      # ADOPT_EP_FWD_HOST_RATE (s12ep2)
         host = {**host, "fwd": host["fwd_ep"]}
+    if host and pp == 1 and ep > 1 and ADOPT_EP_PROBE_HOST and EP_FWD_PROBE_KEY in host:   # s26eprate
+        host = {**host, "fwd": host[EP_FWD_PROBE_KEY]}
     fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,
                         accumulate_frac=fracs[s], accumulate=accumulate, host=host, ep_rows=ep_rows)

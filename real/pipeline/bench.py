@@ -37,7 +37,8 @@ steps, plus
                       step index and pair_key (layout, count, cycle: the steps measured side by side)
 With `--host-probe` (s18probe) every rank also probes its host's pace before each timed cycle, between
 the steps (real/pipeline/hostpace.py: small kernel launches issued behind a sleeping stream, and a
-pure-Python loop), into
+pure-Python loop); without --interleave (s26eprate) before each timed step of each configuration
+(`cycle` = the step's rep), into
   pipeline_host_probe.csv    one row per probe, cycle and rank: us a launch / a pass, the GPU's clocks
 
 Rows are written as each configuration ends, so a run cut short keeps what it measured. All
@@ -328,15 +329,36 @@ class Bench:
         gates = list(runner.moe_gates())
         for *_, gate in gates:
             gate.tokens_per_expert_E.zero_()
-        e0, w0 = self.tel.energy_j(), time.perf_counter()
-        mine = [runner.step(tokens, targets) for _ in range(reps)]
-        wall_s, e1 = time.perf_counter() - w0, self.tel.energy_j()
+        if self.args.host_probe:
+            mine, wall_s, energy_j = self._probed_steps(runner, tokens, targets, reps, n)
+        else:
+            e0, w0 = self.tel.energy_j(), time.perf_counter()
+            mine = [runner.step(tokens, targets) for _ in range(reps)]
+            wall_s, energy_j = time.perf_counter() - w0, self.tel.energy_j() - e0
         routed = [(chunk, s, layer, e, float(c) / reps) for chunk, s, layer, gate in gates
                   for e, c in enumerate(gate.tokens_per_expert_E.tolist())]
         clocks = (self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz(),
-                  (e1 - e0) / wall_s if wall_s >= 0.5 else math.nan)
+                  energy_j / wall_s if wall_s >= 0.5 else math.nan)
         del runner
         return gather_all(mine), gather_all(routed), clocks
+
+    def _probed_steps(self, runner: PipelineRunner, tokens, targets, reps: int, n: int):
+        """--host-probe without --interleave (s26eprate): the timed steps of one configuration, every rank
+        probing its host's pace (hostpace.host_probe) right before each of them, outside the step: the probe
+        synchronises the device at its end and the step then starts at its own barrier and synchronisation
+        (PipelineRunner.step), so no step's op or sync point changes; the probes' wall time and energy are left
+        out of the configuration's (summed over the steps alone). One untimed probe first (first calls).
+        Probe row `cycle` k: the probe right before timed step (rep) k. Returns (this rank's timelines, the
+        steps' wall seconds, their energy in joules); every rank's probe rows land in probe_rows[n] (rank 0)."""
+        host_probe(self.dev)
+        mine, probes, wall_s, energy_j = [], [], 0.0, 0.0
+        for k in range(reps):
+            probes += self._probe(k, n)
+            e0, w0 = self.tel.energy_j(), time.perf_counter()
+            mine.append(runner.step(tokens, targets))
+            wall_s, energy_j = wall_s + time.perf_counter() - w0, energy_j + self.tel.energy_j() - e0
+        self.probe_rows[n] = [row for rows in gather_all(probes) for row in rows]
+        return mine, wall_s, energy_j
 
     def interleaved(self, names: list[str], n: int, label: str):
         """The configurations `names` at n micro-batches stepped in turn (engine.interleaved_steps: cycle
@@ -564,11 +586,10 @@ def main(argv=None) -> int:
                          "each, in row c of a Williams design; warm-up and timed steps counted in cycles) instead of one "
                          "configuration after another; adds pipeline_interleaved.csv (one row per timed step)")
     ap.add_argument("--host-probe", action="store_true",
-                    help="s18probe, with --interleave: every rank probes its host's pace before each timed cycle, "
-                         "outside the steps (real/pipeline/hostpace.py); adds pipeline_host_probe.csv")
+                    help="s18probe: every rank probes its host's pace before each timed cycle (--interleave) or "
+                         "each timed step (s26eprate: configurations alone), outside the steps "
+                         "(real/pipeline/hostpace.py); adds pipeline_host_probe.csv")
     args = ap.parse_args(argv)
-    if args.host_probe and not args.interleave:
-        raise SystemExit("--host-probe: only with --interleave (the probe runs between its cycles)")
     if args.interleave and (args.sgd_lr is not None or args.host_marks != "off"):
         raise SystemExit("--interleave: steps must leave the weights as they are and run unmarked "
                          "(no --sgd-lr, --host-marks off)")
@@ -658,6 +679,8 @@ def main(argv=None) -> int:
                     trace = _trace_now(traced, mode, trace_key, n, args.trace_microbatches, counts)
                     is_holdout = n in (holdout if pp > 1 else ep_holdout)
                     times = bench.write(outputs[mode], steps, routed_by_rank, name, n, is_holdout, env, clocks, trace)
+                    if args.host_probe:
+                        outputs[mode].probe.rows(bench.probe_csv_rows(n, is_holdout, env))
                     med, p10, p90 = _quantiles(times)
                     loss = sum(t.loss for t in steps[-1])
                     log(f"{label}: {med * 1e3:.1f} ms (p10 {p10 * 1e3:.1f}, p90 {p90 * 1e3:.1f}, {reps} reps), "

@@ -5,10 +5,7 @@ steps as s17alt writes them; and the clean stop on a host without two GPUs."""
 
 import csv
 
-import pytest
-
 from real.bench.records import PIPELINE_HOST_PROBE_COLS, PIPELINE_INTERLEAVED_COLS
-from real.pipeline.bench import main as pipeline_main
 from tests.campaigns import dry_run, without_gpus
 
 
@@ -49,7 +46,5 @@ def test_s18probe_campaign_cpu_dry_run_probes_every_cycle_and_rank(tmp_path):
         assert float(r["us_per_call"]) * int(r["calls"]) <= float(r["duration_s"]) * 1e6 * 1.001
 
 
-def test_host_probe_needs_interleave(tmp_path):
-    # the probe runs between interleaved cycles only: asked for alone, the bench stops before any rank starts
-    with pytest.raises(SystemExit, match="--host-probe: only with --interleave"):
-        pipeline_main(["--out", str(tmp_path), "--tiny", "--host-probe"])
+# --host-probe without --interleave was refused until s26eprate; it now probes before each timed step of each
+# configuration: tests/real/test_real_campaign_s26eprate.py
