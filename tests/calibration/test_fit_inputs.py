@@ -1,0 +1,199 @@
+"""The fit-input manifest (s26refit): which records the committed profiles came from, a refit from exactly
+those, and validate naming the records that changed since.
+
+records_io.read_scope watches and limits the readers; the committed manifest names every record the fit
+reads (FIT_INPUT_GLOBS) and holds the 2026-11-24 versions of <gpu>/attention.csv and model.csv, the ones the
+stage-2 terms were fitted on. The module's one expensive test refits both GPUs from the manifest (records
+restored from git history by calibration.fit_inputs; about 25 s of CPU a GPU, the whole `twin fit`, once
+for both tests that judge it): it is the only check that the committed profiles are what the manifest's
+records give, and that the fit reads exactly what the manifest lists."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from calibration import fit
+from calibration import records as rec
+from calibration.fit_inputs import restore
+from calibration.records_io import csv_exists, csv_sha256, glob_csv, read_csv, read_scope, record_key
+from tests import once
+from twin.cli.calibration import records_since_fit_lines, validation_inputs
+from twin.cli.main import main
+from twin.costs.profile import profile_from_json
+
+GPUS = ("h100", "h200")
+# the terms today's code fits otherwise than the code that wrote them (docs/notes/s26refit.md)
+DRIFTED = ("gather_eff", "quant_bytes_per_elem", "transpose_eff", "batched_gemm")
+
+
+def _manifest() -> dict:
+    return fit.read_fit_inputs(fit.PROFILES_DIR / fit.FIT_INPUTS_FILE)
+
+
+def _profile_json(gpu: str) -> dict:
+    return json.loads((fit.PROFILES_DIR / f"{gpu}.json").read_text())
+
+
+def test_read_scope_records_reads_and_hides_the_records_it_does_not_allow(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "b.csv").write_text("x\n2\n")
+    with read_scope() as seen:
+        assert read_csv(tmp_path / "a.csv")["x"].tolist() == [1]
+        assert csv_exists(tmp_path / "b.csv")   # checked, not read
+    assert seen.read == {record_key(tmp_path / "a.csv")} and not seen.refused
+    with read_scope({record_key(tmp_path / "a.csv")}) as seen:
+        assert not csv_exists(tmp_path / "b.csv")
+        assert glob_csv(tmp_path, "*.csv") == [tmp_path / "a.csv"]
+        with pytest.raises(FileNotFoundError, match="outside the read scope"):
+            read_csv(tmp_path / "b.csv")
+        with pytest.raises(RuntimeError, match="already open"):
+            with read_scope():
+                pass
+    assert seen.refused == {record_key(tmp_path / "b.csv")}
+    assert csv_exists(tmp_path / "b.csv")   # the scope is closed
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_the_committed_manifest_names_the_records_of_the_committed_profile(gpu):
+    entry = _manifest()[gpu]
+    prov = _profile_json(gpu)["provenance"]
+    assert prov["fit_inputs_sha256"] == entry["fit_inputs_sha256"] == fit.records_digest(entry["records"])
+    assert set(entry["records"]) == set(fit.fit_input_candidates(gpu))   # every record the fit reads today
+    refitted_since = {f"{gpu}/attention.csv", f"{gpu}/model.csv"}
+    for name, sha in entry["records"].items():
+        if name in refitted_since:   # the versions the whole fit of 2026-11-24 read (its provenance)
+            assert sha == prov["record_files_sha256"][name.split("/", 1)[1]] != csv_sha256(rec.MEASUREMENTS_DIR / name)
+        else:
+            assert sha == csv_sha256(rec.MEASUREMENTS_DIR / name), name
+
+
+def test_validate_names_the_records_changed_since_the_committed_fit():
+    inputs = validation_inputs(rec.MEASUREMENTS_DIR, fit.PROFILES_DIR, ("records",))
+    assert inputs["profile_fitted_on_these_records"] == {"h100": False, "h200": False}
+    assert "fit_inputs" not in inputs["profiles_sha256"]   # the manifest is no profile
+    for gpu in GPUS:
+        since = inputs["records_since_fit"][gpu]
+        assert since == {"fitted_on_these_records": False, "compared": "manifest", "missing": [], "added": [],
+                         "changed": [f"{gpu}/attention.csv", f"{gpu}/model.csv"]}
+    line = records_since_fit_lines({"h100": inputs["records_since_fit"]["h100"]})[0]
+    assert line == ("note: the h100 profile was fitted on other records than these (its fit-input manifest): "
+                    "h100/attention.csv (changed), h100/model.csv (changed); `twin fit --gpu h100` would refit from these")
+
+
+def _tiny_root(tmp_path):
+    root = tmp_path / "records"
+    (root / "h100").mkdir(parents=True)
+    (root / "h100x2").mkdir()
+    (root / "h100" / "gemm.csv").write_text("bench,time_s\ngemm,0.001\n")
+    (root / "h100x2" / "nccl.csv").write_text("op,time_s\nall_reduce,0.002\n")
+    (root / "h100" / "serve_load.csv").write_text("x\n1\n")   # no fit input
+    return root
+
+
+def test_a_manifest_names_changed_added_and_missing_fit_inputs_only(tmp_path):
+    root = _tiny_root(tmp_path)
+    records = {n: csv_sha256(root / n) for n in ("h100/gemm.csv", "h100x2/nccl.csv")}
+    profile = {"provenance": {"fit_inputs_sha256": fit.records_digest(records)}}
+    manifest = {"h100": {"fit_inputs_sha256": fit.records_digest(records), "records": records}}
+    assert fit.fit_inputs_status("h100", profile, root, manifest)["fitted_on_these_records"]
+    (root / "h100" / "gemm.csv").write_text("bench,time_s\ngemm,0.001\ngemm,0.003\n")
+    (root / "h100" / "decode_gemm.csv").write_text("bench,time_s\n")   # a fit input the manifest lacks
+    (root / "h100" / "serve_requests.csv").write_text("x\n1\n")        # not a fit input: not named
+    (root / "h100x2" / "nccl.csv").unlink()
+    status = fit.fit_inputs_status("h100", profile, root, manifest)
+    assert status == {"fitted_on_these_records": False, "compared": "manifest", "changed": ["h100/gemm.csv"],
+                      "missing": ["h100x2/nccl.csv"], "added": ["h100/decode_gemm.csv"]}
+    # a manifest of another fit (the profile's provenance names other records): its provenance, GPU folder only
+    other = fit.fit_inputs_status("h100", {"provenance": {"record_files_sha256": {"gemm.csv": "0" * 64}}}, root, manifest)
+    assert other["compared"] == "provenance" and other["changed"] == ["h100/gemm.csv"]
+    assert other["added"] == ["h100/decode_gemm.csv"] and other["missing"] == []
+
+
+def _stand_in_fit(gpu, root, on_part=lambda name: None):
+    """fit_gpu's reading, not its arithmetic: reads gemm.csv, asks for kernels.csv."""
+    read_csv(root / gpu / "gemm.csv")
+    csv_exists(root / gpu / "kernels.csv")
+    for name in fit.FIT_PARTS:
+        on_part(name)
+    stats = {"num_fit_points": 1, "rms_log_residual": 0.0, "median_abs_rel_error_fit": 0.0}
+    prof = profile_from_json(_profile_json("h100"))
+    return prof, stats
+
+
+def test_twin_fit_writes_the_manifest_and_refits_from_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fit, "fit_gpu", _stand_in_fit)
+    root, out = _tiny_root(tmp_path), tmp_path / "profiles"
+    (root / "h100" / "kernels.csv").write_text("k\n1\n")
+    assert main(["fit", "--gpu", "h100", "--records", str(root), "--profiles", str(out), "--quiet"]) == 0
+    manifest = fit.read_fit_inputs(out / fit.FIT_INPUTS_FILE)
+    assert manifest["h100"]["records"] == {"h100/gemm.csv": csv_sha256(root / "h100" / "gemm.csv")}
+    prov = json.loads((out / "h100.json").read_text())["provenance"]
+    assert prov["fit_inputs_sha256"] == manifest["h100"]["fit_inputs_sha256"]
+    assert "1 record files read" in capsys.readouterr().out
+    # from the manifest: kernels.csv, asked for and on disk, is not read; the run says so
+    shutil.copy(out / fit.FIT_INPUTS_FILE, tmp_path / "inputs.json")
+    assert main(["fit", "--inputs", str(tmp_path / "inputs.json"), "--records", str(root), "--profiles", str(out),
+                 "--quiet"]) == 0
+    assert "h100: not read (not in the --inputs manifest): h100/kernels.csv" in capsys.readouterr().out
+
+
+def test_a_refit_from_a_manifest_refuses_records_that_are_not_as_it_names_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fit, "fit_gpu", _stand_in_fit)
+    root = _tiny_root(tmp_path)
+    want = "a" * 64
+    (tmp_path / "inputs.json").write_text(json.dumps({"h100": {"records": {"h100/gemm.csv": want}}}))
+    assert main(["fit", "--inputs", str(tmp_path / "inputs.json"), "--records", str(root), "--quiet"]) == 2
+    got = csv_sha256(root / "h100" / "gemm.csv")
+    assert re.search(rf"--inputs: got '.*inputs.json'; allowed: records under .* as the manifest names them: "
+                     rf"h100/gemm.csv is sha256 {got[:12]}, the manifest's {want[:12]}", capsys.readouterr().err)
+    (tmp_path / "bad.json").write_text("[1]")
+    assert main(["fit", "--inputs", str(tmp_path / "bad.json"), "--records", str(root), "--quiet"]) == 2
+    assert "a fit-input manifest as `twin fit` writes it" in capsys.readouterr().err
+
+
+def _refit_from_manifest(tmp_root: str) -> dict:
+    """Each GPU refitted from the committed manifest's records (restored from git history) ->
+    {gpu: (profile JSON, records read, records refused)}."""
+    manifest, out = _manifest(), {}
+    for gpu in GPUS:
+        restore(manifest[gpu]["records"], tmp_root)
+        prof, _, read, refused = fit.fit_gpu_inputs(gpu, tmp_root, manifest[gpu]["records"])
+        out[gpu] = (prof.to_json(), read, refused)
+    return out
+
+
+@pytest.fixture(scope="module")
+def refit(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("fit_inputs_records"))
+    return once.computed("s26refit_refit_from_manifest", lambda: _refit_from_manifest(root))
+
+
+def _normalised(data: dict) -> dict:
+    out = profile_from_json(data).to_json()   # a field a profile leaves out reads as its default
+    out.pop("provenance")
+    return out
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_a_refit_from_the_manifest_reads_exactly_its_records_and_gives_the_committed_terms(refit, gpu):
+    data, read, refused = refit[gpu]
+    assert read == _manifest()[gpu]["records"] and refused == []
+    assert data["provenance"]["fit_inputs_sha256"] == _profile_json(gpu)["provenance"]["fit_inputs_sha256"]
+    got, committed = _normalised(data), _normalised(_profile_json(gpu))
+    assert set(got) == set(committed)
+    differ = sorted(k for k in committed if got[k] != committed[k])
+    assert set(differ) <= set(DRIFTED), differ   # every other term exactly
+
+
+@pytest.mark.xfail(strict=True, reason="the committed stage-2 terms and decode batched-GEMM curves were written by "
+                   "older code; today's fit of the same records moves them (docs/notes/s26refit.md); a refit that "
+                   "passed the s26refit rule would make the committed profiles exactly the manifest's fit")
+@pytest.mark.parametrize("gpu", GPUS)
+def test_a_refit_from_the_manifest_is_the_committed_profile(refit, gpu):
+    got, committed = _normalised(refit[gpu][0]), _normalised(_profile_json(gpu))
+    live = {k: (committed[k], got[k]) for k in ("gather_eff", "quant_bytes_per_elem", "transpose_eff")}
+    curves = sum(got["batched_gemm"][c] != committed["batched_gemm"][c] for c in committed["batched_gemm"])
+    print(f"{gpu} committed -> refit: {live}; batched_gemm curves differing: {curves} of {len(committed['batched_gemm'])}")
+    assert got == committed
