@@ -16,7 +16,8 @@ fitting split's MoE/MLA layers with the primitive curves fixed). host_s of op cl
 primitive row times is held at HOST_S_INITIAL. Not fitted but measured: `sustained`, the
 burst/sustained time ratios (sustained_ratios). Curves without fitting
 data keep the default profile's values and are listed under provenance["not_fitted"].
-The fit writes data (twin/data/profiles/<gpu>.json, package data the twin reads); it never edits code.
+The fit writes data (twin/data/profiles/<gpu>.json, package data the twin reads, and beside them
+fit_inputs.json, the records each profile's fit read: FIT_INPUTS_FILE); it never edits code.
 """
 
 from __future__ import annotations
