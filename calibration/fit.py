@@ -1043,6 +1043,11 @@ def fit_input_globs() -> tuple[str, ...]:
     return FIT_INPUT_GLOBS + extra
 
 
+def profile_files(profiles_dir: Path | str = PROFILES_DIR) -> list[Path]:
+    """The profiles of a folder (<gpu>.json), without the fit-input manifest beside them."""
+    return sorted(p for p in Path(profiles_dir).glob("*.json") if p.name != FIT_INPUTS_FILE)
+
+
 def record_name(path: Path | str, root: Path | str) -> str:
     """A record as the manifest names it: its plain name (X.csv) relative to the records root, with '/';
     a record outside the root (read by a module that reads calibration/measurements whatever the root:

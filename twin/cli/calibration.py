@@ -151,7 +151,7 @@ def validation_inputs(records_root: Path, profiles: Path, parts: tuple[str, ...]
     beside the profiles, or a profile's own provenance where it has no manifest entry; False: `twin fit`
     would refit it from other records)."""
     from calibration import records as rec  # lazy: pandas, matplotlib
-    from calibration.fit import FIT_INPUTS_FILE, fit_inputs_status, git_commit, read_fit_inputs  # lazy: pandas
+    from calibration.fit import FIT_INPUTS_FILE, fit_inputs_status, git_commit, profile_files, read_fit_inputs  # lazy: pandas
     manifest = read_fit_inputs(profiles / FIT_INPUTS_FILE)
     since = {}
     for gpu in rec.gpu_dirs(records_root):
@@ -159,8 +159,7 @@ def validation_inputs(records_root: Path, profiles: Path, parts: tuple[str, ...]
         if path.is_file():
             since[gpu] = fit_inputs_status(gpu, json.loads(path.read_text()), records_root, manifest)
     return {"records_root": shown_path(records_root), "profiles_dir": shown_path(profiles),
-            "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(profiles.glob("*.json"))
-                                if p.name != FIT_INPUTS_FILE},
+            "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in profile_files(profiles)},
             "profile_fitted_on_these_records": {g: s["fitted_on_these_records"] for g, s in since.items()},
             "records_since_fit": {g: s for g, s in since.items() if not s["fitted_on_these_records"]},
             "git_commit": git_commit(), "parts": list(parts)}
