@@ -112,7 +112,8 @@ def _fit_inputs(args, root: Path) -> dict:
         for name, (want, got) in status.items():
             raise ScenarioError("--inputs", args.fit_inputs, f"records under {shown_path(root)} as the manifest names them: "
                                 f"{name} is {'missing' if got is None else 'sha256 ' + got[:12]}, the manifest's "
-                                f"{want[:12]} (its git history holds that version: git log -- calibration/measurements/{name}*)")
+                                f"{want[:12]} (`python -m calibration.fit_inputs --out DIR --inputs {args.fit_inputs}` restores the "
+                                f"manifest's versions from git history; then --records DIR)")
     return manifest
 
 
