@@ -170,6 +170,17 @@ def refit(tmp_path_factory):
     return once.computed("s26refit_refit_from_manifest", lambda: _refit_from_manifest(root))
 
 
+def _largest_move(a, b) -> float:
+    """The largest relative difference between two JSON values' numbers (inf where their shapes differ)."""
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return max((_largest_move(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return max((_largest_move(x, y) for x, y in zip(a, b)), default=0.0)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return 0.0 if a == b else abs(b - a) / max(abs(a), abs(b))
+    return 0.0 if a == b else float("inf")
+
+
 def _normalised(data: dict) -> dict:
     out = profile_from_json(data).to_json()   # a field a profile leaves out reads as its default
     out.pop("provenance")
@@ -184,7 +195,8 @@ def test_a_refit_from_the_manifest_reads_exactly_its_records_and_gives_the_commi
     got, committed = _normalised(data), _normalised(_profile_json(gpu))
     assert set(got) == set(committed)
     differ = sorted(k for k in committed if got[k] != committed[k])
-    assert set(differ) <= set(DRIFTED), differ   # every other term exactly
+    # every other term exactly (a change of summation order in the fit shows here: the largest relative move)
+    assert set(differ) <= set(DRIFTED), {k: _largest_move(committed[k], got[k]) for k in differ if k not in DRIFTED}
 
 
 @pytest.mark.xfail(strict=True, reason="the committed stage-2 terms and decode batched-GEMM curves were written by "
