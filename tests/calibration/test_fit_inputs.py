@@ -111,6 +111,24 @@ def test_a_manifest_names_changed_added_and_missing_fit_inputs_only(tmp_path):
     assert other["added"] == ["h100/decode_gemm.csv"] and other["missing"] == []
 
 
+def test_a_term_written_after_the_fit_unlinks_the_profile_from_its_manifest(tmp_path):
+    """calibration.records.write_profile_terms (`--update` of a term's module): the profile is no longer the
+    manifest's fit, so validate compares its provenance's record list instead; the written keys are listed."""
+    root = _tiny_root(tmp_path)
+    records = {"h100/gemm.csv": csv_sha256(root / "h100" / "gemm.csv")}
+    manifest = {"h100": {"fit_inputs_sha256": fit.records_digest(records), "records": records}}
+    path = tmp_path / "h100.json"
+    data = {"gpu": "h100", "provenance": {"fit_inputs_sha256": fit.records_digest(records),
+                                          "record_files_sha256": rec.records_sha256("h100", root)}}
+    assert fit.fit_inputs_status("h100", data, root, manifest)["compared"] == "manifest"
+    rec.write_profile_terms(path, data, {"collectives": {}})
+    rec.write_profile_terms(path, json.loads(path.read_text()), {"eager": {}})
+    prov = json.loads(path.read_text())["provenance"]
+    assert "fit_inputs_sha256" not in prov and prov["terms_after_fit"] == ["collectives", "eager"]
+    status = fit.fit_inputs_status("h100", json.loads(path.read_text()), root, manifest)
+    assert status["compared"] == "provenance" and status["fitted_on_these_records"]
+
+
 def _stand_in_fit(gpu, root, on_part=lambda name: None):
     """fit_gpu's reading, not its arithmetic: reads gemm.csv, asks for kernels.csv."""
     read_csv(root / gpu / "gemm.csv")
