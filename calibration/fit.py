@@ -46,6 +46,7 @@ from calibration.nccl import collectives_terms
 from calibration.layer_gaps import eager_terms
 from calibration.predict import (BF16_GEMM_CURVES, FP8_PREFERENCE, clock_factor, clock_family, gpu_spec, predict_s,
                                  row_kernel, timing_of, with_bf16_speed)
+from calibration.predict_vec import PrimitivePredictor
 from calibration.split import split
 from calibration.records_io import csv_exists, csv_sha256, glob_csv, read_csv, read_scope, record_key
 from twin.costs import compute
@@ -443,6 +444,10 @@ class _PrimitiveProblem:
     hi: np.ndarray
     x_scale: np.ndarray
     sparsity: np.ndarray
+    # the rows' predict_s in arrays, bit for bit (calibration.predict_vec); False: row by row
+    # (benchmarks/fit_speed.py times the two)
+    vectorized: bool = True
+    _predictors: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, gpu: str, rows: pd.DataFrame, layout, base: Profile) -> _PrimitiveProblem:
@@ -461,7 +466,13 @@ class _PrimitiveProblem:
         """log(predicted) - log(measured) of all rows, or of the rows `rows_idx`."""
         prof = build_profile(self.gpu, x, self.layout, self.base, wave_tiles=waves)
         recs = self.records if rows_idx is None else [self.records[i] for i in rows_idx]
-        pred = np.array([predict_s(r, self.spec, prof) for r in recs])
+        if self.vectorized:
+            key = None if rows_idx is None else tuple(rows_idx)
+            if key not in self._predictors:
+                self._predictors[key] = PrimitivePredictor(recs, self.spec)
+            pred = self._predictors[key].predict(prof)
+        else:
+            pred = np.array([predict_s(r, self.spec, prof) for r in recs])
         return np.log(pred) - (self.log_meas if rows_idx is None else self.log_meas[rows_idx])
 
     def solve(self, x_first, waves, max_nfev=400):
