@@ -1082,6 +1082,19 @@ def fit_input_candidates(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> d
     return dict(sorted(out.items()))
 
 
+def input_scope(root: Path | str, inputs: dict) -> set[str]:
+    """The record keys a fit from a manifest's records (`inputs`, {name: sha256}) under `root` may read: each
+    under `root`, and under calibration/measurements where `root` is another folder and the record there is
+    the manifest's (the modules that read it whatever the root, record_name)."""
+    root = Path(root)
+    allowed = {record_key(root / name) for name in inputs}
+    if os.path.abspath(root) != os.path.abspath(rec.MEASUREMENTS_DIR):
+        tree = rec.MEASUREMENTS_DIR
+        allowed |= {record_key(tree / n) for n, sha in inputs.items()
+                    if csv_exists(tree / n) and csv_sha256(tree / n) == sha}
+    return allowed
+
+
 def fit_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None,
                    on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict, dict, list]:
     """fit_gpu, watched -> (profile, stats, {record name: sha256} of the records it read, the records on
@@ -1091,13 +1104,7 @@ def fit_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, inputs: di
     the root, record_name). The profile's provenance gains `fit_inputs_sha256`, records_digest of what
     it read."""
     root = Path(root)
-    allowed = None
-    if inputs is not None:
-        allowed = {record_key(root / name) for name in inputs}
-        if os.path.abspath(root) != os.path.abspath(rec.MEASUREMENTS_DIR):
-            tree = rec.MEASUREMENTS_DIR
-            allowed |= {record_key(tree / n) for n, sha in inputs.items()
-                        if csv_exists(tree / n) and csv_sha256(tree / n) == sha}
+    allowed = None if inputs is None else input_scope(root, inputs)
     with read_scope(allowed) as scope:
         prof, stats = fit_gpu(gpu, root, on_part=on_part)
     read = {record_name(k, root): csv_sha256(k) for k in sorted(scope.read)}

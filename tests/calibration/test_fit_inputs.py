@@ -3,20 +3,27 @@ those, and validate naming the records that changed since.
 
 records_io.read_scope watches and limits the readers; the committed manifest names every record the fit
 reads (FIT_INPUT_GLOBS) and holds the 2026-11-24 versions of <gpu>/attention.csv and model.csv, the ones the
-stage-2 terms were fitted on. The module's one expensive test refits both GPUs from the manifest (records
-restored from git history by calibration.fit_inputs; about 25 s of CPU a GPU, the whole `twin fit`, once
-for both tests that judge it): it is the only check that the committed profiles are what the manifest's
-records give, and that the fit reads exactly what the manifest lists."""
+stage-2 terms were fitted on; the tree keeps those versions in <gpu>/fit_inputs_20261124/, so a clean clone
+of any depth restores them (no git history is asked). The module's one expensive fixture refits LIVE (H100)
+from the manifest (the whole fit, ~10 s of CPU, once for the tests that judge it): the check that the
+committed profile is what the manifest's records give, that the fit reads exactly what the manifest lists,
+and that calibration/s26refit_refit.json (the refit of every GPU, written by `python -m
+calibration.fit_inputs --refit-json`) is today's. The other GPU is judged on that file, its record-only and
+eager terms recomputed live from the restored records (~1 s)."""
 
+import dataclasses
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from calibration import fit
+from calibration import fit_inputs
 from calibration import records as rec
-from calibration.fit_inputs import restore
+from calibration.fit_inputs import archive, restore
+from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, csv_sha256, glob_csv, read_csv, read_scope, record_key
 from tests import once
 from twin.cli.calibration import records_since_fit_lines, validation_inputs
@@ -24,6 +31,10 @@ from twin.cli.main import main
 from twin.costs.profile import profile_from_json
 
 GPUS = ("h100", "h200")
+LIVE = "h100"   # the GPU refitted live; the others are judged on REFIT_JSON
+REFIT_JSON = Path(fit.__file__).parent / "s26refit_refit.json"
+REWRITE = "python -m calibration.fit_inputs --out DIR --refit-json calibration/s26refit_refit.json"
+ARCHIVE = "fit_inputs_20261124"   # <gpu>/ARCHIVE: the tree's copies of the records re-taken since the fit
 # the terms today's code fits otherwise than the code that wrote them (docs/notes/s26refit.md)
 DRIFTED = ("gather_eff", "quant_bytes_per_elem", "transpose_eff", "batched_gemm")
 
@@ -171,21 +182,71 @@ def test_a_refit_from_a_manifest_refuses_records_that_are_not_as_it_names_them(t
     assert "a fit-input manifest as `twin fit` writes it" in capsys.readouterr().err
 
 
-def _refit_from_manifest(tmp_root: str) -> dict:
-    """Each GPU refitted from the committed manifest's records (restored from git history) ->
-    {gpu: (profile JSON, records read, records refused)}."""
-    manifest, out = _manifest(), {}
+def _no_git(*args):
+    raise AssertionError(f"git asked: {args}")
+
+
+def test_the_manifests_records_restore_from_the_tree_without_git_history(tmp_path, monkeypatch):
+    """Every record of the manifest comes from the tree (the re-taken ones from <gpu>/fit_inputs_20261124/),
+    as the manifest names it; git is never asked (a shallow clone has no history)."""
+    monkeypatch.setattr(fit_inputs, "_git", _no_git)
     for gpu in GPUS:
-        restore(manifest[gpu]["records"], tmp_root)
-        prof, _, read, refused = fit.fit_gpu_inputs(gpu, tmp_root, manifest[gpu]["records"])
-        out[gpu] = (prof.to_json(), read, refused)
-    return out
+        records = _manifest()[gpu]["records"]
+        where = restore(records, tmp_path / gpu, git_history=False)
+        assert {n: w for n, w in where.items() if w != "tree"} == {
+            f"{gpu}/{f}": f"tree {gpu}/{ARCHIVE}" for f in ("attention.csv", "model.csv")}
+        assert {n: csv_sha256(tmp_path / gpu / n) for n in records} == records
+
+
+def test_the_tree_copies_of_re_taken_records_are_read_by_no_current_reader():
+    """The fit's candidates, a GPU folder's record list (profiles' provenance, load_records) and validate's
+    comparison see <gpu>/attention.csv, not the copy under <gpu>/fit_inputs_20261124/."""
+    for gpu in GPUS:
+        assert not [n for n in fit.fit_input_candidates(gpu) if ARCHIVE in n]
+        assert not [p for p in rec.record_files(gpu) if ARCHIVE in p.as_posix()]
+        assert (rec.MEASUREMENTS_DIR / gpu / ARCHIVE).is_dir()
+
+
+def test_restore_takes_the_tree_then_its_earlier_versions_then_git(tmp_path, monkeypatch):
+    tree, old, new = tmp_path / "tree", "x\n1\n", "x\n2\n"
+    (tree / "h100").mkdir(parents=True)
+    (tree / "h100" / "a.csv").write_text(new)
+    (tmp_path / "old.csv").write_text(old)
+    records = {"h100/a.csv": csv_sha256(tmp_path / "old.csv")}
+    monkeypatch.setattr(fit_inputs, "version_from_git", lambda name, sha: ("c0ffee" * 7, old.encode()))
+    assert restore(records, tmp_path / "out1", tree) == {"h100/a.csv": "c0ffeec0ffee"}
+    with pytest.raises(LookupError, match=r"h100/a.csv: the tree holds no version .*h100/fit_inputs_YYYYMMDD/a.csv"):
+        restore(records, tmp_path / "out2", tree, git_history=False)
+    written = archive(records, "20261124", tree)
+    assert written == [tree / "h100" / "fit_inputs_20261124" / "a.csv.xz"] and archive(records, "20261124", tree) == []
+    assert restore(records, tmp_path / "out3", tree, git_history=False) == {"h100/a.csv": "tree h100/fit_inputs_20261124"}
+    assert (tmp_path / "out3" / "h100" / "a.csv.xz").is_file() and read_csv(tmp_path / "out3" / "h100" / "a.csv")["x"].tolist() == [1]
+    assert restore({"h100/a.csv": csv_sha256(tree / "h100" / "a.csv")}, tmp_path / "out4", tree) == {"h100/a.csv": "tree"}
+
+
+def _refit_live(root: Path) -> dict:
+    """LIVE refitted from the committed manifest's records (restored from the tree) -> the profile JSON, the
+    records read and refused (REFIT_JSON's entry form)."""
+    records = _manifest()[LIVE]["records"]
+    restore(records, root, git_history=False)
+    prof, _, read, refused = fit.fit_gpu_inputs(LIVE, root, records)
+    return {"read": read, "refused": refused, "profile": prof.to_json()}
+
+
+def _committed_refits() -> dict:
+    return json.loads(REFIT_JSON.read_text())["gpus"]
 
 
 @pytest.fixture(scope="module")
-def refit(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("fit_inputs_records"))
-    return once.computed("s26refit_refit_from_manifest", lambda: _refit_from_manifest(root))
+def live_refit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit_inputs_records")
+    return once.computed("s26refit_refit_live", lambda: _refit_live(root))
+
+
+@pytest.fixture(scope="module")
+def refit(live_refit) -> dict:
+    """{gpu: {"read", "refused", "profile"}}: LIVE's live refit, the other GPUs' from REFIT_JSON."""
+    return {**_committed_refits(), LIVE: live_refit}
 
 
 def _largest_move(a, b) -> float:
@@ -205,9 +266,43 @@ def _normalised(data: dict) -> dict:
     return out
 
 
+def test_the_committed_refit_file_is_todays_refit_of_the_live_gpu(live_refit):
+    """REFIT_JSON's LIVE entry is what the live refit gives, term for term: the file was written by today's fit
+    code (a change of the fit moves LIVE's refit; then rewrite the file)."""
+    stored = _committed_refits()[LIVE]
+    assert (stored["read"], stored["refused"]) == (live_refit["read"], live_refit["refused"]), REWRITE
+    got, kept = _normalised(live_refit["profile"]), _normalised(stored["profile"])
+    differ = sorted(k for k in got if got[k] != kept.get(k))
+    assert not differ, (REWRITE, {k: _largest_move(kept.get(k), got[k]) for k in differ})
+    assert set(_committed_refits()) == set(GPUS)
+
+
+@pytest.mark.parametrize("gpu", [g for g in GPUS if g != LIVE])
+def test_the_committed_refits_record_and_eager_terms_are_todays(gpu, tmp_path):
+    """The terms of REFIT_JSON's other GPUs that the fit takes from the records alone (sustained, fp8_stack,
+    sm_reserve, collectives, attention kernels and dropout) and the eager terms on its curves, recomputed from
+    the manifest's records as restored from the tree, reading nothing else."""
+    records = _manifest()[gpu]["records"]
+    restore(records, tmp_path, git_history=False)
+    prof = profile_from_json(_committed_refits()[gpu]["profile"])
+    with read_scope(fit.input_scope(tmp_path, records)) as seen:
+        ratios, _ = fit.sustained_ratios(tmp_path / gpu / "sustained.csv")
+        live = {"sustained": ratios,
+                "fp8_stack": fit.fp8_stack_terms(tmp_path / gpu / "fp8_stack.csv", gpu_spec(gpu).hbm_bytes_per_s),
+                "sm_reserve": fit.sm_reserve_terms(gpu, tmp_path),
+                "collectives": fit.collectives_terms(gpu, tmp_path)[0],
+                "attention_kernels": fit.attention_kernel_terms(gpu, tmp_path),
+                "attention_dropout": fit.attention_dropout_terms(gpu, tmp_path),
+                "eager": fit.eager_terms(gpu, prof, rec.load_records(gpu, tmp_path), tmp_path)}
+        live["eager_elementwise_eff"] = fit.eager_elementwise_eff(gpu, dataclasses.replace(prof, eager=live["eager"]),
+                                                                  tmp_path)
+    assert not seen.refused and {fit.record_name(k, tmp_path) for k in seen.read} <= set(records)
+    assert {k: v for k, v in live.items() if v != getattr(prof, k)} == {}, REWRITE
+
+
 @pytest.mark.parametrize("gpu", GPUS)
 def test_a_refit_from_the_manifest_reads_exactly_its_records_and_gives_the_committed_terms(refit, gpu):
-    data, read, refused = refit[gpu]
+    data, read, refused = refit[gpu]["profile"], refit[gpu]["read"], refit[gpu]["refused"]
     assert read == _manifest()[gpu]["records"] and refused == []
     assert data["provenance"]["fit_inputs_sha256"] == _profile_json(gpu)["provenance"]["fit_inputs_sha256"]
     got, committed = _normalised(data), _normalised(_profile_json(gpu))
@@ -222,7 +317,7 @@ def test_a_refit_from_the_manifest_reads_exactly_its_records_and_gives_the_commi
                    "passed the s26refit rule would make the committed profiles exactly the manifest's fit")
 @pytest.mark.parametrize("gpu", GPUS)
 def test_a_refit_from_the_manifest_is_the_committed_profile(refit, gpu):
-    got, committed = _normalised(refit[gpu][0]), _normalised(_profile_json(gpu))
+    got, committed = _normalised(refit[gpu]["profile"]), _normalised(_profile_json(gpu))
     live = {k: (committed[k], got[k]) for k in ("gather_eff", "quant_bytes_per_elem", "transpose_eff")}
     curves = sum(got["batched_gemm"][c] != committed["batched_gemm"][c] for c in committed["batched_gemm"])
     print(f"{gpu} committed -> refit: {live}; batched_gemm curves differing: {curves} of {len(committed['batched_gemm'])}")

@@ -13,7 +13,7 @@ import pytest
 
 from calibration.serve_load_validation import format_serve_load
 from calibration.validate import format_table
-from calibration.validate_sections import JUDGED, JUDGED_KEYS
+from calibration.validate_sections import JUDGED_KEYS
 from reports.validation_report import build_page, pipeline_trace
 from twin.cli.calibration import OTHER_PARTS, RECORDS_PART, _headline, validation_inputs
 from twin.cli.main import main
