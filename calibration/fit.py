@@ -16,15 +16,18 @@ fitting split's MoE/MLA layers with the primitive curves fixed). host_s of op cl
 primitive row times is held at HOST_S_INITIAL. Not fitted but measured: `sustained`, the
 burst/sustained time ratios (sustained_ratios). Curves without fitting
 data keep the default profile's values and are listed under provenance["not_fitted"].
-The fit writes data (twin/data/profiles/<gpu>.json, package data the twin reads); it never edits code.
+The fit writes data (twin/data/profiles/<gpu>.json, package data the twin reads, and beside them
+fit_inputs.json, the records each profile's fit read: FIT_INPUTS_FILE); it never edits code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import fnmatch
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +48,7 @@ from calibration.predict import (BF16_GEMM_CURVES, FP8_PREFERENCE, clock_factor,
                                  row_kernel, timing_of, with_bf16_speed)
 from calibration.predict_vec import PrimitivePredictor
 from calibration.split import split
-from calibration.records_io import csv_exists, read_csv
+from calibration.records_io import csv_exists, csv_sha256, glob_csv, read_csv, read_scope, record_key
 from twin.costs import compute
 from twin.costs.profile import PROFILES, GemmCurve, Profile, SeqCurve, default_profile
 from twin.core.atomic import write_text
@@ -1016,3 +1019,164 @@ def write_profile(profile: Profile, out_dir: Path | str = PROFILES_DIR) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(profile.to_json(), indent=1, sort_keys=False) + "\n")
     return path
+
+
+# s26refit: the fit-input manifest. `twin fit` writes beside the profiles it writes (FIT_INPUTS_FILE) the
+# record files each GPU's fit read (records_io.read_scope: every read_csv / open_csv during fit_gpu) with
+# the sha256 of their decompressed bytes, and the profile's provenance carries the digest of that list
+# (`fit_inputs_sha256`). `twin fit --inputs FILE` refits from the records a manifest names and no
+# others; `twin validate` names the records that changed since, or that the fit would read and the
+# manifest lacks (fit_inputs_status).
+FIT_INPUTS_FILE = "fit_inputs.json"
+# s26refit's candidate (docs/notes/s26refit_rule.md): the committed profiles are one whole `twin fit` of
+# the records the committed manifest names (True), not the 2026-11-24 fit with later per-term writes
+ADOPT_REFIT_ALL_RECORDS = False
+# The records fit_gpu reads, relative to the records root ({gpu}: the GPU folder's name). Declared so that
+# validate can name a record the fit would read and the manifest lacks without running the fit;
+# tests/calibration/test_fit_inputs.py holds it equal to what a traced fit of the committed records read.
+FIT_INPUT_GLOBS = (
+    *(f"{{gpu}}/{family}.csv" for family in rec.TIMED_FAMILIES),            # stage 1 and 2 (load_records)
+    "{gpu}/sustained.csv", "{gpu}/fp8_stack.csv", "{gpu}/sm_reserve.csv",   # measured, not fitted
+    "{gpu}/kernels.csv", "{gpu}/host_dispatch.csv", "{gpu}/step_kernels.csv",   # eager terms (layer_gaps)
+    "{gpu}x2/pipeline_op_kernels.csv", "{gpu}x4/pipeline_op_kernels.csv", "{gpu}x2/s14epl_*/ep_kernels.csv",
+    "{gpu}/dense_block.csv", "{gpu}/dense_kernels.csv", "{gpu}/dense_dropout.csv",   # dense block terms
+    "{gpu}/decode_gemm.csv",                                                 # decode terms
+    "{gpu}x2/nccl.csv",                                                      # collectives
+    "{gpu}/atp_parts.csv", "{gpu}x2/async_tp.csv", "{gpu}x4/async_tp.csv",   # partials_reduce_eff
+)
+
+
+def fit_input_globs() -> tuple[str, ...]:
+    """FIT_INPUT_GLOBS with the records the switched-on candidates add (memory_alone rows, s14gl folders)."""
+    extra = ((f"{{gpu}}/{MEMORY_ALONE_FILE}",) if ADOPT_IN_LAYER_ALONE_TERMS else ()) + \
+        ((f"{{gpu}}/{IN_LAYER_FOLDERS}/gl_ops.csv", f"{{gpu}}/{IN_LAYER_FOLDERS}/gl_layer.csv")
+         if ADOPT_IN_LAYER_FACTORS or ADOPT_IN_LAYER_ALONE_TERMS else ())
+    return FIT_INPUT_GLOBS + extra
+
+
+def profile_files(profiles_dir: Path | str = PROFILES_DIR) -> list[Path]:
+    """The profiles of a folder (<gpu>.json), without the fit-input manifest beside them."""
+    return sorted(p for p in Path(profiles_dir).glob("*.json") if p.name != FIT_INPUTS_FILE)
+
+
+def record_name(path: Path | str, root: Path | str) -> str:
+    """A record as the manifest names it: its plain name (X.csv) relative to the records root, with '/';
+    a record outside the root (read by a module that reads calibration/measurements whatever the root:
+    calibration.b_kernels, bwd_grouped, index_put, ...) relative to calibration/measurements."""
+    key = record_key(path)
+    for base in (os.path.abspath(root), os.path.abspath(rec.MEASUREMENTS_DIR)):
+        if key.startswith(base + os.sep):
+            return Path(os.path.relpath(key, base)).as_posix()
+    return Path(key).as_posix()
+
+
+def fit_input_candidates(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, Path]:
+    """{record name: file} of the records under `root` that fit_input_globs() match for `gpu`."""
+    root = Path(root)
+    out = {}
+    for pattern in fit_input_globs():
+        folder, _, name = pattern.format(gpu=gpu).rpartition("/")
+        for sub in sorted(root.glob(folder)) if any(c in folder for c in "*?[") else [root / folder]:
+            for path in glob_csv(sub, name):
+                out[record_name(path, root)] = path
+    return dict(sorted(out.items()))
+
+
+def input_scope(root: Path | str, inputs: dict) -> set[str]:
+    """The record keys a fit from a manifest's records (`inputs`, {name: sha256}) under `root` may read: each
+    under `root`, and under calibration/measurements where `root` is another folder and the record there is
+    the manifest's (the modules that read it whatever the root, record_name)."""
+    root = Path(root)
+    allowed = {record_key(root / name) for name in inputs}
+    if os.path.abspath(root) != os.path.abspath(rec.MEASUREMENTS_DIR):
+        tree = rec.MEASUREMENTS_DIR
+        allowed |= {record_key(tree / n) for n, sha in inputs.items()
+                    if csv_exists(tree / n) and csv_sha256(tree / n) == sha}
+    return allowed
+
+
+def fit_gpu_inputs(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None,
+                   on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict, dict, list]:
+    """fit_gpu, watched -> (profile, stats, {record name: sha256} of the records it read, the records on
+    disk it asked for and was refused). `inputs`: a manifest's records of this GPU; the fit then sees
+    those and no other (records_io.read_scope): under `root`, and under calibration/measurements where
+    `root` is another folder and the record there is the manifest's (the modules that read it whatever
+    the root, record_name). The profile's provenance gains `fit_inputs_sha256`, records_digest of what
+    it read."""
+    root = Path(root)
+    allowed = None if inputs is None else input_scope(root, inputs)
+    with read_scope(allowed) as scope:
+        prof, stats = fit_gpu(gpu, root, on_part=on_part)
+    read = {record_name(k, root): csv_sha256(k) for k in sorted(scope.read)}
+    refused = sorted(record_name(k, root) for k in scope.refused)
+    prof = dataclasses.replace(prof, provenance={**prof.provenance, "fit_inputs_sha256": records_digest(read)})
+    return prof, stats, dict(sorted(read.items())), refused
+
+
+def read_fit_inputs(path: Path | str) -> dict:
+    """A fit-input manifest ({} where there is none): {gpu: {"fit_inputs_sha256", "git_commit",
+    "fitted_utc", "records": {record name: sha256}}}."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JSON object of GPU entries, not {type(data).__name__}")
+    return {k: v for k, v in data.items() if k != "about"}
+
+
+def write_fit_inputs(gpu: str, provenance: dict, records: dict, out_dir: Path | str = PROFILES_DIR,
+                     note: str = "") -> Path:
+    """Write (or replace) `gpu`'s entry of the fit-input manifest in `out_dir` (its profile's `provenance`
+    gives the commit and time); other GPUs' entries stay."""
+    path = Path(out_dir) / FIT_INPUTS_FILE
+    entries = read_fit_inputs(path)
+    entries[gpu] = {"fit_inputs_sha256": records_digest(records), "git_commit": provenance.get("git_commit", ""),
+                    "fitted_utc": provenance.get("fitted_utc", ""), **({"note": note} if note else {}),
+                    "records": dict(sorted(records.items()))}
+    about = ("The record files `twin fit` read for each profile of this folder (names relative to the records "
+             "root, calibration/measurements; sha256 of the decompressed bytes). `twin fit --inputs` refits from "
+             "exactly these; `twin validate` names the records changed since or not listed here.")
+    data = {"about": about, **dict(sorted(entries.items()))}
+    write_text(path, json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def manifest_records_status(records: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict:
+    """{record name: (manifest sha256, sha256 now or None where missing)} of the manifest records under
+    `root` that are not as the manifest names them (empty: all are)."""
+    root = Path(root)
+    out = {}
+    for name, want in records.items():
+        got = csv_sha256(root / name) if csv_exists(root / name) else None
+        if got != want:
+            out[name] = (want, got)
+    return out
+
+
+def fit_inputs_status(gpu: str, profile: dict, root: Path | str = rec.MEASUREMENTS_DIR,
+                      manifest: dict | None = None) -> dict:
+    """Whether `profile` (a profile JSON) was fitted on the records under `root` as they are now, and the
+    records that say otherwise: {"fitted_on_these_records", "compared", "changed", "missing", "added"}.
+    compared "manifest": the GPU's manifest entry is the one the profile's provenance names (its
+    fit_inputs_sha256); changed / missing: its records that now differ or are gone; added: records the fit
+    would read (fit_input_candidates) that it does not list. compared "provenance" (a profile fitted
+    before s26refit, or a manifest of another fit): the provenance's record_files_sha256, which holds the
+    GPU folder's files only, against the fit's candidates in that folder."""
+    prov = profile.get("provenance", {})
+    entry = (manifest or {}).get(gpu)
+    candidates = fit_input_candidates(gpu, root)
+    if entry and entry.get("fit_inputs_sha256") == prov.get("fit_inputs_sha256"):
+        then, compared = entry["records"], "manifest"
+    else:
+        patterns = [p.format(gpu=gpu) for p in fit_input_globs()]
+        then = {f"{gpu}/{n}": sha for n, sha in prov.get("record_files_sha256", {}).items()
+                if any(fnmatch.fnmatchcase(f"{gpu}/{n}", p) for p in patterns)}
+        candidates = {n: p for n, p in candidates.items() if n.startswith(f"{gpu}/")}
+        compared = "provenance"
+    status = manifest_records_status(then, root)
+    changed = sorted(n for n, (_, got) in status.items() if got is not None)
+    missing = sorted(n for n, (_, got) in status.items() if got is None)
+    added = sorted(n for n in candidates if n not in then)
+    return {"fitted_on_these_records": not (changed or missing or added), "compared": compared,
+            "changed": changed, "missing": missing, "added": added}

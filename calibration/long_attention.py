@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibration import entry
-from calibration.fit import PROFILES_DIR
+from calibration.fit import PROFILES_DIR, profile_files
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv
 from twin.costs import compute
@@ -151,7 +151,7 @@ def committed_profile(gpu: str) -> Profile:
     path = PROFILES_DIR / f"{gpu}.json"
     if not path.is_file():
         raise ValueError(f"--gpu {gpu!r}: no committed profile {path.name} (one of: "
-                         f"{', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.json')))})")
+                         f"{', '.join(p.stem for p in profile_files())})")
     return profile_from_json(json.loads(path.read_text()))
 
 

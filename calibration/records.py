@@ -118,10 +118,16 @@ def write_profile_terms(path: Path | str, data: dict, terms: dict, provenance_te
     """Write `terms` (top-level keys of a committed profile JSON, e.g. "collectives") into `data`, the
     profile as read from `path`, and write it back atomically; every other key is left as the last
     `twin fit` wrote it. The provenance stays last, as the profiles keep it, and gains
-    `provenance_terms` where given (e.g. the records a term was measured from)."""
+    `provenance_terms` where given (e.g. the records a term was measured from). Written terms make the
+    profile other than the fit its fit-input manifest describes (s26refit): the provenance's
+    `fit_inputs_sha256` is dropped (`twin validate` then compares the provenance's own record list) and
+    `terms_after_fit` lists the keys written since the fit."""
     prov = data.pop("provenance", None)
     data.update(terms)
     if prov is not None:
         prov.update(provenance_terms or {})
+        if terms and ("fit_inputs_sha256" in prov or "terms_after_fit" in prov):
+            prov.pop("fit_inputs_sha256", None)
+            prov["terms_after_fit"] = sorted(set(prov.get("terms_after_fit", [])) | set(terms))
         data["provenance"] = prov
     write_text(Path(path), json.dumps(data, indent=1, sort_keys=False) + "\n")

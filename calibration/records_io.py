@@ -8,13 +8,21 @@ a campaign's own `.gz` output is read as it is). Every reader names the file it 
 asks `resolve_csv` which file holds it; `pandas.read_csv` reads each form (it infers the codec from
 the suffix) and `open_csv` opens each as text for the csv module. A folder holding the plain `X.csv`
 beside a compressed copy reads the plain one (a fresh campaign's output is the newer one).
+
+`read_scope` (s26refit) watches and limits the readers for a while: which records `read_csv` / `open_csv`
+read (`twin fit` writes them to its fit-input manifest), and, given a set of records, every other record
+reads as absent (a refit from the manifest sees exactly the records the manifest names).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
 import hashlib
 import lzma
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -35,12 +43,60 @@ def unpacked_name(name: str) -> str:
     return name
 
 
+@dataclasses.dataclass
+class ReadScope:
+    """What `read_scope` saw: `read`, the records read_csv / open_csv read; `refused`, records on disk a
+    reader asked for (read or existence check) outside `allowed`. Records are named by record_key."""
+    allowed: frozenset[str] | None
+    read: set[str] = dataclasses.field(default_factory=set)
+    refused: set[str] = dataclasses.field(default_factory=set)
+
+
+_SCOPE: ReadScope | None = None
+
+
+def record_key(path: Path | str) -> str:
+    """A record's name in a ReadScope: the absolute path of its plain name (`.../h100/gemm.csv` for
+    gemm.csv, gemm.csv.xz and gemm.csv.gz)."""
+    path = Path(path)
+    return os.path.abspath(path.with_name(unpacked_name(path.name)))
+
+
+@contextlib.contextmanager
+def read_scope(allowed: set[str] | frozenset[str] | None = None) -> Iterator[ReadScope]:
+    """Within: every record read through read_csv / open_csv is added to the yielded scope's `read`.
+    `allowed` (record_key names): the records readers may see; any other reads as absent (csv_exists
+    False, glob_csv skips it, read_csv raises FileNotFoundError), and one on disk that a reader asked
+    for is added to `refused`. Not nested: one scope at a time (a fit runs in one thread)."""
+    global _SCOPE
+    if _SCOPE is not None:
+        raise RuntimeError("read_scope is already open")
+    _SCOPE = ReadScope(None if allowed is None else frozenset(allowed))
+    try:
+        yield _SCOPE
+    finally:
+        _SCOPE = None
+
+
+def _outside_scope(path: Path) -> bool:
+    return _SCOPE is not None and _SCOPE.allowed is not None and record_key(path) not in _SCOPE.allowed
+
+
 def resolve_csv(path: Path | str) -> Path:
     """`path` where it is a file, else the first of its plain name (`X.csv`) and that name's compressed
     siblings `X.csv.xz`, `X.csv.gz` that is one (so a reader that still names `X.csv.gz` finds a record
     recompressed as `X.csv.xz`), else `path` unchanged (a reader's own 'missing file' handling then sees
-    the name it asked)."""
+    the name it asked). Inside a read_scope that does not allow the record: a name no file has."""
     path = Path(path)
+    if _outside_scope(path):
+        found = _resolve(path)
+        if found.is_file():
+            _SCOPE.refused.add(record_key(path))
+        return path.with_name(unpacked_name(path.name) + " (outside the read scope)")
+    return _resolve(path)
+
+
+def _resolve(path: Path) -> Path:
     if path.is_file():
         return path
     plain = path.with_name(unpacked_name(path.name))
@@ -55,9 +111,15 @@ def csv_exists(path: Path | str) -> bool:
     return resolve_csv(path).is_file()
 
 
+def _note_read(path: Path) -> None:
+    if _SCOPE is not None and path.is_file():
+        _SCOPE.read.add(record_key(path))
+
+
 def open_csv(path: Path | str) -> IO[str]:
     """The CSV behind `path` (plain or compressed, resolve_csv) opened as text for csv.reader."""
     path = resolve_csv(path)
+    _note_read(path)
     if path.name.endswith(XZ):
         return lzma.open(path, "rt", newline="")
     if path.name.endswith(GZ):
@@ -67,7 +129,9 @@ def open_csv(path: Path | str) -> IO[str]:
 
 def read_csv(path: Path | str, **kwargs) -> pd.DataFrame:
     """pandas.read_csv of the CSV behind `path` (plain or compressed, resolve_csv)."""
-    return pd.read_csv(resolve_csv(path), **kwargs)
+    path = resolve_csv(path)
+    _note_read(path)
+    return pd.read_csv(path, **kwargs)
 
 
 def unpacked_bytes(path: Path) -> bytes:
@@ -94,7 +158,7 @@ def glob_csv(folder: Path | str, pattern: str, recursive: bool = False) -> list[
     folder = Path(folder)
     find = folder.rglob if recursive else folder.glob
     found = set(find(pattern)).union(*(find(pattern + suffix) for suffix in PACKED_SUFFIXES))
-    chosen = {resolve_csv(p.with_name(csv_name(p))) for p in found}
+    chosen = {_resolve(p.with_name(csv_name(p))) for p in found if not _outside_scope(p)}
     return sorted(chosen, key=lambda p: p.with_name(csv_name(p)))   # the order plain names sort in
 
 

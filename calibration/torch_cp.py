@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.fit import PROFILES_DIR
+from calibration.fit import PROFILES_DIR, profile_files
 from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, read_csv, read_csvs
 from twin.costs import comm, compute
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
     path = PROFILES_DIR / f"{args.gpu}.json"   # the committed profile, as `twin validate` predicts the records
     if not path.is_file():
         print(f"error: --gpu {args.gpu!r}: no committed profile {path.name} (one of: "
-              f"{', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.json')))})", file=sys.stderr)
+              f"{', '.join(p.stem for p in profile_files())})", file=sys.stderr)
         return 2
     profile = profile_from_json(json.loads(path.read_text()))
     table = scaling_table(rows, gpu_spec(args.gpu), profile, args.compiled)

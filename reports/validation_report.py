@@ -300,10 +300,12 @@ def build_page(result: dict, cases: pd.DataFrame) -> Page:
         p.para(f"Records: `{inputs['records_root']}`; profiles: `{inputs['profiles_dir']}` "
                f"({', '.join(f'{g} {h[:12]}' for g, h in inputs['profiles_sha256'].items()) or 'none'}); "
                f"code {inputs['git_commit'][:12]}; parts: {', '.join(inputs['parts'])}.")
-        stale = [g.upper() for g, same in inputs.get("profile_fitted_on_these_records", {}).items() if not same]
-        if stale:
-            p.warn(f"The {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
-                   "changed since (provenance records_sha256): `twin fit` would refit from these records.")
+        for gpu, since in inputs.get("records_since_fit", {}).items():   # which records (s26refit)
+            named = [f"`{n}` (changed)" for n in since["changed"]] + \
+                [f"`{n}` (not read by that fit)" for n in since["added"]] + [f"`{n}` (missing)" for n in since["missing"]]
+            p.warn(f"The {gpu.upper()} profile was fitted on other records than these (compared with "
+                   f"{'its fit-input manifest' if since['compared'] == 'manifest' else 'its provenance'}): "
+                   f"{', '.join(named)}. `twin fit` would refit from these records.")
     if "gpus" in result:   # not under `twin validate --only` without the records
         p.section("Per GPU").table(["GPU", "held-out cases", "cases predicted", "median |error|", "P90 |error|", "targets"],
                                    _summary_rows(result))

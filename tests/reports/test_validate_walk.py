@@ -13,7 +13,7 @@ import pytest
 
 from calibration.serve_load_validation import format_serve_load
 from calibration.validate import format_table
-from calibration.validate_sections import JUDGED, JUDGED_KEYS
+from calibration.validate_sections import JUDGED_KEYS
 from reports.validation_report import build_page, pipeline_trace
 from twin.cli.calibration import OTHER_PARTS, RECORDS_PART, _headline, validation_inputs
 from twin.cli.main import main
@@ -52,6 +52,9 @@ def test_the_result_and_the_report_name_what_the_run_read(two_parts):
     assert set(inputs["profile_fitted_on_these_records"]) == {"h100", "h200"}
     md = (report / "report.md").read_text()
     assert "Records: `calibration/measurements`; profiles: `twin/data/profiles` (h100 " in md
+    # s26refit: the records the committed profile's stage-2 terms predate, named against its fit-input manifest
+    assert ("The H100 profile was fitted on other records than these (compared with its fit-input manifest): "
+            "`h100/attention.csv` (changed), `h100/model.csv` (changed).") in md
 
 
 def test_only_refuses_an_unknown_part_naming_every_part(capsys):
@@ -146,16 +149,18 @@ def test_each_pipeline_case_opens_in_perfetto_measured_above_the_twin():
 def test_a_profile_fitted_on_other_records_is_named(tmp_path):
     """D13: a re-calibration's first question, "was this profile fitted on these records?", was answered nowhere:
     the committed H100 and H200 profiles were fitted (2026-11-24, 3581cbf) before records were added to their
-    folders. Each profile's provenance holds its records' digest; validate compares it with the records read."""
+    folders. Each profile's provenance holds its records' sha256s; validate compares them with the records read
+    and (s26refit) names the ones that differ (a profile without a fit-input manifest entry: its GPU folder's)."""
     from calibration import records as rec
-    from calibration.fit import records_digest
 
     root, profiles = tmp_path / "records", tmp_path / "profiles"
     (root / "h100").mkdir(parents=True)
     profiles.mkdir()
     (root / "h100" / "gemm.csv").write_text("bench,time_s\ngemm,0.001\n")
-    digest = records_digest(rec.records_sha256("h100", root))
-    (profiles / "h100.json").write_text(json.dumps({"provenance": {"records_sha256": digest}}))
+    files = rec.records_sha256("h100", root)
+    (profiles / "h100.json").write_text(json.dumps({"provenance": {"record_files_sha256": files}}))
     assert validation_inputs(root, profiles, ("records",))["profile_fitted_on_these_records"] == {"h100": True}
     (root / "h100" / "gemm.csv").write_text("bench,time_s\ngemm,0.001\ngemm,0.002\n")
-    assert validation_inputs(root, profiles, ("records",))["profile_fitted_on_these_records"] == {"h100": False}
+    inputs = validation_inputs(root, profiles, ("records",))
+    assert inputs["profile_fitted_on_these_records"] == {"h100": False}
+    assert inputs["records_since_fit"]["h100"]["changed"] == ["h100/gemm.csv"]

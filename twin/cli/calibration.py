@@ -44,42 +44,77 @@ def _own_inputs(args, attrs: tuple[str, ...]):
 
 
 def cmd_fit(args) -> int:
+    from calibration import fit  # lazy: pandas, matplotlib
     from calibration import records as rec  # lazy: pandas, matplotlib
-    from calibration.fit import FIT_PARTS, fit_gpu, write_profile  # lazy: pandas, matplotlib
     from calibration.publish import publish_expert_loads  # lazy: pandas, matplotlib
     root = Path(args.records) if args.records else rec.MEASUREMENTS_DIR
-    gpus = [args.gpu] if args.gpu else rec.gpu_dirs(root)
+    manifest = _fit_inputs(args, root)
+    gpus = [args.gpu] if args.gpu else sorted(manifest) if manifest else rec.gpu_dirs(root)
     if args.gpu and args.gpu not in rec.gpu_dirs(root):
         raise ScenarioError("--gpu", args.gpu, f"a GPU folder with timed records under the records root: one of "
                             f"{', '.join(rec.gpu_dirs(root)) or '(none)'}")
+    if args.gpu and manifest and args.gpu not in manifest:
+        raise ScenarioError("--gpu", args.gpu, f"a GPU the --inputs manifest lists: {', '.join(sorted(manifest))}")
     if not gpus:
         print(f"error: no records under {root}; run `twin calibrate --out DIR` on a GPU first",
               file=sys.stderr)
         return EXIT_INVALID
     out = {}
+    profiles_dir = Path(args.profiles) if args.profiles else fit.PROFILES_DIR
     # a minute or more per GPU: a bar over each GPU's fit parts (none until s21walk), closed (its line
     # cleared) before an error is printed
-    with tqdm(total=len(gpus) * len(FIT_PARTS), desc="fit", unit="part", file=sys.stderr, disable=args.quiet,
+    with tqdm(total=len(gpus) * len(fit.FIT_PARTS), desc="fit", unit="part", file=sys.stderr, disable=args.quiet,
               leave=False) as bar:
         for gpu in gpus:
             bar.set_postfix_str(gpu)
+            inputs = manifest[gpu]["records"] if manifest else None
             try:
                 with _own_inputs(args, ("records",)):
-                    prof, stats = fit_gpu(gpu, root, on_part=lambda name: bar.update(1))
+                    prof, stats, read, refused = fit.fit_gpu_inputs(gpu, root, inputs, on_part=lambda name: bar.update(1))
             except FileNotFoundError as exc:
                 bar.close()
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_INVALID
-            path = write_profile(prof, args.profiles) if args.profiles else write_profile(prof)
+            path = fit.write_profile(prof, profiles_dir)
+            fit.write_fit_inputs(gpu, prof.provenance, read, profiles_dir)   # the records this profile came from (s26refit)
             if not args.profiles:   # the measured expert loads the twin replays ship beside the profiles
                 publish_expert_loads(gpu, root)
-            # beside the bar (tqdm.write), and on stderr when stdout carries the JSON (--json -)
+            say = sys.stderr if args.json == "-" else sys.stdout   # stdout carries the JSON with --json -
+            # beside the bar (tqdm.write)
             tqdm.write(f"{gpu}: {stats['num_fit_points']} fitting points, rms log residual {stats['rms_log_residual']:.3f}, "
-                       f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path}",
-                       file=sys.stderr if args.json == "-" else sys.stdout)
-            out[gpu] = {"profile_path": shown_path(path), **stats, "profile": prof.to_json()}
+                       f"fit median |error| {stats['median_abs_rel_error_fit']:.1%} -> {path} ({len(read)} record files "
+                       f"read, listed in {fit.FIT_INPUTS_FILE})", file=say)
+            if refused:   # records on disk the fit asked for that the manifest does not name
+                tqdm.write(f"{gpu}: not read (not in the --inputs manifest): {', '.join(refused)}", file=say)
+            out[gpu] = {"profile_path": shown_path(path), **stats, "records_read": read, "records_refused": refused,
+                        "profile": prof.to_json()}
     args.write_json(args.json, out)
     return 0
+
+
+def _fit_inputs(args, root: Path) -> dict:
+    """The --inputs manifest's entries ({} without --inputs), each of its records checked against the
+    records root: one missing or with other bytes is bad input (exit 2 naming it, both sha256s)."""
+    if not getattr(args, "fit_inputs", None):
+        return {}
+    from calibration import fit  # lazy: pandas, matplotlib
+    path = Path(args.fit_inputs)
+    try:
+        manifest = fit.read_fit_inputs(path) if path.is_file() else None
+    except (ValueError, OSError) as exc:
+        raise ScenarioError("--inputs", args.fit_inputs, f"a fit-input manifest as `twin fit` writes it ({fit.FIT_INPUTS_FILE}; "
+                            f"{type(exc).__name__}: {str(exc)[:120]})") from None
+    if not manifest or not all(isinstance(e, dict) and isinstance(e.get("records"), dict) for e in manifest.values()):
+        raise ScenarioError("--inputs", args.fit_inputs, f"a fit-input manifest as `twin fit` writes it ({fit.FIT_INPUTS_FILE}: "
+                            "{gpu: {\"records\": {record: sha256}}})")
+    for gpu in ([args.gpu] if args.gpu in manifest else sorted(manifest)):
+        status = fit.manifest_records_status(manifest[gpu]["records"], root)
+        for name, (want, got) in status.items():
+            raise ScenarioError("--inputs", args.fit_inputs, f"records under {shown_path(root)} as the manifest names them: "
+                                f"{name} is {'missing' if got is None else 'sha256 ' + got[:12]}, the manifest's "
+                                f"{want[:12]} (`python -m calibration.fit_inputs --out DIR --inputs {args.fit_inputs}` restores the "
+                                f"manifest's versions from git history; then --records DIR)")
+    return manifest
 
 
 def profile_from_json_file(path: Path):
@@ -112,19 +147,36 @@ def _chosen_parts(only: str | None) -> tuple[str, ...]:
 
 def validation_inputs(records_root: Path, profiles: Path, parts: tuple[str, ...]) -> dict:
     """The records root, the profiles folder with each profile's sha256, the code's commit and the parts computed;
-    and per GPU with records, whether its profile was fitted on the records as they are now (its provenance's
-    records_sha256; False: records were added or changed since its fit, and `twin fit` would refit it)."""
+    and per GPU with records, whether its profile was fitted on the records as they are now, and if not which
+    records differ (`records_since_fit`: calibration.fit.fit_inputs_status against the fit-input manifest
+    beside the profiles, or a profile's own provenance where it has no manifest entry; False: `twin fit`
+    would refit it from other records)."""
     from calibration import records as rec  # lazy: pandas, matplotlib
-    from calibration.fit import git_commit, records_digest  # lazy: pandas, matplotlib
-    fitted_on = {}
+    from calibration.fit import FIT_INPUTS_FILE, fit_inputs_status, git_commit, profile_files, read_fit_inputs  # lazy: pandas
+    manifest = read_fit_inputs(profiles / FIT_INPUTS_FILE)
+    since = {}
     for gpu in rec.gpu_dirs(records_root):
         path = profiles / f"{gpu}.json"
         if path.is_file():
-            recorded = json.loads(path.read_text()).get("provenance", {}).get("records_sha256")
-            fitted_on[gpu] = recorded == records_digest(rec.records_sha256(gpu, records_root))
+            since[gpu] = fit_inputs_status(gpu, json.loads(path.read_text()), records_root, manifest)
     return {"records_root": shown_path(records_root), "profiles_dir": shown_path(profiles),
-            "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(profiles.glob("*.json"))},
-            "profile_fitted_on_these_records": fitted_on, "git_commit": git_commit(), "parts": list(parts)}
+            "profiles_sha256": {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in profile_files(profiles)},
+            "profile_fitted_on_these_records": {g: s["fitted_on_these_records"] for g, s in since.items()},
+            "records_since_fit": {g: s for g, s in since.items() if not s["fitted_on_these_records"]},
+            "git_commit": git_commit(), "parts": list(parts)}
+
+
+def records_since_fit_lines(since: dict) -> list[str]:
+    """One line per GPU whose profile was fitted on other records, naming them (validate's note)."""
+    lines = []
+    for gpu, s in since.items():
+        named = [f"{n} (changed)" for n in s["changed"]] + [f"{n} (not read by that fit)" for n in s["added"]] + \
+            [f"{n} (missing)" for n in s["missing"]]
+        against = ("its fit-input manifest" if s["compared"] == "manifest"
+                   else "its provenance (no fit-input manifest entry; the GPU folder's records only)")
+        lines.append(f"note: the {gpu} profile was fitted on other records than these ({against}): "
+                     f"{', '.join(named)}; `twin fit --gpu {gpu}` would refit from these")
+    return lines
 
 
 def cmd_validate(args) -> int:
@@ -198,10 +250,9 @@ def cmd_validate(args) -> int:
         (published_runs.failures(result["published_runs"]) if "published_runs" in result else [])
     for f in missed:
         print(f"target missed: {f}", file=sys.stderr)
-    stale = [g for g, same in result["inputs"]["profile_fitted_on_these_records"].items() if not same]
-    if stale:   # s25walk: a re-calibration's first question, answered nowhere before
-        print(f"note: the {', '.join(stale)} profile{'s were' if len(stale) > 1 else ' was'} fitted on records that have "
-              "changed since (provenance records_sha256); `twin fit` would refit from these", file=sys.stderr)
+    # s25walk: a re-calibration's first question, answered nowhere before; s26refit: which records
+    for line in records_since_fit_lines(result["inputs"]["records_since_fit"]):
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -265,6 +316,8 @@ def add_commands(sub, write_json) -> None:
     p.add_argument("--gpu", metavar="NAME", help="one GPU folder (h100, h200); default all with records")
     p.add_argument("--json", metavar="FILE", help="write fitted parameters as JSON (- for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--inputs", metavar="FILE", dest="fit_inputs", help="refit from exactly the records a fit-input manifest names "
+                   "(fit_inputs.json, which `twin fit` writes beside the profiles); every one must match its sha256")
     _add_dirs(p)
     p.set_defaults(func=cmd_fit, write_json=write_json, outputs=(("json", "--json", "file"), ("profiles", "--profiles", "dir")),
                    inputs=(("records", "--records"),))
