@@ -128,7 +128,7 @@ def _op_sac_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, parts: di
             s_inner = m.num_shared_experts * m.moe_intermediate_size // tp
             ops += [Op("shared_gate_up", OpKind.GEMM, "mlp", 1, 2 * s_inner, m.hidden_size),
                     Op("shared_down", OpKind.GEMM, "mlp", 1, m.hidden_size, s_inner)]
-    again = {id(op): r.n for op, r in op_sac_recompute(ops, m, tp, plan.gemm_precision) if op.kind == OpKind.GEMM}
+    again = {id(op): r.n for op, r in op_sac_recompute(ops, m, tp) if op.kind == OpKind.GEMM}
     for op in ops:
         if op.kind == OpKind.GEMM:
             kept = (op.n - again.get(id(op), 0)) * BF16_BYTES

@@ -878,7 +878,7 @@ class StepCosts:
         """plan.recompute 'selective_op': what torchtitan's per-op policy recomputes of a block
         (flops.op_sac_recompute), memoised per block."""
         p = self.sc.plan
-        return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp, p.gemm_precision))
+        return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp))
 
     @_per_block
     def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
