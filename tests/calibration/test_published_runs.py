@@ -280,19 +280,22 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # s26mem (docs/notes/s26mem.md): torchtitan's per-op policy sees torchao's Float8 linears as aten.mm (a
 # dispatch mode before the subclass) and saves every second one as for BF16: 8B Float8 rows -2.4% ->
 # +5.8%, +1.2% -> +9.8% (less recomputed). Median 7.76% -> 8.66%, 19 of 31 within 10%.
+# s26mem (docs/notes/s26mem_rule.md, ADOPT_GRAD_QUEUE_AFTER_FREES adopted): l3-405b-8k-gpus8192 refused
+# (79.42 GiB) -> evaluated at +16.0% (78.99 of 79.18 GiB). Median 8.66% -> 9.07%, 19 of 32 within 10%.
 NOT_MET = {
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
     "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
     "tt-405b-4d-cp2-64k": 0.146, "tt-405b-4d-cp8-256k": 0.187,
     "mlm-gpt-32b": -0.247, "mlm-gpt-119b": 0.160, "mlm-gpt-462b": 0.132,
     "mlm-gpt-177b-strong-96": 0.125,
-    "l3-405b-8k-gpus8192": None, "l3-405b-128k-cp16": 0.218,
+    "l3-405b-8k-gpus8192": 0.160, "l3-405b-128k-cp16": 0.261,
 }
 # s12l3mem, s13mlm: median 8.3% over the 31 rows evaluated of 32 (Llama 3's 8K row on 8,192 GPUs refused
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
 # s15tt: 7.7%, 18 within 10%; s17cp: 8.3% (8.34%), 18 within 10%; s21tth: 7.8% (7.76%), 19 within 10%;
-# s26mem (Float8 linears under the op policy): 8.7% (8.66%), 19 within 10%
-MEDIAN_NOT_MET = 0.087
+# s26mem (Float8 linears under the op policy): 8.7% (8.66%), 19 within 10%; with the queue joined after
+# the backward's frees: 9.1% (9.07%) over all 32 rows, 19 within 10%
+MEDIAN_NOT_MET = 0.091
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
@@ -389,9 +392,10 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 # waiting for their reduce-scatter at the joint peak with 141 layer micro-batches of activations
 # (70.02 GiB): counted 79.42 GiB against the H100's 79.18 (s12fsdp's unsharded accumulator: 88.6; the
 # 16,384-GPU row now fits at 72.6), the counted / capacity - 1 below
-# (s21tt) with the queue joined after the backward's frees (ADOPT_GRAD_QUEUE_AFTER_FREES, not adopted) the
-# row would count 78.99 GiB and fit
-MEMORY_NOT_FITTING: dict[str, float] = {"l3-405b-8k-gpus8192": 0.003}
+# (s21tt) with the queue joined after the backward's frees the row counts 78.99 GiB and fits; adopted in
+# s26mem (docs/notes/s26mem_rule.md): 0.19 GiB left, less than the CUDA context and NCCL buffers the
+# count leaves out (docs/notes/s26mem.md)
+MEMORY_NOT_FITTING: dict[str, float] = {}
 MEMORY_ABOVE_PUBLISHED: dict[str, float] = {}
 # rows whose count is off the published figure by more than pr.MEMORY_ROW_TARGET (15%): the count
 # leaves out the allocator's reserve. Median -13.7%, 12 of 18 within 15% (at the session's start

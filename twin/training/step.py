@@ -1584,10 +1584,11 @@ def stage_activation_bytes(sc: Scenario, costs: "StepCosts", stage: int) -> floa
 # releases a node's saved tensors once the node has run: engine.cpp Engine::evaluate_function,
 # fn.release_variables(); FSDP hands a unit's gradient to the reduce-scatter after its last gradient),
 # with the op's inner peak walked layer by layer (backward_inner_peak_bytes). False: the op's gradients
-# and all of its activations counted together for that instant ("adds before frees", s12l3mem). Not
-# adopted: its rule's C2 asked every changed row's queue term to stay at or above one layer's FP32
-# gradients, which the 128K row's (1.08 of 1.48 GiB: its reduce-scatter drains within a forward) is not.
-ADOPT_GRAD_QUEUE_AFTER_FREES = False
+# and all of its activations counted together for that instant ("adds before frees", s12l3mem). s21tt's
+# rule failed only its C2 lower bound (every changed row's queue term at or above one layer's FP32
+# gradients, which the 128K row's 1.08 of 1.48 GiB is not: its reduce-scatter drains within a forward);
+# adopted under docs/notes/s26mem_rule.md, which keeps C1 and C3 and bounds C2 by the two orderings.
+ADOPT_GRAD_QUEUE_AFTER_FREES = True
 
 
 def backward_inner_peak_bytes(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:
