@@ -282,7 +282,11 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # +5.8%, +1.2% -> +9.8% (less recomputed). Median 7.76% -> 8.66%, 19 of 31 within 10%.
 # s26mem (docs/notes/s26mem_rule.md, ADOPT_GRAD_QUEUE_AFTER_FREES adopted): l3-405b-8k-gpus8192 refused
 # (79.42 GiB) -> evaluated at +16.0% (78.99 of 79.18 GiB). Median 8.66% -> 9.07%, 19 of 32 within 10%.
+# s26mem: torchtitan's op policy leaves the head and the loss alone (apply_ac wraps the blocks only; the
+# twin had re-run the final norm and the eager FP32 loss): 8B op-AC rows +0.8..+1.4 points, fsdp128-compile
+# +9.5% -> +10.6%, its Float8 row +9.8% -> +11.2% (out). Median 9.07% -> 9.28%, 17 of 32 within 10%.
 NOT_MET = {
+    "tt-8b-fsdp128-compile": 0.106, "tt-8b-fsdp128-compile-fp8": 0.112,
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,
     "tt-405b-3d-1f1b": 0.108, "tt-405b-3d-interleaved": 0.112,
     "tt-405b-4d-cp2-64k": 0.146, "tt-405b-4d-cp8-256k": 0.187,
@@ -294,8 +298,9 @@ NOT_MET = {
 # by memory), 19 within 10%; s14mlm: 7.7%, 19 within 10%; s15mlm: 7.7% (7.667%), 19 within 10%; with
 # s15tt: 7.7%, 18 within 10%; s17cp: 8.3% (8.34%), 18 within 10%; s21tth: 7.8% (7.76%), 19 within 10%;
 # s26mem (Float8 linears under the op policy): 8.7% (8.66%), 19 within 10%; with the queue joined after
-# the backward's frees: 9.1% (9.07%) over all 32 rows, 19 within 10%
-MEDIAN_NOT_MET = 0.091
+# the backward's frees: 9.1% (9.07%) over all 32 rows, 19 within 10%; the head and loss outside the op
+# policy: 9.3% (9.28%), 17 within 10%
+MEDIAN_NOT_MET = 0.093
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,

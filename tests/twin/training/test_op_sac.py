@@ -56,3 +56,19 @@ def test_ops_of_another_kind_are_left_alone():
     m = get_model("llama3.1-8b")
     ops = attention_ops(m, 1, 1)
     assert all(again.kind != OpKind.ATTENTION for _, again in op_sac_recompute(ops, m, 1))
+
+
+def test_the_head_and_loss_are_outside_the_policy(monkeypatch):
+    # torchtitan's apply_ac wraps each TransformerBlock alone (parallelize_llama.py @ 9dec370): the
+    # final norm, output projection and loss are never recomputed, and the policy's mm count restarts
+    # with each block's region; so the head's tuple recomputes nothing (s26mem)
+    from twin.training import step as st
+    from twin.training.results import Perturb
+    sc = scenario(recompute="selective_op", pp=1, kernels="eager")
+    costs = st._prepare(sc, None, Perturb(), False)[1]
+    assert costs.extra_last and costs._op_sac(costs.extra_last) == ()
+    block = costs.blocks[0].ops
+    assert costs._op_sac(block) == tuple(op_sac_recompute(list(block), sc.model, 1))
+    monkeypatch.setattr(st, "ADOPT_AC_BLOCKS_ONLY", False)
+    again = st.StepCosts(sc, costs.schedule, costs.profile, st.routing_loads(sc, Perturb()), 1.0)
+    assert any(op.kind == OpKind.MEMORY for op, _ in again._op_sac(again.extra_last))
