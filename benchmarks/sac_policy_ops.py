@@ -9,9 +9,11 @@ The policy records every op it is asked about. Prints, on torch 2.13 (CPU):
 
     plain mm seen by the policy: ['aten.mm.default', 'aten.relu.default']
     mm on a subclass seen by the policy: ['aten.mm.default', 'aten.relu.default']
+    the same under torch.compile (aot_eager): ['aten.mm.default', 'aten.relu.default']
 
 so a dispatch mode (torch.utils.checkpoint's _CachingTorchDispatchMode) is asked before the
-subclass and never about the op inside, which runs with the mode off. Runs in about a second:
+subclass and never about the op inside, which runs with the mode off; compiled, the policy tags the
+mm on the subclass too (torchtitan compiles each checkpointed block). Runs in a few seconds:
     .venv/bin/python benchmarks/sac_policy_ops.py
 """
 
@@ -23,14 +25,22 @@ _VIEWS = (aten.t.default, aten.view.default, aten._unsafe_view.default, aten.det
 
 
 class Wrapped(torch.Tensor):
-    """A minimal wrapper subclass whose mm runs a different op (addmm) on its inner tensors."""
+    """A minimal traceable wrapper subclass whose mm runs a different op (addmm) on its inner tensors."""
 
     @staticmethod
     def __new__(cls, inner):
-        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype, device=inner.device)
+        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, strides=inner.stride(), dtype=inner.dtype,
+                                                   device=inner.device)
 
     def __init__(self, inner):
         self.inner = inner
+
+    def __tensor_flatten__(self):
+        return ["inner"], None
+
+    @staticmethod
+    def __tensor_unflatten__(inner_tensors, meta, outer_size, outer_stride):
+        return Wrapped(inner_tensors["inner"])
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
@@ -43,6 +53,7 @@ class Wrapped(torch.Tensor):
         raise NotImplementedError(str(func))
 
 
+@torch._dynamo.allow_in_graph
 class WrappedMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w):
@@ -55,23 +66,43 @@ class WrappedMatmul(torch.autograd.Function):
         return grad @ w.inner.t(), x.inner.t() @ grad
 
 
-def ops_seen(block) -> list[str]:
-    seen: list[str] = []
+SEEN: list[str] = []
 
-    def policy(ctx, func, *args, **kwargs):
-        if not ctx.is_recompute:
-            seen.append(str(func))
-        return CheckpointPolicy.MUST_SAVE if func == aten.mm.default else CheckpointPolicy.PREFER_RECOMPUTE
 
+def _policy(ctx, func, *args, **kwargs):
+    if not ctx.is_recompute:
+        SEEN.append(str(func))
+    return CheckpointPolicy.MUST_SAVE if func == aten.mm.default else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _context_fn():   # module level, as torchtitan's: dynamo traces a checkpoint's context_fn only so
+    return create_selective_checkpoint_contexts(_policy)
+
+
+def _plain(x, w):
+    return torch.relu(torch.mm(x, w))
+
+
+def _on_subclass(x, w):
+    return WrappedMatmul.apply(Wrapped(x), Wrapped(w)).relu()
+
+
+def ops_seen(block, compiled: bool = False) -> list[str]:
+    SEEN.clear()
     x, w = torch.randn(4, 8, requires_grad=True), torch.randn(8, 8, requires_grad=True)
-    checkpoint(block, x, w, use_reentrant=False, context_fn=lambda: create_selective_checkpoint_contexts(policy))
-    return seen
+
+    def region(a, b):
+        return checkpoint(block, a, b, use_reentrant=False, context_fn=_context_fn)
+
+    run = torch.compile(region, backend="aot_eager") if compiled else region
+    run(x, w)
+    return sorted(set(SEEN))
 
 
 def main() -> None:
-    print("plain mm seen by the policy:", ops_seen(lambda x, w: torch.relu(torch.mm(x, w))))
-    print("mm on a subclass seen by the policy:",
-          ops_seen(lambda x, w: WrappedMatmul.apply(Wrapped(x.detach()), Wrapped(w.detach())).relu()))
+    print("plain mm seen by the policy:", ops_seen(_plain))
+    print("mm on a subclass seen by the policy:", ops_seen(_on_subclass))
+    print("the same under torch.compile (aot_eager):", ops_seen(_on_subclass, compiled=True))
 
 
 if __name__ == "__main__":
