@@ -409,7 +409,7 @@ def unfused_linear_ops(ops: list[Op], m: ModelSpec, tp: int, eager: bool) -> lis
     return out
 
 
-def op_sac_recompute(ops: list[Op], m: ModelSpec, tp: int, gemm_precision: str) -> list[tuple[Op, Op]]:
+def op_sac_recompute(ops: list[Op], m: ModelSpec, tp: int) -> list[tuple[Op, Op]]:
     """What torchtitan's per-op selective activation checkpointing (activation_checkpoint.mode
     'selective', selective_ac_option 'op') recomputes in the backward of one block, as
     (op of the block, the part of it recomputed) pairs. The policy (torchtitan
@@ -417,10 +417,15 @@ def op_sac_recompute(ops: list[Op], m: ModelSpec, tp: int, gemm_precision: str) 
     checkpoint region per TransformerBlock) saves the outputs of aten.mm, the SDPA attention
     kernels, reduce-scatter and abs/max, except every second aten.mm of the region, and
     recomputes every other op. So: the attention core is kept; elementwise ops (norms, RoPE,
-    SwiGLU, residual adds) are recomputed; of the BF16 linears, counted in forward order as the
-    unfused model issues them, the 2nd, 4th, ... are recomputed; FP8 linears run
-    torch._scaled_mm (torchao Float8Linear), which is not in the save list, so all are
-    recomputed; grouped GEMMs likewise."""
+    SwiGLU, residual adds) are recomputed; of the linears, counted in forward order as the
+    unfused model issues them, the 2nd, 4th, ... are recomputed, FP8 ones as BF16 ones: torchao's
+    Float8Linear (torchao/float8/float8_linear.py @ eab345c, Dec 2024,
+    manual_float8_matmul_with_args_in_float8.forward) calls torch.mm on its Float8Tensor operands,
+    and the checkpoint's dispatch mode (torch.utils.checkpoint _CachingTorchDispatchMode) sees that
+    aten.mm before the subclass's __torch_dispatch__ turns it into torch._scaled_mm, which runs with
+    the mode off (a mode precedes a subclass; benchmarks/sac_policy_ops.py shows the policy seeing
+    aten.mm on a wrapper subclass and never the op inside). The saved output is the BF16 result.
+    Grouped GEMMs are all recomputed."""
     out, mm_count = [], 0
     for op in ops:
         if op.kind == OpKind.MEMORY:
@@ -428,12 +433,8 @@ def op_sac_recompute(ops: list[Op], m: ModelSpec, tp: int, gemm_precision: str) 
         elif op.kind == OpKind.GROUPED_GEMM:
             out.append((op, op))
         elif op.kind == OpKind.GEMM:
-            fp8 = (op.precision or gemm_precision) == "fp8"
             parts = []
             for lin in _unfused_linears(op, m, tp):
-                if fp8:
-                    parts.append(lin)
-                    continue
                 mm_count += 1
                 if mm_count % 2 == 0:
                     parts.append(lin)

@@ -128,7 +128,7 @@ def _op_sac_parts(m: ModelSpec, dense_layer: bool, plan: ParallelPlan, parts: di
             s_inner = m.num_shared_experts * m.moe_intermediate_size // tp
             ops += [Op("shared_gate_up", OpKind.GEMM, "mlp", 1, 2 * s_inner, m.hidden_size),
                     Op("shared_down", OpKind.GEMM, "mlp", 1, m.hidden_size, s_inner)]
-    again = {id(op): r.n for op, r in op_sac_recompute(ops, m, tp, plan.gemm_precision) if op.kind == OpKind.GEMM}
+    again = {id(op): r.n for op, r in op_sac_recompute(ops, m, tp) if op.kind == OpKind.GEMM}
     for op in ops:
         if op.kind == OpKind.GEMM:
             kept = (op.n - again.get(id(op), 0)) * BF16_BYTES
@@ -182,19 +182,29 @@ def kv_exchange_bytes_per_token(m: ModelSpec, tp: int, kv_repeat: bool = False) 
 #   log_softmax's own FP32 input gradient, 4 + 4 + 4 = 12 (the forward holds fewer: the BF16 logits,
 #   their FP32 copy and log_softmax's output, 2 + 4 + 4; train.py frees the logits before the
 #   backward, `del pred`);
+# - torch's loss parallel (torch/distributed/tensor/parallel/loss.py, which torchtitan enters whenever
+#   TP > 1: train.py get_train_context, parallel_dims.loss_parallel_enabled @ 9dec370): its forward
+#   (_log_softmax, the decomposition with all-reduces) holds the BF16 logits, their FP32 copy, the FP32
+#   `shifted` and `exp(shifted)`, 2 + 4 + 4 + 4 = 14; its backward (_nll_loss_and_log_softmax_backward,
+#   nll_loss and log_softmax fused) computes `(grad_input + torch.exp(x)) * grad_output` with
+#   log_softmax's saved FP32 output x and the FP32 grad_input alive: x, grad_input, exp(x) and their
+#   sum, then the sum and the product, 4 x 4 = 16;
 # - Megatron-LM's unfused vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py
 #   @ f2e5db4, plan.loss_kernel "megatron_unfused"): the forward's FP32 copy, turned in place into the
 #   saved softmax, beside the BF16 logits (2 + 4); the backward turns the softmax in place into the
 #   gradient and autograd casts it to BF16 (4 + 2): 6.
 # A fused loss kernel (the default, DeepSeek's) is not counted: its working set is not published.
-LOSS_BYTES_PER_LOGIT = {"torch_eager": 12.0, "megatron_unfused": 6.0}
+LOSS_BYTES_PER_LOGIT = {"torch_eager": 12.0, "torch_loss_parallel": 16.0, "megatron_unfused": 6.0}
 
 
 def loss_kind(plan: ParallelPlan) -> str | None:
-    """How a plan's cross-entropy runs, for its memory (LOSS_BYTES_PER_LOGIT), as the step costs it."""
+    """How a plan's cross-entropy runs, for its memory (LOSS_BYTES_PER_LOGIT), as the step costs it:
+    torch's eager loss under loss parallel wherever the logits are split over TP ranks."""
     if plan.loss_kernel == "megatron_unfused":
         return "megatron_unfused"
-    return "torch_eager" if plan.kernels in ("eager", "fused_blocks") else None
+    if plan.kernels not in ("eager", "fused_blocks"):
+        return None
+    return "torch_loss_parallel" if plan.tp > 1 else "torch_eager"
 
 
 def loss_working_bytes(m: ModelSpec, plan: ParallelPlan, tokens: float) -> float:

@@ -199,7 +199,8 @@ ADOPT_COMPILED_FULL_AC_TAIL = False
 # plan.recompute 'full' as torchtitan applies it (parallelize_llama.apply_ac @ 9dec370 wraps each
 # TransformerBlock of model.layers, nothing else): the ops outside the blocks (embedding, final norm,
 # output head, loss: StepCosts.extra_first / extra_last) run once a micro-batch, never recomputed
-# (docs/notes/s15tt_rule.md part E: adopted, its three implementation checks hold)
+# (docs/notes/s15tt_rule.md part E: adopted, its three implementation checks hold); since s26mem the same
+# for 'selective_op' (apply_ac applies the per-op policy to the blocks alone: StepCosts._op_sac)
 ADOPT_AC_BLOCKS_ONLY = True
 
 # plan.tp_overlap_kind 'torch_async_tp': a fused op (torch.ops.symm_mem.fused_all_gather_matmul /
@@ -876,9 +877,16 @@ class StepCosts:
     @_per_block
     def _op_sac(self, ops: tuple[Op, ...]) -> tuple[tuple[Op, Op], ...]:
         """plan.recompute 'selective_op': what torchtitan's per-op policy recomputes of a block
-        (flops.op_sac_recompute), memoised per block."""
+        (flops.op_sac_recompute), memoised per block. With ADOPT_AC_BLOCKS_ONLY the ops outside the
+        transformer blocks (embedding, final norm, head, loss, MTP: extra_first / extra_last) are
+        never recomputed and never counted in the policy's alternation: apply_ac wraps each
+        TransformerBlock alone, and the policy's mm count restarts with each block's region
+        (parallelize_llama.py @ 9dec370: `meta` is made per selective_checkpointing_context_fn call)."""
         p = self.sc.plan
-        return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp, p.gemm_precision))
+        if ADOPT_AC_BLOCKS_ONLY:
+            outside = self.extra_first + self.extra_last
+            ops = tuple(op for op in ops if not any(op is o for o in outside))
+        return tuple(op_sac_recompute(list(ops), self.sc.model, p.tp))
 
     @_per_block
     def _weight_tasks(self, ops: tuple[Op, ...]) -> tuple[Task, ...]:
@@ -1584,10 +1592,11 @@ def stage_activation_bytes(sc: Scenario, costs: "StepCosts", stage: int) -> floa
 # releases a node's saved tensors once the node has run: engine.cpp Engine::evaluate_function,
 # fn.release_variables(); FSDP hands a unit's gradient to the reduce-scatter after its last gradient),
 # with the op's inner peak walked layer by layer (backward_inner_peak_bytes). False: the op's gradients
-# and all of its activations counted together for that instant ("adds before frees", s12l3mem). Not
-# adopted: its rule's C2 asked every changed row's queue term to stay at or above one layer's FP32
-# gradients, which the 128K row's (1.08 of 1.48 GiB: its reduce-scatter drains within a forward) is not.
-ADOPT_GRAD_QUEUE_AFTER_FREES = False
+# and all of its activations counted together for that instant ("adds before frees", s12l3mem). s21tt's
+# rule failed only its C2 lower bound (every changed row's queue term at or above one layer's FP32
+# gradients, which the 128K row's 1.08 of 1.48 GiB is not: its reduce-scatter drains within a forward);
+# adopted under docs/notes/s26mem_rule.md, which keeps C1 and C3 and bounds C2 by the two orderings.
+ADOPT_GRAD_QUEUE_AFTER_FREES = True
 
 
 def backward_inner_peak_bytes(sc: Scenario, costs: "StepCosts", rank: int, stage: int) -> float:

@@ -97,9 +97,11 @@ def test_full_ac_recomputes_the_blocks_only(monkeypatch, kernels):
     assert blocks_only.op_time_s["recompute_mlp_fwd"] < blocks_only.op_time_s["mlp_fwd"]
 
 
-def test_blocks_only_leaves_selective_recompute_alone(monkeypatch):
+def test_blocks_only_keeps_the_head_out_of_the_op_policy_too(monkeypatch):
+    # s26mem: torchtitan's per-op policy is applied by the same apply_ac, to the blocks alone: the
+    # eager final norm and FP32 loss after the compiled blocks are no longer re-run in the backward
     times = []
     for adopt in (False, True):
         _blocks_only(monkeypatch, adopt)
         times.append(step(scenario(recompute="selective_op", kernels="fused_blocks")).step_time_s)
-    assert times[0] == times[1]
+    assert times[1] < times[0]

@@ -1,4 +1,4 @@
-"""ADOPT_GRAD_QUEUE_AFTER_FREES (docs/notes/s21tt_rule.md, not adopted): at the end of a chunk's
+"""ADOPT_GRAD_QUEUE_AFTER_FREES (docs/notes/s21tt_rule.md; adopted under docs/notes/s26mem_rule.md): at the end of a chunk's
 backward op its gradients join plan.pp_grad_sync 'every_backward''s reduce-scatter queue after its
 activations were freed as the backward ran, through the op's inner peak walked block by block
 (step.backward_inner_peak_bytes), against the default that counts the op's gradients and all of its
@@ -76,5 +76,8 @@ def test_the_switch_moves_only_the_count_between_its_bounds(monkeypatch):
     assert after.memory_breakdown_bytes["grad_queue"] <= before.memory_breakdown_bytes["grad_queue"]
 
 
-def test_the_default_keeps_adding_before_freeing():
-    assert st.ADOPT_GRAD_QUEUE_AFTER_FREES is False
+def test_the_default_frees_a_backward_s_activations_before_its_gradients_join():
+    # the autograd engine releases a node's saved tensors once it has run (engine.cpp
+    # Engine::evaluate_function): a backward never holds its chunk's whole gradients and all of its
+    # activations at once (s26mem_rule.md, C1-C3 held)
+    assert st.ADOPT_GRAD_QUEUE_AFTER_FREES is True

@@ -36,9 +36,22 @@ def test_the_loss_working_set_adds_to_the_peak_on_one_stage(plan, bytes_per_logi
     got = _memory(sc)
     assert got["loss"] == pytest.approx(tokens * DENSE["vocab_size"] * bytes_per_logit)
     assert memory.loss_working_bytes(sc.model, sc.plan, tokens) == pytest.approx(got["loss"])
-    # split over the vocabulary with TP (loss parallel)
+    # split over the vocabulary with TP (loss parallel); torch's DTensor loss parallel, which torchtitan
+    # enters whenever TP > 1, holds 16 B a logit at its fused backward (s26mem), Megatron's its 6
     tp2 = scenario(pp=1, tp=2, **plan)
-    assert _memory(tp2)["loss"] == pytest.approx(tokens * DENSE["vocab_size"] / 2 * bytes_per_logit)
+    per_logit = 6.0 if "loss_kernel" in plan else 16.0
+    assert _memory(tp2)["loss"] == pytest.approx(tokens * DENSE["vocab_size"] / 2 * per_logit)
+
+
+def test_torch_loss_parallel_holds_four_fp32_tensors_a_logit_at_its_backward():
+    # torch/distributed/tensor/parallel/loss.py, _nll_loss_and_log_softmax_backward:
+    # `(grad_input + torch.exp(x)) * grad_output` with x (log_softmax's saved FP32 output) and the
+    # FP32 grad_input alive: x, grad_input, exp(x), their sum (4 B each); then the sum, the product
+    # (the loss's forward peaks at 14: the BF16 logits, their FP32 copy, shifted, exp(shifted))
+    assert memory.LOSS_BYTES_PER_LOGIT["torch_loss_parallel"] == 4 * 4.0
+    assert memory.loss_kind(ParallelPlan(tp=8, ep=1, kernels="fused_blocks")) == "torch_loss_parallel"
+    assert memory.loss_kind(ParallelPlan(tp=1, ep=1, kernels="eager")) == "torch_eager"
+    assert memory.loss_kind(ParallelPlan(tp=8, ep=1, loss_kernel="megatron_unfused")) == "megatron_unfused"
 
 
 def test_a_fused_loss_counts_no_working_set():
