@@ -402,10 +402,11 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 # count leaves out (docs/notes/s26mem.md)
 MEMORY_NOT_FITTING: dict[str, float] = {}
 # s26mem: with torch's loss parallel counted (16 B a logit, twin.costs.memory) the 405B interleaved row's
-# last stage counts 73.5 GiB against its published 72.7: a term of that rank is over-counted (its
-# in-flight chunks, the retained logits or the gathered stage; the 1F1B row, published 10 GiB higher,
-# counts 7 GiB lower: the two schedules' ranks are not told apart as torch runs them); not traced here
-MEMORY_ABOVE_PUBLISHED: dict[str, float] = {"tt-405b-3d-interleaved": 0.011}
+# last stage counted 73.5 GiB against its published 72.7 (+1.1%). s26mem round 2: ZeRO-3 under PP counts
+# a stage's FP32 accumulators from its first backward and the sharded gradients after the last
+# (step.ADOPT_FSDP_PP_GRADS_WHEN_BORN): an interleaved rank's earlier chunk has none at the loss's peak;
+# the row counts 62.9 GiB (-13.5%), its last rank peaking in the cooldown
+MEMORY_ABOVE_PUBLISHED: dict[str, float] = {}
 # rows whose count is off the published figure by more than pr.MEMORY_ROW_TARGET (15%): the count
 # leaves out the allocator's reserve. Median -13.7%, 12 of 18 within 15% (at the session's start
 # -47.6%, before the loss's working set and the block recomputed in the backward were counted).
@@ -413,9 +414,13 @@ MEMORY_ABOVE_PUBLISHED: dict[str, float] = {"tt-405b-3d-interleaved": 0.011}
 # aten.mm, not torch._scaled_mm): 8B Float8 rows -34.9% -> -5.0%, -44.6% -> -7.4%; median -12.1%, 14 of 18
 # s26mem: torch's loss parallel (every TP row's loss) holds 16 B a logit, not 12: 70B -29.2% -> -18.3%,
 # -24.7% -> -13.1% (in), 405B rows +1.5..+2.0 GiB; median -12.1% -> -11.7%, 15 of 18
+# s26mem round 2: ZeRO-3 under PP counts its gradients when alive (the sharded ones, 2.9 GiB, only
+# after the last backward): every 405B row 2.9 GiB lower (the interleaved one 11.4), cp1/cp2/cp4 cross
+# 15%; median -11.7% -> -12.8%, 12 of 18 within 15%, none above its published peak
 MEMORY_NOT_MET = {
     "tt-70b-fsdp32-tp8": -0.183,
-    "tt-405b-3d-1f1b": -0.194, "tt-405b-4d-cp8-256k": -0.194,
+    "tt-405b-3d-1f1b": -0.229, "tt-405b-4d-cp8-256k": -0.228,
+    "tt-405b-4d-cp1-32k": -0.156, "tt-405b-4d-cp2-64k": -0.156, "tt-405b-4d-cp4-128k": -0.163,
 }
 
 

@@ -47,6 +47,7 @@ from twin.costs import comm, memory
 from twin.costs.flops import ALL_TO_ALL_KINDS, BF16_BYTES
 from twin.costs.profile import Profile
 from twin.sim.pipeline import simulate_pipeline
+from twin.training import step as step_module
 from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scatters_per_step, dp_tail_s,
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
                                  later_chunk_gathers, local_tokens, megatron_delays_grad_sync, megatron_grad_prep_s,
@@ -285,10 +286,12 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
         dense_p = expert_p = recompute = 0.0
         largest = memory.RankParams(0.0, 0.0)
         set_bytes = []
+        chunk_params = []
         has_a2a = False
         for chunk in range(schedule.num_chunks):
             stage = schedule.stage_of(rank, chunk)
             n_dense, n_moe = kinds[stage]
+            params_before = dense_p + expert_p
             dense_p += n_dense * rp_dense.dense + n_moe * rp_moe.dense
             expert_p += n_dense * rp_dense.expert + n_moe * rp_moe.expert
             acts = n_dense * act_dense + n_moe * act_moe
@@ -309,6 +312,7 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
                 has_a2a |= m.is_moe and k > 0
                 recompute = max(recompute, (rc_moe if m.is_moe else rc_dense) if k else 0.0)
             set_bytes.append(acts)
+            chunk_params.append(dense_p + expert_p - params_before)
         live = max((sum(c * b for c, b in zip(peak, set_bytes)) for peak in peaks[rank]), default=0.0)
         loss = 0.0
         loss_chunks = [c for c in range(schedule.num_chunks) if schedule.stage_of(rank, c) == last]
@@ -323,7 +327,19 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
             gathered = memory.fsdp_working_set_bytes(largest)
         else:             # with PP the stage stays gathered through the step
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
-        out.append((dense_p, expert_p, live, buffers, gathered, loss, recompute))
+        grads = None   # the base's gradients, unless counted when alive (as rank_memory)
+        if step_module.ADOPT_FSDP_PP_GRADS_WHEN_BORN and p.zero_stage >= 3 and schedule.num_ranks > 1:
+            base = memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, buffers, p, sc.dp * p.cp,
+                                           gathered, loss, recompute)
+            mem = step_module.fsdp_pp_grads_when_born(
+                base, schedule.programs[rank], dict(enumerate(set_bytes)),
+                {c: n * memory.GRAD_BYTES for c, n in enumerate(chunk_params)},
+                (dense_p + expert_p) * memory.WEIGHT_BYTES, recompute,
+                loss_chunks[0] if loss_chunks and memory.loss_kind(p) is not None else None,
+                memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0)
+            live, gathered, grads = mem["activations"], mem["fsdp_gathered"], mem["gradients"]
+            loss, recompute = mem.get("loss", 0.0), mem.get("recompute", 0.0)
+        out.append((dense_p, expert_p, live, buffers, gathered, loss, recompute, grads))
     return out
 
 
@@ -335,10 +351,11 @@ def _worst_and_params(sc: Scenario, parts) -> tuple[int, dict, list[dict]]:
     p = sc.plan
     by_params: dict[tuple, dict] = {}
     worst, worst_total = None, -1.0
-    for rank, (d, e, live, buf, g, loss, rc) in enumerate(parts):
-        base = by_params.get((d, e, g))
+    for rank, (d, e, live, buf, g, loss, rc, grads) in enumerate(parts):
+        base = by_params.get((d, e, g, grads))
         if base is None:
-            base = by_params[d, e, g] = memory.memory_breakdown(memory.RankParams(d, e), 0.0, 0.0, p, sc.dp * p.cp, g)
+            base = memory.memory_breakdown(memory.RankParams(d, e), 0.0, 0.0, p, sc.dp * p.cp, g)
+            base = by_params[d, e, g, grads] = base if grads is None else {**base, "gradients": grads}
         total = sum(base.values()) + live + buf + loss + rc
         if total > worst_total:
             worst, worst_total = (rank, base, live, buf, loss, rc), total

@@ -1304,9 +1304,11 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
         dense = expert = buffers = recompute = 0.0
         largest = memory.RankParams(0.0, 0.0)
         set_bytes = {}
+        chunk_params = {}   # chunk -> its parameters on this rank (dense + expert)
         for chunk in range(s.num_chunks):
             stage = s.stage_of(rank, chunk)
             acts = 0.0
+            params_before = dense + expert
             for layer in costs.layers[stage]:
                 rp, act_bytes, recompute_bytes = kind_bytes(is_dense(layer))
                 dense, expert = dense + rp.dense, expert + rp.expert
@@ -1327,6 +1329,7 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                     acts += act_bytes
                     recompute = max(recompute, recompute_bytes)
             set_bytes[chunk] = acts
+            chunk_params[chunk] = dense + expert - params_before
             for ops in costs.stage_ops(stage):   # blocks alike share one op tuple: looked at once
                 if id(ops) not in a2a_of:
                     a2a_of[id(ops)] = (ops, max((2 * op.bytes for op in ops if op.kind in ALL_TO_ALL_KINDS), default=0.0))
@@ -1355,8 +1358,66 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                                       loss, recompute)
         if loss_chunks and (outputs := retained_logits_bytes(sc)):
             mem["pp_outputs"] = outputs
+        if ADOPT_FSDP_PP_GRADS_WHEN_BORN and p.zero_stage >= 3 and s.num_ranks > 1:
+            mem = fsdp_pp_grads_when_born(mem, s.programs[rank], set_bytes,
+                                           {c: n * memory.GRAD_BYTES for c, n in chunk_params.items()},
+                                           (dense + expert) * memory.WEIGHT_BYTES, recompute,
+                                           loss_chunks[0] if loss_chunks and memory.loss_kind(p) is not None else None,
+                                           memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0)
         out.append(mem)
     return out
+
+
+# ZeRO-3 under pipeline parallelism (FSDP2 with torch.distributed.pipelining, the twin's only such
+# runtime: StepCosts.fsdp_flags): a rank's gradients are not all alive at its activations' peak.
+# - The unsharded FP32 accumulators of a stage are born at that stage's first backward: with
+#   requires_gradient_sync off (stage.py backward_maybe_with_nosync) FSDP2's post_backward casts
+#   the BF16 gradient autograd just wrote to reduce_dtype and keeps it (_fsdp_param.py
+#   to_accumulated_grad_if_needed: `self.unsharded_accumulated_grad = unsharded_grad.to(self.reduce_dtype)`);
+#   before that backward the stage has no gradient at all. An interleaved rank runs every forward
+#   of its earlier chunk before that chunk's first backward (the cooldown), so at its forward peak
+#   only its later chunk's accumulators exist.
+# - The sharded FP32 gradients exist only after the step's last backward (post_backward's
+#   reduce-scatter on every group), through the optimizer: torchtitan's train loop calls
+#   optimizers.zero_grad() (set_to_none, torch's default) before pp_schedule.step (train.py @ 9dec370).
+# False: every accumulator and the sharded gradients counted beside the activations' peak.
+ADOPT_FSDP_PP_GRADS_WHEN_BORN = True
+
+
+def fsdp_pp_grads_when_born(mem: dict, program, set_bytes: dict[int, float], acc_bytes: dict[int, float],
+                             gathered_bf16_bytes: float, recompute: float, loss_chunk: int | None,
+                             loss_bytes: float) -> dict:
+    """rank_memory's breakdown of a ZeRO-3 pipeline rank with its gradients counted when they are
+    alive (ADOPT_FSDP_PP_GRADS_WHEN_BORN): the larger of the pipeline's peak and the step's end.
+    The pipeline is walked op by op: after a forward, its saved activations, the accumulators of
+    the chunks whose backward has begun and the block recomputing in a backward (or, after the
+    last stage's forward, the loss's working set if larger); at a chunk's backward, its
+    accumulators born beside all activations still saved (adds-first, as the forward peak's
+    recomputation is counted). At the end: every accumulator and the sharded gradients, no
+    activations."""
+    live = acc = 0.0
+    started: set[int] = set()
+    best = (-1.0, 0.0, 0.0, 0.0)   # (total, activations, accumulators, loss beyond recompute)
+    for op in program:
+        fwd, bwd = op.forward_part, op.backward_part
+        if fwd is not None:
+            live += set_bytes[fwd[1]]
+            extra = max(recompute, loss_bytes) if fwd[1] == loss_chunk else recompute
+            if live + acc + extra > best[0]:
+                best = (live + acc + extra, live, acc, extra - recompute)
+        if bwd is not None:
+            if bwd[1] not in started:
+                started.add(bwd[1])
+                acc += acc_bytes[bwd[1]]
+            if live + acc + recompute > best[0]:
+                best = (live + acc + recompute, live, acc, 0.0)
+            live -= set_bytes[bwd[1]]
+    acc_all = sum(acc_bytes.values())
+    fixed = {k: v for k, v in mem.items() if k not in ("gradients", "activations", "fsdp_gathered", "recompute", "loss")}
+    pipeline = {**fixed, "gradients": 0.0, "activations": best[1], "fsdp_gathered": gathered_bf16_bytes + best[2],
+                **({"recompute": recompute} if recompute else {}), **({"loss": best[3]} if best[3] else {})}
+    end = {**fixed, "gradients": mem["gradients"], "activations": 0.0, "fsdp_gathered": gathered_bf16_bytes + acc_all}
+    return pipeline if sum(pipeline.values()) >= sum(end.values()) else end
 
 
 def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, link_bw_scale: float) -> tuple[float, float, float]:
@@ -1385,6 +1446,8 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
         # the gradients of this rank's shard: all it holds where they are sharded or unsharded
         # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
         grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
+        if p.zero_stage >= 3:   # the sharded gradients, which a ZeRO-3 pipeline rank's peak may not hold
+            grads_read = breakdown["weights"] / memory.WEIGHT_BYTES * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
         opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     return rs, opt, ag
