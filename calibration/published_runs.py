@@ -43,7 +43,7 @@ from twin.core.specs import ModelSpec, ParallelPlan
 from twin.core.units import GIB
 from twin.costs.flops import param_counts, train_flops_per_token
 from twin.training.results import StepResult
-from twin.training.step import simulate_step
+from twin.training.step import simulate_step, training_capacity_bytes
 from calibration.records_io import csv_exists, read_csv
 
 RUNS_FILE = Path(__file__).resolve().parent / "data" / "published_runs.toml"
@@ -204,7 +204,7 @@ def evaluate(run: PublishedRun) -> dict:
         step = simulate_step(sc, record_events=False)
     except InfeasiblePlan as exc:
         refused = {**row, "status": "infeasible", "reason": str(exc),
-                   **memory_fields(run, exc.breakdown, sc.gpu.hbm_bytes)}
+                   **memory_fields(run, exc.breakdown, training_capacity_bytes(sc.gpu))}
         try:   # the figure it would predict were memory no object: for the diagnosis only
             pred = predicted_metric(run, sc, simulate_step(sc, record_events=False, check_memory=False))
         except InfeasiblePlan:

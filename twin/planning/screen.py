@@ -469,7 +469,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         before = [sum(sum(flat[k][:2]) for k in range(schedule.stage_of(r, 0))) for r in range(schedule.num_ranks)]
         gather_wait_s = max(max(0.0, release[r] - before[r]) for r in range(schedule.num_ranks))
         gather_wait_s += _later_chunk_wait_s(sc, costs, schedule, mems, flat)
-        if syncs_every_backward_under_pp(sc) and sum(worst_mem.values()) <= gpu.hbm_bytes:
+        if syncs_every_backward_under_pp(sc) and sum(worst_mem.values()) <= step_module.training_capacity_bytes(gpu):
             # ZeRO-2's queue of reduce-scatters after every backward: the gradients it holds depend on
             # when each op ends, so the pipeline is simulated as the simulator does (these plans only,
             # and only where the count without them fits): the same count, the same verdict
@@ -522,7 +522,7 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)
     step = (makespan + gather_wait_s + rs_s + fsdp_tail_s + tied_s + max(t[1] for t in tails)
             + (0.0 if p.overlap_dp_comm else max(t[2] for t in tails)))
-    if need > gpu.hbm_bytes:
+    if need > step_module.training_capacity_bytes(gpu):
         return Estimate(False, step, need, worst_mem,
-                        f"out of memory on pipeline rank {worst}: needs {need / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB")
+                        f"out of memory on pipeline rank {worst}: needs {need / GIB:.1f} GiB of {step_module.training_capacity_bytes(gpu) / GIB:.1f} GiB")
     return Estimate(True, step, need, worst_mem)

@@ -58,7 +58,7 @@ def step_under_load(sc, model: LoadModel, profile=None) -> dict:
     loads = scenario_layer_loads(sc, model)
     res = simulate_step(sc, profile, perturb=Perturb(routing_imbalance=loads if isinstance(loads, float) else tuple(loads)), record_events=False, check_memory=False)
     moe = [l for l in loads if not isinstance(l, float)]
-    oom = res.memory_per_gpu_bytes > sc.gpu.hbm_bytes
+    oom = res.memory_per_gpu_bytes > res.memory_capacity_bytes
     return {"step_time_s": res.step_time_s, "mfu_frac": res.mfu_frac,
             "rank_max_over_mean": float(np.mean([l.rows_frac for l in moe])) if moe else 1.0,
             "ib_max_over_balanced": float(np.mean([l.ib_frac for l in moe])) if moe else 1.0,

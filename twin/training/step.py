@@ -2065,6 +2065,24 @@ def switch_state() -> tuple:
     return tuple((module.__name__, name, getattr(module, name)) for module, name in _SWITCHES[1])
 
 
+# Device memory a training process holds outside torch's caching allocator: its CUDA context, the
+# kernels' modules as they load, cuBLAS's handles, NCCL's communicators and their buffers. torch's
+# total_memory (GPUSpec.hbm_bytes for training) is before the context (docs/notes/s21mem_rule.md), and
+# the count is of tensors, so with ADOPT_OUTSIDE_ALLOCATOR_RESERVE a rank fits only within
+# hbm_bytes - OUTSIDE_ALLOCATOR_BYTES. The figure is the rule's (docs/notes/s26mem2_rule.md): the largest
+# `outside_bytes` at stage 'steady' over the ranks of real.runtime_memory's record
+# (calibration.runtime_memory; a test recomputes it from the committed record). One figure for every
+# GPU: a floor (two ranks hold fewer communicators, peers and kernels than a large job).
+OUTSIDE_ALLOCATOR_BYTES = 0.0
+ADOPT_OUTSIDE_ALLOCATOR_RESERVE = False
+
+
+def training_capacity_bytes(gpu: GPUSpec) -> float:
+    """The bytes a training rank's counted tensors may fill: the GPU's capacity, less what the process
+    holds outside the allocator where ADOPT_OUTSIDE_ALLOCATOR_RESERVE."""
+    return gpu.hbm_bytes - (OUTSIDE_ALLOCATOR_BYTES if ADOPT_OUTSIDE_ALLOCATOR_RESERVE else 0.0)
+
+
 def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memory: bool
              ) -> tuple[Schedule, StepCosts, Profile, list[dict], list[float], int]:
     """A step's schedule, costs and per-rank memory, refusing (InfeasiblePlan) a plan that does not
@@ -2072,9 +2090,9 @@ def _prepare(sc: Scenario, profile: Profile | None, perturb: Perturb, check_memo
     its pipeline is simulated (a plan search meets many)."""
     gpu = sc.gpu
     schedule, costs, profile, mems, totals, worst = _costs_and_memory(sc, profile, perturb)
-    if check_memory and totals[worst] > gpu.hbm_bytes:
+    if check_memory and totals[worst] > training_capacity_bytes(gpu):
         raise InfeasiblePlan(
-            f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
+            f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {training_capacity_bytes(gpu) / GIB:.1f} GiB "
             f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
             breakdown=mems[worst])
     return schedule, costs, profile, mems, totals, worst
@@ -2176,9 +2194,9 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
         mems = with_grad_queue(mems, queue)
         totals = [sum(mem.values()) for mem in mems]
         worst = max(range(len(totals)), key=totals.__getitem__)
-        if check_memory and totals[worst] > gpu.hbm_bytes:
+        if check_memory and totals[worst] > training_capacity_bytes(gpu):
             raise InfeasiblePlan(
-                f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {gpu.hbm_bytes / GIB:.1f} GiB "
+                f"out of memory on pipeline rank {worst}: needs {totals[worst] / GIB:.1f} GiB of {training_capacity_bytes(gpu) / GIB:.1f} GiB "
                 f"({', '.join(f'{k} {v / GIB:.1f} GiB' for k, v in mems[worst].items())})",
                 breakdown=mems[worst])
 
@@ -2242,7 +2260,7 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
         mfu_frac=model_flops / (step_time * n * gpu.peak_bf16_flops_per_s),
         memory_per_gpu_bytes=totals[worst],
         memory_breakdown_bytes=mems[worst],
-        memory_capacity_bytes=gpu.hbm_bytes,
+        memory_capacity_bytes=training_capacity_bytes(gpu),
         op_time_s=dict(op_time),
         num_gpus=n,
         num_microbatches=sc.num_microbatches,
