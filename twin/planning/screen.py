@@ -328,13 +328,14 @@ def rank_memory_parts(sc: Scenario, kinds: tuple[tuple[int, int], ...], schedule
         else:             # with PP the stage stays gathered through the step
             gathered = memory.fsdp_working_set_bytes(memory.RankParams(dense_p, expert_p), resident_blocks=1)
         grads = None   # the base's gradients, unless counted when alive (as rank_memory)
-        if step_module.ADOPT_FSDP_PP_GRADS_WHEN_BORN and p.zero_stage >= 3 and schedule.num_ranks > 1:
+        if (when := step_module.fsdp_grads_when_born(sc, schedule.num_ranks)) is not None:
+            pp = when == "pp"
             base = memory.memory_breakdown(memory.RankParams(dense_p, expert_p), live, buffers, p, sc.dp * p.cp,
                                            gathered, loss, recompute)
             mem = step_module.fsdp_pp_grads_when_born(
                 base, schedule.programs[rank], dict(enumerate(set_bytes)),
-                {c: n * memory.GRAD_BYTES for c, n in enumerate(chunk_params)},
-                (dense_p + expert_p) * memory.WEIGHT_BYTES, recompute,
+                {c: n * memory.GRAD_BYTES * pp for c, n in enumerate(chunk_params)},
+                (dense_p + expert_p) * memory.WEIGHT_BYTES if pp else gathered, recompute,
                 loss_chunks[0] if loss_chunks and memory.loss_kind(p) is not None else None,
                 memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0)
             live, gathered, grads = mem["activations"], mem["fsdp_gathered"], mem["gradients"]

@@ -1358,10 +1358,11 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
                                       loss, recompute)
         if loss_chunks and (outputs := retained_logits_bytes(sc)):
             mem["pp_outputs"] = outputs
-        if ADOPT_FSDP_PP_GRADS_WHEN_BORN and p.zero_stage >= 3 and s.num_ranks > 1:
+        if (when := fsdp_grads_when_born(sc, s.num_ranks)) is not None:
+            pp = when == "pp"   # under PP the stage's accumulators are born chunk by chunk; without, none persist
             mem = fsdp_pp_grads_when_born(mem, s.programs[rank], set_bytes,
-                                           {c: n * memory.GRAD_BYTES for c, n in chunk_params.items()},
-                                           (dense + expert) * memory.WEIGHT_BYTES, recompute,
+                                           {c: n * memory.GRAD_BYTES * pp for c, n in chunk_params.items()},
+                                           (dense + expert) * memory.WEIGHT_BYTES if pp else gathered, recompute,
                                            loss_chunks[0] if loss_chunks and memory.loss_kind(p) is not None else None,
                                            memory.loss_working_bytes(m, p, tokens) if loss_chunks else 0.0)
         out.append(mem)
@@ -1382,6 +1383,23 @@ def rank_memory(sc: Scenario, costs: StepCosts) -> list[dict]:
 #   optimizers.zero_grad() (set_to_none, torch's default) before pp_schedule.step (train.py @ 9dec370).
 # False: every accumulator and the sharded gradients counted beside the activations' peak.
 ADOPT_FSDP_PP_GRADS_WHEN_BORN = True
+# ZeRO-3 without pipeline parallelism, one micro-batch a step (every torchtitan FSDP row): FSDP2
+# reduce-scatters each block's gradients in the backward, so the sharded gradients are born block by
+# block after the loss, while the saved activations are freed faster than they come (a block's saved
+# activations outweigh its sharded gradients); zero_grad(set_to_none) before the step leaves none at
+# the forward's peak. With more micro-batches the first one's sharded gradients stay through the
+# others' forwards: counted as before. False: the sharded gradients beside the activations' peak.
+ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP = True
+
+
+def fsdp_grads_when_born(sc: Scenario, num_ranks: int) -> str | None:
+    """'pp' or 'no_pp' where a ZeRO-3 rank's gradients are counted when they are alive
+    (fsdp_pp_grads_when_born), None where every gradient sits beside the activations' peak."""
+    if sc.plan.zero_stage < 3:
+        return None
+    if num_ranks > 1:
+        return "pp" if ADOPT_FSDP_PP_GRADS_WHEN_BORN else None
+    return "no_pp" if ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP and sc.num_microbatches == 1 else None
 
 
 def fsdp_pp_grads_when_born(mem: dict, program, set_bytes: dict[int, float], acc_bytes: dict[int, float],

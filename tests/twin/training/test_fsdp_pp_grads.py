@@ -66,3 +66,27 @@ def test_the_interleaved_rows_last_rank_peaks_in_its_cooldown_not_at_the_loss(mo
     *_, mems_off, totals_off, worst_off = _mems("tt-405b-3d-interleaved", False, monkeypatch)
     assert worst_off == 7 and mems_off[7]["loss"] > 0
     assert totals[7] == pytest.approx(totals_off[7] - mems_off[7]["gradients"] - 7 * act - mems_off[7]["loss"])
+
+
+def test_without_pp_one_micro_batch_holds_no_sharded_gradient_at_its_peak(monkeypatch):
+    # FSDP2 reduce-scatters block by block in the backward, after the forward's peak; torchtitan zeroes
+    # the previous step's (set to None) before the step: the peak loses exactly the sharded gradients
+    monkeypatch.setattr(step, "ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP", False)
+    *_, mems_off, totals_off, _ = _mems("tt-8b-fsdp8", True, monkeypatch)
+    monkeypatch.setattr(step, "ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP", True)
+    sc, _, mems_on, totals_on, _ = _mems("tt-8b-fsdp8", True, monkeypatch)
+    assert sc.num_microbatches == 1 and sc.plan.pp == 1
+    assert mems_off[0]["gradients"] > 0 and mems_on[0]["gradients"] == 0.0
+    assert totals_on[0] == pytest.approx(totals_off[0] - mems_off[0]["gradients"])
+    assert {k: v for k, v in mems_on[0].items() if k != "gradients"} == {
+        k: v for k, v in mems_off[0].items() if k != "gradients"}
+
+
+def test_without_pp_a_second_micro_batch_forwards_beside_the_firsts_sharded_gradients(monkeypatch):
+    import dataclasses
+    monkeypatch.setattr(step, "ADOPT_FSDP_GRADS_WHEN_BORN_WITHOUT_PP", True)
+    sc = scenario_of(RUNS["tt-8b-fsdp8"])
+    sc = dataclasses.replace(sc, plan=dataclasses.replace(sc.plan, micro_batch_seqs=1))
+    assert sc.num_microbatches == 2
+    _, _, _, mems, _, _ = step._costs_and_memory(sc, None, Perturb())
+    assert mems[0]["gradients"] > 0
