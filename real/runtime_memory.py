@@ -73,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    index = local   # CUDA_VISIBLE_DEVICES of the campaign is 0..N-1: NVML's index is the rank's GPU
+    if not args.tiny:
+        # each rank sees its own GPU alone, set before the first CUDA call: s26mem's first run (m1) found a
+        # second context on GPU 0, the other rank's, made before its set_device (torch.cuda.is_available)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[local] if len(visible) > local and visible[local] else str(local)
+    record_before = nvml_used(index) if not args.tiny else float("nan")
     cuda = torch.cuda.is_available() and not args.tiny
-    index = local   # CUDA_VISIBLE_DEVICES of the campaign is 0..N-1: NVML's index is CUDA's
     rows: list[dict] = []
     env: dict = {}
 
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             used, reserved, allocated = total - free, torch.cuda.memory_reserved(), torch.cuda.memory_allocated()
         else:
             used = reserved = allocated = 0
-        nv = nvml_used(index) if cuda or stage == "nvml_before_cuda" else float("nan")
+        nv = nvml_used(index) if cuda else float("nan")
         rows.append({"stage": stage, "rank": rank, "world_size": world, "nvml_used_bytes": nv,
                      "cudart_used_bytes": used if stage != "nvml_before_cuda" else "",
                      "reserved_bytes": reserved, "allocated_bytes": allocated,
@@ -93,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                      "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat()})
 
     record("nvml_before_cuda")
-    dev = torch.device("cuda", local) if cuda else torch.device("cpu")
+    rows[-1]["nvml_used_bytes"] = record_before   # read before torch.cuda.is_available
+    dev = torch.device("cuda", 0) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
         torch.cuda.init()
