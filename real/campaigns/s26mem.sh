@@ -18,6 +18,8 @@ set -u
 root=${1:?usage: s26mem.sh OUTDIR}/s26mem
 mkdir -p "$root"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+# NCCL names its transports in the log (P2P/CUMEM or SHM: each rank sees its own GPU alone)
+[ "${S26MEM_TINY:-0}" = "1" ] || export NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT
 PY=${PY:-python3}
 tiny=${S26MEM_TINY:-0}
 scale=${S26MEM_TIMEOUT_SCALE:-1}
