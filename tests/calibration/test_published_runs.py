@@ -299,8 +299,9 @@ NOT_MET = {
 # s15tt: 7.7%, 18 within 10%; s17cp: 8.3% (8.34%), 18 within 10%; s21tth: 7.8% (7.76%), 19 within 10%;
 # s26mem (Float8 linears under the op policy): 8.7% (8.66%), 19 within 10%; with the queue joined after
 # the backward's frees: 9.1% (9.07%) over all 32 rows, 19 within 10%; the head and loss outside the op
-# policy: 9.3% (9.28%), 17 within 10%
-MEDIAN_NOT_MET = 0.093
+# policy: 9.3% (9.28%), 17 within 10%; s26mem round 2 (the memory outside the allocator reserved,
+# docs/notes/s26mem3_rule.md): the 8,192-GPU row refused again, 8.7% (8.66%) over 31 rows, 17 within 10%
+MEDIAN_NOT_MET = 0.087
 
 
 MEGATRON_TABLE_SIZES_B = {"1.7b": 1.7, "7.1b": 7.1, "16b": 16, "32b": 32, "70b": 70, "119b": 119,
@@ -400,7 +401,11 @@ def test_the_validate_table_and_report_section_name_every_row(result):
 # (s21tt) with the queue joined after the backward's frees the row counts 78.99 GiB and fits; adopted in
 # s26mem (docs/notes/s26mem_rule.md): 0.19 GiB left, less than the CUDA context and NCCL buffers the
 # count leaves out (docs/notes/s26mem.md)
-MEMORY_NOT_FITTING: dict[str, float] = {}
+# s26mem round 2 (docs/notes/s26mem3_rule.md, ADOPT_OUTSIDE_ALLOCATOR_RESERVE adopted): a training rank fits
+# within the capacity less the 2.95 GiB a 2-rank NCCL process held outside torch's allocator on our H200s
+# (context, kernels, cuBLAS, three communicators, p2p): 76.2 GiB. The row is refused before its pipeline
+# is simulated, at 76.9 GiB counted without the reduce-scatter queue (78.99 with it)
+MEMORY_NOT_FITTING: dict[str, float] = {"l3-405b-8k-gpus8192": 0.009}
 # s26mem: with torch's loss parallel counted (16 B a logit, twin.costs.memory) the 405B interleaved row's
 # last stage counted 73.5 GiB against its published 72.7 (+1.1%). s26mem round 2: ZeRO-3 under PP counts
 # a stage's FP32 accumulators from its first backward and the sharded gradients after the last

@@ -2091,8 +2091,11 @@ def switch_state() -> tuple:
 # `outside_bytes` at stage 'steady' over the ranks of real.runtime_memory's record
 # (calibration.runtime_memory; a test recomputes it from the committed record). One figure for every
 # GPU: a floor (two ranks hold fewer communicators, peers and kernels than a large job).
-OUTSIDE_ALLOCATOR_BYTES = 0.0
-ADOPT_OUTSIDE_ALLOCATOR_RESERVE = False
+# m2 (2xH200, 2026-11-28 09:35 UTC, torch 2.11.0+cu130, NCCL 2.28.9, driver 580.159.04): 3,022.9 MiB on
+# either rank (context 619, a BF16 block's kernels and cuBLAS 148, NCCL's world group 838, two more
+# groups 972, point-to-point 446); calibration/s26mem3_judgement.json, records h200x2/runtime_memory.csv
+OUTSIDE_ALLOCATOR_BYTES = 3169714176.0
+ADOPT_OUTSIDE_ALLOCATOR_RESERVE = True
 
 
 def training_capacity_bytes(gpu: GPUSpec) -> float:
