@@ -94,7 +94,8 @@ def test_untold_slowdown_interpolates_the_measured_curve():
 def test_oom_plan_is_reported_with_breakdown():
     sc = load_scenario(overrides=["cluster.gpu='h800'", "workload.seq_len=32768", "workload.global_batch_seqs=4096",
                                   "plan.micro_batch_seqs=1", "plan.recompute='none'"])
-    with pytest.raises(InfeasiblePlan, match=r"out of memory on pipeline rank \d+: needs .* GiB of 74.5 GiB") as exc:
+    # the H800's 74.5 GiB less the 2.95 GiB a process holds outside torch's allocator (s26mem round 2)
+    with pytest.raises(InfeasiblePlan, match=r"out of memory on pipeline rank \d+: needs .* GiB of 71.6 GiB") as exc:
         simulate_step(sc)
     assert set(exc.value.breakdown) == {"weights", "gradients", "optimizer", "activations", "comm_buffers"}
 
