@@ -1,0 +1,121 @@
+"""calibration.pipe_op_terms (docs/notes/s26pipeop_rule.md): which ranks start with the step (term L's
+ops), the per-GPU pace read from a data-parallel probe (term G) and how it reaches a pipeline rank, each
+term's op durations, T equal to the baseline without a lead-in and without a probe, the registered
+predictions equal to today's code, and the mirrored-pair and flip bookkeeping of the verdict's D1 / D2."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibration import idle_terms, pipe_op_terms as po
+from calibration.records_io import read_csv
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return {}
+
+
+@pytest.mark.parametrize("name, pp, level", [("1f1b", 4, [0]), ("zb1p", 4, [0]), ("dualpipev", 4, [0]),
+                                             ("dualpipe", 4, [0, 3]), ("dualpipe", 2, [0, 1]), ("1f1b", 2, [0])])
+def test_level_start_ranks_are_those_whose_first_op_is_a_stage_0_forward(name, pp, level):
+    schedule = idle_terms.schedule_of({"schedule": name, "pp": pp, "num_microbatches": 8})
+    assert [r for r in range(pp) if po.starts_level(schedule, r)] == level
+
+
+def _probe_ops(scale: dict, reps: int = 3, ops_per_rep: int = 4) -> pd.DataFrame:
+    rows = [{"pp": 1, "ep": 1, "rank": g, "rep": rep, "op_index": k, "kind": "F" if k % 2 == 0 else "BW",
+             "start_s": 0.0, "end_s": (0.01 + 0.002 * k) * s}
+            for rep in range(reps) for k in range(ops_per_rep) for g, s in scale.items()]
+    # noise the probe must ignore: a warm-up step, a transfer, an all-reduce, a pipeline configuration
+    rows += [{"pp": 1, "ep": 1, "rank": 0, "rep": None, "op_index": 0, "kind": "F", "start_s": 0.0, "end_s": 9.0},
+             {"pp": 1, "ep": 1, "rank": 1, "rep": 0, "op_index": 9, "kind": "allreduce", "start_s": 0.0, "end_s": 9.0},
+             {"pp": 2, "ep": 2, "rank": 2, "rep": 0, "op_index": 0, "kind": "F", "start_s": 0.0, "end_s": 9.0}]
+    return pd.DataFrame(rows)
+
+
+def test_gpu_pace_is_each_gpus_span_over_the_mean_of_the_same_op():
+    pace = po.gpu_pace(_probe_ops({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.04}))
+    assert pace == pytest.approx({0: 1 / 1.01, 1: 1 / 1.01, 2: 1 / 1.01, 3: 1.04 / 1.01}, rel=1e-12)
+    assert po.gpu_pace(_probe_ops({0: 1.0})) == {}                   # one GPU: no pace
+    assert po.gpu_pace(_probe_ops({0: 1.0, 1: 1.1}).query("pp > 1")) == {}   # no probe rows
+
+
+def test_a_pipeline_rank_runs_at_its_slowest_replica_over_the_mean():
+    pace = {0: 0.99, 1: 1.0, 2: 1.0, 3: 1.03}
+    mean = np.mean(list(pace.values()))
+    assert po.rank_pace(pace, 4) == pytest.approx({r: v / mean for r, v in pace.items()})
+    assert po.rank_pace(pace, 2) == pytest.approx({0: 1.0 / mean, 1: 1.03 / mean})   # ranks 0, 2 and 1, 3
+    assert po.rank_pace({}, 2) == {}
+
+
+def test_each_terms_durations():
+    row = {"schedule": "dualpipe", "pp": 4, "num_microbatches": 8}
+    schedule = idle_terms.schedule_of(row)
+    twin = {(r, k): 1e-3 * (1 + r + k) for r, program in enumerate(schedule.programs) for k in range(len(program))}
+    pace = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.2}
+    mean = 1.05
+    assert po.term_durations(row, twin, "B", 5e-3, pace) == twin
+    lead = po.term_durations(row, twin, "L", 5e-3, pace)
+    assert {key for key in twin if lead[key] != twin[key]} == {(0, 0), (3, 0)}   # DualPipe's two ends
+    assert lead[0, 0] == pytest.approx(twin[0, 0] + 5e-3)
+    g = po.term_durations(row, twin, "G", 5e-3, pace)
+    assert g[3, 2] == pytest.approx(twin[3, 2] * 1.2 / mean) and g[1, 2] == pytest.approx(twin[1, 2] / mean)
+    t = po.term_durations(row, twin, "T", 5e-3, pace)
+    assert t[3, 0] == pytest.approx(twin[3, 0] * 1.2 / mean + 5e-3)
+    assert po.term_durations(row, twin, "T", 0.0, None) == twin
+
+
+def test_t_without_lead_in_or_probe_is_the_baseline(inputs):
+    rows = [r for r in po.case_rows(("h200",)) if r["pp"] == 4 and r["schedule"] == "dualpipe"][:1]
+    base = po.predict_rows(rows, "B", 0.0, None, inputs)
+    for term in ("L", "G", "T"):
+        got = po.predict_rows(rows, term, 0.0, {}, inputs)
+        assert got["predicted_s"].tolist() == pytest.approx(base["predicted_s"].tolist(), rel=1e-12), term
+        cols = [c for c in base.columns if c.startswith("predicted_idle")]
+        assert got[cols].to_numpy() == pytest.approx(base[cols].to_numpy(), abs=1e-12), term
+
+
+def test_registered_predictions_are_todays_code(inputs):
+    """The file written before the run: B and L of the 16 fresh cases on each GPU, L = the rule's 1.34 ms;
+    two cases recomputed (mixtral pp2ep2 1F1B and qwen2moe pp4 DualPipe, h200)."""
+    reg = read_csv(po.PREDICTIONS_FILE)
+    assert len(reg) == 64 and set(reg["term"]) == {"B", "L"}
+    delta = float(reg["lead_in_s"].iloc[0])
+    assert set(reg["lead_in_s"]) == {delta} and round(delta * 1e3, 2) == 1.34
+    cases = [r for r in po.case_rows(("h200",)) if (r["model"], r["pp"], r["schedule"]) in
+             {("mixtral-mla-slice", 2, "1f1b"), ("qwen2moe-mla-slice", 4, "dualpipe")}]
+    assert len(cases) == 2
+    for term in ("B", "L"):
+        got = po.predict_rows(cases, term, delta, None, inputs)
+        for _, g in got.iterrows():
+            (want,) = reg[(reg["term"] == term) & (reg["gpu"] == "h200") & (reg["model"] == g["model"])
+                          & (reg["pp"] == g["pp"]) & (reg["schedule"] == g["schedule"])].to_dict("records")
+            assert g["predicted_s"] == pytest.approx(want["predicted_s"], rel=1e-9), term
+            for k in range(int(g["pp"])):
+                assert g[f"predicted_idle_r{k}_s"] == pytest.approx(want[f"predicted_idle_r{k}_s"], rel=1e-9, abs=1e-12)
+
+
+def _section(diffs: dict, steps_s: float = 0.5) -> dict:
+    """A compared section of DualPipe rows: {(model, pp): (measured idle per pipeline rank, predicted)}."""
+    idle, rows = [], []
+    for (model, pp), (meas, pred) in diffs.items():
+        rows.append({"gpu": "h200", "model": model, "pp": pp, "ep": 2 if pp == 2 else 1, "num_microbatches": 8,
+                     "schedule": "dualpipe", "measured_s": steps_s})
+        for g in range(4):
+            idle.append({"gpu": "h200", "model": model, "pp": pp, "ep": 2 if pp == 2 else 1, "num_microbatches": 8,
+                         "schedule": "dualpipe", "rank": g, "measured_idle_s": meas[g % pp],
+                         "predicted_idle_s": pred[g % pp]})
+    return {"idle": idle, "rows": rows}
+
+
+def test_mirrored_pairs_and_their_flip():
+    normal = _section({("m", 2): ([0.012, 0.001], [0.004, 0.001]), ("m", 4): ([0.001, 0.03, 0.03, 0.002],
+                                                                             [0.001, 0.03, 0.03, 0.001])})
+    pairs = po.mirrored_pairs(normal, "h200")
+    assert [(p["pp"], p["ranks"], p["resolved"], p["ordered"]) for p in pairs] == [
+        (2, [0, 1], True, True), (4, [0, 3], False, False), (4, [1, 2], False, True)]   # [1, 2]: both equal
+    assert pairs[0]["measured_diff_s"] == pytest.approx(0.011)
+    reverse = _section({("m", 2): ([0.0005, 0.013], [0.004, 0.001])})
+    flips = po.flip_pairs(normal, reverse, "h200")
+    assert [(f["pp"], f["resolved_both"], f["flipped"]) for f in flips] == [(2, True, True)]
