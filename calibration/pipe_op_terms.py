@@ -53,7 +53,9 @@ from calibration import prereg_pp4
 from calibration import records as rec
 from calibration.entry import parser
 from calibration.p2p_waits import COMPUTE_KINDS
+from calibration import pipeline as pipe
 from calibration.records_io import glob_csv, read_csv
+from calibration.whole_step import gpu_spec
 
 ADOPT_PIPE_OP_TERMS = False   # T = L + G; docs/notes/s26pipeop_rule.md decides it on the fresh rows
 
@@ -375,12 +377,139 @@ def format_section(name: str, sec: dict) -> str:
     return "\n".join(lines)
 
 
+# ---- round 2 (docs/notes/s26pipeop2_rule.md): H, each GPU's HOST pace
+# s26pipeop's D2 put DualPipe's mirrored asymmetry on the physical GPUs, at equal SM clocks and a flat
+# GPU-bound probe: it lives in host-paced ops (qwen2moe pp4 DualPipe: GPU 0's process issues a forward in
+# 7.2-8.5 ms where GPU 3's takes 5.8-7.1). H prices each GPU's host pace from a host-paced probe of the
+# same run (the data-parallel configuration at a short sequence, where every forward is host-paced) and
+# issues each pipeline rank's ops at the twin's host rates times that pace (calibration.pipeline's
+# per-rank host path, simulate_row's host_by_rank).
+ADOPT_GPU_HOST_PACE = False   # U = L + H; docs/notes/s26pipeop2_rule.md decides it on its fresh rows
+FRESH2_CASES = (("qwen3moe-mla-slice", 8, 2048, {(2, 2): (12,), (4, 1): (8,)}),
+                ("qwen2moe-mla-slice", 8, 3072, {(2, 2): (6,), (4, 1): (12,)}))
+FRESH2_SUBDIR, REVERSED2_SUBDIR = "s26pipeop2", "s26pipeop2_rev"
+HOSTPROBE_SUBDIRS = {FRESH2_SUBDIR: "s26pipeop2_probe", REVERSED2_SUBDIR: "s26pipeop2_probe_rev"}
+HOSTPROBE_SEQ, HOSTPROBE_MICROBATCHES = 256, 8
+HOST_FIXED_KEYS = ("device_gap", "first_op")   # a GPU figure and a factor: not the host's seconds
+TERMS2 = ("B", "L", "H", "U")
+PREDICTIONS2_FILE = prereg.PREREG_DIR / "s26pipeop2_predictions.csv"
+JUDGEMENT2_FILE = Path(__file__).resolve().parent / "s26pipeop2_judgement.json"
+
+
+def host_pace(ops: pd.DataFrame) -> dict[int, float]:
+    """{global rank: host pace}: gpu_pace over the host-paced probe's forwards alone."""
+    return gpu_pace(ops[ops["kind"] == "F"]) if not ops.empty else {}
+
+
+def scaled_host(host: dict, pace: float) -> dict:
+    """The twin's host rates with every host-seconds figure times `pace`."""
+    return {k: (v if k in HOST_FIXED_KEYS or not isinstance(v, float) else v * pace) for k, v in host.items()}
+
+
+def predict_rows2(rows: list[dict], term: str, delta_s: float, paces: dict | None, inputs: dict) -> pd.DataFrame:
+    """predict_rows' columns under round 2's terms: B; L (as round 1); H: each pipeline rank issues its ops
+    at the twin's host rates times its pace (rank_pace of the run's host probe, `paces` {(gpu, model):
+    host_pace}); U: H then L on the level-start first ops."""
+    out = []
+    for r in rows:
+        result, step_s, details, hold_s = it.twin_row(r, r["gpu"], inputs)
+        pace = rank_pace((paces or {}).get((r["gpu"], r["model"]), {}), int(r["pp"])) if term in ("H", "U") else {}
+        if pace:
+            profile, accumulate, host, _ = inputs[r["gpu"]]
+            by_rank = {k: scaled_host(host, v) for k, v in pace.items()}
+            result, step_s, details = pipe.simulate_row(pd.Series(r), gpu_spec(r["gpu"]), profile, accumulate, host,
+                                                        by_rank, {}, hold_s)
+        if term in ("L", "U"):
+            durations = term_durations(r, it.twin_op_s(result), "L", delta_s, None)
+            result = it.simulate_durations(r, details, durations, hold_s)
+            step_s = it.step_of(r, r["gpu"], inputs, result)
+        out.append({**r, "predicted_s": float(step_s),
+                    **{f"predicted_idle_r{k}_s": float(v) for k, v in enumerate(result.idle_s)}})
+    return pd.DataFrame(out)
+
+
+def case_rows2(gpus: tuple = prereg.GPUS, schedules: tuple = SCHEDULES) -> list[dict]:
+    """case_rows of FRESH2_CASES."""
+    n_gpus = prereg_pp4.NUM_GPUS
+    return [{"gpu": gpu, "bench": "pipeline_step", "model": model, "schedule": sched, "pp": pp, "ep": ep,
+             "dp": n_gpus // pp, "num_gpus": n_gpus, "num_microbatches": n, "micro_batch_seqs": 1,
+             "seq_len": seq, "precision": "bf16", "num_layers": layers}
+            for gpu in gpus for model, layers, seq, counts in FRESH2_CASES for (pp, ep), ns in counts.items()
+            for n in ns for sched in schedules]
+
+
+def registered_predictions2(inputs: dict | None = None) -> pd.DataFrame:
+    """Every round-2 fresh case (h100 and h200) under B and L (H needs the run's own host probe)."""
+    inputs = {} if inputs is None else inputs
+    delta = lead_in_s(inputs=inputs)
+    rows = case_rows2()
+    return pd.concat([predict_rows2(rows, "B", delta, None, inputs).assign(term="B", lead_in_s=delta),
+                      predict_rows2(rows, "L", delta, None, inputs).assign(term="L", lead_in_s=delta)],
+                     ignore_index=True)
+
+
+def host_paces_of(root: Path | str, subdir: str) -> dict:
+    """{(gpu, model): host_pace} of a round-2 subfolder's host probes (HOSTPROBE_SUBDIRS[subdir])."""
+    out = {}
+    for gpu in prereg.GPUS:
+        for path in glob_csv(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / HOSTPROBE_SUBDIRS[subdir], "*/pipeline_ops.csv"):
+            pace = host_pace(read_csv(path))
+            if pace:
+                out[gpu, Path(path).parent.name] = pace
+    return out
+
+
+def judged2(root: Path | str, subdir: str, rows: list[dict], delta_s: float, paces: dict, inputs: dict) -> dict:
+    """{term: prereg_pp4.compared section} of round 2's rows measured in `subdir`."""
+    meas = measured_set(root, subdir)
+    if meas.empty:
+        return {}
+    keys = {tuple(m[k] for k in prereg_pp4.KEY) for _, m in meas.iterrows()}
+    mine = [c for c in rows if tuple(c[k] for k in prereg_pp4.KEY) in keys]
+    return {t: prereg_pp4.compared(predict_rows2(mine, t, delta_s, paces, inputs).assign(code_commit="live"), meas,
+                                   f"{subdir} {t}") for t in TERMS2}
+
+
+def verdict2(sections: dict, reversed_sections: dict) -> dict:
+    """verdict's H1-H3 and D1 / D2 with U in T's place (docs/notes/s26pipeop2_rule.md section 3)."""
+    rename = lambda secs: {**secs, "T": secs["U"]} if secs else secs   # noqa: E731 (one line, read once)
+    out = verdict(rename(sections), rename(reversed_sections))
+    for v in out.values():
+        v["idle_within_U"] = v.pop("idle_within_T")
+        v["adopt_U"] = v.pop("adopt_T")
+        v["misordered"] = {"B": v["misordered"]["B"], "U": v["misordered"]["T"]}
+    return out
+
+
+def fresh2(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> dict:
+    """Round 2's fresh rows judged by its rule (as `fresh`, terms B, L, H, U)."""
+    inputs = {} if inputs is None else inputs
+    delta = lead_in_s(root, inputs)
+    paces = {sub: host_paces_of(root, sub) for sub in (FRESH2_SUBDIR, REVERSED2_SUBDIR)}
+    sections = judged2(root, FRESH2_SUBDIR, case_rows2(), delta, paces[FRESH2_SUBDIR], inputs)
+    if not sections:
+        return {"records": False}
+    reverse = judged2(root, REVERSED2_SUBDIR, case_rows2(schedules=("dualpipe",)), delta, paces[REVERSED2_SUBDIR],
+                      inputs)
+    replay = []
+    for sub in (FRESH2_SUBDIR, REVERSED2_SUBDIR):
+        for gpu in prereg.GPUS:
+            for row, ops in it.folder_rows(Path(root) / f"{gpu}x{prereg_pp4.NUM_GPUS}" / sub):
+                if int(row["pp"]) > 1:
+                    replay += [{**x, "gpu": gpu, "subdir": sub} for x in it.replay_config(row, ops, gpu, inputs)]
+    return {"records": True, "lead_in_s": delta, "paces": paces, "fresh": sections, "reversed": reverse,
+            "replay": replay, "verdict": verdict2(sections, reverse)}
+
+
 def main(argv=None) -> int:
     ap = parser("calibration.pipe_op_terms", __doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("lead-in", help="L's fitting pairs and its seconds")
     sub.add_parser("guards", help="B and L on the committed four-GPU sets")
     sub.add_parser("write", help="the predictions file (B and L of every fresh case; refuses a dirty tree)")
+    sub.add_parser("write2", help="round 2's predictions file (B and L; refuses a dirty tree)")
+    f2 = sub.add_parser("fresh2", help="the s26pipeop2 campaign's rows judged by its rule")
+    f2.add_argument("--json", type=Path, default=None, help="also write its judgement's record (JUDGEMENT2_FILE)")
     fr = sub.add_parser("fresh", help="the s26pipeop campaign's rows judged by the rule")
     fr.add_argument("--json", type=Path, default=None, help="also write the judgement's record (JUDGEMENT_FILE)")
     args = ap.parse_args(argv)
@@ -400,6 +529,29 @@ def main(argv=None) -> int:
     elif args.cmd == "write":
         df = prereg.write_registered(PREDICTIONS_FILE, lambda: registered_predictions(inputs))
         print(f"{PREDICTIONS_FILE}: {len(df)} rows")
+    elif args.cmd == "write2":
+        df = prereg.write_registered(PREDICTIONS2_FILE, lambda: registered_predictions2(inputs))
+        print(f"{PREDICTIONS2_FILE}: {len(df)} rows")
+    elif args.cmd == "fresh2":
+        res = fresh2(inputs=inputs)
+        if not res.get("records"):
+            print(f"s26pipeop2 fresh rows: no records yet (calibration/measurements/<gpu>x4/{FRESH2_SUBDIR}/)")
+            return 0
+        print(f"L = {res['lead_in_s'] * 1e3:.2f} ms; host paces {res['paces']}")
+        for name, secs in (("fresh", res["fresh"]), ("reversed", res["reversed"])):
+            print(name)
+            for t, sec in secs.items():
+                print(format_section(t, sec))
+        print("replay of the fresh op durations:")
+        print(it.format_replay(res["replay"]))
+        for gpu, v in res["verdict"].items():
+            print(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
+        if args.json is not None:
+            rec2 = judgement_record(res, "U")
+            rec2.update(rule="docs/notes/s26pipeop2_rule.md",
+                        command="python -m calibration.pipe_op_terms fresh2 --json calibration/s26pipeop2_judgement.json")
+            args.json.write_text(it.dump_record(rec2) + "\n")
+            print(f"{args.json}: written")
     else:
         res = fresh(inputs=inputs)
         if not res.get("records"):
@@ -420,8 +572,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def judgement_record(res: dict) -> dict:
-    """The fresh judgement as the tests read it back (JUDGEMENT_FILE)."""
+def judgement_record(res: dict, term: str = "T") -> dict:
+    """The fresh judgement as the tests read it back (JUDGEMENT_FILE; round 2's with `term` U)."""
     gpus = sorted(res["verdict"])
     return it._plain({
         "rule": "docs/notes/s26pipeop_rule.md",
@@ -430,9 +582,9 @@ def judgement_record(res: dict) -> dict:
         "paces": {sub: {f"{g} {m}": {str(k): v for k, v in p.items()} for (g, m), p in ps.items()}
                   for sub, ps in res["paces"].items()},
         "fresh": res["fresh"], "reversed": res["reversed"], "replay": res["replay"], "verdict": res["verdict"],
-        "mirrored": {g: {"fresh": mirrored_pairs(res["fresh"]["T"], g),
-                         "reversed": mirrored_pairs(res["reversed"]["T"], g) if res["reversed"] else [],
-                         "flips": flip_pairs(res["fresh"]["T"], res["reversed"].get("T"), g)} for g in gpus}})
+        "mirrored": {g: {"fresh": mirrored_pairs(res["fresh"][term], g),
+                         "reversed": mirrored_pairs(res["reversed"][term], g) if res["reversed"] else [],
+                         "flips": flip_pairs(res["fresh"][term], res["reversed"].get(term), g)} for g in gpus}})
 
 
 def read_judgement(path: Path = JUDGEMENT_FILE) -> dict:

@@ -206,3 +206,33 @@ def test_fresh_predicts_every_ranks_idle(judgement):
 def test_fresh_steps_meet_issue13_target_under_the_baseline(judgement):
     s = judgement["fresh"]["B"]["by_gpu"]["h200"]
     assert s["meets_target"], (s["median_abs_rel_error"], s["p90_abs_rel_error"])
+
+
+# ---- round 2 (docs/notes/s26pipeop2_rule.md): term H, each GPU's host pace
+
+def test_host_pace_reads_the_probes_forwards_only():
+    ops = _probe_ops({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
+    ops.loc[(ops["kind"] == "F") & (ops["rank"] == 2), "end_s"] *= 1.3    # GPU 2's forwards 30% longer
+    ops.loc[(ops["kind"] == "BW") & (ops["rank"] == 1), "end_s"] *= 2.0   # a backward: not host-paced here
+    assert po.host_pace(ops) == pytest.approx({0: 1 / 1.075, 1: 1 / 1.075, 2: 1.3 / 1.075, 3: 1 / 1.075}, rel=1e-12)
+
+
+def test_scaled_host_keeps_the_gpu_figure_and_the_factor():
+    host = {"fwd": 2e-5, "between_ops": 2e-4, "ep_send_sync": 5e-5, "device_gap": 1e-6, "first_op": 1.5}
+    assert po.scaled_host(host, 1.1) == pytest.approx({"fwd": 2.2e-5, "between_ops": 2.2e-4, "ep_send_sync": 5.5e-5,
+                                                       "device_gap": 1e-6, "first_op": 1.5})
+
+
+def test_h_at_equal_paces_is_the_baseline_and_a_slower_host_idles_its_mirror(inputs):
+    """DualPipe pp4 (qwen2moe seq 3072, h200): every GPU at pace 1 gives B's figures; GPU 0's host 20%
+    slower makes rank 0 the busier of the mirrored pair (0, 3), so rank 3 idles more than rank 0."""
+    rows = [r for r in po.case_rows2(("h200",)) if r["pp"] == 4 and r["schedule"] == "dualpipe"
+            and r["model"] == "qwen2moe-mla-slice"]
+    base = po.predict_rows2(rows, "B", 0.0, None, inputs).iloc[0]
+    key = ("h200", "qwen2moe-mla-slice")
+    even = po.predict_rows2(rows, "H", 0.0, {key: {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}}, inputs).iloc[0]
+    assert even["predicted_s"] == pytest.approx(base["predicted_s"], rel=1e-9)
+    for k in range(4):
+        assert even[f"predicted_idle_r{k}_s"] == pytest.approx(base[f"predicted_idle_r{k}_s"], rel=1e-9, abs=1e-12)
+    slow = po.predict_rows2(rows, "H", 0.0, {key: {0: 1.2, 1: 1.0, 2: 1.0, 3: 1.0}}, inputs).iloc[0]
+    assert slow["predicted_idle_r3_s"] > slow["predicted_idle_r0_s"] + 1e-3
