@@ -346,13 +346,13 @@ def fresh(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -
             "replay": replay, "verdict": verdict(sections, reverse)}
 
 
-def guards(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) -> dict:
+def guards(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None, subdirs: tuple = GUARD_SUBDIRS) -> dict:
     """B and L (G is 1 without a probe: T = L) on the committed four-GPU sets GUARD_SUBDIRS: per set and
     GPU the rank-rows within and the step summary."""
     inputs = {} if inputs is None else inputs
     delta = lead_in_s(root, inputs)
     out = {}
-    for sub in GUARD_SUBDIRS:
+    for sub in subdirs:
         meas = measured_set(root, sub)
         if meas.empty:
             continue
@@ -548,6 +548,8 @@ def main(argv=None) -> int:
             print(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
         if args.json is not None:
             rec2 = judgement_record(res, "U")
+            # round 2's guards: every committed set without a host probe, where U is L
+            rec2["guards"] = it._plain(guards(inputs=inputs, subdirs=GUARD_SUBDIRS + (FRESH_SUBDIR,)))
             rec2.update(rule="docs/notes/s26pipeop2_rule.md",
                         command="python -m calibration.pipe_op_terms fresh2 --json calibration/s26pipeop2_judgement.json")
             args.json.write_text(it.dump_record(rec2) + "\n")
