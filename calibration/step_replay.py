@@ -1,0 +1,215 @@
+"""Replay each timed step of a four-GPU pipeline run with that step's own op durations (session s26pipeop
+round 3, docs/notes/s26pipeop3.md): where the twin's schedule misses the measured idle, and where it does not.
+
+calibration.idle_terms' replay runs the twin's schedule simulation on each op's MEDIAN device span over a
+configuration's timed steps. At the host-paced EP shapes (pp2ep2 at seq 2048-3072, s26pipeop and s26pipeop2)
+that replay put only part of the rank-rows within, which round 2 read as a schedule mechanism the twin lacks.
+Here the same simulation runs once per timed step, each op at its own span in that step (the median over the
+data-parallel replicas of that step, as the median replay takes it over steps too), and a rank's replayed
+idle is the median over the steps of those per-step idles - the measured idle's own statistic
+(calibration.pipeline.measured_idle_s: the median over steps of step span less the rank's op seconds).
+
+If the per-step replay meets the measured idle where the median replay does not, the schedule is right step
+by step and the miss is the aggregation: a pipeline's idle is a max-plus function of the op durations
+(convex), so the idle of median durations understates the median idle when durations move from step to step
+(Jensen's inequality). A third replay (`draws`) draws each op's span independently from its own per-step
+spans: how much of the per-step replay a noise model without the steps' correlation would recover.
+
+    python -m calibration.step_replay [SUBDIR ...]                 # h200x4 sets; default: DEFAULT_SUBDIRS
+    python -m calibration.step_replay --json calibration/s26pipeop3_replay.json   # the committed record
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calibration import idle_terms as it
+from calibration import pipeline as pipe
+from calibration import records as rec
+from calibration.entry import parser
+from calibration.p2p_waits import COMPUTE_KINDS
+from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
+
+GPU = "h200"
+NUM_GPUS = 4
+# every committed four-GPU set with pipeline_ops of its timed steps (h200x4)
+DEFAULT_SUBDIRS = ("s21pp4", "s21pp4b", "s25idle", "s26pipeop", "s26pipeop_rev", "s26pipeop2", "s26pipeop2_rev")
+DRAWS = 64          # independent draws of the `iid` replay
+SEED = 0
+RECORD_FILE = Path(__file__).resolve().parent / "s26pipeop3_replay.json"
+COMMAND = "python -m calibration.step_replay --json calibration/s26pipeop3_replay.json"
+REPLAYS = ("median", "step", "iid")
+
+
+def step_op_s(row: dict, ops: pd.DataFrame) -> dict[tuple[int, int], dict[int, float]]:
+    """(pipeline rank, op index) -> {timed step: the op's device span in that step, the median over the
+    step's data-parallel replicas (global rank % pp)}, from pipeline_ops rows of one configuration."""
+    pp = int(row["pp"])
+    mine = pipe.ops_of(pd.Series(row), ops)
+    mine = mine[mine["kind"].isin(COMPUTE_KINDS) & mine["rep"].notna()]
+    keys = pd.DataFrame({"rep": mine["rep"].astype(int).to_numpy(), "pr": mine["rank"].astype(int).to_numpy() % pp,
+                         "k": mine["op_index"].astype(int).to_numpy(),
+                         "d": (mine["end_s"] - mine["start_s"]).to_numpy(float)})
+    out: dict = {}
+    for (rep, pr, k), d in keys.groupby(["rep", "pr", "k"])["d"].median().items():
+        out.setdefault((int(pr), int(k)), {})[int(rep)] = float(d)
+    return out
+
+
+def spread(per_step: dict) -> float:
+    """The median over a configuration's ops of (std / median) of the op's per-step spans."""
+    return float(np.median([np.std(list(v.values())) / np.median(list(v.values())) for v in per_step.values()]))
+
+
+def replay_config(row: dict, ops: pd.DataFrame, inputs: dict, gpu: str = GPU, draws: int = DRAWS,
+                  seed: int = SEED) -> list[dict]:
+    """Per measured global rank of one configuration: the measured idle and three replays of the twin's
+    schedule (idle_terms.simulate_durations, FB halved as idle_terms' replay): `median` (each op at the
+    median over steps of its per-step span), `step` (each timed step at its own spans; the median over
+    steps of the replayed idle), `iid` (`draws` steps whose ops each take one of their own per-step spans,
+    drawn independently; the median over draws); each within IDLE_TOL / IDLE_FLOOR_OF_STEP or not."""
+    _, _, details, hold_s = it.twin_row(row, gpu, inputs)
+    per_step = step_op_s(row, ops)
+    steps = sorted({s for v in per_step.values() for s in v})
+
+    def idle(durations: dict) -> np.ndarray:
+        return np.asarray(it.simulate_durations(row, details, durations, hold_s, fb_half=True).idle_s)
+
+    rng = np.random.default_rng(seed)
+    keys = sorted(per_step)
+    by_step = [idle({k: per_step[k][s] for k in keys}) for s in steps]
+    replayed = {
+        "median": idle({k: float(np.median(list(per_step[k].values()))) for k in keys}),
+        "step": np.median(by_step, axis=0),
+        "iid": np.median([idle({k: float(rng.choice(list(per_step[k].values()))) for k in keys})
+                          for _ in range(draws)], axis=0) if draws else None}
+    pp, cv, out = int(row["pp"]), spread(per_step), []
+    for rank, meas in sorted(pipe.measured_idle_by_rep_s(pipe.ops_of(pd.Series(row), ops)).items()):
+        meas_s = float(np.median(meas))      # pipe.measured_idle_s
+        tol = max(IDLE_TOL * meas_s, IDLE_FLOOR_OF_STEP * row["time_s"])
+        x = {**{k: row[k] for k in ("model", "schedule", "pp", "ep", "num_microbatches", "seq_len")},
+             "rank": int(rank), "op_spread": cv, "measured_idle_s": meas_s, "tol_s": float(tol),
+             # the measured idle's own step-to-step range, and in how many steps the replay of that step
+             # meets that step's idle (the same tolerance)
+             "measured_idle_min_s": float(np.min(meas)), "measured_idle_max_s": float(np.max(meas)),
+             "steps": len(meas),
+             "steps_met": int(sum(abs(r[rank % pp] - m) <= tol for r, m in zip(by_step, meas)))}
+        for name, v in replayed.items():
+            if v is not None:
+                x[f"{name}_idle_s"] = float(v[rank % pp])
+                x[f"{name}_within"] = bool(abs(v[rank % pp] - meas_s) <= tol)
+        out.append(x)
+    return out
+
+
+def replay_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
+                gpu: str = GPU, draws: int = DRAWS) -> list[dict]:
+    """replay_config's rank-rows of every configuration of `<gpu>x4/<subdir>` for each subdir (with `subdir`)."""
+    inputs = {} if inputs is None else inputs
+    out = []
+    for sub in subdirs:
+        for row, ops in it.folder_rows(Path(root) / f"{gpu}x{NUM_GPUS}" / sub):
+            out += [{**x, "subdir": sub} for x in replay_config(row, ops, inputs, gpu, draws)]
+    return out
+
+
+def op_table(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
+             gpu: str = GPU) -> list[dict]:
+    """Per (subdir, model, seq_len, layout, op kind), over every rank's timed compute ops, the medians of: the
+    device span, the twin's span of the same op (prereg_pp4's path, idle_terms.twin_row), and the host's lead
+    over the device (device time less host time) at the op's start and at its end. A lead near zero at the
+    op's end: the host finished issuing it only as the GPU finished running it - the op is host-paced."""
+    inputs = {} if inputs is None else inputs
+    parts = []
+    for sub in subdirs:
+        for row, ops in it.folder_rows(Path(root) / f"{gpu}x{NUM_GPUS}" / sub):
+            pp = int(row["pp"])
+            result, _, _, _ = it.twin_row(row, gpu, inputs)
+            twin = it.twin_op_s(result)
+            m = pipe.ops_of(pd.Series(row), ops)
+            m = m[m["kind"].isin(COMPUTE_KINDS) & m["rep"].notna()]
+            parts.append(pd.DataFrame({
+                "subdir": sub, "model": row["model"], "seq_len": int(row["seq_len"]), "layout": f"pp{pp}ep{int(row['ep'])}",
+                "kind": m["kind"].to_numpy(), "device_s": (m["end_s"] - m["start_s"]).to_numpy(float),
+                "twin_s": [twin.get((int(r) % pp, int(k)), np.nan) for r, k in zip(m["rank"], m["op_index"])],
+                "lead_start_s": (m["start_s"] - m["host_start_s"]).to_numpy(float),
+                "lead_end_s": (m["end_s"] - m["host_end_s"]).to_numpy(float)}))
+    df = pd.concat(parts, ignore_index=True)
+    g = df.groupby(["subdir", "model", "seq_len", "layout", "kind"], sort=False)
+    out = g[["device_s", "twin_s", "lead_start_s", "lead_end_s"]].median().join(g.size().rename("ops")).reset_index()
+    return out.to_dict("records")
+
+
+def format_ops(table: list[dict]) -> str:
+    df = pd.DataFrame(table)
+    for c in ("device_s", "twin_s", "lead_start_s", "lead_end_s"):
+        df[c] = (df[c] * 1e3).round(1)
+    return df.rename(columns=lambda c: c[:-2] + "_ms" if c.endswith("_s") else c).to_string(index=False)
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per (subdir, layout): rank-rows, and how many each replay puts within."""
+    df = pd.DataFrame(rows)
+    out = []
+    for (sub, pp, ep), g in df.groupby(["subdir", "pp", "ep"], sort=False):
+        out.append({"subdir": sub, "layout": f"pp{int(pp)}ep{int(ep)}", "rank_rows": len(g),
+                    "op_spread_median": float(g["op_spread"].median()),
+                    # rank-rows whose measured idle moves over more than twice the tolerance from step to step
+                    "noisy_rows": int(((g["measured_idle_max_s"] - g["measured_idle_min_s"]) > 2 * g["tol_s"]).sum()),
+                    "steps": int(g["steps"].sum()), "steps_met": int(g["steps_met"].sum()),
+                    **{f"{r}_within": int(g[f"{r}_within"].sum()) for r in REPLAYS if f"{r}_within" in g}})
+    return out
+
+
+def format_summary(summ: list[dict]) -> str:
+    lines = [f"{'set':16s} {'layout':7s} {'rows':>4s} {'spread':>7s} {'noisy':>5s} "
+             + " ".join(f"{r:>7s}" for r in REPLAYS) + "  steps met"]
+    for s in summ:
+        lines.append(f"{s['subdir']:16s} {s['layout']:7s} {s['rank_rows']:4d} {s['op_spread_median']:7.3f} "
+                     f"{s['noisy_rows']:5d} " + " ".join(f"{s.get(f'{r}_within', '-'):>7}" for r in REPLAYS)
+                     + f"  {s['steps_met']}/{s['steps']}")
+    return "\n".join(lines)
+
+
+def record(rows: list[dict], ops: list[dict]) -> dict:
+    """What the tests read back (RECORD_FILE)."""
+    return it._plain({"note": "docs/notes/s26pipeop3.md", "command": COMMAND, "gpu": GPU, "draws": DRAWS, "seed": SEED,
+                      "summary": summary(rows), "rows": rows, "ops": ops})
+
+
+def read_record(path: Path = RECORD_FILE) -> dict:
+    return it.read_judgement(path)
+
+
+def main(argv=None) -> int:
+    ap = parser("calibration.step_replay", __doc__)
+    ap.add_argument("subdirs", nargs="*", default=list(DEFAULT_SUBDIRS),
+                    help=f"sets under calibration/measurements/{GPU}x{NUM_GPUS}/ (default: all with op records)")
+    ap.add_argument("--draws", type=int, default=DRAWS, help="draws of the iid replay (0: none)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the record (the committed one: RECORD_FILE)")
+    args = ap.parse_args(argv)
+    if args.draws < 0:
+        print(f"--draws {args.draws}: a count >= 0", file=sys.stderr)
+        return 2
+    base = rec.MEASUREMENTS_DIR / f"{GPU}x{NUM_GPUS}"
+    for sub in args.subdirs:
+        if not (base / sub).is_dir():
+            print(f"subdir {sub!r}: not a set under calibration/measurements/{GPU}x{NUM_GPUS}/", file=sys.stderr)
+            return 2
+    inputs: dict = {}
+    rows = replay_rows(subdirs=tuple(args.subdirs), inputs=inputs, draws=args.draws)
+    table = op_table(subdirs=tuple(args.subdirs), inputs=inputs)
+    print(format_ops(table))
+    print(format_summary(summary(rows)))
+    if args.json is not None:
+        args.json.write_text(it.dump_record(record(rows, table)) + "\n")
+        print(f"{args.json}: written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
