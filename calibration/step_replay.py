@@ -106,6 +106,74 @@ def replay_config(row: dict, ops: pd.DataFrame, inputs: dict, gpu: str = GPU, dr
     return out
 
 
+FORWARD_KINDS = frozenset({"F", "FB"})    # the ops that carry a forward (FB: a forward, then a backward)
+
+
+def config_checks(row: dict, ops: pd.DataFrame, inputs: dict, gpu: str = GPU) -> dict:
+    """Per configuration, what the schedule could leave out, measured: each timed step's span (send, recv and
+    compute ops) against the makespan of that step's replay (relative, per step); how far apart the
+    data-parallel replicas (EP peers at ep > 1) start each op (median and P90 over ops and steps); the step's
+    tail (step time less the median span: the closing reduction) against the twin's (step less makespan); and
+    the twin's makespan against the median replay's, with the share of that gap recovered by replaying only
+    the forward-carrying ops (F, FB) or only B, BW and W at their measured spans (the rest at the twin's)."""
+    result, step_s, details, hold_s = it.twin_row(row, gpu, inputs)
+    schedule, pp = it.schedule_of(row), int(row["pp"])
+    per_step = step_op_s(row, ops)
+    keys = sorted(per_step)
+    mine = pipe.ops_of(pd.Series(row), ops)
+    mine = mine[mine["rep"].notna()]
+    sched = mine[mine["kind"].isin(COMPUTE_KINDS + ("send", "recv"))]
+    spans, rel = [], []
+    for s in sorted({x for v in per_step.values() for x in v}):
+        d = sched[sched["rep"] == s]
+        span = float(d["end_s"].max() - d["start_s"].min())
+        made = it.simulate_durations(row, details, {k: per_step[k][s] for k in keys}, hold_s, fb_half=True).makespan_s
+        spans.append(span)
+        rel.append((span - made) / span)
+    comp = mine[mine["kind"].isin(COMPUTE_KINDS)]
+    starts = comp.pivot_table(index=[comp["rep"], comp["op_index"], comp["rank"] % pp], columns=comp["rank"] // pp,
+                              values="start_s")
+    apart = (starts.max(axis=1) - starts.min(axis=1)).dropna().to_numpy(float) if starts.shape[1] > 1 else np.zeros(1)
+    meas, twin = it.measured_op_s(row, ops), it.twin_op_s(result)
+
+    def makespan(kinds: frozenset | None) -> float:
+        durations = {k: meas[k] if (kinds is None or schedule.programs[k[0]][k[1]].kind in kinds) else v
+                     for k, v in twin.items()}
+        return it.simulate_durations(row, details, durations, hold_s, fb_half=True).makespan_s
+
+    twin_mk, replay_mk = makespan(frozenset()), makespan(None)
+    gap = replay_mk - twin_mk
+    share = {name: (makespan(kinds) - twin_mk) / gap if gap > 0 else float("nan")
+             for name, kinds in (("forward_share", FORWARD_KINDS), ("backward_share", frozenset({"B", "BW", "W"})))}
+    return {**{k: row[k] for k in ("model", "schedule", "pp", "ep", "num_microbatches", "seq_len")},
+            "span_less_step_replay_median": float(np.median(rel)), "span_less_step_replay_max": float(np.max(rel)),
+            "replica_start_apart_median_s": float(np.median(apart)),
+            "replica_start_apart_p90_s": float(np.percentile(apart, 90)),
+            "tail_measured_s": float(row["time_s"] - np.median(spans)), "tail_twin_s": float(step_s - result.makespan_s),
+            "twin_makespan_s": float(twin_mk), "replay_makespan_s": float(replay_mk), **share}
+
+
+def config_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
+                gpu: str = GPU) -> list[dict]:
+    """config_checks of every configuration of `<gpu>x4/<subdir>` for each subdir (with `subdir`)."""
+    inputs = {} if inputs is None else inputs
+    return [{**config_checks(row, ops, inputs, gpu), "subdir": sub} for sub in subdirs
+            for row, ops in it.folder_rows(Path(root) / f"{gpu}x{NUM_GPUS}" / sub)]
+
+
+def format_configs(rows: list[dict]) -> str:
+    df = pd.DataFrame(rows)
+    out = []
+    for (sub, pp, ep), g in df.groupby(["subdir", "pp", "ep"], sort=False):
+        out.append(f"{sub:16s} pp{int(pp)}ep{int(ep)}: span - step replay median {g['span_less_step_replay_median'].median():+.2%}"
+                   f" (max {g['span_less_step_replay_max'].max():+.2%}); replicas' op starts apart median "
+                   f"{g['replica_start_apart_median_s'].median() * 1e3:.2f} ms (P90 up to {g['replica_start_apart_p90_s'].max() * 1e3:.2f});"
+                   f" tail measured - twin {(g['tail_measured_s'] - g['tail_twin_s']).median() * 1e3:+.2f} ms; makespan gap "
+                   f"{((g['replay_makespan_s'] - g['twin_makespan_s']) / g['replay_makespan_s']).median():.1%}, forward share "
+                   f"{g['forward_share'].min():.0%}-{g['forward_share'].max():.0%}")
+    return "\n".join(out)
+
+
 def replay_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
                 gpu: str = GPU, draws: int = DRAWS) -> list[dict]:
     """replay_config's rank-rows of every configuration of `<gpu>x4/<subdir>` for each subdir (with `subdir`)."""
@@ -175,10 +243,10 @@ def format_summary(summ: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def record(rows: list[dict], ops: list[dict]) -> dict:
+def record(rows: list[dict], ops: list[dict], configs: list[dict]) -> dict:
     """What the tests read back (RECORD_FILE)."""
     return it._plain({"note": "docs/notes/s26pipeop3.md", "command": COMMAND, "gpu": GPU, "draws": DRAWS, "seed": SEED,
-                      "summary": summary(rows), "rows": rows, "ops": ops})
+                      "summary": summary(rows), "rows": rows, "ops": ops, "configs": configs})
 
 
 def read_record(path: Path = RECORD_FILE) -> dict:
@@ -203,10 +271,12 @@ def main(argv=None) -> int:
     inputs: dict = {}
     rows = replay_rows(subdirs=tuple(args.subdirs), inputs=inputs, draws=args.draws)
     table = op_table(subdirs=tuple(args.subdirs), inputs=inputs)
+    configs = config_rows(subdirs=tuple(args.subdirs), inputs=inputs)
     print(format_ops(table))
+    print(format_configs(configs))
     print(format_summary(summary(rows)))
     if args.json is not None:
-        args.json.write_text(it.dump_record(record(rows, table)) + "\n")
+        args.json.write_text(it.dump_record(record(rows, table, configs)) + "\n")
         print(f"{args.json}: written")
     return 0
 

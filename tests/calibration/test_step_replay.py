@@ -2,8 +2,8 @@
 timed step's own op spans. The committed record (calibration/s26pipeop3_replay.json, written by
 `python -m calibration.step_replay --json ...`) is read back, one configuration of it recomputed by today's
 code so it cannot go stale; the diagnosis it carries (the per-step replay meets the pp2ep2 rank-rows the
-median replay misses; the EP forward is host-paced) is asserted on it. ~6 s of CPU (the twin's four-GPU host
-inputs once, one configuration's 70 replays)."""
+median replay misses; the EP forward is host-paced) is asserted on it. ~8 s of CPU (the twin's four-GPU host
+inputs once, one configuration's ~80 replays)."""
 
 import math
 
@@ -26,15 +26,20 @@ def record():
 
 
 @pytest.fixture(scope="module")
+def inputs():
+    return {}   # the twin's four-GPU host inputs, loaded once for the module
+
+
+@pytest.fixture(scope="module")
 def config():
     sub, model, schedule, pp = CHECKED
     rows = it.folder_rows(rec.MEASUREMENTS_DIR / f"{sr.GPU}x{sr.NUM_GPUS}" / sub, model)
     return next((row, ops) for row, ops in rows if row["schedule"] == schedule and int(row["pp"]) == pp)
 
 
-def test_one_configuration_recomputed(record, config):
+def test_one_configuration_recomputed(record, config, inputs):
     sub, model, schedule, pp = CHECKED
-    live = sr.replay_config(*config, inputs={})
+    live = sr.replay_config(*config, inputs=inputs)
     kept = [r for r in record["rows"] if (r["subdir"], r["model"], r["schedule"], int(r["pp"])) == CHECKED]
     assert len(kept) == len(live) == 4, STALE
     for a, b in zip(sorted(kept, key=lambda r: r["rank"]), live):
@@ -76,7 +81,7 @@ def test_ep_forward_is_host_paced_and_underpriced(record):
     assert (f[f["layout"] == "pp4ep1"]["lead_end_s"] >= 4e-3).all()
 
 
-def test_identical_steps_give_one_replay(config):
+def test_identical_steps_give_one_replay(config, inputs):
     """With every timed step a copy of the first, the three replays are one (no spread, no Jensen gap)."""
     row, ops = config
     ops = pipe.ops_of(pd.Series(row), ops)
@@ -86,7 +91,7 @@ def test_identical_steps_give_one_replay(config):
     timed = ops["rep"].notna()
     idx = pd.MultiIndex.from_frame(ops.loc[timed, first.index.names])
     ops.loc[timed, cols] = first.reindex(idx).to_numpy()
-    out = sr.replay_config(row, ops, inputs={}, draws=3)
+    out = sr.replay_config(row, ops, inputs=inputs, draws=3)
     for r in out:
         assert r["op_spread"] == 0.0
         assert math.isclose(r["median_idle_s"], r["step_idle_s"], abs_tol=1e-12)
@@ -96,3 +101,22 @@ def test_identical_steps_give_one_replay(config):
 def test_bad_subdir_exits_2(capsys):
     assert sr.main(["no-such-set"]) == 2
     assert "no-such-set" in capsys.readouterr().err
+
+
+def test_config_checks_recomputed_and_the_schedule_leaves_nothing_out(record, config, inputs):
+    """The per-configuration checks of one configuration recomputed; on every pp2ep2 configuration of the
+    short-sequence runs each step's span is within 1.5% of its own replay's makespan, the EP peers start
+    each op within 1 ms (median), the step's tail is the twin's within 1.5 ms, and replaying only the
+    forward-carrying ops at their measured spans recovers >= 60% of the twin's makespan gap."""
+    live = sr.config_checks(*config, inputs=inputs)
+    kept = next(c for c in record["configs"] if (c["subdir"], c["model"], c["schedule"], int(c["pp"])) == CHECKED)
+    for key, value in live.items():
+        if isinstance(value, float):
+            assert math.isclose(kept[key], value, rel_tol=1e-9, abs_tol=1e-12), (key, STALE)
+    short = [c for c in record["configs"] if c["subdir"] in ("s26pipeop", "s26pipeop2") and int(c["ep"]) == 2]
+    assert len(short) == 16
+    for c in short:
+        assert abs(c["span_less_step_replay_max"]) < 0.015, c
+        assert c["replica_start_apart_median_s"] < 1e-3, c
+        assert abs(c["tail_measured_s"] - c["tail_twin_s"]) < 1.5e-3, c
+        assert c["forward_share"] >= 0.6, c
