@@ -33,6 +33,9 @@ from calibration import records as rec
 from calibration.entry import parser
 from calibration.p2p_waits import COMPUTE_KINDS
 from calibration.pipeline_judgement import IDLE_FLOOR_OF_STEP, IDLE_TOL
+from calibration.records_io import read_csv
+from calibration.whole_step import gpu_spec
+from twin.core.specs import get_model
 
 GPU = "h200"
 NUM_GPUS = 4
@@ -174,6 +177,45 @@ def format_configs(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+FORWARD_SETS = (("s21pp4", "qwen2moe-mla-slice"), ("s21pp4", "qwen3moe-mla-slice"), ("s26pipeop", "qwen2moe-mla-slice"),
+                ("s26pipeop2", "qwen2moe-mla-slice"), ("s26pipeop2", "qwen3moe-mla-slice"))
+FIT_SUBDIR = ""     # the four-GPU host rates' own records: calibration/measurements/<gpu>x4/ (v2-lite-slice pp2ep2)
+
+
+def forward_row(row: dict, ops: pd.DataFrame, inputs: dict, routing: pd.DataFrame | None, gpu: str = GPU) -> dict:
+    """One configuration's forwards (F ops): the median measured span over ranks and steps against the twin's
+    median F span under balanced routing (prereg_pp4's path) and, with `routing`, with each MoE layer at its
+    most loaded EP rank's routed rows (pipeline.ep_layer_rows of the run's own pipeline_routing)."""
+    result, _, _, _ = it.twin_row(row, gpu, inputs)
+    schedule, meas = it.schedule_of(row), it.measured_op_s(row, ops)
+    forwards = [k for k in meas if schedule.programs[k[0]][k[1]].kind == "F"]
+    out = {**{k: row[k] for k in ("model", "schedule", "pp", "ep", "num_microbatches", "seq_len")},
+           "measured_s": float(np.median([meas[k] for k in forwards])),
+           "twin_s": float(np.median([it.twin_op_s(result)[k] for k in forwards]))}
+    if routing is not None:
+        profile, accumulate, host, hold_s = inputs[gpu]
+        rows = pipe.ep_layer_rows(routing, pd.Series(row), get_model(row["model"]).top_k)
+        routed, _, _ = pipe.simulate_row(pd.Series(row), gpu_spec(gpu), profile, accumulate, host, None, rows, hold_s)
+        out["twin_routed_s"] = float(np.median([it.twin_op_s(routed)[k] for k in forwards]))
+    return out
+
+
+def forward_rows(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None, gpu: str = GPU) -> list[dict]:
+    """forward_row of the 1F1B pp2ep2 configurations of FORWARD_SETS (with routing) and of every configuration
+    of the host rates' own fitting folder (FIT_SUBDIR, its rows' split kept)."""
+    inputs = {} if inputs is None else inputs
+    base, out = Path(root) / f"{gpu}x{NUM_GPUS}", []
+    for sub, model in FORWARD_SETS:
+        routing = read_csv(base / sub / model / "pipeline_routing.csv")
+        out += [{**forward_row(row, ops, inputs, routing, gpu), "subdir": sub}
+                for row, ops in it.folder_rows(base / sub, model) if row["schedule"] == "1f1b" and int(row["ep"]) > 1]
+    steps, ops = read_csv(base / FIT_SUBDIR / "pipeline_step.csv"), read_csv(base / FIT_SUBDIR / "pipeline_ops.csv")
+    for _, r in steps[steps["bench"] == "pipeline_step"].iterrows():
+        row = {**{k: r[k] for k in it.ROW_KEYS}, "time_s": float(r["time_s"])}
+        out.append({**forward_row(row, ops, inputs, None, gpu), "subdir": FIT_SUBDIR or ".", "split": r["split"]})
+    return out
+
+
 def replay_rows(root: Path | str = rec.MEASUREMENTS_DIR, subdirs: tuple = DEFAULT_SUBDIRS, inputs: dict | None = None,
                 gpu: str = GPU, draws: int = DRAWS) -> list[dict]:
     """replay_config's rank-rows of every configuration of `<gpu>x4/<subdir>` for each subdir (with `subdir`)."""
@@ -243,10 +285,10 @@ def format_summary(summ: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def record(rows: list[dict], ops: list[dict], configs: list[dict]) -> dict:
+def record(rows: list[dict], ops: list[dict], configs: list[dict], forwards: list[dict]) -> dict:
     """What the tests read back (RECORD_FILE)."""
     return it._plain({"note": "docs/notes/s26pipeop3.md", "command": COMMAND, "gpu": GPU, "draws": DRAWS, "seed": SEED,
-                      "summary": summary(rows), "rows": rows, "ops": ops, "configs": configs})
+                      "summary": summary(rows), "rows": rows, "ops": ops, "configs": configs, "forwards": forwards})
 
 
 def read_record(path: Path = RECORD_FILE) -> dict:
@@ -272,11 +314,14 @@ def main(argv=None) -> int:
     rows = replay_rows(subdirs=tuple(args.subdirs), inputs=inputs, draws=args.draws)
     table = op_table(subdirs=tuple(args.subdirs), inputs=inputs)
     configs = config_rows(subdirs=tuple(args.subdirs), inputs=inputs)
+    forwards = forward_rows(inputs=inputs)
     print(format_ops(table))
     print(format_configs(configs))
+    with pd.option_context("display.width", 200):
+        print(pd.DataFrame(forwards).to_string(index=False))
     print(format_summary(summary(rows)))
     if args.json is not None:
-        args.json.write_text(it.dump_record(record(rows, table, configs)) + "\n")
+        args.json.write_text(it.dump_record(record(rows, table, configs, forwards)) + "\n")
         print(f"{args.json}: written")
     return 0
 
