@@ -21,6 +21,7 @@ spans: how much of the per-step replay a noise model without the steps' correlat
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -285,10 +286,21 @@ def format_summary(summ: list[dict]) -> str:
     return "\n".join(lines)
 
 
+RECORD_DIGITS = 10   # floats kept to 1e-10 (seconds: 0.1 ns; ratios alike) so the record stays small
+
+
+def _rounded(x):
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return round(x, RECORD_DIGITS) if isinstance(x, float) and math.isfinite(x) else x
+
+
 def record(rows: list[dict], ops: list[dict], configs: list[dict], forwards: list[dict]) -> dict:
     """What the tests read back (RECORD_FILE)."""
-    return it._plain({"note": "docs/notes/s26pipeop3.md", "command": COMMAND, "gpu": GPU, "draws": DRAWS, "seed": SEED,
-                      "summary": summary(rows), "rows": rows, "ops": ops, "configs": configs, "forwards": forwards})
+    return _rounded(it._plain({"note": "docs/notes/s26pipeop3.md", "command": COMMAND, "gpu": GPU, "draws": DRAWS, "seed": SEED,
+                      "summary": summary(rows), "rows": rows, "ops": ops, "configs": configs, "forwards": forwards}))
 
 
 def read_record(path: Path = RECORD_FILE) -> dict:
