@@ -291,7 +291,9 @@ def _why_none(r: dict) -> str:
     """Why no deployment served: each reason with its count (the page said nothing of it until s24srvwalk, where
     the terminal named an instance that holds no request and the instance that would)."""
     reasons = r.get("infeasible_by_reason") or {}
-    return (": " + "; ".join(f"{k} ({v:,})" for k, v in reasons.items())) if reasons else ""
+    if not r.get("evaluated"):   # a floor no pool lifts, none simulated: its count read as its target until s26walk
+        return (": " + "; ".join(reasons)) if reasons else ""
+    return (": " + "; ".join(f"{k} ({v:,} deployment{'' if v == 1 else 's'})" for k, v in reasons.items())) if reasons else ""
 
 
 def build_serving_page(r: dict, scenario_name: str = "") -> Page:

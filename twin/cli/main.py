@@ -432,8 +432,8 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     if out.best is None:
-        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
-        print(f"infeasible: no deployment serves {rates[0]:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        print(f"infeasible: no deployment serves {rates[0]:g} requests/s within the targets: {summary.serving_reasons(out)}",
+              file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -465,8 +465,8 @@ def _serving_capacity(args, sc, rates: list[float], layouts: tuple[str, ...]) ->
     unserved = [p for p in out.plans if p.best is None]
     if unserved:
         for p in unserved:
-            reasons = "; ".join(f"{k} ({v:,})" for k, v in p.infeasible_by_reason.items())
-            print(f"infeasible: no deployment serves {p.rate_per_s:g} requests/s within the targets: {reasons}", file=sys.stderr)
+            print(f"infeasible: no deployment serves {p.rate_per_s:g} requests/s within the targets: "
+                  f"{summary.serving_reasons(p)}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 

@@ -332,8 +332,7 @@ def serving_plan_summary(out) -> str:
             f"({sizes}; {plural(out.evaluated, 'deployment')} checked)")
     b = out.best
     if b is None:
-        reasons = ", ".join(f"{k} ({v})" for k, v in out.infeasible_by_reason.items())
-        return head + f"\nno deployment meets the targets: {reasons}"
+        return head + f"\nno deployment meets the targets: {serving_reasons(out)}"
     return head + "\n" + pairs([
         ("fewest GPUs", _layout_text(b, out)),
         *[(f"fewest {x.layout}", _layout_text(x, out)) for x in (out.best_colocated, out.best_disaggregated)
@@ -349,6 +348,15 @@ def serving_plan_summary(out) -> str:
         ("simulated", f"{b.simulated_requests:,} requests per deployment, {out.arrival} arrivals at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
     ]) + _short_run_note(b) + (f"\nnote: {out.arrival_note}" if out.arrival_note else "")
+
+
+def serving_reasons(out) -> str:
+    """Why no deployment met the targets: each reason with the deployments simulated that it stopped, or alone
+    where none was simulated (a floor no pool size lifts: one prompt's prefill over the TTFT target). Until
+    s26walk the floor carried a bare "(1)", read as its target."""
+    if not out.evaluated:
+        return "; ".join(out.infeasible_by_reason)
+    return "; ".join(f"{k} ({plural(v, 'deployment')})" for k, v in out.infeasible_by_reason.items())
 
 
 def serving_capacity_summary(out) -> str:

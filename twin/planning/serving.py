@@ -391,9 +391,9 @@ def size_serving(sc: ServeScenario, rate_per_s: float, ttft_target_s: float, tpo
     # nothing), one prompt's prefill alone, or one request's decode step
     floor = _no_request_fits(dep)
     if floor is None and dep.prompt_alone_s > ttft_target_s:
-        floor = f"TTFT of one prompt alone ({dep.prompt_alone_s:.3g} s) over target"
+        floor = f"TTFT of one prompt alone ({dep.prompt_alone_s * 1e3:.3g} ms) over the target {ttft_target_s * 1e3:.3g} ms"
     elif floor is None and dep.tpot_alone_s > tpot_target_s:
-        floor = f"TPOT of one request alone ({dep.tpot_alone_s:.3g} s) over target"
+        floor = f"TPOT of one request alone ({dep.tpot_alone_s * 1e3:.3g} ms) over the target {tpot_target_s * 1e3:.3g} ms"
     best_dis = best_col = None
     with bar:
         if floor is None and COLOCATED in layouts:
