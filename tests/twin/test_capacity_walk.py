@@ -4,7 +4,13 @@ before its fix; each runs in a few CPU-seconds."""
 import json
 import re
 
+import pytest
+
+from fake_step import fake_step  # tests/ is on sys.path (rootdir conftest)
+from twin.cli import summary
 from twin.cli.main import main
+from twin.core.scenario import load_scenario
+from twin.training.replay.run import replay
 
 SHORT = ["--set", "serve.input_len=512", "--set", "serve.output_len=64", "--requests", "300", "--quiet"]
 
@@ -31,3 +37,46 @@ def test_the_serving_trace_names_the_model_beside_the_scenario(tmp_path):
                  "--set", "serve.weight_precision=bf16", *SHORT, "--trace", str(f)]) == 0
     other = json.loads(f.read_text())["otherData"]
     assert other["scenario"] == "r1-serve-h200" and other["model"] == "mixtral-8x7b"
+
+
+LLAMA_FILE = """name = "llama8b-256"
+[model]
+name = "llama3-8b"
+[cluster]
+gpu = "h100"
+num_gpus = 256
+[plan]
+tp = 2
+pp = 4
+ep = 1
+schedule = "1f1b"
+gemm_precision = "bf16"
+[workload]
+seq_len = 8192
+global_batch_seqs = 512
+"""
+
+
+@pytest.fixture(scope="module")
+def llama_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("walk") / "llama8b.toml"
+    path.write_text(LLAMA_FILE)
+    return path
+
+
+def test_a_replay_of_a_scenario_without_stages_says_whose_run_it_replays(llama_file, capsys):
+    """D3: `twin replay llama70b.toml` (a scenario with no [[run.stages]]) replayed DeepSeek-V3's published run
+    on the llama (14.8T tokens at 4K, context extension to 32K and 128K, SFT, GRPO RL) without a word: the
+    headline read "llama70b: 14.9T tokens on 2,048 H100 ... Context extension 90.8K"."""
+    sc = load_scenario(str(llama_file))
+    res = replay(sc, step_fn=fake_step, uncertainty=False, sweep=False)
+    text = summary.replay_summary(sc, res, None)
+    assert re.search(r"stages: DeepSeek-V3's published run .*the scenario names no \[\[run\.stages\]\]", text), text
+    assert any("[[run.stages]]" in n for n in res.gap_drivers)
+    own = load_scenario(str(llama_file), ["run.stages=[{name='pretrain', tokens=1e11, seq_len=8192, global_batch_seqs=512}]"])
+    res = replay(own, step_fn=fake_step, uncertainty=False, sweep=False)
+    assert "[[run.stages]]" not in summary.replay_summary(own, res, None)
+    v3 = load_scenario()   # DeepSeek-V3's own run: its stages are the scenario's
+    res = replay(v3, step_fn=fake_step, uncertainty=False, sweep=False)
+    assert "[[run.stages]]" not in summary.replay_summary(v3, res, None)
+

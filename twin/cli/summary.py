@@ -15,6 +15,7 @@ from twin.planning.result import reason_examples
 from twin.planning.serving import nodes_of, pool_instances
 from twin.serving.run import PUBLISHED_MODEL
 from twin.serving.simulate import holds_steady_window
+from twin.training.replay.run import inherited_stages_note
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -193,6 +194,8 @@ def replay_summary(sc, res, out_dir: str | None) -> str:
         rows.append(row + ((count(c.claimed), f"{c.rel_error:+.1%}") if published else ()))
     header = ("GPU-hours", "twin", "P10-P90") + (("published", "error") if published else ())
     text = head + "\n\n" + table(rows, header=header)
+    if inherited_stages_note(sc):
+        text += f"\n{inherited_stages_note(sc)}"
     if not published:
         text += (f"\n(DeepSeek's published figures describe DeepSeek-V3 on H800s; this scenario runs "
                  f"{sc.model.name} on {sc.cluster.gpu}, so they are not compared.)")
