@@ -80,3 +80,15 @@ def test_a_replay_of_a_scenario_without_stages_says_whose_run_it_replays(llama_f
     res = replay(v3, step_fn=fake_step, uncertainty=False, sweep=False)
     assert "[[run.stages]]" not in summary.replay_summary(v3, res, None)
 
+
+
+def test_the_cost_against_cluster_size_is_drawn_around_the_scenarios_own_cluster(llama_file):
+    """D4: a 256-GPU scenario's replay drew its cost against cluster size at 2,048, 3,072, 4,096 and 8,192 GPUs
+    (DeepSeek-V3's sizes, cost.size_sweep_gpus' default), never at its own 256."""
+    sc = load_scenario(str(llama_file), ["run.stages=[{name='pretrain', tokens=1e11, seq_len=8192, global_batch_seqs=512}]"])
+    res = replay(sc, step_fn=fake_step, uncertainty=False)
+    assert [p.num_gpus for p in res.size_sweep] == [256, 384, 512, 1024]
+    own = next(p for p in res.size_sweep if p.num_gpus == 256)
+    assert own.gpu_hours == pytest.approx(res.total_gpu_hours)
+    v3 = replay(load_scenario(), step_fn=fake_step, uncertainty=False)   # the embedded V3 scenario names its sizes
+    assert [p.num_gpus for p in v3.size_sweep] == [2048, 3072, 4096, 8192]

@@ -25,7 +25,7 @@ from twin.training.replay.costs import evaluate
 from twin.training.replay.result import ReplayResult, typed
 from twin.training.replay.stages import (StepCache, StepFn, default_bound_fn, default_step_fn, resolve_stage, run_stage,
                                          stage_scenario)
-from twin.training.replay.uncertainty import propagate, size_sweep, uncertain_inputs
+from twin.training.replay.uncertainty import propagate, size_sweep, sweep_sizes, uncertain_inputs
 
 
 def _gpu_hours(x: float) -> str:
@@ -97,7 +97,7 @@ def check_replay_work(sc: Scenario, uncertainty: bool = True, sweep: bool = True
     `run.ramp_knots` batches along a ramp), the largest stages again at each uncertain input's P10
     and P90, and once per cluster size of the sweep."""
     stages = len(sc.run.stages) * sc.run.ramp_knots
-    steps = stages + (2 * len(uncertain_inputs(sc)) if uncertainty else 0) + (len(sc.cost.size_sweep_gpus) if sweep else 0)
+    steps = stages + (2 * len(uncertain_inputs(sc)) if uncertainty else 0) + (len(sweep_sizes(sc)) if sweep else 0)
     work = sc.step_work()
     field, value = (("model.num_layers", sc.model.num_layers) if work["blocks"] > work["microbatches"]
                     else ("workload.global_batch_seqs", sc.workload.global_batch_seqs))
@@ -129,7 +129,7 @@ def _replay(scenario: Scenario, step_fn: StepFn | None, progress: bool, uncertai
     # progress in parts of known count: the stages, each uncertain input at its P10 and P90, each
     # cluster size of the sweep
     total = (len(scenario.run.stages) + (2 * len(uncertain_inputs(scenario)) if uncertainty else 0)
-             + (len(scenario.cost.size_sweep_gpus) if sweep else 0))
+             + (len(sweep_sizes(scenario)) if sweep else 0))
     bar = tqdm(total=total, desc="replay", unit="part", file=sys.stderr, disable=not progress)
     tick = functools.partial(bar.update, 1)
     cache = StepCache(step_fn, bound_fn)
