@@ -92,3 +92,18 @@ def test_the_cost_against_cluster_size_is_drawn_around_the_scenarios_own_cluster
     assert own.gpu_hours == pytest.approx(res.total_gpu_hours)
     v3 = replay(load_scenario(), step_fn=fake_step, uncertainty=False)   # the embedded V3 scenario names its sizes
     assert [p.num_gpus for p in v3.size_sweep] == [2048, 3072, 4096, 8192]
+
+
+def test_a_serving_question_sweep_over_gpu_types_ranks_its_points_by_cost():
+    """D5: `twin sweep mixtral.toml --grid cluster.gpu=h100,h200 --rate 50 --ttft 1 --tpot 0.03`: "Best points"
+    ranked by GPU count put 12 H200 ($42.0 an hour) above 14 H100 ($41.3), the cost shown as a bare "42.0"."""
+    from reports.sweep_report import build_page
+    rows = [{"candidate_id": c, "cluster.gpu": g, "status": "ok", "reason": "", "num_gpus": n, "layout": "disaggregated",
+             "usd_per_hour": usd, "usd_per_million_output_tokens_all_gpus": per_m}
+            for c, g, n, usd, per_m in (("a", "h200", 12, 42.0, 0.477), ("b", "h100", 14, 41.3, 0.489),
+                                        ("c", "h100", 16, 47.2, 0.55))]
+    page = build_page({"num_points": 3, "mode": "grid", "num_ok": 3, "num_invalid": 0, "num_infeasible": 0, "num_error": 0,
+                       "evaluated_now": 3, "axes": {"cluster.gpu": ["h100", "h200"]}, "rows": rows}).markdown()
+    best = [line for line in page.splitlines() if re.match(r"\| [abc] \|", line)]
+    assert [line[2] for line in best] == ["b", "a", "c"], best
+    assert "| b | h100 | 14 | disaggregated | $41.3 | $0.489 |" in page, page
