@@ -107,3 +107,24 @@ def test_a_serving_question_sweep_over_gpu_types_ranks_its_points_by_cost():
     best = [line for line in page.splitlines() if re.match(r"\| [abc] \|", line)]
     assert [line[2] for line in best] == ["b", "a", "c"], best
     assert "| b | h100 | 14 | disaggregated | $41.3 | $0.489 |" in page, page
+
+
+def test_a_plan_search_without_an_answer_writes_its_reason_in_the_json(llama_file, tmp_path, capsys):
+    """D6: `twin plan llama70b.toml --tokens 2e11 --days 60 --budget 10 --json F` exited 3 with its reason on stderr
+    alone: F held "best": null and "infeasible_by_reason": {} (every candidate ran; none met the budget), where the
+    README says exit 3 always comes with its reason in --json (the serving question's F has it since s24srvwalk)."""
+    f = tmp_path / "p.json"
+    assert main(["plan", str(llama_file), "--tokens", "2e11", "--days", "60", "--budget", "10", "--tp", "2",
+                 "--pp", "4", "--quiet", "--json", str(f)]) == 3
+    err = capsys.readouterr().err
+    data = json.loads(f.read_text())
+    assert data["best"] is None and data["no_answer"].startswith("none of the 1 simulated plans trains 200B tokens "
+                                                                 "within 60 days for at most $10; the fastest takes")
+    assert f"infeasible: {data['no_answer']}" in err
+    assert main(["plan", str(llama_file), "--tokens", "2e11", "--days", "3000", "--tp", "2", "--pp", "4", "--quiet",
+                 "--json", str(f)]) == 0
+    assert json.loads(f.read_text())["no_answer"] == ""
+    assert main(["plan", str(llama_file), "--tokens", "2e11", "--days", "60", "--tp", "3", "--pp", "4", "--quiet",
+                 "--json", str(f)]) == 3   # no candidate can run: the reason by kind, in F as on stderr
+    err = capsys.readouterr().err
+    assert f"infeasible: {json.loads(f.read_text())['no_answer']}" in err and "none of the 1 candidates can run" in err

@@ -396,16 +396,8 @@ def cmd_plan(args) -> int:
     if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
         write_plan_json(out, args.json)
         _resolved_beside(args.json, sc)   # none beside a plan's --json F until s22walk
-    if out.feasible == 0:
-        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
-        print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
-        return EXIT_INFEASIBLE
-    if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
-        budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
-        fastest = (f"; the fastest takes {out.fastest.wall_days_goodput:.1f} days with failures ({out.fastest.label}; "
-                   f"{out.fastest.wall_days:.1f} compute days)" if out.fastest else "")
-        print(f"infeasible: none of the {out.simulated:,} simulated plans trains {summary.count(out.tokens)} tokens within "
-              f"{out.deadline_days:g} day{'' if out.deadline_days == 1 else 's'}{budget}{fastest}", file=sys.stderr)
+    if out.no_answer:   # no candidate can run, or none of the simulated is within the question's bounds (F says so too)
+        print(f"infeasible: {out.no_answer}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 

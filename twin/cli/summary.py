@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from twin.core.serve_specs import MAX_SIM_REQUESTS
-from twin.core.units import GIB
+from twin.core.units import GIB, short_count
 from twin.planning.result import reason_examples
 from twin.planning.serving import nodes_of, pool_instances
 from twin.serving.run import PUBLISHED_MODEL
@@ -37,12 +37,7 @@ def pairs(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def count(x: float) -> str:
-    """14.8e12 -> '14.8T', 2.782e6 -> '2.78M'."""
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{suffix}"
-    return f"{x:.3g}"
+count = short_count   # 14.8e12 -> '14.8T' (twin.core.units, shared with the plan search's reason)
 
 
 def dollars(x: float) -> str:
