@@ -135,9 +135,9 @@ def _verdict(r: dict) -> str:
         return (f"The {what} plan that trains {tok} {within} is {best['label']}: {pg.days(best['wall_days_goodput'])} "
                 f"with the expected failure downtime ({pg.days(best['wall_days'])} of compute, ETTR {pg.pct(best['ettr_frac'])}), "
                 f"{pg.gpu_hours(best['gpu_hours_goodput'])}, {cost} ({r['num_meeting_deadline']} of {r['simulated']} simulated "
-                f"plans qualify; {r['evaluated']:,} candidates screened).")
+                f"plan{'' if r['simulated'] == 1 else 's'} qualify; {r['evaluated']:,} candidate{'' if r['evaluated'] == 1 else 's'} screened).")
     if fastest:
-        return (f"None of the {r['simulated']} simulated plans trains {tok} {within}; the fastest, "
+        return (f"None of the {r['simulated']} simulated plan{'' if r['simulated'] == 1 else 's'} trains {tok} {within}; the fastest, "
                 f"{fastest['label']}, takes {pg.days(fastest['wall_days_goodput'])} with the expected failure downtime "
                 f"({pg.days(fastest['wall_days'])} of compute).")
     reason = next(iter(r["infeasible_by_reason"]), "unknown")
@@ -167,7 +167,7 @@ def _screen_para(e: dict) -> str:
 def build_page(result: dict) -> Page:
     r = result
     p = Page(f"Plan search: {pg.tokens(r['tokens'])} within {pg.days(r['deadline_days'])}", _verdict(r))
-    p.para(f"{r['evaluated']:,} candidates over {len(r['axes'])} axes, {r['feasible']:,} fit in memory, "
+    p.para(f"{r['evaluated']:,} candidate{'' if r['evaluated'] == 1 else 's'} over {len(r['axes'])} axes, {r['feasible']:,} fit in memory, "
            f"{r['simulated']} simulated. Question: {r['question']}.")
     p.section("Axes searched").table(["scenario key", "values"], [[k, ", ".join(str(v) for v in vs)] for k, vs in r["axes"].items()])
     p.section("The front: cost against time").para(

@@ -128,3 +128,14 @@ def test_a_plan_search_without_an_answer_writes_its_reason_in_the_json(llama_fil
                  "--json", str(f)]) == 3   # no candidate can run: the reason by kind, in F as on stderr
     err = capsys.readouterr().err
     assert f"infeasible: {json.loads(f.read_text())['no_answer']}" in err and "none of the 1 candidates can run" in err
+
+
+def test_a_search_of_one_candidate_says_one_candidate_and_one_plan(llama_file, tmp_path, capsys):
+    """D7: `twin plan ... --tp 8 --pp 4` (one candidate): "screen step time vs simulator over 1 plans" on the
+    terminal and "1 candidates over 16 axes" atop the report."""
+    assert main(["plan", str(llama_file), "--tokens", "2e11", "--days", "3000", "--tp", "2", "--pp", "4", "--quiet",
+                 "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    md = (tmp_path / "p" / "report.md").read_text()
+    assert "over 1 plan:" in out and "1 plans" not in out
+    assert "1 candidate over 16 axes" in md and "1 candidates" not in md and "1 plans" not in md

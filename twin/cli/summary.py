@@ -312,7 +312,7 @@ def plan_summary(out) -> str:
                  + table(rows, header=("plan", "days", "compute days", "GPU-hours", "cost", "MFU (BF16)")))
     e = out.screen_error
     if e.num_compared:
-        text += (f"\n\nscreen step time vs simulator over {e.num_compared} plans: median |error| {e.median_abs_frac:.1%}, "
+        text += (f"\n\nscreen step time vs simulator over {plural(e.num_compared, 'plan')}: median |error| {e.median_abs_frac:.1%}, "
                  f"P90 {e.p90_abs_frac:.1%}, max {e.max_abs_frac:.1%}")
     examples = reason_examples(out)   # the kind names the refusing field; the example says why (s23walk)
     for reason, n in list(out.infeasible_by_reason.items())[:6]:
