@@ -139,3 +139,19 @@ def test_a_search_of_one_candidate_says_one_candidate_and_one_plan(llama_file, t
     md = (tmp_path / "p" / "report.md").read_text()
     assert "over 1 plan:" in out and "1 plans" not in out
     assert "1 candidate over 16 axes" in md and "1 candidates" not in md and "1 plans" not in md
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--tokens", "-1", "--days", "30"], "error: --tokens: got -1.0; allowed: number > 0"),
+    (["--tokens", "1e12", "--days", "inf"], "error: --days: got inf; allowed: finite number > 0"),
+    (["--tokens", "1e12", "--days", "30", "--budget", "-5"], "error: --budget: got -5.0; allowed: number > 0"),
+    (["--tokens", "1e12", "--days", "30", "--num-gpus", "0"], "error: --num-gpus: got 0; allowed: integer >= 1"),
+    (["--tokens", "1e12", "--days", "30", "--vary", "recompute=bogus"], "error: --vary recompute: got 'bogus'; allowed: one of"),
+    (["--tokens", "1e12", "--days", "30", "--gpu", "h999"], "error: --gpu: got ['h999']; allowed: one of b200"),
+])
+def test_a_bad_plan_option_is_named_as_typed(llama_file, argv, expected, capsys):
+    """D8: `twin plan llama.toml --tokens -1 --days 30` said "search.tokens in llama.toml: got -1.0": the file named as
+    the value's source, which holds no [search] table; the option typed was --tokens."""
+    assert main(["plan", str(llama_file), *argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(expected) and len(err.splitlines()) == 1, err
