@@ -155,3 +155,18 @@ def test_a_bad_plan_option_is_named_as_typed(llama_file, argv, expected, capsys)
     assert main(["plan", str(llama_file), *argv, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(expected) and len(err.splitlines()) == 1, err
+
+
+def test_a_burst_of_bursty_arrivals_is_not_read_as_the_mean_rate(capsys):
+    """D9: `twin serve mixtral.toml --set traffic.arrival=gamma --set traffic.arrival_cv=100` (10/s): the 2,000 requests
+    drawn came in ~2 s, not the 200 s of the mean rate, and the headline read "goodput 55.28 requests/s" (5x the
+    offered rate) with no note: the run-too-short note judged the nominal span (requests / rate) alone."""
+    argv = ["serve", "--set", "model.name=mixtral-8x7b", "--set", "serve.tp=2", "--set", "serve.ep=2", "--set",
+            "serve.weight_precision=bf16", "--set", "serve.input_len=512", "--set", "serve.output_len=64", "--set",
+            "traffic.arrival=gamma", "--set", "traffic.rate_per_s=10", "--requests", "300", "--quiet"]
+    assert main([*argv, "--set", "traffic.arrival_cv=100"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"note: the 300 gamma arrivals drawn \(CV 100\) came within .+, where the mean rate of 10/s spreads "
+                     r"them over 30\.0+ s: the figures are a burst's", out), out
+    assert main([*argv, "--set", "traffic.arrival_cv=1"]) == 0   # Poisson-like: 300 over ~30 s, lifetimes well under
+    assert "note:" not in capsys.readouterr().out
