@@ -170,3 +170,17 @@ def test_a_burst_of_bursty_arrivals_is_not_read_as_the_mean_rate(capsys):
                      r"them over 30\.0+ s: the figures are a burst's", out), out
     assert main([*argv, "--set", "traffic.arrival_cv=1"]) == 0   # Poisson-like: 300 over ~30 s, lifetimes well under
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_serving_answer_sized_for_a_burst_says_so(capsys):
+    """D10: `twin plan mixtral.toml --rate 10 --ttft 1 --tpot 0.03 --set traffic.arrival=gamma --set traffic.arrival_cv=100`
+    answered 32 GPUs (4 for Poisson arrivals at 10/s) with "served 88.9/s in the steady window" and no word that the
+    2,000 arrivals drawn came as one burst: the deployment was sized for the burst, whose size is --requests'."""
+    argv = ["plan", "--rate", "10", "--ttft", "2", "--tpot", "0.05", "--set", "traffic.arrival=gamma", "--layout", "co-located",
+            *SHORT]
+    assert main([*argv, "--set", "traffic.arrival_cv=100"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"note: the 300 gamma arrivals came faster than the rate asked \(10/s; [\d.]+K?/s in the steady window\): "
+                     r"the deployment is sized for that burst", out), out
+    assert main([*argv, "--set", "traffic.arrival_cv=1"]) == 0
+    assert "burst" not in capsys.readouterr().out

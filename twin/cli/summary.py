@@ -356,7 +356,7 @@ def serving_plan_summary(out) -> str:
                  f"{dollars(b.usd_per_million_input_tokens)} input"),
         ("simulated", f"{b.simulated_requests:,} requests per deployment, {out.arrival} arrivals at {out.rate_per_s:g}/s "
                       f"(served {b.served_rate_per_s:.3g}/s in the steady window)"),
-    ]) + _short_run_note(b) + (f"\nnote: {out.arrival_note}" if out.arrival_note else "")
+    ]) + _short_run_note(b) + _burst_note(b, out.arrival) + (f"\nnote: {out.arrival_note}" if out.arrival_note else "")
 
 
 def serving_reasons(out) -> str:
@@ -387,7 +387,8 @@ def serving_capacity_summary(out) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i in (0, 1) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
-    notes = {n for p in out.plans for n in ([_short_run_note(p.best).strip()] if p.best else []) + [p.arrival_note] if n}
+    notes = {n for p in out.plans for n in ([_short_run_note(p.best).strip(), _burst_note(p.best, p.arrival).strip()] if p.best else [])
+             + [p.arrival_note] if n}
     return "\n".join([head, *lines, *(f"note: {n}" if not n.startswith("note:") else n for n in sorted(notes))])
 
 
@@ -402,6 +403,20 @@ def _layout_text(b, out) -> str:
     ratio = f", P:D 1:{d / p:.3g}" if p else ""
     return (f"{b.num_gpus:,}: {b.prefill_gpus:,} prefill + {b.decode_gpus:,} decode GPUs ({nodes}; {p:,} prefill and "
             f"{d:,} decode instance{'s' if d != 1 else ''}{ratio})")
+
+
+BURST_RATE_FACTOR = 2.0   # served over asked, in the steady window: arrivals drawn as a burst, not at the rate
+
+
+def _burst_note(b, arrival: str) -> str:
+    """Bursty arrivals (gamma, a high CV) whose draw came far faster than the rate asked: the deployment is sized for
+    that burst, whose size is the number of requests simulated (said nothing until s26walk: 32 GPUs for 10/s at CV 100,
+    4 for Poisson arrivals)."""
+    if b.served_rate_per_s is None or b.served_rate_per_s <= BURST_RATE_FACTOR * b.rate_per_s:
+        return ""
+    return (f"\nnote: the {b.simulated_requests:,} {arrival} arrivals came faster than the rate asked ({b.rate_per_s:g}/s; "
+            f"{short_count(b.served_rate_per_s)}/s in the steady window): the deployment is sized for that burst, whose size follows "
+            f"the requests simulated (--requests); a lower traffic.arrival_cv sizes for the rate")
 
 
 def _short_run_note(b) -> str:
