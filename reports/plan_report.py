@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -265,12 +266,18 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- serving question
 
+def _usd(x) -> str:
+    """Dollars and cents, or "-" for a cost with no tokens to spread it over (JSON null, from an infinite cost: the
+    report crashed on it with a TypeError until s26walk)."""
+    return "-" if x is None or not math.isfinite(x) else f"${x:,.2f}"
+
+
 def _cost(b: dict) -> str:
     if b.get("usd_per_hour") is None:   # a result.json written before s22walk
         return ""
-    return (f", ${b['usd_per_hour']:,.2f} per hour (${b['usd_per_million_output_tokens_all_gpus']:,.2f} per million output "
-            f"tokens, every GPU's cost; split by work ${b['usd_per_million_output_tokens']:,.2f} output and "
-            f"${b['usd_per_million_input_tokens']:,.2f} input)")
+    return (f", {_usd(b['usd_per_hour'])} per hour ({_usd(b['usd_per_million_output_tokens_all_gpus'])} per million output "
+            f"tokens, every GPU's cost; split by work {_usd(b['usd_per_million_output_tokens'])} output and "
+            f"{_usd(b['usd_per_million_input_tokens'])} input)")
 
 
 def _split(b: dict, r: dict) -> str:
@@ -314,7 +321,7 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     if len(others) > 1:
         p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT", "$ per hour", "$ per M output tokens (every GPU)"],
                                      [[name, f"{x['num_gpus']:,}", _split(x, r), pg.seconds(x["ttft_s"]),
-                                       pg.seconds(x["tpot_s"]), f"{x['usd_per_hour']:,.2f}", f"{x['usd_per_million_output_tokens_all_gpus']:,.2f}"]
+                                       pg.seconds(x["tpot_s"]), _usd(x['usd_per_hour']).lstrip("$"), _usd(x['usd_per_million_output_tokens_all_gpus']).lstrip("$")]
                                       if x else [name, "none within the targets", "-", "-", "-", "-", "-"]
                                       for name, x in others])
     if r.get("arrival_note"):
@@ -383,7 +390,7 @@ def build_capacity_page(r: dict, scenario_name: str = "") -> Page:
     for x in plans:
         b = x["best"]
         rows.append([f"{x['rate_per_s']:g}", f"{b['num_gpus']:,}", b["layout"], _split(b, x), pg.seconds(b["ttft_s"]),
-                     pg.seconds(b["tpot_s"]), f"{b['usd_per_hour']:,.2f}", f"{b['usd_per_million_output_tokens_all_gpus']:,.2f}",
+                     pg.seconds(b["tpot_s"]), _usd(b['usd_per_hour']).lstrip("$"), _usd(b['usd_per_million_output_tokens_all_gpus']).lstrip("$"),
                      f"{x['evaluated']:,}"] if b else
                     [f"{x['rate_per_s']:g}", "none", "-", "; ".join(x["infeasible_by_reason"]) or "-", "-", "-", "-", "-", f"{x['evaluated']:,}"])
     p.section("Answers").table(["requests/s", "fewest GPUs", "layout", "split", "TTFT", "TPOT", "$ per hour",

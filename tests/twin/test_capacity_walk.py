@@ -184,3 +184,14 @@ def test_a_serving_answer_sized_for_a_burst_says_so(capsys):
                      r"the deployment is sized for that burst", out), out
     assert main([*argv, "--set", "traffic.arrival_cv=1"]) == 0
     assert "burst" not in capsys.readouterr().out
+
+
+def test_a_cost_without_tokens_to_spread_it_over_prints_a_dash(tmp_path, capsys):
+    """D11: the serving question's cost line read "split by work $12.74 output, $inf input" where no prompt was
+    computed in the steady window (`twin serve` prints "-" there since s24srvwalk)."""
+    argv = ["plan", "--rate", "10", "--ttft", "2", "--tpot", "0.05", "--set", "traffic.arrival=gamma", "--set",
+            "traffic.arrival_cv=100", "--layout", "co-located", *SHORT, "--out", str(tmp_path / "q")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out + (tmp_path / "q" / "report.md").read_text()
+    assert "inf" not in text.replace("infeasible", "").replace("info", ""), text
+    assert re.search(r"split by work \$[\d.]+ output, - input", text), text

@@ -42,8 +42,11 @@ def pairs(rows: list[tuple[str, str]]) -> str:
 count = short_count   # 14.8e12 -> '14.8T' (twin.core.units, shared with the plan search's reason)
 
 
-def dollars(x: float) -> str:
-    """A price: cents from $0.01 up, three significant digits below ('$0.00' said free until s21walk)."""
+def dollars(x: float | None) -> str:
+    """A price: cents from $0.01 up, three significant digits below ('$0.00' said free until s21walk); "-" for a cost
+    with no tokens to spread it over ("$inf input" until s26walk)."""
+    if x is None or not math.isfinite(x):
+        return "-"
     return f"${x:,.2f}" if abs(x) >= 0.01 or x == 0 else f"${x:.3g}"
 
 
