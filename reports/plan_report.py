@@ -28,7 +28,7 @@ from reports.page import Page
 from twin.core.atomic import open_atomic
 from twin.core.results import to_json
 from twin.planning.result import SCREENED, SIMULATED, PlanResult, reason_examples, reason_kind
-from twin.planning.serving import nodes_of, pool_instances
+from twin.planning.serving import burst_note, nodes_of, pool_instances
 
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
@@ -326,6 +326,9 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
                                       for name, x in others])
     if r.get("arrival_note"):
         p.warn(r["arrival_note"][0].upper() + r["arrival_note"][1:] + ".")
+    burst = b and burst_note(b["rate_per_s"], b.get("served_rate_per_s"), b["simulated_requests"], r.get("arrival", ""))
+    if burst:   # the summary's note (s26walk)
+        p.warn(burst[0].upper() + burst[1:] + ".")
     if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
         p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
                f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request at a full instance's pace); the "

@@ -172,14 +172,15 @@ def test_a_burst_of_bursty_arrivals_is_not_read_as_the_mean_rate(capsys):
     assert "note:" not in capsys.readouterr().out
 
 
-def test_a_serving_answer_sized_for_a_burst_says_so(capsys):
+def test_a_serving_answer_sized_for_a_burst_says_so(capsys, tmp_path):
     """D10: `twin plan mixtral.toml --rate 10 --ttft 1 --tpot 0.03 --set traffic.arrival=gamma --set traffic.arrival_cv=100`
     answered 32 GPUs (4 for Poisson arrivals at 10/s) with "served 88.9/s in the steady window" and no word that the
     2,000 arrivals drawn came as one burst: the deployment was sized for the burst, whose size is --requests'."""
     argv = ["plan", "--rate", "10", "--ttft", "2", "--tpot", "0.05", "--set", "traffic.arrival=gamma", "--layout", "co-located",
             *SHORT]
-    assert main([*argv, "--set", "traffic.arrival_cv=100"]) == 0
+    assert main([*argv, "--set", "traffic.arrival_cv=100", "--out", str(tmp_path / "q")]) == 0
     out = capsys.readouterr().out
+    assert "The 300 gamma arrivals came faster than the rate asked" in (tmp_path / "q" / "report.md").read_text()
     assert re.search(r"note: the 300 gamma arrivals came faster than the rate asked \(10/s; [\d.]+K?/s in the steady window\): "
                      r"the deployment is sized for that burst", out), out
     assert main([*argv, "--set", "traffic.arrival_cv=1"]) == 0

@@ -14,7 +14,7 @@ import numpy as np
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.units import GIB, short_count
 from twin.planning.result import reason_examples
-from twin.planning.serving import nodes_of, pool_instances
+from twin.planning.serving import burst_note, nodes_of, pool_instances
 from twin.serving.run import PUBLISHED_MODEL
 from twin.serving.simulate import holds_steady_window
 from twin.training.replay.run import inherited_stages_note
@@ -408,18 +408,9 @@ def _layout_text(b, out) -> str:
             f"{d:,} decode instance{'s' if d != 1 else ''}{ratio})")
 
 
-BURST_RATE_FACTOR = 2.0   # served over asked, in the steady window: arrivals drawn as a burst, not at the rate
-
-
 def _burst_note(b, arrival: str) -> str:
-    """Bursty arrivals (gamma, a high CV) whose draw came far faster than the rate asked: the deployment is sized for
-    that burst, whose size is the number of requests simulated (said nothing until s26walk: 32 GPUs for 10/s at CV 100,
-    4 for Poisson arrivals)."""
-    if b.served_rate_per_s is None or b.served_rate_per_s <= BURST_RATE_FACTOR * b.rate_per_s:
-        return ""
-    return (f"\nnote: the {b.simulated_requests:,} {arrival} arrivals came faster than the rate asked ({b.rate_per_s:g}/s; "
-            f"{short_count(b.served_rate_per_s)}/s in the steady window): the deployment is sized for that burst, whose size follows "
-            f"the requests simulated (--requests); a lower traffic.arrival_cv sizes for the rate")
+    note = burst_note(b.rate_per_s, b.served_rate_per_s, b.simulated_requests, arrival)
+    return f"\nnote: {note}" if note else ""
 
 
 def _short_run_note(b) -> str:
