@@ -196,3 +196,36 @@ def test_a_cost_without_tokens_to_spread_it_over_prints_a_dash(tmp_path, capsys)
     text = capsys.readouterr().out + (tmp_path / "q" / "report.md").read_text()
     assert "inf" not in text.replace("infeasible", "").replace("info", ""), text
     assert re.search(r"split by work \$[\d.]+ output, - input", text), text
+
+
+def test_a_dask_address_where_another_service_answers_is_refused_as_input(llama_file, tmp_path, capsys):
+    """D12: `twin sweep ... --dask tcp://HOST:8786` where something other than a Dask scheduler answered (here an HTTP
+    server) ended in a traceback: numpy's "Unable to allocate 3.07 EiB" (Dask read the reply's first bytes as a frame
+    length, a MemoryError the refusal of an unreachable scheduler did not catch)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def answer():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" * 8)
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    address = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    try:
+        code = main(["sweep", str(llama_file), "--grid", "plan.tp=2,4", "--out", str(tmp_path / "sw"), "--quiet",
+                     "--dask", address])
+    finally:
+        srv.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith(f"error: --dask: got '{address}'; allowed: 'local' or the address of a running Dask scheduler"), err
+    assert "(the service there does not speak Dask's protocol)" in err or "Error: " in err, err
