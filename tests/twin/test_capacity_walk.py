@@ -229,3 +229,18 @@ def test_a_dask_address_where_another_service_answers_is_refused_as_input(llama_
     assert code == 2 and "Traceback" not in err, err
     assert err.startswith(f"error: --dask: got '{address}'; allowed: 'local' or the address of a running Dask scheduler"), err
     assert "(the service there does not speak Dask's protocol)" in err or "Error: " in err, err
+
+
+def test_a_dense_catalog_model_takes_another_depth(llama_file, capsys):
+    """D13: `twin step llama70b.toml --set model.num_layers=40` was refused ("model.num_dense_layers in
+    twin/data/models.toml: got 80; allowed: <= num_layers = 40") and 100 layers asked for routed experts: the
+    catalog's dense model names num_dense_layers = num_layers, which did not follow a new depth."""
+    for layers in (40, 100):
+        sc = load_scenario(str(llama_file), [f"model.num_layers={layers}"])
+        assert (sc.model.num_layers, sc.model.num_dense_layers, sc.model.num_routed_experts) == (layers, layers, 0)
+    assert main(["step", str(llama_file), "--set", "model.num_layers=40"]) == 0
+    assert "step time" in capsys.readouterr().out
+    v3 = load_scenario(None, ["model.num_layers=12", "plan.pp=4"])   # an MoE model keeps its dense first blocks
+    assert (v3.model.num_layers, v3.model.num_dense_layers) == (12, 3)
+    own = load_scenario(str(llama_file), ["model.num_layers=40", "model.num_dense_layers=40"])   # said outright: as said
+    assert own.model.num_dense_layers == 40
