@@ -14,6 +14,7 @@ Nothing else is fitted: the engine terms' constants, the refit and `eager_op_s` 
 
     python -m calibration.serve_start_sync fit      # the fitting steps (h100/s24eager/fit): committed, P, S
     python -m calibration.serve_start_sync idle     # the profiled prompt steps' GPU idle: measured against P and S
+    python -m calibration.serve_start_sync loadhost # diagnosis: the load runs' eager host against S's host model
     python -m calibration.serve_start_sync [--no-committed] [--json PATH]   # the judgement (set H and the guards)
 """
 
@@ -37,13 +38,13 @@ from calibration import serve_pipeline as spl
 from calibration import serve_prefill_kernels as spk
 from calibration import serve_prefill_kernels2 as spk2
 from calibration import serve_switch_compare as ssc
-from calibration.records_io import open_csv
-from calibration.serve_load_validation import FIGURES
+from calibration.records_io import csv_exists, open_csv
+from calibration.serve_load_validation import FIGURES, record_host_launch_s
 from calibration.serve_pipeline import costs_for
-from twin.core.specs import serve_engines
+from twin.core.specs import get_model, serve_engines
 from twin.serving.timing import engine_costs
 from twin.serving import timing
-from twin.serving.pipeline import pipeline_end_s
+from twin.serving.pipeline import eager_ops, pipeline_end_s, stage_ops
 
 NAME = "s26start"
 CANDIDATES = ("P", "S")
@@ -197,6 +198,62 @@ def idle_check(root: Path | str = rec.MEASUREMENTS_DIR, table: str = "real-serve
                 d[f"{cand}_s"] = total
                 d[f"{cand}_kernels_s"] = k
     return list(out.values())
+
+
+LOAD_HOST_SETS = ("s24eager", "s24pipe", "s25v3pre", "s25v3pre2", NAME)   # load sets whose iterations carry host_s
+
+
+def load_host_check(root: Path | str = rec.MEASUREMENTS_DIR) -> list[dict]:
+    """Diagnosis (after the judgement; never a criterion, never a constant): inside the load runs of sets D-H, each
+    eager iteration's measured host (host_s, the record's host probe undone to the table's reference host) over S's
+    host model at the same operators, prompt tokens and decode rows (host_fit's terms, fitted on eagerhost's isolated
+    steps), medians by folder and model for lone prompts (one chunk, no decode row) and for mixed steps; and the lone
+    prompts' host outside the CUDA-event window (duration_s - gpu_s) against sync_s."""
+    import pandas as pd   # lazy: only this diagnosis reads the iteration records as frames
+    root = Path(root)
+    out = []
+    for gpu in seh.GPUS:
+        table = f"real-serve-{gpu}-ep1"
+        h, sync = host_fit(root)[table], sync_cost(root)[table]
+        for name in LOAD_HOST_SETS:
+            for d in sorted((root / gpu / name).glob("*/")):
+                model, ops = d.name, eager_ops(d.name)
+                if ops is None or not csv_exists(d / "serve_load.csv"):
+                    continue
+                with open_csv(d / "serve_load.csv") as f:
+                    scale = {r["run_id"]: timing.host_scale(engine_costs(table), record_host_launch_s(r))
+                             for r in csv.DictReader(f)}
+                with open_csv(d / "serve_iterations.csv") as f:
+                    it = pd.read_csv(f)
+                if "host_s" not in it:
+                    continue
+                it = it[(it.graph_batch == 0) & (it.idle == 0) & (it.prefill_seqs > 0) & it.run_id.isin(scale.keys())]
+                m = get_model(model)
+
+                def model_s(r):
+                    pre, attn, ffn, head = stage_ops(ops, m, int(r.prefill_seqs), int(r.decode_seqs))
+                    return ((pre + sum(attn) + sum(ffn) + head) * h["eager_op_s"] + h["start_s"]
+                            + (h["start_prompt_only_s"] if r.decode_seqs == 0 else 0.0)
+                            + h["start_s_per_token"] * r.prefill_tokens)
+                ratio = [r.host_s / scale[r.run_id] / model_s(r) for r in it.itertuples()]
+                lone = (it.prefill_seqs == 1) & (it.decode_seqs == 0)
+                rl = [x for x, lo in zip(ratio, lone) if lo]
+                rm = [x for x, lo in zip(ratio, lone) if not lo]
+                outside = ((it.duration_s - it.gpu_s)[lone] / [scale[x] for x in it.run_id[lone]])
+                out.append({"gpu": gpu, "set": name, "model": model, "lone_n": len(rl), "mixed_n": len(rm),
+                            "lone_host_ratio": float(np.median(rl)) if rl else float("nan"),
+                            "mixed_host_ratio": float(np.median(rm)) if rm else float("nan"),
+                            "lone_outside_s": float(np.median(outside)) if len(outside) else float("nan"),
+                            "sync_s": sync})
+    return out
+
+
+def _print_load_host(root: Path) -> None:
+    print("load runs' eager host (at the reference host) over S's host model (eagerhost's isolated steps):")
+    for r in load_host_check(root):
+        print(f"  {r['gpu']} {r['set']:10s} {r['model']:20s} lone prompts {r['lone_host_ratio']:.2f} (n {r['lone_n']:3d}) "
+              f"mixed {r['mixed_host_ratio']:.2f} (n {r['mixed_n']:3d})  lone duration - gpu_s "
+              f"{r['lone_outside_s'] * 1e6:5.0f} us (sync_s {r['sync_s'] * 1e6:.0f})")
 
 
 def _print_fit(root: Path) -> None:
@@ -362,8 +419,8 @@ def judgement_record(out: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = entry.parser("calibration.serve_start_sync", __doc__)
-    ap.add_argument("what", nargs="?", choices=("judge", "fit", "idle", "guards"), default="judge",
-                    help="judge: set H and the guards; fit / idle: the fitting checks; guards: sets A-G and the "
+    ap.add_argument("what", nargs="?", choices=("judge", "fit", "idle", "loadhost", "guards"), default="judge",
+                    help="judge: set H and the guards; fit / idle: the fitting checks; loadhost: a diagnosis; guards: sets A-G and the "
                          "committed sets only (before set H exists)")
     ap.add_argument("--no-committed", action="store_true", help="leave out the committed sets (no verdict then)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the judgement's rows, criteria and verdict")
@@ -374,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.what == "idle":
         _print_idle(root)
+        return 0
+    if args.what == "loadhost":
+        _print_load_host(root)
         return 0
     if args.what == "judge" and not seh.set_rows(NAME, FRESH_MODELS, root):
         print(f"no set H records under {root}/<gpu>/{NAME}/<model>/", file=sys.stderr)

@@ -47,3 +47,13 @@ def test_profiled_prompt_steps_gpu_idle_moves_toward_the_measured():
     for r in rows:
         p, s, meas = r["P_s"] - r["P_kernels_s"], r["S_s"] - r["S_kernels_s"], r["gpu_s"] - r["kernels_s"]
         assert p < s < meas, r
+
+
+def test_load_runs_lone_prompt_host_exceeds_the_isolated_steps_model():
+    """The diagnosis after the judgement (reported, never a criterion): inside set H's load runs (h200/s26start) a lone
+    prompt step's host, at the reference host, is above S's host model fitted on eagerhost's isolated steps, and its
+    host outside the CUDA-event window above sync_s."""
+    rows = [r for r in sss.load_host_check() if r["set"] == sss.NAME]
+    assert {r["model"] for r in rows} == set(sss.FRESH_MODELS)
+    for r in rows:
+        assert r["lone_n"] >= 5 and r["lone_host_ratio"] > 1.1 and r["lone_outside_s"] > r["sync_s"], r
