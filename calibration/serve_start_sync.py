@@ -92,6 +92,7 @@ def candidate_tables(candidate: str, refit: dict[str, dict], op_costs: dict[str,
     try:
         for t, terms in refit.items():
             v = copy.deepcopy(tables[t])
+            v.pop(timing.ADOPTED_TERMS_KEY, None)   # the adopted terms (round 2's T) never under P or S
             v.update({k: x for k, x in terms.items() if k not in ("fit_median_abs_rel_error", "fit_iterations")})
             v["eager_op_s"] = op_costs[t]
             if candidate == "S":

@@ -215,7 +215,19 @@ def engine_costs(name: str) -> dict[str, float]:
     table = serve_engines()
     if name not in table:
         raise ScenarioError("serve.engine_costs", name, "'' or one of " + ", ".join(sorted(table)))
-    return {k: float(table[name].get(k, 0.0)) for k in ENGINE_TERMS}
+    return {k: float(engine_table(name).get(k, 0.0)) for k in ENGINE_TERMS}
+
+
+def engine_table(name: str) -> dict:
+    """Engine `name`'s table as the switches in force price it: where ADOPT_ENGINE_PREFILL_KERNELS,
+    ADOPT_EAGER_PIPELINE and ADOPT_EAGER_START_SYNC are all on and the table carries the adopted terms
+    (ADOPTED_TERMS_KEY: the s25v3pre refit's terms and spread, s26start round 2's five host terms), those replace the
+    committed ones; else the committed table ({} for an unknown name)."""
+    raw = serve_engines().get(name, {})
+    adopted = raw.get(ADOPTED_TERMS_KEY)
+    if isinstance(adopted, dict) and ADOPT_ENGINE_PREFILL_KERNELS and ADOPT_EAGER_PIPELINE and ADOPT_EAGER_START_SYNC:
+        return {**{k: v for k, v in raw.items() if k != ADOPTED_TERMS_KEY}, **adopted}
+    return raw
 
 
 class IterationSpread:
@@ -262,7 +274,7 @@ class IterationSpread:
 
 def engine_spread(name: str) -> IterationSpread | None:
     """The measured iteration spread of engine `name`; None for '' or a table without one."""
-    table = serve_engines().get(name, {}) if name else {}
+    table = engine_table(name) if name else {}
     return IterationSpread.from_table(table["spread"]) if "spread" in table else None
 
 
@@ -370,7 +382,7 @@ def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0, prompt_token
 # layer's attention with its share of the scores, its FFN, the head) as they are launched; the iteration ends at
 # the last kernel's end, then the gather and post-prompt terms as before. Replaces the additive host terms and the
 # launch-overlap form for those iterations; a table without `eager_op_s` (EP, or written before) or a model with no
-# operator count prices them as before.
+# operator count prices them as before. Part of s26start round 2's candidate T (see ADOPT_EAGER_START_SYNC).
 ADOPT_EAGER_PIPELINE = False
 
 # (s25v3pre, docs/notes/s25v3pre_rule.md, committed before any figure under it) real/serve's eager prompt chunk does not
@@ -382,7 +394,7 @@ ADOPT_EAGER_PIPELINE = False
 # fitted on the fitting record calibration/measurements/h100/s24v3pre (prefill_kernels.csv.gz: real/serve/prefillprof
 # on one H100 80GB HBM3, v3-slice-2l and qwen3moe-mla-slice, 4 prompt-only compositions each) by
 # calibration.serve_prefill_kernels.fit_constants (relative non-negative least squares), the same seconds on the H200
-# table (not measured there).
+# table (not measured there). Part of s26start round 2's candidate T (see ADOPT_EAGER_START_SYNC).
 ADOPT_ENGINE_PREFILL_KERNELS = False
 ENGINE_PREFILL_TABLES = ("real-serve-h100-ep1", "real-serve-h200-ep1")
 ENGINE_PREFILL_SKIPPED_OPS = ("attn_core", "kv_up", "rope", "permute", "unpermute", "experts_swiglu")
@@ -431,7 +443,16 @@ def engine_prefill_by_heads(m: ModelSpec, s: ServeSpec) -> tuple[ServeSpec, bool
 # the prompt work, start_s_per_token a prompt token; the GPU idle meanwhile), with `eager_op_s` refitted beside them
 # (one fit: host_s at the reference host of h100/s24eager/fit's fitting rows, non-negative least squares on relative
 # residuals, calibration.serve_start_sync.host_fit). Without these terms in a table nothing moves.
+# (s26start round 2, docs/notes/s26start2_rule.md, committed before its records) candidate T, adopted by its rule: the
+# three switches on and the one-GPU tables' adopted terms (their `start_sync` section, read by engine_table): the refit of
+# calibration/s25v3pre_refit.json (terms and spread) and the five host terms (eager_op_s, start_s, start_prompt_only_s,
+# start_s_per_token, sync_s) fitted on fitting load runs recorded with --timing (calibration/measurements/h200/
+# s26start2/fit, one H200; calibration.serve_load_host fit -> calibration/s26start2_fit.json). Judged on set I
+# (calibration/s26start2_judgement.json): 12 -> 17 of 30 checks, guards on sets A-H and the committed sets held.
+# With any of the three off the committed tables price as before. (The defaults are flipped at the commit that states
+# what moved in `twin validate`; until then the three switches turned on price T.)
 ADOPT_EAGER_START_SYNC = False
+ADOPTED_TERMS_KEY = "start_sync"
 
 
 def engine_core_s(m: ModelSpec, pairs: float, keys: float) -> float:
