@@ -379,7 +379,7 @@ def ep_bwd_host(host: dict, gpu: str, ep: int) -> tuple[float | None, float | No
     rates from it, with the node term, whatever ADOPT_EP_BWD_HOST says."""
     bwd, wgrad = host.get("bwd"), host.get("wgrad")
     probe_s = host.get(EP_BWD_PROBE_KEY)   # s26eprate (ADOPT_EP_PROBE_HOST): before A1, both never set together
-    if ADOPT_EP_PROBE_HOST and ep > 1 and probe_s is not None:   # s26eprate: the lease's probe-rated backward
+    if (ADOPT_EP_PROBE_HOST or ADOPT_EP_PACE_DURING) and ep > 1 and probe_s is not None:   # s26eprate (1, 2)
         return probe_s, probe_s, {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S}
     run_s = host.get(EP_BWD_RUN_KEY)
     if ADOPT_EP_BWD_RUN_HOST and ep > 1 and run_s is not None:   # s24bwd3: the run's own input
@@ -410,6 +410,10 @@ EP_BWD_RUN_KEY = "bwd_ep_run"
 ADOPT_EP_PROBE_HOST = False
 EP_FWD_PROBE_KEY = "fwd_ep_probe"
 EP_BWD_PROBE_KEY = "bwd_ep_probe"
+# s26eprate round 2 (docs/notes/s26eprate2_rule.md, the rule committed before the fresh run): the same keys, set
+# by calibration.ep_pace_during from the host's pace sampled *during* the held-out steps' own F / BW ops
+# (real/pipeline/hostpace.PaceSampler, --pace-sampler), read with this switch on; no committed host dict carries them.
+ADOPT_EP_PACE_DURING = False
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -1182,7 +1186,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     if host and pp == 1 and ep > 1 and "fwd_ep" in host:      # ADOPT_EP_FWD_HOST_RATE (s12ep2)
         host = {**host, "fwd": host["fwd_ep"]}
-    if host and pp == 1 and ep > 1 and ADOPT_EP_PROBE_HOST and EP_FWD_PROBE_KEY in host:   # s26eprate
+    if host and pp == 1 and ep > 1 and (ADOPT_EP_PROBE_HOST or ADOPT_EP_PACE_DURING) and EP_FWD_PROBE_KEY in host:
         host = {**host, "fwd": host[EP_FWD_PROBE_KEY]}
     fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,

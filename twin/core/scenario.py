@@ -295,7 +295,14 @@ def _load_model(table: dict, source: str | None) -> ModelSpec:
             raise ScenarioError("model.name", name, "a catalog model (twin model --list: " + ", ".join(sorted(catalog))
                                 + "), or an inline model, for which " + ", ".join(f"model.{k}" for k in missing)
                                 + " are required", source)
-    return build(ModelSpec, {**base, **table}, "model", source)
+    merged = {**base, **table}
+    # a dense catalog model (every block dense) at another depth stays dense: its num_dense_layers follows
+    # num_layers where the table does not say it (`--set model.num_layers=40` on llama3-70b was refused, 100 asked
+    # for routed experts, until s26walk)
+    if (base and "num_layers" in table and "num_dense_layers" not in table and not base.get("num_routed_experts")
+            and base.get("num_dense_layers") == base.get("num_layers")):
+        merged["num_dense_layers"] = table["num_layers"]
+    return build(ModelSpec, merged, "model", source)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""s26walk: `twin scenario from-bench` turns a configuration real/ ran into the twin's scenario of it (the nine
+--set overrides s25walk wrote by hand to open real/'s pipeline trace beside `twin trace`'s). Each test reads
+committed records or a small file it writes; a few CPU-seconds in all."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from twin.cli.main import main
+from twin.core.scenario import SERVING, load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPE = ROOT / "calibration/measurements/h200x4/s25idle/mixtral-mla-slice"     # pp2ep2 and pp4, four schedules
+SERVE = ROOT / "calibration/measurements/h100/s24stall_host3/qwen2moe"          # three real/serve load runs
+
+
+def test_a_folder_of_several_configurations_is_refused_naming_what_tells_them_apart(capsys):
+    assert main(["scenario", "from-bench", str(PIPE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.search(r"^error: --where: got '\(none\)'; allowed: one configuration of 8: add --where with "
+                     r"schedule in \{1f1b, zb1p, dualpipe, dualpipev\}; pp in \{2, 4\}", err), err
+
+
+def test_a_pipeline_row_becomes_the_scenario_of_its_shape_and_the_step_twin_runs_it(tmp_path, capsys):
+    out = tmp_path / "b.toml"
+    assert main(["scenario", "from-bench", str(PIPE), "--where", "schedule=dualpipev", "--where", "pp=4",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "/work/" not in text and "# measured step: 0.557636 s" in text and "no optimizer step" in text
+    sc = load_scenario(str(out))
+    p, w = sc.plan, sc.workload
+    assert (sc.model.name, sc.model.num_layers, sc.model.num_mtp_modules) == ("mixtral-mla-slice", 8, 0)
+    assert (sc.cluster.gpu, sc.cluster.num_gpus, p.pp, p.ep, p.tp, p.schedule) == ("h200", 4, 4, 1, 1, "dualpipev")
+    assert (w.seq_len, p.micro_batch_seqs, sc.num_microbatches) == (2048, 1, 12)   # the row's 12 micro-batches
+    assert (p.kernels, p.recompute, p.zero_stage, p.gemm_precision) == ("eager", "none", 0, "bf16")
+    capsys.readouterr()
+    assert main(["step", str(out)]) == 0 and "one dualpipev step on 4 GPUs" in capsys.readouterr().out
+
+
+def test_an_ep_layout_keeps_the_twins_communication_sms_and_says_so(tmp_path):
+    out = tmp_path / "ep.toml"
+    assert main(["scenario", "from-bench", str(PIPE), "--where", "schedule=zb1p", "--where", "pp=2",
+                 "--out", str(out)]) == 0
+    sc = load_scenario(str(out))
+    assert (sc.plan.pp, sc.plan.ep, sc.workload.global_batch_seqs) == (2, 2, 12)   # 6 micro-batches x dp 2
+    assert "NCCL's all-to-all" in out.read_text()
+
+
+def test_a_cpu_dry_runs_command_line_needs_a_gpu_named_and_gives_every_configuration_it_asked(tmp_path, capsys):
+    env = {"gpu_name": "cpu", "num_gpus": 2, "config": {
+        "model": "tiny", "num_layers": 4, "seq_len": 16, "mb_seqs": 2, "layouts": "pp2,ep2", "schedules": "1f1b,dualpipev",
+        "microbatches": "4,8", "ep_microbatches": "1,2", "layout_microbatches": "", "precision": "bf16"}}
+    src = tmp_path / "env_pipeline_pp2_ep2.json"
+    src.write_text(json.dumps(env))
+    assert main(["scenario", "from-bench", str(tmp_path), "--where", "schedule=dualpipev", "--where",
+                 "num_microbatches=4"]) == 2
+    assert "--gpu: got None; allowed: a catalog GPU for a record that ran on 'cpu'" in capsys.readouterr().err
+    assert main(["scenario", "from-bench", str(src), "--where", "ep=2"]) == 2   # pp=1: 1f1b at 1 and 2 micro-batches
+    assert "num_microbatches in {1, 2}" in capsys.readouterr().err
+    out = tmp_path / "tiny.toml"
+    assert main(["scenario", "from-bench", str(src), "--where", "schedule=dualpipev", "--where", "num_microbatches=4",
+                 "--gpu", "h100", "--out", str(out)]) == 0
+    sc = load_scenario(str(out))
+    # s25walk's nine overrides: tiny x4 layers, 2 GPUs, PP2, EP1, DualPipeV, seq 16, batch 8 of 2-sequence micro-batches
+    assert (sc.model.name, sc.model.num_layers, sc.cluster.num_gpus, sc.plan.pp, sc.plan.ep, sc.plan.schedule,
+            sc.workload.seq_len, sc.workload.global_batch_seqs, sc.plan.micro_batch_seqs) == \
+        ("tiny", 4, 2, 2, 1, "dualpipev", 16, 8, 2)
+
+
+def test_a_serving_load_run_becomes_a_serving_scenario_with_its_loads_lengths(tmp_path, capsys):
+    out = tmp_path / "s.toml"
+    assert main(["scenario", "from-bench", str(SERVE), "--where", "run_id=n23-qwen2moe-poisson-r12-mid",
+                 "--out", str(out)]) == 0
+    sc = load_scenario(str(out), kind=SERVING)
+    t = sc.traffic
+    assert (sc.model.name, sc.cluster.gpu, t.arrival, t.rate_per_s, t.num_requests) == ("qwen2moe-mla-slice", "h100", "poisson", 12.0, 25)
+    assert (sc.serve.input_len, t.input_dist, sc.serve.output_len, t.output_dist) == (480, "uniform", 96, "uniform")
+    assert t.input_cv == pytest.approx(288 / (3 ** 0.5 * 480))   # uniform 192-768: half-width 288 = sqrt(3) cv mean
+    assert sc.serve.engine_costs == "real-serve-h100-ep1" and "has no table of its own" in out.read_text()
+    capsys.readouterr()
+    assert main(["serve", str(out), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["nope"], r"SOURCE: got 'nope'; allowed: an existing file or folder"),
+    ([str(PIPE / "pipeline_trace_1f1b.json")], r"SOURCE: got .*pipeline_trace_1f1b\.json'; allowed: pipeline_step\.csv"),
+    ([str(PIPE), "--where", "bogus=1"], r"--where: got 'bogus=1'; allowed: a column of the source: model, num_layers"),
+    ([str(PIPE), "--where", "schedule"], r"--where: got 'schedule'; allowed: COLUMN=VALUE"),
+    ([str(PIPE), "--where", "schedule=gpipe"], r"--where: got 'schedule=gpipe'; allowed: values the source holds: schedule in"),
+    ([str(PIPE), "--where", "schedule=1f1b", "--where", "pp=4", "--gpu", "a100"], r"cluster\.gpu .*got 'a100'"),
+])
+def test_bad_input_is_one_line_naming_the_argument(argv, pattern, capsys, tmp_path):
+    assert main(["scenario", "from-bench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(pattern, err), err
+
+
+def test_a_garbled_record_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "pipeline_step.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00\x01")
+    assert main(["scenario", "from-bench", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: SOURCE: got "), err
