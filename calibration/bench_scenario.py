@@ -30,9 +30,17 @@ import math
 import re
 from pathlib import Path
 
+import pandas as pd
+
+from calibration import pipeline as pipe
+from calibration import prereg
+from calibration import records as rec
+from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, open_csv, resolve_csv, unpacked_name
 from calibration.serve_load_validation import engine_name, gpu_key, scenario_tables_for
+from twin.core.scenario import from_dict
 from twin.core.specs import serve_engines
+from twin.training.step import simulate_step
 
 PIPELINE_CSV, SERVE_CSV = "pipeline_step.csv", "serve_load.csv"
 PIPELINE, SERVE = "pipeline", "serve"
@@ -275,9 +283,10 @@ def serve_tables(run: dict, gpu: str | None = None) -> dict:
     return raw
 
 
-def notes(kind: str, cfg: dict, raw: dict) -> list[str]:
+def notes(kind: str, cfg: dict, raw: dict, comparison: dict | None = None) -> list[str]:
     """What the scenario cannot say, for its header: the configuration and its measured figures, and where
-    the twin's run of it differs from real/'s."""
+    the twin's run of it differs from real/'s; a pipeline configuration's `comparison` (step_comparison): both
+    predictions of it, part by part."""
     if kind == SERVE:
         return [f"real/serve load run {cfg['run_id']} ({cfg.get('split', '')}): {cfg.get('arrival')} "
                 f"{'at ' + str(cfg.get('rate_per_s')) + '/s' if cfg.get('arrival') != 'closed' else 'concurrency ' + str(cfg.get('concurrency'))}, "
@@ -302,4 +311,49 @@ def notes(kind: str, cfg: dict, raw: dict) -> list[str]:
               "routing taken as balanced (workload.routing_imbalance = 1): the record's measured loads are not carried",
               "`twin validate` predicts such records with calibration.pipeline (the record's host terms fed to the twin's "
               "pipeline): `twin step` here is the planner's step twin of the same shape, not that prediction"]
-    return lines
+    return lines + comparison_lines(comparison, cfg)
+
+
+def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+    """A pipeline configuration priced both ways (s26unify, docs/notes/s26unify.md): `twin step` of its scenario
+    (`raw`) and calibration.pipeline's prediction of it as `twin validate` prices a row of the folder `<gpu>x<n>`
+    (calibration.prereg.two_gpu_inputs: the GPU's fitted profile with that folder's NCCL fits, its AccumulateGrad
+    rates and fitting-split host rates; balanced routing), each split into the parts that differ: the pipeline's
+    makespan, the compute seconds of its busiest rank, and the tail after it (the twin's gradient reduction and
+    optimizer; real/'s reductions and no optimizer). None where `<gpu>x<n>` holds no pipeline records. Nothing is
+    fitted here: both sides are the committed models as they stand."""
+    gpu, n = raw["cluster"]["gpu"], int(cfg["num_gpus"])
+    folder = Path(root) / f"{gpu}x{n}"
+    if n not in (2, 4) or not csv_exists(folder / PIPELINE_CSV):
+        return None
+    profile, accumulate, host, hold_s = prereg.two_gpu_inputs(gpu, root, n)
+    row = pd.Series({**{k: cfg[k] for k in PIPELINE_KEYS}, "bench": "pipeline_step" if cfg["pp"] > 1 else "ep_step"})
+    result, step_s, detail = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None, {}, hold_s)
+    # the W ops' memory kernels of every model stage a micro-batch: AccumulateGrad's copies and adds (real/'s
+    # eager layout: BF16 routed experts' dW arrives transposed), which the twin's step does not price
+    w_memory_s = sum(k.get("W", {}).get("memory", 0.0) for k in detail["stage_kernel_s"].values())
+    res = simulate_step(from_dict(raw))
+    twin_tail = {k: float(res.op_time_s.get(k, 0.0)) for k in ("dp_reduce_scatter", "optimizer")}
+    return {"folder": f"{gpu}x{n}",
+            "calibration": {"step_s": float(step_s), "makespan_s": float(result.makespan_s),
+                            "busiest_compute_s": float(max(result.busy_s)), "after_s": float(detail["after_s"]),
+                            "w_memory_per_microbatch_s": float(w_memory_s)},
+            "twin_step": {"step_s": float(res.step_time_s), "makespan_s": float(res.pipeline_time_s),
+                          "busiest_compute_s": float(max(res.pipeline.busy_s)) if res.pipeline is not None else math.nan,
+                          "after_s": float(res.step_time_s - res.pipeline_time_s), **{f"{k}_s": v for k, v in twin_tail.items()}}}
+
+
+def comparison_lines(cmp: dict | None, cfg: dict) -> list[str]:
+    """step_comparison as the scenario header's lines (ms)."""
+    if cmp is None:
+        return [f"calibration.pipeline's prediction: none here ({cfg.get('gpu_name') or 'the GPU'} x {cfg['num_gpus']}: "
+                "no committed <gpu>x<n> pipeline records to take host inputs from)"]
+    c, t = cmp["calibration"], cmp["twin_step"]
+    ms = lambda s: f"{s * 1e3:.1f}"   # noqa: E731
+    return [f"calibration.pipeline predicts {ms(c['step_s'])} ms ({cmp['folder']}'s inputs, as `twin validate`): makespan "
+            f"{ms(c['makespan_s'])}, busiest rank's compute {ms(c['busiest_compute_s'])} (of it W's AccumulateGrad memory "
+            f"{ms(c['w_memory_per_microbatch_s'])} a micro-batch over the stages), after it {ms(c['after_s'])} (reductions, no optimizer)",
+            f"`twin step` of this scenario gives {ms(t['step_s'])} ms: makespan {ms(t['makespan_s'])}, busiest rank's compute "
+            f"{ms(t['busiest_compute_s'])}, after it {ms(t['after_s'])} (gradient reduction {ms(t['dp_reduce_scatter_s'])}, "
+            f"optimizer {ms(t['optimizer_s'])}): the twin's step does not price real/'s AccumulateGrad layout nor its "
+            "host-led issue, reduces expert gradients with the dense ones, and ends with an optimizer (docs/notes/s26unify.md)"]
