@@ -148,7 +148,8 @@ def _env_configs(path: Path) -> list[dict]:
                     out.append({"model": cfg["model"], "num_layers": int(num_layers), "schedule": name, "pp": pp, "ep": ep,
                                 "dp": world // pp, "num_gpus": world, "num_microbatches": n,
                                 "micro_batch_seqs": int(cfg["mb_seqs"]), "seq_len": int(cfg["seq_len"]),
-                                "precision": cfg["precision"], "gpu_name": env.get("gpu_name", "")})
+                                "precision": cfg["precision"], "gpu_name": env.get("gpu_name", ""),
+                                **({"sgd_lr": cfg["sgd_lr"]} if cfg.get("sgd_lr") is not None else {})})
         return out
     except BenchSourceError:
         raise
@@ -237,7 +238,9 @@ def pipeline_tables(cfg: dict, gpu: str | None = None) -> dict:
         "cluster": {"gpu": _catalog_gpu(cfg["gpu_name"], gpu), "num_gpus": cfg["num_gpus"]},
         "plan": {"tp": 1, "cp": 1, "pp": cfg["pp"], "ep": cfg["ep"], "schedule": cfg["schedule"], "micro_batch_seqs": mb,
                  "zero_stage": 0, "recompute": "none", "gemm_precision": precision, "kernels": "eager",
-                 "overlap_dp_comm": False, "stage_cut": "even"},
+                 "overlap_dp_comm": False, "stage_cut": "even",
+                 # real/pipeline times no update unless run with --sgd-lr (plain SGD, which the twin has no kernel for)
+                 **({} if cfg.get("sgd_lr") else {"optimizer_kernel": "none"})},
         "workload": {"seq_len": cfg["seq_len"], "global_batch_seqs": n * mb * dp, "routing_imbalance": 1.0},
     }
 
@@ -307,7 +310,9 @@ def notes(kind: str, cfg: dict, raw: dict, comparison: dict | None = None) -> li
     if cfg["ep"] > 1:
         lines.append("plan.comm_sms left at the twin's default with EP (20 SMs held for DeepEP-style all-to-all kernels, "
                      "compute told the rest): real/ runs NCCL's all-to-all between its ops, which the twin's plan cannot say")
-    lines += ["real/pipeline times no optimizer step (unless run with --sgd-lr); the twin's step ends with one",
+    lines += ["real/pipeline times no optimizer step (unless run with --sgd-lr): plan.optimizer_kernel = 'none'"
+              if not cfg.get("sgd_lr") else "the run timed a plain SGD update (--sgd-lr); the twin's step ends with its "
+              "fused Adam (no plain-SGD kernel of its own)",
               "routing taken as balanced (workload.routing_imbalance = 1): the record's measured loads are not carried",
               "`twin validate` predicts such records with calibration.pipeline (the record's host terms fed to the twin's "
               "pipeline): `twin step` here is the planner's step twin of the same shape, not that prediction"]
@@ -327,7 +332,8 @@ def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DI
     if n not in (2, 4) or not csv_exists(folder / PIPELINE_CSV):
         return None
     profile, accumulate, host, hold_s = prereg.two_gpu_inputs(gpu, root, n)
-    row = pd.Series({**{k: cfg[k] for k in PIPELINE_KEYS}, "bench": "pipeline_step" if cfg["pp"] > 1 else "ep_step"})
+    row = pd.Series({**{k: cfg[k] for k in PIPELINE_KEYS}, "bench": "pipeline_step" if cfg["pp"] > 1 else "ep_step",
+                     **({"sgd_lr": cfg["sgd_lr"]} if cfg.get("sgd_lr") else {})})
     result, step_s, detail = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None, {}, hold_s)
     # the W ops' memory kernels of every model stage a micro-batch: AccumulateGrad's copies and adds (real/'s
     # eager layout: BF16 routed experts' dW arrives transposed), which the twin's step does not price

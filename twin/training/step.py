@@ -1387,6 +1387,8 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
         grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
         opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
+    if p.optimizer_kernel == "none":   # a benchmark's step timed without an update (real/pipeline without --sgd-lr)
+        opt = 0.0
     return rs, opt, ag
 
 
