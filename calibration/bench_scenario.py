@@ -240,7 +240,9 @@ def pipeline_tables(cfg: dict, gpu: str | None = None) -> dict:
                  "zero_stage": 0, "recompute": "none", "gemm_precision": precision, "kernels": "eager",
                  "overlap_dp_comm": False, "stage_cut": "even",
                  # real/pipeline times no update unless run with --sgd-lr (plain SGD, which the twin has no kernel for)
-                 **({} if cfg.get("sgd_lr") else {"optimizer_kernel": "none"})},
+                 **({} if cfg.get("sgd_lr") else {"optimizer_kernel": "none"}),
+                 # real/'s eager autograd adds each micro-batch's weight gradients (AccumulateGrad; routed experts' dW transposed)
+                 "grad_accumulate": "autograd"},
         "workload": {"seq_len": cfg["seq_len"], "global_batch_seqs": n * mb * dp, "routing_imbalance": 1.0},
     }
 

@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 
 from calibration import bench_scenario as bs
+from calibration import pipeline as pipe
 from calibration import prereg
+from calibration.predict import Eager, gpu_spec
 from twin.cli.main import main
-from twin.core.scenario import SERVING, load_scenario
+from twin.core.scenario import SERVING, from_dict, load_scenario
+from twin.core.schedules import build_schedule
+from twin.training.step import autograd_accumulate_s
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPE = ROOT / "calibration/measurements/h200x4/s25idle/mixtral-mla-slice"     # pp2ep2 and pp4, four schedules
@@ -149,3 +153,24 @@ def test_twin_step_of_a_converted_run_is_within_1pct_of_validates_prediction(pp4
     twin_s, calib_s = cmp["twin_step"]["step_s"], cmp["calibration"]["step_s"]
     print(f"twin step {twin_s * 1e3:.1f} ms vs calibration.pipeline {calib_s * 1e3:.1f} ms ({twin_s / calib_s - 1:+.1%})")
     assert twin_s == pytest.approx(calib_s, rel=0.01)
+
+
+
+def test_the_twins_autograd_accumulation_is_calibration_pipelines_and_from_bench_asks_for_it(pp4_1f1b):
+    """plan.grad_accumulate = 'autograd' prices real/'s AccumulateGrad with calibration.pipeline.accumulate_grads'
+    sums (its profile path: no measured AccumulateGrad rates), stage by stage, and the share of adds per stage
+    copy is one function (twin.core.schedules.backwards_per_copy) on both sides."""
+    _, raw, _ = pp4_1f1b
+    assert raw["plan"]["grad_accumulate"] == "autograd" and raw["plan"]["optimizer_kernel"] == "none"
+    kind, _, configs = bs.configurations(PIPE)
+    sc = from_dict(bs.pipeline_tables(bs.pick(configs, ["pp=2", "schedule=zb1p", "num_microbatches=6"], kind)))
+    gpu, profile = gpu_spec("h200"), prereg.two_gpu_inputs("h200", num_gpus=4)[0]
+    for first, last, layers in ((True, False, range(0, 4)), (False, True, range(4, 8))):
+        b = Eager(gpu, profile, split_weight_grads=True)
+        pipe.accumulate_grads(b, sc.model, layers, first, last, 2, "bf16", 5 / 6, None)
+        want = (sum(g for _, g in b.ops), sum(g for _, g in b.w_ops))
+        assert autograd_accumulate_s(sc, layers, first, last, 5 / 6, gpu, profile) == pytest.approx(want, rel=1e-12)
+        assert want[1] > 0.015   # ~20 ms a micro-batch: mostly the experts' transposed copy
+    for name, n in (("dualpipe", 4), ("dualpipev", 6), ("zb1p", 6)):
+        assert pipe.accumulate_fracs(build_schedule(name, 2, n))[0] == pytest.approx(
+            {"dualpipe": 1 / 2, "dualpipev": 5 / 6, "zb1p": 5 / 6}[name])

@@ -202,6 +202,9 @@ class Scenario:
             raise ScenarioError("plan.optimizer_kernel", p.optimizer_kernel, f"'fused' or 'foreach' when plan.zero_stage = "
                                 f"{p.zero_stage} (a sharded optimizer's update and gather are its step; 'none' times a "
                                 "benchmark step without one: zero_stage 0)", source)
+        if p.grad_accumulate != "fused" and p.zero_stage != 0:
+            raise ScenarioError("plan.grad_accumulate", p.grad_accumulate, f"'fused' (the default) when plan.zero_stage = "
+                                f"{p.zero_stage} ('autograd' is real/pipeline's unsharded .grad: zero_stage 0)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":

@@ -63,7 +63,7 @@ import numpy as np
 
 from twin.costs import comm, compute, context_parallel, memory, tp_overlap
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
-                              attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops,
+                              attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, layer_params, megatron_loss_ops,
                               moe_ops, op_sac_recompute, train_flops_per_token, unfused_linear_ops)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
@@ -72,7 +72,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.training.results import Perturb, StepResult
 from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
-from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule, torch_lockstep_needs
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, backwards_per_copy, build_schedule, torch_lockstep_needs
 from twin.core.specs import GPUSpec
 from twin.core.units import GIB
 
@@ -1002,7 +1002,8 @@ class StepCosts:
         if self._shared is None or gather or scatter:
             return self._stage_chain(stage, kind, gather, scatter)
         layers = self.layers[stage]
-        key = (kind, layers.start, layers.stop, stage == 0, stage == self.last_stage, self.grad_accum_bytes_per_param)
+        key = (kind, layers.start, layers.stop, stage == 0, stage == self.last_stage, self.grad_accum_bytes_per_param,
+               self._autograd_accum_s(stage) if self.sc.plan.grad_accumulate == "autograd" else None)
         hit = self._shared.chains.get(key)
         if hit is None:
             hit = self._shared.chains[key] = self._stage_chain(stage, kind, False, False)
@@ -1018,6 +1019,11 @@ class StepCosts:
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
         if kind in ("BW", "W") and self.grad_accum_bytes_per_param:
             per_block = self._with_grad_accum(stage, per_block)
+        if self.sc.plan.grad_accumulate == "autograd":   # real/pipeline's AccumulateGrad, after the op's blocks
+            b_s, w_s = self._autograd_accum_s(stage)
+            seconds = {"B": b_s, "W": w_s, "BW": b_s + w_s}.get(kind, 0.0)
+            if seconds > 0:
+                per_block = per_block + [[Task("compute", seconds, "grad_accumulate")]]
         # under pipeline parallelism torch.distributed.pipelining runs FSDP2's post-backward for
         # the whole stage after its last backward: no reduce-scatter in the chain, the step's tail
         # has it (fsdp_post_backward_tail_s)
@@ -1037,6 +1043,15 @@ class StepCosts:
         else:
             tasks = [t for block in per_block for t in block]
         return tuple(_merge(tasks))
+
+    @_per_instance
+    def _autograd_accum_s(self, stage: int) -> tuple[float, float]:
+        """(B op's, W op's) seconds of real/pipeline's AccumulateGrad on one micro-batch of `stage`
+        (plan.grad_accumulate = 'autograd'): autograd_accumulate_s at the share of the stage copy's
+        backwards that add into a .grad, (m - 1) / m of the m it runs (backwards_per_copy)."""
+        m = backwards_per_copy(self.schedule)[stage]
+        return autograd_accumulate_s(self.sc, self.layers[stage], stage == 0, stage == self.last_stage, (m - 1) / m,
+                                     self.gpu, self.profile)
 
     def _with_grad_accum(self, stage: int, per_block: list) -> list[list[Task]]:
         """Backward blocks (in backward order) each followed by FSDP2's FP32 accumulation of its
@@ -1164,6 +1179,38 @@ def fsdp_post_backward_tail_s(costs: "StepCosts", schedule: Schedule, rank: int)
         copy_in_s, comm_s = costs.post_backward_s(schedule.stage_of(rank, chunk))
         rs_end = max(rs_end, done_at[chunk] + copy_in_s) + comm_s
     return max(0.0, rs_end - elapsed)
+
+
+def autograd_accumulate_s(sc: Scenario, layers: range, first: bool, last: bool, add_frac: float, gpu: GPUSpec,
+                          profile: Profile) -> tuple[float, float]:
+    """(B op's, W op's) seconds of torch autograd's AccumulateGrad after one micro-batch's backward of a
+    model stage in real/pipeline's engine (plan.grad_accumulate = 'autograd'), averaged over the stage
+    copy's backwards: `add_frac` of them add into a .grad (read both, write one: 3 x 2 B a weight), the
+    first steals it (no kernel). Routed experts' dW leaves real/wgrad.py's grouped GEMM as (E, K, N), the
+    layout of w.transpose(-2, -1), so AccumulateGrad copies it through a transposed view (clone, then a
+    strided add: read and write 2 B a weight at Profile.eager transpose_copy_eff, else transpose_eff), the
+    add also reading the contiguous .grad. The embedding's, the norms' and the router's gradients come in
+    the B op (no splittable GEMM: real/wgrad.py), the rest in W. The same sums as
+    calibration.pipeline.accumulate_grads without measured AccumulateGrad rates (its profile fallback)."""
+    m, ep, D = sc.model, sc.plan.ep, sc.model.hidden_size
+    moe_layers = sum(1 for i in layers if m.num_routed_experts and i >= m.num_dense_layers)
+    expert = 3 * D * m.moe_intermediate_size
+    routed = moe_layers * (m.num_routed_experts / ep) * expert
+    dense_t = layer_params(m, dense=True)[0] if m.num_dense_layers else 0
+    moe_t = layer_params(m, dense=False)[0] if m.num_routed_experts else 0
+    held = sum(moe_t - m.num_routed_experts * expert * (1 - 1 / ep) if m.num_routed_experts and i >= m.num_dense_layers
+               else dense_t for i in layers)
+    embed = m.vocab_size * D
+    held += (embed if first else 0) + ((embed + D) if last else 0)
+    norms = 2 * D + m.kv_lora_rank + (m.q_lora_rank or 0)
+    in_b = (embed if first else 0) + len(layers) * norms + moe_layers * m.num_routed_experts * D
+    dense = held - routed - in_b
+    w_s = compute.memory_time_s(3 * BF16_BYTES * dense * add_frac, gpu, profile)
+    if routed:
+        eff = (profile.eager or {}).get("transpose_copy_eff") or profile.transpose_eff or profile.gather_eff
+        w_s += compute.memory_time_s(2 * routed * BF16_BYTES / eff, gpu, profile)
+        w_s += compute.memory_time_s(routed * BF16_BYTES * add_frac, gpu, profile)
+    return compute.memory_time_s(3 * BF16_BYTES * in_b * add_frac, gpu, profile), w_s
 
 
 def fsdp_grad_accum_bytes_per_param(num_microbatches: int) -> float:
