@@ -11,14 +11,15 @@ schedule=dualpipev, num_microbatches=8, run_id=...) picks one configuration; sev
 naming the columns that still tell them apart and their values.
 
 A pipeline configuration becomes a training scenario of the same shape, with the settings real/pipeline
-runs: eager PyTorch (plan.kernels "eager"), no recomputation, gradients summed by an all-reduce after the
-last backward (ZeRO 0, not overlapped), the schedule's model
-stages cut evenly; routing is taken as balanced (the record's measured loads are not carried). What the
-scenario cannot say is written above it as comments: real/pipeline times no optimizer step unless run with
---sgd-lr, while the twin's step ends with one; under EP real/ runs NCCL's all-to-all, where the twin's plan
-holds SMs for DeepEP-style kernels (plan.comm_sms, its default kept); and calibration.pipeline, which predicts these records in
-`twin validate`, feeds the twin's pipeline the record's own host terms: `twin step` on the scenario is the
-planner's step twin, not that prediction. A serve_load run becomes the serving scenario that replays it in
+runs: eager PyTorch (plan.kernels "eager"), no recomputation, torch autograd's AccumulateGrad after each
+backward (plan.grad_accumulate "autograd"), gradients summed by real/'s all-reduces after the last backward
+(ZeRO 0, not overlapped; plan.grad_reduce_groups "by_group": DualPipe's copy pairs, dense over dp, routed
+experts over dp / ep), no optimizer timed unless the run had --sgd-lr (plan.optimizer_kernel "none"), the
+schedule's model stages cut evenly; routing is taken as balanced (the record's measured loads are not carried).
+What the scenario cannot say is written above it as comments: under EP real/ runs NCCL's all-to-all, where the
+twin's plan holds SMs for DeepEP-style kernels (plan.comm_sms, its default kept); and calibration.pipeline, which
+predicts these records in `twin validate`, prices real/'s eager op lists issued by its measured host:
+step_comparison gives both predictions, part by part, in the header (s26unify). A serve_load run becomes the serving scenario that replays it in
 validation (calibration.serve_load_validation.scenario_tables_for) with its load's length distributions.
 """
 
@@ -242,7 +243,9 @@ def pipeline_tables(cfg: dict, gpu: str | None = None) -> dict:
                  # real/pipeline times no update unless run with --sgd-lr (plain SGD, which the twin has no kernel for)
                  **({} if cfg.get("sgd_lr") else {"optimizer_kernel": "none"}),
                  # real/'s eager autograd adds each micro-batch's weight gradients (AccumulateGrad; routed experts' dW transposed)
-                 "grad_accumulate": "autograd"},
+                 "grad_accumulate": "autograd",
+                 # its all-reduces: DualPipe's copy pairs, then dense over dp and routed experts over dp / ep
+                 "grad_reduce_groups": "by_group"},
         "workload": {"seq_len": cfg["seq_len"], "global_batch_seqs": n * mb * dp, "routing_imbalance": 1.0},
     }
 
@@ -363,5 +366,6 @@ def comparison_lines(cmp: dict | None, cfg: dict) -> list[str]:
             f"{ms(c['w_memory_per_microbatch_s'])} a micro-batch over the stages), after it {ms(c['after_s'])} (reductions, no optimizer)",
             f"`twin step` of this scenario gives {ms(t['step_s'])} ms: makespan {ms(t['makespan_s'])}, busiest rank's compute "
             f"{ms(t['busiest_compute_s'])}, after it {ms(t['after_s'])} (gradient reduction {ms(t['dp_reduce_scatter_s'])}, "
-            f"optimizer {ms(t['optimizer_s'])}): the twin's step does not price real/'s AccumulateGrad layout nor its "
-            "host-led issue, reduces expert gradients with the dense ones, and ends with an optimizer (docs/notes/s26unify.md)"]
+            f"optimizer {ms(t['optimizer_s'])}); what differs still: the twin's own eager op costs against calibration's op "
+            "lists, real/'s host-led issue and EP host terms, AccumulateGrad at the profile's rate, not the measured one "
+            "(docs/notes/s26unify.md)"]

@@ -1181,6 +1181,51 @@ def fsdp_post_backward_tail_s(costs: "StepCosts", schedule: Schedule, rank: int)
     return max(0.0, rs_end - elapsed)
 
 
+def real_stage_params(sc: Scenario, layers: range, first: bool, last: bool) -> tuple[float, float]:
+    """(all, routed-expert) parameters one rank holds of a model stage as real/pipeline/engine.py lays it
+    out (routed experts divided over the EP ranks; the embedding on the first stage, the final norm and
+    an untied head on the last): calibration.pipeline.stage_params and routed_params."""
+    m, ep, D = sc.model, sc.plan.ep, sc.model.hidden_size
+    moe_layers = sum(1 for i in layers if m.num_routed_experts and i >= m.num_dense_layers)
+    expert = 3 * D * m.moe_intermediate_size
+    dense_t = layer_params(m, dense=True)[0] if m.num_dense_layers else 0
+    moe_t = layer_params(m, dense=False)[0] if m.num_routed_experts else 0
+    held = sum(moe_t - m.num_routed_experts * expert * (1 - 1 / ep) if m.num_routed_experts and i >= m.num_dense_layers
+               else dense_t for i in layers)
+    embed = m.vocab_size * D
+    held += (embed if first else 0) + ((embed + D) if last else 0)
+    return held, moe_layers * (m.num_routed_experts / ep) * expert
+
+
+def real_reductions_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, gpu: GPUSpec, profile: Profile,
+                      link_bw_scale: float = 1.0) -> list[tuple[float, float]]:
+    """Per pipeline rank, (pair, data) seconds of real/pipeline/engine.py's gradient reductions after its
+    program (plan.grad_reduce_groups = 'by_group'; calibration.pipeline.rank_reductions_s): DualPipe's two
+    copies of a stage summed over the rank pair (r, pp - 1 - r), all the rank's gradients; then the
+    non-expert gradients over the dp ranks holding the stage and the routed experts' over the dp / ep
+    holding the same experts (none where ep = dp). Each: the gradients flattened into one BF16 buffer (a
+    copy), an all-reduce (the profile's NCCL fit where it has one, else two rings), the copy back."""
+    def reduce_s(params: float, ranks: int) -> float:
+        grad_bytes = params * BF16_BYTES
+        if costs.measured and costs.measured.get("all_reduce"):
+            ar = comm.collective_time_s("all_reduce", grad_bytes, ranks, gpu, True, costs.measured, link_bw_scale)
+        else:
+            ar = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, True, link_bw_scale)
+        return 2 * compute.memory_time_s(2 * grad_bytes, gpu, profile) + ar
+
+    dp, ep, out = sc.dp, sc.plan.ep, []
+    for r in range(schedule.num_ranks):
+        dense = expert = 0.0
+        for c in range(schedule.num_chunks):
+            s = schedule.stage_of(r, c)
+            held, routed = real_stage_params(sc, costs.layers[s], s == 0, s == costs.last_stage)
+            dense, expert = dense + held - routed, expert + routed
+        pair = reduce_s(dense + expert, 2) if schedule.name == "dualpipe" and schedule.num_ranks > 1 else 0.0
+        data = (reduce_s(dense, dp) if dp > 1 else 0.0) + (reduce_s(expert, dp // ep) if dp // ep > 1 else 0.0)
+        out.append((pair, data))
+    return out
+
+
 def autograd_accumulate_s(sc: Scenario, layers: range, first: bool, last: bool, add_frac: float, gpu: GPUSpec,
                           profile: Profile) -> tuple[float, float]:
     """(B op's, W op's) seconds of torch autograd's AccumulateGrad after one micro-batch's backward of a
@@ -1192,18 +1237,11 @@ def autograd_accumulate_s(sc: Scenario, layers: range, first: bool, last: bool, 
     add also reading the contiguous .grad. The embedding's, the norms' and the router's gradients come in
     the B op (no splittable GEMM: real/wgrad.py), the rest in W. The same sums as
     calibration.pipeline.accumulate_grads without measured AccumulateGrad rates (its profile fallback)."""
-    m, ep, D = sc.model, sc.plan.ep, sc.model.hidden_size
+    m, D = sc.model, sc.model.hidden_size
+    held, routed = real_stage_params(sc, layers, first, last)
     moe_layers = sum(1 for i in layers if m.num_routed_experts and i >= m.num_dense_layers)
-    expert = 3 * D * m.moe_intermediate_size
-    routed = moe_layers * (m.num_routed_experts / ep) * expert
-    dense_t = layer_params(m, dense=True)[0] if m.num_dense_layers else 0
-    moe_t = layer_params(m, dense=False)[0] if m.num_routed_experts else 0
-    held = sum(moe_t - m.num_routed_experts * expert * (1 - 1 / ep) if m.num_routed_experts and i >= m.num_dense_layers
-               else dense_t for i in layers)
-    embed = m.vocab_size * D
-    held += (embed if first else 0) + ((embed + D) if last else 0)
     norms = 2 * D + m.kv_lora_rank + (m.q_lora_rank or 0)
-    in_b = (embed if first else 0) + len(layers) * norms + moe_layers * m.num_routed_experts * D
+    in_b = (m.vocab_size * D if first else 0) + len(layers) * norms + moe_layers * m.num_routed_experts * D
     dense = held - routed - in_b
     w_s = compute.memory_time_s(3 * BF16_BYTES * dense * add_frac, gpu, profile)
     if routed:
@@ -2176,6 +2214,12 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]
     if every:   # ZeRO-2's queue of reduce-scatters drains after the rank's last compute
         rs_after = [max(0.0, q[0] - last_end[r]) for r, q in enumerate(queue)]
+    if sc.plan.grad_reduce_groups == "by_group":   # real/pipeline's: a DualPipe pair's starts once both have ended
+        groups = real_reductions_s(sc, costs, schedule, gpu, profile, link_bw_scale)
+        pp = schedule.num_ranks
+        rs_after = [(max(last_end[r], last_end[pp - 1 - r]) + pair if pair else last_end[r]) + data - last_end[r]
+                    for r, (pair, data) in enumerate(groups)]
+        tails = [(pair + data, opt, ag) for (pair, data), (_, opt, ag) in zip(groups, tails)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)

@@ -1,5 +1,6 @@
 """s26unify: the plan values a converted real/pipeline run names (`twin scenario from-bench`): no optimizer timed
-(plan.optimizer_kernel = 'none') and real/'s eager AccumulateGrad (plan.grad_accumulate = 'autograd'). Both
+(plan.optimizer_kernel = 'none'), real/'s eager AccumulateGrad (plan.grad_accumulate = 'autograd') and its all-reduces
+(plan.grad_reduce_groups = 'by_group'). All
 default off; a few CPU-seconds."""
 
 import pytest
@@ -34,7 +35,17 @@ def test_autograd_accumulation_adds_a_task_to_each_backward_after_the_first():
     assert autograd.pipeline_time_s > fused.pipeline_time_s + 8 * 0.01
 
 
-@pytest.mark.parametrize("field, value", [("optimizer_kernel", "none"), ("grad_accumulate", "autograd")])
+@pytest.mark.parametrize("field, value", [("optimizer_kernel", "none"), ("grad_accumulate", "autograd"),
+                                          ("grad_reduce_groups", "by_group")])
 def test_the_bench_values_need_zero_stage_0(field, value):
     with pytest.raises(ScenarioError, match=rf"plan.{field}: got '{value}'; allowed: .*zero_stage"):
         from_dict({**BENCH, "plan": {**BENCH["plan"], field: value, "zero_stage": 1}})
+
+
+def test_by_group_reductions_at_pp2_ep2_leave_the_experts_unreduced():
+    """PP2 x EP2 on 4 GPUs: dp 2 = ep, so each rank's experts are its own; only the dense gradients are
+    all-reduced (the one-buffer rule reduces them all)."""
+    plan = {"pp": 2, "ep": 2, "schedule": "zb1p"}
+    one, by_group = _step(**plan), _step(**plan, grad_reduce_groups="by_group")
+    assert by_group.pipeline_time_s == one.pipeline_time_s
+    assert 0 < by_group.op_time_s["dp_reduce_scatter"] < one.op_time_s["dp_reduce_scatter"] / 10
