@@ -319,8 +319,9 @@ def notes(kind: str, cfg: dict, raw: dict, comparison: dict | None = None) -> li
               if not cfg.get("sgd_lr") else "the run timed a plain SGD update (--sgd-lr); the twin's step ends with its "
               "fused Adam (no plain-SGD kernel of its own)",
               "routing taken as balanced (workload.routing_imbalance = 1): the record's measured loads are not carried",
-              "`twin validate` predicts such records with calibration.pipeline (the record's host terms fed to the twin's "
-              "pipeline): `twin step` here is the planner's step twin of the same shape, not that prediction"]
+              "`twin validate` predicts such records with calibration.pipeline (real/'s eager op lists issued by the host "
+              "as measured); `twin step` of this scenario prices real/'s engine terms (AccumulateGrad, its all-reduces, no "
+              "optimizer) with the twin's own op costs: both below, part by part"]
     return lines + comparison_lines(comparison, cfg)
 
 
