@@ -325,6 +325,9 @@ def notes(kind: str, cfg: dict, raw: dict, comparison: dict | None = None) -> li
     return lines + comparison_lines(comparison, cfg)
 
 
+_INPUTS: dict = {}   # (gpu, records root, GPUs) -> prereg.two_gpu_inputs, for step_comparison
+
+
 def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
     """A pipeline configuration priced both ways (s26unify, docs/notes/s26unify.md): `twin step` of its scenario
     (`raw`) and calibration.pipeline's prediction of it as `twin validate` prices a row of the folder `<gpu>x<n>`
@@ -337,7 +340,10 @@ def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DI
     folder = Path(root) / f"{gpu}x{n}"
     if n not in (2, 4) or not csv_exists(folder / PIPELINE_CSV):
         return None
-    profile, accumulate, host, hold_s = prereg.two_gpu_inputs(gpu, root, n)
+    key = (gpu, str(root), n)
+    if key not in _INPUTS:   # ~1.7 s a folder (the fitted profile, its host rates): once a process
+        _INPUTS[key] = prereg.two_gpu_inputs(gpu, root, n)
+    profile, accumulate, host, hold_s = _INPUTS[key]
     row = pd.Series({**{k: cfg[k] for k in PIPELINE_KEYS}, "bench": "pipeline_step" if cfg["pp"] > 1 else "ep_step",
                      **({"sgd_lr": cfg["sgd_lr"]} if cfg.get("sgd_lr") else {})})
     result, step_s, detail = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None, {}, hold_s)

@@ -126,7 +126,8 @@ def test_the_headers_calibration_figure_is_validates_prediction_of_the_row_and_i
     cfg, raw, cmp = pp4_1f1b
     row = {**{k: cfg[k] for k in ("model", "num_layers", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
                                   "micro_batch_seqs", "seq_len", "precision")}, "bench": "pipeline_step", "gpu": "h200"}
-    validated = float(prereg.predict_ep([row], num_gpus=4)["predicted_s"].iloc[0])   # the s21pp4 path validate prices
+    inputs = {"h200": bs._INPUTS[("h200", str(bs.rec.MEASUREMENTS_DIR), 4)]}   # prereg.two_gpu_inputs, computed once
+    validated = float(prereg.predict_ep([row], num_gpus=4, inputs=inputs)["predicted_s"].iloc[0])   # the s21pp4 path validate prices
     assert cmp["folder"] == "h200x4" and cmp["calibration"]["step_s"] == pytest.approx(validated, rel=1e-9)
     out = tmp_path / "b.toml"
     assert main(["scenario", "from-bench", str(PIPE), "--where", "schedule=1f1b", "--where", "pp=4",
@@ -165,7 +166,9 @@ def test_the_twins_autograd_accumulation_is_calibration_pipelines_and_from_bench
     assert raw["plan"]["grad_accumulate"] == "autograd" and raw["plan"]["optimizer_kernel"] == "none"
     kind, _, configs = bs.configurations(PIPE)
     sc = from_dict(bs.pipeline_tables(bs.pick(configs, ["pp=2", "schedule=zb1p", "num_microbatches=6"], kind)))
-    gpu, profile = gpu_spec("h200"), prereg.two_gpu_inputs("h200", num_gpus=4)[0]
+    gpu = gpu_spec("h200")
+    profile = bs._INPUTS.get(("h200", str(bs.rec.MEASUREMENTS_DIR), 4)) or prereg.two_gpu_inputs("h200", num_gpus=4)
+    profile = profile[0]
     for first, last, layers in ((True, False, range(0, 4)), (False, True, range(4, 8))):
         b = Eager(gpu, profile, split_weight_grads=True)
         pipe.accumulate_grads(b, sc.model, layers, first, last, 2, "bf16", 5 / 6, None)
