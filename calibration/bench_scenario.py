@@ -11,14 +11,15 @@ schedule=dualpipev, num_microbatches=8, run_id=...) picks one configuration; sev
 naming the columns that still tell them apart and their values.
 
 A pipeline configuration becomes a training scenario of the same shape, with the settings real/pipeline
-runs: eager PyTorch (plan.kernels "eager"), no recomputation, gradients summed by an all-reduce after the
-last backward (ZeRO 0, not overlapped), the schedule's model
-stages cut evenly; routing is taken as balanced (the record's measured loads are not carried). What the
-scenario cannot say is written above it as comments: real/pipeline times no optimizer step unless run with
---sgd-lr, while the twin's step ends with one; under EP real/ runs NCCL's all-to-all, where the twin's plan
-holds SMs for DeepEP-style kernels (plan.comm_sms, its default kept); and calibration.pipeline, which predicts these records in
-`twin validate`, feeds the twin's pipeline the record's own host terms: `twin step` on the scenario is the
-planner's step twin, not that prediction. A serve_load run becomes the serving scenario that replays it in
+runs: eager PyTorch (plan.kernels "eager"), no recomputation, torch autograd's AccumulateGrad after each
+backward (plan.grad_accumulate "autograd"), gradients summed by real/'s all-reduces after the last backward
+(ZeRO 0, not overlapped; plan.grad_reduce_groups "by_group": DualPipe's copy pairs, dense over dp, routed
+experts over dp / ep), no optimizer timed unless the run had --sgd-lr (plan.optimizer_kernel "none"), the
+schedule's model stages cut evenly; routing is taken as balanced (the record's measured loads are not carried).
+What the scenario cannot say is written above it as comments: under EP real/ runs NCCL's all-to-all, where the
+twin's plan holds SMs for DeepEP-style kernels (plan.comm_sms, its default kept); and calibration.pipeline, which
+predicts these records in `twin validate`, prices real/'s eager op lists issued by its measured host:
+step_comparison gives both predictions, part by part, in the header (s26unify). A serve_load run becomes the serving scenario that replays it in
 validation (calibration.serve_load_validation.scenario_tables_for) with its load's length distributions.
 """
 
@@ -30,9 +31,17 @@ import math
 import re
 from pathlib import Path
 
+import pandas as pd
+
+from calibration import pipeline as pipe
+from calibration import prereg
+from calibration import records as rec
+from calibration.predict import gpu_spec
 from calibration.records_io import csv_exists, open_csv, resolve_csv, unpacked_name
 from calibration.serve_load_validation import engine_name, gpu_key, scenario_tables_for
+from twin.core.scenario import from_dict
 from twin.core.specs import serve_engines
+from twin.training.step import simulate_step
 
 PIPELINE_CSV, SERVE_CSV = "pipeline_step.csv", "serve_load.csv"
 PIPELINE, SERVE = "pipeline", "serve"
@@ -140,7 +149,8 @@ def _env_configs(path: Path) -> list[dict]:
                     out.append({"model": cfg["model"], "num_layers": int(num_layers), "schedule": name, "pp": pp, "ep": ep,
                                 "dp": world // pp, "num_gpus": world, "num_microbatches": n,
                                 "micro_batch_seqs": int(cfg["mb_seqs"]), "seq_len": int(cfg["seq_len"]),
-                                "precision": cfg["precision"], "gpu_name": env.get("gpu_name", "")})
+                                "precision": cfg["precision"], "gpu_name": env.get("gpu_name", ""),
+                                **({"sgd_lr": cfg["sgd_lr"]} if cfg.get("sgd_lr") is not None else {})})
         return out
     except BenchSourceError:
         raise
@@ -229,7 +239,13 @@ def pipeline_tables(cfg: dict, gpu: str | None = None) -> dict:
         "cluster": {"gpu": _catalog_gpu(cfg["gpu_name"], gpu), "num_gpus": cfg["num_gpus"]},
         "plan": {"tp": 1, "cp": 1, "pp": cfg["pp"], "ep": cfg["ep"], "schedule": cfg["schedule"], "micro_batch_seqs": mb,
                  "zero_stage": 0, "recompute": "none", "gemm_precision": precision, "kernels": "eager",
-                 "overlap_dp_comm": False, "stage_cut": "even"},
+                 "overlap_dp_comm": False, "stage_cut": "even",
+                 # real/pipeline times no update unless run with --sgd-lr (plain SGD, which the twin has no kernel for)
+                 **({} if cfg.get("sgd_lr") else {"optimizer_kernel": "none"}),
+                 # real/'s eager autograd adds each micro-batch's weight gradients (AccumulateGrad; routed experts' dW transposed)
+                 "grad_accumulate": "autograd",
+                 # its all-reduces: DualPipe's copy pairs, then dense over dp and routed experts over dp / ep
+                 "grad_reduce_groups": "by_group"},
         "workload": {"seq_len": cfg["seq_len"], "global_batch_seqs": n * mb * dp, "routing_imbalance": 1.0},
     }
 
@@ -275,9 +291,10 @@ def serve_tables(run: dict, gpu: str | None = None) -> dict:
     return raw
 
 
-def notes(kind: str, cfg: dict, raw: dict) -> list[str]:
+def notes(kind: str, cfg: dict, raw: dict, comparison: dict | None = None) -> list[str]:
     """What the scenario cannot say, for its header: the configuration and its measured figures, and where
-    the twin's run of it differs from real/'s."""
+    the twin's run of it differs from real/'s; a pipeline configuration's `comparison` (step_comparison): both
+    predictions of it, part by part."""
     if kind == SERVE:
         return [f"real/serve load run {cfg['run_id']} ({cfg.get('split', '')}): {cfg.get('arrival')} "
                 f"{'at ' + str(cfg.get('rate_per_s')) + '/s' if cfg.get('arrival') != 'closed' else 'concurrency ' + str(cfg.get('concurrency'))}, "
@@ -298,8 +315,64 @@ def notes(kind: str, cfg: dict, raw: dict) -> list[str]:
     if cfg["ep"] > 1:
         lines.append("plan.comm_sms left at the twin's default with EP (20 SMs held for DeepEP-style all-to-all kernels, "
                      "compute told the rest): real/ runs NCCL's all-to-all between its ops, which the twin's plan cannot say")
-    lines += ["real/pipeline times no optimizer step (unless run with --sgd-lr); the twin's step ends with one",
+    lines += ["real/pipeline times no optimizer step (unless run with --sgd-lr): plan.optimizer_kernel = 'none'"
+              if not cfg.get("sgd_lr") else "the run timed a plain SGD update (--sgd-lr); the twin's step ends with its "
+              "fused Adam (no plain-SGD kernel of its own)",
               "routing taken as balanced (workload.routing_imbalance = 1): the record's measured loads are not carried",
-              "`twin validate` predicts such records with calibration.pipeline (the record's host terms fed to the twin's "
-              "pipeline): `twin step` here is the planner's step twin of the same shape, not that prediction"]
-    return lines
+              "`twin validate` predicts such records with calibration.pipeline (real/'s eager op lists issued by the host "
+              "as measured); `twin step` of this scenario prices real/'s engine terms (AccumulateGrad, its all-reduces, no "
+              "optimizer) with the twin's own op costs: both below, part by part"]
+    return lines + comparison_lines(comparison, cfg)
+
+
+_INPUTS: dict = {}   # (gpu, records root, GPUs) -> prereg.two_gpu_inputs, for step_comparison
+
+
+def step_comparison(cfg: dict, raw: dict, root: Path | str = rec.MEASUREMENTS_DIR) -> dict | None:
+    """A pipeline configuration priced both ways (s26unify, docs/notes/s26unify.md): `twin step` of its scenario
+    (`raw`) and calibration.pipeline's prediction of it as `twin validate` prices a row of the folder `<gpu>x<n>`
+    (calibration.prereg.two_gpu_inputs: the GPU's fitted profile with that folder's NCCL fits, its AccumulateGrad
+    rates and fitting-split host rates; balanced routing), each split into the parts that differ: the pipeline's
+    makespan, the compute seconds of its busiest rank, and the tail after it (the twin's gradient reduction and
+    optimizer; real/'s reductions and no optimizer). None where `<gpu>x<n>` holds no pipeline records. Nothing is
+    fitted here: both sides are the committed models as they stand."""
+    gpu, n = raw["cluster"]["gpu"], int(cfg["num_gpus"])
+    folder = Path(root) / f"{gpu}x{n}"
+    if n not in (2, 4) or not csv_exists(folder / PIPELINE_CSV):
+        return None
+    key = (gpu, str(root), n)
+    if key not in _INPUTS:   # ~1.7 s a folder (the fitted profile, its host rates): once a process
+        _INPUTS[key] = prereg.two_gpu_inputs(gpu, root, n)
+    profile, accumulate, host, hold_s = _INPUTS[key]
+    row = pd.Series({**{k: cfg[k] for k in PIPELINE_KEYS}, "bench": "pipeline_step" if cfg["pp"] > 1 else "ep_step",
+                     **({"sgd_lr": cfg["sgd_lr"]} if cfg.get("sgd_lr") else {})})
+    result, step_s, detail = pipe.simulate_row(row, gpu_spec(gpu), profile, accumulate, host, None, {}, hold_s)
+    # the W ops' memory kernels of every model stage a micro-batch: AccumulateGrad's copies and adds (real/'s
+    # eager layout: BF16 routed experts' dW arrives transposed), which the twin's step does not price
+    w_memory_s = sum(k.get("W", {}).get("memory", 0.0) for k in detail["stage_kernel_s"].values())
+    res = simulate_step(from_dict(raw))
+    twin_tail = {k: float(res.op_time_s.get(k, 0.0)) for k in ("dp_reduce_scatter", "optimizer")}
+    return {"folder": f"{gpu}x{n}",
+            "calibration": {"step_s": float(step_s), "makespan_s": float(result.makespan_s),
+                            "busiest_compute_s": float(max(result.busy_s)), "after_s": float(detail["after_s"]),
+                            "w_memory_per_microbatch_s": float(w_memory_s)},
+            "twin_step": {"step_s": float(res.step_time_s), "makespan_s": float(res.pipeline_time_s),
+                          "busiest_compute_s": float(max(res.pipeline.busy_s)) if res.pipeline is not None else math.nan,
+                          "after_s": float(res.step_time_s - res.pipeline_time_s), **{f"{k}_s": v for k, v in twin_tail.items()}}}
+
+
+def comparison_lines(cmp: dict | None, cfg: dict) -> list[str]:
+    """step_comparison as the scenario header's lines (ms)."""
+    if cmp is None:
+        return [f"calibration.pipeline's prediction: none here ({cfg.get('gpu_name') or 'the GPU'} x {cfg['num_gpus']}: "
+                "no committed <gpu>x<n> pipeline records to take host inputs from)"]
+    c, t = cmp["calibration"], cmp["twin_step"]
+    ms = lambda s: f"{s * 1e3:.1f}"   # noqa: E731
+    return [f"calibration.pipeline predicts {ms(c['step_s'])} ms ({cmp['folder']}'s inputs, as `twin validate`): makespan "
+            f"{ms(c['makespan_s'])}, busiest rank's compute {ms(c['busiest_compute_s'])} (of it W's AccumulateGrad memory "
+            f"{ms(c['w_memory_per_microbatch_s'])} a micro-batch over the stages), after it {ms(c['after_s'])} (reductions, no optimizer)",
+            f"`twin step` of this scenario gives {ms(t['step_s'])} ms: makespan {ms(t['makespan_s'])}, busiest rank's compute "
+            f"{ms(t['busiest_compute_s'])}, after it {ms(t['after_s'])} (gradient reduction {ms(t['dp_reduce_scatter_s'])}, "
+            f"optimizer {ms(t['optimizer_s'])}); what differs still: the twin's own eager op costs against calibration's op "
+            "lists, real/'s host-led issue and EP host terms, AccumulateGrad at the profile's rate, not the measured one "
+            "(docs/notes/s26unify.md)"]

@@ -65,6 +65,7 @@ from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, bloc
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from calibration.records_io import csv_exists, read_csv
 from twin.core.paths import shown_path
+from twin.core.schedules import backwards_per_copy as schedules_backwards_per_copy
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -1095,17 +1096,9 @@ ADOPT_COPY_ACCUMULATE_FRAC = True    # adopted by its rule (s17pair: docs/notes/
 def backwards_per_copy(schedule) -> dict[int, float]:
     """{model stage: the backwards (B, BW or an FB's backward) one copy of it runs in a step}, the
     mean over its copies (a copy = one rank's chunk holding the stage). 1F1B / ZB1P / DualPipeV: n;
-    DualPipe: n / 2 (PP2, n = 4: rank 0 runs micro-batches 0, 1 on stage 0 and 2, 3 on stage 1)."""
-    counts: dict[tuple[int, int], int] = {}
-    for rank, program in enumerate(schedule.programs):
-        for op in program:
-            part = op.backward_part
-            if part is not None:
-                counts[rank, part[1]] = counts.get((rank, part[1]), 0) + 1
-    by_stage: dict[int, list[int]] = {}
-    for (rank, chunk), c in counts.items():
-        by_stage.setdefault(schedule.stage_of(rank, chunk), []).append(c)
-    return {s: float(np.mean(c)) for s, c in by_stage.items()}
+    DualPipe: n / 2 (PP2, n = 4: rank 0 runs micro-batches 0, 1 on stage 0 and 2, 3 on stage 1).
+    twin.core.schedules.backwards_per_copy (the twin's step counts plan.grad_accumulate = 'autograd' with it)."""
+    return schedules_backwards_per_copy(schedule)
 
 
 def accumulate_fracs(schedule) -> dict[int, float]:

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from calibration import bench_scenario as bs
+from calibration import pipeline as pipe
+from calibration import prereg
+from calibration.predict import Eager, gpu_spec
 from twin.cli.main import main
-from twin.core.scenario import SERVING, load_scenario
+from twin.core.scenario import SERVING, from_dict, load_scenario
+from twin.core.schedules import build_schedule
+from twin.costs.profile import load_profile
+from twin.training.step import StepCosts, autograd_accumulate_s, real_reductions_s
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPE = ROOT / "calibration/measurements/h200x4/s25idle/mixtral-mla-slice"     # pp2ep2 and pp4, four schedules
@@ -103,3 +110,94 @@ def test_a_garbled_record_is_refused_in_one_line(tmp_path, capsys):
     assert main(["scenario", "from-bench", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: SOURCE: got "), err
+
+
+# s26unify (docs/notes/s26unify.md): the converted scenario's header gives both predictions of the configuration,
+# part by part; calibration.pipeline's is the one `twin validate` makes of such a row, by construction
+@pytest.fixture(scope="module")
+def pp4_1f1b():
+    kind, _, configs = bs.configurations(PIPE)
+    cfg = bs.pick(configs, ["pp=4", "schedule=1f1b", "num_microbatches=12"], kind)
+    raw = bs.pipeline_tables(cfg)
+    return cfg, raw, bs.step_comparison(cfg, raw)
+
+
+def test_the_headers_calibration_figure_is_validates_prediction_of_the_row_and_its_twin_figure_twin_steps(pp4_1f1b, tmp_path, capsys):
+    cfg, raw, cmp = pp4_1f1b
+    row = {**{k: cfg[k] for k in ("model", "num_layers", "schedule", "pp", "ep", "dp", "num_gpus", "num_microbatches",
+                                  "micro_batch_seqs", "seq_len", "precision")}, "bench": "pipeline_step", "gpu": "h200"}
+    inputs = {"h200": bs._INPUTS[("h200", str(bs.rec.MEASUREMENTS_DIR), 4)]}   # prereg.two_gpu_inputs, computed once
+    validated = float(prereg.predict_ep([row], num_gpus=4, inputs=inputs)["predicted_s"].iloc[0])   # the s21pp4 path validate prices
+    assert cmp["folder"] == "h200x4" and cmp["calibration"]["step_s"] == pytest.approx(validated, rel=1e-9)
+    out = tmp_path / "b.toml"
+    assert main(["scenario", "from-bench", str(PIPE), "--where", "schedule=1f1b", "--where", "pp=4",
+                 "--where", "num_microbatches=12", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"calibration.pipeline predicts {validated * 1e3:.1f} ms (h200x4's inputs" in text
+    capsys.readouterr()
+    assert main(["step", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    twin_s = json.loads((tmp_path / "s.json").read_text())["step_time_s"]
+    assert cmp["twin_step"]["step_s"] == pytest.approx(twin_s, rel=1e-9)
+    assert f"`twin step` of this scenario gives {twin_s * 1e3:.1f} ms" in text
+    # the parts add up on both sides: makespan + what runs after it = the step
+    for side in ("calibration", "twin_step"):
+        c = cmp[side]
+        assert c["makespan_s"] + c["after_s"] == pytest.approx(c["step_s"], rel=1e-9)
+    assert cmp["twin_step"]["after_s"] == pytest.approx(cmp["twin_step"]["dp_reduce_scatter_s"] + cmp["twin_step"]["optimizer_s"],
+                                                        rel=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="s26unify: `twin step` of a converted real/pipeline run is calibration.pipeline's "
+                                       "prediction part by part but for the twin's own eager op costs, real/'s host-led "
+                                       "issue and the measured AccumulateGrad rates (+2.8% here): docs/notes/s26unify.md")
+def test_twin_step_of_a_converted_run_is_within_1pct_of_validates_prediction(pp4_1f1b):
+    _, _, cmp = pp4_1f1b
+    twin_s, calib_s = cmp["twin_step"]["step_s"], cmp["calibration"]["step_s"]
+    print(f"twin step {twin_s * 1e3:.1f} ms vs calibration.pipeline {calib_s * 1e3:.1f} ms ({twin_s / calib_s - 1:+.1%})")
+    assert twin_s == pytest.approx(calib_s, rel=0.01)
+
+
+
+def test_the_twins_autograd_accumulation_is_calibration_pipelines_and_from_bench_asks_for_it(pp4_1f1b):
+    """plan.grad_accumulate = 'autograd' prices real/'s AccumulateGrad with calibration.pipeline.accumulate_grads'
+    sums (its profile path: no measured AccumulateGrad rates), stage by stage, and the share of adds per stage
+    copy is one function (twin.core.schedules.backwards_per_copy) on both sides."""
+    _, raw, _ = pp4_1f1b
+    assert raw["plan"]["grad_accumulate"] == "autograd" and raw["plan"]["optimizer_kernel"] == "none"
+    kind, _, configs = bs.configurations(PIPE)
+    sc = from_dict(bs.pipeline_tables(bs.pick(configs, ["pp=2", "schedule=zb1p", "num_microbatches=6"], kind)))
+    gpu = gpu_spec("h200")
+    profile = bs._INPUTS.get(("h200", str(bs.rec.MEASUREMENTS_DIR), 4)) or prereg.two_gpu_inputs("h200", num_gpus=4)
+    profile = profile[0]
+    for first, last, layers in ((True, False, range(0, 4)), (False, True, range(4, 8))):
+        b = Eager(gpu, profile, split_weight_grads=True)
+        pipe.accumulate_grads(b, sc.model, layers, first, last, 2, "bf16", 5 / 6, None)
+        want = (sum(g for _, g in b.ops), sum(g for _, g in b.w_ops))
+        assert autograd_accumulate_s(sc, layers, first, last, 5 / 6, gpu, profile) == pytest.approx(want, rel=1e-12)
+        assert want[1] > 0.015   # ~20 ms a micro-batch: mostly the experts' transposed copy
+    for name, n in (("dualpipe", 4), ("dualpipev", 6), ("zb1p", 6)):
+        assert pipe.accumulate_fracs(build_schedule(name, 2, n))[0] == pytest.approx(
+            {"dualpipe": 1 / 2, "dualpipev": 5 / 6, "zb1p": 5 / 6}[name])
+
+
+
+def test_the_twins_by_group_reductions_are_calibration_pipelines_and_the_tail_matches(tmp_path):
+    """plan.grad_reduce_groups = 'by_group': real/'s all-reduces per rank (DualPipe's copy pair, dense over dp, experts
+    over dp / ep: none at PP2 x EP2 on 4 GPUs) as calibration.pipeline.rank_reductions_s prices them; the twin's
+    step then ends as calibration.pipeline's does after its makespan (no optimizer: plan.optimizer_kernel 'none')."""
+    kind, _, configs = bs.configurations(PIPE)
+    cfg = bs.pick(configs, ["pp=2", "schedule=dualpipe"], kind)
+    raw = bs.pipeline_tables(cfg)
+    assert raw["plan"]["grad_reduce_groups"] == "by_group"
+    sc = from_dict(raw)
+    gpu, profile = gpu_spec("h200"), load_profile("h200")
+    schedule = build_schedule("dualpipe", 2, cfg["num_microbatches"])
+    costs = StepCosts(sc, schedule, profile, 1.0, 1.0)
+    twin = real_reductions_s(sc, costs, schedule, gpu, profile)
+    stages = pipe.stage_layers(8, schedule.num_model_stages)
+    calib = pipe.rank_reductions_s(sc.model, schedule, stages, 2, 2, gpu, profile)
+    assert [p for p, _ in twin] == pytest.approx([p for p, _ in calib], rel=1e-3)   # the copies' host lead aside
+    assert [d for _, d in twin] == pytest.approx([d for _, d in calib], rel=1e-3)
+    assert twin[0][0] > 0.03 and twin[0][1] > 0.0   # the pair's ~50 ms; the dense all-reduce over dp 2
+    cmp = bs.step_comparison(cfg, raw)
+    assert cmp["twin_step"]["after_s"] == pytest.approx(cmp["calibration"]["after_s"], rel=0.02)

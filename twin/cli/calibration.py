@@ -320,9 +320,11 @@ def cmd_scenario_from_bench(args) -> int:
         raise ScenarioError(exc.option, exc.value, exc.allowed) from None
     from_dict(raw, shown_path(path), SERVING if kind == bs.SERVE else TRAINING)   # what it writes, it loads
     command = "twin serve" if kind == bs.SERVE else "twin step` / `twin trace"
+    # s26unify: both predictions of a pipeline configuration, part by part (calibration.pipeline's as validate prices it)
+    comparison = bs.step_comparison(cfg, raw) if kind == bs.PIPELINE else None
     head = [f"# twin scenario from-bench {shown_path(path)}" + "".join(f" --where {w}" for w in args.where or [])
             + (f" --gpu {args.gpu}" if args.gpu else ""),
-            *(f"# {line}" for line in bs.notes(kind, cfg, raw)), f"# Run: `{command}` on this file", ""]
+            *(f"# {line}" for line in bs.notes(kind, cfg, raw, comparison)), f"# Run: `{command}` on this file", ""]
     text = "\n".join(head) + to_toml(raw)
     if args.out:
         write_text(args.out, text)

@@ -198,6 +198,17 @@ class Scenario:
             raise ScenarioError("plan.pp_runtime", p.pp_runtime, "'dataflow' (the default) with plan.schedule "
                                 f"{p.schedule!r} (torch.distributed.pipelining's runtime is modelled for '1f1b' and "
                                 "'interleaved-1f1b')", source)
+        if p.optimizer_kernel == "none" and p.zero_stage != 0:
+            raise ScenarioError("plan.optimizer_kernel", p.optimizer_kernel, f"'fused' or 'foreach' when plan.zero_stage = "
+                                f"{p.zero_stage} (a sharded optimizer's update and gather are its step; 'none' times a "
+                                "benchmark step without one: zero_stage 0)", source)
+        if p.grad_reduce_groups != "one_buffer" and (p.zero_stage != 0 or p.cp != 1):
+            raise ScenarioError("plan.grad_reduce_groups", p.grad_reduce_groups, f"'one_buffer' (the default) with "
+                                f"plan.zero_stage = {p.zero_stage} and plan.cp = {p.cp} ('by_group' is real/pipeline's "
+                                "all-reduces: zero_stage 0, no context parallelism)", source)
+        if p.grad_accumulate != "fused" and p.zero_stage != 0:
+            raise ScenarioError("plan.grad_accumulate", p.grad_accumulate, f"'fused' (the default) when plan.zero_stage = "
+                                f"{p.zero_stage} ('autograd' is real/pipeline's unsharded .grad: zero_stage 0)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":
