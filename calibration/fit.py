@@ -447,7 +447,7 @@ class _PrimitiveProblem:
     # the rows' predict_s in arrays, bit for bit (calibration.predict_vec); False: row by row
     # (benchmarks/fit_speed.py times the two)
     vectorized: bool = True
-    _predictors: dict = dataclasses.field(default_factory=dict, repr=False)
+    _predictors: dict = dataclasses.field(default_factory=dict, init=False, repr=False)   # by rows_idx
 
     @classmethod
     def build(cls, gpu: str, rows: pd.DataFrame, layout, base: Profile) -> _PrimitiveProblem:

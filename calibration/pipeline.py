@@ -65,6 +65,7 @@ from calibration.whole_step import (BF16_BYTES, FP32_BYTES, _param_tensors, bloc
                                     routed_expert_params, transposed_grad_copy, with_measured_collectives)
 from calibration.records_io import csv_exists, read_csv
 from twin.core.paths import shown_path
+from twin.core.schedules import backwards_per_copy as schedules_backwards_per_copy
 from twin.core.schedules import build_schedule
 from twin.core.specs import GPUSpec, get_model
 from twin.costs import comm
@@ -379,7 +380,7 @@ def ep_bwd_host(host: dict, gpu: str, ep: int) -> tuple[float | None, float | No
     rates from it, with the node term, whatever ADOPT_EP_BWD_HOST says."""
     bwd, wgrad = host.get("bwd"), host.get("wgrad")
     probe_s = host.get(EP_BWD_PROBE_KEY)   # s26eprate (ADOPT_EP_PROBE_HOST): before A1, both never set together
-    if ADOPT_EP_PROBE_HOST and ep > 1 and probe_s is not None:   # s26eprate: the lease's probe-rated backward
+    if (ADOPT_EP_PROBE_HOST or ADOPT_EP_PACE_DURING) and ep > 1 and probe_s is not None:   # s26eprate (1, 2)
         return probe_s, probe_s, {EP_BWD_A2A_TERM: EP_BWD_A2A_CALL_S}
     run_s = host.get(EP_BWD_RUN_KEY)
     if ADOPT_EP_BWD_RUN_HOST and ep > 1 and run_s is not None:   # s24bwd3: the run's own input
@@ -410,6 +411,10 @@ EP_BWD_RUN_KEY = "bwd_ep_run"
 ADOPT_EP_PROBE_HOST = False
 EP_FWD_PROBE_KEY = "fwd_ep_probe"
 EP_BWD_PROBE_KEY = "bwd_ep_probe"
+# s26eprate round 2 (docs/notes/s26eprate2_rule.md, the rule committed before the fresh run): the same keys, set
+# by calibration.ep_pace_during from the host's pace sampled *during* the held-out steps' own F / BW ops
+# (real/pipeline/hostpace.PaceSampler, --pace-sampler), read with this switch on; no committed host dict carries them.
+ADOPT_EP_PACE_DURING = False
 
 
 # s15dp (docs/notes/s15dp_rule.md, the rule committed before the held-out figures under it): a
@@ -1091,17 +1096,9 @@ ADOPT_COPY_ACCUMULATE_FRAC = True    # adopted by its rule (s17pair: docs/notes/
 def backwards_per_copy(schedule) -> dict[int, float]:
     """{model stage: the backwards (B, BW or an FB's backward) one copy of it runs in a step}, the
     mean over its copies (a copy = one rank's chunk holding the stage). 1F1B / ZB1P / DualPipeV: n;
-    DualPipe: n / 2 (PP2, n = 4: rank 0 runs micro-batches 0, 1 on stage 0 and 2, 3 on stage 1)."""
-    counts: dict[tuple[int, int], int] = {}
-    for rank, program in enumerate(schedule.programs):
-        for op in program:
-            part = op.backward_part
-            if part is not None:
-                counts[rank, part[1]] = counts.get((rank, part[1]), 0) + 1
-    by_stage: dict[int, list[int]] = {}
-    for (rank, chunk), c in counts.items():
-        by_stage.setdefault(schedule.stage_of(rank, chunk), []).append(c)
-    return {s: float(np.mean(c)) for s, c in by_stage.items()}
+    DualPipe: n / 2 (PP2, n = 4: rank 0 runs micro-batches 0, 1 on stage 0 and 2, 3 on stage 1).
+    twin.core.schedules.backwards_per_copy (the twin's step counts plan.grad_accumulate = 'autograd' with it)."""
+    return schedules_backwards_per_copy(schedule)
 
 
 def accumulate_fracs(schedule) -> dict[int, float]:
@@ -1182,7 +1179,7 @@ def simulate_row(row, gpu: GPUSpec, profile, accumulate: dict | None = None,
     stages = stage_layers(spec.num_layers, schedule.num_model_stages)
     if host and pp == 1 and ep > 1 and "fwd_ep" in host:      # ADOPT_EP_FWD_HOST_RATE (s12ep2)
         host = {**host, "fwd": host["fwd_ep"]}
-    if host and pp == 1 and ep > 1 and ADOPT_EP_PROBE_HOST and EP_FWD_PROBE_KEY in host:   # s26eprate
+    if host and pp == 1 and ep > 1 and (ADOPT_EP_PROBE_HOST or ADOPT_EP_PACE_DURING) and EP_FWD_PROBE_KEY in host:
         host = {**host, "fwd": host[EP_FWD_PROBE_KEY]}
     fracs = accumulate_fracs(schedule)
     ops = {s: stage_ops(spec, layers, s == 0, s == len(stages) - 1, B, S, label, gpu, profile, ep,

@@ -86,7 +86,12 @@ def record_host_stalls(run: dict) -> dict:
 
 
 def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None):
-    """The serving scenario of one serve_load row: real/serve's policy (its token budget counting
+    """The serving scenario of one serve_load row (scenario_tables_for's tables, validated)."""
+    return from_dict(scenario_tables_for(run, engine_costs, spread, engine), f"serve_load.csv run {run['run_id']}", SERVING)
+
+
+def scenario_tables_for(run: dict, engine_costs: bool = True, spread: bool = True, engine: str | None = None) -> dict:
+    """The raw tables of the serving scenario of one serve_load row: real/serve's policy (its token budget counting
     the decode rows, admission reserving pages for the whole context, its running cap, CUDA-graph
     buckets - real/serve captures graphs only without EP - and under EP request i on rank i mod 2,
     the ranks stepping in lockstep) and, with `engine_costs`, its fitted engine
@@ -125,7 +130,7 @@ def scenario_for(run: dict, engine_costs: bool = True, spread: bool = True, engi
     }
     if raw["traffic"]["arrival"] == "trace":
         raw["traffic"] = {"arrival": "poisson", "rate_per_s": float(run.get("rate_per_s") or 1.0)}
-    return from_dict(raw, f"serve_load.csv run {run['run_id']}", SERVING)
+    return raw
 
 
 def _pct(x, q) -> float:

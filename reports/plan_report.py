@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from reports.page import Page
 from twin.core.atomic import open_atomic
 from twin.core.results import to_json
 from twin.planning.result import SCREENED, SIMULATED, PlanResult, reason_examples, reason_kind
-from twin.planning.serving import nodes_of, pool_instances
+from twin.planning.serving import burst_note, nodes_of, pool_instances
 
 FIRST_COLUMNS = ("candidate_id", "label", "status", "feasible", "reason", "gpu", "num_gpus")
 PLAN_CSV = "plan.csv"
@@ -135,9 +136,9 @@ def _verdict(r: dict) -> str:
         return (f"The {what} plan that trains {tok} {within} is {best['label']}: {pg.days(best['wall_days_goodput'])} "
                 f"with the expected failure downtime ({pg.days(best['wall_days'])} of compute, ETTR {pg.pct(best['ettr_frac'])}), "
                 f"{pg.gpu_hours(best['gpu_hours_goodput'])}, {cost} ({r['num_meeting_deadline']} of {r['simulated']} simulated "
-                f"plans qualify; {r['evaluated']:,} candidates screened).")
+                f"plan{'' if r['simulated'] == 1 else 's'} qualify; {r['evaluated']:,} candidate{'' if r['evaluated'] == 1 else 's'} screened).")
     if fastest:
-        return (f"None of the {r['simulated']} simulated plans trains {tok} {within}; the fastest, "
+        return (f"None of the {r['simulated']} simulated plan{'' if r['simulated'] == 1 else 's'} trains {tok} {within}; the fastest, "
                 f"{fastest['label']}, takes {pg.days(fastest['wall_days_goodput'])} with the expected failure downtime "
                 f"({pg.days(fastest['wall_days'])} of compute).")
     reason = next(iter(r["infeasible_by_reason"]), "unknown")
@@ -167,7 +168,7 @@ def _screen_para(e: dict) -> str:
 def build_page(result: dict) -> Page:
     r = result
     p = Page(f"Plan search: {pg.tokens(r['tokens'])} within {pg.days(r['deadline_days'])}", _verdict(r))
-    p.para(f"{r['evaluated']:,} candidates over {len(r['axes'])} axes, {r['feasible']:,} fit in memory, "
+    p.para(f"{r['evaluated']:,} candidate{'' if r['evaluated'] == 1 else 's'} over {len(r['axes'])} axes, {r['feasible']:,} fit in memory, "
            f"{r['simulated']} simulated. Question: {r['question']}.")
     p.section("Axes searched").table(["scenario key", "values"], [[k, ", ".join(str(v) for v in vs)] for k, vs in r["axes"].items()])
     p.section("The front: cost against time").para(
@@ -265,12 +266,18 @@ def write_plan_report(plan: PlanResult, scenario, out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- serving question
 
+def _usd(x) -> str:
+    """Dollars and cents, or "-" for a cost with no tokens to spread it over (JSON null, from an infinite cost: the
+    report crashed on it with a TypeError until s26walk)."""
+    return "-" if x is None or not math.isfinite(x) else f"${x:,.2f}"
+
+
 def _cost(b: dict) -> str:
     if b.get("usd_per_hour") is None:   # a result.json written before s22walk
         return ""
-    return (f", ${b['usd_per_hour']:,.2f} per hour (${b['usd_per_million_output_tokens_all_gpus']:,.2f} per million output "
-            f"tokens, every GPU's cost; split by work ${b['usd_per_million_output_tokens']:,.2f} output and "
-            f"${b['usd_per_million_input_tokens']:,.2f} input)")
+    return (f", {_usd(b['usd_per_hour'])} per hour ({_usd(b['usd_per_million_output_tokens_all_gpus'])} per million output "
+            f"tokens, every GPU's cost; split by work {_usd(b['usd_per_million_output_tokens'])} output and "
+            f"{_usd(b['usd_per_million_input_tokens'])} input)")
 
 
 def _split(b: dict, r: dict) -> str:
@@ -291,7 +298,9 @@ def _why_none(r: dict) -> str:
     """Why no deployment served: each reason with its count (the page said nothing of it until s24srvwalk, where
     the terminal named an instance that holds no request and the instance that would)."""
     reasons = r.get("infeasible_by_reason") or {}
-    return (": " + "; ".join(f"{k} ({v:,})" for k, v in reasons.items())) if reasons else ""
+    if not r.get("evaluated"):   # a floor no pool lifts, none simulated: its count read as its target until s26walk
+        return (": " + "; ".join(reasons)) if reasons else ""
+    return (": " + "; ".join(f"{k} ({v:,} deployment{'' if v == 1 else 's'})" for k, v in reasons.items())) if reasons else ""
 
 
 def build_serving_page(r: dict, scenario_name: str = "") -> Page:
@@ -312,11 +321,14 @@ def build_serving_page(r: dict, scenario_name: str = "") -> Page:
     if len(others) > 1:
         p.section("By layout").table(["layout", "fewest GPUs", "split", "TTFT", "TPOT", "$ per hour", "$ per M output tokens (every GPU)"],
                                      [[name, f"{x['num_gpus']:,}", _split(x, r), pg.seconds(x["ttft_s"]),
-                                       pg.seconds(x["tpot_s"]), f"{x['usd_per_hour']:,.2f}", f"{x['usd_per_million_output_tokens_all_gpus']:,.2f}"]
+                                       pg.seconds(x["tpot_s"]), _usd(x['usd_per_hour']).lstrip("$"), _usd(x['usd_per_million_output_tokens_all_gpus']).lstrip("$")]
                                       if x else [name, "none within the targets", "-", "-", "-", "-", "-"]
                                       for name, x in others])
     if r.get("arrival_note"):
         p.warn(r["arrival_note"][0].upper() + r["arrival_note"][1:] + ".")
+    burst = b and burst_note(b["rate_per_s"], b.get("served_rate_per_s"), b["simulated_requests"], r.get("arrival", ""))
+    if burst:   # the summary's note (s26walk)
+        p.warn(burst[0].upper() + burst[1:] + ".")
     if b and b["simulated_requests"] < b.get("steady_requests", 0):   # the summary's note (s22walk)
         p.warn(f"{b['simulated_requests']:,} requests per deployment are too few for the steady state "
                f"({b['steady_requests']:,}: their arrivals span three lifetimes of a request at a full instance's pace); the "
@@ -381,7 +393,7 @@ def build_capacity_page(r: dict, scenario_name: str = "") -> Page:
     for x in plans:
         b = x["best"]
         rows.append([f"{x['rate_per_s']:g}", f"{b['num_gpus']:,}", b["layout"], _split(b, x), pg.seconds(b["ttft_s"]),
-                     pg.seconds(b["tpot_s"]), f"{b['usd_per_hour']:,.2f}", f"{b['usd_per_million_output_tokens_all_gpus']:,.2f}",
+                     pg.seconds(b["tpot_s"]), _usd(b['usd_per_hour']).lstrip("$"), _usd(b['usd_per_million_output_tokens_all_gpus']).lstrip("$"),
                      f"{x['evaluated']:,}"] if b else
                     [f"{x['rate_per_s']:g}", "none", "-", "; ".join(x["infeasible_by_reason"]) or "-", "-", "-", "-", "-", f"{x['evaluated']:,}"])
     p.section("Answers").table(["requests/s", "fewest GPUs", "layout", "split", "TTFT", "TPOT", "$ per hour",

@@ -159,7 +159,8 @@ def serve_trace(result: ServeResult) -> dict:
         events.append(complete_slice(f"{kind} b={batch} p={prompt}", pid, inst, start_s, start_s + dur_s, cat=kind,
                                      args={"decode_requests": batch, "prompt_tokens": prompt}))
     return {"traceEvents": nested_cleanly(events), "displayTimeUnit": "ms",
-            "otherData": {"scenario": result.scenario, "iterations_total": result.simulation.iterations,
+            # the model beside the scenario's name, as `twin trace` names it (s26walk: a scenario run with --set model.name=...)
+            "otherData": {"scenario": result.scenario, "model": result.model, "iterations_total": result.simulation.iterations,
                           "iterations_in_trace": len(result.simulation.trace)}}
 
 

@@ -3,6 +3,7 @@ two-candidate plan (the full defaults, since a smaller scenario could hide a bro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -32,13 +33,23 @@ def _reuse_the_sessions_validation(monkeypatch):
     judged by tests/calibration/; tests/test_wheel.py runs sections of it with the installed wheel."""
     from calibration import records as rec
     from calibration import validate as val
+    from calibration import validate_sections
     from calibration.fit import PROFILES_DIR
-    from tests.committed import validation
+    from tests.committed import SHARED_JUDGED, judged, validation
 
     def committed(root, profiles_dir, on_part=None):
         assert (Path(root), Path(profiles_dir)) == (rec.MEASUREMENTS_DIR, PROFILES_DIR)  # the README's defaults
         return validation()
     monkeypatch.setattr(val, "validate", committed)
+
+    # the judged sections a test module judges too, from the session's one computation of each (tests/committed.py)
+    def shared(key):
+        def compute(root):
+            assert Path(root) == rec.MEASUREMENTS_DIR
+            return judged(key)
+        return compute
+    monkeypatch.setattr(validate_sections, "JUDGED", tuple(
+        dataclasses.replace(j, compute=shared(j.key)) if j.key in SHARED_JUDGED else j for j in validate_sections.JUDGED))
 
 
 @pytest.mark.parametrize("argv, expect", [

@@ -194,6 +194,12 @@ PIPELINE_HOST_PROBE_COLS = ["bench", "model", "pp", "ep", "dp", "num_gpus", "num
                             "pp_rank", "probe", "calls", "us_per_call", "us_per_call_p50", "stream_blocked",
                             "duration_s", "split", "gpu_name", "sm_clock_mhz", "mem_clock_mhz", "torch_version",
                             "cuda_version", "nccl_version", "timestamp_utc"]
+# real/pipeline/bench.py --pace-sampler (s26eprate round 2): one row per sample of the companion thread
+# (real/pipeline/hostpace.PaceSampler) during a timed step: t_s on the step's shared axis (pipeline_ops.csv's
+# host_start_s / host_end_s), the sample's wall seconds; duty = the rank's sample walls over the step's wall.
+PIPELINE_HOST_PACE_COLS = ["bench", "model", "pp", "ep", "dp", "num_gpus", "num_microbatches", "rep", "rank",
+                           "t_s", "sample_s", "loops", "duty", "split", "gpu_name", "sm_clock_mhz", "mem_clock_mhz",
+                           "torch_version", "cuda_version", "nccl_version", "timestamp_utc"]
 PIPELINE_OPS_COLS = ["model", "schedule", "pp", "ep", "num_microbatches", "micro_batch_seqs", "seq_len",
                      "precision", "rep", "rank", "op_index", "kind", "microbatch", "chunk", "start_s",
                      "end_s", "host_start_s", "host_end_s", "split", "gpu_name", "timestamp_utc"]

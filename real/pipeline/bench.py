@@ -40,6 +40,9 @@ the steps (real/pipeline/hostpace.py: small kernel launches issued behind a slee
 pure-Python loop); without --interleave (s26eprate) before each timed step of each configuration
 (`cycle` = the step's rep), into
   pipeline_host_probe.csv    one row per probe, cycle and rank: us a launch / a pass, the GPU's clocks
+With `--pace-sampler` (s26eprate round 2; configurations alone) a companion thread on every rank times a
+fixed pure-Python loop every ~2 ms *during* each timed step (real/pipeline/hostpace.PaceSampler), into
+  pipeline_host_pace.csv     one row per sample: rep, rank, t_s on the step's shared axis, its wall, duty
 
 Rows are written as each configuration ends, so a run cut short keeps what it measured. All
 ranks take every decision alike (rank 0's clock decides repetitions and the budget).
@@ -64,13 +67,14 @@ import torch
 import torch.distributed as dist
 
 from real.bench.device import environment, free_memory, nccl_version
-from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_HOST_PROBE_COLS, PIPELINE_INTERLEAVED_COLS,
+from real.bench.records import (ENV_COLS, EP_HOST_MARKS_COLS, PIPELINE_HOST_PACE_COLS, PIPELINE_HOST_PROBE_COLS,
+                                PIPELINE_INTERLEAVED_COLS,
                                 PIPELINE_OPS_COLS, PIPELINE_ROUTING_COLS, PIPELINE_STEP_COLS, log)
 from real.configs import get_spec
 from real.fp8 import BF16, best_fp8
 from real.model import build_model
 from real.serve.hostpin import PIN_MODES, apply_pin
-from real.pipeline.hostpace import host_probe
+from real.pipeline.hostpace import SAMPLE_LOOPS, PaceSampler, host_probe
 from real.pipeline.engine import (HOST_MARK_MODES, PipelineRunner, StepTimeline, build_mesh, flow_orders,
                                   interleaved_steps, on_shared_axis)
 from real.telemetry import Telemetry
@@ -216,7 +220,8 @@ def mark_rows(step: StepTimeline) -> list[dict]:
 class Outputs:
     """The CSV families of one host-marks mode (off: --out; else --out/marks_<mode>/), rank 0."""
 
-    def __init__(self, out: Path, mode: str, append: bool, interleaved: bool = False, probed: bool = False):
+    def __init__(self, out: Path, mode: str, append: bool, interleaved: bool = False, probed: bool = False,
+                 paced: bool = False):
         self.dir = out if mode == "off" else out / f"marks_{mode}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.steps = CsvFamily(self.dir / "pipeline_step.csv", PIPELINE_STEP_COLS, append)
@@ -228,9 +233,10 @@ class Outputs:
                      if interleaved else None)
         self.probe = (CsvFamily(self.dir / "pipeline_host_probe.csv", PIPELINE_HOST_PROBE_COLS, append)
                       if probed else None)
+        self.pace = CsvFamily(self.dir / "pipeline_host_pace.csv", PIPELINE_HOST_PACE_COLS, append) if paced else None
 
     def close(self):
-        for f in (self.steps, self.ops, self.routing, self.marks, self.each, self.probe):
+        for f in (self.steps, self.ops, self.routing, self.marks, self.each, self.probe, self.pace):
             if f is not None:
                 f.close()
 
@@ -276,6 +282,7 @@ class Bench:
         self.world = dist.get_world_size()
         self.new_segments: dict[int, int] = {}   # --interleave: count -> cudaMallocs in its timed cycles
         self.probe_rows: dict[int, list] = {}     # --host-probe: count -> every rank's probe rows (rank 0)
+        self.pace_rows: dict[int, list] = {}      # --pace-sampler: count -> every rank's sample rows (rank 0)
 
     def tokens(self, n: int) -> int:
         """Tokens of one step at n micro-batches, over the data-parallel replicas."""
@@ -329,7 +336,7 @@ class Bench:
         gates = list(runner.moe_gates())
         for *_, gate in gates:
             gate.tokens_per_expert_E.zero_()
-        if self.args.host_probe:
+        if self.args.host_probe or self.args.pace_sampler:
             mine, wall_s, energy_j = self._probed_steps(runner, tokens, targets, reps, n)
         else:
             e0, w0 = self.tel.energy_j(), time.perf_counter()
@@ -349,16 +356,61 @@ class Bench:
         (PipelineRunner.step), so no step's op or sync point changes; the probes' wall time and energy are left
         out of the configuration's (summed over the steps alone). One untimed probe first (first calls).
         Probe row `cycle` k: the probe right before timed step (rep) k. Returns (this rank's timelines, the
-        steps' wall seconds, their energy in joules); every rank's probe rows land in probe_rows[n] (rank 0)."""
-        host_probe(self.dev)
-        mine, probes, wall_s, energy_j = [], [], 0.0, 0.0
+        steps' wall seconds, their energy in joules); every rank's probe rows land in probe_rows[n] (rank 0).
+        With --pace-sampler (s26eprate round 2) each timed step runs with a hostpace.PaceSampler on every rank
+        (started before the step's barrier, stopped after its end); its samples inside the step land in
+        pace_rows[n] (rank 0) on the step's shared axis (perf_counter is the host's monotonic clock, one for both
+        ranks' processes: t_s = sample start - the earliest rank's step start, as on_shared_axis puts the ops).
+        Without --host-probe no probe runs (the sampler alone)."""
+        probe, paced = self.args.host_probe, self.args.pace_sampler
+        if probe:
+            host_probe(self.dev)
+        mine, probes, samples, wall_s, energy_j = [], [], [], 0.0, 0.0
         for k in range(reps):
-            probes += self._probe(k, n)
+            if probe:
+                probes += self._probe(k, n)
             e0, w0 = self.tel.energy_j(), time.perf_counter()
-            mine.append(runner.step(tokens, targets))
+            if paced:
+                with PaceSampler() as sampler:
+                    mine.append(runner.step(tokens, targets))
+                samples.append(sampler.samples)
+            else:
+                mine.append(runner.step(tokens, targets))
             wall_s, energy_j = wall_s + time.perf_counter() - w0, energy_j + self.tel.energy_j() - e0
-        self.probe_rows[n] = [row for rows in gather_all(probes) for row in rows]
+        if probe:
+            self.probe_rows[n] = [row for rows in gather_all(probes) for row in rows]
+        if paced:
+            self.pace_rows[n] = self._pace(mine, samples, n)
         return mine, wall_s, energy_j
+
+    def _pace(self, mine: list[StepTimeline], samples: list[list], n: int) -> list[dict]:
+        """Every rank's samples within its timed steps as rows (rank 0; [] elsewhere): rep, rank, t_s on the
+        step's shared axis, sample_s, duty (the rank's sample walls in the step over the step's wall)."""
+        sm, mem = self.tel.sm_clock_mhz(), self.tel.mem_clock_mhz()
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        ends = [max((o.host_end_s for o in t.ops), default=0.0) for t in mine]
+        everyone = gather_all([(t.host_start_s, end, s) for t, end, s in zip(mine, ends, samples)])
+        if dist.get_rank() != 0:
+            return []
+        rows = []
+        for k in range(len(mine)):
+            origin = min(everyone[r][k][0] for r in range(self.world))
+            for r in range(self.world):
+                start, end, got = everyone[r][k]
+                inside = [(t - origin, w) for t, w in got if start <= t <= start + end]
+                duty = sum(w for _, w in inside) / end if end > 0 else math.nan
+                rows += [dict(num_microbatches=n, rep=k, rank=r, t_s=t, sample_s=w, loops=SAMPLE_LOOPS, duty=duty,
+                              sm_clock_mhz=sm, mem_clock_mhz=mem, timestamp_utc=stamp) for t, w in inside]
+        return rows
+
+    def pace_csv_rows(self, n: int, is_holdout: bool, env: dict) -> list[dict]:
+        """Rank 0: pipeline_host_pace.csv's rows of count n (--pace-sampler)."""
+        fixed = dict(bench="pipeline_step" if self.mesh.pp > 1 else "ep_step", model=self.spec.name,
+                     pp=self.mesh.pp, ep=self.mesh.ep, dp=self.mesh.dp, num_gpus=self.world,
+                     split="holdout" if is_holdout else "fit", gpu_name=env["gpu_name"],
+                     torch_version=env["torch_version"], cuda_version=env["cuda_version"],
+                     nccl_version=env["nccl_version"])
+        return [{**fixed, **row} for row in self.pace_rows.get(n, [])]
 
     def interleaved(self, names: list[str], n: int, label: str):
         """The configurations `names` at n micro-batches stepped in turn (engine.interleaved_steps: cycle
@@ -589,7 +641,13 @@ def main(argv=None) -> int:
                     help="s18probe: every rank probes its host's pace before each timed cycle (--interleave) or "
                          "each timed step (s26eprate: configurations alone), outside the steps "
                          "(real/pipeline/hostpace.py); adds pipeline_host_probe.csv")
+    ap.add_argument("--pace-sampler", action="store_true",
+                    help="s26eprate round 2: configurations alone, a companion thread on every rank times a fixed "
+                         "pure-Python loop every ~2 ms during each timed step (real/pipeline/hostpace.PaceSampler); "
+                         "adds pipeline_host_pace.csv")
     args = ap.parse_args(argv)
+    if args.pace_sampler and args.interleave:
+        raise SystemExit("--pace-sampler: configurations alone only (not with --interleave)")
     if args.interleave and (args.sgd_lr is not None or args.host_marks != "off"):
         raise SystemExit("--interleave: steps must leave the weights as they are and run unmarked "
                          "(no --sgd-lr, --host-marks off)")
@@ -616,7 +674,8 @@ def main(argv=None) -> int:
         env_path.write_text(json.dumps(env, indent=2, default=str))
         log(f"pipeline bench: world {world}, {spec.name} x{spec.num_layers} layers, seq {S}, "
             f"{B} seq/micro-batch, {precision.label}, layouts {args.layouts}")
-        outputs = {mode: Outputs(args.out, mode, args.append, args.interleave, args.host_probe) for mode in modes}
+        outputs = {mode: Outputs(args.out, mode, args.append, args.interleave, args.host_probe, args.pace_sampler)
+                   for mode in modes}
     holdout, ep_holdout = set(_ints(args.holdout)), set(_ints(args.ep_holdout))
     failures = []
     traced: set = set()
@@ -681,6 +740,8 @@ def main(argv=None) -> int:
                     times = bench.write(outputs[mode], steps, routed_by_rank, name, n, is_holdout, env, clocks, trace)
                     if args.host_probe:
                         outputs[mode].probe.rows(bench.probe_csv_rows(n, is_holdout, env))
+                    if args.pace_sampler:
+                        outputs[mode].pace.rows(bench.pace_csv_rows(n, is_holdout, env))
                     med, p10, p90 = _quantiles(times)
                     loss = sum(t.loss for t in steps[-1])
                     log(f"{label}: {med * 1e3:.1f} ms (p10 {p10 * 1e3:.1f}, p90 {p90 * 1e3:.1f}, {reps} reps), "

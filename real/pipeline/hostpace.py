@@ -24,6 +24,7 @@ the probe (its own barrier and synchronisation come first: engine.PipelineRunner
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import torch
@@ -76,3 +77,53 @@ def host_probe(dev: torch.device) -> list[dict]:
         row["duration_s"] = time.perf_counter() - t
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# s26eprate round 2: the host's pace *during* a timed step, from a companion thread
+SAMPLE_INTERVAL_S = 2e-3   # a sample every ~2 ms (Event.wait between samples; the GIL may delay a wake-up)
+SAMPLE_LOOPS = 256         # iterations of the sample's pure-Python loop (~10-20 us on a server core)
+
+
+def _pace_loop(loops: int = SAMPLE_LOOPS) -> int:
+    """The sample's fixed pure-Python work (integer arithmetic, no allocation beyond small ints)."""
+    x = 1
+    for i in range(loops):
+        x = (x * 31 + i) & 0xFFFF
+    return x
+
+
+class PaceSampler:
+    """A daemon thread of this rank's process that, while a timed step runs, times a fixed pure-Python loop
+    (_pace_loop) every SAMPLE_INTERVAL_S: the pace of this process's host at that moment, taken beside the step,
+    never from the step's own ops. Each sample holds the GIL for its whole loop (so nothing of the step's Python
+    can interleave with it and its wall time is the host's pace alone: the interpreter on a core of this host, with
+    any preemption of the thread); between samples the thread waits on an Event, GIL released.
+    What it costs the step: the step's main thread (and the autograd engine's thread, in Python code) can be held
+    off the GIL for at most one sample plus a GIL hand-over per sample, so a step is lengthened by at most the sum
+    of its samples' walls plus those hand-overs (`duty` in the rows: sample wall over the step's wall, per rank);
+    torch's op bindings release the GIL while an op is dispatched, so the sampler mostly runs while the main thread
+    is in C++. It runs on another core than the main thread when one is free (the OS's choice: no pinning).
+    samples: (perf_counter at the sample's start, its wall seconds)."""
+
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S, loops: int = SAMPLE_LOOPS):
+        self.interval_s, self.loops = interval_s, loops
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pace-sampler", daemon=True)
+
+    def _run(self) -> None:
+        loops, out, clock, stop = self.loops, self.samples, time.perf_counter, self._stop
+        while not stop.wait(self.interval_s):
+            t = clock()
+            _pace_loop(loops)
+            out.append((t, clock() - t))
+
+    def __enter__(self) -> "PaceSampler":
+        _pace_loop(self.loops)   # first call outside the samples
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

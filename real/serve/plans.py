@@ -420,6 +420,50 @@ S25W_MODELS = {"v3-slice-2l": "v3s2l", "qwen3moe-mla-slice": "qwen3moe", "mixtra
 S25W_PLANS = {f"gpu1-s25w-{short}": _s21_plan(m, runs=_S25W_RUNS[m], warm_tokens=S25W_WARM_TOKENS, prefix="n25w")
               for m, short in S25W_MODELS.items()}
 
+# s26start (docs/notes/s26start_rule.md, committed before these ran): set H, fresh held-out records for the eager prompt
+# step's start and closing sync on models no set E-G held: qwen2moe-mla-slice (16 heads x 2 layers; sets A-C's lengths
+# only), v2-lite-slice (16 heads x 4 layers, a dense layer) and v3-slice-1l (128 heads x 1 layer; set D's lengths only),
+# at rates and concurrencies no run of the model had (Poisson 14/s and a closed loop of 10; Poisson 18/s and closed
+# loops of 12), prompts uniform 320-960 and outputs 20-100 tokens (no load record holds these lengths), fresh seeds
+# 121-126, each model's first run warmed to 1088 flat tokens, run names n26s-*
+S26H_IN, S26H_OUT = "uniform:320-960", "uniform:20-100"
+S26H_WARM_TOKENS = 1088
+_S26H_RUNS = {"qwen2moe-mla-slice": (RunSpec("poisson-r14-h", "poisson", S26H_IN, S26H_OUT, rate_per_s=14.0, seed=121),
+                                     RunSpec("closed-c10-h", "closed", S26H_IN, S26H_OUT, concurrency=10, seed=122)),
+              "v2-lite-slice": (RunSpec("poisson-r18-h", "poisson", S26H_IN, S26H_OUT, rate_per_s=18.0, seed=123),
+                                RunSpec("closed-c12-h", "closed", S26H_IN, S26H_OUT, concurrency=12, seed=124)),
+              "v3-slice-1l": (RunSpec("poisson-r18-h", "poisson", S26H_IN, S26H_OUT, rate_per_s=18.0, seed=125),
+                              RunSpec("closed-c12-h", "closed", S26H_IN, S26H_OUT, concurrency=12, seed=126))}
+S26H_MODELS = {"qwen2moe-mla-slice": "qwen2moe", "v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l"}
+S26H_PLANS = {f"gpu1-s26h-{short}": _s21_plan(m, runs=_S26H_RUNS[m], warm_tokens=S26H_WARM_TOKENS, prefix="n26s")
+              for m, short in S26H_MODELS.items()}
+
+# s26start round 2 (docs/notes/s26start2_rule.md, committed before these ran), one delivery on one GPU:
+# (a) fitting load runs (split "fit", named fitting in advance) whose iterations (--timing: host_s, gpu_s) fit the eager
+#     prompt step's host terms inside the serving loop (calibration.serve_load_host fit): the four serve-fit models
+#     (h100/s24eager/fit's) at Poisson 16/s and a closed loop of 8, prompts uniform 128-1152 and outputs 16-128 tokens,
+#     seeds 131-138, the first run warmed to 1216 flat tokens, run names n26f-*;
+# (b) set I, fresh held-out records: the three models outside the fit (v2-lite-slice, v3-slice-1l, bench-small) at
+#     Poisson 26/s and a closed loop of 14 (no run of these models had them), prompts uniform 96-480 and outputs 40-176
+#     tokens (no load record holds these lengths), seeds 141-146, the first run warmed to 544 flat tokens, run names n26i-*
+S26F_IN, S26F_OUT = "uniform:128-1152", "uniform:16-128"
+S26F_WARM_TOKENS = 1216
+S26F_MODELS = {"qwen3moe-mla-slice": "qwen3moe", "qwen2moe-mla-slice": "qwen2moe", "mixtral-mla-slice": "mixtral",
+               "v3-slice-2l": "v3s2l"}
+S26F_PLANS = {f"gpu1-s26f-{short}": dataclasses.replace(plan, runs=tuple(dataclasses.replace(r, split="fit") for r in plan.runs))
+              for short, plan in ((short, _s21_plan(m, runs=(
+                  RunSpec("poisson-r16-f", "poisson", S26F_IN, S26F_OUT, rate_per_s=16.0, seed=131 + 2 * k),
+                  RunSpec("closed-c8-f", "closed", S26F_IN, S26F_OUT, concurrency=8, seed=132 + 2 * k)),
+                  warm_tokens=S26F_WARM_TOKENS, prefix="n26f"))
+                  for k, (m, short) in enumerate(S26F_MODELS.items()))}
+S26I_IN, S26I_OUT = "uniform:96-480", "uniform:40-176"
+S26I_WARM_TOKENS = 544
+S26I_MODELS = {"v2-lite-slice": "v2lite", "v3-slice-1l": "v3s1l", "bench-small": "bench"}
+S26I_PLANS = {f"gpu1-s26i-{short}": _s21_plan(m, runs=(
+    RunSpec("poisson-r26-i", "poisson", S26I_IN, S26I_OUT, rate_per_s=26.0, seed=141 + 2 * k),
+    RunSpec("closed-c14-i", "closed", S26I_IN, S26I_OUT, concurrency=14, seed=142 + 2 * k)),
+    warm_tokens=S26I_WARM_TOKENS, prefix="n26i") for k, (m, short) in enumerate(S26I_MODELS.items())}
+
 TINY = Plan(
     model="tiny", page_size=4, num_pages=256, token_budget=32, max_running=8, max_context=96,
     warmup=(RunSpec("warmup", "closed", "fixed:8", "fixed:2", concurrency=2, load_s=0.05,
@@ -467,5 +511,5 @@ PLANS = {"gpu1": GPU1, "ep2": EP2, "gpu1-lowload": GPU1_LOWLOAD, "ep2-lowload": 
          "gpu1-host": GPU1_HOST, "ep2-host": EP2_HOST, "tiny-host": TINY_HOST, "tiny-ep2-host": TINY_EP2_HOST,
          "ep2-repeat": EP2_REPEAT, "tiny-ep2-repeat": TINY_EP2_REPEAT,
          **S21_PLANS, **S21B_PLANS, **S22_PLANS, **S23_PLANS, **S23C_PLANS, **S24_PLANS, **S24P_PLANS,
-         **S25V_PLANS, **S25W_PLANS,
+         **S25V_PLANS, **S25W_PLANS, **S26H_PLANS, **S26F_PLANS, **S26I_PLANS,
          "tiny-new": TINY_NEW}

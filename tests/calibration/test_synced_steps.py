@@ -9,6 +9,7 @@ from calibration import records as rec
 from calibration import whole_step as ws
 from calibration.records_io import read_csv
 from calibration.validate import load_fitted_profile
+from tests import committed
 
 KEY = {"bench": "decode", "model": "mixtral-slice", "batch": 32, "prompt_len": 256, "gen_len": 64, "precision": "bf16"}
 
@@ -113,7 +114,7 @@ GROUPS = [(twin, g) for twin in ("step_input", "plain") for g in ("h100 decode",
 
 @pytest.fixture(scope="module")
 def s22host():
-    s = prereg.s22host_section()
+    s = committed.judged("prereg_s22host")   # prereg.s22host_section(), as `twin validate` computes it (once a run)
     if not s["step_input"]["by_gpu"]:
         pytest.skip("no s22host records")
     return s

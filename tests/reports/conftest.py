@@ -87,7 +87,7 @@ def planned():
                         axes={"cluster.gpu": ["h800", "h200", "b200"], "cluster.num_gpus": [2048, 4096], "plan.pp": [8, 16]},
                         evaluated=len(rows), feasible=len(simulated), simulated=len(simulated), num_meeting_deadline=len(on_time),
                         infeasible_by_reason={"out of memory": 1}, best=ranked[0], fastest=min(simulated, key=lambda r: r.wall_days),
-                        pareto=tuple(front(simulated)), screen_error=screen_error(list(rows)), rows=rows)
+                        pareto=tuple(front(simulated)), screen_error=screen_error(list(rows)), no_answer="", rows=rows)
     raw, source = read_raw(ROOT / "scenarios" / "v3_plan.toml")
     return from_dict(raw, source, PLAN), result
 

@@ -65,7 +65,7 @@ def test_the_streamed_plan_json_is_json_dumps_text(figures):
                  for i, (a, b, c, label) in enumerate(figures))
     plan = PlanResult(question="q", tokens=1.0, deadline_days=1.0, budget_usd=None, axes={"plan.pp": [1]}, evaluated=len(rows),
                       feasible=len(rows), simulated=0, num_meeting_deadline=0, infeasible_by_reason={}, best=None,
-                      fastest=None, pareto=(), screen_error=ScreenError(0, None, None, None, None), rows=rows)
+                      fastest=None, pareto=(), screen_error=ScreenError(0, None, None, None, None), no_answer="", rows=rows)
     fh = io.StringIO()
     write_json_rows(fh, plan)
     assert fh.getvalue() == json.dumps(to_json(plan), indent=2, allow_nan=False) + "\n"

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from twin.core.atomic import write_text
 from twin.core.errors import ScenarioError
 from twin.core.paths import shown_path
+from twin.core.scenario import SERVING, TRAINING, from_dict
 from twin.costs.profile import simulation_profile
 
 # calibration/, real/ and reports/ (pandas, matplotlib) are imported by the commands that use them:
@@ -304,6 +306,34 @@ def cmd_calibrate(args) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_scenario_from_bench(args) -> int:
+    """The twin scenario of a configuration real/ ran (calibration.bench_scenario): written commented to --out (or
+    printed), loadable by `twin step` / `twin trace` (a pipeline run) or `twin serve` (a serve_load run). Until s26walk
+    a bench run's configuration became a scenario only through ~10 --set overrides written by hand."""
+    from calibration import bench_scenario as bs  # lazy: pandas (the records readers)
+    from reports.page import to_toml  # lazy: matplotlib
+    try:
+        kind, path, configs = bs.configurations(Path(args.source))
+        cfg = bs.pick(configs, args.where or [], kind)
+        raw = bs.pipeline_tables(cfg, args.gpu) if kind == bs.PIPELINE else bs.serve_tables(cfg, args.gpu)
+    except bs.BenchSourceError as exc:
+        raise ScenarioError(exc.option, exc.value, exc.allowed) from None
+    from_dict(raw, shown_path(path), SERVING if kind == bs.SERVE else TRAINING)   # what it writes, it loads
+    command = "twin serve" if kind == bs.SERVE else "twin step` / `twin trace"
+    # s26unify: both predictions of a pipeline configuration, part by part (calibration.pipeline's as validate prices it)
+    comparison = bs.step_comparison(cfg, raw) if kind == bs.PIPELINE else None
+    head = [f"# twin scenario from-bench {shown_path(path)}" + "".join(f" --where {w}" for w in args.where or [])
+            + (f" --gpu {args.gpu}" if args.gpu else ""),
+            *(f"# {line}" for line in bs.notes(kind, cfg, raw, comparison)), f"# Run: `{command}` on this file", ""]
+    text = "\n".join(head) + to_toml(raw)
+    if args.out:
+        write_text(args.out, text)
+        print(f"wrote {args.out}: {raw['name']}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _add_dirs(p) -> None:
     p.add_argument("--records", metavar="DIR", help="records root with <gpu>/*.csv (default calibration/measurements)")
     p.add_argument("--profiles", metavar="DIR", help="profiles directory (default twin/data/profiles, the package data the twin reads)")
@@ -333,6 +363,24 @@ def add_commands(sub, write_json) -> None:
     _add_dirs(p)
     p.set_defaults(func=cmd_validate, write_json=write_json, check=lambda args: _chosen_parts(args.only), outputs=(("json", "--json", "file"), ("out", "--out", "dir")),
                    inputs=(("records", "--records"), ("profiles", "--profiles")))
+
+    p = sub.add_parser("scenario", help="scenario tools: `twin scenario from-bench SOURCE` writes the scenario of a "
+                                        "configuration real/ ran (pipeline steps or serving load runs)")
+    scen = p.add_subparsers(dest="scenario_command", required=True, metavar="{from-bench}")
+    q = scen.add_parser("from-bench", help="the twin scenario of a configuration a real/ bench run recorded",
+                        description="The twin scenario of a configuration real/ ran: SOURCE is a pipeline_step.csv "
+                                    "(real/pipeline), an env_pipeline_*.json (its command line, every configuration asked), "
+                                    "a serve_load.csv (real/serve) or the folder holding one. --where picks one configuration "
+                                    "where the source holds several; the written file says what the scenario cannot "
+                                    "(the measured figures, what real/ ran differently).")
+    q.add_argument("source", metavar="SOURCE", help="a bench folder, pipeline_step.csv(.xz), env_pipeline_*.json or serve_load.csv(.xz)")
+    q.add_argument("--where", action="append", metavar="COLUMN=VALUE",
+                   help="keep the configurations whose COLUMN is VALUE (repeatable): schedule=dualpipev, "
+                        "num_microbatches=8, pp=2, run_id=...")
+    q.add_argument("--gpu", metavar="GPU", help="the catalog GPU (h100, h200, ...) where the record names none "
+                                               "(a CPU dry run) or to ask the same configuration on another")
+    q.add_argument("--out", metavar="FILE", help="write the scenario TOML here (default: stdout)")
+    q.set_defaults(func=cmd_scenario_from_bench, outputs=(("out", "--out", "file"),))
 
     p = sub.add_parser("calibrate", help="run the GPU benchmark campaign (python -m real.bench); CUDA only")
     p.add_argument("--out", metavar="DIR", required=True, help="directory for the CSVs")

@@ -8,6 +8,7 @@ error (rows with status 'error', counted in the summary; a re-run tries them aga
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import importlib.metadata
 import json
@@ -313,6 +314,28 @@ def _search_flags(args) -> dict:
     return table
 
 
+def _search_options(args) -> dict[str, str]:
+    """[search] key -> the option of `twin plan` that set it (--tokens, --vary recompute, ...)."""
+    named = {key: "--" + flag for flag, key in (("tokens", "tokens"), ("days", "days"), ("budget", "budget_usd"),
+                                                ("simulate", "simulate")) if getattr(args, flag) is not None}
+    named.update({key: "--" + flag.replace("_", "-") for flag, key in PLAN_LIST_FLAGS if getattr(args, flag)})
+    named.update({item.partition("=")[0].strip(): f"--vary {item.partition('=')[0].strip()}" for item in args.vary or []})
+    return named
+
+
+@contextlib.contextmanager
+def _named_as_typed(options: dict[str, str]):
+    """A bad value of a search key that an option set is named by that option: "search.tokens in f.toml: got -1.0",
+    of `--tokens -1` on a file with no [search] table, named the file as its source (until s26walk)."""
+    try:
+        yield
+    except ScenarioError as exc:
+        m = re.fullmatch(r"search\.(\w+)(\[\d+\])?", exc.field)
+        if not m or m.group(1) not in options:
+            raise
+        raise ScenarioError(options[m.group(1)], exc.value, exc.allowed) from None
+
+
 def _prices(args, sc) -> dict:
     from twin.planning.search import catalog_prices  # lazy: the plan search loads its screen
     prices = catalog_prices(sc)
@@ -375,18 +398,20 @@ def cmd_plan(args) -> int:
         if key not in raw["search"]:
             raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
                                 "the scenario's [search] table", source)
-    sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+    with _named_as_typed(_search_options(args)):
+        sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     prices = _prices(args, sc)
     if not args.out:
-        out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
-                     exhaustive=args.exhaustive)
+        with _named_as_typed(_search_options(args)):
+            out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
+                         exhaustive=args.exhaustive)
         _say(args, summary.plan_summary(out))
     else:   # rows journaled as they arrive: a re-run into the same folder resumes (until s20ux a kill lost them all)
         clean_stale_tmp(args.out)   # staging a killed run left behind
         journal, key = Path(args.out) / PLAN_JOURNAL, question_key(sc.base(), sc.search.tokens, prices)
         done = resumed_rows(iter_rows(journal), key)   # a line at a time: the journal is never held whole
         num_resumed = sum(map(len, done.values()))
-        with Journal(journal) as j:
+        with Journal(journal) as j, _named_as_typed(_search_options(args)):
             out = search(sc.base(), sc.search, prices, workers=args.workers, dask=args.dask, progress=not args.quiet,
                          exhaustive=args.exhaustive, done=done,
                          on_rows=lambda phase, rows: j.append_many([journal_row(key, phase, r) for r in rows]))
@@ -396,16 +421,8 @@ def cmd_plan(args) -> int:
     if args.json is not None:   # streamed a row at a time, the same text as _write_json (s21ux)
         write_plan_json(out, args.json)
         _resolved_beside(args.json, sc)   # none beside a plan's --json F until s22walk
-    if out.feasible == 0:
-        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
-        print(f"infeasible: none of the {out.evaluated:,} candidates can run: {reasons}", file=sys.stderr)
-        return EXIT_INFEASIBLE
-    if out.best is None:   # plans run, none within the question's bounds: no answer, as a serving plan meeting no target
-        budget = f" for at most ${out.budget_usd:,.0f}" if out.budget_usd is not None else ""
-        fastest = (f"; the fastest takes {out.fastest.wall_days_goodput:.1f} days with failures ({out.fastest.label}; "
-                   f"{out.fastest.wall_days:.1f} compute days)" if out.fastest else "")
-        print(f"infeasible: none of the {out.simulated:,} simulated plans trains {summary.count(out.tokens)} tokens within "
-              f"{out.deadline_days:g} day{'' if out.deadline_days == 1 else 's'}{budget}{fastest}", file=sys.stderr)
+    if out.no_answer:   # no candidate can run, or none of the simulated is within the question's bounds (F says so too)
+        print(f"infeasible: {out.no_answer}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -432,8 +449,8 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     if out.best is None:
-        reasons = "; ".join(f"{k} ({v:,})" for k, v in out.infeasible_by_reason.items())
-        print(f"infeasible: no deployment serves {rates[0]:g} requests/s within the targets: {reasons}", file=sys.stderr)
+        print(f"infeasible: no deployment serves {rates[0]:g} requests/s within the targets: {summary.serving_reasons(out)}",
+              file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 
@@ -465,8 +482,8 @@ def _serving_capacity(args, sc, rates: list[float], layouts: tuple[str, ...]) ->
     unserved = [p for p in out.plans if p.best is None]
     if unserved:
         for p in unserved:
-            reasons = "; ".join(f"{k} ({v:,})" for k, v in p.infeasible_by_reason.items())
-            print(f"infeasible: no deployment serves {p.rate_per_s:g} requests/s within the targets: {reasons}", file=sys.stderr)
+            print(f"infeasible: no deployment serves {p.rate_per_s:g} requests/s within the targets: "
+                  f"{summary.serving_reasons(p)}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
 

@@ -152,7 +152,8 @@ class CostSpec:
     """Money: the rental price is cluster.price_usd_per_gpu_hour; these add electricity and the size sweep."""
 
     electricity_usd_per_kwh: float = spec_field(0.0, unit="USD/kWh", ge=0, doc="Electricity price for an owner-operator view (0 = rental only; rental prices include power)")
-    size_sweep_gpus: tuple[int, ...] = spec_field(default=(2048, 3072, 4096, 8192), unit="count", ge=1, le=MAX_GPUS, max_items=MAX_SWEEP_SIZES, doc="Cluster sizes for the cost-against-cluster-size plot (same plan, DP scaled)")
+    # empty by default since s26walk: DeepSeek-V3's 2,048-8,192 were every scenario's sizes, a 64-GPU plan's too
+    size_sweep_gpus: tuple[int, ...] = spec_field(default=(), unit="count", ge=1, le=MAX_GPUS, max_items=MAX_SWEEP_SIZES, doc="Cluster sizes for the cost-against-cluster-size plot (same plan, DP scaled); empty = the scenario's cluster.num_gpus x 1, 1.5, 2 and 4")
 
 
 @dataclass(frozen=True)

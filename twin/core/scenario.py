@@ -198,6 +198,17 @@ class Scenario:
             raise ScenarioError("plan.pp_runtime", p.pp_runtime, "'dataflow' (the default) with plan.schedule "
                                 f"{p.schedule!r} (torch.distributed.pipelining's runtime is modelled for '1f1b' and "
                                 "'interleaved-1f1b')", source)
+        if p.optimizer_kernel == "none" and p.zero_stage != 0:
+            raise ScenarioError("plan.optimizer_kernel", p.optimizer_kernel, f"'fused' or 'foreach' when plan.zero_stage = "
+                                f"{p.zero_stage} (a sharded optimizer's update and gather are its step; 'none' times a "
+                                "benchmark step without one: zero_stage 0)", source)
+        if p.grad_reduce_groups != "one_buffer" and (p.zero_stage != 0 or p.cp != 1):
+            raise ScenarioError("plan.grad_reduce_groups", p.grad_reduce_groups, f"'one_buffer' (the default) with "
+                                f"plan.zero_stage = {p.zero_stage} and plan.cp = {p.cp} ('by_group' is real/pipeline's "
+                                "all-reduces: zero_stage 0, no context parallelism)", source)
+        if p.grad_accumulate != "fused" and p.zero_stage != 0:
+            raise ScenarioError("plan.grad_accumulate", p.grad_accumulate, f"'fused' (the default) when plan.zero_stage = "
+                                f"{p.zero_stage} ('autograd' is real/pipeline's unsharded .grad: zero_stage 0)", source)
         if p.cp_kind != "ring" and p.cp == 1:
             raise ScenarioError("plan.cp_kind", p.cp_kind, "'ring' (the default) when plan.cp = 1 (no context parallelism)", source)
         if p.zero_stage == 3 and p.grad_reduce_dtype != "bf16":
@@ -295,7 +306,14 @@ def _load_model(table: dict, source: str | None) -> ModelSpec:
             raise ScenarioError("model.name", name, "a catalog model (twin model --list: " + ", ".join(sorted(catalog))
                                 + "), or an inline model, for which " + ", ".join(f"model.{k}" for k in missing)
                                 + " are required", source)
-    return build(ModelSpec, {**base, **table}, "model", source)
+    merged = {**base, **table}
+    # a dense catalog model (every block dense) at another depth stays dense: its num_dense_layers follows
+    # num_layers where the table does not say it (`--set model.num_layers=40` on llama3-70b was refused, 100 asked
+    # for routed experts, until s26walk)
+    if (base and "num_layers" in table and "num_dense_layers" not in table and not base.get("num_routed_experts")
+            and base.get("num_dense_layers") == base.get("num_layers")):
+        merged["num_dense_layers"] = table["num_layers"]
+    return build(ModelSpec, merged, "model", source)
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,24 @@ def check_virtual_stages(name: str, virtual_stages: int, source: str | None = No
     return v
 
 
+def backwards_per_copy(schedule: "Schedule") -> dict[int, float]:
+    """{model stage: the backwards (B, BW or an FB's backward) one copy of it runs in a step}, the
+    mean over its copies (a copy = one rank's chunk holding the stage). 1F1B / ZB1P / DualPipeV: n;
+    DualPipe: n / 2 (PP2, n = 4: rank 0 runs micro-batches 0, 1 on stage 0 and 2, 3 on stage 1).
+    (calibration.pipeline's since s17pair; here since s26unify, so the twin's step counts real/'s
+    gradient accumulation as calibration.pipeline does.)"""
+    counts: dict[tuple[int, int], int] = {}
+    for rank, program in enumerate(schedule.programs):
+        for op in program:
+            part = op.backward_part
+            if part is not None:
+                counts[rank, part[1]] = counts.get((rank, part[1]), 0) + 1
+    by_stage: dict[int, list[int]] = {}
+    for (rank, chunk), c in counts.items():
+        by_stage.setdefault(schedule.stage_of(rank, chunk), []).append(c)
+    return {s: sum(c) / len(c) for s, c in by_stage.items()}
+
+
 def build_schedule(name: str, num_ranks: int, num_microbatches: int, virtual_stages: int = 1) -> Schedule:
     """Build the per-rank programs of schedule `name` for `num_ranks` pipeline ranks (with
     `virtual_stages` model chunks per rank where the schedule interleaves them). A schedule is

@@ -22,3 +22,11 @@ SECONDS_PER_DAY = 86400.0
 JOULES_PER_KWH = 3.6e6
 
 BITS_PER_BYTE = 8
+
+
+def short_count(x: float) -> str:
+    """14.8e12 -> '14.8T', 2.782e6 -> '2.78M' (the summaries' counts of tokens and GPU-hours)."""
+    for scale, suffix in ((TERA, "T"), (GIGA, "B"), (MEGA, "M"), (KILO, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"

@@ -128,9 +128,13 @@ def _run_dask(fn: Callable, items: list, workers: int | None, address: str) -> I
         else:
             try:
                 client = stack.enter_context(Client(address))
-            except (OSError, ValueError, TypeError) as exc:   # unreachable, or not an address Dask reads
+            # unreachable, not an address Dask reads, or another service answering there: its reply read as Dask's
+            # frames asked numpy for exabytes (a MemoryError traceback until s26walk)
+            except (OSError, ValueError, TypeError, MemoryError, EOFError) as exc:
+                why = ("the service there does not speak Dask's protocol" if isinstance(exc, (MemoryError, EOFError))
+                       else f"{type(exc).__name__}: {exc}")
                 raise ScenarioError("--dask", address, f"'local' or the address of a running Dask scheduler, "
-                                    f"e.g. tcp://HOST:8786 ({type(exc).__name__}: {exc})") from None
+                                    f"e.g. tcp://HOST:8786 ({why})") from None
         futures = client.map(fn, items, pure=False)
         for fut in as_completed(futures):
             yield fut.result()

@@ -79,7 +79,10 @@ class PlanResult:
     fastest: PlanRow | None               # the fastest simulated plan, deadline or not
     pareto: tuple[PlanRow, ...]           # simulated plans no other beats on both cost and days, fastest first
     screen_error: ScreenError
-    rows: tuple[PlanRow, ...]             # every candidate, in the order of the space
+    # why there is no answer ('' where there is one): no candidate can run (by kind), or none of the simulated plans
+    # is within the deadline (and budget), the fastest named; the reason of exit 3, on stderr alone until s26walk
+    no_answer: str
+    rows: tuple[PlanRow, ...]             # every candidate, in the order of the space (the last field: streamed)
 
 
 def reason_examples(result: PlanResult) -> dict[str, PlanRow]:

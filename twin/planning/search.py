@@ -35,7 +35,7 @@ from twin.core.results import to_json
 from twin.core.scenario import Scenario
 from twin.core.search_specs import MAX_SIMULATED, SearchSpec
 from twin.core.specs import get_gpu, gpu_names
-from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
+from twin.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, short_count
 from twin.planning import executor
 from twin.planning.result import (CHEAPEST, FASTEST, INFEASIBLE, INVALID, SCREENED, SIMULATED, PlanResult, PlanRow,
                                   ScreenError, reason_kind)
@@ -272,14 +272,29 @@ def search(base: Scenario, spec: SearchSpec, prices: dict[str, float], workers: 
     meeting = [r for r in simulated if _meets(r, spec.days, spec.budget_usd)]
     feasible = [r for r in ordered if r.feasible]
     reasons = Counter(reason_kind(r.reason) for r in ordered if not r.feasible)
+    best = min(meeting, key=_objective(spec.budget_usd)) if meeting else None
+    fastest = min(simulated, key=lambda r: r.wall_days_goodput) if simulated else None
     return PlanResult(
         question=FASTEST if spec.budget_usd is not None else CHEAPEST,
         tokens=spec.tokens, deadline_days=spec.days, budget_usd=spec.budget_usd,
         axes={k: list(v) for k, v in space},
         evaluated=len(ordered), feasible=len(feasible), simulated=len(simulated), num_meeting_deadline=len(meeting),
         infeasible_by_reason=dict(reasons.most_common()),
-        best=min(meeting, key=_objective(spec.budget_usd)) if meeting else None,
-        fastest=min(simulated, key=lambda r: r.wall_days_goodput) if simulated else None,
-        pareto=tuple(front(simulated)), screen_error=screen_error(ordered), rows=tuple(ordered))
+        best=best, fastest=fastest, pareto=tuple(front(simulated)), screen_error=screen_error(ordered),
+        no_answer=no_answer(spec, len(ordered), len(feasible), len(simulated), reasons, best, fastest),
+        rows=tuple(ordered))
+
+
+def no_answer(spec, evaluated: int, feasible: int, simulated: int, reasons: Counter, best, fastest) -> str:
+    """Why a search has no answer ('' where it has one): the text `twin plan` prints after "infeasible: "."""
+    if feasible == 0:
+        return f"none of the {evaluated:,} candidates can run: " + "; ".join(f"{k} ({v:,})" for k, v in reasons.most_common())
+    if best is not None:
+        return ""
+    budget = f" for at most ${spec.budget_usd:,.0f}" if spec.budget_usd is not None else ""
+    slowest = (f"; the fastest takes {fastest.wall_days_goodput:.1f} days with failures ({fastest.label}; "
+               f"{fastest.wall_days:.1f} compute days)" if fastest else "")
+    return (f"none of the {simulated:,} simulated plans trains {short_count(spec.tokens)} tokens within "
+            f"{spec.days:g} day{'' if spec.days == 1 else 's'}{budget}{slowest}")
 
 

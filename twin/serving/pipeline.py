@@ -73,12 +73,13 @@ def head_stages(ops: dict[str, float], head_s: float) -> list[tuple[float, float
     return [(at, 0.0), (1.0, head_s), (n - at - 1, 0.0)]
 
 
-def pipeline_end_s(stages, op_s: float) -> tuple[float, float]:
+def pipeline_end_s(stages, op_s: float, start_s: float = 0.0) -> tuple[float, float]:
     """(the last kernel's end, the last launch) of `stages` [(operators, kernel seconds)] issued from time 0, the host
     taking `op_s` an operator. A stage's kernels are spread evenly over its operators: kernel k of n (g / n seconds)
     starts at max(its launch t0 + k op_s, kernel k-1's end), so the stage ends at max(the GPU's free time + g,
-    t0 + op_s + g, t0 + n op_s + g / n) (the latest of a linear run: its first or its last kernel binds)."""
-    host = gpu = 0.0
+    t0 + op_s + g, t0 + n op_s + g / n) (the latest of a linear run: its first or its last kernel binds). `start_s`: the
+    host's work before its first operator (s26start: the engine's input preparation), the GPU idle meanwhile."""
+    host, gpu = start_s, 0.0
     for n, g in stages:
         if n <= 0:
             gpu += g

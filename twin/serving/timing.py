@@ -117,7 +117,8 @@ ENGINE_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk
                 "host_probe_prompt_launch_s", "cold_eager_s", "cold_eager_iterations", "new_bin_regions",
                 "new_bin_kernels", "post_prompt_s", "post_prompt_iterations", "cold_prompt_iterations",
                 "launch_floor_iteration_s", "launch_floor_eager_s", "launch_floor_chunk_s", "launch_floor_token_s",
-                "launch_floor_row_s", "launch_floor_decode_s", "eager_op_s")
+                "launch_floor_row_s", "launch_floor_decode_s", "eager_op_s", "sync_s", "start_s",
+                "start_prompt_only_s", "start_s_per_token")
 # (s23closed) a one-GPU eager iteration's launches (ADOPT_LAUNCH_FLOOR): host work per iteration, per eager forward, per
 # chunk; (s24eager) per prompt token and per decode row (the engine's per-token and per-row Python: token, position and
 # slot lists, a decode row's page-table row) and the decode rows' attention path (per layer, where decode rows run)
@@ -126,7 +127,8 @@ LAUNCH_FLOOR_TERMS = ("launch_floor_iteration_s", "launch_floor_eager_s", "launc
 # the engine terms that are host work: they scale with the host's measured speed (host_scale)
 HOST_SCALED_TERMS = ("iteration_s", "eager_iteration_s", "prompt_iteration_s", "chunk_s", "new_size_s", "new_bin_s",
                      "cold_prompt_s", "cold_eager_s", "loop_s", "wake_s", "issue_s_per_request", "issue_s_per_token",
-                     "post_prompt_s", "eager_op_s", *LAUNCH_FLOOR_TERMS)
+                     "post_prompt_s", "eager_op_s", "sync_s", "start_s", "start_prompt_only_s", "start_s_per_token",
+                     *LAUNCH_FLOOR_TERMS)
 
 
 # (s14srv2, docs/notes/s14srv2_rule.md third candidate, committed before its held-out figures) the
@@ -213,7 +215,19 @@ def engine_costs(name: str) -> dict[str, float]:
     table = serve_engines()
     if name not in table:
         raise ScenarioError("serve.engine_costs", name, "'' or one of " + ", ".join(sorted(table)))
-    return {k: float(table[name].get(k, 0.0)) for k in ENGINE_TERMS}
+    return {k: float(engine_table(name).get(k, 0.0)) for k in ENGINE_TERMS}
+
+
+def engine_table(name: str) -> dict:
+    """Engine `name`'s table as the switches in force price it: where ADOPT_ENGINE_PREFILL_KERNELS,
+    ADOPT_EAGER_PIPELINE and ADOPT_EAGER_START_SYNC are all on and the table carries the adopted terms
+    (ADOPTED_TERMS_KEY: the s25v3pre refit's terms and spread, s26start round 2's five host terms), those replace the
+    committed ones; else the committed table ({} for an unknown name)."""
+    raw = serve_engines().get(name, {})
+    adopted = raw.get(ADOPTED_TERMS_KEY)
+    if isinstance(adopted, dict) and ADOPT_ENGINE_PREFILL_KERNELS and ADOPT_EAGER_PIPELINE and ADOPT_EAGER_START_SYNC:
+        return {**{k: v for k, v in raw.items() if k != ADOPTED_TERMS_KEY}, **adopted}
+    return raw
 
 
 class IterationSpread:
@@ -260,7 +274,7 @@ class IterationSpread:
 
 def engine_spread(name: str) -> IterationSpread | None:
     """The measured iteration spread of engine `name`; None for '' or a table without one."""
-    table = serve_engines().get(name, {}) if name else {}
+    table = engine_table(name) if name else {}
     return IterationSpread.from_table(table["spread"]) if "spread" in table else None
 
 
@@ -368,7 +382,7 @@ def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0, prompt_token
 # layer's attention with its share of the scores, its FFN, the head) as they are launched; the iteration ends at
 # the last kernel's end, then the gather and post-prompt terms as before. Replaces the additive host terms and the
 # launch-overlap form for those iterations; a table without `eager_op_s` (EP, or written before) or a model with no
-# operator count prices them as before.
+# operator count prices them as before. Part of s26start round 2's candidate T (see ADOPT_EAGER_START_SYNC).
 ADOPT_EAGER_PIPELINE = False
 
 # (s25v3pre, docs/notes/s25v3pre_rule.md, committed before any figure under it) real/serve's eager prompt chunk does not
@@ -380,7 +394,7 @@ ADOPT_EAGER_PIPELINE = False
 # fitted on the fitting record calibration/measurements/h100/s24v3pre (prefill_kernels.csv.gz: real/serve/prefillprof
 # on one H100 80GB HBM3, v3-slice-2l and qwen3moe-mla-slice, 4 prompt-only compositions each) by
 # calibration.serve_prefill_kernels.fit_constants (relative non-negative least squares), the same seconds on the H200
-# table (not measured there).
+# table (not measured there). Part of s26start round 2's candidate T (see ADOPT_EAGER_START_SYNC).
 ADOPT_ENGINE_PREFILL_KERNELS = False
 ENGINE_PREFILL_TABLES = ("real-serve-h100-ep1", "real-serve-h200-ep1")
 ENGINE_PREFILL_SKIPPED_OPS = ("attn_core", "kv_up", "rope", "permute", "unpermute", "experts_swiglu")
@@ -415,6 +429,35 @@ def engine_prefill_by_heads(m: ModelSpec, s: ServeSpec) -> tuple[ServeSpec, bool
         return s, False
     variant = ENGINE_PREFILL_VARIANT.format(table=s.engine_costs)
     return (dataclasses.replace(s, engine_costs=variant) if variant in serve_engines() else s), True
+
+
+# (s26start, docs/notes/s26start_rule.md, committed before any figure under it on its fresh set) an eager prompt step's
+# start and its closing sync. Under the switch (with ADOPT_ENGINE_PREFILL_KERNELS and ADOPT_EAGER_PIPELINE, every model
+# alike, no choice by model) the pipeline (1) issues each layer's attention-core kernels (the engine's math-SDPA core
+# term, engine_core_s, and the table's score term where charged) from the chunks' own operators (attn_ops_per_chunk x
+# chunks, which the engine issues after the layer's q/kv path, cache writes and decode attention), not spread over the
+# whole attention stage: the GPU waits for the host to reach them (the start); (2) ends the step `sync_s` after its last
+# kernel (the table's term: the engine's scheduling before its first launch and the `.tolist()` sync's return after its
+# last kernel, host-scaled; measured as duration_s - gpu_s on h100/s24eager/fit, calibration.serve_start_sync); (3) starts
+# the host's operators after its input preparation (start_s a step, start_prompt_only_s where no decode row runs beside
+# the prompt work, start_s_per_token a prompt token; the GPU idle meanwhile), with `eager_op_s` refitted beside them
+# (one fit: host_s at the reference host of h100/s24eager/fit's fitting rows, non-negative least squares on relative
+# residuals, calibration.serve_start_sync.host_fit). Without these terms in a table nothing moves.
+# (s26start round 2, docs/notes/s26start2_rule.md, committed before its records) candidate T, adopted by its rule: the
+# three switches on and the one-GPU tables' adopted terms (their `start_sync` section, read by engine_table): the refit of
+# calibration/s25v3pre_refit.json (terms and spread) and the five host terms (eager_op_s, start_s, start_prompt_only_s,
+# start_s_per_token, sync_s) fitted on fitting load runs recorded with --timing (calibration/measurements/h200/
+# s26start2/fit, one H200; calibration.serve_load_host fit -> calibration/s26start2_fit.json). Judged on set I
+# (calibration/s26start2_judgement.json): 12 -> 17 of 30 checks, guards on sets A-H and the committed sets held.
+# With any of the three off the committed tables price as before. (The defaults are flipped at the commit that states
+# what moved in `twin validate`; until then the three switches turned on price T.)
+ADOPT_EAGER_START_SYNC = False
+ADOPTED_TERMS_KEY = "start_sync"
+
+
+def engine_core_s(m: ModelSpec, pairs: float, keys: float) -> float:
+    """The math-SDPA attention core's seconds over every layer (the core part of engine_prompt_terms_s)."""
+    return m.num_heads * m.num_layers * (CORE_S_PER_PAIR_HEAD_LAYER * pairs + CORE_S_PER_KEY_HEAD_LAYER * keys)
 
 
 def engine_prompt_terms_s(m: ModelSpec, prompt_tokens: float, pairs: float, keys: float) -> tuple[float, float]:
@@ -715,9 +758,11 @@ class IterationCosts:
         pre_host = prompt_host + scores_s
         if eager and ADOPT_EAGER_PIPELINE and self.ops is not None and e.get("eager_op_s", 0.0) > 0.0:
             attn_x, moe_x = self.engine_terms_s(prompt_tokens, span, pairs, prefix_tokens)
+            core_x = scores_s + self.engine_core_part_s(prompt_tokens, span, pairs, prefix_tokens) if ADOPT_EAGER_START_SYNC else 0.0
             stages = self._pipeline_stages(b, ctx, prompt_tokens, span, chunks, kern - pre, pre - attn_x - moe_x,
-                                           scores_s + attn_x, moe_x)
-            end, _ = pipeline_end_s(stages, e["eager_op_s"])
+                                           scores_s + attn_x, moe_x, core_x)
+            end, _ = pipeline_end_s(stages, e["eager_op_s"], self.start_s(batch, prompt_tokens))
+            end += e.get("sync_s", 0.0) if ADOPT_EAGER_START_SYNC else 0.0
             total = (e["loop_s"] + stall + end + e["gather_s_per_row_token"] * pad_rows * width
                      + (e.get("post_prompt_s", 0.0) if post_prompt and prompt_tokens <= 0 else 0.0))
             old = kern + host + pre_host
@@ -766,20 +811,28 @@ class IterationCosts:
 
     def _pipeline_stages(self, batch: int, ctx: float, prompt_tokens: float, span: float, chunks: int,
                          decode_kernels_s: float, prompt_kernels_s: float, scores_s: float,
-                         moe_extra_s: float = 0.0) -> list[tuple[float, float]]:
+                         moe_extra_s: float = 0.0, core_s: float = 0.0) -> list[tuple[float, float]]:
         """[(operators, kernel seconds)] of an eager iteration's stages in issue order (ADOPT_EAGER_PIPELINE): before
         the first layer (no kernel time), each layer's attention (its share of both parts' kernels and of the scores)
         then its FFN, the head; the decode part's kernels split by a decode step's shares, the prompt part's by a
         prefill forward's; `moe_extra_s` (the engine's routing passes, ADOPT_ENGINE_PREFILL_KERNELS) in equal shares
-        to each MoE layer's FFN outside its grouped GEMMs."""
+        to each MoE layer's FFN outside its grouped GEMMs; `core_s` (part of `scores_s`: the attention core,
+        ADOPT_EAGER_START_SYNC) issued from each layer's chunk operators after the rest of its attention stage's."""
         m = self.m
         pre_n, attn_n, ffn_n, head_n = stage_ops(self.ops, m, chunks, batch)
         zero = (0.0, 0.0, 0.0, 0.0, 0.0)
         sp = self._shares(True, prompt_tokens, span) if prompt_kernels_s > 0 else zero
         sd = self._shares(False, batch, ctx) if decode_kernels_s > 0 and batch > 0 else zero
         stages = [(pre_n, 0.0)]
+        chunk_n = self.ops["attn_ops_per_chunk"] * chunks if core_s > 0 else 0.0
+        if chunk_n <= 0 or chunk_n >= attn_n[0]:
+            core_s, chunk_n = 0.0, 0.0
         for k in range(m.num_layers):
-            stages.append((attn_n[k], prompt_kernels_s * sp[0] + decode_kernels_s * sd[0] + scores_s / m.num_layers))
+            attn_s = prompt_kernels_s * sp[0] + decode_kernels_s * sd[0] + scores_s / m.num_layers
+            if core_s > 0:
+                stages.extend([(attn_n[k] - chunk_n, attn_s - core_s / m.num_layers), (chunk_n, core_s / m.num_layers)])
+            else:
+                stages.append((attn_n[k], attn_s))
             if is_moe_layer(m, k):
                 ffn_p, ffn_d = prompt_kernels_s * sp[2], decode_kernels_s * sd[2]
                 routed_s = ffn_p * sp[4] + ffn_d * sd[4]
@@ -797,6 +850,23 @@ class IterationCosts:
             return 0.0, 0.0
         pairs = prompt_tokens * span if pairs is None or pairs <= 0 else pairs
         return engine_prompt_terms_s(self.m, prompt_tokens, pairs, prompt_tokens + prefix_tokens)
+
+    def start_s(self, batch: int, prompt_tokens: float) -> float:
+        """The engine's host work before an eager step's first operator (ADOPT_EAGER_START_SYNC; 0 when off): the
+        table's start_s, start_prompt_only_s where no decode row runs beside the prompt work, start_s_per_token a
+        prompt token."""
+        e = self.engine
+        if not ADOPT_EAGER_START_SYNC:
+            return 0.0
+        return (e.get("start_s", 0.0) + (e.get("start_prompt_only_s", 0.0) if batch <= 0 < prompt_tokens else 0.0)
+                + e.get("start_s_per_token", 0.0) * max(prompt_tokens, 0.0))
+
+    def engine_core_part_s(self, prompt_tokens: float, span: float, pairs: float | None, prefix_tokens: float) -> float:
+        """The attention-core part of engine_terms_s' attention side (engine_core_s; 0 unless engine_prefill)."""
+        if not self.engine_prefill or prompt_tokens <= 0:
+            return 0.0
+        pairs = prompt_tokens * span if pairs is None or pairs <= 0 else pairs
+        return engine_core_s(self.m, pairs, prompt_tokens + prefix_tokens)
 
     def _kernels(self, batch: int, ctx: float, prompt_tokens: float, span: float, max_ctx: float,
                  prefix_tokens: float, pairs: float | None = None) -> tuple[float, float, bool, int, float]:

@@ -63,7 +63,7 @@ import numpy as np
 
 from twin.costs import comm, compute, context_parallel, memory, tp_overlap
 from twin.costs.flops import (ALL_TO_ALL_KINDS, BF16_BYTES, FP8_BYTES, FP32_BYTES, GEMM_KINDS, Op, OpKind, attention_ops,
-                              attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, megatron_loss_ops,
+                              attention_params, dense_ffn_ops, eager_ops, embedding_ops, head_ops, layer_params, megatron_loss_ops,
                               moe_ops, op_sac_recompute, train_flops_per_token, unfused_linear_ops)
 from twin.costs.profile import Profile, load_profile
 from twin.moe.load import load_model_of
@@ -72,7 +72,7 @@ from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.training.results import Perturb, StepResult
 from twin.core.scenario import Scenario
 from twin.sim.pipeline import Event, PipelineResult, Task, simulate_pipeline
-from twin.core.schedules import SCHEDULES, PipeOp, Schedule, build_schedule, torch_lockstep_needs
+from twin.core.schedules import SCHEDULES, PipeOp, Schedule, backwards_per_copy, build_schedule, torch_lockstep_needs
 from twin.core.specs import GPUSpec
 from twin.core.units import GIB
 
@@ -1002,7 +1002,8 @@ class StepCosts:
         if self._shared is None or gather or scatter:
             return self._stage_chain(stage, kind, gather, scatter)
         layers = self.layers[stage]
-        key = (kind, layers.start, layers.stop, stage == 0, stage == self.last_stage, self.grad_accum_bytes_per_param)
+        key = (kind, layers.start, layers.stop, stage == 0, stage == self.last_stage, self.grad_accum_bytes_per_param,
+               self._autograd_accum_s(stage) if self.sc.plan.grad_accumulate == "autograd" else None)
         hit = self._shared.chains.get(key)
         if hit is None:
             hit = self._shared.chains[key] = self._stage_chain(stage, kind, False, False)
@@ -1018,6 +1019,11 @@ class StepCosts:
             per_block = [self._weight_tasks(ops) for ops in reversed(blocks)]
         if kind in ("BW", "W") and self.grad_accum_bytes_per_param:
             per_block = self._with_grad_accum(stage, per_block)
+        if self.sc.plan.grad_accumulate == "autograd":   # real/pipeline's AccumulateGrad, after the op's blocks
+            b_s, w_s = self._autograd_accum_s(stage)
+            seconds = {"B": b_s, "W": w_s, "BW": b_s + w_s}.get(kind, 0.0)
+            if seconds > 0:
+                per_block = per_block + [[Task("compute", seconds, "grad_accumulate")]]
         # under pipeline parallelism torch.distributed.pipelining runs FSDP2's post-backward for
         # the whole stage after its last backward: no reduce-scatter in the chain, the step's tail
         # has it (fsdp_post_backward_tail_s)
@@ -1037,6 +1043,15 @@ class StepCosts:
         else:
             tasks = [t for block in per_block for t in block]
         return tuple(_merge(tasks))
+
+    @_per_instance
+    def _autograd_accum_s(self, stage: int) -> tuple[float, float]:
+        """(B op's, W op's) seconds of real/pipeline's AccumulateGrad on one micro-batch of `stage`
+        (plan.grad_accumulate = 'autograd'): autograd_accumulate_s at the share of the stage copy's
+        backwards that add into a .grad, (m - 1) / m of the m it runs (backwards_per_copy)."""
+        m = backwards_per_copy(self.schedule)[stage]
+        return autograd_accumulate_s(self.sc, self.layers[stage], stage == 0, stage == self.last_stage, (m - 1) / m,
+                                     self.gpu, self.profile)
 
     def _with_grad_accum(self, stage: int, per_block: list) -> list[list[Task]]:
         """Backward blocks (in backward order) each followed by FSDP2's FP32 accumulation of its
@@ -1164,6 +1179,76 @@ def fsdp_post_backward_tail_s(costs: "StepCosts", schedule: Schedule, rank: int)
         copy_in_s, comm_s = costs.post_backward_s(schedule.stage_of(rank, chunk))
         rs_end = max(rs_end, done_at[chunk] + copy_in_s) + comm_s
     return max(0.0, rs_end - elapsed)
+
+
+def real_stage_params(sc: Scenario, layers: range, first: bool, last: bool) -> tuple[float, float]:
+    """(all, routed-expert) parameters one rank holds of a model stage as real/pipeline/engine.py lays it
+    out (routed experts divided over the EP ranks; the embedding on the first stage, the final norm and
+    an untied head on the last): calibration.pipeline.stage_params and routed_params."""
+    m, ep, D = sc.model, sc.plan.ep, sc.model.hidden_size
+    moe_layers = sum(1 for i in layers if m.num_routed_experts and i >= m.num_dense_layers)
+    expert = 3 * D * m.moe_intermediate_size
+    dense_t = layer_params(m, dense=True)[0] if m.num_dense_layers else 0
+    moe_t = layer_params(m, dense=False)[0] if m.num_routed_experts else 0
+    held = sum(moe_t - m.num_routed_experts * expert * (1 - 1 / ep) if m.num_routed_experts and i >= m.num_dense_layers
+               else dense_t for i in layers)
+    embed = m.vocab_size * D
+    held += (embed if first else 0) + ((embed + D) if last else 0)
+    return held, moe_layers * (m.num_routed_experts / ep) * expert
+
+
+def real_reductions_s(sc: Scenario, costs: "StepCosts", schedule: Schedule, gpu: GPUSpec, profile: Profile,
+                      link_bw_scale: float = 1.0) -> list[tuple[float, float]]:
+    """Per pipeline rank, (pair, data) seconds of real/pipeline/engine.py's gradient reductions after its
+    program (plan.grad_reduce_groups = 'by_group'; calibration.pipeline.rank_reductions_s): DualPipe's two
+    copies of a stage summed over the rank pair (r, pp - 1 - r), all the rank's gradients; then the
+    non-expert gradients over the dp ranks holding the stage and the routed experts' over the dp / ep
+    holding the same experts (none where ep = dp). Each: the gradients flattened into one BF16 buffer (a
+    copy), an all-reduce (the profile's NCCL fit where it has one, else two rings), the copy back."""
+    def reduce_s(params: float, ranks: int) -> float:
+        grad_bytes = params * BF16_BYTES
+        if costs.measured and costs.measured.get("all_reduce"):
+            ar = comm.collective_time_s("all_reduce", grad_bytes, ranks, gpu, True, costs.measured, link_bw_scale)
+        else:
+            ar = 2 * comm.ring_collective_time_s(grad_bytes, ranks, gpu, True, link_bw_scale)
+        return 2 * compute.memory_time_s(2 * grad_bytes, gpu, profile) + ar
+
+    dp, ep, out = sc.dp, sc.plan.ep, []
+    for r in range(schedule.num_ranks):
+        dense = expert = 0.0
+        for c in range(schedule.num_chunks):
+            s = schedule.stage_of(r, c)
+            held, routed = real_stage_params(sc, costs.layers[s], s == 0, s == costs.last_stage)
+            dense, expert = dense + held - routed, expert + routed
+        pair = reduce_s(dense + expert, 2) if schedule.name == "dualpipe" and schedule.num_ranks > 1 else 0.0
+        data = (reduce_s(dense, dp) if dp > 1 else 0.0) + (reduce_s(expert, dp // ep) if dp // ep > 1 else 0.0)
+        out.append((pair, data))
+    return out
+
+
+def autograd_accumulate_s(sc: Scenario, layers: range, first: bool, last: bool, add_frac: float, gpu: GPUSpec,
+                          profile: Profile) -> tuple[float, float]:
+    """(B op's, W op's) seconds of torch autograd's AccumulateGrad after one micro-batch's backward of a
+    model stage in real/pipeline's engine (plan.grad_accumulate = 'autograd'), averaged over the stage
+    copy's backwards: `add_frac` of them add into a .grad (read both, write one: 3 x 2 B a weight), the
+    first steals it (no kernel). Routed experts' dW leaves real/wgrad.py's grouped GEMM as (E, K, N), the
+    layout of w.transpose(-2, -1), so AccumulateGrad copies it through a transposed view (clone, then a
+    strided add: read and write 2 B a weight at Profile.eager transpose_copy_eff, else transpose_eff), the
+    add also reading the contiguous .grad. The embedding's, the norms' and the router's gradients come in
+    the B op (no splittable GEMM: real/wgrad.py), the rest in W. The same sums as
+    calibration.pipeline.accumulate_grads without measured AccumulateGrad rates (its profile fallback)."""
+    m, D = sc.model, sc.model.hidden_size
+    held, routed = real_stage_params(sc, layers, first, last)
+    moe_layers = sum(1 for i in layers if m.num_routed_experts and i >= m.num_dense_layers)
+    norms = 2 * D + m.kv_lora_rank + (m.q_lora_rank or 0)
+    in_b = (m.vocab_size * D if first else 0) + len(layers) * norms + moe_layers * m.num_routed_experts * D
+    dense = held - routed - in_b
+    w_s = compute.memory_time_s(3 * BF16_BYTES * dense * add_frac, gpu, profile)
+    if routed:
+        eff = (profile.eager or {}).get("transpose_copy_eff") or profile.transpose_eff or profile.gather_eff
+        w_s += compute.memory_time_s(2 * routed * BF16_BYTES / eff, gpu, profile)
+        w_s += compute.memory_time_s(routed * BF16_BYTES * add_frac, gpu, profile)
+    return compute.memory_time_s(3 * BF16_BYTES * in_b * add_frac, gpu, profile), w_s
 
 
 def fsdp_grad_accum_bytes_per_param(num_microbatches: int) -> float:
@@ -1468,6 +1553,8 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
             grads_read = breakdown["weights"] / memory.WEIGHT_BYTES * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
         opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
+    if p.optimizer_kernel == "none":   # a benchmark's step timed without an update (real/pipeline without --sgd-lr)
+        opt = 0.0
     return rs, opt, ag
 
 
@@ -2229,6 +2316,12 @@ def simulate_step(sc: Scenario, profile: Profile | None = None, perturb: Perturb
     rs_after = [dp_reduce_after_s(sc, costs, schedule, r, tails[r][0]) + fsdp_tail[r] for r in range(schedule.num_ranks)]
     if every:   # ZeRO-2's queue of reduce-scatters drains after the rank's last compute
         rs_after = [max(0.0, q[0] - last_end[r]) for r, q in enumerate(queue)]
+    if sc.plan.grad_reduce_groups == "by_group":   # real/pipeline's: a DualPipe pair's starts once both have ended
+        groups = real_reductions_s(sc, costs, schedule, gpu, profile, link_bw_scale)
+        pp = schedule.num_ranks
+        rs_after = [(max(last_end[r], last_end[pp - 1 - r]) + pair if pair else last_end[r]) + data - last_end[r]
+                    for r, (pair, data) in enumerate(groups)]
+        tails = [(pair + data, opt, ag) for (pair, data), (_, opt, ag) in zip(groups, tails)]
     end = max(max(last_end[r] + rs_after[r], pipe.makespan_s) for r in range(schedule.num_ranks))
     # a tied embedding's copies summed once both end stages have synced their gradients
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, costs.measured, link_bw_scale)

@@ -19,6 +19,8 @@ one chunk pair at layer granularity is a few hundred kB, to open beside DeepSeek
 
 from __future__ import annotations
 
+import bisect
+
 from twin.core.chrome_trace import complete_slice, nested_cleanly
 from twin.core.schedules import build_schedule
 from twin.core.scenario import Scenario
@@ -95,17 +97,13 @@ def _op_slices(res: StepResult) -> list[Event]:
     spans_by_rank: dict[int, list] = {}
     for rank, label, start, end in res.pipeline.op_spans:
         spans_by_rank.setdefault(rank, []).append((start, end, label))
+    starts_by_rank = {rank: [s[0] for s in spans] for rank, spans in spans_by_rank.items()}
     extent: dict[tuple, list] = {}
     for e in res.pipeline.events:
         spans = spans_by_rank[e.rank]
-        # the op whose span holds this task (ops run one after another on a rank)
-        lo, hi = 0, len(spans) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if spans[mid][0] <= e.start_s:
-                lo = mid
-            else:
-                hi = mid - 1
+        # the op whose span holds this task (ops run one after another on a rank): the last to start at or before it
+        # (bisect, in C: the same index as the binary search written out here until s26walk, ~3x faster)
+        lo = max(bisect.bisect_right(starts_by_rank[e.rank], e.start_s) - 1, 0)
         key = (e.rank, e.stream, lo)
         box = extent.setdefault(key, [e.start_s, e.end_s, spans[lo][2]])
         box[0], box[1] = min(box[0], e.start_s), max(box[1], e.end_s)

@@ -18,13 +18,14 @@ from tqdm import tqdm
 
 from twin.core.errors import ScenarioError
 from twin.core.gc_pause import gc_paused
+from twin.core.run_specs import V3_STAGES
 from twin.core.scenario import Scenario
 from twin.core.specs import training_claims
 from twin.training.replay.costs import evaluate
 from twin.training.replay.result import ReplayResult, typed
 from twin.training.replay.stages import (StepCache, StepFn, default_bound_fn, default_step_fn, resolve_stage, run_stage,
                                          stage_scenario)
-from twin.training.replay.uncertainty import propagate, size_sweep, uncertain_inputs
+from twin.training.replay.uncertainty import propagate, size_sweep, sweep_sizes, uncertain_inputs
 
 
 def _gpu_hours(x: float) -> str:
@@ -34,6 +35,16 @@ def _gpu_hours(x: float) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.3g}{suffix}"
     return f"{x:.3g}"
+
+
+def inherited_stages_note(sc: Scenario) -> str:
+    """What a replay of another model's scenario that names no [[run.stages]] runs: DeepSeek-V3's published
+    stages (run.stages' default). Until s26walk a 70B dense scenario replayed 14.8T tokens, the 32K and 128K
+    context extensions, SFT and GRPO RL on its own model without a word. '' where the stages are the run's own."""
+    if sc.run.stages != V3_STAGES or sc.model.name == "deepseek-v3":
+        return ""
+    return ("stages: DeepSeek-V3's published run (" + ", ".join(s.name for s in V3_STAGES) + f") replayed on {sc.model.name}: "
+            "the scenario names no [[run.stages]] (run.stages' default); write them for this model's own run")
 
 
 def gap_drivers(result: dict) -> list[str]:
@@ -86,16 +97,20 @@ def check_replay_work(sc: Scenario, uncertainty: bool = True, sweep: bool = True
     `run.ramp_knots` batches along a ramp), the largest stages again at each uncertain input's P10
     and P90, and once per cluster size of the sweep."""
     stages = len(sc.run.stages) * sc.run.ramp_knots
-    steps = stages + (2 * len(uncertain_inputs(sc)) if uncertainty else 0) + (len(sc.cost.size_sweep_gpus) if sweep else 0)
+    steps = stages + (2 * len(uncertain_inputs(sc)) if uncertainty else 0) + (len(sweep_sizes(sc)) if sweep else 0)
     work = sc.step_work()
     field, value = (("model.num_layers", sc.model.num_layers) if work["blocks"] > work["microbatches"]
                     else ("workload.global_batch_seqs", sc.workload.global_batch_seqs))
+    inherited = inherited_stages_note(sc)   # the step count of 5 stages the scenario did not write (s26walk)
+    inherited = f" ({inherited})" if inherited else ""
     if steps * work["tasks"] > REPLAY_TASK_LIMIT:
         raise ScenarioError(field, value, f"a replay of at most {REPLAY_TASK_LIMIT:,} simulated tasks; this one needs "
-                                          f"~{steps} step simulations x ~{work['tasks']:,} tasks = {steps * work['tasks']:,}")
+                                          f"~{steps} step simulations x ~{work['tasks']:,} tasks = {steps * work['tasks']:,}"
+                                          + inherited)
     if steps * work["op_blocks2"] > REPLAY_OP_BLOCKS2_LIMIT:
         raise ScenarioError(field, value, f"a replay of at most {REPLAY_OP_BLOCKS2_LIMIT:,} ops x blocks^2; this one needs "
-                                          f"~{steps} step simulations x {work['op_blocks2']:,} = {steps * work['op_blocks2']:,}")
+                                          f"~{steps} step simulations x {work['op_blocks2']:,} = {steps * work['op_blocks2']:,}"
+                                          + inherited)
 
 
 def replay(scenario: Scenario, step_fn: StepFn | None = None, progress: bool = False,
@@ -114,7 +129,7 @@ def _replay(scenario: Scenario, step_fn: StepFn | None, progress: bool, uncertai
     # progress in parts of known count: the stages, each uncertain input at its P10 and P90, each
     # cluster size of the sweep
     total = (len(scenario.run.stages) + (2 * len(uncertain_inputs(scenario)) if uncertainty else 0)
-             + (len(scenario.cost.size_sweep_gpus) if sweep else 0))
+             + (len(sweep_sizes(scenario)) if sweep else 0))
     bar = tqdm(total=total, desc="replay", unit="part", file=sys.stderr, disable=not progress)
     tick = functools.partial(bar.update, 1)
     cache = StepCache(step_fn, bound_fn)
@@ -147,7 +162,8 @@ def _replay(scenario: Scenario, step_fn: StepFn | None, progress: bool, uncertai
         r["claim_id"] = c["id"] if c else None
         r["claimed_gpu_hours"] = float(c["value"]) if sole else None
         r["group_claimed_gpu_hours"] = float(c["value"]) if c else None
-    result["gap_drivers"] = gap_drivers(result)
+    inherited = inherited_stages_note(scenario)
+    result["gap_drivers"] = ([inherited[0].upper() + inherited[1:] + "."] if inherited else []) + gap_drivers(result)
     result["runtime"] = {"wall_s": time.perf_counter() - t0, "steps_simulated": cache.num_simulated, "step_sim_s": cache.sim_s}
     result["provenance"] = provenance(scenario)
     result["scenario_name"] = scenario.name

@@ -20,6 +20,7 @@ import numpy as np
 
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.scenario import Scenario, replace
+from twin.core.specs import MAX_GPUS
 from twin.core.units import SECONDS_PER_DAY
 from twin.training import costmodel
 from twin.training.replay.costs import Inputs, evaluate
@@ -171,6 +172,18 @@ def propagate(sc: Scenario, runs: list[StageRun], cache: StepCache, base: dict, 
             "inputs": [{"name": i.name, "label": i.label, "dist": i.dist, "a": i.a, "b": i.b, "base": i.base} for i in ins]}
 
 
+SIZE_SWEEP_FACTORS = (1, 1.5, 2, 4)   # cost.size_sweep_gpus empty: the scenario's own size and these multiples
+
+
+def sweep_sizes(sc: Scenario) -> tuple[int, ...]:
+    """The cluster sizes of the cost-against-size sweep: cost.size_sweep_gpus, or where it is empty the scenario's
+    own cluster.num_gpus times SIZE_SWEEP_FACTORS (whole GPUs, at most the largest cluster a scenario takes)."""
+    if sc.cost.size_sweep_gpus:
+        return sc.cost.size_sweep_gpus
+    n = sc.cluster.num_gpus
+    return tuple(dict.fromkeys(min(MAX_GPUS, round(n * f)) for f in SIZE_SWEEP_FACTORS))
+
+
 def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache, tick=lambda: None) -> list[dict]:
     """Cost against cluster size: at each size each large stage keeps the plan it ran (DP scaled),
     or where that no longer fits resolves its plan again (the scenario's, else the plan search),
@@ -184,14 +197,14 @@ def size_sweep(sc: Scenario, runs: list[StageRun], cache: StepCache, tick=lambda
         return dataclasses.replace(s, cluster=dataclasses.replace(s.cluster, num_gpus=n))
 
     prefetch = []
-    for n in sc.cost.size_sweep_gpus:
+    for n in sweep_sizes(sc):
         for j in big:
             try:
                 prefetch.append((replace(runs[j].plan.scenario, cluster=dataclasses.replace(sc.cluster, num_gpus=n)), Perturb()))
             except ScenarioError:
                 pass
     cache.prefetch(prefetch)
-    for n in sc.cost.size_sweep_gpus:
+    for n in sweep_sizes(sc):
         tick()
         scn = at_size(sc, n)
         ratios, reason = {}, ""
