@@ -121,13 +121,17 @@ def write_profile_terms(path: Path | str, data: dict, terms: dict, provenance_te
     `provenance_terms` where given (e.g. the records a term was measured from). Written terms make the
     profile other than the fit its fit-input manifest describes (s26refit): the provenance's
     `fit_inputs_sha256` is dropped (`twin validate` then compares the provenance's own record list) and
-    `terms_after_fit` lists the keys written since the fit."""
+    `terms_after_fit` lists the keys written since the fit (a key written with the value it already
+    holds changes nothing)."""
     prov = data.pop("provenance", None)
+    # a key rewritten with the value it holds leaves the profile the manifest's fit (a rule that
+    # rewrites the committed terms unchanged must give the committed file back, provenance included)
+    changed = {k for k, v in terms.items() if k not in data or data[k] != v}
     data.update(terms)
     if prov is not None:
         prov.update(provenance_terms or {})
-        if terms and ("fit_inputs_sha256" in prov or "terms_after_fit" in prov):
+        if changed and ("fit_inputs_sha256" in prov or "terms_after_fit" in prov):
             prov.pop("fit_inputs_sha256", None)
-            prov["terms_after_fit"] = sorted(set(prov.get("terms_after_fit", [])) | set(terms))
+            prov["terms_after_fit"] = sorted(set(prov.get("terms_after_fit", [])) | changed)
         data["provenance"] = prov
     write_text(Path(path), json.dumps(data, indent=1, sort_keys=False) + "\n")
