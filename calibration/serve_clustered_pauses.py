@@ -18,6 +18,7 @@ from calibration import entry
 from calibration import prereg_serve as ps
 from calibration import serve_host_stalls as shs
 from calibration.records_io import csv_exists, read_csv
+from calibration.serve_host_speed import before_t
 from calibration.serve_load_validation import FIGURES, record_host_launch_s
 from twin.serving import engine as serve_engine
 
@@ -28,10 +29,12 @@ SETTINGS = {"base": (False, False), "host_stalls": (True, False), "clustered": (
 
 @contextlib.contextmanager
 def setting(name: str):
+    """The s24stall judgement's setting `name` on the twin committed at its time (candidate T's switches off)."""
     saved = serve_engine.ADOPT_HOST_STALLS, serve_engine.ADOPT_CLUSTERED_HOST_PAUSES
     serve_engine.ADOPT_HOST_STALLS, serve_engine.ADOPT_CLUSTERED_HOST_PAUSES = SETTINGS[name]
     try:
-        yield
+        with before_t():
+            yield
     finally:
         serve_engine.ADOPT_HOST_STALLS, serve_engine.ADOPT_CLUSTERED_HOST_PAUSES = saved
 

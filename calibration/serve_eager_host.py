@@ -46,7 +46,7 @@ from calibration import records as rec
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import csv_exists, open_csv
-from calibration.serve_host_speed import replay, tables_with
+from calibration.serve_host_speed import before_t, replay, tables_with
 from calibration.serve_load_validation import FIGURES, TARGETS
 from twin.serving import timing
 from twin.core.specs import get_model
@@ -195,7 +195,7 @@ def load_run_host(folder: Path, model: str, fit: dict, table: dict) -> dict:
 
 def setting(on: bool, terms: dict[str, dict] | None = None):
     """The committed twin (off) or the candidate (on: both switches, the floor terms in the one-GPU tables)."""
-    stack = ExitStack()
+    stack = before_t(ExitStack())
     stack.enter_context(mock.patch.object(timing, "ADOPT_HEAD_SCALED_SCORES", on))
     stack.enter_context(mock.patch.object(timing, "ADOPT_LAUNCH_FLOOR", on))
     if on:

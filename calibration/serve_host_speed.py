@@ -41,9 +41,31 @@ from calibration.serve_engine_fit import (FOLDERS, HOST_SPEED, all_scales, base_
 from calibration.serve_load_validation import (FIGURES, TARGETS, gpu_key, predict_run, record_host_launch_s,
                                                session_engine_name, sessions, sizes_run_before)
 from twin.core.specs import serve_engines
+from twin.serving import timing
 
-__all__ = ["all_scales", "base_table", "candidate_references", "compare", "fit_exponent", "probe_folders",
+__all__ = ["all_scales", "base_table", "before_t", "candidate_references", "compare", "fit_exponent", "probe_folders",
            "references", "replay", "run_scales", "tables_with"]
+
+
+def before_t(stack: contextlib.ExitStack | None = None) -> contextlib.ExitStack:
+    """`stack` (a new one if None) with candidate T's three switches (timing.T_SWITCHES) off, restored on its exit: the
+    one-GPU tables priced as committed before s26start round 2's adoption (docs/notes/s26start2_rule.md). The judgements
+    of earlier sets replay what was committed at their time under it; a later patch on the stack overrides it."""
+    stack = stack if stack is not None else contextlib.ExitStack()
+    for name in timing.T_SWITCHES:
+        stack.enter_context(_patched(timing, name, False))
+    return stack
+
+
+@contextlib.contextmanager
+def _patched(module, name: str, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
 
 @contextlib.contextmanager
 def tables_with(refs: dict[str, dict]):

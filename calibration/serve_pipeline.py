@@ -27,7 +27,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
-from calibration.serve_host_speed import tables_with
+from calibration.serve_host_speed import before_t, tables_with
 from calibration.records_io import open_csv
 from calibration.serve_load_validation import FIGURES, scenario_for
 from twin.core.specs import get_model
@@ -53,7 +53,7 @@ def op_cost(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, float]:
 
 def setting(on: bool, costs: dict[str, float] | None = None):
     """The committed twin (off) or the candidate (on: both switches, `eager_op_s` in the one-GPU tables)."""
-    stack = ExitStack()
+    stack = before_t(ExitStack())
     stack.enter_context(mock.patch.object(timing, "ADOPT_HEAD_SCALED_SCORES", on))
     stack.enter_context(mock.patch.object(timing, "ADOPT_EAGER_PIPELINE", on))
     if on:

@@ -43,7 +43,7 @@ from calibration import serve_engine_fit as sef
 from calibration import serve_pipeline as spl
 from calibration import serve_score_heads as ssh
 from calibration import serve_switch_compare as ssc
-from calibration.serve_host_speed import tables_with
+from calibration.serve_host_speed import before_t, tables_with
 from calibration.records_io import csv_exists, open_csv
 from calibration.serve_load_validation import FIGURES
 from calibration import serve_v3_prefill as v3
@@ -253,7 +253,7 @@ FRESH_RUNS = 6
 def setting(candidate: str | None, refit: dict[str, dict] | None = None, op_costs: dict[str, float] | None = None):
     """The committed twin (None: every switch off) or a candidate of the rule with the refitted one-GPU tables (P also
     the pipeline, with s24pipe's eager_op_s)."""
-    stack = ExitStack()
+    stack = before_t(ExitStack())
     on = candidate is not None
     if on and candidate not in CANDIDATES:
         raise ValueError(f"candidate must be one of {CANDIDATES} or None, got {candidate!r}")

@@ -31,6 +31,7 @@ from calibration import serve_prefill_kernels as spk
 from calibration import serve_switch_compare as ssc
 from calibration import serve_score_heads as ssh
 from calibration.records_io import csv_exists, open_csv
+from calibration.serve_host_speed import before_t
 from calibration.serve_load_validation import FIGURES
 from twin.core.specs import get_model, serve_engines
 from twin.serving import timing
@@ -76,7 +77,7 @@ def setting(candidate: str | None, refit: dict[str, dict] | None = None, op_cost
     if candidate not in (None, "R"):
         raise ValueError(f"candidate must be 'R' or None, got {candidate!r}")
     on = candidate == "R"
-    stack = ExitStack()
+    stack = before_t(ExitStack())
     stack.enter_context(mock.patch.object(timing, "ADOPT_ENGINE_PREFILL_BY_HEADS", on))
     stack.enter_context(mock.patch.object(timing, "ADOPT_ENGINE_PREFILL_KERNELS", on))
     stack.enter_context(mock.patch.object(timing, "ADOPT_EAGER_PIPELINE", on))

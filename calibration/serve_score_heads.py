@@ -40,7 +40,7 @@ from calibration import records as rec
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import open_csv
 from calibration.serve_engine_fit import base_table
-from calibration.serve_host_speed import tables_with
+from calibration.serve_host_speed import before_t, tables_with
 from calibration.serve_load_validation import FIGURES, scenario_for, sizes_run_before
 from twin.serving import timing
 from twin.serving.simulate import simulate
@@ -74,8 +74,11 @@ def registration(name: str) -> prereg_serve.Registration:
 
 
 def head_scaled(on: bool):
-    """twin.serving.timing.ADOPT_HEAD_SCALED_SCORES set to `on`, restored after."""
-    return mock.patch.object(timing, "ADOPT_HEAD_SCALED_SCORES", on)
+    """twin.serving.timing.ADOPT_HEAD_SCALED_SCORES set to `on` (candidate T's switches off: priced as committed
+    before T), restored after."""
+    stack = before_t()
+    stack.enter_context(mock.patch.object(timing, "ADOPT_HEAD_SCALED_SCORES", on))
+    return stack
 
 
 def replays(on: bool, root: Path | str = rec.MEASUREMENTS_DIR, names=REGISTRATIONS + EXTRA) -> list[dict]:
@@ -187,8 +190,11 @@ ONE_GPU_FOLDERS = {"real-serve-h100-ep1": "h100", "real-serve-h200-ep1": "h200"}
 
 
 def launch_floor(on: bool):
-    """twin.serving.timing.ADOPT_LAUNCH_FLOOR set to `on`, restored after."""
-    return mock.patch.object(timing, "ADOPT_LAUNCH_FLOOR", on)
+    """twin.serving.timing.ADOPT_LAUNCH_FLOOR set to `on` (candidate T's switches off: priced as committed before T),
+    restored after."""
+    stack = before_t()
+    stack.enter_context(mock.patch.object(timing, "ADOPT_LAUNCH_FLOOR", on))
+    return stack
 
 
 def floor_terms(root: Path | str = rec.MEASUREMENTS_DIR) -> dict[str, dict]:

@@ -10,6 +10,7 @@ import pytest
 
 from calibration import serve_pipeline as sp
 from calibration.records_io import open_csv
+from calibration.serve_host_speed import before_t
 from calibration.serve_load_validation import FIGURES
 from twin.serving import timing
 from twin.serving.timing import engine_costs
@@ -45,9 +46,14 @@ def test_the_pipeline_gives_the_host_paced_models_their_tail(fit_check):
             assert abs(r["pipeline_tail_s"] - r["measured_tail_s"]) < 0.6e-3, r
 
 
-def test_the_candidate_is_off():
-    assert not timing.ADOPT_EAGER_PIPELINE and not timing.ADOPT_HEAD_SCALED_SCORES
-    assert all(engine_costs(t)["eager_op_s"] == 0 for t in sp.ONE_GPU_TABLES)
+def test_the_candidate_was_not_adopted_and_its_pipeline_is_on_only_as_part_of_t():
+    """s24pipe's candidate (the pipeline with head-scaled scores) was not adopted: the scores stay off. The pipeline is
+    on since s26start round 2 adopted T (its three switches, docs/notes/s26start2_rule.md); with T's switches off the
+    tables carry no eager_op_s, as committed at s24pipe's time."""
+    assert not timing.ADOPT_HEAD_SCALED_SCORES
+    assert timing.ADOPT_EAGER_PIPELINE and "ADOPT_EAGER_PIPELINE" in timing.T_SWITCHES and all(getattr(timing, name) for name in timing.T_SWITCHES)
+    with before_t():
+        assert all(engine_costs(t)["eager_op_s"] == 0 for t in sp.ONE_GPU_TABLES)
 
 
 @pytest.mark.xfail(strict=True, reason="s24pipe rule: set E 17 -> 16 of 30 checks, median 9.37% -> 11.35% (E1, E2 "

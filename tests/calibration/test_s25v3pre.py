@@ -57,7 +57,7 @@ def test_the_candidates_settings_and_their_restoration():
         assert engine_costs("real-serve-h100-ep1")["eager_op_s"] == 0.0
     with spk.setting(None):
         assert not timing.ADOPT_ENGINE_PREFILL_KERNELS
-    assert engine_costs("real-serve-h100-ep1") == committed and not timing.ADOPT_ENGINE_PREFILL_KERNELS
+    assert engine_costs("real-serve-h100-ep1") == committed and timing.ADOPT_ENGINE_PREFILL_KERNELS   # T: on again
     with pytest.raises(ValueError, match="'R'"):
         spk.setting("R")
 

@@ -54,9 +54,10 @@ def test_the_committed_judgement_is_its_criteria(judgement):
     assert judgement["adopt"] == ("R" if judgement["passes"] else None)
 
 
-def test_the_candidate_is_off():
+def test_the_candidate_is_off_and_t_is_on():
+    """R was not adopted (its switch off); the two switches it rode on are on since s26start round 2 adopted T."""
     assert not timing.ADOPT_ENGINE_PREFILL_BY_HEADS
-    assert not timing.ADOPT_ENGINE_PREFILL_KERNELS and not timing.ADOPT_EAGER_PIPELINE
+    assert all(getattr(timing, name) for name in timing.T_SWITCHES)
 
 
 @pytest.mark.xfail(strict=True, reason="s25v3pre2 rule: R meets H1-H3 on set G (15 -> 22 of 30, median 15.13% -> "

@@ -45,8 +45,11 @@ def test_the_committed_judgement_is_its_criteria(judgement):
     assert judgement["adopt"] == next((c for c in spk.CANDIDATES if judgement["passes"][c]), None)
 
 
-def test_the_candidates_are_off():
-    assert not timing.ADOPT_ENGINE_PREFILL_KERNELS and not timing.ADOPT_EAGER_PIPELINE
+def test_neither_candidate_was_adopted_and_their_switches_are_on_only_as_part_of_t(judgement):
+    """Neither P nor Q passed set F; their switches are on since s26start round 2 adopted T (docs/notes/
+    s26start2_rule.md), which turns on all three of timing.T_SWITCHES."""
+    assert judgement["adopt"] is None
+    assert all(getattr(timing, name) for name in timing.T_SWITCHES)
 
 
 @pytest.mark.xfail(strict=True, reason="s25v3pre rule: neither candidate passes set F (P 16 -> 15 of 30, v3-slice-2l "

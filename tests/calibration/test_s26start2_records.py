@@ -81,9 +81,9 @@ def test_one_run_replayed_live_is_its_committed_row(judgement):
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9), f
 
 
-def test_the_candidate_is_off():
-    assert not timing.ADOPT_EAGER_START_SYNC
-    assert not timing.ADOPT_ENGINE_PREFILL_KERNELS and not timing.ADOPT_EAGER_PIPELINE
+def test_the_candidate_is_adopted_its_three_switches_on():
+    assert all(getattr(timing, name) for name in timing.T_SWITCHES)
+    assert set(timing.T_SWITCHES) == {"ADOPT_ENGINE_PREFILL_KERNELS", "ADOPT_EAGER_PIPELINE", "ADOPT_EAGER_START_SYNC"}
 
 
 def test_candidate_t_meets_its_rule(judgement):
@@ -103,6 +103,8 @@ def test_the_tables_carry_t_and_the_three_switches_price_it(monkeypatch):
     for t, terms in adopted.items():
         assert serve_engines()[t][timing.ADOPTED_TERMS_KEY] == terms
     assert timing.ADOPTED_TERMS_KEY not in serve_engines()["real-serve-h100-ep2"]
+    for name in timing.T_SWITCHES:
+        monkeypatch.setattr(timing, name, False)
     committed = {t: timing.engine_costs(t) for t in adopted}
     for name in ("ADOPT_ENGINE_PREFILL_KERNELS", "ADOPT_EAGER_PIPELINE"):
         monkeypatch.setattr(timing, name, True)

@@ -50,7 +50,8 @@ def test_the_committed_judgement_is_its_criteria(judgement):
 def test_one_run_replayed_live_is_its_committed_row(judgement):
     """The cheapest run of set H (one model, the committed twin) replayed now equals its committed row: the judgement
     cannot go stale against the code."""
-    live = seh.set_rows(sss.NAME, ("qwen2moe-mla-slice",), run_ids={"n26s-qwen2moe-poisson-r14-h"})
+    with sss.setting(None):   # the committed twin as judged (every switch off), whatever the defaults
+        live = seh.set_rows(sss.NAME, ("qwen2moe-mla-slice",), run_ids={"n26s-qwen2moe-poisson-r14-h"})
     assert len(live) == 1
     stored = next(r for r in judgement["H"]["None"] if r["run_id"] == "n26s-qwen2moe-poisson-r14-h")
     for f in FIGURES:
@@ -58,9 +59,12 @@ def test_one_run_replayed_live_is_its_committed_row(judgement):
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9), f
 
 
-def test_the_candidate_is_off():
-    assert not timing.ADOPT_EAGER_START_SYNC
-    assert not timing.ADOPT_ENGINE_PREFILL_KERNELS and not timing.ADOPT_EAGER_PIPELINE
+def test_s_was_not_adopted_and_its_switch_is_on_only_as_part_of_t():
+    """S was not adopted (its tables were never committed); ADOPT_EAGER_START_SYNC is on since s26start round 2
+    adopted T: the three switches with the one-GPU tables' `start_sync` terms, fitted on the load runs."""
+    from twin.core.specs import serve_engines
+    assert all(getattr(timing, name) for name in timing.T_SWITCHES)
+    assert all(timing.ADOPTED_TERMS_KEY in serve_engines()[t] for t in timing.ENGINE_PREFILL_TABLES)
 
 
 @pytest.mark.xfail(strict=True, reason="s26start rule: S is adopted only if set H's H1-H2 and the guards K1-K3 hold; "

@@ -16,7 +16,8 @@ from calibration.records_io import read_csv
 from calibration.serve_host_speed import fit_exponent, run_scales, tables_with
 from calibration.serve_load_validation import record_host_launch_s, scenario_for
 from twin.core.specs import serve_engines
-from twin.serving.timing import HOST_SCALED_TERMS, IterationCosts, host_scale, scaled_engine
+from twin.serving import timing
+from twin.serving.timing import HOST_SCALED_TERMS, T_SWITCHES, IterationCosts, host_scale, scaled_engine
 
 
 def _scales(beta, p_ref, ps):
@@ -87,7 +88,11 @@ def test_host_scale_multiplies_only_the_host_terms():
     assert {"iteration_s", "eager_iteration_s", "prompt_iteration_s", "new_bin_s", "wake_s"} <= set(HOST_SCALED_TERMS)
 
 
-def test_iteration_costs_follow_the_host_input_with_a_reference():
+def test_iteration_costs_follow_the_host_input_with_a_reference(monkeypatch):
+    """The additive host terms (the tables as before candidate T: its switches off, docs/notes/s26start2_rule.md)
+    double with the host, the kernels not."""
+    for n in T_SWITCHES:
+        monkeypatch.setattr(timing, n, False)
     load = read_csv(Path(rec.MEASUREMENTS_DIR) / "h200" / "serve_load.csv", dtype=str).fillna("")
     sc = scenario_for(load.iloc[0].to_dict(), spread=False)
     name = sc.serve.engine_costs

@@ -11,7 +11,7 @@ import pytest
 from calibration import records as rec
 from calibration import serve_host_stalls as shs
 from calibration.records_io import read_csv
-from calibration.serve_host_speed import tables_with
+from calibration.serve_host_speed import before_t, tables_with
 from calibration.serve_load_validation import record_host_stalls, scenario_for
 from twin.serving import engine as serve_engine
 from twin.serving import timing
@@ -28,8 +28,11 @@ def _h200_run() -> dict:
 
 @pytest.fixture
 def switches():
+    """The two switches restored after; the tables priced as before candidate T (its switches off: these tests judge
+    the additive host terms, which T's pipeline replaces on eager iterations; docs/notes/s26start2_rule.md)."""
     saved = timing.ADOPT_GRAPH_DECODE_HOST_UNSCALED, serve_engine.ADOPT_HOST_STALLS
-    yield
+    with before_t():
+        yield
     timing.ADOPT_GRAPH_DECODE_HOST_UNSCALED, serve_engine.ADOPT_HOST_STALLS = saved
 
 

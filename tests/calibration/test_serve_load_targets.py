@@ -123,19 +123,22 @@ FOLDERS = [d.name for d in serve_load_dirs(rec.MEASUREMENTS_DIR)]
 # states, 0.80x / 1.16x the table on the fit runs (medians of their fast / slow windows); c48 ran 94% fast (0.75x),
 # r10-long slow throughout (1.2x), as fit c16 (TPOT P50 +23.6%) and c8-long (-17.5%); no KV-length dependence on the
 # steady host (long / short 0.98), a per-row host term moves them by under 2%: no term, no figure moved.
+# (s26flip, docs/notes/s26start2_rule.md "Adoption") candidate T adopted, its three switches on: the one-GPU runs
+# replay under T's table terms. Held out h100 22 -> 22 of 25, h200 22 -> 24: h200 lo-r30 TTFT P50 (-11.9% -> -9.3%)
+# and P99 (-32.3% -> -19.7%) now met and left the list; the one-GPU misses re-stated at their live figures (h100 r40
+# TTFT P50 -10.0% -> -14.9%, lo-c12 P99 -25.7% -> -26.5%, lo-r30 P99 -37.7% -> -38.2%; h200 r40 P50 -18.4% -> -18.0%).
+# EP folders unmoved (T does not reach them).
 NOT_MET = {
-    ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.100,   # -10.03%
-    ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.257,
-    ("h100", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.377,
+    ("h100", "g1-poisson-r40-short", "ttft_p50_s"): -0.149,
+    ("h100", "g1lo-closed-c12-short", "ttft_p99_s"): -0.265,
+    ("h100", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.382,
     ("h100x2", "ep2-closed-c48-short", "output_tokens_per_s"): -0.155,
     ("h100x2", "ep2-closed-c48-short", "tpot_p50_s"): +0.156,
     ("h100x2", "ep2-poisson-r10-long", "tpot_p50_s"): -0.178,
     ("h100x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.124,
     ("h100x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.339,
     ("h100x2", "ep2lo-poisson-r30-short", "tpot_p50_s"): +0.136,
-    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.184,
-    ("h200", "g1lo-poisson-r30-short", "ttft_p50_s"): -0.119,
-    ("h200", "g1lo-poisson-r30-short", "ttft_p99_s"): -0.323,
+    ("h200", "g1-poisson-r40-short", "ttft_p50_s"): -0.180,
     ("h200x2", "ep2lo-poisson-r30-short", "ttft_p50_s"): +0.308,
     ("h200x2", "ep2lo-poisson-r30-short", "ttft_p99_s"): +0.224,
 }

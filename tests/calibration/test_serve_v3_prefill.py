@@ -7,12 +7,20 @@ import pytest
 
 from calibration import serve_eager_host as seh
 from calibration.records_io import open_csv
+from calibration.serve_host_speed import before_t
 from calibration import serve_v3_prefill as sv
 
 
 @pytest.mark.parametrize("model", ["v3-slice-2l", "qwen3moe-mla-slice"])
 @pytest.mark.parametrize("prompts,tokens", [(1, 480), (4, 480), (6, 336)])
 def test_twin_op_list_sums_to_the_step_kernels_the_twin_prices(model, prompts, tokens):
+    """The twin's prefill forward (s24v3pre's subject): priced without T's engine prompt terms, which replace part of
+    its op list (timing.T_SWITCHES off; docs/notes/s26start2_rule.md)."""
+    with before_t():
+        _op_list_sums_to_the_step_kernels(model, prompts, tokens)
+
+
+def _op_list_sums_to_the_step_kernels(model, prompts, tokens):
     steps = sv.measured_steps(seh.rec.MEASUREMENTS_DIR)
     row = steps[(model, prompts, tokens)]["row"]
     costs = sv.costs_for(model, row, seh.probe_s(row), sv.TABLE, seh.rec.MEASUREMENTS_DIR)

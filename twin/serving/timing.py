@@ -383,7 +383,7 @@ def launch_floor_s(engine: dict, chunks: int, stall_s: float = 0.0, prompt_token
 # the last kernel's end, then the gather and post-prompt terms as before. Replaces the additive host terms and the
 # launch-overlap form for those iterations; a table without `eager_op_s` (EP, or written before) or a model with no
 # operator count prices them as before. Part of s26start round 2's candidate T (see ADOPT_EAGER_START_SYNC).
-ADOPT_EAGER_PIPELINE = False
+ADOPT_EAGER_PIPELINE = True
 
 # (s25v3pre, docs/notes/s25v3pre_rule.md, committed before any figure under it) real/serve's eager prompt chunk does not
 # run the twin's prefill kernels (docs/notes/s24v3pre.md): SDPA on 3-D tensors takes PyTorch's math backend (fp32 scores
@@ -395,7 +395,7 @@ ADOPT_EAGER_PIPELINE = False
 # on one H100 80GB HBM3, v3-slice-2l and qwen3moe-mla-slice, 4 prompt-only compositions each) by
 # calibration.serve_prefill_kernels.fit_constants (relative non-negative least squares), the same seconds on the H200
 # table (not measured there). Part of s26start round 2's candidate T (see ADOPT_EAGER_START_SYNC).
-ADOPT_ENGINE_PREFILL_KERNELS = False
+ADOPT_ENGINE_PREFILL_KERNELS = True
 ENGINE_PREFILL_TABLES = ("real-serve-h100-ep1", "real-serve-h200-ep1")
 ENGINE_PREFILL_SKIPPED_OPS = ("attn_core", "kv_up", "rope", "permute", "unpermute", "experts_swiglu")
 CORE_S_PER_PAIR_HEAD_LAYER = 2.21e-11     # math SDPA per query-key pair of a head and layer (h100/s24v3pre)
@@ -449,10 +449,13 @@ def engine_prefill_by_heads(m: ModelSpec, s: ServeSpec) -> tuple[ServeSpec, bool
 # start_s_per_token, sync_s) fitted on fitting load runs recorded with --timing (calibration/measurements/h200/
 # s26start2/fit, one H200; calibration.serve_load_host fit -> calibration/s26start2_fit.json). Judged on set I
 # (calibration/s26start2_judgement.json): 12 -> 17 of 30 checks, guards on sets A-H and the committed sets held.
-# With any of the three off the committed tables price as before. (The defaults are flipped at the commit that states
-# what moved in `twin validate`; until then the three switches turned on price T.)
-ADOPT_EAGER_START_SYNC = False
+# With any of the three off the tables price as committed before T. The defaults are on (flipped by s26flip, with what
+# moved in `twin validate` stated in docs/notes/s26start2_rule.md).
+ADOPT_EAGER_START_SYNC = True
 ADOPTED_TERMS_KEY = "start_sync"
+# T's three switches: a replay of what was committed before T (sets D-H's judgements, the mechanism tests of the
+# additive host terms that T's pipeline replaces on eager iterations) turns these off.
+T_SWITCHES = ("ADOPT_ENGINE_PREFILL_KERNELS", "ADOPT_EAGER_PIPELINE", "ADOPT_EAGER_START_SYNC")
 
 
 def engine_core_s(m: ModelSpec, pairs: float, keys: float) -> float:

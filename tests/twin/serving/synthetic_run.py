@@ -21,7 +21,10 @@ ENGINE = "real-serve-h200-ep1"
 
 def with_terms(monkeypatch, **terms) -> None:
     """twin.serving.timing reads the committed tables with ENGINE's `terms` replaced and its spread
-    dropped (deterministic times)."""
+    dropped (deterministic times), priced as before candidate T (timing.T_SWITCHES off): these tests judge the
+    additive engine terms, which T's pipeline replaces on eager iterations (docs/notes/s26start2_rule.md)."""
+    for name in timing.T_SWITCHES:
+        monkeypatch.setattr(timing, name, False)
     table = {k: dict(v) for k, v in serve_engines().items()}
     table[ENGINE].update(terms)
     table[ENGINE].pop("spread", None)

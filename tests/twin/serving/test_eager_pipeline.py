@@ -74,6 +74,8 @@ def test_the_moe_ffn_and_head_stages_keep_their_operators_and_seconds():
 @pytest.fixture
 def switch(monkeypatch):
     def set_to(on: bool):
+        for name in timing.T_SWITCHES:   # the committed pricing before candidate T (docs/notes/s26start2_rule.md)
+            monkeypatch.setattr(timing, name, False)
         monkeypatch.setattr(timing, "ADOPT_EAGER_PIPELINE", on)
         monkeypatch.setattr(timing, "ADOPT_HEAD_SCALED_SCORES", on)
     return set_to

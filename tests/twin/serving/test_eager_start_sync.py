@@ -58,8 +58,10 @@ def settings():
     return out
 
 
-def test_off_by_default():
-    assert not timing.ADOPT_EAGER_START_SYNC
+def test_on_by_default_with_the_other_two_of_t():
+    """Adopted as candidate T (docs/notes/s26start2_rule.md): the three switches on by default."""
+    assert all(getattr(timing, name) for name in timing.T_SWITCHES)
+    assert "ADOPT_EAGER_START_SYNC" in timing.T_SWITCHES
 
 
 def test_ep_tables_do_not_move(settings):

@@ -29,8 +29,9 @@ def _prompt_s(c: timing.IterationCosts, prompts: int, tokens: int, prefix: int =
     return c.iteration_s(0, 0.0, prompts * tokens, span, 0.0, prompts, pairs, float(prompts * prefix))[0]
 
 
-def test_off_nothing_moves_and_the_switch_is_off(monkeypatch):
-    assert not timing.ADOPT_ENGINE_PREFILL_KERNELS
+def test_off_nothing_moves_and_the_switch_is_on_by_default(monkeypatch):
+    assert timing.ADOPT_ENGINE_PREFILL_KERNELS   # adopted as part of candidate T (docs/notes/s26start2_rule.md)
+    monkeypatch.setattr(timing, "ADOPT_ENGINE_PREFILL_KERNELS", False)
     c = _costs("v3-slice-2l")
     assert not c.engine_prefill and c.engine_terms_s(1920, 480, 1920 * 480.0, 0.0) == (0.0, 0.0)
     assert _prompt_s(c, 4, 480) > 0

@@ -17,6 +17,8 @@ PAIRS = float(sum(n * n for n in CHUNKS))   # fresh prompts: a chunk of n tokens
 @pytest.fixture
 def switch(monkeypatch):
     def set_to(on: bool):
+        for name in timing.T_SWITCHES:   # the committed pricing before candidate T (docs/notes/s26start2_rule.md)
+            monkeypatch.setattr(timing, name, False)
         monkeypatch.setattr(timing, "ADOPT_HEAD_SCALED_SCORES", on)
     return set_to
 

@@ -16,6 +16,8 @@ FLOOR = {"launch_floor_iteration_s": 0.56e-3, "launch_floor_eager_s": 3.93e-3, "
 @pytest.fixture
 def switch(monkeypatch):
     def set_to(on: bool):
+        for name in timing.T_SWITCHES:   # the committed pricing before candidate T (docs/notes/s26start2_rule.md)
+            monkeypatch.setattr(timing, name, False)
         monkeypatch.setattr(timing, "ADOPT_LAUNCH_FLOOR", on)
     return set_to
 
