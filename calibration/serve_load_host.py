@@ -33,7 +33,7 @@ from calibration import serve_prefill_kernels as spk
 from calibration import serve_start_sync as ssy
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import csv_exists, open_csv
-from calibration.serve_load_validation import FIGURES, record_host_launch_s
+from calibration.serve_load_validation import record_host_launch_s
 from twin.core.specs import get_model
 from twin.serving import timing
 from twin.serving.pipeline import eager_ops, stage_ops
@@ -253,9 +253,7 @@ def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, 
             "adopt": JUDGED if res["passes"] else None}
 
 
-def _line(label: str, pair) -> str:
-    (a, b) = pair
-    return f"{label}: checks {a[0]} -> {b[0]}, median |err| {a[1]:.2%} -> {b[1]:.2%}"
+_line = ssy._line
 
 
 def print_judgement(out: dict) -> None:
@@ -268,13 +266,7 @@ def print_judgement(out: dict) -> None:
         print("  " + _line(m, pair))
     if rows[None]["I"]:
         print("  set I by figure (committed -> T): " + spk._by_figure(rows[None]["I"], rows[JUDGED]["I"]))
-    for label, pair in res["guard"].get("sets", {}).items():
-        print(_line(f"set {label}", pair))
-    if "pooled" in res["guard"]:
-        print(_line("A-H pooled", res["guard"]["pooled"]))
-    for name in res.get("summary_off", {}):
-        (ma, na, ea), (mb, nb, eb) = res["summary_off"][name], res["summary_on"][name]
-        print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   T {mb:3}/{nb:3} median {eb:.2%}")
+    ssy.print_guards(res, "A-H", "T")
     print("criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in res["criteria"].items()))
     for cand in (None, "S", JUDGED):
         for r in rows[cand]["I"]:
@@ -284,15 +276,10 @@ def print_judgement(out: dict) -> None:
     print(f"verdict: {'ADOPT candidate T' if out['adopt'] else 'not adopted'}")
 
 
-RECORD_KEYS = ("run_id", "model", "gpu")
-
-
 def judgement_record(out: dict, tables: dict) -> dict:
     """Set I's rows (each figure's error and check) per setting, the guards' counts, T's terms, criteria and the
     verdict, for tests to read back (calibration/s26start2_judgement.json)."""
-    def slim(rows):
-        return [{**{k: r[k] for k in RECORD_KEYS},
-                 **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
+    slim = ssy.slim_rows
     res = out["result"]
     return {"I": {str(c): slim(v["I"]) for c, v in out["rows"].items()},
             "seen_sets": {k: [list(v[0]), list(v[1])] for k, v in res["guard"].get("sets", {}).items()},

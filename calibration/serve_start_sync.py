@@ -375,6 +375,24 @@ def _line(label: str, pair) -> str:
     return f"{label}: checks {a[0]} -> {b[0]}, median |err| {a[1]:.2%} -> {b[1]:.2%}"
 
 
+def print_guards(res: dict, seen: str, on_label: str) -> None:
+    """The guards' lines of a serving judgement (this one and s26start round 2's): each seen set, the seen sets
+    pooled (`seen`, e.g. "A-G"), and the committed sets' summaries off and under the candidate (`on_label`)."""
+    for label, pair in res["guard"].get("sets", {}).items():
+        print(_line(f"set {label}", pair))
+    if "pooled" in res["guard"]:
+        print(_line(f"{seen} pooled", res["guard"]["pooled"]))
+    for name in res.get("summary_off", {}):
+        (ma, na, ea), (mb, nb, eb) = res["summary_off"][name], res["summary_on"][name]
+        print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   {on_label} {mb:3}/{nb:3} median {eb:.2%}")
+
+
+def slim_rows(rows: list) -> list:
+    """A load set's rows as a judgement file keeps them: the run's keys and each figure's error and check."""
+    return [{**{k: r[k] for k in RECORD_KEYS},
+             **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
+
+
 def print_judgement(out: dict) -> None:
     res, rows = out["result"], out["rows"]
     print(_line(f"set H (of {5 * len(rows[None]['H'])})", res["H"]["all"]))
@@ -382,14 +400,7 @@ def print_judgement(out: dict) -> None:
         print("  " + _line(m, pair))
     if rows[None]["H"]:
         print("  set H by figure: " + spk._by_figure(rows[None]["H"], rows[JUDGED]["H"]))
-    for label, pair in res["guard"].get("sets", {}).items():
-        print(_line(f"set {label}", pair))
-    if "pooled" in res["guard"]:
-        print(_line("A-G pooled", res["guard"]["pooled"]))
-    if "summary_off" in res:
-        for name in res["summary_off"]:
-            (ma, na, ea), (mb, nb, eb) = res["summary_off"][name], res["summary_on"][name]
-            print(f"{name:40} off {ma:3}/{na:3} median {ea:.2%}   on {mb:3}/{nb:3} median {eb:.2%}")
+    print_guards(res, "A-G", "on")
     print("criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in res["criteria"].items()))
     for cand in (None, JUDGED):
         for r in rows[cand]["H"]:
@@ -405,9 +416,7 @@ RECORD_KEYS = ("run_id", "model", "gpu")
 def judgement_record(out: dict) -> dict:
     """Set H's rows (each figure's error and check) per setting, the guards' counts, S's criteria and the verdict, for
     tests to read back (calibration/s26start_judgement.json)."""
-    def slim(rows):
-        return [{**{k: r[k] for k in RECORD_KEYS},
-                 **{f"{f}_{x}": r[f"{f}_{x}"] for f in FIGURES for x in ("rel_error", "within_target")}} for r in rows]
+    slim = slim_rows
     res = out["result"]
     return {"H": {str(c): slim(v["H"]) for c, v in out["rows"].items()},
             "seen_sets": {k: [list(v[0]), list(v[1])] for k, v in res["guard"].get("sets", {}).items()},
