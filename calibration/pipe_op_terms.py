@@ -192,14 +192,15 @@ def predict_rows(rows: list[dict], term: str, delta_s: float, paces: dict | None
     return pd.DataFrame(out)
 
 
-def case_rows(gpus: tuple = prereg.GPUS, schedules: tuple = SCHEDULES) -> list[dict]:
-    """One pipeline_step row per (gpu, fresh case, layout, count, schedule), real/pipeline's fields."""
+def case_rows(gpus: tuple = prereg.GPUS, schedules: tuple = SCHEDULES, cases: tuple | None = None) -> list[dict]:
+    """One pipeline_step row per (gpu, fresh case, layout, count, schedule), real/pipeline's fields; `cases`
+    round 1's FRESH_CASES unless given."""
     n_gpus = prereg_pp4.NUM_GPUS
     return [{"gpu": gpu, "bench": "pipeline_step", "model": model, "schedule": sched, "pp": pp, "ep": ep,
              "dp": n_gpus // pp, "num_gpus": n_gpus, "num_microbatches": n, "micro_batch_seqs": 1,
              "seq_len": seq, "precision": "bf16", "num_layers": layers}
-            for gpu in gpus for model, layers, seq, counts in FRESH_CASES for (pp, ep), ns in counts.items()
-            for n in ns for sched in schedules]
+            for gpu in gpus for model, layers, seq, counts in (FRESH_CASES if cases is None else cases)
+            for (pp, ep), ns in counts.items() for n in ns for sched in schedules]
 
 
 def registered_predictions(inputs: dict | None = None) -> pd.DataFrame:
@@ -430,12 +431,7 @@ def predict_rows2(rows: list[dict], term: str, delta_s: float, paces: dict | Non
 
 def case_rows2(gpus: tuple = prereg.GPUS, schedules: tuple = SCHEDULES) -> list[dict]:
     """case_rows of FRESH2_CASES."""
-    n_gpus = prereg_pp4.NUM_GPUS
-    return [{"gpu": gpu, "bench": "pipeline_step", "model": model, "schedule": sched, "pp": pp, "ep": ep,
-             "dp": n_gpus // pp, "num_gpus": n_gpus, "num_microbatches": n, "micro_batch_seqs": 1,
-             "seq_len": seq, "precision": "bf16", "num_layers": layers}
-            for gpu in gpus for model, layers, seq, counts in FRESH2_CASES for (pp, ep), ns in counts.items()
-            for n in ns for sched in schedules]
+    return case_rows(gpus, schedules, FRESH2_CASES)
 
 
 def registered_predictions2(inputs: dict | None = None) -> pd.DataFrame:
