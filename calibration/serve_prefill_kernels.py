@@ -283,7 +283,7 @@ def incomplete_runs(root: Path | str = rec.MEASUREMENTS_DIR, name: str = NAME, m
     for gpu in seh.GPUS:
         for model in models:
             path = Path(root) / gpu / name / model / "serve_load.csv"
-            if not path.exists():
+            if not csv_exists(path):   # the record may be stored packed (.csv.xz)
                 continue
             with open_csv(path) as f:
                 out.extend(r["run_id"] for r in csv.DictReader(f)

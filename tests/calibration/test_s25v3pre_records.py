@@ -64,3 +64,15 @@ def test_a_candidate_meets_its_rule_on_set_f(judgement):
                      f"{mn[0]}, median {mo[1]:.2%} -> {mn[1]:.2%}; passes {judgement['passes'][cand]}")
     print("\n".join(lines))
     assert judgement["adopt"], "; ".join(lines)
+
+
+def test_an_incomplete_run_is_found_in_a_packed_record(tmp_path):
+    """incomplete_runs reads serve_load.csv however it is stored: a packed record (.csv.xz) with a held-out run
+    short of its requests is reported, not taken for a missing file."""
+    from calibration.records_io import pack_record
+    folder = tmp_path / "h100" / spk.NAME / spk.FRESH_MODELS[0]
+    folder.mkdir(parents=True)
+    (folder / "serve_load.csv").write_text("run_id,split,num_completed,num_requests\nr1,holdout,9,10\nr2,fit,1,10\n")
+    pack_record(folder / "serve_load.csv")
+    assert not (folder / "serve_load.csv").exists()
+    assert spk.incomplete_runs(root=tmp_path) == ["r1"]
