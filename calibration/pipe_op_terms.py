@@ -497,6 +497,20 @@ def fresh2(root: Path | str = rec.MEASUREMENTS_DIR, inputs: dict | None = None) 
             "replay": replay, "verdict": verdict2(sections, reverse)}
 
 
+def print_fresh(res: dict, paces_label: str) -> None:
+    """A fresh delivery's judgement as both rounds print it: L, the paces, each term's sections (fresh and
+    reversed GPU order), the replay of the measured op durations and the verdict per card."""
+    print(f"L = {res['lead_in_s'] * 1e3:.2f} ms; {paces_label} {res['paces']}")
+    for name, secs in (("fresh", res["fresh"]), ("reversed", res["reversed"])):
+        print(name)
+        for t, sec in secs.items():
+            print(format_section(t, sec))
+    print("replay of the fresh op durations:")
+    print(it.format_replay(res["replay"]))
+    for gpu, v in res["verdict"].items():
+        print(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
+
+
 def main(argv=None) -> int:
     ap = parser("calibration.pipe_op_terms", __doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -533,15 +547,7 @@ def main(argv=None) -> int:
         if not res.get("records"):
             print(f"s26pipeop2 fresh rows: no records yet (calibration/measurements/<gpu>x4/{FRESH2_SUBDIR}/)")
             return 0
-        print(f"L = {res['lead_in_s'] * 1e3:.2f} ms; host paces {res['paces']}")
-        for name, secs in (("fresh", res["fresh"]), ("reversed", res["reversed"])):
-            print(name)
-            for t, sec in secs.items():
-                print(format_section(t, sec))
-        print("replay of the fresh op durations:")
-        print(it.format_replay(res["replay"]))
-        for gpu, v in res["verdict"].items():
-            print(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
+        print_fresh(res, "host paces")
         if args.json is not None:
             rec2 = judgement_record(res, "U")
             # round 2's guards: every committed set without a host probe, where U is L
@@ -555,15 +561,7 @@ def main(argv=None) -> int:
         if not res.get("records"):
             print(f"s26pipeop fresh rows: no records yet (calibration/measurements/<gpu>x4/{FRESH_SUBDIR}/)")
             return 0
-        print(f"L = {res['lead_in_s'] * 1e3:.2f} ms; paces {res['paces']}")
-        for name, secs in (("fresh", res["fresh"]), ("reversed", res["reversed"])):
-            print(name)
-            for t, sec in secs.items():
-                print(format_section(t, sec))
-        print("replay of the fresh op durations:")
-        print(it.format_replay(res["replay"]))
-        for gpu, v in res["verdict"].items():
-            print(f"  verdict {gpu}x4: " + ", ".join(f"{k} {v[k]}" for k in v))
+        print_fresh(res, "paces")
         if args.json is not None:
             args.json.write_text(it.dump_record(judgement_record(res)) + "\n")
             print(f"{args.json}: written")
