@@ -202,8 +202,8 @@ class Scenario:
             raise ScenarioError("plan.optimizer_kernel", p.optimizer_kernel, f"'fused' or 'foreach' when plan.zero_stage = "
                                 f"{p.zero_stage} (a sharded optimizer's update and gather are its step; 'none' times a "
                                 "benchmark step without one: zero_stage 0)", source)
-        if p.grad_reduce_groups != "one_buffer" and (p.zero_stage != 0 or p.cp != 1):
-            raise ScenarioError("plan.grad_reduce_groups", p.grad_reduce_groups, f"'one_buffer' (the default) with "
+        if p.grad_reduce_groups != "dense_and_expert" and (p.zero_stage != 0 or p.cp != 1):
+            raise ScenarioError("plan.grad_reduce_groups", p.grad_reduce_groups, f"'dense_and_expert' (the default) with "
                                 f"plan.zero_stage = {p.zero_stage} and plan.cp = {p.cp} ('by_group' is real/pipeline's "
                                 "all-reduces: zero_stage 0, no context parallelism)", source)
         if p.grad_accumulate != "fused" and p.zero_stage != 0:
