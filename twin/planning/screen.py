@@ -13,9 +13,10 @@ after the other (F, B, W, BW); an overlapped F&B pair lasts as long as the busie
 and communication streams. A rank's busy time is the sum over its program's ops (interleaved
 1F1B: its V chunks' stages); the step is the busiest rank plus the schedule's closed-form bubble
 (the registry's formula, twin.core.schedules, with V for interleaved 1F1B), the pipeline's p2p
-fill, and the data-parallel tail of the simulator (`dp_tail_s`; under ZeRO-3 with PP the stages'
-post-backward reduce-scatters, `fsdp_post_backward_tail_s`; a tied embedding's all-reduce between
-the end stages, `tied_embedding_all_reduce_s`). ZeRO-3 (FSDP's per-block
+fill, and the data-parallel tail of the simulator (`dp_tail_s` of each rank's dense and routed-expert
+parameters; under ZeRO-3 with PP the stages' post-backward reduce-scatters, `fsdp_post_backward_tail_s`;
+a tied embedding's all-reduce between the end stages, `tied_embedding_all_reduce_s`; with
+plan.grad_reduce_groups 'by_group', real/'s all-reduces, `real_reductions_s`, from the simulator's costs). ZeRO-3 (FSDP's per-block
 parameter gathers and gradient scatters, on the first forward and last weight gradient of a stage
 under PP) and per-layer routing loads take the simulator's StepCosts of the whole model and its
 chains op by op (slower, same closed form). What the screen leaves out, the simulator has: the

@@ -1651,10 +1651,10 @@ def dp_ranks_per_node(sc: Scenario, gpu: GPUSpec) -> int:
     rank order puts TP innermost, then CP and DP, PP outermost (parallel_state's 'tp-cp-ep-dp-pp'),
     as StepCosts places ranks: a node of G GPUs holds G / TP of the group's ranks (the other
     groups on the node, one per TP rank, reduce at the same time on their own GPUs' NICs).
-    With expert parallelism, 1: dp_tail_s reduces a rank's dense and expert gradients as one
-    buffer, and the experts' group (the DP x TP / EP ranks holding the same experts) has one rank
-    a node wherever EP spans the node's GPUs (V3: EP 64 over 8 nodes); counting the dense group's
-    NICs for it would undercharge the larger part. Splitting the two groups is not done here."""
+    With expert parallelism, 1: the one-buffer rule (ADOPT_EXPERT_GRAD_GROUP off, and Megatron's
+    chained parameter gather, _param_gather_s) reduces a rank's dense and expert gradients together,
+    and the experts' group (the DP x TP / EP ranks holding the same experts) has one rank a node
+    wherever EP spans the node's GPUs (V3: EP 64 over 8 nodes). dp_reduce_groups splits the two."""
     if sc.plan.ep > 1:
         return 1
     return max(1, min(sc.dp * sc.plan.cp, gpu.gpus_per_node // sc.plan.tp))
