@@ -1588,7 +1588,7 @@ def _dp_ring_s(sc: Scenario, size_bytes: float, gpu: GPUSpec, link_bw_scale: flo
 # dp_shard_cp; DeepSeek-V3 (report §3.2, §4.2): EP64 on 8 whole nodes, 128 GPUs a PP16 stage, so an
 # expert's two replicas sit on two nodes. False: one buffer of both over DP x CP, one NIC a node under
 # EP (dp_ranks_per_node).
-ADOPT_EXPERT_GRAD_GROUP = False
+ADOPT_EXPERT_GRAD_GROUP = True
 
 
 def expert_grad_group(sc: Scenario) -> bool:
