@@ -5,7 +5,6 @@ data-parallel ranks (docs/notes/s27egrad_rule.md, ADOPT_EXPERT_GRAD_GROUP). A fe
 import pytest
 
 from twin.core.scenario import from_dict, load_scenario
-from twin.costs import comm
 from twin.planning.screen import screen
 from twin.training import step as step_module
 from twin.training.results import Perturb
