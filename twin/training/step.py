@@ -215,6 +215,12 @@ ADOPT_AC_BLOCKS_ONLY = True
 ADOPT_ATP_FUSED_EXCESS = True
 ATP_FUSED_EXCESS_FRAC = 0.21021243621994568
 
+# plan.tp_overlap_kind 'te_userbuffers': TransformerEngine's ring_exchange all-gathers (qkv/fc1 fprop,
+# proj/fc2 dgrad; TE v1.8 use_ce=True: copy-engine shards beside tp GEMM chunks, the mechanism of torch's
+# fused all-gather-matmul) pay the same measured floor, ATP_FUSED_EXCESS_FRAC of the collective
+# (docs/notes/s27mlm_rule.md; TE's pipeline and bulk methods keep their measured SM slowdown)
+ADOPT_TE_RING_EXCESS = False
+
 
 def local_tokens(sc: Scenario) -> int:
     """Tokens of one micro-batch on one context-parallel rank (all its TP ranks see them)."""
@@ -661,6 +667,8 @@ class StepCosts:
             phase = "bwd_input" if backward else "fwd"
             extra_s = self._chunked_extra_s(gemms, phase)
             t = comm.pipelined_exposed_s("all_gather", c.time_s, self._compute_s(gemms, phase) + extra_s, p.tp)
+            if ADOPT_TE_RING_EXCESS:   # the copy-engine ring's measured floor beside a long GEMM
+                t = max(t, ATP_FUSED_EXCESS_FRAC * c.time_s)
             tasks = [Task("comm", t, name)] if t > 0 else []
             if extra_s > 0:
                 tasks.append(Task("compute", extra_s, "tp_chunk_gemms" + suffix))
