@@ -7,7 +7,9 @@ Per held-out row of the campaign (calibration.async_tp.fused_excess_shares, s20t
 alone (`long_gemm`). The card's floor `f_card` is fused_excess_frac of s20tt's records on the same card
 kind (calibration/measurements/<kind>/s20tt_async_tp/). K holds if the median excess over K's set is at
 least K_SHARE x f_card (the switch stays on); fails below it (the switch is turned off); undecided with
-fewer than MIN_ROWS rows in K's set.
+fewer than MIN_ROWS rows in K's set. Beside the verdict, what the copy engine alone costs a GEMM: per
+row `copy_share` = (mm_beside_copy - mm) / p2p_copy, the GEMM's growth beside one peer pull as a share
+of the pull (information: the rule's outcome reads it against C1's premise).
 
 Usage: python -m calibration.te_ring_check FOLDER [--json FILE]
   FOLDER: a campaign s27mlm output folder (x2/async_tp.csv) or the filed records (async_tp.csv).
@@ -57,9 +59,23 @@ def card_floor(kind: str) -> float:
     return f
 
 
+def copy_shares(records: pd.DataFrame) -> dict[str, float]:
+    """shape_tag -> (mm_beside_copy - mm) / p2p_copy over the rows where the GEMM alone outlasts the
+    pull alone (status ok): what a copy-engine pull beside a GEMM costs it, as a share of the pull."""
+    ok = records[records["status"].fillna("ok") == "ok"]
+    out = {}
+    for tag, g in ok.groupby("shape_tag", sort=False):
+        t = {r.op: float(r.time_s) for r in g.itertuples(index=False)}
+        if {"mm", "p2p_copy", "mm_beside_copy"} <= set(t) and t["mm"] >= t["p2p_copy"]:
+            out[str(tag)] = (t["mm_beside_copy"] - t["mm"]) / t["p2p_copy"]
+    return out
+
+
 def judge(records: pd.DataFrame, f_card: float) -> dict:
     """Check K on the Megatron-shaped rows of `records` against `f_card`."""
-    shares = fused_excess_shares(records[records["shape_tag"].astype(str).str.startswith(MLM_PREFIX)])
+    mlm = records[records["shape_tag"].astype(str).str.startswith(MLM_PREFIX)]
+    shares = fused_excess_shares(mlm)
+    copy = copy_shares(mlm)
     kset = shares[shares["long_gemm"]]
     median = float(kset["excess"].median()) if len(kset) else None
     threshold = K_SHARE * f_card
@@ -69,14 +85,18 @@ def judge(records: pd.DataFrame, f_card: float) -> dict:
         verdict = "holds" if median >= threshold else "fails"
     return {"f_card": f_card, "threshold": threshold, "num_rows": int(len(shares)), "num_long_gemm": int(len(kset)),
             "median_excess": median, "verdict": verdict, "adopt_te_ring_excess": verdict != "fails",
-            "rows": [{k: (bool(v) if k == "long_gemm" else v) for k, v in r.items()}
+            "median_copy_share": float(pd.Series(list(copy.values())).median()) if copy else None,
+            "rows": [{**{k: (bool(v) if k == "long_gemm" else v) for k, v in r.items()},
+                      "copy_share": copy.get(r["shape_tag"])}
                      for r in shares.to_dict(orient="records")]}
 
 
 def format_judgement(j: dict, kind: str) -> str:
     lines = [f"check K on {kind}: f_card {j['f_card']:.3f}, threshold {j['threshold']:.3f}"]
-    lines += [f"  {r['shape_tag']:34s} excess {r['excess']:+.3f} {'long GEMM' if r['long_gemm'] else 'collective longer'}"
-              for r in j["rows"]]
+    lines += [f"  {r['shape_tag']:34s} excess {r['excess']:+.3f} {'long GEMM' if r['long_gemm'] else 'collective longer':17s}"
+              f" copy share {'-' if r['copy_share'] is None else format(r['copy_share'], '+.3f')}" for r in j["rows"]]
+    if j["median_copy_share"] is not None:
+        lines.append(f"median copy share (a GEMM beside one copy-engine pull, the pull's share) {j['median_copy_share']:.3f}")
     med = "-" if j["median_excess"] is None else f"{j['median_excess']:.3f}"
     lines.append(f"median over {j['num_long_gemm']} long-GEMM rows {med}: K {j['verdict']}; "
                  f"ADOPT_TE_RING_EXCESS {'stays True' if j['adopt_te_ring_excess'] else '-> False'}")

@@ -41,3 +41,30 @@ def test_card_kind_and_its_own_floor():
     # s20tt's fits (docs/notes/s20tt_rule.md, README twenty-third/fifth passes): 0.210 on H100, 0.166 on H200
     assert trc.card_floor("h100x2") == pytest.approx(0.2102, abs=5e-4)
     assert trc.card_floor("h200x2") == pytest.approx(0.1662, abs=5e-4)
+
+
+# --- the judgement of campaign s27mlm (2xH200), written by
+# `python -m calibration.te_ring_check calibration/measurements/h200x2/s27mlm_async_tp --json calibration/s27mlm_judgement.json`
+RECORDS = "h200x2/s27mlm_async_tp"
+STALE = f"rerun `python -m calibration.te_ring_check calibration/measurements/{RECORDS} --json calibration/s27mlm_judgement.json`"
+
+
+def test_the_committed_judgement_is_todays_and_refutes_the_floors_premise():
+    from calibration.records import MEASUREMENTS_DIR
+    from twin.training import step as step_mod
+    records = trc.records_of(MEASUREMENTS_DIR / RECORDS)
+    j = trc.read_judgement()
+    live = {"card_kind": trc.card_kind(records), **trc.judge(records, trc.card_floor(trc.card_kind(records)))}
+    assert live["rows"] == j["rows"], STALE
+    assert {k: live[k] for k in live if k != "rows"} == {k: j[k] for k in j if k != "rows"}, STALE
+    # K holds by its letter (torch's fused op pays far more than the floor at these shapes) ...
+    assert j["card_kind"] == "h200x2" and j["verdict"] == "holds" and j["num_long_gemm"] == 7
+    # ... but what it pays is the op's own cost, not the copy engine's: the fused op takes about the same
+    # time (0.40-0.51 ms) whatever its GEMM (0.02-0.45 ms), and a copy-engine pull beside a long GEMM costs
+    # it under half the floor (median 0.089 of the pull against f_card 0.166): C1's premise fails, the
+    # switch stays off (docs/notes/s27mlm_rule.md, outcome)
+    mlm = records[records["shape_tag"].str.startswith("megatron-gpt")]
+    fused, mm = (mlm[mlm["op"] == op]["time_s"].astype(float) for op in ("fused", "mm"))
+    assert fused.max() / fused.min() < 1.3 and mm.max() / mm.min() > 10
+    assert j["median_copy_share"] < 0.6 * j["f_card"]
+    assert not step_mod.ADOPT_TE_RING_EXCESS

@@ -218,10 +218,12 @@ ATP_FUSED_EXCESS_FRAC = 0.21021243621994568
 # plan.tp_overlap_kind 'te_userbuffers': TransformerEngine's ring_exchange all-gathers (qkv/fc1 fprop,
 # proj/fc2 dgrad; TE v1.8 use_ce=True: copy-engine shards beside tp GEMM chunks, the mechanism of torch's
 # fused all-gather-matmul) pay the same measured floor, ATP_FUSED_EXCESS_FRAC of the collective
-# (docs/notes/s27mlm_rule.md; TE's pipeline and bulk methods keep their measured SM slowdown). Adopted by
-# that rule (its mechanism and guards, not the rows' errors): the ten Megatron TP > 1 rows 0.9-2.5 points
-# slower (docs/notes/s27mlm.md), V3's golden step and every other row unchanged
-ADOPT_TE_RING_EXCESS = True
+# (docs/notes/s27mlm_rule.md; TE's pipeline and bulk methods keep their measured SM slowdown). NOT adopted
+# (the rule's outcome): its premise, that the floor is the copy engine's cost beside the GEMM, is refuted by
+# the fused-op records themselves (a copy-engine pull beside a long GEMM costs it ~0.09 of the pull; torch's
+# fused op costs 0.40-0.43 ms whatever its size at Megatron's shapes: the floor is torch's op, not TE's ring).
+# On, the ten Megatron TP > 1 rows would read 0.9-2.5 points slower (docs/notes/s27mlm.md)
+ADOPT_TE_RING_EXCESS = False
 
 
 def local_tokens(sc: Scenario) -> int:
