@@ -31,6 +31,12 @@ Section async_tp_405b (s10atp, async_tp.csv, under torchrun on 4 GPUs where the 
 2): the same ops on torchtitan's Llama 3.1 405B TP8 per-GPU linears, every rank's shard 4,096 rows
 (the TP8 chunk of a 405B micro-batch of 4 x 8,192 tokens), so M = 4,096 x world; all held out.
 
+Section async_tp_mlm (s27mlm, async_tp.csv, under torchrun): the same ops at the GEMM shapes
+TransformerEngine's ring_exchange overlap chunks on a Megatron-LM GPT TP8 rank (qkv_fprop N = 3h/8;
+fc1_fprop and fc2_dgrad N = h/2; proj_dgrad N = h/8; K = h), every rank's shard 512 rows (the TP8
+chunk of one 4,096-token micro-batch), M = 512 x world, for the README table's 32B, 177B and 462B: a
+check of twin.training.step.ADOPT_TE_RING_EXCESS (docs/notes/s27mlm_rule.md), all held out.
+
 Section atp_parts (s10atp, one GPU, atp_parts.csv): the kernels the fused ops are made of, alone,
 where the twin's model of them can be checked on one GPU:
   reduce      (op 'reduce') torch.sum of the W stacked partial sums along W, for W = 2, 4, 8 at the
@@ -76,7 +82,7 @@ QUICK_CASES = (("tiny/w1", "all_gather", 64, 32, 48), ("tiny/w2", "reduce_scatte
 
 
 def async_tp_split(shape_tag: str) -> str:
-    return "holdout" if shape_tag.startswith("llama3.1-405b") else "fit"
+    return "holdout" if shape_tag.startswith(("llama3.1-405b", "megatron-gpt")) else "fit"
 
 
 def _symm_group_name(dev) -> str:
@@ -174,6 +180,28 @@ def cases_405b(world: int, quick: bool) -> tuple:
             ("llama3.1-405b/tp8chunk/wq", "all_gather", m, 16384, 2048),
             ("llama3.1-405b/tp8chunk/w2", "reduce_scatter", m, 6656, 16384),
             ("llama3.1-405b/tp8chunk/wo", "reduce_scatter", m, 2048, 16384))
+
+
+# Megatron-LM README GPT rows (hidden size) whose TP8 ring_exchange GEMMs section async_tp_mlm times
+MLM_HIDDEN = (("megatron-gpt-32b", 7168), ("megatron-gpt-177b", 12288), ("megatron-gpt-462b", 18432))
+MLM_CHUNK_ROWS, MLM_TP = 512, 8   # 4,096 tokens a micro-batch over TP 8 (sequence parallel)
+
+
+def cases_mlm(world: int, quick: bool) -> tuple:
+    """Section async_tp_mlm's cases: TE's ring_exchange all-gather GEMMs of a Megatron GPT TP8 rank
+    (K = h; N = 3h/8 qkv_fprop, h/2 fc1_fprop = fc2_dgrad, h/8 proj_dgrad), each rank's shard the TP8
+    chunk of 512 rows, M = 512 x world."""
+    if quick:
+        return (("megatron-gpt-tiny/qkv_fprop", "all_gather", 16 * world, 32, 24),)
+    m = MLM_CHUNK_ROWS * world
+    return tuple((f"{model}/{name}", "all_gather", m, h, n)
+                 for model, h in MLM_HIDDEN
+                 for name, n in (("qkv_fprop", 3 * h // MLM_TP), ("fc1_fprop", 4 * h // MLM_TP),
+                                 ("proj_dgrad", h // MLM_TP)))
+
+
+def bench_async_tp_mlm(rec, timer, dev, deadline, quick, env):
+    bench_async_tp(rec, timer, dev, deadline, quick, env, cases=cases_mlm(dist.get_world_size(), quick))
 
 
 def bench_async_tp_405b(rec, timer, dev, deadline, quick, env):

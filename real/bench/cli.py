@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from real.bench.async_tp import bench_async_tp, bench_async_tp_405b, bench_atp_parts
+from real.bench.async_tp import bench_async_tp, bench_async_tp_405b, bench_async_tp_mlm, bench_atp_parts
 from real.bench.attention import bench_attention, bench_attn_first, bench_attn_small
 from real.bench.cp_sustained import bench_cp_sustained, bench_fa2_sustained
 from real.bench.cp_traces import bench_cp_traces
@@ -74,7 +74,7 @@ _FUNCTIONS = {
     "decode_gemm": bench_decode_gemm, "decode_drift": bench_decode_drift,
     "mla_host": bench_mla_host,
     "mla_paired": bench_mla_paired, "async_tp": bench_async_tp, "tt_linears": bench_tt_linears,
-    "async_tp_405b": bench_async_tp_405b, "atp_parts": bench_atp_parts, "cp_sustained": bench_cp_sustained,
+    "async_tp_405b": bench_async_tp_405b, "async_tp_mlm": bench_async_tp_mlm, "atp_parts": bench_atp_parts, "cp_sustained": bench_cp_sustained,
     "fa2_sustained": bench_fa2_sustained, "attn_small": bench_attn_small,
     "attn_first": bench_attn_first, "cp_traces": bench_cp_traces, "duty_sweep": bench_duty_sweep, "power_activity": bench_power_activity,
     "gemm_in_layer": bench_gemm_in_layer, "memory_alone": bench_memory_alone, "copy_load": bench_copy_load, "cp_block": bench_cp_block,

@@ -36,6 +36,7 @@ SECTION_SHARES = {  # name -> share of the time budget
     "async_tp": 1.0,  # under torchrun: torch's micro-pipelined TP ops beside their parts (real/bench/async_tp.py)
     "tt_linears": 1.0,  # not in the default list: --only tt_linears (torchtitan's TP8 Llama linears, BF16 and FP8)
     "async_tp_405b": 1.0,  # under torchrun: the async_tp ops at the 405B TP8 shapes, chunk 4,096 rows (s10atp)
+    "async_tp_mlm": 1.0,  # under torchrun: the async_tp ops at Megatron's TP8 ring_exchange GEMMs, chunk 512 rows (s27mlm)
     "atp_parts": 1.0,  # not in the default list: --only atp_parts (one GPU: partial-sum reductions, chunk GEMMs; s10atp)
     "torch_cp_scaling": 1.0,  # not in the default list: one process (CP1) or torchrun (CP = W), 32K tokens a rank (s10cp)
     "tp_beside": 1.0,  # under torchrun: a TP GEMM with an NCCL collective beside it on a second stream (s11tpo)
@@ -65,11 +66,11 @@ SECTION_NAMES = tuple(SECTION_SHARES)
 OPT_IN_SECTIONS = ("power", "ep", "sustained", "kernels", "nccl", "parallel_blocks", "cp_allgather", "cp_ring",
                    "tp_blocks", "cp_blocks", "host_dispatch", "wgrad_accum", "host_bound",
                    "torch_cp", "cp_chunks", "tp_traces", "tp_grouped", "decode_gemm",
-                   "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "atp_parts",
+                   "decode_drift", "mla_host", "mla_paired", "async_tp", "tt_linears", "async_tp_405b", "async_tp_mlm", "atp_parts",
                    "torch_cp_scaling", "tp_beside", "cp_sustained", "fa2_sustained", "attn_small",
                    "attn_first", "cp_traces", "ep_kernels", "duty_sweep", "gemm_in_layer", "memory_alone",
                    "copy_load", "power_activity", "cp_block", "host_input", "ep_fresh", "host_steps", "step_probe", "step_probe_each", "ep_models", "mlm_sustained", "mlm_chunks", "long_attn")  # run only when named in --only
 MULTI_GPU_SECTIONS = ("ep", "nccl", "parallel_blocks", "cp_allgather", "cp_ring", "tp_blocks", "cp_blocks",
-                      "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "tp_beside", "cp_traces", "ep_kernels",
+                      "torch_cp", "tp_traces", "async_tp", "async_tp_405b", "async_tp_mlm", "tp_beside", "cp_traces", "ep_kernels",
                       "ep_fresh", "ep_models")  # torchrun, >= 2 ranks only
 DEFAULT_SECTIONS = tuple(s for s in SECTION_NAMES if s not in OPT_IN_SECTIONS)

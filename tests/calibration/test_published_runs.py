@@ -285,6 +285,9 @@ def test_rows_the_twin_cannot_express_are_named_not_guessed(result):
 # s26mem: torchtitan's op policy leaves the head and the loss alone (apply_ac wraps the blocks only; the
 # twin had re-run the final norm and the eager FP32 loss): 8B op-AC rows +0.8..+1.4 points, fsdp128-compile
 # +9.5% -> +10.6%, its Float8 row +9.8% -> +11.2% (out). Median 9.07% -> 9.28%, 17 of 32 within 10%.
+# s27mlm (docs/notes/s27mlm.md, no figure moves): no Megatron input mis-read; ADOPT_TE_RING_EXCESS (TE's ring
+# all-gathers at torch's fused-op floor) not adopted: with it 119B +13.5%, 462B +11.3%, strong-96 +10.4%,
+# 32B -25.9%, 70B -9.6%, median 9.58%.
 NOT_MET = {
     "tt-8b-fsdp128-compile": 0.106, "tt-8b-fsdp128-compile-fp8": 0.112,
     "tt-8b-cp1-32k": 0.132, "tt-8b-cp4-128k": 0.355, "tt-8b-cp8-256k": 0.408,

@@ -215,6 +215,16 @@ ADOPT_AC_BLOCKS_ONLY = True
 ADOPT_ATP_FUSED_EXCESS = True
 ATP_FUSED_EXCESS_FRAC = 0.21021243621994568
 
+# plan.tp_overlap_kind 'te_userbuffers': TransformerEngine's ring_exchange all-gathers (qkv/fc1 fprop,
+# proj/fc2 dgrad; TE v1.8 use_ce=True: copy-engine shards beside tp GEMM chunks, the mechanism of torch's
+# fused all-gather-matmul) pay the same measured floor, ATP_FUSED_EXCESS_FRAC of the collective
+# (docs/notes/s27mlm_rule.md; TE's pipeline and bulk methods keep their measured SM slowdown). NOT adopted
+# (the rule's outcome): its premise, that the floor is the copy engine's cost beside the GEMM, is refuted by
+# the fused-op records themselves (a copy-engine pull beside a long GEMM costs it ~0.09 of the pull; torch's
+# fused op costs 0.40-0.43 ms whatever its size at Megatron's shapes: the floor is torch's op, not TE's ring).
+# On, the ten Megatron TP > 1 rows would read 0.9-2.5 points slower (docs/notes/s27mlm.md)
+ADOPT_TE_RING_EXCESS = False
+
 
 def local_tokens(sc: Scenario) -> int:
     """Tokens of one micro-batch on one context-parallel rank (all its TP ranks see them)."""
@@ -663,6 +673,8 @@ class StepCosts:
             phase = "bwd_input" if backward else "fwd"
             extra_s = self._chunked_extra_s(gemms, phase)
             t = comm.pipelined_exposed_s("all_gather", c.time_s, self._compute_s(gemms, phase) + extra_s, p.tp)
+            if ADOPT_TE_RING_EXCESS:   # the copy-engine ring's measured floor beside a long GEMM
+                t = max(t, ATP_FUSED_EXCESS_FRAC * c.time_s)
             tasks = [Task("comm", t, name)] if t > 0 else []
             if extra_s > 0:
                 tasks.append(Task("compute", extra_s, "tp_chunk_gemms" + suffix))
