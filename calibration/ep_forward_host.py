@@ -8,13 +8,17 @@ the peer; `ep_send_sync`, `ep_recv_sync`), the row gather, the token all-to-all 
 permutation, the experts' two grouped GEMMs (one launch each: no per-expert launch, no host work that grows with the
 expert count, top-k or tokens), combine's un-permute, all-to-all and un-sort; every launch at one host rate. Solved
 per fitting op (pipeline.solved_host_rate_s: the rate at which the twin's issue model gives the op's host interval,
-its syncs' waits included), that rate is about the same for every model of one part and moves from lease to lease:
+its syncs' waits included), that rate moves from lease to lease more than from model to model within one run:
 on `h200x4` the committed folder's own lease gives 17.8 us a launch, nine other parts 20-30 us; the Qwen slices'
-pp2ep2 forwards of s26pipeop (seq 2048-3072) solve to 28-32 us, the v2-lite and mixtral parts of the same days
-25-30 us. The twin prices every later 4-GPU run at the committed folder's lease (17.8 us), which is why its forwards
-come out ~8 ms short a 4-layer stage there (docs/notes/s26pipeop3.md). The candidate F prices them at the median
-lease instead: each committed part's median fitting EP forward rate, the median over the parts of a `<gpu>x<n>`
-kind (EP_FWD_POOLED_HOST_S in calibration.pipeline, calibration/s27epfwd_fit.json).
+pp2ep2 forwards of s26pipeop / s26pipeop2 (seq 2048-3072, every split, diagnostic) solve to 25-32 us, the Mixtral
+slice's in the same run 24-29 us. The twin prices every later 4-GPU run at the committed folder's lease (17.8 us),
+which is why its forwards come out ~8 ms short a 4-layer stage there (docs/notes/s26pipeop3.md). The candidate F
+prices them at the median lease instead: each committed part's median fitting EP forward rate, the median over
+the parts of a `<gpu>x<n>` kind (EP_FWD_POOLED_HOST_S in calibration.pipeline, calibration/s27epfwd_fit.json,
+fixed at f6fb6cab: a later `fit` also reads later deliveries' fitting rows, s27epfwd's own among them, and
+replaces it only by a rule that says so).
+Judged on one fresh 2xH200 delivery (docs/notes/s27epfwd_rule.md, calibration/s27epfwd_judgement.json): F failed R1
+(base 2.11 / 9.48%, F 2.72 / 11.47% over 18 EP2 rows; that lease's forwards ran at ~27.7 us); not adopted.
 
 Parts: every folder under calibration/measurements/<gpu>x<n>/ whose pipeline_ops.csv holds host marks of fitting-split
 (split == fit) EP forwards (ep > 1, kind F, any pp), except folders under `marks_events` (a CUDA event recorded at
@@ -62,7 +66,8 @@ IDLE_TOL, IDLE_FLOOR_OF_STEP = 0.10, 0.01
 
 
 def parts(kind_dir: Path) -> list[Path]:
-    """The folders under a kind's records folder whose pipeline_ops.csv may hold fitting EP forwards (EXCLUDED left out)."""
+    """The folders under a kind's records folder whose pipeline_ops.csv may hold fitting EP forwards (EXCLUDED
+    left out)."""
     out = []
     for path in glob_csv(Path(kind_dir), "**/pipeline_ops.csv"):
         folder = Path(path).parent

@@ -427,6 +427,8 @@ ADOPT_EP_PACE_DURING = False
 # over the committed parts of `<gpu>x<n>` of each part's median fitting EP forward rate (EP_FWD_POOLED_HOST_S,
 # calibration/s27epfwd_fit.json, `python -m calibration.ep_forward_host fit`). Only two_gpu_inputs adds the key
 # (switch on); a committed folder's own predictions (predict_folder: its own fitting split) never carry it.
+# Judged on a fresh 2xH200 delivery: R1 failed (18 EP2 rows, base 2.11 / 9.48%, F 2.72 / 11.47%: that lease ran
+# at ~27.7 us, near the committed rate); not adopted. The 4-GPU pool (the miss it was built for) is not judged yet.
 ADOPT_EP_FORWARD_HOST = False
 EP_FWD_POOLED_KEY = "fwd_ep_pooled"
 # `<gpu>x<n>` -> seconds a launch; calibration/s27epfwd_fit.json (tests/calibration/test_ep_forward_host.py keeps

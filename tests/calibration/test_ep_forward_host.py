@@ -156,8 +156,8 @@ EP_PARTS = ("bench-5l2k", "mixtral-2l2k", "qwen2-4l2k", "qwen3-4l3k", "qwen3g-4l
 
 
 def test_the_judgement_names_its_command_and_holds_every_row_of_the_delivery():
-    assert JUDGED["command"] == ("python -m calibration.ep_forward_host record calibration/s27epfwd_judgement.json h200 "
-                                 "calibration/measurements/h200x2/s27epfwd_20261128_1204")
+    assert JUDGED["command"] == ("python -m calibration.ep_forward_host record calibration/s27epfwd_judgement.json "
+                                 "h200 calibration/measurements/h200x2/s27epfwd_20261128_1204")
     assert JUDGED["settings"] == list(efh.SETTINGS) and JUDGED["pooled_s"] == pipe.EP_FWD_POOLED_HOST_S["h200x2"]
     t = pd.DataFrame(JUDGED["rows"])
     ep = t[t["bench"] == "ep_step"]
