@@ -246,6 +246,8 @@ def build_profile(gpu: str, x, layout, base: Profile, calibrated: bool = True, p
         for label in FP8_PREFERENCE[:-1]:
             if label in curves and (curves is gemm and ("gemm", label) in vals or curves is grouped and ("grouped_gemm", label) in vals):
                 curves["fp8"] = curves[label]
+                if curves is grouped and ("grouped_gemm", compute.wgrad_curve(label)) in vals:   # its weight-gradient form
+                    curves[compute.wgrad_curve("fp8")] = curves[compute.wgrad_curve(label)]
                 break
     qb = base.quant_bytes_per_elem if quant_bytes_per_elem is None else quant_bytes_per_elem
     return Profile(gpu, gemm, grouped, attention, memory_eff, launch_s, calibrated, provenance or {},
