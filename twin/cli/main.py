@@ -32,6 +32,7 @@ from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
 from twin.costs.flops import forward_flops_per_token, kv_cache_bytes_per_token, param_counts, train_flops_per_token
+from twin.planning.executor import check_dask_address
 from twin.planning.sweep import (GRID, LHS, MAX_POINTS, RANDOM, check_keys, done_ids, parse_axis, points, result_of,
                                  run_sweep)
 from twin.serving.run import serve
@@ -184,7 +185,7 @@ def cmd_trace(args) -> int:
         return EXIT_INFEASIBLE
     if window and window[0] >= res.step_time_s:   # an empty trace, written without a word (until s19ux)
         raise ScenarioError("--window", args.window, f"START before the step's end ({res.step_time_s:.3f} s)")
-    trace = step_trace(sc, res, window, args.granularity)
+    trace = step_trace(sc, res, window, args.granularity, progress=not args.quiet)
     out = Path(args.out)
     write_bytes(out, trace_bytes(trace, out))
     _resolved_beside(args.out, sc)
@@ -611,6 +612,8 @@ def _check_args(args) -> None:
     extra = getattr(args, "check", None)
     if extra is not None:
         extra(args)
+    if getattr(args, "dask", None) is not None:
+        check_dask_address(args.dask)
     for attr, option in getattr(args, "inputs", ()):
         source = getattr(args, attr, None)
         if source is not None and not Path(source).is_dir():
