@@ -802,7 +802,13 @@ def fit_gpu(gpu: str, root: Path | str = rec.MEASUREMENTS_DIR, base: Profile | N
             on_part: Callable[[str], None] = lambda name: None) -> tuple[Profile, dict]:
     """Fit one GPU's profile to its records under `root` -> (profile, fit statistics). `base`: the
     profile the curves start from and that terms no record informs keep (default_profile()).
-    `on_part(name)` is called as each of FIT_PARTS is done."""
+    `on_part(name)` is called as each of FIT_PARTS is done. Every reader reads under `root`, those keyed by
+    a GPU alone too (calibration.records.records_root)."""
+    with rec.records_root_scope(root):
+        return _fit_gpu(gpu, root, base, on_part)
+
+
+def _fit_gpu(gpu: str, root: Path | str, base: Profile | None, on_part: Callable[[str], None]) -> tuple[Profile, dict]:
     df = rec.load_records(gpu, root)
     on_part("records")
     alone = None
