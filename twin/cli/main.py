@@ -26,8 +26,8 @@ from twin.core.journal import Journal, clean_stale_tmp, iter_rows, read_rows
 from twin.core.errors import InfeasiblePlan, ScenarioError
 from twin.core.fields import check_value, to_dict
 from twin.core.results import to_json
-from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, from_dict, kind_of, load_scenario,
-                                 parse_toml, read_raw)
+from twin.core.scenario import (PLAN, SERVING, TRAINING, _load_model, apply_overrides, blamed_on_overrides, from_dict,
+                                kind_of, load_scenario, parse_toml, read_raw)
 from twin.core.schedules import SCHEDULE_NAMES, check_virtual_stages
 from twin.core.serve_specs import MAX_SIM_REQUESTS
 from twin.core.specs import MAX_DEGREE, ClusterSpec, Workload, model_names
@@ -92,6 +92,15 @@ def resolved_path(target: str) -> Path:
     path = Path(target)
     name = path.name[:-len(".gz")] if path.name.endswith(".gz") else path.name
     return path.parent / (Path(name).stem + ".scenario.resolved.toml")
+
+
+def _from_dict(args, raw: dict, source: str, kind=None):
+    """from_dict of tables the command's --set overrides were applied to: a bad value is named as the --set
+    that gave it (load_scenario's rule, scenario.blamed_on_overrides)."""
+    try:
+        return from_dict(raw, source, kind)
+    except ScenarioError as exc:
+        raise blamed_on_overrides(exc, source, list(args.set or [])) from None
 
 
 def _scenario(args, kind: str = TRAINING):
@@ -391,7 +400,7 @@ def cmd_plan(args) -> int:
                             "table): the fewest GPUs that serve a request rate; --tokens and --days take a training or "
                             "plan scenario", source)
     if kind_of(raw) == SERVING:
-        from_dict(raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
+        _from_dict(args, raw, source, (TRAINING, PLAN))   # raises the wrong-kind error naming [serve]
     if not isinstance(raw.get("search", {}), dict):
         raise ScenarioError("search", raw["search"], "a [search] table", source)
     raw["search"] = {**raw.get("search", {}), **_search_flags(args)}
@@ -400,7 +409,7 @@ def cmd_plan(args) -> int:
             raise ScenarioError(f"search.{key}", "<missing>", f"a number: {flag} on the command line, or {key} in "
                                 "the scenario's [search] table", source)
     with _named_as_typed(_search_options(args)):
-        sc = from_dict(raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
+        sc = _from_dict(args, raw, source, PLAN)   # checks the search like any scenario values (NaN, <= 0, unknown GPUs)
     prices = _prices(args, sc)
     if not args.out:
         with _named_as_typed(_search_options(args)):
@@ -436,7 +445,7 @@ def _plan_serving(args, raw: dict, source: str) -> int:
     if missing:
         raise ScenarioError(missing[0], "<missing>", "a positive number: the serving question needs --rate, --ttft and --tpot")
     rates = _rates(args.rate)
-    sc = from_dict(one_deployment_cluster(raw), source, SERVING)   # the question sizes the cluster itself
+    sc = _from_dict(args, one_deployment_cluster(raw), source, SERVING)   # the question sizes the cluster itself
     for rate in rates:   # every rate judged before the first is simulated
         check_steady_load(sc, rate, args.tpot, field="--rate")
     layouts = LAYOUTS if args.layout in (None, "both") else (args.layout,)
@@ -519,7 +528,7 @@ def cmd_sweep(args) -> int:
     from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
-    sc = from_dict(raw, source)   # the base must be valid; its points are checked one by one
+    sc = _from_dict(args, raw, source)   # the base must be valid; its points are checked one by one
     axes = [parse_axis(text) for text in args.grid]
     check_keys(axes, sc.kind)
     question = _sweep_question(args, sc)

@@ -433,8 +433,14 @@ def _searched_axes(raw: dict) -> list[str]:
 
 
 def _checked(cls, sections: dict, name: str, raw: dict, source: str | None, check: bool = True):
+    model = _load_model(raw["model"], source)
+    plan = raw.get("plan", {})
+    if "plan" in sections and not model.num_routed_experts and isinstance(plan, dict) and "ep" not in plan:
+        # a dense model's plan.ep follows it where the scenario does not say (the default, 64, is V3's: a llama
+        # scenario without [plan] ep was refused as "plan.ep in F: got 64", a value F never held, until s27walk)
+        raw = {**raw, "plan": {**plan, "ep": 1}}
     parts = {key: build(spec, raw.get(key, {}), key, source) for key, spec in sections.items()}
-    scenario = cls(name=name, model=_load_model(raw["model"], source), **parts)
+    scenario = cls(name=name, model=model, **parts)
     if check:
         scenario.check(source)
     # the price of the GPU type the scenario runs on, unless it names one (so --set cluster.gpu=...

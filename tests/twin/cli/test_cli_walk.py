@@ -47,3 +47,23 @@ def test_a_dask_address_no_scheduler_could_have_is_refused_before_the_screen(cap
         err = capsys.readouterr().err
         assert err.startswith(f"error: --dask: got '{address}'; allowed: 'local' or a Dask scheduler's address "
                               "[SCHEME://]HOST:PORT") and "screen" not in err, err
+
+
+def test_sweep_and_plan_name_a_bad_set_value_as_its_set(tmp_path, capsys):
+    """W6a: `twin sweep` and `twin plan` check their scenario outside load_scenario: the same naming."""
+    assert main(["sweep", "--grid", "plan.pp=8,16", "--set", "plan.ep=3", "--out", str(tmp_path / "sw"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: plan.ep (--set plan.ep=3): got 3")
+    assert main(["plan", "--rate", "1", "--ttft", "1", "--tpot", "0.05", "--set", "serve.tp=3", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: serve.tp (--set serve.tp=3): got 3")
+
+
+def test_a_dense_scenario_without_plan_ep_is_not_refused_for_v3s_default(tmp_path):
+    """W6b: a llama scenario naming no plan.ep was refused as "plan.ep in F: got 64; allowed: 1 for a dense model":
+    64 is V3's default, never in F. A dense model's plan.ep now follows it (1) where the scenario does not say; an
+    explicit one is still judged."""
+    f = tmp_path / "llama.toml"
+    f.write_text('name = "l"\n[model]\nname = "llama3-8b"\n[cluster]\ngpu = "h100"\nnum_gpus = 64\n'
+                 '[plan]\ntp = 2\npp = 4\nschedule = "1f1b"\n[workload]\nseq_len = 4096\nglobal_batch_seqs = 256\n')
+    assert load_scenario(f).plan.ep == 1
+    assert main(["step", str(f), "--quiet"]) == 0
+    assert main(["step", str(f), "--set", "plan.ep=8", "--quiet"]) == 2
