@@ -242,12 +242,19 @@ def cmd_replay(args) -> int:
 
 def cmd_balance(args) -> int:
     from reports.load_report import build as write_load_report  # lazy: matplotlib
-    from twin.training.balance import run_balance  # lazy: only `twin balance`
+    from reports.load_report import measured_model  # lazy: matplotlib
+    from twin.training.balance import LOADS_GPU, run_balance  # lazy: only `twin balance`
     sc = _scenario(args)
     out = run_balance(sc, progress=not args.quiet)
     if args.out:
         write_load_report(args.out, sc=sc, balance=out)
-    _say(args, summary.balance_summary(out) + (f"\nreport: {args.out}/report.html" if args.out else ""))
+    # the measured cases' loads are another model's where the scenario's is not the one real/ trained: the report
+    # said so, the terminal's "measured_no_bias rank max/mean 2.09" did not (until s27walk)
+    m = measured_model(LOADS_GPU)
+    carried = (f"\nnote: the measured cases carry {m['model']}'s loads ({m['num_experts']} experts, trained by real/ on "
+               f"{m['gpu'].upper()}) to {sc.model.name}'s {sc.model.num_routed_experts} experts; they are not "
+               f"{sc.model.name}'s own" if m["model"] != sc.model.name else "")
+    _say(args, summary.balance_summary(out) + carried + (f"\nreport: {args.out}/report.html" if args.out else ""))
     _write_json(args.json, out)
     _resolved_beside(args.json, sc)
     return 0

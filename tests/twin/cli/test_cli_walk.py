@@ -67,3 +67,15 @@ def test_a_dense_scenario_without_plan_ep_is_not_refused_for_v3s_default(tmp_pat
     assert load_scenario(f).plan.ep == 1
     assert main(["step", str(f), "--quiet"]) == 0
     assert main(["step", str(f), "--set", "plan.ep=8", "--quiet"]) == 2
+
+
+def test_twin_balance_says_whose_loads_the_measured_cases_carry(tmp_path, capsys):
+    """W6c: `twin balance mixtral.toml` printed "measured_no_bias rank max/mean 2.09 ... lost 127K GPU-h" with no word
+    that the loads are bench-small's (16 experts, real/ on H200) carried to the scenario's 8 experts; the report said
+    so, the terminal did not. ~4 CPU-seconds."""
+    f = tmp_path / "moe.toml"
+    f.write_text('name = "t"\n[model]\nname = "mixtral-slice"\n[cluster]\ngpu = "h200"\nnum_gpus = 8\n[plan]\npp = 1\n'
+                 'ep = 8\nschedule = "1f1b"\n[workload]\nseq_len = 1024\nglobal_batch_seqs = 16\n')
+    assert main(["balance", str(f), "--quiet"]) == 0
+    assert ("note: the measured cases carry bench-small's loads (16 experts, trained by real/ on H200) to "
+            "mixtral-slice's 8 experts; they are not mixtral-slice's own") in capsys.readouterr().out
