@@ -532,7 +532,7 @@ def _repeats_note(axes, asked: int | None, num_points: int) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, write_sweep_report  # lazy: matplotlib
+    from reports.sweep_report import JOURNAL, RESULTS_CSV, RESULTS_PARQUET, best_line, write_sweep_report  # lazy: matplotlib
     raw, source = read_raw(args.scenario)
     raw = apply_overrides(raw, args.set or [])
     sc = _from_dict(args, raw, source)   # the base must be valid; its points are checked one by one
@@ -557,7 +557,8 @@ def cmd_sweep(args) -> int:
     _say(args, f"{result.num_points:,} points ({mode}{_repeats_note(axes, n, result.num_points)}): {result.num_ok:,} ran, {result.num_invalid:,} invalid, "
                f"{result.num_infeasible:,} infeasible{errors} ({evaluated:,} computed now, "
                f"{result.num_points - evaluated:,} resumed)"
-               f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
+               + (f"\n{best_line(to_json(result))}" if result.num_ok else "")
+               + f"\nresults: {out / RESULTS_CSV}, {out / RESULTS_PARQUET}; report: {out / 'report.html'}")
     _write_json(args.json, result)
     _resolved_beside(args.json, sc)   # none beside a sweep's --json F until s23walk
     if result.num_error:   # the others ran; these are a twin bug (or a passing fault): a re-run retries them

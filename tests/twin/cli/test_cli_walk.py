@@ -2,6 +2,7 @@
 Each test failed before its fix; a few CPU-seconds in all."""
 
 import json
+import re
 
 from twin.cli.main import main
 from twin.core.scenario import load_scenario
@@ -79,3 +80,11 @@ def test_twin_balance_says_whose_loads_the_measured_cases_carry(tmp_path, capsys
     assert main(["balance", str(f), "--quiet"]) == 0
     assert ("note: the measured cases carry bench-small's loads (16 experts, trained by real/ on H200) to "
             "mixtral-slice's 8 experts; they are not mixtral-slice's own") in capsys.readouterr().out
+
+
+def test_a_sweep_prints_its_best_point(tmp_path, capsys):
+    """W6e: `twin sweep` printed its counts and file names only; the answer (the report's first "Best points" row)
+    was in report.html and the CSV. Now a line: the swept values and the headline figure."""
+    assert main(["sweep", *TINY, "--grid", "plan.pp=1,2", "--out", str(tmp_path / "sw"), "--quiet", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^best: plan\.pp=[12]: step time \(s\) [\d.]+ \(tokens/s per GPU [\d,.]+", out, re.M), out
