@@ -15,8 +15,7 @@ and communication streams. A rank's busy time is the sum over its program's ops 
 (the registry's formula, twin.core.schedules, with V for interleaved 1F1B), the pipeline's p2p
 fill, and the data-parallel tail of the simulator (`dp_tail_s`; under ZeRO-3 with PP the stages'
 post-backward reduce-scatters, `fsdp_post_backward_tail_s`; a tied embedding's all-reduce between
-the end stages, `tied_embedding_all_reduce_s`; under plan.grad_reduce_groups 'by_group' real/pipeline's
-reductions instead, `real_reductions_s`). ZeRO-3 (FSDP's per-block
+the end stages, `tied_embedding_all_reduce_s`). ZeRO-3 (FSDP's per-block
 parameter gathers and gradient scatters, on the first forward and last weight gradient of a stage
 under PP) and per-layer routing loads take the simulator's StepCosts of the whole model and its
 chains op by op (slower, same closed form). What the screen leaves out, the simulator has: the
@@ -53,7 +52,7 @@ from twin.training.step import (StepCosts, balanced_stage_layers, dp_reduce_scat
                                  exposed_reduce_scatter_s, fsdp_post_backward_tail_s, grad_sync_queue, live_frontier,
                                  later_chunk_gathers, local_tokens, megatron_delays_grad_sync, megatron_grad_prep_s,
                                  param_gather_release_s, peak_live_bytes, plan_profile, rank_memory, ranks_holding,
-                                 real_reductions_s, routing_loads, runtime_needs, stage_layers,
+                                 routing_loads, runtime_needs, stage_layers,
                                  syncs_every_backward_under_pp, tied_embedding_all_reduce_s, with_grad_queue)
 
 # plan fields that arrange blocks on ranks but don't change what one block costs on a GPU
@@ -443,7 +442,6 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
     loads = routing_loads(sc)
     gather_wait_s = 0.0
     queue_tail_s = None   # ZeRO-2's every-backward queue: its drain after the last compute, where simulated
-    costs = None   # the whole model's StepCosts, where a plan needs them
     # ZeRO-3, ZeRO-2 under PP (FSDP2's FP32 gradient accumulation after each backward) and a chained
     # parameter gather take the simulator's chains
     if (isinstance(loads, (int, float)) and p.zero_stage < 3 and not (p.zero_stage == 2 and p.pp > 1)
@@ -520,12 +518,6 @@ def screen(sc: Scenario, profile: Profile | None = None) -> Estimate:
         # first chunk, its last one reduced, goes only after its last backward, its buckets prepared first
         first = prep[0] + tails[0][0] / v if megatron_delays_grad_sync(sc) else max(rs_s, prep[0])
         rs_s = max([first] + [prep[r] + t[0] - r * chunk_b_s for r, t in enumerate(tails) if r > 0])
-    if p.grad_reduce_groups == "by_group":
-        # real/pipeline's reductions replace the data-parallel tail (step.simulate_step): DualPipe's copy
-        # pair, then the dense gradients over dp and the routed experts' over dp / ep, each rank's in turn
-        if costs is None:
-            costs = StepCosts(sc, schedule, profile, loads, 1.0, share_blocks=True)
-        rs_s = max(pair + data for pair, data in real_reductions_s(sc, costs, schedule, gpu, profile))
     # a tied embedding's copies summed between the end stages (the simulator's tail)
     measured = profile.collectives if profile.gpu == sc.cluster.gpu else {}
     tied_s = tied_embedding_all_reduce_s(sc, schedule, gpu, measured)
