@@ -37,5 +37,5 @@ def test_no_committed_record_log_or_environment_names_a_machine_folder():
         if MACHINE_PATH.search(data):
             named.append(name)
     # a campaign filed from code before recorded_out (or a log quoting its temp checkout): scrub as the others were,
-    # e.g. sed -i -E 's#"out": "/[^"]*/([^/"]+/[^/"]+)"#"out": "OUTDIR/\\1"#' FILE (a packed log: unpack, edit, repack)
+    # e.g. sed -i -E 's#"out": "/[^"]*/([^/"]+/[^/"]+)"#"out": "OUTDIR/\1"#' FILE (a packed log: unpack, edit, repack)
     assert named == [], f"machine folders in {named}"
