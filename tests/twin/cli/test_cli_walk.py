@@ -88,3 +88,14 @@ def test_a_sweep_prints_its_best_point(tmp_path, capsys):
     assert main(["sweep", *TINY, "--grid", "plan.pp=1,2", "--out", str(tmp_path / "sw"), "--quiet", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^best: plan\.pp=[12]: step time \(s\) [\d.]+ \(tokens/s per GPU [\d,.]+", out, re.M), out
+
+
+def test_the_plan_summary_says_what_its_labels_words_mean(capsys):
+    """W6f: "512xh100 TP1 PP4 V1 EP8 CP1 ZeRO1 mb1 1f1b SMdef selective fp8": "SMdef" and "mb1" were nowhere
+    explained, on the terminal or in the report."""
+    from twin.planning.space import LABEL_LEGEND
+    assert "SM (SMs held for EP communication; def: 20 with EP, else 0)" in LABEL_LEGEND
+    assert "mb (sequences a micro-batch)" in LABEL_LEGEND and "V (virtual stages)" in LABEL_LEGEND
+    assert main(["plan", *TINY, "--tokens", "1e9", "--days", "30", "--gpu", "h100", "--num-gpus", "8", "--pp", "1,2",
+                 "--quiet"]) == 0
+    assert f"\n({LABEL_LEGEND})\n" in capsys.readouterr().out
