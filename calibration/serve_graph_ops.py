@@ -35,6 +35,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_load_host as slh
 from calibration import serve_pipeline as spl
+from calibration import serve_prefill_kernels as spk
 from calibration import serve_start_sync as ssy
 from calibration import serve_switch_compare as ssc
 from calibration.records_io import open_csv, read_csv
@@ -198,7 +199,6 @@ def print_judgement(out: dict) -> None:
         print(_line(f"set J in force -> U (of {5 * len(rows[None]['J'])})", res["J"]["all"]))
         for m, pair in res["J"]["models"].items():
             print("  " + _line(m, pair))
-        from calibration import serve_prefill_kernels as spk   # lazy: its by-figure line only
         print("  set J by figure (in force -> U): " + spk._by_figure(rows[None]["J"], rows[JUDGED]["J"]))
     ssy.print_guards(res, "A-H", "U")
     if "pooled_with_I" in res["guard"]:
