@@ -162,64 +162,70 @@ def guard_criteria(off: list[dict], on: list[dict]) -> dict:
 
 
 def judge(root: Path | str = rec.MEASUREMENTS_DIR, committed_sets: bool = True, fresh=(NAME, FRESH_MODELS),
-          guards: bool = True, tables: dict | None = None) -> dict:
-    """The twin in force and U on set J (`fresh`), sets A-I (`guards`) and the committed sets (`committed_sets`); U's
-    criteria (J1, J2, K1-K3) and the verdict. U's terms: `tables` (default: graph_fit on the fitting runs)."""
+          guards: bool = True, tables: dict | None = None, candidate=None, seen=None, guard=None,
+          fresh_runs: int = FRESH_RUNS, judged: str = JUDGED) -> dict:
+    """The twin in force and the candidate on the fresh set (`fresh`: (records name, models); set J by default), the
+    seen sets (`guards`) and the committed sets (`committed_sets`); the criteria (J1, J2, K1-K3) and the verdict. The
+    candidate: U with `tables`' terms (default: graph_fit on the fitting runs); a later round passes its own
+    `candidate` (a context of the candidate on), `seen` (the seen sets' rows) and `guard` (K1, K2 on them)."""
     root = Path(root)
-    tables = tables or graph_fit(root)
+    if candidate is None:
+        tables = tables or graph_fit(root)
+        candidate = lambda: setting(tables)   # noqa: E731
+    seen, guard = seen or seen_rows, guard or guard_criteria
     rows = {}
-    for cand in (None, JUDGED):
-        with setting(tables if cand else None):
+    for cand in (None, judged):
+        with candidate() if cand else ExitStack():
             rows[cand] = {"J": seh.set_rows(fresh[0], fresh[1], root) if fresh else [],
-                          "seen": seen_rows(root) if guards else [],
+                          "seen": seen(root) if guards else [],
                           "committed": ssc.all_rows(root) if committed_sets else None}
     incomplete = slh.incomplete_runs(root, fresh[0], fresh[1]) if fresh else []
-    j = slh.fresh_criteria(rows[None]["J"], rows[JUDGED]["J"], runs=FRESH_RUNS, incomplete=tuple(incomplete),
+    j = slh.fresh_criteria(rows[None]["J"], rows[judged]["J"], runs=fresh_runs, incomplete=tuple(incomplete),
                            models=fresh[1] if fresh else ())
     j["criteria"] = {k.replace("I1_", "J1_").replace("I2_", "J2_"): v for k, v in j["criteria"].items()}
-    k = guard_criteria(rows[None]["seen"], rows[JUDGED]["seen"]) if guards else {"met": False, "criteria": {}}
+    k = guard(rows[None]["seen"], rows[judged]["seen"]) if guards else {"met": False, "criteria": {}}
     res = {"J": j, "guard": k}
     if committed_sets:
-        s_off, s_on = ssc.summary(rows[None]["committed"]), ssc.summary(rows[JUDGED]["committed"])
+        s_off, s_on = ssc.summary(rows[None]["committed"]), ssc.summary(rows[judged]["committed"])
         res.update(summary_off=s_off, summary_on=s_on, committed=ssy.committed_criteria(s_off, s_on))
     else:
         res["committed"] = {"K3_not_computed": False}
     crit = {**j["criteria"], **k["criteria"], **res["committed"]}
     res["criteria"] = crit
     res["passes"] = bool(fresh and guards and committed_sets and all(crit.values()))
-    return {"rows": rows, "result": res, "incomplete": incomplete, "adopt": JUDGED if res["passes"] else None}
+    return {"rows": rows, "result": res, "incomplete": incomplete, "adopt": judged if res["passes"] else None}
 
 
 _line = ssy._line
 
 
-def print_judgement(out: dict) -> None:
+def print_judgement(out: dict, judged: str = JUDGED, seen_label: str = "A-H") -> None:
     res, rows = out["result"], out["rows"]
     if rows[None]["J"]:
-        print(_line(f"set J in force -> U (of {5 * len(rows[None]['J'])})", res["J"]["all"]))
+        print(_line(f"set in force -> {judged} (of {5 * len(rows[None]['J'])})", res["J"]["all"]))
         for m, pair in res["J"]["models"].items():
             print("  " + _line(m, pair))
-        print("  set J by figure (in force -> U): " + spk._by_figure(rows[None]["J"], rows[JUDGED]["J"]))
-    ssy.print_guards(res, "A-H", "U")
+        print(f"  set by figure (in force -> {judged}): " + spk._by_figure(rows[None]["J"], rows[judged]["J"]))
+    ssy.print_guards(res, seen_label, judged)
     if "pooled_with_I" in res["guard"]:
-        print(_line("A-I pooled (reported)", res["guard"]["pooled_with_I"]))
+        print(_line("every seen set pooled (reported)", res["guard"]["pooled_with_I"]))
     print("criteria: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in res["criteria"].items()))
-    for cand in (None, JUDGED):
+    for cand in (None, judged):
         for r in rows[cand]["J"]:
             print(seh._rows_line(f"J {cand or 'in force'}", r))
     if out["incomplete"]:
         print(f"incomplete (requests not all completed): {', '.join(out['incomplete'])}")
-    print(f"verdict: {'ADOPT candidate U' if out['adopt'] else 'not adopted'}")
+    print(f"verdict: {f'ADOPT candidate {judged}' if out['adopt'] else 'not adopted'}")
 
 
-def judgement_record(out: dict, tables: dict) -> dict:
+def judgement_record(out: dict, tables: dict, judged: str = JUDGED) -> dict:
     """Set J's rows per setting, the guards' counts, U's terms, criteria and the verdict (for tests to read back)."""
     res = out["result"]
     return {"J": {str(c): ssy.slim_rows(v["J"]) for c, v in out["rows"].items()},
             "seen_sets": {k: [list(v[0]), list(v[1])] for k, v in res["guard"].get("sets", {}).items()},
             "pooled": [list(x) for x in res["guard"].get("pooled", ())],
             "pooled_with_I": [list(x) for x in res["guard"].get("pooled_with_I", ())],
-            "summary": {k: {"in_force": list(res["summary_off"][k]), JUDGED: list(res["summary_on"][k])}
+            "summary": {k: {"in_force": list(res["summary_off"][k]), judged: list(res["summary_on"][k])}
                         for k in res.get("summary_off", {})},
             "constants": tables, "criteria": res["criteria"], "passes": res["passes"],
             "incomplete": out["incomplete"], "adopt": out["adopt"]}
