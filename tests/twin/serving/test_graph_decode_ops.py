@@ -85,3 +85,34 @@ def test_fit_terms_recovers_known_terms_and_trims_stalls():
     got = sgo.fit_terms(scale, ops, rows, y)
     assert got["rows_left_out"] == 3
     assert (got["graph_host_s"], got["graph_op_s"], got["graph_row_s"]) == pytest.approx((0.29e-3, 0.3e-6, 43e-6), rel=1e-9)
+
+
+# ---- round 2: timing.ADOPT_GRAPH_OP_FLOOR (docs/notes/s27serve2_rule.md) -------------------------------------------
+
+FLOOR = {t: {"graph_op_floor_s": 0.5e-6} for t in ("real-serve-h100-ep1", TABLE)}
+
+
+def test_the_floor_moves_a_replay_by_its_operators_beyond_the_fit_model_only():
+    from calibration import serve_graph_floor as sgf
+    assert timing.fit_model_graph_ops() == 403 and timing.ADOPT_GRAPH_OP_FLOOR is False
+    models = ("v3-slice-2l", "bench-small", "v3-slice-1l")
+    base = {m: _prices(_costs(m)) for m in models}
+    ep2 = _prices(_costs("v3-slice-2l", "real-serve-h100-ep2", ep=2))
+    with sgf.setting(FLOOR):
+        on = {m: _prices(_costs(m)) for m in models}
+        assert _prices(_costs("v3-slice-2l", "real-serve-h100-ep2", ep=2)) == ep2
+    assert on["v3-slice-2l"] == base["v3-slice-2l"]               # the fit model: as before, by construction
+    for m in ("bench-small", "v3-slice-1l"):
+        extra = 0.5e-6 * (timing.graph_ops(eager_ops(m), get_model(m)) - 403)   # bench-small +444, v3-slice-1l -160 ops
+        assert on[m][0] == pytest.approx(base[m][0] + extra, rel=1e-12)
+        assert on[m][1:] == base[m][1:]                             # eager iterations untouched
+
+
+def test_the_floor_fit_is_least_squares_through_the_origin_with_the_trim():
+    from calibration import serve_graph_floor as sgf
+    x = np.array([-187.0, -187, 0, 8, 24, 444] * 20)
+    pred = np.full(len(x), 1.0e-3)
+    y = pred + 0.5e-6 * x
+    y[0] = 5e-3   # a stall above 2x, left out by the second pass
+    got = sgf.fit_term(x, y, pred)
+    assert got["rows_left_out"] == 1 and got["graph_op_floor_s"] == pytest.approx(0.5e-6, rel=1e-9)
