@@ -6,7 +6,6 @@ committed (calibration/s27serve_judgement.json, written by `python -m calibratio
 criteria recomputed from its rows, the guards' from their committed counts, one run replayed live under the twin in
 force against its stored row, and the strict xfail printing U's figures."""
 
-import csv
 import json
 import math
 
@@ -16,7 +15,7 @@ from calibration import records as rec
 from calibration import serve_eager_host as seh
 from calibration import serve_graph_ops as sgo
 from calibration import serve_start_sync as ssy
-from calibration.records_io import open_csv, read_csv
+from calibration.records_io import read_csv
 from calibration.serve_load_validation import FIGURES
 from tests.calibration.conftest import assert_complete_held_out_set
 from twin.serving import timing

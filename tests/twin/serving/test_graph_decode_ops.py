@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from calibration import prereg_serve as ps
+from calibration import serve_graph_floor as sgf
 from calibration import serve_graph_ops as sgo
 from twin.core.specs import get_model
 from twin.serving import timing
@@ -93,7 +94,6 @@ FLOOR = {t: {"graph_op_floor_s": 0.5e-6} for t in ("real-serve-h100-ep1", TABLE)
 
 
 def test_the_floor_moves_a_replay_by_its_operators_beyond_the_fit_model_only():
-    from calibration import serve_graph_floor as sgf
     assert timing.fit_model_graph_ops() == 403 and timing.ADOPT_GRAPH_OP_FLOOR is False
     models = ("v3-slice-2l", "bench-small", "v3-slice-1l")
     base = {m: _prices(_costs(m)) for m in models}
@@ -109,7 +109,6 @@ def test_the_floor_moves_a_replay_by_its_operators_beyond_the_fit_model_only():
 
 
 def test_the_floor_fit_is_least_squares_through_the_origin_with_the_trim():
-    from calibration import serve_graph_floor as sgf
     x = np.array([-187.0, -187, 0, 8, 24, 444] * 20)
     pred = np.full(len(x), 1.0e-3)
     y = pred + 0.5e-6 * x
