@@ -37,7 +37,7 @@ def test_set_k_holds_eight_complete_held_out_runs_on_one_h200_recorded_without_t
 
 def test_the_committed_term_is_the_fit_the_judgement_used(judgement):
     committed = json.loads(sgf.FIT_FILE.read_text())["tables"]
-    assert {v[sgf.TERM] for v in committed.values()} == {pytest.approx(495.0e-9, rel=1e-3)}
+    assert all(v[sgf.TERM] == pytest.approx(495.0e-9, rel=1e-3) for v in committed.values())
     assert all(v["rows"] == 8882 and v["card"] == "h200" for v in committed.values())
     assert judgement["constants"] == committed
 
