@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -130,8 +131,10 @@ def run_rank(rank: int, world: int, out: Path, sync: Path, quick: bool, lanes: i
                         bwd(fwd())
                         times.append(time.perf_counter() - t0)
                 torch_cp.profile_phases(fwd, bwd, dev, PROFILED_REPS, str(trace_path))
-    except (RuntimeError, NotImplementedError, ValueError, AssertionError) as e:   # dynamo or the CP dispatch refused
+    except Exception as e:   # noqa: BLE001  dynamo, Inductor, the fake group or the CP dispatch refused: recorded
+        # in the row's status (the campaign's other ranks and degrees go on), never swallowed
         status = f"error: {type(e).__name__}: {str(e)[:300]}"
+        traceback.print_exc()
     finally:
         _touch(sync / f"ready_{rank}")   # never leave the other ranks waiting on this one
         _touch(sync / f"done_{rank}")

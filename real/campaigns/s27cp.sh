@@ -10,7 +10,8 @@
 #              schedules against its CUDA-event time); <= 60 s
 #   sched      real/bench/cp_schedule.py: each rank's compiled schedule of the same block at CP4 and CP8
 #              on a fake process group (rank r on GPU r mod 2; ranks timed two at a time, one a GPU,
-#              the others idle), Chrome traces and cp_schedule.csv; <= 200 s
+#              the others idle), Chrome traces and cp_schedule.csv; <= 280 s (compiling eight ranks at
+#              once, then four turns of two ranks: ~110 s at CP8, ~70 s at CP4)
 # Run alone on a two-GPU host (asked as nvidia-h200-x2; on 2x H100 it runs the same, filed by card):
 #   bash real/campaigns/s27cp.sh OUTDIR
 # Outputs OUTDIR/s27cp/: cp2_real/ (torch_cp*.csv, env.json), sched/ (cp_schedule.csv, traces/),
@@ -37,7 +38,7 @@ quick=()
 mkdir -p "$root/cp2_real" "$root/sched"
 REAL_BENCH_TRACE_DIR="$root/traces" part cp2_real 60 "${torchrun[@]}" -m real.bench --out "$root/cp2_real" \
   --only cp_block --budget-s 50 ${quick[@]+"${quick[@]}"}
-part sched 200 "$PY" -m real.bench.cp_schedule --out "$root/sched" --cp ${S27CP_CP:-4 8} --budget-s $(( 185 * scale )) \
+part sched 280 "$PY" -m real.bench.cp_schedule --out "$root/sched" --cp ${S27CP_CP:-4 8} --budget-s $(( 260 * scale )) \
   ${quick[@]+"${quick[@]}"}
 rm -rf "$root/sched"/sync_cp*
 echo "$campaign done $(date -u +%FT%TZ)" | tee -a "$log"
