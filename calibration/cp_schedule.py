@@ -25,7 +25,8 @@ the recomputed forward's share (at the forward fraction) over the backward atten
 fraction of the attention core's time carries to another GPU as a ratio (the schedule is the compiled
 graph's; the intervals scale with the kernels: the rule's transfer assumption).
 
-    python -m calibration.cp_schedule TRACES_DIR [--pattern GLOB] [--json]
+    python -m calibration.cp_schedule TRACES_DIR [--pattern GLOB] [--json]     one CP degree's fractions
+    python -m calibration.cp_schedule RUN_DIR --judge [--write]                the rule's judgement
 """
 
 from __future__ import annotations
@@ -181,6 +182,112 @@ def schedule_fracs(ranks: list[dict], transfer_s: dict[str, float], rep: int = 1
             "attn_bwd_s": attn_bwd, "attn_recompute_s": attn_re}
 
 
+# ---------------------------------------------------------------------------------------------
+# The judgement of docs/notes/s27cp_rule.md (campaign s27cp)
+# ---------------------------------------------------------------------------------------------
+
+S17CP_DIR = Path(__file__).parent / "measurements" / "h200x4" / "cp_block"   # s17cp's real CP4 block (held out)
+JUDGEMENT = Path(__file__).parent / "s27cp_judgement.json"
+REAL_PATTERN = "trace_cp_block_compiled_S{S}_rank{{rank}}.json.gz"   # real/bench/cp_block.py's trace names
+FAKE_PATTERN = "cp_schedule_cp{cp}_rank{{rank}}.json.gz"             # real/bench/cp_schedule.py's
+LOCAL_LEN, HEADS, HEAD_DIM = 32768, 32, 128   # the block's positions a rank, K/V heads after repeat_kv, head dim
+NCCL_OPS = {"allgather": "all_gather_into_tensor", "sendrecv": "all_to_all_single"}
+C1_TOL, C3_TOL, C4_TOL = 0.03, 0.04, 0.03
+
+
+def twin_transfer_s(cp: int, gpu: str = "h200", local_len: int = LOCAL_LEN) -> dict[str, float]:
+    """The twin's catalog seconds of the block's collectives at CP = cp (twin.training.step's
+    _torch_cp_exposed_s sizes): the K/V all-gather of cp x the rank's K/V bytes (BF16, 32 heads after
+    repeat_kv), each FP32 dK/dV hand-over (twice those bytes) as a send_recv."""
+    from calibration.predict import gpu_spec  # lazy: the catalog, only for the judgement
+    from twin.costs import comm  # lazy: as above
+    g = gpu_spec(gpu)
+    kv_bytes = local_len * HEADS * HEAD_DIM * 2 * 2
+    return {"all_gather_into_tensor": comm.collective_time_s("all_gather", kv_bytes * cp, cp, g, True),
+            "all_to_all_single": comm.collective_time_s("send_recv", 2 * kv_bytes, 2, g, True)}
+
+
+def nccl_transfer_s(folder: Path | str, pattern: str) -> dict[str, float]:
+    """{collective op: its smallest NCCL kernel time over the ranks' traces}: the rank that arrives
+    last waits least, so its kernel is the transfer."""
+    rx = re.compile(re.escape(pattern).replace(r"\{rank\}", r"\d+") + "$")
+    out: dict[str, float] = {}
+    for p in Path(folder).iterdir():
+        if not rx.match(p.name):
+            continue
+        for e in load_trace(p).get("traceEvents", []):
+            if e.get("cat") == "kernel" and "nccl" in e.get("name", "").lower():
+                op = next((v for k, v in NCCL_OPS.items() if k in e["name"].lower()), None)
+                if op:
+                    out[op] = min(out.get(op, math.inf), float(e.get("dur", 0.0)) * 1e-6)
+    return out
+
+
+def attention_order(seq: list[dict]) -> list[str]:
+    """A phase's collectives and flash calls in host order (C2's comparison)."""
+    return [i["kind"] if i["kind"] != "kernel" else i["cls"] for i in seq
+            if i["kind"] != "kernel" or i["cls"] in ("attention", "attention_bwd")]
+
+
+def _lock_s(ranks: list[dict], transfer_s: dict[str, float], rep: int) -> float:
+    return sum(replay([r[(rep, ph)] for r in ranks], transfer_s, 1)[0] for ph in PHASES)
+
+
+def judge(run: Path | str, s17cp: Path | str = S17CP_DIR) -> dict:
+    """C1-C4 and the fractions of docs/notes/s27cp_rule.md from a campaign s27cp folder (its
+    cp2_real/, traces/ and sched/) and s17cp's CP4 block records."""
+    from calibration.records_io import read_csv  # lazy: pandas, only for the judgement
+    run, s17cp = Path(run), Path(s17cp)
+    out: dict = {"run": run.name, "criteria": {}, "fractions": {}, "fractions_rep0": {}}
+    real2 = REAL_PATTERN.format(S=2 * LOCAL_LEN)
+    ranks2 = load_ranks(run / "traces", real2)
+    measured2 = float(read_csv(run / "cp2_real" / "torch_cp.csv")["time_s"].iloc[0])
+    replay2 = _lock_s(ranks2, nccl_transfer_s(run / "traces", real2), 1)
+    c1 = replay2 / measured2 - 1
+    out["criteria"]["C1"] = {"replay_s": replay2, "measured_s": measured2, "err": c1, "holds": abs(c1) <= C1_TOL}
+    fake = {cp: load_ranks(run / "sched" / "traces", FAKE_PATTERN.format(cp=cp)) for cp in (4, 8)}
+    real4 = load_ranks(s17cp / "traces", REAL_PATTERN.format(S=4 * LOCAL_LEN))
+    same = len(fake[4]) == len(real4) == 4 and all(
+        attention_order(f[(1, ph)]) == attention_order(r[(1, ph)]) for f, r in zip(fake[4], real4) for ph in PHASES)
+    out["criteria"]["C2"] = {"holds": bool(same)}
+    measured4 = float(read_csv(s17cp / "torch_cp_cp4.csv")["time_s"].iloc[0])
+    if len(fake[4]) == 4:
+        replay4 = _lock_s(fake[4], twin_transfer_s(4), 1)
+        c3 = replay4 / measured4 - 1
+        out["criteria"]["C3"] = {"replay_s": replay4, "measured_s": measured4, "err": c3, "holds": abs(c3) <= C3_TOL}
+    else:
+        out["criteria"]["C3"] = {"holds": False, "why": f"{len(fake[4])} CP4 rank traces"}
+    stable = True
+    for cp, ranks in ((2, ranks2), (4, fake[4]), (8, fake[8])):
+        if len(ranks) != cp:
+            continue
+        f1, f0 = schedule_fracs(ranks, twin_transfer_s(cp), 1), schedule_fracs(ranks, twin_transfer_s(cp), 0)
+        out["fractions"][cp], out["fractions_rep0"][cp] = f1, f0
+        stable &= all(abs(f1[ph] - f0[ph]) <= C4_TOL for ph in PHASES)
+    out["criteria"]["C4"] = {"holds": bool(stable and out["fractions"])}
+    out["adopt"] = all(c["holds"] for c in out["criteria"].values())
+    return out
+
+
+def format_judgement(j: dict) -> str:
+    c = j["criteria"]
+    lines = [f"s27cp judgement ({j['run']}); err = replay / measured - 1"]
+    for k in ("C1", "C3"):
+        v = c[k]
+        lines.append(f"  {k}: " + (f"replay {v['replay_s'] * 1e3:.1f} ms, measured {v['measured_s'] * 1e3:.1f} ms, "
+                                   f"err {v['err']:+.2%}" if "err" in v else v.get("why", "")) + f" -> {v['holds']}")
+    lines.append(f"  C2 (fake CP4 schedule = real CP4 schedule, every rank and phase): {c['C2']['holds']}")
+    lines.append(f"  C4 (fractions of repetitions 0 and 1 within {C4_TOL}): {c['C4']['holds']}")
+    for cp, f in j["fractions"].items():
+        f0 = j["fractions_rep0"][cp]
+        lines.append(f"  cp {cp}: fwd {f['fwd']:.4f} (rep0 {f0['fwd']:.4f}), bwd {f['bwd']:.4f} (rep0 {f0['bwd']:.4f}); "
+                     f"per block excess fwd {f['excess_fwd_s'] * 1e3:.1f} ms, bwd {f['excess_bwd_s'] * 1e3:.1f} ms; "
+                     f"attention fwd {f['attn_fwd_s'] * 1e3:.1f}, recompute {f['attn_recompute_s'] * 1e3:.1f}, "
+                     f"bwd {f['attn_bwd_s'] * 1e3:.1f} ms")
+    lines.append(f"  adopt: {j['adopt']}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = parser("calibration.cp_schedule", __doc__)
     ap.add_argument("folder", type=Path, help="a folder of one CP degree's per-rank Chrome traces")
@@ -188,10 +295,18 @@ def main(argv=None) -> int:
                     help="the traces' file name with a {rank} field")
     ap.add_argument("--rep", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--judge", action="store_true", help="FOLDER is a campaign s27cp folder: the rule's judgement")
+    ap.add_argument("--write", action="store_true", help="with --judge: write calibration/s27cp_judgement.json")
     a = ap.parse_args(argv)
     if not a.folder.is_dir():
         print(f"error: folder {a.folder}: not a directory", file=sys.stderr)
         return 2
+    if a.judge:
+        j = judge(a.folder)
+        print(json.dumps(j, indent=1) if a.json else format_judgement(j))
+        if a.write:
+            JUDGEMENT.write_text(json.dumps(j, indent=1, sort_keys=True) + "\n")
+        return 0
     ranks = load_ranks(a.folder, a.pattern)
     if len(ranks) < 2:
         print(f"error: --pattern {a.pattern!r}: {len(ranks)} rank traces in {a.folder}, need >= 2", file=sys.stderr)
