@@ -61,10 +61,15 @@ ADOPT_COMPILED_CP_ONE_GATHER = True
 # interval by interval, the slowest rank's work since the last meeting (s17cp's CP4 block: one rank
 # gathers K/V before its diagonal call, the others after). Per CP degree and pass, the seconds lost in a
 # chain of blocks over the pass's attention-core seconds, from each rank's compiled schedule replayed in
-# lock step (calibration/cp_schedule.py schedule_fracs; campaign s27cp). Candidate of
-# docs/notes/s27cp_rule.md: off until its criteria hold; the fractions filled from its records.
-ADOPT_COMPILED_CP_SCHEDULE_WAIT = False
-COMPILED_CP_SCHEDULE_WAIT_FRAC: dict[int, dict[str, float]] = {}
+# lock step (calibration/cp_schedule.py schedule_fracs; campaign s27cp, 2x H200, torch 2.11: cp 2 from real
+# NCCL traces, cp 4 and 8 from each rank's schedule compiled on a fake process group,
+# calibration/measurements/h200x2/s27cp/; the figures of calibration/s27cp_judgement.json, 4 decimals).
+# At CP8 two ranks' backward graphs (4 and 6) put all eight dK/dV hand-overs after their eight backward
+# calls where the others interleave them: the others stall ~0.49 s a block. Adopted by
+# docs/notes/s27cp_rule.md (C1-C4 and its guards held).
+ADOPT_COMPILED_CP_SCHEDULE_WAIT = True
+COMPILED_CP_SCHEDULE_WAIT_FRAC: dict[int, dict[str, float]] = {
+    2: {"fwd": 0.0002, "bwd": 0.0025}, 4: {"fwd": 0.0341, "bwd": 0.0403}, 8: {"fwd": 0.0138, "bwd": 0.8573}}
 
 
 def torch_cp_merge_s(cp: int, q_elems: float, kv_elems: float, backward: bool, gpu: GPUSpec,
