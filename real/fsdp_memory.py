@@ -40,6 +40,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 COLS = ["config", "layers", "dim", "n_heads", "n_kv_heads", "ffn_dim", "vocab", "seq_len", "local_batch",
         "world_size", "rank", "step", "status", "step_time_s", "loss", "start_allocated_bytes",
@@ -122,9 +124,6 @@ SAVE = {torch.ops.aten.mm.default, torch.ops.aten._scaled_dot_product_efficient_
 
 def op_sac(block: nn.Module) -> nn.Module:
     """torchtitan 9dec370's 'op' selective AC of one block (parallelize_llama._apply_ac_to_transformer_block)."""
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
-
     def context_fn():
         meta = defaultdict(int)
 

@@ -1545,7 +1545,7 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
     (StepCosts._with_fsdp), so the tail is the optimizer alone."""
     p = sc.plan
     ranks = sc.dp * p.cp
-    params = breakdown["weights"] / memory.WEIGHT_BYTES
+    params = memory.rank_params(breakdown, p)
     ring_s = _dp_ring_s(sc, params * GRAD_REDUCE_BYTES[p.grad_reduce_dtype], gpu, link_bw_scale)
     rs = ring_s if p.zero_stage in (1, 2) else 0.0
     # the distributed optimizer gathers the updated parameters in their own dtype (BF16: Megatron's
@@ -1562,8 +1562,9 @@ def dp_tail_s(sc: Scenario, breakdown: dict, gpu: GPUSpec, profile: Profile, lin
         # and the optimizer is too (ZeRO-0), 1/ranks of them where only the optimizer is sharded
         grads_read = breakdown["gradients"] / (ranks if p.zero_stage >= 1 and not memory.gradients_sharded(p) else 1)
         if p.zero_stage >= 3:   # the sharded gradients, which a ZeRO-3 pipeline rank's peak may not hold
-            grads_read = breakdown["weights"] / memory.WEIGHT_BYTES * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
-        opt_bytes = breakdown["optimizer"] * 2 + grads_read + breakdown["weights"]
+            grads_read = params * memory.GRAD_BYTES   # (fsdp_pp_grads_when_born)
+        # the BF16 weights written: priced whether or not a ZeRO-3 rank keeps its BF16 shard (memory.keeps_bf16_shard)
+        opt_bytes = breakdown["optimizer"] * 2 + grads_read + params * memory.WEIGHT_BYTES
     opt = compute.memory_time_s(opt_bytes + opt_params * CLIP_BYTES_PER_PARAM, gpu, profile)
     if p.optimizer_kernel == "none":   # a benchmark's step timed without an update (real/pipeline without --sgd-lr)
         opt = 0.0
