@@ -24,6 +24,9 @@ SETTINGS = {"expandable": "expandable_segments:True", "default": "expandable_seg
 B1_ABS, B1_REL = 0.02, 0.25
 
 
+RECORD_OVERRIDE: Path | None = None   # a record judged in place of the committed one (calibration.fsdp_reserve.judge)
+
+
 def committed_record() -> Path | None:
     return next((p for p in RECORDS if csv_exists(p)), None)
 
@@ -71,7 +74,7 @@ def reserve_fraction(setting: str | None, path: Path | str | None = None) -> flo
     without the committed record, or where B1 fails."""
     if setting is None:
         return 0.0
-    path = committed_record() if path is None else path
+    path = (RECORD_OVERRIDE or committed_record()) if path is None else path
     return 0.0 if path is None else _taken(str(path))[setting]
 
 

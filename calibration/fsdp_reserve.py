@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 
-from calibration import entry, published_runs
+from calibration import allocator_reserve, entry, published_runs
 from calibration.allocator_reserve import GIB, part_fractions, setting_fractions, steady_rows
 from twin.core.scenario import from_dict
 from twin.costs import memory
@@ -88,6 +88,7 @@ def judge(path: Path | str | None = None) -> dict:
     a = check_a(parts, gpu)
     settings = setting_fractions(parts)
     saved = (memory.ADOPT_FSDP_NO_BF16_SHARD, published_runs.ADOPT_ALLOCATOR_RESERVED_PEAK)
+    allocator_reserve.RECORD_OVERRIDE = None if path is None else Path(path)
     try:
         memory.ADOPT_FSDP_NO_BF16_SHARD = a["adopt"]
         d = diagnostic_d(parts, gpu)
@@ -97,6 +98,7 @@ def judge(path: Path | str | None = None) -> dict:
         with_b = _memory_summary(published_runs.compare(path=published_runs.RUNS_FILE))
     finally:
         memory.ADOPT_FSDP_NO_BF16_SHARD, published_runs.ADOPT_ALLOCATOR_RESERVED_PEAK = saved
+        allocator_reserve.RECORD_OVERRIDE = None
     b2 = (with_b["median_abs_rel_error"] < without["median_abs_rel_error"]
           and with_b["num_within_row_target"] >= without["num_within_row_target"])
     b3 = with_b["max_rel_error"] <= B3_ABOVE
