@@ -243,7 +243,7 @@ def gradients_sharded(plan: ParallelPlan) -> bool:
 # each all-gather. The FP32 shard is the optimizer's master (optimizer_bytes_per_param), so ZeRO-3 ("FSDP")
 # holds no BF16 shard beside it when this is on (docs/notes/s27mlm2_rule.md, candidate A). The step's time
 # is not re-costed: the fused optimizer's BF16 write stays priced (step.dp_tail_s).
-ADOPT_FSDP_NO_BF16_SHARD = False
+ADOPT_FSDP_NO_BF16_SHARD = True
 
 
 def keeps_bf16_shard(plan: ParallelPlan) -> bool:
